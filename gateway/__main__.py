@@ -1,0 +1,36 @@
+"""`python -m gateway --config FILE`: run one gateway process (S3 + admin listeners)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from gateway import logs
+from gateway.app import serve
+from storage.config import load_config
+from storage.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tessera gateway")
+    p.add_argument("--config", type=Path, required=True, help="cluster TOML file")
+    p.add_argument("--log-level", default="INFO")
+    a = p.parse_args(argv)
+    logs.setup(a.log_level)
+    try:
+        cfg = load_config(a.config)
+    except ConfigError as exc:
+        print(f"tessera gateway: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(cfg))
+    except OSError as exc:
+        print(f"tessera gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The gateway process: the S3 listener and the admin listener over one `Cluster`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from gateway.metrics import Metrics
+from gateway.s3.server import S3Server
+from storage.cluster import Cluster
+from storage.config import Config
+
+log = logging.getLogger("tessera.gateway")
+MAX_FIELD_BYTES = 16 * 1024
+
+
+def split_hostport(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def create_s3_app(server: S3Server) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024, handler_args={
+        "max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES})
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+
+    async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        rid = request.get("request_id")
+        if rid and "x-amz-request-id" not in response.headers:
+            response.headers["x-amz-request-id"] = rid
+            response.headers["x-amz-id-2"] = "tessera"
+
+    app.on_response_prepare.append(stamp)
+    return app
+
+
+def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
+    from gateway.admin.api import AdminApi
+
+    app = web.Application(client_max_size=1024 * 1024)
+    api = AdminApi(cluster)
+    api.register(app)
+
+    async def prom(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+
+    app.router.add_get("/metrics", prom)
+    return app
+
+
+async def serve(cfg: Config, ready_line: bool = True) -> None:
+    """Run the gateway until SIGTERM/SIGINT."""
+    cluster = await Cluster.open(cfg)
+    metrics = Metrics()
+    server = S3Server(cluster, cfg.gateway, metrics)
+    runners = []
+    try:
+        from storage.workers.runner import start_workers
+
+        workers = start_workers(cluster)
+        for app, addr in ((create_s3_app(server), cfg.gateway.listen),
+                          (create_admin_app(cluster, metrics), cfg.gateway.admin_listen)):
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            host, port = split_hostport(addr)
+            await web.TCPSite(runner, host, port, backlog=1024).start()
+            runners.append(runner)
+        if ready_line:
+            print(f"gateway ready on http://{cfg.gateway.listen} "
+                  f"(admin http://{cfg.gateway.admin_listen})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await workers.stop()
+    finally:
+        for r in runners:
+            await r.cleanup()
+        await cluster.close()

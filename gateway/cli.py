@@ -1,0 +1,56 @@
+"""The `tessera` command: run processes of the cluster and operate it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from storage.errors import StorageError
+
+
+def _up(a: argparse.Namespace) -> int:
+    from gateway.localcluster import run
+
+    return asyncio.run(run(Path(a.data), a.port, a.node_port, a.admin_port))
+
+
+def _exec_module(module: str, argv: list[str]) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tessera", description="Tessera distributed storage.")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start a whole local cluster (9 nodes in 3 zones + gateway)")
+    up.add_argument("--data", default="./tessera-data", help="data directory")
+    up.add_argument("--port", type=int, default=9000, help="S3 port on 127.0.0.1")
+    up.add_argument("--admin-port", type=int, default=9001, help="admin port on 127.0.0.1")
+    up.add_argument("--node-port", type=int, default=9100, help="port of every node")
+    up.set_defaults(func=_up)
+    sub.add_parser("gateway", help="run one gateway process (--config FILE)", add_help=False)
+    sub.add_parser("node", help="run one storage node (--config FILE --id ID)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "gateway":
+        return _exec_module("gateway", argv[1:])
+    if argv and argv[0] == "node":
+        return _exec_module("nodes", argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (StorageError, RuntimeError, OSError) as exc:
+        print(f"tessera {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""`tessera up`: a whole cluster on this machine as child processes, data under one directory.
+
+Nine storage nodes in three zones (az1 on 127.0.1.x, az2 on 127.0.2.x, az3 on 127.0.3.x)
+and a gateway. The first start writes the cluster config, creates the default tenant with
+an access key and the admin credential, and writes `tessera.env`; later starts reuse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.cluster import Cluster
+from storage.config import load_config
+
+ZONES = ("az1", "az2", "az3")
+NODES_PER_ZONE = 3
+READY_TIMEOUT_S = 60.0
+
+
+def default_config(data_dir: Path, port: int, node_port: int, admin_port: int) -> str:
+    lines = [
+        f'data_dir = "{data_dir}"',
+        "",
+        "[cluster]",
+        'default_profile = "standard"',
+        "segment_size = 1048576",
+        "write_quorum_extra = 1",
+        "",
+        "[gateway]",
+        f'listen = "127.0.0.1:{port}"',
+        f'admin_listen = "127.0.0.1:{admin_port}"',
+        'region = "us-east-1"',
+        "",
+        "[metadata]",
+        'backend = "sqlite"',
+        'path = "meta/tessera.db"',
+        "",
+        "[profiles.standard]",
+        "k = 4",
+        "m = 2",
+        'role = "standard"',
+        "",
+    ]
+    n = 0
+    for z, zone in enumerate(ZONES, start=1):
+        for i in range(1, NODES_PER_ZONE + 1):
+            n += 1
+            lines += ["[[nodes]]", f'id = "n{n}"', f'zone = "{zone}"',
+                      f'address = "127.0.{z}.{i}:{node_port}"', ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class Child:
+    name: str
+    proc: asyncio.subprocess.Process
+    log: Path
+
+
+async def _start(name: str, args: list[str], log_dir: Path, marker: str) -> Child:
+    log = log_dir / f"{name}.log"
+    err = open(log, "ab")  # noqa: SIM115 - the child owns it for its whole life
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=err,
+        stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+    err.close()
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"{name} exited before it was ready; see {log}")
+                if marker in line.decode(errors="replace"):
+                    break
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError(f"{name} was not ready within {READY_TIMEOUT_S:.0f}s; see {log}") from None
+    asyncio.create_task(_drain(proc.stdout))
+    return Child(name, proc, log)
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+async def bootstrap(config: Path) -> dict[str, str]:
+    """First start: default tenant, its access key and the admin credential."""
+    cfg = load_config(config)
+    env_path = cfg.data_dir / "tessera.env"
+    if env_path.exists():
+        return dict(line.split("=", 1) for line in env_path.read_text().splitlines() if "=" in line)
+    cluster = await Cluster.open(cfg, probe=False)
+    try:
+        await cluster.tenants.create("default")
+        cred = await cluster.tenants.create_key("default")
+        admin = await cluster.tenants.create_key("_admin", role="admin")
+    finally:
+        await cluster.close()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{cfg.gateway.listen}",
+        "AWS_ACCESS_KEY_ID": cred.access_key,
+        "AWS_SECRET_ACCESS_KEY": cred.secret_key,
+        "AWS_DEFAULT_REGION": cfg.gateway.region,
+        "TESSERA_ADMIN_URL": f"http://{cfg.gateway.admin_listen}",
+        "TESSERA_ADMIN_ACCESS_KEY": admin.access_key,
+        "TESSERA_ADMIN_SECRET_KEY": admin.secret_key,
+        "TESSERA_CONFIG": str(config),
+    }
+    fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{k}={v}\n" for k, v in env.items()))
+    return env
+
+
+async def run(data_dir: Path, port: int, node_port: int, admin_port: int) -> int:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "tessera.toml"
+    if not config.exists():
+        config.write_text(default_config(data_dir, port, node_port, admin_port))
+    cfg = load_config(config)
+    env = await bootstrap(config)
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    children: list[Child] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        nodes = await asyncio.gather(*(
+            _start(n.id, ["-m", "nodes", "--config", str(config), "--id", n.id], log_dir,
+                   "ready") for n in cfg.nodes))
+        children += nodes
+        children.append(await _start("gateway", ["-m", "gateway", "--config", str(config)],
+                                     log_dir, "gateway ready"))
+        print(f"Tessera is up: {len(cfg.nodes)} nodes in {len(cfg.zones)} zones, data in "
+              f"{data_dir}")
+        print(f"  S3 endpoint:       {env['AWS_ENDPOINT_URL']}")
+        print(f"  region:            {env['AWS_DEFAULT_REGION']}")
+        print(f"  access key id:     {env['AWS_ACCESS_KEY_ID']}")
+        print(f"  secret access key: {env['AWS_SECRET_ACCESS_KEY']}")
+        print(f"  admin endpoint:    {env['TESSERA_ADMIN_URL']}")
+        print(f"  environment:       set -a; . {data_dir / 'tessera.env'}; set +a")
+        print("cluster ready (Ctrl-C stops it)", flush=True)
+        waits = {asyncio.create_task(c.proc.wait()): c for c in children}
+        stopper = asyncio.create_task(stop.wait())
+        while not stop.is_set():
+            done, _ = await asyncio.wait({stopper, *waits}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t in waits:
+                    c = waits.pop(t)
+                    print(f"warning: {c.name} exited with status {c.proc.returncode}; see "
+                          f"{c.log}", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        await _stop_all(children)
+
+
+async def _stop_all(children: list[Child]) -> None:
+    for c in reversed(children):
+        if c.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.terminate()
+    for c in children:
+        try:
+            await asyncio.wait_for(c.proc.wait(), 15)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.kill()
+            await c.proc.wait()

@@ -1,0 +1,29 @@
+"""Prometheus metrics of the gateway, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0, 60.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("tessera_s3_requests", "S3 requests by operation and status",
+                                ["op", "status"], registry=r)
+        self.latency = Histogram("tessera_s3_request_seconds", "S3 request latency",
+                                 ["op"], buckets=LATENCY_BUCKETS, registry=r)
+        self.bytes_in = Counter("tessera_s3_bytes_in", "Object bytes received", registry=r)
+        self.bytes_out = Counter("tessera_s3_bytes_out", "Object bytes sent", registry=r)
+
+    def request(self, op: str, status: int, seconds: float) -> None:
+        self.requests.labels(op=op, status=str(status)).inc()
+        self.latency.labels(op=op).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,147 @@
+"""Request bodies of uploads: aws-chunked decoding, length limits and every payload check.
+
+The body is consumed as a stream; the checks that need the whole payload (SHA-256 of the
+payload, Content-MD5, x-amz-checksum-*) run in `verify`, called by the object service
+after the data is stored and before it is committed, so a bad body is never visible.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.s3 import checksums
+from gateway.s3.errors import S3Error
+from gateway.s3.sigv4 import AuthResult, ChunkedDecoder, SigV4Error
+
+READ_CHUNK = 1024 * 1024
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+class RequestBody:
+    def __init__(self, request: web.BaseRequest, auth: AuthResult, max_size: int) -> None:
+        h = request.headers
+        mode = auth.payload_mode
+        self._request = request
+        self._decoder: ChunkedDecoder | None = None
+        self.trailers: dict[str, str] = {}
+        self.received = 0
+        streaming = mode.startswith("streaming")
+        raw_len = h.get("x-amz-decoded-content-length") if streaming else h.get("Content-Length")
+        if raw_len is None and streaming and "Content-Length" not in h and not request.body_exists:
+            raw_len = "0"
+        if raw_len is None:
+            if request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                raise S3Error("MissingContentLength")
+            self.length: int | None = None
+        else:
+            try:
+                self.length = int(raw_len)
+            except ValueError:
+                raise S3Error("InvalidArgument", "Content-Length is not a number") from None
+            if self.length < 0:
+                raise S3Error("InvalidArgument", "Content-Length is negative")
+        if self.length is not None and self.length > max_size:
+            raise S3Error("EntityTooLarge", ProposedSize=str(self.length),
+                          MaxSizeAllowed=str(max_size))
+        self._max = max_size
+        if streaming:
+            trailer = h.get("x-amz-trailer")
+            names = [n.strip() for n in trailer.split(",")] if trailer else None
+            if mode.endswith("trailer") and names is None:
+                names = []
+            self._decoder = ChunkedDecoder(auth, mode in ("streaming-signed",
+                                                          "streaming-signed-trailer"), names)
+        self._sha256 = None
+        self._expected_sha256 = None
+        if mode.startswith("sha256:"):
+            self._expected_sha256 = mode[7:]
+            self._sha256 = hashlib.sha256()
+        self.expected = checksums.from_headers(h)
+        alg = h.get("x-amz-sdk-checksum-algorithm")
+        announced = set(self.expected)
+        if alg:
+            if alg.upper() not in checksums.ALGORITHMS:
+                raise S3Error("InvalidRequest", "Value for x-amz-sdk-checksum-algorithm "
+                              "header is invalid.")
+            announced.add(alg.upper())
+        trailer_names = h.get("x-amz-trailer", "")
+        for name in trailer_names.split(","):
+            a = checksums.algorithm_of_header(name.strip())
+            if a:
+                announced.add(a)
+        if len(announced) > 1:
+            raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header. "
+                          "Multiple checksum Types are not allowed.")
+        self.checksums = {a: checksums.Checksum(a) for a in announced}
+        md5 = h.get("Content-MD5")
+        self.content_md5: str | None = None
+        if md5 is not None:
+            try:
+                raw = base64.b64decode(md5, validate=True)
+            except (binascii.Error, ValueError):
+                raise S3Error("InvalidDigest") from None
+            if len(raw) != 16:
+                raise S3Error("InvalidDigest")
+            self.content_md5 = raw.hex()
+
+    @property
+    def digests(self) -> list[object]:
+        """Hash objects the data path updates off the event loop."""
+        out: list[object] = list(self.checksums.values())
+        if self._sha256 is not None:
+            out.append(self._sha256)
+        return out
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._request.content
+        while True:
+            chunk = await content.read(READ_CHUNK)
+            if not chunk:
+                break
+            if self._decoder is not None:
+                try:
+                    pieces = self._decoder.feed(chunk)
+                except SigV4Error as exc:
+                    raise S3Error(exc.code, exc.message) from None
+                for p in pieces:
+                    self._count(len(p))
+                    yield bytes(p)
+            else:
+                self._count(len(chunk))
+                yield chunk
+        if self._decoder is not None:
+            try:
+                self.trailers = self._decoder.finish()
+            except SigV4Error as exc:
+                raise S3Error(exc.code, exc.message) from None
+        if self.length is not None and self.received != self.length:
+            raise S3Error("IncompleteBody")
+
+    def _count(self, n: int) -> None:
+        self.received += n
+        if (self.length is not None and self.received > self.length) or self.received > self._max:
+            raise S3Error("IncompleteBody", "The request body is longer than announced.")
+
+    def verify(self, md5_hex: str) -> dict[str, str]:
+        """Check every digest the client sent; return the checksums to store."""
+        if self._sha256 is not None and self._sha256.hexdigest() != self._expected_sha256:
+            raise S3Error("XAmzContentSHA256Mismatch",
+                          ClientComputedContentSHA256=self._expected_sha256 or "",
+                          S3ComputedContentSHA256=self._sha256.hexdigest())
+        if self.content_md5 is not None and self.content_md5 != md5_hex:
+            raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we "
+                          "received.")
+        stored: dict[str, str] = {}
+        for alg, c in self.checksums.items():
+            got = c.value()
+            sent = self.expected.get(alg) or self.trailers.get(checksums.HEADER[alg])
+            if sent is not None and sent != got:
+                raise S3Error("BadDigest", f"The {alg} you specified did not match the "
+                              "calculated checksum.")
+            stored[alg] = got
+        return stored

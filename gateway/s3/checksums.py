@@ -1,0 +1,73 @@
+"""The additional checksums S3 clients send: CRC32, CRC32C, CRC64NVME, SHA1, SHA256.
+
+Each is an object with `update(bytes)` and a base64 `value()`, computed off the event loop
+alongside the MD5 of the body.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+
+import crc32c as _crc32c
+from awscrt import checksums as _crt
+
+ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
+HEADER = {a: f"x-amz-checksum-{a.lower()}" for a in ALGORITHMS}
+
+
+class _Crc:
+    def __init__(self, fn, width: int) -> None:  # type: ignore[no-untyped-def]
+        self._fn = fn
+        self._width = width
+        self._value = 0
+
+    def update(self, data: bytes) -> None:
+        self._value = self._fn(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(self._width, "big")
+
+
+class Checksum:
+    """One running checksum of a named algorithm."""
+
+    def __init__(self, algorithm: str) -> None:
+        self.algorithm = algorithm.upper()
+        if self.algorithm == "CRC32":
+            self._h: object = _Crc(zlib.crc32, 4)
+        elif self.algorithm == "CRC32C":
+            self._h = _Crc(lambda d, v: _crc32c.crc32c(d, v), 4)
+        elif self.algorithm == "CRC64NVME":
+            self._h = _Crc(_crt.crc64nvme, 8)
+        elif self.algorithm == "SHA1":
+            self._h = hashlib.sha1()
+        elif self.algorithm == "SHA256":
+            self._h = hashlib.sha256()
+        else:
+            raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+
+    def update(self, data: bytes) -> None:
+        self._h.update(data)  # type: ignore[attr-defined]
+
+    def value(self) -> str:
+        return base64.b64encode(self._h.digest()).decode()  # type: ignore[attr-defined]
+
+
+def from_headers(headers: object) -> dict[str, str]:
+    """Checksums announced in request headers: algorithm -> base64 value."""
+    out = {}
+    for alg, name in HEADER.items():
+        v = headers.get(name)  # type: ignore[attr-defined]
+        if v:
+            out[alg] = v
+    return out
+
+
+def algorithm_of_header(name: str) -> str | None:
+    name = name.lower()
+    for alg, h in HEADER.items():
+        if h == name:
+            return alg
+    return None

@@ -1,0 +1,47 @@
+"""The one place that decides which S3 error a library error becomes."""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.s3.errors import S3Error
+from gateway.s3.sigv4 import SigV4Error
+from storage import errors as se
+
+log = logging.getLogger("tessera.gateway")
+
+
+def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Error:
+    """Map any exception to the S3Error a client sees; unknown ones become InternalError."""
+    if isinstance(exc, S3Error):
+        return exc
+    if isinstance(exc, SigV4Error):
+        return S3Error(exc.code, exc.message, **exc.details)
+    if isinstance(exc, se.BucketNotFound):
+        return S3Error("NoSuchBucket", BucketName=exc.bucket)
+    if isinstance(exc, se.ObjectNotFound):
+        if exc.version_id is not None:
+            return S3Error("NoSuchVersion", Key=exc.key, VersionId=exc.version_id)
+        return S3Error("NoSuchKey", Key=exc.key)
+    if isinstance(exc, se.BucketExists):
+        code = "BucketAlreadyOwnedByYou" if exc.owned_by_caller else "BucketAlreadyExists"
+        return S3Error(code, BucketName=exc.bucket)
+    if isinstance(exc, se.BucketNotEmpty):
+        return S3Error("BucketNotEmpty", BucketName=exc.bucket)
+    if isinstance(exc, se.AccessDenied):
+        return S3Error("AccessDenied")
+    if isinstance(exc, se.InvalidRange):
+        return S3Error("InvalidRange", ActualObjectSize=str(exc.size))
+    if isinstance(exc, se.KeyUnavailable):
+        return S3Error("AccessDenied", "The encryption key of this object is no longer "
+                       "available.")
+    if isinstance(exc, se.QuorumNotReached | se.DataUnavailable):
+        log.error("storage unavailable: %s", exc)
+        return S3Error("ServiceUnavailable", "Too few storage nodes are reachable to serve "
+                       "this request; retry later.")
+    if isinstance(exc, se.InvalidInput):
+        return S3Error("InvalidArgument", str(exc))
+    if isinstance(exc, se.Conflict):
+        return S3Error("PreconditionFailed", Condition="If-Match")
+    log.exception("internal error on %s/%s", bucket, key, exc_info=exc)
+    return S3Error("InternalError")

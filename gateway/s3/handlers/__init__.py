@@ -1,0 +1,70 @@
+"""S3 operation handlers, one module per family, registered by AWS operation name."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.s3.router import Endpoint
+from gateway.s3.sigv4 import AuthResult
+from storage.cluster import Cluster
+from storage.config import GatewayConfig
+
+
+@dataclass
+class S3Request:
+    """One authenticated request, routed to an operation."""
+
+    request: web.Request
+    ep: Endpoint
+    auth: AuthResult
+    tenant: str
+    cluster: Cluster
+    cfg: GatewayConfig
+    request_id: str
+
+    @property
+    def bucket(self) -> str:
+        assert self.ep.bucket is not None
+        return self.ep.bucket
+
+    @property
+    def key(self) -> str:
+        assert self.ep.key is not None
+        return self.ep.key
+
+    @property
+    def headers(self):  # type: ignore[no-untyped-def]
+        return self.request.headers
+
+    @property
+    def params(self):  # type: ignore[no-untyped-def]
+        return self.ep.params
+
+
+Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def operation(*names: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        for n in names:
+            HANDLERS[n] = fn
+        return fn
+
+    return register
+
+
+def xml_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None,
+                 ) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/xml",
+                        headers=headers)
+
+
+def load_all() -> dict[str, Handler]:
+    """Import every handler module so their operations register."""
+    from gateway.s3.handlers import buckets, listing, objects  # noqa: F401
+
+    return HANDLERS

@@ -1,0 +1,107 @@
+"""Bucket operations: create, head, list, delete, location, versioning, tagging."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.s3 import xml
+from gateway.s3.errors import S3Error
+from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.http import iso_time
+from gateway.s3.router import validate_bucket_name
+
+MAX_XML_BYTES = 1024 * 1024
+
+
+async def read_xml_body(rq: S3Request) -> bytes:
+    """A small XML request body, bounded."""
+    if rq.request.content_length is not None and rq.request.content_length > MAX_XML_BYTES:
+        raise S3Error("MalformedXML", "The XML you provided was too large.")
+    body = await rq.request.content.read(MAX_XML_BYTES + 1)
+    if len(body) > MAX_XML_BYTES:
+        raise S3Error("MalformedXML", "The XML you provided was too large.")
+    return body
+
+
+@operation("ListBuckets")
+async def list_buckets(rq: S3Request) -> web.StreamResponse:
+    buckets = await rq.cluster.buckets.list(rq.tenant)
+    return xml_response(xml.list_buckets_xml(
+        rq.tenant, rq.tenant, [(b.name, iso_time(b.created)) for b in buckets]))
+
+
+@operation("CreateBucket")
+async def create_bucket(rq: S3Request) -> web.StreamResponse:
+    validate_bucket_name(rq.bucket)
+    body = await read_xml_body(rq)
+    region = xml.parse_create_bucket(body) if body.strip() else None
+    if region and region != rq.cfg.region:
+        raise S3Error("IllegalLocationConstraintException",
+                      f"The {region} location constraint is incompatible for the region "
+                      "specific endpoint this request was sent to.")
+    from storage.errors import BucketExists
+
+    try:
+        await rq.cluster.buckets.create(rq.tenant, rq.bucket, region or rq.cfg.region)
+    except BucketExists as exc:
+        if exc.owned_by_caller and rq.cfg.region == "us-east-1":
+            # us-east-1 answers 200 to a repeated create by the owner (legacy behaviour)
+            return web.Response(status=200, headers={"Location": f"/{rq.bucket}"})
+        raise
+    return web.Response(status=200, headers={"Location": f"/{rq.bucket}"})
+
+
+@operation("HeadBucket")
+async def head_bucket(rq: S3Request) -> web.StreamResponse:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    return web.Response(status=200, headers={"x-amz-bucket-region": b.region})
+
+
+@operation("DeleteBucket")
+async def delete_bucket(rq: S3Request) -> web.StreamResponse:
+    await rq.cluster.buckets.delete(rq.tenant, rq.bucket)
+    return web.Response(status=204)
+
+
+@operation("GetBucketLocation")
+async def get_location(rq: S3Request) -> web.StreamResponse:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    return xml_response(xml.location_xml(b.region))
+
+
+@operation("GetBucketVersioning")
+async def get_versioning(rq: S3Request) -> web.StreamResponse:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    return xml_response(xml.versioning_xml(b.versioning or None))
+
+
+@operation("PutBucketVersioning")
+async def put_versioning(rq: S3Request) -> web.StreamResponse:
+    status = xml.parse_versioning(await read_xml_body(rq))
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    if status == "Suspended" and not b.versioning:
+        return web.Response(status=200)
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, versioning=status)
+    return web.Response(status=200)
+
+
+@operation("GetBucketTagging")
+async def get_bucket_tagging(rq: S3Request) -> web.StreamResponse:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    tags = b.config.get("tagging")
+    if not tags:
+        raise S3Error("NoSuchTagSet", BucketName=rq.bucket)
+    return xml_response(xml.tagging_xml(tags))
+
+
+@operation("PutBucketTagging")
+async def put_bucket_tagging(rq: S3Request) -> web.StreamResponse:
+    tags = xml.parse_tagging(await read_xml_body(rq), max_tags=50)
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, tagging=tags)
+    return web.Response(status=204)
+
+
+@operation("DeleteBucketTagging")
+async def delete_bucket_tagging(rq: S3Request) -> web.StreamResponse:
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, tagging=None)
+    return web.Response(status=204)

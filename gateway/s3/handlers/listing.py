@@ -1,0 +1,125 @@
+"""Listing: ListObjectsV2, ListObjects (v1) and ListObjectVersions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from aiohttp import web
+
+from gateway.s3 import xml
+from gateway.s3.errors import S3Error
+from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.http import iso_time
+from storage.records import ObjectVersion
+
+MAX_KEYS = 1000
+
+
+def _max_keys(rq: S3Request) -> int:
+    raw = rq.params.get("max-keys", str(MAX_KEYS))
+    try:
+        n = int(raw)
+    except ValueError:
+        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer "
+                      "range", ArgumentName="max-keys", ArgumentValue=raw) from None
+    if n < 0:
+        raise S3Error("InvalidArgument", "Argument max-keys must be an integer between 0 "
+                      "and 2147483647", ArgumentName="max-keys", ArgumentValue=raw)
+    return min(n, MAX_KEYS)
+
+
+def _encoding(rq: S3Request) -> str | None:
+    enc = rq.params.get("encoding-type")
+    if enc is not None and enc != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type", ArgumentValue=enc)
+    return enc
+
+
+def _entry(rq: S3Request, v: ObjectVersion, owner: bool, latest: bool = True) -> xml.ListEntry:
+    return xml.ListEntry(
+        key=v.key, last_modified=iso_time(v.last_modified), etag=v.etag, size=v.size,
+        storage_class=v.storage_class, owner=(v.tenant, v.tenant) if owner else None,
+        version_id=v.version_id, is_latest=latest, is_delete_marker=v.delete_marker,
+        checksum_algorithm=next(iter(v.checksums), None),
+        checksum_type=(v.checksum_type or "FULL_OBJECT") if v.checksums else None)
+
+
+def _token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode("utf-8", "surrogateescape")).decode()
+
+
+def _untoken(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode("utf-8", "surrogateescape")
+    except (binascii.Error, ValueError):
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                      ArgumentName="continuation-token", ArgumentValue=token) from None
+
+
+@operation("ListObjectsV2")
+async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
+    p = rq.params
+    max_keys = _max_keys(rq)
+    enc = _encoding(rq)
+    prefix, delimiter = p.get("prefix", ""), p.get("delimiter", "")
+    token = p.get("continuation-token")
+    after = _untoken(token) if token is not None else p.get("start-after", "")
+    if token is not None and p.get("start-after", "") > after:
+        after = p["start-after"]
+    objs, prefixes, more, last = await rq.cluster.objects.list(
+        rq.tenant, rq.bucket, prefix, delimiter, after, max_keys)
+    page = xml.ListingPage(
+        name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
+        is_truncated=more, contents=[_entry(rq, v, "fetch-owner" in p and
+                                            p["fetch-owner"] == "true") for v in objs],
+        common_prefixes=prefixes, encoding_type=enc,
+        continuation_token=token, next_continuation_token=_token(last) if more else None,
+        start_after=p.get("start-after"), fetch_owner=p.get("fetch-owner") == "true")
+    return xml_response(xml.list_objects_v2_xml(page))
+
+
+@operation("ListObjects")
+async def list_objects(rq: S3Request) -> web.StreamResponse:
+    p = rq.params
+    max_keys = _max_keys(rq)
+    enc = _encoding(rq)
+    prefix, delimiter, marker = p.get("prefix", ""), p.get("delimiter", ""), p.get("marker", "")
+    objs, prefixes, more, last = await rq.cluster.objects.list(
+        rq.tenant, rq.bucket, prefix, delimiter, marker, max_keys)
+    page = xml.ListingPage(
+        name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
+        is_truncated=more, contents=[_entry(rq, v, True) for v in objs],
+        common_prefixes=prefixes, encoding_type=enc, marker=marker,
+        next_marker=last if more and delimiter else None)
+    return xml_response(xml.list_objects_v1_xml(page))
+
+
+@operation("ListObjectVersions")
+async def list_object_versions(rq: S3Request) -> web.StreamResponse:
+    p = rq.params
+    max_keys = _max_keys(rq)
+    enc = _encoding(rq)
+    prefix = p.get("prefix", "")
+    key_marker, vid_marker = p.get("key-marker", ""), p.get("version-id-marker", "")
+    if vid_marker and not key_marker:
+        raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a "
+                      "key marker.", ArgumentName="version-id-marker", ArgumentValue=vid_marker)
+    versions, more = await rq.cluster.objects.list_versions(
+        rq.tenant, rq.bucket, prefix, key_marker, vid_marker, max_keys)
+    entries = []
+    seen: set[str] = set()
+    for v in versions:
+        latest = v.key not in seen and (v.key != key_marker or not vid_marker)
+        if latest and key_marker == v.key:
+            latest = await rq.cluster.objects.is_latest(v)
+        seen.add(v.key)
+        entries.append(_entry(rq, v, True, latest))
+    last = versions[-1] if versions else None
+    page = xml.ListingPage(
+        name=rq.bucket, prefix=prefix, max_keys=max_keys, is_truncated=more, contents=entries,
+        encoding_type=enc, key_marker=key_marker, version_id_marker=vid_marker,
+        next_key_marker=last.key if more and last else None,
+        next_version_id_marker=last.version_id if more and last else None)
+    return xml_response(xml.list_object_versions_xml(page))

@@ -1,0 +1,186 @@
+"""Object operations: PutObject, GetObject, HeadObject, DeleteObject."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.s3.body import RequestBody
+from gateway.s3.errors import S3Error
+from gateway.s3.handlers import S3Request, operation
+from gateway.s3.http import check_conditions, http_date, parse_range
+from storage.errors import Conflict
+from storage.objects import PutOptions
+from storage.records import ObjectVersion
+
+SYSTEM_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
+                  "Content-Language", "Expires")
+STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+                   "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "REDUCED_REDUNDANCY")
+META_LIMIT_BYTES = 2048
+
+
+def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
+    if sum(len(k) + len(v) for k, v in meta.items()) > META_LIMIT_BYTES:
+        raise S3Error("MetadataTooLarge", MaxSizeAllowed=str(META_LIMIT_BYTES))
+    return meta
+
+
+def put_options(rq: S3Request) -> PutOptions:
+    h = rq.headers
+    sc = h.get("x-amz-storage-class", "STANDARD")
+    if sc not in STORAGE_CLASSES:
+        raise S3Error("InvalidStorageClass", StorageClassRequested=sc)
+    return PutOptions(
+        content_type=h.get("Content-Type", "binary/octet-stream"),
+        user_meta=user_metadata(h),
+        headers={k: h[k] for k in SYSTEM_HEADERS if k in h},
+        storage_class=sc,
+        if_none_match=h.get("If-None-Match") == "*",
+        if_match=h["If-Match"].strip('"') if "If-Match" in h else None,
+    )
+
+
+def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
+    """Response headers describing a stored version (GET and HEAD)."""
+    out = {
+        "ETag": f'"{v.etag}"',
+        "Last-Modified": http_date(v.last_modified),
+        "Content-Type": v.content_type,
+        "Accept-Ranges": "bytes",
+        "x-amz-server-side-encryption": "AES256",
+    }
+    out.update(v.headers)
+    for k, val in v.user_meta.items():
+        out[f"x-amz-meta-{k}"] = val
+    if v.storage_class != "STANDARD":
+        out["x-amz-storage-class"] = v.storage_class
+    if versioned:
+        out["x-amz-version-id"] = v.version_id
+    if v.tags:
+        out["x-amz-tagging-count"] = str(len(v.tags))
+    return out
+
+
+@operation("PutObject")
+async def put_object(rq: S3Request) -> web.StreamResponse:
+    body = RequestBody(rq.request, rq.auth, rq.cfg.max_object_size)
+    opts = put_options(rq)
+    opts.size_hint = body.length
+    opts.digests = body.digests
+    stored: dict[str, str] = {}
+
+    async def finalize(v: ObjectVersion) -> None:
+        stored.update(body.verify(v.etag))
+        v.checksums = dict(stored)
+        v.parts[0].checksums = dict(stored)
+
+    try:
+        v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key, aiter(body), opts,
+                                         finalize)
+    except Conflict:
+        raise S3Error("PreconditionFailed",
+                      Condition="If-None-Match" if opts.if_none_match else "If-Match") from None
+    headers = {"ETag": f'"{v.etag}"', "x-amz-server-side-encryption": "AES256"}
+    if v.version_id != "null":
+        headers["x-amz-version-id"] = v.version_id
+    for alg, val in stored.items():
+        headers[f"x-amz-checksum-{alg.lower()}"] = val
+    return web.Response(status=200, headers=headers)
+
+
+async def _version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    vid = rq.params.get("versionId")
+    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+    versioned = bool(b.versioning)
+    if v.delete_marker:
+        headers = {"x-amz-delete-marker": "true"}
+        if versioned:
+            headers["x-amz-version-id"] = v.version_id
+        if vid is not None:
+            raise S3Error("MethodNotAllowed", "The specified method is not allowed against "
+                          "this resource.", headers={**headers, "Allow": "DELETE"})
+        raise S3Error("NoSuchKey", Key=rq.key, headers=headers)
+    return v, versioned
+
+
+def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
+    for p, h in (("response-content-type", "Content-Type"),
+                 ("response-content-language", "Content-Language"),
+                 ("response-expires", "Expires"), ("response-cache-control", "Cache-Control"),
+                 ("response-content-disposition", "Content-Disposition"),
+                 ("response-content-encoding", "Content-Encoding")):
+        if p in rq.params:
+            if rq.auth.anonymous:
+                raise S3Error("InvalidRequest", "Request specific response headers cannot be "
+                              "used for anonymous GET requests.")
+            headers[h] = rq.params[p]
+
+
+@operation("HeadObject")
+async def head_object(rq: S3Request) -> web.StreamResponse:
+    v, versioned = await _version_for_read(rq)
+    check_conditions(rq.headers, v.etag, v.last_modified, read=True)
+    headers = object_headers(v, versioned)
+    size = v.size
+    status = 200
+    rng = parse_range(rq.headers.get("Range"), v.size) if v.size else None
+    if rng is not None:
+        headers["Content-Range"] = f"bytes {rng[0]}-{rng[1] - 1}/{v.size}"
+        size = rng[1] - rng[0]
+        status = 206
+    if rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        for alg, val in v.checksums.items():
+            headers[f"x-amz-checksum-{alg.lower()}"] = val
+    _overrides(rq, headers)
+    headers["Content-Length"] = str(size)
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = size
+    return resp
+
+
+@operation("GetObject")
+async def get_object(rq: S3Request) -> web.StreamResponse:
+    v, versioned = await _version_for_read(rq)
+    check_conditions(rq.headers, v.etag, v.last_modified, read=True)
+    headers = object_headers(v, versioned)
+    range_header = rq.headers.get("Range")
+    if range_header and v.size == 0 and range_header.startswith("bytes="):
+        raise S3Error("InvalidRange", RangeRequested=range_header, ActualObjectSize="0")
+    rng = parse_range(range_header, v.size)
+    start, end = rng if rng is not None else (0, v.size)
+    status = 206 if rng is not None else 200
+    if rng is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{v.size}"
+    elif rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        for alg, val in v.checksums.items():
+            headers[f"x-amz-checksum-{alg.lower()}"] = val
+    _overrides(rq, headers)
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = end - start
+    stream = rq.cluster.objects.read(v, start, end)
+    first = None
+    if end > start:
+        # Read the first segment before sending headers, so an unreadable object is an
+        # error response rather than a truncated 200.
+        first = await anext(stream)
+    await resp.prepare(rq.request)
+    if first is not None:
+        await resp.write(first)
+        async for chunk in stream:
+            await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+@operation("DeleteObject")
+async def delete_object(rq: S3Request) -> web.StreamResponse:
+    res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, rq.key,
+                                          rq.params.get("versionId"))
+    headers = {}
+    if res.version_id is not None:
+        headers["x-amz-version-id"] = res.version_id
+    if res.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    return web.Response(status=204, headers=headers)

@@ -1,0 +1,80 @@
+"""HTTP details of S3 responses: dates, byte ranges, conditional requests."""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime
+
+from gateway.s3.errors import S3Error
+
+
+def http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def parse_http_date(value: str) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def iso_time(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range; None means the whole object.
+
+    Syntactically invalid or multi-range headers are ignored, as S3 does; a range that
+    starts past the end is InvalidRange.
+    """
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    spec = header[6:].strip()
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size))
+            return max(0, size - n), size
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start < 0 or (last and end <= start):
+        return None
+    if start >= size:
+        raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size),
+                      headers={"Content-Range": f"bytes */{size}"})
+    return start, min(end, size)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    tags = [t.strip() for t in header.split(",")]
+    return any(t == "*" or t.strip('"') == etag for t in tags)
+
+
+def check_conditions(headers: object, etag: str, last_modified: float, read: bool) -> None:
+    """Apply If-Match / If-None-Match / If-(Un)Modified-Since the way S3 orders them."""
+    get = headers.get  # type: ignore[attr-defined]
+    lm = int(last_modified)
+    im, inm = get("If-Match"), get("If-None-Match")
+    ims, ius = get("If-Modified-Since"), get("If-Unmodified-Since")
+    if im is not None and not _etag_matches(im, etag):
+        raise S3Error("PreconditionFailed", Condition="If-Match")
+    if im is None and ius is not None:
+        t = parse_http_date(ius)
+        if t is not None and lm > t:
+            raise S3Error("PreconditionFailed", Condition="If-Unmodified-Since")
+    if inm is not None and _etag_matches(inm, etag):
+        if read:
+            raise S3Error("NotModified", headers={"ETag": f'"{etag}"'})
+        raise S3Error("PreconditionFailed", Condition="If-None-Match")
+    if inm is None and ims is not None and read:
+        t = parse_http_date(ims)
+        if t is not None and lm <= t:
+            raise S3Error("NotModified", headers={"ETag": f'"{etag}"'})

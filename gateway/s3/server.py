@@ -1,0 +1,91 @@
+"""The S3 endpoint: route, authenticate, resolve the tenant, dispatch, answer errors as XML."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.metrics import Metrics
+from gateway.s3.errors import S3Error, error_xml
+from gateway.s3.errors_map import to_s3_error
+from gateway.s3.handlers import S3Request, load_all
+from gateway.s3.router import parse_endpoint
+from gateway.s3.sigv4 import authenticate
+from storage.cluster import Cluster
+from storage.config import GatewayConfig
+
+log = logging.getLogger("tessera.access")
+_CRED_RE = re.compile(r"Credential=([^/,\s]+)/")
+HOST_ID = "tessera"
+
+
+def _access_key_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    m = _CRED_RE.search(auth)
+    if m:
+        return m.group(1)
+    cred = request.query.get("X-Amz-Credential")
+    return cred.split("/", 1)[0] if cred else None
+
+
+class S3Server:
+    def __init__(self, cluster: Cluster, cfg: GatewayConfig, metrics: Metrics) -> None:
+        self.cluster = cluster
+        self.cfg = cfg
+        self.metrics = metrics
+        self.handlers = load_all()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        rid = secrets.token_hex(8).upper()
+        request["request_id"] = rid
+        started = time.perf_counter()
+        op, bucket, key = "Unknown", None, None
+        try:
+            ep = parse_endpoint(request.method, request.raw_path, request.query, request.host,
+                                self.cfg.virtual_host_domain,
+                                has_copy_source="x-amz-copy-source" in request.headers)
+            op, bucket, key = ep.op, ep.bucket, ep.key
+            ak = _access_key_of(request)
+            cred = await self.cluster.tenants.credential(ak) if ak else None
+            auth = authenticate(request.method, request.raw_path, list(request.query.items()),
+                                request.headers,
+                                lambda a: cred.secret_key if cred and a == cred.access_key
+                                else None,
+                                datetime.now(UTC), self.cfg.max_skew_s)
+            if auth.anonymous or cred is None or cred.role != "tenant":
+                raise S3Error("AccessDenied")
+            handler = self.handlers.get(ep.op)
+            if handler is None:
+                raise S3Error("NotImplemented", "A header or query you provided requested a "
+                              "function that is not implemented.")
+            rq = S3Request(request, ep, auth, cred.tenant, self.cluster, self.cfg, rid)
+            resp = await handler(rq)
+        except asyncio.CancelledError:
+            self.metrics.request(op, 499, time.perf_counter() - started)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every error becomes an S3 error
+            err = to_s3_error(exc, bucket, key)
+            resource = request.path
+            if err.resource is None:
+                err.resource = resource
+            headers = dict(err.headers)
+            if err.has_body and request.method != "HEAD":
+                resp = web.Response(status=err.status, body=error_xml(err, rid, HOST_ID),
+                                    content_type="application/xml", headers=headers)
+            else:
+                resp = web.Response(status=err.status, headers=headers)
+            if request.method not in ("GET", "HEAD") and request.content_length:
+                # Do not read a large unread body just to keep the connection: close it.
+                resp.force_close()
+        elapsed = time.perf_counter() - started
+        self.metrics.request(op, resp.status, elapsed)
+        log.info("request", extra={"request_id": rid, "op": op, "method": request.method,
+                                   "path": request.path, "status": resp.status,
+                                   "duration_ms": round(elapsed * 1000, 2)})
+        return resp

@@ -1,0 +1,704 @@
+"""S3 XML bodies: builders for responses, validating parsers for requests.
+
+Builders take plain values and frozen dataclasses and return the exact bytes AWS would send:
+the XML declaration, the S3 namespace on the root, elements in AWS's order, timestamps as
+`2009-10-12T17:50:30.000Z`, ETags in double quotes. Each shape is pinned by a golden test and
+parsed back with botocore's own parser, which is the proof that a real client reads it.
+
+Parsers never expand entities or DTDs (`defusedxml`, DTDs forbidden), cap the body size, accept
+the S3 namespace present or absent, and turn anything they cannot accept into
+`S3Error('MalformedXML')` (or the code AWS uses for that case, such as `InvalidTag`).
+`parse_document`, `find_text` and `find_all` are the building blocks for further
+configuration parsers (CORS, lifecycle, encryption).
+
+With `encoding_type='url'` the listing builders percent-encode keys, prefixes, delimiters and
+markers like AWS: UTF-8, every byte outside `A-Za-z0-9-._~/` escaped (space is `%20`, `+` is
+`%2B`), which both `unquote` and botocore's `unquote_plus` decode back to the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+from xml.etree import ElementTree as ET
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
+
+from gateway.s3.errors import S3Error, xml_document
+
+__all__ = [
+    "CHECKSUM_ALGORITHMS",
+    "S3_NAMESPACE",
+    "ListEntry",
+    "ListingPage",
+    "PartEntry",
+    "UploadEntry",
+    "complete_multipart_xml",
+    "copy_object_result_xml",
+    "copy_part_result_xml",
+    "delete_result_xml",
+    "find_all",
+    "find_text",
+    "format_timestamp",
+    "initiate_multipart_xml",
+    "list_buckets_xml",
+    "list_multipart_uploads_xml",
+    "list_object_versions_xml",
+    "list_objects_v1_xml",
+    "list_objects_v2_xml",
+    "list_parts_xml",
+    "local_name",
+    "location_xml",
+    "parse_complete_multipart",
+    "parse_create_bucket",
+    "parse_delete_objects",
+    "parse_document",
+    "parse_tagging",
+    "parse_versioning",
+    "tagging_xml",
+    "url_encode",
+    "versioning_xml",
+]
+
+S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+#: Checksum algorithms in AWS's element order; element names are `Checksum` + algorithm.
+CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
+
+CONFIG_XML_LIMIT_BYTES = 1 << 20
+DELETE_XML_LIMIT_BYTES = 8 << 20
+COMPLETE_XML_LIMIT_BYTES = 8 << 20
+DELETE_OBJECTS_MAX = 1000
+PART_NUMBER_MAX = 10000
+TAG_KEY_CHARS_MAX = 128
+TAG_VALUE_CHARS_MAX = 256
+OBJECT_TAGS_MAX = 10
+BUCKET_TAGS_MAX = 50
+
+Owner = tuple[str, str]
+"""(id, display name); an empty display name is left out."""
+
+
+# --- listing dataclasses -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One object (or object version, or delete marker) in a listing."""
+
+    key: str
+    last_modified: datetime
+    etag: str = ""
+    size: int = 0
+    storage_class: str = "STANDARD"
+    owner: Owner | None = None
+    version_id: str | None = None
+    is_latest: bool = True
+    is_delete_marker: bool = False
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One page of ListObjects (v1, v2) or ListObjectVersions; unused fields keep defaults."""
+
+    name: str
+    prefix: str = ""
+    delimiter: str | None = None
+    max_keys: int = 1000
+    is_truncated: bool = False
+    contents: Sequence[ListEntry] = ()
+    common_prefixes: Sequence[str] = ()
+    encoding_type: str | None = None
+    # ListObjectsV2
+    key_count: int | None = None
+    continuation_token: str | None = None
+    next_continuation_token: str | None = None
+    start_after: str | None = None
+    fetch_owner: bool = False
+    # ListObjects (v1)
+    marker: str = ""
+    next_marker: str | None = None
+    # ListObjectVersions
+    key_marker: str = ""
+    version_id_marker: str = ""
+    next_key_marker: str | None = None
+    next_version_id_marker: str | None = None
+
+
+@dataclass(frozen=True)
+class PartEntry:
+    """One uploaded part in ListParts; `checksums` maps algorithm (`CRC32`...) to base64."""
+
+    part_number: int
+    last_modified: datetime
+    etag: str
+    size: int
+    checksums: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class UploadEntry:
+    """One in-progress multipart upload in ListMultipartUploads."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+    storage_class: str = "STANDARD"
+    owner: Owner | None = None
+    initiator: Owner | None = None
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
+
+
+# --- building blocks -----------------------------------------------------------------------
+
+
+def format_timestamp(when: datetime) -> str:
+    """AWS's XML timestamp: UTC, milliseconds, `Z` (naive datetimes are taken as UTC)."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def url_encode(value: str) -> str:
+    """Percent-encode like S3's `encoding-type=url` (keeps `A-Za-z0-9-._~/`)."""
+    return quote(value, safe="/")
+
+
+def _quote_etag(etag: str) -> str:
+    return etag if len(etag) >= 2 and etag[0] == etag[-1] == '"' else f'"{etag}"'
+
+
+def _root(tag: str) -> ET.Element:
+    return ET.Element(tag, xmlns=S3_NAMESPACE)
+
+
+def _add(parent: ET.Element, tag: str, text: object | None = None) -> ET.Element:
+    child = ET.SubElement(parent, tag)
+    if text is not None:
+        child.text = _text(text)
+    return child
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    return str(value)
+
+
+def _add_owner(parent: ET.Element, tag: str, owner: Owner) -> None:
+    elem = _add(parent, tag)
+    _add(elem, "ID", owner[0])
+    if owner[1]:
+        _add(elem, "DisplayName", owner[1])
+
+
+def _add_checksums(
+    parent: ET.Element, checksums: Mapping[str, str] | None, checksum_type: str | None = None
+) -> None:
+    for algorithm in CHECKSUM_ALGORITHMS:
+        if checksums and algorithm in checksums:
+            _add(parent, "Checksum" + algorithm, checksums[algorithm])
+    if checksum_type:
+        _add(parent, "ChecksumType", checksum_type)
+
+
+Encoder = Callable[[str], str]
+
+
+def _encoder(encoding_type: str | None) -> Encoder:
+    return url_encode if encoding_type == "url" else str
+
+
+# --- buckets -------------------------------------------------------------------------------
+
+
+def list_buckets_xml(
+    owner_id: str,
+    owner_name: str,
+    buckets: Iterable[tuple[str, datetime]],
+    prefix: str | None = None,
+    continuation: str | None = None,
+    *,
+    bucket_region: str | None = None,
+) -> bytes:
+    """ListAllMyBucketsResult; `continuation` is the token for the next page, if any."""
+    root = _root("ListAllMyBucketsResult")
+    _add_owner(root, "Owner", (owner_id, owner_name))
+    container = _add(root, "Buckets")
+    for name, created in buckets:
+        bucket = _add(container, "Bucket")
+        _add(bucket, "Name", name)
+        _add(bucket, "CreationDate", created)
+        if bucket_region is not None:
+            _add(bucket, "BucketRegion", bucket_region)
+    if continuation is not None:
+        _add(root, "ContinuationToken", continuation)
+    if prefix is not None:
+        _add(root, "Prefix", prefix)
+    return xml_document(root)
+
+
+def location_xml(region: str) -> bytes:
+    """GetBucketLocation: an empty LocationConstraint means us-east-1."""
+    root = _root("LocationConstraint")
+    root.text = "" if region == "us-east-1" else region
+    return xml_document(root)
+
+
+def versioning_xml(status: str | None, mfa_delete: str | None = None) -> bytes:
+    """GetBucketVersioning; a bucket never versioned has an empty configuration."""
+    root = _root("VersioningConfiguration")
+    if status is not None:
+        _add(root, "Status", status)
+    if mfa_delete is not None:
+        _add(root, "MfaDelete", mfa_delete)
+    return xml_document(root)
+
+
+def tagging_xml(tags: Mapping[str, str]) -> bytes:
+    """Get(Object|Bucket)Tagging."""
+    root = _root("Tagging")
+    tag_set = _add(root, "TagSet")
+    for key, value in tags.items():
+        tag = _add(tag_set, "Tag")
+        _add(tag, "Key", key)
+        _add(tag, "Value", value)
+    return xml_document(root)
+
+
+# --- listings ------------------------------------------------------------------------------
+
+
+def _add_entry(parent: ET.Element, tag: str, entry: ListEntry, key: str, owner: bool) -> None:
+    elem = _add(parent, tag)
+    _add(elem, "Key", key)
+    _add(elem, "LastModified", entry.last_modified)
+    _add(elem, "ETag", _quote_etag(entry.etag))
+    if entry.checksum_algorithm:
+        _add(elem, "ChecksumAlgorithm", entry.checksum_algorithm)
+    if entry.checksum_type:
+        _add(elem, "ChecksumType", entry.checksum_type)
+    _add(elem, "Size", entry.size)
+    if owner and entry.owner is not None:
+        _add_owner(elem, "Owner", entry.owner)
+    _add(elem, "StorageClass", entry.storage_class)
+
+
+def _add_common_prefixes(root: ET.Element, prefixes: Iterable[str], encode: Encoder) -> None:
+    for prefix in prefixes:
+        _add(_add(root, "CommonPrefixes"), "Prefix", encode(prefix))
+
+
+def _add_delimiter_and_encoding(root: ET.Element, page: ListingPage, encode: Encoder) -> None:
+    if page.delimiter:
+        _add(root, "Delimiter", encode(page.delimiter))
+    if page.encoding_type:
+        _add(root, "EncodingType", page.encoding_type)
+
+
+def list_objects_v2_xml(page: ListingPage) -> bytes:
+    """ListBucketResult for ListObjectsV2 (Owner only when `fetch_owner`)."""
+    encode = _encoder(page.encoding_type)
+    root = _root("ListBucketResult")
+    _add(root, "Name", page.name)
+    _add(root, "Prefix", encode(page.prefix))
+    if page.start_after is not None:
+        _add(root, "StartAfter", encode(page.start_after))
+    if page.continuation_token is not None:
+        _add(root, "ContinuationToken", page.continuation_token)
+    if page.next_continuation_token is not None:
+        _add(root, "NextContinuationToken", page.next_continuation_token)
+    key_count = page.key_count
+    if key_count is None:
+        key_count = len(page.contents) + len(page.common_prefixes)
+    _add(root, "KeyCount", key_count)
+    _add(root, "MaxKeys", page.max_keys)
+    _add_delimiter_and_encoding(root, page, encode)
+    _add(root, "IsTruncated", page.is_truncated)
+    for entry in page.contents:
+        _add_entry(root, "Contents", entry, encode(entry.key), page.fetch_owner)
+    _add_common_prefixes(root, page.common_prefixes, encode)
+    return xml_document(root)
+
+
+def list_objects_v1_xml(page: ListingPage) -> bytes:
+    """ListBucketResult for ListObjects (v1); entries carry their Owner when given."""
+    encode = _encoder(page.encoding_type)
+    root = _root("ListBucketResult")
+    _add(root, "Name", page.name)
+    _add(root, "Prefix", encode(page.prefix))
+    _add(root, "Marker", encode(page.marker))
+    if page.next_marker is not None:
+        _add(root, "NextMarker", encode(page.next_marker))
+    _add(root, "MaxKeys", page.max_keys)
+    _add_delimiter_and_encoding(root, page, encode)
+    _add(root, "IsTruncated", page.is_truncated)
+    for entry in page.contents:
+        _add_entry(root, "Contents", entry, encode(entry.key), True)
+    _add_common_prefixes(root, page.common_prefixes, encode)
+    return xml_document(root)
+
+
+def list_object_versions_xml(page: ListingPage) -> bytes:
+    """ListVersionsResult; Version and DeleteMarker elements interleave in listing order."""
+    encode = _encoder(page.encoding_type)
+    root = _root("ListVersionsResult")
+    _add(root, "Name", page.name)
+    _add(root, "Prefix", encode(page.prefix))
+    _add(root, "KeyMarker", encode(page.key_marker))
+    _add(root, "VersionIdMarker", page.version_id_marker)
+    if page.next_key_marker is not None:
+        _add(root, "NextKeyMarker", encode(page.next_key_marker))
+    if page.next_version_id_marker is not None:
+        _add(root, "NextVersionIdMarker", page.next_version_id_marker)
+    _add(root, "MaxKeys", page.max_keys)
+    _add_delimiter_and_encoding(root, page, encode)
+    _add(root, "IsTruncated", page.is_truncated)
+    for entry in page.contents:
+        tag = "DeleteMarker" if entry.is_delete_marker else "Version"
+        elem = _add(root, tag)
+        _add(elem, "Key", encode(entry.key))
+        _add(elem, "VersionId", entry.version_id or "null")
+        _add(elem, "IsLatest", entry.is_latest)
+        _add(elem, "LastModified", entry.last_modified)
+        if not entry.is_delete_marker:
+            _add(elem, "ETag", _quote_etag(entry.etag))
+            if entry.checksum_algorithm:
+                _add(elem, "ChecksumAlgorithm", entry.checksum_algorithm)
+            if entry.checksum_type:
+                _add(elem, "ChecksumType", entry.checksum_type)
+            _add(elem, "Size", entry.size)
+            _add(elem, "StorageClass", entry.storage_class)
+        if entry.owner is not None:
+            _add_owner(elem, "Owner", entry.owner)
+    _add_common_prefixes(root, page.common_prefixes, encode)
+    return xml_document(root)
+
+
+# --- multipart -----------------------------------------------------------------------------
+
+
+def initiate_multipart_xml(bucket: str, key: str, upload_id: str) -> bytes:
+    """InitiateMultipartUploadResult."""
+    root = _root("InitiateMultipartUploadResult")
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", key)
+    _add(root, "UploadId", upload_id)
+    return xml_document(root)
+
+
+def complete_multipart_xml(
+    location: str,
+    bucket: str,
+    key: str,
+    etag: str,
+    checksums: Mapping[str, str] | None = None,
+    checksum_type: str | None = None,
+) -> bytes:
+    """CompleteMultipartUploadResult; `checksums` maps algorithm (`CRC32`...) to base64."""
+    root = _root("CompleteMultipartUploadResult")
+    _add(root, "Location", location)
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", key)
+    _add(root, "ETag", _quote_etag(etag))
+    _add_checksums(root, checksums, checksum_type)
+    return xml_document(root)
+
+
+def list_parts_xml(
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: Iterable[PartEntry],
+    *,
+    part_number_marker: int = 0,
+    next_part_number_marker: int | None = None,
+    max_parts: int = 1000,
+    is_truncated: bool = False,
+    owner: Owner | None = None,
+    initiator: Owner | None = None,
+    storage_class: str = "STANDARD",
+    checksum_algorithm: str | None = None,
+    checksum_type: str | None = None,
+) -> bytes:
+    """ListPartsResult."""
+    root = _root("ListPartsResult")
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", key)
+    _add(root, "UploadId", upload_id)
+    if initiator is not None:
+        _add_owner(root, "Initiator", initiator)
+    if owner is not None:
+        _add_owner(root, "Owner", owner)
+    _add(root, "StorageClass", storage_class)
+    _add(root, "PartNumberMarker", part_number_marker)
+    if next_part_number_marker is not None:
+        _add(root, "NextPartNumberMarker", next_part_number_marker)
+    _add(root, "MaxParts", max_parts)
+    _add(root, "IsTruncated", is_truncated)
+    if checksum_algorithm:
+        _add(root, "ChecksumAlgorithm", checksum_algorithm)
+    if checksum_type:
+        _add(root, "ChecksumType", checksum_type)
+    for part in parts:
+        elem = _add(root, "Part")
+        _add(elem, "PartNumber", part.part_number)
+        _add(elem, "LastModified", part.last_modified)
+        _add(elem, "ETag", _quote_etag(part.etag))
+        _add(elem, "Size", part.size)
+        _add_checksums(elem, part.checksums)
+    return xml_document(root)
+
+
+def list_multipart_uploads_xml(
+    bucket: str,
+    uploads: Iterable[UploadEntry],
+    *,
+    key_marker: str = "",
+    upload_id_marker: str = "",
+    next_key_marker: str | None = None,
+    next_upload_id_marker: str | None = None,
+    prefix: str = "",
+    delimiter: str | None = None,
+    max_uploads: int = 1000,
+    is_truncated: bool = False,
+    common_prefixes: Iterable[str] = (),
+    encoding_type: str | None = None,
+) -> bytes:
+    """ListMultipartUploadsResult."""
+    encode = _encoder(encoding_type)
+    root = _root("ListMultipartUploadsResult")
+    _add(root, "Bucket", bucket)
+    _add(root, "KeyMarker", encode(key_marker))
+    _add(root, "UploadIdMarker", upload_id_marker)
+    if next_key_marker is not None:
+        _add(root, "NextKeyMarker", encode(next_key_marker))
+    if next_upload_id_marker is not None:
+        _add(root, "NextUploadIdMarker", next_upload_id_marker)
+    _add(root, "Prefix", encode(prefix))
+    if delimiter:
+        _add(root, "Delimiter", encode(delimiter))
+    _add(root, "MaxUploads", max_uploads)
+    if encoding_type:
+        _add(root, "EncodingType", encoding_type)
+    _add(root, "IsTruncated", is_truncated)
+    for upload in uploads:
+        elem = _add(root, "Upload")
+        _add(elem, "Key", encode(upload.key))
+        _add(elem, "UploadId", upload.upload_id)
+        if upload.initiator is not None:
+            _add_owner(elem, "Initiator", upload.initiator)
+        if upload.owner is not None:
+            _add_owner(elem, "Owner", upload.owner)
+        _add(elem, "StorageClass", upload.storage_class)
+        _add(elem, "Initiated", upload.initiated)
+        if upload.checksum_algorithm:
+            _add(elem, "ChecksumAlgorithm", upload.checksum_algorithm)
+        if upload.checksum_type:
+            _add(elem, "ChecksumType", upload.checksum_type)
+    _add_common_prefixes(root, common_prefixes, encode)
+    return xml_document(root)
+
+
+def copy_object_result_xml(
+    etag: str,
+    last_modified: datetime,
+    checksums: Mapping[str, str] | None = None,
+    checksum_type: str | None = None,
+) -> bytes:
+    """CopyObjectResult."""
+    root = _root("CopyObjectResult")
+    _add(root, "LastModified", last_modified)
+    _add(root, "ETag", _quote_etag(etag))
+    _add_checksums(root, checksums, checksum_type)
+    return xml_document(root)
+
+
+def copy_part_result_xml(
+    etag: str, last_modified: datetime, checksums: Mapping[str, str] | None = None
+) -> bytes:
+    """CopyPartResult (UploadPartCopy)."""
+    root = _root("CopyPartResult")
+    _add(root, "LastModified", last_modified)
+    _add(root, "ETag", _quote_etag(etag))
+    _add_checksums(root, checksums)
+    return xml_document(root)
+
+
+def delete_result_xml(
+    deleted: Iterable[tuple[str, str | None, bool, str | None]],
+    errors: Iterable[tuple[str, str | None, str, str]],
+) -> bytes:
+    """DeleteResult from (key, version_id, delete_marker, delete_marker_version_id) and
+    (key, version_id, code, message) tuples; quiet mode is the caller passing no `deleted`."""
+    root = _root("DeleteResult")
+    for key, version_id, delete_marker, marker_version_id in deleted:
+        elem = _add(root, "Deleted")
+        _add(elem, "Key", key)
+        if version_id is not None:
+            _add(elem, "VersionId", version_id)
+        if delete_marker:
+            _add(elem, "DeleteMarker", True)
+            if marker_version_id is not None:
+                _add(elem, "DeleteMarkerVersionId", marker_version_id)
+    for key, version_id, code, message in errors:
+        elem = _add(root, "Error")
+        _add(elem, "Key", key)
+        if version_id is not None:
+            _add(elem, "VersionId", version_id)
+        _add(elem, "Code", code)
+        _add(elem, "Message", message)
+    return xml_document(root)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def local_name(tag: str) -> str:
+    """`{namespace}Name` -> `Name`."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _malformed(detail: str | None = None) -> S3Error:
+    err = S3Error("MalformedXML")
+    if detail:
+        err.add_note(detail)
+    return err
+
+
+def parse_document(
+    body: bytes, root_tag: str, limit_bytes: int = CONFIG_XML_LIMIT_BYTES
+) -> ET.Element:
+    """Parse a request body whose root must be `root_tag` (S3 namespace optional).
+
+    DTDs, entities and external references are refused; bodies over `limit_bytes`, empty
+    bodies, malformed XML and a wrong root all raise `S3Error('MalformedXML')`.
+    """
+    if len(body) > limit_bytes:
+        raise _malformed(f"body of {len(body)} bytes exceeds {limit_bytes}")
+    if not body.strip():
+        raise _malformed("empty body")
+    try:
+        root = SafeET.fromstring(body, forbid_dtd=True)
+    except (ET.ParseError, defusedxml.DefusedXmlException, ValueError) as exc:
+        raise _malformed(str(exc)) from None
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    if local_name(root.tag) != root_tag or namespace not in ("", S3_NAMESPACE):
+        raise _malformed(f"root element {root.tag!r}, expected {root_tag!r}")
+    return root
+
+
+def find_all(elem: ET.Element, name: str) -> list[ET.Element]:
+    """Direct children of `elem` named `name`, in any namespace."""
+    return [child for child in elem if local_name(child.tag) == name]
+
+
+def find_text(elem: ET.Element, name: str) -> str | None:
+    """Text of the first direct child named `name` ('' if empty), or None if absent."""
+    for child in elem:
+        if local_name(child.tag) == name:
+            return child.text or ""
+    return None
+
+
+def parse_create_bucket(body: bytes) -> str | None:
+    """CreateBucketConfiguration -> LocationConstraint (None for an empty body or none)."""
+    if not body.strip():
+        return None
+    root = parse_document(body, "CreateBucketConfiguration")
+    return find_text(root, "LocationConstraint") or None
+
+
+def parse_versioning(body: bytes) -> str:
+    """VersioningConfiguration -> 'Enabled' or 'Suspended'."""
+    status = find_text(parse_document(body, "VersioningConfiguration"), "Status")
+    if status not in ("Enabled", "Suspended"):
+        raise _malformed(f"versioning status {status!r}")
+    return status
+
+
+def parse_tagging(body: bytes, max_tags: int = OBJECT_TAGS_MAX) -> dict[str, str]:
+    """Tagging -> {key: value}; `max_tags` is 10 for objects, 50 for buckets."""
+    root = parse_document(body, "Tagging")
+    tag_sets = find_all(root, "TagSet")
+    if len(tag_sets) != 1:
+        raise _malformed("expected one TagSet")
+    tags: dict[str, str] = {}
+    for tag in find_all(tag_sets[0], "Tag"):
+        key, value = find_text(tag, "Key"), find_text(tag, "Value")
+        if key is None or value is None:
+            raise _malformed("Tag needs Key and Value")
+        if not key or len(key) > TAG_KEY_CHARS_MAX:
+            raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
+        if len(value) > TAG_VALUE_CHARS_MAX:
+            raise S3Error("InvalidTag", "The TagValue you have provided is invalid")
+        if key.startswith("aws:"):
+            raise S3Error("InvalidTag", "System tags cannot be added/updated by requester")
+        if key in tags:
+            raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key")
+        tags[key] = value
+    if len(tags) > max_tags:
+        raise S3Error("InvalidTag", f"Tag count cannot be greater than {max_tags}")
+    return tags
+
+
+def parse_delete_objects(
+    body: bytes, limit_bytes: int = DELETE_XML_LIMIT_BYTES
+) -> tuple[bool, list[tuple[str, str | None]]]:
+    """Delete -> (quiet, [(key, version_id)]); 1 to 1000 objects."""
+    root = parse_document(body, "Delete", limit_bytes)
+    quiet = (find_text(root, "Quiet") or "false").strip().lower() == "true"
+    objects: list[tuple[str, str | None]] = []
+    for obj in find_all(root, "Object"):
+        key = find_text(obj, "Key")
+        if key is None:
+            raise _malformed("Object without Key")
+        objects.append((key, find_text(obj, "VersionId") or None))
+    if not objects or len(objects) > DELETE_OBJECTS_MAX:
+        raise _malformed(f"{len(objects)} objects; 1 to {DELETE_OBJECTS_MAX} allowed")
+    return quiet, objects
+
+
+def parse_complete_multipart(
+    body: bytes, limit_bytes: int = COMPLETE_XML_LIMIT_BYTES
+) -> list[tuple[int, str, dict[str, str]]]:
+    """CompleteMultipartUpload -> [(part_number, etag without quotes, {algorithm: checksum})].
+
+    Parts must be strictly ascending (`InvalidPartOrder`); numbers are 1 to 10000.
+    """
+    root = parse_document(body, "CompleteMultipartUpload", limit_bytes)
+    parts: list[tuple[int, str, dict[str, str]]] = []
+    for part in find_all(root, "Part"):
+        number_text, etag = find_text(part, "PartNumber"), find_text(part, "ETag")
+        if number_text is None or etag is None:
+            raise _malformed("Part needs PartNumber and ETag")
+        try:
+            number = int(number_text.strip())
+        except ValueError:
+            raise _malformed(f"PartNumber {number_text!r}") from None
+        if not 1 <= number <= PART_NUMBER_MAX:
+            raise S3Error(
+                "InvalidArgument",
+                f"Part number must be an integer between 1 and {PART_NUMBER_MAX}, inclusive",
+                ArgumentName="partNumber",
+                ArgumentValue=str(number),
+            )
+        if parts and number <= parts[-1][0]:
+            raise S3Error("InvalidPartOrder")
+        checksums = {
+            algorithm: value
+            for algorithm in CHECKSUM_ALGORITHMS
+            if (value := find_text(part, "Checksum" + algorithm))
+        }
+        parts.append((number, etag.strip().strip('"'), checksums))
+    if not parts:
+        raise _malformed("no parts")
+    return parts

@@ -1,0 +1,139 @@
+"""Run one storage node.
+
+    python -m nodes --config CLUSTER.toml --id n1
+    python -m nodes --id n1 --listen HOST:PORT --zone az1 --data DIR --secret-file FILE
+
+With --config, the node's address and zone come from its [[nodes]] entry, its data directory is
+`<data_dir>/nodes/<id>` and the cluster secret is `<data_dir>/secrets/cluster.key` (created on
+first start). Explicit flags override the config. Prints `node <id> ready on http://HOST:PORT`
+once listening (port 0 picks a free port and prints it); SIGTERM or SIGINT stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from nodes.app import create_app
+from nodes.handlers import DEFAULT_MAX_SHARD_BYTES
+from nodes.logs import JsonLog, log_to_stderr
+from storage.config import load_config
+from storage.errors import ConfigError
+from storage.shards.auth import load_or_create_secret
+
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    node_id: str
+    zone: str
+    host: str
+    port: int
+    data_dir: Path
+    secret: bytes
+    window_s: int
+    max_shard_bytes: int
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen address {listen!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _read_secret(path: Path) -> bytes:
+    if not path.is_file():
+        raise ConfigError(f"secret file {path} not found")
+    try:
+        return load_or_create_secret(path)
+    except ValueError:
+        raise ConfigError(f"secret file {path} does not hold a hex secret") from None
+
+
+def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
+    p = argparse.ArgumentParser(prog="python -m nodes", description="Run a Tessera storage node.")
+    p.add_argument("--config", type=Path, help="cluster TOML file")
+    p.add_argument("--id", required=True, help="node id (in the config's [[nodes]])")
+    p.add_argument("--listen", help="HOST:PORT to listen on")
+    p.add_argument("--zone", help="availability zone")
+    p.add_argument("--data", type=Path, help="the node's data directory")
+    p.add_argument("--secret-file", type=Path, help="cluster secret (hex) file")
+    p.add_argument("--window", type=int, help="request signature window in seconds")
+    p.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES)
+    a = p.parse_args(argv)
+    listen, zone, data, secret, window = a.listen, a.zone, a.data, None, a.window
+    if a.config is not None:
+        cfg = load_config(a.config)
+        try:
+            spec = cfg.node(a.id)
+        except KeyError:
+            raise ConfigError(f"node {a.id!r} is not in {a.config}") from None
+        listen = listen or spec.address
+        zone = zone or spec.zone
+        data = data or cfg.data_dir / "nodes" / a.id
+        window = window or cfg.node_request_window_s
+        if a.secret_file is None:
+            secret = load_or_create_secret(cfg.secret_path)
+    missing = [f"--{n}" for n, v in (("listen", listen), ("zone", zone), ("data", data))
+               if not v]
+    if a.secret_file is None and secret is None:
+        missing.append("--secret-file")
+    if missing:
+        raise ConfigError(f"without --config, give {' '.join(missing)}")
+    if secret is None:
+        secret = _read_secret(a.secret_file)
+    host, port = parse_listen(listen)
+    return NodeSettings(node_id=a.id, zone=zone, host=host, port=port, data_dir=Path(data),
+                        secret=secret, window_s=window or 300,
+                        max_shard_bytes=a.max_shard_bytes)
+
+
+async def serve(s: NodeSettings) -> None:
+    app = create_app(s.node_id, s.zone, s.data_dir, s.secret, s.window_s,
+                     max_shard_bytes=s.max_shard_bytes)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"node {s.node_id} ready on http://{shown}:{port}", flush=True)
+        JsonLog(s.node_id).info("listening", zone=s.zone, address=f"{shown}:{port}",
+                                data_dir=str(s.data_dir))
+        await stop.wait()
+        JsonLog(s.node_id).info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    log_to_stderr()
+    try:
+        settings = settings_from_args(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(f"error: cannot serve on {settings.host}:{settings.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The node's aiohttp application: routes, authentication, request logs and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from nodes.handlers import (
+    DEFAULT_MAX_SHARD_BYTES,
+    NODE,
+    REQUEST_ID_HEADER,
+    STATS,
+    ApiError,
+    NodeState,
+    RequestStats,
+    add_routes,
+    json_error,
+)
+from nodes.logs import JsonLog
+from nodes.metrics import NodeMetrics
+from storage.shards.auth import Verifier
+from storage.shards.disk import DiskShardStore
+
+UNAUTHENTICATED_PATHS = frozenset({"/metrics"})
+CLIENT_MAX_SIZE = 1024 * 1024  # no handler reads a body whole; PUT streams and has its own cap
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+                 405: "method_not_allowed", 413: "too_large"}
+
+
+def _request_id(request: web.Request) -> str:
+    rid = request.headers.get(REQUEST_ID_HEADER, "")
+    return rid if _REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: request id, JSON errors, one log line and the metrics of every request."""
+    st = request.app[NODE]
+    stats = RequestStats(request_id=_request_id(request))
+    request[STATS] = stats
+    route = request.match_info.route
+    op = route.name or "other"
+    start = time.perf_counter()
+    status = 500
+    try:
+        try:
+            resp = await handler(request)
+        except ApiError as exc:
+            resp = json_error(exc.status, exc.code, exc.message)
+        except web.HTTPException as exc:  # router 404/405, aiohttp's own limits
+            if exc.status < 400:
+                raise
+            resp = json_error(exc.status, _STATUS_CODES.get(exc.status, "error"),
+                              exc.reason or "error")
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        except Exception as exc:
+            st.log.error("unhandled error", request_id=stats.request_id,
+                         error=type(exc).__name__)
+            resp = json_error(500, "internal", "internal error")
+        status = resp.status
+        if not resp.prepared:
+            resp.headers[REQUEST_ID_HEADER] = stats.request_id
+        return resp
+    finally:
+        elapsed = time.perf_counter() - start
+        st.metrics.observe_request(op, status, elapsed)
+        st.log.info("request", request_id=stats.request_id, method=request.method,
+                    path=request.path, query=request.query_string, op=op, status=status,
+                    duration_ms=round(elapsed * 1000, 3),
+                    bytes=stats.bytes_in + stats.bytes_out, **stats.extra)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request but /metrics carries the cluster HMAC over method and raw path+query."""
+    if request.path in UNAUTHENTICATED_PATHS:
+        return await handler(request)
+    reason = request.app[NODE].verifier.check(request.method, request.path_qs, request.headers)
+    if reason is not None:
+        raise ApiError(401, "unauthorized", reason)
+    return await handler(request)
+
+
+def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s: int,
+               *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> web.Application:
+    """A node serving the shards below `data_dir` (created if needed)."""
+    if len(secret) < 16:
+        raise ValueError("the cluster secret must be at least 16 bytes")
+    app = web.Application(middlewares=[observe, authenticate], client_max_size=CLIENT_MAX_SIZE)
+    store = DiskShardStore(Path(data_dir))
+    app[NODE] = NodeState(node_id=node_id, zone=zone, store=store,
+                          verifier=Verifier(secret, window_s), metrics=NodeMetrics(node_id, zone),
+                          log=JsonLog(node_id), max_shard_bytes=max_shard_bytes)
+
+    async def on_startup(app: web.Application) -> None:
+        await store.start()
+
+    app.on_startup.append(on_startup)
+    add_routes(app)
+    return app

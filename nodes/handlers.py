@@ -1,0 +1,348 @@
+"""HTTP handlers of the node API (/v1): requests in, DiskShardStore calls, JSON or bytes out.
+
+Errors are JSON `{"error": code, "message": text}`:
+400 bad input, 401 unauthorized, 404 not_found, 409 corrupt, 413 too_large,
+416 invalid_range, 500 io_error/internal, 507 disk_full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from nodes.logs import JsonLog
+from nodes.metrics import NodeMetrics
+from storage.errors import (
+    IntegrityError,
+    InvalidInput,
+    InvalidRange,
+    NotFound,
+    ShardCorrupt,
+)
+from storage.shards.auth import Verifier
+from storage.shards.disk import CHUNK_BYTES, DiskShardStore, check_shard_id, is_disk_full
+from storage.shards.format import FrameReader
+
+SEGMENTS_HEADER = "X-Tessera-Segments"
+REQUEST_ID_HEADER = "X-Request-Id"
+DEFAULT_MAX_SHARD_BYTES = 8 * 1024**3
+MAX_LIST_LIMIT = 10_000
+_AFTER_RE = re.compile(r"^[0-9a-f.]{0,40}\Z")
+_INT_RE = re.compile(r"^[0-9]{1,19}\Z")
+
+
+@dataclass
+class NodeState:
+    """Everything the handlers of one node need; one per application."""
+
+    node_id: str
+    zone: str
+    store: DiskShardStore
+    verifier: Verifier
+    metrics: NodeMetrics
+    log: JsonLog
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+
+
+@dataclass
+class RequestStats:
+    """Per-request facts the handlers report to the logging/metrics middleware."""
+
+    request_id: str
+    bytes_in: int = 0
+    bytes_out: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+NODE: web.AppKey[NodeState] = web.AppKey("tessera_node", NodeState)
+if hasattr(web, "RequestKey"):
+    STATS: Any = web.RequestKey("tessera_stats", RequestStats)
+else:  # aiohttp < 3.13
+    STATS = "tessera_stats"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def _state(request: web.Request) -> NodeState:
+    return request.app[NODE]
+
+
+def _stats(request: web.Request) -> RequestStats:
+    return request[STATS]
+
+
+def _shard_id(request: web.Request) -> str:
+    sid = request.match_info.get("id", "")
+    try:
+        check_shard_id(sid)
+    except InvalidInput:
+        raise ApiError(400, "invalid_shard_id", "malformed shard id") from None
+    return sid
+
+
+def _opt_int(raw: str | None, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not _INT_RE.match(raw):
+        raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+async def _quarantine(request: web.Request, sid: str, exc: Exception, where: str) -> None:
+    st = _state(request)
+    st.metrics.checksum_failures.labels(where=where).inc()
+    dest = await st.store.quarantine(sid, str(exc))
+    if dest is not None:
+        st.metrics.quarantined.inc()
+        st.log.warning("shard quarantined", request_id=_stats(request).request_id, shard_id=sid,
+                       reason=str(exc))
+
+
+# -- PUT ---------------------------------------------------------------------------------------
+
+async def put_shard(request: web.Request) -> web.Response:
+    st = _state(request)
+    stats = _stats(request)
+    sid = _shard_id(request)
+    stripe, index = check_shard_id(sid)
+    expect = _opt_int(request.headers.get(SEGMENTS_HEADER), SEGMENTS_HEADER)
+    if request.content_length is not None and request.content_length > st.max_shard_bytes:
+        raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
+    reader = FrameReader()
+    header_checked = False
+    short_frame_seen = False
+    segments = 0
+    pending = bytearray()
+    committed = False
+    writer = await _disk(st.store.begin_put(sid))
+    try:
+        while True:
+            try:
+                chunk = await request.content.read(CHUNK_BYTES)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # client went away or sent a malformed body
+                raise ApiError(400, "incomplete_body", f"body not received: {type(exc).__name__}")\
+                    from None
+            if not chunk:
+                break
+            stats.bytes_in += len(chunk)
+            st.metrics.bytes_in.inc(len(chunk))
+            if stats.bytes_in > st.max_shard_bytes:
+                raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
+            try:
+                frames = reader.feed(chunk)
+            except IntegrityError as exc:
+                st.metrics.checksum_failures.labels(where="put").inc()
+                raise ApiError(409, "corrupt", str(exc)) from None
+            if not header_checked and reader.header is not None:
+                h = reader.header
+                if h.stripe_id != stripe or h.index != index:
+                    raise ApiError(400, "header_mismatch",
+                                   "shard header names another stripe or index than the URL")
+                if h.block_size == 0 or h.index >= h.k + h.m:
+                    raise ApiError(400, "bad_header", "shard header fields out of range")
+                header_checked = True
+            for _seg, block in frames:
+                if short_frame_seen:
+                    raise ApiError(400, "bad_frame_layout",
+                                   "only the last frame may be shorter than the block size")
+                assert reader.header is not None
+                short_frame_seen = len(block) < reader.header.block_size
+                segments += 1
+            if expect is not None and segments > expect:
+                raise ApiError(400, "segment_count_mismatch",
+                               f"more than the {expect} frames announced")
+            pending += chunk
+            if len(pending) >= CHUNK_BYTES:
+                await _disk(writer.write(pending))
+                pending = bytearray()
+        if reader.header is None:
+            raise ApiError(400, "truncated", "body is shorter than a shard header")
+        if reader.pending:
+            raise ApiError(400, "truncated", "body ends inside a frame")
+        if expect is not None and segments != expect:
+            raise ApiError(400, "segment_count_mismatch",
+                           f"{segments} frames received, {expect} announced")
+        await _disk(writer.write(pending))
+        size = await _disk(writer.commit())
+        committed = True
+    finally:
+        if not committed:
+            await writer.abort()
+    st.metrics.shard_writes.inc()
+    return web.json_response({"id": sid, "bytes": size, "segments": segments}, status=201)
+
+
+async def _disk(aw: Any) -> Any:
+    """Await a store call, mapping OS errors to API errors (ENOSPC -> 507)."""
+    try:
+        return await aw
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise ApiError(507, "disk_full", "no space left on the node's disk") from None
+        raise ApiError(500, "io_error", f"storage I/O error ({exc.strerror})") from None
+
+
+# -- GET ---------------------------------------------------------------------------------------
+
+async def get_shard(request: web.Request) -> web.StreamResponse:
+    st = _state(request)
+    stats = _stats(request)
+    sid = _shard_id(request)
+    first = _opt_int(request.query.get("first"), "first") or 0
+    count = _opt_int(request.query.get("count"), "count")
+    stream = st.store.open_read(sid, first, count)
+    async with stream:
+        try:
+            head = await _disk(stream.__anext__())
+        except NotFound:
+            raise ApiError(404, "not_found", f"shard {sid} not found") from None
+        except InvalidRange:
+            raise ApiError(416, "invalid_range",
+                           f"first={first} is past the last of {stream.segments} frames") from None
+        except ShardCorrupt as exc:
+            await _quarantine(request, sid, exc, "read")
+            raise ApiError(409, "corrupt", str(exc)) from None
+        st.metrics.shard_reads.inc()
+        try:
+            body = await _disk(stream.__anext__())
+        except StopAsyncIteration:
+            body = b""
+        except ShardCorrupt as exc:
+            await _quarantine(request, sid, exc, "read")
+            raise ApiError(409, "corrupt", str(exc)) from None
+        resp = web.StreamResponse(status=200, headers={
+            SEGMENTS_HEADER: str(stream.segments),
+            "Content-Type": "application/octet-stream",
+            REQUEST_ID_HEADER: stats.request_id,
+        })
+        resp.content_length = stream.body_bytes
+        await resp.prepare(request)
+        try:
+            while True:
+                for piece in (head, body):
+                    if piece:
+                        await resp.write(piece)
+                        stats.bytes_out += len(piece)
+                        st.metrics.bytes_out.inc(len(piece))
+                head = b""
+                try:
+                    body = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+        except ShardCorrupt as exc:
+            # Headers are sent: the only honest signal left is a short body.
+            stats.extra["truncated"] = True
+            await _quarantine(request, sid, exc, "read")
+            _drop_connection(request)
+            return resp
+        except (ConnectionError, OSError) as exc:
+            stats.extra["truncated"] = True
+            stats.extra["aborted"] = type(exc).__name__
+            _drop_connection(request)
+            return resp
+    await resp.write_eof()
+    return resp
+
+
+def _drop_connection(request: web.Request) -> None:
+    """Close the connection so the client sees fewer bytes than Content-Length."""
+    with contextlib.suppress(Exception):
+        request.protocol.force_close()
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+# -- other shard operations ------------------------------------------------------------------
+
+async def stat_shard(request: web.Request) -> web.Response:
+    st = _state(request)
+    sid = _shard_id(request)
+    try:
+        info = await _disk(st.store.stat(sid))
+    except NotFound:
+        raise ApiError(404, "not_found", f"shard {sid} not found") from None
+    except ShardCorrupt as exc:
+        await _quarantine(request, sid, exc, "stat")
+        raise ApiError(409, "corrupt", str(exc)) from None
+    return web.json_response({"id": sid, **info})
+
+
+async def delete_shard(request: web.Request) -> web.Response:
+    st = _state(request)
+    sid = _shard_id(request)
+    await _disk(st.store.delete(sid))
+    return web.Response(status=204)
+
+
+async def list_shards(request: web.Request) -> web.Response:
+    st = _state(request)
+    after = request.query.get("after", "")
+    if not _AFTER_RE.match(after):
+        raise ApiError(400, "bad_request", "after must be a shard id or a prefix of one")
+    limit = _opt_int(request.query.get("limit"), "limit")
+    limit = 1000 if limit is None else limit
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    ids = await _disk(st.store.list(after, limit + 1))
+    return web.json_response({"shards": ids[:limit], "truncated": len(ids) > limit})
+
+
+async def verify_shard(request: web.Request) -> web.Response:
+    st = _state(request)
+    sid = _shard_id(request)
+    try:
+        bad = await _disk(st.store.verify(sid))
+    except NotFound:
+        raise ApiError(404, "not_found", f"shard {sid} not found") from None
+    except ShardCorrupt as exc:
+        await _quarantine(request, sid, exc, "verify")
+        raise ApiError(409, "corrupt", str(exc)) from None
+    if bad:
+        await _quarantine(request, sid, ShardCorrupt(sid, f"segments {bad} fail their checks"),
+                          "verify")
+    return web.json_response({"id": sid, "corrupt_segments": bad, "quarantined": bool(bad)})
+
+
+async def health(request: web.Request) -> web.Response:
+    st = _state(request)
+    usage = await _disk(st.store.usage())
+    return web.json_response({"node_id": st.node_id, "zone": st.zone, "status": "ok",
+                              "used_bytes": usage["used_bytes"],
+                              "free_bytes": usage["free_bytes"],
+                              "total_bytes": usage["total_bytes"], "shards": usage["shards"]})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    st = _state(request)
+    usage = await st.store.usage()
+    return web.Response(body=st.metrics.render(usage),
+                        headers={"Content-Type": st.metrics.content_type})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_put("/v1/shards/{id}", put_shard, name="put")
+    app.router.add_get("/v1/shards/{id}", get_shard, name="get", allow_head=False)
+    app.router.add_get("/v1/shards/{id}/stat", stat_shard, name="stat", allow_head=False)
+    app.router.add_delete("/v1/shards/{id}", delete_shard, name="delete")
+    app.router.add_post("/v1/shards/{id}/verify", verify_shard, name="verify")
+    app.router.add_get("/v1/shards", list_shards, name="list", allow_head=False)
+    app.router.add_get("/v1/health", health, name="health", allow_head=False)
+    app.router.add_get("/metrics", metrics, name="metrics", allow_head=False)

@@ -1,0 +1,49 @@
+"""Prometheus metrics of one node, in a registry of its own (no process-wide globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0, 60.0)
+
+
+class NodeMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, node_id: str, zone: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("tessera_node_requests", "HTTP requests by operation and status",
+                                ["op", "status"], registry=r)
+        self.latency = Histogram("tessera_node_request_seconds",
+                                 "HTTP request latency by operation and status",
+                                 ["op", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.bytes_in = Counter("tessera_node_bytes_in", "Shard bytes received", registry=r)
+        self.bytes_out = Counter("tessera_node_bytes_out", "Shard bytes sent", registry=r)
+        self.shard_writes = Counter("tessera_node_shard_writes", "Shards committed", registry=r)
+        self.shard_reads = Counter("tessera_node_shard_reads", "Shard reads started", registry=r)
+        self.checksum_failures = Counter(
+            "tessera_node_checksum_failures", "Frames or headers that failed their checksum",
+            ["where"], registry=r)
+        self.quarantined = Counter("tessera_node_quarantined_shards", "Shards moved to quarantine",
+                                   registry=r)
+        self.used_bytes = Gauge("tessera_node_used_bytes", "Bytes in stored shards", registry=r)
+        self.free_bytes = Gauge("tessera_node_free_bytes", "Free bytes on the data disk",
+                                registry=r)
+        self.shards = Gauge("tessera_node_shards", "Stored shards", registry=r)
+        info = Gauge("tessera_node_info", "Identity of this node", ["node_id", "zone"],
+                     registry=r)
+        info.labels(node_id=node_id, zone=zone).set(1)
+
+    def observe_request(self, op: str, status: int, seconds: float) -> None:
+        s = str(status)
+        self.requests.labels(op=op, status=s).inc()
+        self.latency.labels(op=op, status=s).observe(seconds)
+
+    def render(self, usage: dict[str, int]) -> bytes:
+        self.used_bytes.set(usage["used_bytes"])
+        self.free_bytes.set(usage["free_bytes"])
+        self.shards.set(usage["shards"])
+        return generate_latest(self.registry)

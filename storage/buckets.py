@@ -1,0 +1,84 @@
+"""Buckets: global names, each owned by one tenant; every access checks the owner."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from storage.errors import AccessDenied, BucketExists, BucketNotEmpty, BucketNotFound
+from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.records import (
+    Bucket,
+    bucket_key,
+    object_prefix,
+    tenant_bucket_key,
+    version_prefix,
+)
+
+
+class BucketService:
+    def __init__(self, meta: MetadataStore, region: str) -> None:
+        self._meta = meta
+        self._region = region
+
+    async def create(self, tenant: str, name: str, region: str | None = None) -> Bucket:
+        b = Bucket(name=name, tenant=tenant, created=time.time(), region=region or self._region)
+        ok = await self._meta.txn(Txn(compares={bucket_key(name): 0},
+                                      puts={bucket_key(name): b.encode(),
+                                            tenant_bucket_key(tenant, name): b""}))
+        if not ok:
+            existing = await self._meta.get(bucket_key(name))
+            owner = Bucket.decode(existing.value).tenant if existing else None
+            raise BucketExists(name, owned_by_caller=owner == tenant)
+        return b
+
+    async def get_any(self, name: str) -> Bucket:
+        """The bucket record whoever owns it (internal use: workers, admin)."""
+        item = await self._meta.get(bucket_key(name))
+        if item is None:
+            raise BucketNotFound(name)
+        return Bucket.decode(item.value)
+
+    async def get(self, tenant: str, name: str) -> Bucket:
+        """The bucket if the tenant owns it; AccessDenied if another tenant does."""
+        b = await self.get_any(name)
+        if b.tenant != tenant:
+            raise AccessDenied(f"bucket {name!r} belongs to another tenant")
+        return b
+
+    async def list(self, tenant: str) -> list[Bucket]:
+        p = b"TB/" + tenant.encode() + b"/"
+        names = [i.key[len(p):].decode() for i in await self._meta.range(p, prefix_end(p), 100000)]
+        out = []
+        for n in names:
+            item = await self._meta.get(bucket_key(n))
+            if item is not None:
+                out.append(Bucket.decode(item.value))
+        return out
+
+    async def delete(self, tenant: str, name: str) -> None:
+        b = await self.get(tenant, name)
+        for prefix in (object_prefix(name), version_prefix(name), b"U/" + name.encode() + b"\0"):
+            if await self._meta.range(prefix, prefix_end(prefix), limit=1):
+                raise BucketNotEmpty(name)
+        await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
+
+    async def update(self, tenant: str, name: str, **changes: Any) -> Bucket:
+        """Compare-and-swap update of bucket fields (versioning) or config entries."""
+        while True:
+            item = await self._meta.get(bucket_key(name))
+            if item is None:
+                raise BucketNotFound(name)
+            b = Bucket.decode(item.value)
+            if b.tenant != tenant:
+                raise AccessDenied(f"bucket {name!r} belongs to another tenant")
+            for k, v in changes.items():
+                if k == "versioning":
+                    b.versioning = v
+                elif v is None:
+                    b.config.pop(k, None)
+                else:
+                    b.config[k] = v
+            if await self._meta.txn(Txn(compares={item.key: item.revision},
+                                        puts={item.key: b.encode()})):
+                return b

@@ -1,0 +1,69 @@
+"""A handle on the whole cluster for one process (like librados): metadata, keys, nodes.
+
+The gateway, the block driver, the workers and the CLI all open one `Cluster` and use its
+services; nothing else wires the library together.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import aiohttp
+
+from storage.buckets import BucketService
+from storage.config import Config
+from storage.crypto.keys import FileRootKey
+from storage.health import HealthTracker
+from storage.metadata import MetadataStore, open_store
+from storage.objects import ObjectService
+from storage.shards.auth import load_or_create_secret
+from storage.shards.client import NodeClient
+from storage.stripes import StripeStore
+from storage.tenants import TenantService
+
+
+@dataclass
+class Cluster:
+    cfg: Config
+    meta: MetadataStore
+    tenants: TenantService
+    buckets: BucketService
+    objects: ObjectService
+    stripes: StripeStore
+    health: HealthTracker
+    nodes: NodeClient
+    session: aiohttp.ClientSession
+    cpu: ThreadPoolExecutor
+    hashing: ThreadPoolExecutor
+
+    @classmethod
+    async def open(cls, cfg: Config, probe: bool = True, gc_grace_s: float = 60.0) -> Cluster:
+        meta_path = cfg.data_dir / cfg.metadata_path
+        meta = await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)
+        tenants = TenantService(meta, FileRootKey(cfg.root_key_path))
+        await tenants.load()
+        secret = load_or_create_secret(cfg.secret_path)
+        conn = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30)
+        session = aiohttp.ClientSession(connector=conn, auto_decompress=False)
+        nodes = NodeClient(session, secret)
+        health = HealthTracker(cfg.nodes, nodes)
+        threads = max(2, cfg.gateway.cpu_threads or (os.cpu_count() or 2))
+        cpu = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="codec")
+        hashing = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash")
+        stripes = StripeStore(cfg, nodes, health, cpu, hashing)
+        buckets = BucketService(meta, cfg.gateway.region)
+        objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=gc_grace_s)
+        if probe:
+            await health.probe_once()
+            health.start()
+        return cls(cfg, meta, tenants, buckets, objects, stripes, health, nodes, session, cpu,
+                   hashing)
+
+    async def close(self) -> None:
+        await self.health.stop()
+        await self.session.close()
+        await self.meta.close()
+        self.cpu.shutdown(wait=False)
+        self.hashing.shutdown(wait=False)

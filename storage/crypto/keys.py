@@ -1,0 +1,119 @@
+"""The key hierarchy: root key -> per-tenant KEK (versioned) -> per-object-version DEK.
+
+The root key lives behind the `RootKeyProvider` interface; the embedded default is a 0600
+key file. Tenant KEKs are stored wrapped by the root key; each DEK is stored wrapped by a
+tenant KEK with the object's identity as associated data, so a wrapped DEK cannot be moved
+to another object. Rotating a KEK rewraps DEKs; data is never re-encrypted.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from storage.crypto import aead, labels
+
+
+def pack_fields(label: bytes, fields: Iterable[str | bytes | int]) -> bytes:
+    """Length-prefixed, unambiguous encoding of an identity used as associated data."""
+    out = bytearray(label)
+    for f in fields:
+        if isinstance(f, int):
+            b = struct.pack(">q", f)
+        elif isinstance(f, str):
+            b = f.encode("utf-8", "surrogateescape")
+        else:
+            b = f
+        out += struct.pack(">I", len(b)) + b
+    return bytes(out)
+
+
+class RootKeyProvider(Protocol):
+    """A KMS: wraps and unwraps tenant keys. An external KMS implements the same two calls."""
+
+    def wrap(self, key: bytes, aad: bytes) -> bytes: ...
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes: ...
+
+
+class FileRootKey:
+    """The embedded KMS: a 32-byte root key in a 0600 file, created on first start."""
+
+    def __init__(self, path: Path) -> None:
+        self._key = self._load_or_create(path)
+
+    @staticmethod
+    def _load_or_create(path: Path) -> bytes:
+        if path.exists():
+            key = path.read_bytes()
+            if len(key) != aead.KEY_BYTES:
+                raise ValueError(f"root key file {path} is damaged (expected 32 bytes)")
+            return key
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = aead.random_key()
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return key
+
+    def wrap(self, key: bytes, aad: bytes) -> bytes:
+        return aead.wrap(self._key, key, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        return aead.unwrap(self._key, wrapped, aad)
+
+
+@dataclass(frozen=True)
+class WrappedDek:
+    """A data key as stored in a manifest: which KEK version wrapped it, and the blob."""
+
+    kek_version: int
+    blob: bytes
+
+
+def kek_aad(tenant: str, version: int) -> bytes:
+    return pack_fields(labels.ROOT_WRAPS_KEK_V1, [tenant, version])
+
+
+def dek_aad(tenant: str, identity: str) -> bytes:
+    return pack_fields(labels.KEK_WRAPS_DEK_V1, [tenant, identity])
+
+
+def new_kek(root: RootKeyProvider, tenant: str, version: int) -> bytes:
+    """Make a fresh tenant KEK and return it wrapped by the root key."""
+    return root.wrap(aead.random_key(), kek_aad(tenant, version))
+
+
+def open_kek(root: RootKeyProvider, tenant: str, version: int, wrapped: bytes) -> bytes:
+    return root.unwrap(wrapped, kek_aad(tenant, version))
+
+
+def new_dek() -> bytes:
+    return aead.random_key()
+
+
+def wrap_dek(kek: bytes, tenant: str, identity: str, dek: bytes) -> bytes:
+    return aead.wrap(kek, dek, dek_aad(tenant, identity))
+
+
+def unwrap_dek(kek: bytes, tenant: str, identity: str, blob: bytes) -> bytes:
+    return aead.unwrap(kek, blob, dek_aad(tenant, identity))
+
+
+def segment_aad(identity: str, part: int, segment: int, last: bool) -> bytes:
+    """Binds a segment to its object version (tenant/bucket/key/version), part and position."""
+    return pack_fields(labels.SEGMENT_AAD_V1, [identity, part, segment, int(last)])
+
+
+def object_identity(tenant: str, bucket: str, key: str, version_id: str) -> str:
+    """The string every object-version key binding uses (length-prefixed, so unambiguous)."""
+    return pack_fields(b"", [tenant, bucket, key, version_id]).hex()

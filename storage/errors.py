@@ -1,0 +1,95 @@
+"""Domain errors of the storage library.
+
+The gateway maps these to protocol errors (S3 XML, EIO); the library never speaks HTTP.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every error the library raises on purpose."""
+
+
+class ConfigError(StorageError):
+    """The configuration is invalid; the message is one line an operator can act on."""
+
+
+class NotFound(StorageError):
+    """A bucket, object, version or record does not exist."""
+
+
+class BucketNotFound(NotFound):
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"bucket {bucket!r} does not exist")
+        self.bucket = bucket
+
+
+class ObjectNotFound(NotFound):
+    def __init__(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        super().__init__(f"object {key!r} not found in bucket {bucket!r}")
+        self.bucket = bucket
+        self.key = key
+        self.version_id = version_id
+
+
+class Conflict(StorageError):
+    """A compare-and-swap lost or a precondition on existing state failed."""
+
+
+class BucketExists(Conflict):
+    def __init__(self, bucket: str, owned_by_caller: bool) -> None:
+        super().__init__(f"bucket {bucket!r} already exists")
+        self.bucket = bucket
+        self.owned_by_caller = owned_by_caller
+
+
+class BucketNotEmpty(Conflict):
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"bucket {bucket!r} is not empty")
+        self.bucket = bucket
+
+
+class AccessDenied(StorageError):
+    """The caller's tenant may not touch this resource."""
+
+
+class QuorumNotReached(StorageError):
+    """Too few shards could be written or read; carries every cause for the log."""
+
+    def __init__(self, needed: int, succeeded: int, total: int, causes: list[str]) -> None:
+        super().__init__(
+            f"quorum not reached: needed {needed}, succeeded {succeeded} of {total}: "
+            + "; ".join(causes[:6])
+        )
+        self.needed = needed
+        self.succeeded = succeeded
+        self.total = total
+        self.causes = causes
+
+
+class DataUnavailable(StorageError):
+    """Fewer than k intact shards of a segment can be read: the data cannot be rebuilt now."""
+
+
+class IntegrityError(StorageError):
+    """A checksum or authentication tag did not match."""
+
+
+class ShardCorrupt(IntegrityError):
+    def __init__(self, shard_id: str, detail: str) -> None:
+        super().__init__(f"shard {shard_id} corrupt: {detail}")
+        self.shard_id = shard_id
+
+
+class KeyUnavailable(StorageError):
+    """The key needed to decrypt is gone (tenant shredded) or cannot be unwrapped."""
+
+
+class InvalidInput(StorageError):
+    """A caller-supplied value is malformed (bad name, size, range)."""
+
+
+class InvalidRange(InvalidInput):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"range not satisfiable for object of {size} bytes")
+        self.size = size

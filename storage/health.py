@@ -1,0 +1,92 @@
+"""Node health as the gateway sees it: up, suspect, down, out.
+
+Failures reported by requests mark a node suspect, then down; a background probe brings it
+back. Reads and writes skip down nodes so they do not wait for a timeout on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from storage.config import NodeSpec
+from storage.shards.client import NodeClient, NodeError
+
+UP, SUSPECT, DOWN, OUT = "up", "suspect", "down", "out"
+
+
+@dataclass
+class NodeState:
+    state: str = UP
+    failures: int = 0
+    since: float = 0.0
+    last_error: str = ""
+    used_bytes: int = 0
+    free_bytes: int = 0
+    shards: int = 0
+
+
+class HealthTracker:
+    def __init__(self, nodes: Sequence[NodeSpec], client: NodeClient,
+                 probe_interval_s: float = 1.0, out_after_s: float = 600.0) -> None:
+        self.nodes = tuple(nodes)
+        self._client = client
+        self._interval = probe_interval_s
+        self._out_after = out_after_s
+        self.states = {n.id: NodeState(since=time.time()) for n in nodes}
+        self._task: asyncio.Task[None] | None = None
+
+    def is_usable(self, node_id: str) -> bool:
+        return self.states[node_id].state in (UP, SUSPECT)
+
+    def usable(self) -> list[NodeSpec]:
+        return [n for n in self.nodes if self.is_usable(n.id)]
+
+    def report_failure(self, node_id: str, reason: str) -> None:
+        s = self.states[node_id]
+        s.failures += 1
+        s.last_error = reason
+        new = DOWN if s.failures >= 2 or "Connect" in reason or "refused" in reason else SUSPECT
+        if s.state in (UP, SUSPECT) and new != s.state:
+            s.state, s.since = new, time.time()
+
+    def report_success(self, node_id: str) -> None:
+        s = self.states[node_id]
+        s.failures = 0
+        if s.state != UP:
+            s.state, s.since = UP, time.time()
+
+    async def probe_once(self) -> None:
+        async def one(n: NodeSpec) -> None:
+            try:
+                h = await self._client.health(n)
+            except NodeError as exc:
+                self.report_failure(n.id, str(exc))
+                s = self.states[n.id]
+                if s.state == DOWN and time.time() - s.since > self._out_after:
+                    s.state = OUT
+                return
+            self.report_success(n.id)
+            s = self.states[n.id]
+            s.used_bytes = int(h.get("used_bytes", 0))
+            s.free_bytes = int(h.get("free_bytes", 0))
+            s.shards = int(h.get("shards", 0))
+
+        await asyncio.gather(*(one(n) for n in self.nodes))
+
+    async def _run(self) -> None:
+        while True:
+            await self.probe_once()
+            await asyncio.sleep(self._interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="health-probe")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,442 @@
+"""Objects: versions, manifests and their atomic commit, over stripes of encrypted shards.
+
+A PUT first records an intent for its stripe (so an interrupted upload is found and its
+shards collected), streams the data to the nodes, then commits the manifest with one
+compare-and-swap transaction that also retires the version it replaces. Reads use only
+the manifest: placement is never recomputed on the read path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from storage.buckets import BucketService
+from storage.config import Config
+from storage.crypto import keys
+from storage.crypto.aead import SegmentCipher
+from storage.erasure import ErasureCodec
+from storage.errors import InvalidRange, ObjectNotFound
+from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.pipeline import StripeCodec
+from storage.records import (
+    SEP,
+    ObjectVersion,
+    PartLayout,
+    gc_key,
+    object_key,
+    object_prefix,
+    pack,
+    repair_key,
+    version_key,
+    version_prefix,
+)
+from storage.shards.ids import new_stripe_id
+from storage.stripes import StripeStore
+from storage.tenants import TenantService
+
+NULL_VERSION = "null"
+Finalizer = Callable[[ObjectVersion], Awaitable[None]]
+
+
+def new_version_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def version_sort(ts_ns: int, version_id: str) -> str:
+    """Sort key putting the newest version first."""
+    return f"{(1 << 64) - ts_ns:020d}.{version_id}"
+
+
+def stripe_index_key(stripe_id: bytes) -> bytes:
+    return b"X/" + stripe_id.hex().encode()
+
+
+@dataclass
+class PutOptions:
+    content_type: str = "binary/octet-stream"
+    user_meta: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    storage_class: str = "STANDARD"
+    tags: dict[str, str] = field(default_factory=dict)
+    sse: dict[str, str] = field(default_factory=dict)
+    size_hint: int | None = None
+    digests: Sequence[object] = ()
+    if_none_match: bool = False
+    if_match: str | None = None
+
+
+@dataclass
+class DeleteResult:
+    version_id: str | None
+    delete_marker: bool
+
+
+class ObjectService:
+    def __init__(self, cfg: Config, meta: MetadataStore, tenants: TenantService,
+                 buckets: BucketService, stripes: StripeStore, gc_grace_s: float = 60.0) -> None:
+        self._cfg = cfg
+        self._meta = meta
+        self._tenants = tenants
+        self.buckets = buckets
+        self._stripes = stripes
+        self._gc_grace_s = gc_grace_s
+
+    # keys ----------------------------------------------------------------------------------
+
+    async def _cipher_for(self, v: ObjectVersion) -> SegmentCipher:
+        _, kek = await self._tenants.kek(v.tenant, v.kek_version)
+        dek = keys.unwrap_dek(kek, v.tenant, self.identity(v), v.dek)
+        return SegmentCipher(dek)
+
+    @staticmethod
+    def identity(v: ObjectVersion) -> str:
+        return keys.object_identity(v.tenant, v.bucket, v.key, v.identity_version or v.version_id)
+
+    def codec_for(self, v: ObjectVersion, part: PartLayout, cipher: SegmentCipher) -> StripeCodec:
+        return StripeCodec(cipher=cipher, codec=ErasureCodec(part.k, part.m),
+                           identity=self.identity(v), part=part.number,
+                           stripe_id=part.stripe_id, segment_size=part.segment_size)
+
+    # write ---------------------------------------------------------------------------------
+
+    async def put(self, tenant: str, bucket: str, key: str, body: AsyncIterator[bytes],
+                  opts: PutOptions, finalize: Finalizer | None = None) -> ObjectVersion:
+        """Store a whole object from a stream; `finalize` may veto before commit (checksums)."""
+        b = await self.buckets.get(tenant, bucket)
+        version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
+        ident_version = new_version_id()
+        kek_version, kek = await self._tenants.kek(tenant)
+        v = ObjectVersion(bucket=bucket, key=key, version_id=version_id, tenant=tenant, size=0,
+                          etag="", last_modified=0.0, kek_version=kek_version,
+                          content_type=opts.content_type, user_meta=opts.user_meta,
+                          headers=opts.headers, storage_class=opts.storage_class,
+                          tags=opts.tags, sse=opts.sse, identity_version=ident_version)
+        dek = keys.new_dek()
+        v.dek = keys.wrap_dek(kek, tenant, self.identity(v), dek)
+        md5 = hashlib.md5()
+        part = await self.write_part(v, 1, SegmentCipher(dek), body, [md5, *opts.digests],
+                                     opts.size_hint, opts.storage_class)
+        v.size = part.size
+        v.etag = md5.hexdigest()
+        part.etag = v.etag
+        v.parts = [part]
+        v.last_modified = time.time()
+        try:
+            if finalize is not None:
+                await finalize(v)
+            await self.commit(v, if_none_match=opts.if_none_match, if_match=opts.if_match)
+        except BaseException:
+            await self.discard_parts(v.parts)
+            raise
+        return v
+
+    async def write_part(self, v: ObjectVersion, number: int, cipher: SegmentCipher,
+                         body: AsyncIterator[bytes], digests: Sequence[object],
+                         size_hint: int | None, storage_class: str) -> PartLayout:
+        """Write one part as one stripe, recording an intent first so orphans are found."""
+        profile = self._cfg.profile_for_class(storage_class)
+        stripe_id = new_stripe_id()
+        codec = StripeCodec(cipher=cipher, codec=ErasureCodec(profile.k, profile.m),
+                            identity=self.identity(v), part=number, stripe_id=stripe_id,
+                            segment_size=self._cfg.segment_size)
+        await self._meta.put(stripe_index_key(stripe_id),
+                             pack({"state": "writing", "bucket": v.bucket, "key": v.key,
+                                   "since": time.time()}))
+        try:
+            res = await self._stripes.write(codec, profile, body, digests, size_hint)
+        except BaseException:
+            await self._meta.delete(stripe_index_key(stripe_id))
+            raise
+        part = PartLayout(number=number, size=res.size, etag="", stripe_id=stripe_id,
+                          k=profile.k, m=profile.m, segment_size=self._cfg.segment_size,
+                          nodes=res.nodes, profile=profile.name)
+        if res.segments and None in res.nodes:
+            await self._meta.put(repair_key(stripe_id),
+                                 pack({"bucket": v.bucket, "key": v.key, "reason": "write"}))
+        return part
+
+    async def commit(self, v: ObjectVersion, if_none_match: bool = False,
+                     if_match: str | None = None) -> None:
+        """Atomically make `v` current, retiring what it replaces (compare-and-swap loop)."""
+        from storage.errors import Conflict
+
+        okey = object_key(v.bucket, v.key)
+        while True:
+            b = await self.buckets.get(v.tenant, v.bucket)
+            cur = await self._meta.get(okey)
+            cur_v = ObjectVersion.decode(cur.value) if cur else None
+            live = cur_v is not None and not cur_v.delete_marker
+            if if_none_match and live:
+                raise Conflict("precondition: object exists")
+            if if_match is not None and (not live or cur_v is None or cur_v.etag != if_match):
+                raise Conflict("precondition: etag does not match")
+            puts = {okey: v.encode()}
+            deletes: list[bytes] = []
+            compares = {okey: cur.revision if cur else 0}
+            retired: list[ObjectVersion] = []
+            if b.versioning:
+                vsort = version_sort(time.time_ns(), v.version_id)
+                puts[version_key(v.bucket, v.key, vsort)] = v.encode()
+                await self._replace_null(v, cur_v, v.version_id == NULL_VERSION, puts, deletes,
+                                         compares, retired)
+            elif cur_v is not None:
+                retired.append(cur_v)
+            for p in v.parts:
+                if p.stripe_id:
+                    puts[stripe_index_key(p.stripe_id)] = pack(
+                        {"state": "live", "bucket": v.bucket, "key": v.key,
+                         "version": v.version_id, "part": p.number})
+            self._retire(retired, puts, deletes)
+            if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
+                return
+
+    async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
+                            puts: dict[bytes, bytes], deletes: list[bytes],
+                            compares: dict[bytes, int], retired: list[ObjectVersion]) -> None:
+        """In a versioned bucket: retire the null version if `replace`, else keep it listed.
+
+        An object written before versioning was enabled has only its current record; it
+        becomes the "null" version and must not vanish when a newer version is written.
+        """
+        in_history = False
+        for item in await self._versions_raw(v.bucket, v.key):
+            old = ObjectVersion.decode(item.value)
+            if old.version_id == NULL_VERSION:
+                in_history = True
+                if replace:
+                    deletes.append(item.key)
+                    compares[item.key] = item.revision
+                    retired.append(old)
+        if cur_v is not None and cur_v.version_id == NULL_VERSION and not in_history:
+            if replace:
+                retired.append(cur_v)
+            else:
+                ts = int(cur_v.last_modified * 1e9)
+                puts[version_key(v.bucket, v.key, version_sort(ts, NULL_VERSION))] = cur_v.encode()
+
+    def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
+                deletes: list[bytes]) -> None:
+        """Queue the stripes of replaced versions for collection after a grace period."""
+        due = time.time_ns() + int(self._gc_grace_s * 1e9)
+        for old in versions:
+            for p in old.parts:
+                if p.stripe_id and p.nodes:
+                    puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
+                    deletes.append(stripe_index_key(p.stripe_id))
+
+    async def discard_parts(self, parts: list[PartLayout]) -> None:
+        """Queue the stripes of an uncommitted write for collection now."""
+        puts: dict[bytes, bytes] = {}
+        deletes: list[bytes] = []
+        now = time.time_ns()
+        for p in parts:
+            if p.stripe_id:
+                puts[gc_key(now, p.stripe_id)] = pack({"nodes": p.nodes})
+                deletes.append(stripe_index_key(p.stripe_id))
+        if puts:
+            await self._meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
+
+    # read ----------------------------------------------------------------------------------
+
+    async def _versions_raw(self, bucket: str, key: str) -> list:
+        p = version_prefix(bucket, key)
+        return await self._meta.range(p, prefix_end(p), limit=100000)
+
+    async def head(self, tenant: str, bucket: str, key: str,
+                   version_id: str | None = None) -> ObjectVersion:
+        """The current (or named) version; a delete marker is returned, not raised."""
+        await self.buckets.get(tenant, bucket)
+        if version_id is None:
+            item = await self._meta.get(object_key(bucket, key))
+            if item is None:
+                raise ObjectNotFound(bucket, key)
+            return ObjectVersion.decode(item.value)
+        cur = await self._meta.get(object_key(bucket, key))
+        if cur is not None:
+            cv = ObjectVersion.decode(cur.value)
+            if cv.version_id == version_id:
+                return cv
+        for item in await self._versions_raw(bucket, key):
+            v = ObjectVersion.decode(item.value)
+            if v.version_id == version_id:
+                return v
+        raise ObjectNotFound(bucket, key, version_id)
+
+    async def read(self, v: ObjectVersion, start: int = 0, end: int | None = None,
+                   on_damage: Callable[[bytes, int, str], None] | None = None,
+                   ) -> AsyncIterator[bytes]:
+        """Plaintext bytes [start, end) of a version, streamed segment by segment."""
+        end = v.size if end is None else end
+        if start < 0 or end > v.size or start > end:
+            raise InvalidRange(v.size)
+        if start == end:
+            return
+        cipher = await self._cipher_for(v)
+        offset = 0
+        for part in v.parts:
+            p_start, p_end = offset, offset + part.size
+            offset = p_end
+            if p_end <= start or p_start >= end or part.size == 0:
+                continue
+            lo, hi = max(start, p_start) - p_start, min(end, p_end) - p_start
+            first, last = lo // part.segment_size, (hi - 1) // part.segment_size
+            codec = self.codec_for(v, part, cipher)
+            seg = first
+            async for plain in self._stripes.read(codec, part.nodes, part.size, first, last,
+                                                  on_damage or self._report_damage):
+                seg_start = seg * part.segment_size
+                a = max(lo - seg_start, 0)
+                b = min(hi - seg_start, len(plain))
+                yield plain[a:b] if (a, b) != (0, len(plain)) else plain
+                seg += 1
+
+    def _report_damage(self, stripe_id: bytes, index: int, reason: str) -> None:
+        import asyncio
+
+        asyncio.get_running_loop().create_task(self._meta.put(
+            repair_key(stripe_id), pack({"index": index, "reason": reason[:200]})))
+
+    # delete --------------------------------------------------------------------------------
+
+    async def delete(self, tenant: str, bucket: str, key: str,
+                     version_id: str | None = None) -> DeleteResult:
+        b = await self.buckets.get(tenant, bucket)
+        okey = object_key(bucket, key)
+        while True:
+            cur = await self._meta.get(okey)
+            cur_v = ObjectVersion.decode(cur.value) if cur else None
+            compares = {okey: cur.revision if cur else 0}
+            puts: dict[bytes, bytes] = {}
+            deletes: list[bytes] = []
+            retired: list[ObjectVersion] = []
+            result = DeleteResult(version_id=None, delete_marker=False)
+            if not b.versioning:
+                if cur_v is None:
+                    return result
+                deletes.append(okey)
+                retired.append(cur_v)
+            elif version_id is None:
+                marker_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
+                marker = ObjectVersion(bucket=bucket, key=key, version_id=marker_id,
+                                       tenant=tenant, size=0, etag="",
+                                       last_modified=time.time(), delete_marker=True)
+                await self._replace_null(marker, cur_v, marker_id == NULL_VERSION, puts,
+                                         deletes, compares, retired)
+                puts[okey] = marker.encode()
+                puts[version_key(bucket, key, version_sort(time.time_ns(), marker_id))] = (
+                    marker.encode())
+                result = DeleteResult(version_id=marker_id, delete_marker=True)
+            else:
+                items = await self._versions_raw(bucket, key)
+                target = None
+                rest = []
+                for item in items:
+                    ver = ObjectVersion.decode(item.value)
+                    if ver.version_id == version_id and target is None:
+                        target = (item, ver)
+                    else:
+                        rest.append(ver)
+                if target is None:
+                    if cur_v is not None and cur_v.version_id == version_id:
+                        deletes.append(okey)
+                        retired.append(cur_v)
+                    else:
+                        return DeleteResult(version_id=version_id, delete_marker=False)
+                else:
+                    item, ver = target
+                    deletes.append(item.key)
+                    compares[item.key] = item.revision
+                    retired.append(ver)
+                    result = DeleteResult(version_id=version_id, delete_marker=ver.delete_marker)
+                    if cur_v is not None and cur_v.version_id == version_id:
+                        if rest:
+                            puts[okey] = rest[0].encode()
+                        else:
+                            deletes.append(okey)
+            self._retire([r for r in retired if not r.delete_marker], puts, deletes)
+            if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
+                return result
+
+    # list ----------------------------------------------------------------------------------
+
+    async def list(self, tenant: str, bucket: str, prefix: str = "", delimiter: str = "",
+                   start_after: str = "", max_keys: int = 1000,
+                   ) -> tuple[list[ObjectVersion], list[str], bool, str]:
+        """One page of current versions: (objects, common prefixes, truncated, last key).
+
+        With a delimiter, each common prefix is returned once and the scan skips past it.
+        """
+        await self.buckets.get(tenant, bucket)
+        base = object_prefix(bucket)
+        end = prefix_end(base + prefix.encode()) if prefix else prefix_end(base)
+        start = base + prefix.encode()
+        if start_after:
+            start = max(start, base + start_after.encode() + b"\x00")
+        objs: list[ObjectVersion] = []
+        prefixes: list[str] = []
+        last = ""
+        delim = delimiter.encode()
+        while len(objs) + len(prefixes) < max_keys:
+            batch = await self._meta.range(start, end, limit=min(1000, max_keys * 2 + 1))
+            if not batch:
+                return objs, prefixes, False, last
+            for item in batch:
+                if len(objs) + len(prefixes) >= max_keys:
+                    return objs, prefixes, True, last
+                kbytes = item.key[len(base):]
+                if delim:
+                    pos = kbytes.find(delim, len(prefix.encode()))
+                    if pos >= 0:
+                        cp = kbytes[: pos + len(delim)]
+                        prefixes.append(cp.decode("utf-8", "surrogateescape"))
+                        last = prefixes[-1]
+                        start = prefix_end(base + cp)
+                        break
+                v = ObjectVersion.decode(item.value)
+                start = item.key + b"\x00"
+                last = v.key
+                if not v.delete_marker:
+                    objs.append(v)
+            else:
+                if len(batch) < min(1000, max_keys * 2 + 1):
+                    return objs, prefixes, False, last
+        more = bool(await self._meta.range(start, end, limit=1))
+        return objs, prefixes, more, last
+
+    async def list_versions(self, tenant: str, bucket: str, prefix: str = "",
+                            key_marker: str = "", version_marker: str = "",
+                            max_keys: int = 1000) -> tuple[list[ObjectVersion], bool]:
+        """Versions in key order, newest first per key (unversioned objects as 'null')."""
+        b = await self.buckets.get(tenant, bucket)
+        if not b.versioning:
+            objs, _, more, _ = await self.list(tenant, bucket, prefix, "", key_marker, max_keys)
+            return objs, more
+        base = version_prefix(bucket)
+        start = base + prefix.encode()
+        end = prefix_end(start) if prefix else prefix_end(base)
+        out: list[ObjectVersion] = []
+        skipping = bool(version_marker)
+        if key_marker:
+            start = max(start, base + key_marker.encode() + SEP)
+        items = await self._meta.range(start, end, limit=max_keys + 1 + (1000 if skipping else 0))
+        for item in items:
+            v = ObjectVersion.decode(item.value)
+            if key_marker and v.key == key_marker:
+                if not version_marker:
+                    continue
+                if skipping:
+                    if v.version_id == version_marker:
+                        skipping = False
+                    continue
+            if len(out) == max_keys:
+                return out, True
+            out.append(v)
+        return out, False
+
+    async def is_latest(self, v: ObjectVersion) -> bool:
+        cur = await self._meta.get(object_key(v.bucket, v.key))
+        return cur is not None and ObjectVersion.decode(cur.value).version_id == v.version_id

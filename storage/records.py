@@ -1,0 +1,174 @@
+"""Metadata records and the key layout they live under (see docs/ARCHITECTURE.md).
+
+Every record is a msgpack map with a format version `fv`; `decode` upgrades old versions.
+Key prefixes (bytes; bucket and object names are separated by NUL, which S3 names never hold):
+
+    B/<bucket>                       bucket record
+    TB/<tenant>/<bucket>             bucket index per tenant (ListBuckets)
+    O/<bucket>\0<key>                current version of an object (its full manifest)
+    V/<bucket>\0<key>\0<vsort>       every version, newest first (versioned buckets)
+    U/<bucket>\0<key>\0<upload id>   multipart upload in progress
+    P/<upload id>/<part number:05>   an uploaded part
+    T/<tenant>                       tenant record with its wrapped KEK versions
+    K/<access key id>                access key (secret wrapped by the root key)
+    R/<stripe id hex>                repair queue entry
+    G/<time>/<stripe id hex>         garbage-collection queue entry (shards to delete)
+    L/<name>                         lease of a background worker
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+import msgpack
+
+FORMAT_VERSION = 1
+SEP = b"\x00"
+
+R = TypeVar("R", bound="Record")
+
+
+@dataclass
+class Record:
+    """Base: msgpack encode/decode of a dataclass with a format version."""
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        d["fv"] = FORMAT_VERSION
+        return msgpack.packb(d, use_bin_type=True)
+
+    @classmethod
+    def decode(cls: type[R], raw: bytes) -> R:
+        d = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        d.pop("fv", None)
+        names = {f.name for f in fields(cls)}
+        return cls._from_dict({k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def _from_dict(cls: type[R], d: dict[str, Any]) -> R:
+        return cls(**d)
+
+
+@dataclass
+class PartLayout:
+    """Where one part's stripe lives: its profile, and the node of each shard index."""
+
+    number: int
+    size: int
+    etag: str
+    stripe_id: bytes
+    k: int
+    m: int
+    segment_size: int
+    nodes: list[str | None]
+    profile: str = "standard"
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectVersion(Record):
+    bucket: str
+    key: str
+    version_id: str
+    tenant: str
+    size: int
+    etag: str
+    last_modified: float
+    parts: list[PartLayout] = field(default_factory=list)
+    dek: bytes = b""
+    kek_version: int = 0
+    content_type: str = "binary/octet-stream"
+    user_meta: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    storage_class: str = "STANDARD"
+    delete_marker: bool = False
+    checksums: dict[str, str] = field(default_factory=dict)
+    checksum_type: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    sse: dict[str, str] = field(default_factory=dict)
+    identity_version: str = ""
+    restore: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any]) -> ObjectVersion:
+        d["parts"] = [PartLayout(**p) for p in d.get("parts", [])]
+        return cls(**d)
+
+
+@dataclass
+class Bucket(Record):
+    name: str
+    tenant: str
+    created: float
+    region: str = "us-east-1"
+    versioning: str = ""  # "" (never enabled), "Enabled", "Suspended"
+    config: dict[str, Any] = field(default_factory=dict)  # tagging, cors, policy, ...
+
+
+@dataclass
+class Tenant(Record):
+    name: str
+    created: float
+    keks: dict[int, bytes] = field(default_factory=dict)
+    current_kek: int = 1
+    state: str = "active"  # active | shredded
+
+
+@dataclass
+class AccessKey(Record):
+    access_key: str
+    tenant: str
+    secret: bytes  # wrapped by the root key
+    created: float
+    role: str = "tenant"  # tenant | admin
+    state: str = "active"
+
+
+def bucket_key(bucket: str) -> bytes:
+    return b"B/" + bucket.encode()
+
+
+def tenant_bucket_key(tenant: str, bucket: str) -> bytes:
+    return b"TB/" + tenant.encode() + b"/" + bucket.encode()
+
+
+def object_prefix(bucket: str) -> bytes:
+    return b"O/" + bucket.encode() + SEP
+
+
+def object_key(bucket: str, key: str) -> bytes:
+    return object_prefix(bucket) + key.encode("utf-8", "surrogateescape")
+
+
+def version_prefix(bucket: str, key: str | None = None) -> bytes:
+    p = b"V/" + bucket.encode() + SEP
+    return p if key is None else p + key.encode("utf-8", "surrogateescape") + SEP
+
+
+def version_key(bucket: str, key: str, vsort: str) -> bytes:
+    return version_prefix(bucket, key) + vsort.encode()
+
+
+def tenant_key(tenant: str) -> bytes:
+    return b"T/" + tenant.encode()
+
+
+def access_key_key(access_key: str) -> bytes:
+    return b"K/" + access_key.encode()
+
+
+def repair_key(stripe_id: bytes) -> bytes:
+    return b"R/" + stripe_id.hex().encode()
+
+
+def gc_key(ts_ns: int, stripe_id: bytes) -> bytes:
+    return b"G/" + f"{ts_ns:020d}/".encode() + stripe_id.hex().encode()
+
+
+def pack(d: dict[str, Any]) -> bytes:
+    return msgpack.packb({"fv": FORMAT_VERSION, **d}, use_bin_type=True)
+
+
+def unpack(raw: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)

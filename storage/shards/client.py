@@ -1,0 +1,120 @@
+"""The gateway side of the node API: authenticated, streaming shard PUT/GET/DELETE.
+
+One streaming request per shard per stripe (never one per segment), bodies sent as a
+sequence of frames, responses parsed incrementally and verified frame by frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from storage.config import NodeSpec
+from storage.errors import IntegrityError, ShardCorrupt, StorageError
+from storage.shards import auth
+from storage.shards.format import FrameReader, ShardHeader
+
+
+class NodeError(StorageError):
+    """A node refused or failed a request, or could not be reached."""
+
+    def __init__(self, node_id: str, reason: str, status: int | None = None) -> None:
+        super().__init__(f"node {node_id}: {reason}")
+        self.node_id = node_id
+        self.status = status
+
+
+class NodeClient:
+    def __init__(self, session: aiohttp.ClientSession, secret: bytes,
+                 read_timeout_s: float = 15.0) -> None:
+        self._session = session
+        self._secret = secret
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
+                                              sock_read=read_timeout_s)
+
+    def _headers(self, method: str, path_qs: str) -> dict[str, str]:
+        return auth.sign(self._secret, method, path_qs)
+
+    async def _json(self, method: str, node: NodeSpec, path_qs: str) -> Any:
+        try:
+            async with self._session.request(method, node.url + path_qs, timeout=self._timeout,
+                                             headers=self._headers(method, path_qs)) as r:
+                if r.status == 404:
+                    return None
+                if r.status >= 300:
+                    raise NodeError(node.id, f"{method} {r.status} {await r.text()}", r.status)
+                return await r.json() if r.status != 204 else {}
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
+                        segments: int) -> None:
+        path = f"/v1/shards/{sid}"
+        headers = self._headers("PUT", path)
+        headers["X-Tessera-Segments"] = str(segments)
+        headers["Content-Type"] = "application/octet-stream"
+        try:
+            async with self._session.put(node.url + path, data=body, headers=headers,
+                                         timeout=self._timeout) as r:
+                if r.status != 201:
+                    raise NodeError(node.id, f"PUT {r.status} {await r.text()}", r.status)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    async def delete_shard(self, node: NodeSpec, sid: str) -> None:
+        await self._json("DELETE", node, f"/v1/shards/{sid}")
+
+    async def stat_shard(self, node: NodeSpec, sid: str) -> dict[str, Any] | None:
+        return await self._json("GET", node, f"/v1/shards/{sid}/stat")
+
+    async def list_shards(self, node: NodeSpec, after: str = "", limit: int = 1000) -> list[str]:
+        out = await self._json("GET", node, f"/v1/shards?after={after}&limit={limit}")
+        return list(out["shards"] if isinstance(out, dict) else out or [])
+
+    async def health(self, node: NodeSpec, timeout_s: float = 2.0) -> dict[str, Any]:
+        path = "/v1/health"
+        try:
+            async with self._session.get(node.url + path, headers=self._headers("GET", path),
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+                if r.status != 200:
+                    raise NodeError(node.id, f"health {r.status}", r.status)
+                return await r.json()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    async def read_frames(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
+                          count: int) -> AsyncIterator[tuple[int, bytes]]:
+        """Yield verified (segment, block) frames [first, first+count) of one shard.
+
+        The header must match the expected stripe id and index, so a shard file swapped
+        with another one is refused, never decoded.
+        """
+        path = f"/v1/shards/{sid}?first={first}&count={count}"
+        try:
+            async with self._session.get(node.url + path, headers=self._headers("GET", path),
+                                         timeout=self._timeout) as r:
+                if r.status == 409:
+                    raise ShardCorrupt(sid, f"node {node.id} reports corruption")
+                if r.status != 200:
+                    raise NodeError(node.id, f"GET {r.status}", r.status)
+                reader = FrameReader(first_segment=first)
+                got = 0
+                async for chunk in r.content.iter_any():
+                    try:
+                        frames = reader.feed(chunk)
+                    except IntegrityError as exc:
+                        raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
+                    if reader.header is not None and (
+                        reader.header.stripe_id != expect.stripe_id
+                        or reader.header.index != expect.index
+                    ):
+                        raise ShardCorrupt(sid, f"on {node.id}: header names another shard")
+                    for f in frames:
+                        got += 1
+                        yield f
+                if got != count:
+                    raise NodeError(node.id, f"short read: {got} of {count} frames")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None

@@ -1,0 +1,306 @@
+"""Moving one stripe (all segments of one part) to and from the nodes that hold its shards.
+
+Writes stream every shard to its node in one request while segments are encoded on a
+thread pool, with bounded queues so memory stays flat whatever the size; a node that fails
+or stalls is dropped and the write continues as long as the write quorum still holds.
+Reads pull k shards (data shards first, so decoding is a join), replace a failing shard
+with another one mid-stream, and never return a segment whose GCM tag does not verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from storage.config import Config, NodeSpec, Profile
+from storage.errors import DataUnavailable, IntegrityError, QuorumNotReached, StorageError
+from storage.health import HealthTracker
+from storage.pipeline import StripeCodec, segment_count, segment_length
+from storage.placement import place
+from storage.shards.client import NodeClient
+from storage.shards.format import ShardHeader
+from storage.shards.ids import shard_id
+
+QUEUE_FRAMES = 4
+DamageReport = Callable[[bytes, int, str], None]
+
+
+@dataclass
+class WriteResult:
+    size: int
+    segments: int
+    nodes: list[str | None]
+
+
+async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[bytes, bool]]:
+    """Re-chunk a byte stream into `size`-byte segments, flagging the last (one lookahead)."""
+    buf = bytearray()
+    held: bytes | None = None
+    async for chunk in source:
+        buf += chunk
+        while len(buf) >= size:
+            if held is not None:
+                yield held, False
+            held = bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        if held is not None:
+            yield held, False
+        yield bytes(buf), True
+    elif held is not None:
+        yield held, True
+
+
+class _ShardSender:
+    """One streaming PUT of one shard, fed frame by frame through a bounded queue."""
+
+    def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: bytes,
+                 segments: int, stall_s: float) -> None:
+        self.node = node
+        self.error: str | None = None
+        self._q: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
+        self._stall_s = stall_s
+        self._header = header
+        self._task = asyncio.create_task(self._run(client, sid, segments))
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        yield self._header
+        while (item := await self._q.get()) is not None:
+            yield item
+
+    async def _run(self, client: NodeClient, sid: str, segments: int) -> None:
+        try:
+            await client.put_shard(self.node, sid, self._body(), segments)
+        except StorageError as exc:
+            self.error = str(exc)
+
+    @property
+    def alive(self) -> bool:
+        return self.error is None and not (self._task.done() and self._q.qsize())
+
+    async def send(self, frame: bytes | None) -> None:
+        if self.error is not None:
+            return
+        try:
+            self._q.put_nowait(frame)
+            return
+        except asyncio.QueueFull:
+            pass
+        put = asyncio.ensure_future(self._q.put(frame))
+        done, _ = await asyncio.wait({put, self._task}, timeout=self._stall_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if put not in done:
+            put.cancel()
+            if self.error is None:
+                self.error = f"node {self.node.id} stalled for {self._stall_s:.0f}s"
+            self._task.cancel()
+
+    async def finish(self) -> bool:
+        await self.send(None)
+        if self.error is None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._stall_s)
+            except TimeoutError:
+                self.error = f"node {self.node.id} did not confirm within {self._stall_s:.0f}s"
+                self._task.cancel()
+        return self.error is None
+
+    async def cancel(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+class _ShardStream:
+    """Prefetching reader of one shard's frames."""
+
+    def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: ShardHeader,
+                 first: int, count: int) -> None:
+        self.node = node
+        self.index = header.index
+        self._q: asyncio.Queue[tuple[int, bytes] | BaseException] = asyncio.Queue(maxsize=3)
+        self._task = asyncio.create_task(self._run(client, sid, header, first, count))
+
+    async def _run(self, client: NodeClient, sid: str, header: ShardHeader, first: int,
+                   count: int) -> None:
+        try:
+            async for frame in client.read_frames(self.node, sid, header, first, count):
+                await self._q.put(frame)
+        except StorageError as exc:
+            await self._q.put(exc)
+
+    async def next(self) -> tuple[int, bytes]:
+        item = await self._q.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+class StripeStore:
+    def __init__(self, cfg: Config, client: NodeClient, health: HealthTracker,
+                 cpu: Executor, hashing: Executor, stall_s: float = 20.0) -> None:
+        self._cfg = cfg
+        self._client = client
+        self._health = health
+        self._cpu = cpu
+        self._hashing = hashing
+        self._stall_s = stall_s
+
+    def _nodes_by_id(self) -> dict[str, NodeSpec]:
+        return {n.id: n for n in self._cfg.nodes}
+
+    async def write(self, codec: StripeCodec, profile: Profile, source: AsyncIterator[bytes],
+                    digests: Sequence[object] = (), size_hint: int | None = None,
+                    ) -> WriteResult:
+        """Encode and store a stream as one stripe; returns once the write quorum holds."""
+        loop = asyncio.get_running_loop()
+        quorum = self._cfg.write_quorum(profile)
+        targets = place(codec.stripe_id, profile, self._health.usable())
+        if len(targets) < quorum:
+            raise QuorumNotReached(quorum, len(targets), profile.width,
+                                   ["not enough healthy nodes to place the stripe"])
+        headers = codec.headers()
+        segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
+        senders: list[_ShardSender] | None = None
+        total = 0
+        count = 0
+        hash_job: asyncio.Future[None] | None = None
+        encoding: asyncio.Future[list[bytes]] | None = None
+
+        def _hash(data: bytes) -> None:
+            for d in digests:
+                d.update(data)  # type: ignore[attr-defined]
+
+        async def _dispatch(frames: list[bytes]) -> None:
+            assert senders is not None
+            await asyncio.gather(*(s.send(f) for s, f in zip(senders, frames, strict=False)))
+            alive = sum(s.alive for s in senders)
+            if alive < quorum:
+                raise QuorumNotReached(quorum, alive, profile.width,
+                                       [s.error for s in senders if s.error])
+
+        try:
+            async for data, last in _segments(source, codec.segment_size):
+                if senders is None:
+                    senders = [
+                        _ShardSender(self._client, node,
+                                     shard_id(codec.stripe_id, i), headers[i].pack(),
+                                     segs, self._stall_s)
+                        for i, node in enumerate(targets)
+                    ]
+                if digests:
+                    if hash_job is not None:
+                        await hash_job  # digests must see segments in order
+                    hash_job = loop.run_in_executor(self._hashing, _hash, data)
+                job = loop.run_in_executor(self._cpu, codec.encode, headers, count, last, data)
+                if encoding is not None:
+                    await _dispatch(await encoding)
+                encoding = job
+                total += len(data)
+                count += 1
+            if encoding is not None:
+                await _dispatch(await encoding)
+            if hash_job is not None:
+                await hash_job
+            if senders is None:
+                return WriteResult(size=0, segments=0, nodes=[])
+            oks = await asyncio.gather(*(s.finish() for s in senders))
+        except BaseException:
+            if encoding is not None:
+                encoding.cancel()
+            for s in senders or []:
+                await s.cancel()
+            raise
+        for s, ok in zip(senders, oks, strict=True):
+            (self._health.report_success if ok else
+             lambda nid, s=s: self._health.report_failure(nid, s.error or ""))(s.node.id)
+        nodes = [s.node.id if ok else None for s, ok in zip(senders, oks, strict=True)]
+        nodes += [None] * (profile.width - len(nodes))
+        written = [n for n in nodes if n]
+        zones = {self._nodes_by_id()[n].zone for n in written}
+        if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
+            await self.delete(codec.stripe_id, nodes)
+            raise QuorumNotReached(quorum, len(written), profile.width,
+                                   [s.error for s in senders if s.error])
+        return WriteResult(size=total, segments=count, nodes=nodes)
+
+    async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,
+                   first: int, last: int, on_damage: DamageReport | None = None,
+                   ) -> AsyncIterator[bytes]:
+        """Yield the plaintext of segments [first, last] of a stripe of `size` bytes."""
+        loop = asyncio.get_running_loop()
+        k = codec.codec.k
+        by_id = self._nodes_by_id()
+        headers = codec.headers()
+        nsegs = segment_count(size, codec.segment_size)
+        placed = [(i, n) for i, n in enumerate(nodes) if n is not None and n in by_id]
+        usable = [p for p in placed if self._health.is_usable(p[1])]
+        candidates = usable + [p for p in placed if p not in usable]  # down ones last
+        active: list[_ShardStream] = []
+        errors: list[str] = []
+
+        def _open(seg: int) -> bool:
+            if not candidates:
+                return False
+            i, nid = candidates.pop(0)
+            active.append(_ShardStream(self._client, by_id[nid], shard_id(codec.stripe_id, i),
+                                       headers[i], seg, last - seg + 1))
+            return True
+
+        try:
+            while len(active) < k and _open(first):
+                pass
+            for seg in range(first, last + 1):
+                blocks: dict[int, bytes] = {}
+                while len(blocks) < k:
+                    pending = [s for s in active if s.index not in blocks]
+                    results = await asyncio.gather(*(s.next() for s in pending),
+                                                   return_exceptions=True)
+                    for s, r in zip(pending, results, strict=True):
+                        if isinstance(r, BaseException):
+                            if not isinstance(r, StorageError):
+                                raise r
+                            errors.append(str(r))
+                            active.remove(s)
+                            await s.close()
+                            if isinstance(r, IntegrityError) and on_damage:
+                                on_damage(codec.stripe_id, s.index, str(r))
+                            else:
+                                self._health.report_failure(s.node.id, str(r))
+                                if on_damage:
+                                    on_damage(codec.stripe_id, s.index, str(r))
+                            if not _open(seg):
+                                if len(active) + len(blocks) < k:
+                                    raise DataUnavailable(
+                                        f"stripe {codec.stripe_id.hex()} segment {seg}: fewer "
+                                        f"than {k} shards readable ({'; '.join(errors[-4:])})")
+                        else:
+                            blocks[s.index] = r[1]
+                plen = segment_length(size, codec.segment_size, seg)
+                yield await loop.run_in_executor(self._cpu, codec.decode, seg,
+                                                 seg == nsegs - 1, plen, blocks)
+        finally:
+            for s in active:
+                await s.close()
+
+    async def delete(self, stripe_id: bytes, nodes: Sequence[str | None]) -> list[str]:
+        """Delete every shard of a stripe; returns the nodes that could not be reached."""
+        by_id = self._nodes_by_id()
+        failed: list[str] = []
+
+        async def one(i: int, nid: str) -> None:
+            try:
+                await self._client.delete_shard(by_id[nid], shard_id(stripe_id, i))
+            except StorageError:
+                failed.append(nid)
+
+        await asyncio.gather(*(one(i, n) for i, n in enumerate(nodes) if n and n in by_id))
+        return failed

@@ -1,0 +1,180 @@
+"""Tenants, their access keys and their key-encryption keys.
+
+A tenant's KEKs are stored wrapped by the root key; unwrapped KEKs and access secrets are
+cached for a short time only. Shredding deletes every wrapped KEK, after which no DEK of
+the tenant can be unwrapped by anyone.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from dataclasses import dataclass
+
+from storage.crypto import aead, keys, labels
+from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound
+from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.records import AccessKey, Tenant, access_key_key, tenant_key
+
+_AK_ALPHABET = string.ascii_uppercase + string.digits
+CACHE_TTL_S = 60.0
+
+
+def _valid_tenant_name(name: str) -> bool:
+    return 1 <= len(name) <= 63 and all(c.isalnum() or c in "-_" for c in name) and name.isascii()
+
+
+@dataclass(frozen=True)
+class Credential:
+    access_key: str
+    secret_key: str
+    tenant: str
+    role: str
+
+
+class TenantService:
+    def __init__(self, meta: MetadataStore, root: keys.RootKeyProvider) -> None:
+        self._meta = meta
+        self._root = root
+        self._kek_cache: dict[tuple[str, int], tuple[float, bytes]] = {}
+        self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
+        self._sk: bytes | None = None
+
+    async def create(self, name: str) -> Tenant:
+        if not _valid_tenant_name(name):
+            raise InvalidInput("tenant names are 1-63 letters, digits, '-' or '_'")
+        t = Tenant(name=name, created=time.time(),
+                   keks={1: keys.new_kek(self._root, name, 1)}, current_kek=1)
+        if not await self._meta.txn(Txn(compares={tenant_key(name): 0},
+                                        puts={tenant_key(name): t.encode()})):
+            raise Conflict(f"tenant {name!r} already exists")
+        return t
+
+    async def get(self, name: str) -> Tenant:
+        item = await self._meta.get(tenant_key(name))
+        if item is None:
+            raise NotFound(f"tenant {name!r} does not exist")
+        return Tenant.decode(item.value)
+
+    async def list(self) -> list[Tenant]:
+        items = await self._meta.range(b"T/", prefix_end(b"T/"), limit=100000)
+        return [Tenant.decode(i.value) for i in items]
+
+    async def kek(self, tenant: str, version: int | None = None) -> tuple[int, bytes]:
+        """The tenant's KEK (current version unless named), unwrapped, briefly cached."""
+        now = time.monotonic()
+        if version is not None:
+            hit = self._kek_cache.get((tenant, version))
+            if hit and hit[0] > now:
+                return version, hit[1]
+        t = await self.get(tenant)
+        if t.state != "active" or not t.keks:
+            raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
+        v = t.current_kek if version is None else version
+        if v not in t.keks:
+            raise KeyUnavailable(f"key version {v} of tenant {tenant!r} is gone")
+        kek = keys.open_kek(self._root, tenant, v, t.keks[v])
+        self._kek_cache[(tenant, v)] = (now + CACHE_TTL_S, kek)
+        return v, kek
+
+    async def rotate(self, tenant: str) -> int:
+        """Add a new KEK version and make it current; old versions stay until rewrapped."""
+        while True:
+            item = await self._meta.get(tenant_key(tenant))
+            if item is None:
+                raise NotFound(f"tenant {tenant!r} does not exist")
+            t = Tenant.decode(item.value)
+            if t.state != "active":
+                raise KeyUnavailable(f"tenant {tenant!r} is shredded")
+            v = max(t.keks) + 1
+            t.keks[v] = keys.new_kek(self._root, tenant, v)
+            t.current_kek = v
+            if await self._meta.txn(Txn(compares={item.key: item.revision},
+                                        puts={item.key: t.encode()})):
+                return v
+
+    async def shred(self, tenant: str) -> None:
+        """Destroy every KEK of the tenant and revoke its access keys."""
+        item = await self._meta.get(tenant_key(tenant))
+        if item is None:
+            raise NotFound(f"tenant {tenant!r} does not exist")
+        t = Tenant.decode(item.value)
+        t.keks = {}
+        t.state = "shredded"
+        await self._meta.put(item.key, t.encode())
+        self._kek_cache = {k: v for k, v in self._kek_cache.items() if k[0] != tenant}
+        for ak in await self.list_keys(tenant):
+            await self.revoke_key(ak.access_key)
+
+    # access keys -------------------------------------------------------------------------
+
+    async def create_key(self, tenant: str, role: str = "tenant",
+                         access_key: str | None = None, secret_key: str | None = None,
+                         ) -> Credential:
+        if role == "tenant":
+            t = await self.get(tenant)
+            if t.state != "active":
+                raise KeyUnavailable(f"tenant {tenant!r} is shredded")
+        ak = access_key or ("TK" + "".join(secrets.choice(_AK_ALPHABET) for _ in range(18)))
+        sk = secret_key or secrets.token_urlsafe(30)[:40]
+        wrapped = aead.wrap(self._secret_kek, sk.encode(), self._secret_aad(ak))
+        rec = AccessKey(access_key=ak, tenant=tenant, secret=wrapped, created=time.time(),
+                        role=role)
+        if not await self._meta.txn(Txn(compares={access_key_key(ak): 0},
+                                        puts={access_key_key(ak): rec.encode()})):
+            raise Conflict(f"access key {ak} already exists")
+        return Credential(ak, sk, tenant, role)
+
+    @property
+    def _secret_kek(self) -> bytes:
+        """Key that wraps access secrets (they must be recoverable to verify SigV4)."""
+        if self._sk is None:
+            raise RuntimeError("TenantService.load() was not called")
+        return self._sk
+
+    async def load(self) -> None:
+        """Load (or create) the key that wraps access secrets."""
+        k = b"S/access-secret-kek"
+        aad = keys.pack_fields(labels.ROOT_WRAPS_SECRET_V1, [])
+        item = await self._meta.get(k)
+        if item is None:
+            wrapped = self._root.wrap(aead.random_key(), aad)
+            await self._meta.txn(Txn(compares={k: 0}, puts={k: wrapped}))
+            item = await self._meta.get(k)
+        assert item is not None
+        self._sk = self._root.unwrap(item.value, aad)
+
+    @staticmethod
+    def _secret_aad(ak: str) -> bytes:
+        return keys.pack_fields(labels.ROOT_WRAPS_SECRET_V1, [ak])
+
+    async def credential(self, access_key: str) -> Credential | None:
+        """The active credential for an access key id, or None."""
+        now = time.monotonic()
+        hit = self._secret_cache.get(access_key)
+        if hit and hit[0] > now:
+            return hit[1]
+        item = await self._meta.get(access_key_key(access_key))
+        cred = None
+        if item is not None:
+            rec = AccessKey.decode(item.value)
+            if rec.state == "active":
+                sk = aead.unwrap(self._secret_kek, rec.secret, self._secret_aad(access_key))
+                cred = Credential(access_key, sk.decode(), rec.tenant, rec.role)
+        self._secret_cache[access_key] = (now + 5.0, cred)
+        return cred
+
+    async def list_keys(self, tenant: str | None = None) -> list[AccessKey]:
+        items = await self._meta.range(b"K/", prefix_end(b"K/"), limit=100000)
+        recs = [AccessKey.decode(i.value) for i in items]
+        return [r for r in recs if tenant is None or r.tenant == tenant]
+
+    async def revoke_key(self, access_key: str) -> None:
+        item = await self._meta.get(access_key_key(access_key))
+        if item is None:
+            raise NotFound(f"access key {access_key} does not exist")
+        rec = AccessKey.decode(item.value)
+        rec.state = "revoked"
+        await self._meta.put(item.key, rec.encode())
+        self._secret_cache.pop(access_key, None)

@@ -1,0 +1,568 @@
+"""Contract of the node HTTP API (/v1), against a real `python -m nodes` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
+
+from storage.shards.auth import load_or_create_secret, sign
+from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader, pack_frame
+from storage.shards.ids import new_stripe_id, shard_id
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 30.0
+MAX_SHARD_BYTES = 16 * 1024 * 1024
+WINDOW_S = 60
+
+
+@dataclass
+class Node:
+    url: str
+    host: str
+    port: int
+    data: Path
+    base: Path
+    secret: bytes
+    proc: subprocess.Popen[str]
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_node(base: Path, args: list[str]) -> tuple[subprocess.Popen[str], str, Path]:
+    """Start a node process and block until it prints its readiness line."""
+    log = base / f"node-{uuid.uuid4().hex[:8]}.stderr"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "nodes", *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            stop_node(proc)
+            pytest.fail(f"node did not become ready:\n{log.read_text()[-3000:]}")
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            line = proc.stdout.readline()
+            if line.startswith("node ") and " ready on " in line:
+                return proc, line.split(" ready on ", 1)[1].strip(), log
+
+
+def stop_node(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Node:
+    base = tmp_path_factory.mktemp("node")
+    secret_file = base / "cluster.key"
+    secret = load_or_create_secret(secret_file)
+    data = base / "data"
+    port = free_port()
+    proc, url, log = start_node(base, [
+        "--id", "n1", "--listen", f"127.0.0.1:{port}", "--zone", "az1", "--data", str(data),
+        "--secret-file", str(secret_file), "--window", str(WINDOW_S),
+        "--max-shard-bytes", str(MAX_SHARD_BYTES)])
+    request.addfinalizer(lambda: stop_node(proc))
+    assert url == f"http://127.0.0.1:{port}"
+    return Node(url=url, host="127.0.0.1", port=port, data=data, base=base, secret=secret,
+                proc=proc, log=log)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+        yield s
+
+
+class Api:
+    def __init__(self, node: Node, http: aiohttp.ClientSession) -> None:
+        self.node = node
+        self.http = http
+
+    async def call(self, method: str, path_qs: str, *, secret: bytes | None = None,
+                   headers: dict[str, str] | None = None, signed: bool = True,
+                   **kw: object) -> tuple[int, dict[str, str], bytes]:
+        h = dict(sign(secret or self.node.secret, method, path_qs)) if signed else {}
+        h.update(headers or {})
+        url = URL(self.node.url + path_qs, encoded=True)
+        async with self.http.request(method, url, headers=h, **kw) as r:  # type: ignore[arg-type]
+            return r.status, dict(r.headers), await r.read()
+
+    async def json(self, method: str, path_qs: str, **kw: object) -> tuple[int, object]:
+        status, _, body = await self.call(method, path_qs, **kw)
+        return status, (json.loads(body) if body else None)
+
+
+@pytest.fixture
+def api(node: Node, http: aiohttp.ClientSession) -> Api:
+    return Api(node, http)
+
+
+def make_shard(index: int = 1, frames: int = 5, block_size: int = 4096,
+               last: int | None = 100) -> tuple[str, ShardHeader, list[bytes], bytes]:
+    h = ShardHeader(k=4, m=2, index=index, segment_size=block_size * 4, block_size=block_size,
+                    stripe_id=new_stripe_id())
+    blocks = [os.urandom(block_size) for _ in range(frames)]
+    if last is not None and frames:
+        blocks[-1] = os.urandom(last)
+    body = h.pack() + b"".join(pack_frame(h, i, b) for i, b in enumerate(blocks))
+    return shard_id(h.stripe_id, index), h, blocks, body
+
+
+def shard_path(node: Node, sid: str) -> Path:
+    return node.data / "shards" / sid[:2] / sid[2:4] / sid
+
+
+def tree(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.parent != skip.parent or p.is_dir():
+            st = p.stat()
+            out[str(p)] = (st.st_size, st.st_mtime_ns) if p.is_file() else (0, 0)
+    return out
+
+
+async def wait_for_log(node: Node, request_id: str, timeout: float = 15.0) -> dict[str, object]:
+    """The node's log line for one request (the node writes it when the request is done)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in node.log.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("request_id") == request_id and rec.get("msg") == "request":
+                return rec
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no log line for request {request_id}")
+
+
+async def raw_http(node: Node, head: str, body: bytes = b"", read: bool = True) -> bytes:
+    """Send a hand-made request; optionally hang up without reading the answer."""
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    writer.write(head.encode() + body)
+    await writer.drain()
+    data = b""
+    if read:
+        data = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    await writer.wait_closed()
+    return data
+
+
+def request_head(node: Node, method: str, path: str, headers: dict[str, str]) -> str:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {node.host}:{node.port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in {**sign(node.secret, method, path), **headers}.items()]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+# -- data operations ---------------------------------------------------------------------------
+
+async def test_put_get_range_stat_list_delete(api: Api, node: Node) -> None:
+    sid, h, blocks, body = make_shard(index=3, frames=12, block_size=256 * 1024, last=777)
+    status, doc = await api.json("PUT", f"/v1/shards/{sid}", data=body,
+                                 headers={"X-Tessera-Segments": "12"})
+    assert status == 201, doc
+    assert doc == {"id": sid, "bytes": len(body), "segments": 12}
+    assert shard_path(node, sid).read_bytes() == body
+    assert list((node.data / "tmp").iterdir()) == []
+
+    status, headers, got = await api.call("GET", f"/v1/shards/{sid}")
+    assert status == 200 and got == body
+    assert headers["X-Tessera-Segments"] == "12"
+    assert int(headers["Content-Length"]) == len(body)
+
+    status, headers, got = await api.call("GET", f"/v1/shards/{sid}?first=4&count=3")
+    assert status == 200 and headers["X-Tessera-Segments"] == "12"
+    assert got == h.pack() + b"".join(pack_frame(h, i, blocks[i]) for i in range(4, 7))
+    status, _, got = await api.call("GET", f"/v1/shards/{sid}?first=10")
+    assert got == h.pack() + body[h.frame_offset(10):]
+    status, _, got = await api.call("GET", f"/v1/shards/{sid}?count=0")
+    assert status == 200 and got == h.pack()
+    status, doc = await api.json("GET", f"/v1/shards/{sid}?first=13")
+    assert status == 416 and doc["error"] == "invalid_range"
+    status, doc = await api.json("GET", f"/v1/shards/{sid}?first=-1")
+    assert status == 400 and doc["error"] == "bad_request"
+
+    status, doc = await api.json("GET", f"/v1/shards/{sid}/stat")
+    assert status == 200
+    assert {k: doc[k] for k in ("id", "size", "segments", "k", "m", "index")} == {
+        "id": sid, "size": len(body), "segments": 12, "k": 4, "m": 2, "index": 3}
+    assert doc["mtime"] > 0
+
+    status, doc = await api.json("GET", "/v1/shards?after=&limit=10000")
+    assert status == 200 and sid in doc["shards"] and doc["shards"] == sorted(doc["shards"])
+    status, doc = await api.json("GET", f"/v1/shards?after={sid}")
+    assert sid not in doc["shards"]
+
+    status, doc = await api.json("POST", f"/v1/shards/{sid}/verify")
+    assert status == 200 and doc["corrupt_segments"] == [] and doc["quarantined"] is False
+
+    status, _, got = await api.call("DELETE", f"/v1/shards/{sid}")
+    assert status == 204 and got == b""
+    status, _, _ = await api.call("DELETE", f"/v1/shards/{sid}")
+    assert status == 204
+    assert not shard_path(node, sid).exists()
+    for path in (f"/v1/shards/{sid}", f"/v1/shards/{sid}/stat"):
+        status, doc = await api.json("GET", path)
+        assert status == 404 and doc["error"] == "not_found"
+    status, doc = await api.json("POST", f"/v1/shards/{sid}/verify")
+    assert status == 404
+
+
+async def test_list_pages(api: Api) -> None:
+    ids = []
+    for i in range(5):
+        sid, _, _, body = make_shard(index=i, frames=1)
+        assert (await api.call("PUT", f"/v1/shards/{sid}", data=body))[0] == 201
+        ids.append(sid)
+    seen: list[str] = []
+    after = ""
+    while True:
+        status, doc = await api.json("GET", f"/v1/shards?after={after}&limit=2")
+        assert status == 200 and len(doc["shards"]) <= 2
+        seen += doc["shards"]
+        if not doc["truncated"]:
+            break
+        after = doc["shards"][-1]
+    assert seen == sorted(seen) and set(ids) <= set(seen)
+    for bad in ("after=..%2F", "limit=0", "limit=x", "limit=10001"):
+        assert (await api.json("GET", f"/v1/shards?{bad}"))[0] == 400
+    for sid in ids:
+        await api.call("DELETE", f"/v1/shards/{sid}")
+
+
+async def test_health(api: Api) -> None:
+    status, doc = await api.json("GET", "/v1/health")
+    assert status == 200
+    assert doc["node_id"] == "n1" and doc["zone"] == "az1" and doc["status"] == "ok"
+    assert doc["free_bytes"] > 0 and doc["used_bytes"] >= 0 and doc["shards"] >= 0
+
+
+# -- refused uploads ---------------------------------------------------------------------------
+
+async def assert_nothing_stored(api: Api, node: Node, sid: str) -> None:
+    assert not shard_path(node, sid).exists()
+    assert list((node.data / "tmp").iterdir()) == []
+    assert (await api.call("GET", f"/v1/shards/{sid}"))[0] == 404
+
+
+async def test_put_refuses_corrupt_frame(api: Api, node: Node) -> None:
+    sid, h, _, body = make_shard(frames=4)
+    bad = bytearray(body)
+    bad[h.frame_offset(2) + FRAME_HEAD_BYTES + 9] ^= 0x04
+    status, doc = await api.json("PUT", f"/v1/shards/{sid}", data=bytes(bad))
+    assert status == 409 and doc["error"] == "corrupt" and "segment 2" in doc["message"]
+    await assert_nothing_stored(api, node, sid)
+
+
+async def test_put_refuses_corrupt_header(api: Api, node: Node) -> None:
+    sid, _, _, body = make_shard(frames=2)
+    bad = bytearray(body)
+    bad[5] ^= 1
+    status, doc = await api.json("PUT", f"/v1/shards/{sid}", data=bytes(bad))
+    assert status == 409 and doc["error"] == "corrupt"
+    await assert_nothing_stored(api, node, sid)
+
+
+async def test_put_refuses_malformed_bodies(api: Api, node: Node) -> None:
+    sid, h, blocks, body = make_shard(index=2, frames=3)
+    cases = [
+        (body[:-1], "truncated"),                     # trailing partial frame
+        (body[:HEADER_BYTES - 1], "truncated"),       # not even a header
+        (b"", "truncated"),
+        (make_shard(index=2)[3], "header_mismatch"),  # another stripe under this id
+        (make_shard(index=1)[3].replace(b"", b""), "header_mismatch"),
+        # a short frame that is not the last one breaks the computable offsets
+        (h.pack() + pack_frame(h, 0, b"short") + pack_frame(h, 1, blocks[1]), "bad_frame_layout"),
+    ]
+    for data, code in cases:
+        status, doc = await api.json("PUT", f"/v1/shards/{sid}", data=data)
+        assert (status, doc["error"]) == (400, code)
+    for announced in ("2", "4", "x"):
+        status, doc = await api.json("PUT", f"/v1/shards/{sid}", data=body,
+                                     headers={"X-Tessera-Segments": announced})
+        assert status == 400, doc
+    await assert_nothing_stored(api, node, sid)
+
+
+async def test_put_refuses_oversized_body(node: Node, api: Api) -> None:
+    sid = make_shard()[0]
+    path = f"/v1/shards/{sid}"
+    head = request_head(node, "PUT", path, {"Content-Length": str(MAX_SHARD_BYTES + 1)})
+    answer = await raw_http(node, head)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b'"too_large"' in answer
+    await assert_nothing_stored(api, node, sid)
+
+
+async def test_client_disconnect_mid_frame_commits_nothing(node: Node, api: Api) -> None:
+    sid, h, _, body = make_shard(frames=6, block_size=64 * 1024)
+    rid = uuid.uuid4().hex
+    path = f"/v1/shards/{sid}"
+    head = request_head(node, "PUT", path, {"Content-Length": str(len(body)),
+                                            "X-Request-Id": rid})
+    cut = h.frame_offset(4) + FRAME_HEAD_BYTES + 1000  # inside frame 4
+    await raw_http(node, head, body[:cut], read=False)
+    rec = await wait_for_log(node, rid)
+    assert rec["status"] == 400 and rec["op"] == "put"
+    await assert_nothing_stored(api, node, sid)
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+async def test_unsigned_and_badly_signed_requests_are_refused(api: Api, node: Node) -> None:
+    sid, _, _, body = make_shard()
+    path = f"/v1/shards/{sid}"
+    status, doc = await api.json("PUT", path, data=body, signed=False)
+    assert status == 401 and doc["error"] == "unauthorized"
+    status, doc = await api.json("PUT", path, data=body, secret=os.urandom(32))
+    assert status == 401 and doc["message"] == "bad signature"
+    assert node.secret.hex() not in json.dumps(doc)
+    # signed for another request
+    hdrs = sign(node.secret, "GET", "/v1/health")
+    status, _, _ = await api.call("GET", "/v1/shards", signed=False, headers=hdrs)
+    assert status == 401
+    hdrs = sign(node.secret, "GET", path)
+    status, _, _ = await api.call("DELETE", path, signed=False, headers=hdrs)
+    assert status == 401
+    # signed without the query string it was sent with
+    hdrs = sign(node.secret, "GET", "/v1/shards")
+    assert (await api.call("GET", "/v1/shards?limit=1", signed=False, headers=hdrs))[0] == 401
+    for path_ in ("/v1/health", "/v1/shards", f"/v1/shards/{sid}/stat"):
+        assert (await api.call("GET", path_, signed=False))[0] == 401
+    await assert_nothing_stored(api, node, sid)
+
+
+async def test_replayed_request_is_refused(api: Api) -> None:
+    hdrs = sign(api.node.secret, "GET", "/v1/health")
+    status, _, _ = await api.call("GET", "/v1/health", signed=False, headers=hdrs)
+    assert status == 200
+    status, doc = await api.json("GET", "/v1/health", signed=False, headers=hdrs)
+    assert status == 401 and doc["message"] == "replayed request"
+
+
+async def test_stale_or_future_date_is_refused(api: Api) -> None:
+    for skew in (-3600, WINDOW_S + 30):
+        hdrs = sign(api.node.secret, "GET", "/v1/health", now=time.time() + skew)
+        status, doc = await api.json("GET", "/v1/health", signed=False, headers=hdrs)
+        assert status == 401 and doc["message"] == "request outside the replay window"
+
+
+# -- hostile shard ids -------------------------------------------------------------------------
+
+BAD_IDS = ["abc", "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "..%2F..%2Fetc%2Fpasswd",
+           "%2E%2E%2F%2E%2E%2F" + "a" * 32 + ".1", "A" * 32 + ".1", "a" * 32 + ".01",
+           "a" * 32 + ".1%0A", "a" * 32 + ".999", "a" * 32 + ".1%00"]
+
+
+async def test_bad_shard_ids_are_refused_and_touch_nothing(api: Api, node: Node) -> None:
+    sentinel = node.base / "etc" / "passwd"
+    sentinel.parent.mkdir(exist_ok=True)
+    sentinel.write_text("root:x:0:0\n")
+    before = tree(node.base, node.log)
+    _, _, _, body = make_shard()
+    for bad in BAD_IDS:
+        for method, suffix, data in (("PUT", "", body), ("GET", "", None), ("DELETE", "", None),
+                                     ("GET", "/stat", None), ("POST", "/verify", None)):
+            status, doc = await api.json(method, f"/v1/shards/{bad}{suffix}", data=data)
+            assert status == 400, (method, bad, status, doc)
+            assert doc["error"] == "invalid_shard_id"
+    assert tree(node.base, node.log) == before
+    assert sentinel.read_text() == "root:x:0:0\n"
+
+
+async def test_dot_segments_in_raw_request_line_touch_nothing(node: Node) -> None:
+    before = tree(node.base, node.log)
+    _, _, _, body = make_shard()
+    for path in ("/v1/shards/../../etc/passwd", "/v1/shards/%2e%2e/%2e%2e/etc/passwd"):
+        head = request_head(node, "PUT", path, {"Content-Length": str(len(body))})
+        answer = await raw_http(node, head, body)
+        status = int(answer.split(b" ", 2)[1])
+        assert status in (400, 401, 404), answer[:200]
+    assert tree(node.base, node.log) == before
+
+
+# -- corruption at rest ------------------------------------------------------------------------
+
+async def put_shard(api: Api, body: bytes, sid: str) -> None:
+    status, doc = await api.json("PUT", f"/v1/shards/{sid}", data=body)
+    assert status == 201, doc
+
+
+def flip(node: Node, sid: str, offset: int) -> None:
+    path = shard_path(node, sid)
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x20
+    path.write_bytes(bytes(raw))
+
+
+def quarantined(node: Node, sid: str) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in (node.data / "quarantine").glob(f"{sid}.*.json")]
+
+
+async def test_corrupt_first_frame_answers_409_and_quarantines(api: Api, node: Node) -> None:
+    sid, h, _, body = make_shard(frames=3)
+    await put_shard(api, body, sid)
+    flip(node, sid, h.frame_offset(1) + FRAME_HEAD_BYTES + 7)
+    status, doc = await api.json("GET", f"/v1/shards/{sid}?first=1")
+    assert status == 409 and doc["error"] == "corrupt"
+    assert not shard_path(node, sid).exists()
+    [side] = quarantined(node, sid)
+    assert side["shard_id"] == sid and "segment 1" in side["reason"]
+    assert (await api.call("GET", f"/v1/shards/{sid}"))[0] == 404
+
+
+async def test_corrupt_later_frame_truncates_stream_and_quarantines(api: Api, node: Node) -> None:
+    sid, h, _, body = make_shard(frames=400, block_size=8192, last=None)  # ~3.2 MiB
+    await put_shard(api, body, sid)
+    flip(node, sid, h.frame_offset(300) + FRAME_HEAD_BYTES + 100)
+    got = b""
+    url = URL(node.url + f"/v1/shards/{sid}", encoded=True)
+    async with api.http.get(url, headers=sign(node.secret, "GET", f"/v1/shards/{sid}")) as r:
+        assert r.status == 200 and int(r.headers["Content-Length"]) == len(body)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for chunk in r.content.iter_any():
+                got += chunk
+    assert len(got) <= h.frame_offset(300) and got == body[:len(got)]
+    assert not shard_path(node, sid).exists()
+    assert len(quarantined(node, sid)) == 1
+
+
+async def test_verify_reports_and_quarantines(api: Api, node: Node) -> None:
+    sid, h, _, body = make_shard(frames=6)
+    await put_shard(api, body, sid)
+    flip(node, sid, h.frame_offset(2) + FRAME_HEAD_BYTES)
+    flip(node, sid, h.frame_offset(5) + 2)  # damaged length field
+    status, doc = await api.json("POST", f"/v1/shards/{sid}/verify")
+    assert status == 200 and doc["corrupt_segments"] == [2, 5] and doc["quarantined"] is True
+    assert not shard_path(node, sid).exists() and len(quarantined(node, sid)) == 1
+
+
+async def test_corrupt_header_at_rest(api: Api, node: Node) -> None:
+    sid, _, _, body = make_shard(frames=2)
+    await put_shard(api, body, sid)
+    flip(node, sid, 12)
+    status, doc = await api.json("GET", f"/v1/shards/{sid}/stat")
+    assert status == 409 and doc["error"] == "corrupt"
+    assert len(quarantined(node, sid)) == 1
+
+
+# -- observability -----------------------------------------------------------------------------
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_metrics_and_logs(api: Api, node: Node) -> None:
+    sid, h, _, body = make_shard(frames=3)
+    await put_shard(api, body, sid)
+    assert (await api.call("GET", f"/v1/shards/{sid}"))[0] == 200
+    rid = "test-" + uuid.uuid4().hex
+    assert (await api.call("GET", "/v1/health", headers={"X-Request-Id": rid}))[0] == 200
+    assert (await api.call("GET", "/v1/health", signed=False))[0] == 401
+
+    url = URL(node.url + "/metrics")
+    async with api.http.get(url) as r:  # unauthenticated
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        m = samples(await r.text())
+    assert m[("tessera_node_requests_total", (("op", "put"), ("status", "201")))] >= 1
+    assert m[("tessera_node_requests_total", (("op", "get"), ("status", "200")))] >= 1
+    assert m[("tessera_node_requests_total", (("op", "health"), ("status", "401")))] >= 1
+    assert m[("tessera_node_request_seconds_count", (("op", "put"), ("status", "201")))] >= 1
+    assert m[("tessera_node_bytes_in_total", ())] >= len(body)
+    assert m[("tessera_node_bytes_out_total", ())] >= len(body)
+    assert m[("tessera_node_shard_writes_total", ())] >= 1
+    assert m[("tessera_node_shard_reads_total", ())] >= 1
+    assert ("tessera_node_quarantined_shards_total", ()) in m
+    assert m[("tessera_node_shards", ())] >= 1
+
+    rec = await wait_for_log(node, rid)
+    assert rec["method"] == "GET" and rec["path"] == "/v1/health" and rec["status"] == 200
+    assert {"ts", "level", "duration_ms", "bytes"} <= set(rec)
+    text = node.log.read_text()
+    assert node.secret.hex() not in text
+    for line in text.splitlines():
+        json.loads(line)
+
+
+# -- process lifecycle -------------------------------------------------------------------------
+
+@pytest.fixture
+def lifecycle_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+async def test_config_mode_and_clean_sigterm(lifecycle_dir: Path,
+                                             http: aiohttp.ClientSession) -> None:
+    port = free_port()
+    cfg = lifecycle_dir / "cluster.toml"
+    cfg.write_text(f"""
+data_dir = "data"
+[cluster]
+node_request_window_s = 120
+[profiles.standard]
+k = 1
+m = 1
+[[nodes]]
+id = "n1"
+zone = "az1"
+address = "127.0.0.1:{port}"
+[[nodes]]
+id = "n2"
+zone = "az2"
+address = "127.0.0.1:1"
+""")
+    proc, url, _ = start_node(lifecycle_dir, ["--config", str(cfg), "--id", "n1"])
+    try:
+        assert url == f"http://127.0.0.1:{port}"
+        secret = bytes.fromhex((lifecycle_dir / "data/secrets/cluster.key").read_text())
+        async with http.get(url + "/v1/health", headers=sign(secret, "GET", "/v1/health")) as r:
+            assert r.status == 200 and (await r.json())["zone"] == "az1"
+        assert (lifecycle_dir / "data/nodes/n1/shards").is_dir()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        stop_node(proc)
+
+
+def test_unknown_node_in_config_fails_fast(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[profiles.standard]\nk = 1\nm = 1\n[[nodes]]\nid = "a"\nzone = "z1"\n'
+                   'address = "127.0.0.1:1"\n[[nodes]]\nid = "b"\nzone = "z2"\n'
+                   'address = "127.0.0.1:2"\n')
+    r = subprocess.run([sys.executable, "-m", "nodes", "--config", str(cfg), "--id", "zz"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and "not in" in r.stderr and r.stdout == ""
