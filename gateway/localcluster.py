@@ -83,6 +83,9 @@ async def _start(name: str, args: list[str], log_dir: Path, marker: str) -> Chil
         proc.kill()
         raise RuntimeError(f"{name} was not ready within {READY_TIMEOUT_S:.0f}s; see {log}") from None
     asyncio.create_task(_drain(proc.stdout))
+    run_dir = log_dir.parent / "run"
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
     return Child(name, proc, log)
 
 
