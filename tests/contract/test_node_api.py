@@ -171,8 +171,11 @@ async def raw_http(node: Node, head: str, body: bytes = b"", read: bool = True) 
     writer.write(head.encode() + body)
     await writer.drain()
     data = b""
-    if read:
-        data = await asyncio.wait_for(reader.read(), 30)
+    if read:  # the answer only: the node may linger to drain a body it refused
+        data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        length = next((int(line.split(b":", 1)[1]) for line in data.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        data += await asyncio.wait_for(reader.readexactly(length), 30)
     writer.close()
     await writer.wait_closed()
     return data
