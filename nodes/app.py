@@ -98,7 +98,7 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
     app = web.Application(middlewares=[observe, authenticate], client_max_size=CLIENT_MAX_SIZE)
     store = DiskShardStore(Path(data_dir))
     app[NODE] = NodeState(node_id=node_id, zone=zone, store=store,
-                          verifier=Verifier(secret, window_s), metrics=NodeMetrics(node_id, zone),
+                          verifier=Verifier(secret, window_s, node_id), metrics=NodeMetrics(node_id, zone),
                           log=JsonLog(node_id), max_shard_bytes=max_shard_bytes)
 
     async def on_startup(app: web.Application) -> None:

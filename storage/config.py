@@ -120,10 +120,18 @@ def _check_keys(section: str, got: Mapping[str, Any], allowed: set[str]) -> None
         raise ConfigError(f"unknown key {unknown[0]!r} in [{section}]; allowed: {sorted(allowed)}")
 
 
+def _int(where: str, value: Any) -> int:
+    """An integer setting; anything else (strings, floats, lists) is a one-line ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    return value
+
+
 def _profile(name: str, raw: Mapping[str, Any]) -> Profile:
     _check_keys(f"profiles.{name}", raw, _PROFILE_KEYS)
     try:
-        p = Profile(name=name, k=int(raw["k"]), m=int(raw["m"]),
+        p = Profile(name=name, k=_int(f"profile {name!r}: k", raw["k"]),
+                    m=_int(f"profile {name!r}: m", raw["m"]),
                     role=str(raw.get("role", "standard")), compress=bool(raw.get("compress", False)))
     except KeyError as exc:
         raise ConfigError(f"profile {name!r} needs {exc.args[0]!r}") from None
@@ -175,6 +183,8 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
                             role=str(n.get("role", "standard")), weight=float(n.get("weight", 1.0)))
         except KeyError as exc:
             raise ConfigError(f"nodes[{i}] needs {exc.args[0]!r}") from None
+        except (TypeError, ValueError):
+            raise ConfigError(f"nodes[{i}]: weight must be a number") from None
         if spec.role not in NODE_ROLES:
             raise ConfigError(f"node {spec.id!r}: role must be one of {NODE_ROLES}")
         nodes.append(spec)
@@ -191,9 +201,12 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     used = {default, *classes.values()}
     for pname in sorted(used):
         validate_layout(profiles[pname], tuple(nodes))
-    segment = int(cluster.get("segment_size", 1 * MiB))
+    segment = _int("segment_size", cluster.get("segment_size", 1 * MiB))
     if not (64 * 1024 <= segment <= 4 * MiB):
         raise ConfigError("segment_size must be between 64 KiB and 4 MiB")
+    extra = _int("write_quorum_extra", cluster.get("write_quorum_extra", 1))
+    if extra < 0:
+        raise ConfigError("write_quorum_extra must be >= 0 (a write needs at least k shards)")
     backend = str(meta.get("backend", "sqlite"))
     if backend not in ("sqlite", "etcd"):
         raise ConfigError("metadata backend must be 'sqlite' or 'etcd'")
@@ -204,8 +217,9 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
         profiles=profiles,
         default_profile=default,
         segment_size=segment,
-        write_quorum_extra=int(cluster.get("write_quorum_extra", 1)),
-        node_request_window_s=int(cluster.get("node_request_window_s", 300)),
+        write_quorum_extra=extra,
+        node_request_window_s=_int("node_request_window_s",
+                                   cluster.get("node_request_window_s", 300)),
         metadata_backend=backend,
         metadata_path=str(meta.get("path", "meta/tessera.db")),
         etcd_endpoints=tuple(meta.get("etcd_endpoints", ())),

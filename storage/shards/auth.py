@@ -25,36 +25,43 @@ def load_or_create_secret(path: Path) -> bytes:
     if path.exists():
         return bytes.fromhex(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, secrets.token_bytes(32).hex().encode())
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.link(tmp, path)  # first writer wins; a racing process reads the winner's secret
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
     return bytes.fromhex(path.read_text().strip())
 
 
-def _mac(secret: bytes, method: str, path_qs: str, date: str, nonce: str) -> str:
-    msg = b"\n".join([SCHEME, method.upper().encode(), path_qs.encode(), date.encode(),
-                      nonce.encode()])
+def _mac(secret: bytes, node_id: str, method: str, path_qs: str, date: str, nonce: str) -> str:
+    msg = b"\n".join([SCHEME, node_id.encode(), method.upper().encode(), path_qs.encode(),
+                      date.encode(), nonce.encode()])
     return hmac.new(secret, msg, hashlib.sha256).hexdigest()
 
 
-def sign(secret: bytes, method: str, path_qs: str, now: float | None = None) -> dict[str, str]:
-    """Headers that authenticate one request to a node."""
+def sign(secret: bytes, method: str, path_qs: str, node_id: str = "",
+         now: float | None = None) -> dict[str, str]:
+    """Headers that authenticate one request to one node (the node id is signed too)."""
     date = str(int(now if now is not None else time.time()))
     nonce = secrets.token_hex(16)
     return {DATE_HEADER: date, NONCE_HEADER: nonce,
-            AUTH_HEADER: _mac(secret, method, path_qs, date, nonce)}
+            AUTH_HEADER: _mac(secret, node_id, method, path_qs, date, nonce)}
 
 
 class Verifier:
     """Checks request signatures and remembers recent nonces to refuse replays."""
 
-    def __init__(self, secret: bytes, window_s: int = 60) -> None:
+    def __init__(self, secret: bytes, window_s: int = 60, node_id: str = "") -> None:
         self._secret = secret
+        self._node_id = node_id
         self._window_s = window_s
         self._seen: dict[str, float] = {}
         self._next_sweep = 0.0
@@ -74,7 +81,7 @@ class Verifier:
         if skew > self._window_s:
             return "request outside the replay window"
         if len(nonce) > 64 or not hmac.compare_digest(
-            _mac(self._secret, method, path_qs, date, nonce), mac
+            _mac(self._secret, self._node_id, method, path_qs, date, nonce), mac
         ):
             return "bad signature"
         if nonce in self._seen:

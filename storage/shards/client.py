@@ -34,13 +34,13 @@ class NodeClient:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
 
-    def _headers(self, method: str, path_qs: str) -> dict[str, str]:
-        return auth.sign(self._secret, method, path_qs)
+    def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
+        return auth.sign(self._secret, method, path_qs, node.id)
 
     async def _json(self, method: str, node: NodeSpec, path_qs: str) -> Any:
         try:
             async with self._session.request(method, node.url + path_qs, timeout=self._timeout,
-                                             headers=self._headers(method, path_qs)) as r:
+                                             headers=self._headers(node, method, path_qs)) as r:
                 if r.status == 404:
                     return None
                 if r.status >= 300:
@@ -52,7 +52,7 @@ class NodeClient:
     async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
                         segments: int) -> None:
         path = f"/v1/shards/{sid}"
-        headers = self._headers("PUT", path)
+        headers = self._headers(node, "PUT", path)
         headers["X-Tessera-Segments"] = str(segments)
         headers["Content-Type"] = "application/octet-stream"
         try:
@@ -76,7 +76,7 @@ class NodeClient:
     async def health(self, node: NodeSpec, timeout_s: float = 2.0) -> dict[str, Any]:
         path = "/v1/health"
         try:
-            async with self._session.get(node.url + path, headers=self._headers("GET", path),
+            async with self._session.get(node.url + path, headers=self._headers(node, "GET", path),
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
                 if r.status != 200:
                     raise NodeError(node.id, f"health {r.status}", r.status)
@@ -93,7 +93,7 @@ class NodeClient:
         """
         path = f"/v1/shards/{sid}?first={first}&count={count}"
         try:
-            async with self._session.get(node.url + path, headers=self._headers("GET", path),
+            async with self._session.get(node.url + path, headers=self._headers(node, "GET", path),
                                          timeout=self._timeout) as r:
                 if r.status == 409:
                     raise ShardCorrupt(sid, f"node {node.id} reports corruption")

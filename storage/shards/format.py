@@ -40,6 +40,7 @@ class ShardHeader:
     checksum: int = CHECKSUM_CRC32C
 
     def pack(self) -> bytes:
+        assert len(self.stripe_id) == 16 and 0 <= self.index < self.k + self.m
         body = _HEADER.pack(MAGIC, FORMAT_VERSION, self.k, self.m, self.index, self.checksum,
                             self.segment_size, self.block_size, self.stripe_id)
         return body + struct.pack(">I", crc32c.crc32c(body))
@@ -56,7 +57,8 @@ class ShardHeader:
             raise IntegrityError("not a shard file")
         if version != FORMAT_VERSION:
             raise IntegrityError(f"unsupported shard format {version}")
-        if alg != CHECKSUM_CRC32C or bsize > MAX_BLOCK_BYTES:
+        if (alg != CHECKSUM_CRC32C or not 0 < bsize <= MAX_BLOCK_BYTES or k < 1 or m < 1
+                or index >= k + m):
             raise IntegrityError("bad shard header fields")
         return cls(k=k, m=m, index=index, segment_size=seg, block_size=bsize, stripe_id=sid,
                    checksum=alg)

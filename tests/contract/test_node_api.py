@@ -112,7 +112,7 @@ class Api:
     async def call(self, method: str, path_qs: str, *, secret: bytes | None = None,
                    headers: dict[str, str] | None = None, signed: bool = True,
                    **kw: object) -> tuple[int, dict[str, str], bytes]:
-        h = dict(sign(secret or self.node.secret, method, path_qs)) if signed else {}
+        h = dict(sign(secret or self.node.secret, method, path_qs, "n1")) if signed else {}
         h.update(headers or {})
         url = URL(self.node.url + path_qs, encoded=True)
         async with self.http.request(method, url, headers=h, **kw) as r:  # type: ignore[arg-type]
@@ -183,7 +183,7 @@ async def raw_http(node: Node, head: str, body: bytes = b"", read: bool = True) 
 
 def request_head(node: Node, method: str, path: str, headers: dict[str, str]) -> str:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {node.host}:{node.port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in {**sign(node.secret, method, path), **headers}.items()]
+    lines += [f"{k}: {v}" for k, v in {**sign(node.secret, method, path, "n1"), **headers}.items()]
     return "\r\n".join(lines) + "\r\n\r\n"
 
 
@@ -351,14 +351,17 @@ async def test_unsigned_and_badly_signed_requests_are_refused(api: Api, node: No
     assert status == 401 and doc["message"] == "bad signature"
     assert node.secret.hex() not in json.dumps(doc)
     # signed for another request
-    hdrs = sign(node.secret, "GET", "/v1/health")
+    hdrs = sign(node.secret, "GET", "/v1/health", "n1")
     status, _, _ = await api.call("GET", "/v1/shards", signed=False, headers=hdrs)
     assert status == 401
-    hdrs = sign(node.secret, "GET", path)
+    hdrs = sign(node.secret, "GET", path, "n1")
     status, _, _ = await api.call("DELETE", path, signed=False, headers=hdrs)
     assert status == 401
+    # signed for another node: a captured request cannot be replayed elsewhere
+    hdrs = sign(node.secret, "GET", "/v1/health", "n2")
+    assert (await api.call("GET", "/v1/health", signed=False, headers=hdrs))[0] == 401
     # signed without the query string it was sent with
-    hdrs = sign(node.secret, "GET", "/v1/shards")
+    hdrs = sign(node.secret, "GET", "/v1/shards", "n1")
     assert (await api.call("GET", "/v1/shards?limit=1", signed=False, headers=hdrs))[0] == 401
     for path_ in ("/v1/health", "/v1/shards", f"/v1/shards/{sid}/stat"):
         assert (await api.call("GET", path_, signed=False))[0] == 401
@@ -366,7 +369,7 @@ async def test_unsigned_and_badly_signed_requests_are_refused(api: Api, node: No
 
 
 async def test_replayed_request_is_refused(api: Api) -> None:
-    hdrs = sign(api.node.secret, "GET", "/v1/health")
+    hdrs = sign(api.node.secret, "GET", "/v1/health", "n1")
     status, _, _ = await api.call("GET", "/v1/health", signed=False, headers=hdrs)
     assert status == 200
     status, doc = await api.json("GET", "/v1/health", signed=False, headers=hdrs)
@@ -375,7 +378,7 @@ async def test_replayed_request_is_refused(api: Api) -> None:
 
 async def test_stale_or_future_date_is_refused(api: Api) -> None:
     for skew in (-3600, WINDOW_S + 30):
-        hdrs = sign(api.node.secret, "GET", "/v1/health", now=time.time() + skew)
+        hdrs = sign(api.node.secret, "GET", "/v1/health", "n1", now=time.time() + skew)
         status, doc = await api.json("GET", "/v1/health", signed=False, headers=hdrs)
         assert status == 401 and doc["message"] == "request outside the replay window"
 
@@ -450,7 +453,7 @@ async def test_corrupt_later_frame_truncates_stream_and_quarantines(api: Api, no
     flip(node, sid, h.frame_offset(300) + FRAME_HEAD_BYTES + 100)
     got = b""
     url = URL(node.url + f"/v1/shards/{sid}", encoded=True)
-    async with api.http.get(url, headers=sign(node.secret, "GET", f"/v1/shards/{sid}")) as r:
+    async with api.http.get(url, headers=sign(node.secret, "GET", f"/v1/shards/{sid}", "n1")) as r:
         assert r.status == 200 and int(r.headers["Content-Length"]) == len(body)
         with pytest.raises(aiohttp.ClientPayloadError):
             async for chunk in r.content.iter_any():
@@ -547,7 +550,7 @@ address = "127.0.0.1:1"
     try:
         assert url == f"http://127.0.0.1:{port}"
         secret = bytes.fromhex((tmp_path / "data/secrets/cluster.key").read_text())
-        async with http.get(url + "/v1/health", headers=sign(secret, "GET", "/v1/health")) as r:
+        async with http.get(url + "/v1/health", headers=sign(secret, "GET", "/v1/health", "n1")) as r:
             assert r.status == 200 and (await r.json())["zone"] == "az1"
         assert (tmp_path / "data/nodes/n1/shards").is_dir()
         proc.send_signal(signal.SIGTERM)

@@ -168,7 +168,9 @@ def test_non_integer_profile_numbers_are_refused() -> None:
 
 
 def test_other_shape_errors() -> None:
-    refused(raw(profiles={}), "no \\[profiles")
+    r = raw()
+    r["profiles"] = {}
+    refused(r, "no \\[profiles")
     refused(raw(cluster={"default_profile": "fast"}), "default_profile 'fast'")
     refused(raw(storage_classes={"GLACIER": "nope"}), "unknown profile 'nope'")
     refused(raw(metadata={"backend": "redis"}), "metadata backend")
@@ -184,6 +186,11 @@ def test_other_shape_errors() -> None:
     r = raw()
     r["nodes"][0]["role"] = "fast"
     refused(r, "role must be one of")
+    r = raw()
+    r["nodes"][0]["weight"] = "heavy"
+    refused(r, "weight must be a number")
+    refused(raw(cluster={"write_quorum_extra": -1}), "write_quorum_extra")
+    refused(raw(cluster={"write_quorum_extra": "1"}), "write_quorum_extra")
 
 
 # -- files -------------------------------------------------------------------------------------

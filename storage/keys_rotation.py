@@ -1,0 +1,175 @@
+"""Key rotation and crypto-shred scheduling, run in the background.
+
+`rotate` makes a new KEK version current and marks the tenant for rewrapping (`RW/<tenant>`).
+The `Rewrapper` worker walks every object manifest (current `O/` and history `V/` records),
+unwraps each DEK under the KEK version that wrapped it and rewraps it under the current one
+with a compare-and-swap on the record; shard data is never touched, and old KEK versions are
+kept so reads that hold an older manifest keep working. A marker is cleared after a whole
+pass that found nothing left to rewrap for its tenant.
+
+`schedule_shred` records a pending shred (`TS/<tenant>`) due after a waiting period; the
+`ShredScheduler` worker destroys the tenant's keys when it is due (cancel before then).
+"""
+
+from __future__ import annotations
+
+import time
+
+from storage.crypto import keys
+from storage.errors import KeyUnavailable, NotFound
+from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.records import ObjectVersion, pack, unpack
+from storage.tenants import TenantService
+from storage.workers import WorkerState
+
+BATCH = 256
+REWRAP_PREFIX = b"RW/"
+SHRED_PREFIX = b"TS/"
+SCAN_PREFIXES = (b"O/", b"V/")
+
+
+def rewrap_key(tenant: str) -> bytes:
+    return REWRAP_PREFIX + tenant.encode()
+
+
+def shred_key(tenant: str) -> bytes:
+    return SHRED_PREFIX + tenant.encode()
+
+
+async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:
+    """New KEK version for the tenant; DEKs are rewrapped by the `Rewrapper` worker."""
+    await tenants.get(tenant)
+    await meta.put(rewrap_key(tenant), pack({"since": time.time()}))
+    return await tenants.rotate(tenant)
+
+
+async def pending_rewraps(meta: MetadataStore) -> list[str]:
+    items = await meta.range(REWRAP_PREFIX, prefix_end(REWRAP_PREFIX), limit=100000)
+    return [i.key[len(REWRAP_PREFIX):].decode() for i in items]
+
+
+async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: str,
+                         wait_s: float, by: str) -> float:
+    """Shred now (wait 0) or at now + wait_s; returns the due time (epoch seconds)."""
+    t = await tenants.get(tenant)
+    if t.state != "active":
+        raise KeyUnavailable(f"tenant {tenant!r} is already shredded")
+    due = time.time() + max(0.0, wait_s)
+    if wait_s <= 0:
+        await shred_now(meta, tenants, tenant)
+    else:
+        await meta.put(shred_key(tenant), pack({"due": due, "by": by}))
+    return due
+
+
+async def cancel_shred(meta: MetadataStore, tenant: str) -> None:
+    if await meta.get(shred_key(tenant)) is None:
+        raise NotFound(f"no shred of tenant {tenant!r} is scheduled")
+    await meta.delete(shred_key(tenant))
+
+
+async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:
+    item = await meta.get(shred_key(tenant))
+    return None if item is None else float(unpack(item.value)["due"])
+
+
+async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str) -> None:
+    await tenants.shred(tenant)
+    await meta.txn(Txn(deletes=(shred_key(tenant), rewrap_key(tenant))))
+
+
+class Rewrapper:
+    """Rewraps DEKs of rotated tenants to their current KEK version, batch by batch."""
+
+    name = "rewrap"
+
+    def __init__(self, meta: MetadataStore, tenants: TenantService) -> None:
+        self._meta = meta
+        self._tenants = tenants
+        self._scan = 0  # index into SCAN_PREFIXES
+        self._cursor: bytes | None = None
+        self._pass_tenants: dict[str, int] = {}  # tenant -> marker revision at pass start
+        self._left: set[str] = set()  # tenants with a version this pass could not rewrap
+        self.rewrapped = 0
+
+    async def step(self) -> WorkerState:
+        if self._cursor is None:
+            items = await self._meta.range(REWRAP_PREFIX, prefix_end(REWRAP_PREFIX), 100000)
+            if not items:
+                return WorkerState.IDLE
+            self._pass_tenants = {i.key[len(REWRAP_PREFIX):].decode(): i.revision for i in items}
+            self._left = set()
+            self._scan = 0
+            self._cursor = SCAN_PREFIXES[0]
+        prefix = SCAN_PREFIXES[self._scan]
+        batch = await self._meta.range(self._cursor, prefix_end(prefix), limit=BATCH)
+        current: dict[str, int | None] = {}
+        for item in batch:
+            v = ObjectVersion.decode(item.value)
+            if v.tenant not in self._pass_tenants or v.delete_marker or not v.dek:
+                continue
+            if v.tenant not in current:
+                current[v.tenant] = await self._current(v.tenant)
+            cur = current[v.tenant]
+            if cur is None or v.kek_version == cur:
+                continue
+            if not await self._rewrap(item.key, item.revision, v, cur):
+                self._left.add(v.tenant)
+        if len(batch) == BATCH:
+            self._cursor = batch[-1].key + b"\x00"
+            return WorkerState.BUSY
+        self._scan += 1
+        if self._scan < len(SCAN_PREFIXES):
+            self._cursor = SCAN_PREFIXES[self._scan]
+            return WorkerState.BUSY
+        await self._finish_pass()
+        return WorkerState.BUSY
+
+    async def _current(self, tenant: str) -> int | None:
+        try:
+            t = await self._tenants.get(tenant)
+        except NotFound:
+            return None
+        return t.current_kek if t.state == "active" else None
+
+    async def _rewrap(self, key: bytes, revision: int, v: ObjectVersion, target: int) -> bool:
+        """CAS-rewrap one manifest record; False if it changed under us (next pass)."""
+        ident = keys.object_identity(v.tenant, v.bucket, v.key,
+                                     v.identity_version or v.version_id)
+        try:
+            _, old = await self._tenants.kek(v.tenant, v.kek_version)
+            _, new = await self._tenants.kek(v.tenant, target)
+        except KeyUnavailable:
+            return True  # shredded meanwhile: nothing left to protect
+        inner = keys.unwrap_dek(old, v.tenant, ident, v.dek)
+        v.dek = keys.wrap_dek(new, v.tenant, ident, inner)
+        v.kek_version = target
+        if await self._meta.txn(Txn(compares={key: revision}, puts={key: v.encode()})):
+            self.rewrapped += 1
+            return True
+        return False
+
+    async def _finish_pass(self) -> None:
+        for tenant, rev in self._pass_tenants.items():
+            if tenant not in self._left:
+                # Only clear the marker if no rotation happened during the pass.
+                await self._meta.txn(Txn(compares={rewrap_key(tenant): rev},
+                                         deletes=(rewrap_key(tenant),)))
+        self._cursor = None
+
+
+class ShredScheduler:
+    """Destroys the keys of tenants whose scheduled shred is due."""
+
+    name = "shred"
+
+    def __init__(self, meta: MetadataStore, tenants: TenantService) -> None:
+        self._meta = meta
+        self._tenants = tenants
+
+    async def step(self) -> WorkerState:
+        now = time.time()
+        for item in await self._meta.range(SHRED_PREFIX, prefix_end(SHRED_PREFIX), 1000):
+            if float(unpack(item.value)["due"]) <= now:
+                await shred_now(self._meta, self._tenants, item.key[len(SHRED_PREFIX):].decode())
+        return WorkerState.IDLE
