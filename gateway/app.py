@@ -32,6 +32,7 @@ def create_s3_app(server: S3Server) -> web.Application:
         if rid and "x-amz-request-id" not in response.headers:
             response.headers["x-amz-request-id"] = rid
             response.headers["x-amz-id-2"] = "tessera"
+        response.headers.update(request.get("cors_headers") or {})
 
     app.on_response_prepare.append(stamp)
     return app
@@ -42,6 +43,9 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
 
     app = web.Application(client_max_size=1024 * 1024)
     api = AdminApi(cluster)
+    from gateway.status import register_status
+
+    register_status(app, cluster)  # before the admin API's catch-all route
     api.register(app)
 
     async def prom(_: web.Request) -> web.Response:

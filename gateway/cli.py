@@ -14,7 +14,8 @@ from storage.errors import StorageError
 def _up(a: argparse.Namespace) -> int:
     from gateway.localcluster import run
 
-    return asyncio.run(run(Path(a.data), a.port, a.node_port, a.admin_port))
+    return asyncio.run(run(Path(a.data), a.port, a.node_port, a.admin_port, a.metadata,
+                           a.etcd_port, a.etcd_peer_port))
 
 
 def _exec_module(module: str, argv: list[str]) -> int:
@@ -30,9 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=9000, help="S3 port on 127.0.0.1")
     up.add_argument("--admin-port", type=int, default=9001, help="admin port on 127.0.0.1")
     up.add_argument("--node-port", type=int, default=9100, help="port of every node")
+    up.add_argument("--metadata", choices=("sqlite", "etcd"), default="sqlite",
+                    help="metadata backend at first start: embedded SQLite, or a local "
+                         "3-member etcd cluster on 127.0.{1,2,3}.10")
+    up.add_argument("--etcd-port", type=int, default=2379, help="etcd client port (--metadata etcd)")
+    up.add_argument("--etcd-peer-port", type=int, default=2380,
+                    help="etcd peer port (--metadata etcd)")
     up.set_defaults(func=_up)
     sub.add_parser("gateway", help="run one gateway process (--config FILE)", add_help=False)
     sub.add_parser("node", help="run one storage node (--config FILE --id ID)", add_help=False)
+    from gateway.admincli import add_admin_commands
+
+    add_admin_commands(sub)
+    from gateway.status import add_status_command
+
+    add_status_command(sub)
     return p
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway.etcdcluster import EtcdCluster, EtcdMember, default_members
 from storage.cluster import Cluster
 from storage.config import load_config
 
@@ -23,7 +25,8 @@ NODES_PER_ZONE = 3
 READY_TIMEOUT_S = 60.0
 
 
-def default_config(data_dir: Path, port: int, node_port: int, admin_port: int) -> str:
+def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
+                   etcd_endpoints: tuple[str, ...] = ()) -> str:
     lines = [
         f'data_dir = "{data_dir}"',
         "",
@@ -37,10 +40,7 @@ def default_config(data_dir: Path, port: int, node_port: int, admin_port: int) -
         f'admin_listen = "127.0.0.1:{admin_port}"',
         'region = "us-east-1"',
         "",
-        "[metadata]",
-        'backend = "sqlite"',
-        'path = "meta/tessera.db"',
-        "",
+        *_metadata_section(etcd_endpoints),
         "[profiles.standard]",
         "k = 4",
         "m = 2",
@@ -54,6 +54,28 @@ def default_config(data_dir: Path, port: int, node_port: int, admin_port: int) -
             lines += ["[[nodes]]", f'id = "n{n}"', f'zone = "{zone}"',
                       f'address = "127.0.{z}.{i}:{node_port}"', ""]
     return "\n".join(lines)
+
+
+def _metadata_section(etcd_endpoints: tuple[str, ...]) -> list[str]:
+    if not etcd_endpoints:
+        return ["[metadata]", 'backend = "sqlite"', 'path = "meta/tessera.db"', ""]
+    eps = ", ".join(f'"{e}"' for e in etcd_endpoints)
+    return ["[metadata]", 'backend = "etcd"', f"etcd_endpoints = [{eps}]", ""]
+
+
+def _local_etcd(data_dir: Path, metadata: str, etcd_port: int,
+                etcd_peer_port: int) -> EtcdCluster | None:
+    """The local etcd members of this data directory (chosen at its first start), if any."""
+    members_file = data_dir / "etcd" / "members.json"
+    if members_file.exists():
+        members = [EtcdMember(**m) for m in json.loads(members_file.read_text())]
+    elif metadata == "etcd" and not (data_dir / "tessera.toml").exists():
+        members = default_members(etcd_port, etcd_peer_port)
+        members_file.parent.mkdir(parents=True, exist_ok=True)
+        members_file.write_text(json.dumps([asdict(m) for m in members]))
+    else:
+        return None
+    return EtcdCluster(data_dir / "etcd", members, data_dir / "logs", data_dir / "run")
 
 
 @dataclass
@@ -123,12 +145,26 @@ async def bootstrap(config: Path) -> dict[str, str]:
     return env
 
 
-async def run(data_dir: Path, port: int, node_port: int, admin_port: int) -> int:
+async def run(data_dir: Path, port: int, node_port: int, admin_port: int,
+              metadata: str = "sqlite", etcd_port: int = 2379, etcd_peer_port: int = 2380) -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "tessera.toml"
+    etcd = _local_etcd(data_dir, metadata, etcd_port, etcd_peer_port)
+    if etcd is not None:
+        await asyncio.to_thread(etcd.start)
+    try:
+        return await _run(data_dir, config, port, node_port, admin_port, etcd)
+    finally:
+        if etcd is not None:  # stopped last: nodes and gateway are gone by now
+            await asyncio.to_thread(etcd.stop)
+
+
+async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_port: int,
+               etcd: EtcdCluster | None) -> int:
     if not config.exists():
-        config.write_text(default_config(data_dir, port, node_port, admin_port))
+        eps = etcd.endpoints if etcd is not None else ()
+        config.write_text(default_config(data_dir, port, node_port, admin_port, eps))
     cfg = load_config(config)
     env = await bootstrap(config)
     log_dir = data_dir / "logs"
@@ -152,6 +188,8 @@ async def run(data_dir: Path, port: int, node_port: int, admin_port: int) -> int
         print(f"  access key id:     {env['AWS_ACCESS_KEY_ID']}")
         print(f"  secret access key: {env['AWS_SECRET_ACCESS_KEY']}")
         print(f"  admin endpoint:    {env['TESSERA_ADMIN_URL']}")
+        if etcd is not None:
+            print(f"  metadata (etcd):   {', '.join(etcd.endpoints)}")
         print(f"  environment:       set -a; . {data_dir / 'tessera.env'}; set +a")
         print("cluster ready (Ctrl-C stops it)", flush=True)
         waits = {asyncio.create_task(c.proc.wait()): c for c in children}

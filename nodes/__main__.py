@@ -40,6 +40,7 @@ class NodeSettings:
     secret: bytes
     window_s: int
     max_shard_bytes: int
+    scrub_rate_mbps: float | None = None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -68,6 +69,8 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     p.add_argument("--secret-file", type=Path, help="cluster secret (hex) file")
     p.add_argument("--window", type=int, help="request signature window in seconds")
     p.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES)
+    p.add_argument("--scrub-rate", type=float, default=None, metavar="MBPS",
+                   help="scrub rate in MB/s, 0 = off (default: $TESSERA_SCRUB_RATE_MBPS or 8)")
     a = p.parse_args(argv)
     listen, zone, data, secret, window = a.listen, a.zone, a.data, None, a.window
     if a.config is not None:
@@ -93,12 +96,12 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     host, port = parse_listen(listen)
     return NodeSettings(node_id=a.id, zone=zone, host=host, port=port, data_dir=Path(data),
                         secret=secret, window_s=window or 300,
-                        max_shard_bytes=a.max_shard_bytes)
+                        max_shard_bytes=a.max_shard_bytes, scrub_rate_mbps=a.scrub_rate)
 
 
 async def serve(s: NodeSettings) -> None:
     app = create_app(s.node_id, s.zone, s.data_dir, s.secret, s.window_s,
-                     max_shard_bytes=s.max_shard_bytes)
+                     max_shard_bytes=s.max_shard_bytes, scrub_rate_mbps=s.scrub_rate_mbps)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     stop = asyncio.Event()

@@ -91,7 +91,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s: int,
-               *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> web.Application:
+               *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+               scrub_rate_mbps: float | None = None) -> web.Application:
     """A node serving the shards below `data_dir` (created if needed)."""
     if len(secret) < 16:
         raise ValueError("the cluster secret must be at least 16 bytes")
@@ -106,4 +107,7 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
 
     app.on_startup.append(on_startup)
     add_routes(app)
+    from nodes.scrubber import install as install_scrubber
+
+    install_scrubber(app, store, scrub_rate_mbps)
     return app

@@ -321,6 +321,18 @@ async def verify_shard(request: web.Request) -> web.Response:
     return web.json_response({"id": sid, "corrupt_segments": bad, "quarantined": bool(bad)})
 
 
+async def list_quarantine(request: web.Request) -> web.Response:
+    """Quarantined shards (sidecars), optionally only those moved after `since` (epoch s)."""
+    st = _state(request)
+    raw = request.query.get("since", "") or "0"
+    try:
+        since = float(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", "since must be a number of seconds") from None
+    items = [e for e in await st.store.quarantined() if float(e.get("time", 0)) > since]
+    return web.json_response({"quarantined": items[:MAX_LIST_LIMIT]})
+
+
 async def health(request: web.Request) -> web.Response:
     st = _state(request)
     usage = await _disk(st.store.usage())
@@ -344,5 +356,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/v1/shards/{id}", delete_shard, name="delete")
     app.router.add_post("/v1/shards/{id}/verify", verify_shard, name="verify")
     app.router.add_get("/v1/shards", list_shards, name="list", allow_head=False)
+    app.router.add_get("/v1/quarantine", list_quarantine, name="quarantine", allow_head=False)
     app.router.add_get("/v1/health", health, name="health", allow_head=False)
     app.router.add_get("/metrics", metrics, name="metrics", allow_head=False)

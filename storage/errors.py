@@ -36,6 +36,10 @@ class Conflict(StorageError):
     """A compare-and-swap lost or a precondition on existing state failed."""
 
 
+class StaleRecord(Conflict):
+    """A record a transaction depended on changed meanwhile: re-read and retry."""
+
+
 class BucketExists(Conflict):
     def __init__(self, bucket: str, owned_by_caller: bool) -> None:
         super().__init__(f"bucket {bucket!r} already exists")

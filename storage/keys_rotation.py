@@ -5,7 +5,7 @@ The `Rewrapper` worker walks every object manifest (current `O/` and history `V/
 unwraps each DEK under the KEK version that wrapped it and rewraps it under the current one
 with a compare-and-swap on the record; shard data is never touched, and old KEK versions are
 kept so reads that hold an older manifest keep working. A marker is cleared after a whole
-pass that found nothing left to rewrap for its tenant.
+pass that found nothing left to rewrap for its tenant (so at least two passes).
 
 `schedule_shred` records a pending shred (`TS/<tenant>`) due after a waiting period; the
 `ShredScheduler` worker destroys the tenant's keys when it is due (cancel before then).
@@ -89,7 +89,7 @@ class Rewrapper:
         self._scan = 0  # index into SCAN_PREFIXES
         self._cursor: bytes | None = None
         self._pass_tenants: dict[str, int] = {}  # tenant -> marker revision at pass start
-        self._left: set[str] = set()  # tenants with a version this pass could not rewrap
+        self._left: set[str] = set()  # tenants with an old-version DEK seen this pass
         self.rewrapped = 0
 
     async def step(self) -> WorkerState:
@@ -113,8 +113,10 @@ class Rewrapper:
             cur = current[v.tenant]
             if cur is None or v.kek_version == cur:
                 continue
-            if not await self._rewrap(item.key, item.revision, v, cur):
-                self._left.add(v.tenant)
+            # A tenant is done only after a pass that found nothing to rewrap, so a PUT
+            # that began before the rotation and committed mid-pass is caught next pass.
+            self._left.add(v.tenant)
+            await self._rewrap(item.key, item.revision, v, cur)
         if len(batch) == BATCH:
             self._cursor = batch[-1].key + b"\x00"
             return WorkerState.BUSY

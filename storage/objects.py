@@ -1,8 +1,8 @@
 """Objects: versions, manifests and their atomic commit, over stripes of encrypted shards.
 
-A PUT first records an intent for its stripe (so an interrupted upload is found and its
-shards collected), streams the data to the nodes, then commits the manifest with one
-compare-and-swap transaction that also retires the version it replaces. Reads use only
+A PUT streams the data to the nodes, then commits the manifest with one compare-and-swap
+transaction that also indexes its stripes (X/) and retires the version it replaces; shards
+of a PUT that never commits have no X/ entry and are collected by the orphan sweep. Reads use only
 the manifest: placement is never recomputed on the read path.
 """
 
@@ -19,7 +19,7 @@ from storage.config import Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
-from storage.errors import InvalidRange, ObjectNotFound
+from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
 from storage.metadata import MetadataStore, Txn, prefix_end
 from storage.pipeline import StripeCodec
 from storage.records import (
@@ -39,6 +39,8 @@ from storage.stripes import StripeStore
 from storage.tenants import TenantService
 
 NULL_VERSION = "null"
+SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
+SSEC_SALT = "customer_key_salt"
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
 
 
@@ -67,6 +69,7 @@ class PutOptions:
     digests: Sequence[object] = ()
     if_none_match: bool = False
     if_match: str | None = None
+    sse_c_key: bytes | None = None  # SSE-C: the customer's 256-bit key wraps the DEK
 
 
 @dataclass
@@ -87,10 +90,38 @@ class ObjectService:
 
     # keys ----------------------------------------------------------------------------------
 
-    async def _cipher_for(self, v: ObjectVersion) -> SegmentCipher:
+    async def _cipher_for(self, v: ObjectVersion, sse_c_key: bytes | None = None,
+                          ) -> SegmentCipher:
         _, kek = await self._tenants.kek(v.tenant, v.kek_version)
         dek = keys.unwrap_dek(kek, v.tenant, self.identity(v), v.dek)
+        if SSEC_HMAC in v.sse:
+            if sse_c_key is None or not self.customer_key_matches(v, sse_c_key):
+                raise KeyUnavailable("this object needs its customer-provided key")
+            dek = keys.unwrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
         return SegmentCipher(dek)
+
+    def seal_dek(self, v: ObjectVersion, kek: bytes, dek: bytes, sse_c_key: bytes | None,
+                 ) -> None:
+        """Store `dek` in `v` wrapped by the KEK, and first by an SSE-C key if one is given.
+
+        For SSE-C only a salted HMAC of the customer key is kept (in `v.sse`), to tell a
+        wrong key from a missing one; shredding the tenant's KEK still destroys the object.
+        """
+        inner = dek
+        if sse_c_key is not None:
+            salt = secrets.token_bytes(16)
+            v.sse = {**v.sse, SSEC_SALT: salt.hex(),
+                     SSEC_HMAC: keys.ssec_key_hmac(sse_c_key, salt)}
+            inner = keys.wrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
+        v.dek = keys.wrap_dek(kek, v.tenant, self.identity(v), inner)
+
+    @staticmethod
+    def customer_key_matches(v: ObjectVersion, sse_c_key: bytes) -> bool:
+        import hmac
+
+        want = v.sse.get(SSEC_HMAC, "")
+        got = keys.ssec_key_hmac(sse_c_key, bytes.fromhex(v.sse.get(SSEC_SALT, "")))
+        return hmac.compare_digest(want, got)
 
     @staticmethod
     def identity(v: ObjectVersion) -> str:
@@ -116,7 +147,7 @@ class ObjectService:
                           headers=opts.headers, storage_class=opts.storage_class,
                           tags=opts.tags, sse=opts.sse, identity_version=ident_version)
         dek = keys.new_dek()
-        v.dek = keys.wrap_dek(kek, tenant, self.identity(v), dek)
+        self.seal_dek(v, kek, dek, opts.sse_c_key)
         md5 = hashlib.md5()
         part = await self.write_part(v, 1, SegmentCipher(dek), body, [md5, *opts.digests],
                                      opts.size_hint, opts.storage_class)
@@ -137,20 +168,15 @@ class ObjectService:
     async def write_part(self, v: ObjectVersion, number: int, cipher: SegmentCipher,
                          body: AsyncIterator[bytes], digests: Sequence[object],
                          size_hint: int | None, storage_class: str) -> PartLayout:
-        """Write one part as one stripe, recording an intent first so orphans are found."""
+        """Write one part as one stripe; it becomes visible only when a manifest commits."""
         profile = self._cfg.profile_for_class(storage_class)
         stripe_id = new_stripe_id()
         codec = StripeCodec(cipher=cipher, codec=ErasureCodec(profile.k, profile.m),
                             identity=self.identity(v), part=number, stripe_id=stripe_id,
                             segment_size=self._cfg.segment_size)
-        await self._meta.put(stripe_index_key(stripe_id),
-                             pack({"state": "writing", "bucket": v.bucket, "key": v.key,
-                                   "since": time.time()}))
-        try:
-            res = await self._stripes.write(codec, profile, body, digests, size_hint)
-        except BaseException:
-            await self._meta.delete(stripe_index_key(stripe_id))
-            raise
+        # No metadata write before the data: shards of a write that never commits have no
+        # X/ entry, and the orphan sweep collects them after a grace period.
+        res = await self._stripes.write(codec, profile, body, digests, size_hint)
         part = PartLayout(number=number, size=res.size, etag="", stripe_id=stripe_id,
                           k=profile.k, m=profile.m, segment_size=self._cfg.segment_size,
                           nodes=res.nodes, profile=profile.name)
@@ -160,9 +186,13 @@ class ObjectService:
         return part
 
     async def commit(self, v: ObjectVersion, if_none_match: bool = False,
-                     if_match: str | None = None) -> None:
-        """Atomically make `v` current, retiring what it replaces (compare-and-swap loop)."""
-        from storage.errors import Conflict
+                     if_match: str | None = None, extra: Txn | None = None) -> None:
+        """Atomically make `v` current, retiring what it replaces (compare-and-swap loop).
+
+        `extra` is applied in the same transaction (a multipart upload's records); if one
+        of its compared records changed, `StaleRecord` is raised instead of retrying.
+        """
+        from storage.errors import Conflict, StaleRecord
 
         okey = object_key(v.bucket, v.key)
         while True:
@@ -191,8 +221,17 @@ class ObjectService:
                         {"state": "live", "bucket": v.bucket, "key": v.key,
                          "version": v.version_id, "part": p.number})
             self._retire(retired, puts, deletes)
+            if extra is not None:
+                compares.update(extra.compares)
+                puts.update(extra.puts)
+                deletes.extend(extra.deletes)
             if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
                 return
+            if extra is not None:
+                for k, rev in extra.compares.items():
+                    item = await self._meta.get(k)
+                    if (item.revision if item else 0) != rev:
+                        raise StaleRecord(f"record {k!r} changed")
 
     async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
                             puts: dict[bytes, bytes], deletes: list[bytes],
@@ -268,14 +307,14 @@ class ObjectService:
 
     async def read(self, v: ObjectVersion, start: int = 0, end: int | None = None,
                    on_damage: Callable[[bytes, int, str], None] | None = None,
-                   ) -> AsyncIterator[bytes]:
+                   sse_c_key: bytes | None = None) -> AsyncIterator[bytes]:
         """Plaintext bytes [start, end) of a version, streamed segment by segment."""
         end = v.size if end is None else end
         if start < 0 or end > v.size or start > end:
             raise InvalidRange(v.size)
         if start == end:
             return
-        cipher = await self._cipher_for(v)
+        cipher = await self._cipher_for(v, sse_c_key)
         offset = 0
         for part in v.parts:
             p_start, p_end = offset, offset + part.size
@@ -440,3 +479,37 @@ class ObjectService:
     async def is_latest(self, v: ObjectVersion) -> bool:
         cur = await self._meta.get(object_key(v.bucket, v.key))
         return cur is not None and ObjectVersion.decode(cur.value).version_id == v.version_id
+
+    async def update_version(self, tenant: str, bucket: str, key: str,
+                             version_id: str | None, **changes: object) -> ObjectVersion:
+        """Change metadata fields (tags...) of one version, current one if `version_id` is
+        None, in every record that holds it (current and history), with compare-and-swap."""
+        await self.buckets.get(tenant, bucket)
+        okey = object_key(bucket, key)
+        while True:
+            records = []
+            cur = await self._meta.get(okey)
+            if cur is not None:
+                cv = ObjectVersion.decode(cur.value)
+                if version_id is None or cv.version_id == version_id:
+                    records.append((cur, cv))
+                    version_id = cv.version_id
+            if version_id is None:
+                raise ObjectNotFound(bucket, key)
+            for item in await self._versions_raw(bucket, key):
+                v = ObjectVersion.decode(item.value)
+                if v.version_id == version_id:
+                    records.append((item, v))
+            if not records:
+                raise ObjectNotFound(bucket, key, version_id)
+            updated = records[0][1]
+            if updated.delete_marker:
+                return updated
+            compares, puts = {}, {}
+            for item, v in records:
+                for name, value in changes.items():
+                    setattr(v, name, value)
+                compares[item.key] = item.revision
+                puts[item.key] = v.encode()
+            if await self._meta.txn(Txn(compares=compares, puts=puts)):
+                return updated

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from storage.crypto.aead import TAG_BYTES, SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec, block_size
-from storage.shards.format import ShardHeader, pack_frame
+from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader, pack_frame
 
 
 def segment_count(size: int, segment_size: int) -> int:
@@ -22,6 +22,14 @@ def segment_count(size: int, segment_size: int) -> int:
 def segment_length(size: int, segment_size: int, index: int) -> int:
     """Plaintext bytes in segment `index` of a part of `size` bytes."""
     return min(segment_size, size - index * segment_size)
+
+
+def shard_file_bytes(size: int, segment_size: int, k: int) -> int:
+    """Exact size of each shard file of a part of `size` bytes (all shards are equal)."""
+    n = segment_count(size, segment_size)
+    return HEADER_BYTES + sum(
+        FRAME_HEAD_BYTES + block_size(segment_length(size, segment_size, i) + TAG_BYTES, k)
+        for i in range(n))
 
 
 @dataclass(frozen=True)

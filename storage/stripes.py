@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from storage.config import Config, NodeSpec, Profile
 from storage.errors import DataUnavailable, IntegrityError, QuorumNotReached, StorageError
 from storage.health import HealthTracker
-from storage.pipeline import StripeCodec, segment_count, segment_length
+from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.placement import place
 from storage.shards.client import NodeClient
 from storage.shards.format import ShardHeader
@@ -58,22 +58,22 @@ class _ShardSender:
     """One streaming PUT of one shard, fed frame by frame through a bounded queue."""
 
     def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: bytes,
-                 segments: int, stall_s: float) -> None:
+                 segments: int, stall_s: float, length: int | None = None) -> None:
         self.node = node
         self.error: str | None = None
         self._q: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
         self._stall_s = stall_s
         self._header = header
-        self._task = asyncio.create_task(self._run(client, sid, segments))
+        self._task = asyncio.create_task(self._run(client, sid, segments, length))
 
     async def _body(self) -> AsyncIterator[bytes]:
-        yield self._header
         while (item := await self._q.get()) is not None:
             yield item
 
-    async def _run(self, client: NodeClient, sid: str, segments: int) -> None:
+    async def _run(self, client: NodeClient, sid: str, segments: int,
+                   length: int | None) -> None:
         try:
-            await client.put_shard(self.node, sid, self._body(), segments)
+            await client.put_shard(self.node, sid, self._body(), segments, length)
         except StorageError as exc:
             self.error = str(exc)
 
@@ -84,6 +84,8 @@ class _ShardSender:
     async def send(self, frame: bytes | None) -> None:
         if self.error is not None:
             return
+        if self._header and frame is not None:
+            frame, self._header = self._header + frame, b""  # one write for small shards
         try:
             self._q.put_nowait(frame)
             return
@@ -169,6 +171,8 @@ class StripeStore:
                                    ["not enough healthy nodes to place the stripe"])
         headers = codec.headers()
         segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
+        length = None if size_hint is None else shard_file_bytes(size_hint, codec.segment_size,
+                                                                codec.codec.k)
         senders: list[_ShardSender] | None = None
         total = 0
         count = 0
@@ -193,7 +197,7 @@ class StripeStore:
                     senders = [
                         _ShardSender(self._client, node,
                                      shard_id(codec.stripe_id, i), headers[i].pack(),
-                                     segs, self._stall_s)
+                                     segs, self._stall_s, length)
                         for i, node in enumerate(targets)
                     ]
                 if digests:

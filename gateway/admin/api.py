@@ -1,19 +1,264 @@
-"""The admin API (placeholder routes filled by the tenants issue): health and cluster state."""
+"""The admin API (JSON over HTTP on the admin listener): tenants, their keys and access keys.
+
+Every route except /health needs a SigV4 signature by an admin-role key (see `auth`); every
+authenticated action is written to the append-only audit log (who, what, when, result).
+
+    GET    /health
+    GET    /admin/v1/tenants                       list
+    POST   /admin/v1/tenants            {"name"}   create
+    GET    /admin/v1/tenants/{name}                show
+    DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets)
+    POST   /admin/v1/tenants/{name}/rotate-key     new KEK version, rewrap in background
+    POST   /admin/v1/tenants/{name}/shred {"confirm": name, "wait_s": N}
+    DELETE /admin/v1/tenants/{name}/shred          cancel a scheduled shred
+    GET    /admin/v1/keys[?tenant=T]               list access keys (never secrets)
+    POST   /admin/v1/keys               {"tenant"} create; the only answer holding a secret
+    DELETE /admin/v1/keys/{access_key}             revoke
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import web
 
+from gateway.admin.audit import AuditLog
+from gateway.admin.auth import AdminError, authenticate_admin
+from storage import errors as se
+from storage import keys_rotation as kr
 from storage.cluster import Cluster
+from storage.records import Tenant
+
+log = logging.getLogger("tessera.admin")
+PREFIX = "/admin/v1"
+Route = Callable[["Call"], Awaitable[tuple[int, Any]]]
+
+
+class Call:
+    """One authenticated admin request: who, the parsed JSON body, the route's params."""
+
+    def __init__(self, request: web.Request, who: str, body: dict[str, Any]) -> None:
+        self.request = request
+        self.who = who
+        self.body = body
+        self.audit: dict[str, Any] = {}
+
+    def param(self, name: str) -> str:
+        return self.request.match_info[name]
 
 
 class AdminApi:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        self.audit = AuditLog(cluster.cfg.data_dir / "audit" / "audit.log")
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/health", self.health)
+        routes: list[tuple[str, str, str, Route]] = [
+            ("GET", "/tenants", "tenant.list", self.tenant_list),
+            ("POST", "/tenants", "tenant.create", self.tenant_create),
+            ("GET", "/tenants/{name}", "tenant.show", self.tenant_show),
+            ("DELETE", "/tenants/{name}", "tenant.delete", self.tenant_delete),
+            ("POST", "/tenants/{name}/rotate-key", "tenant.rotate-key", self.tenant_rotate),
+            ("POST", "/tenants/{name}/shred", "tenant.shred", self.tenant_shred),
+            ("DELETE", "/tenants/{name}/shred", "tenant.shred-cancel", self.shred_cancel),
+            ("GET", "/keys", "key.list", self.key_list),
+            ("POST", "/keys", "key.create", self.key_create),
+            ("DELETE", "/keys/{access_key}", "key.revoke", self.key_revoke),
+        ]
+        for method, path, action, fn in routes:
+            app.router.add_route(method, PREFIX + path, self._wrap(action, fn))
+        app.router.add_route("*", PREFIX + "/{tail:.*}", self._not_found)
 
     async def health(self, _: web.Request) -> web.Response:
         states = {nid: s.state for nid, s in self.cluster.health.states.items()}
         return web.json_response({"status": "ok", "nodes": states})
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        try:
+            await authenticate_admin(request, self.cluster.tenants,
+                                     self.cluster.cfg.gateway.max_skew_s)
+        except AdminError as exc:
+            return _error(exc.status, exc.code, exc.message)
+        return _error(404, "NoSuchRoute", f"no admin route {request.method} {request.path}")
+
+    def _wrap(self, action: str, fn: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            remote = request.remote
+            try:
+                cred, raw = await authenticate_admin(request, self.cluster.tenants,
+                                                     self.cluster.cfg.gateway.max_skew_s)
+            except AdminError as exc:
+                await self.audit.record(_claimed_key(request), action, f"denied:{exc.code}",
+                                        dict(request.match_info), remote)
+                return _error(exc.status, exc.code, exc.message)
+            try:
+                body = json.loads(raw) if raw else {}
+                if not isinstance(body, dict):
+                    raise AdminError(400, "MalformedJSON", "the body must be a JSON object")
+            except ValueError:
+                return _error(400, "MalformedJSON", "the body is not valid JSON")
+            call = Call(request, cred.access_key, body)
+            call.audit.update(request.match_info)
+            try:
+                status, payload = await fn(call)
+            except AdminError as exc:
+                status, payload = exc.status, _error_body(exc.code, exc.message)
+            except se.StorageError as exc:
+                status, payload = _map_storage_error(exc)
+            except Exception:  # noqa: BLE001 - the audit log records every outcome
+                log.exception("admin action %s failed", action)
+                status, payload = 500, _error_body("InternalError", "internal error; see the "
+                                                   "gateway log")
+            result = "ok" if status < 400 else f"error:{payload['error']['code']}"
+            await self.audit.record(cred.access_key, action, result, call.audit, remote)
+            return web.json_response(payload, status=status)
+
+        return handle
+
+    # tenants ---------------------------------------------------------------------------------
+
+    async def _tenant_view(self, t: Tenant) -> dict[str, Any]:
+        meta = self.cluster.meta
+        buckets = await self.cluster.buckets.list(t.name) if t.state == "active" else []
+        rewrapping = t.name in await kr.pending_rewraps(meta)
+        return {"name": t.name, "state": t.state, "created": t.created,
+                "kek_version": t.current_kek if t.keks else None,
+                "kek_versions": sorted(t.keks), "kms_key_id": f"{t.name}/kek",
+                "buckets": len(buckets), "rewrap_pending": rewrapping,
+                "shred_due": await kr.pending_shred(meta, t.name)}
+
+    async def tenant_list(self, _: Call) -> tuple[int, Any]:
+        ts = [t for t in await self.cluster.tenants.list() if not t.name.startswith("_")]
+        return 200, {"tenants": [await self._tenant_view(t) for t in ts]}
+
+    async def tenant_create(self, call: Call) -> tuple[int, Any]:
+        name = _str_field(call.body, "name")
+        call.audit["tenant"] = name
+        if name.startswith("_"):
+            raise AdminError(400, "InvalidName", "tenant names may not start with '_'")
+        t = await self.cluster.tenants.create(name)
+        return 201, await self._tenant_view(t)
+
+    async def tenant_show(self, call: Call) -> tuple[int, Any]:
+        return 200, await self._tenant_view(await self._tenant(call))
+
+    async def tenant_delete(self, call: Call) -> tuple[int, Any]:
+        t = await self._tenant(call)
+        if await self.cluster.buckets.list(t.name):
+            raise AdminError(409, "TenantNotEmpty", f"tenant {t.name!r} still owns buckets; "
+                             "delete them first (or shred the tenant)")
+        for k in await self.cluster.tenants.list_keys(t.name):
+            if k.state == "active":
+                await self.cluster.tenants.revoke_key(k.access_key)
+        from storage.records import tenant_key
+
+        await self.cluster.meta.delete(tenant_key(t.name))
+        return 200, {"name": t.name, "deleted": True}
+
+    async def tenant_rotate(self, call: Call) -> tuple[int, Any]:
+        t = await self._tenant(call)
+        v = await kr.rotate(self.cluster.meta, self.cluster.tenants, t.name)
+        call.audit["version"] = v
+        return 200, {"name": t.name, "kek_version": v, "rewrap_pending": True}
+
+    async def tenant_shred(self, call: Call) -> tuple[int, Any]:
+        t = await self._tenant(call)
+        if call.body.get("confirm") != t.name:
+            raise AdminError(400, "ConfirmationRequired", "shredding destroys every object of "
+                             f"the tenant forever; repeat with confirm = {t.name!r}")
+        wait = call.body.get("wait_s", 0)
+        if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
+            raise AdminError(400, "InvalidArgument", "wait_s must be a number of seconds >= 0")
+        call.audit["wait_s"] = wait
+        due = await kr.schedule_shred(self.cluster.meta, self.cluster.tenants, t.name,
+                                      float(wait), call.who)
+        state = "shredded" if wait == 0 else "scheduled"
+        return 200, {"name": t.name, "state": state, "due": due}
+
+    async def shred_cancel(self, call: Call) -> tuple[int, Any]:
+        t = await self._tenant(call)
+        await kr.cancel_shred(self.cluster.meta, t.name)
+        return 200, {"name": t.name, "state": t.state, "shred_due": None}
+
+    async def _tenant(self, call: Call) -> Tenant:
+        name = call.param("name")
+        call.audit["tenant"] = name
+        if name.startswith("_"):
+            raise AdminError(404, "NoSuchTenant", f"tenant {name!r} does not exist")
+        try:
+            return await self.cluster.tenants.get(name)
+        except se.NotFound:
+            raise AdminError(404, "NoSuchTenant", f"tenant {name!r} does not exist; "
+                             "see `tessera tenant list`") from None
+
+    # access keys -----------------------------------------------------------------------------
+
+    async def key_list(self, call: Call) -> tuple[int, Any]:
+        tenant = call.request.query.get("tenant")
+        recs = await self.cluster.tenants.list_keys(tenant)
+        return 200, {"keys": [{"access_key_id": r.access_key, "tenant": r.tenant,
+                               "state": r.state, "created": r.created}
+                              for r in recs if r.role == "tenant"]}
+
+    async def key_create(self, call: Call) -> tuple[int, Any]:
+        tenant = _str_field(call.body, "tenant")
+        call.audit["tenant"] = tenant
+        if tenant.startswith("_"):
+            raise AdminError(404, "NoSuchTenant", f"tenant {tenant!r} does not exist")
+        try:
+            cred = await self.cluster.tenants.create_key(tenant)
+        except se.NotFound:
+            raise AdminError(404, "NoSuchTenant", f"tenant {tenant!r} does not exist; create "
+                             "it with `tessera tenant create`") from None
+        call.audit["access_key"] = cred.access_key
+        return 201, {"access_key_id": cred.access_key, "secret_access_key": cred.secret_key,
+                     "tenant": cred.tenant, "created": time.time()}
+
+    async def key_revoke(self, call: Call) -> tuple[int, Any]:
+        ak = call.param("access_key")
+        call.audit["access_key"] = ak
+        recs = {r.access_key: r for r in await self.cluster.tenants.list_keys()}
+        rec = recs.get(ak)
+        if rec is None or rec.role != "tenant":
+            raise AdminError(404, "NoSuchAccessKey", f"access key {ak} does not exist; see "
+                             "`tessera key list`")
+        await self.cluster.tenants.revoke_key(ak)
+        return 200, {"access_key_id": ak, "tenant": rec.tenant, "state": "revoked"}
+
+
+def _str_field(body: dict[str, Any], name: str) -> str:
+    v = body.get(name)
+    if not isinstance(v, str) or not v:
+        raise AdminError(400, "InvalidArgument", f"the body needs a string field {name!r}")
+    return v
+
+
+def _claimed_key(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    i = auth.find("Credential=")
+    return auth[i + 11:].split("/", 1)[0][:40] if i >= 0 else "anonymous"
+
+
+def _error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(_error_body(code, message), status=status)
+
+
+def _map_storage_error(exc: se.StorageError) -> tuple[int, Any]:
+    if isinstance(exc, se.NotFound):
+        return 404, _error_body("NotFound", str(exc))
+    if isinstance(exc, se.Conflict):
+        return 409, _error_body("Conflict", str(exc))
+    if isinstance(exc, se.InvalidInput):
+        return 400, _error_body("InvalidArgument", str(exc))
+    if isinstance(exc, se.KeyUnavailable):
+        return 409, _error_body("TenantShredded", str(exc))
+    return 503, _error_body("Unavailable", str(exc))

@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.metrics import Metrics
+from gateway.s3 import cors, policy
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, load_all
-from gateway.s3.router import parse_endpoint
+from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint
 from gateway.s3.sigv4 import authenticate
 from storage.cluster import Cluster
 from storage.config import GatewayConfig
@@ -51,6 +52,11 @@ class S3Server:
                                 self.cfg.virtual_host_domain,
                                 has_copy_source="x-amz-copy-source" in request.headers)
             op, bucket, key = ep.op, ep.bucket, ep.key
+            if ep.op == PREFLIGHT:
+                return await self._preflight(request, ep, rid, started)
+            if "Origin" in request.headers:
+                request["cors_headers"] = await cors.request_cors_headers(
+                    self.cluster, request, bucket)
             ak = _access_key_of(request)
             cred = await self.cluster.tenants.credential(ak) if ak else None
             auth = authenticate(request.method, request.raw_path, list(request.query.items()),
@@ -58,13 +64,18 @@ class S3Server:
                                 lambda a: cred.secret_key if cred and a == cred.access_key
                                 else None,
                                 datetime.now(UTC), self.cfg.max_skew_s)
-            if auth.anonymous or cred is None or cred.role != "tenant":
+            if auth.anonymous:
+                tenant = await policy.anonymous_tenant(self.cluster, ep)
+            elif cred is None or cred.role != "tenant":
                 raise S3Error("AccessDenied")
+            else:
+                tenant = cred.tenant
+                await policy.check_tenant(self.cluster, ep, tenant, cred.access_key)
             handler = self.handlers.get(ep.op)
             if handler is None:
                 raise S3Error("NotImplemented", "A header or query you provided requested a "
                               "function that is not implemented.")
-            rq = S3Request(request, ep, auth, cred.tenant, self.cluster, self.cfg, rid)
+            rq = S3Request(request, ep, auth, tenant, self.cluster, self.cfg, rid)
             resp = await handler(rq)
         except asyncio.CancelledError:
             self.metrics.request(op, 499, time.perf_counter() - started)
@@ -86,6 +97,22 @@ class S3Server:
         elapsed = time.perf_counter() - started
         self.metrics.request(op, resp.status, elapsed)
         log.info("request", extra={"request_id": rid, "op": op, "method": request.method,
+                                   "path": request.path, "status": resp.status,
+                                   "duration_ms": round(elapsed * 1000, 2)})
+        return resp
+
+    async def _preflight(self, request: web.Request, ep: Endpoint, rid: str,
+                         started: float) -> web.StreamResponse:
+        """CORS preflight: unauthenticated, answered from the bucket's CORS rules."""
+        try:
+            resp = await cors.preflight(self.cluster, request, ep.bucket, ep.key)
+        except Exception as exc:  # noqa: BLE001 - every error becomes an S3 error
+            err = to_s3_error(exc, ep.bucket, ep.key)
+            resp = web.Response(status=err.status, body=error_xml(err, rid, HOST_ID),
+                                content_type="application/xml", headers=dict(err.headers))
+        elapsed = time.perf_counter() - started
+        self.metrics.request(PREFLIGHT, resp.status, elapsed)
+        log.info("request", extra={"request_id": rid, "op": PREFLIGHT, "method": "OPTIONS",
                                    "path": request.path, "status": resp.status,
                                    "duration_ms": round(elapsed * 1000, 2)})
         return resp

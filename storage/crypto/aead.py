@@ -53,6 +53,8 @@ def wrap(kek: bytes, key: bytes, aad: bytes) -> bytes:
 
 
 def unwrap(kek: bytes, wrapped: bytes, aad: bytes) -> bytes:
+    if len(wrapped) < NONCE_BYTES + TAG_BYTES:
+        raise IntegrityError("wrapped key is truncated")
     try:
         return AESGCM(kek).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
     except InvalidTag:

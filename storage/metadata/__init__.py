@@ -58,4 +58,8 @@ async def open_store(backend: str, path: str, etcd_endpoints: tuple[str, ...] = 
         from storage.metadata.sqlite import SqliteStore
 
         return await SqliteStore.open(path)
+    if backend == "etcd":
+        from storage.metadata.etcd import EtcdStore
+
+        return await EtcdStore.open(etcd_endpoints)
     raise ValueError(f"metadata backend {backend!r} is not available")

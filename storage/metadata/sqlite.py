@@ -1,14 +1,17 @@
-"""SQLite backend of the metadata interface: one WAL-mode file, one writer thread.
+"""SQLite backend of the metadata interface: one WAL-mode file, group-committed writes.
 
-All statements run on one dedicated thread (SQLite connections are not shared across
-threads), so the event loop never blocks on disk. Revisions come from one global counter,
-as in etcd, so a compare-and-swap works across keys.
+Writes from concurrent requests are gathered into one transaction (one fsync) by a single
+committer, each applied in its own savepoint so a failed compare affects only its own
+operation. Reads use a second connection (WAL readers never block the writer) and see
+every write whose call has returned. Revisions come from one global counter, as in etcd,
+so a compare-and-swap works across keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,94 +24,160 @@ CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL, rev INTEGER 
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
+MAX_BATCH = 512
+
+_Op = Callable[[sqlite3.Connection, Callable[[], int]], Any]
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
 
 
 class SqliteStore:
-    def __init__(self, conn: sqlite3.Connection, pool: ThreadPoolExecutor) -> None:
-        self._conn = conn
-        self._pool = pool
-        self._rev = conn.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
+    def __init__(self, writer: sqlite3.Connection, reader: sqlite3.Connection,
+                 wpool: ThreadPoolExecutor, rpool: ThreadPoolExecutor) -> None:
+        self._w = writer
+        self._r = reader
+        self._wpool = wpool
+        self._rpool = rpool
+        self._rev = writer.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
+        self._pending: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        wpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-w")
+        rpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-r")
 
-        def _open() -> sqlite3.Connection:
+        def _open() -> tuple[sqlite3.Connection, sqlite3.Connection]:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
-            return conn
+            w = _connect(str(path))
+            w.executescript(_SCHEMA)
+            return w, _connect(str(path))
 
-        conn = await asyncio.get_running_loop().run_in_executor(pool, _open)
-        return cls(conn, pool)
+        w, r = await asyncio.get_running_loop().run_in_executor(wpool, _open)
+        return cls(w, r, wpool, rpool)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    # reads -------------------------------------------------------------------------------
 
-    def _next_rev(self) -> int:
-        self._rev += 1
-        self._conn.execute("UPDATE meta SET value=? WHERE name='revision'", (self._rev,))
-        return self._rev
+    async def _read(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._rpool, fn)
 
     async def get(self, key: bytes) -> Item | None:
-        row = await self._run(lambda: self._conn.execute(
+        row = await self._read(lambda: self._r.execute(
             "SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone())
         return Item(key, row[0], row[1]) if row else None
-
-    async def put(self, key: bytes, value: bytes) -> int:
-        def _put() -> int:
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                rev = self._next_rev()
-                self._conn.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (key, value, rev))
-                return rev
-
-        return await self._run(_put)
-
-    async def delete(self, key: bytes) -> bool:
-        def _delete() -> bool:
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                cur = self._conn.execute("DELETE FROM kv WHERE k=?", (key,))
-                if cur.rowcount:
-                    self._next_rev()
-                return cur.rowcount > 0
-
-        return await self._run(_delete)
 
     async def range(self, start: bytes, end: bytes, limit: int = 1000,
                     reverse: bool = False) -> list[Item]:
         order = "DESC" if reverse else "ASC"
         sql = f"SELECT k, v, rev FROM kv WHERE k>=? AND k<? ORDER BY k {order} LIMIT ?"
-        rows = await self._run(lambda: self._conn.execute(sql, (start, end, limit)).fetchall())
+        rows = await self._read(lambda: self._r.execute(sql, (start, end, limit)).fetchall())
         return [Item(k, v, r) for k, v, r in rows]
 
-    async def txn(self, txn: Txn) -> bool:
-        def _txn() -> bool:
-            c = self._conn
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                for key, rev in txn.compares.items():
-                    row = c.execute("SELECT rev FROM kv WHERE k=?", (key,)).fetchone()
-                    if (row[0] if row else 0) != rev:
-                        c.execute("ROLLBACK")
-                        return False
-                if txn.puts or txn.deletes:
-                    rev = self._next_rev()
-                    c.executemany("INSERT OR REPLACE INTO kv VALUES (?,?,?)",
-                                  [(k, v, rev) for k, v in txn.puts.items()])
-                    c.executemany("DELETE FROM kv WHERE k=?", [(k,) for k in txn.deletes])
-                c.execute("COMMIT")
-                return True
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
+    # writes (group commit) -----------------------------------------------------------------
 
-        return await self._run(_txn)
+    async def _write(self, op: _Op) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop())
+        return await fut
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                results = await loop.run_in_executor(self._wpool, self._apply, batch)
+            except BaseException as exc:  # the whole batch failed to commit
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc if isinstance(exc, Exception)
+                                          else RuntimeError("commit interrupted"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, fut), res in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+    def _apply(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> list[Any]:
+        c = self._w
+        results: list[Any] = []
+        start_rev = self._rev
+
+        def next_rev() -> int:
+            self._rev += 1
+            return self._rev
+
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for op, _ in batch:
+                c.execute("SAVEPOINT op")
+                try:
+                    results.append(op(c, next_rev))
+                    c.execute("RELEASE op")
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - returned to that op's caller
+                    c.execute("ROLLBACK TO op")
+                    c.execute("RELEASE op")
+                    results.append(exc)
+            if self._rev != start_rev:
+                c.execute("UPDATE meta SET value=? WHERE name='revision'", (self._rev,))
+            c.execute("COMMIT")
+        except BaseException:
+            self._rev = start_rev
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return results
+
+    async def put(self, key: bytes, value: bytes) -> int:
+        def op(c: sqlite3.Connection, next_rev: Callable[[], int]) -> int:
+            rev = next_rev()
+            c.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (key, value, rev))
+            return rev
+
+        return await self._write(op)
+
+    async def delete(self, key: bytes) -> bool:
+        def op(c: sqlite3.Connection, next_rev: Callable[[], int]) -> bool:
+            cur = c.execute("DELETE FROM kv WHERE k=?", (key,))
+            if cur.rowcount:
+                next_rev()
+            return cur.rowcount > 0
+
+        return await self._write(op)
+
+    async def txn(self, txn: Txn) -> bool:
+        def op(c: sqlite3.Connection, next_rev: Callable[[], int]) -> bool:
+            for key, rev in txn.compares.items():
+                row = c.execute("SELECT rev FROM kv WHERE k=?", (key,)).fetchone()
+                if (row[0] if row else 0) != rev:
+                    return False
+            if txn.puts or txn.deletes:
+                rev = next_rev()
+                c.executemany("INSERT OR REPLACE INTO kv VALUES (?,?,?)",
+                              [(k, v, rev) for k, v in txn.puts.items()])
+                c.executemany("DELETE FROM kv WHERE k=?", [(k,) for k in txn.deletes])
+            return True
+
+        return await self._write(op)
 
     async def close(self) -> None:
-        await self._run(self._conn.close)
-        self._pool.shutdown(wait=True)
+        if self._committer is not None:
+            await self._committer
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._rpool, self._r.close)
+        await loop.run_in_executor(self._wpool, self._w.close)
+        self._wpool.shutdown(wait=True)
+        self._rpool.shutdown(wait=True)

@@ -50,11 +50,14 @@ class NodeClient:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
     async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
-                        segments: int) -> None:
+                        segments: int, length: int | None = None) -> None:
         path = f"/v1/shards/{sid}"
         headers = self._headers(node, "PUT", path)
-        headers["X-Tessera-Segments"] = str(segments)
+        if segments >= 0:
+            headers["X-Tessera-Segments"] = str(segments)
         headers["Content-Type"] = "application/octet-stream"
+        if length is not None:
+            headers["Content-Length"] = str(length)
         try:
             async with self._session.put(node.url + path, data=body, headers=headers,
                                          timeout=self._timeout) as r:
@@ -72,6 +75,16 @@ class NodeClient:
     async def list_shards(self, node: NodeSpec, after: str = "", limit: int = 1000) -> list[str]:
         out = await self._json("GET", node, f"/v1/shards?after={after}&limit={limit}")
         return list(out["shards"] if isinstance(out, dict) else out or [])
+
+    async def quarantined(self, node: NodeSpec, since: float = 0.0) -> list[dict[str, Any]]:
+        """Sidecars of shards the node quarantined after `since` (epoch seconds)."""
+        out = await self._json("GET", node, f"/v1/quarantine?since={since:.6f}")
+        return list(out.get("quarantined", [])) if isinstance(out, dict) else []
+
+    async def scrub_status(self, node: NodeSpec) -> dict[str, Any]:
+        """The node scrubber's progress ({} when the node does not run one)."""
+        out = await self._json("GET", node, "/v1/scrub")
+        return out if isinstance(out, dict) else {}
 
     async def health(self, node: NodeSpec, timeout_s: float = 2.0) -> dict[str, Any]:
         path = "/v1/health"

@@ -51,4 +51,12 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
 
     runner = WorkerRunner()
     runner.start(GarbageCollector(cluster.meta, cluster.stripes))
+    from storage.workers.repair import RepairSettings, RepairWorker
+
+    runner.start(RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
+                              cluster.cpu, RepairSettings.from_env()))
+    from storage.keys_rotation import Rewrapper, ShredScheduler
+
+    runner.start(Rewrapper(cluster.meta, cluster.tenants))
+    runner.start(ShredScheduler(cluster.meta, cluster.tenants))
     return runner

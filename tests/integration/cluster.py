@@ -17,6 +17,7 @@ from botocore.config import Config as BotoConfig
 
 READY_TIMEOUT_S = 90.0
 ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3)]
+ETCD_HOSTS = ["127.0.1.10", "127.0.2.10", "127.0.3.10"]
 
 
 def free_port(hosts: list[str] | None = None) -> int:
@@ -46,15 +47,27 @@ class LocalCluster:
     node_port: int = 0
     proc: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)
+    metadata: str = "sqlite"
+    etcd_port: int = 0
+    etcd_peer_port: int = 0
 
     def start(self) -> LocalCluster:
         if not self.port:
             self.port, self.admin_port = free_port(), free_port()
             self.node_port = free_port(ZONE_HOSTS)
+        extra = []
+        if self.metadata == "etcd":
+            if not self.etcd_port:
+                self.etcd_port = free_port(ETCD_HOSTS)
+                self.etcd_peer_port = free_port(ETCD_HOSTS)
+                while self.etcd_peer_port in (self.etcd_port, self.node_port):
+                    self.etcd_peer_port = free_port(ETCD_HOSTS)
+            extra = ["--metadata", "etcd", "--etcd-port", str(self.etcd_port),
+                     "--etcd-peer-port", str(self.etcd_peer_port)]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "up", "--data", str(self.data),
              "--port", str(self.port), "--admin-port", str(self.admin_port),
-             "--node-port", str(self.node_port)],
+             "--node-port", str(self.node_port), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
         out = []

@@ -65,6 +65,15 @@ def xml_response(body: bytes, status: int = 200, headers: dict[str, str] | None 
 
 def load_all() -> dict[str, Handler]:
     """Import every handler module so their operations register."""
-    from gateway.s3.handlers import buckets, listing, objects  # noqa: F401
+    from gateway.s3.handlers import (  # noqa: F401
+        batch,
+        bucket_config,
+        buckets,
+        copy,
+        listing,
+        multipart,
+        objects,
+        tagging,
+    )
 
     return HANDLERS

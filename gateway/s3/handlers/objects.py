@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.s3 import sse
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
+from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_range
 from storage.errors import Conflict
 from storage.objects import PutOptions
@@ -38,6 +40,7 @@ def put_options(rq: S3Request) -> PutOptions:
         storage_class=sc,
         if_none_match=h.get("If-None-Match") == "*",
         if_match=h["If-Match"].strip('"') if "If-Match" in h else None,
+        tags=parse_tagging_header(h.get("x-amz-tagging")),
     )
 
 
@@ -48,8 +51,8 @@ def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
         "Last-Modified": http_date(v.last_modified),
         "Content-Type": v.content_type,
         "Accept-Ranges": "bytes",
-        "x-amz-server-side-encryption": "AES256",
     }
+    out.update(sse.response_headers(v.sse))
     out.update(v.headers)
     for k, val in v.user_meta.items():
         out[f"x-amz-meta-{k}"] = val
@@ -66,6 +69,8 @@ def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
 async def put_object(rq: S3Request) -> web.StreamResponse:
     body = RequestBody(rq.request, rq.auth, rq.cfg.max_object_size)
     opts = put_options(rq)
+    choice = await sse.for_request(rq)
+    opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = body.length
     opts.digests = body.digests
     stored: dict[str, str] = {}
@@ -81,7 +86,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     except Conflict:
         raise S3Error("PreconditionFailed",
                       Condition="If-None-Match" if opts.if_none_match else "If-Match") from None
-    headers = {"ETag": f'"{v.etag}"', "x-amz-server-side-encryption": "AES256"}
+    headers = {"ETag": f'"{v.etag}"', **sse.response_headers(v.sse)}
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
     for alg, val in stored.items():
@@ -118,14 +123,29 @@ def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
             headers[h] = rq.params[p]
 
 
+def _part_range(rq: S3Request, v: ObjectVersion, headers: dict[str, str],
+                ) -> tuple[int, int] | None:
+    """GET/HEAD `?partNumber=N`: that part's byte range (see handlers/multipart.py)."""
+    from gateway.s3.handlers.multipart import part_range
+
+    start, end, count = part_range(v, rq.params["partNumber"], rq.headers.get("Range"))
+    if count is not None:
+        headers["x-amz-mp-parts-count"] = str(count)
+    return (start, end) if end > start else None
+
+
 @operation("HeadObject")
 async def head_object(rq: S3Request) -> web.StreamResponse:
     v, versioned = await _version_for_read(rq)
+    sse.key_for_read(rq.headers, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
     headers = object_headers(v, versioned)
     size = v.size
     status = 200
-    rng = parse_range(rq.headers.get("Range"), v.size) if v.size else None
+    if "partNumber" in rq.params:
+        rng = _part_range(rq, v, headers)
+    else:
+        rng = parse_range(rq.headers.get("Range"), v.size) if v.size else None
     if rng is not None:
         headers["Content-Range"] = f"bytes {rng[0]}-{rng[1] - 1}/{v.size}"
         size = rng[1] - rng[0]
@@ -143,12 +163,16 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
 @operation("GetObject")
 async def get_object(rq: S3Request) -> web.StreamResponse:
     v, versioned = await _version_for_read(rq)
+    customer_key = sse.key_for_read(rq.headers, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
     headers = object_headers(v, versioned)
     range_header = rq.headers.get("Range")
     if range_header and v.size == 0 and range_header.startswith("bytes="):
         raise S3Error("InvalidRange", RangeRequested=range_header, ActualObjectSize="0")
-    rng = parse_range(range_header, v.size)
+    if "partNumber" in rq.params:
+        rng = _part_range(rq, v, headers)
+    else:
+        rng = parse_range(range_header, v.size)
     start, end = rng if rng is not None else (0, v.size)
     status = 206 if rng is not None else 200
     if rng is not None:
@@ -159,7 +183,7 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     _overrides(rq, headers)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
-    stream = rq.cluster.objects.read(v, start, end)
+    stream = rq.cluster.objects.read(v, start, end, sse_c_key=customer_key)
     first = None
     if end > start:
         # Read the first segment before sending headers, so an unreadable object is an

@@ -1,0 +1,197 @@
+"""`tessera tenant ...` and `tessera key ...`: the admin CLI over the admin API.
+
+Reads TESSERA_ADMIN_URL, TESSERA_ADMIN_ACCESS_KEY and TESSERA_ADMIN_SECRET_KEY from the
+environment (as written to tessera.env by `tessera up`), signs each request with SigV4, and
+prints a table by default or JSON with --json. Failures are one plain line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+ENV_URL = "TESSERA_ADMIN_URL"
+ENV_AK = "TESSERA_ADMIN_ACCESS_KEY"
+ENV_SK = "TESSERA_ADMIN_SECRET_KEY"
+TIMEOUT_S = 30.0
+
+
+class CliError(Exception):
+    """A failure shown to the operator as one line."""
+
+
+def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
+                  query: dict[str, str] | None = None,
+                  env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Sign and send one admin API request; the parsed JSON answer or CliError."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    env = dict(os.environ if env is None else env)
+    missing = [n for n in (ENV_URL, ENV_AK, ENV_SK) if not env.get(n)]
+    if missing:
+        raise CliError(f"{', '.join(missing)} not set; load the cluster's tessera.env "
+                       "(set -a; . DATA/tessera.env; set +a)")
+    url = env[ENV_URL].rstrip("/") + "/admin/v1" + path
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = {"X-Amz-Content-SHA256": hashlib.sha256(data).hexdigest()}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    req = AWSRequest(method=method, url=url, data=data, headers=headers)
+    SigV4Auth(Credentials(env[ENV_AK], env[ENV_SK]), "s3", "us-east-1").add_auth(req)
+    http_req = urllib.request.Request(url, data=data if data else None, method=method,
+                                      headers=dict(req.headers.items()))
+    try:
+        with urllib.request.urlopen(http_req, timeout=TIMEOUT_S) as resp:  # noqa: S310
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            err = json.loads(exc.read())["error"]
+            raise CliError(f"{err['message']} ({err['code']})") from None
+        except (ValueError, KeyError, TypeError):
+            raise CliError(f"admin API answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"cannot reach the admin API at {env[ENV_URL]} ({reason}); is the "
+                       "cluster running (tessera up)?") from None
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
+    """A plain aligned text table of `rows` with (key, title) columns."""
+    cells = [[title.upper() for _, title in cols]]
+    for r in rows:
+        out = []
+        for key, _ in cols:
+            v = r.get(key)
+            if key in ("created", "due", "shred_due"):
+                v = _when(v)
+            elif isinstance(v, list):
+                v = ",".join(str(x) for x in v)
+            out.append("-" if v is None else str(v))
+        cells.append(out)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
+
+
+TENANT_COLS = [("name", "name"), ("state", "state"), ("kek_version", "kek"),
+               ("buckets", "buckets"), ("rewrap_pending", "rewrapping"),
+               ("shred_due", "shred due"), ("created", "created")]
+KEY_COLS = [("access_key_id", "access key id"), ("tenant", "tenant"), ("state", "state"),
+            ("created", "created")]
+
+
+def _emit(a: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    print(json.dumps(payload, indent=2, sort_keys=True) if a.json else text)
+
+
+def _tenant(a: argparse.Namespace) -> None:
+    q = urllib.parse.quote
+    if a.action == "create":
+        r = admin_request("POST", "/tenants", {"name": a.name})
+        _emit(a, r, table([r], TENANT_COLS))
+    elif a.action == "list":
+        r = admin_request("GET", "/tenants")
+        _emit(a, r, table(r["tenants"], TENANT_COLS))
+    elif a.action == "show":
+        r = admin_request("GET", f"/tenants/{q(a.name)}")
+        text = "\n".join(f"{k:15} {_when(v) if k in ('created', 'shred_due') else v}"
+                         for k, v in r.items())
+        _emit(a, r, text)
+    elif a.action == "delete":
+        r = admin_request("DELETE", f"/tenants/{q(a.name)}")
+        _emit(a, r, f"tenant {a.name} deleted")
+    elif a.action == "rotate-key":
+        r = admin_request("POST", f"/tenants/{q(a.name)}/rotate-key")
+        _emit(a, r, f"tenant {a.name}: key version {r['kek_version']} is current; "
+                    "object keys are rewrapped in the background")
+    elif a.action == "shred":
+        if a.cancel:
+            r = admin_request("DELETE", f"/tenants/{q(a.name)}/shred")
+            _emit(a, r, f"tenant {a.name}: scheduled shred cancelled")
+            return
+        if a.confirm != a.name:
+            raise CliError(f"shredding destroys every object of {a.name} forever; repeat with "
+                           f"--confirm {a.name}")
+        r = admin_request("POST", f"/tenants/{q(a.name)}/shred",
+                          {"confirm": a.confirm, "wait_s": a.wait})
+        text = (f"tenant {a.name}: keys destroyed" if r["state"] == "shredded" else
+                f"tenant {a.name}: keys will be destroyed at {_when(r['due'])} "
+                f"(cancel with: tessera tenant shred {a.name} --cancel)")
+        _emit(a, r, text)
+
+
+def _key(a: argparse.Namespace) -> None:
+    if a.action == "create":
+        r = admin_request("POST", "/keys", {"tenant": a.tenant})
+        text = (f"access key id:     {r['access_key_id']}\n"
+                f"secret access key: {r['secret_access_key']}\n"
+                f"tenant:            {r['tenant']}\n"
+                "(the secret is shown only now)")
+        _emit(a, r, text)
+    elif a.action == "list":
+        r = admin_request("GET", "/keys", query={"tenant": a.tenant} if a.tenant else None)
+        _emit(a, r, table(r["keys"], KEY_COLS))
+    elif a.action == "revoke":
+        r = admin_request("DELETE", f"/keys/{urllib.parse.quote(a.access_key)}")
+        _emit(a, r, f"access key {a.access_key} revoked")
+
+
+def _run(fn: Any) -> Any:
+    def run(a: argparse.Namespace) -> int:
+        try:
+            fn(a)
+        except CliError as exc:
+            print(f"tessera {a.command} {a.action}: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run
+
+
+def add_admin_commands(sub: Any) -> None:
+    """Add the `tenant` and `key` subcommands to the `tessera` parser."""
+    js = argparse.ArgumentParser(add_help=False)
+    js.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    t = sub.add_parser("tenant", help="manage tenants (admin API)")
+    ts = t.add_subparsers(dest="action", required=True)
+    for name, hlp in (("create", "create a tenant"), ("show", "show one tenant"),
+                      ("delete", "delete a tenant that owns no buckets"),
+                      ("rotate-key", "new key version; rewrap object keys in background")):
+        p = ts.add_parser(name, help=hlp, parents=[js])
+        p.add_argument("name")
+    ts.add_parser("list", help="list tenants", parents=[js])
+    sh = ts.add_parser("shred", help="destroy a tenant's keys (and so its data) forever",
+                       parents=[js])
+    sh.add_argument("name")
+    sh.add_argument("--confirm", metavar="NAME", help="repeat the tenant name to confirm")
+    sh.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="waiting period before the keys are destroyed (default 0)")
+    sh.add_argument("--cancel", action="store_true", help="cancel a scheduled shred")
+    t.set_defaults(func=_run(_tenant))
+    k = sub.add_parser("key", help="manage S3 access keys (admin API)")
+    ks = k.add_subparsers(dest="action", required=True)
+    kc = ks.add_parser("create", help="create an access key for a tenant", parents=[js])
+    kc.add_argument("--tenant", required=True)
+    kl = ks.add_parser("list", help="list access keys", parents=[js])
+    kl.add_argument("--tenant")
+    kr = ks.add_parser("revoke", help="revoke an access key", parents=[js])
+    kr.add_argument("access_key")
+    k.set_defaults(func=_run(_key))

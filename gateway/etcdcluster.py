@@ -1,0 +1,146 @@
+"""A local three-member etcd cluster, one member per zone, for `tessera up --metadata etcd`.
+
+Members listen on 127.0.1.10 / 127.0.2.10 / 127.0.3.10 (one per zone, as in a real
+deployment where each AZ runs one member), keep their data under `<data>/etcd/<member>`
+and log to `<data>/logs/<member>.log`. Tests use the same class on free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ETCD_HOSTS = ("127.0.1.10", "127.0.2.10", "127.0.3.10")
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    name: str
+    host: str
+    client_port: int
+    peer_port: int
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+
+def default_members(client_port: int, peer_port: int,
+                    hosts: tuple[str, ...] = ETCD_HOSTS) -> list[EtcdMember]:
+    """One member per zone host: etcd-az1, etcd-az2, etcd-az3."""
+    return [EtcdMember(f"etcd-az{i}", h, client_port, peer_port)
+            for i, h in enumerate(hosts, start=1)]
+
+
+@dataclass
+class EtcdCluster:
+    """Starts and stops the members as child processes (their own sessions)."""
+
+    data_dir: Path
+    members: list[EtcdMember]
+    log_dir: Path
+    run_dir: Path | None = None
+    token: str = "tessera"
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(m.client_url for m in self.members)
+
+    def _args(self, m: EtcdMember) -> list[str]:
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        return [
+            etcd_binary(), "--name", m.name, "--data-dir", str(self.data_dir / m.name),
+            "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
+            "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+            "--initial-cluster", initial, "--initial-cluster-token", self.token,
+            "--initial-cluster-state", "new", "--max-txn-ops", "1024",
+            "--logger", "zap", "--log-outputs", "stderr",
+        ]
+
+    def start(self) -> EtcdCluster:
+        """Start every member, then wait until each answers /health (a leader is elected)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for m in self.members:
+                self.start_member(m.name, wait=False)
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            for m in self.members:
+                self._wait_healthy(m, deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_member(self, name: str, wait: bool = True) -> None:
+        m = next(x for x in self.members if x.name == name)
+        with open(self.log_dir / f"{m.name}.log", "ab") as log:
+            p = subprocess.Popen(self._args(m), stdout=log, stderr=log,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[m.name] = p
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / f"{m.name}.pid").write_text(f"{p.pid}\n")
+        if wait:
+            self._wait_healthy(m, time.monotonic() + READY_TIMEOUT_S)
+
+    def _wait_healthy(self, m: EtcdMember, deadline: float) -> None:
+        p = self.procs[m.name]
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise RuntimeError(f"etcd member {m.name} exited with status {p.returncode}; "
+                                   f"see {self.log_dir / (m.name + '.log')}")
+            if member_healthy(m.client_url):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"etcd member {m.name} not healthy within {READY_TIMEOUT_S:.0f}s; "
+                           f"see {self.log_dir / (m.name + '.log')}")
+
+    def kill(self, name: str) -> None:
+        p = self.procs.get(name)
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+
+def etcd_binary() -> str:
+    path = shutil.which("etcd")
+    if path is None:
+        raise RuntimeError("the etcd binary is not installed (Debian package etcd-server)")
+    return path
+
+
+def member_healthy(client_url: str, timeout_s: float = 2.0) -> bool:
+    """True when the member answers /health with a leader."""
+    try:
+        with urllib.request.urlopen(f"{client_url}/health", timeout=timeout_s) as r:
+            return bool(json.loads(r.read()).get("health") == "true")
+    except (OSError, urllib.error.URLError, ValueError):
+        return False

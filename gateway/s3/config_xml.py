@@ -1,0 +1,481 @@
+"""Bucket configuration documents: CORS, lifecycle, default encryption (XML) and policy (JSON).
+
+Each parser validates like AWS (same error codes and messages where AWS documents or is known
+to send them) and returns plain dicts and lists, which the bucket record stores as they are
+(msgpack) and which other components (the CORS evaluator, the lifecycle worker) read without
+knowing XML. Each builder turns the stored form back into the XML AWS would return, so a
+configuration round-trips through Put and Get.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from gateway.s3.errors import S3Error, xml_document
+from gateway.s3.xml import S3_NAMESPACE, find_all, find_text, parse_document
+
+__all__ = [
+    "CORS_METHODS",
+    "DEFAULT_ENCRYPTION",
+    "cors_xml",
+    "acl_is_private",
+    "encryption_xml",
+    "lifecycle_xml",
+    "owner_acl_xml",
+    "parse_cors",
+    "parse_encryption",
+    "parse_lifecycle",
+    "validate_policy",
+]
+
+CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
+CORS_RULES_MAX = 100
+LIFECYCLE_RULES_MAX = 1000
+RULE_ID_CHARS_MAX = 255
+POLICY_BYTES_MAX = 20 * 1024
+TRANSITION_CLASSES = ("GLACIER", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+                      "DEEP_ARCHIVE", "GLACIER_IR")
+SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+POLICY_VERSIONS = ("2012-10-17", "2008-10-17")
+
+#: What GetBucketEncryption answers for a bucket without its own configuration: since January
+#: 2023 every S3 bucket has SSE-S3 (AES256) as its default encryption.
+DEFAULT_ENCRYPTION: dict[str, Any] = {"algorithm": "AES256", "kms_key_id": None,
+                                      "bucket_key_enabled": False}
+
+
+def _malformed(detail: str) -> S3Error:
+    err = S3Error("MalformedXML")
+    err.add_note(detail)
+    return err
+
+
+def _root(tag: str) -> ET.Element:
+    return ET.Element(tag, xmlns=S3_NAMESPACE)
+
+
+def _add(parent: ET.Element, tag: str, text: object) -> ET.Element:
+    child = ET.SubElement(parent, tag)
+    if isinstance(text, bool):
+        child.text = "true" if text else "false"
+    elif text is not None:
+        child.text = str(text)
+    return child
+
+
+def _int(text: str | None, what: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise _malformed(f"{what} {text!r} is not an integer") from None
+
+
+# --- CORS ----------------------------------------------------------------------------------
+
+
+def parse_cors(body: bytes) -> list[dict[str, Any]]:
+    """CORSConfiguration -> [{id, allowed_origins, allowed_methods, allowed_headers,
+    expose_headers, max_age}] (1 to 100 rules, in the order sent)."""
+    root = parse_document(body, "CORSConfiguration")
+    rules = find_all(root, "CORSRule")
+    if not rules or len(rules) > CORS_RULES_MAX:
+        raise _malformed(f"{len(rules)} CORS rules; 1 to {CORS_RULES_MAX} allowed")
+    out = []
+    for rule in rules:
+        origins = [(e.text or "").strip() for e in find_all(rule, "AllowedOrigin")]
+        methods = [(e.text or "").strip() for e in find_all(rule, "AllowedMethod")]
+        if not origins or not methods:
+            raise _malformed("a CORSRule needs AllowedOrigin and AllowedMethod")
+        for m in methods:
+            if m not in CORS_METHODS:
+                raise S3Error("InvalidRequest", "Found unsupported HTTP method in CORS config. "
+                              f"Unsupported method is {m}")
+        for o in origins:
+            if o.count("*") > 1:
+                raise S3Error("InvalidRequest", f'AllowedOrigin "{o}" can not have more than '
+                              "one wildcard.")
+        headers = [(e.text or "").strip() for e in find_all(rule, "AllowedHeader")]
+        for h in headers:
+            if h.count("*") > 1:
+                raise S3Error("InvalidRequest", f'AllowedHeader "{h}" can not have more than '
+                              "one wildcard.")
+        expose = [(e.text or "").strip() for e in find_all(rule, "ExposeHeader")]
+        for h in expose:
+            if "*" in h:
+                raise S3Error("InvalidRequest", f'ExposeHeader "{h}" contains wildcard. We '
+                              "currently do not support wildcard for ExposeHeader.")
+        rule_id = find_text(rule, "ID")
+        if rule_id is not None and len(rule_id) > RULE_ID_CHARS_MAX:
+            raise S3Error("InvalidArgument", "ID length should not exceed allowed limit of 255",
+                          ArgumentName="ID", ArgumentValue=rule_id)
+        out.append({"id": rule_id, "allowed_origins": origins, "allowed_methods": methods,
+                    "allowed_headers": headers, "expose_headers": expose,
+                    "max_age": _int(find_text(rule, "MaxAgeSeconds"), "MaxAgeSeconds")})
+    return out
+
+
+def cors_xml(rules: list[dict[str, Any]]) -> bytes:
+    """GetBucketCors: the stored rules as CORSConfiguration."""
+    root = _root("CORSConfiguration")
+    for r in rules:
+        elem = _add(root, "CORSRule", None)
+        if r.get("id") is not None:
+            _add(elem, "ID", r["id"])
+        for h in r["allowed_headers"]:
+            _add(elem, "AllowedHeader", h)
+        for m in r["allowed_methods"]:
+            _add(elem, "AllowedMethod", m)
+        for o in r["allowed_origins"]:
+            _add(elem, "AllowedOrigin", o)
+        for h in r["expose_headers"]:
+            _add(elem, "ExposeHeader", h)
+        if r.get("max_age") is not None:
+            _add(elem, "MaxAgeSeconds", r["max_age"])
+    return xml_document(root)
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+def _invalid(message: str, name: str = "", value: str = "") -> S3Error:
+    return S3Error("InvalidArgument", message, ArgumentName=name, ArgumentValue=value)
+
+
+def _date(text: str, action: str) -> str:
+    """An ISO 8601 date at midnight UTC, normalised to `YYYY-MM-DDT00:00:00.000Z`."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid(f"'Date' for {action} action is not a valid ISO 8601 date", "Date",
+                       text) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC)
+    if (when.hour, when.minute, when.second, when.microsecond) != (0, 0, 0, 0):
+        raise _invalid("'Date' must be at midnight GMT", "Date", text)
+    return when.strftime("%Y-%m-%dT00:00:00.000Z")
+
+
+def _days(elem: ET.Element, name: str, action: str, minimum: int) -> int | None:
+    value = _int(find_text(elem, name), name)
+    if value is not None and value < minimum:
+        word = "positive" if minimum > 0 else "nonnegative"
+        raise _invalid(f"'{name}' for {action} action must be a {word} integer", name,
+                       str(value))
+    return value
+
+
+def _tag(elem: ET.Element) -> tuple[str, str]:
+    key, value = find_text(elem, "Key"), find_text(elem, "Value")
+    if key is None or value is None:
+        raise _malformed("Tag needs Key and Value")
+    return key, value
+
+
+def _filter(rule: ET.Element) -> tuple[dict[str, Any], bool]:
+    """The rule's filter as {prefix, tags, size_gt, size_lt}; True if the legacy Prefix."""
+    legacy = find_text(rule, "Prefix")
+    filters = find_all(rule, "Filter")
+    if legacy is not None and filters:
+        raise _malformed("a Rule has both Prefix and Filter")
+    if legacy is not None:
+        return {"prefix": legacy, "tags": {}, "size_gt": None, "size_lt": None}, True
+    if len(filters) != 1:
+        raise _malformed("a Rule needs one Filter (or Prefix)")
+    f = filters[0]
+    out: dict[str, Any] = {"prefix": None, "tags": {}, "size_gt": None, "size_lt": None}
+    children = [c for c in f if isinstance(c.tag, str)]
+    if len(children) > 1:
+        raise _malformed("a Filter holds one condition; combine them with And")
+    target = f
+    ands = find_all(f, "And")
+    if ands:
+        target = ands[0]
+    out["prefix"] = find_text(target, "Prefix")
+    for t in find_all(target, "Tag"):
+        k, v = _tag(t)
+        if k in out["tags"]:
+            raise S3Error("InvalidRequest", "Duplicate Tag Keys are not allowed.")
+        out["tags"][k] = v
+    out["size_gt"] = _int(find_text(target, "ObjectSizeGreaterThan"), "ObjectSizeGreaterThan")
+    out["size_lt"] = _int(find_text(target, "ObjectSizeLessThan"), "ObjectSizeLessThan")
+    if out["size_gt"] is not None and out["size_lt"] is not None \
+            and out["size_gt"] >= out["size_lt"]:
+        raise _invalid("ObjectSizeGreaterThan must be less than ObjectSizeLessThan",
+                       "ObjectSizeGreaterThan", str(out["size_gt"]))
+    return out, False
+
+
+def _transition(elem: ET.Element, noncurrent: bool) -> dict[str, Any]:
+    action = "NoncurrentVersionTransition" if noncurrent else "Transition"
+    sc = find_text(elem, "StorageClass")
+    if sc not in TRANSITION_CLASSES:
+        raise _malformed(f"{action} StorageClass {sc!r}")
+    if noncurrent:
+        return {"noncurrent_days": _days(elem, "NoncurrentDays", action, 0),
+                "newer_noncurrent_versions": _days(elem, "NewerNoncurrentVersions", action, 1),
+                "storage_class": sc}
+    days, date = _days(elem, "Days", action, 0), find_text(elem, "Date")
+    if (days is None) == (date is None):
+        raise _malformed(f"{action} needs exactly one of Days and Date")
+    return {"days": days, "date": _date(date, action) if date else None, "storage_class": sc}
+
+
+def _rule(rule: ET.Element) -> dict[str, Any]:
+    rule_id = find_text(rule, "ID")
+    if rule_id is None or rule_id == "":
+        rule_id = secrets.token_hex(24)
+    if len(rule_id) > RULE_ID_CHARS_MAX:
+        raise _invalid("ID length should not exceed allowed limit of 255", "ID", rule_id)
+    status = find_text(rule, "Status")
+    if status not in ("Enabled", "Disabled"):
+        raise _malformed(f"Status {status!r}")
+    flt, legacy = _filter(rule)
+    out: dict[str, Any] = {"id": rule_id, "status": status, "filter": flt,
+                           "legacy_prefix": legacy, "expiration": None, "transitions": [],
+                           "noncurrent_expiration": None, "noncurrent_transitions": [],
+                           "abort_incomplete_mpu_days": None}
+    exp = find_all(rule, "Expiration")
+    if exp:
+        e = exp[0]
+        days, date = _days(e, "Days", "Expiration", 1), find_text(e, "Date")
+        marker = find_text(e, "ExpiredObjectDeleteMarker")
+        given = [x for x in (days, date, marker) if x is not None]
+        if len(given) != 1:
+            raise _malformed("Expiration needs exactly one of Days, Date, "
+                             "ExpiredObjectDeleteMarker")
+        if marker is not None and (flt["tags"]):
+            raise _malformed("ExpiredObjectDeleteMarker cannot be used with tag filters")
+        out["expiration"] = {"days": days, "date": _date(date, "Expiration") if date else None,
+                             "expired_object_delete_marker":
+                                 None if marker is None else marker.strip() == "true"}
+    out["transitions"] = [_transition(t, False) for t in find_all(rule, "Transition")]
+    nce = find_all(rule, "NoncurrentVersionExpiration")
+    if nce:
+        days = _days(nce[0], "NoncurrentDays", "NoncurrentVersionExpiration", 1)
+        if days is None:
+            raise _malformed("NoncurrentVersionExpiration needs NoncurrentDays")
+        out["noncurrent_expiration"] = {
+            "noncurrent_days": days,
+            "newer_noncurrent_versions": _days(nce[0], "NewerNoncurrentVersions",
+                                               "NoncurrentVersionExpiration", 1)}
+    out["noncurrent_transitions"] = [_transition(t, True)
+                                     for t in find_all(rule, "NoncurrentVersionTransition")]
+    abort = find_all(rule, "AbortIncompleteMultipartUpload")
+    if abort:
+        days = _days(abort[0], "DaysAfterInitiation", "AbortIncompleteMultipartUpload", 1)
+        if days is None:
+            raise _malformed("AbortIncompleteMultipartUpload needs DaysAfterInitiation")
+        if flt["tags"]:
+            raise _invalid("AbortIncompleteMultipartUpload cannot be specified with Tags.")
+        out["abort_incomplete_mpu_days"] = days
+    if not (out["expiration"] or out["transitions"] or out["noncurrent_expiration"]
+            or out["noncurrent_transitions"] or out["abort_incomplete_mpu_days"]):
+        raise S3Error("InvalidRequest", "At least one action needs to be specified in a rule")
+    return out
+
+
+def parse_lifecycle(body: bytes) -> list[dict[str, Any]]:
+    """LifecycleConfiguration -> list of rule dicts (see `_rule`); 1 to 1000 unique IDs."""
+    root = parse_document(body, "LifecycleConfiguration")
+    elems = find_all(root, "Rule")
+    if not elems or len(elems) > LIFECYCLE_RULES_MAX:
+        raise _malformed(f"{len(elems)} lifecycle rules; 1 to {LIFECYCLE_RULES_MAX} allowed")
+    rules = [_rule(e) for e in elems]
+    ids = [r["id"] for r in rules]
+    if len(set(ids)) != len(ids):
+        raise _invalid("Rule ID must be unique. Found same ID for more than one rule", "ID",
+                       next(i for i in ids if ids.count(i) > 1))
+    return rules
+
+
+def _add_transition(parent: ET.Element, tag: str, t: dict[str, Any]) -> None:
+    elem = _add(parent, tag, None)
+    for key, name in (("date", "Date"), ("days", "Days"), ("noncurrent_days", "NoncurrentDays"),
+                      ("newer_noncurrent_versions", "NewerNoncurrentVersions")):
+        if t.get(key) is not None:
+            _add(elem, name, t[key])
+    _add(elem, "StorageClass", t["storage_class"])
+
+
+def _add_filter(rule_elem: ET.Element, r: dict[str, Any]) -> None:
+    f = r["filter"]
+    if r.get("legacy_prefix"):
+        _add(rule_elem, "Prefix", f["prefix"] or "")
+        return
+    elem = _add(rule_elem, "Filter", None)
+    conditions = (int(f["prefix"] is not None) + len(f["tags"]) + int(f["size_gt"] is not None)
+                  + int(f["size_lt"] is not None))
+    target = _add(elem, "And", None) if conditions > 1 else elem
+    if f["prefix"] is not None:
+        _add(target, "Prefix", f["prefix"])
+    for k, v in f["tags"].items():
+        tag = _add(target, "Tag", None)
+        _add(tag, "Key", k)
+        _add(tag, "Value", v)
+    if f["size_gt"] is not None:
+        _add(target, "ObjectSizeGreaterThan", f["size_gt"])
+    if f["size_lt"] is not None:
+        _add(target, "ObjectSizeLessThan", f["size_lt"])
+
+
+def lifecycle_xml(rules: list[dict[str, Any]]) -> bytes:
+    """GetBucketLifecycleConfiguration: the stored rules as LifecycleConfiguration."""
+    root = _root("LifecycleConfiguration")
+    for r in rules:
+        elem = _add(root, "Rule", None)
+        if r.get("expiration"):
+            e = _add(elem, "Expiration", None)
+            x = r["expiration"]
+            if x.get("date") is not None:
+                _add(e, "Date", x["date"])
+            if x.get("days") is not None:
+                _add(e, "Days", x["days"])
+            if x.get("expired_object_delete_marker") is not None:
+                _add(e, "ExpiredObjectDeleteMarker", x["expired_object_delete_marker"])
+        _add(elem, "ID", r["id"])
+        _add_filter(elem, r)
+        _add(elem, "Status", r["status"])
+        for t in r["transitions"]:
+            _add_transition(elem, "Transition", t)
+        for t in r["noncurrent_transitions"]:
+            _add_transition(elem, "NoncurrentVersionTransition", t)
+        if r.get("noncurrent_expiration"):
+            n = _add(elem, "NoncurrentVersionExpiration", None)
+            _add(n, "NoncurrentDays", r["noncurrent_expiration"]["noncurrent_days"])
+            if r["noncurrent_expiration"].get("newer_noncurrent_versions") is not None:
+                _add(n, "NewerNoncurrentVersions",
+                     r["noncurrent_expiration"]["newer_noncurrent_versions"])
+        if r.get("abort_incomplete_mpu_days") is not None:
+            a = _add(elem, "AbortIncompleteMultipartUpload", None)
+            _add(a, "DaysAfterInitiation", r["abort_incomplete_mpu_days"])
+    return xml_document(root)
+
+
+# --- default encryption --------------------------------------------------------------------
+
+
+def parse_encryption(body: bytes) -> dict[str, Any]:
+    """ServerSideEncryptionConfiguration -> {algorithm, kms_key_id, bucket_key_enabled}."""
+    root = parse_document(body, "ServerSideEncryptionConfiguration")
+    rules = find_all(root, "Rule")
+    if len(rules) != 1:
+        raise _malformed(f"{len(rules)} encryption rules; exactly 1 allowed")
+    defaults = find_all(rules[0], "ApplyServerSideEncryptionByDefault")
+    if len(defaults) != 1:
+        raise _malformed("Rule needs ApplyServerSideEncryptionByDefault")
+    algorithm = find_text(defaults[0], "SSEAlgorithm")
+    if algorithm not in SSE_ALGORITHMS:
+        raise _malformed(f"SSEAlgorithm {algorithm!r}")
+    key_id = find_text(defaults[0], "KMSMasterKeyID") or None
+    if key_id is not None and algorithm == "AES256":
+        raise _invalid("a KMSMasterKeyID is not applicable if the default sse algorithm is not "
+                       "aws:kms or aws:kms:dsse", "ApplyServerSideEncryptionByDefault")
+    bke = (find_text(rules[0], "BucketKeyEnabled") or "false").strip()
+    if bke not in ("true", "false"):
+        raise _malformed(f"BucketKeyEnabled {bke!r}")
+    return {"algorithm": algorithm, "kms_key_id": key_id, "bucket_key_enabled": bke == "true"}
+
+
+def encryption_xml(conf: dict[str, Any]) -> bytes:
+    """GetBucketEncryption."""
+    root = _root("ServerSideEncryptionConfiguration")
+    rule = _add(root, "Rule", None)
+    d = _add(rule, "ApplyServerSideEncryptionByDefault", None)
+    _add(d, "SSEAlgorithm", conf["algorithm"])
+    if conf.get("kms_key_id"):
+        _add(d, "KMSMasterKeyID", conf["kms_key_id"])
+    _add(rule, "BucketKeyEnabled", bool(conf.get("bucket_key_enabled")))
+    return xml_document(root)
+
+
+# --- bucket policy -------------------------------------------------------------------------
+
+_ACTION = re.compile(r"^(\*|[a-z0-9-]+:[A-Za-z0-9*?]+)$")
+
+
+def _policy_error(message: str) -> S3Error:
+    return S3Error("MalformedPolicy", message)
+
+
+def validate_policy(body: bytes) -> str:
+    """Check a bucket policy document's shape; returns its text (stored as sent)."""
+    if len(body) > POLICY_BYTES_MAX:
+        raise _policy_error("Policy exceeds the maximum allowed document size.")
+    try:
+        text = body.decode("utf-8")
+        doc = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        raise _policy_error("Policies must be valid JSON and the first byte must be '{'") \
+            from None
+    if not isinstance(doc, dict) or not text.lstrip().startswith("{"):
+        raise _policy_error("Policies must be valid JSON and the first byte must be '{'")
+    version = doc.get("Version")
+    if version is not None and version not in POLICY_VERSIONS:
+        raise _policy_error("Invalid policy document version")
+    statements = doc.get("Statement")
+    if statements is None:
+        raise _policy_error("Missing required field Statement")
+    if isinstance(statements, dict):
+        statements = [statements]
+    if not isinstance(statements, list) or not statements:
+        raise _policy_error("Missing required field Statement")
+    for st in statements:
+        if not isinstance(st, dict):
+            raise _policy_error("Statement is not an object")
+        if st.get("Effect") not in ("Allow", "Deny"):
+            raise _policy_error("Invalid effect: " + str(st.get("Effect")))
+        if "Action" not in st and "NotAction" not in st:
+            raise _policy_error("Missing required field Action")
+        if "Principal" not in st and "NotPrincipal" not in st:
+            raise _policy_error("Missing required field Principal")
+        if "Resource" not in st and "NotResource" not in st:
+            raise _policy_error("Missing required field Resource")
+        actions = st.get("Action", st.get("NotAction"))
+        for a in [actions] if isinstance(actions, str) else actions or []:
+            if not isinstance(a, str) or not _ACTION.match(a):
+                raise _policy_error("Policy has invalid action")
+    return text
+
+
+# --- ACLs ----------------------------------------------------------------------------------
+
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+
+
+def owner_acl_xml(owner_id: str, display_name: str) -> bytes:
+    """Get(Bucket|Object)Acl: the canned `private` ACL, the owner with FULL_CONTROL."""
+    root = _root("AccessControlPolicy")
+    owner = _add(root, "Owner", None)
+    _add(owner, "ID", owner_id)
+    _add(owner, "DisplayName", display_name)
+    grants = _add(root, "AccessControlList", None)
+    grant = _add(grants, "Grant", None)
+    grantee = ET.SubElement(grant, "Grantee", {"xmlns:xsi": XSI, "xsi:type": "CanonicalUser"})
+    _add(grantee, "ID", owner_id)
+    _add(grantee, "DisplayName", display_name)
+    _add(grant, "Permission", "FULL_CONTROL")
+    return xml_document(root)
+
+
+def acl_is_private(body: bytes, owner_id: str) -> bool:
+    """True if an AccessControlPolicy body grants only FULL_CONTROL to the owner."""
+    root = parse_document(body, "AccessControlPolicy")
+    lists = find_all(root, "AccessControlList")
+    if len(lists) != 1:
+        raise _malformed("AccessControlPolicy needs one AccessControlList")
+    grants = find_all(lists[0], "Grant")
+    for g in grants:
+        grantees = find_all(g, "Grantee")
+        if len(grantees) != 1 or find_text(grantees[0], "ID") != owner_id:
+            return False
+        if find_text(g, "Permission") != "FULL_CONTROL":
+            return False
+    return len(grants) == 1

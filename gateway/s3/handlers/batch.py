@@ -1,0 +1,75 @@
+"""DeleteObjects (POST ?delete): up to 1000 keys in one request, quiet or verbose.
+
+Also `read_small_body`, the bounded reader for configuration bodies, which applies every
+integrity check a client can send (payload SHA-256, aws-chunked framing, Content-MD5,
+x-amz-checksum-*) and can require one of Content-MD5 and a checksum, as AWS does for
+DeleteObjects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from aiohttp import web
+
+from gateway.s3 import xml
+from gateway.s3.body import RequestBody
+from gateway.s3.errors import S3Error
+from gateway.s3.errors_map import to_s3_error
+from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.router import KEY_BYTES_MAX
+
+SMALL_BODY_BYTES_MAX = 1 << 20
+DELETE_BODY_BYTES_MAX = 8 << 20
+DELETE_CONCURRENCY = 16
+
+
+async def read_small_body(rq: S3Request, limit: int = SMALL_BODY_BYTES_MAX,
+                          require_digest: bool = False) -> bytes:
+    """The whole (small) request body, checked against every digest the client sent."""
+    body = RequestBody(rq.request, rq.auth, limit)
+    if require_digest and body.content_md5 is None and not body.checksums:
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-Md5.")
+    md5 = hashlib.md5()
+    digests = body.digests
+    chunks: list[bytes] = []
+    async for chunk in body:
+        md5.update(chunk)
+        for d in digests:
+            d.update(chunk)  # type: ignore[attr-defined]
+        chunks.append(chunk)
+    body.verify(md5.hexdigest())
+    return b"".join(chunks)
+
+
+async def _delete_one(rq: S3Request, key: str, version_id: str | None,
+                      ) -> tuple[str, str | None, bool, str | None] | tuple[str, str | None,
+                                                                           str, str]:
+    try:
+        if len(key.encode("utf-8")) > KEY_BYTES_MAX:
+            raise S3Error("KeyTooLongError")
+        res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, key, version_id)
+    except Exception as exc:  # noqa: BLE001 - reported per key, as AWS does
+        err = to_s3_error(exc, rq.bucket, key)
+        return key, version_id, err.code, err.message
+    if version_id is None:
+        return key, None, res.delete_marker, res.version_id if res.delete_marker else None
+    return key, version_id, res.delete_marker, version_id if res.delete_marker else None
+
+
+@operation("DeleteObjects")
+async def delete_objects(rq: S3Request) -> web.StreamResponse:
+    body = await read_small_body(rq, DELETE_BODY_BYTES_MAX, require_digest=True)
+    quiet, objects = xml.parse_delete_objects(body)
+    await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+    async def bounded(key: str, vid: str | None):  # type: ignore[no-untyped-def]
+        async with gate:
+            return await _delete_one(rq, key, vid)
+
+    results = await asyncio.gather(*(bounded(k, v) for k, v in objects))
+    deleted = [r for r in results if isinstance(r[2], bool)]
+    errors = [r for r in results if not isinstance(r[2], bool)]
+    return xml_response(xml.delete_result_xml([] if quiet else deleted, errors))  # type: ignore[arg-type]

@@ -1,0 +1,180 @@
+"""Bucket configuration subresources: CORS, policy, default encryption, lifecycle, ACLs.
+
+Each configuration is validated (`gateway.s3.config_xml`) and stored in the bucket record's
+`config` map in its parsed, plain form: `cors` (rules), `policy` (JSON text), `encryption`,
+`lifecycle` (rules, for the lifecycle worker). ACLs are not modelled: every bucket and object
+is `private` (owner FULL_CONTROL), which Get*Acl reports and Put*Acl accepts; any other ACL is
+NotImplemented.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.s3 import config_xml
+from gateway.s3.errors import S3Error
+from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.batch import read_small_body
+
+ACL_GRANT_HEADERS = ("x-amz-grant-full-control", "x-amz-grant-read", "x-amz-grant-read-acp",
+                     "x-amz-grant-write", "x-amz-grant-write-acp")
+ACL_NOT_IMPLEMENTED = "Only the canned ACL 'private' is supported."
+
+
+async def _config(rq: S3Request, name: str) -> object:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    return b.config.get(name)
+
+
+# --- CORS ----------------------------------------------------------------------------------
+
+
+@operation("PutBucketCors")
+async def put_bucket_cors(rq: S3Request) -> web.StreamResponse:
+    rules = config_xml.parse_cors(await read_small_body(rq))
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, cors=rules)
+    return web.Response(status=200)
+
+
+@operation("GetBucketCors")
+async def get_bucket_cors(rq: S3Request) -> web.StreamResponse:
+    rules = await _config(rq, "cors")
+    if rules is None:
+        raise S3Error("NoSuchCORSConfiguration", BucketName=rq.bucket)
+    return xml_response(config_xml.cors_xml(rules))  # type: ignore[arg-type]
+
+
+@operation("DeleteBucketCors")
+async def delete_bucket_cors(rq: S3Request) -> web.StreamResponse:
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, cors=None)
+    return web.Response(status=204)
+
+
+# --- policy --------------------------------------------------------------------------------
+
+
+@operation("PutBucketPolicy")
+async def put_bucket_policy(rq: S3Request) -> web.StreamResponse:
+    body = await read_small_body(rq, config_xml.POLICY_BYTES_MAX + 1)
+    text = config_xml.validate_policy(body)
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, policy=text)
+    return web.Response(status=204)
+
+
+@operation("GetBucketPolicy")
+async def get_bucket_policy(rq: S3Request) -> web.StreamResponse:
+    text = await _config(rq, "policy")
+    if text is None:
+        raise S3Error("NoSuchBucketPolicy", BucketName=rq.bucket)
+    return web.Response(status=200, text=str(text), content_type="application/json")
+
+
+@operation("DeleteBucketPolicy")
+async def delete_bucket_policy(rq: S3Request) -> web.StreamResponse:
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, policy=None)
+    return web.Response(status=204)
+
+
+# --- default encryption --------------------------------------------------------------------
+
+
+@operation("PutBucketEncryption")
+async def put_bucket_encryption(rq: S3Request) -> web.StreamResponse:
+    conf = config_xml.parse_encryption(await read_small_body(rq))
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, encryption=conf)
+    return web.Response(status=200)
+
+
+@operation("GetBucketEncryption")
+async def get_bucket_encryption(rq: S3Request) -> web.StreamResponse:
+    conf = await _config(rq, "encryption")
+    return xml_response(config_xml.encryption_xml(
+        conf if conf is not None else config_xml.DEFAULT_ENCRYPTION))  # type: ignore[arg-type]
+
+
+@operation("DeleteBucketEncryption")
+async def delete_bucket_encryption(rq: S3Request) -> web.StreamResponse:
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, encryption=None)
+    return web.Response(status=204)
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+@operation("PutBucketLifecycleConfiguration")
+async def put_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
+    rules = config_xml.parse_lifecycle(await read_small_body(rq))
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, lifecycle=rules)
+    return web.Response(status=200)
+
+
+@operation("GetBucketLifecycleConfiguration")
+async def get_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
+    rules = await _config(rq, "lifecycle")
+    if rules is None:
+        raise S3Error("NoSuchLifecycleConfiguration", BucketName=rq.bucket)
+    return xml_response(config_xml.lifecycle_xml(rules))  # type: ignore[arg-type]
+
+
+@operation("DeleteBucketLifecycle")
+async def delete_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, lifecycle=None)
+    return web.Response(status=204)
+
+
+# --- ACLs ----------------------------------------------------------------------------------
+
+
+async def _check_private_acl(rq: S3Request) -> None:
+    """Accept only the canned `private` ACL, as a header or as an equivalent body."""
+    canned = rq.headers.get("x-amz-acl")
+    grants = [h for h in ACL_GRANT_HEADERS if h in rq.headers]
+    body = await read_small_body(rq)
+    if grants or (canned is not None and canned != "private"):
+        raise S3Error("NotImplemented", ACL_NOT_IMPLEMENTED)
+    if body.strip():
+        if canned is not None:
+            raise S3Error("UnexpectedContent", "This request does not support content")
+        if not config_xml.acl_is_private(body, rq.tenant):
+            raise S3Error("NotImplemented", ACL_NOT_IMPLEMENTED)
+    elif canned is None:
+        raise S3Error("MissingSecurityHeader", "Your request was missing a required header",
+                      MissingHeaderName="x-amz-acl")
+
+
+@operation("GetBucketAcl")
+async def get_bucket_acl(rq: S3Request) -> web.StreamResponse:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    return xml_response(config_xml.owner_acl_xml(b.tenant, b.tenant))
+
+
+@operation("PutBucketAcl")
+async def put_bucket_acl(rq: S3Request) -> web.StreamResponse:
+    await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    await _check_private_acl(rq)
+    return web.Response(status=200)
+
+
+async def _object_owner(rq: S3Request) -> str:
+    vid = rq.params.get("versionId")
+    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+    if v.delete_marker:
+        headers = {"x-amz-delete-marker": "true", "x-amz-version-id": v.version_id}
+        if vid is not None:
+            raise S3Error("MethodNotAllowed", headers={**headers, "Allow": "DELETE"},
+                          Method=rq.request.method, ResourceType="DeleteMarker")
+        raise S3Error("NoSuchKey", Key=rq.key, headers=headers)
+    return v.tenant
+
+
+@operation("GetObjectAcl")
+async def get_object_acl(rq: S3Request) -> web.StreamResponse:
+    owner = await _object_owner(rq)
+    return xml_response(config_xml.owner_acl_xml(owner, owner))
+
+
+@operation("PutObjectAcl")
+async def put_object_acl(rq: S3Request) -> web.StreamResponse:
+    await _object_owner(rq)
+    await _check_private_acl(rq)
+    return web.Response(status=200)

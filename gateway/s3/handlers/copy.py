@@ -1,0 +1,154 @@
+"""CopyObject, and the copy-source parsing and preconditions UploadPartCopy shares.
+
+Data is always re-encrypted: segment AAD binds the destination's identity, so a copy reads
+the source's plaintext as a stream and writes a new version (bounded memory, any size up
+to AWS's 5 GiB copy limit).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from gateway.s3 import checksums, sse, xml
+from gateway.s3.errors import S3Error
+from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.objects import put_options
+from gateway.s3.handlers.tagging import parse_tagging_header
+from gateway.s3.http import iso_time, parse_http_date
+from storage.errors import Conflict
+from storage.records import ObjectVersion
+
+COPY_SOURCE_MAX = 5 * 1024**3
+_SELF_COPY = ("This copy request is illegal because it is trying to copy an object to itself "
+              "without changing the object's metadata, storage class, website redirect "
+              "location or encryption attributes.")
+
+
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """`x-amz-copy-source` -> (bucket, key, version id); the path part is URL-encoded."""
+    path, _, query = value.partition("?")
+    version_id = None
+    if query:
+        name, _, vid = query.partition("=")
+        if name != "versionId":
+            raise S3Error("InvalidArgument", "Unsupported copy source parameter.",
+                          ArgumentName="x-amz-copy-source", ArgumentValue=value)
+        version_id = unquote(vid)
+    path = unquote(path)
+    if path.startswith("/"):
+        path = path[1:]
+    bucket, _, key = path.partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "Invalid copy source object key",
+                      ArgumentName="x-amz-copy-source", ArgumentValue=value)
+    return bucket, key, version_id
+
+
+def _etag_in(header: str, etag: str) -> bool:
+    return any(t.strip() == "*" or t.strip().strip('"') == etag for t in header.split(","))
+
+
+def check_copy_conditions(headers: object, etag: str, last_modified: float) -> None:
+    """x-amz-copy-source-if-* as S3 combines them; every failure is 412."""
+    get = headers.get  # type: ignore[attr-defined]
+    lm = int(last_modified)
+    im = get("x-amz-copy-source-if-match")
+    inm = get("x-amz-copy-source-if-none-match")
+    ius = get("x-amz-copy-source-if-unmodified-since")
+    ims = get("x-amz-copy-source-if-modified-since")
+    if im is not None and not _etag_in(im, etag):
+        raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-Match")
+    if im is None and ius is not None:
+        t = parse_http_date(ius)
+        if t is not None and lm > t:
+            raise S3Error("PreconditionFailed",
+                          Condition="x-amz-copy-source-If-Unmodified-Since")
+    if inm is not None and _etag_in(inm, etag):
+        raise S3Error("PreconditionFailed", Condition="x-amz-copy-source-If-None-Match")
+    if inm is None and ims is not None:
+        t = parse_http_date(ims)
+        if t is not None and lm <= t:
+            raise S3Error("PreconditionFailed",
+                          Condition="x-amz-copy-source-If-Modified-Since")
+
+
+async def copy_source(rq: S3Request) -> tuple[ObjectVersion, bool]:
+    """The source version (same tenant only) after its preconditions: (version, versioned)."""
+    bucket, key, vid = parse_copy_source(rq.headers["x-amz-copy-source"])
+    b = await rq.cluster.buckets.get(rq.tenant, bucket)
+    v = await rq.cluster.objects.head(rq.tenant, bucket, key, vid)
+    if v.delete_marker:
+        if vid is not None:
+            raise S3Error("InvalidRequest", "The source of a copy request may not "
+                          "specifically refer to a delete marker by version id.")
+        raise S3Error("NoSuchKey", Key=key)
+    check_copy_conditions(rq.headers, v.etag, v.last_modified)
+    return v, bool(b.versioning)
+
+
+def _directive(rq: S3Request, name: str) -> str:
+    value = rq.headers.get(name, "COPY").upper()
+    if value not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", f"Unknown {name[6:]} directive.",
+                      ArgumentName=name, ArgumentValue=value)
+    return value
+
+
+@operation("CopyObject")
+async def copy_object(rq: S3Request) -> web.StreamResponse:
+    src, src_versioned = await copy_source(rq)
+    src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
+    meta_dir = _directive(rq, "x-amz-metadata-directive")
+    tag_dir = _directive(rq, "x-amz-tagging-directive")
+    opts = put_options(rq)
+    sc_given = "x-amz-storage-class" in rq.headers
+    same = (src.bucket == rq.bucket and src.key == rq.key
+            and await rq.cluster.objects.is_latest(src))
+    if same and meta_dir == "COPY" and not sc_given:
+        raise S3Error("InvalidRequest", _SELF_COPY)
+    if src.size > COPY_SOURCE_MAX:
+        raise S3Error("InvalidRequest", "The specified copy source is larger than the "
+                      f"maximum allowable size for a copy source: {COPY_SOURCE_MAX}")
+    if meta_dir == "COPY":
+        opts.content_type = src.content_type
+        opts.user_meta = dict(src.user_meta)
+        opts.headers = dict(src.headers)
+    opts.tags = (parse_tagging_header(rq.headers.get("x-amz-tagging")) if tag_dir == "REPLACE"
+                 else dict(src.tags))
+    choice = await sse.for_request(rq)  # the target's encryption: request or bucket default
+    opts.sse, opts.sse_c_key = choice.record, choice.customer_key
+    opts.size_hint = src.size
+    alg = rq.headers.get("x-amz-checksum-algorithm", "").upper() or next(iter(src.checksums),
+                                                                           None)
+    running = None
+    if alg:
+        if alg not in checksums.ALGORITHMS:
+            raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. "
+                          "Please try again with any of the valid types: [CRC32, CRC32C, "
+                          "CRC64NVME, SHA1, SHA256]")
+        running = checksums.Checksum(alg)
+        opts.digests = [running]
+
+    async def finalize(v: ObjectVersion) -> None:
+        if running is not None:
+            v.checksums = {running.algorithm: running.value()}
+            v.checksum_type = "FULL_OBJECT"
+            v.parts[0].checksums = dict(v.checksums)
+
+    try:
+        v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key,
+                                         rq.cluster.objects.read(src, sse_c_key=src_key), opts,
+                                         finalize)
+    except Conflict:
+        raise S3Error("PreconditionFailed",
+                      Condition="If-None-Match" if opts.if_none_match else "If-Match") from None
+    headers = dict(sse.response_headers(v.sse))
+    if v.version_id != "null":
+        headers["x-amz-version-id"] = v.version_id
+    if src_versioned:
+        headers["x-amz-copy-source-version-id"] = src.version_id
+    return xml_response(xml.copy_object_result_xml(v.etag, iso_time(v.last_modified),
+                                                   v.checksums or None, v.checksum_type),
+                        headers=headers)

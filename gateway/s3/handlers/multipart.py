@@ -1,0 +1,331 @@
+"""Multipart uploads: Create, UploadPart, UploadPartCopy, Complete, Abort, ListParts,
+ListMultipartUploads, and the part ranges GetObject/HeadObject serve for `partNumber`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.s3 import checksums, xml
+from gateway.s3.body import RequestBody
+from gateway.s3.errors import S3Error
+from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.copy import copy_source
+from gateway.s3.handlers.objects import put_options
+from gateway.s3.http import iso_time
+from storage import multipart as mp
+from storage.errors import Conflict, InvalidInput
+from storage.records import ObjectVersion
+
+PART_SIZE_MAX = 5 * 1024**3
+COMPLETE_XML_MAX = xml.COMPLETE_XML_LIMIT_BYTES
+LIST_MAX = 1000
+_PART_NUMBER_MSG = "Part number must be an integer between 1 and 10000, inclusive"
+
+
+def service(rq: S3Request) -> mp.MultipartService:
+    c = rq.cluster
+    return mp.MultipartService(c.meta, c.tenants, c.objects)
+
+
+@contextlib.contextmanager
+def _errors(upload_id: str = "") -> Iterator[None]:
+    """Storage multipart errors as AWS sends them."""
+    try:
+        yield
+    except mp.UploadNotFound:
+        raise S3Error("NoSuchUpload", UploadId=upload_id) from None
+    except mp.InvalidPart as e:
+        raise S3Error("InvalidPart", UploadId=upload_id, PartNumber=str(e.number),
+                      ETag=e.etag) from None
+    except mp.PartTooSmall as e:
+        raise S3Error("EntityTooSmall", ProposedSize=str(e.size),
+                      MinSizeAllowed=str(mp.MIN_PART_SIZE), PartNumber=str(e.number),
+                      ETag=e.etag) from None
+    except mp.ChecksumMismatch as e:
+        raise S3Error("BadDigest", f"The {e.algorithm} you specified did not match the "
+                      "calculated checksum.") from None
+
+
+def _part_number(rq: S3Request) -> int:
+    raw = rq.params.get("partNumber", "")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= mp.PART_NUMBER_MAX:
+        raise S3Error("InvalidArgument", _PART_NUMBER_MSG, ArgumentName="partNumber",
+                      ArgumentValue=raw)
+    return n
+
+
+def _int_param(rq: S3Request, name: str, default: int, cap: int) -> int:
+    raw = rq.params.get(name)
+    if raw is None:
+        return default
+    try:
+        n = int(raw)
+    except ValueError:
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer "
+                      "range", ArgumentName=name, ArgumentValue=raw) from None
+    if n < 0:
+        raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and "
+                      "2147483647", ArgumentName=name, ArgumentValue=raw)
+    return min(n, cap)
+
+
+def _checksum_headers(values: dict[str, str], ctype: str | None = None) -> dict[str, str]:
+    out = {checksums.HEADER[a]: v for a, v in values.items() if a in checksums.HEADER}
+    if ctype and values:
+        out["x-amz-checksum-type"] = ctype
+    return out
+
+
+# --- create --------------------------------------------------------------------------------
+
+
+@operation("CreateMultipartUpload")
+async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
+    po = put_options(rq)
+    alg = rq.headers.get("x-amz-checksum-algorithm")
+    ctype = rq.headers.get("x-amz-checksum-type")
+    if alg is not None and alg.upper() not in checksums.ALGORITHMS:
+        raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please "
+                      "try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, "
+                      "SHA256]")
+    opts = mp.UploadOptions(content_type=po.content_type, user_meta=po.user_meta,
+                            headers=po.headers, storage_class=po.storage_class, tags=po.tags,
+                            sse=po.sse, checksum_algorithm=alg.upper() if alg else None,
+                            checksum_type=ctype.upper() if ctype else None)
+    try:
+        up = await service(rq).create(rq.tenant, rq.bucket, rq.key, opts)
+    except InvalidInput as e:
+        raise S3Error("InvalidRequest", str(e)) from None
+    headers = {"x-amz-server-side-encryption": "AES256"}
+    if up.checksum_algorithm:
+        headers["x-amz-checksum-algorithm"] = up.checksum_algorithm
+        headers["x-amz-checksum-type"] = up.checksum_type or mp.COMPOSITE
+    return xml_response(xml.initiate_multipart_xml(rq.bucket, rq.key, up.upload_id),
+                        headers=headers)
+
+
+# --- parts ---------------------------------------------------------------------------------
+
+
+def _part_response(part: mp.Part, up: mp.Upload) -> dict[str, str]:
+    headers = {"ETag": f'"{part.etag}"', "x-amz-server-side-encryption": "AES256"}
+    headers.update(_checksum_headers(part.checksums))
+    return headers
+
+
+@operation("UploadPart")
+async def upload_part(rq: S3Request) -> web.StreamResponse:
+    number = _part_number(rq)
+    upload_id = rq.params.get("uploadId", "")
+    svc = service(rq)
+    with _errors(upload_id):
+        up, _ = await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+    body = RequestBody(rq.request, rq.auth, PART_SIZE_MAX)
+    want = up.checksum_algorithm
+    if want:
+        sent = [a for a in body.checksums if a != want]
+        if sent:
+            raise S3Error("InvalidRequest", "Checksum Type mismatch occurred, expected "
+                          f"checksum Type: {want.lower()}, actual checksum Type: "
+                          f"{sent[0].lower()}")
+        body.checksums.setdefault(want, checksums.Checksum(want))
+
+    async def finalize(part: mp.Part) -> None:
+        part.checksums = body.verify(part.etag)
+
+    with _errors(upload_id):
+        part = await svc.upload_part(rq.tenant, rq.bucket, rq.key, upload_id, number,
+                                     aiter(body), body.digests, body.length, finalize)
+    return web.Response(status=200, headers=_part_response(part, up))
+
+
+def _copy_range(value: str | None, size: int) -> tuple[int, int]:
+    """`x-amz-copy-source-range: bytes=a-b` -> [a, b+1); absent means the whole source."""
+    if value is None:
+        return 0, size
+    spec = value[6:] if value.startswith("bytes=") else ""
+    first, sep, last = spec.partition("-")
+    if not (sep and first.isdigit() and last.isdigit()):
+        raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the "
+                      "form bytes=first-last where first and last are the zero-based offsets "
+                      "of the first and last bytes to copy",
+                      ArgumentName="x-amz-copy-source-range", ArgumentValue=value)
+    a, b = int(first), int(last)
+    if a > b or b >= size:
+        raise S3Error("InvalidRange", "The requested range is not valid for the request. "
+                      "Try another range.", RangeRequested=value, ActualObjectSize=str(size))
+    return a, b + 1
+
+
+@operation("UploadPartCopy")
+async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
+    number = _part_number(rq)
+    upload_id = rq.params.get("uploadId", "")
+    svc = service(rq)
+    with _errors(upload_id):
+        up, _ = await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+    src, src_versioned = await copy_source(rq)
+    start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)
+    if end - start > PART_SIZE_MAX:
+        raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum "
+                      f"allowable size for a copy source: {PART_SIZE_MAX}")
+    running = checksums.Checksum(up.checksum_algorithm) if up.checksum_algorithm else None
+
+    async def finalize(part: mp.Part) -> None:
+        if running is not None:
+            part.checksums = {running.algorithm: running.value()}
+
+    with _errors(upload_id):
+        part = await svc.upload_part(rq.tenant, rq.bucket, rq.key, upload_id, number,
+                                     rq.cluster.objects.read(src, start, end),
+                                     [running] if running else [], end - start, finalize)
+    headers = {"x-amz-server-side-encryption": "AES256"}
+    if src_versioned:
+        headers["x-amz-copy-source-version-id"] = src.version_id
+    return xml_response(xml.copy_part_result_xml(part.etag, iso_time(part.modified),
+                                                 part.checksums or None), headers=headers)
+
+
+# --- complete / abort ----------------------------------------------------------------------
+
+
+async def _read_body(rq: S3Request, limit: int) -> bytes:
+    if rq.request.content_length is not None and rq.request.content_length > limit:
+        raise S3Error("MalformedXML")
+    body = await rq.request.content.read(limit + 1)
+    if len(body) > limit:
+        raise S3Error("MalformedXML")
+    return body
+
+
+@operation("CompleteMultipartUpload")
+async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
+    upload_id = rq.params.get("uploadId", "")
+    svc = service(rq)
+    with _errors(upload_id):
+        await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+    raw = await _read_body(rq, COMPLETE_XML_MAX)
+    try:
+        parsed = xml.parse_complete_multipart(raw)
+    except S3Error as e:
+        if e.code == "MalformedXML" and b"<Part" not in raw:
+            raise S3Error("MalformedXML", "The XML you provided was not well-formed or did "
+                          "not validate against our published schema") from None
+        raise
+    listed = [mp.ListedPart(n, etag, cks) for n, etag, cks in parsed]
+    h = rq.headers
+    if_none_match = h.get("If-None-Match") == "*"
+    if_match = h["If-Match"].strip().strip('"') if "If-Match" in h else None
+    expected = checksums.from_headers(h)
+    try:
+        with _errors(upload_id):
+            v = await svc.complete(rq.tenant, rq.bucket, rq.key, upload_id, listed,
+                                   if_none_match=if_none_match, if_match=if_match,
+                                   expected=expected)
+    except Conflict:
+        raise S3Error("PreconditionFailed",
+                      Condition="If-None-Match" if if_none_match else "If-Match") from None
+    headers = {"x-amz-server-side-encryption": "AES256"}
+    if v.version_id != "null":
+        headers["x-amz-version-id"] = v.version_id
+    location = f"{rq.request.scheme}://{rq.request.host}/{quote(rq.bucket)}/{quote(rq.key)}"
+    return xml_response(xml.complete_multipart_xml(location, rq.bucket, rq.key, v.etag,
+                                                   v.checksums or None, v.checksum_type),
+                        headers=headers)
+
+
+@operation("AbortMultipartUpload")
+async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
+    upload_id = rq.params.get("uploadId", "")
+    with _errors(upload_id):
+        await service(rq).abort(rq.tenant, rq.bucket, rq.key, upload_id)
+    return web.Response(status=204)
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+@operation("ListParts")
+async def list_parts(rq: S3Request) -> web.StreamResponse:
+    upload_id = rq.params.get("uploadId", "")
+    max_parts = _int_param(rq, "max-parts", LIST_MAX, LIST_MAX)
+    marker = _int_param(rq, "part-number-marker", 0, mp.PART_NUMBER_MAX)
+    with _errors(upload_id):
+        up, parts, truncated = await service(rq).list_parts(rq.tenant, rq.bucket, rq.key,
+                                                            upload_id, marker, max_parts)
+    entries = [xml.PartEntry(p.number, iso_time(p.modified), p.etag, p.size,
+                             p.checksums or None) for p in parts]
+    owner = (rq.tenant, rq.tenant)
+    return xml_response(xml.list_parts_xml(
+        rq.bucket, rq.key, upload_id, entries, part_number_marker=marker,
+        next_part_number_marker=parts[-1].number if parts else None,
+        max_parts=max_parts, is_truncated=truncated, owner=owner, initiator=owner,
+        storage_class=up.storage_class, checksum_algorithm=up.checksum_algorithm,
+        checksum_type=up.checksum_type))
+
+
+@operation("ListMultipartUploads")
+async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
+    p = rq.params
+    max_uploads = _int_param(rq, "max-uploads", LIST_MAX, LIST_MAX)
+    enc = p.get("encoding-type")
+    if enc is not None and enc != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type", ArgumentValue=enc)
+    key_marker = p.get("key-marker", "")
+    upload_id_marker = p.get("upload-id-marker", "") if key_marker else ""
+    uploads, prefixes, truncated = await service(rq).list_uploads(
+        rq.tenant, rq.bucket, p.get("prefix", ""), p.get("delimiter", ""), key_marker,
+        upload_id_marker, max_uploads)
+    owner = (rq.tenant, rq.tenant)
+    entries = [xml.UploadEntry(u.key, u.upload_id, iso_time(u.initiated), u.storage_class,
+                               owner, owner, u.checksum_algorithm, u.checksum_type)
+               for u in uploads]
+    next_key = next_id = None
+    if truncated:
+        last_upload = uploads[-1] if uploads else None
+        last_prefix = prefixes[-1] if prefixes else None
+        if last_upload is not None and (last_prefix is None or last_upload.key > last_prefix):
+            next_key, next_id = last_upload.key, last_upload.upload_id
+        else:
+            next_key, next_id = last_prefix, ""
+    return xml_response(xml.list_multipart_uploads_xml(
+        rq.bucket, entries, key_marker=key_marker, upload_id_marker=upload_id_marker,
+        next_key_marker=next_key, next_upload_id_marker=next_id, prefix=p.get("prefix", ""),
+        delimiter=p.get("delimiter") or None, max_uploads=max_uploads, is_truncated=truncated,
+        common_prefixes=prefixes, encoding_type=enc))
+
+
+# --- GetObject / HeadObject ?partNumber= ---------------------------------------------------
+
+
+def part_range(v: ObjectVersion, raw: str, range_header: str | None,
+               ) -> tuple[int, int, int | None]:
+    """[start, end) of part `raw` of `v` and the parts count (None for a simple object)."""
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= mp.PART_NUMBER_MAX:
+        raise S3Error("InvalidArgument", _PART_NUMBER_MSG, ArgumentName="partNumber",
+                      ArgumentValue=raw)
+    if range_header:
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber "
+                      "query parameter.")
+    multipart = "-" in v.etag
+    if not multipart:
+        if n != 1:
+            raise S3Error("InvalidPartNumber")
+        return 0, v.size, None
+    if n > len(v.parts):
+        raise S3Error("InvalidPartNumber")
+    start = sum(p.size for p in v.parts[: n - 1])
+    return start, start + v.parts[n - 1].size, len(v.parts)

@@ -1,0 +1,177 @@
+"""Server-side encryption headers of S3: SSE-S3, SSE-KMS and SSE-C, as AWS reports them.
+
+Everything is always encrypted (tenant KEK -> per-version DEK); these headers choose what is
+reported and, for SSE-C, add the customer's key as an extra wrapping of the DEK.
+
+KMS key ids: each tenant has exactly one key, its KEK, named `<tenant>/kek` or, as AWS
+writes key ARNs, `arn:aws:kms:<region>:<tenant>:key/kek`; responses give the ARN form. A key
+id naming another tenant's key is AccessDenied (as AWS answers a key you may not use); a
+malformed one is KMS.NotFoundException. ETags stay the MD5 of the plaintext even for SSE-KMS
+and SSE-C objects (AWS gives a non-MD5 ETag there); clients do not rely on either.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.s3.errors import S3Error
+from storage.objects import SSEC_HMAC
+from storage.records import ObjectVersion
+
+H_SSE = "x-amz-server-side-encryption"
+H_KMS_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
+H_BUCKET_KEY = "x-amz-server-side-encryption-bucket-key-enabled"
+H_CONTEXT = "x-amz-server-side-encryption-context"
+H_C_ALG = "x-amz-server-side-encryption-customer-algorithm"
+H_C_KEY = "x-amz-server-side-encryption-customer-key"
+H_C_MD5 = "x-amz-server-side-encryption-customer-key-MD5"
+COPY_PREFIX = "x-amz-copy-source-"
+_ARN = re.compile(r"arn:aws:kms:([a-z0-9-]*):([A-Za-z0-9_-]{1,63}):key/kek")
+_SHORT = re.compile(r"([A-Za-z0-9_-]{1,63})/kek")
+
+
+@dataclass
+class SseChoice:
+    """What a write asked for: the record kept in ObjectVersion.sse, and an SSE-C key."""
+
+    record: dict[str, str] = field(default_factory=lambda: {"algorithm": "AES256"})
+    customer_key: bytes | None = None
+
+
+def kms_key_arn(region: str, tenant: str) -> str:
+    return f"arn:aws:kms:{region}:{tenant}:key/kek"
+
+
+def _kms_key_for(key_id: str, tenant: str, region: str) -> str:
+    m = _ARN.fullmatch(key_id) or _SHORT.fullmatch(key_id)
+    if m is None:
+        raise S3Error("KMS.NotFoundException", f"Invalid keyId '{key_id}'", status=400)
+    owner = m.group(m.lastindex or 1)
+    if owner != tenant:
+        raise S3Error("AccessDenied", "User is not authorized to perform kms:GenerateDataKey "
+                      "on this key.")
+    return kms_key_arn(region, tenant)
+
+
+def customer_key(headers: Any, prefix: str = "") -> bytes | None:
+    """The SSE-C key of a request (or of its copy source with `prefix`), checked as AWS does."""
+    alg = headers.get(prefix + H_C_ALG)
+    key = headers.get(prefix + H_C_KEY)
+    md5 = headers.get(prefix + H_C_MD5)
+    if alg is None and key is None and md5 is None:
+        return None
+    if alg is None:
+        raise S3Error("InvalidArgument", "Requests specifying Server Side Encryption with "
+                      "Customer provided keys must provide a valid encryption algorithm.",
+                      ArgumentName=prefix + H_C_ALG, ArgumentValue="null")
+    if alg != "AES256":
+        raise S3Error("InvalidEncryptionAlgorithmError", "The Encryption request you specified "
+                      "is not valid. Supported value: AES256.",
+                      ArgumentName=prefix + H_C_ALG, ArgumentValue=alg)
+    if key is None:
+        raise S3Error("InvalidArgument", "Requests specifying Server Side Encryption with "
+                      "Customer provided keys must provide an appropriate secret key.",
+                      ArgumentName=prefix + H_C_KEY, ArgumentValue="null")
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise S3Error("InvalidArgument", "The secret key was invalid for the specified "
+                      "algorithm.", ArgumentName=prefix + H_C_KEY, ArgumentValue="null")
+    if md5 is None:
+        raise S3Error("InvalidArgument", "Requests specifying Server Side Encryption with "
+                      "Customer provided keys must provide the client calculated MD5 of the "
+                      "secret key.", ArgumentName=prefix + H_C_MD5, ArgumentValue="null")
+    if base64.b64encode(hashlib.md5(raw).digest()).decode() != md5:
+        raise S3Error("InvalidArgument", "The calculated MD5 hash of the key did not match the "
+                      "hash that was provided.", ArgumentName=prefix + H_C_MD5,
+                      ArgumentValue="null")
+    return raw
+
+
+def for_write(headers: Any, tenant: str, region: str,
+              bucket_default: dict[str, Any] | None = None) -> SseChoice:
+    """The encryption a PUT, Copy or CreateMultipartUpload asks for (or the bucket default)."""
+    ckey = customer_key(headers)
+    alg = headers.get(H_SSE)
+    kms_id = headers.get(H_KMS_KEY)
+    if ckey is not None:
+        if alg is not None or kms_id is not None:
+            raise S3Error("InvalidArgument", "Server Side Encryption with Customer provided key "
+                          "is incompatible with the encryption method specified",
+                          ArgumentName=H_SSE, ArgumentValue=alg or "null")
+        md5 = base64.b64encode(hashlib.md5(ckey).digest()).decode()
+        return SseChoice({"algorithm": "SSE-C", "customer_algorithm": "AES256",
+                          "customer_key_md5": md5}, ckey)
+    if alg is None and bucket_default:
+        alg = bucket_default.get("algorithm", "AES256")
+        kms_id = kms_id or bucket_default.get("kms_key_id")
+    alg = alg or "AES256"
+    if alg == "AES256":
+        if kms_id is not None and H_KMS_KEY in headers:
+            raise S3Error("InvalidArgument", "Server Side Encryption with AWS KMS managed key "
+                          "requires HTTP header x-amz-server-side-encryption : aws:kms",
+                          ArgumentName=H_KMS_KEY, ArgumentValue=kms_id)
+        return SseChoice({"algorithm": "AES256"})
+    if alg in ("aws:kms", "aws:kms:dsse"):
+        arn = _kms_key_for(kms_id, tenant, region) if kms_id else kms_key_arn(region, tenant)
+        rec = {"algorithm": alg, "kms_key_id": arn}
+        if headers.get(H_BUCKET_KEY, "").lower() == "true" or (
+                bucket_default and bucket_default.get("bucket_key_enabled")):
+            rec["bucket_key_enabled"] = "true"
+        return SseChoice(rec)
+    raise S3Error("InvalidArgument", "The encryption method specified is not supported",
+                  ArgumentName=H_SSE, ArgumentValue=alg)
+
+
+def response_headers(sse: dict[str, str]) -> dict[str, str]:
+    """Encryption headers of PUT/GET/HEAD/Copy/multipart responses, as AWS writes them."""
+    alg = sse.get("algorithm", "AES256")
+    if alg == "SSE-C":
+        return {H_C_ALG: sse.get("customer_algorithm", "AES256"),
+                H_C_MD5: sse.get("customer_key_md5", "")}
+    out = {H_SSE: alg}
+    if alg.startswith("aws:kms"):
+        out[H_KMS_KEY] = sse.get("kms_key_id", "")
+        if sse.get("bucket_key_enabled") == "true":
+            out[H_BUCKET_KEY] = "true"
+    return out
+
+
+def is_customer(v: ObjectVersion) -> bool:
+    return SSEC_HMAC in v.sse
+
+
+def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | None:
+    """Check a GET/HEAD's (or copy source's) SSE-C headers against the stored version.
+
+    Missing key -> 400 InvalidRequest; wrong key -> 403 AccessDenied; SSE-C headers on an
+    object not stored with SSE-C -> 400 InvalidRequest, as AWS answers each case.
+    """
+    from storage.objects import ObjectService
+
+    ckey = customer_key(headers, prefix)
+    if not is_customer(v):
+        if ckey is not None:
+            raise S3Error("InvalidRequest", "The encryption parameters are not applicable to "
+                          "this object.")
+        return None
+    if ckey is None:
+        raise S3Error("InvalidRequest", "The object was stored using a form of Server Side "
+                      "Encryption. The correct parameters must be provided to retrieve the "
+                      "object.")
+    if not ObjectService.customer_key_matches(v, ckey):
+        raise S3Error("AccessDenied")
+    return ckey
+
+
+async def for_request(rq: Any) -> SseChoice:
+    """`for_write` for an S3Request, with its bucket's default encryption."""
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    return for_write(rq.headers, rq.tenant, rq.cfg.region, b.config.get("encryption"))

@@ -1,0 +1,321 @@
+"""etcd backend of the metadata interface, over etcd's v3 JSON gateway (grpc-gateway) with aiohttp.
+
+Item.revision is etcd's `mod_revision`, a cluster-wide counter like the SQLite backend's,
+so compare-and-swap works the same way (revision 0 = absent: an absent key compares as
+mod_revision 0). Reads are linearizable (etcd's default), so a write through one gateway is
+seen by the next read through any other. Endpoints are tried in turn: a connection failure
+moves to the next member. A write whose connection broke after it was sent is not retried
+(it may have applied; the caller sees the error), reads are. See docs/ARCHITECTURE.md,
+"Metadata on etcd", for why the JSON gateway rather than a client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgpack
+
+from storage.errors import StorageError
+from storage.metadata import Item, Txn, prefix_end
+
+log = logging.getLogger("tessera.metadata.etcd")
+
+LEASE_PREFIX = b"L/"
+LEASE_FORMAT_VERSION = 1
+REQUEST_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 2.0
+
+
+class EtcdError(StorageError):
+    """etcd refused a request or no endpoint answered."""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change under a watched prefix; `value` is empty when `deleted`."""
+
+    key: bytes
+    value: bytes
+    revision: int
+    deleted: bool
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def _item(kv: dict[str, Any]) -> Item:
+    return Item(_unb64(kv.get("key")), _unb64(kv.get("value")), int(kv.get("mod_revision", 0)))
+
+
+def api_prefix(server_version: str) -> str:
+    """The JSON gateway's path for an etcd server version: 3.4+ '/v3', 3.3 '/v3beta'."""
+    try:
+        major, minor = (int(x) for x in server_version.split(".")[:2])
+    except ValueError:
+        return "/v3"
+    if (major, minor) >= (3, 4):
+        return "/v3"
+    if (major, minor) == (3, 3):
+        return "/v3beta"
+    return "/v3alpha"
+
+
+class EtcdStore:
+    """MetadataStore on an etcd cluster, plus worker leases and a prefix watch."""
+
+    def __init__(self, endpoints: tuple[str, ...], session: aiohttp.ClientSession,
+                 prefix: str) -> None:
+        self._endpoints = endpoints
+        self._session = session
+        self._prefix = prefix
+        self._current = 0
+        self._leases: dict[bytes, tuple[str, str]] = {}  # name -> (holder, lease id)
+        self.server_version = ""
+
+    @classmethod
+    async def open(cls, endpoints: tuple[str, ...] | list[str]) -> EtcdStore:
+        """Connect, and learn the JSON gateway path from the first member that answers."""
+        eps = tuple(e.rstrip("/") for e in endpoints)
+        if not eps:
+            raise EtcdError("metadata backend etcd needs at least one endpoint (etcd_endpoints)")
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        session = aiohttp.ClientSession(timeout=timeout)
+        store = cls(eps, session, "/v3")
+        try:
+            version = await store._version()
+        except BaseException:
+            await session.close()
+            raise
+        store.server_version = version
+        store._prefix = api_prefix(version)
+        return store
+
+    async def _version(self) -> str:
+        errors = []
+        for ep in self._endpoints:
+            try:
+                async with self._session.get(f"{ep}/version") as r:
+                    body = await r.json(content_type=None)
+                    return str(body["etcdserver"])
+            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+                errors.append(f"{ep}: {exc or type(exc).__name__}")
+        raise EtcdError("no etcd endpoint answered: " + "; ".join(errors))
+
+    async def _call(self, path: str, body: dict[str, Any], idempotent: bool) -> dict[str, Any]:
+        """POST to the gateway, failing over to the next endpoint when one is unreachable."""
+        errors = []
+        n = len(self._endpoints)
+        for i in range(n):
+            idx = (self._current + i) % n
+            url = f"{self._endpoints[idx]}{self._prefix}{path}"
+            try:
+                async with self._session.post(url, json=body) as r:
+                    data = await r.json(content_type=None)
+            except aiohttp.ClientConnectorError as exc:  # never sent: safe to retry anywhere
+                errors.append(f"{self._endpoints[idx]}: {exc}")
+                continue
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if not idempotent:
+                    raise EtcdError(f"etcd request {path} failed on {self._endpoints[idx]}: "
+                                    f"{exc or type(exc).__name__}") from exc
+                errors.append(f"{self._endpoints[idx]}: {exc or type(exc).__name__}")
+                continue
+            if r.status != 200 or "error" in data:
+                msg = data.get("error") or data.get("message") or f"HTTP {r.status}"
+                # code 14 = Unavailable (no leader on that member): try another member
+                if data.get("code") == 14 and (idempotent or "no leader" in str(msg)):
+                    errors.append(f"{self._endpoints[idx]}: {msg}")
+                    continue
+                raise EtcdError(f"etcd {path}: {msg}")
+            if idx != self._current:
+                log.info("etcd: now using endpoint %s", self._endpoints[idx])
+                self._current = idx
+            return data  # type: ignore[no-any-return]
+        raise EtcdError(f"no etcd endpoint answered {path}: " + "; ".join(errors))
+
+    # --- MetadataStore ---------------------------------------------------------------
+
+    async def get(self, key: bytes) -> Item | None:
+        data = await self._call("/kv/range", {"key": _b64(key)}, idempotent=True)
+        kvs = data.get("kvs") or []
+        return _item(kvs[0]) if kvs else None
+
+    async def put(self, key: bytes, value: bytes) -> int:
+        data = await self._call("/kv/put", {"key": _b64(key), "value": _b64(value)},
+                                idempotent=False)
+        return int(data["header"]["revision"])
+
+    async def delete(self, key: bytes) -> bool:
+        data = await self._call("/kv/deleterange", {"key": _b64(key)}, idempotent=False)
+        return int(data.get("deleted", 0)) > 0
+
+    async def range(self, start: bytes, end: bytes, limit: int = 1000,
+                    reverse: bool = False) -> list[Item]:
+        if start >= end or limit <= 0:
+            return []
+        start = start or b"\x00"  # etcd keys are never empty; "" is not a valid range start
+        body: dict[str, Any] = {"key": _b64(start), "range_end": _b64(end), "limit": str(limit)}
+        if reverse:
+            body["sort_order"] = "DESCEND"
+            body["sort_target"] = "KEY"
+        data = await self._call("/kv/range", body, idempotent=True)
+        return [_item(kv) for kv in data.get("kvs") or []]
+
+    async def txn(self, txn: Txn) -> bool:
+        deletes = set(txn.deletes)
+        ops: list[dict[str, Any]] = [
+            {"request_put": {"key": _b64(k), "value": _b64(v)}}
+            for k, v in txn.puts.items() if k not in deletes  # put-then-delete = deleted
+        ]
+        ops += [{"request_delete_range": {"key": _b64(k)}} for k in dict.fromkeys(txn.deletes)]
+        body = {"compare": [_compare_rev(k, rev) for k, rev in txn.compares.items()],
+                "success": ops}
+        data = await self._call("/kv/txn", body, idempotent=False)
+        return bool(data.get("succeeded", False))
+
+    async def close(self) -> None:
+        for name, (holder, _) in list(self._leases.items()):
+            try:
+                await self.release(name.decode(), holder)
+            except StorageError as exc:
+                log.warning("etcd: could not release lease %r: %s", name, exc)
+        await self._session.close()
+
+    # --- leases for background workers ---------------------------------------------
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: int) -> bool:
+        """Take `L/<name>` for `holder` for `ttl_s` seconds unless someone else holds it.
+
+        The key is attached to an etcd lease, so it vanishes by itself when the holder
+        stops renewing (its gateway died); the next acquire then succeeds elsewhere.
+        """
+        key = LEASE_PREFIX + name.encode()
+        mine = self._leases.get(key)
+        if mine is not None and mine[0] == holder and await self.renew(name, holder):
+            return True
+        grant = await self._call("/lease/grant", {"TTL": str(max(1, int(ttl_s)))},
+                                 idempotent=False)
+        lease_id = str(grant["ID"])
+        value = msgpack.packb({"fv": LEASE_FORMAT_VERSION, "holder": holder, "ttl": ttl_s},
+                              use_bin_type=True)
+        body = {"compare": [_compare_rev(key, 0)],
+                "success": [{"request_put": {"key": _b64(key), "value": _b64(value),
+                                             "lease": lease_id}}]}
+        data = await self._call("/kv/txn", body, idempotent=False)
+        if data.get("succeeded"):
+            self._leases[key] = (holder, lease_id)
+            return True
+        await self._revoke(lease_id)
+        return False
+
+    async def lease_holder(self, name: str) -> str | None:
+        item = await self.get(LEASE_PREFIX + name.encode())
+        if item is None:
+            return None
+        return str(msgpack.unpackb(item.value, raw=False).get("holder"))
+
+    async def renew(self, name: str, holder: str) -> bool:
+        """Extend a lease this store acquired; False when it has expired (lost)."""
+        key = LEASE_PREFIX + name.encode()
+        mine = self._leases.get(key)
+        if mine is None or mine[0] != holder:
+            return False
+        data = await self._call("/lease/keepalive", {"ID": mine[1]}, idempotent=True)
+        ttl = int((data.get("result") or {}).get("TTL", 0))
+        if ttl <= 0:
+            self._leases.pop(key, None)
+            return False
+        return True
+
+    async def release(self, name: str, holder: str) -> bool:
+        """Give the lease up now (the key is deleted with it)."""
+        key = LEASE_PREFIX + name.encode()
+        mine = self._leases.pop(key, None)
+        if mine is None or mine[0] != holder:
+            return False
+        await self._revoke(mine[1])
+        return True
+
+    async def _revoke(self, lease_id: str) -> None:
+        try:
+            await self._call("/lease/revoke", {"ID": lease_id}, idempotent=True)
+        except EtcdError as exc:
+            if "requested lease not found" not in str(exc):
+                raise
+
+    # --- watch ----------------------------------------------------------------------
+
+    async def watch_prefix(self, prefix: bytes,
+                           start_revision: int = 0) -> AsyncIterator[list[WatchEvent]]:
+        """Yield batches of changes under `prefix` as they commit, forever.
+
+        Resumes after the last seen revision on another endpoint when a stream breaks, so
+        no change is missed (unless etcd compacted past it: then it restarts from now and
+        the caller should re-read the prefix, which it is told by an empty batch).
+        """
+        next_rev = start_revision
+        failures = 0
+        while True:
+            ep = self._endpoints[self._current % len(self._endpoints)]
+            create: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+            if next_rev:
+                create["start_revision"] = str(next_rev)
+            try:
+                async with self._session.post(
+                        f"{ep}{self._prefix}/watch", json={"create_request": create},
+                        timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S,
+                                                      sock_read=None)) as r:
+                    async for line in r.content:
+                        if not line.strip():
+                            continue
+                        result = json.loads(line).get("result") or {}
+                        failures = 0
+                        if result.get("compact_revision"):
+                            next_rev = 0
+                            yield []
+                            break
+                        events = [_event(e) for e in result.get("events") or []]
+                        if events:
+                            next_rev = events[-1].revision + 1
+                            yield events
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.info("etcd watch on %s broke: %s", ep, exc)
+            failures += 1
+            self._current = (self._current + 1) % len(self._endpoints)
+            if failures >= len(self._endpoints):
+                await asyncio.sleep(min(1.0, 0.1 * failures))
+
+    async def poll_prefix(self, prefix: bytes, interval_s: float = 1.0,
+                          limit: int = 1000) -> AsyncIterator[list[Item]]:
+        """Yield the items under `prefix` whenever any of them changed (polling fallback)."""
+        last: tuple[tuple[bytes, int], ...] | None = None
+        while True:
+            items = await self.range(prefix, prefix_end(prefix), limit)
+            sig = tuple((i.key, i.revision) for i in items)
+            if sig != last:
+                last = sig
+                yield items
+            await asyncio.sleep(interval_s)
+
+
+def _compare_rev(key: bytes, rev: int) -> dict[str, Any]:
+    """key's mod_revision == rev; an absent key has mod_revision 0."""
+    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(rev)}
+
+
+def _event(e: dict[str, Any]) -> WatchEvent:
+    kv = e.get("kv") or {}
+    return WatchEvent(_unb64(kv.get("key")), _unb64(kv.get("value")),
+                      int(kv.get("mod_revision", 0)), e.get("type") == "DELETE")

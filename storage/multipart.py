@@ -1,0 +1,492 @@
+"""Multipart uploads: parts stored one stripe each under the upload's own data key, then
+completed into one object version whose manifest references the part stripes directly.
+
+Records (see `storage.records` for the key layout):
+
+    U/<bucket>\\0<key>\\0<upload id>   `Upload`: options, wrapped DEK, identity version.
+    P/<upload id>/<part:05d>         `Part`: where the part's stripe lives, its ETag/checksums.
+
+Every change to an upload's parts rewrites its `Upload` record in the same transaction, so
+the record's revision fences Complete and Abort against concurrent part uploads: Complete
+commits only if no part changed since it read them, and a part committed after Complete or
+Abort fails its compare and is discarded. The DEK is generated at Create; each part is
+sealed with the part number as the AAD part index, so Complete never re-encodes data.
+
+Checksums: COMPOSITE (CRC32, CRC32C, SHA1, SHA256) is the checksum of the concatenated
+binary part checksums plus `-N`; FULL_OBJECT (CRC32, CRC32C, CRC64NVME) combines the part
+CRCs arithmetically (awscrt's crc combine), so it equals the CRC of the whole object.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from awscrt import checksums as crt
+
+from storage.crypto import keys
+from storage.crypto.aead import SegmentCipher
+from storage.errors import InvalidInput, NotFound, StaleRecord
+from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.objects import NULL_VERSION, ObjectService, new_version_id, stripe_index_key
+from storage.records import SEP, ObjectVersion, PartLayout, Record, gc_key, pack
+from storage.tenants import TenantService
+
+PART_NUMBER_MAX = 10000
+MIN_PART_SIZE = 5 * 1024 * 1024
+BATCH = 1000
+COMPOSITE = "COMPOSITE"
+FULL_OBJECT = "FULL_OBJECT"
+CRC_ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME")
+ALGORITHMS = (*CRC_ALGORITHMS, "SHA1", "SHA256")
+
+PartFinalizer = Callable[["Part"], Awaitable[None]]
+
+
+class UploadNotFound(NotFound):
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"no upload {upload_id!r}")
+        self.upload_id = upload_id
+
+
+class InvalidPart(InvalidInput):
+    """A listed part was never uploaded, or its ETag or checksum does not match."""
+
+    def __init__(self, number: int, etag: str) -> None:
+        super().__init__(f"part {number} with etag {etag!r} not found")
+        self.number = number
+        self.etag = etag
+
+
+class PartTooSmall(InvalidInput):
+    """A part other than the last is under the 5 MiB minimum."""
+
+    def __init__(self, number: int, size: int, etag: str) -> None:
+        super().__init__(f"part {number} is {size} bytes")
+        self.number = number
+        self.size = size
+        self.etag = etag
+
+
+class ChecksumMismatch(InvalidInput):
+    """The whole-object checksum the client sent at Complete does not match."""
+
+    def __init__(self, algorithm: str) -> None:
+        super().__init__(f"{algorithm} of the object does not match")
+        self.algorithm = algorithm
+
+
+@dataclass
+class Upload(Record):
+    bucket: str
+    key: str
+    upload_id: str
+    tenant: str
+    initiated: float
+    identity_version: str
+    dek: bytes
+    kek_version: int
+    content_type: str = "binary/octet-stream"
+    user_meta: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    storage_class: str = "STANDARD"
+    tags: dict[str, str] = field(default_factory=dict)
+    sse: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
+    changes: int = 0  # bumped by every part change, see the module docstring
+
+
+@dataclass
+class Part(Record):
+    upload_id: str
+    number: int
+    size: int
+    etag: str
+    stripe_id: bytes
+    k: int
+    m: int
+    segment_size: int
+    nodes: list[str | None]
+    profile: str
+    modified: float
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def layout(self) -> PartLayout:
+        return PartLayout(number=self.number, size=self.size, etag=self.etag,
+                          stripe_id=self.stripe_id, k=self.k, m=self.m,
+                          segment_size=self.segment_size, nodes=list(self.nodes),
+                          profile=self.profile, checksums=dict(self.checksums))
+
+
+@dataclass
+class UploadOptions:
+    content_type: str = "binary/octet-stream"
+    user_meta: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    storage_class: str = "STANDARD"
+    tags: dict[str, str] = field(default_factory=dict)
+    sse: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
+
+
+@dataclass
+class ListedPart:
+    """One entry of a CompleteMultipartUpload request."""
+
+    number: int
+    etag: str
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+def upload_prefix(bucket: str) -> bytes:
+    return b"U/" + bucket.encode() + SEP
+
+
+def upload_key(bucket: str, key: str, upload_id: str) -> bytes:
+    return upload_prefix(bucket) + key.encode("utf-8", "surrogateescape") + SEP + upload_id.encode()
+
+
+def part_prefix(upload_id: str) -> bytes:
+    return b"P/" + upload_id.encode() + b"/"
+
+
+def part_key(upload_id: str, number: int) -> bytes:
+    return part_prefix(upload_id) + f"{number:05d}".encode()
+
+
+def new_upload_id() -> str:
+    """Sortable by initiation time (listing order), then random."""
+    return f"{time.time_ns():016x}" + secrets.token_urlsafe(32)
+
+
+def checksum_type_for(algorithm: str | None, requested: str | None) -> str | None:
+    """The checksum type an upload gets; raises InvalidInput for unsupported pairs."""
+    if algorithm is None:
+        if requested is not None:
+            raise InvalidInput("The x-amz-checksum-type header can only be used with the "
+                               "x-amz-checksum-algorithm header.")
+        return None
+    if algorithm not in ALGORITHMS:
+        raise InvalidInput(f"unknown checksum algorithm {algorithm!r}")
+    default = FULL_OBJECT if algorithm == "CRC64NVME" else COMPOSITE
+    ctype = requested or default
+    if ctype not in (COMPOSITE, FULL_OBJECT):
+        raise InvalidInput(f"unknown checksum type {ctype!r}")
+    if ctype == FULL_OBJECT and algorithm not in CRC_ALGORITHMS:
+        raise InvalidInput(f"The {algorithm} checksum algorithm does not support the "
+                           "FULL_OBJECT checksum type.")
+    if ctype == COMPOSITE and algorithm == "CRC64NVME":
+        raise InvalidInput("The CRC64NVME checksum algorithm does not support the COMPOSITE "
+                           "checksum type.")
+    return ctype
+
+
+class _Combiner:
+    """Builds the object checksum from the part checksums, part by part."""
+
+    def __init__(self, algorithm: str, ctype: str) -> None:
+        self.algorithm = algorithm
+        self.ctype = ctype
+        self.count = 0
+        self._crc = 0
+        self._hash: Any = hashlib.sha1() if algorithm == "SHA1" else hashlib.sha256()
+
+    def add(self, part_b64: str, size: int) -> None:
+        raw = base64.b64decode(part_b64)
+        self.count += 1
+        if self.ctype == FULL_OBJECT:
+            value = int.from_bytes(raw, "big")
+            if self.count == 1:
+                self._crc = value
+            else:
+                fn = {"CRC32": crt.combine_crc32, "CRC32C": crt.combine_crc32c,
+                      "CRC64NVME": crt.combine_crc64nvme}[self.algorithm]
+                self._crc = fn(self._crc, value, size)
+        elif self.algorithm in CRC_ALGORITHMS:
+            fn1 = {"CRC32": crt.crc32, "CRC32C": crt.crc32c}[self.algorithm]
+            self._crc = fn1(raw, self._crc)
+        else:
+            self._hash.update(raw)
+
+    def value(self) -> str:
+        width = 8 if self.algorithm == "CRC64NVME" else 4
+        if self.algorithm in CRC_ALGORITHMS:
+            raw = self._crc.to_bytes(width, "big")
+        else:
+            raw = self._hash.digest()
+        out = base64.b64encode(raw).decode()
+        return f"{out}-{self.count}" if self.ctype == COMPOSITE else out
+
+
+class MultipartService:
+    """Create, upload parts to, list, complete and abort multipart uploads."""
+
+    def __init__(self, meta: MetadataStore, tenants: TenantService, objects: ObjectService,
+                 gc_grace_s: float = 60.0) -> None:
+        self._meta = meta
+        self._tenants = tenants
+        self._objects = objects
+        self._gc_grace_s = gc_grace_s
+
+    # create / lookup -----------------------------------------------------------------------
+
+    async def create(self, tenant: str, bucket: str, key: str, opts: UploadOptions) -> Upload:
+        await self._objects.buckets.get(tenant, bucket)
+        ctype = checksum_type_for(opts.checksum_algorithm, opts.checksum_type)
+        kek_version, kek = await self._tenants.kek(tenant)
+        up = Upload(bucket=bucket, key=key, upload_id=new_upload_id(), tenant=tenant,
+                    initiated=time.time(), identity_version=new_version_id(), dek=b"",
+                    kek_version=kek_version, content_type=opts.content_type,
+                    user_meta=opts.user_meta, headers=opts.headers,
+                    storage_class=opts.storage_class, tags=opts.tags, sse=opts.sse,
+                    checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype)
+        identity = ObjectService.identity(self._shell(up))
+        up.dek = keys.wrap_dek(kek, tenant, identity, keys.new_dek())
+        await self._meta.put(upload_key(bucket, key, up.upload_id), up.encode())
+        return up
+
+    @staticmethod
+    def _shell(up: Upload, version_id: str = "") -> ObjectVersion:
+        """An object version carrying the upload's identity and key (the AAD binding)."""
+        return ObjectVersion(bucket=up.bucket, key=up.key, version_id=version_id,
+                             tenant=up.tenant, size=0, etag="", last_modified=0.0,
+                             dek=up.dek, kek_version=up.kek_version,
+                             identity_version=up.identity_version)
+
+    async def get(self, tenant: str, bucket: str, key: str, upload_id: str,
+                  ) -> tuple[Upload, int]:
+        """The upload record and its revision; UploadNotFound if absent."""
+        await self._objects.buckets.get(tenant, bucket)
+        item = await self._meta.get(upload_key(bucket, key, upload_id))
+        if item is None:
+            raise UploadNotFound(upload_id)
+        up = Upload.decode(item.value)
+        if up.tenant != tenant:
+            raise UploadNotFound(upload_id)
+        return up, item.revision
+
+    # parts ---------------------------------------------------------------------------------
+
+    async def upload_part(self, tenant: str, bucket: str, key: str, upload_id: str,
+                          number: int, body: AsyncIterator[bytes], digests: Sequence[object],
+                          size_hint: int | None, finalize: PartFinalizer | None = None,
+                          ) -> Part:
+        """Store one part as one stripe; replacing a part number retires the old stripe."""
+        if not 1 <= number <= PART_NUMBER_MAX:
+            raise InvalidInput("part number out of range")
+        up, _ = await self.get(tenant, bucket, key, upload_id)
+        _, kek = await self._tenants.kek(tenant, up.kek_version)
+        shell = self._shell(up)
+        dek = keys.unwrap_dek(kek, tenant, ObjectService.identity(shell), up.dek)
+        md5 = hashlib.md5()
+        layout = await self._objects.write_part(shell, number, SegmentCipher(dek), body,
+                                                [md5, *digests], size_hint, up.storage_class)
+        part = Part(upload_id=upload_id, number=number, size=layout.size,
+                    etag=md5.hexdigest(), stripe_id=layout.stripe_id, k=layout.k, m=layout.m,
+                    segment_size=layout.segment_size, nodes=layout.nodes,
+                    profile=layout.profile, modified=time.time())
+        try:
+            if finalize is not None:
+                await finalize(part)
+            await self._commit_part(up, part)
+        except BaseException:
+            await self._objects.discard_parts([part.layout()])
+            raise
+        return part
+
+    async def _commit_part(self, up: Upload, part: Part) -> None:
+        ukey = upload_key(up.bucket, up.key, up.upload_id)
+        pkey = part_key(up.upload_id, part.number)
+        while True:
+            uitem = await self._meta.get(ukey)
+            if uitem is None:
+                raise UploadNotFound(up.upload_id)
+            cur = Upload.decode(uitem.value)
+            cur.changes += 1
+            old = await self._meta.get(pkey)
+            puts = {ukey: cur.encode(), pkey: part.encode(),
+                    stripe_index_key(part.stripe_id): pack(
+                        {"state": "part", "upload": up.upload_id, "bucket": up.bucket,
+                         "key": up.key, "part": part.number})}
+            deletes: list[bytes] = []
+            if old is not None:
+                self._retire_part(Part.decode(old.value), puts, deletes, self._gc_grace_s)
+            compares = {ukey: uitem.revision, pkey: old.revision if old else 0}
+            if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
+                return
+
+    @staticmethod
+    def _retire_part(p: Part, puts: dict[bytes, bytes], deletes: list[bytes],
+                     grace_s: float) -> None:
+        if p.stripe_id and p.nodes:
+            due = time.time_ns() + int(grace_s * 1e9)
+            puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
+        deletes.append(stripe_index_key(p.stripe_id))
+
+    async def iter_parts(self, upload_id: str, after: int = 0) -> AsyncIterator[Part]:
+        """Every part record in part-number order, read in batches (bounded memory)."""
+        base = part_prefix(upload_id)
+        start = part_key(upload_id, after) + b"\x00" if after else base
+        end = prefix_end(base)
+        while True:
+            batch = await self._meta.range(start, end, limit=BATCH)
+            for item in batch:
+                yield Part.decode(item.value)
+            if len(batch) < BATCH:
+                return
+            start = batch[-1].key + b"\x00"
+
+    async def list_parts(self, tenant: str, bucket: str, key: str, upload_id: str,
+                         marker: int = 0, max_parts: int = 1000,
+                         ) -> tuple[Upload, list[Part], bool]:
+        """One page of parts after `marker`: (upload, parts, truncated)."""
+        up, _ = await self.get(tenant, bucket, key, upload_id)
+        start = part_key(upload_id, marker) + b"\x00" if marker else part_prefix(upload_id)
+        items = await self._meta.range(start, prefix_end(part_prefix(upload_id)),
+                                       limit=max_parts + 1)
+        parts = [Part.decode(i.value) for i in items[:max_parts]]
+        return up, parts, len(items) > max_parts
+
+    # complete / abort ----------------------------------------------------------------------
+
+    async def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
+                       listed: Sequence[ListedPart], if_none_match: bool = False,
+                       if_match: str | None = None, expected: dict[str, str] | None = None,
+                       ) -> ObjectVersion:
+        """Make the listed parts one object version; unlisted parts are retired.
+
+        Raises InvalidPart, PartTooSmall, ChecksumMismatch, UploadNotFound, or Conflict
+        when a conditional write's precondition does not hold.
+        """
+        if not listed:
+            raise InvalidInput("no parts")
+        while True:
+            up, rev = await self.get(tenant, bucket, key, upload_id)
+            v, extra = await self._assemble(up, listed, expected or {})
+            extra.compares[upload_key(bucket, key, upload_id)] = rev
+            try:
+                await self._objects.commit(v, if_none_match=if_none_match, if_match=if_match,
+                                           extra=extra)
+            except StaleRecord:
+                continue  # a part changed meanwhile: read them again
+            return v
+
+    async def _assemble(self, up: Upload, listed: Sequence[ListedPart],
+                        expected: dict[str, str]) -> tuple[ObjectVersion, Txn]:
+        """Merge the listed parts with the stored ones (both in part-number order)."""
+        b = await self._objects.buckets.get(up.tenant, up.bucket)
+        version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
+        v = self._shell(up, version_id)
+        v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
+        v.storage_class, v.tags, v.sse = up.storage_class, up.tags, up.sse
+        puts: dict[bytes, bytes] = {}
+        deletes: list[bytes] = [upload_key(up.bucket, up.key, up.upload_id)]
+        md5s = hashlib.md5()
+        combiner = (_Combiner(up.checksum_algorithm, up.checksum_type or COMPOSITE)
+                    if up.checksum_algorithm else None)
+        idx = 0
+        prev: Part | None = None
+        async for p in self.iter_parts(up.upload_id):
+            deletes.append(part_key(up.upload_id, p.number))
+            if idx < len(listed) and listed[idx].number < p.number:
+                raise InvalidPart(listed[idx].number, listed[idx].etag)
+            if idx < len(listed) and listed[idx].number == p.number:
+                want = listed[idx]
+                idx += 1
+                if want.etag != p.etag or any(p.checksums.get(a) != c
+                                              for a, c in want.checksums.items()):
+                    raise InvalidPart(want.number, want.etag)
+                if prev is not None and prev.size < MIN_PART_SIZE:
+                    raise PartTooSmall(prev.number, prev.size, prev.etag)
+                prev = p
+                md5s.update(bytes.fromhex(p.etag))
+                if combiner is not None:
+                    value = p.checksums.get(combiner.algorithm)
+                    if value is None:
+                        raise InvalidPart(p.number, p.etag)
+                    combiner.add(value, p.size)
+                v.parts.append(p.layout())
+                v.size += p.size
+            else:
+                self._retire_part(p, puts, deletes, 0.0)
+        if idx < len(listed):
+            raise InvalidPart(listed[idx].number, listed[idx].etag)
+        v.etag = f"{md5s.hexdigest()}-{len(v.parts)}"
+        if combiner is not None:
+            v.checksums = {combiner.algorithm: combiner.value()}
+            v.checksum_type = combiner.ctype
+        for alg, sent in expected.items():
+            if v.checksums.get(alg) is None or v.checksums[alg].split("-")[0] != sent.split(
+                    "-")[0]:
+                raise ChecksumMismatch(alg)
+        v.last_modified = time.time()
+        return v, Txn(compares={}, puts=puts, deletes=tuple(deletes))
+
+    async def abort(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
+        """Delete the upload and retire every part's stripe."""
+        while True:
+            _, rev = await self.get(tenant, bucket, key, upload_id)
+            ukey = upload_key(bucket, key, upload_id)
+            puts: dict[bytes, bytes] = {}
+            deletes: list[bytes] = [ukey]
+            async for p in self.iter_parts(upload_id):
+                deletes.append(part_key(upload_id, p.number))
+                self._retire_part(p, puts, deletes, 0.0)
+            if await self._meta.txn(Txn(compares={ukey: rev}, puts=puts,
+                                        deletes=tuple(deletes))):
+                return
+
+    # listing -------------------------------------------------------------------------------
+
+    async def list_uploads(self, tenant: str, bucket: str, prefix: str = "",
+                           delimiter: str = "", key_marker: str = "",
+                           upload_id_marker: str = "", max_uploads: int = 1000,
+                           ) -> tuple[list[Upload], list[str], bool]:
+        """One page of uploads in progress: (uploads, common prefixes, truncated)."""
+        await self._objects.buckets.get(tenant, bucket)
+        base = upload_prefix(bucket)
+        pfx = prefix.encode("utf-8", "surrogateescape")
+        start = base + pfx
+        end = prefix_end(start) if prefix else prefix_end(base)
+        if key_marker:
+            km = key_marker.encode("utf-8", "surrogateescape")
+            if upload_id_marker:
+                after = base + km + SEP + upload_id_marker.encode() + b"\x00"
+            elif delimiter and key_marker.endswith(delimiter):
+                after = prefix_end(base + km)
+            else:
+                after = base + km + b"\x01"
+            start = max(start, after)
+        uploads: list[Upload] = []
+        prefixes: list[str] = []
+        delim = delimiter.encode("utf-8", "surrogateescape")
+        while True:
+            batch = await self._meta.range(start, end, limit=BATCH)
+            if not batch:
+                return uploads, prefixes, False
+            for item in batch:
+                if len(uploads) + len(prefixes) >= max_uploads:
+                    return uploads, prefixes, True
+                rest = item.key[len(base):]
+                kbytes = rest[: rest.rfind(SEP)]
+                if delim:
+                    pos = kbytes.find(delim, len(pfx))
+                    if pos >= 0:
+                        cp = kbytes[: pos + len(delim)]
+                        prefixes.append(cp.decode("utf-8", "surrogateescape"))
+                        start = prefix_end(base + cp)
+                        break
+                up = Upload.decode(item.value)
+                start = item.key + b"\x00"
+                if up.tenant == tenant:
+                    uploads.append(up)
+            else:
+                if len(batch) < BATCH:
+                    return uploads, prefixes, False

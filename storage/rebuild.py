@@ -1,0 +1,143 @@
+"""Rebuilding lost shards of one stripe from any k healthy ones, without keys.
+
+Repair works on ciphertext: for each segment it reads k verified shard blocks, decodes them
+to the sealed (encrypted) segment, re-encodes it and keeps the blocks of the shard indexes
+that were lost, then streams those as complete shard files (header + frames) to new nodes.
+The GCM tag is not checked here (no key); per-frame checksums guard every block read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from storage.config import NodeSpec
+from storage.crypto.aead import TAG_BYTES
+from storage.erasure import ErasureCodec, block_size
+from storage.errors import DataUnavailable, StorageError
+from storage.pipeline import segment_count, segment_length
+from storage.records import PartLayout
+from storage.shards.client import NodeClient
+from storage.shards.format import ShardHeader, pack_frame
+from storage.shards.ids import shard_id
+from storage.stripes import _ShardSender, _ShardStream
+
+
+def part_headers(part: PartLayout) -> list[ShardHeader]:
+    """The shard headers of every index of a part's stripe (as the writer made them)."""
+    b = block_size(part.segment_size + TAG_BYTES, part.k)
+    return [ShardHeader(k=part.k, m=part.m, index=i, segment_size=part.segment_size,
+                        block_size=b, stripe_id=part.stripe_id)
+            for i in range(part.k + part.m)]
+
+
+class Throttle:
+    """Caps a byte rate over the life of the object (token bucket without burst)."""
+
+    def __init__(self, bytes_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = bytes_per_s
+        self._clock = clock
+        self._start = clock()
+        self._sent = 0
+
+    async def consume(self, n: int) -> None:
+        if self._rate <= 0:
+            return
+        self._sent += n
+        ahead = self._sent / self._rate - (self._clock() - self._start)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        elif ahead < -1.0:  # idle for a while: do not bank unlimited credit
+            self._start = self._clock() - self._sent / self._rate - 1.0
+
+
+@dataclass
+class RebuildResult:
+    written: dict[int, str]  # shard index -> node id now holding the rebuilt shard
+    failed: dict[int, str]  # shard index -> reason
+    bytes_written: int
+    bad_sources: dict[int, str]  # source shard index -> reason it could not be read
+
+
+async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
+                         sources: Sequence[tuple[int, NodeSpec]],
+                         targets: Mapping[int, NodeSpec], throttle: Throttle | None = None,
+                         stall_s: float = 20.0) -> RebuildResult:
+    """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
+
+    Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
+    DataUnavailable when fewer than k sources can be read for some segment.
+    """
+    k = part.k
+    codec = ErasureCodec(part.k, part.m)
+    headers = part_headers(part)
+    nsegs = segment_count(part.size, part.segment_size)
+    wanted = sorted(targets)
+    loop = asyncio.get_running_loop()
+    pool = list(sources)
+    active: list[_ShardStream] = []
+    bad: dict[int, str] = {}
+    senders = {i: _ShardSender(client, targets[i], shard_id(part.stripe_id, i),
+                               headers[i].pack(), nsegs, stall_s) for i in wanted}
+    written_bytes = 0
+
+    def _open(seg: int) -> bool:
+        if not pool:
+            return False
+        i, node = pool.pop(0)
+        active.append(_ShardStream(client, node, shard_id(part.stripe_id, i), headers[i], seg,
+                                   nsegs - seg))
+        return True
+
+    try:
+        while len(active) < k and _open(0):
+            pass
+        for seg in range(nsegs):
+            blocks: dict[int, bytes] = {}
+            while len(blocks) < k:
+                pending = [s for s in active if s.index not in blocks]
+                if len(pending) + len(blocks) < k and not _open(seg):
+                    raise DataUnavailable(
+                        f"stripe {part.stripe_id.hex()}: fewer than {k} readable shards "
+                        f"({'; '.join(bad.values())})")
+                pending = [s for s in active if s.index not in blocks]
+                results = await asyncio.gather(*(s.next() for s in pending),
+                                               return_exceptions=True)
+                for s, r in zip(pending, results, strict=True):
+                    if isinstance(r, BaseException):
+                        if not isinstance(r, StorageError):
+                            raise r
+                        bad[s.index] = str(r)[:200]
+                        active.remove(s)
+                        await s.close()
+                    else:
+                        blocks[s.index] = r[1]
+            sealed_len = segment_length(part.size, part.segment_size, seg) + TAG_BYTES
+            rebuilt = await loop.run_in_executor(cpu, codec.rebuild, blocks, sealed_len, wanted)
+            frames = {i: pack_frame(headers[i], seg, rebuilt[i]) for i in wanted}
+            await asyncio.gather(*(senders[i].send(frames[i]) for i in wanted))
+            n = sum(len(f) for f in frames.values())
+            written_bytes += n
+            if throttle is not None:
+                await throttle.consume(n)
+            if not any(s.alive for s in senders.values()):
+                break
+        oks = await asyncio.gather(*(senders[i].finish() for i in wanted))
+    except BaseException:
+        for s in senders.values():
+            await s.cancel()
+        raise
+    finally:
+        for st in active:
+            await st.close()
+    written = {i: targets[i].id for i, ok in zip(wanted, oks, strict=True) if ok}
+    failed = {i: senders[i].error or "failed" for i, ok in zip(wanted, oks, strict=True)
+              if not ok}
+    return RebuildResult(written=written, failed=failed, bytes_written=written_bytes,
+                         bad_sources=bad)
+
+
+__all__ = ["RebuildResult", "Throttle", "part_headers", "rebuild_shards"]

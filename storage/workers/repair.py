@@ -1,0 +1,460 @@
+"""Repair: rebuild missing or corrupt shards so every stripe returns to k+m, zone-safely.
+
+Work comes from the repair queue `R/<stripe>` (writes that could not place every shard,
+reads that met damage, corrupt shards the node scrubbers quarantined) and from a bounded
+background sweep over the stripe index `X/` that finds shards on nodes that are out (or
+down past a grace) or missing from their node. Stripes with the fewest healthy shards go
+first. Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
+manifest change is committed with compare-and-swap on every record holding the manifest;
+if the version vanished meanwhile, the new shards are queued for collection. The sweep
+also deletes orphaned shards (no stripe index entry, or a stale copy the manifest no longer
+names) once they are older than a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass, field
+
+from storage.config import Config, NodeSpec
+from storage.errors import DataUnavailable, StorageError
+from storage.health import DOWN, OUT, HealthTracker
+from storage.metadata import Item, MetadataStore, Txn, prefix_end
+from storage.pipeline import segment_count
+from storage.placement import place
+from storage.rebuild import Throttle, rebuild_shards
+from storage.records import (
+    ObjectVersion,
+    PartLayout,
+    gc_key,
+    object_key,
+    pack,
+    repair_key,
+    unpack,
+    version_prefix,
+)
+from storage.shards.client import NodeClient, NodeError
+from storage.shards.ids import parse_shard_id, shard_id
+from storage.workers import WorkerState
+
+log = logging.getLogger("tessera.repair")
+STATS_KEY = b"S/repair"
+BATCH = 32
+RETRY_S = 30.0
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    """Knobs of the repair worker (environment TESSERA_REPAIR_* / TESSERA_ORPHAN_GRACE_S)."""
+
+    rate_bytes_s: float = 64 * 1024 * 1024  # rebuilt bytes written per second, 0 = unlimited
+    down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
+    sweep_interval_s: float = 60.0  # pause between two full sweeps
+    sweep_batch: int = 128  # stripes checked per sweep step
+    orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RepairSettings:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def num(name: str, default: float) -> float:
+            raw = env.get(name)
+            return float(raw) if raw not in (None, "") else default
+
+        return cls(rate_bytes_s=num("TESSERA_REPAIR_RATE_MBPS", d.rate_bytes_s / 2**20) * 2**20,
+                   down_grace_s=num("TESSERA_REPAIR_DOWN_GRACE_S", d.down_grace_s),
+                   sweep_interval_s=num("TESSERA_REPAIR_SWEEP_S", d.sweep_interval_s),
+                   sweep_batch=int(num("TESSERA_REPAIR_SWEEP_BATCH", d.sweep_batch)),
+                   orphan_grace_s=num("TESSERA_ORPHAN_GRACE_S", d.orphan_grace_s))
+
+
+@dataclass
+class RepairStats:
+    """Counters published under `S/repair` for `tessera status`."""
+
+    stripes_repaired: int = 0
+    shards_rebuilt: int = 0
+    bytes_rebuilt: int = 0
+    unrepairable: int = 0
+    commit_conflicts: int = 0
+    orphans_deleted: int = 0
+    quarantine_reports: int = 0
+    sweep_passes: int = 0
+    sweep_checked: int = 0
+    last_sweep_end: float = 0.0
+    last_pass_health: dict[str, int] = field(default_factory=dict)  # healthy shards -> stripes
+    updated: float = 0.0
+
+
+@dataclass
+class Manifest:
+    """Every metadata record holding one version's manifest, and the part of one stripe."""
+
+    items: list[Item]
+    version: ObjectVersion
+    part: PartLayout
+
+
+@dataclass
+class Assessment:
+    healthy: dict[int, str]  # index -> node holding a good shard
+    missing: list[int]  # indexes to rebuild
+    unknown: dict[int, str]  # index -> node down within its grace (may come back)
+
+
+async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | None | str:
+    """The live manifest of a stripe, None when it has no index entry, else its X/ state."""
+    x = await meta.get(b"X/" + stripe_id.hex().encode())
+    if x is None:
+        return None
+    ref = unpack(x.value)
+    if ref.get("state") != "live":
+        return str(ref.get("state", "unknown"))
+    bucket, key, vid = ref["bucket"], ref["key"], ref["version"]
+    items: list[Item] = []
+    cur = await meta.get(object_key(bucket, key))
+    if cur is not None and ObjectVersion.decode(cur.value).version_id == vid:
+        items.append(cur)
+    p = version_prefix(bucket, key)
+    for it in await meta.range(p, prefix_end(p), limit=100000):
+        if ObjectVersion.decode(it.value).version_id == vid:
+            items.append(it)
+    for it in items:
+        v = ObjectVersion.decode(it.value)
+        for part in v.parts:
+            if part.stripe_id == stripe_id:
+                return Manifest(items=items, version=v, part=part)
+    return "gone"
+
+
+class RepairWorker:
+    name = "repair"
+
+    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
+                 health: HealthTracker, cpu: Executor,
+                 settings: RepairSettings | None = None) -> None:
+        self._cfg = cfg
+        self._meta = meta
+        self._client = client
+        self._health = health
+        self._cpu = cpu
+        self.settings = settings or RepairSettings()
+        self._throttle = Throttle(self.settings.rate_bytes_s)
+        self._by_id = {n.id: n for n in cfg.nodes}
+        self.stats = RepairStats()
+        self._queue_cursor = b"R/"
+        self._sweep_cursor = b"X/"
+        self._next_sweep = 0.0
+        self._pass_health: dict[str, int] = {}
+        self._orphan_cursor: dict[str, str] = {}
+        self._quarantine_since: dict[str, float] = {}
+        self._dirty = True
+
+    # assessment ----------------------------------------------------------------------------
+
+    def _lost_node(self, nid: str) -> bool | None:
+        """True: treat its shards as lost; None: unknown (down within grace); False: usable."""
+        s = self._health.states.get(nid)
+        if s is None or s.state == OUT:
+            return True
+        if s.state == DOWN:
+            return True if time.time() - s.since > self.settings.down_grace_s else None
+        return False
+
+    async def assess(self, part: PartLayout) -> Assessment:
+        """Check every shard of a stripe: stat it on its node, or judge by node health."""
+        nsegs = segment_count(part.size, part.segment_size)
+        healthy: dict[int, str] = {}
+        missing: list[int] = []
+        unknown: dict[int, str] = {}
+
+        async def one(i: int, nid: str | None) -> None:
+            if nid is None or nid not in self._by_id:
+                missing.append(i)
+                return
+            lost = self._lost_node(nid)
+            if lost is True:
+                missing.append(i)
+                return
+            if lost is None:
+                unknown[i] = nid
+                return
+            try:
+                st = await self._client.stat_shard(self._by_id[nid], shard_id(part.stripe_id, i))
+            except NodeError as exc:
+                if exc.status == 409:
+                    missing.append(i)
+                else:
+                    self._health.report_failure(nid, str(exc))
+                    unknown[i] = nid
+                return
+            if st is None or int(st.get("segments", -1)) != nsegs or st.get("index") != i:
+                missing.append(i)
+            else:
+                healthy[i] = nid
+
+        nodes = list(part.nodes) + [None] * (part.k + part.m - len(part.nodes))
+        await asyncio.gather(*(one(i, n) for i, n in enumerate(nodes)))
+        missing.sort()
+        return Assessment(healthy=healthy, missing=missing, unknown=unknown)
+
+    # the repair queue ----------------------------------------------------------------------
+
+    async def step(self) -> WorkerState:
+        busy = False
+        if time.monotonic() >= self._next_sweep:
+            busy = await self.sweep_step() or busy
+        busy = await self.queue_step() or busy
+        await self._publish()
+        return WorkerState.BUSY if busy else WorkerState.IDLE
+
+    async def queue_step(self) -> bool:
+        """Repair one batch of queued stripes, those with the fewest healthy shards first."""
+        items = await self._meta.range(self._queue_cursor, b"R0", limit=BATCH)
+        if len(items) < BATCH:
+            self._queue_cursor = b"R/"
+        else:
+            self._queue_cursor = items[-1].key + b"\x00"
+        now = time.time()
+        work: list[tuple[int, Item, Manifest, Assessment]] = []
+        for item in items:
+            entry = unpack(item.value)
+            if float(entry.get("retry_at", 0)) > now:
+                continue
+            stripe_id = bytes.fromhex(item.key[2:].decode())
+            man = await load_manifest(self._meta, stripe_id)
+            if not isinstance(man, Manifest):
+                if man is None or man == "gone" or now - float(entry.get("queued", now)) > 3600:
+                    await self._drop(item)
+                else:  # still being written: look again later
+                    await self._defer(item, entry, f"stripe is {man}")
+                continue
+            if not man.part.size:
+                await self._drop(item)
+                continue
+            a = await self.assess(man.part)
+            work.append((len(a.healthy), item, man, a))
+        work.sort(key=lambda w: w[0])
+        did = False
+        for _, item, man, a in work:
+            did = await self._repair(item, man, a) or did
+        return did
+
+    async def _drop(self, item: Item) -> None:
+        await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
+        self._dirty = True
+
+    async def _defer(self, item: Item, entry: dict, reason: str) -> None:
+        entry = {**entry, "retry_at": time.time() + RETRY_S, "error": reason[:200]}
+        entry.setdefault("queued", time.time())
+        await self._meta.txn(Txn(compares={item.key: item.revision},
+                                 puts={item.key: pack(entry)}))
+
+    async def _repair(self, item: Item, man: Manifest, a: Assessment) -> bool:
+        part = man.part
+        entry = unpack(item.value)
+        if not a.missing:
+            await self._drop(item)
+            return False
+        if len(a.healthy) < part.k:
+            self.stats.unrepairable += 1
+            self._dirty = True
+            log.error("stripe %s has %d healthy shards, fewer than k=%d; cannot repair now",
+                      part.stripe_id.hex(), len(a.healthy), part.k)
+            await self._defer(item, entry, f"only {len(a.healthy)} healthy shards")
+            return False
+        profile = self._cfg.profile(part.profile) if part.profile in self._cfg.profiles \
+            else self._cfg.profile()
+        keep = {**a.healthy, **a.unknown}
+        zone_counts: dict[str, int] = {}
+        for nid in keep.values():
+            z = self._by_id[nid].zone
+            zone_counts[z] = zone_counts.get(z, 0) + 1
+        chosen = place(part.stripe_id, profile, self._health.usable(), exclude=set(keep.values()),
+                       zone_counts=zone_counts, count=len(a.missing))
+        if not chosen:
+            await self._defer(item, entry, "no healthy node can take a shard zone-safely")
+            return False
+        targets: dict[int, NodeSpec] = dict(zip(a.missing, chosen, strict=False))
+        sources = [(i, self._by_id[n]) for i, n in sorted(a.healthy.items())]
+        try:
+            res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
+                                       self._throttle)
+        except DataUnavailable as exc:
+            self.stats.unrepairable += 1
+            self._dirty = True
+            await self._defer(item, entry, str(exc))
+            return False
+        for i, reason in res.failed.items():
+            self._health.report_failure(targets[i].id, reason)
+        if not res.written:
+            await self._defer(item, entry, "; ".join(res.failed.values()) or "no shard written")
+            return False
+        committed = await self._commit(part.stripe_id, list(part.nodes), res.written)
+        if committed:
+            self.stats.stripes_repaired += 1
+            self.stats.shards_rebuilt += len(res.written)
+            self.stats.bytes_rebuilt += res.bytes_written
+            self._dirty = True
+            log.info("stripe %s: rebuilt shards %s", part.stripe_id.hex(), res.written)
+            complete = len(res.written) == len(a.missing) and not a.unknown
+            if complete:
+                await self._drop(item)
+            else:
+                await self._defer(item, entry, "partially repaired")
+        return committed
+
+    async def _commit(self, stripe_id: bytes, old: list[str | None],
+                      written: dict[int, str]) -> bool:
+        """CAS the new shard locations into every record of the manifest (retry on conflict)."""
+        for _ in range(8):
+            man = await load_manifest(self._meta, stripe_id)
+            if not isinstance(man, Manifest) or list(man.part.nodes) != old:
+                # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
+                await self._collect(stripe_id, written)
+                return False
+            compares: dict[bytes, int] = {}
+            puts: dict[bytes, bytes] = {}
+            for it in man.items:
+                v = ObjectVersion.decode(it.value)
+                for p in v.parts:
+                    if p.stripe_id == stripe_id:
+                        nodes = list(p.nodes) + [None] * (p.k + p.m - len(p.nodes))
+                        for i, nid in written.items():
+                            nodes[i] = nid
+                        p.nodes = nodes
+                compares[it.key] = it.revision
+                puts[it.key] = v.encode()
+            replaced = {i: old[i] for i in written
+                        if i < len(old) and old[i] is not None and old[i] != written[i]}
+            if replaced:  # the lost or corrupt copies, should their node still hold them
+                puts[gc_key(time.time_ns(), stripe_id)] = pack(
+                    {"nodes": [replaced.get(i) for i in range(len(old))]})
+            if await self._meta.txn(Txn(compares=compares, puts=puts)):
+                return True
+            self.stats.commit_conflicts += 1
+        await self._collect(stripe_id, written)
+        return False
+
+    async def _collect(self, stripe_id: bytes, written: dict[int, str]) -> None:
+        width = max(written) + 1
+        nodes = [written.get(i) for i in range(width)]
+        await self._meta.put(gc_key(time.time_ns(), stripe_id), pack({"nodes": nodes}))
+
+    # the sweep -----------------------------------------------------------------------------
+
+    async def enqueue(self, stripe_id: bytes, reason: str) -> None:
+        key = repair_key(stripe_id)
+        await self._meta.txn(Txn(compares={key: 0}, puts={
+            key: pack({"reason": reason[:200], "queued": time.time()})}))
+
+    async def sweep_step(self) -> bool:
+        """One bounded step of the background sweep; True while a pass is in progress."""
+        await self._poll_quarantine()
+        await self._collect_orphans()
+        items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
+        for item in items:
+            ref = unpack(item.value)
+            if ref.get("state") != "live":
+                continue
+            stripe_id = bytes.fromhex(item.key[2:].decode())
+            man = await load_manifest(self._meta, stripe_id)
+            if not isinstance(man, Manifest) or not man.part.size:
+                continue
+            a = await self.assess(man.part)
+            n = str(len(a.healthy) + len(a.unknown))
+            self._pass_health[n] = self._pass_health.get(n, 0) + 1
+            self.stats.sweep_checked += 1
+            if a.missing:
+                await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing")
+        if len(items) < self.settings.sweep_batch:
+            self._sweep_cursor = b"X/"
+            self.stats.sweep_passes += 1
+            self.stats.last_sweep_end = time.time()
+            self.stats.last_pass_health = dict(self._pass_health)
+            self._pass_health = {}
+            self._next_sweep = time.monotonic() + self.settings.sweep_interval_s
+            self._dirty = True
+            return False
+        self._sweep_cursor = items[-1].key + b"\x00"
+        self._next_sweep = 0.0
+        return True
+
+    async def _poll_quarantine(self) -> None:
+        """Queue the stripes of shards the nodes' scrubbers (or reads) quarantined."""
+        for node in self._health.usable():
+            since = self._quarantine_since.get(node.id, 0.0)
+            try:
+                entries = await self._client.quarantined(node, since)
+            except StorageError:
+                continue
+            for e in entries:
+                t = float(e.get("time", 0.0))
+                self._quarantine_since[node.id] = max(self._quarantine_since.get(node.id, 0.0), t)
+                try:
+                    stripe_id, _ = parse_shard_id(str(e.get("shard_id", "")))
+                except ValueError:
+                    continue
+                if await self._meta.get(b"X/" + stripe_id.hex().encode()) is not None:
+                    await self.enqueue(stripe_id, f"quarantined on {node.id}")
+                    self.stats.quarantine_reports += 1
+                    self._dirty = True
+
+    async def _collect_orphans(self) -> None:
+        """Delete one page per node of shards no manifest names (older than the grace)."""
+        now = time.time()
+        for node in self._health.usable():
+            after = self._orphan_cursor.get(node.id, "")
+            try:
+                ids = await self._client.list_shards(node, after=after, limit=200)
+            except StorageError:
+                continue
+            self._orphan_cursor[node.id] = ids[-1] if len(ids) == 200 else ""
+            for sid in ids:
+                try:
+                    stripe_id, index = parse_shard_id(sid)
+                except ValueError:
+                    continue
+                man = await load_manifest(self._meta, stripe_id)
+                if isinstance(man, str) and man != "gone":
+                    continue  # being written
+                if isinstance(man, Manifest):
+                    nodes = man.part.nodes
+                    if index < len(nodes) and nodes[index] == node.id:
+                        continue
+                try:
+                    st = await self._client.stat_shard(node, sid)
+                except StorageError:
+                    continue
+                if st is None or now - float(st.get("mtime", now)) < self.settings.orphan_grace_s:
+                    continue
+                try:
+                    await self._client.delete_shard(node, sid)
+                except StorageError:
+                    continue
+                self.stats.orphans_deleted += 1
+                self._dirty = True
+                log.info("deleted orphan shard %s on %s", sid, node.id)
+
+    async def _publish(self) -> None:
+        if not self._dirty:
+            return
+        self.stats.updated = time.time()
+        await self._meta.put(STATS_KEY, pack(asdict(self.stats)))
+        self._dirty = False
+
+
+async def read_stats(meta: MetadataStore) -> dict:
+    """The last published repair counters (empty when no repair worker ran yet)."""
+    item = await meta.get(STATS_KEY)
+    if item is None:
+        return {}
+    d = unpack(item.value)
+    d.pop("fv", None)
+    return d

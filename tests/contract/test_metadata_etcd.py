@@ -1,0 +1,183 @@
+"""etcd-only parts of the metadata backend: gateway path, leases, watch, member failover.
+
+The shared contract (get/put/delete/range/txn) runs against etcd in
+test_metadata_contract.py, on the cluster that conftest.py starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from storage.errors import StorageError
+from storage.metadata import Txn, open_store
+from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, api_prefix
+from tests.contract.conftest import start_etcd
+from tests.integration.cluster import free_port
+
+pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
+                                reason="no etcd cluster (etcd not installed)")
+T = TypeVar("T")
+
+
+def _endpoints() -> tuple[str, ...]:
+    return tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(","))
+
+
+@pytest.fixture
+async def etcd() -> AsyncIterator[EtcdStore]:
+    s = await EtcdStore.open(_endpoints())
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def ns() -> bytes:
+    return b"et/" + secrets.token_hex(6).encode() + b"/"
+
+
+async def _eventually(fn: Callable[[], Awaitable[T]], ok: Callable[[T], bool],
+                      deadline_s: float = 15.0) -> T:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            got = await fn()
+            if ok(got):
+                return got
+        except StorageError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {deadline_s}s (last: {got!r})")
+        await asyncio.sleep(0.1)
+
+
+def test_api_prefix_by_version() -> None:
+    assert api_prefix("3.5.9") == "/v3"
+    assert api_prefix("3.4.23") == "/v3"
+    assert api_prefix("3.3.11") == "/v3beta"
+    assert api_prefix("3.2.0") == "/v3alpha"
+
+
+async def test_open_store_detects_gateway_path(tmp_path: Path) -> None:
+    s = await open_store("etcd", str(tmp_path / "unused"), _endpoints())
+    try:
+        assert isinstance(s, EtcdStore)
+        assert s.server_version.startswith("3.")
+        assert s._prefix == api_prefix(s.server_version)
+    finally:
+        await s.close()
+
+
+async def test_no_endpoint_answers_is_one_clear_error() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(EtcdError, match="no etcd endpoint answered"):
+        await EtcdStore.open((dead,))
+
+
+async def test_lease_exclusive_renew_release(etcd: EtcdStore, ns: bytes) -> None:
+    name = ns.decode() + "gc"
+    other = await EtcdStore.open(_endpoints())
+    try:
+        assert await etcd.acquire_lease(name, "gw-a", 10) is True
+        assert await etcd.lease_holder(name) == "gw-a"
+        assert await other.acquire_lease(name, "gw-b", 10) is False
+        assert await etcd.acquire_lease(name, "gw-a", 10) is True  # re-acquire = renew
+        assert await etcd.renew(name, "gw-a") is True
+        assert await other.renew(name, "gw-b") is False
+        assert await etcd.release(name, "gw-a") is True
+        assert await etcd.lease_holder(name) is None
+        assert await other.acquire_lease(name, "gw-b", 10) is True
+        assert await etcd.acquire_lease(name, "gw-a", 10) is False
+    finally:
+        await other.close()
+    assert await etcd.lease_holder(name) is None  # close released gw-b's lease
+
+
+async def test_lease_expires_when_holder_stops_renewing(etcd: EtcdStore, ns: bytes) -> None:
+    name = ns.decode() + "repair"
+    dying = await EtcdStore.open(_endpoints())
+    assert await dying.acquire_lease(name, "gw-dead", 2) is True
+    assert await etcd.acquire_lease(name, "gw-live", 10) is False
+    # the holder "dies": no renewals; the key goes with its etcd lease
+    await _eventually(lambda: etcd.acquire_lease(name, "gw-live", 10), bool)
+    assert await etcd.lease_holder(name) == "gw-live"
+    assert await dying.renew(name, "gw-dead") is False
+    await dying.close()
+    assert await etcd.lease_holder(name) == "gw-live"
+
+
+async def test_watch_prefix_sees_changes_in_order(etcd: EtcdStore, ns: bytes) -> None:
+    start = await etcd.put(ns + b"before", b"0")
+    events: list[WatchEvent] = []
+
+    async def collect() -> None:
+        async for batch in etcd.watch_prefix(ns, start_revision=start + 1):
+            events.extend(batch)
+            if len(events) >= 3:
+                return
+
+    task = asyncio.create_task(collect())
+    r1 = await etcd.put(ns + b"a", b"1")
+    await etcd.put(b"et/elsewhere", b"x")  # outside the prefix
+    r2 = await etcd.txn(Txn(puts={ns + b"b": b"2"}, deletes=(ns + b"a",)))
+    assert r2 is True
+    await asyncio.wait_for(task, 10)
+    assert [(e.key, e.value, e.deleted) for e in events[:1]] == [(ns + b"a", b"1", False)]
+    assert events[0].revision == r1
+    assert sorted((e.key, e.deleted) for e in events[1:]) == [(ns + b"a", True),
+                                                              (ns + b"b", False)]
+    assert events[1].revision == events[2].revision > r1
+
+
+async def test_poll_prefix_yields_on_change(etcd: EtcdStore, ns: bytes) -> None:
+    it = etcd.poll_prefix(ns, interval_s=0.05)
+    assert await anext(it) == []
+    rev = await etcd.put(ns + b"x", b"1")
+    items = await asyncio.wait_for(anext(it), 5)
+    assert [(i.key, i.revision) for i in items] == [(ns + b"x", rev)]
+    await it.aclose()
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
+async def test_member_loss_fails_over(tmp_path: Path) -> None:
+    cluster = await asyncio.to_thread(start_etcd, tmp_path, "failover")
+    try:
+        store = await EtcdStore.open(cluster.endpoints)
+        try:
+            rev = await store.put(b"f/k", b"v1")
+            watched: list[WatchEvent] = []
+
+            async def watch() -> None:
+                async for batch in store.watch_prefix(b"f/", start_revision=rev + 1):
+                    watched.extend(batch)
+
+            watcher = asyncio.create_task(watch())
+            await store.put(b"f/k", b"v2")
+            await _eventually(lambda: asyncio.sleep(0, len(watched)), lambda n: n >= 1)
+            cluster.kill(cluster.members[0].name)  # the endpoint in use
+            item = await _eventually(lambda: store.get(b"f/k"), lambda i: i is not None)
+            assert item is not None and item.value == b"v2"
+            new = await _eventually(lambda: store.txn(Txn({b"f/k": item.revision},
+                                                          {b"f/k": b"v3"})), bool)
+            assert new is True
+            got = await store.range(b"f/", b"f0")
+            assert [(i.key, i.value) for i in got] == [(b"f/k", b"v3")]
+            # the watch resumed on another member without losing the change
+            await _eventually(lambda: asyncio.sleep(0, [e.value for e in watched]),
+                              lambda vs: vs == [b"v2", b"v3"])
+            watcher.cancel()
+        finally:
+            await store.close()
+    finally:
+        await asyncio.to_thread(cluster.stop)

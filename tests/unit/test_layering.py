@@ -1,0 +1,94 @@
+"""The layering rules, checked on the source: storage is a library; gateway and nodes are apart.
+
+storage never imports gateway or nodes; gateway and nodes never import each other; only
+storage/crypto/aead.py imports `cryptography`. Relative imports are resolved too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("storage", "gateway", "nodes")
+FORBIDDEN = {"storage": {"gateway", "nodes"}, "gateway": {"nodes"}, "nodes": {"gateway"}}
+CRYPTO_ALLOWED = {"storage/crypto/aead.py"}
+
+
+def module_name(path: Path) -> list[str]:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def imports(path: Path) -> set[str]:
+    """Every absolute module name the file imports (relative imports resolved)."""
+    pkg = module_name(path)
+    if path.name != "__init__.py":
+        pkg = pkg[:-1]
+    return imports_of(path.read_text(), pkg, str(path))
+
+
+def imports_of(source: str, pkg: list[str], filename: str = "<src>") -> set[str]:
+    """Imported module names of `source`, a module inside package `pkg` (dotted parts)."""
+    tree = ast.parse(source, filename=filename)
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg[: len(pkg) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "import_module" and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            out.add(node.args[0].value)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id == "__import__" and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            out.add(node.args[0].value)
+    return out
+
+
+def sources() -> list[Path]:
+    files = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+    assert len(files) > 20, "source tree not found"
+    return files
+
+
+def top(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_package_never_imports_forbidden_layers(package: str) -> None:
+    bad = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for name in imports(path):
+            if top(name) in FORBIDDEN[package]:
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_only_aead_imports_cryptography() -> None:
+    bad = [f"{p.relative_to(ROOT)} imports {n}" for p in sources() for n in imports(p)
+           if top(n) == "cryptography" and str(p.relative_to(ROOT)) not in CRYPTO_ALLOWED]
+    assert not bad, "\n".join(bad)
+    assert any(top(n) == "cryptography" for n in imports(ROOT / "storage/crypto/aead.py"))
+
+
+def test_checker_sees_relative_and_dynamic_imports() -> None:
+    """The checker itself: relative and dynamic imports resolve to their real names."""
+    src = ("from .. import gateway_thing\nfrom ..crypto import aead\nimport importlib\n"
+           "importlib.import_module('gateway.app')\n__import__('nodes.app')\n")
+    names = imports_of(src, ["storage", "shards"])
+    assert {"storage.gateway_thing", "storage.crypto.aead", "gateway.app",
+            "nodes.app"} <= names
+    assert "storage.crypto.aead" in imports(ROOT / "storage" / "crypto" / "keys.py") or \
+        "storage.crypto" in imports(ROOT / "storage" / "crypto" / "keys.py")

@@ -1,0 +1,1 @@
+"""Golden test vectors: fixed inputs and the exact bytes every versioned format produces."""
