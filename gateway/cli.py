@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_up)
     sub.add_parser("gateway", help="run one gateway process (--config FILE)", add_help=False)
     sub.add_parser("node", help="run one storage node (--config FILE --id ID)", add_help=False)
+    from gateway.volumecli import add_parser as add_volume_parser
+
+    add_volume_parser(sub)
     from gateway.admincli import add_admin_commands
 
     add_admin_commands(sub)

@@ -224,3 +224,14 @@ def add_status_command(sub: Any) -> None:
     p = sub.add_parser("status", help="cluster health, redundancy, backlogs and durability")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=status_command)
+
+
+def fully_redundant(doc: dict[str, Any], since: float) -> bool:
+    """True when the status shows every stripe at k+m healthy shards, zone-safe, no backlog,
+    confirmed by a whole repair sweep pass that started after `since` (epoch seconds)."""
+    width = str(doc["profile"]["k"] + doc["profile"]["m"])
+    st, r = doc["stripes"], doc["repair"]
+    last = r.get("last_pass_health") or {}
+    return (r["backlog"] == 0 and st["zone_unsafe"] == 0
+            and set(st["by_healthy_shards"]) <= {width}
+            and float(r.get("last_sweep_start", 0)) > since and set(last) <= {width})

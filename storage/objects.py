@@ -22,6 +22,7 @@ from storage.erasure import ErasureCodec
 from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
 from storage.metadata import MetadataStore, Txn, prefix_end
 from storage.pipeline import StripeCodec
+from storage.placement import zone_safe
 from storage.records import (
     SEP,
     ObjectVersion,
@@ -180,7 +181,8 @@ class ObjectService:
         part = PartLayout(number=number, size=res.size, etag="", stripe_id=stripe_id,
                           k=profile.k, m=profile.m, segment_size=self._cfg.segment_size,
                           nodes=res.nodes, profile=profile.name)
-        if res.segments and None in res.nodes:
+        if res.segments and (None in res.nodes
+                             or not zone_safe(res.nodes, self._cfg.nodes, profile.m)):
             await self._meta.put(repair_key(stripe_id),
                                  pack({"bucket": v.bucket, "key": v.key, "reason": "write"}))
         return part
@@ -378,7 +380,7 @@ class ObjectService:
                     if ver.version_id == version_id and target is None:
                         target = (item, ver)
                     else:
-                        rest.append(ver)
+                        rest.append((item, ver))
                 if target is None:
                     if cur_v is not None and cur_v.version_id == version_id:
                         deletes.append(okey)
@@ -393,7 +395,8 @@ class ObjectService:
                     result = DeleteResult(version_id=version_id, delete_marker=ver.delete_marker)
                     if cur_v is not None and cur_v.version_id == version_id:
                         if rest:
-                            puts[okey] = rest[0].encode()
+                            compares[rest[0][0].key] = rest[0][0].revision
+                            puts[okey] = rest[0][1].encode()
                         else:
                             deletes.append(okey)
             self._retire([r for r in retired if not r.delete_marker], puts, deletes)
@@ -415,6 +418,10 @@ class ObjectService:
         start = base + prefix.encode()
         if start_after:
             start = max(start, base + start_after.encode() + b"\x00")
+            pos = start_after.find(delimiter, len(prefix)) if delimiter else -1
+            if pos >= 0 and start_after.startswith(prefix):
+                # a marker or token inside a common prefix: that prefix was already returned
+                start = max(start, prefix_end(base + start_after[: pos + len(delimiter)].encode()))
         objs: list[ObjectVersion] = []
         prefixes: list[str] = []
         last = ""
@@ -457,11 +464,12 @@ class ObjectService:
         base = version_prefix(bucket)
         start = base + prefix.encode()
         end = prefix_end(start) if prefix else prefix_end(base)
-        out: list[ObjectVersion] = []
         skipping = bool(version_marker)
         if key_marker:
             start = max(start, base + key_marker.encode() + SEP)
-        items = await self._meta.range(start, end, limit=max_keys + 1 + (1000 if skipping else 0))
+        limit = max_keys + 1 + (1000 if skipping else 0)
+        items = await self._meta.range(start, end, limit=limit)
+        found: list[ObjectVersion] = []
         for item in items:
             v = ObjectVersion.decode(item.value)
             if key_marker and v.key == key_marker:
@@ -471,10 +479,47 @@ class ObjectService:
                     if v.version_id == version_marker:
                         skipping = False
                     continue
-            if len(out) == max_keys:
-                return out, True
-            out.append(v)
-        return out, False
+            found.append(v)
+        more = len(items) == limit
+        found, more = await self._merge_unversioned(bucket, prefix, key_marker, found, more,
+                                                    max_keys)
+        if len(found) > max_keys:
+            return found[:max_keys], True
+        return found, more
+
+    async def _merge_unversioned(self, bucket: str, prefix: str, key_marker: str,
+                                 found: list[ObjectVersion], more: bool, max_keys: int,
+                                 ) -> tuple[list[ObjectVersion], bool]:
+        """Add the "null" versions written before versioning was enabled (they are only
+        in their current record until a newer version moves them to the history)."""
+        base = object_prefix(bucket)
+        start = base + prefix.encode()
+        if key_marker:
+            start = max(start, base + key_marker.encode() + SEP)
+        end = prefix_end(base + prefix.encode()) if prefix else prefix_end(base)
+        limit = max_keys + 1
+        items = await self._meta.range(start, end, limit=limit)
+        extra = []
+        for item in items:
+            v = ObjectVersion.decode(item.value)
+            if v.version_id != NULL_VERSION:
+                continue
+            vp = version_prefix(bucket, v.key)
+            if not await self._meta.range(vp, prefix_end(vp), limit=1):
+                extra.append(v)
+        if not extra:
+            return found, more
+        bound = None
+        if more and found:
+            bound = found[-1].key
+        if len(items) == limit:
+            last_o = ObjectVersion.decode(items[-1].value).key
+            bound = last_o if bound is None else min(bound, last_o)
+            more = True
+        merged = sorted(found + extra, key=lambda x: x.key.encode("utf-8", "surrogateescape"))
+        if bound is not None:
+            merged = [x for x in merged if x.key <= bound]
+        return merged, more
 
     async def is_latest(self, v: ObjectVersion) -> bool:
         cur = await self._meta.get(object_key(v.bucket, v.key))

@@ -48,6 +48,25 @@ def place(stripe_id: bytes, profile: Profile, nodes: Sequence[NodeSpec],
     return chosen
 
 
+def place_for_write(stripe_id: bytes, profile: Profile, nodes: Sequence[NodeSpec],
+                    quorum: int) -> list[NodeSpec]:
+    """Placement for a new stripe: zone-safe, unless the zones that are up cannot take quorum.
+
+    With a whole zone down, at most m shards per zone may leave fewer slots than the write
+    quorum (4+2 on three zones keeps only 4). Refusing every write during a zone outage is
+    worse than a stripe that is briefly zone-unsafe, so the remaining shards spill onto the
+    best-ranked other healthy nodes (still distinct nodes); the caller queues the stripe
+    for repair, which restores zone safety once the zone is back.
+    """
+    chosen = place(stripe_id, profile, nodes)
+    if len(chosen) >= quorum:
+        return chosen
+    taken = {n.id for n in chosen}
+    spill = [n for n in rank(stripe_id, [n for n in nodes if n.role == profile.role])
+             if n.id not in taken]
+    return chosen + spill[: profile.width - len(chosen)]
+
+
 def zone_safe(node_ids: Sequence[str | None], nodes: Sequence[NodeSpec], m: int) -> bool:
     """True when the placed shards use distinct nodes and no zone holds more than m."""
     by_id = {n.id: n for n in nodes}

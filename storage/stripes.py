@@ -19,7 +19,7 @@ from storage.config import Config, NodeSpec, Profile
 from storage.errors import DataUnavailable, IntegrityError, QuorumNotReached, StorageError
 from storage.health import HealthTracker
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
-from storage.placement import place
+from storage.placement import place_for_write
 from storage.shards.client import NodeClient
 from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
@@ -165,7 +165,7 @@ class StripeStore:
         """Encode and store a stream as one stripe; returns once the write quorum holds."""
         loop = asyncio.get_running_loop()
         quorum = self._cfg.write_quorum(profile)
-        targets = place(codec.stripe_id, profile, self._health.usable())
+        targets = place_for_write(codec.stripe_id, profile, self._health.usable(), quorum)
         if len(targets) < quorum:
             raise QuorumNotReached(quorum, len(targets), profile.width,
                                    ["not enough healthy nodes to place the stripe"])

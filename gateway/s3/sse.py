@@ -60,37 +60,37 @@ def _kms_key_for(key_id: str, tenant: str, region: str) -> str:
 
 def customer_key(headers: Any, prefix: str = "") -> bytes | None:
     """The SSE-C key of a request (or of its copy source with `prefix`), checked as AWS does."""
-    alg = headers.get(prefix + H_C_ALG)
-    key = headers.get(prefix + H_C_KEY)
-    md5 = headers.get(prefix + H_C_MD5)
+    names = [h.replace("x-amz-", prefix, 1) if prefix else h for h in (H_C_ALG, H_C_KEY, H_C_MD5)]
+    h_alg, h_key, h_md5 = names
+    alg, key, md5 = (headers.get(n) for n in names)
     if alg is None and key is None and md5 is None:
         return None
     if alg is None:
         raise S3Error("InvalidArgument", "Requests specifying Server Side Encryption with "
                       "Customer provided keys must provide a valid encryption algorithm.",
-                      ArgumentName=prefix + H_C_ALG, ArgumentValue="null")
+                      ArgumentName=h_alg, ArgumentValue="null")
     if alg != "AES256":
         raise S3Error("InvalidEncryptionAlgorithmError", "The Encryption request you specified "
                       "is not valid. Supported value: AES256.",
-                      ArgumentName=prefix + H_C_ALG, ArgumentValue=alg)
+                      ArgumentName=h_alg, ArgumentValue=alg)
     if key is None:
         raise S3Error("InvalidArgument", "Requests specifying Server Side Encryption with "
                       "Customer provided keys must provide an appropriate secret key.",
-                      ArgumentName=prefix + H_C_KEY, ArgumentValue="null")
+                      ArgumentName=h_key, ArgumentValue="null")
     try:
         raw = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32:
         raise S3Error("InvalidArgument", "The secret key was invalid for the specified "
-                      "algorithm.", ArgumentName=prefix + H_C_KEY, ArgumentValue="null")
+                      "algorithm.", ArgumentName=h_key, ArgumentValue="null")
     if md5 is None:
         raise S3Error("InvalidArgument", "Requests specifying Server Side Encryption with "
                       "Customer provided keys must provide the client calculated MD5 of the "
-                      "secret key.", ArgumentName=prefix + H_C_MD5, ArgumentValue="null")
+                      "secret key.", ArgumentName=h_md5, ArgumentValue="null")
     if base64.b64encode(hashlib.md5(raw).digest()).decode() != md5:
         raise S3Error("InvalidArgument", "The calculated MD5 hash of the key did not match the "
-                      "hash that was provided.", ArgumentName=prefix + H_C_MD5,
+                      "hash that was provided.", ArgumentName=h_md5,
                       ArgumentValue="null")
     return raw
 

@@ -81,7 +81,7 @@ class EtcdStore:
         self._session = session
         self._prefix = prefix
         self._current = 0
-        self._leases: dict[bytes, tuple[str, str]] = {}  # name -> (holder, lease id)
+        self._leases: dict[bytes, tuple[str, str]] = {}  # key -> (holder, lease id)
         self.server_version = ""
 
     @classmethod
@@ -186,9 +186,10 @@ class EtcdStore:
         return bool(data.get("succeeded", False))
 
     async def close(self) -> None:
-        for name, (holder, _) in list(self._leases.items()):
+        for key, (holder, _) in list(self._leases.items()):
+            name = key[len(LEASE_PREFIX):].decode()
             try:
-                await self.release(name.decode(), holder)
+                await self.release(name, holder)
             except StorageError as exc:
                 log.warning("etcd: could not release lease %r: %s", name, exc)
         await self._session.close()

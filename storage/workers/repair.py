@@ -87,6 +87,7 @@ class RepairStats:
     quarantine_reports: int = 0
     sweep_passes: int = 0
     sweep_checked: int = 0
+    last_sweep_start: float = 0.0
     last_sweep_end: float = 0.0
     last_pass_health: dict[str, int] = field(default_factory=dict)  # healthy shards -> stripes
     updated: float = 0.0
@@ -152,6 +153,7 @@ class RepairWorker:
         self._sweep_cursor = b"X/"
         self._next_sweep = 0.0
         self._pass_health: dict[str, int] = {}
+        self._pass_started = 0.0
         self._orphan_cursor: dict[str, str] = {}
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True
@@ -356,6 +358,8 @@ class RepairWorker:
 
     async def sweep_step(self) -> bool:
         """One bounded step of the background sweep; True while a pass is in progress."""
+        if self._sweep_cursor == b"X/":
+            self._pass_started = time.time()
         await self._poll_quarantine()
         await self._collect_orphans()
         items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
@@ -376,6 +380,7 @@ class RepairWorker:
         if len(items) < self.settings.sweep_batch:
             self._sweep_cursor = b"X/"
             self.stats.sweep_passes += 1
+            self.stats.last_sweep_start = self._pass_started
             self.stats.last_sweep_end = time.time()
             self.stats.last_pass_health = dict(self._pass_health)
             self._pass_health = {}

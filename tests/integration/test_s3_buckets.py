@@ -304,7 +304,8 @@ def test_listing_paths(s3, bucket) -> None:
     assert "Owner" in page["Contents"][0]
     assert "Owner" not in s3.list_objects_v2(Bucket=bucket, MaxKeys=1)["Contents"][0]
     page = s3.list_objects_v2(Bucket=bucket, Prefix="sp", EncodingType="url")
-    assert page["Contents"][0]["Key"] == "sp ace+plus"
+    assert page["Contents"][0]["Key"] == "sp%20ace%2Bplus"  # boto3 leaves it encoded
+    assert page["EncodingType"] == "url"
     # v1 with marker / NextMarker.
     got, marker = [], ""
     while True:

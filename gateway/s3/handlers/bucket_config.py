@@ -55,7 +55,7 @@ async def delete_bucket_cors(rq: S3Request) -> web.StreamResponse:
 
 @operation("PutBucketPolicy")
 async def put_bucket_policy(rq: S3Request) -> web.StreamResponse:
-    body = await read_small_body(rq, config_xml.POLICY_BYTES_MAX + 1)
+    body = await read_small_body(rq)
     text = config_xml.validate_policy(body)
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, policy=text)
     return web.Response(status=204)

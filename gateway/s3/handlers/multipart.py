@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.s3 import checksums, xml
+from gateway.s3 import checksums, sse, xml
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
@@ -90,6 +90,11 @@ def _checksum_headers(values: dict[str, str], ctype: str | None = None) -> dict[
 @operation("CreateMultipartUpload")
 async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
     po = put_options(rq)
+    choice = await sse.for_request(rq)
+    if choice.customer_key is not None:
+        raise S3Error("NotImplemented", "Server-side encryption with customer-provided keys "
+                      "is not supported for multipart uploads.")
+    po.sse = choice.record
     alg = rq.headers.get("x-amz-checksum-algorithm")
     ctype = rq.headers.get("x-amz-checksum-type")
     if alg is not None and alg.upper() not in checksums.ALGORITHMS:
@@ -104,7 +109,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
         up = await service(rq).create(rq.tenant, rq.bucket, rq.key, opts)
     except InvalidInput as e:
         raise S3Error("InvalidRequest", str(e)) from None
-    headers = {"x-amz-server-side-encryption": "AES256"}
+    headers = dict(sse.response_headers(up.sse))
     if up.checksum_algorithm:
         headers["x-amz-checksum-algorithm"] = up.checksum_algorithm
         headers["x-amz-checksum-type"] = up.checksum_type or mp.COMPOSITE
@@ -116,7 +121,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
 
 
 def _part_response(part: mp.Part, up: mp.Upload) -> dict[str, str]:
-    headers = {"ETag": f'"{part.etag}"', "x-amz-server-side-encryption": "AES256"}
+    headers = {"ETag": f'"{part.etag}"', **sse.response_headers(up.sse)}
     headers.update(_checksum_headers(part.checksums))
     return headers
 
@@ -173,6 +178,7 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     with _errors(upload_id):
         up, _ = await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
     src, src_versioned = await copy_source(rq)
+    src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)
     if end - start > PART_SIZE_MAX:
         raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum "
@@ -185,9 +191,9 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
 
     with _errors(upload_id):
         part = await svc.upload_part(rq.tenant, rq.bucket, rq.key, upload_id, number,
-                                     rq.cluster.objects.read(src, start, end),
+                                     rq.cluster.objects.read(src, start, end, sse_c_key=src_key),
                                      [running] if running else [], end - start, finalize)
-    headers = {"x-amz-server-side-encryption": "AES256"}
+    headers = dict(sse.response_headers(up.sse))
     if src_versioned:
         headers["x-amz-copy-source-version-id"] = src.version_id
     return xml_response(xml.copy_part_result_xml(part.etag, iso_time(part.modified),
@@ -233,7 +239,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     except Conflict:
         raise S3Error("PreconditionFailed",
                       Condition="If-None-Match" if if_none_match else "If-Match") from None
-    headers = {"x-amz-server-side-encryption": "AES256"}
+    headers = dict(sse.response_headers(v.sse))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
     location = f"{rq.request.scheme}://{rq.request.host}/{quote(rq.bucket)}/{quote(rq.key)}"

@@ -1,0 +1,181 @@
+"""Mount and unmount: the FUSE daemon, and for `--fs ext4` the loop device and file system.
+
+`mount` starts `python -m gateway.block.fuse` in its own session, waits until its directory
+is a mount point, and for a file system sets up a loop device over `<dir>/volume`, runs
+mkfs on first use and mounts it. The steps are recorded in a state file under the data
+directory so `unmount DIR` can undo them in reverse and wait for the daemon to flush and exit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+READY_TIMEOUT_S = 60.0
+EXIT_TIMEOUT_S = 300.0
+
+
+class MountError(RuntimeError):
+    """A mount step failed; the message says which and why, in one line."""
+
+
+@dataclass
+class MountState:
+    volume: str
+    tenant: str
+    target: str  # the directory the user named
+    fuse_dir: str
+    pid: int
+    fs: str | None = None
+    loop: str | None = None
+    log: str = ""
+    log_offset: int = 0
+
+
+def _state_dir(data_dir: Path) -> Path:
+    d = data_dir / "volumes" / "mounts"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _state_path(data_dir: Path, target: Path) -> Path:
+    h = hashlib.sha256(str(target.resolve()).encode()).hexdigest()[:16]
+    return _state_dir(data_dir) / f"{h}.json"
+
+
+def mounted_states(data_dir: Path) -> list[MountState]:
+    return [MountState(**json.loads(p.read_text())) for p in _state_dir(data_dir).glob("*.json")]
+
+
+def _run(*cmd: str) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise MountError(f"{cmd[0]} failed: {msg[-1] if msg else r.returncode}")
+    return r.stdout.strip()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def start_daemon(config: Path, data_dir: Path, tenant: str, volume: str, fuse_dir: Path,
+                 lease_ttl_s: float | None = None) -> tuple[int, Path]:
+    """Spawn the FUSE daemon and wait until `fuse_dir` is mounted; returns (pid, log)."""
+    fuse_dir.mkdir(parents=True, exist_ok=True)
+    logs = data_dir / "volumes" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{tenant}.{volume}.log"
+    cmd = [sys.executable, "-m", "gateway.block.fuse", "--config", str(config),
+           "--tenant", tenant, "--volume", volume, "--mountpoint", str(fuse_dir)]
+    if lease_ttl_s is not None:
+        cmd += ["--lease-ttl", str(lease_ttl_s)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd="/")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise MountError(_last_line(log) or f"FUSE daemon exited with {proc.returncode}")
+        if os.path.ismount(fuse_dir) and (fuse_dir / "volume").exists():
+            return proc.pid, log
+        time.sleep(0.05)
+    proc.kill()
+    raise MountError(f"FUSE daemon did not mount {fuse_dir} within {READY_TIMEOUT_S:.0f}s")
+
+
+def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, target: Path,
+          fs: str | None, lease_ttl_s: float | None = None) -> MountState:
+    target = target.resolve()
+    if _state_path(data_dir, target).exists():
+        raise MountError(f"{target} already has a volume mounted (tessera volume unmount)")
+    target.mkdir(parents=True, exist_ok=True)
+    fuse_dir = target if fs is None else data_dir / "volumes" / "fuse" / vid
+    log_offset = _log_size(data_dir, tenant, volume)
+    pid, log = start_daemon(config, data_dir, tenant, volume, fuse_dir, lease_ttl_s)
+    st = MountState(volume=volume, tenant=tenant, target=str(target), fuse_dir=str(fuse_dir),
+                    pid=pid, fs=fs, log=str(log), log_offset=log_offset)
+    _save(data_dir, st)
+    if fs is None:
+        return st
+    try:
+        st.loop = _run("losetup", "--find", "--show", str(fuse_dir / "volume"))
+        _save(data_dir, st)
+        if not _has_fs(st.loop):
+            opts = ["-q", "-F", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"]
+            _run(f"mkfs.{fs}", *(opts if fs.startswith("ext") else []), st.loop)
+        _run("mount", "-t", fs, st.loop, str(target))
+    except BaseException:
+        unmount(data_dir, target)
+        raise
+    return st
+
+
+def _log_size(data_dir: Path, tenant: str, volume: str) -> int:
+    p = data_dir / "volumes" / "logs" / f"{tenant}.{volume}.log"
+    return p.stat().st_size if p.exists() else 0
+
+
+def _has_fs(dev: str) -> bool:
+    """True if the device already carries a file system signature (blkid exit 0)."""
+    return subprocess.run(["blkid", "-p", dev], capture_output=True).returncode == 0
+
+
+def _save(data_dir: Path, st: MountState) -> None:
+    p = _state_path(data_dir, Path(st.target))
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(st)))
+    os.replace(tmp, p)
+
+
+def unmount(data_dir: Path, target: Path, timeout_s: float = EXIT_TIMEOUT_S) -> MountState:
+    """Undo a mount: file system, loop device, FUSE; waits for the daemon's final flush."""
+    target = target.resolve()
+    sp = _state_path(data_dir, target)
+    if not sp.exists():
+        raise MountError(f"no tessera volume is mounted on {target}")
+    st = MountState(**json.loads(sp.read_text()))
+    if st.fs and os.path.ismount(target):
+        _run("umount", str(target))
+    if st.loop:
+        subprocess.run(["losetup", "-d", st.loop], capture_output=True)
+    deadline = time.monotonic() + timeout_s
+    while os.path.ismount(st.fuse_dir):
+        r = subprocess.run(["fusermount3", "-u", st.fuse_dir], capture_output=True, text=True)
+        if r.returncode == 0 or not os.path.ismount(st.fuse_dir):
+            break
+        if time.monotonic() > deadline:
+            raise MountError(f"fusermount3 -u {st.fuse_dir}: {r.stderr.strip()}")
+        time.sleep(0.1)  # the loop device lets go of the file asynchronously
+    while _alive(st.pid):
+        if time.monotonic() > deadline:
+            raise MountError(f"FUSE daemon {st.pid} still flushing after {timeout_s:.0f}s")
+        time.sleep(0.05)
+    sp.unlink()
+    with open(st.log, "rb") as f:
+        f.seek(st.log_offset)
+        tail = f.read().decode(errors="replace")
+    if "flush failed" in tail:
+        raise MountError(f"the daemon reported flush failures; see {st.log}")
+    return st

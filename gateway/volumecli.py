@@ -1,0 +1,310 @@
+"""`tessera volume ...`: create, inspect, snapshot, clone, mount and unmount block volumes.
+
+The cluster comes from TESSERA_CONFIG and the tenant from the credentials in the
+environment (`tessera.env`): AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; an admin credential
+may name any tenant with --tenant. The CLI uses the storage library directly (like librbd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from storage.cluster import Cluster
+from storage.config import load_config
+from storage.errors import AccessDenied, InvalidInput
+from storage.volumes import MiB, Volume, VolumeService, parse_size
+
+Action = Callable[[argparse.Namespace, Cluster, VolumeService, str], Awaitable[Any]]
+
+
+def _config_path(a: argparse.Namespace) -> Path:
+    p = a.config or os.environ.get("TESSERA_CONFIG")
+    if not p:
+        raise InvalidInput("no cluster: set TESSERA_CONFIG (source tessera.env) or --config")
+    return Path(p)
+
+
+async def _tenant(a: argparse.Namespace, c: Cluster) -> str:
+    ak = os.environ.get("AWS_ACCESS_KEY_ID", "")
+    sk = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+    cred = await c.tenants.credential(ak) if ak else None
+    if cred is None or not hmac.compare_digest(cred.secret_key, sk):
+        raise AccessDenied("no valid credentials: source tessera.env "
+                           "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+    if a.tenant and a.tenant != cred.tenant:
+        if cred.role != "admin":
+            raise AccessDenied("only an admin credential may name another tenant")
+        return str(a.tenant)
+    if cred.role == "admin" and not a.tenant:
+        raise InvalidInput("an admin credential must name the tenant with --tenant")
+    return cred.tenant
+
+
+def _run(a: argparse.Namespace, action: Action) -> int:
+    async def go() -> Any:
+        c = await Cluster.open(load_config(_config_path(a)))
+        try:
+            svc = VolumeService(c.cfg, c.meta, c.tenants, c.stripes)
+            return await action(a, c, svc, await _tenant(a, c))
+        finally:
+            await c.close()
+    result = asyncio.run(go())
+    return int(result) if isinstance(result, int) else 0
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _table(rows: list[list[str]], head: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _vol_dict(v: Volume, stored: int | None = None, lease: dict | None = None) -> dict:
+    d = {"name": v.name, "id": v.id, "tenant": v.tenant, "size": v.size,
+         "extent_size": v.extent_size, "profile": v.profile, "generation": v.gen,
+         "snapshots": [{"name": s["name"], "generation": g} for g, s in
+                       sorted(v.snapshots.items())],
+         "base": v.base, "clones": v.clones}
+    if stored is not None:
+        d["stored_bytes"] = stored
+    if lease is not None:
+        d["attached_by"] = lease
+    return d
+
+
+# actions --------------------------------------------------------------------------------
+
+async def _create(a, c, svc, t):  # type: ignore[no-untyped-def]
+    v = await svc.create(t, a.name, parse_size(a.size), parse_size(a.extent_size))
+    print(json.dumps(_vol_dict(v)) if a.json else
+          f"created volume {v.name}: {_human(v.size)}, extents of {_human(v.extent_size)}")
+
+
+async def _list(a, c, svc, t):  # type: ignore[no-untyped-def]
+    vols = await svc.list(t)
+    if a.json:
+        print(json.dumps([_vol_dict(v) for v in vols]))
+        return
+    _table([[v.name, _human(v.size), _human(v.extent_size), str(len(v.snapshots)),
+             v.base["name"] + "@" + str(v.base["gen"]) if v.base else "-"] for v in vols],
+           ["NAME", "SIZE", "EXTENT", "SNAPSHOTS", "ORIGIN"])
+
+
+async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
+    import time
+
+    v = await svc.get(t, a.name)
+    stored = await svc.stored_bytes(t, a.name)
+    lease = await svc.lease(v.id)
+    if lease and lease["expires"] < time.time():
+        lease = None
+    d = _vol_dict(v, stored, lease)
+    if a.json:
+        print(json.dumps(d))
+        return
+    for k in ("name", "id", "tenant", "profile", "generation"):
+        print(f"{k + ':':14}{d[k]}")
+    print(f"{'size:':14}{_human(v.size)} ({v.size} bytes)")
+    print(f"{'extent size:':14}{_human(v.extent_size)}")
+    print(f"{'written:':14}{_human(stored)} (before erasure overhead)")
+    print(f"{'snapshots:':14}{', '.join(s['name'] for s in d['snapshots']) or '-'}")
+    print(f"{'origin:':14}{v.base['name'] + ' gen ' + str(v.base['gen']) if v.base else '-'}")
+    print(f"{'clones:':14}{', '.join(v.clones) or '-'}")
+    print(f"{'attached:':14}{lease['holder'] + ' token ' + str(lease['token']) if lease else '-'}")
+
+
+async def _delete(a, c, svc, t):  # type: ignore[no-untyped-def]
+    await svc.delete(t, a.name)
+    print(f"deleted volume {a.name}")
+
+
+async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
+    v = await svc.resize(t, a.name, parse_size(a.size))
+    print(f"volume {v.name} is now {_human(v.size)}")
+
+
+def _quiesce(data_dir: Path, tenant: str, name: str) -> None:
+    """If the volume is mounted here, push its caches down: a crash-consistent point."""
+    from gateway.block.mount import mounted_states
+
+    for st in mounted_states(data_dir):
+        if st.volume != name or st.tenant != tenant:
+            continue
+        if st.fs:
+            fd = os.open(st.target, os.O_RDONLY)
+            try:
+                os.sync()
+            finally:
+                os.close(fd)
+        fd = os.open(Path(st.fuse_dir) / "volume", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
+    if a.snap_cmd == "create":
+        await asyncio.to_thread(_quiesce, c.cfg.data_dir, t, a.name)
+        g = await svc.snapshot(t, a.name, a.snap)
+        print(f"snapshot {a.name}@{a.snap} (generation {g})")
+    elif a.snap_cmd == "delete":
+        await svc.delete_snapshot(t, a.name, a.snap)
+        print(f"deleted snapshot {a.name}@{a.snap}")
+    else:
+        v = await svc.get(t, a.name)
+        rows = [{"name": s["name"], "generation": g, "created": s["created"]}
+                for g, s in sorted(v.snapshots.items())]
+        if a.json:
+            print(json.dumps(rows))
+        else:
+            import time
+
+            _table([[r["name"], str(r["generation"]),
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))]
+                    for r in rows], ["NAME", "GENERATION", "CREATED"])
+
+
+async def _clone(a, c, svc, t):  # type: ignore[no-untyped-def]
+    name, _, snap = a.source.partition("@")
+    if not snap:
+        raise InvalidInput("clone source is VOLUME@SNAPSHOT")
+    v = await svc.clone(t, name, snap, a.name)
+    print(f"cloned {name}@{snap} to volume {v.name}")
+
+
+class _Progress:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty and total and (done % 16 == 0 or done == total - 1):
+            bar = int(30 * (done + 1) / total)
+            sys.stderr.write(f"\r{self.label} [{'#' * bar}{' ' * (30 - bar)}] "
+                             f"{done + 1}/{total}")
+            sys.stderr.flush()
+            if done == total - 1:
+                sys.stderr.write("\n")
+
+
+async def _flatten(a, c, svc, t):  # type: ignore[no-untyped-def]
+    await svc.flatten(t, a.name, _Progress(f"flatten {a.name}"))
+    print(f"volume {a.name} no longer depends on its origin")
+
+
+async def _export(a, c, svc, t):  # type: ignore[no-untyped-def]
+    h = await svc.open(t, a.name, holder="export", snapshot=a.snapshot)
+    prog = _Progress(f"export {a.name}")
+    with open(a.file, "wb") as f:
+        for idx in range(h.vol.extents):
+            prog(idx, h.vol.extents)
+            data = await h.read_extent(idx)
+            if data is None:
+                f.seek(h.extent_len(idx), 1)
+            else:
+                f.write(data)
+        f.truncate(h.vol.size)
+    print(f"exported {a.name} to {a.file}")
+
+
+async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
+    size = os.path.getsize(a.file)
+    v = await svc.get(t, a.name)
+    if size > v.size:
+        raise InvalidInput(f"{a.file} ({size} bytes) is larger than the volume")
+    h = await svc.open(t, a.name, holder=f"import:{os.getpid()}")
+    prog = _Progress(f"import {a.name}")
+    try:
+        with open(a.file, "rb") as f:
+            for idx in range(-(-size // v.extent_size)):
+                prog(idx, -(-size // v.extent_size))
+                data = f.read(v.extent_size)
+                await h.write(idx * v.extent_size, data)
+    finally:
+        await h.close()
+    print(f"imported {a.file} into {a.name}")
+
+
+async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
+    from gateway.block.mount import mount
+
+    v = await svc.get(t, a.name)
+    st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
+                                 Path(a.dir), a.fs, a.lease_ttl)
+    where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
+    print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
+
+
+def _unmount(a: argparse.Namespace) -> int:
+    from gateway.block.mount import unmount
+
+    cfg = load_config(_config_path(a))
+    st = unmount(cfg.data_dir, Path(a.dir))
+    print(f"volume {st.volume} unmounted from {st.target}; all writes committed")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Register `tessera volume ...` on the top-level subparsers."""
+    vp = sub.add_parser("volume", help="block volumes: create, snapshot, clone, mount")
+    vs = vp.add_subparsers(dest="volume_command", required=True)
+
+    def cmd(name: str, action: Action | None, help_: str) -> argparse.ArgumentParser:
+        p = vs.add_parser(name, help=help_)
+        p.add_argument("--config", help="tessera.toml (default: $TESSERA_CONFIG)")
+        p.add_argument("--tenant", help="tenant (admin credentials only)")
+        p.add_argument("--json", action="store_true", help="JSON output")
+        if action is not None:
+            p.set_defaults(func=lambda a, action=action: _run(a, action))
+        return p
+
+    p = cmd("create", _create, "create a thin-provisioned volume")
+    p.add_argument("name")
+    p.add_argument("--size", required=True, help="e.g. 10G")
+    p.add_argument("--extent-size", default=str(MiB), help="1M to 4M (default 1M)")
+    cmd("list", _list, "list volumes")
+    cmd("show", _show, "show one volume").add_argument("name")
+    cmd("delete", _delete, "delete a volume (and its snapshots)").add_argument("name")
+    p = cmd("resize", _resize, "grow a volume")
+    p.add_argument("name")
+    p.add_argument("--size", required=True)
+    p = cmd("snapshot", _snapshot, "create, list or delete snapshots")
+    p.add_argument("snap_cmd", choices=["create", "list", "delete"])
+    p.add_argument("name")
+    p.add_argument("snap", nargs="?", default="")
+    p = cmd("clone", _clone, "new volume from a snapshot: clone VOLUME@SNAP NAME")
+    p.add_argument("source")
+    p.add_argument("name")
+    cmd("flatten", _flatten, "copy a clone's shared extents so it stands alone"
+        ).add_argument("name")
+    p = cmd("export", _export, "write the volume (or a snapshot) to a raw image file")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--snapshot")
+    p = cmd("import", _import, "write a raw image file into the volume")
+    p.add_argument("name")
+    p.add_argument("file")
+    p = cmd("mount", _mount, "attach: expose DIR/volume, or mount a file system on DIR")
+    p.add_argument("name")
+    p.add_argument("dir")
+    p.add_argument("--fs", help="file system (e.g. ext4): mkfs on first use, loop mount")
+    p.add_argument("--lease-ttl", type=float, default=None, help=argparse.SUPPRESS)
+    p = cmd("unmount", None, "detach what `mount` set up on DIR (waits for the flush)")
+    p.add_argument("dir")
+    p.set_defaults(func=_unmount)

@@ -1,0 +1,198 @@
+"""Tenant isolation: every S3 operation by another tenant on a bucket is AccessDenied, with
+boto3 and presigned URLs, and bucket policies narrow access only within the owning tenant."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from gateway.admincli import admin_request
+from tests.integration.cluster import LocalCluster
+
+
+def _tenant_client(cluster: LocalCluster, name: str):  # type: ignore[no-untyped-def]
+    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    cred = admin_request("POST", "/keys", {"tenant": name}, env=cluster.env)
+    return boto3.client("s3", endpoint_url=cluster.endpoint,
+                        aws_access_key_id=cred["access_key_id"],
+                        aws_secret_access_key=cred["secret_access_key"],
+                        region_name="us-east-1",
+                        config=BotoConfig(retries={"max_attempts": 1}, signature_version="s3v4"))
+
+
+@pytest.fixture(scope="module")
+def world(cluster: LocalCluster) -> dict[str, Any]:
+    """Tenants A and B, each with a versioned bucket holding one tagged object."""
+    tag = uuid.uuid4().hex[:8]
+    a, b = _tenant_client(cluster, f"iso-a-{tag}"), _tenant_client(cluster, f"iso-b-{tag}")
+    ba, bb = f"iso-a-{tag}", f"iso-b-{tag}"
+    for client, bucket in ((a, ba), (b, bb)):
+        client.create_bucket(Bucket=bucket)
+        client.put_bucket_versioning(Bucket=bucket,
+                                     VersioningConfiguration={"Status": "Enabled"})
+        client.put_object(Bucket=bucket, Key="obj", Body=b"data of " + bucket.encode())
+        client.put_bucket_tagging(Bucket=bucket,
+                                  Tagging={"TagSet": [{"Key": "t", "Value": "v"}]})
+    up = a.create_multipart_upload(Bucket=ba, Key="mp")["UploadId"]
+    return {"a": a, "b": b, "ba": ba, "bb": bb, "upload": up}
+
+
+def _ops(bucket: str, other: str, upload: str) -> dict[str, Callable[[Any], Any]]:
+    tagging = {"TagSet": [{"Key": "x", "Value": "y"}]}
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*"}]})
+    return {
+        "ListObjectsV2": lambda c: c.list_objects_v2(Bucket=bucket),
+        "ListObjects": lambda c: c.list_objects(Bucket=bucket),
+        "ListObjectVersions": lambda c: c.list_object_versions(Bucket=bucket),
+        "HeadBucket": lambda c: c.head_bucket(Bucket=bucket),
+        "GetBucketLocation": lambda c: c.get_bucket_location(Bucket=bucket),
+        "GetObject": lambda c: c.get_object(Bucket=bucket, Key="obj")["Body"].read(),
+        "GetObjectMissingKey": lambda c: c.get_object(Bucket=bucket, Key="nope"),
+        "HeadObject": lambda c: c.head_object(Bucket=bucket, Key="obj"),
+        "HeadObjectMissingKey": lambda c: c.head_object(Bucket=bucket, Key="nope"),
+        "PutObject": lambda c: c.put_object(Bucket=bucket, Key="new", Body=b"x"),
+        "DeleteObject": lambda c: c.delete_object(Bucket=bucket, Key="new"),
+        "DeleteObjects": lambda c: c.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": "new"}]}),
+        "CopyObjectFrom": lambda c: c.copy_object(
+            Bucket=other, Key="copied", CopySource={"Bucket": bucket, "Key": "obj"}),
+        "CopyObjectTo": lambda c: c.copy_object(
+            Bucket=bucket, Key="copied", CopySource={"Bucket": other, "Key": "obj"}),
+        "CreateMultipartUpload": lambda c: c.create_multipart_upload(Bucket=bucket, Key="m2"),
+        "UploadPart": lambda c: c.upload_part(Bucket=bucket, Key="mp", UploadId=upload,
+                                              PartNumber=1, Body=b"p"),
+        "ListParts": lambda c: c.list_parts(Bucket=bucket, Key="mp", UploadId=upload),
+        "ListMultipartUploads": lambda c: c.list_multipart_uploads(Bucket=bucket),
+        "GetBucketVersioning": lambda c: c.get_bucket_versioning(Bucket=bucket),
+        "PutBucketVersioning": lambda c: c.put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}),
+        "GetBucketTagging": lambda c: c.get_bucket_tagging(Bucket=bucket),
+        "PutBucketTagging": lambda c: c.put_bucket_tagging(Bucket=bucket, Tagging=tagging),
+        "GetObjectTagging": lambda c: c.get_object_tagging(Bucket=bucket, Key="obj"),
+        "PutObjectTagging": lambda c: c.put_object_tagging(Bucket=bucket, Key="obj",
+                                                           Tagging=tagging),
+        "PutBucketPolicy": lambda c: c.put_bucket_policy(Bucket=bucket, Policy=policy),
+        "GetBucketPolicy": lambda c: c.get_bucket_policy(Bucket=bucket),
+        "DeleteBucketPolicy": lambda c: c.delete_bucket_policy(Bucket=bucket),
+        "GetBucketEncryption": lambda c: c.get_bucket_encryption(Bucket=bucket),
+        "AbortMultipartUpload": lambda c: c.abort_multipart_upload(Bucket=bucket, Key="mp",
+                                                                   UploadId=upload),
+        "DeleteBucket": lambda c: c.delete_bucket(Bucket=bucket),
+    }
+
+
+OPS = list(_ops("b", "o", "u"))
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response["Error"]["Code"]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_other_tenant_is_denied(world: dict[str, Any], op: str) -> None:
+    fn = _ops(world["ba"], world["bb"], world["upload"])[op]
+    with pytest.raises(ClientError) as ei:
+        fn(world["b"])
+    # HEAD answers have no body: botocore reports the status code as the error code.
+    assert _code(ei.value) in ("AccessDenied", "403"), (op, ei.value.response)
+    assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_owner_may_do_every_operation(world: dict[str, Any]) -> None:
+    ops = _ops(world["ba"], world["ba"], world["upload"])
+    failures = {}
+    for name, fn in ops.items():
+        if name in ("GetObjectMissingKey", "HeadObjectMissingKey", "DeleteBucket"):
+            continue
+        try:
+            fn(world["a"])
+        except ClientError as exc:
+            if _code(exc) not in ("NoSuchTagSet", "NoSuchBucketPolicy"):
+                failures[name] = _code(exc)
+    assert failures == {}
+    with pytest.raises(ClientError) as ei:
+        world["a"].get_object(Bucket=world["ba"], Key="nope")
+    assert _code(ei.value) == "NoSuchKey"
+
+
+def _fetch(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, method=method, data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_presigned_urls_do_not_cross_tenants(world: dict[str, Any]) -> None:
+    a, b, ba = world["a"], world["b"], world["ba"]
+    own = a.generate_presigned_url("get_object", Params={"Bucket": ba, "Key": "obj"})
+    assert _fetch(own) == (200, b"data of " + ba.encode())
+    for method, params in (("get_object", {"Key": "obj"}), ("get_object", {"Key": "nope"}),
+                           ("head_object", {"Key": "obj"}), ("put_object", {"Key": "p"}),
+                           ("delete_object", {"Key": "obj"}), ("list_objects_v2", {})):
+        url = b.generate_presigned_url(method, Params={"Bucket": ba, **params})
+        http = {"put_object": "PUT", "delete_object": "DELETE", "head_object": "HEAD"}
+        status, body = _fetch(url, http.get(method, "GET"),
+                              b"x" if method == "put_object" else None)
+        assert status == 403, (method, status, body)
+        if method != "head_object":
+            assert b"<Code>AccessDenied</Code>" in body
+    assert a.get_object(Bucket=ba, Key="obj")["Body"].read() == b"data of " + ba.encode()
+
+
+def test_bucket_policy_narrows_within_tenant_and_opens_public_read(
+        cluster: LocalCluster, world: dict[str, Any]) -> None:
+    a, b = world["a"], world["b"]
+    bucket = f"pol-{uuid.uuid4().hex[:8]}"
+    a.create_bucket(Bucket=bucket)
+    for k in ("public/p.txt", "secret/s.txt", "other/o.txt"):
+        a.put_object(Bucket=bucket, Key=k, Body=k.encode())
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/public/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": f"arn:aws:s3:::{bucket}/secret/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*"},
+    ]}
+    base = f"{cluster.endpoint}/{bucket}"
+    assert _fetch(f"{base}/public/p.txt")[0] == 403  # no policy yet: private
+    a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    # Anonymous: public-read for public/* only, and only reads.
+    assert _fetch(f"{base}/public/p.txt") == (200, b"public/p.txt")
+    assert _fetch(f"{base}/public/p.txt", "HEAD")[0] == 200
+    assert _fetch(f"{base}/public/none")[0] == 404
+    assert _fetch(f"{base}/other/o.txt")[0] == 403
+    assert _fetch(f"{base}/secret/s.txt")[0] == 403
+    assert _fetch(f"{base}/public/new", "PUT", b"x")[0] == 403
+    assert _fetch(f"{base}/public/p.txt", "DELETE")[0] == 403
+    assert _fetch(f"{base}?list-type=2")[0] == 403
+    assert _fetch(f"{cluster.endpoint}/no-such-bucket-{uuid.uuid4().hex[:6]}/k")[0] == 403
+    # The owner: Deny statements bite, the rest stays allowed.
+    assert a.get_object(Bucket=bucket, Key="other/o.txt")["Body"].read() == b"other/o.txt"
+    for fn in (lambda: a.get_object(Bucket=bucket, Key="secret/s.txt"),
+               lambda: a.put_object(Bucket=bucket, Key="secret/new", Body=b"x"),
+               lambda: a.delete_object(Bucket=bucket, Key="other/o.txt")):
+        with pytest.raises(ClientError) as ei:
+            fn()
+        assert _code(ei.value) == "AccessDenied"
+    # Never across tenants, even where the policy says Principal "*".
+    with pytest.raises(ClientError) as ei:
+        b.get_object(Bucket=bucket, Key="public/p.txt")
+    assert _code(ei.value) == "AccessDenied"
+    # The owner can always remove its policy.
+    a.delete_bucket_policy(Bucket=bucket)
+    a.delete_object(Bucket=bucket, Key="other/o.txt")
+    assert _fetch(f"{base}/public/p.txt")[0] == 403

@@ -1,0 +1,91 @@
+"""Versioning workflow through boto3 against a real cluster."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def _versions(s3, bucket: str, **kw) -> list[tuple[str, str, bool, bool]]:
+    """(key, version id, is latest, is delete marker) in listing order."""
+    page = s3.list_object_versions(Bucket=bucket, **kw)
+    out = [(v["Key"], v["VersionId"], v["IsLatest"], False) for v in page.get("Versions", [])]
+    out += [(v["Key"], v["VersionId"], v["IsLatest"], True)
+            for v in page.get("DeleteMarkers", [])]
+    return out
+
+
+def test_versioning_workflow(s3) -> None:
+    b = "versioning-flow"
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="k", Body=b"before")  # the "null" version
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket=b)["Status"] == "Enabled"
+    assert _versions(s3, b) == [("k", "null", True, False)]
+    vids = [s3.put_object(Bucket=b, Key="k", Body=f"v{i}".encode())["VersionId"]
+            for i in range(3)]
+    listed = [v for v in s3.list_object_versions(Bucket=b)["Versions"]]
+    assert [v["VersionId"] for v in listed] == [*reversed(vids), "null"]
+    assert [v["IsLatest"] for v in listed] == [True, False, False, False]
+    for i, vid in enumerate(vids):
+        got = s3.get_object(Bucket=b, Key="k", VersionId=vid)
+        assert got["Body"].read() == f"v{i}".encode() and got["VersionId"] == vid
+    assert s3.get_object(Bucket=b, Key="k", VersionId="null")["Body"].read() == b"before"
+    # Delete -> delete marker; GET is 404 with x-amz-delete-marker.
+    res = s3.delete_object(Bucket=b, Key="k")
+    assert res["DeleteMarker"] is True
+    marker = res["VersionId"]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=b, Key="k")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+    assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "true"
+    markers = s3.list_object_versions(Bucket=b)["DeleteMarkers"]
+    assert [(m["VersionId"], m["IsLatest"]) for m in markers] == [(marker, True)]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=b, Key="k", VersionId=marker)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 405
+    # Deleting the marker brings the object back.
+    s3.delete_object(Bucket=b, Key="k", VersionId=marker)
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"v2"
+    # Suspended: writes replace the null version.
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})
+    s3.put_object(Bucket=b, Key="k", Body=b"s1")
+    s3.put_object(Bucket=b, Key="k", Body=b"s2")
+    vs = _versions(s3, b)
+    assert [v[1] for v in vs] == ["null", *reversed(vids)]
+    assert vs[0][2] is True
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"s2"
+    assert s3.get_object(Bucket=b, Key="k", VersionId="null")["Body"].read() == b"s2"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=b, Key="k", VersionId="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    assert e.value.response["Error"]["Code"] == "NoSuchVersion"
+    for v in _versions(s3, b):
+        s3.delete_object(Bucket=b, Key=v[0], VersionId=v[1])
+    assert _versions(s3, b) == []
+    s3.delete_bucket(Bucket=b)
+
+
+def test_list_versions_paging(s3) -> None:
+    b = "versioning-paging"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    expected = []
+    for key in ("a", "b", "c", "d"):
+        vids = [s3.put_object(Bucket=b, Key=key, Body=b"x")["VersionId"] for _ in range(3)]
+        expected += [(key, v) for v in reversed(vids)]
+    got: list[tuple[str, str]] = []
+    kw: dict[str, str] = {}
+    while True:
+        page = s3.list_object_versions(Bucket=b, MaxKeys=5, **kw)
+        got += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+        if not page["IsTruncated"]:
+            break
+        kw = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page["NextVersionIdMarker"]}
+    assert got == expected
+    latest = [v["Key"] for v in s3.list_object_versions(Bucket=b)["Versions"] if v["IsLatest"]]
+    assert latest == ["a", "b", "c", "d"]
+    page = s3.list_object_versions(Bucket=b, KeyMarker="b")
+    assert [v["Key"] for v in page["Versions"]][:1] == ["c"]
+    for key, vid in expected:
+        s3.delete_object(Bucket=b, Key=key, VersionId=vid)
+    s3.delete_bucket(Bucket=b)
