@@ -278,11 +278,12 @@ class StripeStore:
                             if isinstance(r, IntegrityError) and on_damage:
                                 on_damage(codec.stripe_id, s.index, str(r))
                             else:
-                                self._health.report_failure(s.node.id, str(r))
+                                if getattr(r, "status", None) not in (404, 409, 416):
+                                    self._health.report_failure(s.node.id, str(r))
                                 if on_damage:
                                     on_damage(codec.stripe_id, s.index, str(r))
                             if not _open(seg):
-                                if len(active) + len(blocks) < k:
+                                if len({a.index for a in active} | set(blocks)) < k:
                                     raise DataUnavailable(
                                         f"stripe {codec.stripe_id.hex()} segment {seg}: fewer "
                                         f"than {k} shards readable ({'; '.join(errors[-4:])})")

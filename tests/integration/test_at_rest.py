@@ -268,8 +268,9 @@ def test_rotation_under_load_rewraps_and_every_object_reads(cluster: LocalCluste
                 with lock:
                     written[key] = body
                     sample = list(written.items())[(n * 7) % len(written)]
-                if s3.get_object(Bucket=name, Key=sample[0])["Body"].read() != sample[1]:
-                    errors.append(f"mismatch on {sample[0]}")
+                got = s3.get_object(Bucket=name, Key=sample[0])["Body"].read()
+                if got != sample[1]:
+                    errors.append(f"mismatch on {sample[0]}: {got[:20]!r} != {sample[1][:20]!r}")
             except Exception as exc:  # noqa: BLE001 - collected and asserted below
                 errors.append(repr(exc))
             n += 1

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage.config import NodeSpec, Profile, validate_layout
-from storage.placement import place, rank, zone_safe
+from storage.placement import place, place_for_write, rank, zone_safe
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,35 @@ def test_zone_loss_leaves_k_shards_in_default_cluster(down_zone: str) -> None:
     for i in range(200):
         chosen = place(i.to_bytes(16, "big"), Profile("s", 4, 2), nodes)
         assert sum(1 for n in chosen if n.zone != down_zone) >= 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.integers(0, 2))
+def test_place_for_write(case: Case, extra: int) -> None:
+    """Zone-safe whenever the quorum fits zone-safely; otherwise spill, never duplicate."""
+    p = case.profile
+    quorum = min(p.k + extra, p.width)
+    healthy = tuple(n for n in case.nodes if n.id not in case.exclude)
+    chosen = place_for_write(case.stripe_id, p, healthy, quorum)
+    ids = [n.id for n in chosen]
+    assert len(ids) == len(set(ids)) and not set(ids) & case.exclude
+    safe = place(case.stripe_id, p, healthy)
+    if len(safe) >= quorum:
+        assert chosen == safe
+    else:
+        assert chosen[: len(safe)] == safe  # the zone-safe part comes first, unchanged
+        assert len(chosen) == min(p.width, len(healthy))
+
+
+def test_zone_outage_spills_instead_of_refusing() -> None:
+    nodes = make_nodes([3, 3, 3])
+    up = tuple(n for n in nodes if n.zone != "az1")
+    for i in range(50):
+        stripe = i.to_bytes(16, "big")
+        assert len(place(stripe, Profile("s", 4, 2), up)) == 4  # below the k+1 quorum
+        chosen = place_for_write(stripe, Profile("s", 4, 2), up, 5)
+        assert len({n.id for n in chosen}) == 6
+        assert {n.zone for n in chosen} == {"az2", "az3"}
+        assert not zone_safe([n.id for n in chosen], nodes, 2)  # so it is queued for repair
+        assert place_for_write(stripe, Profile("s", 4, 2), nodes, 5) == \
+            place(stripe, Profile("s", 4, 2), nodes)
