@@ -15,7 +15,7 @@ def _up(a: argparse.Namespace) -> int:
     from gateway.localcluster import run
 
     return asyncio.run(run(Path(a.data), a.port, a.node_port, a.admin_port, a.metadata,
-                           a.etcd_port, a.etcd_peer_port))
+                           a.etcd_port, a.etcd_peer_port, a.day_seconds))
 
 
 def _exec_module(module: str, argv: list[str]) -> int:
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--etcd-port", type=int, default=2379, help="etcd client port (--metadata etcd)")
     up.add_argument("--etcd-peer-port", type=int, default=2380,
                     help="etcd peer port (--metadata etcd)")
+    up.add_argument("--day-seconds", type=float, default=None,
+                    help="length of a lifecycle/restore 'day' in seconds, written to the "
+                         "[archive] section at first start (default 86400; tests use ~10)")
     up.set_defaults(func=_up)
     sub.add_parser("gateway", help="run one gateway process (--config FILE)", add_help=False)
     sub.add_parser("node", help="run one storage node (--config FILE --id ID)", add_help=False)
@@ -49,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.status import add_status_command
 
     add_status_command(sub)
+    from gateway.chaos import add_chaos_command
+
+    add_chaos_command(sub)
+    from gateway.lifecyclecli import add_lifecycle_parser
+
+    add_lifecycle_parser(sub)
     return p
 
 

@@ -1,7 +1,7 @@
 """`tessera up`: a whole cluster on this machine as child processes, data under one directory.
 
-Nine storage nodes in three zones (az1 on 127.0.1.x, az2 on 127.0.2.x, az3 on 127.0.3.x)
-and a gateway. The first start writes the cluster config, creates the default tenant with
+Nine storage nodes in three zones (az1 on 127.0.1.x, az2 on 127.0.2.x, az3 on 127.0.3.x),
+six archive nodes (a1..a6 on 127.0.Z.11/12) and a gateway. The first start writes the cluster config, creates the default tenant with
 an access key and the admin credential, and writes `tessera.env`; later starts reuse them.
 """
 
@@ -25,8 +25,12 @@ NODES_PER_ZONE = 3
 READY_TIMEOUT_S = 60.0
 
 
+ARCHIVE_NODES_PER_ZONE = 2  # a1..a6 on 127.0.Z.11 and 127.0.Z.12, role "archive"
+
+
 def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
-                   etcd_endpoints: tuple[str, ...] = ()) -> str:
+                   etcd_endpoints: tuple[str, ...] = (), day_seconds: float | None = None,
+                   ) -> str:
     lines = [
         f'data_dir = "{data_dir}"',
         "",
@@ -46,6 +50,7 @@ def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
         "m = 2",
         'role = "standard"',
         "",
+        *_archive_sections(day_seconds),
     ]
     n = 0
     for z, zone in enumerate(ZONES, start=1):
@@ -53,7 +58,27 @@ def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
             n += 1
             lines += ["[[nodes]]", f'id = "n{n}"', f'zone = "{zone}"',
                       f'address = "127.0.{z}.{i}:{node_port}"', ""]
+    a = 0
+    for z, zone in enumerate(ZONES, start=1):
+        for i in range(11, 11 + ARCHIVE_NODES_PER_ZONE):
+            a += 1
+            lines += ["[[nodes]]", f'id = "a{a}"', f'zone = "{zone}"',
+                      f'address = "127.0.{z}.{i}:{node_port}"', 'role = "archive"', ""]
     return "\n".join(lines)
+
+
+def _archive_sections(day_seconds: float | None) -> list[str]:
+    """Archive profile 3+3 on archive nodes (2 per zone: a zone loss leaves 4 >= k shards),
+    compressed; GLACIER and DEEP_ARCHIVE map to it, the other classes to standard."""
+    lines = ["[profiles.archive]", "k = 3", "m = 3", 'role = "archive"', "compress = true", "",
+             "[storage_classes]"]
+    lines += [f'{c} = "standard"' for c in ("STANDARD", "STANDARD_IA", "GLACIER_IR")]
+    lines += [f'{c} = "archive"' for c in ("GLACIER", "DEEP_ARCHIVE")]
+    lines.append("")
+    if day_seconds is not None:
+        lines += ["[archive]", f"day_seconds = {float(day_seconds)}",
+                  f"lifecycle_interval_s = {max(0.5, min(3600.0, day_seconds / 10))}", ""]
+    return lines
 
 
 def _metadata_section(etcd_endpoints: tuple[str, ...]) -> list[str]:
@@ -69,7 +94,10 @@ def _local_etcd(data_dir: Path, metadata: str, etcd_port: int,
     members_file = data_dir / "etcd" / "members.json"
     if members_file.exists():
         members = [EtcdMember(**m) for m in json.loads(members_file.read_text())]
-    elif metadata == "etcd" and not (data_dir / "tessera.toml").exists():
+    elif metadata == "etcd":
+        if (data_dir / "tessera.toml").exists():
+            raise RuntimeError(f"{data_dir} was created without --metadata etcd; the metadata "
+                               "backend is chosen at first start")
         members = default_members(etcd_port, etcd_peer_port)
         members_file.parent.mkdir(parents=True, exist_ok=True)
         members_file.write_text(json.dumps([asdict(m) for m in members]))
@@ -146,7 +174,8 @@ async def bootstrap(config: Path) -> dict[str, str]:
 
 
 async def run(data_dir: Path, port: int, node_port: int, admin_port: int,
-              metadata: str = "sqlite", etcd_port: int = 2379, etcd_peer_port: int = 2380) -> int:
+              metadata: str = "sqlite", etcd_port: int = 2379, etcd_peer_port: int = 2380,
+              day_seconds: float | None = None) -> int:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "tessera.toml"
@@ -154,17 +183,18 @@ async def run(data_dir: Path, port: int, node_port: int, admin_port: int,
     if etcd is not None:
         await asyncio.to_thread(etcd.start)
     try:
-        return await _run(data_dir, config, port, node_port, admin_port, etcd)
+        return await _run(data_dir, config, port, node_port, admin_port, etcd, day_seconds)
     finally:
         if etcd is not None:  # stopped last: nodes and gateway are gone by now
             await asyncio.to_thread(etcd.stop)
 
 
 async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_port: int,
-               etcd: EtcdCluster | None) -> int:
+               etcd: EtcdCluster | None, day_seconds: float | None = None) -> int:
     if not config.exists():
         eps = etcd.endpoints if etcd is not None else ()
-        config.write_text(default_config(data_dir, port, node_port, admin_port, eps))
+        config.write_text(default_config(data_dir, port, node_port, admin_port, eps,
+                                         day_seconds))
     cfg = load_config(config)
     env = await bootstrap(config)
     log_dir = data_dir / "logs"

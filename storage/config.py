@@ -61,6 +61,27 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """The archive tier's clock: how long a lifecycle/restore "day" is, and restore latencies.
+
+    Latencies are given in real-world seconds (AWS's typical figures) and scaled by
+    `day_seconds / 86400`, so a test cluster with 10-second days restores in seconds.
+    """
+
+    day_seconds: float = 86400.0
+    lifecycle_interval_s: float = 3600.0
+    expedited_s: float = 300.0
+    standard_s: float = 4 * 3600.0
+    bulk_s: float = 12 * 3600.0
+    deep_standard_s: float = 12 * 3600.0
+    deep_bulk_s: float = 48 * 3600.0
+
+    @property
+    def scale(self) -> float:
+        return self.day_seconds / 86400.0
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a process of the cluster needs to know about the cluster."""
 
@@ -76,6 +97,7 @@ class Config:
     storage_classes: Mapping[str, str] = field(default_factory=dict)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     node_request_window_s: int = 300
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -106,7 +128,9 @@ class Config:
         return self.data_dir / "secrets" / "root.key"
 
 
-_TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata"}
+_TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata",
+             "archive"}
+_ARCHIVE_KEYS = set(ArchiveSettings.__dataclass_fields__)
 _CLUSTER_KEYS = {"default_profile", "segment_size", "write_quorum_extra", "node_request_window_s"}
 _GATEWAY_KEYS = set(GatewayConfig.__dataclass_fields__)
 _PROFILE_KEYS = {"k", "m", "role", "compress"}
@@ -160,6 +184,16 @@ def validate_layout(profile: Profile, nodes: tuple[NodeSpec, ...]) -> None:
             f"zone: with at most m={profile.m} shards per zone, {len(per_zone)} zone(s) of "
             f"{profile.role} nodes hold only {capacity} of {profile.width} shards"
         )
+
+
+def _archive(raw: Mapping[str, Any]) -> ArchiveSettings:
+    _check_keys("archive", raw, _ARCHIVE_KEYS)
+    vals: dict[str, float] = {}
+    for k, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+            raise ConfigError(f"[archive] {k} must be a positive number, got {v!r}")
+        vals[k] = float(v)
+    return ArchiveSettings(**vals)
 
 
 def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) -> Config:
@@ -225,6 +259,7 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
         etcd_endpoints=tuple(meta.get("etcd_endpoints", ())),
         storage_classes=classes,
         gateway=GatewayConfig(**gw),
+        archive=_archive(dict(raw.get("archive", {}))),
     )
 
 

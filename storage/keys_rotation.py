@@ -76,6 +76,9 @@ async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:
 async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str) -> None:
     await tenants.shred(tenant)
     await meta.txn(Txn(deletes=(shred_key(tenant), rewrap_key(tenant))))
+    scrub = getattr(meta, "scrub", None)  # drop old copies the backend keeps (SQLite WAL)
+    if scrub is not None:
+        await scrub()
 
 
 class Rewrapper:

@@ -151,8 +151,8 @@ class ObjectService:
         self.seal_dek(v, kek, dek, opts.sse_c_key)
         md5 = hashlib.md5()
         part = await self.write_part(v, 1, SegmentCipher(dek), body, [md5, *opts.digests],
-                                     opts.size_hint, opts.storage_class)
-        v.size = part.size
+                                     opts.size_hint, opts.storage_class, compress=True)
+        v.size = part.plaintext_size
         v.etag = md5.hexdigest()
         part.etag = v.etag
         v.parts = [part]
@@ -168,9 +168,21 @@ class ObjectService:
 
     async def write_part(self, v: ObjectVersion, number: int, cipher: SegmentCipher,
                          body: AsyncIterator[bytes], digests: Sequence[object],
-                         size_hint: int | None, storage_class: str) -> PartLayout:
-        """Write one part as one stripe; it becomes visible only when a manifest commits."""
+                         size_hint: int | None, storage_class: str,
+                         compress: bool = False) -> PartLayout:
+        """Write one part as one stripe; it becomes visible only when a manifest commits.
+
+        With `compress` and a compressing profile (archive), the plaintext is zstd-compressed
+        before encryption and the layout says so (`compressed`, `plain_size`).
+        """
         profile = self._cfg.profile_for_class(storage_class)
+        counter = None
+        if compress and profile.compress:
+            from storage.compression import Counter, compress_stream
+
+            counter = Counter()
+            body = compress_stream(body, digests, counter)
+            digests, size_hint = (), None
         stripe_id = new_stripe_id()
         codec = StripeCodec(cipher=cipher, codec=ErasureCodec(profile.k, profile.m),
                             identity=self.identity(v), part=number, stripe_id=stripe_id,
@@ -181,6 +193,8 @@ class ObjectService:
         part = PartLayout(number=number, size=res.size, etag="", stripe_id=stripe_id,
                           k=profile.k, m=profile.m, segment_size=self._cfg.segment_size,
                           nodes=res.nodes, profile=profile.name)
+        if counter is not None:
+            part.compressed, part.plain_size = True, counter.plain
         if res.segments and (None in res.nodes
                              or not zone_safe(res.nodes, self._cfg.nodes, profile.m)):
             await self._meta.put(repair_key(stripe_id),
@@ -319,13 +333,17 @@ class ObjectService:
         cipher = await self._cipher_for(v, sse_c_key)
         offset = 0
         for part in v.parts:
-            p_start, p_end = offset, offset + part.size
+            p_start, p_end = offset, offset + part.plaintext_size
             offset = p_end
             if p_end <= start or p_start >= end or part.size == 0:
                 continue
             lo, hi = max(start, p_start) - p_start, min(end, p_end) - p_start
-            first, last = lo // part.segment_size, (hi - 1) // part.segment_size
             codec = self.codec_for(v, part, cipher)
+            if part.compressed:
+                async for piece in self._read_compressed(codec, part, lo, hi, on_damage):
+                    yield piece
+                continue
+            first, last = lo // part.segment_size, (hi - 1) // part.segment_size
             seg = first
             async for plain in self._stripes.read(codec, part.nodes, part.size, first, last,
                                                   on_damage or self._report_damage):
@@ -334,6 +352,30 @@ class ObjectService:
                 b = min(hi - seg_start, len(plain))
                 yield plain[a:b] if (a, b) != (0, len(plain)) else plain
                 seg += 1
+
+    async def _read_compressed(self, codec: StripeCodec, part: PartLayout, lo: int, hi: int,
+                               on_damage: Callable[[bytes, int, str], None] | None,
+                               ) -> AsyncIterator[bytes]:
+        """Plaintext [lo, hi) of a compressed part: decompressed from its start (archive)."""
+        from storage.compression import decompress_stream
+        from storage.pipeline import segment_count
+
+        last = segment_count(part.size, part.segment_size) - 1
+        stored = self._stripes.read(codec, part.nodes, part.size, 0, last,
+                                    on_damage or self._report_damage)
+        pos = 0
+        plains = decompress_stream(stored)
+        try:
+            async for plain in plains:
+                a, b = max(lo - pos, 0), min(hi - pos, len(plain))
+                pos += len(plain)
+                if a < b:
+                    yield plain[a:b] if (a, b) != (0, len(plain)) else plain
+                if pos >= hi:
+                    break
+        finally:
+            await plains.aclose()
+            await stored.aclose()  # type: ignore[attr-defined]
 
     def _report_damage(self, stripe_id: bytes, index: int, reason: str) -> None:
         import asyncio

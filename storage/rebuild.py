@@ -18,7 +18,7 @@ from storage.config import NodeSpec
 from storage.crypto.aead import TAG_BYTES
 from storage.erasure import ErasureCodec, block_size
 from storage.errors import DataUnavailable, StorageError
-from storage.pipeline import segment_count, segment_length
+from storage.pipeline import segment_count, segment_length, shard_file_bytes
 from storage.records import PartLayout
 from storage.shards.client import NodeClient
 from storage.shards.format import ShardHeader, pack_frame
@@ -80,8 +80,9 @@ async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
     pool = list(sources)
     active: list[_ShardStream] = []
     bad: dict[int, str] = {}
+    length = shard_file_bytes(part.size, part.segment_size, part.k)
     senders = {i: _ShardSender(client, targets[i], shard_id(part.stripe_id, i),
-                               headers[i].pack(), nsegs, stall_s) for i in wanted}
+                               headers[i].pack(), nsegs, stall_s, length) for i in wanted}
     written_bytes = 0
 
     def _open(seg: int) -> bool:

@@ -64,6 +64,14 @@ class PartLayout:
     nodes: list[str | None]
     profile: str = "standard"
     checksums: dict[str, str] = field(default_factory=dict)
+    # zstd-compressed before encryption (archive profiles): `size` is then the stored
+    # (compressed) byte count the stripe holds, `plain_size` the part's plaintext bytes.
+    compressed: bool = False
+    plain_size: int = 0
+
+    @property
+    def plaintext_size(self) -> int:
+        return self.plain_size if self.compressed else self.size
 
 
 @dataclass
@@ -92,7 +100,9 @@ class ObjectVersion(Record):
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ObjectVersion:
-        d["parts"] = [PartLayout(**p) for p in d.get("parts", [])]
+        known = {f.name for f in fields(PartLayout)}  # a newer writer may add part fields
+        d["parts"] = [PartLayout(**{k: v for k, v in p.items() if k in known})
+                      for p in d.get("parts", [])]
         return cls(**d)
 
 

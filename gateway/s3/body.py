@@ -7,6 +7,7 @@ after the data is stored and before it is committed, so a bad body is never visi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -19,6 +20,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import AuthResult, ChunkedDecoder, SigV4Error
 
 READ_CHUNK = 1024 * 1024
+BODY_IDLE_TIMEOUT_S = 20.0  # longest wait for the next body bytes (AWS: about 20 s)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -100,7 +102,11 @@ class RequestBody:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._request.content
         while True:
-            chunk = await content.read(READ_CHUNK)
+            try:
+                # A stalled client must not hold a request (and its buffers) forever.
+                chunk = await asyncio.wait_for(content.read(READ_CHUNK), BODY_IDLE_TIMEOUT_S)
+            except TimeoutError:
+                raise S3Error("RequestTimeout") from None
             if not chunk:
                 break
             if self._decoder is not None:

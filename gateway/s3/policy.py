@@ -66,7 +66,9 @@ def _pattern(glob: str, ignore_case: bool) -> re.Pattern[str]:
 
 
 def _as_list(v: Any) -> list[Any]:
-    return [v] if isinstance(v, str | dict) else list(v or [])
+    if isinstance(v, str | dict):
+        return [v]
+    return list(v) if isinstance(v, list) else []
 
 
 def _matches(globs: Any, value: str, ignore_case: bool = False) -> bool:

@@ -122,7 +122,10 @@ class EtcdStore:
             url = f"{self._endpoints[idx]}{self._prefix}{path}"
             try:
                 async with self._session.post(url, json=body) as r:
-                    data = await r.json(content_type=None)
+                    try:
+                        data = await r.json(content_type=None)
+                    except ValueError:
+                        data = None
             except aiohttp.ClientConnectorError as exc:  # never sent: safe to retry anywhere
                 errors.append(f"{self._endpoints[idx]}: {exc}")
                 continue
@@ -132,6 +135,8 @@ class EtcdStore:
                                     f"{exc or type(exc).__name__}") from exc
                 errors.append(f"{self._endpoints[idx]}: {exc or type(exc).__name__}")
                 continue
+            if not isinstance(data, dict):
+                raise EtcdError(f"etcd {path}: unexpected answer (HTTP {r.status})")
             if r.status != 200 or "error" in data:
                 msg = data.get("error") or data.get("message") or f"HTTP {r.status}"
                 # code 14 = Unavailable (no leader on that member): try another member

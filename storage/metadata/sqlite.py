@@ -33,6 +33,7 @@ def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA secure_delete=ON")  # freed record space is zeroed (crypto-shred)
     return conn
 
 
@@ -172,6 +173,11 @@ class SqliteStore:
             return True
 
         return await self._write(op)
+
+    async def scrub(self) -> None:
+        """Best effort: checkpoint and truncate the WAL so overwritten records leave no copy."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._wpool, lambda: self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
     async def close(self) -> None:
         if self._committer is not None:

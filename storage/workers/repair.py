@@ -14,6 +14,7 @@ names) once they are older than a grace period.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -154,6 +155,7 @@ class RepairWorker:
         self._next_sweep = 0.0
         self._pass_health: dict[str, int] = {}
         self._pass_started = 0.0
+        self._volume_stripes: set[bytes] | None = None
         self._orphan_cursor: dict[str, str] = {}
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True
@@ -360,6 +362,7 @@ class RepairWorker:
         """One bounded step of the background sweep; True while a pass is in progress."""
         if self._sweep_cursor == b"X/":
             self._pass_started = time.time()
+            self._volume_stripes = await volume_stripes(self._meta)
         await self._poll_quarantine()
         await self._collect_orphans()
         items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
@@ -428,7 +431,10 @@ class RepairWorker:
                     continue
                 man = await load_manifest(self._meta, stripe_id)
                 if isinstance(man, str) and man != "gone":
-                    continue  # being written
+                    continue  # a multipart part, a restored copy...: owned elsewhere
+                if man is None and (self._volume_stripes is None
+                                    or stripe_id in self._volume_stripes):
+                    continue  # a block volume extent (volumes keep no X/ entry)
                 if isinstance(man, Manifest):
                     nodes = man.part.nodes
                     if index < len(nodes) and nodes[index] == node.id:
@@ -453,6 +459,26 @@ class RepairWorker:
         self.stats.updated = time.time()
         await self._meta.put(STATS_KEY, pack(asdict(self.stats)))
         self._dirty = False
+
+
+async def volume_stripes(meta: MetadataStore) -> set[bytes]:
+    """Stripes referenced by block volume extent pointers (`VX/`), which have no X/ entry.
+
+    Memory grows with the number of extents (16 bytes each plus set overhead); a stripe
+    index entry written by the volume layer would make this scan unnecessary.
+    """
+    out: set[bytes] = set()
+    start = b"VX/"
+    while True:
+        items = await meta.range(start, b"VX0", limit=1000)
+        for it in items:
+            with contextlib.suppress(Exception):
+                stripe = unpack(it.value).get("stripe")
+                if stripe:
+                    out.add(bytes(stripe))
+        if len(items) < 1000:
+            return out
+        start = items[-1].key + b"\x00"
 
 
 async def read_stats(meta: MetadataStore) -> dict:

@@ -16,7 +16,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 READY_TIMEOUT_S = 90.0
-ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3)]
+ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]
 ETCD_HOSTS = ["127.0.1.10", "127.0.2.10", "127.0.3.10"]
 
 
@@ -50,6 +50,7 @@ class LocalCluster:
     metadata: str = "sqlite"
     etcd_port: int = 0
     etcd_peer_port: int = 0
+    up_args: list[str] = field(default_factory=list)  # extra `tessera up` flags
 
     def start(self) -> LocalCluster:
         if not self.port:
@@ -67,7 +68,7 @@ class LocalCluster:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "up", "--data", str(self.data),
              "--port", str(self.port), "--admin-port", str(self.admin_port),
-             "--node-port", str(self.node_port), *extra],
+             "--node-port", str(self.node_port), *extra, *self.up_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
         out = []

@@ -196,3 +196,63 @@ def test_bucket_policy_narrows_within_tenant_and_opens_public_read(
     a.delete_bucket_policy(Bucket=bucket)
     a.delete_object(Bucket=bucket, Key="other/o.txt")
     assert _fetch(f"{base}/public/p.txt")[0] == 403
+
+
+# --- hardening: garbage on the wire --------------------------------------------------------
+
+
+def _raw(host: str, port: int, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return out
+
+
+def test_garbage_requests_get_4xx_and_the_server_keeps_serving(
+        cluster: LocalCluster, world: dict[str, Any]) -> None:
+    import random
+
+    rnd = random.Random(1234)
+    host, port = "127.0.0.1", cluster.port
+    bucket = world["ba"]
+    sig = "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/s3/aws4_request, " \
+          "SignedHeaders=host, Signature=" + "0" * 64
+    cases = [
+        b"\x00\xff\xfe garbage\r\n\r\n",
+        b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 40000 + b"\r\n\r\n",
+        f"GET /{bucket}/obj HTTP/1.1\r\nHost: x\r\nAuthorization: {sig}\r\n\r\n".encode(),
+        f"GET /{bucket}/obj HTTP/1.1\r\nHost: x\r\nAuthorization: AWS4-HMAC-SHA256 ,,,="
+        "\r\n\r\n".encode(),
+        f"PUT /{bucket}/k HTTP/1.1\r\nHost: x\r\nAuthorization: {sig}\r\nx-amz-date: "
+        "20260101T000000Z\r\nx-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD\r\n"
+        "Transfer-Encoding: chunked\r\n\r\nzz\r\nnot hex\r\n".encode(),
+        f"GET /{bucket}/..%2f..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        b"GET /%00%ff%fe/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+        f"GET /{bucket}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=%ZZ HTTP/1.1\r\n"
+        "Host: x\r\n\r\n".encode(),
+    ]
+    cases += [bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 400))) for _ in range(20)]
+    for data in cases:
+        resp = _raw(host, port, data)
+        if resp:
+            status = int(resp.split(b" ", 2)[1])
+            assert 400 <= status < 500, (data[:60], resp[:200])
+    # Valid-signature requests with malformed XML bodies: 4xx, never 500.
+    a = world["a"]
+    for fn in (lambda: a.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [
+                   {"Key": "k" * 300, "Value": "v"}]}),
+               lambda: a.put_object(Bucket=bucket, Key="m", Body=b"x",
+                                    Metadata={"a": "v" * 3000})):
+        with pytest.raises(ClientError) as ei:
+            fn()
+        assert 400 <= ei.value.response["ResponseMetadata"]["HTTPStatusCode"] < 500
+    assert a.get_object(Bucket=bucket, Key="obj")["Body"].read() == b"data of " + bucket.encode()

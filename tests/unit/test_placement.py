@@ -149,7 +149,7 @@ def test_zone_loss_leaves_k_shards_in_default_cluster(down_zone: str) -> None:
         assert sum(1 for n in chosen if n.zone != down_zone) >= 4
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(cases(), st.integers(0, 2))
 def test_place_for_write(case: Case, extra: int) -> None:
     """Zone-safe whenever the quorum fits zone-safely; otherwise spill, never duplicate."""

@@ -73,6 +73,7 @@ def load_all() -> dict[str, Handler]:
         listing,
         multipart,
         objects,
+        restore,
         tagging,
     )
 

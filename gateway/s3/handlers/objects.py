@@ -8,6 +8,7 @@ from gateway.s3 import sse
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
+from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_range
 from storage.errors import Conflict
@@ -58,6 +59,7 @@ def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
         out[f"x-amz-meta-{k}"] = val
     if v.storage_class != "STANDARD":
         out["x-amz-storage-class"] = v.storage_class
+    out.update(restore_headers(v))
     if versioned:
         out["x-amz-version-id"] = v.version_id
     if v.tags:
@@ -163,6 +165,7 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
 @operation("GetObject")
 async def get_object(rq: S3Request) -> web.StreamResponse:
     v, versioned = await _version_for_read(rq)
+    source = readable_version(v)  # 403 InvalidObjectState when archived and not restored
     customer_key = sse.key_for_read(rq.headers, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
     headers = object_headers(v, versioned)
@@ -183,7 +186,7 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     _overrides(rq, headers)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
-    stream = rq.cluster.objects.read(v, start, end, sse_c_key=customer_key)
+    stream = rq.cluster.objects.read(source, start, end, sse_c_key=customer_key)
     first = None
     if end > start:
         # Read the first segment before sending headers, so an unreadable object is an

@@ -1,0 +1,512 @@
+"""`tessera chaos`: a seeded workload plus a nemesis against a local cluster, then a check.
+
+It starts `tessera up` in a temporary directory (or `--data`), runs PUT/GET/DELETE (and
+multipart when the gateway supports it) while a nemesis injects one fault at a time: kill -9
+and restart a node, a whole zone down and back, flipped bits in or deletion of a shard file,
+a frozen node (SIGSTOP/SIGCONT), the gateway killed in the middle of an upload (the whole
+cluster is then restarted over the same directory). Then it heals, waits for repair and
+checks every key against a model of what was acknowledged: acknowledged writes read back
+byte-identical, acknowledged deletes stay deleted, an unacknowledged write is either absent
+or complete, and every stripe is back to k+m healthy shards, zone-safely. Exit status 1 on
+any loss. The same seed gives the same fault schedule and the same operation sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FAST_ENV = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3",
+            "TESSERA_ORPHAN_GRACE_S": "10", "TESSERA_SCRUB_RATE_MBPS": "100",
+            "TESSERA_SCRUB_PAUSE_S": "1"}
+ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3)]
+READY_S = 90.0
+BUCKET = "chaos"
+FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kill_gateway")
+WEIGHTS = (3, 1, 2, 2, 2, 1)
+HEADER_BYTES = 44
+
+
+def free_port(hosts: list[str] | None = None) -> int:
+    """A TCP port free on 127.0.0.1 and on every given host."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            for h in hosts or []:
+                with socket.socket() as s:
+                    s.bind((h, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds after the start
+    kind: str
+    target: str  # node id, zone, or "" (random file picked with the same RNG)
+    hold: float  # seconds the fault lasts (kill, zone, slow)
+    pick: int  # deterministic choice among files / offsets
+
+
+def schedule(seed: int, duration: float, node_ids: list[str], zones: list[str]) -> list[Fault]:
+    """The fault schedule of a run: a pure function of the seed and duration."""
+    rnd = random.Random(f"nemesis-{seed}")
+    out: list[Fault] = []
+    t = rnd.uniform(2.0, 4.0)
+    while t < duration:
+        kind = rnd.choices(FAULTS, WEIGHTS)[0]
+        target = rnd.choice(zones) if kind == "zone_down" else rnd.choice(node_ids)
+        hold = rnd.uniform(1.5, 4.0)
+        out.append(Fault(round(t, 2), kind, target, round(hold, 2), rnd.randrange(1 << 30)))
+        t += hold + rnd.uniform(2.0, 5.0)
+    return out
+
+
+def content(seed: int, key: str, n: int, size: int) -> bytes:
+    return random.Random(f"{seed}/{key}/{n}").randbytes(size)
+
+
+def digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Model:
+    """Per key, the set of states it may be in (digest or None = absent)."""
+
+    possible: dict[str, set[str | None]] = field(default_factory=dict)
+
+    def acked(self, key: str, d: str | None) -> None:
+        self.possible[key] = {d}
+
+    def unsure(self, key: str, d: str | None) -> None:
+        self.possible.setdefault(key, {None}).add(d)
+
+    def allows(self, key: str, d: str | None) -> bool:
+        return d in self.possible.get(key, {None})
+
+
+@dataclass
+class Report:
+    ops: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+    unavailable: int = 0
+    wrong: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    repaired_shards: int = 0
+    redundant: bool = False
+    degraded_reads: int = 0
+
+
+class ChaosCluster:
+    """`tessera up` plus the nodes the nemesis restarted itself."""
+
+    def __init__(self, data: Path, env: dict[str, str]) -> None:
+        self.data = data
+        self.env_base = env
+        self.port, self.admin_port = free_port(), free_port()
+        self.node_port = free_port(ZONE_HOSTS)
+        self.up: subprocess.Popen | None = None
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.env: dict[str, str] = {}
+        self.stopped: set[str] = set()
+
+    def start(self) -> None:
+        self.up = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "up", "--data", str(self.data), "--port",
+             str(self.port), "--admin-port", str(self.admin_port), "--node-port",
+             str(self.node_port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True, env=self.env_base)
+        assert self.up.stdout is not None
+        deadline = time.monotonic() + READY_S
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.up.stdout.readline()
+            if not line:
+                raise RuntimeError("tessera up exited: " + "".join(lines[-5:]))
+            lines.append(line)
+            if "cluster ready" in line:
+                break
+        threading.Thread(target=lambda: [None for _ in self.up.stdout], daemon=True).start()
+        self.env = dict(line.split("=", 1) for line in
+                        (self.data / "tessera.env").read_text().splitlines() if "=" in line)
+
+    def node_ids(self) -> list[str]:
+        return sorted(p.name for p in (self.data / "nodes").iterdir())
+
+    def pid(self, name: str) -> int:
+        return int((self.data / "run" / f"{name}.pid").read_text())
+
+    def signal(self, name: str, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+            os.kill(self.pid(name), sig)
+
+    def kill_node(self, nid: str) -> None:
+        self.signal(nid, signal.SIGKILL)
+        p = self.nodes.pop(nid, None)
+        if p is not None:
+            p.wait()
+        self.stopped.add(nid)
+
+    def restart_node(self, nid: str) -> None:
+        p = subprocess.Popen([sys.executable, "-m", "nodes", "--config",
+                              str(self.data / "tessera.toml"), "--id", nid],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env=self.env_base, start_new_session=True)
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError(f"node {nid} did not restart")
+        threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+        (self.data / "run" / f"{nid}.pid").write_text(f"{p.pid}\n")
+        self.nodes[nid] = p
+        self.stopped.discard(nid)
+
+    def stop(self) -> None:
+        for nid in list(self.nodes):
+            self.signal(nid, signal.SIGCONT)
+        for p in self.nodes.values():
+            p.terminate()
+        for p in self.nodes.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.nodes.clear()
+        if self.up is not None and self.up.poll() is None:
+            for nid in self.node_ids():
+                self.signal(nid, signal.SIGCONT)
+            self.up.send_signal(signal.SIGTERM)
+            try:
+                self.up.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.up.pid, signal.SIGKILL)
+                self.up.wait()
+        self.up = None
+
+    def restart_all(self) -> None:
+        self.stop()
+        self.stopped.clear()
+        self.start()
+
+    def shard_files(self) -> list[Path]:
+        return sorted(p for p in (self.data / "nodes").glob("*/shards/*/*/*") if p.is_file())
+
+    def s3(self) -> Any:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"],
+                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+                            region_name=self.env["AWS_DEFAULT_REGION"],
+                            config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=3,
+                                              read_timeout=20))
+
+    def status(self) -> dict[str, Any]:
+        from gateway.admincli import admin_request
+
+        return admin_request("GET", "/status", env=self.env)
+
+
+class Workload:
+    """A seeded sequence of S3 operations, checked against the model as it goes."""
+
+    def __init__(self, cluster: ChaosCluster, seed: int, report: Report, model: Model,
+                 keys: int = 24) -> None:
+        self.c = cluster
+        self.seed = seed
+        self.rnd = random.Random(f"workload-{seed}")
+        self.report = report
+        self.model = model
+        self.keys = [f"k{i:03d}" for i in range(keys)]
+        self.version: Counter = Counter()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()  # held across one operation (the nemesis may restart)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                self.one()
+
+    def one(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        op = self.rnd.choices(("put", "get", "delete", "multipart"), (5, 6, 2, 1))[0]
+        key = self.rnd.choice(self.keys)
+        size = self.rnd.choice((0, 1, 4096, 300_000, 1_500_000, 3_000_000))
+        self.report.ops[op] += 1
+        s3 = self.c.s3()
+        try:
+            if op == "put":
+                self.version[key] += 1
+                body = content(self.seed, key, self.version[key], size)
+                self.model.unsure(key, digest(body))
+                s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+                self.model.acked(key, digest(body))
+            elif op == "multipart":
+                self.version[key] += 1
+                body = content(self.seed, key, self.version[key], 5 * 2**20 + size)
+                self.model.unsure(key, digest(body))
+                if self._multipart(s3, key, body):
+                    self.model.acked(key, digest(body))
+            elif op == "delete":
+                self.model.unsure(key, None)
+                s3.delete_object(Bucket=BUCKET, Key=key)
+                self.model.acked(key, None)
+            else:
+                try:
+                    got: bytes | None = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] != "NoSuchKey":
+                        raise
+                    got = None
+                if not self.model.allows(key, digest(got)):
+                    self.report.wrong.append(f"{key}: read {len(got or b'')} unexpected bytes")
+        except (ClientError, BotoCoreError, OSError):
+            self.report.unavailable += 1
+
+    def _multipart(self, s3: Any, key: str, body: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            up = s3.create_multipart_upload(Bucket=BUCKET, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NotImplemented", "MethodNotAllowed"):
+                self.report.ops["multipart-unsupported"] += 1
+                s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+                return True
+            raise
+        cut = 5 * 2**20
+        parts = []
+        for n, chunk in enumerate((body[:cut], body[cut:]), start=1):
+            if chunk or n == 1:
+                r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=up["UploadId"],
+                                   PartNumber=n, Body=chunk)
+                parts.append({"PartNumber": n, "ETag": r["ETag"]})
+        s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=up["UploadId"],
+                                     MultipartUpload={"Parts": parts})
+        return True
+
+
+class Nemesis:
+    def __init__(self, cluster: ChaosCluster, workload: Workload, report: Report,
+                 seed: int) -> None:
+        self.c = cluster
+        self.w = workload
+        self.report = report
+        self.seed = seed
+
+    def inject(self, f: Fault) -> None:
+        self.report.faults[f.kind] += 1
+        zones = {nid: zone_of(self.c.data, nid) for nid in self.c.node_ids()}
+        if f.kind == "kill_node":
+            self.c.kill_node(f.target)
+            time.sleep(f.hold)
+            self.c.restart_node(f.target)
+        elif f.kind == "zone_down":
+            victims = [n for n, z in zones.items() if z == f.target]
+            for n in victims:
+                self.c.kill_node(n)
+            time.sleep(f.hold)
+            for n in victims:
+                self.c.restart_node(n)
+        elif f.kind == "slow_node":
+            self.c.signal(f.target, signal.SIGSTOP)
+            time.sleep(f.hold)
+            self.c.signal(f.target, signal.SIGCONT)
+        elif f.kind in ("bitflip", "delete_shard"):
+            files = self.c.shard_files()
+            if files:
+                victim = files[f.pick % len(files)]
+                with contextlib.suppress(OSError):
+                    if f.kind == "delete_shard":
+                        victim.unlink()
+                    else:
+                        size = victim.stat().st_size
+                        off = HEADER_BYTES + (f.pick % max(1, size - HEADER_BYTES))
+                        with open(victim, "r+b") as fh:
+                            fh.seek(min(off, size - 1))
+                            b = fh.read(1)
+                            fh.seek(-1, os.SEEK_CUR)
+                            fh.write(bytes([(b[0] if b else 0) ^ (1 << (f.pick % 8))]))
+        elif f.kind == "kill_gateway":
+            self._kill_gateway_mid_upload(f)
+
+    def _kill_gateway_mid_upload(self, f: Fault) -> None:
+        with self.w.lock:  # the workload pauses: the cluster is restarted under it
+            key = f"upload-{f.pick % 1000:03d}"
+            body = content(self.seed, key, f.pick, 24 * 2**20)
+            self.w.model.unsure(key, digest(body))
+            s3 = self.c.s3()
+
+            def upload() -> None:
+                with contextlib.suppress(Exception):
+                    s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+            t = threading.Thread(target=upload, daemon=True)
+            t.start()
+            time.sleep(0.3 + (f.pick % 5) / 10)
+            self.c.signal("gateway", signal.SIGKILL)
+            t.join(30)
+            self.c.restart_all()
+            if key not in self.w.keys:
+                self.w.keys.append(key)
+
+
+def zone_of(data: Path, nid: str) -> str:
+    """The zone of a node, from the cluster config `tessera up` wrote."""
+    from storage.config import load_config
+
+    return load_config(data / "tessera.toml").node(nid).zone
+
+
+def wait_redundant(c: ChaosCluster, timeout: float) -> bool:
+    from gateway.status import fully_redundant
+
+    since = time.time()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if fully_redundant(c.status(), since):
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def verify(c: ChaosCluster, model: Model, report: Report) -> None:
+    from botocore.exceptions import ClientError
+
+    s3 = c.s3()
+    for key in sorted(model.possible):
+        for attempt in range(3):
+            try:
+                got: bytes | None = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "NoSuchKey":
+                    if attempt == 2:
+                        report.lost.append(f"{key}: {exc.response['Error']['Code']}")
+                        break
+                    time.sleep(1)
+                    continue
+                got = None
+            if not model.allows(key, digest(got)):
+                report.lost.append(f"{key}: content is not an acknowledged state")
+            break
+    listed = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        listed |= {o["Key"] for o in page.get("Contents", [])}
+    for key in listed - set(model.possible):
+        report.lost.append(f"{key}: listed but never written")
+
+
+def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeout: float,
+        out: Any = sys.stdout) -> int:
+    tmp = None
+    if data is None:
+        tmp = tempfile.mkdtemp(prefix="tessera-chaos-")
+        data = Path(tmp)
+    env = {**os.environ, **FAST_ENV}
+    c = ChaosCluster(data.resolve(), env)
+    report = Report()
+    model = Model()
+    try:
+        c.start()
+        s3 = c.s3()
+        with contextlib.suppress(Exception):
+            s3.create_bucket(Bucket=BUCKET)
+        zones = sorted({zone_of(c.data, n) for n in c.node_ids()})
+        plan = schedule(seed, duration, c.node_ids(), zones)
+        w = Workload(c, seed, report, model)
+        nem = Nemesis(c, w, report, seed)
+        worker = threading.Thread(target=w.run, daemon=True)
+        start = time.monotonic()
+        worker.start()
+        for f in plan:
+            delay = f.at - (time.monotonic() - start)
+            if delay > 0:
+                time.sleep(delay)
+            print(f"  t={f.at:6.1f}s  {f.kind:13} {f.target} ({f.hold}s)", file=out, flush=True)
+            nem.inject(f)
+        rest = duration - (time.monotonic() - start)
+        if rest > 0:
+            time.sleep(rest)
+        w.stop.set()
+        worker.join(60)
+        # heal: every node running and thawed
+        for nid in c.node_ids():
+            c.signal(nid, signal.SIGCONT)
+        for nid in sorted(c.stopped):
+            c.restart_node(nid)
+        report.redundant = wait_redundant(c, repair_timeout)
+        verify(c, model, report)
+        with contextlib.suppress(Exception):
+            st = c.status()
+            report.repaired_shards = int(st["repair"].get("shards_rebuilt", 0))
+    finally:
+        c.stop()
+        if tmp is not None and not keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    print_report(report, seed, duration, out)
+    return 0 if not report.lost and not report.wrong and report.redundant else 1
+
+
+def print_report(r: Report, seed: int, duration: float, out: Any) -> None:
+    rows = [("seed", seed), ("duration s", duration),
+            *((f"ops {k}", v) for k, v in sorted(r.ops.items())),
+            *((f"faults {k}", v) for k, v in sorted(r.faults.items())),
+            ("ops failed (unavailable)", r.unavailable), ("shards repaired", r.repaired_shards),
+            ("wrong reads", len(r.wrong)), ("objects lost", len(r.lost)),
+            ("redundancy restored", "yes" if r.redundant else "NO")]
+    width = max(len(k) for k, _ in rows)
+    print("\nCHAOS REPORT", file=out)
+    for k, v in rows:
+        print(f"  {k.ljust(width)}  {v}", file=out)
+    for line in (r.wrong + r.lost)[:20]:
+        print(f"  ! {line}", file=out)
+    print(json.dumps({"lost": len(r.lost), "wrong": len(r.wrong),
+                      "redundant": r.redundant}), file=out, flush=True)
+
+
+def chaos_command(a: argparse.Namespace) -> int:
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        print("tessera chaos: needs boto3 (pip install 'tessera[test]')", file=sys.stderr)
+        return 2
+    return run(a.duration, a.seed, Path(a.data) if a.data else None, a.keep,
+               a.repair_timeout)
+
+
+def add_chaos_command(sub: Any) -> None:
+    p = sub.add_parser("chaos", help="seeded faults against a local cluster; checks no loss")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of workload + faults")
+    p.add_argument("--seed", type=int, default=1, help="seed of the schedule and workload")
+    p.add_argument("--data", help="data directory (default: a new temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--repair-timeout", type=float, default=180.0,
+                   help="seconds to wait for full redundancy after healing")
+    p.set_defaults(func=chaos_command)

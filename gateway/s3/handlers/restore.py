@@ -1,0 +1,95 @@
+"""RestoreObject (`POST /key?restore`) and the archive rules of GET/HEAD.
+
+AWS behaviour: 202 when a restore is accepted (or upgraded to a faster tier), 200 when the
+object is already restored (the expiry is recomputed from now), 409
+RestoreAlreadyInProgress while one runs, 403 InvalidObjectState for an object not in
+GLACIER/DEEP_ARCHIVE, 503 GlacierExpeditedRetrievalNotAvailable for Expedited on
+DEEP_ARCHIVE. HEAD and GET show `x-amz-restore` once a restore was requested; GET of an
+archived object that is not restored is 403 InvalidObjectState.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.s3.errors import S3Error
+from gateway.s3.handlers import S3Request, operation
+from gateway.s3.http import http_date
+from gateway.s3.xml import find_all, find_text, parse_document
+from storage import archive
+from storage.lifecycle import archive_for
+from storage.records import ObjectVersion
+
+RESTORE_DAYS_MAX = 2147483647
+
+
+def restore_headers(v: ObjectVersion) -> dict[str, str]:
+    """`x-amz-restore` as AWS writes it (quoted values), when a restore was requested."""
+    r = v.restore
+    if not archive.is_archived(v):
+        return {}
+    if r.get("state") == "ongoing":
+        return {"x-amz-restore": 'ongoing-request="true"'}
+    if archive.restored_now(v):
+        return {"x-amz-restore": f'ongoing-request="false", '
+                                 f'expiry-date="{http_date(float(r["expiry"]))}"'}
+    return {}
+
+
+def readable_version(v: ObjectVersion) -> ObjectVersion:
+    """The version a GET streams; 403 InvalidObjectState for an archived, unrestored one."""
+    out = archive.readable(v)
+    if out is None:
+        raise S3Error("InvalidObjectState", StorageClass=v.storage_class)
+    return out
+
+
+def _parse(body: bytes) -> tuple[int, str]:
+    root = parse_document(body, "RestoreRequest")
+    days_text = find_text(root, "Days")
+    if days_text is None:
+        raise S3Error("MalformedXML")
+    try:
+        days = int(days_text.strip())
+    except ValueError:
+        raise S3Error("MalformedXML") from None
+    if not 1 <= days <= RESTORE_DAYS_MAX:
+        raise S3Error("InvalidArgument", "Days must be a positive integer",
+                      ArgumentName="Days", ArgumentValue=days_text.strip())
+    tier = find_text(root, "Tier")
+    for params in find_all(root, "GlacierJobParameters"):
+        tier = find_text(params, "Tier") or tier
+    tier = (tier or "Standard").strip()
+    if tier not in archive.TIERS:
+        raise S3Error("MalformedXML")
+    if (find_text(root, "Type") or "").strip() == "SELECT":
+        raise S3Error("NotImplemented", "SELECT restore requests are not implemented")
+    return days, tier
+
+
+@operation("RestoreObject")
+async def restore_object(rq: S3Request) -> web.StreamResponse:
+    from gateway.s3.handlers.batch import read_small_body
+
+    days, tier = _parse(await read_small_body(rq))
+    vid = rq.params.get("versionId")
+    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+    if v.delete_marker:
+        if vid is not None:
+            raise S3Error("MethodNotAllowed", "The specified method is not allowed against "
+                          "this resource.", headers={"Allow": "DELETE"})
+        raise S3Error("NoSuchKey", Key=rq.key)
+    svc = archive_for(rq.cluster)
+    try:
+        outcome, _ = await svc.request_restore(rq.tenant, rq.bucket, rq.key, v.version_id,
+                                               days, tier)
+    except archive.NotArchived:
+        raise S3Error("InvalidObjectState", "Restore is not allowed for the object's current "
+                      "storage class", StorageClass=v.storage_class) from None
+    except archive.RestoreInProgress:
+        raise S3Error("RestoreAlreadyInProgress") from None
+    except archive.ExpeditedUnavailable:
+        raise S3Error("GlacierExpeditedRetrievalNotAvailable", "Glacier expedited retrievals "
+                      "are currently not available, please try again later.",
+                      status=503) from None
+    return web.Response(status=outcome.value)

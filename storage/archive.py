@@ -1,0 +1,426 @@
+"""The archive tier: storage-class policy, transitions, restores and their expiry.
+
+GLACIER and DEEP_ARCHIVE versions keep their head (the manifest: metadata, tags, listing
+entry) hot while their data sits on archive nodes under the archive profile, compressed
+then encrypted. Their data is readable only through a restored copy: RestoreObject queues
+a job (`AR/`), the restore worker copies the plaintext into a temporary STANDARD stripe under
+a fresh data key once the tier's latency has passed, and the expiry worker (`AE/`) retires
+that copy when it expires. Every state change is a compare-and-swap on every record that
+holds the version (current `O/` and history `V/`), together with its queue entries.
+
+Clock: a "day" lasts `ArchiveSettings.day_seconds`; restore expiry is completion + Days
+rounded up to the next day boundary (a multiple of the day length since the epoch, which is
+midnight UTC for real days), and tier latencies are scaled by `day_seconds / 86400`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from storage.config import ArchiveSettings, Config
+from storage.crypto import keys
+from storage.crypto.aead import SegmentCipher
+from storage.errors import Conflict, InvalidInput, StorageError
+from storage.metadata import Item, MetadataStore, Txn, prefix_end
+from storage.objects import SSEC_HMAC, ObjectService, new_version_id, stripe_index_key
+from storage.records import (
+    SEP,
+    ObjectVersion,
+    PartLayout,
+    gc_key,
+    object_key,
+    pack,
+    unpack,
+    version_prefix,
+)
+from storage.tenants import TenantService
+
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+TIERS = ("Expedited", "Standard", "Bulk")
+RESTORED_CLASS = "STANDARD"  # the class (profile) of a temporary restored copy
+QUEUE = b"AR/"  # AR/<due ns>/<bucket>\0<key>\0<version id>: restore jobs
+EXPIRY = b"AE/"  # AE/<expiry ns>/<bucket>\0<key>\0<version id>: restored copies to retire
+RETRY_S = 5.0
+# colder is larger: a lifecycle transition only ever moves an object to a colder class
+CLASS_RANK = {"STANDARD": 0, "REDUCED_REDUNDANCY": 0, "STANDARD_IA": 1, "ONEZONE_IA": 1,
+              "INTELLIGENT_TIERING": 1, "GLACIER_IR": 2, "GLACIER": 3, "DEEP_ARCHIVE": 4}
+
+
+class NotArchived(InvalidInput):
+    """RestoreObject on a version that is not in an archive class."""
+
+
+class RestoreInProgress(Conflict):
+    """A restore of this version is already running (and the request is not faster)."""
+
+
+class ExpeditedUnavailable(StorageError):
+    """Expedited retrieval is not offered (DEEP_ARCHIVE never offers it)."""
+
+
+class Outcome(Enum):
+    ACCEPTED = 202  # a restore job was queued (or upgraded to a faster tier)
+    ALREADY_RESTORED = 200  # the restored copy's expiry was extended
+
+
+def is_archived(v: ObjectVersion) -> bool:
+    return v.storage_class in ARCHIVE_CLASSES and not v.delete_marker
+
+
+def latency_s(settings: ArchiveSettings, storage_class: str, tier: str) -> float:
+    """Seconds (scaled) from a restore request of `tier` until its copy is made."""
+    if storage_class == "DEEP_ARCHIVE":
+        real = settings.deep_bulk_s if tier == "Bulk" else settings.deep_standard_s
+    else:
+        real = {"Expedited": settings.expedited_s, "Standard": settings.standard_s,
+                "Bulk": settings.bulk_s}[tier]
+    return real * settings.scale
+
+
+def round_up_to_day(t: float, day_s: float) -> float:
+    """The next day boundary at or after `t` (midnight UTC when a day is 86400 s)."""
+    return math.ceil(t / day_s) * day_s
+
+
+def restore_expiry(now: float, days: int, day_s: float) -> float:
+    return round_up_to_day(now + days * day_s, day_s)
+
+
+def restored_now(v: ObjectVersion, now: float | None = None) -> bool:
+    r = v.restore
+    return r.get("state") == "done" and float(r.get("expiry", 0)) > (now or time.time())
+
+
+def readable(v: ObjectVersion, now: float | None = None) -> ObjectVersion | None:
+    """The version to stream for a GET: `v` itself, its restored copy, or None (archived)."""
+    if not is_archived(v):
+        return v
+    if not restored_now(v, now):
+        return None
+    r = v.restore
+    if not r.get("parts"):
+        return v  # restored in place (SSE-C: the copy could not be re-encrypted)
+    return dataclasses.replace(v, parts=[PartLayout(**p) for p in r["parts"]], dek=r["dek"],
+                               identity_version=r["identity_version"],
+                               kek_version=int(r["kek_version"]))
+
+
+def _ident_key(prefix: bytes, when: float, v: ObjectVersion) -> bytes:
+    return (prefix + f"{int(when * 1e9):020d}/".encode() + v.bucket.encode() + SEP
+            + v.key.encode("utf-8", "surrogateescape") + SEP + v.version_id.encode())
+
+
+def _parse_ident(key: bytes) -> tuple[str, str, str]:
+    rest = key.split(b"/", 2)[2]
+    bucket, k, vid = rest.split(SEP)
+    return bucket.decode(), k.decode("utf-8", "surrogateescape"), vid.decode()
+
+
+def _restored_stripes(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"stripe_id": p["stripe_id"], "nodes": p["nodes"]} for p in r.get("parts", [])]
+
+
+@dataclass
+class Change:
+    """What a mutation does to a version's records, plus queue/index keys in the same txn."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    puts: dict[bytes, bytes] = field(default_factory=dict)
+    deletes: list[bytes] = field(default_factory=list)
+    result: Any = None
+
+
+@dataclass
+class ArchiveStats:
+    transitioned: int = 0
+    restores_completed: int = 0
+    restores_expired: int = 0
+
+
+class ArchiveService:
+    def __init__(self, cfg: Config, meta: MetadataStore, tenants: TenantService,
+                 objects: ObjectService) -> None:
+        self._cfg = cfg
+        self._meta = meta
+        self._tenants = tenants
+        self._objects = objects
+        self.settings = cfg.archive
+        self.stats = ArchiveStats()
+        self._retry_at: dict[bytes, float] = {}
+
+    # records of one version ----------------------------------------------------------------
+
+    async def _records(self, bucket: str, key: str, version_id: str | None,
+                       ) -> list[tuple[Item, ObjectVersion]]:
+        out = []
+        cur = await self._meta.get(object_key(bucket, key))
+        if cur is not None:
+            cv = ObjectVersion.decode(cur.value)
+            if version_id is None or cv.version_id == version_id:
+                out.append((cur, cv))
+                version_id = cv.version_id
+        if version_id is None:
+            return []
+        p = version_prefix(bucket, key)
+        for item in await self._meta.range(p, prefix_end(p), limit=100000):
+            v = ObjectVersion.decode(item.value)
+            if v.version_id == version_id:
+                out.append((item, v))
+        return out
+
+    async def mutate(self, bucket: str, key: str, version_id: str | None,
+                     fn: Callable[[ObjectVersion], Change | None]) -> tuple[ObjectVersion, Any] | None:
+        """Apply `fn`'s change to every record of a version with compare-and-swap (retried).
+
+        Returns (the changed version, fn's result), or None if the version does not exist or
+        `fn` declined (returned None).
+        """
+        while True:
+            records = await self._records(bucket, key, version_id)
+            if not records:
+                return None
+            change = fn(records[0][1])
+            if change is None:
+                return None
+            compares: dict[bytes, int] = {}
+            puts = dict(change.puts)
+            for item, v in records:
+                for name, value in change.fields.items():
+                    setattr(v, name, value)
+                compares[item.key] = item.revision
+                puts[item.key] = v.encode()
+            if await self._meta.txn(Txn(compares=compares, puts=puts,
+                                        deletes=tuple(change.deletes))):
+                return records[0][1], change.result
+
+    # RestoreObject -------------------------------------------------------------------------
+
+    async def request_restore(self, tenant: str, bucket: str, key: str,
+                              version_id: str | None, days: int, tier: str,
+                              ) -> tuple[Outcome, ObjectVersion]:
+        """Queue, upgrade or extend a restore, as S3 does (see the module docstring)."""
+        if tier not in TIERS:
+            raise InvalidInput(f"unknown tier {tier!r}")
+        v0 = await self._objects.head(tenant, bucket, key, version_id)
+        now = time.time()
+        day = self.settings.day_seconds
+
+        def decide(v: ObjectVersion) -> Change:
+            if not is_archived(v):
+                raise NotArchived(f"{v.storage_class} objects are not archived")
+            if tier == "Expedited" and v.storage_class == "DEEP_ARCHIVE":
+                raise ExpeditedUnavailable("no Expedited retrieval for DEEP_ARCHIVE")
+            r = dict(v.restore)
+            ch = Change()
+            if r.get("state") == "ongoing":
+                due = now + latency_s(self.settings, v.storage_class, tier)
+                if TIERS.index(tier) >= TIERS.index(r["tier"]) or due >= float(r["due"]):
+                    raise RestoreInProgress("a restore of this object is already running")
+                ch.deletes.append(r["queue_key"])
+                qk = _ident_key(QUEUE, due, v)
+                r.update(tier=tier, due=due, queue_key=qk)
+                ch.puts[qk] = pack({"tenant": v.tenant})
+                ch.fields["restore"], ch.result = r, Outcome.ACCEPTED
+                return ch
+            if r.get("state") == "done" and float(r.get("expiry", 0)) > now:
+                expiry = restore_expiry(now, days, day)
+                ek = _ident_key(EXPIRY, expiry, v)
+                if ek != r["expiry_key"]:
+                    ch.deletes.append(r["expiry_key"])
+                    ch.puts[ek] = pack({"stripes": _restored_stripes(r)})
+                r.update(days=days, expiry=expiry, expiry_key=ek)
+                ch.fields["restore"], ch.result = r, Outcome.ALREADY_RESTORED
+                return ch
+            due = now + latency_s(self.settings, v.storage_class, tier)
+            qk = _ident_key(QUEUE, due, v)
+            ch.puts[qk] = pack({"tenant": v.tenant})
+            ch.fields["restore"] = {"state": "ongoing", "tier": tier, "days": days,
+                                    "requested": now, "due": due, "queue_key": qk}
+            ch.result = Outcome.ACCEPTED
+            return ch
+
+        res = await self.mutate(bucket, key, v0.version_id, decide)
+        if res is None:
+            from storage.errors import ObjectNotFound
+
+            raise ObjectNotFound(bucket, key, version_id)
+        return res[1], res[0]
+
+    # the restore worker's work -------------------------------------------------------------
+
+    async def complete_due_restores(self, limit: int = 8) -> int:
+        """Make the restored copy of every job whose latency has passed; returns jobs done."""
+        now = time.time()
+        items = await self._meta.range(QUEUE, QUEUE + f"{int(now * 1e9):020d}~".encode(),
+                                       limit=limit)
+        done = 0
+        for item in items:
+            if self._retry_at.get(item.key, 0) > now:
+                continue
+            try:
+                if await self._complete(item):
+                    done += 1
+                self._retry_at.pop(item.key, None)
+            except StorageError:
+                self._retry_at[item.key] = now + RETRY_S
+        return done
+
+    async def _complete(self, item: Item) -> bool:
+        bucket, key, vid = _parse_ident(item.key)
+        records = await self._records(bucket, key, vid)
+        v = records[0][1] if records else None
+        if v is None or v.restore.get("queue_key") != item.key:
+            await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
+            return False
+        copy: dict[str, Any] = {"parts": []}
+        new_parts: list[PartLayout] = []
+        if SSEC_HMAC not in v.sse:
+            new_parts, copy = await self._copy_hot(v)
+        stripes = [p.stripe_id for p in v.parts]
+
+        def finish(cur: ObjectVersion) -> Change | None:
+            if cur.restore.get("queue_key") != item.key or \
+                    [p.stripe_id for p in cur.parts] != stripes:
+                return None
+            now = time.time()
+            expiry = restore_expiry(now, int(cur.restore.get("days", 1)),
+                                    self.settings.day_seconds)
+            r = {**cur.restore, **copy, "state": "done", "completed": now, "expiry": expiry}
+            r.pop("queue_key", None)
+            r.pop("due", None)
+            ek = _ident_key(EXPIRY, expiry, cur)
+            r["expiry_key"] = ek
+            ch = Change(fields={"restore": r}, deletes=[item.key])
+            ch.puts[ek] = pack({"stripes": _restored_stripes(r)})
+            for p in new_parts:
+                ch.puts[stripe_index_key(p.stripe_id)] = pack(
+                    {"state": "restored", "bucket": cur.bucket, "key": cur.key,
+                     "version": cur.version_id, "part": p.number})
+            return ch
+
+        res = await self.mutate(bucket, key, vid, finish)
+        if res is None:
+            await self._objects.discard_parts(new_parts)
+            return False
+        self.stats.restores_completed += 1
+        return True
+
+    async def _copy_hot(self, v: ObjectVersion) -> tuple[list[PartLayout], dict[str, Any]]:
+        """Copy the plaintext into STANDARD stripes under a fresh data key."""
+        kek_version, kek = await self._tenants.kek(v.tenant)
+        dek = keys.new_dek()
+        shadow = dataclasses.replace(v, identity_version=new_version_id(), parts=[])
+        wrapped = keys.wrap_dek(kek, v.tenant, ObjectService.identity(shadow), dek)
+        parts = await self._rewrite_parts(v, shadow, SegmentCipher(dek), RESTORED_CLASS, False)
+        return parts, {"parts": [dataclasses.asdict(p) for p in parts], "dek": wrapped,
+                       "identity_version": shadow.identity_version, "kek_version": kek_version}
+
+    async def _rewrite_parts(self, src: ObjectVersion, target: ObjectVersion,
+                             cipher: SegmentCipher, storage_class: str, compress: bool,
+                             ) -> list[PartLayout]:
+        """Write each part of `src` again (same numbers, ETags, checksums) for `target`."""
+        written: list[PartLayout] = []
+        offset = 0
+        try:
+            for p in src.parts:
+                size = p.plaintext_size
+                body: AsyncIterator[bytes] = self._objects.read(src, offset, offset + size)
+                lay = await self._objects.write_part(target, p.number, cipher, body, [], size,
+                                                     storage_class, compress=compress)
+                lay.etag, lay.checksums = p.etag, dict(p.checksums)
+                written.append(lay)
+                offset += size
+        except BaseException:
+            await self._objects.discard_parts(written)
+            raise
+        return written
+
+    async def expire_restored(self, limit: int = 32) -> int:
+        """Retire restored copies whose expiry has passed; returns copies retired."""
+        now = time.time()
+        items = await self._meta.range(EXPIRY, EXPIRY + f"{int(now * 1e9):020d}~".encode(),
+                                       limit=limit)
+        for item in items:
+            stripes = unpack(item.value).get("stripes", [])
+            gc_puts = {gc_key(time.time_ns(), s["stripe_id"]): pack({"nodes": s["nodes"]})
+                       for s in stripes if s["nodes"]}
+            x_deletes = [stripe_index_key(s["stripe_id"]) for s in stripes]
+            bucket, key, vid = _parse_ident(item.key)
+
+            def clear(v: ObjectVersion, key_: bytes = item.key, puts: dict = gc_puts,
+                      dels: list = x_deletes) -> Change | None:
+                if v.restore.get("expiry_key") != key_:
+                    return None
+                return Change(fields={"restore": {}}, puts=puts, deletes=[key_, *dels])
+
+            if await self.mutate(bucket, key, vid, clear) is None:
+                # the version is gone or has moved on: only the copy's stripes remain
+                await self._meta.txn(Txn(compares={item.key: item.revision}, puts=gc_puts,
+                                         deletes=(item.key, *x_deletes)))
+            self.stats.restores_expired += 1
+        return len(items)
+
+    # transitions ---------------------------------------------------------------------------
+
+    async def transition(self, v: ObjectVersion, storage_class: str) -> bool:
+        """Move a version's data to `storage_class`'s profile (re-encoded, compressed when
+        the profile says so) and relabel it; the head stays where it is. False if the
+        version changed meanwhile or cannot be moved (SSE-C: no key to re-encrypt)."""
+        if v.delete_marker or CLASS_RANK.get(storage_class, 0) <= \
+                CLASS_RANK.get(v.storage_class, 0):
+            return False
+        profile = self._cfg.profile_for_class(storage_class)
+        same = all(p.profile == profile.name and p.compressed == profile.compress
+                   for p in v.parts)
+        stripes = [p.stripe_id for p in v.parts]
+        new_parts: list[PartLayout] = []
+        fields: dict[str, Any] = {"storage_class": storage_class, "restore": {}}
+        if not same:
+            if SSEC_HMAC in v.sse:
+                return False
+            kek_version, kek = await self._tenants.kek(v.tenant)
+            dek = keys.new_dek()
+            target = dataclasses.replace(v, identity_version=new_version_id(), parts=[])
+            wrapped = keys.wrap_dek(kek, v.tenant, ObjectService.identity(target), dek)
+            new_parts = await self._rewrite_parts(v, target, SegmentCipher(dek), storage_class,
+                                                  profile.compress)
+            fields.update(parts=new_parts, dek=wrapped, kek_version=kek_version,
+                          identity_version=target.identity_version)
+
+        def swap(cur: ObjectVersion) -> Change | None:
+            if [p.stripe_id for p in cur.parts] != stripes or cur.storage_class != v.storage_class:
+                return None
+            ch = Change(fields=dict(fields))
+            if cur.restore.get("queue_key"):
+                ch.deletes.append(cur.restore["queue_key"])
+            if not same:
+                due = time.time_ns() + 60 * 10**9
+                for p in cur.parts:
+                    if p.stripe_id and p.nodes:
+                        ch.puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
+                        ch.deletes.append(stripe_index_key(p.stripe_id))
+                for p in new_parts:
+                    ch.puts[stripe_index_key(p.stripe_id)] = pack(
+                        {"state": "live", "bucket": cur.bucket, "key": cur.key,
+                         "version": cur.version_id, "part": p.number})
+            return ch
+
+        if await self.mutate(v.bucket, v.key, v.version_id, swap) is None:
+            await self._objects.discard_parts(new_parts)
+            return False
+        self.stats.transitioned += 1
+        return True
+
+    # figures -------------------------------------------------------------------------------
+
+    async def pending_restores(self, limit: int = 10000) -> int:
+        return len(await self._meta.range(QUEUE, prefix_end(QUEUE), limit=limit))
+
+    async def restored_copies(self, limit: int = 10000) -> int:
+        return len(await self._meta.range(EXPIRY, prefix_end(EXPIRY), limit=limit))
