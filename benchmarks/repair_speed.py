@@ -16,6 +16,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,7 +63,10 @@ def main() -> int:
         shards_before = int(c.status()["repair"].get("shards_rebuilt", 0))
         c.restart_node(victim)
         t0 = time.perf_counter()
-        during = put_rate(s3, "bench", "during-", 4, size, 2)
+        rates: list[float] = []
+        client = threading.Thread(target=lambda: rates.append(
+            put_rate(c.s3(), "bench", "during-", 4, size, 2)))
+        client.start()
         while True:
             st = c.status()["repair"]
             if int(st.get("shards_rebuilt", 0)) - shards_before >= lost and st["backlog"] == 0:
@@ -72,6 +76,8 @@ def main() -> int:
                 return 1
             time.sleep(0.2)
         elapsed = time.perf_counter() - t0
+        client.join()
+        during = rates[0] if rates else 0.0
         rebuilt = int(st.get("bytes_rebuilt", 0)) - before
         print(f"wiped node {victim}: {lost} shards, {lost_bytes / 2**20:.1f} MiB")
         print(f"rebuilt {rebuilt / 2**20:.1f} MiB in {elapsed:.2f} s (detection included): "

@@ -34,7 +34,7 @@ from typing import Any
 FAST_ENV = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3",
             "TESSERA_ORPHAN_GRACE_S": "10", "TESSERA_SCRUB_RATE_MBPS": "100",
             "TESSERA_SCRUB_PAUSE_S": "1"}
-ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3)]
+ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]
 READY_S = 90.0
 BUCKET = "chaos"
 FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kill_gateway")
@@ -75,6 +75,10 @@ def schedule(seed: int, duration: float, node_ids: list[str], zones: list[str]) 
     while t < duration:
         kind = rnd.choices(FAULTS, WEIGHTS)[0]
         target = rnd.choice(zones) if kind == "zone_down" else rnd.choice(node_ids)
+        if kind == "kill_gateway":
+            target = "gateway"
+        elif kind in ("bitflip", "delete_shard"):
+            target = "random shard"
         hold = rnd.uniform(1.5, 4.0)
         out.append(Fault(round(t, 2), kind, target, round(hold, 2), rnd.randrange(1 << 30)))
         t += hold + rnd.uniform(2.0, 5.0)
@@ -114,7 +118,6 @@ class Report:
     lost: list[str] = field(default_factory=list)
     repaired_shards: int = 0
     redundant: bool = False
-    degraded_reads: int = 0
 
 
 class ChaosCluster:
@@ -382,17 +385,20 @@ def zone_of(data: Path, nid: str) -> str:
     return load_config(data / "tessera.toml").node(nid).zone
 
 
-def wait_redundant(c: ChaosCluster, timeout: float) -> bool:
+def wait_redundant(c: ChaosCluster, timeout: float) -> dict[str, Any] | None:
+    """The first status showing full redundancy (None if it never came within `timeout`)."""
+    from gateway.admincli import CliError
     from gateway.status import fully_redundant
 
     since = time.time()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if fully_redundant(c.status(), since):
-                return True
+        with contextlib.suppress(CliError, KeyError, OSError):
+            doc = c.status()
+            if fully_redundant(doc, since):
+                return doc
         time.sleep(0.5)
-    return False
+    return None
 
 
 def verify(c: ChaosCluster, model: Model, report: Report) -> None:
@@ -459,11 +465,11 @@ def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeou
             c.signal(nid, signal.SIGCONT)
         for nid in sorted(c.stopped):
             c.restart_node(nid)
-        report.redundant = wait_redundant(c, repair_timeout)
+        doc = wait_redundant(c, repair_timeout)
+        report.redundant = doc is not None
+        if doc is not None:
+            report.repaired_shards = int(doc["repair"].get("shards_rebuilt", 0))
         verify(c, model, report)
-        with contextlib.suppress(Exception):
-            st = c.status()
-            report.repaired_shards = int(st["repair"].get("shards_rebuilt", 0))
     finally:
         c.stop()
         if tmp is not None and not keep:

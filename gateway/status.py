@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from storage.archive import class_figures
 from storage.cluster import Cluster
 from storage.durability import DurabilityInputs, estimate
 from storage.errors import StorageError
@@ -120,6 +121,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
             "corrupt_found": sum(int(s.get("corrupt_found", 0)) for s in scrubs.values()),
         },
         "durability": est.to_dict(),
+        "archive": await class_figures(cluster.meta, SCAN_LIMIT),
     }
 
 
@@ -205,7 +207,22 @@ def render(doc: dict[str, Any]) -> str:
             f"  inputs: node AFR {inp['node_afr']:.0%}, MTTR {inp['mttr_hours']} h, zone loss "
             f"{inp['zone_afr']}/yr, zone MTTR {inp['zone_mttr_hours']} h",
             "  assumptions: " + "; ".join(d["assumptions"])]
+    out += _render_archive(doc.get("archive"))
     return "\n".join(out)
+
+
+def _render_archive(a: dict[str, Any] | None) -> list[str]:
+    """The ARCHIVE section: bytes per storage class, restores pending, restored copies."""
+    from gateway.admincli import table
+
+    if not a:
+        return []
+    rows = [{"class": c, "objects": r["objects"], "bytes": _size(r["bytes"]),
+             "stored": _size(r["stored_bytes"])} for c, r in a["classes"].items()]
+    return ["", f"ARCHIVE (restores pending {a['restores_pending']}, restored copies "
+            f"{a['restored_copies']}{'; scan truncated' if a['scanned_truncated'] else ''})",
+            table(rows, [("class", "storage class"), ("objects", "objects"),
+                         ("bytes", "bytes"), ("stored", "stored (compressed)")])]
 
 
 def status_command(a: argparse.Namespace) -> int:

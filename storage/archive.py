@@ -424,3 +424,23 @@ class ArchiveService:
 
     async def restored_copies(self, limit: int = 10000) -> int:
         return len(await self._meta.range(EXPIRY, prefix_end(EXPIRY), limit=limit))
+
+
+async def class_figures(meta: MetadataStore, scan_limit: int = 5000) -> dict[str, Any]:
+    """Bytes and objects per storage class (a bounded scan of current versions), restore
+    jobs pending and restored copies alive: the archive part of `tessera status`."""
+    items = await meta.range(b"O/", b"O0", limit=scan_limit + 1)
+    by_class: dict[str, dict[str, int]] = {}
+    for item in items[:scan_limit]:
+        v = ObjectVersion.decode(item.value)
+        if v.delete_marker:
+            continue
+        row = by_class.setdefault(v.storage_class, {"objects": 0, "bytes": 0,
+                                                    "stored_bytes": 0})
+        row["objects"] += 1
+        row["bytes"] += v.size
+        row["stored_bytes"] += sum(p.size for p in v.parts)
+    pending = len(await meta.range(QUEUE, prefix_end(QUEUE), limit=100_000))
+    copies = len(await meta.range(EXPIRY, prefix_end(EXPIRY), limit=100_000))
+    return {"classes": dict(sorted(by_class.items())), "scanned_truncated":
+            len(items) > scan_limit, "restores_pending": pending, "restored_copies": copies}

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SAFE_FIELDS = ("tenant", "access_key", "wait_s", "version", "role")
+SAFE_FIELDS = ("tenant", "name", "access_key", "wait_s", "version", "role")
 
 
 class AuditLog:

@@ -58,6 +58,7 @@ class RepairSettings:
     sweep_interval_s: float = 60.0  # pause between two full sweeps
     sweep_batch: int = 128  # stripes checked per sweep step
     orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
+    parallel: int = 4  # stripes rebuilt at once
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RepairSettings:
@@ -72,7 +73,8 @@ class RepairSettings:
                    down_grace_s=num("TESSERA_REPAIR_DOWN_GRACE_S", d.down_grace_s),
                    sweep_interval_s=num("TESSERA_REPAIR_SWEEP_S", d.sweep_interval_s),
                    sweep_batch=int(num("TESSERA_REPAIR_SWEEP_BATCH", d.sweep_batch)),
-                   orphan_grace_s=num("TESSERA_ORPHAN_GRACE_S", d.orphan_grace_s))
+                   orphan_grace_s=num("TESSERA_ORPHAN_GRACE_S", d.orphan_grace_s),
+                   parallel=int(num("TESSERA_REPAIR_PARALLEL", d.parallel)))
 
 
 @dataclass
@@ -159,6 +161,7 @@ class RepairWorker:
         self._orphan_cursor: dict[str, str] = {}
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True
+        self._loaded = False
 
     # assessment ----------------------------------------------------------------------------
 
@@ -205,12 +208,32 @@ class RepairWorker:
 
         nodes = list(part.nodes) + [None] * (part.k + part.m - len(part.nodes))
         await asyncio.gather(*(one(i, n) for i, n in enumerate(nodes)))
+        for i in self._over_zone_cap(part, healthy):
+            del healthy[i]
+            missing.append(i)
         missing.sort()
         return Assessment(healthy=healthy, missing=missing, unknown=unknown)
+
+    def _over_zone_cap(self, part: PartLayout, healthy: dict[int, str]) -> list[int]:
+        """Healthy shards beyond m in one zone, to move (a write in a zone outage spilled them).
+
+        Counted as missing only while k others stay healthy, so the move never costs
+        redundancy; until a zone-safe node is up, placement finds none and the entry waits.
+        """
+        per_zone: dict[str, list[int]] = {}
+        for i, nid in sorted(healthy.items()):
+            per_zone.setdefault(self._by_id[nid].zone, []).append(i)
+        excess = [i for idxs in per_zone.values() for i in idxs[part.m:]]
+        return excess if len(healthy) - len(excess) >= part.k else []
 
     # the repair queue ----------------------------------------------------------------------
 
     async def step(self) -> WorkerState:
+        if not self._loaded:  # counters are cumulative across gateway restarts
+            old = await read_stats(self._meta)
+            names = set(RepairStats.__dataclass_fields__)
+            self.stats = RepairStats(**{k: v for k, v in old.items() if k in names})
+            self._loaded = True
         busy = False
         if time.monotonic() >= self._next_sweep:
             busy = await self.sweep_step() or busy
@@ -246,8 +269,11 @@ class RepairWorker:
             work.append((len(a.healthy), item, man, a))
         work.sort(key=lambda w: w[0])
         did = False
-        for _, item, man, a in work:
-            did = await self._repair(item, man, a) or did
+        par = max(1, self.settings.parallel)
+        for i in range(0, len(work), par):  # fewest healthy first, `par` stripes at a time
+            done = await asyncio.gather(*(self._repair(it, man, a)
+                                          for _, it, man, a in work[i:i + par]))
+            did = any(done) or did
         return did
 
     async def _drop(self, item: Item) -> None:

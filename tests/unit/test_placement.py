@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -179,3 +180,31 @@ def test_zone_outage_spills_instead_of_refusing() -> None:
         assert not zone_safe([n.id for n in chosen], nodes, 2)  # so it is queued for repair
         assert place_for_write(stripe, Profile("s", 4, 2), nodes, 5) == \
             place(stripe, Profile("s", 4, 2), nodes)
+
+
+async def test_spilled_stripe_returns_to_zone_safety_after_the_zone_is_back(
+        tmp_path: Path) -> None:
+    """The real object service and repair worker over simulated nodes (storage.testing)."""
+    from storage.health import DOWN
+    from tests.sim.test_sim_repair import SEGMENT, Sim
+
+    sim = Sim(tmp_path, seed=11)
+    await sim.open(tmp_path)
+    try:
+        az1 = {n.id for n in sim.cfg.nodes if n.zone == "az1"}
+        sim.sim.down.update(az1)
+        for nid in az1:
+            sim.health.states[nid].state = DOWN
+        await sim.put("spilled", 2 * SEGMENT + 3)
+        (man,) = await sim.manifests()
+        placed = man.part.nodes
+        assert None not in placed and len(set(placed)) == 6 and not set(placed) & az1
+        assert not zone_safe(placed, sim.cfg.nodes, 2)
+        assert await sim.check_reads() == 1
+        await sim.heal()  # az1 is back: repair moves the excess shards there
+        await sim.check_redundant()
+        (man,) = await sim.manifests()
+        assert len(set(man.part.nodes) & az1) == 2
+        assert await sim.check_reads() == 1
+    finally:
+        await sim.close()

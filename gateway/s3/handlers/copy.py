@@ -85,6 +85,9 @@ async def copy_source(rq: S3Request) -> tuple[ObjectVersion, bool]:
                           "specifically refer to a delete marker by version id.")
         raise S3Error("NoSuchKey", Key=key)
     check_copy_conditions(rq.headers, v.etag, v.last_modified)
+    from gateway.s3.handlers.restore import readable_version
+
+    readable_version(v)  # an archived source must be restored first (403 InvalidObjectState)
     return v, bool(b.versioning)
 
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# fio on ext4 over a Tessera volume (FUSE + loop), side by side with s3backer (Debian) mounted
+# on our own S3 gateway with the same 1 MiB block size. Needs root, fuse3, fio, s3backer.
+#
+#   benchmarks/block_fio.sh [DATA_DIR]     (starts `tessera up` unless TESSERA_CONFIG is set)
+#
+# Prints one table: seq 1M write/read MB/s, rand 4k write/read IOPS at iodepth 16.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=$(mktemp -d /tmp/tessera-fio.XXXXXX)
+DATA=${1:-$WORK/data}
+SIZE=${FIO_SIZE:-256M}
+RUNTIME=${FIO_RUNTIME:-20}
+UP_PID=""
+S3B_DIR="$WORK/s3b"; S3B_MNT="$WORK/s3b-mnt"; S3B_LOOP=""
+
+cleanup() {
+  set +e
+  mountpoint -q "$WORK/vol" && python -m gateway.cli volume unmount "$WORK/vol"
+  mountpoint -q "$S3B_MNT" && umount "$S3B_MNT"
+  [ -n "$S3B_LOOP" ] && losetup -d "$S3B_LOOP"
+  mountpoint -q "$S3B_DIR" && fusermount3 -u "$S3B_DIR"
+  [ -n "$UP_PID" ] && kill "$UP_PID" && wait "$UP_PID"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ -z "${TESSERA_CONFIG:-}" ]; then
+  python -m gateway.cli up --data "$DATA" --port 19800 --admin-port 19801 --node-port 19802 \
+    >"$WORK/up.log" 2>&1 &
+  UP_PID=$!
+  for _ in $(seq 120); do grep -q "cluster ready" "$WORK/up.log" && break; sleep 0.5; done
+  set -a; . "$DATA/tessera.env"; set +a
+fi
+
+fio_all() {  # $1 = directory on ext4; prints "seqw seqr randw randr"
+  local d=$1 out=()
+  local common=(--directory="$d" --size="$SIZE" --runtime="$RUNTIME" --time_based
+                --ioengine=libaio --direct=1 --group_reporting --output-format=json)
+  for spec in "write 1M 1" "read 1M 1" "randwrite 4k 16" "randread 4k 16"; do
+    set -- $spec
+    local j
+    j=$(fio --name=t --rw="$1" --bs="$2" --iodepth="$3" --end_fsync=1 "${common[@]}")
+    out+=("$(python3 -c '
+import json, sys
+j = json.loads(sys.stdin.read())["jobs"][0]
+rw, bs = sys.argv[1], sys.argv[2]
+side = j["write"] if "write" in rw else j["read"]
+print(f"{side[\"bw_bytes\"] / 1e6:.1f}" if bs == "1M" else f"{side[\"iops\"]:.0f}")
+' "$1" "$2" <<<"$j")")
+    rm -f "$d"/t.*
+  done
+  echo "${out[*]}"
+}
+
+# Tessera volume
+python -m gateway.cli volume create fio-bench --size 4G >/dev/null
+python -m gateway.cli volume mount --fs ext4 fio-bench "$WORK/vol" >/dev/null
+T=$(fio_all "$WORK/vol")
+python -m gateway.cli volume unmount "$WORK/vol" >/dev/null
+
+# s3backer on our own S3 gateway, same block size
+S="-"
+if command -v s3backer >/dev/null; then
+  python3 - <<'EOF'
+import os, boto3
+boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket="s3backer-fio")
+EOF
+  mkdir -p "$S3B_DIR" "$S3B_MNT"
+  s3backer --accessId="$AWS_ACCESS_KEY_ID" --accessKey="$AWS_SECRET_ACCESS_KEY" \
+    --baseURL="$AWS_ENDPOINT_URL/" --region="$AWS_DEFAULT_REGION" --authVersion=aws4 \
+    --blockSize=1M --size=4G --listBlocks --quiet s3backer-fio "$S3B_DIR"
+  S3B_LOOP=$(losetup --find --show "$S3B_DIR/file")
+  mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$S3B_LOOP"
+  mount "$S3B_LOOP" "$S3B_MNT"
+  S=$(fio_all "$S3B_MNT")
+fi
+
+printf '%-10s %14s %14s %16s %16s\n' "target" "seq1M-wr MB/s" "seq1M-rd MB/s" "rand4k-wr IOPS" \
+  "rand4k-rd IOPS"
+printf '%-10s %14s %14s %16s %16s\n' tessera $T
+printf '%-10s %14s %14s %16s %16s\n' s3backer $S

@@ -1,0 +1,336 @@
+"""Archive tier through boto3: storage classes, RestoreObject, lifecycle rules, zone loss.
+
+The cluster runs with 10-second "days" (`tessera up --day-seconds 10`): restore latencies
+scale with the day (Expedited ~0.03 s, Standard ~1.7 s, Bulk 5 s; DEEP_ARCHIVE Standard
+5 s) and a restored copy with Days=1 lives until the next 10-second boundary after
+completion + 10 s. Every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from storage.shards.format import HEADER_BYTES, ShardHeader
+from tests.integration.cluster import LocalCluster
+
+DAY = 10.0
+ARCHIVE_NODES = {f"a{i}" for i in range(1, 7)}
+KNOWN = b"TESSERA-ARCHIVE-KNOWN-PLAINTEXT-0123456789/"
+RESTORE_RE = re.compile(r'^ongoing-request="false", expiry-date="([^"]+)"$')
+
+
+def start_cluster(path: Path) -> LocalCluster:
+    return LocalCluster(path, up_args=["--day-seconds", str(DAY)]).start()
+
+
+@pytest.fixture(scope="module")
+def arch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = start_cluster(tmp_path_factory.mktemp("archive"))
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(arch: LocalCluster) -> Any:
+    return arch.client()
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 40.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def error(fn: Callable[[], Any]) -> tuple[int, dict[str, str]]:
+    with pytest.raises(ClientError) as ei:
+        fn()
+    r = ei.value.response
+    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]
+
+
+def restore(s3: Any, key: str, days: int = 1, tier: str = "Standard", bucket: str = "arch",
+            ) -> int:
+    r = s3.restore_object(Bucket=bucket, Key=key, RestoreRequest={
+        "Days": days, "GlacierJobParameters": {"Tier": tier}})
+    return r["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def restored(s3: Any, key: str, bucket: str = "arch") -> str | None:
+    h = s3.head_object(Bucket=bucket, Key=key).get("Restore") or ""
+    return h if h.startswith('ongoing-request="false"') else None
+
+
+def run_once(c: LocalCluster) -> str:
+    env = {**os.environ, "TESSERA_CONFIG": c.env["TESSERA_CONFIG"]}
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "lifecycle", "run-once",
+                          "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def shard_set(c: LocalCluster) -> dict[str, set[str]]:
+    return {n: {p.name for p in files} for n, files in c.shard_files().items()}
+
+
+def new_shards(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {n: after[n] - before.get(n, set()) for n in after if after[n] - before.get(n, set())}
+
+
+def test_storage_classes_head_get_list(s3: Any) -> None:
+    s3.create_bucket(Bucket="arch")
+    for key, sc in (("cls/glacier", "GLACIER"), ("cls/deep", "DEEP_ARCHIVE"),
+                    ("cls/ir", "GLACIER_IR"), ("cls/ia", "STANDARD_IA")):
+        s3.put_object(Bucket="arch", Key=key, Body=b"x" * 1000, StorageClass=sc)
+        h = s3.head_object(Bucket="arch", Key=key)
+        assert h["StorageClass"] == sc and "Restore" not in h
+    for key in ("cls/glacier", "cls/deep"):
+        status, err = error(lambda k=key: s3.get_object(Bucket="arch", Key=k))
+        assert status == 403 and err["Code"] == "InvalidObjectState"
+        assert err["StorageClass"] in ("GLACIER", "DEEP_ARCHIVE")
+    for key in ("cls/ir", "cls/ia"):
+        assert s3.get_object(Bucket="arch", Key=key)["Body"].read() == b"x" * 1000
+    listed = {o["Key"]: o["StorageClass"]
+              for o in s3.list_objects_v2(Bucket="arch", Prefix="cls/")["Contents"]}
+    assert listed == {"cls/glacier": "GLACIER", "cls/deep": "DEEP_ARCHIVE",
+                      "cls/ir": "GLACIER_IR", "cls/ia": "STANDARD_IA"}
+
+
+def test_restore_refusals(s3: Any) -> None:
+    s3.put_object(Bucket="arch", Key="ref/std", Body=b"hot")
+    status, err = error(lambda: restore(s3, "ref/std"))
+    assert (status, err["Code"]) == (403, "InvalidObjectState")
+    status, err = error(lambda: restore(s3, "ref/missing"))
+    assert (status, err["Code"]) == (404, "NoSuchKey")
+    s3.put_object(Bucket="arch", Key="ref/deep", Body=b"cold", StorageClass="DEEP_ARCHIVE")
+    status, err = error(lambda: restore(s3, "ref/deep", tier="Expedited"))
+    assert (status, err["Code"]) == (503, "GlacierExpeditedRetrievalNotAvailable")
+    assert restore(s3, "ref/deep", tier="Bulk") == 202
+    assert s3.head_object(Bucket="arch", Key="ref/deep")["Restore"] == 'ongoing-request="true"'
+    assert restore(s3, "ref/deep", tier="Standard") == 202  # a faster tier upgrades it
+    wait_for(lambda: restored(s3, "ref/deep"), what="DEEP_ARCHIVE restore")
+    assert s3.get_object(Bucket="arch", Key="ref/deep")["Body"].read() == b"cold"
+
+
+def test_restore_states_expiry_and_removal(arch: LocalCluster, s3: Any) -> None:
+    data = os.urandom(300_000) + KNOWN * 5000
+    s3.put_object(Bucket="arch", Key="rs/obj", Body=data, StorageClass="GLACIER",
+                  Metadata={"color": "blue"})
+    before = shard_set(arch)
+    assert restore(s3, "rs/obj", tier="Bulk") == 202
+    assert s3.head_object(Bucket="arch", Key="rs/obj")["Restore"] == 'ongoing-request="true"'
+    status, err = error(lambda: restore(s3, "rs/obj", tier="Bulk"))
+    assert (status, err["Code"]) == (409, "RestoreAlreadyInProgress")
+    status, err = error(lambda: s3.get_object(Bucket="arch", Key="rs/obj"))
+    assert status == 403
+    assert restore(s3, "rs/obj", tier="Expedited") == 202  # upgrade
+    header = wait_for(lambda: restored(s3, "rs/obj"), what="restore to complete")
+    m = RESTORE_RE.match(header)
+    assert m, header
+    expiry = email.utils.parsedate_to_datetime(m.group(1)).timestamp()
+    assert expiry % DAY == 0  # rounded up to a (scaled) midnight
+    assert time.time() + DAY - 1 <= expiry <= time.time() + 2 * DAY + 1
+    h = s3.head_object(Bucket="arch", Key="rs/obj")
+    assert h["StorageClass"] == "GLACIER" and h["Metadata"] == {"color": "blue"}
+    g = s3.get_object(Bucket="arch", Key="rs/obj")
+    assert g["Body"].read() == data and g["StorageClass"] == "GLACIER"
+    assert g["Restore"] == header
+    assert s3.get_object(Bucket="arch", Key="rs/obj", Range="bytes=299990-300020")[
+        "Body"].read() == data[299990:300021]
+    copy = new_shards(before, shard_set(arch))
+    assert copy and not set(copy) & ARCHIVE_NODES  # the hot copy is on standard nodes
+    # re-issuing on a restored object: 200, expiry recomputed from now
+    assert restore(s3, "rs/obj", days=2) == 200
+    m2 = RESTORE_RE.match(s3.head_object(Bucket="arch", Key="rs/obj")["Restore"])
+    assert m2 and email.utils.parsedate_to_datetime(m2.group(1)).timestamp() > expiry
+    # shorten it again so the copy expires soon, then it is removed
+    assert restore(s3, "rs/obj", days=1) == 200
+    wait_for(lambda: "Restore" not in s3.head_object(Bucket="arch", Key="rs/obj"),
+             timeout=3 * DAY + 10, what="restored copy to expire")
+    status, err = error(lambda: s3.get_object(Bucket="arch", Key="rs/obj"))
+    assert (status, err["Code"]) == (403, "InvalidObjectState")
+    copy_files = {(n, f) for n, fs in copy.items() for f in fs}
+    wait_for(lambda: not copy_files & {(n, f) for n, fs in shard_set(arch).items() for f in fs},
+             timeout=90, what="restored copy's shards to be collected")
+
+
+def test_archive_shards_compressed_and_encrypted(arch: LocalCluster, s3: Any) -> None:
+    data = KNOWN * 50_000  # ~2 MiB, very compressible
+    before = shard_set(arch)
+    s3.put_object(Bucket="arch", Key="enc/obj", Body=data, StorageClass="GLACIER")
+    added = new_shards(before, shard_set(arch))
+    assert set(added) <= ARCHIVE_NODES and len(added) == 6
+    total = 0
+    for node, names in added.items():
+        for name in names:
+            path = next(p for p in arch.shard_files()[node] if p.name == name)
+            raw = path.read_bytes()
+            hdr = ShardHeader.unpack(raw[:HEADER_BYTES])
+            assert (hdr.k, hdr.m) == (3, 3)
+            total += len(raw)
+    assert total < len(data) // 10  # compressed before erasure coding (3+3 doubles it)
+    needle = KNOWN[:24]
+    for files in arch.shard_files().values():
+        for p in files:
+            assert needle not in p.read_bytes()
+
+
+def test_lifecycle_transition_keeps_head(arch: LocalCluster, s3: Any) -> None:
+    s3.create_bucket(Bucket="arch-lc")
+    data = os.urandom(200_000) + KNOWN * 4000
+    s3.put_object(Bucket="arch-lc", Key="logs/a", Body=data, Metadata={"m": "1"},
+                  Tagging="team=ops", ContentType="text/plain")
+    s3.put_object(Bucket="arch-lc", Key="keep/b", Body=data)
+    head0 = s3.head_object(Bucket="arch-lc", Key="logs/a")
+    before = shard_set(arch)
+    s3.put_bucket_lifecycle_configuration(Bucket="arch-lc", LifecycleConfiguration={"Rules": [
+        {"ID": "to-glacier", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+         "Transitions": [{"Days": 0, "StorageClass": "GLACIER"}]}]})
+
+    def moved() -> bool:
+        run_once(arch)
+        return s3.head_object(Bucket="arch-lc", Key="logs/a").get("StorageClass") == "GLACIER"
+
+    wait_for(moved, timeout=3 * DAY, what="transition to GLACIER")
+    h = s3.head_object(Bucket="arch-lc", Key="logs/a")
+    for k in ("ETag", "LastModified", "ContentLength", "ContentType", "Metadata"):
+        assert h[k] == head0[k]
+    assert s3.get_object_tagging(Bucket="arch-lc", Key="logs/a")["TagSet"] == [
+        {"Key": "team", "Value": "ops"}]
+    assert "StorageClass" not in s3.head_object(Bucket="arch-lc", Key="keep/b")
+    added = new_shards(before, shard_set(arch))
+    assert added and set(added) <= ARCHIVE_NODES
+    status, _ = error(lambda: s3.get_object(Bucket="arch-lc", Key="logs/a"))
+    assert status == 403
+    assert restore(s3, "logs/a", tier="Expedited", bucket="arch-lc") == 202
+    wait_for(lambda: restored(s3, "logs/a", bucket="arch-lc"), what="restore")
+    assert s3.get_object(Bucket="arch-lc", Key="logs/a")["Body"].read() == data
+
+
+def test_lifecycle_expiration_rules(arch: LocalCluster, s3: Any) -> None:
+    b = "arch-exp"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=b, Key="exp/tagged", Body=b"1", Tagging="k=v")
+    s3.put_object(Bucket=b, Key="exp/untagged", Body=b"1")
+    s3.put_object(Bucket=b, Key="big/large", Body=b"L" * 2000)
+    s3.put_object(Bucket=b, Key="big/small", Body=b"s")
+    s3.put_object(Bucket=b, Key="nc/x", Body=b"v1")
+    s3.put_object(Bucket=b, Key="nc/x", Body=b"v2")
+    s3.put_object(Bucket=b, Key="nc/y", Body=b"y1")
+    s3.delete_object(Bucket=b, Key="nc/y")
+    s3.put_object(Bucket=b, Key="nct/z", Body=b"z" * 1000)
+    s3.put_object(Bucket=b, Key="nct/z", Body=b"Z" * 1000)
+    upload = s3.create_multipart_upload(Bucket=b, Key="mpu/u")["UploadId"]
+    s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+        {"ID": "tagged", "Status": "Enabled",
+         "Filter": {"And": {"Prefix": "exp/", "Tags": [{"Key": "k", "Value": "v"}]}},
+         "Expiration": {"Days": 1}},
+        {"ID": "big", "Status": "Enabled",
+         "Filter": {"And": {"Prefix": "big/", "ObjectSizeGreaterThan": 1000}},
+         "Expiration": {"Days": 1}},
+        {"ID": "noncurrent", "Status": "Enabled", "Filter": {"Prefix": "nc/"},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+         "Expiration": {"ExpiredObjectDeleteMarker": True}},
+        {"ID": "nct", "Status": "Enabled", "Filter": {"Prefix": "nct/"},
+         "NoncurrentVersionTransitions": [{"NoncurrentDays": 1, "StorageClass": "GLACIER"}]},
+        {"ID": "mpu", "Status": "Enabled", "Filter": {"Prefix": "mpu/"},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+    ]})
+
+    def versions(key: str) -> list[dict[str, Any]]:
+        r = s3.list_object_versions(Bucket=b, Prefix=key)
+        return [v for v in r.get("Versions", []) + r.get("DeleteMarkers", []) if v["Key"] == key]
+
+    def done() -> bool:
+        run_once(arch)
+        cur = {o["Key"] for o in s3.list_objects_v2(Bucket=b).get("Contents", [])}
+        nct = s3.list_object_versions(Bucket=b, Prefix="nct/").get("Versions", [])
+        uploads = s3.list_multipart_uploads(Bucket=b).get("Uploads", [])
+        return (cur == {"exp/untagged", "big/small", "nc/x", "nct/z"}
+                and len(versions("nc/x")) == 1 and versions("nc/y") == []
+                and sorted(v["StorageClass"] for v in nct) == ["GLACIER", "STANDARD"]
+                and not uploads)
+
+    wait_for(done, timeout=4 * DAY, what="lifecycle expirations")
+    assert s3.get_object(Bucket=b, Key="nc/x")["Body"].read() == b"v2"
+    tagged = versions("exp/tagged")
+    assert any(v.get("IsLatest") and "Size" not in v for v in tagged)  # a delete marker
+    status, err = error(lambda: s3.list_parts(Bucket=b, Key="mpu/u", UploadId=upload))
+    assert err["Code"] == "NoSuchUpload"
+
+
+def test_zone_loss_restore_and_read(tmp_path: Path) -> None:
+    c = start_cluster(tmp_path / "zone")
+    restarted: list[subprocess.Popen] = []
+    try:
+        s3 = c.client()
+        s3.create_bucket(Bucket="arch-zone")
+        data = os.urandom(500_000) + KNOWN * 20000
+        s3.put_object(Bucket="arch-zone", Key="obj", Body=data, StorageClass="GLACIER")
+        for name in ("n1", "n2", "n3", "a1", "a2"):  # all of az1
+            c.kill(name, signal.SIGKILL)
+        status = wait_for(lambda: _try(lambda: restore(s3, "obj", tier="Expedited",
+                                                       bucket="arch-zone")),
+                          what="restore accepted")
+        assert status == 202
+        wait_for(lambda: restored(s3, "obj", bucket="arch-zone"), timeout=60,
+                 what="restore under a zone loss")
+        assert s3.get_object(Bucket="arch-zone", Key="obj")["Body"].read() == data
+        _transition_with_archive_nodes_down(c, s3, restarted)
+    finally:
+        c.stop()
+        for p in restarted:
+            p.terminate()
+            p.wait(10)
+
+
+def _transition_with_archive_nodes_down(c: LocalCluster, s3: Any,
+                                        restarted: list[subprocess.Popen]) -> None:
+    """With az1 down and a3 killed, 3 archive nodes are left (< write quorum 4): the
+    transition fails and the object stays whole in STANDARD; once a3 is back it moves."""
+    data = os.urandom(300_000)
+    s3.put_object(Bucket="arch-zone", Key="t/obj", Body=data)
+    c.kill("a3", signal.SIGKILL)
+    today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
+    s3.put_bucket_lifecycle_configuration(Bucket="arch-zone", LifecycleConfiguration={
+        "Rules": [{"ID": "t", "Status": "Enabled", "Filter": {"Prefix": "t/"},
+                   "Transitions": [{"Date": today, "StorageClass": "GLACIER"}]}]})
+    out = json.loads(run_once(c))
+    assert out["transitioned"] == 0
+    assert "StorageClass" not in s3.head_object(Bucket="arch-zone", Key="t/obj")
+    assert s3.get_object(Bucket="arch-zone", Key="t/obj")["Body"].read() == data
+    restarted.append(c.restart_node("a3"))
+
+    def moved() -> bool:
+        run_once(c)
+        return s3.head_object(Bucket="arch-zone", Key="t/obj").get("StorageClass") == "GLACIER"
+
+    wait_for(moved, timeout=60, what="transition once a3 is back")
+    assert restore(s3, "t/obj", tier="Expedited", bucket="arch-zone") == 202
+    wait_for(lambda: restored(s3, "t/obj", bucket="arch-zone"), what="restore")
+    assert s3.get_object(Bucket="arch-zone", Key="t/obj")["Body"].read() == data
+
+
+def _try(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ClientError:
+        return None
