@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import importlib
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -40,6 +43,22 @@ def _with_query(url: str, **changes: str) -> str:
     q = dict(parse_qsl(parts.query, keep_blank_values=True))
     q.update(changes)
     return urlunsplit(parts._replace(query=urlencode(q)))
+
+
+@contextlib.contextmanager
+def _clock(when: dt.datetime) -> Iterator[None]:
+    """Sign as if at `when`: botocore's own signer and the CRT one read the clock here."""
+
+    def now(remove_tzinfo: bool = True) -> dt.datetime:
+        return when.replace(tzinfo=None) if remove_tzinfo else when
+
+    modules = [botocore.auth]
+    with contextlib.suppress(ImportError):
+        modules.append(importlib.import_module("botocore.crt.auth"))
+    with contextlib.ExitStack() as stack:
+        for m in modules:
+            stack.enter_context(mock.patch.object(m, "get_current_datetime", now))
+        yield
 
 
 def _signer(cluster: LocalCluster):
@@ -88,8 +107,8 @@ def test_presigned_expired_and_tampered(cluster: LocalCluster) -> None:
     s3.put_object(Bucket=BUCKET + "-2", Key="k", Body=b"secret")
     params = {"Bucket": BUCKET + "-2", "Key": "k"}
     # Signed two hours ago, valid for one: expired an hour ago.
-    past = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=2)
-    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=past):
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    with _clock(past):
         expired = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=3600)
     assert past.strftime("%Y%m%dT%H%M%SZ") in expired
     status, body, headers = _fetch(expired)

@@ -113,10 +113,10 @@ def sync_tree(root: Path) -> None:
 
 
 def test_ext4_roundtrip_and_fsck(vol: Vol, tmp_path: Path) -> None:
-    vol.run("create", "rt", "--size", "256M")
+    vol.run("create", "rt", "--size", "128M")
     mnt = tmp_path / "mnt"
     vol.mount("rt", mnt, "--fs", "ext4")
-    sums = write_tree(mnt, seed=1)
+    sums = write_tree(mnt, seed=1, files=24)
     sync_tree(mnt)
     vol.unmount(mnt)
     vol.mount("rt", mnt, "--fs", "ext4")
@@ -137,7 +137,7 @@ def test_second_mount_refused(vol: Vol, tmp_path: Path) -> None:
 
 
 def test_sigkill_after_fsync_keeps_data(vol: Vol, tmp_path: Path) -> None:
-    vol.run("create", "crash", "--size", "256M")
+    vol.run("create", "crash", "--size", "128M")
     mnt = tmp_path / "mnt"
     vol.mount("crash", mnt, "--fs", "ext4", "--lease-ttl", "3")
     sums = write_tree(mnt, seed=2, files=20)
@@ -167,7 +167,7 @@ def _states(vol: Vol):  # type: ignore[no-untyped-def]
 
 
 def test_snapshot_clone_isolated(vol: Vol, tmp_path: Path) -> None:
-    vol.run("create", "origin", "--size", "256M")
+    vol.run("create", "origin", "--size", "128M")
     mnt = tmp_path / "o"
     vol.mount("origin", mnt, "--fs", "ext4")
     before = write_tree(mnt, seed=3, files=20)
@@ -294,3 +294,34 @@ def test_unreadable_extent_is_an_error(vol: Vol) -> None:
             await c.close()
     asyncio.run(go())
 
+
+
+def test_service_lifecycle(vol: Vol) -> None:
+    async def go() -> None:
+        c, svc = await _open(vol)
+        try:
+            v = await svc.create("default", "life", 8 << 20)
+            h = await svc.open("default", "life", holder="t")
+            await h.write(100, b"x" * 5000)  # partial extent: read-modify-write
+            await h.close()
+            await svc.snapshot("default", "life", "s1")
+            h = await svc.open("default", "life", holder="t")
+            await h.write(0, b"y" * 200)
+            await h.trim(1 << 20, 1 << 20)
+            await h.close()
+            await svc.resize("default", "life", 16 << 20)
+            snap = await svc.open("default", "life", holder="r", snapshot="s1")
+            assert await snap.read(0, 6000) == bytes(100) + b"x" * 5000 + bytes(900)
+            h = await svc.open("default", "life", holder="t")
+            assert h.vol.size == 16 << 20
+            assert await h.read(0, 300) == b"y" * 200 + b"x" * 100
+            assert await h.read(15 << 20, 10) == bytes(10)
+            await h.close()
+            await svc.delete_snapshot("default", "life", "s1")
+            await svc.delete("default", "life")
+            assert v.name not in [x.name for x in await svc.list("default")]
+            items = await c.meta.range(extent_prefix(v.id), extent_prefix(v.id) + b"\xff")
+            assert items == []
+        finally:
+            await c.close()
+    asyncio.run(go())
