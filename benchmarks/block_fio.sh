@@ -46,7 +46,7 @@ import json, sys
 j = json.loads(sys.stdin.read())["jobs"][0]
 rw, bs = sys.argv[1], sys.argv[2]
 side = j["write"] if "write" in rw else j["read"]
-print(f"{side[\"bw_bytes\"] / 1e6:.1f}" if bs == "1M" else f"{side[\"iops\"]:.0f}")
+print("%.1f" % (side["bw_bytes"] / 1e6) if bs == "1M" else "%.0f" % side["iops"])
 ' "$1" "$2" <<<"$j")")
     rm -f "$d"/t.*
   done
@@ -59,7 +59,8 @@ python -m gateway.cli volume mount --fs ext4 fio-bench "$WORK/vol" >/dev/null
 T=$(fio_all "$WORK/vol")
 python -m gateway.cli volume unmount "$WORK/vol" >/dev/null
 
-# s3backer on our own S3 gateway, same block size
+# s3backer on our own S3 gateway, same block size (s3backer 1.5 addresses buckets as virtual
+# hosts, and *.localhost resolves to 127.0.0.1 in curl)
 S="-"
 if command -v s3backer >/dev/null; then
   python3 - <<'EOF'
@@ -68,7 +69,7 @@ boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bu
 EOF
   mkdir -p "$S3B_DIR" "$S3B_MNT"
   s3backer --accessId="$AWS_ACCESS_KEY_ID" --accessKey="$AWS_SECRET_ACCESS_KEY" \
-    --baseURL="$AWS_ENDPOINT_URL/" --region="$AWS_DEFAULT_REGION" --authVersion=aws4 \
+    --baseURL="http://localhost:${AWS_ENDPOINT_URL##*:}/" --region="$AWS_DEFAULT_REGION" --authVersion=aws4 \
     --blockSize=1M --size=4G --listBlocks --quiet s3backer-fio "$S3B_DIR"
   S3B_LOOP=$(losetup --find --show "$S3B_DIR/file")
   mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$S3B_LOOP"

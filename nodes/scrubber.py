@@ -103,6 +103,9 @@ class Scrubber:
                 n = await self.scrub_one(sid)
                 p.shards_this_pass += 1
                 p.bytes_this_pass += n
+                if self.settings.rate_bytes_s <= 0:
+                    await asyncio.sleep(0)
+                    continue
                 ahead = p.bytes_this_pass / self.settings.rate_bytes_s - (time.monotonic() - start)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
