@@ -65,12 +65,14 @@ S="-"
 if command -v s3backer >/dev/null; then
   python3 - <<'EOF'
 import os, boto3
-boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket="s3backer-fio")
+c = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+if "s3backer-fio" not in [b["Name"] for b in c.list_buckets()["Buckets"]]:
+    c.create_bucket(Bucket="s3backer-fio")
 EOF
   mkdir -p "$S3B_DIR" "$S3B_MNT"
   s3backer --accessId="$AWS_ACCESS_KEY_ID" --accessKey="$AWS_SECRET_ACCESS_KEY" \
     --baseURL="http://localhost:${AWS_ENDPOINT_URL##*:}/" --region="$AWS_DEFAULT_REGION" --authVersion=aws4 \
-    --blockSize=1M --size=4G --listBlocks --quiet s3backer-fio "$S3B_DIR"
+    --blockSize=1M --size=4G --quiet s3backer-fio "$S3B_DIR"
   S3B_LOOP=$(losetup --find --show "$S3B_DIR/file")
   mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$S3B_LOOP"
   mount "$S3B_LOOP" "$S3B_MNT"

@@ -9,7 +9,6 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from unittest import mock
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -161,7 +160,7 @@ def _vhost_client(cluster: LocalCluster):
     return virtual, hosts
 
 
-def test_virtual_hosted_style(fresh_cluster: LocalCluster, tmp_path: Path) -> None:
+def test_virtual_hosted_style(fresh_cluster: LocalCluster) -> None:
     c = fresh_cluster
     c.stop()
     toml = c.data / "tessera.toml"
