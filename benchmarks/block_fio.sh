@@ -54,10 +54,12 @@ print("%.1f" % (side["bw_bytes"] / 1e6) if bs == "1M" else "%.0f" % side["iops"]
 }
 
 # Tessera volume
-python -m gateway.cli volume create fio-bench --size 4G >/dev/null
-python -m gateway.cli volume mount --fs ext4 fio-bench "$WORK/vol" >/dev/null
+VOL=fio-bench-$$
+python -m gateway.cli volume create "$VOL" --size 4G >/dev/null
+python -m gateway.cli volume mount --fs ext4 "$VOL" "$WORK/vol" >/dev/null
 T=$(fio_all "$WORK/vol")
 python -m gateway.cli volume unmount "$WORK/vol" >/dev/null
+python -m gateway.cli volume delete "$VOL" >/dev/null
 
 # s3backer on our own S3 gateway, same block size (s3backer 1.5 addresses buckets as virtual
 # hosts, and *.localhost resolves to 127.0.0.1 in curl)
@@ -70,13 +72,17 @@ if "s3backer-fio" not in [b["Name"] for b in c.list_buckets()["Buckets"]]:
     c.create_bucket(Bucket="s3backer-fio")
 EOF
   mkdir -p "$S3B_DIR" "$S3B_MNT"
-  s3backer --accessId="$AWS_ACCESS_KEY_ID" --accessKey="$AWS_SECRET_ACCESS_KEY" \
-    --baseURL="http://localhost:${AWS_ENDPOINT_URL##*:}/" --region="$AWS_DEFAULT_REGION" --authVersion=aws4 \
-    --blockSize=1M --size=4G --quiet s3backer-fio "$S3B_DIR"
-  S3B_LOOP=$(losetup --find --show "$S3B_DIR/file")
-  mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$S3B_LOOP"
-  mount "$S3B_LOOP" "$S3B_MNT"
-  S=$(fio_all "$S3B_MNT")
+  if s3backer --accessId="$AWS_ACCESS_KEY_ID" --accessKey="$AWS_SECRET_ACCESS_KEY" \
+      --baseURL="http://localhost:${AWS_ENDPOINT_URL##*:}/" --region="$AWS_DEFAULT_REGION" \
+      --authVersion=aws4 --blockSize=1M --size=4G --quiet s3backer-fio "$S3B_DIR" \
+      && [ -e "$S3B_DIR/file" ]; then
+    S3B_LOOP=$(losetup --find --show "$S3B_DIR/file")
+    mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$S3B_LOOP"
+    mount "$S3B_LOOP" "$S3B_MNT"
+    S=$(fio_all "$S3B_MNT")
+  else
+    S="mount-failed - - -"
+  fi
 fi
 
 printf '%-10s %14s %14s %16s %16s\n' "target" "seq1M-wr MB/s" "seq1M-rd MB/s" "rand4k-wr IOPS" \

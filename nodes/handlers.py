@@ -179,8 +179,7 @@ async def put_shard(request: web.Request) -> web.Response:
         if expect is not None and segments != expect:
             raise ApiError(400, "segment_count_mismatch",
                            f"{segments} frames received, {expect} announced")
-        await _disk(writer.write(pending))
-        size = await _disk(writer.commit())
+        size = await _disk(writer.commit(pending))
         committed = True
     finally:
         if not committed:

@@ -37,16 +37,31 @@ class HealthTracker:
         self._interval = probe_interval_s
         self._out_after = out_after_s
         self.states = {n.id: NodeState(since=time.time()) for n in nodes}
+        self._placeable: set[str] | None = None  # None: every node (no membership overlay)
         self._task: asyncio.Task[None] | None = None
 
     def is_usable(self, node_id: str) -> bool:
-        return self.states[node_id].state in (UP, SUSPECT)
+        s = self.states.get(node_id)
+        return s is not None and s.state in (UP, SUSPECT)
 
     def usable(self) -> list[NodeSpec]:
         return [n for n in self.nodes if self.is_usable(n.id)]
 
+    def placeable(self) -> list[NodeSpec]:
+        """Usable nodes that may take new shards (membership state active, not draining)."""
+        return [n for n in self.usable() if self._placeable is None or n.id in self._placeable]
+
+    def set_nodes(self, nodes: Sequence[NodeSpec], placeable: set[str]) -> None:
+        """Replace the cluster map (membership changes); new nodes start up until probed."""
+        self.nodes = tuple(nodes)
+        for n in nodes:
+            self.states.setdefault(n.id, NodeState(since=time.time()))
+        self._placeable = set(placeable)
+
     def report_failure(self, node_id: str, reason: str) -> None:
-        s = self.states[node_id]
+        s = self.states.get(node_id)
+        if s is None:
+            return
         s.failures += 1
         s.last_error = reason
         new = DOWN if s.failures >= 2 or "Connect" in reason or "refused" in reason else SUSPECT
@@ -54,7 +69,9 @@ class HealthTracker:
             s.state, s.since = new, time.time()
 
     def report_success(self, node_id: str) -> None:
-        s = self.states[node_id]
+        s = self.states.get(node_id)
+        if s is None:
+            return
         s.failures = 0
         if s.state != UP:
             s.state, s.since = UP, time.time()

@@ -196,7 +196,7 @@ class ObjectService:
         if counter is not None:
             part.compressed, part.plain_size = True, counter.plain
         if res.segments and (None in res.nodes
-                             or not zone_safe(res.nodes, self._cfg.nodes, profile.m)):
+                             or not zone_safe(res.nodes, self._stripes.cluster_nodes(), profile.m)):
             await self._meta.put(repair_key(stripe_id),
                                  pack({"bucket": v.bucket, "key": v.key, "reason": "write"}))
         return part

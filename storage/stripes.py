@@ -156,8 +156,12 @@ class StripeStore:
         self._hashing = hashing
         self._stall_s = stall_s
 
+    def cluster_nodes(self) -> tuple[NodeSpec, ...]:
+        """The live cluster map (config nodes merged with the membership overlay)."""
+        return self._health.nodes
+
     def _nodes_by_id(self) -> dict[str, NodeSpec]:
-        return {n.id: n for n in self._cfg.nodes}
+        return {n.id: n for n in self._health.nodes}  # the live cluster map (membership)
 
     async def write(self, codec: StripeCodec, profile: Profile, source: AsyncIterator[bytes],
                     digests: Sequence[object] = (), size_hint: int | None = None,
@@ -165,7 +169,7 @@ class StripeStore:
         """Encode and store a stream as one stripe; returns once the write quorum holds."""
         loop = asyncio.get_running_loop()
         quorum = self._cfg.write_quorum(profile)
-        targets = place_for_write(codec.stripe_id, profile, self._health.usable(), quorum)
+        targets = place_for_write(codec.stripe_id, profile, self._health.placeable(), quorum)
         if len(targets) < quorum:
             raise QuorumNotReached(quorum, len(targets), profile.width,
                                    ["not enough healthy nodes to place the stripe"])

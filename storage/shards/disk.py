@@ -131,7 +131,7 @@ def _open_layout(fd: int, sid: str) -> Layout:
 class ShardWriter:
     """One upload in progress: a temp file that becomes the shard on `commit`."""
 
-    def __init__(self, store: DiskShardStore, sid: str, tmp_path: Path, fd: int) -> None:
+    def __init__(self, store: DiskShardStore, sid: str, tmp_path: Path, fd: int | None) -> None:
         self.shard_id = sid
         self.tmp_path = tmp_path
         self.path = store.path_of(sid)
@@ -140,24 +140,40 @@ class ShardWriter:
         self._fd: int | None = fd
         self._done = False
 
+    def _open_sync(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                               | getattr(os, "O_CLOEXEC", 0), 0o600)
+        return self._fd
+
+    def _write_sync(self, data: bytes | bytearray | memoryview) -> None:
+        _write_all(self._open_sync(), data)
+
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._fd is None or self._done:
+        if self._done:
             raise RuntimeError("shard writer is closed")
         if not data:
             return
-        await asyncio.to_thread(_write_all, self._fd, data)
+        await asyncio.to_thread(self._write_sync, data)
         self.bytes_written += len(data)
 
-    async def commit(self) -> int:
-        """Make the shard durable under its name; return its size in bytes."""
-        if self._fd is None or self._done:
+    async def commit(self, tail: bytes | bytearray | memoryview = b"") -> int:
+        """Write `tail`, then make the shard durable under its name; return its size."""
+        if self._done:
             raise RuntimeError("shard writer is closed")
-        fd, self._fd = self._fd, None
+
+        def _finish() -> int:
+            if tail:
+                self._write_sync(tail)
+            fd, self._fd = self._open_sync(), None
+            return self._commit_sync(fd)
+
         try:
-            replaced = await asyncio.to_thread(self._commit_sync, fd)
+            replaced = await asyncio.to_thread(_finish)
         except BaseException:
             await self._discard()
             raise
+        self.bytes_written += len(tail)
         self._done = True
         if replaced >= 0:
             self._store._account(self.bytes_written - replaced, 0)
@@ -398,12 +414,11 @@ class DiskShardStore:
     # -- writing -------------------------------------------------------------------------
 
     async def begin_put(self, sid: str) -> ShardWriter:
+        """Start an upload; the temp file is created with the first write (one thread hop
+        for a small shard: open, write, fsync, rename and directory fsync together)."""
         check_shard_id(sid)
         tmp = self.tmp_dir / f"{sid}.{secrets.token_hex(6)}.tmp"
-        fd = await asyncio.to_thread(
-            os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-            0o600)
-        return ShardWriter(self, sid, tmp, fd)
+        return ShardWriter(self, sid, tmp, None)
 
     # -- reading -------------------------------------------------------------------------
 

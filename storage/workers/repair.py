@@ -150,7 +150,6 @@ class RepairWorker:
         self._cpu = cpu
         self.settings = settings or RepairSettings()
         self._throttle = Throttle(self.settings.rate_bytes_s)
-        self._by_id = {n.id: n for n in cfg.nodes}
         self.stats = RepairStats()
         self._queue_cursor = b"R/"
         self._sweep_cursor = b"X/"
@@ -162,6 +161,10 @@ class RepairWorker:
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True
         self._loaded = False
+
+    @property
+    def _by_id(self) -> dict[str, NodeSpec]:
+        return {n.id: n for n in self._health.nodes}  # the live cluster map (membership)
 
     # assessment ----------------------------------------------------------------------------
 
@@ -306,7 +309,7 @@ class RepairWorker:
         for nid in keep.values():
             z = self._by_id[nid].zone
             zone_counts[z] = zone_counts.get(z, 0) + 1
-        chosen = place(part.stripe_id, profile, self._health.usable(), exclude=set(keep.values()),
+        chosen = place(part.stripe_id, profile, self._health.placeable(), exclude=set(keep.values()),
                        zone_counts=zone_counts, count=len(a.missing))
         if not chosen:
             await self._defer(item, entry, "no healthy node can take a shard zone-safely")
@@ -342,13 +345,26 @@ class RepairWorker:
 
     async def _commit(self, stripe_id: bytes, old: list[str | None],
                       written: dict[int, str]) -> bool:
-        """CAS the new shard locations into every record of the manifest (retry on conflict)."""
-        for _ in range(8):
-            man = await load_manifest(self._meta, stripe_id)
-            if not isinstance(man, Manifest) or list(man.part.nodes) != old:
-                # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
-                await self._collect(stripe_id, written)
-                return False
+        ok, conflicts = await commit_shard_moves(self._meta, stripe_id, old, written)
+        self.stats.commit_conflicts += conflicts
+        return ok
+
+
+async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
+                             written: dict[int, str]) -> tuple[bool, int]:
+    """CAS new shard locations into every record of a stripe's manifest (retry on conflict).
+
+    `old` is the node list the caller based its work on; if the manifest changed meanwhile,
+    the new copies are queued for collection and nothing is committed. Replaced copies are
+    queued for GC. Returns (committed, CAS conflicts met). Repair and the rebalancer share it.
+    """
+    conflicts = 0
+    for _ in range(8):
+        man = await load_manifest(meta, stripe_id)
+        if not isinstance(man, Manifest) or list(man.part.nodes) != old:
+            # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
+            await collect_copies(meta, stripe_id, written)
+            return False, conflicts
             compares: dict[bytes, int] = {}
             puts: dict[bytes, bytes] = {}
             for it in man.items:

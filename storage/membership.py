@@ -1,0 +1,174 @@
+"""Cluster membership: the config's static node list plus an overlay kept in metadata.
+
+`M/<node id>` records hold a node's membership state (`active`, `draining`, `removed`) and,
+for nodes added at run time, their zone, address, role and weight. The effective cluster map
+is the config's `[[nodes]]` merged with these records: removed nodes drop out, added nodes
+join. New placements (writes, repair, rebalancing) use only active nodes; draining nodes stay
+readable until the rebalancer has moved every shard off them. Every process that opens a
+`Cluster` refreshes the overlay periodically and applies it to its health tracker, which is
+the live cluster map reads and writes consult.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from storage.config import NODE_ROLES, Config, NodeSpec
+from storage.errors import Conflict, InvalidInput, NotFound
+from storage.health import HealthTracker
+from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.records import pack, unpack
+
+ACTIVE, DRAINING, REMOVED = "active", "draining", "removed"
+STATES = (ACTIVE, DRAINING, REMOVED)
+PREFIX = b"M/"
+REFRESH_S = 2.0
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+log = logging.getLogger("tessera.membership")
+
+
+def member_key(node_id: str) -> bytes:
+    return PREFIX + node_id.encode()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One node of the effective cluster map and its membership state."""
+
+    spec: NodeSpec
+    state: str = ACTIVE
+    since: float = 0.0
+    added: bool = False  # joined at run time (not in the config file)
+
+    def to_dict(self) -> dict:
+        s = self.spec
+        return {"id": s.id, "zone": s.zone, "address": s.address, "role": s.role,
+                "weight": s.weight, "membership": self.state, "since": self.since,
+                "added": self.added}
+
+
+async def load_members(meta: MetadataStore, cfg: Config) -> list[Member]:
+    """The config's nodes merged with the `M/` overlay, removed nodes included."""
+    records = {it.key[len(PREFIX):].decode(): unpack(it.value)
+               for it in await meta.range(PREFIX, prefix_end(PREFIX), limit=10000)}
+    out: list[Member] = []
+    for n in cfg.nodes:
+        r = records.pop(n.id, {})
+        out.append(Member(n, str(r.get("state", ACTIVE)), float(r.get("since", 0.0))))
+    for nid, r in sorted(records.items()):
+        try:
+            spec = NodeSpec(id=nid, zone=str(r["zone"]), address=str(r["address"]),
+                            role=str(r.get("role", "standard")),
+                            weight=float(r.get("weight", 1.0)))
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring malformed membership record for %s", nid)
+            continue
+        out.append(Member(spec, str(r.get("state", ACTIVE)), float(r.get("since", 0.0)),
+                          added=True))
+    return out
+
+
+async def get_member(meta: MetadataStore, cfg: Config, node_id: str) -> Member:
+    for m in await load_members(meta, cfg):
+        if m.spec.id == node_id:
+            return m
+    raise NotFound(f"node {node_id!r} is not in the cluster map")
+
+
+async def set_state(meta: MetadataStore, cfg: Config, node_id: str, state: str) -> Member:
+    """Change a node's membership state (compare-and-swap on its record)."""
+    if state not in STATES:
+        raise InvalidInput(f"membership state must be one of {STATES}")
+    key = member_key(node_id)
+    for _ in range(8):
+        m = await get_member(meta, cfg, node_id)
+        if m.state == REMOVED:
+            raise Conflict(f"node {node_id!r} was removed")
+        item = await meta.get(key)
+        rec = unpack(item.value) if item else {}
+        rec = {**rec, "state": state, "since": time.time()}
+        if await meta.txn(Txn(compares={key: item.revision if item else 0},
+                              puts={key: pack(rec)})):
+            return Member(m.spec, state, rec["since"], m.added)
+    raise Conflict(f"node {node_id!r} changed concurrently; try again")
+
+
+def _valid_address(addr: str) -> bool:
+    host, sep, port = addr.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+async def add_node(meta: MetadataStore, cfg: Config, spec: NodeSpec) -> Member:
+    """Add a node to the cluster map as active (eligible for new placements at once)."""
+    if not _ID.match(spec.id):
+        raise InvalidInput("node ids are 1-63 letters, digits, '.', '_' or '-'")
+    if not spec.zone or not _valid_address(spec.address):
+        raise InvalidInput("a node needs a zone and an address HOST:PORT")
+    if spec.role not in NODE_ROLES:
+        raise InvalidInput(f"role must be one of {NODE_ROLES}")
+    if not spec.weight > 0:
+        raise InvalidInput("weight must be positive")
+    members = await load_members(meta, cfg)
+    for m in members:
+        if m.spec.id == spec.id:
+            raise Conflict(f"node {spec.id!r} is already in the cluster map ({m.state})")
+        if m.spec.address == spec.address and m.state != REMOVED:
+            raise Conflict(f"address {spec.address} is already used by node {m.spec.id!r}")
+    now = time.time()
+    rec = {"state": ACTIVE, "since": now, "zone": spec.zone, "address": spec.address,
+           "role": spec.role, "weight": spec.weight}
+    if not await meta.txn(Txn(compares={member_key(spec.id): 0},
+                              puts={member_key(spec.id): pack(rec)})):
+        raise Conflict(f"node {spec.id!r} is already in the cluster map")
+    return Member(spec, ACTIVE, now, added=True)
+
+
+def apply(health: HealthTracker, members: list[Member]) -> None:
+    """Make the health tracker's node list the effective cluster map."""
+    live = [m for m in members if m.state != REMOVED]
+    health.set_nodes([m.spec for m in live],
+                     placeable={m.spec.id for m in live if m.state == ACTIVE})
+
+
+async def refresh(meta: MetadataStore, cfg: Config, health: HealthTracker) -> list[Member]:
+    members = await load_members(meta, cfg)
+    apply(health, members)
+    return members
+
+
+class MembershipWatcher:
+    """Re-reads the overlay every few seconds so every process sees adds and drains."""
+
+    def __init__(self, meta: MetadataStore, cfg: Config, health: HealthTracker,
+                 interval_s: float = REFRESH_S) -> None:
+        self._meta = meta
+        self._cfg = cfg
+        self._health = health
+        self._interval = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await refresh(self._meta, self._cfg, self._health)
+            except Exception:  # noqa: BLE001 - a metadata hiccup must not stop refreshing
+                log.warning("membership refresh failed", exc_info=True)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="membership")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+__all__ = ["ACTIVE", "DRAINING", "REMOVED", "Member", "MembershipWatcher", "add_node", "apply",
+           "get_member", "load_members", "member_key", "refresh", "set_state"]
