@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from gateway import logs
@@ -17,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tessera gateway")
     p.add_argument("--config", type=Path, required=True, help="cluster TOML file")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--listen", help="S3 HOST:PORT, overriding [gateway] listen (several "
+                   "gateways from one config)")
+    p.add_argument("--admin-listen", help="admin HOST:PORT, overriding [gateway] admin_listen")
     a = p.parse_args(argv)
     logs.setup(a.log_level)
     try:
@@ -24,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tessera gateway: {exc}", file=sys.stderr)
         return 2
+    if a.listen or a.admin_listen:
+        gw = replace(cfg.gateway, listen=a.listen or cfg.gateway.listen,
+                     admin_listen=a.admin_listen or cfg.gateway.admin_listen)
+        cfg = replace(cfg, gateway=gw)
     try:
         asyncio.run(serve(cfg))
     except OSError as exc:

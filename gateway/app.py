@@ -46,6 +46,9 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
     from gateway.status import register_status
 
     register_status(app, cluster)  # before the admin API's catch-all route
+    from gateway.admin.nodes import register_nodes
+
+    register_nodes(app, api)  # membership routes, also before the catch-all
     api.register(app)
 
     async def prom(_: web.Request) -> web.Response:

@@ -15,7 +15,8 @@ def _up(a: argparse.Namespace) -> int:
     from gateway.localcluster import run
 
     return asyncio.run(run(Path(a.data), a.port, a.node_port, a.admin_port, a.metadata,
-                           a.etcd_port, a.etcd_peer_port, a.day_seconds))
+                           a.etcd_port, a.etcd_peer_port, a.day_seconds, a.gateways,
+                           a.inline_max_bytes))
 
 
 def _exec_module(module: str, argv: list[str]) -> int:
@@ -40,9 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--day-seconds", type=float, default=None,
                     help="length of a lifecycle/restore 'day' in seconds, written to the "
                          "[archive] section at first start (default 86400; tests use ~10)")
+    up.add_argument("--inline-max-bytes", type=int, default=0,
+                    help="at first start: keep objects up to this size sealed in their "
+                         "metadata record instead of erasure-coded shards (0 = off, max 65536)")
+    up.add_argument("--gateways", type=int, default=1,
+                    help="gateways to start, on consecutive S3 and admin ports from --port "
+                         "and --admin-port, sharing the metadata (needs --metadata etcd)")
     up.set_defaults(func=_up)
     sub.add_parser("gateway", help="run one gateway process (--config FILE)", add_help=False)
-    sub.add_parser("node", help="run one storage node (--config FILE --id ID)", add_help=False)
+    sub.add_parser("node", help="run one storage node (--config FILE --id ID), or manage "
+                   "membership: node list|add|drain|activate|remove", add_help=False)
     from gateway.volumecli import add_parser as add_volume_parser
 
     add_volume_parser(sub)
@@ -66,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "gateway":
         return _exec_module("gateway", argv[1:])
     if argv and argv[0] == "node":
+        from gateway import nodecli
+
+        if nodecli.is_membership_command(argv[1:]):  # tessera node list|add|drain|remove
+            return nodecli.main(argv[1:])
         return _exec_module("nodes", argv[1:])
     args = build_parser().parse_args(argv)
     try:

@@ -30,7 +30,7 @@ ARCHIVE_NODES_PER_ZONE = 2  # a1..a6 on 127.0.Z.11 and 127.0.Z.12, role "archive
 
 def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
                    etcd_endpoints: tuple[str, ...] = (), day_seconds: float | None = None,
-                   ) -> str:
+                   inline_max_bytes: int = 0) -> str:
     lines = [
         f'data_dir = "{data_dir}"',
         "",
@@ -38,6 +38,7 @@ def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
         'default_profile = "standard"',
         "segment_size = 1048576",
         "write_quorum_extra = 1",
+        f"inline_max_bytes = {inline_max_bytes}",
         "",
         "[gateway]",
         f'listen = "127.0.0.1:{port}"',
@@ -175,27 +176,40 @@ async def bootstrap(config: Path) -> dict[str, str]:
 
 async def run(data_dir: Path, port: int, node_port: int, admin_port: int,
               metadata: str = "sqlite", etcd_port: int = 2379, etcd_peer_port: int = 2380,
-              day_seconds: float | None = None) -> int:
+              day_seconds: float | None = None, gateways: int = 1,
+              inline_max_bytes: int = 0) -> int:
     data_dir = data_dir.resolve()
+    if gateways < 1:
+        raise RuntimeError("--gateways must be at least 1")
+    if gateways > 1 and metadata != "etcd" and not (data_dir / "etcd" / "members.json").exists():
+        raise RuntimeError(f"--gateways {gateways} needs --metadata etcd: SQLite metadata "
+                           "lives on one machine and serves a single gateway")
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "tessera.toml"
     etcd = _local_etcd(data_dir, metadata, etcd_port, etcd_peer_port)
     if etcd is not None:
         await asyncio.to_thread(etcd.start)
     try:
-        return await _run(data_dir, config, port, node_port, admin_port, etcd, day_seconds)
+        return await _run(data_dir, config, port, node_port, admin_port, etcd, day_seconds,
+                          gateways, inline_max_bytes)
     finally:
         if etcd is not None:  # stopped last: nodes and gateway are gone by now
             await asyncio.to_thread(etcd.stop)
 
 
 async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_port: int,
-               etcd: EtcdCluster | None, day_seconds: float | None = None) -> int:
+               etcd: EtcdCluster | None, day_seconds: float | None = None,
+               gateways: int = 1, inline_max_bytes: int = 0) -> int:
     if not config.exists():
         eps = etcd.endpoints if etcd is not None else ()
         config.write_text(default_config(data_dir, port, node_port, admin_port, eps,
-                                         day_seconds))
+                                         day_seconds, inline_max_bytes))
     cfg = load_config(config)
+    listens = gateway_listens(cfg.gateway.listen, cfg.gateway.admin_listen, gateways)
+    if len({a for pair in listens for a in pair}) < 2 * gateways:
+        raise RuntimeError(f"--gateways {gateways}: S3 ports and admin ports overlap "
+                           f"({', '.join(a for pair in listens for a in pair)}); pass "
+                           "--admin-port beyond the S3 ports at first start")
     env = await bootstrap(config)
     log_dir = data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -211,6 +225,11 @@ async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_po
         children += nodes
         children.append(await _start("gateway", ["-m", "gateway", "--config", str(config)],
                                      log_dir, "gateway ready"))
+        extra = listens[1:]
+        children += await asyncio.gather(*(
+            _start(f"gateway{i}", ["-m", "gateway", "--config", str(config), "--listen", s3,
+                                   "--admin-listen", adm], log_dir, "gateway ready")
+            for i, (s3, adm) in enumerate(extra, start=2)))
         print(f"Tessera is up: {len(cfg.nodes)} nodes in {len(cfg.zones)} zones, data in "
               f"{data_dir}")
         print(f"  S3 endpoint:       {env['AWS_ENDPOINT_URL']}")
@@ -218,6 +237,8 @@ async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_po
         print(f"  access key id:     {env['AWS_ACCESS_KEY_ID']}")
         print(f"  secret access key: {env['AWS_SECRET_ACCESS_KEY']}")
         print(f"  admin endpoint:    {env['TESSERA_ADMIN_URL']}")
+        for i, (s3, adm) in enumerate(extra, start=2):
+            print(f"  gateway{i}:          S3 http://{s3}  admin http://{adm}")
         if etcd is not None:
             print(f"  metadata (etcd):   {', '.join(etcd.endpoints)}")
         print(f"  environment:       set -a; . {data_dir / 'tessera.env'}; set +a")
@@ -234,6 +255,13 @@ async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_po
         return 0
     finally:
         await _stop_all(children)
+
+
+def gateway_listens(listen: str, admin_listen: str, count: int) -> list[tuple[str, str]]:
+    """(S3, admin) listen addresses of `count` gateways on consecutive ports."""
+    host, _, port = listen.rpartition(":")
+    ahost, _, aport = admin_listen.rpartition(":")
+    return [(f"{host}:{int(port) + i}", f"{ahost}:{int(aport) + i}") for i in range(count)]
 
 
 async def _stop_all(children: list[Child]) -> None:

@@ -23,7 +23,9 @@ from storage.cluster import Cluster
 from storage.durability import DurabilityInputs, estimate
 from storage.errors import StorageError
 from storage.health import UP
+from storage.membership import load_members
 from storage.records import unpack
+from storage.workers.rebalance import read_stats as read_rebalance_stats
 from storage.workers.repair import RepairSettings, load_manifest, read_stats
 
 SCAN_LIMIT = 5000
@@ -40,7 +42,7 @@ async def _stripe_health(cluster: Cluster) -> dict[str, Any]:
     hist: dict[str, int] = {}
     unsafe = 0
     scanned = 0
-    by_id = {n.id: n for n in cluster.cfg.nodes}
+    by_id = {n.id: n for n in cluster.health.nodes}  # the live cluster map (membership)
     items = await cluster.meta.range(b"X/", b"X0", limit=SCAN_LIMIT + 1)
     for item in items[:SCAN_LIMIT]:
         if unpack(item.value).get("state") != "live":
@@ -67,9 +69,13 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
     cfg = cluster.cfg
     nodes = []
     zones: dict[str, dict[str, Any]] = {}
-    for n in cfg.nodes:
+    members = {m.spec.id: m.state for m in await load_members(cluster.meta, cfg)}
+    rebalance = await read_rebalance_stats(cluster.meta)
+    for n in cluster.health.nodes:
         s = cluster.health.states[n.id]
         nodes.append({"id": n.id, "zone": n.zone, "address": n.address, "role": n.role,
+                      "membership": members.get(n.id, "active"),
+                      "drain": (rebalance.get("draining") or {}).get(n.id),
                       "state": s.state, "since": s.since, "used_bytes": s.used_bytes,
                       "free_bytes": s.free_bytes, "shards": s.shards,
                       "last_error": s.last_error if s.state != UP else ""})
@@ -89,7 +95,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
         except (StorageError, TimeoutError):
             return n.id, {}
 
-    scrubs = dict(await asyncio.gather(*(scrub(n) for n in cfg.nodes)))
+    scrubs = dict(await asyncio.gather(*(scrub(n) for n in cluster.health.nodes)))
     for row in nodes:
         sc = scrubs.get(row["id"]) or {}
         row["scrub"] = sc
@@ -103,7 +109,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
     rate = settings.rate_bytes_s or 64 * 2**20
     mttr_h = max(1.0, (settings.down_grace_s + per_node / rate) / 3600)
     est = estimate(DurabilityInputs(k=prof.k, m=prof.m, zones=len(cfg.zones),
-                                    nodes=len(cfg.nodes), mttr_hours=round(mttr_h, 2),
+                                    nodes=len(cluster.health.nodes), mttr_hours=round(mttr_h, 2),
                                     stripes=max(1, stripes["scanned"])))
     return {
         "time": time.time(),
@@ -113,6 +119,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
         "stripes": stripes,
         "repair": {"backlog": repair_backlog, "backlog_truncated": r_more, **repair},
         "gc": {"backlog": gc_backlog, "backlog_truncated": g_more},
+        "rebalance": rebalance,
         "scrub": {
             "nodes_reporting": sum(1 for s in scrubs.values() if s),
             "passes_min": min((int(s.get("passes", 0)) for s in scrubs.values() if s),
@@ -122,7 +129,16 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
         },
         "durability": est.to_dict(),
         "archive": await class_figures(cluster.meta, SCAN_LIMIT),
+        "workers": await _worker_leases(cluster),
     }
+
+
+async def _worker_leases(cluster: Cluster) -> list[dict[str, Any]]:
+    """Which gateway runs which background worker (its lease `L/<worker>`)."""
+    from storage.leases import Leases
+
+    return [{"worker": x.name, "holder": x.holder, "token": x.token}
+            for x in await Leases(cluster.meta).list()]
 
 
 def register_status(app: web.Application, cluster: Cluster) -> None:
@@ -173,6 +189,7 @@ def render(doc: dict[str, Any]) -> str:
         rows.append({**n, "used": _size(n["used_bytes"]), "scrub": prog,
                      "corrupt": sc.get("corrupt_found", "-")})
     out.append(table(rows, [("id", "node"), ("zone", "zone"), ("address", "address"),
+                            ("membership", "membership"),
                             ("state", "state"), ("shards", "shards"), ("used", "used"),
                             ("scrub", "scrub"), ("corrupt", "corrupt found")]))
     st = doc["stripes"]
@@ -193,6 +210,7 @@ def render(doc: dict[str, Any]) -> str:
             f"  sweep passes:      {r.get('sweep_passes', 0)} (last full pass, shards "
             f"verified present: {', '.join(f'{k}/{width}: {v}' for k, v in sorted(last.items(), reverse=True)) or '-'})",
             f"  GC backlog (G/):   {doc['gc']['backlog']}{'+' if doc['gc']['backlog_truncated'] else ''}"]
+    out += _render_rebalance(doc.get("rebalance"), doc["nodes"])
     sc = doc["scrub"]
     out += ["", "SCRUB",
             f"  nodes reporting {sc['nodes_reporting']}, full passes done (min) "
@@ -208,7 +226,31 @@ def render(doc: dict[str, Any]) -> str:
             f"{inp['zone_afr']}/yr, zone MTTR {inp['zone_mttr_hours']} h",
             "  assumptions: " + "; ".join(d["assumptions"])]
     out += _render_archive(doc.get("archive"))
+    if doc.get("workers"):
+        out += ["", "WORKERS (lease holders)",
+                table(doc["workers"], [("worker", "worker"), ("holder", "gateway"),
+                                       ("token", "fencing token")])]
     return "\n".join(out)
+
+
+def _render_rebalance(rb: dict[str, Any] | None, nodes: list[dict[str, Any]]) -> list[str]:
+    """The REBALANCE section: state, shards moved, and drain progress per draining node."""
+    rb = rb or {}
+    out = ["", "REBALANCE",
+           f"  state:             {rb.get('state', 'idle')}",
+           f"  moved:             {rb.get('shards_moved', 0)} shards "
+           f"({_size(rb.get('bytes_moved', 0))}; {rb.get('copied', 0)} copied, "
+           f"{rb.get('rebuilt', 0)} rebuilt, {rb.get('balance_moves', 0)} for balance, "
+           f"{rb.get('failed', 0)} failed)"]
+    for n in nodes:
+        if n.get("membership") != "draining":
+            continue
+        d = n.get("drain") or {}
+        left = "drained" if n["id"] in (rb.get("drained") or []) else (
+            "counting" if d.get("left") is None else f"{d['left']} shards left")
+        out.append(f"  draining {n['id']}: {left}, {d.get('moved', 0)} moved, "
+                   f"{n.get('shards', 0)} shard files on the node")
+    return out
 
 
 def _render_archive(a: dict[str, Any] | None) -> list[str]:

@@ -16,6 +16,8 @@ from storage.buckets import BucketService
 from storage.config import Config
 from storage.crypto.keys import FileRootKey
 from storage.health import HealthTracker
+from storage.membership import MembershipWatcher
+from storage.membership import refresh as refresh_membership
 from storage.metadata import MetadataStore, open_store
 from storage.objects import ObjectService
 from storage.shards.auth import load_or_create_secret
@@ -37,6 +39,7 @@ class Cluster:
     session: aiohttp.ClientSession
     cpu: ThreadPoolExecutor
     hashing: ThreadPoolExecutor
+    membership: MembershipWatcher | None = None
 
     @classmethod
     async def open(cls, cfg: Config, probe: bool = True, gc_grace_s: float = 60.0) -> Cluster:
@@ -55,13 +58,18 @@ class Cluster:
         stripes = StripeStore(cfg, nodes, health, cpu, hashing)
         buckets = BucketService(meta, cfg.gateway.region)
         objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=gc_grace_s)
+        await refresh_membership(meta, cfg, health)  # config nodes + the M/ overlay
+        watcher = MembershipWatcher(meta, cfg, health)
         if probe:
             await health.probe_once()
             health.start()
+            watcher.start()
         return cls(cfg, meta, tenants, buckets, objects, stripes, health, nodes, session, cpu,
-                   hashing)
+                   hashing, watcher)
 
     async def close(self) -> None:
+        if self.membership is not None:
+            await self.membership.stop()
         await self.health.stop()
         await self.session.close()
         await self.meta.close()

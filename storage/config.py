@@ -97,6 +97,7 @@ class Config:
     storage_classes: Mapping[str, str] = field(default_factory=dict)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     node_request_window_s: int = 300
+    inline_max_bytes: int = 0  # objects up to this size live sealed in their manifest
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
 
     @property
@@ -131,7 +132,8 @@ class Config:
 _TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata",
              "archive"}
 _ARCHIVE_KEYS = set(ArchiveSettings.__dataclass_fields__)
-_CLUSTER_KEYS = {"default_profile", "segment_size", "write_quorum_extra", "node_request_window_s"}
+_CLUSTER_KEYS = {"default_profile", "segment_size", "write_quorum_extra", "node_request_window_s",
+                 "inline_max_bytes"}
 _GATEWAY_KEYS = set(GatewayConfig.__dataclass_fields__)
 _PROFILE_KEYS = {"k", "m", "role", "compress"}
 _NODE_KEYS = {"id", "zone", "address", "role", "weight"}
@@ -241,6 +243,9 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     extra = _int("write_quorum_extra", cluster.get("write_quorum_extra", 1))
     if extra < 0:
         raise ConfigError("write_quorum_extra must be >= 0 (a write needs at least k shards)")
+    inline = _int("inline_max_bytes", cluster.get("inline_max_bytes", 0))
+    if not 0 <= inline <= 64 * 1024:
+        raise ConfigError("inline_max_bytes must be between 0 (off) and 65536")
     backend = str(meta.get("backend", "sqlite"))
     if backend not in ("sqlite", "etcd"):
         raise ConfigError("metadata backend must be 'sqlite' or 'etcd'")
@@ -252,6 +257,7 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
         default_profile=default,
         segment_size=segment,
         write_quorum_extra=extra,
+        inline_max_bytes=inline,
         node_request_window_s=_int("node_request_window_s",
                                    cluster.get("node_request_window_s", 300)),
         metadata_backend=backend,

@@ -18,6 +18,7 @@ from storage.buckets import BucketService
 from storage.config import Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
+from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
 from storage.metadata import MetadataStore, Txn, prefix_end
@@ -150,8 +151,13 @@ class ObjectService:
         dek = keys.new_dek()
         self.seal_dek(v, kek, dek, opts.sse_c_key)
         md5 = hashlib.md5()
-        part = await self.write_part(v, 1, SegmentCipher(dek), body, [md5, *opts.digests],
-                                     opts.size_hint, opts.storage_class, compress=True)
+        cipher = SegmentCipher(dek)
+        if (opts.size_hint is not None and 0 < opts.size_hint <= self._cfg.inline_max_bytes
+                and not self._cfg.profile_for_class(opts.storage_class).compress):
+            part = await self._inline_part(v, cipher, body, [md5, *opts.digests])
+        else:
+            part = await self.write_part(v, 1, cipher, body, [md5, *opts.digests],
+                                         opts.size_hint, opts.storage_class, compress=True)
         v.size = part.plaintext_size
         v.etag = md5.hexdigest()
         part.etag = v.etag
@@ -165,6 +171,21 @@ class ObjectService:
             await self.discard_parts(v.parts)
             raise
         return v
+
+    async def _inline_part(self, v: ObjectVersion, cipher: SegmentCipher,
+                           body: AsyncIterator[bytes], digests: Sequence[object]) -> PartLayout:
+        """A small object sealed into its manifest: no shards, one metadata commit.
+
+        Only below `inline_max_bytes` (the body checks its declared length, so this is
+        bounded). The metadata store is already what every object depends on, so this
+        adds no new way to lose data; with etcd it is replicated across the zones.
+        """
+        data = b"".join([chunk async for chunk in body])
+        for d in digests:
+            d.update(data)  # type: ignore[attr-defined]
+        sealed = cipher.seal(0, data, segment_aad(self.identity(v), 1, 0, True))
+        return PartLayout(number=1, size=len(data), etag="", stripe_id=b"", k=0, m=0,
+                          segment_size=self._cfg.segment_size, nodes=[], inline=sealed)
 
     async def write_part(self, v: ObjectVersion, number: int, cipher: SegmentCipher,
                          body: AsyncIterator[bytes], digests: Sequence[object],
@@ -338,6 +359,10 @@ class ObjectService:
             if p_end <= start or p_start >= end or part.size == 0:
                 continue
             lo, hi = max(start, p_start) - p_start, min(end, p_end) - p_start
+            if part.inline:
+                aad = segment_aad(self.identity(v), part.number, 0, True)
+                yield cipher.open(0, part.inline, aad)[lo:hi]
+                continue
             codec = self.codec_for(v, part, cipher)
             if part.compressed:
                 async for piece in self._read_compressed(codec, part, lo, hi, on_damage):

@@ -68,6 +68,8 @@ class PartLayout:
     # (compressed) byte count the stripe holds, `plain_size` the part's plaintext bytes.
     compressed: bool = False
     plain_size: int = 0
+    # A small object's sealed bytes kept in the manifest itself (no stripe, no shards).
+    inline: bytes = b""
 
     @property
     def plaintext_size(self) -> int:

@@ -349,49 +349,8 @@ class RepairWorker:
         self.stats.commit_conflicts += conflicts
         return ok
 
-
-async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
-                             written: dict[int, str]) -> tuple[bool, int]:
-    """CAS new shard locations into every record of a stripe's manifest (retry on conflict).
-
-    `old` is the node list the caller based its work on; if the manifest changed meanwhile,
-    the new copies are queued for collection and nothing is committed. Replaced copies are
-    queued for GC. Returns (committed, CAS conflicts met). Repair and the rebalancer share it.
-    """
-    conflicts = 0
-    for _ in range(8):
-        man = await load_manifest(meta, stripe_id)
-        if not isinstance(man, Manifest) or list(man.part.nodes) != old:
-            # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
-            await collect_copies(meta, stripe_id, written)
-            return False, conflicts
-            compares: dict[bytes, int] = {}
-            puts: dict[bytes, bytes] = {}
-            for it in man.items:
-                v = ObjectVersion.decode(it.value)
-                for p in v.parts:
-                    if p.stripe_id == stripe_id:
-                        nodes = list(p.nodes) + [None] * (p.k + p.m - len(p.nodes))
-                        for i, nid in written.items():
-                            nodes[i] = nid
-                        p.nodes = nodes
-                compares[it.key] = it.revision
-                puts[it.key] = v.encode()
-            replaced = {i: old[i] for i in written
-                        if i < len(old) and old[i] is not None and old[i] != written[i]}
-            if replaced:  # the lost or corrupt copies, should their node still hold them
-                puts[gc_key(time.time_ns(), stripe_id)] = pack(
-                    {"nodes": [replaced.get(i) for i in range(len(old))]})
-            if await self._meta.txn(Txn(compares=compares, puts=puts)):
-                return True
-            self.stats.commit_conflicts += 1
-        await self._collect(stripe_id, written)
-        return False
-
     async def _collect(self, stripe_id: bytes, written: dict[int, str]) -> None:
-        width = max(written) + 1
-        nodes = [written.get(i) for i in range(width)]
-        await self._meta.put(gc_key(time.time_ns(), stripe_id), pack({"nodes": nodes}))
+        await collect_copies(self._meta, stripe_id, written)
 
     # the sweep -----------------------------------------------------------------------------
 
@@ -531,3 +490,49 @@ async def read_stats(meta: MetadataStore) -> dict:
     d = unpack(item.value)
     d.pop("fv", None)
     return d
+
+
+async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
+                             written: dict[int, str]) -> tuple[bool, int]:
+    """CAS new shard locations into every record of a stripe's manifest (retry on conflict).
+
+    `old` is the node list the caller based its work on; if the manifest changed meanwhile,
+    the new copies are queued for collection and nothing is committed. Replaced copies are
+    queued for GC. Returns (committed, CAS conflicts met). Repair and the rebalancer share it.
+    """
+    conflicts = 0
+    for _ in range(8):
+        man = await load_manifest(meta, stripe_id)
+        if not isinstance(man, Manifest) or list(man.part.nodes) != old:
+            # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
+            await collect_copies(meta, stripe_id, written)
+            return False, conflicts
+        compares: dict[bytes, int] = {}
+        puts: dict[bytes, bytes] = {}
+        for it in man.items:
+            v = ObjectVersion.decode(it.value)
+            for p in v.parts:
+                if p.stripe_id == stripe_id:
+                    nodes = list(p.nodes) + [None] * (p.k + p.m - len(p.nodes))
+                    for i, nid in written.items():
+                        nodes[i] = nid
+                    p.nodes = nodes
+            compares[it.key] = it.revision
+            puts[it.key] = v.encode()
+        replaced = {i: old[i] for i in written
+                    if i < len(old) and old[i] is not None and old[i] != written[i]}
+        if replaced:  # the lost, corrupt or moved copies, should their node still hold them
+            puts[gc_key(time.time_ns(), stripe_id)] = pack(
+                {"nodes": [replaced.get(i) for i in range(len(old))]})
+        if await meta.txn(Txn(compares=compares, puts=puts)):
+            return True, conflicts
+        conflicts += 1
+    await collect_copies(meta, stripe_id, written)
+    return False, conflicts
+
+
+async def collect_copies(meta: MetadataStore, stripe_id: bytes, written: dict[int, str]) -> None:
+    """Queue shard copies no manifest will name (index -> node) for garbage collection."""
+    width = max(written) + 1
+    nodes = [written.get(i) for i in range(width)]
+    await meta.put(gc_key(time.time_ns(), stripe_id), pack({"nodes": nodes}))

@@ -1,28 +1,91 @@
-"""Runs workers: each `step()` in a loop, pausing when idle, logging failures."""
+"""Runs workers: each `step()` in a loop, pausing when idle, logging failures.
+
+With `leases` set, each worker runs only while this process holds the worker's lease
+(`storage/leases.py`, `L/<worker name>`): the runner takes it, renews it every third of its
+TTL, and stops the worker's loop as soon as the lease is lost or cannot be renewed for a whole
+TTL; another gateway sharing the metadata then takes it over once it expires.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from storage.leases import Lease, Leases
 from storage.workers import Worker, WorkerState
 
 if TYPE_CHECKING:
     from storage.cluster import Cluster
 
 log = logging.getLogger("tessera.workers")
+DEFAULT_LEASE_TTL_S = 10.0
 
 
 @dataclass
 class WorkerRunner:
     idle_s: float = 1.0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    leases: Leases | None = None  # None: run every worker unconditionally
+    holder: str = ""
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S
+    held: dict[str, Lease] = field(default_factory=dict)  # worker name -> lease we hold
 
     def start(self, worker: Worker) -> None:
-        self.tasks.append(asyncio.create_task(self._loop(worker), name=f"worker-{worker.name}"))
+        body = self._loop(worker) if self.leases is None else self._leased(worker)
+        self.tasks.append(asyncio.create_task(body, name=f"worker-{worker.name}"))
+
+    async def _leased(self, worker: Worker) -> None:
+        """Run `worker` whenever its lease is ours; wait for it otherwise."""
+        assert self.leases is not None
+        while True:
+            try:
+                lease = await self.leases.acquire(worker.name, self.holder, self.lease_ttl_s,
+                                                  succeeds=self.holder.rsplit("/", 1)[0] + "/")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - metadata unreachable: try again later
+                log.warning("worker %s: cannot take its lease: %s", worker.name, exc)
+                lease = None
+            if lease is None:
+                await asyncio.sleep(self.lease_ttl_s / 3)
+                continue
+            log.info("worker %s: lease taken by %s (token %d)", worker.name, self.holder,
+                     lease.token)
+            self.held[worker.name] = lease
+            loop = asyncio.create_task(self._loop(worker), name=f"worker-{worker.name}-loop")
+            try:
+                await self._hold(lease, loop)
+            finally:
+                self.held.pop(worker.name, None)
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(self.leases.release(lease), 2.0)
+
+    async def _hold(self, lease: Lease, loop: asyncio.Task[None]) -> None:
+        """Renew `lease` until it is lost (or stays unrenewed for a TTL); then return."""
+        assert self.leases is not None
+        while lease.valid() and not loop.done():
+            left = lease.ttl_s - (time.monotonic() - lease.renewed_at)
+            await asyncio.sleep(max(0.05, min(lease.ttl_s / 3, left - 0.05)))
+            try:
+                if not await self.leases.renew(lease):
+                    log.warning("worker %s: lease lost; stopping it here", lease.name)
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep trying until the TTL runs out
+                log.warning("worker %s: cannot renew its lease: %s", lease.name, exc)
+        if not lease.valid():
+            log.warning("worker %s: lease not renewed for %.1fs; stopping it here",
+                        lease.name, lease.ttl_s)
 
     async def _loop(self, worker: Worker) -> None:
         while True:
@@ -49,12 +112,17 @@ class WorkerRunner:
 def start_workers(cluster: Cluster) -> WorkerRunner:
     from storage.workers.gc import GarbageCollector
 
-    runner = WorkerRunner()
+    runner = WorkerRunner(leases=Leases(cluster.meta), holder=gateway_holder(cluster),
+                          lease_ttl_s=lease_ttl_from_env())
     runner.start(GarbageCollector(cluster.meta, cluster.stripes))
     from storage.workers.repair import RepairSettings, RepairWorker
 
     runner.start(RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
                               cluster.cpu, RepairSettings.from_env()))
+    from storage.workers.rebalance import Rebalancer, RebalanceSettings
+
+    runner.start(Rebalancer(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
+                            cluster.cpu, RebalanceSettings.from_env()))
     from storage.keys_rotation import Rewrapper, ShredScheduler
 
     runner.start(Rewrapper(cluster.meta, cluster.tenants))
@@ -66,3 +134,20 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
     runner.start(RestoreWorker(archive_for(cluster)))
     runner.start(LifecycleWorker(engine_for(cluster), cluster.cfg.archive.lifecycle_interval_s))
     return runner
+
+
+def gateway_holder(cluster: Cluster) -> str:
+    """This gateway's name in lease records: host, S3 listen address and pid.
+
+    A restarted gateway (same host and address, new pid) takes its predecessor's leases at
+    once: no two live processes can listen on one address.
+    """
+    return f"{socket.gethostname()}/{cluster.cfg.gateway.listen}/{os.getpid()}"
+
+
+def lease_ttl_from_env() -> float:
+    """Worker lease TTL: TESSERA_LEASE_TTL_S (tests shorten it), else 10 seconds."""
+    try:
+        return max(1.0, float(os.environ.get("TESSERA_LEASE_TTL_S", DEFAULT_LEASE_TTL_S)))
+    except ValueError:
+        return DEFAULT_LEASE_TTL_S

@@ -1,0 +1,161 @@
+"""Admin routes for cluster membership: list, add, drain, reactivate and remove nodes.
+
+    GET    /admin/v1/nodes[?all=1]          the cluster map with health, shards, drain progress
+    POST   /admin/v1/nodes {"id","zone","address","role","weight"}   add (the node must answer)
+    POST   /admin/v1/nodes/{id}/drain       stop new placements; the rebalancer moves shards off
+    POST   /admin/v1/nodes/{id}/activate    cancel a drain
+    DELETE /admin/v1/nodes/{id}             remove (refused while the node holds shards)
+
+Signed and audited like every admin route (`AdminApi._wrap`). Changes apply to this gateway at
+once and to other processes within the membership refresh interval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin.api import PREFIX, AdminApi, Call
+from gateway.admin.auth import AdminError
+from storage import membership as ms
+from storage.config import NodeSpec, validate_layout
+from storage.errors import ConfigError, StorageError
+from storage.workers.rebalance import read_stats
+
+
+class NodesApi:
+    def __init__(self, api: AdminApi) -> None:
+        self.api = api
+        self.cluster = api.cluster
+
+    def register(self, app: web.Application) -> None:
+        w = self.api._wrap
+        app.router.add_route("GET", PREFIX + "/nodes", w("node.list", self.list))
+        app.router.add_route("POST", PREFIX + "/nodes", w("node.add", self.add))
+        app.router.add_route("POST", PREFIX + "/nodes/{id}/drain", w("node.drain", self.drain))
+        app.router.add_route("POST", PREFIX + "/nodes/{id}/activate",
+                             w("node.activate", self.activate))
+        app.router.add_route("DELETE", PREFIX + "/nodes/{id}", w("node.remove", self.remove))
+
+    async def _refresh(self) -> list[ms.Member]:
+        c = self.cluster
+        return await ms.refresh(c.meta, c.cfg, c.health)
+
+    async def _member(self, call: Call) -> ms.Member:
+        nid = call.param("id")
+        call.audit["node"] = nid
+        for m in await self._refresh():
+            if m.spec.id == nid:
+                return m
+        raise AdminError(404, "NoSuchNode", f"node {nid!r} is not in the cluster map; see "
+                         "`tessera node list`")
+
+    async def view(self, m: ms.Member, stats: dict[str, Any]) -> dict[str, Any]:
+        s = self.cluster.health.states.get(m.spec.id)
+        d = (stats.get("draining") or {}).get(m.spec.id, {})
+        row = {**m.to_dict(), "state": s.state if s and m.state != ms.REMOVED else "-",
+               "shards": s.shards if s else 0, "used_bytes": s.used_bytes if s else 0,
+               "free_bytes": s.free_bytes if s else 0}
+        if m.state == ms.DRAINING:
+            row["drain"] = {"left": d.get("left"), "moved": int(d.get("moved", 0)),
+                            "drained": m.spec.id in (stats.get("drained") or [])}
+        return row
+
+    async def list(self, call: Call) -> tuple[int, Any]:
+        members = await self._refresh()
+        everyone = call.request.query.get("all") in ("1", "true")
+        stats = await read_stats(self.cluster.meta)
+        rows = [await self.view(m, stats) for m in members if everyone or m.state != ms.REMOVED]
+        return 200, {"nodes": rows, "rebalance": stats}
+
+    def _check_layout(self, members: list[ms.Member], leaving: str) -> None:
+        """Refuse a change that leaves too few active nodes for a profile in use."""
+        cfg = self.cluster.cfg
+        active = tuple(m.spec for m in members if m.state == ms.ACTIVE and m.spec.id != leaving)
+        for name in sorted({cfg.default_profile, *cfg.storage_classes.values()}):
+            try:
+                validate_layout(cfg.profile(name), active)
+            except ConfigError as exc:
+                raise AdminError(409, "LayoutTooSmall", f"without node {leaving!r}: {exc}; add "
+                                 "a node first") from None
+
+    async def add(self, call: Call) -> tuple[int, Any]:
+        b = call.body
+        for f in ("id", "zone", "address"):
+            if not isinstance(b.get(f), str) or not b[f]:
+                raise AdminError(400, "InvalidArgument", f"the body needs a string field {f!r}")
+        weight = b.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise AdminError(400, "InvalidArgument", "weight must be a number")
+        spec = NodeSpec(id=b["id"], zone=b["zone"], address=b["address"],
+                        role=str(b.get("role") or "standard"), weight=float(weight))
+        call.audit.update({"node": spec.id, "zone": spec.zone, "address": spec.address})
+        try:
+            h = await self.cluster.nodes.health(spec, timeout_s=3.0)
+        except StorageError as exc:
+            raise AdminError(409, "NodeUnreachable", f"node {spec.id!r} does not answer at "
+                             f"{spec.address} with the cluster secret ({exc}); start it first "
+                             "(tessera node --id ID --listen HOST:PORT --zone Z --data DIR "
+                             "--secret-file FILE)") from None
+        if h.get("zone") not in (None, spec.zone):
+            raise AdminError(409, "ZoneMismatch", f"node {spec.id!r} says it is in zone "
+                             f"{h.get('zone')!r}, not {spec.zone!r}")
+        m = await ms.add_node(self.cluster.meta, self.cluster.cfg, spec)
+        await self._refresh()
+        await self.cluster.health.probe_once()
+        return 201, await self.view(m, {})
+
+    async def drain(self, call: Call) -> tuple[int, Any]:
+        m = await self._member(call)
+        if m.state == ms.REMOVED:
+            raise AdminError(409, "NodeRemoved", f"node {m.spec.id!r} was removed")
+        if m.state != ms.DRAINING:
+            self._check_layout(await self._refresh(), m.spec.id)
+            m = await ms.set_state(self.cluster.meta, self.cluster.cfg, m.spec.id, ms.DRAINING)
+            await self._refresh()
+        return 200, await self.view(m, await read_stats(self.cluster.meta))
+
+    async def activate(self, call: Call) -> tuple[int, Any]:
+        m = await self._member(call)
+        if m.state == ms.REMOVED:
+            raise AdminError(409, "NodeRemoved", f"node {m.spec.id!r} was removed")
+        if m.state != ms.ACTIVE:
+            m = await ms.set_state(self.cluster.meta, self.cluster.cfg, m.spec.id, ms.ACTIVE)
+            await self._refresh()
+        return 200, await self.view(m, await read_stats(self.cluster.meta))
+
+    async def remove(self, call: Call) -> tuple[int, Any]:
+        m = await self._member(call)
+        nid = m.spec.id
+        if m.state == ms.REMOVED:
+            return 200, m.to_dict()
+        stats = await read_stats(self.cluster.meta)
+        drained = m.state == ms.DRAINING and nid in (stats.get("drained") or [])
+        if m.state == ms.ACTIVE:
+            self._check_layout(await self._refresh(), nid)
+        try:
+            shards: int | None = int((await self.cluster.nodes.health(m.spec)).get("shards", 0))
+        except StorageError:
+            shards = None  # unreachable: only a drained node may go
+        if shards is None and not drained:
+            raise AdminError(409, "NodeNotEmpty", f"node {nid!r} cannot be reached and has not "
+                             f"been drained; run `tessera node drain {nid}` and wait until "
+                             "`tessera node list` shows 0 shards left")
+        if shards:
+            left = ((stats.get("draining") or {}).get(nid) or {}).get("left")
+            hint = (f"the drain is in progress ({left} referenced shards left)"
+                    if m.state == ms.DRAINING else f"run `tessera node drain {nid}` first")
+            raise AdminError(409, "NodeNotEmpty", f"node {nid!r} still holds {shards} shards; "
+                             f"{hint}")
+        if m.state == ms.DRAINING and not drained:
+            raise AdminError(409, "NodeNotEmpty", f"node {nid!r} is still being drained; wait "
+                             "until `tessera node list` shows it drained")
+        m = await ms.set_state(self.cluster.meta, self.cluster.cfg, nid, ms.REMOVED)
+        await self._refresh()
+        return 200, m.to_dict()
+
+
+def register_nodes(app: web.Application, api: AdminApi) -> None:
+    """Add the membership routes (before the admin API's catch-all route)."""
+    NodesApi(api).register(app)

@@ -1,0 +1,168 @@
+"""Named leases over the metadata store: which process runs a background worker right now.
+
+A lease `L/<name>` names its holder, carries a fencing token (a number that only grows when
+the lease changes hands) and expires unless its holder renews it. Two implementations:
+
+- on etcd, a native etcd lease (`EtcdStore.acquire_lease`): the key is attached to it and
+  vanishes by itself when its holder stops renewing; the token is the key's create revision;
+- on any other `MetadataStore` (SQLite), a record `{holder, token, expires}` taken and renewed
+  with compare-and-swap on its revision; expiry is wall-clock time, so processes sharing the
+  store must have roughly synchronised clocks (they share one machine for SQLite).
+
+Either way a holder also counts time itself: `Lease.valid()` turns False once a TTL has
+passed since the last renewal it *saw* succeed, so a process cut off from the metadata stops
+its worker before anyone else can take the lease over (the TTL elapses on the other side no
+sooner than here).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from storage.metadata import MetadataStore, Txn
+
+LEASE_PREFIX = b"L/"
+LEASE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """What the lease record says (for status): `expires` is a wall-clock time, 0 on etcd."""
+
+    name: str
+    holder: str
+    token: int
+    expires: float
+
+
+@dataclass
+class Lease:
+    """A lease this process holds: renew it before `ttl_s` passes, stop when it is not valid."""
+
+    name: str
+    holder: str
+    ttl_s: float
+    token: int
+    renewed_at: float  # time.monotonic() of the last successful acquire/renew
+    revision: int = 0  # SQLite record revision at our last write
+
+    def valid(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) - self.renewed_at < self.ttl_s
+
+
+def _key(name: str) -> bytes:
+    return LEASE_PREFIX + name.encode()
+
+
+def _pack(holder: str, token: int, expires: float, ttl_s: float) -> bytes:
+    return msgpack.packb({"fv": LEASE_FORMAT_VERSION, "holder": holder, "token": token,
+                          "expires": expires, "ttl": ttl_s}, use_bin_type=True)
+
+
+def _unpack(raw: bytes) -> dict[str, Any]:
+    try:
+        rec = msgpack.unpackb(raw, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return {}
+    return rec if isinstance(rec, dict) else {}
+
+
+class Leases:
+    """Acquire, renew, release and list worker leases on one metadata store."""
+
+    def __init__(self, meta: MetadataStore) -> None:
+        self.meta = meta
+        self._native = all(hasattr(meta, a) for a in ("acquire_lease", "renew", "release"))
+
+    async def acquire(self, name: str, holder: str, ttl_s: float,
+                      succeeds: str = "") -> Lease | None:
+        """Take the lease for `holder` unless another live holder has it.
+
+        `succeeds`, when set, is a prefix of holder names this holder replaces (the same
+        gateway restarted on the same host and address: two live processes cannot both own
+        it), so a lease left by such a dead holder is taken at once rather than after expiry.
+        """
+        start = time.monotonic()
+        if succeeds:
+            await self._drop_predecessor(name, holder, succeeds)
+        if self._native:
+            if not await self.meta.acquire_lease(name, holder, max(1, round(ttl_s))):  # type: ignore[attr-defined]
+                return None
+            item = await self.meta.get(_key(name))
+            token = item.revision if item is not None else 0
+            return Lease(name, holder, ttl_s, token, start)
+        item = await self.meta.get(_key(name))
+        rec = _unpack(item.value) if item is not None else {}
+        token = int(rec.get("token", 0))
+        if rec and rec.get("holder") != holder and float(rec.get("expires", 0)) > time.time():
+            return None
+        if rec.get("holder") != holder:
+            token += 1  # changes hands: fence off the previous holder
+        value = _pack(holder, token, time.time() + ttl_s, ttl_s)
+        cmp = {_key(name): item.revision if item is not None else 0}
+        if not await self.meta.txn(Txn(compares=cmp, puts={_key(name): value})):
+            return None
+        after = await self.meta.get(_key(name))
+        rev = after.revision if after is not None and after.value == value else 0
+        return Lease(name, holder, ttl_s, token, start, rev)
+
+    async def _drop_predecessor(self, name: str, holder: str, succeeds: str) -> None:
+        item = await self.meta.get(_key(name))
+        if item is None:
+            return
+        prev = str(_unpack(item.value).get("holder", ""))
+        if prev != holder and prev.startswith(succeeds):
+            await self.meta.txn(Txn(compares={_key(name): item.revision},
+                                    deletes=(_key(name),)))
+
+    async def renew(self, lease: Lease) -> bool:
+        """Extend `lease`; False when it is lost (expired or taken). Errors propagate."""
+        start = time.monotonic()
+        if self._native:
+            ok = bool(await self.meta.renew(lease.name, lease.holder))  # type: ignore[attr-defined]
+        else:
+            value = _pack(lease.holder, lease.token, time.time() + lease.ttl_s, lease.ttl_s)
+            ok = lease.revision > 0 and await self.meta.txn(
+                Txn(compares={_key(lease.name): lease.revision}, puts={_key(lease.name): value}))
+            if ok:
+                after = await self.meta.get(_key(lease.name))
+                ok = after is not None and after.value == value
+                lease.revision = after.revision if ok and after is not None else 0
+        if ok:
+            lease.renewed_at = start
+        return ok
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up now so another process can take it without waiting."""
+        if self._native:
+            await self.meta.release(lease.name, lease.holder)  # type: ignore[attr-defined]
+        elif lease.revision:
+            await self.meta.txn(Txn(compares={_key(lease.name): lease.revision},
+                                    deletes=(_key(lease.name),)))
+
+    async def holder(self, name: str) -> LeaseInfo | None:
+        """The live holder of `name`, or None."""
+        item = await self.meta.get(_key(name))
+        return self._info(item.key, item.value, item.revision) if item is not None else None
+
+    async def list(self) -> list[LeaseInfo]:
+        """Every live lease (expired SQLite records are left out)."""
+        items = await self.meta.range(LEASE_PREFIX, b"L0", limit=1000)
+        out = [self._info(i.key, i.value, i.revision) for i in items]
+        return [x for x in out if x is not None]
+
+    def _info(self, key: bytes, raw: bytes, revision: int) -> LeaseInfo | None:
+        rec = _unpack(raw)
+        if not rec or "holder" not in rec:
+            return None
+        name = key[len(LEASE_PREFIX):].decode(errors="replace")
+        if self._native:
+            return LeaseInfo(name, str(rec["holder"]), revision, 0.0)
+        expires = float(rec.get("expires", 0))
+        if expires <= time.time():
+            return None
+        return LeaseInfo(name, str(rec["holder"]), int(rec.get("token", 0)), expires)

@@ -1,0 +1,168 @@
+"""Membership on real processes: drain, add (with rebalancing) and remove storage nodes.
+
+Each test runs its own `tessera up` (fast repair sweep and rebalancer passes, set through the
+environment its processes inherit) and drives membership with the `tessera node` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from gateway.admincli import admin_request
+from gateway.status import fully_redundant
+from tests.integration.cluster import LocalCluster, free_port
+
+FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REBALANCE_INTERVAL_S": "0.5",
+        "TESSERA_ORPHAN_GRACE_S": "3600"}
+DEADLINE_S = 60.0
+NEW_HOST = "127.0.2.20"
+
+
+@pytest.fixture
+def members(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in FAST.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture
+def mc(members: None, fresh_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """fresh_cluster, started after `members` set the fast environment."""
+    yield fresh_cluster
+
+
+def node_cli(c: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "node", *args],
+                          env={**os.environ, **c.env}, capture_output=True, text=True,
+                          timeout=60)
+
+
+def node_rows(c: LocalCluster) -> dict[str, dict[str, Any]]:
+    r = node_cli(c, "list", "--json")
+    assert r.returncode == 0, r.stderr
+    return {n["id"]: n for n in json.loads(r.stdout)["nodes"]}
+
+
+def status(c: LocalCluster) -> dict[str, Any]:
+    return admin_request("GET", "/status", env=c.env)
+
+
+def wait(c: LocalCluster, what: str, cond: Callable[[], bool],
+         timeout: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; status: {status(c)}")
+
+
+def put_objects(s3: Any, bucket: str, n: int, seed: int) -> dict[str, bytes]:
+    rnd = random.Random(seed)
+    data = {f"obj-{seed}-{i}": rnd.randbytes(rnd.randint(300_000, 2_500_000)) for i in range(n)}
+    for key, body in data.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return data
+
+
+def check(s3: Any, bucket: str, data: dict[str, bytes]) -> None:
+    for key, body in data.items():
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body, key
+
+
+def assert_redundant(c: LocalCluster, stripes: int) -> None:
+    """Every stripe at k+m shards on distinct nodes, zone-safe, confirmed by a full sweep."""
+    since = time.time()
+    wait(c, "full redundancy", lambda: fully_redundant(status(c), since))
+    doc = status(c)
+    assert doc["stripes"]["by_healthy_shards"] == {"6": stripes}
+    assert doc["stripes"]["zone_unsafe"] == 0
+
+
+def test_drain_moves_every_shard_then_remove(mc: LocalCluster) -> None:
+    s3 = mc.client()
+    s3.create_bucket(Bucket="members")
+    data = put_objects(s3, "members", 10, seed=1)
+    victim = "n1"
+    held = len(mc.shard_files()[victim])
+    assert held > 0
+    for args in (("drain", "nope"), ("remove", "nope"),
+                 ("add", "--id", "x1", "--zone", "az1", "--address", "127.0.1.30:1")):
+        r = node_cli(mc, *args)  # errors are one plain line
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "NoSuchNode" in node_cli(mc, "drain", "nope").stderr
+    r = node_cli(mc, "remove", victim)  # refused: the node holds shards
+    assert r.returncode == 1 and "still holds" in r.stderr and "\n" not in r.stderr.strip()
+    r = node_cli(mc, "drain", victim)
+    assert r.returncode == 0, r.stderr
+    assert "draining" in r.stdout
+    # no new placement on a draining node
+    during = put_objects(s3, "members", 4, seed=2)
+    wait(mc, "the drain to finish",
+         lambda: (node_rows(mc)[victim].get("drain") or {}).get("drained") is True)
+    wait(mc, "the moved copies to be collected", lambda: not mc.shard_files()[victim])
+    row = node_rows(mc)[victim]
+    assert row["membership"] == "draining" and row["drain"]["left"] == 0
+    assert row["drain"]["moved"] >= held
+    text = node_cli(mc, "list").stdout
+    assert "drained" in text and "MEMBERSHIP" in text
+    doc = status(mc)
+    assert doc["rebalance"]["copied"] >= held and doc["rebalance"]["failed"] == 0
+    check(s3, "members", data)
+    check(s3, "members", during)
+    assert_redundant(mc, len(data) + len(during))
+    wait(mc, "the node to report no shards", lambda: node_rows(mc)[victim]["shards"] == 0)
+    r = node_cli(mc, "remove", victim)
+    assert r.returncode == 0, r.stderr
+    assert victim not in node_rows(mc)
+    after = put_objects(s3, "members", 3, seed=3)  # the cluster keeps working without it
+    check(s3, "members", after)
+    assert not mc.shard_files()[victim]
+    assert "removed" in node_cli(mc, "list", "--all").stdout
+
+
+def test_add_node_takes_new_writes_and_rebalanced_shards(mc: LocalCluster) -> None:
+    s3 = mc.client()
+    s3.create_bucket(Bucket="members")
+    data = put_objects(s3, "members", 12, seed=4)
+    port = free_port([NEW_HOST])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodes", "--id", "n10", "--listen", f"{NEW_HOST}:{port}",
+         "--zone", "az2", "--data", str(mc.data / "nodes" / "n10"),
+         "--secret-file", str(mc.data / "secrets" / "cluster.key"), "--scrub-rate", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None and "ready" in proc.stdout.readline()
+        r = node_cli(mc, "add", "--id", "n9", "--zone", "az2", "--address", f"{NEW_HOST}:{port}")
+        assert r.returncode == 1 and "already in the cluster map" in r.stderr
+        r = node_cli(mc, "add", "--id", "n10", "--zone", "az9", "--address", f"{NEW_HOST}:{port}")
+        assert r.returncode == 1 and "az2" in r.stderr  # the node says otherwise
+        r = node_cli(mc, "add", "--id", "n10", "--zone", "az2", "--address", f"{NEW_HOST}:{port}")
+        assert r.returncode == 0, r.stderr
+        assert node_rows(mc)["n10"]["membership"] == "active"
+        new = put_objects(s3, "members", 10, seed=5)
+        wait(mc, "the rebalancer to move shards to n10",
+             lambda: status(mc)["rebalance"].get("moved_to", {}).get("n10", 0) > 0)
+        wait(mc, "the rebalancer to settle", lambda: status(mc)["rebalance"]["state"] == "idle")
+        doc = status(mc)
+        moved_to_new = doc["rebalance"]["moved_to"]["n10"]
+        files = mc.shard_files()["n10"]
+        assert len(files) > moved_to_new  # some came straight from the new PUTs
+        assert doc["rebalance"]["balance_moves"] <= 256 and doc["rebalance"]["failed"] == 0
+        check(s3, "members", data)
+        check(s3, "members", new)
+        assert_redundant(mc, len(data) + len(new))
+        r = node_cli(mc, "remove", "n10")  # not empty
+        assert r.returncode == 1 and "still holds" in r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+

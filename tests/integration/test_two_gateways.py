@@ -1,0 +1,190 @@
+"""Two gateways over one etcd and one set of nodes behave as one (`tessera up --gateways 2`).
+
+Read-after-write, versioning and multipart across gateways; every background worker runs in
+exactly one gateway (its lease), and a killed gateway's workers move to the survivor once
+their leases expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from gateway.admincli import admin_request
+from tests.integration.cluster import ZONE_HOSTS, LocalCluster, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
+
+LEASE_TTL_S = 3
+WORKERS = {"gc", "repair", "rewrap", "shred", "restore", "lifecycle"}  # at least these
+
+
+def _two_free_ports() -> int:
+    """A port p such that p and p + 1 are both free on 127.0.0.1."""
+    for _ in range(100):
+        p = free_port()
+        if _free(p + 1):
+            return p
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def gw2_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TESSERA_LEASE_TTL_S", str(LEASE_TTL_S))  # inherited by the gateways
+    c = LocalCluster(tmp_path_factory.mktemp("twogw") / "data", metadata="etcd",
+                     up_args=["--gateways", "2"])
+    c.port = _two_free_ports()
+    c.admin_port = _two_free_ports()
+    while c.admin_port in (c.port, c.port + 1) or c.admin_port + 1 == c.port:
+        c.admin_port = _two_free_ports()
+    c.node_port = free_port(ZONE_HOSTS)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        mp.undo()
+
+
+def _client(c: LocalCluster, port: int):  # noqa: ANN202 - boto3 client
+    return boto3.client(
+        "s3", endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id=c.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=c.env["AWS_SECRET_ACCESS_KEY"],
+        region_name=c.env["AWS_DEFAULT_REGION"],
+        config=BotoConfig(retries={"max_attempts": 1}))
+
+
+def _status(c: LocalCluster, admin_port: int) -> dict:
+    env = {"TESSERA_ADMIN_URL": f"http://127.0.0.1:{admin_port}",
+           "TESSERA_ADMIN_ACCESS_KEY": c.env["TESSERA_ADMIN_ACCESS_KEY"],
+           "TESSERA_ADMIN_SECRET_KEY": c.env["TESSERA_ADMIN_SECRET_KEY"]}
+    return admin_request("GET", "/status", env=env)
+
+
+def _holders(c: LocalCluster, admin_port: int) -> dict[str, str]:
+    return {w["worker"]: w["holder"] for w in _status(c, admin_port)["workers"]}
+
+
+def test_sqlite_refuses_two_gateways(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "gateway.cli", "up", "--data", str(tmp_path / "d"),
+                        "--gateways", "2"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs --metadata etcd" in lines[0], p.stderr
+    assert not (tmp_path / "d" / "tessera.toml").exists()
+
+
+def test_read_after_write_across_gateways(gw2_cluster: LocalCluster) -> None:
+    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1.create_bucket(Bucket="across")
+    assert "across" in [b["Name"] for b in gw2.list_buckets()["Buckets"]]
+    for i in range(20):
+        body = f"object {i} ".encode() * (i * 50 + 1)
+        gw1.put_object(Bucket="across", Key=f"k/{i:02}", Body=body)
+        assert gw2.get_object(Bucket="across", Key=f"k/{i:02}")["Body"].read() == body
+    keys = [o["Key"] for o in gw2.list_objects_v2(Bucket="across", Prefix="k/")["Contents"]]
+    assert keys == [f"k/{i:02}" for i in range(20)]
+    gw2.put_object(Bucket="across", Key="k/05", Body=b"overwritten by gw2")
+    assert gw1.get_object(Bucket="across", Key="k/05")["Body"].read() == b"overwritten by gw2"
+    gw1.delete_object(Bucket="across", Key="k/07")
+    with pytest.raises(ClientError) as e:
+        gw2.head_object(Bucket="across", Key="k/07")
+    assert e.value.response["Error"]["Code"] == "404"
+
+
+def test_versioning_coherent_across_gateways(gw2_cluster: LocalCluster) -> None:
+    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1.create_bucket(Bucket="vers")
+    gw2.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Enabled"})
+    assert gw1.get_bucket_versioning(Bucket="vers")["Status"] == "Enabled"
+    ids = []
+    for i, gw in enumerate((gw1, gw2, gw1, gw2)):
+        ids.append(gw.put_object(Bucket="vers", Key="doc", Body=f"v{i}".encode())["VersionId"])
+    assert len(set(ids)) == 4
+    for gw in (gw1, gw2):
+        vs = gw.list_object_versions(Bucket="vers", Prefix="doc")["Versions"]
+        assert [v["VersionId"] for v in vs] == ids[::-1]
+        assert [v["IsLatest"] for v in vs] == [True, False, False, False]
+        for i, vid in enumerate(ids):
+            got = gw.get_object(Bucket="vers", Key="doc", VersionId=vid)["Body"].read()
+            assert got == f"v{i}".encode()
+    marker = gw2.delete_object(Bucket="vers", Key="doc")
+    assert marker["DeleteMarker"] is True
+    with pytest.raises(ClientError) as e:
+        gw1.get_object(Bucket="vers", Key="doc")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+    gw1.delete_object(Bucket="vers", Key="doc", VersionId=marker["VersionId"])
+    assert gw2.get_object(Bucket="vers", Key="doc")["Body"].read() == b"v3"
+
+
+def test_multipart_started_on_one_completed_on_other(gw2_cluster: LocalCluster) -> None:
+    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1.create_bucket(Bucket="mpu")
+    up = gw1.create_multipart_upload(Bucket="mpu", Key="big")["UploadId"]
+    parts = [bytes([i]) * (5 * 1024 * 1024) for i in (1, 2)] + [b"tail"]
+    etags = []
+    for n, (gw, data) in enumerate(zip((gw1, gw2, gw1), parts, strict=True), start=1):
+        etags.append(gw.upload_part(Bucket="mpu", Key="big", UploadId=up, PartNumber=n,
+                                    Body=data)["ETag"])
+    assert [u["UploadId"] for u in gw2.list_multipart_uploads(Bucket="mpu")["Uploads"]] == [up]
+    listed = gw2.list_parts(Bucket="mpu", Key="big", UploadId=up)["Parts"]
+    assert [p["ETag"] for p in listed] == etags
+    done = gw2.complete_multipart_upload(
+        Bucket="mpu", Key="big", UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": t}
+                                   for n, t in enumerate(etags, start=1)]})
+    assert done["ETag"].endswith('-3"')
+    got = gw1.get_object(Bucket="mpu", Key="big")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(b"".join(parts)).digest()
+    assert gw1.list_multipart_uploads(Bucket="mpu").get("Uploads", []) == []
+
+
+def test_workers_leased_once_and_taken_over(gw2_cluster: LocalCluster) -> None:
+    """Runs last: it kills the first gateway."""
+    gw1_port, gw2_port = gw2_cluster.port, gw2_cluster.port + 1
+    adm2 = gw2_cluster.admin_port + 1
+    holders = _holders(gw2_cluster, adm2)
+    assert set(holders) >= WORKERS
+    gw_of = {h: h.split("/")[1] for h in holders.values()}
+    assert set(gw_of.values()) <= {f"127.0.0.1:{gw1_port}", f"127.0.0.1:{gw2_port}"}
+    # gw1 starts first, so it takes every lease; the status of gw1 agrees with gw2's
+    assert set(gw_of.values()) == {f"127.0.0.1:{gw1_port}"}
+    assert _holders(gw2_cluster, gw2_cluster.admin_port) == holders
+
+    gw2_cluster.kill("gateway")
+    killed_at = time.monotonic()
+    deadline = killed_at + LEASE_TTL_S * 5
+    while True:
+        now = _holders(gw2_cluster, adm2)
+        if set(now) == set(holders) and all(f"/127.0.0.1:{gw2_port}/" in h for h in now.values()):
+            break
+        assert time.monotonic() < deadline, f"workers not taken over: {now}"
+        time.sleep(0.2)
+    took = time.monotonic() - killed_at
+    assert took < LEASE_TTL_S * 3, took
+    gw2 = _client(gw2_cluster, gw2_port)
+    gw2.put_object(Bucket="across", Key="after-takeover", Body=b"still serving")
+    assert gw2.get_object(Bucket="across", Key="after-takeover")["Body"].read() == \
+        b"still serving"
