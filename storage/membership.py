@@ -103,8 +103,8 @@ def _valid_address(addr: str) -> bool:
     return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
-async def add_node(meta: MetadataStore, cfg: Config, spec: NodeSpec) -> Member:
-    """Add a node to the cluster map as active (eligible for new placements at once)."""
+def check_new_node(members: list[Member], spec: NodeSpec) -> None:
+    """Refuse a malformed node or one whose id or address the cluster map already has."""
     if not _ID.match(spec.id):
         raise InvalidInput("node ids are 1-63 letters, digits, '.', '_' or '-'")
     if not spec.zone or not _valid_address(spec.address):
@@ -113,12 +113,16 @@ async def add_node(meta: MetadataStore, cfg: Config, spec: NodeSpec) -> Member:
         raise InvalidInput(f"role must be one of {NODE_ROLES}")
     if not spec.weight > 0:
         raise InvalidInput("weight must be positive")
-    members = await load_members(meta, cfg)
     for m in members:
         if m.spec.id == spec.id:
             raise Conflict(f"node {spec.id!r} is already in the cluster map ({m.state})")
         if m.spec.address == spec.address and m.state != REMOVED:
             raise Conflict(f"address {spec.address} is already used by node {m.spec.id!r}")
+
+
+async def add_node(meta: MetadataStore, cfg: Config, spec: NodeSpec) -> Member:
+    """Add a node to the cluster map as active (eligible for new placements at once)."""
+    check_new_node(await load_members(meta, cfg), spec)
     now = time.time()
     rec = {"state": ACTIVE, "since": now, "zone": spec.zone, "address": spec.address,
            "role": spec.role, "weight": spec.weight}
@@ -171,4 +175,4 @@ class MembershipWatcher:
 
 
 __all__ = ["ACTIVE", "DRAINING", "REMOVED", "Member", "MembershipWatcher", "add_node", "apply",
-           "get_member", "load_members", "member_key", "refresh", "set_state"]
+           "check_new_node", "get_member", "load_members", "member_key", "refresh", "set_state"]

@@ -91,6 +91,7 @@ class NodesApi:
         spec = NodeSpec(id=b["id"], zone=b["zone"], address=b["address"],
                         role=str(b.get("role") or "standard"), weight=float(weight))
         call.audit.update({"node": spec.id, "zone": spec.zone, "address": spec.address})
+        ms.check_new_node(await self._refresh(), spec)
         try:
             h = await self.cluster.nodes.health(spec, timeout_s=3.0)
         except StorageError as exc:
