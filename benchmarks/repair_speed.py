@@ -14,6 +14,8 @@ import argparse
 import os
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +41,7 @@ def main() -> int:
     ap.add_argument("--objects", type=int, default=24)
     ap.add_argument("--mib", type=int, default=4)
     ap.add_argument("--rate", type=float, default=0.0, help="repair MB/s cap (0 = none)")
+    ap.add_argument("--profile", metavar="SVG", help="record the gateway with py-spy (SVG, or collapsed stacks if .txt)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tessera-repair-bench-"))
     env = {**os.environ, **FAST_ENV, "TESSERA_REPAIR_RATE_MBPS": str(a.rate),
@@ -61,27 +64,45 @@ def main() -> int:
             p.unlink()
         before = int(c.status()["repair"].get("bytes_rebuilt", 0))
         shards_before = int(c.status()["repair"].get("shards_rebuilt", 0))
+        spy = None
+        if a.profile:
+            gw = int((tmp / "run" / "gateway.pid").read_text())
+            fmt = "raw" if a.profile.endswith(".txt") else "flamegraph"
+            spy = subprocess.Popen(["py-spy", "record", "-p", str(gw), "-o", a.profile,
+                                    "--format", fmt, "--idle", "--nonblocking"],
+                                   stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
         c.restart_node(victim)
         t0 = time.perf_counter()
         rates: list[float] = []
         client = threading.Thread(target=lambda: rates.append(
             put_rate(c.s3(), "bench", "during-", 4, size, 2)))
         client.start()
+        t_first = None
         while True:
             st = c.status()["repair"]
+            if t_first is None and int(st.get("bytes_rebuilt", 0)) > before:
+                t_first = time.perf_counter()
             if int(st.get("shards_rebuilt", 0)) - shards_before >= lost and st["backlog"] == 0:
                 break
             if time.perf_counter() - t0 > 600:
                 print("repair did not finish within 600 s")
                 return 1
-            time.sleep(0.2)
+            time.sleep(0.05)
         elapsed = time.perf_counter() - t0
+        t_first = t_first or t0
         client.join()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         during = rates[0] if rates else 0.0
         rebuilt = int(st.get("bytes_rebuilt", 0)) - before
         print(f"wiped node {victim}: {lost} shards, {lost_bytes / 2**20:.1f} MiB")
         print(f"rebuilt {rebuilt / 2**20:.1f} MiB in {elapsed:.2f} s (detection included): "
               f"{rebuilt / 2**20 / elapsed:.1f} MiB/s")
+        steady = max(1e-3, time.perf_counter() - t_first)
+        print(f"first rebuilt bytes after {t_first - t0:.2f} s; from then on "
+              f"{rebuilt / 2**20 / steady:.1f} MiB/s ({rebuilt / 1e6 / steady:.1f} MB/s)")
         print(f"client PUT throughput: {base:.1f} MiB/s before, {during:.1f} MiB/s while "
               "repairing")
     finally:

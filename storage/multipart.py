@@ -30,7 +30,6 @@ from typing import Any
 from awscrt import checksums as crt
 
 from storage.crypto import keys
-from storage.crypto.aead import SegmentCipher
 from storage.errors import InvalidInput, NotFound, StaleRecord
 from storage.metadata import MetadataStore, Txn, prefix_end
 from storage.objects import NULL_VERSION, ObjectService, new_version_id, stripe_index_key
@@ -134,6 +133,7 @@ class UploadOptions:
     sse: dict[str, str] = field(default_factory=dict)
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
+    sse_c_key: bytes | None = None  # SSE-C: wraps the upload's data key; never stored
 
 
 @dataclass
@@ -247,8 +247,9 @@ class MultipartService:
                     user_meta=opts.user_meta, headers=opts.headers,
                     storage_class=opts.storage_class, tags=opts.tags, sse=opts.sse,
                     checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype)
-        identity = ObjectService.identity(self._shell(up))
-        up.dek = keys.wrap_dek(kek, tenant, identity, keys.new_dek())
+        shell = self._shell(up)
+        self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key)
+        up.dek, up.sse = shell.dek, shell.sse
         await self._meta.put(upload_key(bucket, key, up.upload_id), up.encode())
         return up
 
@@ -257,7 +258,7 @@ class MultipartService:
         """An object version carrying the upload's identity and key (the AAD binding)."""
         return ObjectVersion(bucket=up.bucket, key=up.key, version_id=version_id,
                              tenant=up.tenant, size=0, etag="", last_modified=0.0,
-                             dek=up.dek, kek_version=up.kek_version,
+                             dek=up.dek, kek_version=up.kek_version, sse=up.sse,
                              identity_version=up.identity_version)
 
     async def get(self, tenant: str, bucket: str, key: str, upload_id: str,
@@ -277,16 +278,18 @@ class MultipartService:
     async def upload_part(self, tenant: str, bucket: str, key: str, upload_id: str,
                           number: int, body: AsyncIterator[bytes], digests: Sequence[object],
                           size_hint: int | None, finalize: PartFinalizer | None = None,
-                          ) -> Part:
-        """Store one part as one stripe; replacing a part number retires the old stripe."""
+                          sse_c_key: bytes | None = None) -> Part:
+        """Store one part as one stripe; replacing a part number retires the old stripe.
+
+        An SSE-C upload needs its customer key on every part (KeyUnavailable otherwise).
+        """
         if not 1 <= number <= PART_NUMBER_MAX:
             raise InvalidInput("part number out of range")
         up, _ = await self.get(tenant, bucket, key, upload_id)
-        _, kek = await self._tenants.kek(tenant, up.kek_version)
         shell = self._shell(up)
-        dek = keys.unwrap_dek(kek, tenant, ObjectService.identity(shell), up.dek)
+        cipher = await self._objects.cipher_for(shell, sse_c_key)
         md5 = hashlib.md5()
-        layout = await self._objects.write_part(shell, number, SegmentCipher(dek), body,
+        layout = await self._objects.write_part(shell, number, cipher, body,
                                                 [md5, *digests], size_hint, up.storage_class)
         part = Part(upload_id=upload_id, number=number, size=layout.size,
                     etag=md5.hexdigest(), stripe_id=layout.stripe_id, k=layout.k, m=layout.m,

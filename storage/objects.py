@@ -92,8 +92,9 @@ class ObjectService:
 
     # keys ----------------------------------------------------------------------------------
 
-    async def _cipher_for(self, v: ObjectVersion, sse_c_key: bytes | None = None,
-                          ) -> SegmentCipher:
+    async def cipher_for(self, v: ObjectVersion, sse_c_key: bytes | None = None,
+                         ) -> SegmentCipher:
+        """The segment cipher of a version (or upload shell), unwrapping its data key."""
         _, kek = await self._tenants.kek(v.tenant, v.kek_version)
         dek = keys.unwrap_dek(kek, v.tenant, self.identity(v), v.dek)
         if SSEC_HMAC in v.sse:
@@ -351,7 +352,7 @@ class ObjectService:
             raise InvalidRange(v.size)
         if start == end:
             return
-        cipher = await self._cipher_for(v, sse_c_key)
+        cipher = await self.cipher_for(v, sse_c_key)
         offset = 0
         for part in v.parts:
             p_start, p_end = offset, offset + part.plaintext_size

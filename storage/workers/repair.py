@@ -336,6 +336,7 @@ class RepairWorker:
             self.stats.bytes_rebuilt += res.bytes_written
             self._dirty = True
             log.info("stripe %s: rebuilt shards %s", part.stripe_id.hex(), res.written)
+            await self._publish(min_interval_s=0.5)  # progress while a batch runs
             complete = len(res.written) == len(a.missing) and not a.unknown
             if complete:
                 await self._drop(item)
@@ -454,8 +455,8 @@ class RepairWorker:
                 self._dirty = True
                 log.info("deleted orphan shard %s on %s", sid, node.id)
 
-    async def _publish(self) -> None:
-        if not self._dirty:
+    async def _publish(self, min_interval_s: float = 0.0) -> None:
+        if not self._dirty or time.time() - self.stats.updated < min_interval_s:
             return
         self.stats.updated = time.time()
         await self._meta.put(STATS_KEY, pack(asdict(self.stats)))

@@ -91,9 +91,6 @@ def _checksum_headers(values: dict[str, str], ctype: str | None = None) -> dict[
 async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
     po = put_options(rq)
     choice = await sse.for_request(rq)
-    if choice.customer_key is not None:
-        raise S3Error("NotImplemented", "Server-side encryption with customer-provided keys "
-                      "is not supported for multipart uploads.")
     po.sse = choice.record
     alg = rq.headers.get("x-amz-checksum-algorithm")
     ctype = rq.headers.get("x-amz-checksum-type")
@@ -104,7 +101,8 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
     opts = mp.UploadOptions(content_type=po.content_type, user_meta=po.user_meta,
                             headers=po.headers, storage_class=po.storage_class, tags=po.tags,
                             sse=po.sse, checksum_algorithm=alg.upper() if alg else None,
-                            checksum_type=ctype.upper() if ctype else None)
+                            checksum_type=ctype.upper() if ctype else None,
+                            sse_c_key=choice.customer_key)
     try:
         up = await service(rq).create(rq.tenant, rq.bucket, rq.key, opts)
     except InvalidInput as e:
@@ -126,6 +124,21 @@ def _part_response(part: mp.Part, up: mp.Upload) -> dict[str, str]:
     return headers
 
 
+def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
+    """The SSE-C key a part request must repeat when the upload was created with one."""
+    ckey = sse.customer_key(rq.headers)
+    if not sse.is_customer(up):  # type: ignore[arg-type]
+        if ckey is not None:
+            raise S3Error("InvalidRequest", "The encryption parameters are not applicable to "
+                          "this object.")
+        return None
+    if ckey is None:
+        raise S3Error("InvalidRequest", "The multipart upload initiate requested encryption. "
+                      "Subsequent part requests must include the appropriate encryption "
+                      "parameters.")
+    return ckey
+
+
 @operation("UploadPart")
 async def upload_part(rq: S3Request) -> web.StreamResponse:
     number = _part_number(rq)
@@ -133,6 +146,7 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
     svc = service(rq)
     with _errors(upload_id):
         up, _ = await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+    part_key = _part_customer_key(rq, up)
     body = RequestBody(rq.request, rq.auth, PART_SIZE_MAX)
     want = up.checksum_algorithm
     if want:
@@ -148,7 +162,8 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
 
     with _errors(upload_id):
         part = await svc.upload_part(rq.tenant, rq.bucket, rq.key, upload_id, number,
-                                     aiter(body), body.digests, body.length, finalize)
+                                     aiter(body), body.digests, body.length, finalize,
+                                     sse_c_key=part_key)
     return web.Response(status=200, headers=_part_response(part, up))
 
 
@@ -177,6 +192,7 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     svc = service(rq)
     with _errors(upload_id):
         up, _ = await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+    part_key = _part_customer_key(rq, up)
     src, src_versioned = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)
@@ -192,7 +208,8 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     with _errors(upload_id):
         part = await svc.upload_part(rq.tenant, rq.bucket, rq.key, upload_id, number,
                                      rq.cluster.objects.read(src, start, end, sse_c_key=src_key),
-                                     [running] if running else [], end - start, finalize)
+                                     [running] if running else [], end - start, finalize,
+                                     sse_c_key=part_key)
     headers = dict(sse.response_headers(up.sse))
     if src_versioned:
         headers["x-amz-copy-source-version-id"] = src.version_id
