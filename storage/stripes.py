@@ -225,6 +225,8 @@ class StripeStore:
             if encoding is not None:
                 encoding.cancel()
             for s in senders or []:
+                if s.error is not None:  # so a retry's placement avoids the failed node
+                    self._health.report_failure(s.node.id, s.error)
                 await s.cancel()
             raise
         for s, ok in zip(senders, oks, strict=True):

@@ -30,7 +30,7 @@ from storage.config import Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
-from storage.errors import Conflict, InvalidInput, NotFound, StorageError
+from storage.errors import Conflict, InvalidInput, NotFound, QuorumNotReached, StorageError
 from storage.metadata import Item, MetadataStore, Txn, prefix_end
 from storage.pipeline import StripeCodec, segment_count
 from storage.records import gc_key, pack, repair_key, unpack
@@ -40,6 +40,7 @@ from storage.tenants import TenantService
 
 MiB = 1 << 20
 LEASE_TTL_S = 30.0
+WRITE_ATTEMPTS = 3  # per extent write: a zone dying mid-write costs a retry, not an EIO
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _SIZE_RE = re.compile(r"^(\d+)([KMGTP]?)(i?B)?\Z", re.IGNORECASE)
 
@@ -538,17 +539,27 @@ class VolumeHandle:
             raise InvalidInput(f"extent {idx} must be {self.extent_len(idx)} bytes")
         tenant = self.vol.tenant
         prof = self.svc.cfg.profile(self.vol.profile)
-        kek_version, kek = await self.svc.tenants.kek(tenant)
-        p = Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, stripe=new_stripe_id(),
-                    size=len(data), k=prof.k, m=prof.m, segment_size=self.svc.cfg.segment_size,
-                    kek_version=kek_version)
-        dek = keys.new_dek()
-        p.dek = keys.wrap_dek(kek, tenant, _identity(tenant, p), dek)
-        codec = self._codec(p, SegmentCipher(dek), tenant)
+        for attempt in range(WRITE_ATTEMPTS):
+            # Each attempt is a new stripe under a new key: a nonce is never reused even if
+            # an earlier attempt left partial shards behind (the orphan sweep takes those).
+            kek_version, kek = await self.svc.tenants.kek(tenant)
+            p = Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, stripe=new_stripe_id(),
+                        size=len(data), k=prof.k, m=prof.m,
+                        segment_size=self.svc.cfg.segment_size, kek_version=kek_version)
+            dek = keys.new_dek()
+            p.dek = keys.wrap_dek(kek, tenant, _identity(tenant, p), dek)
+            codec = self._codec(p, SegmentCipher(dek), tenant)
 
-        async def body() -> AsyncIterator[bytes]:
-            yield data
-        res = await self.svc.stripes.write(codec, prof, body(), size_hint=len(data))
+            async def body() -> AsyncIterator[bytes]:
+                yield data
+            try:
+                res = await self.svc.stripes.write(codec, prof, body(), size_hint=len(data))
+                break
+            except QuorumNotReached:
+                # Nodes that just failed are now marked down, so the next placement avoids
+                # them (a zone that dies mid-write costs one retry, not an I/O error).
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
         p.nodes = res.nodes
         try:
             await self._commit(p)

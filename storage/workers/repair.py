@@ -45,7 +45,8 @@ from storage.workers import WorkerState
 
 log = logging.getLogger("tessera.repair")
 STATS_KEY = b"S/repair"
-BATCH = 32
+BATCH = 64
+ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
 RETRY_S = 30.0
 
 
@@ -53,12 +54,12 @@ RETRY_S = 30.0
 class RepairSettings:
     """Knobs of the repair worker (environment TESSERA_REPAIR_* / TESSERA_ORPHAN_GRACE_S)."""
 
-    rate_bytes_s: float = 64 * 1024 * 1024  # rebuilt bytes written per second, 0 = unlimited
+    rate_bytes_s: float = 200 * 1024 * 1024  # rebuilt bytes written per second, 0 = unlimited
     down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
     sweep_interval_s: float = 60.0  # pause between two full sweeps
     sweep_batch: int = 128  # stripes checked per sweep step
     orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
-    parallel: int = 4  # stripes rebuilt at once
+    parallel: int = 8  # stripes rebuilt at once
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RepairSettings:
@@ -253,31 +254,38 @@ class RepairWorker:
             self._queue_cursor = items[-1].key + b"\x00"
         now = time.time()
         work: list[tuple[int, Item, Manifest, Assessment]] = []
-        for item in items:
+        gate = asyncio.Semaphore(ASSESS_PARALLEL)
+
+        async def look(item: Item) -> None:
             entry = unpack(item.value)
             if float(entry.get("retry_at", 0)) > now:
-                continue
-            stripe_id = bytes.fromhex(item.key[2:].decode())
-            man = await load_manifest(self._meta, stripe_id)
-            if not isinstance(man, Manifest):
-                if man is None or man == "gone" or now - float(entry.get("queued", now)) > 3600:
+                return
+            async with gate:
+                stripe_id = bytes.fromhex(item.key[2:].decode())
+                man = await load_manifest(self._meta, stripe_id)
+                if not isinstance(man, Manifest):
+                    if man is None or man == "gone" or \
+                            now - float(entry.get("queued", now)) > 3600:
+                        await self._drop(item)
+                    else:  # still being written: look again later
+                        await self._defer(item, entry, f"stripe is {man}")
+                    return
+                if not man.part.size:
                     await self._drop(item)
-                else:  # still being written: look again later
-                    await self._defer(item, entry, f"stripe is {man}")
-                continue
-            if not man.part.size:
-                await self._drop(item)
-                continue
-            a = await self.assess(man.part)
-            work.append((len(a.healthy), item, man, a))
-        work.sort(key=lambda w: w[0])
-        did = False
-        par = max(1, self.settings.parallel)
-        for i in range(0, len(work), par):  # fewest healthy first, `par` stripes at a time
-            done = await asyncio.gather(*(self._repair(it, man, a)
-                                          for _, it, man, a in work[i:i + par]))
-            did = any(done) or did
-        return did
+                    return
+                a = await self.assess(man.part)
+                work.append((len(a.healthy), item, man, a))
+
+        await asyncio.gather(*(look(it) for it in items))
+        work.sort(key=lambda w: (w[0], w[1].key))  # fewest healthy shards first
+        pool = asyncio.Semaphore(max(1, self.settings.parallel))
+
+        async def fix(item: Item, man: Manifest, a: Assessment) -> bool:
+            async with pool:  # `parallel` stripes at once, a new one as soon as one ends
+                return await self._repair(item, man, a)
+
+        done = await asyncio.gather(*(fix(it, man, a) for _, it, man, a in work))
+        return any(done)
 
     async def _drop(self, item: Item) -> None:
         await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
@@ -368,20 +376,25 @@ class RepairWorker:
         await self._poll_quarantine()
         await self._collect_orphans()
         items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
-        for item in items:
+        gate = asyncio.Semaphore(ASSESS_PARALLEL)
+
+        async def check(item: Item) -> None:
             ref = unpack(item.value)
             if ref.get("state") != "live":
-                continue
-            stripe_id = bytes.fromhex(item.key[2:].decode())
-            man = await load_manifest(self._meta, stripe_id)
-            if not isinstance(man, Manifest) or not man.part.size:
-                continue
-            a = await self.assess(man.part)
-            n = str(len(a.healthy) + len(a.unknown))
-            self._pass_health[n] = self._pass_health.get(n, 0) + 1
-            self.stats.sweep_checked += 1
-            if a.missing:
-                await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing")
+                return
+            async with gate:
+                stripe_id = bytes.fromhex(item.key[2:].decode())
+                man = await load_manifest(self._meta, stripe_id)
+                if not isinstance(man, Manifest) or not man.part.size:
+                    return
+                a = await self.assess(man.part)
+                n = str(len(a.healthy) + len(a.unknown))
+                self._pass_health[n] = self._pass_health.get(n, 0) + 1
+                self.stats.sweep_checked += 1
+                if a.missing:
+                    await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing")
+
+        await asyncio.gather(*(check(it) for it in items))
         if len(items) < self.settings.sweep_batch:
             self._sweep_cursor = b"X/"
             self.stats.sweep_passes += 1
@@ -398,62 +411,67 @@ class RepairWorker:
 
     async def _poll_quarantine(self) -> None:
         """Queue the stripes of shards the nodes' scrubbers (or reads) quarantined."""
-        for node in self._health.usable():
-            since = self._quarantine_since.get(node.id, 0.0)
+        await asyncio.gather(*(self._quarantine_on(node) for node in self._health.usable()))
+
+    async def _quarantine_on(self, node: NodeSpec) -> None:
+        since = self._quarantine_since.get(node.id, 0.0)
+        try:
+            entries = await self._client.quarantined(node, since)
+        except StorageError:
+            return
+        for e in entries:
+            t = float(e.get("time", 0.0))
+            self._quarantine_since[node.id] = max(self._quarantine_since.get(node.id, 0.0), t)
             try:
-                entries = await self._client.quarantined(node, since)
-            except StorageError:
+                stripe_id, _ = parse_shard_id(str(e.get("shard_id", "")))
+            except ValueError:
                 continue
-            for e in entries:
-                t = float(e.get("time", 0.0))
-                self._quarantine_since[node.id] = max(self._quarantine_since.get(node.id, 0.0), t)
-                try:
-                    stripe_id, _ = parse_shard_id(str(e.get("shard_id", "")))
-                except ValueError:
-                    continue
-                if await self._meta.get(b"X/" + stripe_id.hex().encode()) is not None:
-                    await self.enqueue(stripe_id, f"quarantined on {node.id}")
-                    self.stats.quarantine_reports += 1
-                    self._dirty = True
+            if await self._meta.get(b"X/" + stripe_id.hex().encode()) is not None:
+                await self.enqueue(stripe_id, f"quarantined on {node.id}")
+                self.stats.quarantine_reports += 1
+                self._dirty = True
 
     async def _collect_orphans(self) -> None:
         """Delete one page per node of shards no manifest names (older than the grace)."""
         now = time.time()
-        for node in self._health.usable():
-            after = self._orphan_cursor.get(node.id, "")
+        await asyncio.gather(*(self._orphans_on(node, now) for node in self._health.usable()))
+
+    async def _orphans_on(self, node: NodeSpec, now: float) -> None:
+        """One page of the orphan check on one node (nodes are checked concurrently)."""
+        after = self._orphan_cursor.get(node.id, "")
+        try:
+            ids = await self._client.list_shards(node, after=after, limit=200)
+        except StorageError:
+            return
+        self._orphan_cursor[node.id] = ids[-1] if len(ids) == 200 else ""
+        for sid in ids:
             try:
-                ids = await self._client.list_shards(node, after=after, limit=200)
+                stripe_id, index = parse_shard_id(sid)
+            except ValueError:
+                continue
+            man = await load_manifest(self._meta, stripe_id)
+            if isinstance(man, str) and man != "gone":
+                continue  # a multipart part, a restored copy...: owned elsewhere
+            if man is None and (self._volume_stripes is None
+                                or stripe_id in self._volume_stripes):
+                continue  # a block volume extent (volumes keep no X/ entry)
+            if isinstance(man, Manifest):
+                nodes = man.part.nodes
+                if index < len(nodes) and nodes[index] == node.id:
+                    continue
+            try:
+                st = await self._client.stat_shard(node, sid)
             except StorageError:
                 continue
-            self._orphan_cursor[node.id] = ids[-1] if len(ids) == 200 else ""
-            for sid in ids:
-                try:
-                    stripe_id, index = parse_shard_id(sid)
-                except ValueError:
-                    continue
-                man = await load_manifest(self._meta, stripe_id)
-                if isinstance(man, str) and man != "gone":
-                    continue  # a multipart part, a restored copy...: owned elsewhere
-                if man is None and (self._volume_stripes is None
-                                    or stripe_id in self._volume_stripes):
-                    continue  # a block volume extent (volumes keep no X/ entry)
-                if isinstance(man, Manifest):
-                    nodes = man.part.nodes
-                    if index < len(nodes) and nodes[index] == node.id:
-                        continue
-                try:
-                    st = await self._client.stat_shard(node, sid)
-                except StorageError:
-                    continue
-                if st is None or now - float(st.get("mtime", now)) < self.settings.orphan_grace_s:
-                    continue
-                try:
-                    await self._client.delete_shard(node, sid)
-                except StorageError:
-                    continue
-                self.stats.orphans_deleted += 1
-                self._dirty = True
-                log.info("deleted orphan shard %s on %s", sid, node.id)
+            if st is None or now - float(st.get("mtime", now)) < self.settings.orphan_grace_s:
+                continue
+            try:
+                await self._client.delete_shard(node, sid)
+            except StorageError:
+                continue
+            self.stats.orphans_deleted += 1
+            self._dirty = True
+            log.info("deleted orphan shard %s on %s", sid, node.id)
 
     async def _publish(self, min_interval_s: float = 0.0) -> None:
         if not self._dirty or time.time() - self.stats.updated < min_interval_s:
