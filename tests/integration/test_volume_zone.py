@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tests.integration.test_volumes import (
     Vol,
-    fsck_clean,
     fresh_vol,  # noqa: F401 - fixture
+    fsck_clean,
     pytestmark,  # noqa: F401 - same requirements (root, /dev/fuse)
     sync_tree,
     verify_tree,
