@@ -90,11 +90,12 @@ class Leases:
         if succeeds:
             await self._drop_predecessor(name, holder, succeeds)
         if self._native:
-            if not await self.meta.acquire_lease(name, holder, max(1, round(ttl_s))):  # type: ignore[attr-defined]
+            whole = max(1, int(ttl_s))  # etcd TTLs are whole seconds: never promise more
+            if not await self.meta.acquire_lease(name, holder, whole):  # type: ignore[attr-defined]
                 return None
             item = await self.meta.get(_key(name))
             token = item.revision if item is not None else 0
-            return Lease(name, holder, ttl_s, token, start)
+            return Lease(name, holder, float(whole), token, start)
         item = await self.meta.get(_key(name))
         rec = _unpack(item.value) if item is not None else {}
         token = int(rec.get("token", 0))
@@ -116,8 +117,18 @@ class Leases:
             return
         prev = str(_unpack(item.value).get("holder", ""))
         if prev != holder and prev.startswith(succeeds):
-            await self.meta.txn(Txn(compares={_key(name): item.revision},
-                                    deletes=(_key(name),)))
+            await self._expire(name, item.revision, item.value)
+
+    async def _expire(self, name: str, revision: int, raw: bytes) -> None:
+        """End a lease now. On etcd the key goes (its next revision is higher anyway); a
+        record keeps its token, expired, so the next holder's token is still larger."""
+        if self._native:
+            await self.meta.txn(Txn(compares={_key(name): revision}, deletes=(_key(name),)))
+            return
+        rec = _unpack(raw)
+        value = _pack(str(rec.get("holder", "")), int(rec.get("token", 0)), 0.0,
+                      float(rec.get("ttl", 0)))
+        await self.meta.txn(Txn(compares={_key(name): revision}, puts={_key(name): value}))
 
     async def renew(self, lease: Lease) -> bool:
         """Extend `lease`; False when it is lost (expired or taken). Errors propagate."""
@@ -141,8 +152,9 @@ class Leases:
         if self._native:
             await self.meta.release(lease.name, lease.holder)  # type: ignore[attr-defined]
         elif lease.revision:
-            await self.meta.txn(Txn(compares={_key(lease.name): lease.revision},
-                                    deletes=(_key(lease.name),)))
+            item = await self.meta.get(_key(lease.name))
+            if item is not None and item.revision == lease.revision:
+                await self._expire(lease.name, item.revision, item.value)
 
     async def holder(self, name: str) -> LeaseInfo | None:
         """The live holder of `name`, or None."""

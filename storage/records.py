@@ -18,6 +18,7 @@ Key prefixes (bytes; bucket and object names are separated by NUL, which S3 name
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -27,6 +28,12 @@ FORMAT_VERSION = 1
 SEP = b"\x00"
 
 R = TypeVar("R", bound="Record")
+
+
+@functools.cache
+def field_names(cls: type) -> frozenset[str]:
+    """The fields a record class knows; others (from a newer writer) are ignored on decode."""
+    return frozenset(f.name for f in fields(cls))
 
 
 @dataclass
@@ -41,8 +48,7 @@ class Record:
     @classmethod
     def decode(cls: type[R], raw: bytes) -> R:
         d = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        d.pop("fv", None)
-        names = {f.name for f in fields(cls)}
+        names = field_names(cls)
         return cls._from_dict({k: v for k, v in d.items() if k in names})
 
     @classmethod
@@ -102,7 +108,7 @@ class ObjectVersion(Record):
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ObjectVersion:
-        known = {f.name for f in fields(PartLayout)}  # a newer writer may add part fields
+        known = field_names(PartLayout)  # a newer writer may add part fields
         d["parts"] = [PartLayout(**{k: v for k, v in p.items() if k in known})
                       for p in d.get("parts", [])]
         return cls(**d)

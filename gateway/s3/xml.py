@@ -27,7 +27,7 @@ from xml.etree import ElementTree as ET
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
-from gateway.s3.errors import S3Error, xml_document
+from gateway.s3.errors import _UNSAFE_CHARS, XML_DECLARATION, S3Error, xml_document
 
 __all__ = [
     "CHECKSUM_ALGORITHMS",
@@ -304,47 +304,105 @@ def _add_delimiter_and_encoding(root: ET.Element, page: ListingPage, encode: Enc
         _add(root, "EncodingType", page.encoding_type)
 
 
+class _Doc:
+    """A flat XML writer for the listing responses: the same bytes as ElementTree would
+    write (text escaped for &, <, >; characters XML forbids as references), several times
+    faster for 1,000-entry pages."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+        self._parts = [f'<{root} xmlns="{S3_NAMESPACE}">']
+
+    def add(self, tag: str, text: object) -> None:
+        t = _text(text)
+        if "&" in t or "<" in t or ">" in t:
+            t = t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        self._parts.append(f"<{tag}>{t}</{tag}>")
+
+    def open(self, tag: str) -> None:
+        self._parts.append(f"<{tag}>")
+
+    def close(self, tag: str) -> None:
+        self._parts.append(f"</{tag}>")
+
+    def entry(self, tag: str, entry: ListEntry, key: str, owner: bool) -> None:
+        self.open(tag)
+        self.add("Key", key)
+        self.add("LastModified", entry.last_modified)
+        self.add("ETag", _quote_etag(entry.etag))
+        if entry.checksum_algorithm:
+            self.add("ChecksumAlgorithm", entry.checksum_algorithm)
+        if entry.checksum_type:
+            self.add("ChecksumType", entry.checksum_type)
+        self.add("Size", entry.size)
+        if owner and entry.owner is not None:
+            self.open("Owner")
+            self.add("ID", entry.owner[0])
+            if entry.owner[1]:
+                self.add("DisplayName", entry.owner[1])
+            self.close("Owner")
+        self.add("StorageClass", entry.storage_class)
+        self.close(tag)
+
+    def common_prefixes(self, prefixes: Iterable[str], encode: Encoder) -> None:
+        for prefix in prefixes:
+            self._parts.append("<CommonPrefixes>")
+            self.add("Prefix", encode(prefix))
+            self._parts.append("</CommonPrefixes>")
+
+    def delimiter_and_encoding(self, page: ListingPage, encode: Encoder) -> None:
+        if page.delimiter:
+            self.add("Delimiter", encode(page.delimiter))
+        if page.encoding_type:
+            self.add("EncodingType", page.encoding_type)
+
+    def bytes(self) -> bytes:
+        text = "".join(self._parts) + f"</{self._root}>"
+        text = _UNSAFE_CHARS.sub(lambda m: f"&#x{ord(m.group()):X};", text)
+        return XML_DECLARATION + text.encode("utf-8")
+
+
 def list_objects_v2_xml(page: ListingPage) -> bytes:
     """ListBucketResult for ListObjectsV2 (Owner only when `fetch_owner`)."""
     encode = _encoder(page.encoding_type)
-    root = _root("ListBucketResult")
-    _add(root, "Name", page.name)
-    _add(root, "Prefix", encode(page.prefix))
+    doc = _Doc("ListBucketResult")
+    doc.add("Name", page.name)
+    doc.add("Prefix", encode(page.prefix))
     if page.start_after is not None:
-        _add(root, "StartAfter", encode(page.start_after))
+        doc.add("StartAfter", encode(page.start_after))
     if page.continuation_token is not None:
-        _add(root, "ContinuationToken", page.continuation_token)
+        doc.add("ContinuationToken", page.continuation_token)
     if page.next_continuation_token is not None:
-        _add(root, "NextContinuationToken", page.next_continuation_token)
+        doc.add("NextContinuationToken", page.next_continuation_token)
     key_count = page.key_count
     if key_count is None:
         key_count = len(page.contents) + len(page.common_prefixes)
-    _add(root, "KeyCount", key_count)
-    _add(root, "MaxKeys", page.max_keys)
-    _add_delimiter_and_encoding(root, page, encode)
-    _add(root, "IsTruncated", page.is_truncated)
+    doc.add("KeyCount", key_count)
+    doc.add("MaxKeys", page.max_keys)
+    doc.delimiter_and_encoding(page, encode)
+    doc.add("IsTruncated", page.is_truncated)
     for entry in page.contents:
-        _add_entry(root, "Contents", entry, encode(entry.key), page.fetch_owner)
-    _add_common_prefixes(root, page.common_prefixes, encode)
-    return xml_document(root)
+        doc.entry("Contents", entry, encode(entry.key), page.fetch_owner)
+    doc.common_prefixes(page.common_prefixes, encode)
+    return doc.bytes()
 
 
 def list_objects_v1_xml(page: ListingPage) -> bytes:
     """ListBucketResult for ListObjects (v1); entries carry their Owner when given."""
     encode = _encoder(page.encoding_type)
-    root = _root("ListBucketResult")
-    _add(root, "Name", page.name)
-    _add(root, "Prefix", encode(page.prefix))
-    _add(root, "Marker", encode(page.marker))
+    doc = _Doc("ListBucketResult")
+    doc.add("Name", page.name)
+    doc.add("Prefix", encode(page.prefix))
+    doc.add("Marker", encode(page.marker))
     if page.next_marker is not None:
-        _add(root, "NextMarker", encode(page.next_marker))
-    _add(root, "MaxKeys", page.max_keys)
-    _add_delimiter_and_encoding(root, page, encode)
-    _add(root, "IsTruncated", page.is_truncated)
+        doc.add("NextMarker", encode(page.next_marker))
+    doc.add("MaxKeys", page.max_keys)
+    doc.delimiter_and_encoding(page, encode)
+    doc.add("IsTruncated", page.is_truncated)
     for entry in page.contents:
-        _add_entry(root, "Contents", entry, encode(entry.key), True)
-    _add_common_prefixes(root, page.common_prefixes, encode)
-    return xml_document(root)
+        doc.entry("Contents", entry, encode(entry.key), True)
+    doc.common_prefixes(page.common_prefixes, encode)
+    return doc.bytes()
 
 
 def list_object_versions_xml(page: ListingPage) -> bytes:

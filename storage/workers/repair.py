@@ -140,6 +140,7 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
 
 class RepairWorker:
     name = "repair"
+    idle_s = 0.25  # the runner's pause after an idle step: queued damage is picked up fast
 
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
                  health: HealthTracker, cpu: Executor,
@@ -239,9 +240,13 @@ class RepairWorker:
             self.stats = RepairStats(**{k: v for k, v in old.items() if k in names})
             self._loaded = True
         busy = False
-        if time.monotonic() >= self._next_sweep:
+        sweeping = time.monotonic() >= self._next_sweep
+        if sweeping:
             busy = await self.sweep_step() or busy
         busy = await self.queue_step() or busy
+        if sweeping:  # after the repairs it may have queued, so detection is not delayed
+            await self._poll_quarantine()
+            await self._collect_orphans()
         await self._publish()
         return WorkerState.BUSY if busy else WorkerState.IDLE
 
@@ -373,8 +378,6 @@ class RepairWorker:
         if self._sweep_cursor == b"X/":
             self._pass_started = time.time()
             self._volume_stripes = await volume_stripes(self._meta)
-        await self._poll_quarantine()
-        await self._collect_orphans()
         items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
 

@@ -75,8 +75,9 @@ class WorkerRunner:
         while lease.valid() and not loop.done():
             left = lease.ttl_s - (time.monotonic() - lease.renewed_at)
             await asyncio.sleep(max(0.05, min(lease.ttl_s / 3, left - 0.05)))
-            try:
-                if not await self.leases.renew(lease):
+            left = lease.ttl_s - (time.monotonic() - lease.renewed_at)
+            try:  # a renewal still hanging when the TTL runs out counts as lost
+                if not await asyncio.wait_for(self.leases.renew(lease), max(0.05, left)):
                     log.warning("worker %s: lease lost; stopping it here", lease.name)
                     return
             except asyncio.CancelledError:
@@ -97,7 +98,7 @@ class WorkerRunner:
                 log.exception("worker %s failed a step", worker.name)
                 state = WorkerState.IDLE
             if state is WorkerState.IDLE:
-                await asyncio.sleep(self.idle_s)
+                await asyncio.sleep(getattr(worker, "idle_s", self.idle_s))  # per-worker pause
             else:
                 await asyncio.sleep(0)
 
