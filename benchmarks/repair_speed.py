@@ -36,11 +36,25 @@ def put_rate(s3, bucket: str, prefix: str, n: int, size: int, seed: int) -> floa
     return n * size / 2**20 / (time.perf_counter() - t)
 
 
+def cpu_seconds(run_dir: Path) -> dict[str, float]:
+    """CPU time (user + system) used so far by each cluster process named in run/*.pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for f in run_dir.glob("*.pid"):
+        try:
+            fields = Path(f"/proc/{int(f.read_text())}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        out[f.stem] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--objects", type=int, default=24)
     ap.add_argument("--mib", type=int, default=4)
     ap.add_argument("--rate", type=float, default=0.0, help="repair MB/s cap (0 = none)")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory (logs)")
     ap.add_argument("--profile", metavar="SVG", help="record the gateway with py-spy (SVG, or collapsed stacks if .txt)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tessera-repair-bench-"))
@@ -73,7 +87,9 @@ def main() -> int:
                                    stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         c.restart_node(victim)
+        cpu0 = cpu_seconds(tmp / "run")
         t0 = time.perf_counter()
+        print(f"node {victim} restarted at {time.time():.3f}")
         rates: list[float] = []
         client = threading.Thread(target=lambda: rates.append(
             put_rate(c.s3(), "bench", "during-", 4, size, 2)))
@@ -90,6 +106,7 @@ def main() -> int:
                 return 1
             time.sleep(0.05)
         elapsed = time.perf_counter() - t0
+        cpu1 = cpu_seconds(tmp / "run")
         t_first = t_first or t0
         client.join()
         if spy is not None:
@@ -103,11 +120,19 @@ def main() -> int:
         steady = max(1e-3, time.perf_counter() - t_first)
         print(f"first rebuilt bytes after {t_first - t0:.2f} s; from then on "
               f"{rebuilt / 2**20 / steady:.1f} MiB/s ({rebuilt / 1e6 / steady:.1f} MB/s)")
+        gw_cpu = cpu1.get("gateway", 0.0) - cpu0.get("gateway", 0.0)
+        node_cpu = sum(v - cpu0.get(k, v) for k, v in cpu1.items() if k != "gateway")
+        print(f"CPU used meanwhile (repair + the client PUTs): gateway {gw_cpu:.1f} s, nodes "
+              f"{node_cpu:.1f} s over {elapsed:.1f} s wall on {os.cpu_count()} cores; machine "
+              f"load average {os.getloadavg()[0]:.1f}")
         print(f"client PUT throughput: {base:.1f} MiB/s before, {during:.1f} MiB/s while "
               "repairing")
     finally:
         c.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if a.keep:
+            print(f"data kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -184,8 +184,18 @@ async def run(data_dir: Path, port: int, node_port: int, admin_port: int,
     if gateways > 1 and metadata != "etcd" and not (data_dir / "etcd" / "members.json").exists():
         raise RuntimeError(f"--gateways {gateways} needs --metadata etcd: SQLite metadata "
                            "lives on one machine and serves a single gateway")
-    data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "tessera.toml"
+    if config.exists():
+        gw = load_config(config).gateway
+        listens = gateway_listens(gw.listen, gw.admin_listen, gateways)
+    else:
+        listens = gateway_listens(f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}", gateways)
+    if len({a for pair in listens for a in pair}) < 2 * gateways:
+        raise RuntimeError(f"--gateways {gateways}: the S3 and admin ports overlap "
+                           f"({', '.join(a for pair in listens for a in pair)}); choose "
+                           f"--admin-port {int(listens[-1][0].rpartition(':')[2]) + 1} or "
+                           "higher (at first start)")
+    data_dir.mkdir(parents=True, exist_ok=True)
     etcd = _local_etcd(data_dir, metadata, etcd_port, etcd_peer_port)
     if etcd is not None:
         await asyncio.to_thread(etcd.start)
@@ -206,10 +216,6 @@ async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_po
                                          day_seconds, inline_max_bytes))
     cfg = load_config(config)
     listens = gateway_listens(cfg.gateway.listen, cfg.gateway.admin_listen, gateways)
-    if len({a for pair in listens for a in pair}) < 2 * gateways:
-        raise RuntimeError(f"--gateways {gateways}: S3 ports and admin ports overlap "
-                           f"({', '.join(a for pair in listens for a in pair)}); pass "
-                           "--admin-port beyond the S3 ports at first start")
     env = await bootstrap(config)
     log_dir = data_dir / "logs"
     log_dir.mkdir(exist_ok=True)

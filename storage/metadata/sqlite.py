@@ -3,7 +3,8 @@
 Writes from concurrent requests are gathered into one transaction (one fsync) by a single
 committer, each applied in its own savepoint so a failed compare affects only its own
 operation. Reads use a second connection (WAL readers never block the writer) and see
-every write whose call has returned. Revisions come from one global counter, as in etcd,
+every write whose call has returned. Several processes may share the file: the revision
+counter is read inside each write transaction. Revisions come from one global counter, as in etcd,
 so a compare-and-swap works across keys.
 """
 
@@ -120,6 +121,10 @@ class SqliteStore:
             return self._rev
 
         c.execute("BEGIN IMMEDIATE")
+        # Other processes (the volume driver, `tessera lifecycle run-once`) may write the same
+        # file: take the revision counter from the file inside the write lock, never a cache.
+        self._rev = start_rev = c.execute(
+            "SELECT value FROM meta WHERE name='revision'").fetchone()[0]
         try:
             for op, _ in batch:
                 c.execute("SAVEPOINT op")

@@ -111,7 +111,8 @@ class FrameReader:
             end = FRAME_HEAD_BYTES + length
             if len(self._buf) < end:
                 break
-            block = bytes(self._buf[FRAME_HEAD_BYTES:end])
+            with memoryview(self._buf) as mv:
+                block = bytes(mv[FRAME_HEAD_BYTES:end])  # one copy (a slice would be two)
             del self._buf[:end]
             verify_frame(self.header, self.segment, block, crc)
             out.append((self.segment, block))

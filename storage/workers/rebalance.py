@@ -48,7 +48,8 @@ class RebalanceSettings:
     parallel: int = 8  # stripes moved at once
     batch: int = 256  # stripes examined per step
     max_moves: int = 256  # balance moves per pass (draining is not bounded)
-    threshold: float = 0.10  # a node below mean * (1 - threshold) receives shards
+    threshold: float = 0.10  # a node below mean * (1 - threshold) receives shards...
+    min_gap_bytes: float = 1024 * 1024 * 1024  # ...and at least this far below the mean
     interval_s: float = 10.0  # pause between two passes when there is nothing to drain
 
     @classmethod
@@ -66,6 +67,8 @@ class RebalanceSettings:
                    batch=max(1, int(num("TESSERA_REBALANCE_BATCH", d.batch))),
                    max_moves=int(num("TESSERA_REBALANCE_MAX_MOVES", d.max_moves)),
                    threshold=num("TESSERA_REBALANCE_THRESHOLD", d.threshold),
+                   min_gap_bytes=num("TESSERA_REBALANCE_MIN_GAP_MB",
+                                     d.min_gap_bytes / 2**20) * 2**20,
                    interval_s=num("TESSERA_REBALANCE_INTERVAL_S", d.interval_s))
 
 
@@ -149,6 +152,7 @@ class Rebalancer:
         self._moved: dict[str, int] = {}  # draining node -> shards moved off this pass
         self._used: dict[str, float] = {}  # planned used bytes per node (balance)
         self._mean: dict[str, float] = {}  # role -> mean used bytes at the pass start
+        self._receivers: set[str] = set()  # nodes well below their role's mean at the start
         self._budget = 0
         self._draining_ids: set[str] = set()
         self._loaded = False
@@ -253,16 +257,16 @@ class Rebalancer:
                   and self._health.is_usable(m.spec.id)]
         self._used = {n.id: float(self._health.states[n.id].used_bytes) for n in active}
         self._mean = {}
-        needy = False
+        self._receivers = set()
         for role in {n.role for n in active}:
             ids = [n.id for n in active if n.role == role]
             mean = sum(self._used[i] for i in ids) / max(1, len(ids))
             self._mean[role] = mean
-            if mean > 0 and any(self._used[i] < mean * (1 - self.settings.threshold)
-                                for i in ids):
-                needy = True
+            gap = max(self.settings.min_gap_bytes, mean * self.settings.threshold)
+            if mean > 0:
+                self._receivers |= {i for i in ids if self._used[i] <= mean - gap}
         self._budget = self.settings.max_moves
-        return needy and self._budget > 0
+        return bool(self._receivers) and self._budget > 0
 
     # planning one stripe -----------------------------------------------------------------------
 
@@ -306,10 +310,9 @@ class Rebalancer:
         for nid in placed:
             if nid in by_id:
                 zones[by_id[nid].zone] = zones.get(by_id[nid].zone, 0) + 1
-        low = mean * (1 - self.settings.threshold)
-        receivers = sorted((u, nid) for nid, u in self._used.items()
+        receivers = sorted((self._used[nid], nid) for nid in self._receivers
                            if nid in by_id and by_id[nid].role == profile.role
-                           and nid not in placed and u + size <= mean and u < low)
+                           and nid not in placed and self._used[nid] + size <= mean)
         if not receivers:
             return None
         donors = sorted(((self._used.get(nid, 0.0), i, nid) for i, nid in enumerate(part.nodes)

@@ -47,6 +47,7 @@ log = logging.getLogger("tessera.repair")
 STATS_KEY = b"S/repair"
 BATCH = 64
 ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
+ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 RETRY_S = 30.0
 
 
@@ -156,6 +157,7 @@ class RepairWorker:
         self._queue_cursor = b"R/"
         self._sweep_cursor = b"X/"
         self._next_sweep = 0.0
+        self._next_orphans = 0.0
         self._pass_health: dict[str, int] = {}
         self._pass_started = 0.0
         self._volume_stripes: set[bytes] | None = None
@@ -246,7 +248,10 @@ class RepairWorker:
         busy = await self.queue_step() or busy
         if sweeping:  # after the repairs it may have queued, so detection is not delayed
             await self._poll_quarantine()
-            await self._collect_orphans()
+            if time.monotonic() >= self._next_orphans:  # costly (a manifest load per shard)
+                await self._collect_orphans()
+                self._next_orphans = time.monotonic() + max(ORPHAN_MIN_INTERVAL_S,
+                                                            self.settings.sweep_interval_s)
         await self._publish()
         return WorkerState.BUSY if busy else WorkerState.IDLE
 

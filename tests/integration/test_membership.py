@@ -22,7 +22,7 @@ from gateway.status import fully_redundant
 from tests.integration.cluster import LocalCluster, free_port
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REBALANCE_INTERVAL_S": "0.5",
-        "TESSERA_ORPHAN_GRACE_S": "3600"}
+        "TESSERA_REBALANCE_MIN_GAP_MB": "1", "TESSERA_ORPHAN_GRACE_S": "3600"}
 DEADLINE_S = 60.0
 NEW_HOST = "127.0.2.20"
 
@@ -116,6 +116,9 @@ def test_drain_moves_every_shard_then_remove(mc: LocalCluster) -> None:
     assert "drained" in text and "MEMBERSHIP" in text
     doc = status(mc)
     assert doc["rebalance"]["copied"] >= held and doc["rebalance"]["failed"] == 0
+    text = subprocess.run([sys.executable, "-m", "gateway.cli", "status"], capture_output=True,
+                          text=True, env={**os.environ, **mc.env}, timeout=60).stdout
+    assert "REBALANCE" in text and f"draining {victim}: drained" in text
     check(s3, "members", data)
     check(s3, "members", during)
     assert_redundant(mc, len(data) + len(during))

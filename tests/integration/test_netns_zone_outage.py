@@ -45,6 +45,7 @@ ENV = {"TESSERA_LEASE_TTL_S": "3", "TESSERA_REPAIR_SWEEP_S": "0.5",
        "TESSERA_REPAIR_DOWN_GRACE_S": "2", "TESSERA_ORPHAN_GRACE_S": "5"}
 BUCKET = "outage"
 READY_S = 60.0
+PACE_S = 0.2  # between a writer's PUTs: bounded load, so the repair after healing is bounded
 
 
 @dataclass
@@ -188,7 +189,7 @@ class Writer:
         while not self.stop.is_set():
             n += 1
             key = f"gw{self.gw}/{self.seed}/{n:05}"
-            body = rnd.randbytes(rnd.randrange(1024, 96 * 1024))
+            body = rnd.randbytes(rnd.randrange(1024, 64 * 1024))
             try:
                 s3.put_object(Bucket=BUCKET, Key=key, Body=body)
             except Exception:  # noqa: BLE001 - unacknowledged: it may or may not exist
@@ -197,6 +198,7 @@ class Writer:
                 continue
             with self.lock:
                 self.acked[key] = hashlib.sha256(body).hexdigest()
+            self.stop.wait(PACE_S)
 
     def count(self) -> int:
         with self.lock:
