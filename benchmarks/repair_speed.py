@@ -1,7 +1,7 @@
 """Repair speed: MB/s of shards rebuilt after one node is wiped, and client PUT throughput
-before and while repair runs.
+before and while repair runs (or, with --drain, MB/s of shards copied off a draining node).
 
-    python benchmarks/repair_speed.py [--objects 24] [--mib 4] [--rate 0]
+    python benchmarks/repair_speed.py [--objects 24] [--mib 4] [--rate 0] [--drain]
 
 Starts its own `tessera up` in a temporary directory (fast sweep, repair rate --rate MB/s,
 0 = unthrottled), writes the objects, kills the node holding most shards, deletes its shard
@@ -49,16 +49,48 @@ def cpu_seconds(run_dir: Path) -> dict[str, float]:
     return out
 
 
+def drain(c: ChaosCluster, victim: str, held: list[Path]) -> int:
+    """Drain `victim` and report the copy rate until it holds no shard file."""
+    from gateway.admincli import admin_request
+
+    nbytes = sum(p.stat().st_size for p in held)
+    cpu0 = cpu_seconds(c.data / "run")
+    t0 = time.perf_counter()
+    admin_request("POST", f"/nodes/{victim}/drain", env=c.env)
+    while any(p.parts[-5] == victim for p in c.shard_files()):
+        if time.perf_counter() - t0 > 600:
+            print("drain did not finish within 600 s")
+            return 1
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    cpu1 = cpu_seconds(c.data / "run")
+    rb = c.status()["rebalance"]
+    print(f"drained node {victim}: {len(held)} shards, {nbytes / 2**20:.1f} MiB in {elapsed:.2f} s "
+          f"(until its last file was collected): {nbytes / 2**20 / elapsed:.1f} MiB/s "
+          f"({nbytes / 1e6 / elapsed:.1f} MB/s); copied {rb.get('copied')}, rebuilt "
+          f"{rb.get('rebuilt')}, failed {rb.get('failed')}")
+    gw_cpu = cpu1.get("gateway", 0.0) - cpu0.get("gateway", 0.0)
+    node_cpu = sum(v - cpu0.get(k, v) for k, v in cpu1.items() if k != "gateway")
+    print(f"CPU used meanwhile: gateway {gw_cpu:.1f} s, nodes {node_cpu:.1f} s; machine load "
+          f"average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--objects", type=int, default=24)
     ap.add_argument("--mib", type=int, default=4)
     ap.add_argument("--rate", type=float, default=0.0, help="repair MB/s cap (0 = none)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory (logs)")
-    ap.add_argument("--profile", metavar="SVG", help="record the gateway with py-spy (SVG, or collapsed stacks if .txt)")
+    ap.add_argument("--profile", metavar="SVG",
+                    help="record the gateway with py-spy (SVG, or collapsed stacks if .txt)")
+    ap.add_argument("--drain", action="store_true",
+                    help="instead of wiping a node, drain it (`tessera node drain`) and time the "
+                         "rebalancer copying its shards away")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tessera-repair-bench-"))
     env = {**os.environ, **FAST_ENV, "TESSERA_REPAIR_RATE_MBPS": str(a.rate),
+           "TESSERA_REBALANCE_RATE_MBPS": str(a.rate), "TESSERA_REBALANCE_INTERVAL_S": "0.5",
            "TESSERA_SCRUB_RATE_MBPS": "0"}
     c = ChaosCluster(tmp, env)
     try:
@@ -71,6 +103,8 @@ def main() -> int:
         for p in c.shard_files():
             files.setdefault(p.parts[-5], []).append(p)
         victim = max(files, key=lambda n: len(files[n]))
+        if a.drain:
+            return drain(c, victim, files[victim])
         lost = len(files[victim])
         lost_bytes = sum(p.stat().st_size for p in files[victim])
         c.kill_node(victim)
