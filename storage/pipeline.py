@@ -32,6 +32,13 @@ def shard_file_bytes(size: int, segment_size: int, k: int) -> int:
         for i in range(n))
 
 
+def shard_headers(k: int, m: int, segment_size: int, stripe_id: bytes) -> list[ShardHeader]:
+    """The header of every shard index of a stripe (what the writer puts in each file)."""
+    b = block_size(segment_size + TAG_BYTES, k)
+    return [ShardHeader(k=k, m=m, index=i, segment_size=segment_size, block_size=b,
+                        stripe_id=stripe_id) for i in range(k + m)]
+
+
 @dataclass(frozen=True)
 class StripeCodec:
     """Everything needed to encode or decode the segments of one part of one object version."""
@@ -44,11 +51,7 @@ class StripeCodec:
     segment_size: int
 
     def headers(self) -> list[ShardHeader]:
-        b = block_size(self.segment_size + TAG_BYTES, self.codec.k)
-        return [ShardHeader(k=self.codec.k, m=self.codec.m, index=i,
-                            segment_size=self.segment_size, block_size=b,
-                            stripe_id=self.stripe_id)
-                for i in range(self.codec.k + self.codec.m)]
+        return shard_headers(self.codec.k, self.codec.m, self.segment_size, self.stripe_id)
 
     def encode(self, headers: list[ShardHeader], index: int, last: bool,
                plaintext: bytes | memoryview) -> list[bytes]:

@@ -16,22 +16,19 @@ from dataclasses import dataclass
 
 from storage.config import NodeSpec
 from storage.crypto.aead import TAG_BYTES
-from storage.erasure import ErasureCodec, block_size
-from storage.errors import DataUnavailable, StorageError
-from storage.pipeline import segment_count, segment_length, shard_file_bytes
+from storage.erasure import ErasureCodec
+from storage.errors import StorageError
+from storage.pipeline import segment_count, segment_length, shard_file_bytes, shard_headers
 from storage.records import PartLayout
 from storage.shards.client import NodeClient
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
-from storage.stripes import _ShardSender, _ShardStream
+from storage.stripes import _ShardSender, read_blocks
 
 
 def part_headers(part: PartLayout) -> list[ShardHeader]:
     """The shard headers of every index of a part's stripe (as the writer made them)."""
-    b = block_size(part.segment_size + TAG_BYTES, part.k)
-    return [ShardHeader(k=part.k, m=part.m, index=i, segment_size=part.segment_size,
-                        block_size=b, stripe_id=part.stripe_id)
-            for i in range(part.k + part.m)]
+    return shard_headers(part.k, part.m, part.segment_size, part.stripe_id)
 
 
 class Throttle:
@@ -71,51 +68,23 @@ async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
     DataUnavailable when fewer than k sources can be read for some segment.
     """
-    k = part.k
     codec = ErasureCodec(part.k, part.m)
     headers = part_headers(part)
     nsegs = segment_count(part.size, part.segment_size)
     wanted = sorted(targets)
     loop = asyncio.get_running_loop()
-    pool = list(sources)
-    active: list[_ShardStream] = []
     bad: dict[int, str] = {}
     length = shard_file_bytes(part.size, part.segment_size, part.k)
     senders = {i: _ShardSender(client, targets[i], shard_id(part.stripe_id, i),
                                headers[i].pack(), nsegs, stall_s, length) for i in wanted}
     written_bytes = 0
 
-    def _open(seg: int) -> bool:
-        if not pool:
-            return False
-        i, node = pool.pop(0)
-        active.append(_ShardStream(client, node, shard_id(part.stripe_id, i), headers[i], seg,
-                                   nsegs - seg))
-        return True
+    def failed_source(index: int, _node: NodeSpec, exc: StorageError) -> None:
+        bad[index] = str(exc)[:200]
 
     try:
-        while len(active) < k and _open(0):
-            pass
-        for seg in range(nsegs):
-            blocks: dict[int, bytes] = {}
-            while len(blocks) < k:
-                pending = [s for s in active if s.index not in blocks]
-                if len(pending) + len(blocks) < k and not _open(seg):
-                    raise DataUnavailable(
-                        f"stripe {part.stripe_id.hex()}: fewer than {k} readable shards "
-                        f"({'; '.join(bad.values())})")
-                pending = [s for s in active if s.index not in blocks]
-                results = await asyncio.gather(*(s.next() for s in pending),
-                                               return_exceptions=True)
-                for s, r in zip(pending, results, strict=True):
-                    if isinstance(r, BaseException):
-                        if not isinstance(r, StorageError):
-                            raise r
-                        bad[s.index] = str(r)[:200]
-                        active.remove(s)
-                        await s.close()
-                    else:
-                        blocks[s.index] = r[1]
+        async for seg, blocks in read_blocks(client, headers, sources, part.k, 0, nsegs - 1,
+                                             failed_source):
             sealed_len = segment_length(part.size, part.segment_size, seg) + TAG_BYTES
             rebuilt = await loop.run_in_executor(cpu, codec.rebuild, blocks, sealed_len, wanted)
             frames = {i: pack_frame(headers[i], seg, rebuilt[i]) for i in wanted}
@@ -131,9 +100,6 @@ async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
         for s in senders.values():
             await s.cancel()
         raise
-    finally:
-        for st in active:
-            await st.close()
     written = {i: targets[i].id for i, ok in zip(wanted, oks, strict=True) if ok}
     failed = {i: senders[i].error or "failed" for i, ok in zip(wanted, oks, strict=True)
               if not ok}

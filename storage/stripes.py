@@ -247,60 +247,24 @@ class StripeStore:
                    ) -> AsyncIterator[bytes]:
         """Yield the plaintext of segments [first, last] of a stripe of `size` bytes."""
         loop = asyncio.get_running_loop()
-        k = codec.codec.k
         by_id = self._nodes_by_id()
-        headers = codec.headers()
         nsegs = segment_count(size, codec.segment_size)
-        placed = [(i, n) for i, n in enumerate(nodes) if n is not None and n in by_id]
-        usable = [p for p in placed if self._health.is_usable(p[1])]
-        candidates = usable + [p for p in placed if p not in usable]  # down ones last
-        active: list[_ShardStream] = []
-        errors: list[str] = []
+        placed = [(i, by_id[n]) for i, n in enumerate(nodes) if n is not None and n in by_id]
+        usable = [p for p in placed if self._health.is_usable(p[1].id)]
+        sources = usable + [p for p in placed if p not in usable]  # down ones last
 
-        def _open(seg: int) -> bool:
-            if not candidates:
-                return False
-            i, nid = candidates.pop(0)
-            active.append(_ShardStream(self._client, by_id[nid], shard_id(codec.stripe_id, i),
-                                       headers[i], seg, last - seg + 1))
-            return True
+        def failed(index: int, node: NodeSpec, exc: StorageError) -> None:
+            if not isinstance(exc, IntegrityError) and getattr(exc, "status", None) not in (
+                    404, 409, 416):
+                self._health.report_failure(node.id, str(exc))
+            if on_damage:
+                on_damage(codec.stripe_id, index, str(exc))
 
-        try:
-            while len(active) < k and _open(first):
-                pass
-            for seg in range(first, last + 1):
-                blocks: dict[int, bytes] = {}
-                while len(blocks) < k:
-                    pending = [s for s in active if s.index not in blocks]
-                    results = await asyncio.gather(*(s.next() for s in pending),
-                                                   return_exceptions=True)
-                    for s, r in zip(pending, results, strict=True):
-                        if isinstance(r, BaseException):
-                            if not isinstance(r, StorageError):
-                                raise r
-                            errors.append(str(r))
-                            active.remove(s)
-                            await s.close()
-                            if isinstance(r, IntegrityError) and on_damage:
-                                on_damage(codec.stripe_id, s.index, str(r))
-                            else:
-                                if getattr(r, "status", None) not in (404, 409, 416):
-                                    self._health.report_failure(s.node.id, str(r))
-                                if on_damage:
-                                    on_damage(codec.stripe_id, s.index, str(r))
-                            if not _open(seg):
-                                if len({a.index for a in active} | set(blocks)) < k:
-                                    raise DataUnavailable(
-                                        f"stripe {codec.stripe_id.hex()} segment {seg}: fewer "
-                                        f"than {k} shards readable ({'; '.join(errors[-4:])})")
-                        else:
-                            blocks[s.index] = r[1]
-                plen = segment_length(size, codec.segment_size, seg)
-                yield await loop.run_in_executor(self._cpu, codec.decode, seg,
-                                                 seg == nsegs - 1, plen, blocks)
-        finally:
-            for s in active:
-                await s.close()
+        async for seg, blocks in read_blocks(self._client, codec.headers(), sources,
+                                             codec.codec.k, first, last, failed):
+            plen = segment_length(size, codec.segment_size, seg)
+            yield await loop.run_in_executor(self._cpu, codec.decode, seg,
+                                             seg == nsegs - 1, plen, blocks)
 
     async def delete(self, stripe_id: bytes, nodes: Sequence[str | None]) -> list[str]:
         """Delete every shard of a stripe; returns the nodes that could not be reached."""
@@ -315,3 +279,58 @@ class StripeStore:
 
         await asyncio.gather(*(one(i, n) for i, n in enumerate(nodes) if n and n in by_id))
         return failed
+
+
+async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
+                      sources: Sequence[tuple[int, NodeSpec]], k: int, first: int, last: int,
+                      failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
+                      ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
+    """For each segment in [first, last], k verified blocks (index -> block).
+
+    Sources (shard index, node) are read in order, k at a time, each as one streaming
+    request; one that fails mid-stream is reported to `failed` and replaced by the next
+    source from the segment it stopped at. DataUnavailable when fewer than k can be read.
+    """
+    pool = list(sources)
+    active: list[_ShardStream] = []
+    errors: list[str] = []
+    stripe_id = headers[0].stripe_id
+
+    def _open(seg: int) -> bool:
+        if not pool:
+            return False
+        i, node = pool.pop(0)
+        active.append(_ShardStream(client, node, shard_id(stripe_id, i), headers[i], seg,
+                                   last - seg + 1))
+        return True
+
+    try:
+        while len(active) < k and _open(first):
+            pass
+        for seg in range(first, last + 1):
+            blocks: dict[int, bytes] = {}
+            while len(blocks) < k:
+                pending = [s for s in active if s.index not in blocks]
+                while len(pending) + len(blocks) < k:
+                    if not _open(seg):
+                        raise DataUnavailable(
+                            f"stripe {stripe_id.hex()} segment {seg}: fewer than {k} shards "
+                            f"readable ({'; '.join(errors[-4:])})")
+                    pending.append(active[-1])
+                results = await asyncio.gather(*(s.next() for s in pending),
+                                               return_exceptions=True)
+                for s, r in zip(pending, results, strict=True):
+                    if isinstance(r, BaseException):
+                        if not isinstance(r, StorageError):
+                            raise r
+                        errors.append(str(r)[:200])
+                        active.remove(s)
+                        await s.close()
+                        if failed is not None:
+                            failed(s.index, s.node, r)
+                    else:
+                        blocks[s.index] = r[1]
+            yield seg, blocks
+    finally:
+        for s in active:
+            await s.close()
