@@ -9,6 +9,8 @@ NotImplemented.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway.s3 import config_xml
@@ -29,25 +31,36 @@ async def _config(rq: S3Request, name: str) -> object:
 # --- CORS ----------------------------------------------------------------------------------
 
 
-@operation("PutBucketCors")
-async def put_bucket_cors(rq: S3Request) -> web.StreamResponse:
-    rules = config_xml.parse_cors(await read_small_body(rq))
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, cors=rules)
-    return web.Response(status=200)
+def _xml_subresource(name: str, ops: tuple[str, str, str], parse: Any, build: Any,
+                     missing: str) -> None:
+    """Register Put/Get/Delete of a bucket configuration stored parsed under `name`."""
+    put_op, get_op, delete_op = ops
+
+    @operation(put_op)
+    async def put(rq: S3Request) -> web.StreamResponse:
+        value = parse(await read_small_body(rq))
+        await rq.cluster.buckets.update(rq.tenant, rq.bucket, **{name: value})
+        return web.Response(status=200)
+
+    @operation(get_op)
+    async def get(rq: S3Request) -> web.StreamResponse:
+        value = await _config(rq, name)
+        if value is None:
+            raise S3Error(missing, BucketName=rq.bucket)
+        return xml_response(build(value))
+
+    @operation(delete_op)
+    async def delete(rq: S3Request) -> web.StreamResponse:
+        await rq.cluster.buckets.update(rq.tenant, rq.bucket, **{name: None})
+        return web.Response(status=204)
 
 
-@operation("GetBucketCors")
-async def get_bucket_cors(rq: S3Request) -> web.StreamResponse:
-    rules = await _config(rq, "cors")
-    if rules is None:
-        raise S3Error("NoSuchCORSConfiguration", BucketName=rq.bucket)
-    return xml_response(config_xml.cors_xml(rules))  # type: ignore[arg-type]
-
-
-@operation("DeleteBucketCors")
-async def delete_bucket_cors(rq: S3Request) -> web.StreamResponse:
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, cors=None)
-    return web.Response(status=204)
+_xml_subresource("cors", ("PutBucketCors", "GetBucketCors", "DeleteBucketCors"),
+                 config_xml.parse_cors, config_xml.cors_xml, "NoSuchCORSConfiguration")
+_xml_subresource("lifecycle", ("PutBucketLifecycleConfiguration",
+                               "GetBucketLifecycleConfiguration", "DeleteBucketLifecycle"),
+                 config_xml.parse_lifecycle, config_xml.lifecycle_xml,
+                 "NoSuchLifecycleConfiguration")
 
 
 # --- policy --------------------------------------------------------------------------------
@@ -95,30 +108,6 @@ async def get_bucket_encryption(rq: S3Request) -> web.StreamResponse:
 @operation("DeleteBucketEncryption")
 async def delete_bucket_encryption(rq: S3Request) -> web.StreamResponse:
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, encryption=None)
-    return web.Response(status=204)
-
-
-# --- lifecycle -----------------------------------------------------------------------------
-
-
-@operation("PutBucketLifecycleConfiguration")
-async def put_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
-    rules = config_xml.parse_lifecycle(await read_small_body(rq))
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, lifecycle=rules)
-    return web.Response(status=200)
-
-
-@operation("GetBucketLifecycleConfiguration")
-async def get_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
-    rules = await _config(rq, "lifecycle")
-    if rules is None:
-        raise S3Error("NoSuchLifecycleConfiguration", BucketName=rq.bucket)
-    return xml_response(config_xml.lifecycle_xml(rules))  # type: ignore[arg-type]
-
-
-@operation("DeleteBucketLifecycle")
-async def delete_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, lifecycle=None)
     return web.Response(status=204)
 
 
