@@ -10,11 +10,13 @@ from aiohttp import web
 
 from gateway.metrics import Metrics
 from gateway.s3.server import S3Server
+from gateway.site import GuardedTCPSite
 from storage.cluster import Cluster
 from storage.config import Config
 
 log = logging.getLogger("tessera.gateway")
 MAX_FIELD_BYTES = 16 * 1024
+KEEPALIVE_TIMEOUT_S = 75.0  # idle keep-alive connections are closed after this
 
 
 def split_hostport(addr: str) -> tuple[str, int]:
@@ -24,7 +26,8 @@ def split_hostport(addr: str) -> tuple[str, int]:
 
 def create_s3_app(server: S3Server) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024, handler_args={
-        "max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES})
+        "max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES,
+        "keepalive_timeout": KEEPALIVE_TIMEOUT_S})
     app.router.add_route("*", "/{tail:.*}", server.handle)
 
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
@@ -73,7 +76,8 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             host, port = split_hostport(addr)
-            await web.TCPSite(runner, host, port, backlog=1024).start()
+            await GuardedTCPSite(runner, host, port,
+                                 header_timeout_s=cfg.gateway.header_timeout_s).start()
             runners.append(runner)
         if ready_line:
             print(f"gateway ready on http://{cfg.gateway.listen} "

@@ -57,6 +57,7 @@ class GatewayConfig:
     max_skew_s: int = 900
     max_object_size: int = 5 * 1024**4
     max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 20.0  # a connection must send its first request's headers
     cpu_threads: int = 2
 
 

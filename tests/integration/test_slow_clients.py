@@ -1,0 +1,33 @@
+"""Stalled clients: a connection that never finishes its request headers is closed."""
+
+from __future__ import annotations
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+from tests.integration.cluster import LocalCluster
+
+
+def test_stalled_headers_are_cut_and_server_keeps_serving(fresh_cluster: LocalCluster) -> None:
+    c = fresh_cluster
+    c.stop()
+    toml = c.data / "tessera.toml"
+    toml.write_text(toml.read_text().replace("[gateway]\n", "[gateway]\nheader_timeout_s = 2.0\n",
+                                             1))
+    c.start()
+    host, port = urlsplit(c.endpoint).hostname, urlsplit(c.endpoint).port
+    stalled = []
+    for _ in range(20):
+        s = socket.create_connection((host, port), timeout=30)
+        s.sendall(b"PUT /bucket/key HTTP/1.1\r\nHost: x\r\nContent-Le")  # and nothing more
+        stalled.append(s)
+    started = time.monotonic()
+    for s in stalled:
+        assert s.recv(1024) == b""  # closed by the server, not by our timeout
+        s.close()
+    assert time.monotonic() - started < 25
+    s3 = c.client()
+    s3.create_bucket(Bucket="after-stall")
+    s3.put_object(Bucket="after-stall", Key="k", Body=b"still serving")
+    assert s3.get_object(Bucket="after-stall", Key="k")["Body"].read() == b"still serving"
