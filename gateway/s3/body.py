@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.s3 import checksums
+from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
-from gateway.s3.sigv4 import AuthResult, ChunkedDecoder, SigV4Error
+from gateway.s3.sigv4 import AuthResult, SigV4Error
 
 READ_CHUNK = 1024 * 1024
 BODY_IDLE_TIMEOUT_S = 20.0  # longest wait for the next body bytes (AWS: about 20 s)

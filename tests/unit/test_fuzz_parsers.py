@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.s3 import config_xml, policy, sse, xml
+from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
-from gateway.s3.sigv4 import AuthResult, ChunkedDecoder, SigV4Error, authenticate
+from gateway.s3.sigv4 import AuthResult, SigV4Error, authenticate
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

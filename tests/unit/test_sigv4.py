@@ -19,9 +19,9 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
+from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.sigv4 import (
     AuthResult,
-    ChunkedDecoder,
     SigV4Error,
     authenticate,
     canonical_query,
