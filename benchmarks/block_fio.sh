@@ -26,6 +26,18 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${TESSERA_CONFIG:-}" ]; then
+  # s3backer always addresses its bucket as a virtual host (BUCKET.localhost, which curl
+  # resolves to 127.0.0.1): write the cluster config with that domain before the first start.
+  mkdir -p "$DATA"
+  python3 -c '
+import sys
+from pathlib import Path
+from gateway.localcluster import default_config
+data = Path(sys.argv[1]).resolve()
+text = default_config(data, 19800, 19802, 19801)
+text = text.replace("[gateway]\n", "[gateway]\nvirtual_host_domain = \"localhost\"\n", 1)
+(data / "tessera.toml").write_text(text)
+' "$DATA"
   python -m gateway.cli up --data "$DATA" --port 19800 --admin-port 19801 --node-port 19802 \
     >"$WORK/up.log" 2>&1 &
   UP_PID=$!
