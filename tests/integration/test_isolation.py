@@ -188,6 +188,14 @@ def test_bucket_policy_narrows_within_tenant_and_opens_public_read(
         with pytest.raises(ClientError) as ei:
             fn()
         assert _code(ei.value) == "AccessDenied"
+    # A denied object cannot be read by copying it elsewhere either.
+    a.create_bucket(Bucket=bucket + "-dst")
+    with pytest.raises(ClientError) as ei:
+        a.copy_object(Bucket=bucket + "-dst", Key="leak",
+                      CopySource={"Bucket": bucket, "Key": "secret/s.txt"})
+    assert _code(ei.value) == "AccessDenied"
+    a.copy_object(Bucket=bucket + "-dst", Key="ok",
+                  CopySource={"Bucket": bucket, "Key": "other/o.txt"})
     # Never across tenants, even where the policy says Principal "*".
     with pytest.raises(ClientError) as ei:
         b.get_object(Bucket=bucket, Key="public/p.txt")

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from gateway.s3 import checksums, sse, xml
+from gateway.s3 import checksums, policy, sse, xml
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.objects import put_options
@@ -78,6 +78,10 @@ async def copy_source(rq: S3Request) -> tuple[ObjectVersion, bool]:
     """The source version (same tenant only) after its preconditions: (version, versioned)."""
     bucket, key, vid = parse_copy_source(rq.headers["x-amz-copy-source"])
     b = await rq.cluster.buckets.get(rq.tenant, bucket)
+    text = b.config.get("policy")
+    if text and policy.evaluate(str(text), "s3:GetObject", policy.resource_of(bucket, key),
+                                policy.principal_ids(rq.tenant, rq.auth.access_key)) == "Deny":
+        raise S3Error("AccessDenied")  # the source bucket's policy narrows reads of it
     v = await rq.cluster.objects.head(rq.tenant, bucket, key, vid)
     if v.delete_marker:
         if vid is not None:
