@@ -130,8 +130,10 @@ def _tenant(a: argparse.Namespace) -> None:
         if a.confirm != a.name:
             raise CliError(f"shredding destroys every object of {a.name} forever; repeat with "
                            f"--confirm {a.name}")
-        r = admin_request("POST", f"/tenants/{q(a.name)}/shred",
-                          {"confirm": a.confirm, "wait_s": a.wait})
+        body: dict[str, object] = {"confirm": a.confirm}
+        if a.wait is not None:
+            body["wait_s"] = a.wait
+        r = admin_request("POST", f"/tenants/{q(a.name)}/shred", body)
         text = (f"tenant {a.name}: keys destroyed" if r["state"] == "shredded" else
                 f"tenant {a.name}: keys will be destroyed at {_when(r['due'])} "
                 f"(cancel with: tessera tenant shred {a.name} --cancel)")
@@ -182,8 +184,9 @@ def add_admin_commands(sub: Any) -> None:
                        parents=[js])
     sh.add_argument("name")
     sh.add_argument("--confirm", metavar="NAME", help="repeat the tenant name to confirm")
-    sh.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                    help="waiting period before the keys are destroyed (default 0)")
+    sh.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                    help="waiting period before the keys are destroyed (default: the "
+                         "cluster's [gateway] shred_wait_s, 0 unless configured)")
     sh.add_argument("--cancel", action="store_true", help="cancel a scheduled shred")
     t.set_defaults(func=_run(_tenant))
     k = sub.add_parser("key", help="manage S3 access keys (admin API)")

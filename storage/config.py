@@ -58,6 +58,7 @@ class GatewayConfig:
     max_object_size: int = 5 * 1024**4
     max_header_bytes: int = 16 * 1024
     header_timeout_s: float = 20.0  # a connection must send its first request's headers
+    shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys
     cpu_threads: int = 2
 
 

@@ -171,7 +171,7 @@ class AdminApi:
         if call.body.get("confirm") != t.name:
             raise AdminError(400, "ConfirmationRequired", "shredding destroys every object of "
                              f"the tenant forever; repeat with confirm = {t.name!r}")
-        wait = call.body.get("wait_s", 0)
+        wait = call.body.get("wait_s", self.cluster.cfg.gateway.shred_wait_s)
         if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
             raise AdminError(400, "InvalidArgument", "wait_s must be a number of seconds >= 0")
         call.audit["wait_s"] = wait

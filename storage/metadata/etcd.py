@@ -162,6 +162,18 @@ class EtcdStore:
                                 idempotent=False)
         return int(data["header"]["revision"])
 
+    async def scrub(self) -> None:
+        """Compact history up to now, so overwritten or deleted values (a shredded tenant's
+        wrapped keys) no longer exist in etcd's MVCC store."""
+        head = await self._call("/kv/range", {"key": _b64(b"\x00")}, idempotent=True)
+        revision = int(head["header"]["revision"])
+        try:
+            await self._call("/kv/compaction", {"revision": str(revision), "physical": True},
+                             idempotent=True)
+        except EtcdError as exc:
+            if "compacted" not in str(exc):  # already compacted at or past it: nothing to do
+                raise
+
     async def delete(self, key: bytes) -> bool:
         data = await self._call("/kv/deleterange", {"key": _b64(key)}, idempotent=False)
         return int(data.get("deleted", 0)) > 0

@@ -19,7 +19,7 @@ import pytest
 
 from storage.errors import StorageError
 from storage.metadata import Txn, open_store
-from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, api_prefix
+from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, _b64, api_prefix
 from tests.contract.conftest import start_etcd
 from tests.integration.cluster import free_port
 
@@ -181,3 +181,18 @@ async def test_member_loss_fails_over(tmp_path: Path) -> None:
             await store.close()
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_scrub_drops_overwritten_values_from_history(etcd: EtcdStore, ns: bytes) -> None:
+    """After a shred, an old wrapped key must not be readable from etcd's MVCC history."""
+    key = ns + b"secret"
+    old_rev = await etcd.put(key, b"wrapped-kek-v1")
+    await etcd.put(key, b"nothing")
+    old = await etcd._call("/kv/range", {"key": _b64(key), "revision": str(old_rev)},
+                           idempotent=True)
+    assert old["kvs"][0]["value"] == _b64(b"wrapped-kek-v1")
+    await etcd.scrub()
+    with pytest.raises(EtcdError, match="compacted"):
+        await etcd._call("/kv/range", {"key": _b64(key), "revision": str(old_rev)},
+                         idempotent=True)
+    assert (await etcd.get(key)).value == b"nothing"  # type: ignore[union-attr]
