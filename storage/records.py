@@ -109,7 +109,8 @@ class ObjectVersion(Record):
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ObjectVersion:
         known = field_names(PartLayout)  # a newer writer may add part fields
-        d["parts"] = [PartLayout(**{k: v for k, v in p.items() if k in known})
+        d["parts"] = [PartLayout(**p) if p.keys() <= known
+                      else PartLayout(**{k: v for k, v in p.items() if k in known})
                       for p in d.get("parts", [])]
         return cls(**d)
 
