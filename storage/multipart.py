@@ -115,12 +115,19 @@ class Part(Record):
     profile: str
     modified: float
     checksums: dict[str, str] = field(default_factory=dict)
+    # Archive profiles compress before encryption: `size` stays the part's plaintext size
+    # (what S3 reports), `stored_size` is what the stripe holds.
+    compressed: bool = False
+    stored_size: int = 0
 
     def layout(self) -> PartLayout:
-        return PartLayout(number=self.number, size=self.size, etag=self.etag,
-                          stripe_id=self.stripe_id, k=self.k, m=self.m,
+        return PartLayout(number=self.number,
+                          size=self.stored_size if self.compressed else self.size,
+                          etag=self.etag, stripe_id=self.stripe_id, k=self.k, m=self.m,
                           segment_size=self.segment_size, nodes=list(self.nodes),
-                          profile=self.profile, checksums=dict(self.checksums))
+                          profile=self.profile, checksums=dict(self.checksums),
+                          compressed=self.compressed,
+                          plain_size=self.size if self.compressed else 0)
 
 
 @dataclass
@@ -290,8 +297,10 @@ class MultipartService:
         cipher = await self._objects.cipher_for(shell, sse_c_key)
         md5 = hashlib.md5()
         layout = await self._objects.write_part(shell, number, cipher, body,
-                                                [md5, *digests], size_hint, up.storage_class)
-        part = Part(upload_id=upload_id, number=number, size=layout.size,
+                                                [md5, *digests], size_hint, up.storage_class,
+                                                compress=True)
+        part = Part(upload_id=upload_id, number=number, size=layout.plaintext_size,
+                    compressed=layout.compressed, stored_size=layout.size,
                     etag=md5.hexdigest(), stripe_id=layout.stripe_id, k=layout.k, m=layout.m,
                     segment_size=layout.segment_size, nodes=layout.nodes,
                     profile=layout.profile, modified=time.time())

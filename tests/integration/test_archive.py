@@ -334,3 +334,31 @@ def _try(fn: Callable[[], Any]) -> Any:
         return fn()
     except ClientError:
         return None
+
+
+def test_multipart_to_glacier_is_compressed_and_restores(arch: LocalCluster, s3: Any) -> None:
+    parts = [KNOWN * 200_000, KNOWN * 1_000]  # > 5 MiB then a small last part
+    data = b"".join(parts)
+    before = shard_set(arch)
+    up = s3.create_multipart_upload(Bucket="arch", Key="mpu/obj", StorageClass="GLACIER")
+    done = []
+    for n, body in enumerate(parts, start=1):
+        r = s3.upload_part(Bucket="arch", Key="mpu/obj", UploadId=up["UploadId"],
+                           PartNumber=n, Body=body)
+        done.append({"PartNumber": n, "ETag": r["ETag"]})
+    listed = s3.list_parts(Bucket="arch", Key="mpu/obj", UploadId=up["UploadId"])["Parts"]
+    assert [p["Size"] for p in listed] == [len(b) for b in parts]
+    s3.complete_multipart_upload(Bucket="arch", Key="mpu/obj", UploadId=up["UploadId"],
+                                 MultipartUpload={"Parts": done})
+    head = s3.head_object(Bucket="arch", Key="mpu/obj")
+    assert head["ContentLength"] == len(data) and head["StorageClass"] == "GLACIER"
+    added = new_shards(before, shard_set(arch))
+    assert set(added) <= ARCHIVE_NODES
+    stored = sum(p.stat().st_size for node, names in added.items()
+                 for p in arch.shard_files()[node] if p.name in names)
+    assert stored < len(data) // 10  # zstd before encryption, as for single PUTs
+    assert restore(s3, "mpu/obj") == 202
+    wait_for(lambda: restored(s3, "mpu/obj"), timeout=3 * DAY, what="restore")
+    assert s3.get_object(Bucket="arch", Key="mpu/obj")["Body"].read() == data
+    got = s3.get_object(Bucket="arch", Key="mpu/obj", Range="bytes=5-9")["Body"].read()
+    assert got == data[5:10]

@@ -350,5 +350,5 @@ def part_range(v: ObjectVersion, raw: str, range_header: str | None,
         return 0, v.size, None
     if n > len(v.parts):
         raise S3Error("InvalidPartNumber")
-    start = sum(p.size for p in v.parts[: n - 1])
-    return start, start + v.parts[n - 1].size, len(v.parts)
+    start = sum(p.plaintext_size for p in v.parts[: n - 1])
+    return start, start + v.parts[n - 1].plaintext_size, len(v.parts)
