@@ -4,7 +4,9 @@ It starts `tessera up` in a temporary directory (or `--data`), runs PUT/GET/DELE
 multipart when the gateway supports it) while a nemesis injects one fault at a time: kill -9
 and restart a node, a whole zone down and back, flipped bits in or deletion of a shard file,
 a frozen node (SIGSTOP/SIGCONT), the gateway killed in the middle of an upload (the whole
-cluster is then restarted over the same directory). Then it heals, waits for repair and
+cluster is then restarted over the same directory), a zone partitioned (its node addresses
+stop answering: iptables DROP, root only) and a node whose disk is full (it runs on a full
+tmpfs for a while; root only). Then it heals, waits for repair and
 checks every key against a model of what was acknowledged: acknowledged writes read back
 byte-identical, acknowledged deletes stay deleted, an unacknowledged write is either absent
 or complete, and every stripe is back to k+m healthy shards, zone-safely. Exit status 1 on
@@ -37,8 +39,9 @@ FAST_ENV = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3",
 ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]
 READY_S = 90.0
 BUCKET = "chaos"
-FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kill_gateway")
-WEIGHTS = (3, 1, 2, 2, 2, 1)
+FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kill_gateway",
+          "partition_zone", "fill_disk")
+WEIGHTS = (3, 1, 2, 2, 2, 1, 1, 1)
 HEADER_BYTES = 44
 
 
@@ -67,14 +70,17 @@ class Fault:
     pick: int  # deterministic choice among files / offsets
 
 
-def schedule(seed: int, duration: float, node_ids: list[str], zones: list[str]) -> list[Fault]:
-    """The fault schedule of a run: a pure function of the seed and duration."""
+def schedule(seed: int, duration: float, node_ids: list[str], zones: list[str],
+             kinds: tuple[str, ...] = FAULTS) -> list[Fault]:
+    """The fault schedule of a run: a pure function of the seed, duration and fault kinds."""
     rnd = random.Random(f"nemesis-{seed}")
     out: list[Fault] = []
     t = rnd.uniform(2.0, 4.0)
+    weights = [WEIGHTS[FAULTS.index(k)] for k in kinds]
     while t < duration:
-        kind = rnd.choices(FAULTS, WEIGHTS)[0]
-        target = rnd.choice(zones) if kind == "zone_down" else rnd.choice(node_ids)
+        kind = rnd.choices(kinds, weights)[0]
+        zonal = kind in ("zone_down", "partition_zone")
+        target = rnd.choice(zones) if zonal else rnd.choice(node_ids)
         if kind == "kill_gateway":
             target = "gateway"
         elif kind in ("bitflip", "delete_shard"):
@@ -356,6 +362,68 @@ class Nemesis:
                             fh.write(bytes([(b[0] if b else 0) ^ (1 << (f.pick % 8))]))
         elif f.kind == "kill_gateway":
             self._kill_gateway_mid_upload(f)
+        elif f.kind == "partition_zone":
+            self._partition_zone(f, [n for n, z in zones.items() if z == f.target])
+        elif f.kind == "fill_disk":
+            self._fill_disk(f)
+
+    def _partition_zone(self, f: Fault, victims: list[str]) -> None:
+        """The zone's node addresses stop answering (packets dropped, not refused)."""
+        from storage.config import load_config
+
+        cfg = load_config(self.c.data / "tessera.toml")
+        rules = []
+        for n in cfg.nodes:
+            if n.id in victims:
+                host, _, port = n.address.rpartition(":")
+                rules.append(["-p", "tcp", "-d", host, "--dport", port, "-m", "comment",
+                              "--comment", "tessera-chaos", "-j", "DROP"])
+        added = []
+        try:
+            for r in rules:
+                if subprocess.run(["iptables", "-I", "INPUT", *r],
+                                  capture_output=True).returncode != 0:
+                    self.report.faults["partition_zone skipped (no iptables)"] += 1
+                    return
+                added.append(r)
+            time.sleep(f.hold)
+        finally:
+            for r in added:
+                subprocess.run(["iptables", "-D", "INPUT", *r], capture_output=True)
+
+    def _fill_disk(self, f: Fault) -> None:
+        """The node runs on a file system with no space left, then gets its disk back."""
+        import shutil
+
+        nid = f.target
+        home = self.c.data / "nodes" / nid
+        holder = Path(tempfile.mkdtemp(prefix="tessera-fill-"))
+        try:
+            self.c.kill_node(nid)
+            shutil.copytree(home, holder / "before", symlinks=True)
+            used = sum(p.stat().st_blocks * 512 for p in home.rglob("*") if p.is_file())
+            size = used + 2 * 2**20
+            if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(home)], capture_output=True).returncode != 0:
+                self.report.faults["fill_disk skipped (cannot mount)"] += 1
+                self.c.restart_node(nid)
+                return
+            try:
+                shutil.copytree(holder / "before", home, symlinks=True, dirs_exist_ok=True)
+                with contextlib.suppress(OSError), open(home / "filler", "wb") as fh:
+                    while True:
+                        fh.write(bytes(1 << 16))  # until ENOSPC
+                self.c.restart_node(nid)
+                time.sleep(f.hold)
+                self.c.kill_node(nid)
+                (home / "filler").unlink(missing_ok=True)
+                shutil.copytree(home, holder / "during", symlinks=True)
+            finally:
+                subprocess.run(["umount", "-l", str(home)], capture_output=True)
+            shutil.copytree(holder / "during", home, symlinks=True, dirs_exist_ok=True)
+            self.c.restart_node(nid)
+        finally:
+            shutil.rmtree(holder, ignore_errors=True)
 
     def _kill_gateway_mid_upload(self, f: Fault) -> None:
         with self.w.lock:  # the workload pauses: the cluster is restarted under it
@@ -428,7 +496,7 @@ def verify(c: ChaosCluster, model: Model, report: Report) -> None:
 
 
 def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeout: float,
-        out: Any = sys.stdout) -> int:
+        out: Any = sys.stdout, kinds: tuple[str, ...] = FAULTS) -> int:
     tmp = None
     if data is None:
         tmp = tempfile.mkdtemp(prefix="tessera-chaos-")
@@ -443,7 +511,7 @@ def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeou
         with contextlib.suppress(Exception):
             s3.create_bucket(Bucket=BUCKET)
         zones = sorted({zone_of(c.data, n) for n in c.node_ids()})
-        plan = schedule(seed, duration, c.node_ids(), zones)
+        plan = schedule(seed, duration, c.node_ids(), zones, kinds)
         w = Workload(c, seed, report, model)
         nem = Nemesis(c, w, report, seed)
         worker = threading.Thread(target=w.run, daemon=True)
@@ -503,8 +571,14 @@ def chaos_command(a: argparse.Namespace) -> int:
     except ImportError:
         print("tessera chaos: needs boto3 (pip install 'tessera[test]')", file=sys.stderr)
         return 2
+    kinds = tuple(k.strip() for k in a.faults.split(",")) if a.faults else FAULTS
+    unknown = [k for k in kinds if k not in FAULTS]
+    if unknown:
+        print(f"tessera chaos: unknown fault {unknown[0]!r}; choose from {', '.join(FAULTS)}",
+              file=sys.stderr)
+        return 2
     return run(a.duration, a.seed, Path(a.data) if a.data else None, a.keep,
-               a.repair_timeout)
+               a.repair_timeout, kinds=kinds)
 
 
 def add_chaos_command(sub: Any) -> None:
@@ -513,6 +587,8 @@ def add_chaos_command(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the schedule and workload")
     p.add_argument("--data", help="data directory (default: a new temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--faults", default="",
+                   help=f"comma-separated fault kinds to inject (default all: {','.join(FAULTS)})")
     p.add_argument("--repair-timeout", type=float, default=180.0,
                    help="seconds to wait for full redundancy after healing")
     p.set_defaults(func=chaos_command)
