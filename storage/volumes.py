@@ -32,6 +32,7 @@ from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
 from storage.errors import Conflict, InvalidInput, NotFound, QuorumNotReached, StorageError
 from storage.metadata import Item, MetadataStore, Txn, prefix_end
+from storage.objects import stripe_index_key
 from storage.pipeline import StripeCodec, segment_count
 from storage.records import gc_key, pack, repair_key, unpack
 from storage.shards.ids import new_stripe_id
@@ -242,12 +243,14 @@ class VolumeService:
 
     async def _retire_items(self, items: list[Item]) -> None:
         puts: dict[bytes, bytes] = {}
+        deletes = [i.key for i in items]
         for it in items:
             p = _decode_pointer(it.value)
             if not p.trim and p.stripe:
                 puts[gc_key(time.time_ns() + int(self.gc_grace_s * 1e9), p.stripe)] = pack(
                     {"nodes": p.nodes})
-        await self.meta.txn(Txn(puts=puts, deletes=tuple(i.key for i in items)))
+                deletes.append(stripe_index_key(p.stripe))
+        await self.meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
 
     async def _unlink_clone(self, vol: Volume) -> None:
         assert vol.base is not None
@@ -595,9 +598,13 @@ class VolumeHandle:
                 if not prev.trim:
                     due = time.time_ns() + int(self.svc.gc_grace_s * 1e9)
                     puts[gc_key(due, prev.stripe)] = pack({"nodes": prev.nodes})
+                    deletes.append(stripe_index_key(prev.stripe))
             if not hole:
                 d = asdict(p)
                 puts[p.key()] = pack(d)
+                if not p.trim:  # indexed like object stripes, so repair and drain find it
+                    puts[stripe_index_key(p.stripe)] = pack(
+                        {"state": "live", "kind": "extent", "vx": p.key()})
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = lease_key(self.vol.id)
             ok = await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},

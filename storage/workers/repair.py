@@ -100,11 +100,22 @@ class RepairStats:
 
 @dataclass
 class Manifest:
-    """Every metadata record holding one version's manifest, and the part of one stripe."""
+    """Every metadata record naming one stripe's shards, and that stripe's layout.
+
+    For an object: the O/ and V/ records of its version. For a block-volume extent: its one
+    VX/ pointer (`kind` "extent").
+    """
 
     items: list[Item]
-    version: ObjectVersion
     part: PartLayout
+    kind: str = "object"
+
+
+def _extent_layout(raw: bytes) -> PartLayout:
+    p = unpack(raw)
+    return PartLayout(number=int(p["index"]), size=int(p["size"]), etag="",
+                      stripe_id=bytes(p["stripe"]), k=int(p["k"]), m=int(p["m"]),
+                      segment_size=int(p["segment_size"]), nodes=list(p["nodes"]))
 
 
 @dataclass
@@ -122,6 +133,11 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     ref = unpack(x.value)
     if ref.get("state") != "live":
         return str(ref.get("state", "unknown"))
+    if ref.get("kind") == "extent":
+        vx = await meta.get(bytes(ref["vx"]))
+        if vx is None or bytes(unpack(vx.value).get("stripe") or b"") != stripe_id:
+            return "gone"
+        return Manifest(items=[vx], part=_extent_layout(vx.value), kind="extent")
     bucket, key, vid = ref["bucket"], ref["key"], ref["version"]
     items: list[Item] = []
     cur = await meta.get(object_key(bucket, key))
@@ -135,7 +151,7 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
         v = ObjectVersion.decode(it.value)
         for part in v.parts:
             if part.stripe_id == stripe_id:
-                return Manifest(items=items, version=v, part=part)
+                return Manifest(items=items, part=part)
     return "gone"
 
 
@@ -536,16 +552,21 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
             return False, conflicts
         compares: dict[bytes, int] = {}
         puts: dict[bytes, bytes] = {}
+        nodes = list(man.part.nodes) + [None] * (man.part.k + man.part.m - len(man.part.nodes))
+        for i, nid in written.items():
+            nodes[i] = nid
         for it in man.items:
-            v = ObjectVersion.decode(it.value)
-            for p in v.parts:
-                if p.stripe_id == stripe_id:
-                    nodes = list(p.nodes) + [None] * (p.k + p.m - len(p.nodes))
-                    for i, nid in written.items():
-                        nodes[i] = nid
-                    p.nodes = nodes
+            if man.kind == "extent":
+                pointer = unpack(it.value)
+                pointer["nodes"] = nodes
+                puts[it.key] = pack(pointer)
+            else:
+                v = ObjectVersion.decode(it.value)
+                for p in v.parts:
+                    if p.stripe_id == stripe_id:
+                        p.nodes = list(nodes)
+                puts[it.key] = v.encode()
             compares[it.key] = it.revision
-            puts[it.key] = v.encode()
         replaced = {i: old[i] for i in written
                     if i < len(old) and old[i] is not None and old[i] != written[i]}
         if replaced:  # the lost, corrupt or moved copies, should their node still hold them
