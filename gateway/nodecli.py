@@ -12,18 +12,12 @@ import sys
 import urllib.parse
 from typing import Any
 
+from gateway.status import human_size
+
 ACTIONS = ("list", "add", "drain", "activate", "remove")
 COLS = [("id", "node"), ("zone", "zone"), ("address", "address"), ("role", "role"),
         ("membership", "membership"), ("state", "health"), ("shards", "shards"),
         ("used", "used"), ("progress", "drain progress")]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def progress(row: dict[str, Any]) -> str:
@@ -41,7 +35,7 @@ def progress(row: dict[str, Any]) -> str:
 def render(rows: list[dict[str, Any]]) -> str:
     from gateway.admincli import table
 
-    return table([{**r, "used": _size(r.get("used_bytes", 0)), "progress": progress(r)}
+    return table([{**r, "used": human_size(r.get("used_bytes", 0)), "progress": progress(r)}
                   for r in rows], COLS)
 
 

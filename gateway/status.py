@@ -159,7 +159,8 @@ def register_status(app: web.Application, cluster: Cluster) -> None:
 
 # -- the CLI ------------------------------------------------------------------------------------
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """Bytes as B/KiB/MiB/GiB/TiB for the operator tables."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -173,7 +174,7 @@ def render(doc: dict[str, Any]) -> str:
 
     p = doc["profile"]
     out = [f"profile {p['name']}: k={p['k']} m={p['m']}", "", "ZONES"]
-    out.append(table([{**z, "used": _size(z["used_bytes"]), "free": _size(z["free_bytes"]),
+    out.append(table([{**z, "used": human_size(z["used_bytes"]), "free": human_size(z["free_bytes"]),
                        "up": f"{z['up']}/{z['nodes']}"} for z in doc["zones"]],
                      [("zone", "zone"), ("up", "nodes up"), ("shards", "shards"),
                       ("used", "used"), ("free", "free")]))
@@ -186,7 +187,7 @@ def render(doc: dict[str, Any]) -> str:
             total = max(1, int(sc.get("shards_total_at_start", 0)))
             pct = min(100, 100 * int(sc.get("shards_this_pass", 0)) // total)
             prog = f"pass {sc.get('passes', 0)} +{pct}%" if sc.get("enabled") else "off"
-        rows.append({**n, "used": _size(n["used_bytes"]), "scrub": prog,
+        rows.append({**n, "used": human_size(n["used_bytes"]), "scrub": prog,
                      "corrupt": sc.get("corrupt_found", "-")})
     out.append(table(rows, [("id", "node"), ("zone", "zone"), ("address", "address"),
                             ("membership", "membership"),
@@ -204,7 +205,7 @@ def render(doc: dict[str, Any]) -> str:
     out += ["", "REPAIR",
             f"  backlog (R/):      {r['backlog']}{'+' if r['backlog_truncated'] else ''}",
             f"  rebuilt:           {r.get('shards_rebuilt', 0)} shards in "
-            f"{r.get('stripes_repaired', 0)} stripes ({_size(r.get('bytes_rebuilt', 0))})",
+            f"{r.get('stripes_repaired', 0)} stripes ({human_size(r.get('bytes_rebuilt', 0))})",
             f"  unrepairable now:  {r.get('unrepairable', 0)}",
             f"  orphans deleted:   {r.get('orphans_deleted', 0)}",
             f"  sweep passes:      {r.get('sweep_passes', 0)} (last full pass, shards "
@@ -239,7 +240,7 @@ def _render_rebalance(rb: dict[str, Any] | None, nodes: list[dict[str, Any]]) ->
     out = ["", "REBALANCE",
            f"  state:             {rb.get('state', 'idle')}",
            f"  moved:             {rb.get('shards_moved', 0)} shards "
-           f"({_size(rb.get('bytes_moved', 0))}; {rb.get('copied', 0)} copied, "
+           f"({human_size(rb.get('bytes_moved', 0))}; {rb.get('copied', 0)} copied, "
            f"{rb.get('rebuilt', 0)} rebuilt, {rb.get('balance_moves', 0)} for balance, "
            f"{rb.get('failed', 0)} failed)"]
     for n in nodes:
@@ -259,8 +260,8 @@ def _render_archive(a: dict[str, Any] | None) -> list[str]:
 
     if not a:
         return []
-    rows = [{"class": c, "objects": r["objects"], "bytes": _size(r["bytes"]),
-             "stored": _size(r["stored_bytes"])} for c, r in a["classes"].items()]
+    rows = [{"class": c, "objects": r["objects"], "bytes": human_size(r["bytes"]),
+             "stored": human_size(r["stored_bytes"])} for c, r in a["classes"].items()]
     return ["", f"ARCHIVE (restores pending {a['restores_pending']}, restored copies "
             f"{a['restored_copies']}{'; scan truncated' if a['scanned_truncated'] else ''})",
             table(rows, [("class", "storage class"), ("objects", "objects"),

@@ -32,7 +32,13 @@ from awscrt import checksums as crt
 from storage.crypto import keys
 from storage.errors import InvalidInput, NotFound, StaleRecord
 from storage.metadata import MetadataStore, Txn, prefix_end
-from storage.objects import NULL_VERSION, ObjectService, new_version_id, stripe_index_key
+from storage.objects import (
+    NULL_VERSION,
+    ObjectAttributes,
+    ObjectService,
+    new_version_id,
+    stripe_index_key,
+)
 from storage.records import SEP, ObjectVersion, PartLayout, Record, gc_key, pack
 from storage.tenants import TenantService
 
@@ -131,16 +137,9 @@ class Part(Record):
 
 
 @dataclass
-class UploadOptions:
-    content_type: str = "binary/octet-stream"
-    user_meta: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-    storage_class: str = "STANDARD"
-    tags: dict[str, str] = field(default_factory=dict)
-    sse: dict[str, str] = field(default_factory=dict)
+class UploadOptions(ObjectAttributes):
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
-    sse_c_key: bytes | None = None  # SSE-C: wraps the upload's data key; never stored
 
 
 @dataclass

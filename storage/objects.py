@@ -60,18 +60,24 @@ def stripe_index_key(stripe_id: bytes) -> bytes:
 
 
 @dataclass
-class PutOptions:
+class ObjectAttributes:
+    """What a writer says about a new object: its headers, class, tags and encryption."""
+
     content_type: str = "binary/octet-stream"
     user_meta: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     storage_class: str = "STANDARD"
     tags: dict[str, str] = field(default_factory=dict)
     sse: dict[str, str] = field(default_factory=dict)
+    sse_c_key: bytes | None = None  # SSE-C: the customer's 256-bit key wraps the DEK; never stored
+
+
+@dataclass
+class PutOptions(ObjectAttributes):
     size_hint: int | None = None
     digests: Sequence[object] = ()
     if_none_match: bool = False
     if_match: str | None = None
-    sse_c_key: bytes | None = None  # SSE-C: the customer's 256-bit key wraps the DEK
 
 
 @dataclass
