@@ -17,7 +17,8 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from gateway.s3.errors import S3Error, xml_document
-from gateway.s3.xml import S3_NAMESPACE, find_all, find_text, parse_document
+from gateway.s3.xml import S3_NAMESPACE
+from gateway.s3.xml_parse import find_all, find_text, malformed, parse_document
 
 __all__ = [
     "CORS_METHODS",
@@ -49,12 +50,6 @@ DEFAULT_ENCRYPTION: dict[str, Any] = {"algorithm": "AES256", "kms_key_id": None,
                                       "bucket_key_enabled": False}
 
 
-def _malformed(detail: str) -> S3Error:
-    err = S3Error("MalformedXML")
-    err.add_note(detail)
-    return err
-
-
 def _root(tag: str) -> ET.Element:
     return ET.Element(tag, xmlns=S3_NAMESPACE)
 
@@ -74,7 +69,7 @@ def _int(text: str | None, what: str) -> int | None:
     try:
         return int(text.strip())
     except ValueError:
-        raise _malformed(f"{what} {text!r} is not an integer") from None
+        raise malformed(f"{what} {text!r} is not an integer") from None
 
 
 # --- CORS ----------------------------------------------------------------------------------
@@ -86,13 +81,13 @@ def parse_cors(body: bytes) -> list[dict[str, Any]]:
     root = parse_document(body, "CORSConfiguration")
     rules = find_all(root, "CORSRule")
     if not rules or len(rules) > CORS_RULES_MAX:
-        raise _malformed(f"{len(rules)} CORS rules; 1 to {CORS_RULES_MAX} allowed")
+        raise malformed(f"{len(rules)} CORS rules; 1 to {CORS_RULES_MAX} allowed")
     out = []
     for rule in rules:
         origins = [(e.text or "").strip() for e in find_all(rule, "AllowedOrigin")]
         methods = [(e.text or "").strip() for e in find_all(rule, "AllowedMethod")]
         if not origins or not methods:
-            raise _malformed("a CORSRule needs AllowedOrigin and AllowedMethod")
+            raise malformed("a CORSRule needs AllowedOrigin and AllowedMethod")
         for m in methods:
             if m not in CORS_METHODS:
                 raise S3Error("InvalidRequest", "Found unsupported HTTP method in CORS config. "
@@ -175,7 +170,7 @@ def _days(elem: ET.Element, name: str, action: str, minimum: int) -> int | None:
 def _tag(elem: ET.Element) -> tuple[str, str]:
     key, value = find_text(elem, "Key"), find_text(elem, "Value")
     if key is None or value is None:
-        raise _malformed("Tag needs Key and Value")
+        raise malformed("Tag needs Key and Value")
     return key, value
 
 
@@ -184,16 +179,16 @@ def _filter(rule: ET.Element) -> tuple[dict[str, Any], bool]:
     legacy = find_text(rule, "Prefix")
     filters = find_all(rule, "Filter")
     if legacy is not None and filters:
-        raise _malformed("a Rule has both Prefix and Filter")
+        raise malformed("a Rule has both Prefix and Filter")
     if legacy is not None:
         return {"prefix": legacy, "tags": {}, "size_gt": None, "size_lt": None}, True
     if len(filters) != 1:
-        raise _malformed("a Rule needs one Filter (or Prefix)")
+        raise malformed("a Rule needs one Filter (or Prefix)")
     f = filters[0]
     out: dict[str, Any] = {"prefix": None, "tags": {}, "size_gt": None, "size_lt": None}
     children = [c for c in f if isinstance(c.tag, str)]
     if len(children) > 1:
-        raise _malformed("a Filter holds one condition; combine them with And")
+        raise malformed("a Filter holds one condition; combine them with And")
     target = f
     ands = find_all(f, "And")
     if ands:
@@ -217,14 +212,14 @@ def _transition(elem: ET.Element, noncurrent: bool) -> dict[str, Any]:
     action = "NoncurrentVersionTransition" if noncurrent else "Transition"
     sc = find_text(elem, "StorageClass")
     if sc not in TRANSITION_CLASSES:
-        raise _malformed(f"{action} StorageClass {sc!r}")
+        raise malformed(f"{action} StorageClass {sc!r}")
     if noncurrent:
         return {"noncurrent_days": _days(elem, "NoncurrentDays", action, 0),
                 "newer_noncurrent_versions": _days(elem, "NewerNoncurrentVersions", action, 1),
                 "storage_class": sc}
     days, date = _days(elem, "Days", action, 0), find_text(elem, "Date")
     if (days is None) == (date is None):
-        raise _malformed(f"{action} needs exactly one of Days and Date")
+        raise malformed(f"{action} needs exactly one of Days and Date")
     return {"days": days, "date": _date(date, action) if date else None, "storage_class": sc}
 
 
@@ -236,7 +231,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
         raise _invalid("ID length should not exceed allowed limit of 255", "ID", rule_id)
     status = find_text(rule, "Status")
     if status not in ("Enabled", "Disabled"):
-        raise _malformed(f"Status {status!r}")
+        raise malformed(f"Status {status!r}")
     flt, legacy = _filter(rule)
     out: dict[str, Any] = {"id": rule_id, "status": status, "filter": flt,
                            "legacy_prefix": legacy, "expiration": None, "transitions": [],
@@ -249,10 +244,10 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
         marker = find_text(e, "ExpiredObjectDeleteMarker")
         given = [x for x in (days, date, marker) if x is not None]
         if len(given) != 1:
-            raise _malformed("Expiration needs exactly one of Days, Date, "
+            raise malformed("Expiration needs exactly one of Days, Date, "
                              "ExpiredObjectDeleteMarker")
         if marker is not None and (flt["tags"]):
-            raise _malformed("ExpiredObjectDeleteMarker cannot be used with tag filters")
+            raise malformed("ExpiredObjectDeleteMarker cannot be used with tag filters")
         out["expiration"] = {"days": days, "date": _date(date, "Expiration") if date else None,
                              "expired_object_delete_marker":
                                  None if marker is None else marker.strip() == "true"}
@@ -261,7 +256,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     if nce:
         days = _days(nce[0], "NoncurrentDays", "NoncurrentVersionExpiration", 1)
         if days is None:
-            raise _malformed("NoncurrentVersionExpiration needs NoncurrentDays")
+            raise malformed("NoncurrentVersionExpiration needs NoncurrentDays")
         out["noncurrent_expiration"] = {
             "noncurrent_days": days,
             "newer_noncurrent_versions": _days(nce[0], "NewerNoncurrentVersions",
@@ -272,7 +267,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     if abort:
         days = _days(abort[0], "DaysAfterInitiation", "AbortIncompleteMultipartUpload", 1)
         if days is None:
-            raise _malformed("AbortIncompleteMultipartUpload needs DaysAfterInitiation")
+            raise malformed("AbortIncompleteMultipartUpload needs DaysAfterInitiation")
         if flt["tags"]:
             raise _invalid("AbortIncompleteMultipartUpload cannot be specified with Tags.")
         out["abort_incomplete_mpu_days"] = days
@@ -287,7 +282,7 @@ def parse_lifecycle(body: bytes) -> list[dict[str, Any]]:
     root = parse_document(body, "LifecycleConfiguration")
     elems = find_all(root, "Rule")
     if not elems or len(elems) > LIFECYCLE_RULES_MAX:
-        raise _malformed(f"{len(elems)} lifecycle rules; 1 to {LIFECYCLE_RULES_MAX} allowed")
+        raise malformed(f"{len(elems)} lifecycle rules; 1 to {LIFECYCLE_RULES_MAX} allowed")
     rules = [_rule(e) for e in elems]
     ids = [r["id"] for r in rules]
     if len(set(ids)) != len(ids):
@@ -367,20 +362,20 @@ def parse_encryption(body: bytes) -> dict[str, Any]:
     root = parse_document(body, "ServerSideEncryptionConfiguration")
     rules = find_all(root, "Rule")
     if len(rules) != 1:
-        raise _malformed(f"{len(rules)} encryption rules; exactly 1 allowed")
+        raise malformed(f"{len(rules)} encryption rules; exactly 1 allowed")
     defaults = find_all(rules[0], "ApplyServerSideEncryptionByDefault")
     if len(defaults) != 1:
-        raise _malformed("Rule needs ApplyServerSideEncryptionByDefault")
+        raise malformed("Rule needs ApplyServerSideEncryptionByDefault")
     algorithm = find_text(defaults[0], "SSEAlgorithm")
     if algorithm not in SSE_ALGORITHMS:
-        raise _malformed(f"SSEAlgorithm {algorithm!r}")
+        raise malformed(f"SSEAlgorithm {algorithm!r}")
     key_id = find_text(defaults[0], "KMSMasterKeyID") or None
     if key_id is not None and algorithm == "AES256":
         raise _invalid("a KMSMasterKeyID is not applicable if the default sse algorithm is not "
                        "aws:kms or aws:kms:dsse", "ApplyServerSideEncryptionByDefault")
     bke = (find_text(rules[0], "BucketKeyEnabled") or "false").strip()
     if bke not in ("true", "false"):
-        raise _malformed(f"BucketKeyEnabled {bke!r}")
+        raise malformed(f"BucketKeyEnabled {bke!r}")
     return {"algorithm": algorithm, "kms_key_id": key_id, "bucket_key_enabled": bke == "true"}
 
 
@@ -470,7 +465,7 @@ def acl_is_private(body: bytes, owner_id: str) -> bool:
     root = parse_document(body, "AccessControlPolicy")
     lists = find_all(root, "AccessControlList")
     if len(lists) != 1:
-        raise _malformed("AccessControlPolicy needs one AccessControlList")
+        raise malformed("AccessControlPolicy needs one AccessControlList")
     grants = find_all(lists[0], "Grant")
     for g in grants:
         grantees = find_all(g, "Grantee")

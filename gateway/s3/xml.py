@@ -1,15 +1,10 @@
 """S3 XML bodies: builders for responses, validating parsers for requests.
 
-Builders take plain values and frozen dataclasses and return the exact bytes AWS would send:
+Response builders (request parsers are in `gateway.s3.xml_parse`). Builders take plain values and frozen dataclasses and return the exact bytes AWS would send:
 the XML declaration, the S3 namespace on the root, elements in AWS's order, timestamps as
 `2009-10-12T17:50:30.000Z`, ETags in double quotes. Each shape is pinned by a golden test and
 parsed back with botocore's own parser, which is the proof that a real client reads it.
 
-Parsers never expand entities or DTDs (`defusedxml`, DTDs forbidden), cap the body size, accept
-the S3 namespace present or absent, and turn anything they cannot accept into
-`S3Error('MalformedXML')` (or the code AWS uses for that case, such as `InvalidTag`).
-`parse_document`, `find_text` and `find_all` are the building blocks for further
-configuration parsers (CORS, lifecycle, encryption).
 
 With `encoding_type='url'` the listing builders percent-encode keys, prefixes, delimiters and
 markers like AWS: UTF-8, every byte outside `A-Za-z0-9-._~/` escaped (space is `%20`, `+` is
@@ -24,10 +19,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
-import defusedxml
-import defusedxml.ElementTree as SafeET
-
-from gateway.s3.errors import _UNSAFE_CHARS, XML_DECLARATION, S3Error, xml_document
+from gateway.s3.errors import _UNSAFE_CHARS, XML_DECLARATION, xml_document
 
 __all__ = [
     "CHECKSUM_ALGORITHMS",
@@ -40,8 +32,6 @@ __all__ = [
     "copy_object_result_xml",
     "copy_part_result_xml",
     "delete_result_xml",
-    "find_all",
-    "find_text",
     "format_timestamp",
     "initiate_multipart_xml",
     "list_buckets_xml",
@@ -50,14 +40,7 @@ __all__ = [
     "list_objects_v1_xml",
     "list_objects_v2_xml",
     "list_parts_xml",
-    "local_name",
     "location_xml",
-    "parse_complete_multipart",
-    "parse_create_bucket",
-    "parse_delete_objects",
-    "parse_document",
-    "parse_tagging",
-    "parse_versioning",
     "tagging_xml",
     "url_encode",
     "versioning_xml",
@@ -615,148 +598,3 @@ def delete_result_xml(
         _add(elem, "Code", code)
         _add(elem, "Message", message)
     return xml_document(root)
-
-
-# --- parsing -------------------------------------------------------------------------------
-
-
-def local_name(tag: str) -> str:
-    """`{namespace}Name` -> `Name`."""
-    return tag.rsplit("}", 1)[-1]
-
-
-def _malformed(detail: str | None = None) -> S3Error:
-    err = S3Error("MalformedXML")
-    if detail:
-        err.add_note(detail)
-    return err
-
-
-def parse_document(
-    body: bytes, root_tag: str, limit_bytes: int = CONFIG_XML_LIMIT_BYTES
-) -> ET.Element:
-    """Parse a request body whose root must be `root_tag` (S3 namespace optional).
-
-    DTDs, entities and external references are refused; bodies over `limit_bytes`, empty
-    bodies, malformed XML and a wrong root all raise `S3Error('MalformedXML')`.
-    """
-    if len(body) > limit_bytes:
-        raise _malformed(f"body of {len(body)} bytes exceeds {limit_bytes}")
-    if not body.strip():
-        raise _malformed("empty body")
-    try:
-        root = SafeET.fromstring(body, forbid_dtd=True)
-    except (ET.ParseError, defusedxml.DefusedXmlException, ValueError) as exc:
-        raise _malformed(str(exc)) from None
-    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
-    if local_name(root.tag) != root_tag or namespace not in ("", S3_NAMESPACE):
-        raise _malformed(f"root element {root.tag!r}, expected {root_tag!r}")
-    return root
-
-
-def find_all(elem: ET.Element, name: str) -> list[ET.Element]:
-    """Direct children of `elem` named `name`, in any namespace."""
-    return [child for child in elem if local_name(child.tag) == name]
-
-
-def find_text(elem: ET.Element, name: str) -> str | None:
-    """Text of the first direct child named `name` ('' if empty), or None if absent."""
-    for child in elem:
-        if local_name(child.tag) == name:
-            return child.text or ""
-    return None
-
-
-def parse_create_bucket(body: bytes) -> str | None:
-    """CreateBucketConfiguration -> LocationConstraint (None for an empty body or none)."""
-    if not body.strip():
-        return None
-    root = parse_document(body, "CreateBucketConfiguration")
-    return find_text(root, "LocationConstraint") or None
-
-
-def parse_versioning(body: bytes) -> str:
-    """VersioningConfiguration -> 'Enabled' or 'Suspended'."""
-    status = find_text(parse_document(body, "VersioningConfiguration"), "Status")
-    if status not in ("Enabled", "Suspended"):
-        raise _malformed(f"versioning status {status!r}")
-    return status
-
-
-def parse_tagging(body: bytes, max_tags: int = OBJECT_TAGS_MAX) -> dict[str, str]:
-    """Tagging -> {key: value}; `max_tags` is 10 for objects, 50 for buckets."""
-    root = parse_document(body, "Tagging")
-    tag_sets = find_all(root, "TagSet")
-    if len(tag_sets) != 1:
-        raise _malformed("expected one TagSet")
-    tags: dict[str, str] = {}
-    for tag in find_all(tag_sets[0], "Tag"):
-        key, value = find_text(tag, "Key"), find_text(tag, "Value")
-        if key is None or value is None:
-            raise _malformed("Tag needs Key and Value")
-        if not key or len(key) > TAG_KEY_CHARS_MAX:
-            raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
-        if len(value) > TAG_VALUE_CHARS_MAX:
-            raise S3Error("InvalidTag", "The TagValue you have provided is invalid")
-        if key.startswith("aws:"):
-            raise S3Error("InvalidTag", "System tags cannot be added/updated by requester")
-        if key in tags:
-            raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key")
-        tags[key] = value
-    if len(tags) > max_tags:
-        raise S3Error("InvalidTag", f"Tag count cannot be greater than {max_tags}")
-    return tags
-
-
-def parse_delete_objects(
-    body: bytes, limit_bytes: int = DELETE_XML_LIMIT_BYTES
-) -> tuple[bool, list[tuple[str, str | None]]]:
-    """Delete -> (quiet, [(key, version_id)]); 1 to 1000 objects."""
-    root = parse_document(body, "Delete", limit_bytes)
-    quiet = (find_text(root, "Quiet") or "false").strip().lower() == "true"
-    objects: list[tuple[str, str | None]] = []
-    for obj in find_all(root, "Object"):
-        key = find_text(obj, "Key")
-        if key is None:
-            raise _malformed("Object without Key")
-        objects.append((key, find_text(obj, "VersionId") or None))
-    if not objects or len(objects) > DELETE_OBJECTS_MAX:
-        raise _malformed(f"{len(objects)} objects; 1 to {DELETE_OBJECTS_MAX} allowed")
-    return quiet, objects
-
-
-def parse_complete_multipart(
-    body: bytes, limit_bytes: int = COMPLETE_XML_LIMIT_BYTES
-) -> list[tuple[int, str, dict[str, str]]]:
-    """CompleteMultipartUpload -> [(part_number, etag without quotes, {algorithm: checksum})].
-
-    Parts must be strictly ascending (`InvalidPartOrder`); numbers are 1 to 10000.
-    """
-    root = parse_document(body, "CompleteMultipartUpload", limit_bytes)
-    parts: list[tuple[int, str, dict[str, str]]] = []
-    for part in find_all(root, "Part"):
-        number_text, etag = find_text(part, "PartNumber"), find_text(part, "ETag")
-        if number_text is None or etag is None:
-            raise _malformed("Part needs PartNumber and ETag")
-        try:
-            number = int(number_text.strip())
-        except ValueError:
-            raise _malformed(f"PartNumber {number_text!r}") from None
-        if not 1 <= number <= PART_NUMBER_MAX:
-            raise S3Error(
-                "InvalidArgument",
-                f"Part number must be an integer between 1 and {PART_NUMBER_MAX}, inclusive",
-                ArgumentName="partNumber",
-                ArgumentValue=str(number),
-            )
-        if parts and number <= parts[-1][0]:
-            raise S3Error("InvalidPartOrder")
-        checksums = {
-            algorithm: value
-            for algorithm in CHECKSUM_ALGORITHMS
-            if (value := find_text(part, "Checksum" + algorithm))
-        }
-        parts.append((number, etag.strip().strip('"'), checksums))
-    if not parts:
-        raise _malformed("no parts")
-    return parts

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.s3 import config_xml, policy, sse, xml
+from gateway.s3 import config_xml, policy, sse, xml_parse
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import AuthResult, SigV4Error, authenticate
@@ -93,8 +93,8 @@ XML_PIECES = st.sampled_from([
     "</AllowedOrigin>", "</CORSRule></CORSConfiguration>", "\x00", "<", ">", "xmlns='x'",
     "<ServerSideEncryptionConfiguration><Rule>", "</Rule></ServerSideEncryptionConfiguration>",
     "<LifecycleConfiguration><Rule>", "</LifecycleConfiguration>"])
-PARSERS = [xml.parse_create_bucket, xml.parse_versioning, xml.parse_tagging,
-           xml.parse_delete_objects, xml.parse_complete_multipart, config_xml.parse_cors,
+PARSERS = [xml_parse.parse_create_bucket, xml_parse.parse_versioning, xml_parse.parse_tagging,
+           xml_parse.parse_delete_objects, xml_parse.parse_complete_multipart, config_xml.parse_cors,
            config_xml.parse_lifecycle, config_xml.parse_encryption, config_xml.validate_policy]
 
 

@@ -18,6 +18,7 @@ from botocore.handlers import (
 from botocore.parsers import RestXMLParser
 
 from gateway.s3 import xml as s3xml
+from gateway.s3 import xml_parse
 from gateway.s3.errors import S3Error
 from gateway.s3.xml import ListEntry, ListingPage, PartEntry, UploadEntry
 
@@ -246,7 +247,7 @@ def test_versioning_and_tagging_read_back() -> None:
     body = s3xml.tagging_xml({"a": "1", "b&c": ""})
     parsed = botocore_parse("GetObjectTagging", body)
     assert parsed["TagSet"] == [{"Key": "a", "Value": "1"}, {"Key": "b&c", "Value": ""}]
-    assert s3xml.parse_tagging(body) == {"a": "1", "b&c": ""}
+    assert xml_parse.parse_tagging(body) == {"a": "1", "b&c": ""}
 
 
 def test_multipart_builders_read_back() -> None:
@@ -338,7 +339,7 @@ def test_url_encode(raw: str, encoded: str) -> None:
 # --- parsers -------------------------------------------------------------------------------
 
 
-def _code(body: bytes, parse: Callable[[bytes], object] = s3xml.parse_delete_objects) -> str:
+def _code(body: bytes, parse: Callable[[bytes], object] = xml_parse.parse_delete_objects) -> str:
     with pytest.raises(S3Error) as info:
         parse(body)
     return info.value.code
@@ -351,9 +352,9 @@ def test_parse_delete_objects_namespaces() -> None:
             "<Object><Key>a&amp;b</Key></Object>"
             "<Object><Key> spaced </Key><VersionId>v1</VersionId></Object></Delete>"
         ).encode()
-        assert s3xml.parse_delete_objects(body) == (True, [("a&b", None), (" spaced ", "v1")])
+        assert xml_parse.parse_delete_objects(body) == (True, [("a&b", None), (" spaced ", "v1")])
     body = b"<Delete><Object><Key>k</Key></Object></Delete>"
-    assert s3xml.parse_delete_objects(body) == (False, [("k", None)])
+    assert xml_parse.parse_delete_objects(body) == (False, [("k", None)])
 
 
 def test_parse_delete_objects_limits() -> None:
@@ -400,9 +401,9 @@ def test_external_entity_is_refused() -> None:
 def test_size_limit() -> None:
     body = b"<Tagging><TagSet></TagSet></Tagging>"
     with pytest.raises(S3Error) as info:
-        s3xml.parse_document(body, "Tagging", limit_bytes=len(body) - 1)
+        xml_parse.parse_document(body, "Tagging", limit_bytes=len(body) - 1)
     assert info.value.code == "MalformedXML"
-    assert s3xml.parse_document(body, "Tagging", limit_bytes=len(body)) is not None
+    assert xml_parse.parse_document(body, "Tagging", limit_bytes=len(body)) is not None
 
 
 def test_parse_complete_multipart() -> None:
@@ -413,7 +414,7 @@ def test_parse_complete_multipart() -> None:
         f"<Part><ETag>{ETAG}</ETag><PartNumber> 3 </PartNumber></Part>"
         "</CompleteMultipartUpload>"
     ).encode()
-    assert s3xml.parse_complete_multipart(body) == [
+    assert xml_parse.parse_complete_multipart(body) == [
         (1, ETAG, {"CRC32": "AAAAAA=="}),
         (3, ETAG, {}),
     ]
@@ -441,26 +442,26 @@ def test_parse_complete_multipart() -> None:
 )
 def test_parse_complete_multipart_rejects(parts: str, code: str) -> None:
     body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
-    assert _code(body, s3xml.parse_complete_multipart) == code
+    assert _code(body, xml_parse.parse_complete_multipart) == code
 
 
 def test_parse_create_bucket() -> None:
-    assert s3xml.parse_create_bucket(b"") is None
+    assert xml_parse.parse_create_bucket(b"") is None
     body = (
         f"<CreateBucketConfiguration {NS}>"
         "<LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"
     ).encode()
-    assert s3xml.parse_create_bucket(body) == "eu-west-1"
-    assert s3xml.parse_create_bucket(b"<CreateBucketConfiguration/>") is None
-    assert _code(b"<Bucket/>", s3xml.parse_create_bucket) == "MalformedXML"
+    assert xml_parse.parse_create_bucket(body) == "eu-west-1"
+    assert xml_parse.parse_create_bucket(b"<CreateBucketConfiguration/>") is None
+    assert _code(b"<Bucket/>", xml_parse.parse_create_bucket) == "MalformedXML"
 
 
 def test_parse_versioning() -> None:
     body = f"<VersioningConfiguration {NS}><Status>Suspended</Status></VersioningConfiguration>"
-    assert s3xml.parse_versioning(body.encode()) == "Suspended"
+    assert xml_parse.parse_versioning(body.encode()) == "Suspended"
     bad = b"<VersioningConfiguration><Status>On</Status></VersioningConfiguration>"
-    assert _code(bad, s3xml.parse_versioning) == "MalformedXML"
-    assert _code(b"<VersioningConfiguration/>", s3xml.parse_versioning) == "MalformedXML"
+    assert _code(bad, xml_parse.parse_versioning) == "MalformedXML"
+    assert _code(b"<VersioningConfiguration/>", xml_parse.parse_versioning) == "MalformedXML"
 
 
 def _tagging(*pairs: tuple[str, str]) -> bytes:
@@ -470,25 +471,25 @@ def _tagging(*pairs: tuple[str, str]) -> bytes:
 
 def test_parse_tagging_limits() -> None:
     eleven = [(f"k{i}", "v") for i in range(11)]
-    assert _code(_tagging(*eleven), s3xml.parse_tagging) == "InvalidTag"
-    assert len(s3xml.parse_tagging(_tagging(*eleven), max_tags=50)) == 11
-    assert _code(_tagging(("k" * 129, "v")), s3xml.parse_tagging) == "InvalidTag"
-    assert s3xml.parse_tagging(_tagging(("k" * 128, "v" * 256))) == {"k" * 128: "v" * 256}
-    assert _code(_tagging(("k", "v" * 257)), s3xml.parse_tagging) == "InvalidTag"
-    assert _code(_tagging(("k", "1"), ("k", "2")), s3xml.parse_tagging) == "InvalidTag"
-    assert _code(_tagging(("", "v")), s3xml.parse_tagging) == "InvalidTag"
-    assert _code(_tagging(("aws:x", "v")), s3xml.parse_tagging) == "InvalidTag"
-    assert _code(b"<Tagging/>", s3xml.parse_tagging) == "MalformedXML"
-    assert s3xml.parse_tagging(_tagging()) == {}
+    assert _code(_tagging(*eleven), xml_parse.parse_tagging) == "InvalidTag"
+    assert len(xml_parse.parse_tagging(_tagging(*eleven), max_tags=50)) == 11
+    assert _code(_tagging(("k" * 129, "v")), xml_parse.parse_tagging) == "InvalidTag"
+    assert xml_parse.parse_tagging(_tagging(("k" * 128, "v" * 256))) == {"k" * 128: "v" * 256}
+    assert _code(_tagging(("k", "v" * 257)), xml_parse.parse_tagging) == "InvalidTag"
+    assert _code(_tagging(("k", "1"), ("k", "2")), xml_parse.parse_tagging) == "InvalidTag"
+    assert _code(_tagging(("", "v")), xml_parse.parse_tagging) == "InvalidTag"
+    assert _code(_tagging(("aws:x", "v")), xml_parse.parse_tagging) == "InvalidTag"
+    assert _code(b"<Tagging/>", xml_parse.parse_tagging) == "MalformedXML"
+    assert xml_parse.parse_tagging(_tagging()) == {}
 
 
 def test_find_helpers_ignore_namespace() -> None:
-    root = s3xml.parse_document(
+    root = xml_parse.parse_document(
         f"<CORSConfiguration {NS}><CORSRule><ID>r</ID></CORSRule><CORSRule/>"
         "</CORSConfiguration>".encode(),
         "CORSConfiguration",
     )
-    rules = s3xml.find_all(root, "CORSRule")
+    rules = xml_parse.find_all(root, "CORSRule")
     assert len(rules) == 2
-    assert s3xml.find_text(rules[0], "ID") == "r"
-    assert s3xml.find_text(rules[1], "ID") is None
+    assert xml_parse.find_text(rules[0], "ID") == "r"
+    assert xml_parse.find_text(rules[1], "ID") is None

@@ -13,7 +13,7 @@ import hashlib
 
 from aiohttp import web
 
-from gateway.s3 import xml
+from gateway.s3 import xml, xml_parse
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.errors_map import to_s3_error
@@ -61,7 +61,7 @@ async def _delete_one(rq: S3Request, key: str, version_id: str | None,
 @operation("DeleteObjects")
 async def delete_objects(rq: S3Request) -> web.StreamResponse:
     body = await read_small_body(rq, DELETE_BODY_BYTES_MAX, require_digest=True)
-    quiet, objects = xml.parse_delete_objects(body)
+    quiet, objects = xml_parse.parse_delete_objects(body)
     await rq.cluster.buckets.get(rq.tenant, rq.bucket)
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.s3 import xml
+from gateway.s3 import xml, xml_parse
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.http import iso_time
@@ -34,7 +34,7 @@ async def list_buckets(rq: S3Request) -> web.StreamResponse:
 async def create_bucket(rq: S3Request) -> web.StreamResponse:
     validate_bucket_name(rq.bucket)
     body = await read_xml_body(rq)
-    region = xml.parse_create_bucket(body) if body.strip() else None
+    region = xml_parse.parse_create_bucket(body) if body.strip() else None
     if region and region != rq.cfg.region:
         raise S3Error("IllegalLocationConstraintException",
                       f"The {region} location constraint is incompatible for the region "
@@ -77,7 +77,7 @@ async def get_versioning(rq: S3Request) -> web.StreamResponse:
 
 @operation("PutBucketVersioning")
 async def put_versioning(rq: S3Request) -> web.StreamResponse:
-    status = xml.parse_versioning(await read_xml_body(rq))
+    status = xml_parse.parse_versioning(await read_xml_body(rq))
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
     if status == "Suspended" and not b.versioning:
         return web.Response(status=200)
@@ -96,7 +96,7 @@ async def get_bucket_tagging(rq: S3Request) -> web.StreamResponse:
 
 @operation("PutBucketTagging")
 async def put_bucket_tagging(rq: S3Request) -> web.StreamResponse:
-    tags = xml.parse_tagging(await read_xml_body(rq), max_tags=50)
+    tags = xml_parse.parse_tagging(await read_xml_body(rq), max_tags=50)
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, tagging=tags)
     return web.Response(status=204)
 

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.s3 import checksums, sse, xml
+from gateway.s3 import checksums, sse, xml, xml_parse
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
@@ -237,7 +237,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
         await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
     raw = await _read_body(rq, COMPLETE_XML_MAX)
     try:
-        parsed = xml.parse_complete_multipart(raw)
+        parsed = xml_parse.parse_complete_multipart(raw)
     except S3Error as e:
         if e.code == "MalformedXML" and b"<Part" not in raw:
             raise S3Error("MalformedXML", "The XML you provided was not well-formed or did "

@@ -15,7 +15,7 @@ from aiohttp import web
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.http import http_date
-from gateway.s3.xml import find_all, find_text, parse_document
+from gateway.s3.xml_parse import find_all, find_text, parse_document
 from storage import archive
 from storage.lifecycle import archive_for
 from storage.records import ObjectVersion

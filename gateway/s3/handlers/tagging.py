@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from gateway.s3 import xml
+from gateway.s3 import xml, xml_parse
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.batch import read_small_body
@@ -68,7 +68,7 @@ async def get_object_tagging(rq: S3Request) -> web.StreamResponse:
 
 @operation("PutObjectTagging")
 async def put_object_tagging(rq: S3Request) -> web.StreamResponse:
-    tags = xml.parse_tagging(await read_small_body(rq), max_tags=OBJECT_TAGS_MAX)
+    tags = xml_parse.parse_tagging(await read_small_body(rq), max_tags=OBJECT_TAGS_MAX)
     v, versioned = await _target(rq)
     v = await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
                                                 tags=tags)

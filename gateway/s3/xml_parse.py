@@ -1,0 +1,172 @@
+"""Validating parsers of S3 request bodies.
+
+Parsers never expand entities or DTDs (`defusedxml`, DTDs forbidden), cap the body size, accept
+the S3 namespace present or absent, and turn anything they cannot accept into
+`S3Error('MalformedXML')` (or the code AWS uses for that case, such as `InvalidTag`).
+`parse_document`, `find_text` and `find_all` are the building blocks of the configuration
+parsers (CORS, lifecycle, encryption in `gateway.s3.config_xml`).
+"""
+
+from __future__ import annotations
+
+from xml.etree import ElementTree as ET
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
+
+from gateway.s3.errors import S3Error
+from gateway.s3.xml import (
+    CHECKSUM_ALGORITHMS,
+    COMPLETE_XML_LIMIT_BYTES,
+    CONFIG_XML_LIMIT_BYTES,
+    DELETE_OBJECTS_MAX,
+    DELETE_XML_LIMIT_BYTES,
+    OBJECT_TAGS_MAX,
+    PART_NUMBER_MAX,
+    S3_NAMESPACE,
+    TAG_KEY_CHARS_MAX,
+    TAG_VALUE_CHARS_MAX,
+)
+
+
+def local_name(tag: str) -> str:
+    """`{namespace}Name` -> `Name`."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def malformed(detail: str | None = None) -> S3Error:
+    """MalformedXML, with the detail kept as a note for the log (never sent)."""
+    err = S3Error("MalformedXML")
+    if detail:
+        err.add_note(detail)
+    return err
+
+
+def parse_document(
+    body: bytes, root_tag: str, limit_bytes: int = CONFIG_XML_LIMIT_BYTES
+) -> ET.Element:
+    """Parse a request body whose root must be `root_tag` (S3 namespace optional).
+
+    DTDs, entities and external references are refused; bodies over `limit_bytes`, empty
+    bodies, malformed XML and a wrong root all raise `S3Error('MalformedXML')`.
+    """
+    if len(body) > limit_bytes:
+        raise malformed(f"body of {len(body)} bytes exceeds {limit_bytes}")
+    if not body.strip():
+        raise malformed("empty body")
+    try:
+        root = SafeET.fromstring(body, forbid_dtd=True)
+    except (ET.ParseError, defusedxml.DefusedXmlException, ValueError) as exc:
+        raise malformed(str(exc)) from None
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    if local_name(root.tag) != root_tag or namespace not in ("", S3_NAMESPACE):
+        raise malformed(f"root element {root.tag!r}, expected {root_tag!r}")
+    return root
+
+
+def find_all(elem: ET.Element, name: str) -> list[ET.Element]:
+    """Direct children of `elem` named `name`, in any namespace."""
+    return [child for child in elem if local_name(child.tag) == name]
+
+
+def find_text(elem: ET.Element, name: str) -> str | None:
+    """Text of the first direct child named `name` ('' if empty), or None if absent."""
+    for child in elem:
+        if local_name(child.tag) == name:
+            return child.text or ""
+    return None
+
+
+def parse_create_bucket(body: bytes) -> str | None:
+    """CreateBucketConfiguration -> LocationConstraint (None for an empty body or none)."""
+    if not body.strip():
+        return None
+    root = parse_document(body, "CreateBucketConfiguration")
+    return find_text(root, "LocationConstraint") or None
+
+
+def parse_versioning(body: bytes) -> str:
+    """VersioningConfiguration -> 'Enabled' or 'Suspended'."""
+    status = find_text(parse_document(body, "VersioningConfiguration"), "Status")
+    if status not in ("Enabled", "Suspended"):
+        raise malformed(f"versioning status {status!r}")
+    return status
+
+
+def parse_tagging(body: bytes, max_tags: int = OBJECT_TAGS_MAX) -> dict[str, str]:
+    """Tagging -> {key: value}; `max_tags` is 10 for objects, 50 for buckets."""
+    root = parse_document(body, "Tagging")
+    tag_sets = find_all(root, "TagSet")
+    if len(tag_sets) != 1:
+        raise malformed("expected one TagSet")
+    tags: dict[str, str] = {}
+    for tag in find_all(tag_sets[0], "Tag"):
+        key, value = find_text(tag, "Key"), find_text(tag, "Value")
+        if key is None or value is None:
+            raise malformed("Tag needs Key and Value")
+        if not key or len(key) > TAG_KEY_CHARS_MAX:
+            raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
+        if len(value) > TAG_VALUE_CHARS_MAX:
+            raise S3Error("InvalidTag", "The TagValue you have provided is invalid")
+        if key.startswith("aws:"):
+            raise S3Error("InvalidTag", "System tags cannot be added/updated by requester")
+        if key in tags:
+            raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key")
+        tags[key] = value
+    if len(tags) > max_tags:
+        raise S3Error("InvalidTag", f"Tag count cannot be greater than {max_tags}")
+    return tags
+
+
+def parse_delete_objects(
+    body: bytes, limit_bytes: int = DELETE_XML_LIMIT_BYTES
+) -> tuple[bool, list[tuple[str, str | None]]]:
+    """Delete -> (quiet, [(key, version_id)]); 1 to 1000 objects."""
+    root = parse_document(body, "Delete", limit_bytes)
+    quiet = (find_text(root, "Quiet") or "false").strip().lower() == "true"
+    objects: list[tuple[str, str | None]] = []
+    for obj in find_all(root, "Object"):
+        key = find_text(obj, "Key")
+        if key is None:
+            raise malformed("Object without Key")
+        objects.append((key, find_text(obj, "VersionId") or None))
+    if not objects or len(objects) > DELETE_OBJECTS_MAX:
+        raise malformed(f"{len(objects)} objects; 1 to {DELETE_OBJECTS_MAX} allowed")
+    return quiet, objects
+
+
+def parse_complete_multipart(
+    body: bytes, limit_bytes: int = COMPLETE_XML_LIMIT_BYTES
+) -> list[tuple[int, str, dict[str, str]]]:
+    """CompleteMultipartUpload -> [(part_number, etag without quotes, {algorithm: checksum})].
+
+    Parts must be strictly ascending (`InvalidPartOrder`); numbers are 1 to 10000.
+    """
+    root = parse_document(body, "CompleteMultipartUpload", limit_bytes)
+    parts: list[tuple[int, str, dict[str, str]]] = []
+    for part in find_all(root, "Part"):
+        number_text, etag = find_text(part, "PartNumber"), find_text(part, "ETag")
+        if number_text is None or etag is None:
+            raise malformed("Part needs PartNumber and ETag")
+        try:
+            number = int(number_text.strip())
+        except ValueError:
+            raise malformed(f"PartNumber {number_text!r}") from None
+        if not 1 <= number <= PART_NUMBER_MAX:
+            raise S3Error(
+                "InvalidArgument",
+                f"Part number must be an integer between 1 and {PART_NUMBER_MAX}, inclusive",
+                ArgumentName="partNumber",
+                ArgumentValue=str(number),
+            )
+        if parts and number <= parts[-1][0]:
+            raise S3Error("InvalidPartOrder")
+        checksums = {
+            algorithm: value
+            for algorithm in CHECKSUM_ALGORITHMS
+            if (value := find_text(part, "Checksum" + algorithm))
+        }
+        parts.append((number, etag.strip().strip('"'), checksums))
+    if not parts:
+        raise malformed("no parts")
+    return parts
