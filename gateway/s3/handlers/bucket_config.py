@@ -17,6 +17,7 @@ from gateway.s3 import config_xml
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.batch import read_small_body
+from gateway.s3.handlers.tagging import addressed_version
 
 ACL_GRANT_HEADERS = ("x-amz-grant-full-control", "x-amz-grant-read", "x-amz-grant-read-acp",
                      "x-amz-grant-write", "x-amz-grant-write-acp")
@@ -145,14 +146,7 @@ async def put_bucket_acl(rq: S3Request) -> web.StreamResponse:
 
 
 async def _object_owner(rq: S3Request) -> str:
-    vid = rq.params.get("versionId")
-    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
-    if v.delete_marker:
-        headers = {"x-amz-delete-marker": "true", "x-amz-version-id": v.version_id}
-        if vid is not None:
-            raise S3Error("MethodNotAllowed", headers={**headers, "Allow": "DELETE"},
-                          Method=rq.request.method, ResourceType="DeleteMarker")
-        raise S3Error("NoSuchKey", Key=rq.key, headers=headers)
+    v, _ = await addressed_version(rq)
     return v.tenant
 
 

@@ -139,14 +139,20 @@ def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
     return ckey
 
 
-@operation("UploadPart")
-async def upload_part(rq: S3Request) -> web.StreamResponse:
+async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, mp.Upload,
+                                               bytes | None]:
+    """What every part request names: part number, upload (checked), and its SSE-C key."""
     number = _part_number(rq)
     upload_id = rq.params.get("uploadId", "")
     svc = service(rq)
     with _errors(upload_id):
         up, _ = await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
-    part_key = _part_customer_key(rq, up)
+    return number, upload_id, svc, up, _part_customer_key(rq, up)
+
+
+@operation("UploadPart")
+async def upload_part(rq: S3Request) -> web.StreamResponse:
+    number, upload_id, svc, up, part_key = await _part_target(rq)
     body = RequestBody(rq.request, rq.auth, PART_SIZE_MAX)
     want = up.checksum_algorithm
     if want:
@@ -187,12 +193,7 @@ def _copy_range(value: str | None, size: int) -> tuple[int, int]:
 
 @operation("UploadPartCopy")
 async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
-    number = _part_number(rq)
-    upload_id = rq.params.get("uploadId", "")
-    svc = service(rq)
-    with _errors(upload_id):
-        up, _ = await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
-    part_key = _part_customer_key(rq, up)
+    number, upload_id, svc, up, part_key = await _part_target(rq)
     src, src_versioned = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)

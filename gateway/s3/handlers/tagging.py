@@ -42,7 +42,7 @@ def parse_tagging_header(value: str | None) -> dict[str, str]:
     return tags
 
 
-async def _target(rq: S3Request) -> tuple[ObjectVersion, bool]:
+async def addressed_version(rq: S3Request) -> tuple[ObjectVersion, bool]:
     """The addressed version (not a delete marker) and whether the bucket is versioned."""
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
     vid = rq.params.get("versionId")
@@ -62,14 +62,14 @@ def _version_header(v: ObjectVersion, versioned: bool) -> dict[str, str]:
 
 @operation("GetObjectTagging")
 async def get_object_tagging(rq: S3Request) -> web.StreamResponse:
-    v, versioned = await _target(rq)
+    v, versioned = await addressed_version(rq)
     return xml_response(xml.tagging_xml(v.tags), headers=_version_header(v, versioned))
 
 
 @operation("PutObjectTagging")
 async def put_object_tagging(rq: S3Request) -> web.StreamResponse:
     tags = xml_parse.parse_tagging(await read_small_body(rq), max_tags=OBJECT_TAGS_MAX)
-    v, versioned = await _target(rq)
+    v, versioned = await addressed_version(rq)
     v = await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
                                                 tags=tags)
     return web.Response(status=200, headers=_version_header(v, versioned))
@@ -77,7 +77,7 @@ async def put_object_tagging(rq: S3Request) -> web.StreamResponse:
 
 @operation("DeleteObjectTagging")
 async def delete_object_tagging(rq: S3Request) -> web.StreamResponse:
-    v, versioned = await _target(rq)
+    v, versioned = await addressed_version(rq)
     v = await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
                                                 tags={})
     return web.Response(status=204, headers=_version_header(v, versioned))
