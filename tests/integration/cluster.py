@@ -20,6 +20,20 @@ ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]
 ETCD_HOSTS = ["127.0.1.10", "127.0.2.10", "127.0.3.10"]
 
 
+def files_holding(root: Path, needles: list[bytes]) -> list[str]:
+    """Files below root holding any needle, as "path: needle"; files removed meanwhile hold nothing."""
+    hits = []
+    for p in sorted(root.rglob("*")):
+        try:
+            if not p.is_file() or p.is_symlink():
+                continue
+            data = p.read_bytes()
+        except FileNotFoundError:  # GC or an atomic rename of a running cluster
+            continue
+        hits += [f"{p}: {n[:12]!r}" for n in needles if n in data]
+    return hits
+
+
 def free_port(hosts: list[str] | None = None) -> int:
     """A port free on 127.0.0.1 and on every given host."""
     for _ in range(200):

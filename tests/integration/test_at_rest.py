@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
 from storage.records import ObjectVersion, Tenant, object_key, tenant_key
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, files_holding
 
 MARKER = b"KNOWN-PLAINTEXT-7f3a9c-"
 
@@ -53,15 +53,6 @@ def manifest(cluster: LocalCluster, bucket: str, key: str) -> ObjectVersion:
     raw = db_get(cluster, object_key(bucket, key))
     assert raw is not None
     return ObjectVersion.decode(raw)
-
-
-def files_containing(root: Path, needles: list[bytes]) -> list[str]:
-    hits = []
-    for p in root.rglob("*"):
-        if p.is_file() and not p.is_symlink():
-            data = p.read_bytes()
-            hits += [f"{p}: {n[:12]!r}" for n in needles if n in data]
-    return hits
 
 
 def body_with_marker(size: int) -> bytes:
@@ -99,7 +90,7 @@ def test_known_plaintext_and_secrets_appear_nowhere(cluster: LocalCluster,
         bad.list_objects_v2(Bucket=bucket)
     needles = [MARKER, cred["secret_access_key"].encode(), ckey,
                base64.b64encode(ckey), cluster.env["TESSERA_ADMIN_SECRET_KEY"].encode()]
-    hits = [h for h in files_containing(cluster.data, needles)
+    hits = [h for h in files_holding(cluster.data, needles)
             if not h.startswith(str(cluster.data / "tessera.env"))]
     assert hits == []
     # A node's data directory copied elsewhere: no plaintext and no key material in it.
@@ -107,7 +98,7 @@ def test_known_plaintext_and_secrets_appear_nowhere(cluster: LocalCluster,
     copy = tmp_path / "stolen"
     shutil.copytree(node_dir, copy)
     root_key = (cluster.data / "secrets" / "root.key").read_bytes()
-    assert files_containing(copy, [MARKER, root_key, ckey]) == []
+    assert files_holding(copy, [MARKER, root_key, ckey]) == []
     assert not list(copy.rglob("*.key")) and not list(copy.rglob("*.db"))
 
 

@@ -27,7 +27,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from storage.records import ObjectVersion, object_key
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, files_holding
 
 MiB = 1024 * 1024
 SEGMENT = MiB
@@ -141,16 +141,6 @@ def shards_by_stripe(c: LocalCluster) -> dict[str, list[tuple[str, int]]]:
             if len(stripe) == 32 and index.isdigit():
                 out.setdefault(stripe, []).append((node, int(index)))
     return out
-
-
-def file_contains(path: Path, needle: bytes) -> bool:
-    tail = b""
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            if needle in tail + chunk:
-                return True
-            tail = chunk[-(len(needle) - 1):]
-    return False
 
 
 def node_request(c: LocalCluster, method: str, path: str, headers: dict[str, str] | None = None,
@@ -281,9 +271,9 @@ def test_no_plaintext_under_the_data_dir(cluster: LocalCluster) -> None:
     files = [p for p in cluster.data.rglob("*") if p.is_file()]
     assert any(p.suffix == ".db" for p in files) and any(p.suffix == ".log" for p in files)
     assert sum(1 for p in files if "shards" in p.parts) >= 6
-    leaked = [str(p) for p in files if file_contains(p, MARKER)]
+    leaked = files_holding(cluster.data, [MARKER])
     assert not leaked, f"plaintext found in {leaked}"
-    assert file_contains(cluster.data / "tessera.toml", b"[profiles.standard]")  # the search works
+    assert files_holding(cluster.data, [b"[profiles.standard]"])  # the search works
 
 
 def test_node_refuses_requests_without_cluster_credential(cluster: LocalCluster) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, files_holding
 
 LIMIT = 4096
 
@@ -18,12 +18,6 @@ def inline_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     c = LocalCluster(tmp_path / "data", up_args=["--inline-max-bytes", str(LIMIT)]).start()
     yield c
     c.stop()
-
-
-def _all_bytes(root: Path) -> Iterator[bytes]:
-    for p in root.rglob("*"):
-        if p.is_file():
-            yield p.read_bytes()
 
 
 def test_small_objects_inline_large_ones_erasure_coded(inline_cluster: LocalCluster) -> None:
@@ -47,7 +41,7 @@ def test_small_objects_inline_large_ones_erasure_coded(inline_cluster: LocalClus
     files = [p for ps in inline_cluster.shard_files().values() for p in ps]
     assert len(files) == 6
     # The inline object is sealed: its plaintext is nowhere on disk, metadata included.
-    assert not any(marker in blob for blob in _all_bytes(inline_cluster.data))
+    assert files_holding(inline_cluster.data, [marker]) == []
     # Copy and delete work like for any object.
     s3.copy_object(Bucket="inline", Key="copy", CopySource={"Bucket": "inline", "Key": "small"})
     assert s3.get_object(Bucket="inline", Key="copy")["Body"].read() == bodies["small"]
