@@ -5,7 +5,9 @@ entry) hot while their data sits on archive nodes under the archive profile, com
 then encrypted. Their data is readable only through a restored copy: RestoreObject queues
 a job (`AR/`), the restore worker copies the plaintext into a temporary STANDARD stripe under
 a fresh data key once the tier's latency has passed, and the expiry worker (`AE/`) retires
-that copy when it expires. Every state change is a compare-and-swap on every record that
+that copy when it expires. SSE-C versions are moved and copied without their key: their
+sealed segments are re-erasure-coded as they are (same data key, identity, part numbers and
+segment boundaries, so the segments' associated data still holds), never compressed. Every state change is a compare-and-swap on every record that
 holds the version (current `O/` and history `V/`), together with its queue entries.
 
 Clock: a "day" lasts `ArchiveSettings.day_seconds`; restore expiry is completion + Days
@@ -105,8 +107,11 @@ def readable(v: ObjectVersion, now: float | None = None) -> ObjectVersion | None
         return None
     r = v.restore
     if not r.get("parts"):
-        return v  # restored in place (SSE-C: the copy could not be re-encrypted)
-    return dataclasses.replace(v, parts=[PartLayout(**p) for p in r["parts"]], dek=r["dek"],
+        return v  # nothing was copied
+    parts = [PartLayout(**p) for p in r["parts"]]
+    if "dek" not in r:  # SSE-C: the copy holds the version's own ciphertext and key
+        return dataclasses.replace(v, parts=parts)
+    return dataclasses.replace(v, parts=parts, dek=r["dek"],
                                identity_version=r["identity_version"],
                                kek_version=int(r["kek_version"]))
 
@@ -278,9 +283,10 @@ class ArchiveService:
         if v is None or v.restore.get("queue_key") != item.key:
             await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
             return False
-        copy: dict[str, Any] = {"parts": []}
-        new_parts: list[PartLayout] = []
-        if SSEC_HMAC not in v.sse:
+        if SSEC_HMAC in v.sse:
+            new_parts = await self._rewrite_parts(v, v, None, RESTORED_CLASS, False)
+            copy: dict[str, Any] = {"parts": [dataclasses.asdict(p) for p in new_parts]}
+        else:
             new_parts, copy = await self._copy_hot(v)
         stripes = [p.stripe_id for p in v.parts]
 
@@ -322,17 +328,30 @@ class ArchiveService:
                        "identity_version": shadow.identity_version, "kek_version": kek_version}
 
     async def _rewrite_parts(self, src: ObjectVersion, target: ObjectVersion,
-                             cipher: SegmentCipher, storage_class: str, compress: bool,
+                             cipher: SegmentCipher | None, storage_class: str, compress: bool,
                              ) -> list[PartLayout]:
-        """Write each part of `src` again (same numbers, ETags, checksums) for `target`."""
+        """Write each part of `src` again (same numbers, ETags, checksums) for `target`.
+
+        With no `cipher` (SSE-C, `target` is `src`) each part's sealed segments are
+        re-coded as they are under the new profile: no key is needed and no compression is
+        possible (it must come before encryption); a compressed part stays compressed.
+        """
         written: list[PartLayout] = []
         offset = 0
         try:
             for p in src.parts:
                 size = p.plaintext_size
-                body: AsyncIterator[bytes] = self._objects.read(src, offset, offset + size)
-                lay = await self._objects.write_part(target, p.number, cipher, body, [], size,
-                                                     storage_class, compress=compress)
+                body: AsyncIterator[bytes]
+                if cipher is None:
+                    body = self._objects.read_sealed(src, p)
+                    lay = await self._objects.write_part(target, p.number, None, body, [],
+                                                         p.size, storage_class,
+                                                         segment_size=p.segment_size)
+                    lay.compressed, lay.plain_size = p.compressed, p.plain_size
+                else:
+                    body = self._objects.read(src, offset, offset + size)
+                    lay = await self._objects.write_part(target, p.number, cipher, body, [],
+                                                         size, storage_class, compress=compress)
                 lay.etag, lay.checksums = p.etag, dict(p.checksums)
                 written.append(lay)
                 offset += size
@@ -370,20 +389,23 @@ class ArchiveService:
 
     async def transition(self, v: ObjectVersion, storage_class: str) -> bool:
         """Move a version's data to `storage_class`'s profile (re-encoded, compressed when
-        the profile says so) and relabel it; the head stays where it is. False if the
-        version changed meanwhile or cannot be moved (SSE-C: no key to re-encrypt)."""
+        the profile says so) and relabel it; the head stays where it is. An SSE-C version's
+        ciphertext is re-coded as it is (no key here, so no compression). False if the
+        version changed meanwhile or is not moved."""
         if v.delete_marker or CLASS_RANK.get(storage_class, 0) <= \
                 CLASS_RANK.get(v.storage_class, 0):
             return False
         profile = self._cfg.profile_for_class(storage_class)
-        same = all(p.profile == profile.name and p.compressed == profile.compress
+        ssec = SSEC_HMAC in v.sse
+        same = all(p.profile == profile.name and (ssec or p.compressed == profile.compress)
                    for p in v.parts)
         stripes = [p.stripe_id for p in v.parts]
         new_parts: list[PartLayout] = []
         fields: dict[str, Any] = {"storage_class": storage_class, "restore": {}}
-        if not same:
-            if SSEC_HMAC in v.sse:
-                return False
+        if ssec and not same:
+            new_parts = await self._rewrite_parts(v, v, None, storage_class, False)
+            fields["parts"] = new_parts  # same data key and identity: the AAD still holds
+        elif not same:
             kek_version, kek = await self._tenants.kek(v.tenant)
             dek = keys.new_dek()
             target = dataclasses.replace(v, identity_version=new_version_id(), parts=[])
@@ -400,7 +422,7 @@ class ArchiveService:
             if cur.restore.get("queue_key"):
                 ch.deletes.append(cur.restore["queue_key"])
             if not same:
-                due = time.time_ns() + 60 * 10**9
+                due = time.time_ns() + int(self._objects.gc_grace_s * 1e9)
                 for p in cur.parts:
                     if p.stripe_id and p.nodes:
                         ch.puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})

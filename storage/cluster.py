@@ -42,7 +42,12 @@ class Cluster:
     membership: MembershipWatcher | None = None
 
     @classmethod
-    async def open(cls, cfg: Config, probe: bool = True, gc_grace_s: float = 60.0) -> Cluster:
+    async def open(cls, cfg: Config, probe: bool = True,
+                   gc_grace_s: float | None = None) -> Cluster:
+        """Open the cluster. `gc_grace_s` (default: $TESSERA_GC_GRACE_S, else 60) is how long
+        the stripes of a replaced or transitioned version stay for reads already in flight."""
+        if gc_grace_s is None:
+            gc_grace_s = float(os.environ.get("TESSERA_GC_GRACE_S") or 60.0)
         meta_path = cfg.data_dir / cfg.metadata_path
         meta = await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)
         tenants = TenantService(meta, FileRootKey(cfg.root_key_path))

@@ -94,7 +94,7 @@ class ObjectService:
         self._tenants = tenants
         self.buckets = buckets
         self._stripes = stripes
-        self._gc_grace_s = gc_grace_s
+        self.gc_grace_s = gc_grace_s  # retired stripes wait this long (reads in flight)
 
     # keys ----------------------------------------------------------------------------------
 
@@ -136,7 +136,8 @@ class ObjectService:
     def identity(v: ObjectVersion) -> str:
         return keys.object_identity(v.tenant, v.bucket, v.key, v.identity_version or v.version_id)
 
-    def codec_for(self, v: ObjectVersion, part: PartLayout, cipher: SegmentCipher) -> StripeCodec:
+    def codec_for(self, v: ObjectVersion, part: PartLayout, cipher: SegmentCipher | None,
+                  ) -> StripeCodec:
         return StripeCodec(cipher=cipher, codec=ErasureCodec(part.k, part.m),
                            identity=self.identity(v), part=part.number,
                            stripe_id=part.stripe_id, segment_size=part.segment_size)
@@ -194,18 +195,21 @@ class ObjectService:
         return PartLayout(number=1, size=len(data), etag="", stripe_id=b"", k=0, m=0,
                           segment_size=self._cfg.segment_size, nodes=[], inline=sealed)
 
-    async def write_part(self, v: ObjectVersion, number: int, cipher: SegmentCipher,
+    async def write_part(self, v: ObjectVersion, number: int, cipher: SegmentCipher | None,
                          body: AsyncIterator[bytes], digests: Sequence[object],
                          size_hint: int | None, storage_class: str,
-                         compress: bool = False) -> PartLayout:
+                         compress: bool = False, segment_size: int | None = None,
+                         ) -> PartLayout:
         """Write one part as one stripe; it becomes visible only when a manifest commits.
 
         With `compress` and a compressing profile (archive), the plaintext is zstd-compressed
-        before encryption and the layout says so (`compressed`, `plain_size`).
+        before encryption and the layout says so (`compressed`, `plain_size`). With no
+        `cipher`, `body` is the part's sealed segments (`read_sealed`), re-coded as they are.
         """
         profile = self._cfg.profile_for_class(storage_class)
+        segment_size = segment_size or self._cfg.segment_size
         counter = None
-        if compress and profile.compress:
+        if compress and profile.compress and cipher is not None:
             from storage.compression import Counter, compress_stream
 
             counter = Counter()
@@ -214,12 +218,12 @@ class ObjectService:
         stripe_id = new_stripe_id()
         codec = StripeCodec(cipher=cipher, codec=ErasureCodec(profile.k, profile.m),
                             identity=self.identity(v), part=number, stripe_id=stripe_id,
-                            segment_size=self._cfg.segment_size)
+                            segment_size=segment_size)
         # No metadata write before the data: shards of a write that never commits have no
         # X/ entry, and the orphan sweep collects them after a grace period.
         res = await self._stripes.write(codec, profile, body, digests, size_hint)
         part = PartLayout(number=number, size=res.size, etag="", stripe_id=stripe_id,
-                          k=profile.k, m=profile.m, segment_size=self._cfg.segment_size,
+                          k=profile.k, m=profile.m, segment_size=segment_size,
                           nodes=res.nodes, profile=profile.name)
         if counter is not None:
             part.compressed, part.plain_size = True, counter.plain
@@ -304,7 +308,7 @@ class ObjectService:
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
                 deletes: list[bytes]) -> None:
         """Queue the stripes of replaced versions for collection after a grace period."""
-        due = time.time_ns() + int(self._gc_grace_s * 1e9)
+        due = time.time_ns() + int(self.gc_grace_s * 1e9)
         for old in versions:
             for p in old.parts:
                 if p.stripe_id and p.nodes:
@@ -384,6 +388,24 @@ class ObjectService:
                 b = min(hi - seg_start, len(plain))
                 yield plain[a:b] if (a, b) != (0, len(plain)) else plain
                 seg += 1
+
+    async def read_sealed(self, v: ObjectVersion, part: PartLayout) -> AsyncIterator[bytes]:
+        """One part's segments as stored, still sealed: needs no key (re-coding SSE-C data).
+
+        Each block is checked against its frame checksum; the GCM tags are checked when
+        the data is next opened with the key.
+        """
+        if part.inline:
+            yield part.inline
+            return
+        if part.size == 0:
+            return
+        from storage.pipeline import segment_count
+
+        last = segment_count(part.size, part.segment_size) - 1
+        async for sealed in self._stripes.read(self.codec_for(v, part, None), part.nodes,
+                                               part.size, 0, last, self._report_damage):
+            yield sealed
 
     async def _read_compressed(self, codec: StripeCodec, part: PartLayout, lo: int, hi: int,
                                on_damage: Callable[[bytes, int, str], None] | None,

@@ -3,6 +3,8 @@
 Synchronous and free of I/O so it is easy to test; `objects` runs it on a thread pool
 (AES-GCM, zfec and crc32c all release the GIL). Encrypt-then-code means nodes only ever
 hold ciphertext, and the GCM tag is the end-to-end check that a decoded segment is right.
+A codec without a cipher moves sealed segments as they are (encode codes them, decode
+returns them still sealed): how an SSE-C object is re-coded without its customer key.
 """
 
 from __future__ import annotations
@@ -41,14 +43,25 @@ def shard_headers(k: int, m: int, segment_size: int, stripe_id: bytes) -> list[S
 
 @dataclass(frozen=True)
 class StripeCodec:
-    """Everything needed to encode or decode the segments of one part of one object version."""
+    """Everything needed to encode or decode the segments of one part of one object version.
 
-    cipher: SegmentCipher
+    With `cipher` None the segments given to `encode` and returned by `decode` are sealed
+    (plaintext length + TAG_BYTES): the associated data is never needed, so the sealed
+    segments stay valid wherever they are stored next, as long as identity, part number
+    and segment boundaries are kept.
+    """
+
+    cipher: SegmentCipher | None
     codec: ErasureCodec
     identity: str
     part: int
     stripe_id: bytes
     segment_size: int
+
+    @property
+    def input_segment(self) -> int:
+        """Bytes of one full segment as `encode` takes it (sealed when there is no cipher)."""
+        return self.segment_size + (TAG_BYTES if self.cipher is None else 0)
 
     def headers(self) -> list[ShardHeader]:
         return shard_headers(self.codec.k, self.codec.m, self.segment_size, self.stripe_id)
@@ -56,12 +69,17 @@ class StripeCodec:
     def encode(self, headers: list[ShardHeader], index: int, last: bool,
                plaintext: bytes | memoryview) -> list[bytes]:
         """Seal and erasure-code one segment; returns one framed block per shard."""
-        aad = segment_aad(self.identity, self.part, index, last)
-        sealed = self.cipher.seal(index, plaintext, aad)
+        if self.cipher is None:
+            sealed = bytes(plaintext)  # already sealed: re-coded as is
+        else:
+            sealed = self.cipher.seal(index, plaintext,
+                                      segment_aad(self.identity, self.part, index, last))
         blocks = self.codec.encode(sealed)
         return [pack_frame(h, index, blk) for h, blk in zip(headers, blocks, strict=True)]
 
     def decode(self, index: int, last: bool, plain_len: int, blocks: dict[int, bytes]) -> bytes:
         """Rebuild and open one segment from any k verified blocks."""
         sealed = self.codec.decode(blocks, plain_len + TAG_BYTES)
+        if self.cipher is None:
+            return sealed
         return self.cipher.open(index, sealed, segment_aad(self.identity, self.part, index, last))

@@ -166,7 +166,11 @@ class StripeStore:
     async def write(self, codec: StripeCodec, profile: Profile, source: AsyncIterator[bytes],
                     digests: Sequence[object] = (), size_hint: int | None = None,
                     ) -> WriteResult:
-        """Encode and store a stream as one stripe; returns once the write quorum holds."""
+        """Encode and store a stream as one stripe; returns once the write quorum holds.
+
+        The stream is plaintext, or sealed segments for a codec without a cipher; the
+        result's `size` counts plaintext bytes either way.
+        """
         loop = asyncio.get_running_loop()
         quorum = self._cfg.write_quorum(profile)
         targets = place_for_write(codec.stripe_id, profile, self._health.placeable(), quorum)
@@ -196,7 +200,7 @@ class StripeStore:
                                        [s.error for s in senders if s.error])
 
         try:
-            async for data, last in _segments(source, codec.segment_size):
+            async for data, last in _segments(source, codec.input_segment):
                 if senders is None:
                     senders = [
                         _ShardSender(self._client, node,
@@ -212,7 +216,7 @@ class StripeStore:
                 if encoding is not None:
                     await _dispatch(await encoding)
                 encoding = job
-                total += len(data)
+                total += len(data) - (codec.input_segment - codec.segment_size)
                 count += 1
             if encoding is not None:
                 await _dispatch(await encoding)
@@ -245,7 +249,8 @@ class StripeStore:
     async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,
                    first: int, last: int, on_damage: DamageReport | None = None,
                    ) -> AsyncIterator[bytes]:
-        """Yield the plaintext of segments [first, last] of a stripe of `size` bytes."""
+        """Yield the plaintext of segments [first, last] of a stripe of `size` bytes (the
+        sealed segments for a codec without a cipher)."""
         loop = asyncio.get_running_loop()
         by_id = self._nodes_by_id()
         nsegs = segment_count(size, codec.segment_size)

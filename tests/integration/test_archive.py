@@ -11,8 +11,10 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from storage.records import ObjectVersion, object_key
 from storage.shards.format import HEADER_BYTES, ShardHeader
 from tests.integration.cluster import LocalCluster
 
@@ -362,3 +365,94 @@ def test_multipart_to_glacier_is_compressed_and_restores(arch: LocalCluster, s3:
     assert s3.get_object(Bucket="arch", Key="mpu/obj")["Body"].read() == data
     got = s3.get_object(Bucket="arch", Key="mpu/obj", Range="bytes=5-9")["Body"].read()
     assert got == data[5:10]
+
+
+CUSTOMER_KEY = bytes(range(32))
+
+
+def ssec(key: bytes = CUSTOMER_KEY) -> dict[str, Any]:
+    return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+
+
+def manifest(c: LocalCluster, bucket: str, key: str) -> ObjectVersion:
+    conn = sqlite3.connect(f"file:{c.data / 'meta' / 'tessera.db'}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT v FROM kv WHERE k=?", (object_key(bucket, key),)).fetchone()
+    finally:
+        conn.close()
+    assert row is not None, f"no manifest for {bucket}/{key}"
+    return ObjectVersion.decode(row[0])
+
+
+def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster,
+                                                             s3: Any) -> None:
+    """As on AWS, lifecycle moves SSE-C objects and RestoreObject needs no key: the
+    ciphertext is re-coded as it is (3+3 on archive nodes, not compressed); GET after the
+    restore needs the customer key and returns the exact bytes."""
+    b = "arch-ssec"
+    s3.create_bucket(Bucket=b)
+    rnd = random.Random(7)
+    single = rnd.randbytes(2_500_000) + KNOWN * 2000  # three segments, the last one short
+    parts = [rnd.randbytes(5 * 1024 * 1024), KNOWN * 3000]
+    s3.put_object(Bucket=b, Key="c/single", Body=single, Metadata={"m": "1"}, **ssec())
+    up = s3.create_multipart_upload(Bucket=b, Key="c/multi", **ssec())["UploadId"]
+    done = [{"PartNumber": n, "ETag": s3.upload_part(
+        Bucket=b, Key="c/multi", UploadId=up, PartNumber=n, Body=body, **ssec())["ETag"]}
+        for n, body in enumerate(parts, start=1)]
+    s3.complete_multipart_upload(Bucket=b, Key="c/multi", UploadId=up,
+                                 MultipartUpload={"Parts": done}, **ssec())
+    bodies = {"c/single": single, "c/multi": b"".join(parts)}
+    heads = {k: s3.head_object(Bucket=b, Key=k, **ssec()) for k in bodies}
+    before = {k: manifest(arch, b, k) for k in bodies}
+    shards_before = shard_set(arch)
+    s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
+        {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "c/"},
+         "Transitions": [{"Days": 0, "StorageClass": "GLACIER"}]}]})
+
+    def moved() -> bool:
+        run_once(arch)
+        return all(s3.head_object(Bucket=b, Key=k, **ssec()).get("StorageClass") == "GLACIER"
+                   for k in bodies)
+
+    wait_for(moved, timeout=3 * DAY, what="SSE-C transition to GLACIER")
+    for k in bodies:
+        h = s3.head_object(Bucket=b, Key=k, **ssec())
+        for field in ("ETag", "ContentLength", "LastModified", "Metadata", "SSECustomerKeyMD5"):
+            assert h[field] == heads[k][field]
+        after = manifest(arch, b, k)
+        # the same data key and identity (the segments' associated data), new stripes
+        assert (after.dek, after.identity_version) == (before[k].dek,
+                                                       before[k].identity_version)
+        assert {p.stripe_id for p in after.parts}.isdisjoint(
+            {p.stripe_id for p in before[k].parts})
+        assert [(p.profile, p.k, p.m, p.compressed) for p in after.parts] == \
+            [("archive", 3, 3, False)] * len(before[k].parts)
+    added = new_shards(shards_before, shard_set(arch))
+    assert added and set(added) <= ARCHIVE_NODES
+    for node, names in added.items():
+        for name in names:
+            raw = next(p for p in arch.shard_files()[node] if p.name == name).read_bytes()
+            assert KNOWN[:24] not in raw
+    status, err = error(lambda: s3.get_object(Bucket=b, Key="c/single", **ssec()))
+    assert (status, err["Code"]) == (403, "InvalidObjectState")
+    for k in bodies:
+        assert restore(s3, k, tier="Expedited", bucket=b) == 202  # no key needed
+
+    def all_restored() -> bool:
+        return all((s3.head_object(Bucket=b, Key=k, **ssec()).get("Restore") or "")
+                   .startswith('ongoing-request="false"') for k in bodies)
+
+    wait_for(all_restored, what="SSE-C restores")
+    copy = new_shards(shards_before, shard_set(arch))
+    assert set(copy) - ARCHIVE_NODES  # the restored copies are on standard nodes
+    for k, data in bodies.items():
+        g = s3.get_object(Bucket=b, Key=k, **ssec())
+        assert g["Body"].read() == data and g["StorageClass"] == "GLACIER"
+        assert g["SSECustomerKeyMD5"] == heads[k]["SSECustomerKeyMD5"]
+    got = s3.get_object(Bucket=b, Key="c/multi", Range="bytes=5242870-5242889", **ssec())
+    assert got["Body"].read() == bodies["c/multi"][5242870:5242890]
+    status, err = error(lambda: s3.get_object(Bucket=b, Key="c/single"))
+    assert (status, err["Code"]) == (400, "InvalidRequest")
+    status, err = error(lambda: s3.get_object(Bucket=b, Key="c/single",
+                                              **ssec(bytes(32))))
+    assert (status, err["Code"]) == (403, "AccessDenied")

@@ -110,6 +110,38 @@ def test_segment_sizes_including_short_last_segment(size: int) -> None:
                          size) == data
 
 
+def test_sealed_segments_recode_under_another_profile_without_the_key() -> None:
+    """SSE-C transitions: a codec without a cipher moves the sealed segments from a 4+2
+    stripe to a 3+3 stripe under a new stripe id; the key then opens them, because the
+    associated data binds identity, part, position and last flag, not the layout."""
+    seg = 1024
+    size = 3 * seg + 100
+    data = random.Random(SEED).randbytes(size)
+    hot = make_codec(4, 2, seg, stripe=b"h" * 16)
+    files = encode_object(hot, data)
+    n = segment_count(size, seg)
+    parsed = {i: read_file(files[i]) for i in (1, 3, 4, 5)}
+    moving = StripeCodec(cipher=None, codec=ErasureCodec(4, 2), identity="obj", part=1,
+                         stripe_id=b"h" * 16, segment_size=seg)
+    sealed = [moving.decode(s, s == n - 1, segment_length(size, seg, s),
+                            {i: b[s] for i, b in parsed.items()}) for s in range(n)]
+    assert moving.input_segment == seg + TAG_BYTES
+    assert [len(x) for x in sealed] == [seg + TAG_BYTES] * (n - 1) + [100 + TAG_BYTES]
+    assert all(data[:64] not in x for x in sealed)
+    cold = StripeCodec(cipher=None, codec=ErasureCodec(3, 3), identity="obj", part=1,
+                       stripe_id=b"c" * 16, segment_size=seg)
+    headers = cold.headers()
+    out = [bytearray(h.pack()) for h in headers]
+    for s, x in enumerate(sealed):
+        for f, frame in zip(out, cold.encode(headers, s, s == n - 1, x), strict=True):
+            f += frame
+    opener = make_codec(3, 3, seg, stripe=b"c" * 16)
+    assert decode_object(opener, {i: bytes(out[i]) for i in (0, 4, 5)}, size) == data
+    with pytest.raises(IntegrityError):  # the AAD still binds the part number
+        decode_object(make_codec(3, 3, seg, part=2, stripe=b"c" * 16),
+                      {i: bytes(out[i]) for i in (0, 1, 2)}, size)
+
+
 def test_shard_blocks_hold_no_plaintext() -> None:
     data = b"PLAINTEXT-MARKER" * 512
     codec = make_codec(4, 2, 2048)
