@@ -74,7 +74,8 @@ def _table(rows: list[list[str]], head: list[str]) -> None:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
-def _vol_dict(v: Volume, stored: int | None = None, lease: dict | None = None) -> dict:
+def volume_dict(v: Volume, stored: int | None = None, lease: dict | None = None) -> dict:
+    """A volume as JSON: the shape of `tessera volume --json` and of the admin API."""
     d = {"name": v.name, "id": v.id, "tenant": v.tenant, "size": v.size,
          "extent_size": v.extent_size, "profile": v.profile, "generation": v.gen,
          "snapshots": [{"name": s["name"], "generation": g} for g, s in
@@ -91,14 +92,14 @@ def _vol_dict(v: Volume, stored: int | None = None, lease: dict | None = None) -
 
 async def _create(a, c, svc, t):  # type: ignore[no-untyped-def]
     v = await svc.create(t, a.name, parse_size(a.size), parse_size(a.extent_size))
-    print(json.dumps(_vol_dict(v)) if a.json else
+    print(json.dumps(volume_dict(v)) if a.json else
           f"created volume {v.name}: {_human(v.size)}, extents of {_human(v.extent_size)}")
 
 
 async def _list(a, c, svc, t):  # type: ignore[no-untyped-def]
     vols = await svc.list(t)
     if a.json:
-        print(json.dumps([_vol_dict(v) for v in vols]))
+        print(json.dumps([volume_dict(v) for v in vols]))
         return
     _table([[v.name, _human(v.size), _human(v.extent_size), str(len(v.snapshots)),
              v.base["name"] + "@" + str(v.base["gen"]) if v.base else "-"] for v in vols],
@@ -113,7 +114,7 @@ async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
     lease = await svc.lease(v.id)
     if lease and lease["expires"] < time.time():
         lease = None
-    d = _vol_dict(v, stored, lease)
+    d = volume_dict(v, stored, lease)
     if a.json:
         print(json.dumps(d))
         return
@@ -138,8 +139,11 @@ async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
     print(f"volume {v.name} is now {_human(v.size)}")
 
 
-def _quiesce(data_dir: Path, tenant: str, name: str) -> None:
-    """If the volume is mounted here, push its caches down: a crash-consistent point."""
+def quiesce(data_dir: Path, tenant: str, name: str) -> None:
+    """If the volume is mounted here, push its caches down: a crash-consistent point.
+
+    Also used by the admin API's snapshot route (same host, same data directory).
+    """
     from gateway.block.mount import mounted_states
 
     for st in mounted_states(data_dir):
@@ -160,7 +164,7 @@ def _quiesce(data_dir: Path, tenant: str, name: str) -> None:
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
     if a.snap_cmd == "create":
-        await asyncio.to_thread(_quiesce, c.cfg.data_dir, t, a.name)
+        await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
         g = await svc.snapshot(t, a.name, a.snap)
         print(f"snapshot {a.name}@{a.snap} (generation {g})")
     elif a.snap_cmd == "delete":

@@ -40,6 +40,7 @@ from storage.stripes import StripeStore
 from storage.tenants import TenantService
 
 MiB = 1 << 20
+MAX_VOLUME_BYTES = 1 << 60  # 1 EiB: sizes are stored as 64-bit integers
 LEASE_TTL_S = 30.0
 WRITE_ATTEMPTS = 3  # per extent write: a zone dying mid-write costs a retry, not an EIO
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -187,8 +188,8 @@ class VolumeService:
                      profile: str | None = None) -> Volume:
         if not _NAME_RE.match(name):
             raise InvalidInput("volume names are 1-63 letters, digits, '.', '_' or '-'")
-        if size <= 0 or size % 4096:
-            raise InvalidInput("volume size must be a positive multiple of 4 KiB")
+        if size <= 0 or size % 4096 or size > MAX_VOLUME_BYTES:
+            raise InvalidInput("volume size must be a positive multiple of 4 KiB, at most 1 EiB")
         seg = self.cfg.segment_size
         if not (MiB <= extent_size <= 4 * MiB) or extent_size % seg:
             raise InvalidInput(f"extent size must be 1-4 MiB and a multiple of {seg} bytes")
@@ -207,8 +208,9 @@ class VolumeService:
 
     async def resize(self, tenant: str, name: str, size: int) -> Volume:
         def grow(v: Volume) -> None:
-            if size % 4096 or size < v.size:
-                raise InvalidInput(f"volumes only grow, in 4 KiB steps (now {v.size} bytes)")
+            if size % 4096 or size < v.size or size > MAX_VOLUME_BYTES:
+                raise InvalidInput(f"volumes only grow, in 4 KiB steps, up to 1 EiB (now "
+                                   f"{v.size} bytes)")
             v.size = size
         return await self._update(tenant, name, grow)
 

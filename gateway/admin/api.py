@@ -14,6 +14,9 @@ authenticated action is written to the append-only audit log (who, what, when, r
     GET    /admin/v1/keys[?tenant=T]               list access keys (never secrets)
     POST   /admin/v1/keys               {"tenant"} create; the only answer holding a secret
     DELETE /admin/v1/keys/{access_key}             revoke
+
+Block volumes of a tenant live under /admin/v1/tenants/{tenant}/volumes (`volumes`); cluster
+membership under /admin/v1/nodes (`nodes`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from storage import errors as se
 from storage import keys_rotation as kr
 from storage.cluster import Cluster
 from storage.records import Tenant
+from storage.volumes import VolumeService
 
 log = logging.getLogger("tessera.admin")
 PREFIX = "/admin/v1"
@@ -55,6 +59,8 @@ class AdminApi:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.audit = AuditLog(cluster.cfg.data_dir / "audit" / "audit.log")
+        self.volumes = VolumeService(cluster.cfg, cluster.meta, cluster.tenants, cluster.stripes,
+                                     gc_grace_s=cluster.objects.gc_grace_s)
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/health", self.health)
@@ -152,6 +158,9 @@ class AdminApi:
         if await self.cluster.buckets.list(t.name):
             raise AdminError(409, "TenantNotEmpty", f"tenant {t.name!r} still owns buckets; "
                              "delete them first (or shred the tenant)")
+        if await self.volumes.list(t.name):
+            raise AdminError(409, "TenantNotEmpty", f"tenant {t.name!r} still owns volumes; "
+                             "delete them first (or shred the tenant)")
         for k in await self.cluster.tenants.list_keys(t.name):
             if k.state == "active":
                 await self.cluster.tenants.revoke_key(k.access_key)
@@ -185,8 +194,9 @@ class AdminApi:
         await kr.cancel_shred(self.cluster.meta, t.name)
         return 200, {"name": t.name, "state": t.state, "shred_due": None}
 
-    async def _tenant(self, call: Call) -> Tenant:
-        name = call.param("name")
+    async def _tenant(self, call: Call, param: str = "name") -> Tenant:
+        """The tenant named by the route parameter `param`, or 404 NoSuchTenant."""
+        name = call.param(param)
         call.audit["tenant"] = name
         if name.startswith("_"):
             raise AdminError(404, "NoSuchTenant", f"tenant {name!r} does not exist")

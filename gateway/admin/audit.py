@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-SAFE_FIELDS = ("tenant", "name", "access_key", "wait_s", "version", "role")
+SAFE_FIELDS = ("tenant", "name", "access_key", "wait_s", "version", "role", "volume", "snapshot",
+               "size", "clone")
 
 
 class AuditLog:
