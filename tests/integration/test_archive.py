@@ -51,7 +51,8 @@ def s3(arch: LocalCluster) -> Any:
     return arch.client()
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 40.0, what: str = "condition") -> Any:
+def wait_for(cond: Callable[[], Any], timeout: float = 40.0, what: str = "condition",
+             interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         got = cond()
@@ -59,7 +60,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 40.0, what: str = "condit
             return got
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(interval)
 
 
 def error(fn: Callable[[], Any]) -> tuple[int, dict[str, str]]:
@@ -404,7 +405,6 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
     bodies = {"c/single": single, "c/multi": b"".join(parts)}
     heads = {k: s3.head_object(Bucket=b, Key=k, **ssec()) for k in bodies}
     before = {k: manifest(arch, b, k) for k in bodies}
-    shards_before = shard_set(arch)
     s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
         {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "c/"},
          "Transitions": [{"Days": 0, "StorageClass": "GLACIER"}]}]})
@@ -427,12 +427,13 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
             {p.stripe_id for p in before[k].parts})
         assert [(p.profile, p.k, p.m, p.compressed) for p in after.parts] == \
             [("archive", 3, 3, False)] * len(before[k].parts)
-    added = new_shards(shards_before, shard_set(arch))
-    assert added and set(added) <= ARCHIVE_NODES
-    for node, names in added.items():
-        for name in names:
-            raw = next(p for p in arch.shard_files()[node] if p.name == name).read_bytes()
-            assert KNOWN[:24] not in raw
+    files = arch.shard_files()
+    for k in bodies:
+        for p in manifest(arch, b, k).parts:  # whole, on archive nodes, still ciphertext
+            assert set(p.nodes) <= ARCHIVE_NODES and len(p.nodes) == 6
+            for i, node in enumerate(p.nodes):
+                path = next(f for f in files[node] if f.name == f"{p.stripe_id.hex()}.{i}")
+                assert KNOWN[:24] not in path.read_bytes()
     status, err = error(lambda: s3.get_object(Bucket=b, Key="c/single", **ssec()))
     assert (status, err["Code"]) == (403, "InvalidObjectState")
     for k in bodies:
@@ -443,8 +444,9 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
                    .startswith('ongoing-request="false"') for k in bodies)
 
     wait_for(all_restored, what="SSE-C restores")
-    copy = new_shards(shards_before, shard_set(arch))
-    assert set(copy) - ARCHIVE_NODES  # the restored copies are on standard nodes
+    for k in bodies:  # the restored copies are on standard nodes
+        copy = manifest(arch, b, k).restore["parts"]
+        assert copy and all(set(p["nodes"]).isdisjoint(ARCHIVE_NODES) for p in copy)
     for k, data in bodies.items():
         g = s3.get_object(Bucket=b, Key=k, **ssec())
         assert g["Body"].read() == data and g["StorageClass"] == "GLACIER"

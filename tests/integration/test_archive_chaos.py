@@ -1,0 +1,295 @@
+"""Chaos for the archive tier on real processes: kill -9 nodes and the process doing the work
+in the middle of lifecycle transitions and of restores; after restarts nothing is lost and
+each version's data lives in exactly one place.
+
+"The middle" is observed, not injected: the kill comes as soon as the first shard file of a
+new stripe appears on the target nodes (archive nodes for a transition, standard nodes for a
+restored copy), i.e. once a stripe was written and before, or while, the manifests swap.
+The gateway runs the lifecycle, restore, GC and repair workers, so killing it kills the
+transition or restore in flight; it is restarted by hand (`tessera up` does not restart
+children). GC grace, orphan grace and the repair sweep are shortened through the environment
+the cluster's processes inherit.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.metadata import prefix_end
+from storage.records import ObjectVersion, PartLayout, object_prefix, version_prefix
+from storage.shards.ids import parse_shard_id
+from tests.integration.cluster import LocalCluster
+from tests.integration.test_archive import (
+    ARCHIVE_NODES,
+    DAY,
+    error,
+    restore,
+    ssec,
+    wait_for,
+)
+
+ENV = {"TESSERA_GC_GRACE_S": "2", "TESSERA_ORPHAN_GRACE_S": "3",
+       "TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "2"}
+BUCKET = "chaos"
+PART = 5 * 1024 * 1024  # the smallest part but the last of a multipart upload
+DEADLINE_S = 60.0
+
+
+class Chaos:
+    """A fresh cluster plus the processes a test restarted by hand (stopped at teardown)."""
+
+    def __init__(self, c: LocalCluster) -> None:
+        self.c = c
+        self.s3 = c.client()
+        self.extra: list[subprocess.Popen] = []
+
+    def restart_node(self, node_id: str) -> None:
+        self.extra.append(self.c.restart_node(node_id))
+
+    def restart_gateway(self) -> None:
+        log_path = self.c.data / "logs" / f"gateway-restart-{len(self.extra)}.log"
+        with log_path.open("w") as log:
+            p = subprocess.Popen([sys.executable, "-m", "gateway", "--config",
+                                  str(self.c.data / "tessera.toml")],
+                                 stdout=log, stderr=subprocess.STDOUT)
+        self.extra.append(p)
+        wait_for(lambda: p.poll() is not None or "gateway ready" in log_path.read_text(),
+                 timeout=60, what="the restarted gateway")
+        assert p.poll() is None, log_path.read_text()[-2000:]
+        (self.c.data / "run" / "gateway.pid").write_text(f"{p.pid}\n")
+
+    def kill(self, *names: str) -> None:
+        for name in names:
+            self.c.kill(name, signal.SIGKILL)
+
+    def close(self) -> None:
+        for p in self.extra:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.c.stop()
+
+
+@pytest.fixture
+def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Chaos]:
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    ch = Chaos(LocalCluster(tmp_path / "data", up_args=["--day-seconds", str(DAY)]).start())
+    try:
+        yield ch
+    finally:
+        ch.close()
+
+
+# what is on disk and what the manifests say ---------------------------------------------------
+
+def records(c: LocalCluster) -> list[ObjectVersion]:
+    """Every manifest record (current `O/` and history `V/`) of the test bucket."""
+    conn = sqlite3.connect(f"file:{c.data / 'meta' / 'tessera.db'}?mode=ro", uri=True)
+    try:
+        rows = []
+        for p in (object_prefix(BUCKET), version_prefix(BUCKET)):
+            rows += conn.execute("SELECT v FROM kv WHERE k >= ? AND k < ?",
+                                 (p, prefix_end(p))).fetchall()
+    finally:
+        conn.close()
+    return [ObjectVersion.decode(r[0]) for r in rows]
+
+
+def wanted(versions: list[ObjectVersion]) -> dict[str, tuple[int, set[tuple[str, int]]]]:
+    """stripe id -> (k + m, {(node, shard index)}) of every stripe a manifest names: the
+    version's parts and, while it is restored, its restored copy's parts."""
+    out: dict[str, tuple[int, set[tuple[str, int]]]] = {}
+    for v in versions:
+        parts = list(v.parts) + [PartLayout(**p) for p in v.restore.get("parts", [])]
+        for p in parts:
+            if p.stripe_id and p.size:
+                out[p.stripe_id.hex()] = (p.k + p.m, {(n, i) for i, n in enumerate(p.nodes)
+                                                      if n})
+    return out
+
+
+def on_disk(c: LocalCluster) -> dict[str, set[tuple[str, int]]]:
+    out: dict[str, set[tuple[str, int]]] = {}
+    for node, files in c.shard_files().items():
+        for f in files:
+            try:
+                stripe, index = parse_shard_id(f.name)
+            except ValueError:
+                continue
+            out.setdefault(stripe.hex(), set()).add((node, index))
+    return out
+
+
+def misplaced(c: LocalCluster) -> str:
+    """"" when every stripe a manifest names is whole (k+m shards, each where its manifest
+    says) and no other shard is on any node; else what is wrong."""
+    want, have = wanted(records(c)), on_disk(c)
+    wrong = [f"{s[:8]} left over on {sorted(have[s])}" for s in set(have) - set(want)]
+    for s, (width, places) in want.items():
+        if len(places) < width or have.get(s) != places:
+            wrong.append(f"{s[:8]} want {sorted(places)} have {sorted(have.get(s, ()))}")
+    return "; ".join(wrong)
+
+
+def one_place(c: LocalCluster, what: str) -> None:
+    last = [""]
+
+    def ok() -> bool:
+        last[0] = misplaced(c)
+        return not last[0]
+
+    try:
+        wait_for(ok, timeout=DEADLINE_S, what=what)
+    except AssertionError:
+        raise AssertionError(f"{what}: {last[0]}") from None
+
+
+def new_on(c: LocalCluster, nodes: set[str], before: dict[str, set[tuple[str, int]]]) -> bool:
+    """True once a shard of a stripe that was not on disk before is on one of `nodes`."""
+    for node, files in c.shard_files().items():
+        if node in nodes:
+            for f in files:
+                try:
+                    stripe, _ = parse_shard_id(f.name)
+                except ValueError:
+                    continue
+                if stripe.hex() not in before:
+                    return True
+    return False
+
+
+# the workload ---------------------------------------------------------------------------------
+
+def put_objects(s3: Any, storage_class: str = "STANDARD") -> dict[str, tuple[bytes, bool]]:
+    """Eight incompressible objects (key -> (body, SSE-C)) from a fixed seed: obj/0..3 of two
+    parts (so a move has a middle: one part's stripe written, the other in flight), obj/4..7
+    of one; obj/1 and obj/5 are SSE-C."""
+    rnd = random.Random(20261126)
+    out = {}
+    for i in range(8):
+        key, customer = f"obj/{i}", i in (1, 5)
+        enc = ssec() if customer else {}
+        if i < 4:
+            bodies = [rnd.randbytes(PART), rnd.randbytes(2_000_000)]
+            up = s3.create_multipart_upload(Bucket=BUCKET, Key=key, StorageClass=storage_class,
+                                            **enc)["UploadId"]
+            done = [{"PartNumber": n, "ETag": s3.upload_part(
+                Bucket=BUCKET, Key=key, UploadId=up, PartNumber=n, Body=b, **enc)["ETag"]}
+                for n, b in enumerate(bodies, start=1)]
+            s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=up,
+                                         MultipartUpload={"Parts": done}, **enc)
+            out[key] = (b"".join(bodies), customer)
+        else:
+            body = rnd.randbytes(1_000_000)
+            s3.put_object(Bucket=BUCKET, Key=key, Body=body, StorageClass=storage_class, **enc)
+            out[key] = (body, customer)
+    return out
+
+
+def head(s3: Any, key: str, customer: bool) -> dict[str, Any]:
+    return s3.head_object(Bucket=BUCKET, Key=key, **(ssec() if customer else {}))
+
+
+def is_restored(s3: Any, key: str, customer: bool) -> bool:
+    return (head(s3, key, customer).get("Restore") or "").startswith('ongoing-request="false"')
+
+
+def read_back(s3: Any, objects: dict[str, tuple[bytes, bool]]) -> None:
+    for key, (body, customer) in objects.items():
+        got = s3.get_object(Bucket=BUCKET, Key=key, **(ssec() if customer else {}))
+        assert got["Body"].read() == body, key
+        assert got["StorageClass"] == "GLACIER"
+
+
+def responsive(s3: Any) -> bool:
+    try:
+        s3.head_bucket(Bucket=BUCKET)
+        return True
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+# the tests ------------------------------------------------------------------------------------
+
+def test_kill_nodes_and_gateway_during_transition(chaos: Chaos) -> None:
+    c, s3 = chaos.c, chaos.s3
+    s3.create_bucket(Bucket=BUCKET)
+    objects = put_objects(s3)
+    before = on_disk(c)
+    today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+        {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "obj/"},
+         "Transitions": [{"Date": today, "StorageClass": "GLACIER"}]}]})
+    # the gateway's lifecycle worker starts moving them within a second
+    wait_for(lambda: new_on(c, ARCHIVE_NODES, before), timeout=30, interval=0.02,
+             what="the first archive stripe")
+    chaos.kill("gateway", "a1", "n4")
+    moved = sum(v.storage_class == "GLACIER" for v in records(c))
+    assert moved < len(objects)  # killed in the middle of the run
+    chaos.restart_node("a1")
+    chaos.restart_node("n4")
+    chaos.restart_gateway()
+    wait_for(lambda: responsive(s3), what="S3 after the restart")
+    wait_for(lambda: all(head(s3, k, cust).get("StorageClass") == "GLACIER"
+                         for k, (_, cust) in objects.items()),
+             timeout=DEADLINE_S, what="every object in GLACIER")
+    assert {v.storage_class for v in records(c)} == {"GLACIER"}
+    assert all(p.profile == "archive" for v in records(c) for p in v.parts)
+    one_place(c, "transitioned data in one place")
+    status, err = error(lambda: s3.get_object(Bucket=BUCKET, Key="obj/0"))
+    assert (status, err["Code"]) == (403, "InvalidObjectState")
+    for key in objects:
+        assert restore(s3, key, tier="Expedited", bucket=BUCKET) == 202
+    wait_for(lambda: all(is_restored(s3, k, cust) for k, (_, cust) in objects.items()),
+             timeout=DEADLINE_S, what="restores")
+    read_back(s3, objects)
+    one_place(c, "archived data and restored copies in one place each")
+
+
+def test_kill_nodes_and_gateway_during_restore(chaos: Chaos) -> None:
+    c, s3 = chaos.c, chaos.s3
+    s3.create_bucket(Bucket=BUCKET)
+    objects = put_objects(s3, "GLACIER")
+    before = on_disk(c)
+    standard = {n for n in c.shard_files() if n not in ARCHIVE_NODES}
+    for key in objects:
+        assert restore(s3, key, tier="Expedited", bucket=BUCKET) == 202
+    wait_for(lambda: new_on(c, standard, before), timeout=30, interval=0.02,
+             what="the first restored stripe")
+    chaos.kill("gateway", "a2", "n1")
+    done = sum(v.restore.get("state") == "done" for v in records(c))
+    assert done < len(objects)  # killed in the middle of the restores
+    chaos.restart_node("a2")
+    chaos.restart_node("n1")
+    chaos.restart_gateway()
+    wait_for(lambda: responsive(s3), what="S3 after the restart")
+    # the queued jobs survive the restart and complete; asking again once restored is a 200
+    wait_for(lambda: all(is_restored(s3, k, cust) for k, (_, cust) in objects.items()),
+             timeout=DEADLINE_S, what="restores after the restart")
+    assert restore(s3, "obj/0", tier="Expedited", bucket=BUCKET) == 200
+    read_back(s3, objects)
+    one_place(c, "one restored copy per object")
+    copies = set(on_disk(c)) - set(before)
+    assert len(copies) == 4 * 2 + 4  # one copy of each part, no duplicate
+    # Days=1: the copies expire within two (10-second) days and their shards are collected
+    wait_for(lambda: not any("Restore" in head(s3, k, cust) for k, (_, cust) in objects.items()),
+             timeout=2 * DAY + 20, what="restored copies to expire")
+    wait_for(lambda: not any(v.restore for v in records(c)) and set(on_disk(c)) == set(before),
+             timeout=DEADLINE_S, what="expired copies retired and collected")
+    one_place(c, "only the archived data is left")
+    status, err = error(lambda: s3.get_object(Bucket=BUCKET, Key="obj/2", **ssec()))
+    assert (status, err["Code"]) == (403, "InvalidObjectState")
