@@ -1,11 +1,14 @@
-"""Repair speed: MB/s of shards rebuilt after one node is wiped, and client PUT throughput
-before and while repair runs (or, with --drain, MB/s of shards copied off a draining node).
+"""Repair speed, idle and under client load, and what repair costs client PUTs.
 
-    python benchmarks/repair_speed.py [--objects 24] [--mib 4] [--rate 0] [--drain]
+    python benchmarks/repair_speed.py [--objects 48] [--mib 4] [--rate R] [--busy-rate B]
+    python benchmarks/repair_speed.py --drain      # the rebalancer draining a node instead
 
-Starts its own `tessera up` in a temporary directory (fast sweep, repair rate --rate MB/s,
-0 = unthrottled), writes the objects, kills the node holding most shards, deletes its shard
-files, restarts it and times until every lost shard is rebuilt and the queue is empty.
+Starts its own `tessera up` in a temporary directory (fast sweep, the server's default repair
+rates unless --rate / --busy-rate are given, MiB/s, 0 = no cap) and writes the objects with
+sequential PUTs (client MB/s with no repair). Then, twice, it kills the node holding most
+shards, deletes its shard files, restarts it and times until every lost shard is rebuilt and
+the queue is empty: first with no client traffic (repair MB/s when idle), then while one
+client keeps PUTting objects (client MB/s during repair, and repair MB/s meanwhile).
 """
 
 from __future__ import annotations
@@ -76,22 +79,127 @@ def drain(c: ChaosCluster, victim: str, held: list[Path]) -> int:
     return 0
 
 
+class Client(threading.Thread):
+    """Sequential PUTs of `size` bytes until stopped; records when each one ended."""
+
+    def __init__(self, c: ChaosCluster, size: int) -> None:
+        super().__init__(daemon=True)
+        self.s3 = c.s3()
+        rnd = random.Random(2)
+        self.bodies = [rnd.randbytes(size) for _ in range(4)]
+        self.stop = threading.Event()
+        self.started = 0.0
+        self.ends: list[float] = []
+
+    def run(self) -> None:
+        self.started = time.perf_counter()
+        i = 0
+        while not self.stop.is_set():
+            self.s3.put_object(Bucket="bench", Key=f"during-{i}", Body=self.bodies[i % 4])
+            self.ends.append(time.perf_counter())
+            i += 1
+
+    def rate_until(self, t_end: float) -> float:
+        """MiB/s of the PUTs that ended by `t_end`."""
+        done = [t for t in self.ends if t <= t_end]
+        if not done:
+            return 0.0
+        return len(done) * len(self.bodies[0]) / 2**20 / (done[-1] - self.started)
+
+
+def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
+                profile: str | None) -> dict | None:
+    """Wipe the node holding most shards (not in `skip`) and time its repair.
+
+    With `size`, a client PUTs objects of that size all along. None when it times out.
+    """
+    files: dict[str, list[Path]] = {}
+    for p in c.shard_files():
+        files.setdefault(p.parts[-5], []).append(p)
+    victim = max((n for n in files if n not in skip), key=lambda n: len(files[n]))
+    lost = len(files[victim])
+    lost_bytes = sum(p.stat().st_size for p in files[victim])
+    c.kill_node(victim)
+    for p in files[victim]:
+        p.unlink()
+    st0 = c.status()["repair"]
+    before, shards_before = int(st0.get("bytes_rebuilt", 0)), int(st0.get("shards_rebuilt", 0))
+    spy = None
+    if profile:
+        gw = int((tmp / "run" / "gateway.pid").read_text())
+        fmt = "raw" if profile.endswith(".txt") else "flamegraph"
+        spy = subprocess.Popen(["py-spy", "record", "-p", str(gw), "-o", profile, "--format",
+                                fmt, "--idle", "--nonblocking"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    c.restart_node(victim)
+    client = Client(c, size) if size else None
+    if client is not None:
+        client.start()
+    cpu0 = cpu_seconds(tmp / "run")
+    t0 = time.perf_counter()
+    t_first = None
+    while True:
+        st = c.status()["repair"]
+        if t_first is None and int(st.get("bytes_rebuilt", 0)) > before:
+            t_first = time.perf_counter()
+        if int(st.get("shards_rebuilt", 0)) - shards_before >= lost and st["backlog"] == 0:
+            break
+        if time.perf_counter() - t0 > 600:
+            print("repair did not finish within 600 s")
+            return None
+        time.sleep(0.05)
+    t_done = time.perf_counter()
+    cpu1 = cpu_seconds(tmp / "run")
+    if client is not None:
+        client.stop.set()
+        client.join()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+    rebuilt = int(st.get("bytes_rebuilt", 0)) - before
+    t_first = t_first or t0
+    return {"victim": victim, "lost": lost, "lost_mib": lost_bytes / 2**20,
+            "rebuilt_mib": rebuilt / 2**20, "elapsed": t_done - t0, "first": t_first - t0,
+            "steady_mb_s": rebuilt / 1e6 / max(1e-3, t_done - t_first),
+            "gw_cpu": cpu1.get("gateway", 0.0) - cpu0.get("gateway", 0.0),
+            "node_cpu": sum(v - cpu0.get(k, v) for k, v in cpu1.items() if k != "gateway"),
+            "client_mib_s": client.rate_until(t_done) if client is not None else None,
+            "client_puts": len([t for t in client.ends if t <= t_done]) if client else 0}
+
+
+def report(label: str, r: dict) -> None:
+    print(f"{label}: wiped node {r['victim']} ({r['lost']} shards, {r['lost_mib']:.1f} MiB); "
+          f"rebuilt {r['rebuilt_mib']:.1f} MiB in {r['elapsed']:.2f} s (detection included), "
+          f"first bytes after {r['first']:.2f} s, then {r['steady_mb_s']:.1f} MB/s")
+    print(f"  CPU meanwhile: gateway {r['gw_cpu']:.1f} s, nodes {r['node_cpu']:.1f} s over "
+          f"{r['elapsed']:.1f} s wall on {os.cpu_count()} cores; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    if r["client_mib_s"] is not None:
+        print(f"  client PUTs during repair: {r['client_mib_s']:.1f} MiB/s "
+              f"({r['client_puts']} PUTs)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--objects", type=int, default=24)
+    ap.add_argument("--objects", type=int, default=48)
     ap.add_argument("--mib", type=int, default=4)
-    ap.add_argument("--rate", type=float, default=0.0, help="repair MB/s cap (0 = none)")
+    ap.add_argument("--rate", type=float, help="repair MiB/s cap when idle (server default)")
+    ap.add_argument("--busy-rate", type=float,
+                    help="repair MiB/s cap while clients are active (server default)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory (logs)")
     ap.add_argument("--profile", metavar="SVG",
-                    help="record the gateway with py-spy (SVG, or collapsed stacks if .txt)")
+                    help="record the gateway during the idle repair with py-spy (SVG, or "
+                         "collapsed stacks if .txt)")
     ap.add_argument("--drain", action="store_true",
                     help="instead of wiping a node, drain it (`tessera node drain`) and time the "
                          "rebalancer copying its shards away")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tessera-repair-bench-"))
-    env = {**os.environ, **FAST_ENV, "TESSERA_REPAIR_RATE_MBPS": str(a.rate),
-           "TESSERA_REBALANCE_RATE_MBPS": str(a.rate), "TESSERA_REBALANCE_INTERVAL_S": "0.5",
+    env = {**os.environ, **FAST_ENV, "TESSERA_REBALANCE_INTERVAL_S": "0.5",
            "TESSERA_SCRUB_RATE_MBPS": "0"}
+    for name, val in (("RATE", a.rate), ("BUSY_RATE", a.busy_rate)):
+        if val is not None:
+            env[f"TESSERA_REPAIR_{name}_MBPS"] = env[f"TESSERA_REBALANCE_{name}_MBPS"] = str(val)
     c = ChaosCluster(tmp, env)
     try:
         c.start()
@@ -99,68 +207,24 @@ def main() -> int:
         s3.create_bucket(Bucket="bench")
         size = a.mib * 2**20
         base = put_rate(s3, "bench", "obj-", a.objects, size, 1)
-        files = {}
-        for p in c.shard_files():
-            files.setdefault(p.parts[-5], []).append(p)
-        victim = max(files, key=lambda n: len(files[n]))
+        print(f"client PUTs with no repair: {base:.1f} MiB/s ({a.objects} x {a.mib} MiB)")
         if a.drain:
+            files: dict[str, list[Path]] = {}
+            for p in c.shard_files():
+                files.setdefault(p.parts[-5], []).append(p)
+            victim = max(files, key=lambda n: len(files[n]))
             return drain(c, victim, files[victim])
-        lost = len(files[victim])
-        lost_bytes = sum(p.stat().st_size for p in files[victim])
-        c.kill_node(victim)
-        for p in files[victim]:
-            p.unlink()
-        before = int(c.status()["repair"].get("bytes_rebuilt", 0))
-        shards_before = int(c.status()["repair"].get("shards_rebuilt", 0))
-        spy = None
-        if a.profile:
-            gw = int((tmp / "run" / "gateway.pid").read_text())
-            fmt = "raw" if a.profile.endswith(".txt") else "flamegraph"
-            spy = subprocess.Popen(["py-spy", "record", "-p", str(gw), "-o", a.profile,
-                                    "--format", fmt, "--idle", "--nonblocking"],
-                                   stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
-        c.restart_node(victim)
-        cpu0 = cpu_seconds(tmp / "run")
-        t0 = time.perf_counter()
-        print(f"node {victim} restarted at {time.time():.3f}")
-        rates: list[float] = []
-        client = threading.Thread(target=lambda: rates.append(
-            put_rate(c.s3(), "bench", "during-", 4, size, 2)))
-        client.start()
-        t_first = None
-        while True:
-            st = c.status()["repair"]
-            if t_first is None and int(st.get("bytes_rebuilt", 0)) > before:
-                t_first = time.perf_counter()
-            if int(st.get("shards_rebuilt", 0)) - shards_before >= lost and st["backlog"] == 0:
-                break
-            if time.perf_counter() - t0 > 600:
-                print("repair did not finish within 600 s")
-                return 1
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - t0
-        cpu1 = cpu_seconds(tmp / "run")
-        t_first = t_first or t0
-        client.join()
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(60)
-        during = rates[0] if rates else 0.0
-        rebuilt = int(st.get("bytes_rebuilt", 0)) - before
-        print(f"wiped node {victim}: {lost} shards, {lost_bytes / 2**20:.1f} MiB")
-        print(f"rebuilt {rebuilt / 2**20:.1f} MiB in {elapsed:.2f} s (detection included): "
-              f"{rebuilt / 2**20 / elapsed:.1f} MiB/s")
-        steady = max(1e-3, time.perf_counter() - t_first)
-        print(f"first rebuilt bytes after {t_first - t0:.2f} s; from then on "
-              f"{rebuilt / 2**20 / steady:.1f} MiB/s ({rebuilt / 1e6 / steady:.1f} MB/s)")
-        gw_cpu = cpu1.get("gateway", 0.0) - cpu0.get("gateway", 0.0)
-        node_cpu = sum(v - cpu0.get(k, v) for k, v in cpu1.items() if k != "gateway")
-        print(f"CPU used meanwhile (repair + the client PUTs): gateway {gw_cpu:.1f} s, nodes "
-              f"{node_cpu:.1f} s over {elapsed:.1f} s wall on {os.cpu_count()} cores; machine "
-              f"load average {os.getloadavg()[0]:.1f}")
-        print(f"client PUT throughput: {base:.1f} MiB/s before, {during:.1f} MiB/s while "
-              "repairing")
+        idle = repair_once(c, tmp, set(), None, a.profile)
+        if idle is None:
+            return 1
+        report("repair, no client traffic", idle)
+        busy = repair_once(c, tmp, {idle["victim"]}, size, None)
+        if busy is None:
+            return 1
+        report("repair while one client PUTs", busy)
+        print(f"summary: repair idle {idle['steady_mb_s']:.1f} MB/s; client PUTs "
+              f"{base:.1f} MiB/s with no repair, {busy['client_mib_s']:.1f} MiB/s during "
+              f"repair (repair meanwhile {busy['steady_mb_s']:.1f} MB/s)")
     finally:
         c.stop()
         if a.keep:

@@ -9,8 +9,7 @@ The GCM tag is not checked here (no key); per-frame checksums guard every block 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -24,31 +23,12 @@ from storage.shards.client import NodeClient
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
 from storage.stripes import _ShardSender, read_blocks
+from storage.throttle import Throttle
 
 
 def part_headers(part: PartLayout) -> list[ShardHeader]:
     """The shard headers of every index of a part's stripe (as the writer made them)."""
     return shard_headers(part.k, part.m, part.segment_size, part.stripe_id)
-
-
-class Throttle:
-    """Caps a byte rate over the life of the object (token bucket without burst)."""
-
-    def __init__(self, bytes_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = bytes_per_s
-        self._clock = clock
-        self._start = clock()
-        self._sent = 0
-
-    async def consume(self, n: int) -> None:
-        if self._rate <= 0:
-            return
-        self._sent += n
-        ahead = self._sent / self._rate - (self._clock() - self._start)
-        if ahead > 0:
-            await asyncio.sleep(ahead)
-        elif ahead < -1.0:  # idle for a while: do not bank unlimited credit
-            self._start = self._clock() - self._sent / self._rate - 1.0
 
 
 @dataclass
@@ -107,4 +87,4 @@ async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
                          bad_sources=bad)
 
 
-__all__ = ["RebuildResult", "Throttle", "part_headers", "rebuild_shards"]
+__all__ = ["RebuildResult", "part_headers", "rebuild_shards"]

@@ -18,6 +18,7 @@ from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, load_all
 from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint
 from gateway.s3.sigv4 import authenticate
+from storage.activity import CLIENTS
 from storage.cluster import Cluster
 from storage.config import GatewayConfig
 
@@ -43,6 +44,17 @@ class S3Server:
         self.handlers = load_all()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Serve one request, recorded as client activity (background work gives way)."""
+        CLIENTS.begin()
+        resp: web.StreamResponse | None = None
+        try:
+            resp = await self._serve(request)
+            return resp
+        finally:
+            out = resp.content_length if resp is not None else None
+            CLIENTS.end((request.content_length or 0) + (out or 0))
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         rid = secrets.token_hex(8).upper()
         request["request_id"] = rid
         started = time.perf_counter()

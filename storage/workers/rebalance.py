@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
+from storage.activity import CLIENTS
 from storage.config import Config, NodeSpec, Profile
 from storage.errors import StorageError
 from storage.health import HealthTracker
@@ -27,13 +27,23 @@ from storage.membership import ACTIVE, DRAINING, Member, apply, load_members
 from storage.metadata import MetadataStore
 from storage.pipeline import segment_count, shard_file_bytes
 from storage.placement import place
-from storage.rebuild import Throttle, part_headers, rebuild_shards
+from storage.rebuild import part_headers, rebuild_shards
 from storage.records import PartLayout, pack, unpack
 from storage.shards.client import NodeClient
 from storage.shards.format import pack_frame
 from storage.shards.ids import shard_id
 from storage.stripes import _ShardSender
+from storage.throttle import Throttle
 from storage.workers import WorkerState
+from storage.workers.base import (
+    DEFAULT_BUSY_RATE,
+    DEFAULT_RATE,
+    MIB,
+    ShardWorker,
+    env_num,
+    env_rates,
+    read_counters,
+)
 from storage.workers.repair import Manifest, commit_shard_moves, load_manifest
 
 log = logging.getLogger("tessera.rebalance")
@@ -44,7 +54,8 @@ STATS_KEY = b"S/rebalance"
 class RebalanceSettings:
     """Knobs of the rebalancer (environment TESSERA_REBALANCE_*)."""
 
-    rate_bytes_s: float = 200 * 1024 * 1024  # moved bytes per second, 0 = unlimited
+    rate_bytes_s: float = DEFAULT_RATE  # moved bytes per second, 0 = unlimited
+    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
     parallel: int = 8  # stripes moved at once
     batch: int = 256  # stripes examined per step
     max_moves: int = 256  # balance moves per pass (draining is not bounded)
@@ -54,22 +65,16 @@ class RebalanceSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RebalanceSettings:
-        env = os.environ if env is None else env
         d = cls()
-
-        def num(name: str, default: float) -> float:
-            raw = env.get(name)
-            return float(raw) if raw not in (None, "") else default
-
-        return cls(rate_bytes_s=num("TESSERA_REBALANCE_RATE_MBPS",
-                                    d.rate_bytes_s / 2**20) * 2**20,
-                   parallel=max(1, int(num("TESSERA_REBALANCE_PARALLEL", d.parallel))),
-                   batch=max(1, int(num("TESSERA_REBALANCE_BATCH", d.batch))),
-                   max_moves=int(num("TESSERA_REBALANCE_MAX_MOVES", d.max_moves)),
-                   threshold=num("TESSERA_REBALANCE_THRESHOLD", d.threshold),
-                   min_gap_bytes=num("TESSERA_REBALANCE_MIN_GAP_MB",
-                                     d.min_gap_bytes / 2**20) * 2**20,
-                   interval_s=num("TESSERA_REBALANCE_INTERVAL_S", d.interval_s))
+        rate, busy = env_rates(env, "TESSERA_REBALANCE", d.rate_bytes_s, d.busy_rate_bytes_s)
+        return cls(rate_bytes_s=rate, busy_rate_bytes_s=busy,
+                   parallel=max(1, int(env_num(env, "TESSERA_REBALANCE_PARALLEL", d.parallel))),
+                   batch=max(1, int(env_num(env, "TESSERA_REBALANCE_BATCH", d.batch))),
+                   max_moves=int(env_num(env, "TESSERA_REBALANCE_MAX_MOVES", d.max_moves)),
+                   threshold=env_num(env, "TESSERA_REBALANCE_THRESHOLD", d.threshold),
+                   min_gap_bytes=env_num(env, "TESSERA_REBALANCE_MIN_GAP_MB",
+                                         d.min_gap_bytes / MIB) * MIB,
+                   interval_s=env_num(env, "TESSERA_REBALANCE_INTERVAL_S", d.interval_s))
 
 
 @dataclass
@@ -131,20 +136,18 @@ class _Move:
     balance: bool = False
 
 
-class Rebalancer:
+class Rebalancer(ShardWorker[RebalanceStats]):
     name = "rebalance"
+    stats_key = STATS_KEY
+    stats_type = RebalanceStats
 
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
                  health: HealthTracker, cpu: Executor,
-                 settings: RebalanceSettings | None = None) -> None:
-        self._cfg = cfg
-        self._meta = meta
-        self._client = client
-        self._health = health
-        self._cpu = cpu
+                 settings: RebalanceSettings | None = None,
+                 clients_busy: Callable[[], bool] = CLIENTS.busy) -> None:
         self.settings = settings or RebalanceSettings()
-        self._throttle = Throttle(self.settings.rate_bytes_s)
-        self.stats = RebalanceStats()
+        super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
+                         self.settings.busy_rate_bytes_s, clients_busy)
         self._cursor = b"X/"
         self._next_pass = 0.0
         self._in_pass = False
@@ -155,16 +158,11 @@ class Rebalancer:
         self._receivers: set[str] = set()  # nodes well below their role's mean at the start
         self._budget = 0
         self._draining_ids: set[str] = set()
-        self._loaded = False
 
     # one step --------------------------------------------------------------------------------
 
     async def step(self) -> WorkerState:
-        if not self._loaded:  # cumulative counters survive gateway restarts
-            old = await read_stats(self._meta)
-            names = set(RebalanceStats.__dataclass_fields__)
-            self.stats = RebalanceStats(**{k: v for k, v in old.items() if k in names})
-            self._loaded = True
+        await self._load_stats()
         members = await load_members(self._meta, self._cfg)
         apply(self._health, members)
         draining = {m.spec.id: m for m in members if m.state == DRAINING}
@@ -400,12 +398,7 @@ class Rebalancer:
 
 async def read_stats(meta: MetadataStore) -> dict:
     """The last published rebalancer counters (empty when it never ran)."""
-    item = await meta.get(STATS_KEY)
-    if item is None:
-        return {}
-    d = unpack(item.value)
-    d.pop("fv", None)
-    return d
+    return await read_counters(meta, STATS_KEY)
 
 
 __all__ = ["RebalanceSettings", "RebalanceStats", "Rebalancer", "copy_shard", "read_stats"]

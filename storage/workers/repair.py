@@ -16,19 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
+from storage.activity import CLIENTS
 from storage.config import Config, NodeSpec
 from storage.errors import DataUnavailable, StorageError
 from storage.health import DOWN, OUT, HealthTracker
 from storage.metadata import Item, MetadataStore, Txn, prefix_end
 from storage.pipeline import segment_count
 from storage.placement import place
-from storage.rebuild import Throttle, rebuild_shards
+from storage.rebuild import rebuild_shards
 from storage.records import (
     ObjectVersion,
     PartLayout,
@@ -42,6 +42,14 @@ from storage.records import (
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.ids import parse_shard_id, shard_id
 from storage.workers import WorkerState
+from storage.workers.base import (
+    DEFAULT_BUSY_RATE,
+    DEFAULT_RATE,
+    ShardWorker,
+    env_num,
+    env_rates,
+    read_counters,
+)
 
 log = logging.getLogger("tessera.repair")
 STATS_KEY = b"S/repair"
@@ -55,7 +63,8 @@ RETRY_S = 30.0
 class RepairSettings:
     """Knobs of the repair worker (environment TESSERA_REPAIR_* / TESSERA_ORPHAN_GRACE_S)."""
 
-    rate_bytes_s: float = 200 * 1024 * 1024  # rebuilt bytes written per second, 0 = unlimited
+    rate_bytes_s: float = DEFAULT_RATE  # rebuilt bytes written per second, 0 = unlimited
+    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
     down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
     sweep_interval_s: float = 60.0  # pause between two full sweeps
     sweep_batch: int = 128  # stripes checked per sweep step
@@ -64,19 +73,14 @@ class RepairSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RepairSettings:
-        env = os.environ if env is None else env
         d = cls()
-
-        def num(name: str, default: float) -> float:
-            raw = env.get(name)
-            return float(raw) if raw not in (None, "") else default
-
-        return cls(rate_bytes_s=num("TESSERA_REPAIR_RATE_MBPS", d.rate_bytes_s / 2**20) * 2**20,
-                   down_grace_s=num("TESSERA_REPAIR_DOWN_GRACE_S", d.down_grace_s),
-                   sweep_interval_s=num("TESSERA_REPAIR_SWEEP_S", d.sweep_interval_s),
-                   sweep_batch=int(num("TESSERA_REPAIR_SWEEP_BATCH", d.sweep_batch)),
-                   orphan_grace_s=num("TESSERA_ORPHAN_GRACE_S", d.orphan_grace_s),
-                   parallel=int(num("TESSERA_REPAIR_PARALLEL", d.parallel)))
+        rate, busy = env_rates(env, "TESSERA_REPAIR", d.rate_bytes_s, d.busy_rate_bytes_s)
+        return cls(rate_bytes_s=rate, busy_rate_bytes_s=busy,
+                   down_grace_s=env_num(env, "TESSERA_REPAIR_DOWN_GRACE_S", d.down_grace_s),
+                   sweep_interval_s=env_num(env, "TESSERA_REPAIR_SWEEP_S", d.sweep_interval_s),
+                   sweep_batch=int(env_num(env, "TESSERA_REPAIR_SWEEP_BATCH", d.sweep_batch)),
+                   orphan_grace_s=env_num(env, "TESSERA_ORPHAN_GRACE_S", d.orphan_grace_s),
+                   parallel=int(env_num(env, "TESSERA_REPAIR_PARALLEL", d.parallel)))
 
 
 @dataclass
@@ -155,21 +159,19 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     return "gone"
 
 
-class RepairWorker:
+class RepairWorker(ShardWorker[RepairStats]):
     name = "repair"
+    stats_key = STATS_KEY
+    stats_type = RepairStats
     idle_s = 0.25  # the runner's pause after an idle step: queued damage is picked up fast
 
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
                  health: HealthTracker, cpu: Executor,
-                 settings: RepairSettings | None = None) -> None:
-        self._cfg = cfg
-        self._meta = meta
-        self._client = client
-        self._health = health
-        self._cpu = cpu
+                 settings: RepairSettings | None = None,
+                 clients_busy: Callable[[], bool] = CLIENTS.busy) -> None:
         self.settings = settings or RepairSettings()
-        self._throttle = Throttle(self.settings.rate_bytes_s)
-        self.stats = RepairStats()
+        super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
+                         self.settings.busy_rate_bytes_s, clients_busy)
         self._queue_cursor = b"R/"
         self._sweep_cursor = b"X/"
         self._next_sweep = 0.0
@@ -180,7 +182,6 @@ class RepairWorker:
         self._orphan_cursor: dict[str, str] = {}
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True
-        self._loaded = False
 
     @property
     def _by_id(self) -> dict[str, NodeSpec]:
@@ -252,11 +253,7 @@ class RepairWorker:
     # the repair queue ----------------------------------------------------------------------
 
     async def step(self) -> WorkerState:
-        if not self._loaded:  # counters are cumulative across gateway restarts
-            old = await read_stats(self._meta)
-            names = set(RepairStats.__dataclass_fields__)
-            self.stats = RepairStats(**{k: v for k, v in old.items() if k in names})
-            self._loaded = True
+        await self._load_stats()
         busy = False
         sweeping = time.monotonic() >= self._next_sweep
         if sweeping:
@@ -527,12 +524,7 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
 
 async def read_stats(meta: MetadataStore) -> dict:
     """The last published repair counters (empty when no repair worker ran yet)."""
-    item = await meta.get(STATS_KEY)
-    if item is None:
-        return {}
-    d = unpack(item.value)
-    d.pop("fv", None)
-    return d
+    return await read_counters(meta, STATS_KEY)
 
 
 async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
