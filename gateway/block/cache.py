@@ -4,7 +4,8 @@ Small writes land in a dirty extent buffer (read-modify-write once per extent); 
 task commits dirty extents after a short delay or when the dirty bytes pass a high-water mark,
 and writers wait when the bound is reached. `flush()` is the durability barrier: it returns
 only when every write accepted before it is committed at write quorum, and raises if any
-cannot be. An extent of all zeros is trimmed instead of stored (thin provisioning).
+cannot be. An extent of all zeros is trimmed instead of stored (thin provisioning), which
+is also how `zero()` (a punched hole) frees space.
 """
 
 from __future__ import annotations
@@ -138,6 +139,23 @@ class ExtentCache:
         if len(self._dirty) * 2 >= self._max_dirty_n:
             self._wake.set()
         return end - offset
+
+    async def zero(self, offset: int, length: int) -> None:
+        """Punch a hole (discard / fstrim): the range reads as zeros from now on.
+
+        It is a write of zeros through the cache, so dirty data in the range is overwritten
+        (no later flush resurrects it) and an extent left all zero is trimmed when committed
+        (freed unless a snapshot holds it). An extent never written and not dirty already
+        reads as zeros and is skipped, so discarding a whole fresh volume costs nothing.
+        """
+        end = min(offset + length, self.vol.vol.size)
+        pos = offset
+        while pos < end:
+            idx, off = divmod(pos, self.es)
+            n = min(self.vol.extent_len(idx) - off, end - pos)
+            if idx in self._dirty or self.vol.pointer(idx) is not None:
+                await self.write(pos, bytes(n))
+            pos += n
 
     async def _wait_space(self) -> None:
         async with self._space:

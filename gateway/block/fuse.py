@@ -2,8 +2,11 @@
 
 Run as its own process (`python -m gateway.block.fuse`), usually started by
 `tessera volume mount`. It opens the cluster with the storage library directly, takes the
-volume's attach lease, and serves requests concurrently on asyncio (pyfuse3). Writes go to a
-bounded write-back cache; `fsync`, `flush`, `release` and unmount are durability barriers.
+volume's attach lease, and serves requests on libfuse3's worker threads (mfusepy), several
+at once: each request runs as a coroutine on one asyncio loop thread that owns the volume.
+Writes go to a bounded write-back cache; `fsync`, `flush`, `release` and unmount are
+durability barriers. `fallocate` punch-hole / zero-range (what the loop device turns a
+discard, e.g. `fstrim`, into) zeroes the range, and whole extents become holes again.
 The process marks itself PR_SET_IO_FLUSHER so memory reclaim never waits on its own I/O.
 """
 
@@ -19,10 +22,12 @@ import signal
 import socket
 import stat
 import sys
+import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
-import pyfuse3
-import pyfuse3.asyncio
+import mfusepy
 
 from gateway.block.cache import ExtentCache
 from storage.cluster import Cluster
@@ -31,9 +36,13 @@ from storage.errors import StorageError
 from storage.volumes import LEASE_TTL_S, VolumeHandle, VolumeService
 
 PR_SET_IO_FLUSHER = 57
-FILE_INODE = pyfuse3.ROOT_INODE + 1
-FILE_NAME = b"volume"
+FUSE_CAP_WRITEBACK_CACHE = 1 << 16
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+FILE_PATH = "/volume"
 log = logging.getLogger("tessera.block")
+T = TypeVar("T")
 
 
 def set_io_flusher() -> bool:
@@ -41,130 +50,181 @@ def set_io_flusher() -> bool:
     return libc.prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) == 0
 
 
-class VolumeFS(pyfuse3.Operations):
+class LoopThread:
+    """One asyncio loop on its own thread; FUSE worker threads submit coroutines to it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="volume-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # Termination signals belong to libfuse's handler on the main thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class VolumeFS(mfusepy.Operations):
     """A directory holding one regular file backed by the write-back cache."""
 
-    enable_writeback_cache = True  # the kernel batches small writes; fsync still reaches us
+    use_ns = True
 
-    def __init__(self, cache: ExtentCache) -> None:
-        super().__init__()
+    def __init__(self, runner: LoopThread, cache: ExtentCache, banner: str) -> None:
+        self.runner = runner
         self.cache = cache
         self.size = cache.vol.vol.size
+        self.banner = banner
 
-    def _attr(self, inode: int) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = inode
-        if inode == pyfuse3.ROOT_INODE:
-            a.st_mode = stat.S_IFDIR | 0o755
-            a.st_nlink = 2
-        elif inode == FILE_INODE:
-            a.st_mode = stat.S_IFREG | 0o600
-            a.st_nlink = 1
-            a.st_size = self.size
-            a.st_blocks = self.size // 512
-        else:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        a.st_blksize = 4096
-        a.attr_timeout = 300
-        a.entry_timeout = 300
-        return a
-
-    async def getattr(self, inode, ctx=None):  # type: ignore[no-untyped-def]
-        return self._attr(inode)
-
-    async def lookup(self, parent_inode, name, ctx=None):  # type: ignore[no-untyped-def]
-        if parent_inode != pyfuse3.ROOT_INODE or name != FILE_NAME:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._attr(FILE_INODE)
-
-    async def opendir(self, inode, ctx):  # type: ignore[no-untyped-def]
-        if inode != pyfuse3.ROOT_INODE:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
-
-    async def readdir(self, fh, start_id, token):  # type: ignore[no-untyped-def]
-        if start_id == 0:
-            pyfuse3.readdir_reply(token, FILE_NAME, self._attr(FILE_INODE), 1)
-
-    async def open(self, inode, flags, ctx):  # type: ignore[no-untyped-def]
-        if inode != FILE_INODE:
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        return pyfuse3.FileInfo(fh=inode, keep_cache=True)
-
-    async def setattr(self, inode, attr, fields, fh, ctx):  # type: ignore[no-untyped-def]
-        if fields.update_size and attr.st_size != self.size:
-            raise pyfuse3.FUSEError(errno.EPERM)  # resize with `tessera volume resize`
-        return self._attr(inode)
-
-    async def read(self, fh, off, size):  # type: ignore[no-untyped-def]
+    def _io(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one request on the volume loop; a storage failure is EIO (never zeros)."""
         try:
-            return await self.cache.read(off, size)
+            return self.runner.call(coro)
         except StorageError as exc:
-            log.error("read %d+%d failed: %s", off, size, exc)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            log.error("%s failed: %s", what, exc)
+            raise mfusepy.FuseOSError(errno.EIO) from None
 
-    async def write(self, fh, off, buf):  # type: ignore[no-untyped-def]
-        if off >= self.size:
-            raise pyfuse3.FUSEError(errno.ENOSPC)
-        try:
-            return await self.cache.write(off, bytes(buf))
-        except StorageError as exc:
-            log.error("write %d+%d failed: %s", off, len(buf), exc)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+    def init_with_config(self, conn_info, config_3) -> None:  # type: ignore[no-untyped-def]
+        if conn_info is not None:  # the kernel batches small writes; fsync still reaches us
+            conn_info.want |= conn_info.capable & FUSE_CAP_WRITEBACK_CACHE
+            if not conn_info.want & FUSE_CAP_WRITEBACK_CACHE:
+                log.warning("the kernel offers no FUSE write-back cache: small writes are slow")
+        if config_3 is not None:
+            config_3.kernel_cache = 1  # keep the page cache across opens
+            config_3.attr_timeout = config_3.entry_timeout = 300.0
+        print(self.banner, flush=True)
 
-    async def _barrier(self) -> None:
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        if path == "/":
+            return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_blksize": 4096}
+        if path == FILE_PATH:
+            return {"st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": self.size,
+                    "st_blocks": self.size // 512, "st_blksize": 4096}
+        raise mfusepy.FuseOSError(errno.ENOENT)
+
+    def readdir(self, path: str, fh: int) -> list[str]:
+        if path != "/":
+            raise mfusepy.FuseOSError(errno.ENOTDIR)
+        return [".", "..", FILE_PATH[1:]]
+
+    def open(self, path: str, flags: int) -> int:
+        if path != FILE_PATH:
+            raise mfusepy.FuseOSError(errno.EISDIR if path == "/" else errno.ENOENT)
+        return 0
+
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        if length != self.size:
+            raise mfusepy.FuseOSError(errno.EPERM)  # resize with `tessera volume resize`
+        return 0
+
+    def chmod(self, path: str | None, mode: int) -> int:
+        return 0  # the file's mode is fixed; accepted and ignored
+
+    def chown(self, path: str | None, uid: int, gid: int) -> int:
+        return 0
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        return 0
+
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
+        return self._io(f"read {offset}+{size}", self.cache.read(offset, size))
+
+    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+        if offset >= self.size:
+            raise mfusepy.FuseOSError(errno.ENOSPC)
+        return self._io(f"write {offset}+{len(data)}", self.cache.write(offset, data))
+
+    def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
+        """Punch hole / zero range: the range reads as zeros; whole extents are freed.
+
+        Plain allocation inside the file is a no-op (a thin volume reserves nothing). Never
+        EOPNOTSUPP: the kernel would then stop sending fallocate for the whole mount.
+        """
+        if offset < 0 or size <= 0:
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+            if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+                raise mfusepy.FuseOSError(errno.EINVAL)  # as fallocate(2) requires
+            self._io(f"trim {offset}+{size}", self.cache.zero(offset, size))
+            return 0
+        if mode & ~FALLOC_FL_KEEP_SIZE:
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        if offset + size > self.size and not mode & FALLOC_FL_KEEP_SIZE:
+            raise mfusepy.FuseOSError(errno.EFBIG)  # resize with `tessera volume resize`
+        return 0
+
+    def _barrier(self) -> int:
         try:
-            await self.cache.flush()
+            self.runner.call(self.cache.flush())
         except StorageError as exc:
             log.error("flush failed: %s", exc)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise mfusepy.FuseOSError(errno.EIO) from None
+        return 0
 
-    async def fsync(self, fh, datasync):  # type: ignore[no-untyped-def]
-        await self._barrier()
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
+        return self._barrier()
 
-    async def flush(self, fh):  # type: ignore[no-untyped-def]
-        await self._barrier()
+    def flush(self, path: str | None, fh: int) -> int:
+        return self._barrier()
 
-    async def release(self, fh):  # type: ignore[no-untyped-def]
-        await self._barrier()
+    def release(self, path: str | None, fh: int) -> int:
+        return self._barrier()
 
-    async def statfs(self, ctx):  # type: ignore[no-untyped-def]
-        s = pyfuse3.StatvfsData()
-        s.f_bsize = s.f_frsize = 4096
-        s.f_blocks = self.size // 4096
-        s.f_bfree = s.f_bavail = 0
-        s.f_namemax = 255
-        return s
+    def statfs(self, path: str) -> dict[str, int]:
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": self.size // 4096,
+                "f_bfree": 0, "f_bavail": 0, "f_namemax": 255}
 
 
-async def serve(cfg_path: Path, tenant: str, name: str, mountpoint: Path, holder: str,
-                lease_ttl_s: float, max_dirty: int) -> int:
+async def _attach(cfg_path: Path, tenant: str, name: str, holder: str, lease_ttl_s: float,
+                  max_dirty: int) -> tuple[Cluster, VolumeHandle, ExtentCache]:
     cluster = await Cluster.open(load_config(cfg_path))
-    handle: VolumeHandle | None = None
     try:
         svc = VolumeService(cluster.cfg, cluster.meta, cluster.tenants, cluster.stripes)
         handle = await svc.open(tenant, name, holder=holder, lease_ttl_s=lease_ttl_s)
-        cache = ExtentCache(handle, max_dirty=max_dirty)
-        cache.start()
-        fs = VolumeFS(cache)
-        opts = set(pyfuse3.default_options)
-        opts |= {f"fsname=tessera:{name}", "subtype=tessera"}
-        pyfuse3.init(fs, str(mountpoint), opts)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, pyfuse3.terminate)
-        print(f"volume {name} attached at {mountpoint} (lease token {handle.token})",
-              flush=True)
-        try:
-            await pyfuse3.main()
-        finally:
-            pyfuse3.close(unmount=True)
-            await cache.stop()  # unmount is a durability barrier
-        return 0
-    finally:
-        if handle is not None:
-            await handle.close()
+    except BaseException:
         await cluster.close()
+        raise
+    cache = ExtentCache(handle, max_dirty=max_dirty)
+    cache.start()
+    return cluster, handle, cache
+
+
+async def _detach(cluster: Cluster, handle: VolumeHandle, cache: ExtentCache) -> None:
+    """Unmount barrier: commit everything, then drop the lease and close the cluster."""
+    try:
+        try:
+            await cache.stop()
+        except StorageError as exc:
+            log.error("flush failed: %s", exc)
+            raise
+    finally:
+        try:
+            await handle.close()
+        finally:
+            await cluster.close()
+
+
+def serve(runner: LoopThread, cfg_path: Path, tenant: str, name: str, mountpoint: Path,
+          holder: str, lease_ttl_s: float, max_dirty: int) -> int:
+    cluster, handle, cache = runner.call(
+        _attach(cfg_path, tenant, name, holder, lease_ttl_s, max_dirty))
+    try:
+        banner = f"volume {name} attached at {mountpoint} (lease token {handle.token})"
+        fs = VolumeFS(runner, cache, banner)
+        # Returns on unmount (fusermount3 -u) or SIGTERM/SIGINT (libfuse's handlers).
+        mfusepy.FUSE(fs, str(mountpoint), foreground=True, default_permissions=True,
+                     fsname=f"tessera:{name}", subtype="tessera")
+    finally:
+        runner.call(_detach(cluster, handle, cache))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,16 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-dirty-mib", type=int, default=64)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if not set_io_flusher():
+    if not set_io_flusher():  # before any thread starts: threads inherit the flag
         log.warning("could not set PR_SET_IO_FLUSHER (errno %d)", ctypes.get_errno())
-    pyfuse3.asyncio.enable()
     holder = f"{socket.gethostname()}:{os.getpid()}"
+    runner = LoopThread()
     try:
-        return asyncio.run(serve(Path(a.config), a.tenant, a.volume, Path(a.mountpoint), holder,
-                                 a.lease_ttl, a.max_dirty_mib << 20))
+        return serve(runner, Path(a.config), a.tenant, a.volume, Path(a.mountpoint), holder,
+                     a.lease_ttl, a.max_dirty_mib << 20)
     except (StorageError, OSError, RuntimeError) as exc:
         print(f"tessera volume mount: {exc}", file=sys.stderr, flush=True)
         return 1
+    finally:
+        runner.stop()
 
 
 if __name__ == "__main__":

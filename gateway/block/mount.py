@@ -8,6 +8,7 @@ directory so `unmount DIR` can undo them in reverse and wait for the daemon to f
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -59,6 +60,15 @@ def _run(*cmd: str) -> str:
         msg = (r.stderr or r.stdout).strip().splitlines()
         raise MountError(f"{cmd[0]} failed: {msg[-1] if msg else r.returncode}")
     return r.stdout.strip()
+
+
+def _fuse_mounted(path: str) -> bool:
+    """os.path.ismount, except that a FUSE mount whose daemon died (ENOTCONN) counts too."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return os.path.ismount(path)
 
 
 def _alive(pid: int) -> bool:
@@ -123,7 +133,8 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
         st.loop = _run("losetup", "--find", "--show", str(fuse_dir / "volume"))
         _save(data_dir, st)
         if not _has_fs(st.loop):
-            opts = ["-q", "-F", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"]
+            # mkfs discards the whole device first: trims of never-written extents, free.
+            opts = ["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
             _run(f"mkfs.{fs}", *(opts if fs.startswith("ext") else []), st.loop)
         _run("mount", "-t", fs, st.loop, str(target))
     except BaseException:
@@ -161,9 +172,9 @@ def unmount(data_dir: Path, target: Path, timeout_s: float = EXIT_TIMEOUT_S) -> 
     if st.loop:
         subprocess.run(["losetup", "-d", st.loop], capture_output=True)
     deadline = time.monotonic() + timeout_s
-    while os.path.ismount(st.fuse_dir):
+    while _fuse_mounted(st.fuse_dir):
         r = subprocess.run(["fusermount3", "-u", st.fuse_dir], capture_output=True, text=True)
-        if r.returncode == 0 or not os.path.ismount(st.fuse_dir):
+        if r.returncode == 0 or not _fuse_mounted(st.fuse_dir):
             break
         if time.monotonic() > deadline:
             raise MountError(f"fusermount3 -u {st.fuse_dir}: {r.stderr.strip()}")

@@ -226,6 +226,51 @@ def test_thin_provisioning(vol: Vol, tmp_path: Path) -> None:
     vol.unmount(d)
 
 
+def _stored_shard_bytes(vol: Vol, name: str) -> int:
+    """Bytes on the nodes' disks of the stripes the volume's extent map points at."""
+    wanted = {s.hex() for s in asyncio.run(_stripes_of(vol, name)) if s}
+    return sum(p.stat().st_size for files in vol.cluster.shard_files().values()
+               for p in files if p.name.split(".")[0] in wanted)
+
+
+def test_fstrim_frees_space(vol: Vol, tmp_path: Path) -> None:
+    vol.run("create", "trim", "--size", "100G")
+    mnt = tmp_path / "mnt"
+    vol.mount("trim", mnt, "--fs", "ext4")
+    st = next(s for s in _states(vol) if s.volume == "trim")
+    assert st.loop is not None
+    queue = Path("/sys/block") / Path(st.loop).name / "queue"
+    assert int((queue / "discard_max_bytes").read_text()) > 0
+
+    def barrier() -> None:  # the daemon commits everything accepted so far (fsync)
+        fd = os.open(Path(st.fuse_dir) / "volume", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    sync_tree(mnt)
+    barrier()
+    base = _stored_shard_bytes(vol, "trim")
+    rng = random.Random(7)
+    for i in range(10):
+        (mnt / f"f{i}").write_bytes(rng.randbytes(1 << 20))
+    sync_tree(mnt)
+    for i in range(10):
+        (mnt / f"f{i}").unlink()
+    sync_tree(mnt)
+    barrier()
+    written = 10 * (1 << 20) * 1.5  # 10 MiB of data at 4+2 erasure overhead
+    before = _stored_shard_bytes(vol, "trim")
+    assert before >= base + 0.9 * written, (base, before)  # deleting alone frees nothing
+    r = subprocess.run(["fstrim", "-v", str(mnt)], capture_output=True, text=True)
+    assert r.returncode == 0 and "trimmed" in r.stdout, r.stdout + r.stderr
+    barrier()
+    after = _stored_shard_bytes(vol, "trim")
+    assert before - after >= 0.7 * written, (base, before, after)
+    vol.unmount(mnt)
+    fsck_clean(vol, "trim", tmp_path)
+
+
 async def _open(vol: Vol) -> tuple[Cluster, VolumeService]:
     c = await Cluster.open(load_config(Path(vol.cluster.env["TESSERA_CONFIG"])))
     return c, VolumeService(c.cfg, c.meta, c.tenants, c.stripes)
