@@ -130,6 +130,11 @@ def test_drain_moves_every_shard_then_remove(mc: LocalCluster) -> None:
     check(s3, "members", after)
     assert not mc.shard_files()[victim]
     assert "removed" in node_cli(mc, "list", "--all").stdout
+    audit = [json.loads(line) for line in
+             (mc.data / "audit" / "audit.log").read_text().splitlines()]
+    acted = {(e["action"], e.get("node"), e["result"]) for e in audit if "node" in e}
+    assert any(a[1] == victim and "drain" in a[0] for a in acted), acted
+    assert any(a[1] == victim and "remove" in a[0] for a in acted), acted
 
 
 def test_add_node_takes_new_writes_and_rebalanced_shards(mc: LocalCluster) -> None:
