@@ -285,10 +285,21 @@ class VolumeService:
         return frozen
 
     async def delete_snapshot(self, tenant: str, name: str, snap: str) -> None:
+        cur = await self.get(tenant, name)
+        g0 = cur.snapshot_gen(snap)
+        others = set()  # clones made from other snapshots do not hold this one
+        for c in cur.clones:
+            ct, _, cn = c.partition("/")
+            item = await self.meta.get(volume_key(ct, cn))
+            base = Volume.decode(item.value).base if item is not None else None
+            if base is not None and base.get("id") == cur.id and base.get("gen") != g0:
+                others.add(c)
+
         def drop(v: Volume) -> None:
             g = v.snapshot_gen(snap)
             for c in v.clones:
-                raise Conflict(f"snapshot {snap!r} has clone {c}: flatten or delete it first")
+                if g != g0 or c not in others:  # a clone linked meanwhile: stay safe
+                    raise Conflict(f"snapshot {snap!r} has clone {c}: flatten or delete it first")
             del v.snapshots[g]
         vol = await self._update(tenant, name, drop)
         await self._collect(vol)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -22,7 +23,7 @@ import pytest
 
 from storage.cluster import Cluster
 from storage.config import load_config
-from storage.errors import DataUnavailable
+from storage.errors import Conflict, DataUnavailable
 from storage.volumes import Fenced, VolumeAttached, VolumeService, extent_prefix
 
 pytestmark = pytest.mark.skipif(
@@ -271,6 +272,35 @@ def test_fstrim_frees_space(vol: Vol, tmp_path: Path) -> None:
     fsck_clean(vol, "trim", tmp_path)
 
 
+def test_punch_hole_over_unflushed_writes(vol: Vol, tmp_path: Path) -> None:
+    vol.run("create", "punch", "--size", "64M")
+    d = tmp_path / "raw"
+    vol.mount("punch", d)
+    mib = 1 << 20
+    data = random.Random(8).randbytes(3 * mib)
+    fd = os.open(d / "volume", os.O_RDWR)
+    try:
+        os.pwrite(fd, data, mib + 4096)  # still in the write-back caches: no fsync yet
+        # a hole over one whole extent (2 MiB..3 MiB) and part of two others
+        subprocess.run(["fallocate", "--punch-hole", "--offset", str(mib + 8192),
+                        "--length", str(2 * mib + 4096), str(d / "volume")], check=True)
+        want = data[:4096] + bytes(2 * mib + 4096) + data[2 * mib + 8192:]
+        assert os.pread(fd, len(want), mib + 4096) == want
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    vol.unmount(d)  # a later flush must not bring the punched bytes back
+    vol.mount("punch", d)
+    fd = os.open(d / "volume", os.O_RDONLY)
+    try:
+        assert os.pread(fd, len(want), mib + 4096) == want
+    finally:
+        os.close(fd)
+    vol.unmount(d)
+    stored = json.loads(vol.run("show", "punch", "--json").stdout)["stored_bytes"]
+    assert stored == 3 * mib, stored  # extents 1, 3, 4 hold data; extent 2 is a hole
+
+
 async def _open(vol: Vol) -> tuple[Cluster, VolumeService]:
     c = await Cluster.open(load_config(Path(vol.cluster.env["TESSERA_CONFIG"])))
     return c, VolumeService(c.cfg, c.meta, c.tenants, c.stripes)
@@ -362,7 +392,13 @@ def test_service_lifecycle(vol: Vol) -> None:
             assert await h.read(0, 300) == b"y" * 200 + b"x" * 100
             assert await h.read(15 << 20, 10) == bytes(10)
             await h.close()
-            await svc.delete_snapshot("default", "life", "s1")
+            await svc.snapshot("default", "life", "s2")
+            await svc.clone("default", "life", "s2", "life-c")
+            with pytest.raises(Conflict, match="life-c"):
+                await svc.delete_snapshot("default", "life", "s2")
+            await svc.delete_snapshot("default", "life", "s1")  # the clone holds s2 only
+            await svc.delete("default", "life-c")
+            await svc.delete_snapshot("default", "life", "s2")
             await svc.delete("default", "life")
             assert v.name not in [x.name for x in await svc.list("default")]
             items = await c.meta.range(extent_prefix(v.id), extent_prefix(v.id) + b"\xff")
