@@ -7,12 +7,13 @@ new stripe appears on the target nodes (archive nodes for a transition, standard
 restored copy), i.e. once a stripe was written and before, or while, the manifests swap.
 The gateway runs the lifecycle, restore, GC and repair workers, so killing it kills the
 transition or restore in flight; it is restarted by hand (`tessera up` does not restart
-children). GC grace, orphan grace and the repair sweep are shortened through the environment
+children). Separately, `tessera lifecycle run-once` is killed alone mid-pass. GC grace, orphan grace and the repair sweep are shortened through the environment
 the cluster's processes inherit.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -34,6 +35,7 @@ from tests.integration.test_archive import (
     DAY,
     error,
     restore,
+    run_once,
     ssec,
     wait_for,
 )
@@ -258,6 +260,53 @@ def test_kill_nodes_and_gateway_during_transition(chaos: Chaos) -> None:
              timeout=DEADLINE_S, what="restores")
     read_back(s3, objects)
     one_place(c, "archived data and restored copies in one place each")
+
+
+def test_kill_lifecycle_run_once_during_transition(chaos: Chaos) -> None:
+    """`tessera lifecycle run-once` killed mid-pass; the next pass finishes the job. The
+    gateway's own lifecycle worker is slowed to one pass an hour (config, then a restart)
+    so that the CLI is the only process moving data."""
+    c, s3 = chaos.c, chaos.s3
+    c.stop()
+    toml = c.data / "tessera.toml"
+    text = toml.read_text()
+    assert "lifecycle_interval_s = 1.0" in text
+    toml.write_text(text.replace("lifecycle_interval_s = 1.0", "lifecycle_interval_s = 3600"))
+    c.start()
+    s3.create_bucket(Bucket=BUCKET)
+    objects = put_objects(s3)
+    before = on_disk(c)
+    today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+        {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "obj/"},
+         "Transitions": [{"Date": today, "StorageClass": "GLACIER"}]}]})
+    cli = subprocess.Popen([sys.executable, "-m", "gateway.cli", "lifecycle", "run-once"],
+                           env={**os.environ, "TESSERA_CONFIG": str(toml)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: cli.poll() is not None or new_on(c, ARCHIVE_NODES, before),
+                 timeout=30, interval=0.02, what="the first archive stripe")
+        assert cli.poll() is None, "run-once finished before the kill"
+    finally:
+        cli.kill()
+        cli.wait()
+    assert cli.returncode == -signal.SIGKILL
+    moved = sum(v.storage_class == "GLACIER" for v in records(c))
+    assert moved < len(objects)
+    assert all(head(s3, k, cust).get("StorageClass") in (None, "GLACIER")
+               for k, (_, cust) in objects.items())
+
+    def all_moved() -> bool:
+        run_once(c)
+        return {v.storage_class for v in records(c)} == {"GLACIER"}
+
+    wait_for(all_moved, timeout=DEADLINE_S, what="the next passes to move the rest")
+    one_place(c, "transitioned data in one place")
+    for key in objects:
+        assert restore(s3, key, tier="Expedited", bucket=BUCKET) == 202
+    wait_for(lambda: all(is_restored(s3, k, cust) for k, (_, cust) in objects.items()),
+             timeout=DEADLINE_S, what="restores")
+    read_back(s3, objects)
 
 
 def test_kill_nodes_and_gateway_during_restore(chaos: Chaos) -> None:
