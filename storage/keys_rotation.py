@@ -81,6 +81,13 @@ async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str) ->
         await scrub()
 
 
+def _stale(v: ObjectVersion, current: int) -> bool:
+    """Whether a DEK of the record (the version's, or its restored copy's) is wrapped under an
+    older KEK version."""
+    r = v.restore
+    return v.kek_version != current or bool(r.get("dek") and r.get("kek_version") != current)
+
+
 class Rewrapper:
     """Rewraps DEKs of rotated tenants to their current KEK version, batch by batch."""
 
@@ -114,7 +121,7 @@ class Rewrapper:
             if v.tenant not in current:
                 current[v.tenant] = await self._current(v.tenant)
             cur = current[v.tenant]
-            if cur is None or v.kek_version == cur:
+            if cur is None or not _stale(v, cur):
                 continue
             # A tenant is done only after a pass that found nothing to rewrap, so a PUT
             # that began before the rotation and committed mid-pass is caught next pass.
@@ -146,9 +153,20 @@ class Rewrapper:
             _, new = await self._tenants.kek(v.tenant, target)
         except KeyUnavailable:
             return True  # shredded meanwhile: nothing left to protect
-        inner = keys.unwrap_dek(old, v.tenant, ident, v.dek)
-        v.dek = keys.wrap_dek(new, v.tenant, ident, inner)
-        v.kek_version = target
+        if v.kek_version != target:
+            inner = keys.unwrap_dek(old, v.tenant, ident, v.dek)
+            v.dek = keys.wrap_dek(new, v.tenant, ident, inner)
+            v.kek_version = target
+        r = v.restore
+        if r.get("dek") and r.get("kek_version") != target:  # a restored copy's own data key
+            try:
+                _, old_r = await self._tenants.kek(v.tenant, int(r["kek_version"]))
+            except KeyUnavailable:
+                return True
+            ident_r = keys.object_identity(v.tenant, v.bucket, v.key, r["identity_version"])
+            inner = keys.unwrap_dek(old_r, v.tenant, ident_r, r["dek"])
+            v.restore = {**r, "dek": keys.wrap_dek(new, v.tenant, ident_r, inner),
+                         "kek_version": target}
         if await self._meta.txn(Txn(compares={key: revision}, puts={key: v.encode()})):
             self.rewrapped += 1
             return True

@@ -22,9 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from gateway.admincli import admin_request
 from storage.records import ObjectVersion, object_key
 from storage.shards.format import HEADER_BYTES, ShardHeader
 from tests.integration.cluster import LocalCluster
@@ -458,3 +460,29 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
     status, err = error(lambda: s3.get_object(Bucket=b, Key="c/single",
                                               **ssec(bytes(32))))
     assert (status, err["Code"]) == (403, "AccessDenied")
+
+
+def test_rotation_rewraps_a_restored_copys_key(arch: LocalCluster) -> None:
+    """A restored copy has its own data key: key rotation rewraps it like the version's."""
+    name = f"rot-{os.urandom(4).hex()}"
+    admin_request("POST", "/tenants", {"name": name}, env=arch.env)
+    cred = admin_request("POST", "/keys", {"tenant": name}, env=arch.env)
+    s3 = boto3.client("s3", endpoint_url=arch.endpoint, region_name="us-east-1",
+                      aws_access_key_id=cred["access_key_id"],
+                      aws_secret_access_key=cred["secret_access_key"])
+    s3.create_bucket(Bucket=name)
+    data = random.Random(11).randbytes(200_000)
+    s3.put_object(Bucket=name, Key="cold", Body=data, StorageClass="GLACIER")
+    assert restore(s3, "cold", tier="Expedited", days=5, bucket=name) == 202
+    wait_for(lambda: restored(s3, "cold", bucket=name), what="restore")
+    before = manifest(arch, name, "cold")
+    assert before.restore["dek"] and before.restore["kek_version"] == before.kek_version == 1
+    rotated = admin_request("POST", f"/tenants/{name}/rotate-key", {}, env=arch.env)
+    assert rotated["kek_version"] == 2
+    wait_for(lambda: not admin_request("GET", f"/tenants/{name}", env=arch.env)[
+        "rewrap_pending"], 60, "rewrap")
+    after = manifest(arch, name, "cold")
+    assert after.kek_version == 2 and after.restore["kek_version"] == 2
+    assert after.restore["dek"] != before.restore["dek"]
+    assert after.restore["parts"] == before.restore["parts"]  # no data was rewritten
+    assert s3.get_object(Bucket=name, Key="cold")["Body"].read() == data
