@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from nodes.batch import add_batch_route
 from nodes.handlers import (
     DEFAULT_MAX_SHARD_BYTES,
     NODE,
@@ -107,6 +108,7 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
 
     app.on_startup.append(on_startup)
     add_routes(app)
+    add_batch_route(app)
     from nodes.scrubber import install as install_scrubber
 
     install_scrubber(app, store, scrub_rate_mbps)

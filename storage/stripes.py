@@ -20,7 +20,7 @@ from storage.errors import DataUnavailable, IntegrityError, QuorumNotReached, St
 from storage.health import HealthTracker
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.placement import place_for_write
-from storage.shards.client import NodeClient
+from storage.shards.client import SMALL_SHARD_BYTES, NodeClient
 from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
 
@@ -181,6 +181,11 @@ class StripeStore:
         segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
         length = None if size_hint is None else shard_file_bytes(size_hint, codec.segment_size,
                                                                 codec.codec.k)
+        if segs == 1 and length is not None and length <= SMALL_SHARD_BYTES:
+            data, rest = await _read_upto(source, codec.input_segment)
+            if rest is None and len(data) == size_hint:
+                return await self._write_small(codec, profile, targets, quorum, data, digests)
+            source = _chain(data, rest)  # not what was announced: the streaming path decides
         senders: list[_ShardSender] | None = None
         total = 0
         count = 0
@@ -233,18 +238,54 @@ class StripeStore:
                     self._health.report_failure(s.node.id, s.error)
                 await s.cancel()
             raise
-        for s, ok in zip(senders, oks, strict=True):
-            (self._health.report_success if ok else
-             lambda nid, s=s: self._health.report_failure(nid, s.error or ""))(s.node.id)
-        nodes = [s.node.id if ok else None for s, ok in zip(senders, oks, strict=True)]
+        return await self._settle(codec, profile, quorum, total, count,
+                                  [(s.node, None if ok else (s.error or "failed"))
+                                   for s, ok in zip(senders, oks, strict=True)])
+
+    async def _settle(self, codec: StripeCodec, profile: Profile, quorum: int, total: int,
+                      count: int, outcomes: list[tuple[NodeSpec, str | None]]) -> WriteResult:
+        """Report each shard write to the health tracker; the result if the write quorum
+        holds on at least two zones, else delete what was written and raise."""
+        for node, error in outcomes:
+            if error is None:
+                self._health.report_success(node.id)
+            else:
+                self._health.report_failure(node.id, error)
+        nodes: list[str | None] = [n.id if e is None else None for n, e in outcomes]
         nodes += [None] * (profile.width - len(nodes))
         written = [n for n in nodes if n]
         zones = {self._nodes_by_id()[n].zone for n in written}
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
             await self.delete(codec.stripe_id, nodes)
             raise QuorumNotReached(quorum, len(written), profile.width,
-                                   [s.error for s in senders if s.error])
+                                   [e for _, e in outcomes if e])
         return WriteResult(size=total, segments=count, nodes=nodes)
+
+    async def _write_small(self, codec: StripeCodec, profile: Profile,
+                           targets: Sequence[NodeSpec], quorum: int, data: bytes,
+                           digests: Sequence[object]) -> WriteResult:
+        """A one-segment stripe of a few KiB: digests and codec run inline (a thread hop
+        costs more than the work), and each whole shard goes to its node in a batch request
+        shared with other small writes to that node. Same quorum rules as `write`."""
+        for d in digests:
+            d.update(data)  # type: ignore[attr-defined]
+        headers = codec.headers()
+        frames = codec.encode(headers, 0, True, data)
+
+        async def one(i: int, node: NodeSpec) -> str | None:
+            try:
+                await asyncio.wait_for(self._client.put_small(
+                    node, shard_id(codec.stripe_id, i), headers[i].pack() + frames[i], 1),
+                    self._stall_s)
+            except StorageError as exc:
+                return str(exc)
+            except TimeoutError:
+                return f"node {node.id} did not confirm within {self._stall_s:.0f}s"
+            return None
+
+        errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
+        return await self._settle(codec, profile, quorum, len(data), 1,
+                                  list(zip(targets, errors, strict=True)))
 
     async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,
                    first: int, last: int, on_damage: DamageReport | None = None,
@@ -265,6 +306,13 @@ class StripeStore:
             if on_damage:
                 on_damage(codec.stripe_id, index, str(exc))
 
+        if shard_file_bytes(size, codec.segment_size, codec.codec.k) <= SMALL_SHARD_BYTES:
+            blocks_of = read_small_blocks(self._client, codec.headers(), sources, codec.codec.k,
+                                          first, last, failed)
+            async for seg, blocks in blocks_of:
+                plen = segment_length(size, codec.segment_size, seg)
+                yield codec.decode(seg, seg == nsegs - 1, plen, blocks)  # small: inline
+            return
         async for seg, blocks in read_blocks(self._client, codec.headers(), sources,
                                              codec.codec.k, first, last, failed):
             plen = segment_length(size, codec.segment_size, seg)
@@ -284,6 +332,67 @@ class StripeStore:
 
         await asyncio.gather(*(one(i, n) for i, n in enumerate(nodes) if n and n in by_id))
         return failed
+
+
+async def _read_upto(source: AsyncIterator[bytes], limit: int,
+                     ) -> tuple[bytes, AsyncIterator[bytes] | None]:
+    """Up to `limit` bytes of a stream; the rest of it (None when it ended within the limit)."""
+    buf = bytearray()
+    async for chunk in source:
+        buf += chunk
+        if len(buf) > limit:
+            return bytes(buf), source
+    return bytes(buf), None
+
+
+async def _chain(head: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
+    if head:
+        yield head
+    if rest is not None:
+        async for chunk in rest:
+            yield chunk
+
+
+async def read_small_blocks(client: NodeClient, headers: Sequence[ShardHeader],
+                            sources: Sequence[tuple[int, NodeSpec]], k: int, first: int,
+                            last: int,
+                            failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
+                            ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
+    """`read_blocks` for shards of a few KiB: each whole range in one batched request.
+
+    Sources are tried in order, k at a time; one that fails is reported to `failed` and the
+    next source takes its place. DataUnavailable when fewer than k can be read.
+    """
+    pool = list(sources)
+    stripe_id = headers[0].stripe_id
+    count = last - first + 1
+    got: dict[int, list[tuple[int, bytes]]] = {}
+    errors: list[str] = []
+
+    async def one(i: int, node: NodeSpec) -> list[tuple[int, bytes]] | StorageError:
+        try:
+            return await client.read_small(node, shard_id(stripe_id, i), headers[i], first,
+                                           count)
+        except StorageError as exc:
+            return exc
+
+    while len(got) < k:
+        want = k - len(got)
+        if len(pool) < want:
+            raise DataUnavailable(
+                f"stripe {stripe_id.hex()} segment {first}: fewer than {k} shards "
+                f"readable ({'; '.join(errors[-4:])})")
+        batch, pool = pool[:want], pool[want:]
+        results = await asyncio.gather(*(one(i, n) for i, n in batch))
+        for (i, node), r in zip(batch, results, strict=True):
+            if isinstance(r, StorageError):
+                errors.append(str(r)[:200])
+                if failed is not None:
+                    failed(i, node, r)
+            else:
+                got[i] = r
+    for n in range(count):
+        yield first + n, {i: frames[n][1] for i, frames in got.items()}
 
 
 async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],

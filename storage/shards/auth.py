@@ -17,6 +17,7 @@ from pathlib import Path
 DATE_HEADER = "X-Tessera-Date"
 NONCE_HEADER = "X-Tessera-Nonce"
 AUTH_HEADER = "X-Tessera-Auth"
+BODY_HEADER = "X-Tessera-Body-SHA256"
 SCHEME = b"tessera-node-v1"
 
 
@@ -41,19 +42,31 @@ def load_or_create_secret(path: Path) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def _mac(secret: bytes, node_id: str, method: str, path_qs: str, date: str, nonce: str) -> str:
-    msg = b"\n".join([SCHEME, node_id.encode(), method.upper().encode(), path_qs.encode(),
-                      date.encode(), nonce.encode()])
-    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+def _mac(secret: bytes, node_id: str, method: str, path_qs: str, date: str, nonce: str,
+         body_sha256: str | None = None) -> str:
+    parts = [SCHEME, node_id.encode(), method.upper().encode(), path_qs.encode(),
+             date.encode(), nonce.encode()]
+    if body_sha256 is not None:  # requests whose body says what to do sign the body too
+        parts.append(body_sha256.encode())
+    return hmac.new(secret, b"\n".join(parts), hashlib.sha256).hexdigest()
+
+
+def body_digest(body: bytes) -> str:
+    """The SHA-256 of a request body as `sign(body_sha256=...)` and the node expect it."""
+    return hashlib.sha256(body).hexdigest()
 
 
 def sign(secret: bytes, method: str, path_qs: str, node_id: str = "",
-         now: float | None = None) -> dict[str, str]:
-    """Headers that authenticate one request to one node (the node id is signed too)."""
+         now: float | None = None, body_sha256: str | None = None) -> dict[str, str]:
+    """Headers that authenticate one request to one node (the node id is signed too, and
+    the body's SHA-256 when given: a batch request's body names the shards it touches)."""
     date = str(int(now if now is not None else time.time()))
     nonce = secrets.token_hex(16)
-    return {DATE_HEADER: date, NONCE_HEADER: nonce,
-            AUTH_HEADER: _mac(secret, node_id, method, path_qs, date, nonce)}
+    headers = {DATE_HEADER: date, NONCE_HEADER: nonce,
+               AUTH_HEADER: _mac(secret, node_id, method, path_qs, date, nonce, body_sha256)}
+    if body_sha256 is not None:
+        headers[BODY_HEADER] = body_sha256
+    return headers
 
 
 class Verifier:
@@ -80,8 +93,11 @@ class Verifier:
             return "bad date"
         if skew > self._window_s:
             return "request outside the replay window"
+        body = get(BODY_HEADER)
+        if body is not None and len(body) != 64:
+            return "bad body digest"
         if len(nonce) > 64 or not hmac.compare_digest(
-            _mac(self._secret, self._node_id, method, path_qs, date, nonce), mac
+            _mac(self._secret, self._node_id, method, path_qs, date, nonce, body), mac
         ):
             return "bad signature"
         if nonce in self._seen:

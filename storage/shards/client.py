@@ -10,11 +10,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgpack
 
 from storage.config import NodeSpec
 from storage.errors import IntegrityError, ShardCorrupt, StorageError
 from storage.shards import auth
+from storage.shards.batching import NodeBatcher
 from storage.shards.format import FrameReader, ShardHeader
+
+SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
 
 
 class NodeError(StorageError):
@@ -33,6 +37,7 @@ class NodeClient:
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
+        self._batchers: dict[str, NodeBatcher] = {}
 
     def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
         return auth.sign(self._secret, method, path_qs, node.id)
@@ -96,6 +101,67 @@ class NodeClient:
                 return await r.json()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    # -- small shards, batched per node (POST /v1/batch) ------------------------------------
+
+    def _batcher(self, node: NodeSpec) -> NodeBatcher:
+        b = self._batchers.get(node.url)
+        if b is None:
+            b = self._batchers[node.url] = NodeBatcher(
+                lambda ops, node=node: self._send_batch(node, ops))
+        return b
+
+    async def _send_batch(self, node: NodeSpec, ops: list[dict[str, Any]],
+                          ) -> list[dict[str, Any]]:
+        path = "/v1/batch"
+        body = msgpack.packb({"ops": ops}, use_bin_type=True)
+        headers = auth.sign(self._secret, "POST", path, node.id,
+                            body_sha256=auth.body_digest(body))
+        headers["Content-Type"] = "application/msgpack"
+        try:
+            async with self._session.post(node.url + path, data=body, headers=headers,
+                                          timeout=self._timeout) as r:
+                if r.status != 200:
+                    raise NodeError(node.id, f"batch {r.status} {await r.text()}", r.status)
+                results = msgpack.unpackb(await r.read(), raw=False)["results"]
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise NodeError(node.id, f"bad batch answer: {exc}") from None
+        if not isinstance(results, list):
+            raise NodeError(node.id, "bad batch answer")
+        return results
+
+    async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int) -> None:
+        """Store a whole small shard (header + frames); returns once the node fsynced it."""
+        res = await self._batcher(node).submit(
+            {"op": "put", "id": sid, "segments": segments, "data": data}, len(data))
+        if res.get("status") != 201:
+            raise NodeError(node.id, f"PUT {res.get('status')} {res.get('message', '')}",
+                            res.get("status"))
+
+    async def read_small(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
+                         count: int) -> list[tuple[int, bytes]]:
+        """Verified (segment, block) frames [first, first+count) of a small shard, read in
+        one batched request; the header must name the expected stripe and index."""
+        res = await self._batcher(node).submit(
+            {"op": "get", "id": sid, "first": first, "count": count})
+        status = res.get("status")
+        if status == 409:
+            raise ShardCorrupt(sid, f"node {node.id} reports corruption")
+        if status != 200:
+            raise NodeError(node.id, f"GET {status}", status)
+        reader = FrameReader(first_segment=first)
+        try:
+            frames = reader.feed(res["data"])
+        except (IntegrityError, KeyError, TypeError) as exc:
+            raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
+        h = reader.header
+        if h is None or h.stripe_id != expect.stripe_id or h.index != expect.index:
+            raise ShardCorrupt(sid, f"on {node.id}: header names another shard")
+        if len(frames) != count or reader.pending:
+            raise NodeError(node.id, f"short read: {len(frames)} of {count} frames")
+        return frames
 
     async def read_frames(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
                           count: int) -> AsyncIterator[tuple[int, bytes]]:

@@ -148,3 +148,13 @@ class SimNodes:
             yield seg, block
         if got != count:
             raise NodeError(node.id, f"short read: {got} of {count} frames")
+
+    async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int) -> None:
+        async def body() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.put_shard(node, sid, body(), segments, len(data))
+
+    async def read_small(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
+                         count: int) -> list[tuple[int, bytes]]:
+        return [f async for f in self.read_frames(node, sid, expect, first, count)]

@@ -1,0 +1,187 @@
+"""POST /v1/batch: several small whole-shard PUTs and GETs in one authenticated request.
+
+A small object's shards are a few KiB each; as separate requests, HTTP and thread-hop
+overhead per shard costs far more than the bytes. The gateway therefore gathers the small
+shard operations bound for one node into one request. The body is msgpack
+`{"ops": [op, ...]}`, and the request signature covers its SHA-256 (`X-Tessera-Body-SHA256`),
+since the body names the shards. Ops:
+
+    {"op": "put", "id": shard id, "segments": n, "data": header + frames}
+    {"op": "get", "id": shard id, "first": i, "count": n}
+
+The answer is msgpack `{"results": [...]}`, one per op in order, each with the status a
+single request would have had: put 201 `{"bytes", "segments"}`, get 200 `{"data",
+"segments"}`, or `{"status", "error", "message"}`. A put is checked like a streamed one
+(header matches the id, every frame's checksum, frame layout, announced segment count) and is
+reported written only once fsynced under its name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+import msgpack
+from aiohttp import web
+
+from nodes.handlers import NODE, STATS, ApiError, NodeState, _quarantine
+from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
+from storage.shards.auth import BODY_HEADER, body_digest
+from storage.shards.disk import check_shard_id, is_disk_full
+from storage.shards.format import FrameReader
+from storage.shards.smallio import put_many_sync, read_whole_sync
+
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # whole request body
+MAX_BATCH_OPS = 256
+MAX_OP_BYTES = 1024 * 1024  # one shard put or read answer
+
+
+def _err(status: int, code: str, message: str) -> dict[str, Any]:
+    return {"status": status, "error": code, "message": message}
+
+
+def check_put(sid: str, data: bytes, segments: Any) -> int | dict[str, Any]:
+    """Validate one shard body as the streaming PUT does; its frame count or an error."""
+    try:
+        stripe, index = check_shard_id(sid)
+    except InvalidInput:
+        return _err(400, "invalid_shard_id", "malformed shard id")
+    if not isinstance(data, bytes) or len(data) > MAX_OP_BYTES:
+        return _err(413, "too_large", "shard too large for a batch")
+    reader = FrameReader()
+    try:
+        frames = reader.feed(data)
+    except IntegrityError as exc:
+        return _err(409, "corrupt", str(exc))
+    h = reader.header
+    if h is None:
+        return _err(400, "truncated", "body is shorter than a shard header")
+    if h.stripe_id != stripe or h.index != index:
+        return _err(400, "header_mismatch", "shard header names another stripe or index")
+    if reader.pending:
+        return _err(400, "truncated", "body ends inside a frame")
+    if any(len(b) < h.block_size for _, b in frames[:-1]):
+        return _err(400, "bad_frame_layout", "only the last frame may be shorter")
+    if not isinstance(segments, int) or segments != len(frames):
+        return _err(400, "segment_count_mismatch",
+                    f"{len(frames)} frames received, {segments} announced")
+    return len(frames)
+
+
+def _read_all(st: NodeState, ops: list[dict[str, Any]]) -> list[tuple[bytes, int] | Exception]:
+    """Every get of a batch in one worker-thread call; per op its answer or its error."""
+    out: list[tuple[bytes, int] | Exception] = []
+    for op in ops:
+        try:
+            out.append(read_whole_sync(st.store, op["id"], op["first"], op["count"],
+                                       MAX_OP_BYTES))
+        except (OSError, InvalidInput, NotFound, InvalidRange, ShardCorrupt) as exc:
+            out.append(exc)
+    return out
+
+
+def _get_args(op: dict[str, Any]) -> dict[str, Any] | None:
+    sid, first, count = op.get("id"), op.get("first", 0), op.get("count")
+    if not isinstance(sid, str) or not isinstance(first, int) or first < 0 or not (
+            count is None or (isinstance(count, int) and count >= 0)):
+        return None
+    try:
+        check_shard_id(sid)
+    except InvalidInput:
+        return None
+    return {"id": sid, "first": first, "count": count}
+
+
+async def _get_all(st: NodeState, request: web.Request, gets: list[tuple[int, dict[str, Any]]],
+                   results: list[dict[str, Any] | None]) -> None:
+    answers = await asyncio.to_thread(_read_all, st, [op for _, op in gets])
+    for (i, op), ans in zip(gets, answers, strict=True):
+        sid = op["id"]
+        if isinstance(ans, tuple):
+            st.metrics.shard_reads.inc()
+            st.metrics.bytes_out.inc(len(ans[0]))
+            results[i] = {"status": 200, "data": ans[0], "segments": ans[1]}
+        elif isinstance(ans, NotFound):
+            results[i] = _err(404, "not_found", f"shard {sid} not found")
+        elif isinstance(ans, InvalidRange):
+            results[i] = _err(416, "invalid_range", f"first={op['first']} is past the last frame")
+        elif isinstance(ans, ShardCorrupt):
+            await _quarantine(request, sid, ans, "read")
+            results[i] = _err(409, "corrupt", str(ans))
+        elif isinstance(ans, InvalidInput):
+            results[i] = _err(413, "too_large", str(ans))
+        else:
+            assert isinstance(ans, OSError)
+            results[i] = (_err(507, "disk_full", "no space left on the node's disk")
+                          if is_disk_full(ans) else
+                          _err(500, "io_error", f"storage I/O error ({ans.strerror})"))
+
+
+async def batch(request: web.Request) -> web.Response:
+    st = request.app[NODE]
+    stats = request[STATS]
+    if request.content_length is None or request.content_length > MAX_BATCH_BYTES:
+        raise ApiError(413, "too_large", f"a batch needs a Content-Length <= {MAX_BATCH_BYTES}")
+    body = await request.content.readexactly(request.content_length)
+    claimed = request.headers.get(BODY_HEADER, "")
+    if not claimed or not hmac.compare_digest(body_digest(body), claimed):
+        raise ApiError(401, "unauthorized", "batch body does not match its signed digest")
+    try:
+        ops = msgpack.unpackb(body, raw=False)["ops"]
+        if not isinstance(ops, list) or len(ops) > MAX_BATCH_OPS:
+            raise ValueError("ops")
+    except Exception:  # noqa: BLE001 - any undecodable body is a client error
+        raise ApiError(400, "bad_request", "batch body is not {ops: [...]}") from None
+    stats.bytes_in += len(body)
+    results: list[dict[str, Any] | None] = [None] * len(ops)
+    puts: list[tuple[int, str, bytes, int]] = []
+    gets: list[tuple[int, dict[str, Any]]] = []
+    for i, op in enumerate(ops):
+        kind = op.get("op") if isinstance(op, dict) else None
+        if kind == "put":
+            sid, data = op.get("id"), op.get("data")
+            checked = check_put(sid, data, op.get("segments")) if isinstance(sid, str) \
+                else _err(400, "bad_request", "put needs an id")
+            if isinstance(checked, dict):
+                if checked["status"] == 409:
+                    st.metrics.checksum_failures.labels(where="put").inc()
+                results[i] = checked
+            else:
+                puts.append((i, sid, data, checked))
+        elif kind == "get":
+            args = _get_args(op)
+            if args is None:
+                results[i] = _err(400, "bad_request", "get needs an id, first >= 0, count >= 0")
+            else:
+                gets.append((i, args))
+        else:
+            results[i] = _err(400, "bad_request", "op must be put or get")
+    if puts:
+        await _put_all(st, puts, results)
+    if gets:
+        await _get_all(st, request, gets, results)
+    stats.extra.update(puts=len(puts), gets=len(gets))
+    stats.bytes_out += sum(len(r.get("data", b"")) for r in results if r)
+    return web.Response(body=msgpack.packb({"results": results}, use_bin_type=True),
+                        content_type="application/msgpack")
+
+
+async def _put_all(st: NodeState, puts: list[tuple[int, str, bytes, int]],
+                   results: list[dict[str, Any] | None]) -> None:
+    outcomes = await asyncio.to_thread(put_many_sync, st.store,
+                                       [(sid, data) for _, sid, data, _ in puts])
+    for (i, sid, data, segments), out in zip(puts, outcomes, strict=True):
+        if isinstance(out, OSError):
+            results[i] = (_err(507, "disk_full", "no space left on the node's disk")
+                          if is_disk_full(out) else
+                          _err(500, "io_error", f"storage I/O error ({out.strerror})"))
+            continue
+        st.store._account(len(data) - out if out >= 0 else len(data), 0 if out >= 0 else 1)
+        st.metrics.shard_writes.inc()
+        st.metrics.bytes_in.inc(len(data))
+        results[i] = {"status": 201, "id": sid, "bytes": len(data), "segments": segments}
+
+
+def add_batch_route(app: web.Application) -> None:
+    app.router.add_post("/v1/batch", batch, name="batch")
