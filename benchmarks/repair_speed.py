@@ -14,6 +14,8 @@ client keeps PUTting objects (client MB/s during repair, and repair MB/s meanwhi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import random
 import shutil
@@ -107,6 +109,19 @@ class Client(threading.Thread):
         return len(done) * len(self.bodies[0]) / 2**20 / (done[-1] - self.started)
 
 
+def commit_times(tmp: Path, since: float) -> list[float]:
+    """When the gateway logged each stripe repair commit since `since` (epoch seconds)."""
+    out = []
+    for line in (tmp / "logs" / "gateway.log").read_text(errors="replace").splitlines():
+        if '"tessera.repair"' not in line or "rebuilt shards" not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            ts = float(json.loads(line)["ts"])
+            if ts >= since:
+                out.append(ts)
+    return sorted(out)
+
+
 def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
                 profile: str | None) -> dict | None:
     """Wipe the node holding most shards (not in `skip`) and time its repair.
@@ -131,17 +146,15 @@ def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
         spy = subprocess.Popen(["py-spy", "record", "-p", str(gw), "-o", profile, "--format",
                                 fmt, "--idle", "--nonblocking"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
+    wall0 = time.time()
     c.restart_node(victim)
     client = Client(c, size) if size else None
     if client is not None:
         client.start()
     cpu0 = cpu_seconds(tmp / "run")
     t0 = time.perf_counter()
-    t_first = None
     while True:
         st = c.status()["repair"]
-        if t_first is None and int(st.get("bytes_rebuilt", 0)) > before:
-            t_first = time.perf_counter()
         if int(st.get("shards_rebuilt", 0)) - shards_before >= lost and st["backlog"] == 0:
             break
         if time.perf_counter() - t0 > 600:
@@ -157,10 +170,14 @@ def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
         spy.send_signal(signal.SIGINT)
         spy.wait(60)
     rebuilt = int(st.get("bytes_rebuilt", 0)) - before
-    t_first = t_first or t0
+    commits = commit_times(tmp, wall0)
+    # Steady rate: the bytes of all stripes but the first, between the first and last commit.
+    span = commits[-1] - commits[0] if len(commits) > 1 else 0.0
+    steady = rebuilt * (len(commits) - 1) / len(commits) / span if span > 0 else 0.0
     return {"victim": victim, "lost": lost, "lost_mib": lost_bytes / 2**20,
-            "rebuilt_mib": rebuilt / 2**20, "elapsed": t_done - t0, "first": t_first - t0,
-            "steady_mb_s": rebuilt / 1e6 / max(1e-3, t_done - t_first),
+            "rebuilt_mib": rebuilt / 2**20, "elapsed": t_done - t0,
+            "first": commits[0] - wall0 if commits else 0.0, "stripes": len(commits),
+            "steady_mb_s": steady / 1e6,
             "gw_cpu": cpu1.get("gateway", 0.0) - cpu0.get("gateway", 0.0),
             "node_cpu": sum(v - cpu0.get(k, v) for k, v in cpu1.items() if k != "gateway"),
             "client_mib_s": client.rate_until(t_done) if client is not None else None,
@@ -170,7 +187,8 @@ def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
 def report(label: str, r: dict) -> None:
     print(f"{label}: wiped node {r['victim']} ({r['lost']} shards, {r['lost_mib']:.1f} MiB); "
           f"rebuilt {r['rebuilt_mib']:.1f} MiB in {r['elapsed']:.2f} s (detection included), "
-          f"first bytes after {r['first']:.2f} s, then {r['steady_mb_s']:.1f} MB/s")
+          f"first stripe committed after {r['first']:.2f} s, then {r['steady_mb_s']:.1f} MB/s "
+          f"({r['stripes']} stripes)")
     print(f"  CPU meanwhile: gateway {r['gw_cpu']:.1f} s, nodes {r['node_cpu']:.1f} s over "
           f"{r['elapsed']:.1f} s wall on {os.cpu_count()} cores; load average "
           f"{os.getloadavg()[0]:.1f}")

@@ -57,6 +57,7 @@ BATCH = 64
 ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 RETRY_S = 30.0
+FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,9 @@ class RepairWorker(ShardWorker[RepairStats]):
         self._orphan_cursor: dict[str, str] = {}
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True
+        # Assessments the sweep just made of stripes it queued (stripe -> (when, nodes, it)):
+        # the queue step reuses them instead of statting every shard again.
+        self._fresh: dict[bytes, tuple[float, list[str | None], Assessment]] = {}
 
     @property
     def _by_id(self) -> dict[str, NodeSpec]:
@@ -296,8 +300,10 @@ class RepairWorker(ShardWorker[RepairStats]):
                 if not man.part.size:
                     await self._drop(item)
                     return
-                a = await self.assess(man.part)
-                work.append((len(a.healthy), item, man, a))
+                a = self._fresh.pop(stripe_id, None)
+                if a is None or a[0] < time.monotonic() - FRESH_S or a[1] != man.part.nodes:
+                    a = (0.0, [], await self.assess(man.part))
+                work.append((len(a[2].healthy), item, man, a[2]))
 
         await asyncio.gather(*(look(it) for it in items))
         work.sort(key=lambda w: (w[0], w[1].key))  # fewest healthy shards first
@@ -396,6 +402,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         if self._sweep_cursor == b"X/":
             self._pass_started = time.time()
             self._volume_stripes = await volume_stripes(self._meta)
+            stale = time.monotonic() - FRESH_S
+            self._fresh = {k: v for k, v in self._fresh.items() if v[0] >= stale}
         items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
 
@@ -414,6 +422,7 @@ class RepairWorker(ShardWorker[RepairStats]):
                 self.stats.sweep_checked += 1
                 if a.missing:
                     await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing")
+                    self._fresh[stripe_id] = (time.monotonic(), list(man.part.nodes), a)
 
         await asyncio.gather(*(check(it) for it in items))
         if len(items) < self.settings.sweep_batch:
