@@ -96,7 +96,7 @@ class VolumeFS(mfusepy.Operations):
         if conn_info is not None:  # the kernel batches small writes; fsync still reaches us
             conn_info.want |= conn_info.capable & FUSE_CAP_WRITEBACK_CACHE
             if not conn_info.want & FUSE_CAP_WRITEBACK_CACHE:
-                log.warning("the kernel offers no FUSE write-back cache: small writes are slow")
+                log.info("no kernel FUSE write-back cache here: every write reaches the daemon")
         if config_3 is not None:
             config_3.kernel_cache = 1  # keep the page cache across opens
             config_3.attr_timeout = config_3.entry_timeout = 300.0
