@@ -8,10 +8,13 @@ since the body names the shards. Ops:
 
     {"op": "put", "id": shard id, "segments": n, "data": header + frames}
     {"op": "get", "id": shard id, "first": i, "count": n}
+    {"op": "stat", "id": shard id}
 
 The answer is msgpack `{"results": [...]}`, one per op in order, each with the status a
 single request would have had: put 201 `{"bytes", "segments"}`, get 200 `{"data",
-"segments"}`, or `{"status", "error", "message"}`. A put is checked like a streamed one
+"segments"}`, stat 200 `{"stat": what GET /v1/shards/<id>/stat answers}`, or `{"status",
+"error", "message"}`. Stats are batched too because the repair sweep stats every shard of
+every stripe: one request per shard cost more than moving the data being repaired. A put is checked like a streamed one
 (header matches the id, every frame's checksum, frame layout, announced segment count) and is
 reported written only once fsynced under its name.
 """
@@ -81,6 +84,34 @@ def _read_all(st: NodeState, ops: list[dict[str, Any]]) -> list[tuple[bytes, int
     return out
 
 
+def _stat_all(st: NodeState, sids: list[str]) -> list[dict[str, Any] | Exception]:
+    """Every stat of a batch in one worker-thread call; per op its answer or its error."""
+    out: list[dict[str, Any] | Exception] = []
+    for sid in sids:
+        try:
+            out.append(st.store.stat_sync(sid))
+        except (OSError, NotFound, ShardCorrupt) as exc:
+            out.append(exc)
+    return out
+
+
+async def _stat_ops(st: NodeState, request: web.Request, stats: list[tuple[int, str]],
+                    results: list[dict[str, Any] | None]) -> None:
+    answers = await asyncio.to_thread(_stat_all, st, [sid for _, sid in stats])
+    for (i, sid), ans in zip(stats, answers, strict=True):
+        if isinstance(ans, dict):
+            results[i] = {"status": 200, "stat": {"id": sid, **ans}}
+        elif isinstance(ans, NotFound):
+            results[i] = _err(404, "not_found", f"shard {sid} not found")
+        elif isinstance(ans, ShardCorrupt):
+            await _quarantine(request, sid, ans, "stat")
+            results[i] = _err(409, "corrupt", str(ans))
+        else:
+            results[i] = (_err(507, "disk_full", "no space left on the node's disk")
+                          if is_disk_full(ans) else
+                          _err(500, "io_error", f"storage I/O error ({ans.strerror})"))
+
+
 def _get_args(op: dict[str, Any]) -> dict[str, Any] | None:
     sid, first, count = op.get("id"), op.get("first", 0), op.get("count")
     if not isinstance(sid, str) or not isinstance(first, int) or first < 0 or not (
@@ -137,6 +168,7 @@ async def batch(request: web.Request) -> web.Response:
     results: list[dict[str, Any] | None] = [None] * len(ops)
     puts: list[tuple[int, str, bytes, int]] = []
     gets: list[tuple[int, dict[str, Any]]] = []
+    stat_ids: list[tuple[int, str]] = []
     for i, op in enumerate(ops):
         kind = op.get("op") if isinstance(op, dict) else None
         if kind == "put":
@@ -155,13 +187,22 @@ async def batch(request: web.Request) -> web.Response:
                 results[i] = _err(400, "bad_request", "get needs an id, first >= 0, count >= 0")
             else:
                 gets.append((i, args))
+        elif kind == "stat":
+            sid = op.get("id")
+            try:
+                check_shard_id(sid if isinstance(sid, str) else "")
+                stat_ids.append((i, sid))
+            except InvalidInput:
+                results[i] = _err(400, "bad_request", "stat needs a shard id")
         else:
-            results[i] = _err(400, "bad_request", "op must be put or get")
+            results[i] = _err(400, "bad_request", "op must be put, get or stat")
     if puts:
         await _put_all(st, puts, results)
     if gets:
         await _get_all(st, request, gets, results)
-    stats.extra.update(puts=len(puts), gets=len(gets))
+    if stat_ids:
+        await _stat_ops(st, request, stat_ids, results)
+    stats.extra.update(puts=len(puts), gets=len(gets), stats=len(stat_ids))
     stats.bytes_out += sum(len(r.get("data", b"")) for r in results if r)
     return web.Response(body=msgpack.packb({"results": results}, use_bin_type=True),
                         content_type="application/msgpack")

@@ -75,7 +75,16 @@ class NodeClient:
         await self._json("DELETE", node, f"/v1/shards/{sid}")
 
     async def stat_shard(self, node: NodeSpec, sid: str) -> dict[str, Any] | None:
-        return await self._json("GET", node, f"/v1/shards/{sid}/stat")
+        """The node's stat of a shard, None when it has none (batched with other ops)."""
+        res = await self._batcher(node).submit({"op": "stat", "id": sid})
+        status = res.get("status")
+        if status == 200:
+            return dict(res["stat"])
+        if status == 404:
+            return None
+        if status == 400:  # a node from before batched stats: ask it alone
+            return await self._json("GET", node, f"/v1/shards/{sid}/stat")
+        raise NodeError(node.id, f"stat {status} {res.get('message', '')}", status)
 
     async def list_shards(self, node: NodeSpec, after: str = "", limit: int = 1000) -> list[str]:
         out = await self._json("GET", node, f"/v1/shards?after={after}&limit={limit}")

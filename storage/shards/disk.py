@@ -430,6 +430,10 @@ class DiskShardStore:
         path = self.path_of(sid)
         return await asyncio.to_thread(self._stat_sync, sid, path)
 
+    def stat_sync(self, sid: str) -> dict[str, int | float]:
+        """`stat` without the thread hop, for callers already on a worker thread."""
+        return self._stat_sync(sid, self.path_of(sid))
+
     def _stat_sync(self, sid: str, path: Path) -> dict[str, int | float]:
         try:
             fd = os.open(path, os.O_RDONLY)
