@@ -220,8 +220,11 @@ def serve(runner: LoopThread, cfg_path: Path, tenant: str, name: str, mountpoint
         banner = f"volume {name} attached at {mountpoint} (lease token {handle.token})"
         fs = VolumeFS(runner, cache, banner)
         # Returns on unmount (fusermount3 -u) or SIGTERM/SIGINT (libfuse's handlers).
-        mfusepy.FUSE(fs, str(mountpoint), foreground=True, default_permissions=True,
-                     fsname=f"tessera:{name}", subtype="tessera")
+        try:
+            mfusepy.FUSE(fs, str(mountpoint), foreground=True, default_permissions=True,
+                         fsname=f"tessera:{name}", subtype="tessera")
+        except RuntimeError as exc:  # libfuse printed why; mfusepy gives only a status
+            raise RuntimeError(f"libfuse could not serve {mountpoint} (status {exc})") from None
     finally:
         runner.call(_detach(cluster, handle, cache))
     return 0
