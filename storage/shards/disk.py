@@ -347,7 +347,7 @@ class DiskShardStore:
         self.tmp_dir = self.root / "tmp"
         self.quarantine_dir = self.root / "quarantine"
         self._temp_max_age_s = temp_max_age_s
-        self._durable_dirs: set[Path] = set()
+        self._durable_dirs: set[str] = set()  # str: hashing a Path costs ~10x more
         self._used_bytes = 0
         self._shards = 0
         self._counted = False
@@ -362,15 +362,17 @@ class DiskShardStore:
 
     def _make_dirs(self, leaf: Path) -> None:
         """Create the fan-out directories of `leaf`, fsyncing a parent once per new child."""
+        if str(leaf) in self._durable_dirs:  # its parent was made durable before it
+            return
         for d in (leaf.parent, leaf):
-            if d in self._durable_dirs:
+            if str(d) in self._durable_dirs:
                 continue
             try:
                 os.mkdir(d, 0o700)
             except FileExistsError:
                 pass
             _fsync_dir(d.parent)
-            self._durable_dirs.add(d)
+            self._durable_dirs.add(str(d))
 
     def _account(self, delta_bytes: int, delta_shards: int) -> None:
         self._used_bytes += delta_bytes

@@ -3,8 +3,7 @@
 A node serving a batch request writes or reads several small shards at once: one thread hop
 for all of them instead of two or three each. Writes keep the durability of `ShardWriter`:
 each shard is written to a temp file, fsynced, renamed into place and its directory fsynced
-before it is reported written. Writing every file before the first fsync lets the file
-system commit them in one journal transaction, so the later fsyncs find little left to do.
+(new fan-out directories made durable in their parents) before it is reported written.
 Reads verify every frame, as `ShardReadStream` does.
 """
 
@@ -22,7 +21,12 @@ from storage.shards.disk import DiskShardStore, ShardReadStream, _fsync_dir, _wr
 def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes]],
                   ) -> list[int | OSError]:
     """Store each (shard id, whole file bytes) durably; per item the size it replaced
-    (-1 when new) or the OSError that stopped it. Runs in a worker thread."""
+    (-1 when new) or the OSError that stopped it. Runs in a worker thread.
+
+    Order: write every temp file and make the missing fan-out directories, then fsync the
+    files and the parents of new directories, rename, and fsync each target directory. The
+    first fsync of each phase commits the journal for all items, so the rest cost little.
+    """
     results: list[int | OSError] = [-1] * len(items)
     staged: list[tuple[int, Path, Path, int]] = []  # (item, tmp path, final path, fd)
     for i, (sid, data) in enumerate(items):
@@ -39,6 +43,7 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes]],
             _drop(fd, tmp)
             continue
         staged.append((i, tmp, store.path_of(sid), fd))
+    new_dirs = _make_missing_dirs(store, [path.parent for _, _, path, _ in staged])
     done: list[tuple[int, Path, Path]] = []
     for i, tmp, path, fd in staged:
         try:
@@ -49,10 +54,21 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes]],
             _drop(fd, tmp)
             continue
         done.append((i, tmp, path))
-    synced: set[Path] = set()
-    for i, tmp, path in done:
+    failed_dirs: dict[str, OSError] = {}
+    for d in new_dirs:  # parents first: a directory is durable once its parent is synced
         try:
-            store._make_dirs(path.parent)
+            _fsync_dir(Path(d).parent)
+            store._durable_dirs.add(d)
+        except OSError as exc:
+            failed_dirs[d] = exc
+    renamed: list[tuple[int, Path]] = []
+    for i, tmp, path in done:
+        bad = failed_dirs.get(str(path.parent)) or failed_dirs.get(str(path.parent.parent))
+        if bad is not None:
+            results[i] = bad
+            _drop(-1, tmp)
+            continue
+        try:
             try:
                 results[i] = os.stat(path).st_size
             except FileNotFoundError:
@@ -60,22 +76,47 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes]],
             os.replace(tmp, path)
         except OSError as exc:
             results[i] = exc
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _drop(-1, tmp)
             continue
+        renamed.append((i, path))
+    synced: dict[Path, OSError | None] = {}
+    for i, path in renamed:
         if path.parent not in synced:
             try:
                 _fsync_dir(path.parent)
+                synced[path.parent] = None
             except OSError as exc:
-                results[i] = exc
-                continue
-            synced.add(path.parent)
+                synced[path.parent] = exc
+        if synced[path.parent] is not None:
+            results[i] = synced[path.parent]  # type: ignore[assignment]
     return results
 
 
+def _make_missing_dirs(store: DiskShardStore, leaves: list[Path]) -> list[str]:
+    """mkdir the fan-out directories not yet known durable; the ones made or unproven, in
+    creation order (each must have its parent fsynced before it counts as durable)."""
+    out: list[str] = []
+    for leaf in leaves:
+        if str(leaf) in store._durable_dirs:
+            continue
+        for d in (leaf.parent, leaf):
+            key = str(d)
+            if key in store._durable_dirs or key in out:
+                continue
+            try:
+                os.mkdir(d, 0o700)
+            except FileExistsError:
+                pass
+            except OSError:
+                continue  # the rename into it fails and reports the error
+            out.append(key)
+    return out
+
+
 def _drop(fd: int, tmp: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
 
