@@ -94,19 +94,17 @@ class Client(threading.Thread):
         self.ends: list[float] = []
 
     def run(self) -> None:
-        self.started = time.perf_counter()
+        self.started = time.time()
         i = 0
         while not self.stop.is_set():
             self.s3.put_object(Bucket="bench", Key=f"during-{i}", Body=self.bodies[i % 4])
-            self.ends.append(time.perf_counter())
+            self.ends.append(time.time())
             i += 1
 
-    def rate_until(self, t_end: float) -> float:
-        """MiB/s of the PUTs that ended by `t_end`."""
-        done = [t for t in self.ends if t <= t_end]
-        if not done:
-            return 0.0
-        return len(done) * len(self.bodies[0]) / 2**20 / (done[-1] - self.started)
+    def rate_between(self, t0: float, t1: float) -> float:
+        """MiB/s of the PUTs that ended within [t0, t1] (epoch seconds)."""
+        done = [t for t in self.ends if t0 <= t <= t1]
+        return len(done) * len(self.bodies[0]) / 2**20 / (t1 - t0) if t1 > t0 else 0.0
 
 
 def commit_times(tmp: Path, since: float) -> list[float]:
@@ -161,7 +159,7 @@ def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
             print("repair did not finish within 600 s")
             return None
         time.sleep(0.05)
-    t_done = time.perf_counter()
+    t_done, wall_done = time.perf_counter(), time.time()
     cpu1 = cpu_seconds(tmp / "run")
     if client is not None:
         client.stop.set()
@@ -180,8 +178,10 @@ def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
             "steady_mb_s": steady / 1e6,
             "gw_cpu": cpu1.get("gateway", 0.0) - cpu0.get("gateway", 0.0),
             "node_cpu": sum(v - cpu0.get(k, v) for k, v in cpu1.items() if k != "gateway"),
-            "client_mib_s": client.rate_until(t_done) if client is not None else None,
-            "client_puts": len([t for t in client.ends if t <= t_done]) if client else 0}
+            "client_mib_s": client.rate_between(client.started, wall_done) if client else None,
+            "client_rebuilding_mib_s": client.rate_between(commits[0], commits[-1])
+            if client and len(commits) > 1 else None,
+            "client_puts": len([t for t in client.ends if t <= wall_done]) if client else 0}
 
 
 def report(label: str, r: dict) -> None:
@@ -194,7 +194,9 @@ def report(label: str, r: dict) -> None:
           f"{os.getloadavg()[0]:.1f}")
     if r["client_mib_s"] is not None:
         print(f"  client PUTs during repair: {r['client_mib_s']:.1f} MiB/s "
-              f"({r['client_puts']} PUTs)")
+              f"({r['client_puts']} PUTs from the restart to the end of repair), "
+              f"{r['client_rebuilding_mib_s'] or 0:.1f} MiB/s between the first and last "
+              "stripe commit")
 
 
 def main() -> int:
@@ -240,9 +242,13 @@ def main() -> int:
         if busy is None:
             return 1
         report("repair while one client PUTs", busy)
+        after = put_rate(s3, "bench", "after-", 24, size, 3)  # same cluster, repair done
+        print(f"client PUTs after repair: {after:.1f} MiB/s (24 x {a.mib} MiB)")
         print(f"summary: repair idle {idle['steady_mb_s']:.1f} MB/s; client PUTs "
-              f"{base:.1f} MiB/s with no repair, {busy['client_mib_s']:.1f} MiB/s during "
-              f"repair (repair meanwhile {busy['steady_mb_s']:.1f} MB/s)")
+              f"{base:.1f} MiB/s with no repair (before), {after:.1f} (after), "
+              f"{busy['client_mib_s']:.1f} MiB/s during repair, "
+              f"{busy['client_rebuilding_mib_s'] or 0:.1f} while stripes were being rebuilt "
+              f"(repair meanwhile {busy['steady_mb_s']:.1f} MB/s)")
     finally:
         c.stop()
         if a.keep:
