@@ -6,14 +6,18 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
 from botocore.config import Config as BotoConfig
+
+from storage.records import ObjectVersion, object_key
 
 READY_TIMEOUT_S = 90.0
 ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]
@@ -140,6 +144,23 @@ class LocalCluster:
         assert "ready" in line, line
         (self.data / "run" / f"{node_id}.pid").write_text(f"{p.pid}\n")
         return p
+
+    def db_get(self, key: bytes) -> bytes | None:
+        """One raw metadata value, read from the SQLite file (read-only, beside the gateway)."""
+        cfg = tomllib.loads((self.data / "tessera.toml").read_text())
+        db = self.data / cfg.get("metadata", {}).get("path", "meta/tessera.db")
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
+        finally:
+            conn.close()
+        return row[0] if row else None
+
+    def manifest(self, bucket: str, key: str) -> ObjectVersion:
+        """The current version record of bucket/key."""
+        raw = self.db_get(object_key(bucket, key))
+        assert raw is not None, f"no manifest for {bucket}/{key}"
+        return ObjectVersion.decode(raw)
 
     def shard_files(self) -> dict[str, list[Path]]:
         """Shard files per node id."""

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,7 +26,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
-from storage.records import ObjectVersion, object_key
 from storage.shards.format import HEADER_BYTES, ShardHeader
 from tests.integration.cluster import LocalCluster
 
@@ -377,16 +375,6 @@ def ssec(key: bytes = CUSTOMER_KEY) -> dict[str, Any]:
     return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
 
 
-def manifest(c: LocalCluster, bucket: str, key: str) -> ObjectVersion:
-    conn = sqlite3.connect(f"file:{c.data / 'meta' / 'tessera.db'}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT v FROM kv WHERE k=?", (object_key(bucket, key),)).fetchone()
-    finally:
-        conn.close()
-    assert row is not None, f"no manifest for {bucket}/{key}"
-    return ObjectVersion.decode(row[0])
-
-
 def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster,
                                                              s3: Any) -> None:
     """As on AWS, lifecycle moves SSE-C objects and RestoreObject needs no key: the
@@ -406,7 +394,7 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
                                  MultipartUpload={"Parts": done}, **ssec())
     bodies = {"c/single": single, "c/multi": b"".join(parts)}
     heads = {k: s3.head_object(Bucket=b, Key=k, **ssec()) for k in bodies}
-    before = {k: manifest(arch, b, k) for k in bodies}
+    before = {k: arch.manifest(b, k) for k in bodies}
     s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [
         {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "c/"},
          "Transitions": [{"Days": 0, "StorageClass": "GLACIER"}]}]})
@@ -421,7 +409,7 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
         h = s3.head_object(Bucket=b, Key=k, **ssec())
         for field in ("ETag", "ContentLength", "LastModified", "Metadata", "SSECustomerKeyMD5"):
             assert h[field] == heads[k][field]
-        after = manifest(arch, b, k)
+        after = arch.manifest(b, k)
         # the same data key and identity (the segments' associated data), new stripes
         assert (after.dek, after.identity_version) == (before[k].dek,
                                                        before[k].identity_version)
@@ -431,7 +419,7 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
             [("archive", 3, 3, False)] * len(before[k].parts)
     files = arch.shard_files()
     for k in bodies:
-        for p in manifest(arch, b, k).parts:  # whole, on archive nodes, still ciphertext
+        for p in arch.manifest(b, k).parts:  # whole, on archive nodes, still ciphertext
             assert set(p.nodes) <= ARCHIVE_NODES and len(p.nodes) == 6
             for i, node in enumerate(p.nodes):
                 path = next(f for f in files[node] if f.name == f"{p.stripe_id.hex()}.{i}")
@@ -447,7 +435,7 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
 
     wait_for(all_restored, what="SSE-C restores")
     for k in bodies:  # the restored copies are on standard nodes
-        copy = manifest(arch, b, k).restore["parts"]
+        copy = arch.manifest(b, k).restore["parts"]
         assert copy and all(set(p["nodes"]).isdisjoint(ARCHIVE_NODES) for p in copy)
     for k, data in bodies.items():
         g = s3.get_object(Bucket=b, Key=k, **ssec())
@@ -475,13 +463,13 @@ def test_rotation_rewraps_a_restored_copys_key(arch: LocalCluster) -> None:
     s3.put_object(Bucket=name, Key="cold", Body=data, StorageClass="GLACIER")
     assert restore(s3, "cold", tier="Expedited", days=5, bucket=name) == 202
     wait_for(lambda: restored(s3, "cold", bucket=name), what="restore")
-    before = manifest(arch, name, "cold")
+    before = arch.manifest(name, "cold")
     assert before.restore["dek"] and before.restore["kek_version"] == before.kek_version == 1
     rotated = admin_request("POST", f"/tenants/{name}/rotate-key", {}, env=arch.env)
     assert rotated["kek_version"] == 2
     wait_for(lambda: not admin_request("GET", f"/tenants/{name}", env=arch.env)[
         "rewrap_pending"], 60, "rewrap")
-    after = manifest(arch, name, "cold")
+    after = arch.manifest(name, "cold")
     assert after.kek_version == 2 and after.restore["kek_version"] == 2
     assert after.restore["dek"] != before.restore["dek"]
     assert after.restore["parts"] == before.restore["parts"]  # no data was rewritten

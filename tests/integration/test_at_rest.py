@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
-from storage.records import ObjectVersion, Tenant, object_key, tenant_key
+from storage.records import Tenant, tenant_key
 from tests.integration.cluster import LocalCluster, files_holding
 
 MARKER = b"KNOWN-PLAINTEXT-7f3a9c-"
@@ -38,21 +37,6 @@ def new_tenant(cluster: LocalCluster, prefix: str) -> tuple[str, Any, dict[str, 
                       aws_secret_access_key=cred["secret_access_key"], region_name="us-east-1",
                       config=BotoConfig(retries={"max_attempts": 1}))
     return name, s3, cred
-
-
-def db_get(cluster: LocalCluster, key: bytes) -> bytes | None:
-    conn = sqlite3.connect(f"file:{cluster.data / 'meta' / 'tessera.db'}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
-    finally:
-        conn.close()
-    return row[0] if row else None
-
-
-def manifest(cluster: LocalCluster, bucket: str, key: str) -> ObjectVersion:
-    raw = db_get(cluster, object_key(bucket, key))
-    assert raw is not None
-    return ObjectVersion.decode(raw)
 
 
 def body_with_marker(size: int) -> bytes:
@@ -119,7 +103,7 @@ def test_swapped_shard_files_are_detected_and_served_from_parity(
     bodies = {"a": body_with_marker(size), "b": body_with_marker(size)[::-1]}
     for k, b in bodies.items():
         s3.put_object(Bucket="swap", Key=k, Body=b)
-    pa, pb = manifest(c, "swap", "a").parts[0], manifest(c, "swap", "b").parts[0]
+    pa, pb = c.manifest("swap", "a").parts[0], c.manifest("swap", "b").parts[0]
     # The same shard index of both objects, on whatever nodes hold them: swap the files.
     ia, ib = 0, 0
     fa = _shard_path(c, pa.nodes[ia], pa.stripe_id, ia)  # type: ignore[arg-type]
@@ -131,7 +115,7 @@ def test_swapped_shard_files_are_detected_and_served_from_parity(
         got = s3.get_object(Bucket="swap", Key=k)["Body"].read()
         assert hashlib.sha256(got).digest() == hashlib.sha256(b).digest(), k
     # Two segments of one shard swapped inside the file: also detected, also served right.
-    pc = manifest(c, "swap", "a").parts[0]
+    pc = c.manifest("swap", "a").parts[0]
     idx = 1
     fc = _shard_path(c, pc.nodes[idx], pc.stripe_id, idx)  # type: ignore[arg-type]
     if fc.exists():
@@ -223,7 +207,7 @@ def test_sse_c_put_get_head_copy(cluster: LocalCluster) -> None:
         s3.copy_object(Bucket=name, Key="c3", CopySource={"Bucket": name, "Key": "c"})
     assert ei.value.response["Error"]["Code"] == "InvalidRequest"
     # Only an HMAC of the key is kept.
-    rec = manifest(cluster, name, "c")
+    rec = cluster.manifest(name, "c")
     assert k1 not in rec.encode() and k1.hex() not in rec.encode().hex()
 
 
@@ -287,7 +271,7 @@ def test_rotation_under_load_rewraps_and_every_object_reads(cluster: LocalCluste
                                        env=cluster.env)["rewrap_pending"], 60, "rewrap")
     for key, body in written.items():
         assert s3.get_object(Bucket=name, Key=key)["Body"].read() == body
-        assert manifest(cluster, name, key).kek_version == current
+        assert cluster.manifest(name, key).kek_version == current
     # History records (versioned bucket) are rewrapped too.
     versions = s3.list_object_versions(Bucket=name, Prefix="k1")["Versions"]
     assert versions
@@ -305,7 +289,7 @@ def test_shred_makes_tenant_data_unreadable_by_anyone(cluster: LocalCluster) -> 
     for s3, bucket in ((vs3, victim), (bs3, bystander)):
         s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket=bucket, Key="o", Body=b"precious " + bucket.encode())
-    wrapped = Tenant.decode(db_get(cluster, tenant_key(victim)) or b"").keks
+    wrapped = Tenant.decode(cluster.db_get(tenant_key(victim)) or b"").keks
     assert wrapped
     r = tessera(cluster, "tenant", "shred", victim)
     assert r.returncode == 1 and "--confirm" in r.stderr
@@ -318,7 +302,7 @@ def test_shred_makes_tenant_data_unreadable_by_anyone(cluster: LocalCluster) -> 
     assert bs3.get_object(Bucket=bystander, Key="o")["Body"].read() == (
         b"precious " + bystander.encode())
     assert asyncio.run(_library_read(cluster, victim)) == "KeyUnavailable"
-    rec = Tenant.decode(db_get(cluster, tenant_key(victim)) or b"")
+    rec = Tenant.decode(cluster.db_get(tenant_key(victim)) or b"")
     assert rec.state == "shredded" and rec.keks == {}
     meta_files = [p for p in (cluster.data / "meta").iterdir() if p.is_file()]
     for blob in wrapped.values():

@@ -12,7 +12,6 @@ import hashlib
 import os
 import random
 import socket
-import sqlite3
 import time
 import tomllib
 import urllib.error
@@ -26,7 +25,6 @@ import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from storage.records import ObjectVersion, object_key
 from tests.integration.cluster import LocalCluster, files_holding
 
 MiB = 1024 * 1024
@@ -119,18 +117,6 @@ def ranges_for(size: int) -> list[tuple[str, int, int]]:
 def node_zones(c: LocalCluster) -> dict[str, str]:
     cfg = tomllib.loads((c.data / "tessera.toml").read_text())
     return {n["id"]: n["zone"] for n in cfg["nodes"]}
-
-
-def manifest(c: LocalCluster, bucket: str, key: str) -> ObjectVersion:
-    cfg = tomllib.loads((c.data / "tessera.toml").read_text())
-    db = c.data / cfg.get("metadata", {}).get("path", "meta/tessera.db")
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT v FROM kv WHERE k=?", (object_key(bucket, key),)).fetchone()
-    finally:
-        conn.close()
-    assert row is not None, f"no manifest for {bucket}/{key}"
-    return ObjectVersion.decode(row[0])
 
 
 def shards_by_stripe(c: LocalCluster) -> dict[str, list[tuple[str, int]]]:
@@ -238,7 +224,7 @@ def test_shards_on_six_distinct_nodes_at_most_two_per_zone(cluster: LocalCluster
     assert {n: z for n, z in zones.items() if n in standard} == standard
     on_disk = shards_by_stripe(cluster)
     for key, body in stored.items():
-        v = manifest(cluster, BUCKET, key)
+        v = cluster.manifest(BUCKET, key)
         assert v.size == body.size
         if body.size == 0:
             assert all(not any(p.nodes) for p in v.parts), "a 0-byte object has no shards"
@@ -379,7 +365,7 @@ def test_a_whole_zone_can_die(fresh_cluster: LocalCluster,
     zones = node_zones(fresh_cluster)
     on_disk = shards_by_stripe(fresh_cluster)
     for size in SMALL_SIZES[1:]:
-        part = manifest(fresh_cluster, "zone", f"after/{size}").parts[0]
+        part = fresh_cluster.manifest("zone", f"after/{size}").parts[0]
         placed = [n for n in part.nodes if n]
         assert len(placed) >= 5 and len(set(placed)) == len(placed)  # write quorum k+1
         assert {zones[n] for n in placed} == {"az2", "az3"}
@@ -408,7 +394,7 @@ def test_restart_keeps_every_object(fresh_cluster: LocalCluster,
     assert s3.get_object(Bucket="restart", Key="new")["Body"].read() == b"after restart"
     # Bit rot in a data shard on disk: the frame checksum catches it and the read degrades.
     big = SMALL_SIZES[-1]
-    part = manifest(fresh_cluster, "restart", f"k/{big}").parts[0]
+    part = fresh_cluster.manifest("restart", f"k/{big}").parts[0]
     node = part.nodes[0]
     assert node is not None
     (path,) = [f for f in fresh_cluster.shard_files()[node]
