@@ -274,9 +274,9 @@ class StripeStore:
 
         async def one(i: int, node: NodeSpec) -> str | None:
             try:
-                await asyncio.wait_for(self._client.put_small(
-                    node, shard_id(codec.stripe_id, i), headers[i].pack() + frames[i], 1),
-                    self._stall_s)
+                async with asyncio.timeout(self._stall_s):  # no extra task, unlike wait_for
+                    await self._client.put_small(
+                        node, shard_id(codec.stripe_id, i), headers[i].pack() + frames[i], 1)
             except StorageError as exc:
                 return str(exc)
             except TimeoutError:
