@@ -26,6 +26,23 @@ def setup(cluster):
     yield s3
 
 
+class _SignedAt(SigV4Auth):
+    """SigV4 as of a given time: X-Amz-Date, the string to sign and the credential scope all
+    carry it (botocore's add_auth always stamps "now", which crosses midnight badly)."""
+
+    def __init__(self, creds: Credentials, region: str, when: dt.datetime) -> None:
+        super().__init__(creds, "s3", region)
+        self._stamp = when.strftime("%Y%m%dT%H%M%SZ")
+
+    def add_auth(self, request: AWSRequest) -> None:
+        request.context["timestamp"] = self._stamp
+        del request.headers["X-Amz-Date"]
+        request.headers["X-Amz-Date"] = self._stamp
+        canonical = self.canonical_request(request)
+        signature = self.signature(self.string_to_sign(request, canonical), request)
+        self._inject_signature_to_request(request, signature)
+
+
 def _signed(cluster, method: str, path: str, *, body: bytes = b"",
             headers: dict[str, str] | None = None, secret: str | None = None,
             access: str | None = None, when: dt.datetime | None = None) -> requests.Response:
@@ -34,11 +51,8 @@ def _signed(cluster, method: str, path: str, *, body: bytes = b"",
                         secret or cluster.env["AWS_SECRET_ACCESS_KEY"])
     req = AWSRequest(method, url, data=body, headers=dict(headers or {}))
     req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
-    signer = SigV4Auth(creds, "s3", cluster.env["AWS_DEFAULT_REGION"])
-    if when is not None:
-        req.context["timestamp"] = when.strftime("%Y%m%dT%H%M%SZ")
-        signer._modify_request_before_signing = lambda r: None  # type: ignore[method-assign]
-        req.headers["X-Amz-Date"] = req.context["timestamp"]
+    region = cluster.env["AWS_DEFAULT_REGION"]
+    signer = SigV4Auth(creds, "s3", region) if when is None else _SignedAt(creds, region, when)
     signer.add_auth(req)
     return requests.request(method, url, data=body or None, headers=dict(req.headers),
                             timeout=10)
