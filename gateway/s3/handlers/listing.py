@@ -68,7 +68,7 @@ async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
     after = _untoken(token) if token is not None else p.get("start-after", "")
     if token is not None and p.get("start-after", "") > after:
         after = p["start-after"]
-    objs, prefixes, more, last = await rq.cluster.objects.list(
+    objs, prefixes, more, last = await rq.cluster.objects.listing.list(
         rq.tenant, rq.bucket, prefix, delimiter, after, max_keys)
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
@@ -86,7 +86,7 @@ async def list_objects(rq: S3Request) -> web.StreamResponse:
     max_keys = _max_keys(rq)
     enc = _encoding(rq)
     prefix, delimiter, marker = p.get("prefix", ""), p.get("delimiter", ""), p.get("marker", "")
-    objs, prefixes, more, last = await rq.cluster.objects.list(
+    objs, prefixes, more, last = await rq.cluster.objects.listing.list(
         rq.tenant, rq.bucket, prefix, delimiter, marker, max_keys)
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
@@ -106,7 +106,7 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
     if vid_marker and not key_marker:
         raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a "
                       "key marker.", ArgumentName="version-id-marker", ArgumentValue=vid_marker)
-    versions, more = await rq.cluster.objects.list_versions(
+    versions, more = await rq.cluster.objects.listing.list_versions(
         rq.tenant, rq.bucket, prefix, key_marker, vid_marker, max_keys)
     entries = []
     seen: set[str] = set()

@@ -1,0 +1,137 @@
+"""Listing objects and versions: pages of current records (O/) and of the history (V/).
+
+Pages are bounded range scans that resume from the last key, so page after page costs the
+same however large the bucket; a delimiter's common prefix is skipped over in one step.
+"""
+
+from __future__ import annotations
+
+from storage.buckets import BucketService
+from storage.metadata import MetadataStore, prefix_end
+from storage.records import SEP, ObjectVersion, object_prefix, version_prefix
+
+NULL_VERSION = "null"
+
+
+class Listing:
+    """ListObjects(V2) and ListObjectVersions over the metadata store."""
+
+    def __init__(self, meta: MetadataStore, buckets: BucketService) -> None:
+        self._meta = meta
+        self.buckets = buckets
+
+    async def list(self, tenant: str, bucket: str, prefix: str = "", delimiter: str = "",
+                   start_after: str = "", max_keys: int = 1000,
+                   ) -> tuple[list[ObjectVersion], list[str], bool, str]:
+        """One page of current versions: (objects, common prefixes, truncated, last key).
+
+        With a delimiter, each common prefix is returned once and the scan skips past it.
+        """
+        await self.buckets.get(tenant, bucket)
+        base = object_prefix(bucket)
+        end = prefix_end(base + prefix.encode()) if prefix else prefix_end(base)
+        start = base + prefix.encode()
+        if start_after:
+            start = max(start, base + start_after.encode() + b"\x00")
+            pos = start_after.find(delimiter, len(prefix)) if delimiter else -1
+            if pos >= 0 and start_after.startswith(prefix):
+                # a marker or token inside a common prefix: that prefix was already returned
+                start = max(start, prefix_end(base + start_after[: pos + len(delimiter)].encode()))
+        objs: list[ObjectVersion] = []
+        prefixes: list[str] = []
+        last = ""
+        delim = delimiter.encode()
+        while len(objs) + len(prefixes) < max_keys:
+            batch = await self._meta.range(start, end, limit=min(1000, max_keys * 2 + 1))
+            if not batch:
+                return objs, prefixes, False, last
+            for item in batch:
+                if len(objs) + len(prefixes) >= max_keys:
+                    return objs, prefixes, True, last
+                kbytes = item.key[len(base):]
+                if delim:
+                    pos = kbytes.find(delim, len(prefix.encode()))
+                    if pos >= 0:
+                        cp = kbytes[: pos + len(delim)]
+                        prefixes.append(cp.decode("utf-8", "surrogateescape"))
+                        last = prefixes[-1]
+                        start = prefix_end(base + cp)
+                        break
+                v = ObjectVersion.decode(item.value)
+                start = item.key + b"\x00"
+                last = v.key
+                if not v.delete_marker:
+                    objs.append(v)
+            else:
+                if len(batch) < min(1000, max_keys * 2 + 1):
+                    return objs, prefixes, False, last
+        more = bool(await self._meta.range(start, end, limit=1))
+        return objs, prefixes, more, last
+
+    async def list_versions(self, tenant: str, bucket: str, prefix: str = "",
+                            key_marker: str = "", version_marker: str = "",
+                            max_keys: int = 1000) -> tuple[list[ObjectVersion], bool]:
+        """Versions in key order, newest first per key (unversioned objects as 'null')."""
+        b = await self.buckets.get(tenant, bucket)
+        if not b.versioning:
+            objs, _, more, _ = await self.list(tenant, bucket, prefix, "", key_marker, max_keys)
+            return objs, more
+        base = version_prefix(bucket)
+        start = base + prefix.encode()
+        end = prefix_end(start) if prefix else prefix_end(base)
+        skipping = bool(version_marker)
+        if key_marker:
+            start = max(start, base + key_marker.encode() + SEP)
+        limit = max_keys + 1 + (1000 if skipping else 0)
+        items = await self._meta.range(start, end, limit=limit)
+        found: list[ObjectVersion] = []
+        for item in items:
+            v = ObjectVersion.decode(item.value)
+            if key_marker and v.key == key_marker:
+                if not version_marker:
+                    continue
+                if skipping:
+                    if v.version_id == version_marker:
+                        skipping = False
+                    continue
+            found.append(v)
+        more = len(items) == limit
+        found, more = await self._merge_unversioned(bucket, prefix, key_marker, found, more,
+                                                    max_keys)
+        if len(found) > max_keys:
+            return found[:max_keys], True
+        return found, more
+
+    async def _merge_unversioned(self, bucket: str, prefix: str, key_marker: str,
+                                 found: list[ObjectVersion], more: bool, max_keys: int,
+                                 ) -> tuple[list[ObjectVersion], bool]:
+        """Add the "null" versions written before versioning was enabled (they are only
+        in their current record until a newer version moves them to the history)."""
+        base = object_prefix(bucket)
+        start = base + prefix.encode()
+        if key_marker:
+            start = max(start, base + key_marker.encode() + SEP)
+        end = prefix_end(base + prefix.encode()) if prefix else prefix_end(base)
+        limit = max_keys + 1
+        items = await self._meta.range(start, end, limit=limit)
+        extra = []
+        for item in items:
+            v = ObjectVersion.decode(item.value)
+            if v.version_id != NULL_VERSION:
+                continue
+            vp = version_prefix(bucket, v.key)
+            if not await self._meta.range(vp, prefix_end(vp), limit=1):
+                extra.append(v)
+        if not extra:
+            return found, more
+        bound = None
+        if more and found:
+            bound = found[-1].key
+        if len(items) == limit:
+            last_o = ObjectVersion.decode(items[-1].value).key
+            bound = last_o if bound is None else min(bound, last_o)
+            more = True
+        merged = sorted(found + extra, key=lambda x: x.key.encode("utf-8", "surrogateescape"))
+        if bound is not None:
+            merged = [x for x in merged if x.key <= bound]
+        return merged, more
