@@ -311,13 +311,13 @@ async def _open(vol: Vol) -> tuple[Cluster, VolumeService]:
 
 
 async def _stripes_of(vol: Vol, name: str) -> list[bytes]:
-    from storage.volumes import _decode_pointer
+    from storage.volumes import decode_pointer
 
     c, svc = await _open(vol)
     try:
         v = await svc.get("default", name)
         items = await c.meta.range(extent_prefix(v.id), extent_prefix(v.id) + b"\xff")
-        return [_decode_pointer(i.value).stripe for i in items]
+        return [decode_pointer(i.value).stripe for i in items]
     finally:
         await c.close()
 

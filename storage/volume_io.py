@@ -1,0 +1,333 @@
+"""An attached block volume: extent reads and atomic, lease-fenced extent commits.
+
+A handle holds the attach lease (renewed in the background) and the extent map it loaded;
+every commit compares the lease and the volume record revisions, so a fenced writer cannot
+commit. Extents go through the same encrypt + erasure-code pipeline as objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from storage.crypto import keys
+from storage.crypto.aead import SegmentCipher
+from storage.erasure import ErasureCodec
+from storage.errors import InvalidInput, NotFound, QuorumNotReached, StorageError
+from storage.metadata import Txn
+from storage.objects import stripe_index_key
+from storage.pipeline import StripeCodec, segment_count
+from storage.records import gc_key, pack, repair_key, unpack
+from storage.shards.ids import new_stripe_id
+from storage.volume_records import (
+    WRITE_ATTEMPTS,
+    Fenced,
+    Pointer,
+    Volume,
+    VolumeAttached,
+    decode_pointer,
+    extent_identity,
+    extent_prefix,
+    lease_key,
+    scan_prefix,
+    volume_key,
+)
+
+if TYPE_CHECKING:
+    from storage.volumes import VolumeService
+
+class VolumeHandle:
+    """An attached volume: extent reads and atomic extent commits, fenced by the lease."""
+
+    def __init__(self, svc: VolumeService, vol: Volume, holder: str, ttl: float) -> None:
+        self.svc = svc
+        self.vol = vol
+        self.holder = holder
+        self.ttl = ttl
+        self.read_only_gen: int | None = None
+        self.token = 0
+        self._lease_rev = 0
+        self._vol_rev = 0
+        self._own: dict[int, Pointer] = {}  # newest own pointer per extent
+        self._base: dict[int, Pointer] = {}  # origin pointers visible to a clone
+        self._ciphers: dict[bytes, SegmentCipher] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self.fenced = False
+
+    # lease ---------------------------------------------------------------------------------
+
+    async def acquire(self) -> None:
+        k = lease_key(self.vol.id)
+        while True:
+            item = await self.svc.meta.get(k)
+            cur = unpack(item.value) if item else None
+            now = time.time()
+            if cur and cur["expires"] > now and cur["holder"] != self.holder:
+                raise VolumeAttached(
+                    f"volume {self.vol.name!r} is already attached by {cur['holder']} "
+                    f"(lease expires in {cur['expires'] - now:.0f}s); unmount it there first")
+            token = (cur["token"] if cur else 0) + 1
+            rec = pack({"holder": self.holder, "token": token, "expires": now + self.ttl})
+            if await self.svc.meta.txn(Txn(compares={k: item.revision if item else 0},
+                                           puts={k: rec})):
+                self.token = token
+                self._lease_rev = (await self.svc.meta.get(k)).revision  # type: ignore[union-attr]
+                break
+        self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
+
+    async def renew(self) -> None:
+        k = lease_key(self.vol.id)
+        item = await self.svc.meta.get(k)
+        cur = unpack(item.value) if item else None
+        if item is None or cur is None or cur["token"] != self.token:
+            self.fenced = True
+            raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+        rec = pack({"holder": self.holder, "token": self.token,
+                    "expires": time.time() + self.ttl})
+        if not await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec})):
+            return await self.renew()
+        self._lease_rev = (await self.svc.meta.get(k)).revision  # type: ignore[union-attr]
+
+    async def _renew_loop(self) -> None:
+        while not self.fenced:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.renew()
+            except Fenced:
+                return
+            except StorageError:
+                continue
+
+    async def close(self) -> None:
+        """Detach: stop renewing and drop the lease if it is still ours."""
+        if self._renewer:
+            self._renewer.cancel()
+            self._renewer = None
+            k = lease_key(self.vol.id)
+            item = await self.svc.meta.get(k)
+            if item and unpack(item.value)["token"] == self.token:
+                await self.svc.meta.txn(Txn(compares={k: item.revision}, deletes=(k,)))
+
+    # map -----------------------------------------------------------------------------------
+
+    async def load_map(self) -> None:
+        vol_item = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
+        if vol_item is None:
+            raise NotFound(f"volume {self.vol.name!r} does not exist")
+        self.vol = Volume.decode(vol_item.value)
+        self._vol_rev = vol_item.revision
+        self._own = await self._map_of(self.vol.id, self.read_only_gen)
+        self._base = {}
+        v = self.vol
+        while v.base:  # a clone of a clone reads through the whole chain
+            parent = await self.svc.get(v.base["tenant"], v.base["name"])
+            for idx, p in (await self._map_of(parent.id, v.base["gen"])).items():
+                self._base.setdefault(idx, p)
+            v = parent
+
+    async def _map_of(self, vid: str, upto: int | None) -> dict[int, Pointer]:
+        out: dict[int, Pointer] = {}
+        async for it in scan_prefix(self.svc.meta, extent_prefix(vid)):
+            p = decode_pointer(it.value)
+            if upto is None or p.gen <= upto:
+                out[p.index] = p  # keys ascend by generation: the last one wins
+        return out
+
+    def pointer(self, idx: int) -> Pointer | None:
+        p = self._own.get(idx)
+        return p if p is not None else self._base.get(idx)
+
+    def allocated(self) -> int:
+        return sum(1 for i in range(self.vol.extents)
+                   if (p := self.pointer(i)) is not None and not p.trim)
+
+    # extent I/O ------------------------------------------------------------------------------
+
+    async def _cipher(self, p: Pointer, tenant: str) -> SegmentCipher:
+        c = self._ciphers.get(p.stripe)
+        if c is None:
+            _, kek = await self.svc.tenants.kek(tenant, p.kek_version)
+            c = SegmentCipher(keys.unwrap_dek(kek, tenant, extent_identity(tenant, p), p.dek))
+            if len(self._ciphers) > 4096:
+                self._ciphers.clear()
+            self._ciphers[p.stripe] = c
+        return c
+
+    def _codec(self, p: Pointer, cipher: SegmentCipher, tenant: str) -> StripeCodec:
+        return StripeCodec(cipher=cipher, codec=ErasureCodec(p.k, p.m),
+                           identity=extent_identity(tenant, p), part=p.index, stripe_id=p.stripe,
+                           segment_size=p.segment_size)
+
+    def extent_len(self, idx: int) -> int:
+        return min(self.vol.extent_size, self.vol.size - idx * self.vol.extent_size)
+
+    async def read_extent(self, idx: int) -> bytes | None:
+        """The extent's bytes, or None if never written / trimmed (zeros).
+
+        An allocated extent that cannot be rebuilt raises (DataUnavailable): never zeros.
+        """
+        p = self.pointer(idx)
+        if p is None or p.trim:
+            return None
+        tenant = self.vol.tenant
+        codec = self._codec(p, await self._cipher(p, tenant), tenant)
+        out = bytearray()
+
+        def damage(stripe: bytes, index: int, reason: str) -> None:
+            asyncio.get_running_loop().create_task(self.svc.meta.put(
+                repair_key(stripe), pack({"index": index, "reason": reason[:200],
+                                          "volume": self.vol.id})))
+        last = segment_count(p.size, p.segment_size) - 1
+        async for chunk in self.svc.stripes.read(codec, p.nodes, p.size, 0, last, damage):
+            out += chunk
+        want = self.extent_len(idx)
+        if len(out) < want:  # the volume grew past a short last extent
+            out += bytes(want - len(out))
+        return bytes(out[:want])
+
+    async def write_extent(self, idx: int, data: bytes) -> None:
+        """Store a whole extent as a new stripe and commit its pointer (fenced)."""
+        if self.read_only_gen is not None:
+            raise InvalidInput("snapshots are read-only")
+        if len(data) != self.extent_len(idx):
+            raise InvalidInput(f"extent {idx} must be {self.extent_len(idx)} bytes")
+        tenant = self.vol.tenant
+        prof = self.svc.cfg.profile(self.vol.profile)
+        for attempt in range(WRITE_ATTEMPTS):
+            # Each attempt is a new stripe under a new key: a nonce is never reused even if
+            # an earlier attempt left partial shards behind (the orphan sweep takes those).
+            kek_version, kek = await self.svc.tenants.kek(tenant)
+            p = Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, stripe=new_stripe_id(),
+                        size=len(data), k=prof.k, m=prof.m,
+                        segment_size=self.svc.cfg.segment_size, kek_version=kek_version)
+            dek = keys.new_dek()
+            p.dek = keys.wrap_dek(kek, tenant, extent_identity(tenant, p), dek)
+            codec = self._codec(p, SegmentCipher(dek), tenant)
+
+            async def body() -> AsyncIterator[bytes]:
+                yield data
+            try:
+                res = await self.svc.stripes.write(codec, prof, body(), size_hint=len(data))
+                break
+            except QuorumNotReached:
+                # Nodes that just failed are now marked down, so the next placement avoids
+                # them (a zone that dies mid-write costs one retry, not an I/O error).
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+        p.nodes = res.nodes
+        try:
+            await self._commit(p)
+        except BaseException:
+            await self.svc.meta.put(gc_key(time.time_ns(), p.stripe), pack({"nodes": p.nodes}))
+            raise
+        if None in res.nodes:
+            await self.svc.meta.put(repair_key(p.stripe), pack({"volume": self.vol.id,
+                                                                "reason": "write"}))
+        self._ciphers[p.stripe] = SegmentCipher(dek)
+
+    async def trim_extent(self, idx: int) -> None:
+        """Punch a whole extent: it reads as zeros and (unless a snapshot holds it) frees."""
+        if self.pointer(idx) is None:
+            return
+        await self._commit(Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, trim=True))
+
+    async def _commit(self, p: Pointer) -> None:
+        """Put the pointer, retiring what it replaces unless a snapshot still needs it."""
+        while True:
+            if self.fenced:
+                raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+            p.gen = self.vol.gen
+            prev = self._own.get(p.index)
+            puts: dict[bytes, bytes] = {}
+            deletes: list[bytes] = []
+            keep_prev = prev is not None and prev.gen < p.gen and any(
+                prev.gen <= s for s in self.vol.snapshots)
+            hole = p.trim and not keep_prev and p.index not in self._base
+            if prev is not None and not keep_prev:
+                if prev.key() != p.key() or hole:
+                    deletes.append(prev.key())
+                if not prev.trim:
+                    due = time.time_ns() + int(self.svc.gc_grace_s * 1e9)
+                    puts[gc_key(due, prev.stripe)] = pack({"nodes": prev.nodes})
+                    deletes.append(stripe_index_key(prev.stripe))
+            if not hole:
+                d = asdict(p)
+                puts[p.key()] = pack(d)
+                if not p.trim:  # indexed like object stripes, so repair and drain find it
+                    puts[stripe_index_key(p.stripe)] = pack(
+                        {"state": "live", "kind": "extent", "vx": p.key()})
+            vk = volume_key(self.vol.tenant, self.vol.name)
+            lk = lease_key(self.vol.id)
+            ok = await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},
+                                             puts=puts, deletes=tuple(deletes)))
+            if ok:
+                if hole:
+                    self._own.pop(p.index, None)
+                else:
+                    self._own[p.index] = p
+                return
+            await self._resync()
+
+    async def _resync(self) -> None:
+        """A compare failed: re-read the lease (fenced?) and the volume record (snapshot?)."""
+        item = await self.svc.meta.get(lease_key(self.vol.id))
+        if item is None or unpack(item.value)["token"] != self.token:
+            self.fenced = True
+            raise Fenced(f"volume {self.vol.name!r}: attach lease was taken over (fenced)")
+        self._lease_rev = item.revision
+        vi = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
+        if vi is None:
+            raise NotFound(f"volume {self.vol.name!r} was deleted")
+        self.vol = Volume.decode(vi.value)
+        self._vol_rev = vi.revision
+
+    # byte I/O (no cache; the block driver adds one) -------------------------------------------
+
+    async def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or offset + length > self.vol.size:
+            raise InvalidInput("read beyond the end of the volume")
+        es = self.vol.extent_size
+        out = bytearray()
+        pos = offset
+        while pos < offset + length:
+            idx, off = divmod(pos, es)
+            n = min(es - off, offset + length - pos)
+            data = await self.read_extent(idx)
+            out += bytes(n) if data is None else data[off:off + n]
+            pos += n
+        return bytes(out)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        """Write bytes, read-modify-writing partial extents; durable when it returns."""
+        if offset < 0 or offset + len(data) > self.vol.size:
+            raise InvalidInput("write beyond the end of the volume")
+        es = self.vol.extent_size
+        pos = 0
+        while pos < len(data):
+            idx, off = divmod(offset + pos, es)
+            n = min(self.extent_len(idx) - off, len(data) - pos)
+            if off == 0 and n == self.extent_len(idx):
+                buf = bytearray(data[pos:pos + n])
+            else:
+                cur = await self.read_extent(idx)
+                buf = bytearray(cur if cur is not None else bytes(self.extent_len(idx)))
+                buf[off:off + n] = data[pos:pos + n]
+            await self.write_extent(idx, bytes(buf))
+            pos += n
+
+    async def trim(self, offset: int, length: int) -> None:
+        """Punch a hole: whole extents are dropped, partial edges are zeroed."""
+        es = self.vol.extent_size
+        end = min(offset + length, self.vol.size)
+        pos = offset
+        while pos < end:
+            idx, off = divmod(pos, es)
+            n = min(self.extent_len(idx) - off, end - pos)
+            if off == 0 and n == self.extent_len(idx):
+                await self.trim_extent(idx)
+            elif self.pointer(idx) is not None:
+                await self.write(pos, bytes(n))
+            pos += n

@@ -1,0 +1,138 @@
+"""Block volume records: the volume, its extent pointers, their metadata keys and size rules.
+
+Key layout (see storage/volumes.py for the model):
+    VOL/<tenant>/<name>                       volume record (snapshots and clones inside)
+    VX/<volume id>/<extent:010d>/<gen:010d>   extent pointer (stripe, nodes, key) or trim
+    VL/<volume id>                            attach lease {holder, token, expires}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from storage.crypto import keys
+from storage.errors import Conflict, InvalidInput, NotFound, StorageError
+from storage.metadata import Item, MetadataStore, prefix_end
+from storage.records import pack, unpack
+
+MiB = 1 << 20
+MAX_VOLUME_BYTES = 1 << 60  # 1 EiB: sizes are stored as 64-bit integers
+LEASE_TTL_S = 30.0
+WRITE_ATTEMPTS = 3  # per extent write: a zone dying mid-write costs a retry, not an EIO
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+_SIZE_RE = re.compile(r"^(\d+)([KMGTP]?)(i?B)?\Z", re.IGNORECASE)
+
+
+class Fenced(StorageError):
+    """This writer's attach lease was taken over: it may no longer commit."""
+
+
+class VolumeAttached(Conflict):
+    """The volume is attached by another writer whose lease has not expired."""
+
+
+def parse_size(text: str) -> int:
+    """'10G', '512M', '1GiB', '4096' -> bytes (binary units)."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise InvalidInput(f"cannot parse size {text!r} (use e.g. 10G, 512M)")
+    return int(m.group(1)) << (10 * " KMGTP".index(m.group(2).upper() or " "))
+
+
+@dataclass
+class Volume:
+    id: str
+    tenant: str
+    name: str
+    size: int
+    extent_size: int
+    created: float
+    profile: str
+    gen: int = 1
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # gen -> {name, created}
+    base: dict[str, Any] | None = None  # {"tenant", "name", "id", "gen"} of a clone's origin
+    clones: list[str] = field(default_factory=list)  # "tenant/name" of clones of our snapshots
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        d["snapshots"] = {int(k): v for k, v in self.snapshots.items()}
+        return pack(d)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Volume:
+        d = unpack(raw)
+        d.pop("fv", None)
+        d["snapshots"] = {int(k): v for k, v in d.get("snapshots", {}).items()}
+        return cls(**d)
+
+    @property
+    def extents(self) -> int:
+        return -(-self.size // self.extent_size)
+
+    def snapshot_gen(self, name: str) -> int:
+        for g, s in self.snapshots.items():
+            if s["name"] == name:
+                return g
+        raise NotFound(f"volume {self.name!r} has no snapshot {name!r}")
+
+
+@dataclass
+class Pointer:
+    """Where one extent generation lives; `trim` marks a punched hole (reads as zeros)."""
+
+    vid: str
+    index: int
+    gen: int
+    stripe: bytes = b""
+    nodes: list[str | None] = field(default_factory=list)
+    size: int = 0
+    k: int = 0
+    m: int = 0
+    segment_size: int = 0
+    kek_version: int = 0
+    dek: bytes = b""
+    trim: bool = False
+
+    def key(self) -> bytes:
+        return extent_key(self.vid, self.index, self.gen)
+
+
+def volume_key(tenant: str, name: str) -> bytes:
+    return b"VOL/" + tenant.encode() + b"/" + name.encode()
+
+
+def extent_prefix(vid: str, index: int | None = None) -> bytes:
+    p = b"VX/" + vid.encode() + b"/"
+    return p if index is None else p + f"{index:010d}/".encode()
+
+
+def extent_key(vid: str, index: int, gen: int) -> bytes:
+    return extent_prefix(vid, index) + f"{gen:010d}".encode()
+
+
+def lease_key(vid: str) -> bytes:
+    return b"VL/" + vid.encode()
+
+
+def extent_identity(tenant: str, p: Pointer) -> str:
+    return keys.pack_fields(b"", ["volume", tenant, p.vid, p.index, p.gen, p.stripe]).hex()
+
+
+async def scan_prefix(meta: MetadataStore, prefix: bytes) -> AsyncIterator[Item]:
+    start, end = prefix, prefix_end(prefix)
+    while True:
+        items = await meta.range(start, end, limit=1000)
+        for it in items:
+            yield it
+        if len(items) < 1000:
+            return
+        start = items[-1].key + b"\x00"
+
+
+def decode_pointer(raw: bytes) -> Pointer:
+    d = unpack(raw)
+    d.pop("fv", None)
+    return Pointer(**d)
