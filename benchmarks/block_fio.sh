@@ -20,6 +20,7 @@ cleanup() {
   mountpoint -q "$S3B_MNT" && umount "$S3B_MNT"
   [ -n "$S3B_LOOP" ] && losetup -d "$S3B_LOOP"
   mountpoint -q "$S3B_DIR" && fusermount3 -u "$S3B_DIR"
+  pkill -f -- "s3backer-fio $S3B_DIR" 2>/dev/null  # a daemon that outlived its mount
   [ -n "$UP_PID" ] && kill "$UP_PID" && wait "$UP_PID"
   rm -rf "$WORK"
 }
