@@ -31,8 +31,8 @@ class _Dirty:
 
 
 class ExtentCache:
-    def __init__(self, vol: VolumeHandle, max_dirty: int = 64 << 20,
-                 max_clean: int = 32 << 20) -> None:
+    def __init__(self, vol: VolumeHandle, max_dirty: int = 128 << 20,
+                 max_clean: int = 128 << 20) -> None:
         self.vol = vol
         self.es = vol.vol.extent_size
         self._max_dirty_n = max(2, max_dirty // self.es)

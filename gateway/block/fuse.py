@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volume", required=True)
     p.add_argument("--mountpoint", required=True)
     p.add_argument("--lease-ttl", type=float, default=LEASE_TTL_S)
-    p.add_argument("--max-dirty-mib", type=int, default=64)
+    p.add_argument("--max-dirty-mib", type=int, default=128)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not set_io_flusher():  # before any thread starts: threads inherit the flag
