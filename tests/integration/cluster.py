@@ -38,6 +38,18 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
     return hits
 
 
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """Stop processes a test started itself (restarted nodes, a second gateway): TERM, then
+    KILL after 10 s."""
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def free_port(hosts: list[str] | None = None) -> int:
     """A port free on 127.0.0.1 and on every given host."""
     for _ in range(200):

@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
 from storage.shards.format import HEADER_BYTES, ShardHeader
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, stop_processes
 
 DAY = 10.0
 ARCHIVE_NODES = {f"a{i}" for i in range(1, 7)}
@@ -301,9 +301,7 @@ def test_zone_loss_restore_and_read(tmp_path: Path) -> None:
         _transition_with_archive_nodes_down(c, s3, restarted)
     finally:
         c.stop()
-        for p in restarted:
-            p.terminate()
-            p.wait(10)
+        stop_processes(restarted)
 
 
 def _transition_with_archive_nodes_down(c: LocalCluster, s3: Any,

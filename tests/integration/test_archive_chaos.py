@@ -29,7 +29,7 @@ import pytest
 from storage.metadata import prefix_end
 from storage.records import ObjectVersion, PartLayout, object_prefix, version_prefix
 from storage.shards.ids import parse_shard_id
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, stop_processes
 from tests.integration.test_archive import (
     ARCHIVE_NODES,
     DAY,
@@ -75,13 +75,7 @@ class Chaos:
             self.c.kill(name, signal.SIGKILL)
 
     def close(self) -> None:
-        for p in self.extra:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.extra)
         self.c.stop()
 
 
@@ -225,10 +219,10 @@ def responsive(s3: Any) -> bool:
         return False
 
 
-# the tests ------------------------------------------------------------------------------------
-
-def test_kill_nodes_and_gateway_during_transition(chaos: Chaos) -> None:
-    c, s3 = chaos.c, chaos.s3
+def objects_due_for_glacier(c: LocalCluster, s3: Any,
+                            ) -> tuple[dict[str, tuple[bytes, bool]], dict[str, set[tuple[str, int]]]]:
+    """The workload, and a lifecycle rule that moves it to GLACIER today; returns the
+    objects and what was on disk before the rule."""
     s3.create_bucket(Bucket=BUCKET)
     objects = put_objects(s3)
     before = on_disk(c)
@@ -236,6 +230,14 @@ def test_kill_nodes_and_gateway_during_transition(chaos: Chaos) -> None:
     s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
         {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "obj/"},
          "Transitions": [{"Date": today, "StorageClass": "GLACIER"}]}]})
+    return objects, before
+
+
+# the tests ------------------------------------------------------------------------------------
+
+def test_kill_nodes_and_gateway_during_transition(chaos: Chaos) -> None:
+    c, s3 = chaos.c, chaos.s3
+    objects, before = objects_due_for_glacier(c, s3)
     # the gateway's lifecycle worker starts moving them within a second
     wait_for(lambda: new_on(c, ARCHIVE_NODES, before), timeout=30, interval=0.02,
              what="the first archive stripe")
@@ -273,13 +275,7 @@ def test_kill_lifecycle_run_once_during_transition(chaos: Chaos) -> None:
     assert "lifecycle_interval_s = 1.0" in text
     toml.write_text(text.replace("lifecycle_interval_s = 1.0", "lifecycle_interval_s = 3600"))
     c.start()
-    s3.create_bucket(Bucket=BUCKET)
-    objects = put_objects(s3)
-    before = on_disk(c)
-    today = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
-    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
-        {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "obj/"},
-         "Transitions": [{"Date": today, "StorageClass": "GLACIER"}]}]})
+    objects, before = objects_due_for_glacier(c, s3)
     cli = subprocess.Popen([sys.executable, "-m", "gateway.cli", "lifecycle", "run-once"],
                            env={**os.environ, "TESSERA_CONFIG": str(toml)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

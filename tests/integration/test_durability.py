@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
 from gateway.status import fully_redundant
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, stop_processes
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "2",
         "TESSERA_ORPHAN_GRACE_S": "5", "TESSERA_SCRUB_RATE_MBPS": "200",
@@ -67,13 +67,7 @@ def dur(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Durable]:
     try:
         yield d
     finally:
-        for p in d.extra:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(d.extra)
         c.stop()
 
 
