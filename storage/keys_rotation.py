@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+from storage import object_lock
 from storage.crypto import keys
 from storage.errors import KeyUnavailable, NotFound
 from storage.metadata import MetadataStore, Txn, prefix_end
@@ -55,6 +56,9 @@ async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: st
     if t.state != "active":
         raise KeyUnavailable(f"tenant {tenant!r} is already shredded")
     due = time.time() + max(0.0, wait_s)
+    until = await object_lock.compliance_until(meta, tenant, time.time())
+    if until is not None and until > due:
+        raise object_lock.TenantLocked(tenant, until)
     if wait_s <= 0:
         await shred_now(meta, tenants, tenant)
     else:
@@ -74,6 +78,10 @@ async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:
 
 
 async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str) -> None:
+    """Destroy the tenant's keys, unless COMPLIANCE-locked versions remain (TenantLocked)."""
+    until = await object_lock.compliance_until(meta, tenant, time.time())
+    if until is not None:
+        raise object_lock.TenantLocked(tenant, until)
     await tenants.shred(tenant)
     await meta.txn(Txn(deletes=(shred_key(tenant), rewrap_key(tenant))))
     scrub = getattr(meta, "scrub", None)  # drop old copies the backend keeps (SQLite WAL)
@@ -193,6 +201,11 @@ class ShredScheduler:
     async def step(self) -> WorkerState:
         now = time.time()
         for item in await self._meta.range(SHRED_PREFIX, prefix_end(SHRED_PREFIX), 1000):
-            if float(unpack(item.value)["due"]) <= now:
-                await shred_now(self._meta, self._tenants, item.key[len(SHRED_PREFIX):].decode())
+            entry = unpack(item.value)
+            if float(entry["due"]) <= now:
+                try:
+                    await shred_now(self._meta, self._tenants,
+                                    item.key[len(SHRED_PREFIX):].decode())
+                except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out
+                    await self._meta.put(item.key, pack({**entry, "due": exc.until}))
         return WorkerState.IDLE

@@ -105,6 +105,8 @@ class ObjectVersion(Record):
     sse: dict[str, str] = field(default_factory=dict)
     identity_version: str = ""
     restore: dict[str, Any] = field(default_factory=dict)
+    lock: dict[str, Any] = field(default_factory=dict)  # Object Lock, see object_lock.py
+    upload_id: str = ""  # the multipart upload that made this version, if any
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ObjectVersion:

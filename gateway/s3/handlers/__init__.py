@@ -72,6 +72,7 @@ def load_all() -> dict[str, Handler]:
         copy,
         listing,
         multipart,
+        object_lock,
         objects,
         restore,
         tagging,
