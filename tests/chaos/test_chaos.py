@@ -22,10 +22,10 @@ def test_same_seed_same_schedule() -> None:
 
 
 def test_bounded_chaos_run_loses_nothing() -> None:
-    # seed 7 over 20 s: gateway killed mid-upload (whole cluster restarted), a zone down
-    # and back, a shard deleted; then heal, repair and verify.
+    # seed 108 over 20 s: gateway killed mid-upload (whole cluster restarted), a zone down
+    # and back, a node killed and restarted; then heal, repair and verify.
     p = subprocess.run([sys.executable, "-m", "gateway.cli", "chaos", "--duration", "20",
-                        "--seed", "7", "--repair-timeout", "60"],
+                        "--seed", "108", "--repair-timeout", "60"],
                        capture_output=True, text=True, timeout=110)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     result = json.loads(p.stdout.strip().splitlines()[-1])
