@@ -25,20 +25,26 @@ from storage.activity import CLIENTS
 from storage.config import Config, NodeSpec
 from storage.errors import DataUnavailable, StorageError
 from storage.health import DOWN, OUT, HealthTracker
-from storage.metadata import Item, MetadataStore, Txn, prefix_end
+from storage.keyspace import (
+    EXTENT,
+    REPAIR,
+    STRIPE,
+    gc_key,
+    next_key,
+    object_key,
+    repair_key,
+    space,
+    span,
+    stripe_index_key,
+    stripe_of,
+    system_key,
+    version_prefix,
+)
+from storage.metadata import Item, MetadataStore, Txn
 from storage.pipeline import segment_count
 from storage.placement import place
 from storage.rebuild import rebuild_shards
-from storage.records import (
-    ObjectVersion,
-    PartLayout,
-    gc_key,
-    object_key,
-    pack,
-    repair_key,
-    unpack,
-    version_prefix,
-)
+from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.ids import parse_shard_id, shard_id
 from storage.workers import WorkerState
@@ -52,7 +58,7 @@ from storage.workers.base import (
 )
 
 log = logging.getLogger("tessera.repair")
-STATS_KEY = b"S/repair"
+STATS_KEY = system_key("repair")
 BATCH = 64
 ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
@@ -132,7 +138,7 @@ class Assessment:
 
 async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | None | str:
     """The live manifest of a stripe, None when it has no index entry, else its X/ state."""
-    x = await meta.get(b"X/" + stripe_id.hex().encode())
+    x = await meta.get(stripe_index_key(stripe_id))
     if x is None:
         return None
     ref = unpack(x.value)
@@ -148,8 +154,7 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     cur = await meta.get(object_key(bucket, key))
     if cur is not None and ObjectVersion.decode(cur.value).version_id == vid:
         items.append(cur)
-    p = version_prefix(bucket, key)
-    for it in await meta.range(p, prefix_end(p), limit=100000):
+    for it in await meta.range(*span(version_prefix(bucket, key)), limit=100000):
         if ObjectVersion.decode(it.value).version_id == vid:
             items.append(it)
     for it in items:
@@ -173,8 +178,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         self.settings = settings or RepairSettings()
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
-        self._queue_cursor = b"R/"
-        self._sweep_cursor = b"X/"
+        self._queue_cursor = space(REPAIR)[0]
+        self._sweep_cursor = space(STRIPE)[0]
         self._next_sweep = 0.0
         self._next_orphans = 0.0
         self._pass_health: dict[str, int] = {}
@@ -274,11 +279,11 @@ class RepairWorker(ShardWorker[RepairStats]):
 
     async def queue_step(self) -> bool:
         """Repair one batch of queued stripes, those with the fewest healthy shards first."""
-        items = await self._meta.range(self._queue_cursor, b"R0", limit=BATCH)
+        items = await self._meta.range(self._queue_cursor, space(REPAIR)[1], limit=BATCH)
         if len(items) < BATCH:
-            self._queue_cursor = b"R/"
+            self._queue_cursor = space(REPAIR)[0]
         else:
-            self._queue_cursor = items[-1].key + b"\x00"
+            self._queue_cursor = next_key(items[-1].key)
         now = time.time()
         work: list[tuple[int, Item, Manifest, Assessment]] = []
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
@@ -288,7 +293,7 @@ class RepairWorker(ShardWorker[RepairStats]):
             if float(entry.get("retry_at", 0)) > now:
                 return
             async with gate:
-                stripe_id = bytes.fromhex(item.key[2:].decode())
+                stripe_id = stripe_of(item.key)
                 man = await load_manifest(self._meta, stripe_id)
                 if not isinstance(man, Manifest):
                     if man is None or man == "gone" or \
@@ -399,12 +404,13 @@ class RepairWorker(ShardWorker[RepairStats]):
 
     async def sweep_step(self) -> bool:
         """One bounded step of the background sweep; True while a pass is in progress."""
-        if self._sweep_cursor == b"X/":
+        if self._sweep_cursor == space(STRIPE)[0]:
             self._pass_started = time.time()
             self._volume_stripes = await volume_stripes(self._meta)
             stale = time.monotonic() - FRESH_S
             self._fresh = {k: v for k, v in self._fresh.items() if v[0] >= stale}
-        items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
+        items = await self._meta.range(self._sweep_cursor, space(STRIPE)[1],
+                                       limit=self.settings.sweep_batch)
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
 
         async def check(item: Item) -> None:
@@ -412,7 +418,7 @@ class RepairWorker(ShardWorker[RepairStats]):
             if ref.get("state") != "live":
                 return
             async with gate:
-                stripe_id = bytes.fromhex(item.key[2:].decode())
+                stripe_id = stripe_of(item.key)
                 man = await load_manifest(self._meta, stripe_id)
                 if not isinstance(man, Manifest) or not man.part.size:
                     return
@@ -426,7 +432,7 @@ class RepairWorker(ShardWorker[RepairStats]):
 
         await asyncio.gather(*(check(it) for it in items))
         if len(items) < self.settings.sweep_batch:
-            self._sweep_cursor = b"X/"
+            self._sweep_cursor = space(STRIPE)[0]
             self.stats.sweep_passes += 1
             self.stats.last_sweep_start = self._pass_started
             self.stats.last_sweep_end = time.time()
@@ -435,7 +441,7 @@ class RepairWorker(ShardWorker[RepairStats]):
             self._next_sweep = time.monotonic() + self.settings.sweep_interval_s
             self._dirty = True
             return False
-        self._sweep_cursor = items[-1].key + b"\x00"
+        self._sweep_cursor = next_key(items[-1].key)
         self._next_sweep = 0.0
         return True
 
@@ -456,7 +462,7 @@ class RepairWorker(ShardWorker[RepairStats]):
                 stripe_id, _ = parse_shard_id(str(e.get("shard_id", "")))
             except ValueError:
                 continue
-            if await self._meta.get(b"X/" + stripe_id.hex().encode()) is not None:
+            if await self._meta.get(stripe_index_key(stripe_id)) is not None:
                 await self.enqueue(stripe_id, f"quarantined on {node.id}")
                 self.stats.quarantine_reports += 1
                 self._dirty = True
@@ -518,9 +524,9 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
     index entry written by the volume layer would make this scan unnecessary.
     """
     out: set[bytes] = set()
-    start = b"VX/"
+    start, end = space(EXTENT)
     while True:
-        items = await meta.range(start, b"VX0", limit=1000)
+        items = await meta.range(start, end, limit=1000)
         for it in items:
             with contextlib.suppress(Exception):
                 stripe = unpack(it.value).get("stripe")
@@ -528,7 +534,7 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
                     out.add(bytes(stripe))
         if len(items) < 1000:
             return out
-        start = items[-1].key + b"\x00"
+        start = next_key(items[-1].key)
 
 
 async def read_stats(meta: MetadataStore) -> dict:
