@@ -24,6 +24,7 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (T, tenant)                           tenant record with its wrapped KEK versions
     (K, access key id)                    access key (secret wrapped by the root key)
     (R, stripe hex)                       repair queue entry
+    (R, !, stripe hex)                    urgent repair entry (stripe at risk), read first
     (G, due ns:020, stripe hex)           garbage-collection queue entry (shards to delete)
     (X, stripe hex)                       stripe index: the live stripes and their owner
     (L, name)                             lease of a background worker
@@ -65,6 +66,7 @@ VOLUME_LEASE = "VL"
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
+URGENT = "!"  # second component of an urgent repair entry (sorts before hex digits)
 LAYOUT = "layout"
 
 LAYOUT_VERSION = 2  # 1: hand-built `NAME/...` keys with NUL separators (before this module)
@@ -231,6 +233,15 @@ def stripe_index_key(stripe_id: bytes) -> bytes:
 
 def repair_key(stripe_id: bytes) -> bytes:
     return pack(REPAIR, stripe_id.hex())
+
+
+def urgent_repair_key(stripe_id: bytes) -> bytes:
+    """A stripe at risk: (R, !, stripe) sorts before every (R, stripe) and is read first."""
+    return pack(REPAIR, URGENT, stripe_id.hex())
+
+
+def urgent_repair_span() -> tuple[bytes, bytes]:
+    return span(pack(REPAIR, URGENT))
 
 
 def gc_key(ts_ns: int, stripe_id: bytes) -> bytes:

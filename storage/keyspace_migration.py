@@ -106,6 +106,13 @@ def _extent(old: bytes, raw: bytes) -> tuple[bytes, bytes]:
     return ks.extent_key(vid, int(index), int(gen)), raw
 
 
+def _repair(old: bytes, raw: bytes) -> tuple[bytes, bytes]:
+    stripe = _split(1)(old)[0]  # `R/!<hex>`: a stripe at risk
+    if stripe.startswith(ks.URGENT):
+        return ks.pack(ks.REPAIR, ks.URGENT, stripe[1:]), raw
+    return ks.pack(ks.REPAIR, stripe), raw
+
+
 def _gc(old: bytes, raw: bytes) -> tuple[bytes, bytes]:
     when, stripe = _split(2)(old)
     return ks.pack(ks.GC, when, stripe), raw
@@ -120,7 +127,7 @@ RULES: dict[bytes, Rebuild | None] = {
     b"P/": lambda old, raw: (ks.part_key(_split(2)(old)[0], int(_split(2)(old)[1])), raw),
     b"T/": _fields(ks.tenant_key, 1),
     b"K/": _fields(ks.access_key_key, 1),
-    b"R/": lambda old, raw: (ks.pack(ks.REPAIR, _split(1)(old)[0]), raw),
+    b"R/": _repair,
     b"G/": _gc,
     b"X/": _stripe_index,
     b"L/": None,  # worker leases: dropped

@@ -27,6 +27,7 @@ from storage.keyspace import (
     repair_key,
     span,
     stripe_index_key,
+    urgent_repair_key,
     version_key,
     version_prefix,
 )
@@ -428,8 +429,8 @@ class ObjectService:
     def _report_damage(self, stripe_id: bytes, index: int, reason: str) -> None:
         import asyncio
 
-        asyncio.get_running_loop().create_task(self._meta.put(
-            repair_key(stripe_id), pack({"index": index, "reason": reason[:200]})))
+        asyncio.get_running_loop().create_task(self._meta.put(  # one shard fewer: urgent
+            urgent_repair_key(stripe_id), pack({"index": index, "reason": reason[:200]})))
 
     # delete --------------------------------------------------------------------------------
 
