@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from storage.config import NodeSpec
@@ -100,16 +101,27 @@ class LyingShards:
 
     async def _count(self, where: str) -> None:
         assert self._meta is not None
-        for _ in range(16):
-            item = await self._meta.get(INTEGRITY_KEY)
-            doc = unpack(item.value) if item else {}
-            doc.pop("fv", None)
+
+        def add(doc: dict[str, Any]) -> None:
             found = dict(doc.get("lying_found") or {})
             found[where] = int(found.get(where, 0)) + 1
             doc.update(lying_found=found, last_found=time.time())
-            if await self._meta.txn(Txn(compares={INTEGRITY_KEY: item.revision if item else 0},
-                                        puts={INTEGRITY_KEY: pack(doc)})):
-                return
+
+        await update_integrity(self._meta, add)
+
+
+async def update_integrity(meta: MetadataStore, change: Callable[[dict[str, Any]], None],
+                           ) -> None:
+    """Apply `change` to the `S/integrity` document with compare-and-swap (several gateways
+    and the deep scrub write it)."""
+    for _ in range(16):
+        item = await meta.get(INTEGRITY_KEY)
+        doc = unpack(item.value) if item else {}
+        doc.pop("fv", None)
+        change(doc)
+        if await meta.txn(Txn(compares={INTEGRITY_KEY: item.revision if item else 0},
+                              puts={INTEGRITY_KEY: pack(doc)})):
+            return
 
 
 async def read_integrity(meta: MetadataStore) -> dict[str, Any]:
@@ -122,4 +134,4 @@ async def read_integrity(meta: MetadataStore) -> dict[str, Any]:
     return doc
 
 
-__all__ = ["INTEGRITY_KEY", "LyingShards", "read_integrity"]
+__all__ = ["INTEGRITY_KEY", "LyingShards", "read_integrity", "update_integrity"]

@@ -123,3 +123,47 @@ def test_get_survives_lying_shard_and_repair_rewrites_it(reads: LocalCluster,
          lambda: rebuilt_shard(c, bucket, key, 1) == original)
     assert not (path.exists() and path.read_bytes() == lie)
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+
+
+@pytest.fixture(scope="module")
+def scrubbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A cluster whose deep scrub runs fast and rests half a second between passes."""
+    mp = pytest.MonkeyPatch()
+    for k, v in {**FAST, "TESSERA_DEEP_SCRUB_RATE_MBPS": "64",
+                 "TESSERA_DEEP_SCRUB_PAUSE_S": "0.5"}.items():
+        mp.setenv(k, v)
+    c = LocalCluster(tmp_path_factory.mktemp("scrub") / "data").start()
+    try:
+        yield c
+    finally:
+        c.stop()
+        mp.undo()
+
+
+def test_deep_scrub_finds_lies_no_client_reads(scrubbed: LocalCluster) -> None:
+    c = scrubbed
+    s3 = c.client()
+    s3.create_bucket(Bucket="quiet")
+    bodies = {"big": random.Random(1).randbytes(2_500_000),
+              "small": random.Random(2).randbytes(90_000)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket="quiet", Key=key, Body=body)
+    wait("a deep scrub pass over both stripes", lambda: int(
+        ((status(c).get("integrity") or {}).get("deep_scrub") or {})
+        .get("stripes_checked", 0)) >= 2)
+    # A parity shard of one and a data shard of the other: no read would pick a parity
+    # shard while the data shards answer, so only the scrub can find that lie.
+    liars = {"big": (4, *make_liar(c, c.manifest("quiet", "big"), 4)),
+             "small": (0, *make_liar(c, c.manifest("quiet", "small"), 0))}
+    wait("the deep scrub to find both lies", lambda: int(
+        (status(c).get("integrity") or {}).get("lying_found", {}).get("scrub", 0)) >= 2)
+    assert lying_found(c, "scrub") >= 2
+    for key, (index, path, original, lie) in liars.items():
+        wait(f"repair to rewrite {key}'s lying shard",
+             lambda key=key, index=index, original=original:
+             rebuilt_shard(c, "quiet", key, index) == original)
+        assert not (path.exists() and path.read_bytes() == lie)
+    assert lying_found(c, "read") == 0  # no client read was involved
+    for key, body in bodies.items():
+        assert s3.get_object(Bucket="quiet", Key=key)["Body"].read() == body
+    assert lying_found(c, "read") == 0
