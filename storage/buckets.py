@@ -9,10 +9,12 @@ from storage.errors import AccessDenied, BucketExists, BucketNotEmpty, BucketNot
 from storage.keyspace import (
     bucket_key,
     bucket_prefixes,
+    object_prefix,
     span,
     tenant_bucket_key,
     tenant_bucket_prefix,
     unpack,
+    version_prefix,
 )
 from storage.metadata import MetadataStore, Txn
 from storage.records import Bucket
@@ -62,7 +64,7 @@ class BucketService:
         """BucketNotEmpty if the bucket holds an object or a version (uploads aside)."""
         await self.get(tenant, name)
         for prefix in (object_prefix(name), version_prefix(name)):
-            if await self._meta.range(prefix, prefix_end(prefix), limit=1):
+            if await self._meta.range(*span(prefix), limit=1):
                 raise BucketNotEmpty(name)
 
     async def delete(self, tenant: str, name: str) -> None:

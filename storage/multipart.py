@@ -454,7 +454,7 @@ class MultipartService:
         base = upload_prefix(bucket)
         aborted = 0
         while True:
-            batch = await self._meta.range(base, prefix_end(base), limit=BATCH)
+            batch = await self._meta.range(*span(base), limit=BATCH)
             if not batch:
                 return aborted
             for item in batch:
