@@ -23,8 +23,16 @@ import time
 from typing import Any
 
 from storage.errors import AccessDenied, Conflict
-from storage.metadata import MetadataStore, prefix_end
-from storage.records import Bucket, ObjectVersion, bucket_key, version_prefix
+from storage.keyspace import (
+    bucket_key,
+    next_key,
+    span,
+    tenant_bucket_prefix,
+    unpack,
+    version_prefix,
+)
+from storage.metadata import MetadataStore
+from storage.records import Bucket, ObjectVersion
 
 GOVERNANCE = "GOVERNANCE"
 COMPLIANCE = "COMPLIANCE"
@@ -50,22 +58,21 @@ class TenantLocked(Conflict):
 async def compliance_until(meta: MetadataStore, tenant: str, now: float) -> float | None:
     """The latest COMPLIANCE retention date still ahead among the tenant's versions."""
     latest: float | None = None
-    tb = b"TB/" + tenant.encode() + b"/"
-    for entry in await meta.range(tb, prefix_end(tb), limit=100000):
-        item = await meta.get(bucket_key(entry.key[len(tb):].decode()))
+    for entry in await meta.range(*span(tenant_bucket_prefix(tenant)), limit=100000):
+        name = unpack(entry.key)[2]
+        item = await meta.get(bucket_key(name))
         if item is None or bucket_lock(Bucket.decode(item.value).config) is None:
             continue
-        vp = version_prefix(entry.key[len(tb):].decode())
-        start = vp
+        start, end = span(version_prefix(name))
         while True:
-            batch = await meta.range(start, prefix_end(vp), limit=1000)
+            batch = await meta.range(start, end, limit=1000)
             for rec in batch:
                 lock = ObjectVersion.decode(rec.value).lock
                 if lock.get("mode") == COMPLIANCE and retention_active(lock, now):
                     latest = max(latest or 0.0, float(lock["until"]))
             if len(batch) < 1000:
                 break
-            start = batch[-1].key + b"\x00"
+            start = next_key(batch[-1].key)
     return latest
 
 
