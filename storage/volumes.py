@@ -42,6 +42,7 @@ from storage.volume_records import (
     decode_pointer,
     extent_prefix,
     lease_key,
+    lease_live,
     parse_size,
     scan_prefix,
     volume_key,
@@ -112,8 +113,14 @@ class VolumeService:
         return await self._update(tenant, name, grow)
 
     async def lease(self, vid: str) -> dict[str, Any] | None:
+        """The attach lease record (released or expired ones too), or None."""
         item = await self.meta.get(lease_key(vid))
         return unpack(item.value) if item else None
+
+    async def attached_by(self, vid: str) -> dict[str, Any] | None:
+        """The lease record of the writer attached right now, or None."""
+        rec = await self.lease(vid)
+        return rec if rec and lease_live(rec, time.time()) else None
 
     async def delete(self, tenant: str, name: str) -> None:
         vol, item = await self._get(tenant, name)
@@ -121,7 +128,7 @@ class VolumeService:
             raise Conflict(f"volume {name!r} has clones ({', '.join(vol.clones)}): "
                            "flatten or delete them first")
         lease = await self.lease(vol.id)
-        if lease and lease["expires"] > time.time():
+        if lease and lease_live(lease, time.time()):
             raise VolumeAttached(f"volume {name!r} is attached by {lease['holder']}")
         if not await self.meta.txn(Txn(compares={item.key: item.revision},
                                        deletes=(item.key, lease_key(vol.id)))):
