@@ -17,11 +17,18 @@ from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidInput, NotFound, QuorumNotReached, StorageError
+from storage.keyspace import (
+    extent_prefix,
+    gc_key,
+    repair_key,
+    stripe_index_key,
+    volume_key,
+    volume_lease_key,
+)
 from storage.leases import local_process
 from storage.metadata import Item, Txn
-from storage.objects import stripe_index_key
 from storage.pipeline import StripeCodec, segment_count
-from storage.records import gc_key, pack, repair_key, unpack
+from storage.records import pack, unpack
 from storage.shards.ids import new_stripe_id
 from storage.volume_records import (
     WRITE_ATTEMPTS,
@@ -31,11 +38,8 @@ from storage.volume_records import (
     VolumeAttached,
     decode_pointer,
     extent_identity,
-    extent_prefix,
-    lease_key,
     lease_live,
     scan_prefix,
-    volume_key,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +73,7 @@ class VolumeHandle:
         repeat. A live lease of another process refuses, unless that process is gone from
         this very host (then there is nobody to wait for).
         """
-        k = lease_key(self.vol.id)
+        k = volume_lease_key(self.vol.id)
         while True:
             item = await self.svc.meta.get(k)
             cur = unpack(item.value) if item else None
@@ -100,7 +104,7 @@ class VolumeHandle:
 
     async def renew(self) -> None:
         """Extend the lease, only if holder and token are still ours (else: fenced)."""
-        k = lease_key(self.vol.id)
+        k = volume_lease_key(self.vol.id)
         while True:
             item = await self.svc.meta.get(k)
             if self.fenced or item is None or not self._ours(item):
@@ -132,7 +136,7 @@ class VolumeHandle:
         if self._renewer:
             self._renewer.cancel()
             self._renewer = None
-            k = lease_key(self.vol.id)
+            k = volume_lease_key(self.vol.id)
             item = await self.svc.meta.get(k)
             if item is not None and self._ours(item):
                 rec = pack({"holder": self.holder, "token": self.token, "expires": 0.0,
@@ -290,7 +294,7 @@ class VolumeHandle:
                     puts[stripe_index_key(p.stripe)] = pack(
                         {"state": "live", "kind": "extent", "vx": p.key()})
             vk = volume_key(self.vol.tenant, self.vol.name)
-            lk = lease_key(self.vol.id)
+            lk = volume_lease_key(self.vol.id)
             ok = await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},
                                              puts=puts, deletes=tuple(deletes)))
             if ok:
@@ -303,7 +307,7 @@ class VolumeHandle:
 
     async def _resync(self) -> None:
         """A compare failed: re-read the lease (fenced?) and the volume record (snapshot?)."""
-        item = await self.svc.meta.get(lease_key(self.vol.id))
+        item = await self.svc.meta.get(volume_lease_key(self.vol.id))
         if item is None or not self._ours(item):
             raise self._lost()
         self._lease_rev = item.revision

@@ -16,8 +16,9 @@ from typing import Any
 
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
+from storage.keyspace import extent_key, next_key, span
 from storage.leases import dead_local_process
-from storage.metadata import Item, MetadataStore, prefix_end
+from storage.metadata import Item, MetadataStore
 from storage.records import pack, unpack
 
 MiB = 1 << 20
@@ -103,22 +104,6 @@ class Pointer:
         return extent_key(self.vid, self.index, self.gen)
 
 
-def volume_key(tenant: str, name: str) -> bytes:
-    return b"VOL/" + tenant.encode() + b"/" + name.encode()
-
-
-def extent_prefix(vid: str, index: int | None = None) -> bytes:
-    p = b"VX/" + vid.encode() + b"/"
-    return p if index is None else p + f"{index:010d}/".encode()
-
-
-def extent_key(vid: str, index: int, gen: int) -> bytes:
-    return extent_prefix(vid, index) + f"{gen:010d}".encode()
-
-
-def lease_key(vid: str) -> bytes:
-    return b"VL/" + vid.encode()
-
 
 def lease_live(rec: dict[str, Any], now: float) -> bool:
     """An attach lease record still binds: not released, not expired, and its holder is not
@@ -135,14 +120,14 @@ def extent_identity(tenant: str, p: Pointer) -> str:
 
 
 async def scan_prefix(meta: MetadataStore, prefix: bytes) -> AsyncIterator[Item]:
-    start, end = prefix, prefix_end(prefix)
+    start, end = span(prefix)
     while True:
         items = await meta.range(start, end, limit=1000)
         for it in items:
             yield it
         if len(items) < 1000:
             return
-        start = items[-1].key + b"\x00"
+        start = next_key(items[-1].key)
 
 
 def decode_pointer(raw: bytes) -> Pointer:
