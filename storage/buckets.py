@@ -56,6 +56,13 @@ class BucketService:
                 out.append(Bucket.decode(item.value))
         return out
 
+    async def ensure_empty(self, tenant: str, name: str) -> None:
+        """BucketNotEmpty if the bucket holds an object or a version (uploads aside)."""
+        await self.get(tenant, name)
+        for prefix in (object_prefix(name), version_prefix(name)):
+            if await self._meta.range(prefix, prefix_end(prefix), limit=1):
+                raise BucketNotEmpty(name)
+
     async def delete(self, tenant: str, name: str) -> None:
         b = await self.get(tenant, name)
         for prefix in (object_prefix(name), version_prefix(name), b"U/" + name.encode() + b"\0"):

@@ -16,6 +16,7 @@ from storage.buckets import BucketService
 from storage.config import Config
 from storage.crypto.keys import FileRootKey
 from storage.health import HealthTracker
+from storage.lying import LyingShards
 from storage.membership import MembershipWatcher
 from storage.membership import refresh as refresh_membership
 from storage.metadata import MetadataStore, open_store
@@ -60,7 +61,7 @@ class Cluster:
         threads = max(2, cfg.gateway.cpu_threads or (os.cpu_count() or 2))
         cpu = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="codec")
         hashing = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash")
-        stripes = StripeStore(cfg, nodes, health, cpu, hashing)
+        stripes = StripeStore(cfg, nodes, health, cpu, hashing, lies=LyingShards(meta, nodes))
         buckets = BucketService(meta, cfg.gateway.region)
         objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=gc_grace_s)
         await refresh_membership(meta, cfg, health)  # config nodes + the M/ overlay

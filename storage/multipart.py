@@ -29,6 +29,7 @@ from typing import Any
 
 from awscrt import checksums as crt
 
+from storage.conditions import WriteConditions
 from storage.crypto import keys
 from storage.errors import InvalidInput, NotFound, StaleRecord
 from storage.metadata import MetadataStore, Txn, prefix_end
@@ -368,8 +369,9 @@ class MultipartService:
     # complete / abort ----------------------------------------------------------------------
 
     async def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
-                       listed: Sequence[ListedPart], if_none_match: bool = False,
-                       if_match: str | None = None, expected: dict[str, str] | None = None,
+                       listed: Sequence[ListedPart],
+                       conditions: WriteConditions | None = None,
+                       expected: dict[str, str] | None = None,
                        ) -> ObjectVersion:
         """Make the listed parts one object version; unlisted parts are retired.
 
@@ -383,8 +385,7 @@ class MultipartService:
             v, extra = await self._assemble(up, listed, expected or {})
             extra.compares[upload_key(bucket, key, upload_id)] = rev
             try:
-                await self._objects.commit(v, if_none_match=if_none_match, if_match=if_match,
-                                           extra=extra)
+                await self._objects.commit(v, conditions, extra=extra)
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
             return v
@@ -453,6 +454,23 @@ class MultipartService:
             if await self._meta.txn(Txn(compares={ukey: rev}, puts=puts,
                                         deletes=tuple(deletes))):
                 return
+
+    async def abort_all(self, tenant: str, bucket: str) -> int:
+        """Abort every upload in progress in a bucket (DeleteBucket does, as S3 does)."""
+        await self._objects.buckets.get(tenant, bucket)
+        base = upload_prefix(bucket)
+        aborted = 0
+        while True:
+            batch = await self._meta.range(base, prefix_end(base), limit=BATCH)
+            if not batch:
+                return aborted
+            for item in batch:
+                up = Upload.decode(item.value)
+                try:
+                    await self.abort(up.tenant, bucket, up.key, up.upload_id)
+                except UploadNotFound:
+                    pass  # completed or aborted meanwhile
+                aborted += 1
 
     # listing -------------------------------------------------------------------------------
 

@@ -181,6 +181,14 @@ def repair_key(stripe_id: bytes) -> bytes:
     return b"R/" + stripe_id.hex().encode()
 
 
+URGENT_START = b"R/!"  # `R/!<stripe>`: stripes at risk, read before every `R/<hex>` entry
+
+
+def urgent_repair_key(stripe_id: bytes) -> bytes:
+    """The urgent repair queue entry of a stripe (repaired first, at full rate)."""
+    return URGENT_START + stripe_id.hex().encode()
+
+
 def gc_key(ts_ns: int, stripe_id: bytes) -> bytes:
     return b"G/" + f"{ts_ns:020d}/".encode() + stripe_id.hex().encode()
 

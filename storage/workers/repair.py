@@ -30,6 +30,7 @@ from storage.pipeline import segment_count
 from storage.placement import place
 from storage.rebuild import rebuild_shards
 from storage.records import (
+    URGENT_START,
     ObjectVersion,
     PartLayout,
     gc_key,
@@ -37,10 +38,12 @@ from storage.records import (
     pack,
     repair_key,
     unpack,
+    urgent_repair_key,
     version_prefix,
 )
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.ids import parse_shard_id, shard_id
+from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.base import (
     DEFAULT_BUSY_RATE,
@@ -57,6 +60,7 @@ BATCH = 64
 ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 RETRY_S = 30.0
+URGENT_END = b'R/"'  # the urgent queue is [URGENT_START, URGENT_END)
 FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
 
 
@@ -173,6 +177,9 @@ class RepairWorker(ShardWorker[RepairStats]):
         self.settings = settings or RepairSettings()
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
+        # Stripes at risk are rebuilt at the full rate, never the busy rate.
+        self._urgent = Throttle(self.settings.rate_bytes_s)
+        self._progress = False
         self._queue_cursor = b"R/"
         self._sweep_cursor = b"X/"
         self._next_sweep = 0.0
@@ -202,8 +209,14 @@ class RepairWorker(ShardWorker[RepairStats]):
             return True if time.time() - s.since > self.settings.down_grace_s else None
         return False
 
-    async def assess(self, part: PartLayout) -> Assessment:
-        """Check every shard of a stripe: stat it on its node, or judge by node health."""
+    async def assess(self, part: PartLayout,
+                     lying: Mapping[str, str] | None = None) -> Assessment:
+        """Check every shard of a stripe: stat it on its node, or judge by node health.
+
+        `lying` (index -> node, from the repair entry) names shards a reader or the deep
+        scrub found lying: missing while the manifest still names that node, whatever
+        their stat says (their checksums are valid).
+        """
         nsegs = segment_count(part.size, part.segment_size)
         healthy: dict[int, str] = {}
         missing: list[int] = []
@@ -219,6 +232,9 @@ class RepairWorker(ShardWorker[RepairStats]):
                 return
             if lost is None:
                 unknown[i] = nid
+                return
+            if lying and lying.get(str(i)) == nid:
+                missing.append(i)
                 return
             try:
                 st = await self._client.stat_shard(self._by_id[nid], shard_id(part.stripe_id, i))
@@ -254,6 +270,16 @@ class RepairWorker(ShardWorker[RepairStats]):
         excess = [i for idxs in per_zone.values() for i in idxs[part.m:]]
         return excess if len(healthy) - len(excess) >= part.k else []
 
+    def at_risk(self, part: PartLayout, a: Assessment) -> bool:
+        """Fewer than k+2 healthy shards, or a zone whose loss would leave fewer than k:
+        repaired before other stripes and at full rate whatever the client load."""
+        zones: dict[str, int] = {}
+        for nid in a.healthy.values():
+            zones[self._by_id[nid].zone] = zones.get(self._by_id[nid].zone, 0) + 1
+        worst_zone = max(zones.values(), default=0)
+        return len(a.healthy) < min(part.k + 2, part.k + part.m) or \
+            len(a.healthy) - worst_zone < part.k
+
     # the repair queue ----------------------------------------------------------------------
 
     async def step(self) -> WorkerState:
@@ -273,22 +299,42 @@ class RepairWorker(ShardWorker[RepairStats]):
         return WorkerState.BUSY if busy else WorkerState.IDLE
 
     async def queue_step(self) -> bool:
-        """Repair one batch of queued stripes, those with the fewest healthy shards first."""
+        """Repair queued stripes: the urgent queue first, then one batch of the queue.
+
+        Stripes at risk (`at_risk`) go first and unthrottled; of the safe ones at most
+        `parallel` are repaired per step (under the busy-rate throttle), so newly urgent
+        work never waits behind a long batch of safe stripes paced for client load.
+        """
+        now = time.time()
+        urgent = [it for it in await self._meta.range(URGENT_START, URGENT_END, limit=BATCH)
+                  if float(unpack(it.value).get("retry_at", 0)) <= now]
+        if urgent:  # each entry is repaired, dropped or deferred: this cannot spin
+            await self._run_batch(urgent, safe_cap=0)
+            return True
         items = await self._meta.range(self._queue_cursor, b"R0", limit=BATCH)
-        if len(items) < BATCH:
+        left = await self._run_batch(items, safe_cap=max(1, self.settings.parallel))
+        if left:  # safe stripes not reached this step: the cursor stays before them
+            self._queue_cursor = min(left)
+        elif len(items) < BATCH:
             self._queue_cursor = b"R/"
         else:
             self._queue_cursor = items[-1].key + b"\x00"
+        return bool(items) and (bool(left) or self._progress)
+
+    async def _run_batch(self, items: list[Item], safe_cap: int) -> list[bytes]:
+        """Assess and repair `items`, stripes at risk first; returns the keys of safe ones
+        left for a later step (beyond `safe_cap`; 0 = none are left)."""
         now = time.time()
-        work: list[tuple[int, Item, Manifest, Assessment]] = []
+        work: list[tuple[bool, int, Item, Manifest, Assessment]] = []
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
+        self._progress = False
 
         async def look(item: Item) -> None:
             entry = unpack(item.value)
             if float(entry.get("retry_at", 0)) > now:
                 return
             async with gate:
-                stripe_id = bytes.fromhex(item.key[2:].decode())
+                stripe_id = stripe_of(item.key)
                 man = await load_manifest(self._meta, stripe_id)
                 if not isinstance(man, Manifest):
                     if man is None or man == "gone" or \
@@ -300,21 +346,29 @@ class RepairWorker(ShardWorker[RepairStats]):
                 if not man.part.size:
                     await self._drop(item)
                     return
-                a = self._fresh.pop(stripe_id, None)
+                lying = entry.get("lying") or {}
+                a = None if lying else self._fresh.pop(stripe_id, None)
                 if a is None or a[0] < time.monotonic() - FRESH_S or a[1] != man.part.nodes:
-                    a = (0.0, [], await self.assess(man.part))
-                work.append((len(a[2].healthy), item, man, a[2]))
+                    a = (0.0, [], await self.assess(man.part, lying))
+                risky = self.at_risk(man.part, a[2])
+                work.append((not risky, len(a[2].healthy), item, man, a[2]))
 
         await asyncio.gather(*(look(it) for it in items))
-        work.sort(key=lambda w: (w[0], w[1].key))  # fewest healthy shards first
+        work.sort(key=lambda w: (w[0], w[1], w[2].key))  # at risk, then fewest healthy, first
+        left: list[bytes] = []
+        if safe_cap:
+            safe = [w for w in work if w[0] and w[4].missing]
+            left = [w[2].key for w in safe[safe_cap:]]
+            work = [w for w in work if not w[0] or not w[4].missing] + safe[:safe_cap]
         pool = asyncio.Semaphore(max(1, self.settings.parallel))
 
-        async def fix(item: Item, man: Manifest, a: Assessment) -> bool:
+        async def fix(safe: bool, item: Item, man: Manifest, a: Assessment) -> bool:
             async with pool:  # `parallel` stripes at once, a new one as soon as one ends
-                return await self._repair(item, man, a)
+                return await self._repair(item, man, a, self._throttle if safe else self._urgent)
 
-        done = await asyncio.gather(*(fix(it, man, a) for _, it, man, a in work))
-        return any(done)
+        done = await asyncio.gather(*(fix(w[0], w[2], w[3], w[4]) for w in work))
+        self._progress = any(done)
+        return left
 
     async def _drop(self, item: Item) -> None:
         await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
@@ -326,7 +380,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         await self._meta.txn(Txn(compares={item.key: item.revision},
                                  puts={item.key: pack(entry)}))
 
-    async def _repair(self, item: Item, man: Manifest, a: Assessment) -> bool:
+    async def _repair(self, item: Item, man: Manifest, a: Assessment,
+                      throttle: Throttle | None = None) -> bool:
         part = man.part
         entry = unpack(item.value)
         if not a.missing:
@@ -355,7 +410,7 @@ class RepairWorker(ShardWorker[RepairStats]):
         sources = [(i, self._by_id[n]) for i, n in sorted(a.healthy.items())]
         try:
             res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
-                                       self._throttle)
+                                       throttle or self._throttle)
         except DataUnavailable as exc:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -392,8 +447,9 @@ class RepairWorker(ShardWorker[RepairStats]):
 
     # the sweep -----------------------------------------------------------------------------
 
-    async def enqueue(self, stripe_id: bytes, reason: str) -> None:
-        key = repair_key(stripe_id)
+    async def enqueue(self, stripe_id: bytes, reason: str, urgent: bool = False) -> None:
+        """Queue a stripe (no-op if queued); `urgent` ones go to `R/!<stripe>`, read first."""
+        key = urgent_repair_key(stripe_id) if urgent else repair_key(stripe_id)
         await self._meta.txn(Txn(compares={key: 0}, puts={
             key: pack({"reason": reason[:200], "queued": time.time()})}))
 
@@ -421,7 +477,8 @@ class RepairWorker(ShardWorker[RepairStats]):
                 self._pass_health[n] = self._pass_health.get(n, 0) + 1
                 self.stats.sweep_checked += 1
                 if a.missing:
-                    await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing")
+                    await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing",
+                                       urgent=self.at_risk(man.part, a))
                     self._fresh[stripe_id] = (time.monotonic(), list(man.part.nodes), a)
 
         await asyncio.gather(*(check(it) for it in items))
@@ -509,6 +566,11 @@ class RepairWorker(ShardWorker[RepairStats]):
         self.stats.updated = time.time()
         await self._meta.put(STATS_KEY, pack(asdict(self.stats)))
         self._dirty = False
+
+
+def stripe_of(key: bytes) -> bytes:
+    """The stripe id of a repair queue key, `R/<hex>` or `R/!<hex>`."""
+    return bytes.fromhex(key[2:].lstrip(b"!").decode())
 
 
 async def volume_stripes(meta: MetadataStore) -> set[bytes]:
