@@ -24,6 +24,7 @@ from storage.cluster import Cluster
 from storage.durability import DurabilityInputs, combined_loss, estimate, metadata_estimate
 from storage.errors import StorageError
 from storage.health import UP
+from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
 from storage.lying import read_integrity
 from storage.membership import load_members
 from storage.records import unpack
@@ -45,11 +46,11 @@ async def _stripe_health(cluster: Cluster) -> dict[str, Any]:
     unsafe = 0
     scanned = 0
     by_id = {n.id: n for n in cluster.health.nodes}  # the live cluster map (membership)
-    items = await cluster.meta.range(b"X/", b"X0", limit=SCAN_LIMIT + 1)
+    items = await cluster.meta.range(*space(STRIPE), limit=SCAN_LIMIT + 1)
     for item in items[:SCAN_LIMIT]:
         if unpack(item.value).get("state") != "live":
             continue
-        man = await load_manifest(cluster.meta, bytes.fromhex(item.key[2:].decode()))
+        man = await load_manifest(cluster.meta, stripe_of(item.key))
         if man is None or isinstance(man, str) or not man.part.size:
             continue
         scanned += 1
@@ -101,8 +102,8 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
     for row in nodes:
         sc = scrubs.get(row["id"]) or {}
         row["scrub"] = sc
-    repair_backlog, r_more = await _count(cluster, b"R/", b"R0")
-    gc_backlog, g_more = await _count(cluster, b"G/", b"G0")
+    repair_backlog, r_more = await _count(cluster, *space(REPAIR))
+    gc_backlog, g_more = await _count(cluster, *space(GC))
     stripes = await _stripe_health(cluster)
     repair = await read_stats(cluster.meta)
     settings = RepairSettings.from_env()

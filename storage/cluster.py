@@ -16,6 +16,7 @@ from storage.buckets import BucketService
 from storage.config import Config
 from storage.crypto.keys import FileRootKey
 from storage.health import HealthTracker
+from storage.keyspace_migration import upgrade as upgrade_keyspace
 from storage.lying import LyingShards
 from storage.membership import MembershipWatcher
 from storage.membership import refresh as refresh_membership
@@ -51,6 +52,7 @@ class Cluster:
             gc_grace_s = float(os.environ.get("TESSERA_GC_GRACE_S") or 60.0)
         meta_path = cfg.data_dir / cfg.metadata_path
         meta = await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)
+        await upgrade_keyspace(meta)  # layout-1 stores (before storage.keyspace) move once
         tenants = TenantService(meta, FileRootKey(cfg.root_key_path))
         await tenants.load()
         secret = load_or_create_secret(cfg.secret_path)

@@ -25,12 +25,13 @@ from typing import Any
 
 from storage.config import NodeSpec
 from storage.errors import StorageError
+from storage.keyspace import system_key, urgent_repair_key
 from storage.metadata import MetadataStore, Txn
-from storage.records import pack, unpack, urgent_repair_key
+from storage.records import pack, unpack
 from storage.shards.ids import shard_id
 
 log = logging.getLogger("tessera.integrity")
-INTEGRITY_KEY = b"S/integrity"
+INTEGRITY_KEY = system_key("integrity")
 RECENT = 4096  # (stripe, index, node) findings remembered, so one lie is counted once
 RECENT_S = 60.0  # ...for this long (a shard may lie again after it was rebuilt)
 REASON = "fails-gcm-authentication"

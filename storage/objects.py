@@ -22,21 +22,21 @@ from storage.crypto.aead import SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
-from storage.listing import NULL_VERSION, Listing
-from storage.metadata import MetadataStore, Txn, prefix_end
-from storage.pipeline import StripeCodec
-from storage.placement import zone_safe
-from storage.records import (
-    ObjectVersion,
-    PartLayout,
+from storage.keyspace import (
     gc_key,
     object_key,
-    pack,
     repair_key,
+    span,
+    stripe_index_key,
     urgent_repair_key,
     version_key,
     version_prefix,
 )
+from storage.listing import NULL_VERSION, Listing
+from storage.metadata import MetadataStore, Txn
+from storage.pipeline import StripeCodec
+from storage.placement import zone_safe
+from storage.records import ObjectVersion, PartLayout, pack
 from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.tenants import TenantService
@@ -53,10 +53,6 @@ def new_version_id() -> str:
 def version_sort(ts_ns: int, version_id: str) -> str:
     """Sort key putting the newest version first."""
     return f"{(1 << 64) - ts_ns:020d}.{version_id}"
-
-
-def stripe_index_key(stripe_id: bytes) -> bytes:
-    return b"X/" + stripe_id.hex().encode()
 
 
 @dataclass
@@ -329,8 +325,7 @@ class ObjectService:
     # read ----------------------------------------------------------------------------------
 
     async def _versions_raw(self, bucket: str, key: str) -> list:
-        p = version_prefix(bucket, key)
-        return await self._meta.range(p, prefix_end(p), limit=100000)
+        return await self._meta.range(*span(version_prefix(bucket, key)), limit=100000)
 
     async def head(self, tenant: str, bucket: str, key: str,
                    version_id: str | None = None) -> ObjectVersion:

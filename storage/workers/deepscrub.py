@@ -27,6 +27,7 @@ from storage.config import Config, NodeSpec
 from storage.erasure import ErasureCodec
 from storage.errors import IntegrityError, StorageError
 from storage.health import HealthTracker
+from storage.keyspace import STRIPE, next_key, space, stripe_of
 from storage.lying import LyingShards, read_integrity, update_integrity
 from storage.metadata import Item, MetadataStore
 from storage.objects import SSEC_HMAC, ObjectService
@@ -86,7 +87,7 @@ class DeepScrubber:
         self._cpu = cpu
         self._lies = lies
         self._throttle = Throttle(self.settings.rate_bytes_s)
-        self._cursor = b"X/"
+        self._cursor = space(STRIPE)[0]
         self._next_pass = 0.0
         self.stats = DeepScrubStats()
         self._loaded = False
@@ -99,18 +100,18 @@ class DeepScrubber:
             known = set(DeepScrubStats.__dataclass_fields__)
             self.stats = DeepScrubStats(**{k: v for k, v in old.items() if k in known})
             self._loaded = True
-        if self._cursor == b"X/":
+        if self._cursor == space(STRIPE)[0]:
             self.stats.pass_started = time.time()
-        items = await self._meta.range(self._cursor, b"X0", limit=BATCH)
+        items = await self._meta.range(self._cursor, space(STRIPE)[1], limit=BATCH)
         for item in items:
             await self._scrub_item(item)
         if len(items) < BATCH:
-            self._cursor = b"X/"
+            self._cursor = space(STRIPE)[0]
             self.stats.passes += 1
             self.stats.last_pass_end = time.time()
             self._next_pass = time.monotonic() + self.settings.pause_s
         else:
-            self._cursor = items[-1].key + b"\x00"
+            self._cursor = next_key(items[-1].key)
         await self._publish()
         return WorkerState.BUSY if len(items) == BATCH else WorkerState.IDLE
 
@@ -125,7 +126,7 @@ class DeepScrubber:
     async def _scrub_item(self, item: Item) -> None:
         if unpack(item.value).get("state") != "live":
             return
-        stripe_id = bytes.fromhex(item.key[2:].decode())
+        stripe_id = stripe_of(item.key)
         man = await load_manifest(self._meta, stripe_id)
         if not isinstance(man, Manifest) or not man.part.size or man.part.inline:
             return

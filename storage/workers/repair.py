@@ -1,6 +1,6 @@
 """Repair: rebuild missing or corrupt shards so every stripe returns to k+m, zone-safely.
 
-Work comes from the repair queue `R/<stripe>` (writes that could not place every shard,
+Work comes from the repair queue (R, stripe) (writes that could not place every shard,
 reads that met damage, corrupt shards the node scrubbers quarantined) and from a bounded
 background sweep over the stripe index `X/` that finds shards on nodes that are out (or
 down past a grace) or missing from their node. Stripes with the fewest healthy shards go
@@ -25,22 +25,28 @@ from storage.activity import CLIENTS
 from storage.config import Config, NodeSpec
 from storage.errors import DataUnavailable, StorageError
 from storage.health import DOWN, OUT, HealthTracker
-from storage.metadata import Item, MetadataStore, Txn, prefix_end
+from storage.keyspace import (
+    EXTENT,
+    REPAIR,
+    STRIPE,
+    gc_key,
+    next_key,
+    object_key,
+    repair_key,
+    space,
+    span,
+    stripe_index_key,
+    stripe_of,
+    system_key,
+    urgent_repair_key,
+    urgent_repair_span,
+    version_prefix,
+)
+from storage.metadata import Item, MetadataStore, Txn
 from storage.pipeline import segment_count
 from storage.placement import place
 from storage.rebuild import rebuild_shards
-from storage.records import (
-    URGENT_START,
-    ObjectVersion,
-    PartLayout,
-    gc_key,
-    object_key,
-    pack,
-    repair_key,
-    unpack,
-    urgent_repair_key,
-    version_prefix,
-)
+from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.ids import parse_shard_id, shard_id
 from storage.throttle import Throttle
@@ -55,12 +61,11 @@ from storage.workers.base import (
 )
 
 log = logging.getLogger("tessera.repair")
-STATS_KEY = b"S/repair"
+STATS_KEY = system_key("repair")
 BATCH = 64
 ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 RETRY_S = 30.0
-URGENT_END = b'R/"'  # the urgent queue is [URGENT_START, URGENT_END)
 FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
 
 
@@ -136,7 +141,7 @@ class Assessment:
 
 async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | None | str:
     """The live manifest of a stripe, None when it has no index entry, else its X/ state."""
-    x = await meta.get(b"X/" + stripe_id.hex().encode())
+    x = await meta.get(stripe_index_key(stripe_id))
     if x is None:
         return None
     ref = unpack(x.value)
@@ -152,8 +157,7 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     cur = await meta.get(object_key(bucket, key))
     if cur is not None and ObjectVersion.decode(cur.value).version_id == vid:
         items.append(cur)
-    p = version_prefix(bucket, key)
-    for it in await meta.range(p, prefix_end(p), limit=100000):
+    for it in await meta.range(*span(version_prefix(bucket, key)), limit=100000):
         if ObjectVersion.decode(it.value).version_id == vid:
             items.append(it)
     for it in items:
@@ -180,8 +184,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         # Stripes at risk are rebuilt at the full rate, never the busy rate.
         self._urgent = Throttle(self.settings.rate_bytes_s)
         self._progress = False
-        self._queue_cursor = b"R/"
-        self._sweep_cursor = b"X/"
+        self._queue_cursor = space(REPAIR)[0]
+        self._sweep_cursor = space(STRIPE)[0]
         self._next_sweep = 0.0
         self._next_orphans = 0.0
         self._pass_health: dict[str, int] = {}
@@ -306,19 +310,19 @@ class RepairWorker(ShardWorker[RepairStats]):
         work never waits behind a long batch of safe stripes paced for client load.
         """
         now = time.time()
-        urgent = [it for it in await self._meta.range(URGENT_START, URGENT_END, limit=BATCH)
+        urgent = [it for it in await self._meta.range(*urgent_repair_span(), limit=BATCH)
                   if float(unpack(it.value).get("retry_at", 0)) <= now]
         if urgent:  # each entry is repaired, dropped or deferred: this cannot spin
             await self._run_batch(urgent, safe_cap=0)
             return True
-        items = await self._meta.range(self._queue_cursor, b"R0", limit=BATCH)
+        items = await self._meta.range(self._queue_cursor, space(REPAIR)[1], limit=BATCH)
         left = await self._run_batch(items, safe_cap=max(1, self.settings.parallel))
         if left:  # safe stripes not reached this step: the cursor stays before them
             self._queue_cursor = min(left)
         elif len(items) < BATCH:
-            self._queue_cursor = b"R/"
+            self._queue_cursor = space(REPAIR)[0]
         else:
-            self._queue_cursor = items[-1].key + b"\x00"
+            self._queue_cursor = next_key(items[-1].key)
         return bool(items) and (bool(left) or self._progress)
 
     async def _run_batch(self, items: list[Item], safe_cap: int) -> list[bytes]:
@@ -448,19 +452,20 @@ class RepairWorker(ShardWorker[RepairStats]):
     # the sweep -----------------------------------------------------------------------------
 
     async def enqueue(self, stripe_id: bytes, reason: str, urgent: bool = False) -> None:
-        """Queue a stripe (no-op if queued); `urgent` ones go to `R/!<stripe>`, read first."""
+        """Queue a stripe (no-op if queued); `urgent` ones go to (R, !, stripe), read first."""
         key = urgent_repair_key(stripe_id) if urgent else repair_key(stripe_id)
         await self._meta.txn(Txn(compares={key: 0}, puts={
             key: pack({"reason": reason[:200], "queued": time.time()})}))
 
     async def sweep_step(self) -> bool:
         """One bounded step of the background sweep; True while a pass is in progress."""
-        if self._sweep_cursor == b"X/":
+        if self._sweep_cursor == space(STRIPE)[0]:
             self._pass_started = time.time()
             self._volume_stripes = await volume_stripes(self._meta)
             stale = time.monotonic() - FRESH_S
             self._fresh = {k: v for k, v in self._fresh.items() if v[0] >= stale}
-        items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
+        items = await self._meta.range(self._sweep_cursor, space(STRIPE)[1],
+                                       limit=self.settings.sweep_batch)
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
 
         async def check(item: Item) -> None:
@@ -468,7 +473,7 @@ class RepairWorker(ShardWorker[RepairStats]):
             if ref.get("state") != "live":
                 return
             async with gate:
-                stripe_id = bytes.fromhex(item.key[2:].decode())
+                stripe_id = stripe_of(item.key)
                 man = await load_manifest(self._meta, stripe_id)
                 if not isinstance(man, Manifest) or not man.part.size:
                     return
@@ -483,7 +488,7 @@ class RepairWorker(ShardWorker[RepairStats]):
 
         await asyncio.gather(*(check(it) for it in items))
         if len(items) < self.settings.sweep_batch:
-            self._sweep_cursor = b"X/"
+            self._sweep_cursor = space(STRIPE)[0]
             self.stats.sweep_passes += 1
             self.stats.last_sweep_start = self._pass_started
             self.stats.last_sweep_end = time.time()
@@ -492,7 +497,7 @@ class RepairWorker(ShardWorker[RepairStats]):
             self._next_sweep = time.monotonic() + self.settings.sweep_interval_s
             self._dirty = True
             return False
-        self._sweep_cursor = items[-1].key + b"\x00"
+        self._sweep_cursor = next_key(items[-1].key)
         self._next_sweep = 0.0
         return True
 
@@ -513,7 +518,7 @@ class RepairWorker(ShardWorker[RepairStats]):
                 stripe_id, _ = parse_shard_id(str(e.get("shard_id", "")))
             except ValueError:
                 continue
-            if await self._meta.get(b"X/" + stripe_id.hex().encode()) is not None:
+            if await self._meta.get(stripe_index_key(stripe_id)) is not None:
                 await self.enqueue(stripe_id, f"quarantined on {node.id}")
                 self.stats.quarantine_reports += 1
                 self._dirty = True
@@ -568,11 +573,6 @@ class RepairWorker(ShardWorker[RepairStats]):
         self._dirty = False
 
 
-def stripe_of(key: bytes) -> bytes:
-    """The stripe id of a repair queue key, `R/<hex>` or `R/!<hex>`."""
-    return bytes.fromhex(key[2:].lstrip(b"!").decode())
-
-
 async def volume_stripes(meta: MetadataStore) -> set[bytes]:
     """Stripes referenced by block volume extent pointers (`VX/`), which have no X/ entry.
 
@@ -580,9 +580,9 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
     index entry written by the volume layer would make this scan unnecessary.
     """
     out: set[bytes] = set()
-    start = b"VX/"
+    start, end = space(EXTENT)
     while True:
-        items = await meta.range(start, b"VX0", limit=1000)
+        items = await meta.range(start, end, limit=1000)
         for it in items:
             with contextlib.suppress(Exception):
                 stripe = unpack(it.value).get("stripe")
@@ -590,7 +590,7 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
                     out.add(bytes(stripe))
         if len(items) < 1000:
             return out
-        start = items[-1].key + b"\x00"
+        start = next_key(items[-1].key)
 
 
 async def read_stats(meta: MetadataStore) -> dict:

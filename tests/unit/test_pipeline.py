@@ -16,8 +16,9 @@ from storage.crypto import keys
 from storage.crypto.aead import TAG_BYTES, SegmentCipher
 from storage.erasure import ErasureCodec, block_size
 from storage.errors import IntegrityError
+from storage.keyspace import object_key, version_key
 from storage.pipeline import StripeCodec, segment_count, segment_length
-from storage.records import Bucket, ObjectVersion, object_key, pack, unpack, version_key
+from storage.records import Bucket, ObjectVersion, pack, unpack
 from storage.shards.format import (
     FRAME_HEAD,
     FRAME_HEAD_BYTES,
