@@ -66,19 +66,11 @@ async def head_bucket(rq: S3Request) -> web.StreamResponse:
 
 @operation("DeleteBucket")
 async def delete_bucket(rq: S3Request) -> web.StreamResponse:
-    """Uploads in progress do not keep a bucket (AWS deletes it and them): they are aborted
-    once no object or version is left."""
+    """An empty bucket is deleted with its uploads in progress (aborted), as S3 does."""
     from gateway.s3.handlers.multipart import service
-    from storage.errors import BucketNotEmpty
 
-    listing = rq.cluster.objects.listing
-    if ((await listing.list(rq.tenant, rq.bucket, max_keys=1))[0]
-            or (await listing.list_versions(rq.tenant, rq.bucket, max_keys=1))[0]):
-        raise BucketNotEmpty(rq.bucket)
-    mps = service(rq)
-    while uploads := (await mps.list_uploads(rq.tenant, rq.bucket, max_uploads=100))[0]:
-        for up in uploads:
-            await mps.abort(rq.tenant, rq.bucket, up.key, up.upload_id)
+    await rq.cluster.buckets.ensure_empty(rq.tenant, rq.bucket)
+    await service(rq).abort_all(rq.tenant, rq.bucket)
     await rq.cluster.buckets.delete(rq.tenant, rq.bucket)
     return web.Response(status=204)
 
