@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -32,9 +31,7 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
                   query: dict[str, str] | None = None,
                   env: dict[str, str] | None = None) -> dict[str, Any]:
     """Sign and send one admin API request; the parsed JSON answer or CliError."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
+    from gateway.s3.sigv4_sign import sign_headers
 
     env = dict(os.environ if env is None else env)
     missing = [n for n in (ENV_URL, ENV_AK, ENV_SK) if not env.get(n)]
@@ -45,13 +42,10 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
     if query:
         url += "?" + urllib.parse.urlencode(query)
     data = json.dumps(body).encode() if body is not None else b""
-    headers = {"X-Amz-Content-SHA256": hashlib.sha256(data).hexdigest()}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    req = AWSRequest(method=method, url=url, data=data, headers=headers)
-    SigV4Auth(Credentials(env[ENV_AK], env[ENV_SK]), "s3", "us-east-1").add_auth(req)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    signed = sign_headers(method, url, headers, data, env[ENV_AK], env[ENV_SK])
     http_req = urllib.request.Request(url, data=data if data else None, method=method,
-                                      headers=dict(req.headers.items()))
+                                      headers=signed)
     try:
         with urllib.request.urlopen(http_req, timeout=TIMEOUT_S) as resp:  # noqa: S310
             return json.loads(resp.read() or b"{}")

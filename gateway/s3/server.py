@@ -94,6 +94,9 @@ class S3Server:
             self.metrics.request(op, 499, time.perf_counter() - started)
             raise
         except Exception as exc:  # noqa: BLE001 - every error becomes an S3 error
+            if isinstance(exc, ConnectionResetError) and (
+                    request.transport is None or request.transport.is_closing()):
+                return self._client_gone(request, op, rid, started)
             err = to_s3_error(exc, bucket, key)
             resource = request.path
             if err.resource is None:
@@ -113,6 +116,17 @@ class S3Server:
                                    "path": request.path, "status": resp.status,
                                    "duration_ms": round(elapsed * 1000, 2)})
         return resp
+
+    def _client_gone(self, request: web.Request, op: str, rid: str,
+                     started: float) -> web.StreamResponse:
+        """The client hung up mid-request: logged as 499 at info level, not as an error."""
+        elapsed = time.perf_counter() - started
+        self.metrics.request(op, 499, elapsed)
+        log.info("request", extra={"request_id": rid, "op": op, "method": request.method,
+                                   "path": request.path, "status": 499,
+                                   "client_closed": True,
+                                   "duration_ms": round(elapsed * 1000, 2)})
+        return web.Response(status=499, reason="Client Closed Request")
 
     async def _preflight(self, request: web.Request, ep: Endpoint, rid: str,
                          started: float) -> web.StreamResponse:
