@@ -109,6 +109,13 @@ def _tenant(a: argparse.Namespace) -> None:
         text = "\n".join(f"{k:15} {_when(v) if k in ('created', 'shred_due') else v}"
                          for k, v in r.items())
         _emit(a, r, text)
+    elif a.action == "update":
+        body = {k: v for k, v in (("canonical_id", a.canonical_id),
+                                  ("display_name", a.display_name), ("email", a.email))
+                if v is not None}
+        r = admin_request("PATCH", f"/tenants/{q(a.name)}", body)
+        _emit(a, r, f"tenant {a.name}: canonical id {r['canonical_id']}, display name "
+                    f"{r['display_name']!r}, email {r['email']!r}")
     elif a.action == "delete":
         r = admin_request("DELETE", f"/tenants/{q(a.name)}")
         _emit(a, r, f"tenant {a.name} deleted")
@@ -174,6 +181,12 @@ def add_admin_commands(sub: Any) -> None:
         p = ts.add_parser(name, help=hlp, parents=[js])
         p.add_argument("name")
     ts.add_parser("list", help="list tenants", parents=[js])
+    up = ts.add_parser("update", help="set a tenant's S3 identity (ACL owner and grantee)",
+                       parents=[js])
+    up.add_argument("name")
+    up.add_argument("--canonical-id", help="S3 canonical user id (default: the tenant name)")
+    up.add_argument("--display-name", help="S3 owner DisplayName (default: the tenant name)")
+    up.add_argument("--email", help="email address for AmazonCustomerByEmail grants")
     sh = ts.add_parser("shred", help="destroy a tenant's keys (and so its data) forever",
                        parents=[js])
     sh.add_argument("name")
