@@ -113,6 +113,7 @@ class Upload(Record):
     sse: dict[str, str] = field(default_factory=dict)
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
+    acl: dict[str, Any] = field(default_factory=dict)
     changes: int = 0  # bumped by every part change, see the module docstring
     lock: dict[str, Any] = field(default_factory=dict)  # Object Lock headers of the create
 
@@ -248,7 +249,7 @@ class MultipartService:
                     user_meta=opts.user_meta, headers=opts.headers,
                     storage_class=opts.storage_class, tags=opts.tags, sse=opts.sse,
                     checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype,
-                    lock=dict(opts.lock))
+                    acl=opts.acl, lock=dict(opts.lock))
         shell = self._shell(up)
         self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key)
         up.dek, up.sse = shell.dek, shell.sse
@@ -403,7 +404,7 @@ class MultipartService:
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
         v = self._shell(up, version_id)
         v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
-        v.storage_class, v.tags, v.sse = up.storage_class, up.tags, up.sse
+        v.storage_class, v.tags, v.sse, v.acl = up.storage_class, up.tags, up.sse, up.acl
         v.lock = object_lock.initial(b.config, dict(up.lock), time.time())
         v.upload_id = up.upload_id
         puts: dict[bytes, bytes] = {}

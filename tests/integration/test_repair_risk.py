@@ -24,7 +24,8 @@ from typing import Any
 from gateway.chaos import FAST_ENV, ChaosCluster
 from gateway.status import fully_redundant
 from storage.config import load_config
-from storage.records import ObjectVersion, object_key
+from storage.keyspace import object_key
+from storage.records import ObjectVersion
 
 BUCKET = "risk"
 
