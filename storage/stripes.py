@@ -58,8 +58,10 @@ class _ShardSender:
     """One streaming PUT of one shard, fed frame by frame through a bounded queue."""
 
     def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: bytes,
-                 segments: int, stall_s: float, length: int | None = None) -> None:
+                 segments: int, stall_s: float, length: int | None = None, *,
+                 replace: bool = False) -> None:
         self.node = node
+        self._replace = replace  # repair/rebalance: may replace what the node holds
         self.error: str | None = None
         self._q: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
         self._stall_s = stall_s
@@ -73,7 +75,8 @@ class _ShardSender:
     async def _run(self, client: NodeClient, sid: str, segments: int,
                    length: int | None) -> None:
         try:
-            await client.put_shard(self.node, sid, self._body(), segments, length)
+            await client.put_shard(self.node, sid, self._body(), segments, length,
+                                   replace=self._replace)
         except StorageError as exc:
             self.error = str(exc)
 
@@ -309,15 +312,18 @@ class StripeStore:
         if shard_file_bytes(size, codec.segment_size, codec.codec.k) <= SMALL_SHARD_BYTES:
             blocks_of = read_small_blocks(self._client, codec.headers(), sources, codec.codec.k,
                                           first, last, failed)
-            async for seg, blocks in blocks_of:
-                plen = segment_length(size, codec.segment_size, seg)
-                yield codec.decode(seg, seg == nsegs - 1, plen, blocks)  # small: inline
+            async with contextlib.aclosing(blocks_of):
+                async for seg, blocks in blocks_of:
+                    plen = segment_length(size, codec.segment_size, seg)
+                    yield codec.decode(seg, seg == nsegs - 1, plen, blocks)  # small: inline
             return
-        async for seg, blocks in read_blocks(self._client, codec.headers(), sources,
-                                             codec.codec.k, first, last, failed):
-            plen = segment_length(size, codec.segment_size, seg)
-            yield await loop.run_in_executor(self._cpu, codec.decode, seg,
-                                             seg == nsegs - 1, plen, blocks)
+        # aclosing: a reader that stops early (a client hung up) cancels the shard streams now
+        async with contextlib.aclosing(read_blocks(self._client, codec.headers(), sources,
+                                                   codec.codec.k, first, last, failed)) as it:
+            async for seg, blocks in it:
+                plen = segment_length(size, codec.segment_size, seg)
+                yield await loop.run_in_executor(self._cpu, codec.decode, seg,
+                                                 seg == nsegs - 1, plen, blocks)
 
     async def delete(self, stripe_id: bytes, nodes: Sequence[str | None]) -> list[str]:
         """Delete every shard of a stripe; returns the nodes that could not be reached."""

@@ -36,6 +36,14 @@ def _access_key_of(request: web.Request) -> str | None:
     return cred.split("/", 1)[0] if cred else None
 
 
+def _client_gone(request: web.Request, exc: BaseException) -> bool:
+    """True when `exc` is the client's connection going away (a write to a closed socket)."""
+    if not isinstance(exc, ConnectionError):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 class S3Server:
     def __init__(self, cluster: Cluster, cfg: GatewayConfig, metrics: Metrics) -> None:
         self.cluster = cluster
@@ -93,6 +101,13 @@ class S3Server:
             self.metrics.request(op, 499, time.perf_counter() - started)
             raise
         except Exception as exc:  # noqa: BLE001 - every error becomes an S3 error
+            if _client_gone(request, exc):  # hung up mid-answer: not our error, nothing to send
+                elapsed = time.perf_counter() - started
+                self.metrics.request(op, 499, elapsed)
+                log.info("client disconnected", extra={
+                    "request_id": rid, "op": op, "method": request.method, "path": request.path,
+                    "status": 499, "duration_ms": round(elapsed * 1000, 2)})
+                return web.Response(status=499)  # aiohttp drops it: the connection is gone
             err = to_s3_error(exc, bucket, key)
             resource = request.path
             if err.resource is None:
