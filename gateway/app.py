@@ -68,6 +68,7 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
     """Run the gateway until SIGTERM/SIGINT."""
     cluster = await Cluster.open(cfg)
     metrics = Metrics()
+    metrics.watch_integrity(lambda: cluster.stripes.lies.found)
     server = S3Server(cluster, cfg.gateway, metrics)
     runners = []
     try:

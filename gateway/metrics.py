@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -21,9 +24,35 @@ class Metrics:
         self.bytes_in = Counter("tessera_s3_bytes_in", "Object bytes received", registry=r)
         self.bytes_out = Counter("tessera_s3_bytes_out", "Object bytes sent", registry=r)
 
+    def watch_integrity(self, found: Callable[[], Mapping[str, int]]) -> None:
+        """Export `tessera_lying_shards_found_total{where}`: lying shards (valid checksums,
+        wrong bytes) this gateway's reads ("read") and deep scrub ("scrub") found."""
+        self.registry.register(_LyingCollector(found))
+
     def request(self, op: str, status: int, seconds: float) -> None:
         self.requests.labels(op=op, status=str(status)).inc()
         self.latency.labels(op=op).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LyingCollector:
+    """Reads the storage library's counters at scrape time (no second copy to keep in sync)."""
+
+    def __init__(self, found: Callable[[], Mapping[str, int]]) -> None:
+        self._found = found
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily("tessera_lying_shards_found",
+                                    "Shards with valid checksums but wrong bytes, by finder",
+                                    labels=["where"])]
+
+    def collect(self) -> Iterator[Metric]:
+        fam = CounterMetricFamily("tessera_lying_shards_found",
+                                  "Shards with valid checksums but wrong bytes, by finder",
+                                  labels=["where"])
+        found = self._found()
+        for where in sorted({"read", "scrub", *found}):
+            fam.add_metric([where], float(found.get(where, 0)))
+        yield fam

@@ -23,6 +23,8 @@ from storage.cluster import Cluster
 from storage.durability import DurabilityInputs, estimate
 from storage.errors import StorageError
 from storage.health import UP
+from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
+from storage.lying import read_integrity
 from storage.membership import load_members
 from storage.records import unpack
 from storage.workers.rebalance import read_stats as read_rebalance_stats
@@ -43,11 +45,11 @@ async def _stripe_health(cluster: Cluster) -> dict[str, Any]:
     unsafe = 0
     scanned = 0
     by_id = {n.id: n for n in cluster.health.nodes}  # the live cluster map (membership)
-    items = await cluster.meta.range(b"X/", b"X0", limit=SCAN_LIMIT + 1)
+    items = await cluster.meta.range(*space(STRIPE), limit=SCAN_LIMIT + 1)
     for item in items[:SCAN_LIMIT]:
         if unpack(item.value).get("state") != "live":
             continue
-        man = await load_manifest(cluster.meta, bytes.fromhex(item.key[2:].decode()))
+        man = await load_manifest(cluster.meta, stripe_of(item.key))
         if man is None or isinstance(man, str) or not man.part.size:
             continue
         scanned += 1
@@ -99,8 +101,8 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
     for row in nodes:
         sc = scrubs.get(row["id"]) or {}
         row["scrub"] = sc
-    repair_backlog, r_more = await _count(cluster, b"R/", b"R0")
-    gc_backlog, g_more = await _count(cluster, b"G/", b"G0")
+    repair_backlog, r_more = await _count(cluster, *space(REPAIR))
+    gc_backlog, g_more = await _count(cluster, *space(GC))
     stripes = await _stripe_health(cluster)
     repair = await read_stats(cluster.meta)
     settings = RepairSettings.from_env()
@@ -127,6 +129,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
             "shards_verified": sum(int(s.get("shards_verified", 0)) for s in scrubs.values()),
             "corrupt_found": sum(int(s.get("corrupt_found", 0)) for s in scrubs.values()),
         },
+        "integrity": await read_integrity(cluster.meta),
         "durability": est.to_dict(),
         "archive": await class_figures(cluster.meta, SCAN_LIMIT),
         "workers": await _worker_leases(cluster),
@@ -217,6 +220,7 @@ def render(doc: dict[str, Any]) -> str:
             f"  nodes reporting {sc['nodes_reporting']}, full passes done (min) "
             f"{sc['passes_min']}, shards verified {sc['shards_verified']}, corrupt found "
             f"{sc['corrupt_found']}"]
+    out += _render_integrity(doc.get("integrity") or {})
     d = doc["durability"]
     inp = d["inputs"]
     out += ["", "DURABILITY (estimate)",
@@ -252,6 +256,20 @@ def _render_rebalance(rb: dict[str, Any] | None, nodes: list[dict[str, Any]]) ->
         out.append(f"  draining {n['id']}: {left}, {d.get('moved', 0)} moved, "
                    f"{n.get('shards', 0)} shard files on the node")
     return out
+
+
+def _render_integrity(i: dict[str, Any]) -> list[str]:
+    """The INTEGRITY section: lying shards found (by reads, by the deep scrub) and the deep
+    scrub's progress."""
+    found = i.get("lying_found") or {}
+    ds = i.get("deep_scrub") or {}
+    return ["", "INTEGRITY",
+            f"  lying shards found: {sum(int(v) for v in found.values())} (reads "
+            f"{found.get('read', 0)}, deep scrub {found.get('scrub', 0)}; quarantined and "
+            "queued for repair)",
+            f"  deep scrub:         {ds.get('passes', 0)} passes, {ds.get('stripes_checked', 0)} "
+            f"stripes and {human_size(ds.get('bytes_checked', 0))} checked against their "
+            f"plaintext, {ds.get('unverifiable', 0)} unverifiable"]
 
 
 def _render_archive(a: dict[str, Any] | None) -> list[str]:

@@ -368,6 +368,28 @@ async def verify_shard(request: web.Request) -> web.Response:
     return web.json_response({"id": sid, "corrupt_segments": bad, "quarantined": bool(bad)})
 
 
+_REASON_RE = re.compile(r"^[a-z0-9-]{1,64}\Z")
+
+
+async def quarantine_shard(request: web.Request) -> web.Response:
+    """Move a shard aside on the gateway's word: it holds valid checksums but wrong bytes
+    (found by the GCM tag, which only the gateway can check). 404 when already gone."""
+    st = _state(request)
+    sid = _shard_id(request)
+    reason = request.query.get("reason", "")
+    if not _REASON_RE.match(reason):
+        raise ApiError(400, "bad_request", "reason must be 1-64 of [a-z0-9-]")
+    segment = _opt_int(request.query.get("segment"), "segment")
+    text = f"gateway: {reason}" + ("" if segment is None else f" (segment {segment})")
+    dest = await _disk(st.store.quarantine(sid, text))
+    if dest is None:
+        raise ApiError(404, "not_found", f"shard {sid} not found")
+    st.metrics.quarantined.inc()
+    st.log.warning("shard quarantined", request_id=_stats(request).request_id, shard_id=sid,
+                   reason=text)
+    return web.json_response({"id": sid, "quarantined": True})
+
+
 async def list_quarantine(request: web.Request) -> web.Response:
     """Quarantined shards (sidecars), optionally only those moved after `since` (epoch s)."""
     st = _state(request)
@@ -402,6 +424,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/shards/{id}/stat", stat_shard, name="stat", allow_head=False)
     app.router.add_delete("/v1/shards/{id}", delete_shard, name="delete")
     app.router.add_post("/v1/shards/{id}/verify", verify_shard, name="verify")
+    app.router.add_post("/v1/shards/{id}/quarantine", quarantine_shard, name="quarantine_shard")
     app.router.add_get("/v1/shards", list_shards, name="list", allow_head=False)
     app.router.add_get("/v1/quarantine", list_quarantine, name="quarantine", allow_head=False)
     app.router.add_get("/v1/health", health, name="health", allow_head=False)

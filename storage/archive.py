@@ -29,25 +29,28 @@ from storage.config import ArchiveSettings, Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.errors import Conflict, InvalidInput, StorageError
-from storage.metadata import Item, MetadataStore, Txn, prefix_end
-from storage.objects import SSEC_HMAC, ObjectService, new_version_id, stripe_index_key
-from storage.records import (
-    SEP,
-    ObjectVersion,
-    PartLayout,
+from storage.keyspace import (
+    OBJECT,
+    RESTORE_EXPIRY,
+    RESTORE_QUEUE,
+    archive_job_key,
+    archive_job_of,
+    due_before,
     gc_key,
     object_key,
-    pack,
-    unpack,
+    space,
+    span,
+    stripe_index_key,
     version_prefix,
 )
+from storage.metadata import Item, MetadataStore, Txn
+from storage.objects import SSEC_HMAC, ObjectService, new_version_id
+from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.tenants import TenantService
 
 ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 TIERS = ("Expedited", "Standard", "Bulk")
 RESTORED_CLASS = "STANDARD"  # the class (profile) of a temporary restored copy
-QUEUE = b"AR/"  # AR/<due ns>/<bucket>\0<key>\0<version id>: restore jobs
-EXPIRY = b"AE/"  # AE/<expiry ns>/<bucket>\0<key>\0<version id>: restored copies to retire
 RETRY_S = 5.0
 # colder is larger: a lifecycle transition only ever moves an object to a colder class
 CLASS_RANK = {"STANDARD": 0, "REDUCED_REDUNDANCY": 0, "STANDARD_IA": 1, "ONEZONE_IA": 1,
@@ -116,15 +119,8 @@ def readable(v: ObjectVersion, now: float | None = None) -> ObjectVersion | None
                                kek_version=int(r["kek_version"]))
 
 
-def _ident_key(prefix: bytes, when: float, v: ObjectVersion) -> bytes:
-    return (prefix + f"{int(when * 1e9):020d}/".encode() + v.bucket.encode() + SEP
-            + v.key.encode("utf-8", "surrogateescape") + SEP + v.version_id.encode())
-
-
-def _parse_ident(key: bytes) -> tuple[str, str, str]:
-    rest = key.split(b"/", 2)[2]
-    bucket, k, vid = rest.split(SEP)
-    return bucket.decode(), k.decode("utf-8", "surrogateescape"), vid.decode()
+def _ident_key(name: str, when: float, v: ObjectVersion) -> bytes:
+    return archive_job_key(name, int(when * 1e9), v.bucket, v.key, v.version_id)
 
 
 def _restored_stripes(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -172,8 +168,7 @@ class ArchiveService:
                 version_id = cv.version_id
         if version_id is None:
             return []
-        p = version_prefix(bucket, key)
-        for item in await self._meta.range(p, prefix_end(p), limit=100000):
+        for item in await self._meta.range(*span(version_prefix(bucket, key)), limit=100000):
             v = ObjectVersion.decode(item.value)
             if v.version_id == version_id:
                 out.append((item, v))
@@ -228,14 +223,14 @@ class ArchiveService:
                 if TIERS.index(tier) >= TIERS.index(r["tier"]) or due >= float(r["due"]):
                     raise RestoreInProgress("a restore of this object is already running")
                 ch.deletes.append(r["queue_key"])
-                qk = _ident_key(QUEUE, due, v)
+                qk = _ident_key(RESTORE_QUEUE, due, v)
                 r.update(tier=tier, due=due, queue_key=qk)
                 ch.puts[qk] = pack({"tenant": v.tenant})
                 ch.fields["restore"], ch.result = r, Outcome.ACCEPTED
                 return ch
             if r.get("state") == "done" and float(r.get("expiry", 0)) > now:
                 expiry = restore_expiry(now, days, day)
-                ek = _ident_key(EXPIRY, expiry, v)
+                ek = _ident_key(RESTORE_EXPIRY, expiry, v)
                 if ek != r["expiry_key"]:
                     ch.deletes.append(r["expiry_key"])
                     ch.puts[ek] = pack({"stripes": _restored_stripes(r)})
@@ -243,7 +238,7 @@ class ArchiveService:
                 ch.fields["restore"], ch.result = r, Outcome.ALREADY_RESTORED
                 return ch
             due = now + latency_s(self.settings, v.storage_class, tier)
-            qk = _ident_key(QUEUE, due, v)
+            qk = _ident_key(RESTORE_QUEUE, due, v)
             ch.puts[qk] = pack({"tenant": v.tenant})
             ch.fields["restore"] = {"state": "ongoing", "tier": tier, "days": days,
                                     "requested": now, "due": due, "queue_key": qk}
@@ -262,7 +257,7 @@ class ArchiveService:
     async def complete_due_restores(self, limit: int = 8) -> int:
         """Make the restored copy of every job whose latency has passed; returns jobs done."""
         now = time.time()
-        items = await self._meta.range(QUEUE, QUEUE + f"{int(now * 1e9):020d}~".encode(),
+        items = await self._meta.range(*due_before(RESTORE_QUEUE, int(now * 1e9)),
                                        limit=limit)
         done = 0
         for item in items:
@@ -277,7 +272,7 @@ class ArchiveService:
         return done
 
     async def _complete(self, item: Item) -> bool:
-        bucket, key, vid = _parse_ident(item.key)
+        bucket, key, vid = archive_job_of(item.key)
         records = await self._records(bucket, key, vid)
         v = records[0][1] if records else None
         if v is None or v.restore.get("queue_key") != item.key:
@@ -300,7 +295,7 @@ class ArchiveService:
             r = {**cur.restore, **copy, "state": "done", "completed": now, "expiry": expiry}
             r.pop("queue_key", None)
             r.pop("due", None)
-            ek = _ident_key(EXPIRY, expiry, cur)
+            ek = _ident_key(RESTORE_EXPIRY, expiry, cur)
             r["expiry_key"] = ek
             ch = Change(fields={"restore": r}, deletes=[item.key])
             ch.puts[ek] = pack({"stripes": _restored_stripes(r)})
@@ -363,14 +358,14 @@ class ArchiveService:
     async def expire_restored(self, limit: int = 32) -> int:
         """Retire restored copies whose expiry has passed; returns copies retired."""
         now = time.time()
-        items = await self._meta.range(EXPIRY, EXPIRY + f"{int(now * 1e9):020d}~".encode(),
+        items = await self._meta.range(*due_before(RESTORE_EXPIRY, int(now * 1e9)),
                                        limit=limit)
         for item in items:
             stripes = unpack(item.value).get("stripes", [])
             gc_puts = {gc_key(time.time_ns(), s["stripe_id"]): pack({"nodes": s["nodes"]})
                        for s in stripes if s["nodes"]}
             x_deletes = [stripe_index_key(s["stripe_id"]) for s in stripes]
-            bucket, key, vid = _parse_ident(item.key)
+            bucket, key, vid = archive_job_of(item.key)
 
             def clear(v: ObjectVersion, key_: bytes = item.key, puts: dict = gc_puts,
                       dels: list = x_deletes) -> Change | None:
@@ -442,16 +437,16 @@ class ArchiveService:
     # figures -------------------------------------------------------------------------------
 
     async def pending_restores(self, limit: int = 10000) -> int:
-        return len(await self._meta.range(QUEUE, prefix_end(QUEUE), limit=limit))
+        return len(await self._meta.range(*space(RESTORE_QUEUE), limit=limit))
 
     async def restored_copies(self, limit: int = 10000) -> int:
-        return len(await self._meta.range(EXPIRY, prefix_end(EXPIRY), limit=limit))
+        return len(await self._meta.range(*space(RESTORE_EXPIRY), limit=limit))
 
 
 async def class_figures(meta: MetadataStore, scan_limit: int = 5000) -> dict[str, Any]:
     """Bytes and objects per storage class (a bounded scan of current versions), restore
     jobs pending and restored copies alive: the archive part of `tessera status`."""
-    items = await meta.range(b"O/", b"O0", limit=scan_limit + 1)
+    items = await meta.range(*space(OBJECT), limit=scan_limit + 1)
     by_class: dict[str, dict[str, int]] = {}
     for item in items[:scan_limit]:
         v = ObjectVersion.decode(item.value)
@@ -462,7 +457,7 @@ async def class_figures(meta: MetadataStore, scan_limit: int = 5000) -> dict[str
         row["objects"] += 1
         row["bytes"] += v.size
         row["stored_bytes"] += sum(p.size for p in v.parts)
-    pending = len(await meta.range(QUEUE, prefix_end(QUEUE), limit=100_000))
-    copies = len(await meta.range(EXPIRY, prefix_end(EXPIRY), limit=100_000))
+    pending = len(await meta.range(*space(RESTORE_QUEUE), limit=100_000))
+    copies = len(await meta.range(*space(RESTORE_EXPIRY), limit=100_000))
     return {"classes": dict(sorted(by_class.items())), "scanned_truncated":
             len(items) > scan_limit, "restores_pending": pending, "restored_copies": copies}

@@ -6,14 +6,18 @@ import time
 from typing import Any
 
 from storage.errors import AccessDenied, BucketExists, BucketNotEmpty, BucketNotFound
-from storage.metadata import MetadataStore, Txn, prefix_end
-from storage.records import (
-    Bucket,
+from storage.keyspace import (
     bucket_key,
+    bucket_prefixes,
     object_prefix,
+    span,
     tenant_bucket_key,
+    tenant_bucket_prefix,
+    unpack,
     version_prefix,
 )
+from storage.metadata import MetadataStore, Txn
+from storage.records import Bucket
 
 
 class BucketService:
@@ -47,8 +51,8 @@ class BucketService:
         return b
 
     async def list(self, tenant: str) -> list[Bucket]:
-        p = b"TB/" + tenant.encode() + b"/"
-        names = [i.key[len(p):].decode() for i in await self._meta.range(p, prefix_end(p), 100000)]
+        items = await self._meta.range(*span(tenant_bucket_prefix(tenant)), 100000)
+        names = [unpack(i.key)[2] for i in items]
         out = []
         for n in names:
             item = await self._meta.get(bucket_key(n))
@@ -56,10 +60,17 @@ class BucketService:
                 out.append(Bucket.decode(item.value))
         return out
 
+    async def ensure_empty(self, tenant: str, name: str) -> None:
+        """BucketNotEmpty if the bucket holds an object or a version (uploads aside)."""
+        await self.get(tenant, name)
+        for prefix in (object_prefix(name), version_prefix(name)):
+            if await self._meta.range(*span(prefix), limit=1):
+                raise BucketNotEmpty(name)
+
     async def delete(self, tenant: str, name: str) -> None:
         b = await self.get(tenant, name)
-        for prefix in (object_prefix(name), version_prefix(name), b"U/" + name.encode() + b"\0"):
-            if await self._meta.range(prefix, prefix_end(prefix), limit=1):
+        for prefix in bucket_prefixes(name):
+            if await self._meta.range(*span(prefix), limit=1):
                 raise BucketNotEmpty(name)
         await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
 

@@ -16,6 +16,8 @@ from storage.buckets import BucketService
 from storage.config import Config
 from storage.crypto.keys import FileRootKey
 from storage.health import HealthTracker
+from storage.keyspace_migration import upgrade as upgrade_keyspace
+from storage.lying import LyingShards
 from storage.membership import MembershipWatcher
 from storage.membership import refresh as refresh_membership
 from storage.metadata import MetadataStore, open_store
@@ -50,6 +52,7 @@ class Cluster:
             gc_grace_s = float(os.environ.get("TESSERA_GC_GRACE_S") or 60.0)
         meta_path = cfg.data_dir / cfg.metadata_path
         meta = await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)
+        await upgrade_keyspace(meta)  # layout-1 stores (before storage.keyspace) move once
         tenants = TenantService(meta, FileRootKey(cfg.root_key_path))
         await tenants.load()
         secret = load_or_create_secret(cfg.secret_path)
@@ -60,7 +63,7 @@ class Cluster:
         threads = max(2, cfg.gateway.cpu_threads or (os.cpu_count() or 2))
         cpu = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="codec")
         hashing = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash")
-        stripes = StripeStore(cfg, nodes, health, cpu, hashing)
+        stripes = StripeStore(cfg, nodes, health, cpu, hashing, lies=LyingShards(meta, nodes))
         buckets = BucketService(meta, cfg.gateway.region)
         objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=gc_grace_s)
         await refresh_membership(meta, cfg, health)  # config nodes + the M/ overlay

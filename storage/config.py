@@ -60,6 +60,8 @@ class GatewayConfig:
     header_timeout_s: float = 20.0  # a connection must send its first request's headers
     shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys
     cpu_threads: int = 2
+    deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
+    deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,24 @@ import time
 
 from storage.crypto import keys
 from storage.errors import KeyUnavailable, NotFound
-from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.keyspace import (
+    OBJECT,
+    REWRAP,
+    SHRED,
+    VERSION,
+    next_key,
+    rewrap_key,
+    shred_key,
+    space,
+)
+from storage.keyspace import unpack as unpack_key
+from storage.metadata import MetadataStore, Txn
 from storage.records import ObjectVersion, pack, unpack
 from storage.tenants import TenantService
 from storage.workers import WorkerState
 
 BATCH = 256
-REWRAP_PREFIX = b"RW/"
-SHRED_PREFIX = b"TS/"
-SCAN_PREFIXES = (b"O/", b"V/")
-
-
-def rewrap_key(tenant: str) -> bytes:
-    return REWRAP_PREFIX + tenant.encode()
-
-
-def shred_key(tenant: str) -> bytes:
-    return SHRED_PREFIX + tenant.encode()
+SCAN_SPACES = (OBJECT, VERSION)
 
 
 async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:
@@ -44,8 +45,8 @@ async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> in
 
 
 async def pending_rewraps(meta: MetadataStore) -> list[str]:
-    items = await meta.range(REWRAP_PREFIX, prefix_end(REWRAP_PREFIX), limit=100000)
-    return [i.key[len(REWRAP_PREFIX):].decode() for i in items]
+    items = await meta.range(*space(REWRAP), limit=100000)
+    return [unpack_key(i.key)[1] for i in items]
 
 
 async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: str,
@@ -96,7 +97,7 @@ class Rewrapper:
     def __init__(self, meta: MetadataStore, tenants: TenantService) -> None:
         self._meta = meta
         self._tenants = tenants
-        self._scan = 0  # index into SCAN_PREFIXES
+        self._scan = 0  # index into SCAN_SPACES
         self._cursor: bytes | None = None
         self._pass_tenants: dict[str, int] = {}  # tenant -> marker revision at pass start
         self._left: set[str] = set()  # tenants with an old-version DEK seen this pass
@@ -104,15 +105,15 @@ class Rewrapper:
 
     async def step(self) -> WorkerState:
         if self._cursor is None:
-            items = await self._meta.range(REWRAP_PREFIX, prefix_end(REWRAP_PREFIX), 100000)
+            items = await self._meta.range(*space(REWRAP), 100000)
             if not items:
                 return WorkerState.IDLE
-            self._pass_tenants = {i.key[len(REWRAP_PREFIX):].decode(): i.revision for i in items}
+            self._pass_tenants = {unpack_key(i.key)[1]: i.revision for i in items}
             self._left = set()
             self._scan = 0
-            self._cursor = SCAN_PREFIXES[0]
-        prefix = SCAN_PREFIXES[self._scan]
-        batch = await self._meta.range(self._cursor, prefix_end(prefix), limit=BATCH)
+            self._cursor = space(SCAN_SPACES[0])[0]
+        batch = await self._meta.range(self._cursor, space(SCAN_SPACES[self._scan])[1],
+                                       limit=BATCH)
         current: dict[str, int | None] = {}
         for item in batch:
             v = ObjectVersion.decode(item.value)
@@ -128,11 +129,11 @@ class Rewrapper:
             self._left.add(v.tenant)
             await self._rewrap(item.key, item.revision, v, cur)
         if len(batch) == BATCH:
-            self._cursor = batch[-1].key + b"\x00"
+            self._cursor = next_key(batch[-1].key)
             return WorkerState.BUSY
         self._scan += 1
-        if self._scan < len(SCAN_PREFIXES):
-            self._cursor = SCAN_PREFIXES[self._scan]
+        if self._scan < len(SCAN_SPACES):
+            self._cursor = space(SCAN_SPACES[self._scan])[0]
             return WorkerState.BUSY
         await self._finish_pass()
         return WorkerState.BUSY
@@ -192,7 +193,7 @@ class ShredScheduler:
 
     async def step(self) -> WorkerState:
         now = time.time()
-        for item in await self._meta.range(SHRED_PREFIX, prefix_end(SHRED_PREFIX), 1000):
+        for item in await self._meta.range(*space(SHRED), 1000):
             if float(unpack(item.value)["due"]) <= now:
-                await shred_now(self._meta, self._tenants, item.key[len(SHRED_PREFIX):].decode())
+                await shred_now(self._meta, self._tenants, unpack_key(item.key)[1])
         return WorkerState.IDLE

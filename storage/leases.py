@@ -23,9 +23,10 @@ from typing import Any
 
 import msgpack
 
+from storage.keyspace import LEASE, lease_key, space
+from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
 
-LEASE_PREFIX = b"L/"
 LEASE_FORMAT_VERSION = 1
 
 
@@ -52,10 +53,6 @@ class Lease:
 
     def valid(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) - self.renewed_at < self.ttl_s
-
-
-def _key(name: str) -> bytes:
-    return LEASE_PREFIX + name.encode()
 
 
 def _pack(holder: str, token: int, expires: float, ttl_s: float) -> bytes:
@@ -93,10 +90,10 @@ class Leases:
             whole = max(1, int(ttl_s))  # etcd TTLs are whole seconds: never promise more
             if not await self.meta.acquire_lease(name, holder, whole):  # type: ignore[attr-defined]
                 return None
-            item = await self.meta.get(_key(name))
+            item = await self.meta.get(lease_key(name))
             token = item.revision if item is not None else 0
             return Lease(name, holder, float(whole), token, start)
-        item = await self.meta.get(_key(name))
+        item = await self.meta.get(lease_key(name))
         rec = _unpack(item.value) if item is not None else {}
         token = int(rec.get("token", 0))
         if rec and rec.get("holder") != holder and float(rec.get("expires", 0)) > time.time():
@@ -104,15 +101,15 @@ class Leases:
         if rec.get("holder") != holder:
             token += 1  # changes hands: fence off the previous holder
         value = _pack(holder, token, time.time() + ttl_s, ttl_s)
-        cmp = {_key(name): item.revision if item is not None else 0}
-        if not await self.meta.txn(Txn(compares=cmp, puts={_key(name): value})):
+        cmp = {lease_key(name): item.revision if item is not None else 0}
+        if not await self.meta.txn(Txn(compares=cmp, puts={lease_key(name): value})):
             return None
-        after = await self.meta.get(_key(name))
+        after = await self.meta.get(lease_key(name))
         rev = after.revision if after is not None and after.value == value else 0
         return Lease(name, holder, ttl_s, token, start, rev)
 
     async def _drop_predecessor(self, name: str, holder: str, succeeds: str) -> None:
-        item = await self.meta.get(_key(name))
+        item = await self.meta.get(lease_key(name))
         if item is None:
             return
         prev = str(_unpack(item.value).get("holder", ""))
@@ -123,12 +120,12 @@ class Leases:
         """End a lease now. On etcd the key goes (its next revision is higher anyway); a
         record keeps its token, expired, so the next holder's token is still larger."""
         if self._native:
-            await self.meta.txn(Txn(compares={_key(name): revision}, deletes=(_key(name),)))
+            await self.meta.txn(Txn(compares={lease_key(name): revision}, deletes=(lease_key(name),)))
             return
         rec = _unpack(raw)
         value = _pack(str(rec.get("holder", "")), int(rec.get("token", 0)), 0.0,
                       float(rec.get("ttl", 0)))
-        await self.meta.txn(Txn(compares={_key(name): revision}, puts={_key(name): value}))
+        await self.meta.txn(Txn(compares={lease_key(name): revision}, puts={lease_key(name): value}))
 
     async def renew(self, lease: Lease) -> bool:
         """Extend `lease`; False when it is lost (expired or taken). Errors propagate."""
@@ -138,9 +135,9 @@ class Leases:
         else:
             value = _pack(lease.holder, lease.token, time.time() + lease.ttl_s, lease.ttl_s)
             ok = lease.revision > 0 and await self.meta.txn(
-                Txn(compares={_key(lease.name): lease.revision}, puts={_key(lease.name): value}))
+                Txn(compares={lease_key(lease.name): lease.revision}, puts={lease_key(lease.name): value}))
             if ok:
-                after = await self.meta.get(_key(lease.name))
+                after = await self.meta.get(lease_key(lease.name))
                 ok = after is not None and after.value == value
                 lease.revision = after.revision if ok and after is not None else 0
         if ok:
@@ -152,18 +149,18 @@ class Leases:
         if self._native:
             await self.meta.release(lease.name, lease.holder)  # type: ignore[attr-defined]
         elif lease.revision:
-            item = await self.meta.get(_key(lease.name))
+            item = await self.meta.get(lease_key(lease.name))
             if item is not None and item.revision == lease.revision:
                 await self._expire(lease.name, item.revision, item.value)
 
     async def holder(self, name: str) -> LeaseInfo | None:
         """The live holder of `name`, or None."""
-        item = await self.meta.get(_key(name))
+        item = await self.meta.get(lease_key(name))
         return self._info(item.key, item.value, item.revision) if item is not None else None
 
     async def list(self) -> list[LeaseInfo]:
         """Every live lease (expired SQLite records are left out)."""
-        items = await self.meta.range(LEASE_PREFIX, b"L0", limit=1000)
+        items = await self.meta.range(*space(LEASE), limit=1000)
         out = [self._info(i.key, i.value, i.revision) for i in items]
         return [x for x in out if x is not None]
 
@@ -171,7 +168,7 @@ class Leases:
         rec = _unpack(raw)
         if not rec or "holder" not in rec:
             return None
-        name = key[len(LEASE_PREFIX):].decode(errors="replace")
+        name = unpack_key(key)[1]
         if self._native:
             return LeaseInfo(name, str(rec["holder"]), revision, 0.0)
         expires = float(rec.get("expires", 0))

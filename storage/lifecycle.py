@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from storage.archive import CLASS_RANK, ArchiveService, round_up_to_day
 from storage.errors import NotFound, StorageError
-from storage.metadata import MetadataStore, prefix_end
-from storage.records import Bucket, ObjectVersion, object_prefix, version_prefix
+from storage.keyspace import BUCKET, next_key, object_prefix, space, span, version_prefix
+from storage.metadata import MetadataStore
+from storage.records import Bucket, ObjectVersion
 
 if TYPE_CHECKING:
     from storage.multipart import MultipartService
@@ -166,9 +167,9 @@ class LifecycleEngine:
     async def run_once(self, now: float | None = None) -> LifecycleReport:
         now = time.time() if now is None else now
         rep = LifecycleReport()
-        start = b"B/"
+        start, end = space(BUCKET)
         while True:
-            items = await self._meta.range(start, b"B0", limit=PAGE)
+            items = await self._meta.range(start, end, limit=PAGE)
             for item in items:
                 b = Bucket.decode(item.value)
                 rules = b.config.get("lifecycle")
@@ -180,7 +181,7 @@ class LifecycleEngine:
                         continue
             if len(items) < PAGE:
                 return rep
-            start = items[-1].key + b"\x00"
+            start = next_key(items[-1].key)
 
     async def _bucket(self, b: Bucket, rules: list[dict[str, Any]], now: float,
                       rep: LifecycleReport) -> None:
@@ -194,7 +195,7 @@ class LifecycleEngine:
     async def _current_only(self, b: Bucket, rules: list[dict[str, Any]], now: float,
                             rep: LifecycleReport) -> None:
         base = object_prefix(b.name)
-        start, end = base, prefix_end(base)
+        start, end = span(base)
         while True:
             items = await self._meta.range(start, end, limit=PAGE)
             for item in items:
@@ -204,13 +205,13 @@ class LifecycleEngine:
                     await self._apply(b, v, act, rep, current=True)
             if len(items) < PAGE:
                 return
-            start = items[-1].key + b"\x00"
+            start = next_key(items[-1].key)
 
     async def _versioned(self, b: Bucket, rules: list[dict[str, Any]], now: float,
                          rep: LifecycleReport) -> None:
         """Walk V/ key by key (newest first); versions only in O/ ("null") count too."""
         base = version_prefix(b.name)
-        start, end = base, prefix_end(base)
+        start, end = span(base)
         group: list[ObjectVersion] = []
         while True:
             items = await self._meta.range(start, end, limit=PAGE)
@@ -222,24 +223,23 @@ class LifecycleEngine:
                 group.append(v)
             if len(items) < PAGE:
                 break
-            start = items[-1].key + b"\x00"
+            start = next_key(items[-1].key)
         if group:
             await self._key_versions(b, rules, group, now, rep)
         # objects written before versioning was enabled have only their O/ record
         obase = object_prefix(b.name)
-        start, end = obase, prefix_end(obase)
+        start, end = span(obase)
         while True:
             items = await self._meta.range(start, end, limit=PAGE)
             for item in items:
                 v = ObjectVersion.decode(item.value)
-                vp = version_prefix(b.name, v.key)
-                if not await self._meta.range(vp, prefix_end(vp), limit=1):
+                if not await self._meta.range(*span(version_prefix(b.name, v.key)), limit=1):
                     act = current_action(rules, v, now, self.day_s, only_version=True)
                     if act is not None:
                         await self._apply(b, v, act, rep, current=True)
             if len(items) < PAGE:
                 return
-            start = items[-1].key + b"\x00"
+            start = next_key(items[-1].key)
 
     async def _key_versions(self, b: Bucket, rules: list[dict[str, Any]],
                             versions: list[ObjectVersion], now: float,

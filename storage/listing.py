@@ -7,8 +7,18 @@ same however large the bucket; a delimiter's common prefix is skipped over in on
 from __future__ import annotations
 
 from storage.buckets import BucketService
-from storage.metadata import MetadataStore, prefix_end
-from storage.records import SEP, ObjectVersion, object_prefix, version_prefix
+from storage.keyspace import (
+    next_key,
+    object_key,
+    object_prefix,
+    past_text,
+    span,
+    text_span,
+    unpack,
+    version_prefix,
+)
+from storage.metadata import MetadataStore
+from storage.records import ObjectVersion
 
 NULL_VERSION = "null"
 
@@ -29,18 +39,16 @@ class Listing:
         """
         await self.buckets.get(tenant, bucket)
         base = object_prefix(bucket)
-        end = prefix_end(base + prefix.encode()) if prefix else prefix_end(base)
-        start = base + prefix.encode()
+        start, end = text_span(base, prefix)
         if start_after:
-            start = max(start, base + start_after.encode() + b"\x00")
+            start = max(start, next_key(object_key(bucket, start_after)))
             pos = start_after.find(delimiter, len(prefix)) if delimiter else -1
             if pos >= 0 and start_after.startswith(prefix):
                 # a marker or token inside a common prefix: that prefix was already returned
-                start = max(start, prefix_end(base + start_after[: pos + len(delimiter)].encode()))
+                start = max(start, past_text(base, start_after[: pos + len(delimiter)]))
         objs: list[ObjectVersion] = []
         prefixes: list[str] = []
         last = ""
-        delim = delimiter.encode()
         while len(objs) + len(prefixes) < max_keys:
             batch = await self._meta.range(start, end, limit=min(1000, max_keys * 2 + 1))
             if not batch:
@@ -48,17 +56,17 @@ class Listing:
             for item in batch:
                 if len(objs) + len(prefixes) >= max_keys:
                     return objs, prefixes, True, last
-                kbytes = item.key[len(base):]
-                if delim:
-                    pos = kbytes.find(delim, len(prefix.encode()))
+                if delimiter:
+                    key = unpack(item.key)[2]
+                    pos = key.find(delimiter, len(prefix))
                     if pos >= 0:
-                        cp = kbytes[: pos + len(delim)]
-                        prefixes.append(cp.decode("utf-8", "surrogateescape"))
-                        last = prefixes[-1]
-                        start = prefix_end(base + cp)
+                        cp = key[: pos + len(delimiter)]
+                        prefixes.append(cp)
+                        last = cp
+                        start = past_text(base, cp)
                         break
                 v = ObjectVersion.decode(item.value)
-                start = item.key + b"\x00"
+                start = next_key(item.key)
                 last = v.key
                 if not v.delete_marker:
                     objs.append(v)
@@ -76,12 +84,10 @@ class Listing:
         if not b.versioning:
             objs, _, more, _ = await self.list(tenant, bucket, prefix, "", key_marker, max_keys)
             return objs, more
-        base = version_prefix(bucket)
-        start = base + prefix.encode()
-        end = prefix_end(start) if prefix else prefix_end(base)
+        start, end = text_span(version_prefix(bucket), prefix)
         skipping = bool(version_marker)
         if key_marker:
-            start = max(start, base + key_marker.encode() + SEP)
+            start = max(start, version_prefix(bucket, key_marker))
         limit = max_keys + 1 + (1000 if skipping else 0)
         items = await self._meta.range(start, end, limit=limit)
         found: list[ObjectVersion] = []
@@ -107,11 +113,9 @@ class Listing:
                                  ) -> tuple[list[ObjectVersion], bool]:
         """Add the "null" versions written before versioning was enabled (they are only
         in their current record until a newer version moves them to the history)."""
-        base = object_prefix(bucket)
-        start = base + prefix.encode()
+        start, end = text_span(object_prefix(bucket), prefix)
         if key_marker:
-            start = max(start, base + key_marker.encode() + SEP)
-        end = prefix_end(base + prefix.encode()) if prefix else prefix_end(base)
+            start = max(start, next_key(object_key(bucket, key_marker)))
         limit = max_keys + 1
         items = await self._meta.range(start, end, limit=limit)
         extra = []
@@ -119,8 +123,7 @@ class Listing:
             v = ObjectVersion.decode(item.value)
             if v.version_id != NULL_VERSION:
                 continue
-            vp = version_prefix(bucket, v.key)
-            if not await self._meta.range(vp, prefix_end(vp), limit=1):
+            if not await self._meta.range(*span(version_prefix(bucket, v.key)), limit=1):
                 extra.append(v)
         if not extra:
             return found, more
@@ -131,7 +134,7 @@ class Listing:
             last_o = ObjectVersion.decode(items[-1].value).key
             bound = last_o if bound is None else min(bound, last_o)
             more = True
-        merged = sorted(found + extra, key=lambda x: x.key.encode("utf-8", "surrogateescape"))
+        merged = sorted(found + extra, key=lambda x: x.key.encode("utf-8"))
         if bound is not None:
             merged = [x for x in merged if x.key <= bound]
         return merged, more

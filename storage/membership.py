@@ -21,19 +21,16 @@ from dataclasses import dataclass
 from storage.config import NODE_ROLES, Config, NodeSpec
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.health import HealthTracker
-from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.keyspace import MEMBER, member_key, space
+from storage.keyspace import unpack as unpack_key
+from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
 
 ACTIVE, DRAINING, REMOVED = "active", "draining", "removed"
 STATES = (ACTIVE, DRAINING, REMOVED)
-PREFIX = b"M/"
 REFRESH_S = 2.0
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 log = logging.getLogger("tessera.membership")
-
-
-def member_key(node_id: str) -> bytes:
-    return PREFIX + node_id.encode()
 
 
 @dataclass(frozen=True)
@@ -54,8 +51,8 @@ class Member:
 
 async def load_members(meta: MetadataStore, cfg: Config) -> list[Member]:
     """The config's nodes merged with the `M/` overlay, removed nodes included."""
-    records = {it.key[len(PREFIX):].decode(): unpack(it.value)
-               for it in await meta.range(PREFIX, prefix_end(PREFIX), limit=10000)}
+    records = {unpack_key(it.key)[1]: unpack(it.value)
+               for it in await meta.range(*space(MEMBER), limit=10000)}
     out: list[Member] = []
     for n in cfg.nodes:
         r = records.pop(n.id, {})

@@ -29,17 +29,25 @@ from typing import Any
 
 from awscrt import checksums as crt
 
+from storage.conditions import WriteConditions
 from storage.crypto import keys
 from storage.errors import InvalidInput, NotFound, StaleRecord
-from storage.metadata import MetadataStore, Txn, prefix_end
-from storage.objects import (
-    NULL_VERSION,
-    ObjectAttributes,
-    ObjectService,
-    new_version_id,
+from storage.keyspace import (
+    gc_key,
+    next_key,
+    part_key,
+    part_prefix,
+    past_text,
+    span,
     stripe_index_key,
+    text_span,
+    unpack,
+    upload_key,
+    upload_prefix,
 )
-from storage.records import SEP, ObjectVersion, PartLayout, Record, gc_key, pack
+from storage.metadata import MetadataStore, Txn
+from storage.objects import NULL_VERSION, ObjectAttributes, ObjectService, new_version_id
+from storage.records import ObjectVersion, PartLayout, Record, pack
 from storage.tenants import TenantService
 
 PART_NUMBER_MAX = 10000
@@ -150,21 +158,6 @@ class ListedPart:
     etag: str
     checksums: dict[str, str] = field(default_factory=dict)
 
-
-def upload_prefix(bucket: str) -> bytes:
-    return b"U/" + bucket.encode() + SEP
-
-
-def upload_key(bucket: str, key: str, upload_id: str) -> bytes:
-    return upload_prefix(bucket) + key.encode("utf-8", "surrogateescape") + SEP + upload_id.encode()
-
-
-def part_prefix(upload_id: str) -> bytes:
-    return b"P/" + upload_id.encode() + b"/"
-
-
-def part_key(upload_id: str, number: int) -> bytes:
-    return part_prefix(upload_id) + f"{number:05d}".encode()
 
 
 def new_upload_id() -> str:
@@ -343,33 +336,35 @@ class MultipartService:
 
     async def iter_parts(self, upload_id: str, after: int = 0) -> AsyncIterator[Part]:
         """Every part record in part-number order, read in batches (bounded memory)."""
-        base = part_prefix(upload_id)
-        start = part_key(upload_id, after) + b"\x00" if after else base
-        end = prefix_end(base)
+        start, end = span(part_prefix(upload_id))
+        if after:
+            start = next_key(part_key(upload_id, after))
         while True:
             batch = await self._meta.range(start, end, limit=BATCH)
             for item in batch:
                 yield Part.decode(item.value)
             if len(batch) < BATCH:
                 return
-            start = batch[-1].key + b"\x00"
+            start = next_key(batch[-1].key)
 
     async def list_parts(self, tenant: str, bucket: str, key: str, upload_id: str,
                          marker: int = 0, max_parts: int = 1000,
                          ) -> tuple[Upload, list[Part], bool]:
         """One page of parts after `marker`: (upload, parts, truncated)."""
         up, _ = await self.get(tenant, bucket, key, upload_id)
-        start = part_key(upload_id, marker) + b"\x00" if marker else part_prefix(upload_id)
-        items = await self._meta.range(start, prefix_end(part_prefix(upload_id)),
-                                       limit=max_parts + 1)
+        start, end = span(part_prefix(upload_id))
+        if marker:
+            start = next_key(part_key(upload_id, marker))
+        items = await self._meta.range(start, end, limit=max_parts + 1)
         parts = [Part.decode(i.value) for i in items[:max_parts]]
         return up, parts, len(items) > max_parts
 
     # complete / abort ----------------------------------------------------------------------
 
     async def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
-                       listed: Sequence[ListedPart], if_none_match: bool = False,
-                       if_match: str | None = None, expected: dict[str, str] | None = None,
+                       listed: Sequence[ListedPart],
+                       conditions: WriteConditions | None = None,
+                       expected: dict[str, str] | None = None,
                        ) -> ObjectVersion:
         """Make the listed parts one object version; unlisted parts are retired.
 
@@ -383,8 +378,7 @@ class MultipartService:
             v, extra = await self._assemble(up, listed, expected or {})
             extra.compares[upload_key(bucket, key, upload_id)] = rev
             try:
-                await self._objects.commit(v, if_none_match=if_none_match, if_match=if_match,
-                                           extra=extra)
+                await self._objects.commit(v, conditions, extra=extra)
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
             return v
@@ -454,6 +448,23 @@ class MultipartService:
                                         deletes=tuple(deletes))):
                 return
 
+    async def abort_all(self, tenant: str, bucket: str) -> int:
+        """Abort every upload in progress in a bucket (DeleteBucket does, as S3 does)."""
+        await self._objects.buckets.get(tenant, bucket)
+        base = upload_prefix(bucket)
+        aborted = 0
+        while True:
+            batch = await self._meta.range(*span(base), limit=BATCH)
+            if not batch:
+                return aborted
+            for item in batch:
+                up = Upload.decode(item.value)
+                try:
+                    await self.abort(up.tenant, bucket, up.key, up.upload_id)
+                except UploadNotFound:
+                    pass  # completed or aborted meanwhile
+                aborted += 1
+
     # listing -------------------------------------------------------------------------------
 
     async def list_uploads(self, tenant: str, bucket: str, prefix: str = "",
@@ -463,21 +474,17 @@ class MultipartService:
         """One page of uploads in progress: (uploads, common prefixes, truncated)."""
         await self._objects.buckets.get(tenant, bucket)
         base = upload_prefix(bucket)
-        pfx = prefix.encode("utf-8", "surrogateescape")
-        start = base + pfx
-        end = prefix_end(start) if prefix else prefix_end(base)
+        start, end = text_span(base, prefix)
         if key_marker:
-            km = key_marker.encode("utf-8", "surrogateescape")
             if upload_id_marker:
-                after = base + km + SEP + upload_id_marker.encode() + b"\x00"
+                first = next_key(upload_key(bucket, key_marker, upload_id_marker))
             elif delimiter and key_marker.endswith(delimiter):
-                after = prefix_end(base + km)
+                first = past_text(base, key_marker)
             else:
-                after = base + km + b"\x01"
-            start = max(start, after)
+                first = span(upload_prefix(bucket, key_marker))[1]
+            start = max(start, first)
         uploads: list[Upload] = []
         prefixes: list[str] = []
-        delim = delimiter.encode("utf-8", "surrogateescape")
         while True:
             batch = await self._meta.range(start, end, limit=BATCH)
             if not batch:
@@ -485,17 +492,16 @@ class MultipartService:
             for item in batch:
                 if len(uploads) + len(prefixes) >= max_uploads:
                     return uploads, prefixes, True
-                rest = item.key[len(base):]
-                kbytes = rest[: rest.rfind(SEP)]
-                if delim:
-                    pos = kbytes.find(delim, len(pfx))
+                if delimiter:
+                    key = unpack(item.key)[2]
+                    pos = key.find(delimiter, len(prefix))
                     if pos >= 0:
-                        cp = kbytes[: pos + len(delim)]
-                        prefixes.append(cp.decode("utf-8", "surrogateescape"))
-                        start = prefix_end(base + cp)
+                        cp = key[: pos + len(delimiter)]
+                        prefixes.append(cp)
+                        start = past_text(base, cp)
                         break
                 up = Upload.decode(item.value)
-                start = item.key + b"\x00"
+                start = next_key(item.key)
                 if up.tenant == tenant:
                     uploads.append(up)
             else:

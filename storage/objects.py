@@ -16,26 +16,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from storage.buckets import BucketService
+from storage.conditions import DeleteConditions, WriteConditions
 from storage.config import Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
-from storage.listing import NULL_VERSION, Listing
-from storage.metadata import MetadataStore, Txn, prefix_end
-from storage.pipeline import StripeCodec
-from storage.placement import zone_safe
-from storage.records import (
-    ObjectVersion,
-    PartLayout,
+from storage.keyspace import (
     gc_key,
     object_key,
-    pack,
     repair_key,
+    span,
+    stripe_index_key,
+    urgent_repair_key,
     version_key,
     version_prefix,
 )
+from storage.listing import NULL_VERSION, Listing
+from storage.metadata import MetadataStore, Txn
+from storage.pipeline import StripeCodec
+from storage.placement import zone_safe
+from storage.records import ObjectVersion, PartLayout, pack
 from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.tenants import TenantService
@@ -52,10 +54,6 @@ def new_version_id() -> str:
 def version_sort(ts_ns: int, version_id: str) -> str:
     """Sort key putting the newest version first."""
     return f"{(1 << 64) - ts_ns:020d}.{version_id}"
-
-
-def stripe_index_key(stripe_id: bytes) -> bytes:
-    return b"X/" + stripe_id.hex().encode()
 
 
 @dataclass
@@ -75,8 +73,7 @@ class ObjectAttributes:
 class PutOptions(ObjectAttributes):
     size_hint: int | None = None
     digests: Sequence[object] = ()
-    if_none_match: bool = False
-    if_match: str | None = None
+    conditions: WriteConditions | None = None
 
 
 @dataclass
@@ -174,7 +171,7 @@ class ObjectService:
         try:
             if finalize is not None:
                 await finalize(v)
-            await self.commit(v, if_none_match=opts.if_none_match, if_match=opts.if_match)
+            await self.commit(v, opts.conditions)
         except BaseException:
             await self.discard_parts(v.parts)
             raise
@@ -233,25 +230,24 @@ class ObjectService:
                                  pack({"bucket": v.bucket, "key": v.key, "reason": "write"}))
         return part
 
-    async def commit(self, v: ObjectVersion, if_none_match: bool = False,
-                     if_match: str | None = None, extra: Txn | None = None) -> None:
+    async def commit(self, v: ObjectVersion, conditions: WriteConditions | None = None,
+                     extra: Txn | None = None) -> None:
         """Atomically make `v` current, retiring what it replaces (compare-and-swap loop).
 
-        `extra` is applied in the same transaction (a multipart upload's records); if one
-        of its compared records changed, `StaleRecord` is raised instead of retrying.
+        `conditions` (If-Match / If-None-Match) are checked against the record the
+        transaction compares, so they hold atomically. `extra` is applied in the same
+        transaction (a multipart upload's records); if one of its compared records changed,
+        `StaleRecord` is raised instead of retrying.
         """
-        from storage.errors import Conflict, StaleRecord
+        from storage.errors import StaleRecord
 
         okey = object_key(v.bucket, v.key)
         while True:
             b = await self.buckets.get(v.tenant, v.bucket)
             cur = await self._meta.get(okey)
             cur_v = ObjectVersion.decode(cur.value) if cur else None
-            live = cur_v is not None and not cur_v.delete_marker
-            if if_none_match and live:
-                raise Conflict("precondition: object exists")
-            if if_match is not None and (not live or cur_v is None or cur_v.etag != if_match):
-                raise Conflict("precondition: etag does not match")
+            if conditions is not None:
+                conditions.check(v.bucket, v.key, cur_v)
             puts = {okey: v.encode()}
             deletes: list[bytes] = []
             compares = {okey: cur.revision if cur else 0}
@@ -330,8 +326,7 @@ class ObjectService:
     # read ----------------------------------------------------------------------------------
 
     async def _versions_raw(self, bucket: str, key: str) -> list:
-        p = version_prefix(bucket, key)
-        return await self._meta.range(p, prefix_end(p), limit=100000)
+        return await self._meta.range(*span(version_prefix(bucket, key)), limit=100000)
 
     async def head(self, tenant: str, bucket: str, key: str,
                    version_id: str | None = None) -> ObjectVersion:
@@ -438,15 +433,25 @@ class ObjectService:
     def _report_damage(self, stripe_id: bytes, index: int, reason: str) -> None:
         import asyncio
 
-        asyncio.get_running_loop().create_task(self._meta.put(
-            repair_key(stripe_id), pack({"index": index, "reason": reason[:200]})))
+        asyncio.get_running_loop().create_task(self._meta.put(  # one shard fewer: urgent
+            urgent_repair_key(stripe_id), pack({"index": index, "reason": reason[:200]})))
 
     # delete --------------------------------------------------------------------------------
 
     async def delete(self, tenant: str, bucket: str, key: str,
-                     version_id: str | None = None) -> DeleteResult:
+                     version_id: str | None = None,
+                     conditions: DeleteConditions | None = None,
+                     protect: Callable[[ObjectVersion], None] | None = None,
+                     ) -> DeleteResult:
+        """Delete the current object (a delete marker when versioned) or one version.
+
+        `conditions` are checked against the target (the current record, or the named
+        version) inside the compare-and-swap loop; a missing target is a no-op. `protect`
+        is called with a version about to be removed for good and may raise (Object Lock).
+        """
         b = await self.buckets.get(tenant, bucket)
         okey = object_key(bucket, key)
+        cond = conditions or DeleteConditions()
         while True:
             cur = await self._meta.get(okey)
             cur_v = ObjectVersion.decode(cur.value) if cur else None
@@ -456,17 +461,24 @@ class ObjectService:
             retired: list[ObjectVersion] = []
             result = DeleteResult(version_id=None, delete_marker=False)
             if not b.versioning:
-                if cur_v is None:
+                if cur_v is None or not cond.applies(cur_v):
                     return result
+                if protect is not None:
+                    protect(cur_v)
                 deletes.append(okey)
                 retired.append(cur_v)
             elif version_id is None:
+                if not cond.applies(cur_v):
+                    return result
                 marker_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
                 marker = ObjectVersion(bucket=bucket, key=key, version_id=marker_id,
                                        tenant=tenant, size=0, etag="",
                                        last_modified=time.time(), delete_marker=True)
                 await self._replace_null(marker, cur_v, marker_id == NULL_VERSION, puts,
                                          deletes, compares, retired)
+                if protect is not None:
+                    for r in retired:
+                        protect(r)
                 puts[okey] = marker.encode()
                 puts[version_key(bucket, key, version_sort(time.time_ns(), marker_id))] = (
                     marker.encode())
@@ -481,14 +493,23 @@ class ObjectService:
                         target = (item, ver)
                     else:
                         rest.append((item, ver))
+                gone = DeleteResult(version_id=version_id, delete_marker=False)
                 if target is None:
                     if cur_v is not None and cur_v.version_id == version_id:
+                        if not cond.applies(cur_v):
+                            return gone
+                        if protect is not None:
+                            protect(cur_v)
                         deletes.append(okey)
                         retired.append(cur_v)
                     else:
-                        return DeleteResult(version_id=version_id, delete_marker=False)
+                        return gone
                 else:
                     item, ver = target
+                    if not cond.applies(ver):
+                        return gone
+                    if protect is not None:
+                        protect(ver)
                     deletes.append(item.key)
                     compares[item.key] = item.revision
                     retired.append(ver)

@@ -9,11 +9,14 @@ returns them still sealed): how an SSE-C object is re-coded without its customer
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import combinations
 
 from storage.crypto.aead import TAG_BYTES, SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec, block_size
+from storage.errors import IntegrityError
 from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader, pack_frame
 
 
@@ -83,3 +86,59 @@ class StripeCodec:
         if self.cipher is None:
             return sealed
         return self.cipher.open(index, sealed, segment_aad(self.identity, self.part, index, last))
+
+    def authenticate(self, index: int, last: bool, plain_len: int,
+                     blocks: Mapping[int, bytes]) -> tuple[bytes, list[int]]:
+        """Open one segment although some blocks may lie (valid checksums, wrong bytes).
+
+        Tries the k-subsets of `blocks` in order (15 for 4+2) until one decodes to a segment
+        whose GCM tag verifies, then re-encodes it: the blocks that differ from that
+        authenticated codeword are the liars. Returns (plaintext, liar indexes); raises
+        IntegrityError when no subset authenticates (more liars than spare blocks).
+        """
+        assert self.cipher is not None, "a codec without a cipher cannot authenticate"
+        aad = segment_aad(self.identity, self.part, index, last)
+        for subset in combinations(sorted(blocks), self.codec.k):
+            sealed = self.codec.decode({i: blocks[i] for i in subset}, plain_len + TAG_BYTES)
+            try:
+                plain = self.cipher.open(index, sealed, aad)
+            except IntegrityError:
+                continue
+            return plain, self._disagreeing(sealed, blocks)
+        raise IntegrityError(f"segment {index} failed authentication with every "
+                             f"{self.codec.k} of the {len(blocks)} shards read")
+
+    def audit(self, index: int, last: bool, plain_len: int,
+              blocks: Mapping[int, bytes]) -> list[int]:
+        """The indexes of `blocks` (ideally all k+m) that disagree with the segment.
+
+        With a cipher the reference is the authenticated segment (`authenticate`). Without
+        one (SSE-C data, whose key the cluster does not keep) it is the codeword that at
+        least k+1 blocks agree on; IntegrityError when no codeword has that support.
+        """
+        k = self.codec.k
+        if self.cipher is not None:
+            first = {i: blocks[i] for i in sorted(blocks)[:k]}
+            sealed = self.codec.decode(first, plain_len + TAG_BYTES)
+            try:
+                self.cipher.open(index, sealed, segment_aad(self.identity, self.part, index,
+                                                           last))
+            except IntegrityError:
+                return self.authenticate(index, last, plain_len, blocks)[1]
+            return self._disagreeing(sealed, blocks)
+        best: list[int] | None = None
+        for subset in combinations(sorted(blocks), k):
+            sealed = self.codec.decode({i: blocks[i] for i in subset}, plain_len + TAG_BYTES)
+            wrong = self._disagreeing(sealed, blocks)
+            if not wrong:
+                return []
+            if len(blocks) - len(wrong) > k and (best is None or len(wrong) < len(best)):
+                best = wrong
+        if best is None:
+            raise IntegrityError(f"segment {index}: no codeword is supported by more than "
+                                 f"{k} of the {len(blocks)} shards")
+        return best
+
+    def _disagreeing(self, sealed: bytes, blocks: Mapping[int, bytes]) -> list[int]:
+        full = self.codec.encode(sealed)
+        return sorted(i for i, b in blocks.items() if full[i] != b)

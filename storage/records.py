@@ -1,19 +1,7 @@
-"""Metadata records and the key layout they live under (see docs/ARCHITECTURE.md).
+"""Metadata records (see docs/ARCHITECTURE.md); the keys they live under are built only by
+`storage.keyspace`.
 
 Every record is a msgpack map with a format version `fv`; `decode` upgrades old versions.
-Key prefixes (bytes; bucket and object names are separated by NUL, which S3 names never hold):
-
-    B/<bucket>                       bucket record
-    TB/<tenant>/<bucket>             bucket index per tenant (ListBuckets)
-    O/<bucket>\0<key>                current version of an object (its full manifest)
-    V/<bucket>\0<key>\0<vsort>       every version, newest first (versioned buckets)
-    U/<bucket>\0<key>\0<upload id>   multipart upload in progress
-    P/<upload id>/<part number:05>   an uploaded part
-    T/<tenant>                       tenant record with its wrapped KEK versions
-    K/<access key id>                access key (secret wrapped by the root key)
-    R/<stripe id hex>                repair queue entry
-    G/<time>/<stripe id hex>         garbage-collection queue entry (shards to delete)
-    L/<name>                         lease of a background worker
 """
 
 from __future__ import annotations
@@ -25,7 +13,6 @@ from typing import Any, TypeVar
 import msgpack
 
 FORMAT_VERSION = 1
-SEP = b"\x00"
 
 R = TypeVar("R", bound="Record")
 
@@ -143,46 +130,6 @@ class AccessKey(Record):
     role: str = "tenant"  # tenant | admin
     state: str = "active"
 
-
-def bucket_key(bucket: str) -> bytes:
-    return b"B/" + bucket.encode()
-
-
-def tenant_bucket_key(tenant: str, bucket: str) -> bytes:
-    return b"TB/" + tenant.encode() + b"/" + bucket.encode()
-
-
-def object_prefix(bucket: str) -> bytes:
-    return b"O/" + bucket.encode() + SEP
-
-
-def object_key(bucket: str, key: str) -> bytes:
-    return object_prefix(bucket) + key.encode("utf-8", "surrogateescape")
-
-
-def version_prefix(bucket: str, key: str | None = None) -> bytes:
-    p = b"V/" + bucket.encode() + SEP
-    return p if key is None else p + key.encode("utf-8", "surrogateescape") + SEP
-
-
-def version_key(bucket: str, key: str, vsort: str) -> bytes:
-    return version_prefix(bucket, key) + vsort.encode()
-
-
-def tenant_key(tenant: str) -> bytes:
-    return b"T/" + tenant.encode()
-
-
-def access_key_key(access_key: str) -> bytes:
-    return b"K/" + access_key.encode()
-
-
-def repair_key(stripe_id: bytes) -> bytes:
-    return b"R/" + stripe_id.hex().encode()
-
-
-def gc_key(ts_ns: int, stripe_id: bytes) -> bytes:
-    return b"G/" + f"{ts_ns:020d}/".encode() + stripe_id.hex().encode()
 
 
 def pack(d: dict[str, Any]) -> bytes:

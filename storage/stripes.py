@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from storage.config import Config, NodeSpec, Profile
 from storage.errors import DataUnavailable, IntegrityError, QuorumNotReached, StorageError
 from storage.health import HealthTracker
+from storage.lying import LyingShards
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.placement import place_for_write
 from storage.shards.client import SMALL_SHARD_BYTES, NodeClient
@@ -151,8 +152,10 @@ class _ShardStream:
 
 class StripeStore:
     def __init__(self, cfg: Config, client: NodeClient, health: HealthTracker,
-                 cpu: Executor, hashing: Executor, stall_s: float = 20.0) -> None:
+                 cpu: Executor, hashing: Executor, stall_s: float = 20.0,
+                 lies: LyingShards | None = None) -> None:
         self._cfg = cfg
+        self.lies = lies or LyingShards(None, client)  # where lying shards are reported
         self._client = client
         self._health = health
         self._cpu = cpu
@@ -294,13 +297,18 @@ class StripeStore:
                    first: int, last: int, on_damage: DamageReport | None = None,
                    ) -> AsyncIterator[bytes]:
         """Yield the plaintext of segments [first, last] of a stripe of `size` bytes (the
-        sealed segments for a codec without a cipher)."""
+        sealed segments for a codec without a cipher).
+
+        A segment whose GCM tag fails is recovered from other shards (`_recover`) and the
+        shards that lied are reported and left out of the rest of the read.
+        """
         loop = asyncio.get_running_loop()
         by_id = self._nodes_by_id()
         nsegs = segment_count(size, codec.segment_size)
         placed = [(i, by_id[n]) for i, n in enumerate(nodes) if n is not None and n in by_id]
         usable = [p for p in placed if self._health.is_usable(p[1].id)]
         sources = usable + [p for p in placed if p not in usable]  # down ones last
+        liars: set[int] = set()
 
         def failed(index: int, node: NodeSpec, exc: StorageError) -> None:
             if not isinstance(exc, IntegrityError) and getattr(exc, "status", None) not in (
@@ -309,21 +317,61 @@ class StripeStore:
             if on_damage:
                 on_damage(codec.stripe_id, index, str(exc))
 
-        if shard_file_bytes(size, codec.segment_size, codec.codec.k) <= SMALL_SHARD_BYTES:
+        small = shard_file_bytes(size, codec.segment_size, codec.codec.k) <= SMALL_SHARD_BYTES
+        if small:
             blocks_of = read_small_blocks(self._client, codec.headers(), sources, codec.codec.k,
                                           first, last, failed)
-            async with contextlib.aclosing(blocks_of):
-                async for seg, blocks in blocks_of:
-                    plen = segment_length(size, codec.segment_size, seg)
-                    yield codec.decode(seg, seg == nsegs - 1, plen, blocks)  # small: inline
-            return
+        else:
+            blocks_of = read_blocks(self._client, codec.headers(), sources, codec.codec.k,
+                                    first, last, failed, liars)
         # aclosing: a reader that stops early (a client hung up) cancels the shard streams now
-        async with contextlib.aclosing(read_blocks(self._client, codec.headers(), sources,
-                                                   codec.codec.k, first, last, failed)) as it:
-            async for seg, blocks in it:
+        async with contextlib.aclosing(blocks_of):
+            async for seg, blocks in blocks_of:
                 plen = segment_length(size, codec.segment_size, seg)
-                yield await loop.run_in_executor(self._cpu, codec.decode, seg,
-                                                 seg == nsegs - 1, plen, blocks)
+                end = seg == nsegs - 1
+                try:
+                    if small:  # a thread hop costs more than decoding a few KiB
+                        plain = codec.decode(seg, end, plen, blocks)
+                    else:
+                        plain = await loop.run_in_executor(self._cpu, codec.decode, seg, end,
+                                                           plen, blocks)
+                except IntegrityError:
+                    if codec.cipher is None:
+                        raise
+                    plain = await self._recover(codec, sources, seg, end, plen, blocks, liars,
+                                                small)
+                yield plain
+
+    async def _recover(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                       seg: int, last: bool, plen: int, blocks: dict[int, bytes],
+                       liars: set[int], small: bool) -> bytes:
+        """One segment whose tag failed: read its block from every other shard, find k that
+        authenticate (on the thread pool: up to C(k+m, k) decodes), report the liars."""
+        headers = codec.headers()
+
+        async def fetch(i: int, node: NodeSpec) -> bytes | None:
+            sid = shard_id(codec.stripe_id, i)
+            try:
+                if small:
+                    frames = await self._client.read_small(node, sid, headers[i], seg, 1)
+                else:
+                    frames = [f async for f in self._client.read_frames(node, sid, headers[i],
+                                                                        seg, 1)]
+            except StorageError:
+                return None
+            return frames[0][1] if frames else None
+
+        extra = [(i, n) for i, n in sources if i not in blocks]
+        got = await asyncio.gather(*(fetch(i, n) for i, n in extra))
+        every = dict(blocks)
+        every.update({i: b for (i, _), b in zip(extra, got, strict=True) if b is not None})
+        plain, lying = await asyncio.get_running_loop().run_in_executor(
+            self._cpu, codec.authenticate, seg, last, plen, every)
+        node_of = dict(sources)
+        for i in lying:
+            liars.add(i)
+            self.lies.report(codec.stripe_id, i, node_of[i], "read", seg)
+        return plain
 
     async def delete(self, stripe_id: bytes, nodes: Sequence[str | None]) -> list[str]:
         """Delete every shard of a stripe; returns the nodes that could not be reached."""
@@ -404,12 +452,15 @@ async def read_small_blocks(client: NodeClient, headers: Sequence[ShardHeader],
 async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
                       sources: Sequence[tuple[int, NodeSpec]], k: int, first: int, last: int,
                       failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
+                      exclude: set[int] | None = None,
                       ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
     """For each segment in [first, last], k verified blocks (index -> block).
 
     Sources (shard index, node) are read in order, k at a time, each as one streaming
     request; one that fails mid-stream is reported to `failed` and replaced by the next
-    source from the segment it stopped at. DataUnavailable when fewer than k can be read.
+    source from the segment it stopped at. Indexes the caller adds to `exclude` (shards
+    found lying) are dropped from the next segment on. DataUnavailable when fewer than k
+    can be read.
     """
     pool = list(sources)
     active: list[_ShardStream] = []
@@ -428,6 +479,11 @@ async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
         while len(active) < k and _open(first):
             pass
         for seg in range(first, last + 1):
+            if exclude:
+                for s in [s for s in active if s.index in exclude]:
+                    active.remove(s)
+                    await s.close()
+                pool = [p for p in pool if p[0] not in exclude]
             blocks: dict[int, bytes] = {}
             while len(blocks) < k:
                 pending = [s for s in active if s.index not in blocks]

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from storage.crypto import aead, keys, labels
 from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound
-from storage.metadata import MetadataStore, Txn, prefix_end
-from storage.records import AccessKey, Tenant, access_key_key, tenant_key
+from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
+from storage.metadata import MetadataStore, Txn
+from storage.records import AccessKey, Tenant
 
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
@@ -58,7 +59,7 @@ class TenantService:
         return Tenant.decode(item.value)
 
     async def list(self) -> list[Tenant]:
-        items = await self._meta.range(b"T/", prefix_end(b"T/"), limit=100000)
+        items = await self._meta.range(*space(TENANT), limit=100000)
         return [Tenant.decode(i.value) for i in items]
 
     async def kek(self, tenant: str, version: int | None = None) -> tuple[int, bytes]:
@@ -135,7 +136,7 @@ class TenantService:
 
     async def load(self) -> None:
         """Load (or create) the key that wraps access secrets."""
-        k = b"S/access-secret-kek"
+        k = system_key("access-secret-kek")
         aad = keys.pack_fields(labels.ROOT_WRAPS_SECRET_V1, [])
         item = await self._meta.get(k)
         if item is None:
@@ -166,7 +167,7 @@ class TenantService:
         return cred
 
     async def list_keys(self, tenant: str | None = None) -> list[AccessKey]:
-        items = await self._meta.range(b"K/", prefix_end(b"K/"), limit=100000)
+        items = await self._meta.range(*space(ACCESS_KEY), limit=100000)
         recs = [AccessKey.decode(i.value) for i in items]
         return [r for r in recs if tenant is None or r.tenant == tenant]
 

@@ -17,10 +17,17 @@ from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidInput, NotFound, QuorumNotReached, StorageError
+from storage.keyspace import (
+    extent_prefix,
+    gc_key,
+    repair_key,
+    stripe_index_key,
+    volume_key,
+    volume_lease_key,
+)
 from storage.metadata import Txn
-from storage.objects import stripe_index_key
 from storage.pipeline import StripeCodec, segment_count
-from storage.records import gc_key, pack, repair_key, unpack
+from storage.records import pack, unpack
 from storage.shards.ids import new_stripe_id
 from storage.volume_records import (
     WRITE_ATTEMPTS,
@@ -30,10 +37,7 @@ from storage.volume_records import (
     VolumeAttached,
     decode_pointer,
     extent_identity,
-    extent_prefix,
-    lease_key,
     scan_prefix,
-    volume_key,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +64,7 @@ class VolumeHandle:
     # lease ---------------------------------------------------------------------------------
 
     async def acquire(self) -> None:
-        k = lease_key(self.vol.id)
+        k = volume_lease_key(self.vol.id)
         while True:
             item = await self.svc.meta.get(k)
             cur = unpack(item.value) if item else None
@@ -79,7 +83,7 @@ class VolumeHandle:
         self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
 
     async def renew(self) -> None:
-        k = lease_key(self.vol.id)
+        k = volume_lease_key(self.vol.id)
         item = await self.svc.meta.get(k)
         cur = unpack(item.value) if item else None
         if item is None or cur is None or cur["token"] != self.token:
@@ -106,7 +110,7 @@ class VolumeHandle:
         if self._renewer:
             self._renewer.cancel()
             self._renewer = None
-            k = lease_key(self.vol.id)
+            k = volume_lease_key(self.vol.id)
             item = await self.svc.meta.get(k)
             if item and unpack(item.value)["token"] == self.token:
                 await self.svc.meta.txn(Txn(compares={k: item.revision}, deletes=(k,)))
@@ -260,7 +264,7 @@ class VolumeHandle:
                     puts[stripe_index_key(p.stripe)] = pack(
                         {"state": "live", "kind": "extent", "vx": p.key()})
             vk = volume_key(self.vol.tenant, self.vol.name)
-            lk = lease_key(self.vol.id)
+            lk = volume_lease_key(self.vol.id)
             ok = await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},
                                              puts=puts, deletes=tuple(deletes)))
             if ok:
@@ -273,7 +277,7 @@ class VolumeHandle:
 
     async def _resync(self) -> None:
         """A compare failed: re-read the lease (fenced?) and the volume record (snapshot?)."""
-        item = await self.svc.meta.get(lease_key(self.vol.id))
+        item = await self.svc.meta.get(volume_lease_key(self.vol.id))
         if item is None or unpack(item.value)["token"] != self.token:
             self.fenced = True
             raise Fenced(f"volume {self.vol.name!r}: attach lease was taken over (fenced)")

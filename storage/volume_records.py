@@ -15,7 +15,8 @@ from typing import Any
 
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
-from storage.metadata import Item, MetadataStore, prefix_end
+from storage.keyspace import extent_key, next_key, span
+from storage.metadata import Item, MetadataStore
 from storage.records import pack, unpack
 
 MiB = 1 << 20
@@ -100,36 +101,20 @@ class Pointer:
         return extent_key(self.vid, self.index, self.gen)
 
 
-def volume_key(tenant: str, name: str) -> bytes:
-    return b"VOL/" + tenant.encode() + b"/" + name.encode()
-
-
-def extent_prefix(vid: str, index: int | None = None) -> bytes:
-    p = b"VX/" + vid.encode() + b"/"
-    return p if index is None else p + f"{index:010d}/".encode()
-
-
-def extent_key(vid: str, index: int, gen: int) -> bytes:
-    return extent_prefix(vid, index) + f"{gen:010d}".encode()
-
-
-def lease_key(vid: str) -> bytes:
-    return b"VL/" + vid.encode()
-
 
 def extent_identity(tenant: str, p: Pointer) -> str:
     return keys.pack_fields(b"", ["volume", tenant, p.vid, p.index, p.gen, p.stripe]).hex()
 
 
 async def scan_prefix(meta: MetadataStore, prefix: bytes) -> AsyncIterator[Item]:
-    start, end = prefix, prefix_end(prefix)
+    start, end = span(prefix)
     while True:
         items = await meta.range(start, end, limit=1000)
         for it in items:
             yield it
         if len(items) < 1000:
             return
-        start = items[-1].key + b"\x00"
+        start = next_key(items[-1].key)
 
 
 def decode_pointer(raw: bytes) -> Pointer:

@@ -24,9 +24,17 @@ from typing import Any
 
 from storage.config import Config
 from storage.errors import Conflict, InvalidInput, NotFound
+from storage.keyspace import (
+    extent_prefix,
+    gc_key,
+    stripe_index_key,
+    volume_key,
+    volume_lease_key,
+    volume_prefix,
+)
+from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
-from storage.objects import stripe_index_key
-from storage.records import gc_key, pack, unpack
+from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.tenants import TenantService
 from storage.volume_io import VolumeHandle
@@ -40,11 +48,8 @@ from storage.volume_records import (
     Volume,
     VolumeAttached,
     decode_pointer,
-    extent_prefix,
-    lease_key,
     parse_size,
     scan_prefix,
-    volume_key,
 )
 
 __all__ = ["LEASE_TTL_S", "Fenced", "MiB", "Pointer", "Volume", "VolumeAttached",
@@ -100,8 +105,8 @@ class VolumeService:
         return vol
 
     async def list(self, tenant: str) -> list[Volume]:
-        p = b"VOL/" + tenant.encode() + b"/"
-        return [Volume.decode(i.value) async for i in scan_prefix(self.meta, p)]
+        return [Volume.decode(i.value)
+                async for i in scan_prefix(self.meta, volume_prefix(tenant))]
 
     async def resize(self, tenant: str, name: str, size: int) -> Volume:
         def grow(v: Volume) -> None:
@@ -112,7 +117,7 @@ class VolumeService:
         return await self._update(tenant, name, grow)
 
     async def lease(self, vid: str) -> dict[str, Any] | None:
-        item = await self.meta.get(lease_key(vid))
+        item = await self.meta.get(volume_lease_key(vid))
         return unpack(item.value) if item else None
 
     async def delete(self, tenant: str, name: str) -> None:
@@ -124,7 +129,7 @@ class VolumeService:
         if lease and lease["expires"] > time.time():
             raise VolumeAttached(f"volume {name!r} is attached by {lease['holder']}")
         if not await self.meta.txn(Txn(compares={item.key: item.revision},
-                                       deletes=(item.key, lease_key(vol.id)))):
+                                       deletes=(item.key, volume_lease_key(vol.id)))):
             raise Conflict(f"volume {name!r} changed while being deleted; retry")
         await self._retire_all(vol.id)
         if vol.base:
@@ -214,7 +219,7 @@ class VolumeService:
                 if not any(lo <= s < hi for s in snaps):
                     dead.append(it)
         async for it in scan_prefix(self.meta, extent_prefix(vol.id)):
-            if group and it.key.rsplit(b"/", 1)[0] != group[0].key.rsplit(b"/", 1)[0]:
+            if group and unpack_key(it.key)[:3] != unpack_key(group[0].key)[:3]:
                 judge(group)
                 group = []
             group.append(it)

@@ -163,7 +163,7 @@ class AdminApi:
         for k in await self.cluster.tenants.list_keys(t.name):
             if k.state == "active":
                 await self.cluster.tenants.revoke_key(k.access_key)
-        from storage.records import tenant_key
+        from storage.keyspace import tenant_key
 
         await self.cluster.meta.delete(tenant_key(t.name))
         return 200, {"name": t.name, "deleted": True}

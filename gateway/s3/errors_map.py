@@ -7,6 +7,7 @@ import logging
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import SigV4Error
 from storage import errors as se
+from storage.conditions import PreconditionFailed
 
 log = logging.getLogger("tessera.gateway")
 
@@ -41,6 +42,8 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
                        "this request; retry later.")
     if isinstance(exc, se.InvalidInput):
         return S3Error("InvalidArgument", str(exc))
+    if isinstance(exc, PreconditionFailed):
+        return S3Error("PreconditionFailed", Condition=exc.condition)
     if isinstance(exc, se.Conflict):
         return S3Error("PreconditionFailed", Condition="If-Match")
     log.exception("internal error on %s/%s", bucket, key, exc_info=exc)

@@ -9,6 +9,9 @@ parsers (CORS, lifecycle, encryption in `gateway.s3.config_xml`).
 
 from __future__ import annotations
 
+import email.utils
+from datetime import datetime
+from typing import NamedTuple
 from xml.etree import ElementTree as ET
 
 import defusedxml
@@ -27,6 +30,7 @@ from gateway.s3.xml import (
     TAG_KEY_CHARS_MAX,
     TAG_VALUE_CHARS_MAX,
 )
+from storage.conditions import DeleteConditions, etag_value
 
 
 def local_name(tag: str) -> str:
@@ -118,18 +122,48 @@ def parse_tagging(body: bytes, max_tags: int = OBJECT_TAGS_MAX) -> dict[str, str
     return tags
 
 
+class DeleteEntry(NamedTuple):
+    """One object of a DeleteObjects request, with its conditions (ETag, time, size)."""
+
+    key: str
+    version_id: str | None
+    conditions: DeleteConditions | None = None
+
+
+def _delete_conditions(obj: ET.Element) -> DeleteConditions | None:
+    etag, mtime, size = (find_text(obj, "ETag"), find_text(obj, "LastModifiedTime"),
+                         find_text(obj, "Size"))
+    if etag is None and mtime is None and size is None:
+        return None
+    seconds = None
+    if mtime is not None:  # the SDKs send RFC 1123 (the API model says so); accept ISO 8601
+        try:
+            seconds = int(datetime.fromisoformat(mtime.strip()).timestamp())
+        except ValueError:
+            try:
+                seconds = int(email.utils.parsedate_to_datetime(mtime.strip()).timestamp())
+            except (TypeError, ValueError, IndexError):
+                raise malformed(f"LastModifiedTime {mtime!r}") from None
+    try:
+        nbytes = int(size.strip()) if size is not None else None
+    except ValueError:
+        raise malformed(f"Size {size!r}") from None
+    return DeleteConditions(if_match=etag_value(etag), last_modified=seconds, size=nbytes)
+
+
 def parse_delete_objects(
     body: bytes, limit_bytes: int = DELETE_XML_LIMIT_BYTES
-) -> tuple[bool, list[tuple[str, str | None]]]:
-    """Delete -> (quiet, [(key, version_id)]); 1 to 1000 objects."""
+) -> tuple[bool, list[DeleteEntry]]:
+    """Delete -> (quiet, [DeleteEntry]); 1 to 1000 objects."""
     root = parse_document(body, "Delete", limit_bytes)
     quiet = (find_text(root, "Quiet") or "false").strip().lower() == "true"
-    objects: list[tuple[str, str | None]] = []
+    objects: list[DeleteEntry] = []
     for obj in find_all(root, "Object"):
         key = find_text(obj, "Key")
         if key is None:
             raise malformed("Object without Key")
-        objects.append((key, find_text(obj, "VersionId") or None))
+        objects.append(DeleteEntry(key, find_text(obj, "VersionId") or None,
+                                   _delete_conditions(obj)))
     if not objects or len(objects) > DELETE_OBJECTS_MAX:
         raise malformed(f"{len(objects)} objects; 1 to {DELETE_OBJECTS_MAX} allowed")
     return quiet, objects

@@ -23,11 +23,11 @@ import aiohttp
 import msgpack
 
 from storage.errors import StorageError
+from storage.keyspace import lease_key, unpack
 from storage.metadata import Item, Txn, prefix_end
 
 log = logging.getLogger("tessera.metadata.etcd")
 
-LEASE_PREFIX = b"L/"
 LEASE_FORMAT_VERSION = 1
 REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
@@ -204,7 +204,7 @@ class EtcdStore:
 
     async def close(self) -> None:
         for key, (holder, _) in list(self._leases.items()):
-            name = key[len(LEASE_PREFIX):].decode()
+            name = unpack(key)[1]
             try:
                 await self.release(name, holder)
             except StorageError as exc:
@@ -219,7 +219,7 @@ class EtcdStore:
         The key is attached to an etcd lease, so it vanishes by itself when the holder
         stops renewing (its gateway died); the next acquire then succeeds elsewhere.
         """
-        key = LEASE_PREFIX + name.encode()
+        key = lease_key(name)
         mine = self._leases.get(key)
         if mine is not None and mine[0] == holder and await self.renew(name, holder):
             return True
@@ -239,14 +239,14 @@ class EtcdStore:
         return False
 
     async def lease_holder(self, name: str) -> str | None:
-        item = await self.get(LEASE_PREFIX + name.encode())
+        item = await self.get(lease_key(name))
         if item is None:
             return None
         return str(msgpack.unpackb(item.value, raw=False).get("holder"))
 
     async def renew(self, name: str, holder: str) -> bool:
         """Extend a lease this store acquired; False when it has expired (lost)."""
-        key = LEASE_PREFIX + name.encode()
+        key = lease_key(name)
         mine = self._leases.get(key)
         if mine is None or mine[0] != holder:
             return False
@@ -259,7 +259,7 @@ class EtcdStore:
 
     async def release(self, name: str, holder: str) -> bool:
         """Give the lease up now (the key is deleted with it)."""
-        key = LEASE_PREFIX + name.encode()
+        key = lease_key(name)
         mine = self._leases.pop(key, None)
         if mine is None or mine[0] != holder:
             return False

@@ -118,6 +118,14 @@ class NodeClient:
         out = await self._json("GET", node, f"/v1/quarantine?since={since:.6f}")
         return list(out.get("quarantined", [])) if isinstance(out, dict) else []
 
+    async def quarantine_shard(self, node: NodeSpec, sid: str, reason: str,
+                               segment: int | None = None) -> bool:
+        """Ask a node to move a shard aside (`reason`: [a-z0-9-]); False if it had none."""
+        path = f"/v1/shards/{sid}/quarantine?reason={reason}"
+        if segment is not None:
+            path += f"&segment={segment}"
+        return await self._json("POST", node, path) is not None
+
     async def scrub_status(self, node: NodeSpec) -> dict[str, Any]:
         """The node scrubber's progress ({} when the node does not run one)."""
         out = await self._json("GET", node, "/v1/scrub")

@@ -125,6 +125,15 @@ class SimNodes:
         self._check(node)
         return [e for e in self.quarantine[node.id] if e["time"] > since]
 
+    async def quarantine_shard(self, node: NodeSpec, sid: str, reason: str,
+                               segment: int | None = None) -> bool:
+        self._check(node)
+        if self.files[node.id].pop(sid, None) is None:
+            return False
+        self.quarantine[node.id].append({"shard_id": sid, "reason": f"gateway: {reason}",
+                                         "time": time.time()})
+        return True
+
     async def scrub_status(self, node: NodeSpec) -> dict[str, Any]:
         self._check(node)
         return {}

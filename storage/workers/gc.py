@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 
+from storage.keyspace import GC, due_before, gc_key, stripe_of
 from storage.metadata import MetadataStore, Txn
-from storage.records import unpack
+from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.workers import WorkerState
 
@@ -28,17 +29,14 @@ class GarbageCollector:
         self.deleted = 0
 
     async def step(self) -> WorkerState:
-        now = f"{time.time_ns():020d}".encode()
-        items = await self._meta.range(b"G/", b"G/" + now + b"~", limit=BATCH)
+        items = await self._meta.range(*due_before(GC, time.time_ns()), limit=BATCH)
         for item in items:
-            stripe_hex = item.key.rsplit(b"/", 1)[1].decode()
+            stripe_id = stripe_of(item.key)
             nodes = unpack(item.value)["nodes"]
-            failed = await self._stripes.delete(bytes.fromhex(stripe_hex), nodes)
+            failed = await self._stripes.delete(stripe_id, nodes)
             if failed:
                 left = [n if n in failed else None for n in nodes]
-                retry = b"G/" + f"{time.time_ns() + 30 * 10**9:020d}/".encode() + stripe_hex.encode()
-                from storage.records import pack
-
+                retry = gc_key(time.time_ns() + 30 * 10**9, stripe_id)
                 await self._meta.txn(Txn(puts={retry: pack({"nodes": left})},
                                          deletes=(item.key,)))
             else:

@@ -23,6 +23,7 @@ from storage.activity import CLIENTS
 from storage.config import Config, NodeSpec, Profile
 from storage.errors import StorageError
 from storage.health import HealthTracker
+from storage.keyspace import STRIPE, next_key, space, stripe_of, system_key
 from storage.membership import ACTIVE, DRAINING, Member, apply, load_members
 from storage.metadata import MetadataStore
 from storage.pipeline import segment_count, shard_file_bytes
@@ -47,7 +48,7 @@ from storage.workers.base import (
 from storage.workers.repair import Manifest, commit_shard_moves, load_manifest
 
 log = logging.getLogger("tessera.rebalance")
-STATS_KEY = b"S/rebalance"
+STATS_KEY = system_key("rebalance")
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         self.settings = settings or RebalanceSettings()
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
-        self._cursor = b"X/"
+        self._cursor = space(STRIPE)[0]
         self._next_pass = 0.0
         self._in_pass = False
         self._seen: dict[str, int] = {}  # draining node -> shards seen this pass
@@ -179,12 +180,12 @@ class Rebalancer(ShardWorker[RebalanceStats]):
                 await self._publish()
                 return WorkerState.IDLE
             self._start_pass(draining)
-        items = await self._meta.range(self._cursor, b"X0", limit=self.settings.batch)
+        items = await self._meta.range(self._cursor, space(STRIPE)[1], limit=self.settings.batch)
         jobs: list[_Move] = []
         for item in items:
             if unpack(item.value).get("state") != "live":
                 continue
-            man = await load_manifest(self._meta, bytes.fromhex(item.key[2:].decode()))
+            man = await load_manifest(self._meta, stripe_of(item.key))
             if not isinstance(man, Manifest) or not man.part.size:
                 continue
             job = self._plan(man, draining)
@@ -200,7 +201,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         if len(items) < self.settings.batch:
             self._end_pass(draining)
         else:
-            self._cursor = items[-1].key + b"\x00"
+            self._cursor = next_key(items[-1].key)
             self._progress(draining)
         await self._publish()
         return WorkerState.BUSY if self._in_pass or draining and jobs else WorkerState.IDLE
@@ -209,7 +210,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
 
     def _start_pass(self, draining: dict[str, Member]) -> None:
         self._in_pass = True
-        self._cursor = b"X/"
+        self._cursor = space(STRIPE)[0]
         self._seen = dict.fromkeys(draining, 0)
         self._moved = dict.fromkeys(draining, 0)
         self.stats.last_pass_start = time.time()
@@ -217,7 +218,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
 
     def _end_pass(self, draining: dict[str, Member]) -> None:
         self._in_pass = False
-        self._cursor = b"X/"
+        self._cursor = space(STRIPE)[0]
         self.stats.passes += 1
         self.stats.last_pass_end = time.time()
         for nid, m in draining.items():

@@ -1,6 +1,6 @@
 """Repair: rebuild missing or corrupt shards so every stripe returns to k+m, zone-safely.
 
-Work comes from the repair queue `R/<stripe>` (writes that could not place every shard,
+Work comes from the repair queue (R, stripe) (writes that could not place every shard,
 reads that met damage, corrupt shards the node scrubbers quarantined) and from a bounded
 background sweep over the stripe index `X/` that finds shards on nodes that are out (or
 down past a grace) or missing from their node. Stripes with the fewest healthy shards go
@@ -25,22 +25,31 @@ from storage.activity import CLIENTS
 from storage.config import Config, NodeSpec
 from storage.errors import DataUnavailable, StorageError
 from storage.health import DOWN, OUT, HealthTracker
-from storage.metadata import Item, MetadataStore, Txn, prefix_end
+from storage.keyspace import (
+    EXTENT,
+    REPAIR,
+    STRIPE,
+    gc_key,
+    next_key,
+    object_key,
+    repair_key,
+    space,
+    span,
+    stripe_index_key,
+    stripe_of,
+    system_key,
+    urgent_repair_key,
+    urgent_repair_span,
+    version_prefix,
+)
+from storage.metadata import Item, MetadataStore, Txn
 from storage.pipeline import segment_count
 from storage.placement import place
 from storage.rebuild import rebuild_shards
-from storage.records import (
-    ObjectVersion,
-    PartLayout,
-    gc_key,
-    object_key,
-    pack,
-    repair_key,
-    unpack,
-    version_prefix,
-)
+from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.ids import parse_shard_id, shard_id
+from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.base import (
     DEFAULT_BUSY_RATE,
@@ -52,7 +61,7 @@ from storage.workers.base import (
 )
 
 log = logging.getLogger("tessera.repair")
-STATS_KEY = b"S/repair"
+STATS_KEY = system_key("repair")
 BATCH = 64
 ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
@@ -132,7 +141,7 @@ class Assessment:
 
 async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | None | str:
     """The live manifest of a stripe, None when it has no index entry, else its X/ state."""
-    x = await meta.get(b"X/" + stripe_id.hex().encode())
+    x = await meta.get(stripe_index_key(stripe_id))
     if x is None:
         return None
     ref = unpack(x.value)
@@ -148,8 +157,7 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     cur = await meta.get(object_key(bucket, key))
     if cur is not None and ObjectVersion.decode(cur.value).version_id == vid:
         items.append(cur)
-    p = version_prefix(bucket, key)
-    for it in await meta.range(p, prefix_end(p), limit=100000):
+    for it in await meta.range(*span(version_prefix(bucket, key)), limit=100000):
         if ObjectVersion.decode(it.value).version_id == vid:
             items.append(it)
     for it in items:
@@ -173,8 +181,11 @@ class RepairWorker(ShardWorker[RepairStats]):
         self.settings = settings or RepairSettings()
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
-        self._queue_cursor = b"R/"
-        self._sweep_cursor = b"X/"
+        # Stripes at risk are rebuilt at the full rate, never the busy rate.
+        self._urgent = Throttle(self.settings.rate_bytes_s)
+        self._progress = False
+        self._queue_cursor = space(REPAIR)[0]
+        self._sweep_cursor = space(STRIPE)[0]
         self._next_sweep = 0.0
         self._next_orphans = 0.0
         self._pass_health: dict[str, int] = {}
@@ -202,8 +213,14 @@ class RepairWorker(ShardWorker[RepairStats]):
             return True if time.time() - s.since > self.settings.down_grace_s else None
         return False
 
-    async def assess(self, part: PartLayout) -> Assessment:
-        """Check every shard of a stripe: stat it on its node, or judge by node health."""
+    async def assess(self, part: PartLayout,
+                     lying: Mapping[str, str] | None = None) -> Assessment:
+        """Check every shard of a stripe: stat it on its node, or judge by node health.
+
+        `lying` (index -> node, from the repair entry) names shards a reader or the deep
+        scrub found lying: missing while the manifest still names that node, whatever
+        their stat says (their checksums are valid).
+        """
         nsegs = segment_count(part.size, part.segment_size)
         healthy: dict[int, str] = {}
         missing: list[int] = []
@@ -219,6 +236,9 @@ class RepairWorker(ShardWorker[RepairStats]):
                 return
             if lost is None:
                 unknown[i] = nid
+                return
+            if lying and lying.get(str(i)) == nid:
+                missing.append(i)
                 return
             try:
                 st = await self._client.stat_shard(self._by_id[nid], shard_id(part.stripe_id, i))
@@ -254,6 +274,16 @@ class RepairWorker(ShardWorker[RepairStats]):
         excess = [i for idxs in per_zone.values() for i in idxs[part.m:]]
         return excess if len(healthy) - len(excess) >= part.k else []
 
+    def at_risk(self, part: PartLayout, a: Assessment) -> bool:
+        """Fewer than k+2 healthy shards, or a zone whose loss would leave fewer than k:
+        repaired before other stripes and at full rate whatever the client load."""
+        zones: dict[str, int] = {}
+        for nid in a.healthy.values():
+            zones[self._by_id[nid].zone] = zones.get(self._by_id[nid].zone, 0) + 1
+        worst_zone = max(zones.values(), default=0)
+        return len(a.healthy) < min(part.k + 2, part.k + part.m) or \
+            len(a.healthy) - worst_zone < part.k
+
     # the repair queue ----------------------------------------------------------------------
 
     async def step(self) -> WorkerState:
@@ -273,22 +303,42 @@ class RepairWorker(ShardWorker[RepairStats]):
         return WorkerState.BUSY if busy else WorkerState.IDLE
 
     async def queue_step(self) -> bool:
-        """Repair one batch of queued stripes, those with the fewest healthy shards first."""
-        items = await self._meta.range(self._queue_cursor, b"R0", limit=BATCH)
-        if len(items) < BATCH:
-            self._queue_cursor = b"R/"
-        else:
-            self._queue_cursor = items[-1].key + b"\x00"
+        """Repair queued stripes: the urgent queue first, then one batch of the queue.
+
+        Stripes at risk (`at_risk`) go first and unthrottled; of the safe ones at most
+        `parallel` are repaired per step (under the busy-rate throttle), so newly urgent
+        work never waits behind a long batch of safe stripes paced for client load.
+        """
         now = time.time()
-        work: list[tuple[int, Item, Manifest, Assessment]] = []
+        urgent = [it for it in await self._meta.range(*urgent_repair_span(), limit=BATCH)
+                  if float(unpack(it.value).get("retry_at", 0)) <= now]
+        if urgent:  # each entry is repaired, dropped or deferred: this cannot spin
+            await self._run_batch(urgent, safe_cap=0)
+            return True
+        items = await self._meta.range(self._queue_cursor, space(REPAIR)[1], limit=BATCH)
+        left = await self._run_batch(items, safe_cap=max(1, self.settings.parallel))
+        if left:  # safe stripes not reached this step: the cursor stays before them
+            self._queue_cursor = min(left)
+        elif len(items) < BATCH:
+            self._queue_cursor = space(REPAIR)[0]
+        else:
+            self._queue_cursor = next_key(items[-1].key)
+        return bool(items) and (bool(left) or self._progress)
+
+    async def _run_batch(self, items: list[Item], safe_cap: int) -> list[bytes]:
+        """Assess and repair `items`, stripes at risk first; returns the keys of safe ones
+        left for a later step (beyond `safe_cap`; 0 = none are left)."""
+        now = time.time()
+        work: list[tuple[bool, int, Item, Manifest, Assessment]] = []
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
+        self._progress = False
 
         async def look(item: Item) -> None:
             entry = unpack(item.value)
             if float(entry.get("retry_at", 0)) > now:
                 return
             async with gate:
-                stripe_id = bytes.fromhex(item.key[2:].decode())
+                stripe_id = stripe_of(item.key)
                 man = await load_manifest(self._meta, stripe_id)
                 if not isinstance(man, Manifest):
                     if man is None or man == "gone" or \
@@ -300,21 +350,29 @@ class RepairWorker(ShardWorker[RepairStats]):
                 if not man.part.size:
                     await self._drop(item)
                     return
-                a = self._fresh.pop(stripe_id, None)
+                lying = entry.get("lying") or {}
+                a = None if lying else self._fresh.pop(stripe_id, None)
                 if a is None or a[0] < time.monotonic() - FRESH_S or a[1] != man.part.nodes:
-                    a = (0.0, [], await self.assess(man.part))
-                work.append((len(a[2].healthy), item, man, a[2]))
+                    a = (0.0, [], await self.assess(man.part, lying))
+                risky = self.at_risk(man.part, a[2])
+                work.append((not risky, len(a[2].healthy), item, man, a[2]))
 
         await asyncio.gather(*(look(it) for it in items))
-        work.sort(key=lambda w: (w[0], w[1].key))  # fewest healthy shards first
+        work.sort(key=lambda w: (w[0], w[1], w[2].key))  # at risk, then fewest healthy, first
+        left: list[bytes] = []
+        if safe_cap:
+            safe = [w for w in work if w[0] and w[4].missing]
+            left = [w[2].key for w in safe[safe_cap:]]
+            work = [w for w in work if not w[0] or not w[4].missing] + safe[:safe_cap]
         pool = asyncio.Semaphore(max(1, self.settings.parallel))
 
-        async def fix(item: Item, man: Manifest, a: Assessment) -> bool:
+        async def fix(safe: bool, item: Item, man: Manifest, a: Assessment) -> bool:
             async with pool:  # `parallel` stripes at once, a new one as soon as one ends
-                return await self._repair(item, man, a)
+                return await self._repair(item, man, a, self._throttle if safe else self._urgent)
 
-        done = await asyncio.gather(*(fix(it, man, a) for _, it, man, a in work))
-        return any(done)
+        done = await asyncio.gather(*(fix(w[0], w[2], w[3], w[4]) for w in work))
+        self._progress = any(done)
+        return left
 
     async def _drop(self, item: Item) -> None:
         await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
@@ -326,7 +384,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         await self._meta.txn(Txn(compares={item.key: item.revision},
                                  puts={item.key: pack(entry)}))
 
-    async def _repair(self, item: Item, man: Manifest, a: Assessment) -> bool:
+    async def _repair(self, item: Item, man: Manifest, a: Assessment,
+                      throttle: Throttle | None = None) -> bool:
         part = man.part
         entry = unpack(item.value)
         if not a.missing:
@@ -355,7 +414,7 @@ class RepairWorker(ShardWorker[RepairStats]):
         sources = [(i, self._by_id[n]) for i, n in sorted(a.healthy.items())]
         try:
             res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
-                                       self._throttle)
+                                       throttle or self._throttle)
         except DataUnavailable as exc:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -392,19 +451,21 @@ class RepairWorker(ShardWorker[RepairStats]):
 
     # the sweep -----------------------------------------------------------------------------
 
-    async def enqueue(self, stripe_id: bytes, reason: str) -> None:
-        key = repair_key(stripe_id)
+    async def enqueue(self, stripe_id: bytes, reason: str, urgent: bool = False) -> None:
+        """Queue a stripe (no-op if queued); `urgent` ones go to (R, !, stripe), read first."""
+        key = urgent_repair_key(stripe_id) if urgent else repair_key(stripe_id)
         await self._meta.txn(Txn(compares={key: 0}, puts={
             key: pack({"reason": reason[:200], "queued": time.time()})}))
 
     async def sweep_step(self) -> bool:
         """One bounded step of the background sweep; True while a pass is in progress."""
-        if self._sweep_cursor == b"X/":
+        if self._sweep_cursor == space(STRIPE)[0]:
             self._pass_started = time.time()
             self._volume_stripes = await volume_stripes(self._meta)
             stale = time.monotonic() - FRESH_S
             self._fresh = {k: v for k, v in self._fresh.items() if v[0] >= stale}
-        items = await self._meta.range(self._sweep_cursor, b"X0", limit=self.settings.sweep_batch)
+        items = await self._meta.range(self._sweep_cursor, space(STRIPE)[1],
+                                       limit=self.settings.sweep_batch)
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
 
         async def check(item: Item) -> None:
@@ -412,7 +473,7 @@ class RepairWorker(ShardWorker[RepairStats]):
             if ref.get("state") != "live":
                 return
             async with gate:
-                stripe_id = bytes.fromhex(item.key[2:].decode())
+                stripe_id = stripe_of(item.key)
                 man = await load_manifest(self._meta, stripe_id)
                 if not isinstance(man, Manifest) or not man.part.size:
                     return
@@ -421,12 +482,13 @@ class RepairWorker(ShardWorker[RepairStats]):
                 self._pass_health[n] = self._pass_health.get(n, 0) + 1
                 self.stats.sweep_checked += 1
                 if a.missing:
-                    await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing")
+                    await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing",
+                                       urgent=self.at_risk(man.part, a))
                     self._fresh[stripe_id] = (time.monotonic(), list(man.part.nodes), a)
 
         await asyncio.gather(*(check(it) for it in items))
         if len(items) < self.settings.sweep_batch:
-            self._sweep_cursor = b"X/"
+            self._sweep_cursor = space(STRIPE)[0]
             self.stats.sweep_passes += 1
             self.stats.last_sweep_start = self._pass_started
             self.stats.last_sweep_end = time.time()
@@ -435,7 +497,7 @@ class RepairWorker(ShardWorker[RepairStats]):
             self._next_sweep = time.monotonic() + self.settings.sweep_interval_s
             self._dirty = True
             return False
-        self._sweep_cursor = items[-1].key + b"\x00"
+        self._sweep_cursor = next_key(items[-1].key)
         self._next_sweep = 0.0
         return True
 
@@ -456,7 +518,7 @@ class RepairWorker(ShardWorker[RepairStats]):
                 stripe_id, _ = parse_shard_id(str(e.get("shard_id", "")))
             except ValueError:
                 continue
-            if await self._meta.get(b"X/" + stripe_id.hex().encode()) is not None:
+            if await self._meta.get(stripe_index_key(stripe_id)) is not None:
                 await self.enqueue(stripe_id, f"quarantined on {node.id}")
                 self.stats.quarantine_reports += 1
                 self._dirty = True
@@ -518,9 +580,9 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
     index entry written by the volume layer would make this scan unnecessary.
     """
     out: set[bytes] = set()
-    start = b"VX/"
+    start, end = space(EXTENT)
     while True:
-        items = await meta.range(start, b"VX0", limit=1000)
+        items = await meta.range(start, end, limit=1000)
         for it in items:
             with contextlib.suppress(Exception):
                 stripe = unpack(it.value).get("stripe")
@@ -528,7 +590,7 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
                     out.add(bytes(stripe))
         if len(items) < 1000:
             return out
-        start = items[-1].key + b"\x00"
+        start = next_key(items[-1].key)
 
 
 async def read_stats(meta: MetadataStore) -> dict:

@@ -124,6 +124,10 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
 
     runner.start(Rebalancer(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
                             cluster.cpu, RebalanceSettings.from_env()))
+    from storage.workers.deepscrub import DeepScrubber
+
+    runner.start(DeepScrubber(cluster.cfg, cluster.meta, cluster.objects, cluster.nodes,
+                              cluster.health, cluster.cpu, cluster.stripes.lies))
     from storage.keys_rotation import Rewrapper, ShredScheduler
 
     runner.start(Rewrapper(cluster.meta, cluster.tenants))

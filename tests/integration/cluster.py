@@ -17,7 +17,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config as BotoConfig
 
-from storage.records import ObjectVersion, object_key
+from storage.keyspace import object_key
+from storage.records import ObjectVersion
 
 READY_TIMEOUT_S = 90.0
 ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from storage.metadata import prefix_end
-from storage.records import ObjectVersion, PartLayout, object_prefix, version_prefix
+from storage.keyspace import object_prefix, span, version_prefix
+from storage.records import ObjectVersion, PartLayout
 from storage.shards.ids import parse_shard_id
 from tests.integration.cluster import LocalCluster, stop_processes
 from tests.integration.test_archive import (
@@ -98,8 +98,7 @@ def records(c: LocalCluster) -> list[ObjectVersion]:
     try:
         rows = []
         for p in (object_prefix(BUCKET), version_prefix(BUCKET)):
-            rows += conn.execute("SELECT v FROM kv WHERE k >= ? AND k < ?",
-                                 (p, prefix_end(p))).fetchall()
+            rows += conn.execute("SELECT v FROM kv WHERE k >= ? AND k < ?", span(p)).fetchall()
     finally:
         conn.close()
     return [ObjectVersion.decode(r[0]) for r in rows]

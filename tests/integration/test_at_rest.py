@@ -22,7 +22,8 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
-from storage.records import Tenant, tenant_key
+from storage.keyspace import tenant_key
+from storage.records import Tenant
 from tests.integration.cluster import LocalCluster, files_holding
 
 MARKER = b"KNOWN-PLAINTEXT-7f3a9c-"

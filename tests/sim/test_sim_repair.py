@@ -19,6 +19,7 @@ from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
 from storage.errors import DataUnavailable, QuorumNotReached
 from storage.health import DOWN, HealthTracker
+from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
 from storage.metadata.sqlite import SqliteStore
 from storage.objects import ObjectService, PutOptions
 from storage.placement import zone_safe
@@ -92,8 +93,8 @@ class Sim:
 
     async def manifests(self) -> list[Manifest]:
         out = []
-        for item in await self.meta.range(b"X/", b"X0", limit=100000):
-            m = await load_manifest(self.meta, bytes.fromhex(item.key[2:].decode()))
+        for item in await self.meta.range(*space(STRIPE), limit=100000):
+            m = await load_manifest(self.meta, stripe_of(item.key))
             if isinstance(m, Manifest):
                 out.append(m)
         return out
@@ -113,9 +114,9 @@ class Sim:
             self.sim.scrub(n)
         for _ in range(rounds):
             await self.repair.step()
-            backlog = await self.meta.range(b"R/", b"R0", limit=1)
+            backlog = await self.meta.range(*space(REPAIR), limit=1)
             if not backlog and self.repair.stats.last_sweep_end and \
-                    not self.repair._sweep_cursor[2:]:
+                    self.repair._sweep_cursor == space(STRIPE)[0]:
                 break
 
     def random_shard(self) -> tuple[str, str]:
@@ -196,5 +197,5 @@ async def test_repair_commit_after_delete_collects_new_shards(sim_factory) -> No
     await s.objects.delete("t", "b", "d")
     ok = await s.repair._commit(p.stripe_id, list(p.nodes), {0: "n9"})
     assert not ok
-    gc = await s.meta.range(b"G/", b"G0", limit=100)
+    gc = await s.meta.range(*space(GC), limit=100)
     assert gc, "the rebuilt shard must be queued for collection"

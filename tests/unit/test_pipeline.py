@@ -16,8 +16,9 @@ from storage.crypto import keys
 from storage.crypto.aead import TAG_BYTES, SegmentCipher
 from storage.erasure import ErasureCodec, block_size
 from storage.errors import IntegrityError
+from storage.keyspace import object_key, version_key
 from storage.pipeline import StripeCodec, segment_count, segment_length
-from storage.records import Bucket, ObjectVersion, object_key, pack, unpack, version_key
+from storage.records import Bucket, ObjectVersion, pack, unpack
 from storage.shards.format import (
     FRAME_HEAD,
     FRAME_HEAD_BYTES,
@@ -364,3 +365,49 @@ def test_records_ignore_unknown_fields_and_carry_a_version() -> None:
     raw["added_later"] = 1
     raw["parts"][0]["added_later"] = {"x": 1}
     assert ObjectVersion.decode(pack(raw)) == generate.object_version()
+
+
+def _blocks(codec: StripeCodec, plain: bytes) -> dict[int, bytes]:
+    frames = codec.encode(codec.headers(), 0, True, plain)
+    return {i: f[FRAME_HEAD_BYTES:] for i, f in enumerate(frames)}
+
+
+@pytest.mark.parametrize("liars", [(0,), (3,), (5,), (1, 4)])
+def test_authenticate_names_lying_blocks(liars: tuple[int, ...]) -> None:
+    """Blocks with other bytes (as a shard with valid CRCs but a lie would give): the first
+    k no longer authenticate, a k-subset without the liars does, and the liars are named."""
+    codec = make_codec(4, 2, 4096)
+    plain = random.Random(7).randbytes(3000)
+    blocks = _blocks(codec, plain)
+    for i in liars:
+        blocks[i] = random.Random(i).randbytes(len(blocks[i]))
+    if 0 in liars or 3 in liars:
+        with pytest.raises(IntegrityError):
+            codec.decode(0, True, len(plain), {i: blocks[i] for i in range(4)})
+    got, named = codec.authenticate(0, True, len(plain), blocks)
+    assert got == plain and named == sorted(liars)
+    assert codec.audit(0, True, len(plain), blocks) == sorted(liars)
+
+
+def test_authenticate_fails_beyond_the_spare_blocks() -> None:
+    codec = make_codec(4, 2, 4096)
+    plain = random.Random(8).randbytes(3000)
+    blocks = _blocks(codec, plain)
+    for i in (0, 2, 4):  # three liars, two spare blocks: no k honest ones
+        blocks[i] = bytes(len(blocks[i]))
+    with pytest.raises(IntegrityError):
+        codec.authenticate(0, True, len(plain), blocks)
+
+
+def test_audit_without_a_key_locates_one_liar_by_consistency() -> None:
+    """SSE-C data (no key in the cluster): the codeword k+1 blocks agree on is the truth."""
+    sealed_codec = StripeCodec(cipher=None, codec=ErasureCodec(4, 2), identity="obj", part=1,
+                               stripe_id=b"s" * 16, segment_size=4096)
+    sealed = random.Random(9).randbytes(3016)
+    blocks = _blocks(sealed_codec, sealed)
+    assert sealed_codec.audit(0, True, len(sealed) - TAG_BYTES, blocks) == []
+    blocks[2] = bytes(len(blocks[2]))
+    assert sealed_codec.audit(0, True, len(sealed) - TAG_BYTES, blocks) == [2]
+    blocks[5] = bytes(len(blocks[5]))  # two liars, six blocks: no codeword with k+1 support
+    with pytest.raises(IntegrityError):
+        sealed_codec.audit(0, True, len(sealed) - TAG_BYTES, blocks)

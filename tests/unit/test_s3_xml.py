@@ -352,9 +352,27 @@ def test_parse_delete_objects_namespaces() -> None:
             "<Object><Key>a&amp;b</Key></Object>"
             "<Object><Key> spaced </Key><VersionId>v1</VersionId></Object></Delete>"
         ).encode()
-        assert xml_parse.parse_delete_objects(body) == (True, [("a&b", None), (" spaced ", "v1")])
+        quiet, entries = xml_parse.parse_delete_objects(body)
+        assert quiet is True
+        assert [(e.key, e.version_id) for e in entries] == [("a&b", None), (" spaced ", "v1")]
     body = b"<Delete><Object><Key>k</Key></Object></Delete>"
-    assert xml_parse.parse_delete_objects(body) == (False, [("k", None)])
+    assert xml_parse.parse_delete_objects(body) == (False, [("k", None, None)])
+
+
+def test_parse_delete_objects_conditions() -> None:
+    """Per-object ETag, LastModifiedTime and Size become the delete's conditions."""
+    body = (b"<Delete><Object><Key>k</Key><ETag>\"abc\"</ETag><Size>3</Size>"
+            b"<LastModifiedTime>2026-01-02T03:04:05.000Z</LastModifiedTime></Object></Delete>")
+    _, [entry] = xml_parse.parse_delete_objects(body)
+    assert entry.conditions is not None
+    assert entry.conditions.if_match == "abc"
+    assert entry.conditions.size == 3
+    assert entry.conditions.last_modified == 1767323045
+    rfc = b"<Delete><Object><Key>k</Key><LastModifiedTime>Fri, 02 Jan 2026 03:04:05 GMT"
+    _, [entry] = xml_parse.parse_delete_objects(rfc + b"</LastModifiedTime></Object></Delete>")
+    assert entry.conditions is not None and entry.conditions.last_modified == 1767323045
+    bad = b"<Delete><Object><Key>k</Key><Size>x</Size></Object></Delete>"
+    assert _code(bad) == "MalformedXML"
 
 
 def test_parse_delete_objects_limits() -> None:

@@ -15,8 +15,9 @@ from typing import Any
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher, unwrap
 from storage.erasure import ErasureCodec
+from storage.keyspace import object_key, version_key
 from storage.pipeline import StripeCodec
-from storage.records import Bucket, ObjectVersion, PartLayout, object_key, version_key
+from storage.records import Bucket, ObjectVersion, PartLayout
 from storage.shards.format import ShardHeader, pack_frame
 
 PATH = Path(__file__).with_name("foundation_v1.json")

@@ -43,13 +43,15 @@ async def read_small_body(rq: S3Request, limit: int = SMALL_BODY_BYTES_MAX,
     return b"".join(chunks)
 
 
-async def _delete_one(rq: S3Request, key: str, version_id: str | None,
+async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
                       ) -> tuple[str, str | None, bool, str | None] | tuple[str, str | None,
                                                                            str, str]:
+    key, version_id = entry.key, entry.version_id
     try:
         if len(key.encode("utf-8")) > KEY_BYTES_MAX:
             raise S3Error("KeyTooLongError")
-        res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, key, version_id)
+        res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, key, version_id,
+                                              entry.conditions)
     except Exception as exc:  # noqa: BLE001 - reported per key, as AWS does
         err = to_s3_error(exc, rq.bucket, key)
         return key, version_id, err.code, err.message
@@ -65,11 +67,11 @@ async def delete_objects(rq: S3Request) -> web.StreamResponse:
     await rq.cluster.buckets.get(rq.tenant, rq.bucket)
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
-    async def bounded(key: str, vid: str | None):  # type: ignore[no-untyped-def]
+    async def bounded(entry: xml_parse.DeleteEntry):  # type: ignore[no-untyped-def]
         async with gate:
-            return await _delete_one(rq, key, vid)
+            return await _delete_one(rq, entry)
 
-    results = await asyncio.gather(*(bounded(k, v) for k, v in objects))
+    results = await asyncio.gather(*(bounded(e) for e in objects))
     deleted = [r for r in results if isinstance(r[2], bool)]
     errors = [r for r in results if not isinstance(r[2], bool)]
     return xml_response(xml.delete_result_xml([] if quiet else deleted, errors))  # type: ignore[arg-type]

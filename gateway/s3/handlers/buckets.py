@@ -59,6 +59,11 @@ async def head_bucket(rq: S3Request) -> web.StreamResponse:
 
 @operation("DeleteBucket")
 async def delete_bucket(rq: S3Request) -> web.StreamResponse:
+    """An empty bucket is deleted with its uploads in progress (aborted), as S3 does."""
+    from gateway.s3.handlers.multipart import service
+
+    await rq.cluster.buckets.ensure_empty(rq.tenant, rq.bucket)
+    await service(rq).abort_all(rq.tenant, rq.bucket)
     await rq.cluster.buckets.delete(rq.tenant, rq.bucket)
     return web.Response(status=204)
 

@@ -17,7 +17,6 @@ from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.objects import put_options
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import iso_time, parse_http_date
-from storage.errors import Conflict
 from storage.records import ObjectVersion
 
 COPY_SOURCE_MAX = 5 * 1024**3
@@ -144,13 +143,9 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
             v.checksum_type = "FULL_OBJECT"
             v.parts[0].checksums = dict(v.checksums)
 
-    try:
-        v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key,
-                                         rq.cluster.objects.read(src, sse_c_key=src_key), opts,
-                                         finalize)
-    except Conflict:
-        raise S3Error("PreconditionFailed",
-                      Condition="If-None-Match" if opts.if_none_match else "If-Match") from None
+    v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key,
+                                     rq.cluster.objects.read(src, sse_c_key=src_key), opts,
+                                     finalize)
     headers = dict(sse.response_headers(v.sse))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id

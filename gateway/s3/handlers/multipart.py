@@ -14,10 +14,10 @@ from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.copy import copy_source
-from gateway.s3.handlers.objects import put_options
+from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import iso_time
 from storage import multipart as mp
-from storage.errors import Conflict, InvalidInput
+from storage.errors import InvalidInput
 from storage.records import ObjectVersion
 
 PART_SIZE_MAX = 5 * 1024**3
@@ -245,18 +245,10 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
                           "not validate against our published schema") from None
         raise
     listed = [mp.ListedPart(n, etag, cks) for n, etag, cks in parsed]
-    h = rq.headers
-    if_none_match = h.get("If-None-Match") == "*"
-    if_match = h["If-Match"].strip().strip('"') if "If-Match" in h else None
-    expected = checksums.from_headers(h)
-    try:
-        with _errors(upload_id):
-            v = await svc.complete(rq.tenant, rq.bucket, rq.key, upload_id, listed,
-                                   if_none_match=if_none_match, if_match=if_match,
-                                   expected=expected)
-    except Conflict:
-        raise S3Error("PreconditionFailed",
-                      Condition="If-None-Match" if if_none_match else "If-Match") from None
+    expected = checksums.from_headers(rq.headers)
+    with _errors(upload_id):
+        v = await svc.complete(rq.tenant, rq.bucket, rq.key, upload_id, listed,
+                               write_conditions(rq.headers), expected=expected)
     headers = dict(sse.response_headers(v.sse))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id

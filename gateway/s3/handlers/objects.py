@@ -12,8 +12,8 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
-from gateway.s3.http import check_conditions, http_date, parse_range
-from storage.errors import Conflict
+from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
+from storage.conditions import DeleteConditions, WriteConditions, etag_value
 from storage.objects import PutOptions
 from storage.records import ObjectVersion
 
@@ -31,6 +31,12 @@ def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return meta
 
 
+def write_conditions(headers) -> WriteConditions | None:  # type: ignore[no-untyped-def]
+    """If-Match / If-None-Match of a write (PutObject, CopyObject, CompleteMultipartUpload)."""
+    im, inm = etag_value(headers.get("If-Match")), etag_value(headers.get("If-None-Match"))
+    return WriteConditions(if_match=im, if_none_match=inm) if im or inm else None
+
+
 def put_options(rq: S3Request) -> PutOptions:
     h = rq.headers
     sc = h.get("x-amz-storage-class", "STANDARD")
@@ -41,8 +47,7 @@ def put_options(rq: S3Request) -> PutOptions:
         user_meta=user_metadata(h),
         headers={k: h[k] for k in SYSTEM_HEADERS if k in h},
         storage_class=sc,
-        if_none_match=h.get("If-None-Match") == "*",
-        if_match=h["If-Match"].strip('"') if "If-Match" in h else None,
+        conditions=write_conditions(h),
         tags=parse_tagging_header(h.get("x-amz-tagging")),
     )
 
@@ -84,12 +89,8 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
         v.checksums = dict(stored)
         v.parts[0].checksums = dict(stored)
 
-    try:
-        v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key, aiter(body), opts,
-                                         finalize)
-    except Conflict:
-        raise S3Error("PreconditionFailed",
-                      Condition="If-None-Match" if opts.if_none_match else "If-Match") from None
+    v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key, aiter(body), opts,
+                                     finalize)
     headers = {"ETag": f'"{v.etag}"', **sse.response_headers(v.sse)}
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
@@ -206,10 +207,36 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     return resp
 
 
+def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-untyped-def]
+    """If-Match, x-amz-if-match-last-modified-time and x-amz-if-match-size of a delete."""
+    im = etag_value(headers.get("If-Match"))
+    lm_raw, size_raw = (headers.get("x-amz-if-match-last-modified-time"),
+                        headers.get("x-amz-if-match-size"))
+    if im is None and lm_raw is None and size_raw is None:
+        return None
+    lm = None
+    if lm_raw is not None:
+        t = parse_http_date(lm_raw)
+        if t is None:
+            raise S3Error("InvalidArgument", "Invalid x-amz-if-match-last-modified-time.",
+                          ArgumentName="x-amz-if-match-last-modified-time",
+                          ArgumentValue=lm_raw)
+        lm = int(t)
+    size = None
+    if size_raw is not None:
+        try:
+            size = int(size_raw)
+        except ValueError:
+            raise S3Error("InvalidArgument", "Invalid x-amz-if-match-size.",
+                          ArgumentName="x-amz-if-match-size", ArgumentValue=size_raw) from None
+    return DeleteConditions(if_match=im, last_modified=lm, size=size)
+
+
 @operation("DeleteObject")
 async def delete_object(rq: S3Request) -> web.StreamResponse:
     res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, rq.key,
-                                          rq.params.get("versionId"))
+                                          rq.params.get("versionId"),
+                                          delete_conditions(rq.headers))
     headers = {}
     if res.version_id is not None:
         headers["x-amz-version-id"] = res.version_id

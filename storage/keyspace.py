@@ -1,0 +1,320 @@
+"""The metadata keyspace: every key prefix, and every key built from names, in one module.
+
+A key is a tuple of text components, its record type (the "space") first, packed with the
+FoundationDB tuple-layer rule for byte strings: each component is its UTF-8 bytes with every
+`\\x00` written `\\x00\\xff`, followed by a `\\x00` terminator. The packing is
+
+- injective and prefix-free: a component ends at the first `\\x00` not followed by `\\xff`, so
+  no name (an object key holding NUL, say) can reach into another name's range;
+- order-preserving: tuples compare as their packed bytes, component by component, each
+  component by its UTF-8 bytes (S3's listing order), a name before every longer name it
+  begins;
+- prefix-scannable: the keys whose next component starts with the text `p` are exactly the
+  keys starting with `pack(...) + escape(p)` (UTF-8 never holds `\\xff`, so an escaped NUL
+  cannot be confused with a terminator followed by the next component).
+
+Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migration`):
+
+    (B, bucket)                           bucket record
+    (TB, tenant, bucket)                  bucket index per tenant (ListBuckets)
+    (O, bucket, key)                      current version of an object (its full manifest)
+    (V, bucket, key, vsort)               every version, newest first (versioned buckets)
+    (U, bucket, key, upload id)           multipart upload in progress
+    (P, upload id, part:05)               an uploaded part
+    (T, tenant)                           tenant record with its wrapped KEK versions
+    (K, access key id)                    access key (secret wrapped by the root key)
+    (R, stripe hex)                       repair queue entry
+    (R, !, stripe hex)                    urgent repair entry (stripe at risk), read first
+    (G, due ns:020, stripe hex)           garbage-collection queue entry (shards to delete)
+    (X, stripe hex)                       stripe index: the live stripes and their owner
+    (L, name)                             lease of a background worker
+    (M, node id)                          cluster-map overlay (membership)
+    (RW, tenant)                          KEK rotation: DEKs still to rewrap
+    (TS, tenant)                          scheduled tenant shred
+    (VOL, tenant, volume)                 block volume record
+    (VX, volume id, extent:010, gen:010)  extent pointer of a volume
+    (VL, volume id)                       attach lease of a volume
+    (AR, due ns:020, bucket, key, vid)    archive restore job
+    (AE, expiry ns:020, bucket, key, vid) restored copy to retire
+    (S, name)                             a cluster-wide record: the access-secret KEK,
+                                          worker counters (`repair`, `rebalance`)
+    (layout)                              the layout version of this store
+"""
+
+from __future__ import annotations
+
+from storage.metadata import prefix_end
+
+BUCKET = "B"
+TENANT_BUCKET = "TB"
+OBJECT = "O"
+VERSION = "V"
+UPLOAD = "U"
+PART = "P"
+TENANT = "T"
+ACCESS_KEY = "K"
+REPAIR = "R"
+GC = "G"
+STRIPE = "X"
+LEASE = "L"
+MEMBER = "M"
+REWRAP = "RW"
+SHRED = "TS"
+VOLUME = "VOL"
+EXTENT = "VX"
+VOLUME_LEASE = "VL"
+RESTORE_QUEUE = "AR"
+RESTORE_EXPIRY = "AE"
+SYSTEM = "S"
+URGENT = "!"  # second component of an urgent repair entry (sorts before hex digits)
+LAYOUT = "layout"
+
+LAYOUT_VERSION = 2  # 1: hand-built `NAME/...` keys with NUL separators (before this module)
+
+_NUL = b"\x00"
+_ESCAPED_NUL = b"\x00\xff"
+
+
+class MalformedKey(ValueError):
+    """Bytes that are not a packed tuple of UTF-8 components."""
+
+
+# --- the tuple encoding ----------------------------------------------------------------------
+
+
+def escape(text: str) -> bytes:
+    """One component's bytes without its terminator: UTF-8, NUL written as NUL 0xFF."""
+    return text.encode("utf-8").replace(_NUL, _ESCAPED_NUL)
+
+
+def pack(*parts: str) -> bytes:
+    """The key of a tuple of text components (also the prefix of every longer tuple)."""
+    return b"".join(escape(p) + _NUL for p in parts)
+
+
+def unpack(raw: bytes) -> tuple[str, ...]:
+    """The components of a packed key; raises `MalformedKey` for anything `pack` never makes."""
+    out: list[str] = []
+    cur = bytearray()
+    i, n = 0, len(raw)
+    while i < n:
+        b = raw[i]
+        if b == 0:
+            if i + 1 < n and raw[i + 1] == 0xFF:
+                cur.append(0)
+                i += 2
+                continue
+            try:
+                out.append(cur.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise MalformedKey(f"component is not UTF-8: {bytes(cur)!r}") from exc
+            cur = bytearray()
+        else:
+            cur.append(b)
+        i += 1
+    if cur:
+        raise MalformedKey(f"unterminated component in {raw!r}")
+    return tuple(out)
+
+
+def span(prefix: bytes) -> tuple[bytes, bytes]:
+    """The [start, end) range of every tuple extending the packed tuple `prefix`.
+
+    Not `prefix_end(prefix)`: the keys of a name that continues with NUL ("k\\0x" after
+    "k") also start with `pack("k")`, then `\\xff`; no component starts with `\\xff`.
+    """
+    return prefix, prefix + b"\xff"
+
+
+def text_span(base: bytes, text: str) -> tuple[bytes, bytes]:
+    """The range of tuples under `base` whose next component starts with `text` (S3 prefix)."""
+    if not text:
+        return span(base)
+    start = base + escape(text)
+    return start, prefix_end(start)
+
+
+def space(name: str) -> tuple[bytes, bytes]:
+    """The range of a whole record type."""
+    return span(pack(name))
+
+
+def next_key(key: bytes) -> bytes:
+    """The smallest key greater than `key` (to resume a scan past it)."""
+    return key + _NUL
+
+
+def past_text(base: bytes, text: str) -> bytes:
+    """The first key under `base` past every tuple whose next component starts with `text`."""
+    return text_span(base, text)[1]
+
+
+def component(key: bytes, index: int) -> str:
+    return unpack(key)[index]
+
+
+# --- buckets, objects, versions, uploads ---------------------------------------------------
+
+
+def bucket_key(bucket: str) -> bytes:
+    return pack(BUCKET, bucket)
+
+
+def tenant_bucket_prefix(tenant: str) -> bytes:
+    return pack(TENANT_BUCKET, tenant)
+
+
+def tenant_bucket_key(tenant: str, bucket: str) -> bytes:
+    return pack(TENANT_BUCKET, tenant, bucket)
+
+
+def object_prefix(bucket: str) -> bytes:
+    return pack(OBJECT, bucket)
+
+
+def object_key(bucket: str, key: str) -> bytes:
+    return pack(OBJECT, bucket, key)
+
+
+def version_prefix(bucket: str, key: str | None = None) -> bytes:
+    return pack(VERSION, bucket) if key is None else pack(VERSION, bucket, key)
+
+
+def version_key(bucket: str, key: str, vsort: str) -> bytes:
+    return pack(VERSION, bucket, key, vsort)
+
+
+def upload_prefix(bucket: str, key: str | None = None) -> bytes:
+    return pack(UPLOAD, bucket) if key is None else pack(UPLOAD, bucket, key)
+
+
+def upload_key(bucket: str, key: str, upload_id: str) -> bytes:
+    return pack(UPLOAD, bucket, key, upload_id)
+
+
+def part_prefix(upload_id: str) -> bytes:
+    return pack(PART, upload_id)
+
+
+def part_key(upload_id: str, number: int) -> bytes:
+    return pack(PART, upload_id, f"{number:05d}")
+
+
+def bucket_prefixes(bucket: str) -> tuple[bytes, ...]:
+    """Every range that holds records of a bucket's contents (empty-bucket checks)."""
+    return object_prefix(bucket), version_prefix(bucket), upload_prefix(bucket)
+
+
+# --- tenants, access keys, rotation --------------------------------------------------------
+
+
+def tenant_key(tenant: str) -> bytes:
+    return pack(TENANT, tenant)
+
+
+def access_key_key(access_key: str) -> bytes:
+    return pack(ACCESS_KEY, access_key)
+
+
+def rewrap_key(tenant: str) -> bytes:
+    return pack(REWRAP, tenant)
+
+
+def shred_key(tenant: str) -> bytes:
+    return pack(SHRED, tenant)
+
+
+# --- stripes: index, repair and garbage-collection queues ----------------------------------
+
+
+def stripe_index_key(stripe_id: bytes) -> bytes:
+    return pack(STRIPE, stripe_id.hex())
+
+
+def repair_key(stripe_id: bytes) -> bytes:
+    return pack(REPAIR, stripe_id.hex())
+
+
+def urgent_repair_key(stripe_id: bytes) -> bytes:
+    """A stripe at risk: (R, !, stripe) sorts before every (R, stripe) and is read first."""
+    return pack(REPAIR, URGENT, stripe_id.hex())
+
+
+def urgent_repair_span() -> tuple[bytes, bytes]:
+    return span(pack(REPAIR, URGENT))
+
+
+def gc_key(ts_ns: int, stripe_id: bytes) -> bytes:
+    return pack(GC, f"{ts_ns:020d}", stripe_id.hex())
+
+
+def due_before(name: str, ts_ns: int) -> tuple[bytes, bytes]:
+    """The range of a time-ordered queue (G, AR, AE) whose entries are due at `ts_ns`."""
+    return pack(name), span(pack(name, f"{ts_ns:020d}"))[1]
+
+
+def stripe_of(key: bytes) -> bytes:
+    """The stripe id of an X, R or G entry (its last component)."""
+    return bytes.fromhex(unpack(key)[-1])
+
+
+# --- leases, membership ---------------------------------------------------------------------
+
+
+def lease_key(name: str) -> bytes:
+    return pack(LEASE, name)
+
+
+def member_key(node_id: str) -> bytes:
+    return pack(MEMBER, node_id)
+
+
+# --- block volumes --------------------------------------------------------------------------
+
+
+def volume_prefix(tenant: str) -> bytes:
+    return pack(VOLUME, tenant)
+
+
+def volume_key(tenant: str, name: str) -> bytes:
+    return pack(VOLUME, tenant, name)
+
+
+def extent_prefix(vid: str, index: int | None = None) -> bytes:
+    return pack(EXTENT, vid) if index is None else pack(EXTENT, vid, f"{index:010d}")
+
+
+def extent_key(vid: str, index: int, gen: int) -> bytes:
+    return pack(EXTENT, vid, f"{index:010d}", f"{gen:010d}")
+
+
+def volume_lease_key(vid: str) -> bytes:
+    return pack(VOLUME_LEASE, vid)
+
+
+# --- archive queues -------------------------------------------------------------------------
+
+
+def archive_job_key(name: str, when_ns: int, bucket: str, key: str, version_id: str) -> bytes:
+    """A restore job (AR) or a restored copy's expiry (AE) of one version."""
+    return pack(name, f"{when_ns:020d}", bucket, key, version_id)
+
+
+def archive_job_of(key: bytes) -> tuple[str, str, str]:
+    """(bucket, key, version id) of an AR or AE entry."""
+    _, _, bucket, k, vid = unpack(key)
+    return bucket, k, vid
+
+
+# --- cluster-wide records -----------------------------------------------------------------
+
+
+def system_key(name: str) -> bytes:
+    return pack(SYSTEM, name)
+
+
+# --- the layout record ------------------------------------------------------------------------
+
+
+def layout_key() -> bytes:
+    return pack(LAYOUT)

@@ -1,0 +1,137 @@
+"""Lying shards: valid frame checksums, wrong bytes. What happens once one is named.
+
+Only the gateway can see such a shard (nodes hold no keys; its CRCs are right): a read whose
+GCM tag fails tries other k-subsets of the shards and names the shards that disagree with
+the segment that authenticates (`StripeCodec.authenticate`), and the deep scrub
+(`storage/workers/deepscrub.py`) checks every shard against the authenticated plaintext.
+Each finding is handed to `LyingShards.report`, which in the background
+
+- asks the shard's node to quarantine it (moved aside with a reason, so no reader uses it
+  again and the repair assessment sees it missing);
+- merges `{"lying": {index: node}}` into the stripe's repair entry `R/<stripe>`, so repair
+  rebuilds that index even if the node could not be told (its stat would look healthy);
+- counts it: per process for the gateway's `/metrics`, and cluster-wide in `S/integrity`
+  (compare-and-swap) for `tessera status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from storage.config import NodeSpec
+from storage.errors import StorageError
+from storage.keyspace import system_key, urgent_repair_key
+from storage.metadata import MetadataStore, Txn
+from storage.records import pack, unpack
+from storage.shards.ids import shard_id
+
+log = logging.getLogger("tessera.integrity")
+INTEGRITY_KEY = system_key("integrity")
+RECENT = 4096  # (stripe, index, node) findings remembered, so one lie is counted once
+RECENT_S = 60.0  # ...for this long (a shard may lie again after it was rebuilt)
+REASON = "fails-gcm-authentication"
+
+
+class LyingShards:
+    """Counts, quarantines and queues for repair the lying shards this process finds."""
+
+    def __init__(self, meta: MetadataStore | None, client: Any) -> None:
+        self._meta = meta
+        self._client = client
+        self.found: dict[str, int] = {}  # where ("read", "scrub") -> lying shards found here
+        self._recent: OrderedDict[tuple[bytes, int, str], float] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def report(self, stripe_id: bytes, index: int, node: NodeSpec, where: str,
+               segment: int) -> bool:
+        """Record a lying shard (once per stripe, index and node); False if already known."""
+        key = (stripe_id, index, node.id)
+        now = time.monotonic()
+        if now - self._recent.get(key, -RECENT_S) < RECENT_S:
+            return False
+        self._recent[key] = now
+        self._recent.move_to_end(key)
+        while len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        self.found[where] = self.found.get(where, 0) + 1
+        log.warning("lying shard %s on node %s (found by %s, segment %d)",
+                    shard_id(stripe_id, index), node.id, where, segment)
+        task = asyncio.get_running_loop().create_task(
+            self.record(stripe_id, index, node, where, segment))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def record(self, stripe_id: bytes, index: int, node: NodeSpec, where: str,
+                     segment: int) -> None:
+        """Quarantine on the node, queue the repair, count it cluster-wide."""
+        try:
+            await self._client.quarantine_shard(node, shard_id(stripe_id, index), REASON,
+                                                segment)
+        except StorageError as exc:  # repair still rebuilds it: the R/ entry names it
+            log.warning("cannot quarantine %s on %s: %s", shard_id(stripe_id, index),
+                        node.id, exc)
+        if self._meta is None:
+            return
+        try:
+            await self._queue(stripe_id, index, node.id, where)
+            await self._count(where)
+        except Exception:  # noqa: BLE001 - metadata unreachable: the scrub will find it again
+            log.exception("cannot record lying shard %s", shard_id(stripe_id, index))
+
+    async def _queue(self, stripe_id: bytes, index: int, node_id: str, where: str) -> None:
+        assert self._meta is not None
+        key = urgent_repair_key(stripe_id)  # one shard fewer: at risk for 4+2
+        for _ in range(16):
+            item = await self._meta.get(key)
+            entry = unpack(item.value) if item else {"queued": time.time()}
+            entry.pop("fv", None)
+            lying = dict(entry.get("lying") or {})
+            lying[str(index)] = node_id
+            entry.update(lying=lying, reason=f"lying shard {index} on {node_id} ({where})",
+                         retry_at=0)
+            if await self._meta.txn(Txn(compares={key: item.revision if item else 0},
+                                        puts={key: pack(entry)})):
+                return
+
+    async def _count(self, where: str) -> None:
+        assert self._meta is not None
+
+        def add(doc: dict[str, Any]) -> None:
+            found = dict(doc.get("lying_found") or {})
+            found[where] = int(found.get(where, 0)) + 1
+            doc.update(lying_found=found, last_found=time.time())
+
+        await update_integrity(self._meta, add)
+
+
+async def update_integrity(meta: MetadataStore, change: Callable[[dict[str, Any]], None],
+                           ) -> None:
+    """Apply `change` to the `S/integrity` document with compare-and-swap (several gateways
+    and the deep scrub write it)."""
+    for _ in range(16):
+        item = await meta.get(INTEGRITY_KEY)
+        doc = unpack(item.value) if item else {}
+        doc.pop("fv", None)
+        change(doc)
+        if await meta.txn(Txn(compares={INTEGRITY_KEY: item.revision if item else 0},
+                              puts={INTEGRITY_KEY: pack(doc)})):
+            return
+
+
+async def read_integrity(meta: MetadataStore) -> dict[str, Any]:
+    """The cluster-wide integrity counters (`S/integrity`; empty before the first finding)."""
+    item = await meta.get(INTEGRITY_KEY)
+    if item is None:
+        return {}
+    doc = unpack(item.value)
+    doc.pop("fv", None)
+    return doc
+
+
+__all__ = ["INTEGRITY_KEY", "LyingShards", "read_integrity", "update_integrity"]

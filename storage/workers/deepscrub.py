@@ -1,0 +1,213 @@
+"""Deep scrub: check every shard against the authenticated plaintext, where the keys are.
+
+A node's scrubber checks frame checksums only, so a shard with valid checksums but wrong
+bytes (a lying shard) passes it. This worker runs in the gateway (under the lease
+`L/deepscrub`, like the other workers), walks the stripe index `X/`, reads every shard of
+each live stripe at a bounded byte rate (`[gateway] deep_scrub_rate_mbps`, or
+TESSERA_DEEP_SCRUB_RATE_MBPS; 0 = off) and, per segment, decodes and authenticates it and
+re-encodes it: a shard whose block differs from the authenticated codeword lies
+(`StripeCodec.audit`). Findings go to `LyingShards` (quarantine on the node, urgent repair,
+counters). Where the cluster holds no key (SSE-C objects, block-volume extents) the
+reference is the codeword k+1 shards agree on. After a full pass it rests
+`deep_scrub_pause_s` (TESSERA_DEEP_SCRUB_PAUSE_S).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from storage.config import Config, NodeSpec
+from storage.erasure import ErasureCodec
+from storage.errors import IntegrityError, StorageError
+from storage.health import HealthTracker
+from storage.keyspace import STRIPE, next_key, space, stripe_of
+from storage.lying import LyingShards, read_integrity, update_integrity
+from storage.metadata import Item, MetadataStore
+from storage.objects import SSEC_HMAC, ObjectService
+from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
+from storage.records import ObjectVersion, unpack
+from storage.shards.client import SMALL_SHARD_BYTES, NodeClient
+from storage.shards.ids import shard_id
+from storage.throttle import Throttle
+from storage.workers import WorkerState
+from storage.workers.repair import Manifest, load_manifest
+
+log = logging.getLogger("tessera.deepscrub")
+MIB = 2**20
+BATCH = 8  # stripes per step
+CHUNK_SEGMENTS = 4  # segments read per shard request (memory: (k+m) x 4 blocks)
+
+
+@dataclass(frozen=True)
+class DeepScrubSettings:
+    rate_bytes_s: float = 4 * MIB
+    pause_s: float = 3600.0
+
+    @classmethod
+    def from_config(cls, cfg: Config, env: Mapping[str, str] | None = None,
+                    ) -> DeepScrubSettings:
+        env = os.environ if env is None else env
+        rate = env.get("TESSERA_DEEP_SCRUB_RATE_MBPS") or cfg.gateway.deep_scrub_rate_mbps
+        pause = env.get("TESSERA_DEEP_SCRUB_PAUSE_S") or cfg.gateway.deep_scrub_pause_s
+        return cls(rate_bytes_s=float(rate) * MIB, pause_s=float(pause))
+
+
+@dataclass
+class DeepScrubStats:
+    """Published in `S/integrity` under `deep_scrub` (cumulative across gateways)."""
+
+    passes: int = 0
+    stripes_checked: int = 0
+    bytes_checked: int = 0
+    lying_found: int = 0
+    unverifiable: int = 0  # segments with no authenticating (or k+1-supported) codeword
+    pass_started: float = 0.0
+    last_pass_end: float = 0.0
+
+
+class DeepScrubber:
+    name = "deepscrub"
+    idle_s = 1.0
+
+    def __init__(self, cfg: Config, meta: MetadataStore, objects: ObjectService,
+                 client: NodeClient, health: HealthTracker, cpu: Executor, lies: LyingShards,
+                 settings: DeepScrubSettings | None = None) -> None:
+        self.settings = settings or DeepScrubSettings.from_config(cfg)
+        self._meta = meta
+        self._objects = objects
+        self._client = client
+        self._health = health
+        self._cpu = cpu
+        self._lies = lies
+        self._throttle = Throttle(self.settings.rate_bytes_s)
+        self._cursor = space(STRIPE)[0]
+        self._next_pass = 0.0
+        self.stats = DeepScrubStats()
+        self._loaded = False
+
+    async def step(self) -> WorkerState:
+        if self.settings.rate_bytes_s <= 0 or time.monotonic() < self._next_pass:
+            return WorkerState.IDLE
+        if not self._loaded:
+            old = (await read_integrity(self._meta)).get("deep_scrub") or {}
+            known = set(DeepScrubStats.__dataclass_fields__)
+            self.stats = DeepScrubStats(**{k: v for k, v in old.items() if k in known})
+            self._loaded = True
+        if self._cursor == space(STRIPE)[0]:
+            self.stats.pass_started = time.time()
+        items = await self._meta.range(self._cursor, space(STRIPE)[1], limit=BATCH)
+        for item in items:
+            await self._scrub_item(item)
+        if len(items) < BATCH:
+            self._cursor = space(STRIPE)[0]
+            self.stats.passes += 1
+            self.stats.last_pass_end = time.time()
+            self._next_pass = time.monotonic() + self.settings.pause_s
+        else:
+            self._cursor = next_key(items[-1].key)
+        await self._publish()
+        return WorkerState.BUSY if len(items) == BATCH else WorkerState.IDLE
+
+    async def _publish(self) -> None:
+        stats = asdict(self.stats)
+
+        def put(doc: dict[str, Any]) -> None:
+            doc["deep_scrub"] = stats
+
+        await update_integrity(self._meta, put)
+
+    async def _scrub_item(self, item: Item) -> None:
+        if unpack(item.value).get("state") != "live":
+            return
+        stripe_id = stripe_of(item.key)
+        man = await load_manifest(self._meta, stripe_id)
+        if not isinstance(man, Manifest) or not man.part.size or man.part.inline:
+            return
+        codec = await self._codec(man)
+        if codec is None:
+            return
+        try:
+            await self.scrub_stripe(codec, man.part.nodes, man.part.size)
+        except StorageError as exc:  # a node went away mid-stripe: next pass
+            log.info("deep scrub of stripe %s stopped: %s", stripe_id.hex(), exc)
+        self.stats.stripes_checked += 1
+
+    async def _codec(self, man: Manifest) -> StripeCodec | None:
+        """The stripe's codec: with the object's cipher where the cluster has its key."""
+        part = man.part
+        if man.kind == "object":
+            v = ObjectVersion.decode(man.items[0].value)
+            cipher = None
+            if SSEC_HMAC not in v.sse:
+                try:
+                    cipher = await self._objects.cipher_for(v)
+                except StorageError as exc:  # a shredded tenant: nothing left to protect
+                    log.info("deep scrub: no key for stripe %s: %s", part.stripe_id.hex(), exc)
+                    return None
+            return self._objects.codec_for(v, part, cipher)
+        return StripeCodec(cipher=None, codec=ErasureCodec(part.k, part.m), identity="",
+                           part=part.number, stripe_id=part.stripe_id,
+                           segment_size=part.segment_size)
+
+    async def scrub_stripe(self, codec: StripeCodec, nodes: list[str | None], size: int,
+                           ) -> list[int]:
+        """Check every readable shard of one stripe, segment by segment; the liars found."""
+        by_id = {n.id: n for n in self._health.nodes}
+        shards = [(i, by_id[n]) for i, n in enumerate(nodes)
+                  if n is not None and n in by_id and self._health.is_usable(n)]
+        k = codec.codec.k
+        if len(shards) <= k:  # no spare shard to compare with: repair's business first
+            return []
+        headers = codec.headers()
+        nsegs = segment_count(size, codec.segment_size)
+        small = shard_file_bytes(size, codec.segment_size, k) <= SMALL_SHARD_BYTES
+        step = nsegs if small else CHUNK_SEGMENTS
+        loop = asyncio.get_running_loop()
+        liars: set[int] = set()
+
+        async def fetch(i: int, node: NodeSpec, first: int, count: int,
+                        ) -> list[tuple[int, bytes]] | None:
+            sid = shard_id(codec.stripe_id, i)
+            try:
+                if small:
+                    return await self._client.read_small(node, sid, headers[i], first, count)
+                return [f async for f in self._client.read_frames(node, sid, headers[i],
+                                                                  first, count)]
+            except StorageError:
+                return None  # missing or corrupt: the node scrubber and repair see to it
+
+        for first in range(0, nsegs, step):
+            count = min(step, nsegs - first)
+            got = await asyncio.gather(*(fetch(i, n, first, count) for i, n in shards))
+            for n in range(count):
+                seg = first + n
+                blocks = {i: frames[n][1] for (i, _), frames in zip(shards, got, strict=True)
+                          if frames is not None and len(frames) == count}
+                if len(blocks) <= k:
+                    continue
+                read = sum(len(b) for b in blocks.values())
+                await self._throttle.consume(read)
+                self.stats.bytes_checked += read
+                plen = segment_length(size, codec.segment_size, seg)
+                try:
+                    wrong = await loop.run_in_executor(self._cpu, codec.audit, seg,
+                                                       seg == nsegs - 1, plen, blocks)
+                except IntegrityError as exc:
+                    self.stats.unverifiable += 1
+                    log.error("deep scrub: stripe %s: %s", codec.stripe_id.hex(), exc)
+                    continue
+                for i in wrong:
+                    liars.add(i)
+                    if self._lies.report(codec.stripe_id, i, dict(shards)[i], "scrub", seg):
+                        self.stats.lying_found += 1
+        return sorted(liars)
+
+
+__all__ = ["DeepScrubSettings", "DeepScrubStats", "DeepScrubber"]

@@ -1,0 +1,139 @@
+"""Conditional writes and deletes (If-Match / If-None-Match and the delete conditions), boto3."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def _err(call, *args, **kw) -> tuple[int, str]:
+    with pytest.raises(ClientError) as e:
+        call(*args, **kw)
+    r = e.value.response
+    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
+
+
+def _mpu(s3, b: str, key: str, body: bytes = b"abc", **cond):
+    up = s3.create_multipart_upload(Bucket=b, Key=key)["UploadId"]
+    etag = s3.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=1, Body=body)["ETag"]
+    return lambda: s3.complete_multipart_upload(
+        Bucket=b, Key=key, UploadId=up, **cond,
+        MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]})
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_put_if_match_and_if_none_match(s3, versioned: bool) -> None:
+    b = f"cond-put-{int(versioned)}"
+    s3.create_bucket(Bucket=b)
+    if versioned:
+        s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    # If-Match on a missing key: 404 NoSuchKey, whatever the value.
+    assert _err(s3.put_object, Bucket=b, Key="k", IfMatch="*") == (404, "NoSuchKey")
+    assert _err(s3.put_object, Bucket=b, Key="k", IfMatch='"bad"') == (404, "NoSuchKey")
+    etag = s3.put_object(Bucket=b, Key="k", Body=b"1", IfNoneMatch="*")["ETag"]
+    assert _err(s3.put_object, Bucket=b, Key="k", IfNoneMatch="*") == (412, "PreconditionFailed")
+    assert _err(s3.put_object, Bucket=b, Key="k", IfNoneMatch=etag) == (412,
+                                                                         "PreconditionFailed")
+    s3.put_object(Bucket=b, Key="k", Body=b"1", IfNoneMatch='"other"')
+    etag2 = s3.put_object(Bucket=b, Key="k", Body=b"2", IfMatch="*")["ETag"]
+    assert _err(s3.put_object, Bucket=b, Key="k", IfMatch=etag) == (412, "PreconditionFailed")
+    s3.put_object(Bucket=b, Key="k", Body=b"3", IfMatch=etag2)
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"3"
+    s3.delete_object(Bucket=b, Key="k")  # a delete marker when versioned: still "missing"
+    assert _err(s3.put_object, Bucket=b, Key="k", IfMatch="*") == (404, "NoSuchKey")
+    s3.put_object(Bucket=b, Key="k", Body=b"4", IfNoneMatch="*")
+
+
+def test_complete_multipart_conditions(s3) -> None:
+    b = "cond-mpu"
+    s3.create_bucket(Bucket=b)
+    assert _err(_mpu(s3, b, "k", IfMatch="*")) == (404, "NoSuchKey")
+    etag = _mpu(s3, b, "k", IfNoneMatch="*")()["ETag"]
+    assert _err(_mpu(s3, b, "k", IfNoneMatch="*")) == (412, "PreconditionFailed")
+    assert _err(_mpu(s3, b, "k", IfNoneMatch=etag)) == (412, "PreconditionFailed")
+    assert _err(_mpu(s3, b, "k", IfMatch='"bad"')) == (412, "PreconditionFailed")
+    _mpu(s3, b, "k", b"new", IfMatch=etag)()
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"new"
+    # The failed completions left their uploads; DeleteBucket aborts them, as S3 does.
+    assert s3.list_multipart_uploads(Bucket=b).get("Uploads")
+    s3.delete_object(Bucket=b, Key="k")
+    s3.delete_bucket(Bucket=b)
+    assert _err(s3.head_bucket, Bucket=b)[0] == 404
+
+
+def test_delete_if_match_size_and_time(s3) -> None:
+    b = "cond-del"
+    s3.create_bucket(Bucket=b)
+    etag = s3.put_object(Bucket=b, Key="k", Body=b"abc")["ETag"]
+    mtime = s3.head_object(Bucket=b, Key="k")["LastModified"]
+    old = datetime.datetime(2015, 1, 1)
+    assert _err(s3.delete_object, Bucket=b, Key="k", IfMatch='"bad"') == (412,
+                                                                           "PreconditionFailed")
+    assert _err(s3.delete_object, Bucket=b, Key="k", IfMatchSize=9) == (412, "PreconditionFailed")
+    assert _err(s3.delete_object, Bucket=b, Key="k",
+                IfMatchLastModifiedTime=old) == (412, "PreconditionFailed")
+    s3.head_object(Bucket=b, Key="k")  # still there
+    s3.delete_object(Bucket=b, Key="k", IfMatch=etag, IfMatchSize=3,
+                     IfMatchLastModifiedTime=mtime)
+    assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
+    # A missing key is a successful no-op whatever the condition.
+    r = s3.delete_object(Bucket=b, Key="k", IfMatch='"bad"')
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 204
+
+
+def test_delete_conditions_versioned(s3) -> None:
+    b = "cond-del-v"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    r = s3.put_object(Bucket=b, Key="k", Body=b"x")
+    etag, vid = r["ETag"], r["VersionId"]
+    assert _err(s3.delete_object, Bucket=b, Key="k", VersionId=vid,
+                IfMatch='"bad"') == (412, "PreconditionFailed")
+    assert s3.delete_object(Bucket=b, Key="k", IfMatch=etag)["DeleteMarker"] is True
+    # The current record is a delete marker: an ETag never matches it, "*" is a no-op.
+    assert _err(s3.delete_object, Bucket=b, Key="k", IfMatch='"bad"') == (412,
+                                                                           "PreconditionFailed")
+    s3.delete_object(Bucket=b, Key="k", IfMatch="*")
+    assert len(s3.list_object_versions(Bucket=b)["DeleteMarkers"]) == 1
+    s3.delete_object(Bucket=b, Key="k", VersionId=vid, IfMatch=etag)
+    assert [v["VersionId"] for v in s3.list_object_versions(Bucket=b).get("Versions", [])] == []
+
+
+def test_delete_objects_per_object_conditions(s3) -> None:
+    b = "cond-multi"
+    s3.create_bucket(Bucket=b)
+    e1 = s3.put_object(Bucket=b, Key="a", Body=b"1")["ETag"]
+    s3.put_object(Bucket=b, Key="b", Body=b"22")
+    s3.put_object(Bucket=b, Key="c", Body=b"333")
+    mtime = s3.head_object(Bucket=b, Key="c")["LastModified"]
+    res = s3.delete_objects(Bucket=b, Delete={"Objects": [
+        {"Key": "a", "ETag": '"bad"'}, {"Key": "b", "Size": 5},
+        {"Key": "c", "LastModifiedTime": datetime.datetime(2015, 1, 1)}]})
+    assert sorted((e["Key"], e["Code"]) for e in res["Errors"]) == [
+        ("a", "PreconditionFailed"), ("b", "PreconditionFailed"), ("c", "PreconditionFailed")]
+    res = s3.delete_objects(Bucket=b, Delete={"Objects": [
+        {"Key": "a", "ETag": e1}, {"Key": "b", "Size": 2},
+        {"Key": "c", "LastModifiedTime": mtime}]})
+    assert sorted(d["Key"] for d in res["Deleted"]) == ["a", "b", "c"]
+    assert "Contents" not in s3.list_objects_v2(Bucket=b)
+
+
+def test_if_none_match_race_threads(s3) -> None:
+    """Eight concurrent `If-None-Match: *` PUTs of one new key: exactly one succeeds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    b = "cond-race"
+    s3.create_bucket(Bucket=b)
+
+    def put(i: int) -> int:
+        try:
+            s3.put_object(Bucket=b, Key="k", Body=str(i).encode(), IfNoneMatch="*")
+            return 200
+        except ClientError as e:
+            return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(put, range(8)))
+    assert sorted(codes) == [200] + [412] * 7
