@@ -3,13 +3,15 @@
 It starts `tessera up` in a temporary directory (or `--data`), runs PUT/GET/DELETE (and
 multipart when the gateway supports it) while a nemesis injects one fault at a time: kill -9
 and restart a node, a whole zone down and back, flipped bits in or deletion of a shard file,
-a frozen node (SIGSTOP/SIGCONT), the gateway killed in the middle of an upload (the whole
+a shard rewritten with other bytes under valid frame checksums (a lying shard: only
+the GCM tag can tell), a frozen node (SIGSTOP/SIGCONT), the gateway killed in the middle of an upload (the whole
 cluster is then restarted over the same directory), a zone partitioned (its node addresses
 stop answering: iptables DROP, root only) and a node whose disk is full (it runs on a full
 tmpfs for a while; root only). Then it heals, waits for repair and
 checks every key against a model of what was acknowledged: acknowledged writes read back
 byte-identical, acknowledged deletes stay deleted, an unacknowledged write is either absent
-or complete, and every stripe is back to k+m healthy shards, zone-safely. Exit status 1 on
+or complete, every stripe is back to k+m healthy shards, zone-safely, and no shard that was
+made to lie is still named by a manifest with its lie. Exit status 1 on
 any loss. The same seed gives the same fault schedule and the same operation sequence.
 """
 
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,13 +38,14 @@ from typing import Any
 
 FAST_ENV = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3",
             "TESSERA_ORPHAN_GRACE_S": "10", "TESSERA_SCRUB_RATE_MBPS": "100",
-            "TESSERA_SCRUB_PAUSE_S": "1"}
+            "TESSERA_SCRUB_PAUSE_S": "1", "TESSERA_DEEP_SCRUB_RATE_MBPS": "64",
+            "TESSERA_DEEP_SCRUB_PAUSE_S": "1"}
 ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]
 READY_S = 90.0
 BUCKET = "chaos"
 FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kill_gateway",
-          "partition_zone", "fill_disk")
-WEIGHTS = (3, 1, 2, 2, 2, 1, 1, 1)
+          "partition_zone", "fill_disk", "lying_shard")
+WEIGHTS = (3, 1, 2, 2, 2, 1, 1, 1, 2)
 HEADER_BYTES = 44
 
 
@@ -83,7 +87,7 @@ def schedule(seed: int, duration: float, node_ids: list[str], zones: list[str],
         target = rnd.choice(zones) if zonal else rnd.choice(node_ids)
         if kind == "kill_gateway":
             target = "gateway"
-        elif kind in ("bitflip", "delete_shard"):
+        elif kind in ("bitflip", "delete_shard", "lying_shard"):
             target = "random shard"
         hold = rnd.uniform(1.5, 4.0)
         out.append(Fault(round(t, 2), kind, target, round(hold, 2), rnd.randrange(1 << 30)))
@@ -124,6 +128,8 @@ class Report:
     lost: list[str] = field(default_factory=list)
     repaired_shards: int = 0
     redundant: bool = False
+    lies: list[tuple[Path, bytes]] = field(default_factory=list)  # shard files made to lie
+    lies_left: list[str] = field(default_factory=list)  # ...still named with their lie
 
 
 class ChaosCluster:
@@ -321,7 +327,8 @@ class Workload:
 
 class Nemesis:
     def __init__(self, cluster: ChaosCluster, workload: Workload, report: Report,
-                 seed: int) -> None:
+                 seed: int, out: Any = sys.stdout) -> None:
+        self.out = out
         self.c = cluster
         self.w = workload
         self.report = report
@@ -360,6 +367,15 @@ class Nemesis:
                             b = fh.read(1)
                             fh.seek(-1, os.SEEK_CUR)
                             fh.write(bytes([(b[0] if b else 0) ^ (1 << (f.pick % 8))]))
+        elif f.kind == "lying_shard":
+            from storage.errors import StorageError
+            from storage.testing.lies import lie_about
+
+            files = self.c.shard_files()
+            if files:
+                victim = files[f.pick % len(files)]
+                with contextlib.suppress(OSError, ValueError, StorageError):  # GC, bad header
+                    self.report.lies.append((victim, lie_about(victim, f.pick, None)))
         elif f.kind == "kill_gateway":
             self._kill_gateway_mid_upload(f)
         elif f.kind == "partition_zone":
@@ -378,6 +394,11 @@ class Nemesis:
                 host, _, port = n.address.rpartition(":")
                 rules.append(["-p", "tcp", "-d", host, "--dport", port, "-m", "comment",
                               "--comment", "tessera-chaos", "-j", "DROP"])
+        if shutil.which("iptables") is None:
+            self.report.faults["partition_zone skipped (no iptables)"] += 1
+            print("  partition_zone skipped: iptables not found (Debian: apt install iptables; "
+                  "needs root)", file=self.out, flush=True)
+            return
         added = []
         try:
             for r in rules:
@@ -393,8 +414,6 @@ class Nemesis:
 
     def _fill_disk(self, f: Fault) -> None:
         """The node runs on a file system with no space left, then gets its disk back."""
-        import shutil
-
         nid = f.target
         home = self.c.data / "nodes" / nid
         holder = Path(tempfile.mkdtemp(prefix="tessera-fill-"))
@@ -469,6 +488,51 @@ def wait_redundant(c: ChaosCluster, timeout: float) -> dict[str, Any] | None:
     return None
 
 
+def live_lies(c: ChaosCluster, lies: list[tuple[Path, bytes]]) -> list[str]:
+    """The lies still served: the file still holds the lie and its stripe's manifest still
+    names that node for that shard index (a rebuilt, moved or collected shard is no lie)."""
+    import asyncio
+
+    from storage.config import load_config
+    from storage.metadata import open_store
+    from storage.shards.ids import parse_shard_id
+    from storage.workers.repair import Manifest, load_manifest
+
+    async def check() -> list[str]:
+        cfg = load_config(c.data / "tessera.toml")
+        meta = await open_store(cfg.metadata_backend, str(cfg.data_dir / cfg.metadata_path),
+                                cfg.etcd_endpoints)
+        left = []
+        try:
+            for path, lie in lies:
+                try:
+                    if path.read_bytes() != lie:
+                        continue
+                except FileNotFoundError:
+                    continue
+                stripe, index = parse_shard_id(path.name)
+                node = path.parts[-5]  # nodes/<node>/shards/<ab>/<cd>/<id>
+                man = await load_manifest(meta, stripe)
+                if isinstance(man, Manifest) and index < len(man.part.nodes) and \
+                        man.part.nodes[index] == node:
+                    left.append(f"{path.name} on {node}: still lying")
+        finally:
+            await meta.close()
+        return left
+
+    return asyncio.run(check())
+
+
+def wait_lies_repaired(c: ChaosCluster, report: Report, timeout: float) -> None:
+    """Wait for every live lie to be found (reads or the deep scrub) and rebuilt."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report.lies_left = live_lies(c, report.lies) if report.lies else []
+        if not report.lies_left or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+
+
 def verify(c: ChaosCluster, model: Model, report: Report) -> None:
     from botocore.exceptions import ClientError
 
@@ -513,7 +577,7 @@ def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeou
         zones = sorted({zone_of(c.data, n) for n in c.node_ids()})
         plan = schedule(seed, duration, c.node_ids(), zones, kinds)
         w = Workload(c, seed, report, model)
-        nem = Nemesis(c, w, report, seed)
+        nem = Nemesis(c, w, report, seed, out)
         worker = threading.Thread(target=w.run, daemon=True)
         start = time.monotonic()
         worker.start()
@@ -533,6 +597,7 @@ def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeou
             c.signal(nid, signal.SIGCONT)
         for nid in sorted(c.stopped):
             c.restart_node(nid)
+        wait_lies_repaired(c, report, repair_timeout)
         doc = wait_redundant(c, repair_timeout)
         report.redundant = doc is not None
         if doc is not None:
@@ -541,11 +606,10 @@ def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeou
     finally:
         c.stop()
         if tmp is not None and not keep:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     print_report(report, seed, duration, out)
-    return 0 if not report.lost and not report.wrong and report.redundant else 1
+    ok = not report.lost and not report.wrong and not report.lies_left and report.redundant
+    return 0 if ok else 1
 
 
 def print_report(r: Report, seed: int, duration: float, out: Any) -> None:
@@ -554,15 +618,16 @@ def print_report(r: Report, seed: int, duration: float, out: Any) -> None:
             *((f"faults {k}", v) for k, v in sorted(r.faults.items())),
             ("ops failed (unavailable)", r.unavailable), ("shards repaired", r.repaired_shards),
             ("wrong reads", len(r.wrong)), ("objects lost", len(r.lost)),
+            ("lying shards injected", len(r.lies)), ("lying shards left", len(r.lies_left)),
             ("redundancy restored", "yes" if r.redundant else "NO")]
     width = max(len(k) for k, _ in rows)
     print("\nCHAOS REPORT", file=out)
     for k, v in rows:
         print(f"  {k.ljust(width)}  {v}", file=out)
-    for line in (r.wrong + r.lost)[:20]:
+    for line in (r.wrong + r.lost + r.lies_left)[:20]:
         print(f"  ! {line}", file=out)
-    print(json.dumps({"lost": len(r.lost), "wrong": len(r.wrong),
-                      "redundant": r.redundant}), file=out, flush=True)
+    print(json.dumps({"lost": len(r.lost), "wrong": len(r.wrong), "redundant": r.redundant,
+                      "lies_left": len(r.lies_left)}), file=out, flush=True)
 
 
 def chaos_command(a: argparse.Namespace) -> int:
