@@ -8,6 +8,7 @@ the manifest: placement is never recomputed on the read path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -376,18 +377,22 @@ class ObjectService:
                 continue
             codec = self.codec_for(v, part, cipher)
             if part.compressed:
-                async for piece in self._read_compressed(codec, part, lo, hi, on_damage):
-                    yield piece
+                async with contextlib.aclosing(
+                        self._read_compressed(codec, part, lo, hi, on_damage)) as pieces:
+                    async for piece in pieces:
+                        yield piece
                 continue
             first, last = lo // part.segment_size, (hi - 1) // part.segment_size
             seg = first
-            async for plain in self._stripes.read(codec, part.nodes, part.size, first, last,
-                                                  on_damage or self._report_damage):
-                seg_start = seg * part.segment_size
-                a = max(lo - seg_start, 0)
-                b = min(hi - seg_start, len(plain))
-                yield plain[a:b] if (a, b) != (0, len(plain)) else plain
-                seg += 1
+            async with contextlib.aclosing(self._stripes.read(
+                    codec, part.nodes, part.size, first, last,
+                    on_damage or self._report_damage)) as plains:
+                async for plain in plains:
+                    seg_start = seg * part.segment_size
+                    a = max(lo - seg_start, 0)
+                    b = min(hi - seg_start, len(plain))
+                    yield plain[a:b] if (a, b) != (0, len(plain)) else plain
+                    seg += 1
 
     async def read_sealed(self, v: ObjectVersion, part: PartLayout) -> AsyncIterator[bytes]:
         """One part's segments as stored, still sealed: needs no key (re-coding SSE-C data).

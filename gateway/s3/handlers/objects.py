@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from gateway.s3 import sse
@@ -192,17 +194,20 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     _overrides(rq, headers)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
-    stream = rq.cluster.objects.read(source, start, end, sse_c_key=customer_key)
-    first = None
-    if end > start:
-        # Read the first segment before sending headers, so an unreadable object is an
-        # error response rather than a truncated 200.
-        first = await anext(stream)
-    await resp.prepare(rq.request)
-    if first is not None:
-        await resp.write(first)
-        async for chunk in stream:
-            await resp.write(chunk)
+    # aclosing: however the response ends (a client hanging up mid-body included), the
+    # shard streams behind it are cancelled and awaited now, not left to the GC.
+    async with contextlib.aclosing(
+            rq.cluster.objects.read(source, start, end, sse_c_key=customer_key)) as stream:
+        first = None
+        if end > start:
+            # Read the first segment before sending headers, so an unreadable object is an
+            # error response rather than a truncated 200.
+            first = await anext(stream)
+        await resp.prepare(rq.request)
+        if first is not None:
+            await resp.write(first)
+            async for chunk in stream:
+                await resp.write(chunk)
     await resp.write_eof()
     return resp
 
