@@ -19,7 +19,6 @@ from aiohttp import web
 from gateway.s3 import xml_parse
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
-from gateway.s3.handlers.buckets import read_xml_body
 from gateway.s3.xml import S3_NAMESPACE, format_timestamp
 from storage import object_lock as ol
 from storage.records import ObjectVersion
@@ -30,6 +29,13 @@ HOLD_HEADER = "x-amz-object-lock-legal-hold"
 BYPASS_HEADER = "x-amz-bypass-governance-retention"
 MAX_DAYS = 36500  # AWS accepts a default retention of at most 100 years
 _MISSING = "Bucket is missing Object Lock Configuration"
+
+
+async def read_xml_body(rq: S3Request) -> bytes:
+    """The bounded XML body (imported late: handlers.buckets imports this module's users)."""
+    from gateway.s3.handlers.buckets import read_xml_body as read
+
+    return await read(rq)
 
 
 def _no_lock() -> S3Error:
