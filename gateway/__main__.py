@@ -18,11 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tessera gateway")
     p.add_argument("--config", type=Path, required=True, help="cluster TOML file")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-file", type=Path, help="write logs (and stderr) to this file, "
+                   "rotated by size ($TESSERA_LOG_MAX_BYTES, $TESSERA_LOG_BACKUPS)")
     p.add_argument("--listen", help="S3 HOST:PORT, overriding [gateway] listen (several "
                    "gateways from one config)")
     p.add_argument("--admin-listen", help="admin HOST:PORT, overriding [gateway] admin_listen")
     a = p.parse_args(argv)
-    logs.setup(a.log_level)
+    logs.setup(a.log_level, a.log_file)
     try:
         cfg = load_config(a.config)
     except ConfigError as exc:

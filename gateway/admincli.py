@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -32,9 +31,7 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
                   query: dict[str, str] | None = None,
                   env: dict[str, str] | None = None) -> dict[str, Any]:
     """Sign and send one admin API request; the parsed JSON answer or CliError."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
+    from gateway.s3.sigv4_sign import sign_headers
 
     env = dict(os.environ if env is None else env)
     missing = [n for n in (ENV_URL, ENV_AK, ENV_SK) if not env.get(n)]
@@ -45,13 +42,10 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
     if query:
         url += "?" + urllib.parse.urlencode(query)
     data = json.dumps(body).encode() if body is not None else b""
-    headers = {"X-Amz-Content-SHA256": hashlib.sha256(data).hexdigest()}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    req = AWSRequest(method=method, url=url, data=data, headers=headers)
-    SigV4Auth(Credentials(env[ENV_AK], env[ENV_SK]), "s3", "us-east-1").add_auth(req)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    signed = sign_headers(method, url, headers, data, env[ENV_AK], env[ENV_SK])
     http_req = urllib.request.Request(url, data=data if data else None, method=method,
-                                      headers=dict(req.headers.items()))
+                                      headers=signed)
     try:
         with urllib.request.urlopen(http_req, timeout=TIMEOUT_S) as resp:  # noqa: S310
             return json.loads(resp.read() or b"{}")
@@ -115,6 +109,13 @@ def _tenant(a: argparse.Namespace) -> None:
         text = "\n".join(f"{k:15} {_when(v) if k in ('created', 'shred_due') else v}"
                          for k, v in r.items())
         _emit(a, r, text)
+    elif a.action == "update":
+        body = {k: v for k, v in (("canonical_id", a.canonical_id),
+                                  ("display_name", a.display_name), ("email", a.email))
+                if v is not None}
+        r = admin_request("PATCH", f"/tenants/{q(a.name)}", body)
+        _emit(a, r, f"tenant {a.name}: canonical id {r['canonical_id']}, display name "
+                    f"{r['display_name']!r}, email {r['email']!r}")
     elif a.action == "delete":
         r = admin_request("DELETE", f"/tenants/{q(a.name)}")
         _emit(a, r, f"tenant {a.name} deleted")
@@ -180,6 +181,12 @@ def add_admin_commands(sub: Any) -> None:
         p = ts.add_parser(name, help=hlp, parents=[js])
         p.add_argument("name")
     ts.add_parser("list", help="list tenants", parents=[js])
+    up = ts.add_parser("update", help="set a tenant's S3 identity (ACL owner and grantee)",
+                       parents=[js])
+    up.add_argument("name")
+    up.add_argument("--canonical-id", help="S3 canonical user id (default: the tenant name)")
+    up.add_argument("--display-name", help="S3 owner DisplayName (default: the tenant name)")
+    up.add_argument("--email", help="email address for AmazonCustomerByEmail grants")
     sh = ts.add_parser("shred", help="destroy a tenant's keys (and so its data) forever",
                        parents=[js])
     sh.add_argument("name")

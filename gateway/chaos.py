@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -326,7 +327,8 @@ class Workload:
 
 class Nemesis:
     def __init__(self, cluster: ChaosCluster, workload: Workload, report: Report,
-                 seed: int) -> None:
+                 seed: int, out: Any = sys.stdout) -> None:
+        self.out = out
         self.c = cluster
         self.w = workload
         self.report = report
@@ -392,6 +394,11 @@ class Nemesis:
                 host, _, port = n.address.rpartition(":")
                 rules.append(["-p", "tcp", "-d", host, "--dport", port, "-m", "comment",
                               "--comment", "tessera-chaos", "-j", "DROP"])
+        if shutil.which("iptables") is None:
+            self.report.faults["partition_zone skipped (no iptables)"] += 1
+            print("  partition_zone skipped: iptables not found (Debian: apt install iptables; "
+                  "needs root)", file=self.out, flush=True)
+            return
         added = []
         try:
             for r in rules:
@@ -407,8 +414,6 @@ class Nemesis:
 
     def _fill_disk(self, f: Fault) -> None:
         """The node runs on a file system with no space left, then gets its disk back."""
-        import shutil
-
         nid = f.target
         home = self.c.data / "nodes" / nid
         holder = Path(tempfile.mkdtemp(prefix="tessera-fill-"))
@@ -572,7 +577,7 @@ def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeou
         zones = sorted({zone_of(c.data, n) for n in c.node_ids()})
         plan = schedule(seed, duration, c.node_ids(), zones, kinds)
         w = Workload(c, seed, report, model)
-        nem = Nemesis(c, w, report, seed)
+        nem = Nemesis(c, w, report, seed, out)
         worker = threading.Thread(target=w.run, daemon=True)
         start = time.monotonic()
         worker.start()
@@ -601,8 +606,6 @@ def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeou
     finally:
         c.stop()
         if tmp is not None and not keep:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     print_report(report, seed, duration, out)
     ok = not report.lost and not report.wrong and not report.lies_left and report.redundant

@@ -7,7 +7,9 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+from storage.config import DEFAULT_INLINE_MAX_BYTES
 from storage.errors import StorageError
 
 
@@ -24,26 +26,67 @@ def _exec_module(module: str, argv: list[str]) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed package's version (the source tree's when run uninstalled)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("tessera")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless it is unset or the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.default in (None, False, argparse.SUPPRESS) or "default" in text
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command parser shows defaults (add_subparsers reuses the parser class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tessera", description="Tessera distributed storage.")
+    p = _Parser(prog="tessera", description="Tessera distributed storage.")
+    p.add_argument("--version", action="version", version=f"tessera {version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start a whole local cluster (9 nodes in 3 zones + gateway)")
+    up_help = ("start a whole local cluster on this machine: 15 nodes (9 standard + 6 "
+               "archive) in 3 zones, and a gateway")
+    up = sub.add_parser("up", help=up_help, description=up_help[0].upper() + up_help[1:] + ".")
     up.add_argument("--data", default="./tessera-data", help="data directory")
-    up.add_argument("--port", type=int, default=9000, help="S3 port on 127.0.0.1")
-    up.add_argument("--admin-port", type=int, default=9001, help="admin port on 127.0.0.1")
-    up.add_argument("--node-port", type=int, default=9100, help="port of every node")
+    up.add_argument("--port", type=int, default=None,
+                    help="S3 port on 127.0.0.1 (default 9000 at first start, then the port in "
+                         "DATA/tessera.toml; giving it again moves the gateway there)")
+    up.add_argument("--admin-port", type=int, default=None,
+                    help="admin port on 127.0.0.1 (default 9001 at first start, then the "
+                         "config's; giving it again moves it)")
+    up.add_argument("--node-port", type=int, default=None,
+                    help="port of every node (default 9100 at first start, then the config's; "
+                         "giving it again moves every node of the config there)")
     up.add_argument("--metadata", choices=("sqlite", "etcd"), default="sqlite",
                     help="metadata backend at first start: embedded SQLite, or a local "
                          "3-member etcd cluster on 127.0.{1,2,3}.10")
-    up.add_argument("--etcd-port", type=int, default=2379, help="etcd client port (--metadata etcd)")
+    up.add_argument("--etcd-port", type=int, default=2379,
+                    help="etcd client port (--metadata etcd, first start only)")
     up.add_argument("--etcd-peer-port", type=int, default=2380,
-                    help="etcd peer port (--metadata etcd)")
+                    help="etcd peer port (--metadata etcd, first start only)")
     up.add_argument("--day-seconds", type=float, default=None,
                     help="length of a lifecycle/restore 'day' in seconds, written to the "
                          "[archive] section at first start (default 86400; tests use ~10)")
-    up.add_argument("--inline-max-bytes", type=int, default=0,
+    up.add_argument("--inline-max-bytes", type=int, default=None,
                     help="at first start: keep objects up to this size sealed in their "
-                         "metadata record instead of erasure-coded shards (0 = off, max 65536)")
+                         "metadata record instead of erasure-coded shards (0 = off, max "
+                         f"65536; default {DEFAULT_INLINE_MAX_BYTES})")
     up.add_argument("--gateways", type=int, default=1,
                     help="gateways to start, on consecutive S3 and admin ports from --port "
                          "and --admin-port, sharing the metadata (needs --metadata etcd)")

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.etcdcluster import EtcdCluster, EtcdMember, default_members
+from gateway.localports import check_free, move_ports
 from storage.cluster import Cluster
-from storage.config import load_config
+from storage.config import DEFAULT_INLINE_MAX_BYTES, load_config
 
 ZONES = ("az1", "az2", "az3")
 NODES_PER_ZONE = 3
@@ -30,7 +31,7 @@ ARCHIVE_NODES_PER_ZONE = 2  # a1..a6 on 127.0.Z.11 and 127.0.Z.12, role "archive
 
 def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
                    etcd_endpoints: tuple[str, ...] = (), day_seconds: float | None = None,
-                   inline_max_bytes: int = 0) -> str:
+                   inline_max_bytes: int | None = None) -> str:
     lines = [
         f'data_dir = "{data_dir}"',
         "",
@@ -38,7 +39,7 @@ def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
         'default_profile = "standard"',
         "segment_size = 1048576",
         "write_quorum_extra = 1",
-        f"inline_max_bytes = {inline_max_bytes}",
+        f"inline_max_bytes = {DEFAULT_INLINE_MAX_BYTES if inline_max_bytes is None else inline_max_bytes}",
         "",
         "[gateway]",
         f'listen = "127.0.0.1:{port}"',
@@ -127,7 +128,9 @@ async def _start(name: str, args: list[str], log_dir: Path, marker: str) -> Chil
             while True:
                 line = await proc.stdout.readline()
                 if not line:
-                    raise RuntimeError(f"{name} exited before it was ready; see {log}")
+                    why = _last_line(log)
+                    raise RuntimeError(f"{name} exited before it was ready"
+                                       f"{': ' + why if why else ''} (log: {log})")
                 if marker in line.decode(errors="replace"):
                     break
     except TimeoutError:
@@ -138,6 +141,17 @@ async def _start(name: str, args: list[str], log_dir: Path, marker: str) -> Chil
     run_dir.mkdir(exist_ok=True)
     (run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
     return Child(name, proc, log)
+
+
+def _last_line(log: Path) -> str:
+    """The last line a child wrote to its log (its one-line error), if short enough to show."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines and len(lines[-1]) < 400 else ""
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
@@ -174,10 +188,12 @@ async def bootstrap(config: Path) -> dict[str, str]:
     return env
 
 
-async def run(data_dir: Path, port: int, node_port: int, admin_port: int,
+async def run(data_dir: Path, port: int | None = None, node_port: int | None = None,
+              admin_port: int | None = None,
               metadata: str = "sqlite", etcd_port: int = 2379, etcd_peer_port: int = 2380,
               day_seconds: float | None = None, gateways: int = 1,
-              inline_max_bytes: int = 0) -> int:
+              inline_max_bytes: int | None = None) -> int:
+    """Start (or restart) the cluster of `data_dir`; ports given on a restart move it there."""
     data_dir = data_dir.resolve()
     if gateways < 1:
         raise RuntimeError("--gateways must be at least 1")
@@ -186,9 +202,18 @@ async def run(data_dir: Path, port: int, node_port: int, admin_port: int,
                            "lives on one machine and serves a single gateway")
     config = data_dir / "tessera.toml"
     if config.exists():
+        for change in move_ports(config, port, admin_port, node_port):
+            print(f"ports moved: {change}", flush=True)
+        first_only = [f for f, v in (("--day-seconds", day_seconds),
+                                     ("--inline-max-bytes", inline_max_bytes)) if v is not None]
+        if first_only:
+            print(f"note: {', '.join(first_only)} apply at first start only; edit {config} "
+                  "to change them", flush=True)
         gw = load_config(config).gateway
         listens = gateway_listens(gw.listen, gw.admin_listen, gateways)
     else:
+        port, admin_port = port or 9000, admin_port or 9001
+        node_port = node_port or 9100
         listens = gateway_listens(f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}", gateways)
     if len({a for pair in listens for a in pair}) < 2 * gateways:
         raise RuntimeError(f"--gateways {gateways}: the S3 and admin ports overlap "
@@ -207,15 +232,18 @@ async def run(data_dir: Path, port: int, node_port: int, admin_port: int,
             await asyncio.to_thread(etcd.stop)
 
 
-async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_port: int,
-               etcd: EtcdCluster | None, day_seconds: float | None = None,
-               gateways: int = 1, inline_max_bytes: int = 0) -> int:
+async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | None,
+               admin_port: int | None, etcd: EtcdCluster | None,
+               day_seconds: float | None = None, gateways: int = 1,
+               inline_max_bytes: int | None = None) -> int:
     if not config.exists():
+        assert port and node_port and admin_port
         eps = etcd.endpoints if etcd is not None else ()
         config.write_text(default_config(data_dir, port, node_port, admin_port, eps,
                                          day_seconds, inline_max_bytes))
     cfg = load_config(config)
     listens = gateway_listens(cfg.gateway.listen, cfg.gateway.admin_listen, gateways)
+    check_free(cfg, listens)
     env = await bootstrap(config)
     log_dir = data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -226,15 +254,18 @@ async def _run(data_dir: Path, config: Path, port: int, node_port: int, admin_po
         loop.add_signal_handler(sig, stop.set)
     try:
         nodes = await asyncio.gather(*(
-            _start(n.id, ["-m", "nodes", "--config", str(config), "--id", n.id], log_dir,
-                   "ready") for n in cfg.nodes))
+            _start(n.id, ["-m", "nodes", "--config", str(config), "--id", n.id, "--log-file",
+                          str(log_dir / f"{n.id}.log")], log_dir, "ready")
+            for n in cfg.nodes))
         children += nodes
-        children.append(await _start("gateway", ["-m", "gateway", "--config", str(config)],
+        children.append(await _start("gateway", ["-m", "gateway", "--config", str(config),
+                                                 "--log-file", str(log_dir / "gateway.log")],
                                      log_dir, "gateway ready"))
         extra = listens[1:]
         children += await asyncio.gather(*(
             _start(f"gateway{i}", ["-m", "gateway", "--config", str(config), "--listen", s3,
-                                   "--admin-listen", adm], log_dir, "gateway ready")
+                                   "--admin-listen", adm, "--log-file",
+                                   str(log_dir / f"gateway{i}.log")], log_dir, "gateway ready")
             for i, (s3, adm) in enumerate(extra, start=2)))
         print(f"Tessera is up: {len(cfg.nodes)} nodes in {len(cfg.zones)} zones, data in "
               f"{data_dir}")

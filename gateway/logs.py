@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
+from pathlib import Path
+
+from storage.logfile import log_handler
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -20,9 +22,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-def setup(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+def setup(level: str = "INFO", log_file: Path | None = None) -> None:
+    """JSON lines to stderr, or to `log_file` rotated by size (storage/logfile.py)."""
+    handler = log_handler(log_file, JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from storage.archive import class_figures
 from storage.cluster import Cluster
-from storage.durability import DurabilityInputs, estimate
+from storage.durability import DurabilityInputs, combined_loss, estimate, metadata_estimate
 from storage.errors import StorageError
 from storage.health import UP
 from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
@@ -113,6 +114,13 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
     est = estimate(DurabilityInputs(k=prof.k, m=prof.m, zones=len(cfg.zones),
                                     nodes=len(cluster.health.nodes), mttr_hours=round(mttr_h, 2),
                                     stripes=max(1, stripes["scanned"])))
+    meta = metadata_estimate(cfg.metadata_backend, len(cfg.etcd_endpoints)
+                             if cfg.metadata_backend == "etcd" else 1)
+    durability = est.to_dict()
+    obj = combined_loss(est.cluster_loss_per_year, meta.loss_per_year)
+    durability.update({"metadata": meta.to_dict(), "object_loss_per_year": obj,
+                       "object_nines": round(-math.log10(obj), 1) if obj > 0 else 99.0,
+                       "inline_max_bytes": cfg.inline_max_bytes})
     return {
         "time": time.time(),
         "profile": {"name": prof.name, "k": prof.k, "m": prof.m},
@@ -130,7 +138,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
             "corrupt_found": sum(int(s.get("corrupt_found", 0)) for s in scrubs.values()),
         },
         "integrity": await read_integrity(cluster.meta),
-        "durability": est.to_dict(),
+        "durability": durability,
         "archive": await class_figures(cluster.meta, SCAN_LIMIT),
         "workers": await _worker_leases(cluster),
     }
@@ -223,8 +231,17 @@ def render(doc: dict[str, Any]) -> str:
     out += _render_integrity(doc.get("integrity") or {})
     d = doc["durability"]
     inp = d["inputs"]
-    out += ["", "DURABILITY (estimate)",
-            f"  annual loss probability: {d['cluster_loss_per_year']:.3g} "
+    out += ["", "DURABILITY (estimate, per year)"]
+    md = d.get("metadata")
+    if md:
+        copies = ("one file on one disk: back it up, or use etcd" if md["backend"] == "sqlite"
+                  else f"{md['members']} members, lost with a majority")
+        out += [f"  every object:            loss probability {d['object_loss_per_year']:.3g} "
+                f"(~{d['object_nines']} nines): no object outlives its metadata record",
+                f"  metadata store:          {md['loss_per_year']:.3g} (~{md['nines']} nines), "
+                f"{md['backend']}, {copies}; objects up to {d['inline_max_bytes']} bytes "
+                "live in it"]
+    out += [f"  erasure-coded shards:    {d['cluster_loss_per_year']:.3g} "
             f"(~{d['nines']} nines) for {inp['stripes']} stripes, "
             f"{inp['k']}+{inp['m']} over {inp['zones']} zones and {inp['nodes']} nodes",
             f"  inputs: node AFR {inp['node_afr']:.0%}, MTTR {inp['mttr_hours']} h, zone loss "

@@ -49,6 +49,11 @@ async def _tenant(a: argparse.Namespace, c: Cluster) -> str:
 
 
 def _run(a: argparse.Namespace, action: Action) -> int:
+    if a.volume_command == "mount":
+        from gateway.block.mount import require_fuse
+
+        require_fuse()  # before opening anything: say what to install
+
     async def go() -> Any:
         c = await Cluster.open(load_config(_config_path(a)))
         try:

@@ -123,7 +123,13 @@ async def serve(s: NodeSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    log_to_stderr()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    log_file = None
+    if "--log-file" in argv:  # logging is set up before the rest is parsed
+        i = argv.index("--log-file")
+        log_file = Path(argv[i + 1]) if i + 1 < len(argv) else None
+        del argv[i:i + 2]
+    log_to_stderr(log_file=log_file)
     try:
         settings = settings_from_args(argv)
     except ConfigError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -29,6 +30,7 @@ from storage.shards.auth import Verifier
 from storage.shards.disk import DiskShardStore
 
 UNAUTHENTICATED_PATHS = frozenset({"/metrics"})
+QUIET_OPS = frozenset({"health", "metrics"})  # logged at debug level when they succeed
 CLIENT_MAX_SIZE = 1024 * 1024  # no handler reads a body whole; PUT streams and has its own cap
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
@@ -74,7 +76,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         elapsed = time.perf_counter() - start
         st.metrics.observe_request(op, status, elapsed)
-        st.log.info("request", request_id=stats.request_id, method=request.method,
+        # Health probes and scrapes arrive every second from every gateway: debug, not info.
+        level = logging.DEBUG if op in QUIET_OPS and status < 400 else logging.INFO
+        st.log.event(level, "request", request_id=stats.request_id, method=request.method,
                     path=request.path, query=request.query_string, op=op, status=status,
                     duration_ms=round(elapsed * 1000, 3),
                     bytes=stats.bytes_in + stats.bytes_out, **stats.extra)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
+from pathlib import Path
 from typing import Any
+
+from storage.logfile import log_handler
 
 LOGGER_NAME = "tessera.node"
 
@@ -41,10 +43,10 @@ class JsonLog:
         self.event(logging.ERROR, msg, **fields)
 
 
-def log_to_stderr(level: int = logging.INFO) -> None:
-    """Route the node's logger to stderr, one message per line, nothing added around it."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+def log_to_stderr(level: int = logging.INFO, log_file: Path | None = None) -> None:
+    """Route the node's logger to stderr (or to `log_file`, rotated by size, which then is
+    stderr too), one message per line, nothing added around it."""
+    handler = log_handler(log_file, logging.Formatter("%(message)s"))
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers[:] = [handler]
     logger.setLevel(level)

@@ -15,6 +15,7 @@ from typing import Any
 from storage.errors import ConfigError
 
 MiB = 1024 * 1024
+DEFAULT_INLINE_MAX_BYTES = 0  # objects up to this size are sealed inside their manifest
 NODE_ROLES = ("standard", "archive")
 
 

@@ -89,3 +89,51 @@ def estimate(inp: DurabilityInputs) -> DurabilityEstimate:
     nines = -math.log10(cluster) if cluster > 0 else float("inf")
     return DurabilityEstimate(stripe_loss_per_year=p, cluster_loss_per_year=cluster,
                               nines=min(nines, 99.0), inputs=inp)
+
+
+@dataclass(frozen=True)
+class MetadataDurability:
+    """The metadata store's annual loss probability: the floor of every object's durability.
+
+    A manifest lost is an object lost, and small objects live sealed inside their manifest,
+    so no object is more durable than the store holding its record. SQLite is one file on
+    one disk: it is lost with that disk (the node AFR), unless backed up. etcd keeps every
+    record on a majority of its members (one per zone): it is lost when a majority fails
+    within one repair window, or a zone is lost and enough of the others fail within the
+    zone MTTR (conservative: a record may sit on exactly a majority).
+    """
+
+    backend: str
+    members: int
+    loss_per_year: float
+    nines: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def metadata_estimate(backend: str, members: int, afr: float = 0.04, mttr_hours: float = 24.0,
+                      zone_afr: float = 0.001,
+                      zone_mttr_hours: float = 24.0 * 7) -> MetadataDurability:
+    """Annual loss probability of the metadata store (see MetadataDurability)."""
+    lam = afr / HOURS_PER_YEAR
+    n = max(1, members)
+    quorum = n // 2 + 1
+    rate = n * lam
+    for i in range(1, quorum):
+        rate *= (n - i) * lam * mttr_hours
+    p = -math.expm1(-rate * HOURS_PER_YEAR)
+    if n > 1:  # a zone loss takes one member; a majority of the rest must then fail too
+        p += min(1.0, zone_afr * n) * _chain(n - 1, quorum - 1, lam, zone_mttr_hours)
+    p = min(1.0, p)
+    nines = -math.log10(p) if p > 0 else 99.0
+    return MetadataDurability(backend=backend, members=n, loss_per_year=p,
+                              nines=round(min(nines, 99.0), 1))
+
+
+def combined_loss(*probabilities: float) -> float:
+    """Annual probability that at least one of several independent losses happens."""
+    keep = 1.0
+    for p in probabilities:
+        keep *= 1.0 - p
+    return 1.0 - keep

@@ -112,6 +112,7 @@ class Upload(Record):
     sse: dict[str, str] = field(default_factory=dict)
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
+    acl: dict[str, Any] = field(default_factory=dict)
     changes: int = 0  # bumped by every part change, see the module docstring
 
 
@@ -245,7 +246,8 @@ class MultipartService:
                     kek_version=kek_version, content_type=opts.content_type,
                     user_meta=opts.user_meta, headers=opts.headers,
                     storage_class=opts.storage_class, tags=opts.tags, sse=opts.sse,
-                    checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype)
+                    checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype,
+                    acl=opts.acl)
         shell = self._shell(up)
         self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key)
         up.dek, up.sse = shell.dek, shell.sse
@@ -390,7 +392,7 @@ class MultipartService:
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
         v = self._shell(up, version_id)
         v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
-        v.storage_class, v.tags, v.sse = up.storage_class, up.tags, up.sse
+        v.storage_class, v.tags, v.sse, v.acl = up.storage_class, up.tags, up.sse, up.acl
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = [upload_key(up.bucket, up.key, up.upload_id)]
         md5s = hashlib.md5()

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from storage.buckets import BucketService
 from storage.conditions import DeleteConditions, WriteConditions
@@ -66,6 +67,7 @@ class ObjectAttributes:
     tags: dict[str, str] = field(default_factory=dict)
     sse: dict[str, str] = field(default_factory=dict)
     sse_c_key: bytes | None = None  # SSE-C: the customer's 256-bit key wraps the DEK; never stored
+    acl: dict[str, Any] = field(default_factory=dict)  # S3 ACL (owner, grants); {} = private
 
 
 @dataclass
@@ -151,7 +153,8 @@ class ObjectService:
                           etag="", last_modified=0.0, kek_version=kek_version,
                           content_type=opts.content_type, user_meta=opts.user_meta,
                           headers=opts.headers, storage_class=opts.storage_class,
-                          tags=opts.tags, sse=opts.sse, identity_version=ident_version)
+                          tags=opts.tags, sse=opts.sse, identity_version=ident_version,
+                          acl=opts.acl)
         dek = keys.new_dek()
         self.seal_dek(v, kek, dek, opts.sse_c_key)
         md5 = hashlib.md5()

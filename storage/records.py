@@ -92,6 +92,9 @@ class ObjectVersion(Record):
     sse: dict[str, str] = field(default_factory=dict)
     identity_version: str = ""
     restore: dict[str, Any] = field(default_factory=dict)
+    # S3 ACL: {"owner": tenant, "grants": [[grantee kind, grantee, permission], ...]};
+    # empty means the bucket's tenant owns it with FULL_CONTROL (see gateway/s3/acl.py).
+    acl: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ObjectVersion:
@@ -119,6 +122,10 @@ class Tenant(Record):
     keks: dict[int, bytes] = field(default_factory=dict)
     current_kek: int = 1
     state: str = "active"  # active | shredded
+    # S3 identity (ACL owner and grantee): canonical id and display name default to the name.
+    canonical_id: str = ""
+    display_name: str = ""
+    email: str = ""
 
 
 @dataclass

@@ -7,6 +7,7 @@ the tenant can be unwrapped by anyone.
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 import time
@@ -20,6 +21,7 @@ from storage.records import AccessKey, Tenant
 
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
+_CANONICAL_ID = re.compile(r"[A-Za-z0-9$._:-]{1,128}")
 
 
 def _valid_tenant_name(name: str) -> bool:
@@ -41,6 +43,7 @@ class TenantService:
         self._kek_cache: dict[tuple[str, int], tuple[float, bytes]] = {}
         self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
         self._sk: bytes | None = None
+        self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
 
     async def create(self, name: str) -> Tenant:
         if not _valid_tenant_name(name):
@@ -61,6 +64,68 @@ class TenantService:
     async def list(self) -> list[Tenant]:
         items = await self._meta.range(*space(TENANT), limit=100000)
         return [Tenant.decode(i.value) for i in items]
+
+    # S3 identity ---------------------------------------------------------------------------
+
+    async def set_identity(self, name: str, canonical_id: str | None = None,
+                           display_name: str | None = None, email: str | None = None,
+                           ) -> Tenant:
+        """Set the tenant's S3 canonical id, display name or email (ACL owner and grantee).
+
+        A canonical id or email held by another tenant is refused (Conflict)."""
+        if canonical_id is not None and not _CANONICAL_ID.fullmatch(canonical_id):
+            raise InvalidInput("a canonical id is 1-128 letters, digits or '$._:-'")
+        if email is not None and email and "@" not in email:
+            raise InvalidInput("an email address holds an '@'")
+        for other in await self.list():
+            if other.name == name:
+                continue
+            if canonical_id and canonical_id in (other.canonical_id or other.name, other.name):
+                raise Conflict(f"canonical id {canonical_id!r} belongs to another tenant")
+            if email and other.email.lower() == email.lower():
+                raise Conflict(f"email {email!r} belongs to another tenant")
+        while True:
+            item = await self._meta.get(tenant_key(name))
+            if item is None:
+                raise NotFound(f"tenant {name!r} does not exist")
+            t = Tenant.decode(item.value)
+            if canonical_id is not None:
+                t.canonical_id = canonical_id
+            if display_name is not None:
+                t.display_name = display_name
+            if email is not None:
+                t.email = email
+            if await self._meta.txn(Txn(compares={item.key: item.revision},
+                                        puts={item.key: t.encode()})):
+                self._ident_cache.pop(name, None)
+                return t
+
+    async def identity(self, name: str) -> tuple[str, str]:
+        """(canonical id, display name) of a tenant, briefly cached; the name for both by
+        default, and for a tenant that no longer exists."""
+        now = time.monotonic()
+        hit = self._ident_cache.get(name)
+        if hit and hit[0] > now:
+            return hit[1]
+        item = await self._meta.get(tenant_key(name))
+        t = Tenant.decode(item.value) if item is not None else None
+        ident = ((t.canonical_id or name, t.display_name or name) if t is not None
+                 else (name, name))
+        self._ident_cache[name] = (now + 5.0, ident)
+        return ident
+
+    async def by_canonical_id(self, canonical_id: str) -> Tenant | None:
+        """The active tenant with this S3 canonical id (by default its name), or None."""
+        for t in await self.list():
+            if t.state == "active" and (t.canonical_id or t.name) == canonical_id:
+                return t
+        return None
+
+    async def by_email(self, email: str) -> Tenant | None:
+        for t in await self.list():
+            if t.state == "active" and t.email and t.email.lower() == email.lower():
+                return t
+        return None
 
     async def kek(self, tenant: str, version: int | None = None) -> tuple[int, bytes]:
         """The tenant's KEK (current version unless named), unwrapped, briefly cached."""

@@ -8,6 +8,7 @@ authenticated action is written to the append-only audit log (who, what, when, r
     POST   /admin/v1/tenants            {"name"}   create
     GET    /admin/v1/tenants/{name}                show
     DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets)
+    PATCH  /admin/v1/tenants/{name} {"canonical_id", "display_name", "email"}  S3 identity
     POST   /admin/v1/tenants/{name}/rotate-key     new KEK version, rewrap in background
     POST   /admin/v1/tenants/{name}/shred {"confirm": name, "wait_s": N}
     DELETE /admin/v1/tenants/{name}/shred          cancel a scheduled shred
@@ -69,6 +70,7 @@ class AdminApi:
             ("POST", "/tenants", "tenant.create", self.tenant_create),
             ("GET", "/tenants/{name}", "tenant.show", self.tenant_show),
             ("DELETE", "/tenants/{name}", "tenant.delete", self.tenant_delete),
+            ("PATCH", "/tenants/{name}", "tenant.update", self.tenant_update),
             ("POST", "/tenants/{name}/rotate-key", "tenant.rotate-key", self.tenant_rotate),
             ("POST", "/tenants/{name}/shred", "tenant.shred", self.tenant_shred),
             ("DELETE", "/tenants/{name}/shred", "tenant.shred-cancel", self.shred_cancel),
@@ -135,6 +137,8 @@ class AdminApi:
         return {"name": t.name, "state": t.state, "created": t.created,
                 "kek_version": t.current_kek if t.keks else None,
                 "kek_versions": sorted(t.keks), "kms_key_id": f"{t.name}/kek",
+                "canonical_id": t.canonical_id or t.name,
+                "display_name": t.display_name or t.name, "email": t.email,
                 "buckets": len(buckets), "rewrap_pending": rewrapping,
                 "shred_due": await kr.pending_shred(meta, t.name)}
 
@@ -152,6 +156,18 @@ class AdminApi:
 
     async def tenant_show(self, call: Call) -> tuple[int, Any]:
         return 200, await self._tenant_view(await self._tenant(call))
+
+    async def tenant_update(self, call: Call) -> tuple[int, Any]:
+        """Set the tenant's S3 identity: canonical_id, display_name, email (all optional)."""
+        t = await self._tenant(call)
+        fields = {}
+        for name in ("canonical_id", "display_name", "email"):
+            if name in call.body:
+                fields[name] = _str_field(call.body, name) if name == "canonical_id" \
+                    else str(call.body[name])
+        call.audit.update(fields)
+        t = await self.cluster.tenants.set_identity(t.name, **fields)
+        return 200, await self._tenant_view(t)
 
     async def tenant_delete(self, call: Call) -> tuple[int, Any]:
         t = await self._tenant(call)

@@ -39,6 +39,18 @@ class MountState:
     log_offset: int = 0
 
 
+def require_fuse() -> None:
+    """Refuse a mount, in one line that says what to install, when FUSE support is missing."""
+    import ctypes.util
+    import importlib.util
+
+    if importlib.util.find_spec("mfusepy") is None:
+        raise MountError("volume mounts need the FUSE extra: pip install -e '.[fuse]' "
+                         "(mfusepy), and libfuse3 (Debian: apt install fuse3)")
+    if ctypes.util.find_library("fuse3") is None:
+        raise MountError("volume mounts need libfuse3: apt install fuse3 (Debian)")
+
+
 def _state_dir(data_dir: Path) -> Path:
     d = data_dir / "volumes" / "mounts"
     d.mkdir(parents=True, exist_ok=True)

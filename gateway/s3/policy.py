@@ -1,32 +1,24 @@
-"""Bucket policy evaluation, always inside the bucket owner's tenant.
+"""Bucket policies: what PutBucketPolicy accepts, and how a statement applies to a request.
 
-A policy can only narrow what the owning tenant's keys may do (an explicit Deny wins) and open
-anonymous reads (public-read: Allow, Principal "*", s3:GetObject). It never grants anything to
-another tenant: `BucketService.get` refuses other tenants before any policy is read.
-
-Supported: Effect, Action/NotAction, Resource/NotResource (with `*` and `?` wildcards),
-Principal "*" / {"AWS": ...} naming "*", an access key id, the tenant name or
-`arn:aws:iam::<tenant>:root`. A statement with a Condition is not evaluated (conditions are
-not supported): as an Allow it grants nothing, as a Deny it always applies — the safe side.
-The bucket-policy operations themselves are exempt for the owner, so a policy cannot lock
-its owner out (AWS keeps the root user able to do the same).
+Supported: Effect, Principal/NotPrincipal (`*`, `{"AWS": ...}` naming `*`, a tenant's
+canonical id or name, `arn:aws:iam::<tenant>:root`, `arn:aws:iam::<tenant>:user/<key id>`, or
+`{"CanonicalUser": id}`), Action/NotAction, Resource/NotResource (`*` and `?` wildcards),
+and Condition (operators and keys in `gateway.s3.policy_conditions`). Anything else is
+refused at PutBucketPolicy with MalformedPolicy, so a stored policy is always fully applied.
+`evaluate` answers "Deny" (an explicit deny applies), "Allow" or None (nothing applies); the
+caller (`gateway.s3.authz`) combines it with ownership and ACLs.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from functools import lru_cache
+from collections.abc import Iterable
 from typing import Any
 
+from gateway.s3 import policy_conditions as cond
 from gateway.s3.errors import S3Error
 from gateway.s3.router import Endpoint
-from storage.cluster import Cluster
-from storage.errors import NotFound
 
-ANONYMOUS_OPS = frozenset({"GetObject", "HeadObject"})
-EXEMPT_OPS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy",
-                        "GetBucketPolicyStatus", "ListBuckets", "CreateBucket"})
 _ACTIONS = {
     "HeadObject": "s3:GetObject",
     "HeadBucket": "s3:ListBucket",
@@ -34,35 +26,60 @@ _ACTIONS = {
     "ListObjectsV2": "s3:ListBucket",
     "ListObjectVersions": "s3:ListBucketVersions",
     "CopyObject": "s3:PutObject",
+    "PostObject": "s3:PutObject",
     "CreateMultipartUpload": "s3:PutObject",
     "UploadPart": "s3:PutObject",
     "UploadPartCopy": "s3:PutObject",
     "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
     "ListParts": "s3:ListMultipartUploadParts",
     "ListMultipartUploads": "s3:ListBucketMultipartUploads",
     "DeleteObjects": "s3:DeleteObject",
-    "GetBucketVersioning": "s3:GetBucketVersioning",
-    "PutBucketVersioning": "s3:PutBucketVersioning",
+    "GetBucketLocation": "s3:GetBucketLocation",
+    "PutBucketCors": "s3:PutBucketCORS",
+    "GetBucketCors": "s3:GetBucketCORS",
+    "DeleteBucketCors": "s3:PutBucketCORS",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
+    "DeleteBucketTagging": "s3:PutBucketTagging",
+    "DeleteBucketOwnershipControls": "s3:PutBucketOwnershipControls",
+    "DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "GetObjectAttributes": "s3:GetObjectAttributes",
+    "RestoreObject": "s3:RestoreObject",
+    "GetObjectLegalHold": "s3:GetObjectLegalHold",
+    "PutObjectLegalHold": "s3:PutObjectLegalHold",
+    "GetObjectRetention": "s3:GetObjectRetention",
+    "PutObjectRetention": "s3:PutObjectRetention",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
 }
+_VERSIONED = {"GetObject": "s3:GetObjectVersion", "HeadObject": "s3:GetObjectVersion",
+              "DeleteObject": "s3:DeleteObjectVersion", "GetObjectAcl": "s3:GetObjectVersionAcl",
+              "PutObjectAcl": "s3:PutObjectVersionAcl",
+              "GetObjectTagging": "s3:GetObjectVersionTagging",
+              "PutObjectTagging": "s3:PutObjectVersionTagging",
+              "DeleteObjectTagging": "s3:DeleteObjectVersionTagging"}
+# Condition keys whose fixed values keep a policy from being public (AWS's definition).
+_NON_PUBLIC_KEYS = frozenset({"aws:sourceip", "aws:sourcearn", "aws:sourceaccount",
+                              "aws:sourcevpc", "aws:sourcevpce", "aws:principalaccount",
+                              "aws:userid", "aws:principalarn", "aws:principalorgid"})
 
 
 def action_of(ep: Endpoint) -> str:
     """The IAM action an operation is authorized as (s3:GetObject for HeadObject, ...)."""
-    if ep.op in ("GetObject", "HeadObject") and ep.params.get("versionId"):
-        return "s3:GetObjectVersion"
-    if ep.op == "DeleteObject" and ep.params.get("versionId"):
-        return "s3:DeleteObjectVersion"
+    if ep.op in _VERSIONED and ep.params.get("versionId"):
+        return _VERSIONED[ep.op]
     return _ACTIONS.get(ep.op, "s3:" + ep.op)
 
 
 def resource_of(bucket: str, key: str | None) -> str:
     return f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
-
-
-@lru_cache(maxsize=4096)
-def _pattern(glob: str, ignore_case: bool) -> re.Pattern[str]:
-    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob)
-    return re.compile(rx, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
 
 
 def _as_list(v: Any) -> list[Any]:
@@ -71,91 +88,127 @@ def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list) else []
 
 
-def _matches(globs: Any, value: str, ignore_case: bool = False) -> bool:
-    return any(isinstance(g, str) and _pattern(g, ignore_case).fullmatch(value)
-               for g in _as_list(globs))
+def _malformed(message: str) -> S3Error:
+    return S3Error("MalformedPolicy", message)
+
+
+def statements(text: str | None) -> list[dict[str, Any]]:
+    """The statements of a stored policy ([] when there is none)."""
+    if not text:
+        return []
+    doc = json.loads(text)
+    return [st for st in _as_list(doc.get("Statement")) if isinstance(st, dict)]
+
+
+def validate(text: str, bucket: str) -> None:
+    """Refuse (MalformedPolicy) what `evaluate` would not apply exactly as AWS does."""
+    allowed = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction",
+               "Resource", "NotResource", "Condition"}
+    doc = json.loads(text)
+    if not set(doc) <= {"Version", "Id", "Statement"}:
+        raise _malformed("Policy has invalid top-level fields")
+    for st in statements(text):
+        unknown = set(st) - allowed
+        if unknown:
+            raise _malformed(f"Unknown field {sorted(unknown)[0]}")
+        if ("Principal" in st) == ("NotPrincipal" in st) or ("Action" in st) == (
+                "NotAction" in st) or ("Resource" in st) == ("NotResource" in st):
+            raise _malformed("A statement needs exactly one of Principal/NotPrincipal, "
+                             "Action/NotAction and Resource/NotResource")
+        if "NotPrincipal" in st and st.get("Effect") == "Allow":
+            raise _malformed("NotPrincipal can only be used with Deny")
+        for p in _as_list(st.get("Principal", st.get("NotPrincipal"))):
+            _check_principal(p)
+        for r in _as_list(st.get("Resource", st.get("NotResource"))):
+            if not isinstance(r, str) or not (
+                    r == "*" or cond.glob_match(r, f"arn:aws:s3:::{bucket}")
+                    or r.startswith(f"arn:aws:s3:::{bucket}/")
+                    or cond.glob_match(r.split("/", 1)[0], f"arn:aws:s3:::{bucket}")):
+                raise _malformed("Policy has invalid resource")
+        if "Condition" in st:
+            cond.validate(st["Condition"])
+
+
+def _check_principal(p: Any) -> None:
+    if p == "*":
+        return
+    if not isinstance(p, dict) or not p or not set(p) <= {"AWS", "CanonicalUser"}:
+        raise _malformed("Invalid principal in policy")
+    for v in p.values():
+        if not all(isinstance(x, str) and x for x in _as_list(v)) or not _as_list(v):
+            raise _malformed("Invalid principal in policy")
+
+
+def principal_ids(tenant: str, canonical_id: str, access_key: str) -> frozenset[str]:
+    """The names a signed request's principal answers to in Principal elements."""
+    out = {tenant, canonical_id, access_key}
+    for acct in {tenant, canonical_id}:
+        out |= {f"arn:aws:iam::{acct}:root", f"arn:aws:iam::{acct}:user/{access_key}"}
+    return frozenset(out)
 
 
 def _principal_matches(principal: Any, ids: frozenset[str]) -> bool:
-    if principal == "*":
-        return True
-    if isinstance(principal, dict):
-        names = _as_list(principal.get("AWS"))
-        return any(n == "*" or n in ids for n in names if isinstance(n, str))
+    for p in _as_list(principal):
+        if p == "*":
+            return True
+        if isinstance(p, dict):
+            for name in _as_list(p.get("AWS")) + _as_list(p.get("CanonicalUser")):
+                if name == "*" or name in ids:
+                    return True
     return False
 
 
-def _statement_applies(st: dict[str, Any], action: str, resource: str,
-                       ids: frozenset[str]) -> bool:
+def _any_glob(globs: Any, value: str, ignore_case: bool = False) -> bool:
+    return any(isinstance(g, str) and cond.glob_match(g, value, ignore_case)
+               for g in _as_list(globs))
+
+
+def applies(st: dict[str, Any], action: str, resource: str, ids: frozenset[str],
+            ctx: cond.Context) -> bool:
+    """Whether one statement matches the request (principal, action, resource, condition)."""
     if "Principal" in st and not _principal_matches(st["Principal"], ids):
         return False
     if "NotPrincipal" in st and _principal_matches(st["NotPrincipal"], ids):
         return False
-    if "Action" in st and not _matches(st["Action"], action, ignore_case=True):
+    if "Action" in st and not _any_glob(st["Action"], action, ignore_case=True):
         return False
-    if "NotAction" in st and _matches(st["NotAction"], action, ignore_case=True):
+    if "NotAction" in st and _any_glob(st["NotAction"], action, ignore_case=True):
         return False
-    if "Resource" in st and not _matches(st["Resource"], resource):
+    if "Resource" in st and not _any_glob(st["Resource"], resource):
         return False
-    return not ("NotResource" in st and _matches(st["NotResource"], resource))
+    if "NotResource" in st and _any_glob(st["NotResource"], resource):
+        return False
+    return "Condition" not in st or cond.holds(st["Condition"], ctx)
 
 
-def evaluate(policy_text: str | None, action: str, resource: str,
-             ids: frozenset[str]) -> str | None:
-    """"Deny", "Allow" or None (no statement applies) for one request."""
-    if not policy_text:
-        return None
-    try:
-        doc = json.loads(policy_text)
-    except ValueError:
-        return None
-    statements = doc.get("Statement") if isinstance(doc, dict) else None
+def evaluate(sts: Iterable[dict[str, Any]], action: str, resource: str, ids: frozenset[str],
+             ctx: cond.Context, *, public_allows: bool = True) -> str | None:
+    """"Deny", "Allow" or None for one request; `public_allows=False` ignores Allow
+    statements that make the policy public (RestrictPublicBuckets)."""
     allowed = False
-    for st in _as_list(statements):
-        if not isinstance(st, dict) or not _statement_applies(st, action, resource, ids):
+    for st in sts:
+        if not applies(st, action, resource, ids, ctx):
             continue
         if st.get("Effect") == "Deny":
             return "Deny"
-        if st.get("Effect") == "Allow" and "Condition" not in st:
+        if st.get("Effect") == "Allow" and (public_allows or not statement_is_public(st)):
             allowed = True
     return "Allow" if allowed else None
 
 
-def principal_ids(tenant: str, access_key: str) -> frozenset[str]:
-    return frozenset({access_key, tenant, f"arn:aws:iam::{tenant}:root",
-                      f"arn:aws:iam::{tenant}:user/{access_key}"})
+def statement_is_public(st: dict[str, Any]) -> bool:
+    """An Allow to everyone ("*") not pinned by a fixed-value condition, as AWS defines it."""
+    if st.get("Effect") != "Allow":
+        return False
+    if "NotPrincipal" in st:
+        return True
+    if not _principal_matches(st.get("Principal"), frozenset()):
+        return False
+    for keys in (st.get("Condition") or {}).values():
+        if isinstance(keys, dict) and any(k.lower() in _NON_PUBLIC_KEYS for k in keys):
+            return False
+    return True
 
 
-async def check_tenant(cluster: Cluster, ep: Endpoint, tenant: str, access_key: str) -> None:
-    """A signed request by the bucket's own tenant: refused only by an explicit Deny."""
-    if ep.bucket is None or ep.op in EXEMPT_OPS:
-        return
-    try:
-        b = await cluster.buckets.get_any(ep.bucket)
-    except NotFound:
-        return  # the handler answers NoSuchBucket
-    if b.tenant != tenant:
-        raise S3Error("AccessDenied")
-    text = b.config.get("policy")
-    if text and evaluate(str(text), action_of(ep), resource_of(ep.bucket, ep.key),
-                         principal_ids(tenant, access_key)) == "Deny":
-        raise S3Error("AccessDenied")
-
-
-async def anonymous_tenant(cluster: Cluster, ep: Endpoint) -> str:
-    """The owner tenant to serve an anonymous request as, if the bucket policy allows it.
-
-    Only object reads can be public; everything else, or a missing bucket, is AccessDenied
-    (so an anonymous caller never learns which buckets exist).
-    """
-    if ep.bucket is None or ep.key is None or ep.op not in ANONYMOUS_OPS:
-        raise S3Error("AccessDenied")
-    try:
-        b = await cluster.buckets.get_any(ep.bucket)
-    except NotFound:
-        raise S3Error("AccessDenied") from None
-    text = b.config.get("policy")
-    if evaluate(str(text) if text else None, action_of(ep), resource_of(ep.bucket, ep.key),
-                frozenset({"*"})) != "Allow":
-        raise S3Error("AccessDenied")
-    return b.tenant
+def is_public(text: str | None) -> bool:
+    return any(statement_is_public(st) for st in statements(text))

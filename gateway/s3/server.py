@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.metrics import Metrics
-from gateway.s3 import cors, policy
+from gateway.s3 import authz, cors
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, load_all
@@ -76,23 +76,27 @@ class S3Server:
                                 lambda a: cred.secret_key if cred and a == cred.access_key
                                 else None,
                                 datetime.now(UTC), self.cfg.max_skew_s)
-            if auth.anonymous:
-                tenant = await policy.anonymous_tenant(self.cluster, ep)
-            elif cred is None or cred.role != "tenant":
-                raise S3Error("AccessDenied")
-            else:
-                tenant = cred.tenant
-                await policy.check_tenant(self.cluster, ep, tenant, cred.access_key)
+            requester = None
+            if not auth.anonymous:
+                if cred is None or cred.role != "tenant":
+                    raise S3Error("AccessDenied")
+                cid, _ = await self.cluster.tenants.identity(cred.tenant)
+                requester = authz.Requester(cred.tenant, cid, cred.access_key)
+            tenant = await authz.authorize(self.cluster, request, ep, requester)
             handler = self.handlers.get(ep.op)
             if handler is None:
                 raise S3Error("NotImplemented", "A header or query you provided requested a "
                               "function that is not implemented.")
-            rq = S3Request(request, ep, auth, tenant, self.cluster, self.cfg, rid)
+            rq = S3Request(request, ep, auth, tenant, self.cluster, self.cfg, rid,
+                           requester.tenant if requester else None)
             resp = await handler(rq)
         except asyncio.CancelledError:
             self.metrics.request(op, 499, time.perf_counter() - started)
             raise
         except Exception as exc:  # noqa: BLE001 - every error becomes an S3 error
+            if isinstance(exc, ConnectionResetError) and (
+                    request.transport is None or request.transport.is_closing()):
+                return self._client_gone(request, op, rid, started)
             err = to_s3_error(exc, bucket, key)
             resource = request.path
             if err.resource is None:
@@ -112,6 +116,17 @@ class S3Server:
                                    "path": request.path, "status": resp.status,
                                    "duration_ms": round(elapsed * 1000, 2)})
         return resp
+
+    def _client_gone(self, request: web.Request, op: str, rid: str,
+                     started: float) -> web.StreamResponse:
+        """The client hung up mid-request: logged as 499 at info level, not as an error."""
+        elapsed = time.perf_counter() - started
+        self.metrics.request(op, 499, elapsed)
+        log.info("request", extra={"request_id": rid, "op": op, "method": request.method,
+                                   "path": request.path, "status": 499,
+                                   "client_closed": True,
+                                   "duration_ms": round(elapsed * 1000, 2)})
+        return web.Response(status=499, reason="Client Closed Request")
 
     async def _preflight(self, request: web.Request, ep: Endpoint, rid: str,
                          started: float) -> web.StreamResponse:

@@ -496,8 +496,11 @@ async def test_metrics_and_logs(api: Api, node: Node) -> None:
     sid, h, _, body = make_shard(frames=3)
     await put_shard(api, body, sid)
     assert (await api.call("GET", f"/v1/shards/{sid}"))[0] == 200
+    probe = "probe-" + uuid.uuid4().hex
+    assert (await api.call("GET", "/v1/health", headers={"X-Request-Id": probe}))[0] == 200
     rid = "test-" + uuid.uuid4().hex
-    assert (await api.call("GET", "/v1/health", headers={"X-Request-Id": rid}))[0] == 200
+    assert (await api.call("GET", f"/v1/shards/{sid}/stat",
+                           headers={"X-Request-Id": rid}))[0] == 200
     assert (await api.call("GET", "/v1/health", signed=False))[0] == 401
 
     url = URL(node.url + "/metrics")
@@ -516,9 +519,10 @@ async def test_metrics_and_logs(api: Api, node: Node) -> None:
     assert m[("tessera_node_shards", ())] >= 1
 
     rec = await wait_for_log(node, rid)
-    assert rec["method"] == "GET" and rec["path"] == "/v1/health" and rec["status"] == 200
-    assert {"ts", "level", "duration_ms", "bytes"} <= set(rec)
+    assert rec["method"] == "GET" and rec["path"] == f"/v1/shards/{sid}/stat"
+    assert rec["status"] == 200 and {"ts", "level", "duration_ms", "bytes"} <= set(rec)
     text = node.log.read_text()
+    assert probe not in text  # health probes are logged at debug level only
     assert node.secret.hex() not in text
     for line in text.splitlines():
         json.loads(line)

@@ -82,6 +82,7 @@ class LocalCluster:
     etcd_port: int = 0
     etcd_peer_port: int = 0
     up_args: list[str] = field(default_factory=list)  # extra `tessera up` flags
+    tessera: list[str] = field(default_factory=lambda: [sys.executable, "-m", "gateway.cli"])
 
     def start(self) -> LocalCluster:
         if not self.port:
@@ -97,7 +98,7 @@ class LocalCluster:
             extra = ["--metadata", "etcd", "--etcd-port", str(self.etcd_port),
                      "--etcd-peer-port", str(self.etcd_peer_port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "up", "--data", str(self.data),
+            [*self.tessera, "up", "--data", str(self.data),
              "--port", str(self.port), "--admin-port", str(self.admin_port),
              "--node-port", str(self.node_port), *extra, *self.up_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -123,10 +123,17 @@ JSONISH = st.recursive(
 @SETTINGS
 @given(doc=JSONISH, key=st.text(max_size=30))
 def test_policy_evaluation_never_crashes(doc: object, key: str) -> None:
+    """Any JSON is refused with an S3 error or stored, and a stored policy evaluates."""
     import json
 
-    out = policy.evaluate(json.dumps(doc), "s3:GetObject", policy.resource_of("b", key),
-                          frozenset({"*"}))
+    text = json.dumps(doc)
+    try:
+        config_xml.validate_policy(text.encode())
+        policy.validate(text, "b")
+    except S3Error:
+        return
+    out = policy.evaluate(policy.statements(text), "s3:GetObject",
+                          policy.resource_of("b", key), frozenset(), {"aws:sourceip": ["::1"]})
     assert out in (None, "Allow", "Deny")
 
 
@@ -145,19 +152,25 @@ def test_sse_headers_raise_only_s3_errors(headers: dict[str, str]) -> None:
 def test_policy_semantics() -> None:
     import json
 
-    doc = json.dumps({"Statement": [
+    doc = policy.statements(json.dumps({"Statement": [
         {"Effect": "Allow", "Principal": "*", "Action": "s3:Get*",
          "Resource": "arn:aws:s3:::b/pub/*"},
         {"Effect": "Deny", "Principal": {"AWS": ["AK1"]}, "Action": "s3:GetObject",
          "Resource": "arn:aws:s3:::b/pub/secret*"},
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-         "Resource": "arn:aws:s3:::b/cond/*", "Condition": {"Bool": {"x": "y"}}}]})
-    anon = frozenset({"*"})
-    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/pub/x", anon) == "Allow"
-    assert policy.evaluate(doc, "s3:getobject", "arn:aws:s3:::b/pub/x", anon) == "Allow"
-    assert policy.evaluate(doc, "s3:PutObject", "arn:aws:s3:::b/pub/x", anon) is None
-    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/other", anon) is None
-    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/cond/x", anon) is None
-    ids = policy.principal_ids("t", "AK1")
-    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/pub/secret1", ids) == "Deny"
-    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/pub/secret1", anon) == "Allow"
+         "Resource": "arn:aws:s3:::b/cond/*",
+         "Condition": {"Bool": {"aws:SecureTransport": "true"}}}]}))
+    anon: frozenset[str] = frozenset()
+    plain = {"aws:securetransport": ["false"]}
+    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/pub/x", anon, plain) == "Allow"
+    assert policy.evaluate(doc, "s3:getobject", "arn:aws:s3:::b/pub/x", anon, plain) == "Allow"
+    assert policy.evaluate(doc, "s3:PutObject", "arn:aws:s3:::b/pub/x", anon, plain) is None
+    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/other", anon, plain) is None
+    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/cond/x", anon, plain) is None
+    tls = {"aws:securetransport": ["true"]}
+    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/cond/x", anon, tls) == "Allow"
+    ids = policy.principal_ids("t", "t-canonical", "AK1")
+    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/pub/secret1", ids,
+                           plain) == "Deny"
+    assert policy.evaluate(doc, "s3:GetObject", "arn:aws:s3:::b/pub/secret1", anon,
+                           plain) == "Allow"

@@ -24,6 +24,7 @@ class S3Request:
     cluster: Cluster
     cfg: GatewayConfig
     request_id: str
+    requester: str | None = None  # the signing tenant (None: anonymous); see gateway.s3.authz
 
     @property
     def bucket(self) -> str:
@@ -66,6 +67,7 @@ def xml_response(body: bytes, status: int = 200, headers: dict[str, str] | None 
 def load_all() -> dict[str, Handler]:
     """Import every handler module so their operations register."""
     from gateway.s3.handlers import (  # noqa: F401
+        access,
         batch,
         bucket_config,
         buckets,

@@ -2,9 +2,8 @@
 
 Each configuration is validated (`gateway.s3.config_xml`) and stored in the bucket record's
 `config` map in its parsed, plain form: `cors` (rules), `policy` (JSON text), `encryption`,
-`lifecycle` (rules, for the lifecycle worker). ACLs are not modelled: every bucket and object
-is `private` (owner FULL_CONTROL), which Get*Acl reports and Put*Acl accepts; any other ACL is
-NotImplemented.
+`lifecycle` (rules, for the lifecycle worker). ACLs and the other access settings are in
+`gateway.s3.handlers.access`.
 """
 
 from __future__ import annotations
@@ -16,12 +15,8 @@ from aiohttp import web
 from gateway.s3 import config_xml
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.access import check_policy_allowed
 from gateway.s3.handlers.batch import read_small_body
-from gateway.s3.handlers.tagging import addressed_version
-
-ACL_GRANT_HEADERS = ("x-amz-grant-full-control", "x-amz-grant-read", "x-amz-grant-read-acp",
-                     "x-amz-grant-write", "x-amz-grant-write-acp")
-ACL_NOT_IMPLEMENTED = "Only the canned ACL 'private' is supported."
 
 
 async def _config(rq: S3Request, name: str) -> object:
@@ -71,6 +66,7 @@ _xml_subresource("lifecycle", ("PutBucketLifecycleConfiguration",
 async def put_bucket_policy(rq: S3Request) -> web.StreamResponse:
     body = await read_small_body(rq)
     text = config_xml.validate_policy(body)
+    check_policy_allowed(await rq.cluster.buckets.get(rq.tenant, rq.bucket), text)
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, policy=text)
     return web.Response(status=204)
 
@@ -110,54 +106,3 @@ async def get_bucket_encryption(rq: S3Request) -> web.StreamResponse:
 async def delete_bucket_encryption(rq: S3Request) -> web.StreamResponse:
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, encryption=None)
     return web.Response(status=204)
-
-
-# --- ACLs ----------------------------------------------------------------------------------
-
-
-async def _check_private_acl(rq: S3Request) -> None:
-    """Accept only the canned `private` ACL, as a header or as an equivalent body."""
-    canned = rq.headers.get("x-amz-acl")
-    grants = [h for h in ACL_GRANT_HEADERS if h in rq.headers]
-    body = await read_small_body(rq)
-    if grants or (canned is not None and canned != "private"):
-        raise S3Error("NotImplemented", ACL_NOT_IMPLEMENTED)
-    if body.strip():
-        if canned is not None:
-            raise S3Error("UnexpectedContent", "This request does not support content")
-        if not config_xml.acl_is_private(body, rq.tenant):
-            raise S3Error("NotImplemented", ACL_NOT_IMPLEMENTED)
-    elif canned is None:
-        raise S3Error("MissingSecurityHeader", "Your request was missing a required header",
-                      MissingHeaderName="x-amz-acl")
-
-
-@operation("GetBucketAcl")
-async def get_bucket_acl(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    return xml_response(config_xml.owner_acl_xml(b.tenant, b.tenant))
-
-
-@operation("PutBucketAcl")
-async def put_bucket_acl(rq: S3Request) -> web.StreamResponse:
-    await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    await _check_private_acl(rq)
-    return web.Response(status=200)
-
-
-async def _object_owner(rq: S3Request) -> str:
-    v, _ = await addressed_version(rq)
-    return v.tenant
-
-
-@operation("GetObjectAcl")
-async def get_object_acl(rq: S3Request) -> web.StreamResponse:
-    owner = await _object_owner(rq)
-    return xml_response(config_xml.owner_acl_xml(owner, owner))
-
-
-@operation("PutObjectAcl")
-async def put_object_acl(rq: S3Request) -> web.StreamResponse:
-    await _object_owner(rq)
-    await _check_private_acl(rq)
-    return web.Response(status=200)

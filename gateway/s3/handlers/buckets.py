@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.s3 import xml, xml_parse
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.access import create_bucket_config
 from gateway.s3.http import iso_time
 from gateway.s3.router import validate_bucket_name
 
@@ -26,8 +27,9 @@ async def read_xml_body(rq: S3Request) -> bytes:
 @operation("ListBuckets")
 async def list_buckets(rq: S3Request) -> web.StreamResponse:
     buckets = await rq.cluster.buckets.list(rq.tenant)
+    owner_id, owner_name = await rq.cluster.tenants.identity(rq.tenant)
     return xml_response(xml.list_buckets_xml(
-        rq.tenant, rq.tenant, [(b.name, iso_time(b.created)) for b in buckets]))
+        owner_id, owner_name, [(b.name, iso_time(b.created)) for b in buckets]))
 
 
 @operation("CreateBucket")
@@ -41,13 +43,18 @@ async def create_bucket(rq: S3Request) -> web.StreamResponse:
                       "specific endpoint this request was sent to.")
     from storage.errors import BucketExists
 
+    access = await create_bucket_config(rq)
     try:
         await rq.cluster.buckets.create(rq.tenant, rq.bucket, region or rq.cfg.region)
     except BucketExists as exc:
         if exc.owned_by_caller and rq.cfg.region == "us-east-1":
-            # us-east-1 answers 200 to a repeated create by the owner (legacy behaviour)
+            # us-east-1 answers 200 to a repeated create by the owner and resets the bucket
+            # ACL (AWS's legacy behaviour, documented under CreateBucket)
+            await rq.cluster.buckets.update(rq.tenant, rq.bucket, acl=access["acl"])
             return web.Response(status=200, headers={"Location": f"/{rq.bucket}"})
         raise
+    if any(access.values()):
+        await rq.cluster.buckets.update(rq.tenant, rq.bucket, **access)
     return web.Response(status=200, headers={"Location": f"/{rq.bucket}"})
 
 

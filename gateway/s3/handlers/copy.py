@@ -11,9 +11,10 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from gateway.s3 import checksums, policy, sse, xml
+from gateway.s3 import authz, checksums, sse, xml
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.objects import put_options
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import iso_time, parse_http_date
@@ -74,14 +75,13 @@ def check_copy_conditions(headers: object, etag: str, last_modified: float) -> N
 
 
 async def copy_source(rq: S3Request) -> tuple[ObjectVersion, bool]:
-    """The source version (same tenant only) after its preconditions: (version, versioned)."""
+    """The source version, if the requester may read it (policy and ACLs of the source
+    bucket, `gateway.s3.authz`), after its preconditions: (version, versioned)."""
     bucket, key, vid = parse_copy_source(rq.headers["x-amz-copy-source"])
-    b = await rq.cluster.buckets.get(rq.tenant, bucket)
-    text = b.config.get("policy")
-    if text and policy.evaluate(str(text), "s3:GetObject", policy.resource_of(bucket, key),
-                                policy.principal_ids(rq.tenant, rq.auth.access_key)) == "Deny":
-        raise S3Error("AccessDenied")  # the source bucket's policy narrows reads of it
-    v = await rq.cluster.objects.head(rq.tenant, bucket, key, vid)
+    owner = await authz.authorize(rq.cluster, rq.request, rq.ep, await authz.requester_of(rq),
+                                  op="GetObject", bucket=bucket, key=key, version_id=vid)
+    b = await rq.cluster.buckets.get(owner, bucket)
+    v = await rq.cluster.objects.head(owner, bucket, key, vid)
     if v.delete_marker:
         if vid is not None:
             raise S3Error("InvalidRequest", "The source of a copy request may not "
@@ -109,6 +109,7 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
     meta_dir = _directive(rq, "x-amz-metadata-directive")
     tag_dir = _directive(rq, "x-amz-tagging-directive")
     opts = put_options(rq)
+    opts.acl = await write_acl(rq)
     sc_given = "x-amz-storage-class" in rq.headers
     same = (src.bucket == rq.bucket and src.key == rq.key
             and await rq.cluster.objects.is_latest(src))

@@ -8,6 +8,7 @@ import binascii
 from aiohttp import web
 
 from gateway.s3 import xml
+from gateway.s3.acl import owner_of, resolve_owners
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.http import iso_time
@@ -40,7 +41,7 @@ def _encoding(rq: S3Request) -> str | None:
 def _entry(rq: S3Request, v: ObjectVersion, owner: bool, latest: bool = True) -> xml.ListEntry:
     return xml.ListEntry(
         key=v.key, last_modified=iso_time(v.last_modified), etag=v.etag, size=v.size,
-        storage_class=v.storage_class, owner=(v.tenant, v.tenant) if owner else None,
+        storage_class=v.storage_class, owner=rq.request["owners"][owner_of(v)] if owner else None,
         version_id=v.version_id, is_latest=latest, is_delete_marker=v.delete_marker,
         checksum_algorithm=next(iter(v.checksums), None),
         checksum_type=(v.checksum_type or "FULL_OBJECT") if v.checksums else None)
@@ -70,6 +71,7 @@ async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
         after = p["start-after"]
     objs, prefixes, more, last = await rq.cluster.objects.listing.list(
         rq.tenant, rq.bucket, prefix, delimiter, after, max_keys)
+    await resolve_owners(rq, objs)
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
         is_truncated=more, contents=[_entry(rq, v, "fetch-owner" in p and
@@ -88,6 +90,7 @@ async def list_objects(rq: S3Request) -> web.StreamResponse:
     prefix, delimiter, marker = p.get("prefix", ""), p.get("delimiter", ""), p.get("marker", "")
     objs, prefixes, more, last = await rq.cluster.objects.listing.list(
         rq.tenant, rq.bucket, prefix, delimiter, marker, max_keys)
+    await resolve_owners(rq, objs)
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
         is_truncated=more, contents=[_entry(rq, v, True) for v in objs],
@@ -108,6 +111,7 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
                       "key marker.", ArgumentName="version-id-marker", ArgumentValue=vid_marker)
     versions, more = await rq.cluster.objects.listing.list_versions(
         rq.tenant, rq.bucket, prefix, key_marker, vid_marker, max_keys)
+    await resolve_owners(rq, versions)
     entries = []
     seen: set[str] = set()
     for v in versions:

@@ -13,6 +13,7 @@ from gateway.s3 import checksums, sse, xml, xml_parse
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.copy import copy_source
 from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import iso_time
@@ -102,7 +103,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
                             headers=po.headers, storage_class=po.storage_class, tags=po.tags,
                             sse=po.sse, checksum_algorithm=alg.upper() if alg else None,
                             checksum_type=ctype.upper() if ctype else None,
-                            sse_c_key=choice.customer_key)
+                            sse_c_key=choice.customer_key, acl=await write_acl(rq))
     try:
         up = await service(rq).create(rq.tenant, rq.bucket, rq.key, opts)
     except InvalidInput as e:
@@ -279,7 +280,7 @@ async def list_parts(rq: S3Request) -> web.StreamResponse:
                                                             upload_id, marker, max_parts)
     entries = [xml.PartEntry(p.number, iso_time(p.modified), p.etag, p.size,
                              p.checksums or None) for p in parts]
-    owner = (rq.tenant, rq.tenant)
+    owner = await rq.cluster.tenants.identity(str(up.acl.get("owner") or up.tenant))
     return xml_response(xml.list_parts_xml(
         rq.bucket, rq.key, upload_id, entries, part_number_marker=marker,
         next_part_number_marker=parts[-1].number if parts else None,
@@ -301,9 +302,12 @@ async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
     uploads, prefixes, truncated = await service(rq).list_uploads(
         rq.tenant, rq.bucket, p.get("prefix", ""), p.get("delimiter", ""), key_marker,
         upload_id_marker, max_uploads)
-    owner = (rq.tenant, rq.tenant)
+    owners = {t: await rq.cluster.tenants.identity(t)
+              for t in {str(u.acl.get("owner") or u.tenant) for u in uploads}}
     entries = [xml.UploadEntry(u.key, u.upload_id, iso_time(u.initiated), u.storage_class,
-                               owner, owner, u.checksum_algorithm, u.checksum_type)
+                               owners[str(u.acl.get("owner") or u.tenant)],
+                               owners[str(u.acl.get("owner") or u.tenant)],
+                               u.checksum_algorithm, u.checksum_type)
                for u in uploads]
     next_key = next_id = None
     if truncated:

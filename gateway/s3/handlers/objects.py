@@ -8,6 +8,7 @@ from gateway.s3 import sse
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
+from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
@@ -76,6 +77,7 @@ def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
 async def put_object(rq: S3Request) -> web.StreamResponse:
     body = RequestBody(rq.request, rq.auth, rq.cfg.max_object_size)
     opts = put_options(rq)
+    opts.acl = await write_acl(rq)
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = body.length

@@ -1,0 +1,99 @@
+"""Ports of a `tessera up` cluster: move them on an existing data directory, check them free.
+
+A data directory remembers its ports in `tessera.toml` (gateway `listen`, `admin_listen`,
+each `[[nodes]]` address) and `tessera.env` (the endpoints clients use). Ports are not part
+of any stored record (manifests name nodes by id), so `tessera up --port P` on an existing
+directory rewrites those lines and the cluster comes up on the new ports with its data.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+from pathlib import Path
+
+from storage.config import Config, load_config
+
+_LISTEN = re.compile(r'^(\s*(?:listen|admin_listen|address)\s*=\s*")([^"]*):(\d+)(".*)$')
+
+
+def _set_port(line: str, key_port: dict[str, int | None]) -> str:
+    m = _LISTEN.match(line)
+    if not m:
+        return line
+    key = m.group(1).split("=")[0].strip()
+    port = key_port.get(key)
+    return line if port is None else f"{m.group(1)}{m.group(2)}:{port}{m.group(4)}"
+
+
+def move_ports(config: Path, port: int | None, admin_port: int | None,
+               node_port: int | None) -> list[str]:
+    """Rewrite the config's and tessera.env's ports where a new one is given; what changed."""
+    before = load_config(config)
+    wanted = {"listen": port, "admin_listen": admin_port, "address": node_port}
+    lines = config.read_text().splitlines(keepends=True)
+    text = "".join(_set_port(line.rstrip("\n"), wanted) + ("\n" if line.endswith("\n") else "")
+                   for line in lines)
+    tmp = config.with_suffix(".toml.tmp")
+    tmp.write_text(text)
+    try:
+        after = load_config(tmp)
+    except Exception:
+        tmp.unlink()
+        raise
+    changes = []
+    if before.gateway.listen != after.gateway.listen:
+        changes.append(f"S3 {before.gateway.listen} -> {after.gateway.listen}")
+    if before.gateway.admin_listen != after.gateway.admin_listen:
+        changes.append(f"admin {before.gateway.admin_listen} -> {after.gateway.admin_listen}")
+    moved = [n.id for n, m in zip(before.nodes, after.nodes, strict=True)
+             if n.address != m.address]
+    if moved:
+        changes.append(f"{len(moved)} nodes to port {node_port}")
+    if not changes:
+        tmp.unlink()
+        return []
+    os.replace(tmp, config)
+    env = after.data_dir / "tessera.env"
+    if env.exists():
+        urls = {"AWS_ENDPOINT_URL": f"http://{after.gateway.listen}",
+                "TESSERA_ADMIN_URL": f"http://{after.gateway.admin_listen}"}
+        out = []
+        for line in env.read_text().splitlines():
+            k = line.split("=", 1)[0]
+            out.append(f"{k}={urls[k]}" if k in urls else line)
+        fd = os.open(f"{env}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{line}\n" for line in out))
+        os.replace(f"{env}.tmp", env)
+    return changes
+
+
+def _host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def check_free(cfg: Config, listens: list[tuple[str, str]]) -> None:
+    """Raise one plain line naming the first address already taken (gateways, then nodes)."""
+    wanted = [(a, f"S3 port of gateway {i + 1}" if i else "S3 port") for i, (a, _) in
+              enumerate(listens)]
+    wanted += [(b, f"admin port of gateway {i + 1}" if i else "admin port") for i, (_, b) in
+               enumerate(listens)]
+    wanted += [(n.address, f"node {n.id}") for n in cfg.nodes]
+    for addr, what in wanted:
+        host, port = _host_port(addr)
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise RuntimeError(
+                        f"{addr} ({what}): address already in use; is another cluster "
+                        f"running? choose other ports (--port, --admin-port, --node-port)"
+                    ) from None
+                raise RuntimeError(f"{addr} ({what}): cannot listen: {exc.strerror}") from None

@@ -1,0 +1,246 @@
+"""Authorization: may this requester do this operation on this bucket or object?
+
+Order (AWS's, with tenants as accounts and access keys as their root users):
+1. ListBuckets and CreateBucket need a signature; other ops need the bucket (anonymous
+   requests for a missing bucket get NoSuchBucket, as AWS answers).
+2. The bucket policy: an explicit Deny that applies refuses, whoever asks (the bucket's own
+   tenant keeps Get/Put/DeleteBucketPolicy, as AWS keeps them for the root user).
+3. The bucket's tenant may do everything else in its buckets (objects there are sealed under
+   its keys whoever wrote them).
+4. Anyone else (another tenant, or anonymous): allowed by a policy Allow naming them (a
+   public Allow is ignored under RestrictPublicBuckets), else by an ACL grant: the bucket's
+   ACL for bucket-level permissions (READ lists, WRITE writes and deletes objects,
+   READ_ACP/WRITE_ACP the bucket ACL), the object's ACL for reads and object ACL access
+   (the object's owner holds its ACL). Public grants are ignored under IgnorePublicAcls and
+   every grant under BucketOwnerEnforced. Otherwise AccessDenied.
+The request then runs as the bucket's tenant; `S3Request.requester` names who asked (the
+owner of what it writes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.s3 import policy
+from gateway.s3.acl import Acl
+from gateway.s3.errors import S3Error
+from gateway.s3.handlers import S3Request
+from gateway.s3.router import Endpoint
+from storage.cluster import Cluster
+from storage.errors import InvalidInput, NotFound
+from storage.records import Bucket, ObjectVersion
+
+POLICY_OPS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy",
+                        "GetBucketPolicyStatus"})
+# operation -> (ACL level, permission) for requesters other than the bucket's tenant.
+ACL_PERMISSIONS: dict[str, tuple[str, str]] = {
+    "ListObjects": ("bucket", "READ"), "ListObjectsV2": ("bucket", "READ"),
+    "ListObjectVersions": ("bucket", "READ"), "HeadBucket": ("bucket", "READ"),
+    "ListMultipartUploads": ("bucket", "READ"), "GetBucketLocation": ("bucket", "READ"),
+    "PutObject": ("bucket", "WRITE"), "PostObject": ("bucket", "WRITE"),
+    "CopyObject": ("bucket", "WRITE"), "DeleteObject": ("bucket", "WRITE"),
+    "DeleteObjects": ("bucket", "WRITE"), "CreateMultipartUpload": ("bucket", "WRITE"),
+    "UploadPart": ("bucket", "WRITE"), "UploadPartCopy": ("bucket", "WRITE"),
+    "CompleteMultipartUpload": ("bucket", "WRITE"), "AbortMultipartUpload": ("bucket", "WRITE"),
+    "ListParts": ("bucket", "WRITE"),
+    "GetBucketAcl": ("bucket", "READ_ACP"), "PutBucketAcl": ("bucket", "WRITE_ACP"),
+    "GetObject": ("object", "READ"), "HeadObject": ("object", "READ"),
+    "GetObjectAttributes": ("object", "READ"),
+    "GetObjectAcl": ("object", "READ_ACP"), "PutObjectAcl": ("object", "WRITE_ACP"),
+}
+NO_BUCKET_OPS = frozenset({"ListBuckets", "CreateBucket"})
+OWNER_CHECKED_OPS = frozenset({"GetObjectAcl", "PutObjectAcl"})
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who signed the request: its tenant, that tenant's canonical id, the access key."""
+
+    tenant: str
+    canonical_id: str
+    access_key: str
+
+    def ids(self) -> frozenset[str]:
+        return policy.principal_ids(self.tenant, self.canonical_id, self.access_key)
+
+
+async def requester_of(rq: S3Request) -> Requester | None:
+    """The Requester of a request already authenticated (None when anonymous)."""
+    if rq.requester is None:
+        return None
+    cid, _ = await rq.cluster.tenants.identity(rq.requester)
+    return Requester(rq.requester, cid, rq.auth.access_key)
+
+
+def public_access_block(b: Bucket) -> dict[str, bool]:
+    conf = b.config.get("public_access_block") or {}
+    return {k: bool(v) for k, v in conf.items()}
+
+
+def ownership(b: Bucket) -> str:
+    return str(b.config.get("ownership") or "ObjectWriter")
+
+
+def context(request: web.Request, ep: Endpoint, requester: Requester | None,
+            tags: dict[str, str] | None) -> dict[str, Sequence[str]]:
+    """The condition keys of a request (lower-cased names; absent keys are not present)."""
+    h = request.headers
+    now = time.time()
+    ctx: dict[str, Sequence[str]] = {
+        "aws:securetransport": ["true" if request.secure else "false"],
+        "aws:currenttime": [datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
+        "aws:epochtime": [str(int(now))],
+        "aws:principaltype": ["Anonymous" if requester is None else "Account"],
+    }
+    if request.remote:
+        ctx["aws:sourceip"] = [request.remote]
+    for name, key in (("Referer", "aws:referer"), ("User-Agent", "aws:useragent")):
+        if name in h:
+            ctx[key] = [h[name]]
+    if requester is not None:
+        ctx["aws:principalaccount"] = [requester.canonical_id]
+        ctx["aws:userid"] = [requester.access_key]
+        ctx["aws:username"] = [requester.access_key]
+    for name in ("x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
+                 "x-amz-grant-write-acp", "x-amz-grant-full-control",
+                 "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+                 "x-amz-server-side-encryption-customer-algorithm", "x-amz-copy-source",
+                 "x-amz-metadata-directive", "x-amz-storage-class", "x-amz-content-sha256",
+                 "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
+                 "x-amz-object-lock-legal-hold"):
+        if name in h:
+            ctx["s3:" + name.replace("x-amz-object-lock-", "object-lock-")] = [h[name]]
+    for name in ("prefix", "delimiter", "max-keys"):
+        if name in ep.params and ep.key is None:
+            ctx["s3:" + name] = [ep.params[name]]
+    if "versionId" in ep.params:
+        ctx["s3:versionid"] = [ep.params["versionId"]]
+    if "Authorization" in h:
+        ctx["s3:authtype"] = ["REST-HEADER"]
+        ctx["s3:signatureversion"] = ["AWS4-HMAC-SHA256" if h["Authorization"].startswith(
+            "AWS4-") else "AWS"]
+    elif "X-Amz-Signature" in ep.params or "Signature" in ep.params:
+        ctx["s3:authtype"] = ["REST-QUERY-STRING"]
+        ctx["s3:signatureversion"] = ["AWS4-HMAC-SHA256" if "X-Amz-Signature" in ep.params
+                                      else "AWS"]
+    if "x-amz-tagging" in h:
+        from urllib.parse import parse_qsl
+
+        req_tags = parse_qsl(h["x-amz-tagging"], keep_blank_values=True)
+        for k, v in req_tags:
+            ctx["s3:requestobjecttag/" + k.lower()] = [v]
+        ctx["s3:requestobjecttagkeys"] = [k for k, _ in req_tags]
+    for k, v in (tags or {}).items():
+        ctx["s3:existingobjecttag/" + k.lower()] = [v]
+    return ctx
+
+
+async def _version(cluster: Cluster, b: Bucket, key: str, vid: str | None,
+                   ) -> ObjectVersion | None:
+    try:
+        v = await cluster.objects.head(b.tenant, b.name, key, vid)
+    except (NotFound, InvalidInput):
+        return None
+    return None if v.delete_marker else v
+
+
+async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
+                    requester: Requester | None, *, op: str | None = None,
+                    bucket: str | None = None, key: str | None = None,
+                    version_id: str | None = None) -> str:
+    """The tenant to run the request as, or S3Error (AccessDenied, NoSuchBucket).
+
+    `op`, `bucket`, `key` and `version_id` override the endpoint's (a copy's source read).
+    """
+    op = op or ep.op
+    params = ep.params
+    if bucket is None:
+        bucket, key = ep.bucket, ep.key
+        version_id = ep.params.get("versionId")
+    else:
+        params = {"versionId": version_id} if version_id else {}
+    if bucket is None or op in NO_BUCKET_OPS:
+        if requester is None:
+            raise S3Error("AccessDenied")
+        return requester.tenant
+    try:
+        b = await cluster.buckets.get_any(bucket)
+    except NotFound:
+        if requester is None:
+            raise S3Error("NoSuchBucket", BucketName=bucket) from None
+        return requester.tenant  # the handler answers NoSuchBucket
+    is_owner = requester is not None and requester.tenant == b.tenant
+    if is_owner and op in POLICY_OPS:
+        return b.tenant
+    text = b.config.get("policy")
+    sts = policy.statements(str(text)) if text else []
+    level, perm = ACL_PERMISSIONS.get(op, ("", ""))
+    # The bucket's tenant needs the object's own grants only for objects another tenant
+    # owns (ACL operations on them); everyone else needs them for every object operation.
+    owner_check = is_owner and op in OWNER_CHECKED_OPS and bool(b.config.get("foreign_objects"))
+    need_object = key is not None and ((level == "object" and (not is_owner or owner_check))
+                                       or "existingobjecttag" in str(text).lower())
+    version = await _version(cluster, b, key, version_id) if need_object and key else None
+    pab = public_access_block(b)
+    restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
+    ids = requester.ids() if requester else frozenset()
+    ctx = context(request, ep, requester, version.tags if version else None) if sts else {}
+    if sts:
+        action = policy.action_of(Endpoint(op, bucket, key, params))
+        verdict = policy.evaluate(sts, action, policy.resource_of(bucket, key), ids, ctx,
+                                  public_allows=not restrict)
+        if verdict == "Deny":
+            raise S3Error("AccessDenied")
+        if verdict == "Allow" and not owner_check:
+            return b.tenant
+    if is_owner and not owner_check:
+        return b.tenant
+    who = requester.tenant if requester else None
+    enforced = ownership(b) == "BucketOwnerEnforced"
+    if not level or (enforced and not is_owner):
+        raise S3Error("AccessDenied")
+    ignore = pab.get("IgnorePublicAcls", False)
+    bucket_acl = Acl.of(b.config.get("acl"), b.tenant)
+    if level == "bucket":
+        if bucket_acl.allows(who, perm, ignore_public=ignore):
+            return b.tenant
+        raise S3Error("AccessDenied")
+    if version is None:
+        # A missing object: 404 to those who may list the bucket, 403 to others (AWS).
+        if is_owner or bucket_acl.allows(who, "READ", ignore_public=ignore):
+            return b.tenant
+        if sts and policy.evaluate(sts, "s3:ListBucket", policy.resource_of(bucket, None), ids,
+                                   {**ctx, "s3:prefix": [key or ""]},
+                                   public_allows=not restrict) == "Allow":
+            return b.tenant
+        raise S3Error("AccessDenied")
+    obj_acl = Acl.of(version.acl, b.tenant)
+    if enforced or (who is not None and obj_acl.owner == who and perm in ("READ_ACP",
+                                                                          "WRITE_ACP")):
+        return b.tenant
+    if obj_acl.allows(who, perm, ignore_public=ignore):
+        return b.tenant
+    raise S3Error("AccessDenied")
+
+
+def object_owner(rq_requester: str | None, b: Bucket, acl_header: str | None) -> str:
+    """Who owns an object a request writes (ObjectOwnership decides, as AWS does)."""
+    mode = ownership(b)
+    if rq_requester is None or mode == "BucketOwnerEnforced":
+        return b.tenant
+    if mode == "BucketOwnerPreferred" and acl_header == "bucket-owner-full-control":
+        return b.tenant
+    return rq_requester
+
+
+def stored_acl(acl: Acl, bucket_tenant: str) -> dict[str, Any]:
+    """The record to store: {} for the bucket tenant's private default (small records)."""
+    if acl.owner == bucket_tenant and acl.is_private_default():
+        return {}
+    return acl.record()

@@ -1,0 +1,201 @@
+"""IAM condition operators and the S3 condition keys a bucket policy may use.
+
+`validate` refuses (MalformedPolicy) an operator or key the gateway does not evaluate, so a
+policy is never stored half-understood. `holds` evaluates one statement's Condition block
+against a request context: a mapping from key (lower-cased) to its values, absent when the
+request does not carry the key. Semantics follow the IAM reference: every operator of a block
+must hold, and within an operator every key; a key holds when any of the policy's values
+matches (negated operators: when none does); a missing key makes a condition false, except
+for negated operators, `...IfExists`, `Null` and `ForAllValues:` which treat it as AWS does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from gateway.s3.errors import S3Error
+
+Context = Mapping[str, Sequence[str]]
+
+# Condition keys the gateway fills in (lower-cased); prefixes take a tag key after them.
+KEYS = frozenset(k.lower() for k in (
+    "aws:SecureTransport", "aws:SourceIp", "aws:Referer", "aws:UserAgent", "aws:CurrentTime",
+    "aws:EpochTime", "aws:PrincipalType", "aws:PrincipalAccount", "aws:userid",
+    "aws:username", "aws:SourceArn", "aws:SourceAccount",
+    "s3:x-amz-acl", "s3:x-amz-grant-read", "s3:x-amz-grant-write", "s3:x-amz-grant-read-acp",
+    "s3:x-amz-grant-write-acp", "s3:x-amz-grant-full-control",
+    "s3:x-amz-server-side-encryption", "s3:x-amz-server-side-encryption-aws-kms-key-id",
+    "s3:x-amz-server-side-encryption-customer-algorithm", "s3:x-amz-copy-source",
+    "s3:x-amz-metadata-directive", "s3:x-amz-storage-class", "s3:x-amz-content-sha256",
+    "s3:prefix", "s3:delimiter", "s3:max-keys", "s3:VersionId", "s3:RequestObjectTagKeys",
+    "s3:signatureversion", "s3:authType", "s3:object-lock-mode",
+    "s3:object-lock-retain-until-date", "s3:object-lock-legal-hold",
+))
+KEY_PREFIXES = ("s3:existingobjecttag/", "s3:requestobjecttag/")
+
+
+def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    return _compiled(pattern, ignore_case)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(rx, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def glob_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    return _glob(pattern, ignore_case).fullmatch(value) is not None
+
+
+def _num(v: str) -> float | None:
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def _date(v: str) -> datetime | None:
+    try:
+        if re.fullmatch(r"\d+", v):
+            return datetime.fromtimestamp(int(v), UTC)
+        d = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        return d if d.tzinfo else d.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _ip(policy: str, value: str) -> bool:
+    try:
+        return ipaddress.ip_address(value) in ipaddress.ip_network(policy, strict=False)
+    except ValueError:
+        return False
+
+
+def _cmp(conv: Callable[[str], Any], test: Callable[[Any, Any], bool]
+         ) -> Callable[[str, str], bool]:
+    def match(policy: str, value: str) -> bool:
+        p, v = conv(policy), conv(value)
+        return p is not None and v is not None and test(v, p)
+    return match
+
+
+# operator -> (match(policy value, request value), negated)
+_OPS: dict[str, tuple[Callable[[str, str], bool], bool]] = {
+    "StringEquals": (lambda p, v: p == v, False),
+    "StringNotEquals": (lambda p, v: p == v, True),
+    "StringEqualsIgnoreCase": (lambda p, v: p.lower() == v.lower(), False),
+    "StringNotEqualsIgnoreCase": (lambda p, v: p.lower() == v.lower(), True),
+    "StringLike": (lambda p, v: glob_match(p, v), False),
+    "StringNotLike": (lambda p, v: glob_match(p, v), True),
+    "NumericEquals": (_cmp(_num, lambda v, p: v == p), False),
+    "NumericNotEquals": (_cmp(_num, lambda v, p: v == p), True),
+    "NumericLessThan": (_cmp(_num, lambda v, p: v < p), False),
+    "NumericLessThanEquals": (_cmp(_num, lambda v, p: v <= p), False),
+    "NumericGreaterThan": (_cmp(_num, lambda v, p: v > p), False),
+    "NumericGreaterThanEquals": (_cmp(_num, lambda v, p: v >= p), False),
+    "DateEquals": (_cmp(_date, lambda v, p: v == p), False),
+    "DateNotEquals": (_cmp(_date, lambda v, p: v == p), True),
+    "DateLessThan": (_cmp(_date, lambda v, p: v < p), False),
+    "DateLessThanEquals": (_cmp(_date, lambda v, p: v <= p), False),
+    "DateGreaterThan": (_cmp(_date, lambda v, p: v > p), False),
+    "DateGreaterThanEquals": (_cmp(_date, lambda v, p: v >= p), False),
+    "Bool": (lambda p, v: p.lower() == v.lower(), False),
+    "IpAddress": (_ip, False),
+    "NotIpAddress": (_ip, True),
+    "ArnEquals": (lambda p, v: glob_match(p, v), False),
+    "ArnLike": (lambda p, v: glob_match(p, v), False),
+    "ArnNotEquals": (lambda p, v: glob_match(p, v), True),
+    "ArnNotLike": (lambda p, v: glob_match(p, v), True),
+}
+
+
+def _malformed(message: str) -> S3Error:
+    return S3Error("MalformedPolicy", message)
+
+
+def _split(op: str) -> tuple[str, str, bool]:
+    """'ForAnyValue:StringLikeIfExists' -> ('ForAnyValue', 'StringLike', True)."""
+    qualifier, _, base = op.rpartition(":")
+    if_exists = base.endswith("IfExists") and base != "IfExists"
+    if if_exists:
+        base = base[: -len("IfExists")]
+    return qualifier, base, if_exists
+
+
+def _values(v: Any) -> list[str]:
+    items = v if isinstance(v, list) else [v]
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            out.append("true" if item else "false")
+        elif isinstance(item, str | int | float):
+            out.append(str(item))
+        else:
+            raise _malformed("Invalid Condition value")
+    return out
+
+
+def known_key(key: str) -> bool:
+    k = key.lower()
+    return k in KEYS or (k.startswith(KEY_PREFIXES) and len(k) > k.index("/") + 1)
+
+
+def validate(block: Any) -> None:
+    """MalformedPolicy unless every operator and key of a Condition block is supported."""
+    if not isinstance(block, dict) or not block:
+        raise _malformed("Invalid Condition block")
+    for op, keys in block.items():
+        qualifier, base, _ = _split(op)
+        if qualifier not in ("", "ForAnyValue", "ForAllValues"):
+            raise _malformed(f"Invalid Condition type : {op}")
+        if base not in _OPS and base != "Null":
+            raise _malformed(f"Invalid Condition type : {op}")
+        if not isinstance(keys, dict) or not keys:
+            raise _malformed(f"Invalid Condition block for {op}")
+        for key, value in keys.items():
+            if not known_key(key):
+                raise _malformed(f"Policy has an invalid condition key: {key}")
+            vals = _values(value)
+            if base == "Null" and any(v.lower() not in ("true", "false") for v in vals):
+                raise _malformed("Null conditions take true or false")
+            if base == "Bool" and any(v.lower() not in ("true", "false") for v in vals):
+                raise _malformed("Bool conditions take true or false")
+
+
+def holds(block: dict[str, Any], ctx: Context) -> bool:
+    """Whether every condition of a (validated) block holds for the request context."""
+    for op, keys in block.items():
+        qualifier, base, if_exists = _split(op)
+        for key, value in keys.items():
+            if not _one(qualifier, base, if_exists, _values(value), ctx.get(key.lower())):
+                return False
+    return True
+
+
+def _one(qualifier: str, base: str, if_exists: bool, policy: list[str],
+         got: Sequence[str] | None) -> bool:
+    if base == "Null":
+        return (got is None) == (policy[0].lower() == "true")
+    if got is None:
+        if if_exists or qualifier == "ForAllValues":
+            return True
+        return _OPS[base][1] and qualifier == ""
+    match, negated = _OPS[base]
+
+    def matches(v: str) -> bool:
+        hit = any(match(p, v) for p in policy)
+        return not hit if negated else hit
+
+    if qualifier == "ForAllValues":
+        return all(matches(v) for v in got)
+    if qualifier == "ForAnyValue":
+        return any(matches(v) for v in got)
+    if negated:
+        return all(matches(v) for v in got)
+    return any(matches(v) for v in got)

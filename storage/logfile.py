@@ -1,0 +1,58 @@
+"""A size-rotated log file that is also the process's stderr.
+
+Gateways and nodes write JSON log lines; `tessera up` gives each child `--log-file
+DATA/logs/NAME.log`. The file rotates by size (NAME.log.1, .2, ...) and, after each
+rotation, the new file becomes file descriptor 2 again, so one-line startup errors, prints
+and crash tracebacks land in the current file beside the log lines, never in a rotated one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_BACKUPS = 3
+ENV_MAX_BYTES = "TESSERA_LOG_MAX_BYTES"
+ENV_BACKUPS = "TESSERA_LOG_BACKUPS"
+
+
+class StderrRotatingFileHandler(RotatingFileHandler):
+    """RotatingFileHandler whose current file is always the process's stderr too."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._adopt_stderr()
+
+    def _adopt_stderr(self) -> None:
+        if self.stream is None:
+            self.stream = self._open()
+        sys.stderr.flush()
+        os.dup2(self.stream.fileno(), 2)
+
+    def doRollover(self) -> None:  # noqa: N802 - the logging module's name
+        super().doRollover()
+        self._adopt_stderr()
+
+
+def rotation_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
+    """(max bytes per file, rotated files kept) from TESSERA_LOG_MAX_BYTES / _BACKUPS."""
+    env = dict(os.environ if env is None else env)
+    size = int(env.get(ENV_MAX_BYTES) or DEFAULT_MAX_BYTES)
+    backups = int(env.get(ENV_BACKUPS) or DEFAULT_BACKUPS)
+    return max(4096, size), max(1, backups)
+
+
+def log_handler(path: Path | None, formatter: logging.Formatter) -> logging.Handler:
+    """The handler a process logs through: the rotated file when given, else plain stderr."""
+    if path is None:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        size, backups = rotation_from_env()
+        handler = StderrRotatingFileHandler(path, size, backups)
+    handler.setFormatter(formatter)
+    return handler

@@ -1,0 +1,128 @@
+"""A new user's first run: the README's install command in a fresh venv, then the operator CLI.
+
+The venv gets exactly `pip install -e .` (no test extras: no botocore, no mfusepy), its own
+`tessera up` starts the cluster, and its own `tessera` answers status, tenant and key
+commands. pip's cache makes the install take seconds after the first time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cluster import LocalCluster, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding what the README's `pip install -e .` installs, nothing more."""
+    d = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{d / 'bin'}:{env.get('PATH', '')}"
+    r = subprocess.run(["pip", "install", "-q", "-e", "."], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d / "bin"
+
+
+@pytest.fixture(scope="module")
+def first(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster(tmp_path_factory.mktemp("first") / "data",
+                     tessera=[str(venv / "tessera")]).start()
+    yield c
+    c.stop()
+
+
+def tessera(venv: Path, c: LocalCluster | None, *args: str,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(c.env if c is not None else {})
+    env["PATH"] = f"{venv}:{env.get('PATH', '')}"
+    return subprocess.run(["tessera", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=venv)
+
+
+def test_install_alone_gives_a_working_operator_cli(venv: Path, first: LocalCluster) -> None:
+    nobotocore = subprocess.run([str(venv / "python"), "-c", "import botocore"],
+                                capture_output=True)
+    assert nobotocore.returncode != 0  # the README's install has no AWS SDK
+    assert tessera(venv, None, "--version").stdout.startswith("tessera 0.1")
+    st = tessera(venv, first, "status")
+    assert st.returncode == 0, st.stderr
+    assert "DURABILITY" in st.stdout and "metadata" in st.stdout
+    t = tessera(venv, first, "tenant", "create", "acme")
+    assert t.returncode == 0, t.stderr
+    k = tessera(venv, first, "key", "create", "--tenant", "acme", "--json")
+    assert k.returncode == 0, k.stderr
+    assert json.loads(k.stdout)["tenant"] == "acme"
+    ls = tessera(venv, first, "tenant", "list")
+    assert "acme" in ls.stdout
+
+
+def test_up_help_names_all_nodes_and_defaults(venv: Path) -> None:
+    out = tessera(venv, None, "up", "--help").stdout
+    assert "15 nodes" in out and "9 standard + 6 archive" in out
+    assert "(default: ./tessera-data)" in out and "(default: sqlite)" in out
+
+
+def test_mount_without_fuse_extra_says_what_to_install(venv: Path, first: LocalCluster,
+                                                       tmp_path: Path) -> None:
+    r = tessera(venv, first, "volume", "mount", "v1", str(tmp_path / "mnt"))
+    assert r.returncode == 1
+    assert "pip install -e '.[fuse]'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_one_line(venv: Path, first: LocalCluster, tmp_path: Path) -> None:
+    r = tessera(venv, None, "up", "--data", str(tmp_path / "other"), "--port", str(first.port),
+                "--admin-port", str(free_port()), "--node-port", str(free_port()), timeout=120)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "address already in use" in lines[0], r.stderr
+    assert f"127.0.0.1:{first.port}" in lines[0]
+
+
+def test_probes_at_debug_and_hang_ups_are_not_errors(first: LocalCluster) -> None:
+    """Health probes do not fill node logs; a client that hangs up mid-upload is a 499 at info."""
+    s3 = first.client(signature_version="s3v4")
+    s3.create_bucket(Bucket="hangup")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "hangup", "Key": "k"})
+    host, _, rest = url.removeprefix("http://").partition("/")
+    with socket.create_connection((host.split(":")[0], int(host.split(":")[1]))) as s:
+        s.sendall(f"PUT /{rest} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 8000000\r\n\r\n"
+                  .encode() + b"x" * 200_000)
+    log = first.data / "logs" / "gateway.log"
+    deadline = time.monotonic() + 60
+    while '"status":499' not in log.read_text():
+        assert time.monotonic() < deadline, "the hang-up was never logged"
+        time.sleep(0.1)
+    errors = [line for line in log.read_text().splitlines() if '"level":"error"' in line]
+    assert errors == []
+    node_log = (first.data / "logs" / "n1.log").read_text()
+    assert '"status":200' not in node_log or "/v1/health" not in node_log
+
+
+def test_new_ports_on_an_existing_data_dir_are_applied(fresh_cluster: LocalCluster) -> None:
+    c = fresh_cluster
+    s3 = c.client()
+    s3.create_bucket(Bucket="moved")
+    s3.put_object(Bucket="moved", Key="k", Body=b"same data, new ports")
+    c.stop()
+    old = c.port
+    c.port, c.admin_port = free_port(), free_port()
+    c.node_port = free_port([f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)])
+    c.start()
+    assert c.endpoint == f"http://127.0.0.1:{c.port}" and c.port != old
+    assert f":{c.node_port}" in (c.data / "tessera.toml").read_text()
+    body = c.client().get_object(Bucket="moved", Key="k")["Body"].read()
+    assert body == b"same data, new ports"

@@ -1,0 +1,225 @@
+"""S3 access control across tenants: ACLs (canned, grant headers, XML), object ownership,
+public access block, and bucket policies with conditions, with boto3 and plain HTTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from gateway.admincli import admin_request
+from tests.integration.cluster import LocalCluster
+
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+
+
+def _client(cluster: LocalCluster, name: str, cid: str):  # type: ignore[no-untyped-def]
+    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    admin_request("PATCH", f"/tenants/{name}", {"canonical_id": cid,
+                                                "display_name": name.upper(),
+                                                "email": f"{name}@example.com"},
+                  env=cluster.env)
+    cred = admin_request("POST", "/keys", {"tenant": name}, env=cluster.env)
+    return boto3.client("s3", endpoint_url=cluster.endpoint,
+                        aws_access_key_id=cred["access_key_id"],
+                        aws_secret_access_key=cred["secret_access_key"],
+                        region_name="us-east-1",
+                        config=BotoConfig(retries={"max_attempts": 1}, signature_version="s3v4"))
+
+
+@pytest.fixture(scope="module")
+def w(cluster: LocalCluster) -> dict[str, Any]:
+    """Owner tenant `a`, another tenant `b`, each with its own canonical id."""
+    tag = uuid.uuid4().hex[:8]
+    ida, idb = "a" * 56 + tag, "b" * 56 + tag
+    return {"a": _client(cluster, f"acl-a-{tag}", ida), "b": _client(cluster, f"acl-b-{tag}", idb),
+            "ida": ida, "idb": idb, "tag": tag, "n": 0, "endpoint": cluster.endpoint}
+
+
+def _bucket(w: dict[str, Any], **kw: Any) -> str:
+    w["n"] += 1
+    name = f"acl-{w['tag']}-{w['n']}"
+    w["a"].create_bucket(Bucket=name, **kw)
+    return name
+
+
+def _code(fn: Any) -> tuple[int, str]:
+    with pytest.raises(ClientError) as ei:
+        fn()
+    r = ei.value.response
+    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
+
+
+def _anon(url: str, method: str = "GET", data: bytes | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method, data=data),
+                                    timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _grants(resp: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(g["Grantee"].get("ID") or g["Grantee"].get("URI"), g["Permission"])
+            for g in resp["Grants"]}
+
+
+def test_canned_acls_apply_and_are_reported(w: dict[str, Any]) -> None:
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w, ACL="public-read")
+    acl = a.get_bucket_acl(Bucket=bucket)
+    assert acl["Owner"] == {"ID": w["ida"], "DisplayName": a_name(w)}
+    assert _grants(acl) == {(ALL_USERS, "READ"), (w["ida"], "FULL_CONTROL")}
+    a.put_object(Bucket=bucket, Key="pub", Body=b"p", ACL="public-read")
+    a.put_object(Bucket=bucket, Key="priv", Body=b"s")
+    base = f"{w['endpoint']}/{bucket}"
+    assert _anon(f"{base}/pub") == 200
+    assert _anon(f"{base}/priv") == 403
+    assert _anon(f"{base}?list-type=2") == 200  # bucket READ lists
+    assert _anon(f"{base}/new", "PUT", b"x") == 403  # no WRITE
+    assert b.get_object(Bucket=bucket, Key="pub")["Body"].read() == b"p"
+    assert _code(lambda: b.get_object(Bucket=bucket, Key="priv"))[0] == 403
+    assert _code(lambda: b.put_object(Bucket=bucket, Key="x", Body=b"x"))[0] == 403
+    # back to private: the public grants are gone, and so is the access
+    a.put_bucket_acl(Bucket=bucket, ACL="private")
+    a.put_object_acl(Bucket=bucket, Key="pub", ACL="private")
+    assert _grants(a.get_object_acl(Bucket=bucket, Key="pub")) == {(w["ida"], "FULL_CONTROL")}
+    assert _anon(f"{base}/pub") == 403
+    assert _code(lambda: b.list_objects_v2(Bucket=bucket))[0] == 403
+
+
+def a_name(w: dict[str, Any]) -> str:
+    return f"ACL-A-{w['tag']}".upper()
+
+
+def test_authenticated_read_and_public_write(w: dict[str, Any]) -> None:
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w, ACL="authenticated-read")
+    base = f"{w['endpoint']}/{bucket}"
+    assert b.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert _anon(f"{base}?list-type=2") == 403
+    a.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
+    b.put_object(Bucket=bucket, Key="from-b", Body=b"b")  # WRITE: another tenant writes
+    # b owns what it wrote; the bucket's tenant needs b's grant to read its ACL
+    assert b.get_object_acl(Bucket=bucket, Key="from-b")["Owner"]["ID"] == w["idb"]
+    assert _code(lambda: a.get_object_acl(Bucket=bucket, Key="from-b"))[0] == 403
+    b.put_object(Bucket=bucket, Key="shared", Body=b"s", ACL="bucket-owner-full-control")
+    assert _grants(a.get_object_acl(Bucket=bucket, Key="shared")) == {
+        (w["idb"], "FULL_CONTROL"), (w["ida"], "FULL_CONTROL")}
+    assert _anon(f"{base}/anon", "PUT", b"x") == 200
+    a.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "from-b"}, {"Key": "shared"},
+                                                        {"Key": "anon"}]})
+
+
+def test_explicit_grants_by_header_and_xml(w: dict[str, Any]) -> None:
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"v", GrantRead=f'id="{w["idb"]}"')
+    assert _grants(a.get_object_acl(Bucket=bucket, Key="k")) == {(w["idb"], "READ")}
+    assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+    assert _code(lambda: b.get_object_acl(Bucket=bucket, Key="k"))[0] == 403
+    policy = {"Owner": {"ID": w["ida"]}, "Grants": [
+        {"Grantee": {"ID": w["ida"], "Type": "CanonicalUser"}, "Permission": "FULL_CONTROL"},
+        {"Grantee": {"EmailAddress": f"acl-b-{w['tag']}@example.com",
+                     "Type": "AmazonCustomerByEmail"}, "Permission": "WRITE"}]}
+    a.put_bucket_acl(Bucket=bucket, AccessControlPolicy=policy)
+    assert _grants(a.get_bucket_acl(Bucket=bucket)) == {(w["ida"], "FULL_CONTROL"),
+                                                         (w["idb"], "WRITE")}
+    b.put_object(Bucket=bucket, Key="w", Body=b"w")
+    assert _code(lambda: b.list_objects_v2(Bucket=bucket))[0] == 403
+    # errors: unknown id, unknown email, canned plus grants, unknown canned ACL
+    bad = {"Owner": {"ID": w["ida"]}, "Grants": [
+        {"Grantee": {"ID": "nobody" + w["tag"], "Type": "CanonicalUser"},
+         "Permission": "READ"}]}
+    assert _code(lambda: a.put_bucket_acl(Bucket=bucket, AccessControlPolicy=bad)) == (
+        400, "InvalidArgument")
+    bad["Grants"][0]["Grantee"] = {"EmailAddress": "no@where.invalid",
+                                   "Type": "AmazonCustomerByEmail"}
+    assert _code(lambda: a.put_bucket_acl(Bucket=bucket, AccessControlPolicy=bad)) == (
+        400, "UnresolvableGrantByEmailAddress")
+    assert _code(lambda: a.put_object(Bucket=bucket, Key="x", ACL="public-read",
+                                      GrantRead=f"id={w['idb']}")) == (400, "InvalidRequest")
+    assert _code(lambda: a.put_object(Bucket=bucket, Key="x", ACL="public-ready"))[0] == 400
+
+
+def test_ownership_controls_and_public_access_block(w: dict[str, Any]) -> None:
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w, ObjectOwnership="BucketOwnerEnforced")
+    assert a.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"] == [
+        {"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert _code(lambda: a.put_bucket_acl(Bucket=bucket, ACL="public-read")) == (
+        400, "AccessControlListNotSupported")
+    assert _code(lambda: a.put_object(Bucket=bucket, Key="k", ACL="public-read")) == (
+        400, "AccessControlListNotSupported")
+    a.put_object(Bucket=bucket, Key="k", ACL="bucket-owner-full-control")
+    a.delete_bucket_ownership_controls(Bucket=bucket)
+    assert _code(lambda: a.get_bucket_ownership_controls(Bucket=bucket)) == (
+        404, "OwnershipControlsNotFoundError")
+    a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": False, "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": False})
+    assert _code(lambda: a.put_object(Bucket=bucket, Key="p", ACL="public-read"))[0] == 403
+    public = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*"}]})
+    assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=public))[0] == 403
+    a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "RestrictPublicBuckets": True})
+    a.put_bucket_policy(Bucket=bucket, Policy=public)
+    assert a.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is False
+    assert _code(lambda: b.get_object(Bucket=bucket, Key="k"))[0] == 403
+    a.delete_public_access_block(Bucket=bucket)
+    assert a.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is True
+    assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b""
+
+
+def test_policy_principals_and_conditions(w: dict[str, Any]) -> None:
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="doc", Body=b"d", Tagging="class=open")
+    a.put_object(Bucket=bucket, Key="secret", Body=b"s", Tagging="class=closed")
+    res = f"arn:aws:s3:::{bucket}/*"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{w['idb']}:root"},
+         "Action": ["s3:GetObject", "s3:PutObject"], "Resource": res},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": res,
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "closed"}}},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": res,
+         "Condition": {"StringNotEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}}},
+    ]}
+    a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    assert b.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"d"
+    assert _code(lambda: b.get_object(Bucket=bucket, Key="secret"))[0] == 403
+    # the Deny's condition holds only without the ACL header; the owner is bound too
+    assert _code(lambda: b.put_object(Bucket=bucket, Key="n", Body=b"n"))[0] == 403
+    b.put_object(Bucket=bucket, Key="n", Body=b"n", ACL="bucket-owner-full-control")
+    assert a.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"d"
+    assert _code(lambda: a.get_object(Bucket=bucket, Key="secret"))[0] == 403
+    assert _anon(f"{w['endpoint']}/{bucket}/doc") == 403  # names b only
+    for bad in ({"StringEquals": {"s3:no-such-key": "x"}},
+                {"StringFancy": {"aws:Referer": "x"}}):
+        doc = {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                              "Resource": res, "Condition": bad}]}
+        assert _code(lambda d=doc: a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(d))
+                     ) == (400, "MalformedPolicy")
+    doc = {"Statement": [{"Effect": "Allow", "NotPrincipal": {"AWS": "x"}, "Action": "s3:*",
+                          "Resource": res}]}
+    assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(doc))) == (
+        400, "MalformedPolicy")
+    assert json.loads(a.get_bucket_policy(Bucket=bucket)["Policy"]) == policy
+
+
+def test_tenant_identity_in_owner_fields(w: dict[str, Any]) -> None:
+    a = w["a"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"v")
+    owner = {"ID": w["ida"], "DisplayName": a_name(w)}
+    assert a.list_buckets()["Owner"] == owner
+    assert a.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]["Owner"] == owner
