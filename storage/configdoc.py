@@ -1,0 +1,276 @@
+"""docs/CONFIG.md, generated: every `tessera.toml` key and environment variable with its default.
+
+Keys and defaults come from the config dataclasses (storage/config.py) and the settings
+classes of the workers; only the one-line explanations live here. A test regenerates the file
+and fails when the committed one differs, or when a config key has no explanation, so the
+document cannot drift. Regenerate with:
+
+    python -m storage.configdoc > docs/CONFIG.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from storage import config as c
+from storage.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
+from storage.workers.base import MIB
+from storage.workers.rebalance import RebalanceSettings
+from storage.workers.repair import RepairSettings
+from storage.workers.runner import DEFAULT_LEASE_TTL_S
+
+
+# (section, key) -> (dataclass, field name): where each TOML key's default lives.
+def _keys(section: str, cls: type, allowed: set[str]) -> dict[tuple[str, str], tuple[type, str]]:
+    """The section's keys in the dataclass's field order (keys without a field last)."""
+    order = [f.name for f in dataclasses.fields(cls) if f.name in allowed]
+    order += sorted(allowed - set(order))
+    return {(section, k): (cls, k) for k in order}
+
+
+TOML_SOURCES: dict[tuple[str, str], tuple[type, str]] = {
+    ("", "data_dir"): (c.Config, "data_dir"),
+    **_keys("cluster", c.Config, c._CLUSTER_KEYS),
+    **_keys("gateway", c.GatewayConfig, c._GATEWAY_KEYS),
+    ("metadata", "backend"): (c.Config, "metadata_backend"),
+    ("metadata", "path"): (c.Config, "metadata_path"),
+    ("metadata", "etcd_endpoints"): (c.Config, "etcd_endpoints"),
+    **_keys("profiles.NAME", c.Profile, c._PROFILE_KEYS),
+    **_keys("[nodes]", c.NodeSpec, c._NODE_KEYS),
+    **_keys("archive", c.ArchiveSettings, c._ARCHIVE_KEYS),
+}
+
+TOML_DOCS: dict[tuple[str, str], str] = {
+    ("", "data_dir"): "Directory of everything a process keeps (metadata file, node shards, "
+    "secrets, logs); a relative path is relative to the config file.",
+    ("cluster", "default_profile"): "Erasure profile of objects whose storage class names "
+    "none.",
+    ("cluster", "segment_size"): "Plaintext bytes per sealed segment (64 KiB to 4 MiB). "
+    "Larger segments cost fewer per-segment tags, checksums and round trips; smaller ones make "
+    "ranged reads and degraded reads fetch less.",
+    ("cluster", "write_quorum_extra"): "Shards beyond k that must be fsynced before a PUT is "
+    "acknowledged. 0 acknowledges with no spare redundancy (faster under node trouble); more "
+    "makes each acknowledged write survive more failures before repair.",
+    ("cluster", "node_request_window_s"): "How old a signed gateway-to-node request may be. "
+    "Shorter narrows replay; too short fails on clock skew between hosts.",
+    ("cluster", "inline_max_bytes"): "Objects up to this many bytes are sealed (AES-GCM, as "
+    "any segment) inside their metadata record instead of k+m shard files: one metadata "
+    "write instead of k+m fsynced files, several times less CPU per small object. Their "
+    "durability is the metadata store's, which is already the floor of every object (a lost "
+    "manifest is a lost object). 0 turns it off; at most 65536 (metadata records stay small).",
+    ("gateway", "listen"): "S3 API address (HOST:PORT).",
+    ("gateway", "admin_listen"): "Admin API address (HOST:PORT); keep it reachable by operators "
+    "only.",
+    ("gateway", "region"): "Region the gateway answers as and that SigV4 credentials must "
+    "name.",
+    ("gateway", "virtual_host_domain"): "Domain for virtual-hosted-style requests "
+    "(BUCKET.domain); unset: path style only.",
+    ("gateway", "max_skew_s"): "Largest accepted clock difference of a signed request (AWS: "
+    "900 s).",
+    ("gateway", "max_object_size"): "Largest object accepted (AWS: 5 TiB).",
+    ("gateway", "max_header_bytes"): "Largest request header block; bigger ones are refused "
+    "before any work.",
+    ("gateway", "header_timeout_s"): "A connection must send its request headers within this "
+    "time; protects against clients that stall connections open.",
+    ("gateway", "shred_wait_s"): "Default waiting period before a tenant shred destroys its "
+    "keys (a window to cancel); 0 shreds at once.",
+    ("gateway", "cpu_threads"): "Threads for hashing, sealing and erasure coding. More uses "
+    "more cores per gateway; beyond the core count it only adds contention.",
+    ("gateway", "deep_scrub_rate_mbps"): "Shard bytes per second the deep scrub reads, decodes "
+    "and authenticates (0 = off). Faster finds lying shards sooner and takes I/O from "
+    "clients.",
+    ("gateway", "deep_scrub_pause_s"): "Rest between two full deep-scrub passes.",
+    ("metadata", "backend"): "`sqlite` (embedded, one file on one disk, one gateway) or `etcd` "
+    "(Raft across zones, several gateways). The store's durability is every object's floor.",
+    ("metadata", "path"): "SQLite file, relative to data_dir.",
+    ("metadata", "etcd_endpoints"): "Client URLs of all etcd members; the client fails over "
+    "between them.",
+    ("profiles.NAME", "k"): "Data shards per stripe; any k of k+m rebuild it.",
+    ("profiles.NAME", "m"): "Parity shards: losses survived. At most m shards sit in one "
+    "zone, so a zone loss is survivable; storage overhead is (k+m)/k.",
+    ("profiles.NAME", "role"): "Node role the profile's shards go to (`standard` or "
+    "`archive`).",
+    ("profiles.NAME", "compress"): "Compress (zstd) before encrypting; saves space on "
+    "compressible data at CPU cost (archive tier).",
+    ("[nodes]", "id"): "Node id, unique; manifests name nodes by id, never by address.",
+    ("[nodes]", "zone"): "Availability zone; placement keeps at most m shards per zone.",
+    ("[nodes]", "address"): "HOST:PORT the node listens on and gateways reach it at.",
+    ("[nodes]", "role"): "`standard` or `archive`.",
+    ("[nodes]", "weight"): "Relative share of placements (capacity); the rebalancer evens "
+    "usage by it.",
+    ("archive", "day_seconds"): "Length of a lifecycle/restore day. Shorter days make "
+    "lifecycle rules and restores happen in seconds (tests, trials).",
+    ("archive", "lifecycle_interval_s"): "Pause between lifecycle passes.",
+    ("archive", "expedited_s"): "Expedited restore latency, in real-world seconds scaled by "
+    "day_seconds / 86400.",
+    ("archive", "standard_s"): "Standard restore latency (scaled as expedited_s).",
+    ("archive", "bulk_s"): "Bulk restore latency (scaled as expedited_s).",
+    ("archive", "deep_standard_s"): "DEEP_ARCHIVE standard restore latency (scaled as "
+    "expedited_s).",
+    ("archive", "deep_bulk_s"): "DEEP_ARCHIVE bulk restore latency (scaled as expedited_s).",
+}
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    default: Callable[[], Any]  # read from the code at generation time
+    doc: str
+
+
+def _field(cls: type, name: str, scale: float = 1.0) -> Callable[[], Any]:
+    def get() -> Any:
+        v = {f.name: f for f in dataclasses.fields(cls)}[name].default
+        return v * scale if scale != 1.0 else v
+    return get
+
+
+def _const(v: Any) -> Callable[[], Any]:
+    return lambda: v
+
+
+ENV_VARS: list[EnvVar] = [
+    EnvVar("TESSERA_CONFIG", _const("DATA/tessera.toml (written to tessera.env)"),
+           "Config file the CLI commands (`volume`, `lifecycle`) open."),
+    EnvVar("TESSERA_ADMIN_URL", _const("from tessera.env"), "Admin API the operator CLI calls."),
+    EnvVar("TESSERA_ADMIN_ACCESS_KEY", _const("from tessera.env"),
+           "Admin credential the operator CLI signs with (SigV4)."),
+    EnvVar("TESSERA_ADMIN_SECRET_KEY", _const("from tessera.env"), "Its secret."),
+    EnvVar("TESSERA_LOG_MAX_BYTES", _const(DEFAULT_MAX_BYTES),
+           "Size at which a process's log file (DATA/logs/NAME.log) is rotated."),
+    EnvVar("TESSERA_LOG_BACKUPS", _const(DEFAULT_BACKUPS), "Rotated log files kept."),
+    EnvVar("TESSERA_GC_GRACE_S", _const(60.0),
+           "Age before an aborted or replaced version's shards are collected; must exceed "
+           "the longest upload."),
+    EnvVar("TESSERA_LEASE_TTL_S", _const(DEFAULT_LEASE_TTL_S),
+           "Background-worker lease TTL: a dead gateway's workers move after this long; "
+           "shorter fails over faster and renews more often."),
+    EnvVar("TESSERA_REPAIR_RATE_MBPS", _field(RepairSettings, "rate_bytes_s", 1 / MIB),
+           "Rebuilt bytes per second while clients are idle (0 = unlimited)."),
+    EnvVar("TESSERA_REPAIR_BUSY_RATE_MBPS",
+           _field(RepairSettings, "busy_rate_bytes_s", 1 / MIB),
+           "...while S3 clients are active: repair yields to clients (0 = as idle). Higher "
+           "restores redundancy sooner at clients' expense."),
+    EnvVar("TESSERA_REPAIR_DOWN_GRACE_S", _field(RepairSettings, "down_grace_s"),
+           "A down node's shards are rebuilt elsewhere after this long. Shorter shrinks the "
+           "window of reduced redundancy; longer avoids rebuilding for a reboot."),
+    EnvVar("TESSERA_REPAIR_SWEEP_S", _field(RepairSettings, "sweep_interval_s"),
+           "Pause between two full sweeps that stat every shard."),
+    EnvVar("TESSERA_REPAIR_SWEEP_BATCH", _field(RepairSettings, "sweep_batch"),
+           "Stripes checked per sweep step."),
+    EnvVar("TESSERA_REPAIR_PARALLEL", _field(RepairSettings, "parallel"),
+           "Stripes rebuilt at once."),
+    EnvVar("TESSERA_ORPHAN_GRACE_S", _field(RepairSettings, "orphan_grace_s"),
+           "Unreferenced shard files younger than this are kept (uploads in flight)."),
+    EnvVar("TESSERA_REBALANCE_RATE_MBPS", _field(RebalanceSettings, "rate_bytes_s", 1 / MIB),
+           "Bytes moved per second by the rebalancer while clients are idle (0 = unlimited)."),
+    EnvVar("TESSERA_REBALANCE_BUSY_RATE_MBPS",
+           _field(RebalanceSettings, "busy_rate_bytes_s", 1 / MIB),
+           "...while S3 clients are active (0 = as idle)."),
+    EnvVar("TESSERA_REBALANCE_PARALLEL", _field(RebalanceSettings, "parallel"),
+           "Stripes moved at once."),
+    EnvVar("TESSERA_REBALANCE_BATCH", _field(RebalanceSettings, "batch"),
+           "Stripes examined per step."),
+    EnvVar("TESSERA_REBALANCE_MAX_MOVES", _field(RebalanceSettings, "max_moves"),
+           "Balance moves per pass (draining is not bounded)."),
+    EnvVar("TESSERA_REBALANCE_THRESHOLD", _field(RebalanceSettings, "threshold"),
+           "A node below mean x (1 - threshold) receives shards; lower evens usage more "
+           "tightly and moves more data."),
+    EnvVar("TESSERA_REBALANCE_MIN_GAP_MB", _field(RebalanceSettings, "min_gap_bytes", 1 / MIB),
+           "...and only when at least this far below the mean."),
+    EnvVar("TESSERA_REBALANCE_INTERVAL_S", _field(RebalanceSettings, "interval_s"),
+           "Pause between passes when nothing is draining."),
+    EnvVar("TESSERA_DEEP_SCRUB_RATE_MBPS", _field(c.GatewayConfig, "deep_scrub_rate_mbps"),
+           "Overrides [gateway] deep_scrub_rate_mbps."),
+    EnvVar("TESSERA_DEEP_SCRUB_PAUSE_S", _field(c.GatewayConfig, "deep_scrub_pause_s"),
+           "Overrides [gateway] deep_scrub_pause_s."),
+    # Node-side (nodes/scrubber.py; storage cannot import nodes, a test checks these defaults).
+    EnvVar("TESSERA_SCRUB_RATE_MBPS", _const(8.0),
+           "Each node's checksum scrub rate (0 = off; also `tessera node --scrub-rate`). "
+           "Faster finds bit rot sooner and takes disk time from clients."),
+    EnvVar("TESSERA_SCRUB_PAUSE_S", _const(3600.0), "Rest between two scrub passes of a node."),
+]
+
+
+def _fmt(v: Any, name: str = "") -> str:
+    if v is dataclasses.MISSING:
+        return "(required)"
+    if v is None:
+        return "unset"
+    if isinstance(v, tuple):
+        return f"`{list(v)}`"
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    sized = any(w in name.lower() for w in ("bytes", "size"))
+    if sized and isinstance(v, int) and not isinstance(v, bool) and v >= 1024 and v % 1024 == 0:
+        for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if v % size == 0:
+                return f"`{v}` ({v // size} {unit})"
+    if isinstance(v, str):
+        return f'`"{v}"`'
+    if isinstance(v, bool):
+        return f"`{str(v).lower()}`"
+    return f"`{v}`"
+
+
+def _toml_default(cls: type, name: str) -> Any:
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        v = f.default_factory()
+        return list(v) if isinstance(v, tuple) else v
+    return dataclasses.MISSING
+
+
+def missing_docs() -> list[str]:
+    """Config keys without an explanation (and explanations of keys that do not exist)."""
+    return sorted({f"[{s}] {k}" for s, k in set(TOML_SOURCES) ^ set(TOML_DOCS)})
+
+
+def render() -> str:
+    """The whole of docs/CONFIG.md."""
+    out = ["# Configuration", "",
+           "Generated by `python -m storage.configdoc > docs/CONFIG.md` from the config "
+           "dataclasses (`storage/config.py`) and the workers' settings; "
+           "`tests/unit/test_configdoc.py` fails when this file is stale. Do not edit by hand.",
+           "",
+           "`tessera up` writes `DATA/tessera.toml` at first start; every process of a cluster "
+           "reads the same file (`--config`). Unknown keys are refused at start.", ""]
+    section = None
+    for (sec, key), (cls, name) in TOML_SOURCES.items():
+        if sec != section:
+            section = sec
+            title = {"": "Top level", "[nodes]": "[[nodes]] (one per node)",
+                     "profiles.NAME": "[profiles.NAME] (one per erasure profile)"}.get(
+                         sec, f"[{sec}]")
+            out += ["", f"## {title}", "", "| key | default | what it does and trades off |",
+                    "|---|---|---|"]
+        default = _toml_default(cls, name)
+        if (sec, key) == ("", "data_dir"):
+            default = "the config file's directory"
+            shown = default
+        else:
+            shown = _fmt(default, key)
+        out.append(f"| `{key}` | {shown} | {TOML_DOCS.get((sec, key), '')} |")
+    out += ["", "## [storage_classes]", "",
+            "Maps an S3 storage class to a profile name, e.g. `GLACIER = \"archive\"`; classes "
+            "not listed use `default_profile`.", "",
+            "## Environment variables", "", "| variable | default | what it does and trades "
+            "off |", "|---|---|---|"]
+    for e in ENV_VARS:
+        d = e.default()
+        shown = d if isinstance(d, str) and " " in d else _fmt(d, e.name)
+        out.append(f"| `{e.name}` | {shown} | {e.doc} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    gaps = missing_docs()
+    if gaps:
+        sys.exit(f"undocumented or unknown config keys: {', '.join(gaps)}")
+    sys.stdout.write(render())
