@@ -11,6 +11,7 @@ from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.handlers.access import write_acl
+from gateway.s3.handlers.object_lock import delete_guard, lock_from_headers, lock_headers
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
@@ -68,6 +69,7 @@ def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
     if v.storage_class != "STANDARD":
         out["x-amz-storage-class"] = v.storage_class
     out.update(restore_headers(v))
+    out.update(lock_headers(v))
     if versioned:
         out["x-amz-version-id"] = v.version_id
     if v.tags:
@@ -80,6 +82,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     body = RequestBody(rq.request, rq.auth, rq.cfg.max_object_size)
     opts = put_options(rq)
     opts.acl = await write_acl(rq)
+    opts.lock = await lock_from_headers(rq)
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = body.length
@@ -238,7 +241,7 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 async def delete_object(rq: S3Request) -> web.StreamResponse:
     res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, rq.key,
                                           rq.params.get("versionId"),
-                                          delete_conditions(rq.headers))
+                                          delete_conditions(rq.headers), delete_guard(rq))
     headers = {}
     if res.version_id is not None:
         headers["x-amz-version-id"] = res.version_id
