@@ -11,6 +11,7 @@ from typing import Any
 
 from storage.config import DEFAULT_INLINE_MAX_BYTES
 from storage.errors import StorageError
+from storage.filemodes import restrict_umask
 
 
 def _up(a: argparse.Namespace) -> int:
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restrict_umask()  # data dirs, logs and keys made by any command are owner-only
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "gateway":
         return _exec_module("gateway", argv[1:])

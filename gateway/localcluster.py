@@ -20,6 +20,7 @@ from gateway.etcdcluster import EtcdCluster, EtcdMember, default_members
 from gateway.localports import check_free, move_ports
 from storage.cluster import Cluster
 from storage.config import DEFAULT_INLINE_MAX_BYTES, load_config
+from storage.filemodes import secure_tree
 
 ZONES = ("az1", "az2", "az3")
 NODES_PER_ZONE = 3
@@ -221,6 +222,7 @@ async def run(data_dir: Path, port: int | None = None, node_port: int | None = N
                            f"--admin-port {int(listens[-1][0].rpartition(':')[2]) + 1} or "
                            "higher (at first start)")
     data_dir.mkdir(parents=True, exist_ok=True)
+    secure_tree(data_dir, list((data_dir / "nodes").glob("*/shards")))  # nodes do their shards
     etcd = _local_etcd(data_dir, metadata, etcd_port, etcd_peer_port)
     if etcd is not None:
         await asyncio.to_thread(etcd.start)

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import AccessDenied, InvalidInput
-from storage.volumes import MiB, Volume, VolumeService, parse_size
+from storage.volumes import MiB, Volume, VolumeAttached, VolumeService, parse_size
 
 Action = Callable[[argparse.Namespace, Cluster, VolumeService, str], Awaitable[Any]]
 
@@ -89,7 +90,7 @@ def volume_dict(v: Volume, stored: int | None = None, lease: dict | None = None)
     if stored is not None:
         d["stored_bytes"] = stored
     if lease is not None:
-        d["attached_by"] = lease
+        d["attached_by"] = {k: lease[k] for k in ("holder", "token", "expires") if k in lease}
     return d
 
 
@@ -112,13 +113,9 @@ async def _list(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
-    import time
-
     v = await svc.get(t, a.name)
     stored = await svc.stored_bytes(t, a.name)
-    lease = await svc.lease(v.id)
-    if lease and lease["expires"] < time.time():
-        lease = None
+    lease = await svc.attached_by(v.id)
     d = volume_dict(v, stored, lease)
     if a.json:
         print(json.dumps(d))
@@ -152,8 +149,8 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> None:
     from gateway.block.mount import mounted_states
 
     for st in mounted_states(data_dir):
-        if st.volume != name or st.tenant != tenant:
-            continue
+        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid):
+            continue  # a daemon that died or was fenced holds nothing to push down
         if st.fs:
             fd = os.open(st.target, os.O_RDONLY)
             try:
@@ -165,6 +162,15 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _daemon_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"T", b"t", b"X")  # gone, or stopped: it cannot answer
 
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
@@ -251,11 +257,26 @@ async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
-    from gateway.block.mount import mount
+    from gateway.block.mount import MountError, mount
 
     v = await svc.get(t, a.name)
+    held = await svc.attached_by(v.id)
+    if held is not None:  # refuse before anything is started or mounted
+        raise VolumeAttached(f"volume {a.name!r} is already attached by {held['holder']} "
+                             f"(lease token {held['token']}); unmount it there first")
+    loop = asyncio.get_running_loop()
+
+    def confirm(pid: int) -> None:
+        """The lease must name the daemon this command started, nobody else."""
+        rec = asyncio.run_coroutine_threadsafe(svc.attached_by(v.id), loop).result()
+        proc = (rec or {}).get("proc") or {}
+        if rec is None or proc.get("pid") != pid or proc.get("host") != socket.gethostname():
+            who = rec["holder"] if rec else "nobody"
+            raise MountError(f"volume {a.name!r}: the attach lease is held by {who}, not by "
+                             f"the daemon this mount started (pid {pid}); not mounted")
+
     st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
-                                 Path(a.dir), a.fs, a.lease_ttl)
+                                 Path(a.dir), a.fs, a.lease_ttl, confirm)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 
@@ -264,7 +285,7 @@ def _unmount(a: argparse.Namespace) -> int:
     from gateway.block.mount import unmount
 
     cfg = load_config(_config_path(a))
-    st = unmount(cfg.data_dir, Path(a.dir))
+    st = unmount(cfg.data_dir, Path(a.dir))  # raises when writes may have been lost
     print(f"volume {st.volume} unmounted from {st.target}; all writes committed")
     return 0
 

@@ -17,6 +17,8 @@ sooner than here).
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,59 @@ class Lease:
 
     def valid(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) - self.renewed_at < self.ttl_s
+
+
+def local_process(pid: int | None = None) -> dict[str, Any]:
+    """Who this process is, precisely enough to tell later whether it is still running:
+    host, boot, pid namespace, pid and the pid's start time (a reused pid starts later)."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pidns": _pid_ns(),
+            "pid": pid, "start": _start_time(pid)}
+
+
+def dead_local_process(proc: Any) -> bool:
+    """True only when `proc` (from `local_process`) names a process of this very host, boot
+    and pid namespace that is no longer running (gone, or its pid now belongs to another
+    process). Anything else, another host included, may be alive: False."""
+    if not isinstance(proc, dict):
+        return False
+    me = local_process()
+    if any(proc.get(k) != me[k] for k in ("host", "boot", "pidns")) or not me["boot"]:
+        return False
+    pid = proc.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    start = _start_time(pid)
+    return start is None or start != proc.get("start")
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pid_ns() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot), None if there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19]) if fields[0] != b"Z" else None  # a zombie has exited
+    except (IndexError, ValueError):
+        return None
 
 
 def _pack(holder: str, token: int, expires: float, ttl_s: float) -> bytes:

@@ -67,6 +67,11 @@ class LyingShards:
         task.add_done_callback(self._tasks.discard)
         return True
 
+    async def settle(self) -> None:
+        """Wait for the findings reported so far to be recorded (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def record(self, stripe_id: bytes, index: int, node: NodeSpec, where: str,
                      segment: int) -> None:
         """Quarantine on the node, queue the repair, count it cluster-wide."""

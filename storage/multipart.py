@@ -29,6 +29,7 @@ from typing import Any
 
 from awscrt import checksums as crt
 
+from storage import object_lock
 from storage.conditions import WriteConditions
 from storage.crypto import keys
 from storage.errors import InvalidInput, NotFound, StaleRecord
@@ -114,6 +115,7 @@ class Upload(Record):
     checksum_type: str | None = None
     acl: dict[str, Any] = field(default_factory=dict)
     changes: int = 0  # bumped by every part change, see the module docstring
+    lock: dict[str, Any] = field(default_factory=dict)  # Object Lock headers of the create
 
 
 @dataclass
@@ -247,7 +249,7 @@ class MultipartService:
                     user_meta=opts.user_meta, headers=opts.headers,
                     storage_class=opts.storage_class, tags=opts.tags, sse=opts.sse,
                     checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype,
-                    acl=opts.acl)
+                    acl=opts.acl, lock=dict(opts.lock))
         shell = self._shell(up)
         self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key)
         up.dek, up.sse = shell.dek, shell.sse
@@ -385,6 +387,16 @@ class MultipartService:
                 continue  # a part changed meanwhile: read them again
             return v
 
+    async def finished(self, tenant: str, bucket: str, key: str, upload_id: str,
+                       ) -> ObjectVersion | None:
+        """The current version of `key` if upload `upload_id` made it (a repeated
+        CompleteMultipartUpload answers 200 with it, as S3 does), else None."""
+        try:
+            v = await self._objects.head(tenant, bucket, key)
+        except NotFound:
+            return None
+        return v if v.upload_id == upload_id and not v.delete_marker else None
+
     async def _assemble(self, up: Upload, listed: Sequence[ListedPart],
                         expected: dict[str, str]) -> tuple[ObjectVersion, Txn]:
         """Merge the listed parts with the stored ones (both in part-number order)."""
@@ -393,6 +405,8 @@ class MultipartService:
         v = self._shell(up, version_id)
         v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
         v.storage_class, v.tags, v.sse, v.acl = up.storage_class, up.tags, up.sse, up.acl
+        v.lock = object_lock.initial(b.config, dict(up.lock), time.time())
+        v.upload_id = up.upload_id
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = [upload_key(up.bucket, up.key, up.upload_id)]
         md5s = hashlib.md5()

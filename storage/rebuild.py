@@ -56,7 +56,8 @@ async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
     bad: dict[int, str] = {}
     length = shard_file_bytes(part.size, part.segment_size, part.k)
     senders = {i: _ShardSender(client, targets[i], shard_id(part.stripe_id, i),
-                               headers[i].pack(), nsegs, stall_s, length) for i in wanted}
+                               headers[i].pack(), nsegs, stall_s, length, replace=True)
+               for i in wanted}  # a repair: the target may hold a bad copy under the id
     written_bytes = 0
 
     def failed_source(index: int, _node: NodeSpec, exc: StorageError) -> None:

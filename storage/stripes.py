@@ -59,8 +59,10 @@ class _ShardSender:
     """One streaming PUT of one shard, fed frame by frame through a bounded queue."""
 
     def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: bytes,
-                 segments: int, stall_s: float, length: int | None = None) -> None:
+                 segments: int, stall_s: float, length: int | None = None, *,
+                 replace: bool = False) -> None:
         self.node = node
+        self._replace = replace  # repair/rebalance: may replace what the node holds
         self.error: str | None = None
         self._q: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
         self._stall_s = stall_s
@@ -74,7 +76,8 @@ class _ShardSender:
     async def _run(self, client: NodeClient, sid: str, segments: int,
                    length: int | None) -> None:
         try:
-            await client.put_shard(self.node, sid, self._body(), segments, length)
+            await client.put_shard(self.node, sid, self._body(), segments, length,
+                                   replace=self._replace)
         except StorageError as exc:
             self.error = str(exc)
 
@@ -321,20 +324,23 @@ class StripeStore:
         else:
             blocks_of = read_blocks(self._client, codec.headers(), sources, codec.codec.k,
                                     first, last, failed, liars)
-        async for seg, blocks in blocks_of:
-            plen = segment_length(size, codec.segment_size, seg)
-            end = seg == nsegs - 1
-            try:
-                if small:  # a thread hop costs more than decoding a few KiB
-                    plain = codec.decode(seg, end, plen, blocks)
-                else:
-                    plain = await loop.run_in_executor(self._cpu, codec.decode, seg, end, plen,
-                                                       blocks)
-            except IntegrityError:
-                if codec.cipher is None:
-                    raise
-                plain = await self._recover(codec, sources, seg, end, plen, blocks, liars, small)
-            yield plain
+        # aclosing: a reader that stops early (a client hung up) cancels the shard streams now
+        async with contextlib.aclosing(blocks_of):
+            async for seg, blocks in blocks_of:
+                plen = segment_length(size, codec.segment_size, seg)
+                end = seg == nsegs - 1
+                try:
+                    if small:  # a thread hop costs more than decoding a few KiB
+                        plain = codec.decode(seg, end, plen, blocks)
+                    else:
+                        plain = await loop.run_in_executor(self._cpu, codec.decode, seg, end,
+                                                           plen, blocks)
+                except IntegrityError:
+                    if codec.cipher is None:
+                        raise
+                    plain = await self._recover(codec, sources, seg, end, plen, blocks, liars,
+                                                small)
+                yield plain
 
     async def _recover(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
                        seg: int, last: bool, plen: int, blocks: dict[int, bytes],

@@ -25,7 +25,8 @@ from storage.keyspace import (
     volume_key,
     volume_lease_key,
 )
-from storage.metadata import Txn
+from storage.leases import local_process
+from storage.metadata import Item, Txn
 from storage.pipeline import StripeCodec, segment_count
 from storage.records import pack, unpack
 from storage.shards.ids import new_stripe_id
@@ -37,6 +38,7 @@ from storage.volume_records import (
     VolumeAttached,
     decode_pointer,
     extent_identity,
+    lease_live,
     scan_prefix,
 )
 
@@ -59,22 +61,30 @@ class VolumeHandle:
         self._base: dict[int, Pointer] = {}  # origin pointers visible to a clone
         self._ciphers: dict[bytes, SegmentCipher] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._proc = local_process()
         self.fenced = False
 
     # lease ---------------------------------------------------------------------------------
 
     async def acquire(self) -> None:
+        """Take the attach lease with a token larger than any this volume has seen.
+
+        The record outlives its holders (a release only marks it released), so tokens never
+        repeat. A live lease of another process refuses, unless that process is gone from
+        this very host (then there is nobody to wait for).
+        """
         k = volume_lease_key(self.vol.id)
         while True:
             item = await self.svc.meta.get(k)
             cur = unpack(item.value) if item else None
             now = time.time()
-            if cur and cur["expires"] > now and cur["holder"] != self.holder:
+            if cur and lease_live(cur, now):
                 raise VolumeAttached(
                     f"volume {self.vol.name!r} is already attached by {cur['holder']} "
                     f"(lease expires in {cur['expires'] - now:.0f}s); unmount it there first")
-            token = (cur["token"] if cur else 0) + 1
-            rec = pack({"holder": self.holder, "token": token, "expires": now + self.ttl})
+            token = int(cur["token"] if cur else 0) + 1
+            rec = pack({"holder": self.holder, "token": token, "expires": now + self.ttl,
+                        "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision if item else 0},
                                            puts={k: rec})):
                 self.token = token
@@ -82,18 +92,31 @@ class VolumeHandle:
                 break
         self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
 
+    def _ours(self, item: Item | None) -> bool:
+        """The lease record still names this handle: same holder and same token."""
+        cur = unpack(item.value) if item is not None else None
+        return bool(cur) and cur.get("holder") == self.holder and cur.get(
+            "token") == self.token and not cur.get("released")
+
+    def _lost(self) -> Fenced:
+        self.fenced = True
+        return Fenced(f"volume {self.vol.name!r}: attach lease was taken over (fenced)")
+
     async def renew(self) -> None:
+        """Extend the lease, only if holder and token are still ours (else: fenced)."""
         k = volume_lease_key(self.vol.id)
-        item = await self.svc.meta.get(k)
-        cur = unpack(item.value) if item else None
-        if item is None or cur is None or cur["token"] != self.token:
-            self.fenced = True
-            raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
-        rec = pack({"holder": self.holder, "token": self.token,
-                    "expires": time.time() + self.ttl})
-        if not await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec})):
-            return await self.renew()
-        self._lease_rev = (await self.svc.meta.get(k)).revision  # type: ignore[union-attr]
+        while True:
+            item = await self.svc.meta.get(k)
+            if self.fenced or item is None or not self._ours(item):
+                raise self._lost()
+            rec = pack({"holder": self.holder, "token": self.token,
+                        "expires": time.time() + self.ttl, "proc": self._proc})
+            if await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec})):
+                after = await self.svc.meta.get(k)
+                if after is None or not self._ours(after):
+                    raise self._lost()
+                self._lease_rev = after.revision
+                return
 
     async def _renew_loop(self) -> None:
         while not self.fenced:
@@ -106,14 +129,19 @@ class VolumeHandle:
                 continue
 
     async def close(self) -> None:
-        """Detach: stop renewing and drop the lease if it is still ours."""
+        """Detach: stop renewing and mark the lease released if it is still ours.
+
+        The record stays (with its token) so the next holder's token is larger still.
+        """
         if self._renewer:
             self._renewer.cancel()
             self._renewer = None
             k = volume_lease_key(self.vol.id)
             item = await self.svc.meta.get(k)
-            if item and unpack(item.value)["token"] == self.token:
-                await self.svc.meta.txn(Txn(compares={k: item.revision}, deletes=(k,)))
+            if item is not None and self._ours(item):
+                rec = pack({"holder": self.holder, "token": self.token, "expires": 0.0,
+                            "released": True})
+                await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec}))
 
     # map -----------------------------------------------------------------------------------
 
@@ -243,6 +271,8 @@ class VolumeHandle:
         while True:
             if self.fenced:
                 raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+            if not p.trim and not p.seal_gen and p.gen != self.vol.gen:
+                p.seal_gen = p.gen  # sealed before a snapshot bumped the generation
             p.gen = self.vol.gen
             prev = self._own.get(p.index)
             puts: dict[bytes, bytes] = {}
@@ -278,9 +308,8 @@ class VolumeHandle:
     async def _resync(self) -> None:
         """A compare failed: re-read the lease (fenced?) and the volume record (snapshot?)."""
         item = await self.svc.meta.get(volume_lease_key(self.vol.id))
-        if item is None or unpack(item.value)["token"] != self.token:
-            self.fenced = True
-            raise Fenced(f"volume {self.vol.name!r}: attach lease was taken over (fenced)")
+        if item is None or not self._ours(item):
+            raise self._lost()
         self._lease_rev = item.revision
         vi = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
         if vi is None:

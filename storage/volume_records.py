@@ -3,7 +3,8 @@
 Key layout (see storage/volumes.py for the model):
     VOL/<tenant>/<name>                       volume record (snapshots and clones inside)
     VX/<volume id>/<extent:010d>/<gen:010d>   extent pointer (stripe, nodes, key) or trim
-    VL/<volume id>                            attach lease {holder, token, expires}
+    VL/<volume id>                            attach lease {holder, token, expires, proc,
+                                              released}: kept after release (tokens grow)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
 from storage.keyspace import extent_key, next_key, span
+from storage.leases import dead_local_process
 from storage.metadata import Item, MetadataStore
 from storage.records import pack, unpack
 
@@ -96,14 +98,25 @@ class Pointer:
     kek_version: int = 0
     dek: bytes = b""
     trim: bool = False
+    seal_gen: int = 0  # generation in the key's identity when it differs from `gen`; 0: same
 
     def key(self) -> bytes:
         return extent_key(self.vid, self.index, self.gen)
 
 
 
+def lease_live(rec: dict[str, Any], now: float) -> bool:
+    """An attach lease record still binds: not released, not expired, and its holder is not
+    a process known to be gone from this host."""
+    return (not rec.get("released") and float(rec.get("expires", 0)) > now
+            and not dead_local_process(rec.get("proc")))
+
+
 def extent_identity(tenant: str, p: Pointer) -> str:
-    return keys.pack_fields(b"", ["volume", tenant, p.vid, p.index, p.gen, p.stripe]).hex()
+    """What an extent's key and segments are bound to: the generation it was sealed at
+    (`seal_gen`), which a snapshot committed meanwhile may leave below the pointer's own."""
+    gen = p.seal_gen or p.gen
+    return keys.pack_fields(b"", ["volume", tenant, p.vid, p.index, gen, p.stripe]).hex()
 
 
 async def scan_prefix(meta: MetadataStore, prefix: bytes) -> AsyncIterator[Item]:

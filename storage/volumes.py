@@ -48,6 +48,7 @@ from storage.volume_records import (
     Volume,
     VolumeAttached,
     decode_pointer,
+    lease_live,
     parse_size,
     scan_prefix,
 )
@@ -117,8 +118,14 @@ class VolumeService:
         return await self._update(tenant, name, grow)
 
     async def lease(self, vid: str) -> dict[str, Any] | None:
+        """The attach lease record (released or expired ones too), or None."""
         item = await self.meta.get(volume_lease_key(vid))
         return unpack(item.value) if item else None
+
+    async def attached_by(self, vid: str) -> dict[str, Any] | None:
+        """The lease record of the writer attached right now, or None."""
+        rec = await self.lease(vid)
+        return rec if rec and lease_live(rec, time.time()) else None
 
     async def delete(self, tenant: str, name: str) -> None:
         vol, item = await self._get(tenant, name)
@@ -126,7 +133,7 @@ class VolumeService:
             raise Conflict(f"volume {name!r} has clones ({', '.join(vol.clones)}): "
                            "flatten or delete them first")
         lease = await self.lease(vol.id)
-        if lease and lease["expires"] > time.time():
+        if lease and lease_live(lease, time.time()):
             raise VolumeAttached(f"volume {name!r} is attached by {lease['holder']}")
         if not await self.meta.txn(Txn(compares={item.key: item.revision},
                                        deletes=(item.key, volume_lease_key(vol.id)))):

@@ -104,12 +104,11 @@ class AdminApi:
                 await self.audit.record(_claimed_key(request), action, f"denied:{exc.code}",
                                         dict(request.match_info), remote)
                 return _error(exc.status, exc.code, exc.message)
-            try:
-                body = json.loads(raw) if raw else {}
-                if not isinstance(body, dict):
-                    raise AdminError(400, "MalformedJSON", "the body must be a JSON object")
-            except ValueError:
-                return _error(400, "MalformedJSON", "the body is not valid JSON")
+            body = _json_object(raw)
+            if isinstance(body, AdminError):  # refused, and audited like every outcome
+                await self.audit.record(cred.access_key, action, f"error:{body.code}",
+                                        dict(request.match_info), remote)
+                return _error(body.status, body.code, body.message)
             call = Call(request, cred.access_key, body)
             call.audit.update(request.match_info)
             try:
@@ -268,6 +267,21 @@ def _claimed_key(request: web.Request) -> str:
     auth = request.headers.get("Authorization", "")
     i = auth.find("Credential=")
     return auth[i + 11:].split("/", 1)[0][:40] if i >= 0 else "anonymous"
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | AdminError:
+    """The request body as a JSON object (empty: {}), or the 400 that refuses it."""
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return AdminError(400, "MalformedJSON", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+                float: "a number"}.get(type(body), "null")
+        return AdminError(400, "MalformedJSON", f"the body must be a JSON object, not {kind}")
+    return body
 
 
 def _error_body(code: str, message: str) -> dict[str, Any]:

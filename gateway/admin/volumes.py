@@ -21,7 +21,6 @@ local CLI operations: they need FUSE on the host that uses the volume.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -129,9 +128,7 @@ class VolumesApi:
     async def show(self, call: Call) -> tuple[int, Any]:
         v = await self._volume(call)
         stored = await self.svc.stored_bytes(v.tenant, v.name)
-        lease = await self.svc.lease(v.id)
-        if lease and lease["expires"] < time.time():
-            lease = None
+        lease = await self.svc.attached_by(v.id)
         return 200, {"attached_by": None, **volume_dict(v, stored, lease)}
 
     async def delete(self, call: Call) -> tuple[int, Any]:

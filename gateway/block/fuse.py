@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import mfusepy
 
 from gateway.block.cache import ExtentCache
+from gateway.block.mount import DETACHED_MARK
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import StorageError
@@ -227,6 +228,7 @@ def serve(runner: LoopThread, cfg_path: Path, tenant: str, name: str, mountpoint
             raise RuntimeError(f"libfuse could not serve {mountpoint} (status {exc})") from None
     finally:
         runner.call(_detach(cluster, handle, cache))
+    log.info("volume %s %s", name, DETACHED_MARK)  # `unmount` looks for it
     return 0
 
 

@@ -15,10 +15,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 READY_TIMEOUT_S = 60.0
+DETACHED_MARK = "detached: every write committed"  # the daemon's last log line, clean exits
 EXIT_TIMEOUT_S = 300.0
 
 
@@ -102,43 +104,56 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def start_daemon(config: Path, data_dir: Path, tenant: str, volume: str, fuse_dir: Path,
-                 lease_ttl_s: float | None = None) -> tuple[int, Path]:
-    """Spawn the FUSE daemon and wait until `fuse_dir` is mounted; returns (pid, log)."""
+def start_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Path,
+                 lease_ttl_s: float | None = None) -> int:
+    """Spawn the FUSE daemon and wait until `fuse_dir` is mounted; returns its pid."""
     fuse_dir.mkdir(parents=True, exist_ok=True)
-    logs = data_dir / "volumes" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{tenant}.{volume}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "gateway.block.fuse", "--config", str(config),
            "--tenant", tenant, "--volume", volume, "--mountpoint", str(fuse_dir)]
     if lease_ttl_s is not None:
         cmd += ["--lease-ttl", str(lease_ttl_s)]
+    # The daemon runs the very code this command runs (cwd "/" keeps no directory busy).
+    code_root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "PYTHONPATH": code_root + (os.pathsep + path if path else "")}
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd="/")
+                                start_new_session=True, cwd="/", env=env)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise MountError(_last_line(log) or f"FUSE daemon exited with {proc.returncode}")
         if os.path.ismount(fuse_dir) and (fuse_dir / "volume").exists():
-            return proc.pid, log
+            return proc.pid
         time.sleep(0.05)
     proc.kill()
     raise MountError(f"FUSE daemon did not mount {fuse_dir} within {READY_TIMEOUT_S:.0f}s")
 
 
 def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, target: Path,
-          fs: str | None, lease_ttl_s: float | None = None) -> MountState:
+          fs: str | None, lease_ttl_s: float | None = None,
+          confirm: Callable[[int], None] | None = None) -> MountState:
+    """Start the daemon on a FUSE directory of this mount's own; `confirm(pid)` (raising
+    to refuse) runs once it is up, before any loop device or file system is set up."""
     target = target.resolve()
     if _state_path(data_dir, target).exists():
         raise MountError(f"{target} already has a volume mounted (tessera volume unmount)")
     target.mkdir(parents=True, exist_ok=True)
-    fuse_dir = target if fs is None else data_dir / "volumes" / "fuse" / vid
-    log_offset = _log_size(data_dir, tenant, volume)
-    pid, log = start_daemon(config, data_dir, tenant, volume, fuse_dir, lease_ttl_s)
+    mount_id = _state_path(data_dir, target).stem  # each mount: its own FUSE dir and log
+    fuse_dir = target if fs is None else data_dir / "volumes" / "fuse" / mount_id
+    log = data_dir / "volumes" / "logs" / f"{tenant}.{volume}.{mount_id}.log"
+    log_offset = log.stat().st_size if log.exists() else 0
+    pid = start_daemon(config, tenant, volume, fuse_dir, log, lease_ttl_s)
     st = MountState(volume=volume, tenant=tenant, target=str(target), fuse_dir=str(fuse_dir),
                     pid=pid, fs=fs, log=str(log), log_offset=log_offset)
     _save(data_dir, st)
+    try:
+        if confirm is not None:
+            confirm(pid)
+    except BaseException:
+        _quietly_unmount(data_dir, target)
+        raise
     if fs is None:
         return st
     try:
@@ -150,14 +165,17 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
             _run(f"mkfs.{fs}", *(opts if fs.startswith("ext") else []), st.loop)
         _run("mount", "-t", fs, st.loop, str(target))
     except BaseException:
-        unmount(data_dir, target)
+        _quietly_unmount(data_dir, target)
         raise
     return st
 
 
-def _log_size(data_dir: Path, tenant: str, volume: str) -> int:
-    p = data_dir / "volumes" / "logs" / f"{tenant}.{volume}.log"
-    return p.stat().st_size if p.exists() else 0
+def _quietly_unmount(data_dir: Path, target: Path) -> None:
+    """Undo a mount that failed half way; the first error is the one worth reporting."""
+    try:
+        unmount(data_dir, target)
+    except MountError:
+        pass
 
 
 def _has_fs(dev: str) -> bool:
@@ -200,5 +218,10 @@ def unmount(data_dir: Path, target: Path, timeout_s: float = EXIT_TIMEOUT_S) -> 
         f.seek(st.log_offset)
         tail = f.read().decode(errors="replace")
     if "flush failed" in tail:
-        raise MountError(f"the daemon reported flush failures; see {st.log}")
+        raise MountError(f"volume {st.volume} unmounted from {target}, but its daemon reported "
+                         f"flush failures: writes may have been lost; see {st.log}")
+    if DETACHED_MARK not in tail:
+        raise MountError(f"volume {st.volume} unmounted from {target}, but its FUSE daemon "
+                         f"(pid {st.pid}) had died before its final flush: writes not yet "
+                         "fsynced may have been lost")
     return st

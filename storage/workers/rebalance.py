@@ -110,7 +110,8 @@ async def copy_shard(client: NodeClient, part: PartLayout, index: int, src: Node
     nsegs = segment_count(part.size, part.segment_size)
     sid = shard_id(part.stripe_id, index)
     length = shard_file_bytes(part.size, part.segment_size, part.k)
-    sender = _ShardSender(client, dst, sid, header.pack(), nsegs, stall_s, length)
+    sender = _ShardSender(client, dst, sid, header.pack(), nsegs, stall_s, length,
+                          replace=True)  # a move may meet a stale copy on dst
     sent = 0
     try:
         async for seg, block in client.read_frames(src, sid, header, 0, nsegs):

@@ -199,3 +199,37 @@ async def test_repair_commit_after_delete_collects_new_shards(sim_factory) -> No
     assert not ok
     gc = await s.meta.range(*space(GC), limit=100)
     assert gc, "the rebuilt shard must be queued for collection"
+
+
+async def test_lying_shard_read_then_rebuilt_although_its_node_was_not_told(sim_factory,
+                                                                            monkeypatch) -> None:
+    """A shard with valid checksums but other bytes: the read authenticates around it, the
+    stripe is queued with the liar named, and repair rewrites it even though the node could
+    not be told to quarantine it (its stat and checksums look healthy)."""
+    from storage.errors import StorageError
+    from storage.lying import LyingShards
+    from storage.testing.lies import lie
+
+    s = await sim_factory(13)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+
+    async def unreachable(*_a: object, **_k: object) -> bool:
+        raise StorageError("node unreachable (simulated)")
+
+    monkeypatch.setattr(s.sim, "quarantine_shard", unreachable)
+    await s.put("big", 3 * SEGMENT + 7)
+    await s.put("small", 1000)
+    for key in ("big", "small"):
+        v = await s.objects.head("t", "b", key)
+        p = v.parts[0]
+        sid = shard_id(p.stripe_id, 2)
+        original = bytes(s.sim.files[p.nodes[2]][sid])
+        s.sim.files[p.nodes[2]][sid] = bytearray(lie(original, key, None))
+        assert await s.read(key) == s.data[key]
+        await s.stripes.lies.settle()
+        assert s.stripes.lies.found["read"] >= 1
+        await s.heal()
+        p = (await s.objects.head("t", "b", key)).parts[0]
+        assert bytes(s.sim.files[p.nodes[2]][sid]) == original
+        assert await s.read(key) == s.data[key]
+    assert s.stripes.lies.found["read"] == 2

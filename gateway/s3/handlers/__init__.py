@@ -74,6 +74,7 @@ def load_all() -> dict[str, Handler]:
         copy,
         listing,
         multipart,
+        object_lock,
         objects,
         restore,
         tagging,

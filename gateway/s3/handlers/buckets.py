@@ -43,9 +43,14 @@ async def create_bucket(rq: S3Request) -> web.StreamResponse:
                       "specific endpoint this request was sent to.")
     from storage.errors import BucketExists
 
+    locked = rq.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true"
     access = await create_bucket_config(rq)
     try:
-        await rq.cluster.buckets.create(rq.tenant, rq.bucket, region or rq.cfg.region)
+        # Object Lock at creation turns versioning on for good (see storage/object_lock.py).
+        await rq.cluster.buckets.create(
+            rq.tenant, rq.bucket, region or rq.cfg.region,
+            versioning="Enabled" if locked else "",
+            config={"object_lock": {"enabled": True, "rule": None}} if locked else None)
     except BucketExists as exc:
         if exc.owned_by_caller and rq.cfg.region == "us-east-1":
             # us-east-1 answers 200 to a repeated create by the owner and resets the bucket
@@ -91,8 +96,9 @@ async def get_versioning(rq: S3Request) -> web.StreamResponse:
 async def put_versioning(rq: S3Request) -> web.StreamResponse:
     status = xml_parse.parse_versioning(await read_xml_body(rq))
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    if status == "Suspended" and not b.versioning:
-        return web.Response(status=200)
+    if status == "Suspended" and b.config.get("object_lock"):
+        raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this "
+                      "bucket, so the versioning state cannot be changed.")
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, versioning=status)
     return web.Response(status=200)
 

@@ -15,6 +15,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.copy import copy_source
+from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import iso_time
 from storage import multipart as mp
@@ -103,7 +104,8 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
                             headers=po.headers, storage_class=po.storage_class, tags=po.tags,
                             sse=po.sse, checksum_algorithm=alg.upper() if alg else None,
                             checksum_type=ctype.upper() if ctype else None,
-                            sse_c_key=choice.customer_key, acl=await write_acl(rq))
+                            sse_c_key=choice.customer_key, acl=await write_acl(rq),
+                            lock=await lock_from_headers(rq))
     try:
         up = await service(rq).create(rq.tenant, rq.bucket, rq.key, opts)
     except InvalidInput as e:
@@ -236,7 +238,13 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     upload_id = rq.params.get("uploadId", "")
     svc = service(rq)
     with _errors(upload_id):
-        await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+        try:
+            await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+        except mp.UploadNotFound:
+            done = await svc.finished(rq.tenant, rq.bucket, rq.key, upload_id)
+            if done is None:
+                raise
+            return _completed(rq, done)
     raw = await _read_body(rq, COMPLETE_XML_MAX)
     try:
         parsed = xml_parse.parse_complete_multipart(raw)
@@ -250,6 +258,10 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     with _errors(upload_id):
         v = await svc.complete(rq.tenant, rq.bucket, rq.key, upload_id, listed,
                                write_conditions(rq.headers), expected=expected)
+    return _completed(rq, v)
+
+
+def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
     headers = dict(sse.response_headers(v.sse))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from gateway.s3 import sse
@@ -9,6 +11,7 @@ from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.handlers.access import write_acl
+from gateway.s3.handlers.object_lock import delete_guard, lock_from_headers, lock_headers
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
@@ -66,6 +69,7 @@ def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
     if v.storage_class != "STANDARD":
         out["x-amz-storage-class"] = v.storage_class
     out.update(restore_headers(v))
+    out.update(lock_headers(v))
     if versioned:
         out["x-amz-version-id"] = v.version_id
     if v.tags:
@@ -78,6 +82,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     body = RequestBody(rq.request, rq.auth, rq.cfg.max_object_size)
     opts = put_options(rq)
     opts.acl = await write_acl(rq)
+    opts.lock = await lock_from_headers(rq)
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = body.length
@@ -189,17 +194,20 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     _overrides(rq, headers)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
-    stream = rq.cluster.objects.read(source, start, end, sse_c_key=customer_key)
-    first = None
-    if end > start:
-        # Read the first segment before sending headers, so an unreadable object is an
-        # error response rather than a truncated 200.
-        first = await anext(stream)
-    await resp.prepare(rq.request)
-    if first is not None:
-        await resp.write(first)
-        async for chunk in stream:
-            await resp.write(chunk)
+    # aclosing: however the response ends (a client hanging up mid-body included), the
+    # shard streams behind it are cancelled and awaited now, not left to the GC.
+    async with contextlib.aclosing(
+            rq.cluster.objects.read(source, start, end, sse_c_key=customer_key)) as stream:
+        first = None
+        if end > start:
+            # Read the first segment before sending headers, so an unreadable object is an
+            # error response rather than a truncated 200.
+            first = await anext(stream)
+        await resp.prepare(rq.request)
+        if first is not None:
+            await resp.write(first)
+            async for chunk in stream:
+                await resp.write(chunk)
     await resp.write_eof()
     return resp
 
@@ -233,7 +241,7 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 async def delete_object(rq: S3Request) -> web.StreamResponse:
     res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, rq.key,
                                           rq.params.get("versionId"),
-                                          delete_conditions(rq.headers))
+                                          delete_conditions(rq.headers), delete_guard(rq))
     headers = {}
     if res.version_id is not None:
         headers["x-amz-version-id"] = res.version_id

@@ -1,0 +1,150 @@
+"""One writer per volume, on SQLite and on etcd: a stopped writer is fenced for good.
+
+The repro of issue 12: daemon A holds a volume with a write it has not committed and is
+stopped (SIGSTOP); its lease expires, B attaches, writes and detaches cleanly, C attaches and
+writes with fsync; A resumes. Lease tokens never repeat (B and C get new ones even after a
+clean release), so A can neither renew C's lease nor commit: its fsync fails with EIO and
+C's bytes are what the volume holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cluster import LocalCluster
+from tests.integration.test_volumes import Vol, pytestmark  # noqa: F401 - same requirements
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module", params=["sqlite", "etcd"])
+def meta_cluster(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One cluster per metadata backend, shared by this module's tests."""
+    if request.param == "etcd" and shutil.which("etcd") is None:
+        pytest.fail("etcd is not installed")
+    c = LocalCluster(tmp_path_factory.mktemp(f"fence-{request.param}"),
+                     metadata=request.param).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def mvol(meta_cluster: LocalCluster) -> Iterator[Vol]:
+    v = Vol(meta_cluster)
+    yield v
+    v.cleanup()
+
+
+def daemon_pid(vol: Vol, target: Path) -> int:
+    from gateway.block.mount import mounted_states
+
+    return next(s.pid for s in mounted_states(Path(vol.cluster.data))
+                if s.target == str(target.resolve()))
+
+
+def mount_when_free(vol: Vol, name: str, target: Path, *extra: str) -> None:
+    """Mount as soon as the previous holder's lease has expired (bounded by a deadline)."""
+    deadline = time.monotonic() + 60
+    while True:
+        r = vol.run("mount", *extra, name, str(target), check=False)
+        if r.returncode == 0:
+            vol.mounts.append(target)
+            return
+        assert "already attached" in r.stderr, r.stderr
+        assert time.monotonic() < deadline, "the stopped writer's lease never expired"
+        time.sleep(0.2)
+
+
+def write_at(path: Path, data: bytes, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_at(path: Path, n: int, offset: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, offset)
+    finally:
+        os.close(fd)
+
+
+def token(vol: Vol, name: str) -> int:
+    return int(json.loads(vol.run("show", name, "--json").stdout)["attached_by"]["token"])
+
+
+# A's writer lives in a process of its own: a FUSE file's every close() is a flush request,
+# and a child forked by this test would close an inherited descriptor on the stopped daemon.
+WRITER_A = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.pwrite(fd, b"A" * (4 << 20), 0)  # not fsynced: it stays in a cache
+print("written", flush=True)
+sys.stdin.readline()
+try:
+    os.pwrite(fd, b"a" * 4096, 8 << 20)
+    os.fsync(fd)
+    print("committed", flush=True)
+except OSError as exc:
+    print(f"errno {exc.errno}", flush=True)
+try:
+    os.close(fd)
+except OSError:
+    pass
+"""
+
+
+def test_stopped_writer_is_fenced_after_a_clean_handover(mvol: Vol, tmp_path: Path) -> None:
+    mvol.run("create", "fence", "--size", "32M")
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    mvol.mount("fence", a, "--lease-ttl", "2")
+    t_a = token(mvol, "fence")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_A, str(a / "volume")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline().strip() == "written"
+        pid_a = daemon_pid(mvol, a)
+        os.kill(pid_a, signal.SIGSTOP)
+        try:
+            mount_when_free(mvol, "fence", b, "--lease-ttl", "30")
+            t_b = token(mvol, "fence")
+            write_at(b / "volume", b"B" * (4 * MiB), 0)
+            mvol.unmount(b)  # a clean release: the next token must still be larger
+            mvol.mount("fence", c, "--lease-ttl", "30")
+            t_c = token(mvol, "fence")
+            write_at(c / "volume", b"CCCC", 0)
+        finally:
+            os.kill(pid_a, signal.SIGCONT)
+        assert t_a < t_b < t_c, (t_a, t_b, t_c)
+        writer.stdin.write("go\n")  # A's stale write and a new one: neither may commit
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == f"errno {errno.EIO}"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert token(mvol, "fence") == t_c  # A did not renew C's lease as its own
+    assert read_at(c / "volume", 8, 0) == b"CCCC" + b"B" * 4
+    r = mvol.run("unmount", str(a), check=False)  # A's daemon could not flush: it says so
+    mvol.mounts.remove(a)
+    assert r.returncode == 1 and "may have been lost" in r.stderr, r.stderr
+    mvol.unmount(c)
+    mvol.mount("fence", a)
+    assert read_at(a / "volume", 8, 0) == b"CCCC" + b"B" * 4
+    assert read_at(a / "volume", 4096, 8 * MiB) == bytes(4096)
+    mvol.unmount(a)
