@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.metrics import Metrics
-from gateway.s3 import authz, cors
+from gateway.s3 import authz, cors, post_upload
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, load_all
@@ -69,27 +69,10 @@ class S3Server:
             if "Origin" in request.headers:
                 request["cors_headers"] = await cors.request_cors_headers(
                     self.cluster, request, bucket)
-            ak = _access_key_of(request)
-            cred = await self.cluster.tenants.credential(ak) if ak else None
-            auth = authenticate(request.method, request.raw_path, list(request.query.items()),
-                                request.headers,
-                                lambda a: cred.secret_key if cred and a == cred.access_key
-                                else None,
-                                datetime.now(UTC), self.cfg.max_skew_s)
-            requester = None
-            if not auth.anonymous:
-                if cred is None or cred.role != "tenant":
-                    raise S3Error("AccessDenied")
-                cid, _ = await self.cluster.tenants.identity(cred.tenant)
-                requester = authz.Requester(cred.tenant, cid, cred.access_key)
-            tenant = await authz.authorize(self.cluster, request, ep, requester)
-            handler = self.handlers.get(ep.op)
-            if handler is None:
-                raise S3Error("NotImplemented", "A header or query you provided requested a "
-                              "function that is not implemented.")
-            rq = S3Request(request, ep, auth, tenant, self.cluster, self.cfg, rid,
-                           requester.tenant if requester else None)
-            resp = await handler(rq)
+            if ep.op == "PostObject":  # browser upload: its signature is in the form
+                resp = await post_upload.serve(self.cluster, self.cfg, request, ep, rid)
+            else:
+                resp = await self._dispatch(request, ep, rid)
         except asyncio.CancelledError:
             self.metrics.request(op, 499, time.perf_counter() - started)
             raise
@@ -116,6 +99,31 @@ class S3Server:
                                    "path": request.path, "status": resp.status,
                                    "duration_ms": round(elapsed * 1000, 2)})
         return resp
+
+    async def _dispatch(self, request: web.Request, ep: Endpoint, rid: str,
+                        ) -> web.StreamResponse:
+        """Authenticate (headers or query), authorize (`gateway.s3.authz`), run the handler."""
+        ak = _access_key_of(request)
+        cred = await self.cluster.tenants.credential(ak) if ak else None
+        auth = authenticate(request.method, request.raw_path, list(request.query.items()),
+                            request.headers,
+                            lambda a: cred.secret_key if cred and a == cred.access_key
+                            else None,
+                            datetime.now(UTC), self.cfg.max_skew_s)
+        requester = None
+        if not auth.anonymous:
+            if cred is None or cred.role != "tenant":
+                raise S3Error("AccessDenied")
+            cid, _ = await self.cluster.tenants.identity(cred.tenant)
+            requester = authz.Requester(cred.tenant, cid, cred.access_key)
+        tenant = await authz.authorize(self.cluster, request, ep, requester)
+        handler = self.handlers.get(ep.op)
+        if handler is None:
+            raise S3Error("NotImplemented", "A header or query you provided requested a "
+                          "function that is not implemented.")
+        rq = S3Request(request, ep, auth, tenant, self.cluster, self.cfg, rid,
+                       requester.tenant if requester else None)
+        return await handler(rq)
 
     def _client_gone(self, request: web.Request, op: str, rid: str,
                      started: float) -> web.StreamResponse:
