@@ -43,6 +43,15 @@ class S3Server:
         self.metrics = metrics
         self.handlers = load_all()
 
+    async def expect(self, request: web.Request) -> None:
+        """`Expect:` is answered in `_continue`, once the request is authorized (aiohttp's
+        default would send 100 Continue before that, and 417 to values S3 ignores)."""
+
+    async def _continue(self, request: web.Request) -> None:
+        if (request.headers.get("Expect", "").lower() == "100-continue"
+                and request.version >= (1, 1) and request.writer is not None):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one request, recorded as client activity (background work gives way)."""
         CLIENTS.begin()
@@ -70,6 +79,7 @@ class S3Server:
                 request["cors_headers"] = await cors.request_cors_headers(
                     self.cluster, request, bucket)
             if ep.op == "PostObject":  # browser upload: its signature is in the form
+                await self._continue(request)
                 resp = await post_upload.serve(self.cluster, self.cfg, request, ep, rid)
             else:
                 resp = await self._dispatch(request, ep, rid)
@@ -123,6 +133,7 @@ class S3Server:
                           "function that is not implemented.")
         rq = S3Request(request, ep, auth, tenant, self.cluster, self.cfg, rid,
                        requester.tenant if requester else None)
+        await self._continue(request)
         return await handler(rq)
 
     def _client_gone(self, request: web.Request, op: str, rid: str,

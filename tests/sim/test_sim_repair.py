@@ -38,7 +38,8 @@ class Sim:
         nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
                   "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
         self.cfg = config_from_mapping({
-            "data_dir": str(tmp), "cluster": {"segment_size": SEGMENT},
+            "data_dir": str(tmp), "cluster": {"segment_size": SEGMENT,
+                                              "inline_max_bytes": 0},  # every object on shards
             "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes}, tmp)
         self.sim = SimNodes(list(self.cfg.nodes))
         self.pool = ThreadPoolExecutor(2)
