@@ -218,6 +218,8 @@ def render(doc: dict[str, Any]) -> str:
             f"  rebuilt:           {r.get('shards_rebuilt', 0)} shards in "
             f"{r.get('stripes_repaired', 0)} stripes ({human_size(r.get('bytes_rebuilt', 0))})",
             f"  unrepairable now:  {r.get('unrepairable', 0)}",
+            f"  sources disagreed: {r.get('sources_disagree', 0)} (a lying source stopped a "
+            "rebuild; the deep scrub named it)",
             f"  orphans deleted:   {r.get('orphans_deleted', 0)}",
             f"  sweep passes:      {r.get('sweep_passes', 0)} (last full pass, shards "
             f"verified present: {', '.join(f'{k}/{width}: {v}' for k, v in sorted(last.items(), reverse=True)) or '-'})",
