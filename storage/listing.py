@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from storage.buckets import BucketService
 from storage.keyspace import (
+    last_text,
     next_key,
     object_key,
     object_prefix,
     past_text,
     span,
     text_span,
-    unpack,
     version_prefix,
 )
 from storage.metadata import MetadataStore
@@ -57,7 +57,7 @@ class Listing:
                 if len(objs) + len(prefixes) >= max_keys:
                     return objs, prefixes, True, last
                 if delimiter:
-                    key = unpack(item.key)[2]
+                    key = last_text(base, item.key)
                     pos = key.find(delimiter, len(prefix))
                     if pos >= 0:
                         cp = key[: pos + len(delimiter)]
