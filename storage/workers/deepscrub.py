@@ -139,6 +139,20 @@ class DeepScrubber:
             log.info("deep scrub of stripe %s stopped: %s", stripe_id.hex(), exc)
         self.stats.stripes_checked += 1
 
+    async def check_stripe(self, stripe_id: bytes) -> list[int]:
+        """Check one stripe now (repair asks when its sources disagree); the liars found."""
+        man = await load_manifest(self._meta, stripe_id)
+        if not isinstance(man, Manifest) or not man.part.size:
+            return []
+        codec = await self._codec(man)
+        if codec is None:
+            return []
+        try:
+            return await self.scrub_stripe(codec, man.part.nodes, man.part.size)
+        except StorageError as exc:
+            log.info("check of stripe %s stopped: %s", stripe_id.hex(), exc)
+            return []
+
     async def _codec(self, man: Manifest) -> StripeCodec | None:
         """The stripe's codec: with the object's cipher where the cluster has its key."""
         part = man.part

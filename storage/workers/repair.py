@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
@@ -45,7 +45,7 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.pipeline import segment_count
 from storage.placement import place
-from storage.rebuild import rebuild_shards
+from storage.rebuild import SourcesDisagree, rebuild_shards
 from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.ids import parse_shard_id, shard_id
@@ -104,6 +104,7 @@ class RepairStats:
     commit_conflicts: int = 0
     orphans_deleted: int = 0
     quarantine_reports: int = 0
+    sources_disagree: int = 0  # rebuilds stopped because a source lied
     sweep_passes: int = 0
     sweep_checked: int = 0
     last_sweep_start: float = 0.0
@@ -181,6 +182,9 @@ class RepairWorker(ShardWorker[RepairStats]):
         self.settings = settings or RepairSettings()
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
+        # Set by the gateway (the deep scrub's check of one stripe, with the object's key):
+        # called when a rebuild's sources disagree, it reports the lying ones.
+        self.verify_stripe: Callable[[bytes], Awaitable[object]] | None = None
         # Stripes at risk are rebuilt at the full rate, never the busy rate.
         self._urgent = Throttle(self.settings.rate_bytes_s)
         self._progress = False
@@ -419,6 +423,14 @@ class RepairWorker(ShardWorker[RepairStats]):
             self.stats.unrepairable += 1
             self._dirty = True
             await self._defer(item, entry, str(exc))
+            return False
+        except SourcesDisagree as exc:  # a source lies: find it (with the key), then rebuild
+            self.stats.sources_disagree += 1
+            self._dirty = True
+            log.warning("stripe %s: %s", part.stripe_id.hex(), exc)
+            await self._defer(item, entry, str(exc))
+            if self.verify_stripe is not None:  # names the liars: an urgent entry, retry now
+                await self.verify_stripe(part.stripe_id)
             return False
         for i, reason in res.failed.items():
             self._health.report_failure(targets[i].id, reason)
