@@ -234,3 +234,32 @@ async def test_lying_shard_read_then_rebuilt_although_its_node_was_not_told(sim_
         assert bytes(s.sim.files[p.nodes[2]][sid]) == original
         assert await s.read(key) == s.data[key]
     assert s.stripes.lies.found["read"] == 2
+
+
+async def test_rebuild_never_spreads_a_lying_source(sim_factory) -> None:
+    """Shard 1 lies and shard 5 is lost: a rebuild from shards 0-3 would write shard 5 from
+    the lie. The rebuild reads a spare source, sees they disagree and stops; the deep
+    scrub's check (with the key) names shard 1; then both are rebuilt right."""
+    from storage.lying import LyingShards
+    from storage.testing.lies import lie
+    from storage.workers.deepscrub import DeepScrubber, DeepScrubSettings
+
+    s = await sim_factory(17)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+    scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,  # type: ignore[arg-type]
+                         s.stripes.lies, DeepScrubSettings(rate_bytes_s=0))
+    s.repair.verify_stripe = scrub.check_stripe
+    await s.put("x", 2 * SEGMENT + 3)
+    p = (await s.objects.head("t", "b", "x")).parts[0]
+    sids = [shard_id(p.stripe_id, i) for i in range(6)]
+    originals = [bytes(s.sim.files[p.nodes[i]][sids[i]]) for i in range(6)]
+    s.sim.files[p.nodes[1]][sids[1]] = bytearray(lie(originals[1], "x", None))
+    s.sim.lose(p.nodes[5], sids[5])
+    await s.heal()
+    await s.stripes.lies.settle()
+    await s.heal()
+    assert s.repair.stats.sources_disagree >= 1
+    p = (await s.objects.head("t", "b", "x")).parts[0]
+    for i in range(6):
+        assert bytes(s.sim.files[p.nodes[i]][sids[i]]) == originals[i], i
+    assert await s.read("x") == s.data["x"]
