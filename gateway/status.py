@@ -241,8 +241,9 @@ def render(doc: dict[str, Any]) -> str:
         out += [f"  every object:            loss probability {d['object_loss_per_year']:.3g} "
                 f"(~{d['object_nines']} nines): no object outlives its metadata record",
                 f"  metadata store:          {md['loss_per_year']:.3g} (~{md['nines']} nines), "
-                f"{md['backend']}, {copies}; objects up to {d['inline_max_bytes']} bytes "
-                "live in it"]
+                f"{md['backend']}, {copies}; "
+                + (f"objects up to {d['inline_max_bytes']} bytes live in it"
+                   if d["inline_max_bytes"] else "no object data inline")]
     out += [f"  erasure-coded shards:    {d['cluster_loss_per_year']:.3g} "
             f"(~{d['nines']} nines) for {inp['stripes']} stripes, "
             f"{inp['k']}+{inp['m']} over {inp['zones']} zones and {inp['nodes']} nodes",
