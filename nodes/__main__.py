@@ -70,6 +70,8 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     p.add_argument("--secret-file", type=Path, help="cluster secret (hex) file")
     p.add_argument("--window", type=int, help="request signature window in seconds")
     p.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES)
+    p.add_argument("--log-file", type=Path, help="write logs (and stderr) to this file, rotated "
+                   "by size ($TESSERA_LOG_MAX_BYTES, $TESSERA_LOG_BACKUPS)")
     p.add_argument("--scrub-rate", type=float, default=None, metavar="MBPS",
                    help="scrub rate in MB/s, 0 = off (default: $TESSERA_SCRUB_RATE_MBPS or 8)")
     a = p.parse_args(argv)

@@ -126,8 +126,8 @@ async def _quarantine(request: web.Request, sid: str, exc: Exception, where: str
 async def put_shard(request: web.Request) -> web.Response:
     """Stream a shard to disk, checking frames as they come and the body MAC at the end.
 
-    The body is the shard file followed by a 32-byte trailer (`auth.BodySealer`): the last
-    32 bytes received are held back from parsing and writing, and the commit happens only
+    The body is the shard file followed by a MAC trailer (`auth.BodySealer`): the last
+    TRAILER_BYTES received are held back from parsing and writing, and the commit happens only
     when they equal the MAC of everything before them.
     """
     st = _state(request)

@@ -150,11 +150,13 @@ ENV_VARS: list[EnvVar] = [
            "Background-worker lease TTL: a dead gateway's workers move after this long; "
            "shorter fails over faster and renews more often."),
     EnvVar("TESSERA_REPAIR_RATE_MBPS", _field(RepairSettings, "rate_bytes_s", 1 / MIB),
-           "Rebuilt bytes per second while clients are idle (0 = unlimited)."),
+           "Rebuilt bytes per second while clients are idle, and always for stripes at "
+           "risk (fewer than k+2 healthy shards, or zone-unsafe) (0 = unlimited)."),
     EnvVar("TESSERA_REPAIR_BUSY_RATE_MBPS",
            _field(RepairSettings, "busy_rate_bytes_s", 1 / MIB),
-           "...while S3 clients are active: repair yields to clients (0 = as idle). Higher "
-           "restores redundancy sooner at clients' expense."),
+           "...while S3 clients are active, for stripes that are already safe: their repair "
+           "yields to clients (0 = as idle). Higher restores redundancy sooner at clients' "
+           "expense."),
     EnvVar("TESSERA_REPAIR_DOWN_GRACE_S", _field(RepairSettings, "down_grace_s"),
            "A down node's shards are rebuilt elsewhere after this long. Shorter shrinks the "
            "window of reduced redundancy; longer avoids rebuilding for a reboot."),

@@ -452,15 +452,16 @@ async def read_small_blocks(client: NodeClient, headers: Sequence[ShardHeader],
 async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
                       sources: Sequence[tuple[int, NodeSpec]], k: int, first: int, last: int,
                       failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
-                      exclude: set[int] | None = None,
+                      exclude: set[int] | None = None, spare: int = 0,
                       ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
     """For each segment in [first, last], k verified blocks (index -> block).
 
     Sources (shard index, node) are read in order, k at a time, each as one streaming
     request; one that fails mid-stream is reported to `failed` and replaced by the next
     source from the segment it stopped at. Indexes the caller adds to `exclude` (shards
-    found lying) are dropped from the next segment on. DataUnavailable when fewer than k
-    can be read.
+    found lying) are dropped from the next segment on. With `spare`, up to k + spare
+    blocks are read when sources allow (repair checks its sources agree). DataUnavailable
+    when fewer than k can be read.
     """
     pool = list(sources)
     active: list[_ShardStream] = []
@@ -476,7 +477,8 @@ async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
         return True
 
     try:
-        while len(active) < k and _open(first):
+        target = k + spare
+        while len(active) < target and _open(first):
             pass
         for seg in range(first, last + 1):
             if exclude:
@@ -485,14 +487,18 @@ async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
                     await s.close()
                 pool = [p for p in pool if p[0] not in exclude]
             blocks: dict[int, bytes] = {}
-            while len(blocks) < k:
+            while len(blocks) < target:
                 pending = [s for s in active if s.index not in blocks]
-                while len(pending) + len(blocks) < k:
+                while len(pending) + len(blocks) < target:
                     if not _open(seg):
+                        if len(pending) + len(blocks) >= k:
+                            break  # a spare is a wish, k is the need
                         raise DataUnavailable(
                             f"stripe {stripe_id.hex()} segment {seg}: fewer than {k} shards "
                             f"readable ({'; '.join(errors[-4:])})")
                     pending.append(active[-1])
+                if not pending:
+                    break
                 results = await asyncio.gather(*(s.next() for s in pending),
                                                return_exceptions=True)
                 for s, r in zip(pending, results, strict=True):

@@ -175,6 +175,11 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         if requester is None:
             raise S3Error("NoSuchBucket", BucketName=bucket) from None
         return requester.tenant  # the handler answers NoSuchBucket
+    expected = request.headers.get("x-amz-expected-bucket-owner" if bucket == ep.bucket
+                                   else "x-amz-source-expected-bucket-owner")
+    if expected is not None and expected not in (
+            b.tenant, (await cluster.tenants.identity(b.tenant))[0]):
+        raise S3Error("AccessDenied")
     is_owner = requester is not None and requester.tenant == b.tenant
     if is_owner and op in POLICY_OPS:
         return b.tenant

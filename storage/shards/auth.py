@@ -10,9 +10,12 @@ requests"). In short, with the cluster secret (32 random bytes shared by gateway
   (`X-Tessera-Segments`, `X-Tessera-Replace`, the body digest) are therefore signed.
 - The body is covered too. A body known in advance (a batch) is signed through
   `X-Tessera-Body-SHA256`. A streamed shard PUT, whose bytes are produced while they are sent,
-  says `X-Tessera-Body: trailer` and ends with a 32-byte trailer: HMAC-SHA256 over the
-  request's own auth MAC and every body byte before it. The node computes it in the same pass
-  that writes the bytes (in the writer thread) and commits nothing whose trailer differs.
+  says `X-Tessera-Body: trailer` and ends with a 16-byte trailer: the GMAC (AES-256-GCM with
+  only associated data) of every body byte before it, under a key derived from the secret,
+  with the first 96 bits of the request's auth MAC as nonce (so it is bound to the request and
+  never repeats). GMAC rather than HMAC-SHA256: ~4x less CPU per byte on AES-NI hardware. The
+  node computes it in the same pass that writes the bytes (in the writer thread) and commits
+  nothing whose trailer differs.
 - A node refuses requests dated outside +-window of its clock, nonces it has seen in this
   process's life, and every request dated before the process started. The last rule replaces
   a persisted nonce list: a request captured before a crash or restart cannot be replayed
@@ -31,15 +34,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from storage.crypto.aead import StreamMac
+
 DATE_HEADER = "X-Tessera-Date"
 NONCE_HEADER = "X-Tessera-Nonce"
 AUTH_HEADER = "X-Tessera-Auth"
 BODY_HEADER = "X-Tessera-Body-SHA256"
 BODY_MODE_HEADER = "X-Tessera-Body"
 BODY_TRAILER = "trailer"
-TRAILER_BYTES = 32
+TRAILER_BYTES = 16
 SCHEME = b"tessera-node-v2"
-BODY_SCHEME = b"tessera-node-body-v2"
+BODY_SCHEME = b"tessera-node-body-gmac-v2"
 _SIGNED_PREFIX = "x-tessera-"
 _AUTH_LOWER = AUTH_HEADER.lower()
 
@@ -108,16 +113,28 @@ def sign(secret: bytes, method: str, path_qs: str, node_id: str = "",
     return out
 
 
-def body_mac(secret: bytes, auth_mac: str) -> Any:
-    """A fresh keyed hash of a streamed body, bound to one request by its auth MAC."""
-    return hmac.new(secret, BODY_SCHEME + b"\n" + auth_mac.encode() + b"\n", hashlib.sha256)
+def body_key(secret: bytes) -> bytes:
+    """The AES key of body MACs, derived from the cluster secret (label BODY_SCHEME)."""
+    return hmac.new(secret, BODY_SCHEME, hashlib.sha256).digest()
+
+
+def body_mac(key: bytes, auth_mac: str) -> StreamMac:
+    """A fresh MAC of one streamed body: GMAC under `body_key`, its nonce the first 96 bits
+    of the request's auth MAC (unique per request: the MAC covers a random 128-bit nonce)."""
+    try:
+        nonce = bytes.fromhex(auth_mac)[:12]
+    except ValueError:
+        nonce = b""
+    if len(nonce) != 12:
+        raise ValueError("malformed auth MAC")
+    return StreamMac(key, nonce)
 
 
 class BodySealer:
     """Client side of a streamed body: feed every chunk, send `trailer()` last."""
 
     def __init__(self, secret: bytes, headers: Mapping[str, str]) -> None:
-        self._mac = body_mac(secret, headers[AUTH_HEADER])
+        self._mac = body_mac(body_key(secret), headers[AUTH_HEADER])
 
     def update(self, chunk: bytes | bytearray | memoryview) -> None:
         self._mac.update(chunk)
@@ -139,6 +156,7 @@ class Verifier:
     def __init__(self, secret: bytes, window_s: int = 60, node_id: str = "",
                  started_at: float | None = None) -> None:
         self._secret = secret
+        self._body_key = body_key(secret)
         self._node_id = node_id
         self._window_s = window_s
         self.started_at = time.time() if started_at is None else started_at
@@ -181,6 +199,6 @@ class Verifier:
             self._next_sweep = t + self._window_s
         return None
 
-    def body_mac(self, headers: Mapping[str, str]) -> Any:
-        """The keyed hash a streamed body's trailer must equal (after `check` passed)."""
-        return body_mac(self._secret, headers[AUTH_HEADER])
+    def body_mac(self, headers: Mapping[str, str]) -> StreamMac:
+        """The MAC a streamed body's trailer must equal (after `check` passed)."""
+        return body_mac(self._body_key, headers[AUTH_HEADER])

@@ -2,7 +2,7 @@
 
 A node's scrubber checks frame checksums only, so a shard with valid checksums but wrong
 bytes (a lying shard) passes it. This worker runs in the gateway (under the lease
-`L/deepscrub`, like the other workers), walks the stripe index `X/`, reads every shard of
+`(L, deepscrub)`, like the other workers), walks the stripe index `X`, reads every shard of
 each live stripe at a bounded byte rate (`[gateway] deep_scrub_rate_mbps`, or
 TESSERA_DEEP_SCRUB_RATE_MBPS; 0 = off) and, per segment, decodes and authenticates it and
 re-encodes it: a shard whose block differs from the authenticated codeword lies
@@ -61,7 +61,7 @@ class DeepScrubSettings:
 
 @dataclass
 class DeepScrubStats:
-    """Published in `S/integrity` under `deep_scrub` (cumulative across gateways)."""
+    """Published in `(S, integrity)` under `deep_scrub` (cumulative across gateways)."""
 
     passes: int = 0
     stripes_checked: int = 0
@@ -138,6 +138,20 @@ class DeepScrubber:
         except StorageError as exc:  # a node went away mid-stripe: next pass
             log.info("deep scrub of stripe %s stopped: %s", stripe_id.hex(), exc)
         self.stats.stripes_checked += 1
+
+    async def check_stripe(self, stripe_id: bytes) -> list[int]:
+        """Check one stripe now (repair asks when its sources disagree); the liars found."""
+        man = await load_manifest(self._meta, stripe_id)
+        if not isinstance(man, Manifest) or not man.part.size:
+            return []
+        codec = await self._codec(man)
+        if codec is None:
+            return []
+        try:
+            return await self.scrub_stripe(codec, man.part.nodes, man.part.size)
+        except StorageError as exc:
+            log.info("check of stripe %s stopped: %s", stripe_id.hex(), exc)
+            return []
 
     async def _codec(self, man: Manifest) -> StripeCodec | None:
         """The stripe's codec: with the object's cipher where the cluster has its key."""

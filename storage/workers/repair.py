@@ -2,7 +2,7 @@
 
 Work comes from the repair queue (R, stripe) (writes that could not place every shard,
 reads that met damage, corrupt shards the node scrubbers quarantined) and from a bounded
-background sweep over the stripe index `X/` that finds shards on nodes that are out (or
+background sweep over the stripe index `X` that finds shards on nodes that are out (or
 down past a grace) or missing from their node. Stripes with the fewest healthy shards go
 first. Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
 manifest change is committed with compare-and-swap on every record holding the manifest;
@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
@@ -45,7 +45,7 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.pipeline import segment_count
 from storage.placement import place
-from storage.rebuild import rebuild_shards
+from storage.rebuild import SourcesDisagree, rebuild_shards
 from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.ids import parse_shard_id, shard_id
@@ -95,7 +95,7 @@ class RepairSettings:
 
 @dataclass
 class RepairStats:
-    """Counters published under `S/repair` for `tessera status`."""
+    """Counters published under `(S, repair)` for `tessera status`."""
 
     stripes_repaired: int = 0
     shards_rebuilt: int = 0
@@ -104,6 +104,7 @@ class RepairStats:
     commit_conflicts: int = 0
     orphans_deleted: int = 0
     quarantine_reports: int = 0
+    sources_disagree: int = 0  # rebuilds stopped because a source lied
     sweep_passes: int = 0
     sweep_checked: int = 0
     last_sweep_start: float = 0.0
@@ -181,6 +182,9 @@ class RepairWorker(ShardWorker[RepairStats]):
         self.settings = settings or RepairSettings()
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
+        # Set by the gateway (the deep scrub's check of one stripe, with the object's key):
+        # called when a rebuild's sources disagree, it reports the lying ones.
+        self.verify_stripe: Callable[[bytes], Awaitable[object]] | None = None
         # Stripes at risk are rebuilt at the full rate, never the busy rate.
         self._urgent = Throttle(self.settings.rate_bytes_s)
         self._progress = False
@@ -420,6 +424,14 @@ class RepairWorker(ShardWorker[RepairStats]):
             self._dirty = True
             await self._defer(item, entry, str(exc))
             return False
+        except SourcesDisagree as exc:  # a source lies: find it (with the key), then rebuild
+            self.stats.sources_disagree += 1
+            self._dirty = True
+            log.warning("stripe %s: %s", part.stripe_id.hex(), exc)
+            await self._defer(item, entry, str(exc))
+            if self.verify_stripe is not None:  # names the liars: an urgent entry, retry now
+                await self.verify_stripe(part.stripe_id)
+            return False
         for i, reason in res.failed.items():
             self._health.report_failure(targets[i].id, reason)
         if not res.written:
@@ -574,7 +586,7 @@ class RepairWorker(ShardWorker[RepairStats]):
 
 
 async def volume_stripes(meta: MetadataStore) -> set[bytes]:
-    """Stripes referenced by block volume extent pointers (`VX/`), which have no X/ entry.
+    """Stripes referenced by block volume extent pointers (`VX`), which have no `X` entry.
 
     Memory grows with the number of extents (16 bytes each plus set overhead); a stripe
     index entry written by the volume layer would make this scan unnecessary.

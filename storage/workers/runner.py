@@ -1,7 +1,7 @@
 """Runs workers: each `step()` in a loop, pausing when idle, logging failures.
 
 With `leases` set, each worker runs only while this process holds the worker's lease
-(`storage/leases.py`, `L/<worker name>`): the runner takes it, renews it every third of its
+(`storage/leases.py`, `(L, worker name)`): the runner takes it, renews it every third of its
 TTL, and stops the worker's loop as soon as the lease is lost or cannot be renewed for a whole
 TTL; another gateway sharing the metadata then takes it over once it expires.
 """
@@ -116,18 +116,20 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
     runner = WorkerRunner(leases=Leases(cluster.meta), holder=gateway_holder(cluster),
                           lease_ttl_s=lease_ttl_from_env())
     runner.start(GarbageCollector(cluster.meta, cluster.stripes))
+    from storage.workers.deepscrub import DeepScrubber
     from storage.workers.repair import RepairSettings, RepairWorker
 
-    runner.start(RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
-                              cluster.cpu, RepairSettings.from_env()))
+    scrubber = DeepScrubber(cluster.cfg, cluster.meta, cluster.objects, cluster.nodes,
+                            cluster.health, cluster.cpu, cluster.stripes.lies)
+    repair = RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
+                          cluster.cpu, RepairSettings.from_env())
+    repair.verify_stripe = scrubber.check_stripe  # a rebuild whose sources disagree
+    runner.start(repair)
     from storage.workers.rebalance import Rebalancer, RebalanceSettings
 
     runner.start(Rebalancer(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
                             cluster.cpu, RebalanceSettings.from_env()))
-    from storage.workers.deepscrub import DeepScrubber
-
-    runner.start(DeepScrubber(cluster.cfg, cluster.meta, cluster.objects, cluster.nodes,
-                              cluster.health, cluster.cpu, cluster.stripes.lies))
+    runner.start(scrubber)
     from storage.keys_rotation import Rewrapper, ShredScheduler
 
     runner.start(Rewrapper(cluster.meta, cluster.tenants))

@@ -19,7 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from storage.config import NodeSpec
-from storage.shards.auth import load_or_create_secret, sign
+from storage.shards.auth import TRAILER_BYTES, load_or_create_secret, sign
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import HEADER_BYTES, ShardHeader, pack_frame
 from tests.contract.test_node_api import free_port, make_shard, shard_path, start_node, stop_node
@@ -131,10 +131,11 @@ async def test_captured_put_cannot_be_replayed_or_altered_across_kill9(
     sid, _, _, body = make_shard(index=2, frames=4, block_size=16 * 1024, last=None)
     forged = other_body(body, 4)
     req = await capture_put(capture, node.secret, sid, body, 4)
-    assert req.body[:-32] == body and len(req.body) == len(body) + 32  # MAC trailer
+    assert req.body[:-TRAILER_BYTES] == body  # then the body MAC trailer
+    assert len(req.body) == len(body) + TRAILER_BYTES
 
     # Altered in flight, the same headers carry another body of valid frames: refused.
-    status, doc = await send(node, req, forged + req.body[-32:])
+    status, doc = await send(node, req, forged + req.body[-TRAILER_BYTES:])
     assert status == 401 and doc["message"] == "body does not match its signed MAC"
     assert not shard_path(node, sid).exists()  # type: ignore[arg-type]
 
@@ -148,14 +149,14 @@ async def test_captured_put_cannot_be_replayed_or_altered_across_kill9(
     repair = await capture_put(capture, node.secret, sid, forged, 4, replace=True)
     node.kill9()
     node.start()
-    for req_, sent in ((req, None), (repair, None), (req, forged + req.body[-32:])):
+    for req_, sent in ((req, None), (repair, None), (req, forged + req.body[-TRAILER_BYTES:])):
         status, doc = await send(node, req_, sent)
         assert status == 401 and doc["message"] == "request predates the node's start", doc
     assert shard_path(node, sid).read_bytes() == body  # type: ignore[arg-type]
 
     # After the restart, an altered repair request is refused too, and the shard is intact.
     repair = await capture_put(capture, node.secret, sid, body, 4, replace=True)
-    status, doc = await send(node, repair, forged + repair.body[-32:])
+    status, doc = await send(node, repair, forged + repair.body[-TRAILER_BYTES:])
     assert status == 401 and doc["message"] == "body does not match its signed MAC"
     assert shard_path(node, sid).read_bytes() == body  # type: ignore[arg-type]
     assert list((node.data / "tmp").iterdir()) == []
@@ -186,7 +187,7 @@ async def test_unsealed_put_and_unsigned_flags_are_refused(node: Node) -> None:
             assert r.status == 401
         # The replace flag added to a signed request after signing: the MAC fails.
         hdrs = sign(node.secret, "PUT", path, "n1", trailer=True)
-        async with s.put(node.url + path, data=body + b"\0" * 32,
+        async with s.put(node.url + path, data=body + b"\0" * TRAILER_BYTES,
                          headers={**hdrs, "X-Tessera-Replace": "1"}) as r:
             assert r.status == 401 and (await r.json())["message"] == "bad signature"
     assert not shard_path(node, sid).exists()  # type: ignore[arg-type]

@@ -59,6 +59,11 @@ def test_text_span_is_s3_prefix(bucket: str, prefix: str, key: str) -> None:
     assert (vstart <= ks.pack("V", bucket, key, "0001.v") < vend) == key.startswith(prefix)
 
 
+@given(names, names)
+def test_last_text(bucket: str, key: str) -> None:
+    assert ks.last_text(ks.object_prefix(bucket), ks.object_key(bucket, key)) == key
+
+
 @given(names, names, names)
 def test_next_key_and_past_text(bucket: str, a: str, b: str) -> None:
     base = ks.pack("O", bucket)
