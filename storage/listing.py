@@ -59,7 +59,9 @@ class Listing:
                 if delimiter:
                     key = last_text(base, item.key)
                     pos = key.find(delimiter, len(prefix))
-                    if pos >= 0:
+                    if pos >= 0 and not ObjectVersion.decode(item.value).delete_marker:
+                        # (a key whose current version is a delete marker is not listed,
+                        # so it makes no common prefix either)
                         cp = key[: pos + len(delimiter)]
                         prefixes.append(cp)
                         last = cp

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.metrics import Metrics
-from gateway.s3 import authz, cors, post_upload
+from gateway.s3 import authz, cors, post_upload, sigv2
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, load_all
@@ -113,13 +113,23 @@ class S3Server:
     async def _dispatch(self, request: web.Request, ep: Endpoint, rid: str,
                         ) -> web.StreamResponse:
         """Authenticate (headers or query), authorize (`gateway.s3.authz`), run the handler."""
-        ak = _access_key_of(request)
+        v2 = sigv2.is_sigv2(request.headers, request.query)
+        ak = sigv2.access_key_of(request.headers, request.query) if v2 else \
+            _access_key_of(request)
         cred = await self.cluster.tenants.credential(ak) if ak else None
-        auth = authenticate(request.method, request.raw_path, list(request.query.items()),
-                            request.headers,
-                            lambda a: cred.secret_key if cred and a == cred.access_key
-                            else None,
-                            datetime.now(UTC), self.cfg.max_skew_s)
+
+        def secret(a: str) -> str | None:
+            return cred.secret_key if cred and a == cred.access_key else None
+
+        if v2:
+            auth = sigv2.authenticate(request.method, request.raw_path,
+                                      list(request.query.items()), request.headers, secret,
+                                      datetime.now(UTC), self.cfg.max_skew_s,
+                                      ep.bucket if ep.virtual_host else None)
+        else:
+            auth = authenticate(request.method, request.raw_path, list(request.query.items()),
+                                request.headers, secret, datetime.now(UTC),
+                                self.cfg.max_skew_s)
         requester = None
         if not auth.anonymous:
             if cred is None or cred.role != "tenant":

@@ -167,3 +167,17 @@ def test_listings_are_always_well_formed_xml(s3: Any, kc: LocalCluster) -> None:
     safe = _signed_get(kc, f"/{b}?list-type=2&prefix=ab")
     assert safe.status_code == 200
     assert [e.text for e in ET.fromstring(safe.content).iter(NS + "Key")] == ["ab"]
+
+
+def test_a_deleted_key_makes_no_common_prefix(s3: Any) -> None:
+    """Found by the S3 model test: a key whose current version is a delete marker was
+    rolled up into a CommonPrefix (on main at df444a3 too)."""
+    b = "deleted-prefix"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=b, Key="dir/gone", Body=b"x")
+    s3.delete_object(Bucket=b, Key="dir/gone")
+    s3.put_object(Bucket=b, Key="top", Body=b"y")
+    listed = s3.list_objects_v2(Bucket=b, Delimiter="/")
+    assert "CommonPrefixes" not in listed
+    assert [o["Key"] for o in listed["Contents"]] == ["top"]
