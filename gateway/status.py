@@ -145,7 +145,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
 
 
 async def _worker_leases(cluster: Cluster) -> list[dict[str, Any]]:
-    """Which gateway runs which background worker (its lease `L/<worker>`)."""
+    """Which gateway runs which background worker (its lease `(L, worker)`)."""
     from storage.leases import Leases
 
     return [{"worker": x.name, "holder": x.holder, "token": x.token}

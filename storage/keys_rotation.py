@@ -1,13 +1,13 @@
 """Key rotation and crypto-shred scheduling, run in the background.
 
-`rotate` makes a new KEK version current and marks the tenant for rewrapping (`RW/<tenant>`).
-The `Rewrapper` worker walks every object manifest (current `O/` and history `V/` records),
+`rotate` makes a new KEK version current and marks the tenant for rewrapping (`(RW, tenant)`).
+The `Rewrapper` worker walks every object manifest (current `O` and history `V` records),
 unwraps each DEK under the KEK version that wrapped it and rewraps it under the current one
 with a compare-and-swap on the record; shard data is never touched, and old KEK versions are
 kept so reads that hold an older manifest keep working. A marker is cleared after a whole
 pass that found nothing left to rewrap for its tenant (so at least two passes).
 
-`schedule_shred` records a pending shred (`TS/<tenant>`) due after a waiting period; the
+`schedule_shred` records a pending shred (`(TS, tenant)`) due after a waiting period; the
 `ShredScheduler` worker destroys the tenant's keys when it is due (cancel before then).
 """
 

@@ -8,9 +8,9 @@ Each finding is handed to `LyingShards.report`, which in the background
 
 - asks the shard's node to quarantine it (moved aside with a reason, so no reader uses it
   again and the repair assessment sees it missing);
-- merges `{"lying": {index: node}}` into the stripe's repair entry `R/<stripe>`, so repair
+- merges `{"lying": {index: node}}` into the stripe's repair entry `(R, stripe)`, so repair
   rebuilds that index even if the node could not be told (its stat would look healthy);
-- counts it: per process for the gateway's `/metrics`, and cluster-wide in `S/integrity`
+- counts it: per process for the gateway's `/metrics`, and cluster-wide in `(S, integrity)`
   (compare-and-swap) for `tessera status`.
 """
 
@@ -117,7 +117,7 @@ class LyingShards:
 
 async def update_integrity(meta: MetadataStore, change: Callable[[dict[str, Any]], None],
                            ) -> None:
-    """Apply `change` to the `S/integrity` document with compare-and-swap (several gateways
+    """Apply `change` to the `(S, integrity)` document with compare-and-swap (several gateways
     and the deep scrub write it)."""
     for _ in range(16):
         item = await meta.get(INTEGRITY_KEY)
@@ -130,7 +130,7 @@ async def update_integrity(meta: MetadataStore, change: Callable[[dict[str, Any]
 
 
 async def read_integrity(meta: MetadataStore) -> dict[str, Any]:
-    """The cluster-wide integrity counters (`S/integrity`; empty before the first finding)."""
+    """The cluster-wide integrity counters (`(S, integrity)`; empty before the first finding)."""
     item = await meta.get(INTEGRITY_KEY)
     if item is None:
         return {}

@@ -3,8 +3,8 @@ completed into one object version whose manifest references the part stripes dir
 
 Records (see `storage.records` for the key layout):
 
-    U/<bucket>\\0<key>\\0<upload id>   `Upload`: options, wrapped DEK, identity version.
-    P/<upload id>/<part:05d>         `Part`: where the part's stripe lives, its ETag/checksums.
+    (U, bucket, key, upload id)   `Upload`: options, wrapped DEK, identity version.
+    (P, upload id, part:05d)      `Part`: where the part's stripe lives, its ETag/checksums.
 
 Every change to an upload's parts rewrites its `Upload` record in the same transaction, so
 the record's revision fences Complete and Abort against concurrent part uploads: Complete

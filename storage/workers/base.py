@@ -3,7 +3,7 @@
 Their collaborators (config, metadata, node client, health, CPU pool), the pacing of the
 shard bytes they write (`storage/throttle.py`: full rate while clients are idle, a small
 floor while they are active, judged by `storage/activity.py`), and their cumulative counters
-under `S/<name>`, restored when a gateway takes over the worker.
+under `(S, name)`, restored when a gateway takes over the worker.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A node's scrubber checks frame checksums only, so a shard with valid checksums but wrong
 bytes (a lying shard) passes it. This worker runs in the gateway (under the lease
-`L/deepscrub`, like the other workers), walks the stripe index `X/`, reads every shard of
+`(L, deepscrub)`, like the other workers), walks the stripe index `X`, reads every shard of
 each live stripe at a bounded byte rate (`[gateway] deep_scrub_rate_mbps`, or
 TESSERA_DEEP_SCRUB_RATE_MBPS; 0 = off) and, per segment, decodes and authenticates it and
 re-encodes it: a shard whose block differs from the authenticated codeword lies
@@ -61,7 +61,7 @@ class DeepScrubSettings:
 
 @dataclass
 class DeepScrubStats:
-    """Published in `S/integrity` under `deep_scrub` (cumulative across gateways)."""
+    """Published in `(S, integrity)` under `deep_scrub` (cumulative across gateways)."""
 
     passes: int = 0
     stripes_checked: int = 0

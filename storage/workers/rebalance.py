@@ -1,13 +1,13 @@
 """Rebalancing: move shards off draining nodes, and toward nodes with less data.
 
-A pass walks the stripe index `X/` in batches. Every shard on a draining node is moved to
+A pass walks the stripe index `X` in batches. Every shard on a draining node is moved to
 an active node chosen by placement with no zone above m; a stripe with no shard on a
 draining node may give one shard from a node above the mean used bytes to a node well
 below it (a new node), while the pass's byte budget lasts. A shard is moved by copying
 its file (a streaming GET from the old node, every frame verified, a streaming PUT to the
 new one); when the old node cannot serve it, the shard is rebuilt from k others instead.
 The manifest change is committed with compare-and-swap (the repair commit path) and the
-old copy queued for garbage collection. Progress is published under `S/rebalance`.
+old copy queued for garbage collection. Progress is published under `(S, rebalance)`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class RebalanceSettings:
 
 @dataclass
 class RebalanceStats:
-    """Counters published under `S/rebalance` for `tessera status` and `tessera node list`."""
+    """Counters published under `(S, rebalance)` for `tessera status` and `tessera node list`."""
 
     state: str = "idle"  # idle | draining | balancing
     shards_moved: int = 0

@@ -2,7 +2,7 @@
 
 Work comes from the repair queue (R, stripe) (writes that could not place every shard,
 reads that met damage, corrupt shards the node scrubbers quarantined) and from a bounded
-background sweep over the stripe index `X/` that finds shards on nodes that are out (or
+background sweep over the stripe index `X` that finds shards on nodes that are out (or
 down past a grace) or missing from their node. Stripes with the fewest healthy shards go
 first. Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
 manifest change is committed with compare-and-swap on every record holding the manifest;
@@ -95,7 +95,7 @@ class RepairSettings:
 
 @dataclass
 class RepairStats:
-    """Counters published under `S/repair` for `tessera status`."""
+    """Counters published under `(S, repair)` for `tessera status`."""
 
     stripes_repaired: int = 0
     shards_rebuilt: int = 0
@@ -586,7 +586,7 @@ class RepairWorker(ShardWorker[RepairStats]):
 
 
 async def volume_stripes(meta: MetadataStore) -> set[bytes]:
-    """Stripes referenced by block volume extent pointers (`VX/`), which have no X/ entry.
+    """Stripes referenced by block volume extent pointers (`VX`), which have no `X` entry.
 
     Memory grows with the number of extents (16 bytes each plus set overhead); a stripe
     index entry written by the volume layer would make this scan unnecessary.

@@ -1,7 +1,7 @@
 """Runs workers: each `step()` in a loop, pausing when idle, logging failures.
 
 With `leases` set, each worker runs only while this process holds the worker's lease
-(`storage/leases.py`, `L/<worker name>`): the runner takes it, renews it every third of its
+(`storage/leases.py`, `(L, worker name)`): the runner takes it, renews it every third of its
 TTL, and stops the worker's loop as soon as the lease is lost or cannot be renewed for a whole
 TTL; another gateway sharing the metadata then takes it over once it expires.
 """

@@ -114,7 +114,7 @@ class CrashingStore:
         return await self._meta.put(key, value)
 
 
-@pytest.mark.parametrize("crash_after", [0, 1, 7, 15])
+@pytest.mark.parametrize("crash_after", [0, 1, 7, 15, 19])
 async def test_upgrade_resumes_after_a_crash(tmp_path: Path, crash_after: int) -> None:
     want = layout2_records()
     meta = await _store(tmp_path, to_layout1(list(want.items())))
@@ -122,7 +122,8 @@ async def test_upgrade_resumes_after_a_crash(tmp_path: Path, crash_after: int) -
         with pytest.raises(Crash):
             await upgrade(CrashingStore(meta, crash_after))  # type: ignore[arg-type]
         assert await meta.get(ks.layout_key()) is None  # written last: not there yet
-        assert await upgrade(meta) == len(want) - crash_after
+        old_left = [k for k, _ in to_layout1(list(want.items())) if await meta.get(k)]
+        assert await upgrade(meta) == len(old_left)
         got = await _dump(meta)
         got.pop(ks.layout_key())
         assert got == want
@@ -136,4 +137,22 @@ async def test_a_new_store_is_stamped(tmp_path: Path) -> None:
         assert await upgrade(meta) == 0
         assert await _dump(meta) == {ks.layout_key(): (await meta.get(ks.layout_key())).value}
     finally:
+        await meta.close()
+
+
+async def test_two_upgraders_at_once(tmp_path: Path) -> None:
+    """Two gateways opening the same old store together: each record moves exactly once."""
+    import asyncio
+
+    want = layout2_records()
+    meta = await _store(tmp_path, to_layout1(list(want.items())))
+    other = await open_store("sqlite", str(tmp_path / "meta" / "t.db"))
+    try:
+        moved = await asyncio.gather(upgrade(meta), upgrade(other))
+        assert sum(moved) == len(want)
+        got = await _dump(meta)
+        got.pop(ks.layout_key())
+        assert got == want
+    finally:
+        await other.close()
         await meta.close()
