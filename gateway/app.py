@@ -28,7 +28,9 @@ def create_s3_app(server: S3Server) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024, handler_args={
         "max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES,
         "keepalive_timeout": KEEPALIVE_TIMEOUT_S})
-    app.router.add_route("*", "/{tail:.*}", server.handle, expect_handler=server.expect)
+    # Every path, newlines included (an object key may hold a newline; "." misses it).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", server.handle,
+                         expect_handler=server.expect)
 
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
         rid = request.get("request_id")

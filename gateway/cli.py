@@ -38,7 +38,7 @@ def version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
-class _DefaultsFormatter(argparse.HelpFormatter):
+class DefaultsFormatter(argparse.HelpFormatter):
     """Help that shows each option's default, unless it is unset or the text already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -53,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
     """Every (sub)command parser shows defaults (add_subparsers reuses the parser class)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
 

@@ -61,7 +61,7 @@ def _read_secret(path: Path) -> bytes:
 
 
 def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
-    p = argparse.ArgumentParser(prog="python -m nodes", description="Run a Tessera storage node.")
+    p = argparse.ArgumentParser(prog="tessera node", description="Run a Tessera storage node.")
     p.add_argument("--config", type=Path, help="cluster TOML file")
     p.add_argument("--id", required=True, help="node id (in the config's [[nodes]])")
     p.add_argument("--listen", help="HOST:PORT to listen on")
@@ -69,7 +69,8 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     p.add_argument("--data", type=Path, help="the node's data directory")
     p.add_argument("--secret-file", type=Path, help="cluster secret (hex) file")
     p.add_argument("--window", type=int, help="request signature window in seconds")
-    p.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES)
+    p.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES,
+                   help=f"largest shard file accepted (default {DEFAULT_MAX_SHARD_BYTES})")
     p.add_argument("--log-file", type=Path, help="write logs (and stderr) to this file, rotated "
                    "by size ($TESSERA_LOG_MAX_BYTES, $TESSERA_LOG_BACKUPS)")
     p.add_argument("--scrub-rate", type=float, default=None, metavar="MBPS",

@@ -318,17 +318,21 @@ class StripeStore:
                 on_damage(codec.stripe_id, index, str(exc))
 
         small = shard_file_bytes(size, codec.segment_size, codec.codec.k) <= SMALL_SHARD_BYTES
+        keyless = codec.cipher is None  # no tag to check: k+1 blocks must agree instead
         if small:
             blocks_of = read_small_blocks(self._client, codec.headers(), sources, codec.codec.k,
                                           first, last, failed)
         else:
             blocks_of = read_blocks(self._client, codec.headers(), sources, codec.codec.k,
-                                    first, last, failed, liars)
+                                    first, last, failed, liars, spare=int(keyless))
         # aclosing: a reader that stops early (a client hung up) cancels the shard streams now
         async with contextlib.aclosing(blocks_of):
             async for seg, blocks in blocks_of:
                 plen = segment_length(size, codec.segment_size, seg)
                 end = seg == nsegs - 1
+                if keyless:
+                    yield await self._sealed(codec, sources, seg, end, plen, blocks, liars, small)
+                    continue
                 try:
                     if small:  # a thread hop costs more than decoding a few KiB
                         plain = codec.decode(seg, end, plen, blocks)
@@ -342,11 +346,40 @@ class StripeStore:
                                                 small)
                 yield plain
 
-    async def _recover(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
-                       seg: int, last: bool, plen: int, blocks: dict[int, bytes],
-                       liars: set[int], small: bool) -> bytes:
-        """One segment whose tag failed: read its block from every other shard, find k that
-        authenticate (on the thread pool: up to C(k+m, k) decodes), report the liars."""
+    async def _sealed(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                      seg: int, last: bool, plen: int, blocks: dict[int, bytes],
+                      liars: set[int], small: bool) -> bytes:
+        """A sealed segment read without its key (re-coding SSE-C data): there is no tag to
+        check, so it is returned only when its k+1 blocks agree; otherwise every block is
+        read and the codeword k+1 of them agree on wins (`StripeCodec.audit`), its liars
+        reported; IntegrityError when none has that support (never copy a lie onward)."""
+        loop = asyncio.get_running_loop()
+        k = codec.codec.k
+        if len(blocks) > k:
+            try:
+                wrong = await loop.run_in_executor(self._cpu, codec.audit, seg, last, plen,
+                                                   blocks)
+            except IntegrityError:
+                wrong = [-1]
+            if not wrong:
+                return await loop.run_in_executor(self._cpu, codec.decode, seg, last, plen,
+                                                  blocks)
+        every = await self._all_blocks(codec, sources, seg, blocks, small)
+        wrong = await loop.run_in_executor(self._cpu, codec.audit, seg, last, plen, every)
+        self._report_liars(codec, sources, wrong, liars, seg)
+        good = {i: b for i, b in every.items() if i not in wrong}
+        return await loop.run_in_executor(self._cpu, codec.decode, seg, last, plen, good)
+
+    def _report_liars(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                      lying: list[int], liars: set[int], seg: int) -> None:
+        node_of = dict(sources)
+        for i in lying:
+            liars.add(i)
+            self.lies.report(codec.stripe_id, i, node_of[i], "read", seg)
+
+    async def _all_blocks(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                          seg: int, blocks: dict[int, bytes], small: bool) -> dict[int, bytes]:
+        """`blocks` plus segment `seg`'s block of every other shard that can be read."""
         headers = codec.headers()
 
         async def fetch(i: int, node: NodeSpec) -> bytes | None:
@@ -365,12 +398,17 @@ class StripeStore:
         got = await asyncio.gather(*(fetch(i, n) for i, n in extra))
         every = dict(blocks)
         every.update({i: b for (i, _), b in zip(extra, got, strict=True) if b is not None})
+        return every
+
+    async def _recover(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                       seg: int, last: bool, plen: int, blocks: dict[int, bytes],
+                       liars: set[int], small: bool) -> bytes:
+        """One segment whose tag failed: read its block from every other shard, find k that
+        authenticate (on the thread pool: up to C(k+m, k) decodes), report the liars."""
+        every = await self._all_blocks(codec, sources, seg, blocks, small)
         plain, lying = await asyncio.get_running_loop().run_in_executor(
             self._cpu, codec.authenticate, seg, last, plen, every)
-        node_of = dict(sources)
-        for i in lying:
-            liars.add(i)
-            self.lies.report(codec.stripe_id, i, node_of[i], "read", seg)
+        self._report_liars(codec, sources, lying, liars, seg)
         return plain
 
     async def delete(self, stripe_id: bytes, nodes: Sequence[str | None]) -> list[str]:

@@ -386,7 +386,7 @@ def list_objects_v1_xml(page: ListingPage) -> bytes:
     encode = _encoder(page.encoding_type)
     doc = _Doc("ListBucketResult")
     doc.add("Name", page.name)
-    doc.add("Prefix", encode(page.prefix))
+    doc.add("Prefix", page.prefix)  # v1 never encodes Prefix (AWS; botocore decodes it not)
     doc.add("Marker", encode(page.marker))
     if page.next_marker is not None:
         doc.add("NextMarker", encode(page.next_marker))

@@ -26,7 +26,7 @@ def test_bounded_chaos_run_loses_nothing() -> None:
     # and back, a node killed and restarted; then heal, repair and verify.
     p = subprocess.run([sys.executable, "-m", "gateway.cli", "chaos", "--duration", "20",
                         "--seed", "108", "--repair-timeout", "60"],
-                       capture_output=True, text=True, timeout=110)
+                       capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     result = json.loads(p.stdout.strip().splitlines()[-1])
     assert result == {"lost": 0, "wrong": 0, "redundant": True, "lies_left": 0}

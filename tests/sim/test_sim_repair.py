@@ -263,3 +263,28 @@ async def test_rebuild_never_spreads_a_lying_source(sim_factory) -> None:
     for i in range(6):
         assert bytes(s.sim.files[p.nodes[i]][sids[i]]) == originals[i], i
     assert await s.read("x") == s.data["x"]
+
+
+@pytest.mark.parametrize("size", [3 * SEGMENT + 7, 1000], ids=["streamed", "small"])
+async def test_keyless_sealed_read_never_copies_a_lie(sim_factory, size: int) -> None:
+    """Re-coding SSE-C data reads sealed segments without the key (no tag to check): k+1
+    blocks must agree, and a lying shard is outvoted by the codeword k+1 shards agree on."""
+    from storage.lying import LyingShards
+    from storage.testing.lies import lie
+
+    s = await sim_factory(19)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+    await s.put("x", size)
+    v = await s.objects.head("t", "b", "x")
+    p = v.parts[0]
+
+    async def sealed() -> bytes:
+        return b"".join([c async for c in s.objects.read_sealed(v, p)])
+
+    before = await sealed()
+    sid = shard_id(p.stripe_id, 0)
+    s.sim.files[p.nodes[0]][sid] = bytearray(lie(bytes(s.sim.files[p.nodes[0]][sid]), "x",
+                                                 None))
+    assert await sealed() == before
+    await s.stripes.lies.settle()
+    assert s.stripes.lies.found == {"read": 1}

@@ -12,6 +12,7 @@ from gateway.s3.http import iso_time
 from gateway.s3.router import validate_bucket_name
 
 MAX_XML_BYTES = 1024 * 1024
+MAX_BUCKETS_PAGE = 10000
 
 
 async def read_xml_body(rq: S3Request) -> bytes:
@@ -26,10 +27,32 @@ async def read_xml_body(rq: S3Request) -> bytes:
 
 @operation("ListBuckets")
 async def list_buckets(rq: S3Request) -> web.StreamResponse:
-    buckets = await rq.cluster.buckets.list(rq.tenant)
+    """ListBuckets with AWS's paging: `max-buckets`, `continuation-token`, `prefix`,
+    `bucket-region` (the token is the last name listed, opaque to clients)."""
+    from gateway.s3.handlers.listing import page_token, read_token
+
+    p = rq.params
+    raw = p.get("max-buckets")
+    limit = MAX_BUCKETS_PAGE
+    if raw is not None:
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_BUCKETS_PAGE:
+            raise S3Error("InvalidArgument", "Argument max-buckets must be an integer between "
+                          f"1 and {MAX_BUCKETS_PAGE}", ArgumentName="max-buckets",
+                          ArgumentValue=raw)
+    after = read_token(p["continuation-token"]) if "continuation-token" in p else ""
+    prefix, region = p.get("prefix", ""), p.get("bucket-region")
+    buckets = [b for b in await rq.cluster.buckets.list(rq.tenant)
+               if b.name > after and b.name.startswith(prefix)
+               and (region is None or b.region == region)]
+    page, more = buckets[:limit], len(buckets) > limit
     owner_id, owner_name = await rq.cluster.tenants.identity(rq.tenant)
     return xml_response(xml.list_buckets_xml(
-        owner_id, owner_name, [(b.name, iso_time(b.created)) for b in buckets]))
+        owner_id, owner_name, [(b.name, iso_time(b.created)) for b in page],
+        prefix=p.get("prefix"), continuation=page_token(page[-1].name) if more else None))
 
 
 @operation("CreateBucket")

@@ -339,6 +339,11 @@ async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
 # --- GetObject / HeadObject ?partNumber= ---------------------------------------------------
 
 
+def _no_such_part() -> S3Error:
+    """GET/HEAD ?partNumber= past the object's parts: 400 InvalidPart, as S3 answers."""
+    return S3Error("InvalidPart", "One or more of the specified parts could not be found.")
+
+
 def part_range(v: ObjectVersion, raw: str, range_header: str | None,
                ) -> tuple[int, int, int | None]:
     """[start, end) of part `raw` of `v` and the parts count (None for a simple object)."""
@@ -355,9 +360,9 @@ def part_range(v: ObjectVersion, raw: str, range_header: str | None,
     multipart = "-" in v.etag
     if not multipart:
         if n != 1:
-            raise S3Error("InvalidPartNumber")
+            raise _no_such_part()
         return 0, v.size, None
     if n > len(v.parts):
-        raise S3Error("InvalidPartNumber")
+        raise _no_such_part()
     start = sum(p.plaintext_size for p in v.parts[: n - 1])
     return start, start + v.parts[n - 1].plaintext_size, len(v.parts)
