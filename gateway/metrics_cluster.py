@@ -1,9 +1,8 @@
 """Cluster-wide gauges for `/metrics`: durability, worker backlogs and rates, leases, tenants.
 
 Computing them takes metadata scans and a call to every node, so they are never computed per
-scrape: a background task refreshes a cached snapshot every `TESSERA_METRICS_REFRESH_S`
-seconds (default 10) from the same bounded figures `tessera status` shows (`collect_status`)
-plus one bounded sweep of current object versions for per-tenant usage; a scrape only reads
+scrape: a background task refreshes a cached snapshot every `[gateway] metrics_refresh_s`
+seconds from the same bounded figures `tessera status` shows (`collect_status`) plus one bounded sweep of current object versions for per-tenant usage; a scrape only reads
 the snapshot. Counters published by the workers (repair, rebalance, scrub) are exported as
 Prometheus counters, so `rate()` gives the repair and rebalance rates.
 """
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,14 +24,6 @@ from storage.records import ObjectVersion
 
 log = logging.getLogger("tessera.metrics")
 USAGE_SCAN_LIMIT = 100_000
-DEFAULT_REFRESH_S = 10.0
-
-
-def refresh_interval() -> float:
-    try:
-        return max(0.5, float(os.environ.get("TESSERA_METRICS_REFRESH_S", DEFAULT_REFRESH_S)))
-    except ValueError:
-        return DEFAULT_REFRESH_S
 
 
 async def tenant_usage(cluster: Cluster, limit: int = USAGE_SCAN_LIMIT,
@@ -57,7 +47,8 @@ class ClusterGauges:
     def __init__(self, cluster: Cluster, holder: str, interval_s: float | None = None) -> None:
         self._cluster = cluster
         self._holder = holder
-        self._interval = refresh_interval() if interval_s is None else interval_s
+        self._interval = max(0.5, cluster.cfg.gateway.metrics_refresh_s
+                             if interval_s is None else interval_s)
         self._status: dict[str, Any] | None = None
         self._usage: dict[str, dict[str, int]] = {}
         self._usage_truncated = False
