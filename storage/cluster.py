@@ -46,10 +46,10 @@ class Cluster:
     @classmethod
     async def open(cls, cfg: Config, probe: bool = True,
                    gc_grace_s: float | None = None) -> Cluster:
-        """Open the cluster. `gc_grace_s` (default: $TESSERA_GC_GRACE_S, else 60) is how long
+        """Open the cluster. `gc_grace_s` (default: [workers] gc_grace_s) is how long
         the stripes of a replaced or transitioned version stay for reads already in flight."""
         if gc_grace_s is None:
-            gc_grace_s = float(os.environ.get("TESSERA_GC_GRACE_S") or 60.0)
+            gc_grace_s = cfg.workers.gc_grace_s
         meta_path = cfg.data_dir / cfg.metadata_path
         meta = await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)
         await upgrade_keyspace(meta)  # layout-1 stores (before storage.keyspace) move once

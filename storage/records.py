@@ -128,6 +128,9 @@ class Tenant(Record):
     canonical_id: str = ""
     display_name: str = ""
     email: str = ""
+    # S3 public access block for every bucket of the tenant (account level), OR-ed with each
+    # bucket's own: {"BlockPublicAcls": bool, ...}
+    public_access_block: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass

@@ -8,7 +8,8 @@ authenticated action is written to the append-only audit log (who, what, when, r
     POST   /admin/v1/tenants            {"name"}   create
     GET    /admin/v1/tenants/{name}                show
     DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets)
-    PATCH  /admin/v1/tenants/{name} {"canonical_id", "display_name", "email"}  S3 identity
+    PATCH  /admin/v1/tenants/{name} {"canonical_id", "display_name", "email",
+                                     "public_access_block": {flag: bool}}  S3 identity
     POST   /admin/v1/tenants/{name}/rotate-key     new KEK version, rewrap in background
     POST   /admin/v1/tenants/{name}/shred {"confirm": name, "wait_s": N}
     DELETE /admin/v1/tenants/{name}/shred          cancel a scheduled shred
@@ -138,6 +139,7 @@ class AdminApi:
                 "kek_versions": sorted(t.keks), "kms_key_id": f"{t.name}/kek",
                 "canonical_id": t.canonical_id or t.name,
                 "display_name": t.display_name or t.name, "email": t.email,
+                "public_access_block": t.public_access_block,
                 "buckets": len(buckets), "rewrap_pending": rewrapping,
                 "shred_due": await kr.pending_shred(meta, t.name)}
 
@@ -165,7 +167,18 @@ class AdminApi:
                 fields[name] = _str_field(call.body, name) if name == "canonical_id" \
                     else str(call.body[name])
         call.audit.update(fields)
-        t = await self.cluster.tenants.set_identity(t.name, **fields)
+        if "public_access_block" in call.body:
+            flags = call.body["public_access_block"] or {}
+            names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                     "RestrictPublicBuckets")
+            if not isinstance(flags, dict) or not set(flags) <= set(names) or not all(
+                    isinstance(v, bool) for v in flags.values()):
+                raise AdminError(400, "InvalidArgument", "public_access_block maps "
+                                 f"{', '.join(names)} to true or false")
+            call.audit["public_access_block"] = flags
+            t = await self.cluster.tenants.set_public_access_block(t.name, flags)
+        if fields:
+            t = await self.cluster.tenants.set_identity(t.name, **fields)
         return 200, await self._tenant_view(t)
 
     async def tenant_delete(self, call: Call) -> tuple[int, Any]:

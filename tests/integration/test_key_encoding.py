@@ -181,3 +181,17 @@ def test_a_deleted_key_makes_no_common_prefix(s3: Any) -> None:
     listed = s3.list_objects_v2(Bucket=b, Delimiter="/")
     assert "CommonPrefixes" not in listed
     assert [o["Key"] for o in listed["Contents"]] == ["top"]
+
+
+def test_delete_objects_cannot_name_what_xml_cannot_carry(s3: Any) -> None:
+    """A DeleteObjects request is XML 1.0 too: such a key is a clear 400, never a 500; the
+    key stays, and DeleteObject removes it."""
+    b = "nul-batch"
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="x\x01y", Body=b"1")
+    status, code = _error(lambda: s3.delete_objects(
+        Bucket=b, Delete={"Objects": [{"Key": "x\x01y"}]}))
+    assert (status, code) == (400, "MalformedXML")
+    assert s3.get_object(Bucket=b, Key="x\x01y")["Body"].read() == b"1"
+    s3.delete_object(Bucket=b, Key="x\x01y")
+    assert _error(lambda: s3.get_object(Bucket=b, Key="x\x01y")) == (404, "NoSuchKey")

@@ -254,3 +254,23 @@ def test_expected_bucket_owner(w: dict[str, Any]) -> None:
         403, "AccessDenied")
     b.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["ida"])
     assert _code(lambda: b.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["idb"]))[0] == 403
+
+
+def test_tenant_level_public_access_block(cluster: LocalCluster, w: dict[str, Any]) -> None:
+    a = w["a"]
+    bucket = _bucket(w)
+    name = f"acl-a-{w['tag']}"
+    flags = {"BlockPublicAcls": True, "BlockPublicPolicy": True}
+    view = admin_request("PATCH", f"/tenants/{name}", {"public_access_block": flags},
+                         env=cluster.env)
+    assert view["public_access_block"] == flags
+    try:
+        assert _code(lambda: a.put_bucket_acl(Bucket=bucket, ACL="public-read"))[0] == 403
+        public = json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*",
+                                            "Action": "s3:GetObject",
+                                            "Resource": f"arn:aws:s3:::{bucket}/*"}]})
+        assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=public))[0] == 403
+    finally:
+        admin_request("PATCH", f"/tenants/{name}", {"public_access_block": {}},
+                      env=cluster.env)
+    a.put_bucket_acl(Bucket=bucket, ACL="public-read")
