@@ -138,6 +138,7 @@ class S3Server:
             cid, _ = await self.cluster.tenants.identity(cred.tenant)
             requester = authz.Requester(cred.tenant, cid, cred.access_key)
         tenant = await authz.authorize(self.cluster, request, ep, requester)
+        self.metrics.tenant_request(tenant)
         handler = self.handlers.get(ep.op)
         if handler is None:
             raise S3Error("NotImplemented", "A header or query you provided requested a "
