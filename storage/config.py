@@ -72,6 +72,7 @@ class GatewayConfig:
     cpu_threads: int = 2
     deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
     deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
+    metrics_refresh_s: float = 10.0  # how often /metrics' cluster gauges are recomputed
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_REBALANCE_INTERVAL_S", "rebalance", "interval_s"),
     EnvOverride("TESSERA_DEEP_SCRUB_RATE_MBPS", "gateway", "deep_scrub_rate_mbps"),
     EnvOverride("TESSERA_DEEP_SCRUB_PAUSE_S", "gateway", "deep_scrub_pause_s"),
+    EnvOverride("TESSERA_METRICS_REFRESH_S", "gateway", "metrics_refresh_s"),
     EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
     EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),
     EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),

@@ -81,6 +81,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "and authenticates (0 = off). Faster finds lying shards sooner and takes I/O from "
     "clients.",
     ("gateway", "deep_scrub_pause_s"): "Rest between two full deep-scrub passes.",
+    ("gateway", "metrics_refresh_s"): "How often the gateway recomputes the cluster gauges of "
+    "`/metrics` (status figures, per-tenant usage sweep). Shorter is fresher and costs "
+    "metadata scans and a call to every node each time.",
     ("metadata", "backend"): "`sqlite` (embedded, one file on one disk, one gateway) or `etcd` "
     "(Raft across zones, several gateways). The store's durability is every object's floor.",
     ("metadata", "path"): "SQLite file, relative to data_dir.",

@@ -42,6 +42,7 @@ from storage.placement import zone_safe
 from storage.records import ObjectVersion, PartLayout, pack
 from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
+from storage.telemetry import STAGES
 from storage.tenants import TenantService
 
 SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
@@ -282,7 +283,10 @@ class ObjectService:
                 compares.update(extra.compares)
                 puts.update(extra.puts)
                 deletes.extend(extra.deletes)
-            if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
+            with STAGES.time("metadata_commit"):
+                done = await self._meta.txn(Txn(compares=compares, puts=puts,
+                                                deletes=tuple(deletes)))
+            if done:
                 return
             if extra is not None:
                 for k, rev in extra.compares.items():
