@@ -104,9 +104,10 @@ class S3Server:
                 # Do not read a large unread body just to keep the connection: close it.
                 resp.force_close()
         elapsed = time.perf_counter() - started
-        self.metrics.request(op, resp.status, elapsed)
+        status = 500 if request.get("aborted_mid_body") else resp.status
+        self.metrics.request(op, status, elapsed)
         log.info("request", extra={"request_id": rid, "op": op, "method": request.method,
-                                   "path": request.path, "status": resp.status,
+                                   "path": request.path, "status": status,
                                    "duration_ms": round(elapsed * 1000, 2)})
         return resp
 
