@@ -17,9 +17,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-ENV_URL = "TESSERA_ADMIN_URL"
-ENV_AK = "TESSERA_ADMIN_ACCESS_KEY"
-ENV_SK = "TESSERA_ADMIN_SECRET_KEY"
+from storage.config import ENV_ADMIN_ACCESS_KEY as ENV_AK
+from storage.config import ENV_ADMIN_SECRET_KEY as ENV_SK
+from storage.config import ENV_ADMIN_URL as ENV_URL
+
 TIMEOUT_S = 30.0
 
 

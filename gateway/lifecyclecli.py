@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from storage.errors import StorageError
+from storage.errors import ConfigError, StorageError
 
 
 async def run_once(config: Path) -> dict[str, Any]:
@@ -39,14 +38,15 @@ async def run_once(config: Path) -> dict[str, Any]:
 
 def _command(a: argparse.Namespace) -> int:
     from gateway.admincli import table
+    from storage.config import config_path
 
-    path = a.config or os.environ.get("TESSERA_CONFIG")
-    if not path:
-        print("tessera lifecycle: no cluster: set TESSERA_CONFIG (source tessera.env) or "
-              "--config", file=sys.stderr)
+    try:
+        path = config_path(a.config)
+    except ConfigError as exc:
+        print(f"tessera lifecycle: {exc}", file=sys.stderr)
         return 1
     try:
-        doc = asyncio.run(run_once(Path(path)))
+        doc = asyncio.run(run_once(path))
     except (StorageError, OSError) as exc:
         print(f"tessera lifecycle: {exc}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ from storage.lying import read_integrity
 from storage.membership import load_members
 from storage.records import unpack
 from storage.workers.rebalance import read_stats as read_rebalance_stats
-from storage.workers.repair import RepairSettings, load_manifest, read_stats
+from storage.workers.repair import load_manifest, read_stats
 
 SCAN_LIMIT = 5000
 COUNT_LIMIT = 100_000
@@ -106,7 +106,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
     gc_backlog, g_more = await _count(cluster, *space(GC))
     stripes = await _stripe_health(cluster)
     repair = await read_stats(cluster.meta)
-    settings = RepairSettings.from_env()
+    settings = cfg.repair
     prof = cfg.profile()
     per_node = max((s.used_bytes for s in cluster.health.states.values()), default=0)
     rate = settings.rate_bytes_s or 64 * 2**20

@@ -300,9 +300,9 @@ class ArchiveService:
             ch = Change(fields={"restore": r}, deletes=[item.key])
             ch.puts[ek] = pack({"stripes": _restored_stripes(r)})
             for p in new_parts:
-                ch.puts[stripe_index_key(p.stripe_id)] = pack(
-                    {"state": "restored", "bucket": cur.bucket, "key": cur.key,
-                     "version": cur.version_id, "part": p.number})
+                self._objects.index_part(ch.puts, p, {
+                    "state": "restored", "bucket": cur.bucket, "key": cur.key,
+                    "version": cur.version_id, "part": p.number})
             return ch
 
         res = await self.mutate(bucket, key, vid, finish)
@@ -423,9 +423,9 @@ class ArchiveService:
                         ch.puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
                         ch.deletes.append(stripe_index_key(p.stripe_id))
                 for p in new_parts:
-                    ch.puts[stripe_index_key(p.stripe_id)] = pack(
-                        {"state": "live", "bucket": cur.bucket, "key": cur.key,
-                         "version": cur.version_id, "part": p.number})
+                    self._objects.index_part(ch.puts, p, {
+                        "state": "live", "bucket": cur.bucket, "key": cur.key,
+                        "version": cur.version_id, "part": p.number})
             return ch
 
         if await self.mutate(v.bucket, v.key, v.version_id, swap) is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 
@@ -25,6 +26,7 @@ from storage.objects import ObjectService
 from storage.shards.auth import load_or_create_secret
 from storage.shards.client import NodeClient
 from storage.stripes import StripeStore
+from storage.telemetry import TimedStore
 from storage.tenants import TenantService
 
 
@@ -46,12 +48,13 @@ class Cluster:
     @classmethod
     async def open(cls, cfg: Config, probe: bool = True,
                    gc_grace_s: float | None = None) -> Cluster:
-        """Open the cluster. `gc_grace_s` (default: $TESSERA_GC_GRACE_S, else 60) is how long
+        """Open the cluster. `gc_grace_s` (default: [workers] gc_grace_s) is how long
         the stripes of a replaced or transitioned version stay for reads already in flight."""
         if gc_grace_s is None:
-            gc_grace_s = float(os.environ.get("TESSERA_GC_GRACE_S") or 60.0)
+            gc_grace_s = cfg.workers.gc_grace_s
         meta_path = cfg.data_dir / cfg.metadata_path
-        meta = await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)
+        meta = cast(MetadataStore, TimedStore(
+            await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)))
         await upgrade_keyspace(meta)  # layout-1 stores (before storage.keyspace) move once
         tenants = TenantService(meta, FileRootKey(cfg.root_key_path))
         await tenants.load()

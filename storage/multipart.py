@@ -319,10 +319,10 @@ class MultipartService:
             cur = Upload.decode(uitem.value)
             cur.changes += 1
             old = await self._meta.get(pkey)
-            puts = {ukey: cur.encode(), pkey: part.encode(),
-                    stripe_index_key(part.stripe_id): pack(
-                        {"state": "part", "upload": up.upload_id, "bucket": up.bucket,
-                         "key": up.key, "part": part.number})}
+            puts = {ukey: cur.encode(), pkey: part.encode()}
+            self._objects.index_part(puts, part.layout(), {
+                "state": "part", "upload": up.upload_id, "bucket": up.bucket, "key": up.key,
+                "part": part.number})
             deletes: list[bytes] = []
             if old is not None:
                 self._retire_part(Part.decode(old.value), puts, deletes, self._gc_grace_s)

@@ -42,6 +42,7 @@ from storage.placement import zone_safe
 from storage.records import ObjectVersion, PartLayout, pack
 from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
+from storage.telemetry import STAGES
 from storage.tenants import TenantService
 
 SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
@@ -230,11 +231,19 @@ class ObjectService:
                           nodes=res.nodes, profile=profile.name)
         if counter is not None:
             part.compressed, part.plain_size = True, counter.plain
-        if res.segments and (None in res.nodes
-                             or not zone_safe(res.nodes, self._stripes.cluster_nodes(), profile.m)):
-            await self._meta.put(repair_key(stripe_id),
-                                 pack({"bucket": v.bucket, "key": v.key, "reason": "write"}))
         return part
+
+    def index_part(self, puts: dict[bytes, bytes], part: PartLayout, entry: dict[str, Any],
+                   ) -> None:
+        """Add to `puts` (the transaction that commits `part`) its stripe index entry and, when
+        the write left the stripe degraded (a shard missing, or not zone-safe), its repair
+        queue entry: repair never meets an entry whose stripe is not indexed yet, and a write
+        that never commits queues nothing (its shards are orphans the sweep collects)."""
+        puts[stripe_index_key(part.stripe_id)] = pack(entry)
+        if part.size and (None in part.nodes
+                          or not zone_safe(part.nodes, self._stripes.cluster_nodes(), part.m)):
+            puts[repair_key(part.stripe_id)] = pack(
+                {"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
 
     async def commit(self, v: ObjectVersion, conditions: WriteConditions | None = None,
                      extra: Txn | None = None) -> None:
@@ -267,15 +276,17 @@ class ObjectService:
                 retired.append(cur_v)
             for p in v.parts:
                 if p.stripe_id:
-                    puts[stripe_index_key(p.stripe_id)] = pack(
-                        {"state": "live", "bucket": v.bucket, "key": v.key,
-                         "version": v.version_id, "part": p.number})
+                    self.index_part(puts, p, {"state": "live", "bucket": v.bucket, "key": v.key,
+                                              "version": v.version_id, "part": p.number})
             self._retire(retired, puts, deletes)
             if extra is not None:
                 compares.update(extra.compares)
                 puts.update(extra.puts)
                 deletes.extend(extra.deletes)
-            if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
+            with STAGES.time("metadata_commit"):
+                done = await self._meta.txn(Txn(compares=compares, puts=puts,
+                                                deletes=tuple(deletes)))
+            if done:
                 return
             if extra is not None:
                 for k, rev in extra.compares.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from storage.placement import place_for_write
 from storage.shards.client import SMALL_SHARD_BYTES, NodeClient
 from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
+from storage.telemetry import STAGES, stage
 
 QUEUE_FRAMES = 4
 DamageReport = Callable[[bytes, int, str], None]
@@ -199,12 +201,15 @@ class StripeStore:
         encoding: asyncio.Future[list[bytes]] | None = None
 
         def _hash(data: bytes) -> None:
-            for d in digests:
-                d.update(data)  # type: ignore[attr-defined]
+            with STAGES.time("hash"):
+                for d in digests:
+                    d.update(data)  # type: ignore[attr-defined]
 
         async def _dispatch(frames: list[bytes]) -> None:
             assert senders is not None
-            await asyncio.gather(*(s.send(f) for s, f in zip(senders, frames, strict=False)))
+            with STAGES.time("shard_write"):
+                await asyncio.gather(*(s.send(f) for s, f in zip(senders, frames,
+                                                                  strict=False)))
             alive = sum(s.alive for s in senders)
             if alive < quorum:
                 raise QuorumNotReached(quorum, alive, profile.width,
@@ -235,7 +240,8 @@ class StripeStore:
                 await hash_job
             if senders is None:
                 return WriteResult(size=0, segments=0, nodes=[])
-            oks = await asyncio.gather(*(s.finish() for s in senders))
+            with STAGES.time("shard_write"):
+                oks = await asyncio.gather(*(s.finish() for s in senders))
         except BaseException:
             if encoding is not None:
                 encoding.cancel()
@@ -273,8 +279,10 @@ class StripeStore:
         """A one-segment stripe of a few KiB: digests and codec run inline (a thread hop
         costs more than the work), and each whole shard goes to its node in a batch request
         shared with other small writes to that node. Same quorum rules as `write`."""
-        for d in digests:
-            d.update(data)  # type: ignore[attr-defined]
+        if digests:
+            with STAGES.time("hash"):
+                for d in digests:
+                    d.update(data)  # type: ignore[attr-defined]
         headers = codec.headers()
         frames = codec.encode(headers, 0, True, data)
 
@@ -289,7 +297,8 @@ class StripeStore:
                 return f"node {node.id} did not confirm within {self._stall_s:.0f}s"
             return None
 
-        errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
+        with STAGES.time("shard_write"):
+            errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
         return await self._settle(codec, profile, quorum, len(data), 1,
                                   list(zip(targets, errors, strict=True)))
 
@@ -327,11 +336,14 @@ class StripeStore:
                                     first, last, failed, liars, spare=int(keyless))
         # aclosing: a reader that stops early (a client hung up) cancels the shard streams now
         async with contextlib.aclosing(blocks_of):
+            waited = time.perf_counter()
             async for seg, blocks in blocks_of:
+                stage("shard_read", time.perf_counter() - waited)
                 plen = segment_length(size, codec.segment_size, seg)
                 end = seg == nsegs - 1
                 if keyless:
                     yield await self._sealed(codec, sources, seg, end, plen, blocks, liars, small)
+                    waited = time.perf_counter()
                     continue
                 try:
                     if small:  # a thread hop costs more than decoding a few KiB
@@ -345,6 +357,7 @@ class StripeStore:
                     plain = await self._recover(codec, sources, seg, end, plen, blocks, liars,
                                                 small)
                 yield plain
+                waited = time.perf_counter()  # time the consumer held us is not shard I/O
 
     async def _sealed(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
                       seg: int, last: bool, plen: int, blocks: dict[int, bytes],

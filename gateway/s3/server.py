@@ -104,9 +104,10 @@ class S3Server:
                 # Do not read a large unread body just to keep the connection: close it.
                 resp.force_close()
         elapsed = time.perf_counter() - started
-        self.metrics.request(op, resp.status, elapsed)
+        status = 500 if request.get("aborted_mid_body") else resp.status
+        self.metrics.request(op, status, elapsed)
         log.info("request", extra={"request_id": rid, "op": op, "method": request.method,
-                                   "path": request.path, "status": resp.status,
+                                   "path": request.path, "status": status,
                                    "duration_ms": round(elapsed * 1000, 2)})
         return resp
 
@@ -137,6 +138,7 @@ class S3Server:
             cid, _ = await self.cluster.tenants.identity(cred.tenant)
             requester = authz.Requester(cred.tenant, cid, cred.access_key)
         tenant = await authz.authorize(self.cluster, request, ep, requester)
+        self.metrics.tenant_request(tenant)
         handler = self.handlers.get(ep.op)
         if handler is None:
             raise S3Error("NotImplemented", "A header or query you provided requested a "

@@ -4,21 +4,19 @@ A node's scrubber checks frame checksums only, so a shard with valid checksums b
 bytes (a lying shard) passes it. This worker runs in the gateway (under the lease
 `(L, deepscrub)`, like the other workers), walks the stripe index `X`, reads every shard of
 each live stripe at a bounded byte rate (`[gateway] deep_scrub_rate_mbps`, or
-TESSERA_DEEP_SCRUB_RATE_MBPS; 0 = off) and, per segment, decodes and authenticates it and
+its environment override; 0 = off) and, per segment, decodes and authenticates it and
 re-encodes it: a shard whose block differs from the authenticated codeword lies
 (`StripeCodec.audit`). Findings go to `LyingShards` (quarantine on the node, urgent repair,
 counters). Where the cluster holds no key (SSE-C objects, block-volume extents) the
 reference is the codeword k+1 shards agree on. After a full pass it rests
-`deep_scrub_pause_s` (TESSERA_DEEP_SCRUB_PAUSE_S).
+`deep_scrub_pause_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -51,12 +49,9 @@ class DeepScrubSettings:
     pause_s: float = 3600.0
 
     @classmethod
-    def from_config(cls, cfg: Config, env: Mapping[str, str] | None = None,
-                    ) -> DeepScrubSettings:
-        env = os.environ if env is None else env
-        rate = env.get("TESSERA_DEEP_SCRUB_RATE_MBPS") or cfg.gateway.deep_scrub_rate_mbps
-        pause = env.get("TESSERA_DEEP_SCRUB_PAUSE_S") or cfg.gateway.deep_scrub_pause_s
-        return cls(rate_bytes_s=float(rate) * MIB, pause_s=float(pause))
+    def from_config(cls, cfg: Config) -> DeepScrubSettings:
+        return cls(rate_bytes_s=cfg.gateway.deep_scrub_rate_mbps * MIB,
+                   pause_s=cfg.gateway.deep_scrub_pause_s)
 
 
 @dataclass

@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
-from storage.activity import CLIENTS
-from storage.config import Config, NodeSpec, Profile
+from storage.config import Config, NodeSpec, Profile, RebalanceSettings
 from storage.errors import StorageError
 from storage.health import HealthTracker
 from storage.keyspace import STRIPE, next_key, space, stripe_of, system_key
@@ -37,45 +36,13 @@ from storage.stripes import _ShardSender
 from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.base import (
-    DEFAULT_BUSY_RATE,
-    DEFAULT_RATE,
-    MIB,
     ShardWorker,
-    env_num,
-    env_rates,
     read_counters,
 )
 from storage.workers.repair import Manifest, commit_shard_moves, load_manifest
 
 log = logging.getLogger("tessera.rebalance")
 STATS_KEY = system_key("rebalance")
-
-
-@dataclass(frozen=True)
-class RebalanceSettings:
-    """Knobs of the rebalancer (environment TESSERA_REBALANCE_*)."""
-
-    rate_bytes_s: float = DEFAULT_RATE  # moved bytes per second, 0 = unlimited
-    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
-    parallel: int = 8  # stripes moved at once
-    batch: int = 256  # stripes examined per step
-    max_moves: int = 256  # balance moves per pass (draining is not bounded)
-    threshold: float = 0.10  # a node below mean * (1 - threshold) receives shards...
-    min_gap_bytes: float = 1024 * 1024 * 1024  # ...and at least this far below the mean
-    interval_s: float = 10.0  # pause between two passes when there is nothing to drain
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RebalanceSettings:
-        d = cls()
-        rate, busy = env_rates(env, "TESSERA_REBALANCE", d.rate_bytes_s, d.busy_rate_bytes_s)
-        return cls(rate_bytes_s=rate, busy_rate_bytes_s=busy,
-                   parallel=max(1, int(env_num(env, "TESSERA_REBALANCE_PARALLEL", d.parallel))),
-                   batch=max(1, int(env_num(env, "TESSERA_REBALANCE_BATCH", d.batch))),
-                   max_moves=int(env_num(env, "TESSERA_REBALANCE_MAX_MOVES", d.max_moves)),
-                   threshold=env_num(env, "TESSERA_REBALANCE_THRESHOLD", d.threshold),
-                   min_gap_bytes=env_num(env, "TESSERA_REBALANCE_MIN_GAP_MB",
-                                         d.min_gap_bytes / MIB) * MIB,
-                   interval_s=env_num(env, "TESSERA_REBALANCE_INTERVAL_S", d.interval_s))
 
 
 @dataclass
@@ -146,8 +113,8 @@ class Rebalancer(ShardWorker[RebalanceStats]):
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
                  health: HealthTracker, cpu: Executor,
                  settings: RebalanceSettings | None = None,
-                 clients_busy: Callable[[], bool] = CLIENTS.busy) -> None:
-        self.settings = settings or RebalanceSettings()
+                 clients_busy: Callable[[], bool] | None = None) -> None:
+        self.settings = settings or cfg.rebalance
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
         self._cursor = space(STRIPE)[0]

@@ -21,8 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
-from storage.activity import CLIENTS
-from storage.config import Config, NodeSpec
+from storage.config import Config, NodeSpec, RepairSettings
 from storage.errors import DataUnavailable, StorageError
 from storage.health import DOWN, OUT, HealthTracker
 from storage.keyspace import (
@@ -52,11 +51,7 @@ from storage.shards.ids import parse_shard_id, shard_id
 from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.base import (
-    DEFAULT_BUSY_RATE,
-    DEFAULT_RATE,
     ShardWorker,
-    env_num,
-    env_rates,
     read_counters,
 )
 
@@ -67,30 +62,6 @@ ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 RETRY_S = 30.0
 FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
-
-
-@dataclass(frozen=True)
-class RepairSettings:
-    """Knobs of the repair worker (environment TESSERA_REPAIR_* / TESSERA_ORPHAN_GRACE_S)."""
-
-    rate_bytes_s: float = DEFAULT_RATE  # rebuilt bytes written per second, 0 = unlimited
-    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
-    down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
-    sweep_interval_s: float = 60.0  # pause between two full sweeps
-    sweep_batch: int = 128  # stripes checked per sweep step
-    orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
-    parallel: int = 8  # stripes rebuilt at once
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RepairSettings:
-        d = cls()
-        rate, busy = env_rates(env, "TESSERA_REPAIR", d.rate_bytes_s, d.busy_rate_bytes_s)
-        return cls(rate_bytes_s=rate, busy_rate_bytes_s=busy,
-                   down_grace_s=env_num(env, "TESSERA_REPAIR_DOWN_GRACE_S", d.down_grace_s),
-                   sweep_interval_s=env_num(env, "TESSERA_REPAIR_SWEEP_S", d.sweep_interval_s),
-                   sweep_batch=int(env_num(env, "TESSERA_REPAIR_SWEEP_BATCH", d.sweep_batch)),
-                   orphan_grace_s=env_num(env, "TESSERA_ORPHAN_GRACE_S", d.orphan_grace_s),
-                   parallel=int(env_num(env, "TESSERA_REPAIR_PARALLEL", d.parallel)))
 
 
 @dataclass
@@ -178,8 +149,8 @@ class RepairWorker(ShardWorker[RepairStats]):
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
                  health: HealthTracker, cpu: Executor,
                  settings: RepairSettings | None = None,
-                 clients_busy: Callable[[], bool] = CLIENTS.busy) -> None:
-        self.settings = settings or RepairSettings()
+                 clients_busy: Callable[[], bool] | None = None) -> None:
+        self.settings = settings or cfg.repair
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
         # Set by the gateway (the deep scrub's check of one stripe, with the object's key):

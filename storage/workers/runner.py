@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from storage.activity import CLIENTS
+from storage.config import WorkerSettings
 from storage.leases import Lease, Leases
 from storage.workers import Worker, WorkerState
 
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from storage.cluster import Cluster
 
 log = logging.getLogger("tessera.workers")
-DEFAULT_LEASE_TTL_S = 10.0
+DEFAULT_LEASE_TTL_S = WorkerSettings.lease_ttl_s
 
 
 @dataclass
@@ -114,21 +116,21 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
     from storage.workers.gc import GarbageCollector
 
     runner = WorkerRunner(leases=Leases(cluster.meta), holder=gateway_holder(cluster),
-                          lease_ttl_s=lease_ttl_from_env())
+                          lease_ttl_s=cluster.cfg.workers.lease_ttl_s)
     runner.start(GarbageCollector(cluster.meta, cluster.stripes))
     from storage.workers.deepscrub import DeepScrubber
-    from storage.workers.repair import RepairSettings, RepairWorker
+    from storage.workers.repair import RepairWorker
 
     scrubber = DeepScrubber(cluster.cfg, cluster.meta, cluster.objects, cluster.nodes,
                             cluster.health, cluster.cpu, cluster.stripes.lies)
     repair = RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
-                          cluster.cpu, RepairSettings.from_env())
+                          cluster.cpu, clients_busy=CLIENTS.busy)
     repair.verify_stripe = scrubber.check_stripe  # a rebuild whose sources disagree
     runner.start(repair)
-    from storage.workers.rebalance import Rebalancer, RebalanceSettings
+    from storage.workers.rebalance import Rebalancer
 
     runner.start(Rebalancer(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
-                            cluster.cpu, RebalanceSettings.from_env()))
+                            cluster.cpu, clients_busy=CLIENTS.busy))
     runner.start(scrubber)
     from storage.keys_rotation import Rewrapper, ShredScheduler
 
@@ -151,10 +153,3 @@ def gateway_holder(cluster: Cluster) -> str:
     """
     return f"{socket.gethostname()}/{cluster.cfg.gateway.listen}/{os.getpid()}"
 
-
-def lease_ttl_from_env() -> float:
-    """Worker lease TTL: TESSERA_LEASE_TTL_S (tests shorten it), else 10 seconds."""
-    try:
-        return max(1.0, float(os.environ.get("TESSERA_LEASE_TTL_S", DEFAULT_LEASE_TTL_S)))
-    except ValueError:
-        return DEFAULT_LEASE_TTL_S

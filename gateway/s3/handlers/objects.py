@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ from storage.conditions import DeleteConditions, WriteConditions, etag_value
 from storage.errors import ObjectNotFound
 from storage.objects import PutOptions
 from storage.records import ObjectVersion
+
+log = logging.getLogger("tessera.gateway")
 
 SYSTEM_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
                   "Content-Language", "Expires")
@@ -122,6 +125,12 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
 
 async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    if "x-amz-server-side-encryption" in rq.headers:
+        # AWS: SSE-S3/KMS need no header to read; sending one on GET/HEAD is 400.
+        raise S3Error("InvalidArgument", "The x-amz-server-side-encryption header is not "
+                      "supported for this operation.",
+                      ArgumentName="x-amz-server-side-encryption",
+                      ArgumentValue=rq.headers["x-amz-server-side-encryption"])
     vid = rq.params.get("versionId")
     try:
         v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
@@ -232,11 +241,30 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
             # error response rather than a truncated 200.
             first = await anext(stream)
         await resp.prepare(rq.request)
-        if first is not None:
-            await resp.write(first)
-            async for chunk in stream:
-                await resp.write(chunk)
+        try:
+            if first is not None:
+                await resp.write(first)
+                async for chunk in stream:
+                    await resp.write(chunk)
+        except ConnectionResetError:
+            raise  # the client hung up
+        except Exception as exc:  # noqa: BLE001 - the status line is sent already
+            return abort_mid_body(rq, resp, exc)
     await resp.write_eof()
+    return resp
+
+
+def abort_mid_body(rq: S3Request, resp: web.StreamResponse,
+                   exc: Exception) -> web.StreamResponse:
+    """A body that fails after its headers were sent (a segment no k shards authenticate,
+    say): close the connection so the client sees a short body. An error response now
+    would be read as the body's remaining bytes (`HTTP/1.1 500 ...` inside a 206)."""
+    log.error("read failed mid-body on %s/%s: %s", rq.bucket, rq.key, exc,
+              extra={"request_id": rq.request_id})
+    rq.request["aborted_mid_body"] = True
+    resp.force_close()
+    if rq.request.transport is not None:
+        rq.request.transport.close()
     return resp
 
 
