@@ -30,6 +30,7 @@ from storage.multipart import MultipartService
 from storage.objects import ObjectService
 from storage.shards.auth import load_or_create_secret
 from storage.shards.client import NodeClient
+from storage.shards.transport import NodeTransport
 from storage.stripes import StripeStore
 from storage.telemetry import TimedStore
 from storage.tenants import TenantService
@@ -45,7 +46,7 @@ class Cluster:
     objects: ObjectService
     stripes: StripeStore
     health: HealthTracker
-    nodes: NodeClient
+    nodes: NodeTransport
     session: aiohttp.ClientSession | None
     cpu: ThreadPoolExecutor
     hashing: ThreadPoolExecutor
@@ -56,7 +57,7 @@ class Cluster:
     membership: MembershipWatcher | None = None
 
     @classmethod
-    def wire(cls, cfg: Config, meta: MetadataStore, tenants: TenantService, nodes: NodeClient,
+    def wire(cls, cfg: Config, meta: MetadataStore, tenants: TenantService, nodes: NodeTransport,
              cpu: ThreadPoolExecutor, hashing: ThreadPoolExecutor,
              session: aiohttp.ClientSession | None = None, gc_grace_s: float | None = None,
              stall_s: float | None = None) -> Cluster:
