@@ -127,3 +127,15 @@ def test_object_header_details(s3) -> None:
     assert s3.head_object(Bucket=b, Key="gz")["ContentEncoding"] == "gzip"
     s3.put_object(Bucket=b, Key="plain", Body=b"x", ContentEncoding="aws-chunked")
     assert "ContentEncoding" not in s3.head_object(Bucket=b, Key="plain")
+    # SSE-S3 needs no header to read; sending x-amz-server-side-encryption on GET/HEAD is 400.
+    s3.put_object(Bucket=b, Key="enc", Body=b"x", ServerSideEncryption="AES256")
+
+    def add_sse(params, **_):  # type: ignore[no-untyped-def]
+        params["headers"]["x-amz-server-side-encryption"] = "AES256"
+
+    s3.meta.events.register("before-call.s3.HeadObject", add_sse)
+    try:
+        assert _err(s3.head_object, Bucket=b, Key="enc")[0] == 400
+    finally:
+        s3.meta.events.unregister("before-call.s3.HeadObject", add_sse)
+    assert s3.head_object(Bucket=b, Key="enc")["ServerSideEncryption"] == "AES256"

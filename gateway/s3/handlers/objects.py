@@ -125,6 +125,12 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
 
 async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    if "x-amz-server-side-encryption" in rq.headers:
+        # AWS: SSE-S3/KMS need no header to read; sending one on GET/HEAD is 400.
+        raise S3Error("InvalidArgument", "The x-amz-server-side-encryption header is not "
+                      "supported for this operation.",
+                      ArgumentName="x-amz-server-side-encryption",
+                      ArgumentValue=rq.headers["x-amz-server-side-encryption"])
     vid = rq.params.get("versionId")
     try:
         v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
