@@ -23,12 +23,11 @@ from storage.errors import ConfigError, StorageError
 async def run_once(config: Path) -> dict[str, Any]:
     from storage.cluster import Cluster
     from storage.config import load_config
-    from storage.lifecycle import archive_for, engine_for
 
     cluster = await Cluster.open(load_config(config))
     try:
-        rep = await engine_for(cluster).run_once()
-        arch = archive_for(cluster)
+        rep = await cluster.lifecycle.run_once()
+        arch = cluster.archive
         restored = await arch.complete_due_restores(limit=1000)
         expired = await arch.expire_restored(limit=1000)
         return {**asdict(rep), "restores_completed": restored, "restored_copies_expired": expired}

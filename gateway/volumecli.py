@@ -58,7 +58,7 @@ def _run(a: argparse.Namespace, action: Action) -> int:
     async def go() -> Any:
         c = await Cluster.open(load_config(_config_path(a)))
         try:
-            svc = VolumeService(c.cfg, c.meta, c.tenants, c.stripes)
+            svc = c.volumes
             return await action(a, c, svc, await _tenant(a, c))
         finally:
             await c.close()

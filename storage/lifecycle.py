@@ -308,14 +308,6 @@ class LifecycleEngine:
             marker, id_marker = ups[-1].key, ups[-1].upload_id
 
 
-def engine_for(cluster: Any) -> LifecycleEngine:
-    """The engine over an open `storage.cluster.Cluster`."""
-    from storage.multipart import MultipartService
-
-    return LifecycleEngine(cluster.meta, cluster.objects, archive_for(cluster),
-                           MultipartService(cluster.meta, cluster.tenants, cluster.objects))
-
-
 def archive_for(cluster: Any) -> ArchiveService:
-    """The archive service over an open `storage.cluster.Cluster`."""
-    return ArchiveService(cluster.cfg, cluster.meta, cluster.tenants, cluster.objects)
+    """The archive service of an open `storage.cluster.Cluster` (which builds it)."""
+    return cluster.archive

@@ -32,6 +32,7 @@ from storage.keyspace import system_key, urgent_repair_key
 from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 
 log = logging.getLogger("tessera.integrity")
 INTEGRITY_KEY = system_key("integrity")
@@ -43,7 +44,7 @@ REASON = "fails-gcm-authentication"
 class LyingShards:
     """Counts and queues for repair the lying shards this process finds."""
 
-    def __init__(self, meta: MetadataStore | None, client: Any) -> None:
+    def __init__(self, meta: MetadataStore | None, client: NodeTransport) -> None:
         self._meta = meta
         self._client = client
         self.found: dict[str, int] = {}  # where ("read", "scrub") -> lying shards found here

@@ -120,6 +120,13 @@ class Upload(Record):
 
 @dataclass
 class Part(Record):
+    """An uploaded part's record: a `PartLayout` (where its stripe lives) seen from S3.
+
+    Derived from the layout and back only by `Part.of` and `layout()`. The one difference
+    is `size`: here the part's plaintext size (what S3 reports, `PartLayout.plaintext_size`);
+    in the layout the bytes its stripe holds (`stored_size` here, when compressed).
+    """
+
     upload_id: str
     number: int
     size: int
@@ -132,10 +139,18 @@ class Part(Record):
     profile: str
     modified: float
     checksums: dict[str, str] = field(default_factory=dict)
-    # Archive profiles compress before encryption: `size` stays the part's plaintext size
-    # (what S3 reports), `stored_size` is what the stripe holds.
-    compressed: bool = False
-    stored_size: int = 0
+    compressed: bool = False  # archive profiles compress before encryption
+    stored_size: int = 0  # PartLayout.size of a compressed part (0 when not compressed)
+
+    @classmethod
+    def of(cls, upload_id: str, layout: PartLayout, etag: str, modified: float) -> Part:
+        """The record of `layout` uploaded as part `layout.number` of `upload_id`."""
+        return cls(upload_id=upload_id, number=layout.number, size=layout.plaintext_size,
+                   etag=etag, stripe_id=layout.stripe_id, k=layout.k, m=layout.m,
+                   segment_size=layout.segment_size, nodes=list(layout.nodes),
+                   profile=layout.profile, modified=modified,
+                   checksums=dict(layout.checksums), compressed=layout.compressed,
+                   stored_size=layout.size if layout.compressed else 0)
 
     def layout(self) -> PartLayout:
         return PartLayout(number=self.number,
@@ -295,11 +310,7 @@ class MultipartService:
         layout = await self._objects.write_part(shell, number, cipher, body,
                                                 [md5, *digests], size_hint, up.storage_class,
                                                 compress=True)
-        part = Part(upload_id=upload_id, number=number, size=layout.plaintext_size,
-                    compressed=layout.compressed, stored_size=layout.size,
-                    etag=md5.hexdigest(), stripe_id=layout.stripe_id, k=layout.k, m=layout.m,
-                    segment_size=layout.segment_size, nodes=layout.nodes,
-                    profile=layout.profile, modified=time.time())
+        part = Part.of(upload_id, layout, md5.hexdigest(), time.time())
         try:
             if finalize is not None:
                 await finalize(part)

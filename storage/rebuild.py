@@ -22,9 +22,9 @@ from storage.erasure import ErasureCodec
 from storage.errors import IntegrityError, StorageError
 from storage.pipeline import segment_count, segment_length, shard_file_bytes, shard_headers
 from storage.records import PartLayout
-from storage.shards.client import NodeClient
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 from storage.stripes import _ShardSender, read_blocks
 from storage.throttle import Throttle
 
@@ -74,7 +74,7 @@ class RebuildResult:
     liars: set[int] = field(default_factory=set)  # sources whose blocks disagreed (reference)
 
 
-async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
+async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          sources: Sequence[tuple[int, NodeSpec]],
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None = None,
                          stall_s: float = 20.0, reference: Reference | None = None,

@@ -22,9 +22,10 @@ from storage.health import HealthTracker
 from storage.lying import LyingShards
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.placement import place_for_write
-from storage.shards.client import SMALL_SHARD_BYTES, NodeClient
+from storage.shards.client import SMALL_SHARD_BYTES
 from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
 
 QUEUE_FRAMES = 4
@@ -60,7 +61,7 @@ async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tu
 class _ShardSender:
     """One streaming PUT of one shard, fed frame by frame through a bounded queue."""
 
-    def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: bytes,
+    def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: bytes,
                  segments: int, stall_s: float, length: int | None = None, *,
                  replace: bool = False) -> None:
         self.node = node
@@ -75,7 +76,7 @@ class _ShardSender:
         while (item := await self._q.get()) is not None:
             yield item
 
-    async def _run(self, client: NodeClient, sid: str, segments: int,
+    async def _run(self, client: NodeTransport, sid: str, segments: int,
                    length: int | None) -> None:
         try:
             await client.put_shard(self.node, sid, self._body(), segments, length,
@@ -125,14 +126,14 @@ class _ShardSender:
 class _ShardStream:
     """Prefetching reader of one shard's frames."""
 
-    def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: ShardHeader,
+    def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: ShardHeader,
                  first: int, count: int) -> None:
         self.node = node
         self.index = header.index
         self._q: asyncio.Queue[tuple[int, bytes] | BaseException] = asyncio.Queue(maxsize=3)
         self._task = asyncio.create_task(self._run(client, sid, header, first, count))
 
-    async def _run(self, client: NodeClient, sid: str, header: ShardHeader, first: int,
+    async def _run(self, client: NodeTransport, sid: str, header: ShardHeader, first: int,
                    count: int) -> None:
         try:
             async for frame in client.read_frames(self.node, sid, header, first, count):
@@ -153,7 +154,7 @@ class _ShardStream:
 
 
 class StripeStore:
-    def __init__(self, cfg: Config, client: NodeClient, health: HealthTracker,
+    def __init__(self, cfg: Config, client: NodeTransport, health: HealthTracker,
                  cpu: Executor, hashing: Executor, stall_s: float = 20.0,
                  lies: LyingShards | None = None) -> None:
         self._cfg = cfg
@@ -458,7 +459,7 @@ async def _chain(head: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterato
             yield chunk
 
 
-async def read_small_blocks(client: NodeClient, headers: Sequence[ShardHeader],
+async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                             sources: Sequence[tuple[int, NodeSpec]], k: int, first: int,
                             last: int,
                             failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
@@ -500,7 +501,7 @@ async def read_small_blocks(client: NodeClient, headers: Sequence[ShardHeader],
         yield first + n, {i: frames[n][1] for i, frames in got.items()}
 
 
-async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
+async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                       sources: Sequence[tuple[int, NodeSpec]], k: int, first: int, last: int,
                       failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
                       exclude: set[int] | None = None, spare: int = 0,

@@ -37,7 +37,6 @@ from storage import errors as se
 from storage import keys_rotation as kr
 from storage.cluster import Cluster
 from storage.records import Tenant
-from storage.volumes import VolumeService
 
 log = logging.getLogger("tessera.admin")
 PREFIX = "/admin/v1"
@@ -61,8 +60,7 @@ class AdminApi:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.audit = AuditLog(cluster.cfg.data_dir / "audit" / "audit.log")
-        self.volumes = VolumeService(cluster.cfg, cluster.meta, cluster.tenants, cluster.stripes,
-                                     gc_grace_s=cluster.objects.gc_grace_s)
+        self.volumes = cluster.volumes
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/health", self.health)

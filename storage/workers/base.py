@@ -17,7 +17,7 @@ from storage.config import DEFAULT_BUSY_RATE, DEFAULT_RATE, Config
 from storage.health import HealthTracker
 from storage.metadata import MetadataStore
 from storage.records import unpack
-from storage.shards.client import NodeClient
+from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 
 MIB = 2**20
@@ -46,7 +46,7 @@ class ShardWorker(Generic[Stats]):
     stats_key: bytes
     stats_type: type[Stats]
 
-    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
+    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor, rate_bytes_s: float,
                  busy_rate_bytes_s: float, clients_busy: Callable[[], bool] | None = None
                  ) -> None:

@@ -31,8 +31,9 @@ from storage.metadata import Item, MetadataStore
 from storage.objects import SSEC_HMAC, ObjectService
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.records import ObjectVersion, unpack
-from storage.shards.client import SMALL_SHARD_BYTES, NodeClient
+from storage.shards.client import SMALL_SHARD_BYTES
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.repair import Manifest, load_manifest
@@ -72,7 +73,7 @@ class DeepScrubber:
     idle_s = 1.0
 
     def __init__(self, cfg: Config, meta: MetadataStore, objects: ObjectService,
-                 client: NodeClient, health: HealthTracker, cpu: Executor, lies: LyingShards,
+                 client: NodeTransport, health: HealthTracker, cpu: Executor, lies: LyingShards,
                  settings: DeepScrubSettings | None = None) -> None:
         self.settings = settings or DeepScrubSettings.from_config(cfg)
         self._meta = meta

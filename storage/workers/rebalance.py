@@ -29,9 +29,9 @@ from storage.pipeline import segment_count, shard_file_bytes
 from storage.placement import place
 from storage.rebuild import part_headers, rebuild_shards
 from storage.records import PartLayout, pack, unpack
-from storage.shards.client import NodeClient
 from storage.shards.format import pack_frame
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 from storage.stripes import _ShardSender
 from storage.throttle import Throttle
 from storage.workers import WorkerState
@@ -66,7 +66,7 @@ class RebalanceStats:
     updated: float = 0.0
 
 
-async def copy_shard(client: NodeClient, part: PartLayout, index: int, src: NodeSpec,
+async def copy_shard(client: NodeTransport, part: PartLayout, index: int, src: NodeSpec,
                      dst: NodeSpec, throttle: Throttle | None = None,
                      stall_s: float = 20.0) -> int:
     """Stream shard `index` of a stripe from `src` to `dst`, verifying every frame.
@@ -110,7 +110,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
     stats_key = STATS_KEY
     stats_type = RebalanceStats
 
-    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
+    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor,
                  settings: RebalanceSettings | None = None,
                  clients_busy: Callable[[], bool] | None = None) -> None:

@@ -46,8 +46,9 @@ from storage.pipeline import StripeCodec, segment_count
 from storage.placement import place
 from storage.rebuild import Reference, SourcesDisagree, rebuild_shards
 from storage.records import ObjectVersion, PartLayout, pack, unpack
-from storage.shards.client import NodeClient, NodeError
+from storage.shards.client import NodeError
 from storage.shards.ids import parse_shard_id, shard_id
+from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.base import (
@@ -147,7 +148,7 @@ class RepairWorker(ShardWorker[RepairStats]):
     stats_type = RepairStats
     idle_s = 0.25  # the runner's pause after an idle step: queued damage is picked up fast
 
-    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
+    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor,
                  settings: RepairSettings | None = None,
                  clients_busy: Callable[[], bool] | None = None) -> None:

@@ -137,12 +137,11 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
 
     runner.start(Rewrapper(cluster.meta, cluster.tenants))
     runner.start(ShredScheduler(cluster.meta, cluster.tenants))
-    from storage.lifecycle import archive_for, engine_for
     from storage.workers.lifecycle import LifecycleWorker
     from storage.workers.restore import RestoreWorker
 
-    runner.start(RestoreWorker(archive_for(cluster)))
-    runner.start(LifecycleWorker(engine_for(cluster), cluster.cfg.archive.lifecycle_interval_s))
+    runner.start(RestoreWorker(cluster.archive))
+    runner.start(LifecycleWorker(cluster.lifecycle, cluster.cfg.archive.lifecycle_interval_s))
     return runner
 
 

@@ -14,17 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from storage.buckets import BucketService
+from storage.cluster import Cluster
 from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
 from storage.errors import DataUnavailable, QuorumNotReached
-from storage.health import DOWN, HealthTracker
+from storage.health import DOWN
 from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
 from storage.metadata.sqlite import SqliteStore
-from storage.objects import ObjectService, PutOptions
+from storage.objects import PutOptions
 from storage.placement import zone_safe
 from storage.shards.ids import shard_id
-from storage.stripes import StripeStore
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
 from storage.workers.repair import Manifest, RepairSettings, RepairWorker, load_manifest
@@ -50,17 +49,15 @@ class Sim:
         self.tenants = TenantService(self.meta, FileRootKey(tmp / "root.key"))
         await self.tenants.load()
         await self.tenants.create("t")
-        self.health = HealthTracker(self.cfg.nodes, self.sim)  # type: ignore[arg-type]
-        self.stripes = StripeStore(self.cfg, self.sim, self.health, self.pool,  # type: ignore[arg-type]
-                                   self.pool, stall_s=5)
-        self.buckets = BucketService(self.meta, "us-east-1")
+        # the real wiring over the simulated nodes
+        self.cluster = Cluster.wire(self.cfg, self.meta, self.tenants, self.sim, self.pool,
+                                    self.pool, gc_grace_s=0, stall_s=5)
+        self.health, self.stripes = self.cluster.health, self.cluster.stripes
+        self.buckets, self.objects = self.cluster.buckets, self.cluster.objects
         await self.buckets.create("t", "b")
-        self.objects = ObjectService(self.cfg, self.meta, self.tenants, self.buckets,
-                                     self.stripes, gc_grace_s=0)
-        self.repair = RepairWorker(self.cfg, self.meta, self.sim, self.health,  # type: ignore[arg-type]
-                                   self.pool, RepairSettings(rate_bytes_s=0, down_grace_s=0,
-                                                             sweep_interval_s=0,
-                                                             orphan_grace_s=0))
+        self.repair = RepairWorker(self.cfg, self.meta, self.sim, self.health, self.pool,
+                                   RepairSettings(rate_bytes_s=0, down_grace_s=0,
+                                                  sweep_interval_s=0, orphan_grace_s=0))
 
     async def close(self) -> None:
         await self.meta.close()
@@ -246,7 +243,7 @@ async def test_rebuild_never_spreads_a_lying_source(sim_factory) -> None:
 
     s = await sim_factory(17)
     s.stripes.lies = LyingShards(s.meta, s.sim)
-    scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,  # type: ignore[arg-type]
+    scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,
                          s.stripes.lies, DeepScrubSettings(rate_bytes_s=0))
     s.repair.verify_stripe = scrub.check_stripe
     await s.put("x", 2 * SEGMENT + 3)

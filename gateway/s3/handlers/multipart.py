@@ -30,7 +30,7 @@ _PART_NUMBER_MSG = "Part number must be an integer between 1 and 10000, inclusiv
 
 def service(rq: S3Request) -> mp.MultipartService:
     c = rq.cluster
-    return mp.MultipartService(c.meta, c.tenants, c.objects)
+    return c.multipart
 
 
 @contextlib.contextmanager
