@@ -10,6 +10,7 @@ open), `erasure_encode` / `erasure_decode` (zfec), `shard_write` (waiting for sh
 take a segment's frames, and for their final confirmation), `shard_read` (waiting for a
 segment's blocks), `metadata_commit` (the transaction that makes an object version current).
 Metadata calls (`METADATA`): every call of the `MetadataStore` interface, by method.
+Lifecycle actions (`LIFECYCLE`): what the lifecycle worker's passes in this process applied.
 """
 
 from __future__ import annotations
@@ -65,8 +66,25 @@ class Timings:
             return out
 
 
+class Counters:
+    """Monotonic counts by one label value (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: dict[str, float] = {}
+
+    def add(self, label: str, amount: float = 1.0) -> None:
+        with self._lock:
+            self._data[label] = self._data.get(label, 0.0) + amount
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._data)
+
+
 STAGES = Timings()
 METADATA = Timings()
+LIFECYCLE = Counters()  # lifecycle actions this process applied, by kind ("passes" too)
 
 
 def stage(name: str, seconds: float) -> None:
