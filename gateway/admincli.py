@@ -17,9 +17,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-ENV_URL = "TESSERA_ADMIN_URL"
-ENV_AK = "TESSERA_ADMIN_ACCESS_KEY"
-ENV_SK = "TESSERA_ADMIN_SECRET_KEY"
+from storage.config import ENV_ADMIN_ACCESS_KEY as ENV_AK
+from storage.config import ENV_ADMIN_SECRET_KEY as ENV_SK
+from storage.config import ENV_ADMIN_URL as ENV_URL
+
 TIMEOUT_S = 30.0
 
 
@@ -110,9 +111,17 @@ def _tenant(a: argparse.Namespace) -> None:
                          for k, v in r.items())
         _emit(a, r, text)
     elif a.action == "update":
-        body = {k: v for k, v in (("canonical_id", a.canonical_id),
-                                  ("display_name", a.display_name), ("email", a.email))
-                if v is not None}
+        body: dict[str, object] = {
+            k: v for k, v in (("canonical_id", a.canonical_id),
+                              ("display_name", a.display_name), ("email", a.email))
+            if v is not None}
+        if a.block_public_access is not None:
+            names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                     "RestrictPublicBuckets")
+            chosen = (names if a.block_public_access == "all" else () if
+                      a.block_public_access == "none" else
+                      tuple(x.strip() for x in a.block_public_access.split(",")))
+            body["public_access_block"] = {n: n in chosen for n in names}
         r = admin_request("PATCH", f"/tenants/{q(a.name)}", body)
         _emit(a, r, f"tenant {a.name}: canonical id {r['canonical_id']}, display name "
                     f"{r['display_name']!r}, email {r['email']!r}")
@@ -187,6 +196,9 @@ def add_admin_commands(sub: Any) -> None:
     up.add_argument("--canonical-id", help="S3 canonical user id (default: the tenant name)")
     up.add_argument("--display-name", help="S3 owner DisplayName (default: the tenant name)")
     up.add_argument("--email", help="email address for AmazonCustomerByEmail grants")
+    up.add_argument("--block-public-access", metavar="all|none|FLAG,...",
+                    help="tenant-wide S3 public access block (BlockPublicAcls, "
+                         "IgnorePublicAcls, BlockPublicPolicy, RestrictPublicBuckets)")
     sh = ts.add_parser("shred", help="destroy a tenant's keys (and so its data) forever",
                        parents=[js])
     sh.add_argument("name")

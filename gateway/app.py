@@ -9,6 +9,7 @@ import signal
 from aiohttp import web
 
 from gateway.metrics import Metrics
+from gateway.metrics_cluster import ClusterGauges
 from gateway.s3.server import S3Server
 from gateway.site import GuardedTCPSite
 from storage.cluster import Cluster
@@ -28,7 +29,9 @@ def create_s3_app(server: S3Server) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024, handler_args={
         "max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES,
         "keepalive_timeout": KEEPALIVE_TIMEOUT_S})
-    app.router.add_route("*", "/{tail:.*}", server.handle)
+    # Every path, newlines included (an object key may hold a newline; "." misses it).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", server.handle,
+                         expect_handler=server.expect)
 
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
         rid = request.get("request_id")
@@ -72,9 +75,12 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
     server = S3Server(cluster, cfg.gateway, metrics)
     runners = []
     try:
-        from storage.workers.runner import start_workers
+        from storage.workers.runner import gateway_holder, start_workers
 
         workers = start_workers(cluster)
+        gauges = ClusterGauges(cluster, gateway_holder(cluster))
+        metrics.watch_cluster(gauges)
+        gauges.start()
         for app, addr in ((create_s3_app(server), cfg.gateway.listen),
                           (create_admin_app(cluster, metrics), cfg.gateway.admin_listen)):
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -91,6 +97,7 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        await gauges.stop()
         await workers.stop()
     finally:
         for r in runners:

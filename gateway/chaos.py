@@ -7,7 +7,9 @@ a shard rewritten with other bytes under valid frame checksums (a lying shard: o
 the GCM tag can tell), a frozen node (SIGSTOP/SIGCONT), the gateway killed in the middle of an upload (the whole
 cluster is then restarted over the same directory), a zone partitioned (its node addresses
 stop answering: iptables DROP, root only) and a node whose disk is full (it runs on a full
-tmpfs for a while; root only). Then it heals, waits for repair and
+tmpfs for a while; root only); on request (`--faults zone_then_kills`) a zone outage
+followed, once the zone is back, by one node killed in each other zone. Then it heals,
+waits for repair and
 checks every key against a model of what was acknowledged: acknowledged writes read back
 byte-identical, acknowledged deletes stay deleted, an unacknowledged write is either absent
 or complete, every stripe is back to k+m healthy shards, zone-safely, and no shard that was
@@ -46,6 +48,10 @@ BUCKET = "chaos"
 FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kill_gateway",
           "partition_zone", "fill_disk", "lying_shard")
 WEIGHTS = (3, 1, 2, 2, 2, 1, 1, 1, 2)
+# Faults run only when asked for (`--faults`): a zone outage, then, once the zone is back,
+# two more nodes killed (one in each other zone) while the workload goes on.
+OPT_IN = {"zone_then_kills": 1}
+ALL_FAULTS = (*FAULTS, *OPT_IN)
 HEADER_BYTES = 44
 
 
@@ -80,10 +86,10 @@ def schedule(seed: int, duration: float, node_ids: list[str], zones: list[str],
     rnd = random.Random(f"nemesis-{seed}")
     out: list[Fault] = []
     t = rnd.uniform(2.0, 4.0)
-    weights = [WEIGHTS[FAULTS.index(k)] for k in kinds]
+    weights = [dict(zip(FAULTS, WEIGHTS, strict=True)).get(k) or OPT_IN[k] for k in kinds]
     while t < duration:
         kind = rnd.choices(kinds, weights)[0]
-        zonal = kind in ("zone_down", "partition_zone")
+        zonal = kind in ("zone_down", "partition_zone", "zone_then_kills")
         target = rnd.choice(zones) if zonal else rnd.choice(node_ids)
         if kind == "kill_gateway":
             target = "gateway"
@@ -348,6 +354,8 @@ class Nemesis:
             time.sleep(f.hold)
             for n in victims:
                 self.c.restart_node(n)
+        elif f.kind == "zone_then_kills":
+            self._zone_then_kills(f, zones)
         elif f.kind == "slow_node":
             self.c.signal(f.target, signal.SIGSTOP)
             time.sleep(f.hold)
@@ -382,6 +390,30 @@ class Nemesis:
             self._partition_zone(f, [n for n, z in zones.items() if z == f.target])
         elif f.kind == "fill_disk":
             self._fill_disk(f)
+
+    def _zone_then_kills(self, f: Fault, zones: dict[str, str]) -> None:
+        """The zone's nodes killed for `hold` (writes go on), restarted; then one standard
+        node in each other zone killed for `hold`: within the tolerance, but the stripes
+        written during the outage are at k until repair catches up."""
+        from storage.config import load_config
+
+        cfg = load_config(self.c.data / "tessera.toml")
+        role = {n.id: n.role for n in cfg.nodes}
+        victims = [n for n, z in zones.items() if z == f.target]
+        for n in victims:
+            self.c.kill_node(n)
+        time.sleep(f.hold)
+        for n in victims:
+            self.c.restart_node(n)
+        rnd = random.Random(f.pick)
+        more = [rnd.choice(sorted(n for n, z in zones.items() if z == other
+                                  and role[n] == "standard"))
+                for other in sorted(set(zones.values()) - {f.target})]
+        for n in more:
+            self.c.kill_node(n)
+        time.sleep(f.hold)
+        for n in more:
+            self.c.restart_node(n)
 
     def _partition_zone(self, f: Fault, victims: list[str]) -> None:
         """The zone's node addresses stop answering (packets dropped, not refused)."""
@@ -637,9 +669,10 @@ def chaos_command(a: argparse.Namespace) -> int:
         print("tessera chaos: needs boto3 (pip install 'tessera[test]')", file=sys.stderr)
         return 2
     kinds = tuple(k.strip() for k in a.faults.split(",")) if a.faults else FAULTS
-    unknown = [k for k in kinds if k not in FAULTS]
+    unknown = [k for k in kinds if k not in ALL_FAULTS]
     if unknown:
-        print(f"tessera chaos: unknown fault {unknown[0]!r}; choose from {', '.join(FAULTS)}",
+        print(f"tessera chaos: unknown fault {unknown[0]!r}; choose from "
+              f"{', '.join(ALL_FAULTS)}",
               file=sys.stderr)
         return 2
     return run(a.duration, a.seed, Path(a.data) if a.data else None, a.keep,
@@ -653,7 +686,8 @@ def add_chaos_command(sub: Any) -> None:
     p.add_argument("--data", help="data directory (default: a new temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--faults", default="",
-                   help=f"comma-separated fault kinds to inject (default all: {','.join(FAULTS)})")
+                   help=f"comma-separated fault kinds to inject (default: {','.join(FAULTS)}; "
+                   f"also {','.join(OPT_IN)})")
     p.add_argument("--repair-timeout", type=float, default=180.0,
                    help="seconds to wait for full redundancy after healing")
     p.set_defaults(func=chaos_command)

@@ -11,6 +11,7 @@ from typing import Any
 
 from storage.config import DEFAULT_INLINE_MAX_BYTES
 from storage.errors import StorageError
+from storage.filemodes import restrict_umask
 
 
 def _up(a: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
-class _DefaultsFormatter(argparse.HelpFormatter):
+class DefaultsFormatter(argparse.HelpFormatter):
     """Help that shows each option's default, unless it is unset or the text already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -52,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
     """Every (sub)command parser shows defaults (add_subparsers reuses the parser class)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restrict_umask()  # data dirs, logs and keys made by any command are owner-only
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "gateway":
         return _exec_module("gateway", argv[1:])

@@ -12,24 +12,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from storage.errors import StorageError
+from storage.errors import ConfigError, StorageError
 
 
 async def run_once(config: Path) -> dict[str, Any]:
     from storage.cluster import Cluster
     from storage.config import load_config
-    from storage.lifecycle import archive_for, engine_for
 
     cluster = await Cluster.open(load_config(config))
     try:
-        rep = await engine_for(cluster).run_once()
-        arch = archive_for(cluster)
+        rep = await cluster.lifecycle.run_once()
+        arch = cluster.archive
         restored = await arch.complete_due_restores(limit=1000)
         expired = await arch.expire_restored(limit=1000)
         return {**asdict(rep), "restores_completed": restored, "restored_copies_expired": expired}
@@ -39,14 +37,15 @@ async def run_once(config: Path) -> dict[str, Any]:
 
 def _command(a: argparse.Namespace) -> int:
     from gateway.admincli import table
+    from storage.config import config_path
 
-    path = a.config or os.environ.get("TESSERA_CONFIG")
-    if not path:
-        print("tessera lifecycle: no cluster: set TESSERA_CONFIG (source tessera.env) or "
-              "--config", file=sys.stderr)
+    try:
+        path = config_path(a.config)
+    except ConfigError as exc:
+        print(f"tessera lifecycle: {exc}", file=sys.stderr)
         return 1
     try:
-        doc = asyncio.run(run_once(Path(path)))
+        doc = asyncio.run(run_once(path))
     except (StorageError, OSError) as exc:
         print(f"tessera lifecycle: {exc}", file=sys.stderr)
         return 1

@@ -19,7 +19,15 @@ from pathlib import Path
 from gateway.etcdcluster import EtcdCluster, EtcdMember, default_members
 from gateway.localports import check_free, move_ports
 from storage.cluster import Cluster
-from storage.config import DEFAULT_INLINE_MAX_BYTES, load_config
+from storage.config import (
+    DEFAULT_INLINE_MAX_BYTES,
+    ENV_ADMIN_ACCESS_KEY,
+    ENV_ADMIN_SECRET_KEY,
+    ENV_ADMIN_URL,
+    ENV_CONFIG,
+    load_config,
+)
+from storage.filemodes import secure_tree
 
 ZONES = ("az1", "az2", "az3")
 NODES_PER_ZONE = 3
@@ -177,10 +185,10 @@ async def bootstrap(config: Path) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": cred.access_key,
         "AWS_SECRET_ACCESS_KEY": cred.secret_key,
         "AWS_DEFAULT_REGION": cfg.gateway.region,
-        "TESSERA_ADMIN_URL": f"http://{cfg.gateway.admin_listen}",
-        "TESSERA_ADMIN_ACCESS_KEY": admin.access_key,
-        "TESSERA_ADMIN_SECRET_KEY": admin.secret_key,
-        "TESSERA_CONFIG": str(config),
+        ENV_ADMIN_URL: f"http://{cfg.gateway.admin_listen}",
+        ENV_ADMIN_ACCESS_KEY: admin.access_key,
+        ENV_ADMIN_SECRET_KEY: admin.secret_key,
+        ENV_CONFIG: str(config),
     }
     fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -221,6 +229,7 @@ async def run(data_dir: Path, port: int | None = None, node_port: int | None = N
                            f"--admin-port {int(listens[-1][0].rpartition(':')[2]) + 1} or "
                            "higher (at first start)")
     data_dir.mkdir(parents=True, exist_ok=True)
+    secure_tree(data_dir, list((data_dir / "nodes").glob("*/shards")))  # nodes do their shards
     etcd = _local_etcd(data_dir, metadata, etcd_port, etcd_peer_port)
     if etcd is not None:
         await asyncio.to_thread(etcd.start)
@@ -273,7 +282,7 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
         print(f"  region:            {env['AWS_DEFAULT_REGION']}")
         print(f"  access key id:     {env['AWS_ACCESS_KEY_ID']}")
         print(f"  secret access key: {env['AWS_SECRET_ACCESS_KEY']}")
-        print(f"  admin endpoint:    {env['TESSERA_ADMIN_URL']}")
+        print(f"  admin endpoint:    {env[ENV_ADMIN_URL]}")
         for i, (s3, adm) in enumerate(extra, start=2):
             print(f"  gateway{i}:          S3 http://{s3}  admin http://{adm}")
         if etcd is not None:

@@ -14,7 +14,7 @@ import re
 import socket
 from pathlib import Path
 
-from storage.config import Config, load_config
+from storage.config import ENV_ADMIN_URL, Config, load_config
 
 _LISTEN = re.compile(r'^(\s*(?:listen|admin_listen|address)\s*=\s*")([^"]*):(\d+)(".*)$')
 
@@ -59,7 +59,7 @@ def move_ports(config: Path, port: int | None, admin_port: int | None,
     env = after.data_dir / "tessera.env"
     if env.exists():
         urls = {"AWS_ENDPOINT_URL": f"http://{after.gateway.listen}",
-                "TESSERA_ADMIN_URL": f"http://{after.gateway.admin_listen}"}
+                ENV_ADMIN_URL: f"http://{after.gateway.admin_listen}"}
         out = []
         for line in env.read_text().splitlines():
             k = line.split("=", 1)[0]

@@ -23,6 +23,25 @@ class Metrics:
                                  ["op"], buckets=LATENCY_BUCKETS, registry=r)
         self.bytes_in = Counter("tessera_s3_bytes_in", "Object bytes received", registry=r)
         self.bytes_out = Counter("tessera_s3_bytes_out", "Object bytes sent", registry=r)
+        self.tenant_requests = Counter("tessera_tenant_requests",
+                                       "Authorized S3 requests by the bucket's tenant",
+                                       ["tenant"], registry=r)
+        from gateway.metrics_export import LifecycleCollector, TimingsCollector
+        from storage.telemetry import METADATA, STAGES
+
+        r.register(TimingsCollector("tessera_pipeline_stage_seconds",
+                                    "Seconds spent per data-path stage (per segment)",
+                                    "stage", STAGES))
+        r.register(TimingsCollector("tessera_metadata_op_seconds",
+                                    "Metadata store call latency by method", "op", METADATA))
+        r.register(LifecycleCollector())
+
+    def watch_cluster(self, collector: object) -> None:
+        """Export the cached cluster gauges (`gateway.metrics_cluster.ClusterGauges`)."""
+        self.registry.register(collector)  # type: ignore[arg-type]
+
+    def tenant_request(self, tenant: str) -> None:
+        self.tenant_requests.labels(tenant=tenant).inc()
 
     def watch_integrity(self, found: Callable[[], Mapping[str, int]]) -> None:
         """Export `tessera_lying_shards_found_total{where}`: lying shards (valid checksums,

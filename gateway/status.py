@@ -29,7 +29,7 @@ from storage.lying import read_integrity
 from storage.membership import load_members
 from storage.records import unpack
 from storage.workers.rebalance import read_stats as read_rebalance_stats
-from storage.workers.repair import RepairSettings, load_manifest, read_stats
+from storage.workers.repair import load_manifest, read_stats
 
 SCAN_LIMIT = 5000
 COUNT_LIMIT = 100_000
@@ -106,7 +106,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
     gc_backlog, g_more = await _count(cluster, *space(GC))
     stripes = await _stripe_health(cluster)
     repair = await read_stats(cluster.meta)
-    settings = RepairSettings.from_env()
+    settings = cfg.repair
     prof = cfg.profile()
     per_node = max((s.used_bytes for s in cluster.health.states.values()), default=0)
     rate = settings.rate_bytes_s or 64 * 2**20
@@ -145,7 +145,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
 
 
 async def _worker_leases(cluster: Cluster) -> list[dict[str, Any]]:
-    """Which gateway runs which background worker (its lease `L/<worker>`)."""
+    """Which gateway runs which background worker (its lease `(L, worker)`)."""
     from storage.leases import Leases
 
     return [{"worker": x.name, "holder": x.holder, "token": x.token}
@@ -218,6 +218,8 @@ def render(doc: dict[str, Any]) -> str:
             f"  rebuilt:           {r.get('shards_rebuilt', 0)} shards in "
             f"{r.get('stripes_repaired', 0)} stripes ({human_size(r.get('bytes_rebuilt', 0))})",
             f"  unrepairable now:  {r.get('unrepairable', 0)}",
+            f"  sources disagreed: {r.get('sources_disagree', 0)} (a lying source stopped a "
+            "rebuild; the deep scrub named it)",
             f"  orphans deleted:   {r.get('orphans_deleted', 0)}",
             f"  sweep passes:      {r.get('sweep_passes', 0)} (last full pass, shards "
             f"verified present: {', '.join(f'{k}/{width}: {v}' for k, v in sorted(last.items(), reverse=True)) or '-'})",
@@ -239,8 +241,9 @@ def render(doc: dict[str, Any]) -> str:
         out += [f"  every object:            loss probability {d['object_loss_per_year']:.3g} "
                 f"(~{d['object_nines']} nines): no object outlives its metadata record",
                 f"  metadata store:          {md['loss_per_year']:.3g} (~{md['nines']} nines), "
-                f"{md['backend']}, {copies}; objects up to {d['inline_max_bytes']} bytes "
-                "live in it"]
+                f"{md['backend']}, {copies}; "
+                + (f"objects up to {d['inline_max_bytes']} bytes live in it"
+                   if d["inline_max_bytes"] else "no object data inline")]
     out += [f"  erasure-coded shards:    {d['cluster_loss_per_year']:.3g} "
             f"(~{d['nines']} nines) for {inp['stripes']} stripes, "
             f"{inp['k']}+{inp['m']} over {inp['zones']} zones and {inp['nodes']} nodes",

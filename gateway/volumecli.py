@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from storage.cluster import Cluster
-from storage.config import load_config
-from storage.errors import AccessDenied, InvalidInput
+from storage.config import config_path, load_config
+from storage.errors import AccessDenied, ConfigError, InvalidInput
 from storage.volumes import MiB, Volume, VolumeAttached, VolumeService, parse_size
 
 Action = Callable[[argparse.Namespace, Cluster, VolumeService, str], Awaitable[Any]]
 
 
 def _config_path(a: argparse.Namespace) -> Path:
-    p = a.config or os.environ.get("TESSERA_CONFIG")
-    if not p:
-        raise InvalidInput("no cluster: set TESSERA_CONFIG (source tessera.env) or --config")
-    return Path(p)
+    try:
+        return config_path(a.config)
+    except ConfigError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 async def _tenant(a: argparse.Namespace, c: Cluster) -> str:
@@ -58,7 +58,7 @@ def _run(a: argparse.Namespace, action: Action) -> int:
     async def go() -> Any:
         c = await Cluster.open(load_config(_config_path(a)))
         try:
-            svc = VolumeService(c.cfg, c.meta, c.tenants, c.stripes)
+            svc = c.volumes
             return await action(a, c, svc, await _tenant(a, c))
         finally:
             await c.close()

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiohttp import web
@@ -23,8 +23,9 @@ from aiohttp import web
 from nodes.app import create_app
 from nodes.handlers import DEFAULT_MAX_SHARD_BYTES
 from nodes.logs import JsonLog, log_to_stderr
-from storage.config import load_config
+from storage.config import ScrubSettings, env_settings, load_config
 from storage.errors import ConfigError
+from storage.filemodes import restrict_umask
 from storage.shards.auth import load_or_create_secret
 
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -40,7 +41,7 @@ class NodeSettings:
     secret: bytes
     window_s: int
     max_shard_bytes: int
-    scrub_rate_mbps: float | None = None
+    scrub: ScrubSettings = ScrubSettings()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -60,7 +61,7 @@ def _read_secret(path: Path) -> bytes:
 
 
 def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
-    p = argparse.ArgumentParser(prog="python -m nodes", description="Run a Tessera storage node.")
+    p = argparse.ArgumentParser(prog="tessera node", description="Run a Tessera storage node.")
     p.add_argument("--config", type=Path, help="cluster TOML file")
     p.add_argument("--id", required=True, help="node id (in the config's [[nodes]])")
     p.add_argument("--listen", help="HOST:PORT to listen on")
@@ -68,13 +69,18 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     p.add_argument("--data", type=Path, help="the node's data directory")
     p.add_argument("--secret-file", type=Path, help="cluster secret (hex) file")
     p.add_argument("--window", type=int, help="request signature window in seconds")
-    p.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES)
+    p.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES,
+                   help=f"largest shard file accepted (default {DEFAULT_MAX_SHARD_BYTES})")
+    p.add_argument("--log-file", type=Path, help="write logs (and stderr) to this file, rotated "
+                   "by size ($TESSERA_LOG_MAX_BYTES, $TESSERA_LOG_BACKUPS)")
     p.add_argument("--scrub-rate", type=float, default=None, metavar="MBPS",
-                   help="scrub rate in MB/s, 0 = off (default: $TESSERA_SCRUB_RATE_MBPS or 8)")
+                   help="scrub rate in MB/s, 0 = off (default: the config's [scrub])")
     a = p.parse_args(argv)
     listen, zone, data, secret, window = a.listen, a.zone, a.data, None, a.window
+    scrub: ScrubSettings = env_settings("scrub")  # without --config: defaults + environment
     if a.config is not None:
         cfg = load_config(a.config)
+        scrub = cfg.scrub
         try:
             spec = cfg.node(a.id)
         except KeyError:
@@ -94,14 +100,16 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     if secret is None:
         secret = _read_secret(a.secret_file)
     host, port = parse_listen(listen)
+    if a.scrub_rate is not None:
+        scrub = replace(scrub, rate_bytes_s=a.scrub_rate * 2**20)
     return NodeSettings(node_id=a.id, zone=zone, host=host, port=port, data_dir=Path(data),
                         secret=secret, window_s=window or 300,
-                        max_shard_bytes=a.max_shard_bytes, scrub_rate_mbps=a.scrub_rate)
+                        max_shard_bytes=a.max_shard_bytes, scrub=scrub)
 
 
 async def serve(s: NodeSettings) -> None:
     app = create_app(s.node_id, s.zone, s.data_dir, s.secret, s.window_s,
-                     max_shard_bytes=s.max_shard_bytes, scrub_rate_mbps=s.scrub_rate_mbps)
+                     max_shard_bytes=s.max_shard_bytes, scrub=s.scrub)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     stop = asyncio.Event()
@@ -123,6 +131,7 @@ async def serve(s: NodeSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restrict_umask()  # shards, temp files and keys this node makes are owner-only
     argv = list(sys.argv[1:] if argv is None else argv)
     log_file = None
     if "--log-file" in argv:  # logging is set up before the rest is parsed

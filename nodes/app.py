@@ -26,6 +26,7 @@ from nodes.handlers import (
 )
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
+from storage.config import ScrubSettings, env_settings
 from storage.shards.auth import Verifier
 from storage.shards.disk import DiskShardStore
 
@@ -97,8 +98,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s: int,
                *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-               scrub_rate_mbps: float | None = None) -> web.Application:
-    """A node serving the shards below `data_dir` (created if needed)."""
+               scrub: ScrubSettings | None = None) -> web.Application:
+    """A node serving the shards below `data_dir` (created if needed); `scrub` defaults to
+    [scrub]'s defaults with their environment overrides."""
     if len(secret) < 16:
         raise ValueError("the cluster secret must be at least 16 bytes")
     app = web.Application(middlewares=[observe, authenticate], client_max_size=CLIENT_MAX_SIZE)
@@ -115,5 +117,5 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
     add_batch_route(app)
     from nodes.scrubber import install as install_scrubber
 
-    install_scrubber(app, store, scrub_rate_mbps)
+    install_scrubber(app, store, scrub or env_settings("scrub"))
     return app

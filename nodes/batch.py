@@ -6,7 +6,7 @@ shard operations bound for one node into one request. The body is msgpack
 `{"ops": [op, ...]}`, and the request signature covers its SHA-256 (`X-Tessera-Body-SHA256`),
 since the body names the shards. Ops:
 
-    {"op": "put", "id": shard id, "segments": n, "data": header + frames}
+    {"op": "put", "id": shard id, "segments": n, "data": header + frames, "replace": bool}
     {"op": "get", "id": shard id, "first": i, "count": n}
     {"op": "stat", "id": shard id}
 
@@ -16,7 +16,9 @@ single request would have had: put 201 `{"bytes", "segments"}`, get 200 `{"data"
 "error", "message"}`. Stats are batched too because the repair sweep stats every shard of
 every stripe: one request per shard cost more than moving the data being repaired. A put is checked like a streamed one
 (header matches the id, every frame's checksum, frame layout, announced segment count) and is
-reported written only once fsynced under its name.
+reported written only once fsynced under its name. A put never replaces other bytes already
+stored under its id (409 `shard_exists`; identical bytes are an idempotent 201) unless it says
+`"replace": true`, which only repair and rebalancing send.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from aiohttp import web
 from nodes.handlers import NODE, STATS, ApiError, NodeState, _quarantine
 from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
 from storage.shards.auth import BODY_HEADER, body_digest
-from storage.shards.disk import check_shard_id, is_disk_full
+from storage.shards.disk import UNCHANGED, ShardExists, check_shard_id, is_disk_full
 from storage.shards.format import FrameReader
 from storage.shards.smallio import put_many_sync, read_whole_sync
 
@@ -166,7 +168,7 @@ async def batch(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "batch body is not {ops: [...]}") from None
     stats.bytes_in += len(body)
     results: list[dict[str, Any] | None] = [None] * len(ops)
-    puts: list[tuple[int, str, bytes, int]] = []
+    puts: list[tuple[int, str, bytes, int, bool]] = []
     gets: list[tuple[int, dict[str, Any]]] = []
     stat_ids: list[tuple[int, str]] = []
     for i, op in enumerate(ops):
@@ -179,8 +181,10 @@ async def batch(request: web.Request) -> web.Response:
                 if checked["status"] == 409:
                     st.metrics.checksum_failures.labels(where="put").inc()
                 results[i] = checked
+            elif not isinstance(op.get("replace", False), bool):
+                results[i] = _err(400, "bad_request", "replace must be a boolean")
             else:
-                puts.append((i, sid, data, checked))
+                puts.append((i, sid, data, checked, op.get("replace", False)))
         elif kind == "get":
             args = _get_args(op)
             if args is None:
@@ -208,17 +212,21 @@ async def batch(request: web.Request) -> web.Response:
                         content_type="application/msgpack")
 
 
-async def _put_all(st: NodeState, puts: list[tuple[int, str, bytes, int]],
+async def _put_all(st: NodeState, puts: list[tuple[int, str, bytes, int, bool]],
                    results: list[dict[str, Any] | None]) -> None:
     outcomes = await asyncio.to_thread(put_many_sync, st.store,
-                                       [(sid, data) for _, sid, data, _ in puts])
-    for (i, sid, data, segments), out in zip(puts, outcomes, strict=True):
+                                       [(sid, data, rep) for _, sid, data, _, rep in puts])
+    for (i, sid, data, segments, _), out in zip(puts, outcomes, strict=True):
+        if isinstance(out, ShardExists):
+            results[i] = _err(409, "shard_exists", str(out))
+            continue
         if isinstance(out, OSError):
             results[i] = (_err(507, "disk_full", "no space left on the node's disk")
                           if is_disk_full(out) else
                           _err(500, "io_error", f"storage I/O error ({out.strerror})"))
             continue
-        st.store._account(len(data) - out if out >= 0 else len(data), 0 if out >= 0 else 1)
+        if out != UNCHANGED:
+            st.store._account(len(data) - out if out >= 0 else len(data), 0 if out >= 0 else 1)
         st.metrics.shard_writes.inc()
         st.metrics.bytes_in.inc(len(data))
         results[i] = {"status": 201, "id": sid, "bytes": len(data), "segments": segments}

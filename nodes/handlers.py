@@ -1,7 +1,7 @@
 """HTTP handlers of the node API (/v1): requests in, DiskShardStore calls, JSON or bytes out.
 
 Errors are JSON `{"error": code, "message": text}`:
-400 bad input, 401 unauthorized, 404 not_found, 409 corrupt, 413 too_large,
+400 bad input, 401 unauthorized, 404 not_found, 409 corrupt or shard_exists, 413 too_large,
 416 invalid_range, 500 io_error/internal, 507 disk_full.
 """
 
@@ -24,11 +24,19 @@ from storage.errors import (
     NotFound,
     ShardCorrupt,
 )
-from storage.shards.auth import Verifier
-from storage.shards.disk import CHUNK_BYTES, DiskShardStore, check_shard_id, is_disk_full
+from storage.shards.auth import BODY_MODE_HEADER, BODY_TRAILER, TRAILER_BYTES, Verifier
+from storage.shards.disk import (
+    CHUNK_BYTES,
+    BodyMismatch,
+    DiskShardStore,
+    ShardExists,
+    check_shard_id,
+    is_disk_full,
+)
 from storage.shards.format import FrameReader
 
 SEGMENTS_HEADER = "X-Tessera-Segments"
+REPLACE_HEADER = "X-Tessera-Replace"
 REQUEST_ID_HEADER = "X-Request-Id"
 DEFAULT_MAX_SHARD_BYTES = 8 * 1024**3
 MAX_LIST_LIMIT = 10_000
@@ -116,20 +124,33 @@ async def _quarantine(request: web.Request, sid: str, exc: Exception, where: str
 # -- PUT ---------------------------------------------------------------------------------------
 
 async def put_shard(request: web.Request) -> web.Response:
+    """Stream a shard to disk, checking frames as they come and the body MAC at the end.
+
+    The body is the shard file followed by a MAC trailer (`auth.BodySealer`): the last
+    TRAILER_BYTES received are held back from parsing and writing, and the commit happens only
+    when they equal the MAC of everything before them.
+    """
     st = _state(request)
     stats = _stats(request)
     sid = _shard_id(request)
     stripe, index = check_shard_id(sid)
     expect = _opt_int(request.headers.get(SEGMENTS_HEADER), SEGMENTS_HEADER)
-    if request.content_length is not None and request.content_length > st.max_shard_bytes:
+    replace = _replace_flag(request)
+    if request.headers.get(BODY_MODE_HEADER) != BODY_TRAILER:
+        raise ApiError(401, "unauthorized", "a shard PUT must end with a body MAC trailer "
+                       f"({BODY_MODE_HEADER}: {BODY_TRAILER})")
+    if request.content_length is not None and \
+            request.content_length > st.max_shard_bytes + TRAILER_BYTES:
         raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
     reader = FrameReader()
     header_checked = False
     short_frame_seen = False
     segments = 0
     pending = bytearray()
+    held = b""  # the last TRAILER_BYTES received so far: the trailer once the body ends
     committed = False
     writer = await _disk(st.store.begin_put(sid))
+    writer.digest = st.verifier.body_mac(request.headers)
     try:
         while True:
             try:
@@ -143,35 +164,47 @@ async def put_shard(request: web.Request) -> web.Response:
                 break
             stats.bytes_in += len(chunk)
             st.metrics.bytes_in.inc(len(chunk))
-            if stats.bytes_in > st.max_shard_bytes:
+            if stats.bytes_in > st.max_shard_bytes + TRAILER_BYTES:
                 raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
-            try:
-                frames = reader.feed(chunk)
-            except IntegrityError as exc:
-                st.metrics.checksum_failures.labels(where="put").inc()
-                raise ApiError(409, "corrupt", str(exc)) from None
-            if not header_checked and reader.header is not None:
-                h = reader.header
-                if h.stripe_id != stripe or h.index != index:
-                    raise ApiError(400, "header_mismatch",
-                                   "shard header names another stripe or index than the URL")
-                if h.block_size == 0 or h.index >= h.k + h.m:
-                    raise ApiError(400, "bad_header", "shard header fields out of range")
-                header_checked = True
-            for _seg, block in frames:
-                if short_frame_seen:
-                    raise ApiError(400, "bad_frame_layout",
-                                   "only the last frame may be shorter than the block size")
-                assert reader.header is not None
-                short_frame_seen = len(block) < reader.header.block_size
-                segments += 1
-            if expect is not None and segments > expect:
-                raise ApiError(400, "segment_count_mismatch",
-                               f"more than the {expect} frames announced")
-            pending += chunk
+            if len(chunk) >= TRAILER_BYTES:  # views: no copy of the megabyte
+                pieces: tuple[bytes | memoryview, ...] = (
+                    held, memoryview(chunk)[:-TRAILER_BYTES])
+                held = chunk[-TRAILER_BYTES:]
+            else:
+                joined = held + chunk
+                pieces, held = (joined[:-TRAILER_BYTES],), joined[-TRAILER_BYTES:]
+            for body in pieces:
+                if not body:
+                    continue
+                try:
+                    frames = reader.feed(body)
+                except IntegrityError as exc:
+                    st.metrics.checksum_failures.labels(where="put").inc()
+                    raise ApiError(409, "corrupt", str(exc)) from None
+                if not header_checked and reader.header is not None:
+                    h = reader.header
+                    if h.stripe_id != stripe or h.index != index:
+                        raise ApiError(400, "header_mismatch",
+                                       "shard header names another stripe or index than the URL")
+                    if h.block_size == 0 or h.index >= h.k + h.m:
+                        raise ApiError(400, "bad_header", "shard header fields out of range")
+                    header_checked = True
+                for _seg, block in frames:
+                    if short_frame_seen:
+                        raise ApiError(400, "bad_frame_layout",
+                                       "only the last frame may be shorter than the block size")
+                    assert reader.header is not None
+                    short_frame_seen = len(block) < reader.header.block_size
+                    segments += 1
+                if expect is not None and segments > expect:
+                    raise ApiError(400, "segment_count_mismatch",
+                                   f"more than the {expect} frames announced")
+                pending += body
             if len(pending) >= CHUNK_BYTES:
-                await _disk(writer.write(pending))
+                await _disk(writer.write(pending))  # hashed in the same thread call
                 pending = bytearray()
+        if len(held) < TRAILER_BYTES:
+            raise ApiError(400, "truncated", "body is shorter than its MAC trailer")
         if reader.header is None:
             raise ApiError(400, "truncated", "body is shorter than a shard header")
         if reader.pending:
@@ -179,13 +212,28 @@ async def put_shard(request: web.Request) -> web.Response:
         if expect is not None and segments != expect:
             raise ApiError(400, "segment_count_mismatch",
                            f"{segments} frames received, {expect} announced")
-        size = await _disk(writer.commit(pending))
+        try:
+            size = await _disk(writer.commit(pending, expect_digest=held, replace=replace))
+        except BodyMismatch:
+            raise ApiError(401, "unauthorized", "body does not match its signed MAC") from None
+        except ShardExists:
+            raise ApiError(409, "shard_exists",
+                           f"shard {sid} exists with other content; only a repair replaces it")\
+                from None
         committed = True
     finally:
         if not committed:
             await writer.abort()
     st.metrics.shard_writes.inc()
     return web.json_response({"id": sid, "bytes": size, "segments": segments}, status=201)
+
+
+def _replace_flag(request: web.Request) -> bool:
+    """`X-Tessera-Replace: 1` (signed): an explicit repair or rewrite may replace a shard."""
+    raw = request.headers.get(REPLACE_HEADER, "0")
+    if raw not in ("0", "1"):
+        raise ApiError(400, "bad_request", f"{REPLACE_HEADER} must be 0 or 1")
+    return raw == "1"
 
 
 async def _disk(aw: Any) -> Any:

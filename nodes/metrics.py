@@ -27,6 +27,8 @@ class NodeMetrics:
         self.checksum_failures = Counter(
             "tessera_node_checksum_failures", "Frames or headers that failed their checksum",
             ["where"], registry=r)
+        for where in ("put", "read", "stat", "verify"):  # exported at 0 before the first one
+            self.checksum_failures.labels(where=where)
         self.quarantined = Counter("tessera_node_quarantined_shards", "Shards moved to quarantine",
                                    registry=r)
         self.used_bytes = Gauge("tessera_node_used_bytes", "Bytes in stored shards", registry=r)

@@ -2,42 +2,24 @@
 
 A shard whose header or any frame fails its checksum is quarantined (moved aside with a
 sidecar); the gateway's repair sweep polls `GET /v1/quarantine` and rebuilds it elsewhere.
-The rate (MB/s) comes from `--scrub-rate` or TESSERA_SCRUB_RATE_MBPS (0 turns scrubbing
-off); after a full pass the scrubber rests TESSERA_SCRUB_PAUSE_S seconds.
+The rate comes from the config's `[scrub]` (or `--scrub-rate`; 0 turns scrubbing off); after
+a full pass the scrubber rests `[scrub] pause_s` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
 
+from storage.config import ScrubSettings
 from storage.errors import NotFound, ShardCorrupt
 from storage.shards.disk import DiskShardStore
 
 PAGE = 256
-DEFAULT_RATE_MBPS = 8.0
-DEFAULT_PAUSE_S = 3600.0
-
-
-@dataclass(frozen=True)
-class ScrubSettings:
-    rate_bytes_s: float = DEFAULT_RATE_MBPS * 2**20
-    pause_s: float = DEFAULT_PAUSE_S
-
-    @classmethod
-    def from_env(cls, rate_mbps: float | None = None,
-                 env: Mapping[str, str] | None = None) -> ScrubSettings:
-        env = os.environ if env is None else env
-        if rate_mbps is None:
-            rate_mbps = float(env.get("TESSERA_SCRUB_RATE_MBPS") or DEFAULT_RATE_MBPS)
-        pause = float(env.get("TESSERA_SCRUB_PAUSE_S") or DEFAULT_PAUSE_S)
-        return cls(rate_bytes_s=rate_mbps * 2**20, pause_s=pause)
 
 
 @dataclass
@@ -138,9 +120,9 @@ async def scrub_status(request: web.Request) -> web.Response:
     return web.json_response(asdict(request.app[SCRUBBER].progress))
 
 
-def install(app: web.Application, store: DiskShardStore, rate_mbps: float | None = None) -> None:
+def install(app: web.Application, store: DiskShardStore, settings: ScrubSettings) -> None:
     """Add the scrubber to a node application: started and stopped with it, `GET /v1/scrub`."""
-    scrubber = Scrubber(store, ScrubSettings.from_env(rate_mbps))
+    scrubber = Scrubber(store, settings)
     app[SCRUBBER] = scrubber
     app.router.add_get("/v1/scrub", scrub_status, name="scrub", allow_head=False)
 

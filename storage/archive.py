@@ -3,12 +3,12 @@
 GLACIER and DEEP_ARCHIVE versions keep their head (the manifest: metadata, tags, listing
 entry) hot while their data sits on archive nodes under the archive profile, compressed
 then encrypted. Their data is readable only through a restored copy: RestoreObject queues
-a job (`AR/`), the restore worker copies the plaintext into a temporary STANDARD stripe under
-a fresh data key once the tier's latency has passed, and the expiry worker (`AE/`) retires
+a job (`AR`), the restore worker copies the plaintext into a temporary STANDARD stripe under
+a fresh data key once the tier's latency has passed, and the expiry worker (`AE`) retires
 that copy when it expires. SSE-C versions are moved and copied without their key: their
 sealed segments are re-erasure-coded as they are (same data key, identity, part numbers and
 segment boundaries, so the segments' associated data still holds), never compressed. Every state change is a compare-and-swap on every record that
-holds the version (current `O/` and history `V/`), together with its queue entries.
+holds the version (current `O` and history `V`), together with its queue entries.
 
 Clock: a "day" lasts `ArchiveSettings.day_seconds`; restore expiry is completion + Days
 rounded up to the next day boundary (a multiple of the day length since the epoch, which is
@@ -300,9 +300,9 @@ class ArchiveService:
             ch = Change(fields={"restore": r}, deletes=[item.key])
             ch.puts[ek] = pack({"stripes": _restored_stripes(r)})
             for p in new_parts:
-                ch.puts[stripe_index_key(p.stripe_id)] = pack(
-                    {"state": "restored", "bucket": cur.bucket, "key": cur.key,
-                     "version": cur.version_id, "part": p.number})
+                self._objects.index_part(ch.puts, p, {
+                    "state": "restored", "bucket": cur.bucket, "key": cur.key,
+                    "version": cur.version_id, "part": p.number})
             return ch
 
         res = await self.mutate(bucket, key, vid, finish)
@@ -423,9 +423,9 @@ class ArchiveService:
                         ch.puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
                         ch.deletes.append(stripe_index_key(p.stripe_id))
                 for p in new_parts:
-                    ch.puts[stripe_index_key(p.stripe_id)] = pack(
-                        {"state": "live", "bucket": cur.bucket, "key": cur.key,
-                         "version": cur.version_id, "part": p.number})
+                    self._objects.index_part(ch.puts, p, {
+                        "state": "live", "bucket": cur.bucket, "key": cur.key,
+                        "version": cur.version_id, "part": p.number})
             return ch
 
         if await self.mutate(v.bucket, v.key, v.version_id, swap) is None:

@@ -25,8 +25,10 @@ class BucketService:
         self._meta = meta
         self._region = region
 
-    async def create(self, tenant: str, name: str, region: str | None = None) -> Bucket:
-        b = Bucket(name=name, tenant=tenant, created=time.time(), region=region or self._region)
+    async def create(self, tenant: str, name: str, region: str | None = None,
+                     versioning: str = "", config: dict[str, Any] | None = None) -> Bucket:
+        b = Bucket(name=name, tenant=tenant, created=time.time(), region=region or self._region,
+                   versioning=versioning, config=dict(config or {}))
         ok = await self._meta.txn(Txn(compares={bucket_key(name): 0},
                                       puts={bucket_key(name): b.encode(),
                                             tenant_bucket_key(tenant, name): b""}))

@@ -1,7 +1,9 @@
 """A handle on the whole cluster for one process (like librados): metadata, keys, nodes.
 
 The gateway, the block driver, the workers and the CLI all open one `Cluster` and use its
-services; nothing else wires the library together.
+services (objects, multipart, archive, lifecycle, volumes); nothing else wires the library
+together: `Cluster.wire` builds every service over a metadata store and a node transport,
+`Cluster.open` gives it the real ones.
 """
 
 from __future__ import annotations
@@ -9,23 +11,30 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 
+from storage.archive import ArchiveService
 from storage.buckets import BucketService
 from storage.config import Config
 from storage.crypto.keys import FileRootKey
 from storage.health import HealthTracker
 from storage.keyspace_migration import upgrade as upgrade_keyspace
+from storage.lifecycle import LifecycleEngine
 from storage.lying import LyingShards
 from storage.membership import MembershipWatcher
 from storage.membership import refresh as refresh_membership
 from storage.metadata import MetadataStore, open_store
+from storage.multipart import MultipartService
 from storage.objects import ObjectService
 from storage.shards.auth import load_or_create_secret
 from storage.shards.client import NodeClient
+from storage.shards.transport import NodeTransport
 from storage.stripes import StripeStore
+from storage.telemetry import TimedStore
 from storage.tenants import TenantService
+from storage.volumes import VolumeService
 
 
 @dataclass
@@ -37,21 +46,45 @@ class Cluster:
     objects: ObjectService
     stripes: StripeStore
     health: HealthTracker
-    nodes: NodeClient
-    session: aiohttp.ClientSession
+    nodes: NodeTransport
+    session: aiohttp.ClientSession | None
     cpu: ThreadPoolExecutor
     hashing: ThreadPoolExecutor
+    multipart: MultipartService
+    archive: ArchiveService
+    lifecycle: LifecycleEngine
+    volumes: VolumeService
     membership: MembershipWatcher | None = None
+
+    @classmethod
+    def wire(cls, cfg: Config, meta: MetadataStore, tenants: TenantService, nodes: NodeTransport,
+             cpu: ThreadPoolExecutor, hashing: ThreadPoolExecutor,
+             session: aiohttp.ClientSession | None = None, gc_grace_s: float | None = None,
+             stall_s: float | None = None) -> Cluster:
+        """Every service over `meta` and the node transport `nodes` (the simulation tests
+        pass their in-memory nodes here). `gc_grace_s` defaults to [workers] gc_grace_s."""
+        grace = cfg.workers.gc_grace_s if gc_grace_s is None else gc_grace_s
+        health = HealthTracker(cfg.nodes, nodes)
+        extra = {} if stall_s is None else {"stall_s": stall_s}
+        stripes = StripeStore(cfg, nodes, health, cpu, hashing, lies=LyingShards(meta, nodes),
+                              **extra)
+        buckets = BucketService(meta, cfg.gateway.region)
+        objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=grace)
+        multipart = MultipartService(meta, tenants, objects, gc_grace_s=grace)
+        archive = ArchiveService(cfg, meta, tenants, objects)
+        lifecycle = LifecycleEngine(meta, objects, archive, multipart)
+        volumes = VolumeService(cfg, meta, tenants, stripes, gc_grace_s=grace)
+        return cls(cfg, meta, tenants, buckets, objects, stripes, health, nodes, session, cpu,
+                   hashing, multipart, archive, lifecycle, volumes)
 
     @classmethod
     async def open(cls, cfg: Config, probe: bool = True,
                    gc_grace_s: float | None = None) -> Cluster:
-        """Open the cluster. `gc_grace_s` (default: $TESSERA_GC_GRACE_S, else 60) is how long
+        """Open the cluster. `gc_grace_s` (default: [workers] gc_grace_s) is how long
         the stripes of a replaced or transitioned version stay for reads already in flight."""
-        if gc_grace_s is None:
-            gc_grace_s = float(os.environ.get("TESSERA_GC_GRACE_S") or 60.0)
         meta_path = cfg.data_dir / cfg.metadata_path
-        meta = await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)
+        meta = cast(MetadataStore, TimedStore(
+            await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)))
         await upgrade_keyspace(meta)  # layout-1 stores (before storage.keyspace) move once
         tenants = TenantService(meta, FileRootKey(cfg.root_key_path))
         await tenants.load()
@@ -59,27 +92,24 @@ class Cluster:
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30)
         session = aiohttp.ClientSession(connector=conn, auto_decompress=False)
         nodes = NodeClient(session, secret)
-        health = HealthTracker(cfg.nodes, nodes)
         threads = max(2, cfg.gateway.cpu_threads or (os.cpu_count() or 2))
         cpu = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="codec")
         hashing = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash")
-        stripes = StripeStore(cfg, nodes, health, cpu, hashing, lies=LyingShards(meta, nodes))
-        buckets = BucketService(meta, cfg.gateway.region)
-        objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=gc_grace_s)
-        await refresh_membership(meta, cfg, health)  # config nodes + the M/ overlay
-        watcher = MembershipWatcher(meta, cfg, health)
+        c = cls.wire(cfg, meta, tenants, nodes, cpu, hashing, session, gc_grace_s)
+        await refresh_membership(meta, cfg, c.health)  # config nodes + the M/ overlay
+        c.membership = MembershipWatcher(meta, cfg, c.health)
         if probe:
-            await health.probe_once()
-            health.start()
-            watcher.start()
-        return cls(cfg, meta, tenants, buckets, objects, stripes, health, nodes, session, cpu,
-                   hashing, watcher)
+            await c.health.probe_once()
+            c.health.start()
+            c.membership.start()
+        return c
 
     async def close(self) -> None:
         if self.membership is not None:
             await self.membership.stop()
         await self.health.stop()
-        await self.session.close()
+        if self.session is not None:
+            await self.session.close()
         await self.meta.close()
         self.cpu.shutdown(wait=False)
         self.hashing.shutdown(wait=False)

@@ -1,22 +1,31 @@
 """Cluster configuration: one TOML file parsed once into frozen, validated dataclasses.
 
 Every durability rule that can be checked before a byte is written is checked here, so a
-cluster that could lose data to a single zone outage never starts.
+cluster that could lose data to a single zone outage never starts. Every knob lives here: the
+documented `TESSERA_*` environment overrides (`ENV_OVERRIDES`, tests and benchmarks shorten
+timers with them) are applied by `load_config` and nowhere else.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from storage.errors import ConfigError
 
 MiB = 1024 * 1024
-DEFAULT_INLINE_MAX_BYTES = 0  # objects up to this size are sealed inside their manifest
+# Objects up to this size are sealed inside their manifest instead of k+m shard files: about
+# 5x less server CPU per small PUT/GET (benchmarks/inline_size.py), durability exactly the
+# metadata store's, which already bounds every object. 4 KiB keeps listing pages and etcd's
+# value quota small (every inline byte is read by each listing scan of its record).
+DEFAULT_INLINE_MAX_BYTES = 4096
 NODE_ROLES = ("standard", "archive")
+DEFAULT_RATE = 200 * MiB  # shard bytes repair/rebalance write per second while clients are idle
+DEFAULT_BUSY_RATE = 4 * MiB  # ...and while clients are active
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class GatewayConfig:
     cpu_threads: int = 2
     deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
     deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
+    metrics_refresh_s: float = 10.0  # how often /metrics' cluster gauges are recomputed
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,57 @@ class ArchiveSettings:
 
 
 @dataclass(frozen=True)
+class RepairSettings:
+    """[repair]: the repair worker (rebuilds lost shards, removes orphans)."""
+
+    rate_bytes_s: float = DEFAULT_RATE  # rebuilt bytes written per second, 0 = unlimited
+    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
+    down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
+    sweep_interval_s: float = 60.0  # pause between two full sweeps
+    sweep_batch: int = 128  # stripes checked per sweep step
+    orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
+    parallel: int = 8  # stripes rebuilt at once
+
+
+@dataclass(frozen=True)
+class RebalanceSettings:
+    """[rebalance]: the rebalancer (drains nodes, evens usage)."""
+
+    rate_bytes_s: float = DEFAULT_RATE  # moved bytes per second, 0 = unlimited
+    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
+    parallel: int = 8  # stripes moved at once
+    batch: int = 256  # stripes examined per step
+    max_moves: int = 256  # balance moves per pass (draining is not bounded)
+    threshold: float = 0.10  # a node below mean * (1 - threshold) receives shards...
+    min_gap_bytes: float = 1024 * MiB  # ...and at least this far below the mean
+    interval_s: float = 10.0  # pause between two passes when there is nothing to drain
+
+
+@dataclass(frozen=True)
+class ScrubSettings:
+    """[scrub]: each node's checksum scrub (0 bytes/s = off)."""
+
+    rate_bytes_s: float = 8 * MiB
+    pause_s: float = 3600.0  # rest between two full passes
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """[workers]: what all gateways' background workers share."""
+
+    gc_grace_s: float = 60.0  # a replaced/aborted version's stripes wait this long (reads)
+    lease_ttl_s: float = 10.0  # a dead gateway's workers move to another after this long
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Log rotation. Environment only: a process logs before it reads its config."""
+
+    max_bytes: int = 64 * MiB
+    backups: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a process of the cluster needs to know about the cluster."""
 
@@ -102,8 +163,13 @@ class Config:
     storage_classes: Mapping[str, str] = field(default_factory=dict)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     node_request_window_s: int = 300
-    inline_max_bytes: int = 0  # objects up to this size live sealed in their manifest
+    inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES  # objects up to this size live sealed
+    # in their manifest (0 = off)
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    repair: RepairSettings = field(default_factory=RepairSettings)
+    rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
+    scrub: ScrubSettings = field(default_factory=ScrubSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -134,8 +200,11 @@ class Config:
         return self.data_dir / "secrets" / "root.key"
 
 
+# [section] -> the dataclass of its numeric knobs (each field a key, each value >= 0).
+SETTINGS_SECTIONS: dict[str, type] = {"repair": RepairSettings, "rebalance": RebalanceSettings,
+                                      "scrub": ScrubSettings, "workers": WorkerSettings}
 _TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata",
-             "archive"}
+             "archive", *SETTINGS_SECTIONS}
 _ARCHIVE_KEYS = set(ArchiveSettings.__dataclass_fields__)
 _CLUSTER_KEYS = {"default_profile", "segment_size", "write_quorum_extra", "node_request_window_s",
                  "inline_max_bytes"}
@@ -203,6 +272,104 @@ def _archive(raw: Mapping[str, Any]) -> ArchiveSettings:
     return ArchiveSettings(**vals)
 
 
+_AT_LEAST = {"parallel": 1, "batch": 1, "sweep_batch": 1, "lease_ttl_s": 1, "max_bytes": 4096,
+             "backups": 1}  # keys whose floor is above 0
+
+
+def _settings(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
+    """A settings dataclass from its TOML table: known keys, numbers >= 0 (or the key's
+    _AT_LEAST floor), whole numbers where the field is an int."""
+    _check_keys(section, raw, {f.name for f in fields(cls)})
+    vals: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            continue
+        v = raw[f.name]
+        whole = f.type in ("int", int)
+        least = _AT_LEAST.get(f.name, 0)
+        if isinstance(v, bool) or not isinstance(v, int if whole else int | float) or v < least:
+            kind = "a whole number" if whole else "a number"
+            raise ConfigError(f"[{section}] {f.name} must be {kind} >= {least}, got {v!r}")
+        vals[f.name] = v if whole else float(v)
+    return cls(**vals)
+
+
+@dataclass(frozen=True)
+class EnvOverride:
+    """A documented environment variable that overrides one config key (value x scale)."""
+
+    name: str
+    section: str
+    key: str
+    scale: float = 1.0
+    doc: str = ""
+
+
+ENV_OVERRIDES: tuple[EnvOverride, ...] = (
+    EnvOverride("TESSERA_REPAIR_RATE_MBPS", "repair", "rate_bytes_s", MiB),
+    EnvOverride("TESSERA_REPAIR_BUSY_RATE_MBPS", "repair", "busy_rate_bytes_s", MiB),
+    EnvOverride("TESSERA_REPAIR_DOWN_GRACE_S", "repair", "down_grace_s"),
+    EnvOverride("TESSERA_REPAIR_SWEEP_S", "repair", "sweep_interval_s"),
+    EnvOverride("TESSERA_REPAIR_SWEEP_BATCH", "repair", "sweep_batch"),
+    EnvOverride("TESSERA_REPAIR_PARALLEL", "repair", "parallel"),
+    EnvOverride("TESSERA_ORPHAN_GRACE_S", "repair", "orphan_grace_s"),
+    EnvOverride("TESSERA_REBALANCE_RATE_MBPS", "rebalance", "rate_bytes_s", MiB),
+    EnvOverride("TESSERA_REBALANCE_BUSY_RATE_MBPS", "rebalance", "busy_rate_bytes_s", MiB),
+    EnvOverride("TESSERA_REBALANCE_PARALLEL", "rebalance", "parallel"),
+    EnvOverride("TESSERA_REBALANCE_BATCH", "rebalance", "batch"),
+    EnvOverride("TESSERA_REBALANCE_MAX_MOVES", "rebalance", "max_moves"),
+    EnvOverride("TESSERA_REBALANCE_THRESHOLD", "rebalance", "threshold"),
+    EnvOverride("TESSERA_REBALANCE_MIN_GAP_MB", "rebalance", "min_gap_bytes", MiB),
+    EnvOverride("TESSERA_REBALANCE_INTERVAL_S", "rebalance", "interval_s"),
+    EnvOverride("TESSERA_DEEP_SCRUB_RATE_MBPS", "gateway", "deep_scrub_rate_mbps"),
+    EnvOverride("TESSERA_DEEP_SCRUB_PAUSE_S", "gateway", "deep_scrub_pause_s"),
+    EnvOverride("TESSERA_METRICS_REFRESH_S", "gateway", "metrics_refresh_s"),
+    EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
+    EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),
+    EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),
+    EnvOverride("TESSERA_LEASE_TTL_S", "workers", "lease_ttl_s"),
+    EnvOverride("TESSERA_LOG_MAX_BYTES", "logging", "max_bytes"),
+    EnvOverride("TESSERA_LOG_BACKUPS", "logging", "backups"),
+)
+# Not config keys: where the CLI finds the cluster and the admin API (written to tessera.env).
+ENV_CONFIG = "TESSERA_CONFIG"
+ENV_ADMIN_URL = "TESSERA_ADMIN_URL"
+ENV_ADMIN_ACCESS_KEY = "TESSERA_ADMIN_ACCESS_KEY"
+ENV_ADMIN_SECRET_KEY = "TESSERA_ADMIN_SECRET_KEY"
+
+
+def config_path(given: str | Path | None, env: Mapping[str, str] | None = None) -> Path:
+    """The CLI's config file: `--config`, else $TESSERA_CONFIG; ConfigError when neither."""
+    given = given or (os.environ if env is None else env).get(ENV_CONFIG)
+    if not given:
+        raise ConfigError(f"no cluster: set {ENV_CONFIG} (source tessera.env) or --config")
+    return Path(given)
+
+
+def with_env_overrides(raw: Mapping[str, Any],
+                       env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`raw` (parsed TOML) with each set ENV_OVERRIDES variable written over its key."""
+    env = os.environ if env is None else env
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for o in ENV_OVERRIDES:
+        value = env.get(o.name)
+        if value in (None, ""):
+            continue
+        try:
+            number = float(value) * o.scale
+        except ValueError:
+            raise ConfigError(f"{o.name} must be a number, got {value!r}") from None
+        out.setdefault(o.section, {})[o.key] = int(number) if number.is_integer() else number
+    return out
+
+
+def env_settings(section: str, env: Mapping[str, str] | None = None) -> Any:
+    """A section's settings from its defaults and the environment alone (no config file:
+    a node started without --config, log rotation set up before the config is read)."""
+    cls = LogSettings if section == "logging" else SETTINGS_SECTIONS[section]
+    return _settings(section, cls, with_env_overrides({}, env).get(section, {}))
+
+
 def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) -> Config:
     """Build and validate a Config from parsed TOML (tests call this directly)."""
     _check_keys("top level", raw, _TOP_KEYS)
@@ -248,7 +415,7 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     extra = _int("write_quorum_extra", cluster.get("write_quorum_extra", 1))
     if extra < 0:
         raise ConfigError("write_quorum_extra must be >= 0 (a write needs at least k shards)")
-    inline = _int("inline_max_bytes", cluster.get("inline_max_bytes", 0))
+    inline = _int("inline_max_bytes", cluster.get("inline_max_bytes", DEFAULT_INLINE_MAX_BYTES))
     if not 0 <= inline <= 64 * 1024:
         raise ConfigError("inline_max_bytes must be between 0 (off) and 65536")
     backend = str(meta.get("backend", "sqlite"))
@@ -271,11 +438,14 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
         storage_classes=classes,
         gateway=GatewayConfig(**gw),
         archive=_archive(dict(raw.get("archive", {}))),
+        **{name: _settings(name, cls, dict(raw.get(name, {})))
+           for name, cls in SETTINGS_SECTIONS.items()},
     )
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate a TOML config file; relative data_dir is relative to the file."""
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file; relative data_dir is relative to the file.
+    Set ENV_OVERRIDES variables (from `env`, default the process's) replace their keys."""
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -284,4 +454,6 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
     if "data_dir" in raw and not Path(raw["data_dir"]).is_absolute():
         raw["data_dir"] = str(path.parent / raw["data_dir"])
+    raw = with_env_overrides(raw, env)
+    raw.pop("logging", None)  # read by env_settings("logging") alone
     return config_from_mapping(raw, data_dir=path.parent)

@@ -1,7 +1,7 @@
 """docs/CONFIG.md, generated: every `tessera.toml` key and environment variable with its default.
 
-Keys and defaults come from the config dataclasses (storage/config.py) and the settings
-classes of the workers; only the one-line explanations live here. A test regenerates the file
+Keys, defaults and environment overrides come from storage/config.py (the dataclasses and
+ENV_OVERRIDES); only the one-line explanations live here. A test regenerates the file
 and fails when the committed one differs, or when a config key has no explanation, so the
 document cannot drift. Regenerate with:
 
@@ -17,11 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import config as c
-from storage.logfile import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
-from storage.workers.base import MIB
-from storage.workers.rebalance import RebalanceSettings
-from storage.workers.repair import RepairSettings
-from storage.workers.runner import DEFAULT_LEASE_TTL_S
 
 
 # (section, key) -> (dataclass, field name): where each TOML key's default lives.
@@ -42,6 +37,8 @@ TOML_SOURCES: dict[tuple[str, str], tuple[type, str]] = {
     **_keys("profiles.NAME", c.Profile, c._PROFILE_KEYS),
     **_keys("[nodes]", c.NodeSpec, c._NODE_KEYS),
     **_keys("archive", c.ArchiveSettings, c._ARCHIVE_KEYS),
+    **{k: v for name, cls in c.SETTINGS_SECTIONS.items()
+       for k, v in _keys(name, cls, {f.name for f in dataclasses.fields(cls)}).items()},
 }
 
 TOML_DOCS: dict[tuple[str, str], str] = {
@@ -84,6 +81,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "and authenticates (0 = off). Faster finds lying shards sooner and takes I/O from "
     "clients.",
     ("gateway", "deep_scrub_pause_s"): "Rest between two full deep-scrub passes.",
+    ("gateway", "metrics_refresh_s"): "How often the gateway recomputes the cluster gauges of "
+    "`/metrics` (status figures, per-tenant usage sweep). Shorter is fresher and costs "
+    "metadata scans and a call to every node each time.",
     ("metadata", "backend"): "`sqlite` (embedded, one file on one disk, one gateway) or `etcd` "
     "(Raft across zones, several gateways). The store's durability is every object's floor.",
     ("metadata", "path"): "SQLite file, relative to data_dir.",
@@ -112,7 +112,39 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("archive", "deep_standard_s"): "DEEP_ARCHIVE standard restore latency (scaled as "
     "expedited_s).",
     ("archive", "deep_bulk_s"): "DEEP_ARCHIVE bulk restore latency (scaled as expedited_s).",
+    ("repair", "rate_bytes_s"): "Rebuilt bytes per second while clients are idle, and always "
+    "for stripes at risk (fewer than k+2 healthy shards, or zone-unsafe) (0 = unlimited).",
+    ("repair", "busy_rate_bytes_s"): "...while S3 clients are active, for stripes that are "
+    "already safe: their repair yields to clients (0 = as idle). Higher restores redundancy "
+    "sooner at clients' expense.",
+    ("repair", "down_grace_s"): "A down node's shards are rebuilt elsewhere after this long. "
+    "Shorter shrinks the window of reduced redundancy; longer avoids rebuilding for a reboot.",
+    ("repair", "sweep_interval_s"): "Pause between two full sweeps that stat every shard.",
+    ("repair", "sweep_batch"): "Stripes checked per sweep step.",
+    ("repair", "orphan_grace_s"): "Unreferenced shard files younger than this are kept "
+    "(uploads in flight).",
+    ("repair", "parallel"): "Stripes rebuilt at once.",
+    ("rebalance", "rate_bytes_s"): "Bytes moved per second by the rebalancer while clients "
+    "are idle (0 = unlimited).",
+    ("rebalance", "busy_rate_bytes_s"): "...while S3 clients are active (0 = as idle).",
+    ("rebalance", "parallel"): "Stripes moved at once.",
+    ("rebalance", "batch"): "Stripes examined per step.",
+    ("rebalance", "max_moves"): "Balance moves per pass (draining is not bounded).",
+    ("rebalance", "threshold"): "A node below mean x (1 - threshold) receives shards; lower "
+    "evens usage more tightly and moves more data.",
+    ("rebalance", "min_gap_bytes"): "...and only when at least this far below the mean.",
+    ("rebalance", "interval_s"): "Pause between passes when nothing is draining.",
+    ("scrub", "rate_bytes_s"): "Each node's checksum scrub rate (0 = off; also `python -m "
+    "nodes --scrub-rate`). Faster finds bit rot sooner and takes disk time from clients.",
+    ("scrub", "pause_s"): "Rest between two scrub passes of a node.",
+    ("workers", "gc_grace_s"): "Age before an aborted or replaced version's shards are "
+    "collected; must exceed the longest upload.",
+    ("workers", "lease_ttl_s"): "Background-worker lease TTL: a dead gateway's workers move "
+    "after this long; shorter fails over faster and renews more often.",
 }
+# Environment-only settings (a process logs before it reads its config).
+LOG_DOCS = {"max_bytes": "Size at which a process's log file (DATA/logs/NAME.log) is rotated.",
+            "backups": "Rotated log files kept."}
 
 
 @dataclass(frozen=True)
@@ -133,66 +165,24 @@ def _const(v: Any) -> Callable[[], Any]:
     return lambda: v
 
 
+def _override(o: c.EnvOverride) -> EnvVar:
+    """An ENV_OVERRIDES entry: its key's default, in the variable's unit."""
+    if o.section == "logging":
+        return EnvVar(o.name, _field(c.LogSettings, o.key), LOG_DOCS[o.key])
+    cls = c.GatewayConfig if o.section == "gateway" else c.SETTINGS_SECTIONS[o.section]
+    unit = " (in MiB)" if o.scale != 1.0 else ""
+    return EnvVar(o.name, _field(cls, o.key, 1 / o.scale), f"Overrides [{o.section}] "
+                  f"{o.key}{unit}.")
+
+
 ENV_VARS: list[EnvVar] = [
-    EnvVar("TESSERA_CONFIG", _const("DATA/tessera.toml (written to tessera.env)"),
+    EnvVar(c.ENV_CONFIG, _const("DATA/tessera.toml (written to tessera.env)"),
            "Config file the CLI commands (`volume`, `lifecycle`) open."),
-    EnvVar("TESSERA_ADMIN_URL", _const("from tessera.env"), "Admin API the operator CLI calls."),
-    EnvVar("TESSERA_ADMIN_ACCESS_KEY", _const("from tessera.env"),
+    EnvVar(c.ENV_ADMIN_URL, _const("from tessera.env"), "Admin API the operator CLI calls."),
+    EnvVar(c.ENV_ADMIN_ACCESS_KEY, _const("from tessera.env"),
            "Admin credential the operator CLI signs with (SigV4)."),
-    EnvVar("TESSERA_ADMIN_SECRET_KEY", _const("from tessera.env"), "Its secret."),
-    EnvVar("TESSERA_LOG_MAX_BYTES", _const(DEFAULT_MAX_BYTES),
-           "Size at which a process's log file (DATA/logs/NAME.log) is rotated."),
-    EnvVar("TESSERA_LOG_BACKUPS", _const(DEFAULT_BACKUPS), "Rotated log files kept."),
-    EnvVar("TESSERA_GC_GRACE_S", _const(60.0),
-           "Age before an aborted or replaced version's shards are collected; must exceed "
-           "the longest upload."),
-    EnvVar("TESSERA_LEASE_TTL_S", _const(DEFAULT_LEASE_TTL_S),
-           "Background-worker lease TTL: a dead gateway's workers move after this long; "
-           "shorter fails over faster and renews more often."),
-    EnvVar("TESSERA_REPAIR_RATE_MBPS", _field(RepairSettings, "rate_bytes_s", 1 / MIB),
-           "Rebuilt bytes per second while clients are idle (0 = unlimited)."),
-    EnvVar("TESSERA_REPAIR_BUSY_RATE_MBPS",
-           _field(RepairSettings, "busy_rate_bytes_s", 1 / MIB),
-           "...while S3 clients are active: repair yields to clients (0 = as idle). Higher "
-           "restores redundancy sooner at clients' expense."),
-    EnvVar("TESSERA_REPAIR_DOWN_GRACE_S", _field(RepairSettings, "down_grace_s"),
-           "A down node's shards are rebuilt elsewhere after this long. Shorter shrinks the "
-           "window of reduced redundancy; longer avoids rebuilding for a reboot."),
-    EnvVar("TESSERA_REPAIR_SWEEP_S", _field(RepairSettings, "sweep_interval_s"),
-           "Pause between two full sweeps that stat every shard."),
-    EnvVar("TESSERA_REPAIR_SWEEP_BATCH", _field(RepairSettings, "sweep_batch"),
-           "Stripes checked per sweep step."),
-    EnvVar("TESSERA_REPAIR_PARALLEL", _field(RepairSettings, "parallel"),
-           "Stripes rebuilt at once."),
-    EnvVar("TESSERA_ORPHAN_GRACE_S", _field(RepairSettings, "orphan_grace_s"),
-           "Unreferenced shard files younger than this are kept (uploads in flight)."),
-    EnvVar("TESSERA_REBALANCE_RATE_MBPS", _field(RebalanceSettings, "rate_bytes_s", 1 / MIB),
-           "Bytes moved per second by the rebalancer while clients are idle (0 = unlimited)."),
-    EnvVar("TESSERA_REBALANCE_BUSY_RATE_MBPS",
-           _field(RebalanceSettings, "busy_rate_bytes_s", 1 / MIB),
-           "...while S3 clients are active (0 = as idle)."),
-    EnvVar("TESSERA_REBALANCE_PARALLEL", _field(RebalanceSettings, "parallel"),
-           "Stripes moved at once."),
-    EnvVar("TESSERA_REBALANCE_BATCH", _field(RebalanceSettings, "batch"),
-           "Stripes examined per step."),
-    EnvVar("TESSERA_REBALANCE_MAX_MOVES", _field(RebalanceSettings, "max_moves"),
-           "Balance moves per pass (draining is not bounded)."),
-    EnvVar("TESSERA_REBALANCE_THRESHOLD", _field(RebalanceSettings, "threshold"),
-           "A node below mean x (1 - threshold) receives shards; lower evens usage more "
-           "tightly and moves more data."),
-    EnvVar("TESSERA_REBALANCE_MIN_GAP_MB", _field(RebalanceSettings, "min_gap_bytes", 1 / MIB),
-           "...and only when at least this far below the mean."),
-    EnvVar("TESSERA_REBALANCE_INTERVAL_S", _field(RebalanceSettings, "interval_s"),
-           "Pause between passes when nothing is draining."),
-    EnvVar("TESSERA_DEEP_SCRUB_RATE_MBPS", _field(c.GatewayConfig, "deep_scrub_rate_mbps"),
-           "Overrides [gateway] deep_scrub_rate_mbps."),
-    EnvVar("TESSERA_DEEP_SCRUB_PAUSE_S", _field(c.GatewayConfig, "deep_scrub_pause_s"),
-           "Overrides [gateway] deep_scrub_pause_s."),
-    # Node-side (nodes/scrubber.py; storage cannot import nodes, a test checks these defaults).
-    EnvVar("TESSERA_SCRUB_RATE_MBPS", _const(8.0),
-           "Each node's checksum scrub rate (0 = off; also `tessera node --scrub-rate`). "
-           "Faster finds bit rot sooner and takes disk time from clients."),
-    EnvVar("TESSERA_SCRUB_PAUSE_S", _const(3600.0), "Rest between two scrub passes of a node."),
+    EnvVar(c.ENV_ADMIN_SECRET_KEY, _const("from tessera.env"), "Its secret."),
+    *(_override(o) for o in c.ENV_OVERRIDES),
 ]
 
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.config import NodeSpec
-from storage.shards.client import NodeClient, NodeError
+from storage.shards.client import NodeError
+from storage.shards.transport import NodeTransport
 
 UP, SUSPECT, DOWN, OUT = "up", "suspect", "down", "out"
 
@@ -30,7 +31,7 @@ class NodeState:
 
 
 class HealthTracker:
-    def __init__(self, nodes: Sequence[NodeSpec], client: NodeClient,
+    def __init__(self, nodes: Sequence[NodeSpec], client: NodeTransport,
                  probe_interval_s: float = 1.0, out_after_s: float = 600.0) -> None:
         self.nodes = tuple(nodes)
         self._client = client

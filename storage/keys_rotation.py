@@ -1,13 +1,13 @@
 """Key rotation and crypto-shred scheduling, run in the background.
 
-`rotate` makes a new KEK version current and marks the tenant for rewrapping (`RW/<tenant>`).
-The `Rewrapper` worker walks every object manifest (current `O/` and history `V/` records),
+`rotate` makes a new KEK version current and marks the tenant for rewrapping (`(RW, tenant)`).
+The `Rewrapper` worker walks every object manifest (current `O` and history `V` records),
 unwraps each DEK under the KEK version that wrapped it and rewraps it under the current one
 with a compare-and-swap on the record; shard data is never touched, and old KEK versions are
 kept so reads that hold an older manifest keep working. A marker is cleared after a whole
 pass that found nothing left to rewrap for its tenant (so at least two passes).
 
-`schedule_shred` records a pending shred (`TS/<tenant>`) due after a waiting period; the
+`schedule_shred` records a pending shred (`(TS, tenant)`) due after a waiting period; the
 `ShredScheduler` worker destroys the tenant's keys when it is due (cancel before then).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+from storage import object_lock
 from storage.crypto import keys
 from storage.errors import KeyUnavailable, NotFound
 from storage.keyspace import (
@@ -56,6 +57,9 @@ async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: st
     if t.state != "active":
         raise KeyUnavailable(f"tenant {tenant!r} is already shredded")
     due = time.time() + max(0.0, wait_s)
+    until = await object_lock.compliance_until(meta, tenant, time.time())
+    if until is not None and until > due:
+        raise object_lock.TenantLocked(tenant, until)
     if wait_s <= 0:
         await shred_now(meta, tenants, tenant)
     else:
@@ -75,6 +79,10 @@ async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:
 
 
 async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str) -> None:
+    """Destroy the tenant's keys, unless COMPLIANCE-locked versions remain (TenantLocked)."""
+    until = await object_lock.compliance_until(meta, tenant, time.time())
+    if until is not None:
+        raise object_lock.TenantLocked(tenant, until)
     await tenants.shred(tenant)
     await meta.txn(Txn(deletes=(shred_key(tenant), rewrap_key(tenant))))
     scrub = getattr(meta, "scrub", None)  # drop old copies the backend keeps (SQLite WAL)
@@ -194,6 +202,10 @@ class ShredScheduler:
     async def step(self) -> WorkerState:
         now = time.time()
         for item in await self._meta.range(*space(SHRED), 1000):
-            if float(unpack(item.value)["due"]) <= now:
-                await shred_now(self._meta, self._tenants, unpack_key(item.key)[1])
+            entry = unpack(item.value)
+            if float(entry["due"]) <= now:
+                try:
+                    await shred_now(self._meta, self._tenants, unpack_key(item.key)[1])
+                except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out
+                    await self._meta.put(item.key, pack({**entry, "due": exc.until}))
         return WorkerState.IDLE

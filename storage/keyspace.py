@@ -95,26 +95,26 @@ def pack(*parts: str) -> bytes:
 def unpack(raw: bytes) -> tuple[str, ...]:
     """The components of a packed key; raises `MalformedKey` for anything `pack` never makes."""
     out: list[str] = []
-    cur = bytearray()
-    i, n = 0, len(raw)
-    while i < n:
-        b = raw[i]
-        if b == 0:
-            if i + 1 < n and raw[i + 1] == 0xFF:
-                cur.append(0)
-                i += 2
-                continue
-            try:
-                out.append(cur.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise MalformedKey(f"component is not UTF-8: {bytes(cur)!r}") from exc
-            cur = bytearray()
-        else:
-            cur.append(b)
-        i += 1
-    if cur:
-        raise MalformedKey(f"unterminated component in {raw!r}")
+    start = pos = 0
+    while start < len(raw):
+        end = raw.find(_NUL, pos)
+        if end < 0:
+            raise MalformedKey(f"unterminated component in {raw!r}")
+        if raw[end + 1:end + 2] == b"\xff":  # an escaped NUL inside the component
+            pos = end + 2
+            continue
+        try:
+            out.append(raw[start:end].replace(_ESCAPED_NUL, _NUL).decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise MalformedKey(f"component is not UTF-8: {raw[start:end]!r}") from exc
+        start = pos = end + 1
     return tuple(out)
+
+
+def last_text(base: bytes, key: bytes) -> str:
+    """The one component of `key` after `base` (a listing's object key), without a full
+    `unpack`: listings call this once per key."""
+    return key[len(base):-1].replace(_ESCAPED_NUL, _NUL).decode("utf-8")
 
 
 def span(prefix: bytes) -> tuple[bytes, bytes]:

@@ -3,7 +3,8 @@ tuple keys of `storage.keyspace`, on first open.
 
 Layout-1 keys all start with `NAME/`; layout-2 keys start with `NAME\\x00`, so the two never
 share a range and a scan of an old prefix sees only records still to move. Each record moves
-in its own compare-and-swap transaction (put the new key, delete the old one), so a crash
+in a compare-and-swap transaction (put the new key, delete the old one; 40 records to a
+transaction, one by one when another upgrader got there first), so a crash
 leaves every record in exactly one place and a rerun resumes where it stopped; two gateways
 upgrading at once each move a record at most once (the loser's compare fails). The layout
 record is written last: a store that has it is never scanned again. It works through the
@@ -24,10 +25,11 @@ from collections.abc import Callable
 import msgpack
 
 from storage import keyspace as ks
-from storage.metadata import MetadataStore, Txn, prefix_end
+from storage.metadata import Item, MetadataStore, Txn, prefix_end
 
 log = logging.getLogger("tessera.keyspace")
 BATCH = 256
+PER_TXN = 40  # records moved per transaction (3 operations each; etcd allows 128)
 Rebuild = Callable[[bytes, bytes], tuple[bytes, bytes] | None]
 
 
@@ -163,11 +165,22 @@ async def _move_prefix(meta: MetadataStore, old_prefix: bytes, rebuild: Rebuild 
     end = prefix_end(old_prefix)
     while True:
         items = await meta.range(old_prefix, end, limit=BATCH)
-        for it in items:
-            out = rebuild(it.key, it.value) if rebuild is not None else None
-            puts = {out[0]: out[1]} if out is not None else {}
-            if await meta.txn(Txn(compares={it.key: it.revision}, puts=puts,
-                                  deletes=(it.key,))):
-                moved += 1
+        for i in range(0, len(items), PER_TXN):
+            moved += await _move(meta, items[i:i + PER_TXN], rebuild)
         if len(items) < BATCH:
             return moved
+
+
+async def _move(meta: MetadataStore, items: list[Item], rebuild: Rebuild | None) -> int:
+    """Move `items` in one transaction; one by one if another upgrader moved some first."""
+    txns = []
+    for it in items:
+        out = rebuild(it.key, it.value) if rebuild is not None else None
+        txns.append(Txn(compares={it.key: it.revision},
+                        puts={out[0]: out[1]} if out is not None else {}, deletes=(it.key,)))
+    whole = Txn(compares={k: v for t in txns for k, v in t.compares.items()},
+                puts={k: v for t in txns for k, v in t.puts.items()},
+                deletes=tuple(k for t in txns for k in t.deletes))
+    if await meta.txn(whole):
+        return len(items)
+    return sum([await meta.txn(t) for t in txns])

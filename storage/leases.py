@@ -1,6 +1,6 @@
 """Named leases over the metadata store: which process runs a background worker right now.
 
-A lease `L/<name>` names its holder, carries a fencing token (a number that only grows when
+A lease `(L, name)` names its holder, carries a fencing token (a number that only grows when
 the lease changes hands) and expires unless its holder renews it. Two implementations:
 
 - on etcd, a native etcd lease (`EtcdStore.acquire_lease`): the key is attached to it and

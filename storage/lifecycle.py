@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from storage import object_lock
 from storage.archive import CLASS_RANK, ArchiveService, round_up_to_day
 from storage.errors import NotFound, StorageError
 from storage.keyspace import BUCKET, next_key, object_prefix, space, span, version_prefix
@@ -254,6 +255,10 @@ class LifecycleEngine:
             if act is not None:
                 await self._apply(b, v, act, rep, current=False)
 
+    @staticmethod
+    def _locked(v: ObjectVersion) -> None:
+        object_lock.check_delete(v.lock, False, time.time())
+
     async def _apply(self, b: Bucket, v: ObjectVersion, act: Action, rep: LifecycleReport,
                      current: bool) -> None:
         try:
@@ -264,7 +269,8 @@ class LifecycleEngine:
                     else:
                         rep.noncurrent_transitioned += 1
             elif act.kind == "remove_marker":
-                await self._objects.delete(b.tenant, b.name, v.key, v.version_id)
+                await self._objects.delete(b.tenant, b.name, v.key, v.version_id,
+                                           protect=self._locked)
                 rep.delete_markers_removed += 1
             elif current and not b.versioning:
                 latest = await self._objects.head(b.tenant, b.name, v.key)
@@ -276,10 +282,11 @@ class LifecycleEngine:
                 await self._objects.delete(b.tenant, b.name, v.key)  # a delete marker
                 rep.expired += 1
             else:
-                await self._objects.delete(b.tenant, b.name, v.key, v.version_id)
+                await self._objects.delete(b.tenant, b.name, v.key, v.version_id,
+                                           protect=self._locked)
                 rep.noncurrent_expired += 1
-        except NotFound:
-            return
+        except (NotFound, object_lock.ObjectLocked):
+            return  # gone meanwhile, or kept by Object Lock (lifecycle never bypasses it)
         except StorageError:
             rep.errors += 1
 
@@ -301,14 +308,6 @@ class LifecycleEngine:
             marker, id_marker = ups[-1].key, ups[-1].upload_id
 
 
-def engine_for(cluster: Any) -> LifecycleEngine:
-    """The engine over an open `storage.cluster.Cluster`."""
-    from storage.multipart import MultipartService
-
-    return LifecycleEngine(cluster.meta, cluster.objects, archive_for(cluster),
-                           MultipartService(cluster.meta, cluster.tenants, cluster.objects))
-
-
 def archive_for(cluster: Any) -> ArchiveService:
-    """The archive service over an open `storage.cluster.Cluster`."""
-    return ArchiveService(cluster.cfg, cluster.meta, cluster.tenants, cluster.objects)
+    """The archive service of an open `storage.cluster.Cluster` (which builds it)."""
+    return cluster.archive

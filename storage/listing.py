@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from storage.buckets import BucketService
 from storage.keyspace import (
+    last_text,
     next_key,
     object_key,
     object_prefix,
     past_text,
     span,
     text_span,
-    unpack,
     version_prefix,
 )
 from storage.metadata import MetadataStore
@@ -57,9 +57,11 @@ class Listing:
                 if len(objs) + len(prefixes) >= max_keys:
                     return objs, prefixes, True, last
                 if delimiter:
-                    key = unpack(item.key)[2]
+                    key = last_text(base, item.key)
                     pos = key.find(delimiter, len(prefix))
-                    if pos >= 0:
+                    if pos >= 0 and not ObjectVersion.decode(item.value).delete_marker:
+                        # (a key whose current version is a delete marker is not listed,
+                        # so it makes no common prefix either)
                         cp = key[: pos + len(delimiter)]
                         prefixes.append(cp)
                         last = cp

@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_BACKUPS = 3
-ENV_MAX_BYTES = "TESSERA_LOG_MAX_BYTES"
-ENV_BACKUPS = "TESSERA_LOG_BACKUPS"
+from storage.config import env_settings
 
 
 class StderrRotatingFileHandler(RotatingFileHandler):
@@ -39,12 +37,10 @@ class StderrRotatingFileHandler(RotatingFileHandler):
         self._adopt_stderr()
 
 
-def rotation_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
-    """(max bytes per file, rotated files kept) from TESSERA_LOG_MAX_BYTES / _BACKUPS."""
-    env = dict(os.environ if env is None else env)
-    size = int(env.get(ENV_MAX_BYTES) or DEFAULT_MAX_BYTES)
-    backups = int(env.get(ENV_BACKUPS) or DEFAULT_BACKUPS)
-    return max(4096, size), max(1, backups)
+def rotation_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(max bytes per file, rotated files kept): LogSettings with its environment overrides."""
+    s = env_settings("logging", env)
+    return s.max_bytes, s.backups
 
 
 def log_handler(path: Path | None, formatter: logging.Formatter) -> logging.Handler:

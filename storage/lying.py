@@ -8,9 +8,9 @@ Each finding is handed to `LyingShards.report`, which in the background
 
 - asks the shard's node to quarantine it (moved aside with a reason, so no reader uses it
   again and the repair assessment sees it missing);
-- merges `{"lying": {index: node}}` into the stripe's repair entry `R/<stripe>`, so repair
+- merges `{"lying": {index: node}}` into the stripe's repair entry `(R, stripe)`, so repair
   rebuilds that index even if the node could not be told (its stat would look healthy);
-- counts it: per process for the gateway's `/metrics`, and cluster-wide in `S/integrity`
+- counts it: per process for the gateway's `/metrics`, and cluster-wide in `(S, integrity)`
   (compare-and-swap) for `tessera status`.
 """
 
@@ -29,6 +29,7 @@ from storage.keyspace import system_key, urgent_repair_key
 from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 
 log = logging.getLogger("tessera.integrity")
 INTEGRITY_KEY = system_key("integrity")
@@ -40,7 +41,7 @@ REASON = "fails-gcm-authentication"
 class LyingShards:
     """Counts, quarantines and queues for repair the lying shards this process finds."""
 
-    def __init__(self, meta: MetadataStore | None, client: Any) -> None:
+    def __init__(self, meta: MetadataStore | None, client: NodeTransport) -> None:
         self._meta = meta
         self._client = client
         self.found: dict[str, int] = {}  # where ("read", "scrub") -> lying shards found here
@@ -66,6 +67,11 @@ class LyingShards:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
+
+    async def settle(self) -> None:
+        """Wait for the findings reported so far to be recorded (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def record(self, stripe_id: bytes, index: int, node: NodeSpec, where: str,
                      segment: int) -> None:
@@ -112,7 +118,7 @@ class LyingShards:
 
 async def update_integrity(meta: MetadataStore, change: Callable[[dict[str, Any]], None],
                            ) -> None:
-    """Apply `change` to the `S/integrity` document with compare-and-swap (several gateways
+    """Apply `change` to the `(S, integrity)` document with compare-and-swap (several gateways
     and the deep scrub write it)."""
     for _ in range(16):
         item = await meta.get(INTEGRITY_KEY)
@@ -125,7 +131,7 @@ async def update_integrity(meta: MetadataStore, change: Callable[[dict[str, Any]
 
 
 async def read_integrity(meta: MetadataStore) -> dict[str, Any]:
-    """The cluster-wide integrity counters (`S/integrity`; empty before the first finding)."""
+    """The cluster-wide integrity counters (`(S, integrity)`; empty before the first finding)."""
     item = await meta.get(INTEGRITY_KEY)
     if item is None:
         return {}

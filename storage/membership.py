@@ -1,6 +1,6 @@
 """Cluster membership: the config's static node list plus an overlay kept in metadata.
 
-`M/<node id>` records hold a node's membership state (`active`, `draining`, `removed`) and,
+`(M, node id)` records hold a node's membership state (`active`, `draining`, `removed`) and,
 for nodes added at run time, their zone, address, role and weight. The effective cluster map
 is the config's `[[nodes]]` merged with these records: removed nodes drop out, added nodes
 join. New placements (writes, repair, rebalancing) use only active nodes; draining nodes stay
@@ -50,7 +50,7 @@ class Member:
 
 
 async def load_members(meta: MetadataStore, cfg: Config) -> list[Member]:
-    """The config's nodes merged with the `M/` overlay, removed nodes included."""
+    """The config's nodes merged with the `M` overlay, removed nodes included."""
     records = {unpack_key(it.key)[1]: unpack(it.value)
                for it in await meta.range(*space(MEMBER), limit=10000)}
     out: list[Member] = []

@@ -3,8 +3,8 @@ completed into one object version whose manifest references the part stripes dir
 
 Records (see `storage.records` for the key layout):
 
-    U/<bucket>\\0<key>\\0<upload id>   `Upload`: options, wrapped DEK, identity version.
-    P/<upload id>/<part:05d>         `Part`: where the part's stripe lives, its ETag/checksums.
+    (U, bucket, key, upload id)   `Upload`: options, wrapped DEK, identity version.
+    (P, upload id, part:05d)      `Part`: where the part's stripe lives, its ETag/checksums.
 
 Every change to an upload's parts rewrites its `Upload` record in the same transaction, so
 the record's revision fences Complete and Abort against concurrent part uploads: Complete
@@ -29,6 +29,7 @@ from typing import Any
 
 from awscrt import checksums as crt
 
+from storage import object_lock
 from storage.conditions import WriteConditions
 from storage.crypto import keys
 from storage.errors import InvalidInput, NotFound, StaleRecord
@@ -114,10 +115,18 @@ class Upload(Record):
     checksum_type: str | None = None
     acl: dict[str, Any] = field(default_factory=dict)
     changes: int = 0  # bumped by every part change, see the module docstring
+    lock: dict[str, Any] = field(default_factory=dict)  # Object Lock headers of the create
 
 
 @dataclass
 class Part(Record):
+    """An uploaded part's record: a `PartLayout` (where its stripe lives) seen from S3.
+
+    Derived from the layout and back only by `Part.of` and `layout()`. The one difference
+    is `size`: here the part's plaintext size (what S3 reports, `PartLayout.plaintext_size`);
+    in the layout the bytes its stripe holds (`stored_size` here, when compressed).
+    """
+
     upload_id: str
     number: int
     size: int
@@ -130,10 +139,18 @@ class Part(Record):
     profile: str
     modified: float
     checksums: dict[str, str] = field(default_factory=dict)
-    # Archive profiles compress before encryption: `size` stays the part's plaintext size
-    # (what S3 reports), `stored_size` is what the stripe holds.
-    compressed: bool = False
-    stored_size: int = 0
+    compressed: bool = False  # archive profiles compress before encryption
+    stored_size: int = 0  # PartLayout.size of a compressed part (0 when not compressed)
+
+    @classmethod
+    def of(cls, upload_id: str, layout: PartLayout, etag: str, modified: float) -> Part:
+        """The record of `layout` uploaded as part `layout.number` of `upload_id`."""
+        return cls(upload_id=upload_id, number=layout.number, size=layout.plaintext_size,
+                   etag=etag, stripe_id=layout.stripe_id, k=layout.k, m=layout.m,
+                   segment_size=layout.segment_size, nodes=list(layout.nodes),
+                   profile=layout.profile, modified=modified,
+                   checksums=dict(layout.checksums), compressed=layout.compressed,
+                   stored_size=layout.size if layout.compressed else 0)
 
     def layout(self) -> PartLayout:
         return PartLayout(number=self.number,
@@ -247,7 +264,7 @@ class MultipartService:
                     user_meta=opts.user_meta, headers=opts.headers,
                     storage_class=opts.storage_class, tags=opts.tags, sse=opts.sse,
                     checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype,
-                    acl=opts.acl)
+                    acl=opts.acl, lock=dict(opts.lock))
         shell = self._shell(up)
         self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key)
         up.dek, up.sse = shell.dek, shell.sse
@@ -293,11 +310,7 @@ class MultipartService:
         layout = await self._objects.write_part(shell, number, cipher, body,
                                                 [md5, *digests], size_hint, up.storage_class,
                                                 compress=True)
-        part = Part(upload_id=upload_id, number=number, size=layout.plaintext_size,
-                    compressed=layout.compressed, stored_size=layout.size,
-                    etag=md5.hexdigest(), stripe_id=layout.stripe_id, k=layout.k, m=layout.m,
-                    segment_size=layout.segment_size, nodes=layout.nodes,
-                    profile=layout.profile, modified=time.time())
+        part = Part.of(upload_id, layout, md5.hexdigest(), time.time())
         try:
             if finalize is not None:
                 await finalize(part)
@@ -317,10 +330,10 @@ class MultipartService:
             cur = Upload.decode(uitem.value)
             cur.changes += 1
             old = await self._meta.get(pkey)
-            puts = {ukey: cur.encode(), pkey: part.encode(),
-                    stripe_index_key(part.stripe_id): pack(
-                        {"state": "part", "upload": up.upload_id, "bucket": up.bucket,
-                         "key": up.key, "part": part.number})}
+            puts = {ukey: cur.encode(), pkey: part.encode()}
+            self._objects.index_part(puts, part.layout(), {
+                "state": "part", "upload": up.upload_id, "bucket": up.bucket, "key": up.key,
+                "part": part.number})
             deletes: list[bytes] = []
             if old is not None:
                 self._retire_part(Part.decode(old.value), puts, deletes, self._gc_grace_s)
@@ -385,6 +398,16 @@ class MultipartService:
                 continue  # a part changed meanwhile: read them again
             return v
 
+    async def finished(self, tenant: str, bucket: str, key: str, upload_id: str,
+                       ) -> ObjectVersion | None:
+        """The current version of `key` if upload `upload_id` made it (a repeated
+        CompleteMultipartUpload answers 200 with it, as S3 does), else None."""
+        try:
+            v = await self._objects.head(tenant, bucket, key)
+        except NotFound:
+            return None
+        return v if v.upload_id == upload_id and not v.delete_marker else None
+
     async def _assemble(self, up: Upload, listed: Sequence[ListedPart],
                         expected: dict[str, str]) -> tuple[ObjectVersion, Txn]:
         """Merge the listed parts with the stored ones (both in part-number order)."""
@@ -393,6 +416,8 @@ class MultipartService:
         v = self._shell(up, version_id)
         v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
         v.storage_class, v.tags, v.sse, v.acl = up.storage_class, up.tags, up.sse, up.acl
+        v.lock = object_lock.initial(b.config, dict(up.lock), time.time())
+        v.upload_id = up.upload_id
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = [upload_key(up.bucket, up.key, up.upload_id)]
         md5s = hashlib.md5()

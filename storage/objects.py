@@ -8,6 +8,7 @@ the manifest: placement is never recomputed on the read path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage import object_lock
 from storage.buckets import BucketService
 from storage.conditions import DeleteConditions, WriteConditions
 from storage.config import Config
@@ -40,6 +42,7 @@ from storage.placement import zone_safe
 from storage.records import ObjectVersion, PartLayout, pack
 from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
+from storage.telemetry import STAGES
 from storage.tenants import TenantService
 
 SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
@@ -68,6 +71,7 @@ class ObjectAttributes:
     sse: dict[str, str] = field(default_factory=dict)
     sse_c_key: bytes | None = None  # SSE-C: the customer's 256-bit key wraps the DEK; never stored
     acl: dict[str, Any] = field(default_factory=dict)  # S3 ACL (owner, grants); {} = private
+    lock: dict[str, object] = field(default_factory=dict)  # Object Lock settings from headers
 
 
 @dataclass
@@ -154,7 +158,8 @@ class ObjectService:
                           content_type=opts.content_type, user_meta=opts.user_meta,
                           headers=opts.headers, storage_class=opts.storage_class,
                           tags=opts.tags, sse=opts.sse, identity_version=ident_version,
-                          acl=opts.acl)
+                          acl=opts.acl,
+                          lock=object_lock.initial(b.config, dict(opts.lock), time.time()))
         dek = keys.new_dek()
         self.seal_dek(v, kek, dek, opts.sse_c_key)
         md5 = hashlib.md5()
@@ -226,11 +231,19 @@ class ObjectService:
                           nodes=res.nodes, profile=profile.name)
         if counter is not None:
             part.compressed, part.plain_size = True, counter.plain
-        if res.segments and (None in res.nodes
-                             or not zone_safe(res.nodes, self._stripes.cluster_nodes(), profile.m)):
-            await self._meta.put(repair_key(stripe_id),
-                                 pack({"bucket": v.bucket, "key": v.key, "reason": "write"}))
         return part
+
+    def index_part(self, puts: dict[bytes, bytes], part: PartLayout, entry: dict[str, Any],
+                   ) -> None:
+        """Add to `puts` (the transaction that commits `part`) its stripe index entry and, when
+        the write left the stripe degraded (a shard missing, or not zone-safe), its repair
+        queue entry: repair never meets an entry whose stripe is not indexed yet, and a write
+        that never commits queues nothing (its shards are orphans the sweep collects)."""
+        puts[stripe_index_key(part.stripe_id)] = pack(entry)
+        if part.size and (None in part.nodes
+                          or not zone_safe(part.nodes, self._stripes.cluster_nodes(), part.m)):
+            puts[repair_key(part.stripe_id)] = pack(
+                {"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
 
     async def commit(self, v: ObjectVersion, conditions: WriteConditions | None = None,
                      extra: Txn | None = None) -> None:
@@ -263,15 +276,17 @@ class ObjectService:
                 retired.append(cur_v)
             for p in v.parts:
                 if p.stripe_id:
-                    puts[stripe_index_key(p.stripe_id)] = pack(
-                        {"state": "live", "bucket": v.bucket, "key": v.key,
-                         "version": v.version_id, "part": p.number})
+                    self.index_part(puts, p, {"state": "live", "bucket": v.bucket, "key": v.key,
+                                              "version": v.version_id, "part": p.number})
             self._retire(retired, puts, deletes)
             if extra is not None:
                 compares.update(extra.compares)
                 puts.update(extra.puts)
                 deletes.extend(extra.deletes)
-            if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
+            with STAGES.time("metadata_commit"):
+                done = await self._meta.txn(Txn(compares=compares, puts=puts,
+                                                deletes=tuple(deletes)))
+            if done:
                 return
             if extra is not None:
                 for k, rev in extra.compares.items():
@@ -373,18 +388,22 @@ class ObjectService:
                 continue
             codec = self.codec_for(v, part, cipher)
             if part.compressed:
-                async for piece in self._read_compressed(codec, part, lo, hi, on_damage):
-                    yield piece
+                async with contextlib.aclosing(
+                        self._read_compressed(codec, part, lo, hi, on_damage)) as pieces:
+                    async for piece in pieces:
+                        yield piece
                 continue
             first, last = lo // part.segment_size, (hi - 1) // part.segment_size
             seg = first
-            async for plain in self._stripes.read(codec, part.nodes, part.size, first, last,
-                                                  on_damage or self._report_damage):
-                seg_start = seg * part.segment_size
-                a = max(lo - seg_start, 0)
-                b = min(hi - seg_start, len(plain))
-                yield plain[a:b] if (a, b) != (0, len(plain)) else plain
-                seg += 1
+            async with contextlib.aclosing(self._stripes.read(
+                    codec, part.nodes, part.size, first, last,
+                    on_damage or self._report_damage)) as plains:
+                async for plain in plains:
+                    seg_start = seg * part.segment_size
+                    a = max(lo - seg_start, 0)
+                    b = min(hi - seg_start, len(plain))
+                    yield plain[a:b] if (a, b) != (0, len(plain)) else plain
+                    seg += 1
 
     async def read_sealed(self, v: ObjectVersion, part: PartLayout) -> AsyncIterator[bytes]:
         """One part's segments as stored, still sealed: needs no key (re-coding SSE-C data).
@@ -527,9 +546,12 @@ class ObjectService:
         return cur is not None and ObjectVersion.decode(cur.value).version_id == v.version_id
 
     async def update_version(self, tenant: str, bucket: str, key: str,
-                             version_id: str | None, **changes: object) -> ObjectVersion:
+                             version_id: str | None,
+                             guard: Callable[[ObjectVersion], None] | None = None,
+                             **changes: object) -> ObjectVersion:
         """Change metadata fields (tags...) of one version, current one if `version_id` is
-        None, in every record that holds it (current and history), with compare-and-swap."""
+        None, in every record that holds it (current and history), with compare-and-swap.
+        `guard` sees the version as read in the same loop and may refuse (Object Lock)."""
         await self.buckets.get(tenant, bucket)
         okey = object_key(bucket, key)
         while True:
@@ -551,6 +573,8 @@ class ObjectService:
             updated = records[0][1]
             if updated.delete_marker:
                 return updated
+            if guard is not None:
+                guard(updated)
             compares, puts = {}, {}
             for item, v in records:
                 for name, value in changes.items():

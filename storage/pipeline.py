@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
+from time import perf_counter
 
 from storage.crypto.aead import TAG_BYTES, SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec, block_size
 from storage.errors import IntegrityError
 from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader, pack_frame
+from storage.telemetry import stage
 
 
 def segment_count(size: int, segment_size: int) -> int:
@@ -72,20 +74,32 @@ class StripeCodec:
     def encode(self, headers: list[ShardHeader], index: int, last: bool,
                plaintext: bytes | memoryview) -> list[bytes]:
         """Seal and erasure-code one segment; returns one framed block per shard."""
+        t0 = perf_counter()
         if self.cipher is None:
             sealed = bytes(plaintext)  # already sealed: re-coded as is
         else:
             sealed = self.cipher.seal(index, plaintext,
                                       segment_aad(self.identity, self.part, index, last))
+        t1 = perf_counter()
         blocks = self.codec.encode(sealed)
+        stage("erasure_encode", perf_counter() - t1)
+        if self.cipher is not None:
+            stage("encrypt", t1 - t0)
         return [pack_frame(h, index, blk) for h, blk in zip(headers, blocks, strict=True)]
 
     def decode(self, index: int, last: bool, plain_len: int, blocks: dict[int, bytes]) -> bytes:
         """Rebuild and open one segment from any k verified blocks."""
+        t0 = perf_counter()
         sealed = self.codec.decode(blocks, plain_len + TAG_BYTES)
+        t1 = perf_counter()
+        stage("erasure_decode", t1 - t0)
         if self.cipher is None:
             return sealed
-        return self.cipher.open(index, sealed, segment_aad(self.identity, self.part, index, last))
+        try:
+            return self.cipher.open(index, sealed,
+                                    segment_aad(self.identity, self.part, index, last))
+        finally:
+            stage("decrypt", perf_counter() - t1)
 
     def authenticate(self, index: int, last: bool, plain_len: int,
                      blocks: Mapping[int, bytes]) -> tuple[bytes, list[int]]:

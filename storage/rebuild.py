@@ -3,7 +3,10 @@
 Repair works on ciphertext: for each segment it reads k verified shard blocks, decodes them
 to the sealed (encrypted) segment, re-encodes it and keeps the blocks of the shard indexes
 that were lost, then streams those as complete shard files (header + frames) to new nodes.
-The GCM tag is not checked here (no key); per-frame checksums guard every block read.
+The GCM tag is not checked here (no key); per-frame checksums guard every block read, and
+when a spare source exists k+1 blocks are read and must agree on one codeword: a lying
+source (valid checksums, wrong bytes) stops the rebuild with `SourcesDisagree` instead of
+spreading its lie into the rebuilt shards.
 """
 
 from __future__ import annotations
@@ -16,14 +19,29 @@ from dataclasses import dataclass
 from storage.config import NodeSpec
 from storage.crypto.aead import TAG_BYTES
 from storage.erasure import ErasureCodec
-from storage.errors import StorageError
+from storage.errors import IntegrityError, StorageError
 from storage.pipeline import segment_count, segment_length, shard_file_bytes, shard_headers
 from storage.records import PartLayout
-from storage.shards.client import NodeClient
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 from storage.stripes import _ShardSender, read_blocks
 from storage.throttle import Throttle
+
+
+class SourcesDisagree(IntegrityError):
+    """The source blocks of a rebuild are not one codeword: at least one of them lies."""
+
+
+def _rebuild_checked(codec: ErasureCodec, blocks: Mapping[int, bytes], length: int,
+                     wanted: list[int]) -> dict[int, bytes]:
+    """`codec.rebuild`, refusing when a block beyond the k decoded disagrees."""
+    full = codec.encode(codec.decode(blocks, length))
+    wrong = sorted(i for i, b in blocks.items() if full[i] != b)
+    if wrong:
+        raise SourcesDisagree(f"rebuild sources are not one codeword (shards {wrong} or "
+                              f"the first {codec.k} disagree)")
+    return {i: full[i] for i in wanted}
 
 
 def part_headers(part: PartLayout) -> list[ShardHeader]:
@@ -39,7 +57,7 @@ class RebuildResult:
     bad_sources: dict[int, str]  # source shard index -> reason it could not be read
 
 
-async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
+async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          sources: Sequence[tuple[int, NodeSpec]],
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None = None,
                          stall_s: float = 20.0) -> RebuildResult:
@@ -56,7 +74,8 @@ async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
     bad: dict[int, str] = {}
     length = shard_file_bytes(part.size, part.segment_size, part.k)
     senders = {i: _ShardSender(client, targets[i], shard_id(part.stripe_id, i),
-                               headers[i].pack(), nsegs, stall_s, length) for i in wanted}
+                               headers[i].pack(), nsegs, stall_s, length, replace=True)
+               for i in wanted}  # a repair: the target may hold a bad copy under the id
     written_bytes = 0
 
     def failed_source(index: int, _node: NodeSpec, exc: StorageError) -> None:
@@ -64,9 +83,10 @@ async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
 
     try:
         async for seg, blocks in read_blocks(client, headers, sources, part.k, 0, nsegs - 1,
-                                             failed_source):
+                                             failed_source, spare=1):
             sealed_len = segment_length(part.size, part.segment_size, seg) + TAG_BYTES
-            rebuilt = await loop.run_in_executor(cpu, codec.rebuild, blocks, sealed_len, wanted)
+            rebuilt = await loop.run_in_executor(cpu, _rebuild_checked, codec, blocks,
+                                                 sealed_len, wanted)
             frames = {i: pack_frame(headers[i], seg, rebuilt[i]) for i in wanted}
             await asyncio.gather(*(senders[i].send(frames[i]) for i in wanted))
             n = sum(len(f) for f in frames.values())
@@ -87,4 +107,4 @@ async def rebuild_shards(client: NodeClient, cpu: Executor, part: PartLayout,
                          bad_sources=bad)
 
 
-__all__ = ["RebuildResult", "part_headers", "rebuild_shards"]
+__all__ = ["RebuildResult", "SourcesDisagree", "part_headers", "rebuild_shards"]

@@ -95,6 +95,8 @@ class ObjectVersion(Record):
     # S3 ACL: {"owner": tenant, "grants": [[grantee kind, grantee, permission], ...]};
     # empty means the bucket's tenant owns it with FULL_CONTROL (see gateway/s3/acl.py).
     acl: dict[str, Any] = field(default_factory=dict)
+    lock: dict[str, Any] = field(default_factory=dict)  # Object Lock, see object_lock.py
+    upload_id: str = ""  # the multipart upload that made this version, if any
 
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> ObjectVersion:
@@ -126,6 +128,9 @@ class Tenant(Record):
     canonical_id: str = ""
     display_name: str = ""
     email: str = ""
+    # S3 public access block for every bucket of the tenant (account level), OR-ed with each
+    # bucket's own: {"BlockPublicAcls": bool, ...}
+    public_access_block: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from storage.health import HealthTracker
 from storage.lying import LyingShards
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.placement import place_for_write
-from storage.shards.client import SMALL_SHARD_BYTES, NodeClient
+from storage.shards.client import SMALL_SHARD_BYTES
 from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
+from storage.telemetry import STAGES, stage
 
 QUEUE_FRAMES = 4
 DamageReport = Callable[[bytes, int, str], None]
@@ -58,9 +61,11 @@ async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tu
 class _ShardSender:
     """One streaming PUT of one shard, fed frame by frame through a bounded queue."""
 
-    def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: bytes,
-                 segments: int, stall_s: float, length: int | None = None) -> None:
+    def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: bytes,
+                 segments: int, stall_s: float, length: int | None = None, *,
+                 replace: bool = False) -> None:
         self.node = node
+        self._replace = replace  # repair/rebalance: may replace what the node holds
         self.error: str | None = None
         self._q: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
         self._stall_s = stall_s
@@ -71,10 +76,11 @@ class _ShardSender:
         while (item := await self._q.get()) is not None:
             yield item
 
-    async def _run(self, client: NodeClient, sid: str, segments: int,
+    async def _run(self, client: NodeTransport, sid: str, segments: int,
                    length: int | None) -> None:
         try:
-            await client.put_shard(self.node, sid, self._body(), segments, length)
+            await client.put_shard(self.node, sid, self._body(), segments, length,
+                                   replace=self._replace)
         except StorageError as exc:
             self.error = str(exc)
 
@@ -120,14 +126,14 @@ class _ShardSender:
 class _ShardStream:
     """Prefetching reader of one shard's frames."""
 
-    def __init__(self, client: NodeClient, node: NodeSpec, sid: str, header: ShardHeader,
+    def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: ShardHeader,
                  first: int, count: int) -> None:
         self.node = node
         self.index = header.index
         self._q: asyncio.Queue[tuple[int, bytes] | BaseException] = asyncio.Queue(maxsize=3)
         self._task = asyncio.create_task(self._run(client, sid, header, first, count))
 
-    async def _run(self, client: NodeClient, sid: str, header: ShardHeader, first: int,
+    async def _run(self, client: NodeTransport, sid: str, header: ShardHeader, first: int,
                    count: int) -> None:
         try:
             async for frame in client.read_frames(self.node, sid, header, first, count):
@@ -148,7 +154,7 @@ class _ShardStream:
 
 
 class StripeStore:
-    def __init__(self, cfg: Config, client: NodeClient, health: HealthTracker,
+    def __init__(self, cfg: Config, client: NodeTransport, health: HealthTracker,
                  cpu: Executor, hashing: Executor, stall_s: float = 20.0,
                  lies: LyingShards | None = None) -> None:
         self._cfg = cfg
@@ -196,12 +202,15 @@ class StripeStore:
         encoding: asyncio.Future[list[bytes]] | None = None
 
         def _hash(data: bytes) -> None:
-            for d in digests:
-                d.update(data)  # type: ignore[attr-defined]
+            with STAGES.time("hash"):
+                for d in digests:
+                    d.update(data)  # type: ignore[attr-defined]
 
         async def _dispatch(frames: list[bytes]) -> None:
             assert senders is not None
-            await asyncio.gather(*(s.send(f) for s, f in zip(senders, frames, strict=False)))
+            with STAGES.time("shard_write"):
+                await asyncio.gather(*(s.send(f) for s, f in zip(senders, frames,
+                                                                  strict=False)))
             alive = sum(s.alive for s in senders)
             if alive < quorum:
                 raise QuorumNotReached(quorum, alive, profile.width,
@@ -232,7 +241,8 @@ class StripeStore:
                 await hash_job
             if senders is None:
                 return WriteResult(size=0, segments=0, nodes=[])
-            oks = await asyncio.gather(*(s.finish() for s in senders))
+            with STAGES.time("shard_write"):
+                oks = await asyncio.gather(*(s.finish() for s in senders))
         except BaseException:
             if encoding is not None:
                 encoding.cancel()
@@ -270,8 +280,10 @@ class StripeStore:
         """A one-segment stripe of a few KiB: digests and codec run inline (a thread hop
         costs more than the work), and each whole shard goes to its node in a batch request
         shared with other small writes to that node. Same quorum rules as `write`."""
-        for d in digests:
-            d.update(data)  # type: ignore[attr-defined]
+        if digests:
+            with STAGES.time("hash"):
+                for d in digests:
+                    d.update(data)  # type: ignore[attr-defined]
         headers = codec.headers()
         frames = codec.encode(headers, 0, True, data)
 
@@ -286,7 +298,8 @@ class StripeStore:
                 return f"node {node.id} did not confirm within {self._stall_s:.0f}s"
             return None
 
-        errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
+        with STAGES.time("shard_write"):
+            errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
         return await self._settle(codec, profile, quorum, len(data), 1,
                                   list(zip(targets, errors, strict=True)))
 
@@ -315,32 +328,72 @@ class StripeStore:
                 on_damage(codec.stripe_id, index, str(exc))
 
         small = shard_file_bytes(size, codec.segment_size, codec.codec.k) <= SMALL_SHARD_BYTES
+        keyless = codec.cipher is None  # no tag to check: k+1 blocks must agree instead
         if small:
             blocks_of = read_small_blocks(self._client, codec.headers(), sources, codec.codec.k,
                                           first, last, failed)
         else:
             blocks_of = read_blocks(self._client, codec.headers(), sources, codec.codec.k,
-                                    first, last, failed, liars)
-        async for seg, blocks in blocks_of:
-            plen = segment_length(size, codec.segment_size, seg)
-            end = seg == nsegs - 1
-            try:
-                if small:  # a thread hop costs more than decoding a few KiB
-                    plain = codec.decode(seg, end, plen, blocks)
-                else:
-                    plain = await loop.run_in_executor(self._cpu, codec.decode, seg, end, plen,
-                                                       blocks)
-            except IntegrityError:
-                if codec.cipher is None:
-                    raise
-                plain = await self._recover(codec, sources, seg, end, plen, blocks, liars, small)
-            yield plain
+                                    first, last, failed, liars, spare=int(keyless))
+        # aclosing: a reader that stops early (a client hung up) cancels the shard streams now
+        async with contextlib.aclosing(blocks_of):
+            waited = time.perf_counter()
+            async for seg, blocks in blocks_of:
+                stage("shard_read", time.perf_counter() - waited)
+                plen = segment_length(size, codec.segment_size, seg)
+                end = seg == nsegs - 1
+                if keyless:
+                    yield await self._sealed(codec, sources, seg, end, plen, blocks, liars, small)
+                    waited = time.perf_counter()
+                    continue
+                try:
+                    if small:  # a thread hop costs more than decoding a few KiB
+                        plain = codec.decode(seg, end, plen, blocks)
+                    else:
+                        plain = await loop.run_in_executor(self._cpu, codec.decode, seg, end,
+                                                           plen, blocks)
+                except IntegrityError:
+                    if codec.cipher is None:
+                        raise
+                    plain = await self._recover(codec, sources, seg, end, plen, blocks, liars,
+                                                small)
+                yield plain
+                waited = time.perf_counter()  # time the consumer held us is not shard I/O
 
-    async def _recover(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
-                       seg: int, last: bool, plen: int, blocks: dict[int, bytes],
-                       liars: set[int], small: bool) -> bytes:
-        """One segment whose tag failed: read its block from every other shard, find k that
-        authenticate (on the thread pool: up to C(k+m, k) decodes), report the liars."""
+    async def _sealed(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                      seg: int, last: bool, plen: int, blocks: dict[int, bytes],
+                      liars: set[int], small: bool) -> bytes:
+        """A sealed segment read without its key (re-coding SSE-C data): there is no tag to
+        check, so it is returned only when its k+1 blocks agree; otherwise every block is
+        read and the codeword k+1 of them agree on wins (`StripeCodec.audit`), its liars
+        reported; IntegrityError when none has that support (never copy a lie onward)."""
+        loop = asyncio.get_running_loop()
+        k = codec.codec.k
+        if len(blocks) > k:
+            try:
+                wrong = await loop.run_in_executor(self._cpu, codec.audit, seg, last, plen,
+                                                   blocks)
+            except IntegrityError:
+                wrong = [-1]
+            if not wrong:
+                return await loop.run_in_executor(self._cpu, codec.decode, seg, last, plen,
+                                                  blocks)
+        every = await self._all_blocks(codec, sources, seg, blocks, small)
+        wrong = await loop.run_in_executor(self._cpu, codec.audit, seg, last, plen, every)
+        self._report_liars(codec, sources, wrong, liars, seg)
+        good = {i: b for i, b in every.items() if i not in wrong}
+        return await loop.run_in_executor(self._cpu, codec.decode, seg, last, plen, good)
+
+    def _report_liars(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                      lying: list[int], liars: set[int], seg: int) -> None:
+        node_of = dict(sources)
+        for i in lying:
+            liars.add(i)
+            self.lies.report(codec.stripe_id, i, node_of[i], "read", seg)
+
+    async def _all_blocks(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                          seg: int, blocks: dict[int, bytes], small: bool) -> dict[int, bytes]:
+        """`blocks` plus segment `seg`'s block of every other shard that can be read."""
         headers = codec.headers()
 
         async def fetch(i: int, node: NodeSpec) -> bytes | None:
@@ -359,12 +412,17 @@ class StripeStore:
         got = await asyncio.gather(*(fetch(i, n) for i, n in extra))
         every = dict(blocks)
         every.update({i: b for (i, _), b in zip(extra, got, strict=True) if b is not None})
+        return every
+
+    async def _recover(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                       seg: int, last: bool, plen: int, blocks: dict[int, bytes],
+                       liars: set[int], small: bool) -> bytes:
+        """One segment whose tag failed: read its block from every other shard, find k that
+        authenticate (on the thread pool: up to C(k+m, k) decodes), report the liars."""
+        every = await self._all_blocks(codec, sources, seg, blocks, small)
         plain, lying = await asyncio.get_running_loop().run_in_executor(
             self._cpu, codec.authenticate, seg, last, plen, every)
-        node_of = dict(sources)
-        for i in lying:
-            liars.add(i)
-            self.lies.report(codec.stripe_id, i, node_of[i], "read", seg)
+        self._report_liars(codec, sources, lying, liars, seg)
         return plain
 
     async def delete(self, stripe_id: bytes, nodes: Sequence[str | None]) -> list[str]:
@@ -401,7 +459,7 @@ async def _chain(head: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterato
             yield chunk
 
 
-async def read_small_blocks(client: NodeClient, headers: Sequence[ShardHeader],
+async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                             sources: Sequence[tuple[int, NodeSpec]], k: int, first: int,
                             last: int,
                             failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
@@ -443,18 +501,19 @@ async def read_small_blocks(client: NodeClient, headers: Sequence[ShardHeader],
         yield first + n, {i: frames[n][1] for i, frames in got.items()}
 
 
-async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
+async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                       sources: Sequence[tuple[int, NodeSpec]], k: int, first: int, last: int,
                       failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
-                      exclude: set[int] | None = None,
+                      exclude: set[int] | None = None, spare: int = 0,
                       ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
     """For each segment in [first, last], k verified blocks (index -> block).
 
     Sources (shard index, node) are read in order, k at a time, each as one streaming
     request; one that fails mid-stream is reported to `failed` and replaced by the next
     source from the segment it stopped at. Indexes the caller adds to `exclude` (shards
-    found lying) are dropped from the next segment on. DataUnavailable when fewer than k
-    can be read.
+    found lying) are dropped from the next segment on. With `spare`, up to k + spare
+    blocks are read when sources allow (repair checks its sources agree). DataUnavailable
+    when fewer than k can be read.
     """
     pool = list(sources)
     active: list[_ShardStream] = []
@@ -470,7 +529,8 @@ async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
         return True
 
     try:
-        while len(active) < k and _open(first):
+        target = k + spare
+        while len(active) < target and _open(first):
             pass
         for seg in range(first, last + 1):
             if exclude:
@@ -479,14 +539,18 @@ async def read_blocks(client: NodeClient, headers: Sequence[ShardHeader],
                     await s.close()
                 pool = [p for p in pool if p[0] not in exclude]
             blocks: dict[int, bytes] = {}
-            while len(blocks) < k:
+            while len(blocks) < target:
                 pending = [s for s in active if s.index not in blocks]
-                while len(pending) + len(blocks) < k:
+                while len(pending) + len(blocks) < target:
                     if not _open(seg):
+                        if len(pending) + len(blocks) >= k:
+                            break  # a spare is a wish, k is the need
                         raise DataUnavailable(
                             f"stripe {stripe_id.hex()} segment {seg}: fewer than {k} shards "
                             f"readable ({'; '.join(errors[-4:])})")
                     pending.append(active[-1])
+                if not pending:
+                    break
                 results = await asyncio.gather(*(s.next() for s in pending),
                                                return_exceptions=True)
                 for s, r in zip(pending, results, strict=True):

@@ -44,6 +44,7 @@ class TenantService:
         self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
+        self._pab_cache: dict[str, tuple[float, dict[str, bool]]] = {}
 
     async def create(self, name: str) -> Tenant:
         if not _valid_tenant_name(name):
@@ -99,6 +100,30 @@ class TenantService:
                                         puts={item.key: t.encode()})):
                 self._ident_cache.pop(name, None)
                 return t
+
+    async def set_public_access_block(self, name: str, flags: dict[str, bool]) -> Tenant:
+        """The tenant-level (account) public access block; {} removes it."""
+        while True:
+            item = await self._meta.get(tenant_key(name))
+            if item is None:
+                raise NotFound(f"tenant {name!r} does not exist")
+            t = Tenant.decode(item.value)
+            t.public_access_block = dict(flags)
+            if await self._meta.txn(Txn(compares={item.key: item.revision},
+                                        puts={item.key: t.encode()})):
+                self._pab_cache.pop(name, None)
+                return t
+
+    async def public_access_block(self, name: str) -> dict[str, bool]:
+        """The tenant-level public access block flags, briefly cached."""
+        now = time.monotonic()
+        hit = self._pab_cache.get(name)
+        if hit and hit[0] > now:
+            return hit[1]
+        item = await self._meta.get(tenant_key(name))
+        flags = dict(Tenant.decode(item.value).public_access_block) if item is not None else {}
+        self._pab_cache[name] = (now + 5.0, flags)
+        return flags
 
     async def identity(self, name: str) -> tuple[str, str]:
         """(canonical id, display name) of a tenant, briefly cached; the name for both by

@@ -1,9 +1,9 @@
 """Block volume records: the volume, its extent pointers, their metadata keys and size rules.
 
-Key layout (see storage/volumes.py for the model):
-    VOL/<tenant>/<name>                       volume record (snapshots and clones inside)
-    VX/<volume id>/<extent:010d>/<gen:010d>   extent pointer (stripe, nodes, key) or trim
-    VL/<volume id>                            attach lease {holder, token, expires, proc,
+Keys (built by `storage.keyspace`; see storage/volumes.py for the model):
+    (VOL, tenant, name)                       volume record (snapshots and clones inside)
+    (VX, volume id, extent:010d, gen:010d)    extent pointer (stripe, nodes, key) or trim
+    (VL, volume id)                           attach lease {holder, token, expires, proc,
                                               released}: kept after release (tokens grow)
 """
 

@@ -11,9 +11,9 @@ fencing token makes one writer at a time; every extent commit compares the lease
 volume record revisions, so a fenced writer cannot commit and snapshots never race writes.
 
 Key layout:
-    VOL/<tenant>/<name>                       volume record (snapshots and clones inside)
-    VX/<volume id>/<extent:010d>/<gen:010d>   extent pointer (stripe, nodes, key) or trim
-    VL/<volume id>                            attach lease {holder, token, expires}
+    (VOL, tenant, name)                       volume record (snapshots and clones inside)
+    (VX, volume id, extent:010d, gen:010d)    extent pointer (stripe, nodes, key) or trim
+    (VL, volume id)                           attach lease {holder, token, expires}
 """
 
 from __future__ import annotations

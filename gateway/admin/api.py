@@ -8,7 +8,8 @@ authenticated action is written to the append-only audit log (who, what, when, r
     POST   /admin/v1/tenants            {"name"}   create
     GET    /admin/v1/tenants/{name}                show
     DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets)
-    PATCH  /admin/v1/tenants/{name} {"canonical_id", "display_name", "email"}  S3 identity
+    PATCH  /admin/v1/tenants/{name} {"canonical_id", "display_name", "email",
+                                     "public_access_block": {flag: bool}}  S3 identity
     POST   /admin/v1/tenants/{name}/rotate-key     new KEK version, rewrap in background
     POST   /admin/v1/tenants/{name}/shred {"confirm": name, "wait_s": N}
     DELETE /admin/v1/tenants/{name}/shred          cancel a scheduled shred
@@ -36,7 +37,6 @@ from storage import errors as se
 from storage import keys_rotation as kr
 from storage.cluster import Cluster
 from storage.records import Tenant
-from storage.volumes import VolumeService
 
 log = logging.getLogger("tessera.admin")
 PREFIX = "/admin/v1"
@@ -60,8 +60,7 @@ class AdminApi:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.audit = AuditLog(cluster.cfg.data_dir / "audit" / "audit.log")
-        self.volumes = VolumeService(cluster.cfg, cluster.meta, cluster.tenants, cluster.stripes,
-                                     gc_grace_s=cluster.objects.gc_grace_s)
+        self.volumes = cluster.volumes
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/health", self.health)
@@ -104,12 +103,11 @@ class AdminApi:
                 await self.audit.record(_claimed_key(request), action, f"denied:{exc.code}",
                                         dict(request.match_info), remote)
                 return _error(exc.status, exc.code, exc.message)
-            try:
-                body = json.loads(raw) if raw else {}
-                if not isinstance(body, dict):
-                    raise AdminError(400, "MalformedJSON", "the body must be a JSON object")
-            except ValueError:
-                return _error(400, "MalformedJSON", "the body is not valid JSON")
+            body = _json_object(raw)
+            if isinstance(body, AdminError):  # refused, and audited like every outcome
+                await self.audit.record(cred.access_key, action, f"error:{body.code}",
+                                        dict(request.match_info), remote)
+                return _error(body.status, body.code, body.message)
             call = Call(request, cred.access_key, body)
             call.audit.update(request.match_info)
             try:
@@ -139,6 +137,7 @@ class AdminApi:
                 "kek_versions": sorted(t.keks), "kms_key_id": f"{t.name}/kek",
                 "canonical_id": t.canonical_id or t.name,
                 "display_name": t.display_name or t.name, "email": t.email,
+                "public_access_block": t.public_access_block,
                 "buckets": len(buckets), "rewrap_pending": rewrapping,
                 "shred_due": await kr.pending_shred(meta, t.name)}
 
@@ -166,7 +165,18 @@ class AdminApi:
                 fields[name] = _str_field(call.body, name) if name == "canonical_id" \
                     else str(call.body[name])
         call.audit.update(fields)
-        t = await self.cluster.tenants.set_identity(t.name, **fields)
+        if "public_access_block" in call.body:
+            flags = call.body["public_access_block"] or {}
+            names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                     "RestrictPublicBuckets")
+            if not isinstance(flags, dict) or not set(flags) <= set(names) or not all(
+                    isinstance(v, bool) for v in flags.values()):
+                raise AdminError(400, "InvalidArgument", "public_access_block maps "
+                                 f"{', '.join(names)} to true or false")
+            call.audit["public_access_block"] = flags
+            t = await self.cluster.tenants.set_public_access_block(t.name, flags)
+        if fields:
+            t = await self.cluster.tenants.set_identity(t.name, **fields)
         return 200, await self._tenant_view(t)
 
     async def tenant_delete(self, call: Call) -> tuple[int, Any]:
@@ -268,6 +278,21 @@ def _claimed_key(request: web.Request) -> str:
     auth = request.headers.get("Authorization", "")
     i = auth.find("Credential=")
     return auth[i + 11:].split("/", 1)[0][:40] if i >= 0 else "anonymous"
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | AdminError:
+    """The request body as a JSON object (empty: {}), or the 400 that refuses it."""
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return AdminError(400, "MalformedJSON", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+                float: "a number"}.get(type(body), "null")
+        return AdminError(400, "MalformedJSON", f"the body must be a JSON object, not {kind}")
+    return body
 
 
 def _error_body(code: str, message: str) -> dict[str, Any]:

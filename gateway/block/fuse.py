@@ -34,7 +34,7 @@ from gateway.block.mount import DETACHED_MARK
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import StorageError
-from storage.volumes import LEASE_TTL_S, VolumeHandle, VolumeService
+from storage.volumes import LEASE_TTL_S, VolumeHandle
 
 PR_SET_IO_FLUSHER = 57
 FUSE_CAP_WRITEBACK_CACHE = 1 << 16
@@ -188,7 +188,7 @@ async def _attach(cfg_path: Path, tenant: str, name: str, holder: str, lease_ttl
                   max_dirty: int) -> tuple[Cluster, VolumeHandle, ExtentCache]:
     cluster = await Cluster.open(load_config(cfg_path))
     try:
-        svc = VolumeService(cluster.cfg, cluster.meta, cluster.tenants, cluster.stripes)
+        svc = cluster.volumes
         handle = await svc.open(tenant, name, holder=holder, lease_ttl_s=lease_ttl_s)
     except BaseException:
         await cluster.close()

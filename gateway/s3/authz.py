@@ -78,9 +78,11 @@ async def requester_of(rq: S3Request) -> Requester | None:
     return Requester(rq.requester, cid, rq.auth.access_key)
 
 
-def public_access_block(b: Bucket) -> dict[str, bool]:
-    conf = b.config.get("public_access_block") or {}
-    return {k: bool(v) for k, v in conf.items()}
+async def public_access_block(cluster: Cluster, b: Bucket) -> dict[str, bool]:
+    """The effective public access block: the bucket's flags OR its tenant's (account)."""
+    own = b.config.get("public_access_block") or {}
+    tenant = await cluster.tenants.public_access_block(b.tenant)
+    return {k: bool(own.get(k)) or bool(tenant.get(k)) for k in {*own, *tenant}}
 
 
 def ownership(b: Bucket) -> str:
@@ -175,6 +177,11 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         if requester is None:
             raise S3Error("NoSuchBucket", BucketName=bucket) from None
         return requester.tenant  # the handler answers NoSuchBucket
+    expected = request.headers.get("x-amz-expected-bucket-owner" if bucket == ep.bucket
+                                   else "x-amz-source-expected-bucket-owner")
+    if expected is not None and expected not in (
+            b.tenant, (await cluster.tenants.identity(b.tenant))[0]):
+        raise S3Error("AccessDenied")
     is_owner = requester is not None and requester.tenant == b.tenant
     if is_owner and op in POLICY_OPS:
         return b.tenant
@@ -187,7 +194,7 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     need_object = key is not None and ((level == "object" and (not is_owner or owner_check))
                                        or "existingobjecttag" in str(text).lower())
     version = await _version(cluster, b, key, version_id) if need_object and key else None
-    pab = public_access_block(b)
+    pab = await public_access_block(cluster, b)
     restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
     ids = requester.ids() if requester else frozenset()
     ctx = context(request, ep, requester, version.tags if version else None) if sts else {}

@@ -24,10 +24,8 @@ __all__ = [
     "CORS_METHODS",
     "DEFAULT_ENCRYPTION",
     "cors_xml",
-    "acl_is_private",
     "encryption_xml",
     "lifecycle_xml",
-    "owner_acl_xml",
     "parse_cors",
     "parse_encryption",
     "parse_lifecycle",
@@ -438,39 +436,3 @@ def validate_policy(body: bytes) -> str:
             if not isinstance(a, str) or not _ACTION.match(a):
                 raise _policy_error("Policy has invalid action")
     return text
-
-
-# --- ACLs ----------------------------------------------------------------------------------
-
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
-
-
-def owner_acl_xml(owner_id: str, display_name: str) -> bytes:
-    """Get(Bucket|Object)Acl: the canned `private` ACL, the owner with FULL_CONTROL."""
-    root = _root("AccessControlPolicy")
-    owner = _add(root, "Owner", None)
-    _add(owner, "ID", owner_id)
-    _add(owner, "DisplayName", display_name)
-    grants = _add(root, "AccessControlList", None)
-    grant = _add(grants, "Grant", None)
-    grantee = ET.SubElement(grant, "Grantee", {"xmlns:xsi": XSI, "xsi:type": "CanonicalUser"})
-    _add(grantee, "ID", owner_id)
-    _add(grantee, "DisplayName", display_name)
-    _add(grant, "Permission", "FULL_CONTROL")
-    return xml_document(root)
-
-
-def acl_is_private(body: bytes, owner_id: str) -> bool:
-    """True if an AccessControlPolicy body grants only FULL_CONTROL to the owner."""
-    root = parse_document(body, "AccessControlPolicy")
-    lists = find_all(root, "AccessControlList")
-    if len(lists) != 1:
-        raise malformed("AccessControlPolicy needs one AccessControlList")
-    grants = find_all(lists[0], "Grant")
-    for g in grants:
-        grantees = find_all(g, "Grantee")
-        if len(grantees) != 1 or find_text(grantees[0], "ID") != owner_id:
-            return False
-        if find_text(g, "Permission") != "FULL_CONTROL":
-            return False
-    return len(grants) == 1

@@ -20,10 +20,17 @@ __all__ = ["ERRORS", "S3Error", "error_xml", "xml_document"]
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
-# Characters a parser would not give back as written: CR (normalised to LF) and characters
-# XML 1.0 forbids. They are written as character references, as AWS does; the forbidden ones
-# still upset strict parsers, which is why clients list with encoding-type=url.
-_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x0d\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Characters XML 1.0 cannot carry at all, not even as a character reference (`&#x0;` is not
+# well-formed): no response ever holds one. Object keys may (S3 keys are any Unicode); a
+# listing then needs encoding-type=url, and elsewhere (an error's <Key>, a multipart
+# result's <Key>) the element is left out. See "Object keys" in docs/ARCHITECTURE.md.
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` (already escaped for &, <, >) with CR as a reference, which a parser would
+    otherwise normalise to LF (as AWS writes it)."""
+    return text.replace("\r", "&#xD;")
 
 _MALFORMED_XML = (
     "The XML you provided was not well-formed or did not validate against our published schema"
@@ -349,6 +356,9 @@ def error_xml(err: S3Error, request_id: str, host_id: str) -> bytes:
 
 def xml_document(root: ET.Element) -> bytes:
     """Serialise `root` as UTF-8 with the XML declaration (shared with `gateway.s3.xml`)."""
+    for parent in list(root.iter()):
+        for child in list(parent):
+            if child.text and XML_FORBIDDEN.search(child.text):
+                parent.remove(child)  # a name XML cannot carry: left out, never mangled
     text = ET.tostring(root, encoding="unicode", short_empty_elements=False)
-    text = _UNSAFE_CHARS.sub(lambda m: f"&#x{ord(m.group()):X};", text)
-    return XML_DECLARATION + text.encode("utf-8")
+    return XML_DECLARATION + xml_text(text).encode("utf-8")

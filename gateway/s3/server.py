@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.metrics import Metrics
-from gateway.s3 import authz, cors
+from gateway.s3 import authz, cors, post_upload, sigv2
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, load_all
@@ -43,6 +43,15 @@ class S3Server:
         self.metrics = metrics
         self.handlers = load_all()
 
+    async def expect(self, request: web.Request) -> None:
+        """`Expect:` is answered in `_continue`, once the request is authorized (aiohttp's
+        default would send 100 Continue before that, and 417 to values S3 ignores)."""
+
+    async def _continue(self, request: web.Request) -> None:
+        if (request.headers.get("Expect", "").lower() == "100-continue"
+                and request.version >= (1, 1) and request.writer is not None):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one request, recorded as client activity (background work gives way)."""
         CLIENTS.begin()
@@ -69,27 +78,11 @@ class S3Server:
             if "Origin" in request.headers:
                 request["cors_headers"] = await cors.request_cors_headers(
                     self.cluster, request, bucket)
-            ak = _access_key_of(request)
-            cred = await self.cluster.tenants.credential(ak) if ak else None
-            auth = authenticate(request.method, request.raw_path, list(request.query.items()),
-                                request.headers,
-                                lambda a: cred.secret_key if cred and a == cred.access_key
-                                else None,
-                                datetime.now(UTC), self.cfg.max_skew_s)
-            requester = None
-            if not auth.anonymous:
-                if cred is None or cred.role != "tenant":
-                    raise S3Error("AccessDenied")
-                cid, _ = await self.cluster.tenants.identity(cred.tenant)
-                requester = authz.Requester(cred.tenant, cid, cred.access_key)
-            tenant = await authz.authorize(self.cluster, request, ep, requester)
-            handler = self.handlers.get(ep.op)
-            if handler is None:
-                raise S3Error("NotImplemented", "A header or query you provided requested a "
-                              "function that is not implemented.")
-            rq = S3Request(request, ep, auth, tenant, self.cluster, self.cfg, rid,
-                           requester.tenant if requester else None)
-            resp = await handler(rq)
+            if ep.op == "PostObject":  # browser upload: its signature is in the form
+                await self._continue(request)
+                resp = await post_upload.serve(self.cluster, self.cfg, request, ep, rid)
+            else:
+                resp = await self._dispatch(request, ep, rid)
         except asyncio.CancelledError:
             self.metrics.request(op, 499, time.perf_counter() - started)
             raise
@@ -111,11 +104,49 @@ class S3Server:
                 # Do not read a large unread body just to keep the connection: close it.
                 resp.force_close()
         elapsed = time.perf_counter() - started
-        self.metrics.request(op, resp.status, elapsed)
+        status = 500 if request.get("aborted_mid_body") else resp.status
+        self.metrics.request(op, status, elapsed)
         log.info("request", extra={"request_id": rid, "op": op, "method": request.method,
-                                   "path": request.path, "status": resp.status,
+                                   "path": request.path, "status": status,
                                    "duration_ms": round(elapsed * 1000, 2)})
         return resp
+
+    async def _dispatch(self, request: web.Request, ep: Endpoint, rid: str,
+                        ) -> web.StreamResponse:
+        """Authenticate (headers or query), authorize (`gateway.s3.authz`), run the handler."""
+        v2 = sigv2.is_sigv2(request.headers, request.query)
+        ak = sigv2.access_key_of(request.headers, request.query) if v2 else \
+            _access_key_of(request)
+        cred = await self.cluster.tenants.credential(ak) if ak else None
+
+        def secret(a: str) -> str | None:
+            return cred.secret_key if cred and a == cred.access_key else None
+
+        if v2:
+            auth = sigv2.authenticate(request.method, request.raw_path,
+                                      list(request.query.items()), request.headers, secret,
+                                      datetime.now(UTC), self.cfg.max_skew_s,
+                                      ep.bucket if ep.virtual_host else None)
+        else:
+            auth = authenticate(request.method, request.raw_path, list(request.query.items()),
+                                request.headers, secret, datetime.now(UTC),
+                                self.cfg.max_skew_s)
+        requester = None
+        if not auth.anonymous:
+            if cred is None or cred.role != "tenant":
+                raise S3Error("AccessDenied")
+            cid, _ = await self.cluster.tenants.identity(cred.tenant)
+            requester = authz.Requester(cred.tenant, cid, cred.access_key)
+        tenant = await authz.authorize(self.cluster, request, ep, requester)
+        self.metrics.tenant_request(tenant)
+        handler = self.handlers.get(ep.op)
+        if handler is None:
+            raise S3Error("NotImplemented", "A header or query you provided requested a "
+                          "function that is not implemented.")
+        rq = S3Request(request, ep, auth, tenant, self.cluster, self.cfg, rid,
+                       requester.tenant if requester else None)
+        await self._continue(request)
+        return await handler(rq)
 
     def _client_gone(self, request: web.Request, op: str, rid: str,
                      started: float) -> web.StreamResponse:

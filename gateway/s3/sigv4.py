@@ -286,7 +286,8 @@ def _authenticate_presigned(
         raise _query_error("X-Amz-Expires should be a number")
     expires = int(expires_raw)
     if expires > MAX_PRESIGN_EXPIRES_S:
-        raise _query_error("X-Amz-Expires must be less than a week (in seconds) that is 7 days")
+        raise _query_error("X-Amz-Expires must be less than a week (in seconds); that is, "
+                           "the given X-Amz-Expires must be less than 604800 seconds")
     signature = params["X-Amz-Signature"]
     if not _SIGNATURE.fullmatch(signature):
         raise _query_error("X-Amz-Signature must be 64 lowercase hex characters.")

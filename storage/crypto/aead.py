@@ -11,6 +11,7 @@ import os
 import struct
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from storage.errors import IntegrityError
@@ -59,3 +60,24 @@ def unwrap(kek: bytes, wrapped: bytes, aad: bytes) -> bytes:
         return AESGCM(kek).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
     except InvalidTag:
         raise IntegrityError("wrapped key failed authentication") from None
+
+
+class StreamMac:
+    """GMAC: AES-256-GCM over associated data only, fed piece by piece. A keyed MAC of long
+    streams at several GB/s (AES-NI and carry-less multiply), about 4x cheaper than
+    HMAC-SHA256 here. `nonce` (12 bytes) must never repeat under `key`."""
+
+    __slots__ = ("_enc", "_tag")
+
+    def __init__(self, key: bytes, nonce: bytes) -> None:
+        self._enc = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+        self._tag: bytes | None = None
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._enc.authenticate_additional_data(data)
+
+    def digest(self) -> bytes:
+        if self._tag is None:
+            self._enc.finalize()
+            self._tag = self._enc.tag
+        return self._tag

@@ -214,7 +214,7 @@ class EtcdStore:
     # --- leases for background workers ---------------------------------------------
 
     async def acquire_lease(self, name: str, holder: str, ttl_s: int) -> bool:
-        """Take `L/<name>` for `holder` for `ttl_s` seconds unless someone else holds it.
+        """Take `(L, name)` for `holder` for `ttl_s` seconds unless someone else holds it.
 
         The key is attached to an etcd lease, so it vanishes by itself when the holder
         stops renewing (its gateway died); the next acquire then succeeds elsewhere.

@@ -6,6 +6,7 @@ sequence of frames, responses parsed incrementally and verified frame by frame.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,19 @@ from storage.shards.batching import NodeBatcher
 from storage.shards.format import FrameReader, ShardHeader
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
+HASH_OFF_LOOP_BYTES = 64 * 1024  # body MAC of chunks this large runs on a worker thread
+
+
+async def _sealed(body: AsyncIterator[bytes], sealer: auth.BodySealer) -> AsyncIterator[bytes]:
+    """`body`, each chunk fed to the body MAC (large ones off the event loop), then the
+    trailer. hashlib releases the GIL, so the MAC runs beside the event loop's work."""
+    async for chunk in body:
+        if len(chunk) >= HASH_OFF_LOOP_BYTES:
+            await asyncio.to_thread(sealer.update, chunk)
+        else:
+            sealer.update(chunk)
+        yield chunk
+    yield sealer.trailer()
 
 
 class NodeError(StorageError):
@@ -55,17 +69,26 @@ class NodeClient:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
     async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
-                        segments: int, length: int | None = None) -> None:
+                        segments: int, length: int | None = None, *,
+                        replace: bool = False) -> None:
+        """Stream one shard file to a node, sealed with a body MAC trailer.
+
+        `replace` (repair and rebalancing only) lets the node replace a shard stored under
+        the id with other bytes; without it the node refuses to (409 shard_exists).
+        """
         path = f"/v1/shards/{sid}"
-        headers = self._headers(node, "PUT", path)
+        extra = {"X-Tessera-Replace": "1"} if replace else {}
         if segments >= 0:
-            headers["X-Tessera-Segments"] = str(segments)
+            extra["X-Tessera-Segments"] = str(segments)
+        headers = auth.sign(self._secret, "PUT", path, node.id, headers=extra, trailer=True)
         headers["Content-Type"] = "application/octet-stream"
         if length is not None:
-            headers["Content-Length"] = str(length)
+            headers["Content-Length"] = str(length + auth.TRAILER_BYTES)
         try:
-            async with self._session.put(node.url + path, data=body, headers=headers,
-                                         timeout=self._timeout) as r:
+            async with self._session.put(node.url + path,
+                                         data=_sealed(body, auth.BodySealer(self._secret,
+                                                                            headers)),
+                                         headers=headers, timeout=self._timeout) as r:
                 if r.status != 201:
                     raise NodeError(node.id, f"PUT {r.status} {await r.text()}", r.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -149,10 +172,14 @@ class NodeClient:
             raise NodeError(node.id, "bad batch answer")
         return results
 
-    async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int) -> None:
-        """Store a whole small shard (header + frames); returns once the node fsynced it."""
-        res = await self._batcher(node).submit(
-            {"op": "put", "id": sid, "segments": segments, "data": data}, len(data))
+    async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int, *,
+                        replace: bool = False) -> None:
+        """Store a whole small shard (header + frames); returns once the node fsynced it.
+        `replace` as for `put_shard`."""
+        op = {"op": "put", "id": sid, "segments": segments, "data": data}
+        if replace:
+            op["replace"] = True
+        res = await self._batcher(node).submit(op, len(data))
         if res.get("status") != 201:
             raise NodeError(node.id, f"PUT {res.get('status')} {res.get('message', '')}",
                             res.get("status"))

@@ -18,14 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hmac
 import json
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
+from storage.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    InvalidRange,
+    NotFound,
+    ShardCorrupt,
+)
+from storage.filemodes import secure_tree, tighten
 from storage.shards.format import (
     FRAME_HEAD,
     FRAME_HEAD_BYTES,
@@ -37,6 +47,59 @@ from storage.shards.ids import parse_shard_id, relative_path, shard_id
 
 CHUNK_BYTES = 1024 * 1024
 TEMP_MAX_AGE_S = 3600.0
+UNCHANGED = -2  # commit outcome: an identical shard was already stored under the id
+
+
+class ShardExists(Conflict):
+    """A shard with other bytes is committed under this id and the PUT was not a rewrite."""
+
+    def __init__(self, sid: str) -> None:
+        super().__init__(f"shard {sid} exists with other content")
+        self.shard_id = sid
+
+
+class BodyMismatch(IntegrityError):
+    """The bytes received are not the ones the request's body MAC covers."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when two files hold the same bytes (read in chunks)."""
+    if os.stat(a).st_size != os.stat(b).st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(CHUNK_BYTES), fb.read(CHUNK_BYTES)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def install_new(tmp: Path, path: Path, sid: str, replace: bool) -> int:
+    """Move a finished temp file to `path`; the size it replaced, -1 when new, or UNCHANGED.
+
+    With `replace` (an explicit repair or rewrite) an existing shard is replaced atomically.
+    Without it, the shard is created only if absent (link, never clobbering a racing writer);
+    an existing identical shard makes the PUT an idempotent success, other bytes raise
+    ShardExists. The caller fsyncs the directory.
+    """
+    if replace:
+        try:
+            replaced = os.stat(path).st_size
+        except FileNotFoundError:
+            replaced = -1
+        os.replace(tmp, path)
+        return replaced
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        same = _same_file(tmp, path)
+        os.unlink(tmp)
+        if not same:
+            raise ShardExists(sid) from None
+        return UNCHANGED
+    os.unlink(tmp)
+    return -1
 
 
 def check_shard_id(sid: str) -> tuple[bytes, int]:
@@ -133,6 +196,7 @@ class ShardWriter:
 
     def __init__(self, store: DiskShardStore, sid: str, tmp_path: Path, fd: int | None) -> None:
         self.shard_id = sid
+        self.digest: Any = None  # a hash fed every byte written, in the writer thread
         self.tmp_path = tmp_path
         self.path = store.path_of(sid)
         self.bytes_written = 0
@@ -147,6 +211,8 @@ class ShardWriter:
         return self._fd
 
     def _write_sync(self, data: bytes | bytearray | memoryview) -> None:
+        if self.digest is not None:
+            self.digest.update(data)  # same pass as the write, off the event loop
         _write_all(self._open_sync(), data)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -157,8 +223,13 @@ class ShardWriter:
         await asyncio.to_thread(self._write_sync, data)
         self.bytes_written += len(data)
 
-    async def commit(self, tail: bytes | bytearray | memoryview = b"") -> int:
-        """Write `tail`, then make the shard durable under its name; return its size."""
+    async def commit(self, tail: bytes | bytearray | memoryview = b"", *,
+                     expect_digest: bytes | None = None, replace: bool = False) -> int:
+        """Write `tail`, then make the shard durable under its name; return its size.
+
+        With `expect_digest`, `digest` must end equal to it or nothing is committed
+        (BodyMismatch). Without `replace`, other bytes under the id raise ShardExists.
+        """
         if self._done:
             raise RuntimeError("shard writer is closed")
 
@@ -166,7 +237,11 @@ class ShardWriter:
             if tail:
                 self._write_sync(tail)
             fd, self._fd = self._open_sync(), None
-            return self._commit_sync(fd)
+            if expect_digest is not None and (self.digest is None or not hmac.compare_digest(
+                    self.digest.digest(), expect_digest)):
+                os.close(fd)
+                raise BodyMismatch("body does not match its signed MAC")
+            return self._commit_sync(fd, replace)
 
         try:
             replaced = await asyncio.to_thread(_finish)
@@ -175,25 +250,24 @@ class ShardWriter:
             raise
         self.bytes_written += len(tail)
         self._done = True
-        if replaced >= 0:
+        if replaced == UNCHANGED:
+            pass
+        elif replaced >= 0:
             self._store._account(self.bytes_written - replaced, 0)
         else:
             self._store._account(self.bytes_written, 1)
         return self.bytes_written
 
-    def _commit_sync(self, fd: int) -> int:
-        """fsync, rename into place, fsync the directory; return the replaced size or -1."""
+    def _commit_sync(self, fd: int, replace: bool) -> int:
+        """fsync, move into place, fsync the directory; see `install_new` for the result."""
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         self._store._make_dirs(self.path.parent)
-        try:
-            replaced = os.stat(self.path).st_size
-        except FileNotFoundError:
-            replaced = -1
-        os.replace(self.tmp_path, self.path)
-        _fsync_dir(self.path.parent)
+        replaced = install_new(self.tmp_path, self.path, self.shard_id, replace)
+        if replaced != UNCHANGED:
+            _fsync_dir(self.path.parent)
         return replaced
 
     async def abort(self) -> None:
@@ -379,7 +453,9 @@ class DiskShardStore:
         self._shards += delta_shards
 
     async def start(self) -> None:
-        """Remove stale temp files and count what is stored (call once before serving)."""
+        """Remove stale temp files, make every file private (0600, directories 0700, in
+        data dirs made before that rule too) and count what is stored (once, before serving)."""
+        await asyncio.to_thread(secure_tree, self.root, [self.shard_dir])  # shards: in _count
         await asyncio.to_thread(self._clean_temp_sync, self._temp_max_age_s)
         await self._count()
 
@@ -405,12 +481,16 @@ class DiskShardStore:
     def _count_sync(self) -> tuple[int, int]:
         used = count = 0
         for dirpath, _dirs, files in os.walk(self.shard_dir):
+            with contextlib.suppress(FileNotFoundError):
+                tighten(dirpath, os.stat(dirpath))
             for name in files:
-                if not _valid(name):
-                    continue
+                path = os.path.join(dirpath, name)
                 with contextlib.suppress(FileNotFoundError):
-                    used += os.stat(os.path.join(dirpath, name)).st_size
-                    count += 1
+                    st = os.lstat(path)
+                    tighten(path, st)  # the walk that counts also keeps shards private
+                    if _valid(name):
+                        used += st.st_size
+                        count += 1
         return used, count
 
     # -- writing -------------------------------------------------------------------------
@@ -592,4 +672,5 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-__all__ = ["DiskShardStore", "ShardReadStream", "ShardWriter", "check_shard_id", "is_disk_full"]
+__all__ = ["UNCHANGED", "BodyMismatch", "DiskShardStore", "ShardExists", "ShardReadStream",
+           "ShardWriter", "check_shard_id", "install_new", "is_disk_full"]

@@ -15,21 +15,30 @@ import secrets
 from pathlib import Path
 
 from storage.errors import InvalidInput
-from storage.shards.disk import DiskShardStore, ShardReadStream, _fsync_dir, _write_all
+from storage.shards.disk import (
+    UNCHANGED,
+    DiskShardStore,
+    ShardExists,
+    ShardReadStream,
+    _fsync_dir,
+    _write_all,
+    install_new,
+)
 
 
-def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes]],
-                  ) -> list[int | OSError]:
-    """Store each (shard id, whole file bytes) durably; per item the size it replaced
-    (-1 when new) or the OSError that stopped it. Runs in a worker thread.
+def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes, bool]],
+                  ) -> list[int | OSError | ShardExists]:
+    """Store each (shard id, whole file bytes, replace) durably; per item the size it
+    replaced (-1 when new, UNCHANGED when identical bytes were there), ShardExists (other
+    bytes there and not `replace`) or the OSError that stopped it. Runs in a worker thread.
 
     Order: write every temp file and make the missing fan-out directories, then fsync the
     files and the parents of new directories, rename, and fsync each target directory. The
     first fsync of each phase commits the journal for all items, so the rest cost little.
     """
-    results: list[int | OSError] = [-1] * len(items)
+    results: list[int | OSError | ShardExists] = [-1] * len(items)
     staged: list[tuple[int, Path, Path, int]] = []  # (item, tmp path, final path, fd)
-    for i, (sid, data) in enumerate(items):
+    for i, (sid, data, _replace) in enumerate(items):
         tmp = store.tmp_dir / f"{sid}.{secrets.token_hex(6)}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -69,16 +78,13 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes]],
             _drop(-1, tmp)
             continue
         try:
-            try:
-                results[i] = os.stat(path).st_size
-            except FileNotFoundError:
-                results[i] = -1
-            os.replace(tmp, path)
-        except OSError as exc:
+            results[i] = install_new(tmp, path, items[i][0], items[i][2])
+        except (OSError, ShardExists) as exc:
             results[i] = exc
             _drop(-1, tmp)
             continue
-        renamed.append((i, path))
+        if results[i] != UNCHANGED:
+            renamed.append((i, path))
     synced: dict[Path, OSError | None] = {}
     for i, path in renamed:
         if path.parent not in synced:

@@ -21,23 +21,28 @@ from storage.shards.format import (
 )
 
 
-def lie_about(path: Path, seed: int = 0, segments: int | None = 1) -> bytes:
-    """Rewrite the blocks of the first `segments` frames (None: all) with random bytes and
-    valid checksums, in place; returns the new file content (the lie)."""
-    raw = bytearray(path.read_bytes())
-    header = ShardHeader.unpack(bytes(raw[:HEADER_BYTES]))
-    rnd = random.Random(f"lie/{seed}/{path.name}")
+def lie(raw: bytes, seed: object = 0, segments: int | None = 1) -> bytes:
+    """A shard file's bytes with the blocks of the first `segments` frames (None: all)
+    replaced by seeded random bytes under valid checksums."""
+    out = bytearray(raw)
+    header = ShardHeader.unpack(bytes(out[:HEADER_BYTES]))
+    rnd = random.Random(f"lie/{seed}")
     off, seg = HEADER_BYTES, 0
-    while off + FRAME_HEAD_BYTES <= len(raw) and (segments is None or seg < segments):
-        length, _ = FRAME_HEAD.unpack_from(raw, off)
-        block = rnd.randbytes(length)
-        raw[off:off + FRAME_HEAD_BYTES + length] = pack_frame(header, seg, block)
+    while off + FRAME_HEAD_BYTES <= len(out) and (segments is None or seg < segments):
+        length, _ = FRAME_HEAD.unpack_from(out, off)
+        out[off:off + FRAME_HEAD_BYTES + length] = pack_frame(header, seg, rnd.randbytes(length))
         off += FRAME_HEAD_BYTES + length
         seg += 1
+    return bytes(out)
+
+
+def lie_about(path: Path, seed: int = 0, segments: int | None = 1) -> bytes:
+    """Make the shard file at `path` lie (`lie`), in place; returns its new content."""
+    raw = lie(path.read_bytes(), f"{seed}/{path.name}", segments)
     tmp = path.with_name(path.name + ".lie")
     tmp.write_bytes(raw)
     os.replace(tmp, path)  # a node reading meanwhile sees the old or the new file, whole
-    return bytes(raw)
+    return raw
 
 
-__all__ = ["lie_about"]
+__all__ = ["lie", "lie_about"]

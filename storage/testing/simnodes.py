@@ -69,7 +69,8 @@ class SimNodes:
             raise NodeError(node.id, "ClientConnectorError: Connect call failed (simulated)")
 
     async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
-                        segments: int, length: int | None = None) -> None:
+                        segments: int, length: int | None = None, *,
+                        replace: bool = False) -> None:
         self._check(node)
         buf = bytearray()
         reader = FrameReader()
@@ -86,6 +87,9 @@ class SimNodes:
             raise NodeError(node.id, f"PUT 400 {count} frames, {segments} announced", 400)
         if length is not None and len(buf) != length:
             raise NodeError(node.id, f"PUT 400 {len(buf)} bytes, {length} announced", 400)
+        old = self.files[node.id].get(sid)
+        if old is not None and old != buf and not replace:  # as a real node: no clobbering
+            raise NodeError(node.id, f"PUT 409 shard {sid} exists with other content", 409)
         self.files[node.id][sid] = buf
         self.mtime[(node.id, sid)] = time.time()
 
@@ -158,11 +162,12 @@ class SimNodes:
         if got != count:
             raise NodeError(node.id, f"short read: {got} of {count} frames")
 
-    async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int) -> None:
+    async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int, *,
+                        replace: bool = False) -> None:
         async def body() -> AsyncIterator[bytes]:
             yield data
 
-        await self.put_shard(node, sid, body(), segments, len(data))
+        await self.put_shard(node, sid, body(), segments, len(data), replace=replace)
 
     async def read_small(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
                          count: int) -> list[tuple[int, bytes]]:

@@ -2,23 +2,21 @@
 
 A node's scrubber checks frame checksums only, so a shard with valid checksums but wrong
 bytes (a lying shard) passes it. This worker runs in the gateway (under the lease
-`L/deepscrub`, like the other workers), walks the stripe index `X/`, reads every shard of
+`(L, deepscrub)`, like the other workers), walks the stripe index `X`, reads every shard of
 each live stripe at a bounded byte rate (`[gateway] deep_scrub_rate_mbps`, or
-TESSERA_DEEP_SCRUB_RATE_MBPS; 0 = off) and, per segment, decodes and authenticates it and
+its environment override; 0 = off) and, per segment, decodes and authenticates it and
 re-encodes it: a shard whose block differs from the authenticated codeword lies
 (`StripeCodec.audit`). Findings go to `LyingShards` (quarantine on the node, urgent repair,
 counters). Where the cluster holds no key (SSE-C objects, block-volume extents) the
 reference is the codeword k+1 shards agree on. After a full pass it rests
-`deep_scrub_pause_s` (TESSERA_DEEP_SCRUB_PAUSE_S).
+`deep_scrub_pause_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,8 +31,9 @@ from storage.metadata import Item, MetadataStore
 from storage.objects import SSEC_HMAC, ObjectService
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.records import ObjectVersion, unpack
-from storage.shards.client import SMALL_SHARD_BYTES, NodeClient
+from storage.shards.client import SMALL_SHARD_BYTES
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.repair import Manifest, load_manifest
@@ -51,17 +50,14 @@ class DeepScrubSettings:
     pause_s: float = 3600.0
 
     @classmethod
-    def from_config(cls, cfg: Config, env: Mapping[str, str] | None = None,
-                    ) -> DeepScrubSettings:
-        env = os.environ if env is None else env
-        rate = env.get("TESSERA_DEEP_SCRUB_RATE_MBPS") or cfg.gateway.deep_scrub_rate_mbps
-        pause = env.get("TESSERA_DEEP_SCRUB_PAUSE_S") or cfg.gateway.deep_scrub_pause_s
-        return cls(rate_bytes_s=float(rate) * MIB, pause_s=float(pause))
+    def from_config(cls, cfg: Config) -> DeepScrubSettings:
+        return cls(rate_bytes_s=cfg.gateway.deep_scrub_rate_mbps * MIB,
+                   pause_s=cfg.gateway.deep_scrub_pause_s)
 
 
 @dataclass
 class DeepScrubStats:
-    """Published in `S/integrity` under `deep_scrub` (cumulative across gateways)."""
+    """Published in `(S, integrity)` under `deep_scrub` (cumulative across gateways)."""
 
     passes: int = 0
     stripes_checked: int = 0
@@ -77,7 +73,7 @@ class DeepScrubber:
     idle_s = 1.0
 
     def __init__(self, cfg: Config, meta: MetadataStore, objects: ObjectService,
-                 client: NodeClient, health: HealthTracker, cpu: Executor, lies: LyingShards,
+                 client: NodeTransport, health: HealthTracker, cpu: Executor, lies: LyingShards,
                  settings: DeepScrubSettings | None = None) -> None:
         self.settings = settings or DeepScrubSettings.from_config(cfg)
         self._meta = meta
@@ -138,6 +134,20 @@ class DeepScrubber:
         except StorageError as exc:  # a node went away mid-stripe: next pass
             log.info("deep scrub of stripe %s stopped: %s", stripe_id.hex(), exc)
         self.stats.stripes_checked += 1
+
+    async def check_stripe(self, stripe_id: bytes) -> list[int]:
+        """Check one stripe now (repair asks when its sources disagree); the liars found."""
+        man = await load_manifest(self._meta, stripe_id)
+        if not isinstance(man, Manifest) or not man.part.size:
+            return []
+        codec = await self._codec(man)
+        if codec is None:
+            return []
+        try:
+            return await self.scrub_stripe(codec, man.part.nodes, man.part.size)
+        except StorageError as exc:
+            log.info("check of stripe %s stopped: %s", stripe_id.hex(), exc)
+            return []
 
     async def _codec(self, man: Manifest) -> StripeCodec | None:
         """The stripe's codec: with the object's cipher where the cluster has its key."""

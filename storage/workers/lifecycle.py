@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from storage.lifecycle import LifecycleEngine, LifecycleReport
+from storage.telemetry import LIFECYCLE
 from storage.workers import WorkerState
 
 log = logging.getLogger("tessera.lifecycle")
@@ -26,6 +28,10 @@ class LifecycleWorker:
             return WorkerState.IDLE
         self._next = now + self._interval_s
         self.last = await self._engine.run_once()
+        LIFECYCLE.add("passes")
+        for kind, count in dataclasses.asdict(self.last).items():
+            if kind != "buckets" and count:
+                LIFECYCLE.add(kind, count)
         if self.last.errors:
             log.warning("lifecycle pass: %s", self.last)
         return WorkerState.IDLE

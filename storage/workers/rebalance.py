@@ -1,13 +1,13 @@
 """Rebalancing: move shards off draining nodes, and toward nodes with less data.
 
-A pass walks the stripe index `X/` in batches. Every shard on a draining node is moved to
+A pass walks the stripe index `X` in batches. Every shard on a draining node is moved to
 an active node chosen by placement with no zone above m; a stripe with no shard on a
 draining node may give one shard from a node above the mean used bytes to a node well
 below it (a new node), while the pass's byte budget lasts. A shard is moved by copying
 its file (a streaming GET from the old node, every frame verified, a streaming PUT to the
 new one); when the old node cannot serve it, the shard is rebuilt from k others instead.
 The manifest change is committed with compare-and-swap (the repair commit path) and the
-old copy queued for garbage collection. Progress is published under `S/rebalance`.
+old copy queued for garbage collection. Progress is published under `(S, rebalance)`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
-from storage.activity import CLIENTS
-from storage.config import Config, NodeSpec, Profile
+from storage.config import Config, NodeSpec, Profile, RebalanceSettings
 from storage.errors import StorageError
 from storage.health import HealthTracker
 from storage.keyspace import STRIPE, next_key, space, stripe_of, system_key
@@ -30,19 +29,14 @@ from storage.pipeline import segment_count, shard_file_bytes
 from storage.placement import place
 from storage.rebuild import part_headers, rebuild_shards
 from storage.records import PartLayout, pack, unpack
-from storage.shards.client import NodeClient
 from storage.shards.format import pack_frame
 from storage.shards.ids import shard_id
+from storage.shards.transport import NodeTransport
 from storage.stripes import _ShardSender
 from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.base import (
-    DEFAULT_BUSY_RATE,
-    DEFAULT_RATE,
-    MIB,
     ShardWorker,
-    env_num,
-    env_rates,
     read_counters,
 )
 from storage.workers.repair import Manifest, commit_shard_moves, load_manifest
@@ -51,36 +45,9 @@ log = logging.getLogger("tessera.rebalance")
 STATS_KEY = system_key("rebalance")
 
 
-@dataclass(frozen=True)
-class RebalanceSettings:
-    """Knobs of the rebalancer (environment TESSERA_REBALANCE_*)."""
-
-    rate_bytes_s: float = DEFAULT_RATE  # moved bytes per second, 0 = unlimited
-    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
-    parallel: int = 8  # stripes moved at once
-    batch: int = 256  # stripes examined per step
-    max_moves: int = 256  # balance moves per pass (draining is not bounded)
-    threshold: float = 0.10  # a node below mean * (1 - threshold) receives shards...
-    min_gap_bytes: float = 1024 * 1024 * 1024  # ...and at least this far below the mean
-    interval_s: float = 10.0  # pause between two passes when there is nothing to drain
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RebalanceSettings:
-        d = cls()
-        rate, busy = env_rates(env, "TESSERA_REBALANCE", d.rate_bytes_s, d.busy_rate_bytes_s)
-        return cls(rate_bytes_s=rate, busy_rate_bytes_s=busy,
-                   parallel=max(1, int(env_num(env, "TESSERA_REBALANCE_PARALLEL", d.parallel))),
-                   batch=max(1, int(env_num(env, "TESSERA_REBALANCE_BATCH", d.batch))),
-                   max_moves=int(env_num(env, "TESSERA_REBALANCE_MAX_MOVES", d.max_moves)),
-                   threshold=env_num(env, "TESSERA_REBALANCE_THRESHOLD", d.threshold),
-                   min_gap_bytes=env_num(env, "TESSERA_REBALANCE_MIN_GAP_MB",
-                                         d.min_gap_bytes / MIB) * MIB,
-                   interval_s=env_num(env, "TESSERA_REBALANCE_INTERVAL_S", d.interval_s))
-
-
 @dataclass
 class RebalanceStats:
-    """Counters published under `S/rebalance` for `tessera status` and `tessera node list`."""
+    """Counters published under `(S, rebalance)` for `tessera status` and `tessera node list`."""
 
     state: str = "idle"  # idle | draining | balancing
     shards_moved: int = 0
@@ -99,7 +66,7 @@ class RebalanceStats:
     updated: float = 0.0
 
 
-async def copy_shard(client: NodeClient, part: PartLayout, index: int, src: NodeSpec,
+async def copy_shard(client: NodeTransport, part: PartLayout, index: int, src: NodeSpec,
                      dst: NodeSpec, throttle: Throttle | None = None,
                      stall_s: float = 20.0) -> int:
     """Stream shard `index` of a stripe from `src` to `dst`, verifying every frame.
@@ -110,7 +77,8 @@ async def copy_shard(client: NodeClient, part: PartLayout, index: int, src: Node
     nsegs = segment_count(part.size, part.segment_size)
     sid = shard_id(part.stripe_id, index)
     length = shard_file_bytes(part.size, part.segment_size, part.k)
-    sender = _ShardSender(client, dst, sid, header.pack(), nsegs, stall_s, length)
+    sender = _ShardSender(client, dst, sid, header.pack(), nsegs, stall_s, length,
+                          replace=True)  # a move may meet a stale copy on dst
     sent = 0
     try:
         async for seg, block in client.read_frames(src, sid, header, 0, nsegs):
@@ -142,11 +110,11 @@ class Rebalancer(ShardWorker[RebalanceStats]):
     stats_key = STATS_KEY
     stats_type = RebalanceStats
 
-    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
+    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor,
                  settings: RebalanceSettings | None = None,
-                 clients_busy: Callable[[], bool] = CLIENTS.busy) -> None:
-        self.settings = settings or RebalanceSettings()
+                 clients_busy: Callable[[], bool] | None = None) -> None:
+        self.settings = settings or cfg.rebalance
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
         self._cursor = space(STRIPE)[0]

@@ -2,7 +2,7 @@
 
 Work comes from the repair queue (R, stripe) (writes that could not place every shard,
 reads that met damage, corrupt shards the node scrubbers quarantined) and from a bounded
-background sweep over the stripe index `X/` that finds shards on nodes that are out (or
+background sweep over the stripe index `X` that finds shards on nodes that are out (or
 down past a grace) or missing from their node. Stripes with the fewest healthy shards go
 first. Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
 manifest change is committed with compare-and-swap on every record holding the manifest;
@@ -17,12 +17,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
-from storage.activity import CLIENTS
-from storage.config import Config, NodeSpec
+from storage.config import Config, NodeSpec, RepairSettings
 from storage.errors import DataUnavailable, StorageError
 from storage.health import DOWN, OUT, HealthTracker
 from storage.keyspace import (
@@ -45,18 +44,15 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.pipeline import segment_count
 from storage.placement import place
-from storage.rebuild import rebuild_shards
+from storage.rebuild import SourcesDisagree, rebuild_shards
 from storage.records import ObjectVersion, PartLayout, pack, unpack
-from storage.shards.client import NodeClient, NodeError
+from storage.shards.client import NodeError
 from storage.shards.ids import parse_shard_id, shard_id
+from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 from storage.workers import WorkerState
 from storage.workers.base import (
-    DEFAULT_BUSY_RATE,
-    DEFAULT_RATE,
     ShardWorker,
-    env_num,
-    env_rates,
     read_counters,
 )
 
@@ -69,33 +65,9 @@ RETRY_S = 30.0
 FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
 
 
-@dataclass(frozen=True)
-class RepairSettings:
-    """Knobs of the repair worker (environment TESSERA_REPAIR_* / TESSERA_ORPHAN_GRACE_S)."""
-
-    rate_bytes_s: float = DEFAULT_RATE  # rebuilt bytes written per second, 0 = unlimited
-    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
-    down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
-    sweep_interval_s: float = 60.0  # pause between two full sweeps
-    sweep_batch: int = 128  # stripes checked per sweep step
-    orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
-    parallel: int = 8  # stripes rebuilt at once
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RepairSettings:
-        d = cls()
-        rate, busy = env_rates(env, "TESSERA_REPAIR", d.rate_bytes_s, d.busy_rate_bytes_s)
-        return cls(rate_bytes_s=rate, busy_rate_bytes_s=busy,
-                   down_grace_s=env_num(env, "TESSERA_REPAIR_DOWN_GRACE_S", d.down_grace_s),
-                   sweep_interval_s=env_num(env, "TESSERA_REPAIR_SWEEP_S", d.sweep_interval_s),
-                   sweep_batch=int(env_num(env, "TESSERA_REPAIR_SWEEP_BATCH", d.sweep_batch)),
-                   orphan_grace_s=env_num(env, "TESSERA_ORPHAN_GRACE_S", d.orphan_grace_s),
-                   parallel=int(env_num(env, "TESSERA_REPAIR_PARALLEL", d.parallel)))
-
-
 @dataclass
 class RepairStats:
-    """Counters published under `S/repair` for `tessera status`."""
+    """Counters published under `(S, repair)` for `tessera status`."""
 
     stripes_repaired: int = 0
     shards_rebuilt: int = 0
@@ -104,6 +76,7 @@ class RepairStats:
     commit_conflicts: int = 0
     orphans_deleted: int = 0
     quarantine_reports: int = 0
+    sources_disagree: int = 0  # rebuilds stopped because a source lied
     sweep_passes: int = 0
     sweep_checked: int = 0
     last_sweep_start: float = 0.0
@@ -174,13 +147,16 @@ class RepairWorker(ShardWorker[RepairStats]):
     stats_type = RepairStats
     idle_s = 0.25  # the runner's pause after an idle step: queued damage is picked up fast
 
-    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeClient,
+    def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor,
                  settings: RepairSettings | None = None,
-                 clients_busy: Callable[[], bool] = CLIENTS.busy) -> None:
-        self.settings = settings or RepairSettings()
+                 clients_busy: Callable[[], bool] | None = None) -> None:
+        self.settings = settings or cfg.repair
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
                          self.settings.busy_rate_bytes_s, clients_busy)
+        # Set by the gateway (the deep scrub's check of one stripe, with the object's key):
+        # called when a rebuild's sources disagree, it reports the lying ones.
+        self.verify_stripe: Callable[[bytes], Awaitable[object]] | None = None
         # Stripes at risk are rebuilt at the full rate, never the busy rate.
         self._urgent = Throttle(self.settings.rate_bytes_s)
         self._progress = False
@@ -420,6 +396,14 @@ class RepairWorker(ShardWorker[RepairStats]):
             self._dirty = True
             await self._defer(item, entry, str(exc))
             return False
+        except SourcesDisagree as exc:  # a source lies: find it (with the key), then rebuild
+            self.stats.sources_disagree += 1
+            self._dirty = True
+            log.warning("stripe %s: %s", part.stripe_id.hex(), exc)
+            await self._defer(item, entry, str(exc))
+            if self.verify_stripe is not None:  # names the liars: an urgent entry, retry now
+                await self.verify_stripe(part.stripe_id)
+            return False
         for i, reason in res.failed.items():
             self._health.report_failure(targets[i].id, reason)
         if not res.written:
@@ -574,7 +558,7 @@ class RepairWorker(ShardWorker[RepairStats]):
 
 
 async def volume_stripes(meta: MetadataStore) -> set[bytes]:
-    """Stripes referenced by block volume extent pointers (`VX/`), which have no X/ entry.
+    """Stripes referenced by block volume extent pointers (`VX`), which have no `X` entry.
 
     Memory grows with the number of extents (16 bytes each plus set overhead); a stripe
     index entry written by the volume layer would make this scan unnecessary.

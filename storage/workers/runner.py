@@ -1,7 +1,7 @@
 """Runs workers: each `step()` in a loop, pausing when idle, logging failures.
 
 With `leases` set, each worker runs only while this process holds the worker's lease
-(`storage/leases.py`, `L/<worker name>`): the runner takes it, renews it every third of its
+(`storage/leases.py`, `(L, worker name)`): the runner takes it, renews it every third of its
 TTL, and stops the worker's loop as soon as the lease is lost or cannot be renewed for a whole
 TTL; another gateway sharing the metadata then takes it over once it expires.
 """
@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from storage.activity import CLIENTS
+from storage.config import WorkerSettings
 from storage.leases import Lease, Leases
 from storage.workers import Worker, WorkerState
 
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from storage.cluster import Cluster
 
 log = logging.getLogger("tessera.workers")
-DEFAULT_LEASE_TTL_S = 10.0
+DEFAULT_LEASE_TTL_S = WorkerSettings.lease_ttl_s
 
 
 @dataclass
@@ -114,30 +116,31 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
     from storage.workers.gc import GarbageCollector
 
     runner = WorkerRunner(leases=Leases(cluster.meta), holder=gateway_holder(cluster),
-                          lease_ttl_s=lease_ttl_from_env())
+                          lease_ttl_s=cluster.cfg.workers.lease_ttl_s)
     runner.start(GarbageCollector(cluster.meta, cluster.stripes))
-    from storage.workers.repair import RepairSettings, RepairWorker
+    from storage.workers.deepscrub import DeepScrubber
+    from storage.workers.repair import RepairWorker
 
-    runner.start(RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
-                              cluster.cpu, RepairSettings.from_env()))
-    from storage.workers.rebalance import Rebalancer, RebalanceSettings
+    scrubber = DeepScrubber(cluster.cfg, cluster.meta, cluster.objects, cluster.nodes,
+                            cluster.health, cluster.cpu, cluster.stripes.lies)
+    repair = RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
+                          cluster.cpu, clients_busy=CLIENTS.busy)
+    repair.verify_stripe = scrubber.check_stripe  # a rebuild whose sources disagree
+    runner.start(repair)
+    from storage.workers.rebalance import Rebalancer
 
     runner.start(Rebalancer(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
-                            cluster.cpu, RebalanceSettings.from_env()))
-    from storage.workers.deepscrub import DeepScrubber
-
-    runner.start(DeepScrubber(cluster.cfg, cluster.meta, cluster.objects, cluster.nodes,
-                              cluster.health, cluster.cpu, cluster.stripes.lies))
+                            cluster.cpu, clients_busy=CLIENTS.busy))
+    runner.start(scrubber)
     from storage.keys_rotation import Rewrapper, ShredScheduler
 
     runner.start(Rewrapper(cluster.meta, cluster.tenants))
     runner.start(ShredScheduler(cluster.meta, cluster.tenants))
-    from storage.lifecycle import archive_for, engine_for
     from storage.workers.lifecycle import LifecycleWorker
     from storage.workers.restore import RestoreWorker
 
-    runner.start(RestoreWorker(archive_for(cluster)))
-    runner.start(LifecycleWorker(engine_for(cluster), cluster.cfg.archive.lifecycle_interval_s))
+    runner.start(RestoreWorker(cluster.archive))
+    runner.start(LifecycleWorker(cluster.lifecycle, cluster.cfg.archive.lifecycle_interval_s))
     return runner
 
 
@@ -149,10 +152,3 @@ def gateway_holder(cluster: Cluster) -> str:
     """
     return f"{socket.gethostname()}/{cluster.cfg.gateway.listen}/{os.getpid()}"
 
-
-def lease_ttl_from_env() -> float:
-    """Worker lease TTL: TESSERA_LEASE_TTL_S (tests shorten it), else 10 seconds."""
-    try:
-        return max(1.0, float(os.environ.get("TESSERA_LEASE_TTL_S", DEFAULT_LEASE_TTL_S)))
-    except ValueError:
-        return DEFAULT_LEASE_TTL_S

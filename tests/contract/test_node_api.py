@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from storage.shards.auth import load_or_create_secret, sign
+from storage.shards.auth import TRAILER_BYTES, load_or_create_secret, seal, sign
 from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader, pack_frame
 from storage.shards.ids import new_stripe_id, shard_id
 
@@ -112,8 +112,16 @@ class Api:
     async def call(self, method: str, path_qs: str, *, secret: bytes | None = None,
                    headers: dict[str, str] | None = None, signed: bool = True,
                    **kw: object) -> tuple[int, dict[str, str], bytes]:
-        h = dict(sign(secret or self.node.secret, method, path_qs, "n1")) if signed else {}
-        h.update(headers or {})
+        extra = dict(headers or {})
+        tessera = {k: v for k, v in extra.items() if k.lower().startswith("x-tessera-")}
+        streamed = method == "PUT" and path_qs.startswith("/v1/shards/")
+        h: dict[str, str] = {}
+        if signed:  # X-Tessera-* headers are signed; a shard PUT body gets its MAC trailer
+            h = sign(secret or self.node.secret, method, path_qs, "n1", headers=tessera,
+                     trailer=streamed)
+            if streamed and isinstance(kw.get("data"), bytes):
+                kw["data"] = seal(secret or self.node.secret, h, kw["data"])  # type: ignore
+        h.update(extra)
         url = URL(self.node.url + path_qs, encoded=True)
         async with self.http.request(method, url, headers=h, **kw) as r:  # type: ignore[arg-type]
             return r.status, dict(r.headers), await r.read()
@@ -183,7 +191,8 @@ async def raw_http(node: Node, head: str, body: bytes = b"", read: bool = True) 
 
 def request_head(node: Node, method: str, path: str, headers: dict[str, str]) -> str:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {node.host}:{node.port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in {**sign(node.secret, method, path, "n1"), **headers}.items()]
+    signed = sign(node.secret, method, path, "n1", trailer=method == "PUT")
+    lines += [f"{k}: {v}" for k, v in {**signed, **headers}.items()]
     return "\r\n".join(lines) + "\r\n\r\n"
 
 
@@ -320,7 +329,8 @@ async def test_put_refuses_malformed_bodies(api: Api, node: Node) -> None:
 async def test_put_refuses_oversized_body(node: Node, api: Api) -> None:
     sid = make_shard()[0]
     path = f"/v1/shards/{sid}"
-    head = request_head(node, "PUT", path, {"Content-Length": str(MAX_SHARD_BYTES + 1)})
+    head = request_head(node, "PUT", path,  # the limit is on the shard; its MAC trailer is extra
+                        {"Content-Length": str(MAX_SHARD_BYTES + TRAILER_BYTES + 1)})
     answer = await raw_http(node, head)
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert b'"too_large"' in answer

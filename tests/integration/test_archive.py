@@ -390,7 +390,9 @@ def test_sse_c_objects_transition_and_restore_without_the_key(arch: LocalCluster
         for n, body in enumerate(parts, start=1)]
     s3.complete_multipart_upload(Bucket=b, Key="c/multi", UploadId=up,
                                  MultipartUpload={"Parts": done}, **ssec())
-    bodies = {"c/single": single, "c/multi": b"".join(parts)}
+    tiny = KNOWN * 40  # inline in its record by default: moved out to archive shards too
+    s3.put_object(Bucket=b, Key="c/tiny", Body=tiny, **ssec())
+    bodies = {"c/single": single, "c/multi": b"".join(parts), "c/tiny": tiny}
     heads = {k: s3.head_object(Bucket=b, Key=k, **ssec()) for k in bodies}
     before = {k: arch.manifest(b, k) for k in bodies}
     s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration={"Rules": [

@@ -165,3 +165,18 @@ def test_s3api_multipart(aws, cluster: LocalCluster, tmp_path: Path) -> None:
     s3 = cluster.client()
     ranged = s3.get_object(Bucket=b, Key="mp/obj", Range=f"bytes={5 * MIB - 10}-{5 * MIB + 9}")
     assert ranged["Body"].read() == parts[0][-10:] + parts[1][:10]
+
+
+def test_s3_presign_sigv2_url_with_curl(aws, cluster: LocalCluster, tmp_path: Path) -> None:
+    """`aws s3 presign` (awscli 1 signs SigV2 query URLs by default) fetched with curl."""
+    b = "awscli-presign"
+    aws("s3", "mb", f"s3://{b}")
+    aws("s3", "cp", str(_write(tmp_path / "p.txt", b"presigned by the cli\n")), f"s3://{b}/p.txt")
+    url = aws("s3", "presign", f"s3://{b}/p.txt", "--expires-in", "120").strip()
+    assert "Signature=" in url or "X-Amz-Signature=" in url
+    out = subprocess.run(["curl", "-sS", "-f", url], capture_output=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == b"presigned by the cli\n", out.stderr
+    bad = url.replace("p.txt", "q.txt")
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", bad],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout == "403"

@@ -1,4 +1,7 @@
-"""Issue #2, end to end: a real `tessera up` cluster driven by boto3 (default settings).
+"""Issue #2, end to end: a real `tessera up` cluster driven by boto3.
+
+The clusters here run with `--inline-max-bytes 0`, so even 1-byte objects take the
+erasure-coded path these tests are about (small objects inline by default: test_inline.py).
 
 Objects of 0 B .. 64 MiB and ranges of them read back byte-identical; shards sit on six
 distinct nodes, at most two per zone; no plaintext reaches the disk; a whole zone can die;
@@ -29,6 +32,22 @@ from tests.integration.cluster import LocalCluster, files_holding
 
 MiB = 1024 * 1024
 SEGMENT = MiB
+EC_ONLY = ["--inline-max-bytes", "0"]  # tiny objects erasure-coded too
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """This module's shared cluster (shadows the session one): every object on shards."""
+    c = LocalCluster(tmp_path_factory.mktemp("foundation") / "data", up_args=EC_ONLY).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    c = LocalCluster(tmp_path / "data", up_args=EC_ONLY).start()
+    yield c
+    c.stop()
 SIZES = [0, 1, 1024, 5 * MiB + 1, 64 * MiB]
 SMALL_SIZES = [0, 1, 1024, 5 * MiB + 1]
 BUCKET = "foundation"

@@ -1,4 +1,4 @@
-"""Small objects kept sealed in their manifest (`tessera up --inline-max-bytes`)."""
+"""Small objects kept sealed in their manifest: the default path (`tessera up` with no flag)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from storage.config import DEFAULT_INLINE_MAX_BYTES
 from tests.integration.cluster import LocalCluster, files_holding
 
-LIMIT = 4096
+LIMIT = DEFAULT_INLINE_MAX_BYTES
 
 
 @pytest.fixture
 def inline_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path / "data", up_args=["--inline-max-bytes", str(LIMIT)]).start()
+    assert LIMIT >= 4096  # small objects are fast by default
+    c = LocalCluster(tmp_path / "data").start()  # default settings
     yield c
     c.stop()
 

@@ -64,7 +64,7 @@ def _put(s3: Any, prefix: str, n: int, size: int, seed: int) -> dict[str, bytes]
 def zone_return(data: Path, objects: int, size: int, busy_rate_mbps: float | None,
                 deadline_s: float) -> dict[str, Any]:
     """Run the scenario on a fresh cluster in `data`; the figures (see the module doc)."""
-    env = {**os.environ, **FAST_ENV}
+    env = {**os.environ, **FAST_ENV, "TESSERA_DEEP_SCRUB_RATE_MBPS": "0"}  # repair only
     if busy_rate_mbps is not None:
         env["TESSERA_REPAIR_BUSY_RATE_MBPS"] = str(busy_rate_mbps)
     c = ChaosCluster(data, env)

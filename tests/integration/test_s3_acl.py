@@ -223,3 +223,54 @@ def test_tenant_identity_in_owner_fields(w: dict[str, Any]) -> None:
     owner = {"ID": w["ida"], "DisplayName": a_name(w)}
     assert a.list_buckets()["Owner"] == owner
     assert a.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]["Owner"] == owner
+
+
+def _raw_status(endpoint: str, request: bytes) -> bytes:
+    import socket
+
+    host, port = endpoint.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request)
+        return s.recv(1024).split(b" ", 2)[1]
+
+
+def test_expect_100_continue_only_after_authorization(w: dict[str, Any]) -> None:
+    bucket = _bucket(w)
+    req = (f"PUT /{bucket}/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+           "Expect: 100-continue\r\n\r\n").encode()
+    assert _raw_status(w["endpoint"], req) == b"403"  # refused before the body is sent
+    w["a"].put_bucket_acl(Bucket=bucket, ACL="public-read-write")
+    assert _raw_status(w["endpoint"], req) == b"100"
+    other = req.replace(b"100-continue", b"200")  # values S3 does not know are ignored
+    assert _raw_status(w["endpoint"], other.replace(b"Content-Length: 5", b"Content-Length: 0")
+                       ) == b"200"
+
+
+def test_expected_bucket_owner(w: dict[str, Any]) -> None:
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w, ACL="public-read")
+    a.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["ida"])
+    assert _code(lambda: a.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["idb"])) == (
+        403, "AccessDenied")
+    b.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["ida"])
+    assert _code(lambda: b.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["idb"]))[0] == 403
+
+
+def test_tenant_level_public_access_block(cluster: LocalCluster, w: dict[str, Any]) -> None:
+    a = w["a"]
+    bucket = _bucket(w)
+    name = f"acl-a-{w['tag']}"
+    flags = {"BlockPublicAcls": True, "BlockPublicPolicy": True}
+    view = admin_request("PATCH", f"/tenants/{name}", {"public_access_block": flags},
+                         env=cluster.env)
+    assert view["public_access_block"] == flags
+    try:
+        assert _code(lambda: a.put_bucket_acl(Bucket=bucket, ACL="public-read"))[0] == 403
+        public = json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*",
+                                            "Action": "s3:GetObject",
+                                            "Resource": f"arn:aws:s3:::{bucket}/*"}]})
+        assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=public))[0] == 403
+    finally:
+        admin_request("PATCH", f"/tenants/{name}", {"public_access_block": {}},
+                      env=cluster.env)
+    a.put_bucket_acl(Bucket=bucket, ACL="public-read")

@@ -120,20 +120,28 @@ def test_delete_objects_per_object_conditions(s3) -> None:
     assert "Contents" not in s3.list_objects_v2(Bucket=b)
 
 
-def test_if_none_match_race_threads(s3) -> None:
-    """Eight concurrent `If-None-Match: *` PUTs of one new key: exactly one succeeds."""
+def test_conditional_races_have_one_winner(s3) -> None:
+    """Eight concurrent `If-None-Match: *` PUTs of a new key, then eight concurrent
+    `If-Match: <etag>` deletes in a versioned bucket: exactly one of each succeeds, since
+    the condition is checked inside the metadata compare-and-swap."""
     from concurrent.futures import ThreadPoolExecutor
 
     b = "cond-race"
     s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
 
-    def put(i: int) -> int:
+    def status(call, **kw) -> int:  # type: ignore[no-untyped-def]
         try:
-            s3.put_object(Bucket=b, Key="k", Body=str(i).encode(), IfNoneMatch="*")
-            return 200
+            return call(Bucket=b, Key="k", **kw)["ResponseMetadata"]["HTTPStatusCode"]
         except ClientError as e:
             return e.response["ResponseMetadata"]["HTTPStatusCode"]
 
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(put, range(8)))
-    assert sorted(codes) == [200] + [412] * 7
+        puts = list(pool.map(lambda i: status(s3.put_object, Body=str(i).encode(),
+                                              IfNoneMatch="*"), range(8)))
+    assert sorted(puts) == [200] + [412] * 7
+    etag = s3.head_object(Bucket=b, Key="k")["ETag"]
+    with ThreadPoolExecutor(8) as pool:
+        deletes = list(pool.map(lambda _: status(s3.delete_object, IfMatch=etag), range(8)))
+    assert sorted(deletes) == [204] + [412] * 7
+    assert len(s3.list_object_versions(Bucket=b)["DeleteMarkers"]) == 1

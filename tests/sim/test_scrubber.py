@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from nodes.scrubber import Scrubber, ScrubSettings
+from nodes.scrubber import Scrubber
+from storage.config import ScrubSettings, env_settings
 from storage.shards.disk import DiskShardStore
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
@@ -45,8 +46,8 @@ async def test_scrub_pass_quarantines_only_the_damaged_shard(tmp_path: Path) -> 
     assert s.progress.corrupt_found == 1 and s.progress.shards_this_pass == 3
 
 
-def test_settings_from_flag_and_env() -> None:
-    assert ScrubSettings.from_env(2.0, {}).rate_bytes_s == 2 * 2**20
+def test_settings_from_defaults_and_env() -> None:
+    assert env_settings("scrub", {}) == ScrubSettings()
     env = {"TESSERA_SCRUB_RATE_MBPS": "0", "TESSERA_SCRUB_PAUSE_S": "5"}
-    s = ScrubSettings.from_env(None, env)
+    s = env_settings("scrub", env)
     assert s.rate_bytes_s == 0 and s.pause_s == 5

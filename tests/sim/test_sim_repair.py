@@ -14,17 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from storage.buckets import BucketService
+from storage.cluster import Cluster
 from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
 from storage.errors import DataUnavailable, QuorumNotReached
-from storage.health import DOWN, HealthTracker
+from storage.health import DOWN
 from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
 from storage.metadata.sqlite import SqliteStore
-from storage.objects import ObjectService, PutOptions
+from storage.objects import PutOptions
 from storage.placement import zone_safe
 from storage.shards.ids import shard_id
-from storage.stripes import StripeStore
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
 from storage.workers.repair import Manifest, RepairSettings, RepairWorker, load_manifest
@@ -38,7 +37,8 @@ class Sim:
         nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
                   "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
         self.cfg = config_from_mapping({
-            "data_dir": str(tmp), "cluster": {"segment_size": SEGMENT},
+            "data_dir": str(tmp), "cluster": {"segment_size": SEGMENT,
+                                              "inline_max_bytes": 0},  # every object on shards
             "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes}, tmp)
         self.sim = SimNodes(list(self.cfg.nodes))
         self.pool = ThreadPoolExecutor(2)
@@ -49,17 +49,15 @@ class Sim:
         self.tenants = TenantService(self.meta, FileRootKey(tmp / "root.key"))
         await self.tenants.load()
         await self.tenants.create("t")
-        self.health = HealthTracker(self.cfg.nodes, self.sim)  # type: ignore[arg-type]
-        self.stripes = StripeStore(self.cfg, self.sim, self.health, self.pool,  # type: ignore[arg-type]
-                                   self.pool, stall_s=5)
-        self.buckets = BucketService(self.meta, "us-east-1")
+        # the real wiring over the simulated nodes
+        self.cluster = Cluster.wire(self.cfg, self.meta, self.tenants, self.sim, self.pool,
+                                    self.pool, gc_grace_s=0, stall_s=5)
+        self.health, self.stripes = self.cluster.health, self.cluster.stripes
+        self.buckets, self.objects = self.cluster.buckets, self.cluster.objects
         await self.buckets.create("t", "b")
-        self.objects = ObjectService(self.cfg, self.meta, self.tenants, self.buckets,
-                                     self.stripes, gc_grace_s=0)
-        self.repair = RepairWorker(self.cfg, self.meta, self.sim, self.health,  # type: ignore[arg-type]
-                                   self.pool, RepairSettings(rate_bytes_s=0, down_grace_s=0,
-                                                             sweep_interval_s=0,
-                                                             orphan_grace_s=0))
+        self.repair = RepairWorker(self.cfg, self.meta, self.sim, self.health, self.pool,
+                                   RepairSettings(rate_bytes_s=0, down_grace_s=0,
+                                                  sweep_interval_s=0, orphan_grace_s=0))
 
     async def close(self) -> None:
         await self.meta.close()
@@ -199,3 +197,91 @@ async def test_repair_commit_after_delete_collects_new_shards(sim_factory) -> No
     assert not ok
     gc = await s.meta.range(*space(GC), limit=100)
     assert gc, "the rebuilt shard must be queued for collection"
+
+
+async def test_lying_shard_read_then_rebuilt_although_its_node_was_not_told(sim_factory,
+                                                                            monkeypatch) -> None:
+    """A shard with valid checksums but other bytes: the read authenticates around it, the
+    stripe is queued with the liar named, and repair rewrites it even though the node could
+    not be told to quarantine it (its stat and checksums look healthy)."""
+    from storage.errors import StorageError
+    from storage.lying import LyingShards
+    from storage.testing.lies import lie
+
+    s = await sim_factory(13)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+
+    async def unreachable(*_a: object, **_k: object) -> bool:
+        raise StorageError("node unreachable (simulated)")
+
+    monkeypatch.setattr(s.sim, "quarantine_shard", unreachable)
+    await s.put("big", 3 * SEGMENT + 7)
+    await s.put("small", 1000)
+    for key in ("big", "small"):
+        v = await s.objects.head("t", "b", key)
+        p = v.parts[0]
+        sid = shard_id(p.stripe_id, 2)
+        original = bytes(s.sim.files[p.nodes[2]][sid])
+        s.sim.files[p.nodes[2]][sid] = bytearray(lie(original, key, None))
+        assert await s.read(key) == s.data[key]
+        await s.stripes.lies.settle()
+        assert s.stripes.lies.found["read"] >= 1
+        await s.heal()
+        p = (await s.objects.head("t", "b", key)).parts[0]
+        assert bytes(s.sim.files[p.nodes[2]][sid]) == original
+        assert await s.read(key) == s.data[key]
+    assert s.stripes.lies.found["read"] == 2
+
+
+async def test_rebuild_never_spreads_a_lying_source(sim_factory) -> None:
+    """Shard 1 lies and shard 5 is lost: a rebuild from shards 0-3 would write shard 5 from
+    the lie. The rebuild reads a spare source, sees they disagree and stops; the deep
+    scrub's check (with the key) names shard 1; then both are rebuilt right."""
+    from storage.lying import LyingShards
+    from storage.testing.lies import lie
+    from storage.workers.deepscrub import DeepScrubber, DeepScrubSettings
+
+    s = await sim_factory(17)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+    scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,
+                         s.stripes.lies, DeepScrubSettings(rate_bytes_s=0))
+    s.repair.verify_stripe = scrub.check_stripe
+    await s.put("x", 2 * SEGMENT + 3)
+    p = (await s.objects.head("t", "b", "x")).parts[0]
+    sids = [shard_id(p.stripe_id, i) for i in range(6)]
+    originals = [bytes(s.sim.files[p.nodes[i]][sids[i]]) for i in range(6)]
+    s.sim.files[p.nodes[1]][sids[1]] = bytearray(lie(originals[1], "x", None))
+    s.sim.lose(p.nodes[5], sids[5])
+    await s.heal()
+    await s.stripes.lies.settle()
+    await s.heal()
+    assert s.repair.stats.sources_disagree >= 1
+    p = (await s.objects.head("t", "b", "x")).parts[0]
+    for i in range(6):
+        assert bytes(s.sim.files[p.nodes[i]][sids[i]]) == originals[i], i
+    assert await s.read("x") == s.data["x"]
+
+
+@pytest.mark.parametrize("size", [3 * SEGMENT + 7, 1000], ids=["streamed", "small"])
+async def test_keyless_sealed_read_never_copies_a_lie(sim_factory, size: int) -> None:
+    """Re-coding SSE-C data reads sealed segments without the key (no tag to check): k+1
+    blocks must agree, and a lying shard is outvoted by the codeword k+1 shards agree on."""
+    from storage.lying import LyingShards
+    from storage.testing.lies import lie
+
+    s = await sim_factory(19)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+    await s.put("x", size)
+    v = await s.objects.head("t", "b", "x")
+    p = v.parts[0]
+
+    async def sealed() -> bytes:
+        return b"".join([c async for c in s.objects.read_sealed(v, p)])
+
+    before = await sealed()
+    sid = shard_id(p.stripe_id, 0)
+    s.sim.files[p.nodes[0]][sid] = bytearray(lie(bytes(s.sim.files[p.nodes[0]][sid]), "x",
+                                                 None))
+    assert await sealed() == before
+    await s.stripes.lies.settle()
+    assert s.stripes.lies.found == {"read": 1}

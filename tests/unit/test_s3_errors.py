@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from xml.etree import ElementTree as ET
+
 import botocore.session
 import pytest
 from botocore.parsers import RestXMLParser
@@ -134,9 +136,16 @@ def test_not_modified_has_no_body() -> None:
     assert error_xml(err, "R", "H") == b""
 
 
-def test_carriage_return_and_control_chars_are_references() -> None:
-    body = error_xml(S3Error("NoSuchKey", Key="a\rb\x01c"), "R", "H")
-    assert b"<Key>a&#xD;b&#x1;c</Key>" in body
+def test_carriage_return_is_a_reference() -> None:
+    body = error_xml(S3Error("NoSuchKey", Key="a\rb"), "R", "H")
+    assert b"<Key>a&#xD;b</Key>" in body
+
+
+def test_names_xml_cannot_carry_are_left_out() -> None:
+    """`&#x1;` is not well-formed XML 1.0: the element goes, the document stays parseable."""
+    body = error_xml(S3Error("NoSuchKey", Key="a\x00b\x01c"), "R", "H")
+    assert b"<Key>" not in body and b"&#x" not in body
+    ET.fromstring(body)
 
 
 def test_botocore_reads_error() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
-from storage.shards.disk import DiskShardStore, check_shard_id
+from storage.shards.disk import DiskShardStore, ShardExists, check_shard_id
 from storage.shards.format import (
     FRAME_HEAD_BYTES,
     HEADER_BYTES,
@@ -160,13 +160,14 @@ def test_bad_shard_ids_are_refused(sid: str) -> None:
 
 # -- the store on disk -----------------------------------------------------------------------
 
-async def put(store: DiskShardStore, header: ShardHeader, blocks: list[bytes]) -> str:
+async def put(store: DiskShardStore, header: ShardHeader, blocks: list[bytes],
+              replace: bool = False) -> str:
     sid = shard_id(header.stripe_id, header.index)
     w = await store.begin_put(sid)
     raw = shard_bytes(header, blocks)
     for i in range(0, len(raw), 100_000):
         await w.write(raw[i:i + 100_000])
-    assert await w.commit() == len(raw)
+    assert await w.commit(replace=replace) == len(raw)
     return sid
 
 
@@ -297,11 +298,19 @@ async def test_store_overwrite_keeps_accounting(tmp_path: Path) -> None:
     store = DiskShardStore(tmp_path)
     await store.start()
     h = make_header()
-    await put(store, h, make_blocks(h, 3))
-    await put(store, h, make_blocks(h, 2))
+    first, other = make_blocks(h, 3), make_blocks(h, 2)
+    sid = await put(store, h, first)
+    await put(store, h, first)  # the same bytes again: an idempotent success
+    with pytest.raises(ShardExists):  # other bytes, not a repair: refused, nothing changes
+        await put(store, h, other)
+    assert store.path_of(sid).read_bytes() == shard_bytes(h, first)
+    assert os.listdir(tmp_path / "tmp") == []
+    usage = await store.usage()
+    assert (usage["shards"], usage["used_bytes"]) == (1, len(shard_bytes(h, first)))
+    await put(store, h, other, replace=True)  # a repair replaces it
     usage = await store.usage()
     assert usage["shards"] == 1
-    assert usage["used_bytes"] == len(shard_bytes(h, make_blocks(h, 2)))
+    assert usage["used_bytes"] == len(shard_bytes(h, other))
 
 
 async def test_store_cleans_stale_temp_files_at_start(tmp_path: Path) -> None:

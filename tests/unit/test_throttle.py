@@ -10,9 +10,8 @@ import asyncio
 import pytest
 
 from storage.activity import ClientActivity
+from storage.config import env_settings
 from storage.throttle import SLICE_S, Throttle
-from storage.workers.rebalance import RebalanceSettings
-from storage.workers.repair import RepairSettings
 
 MIB = 2**20
 
@@ -152,9 +151,9 @@ def test_client_activity_counts_the_last_second() -> None:
 
 
 def test_settings_read_the_busy_rates_from_the_environment() -> None:
-    r = RepairSettings.from_env({"TESSERA_REPAIR_RATE_MBPS": "50",
-                                 "TESSERA_REPAIR_BUSY_RATE_MBPS": "3"})
+    r = env_settings("repair", {"TESSERA_REPAIR_RATE_MBPS": "50",
+                                "TESSERA_REPAIR_BUSY_RATE_MBPS": "3"})
     assert (r.rate_bytes_s, r.busy_rate_bytes_s) == (50 * MIB, 3 * MIB)
-    assert RepairSettings.from_env({}).busy_rate_bytes_s == 4 * MIB
-    b = RebalanceSettings.from_env({"TESSERA_REBALANCE_BUSY_RATE_MBPS": "0"})
+    assert env_settings("repair", {}).busy_rate_bytes_s == 4 * MIB
+    b = env_settings("rebalance", {"TESSERA_REBALANCE_BUSY_RATE_MBPS": "0"})
     assert (b.rate_bytes_s, b.busy_rate_bytes_s) == (200 * MIB, 0)

@@ -68,12 +68,14 @@ def load_all() -> dict[str, Handler]:
     """Import every handler module so their operations register."""
     from gateway.s3.handlers import (  # noqa: F401
         access,
+        attributes,
         batch,
         bucket_config,
         buckets,
         copy,
         listing,
         multipart,
+        object_lock,
         objects,
         restore,
         tagging,

@@ -42,8 +42,9 @@ def _check_enforced(b: Bucket, rq: S3Request, *, bucket_acl: bool = False) -> No
         raise S3Error("AccessControlListNotSupported")
 
 
-def _check_public(b: Bucket, acl: acls.Acl) -> None:
-    if acl.is_public() and authz.public_access_block(b).get("BlockPublicAcls"):
+async def _check_public(rq: S3Request, b: Bucket, acl: acls.Acl) -> None:
+    if acl.is_public() and (await authz.public_access_block(rq.cluster, b)).get(
+            "BlockPublicAcls"):
         raise S3Error("AccessDenied")
 
 
@@ -59,7 +60,7 @@ async def write_acl(rq: S3Request) -> dict[str, Any]:
                                   for_object=True)
     if acl is None:
         return {} if owner == b.tenant else acls.private(owner).record()
-    _check_public(b, acl)
+    await _check_public(rq, b, acl)
     return authz.stored_acl(acl, b.tenant)
 
 
@@ -108,7 +109,7 @@ async def put_bucket_acl(rq: S3Request) -> web.StreamResponse:
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
     _check_enforced(b, rq, bucket_acl=True)
     acl = await _acl_from_request(rq, b.tenant, None, for_object=False)
-    _check_public(b, acl)
+    await _check_public(rq, b, acl)
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, acl=authz.stored_acl(acl, b.tenant)
                                     or None)
     return web.Response(status=200)
@@ -129,7 +130,7 @@ async def put_object_acl(rq: S3Request) -> web.StreamResponse:
     _check_enforced(b, rq, bucket_acl=True)
     owner = acls.Acl.of(v.acl, v.tenant).owner
     acl = await _acl_from_request(rq, owner, b.tenant, for_object=True)
-    _check_public(b, acl)
+    await _check_public(rq, b, acl)
     await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
                                             acl=authz.stored_acl(acl, b.tenant))
     headers = {"x-amz-version-id": v.version_id} if versioned else {}
@@ -215,7 +216,7 @@ async def get_policy_status(rq: S3Request) -> web.StreamResponse:
     """IsPublic: a public policy (unless RestrictPublicBuckets) or public ACL grants
     (unless IgnorePublicAcls)."""
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    pab = authz.public_access_block(b)
+    pab = await authz.public_access_block(rq.cluster, b)
     text = b.config.get("policy")
     public = (not pab.get("RestrictPublicBuckets") and policy.is_public(
         str(text) if text else None)) or (not pab.get("IgnorePublicAcls") and acls.Acl.of(
@@ -225,8 +226,9 @@ async def get_policy_status(rq: S3Request) -> web.StreamResponse:
     return xml_response(xml_document(root))
 
 
-def check_policy_allowed(b: Bucket, text: str) -> None:
+async def check_policy_allowed(rq: S3Request, b: Bucket, text: str) -> None:
     """PutBucketPolicy: validated and refused when public under BlockPublicPolicy."""
     policy.validate(text, b.name)
-    if authz.public_access_block(b).get("BlockPublicPolicy") and policy.is_public(text):
+    if (await authz.public_access_block(rq.cluster, b)).get("BlockPublicPolicy") and \
+            policy.is_public(text):
         raise S3Error("AccessDenied")

@@ -18,6 +18,7 @@ from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.object_lock import delete_guard
 from gateway.s3.router import KEY_BYTES_MAX
 
 SMALL_BODY_BYTES_MAX = 1 << 20
@@ -51,7 +52,7 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
         if len(key.encode("utf-8")) > KEY_BYTES_MAX:
             raise S3Error("KeyTooLongError")
         res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, key, version_id,
-                                              entry.conditions)
+                                              entry.conditions, delete_guard(rq))
     except Exception as exc:  # noqa: BLE001 - reported per key, as AWS does
         err = to_s3_error(exc, rq.bucket, key)
         return key, version_id, err.code, err.message

@@ -12,6 +12,7 @@ from gateway.s3.http import iso_time
 from gateway.s3.router import validate_bucket_name
 
 MAX_XML_BYTES = 1024 * 1024
+MAX_BUCKETS_PAGE = 10000
 
 
 async def read_xml_body(rq: S3Request) -> bytes:
@@ -26,10 +27,32 @@ async def read_xml_body(rq: S3Request) -> bytes:
 
 @operation("ListBuckets")
 async def list_buckets(rq: S3Request) -> web.StreamResponse:
-    buckets = await rq.cluster.buckets.list(rq.tenant)
+    """ListBuckets with AWS's paging: `max-buckets`, `continuation-token`, `prefix`,
+    `bucket-region` (the token is the last name listed, opaque to clients)."""
+    from gateway.s3.handlers.listing import page_token, read_token
+
+    p = rq.params
+    raw = p.get("max-buckets")
+    limit = MAX_BUCKETS_PAGE
+    if raw is not None:
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_BUCKETS_PAGE:
+            raise S3Error("InvalidArgument", "Argument max-buckets must be an integer between "
+                          f"1 and {MAX_BUCKETS_PAGE}", ArgumentName="max-buckets",
+                          ArgumentValue=raw)
+    after = read_token(p["continuation-token"]) if "continuation-token" in p else ""
+    prefix, region = p.get("prefix", ""), p.get("bucket-region")
+    buckets = [b for b in await rq.cluster.buckets.list(rq.tenant)
+               if b.name > after and b.name.startswith(prefix)
+               and (region is None or b.region == region)]
+    page, more = buckets[:limit], len(buckets) > limit
     owner_id, owner_name = await rq.cluster.tenants.identity(rq.tenant)
     return xml_response(xml.list_buckets_xml(
-        owner_id, owner_name, [(b.name, iso_time(b.created)) for b in buckets]))
+        owner_id, owner_name, [(b.name, iso_time(b.created)) for b in page],
+        prefix=p.get("prefix"), continuation=page_token(page[-1].name) if more else None))
 
 
 @operation("CreateBucket")
@@ -43,9 +66,14 @@ async def create_bucket(rq: S3Request) -> web.StreamResponse:
                       "specific endpoint this request was sent to.")
     from storage.errors import BucketExists
 
+    locked = rq.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true"
     access = await create_bucket_config(rq)
     try:
-        await rq.cluster.buckets.create(rq.tenant, rq.bucket, region or rq.cfg.region)
+        # Object Lock at creation turns versioning on for good (see storage/object_lock.py).
+        await rq.cluster.buckets.create(
+            rq.tenant, rq.bucket, region or rq.cfg.region,
+            versioning="Enabled" if locked else "",
+            config={"object_lock": {"enabled": True, "rule": None}} if locked else None)
     except BucketExists as exc:
         if exc.owned_by_caller and rq.cfg.region == "us-east-1":
             # us-east-1 answers 200 to a repeated create by the owner and resets the bucket
@@ -91,8 +119,9 @@ async def get_versioning(rq: S3Request) -> web.StreamResponse:
 async def put_versioning(rq: S3Request) -> web.StreamResponse:
     status = xml_parse.parse_versioning(await read_xml_body(rq))
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    if status == "Suspended" and not b.versioning:
-        return web.Response(status=200)
+    if status == "Suspended" and b.config.get("object_lock"):
+        raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this "
+                      "bucket, so the versioning state cannot be changed.")
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, versioning=status)
     return web.Response(status=200)
 

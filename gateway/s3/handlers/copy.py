@@ -15,6 +15,7 @@ from gateway.s3 import authz, checksums, sse, xml
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
+from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import iso_time, parse_http_date
@@ -122,6 +123,7 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
         opts.content_type = src.content_type
         opts.user_meta = dict(src.user_meta)
         opts.headers = dict(src.headers)
+    opts.lock = await lock_from_headers(rq)
     opts.tags = (parse_tagging_header(rq.headers.get("x-amz-tagging")) if tag_dir == "REPLACE"
                  else dict(src.tags))
     choice = await sse.for_request(rq)  # the target's encryption: request or bucket default

@@ -47,16 +47,26 @@ def _entry(rq: S3Request, v: ObjectVersion, owner: bool, latest: bool = True) ->
         checksum_type=(v.checksum_type or "FULL_OBJECT") if v.checksums else None)
 
 
-def _token(key: str) -> str:
+def page_token(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode("utf-8", "surrogateescape")).decode()
 
 
-def _untoken(token: str) -> str:
+def read_token(token: str) -> str:
     try:
         return base64.urlsafe_b64decode(token.encode()).decode("utf-8", "surrogateescape")
     except (binascii.Error, ValueError):
         raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
                       ArgumentName="continuation-token", ArgumentValue=token) from None
+
+
+async def _list(rq: S3Request, prefix: str, delimiter: str, after: str, max_keys: int,
+                ) -> tuple[list[ObjectVersion], list[str], bool, str]:
+    """One page of the listing; max-keys=0 is an empty, untruncated page, as on AWS."""
+    if max_keys == 0:
+        await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+        return [], [], False, ""
+    return await rq.cluster.objects.listing.list(rq.tenant, rq.bucket, prefix, delimiter,
+                                                 after, max_keys)
 
 
 @operation("ListObjectsV2")
@@ -66,18 +76,17 @@ async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
     enc = _encoding(rq)
     prefix, delimiter = p.get("prefix", ""), p.get("delimiter", "")
     token = p.get("continuation-token")
-    after = _untoken(token) if token is not None else p.get("start-after", "")
-    if token is not None and p.get("start-after", "") > after:
-        after = p["start-after"]
-    objs, prefixes, more, last = await rq.cluster.objects.listing.list(
-        rq.tenant, rq.bucket, prefix, delimiter, after, max_keys)
+    # With a continuation token, start-after is ignored (AWS: it only applies to the first
+    # request; SDKs repeat it on every page).
+    after = read_token(token) if token is not None else p.get("start-after", "")
+    objs, prefixes, more, last = await _list(rq, prefix, delimiter, after, max_keys)
     await resolve_owners(rq, objs)
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
         is_truncated=more, contents=[_entry(rq, v, "fetch-owner" in p and
                                             p["fetch-owner"] == "true") for v in objs],
         common_prefixes=prefixes, encoding_type=enc,
-        continuation_token=token, next_continuation_token=_token(last) if more else None,
+        continuation_token=token, next_continuation_token=page_token(last) if more else None,
         start_after=p.get("start-after"), fetch_owner=p.get("fetch-owner") == "true")
     return xml_response(xml.list_objects_v2_xml(page))
 
@@ -88,8 +97,7 @@ async def list_objects(rq: S3Request) -> web.StreamResponse:
     max_keys = _max_keys(rq)
     enc = _encoding(rq)
     prefix, delimiter, marker = p.get("prefix", ""), p.get("delimiter", ""), p.get("marker", "")
-    objs, prefixes, more, last = await rq.cluster.objects.listing.list(
-        rq.tenant, rq.bucket, prefix, delimiter, marker, max_keys)
+    objs, prefixes, more, last = await _list(rq, prefix, delimiter, marker, max_keys)
     await resolve_owners(rq, objs)
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,

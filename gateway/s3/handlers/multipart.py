@@ -15,6 +15,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.copy import copy_source
+from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import iso_time
 from storage import multipart as mp
@@ -29,7 +30,7 @@ _PART_NUMBER_MSG = "Part number must be an integer between 1 and 10000, inclusiv
 
 def service(rq: S3Request) -> mp.MultipartService:
     c = rq.cluster
-    return mp.MultipartService(c.meta, c.tenants, c.objects)
+    return c.multipart
 
 
 @contextlib.contextmanager
@@ -103,7 +104,8 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
                             headers=po.headers, storage_class=po.storage_class, tags=po.tags,
                             sse=po.sse, checksum_algorithm=alg.upper() if alg else None,
                             checksum_type=ctype.upper() if ctype else None,
-                            sse_c_key=choice.customer_key, acl=await write_acl(rq))
+                            sse_c_key=choice.customer_key, acl=await write_acl(rq),
+                            lock=await lock_from_headers(rq))
     try:
         up = await service(rq).create(rq.tenant, rq.bucket, rq.key, opts)
     except InvalidInput as e:
@@ -236,7 +238,13 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     upload_id = rq.params.get("uploadId", "")
     svc = service(rq)
     with _errors(upload_id):
-        await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+        try:
+            await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+        except mp.UploadNotFound:
+            done = await svc.finished(rq.tenant, rq.bucket, rq.key, upload_id)
+            if done is None:
+                raise
+            return _completed(rq, done)
     raw = await _read_body(rq, COMPLETE_XML_MAX)
     try:
         parsed = xml_parse.parse_complete_multipart(raw)
@@ -250,6 +258,10 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     with _errors(upload_id):
         v = await svc.complete(rq.tenant, rq.bucket, rq.key, upload_id, listed,
                                write_conditions(rq.headers), expected=expected)
+    return _completed(rq, v)
+
+
+def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
     headers = dict(sse.response_headers(v.sse))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
@@ -327,6 +339,11 @@ async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
 # --- GetObject / HeadObject ?partNumber= ---------------------------------------------------
 
 
+def _no_such_part() -> S3Error:
+    """GET/HEAD ?partNumber= past the object's parts: 400 InvalidPart, as S3 answers."""
+    return S3Error("InvalidPart", "One or more of the specified parts could not be found.")
+
+
 def part_range(v: ObjectVersion, raw: str, range_header: str | None,
                ) -> tuple[int, int, int | None]:
     """[start, end) of part `raw` of `v` and the parts count (None for a simple object)."""
@@ -343,9 +360,9 @@ def part_range(v: ObjectVersion, raw: str, range_header: str | None,
     multipart = "-" in v.etag
     if not multipart:
         if n != 1:
-            raise S3Error("InvalidPartNumber")
+            raise _no_such_part()
         return 0, v.size, None
     if n > len(v.parts):
-        raise S3Error("InvalidPartNumber")
+        raise _no_such_part()
     start = sum(p.plaintext_size for p in v.parts[: n - 1])
     return start, start + v.parts[n - 1].plaintext_size, len(v.parts)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from aiohttp import web
 
 from gateway.s3 import sse
@@ -9,12 +12,17 @@ from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.handlers.access import write_acl
+from gateway.s3.handlers.attributes import checksum_headers
+from gateway.s3.handlers.object_lock import delete_guard, lock_from_headers, lock_headers
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
+from storage.errors import ObjectNotFound
 from storage.objects import PutOptions
 from storage.records import ObjectVersion
+
+log = logging.getLogger("tessera.gateway")
 
 SYSTEM_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
                   "Content-Language", "Expires")
@@ -28,6 +36,20 @@ def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
     if sum(len(k) + len(v) for k, v in meta.items()) > META_LIMIT_BYTES:
         raise S3Error("MetadataTooLarge", MaxSizeAllowed=str(META_LIMIT_BYTES))
     return meta
+
+
+def system_headers(h) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The standard headers stored with an object; `aws-chunked` is how this request's body
+    was framed, not an encoding of the object, so it is dropped from Content-Encoding."""
+    out = {k: h[k] for k in SYSTEM_HEADERS if k in h}
+    if "Content-Encoding" in out:
+        codings = [c.strip() for c in out["Content-Encoding"].split(",")]
+        kept = ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
+        if kept:
+            out["Content-Encoding"] = kept
+        else:
+            del out["Content-Encoding"]
+    return out
 
 
 def write_conditions(headers) -> WriteConditions | None:  # type: ignore[no-untyped-def]
@@ -44,7 +66,7 @@ def put_options(rq: S3Request) -> PutOptions:
     return PutOptions(
         content_type=h.get("Content-Type", "binary/octet-stream"),
         user_meta=user_metadata(h),
-        headers={k: h[k] for k in SYSTEM_HEADERS if k in h},
+        headers=system_headers(h),
         storage_class=sc,
         conditions=write_conditions(h),
         tags=parse_tagging_header(h.get("x-amz-tagging")),
@@ -66,6 +88,7 @@ def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
     if v.storage_class != "STANDARD":
         out["x-amz-storage-class"] = v.storage_class
     out.update(restore_headers(v))
+    out.update(lock_headers(v))
     if versioned:
         out["x-amz-version-id"] = v.version_id
     if v.tags:
@@ -78,6 +101,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     body = RequestBody(rq.request, rq.auth, rq.cfg.max_object_size)
     opts = put_options(rq)
     opts.acl = await write_acl(rq)
+    opts.lock = await lock_from_headers(rq)
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = body.length
@@ -99,10 +123,23 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     return web.Response(status=200, headers=headers)
 
 
-async def _version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
+async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
     b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    if "x-amz-server-side-encryption" in rq.headers:
+        # AWS: SSE-S3/KMS need no header to read; sending one on GET/HEAD is 400.
+        raise S3Error("InvalidArgument", "The x-amz-server-side-encryption header is not "
+                      "supported for this operation.",
+                      ArgumentName="x-amz-server-side-encryption",
+                      ArgumentValue=rq.headers["x-amz-server-side-encryption"])
     vid = rq.params.get("versionId")
-    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+    try:
+        v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+    except ObjectNotFound:
+        if vid is not None:
+            raise
+        # No record at all: the 404 says it is not a delete marker (as the suite expects).
+        raise S3Error("NoSuchKey", Key=rq.key, headers={"x-amz-delete-marker": "false"},
+                      ) from None
     versioned = bool(b.versioning)
     if v.delete_marker:
         headers = {"x-amz-delete-marker": "true"}
@@ -128,6 +165,11 @@ def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
             headers[h] = rq.params[p]
 
 
+def _part_number(rq: S3Request) -> int | None:
+    raw = rq.params.get("partNumber")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
 def _part_range(rq: S3Request, v: ObjectVersion, headers: dict[str, str],
                 ) -> tuple[int, int] | None:
     """GET/HEAD `?partNumber=N`: that part's byte range (see handlers/multipart.py)."""
@@ -141,7 +183,7 @@ def _part_range(rq: S3Request, v: ObjectVersion, headers: dict[str, str],
 
 @operation("HeadObject")
 async def head_object(rq: S3Request) -> web.StreamResponse:
-    v, versioned = await _version_for_read(rq)
+    v, versioned = await version_for_read(rq)
     sse.key_for_read(rq.headers, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
     headers = object_headers(v, versioned)
@@ -156,8 +198,7 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
         size = rng[1] - rng[0]
         status = 206
     if rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
-        for alg, val in v.checksums.items():
-            headers[f"x-amz-checksum-{alg.lower()}"] = val
+        headers.update(checksum_headers(v, _part_number(rq)))
     _overrides(rq, headers)
     headers["Content-Length"] = str(size)
     resp = web.StreamResponse(status=status, headers=headers)
@@ -167,7 +208,7 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetObject")
 async def get_object(rq: S3Request) -> web.StreamResponse:
-    v, versioned = await _version_for_read(rq)
+    v, versioned = await version_for_read(rq)
     source = readable_version(v)  # 403 InvalidObjectState when archived and not restored
     customer_key = sse.key_for_read(rq.headers, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
@@ -183,24 +224,47 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     status = 206 if rng is not None else 200
     if rng is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{v.size}"
-    elif rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
-        for alg, val in v.checksums.items():
-            headers[f"x-amz-checksum-{alg.lower()}"] = val
+    # A checksum describes the whole object or a whole part, never an arbitrary range.
+    whole = rng is None or "partNumber" in rq.params
+    if whole and rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        headers.update(checksum_headers(v, _part_number(rq)))
     _overrides(rq, headers)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
-    stream = rq.cluster.objects.read(source, start, end, sse_c_key=customer_key)
-    first = None
-    if end > start:
-        # Read the first segment before sending headers, so an unreadable object is an
-        # error response rather than a truncated 200.
-        first = await anext(stream)
-    await resp.prepare(rq.request)
-    if first is not None:
-        await resp.write(first)
-        async for chunk in stream:
-            await resp.write(chunk)
+    # aclosing: however the response ends (a client hanging up mid-body included), the
+    # shard streams behind it are cancelled and awaited now, not left to the GC.
+    async with contextlib.aclosing(
+            rq.cluster.objects.read(source, start, end, sse_c_key=customer_key)) as stream:
+        first = None
+        if end > start:
+            # Read the first segment before sending headers, so an unreadable object is an
+            # error response rather than a truncated 200.
+            first = await anext(stream)
+        await resp.prepare(rq.request)
+        try:
+            if first is not None:
+                await resp.write(first)
+                async for chunk in stream:
+                    await resp.write(chunk)
+        except ConnectionResetError:
+            raise  # the client hung up
+        except Exception as exc:  # noqa: BLE001 - the status line is sent already
+            return abort_mid_body(rq, resp, exc)
     await resp.write_eof()
+    return resp
+
+
+def abort_mid_body(rq: S3Request, resp: web.StreamResponse,
+                   exc: Exception) -> web.StreamResponse:
+    """A body that fails after its headers were sent (a segment no k shards authenticate,
+    say): close the connection so the client sees a short body. An error response now
+    would be read as the body's remaining bytes (`HTTP/1.1 500 ...` inside a 206)."""
+    log.error("read failed mid-body on %s/%s: %s", rq.bucket, rq.key, exc,
+              extra={"request_id": rq.request_id})
+    rq.request["aborted_mid_body"] = True
+    resp.force_close()
+    if rq.request.transport is not None:
+        rq.request.transport.close()
     return resp
 
 
@@ -233,7 +297,7 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 async def delete_object(rq: S3Request) -> web.StreamResponse:
     res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, rq.key,
                                           rq.params.get("versionId"),
-                                          delete_conditions(rq.headers))
+                                          delete_conditions(rq.headers), delete_guard(rq))
     headers = {}
     if res.version_id is not None:
         headers["x-amz-version-id"] = res.version_id

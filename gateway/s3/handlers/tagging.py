@@ -63,7 +63,9 @@ def _version_header(v: ObjectVersion, versioned: bool) -> dict[str, str]:
 @operation("GetObjectTagging")
 async def get_object_tagging(rq: S3Request) -> web.StreamResponse:
     v, versioned = await addressed_version(rq)
-    return xml_response(xml.tagging_xml(v.tags), headers=_version_header(v, versioned))
+    # AWS returns an object's tags in key order, whatever order they were written in.
+    return xml_response(xml.tagging_xml(dict(sorted(v.tags.items()))),
+                        headers=_version_header(v, versioned))
 
 
 @operation("PutObjectTagging")

@@ -1,0 +1,185 @@
+"""Cluster-wide gauges for `/metrics`: durability, worker backlogs and rates, leases, tenants.
+
+Computing them takes metadata scans and a call to every node, so they are never computed per
+scrape: a background task refreshes a cached snapshot every `[gateway] metrics_refresh_s`
+seconds from the same bounded figures `tessera status` shows (`collect_status`) plus one bounded sweep of current object versions for per-tenant usage; a scrape only reads
+the snapshot. Counters published by the workers (repair, rebalance, scrub) are exported as
+Prometheus counters, so `rate()` gives the repair and rebalance rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from storage.cluster import Cluster
+from storage.keyspace import OBJECT, space
+from storage.records import ObjectVersion
+
+log = logging.getLogger("tessera.metrics")
+USAGE_SCAN_LIMIT = 100_000
+
+
+async def tenant_usage(cluster: Cluster, limit: int = USAGE_SCAN_LIMIT,
+                       ) -> tuple[dict[str, dict[str, int]], bool]:
+    """Bytes and objects per tenant from the current versions (bounded scan; truncated?)."""
+    items = await cluster.meta.range(*space(OBJECT), limit=limit + 1)
+    usage: dict[str, dict[str, int]] = {}
+    for item in items[:limit]:
+        v = ObjectVersion.decode(item.value)
+        if v.delete_marker:
+            continue
+        row = usage.setdefault(v.tenant, {"objects": 0, "bytes": 0})
+        row["objects"] += 1
+        row["bytes"] += v.size
+    return usage, len(items) > limit
+
+
+class ClusterGauges:
+    """The cached snapshot and the task that refreshes it; also a Prometheus collector."""
+
+    def __init__(self, cluster: Cluster, holder: str, interval_s: float | None = None) -> None:
+        self._cluster = cluster
+        self._holder = holder
+        self._interval = max(0.5, cluster.cfg.gateway.metrics_refresh_s
+                             if interval_s is None else interval_s)
+        self._status: dict[str, Any] | None = None
+        self._usage: dict[str, dict[str, int]] = {}
+        self._usage_truncated = False
+        self._refreshed = 0.0
+        self._took = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        from gateway.status import collect_status
+
+        t = time.perf_counter()
+        self._status = await collect_status(self._cluster)
+        self._usage, self._usage_truncated = await tenant_usage(self._cluster)
+        self._took = time.perf_counter() - t
+        self._refreshed = time.time()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - metrics must never take the gateway down
+                log.warning("metrics refresh failed", exc_info=True)
+            await asyncio.sleep(self._interval)
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the snapshot; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        yield _gauge("tessera_metrics_refresh_timestamp_seconds",
+                     "When the cluster gauges were last refreshed (Unix time)", self._refreshed)
+        yield _gauge("tessera_metrics_refresh_seconds",
+                     "How long the last refresh of the cluster gauges took", self._took)
+        s = self._status
+        if s is None:
+            return
+        yield from _durability(s)
+        yield from _workers(s, self._holder)
+        objects = GaugeMetricFamily("tessera_tenant_objects",
+                                    "Current objects per tenant (delete markers excluded)",
+                                    labels=["tenant"])
+        size = GaugeMetricFamily("tessera_tenant_bytes", "Bytes of current objects per tenant",
+                                 labels=["tenant"])
+        for tenant, row in sorted(self._usage.items()):
+            objects.add_metric([tenant], row["objects"])
+            size.add_metric([tenant], row["bytes"])
+        yield objects
+        yield size
+        yield _gauge("tessera_tenant_usage_truncated",
+                     "1 when the usage sweep hit its scan limit (figures are partial)",
+                     float(self._usage_truncated))
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _durability(s: dict[str, Any]) -> Iterator[Metric]:
+    nodes = GaugeMetricFamily("tessera_nodes", "Nodes by health state", labels=["state"])
+    states: dict[str, int] = {}
+    for n in s["nodes"]:
+        states[n["state"]] = states.get(n["state"], 0) + 1
+    for state, count in sorted(states.items()):
+        nodes.add_metric([state], count)
+    yield nodes
+    st = s["stripes"]
+    fam = GaugeMetricFamily("tessera_stripes_by_healthy_shards",
+                            "Live stripes by shards on usable nodes (bounded scan)",
+                            labels=["healthy"])
+    for healthy, count in st["by_healthy_shards"].items():
+        fam.add_metric([str(healthy)], count)
+    yield fam
+    yield _gauge("tessera_stripes_scanned", "Stripes the bounded scan judged", st["scanned"])
+    yield _gauge("tessera_stripes_zone_unsafe",
+                 "Stripes with more than m shards in one zone", st["zone_unsafe"])
+    yield _gauge("tessera_durability_nines", "Annual object durability estimate, in nines",
+                 s["durability"].get("object_nines", 0.0))
+
+
+def _workers(s: dict[str, Any], holder: str) -> Iterator[Metric]:
+    rep, rb, sc = s["repair"], s["rebalance"] or {}, s["scrub"]
+    yield _gauge("tessera_repair_backlog", "Stripes queued for repair", rep["backlog"])
+    yield _gauge("tessera_gc_backlog", "Stripes queued for garbage collection", s["gc"]["backlog"])
+    yield _counter("tessera_repair_stripes_repaired", "Stripes repaired (cluster-wide)",
+                   rep.get("stripes_repaired", 0))
+    yield _counter("tessera_repair_bytes_rebuilt", "Shard bytes rebuilt by repair",
+                   rep.get("bytes_rebuilt", 0))
+    yield _counter("tessera_repair_shards_rebuilt", "Shards rebuilt by repair",
+                   rep.get("shards_rebuilt", 0))
+    yield _counter("tessera_repair_sweep_checked", "Stripes checked by the repair sweep",
+                   rep.get("sweep_checked", 0))
+    yield _counter("tessera_rebalance_shards_moved", "Shards moved by rebalance and drains",
+                   rb.get("shards_moved", 0))
+    yield _counter("tessera_rebalance_bytes_moved", "Bytes moved by rebalance and drains",
+                   rb.get("bytes_moved", 0))
+    left = sum(int((d or {}).get("left", 0) or 0) for d in (rb.get("draining") or {}).values())
+    yield _gauge("tessera_rebalance_backlog", "Shards still to move off draining nodes", left)
+    yield _counter("tessera_scrub_shards_verified", "Shards verified by node scrubbers",
+                   sc["shards_verified"])
+    yield _counter("tessera_scrub_corrupt_found", "Corrupt shards node scrubbers found",
+                   sc["corrupt_found"])
+    yield _gauge("tessera_scrub_passes_min", "Fewest complete scrub passes of any node",
+                 sc["passes_min"])
+    archive = s.get("archive") or {}
+    yield _gauge("tessera_restore_backlog", "Archive restore jobs pending (lifecycle tier)",
+                 archive.get("restores_pending", 0))
+    yield _gauge("tessera_restored_copies", "Restored archive copies alive",
+                 archive.get("restored_copies", 0))
+    cls = GaugeMetricFamily("tessera_storage_class_bytes", "Bytes of current objects by "
+                            "storage class (bounded scan)", labels=["storage_class"])
+    for name, row in (archive.get("classes") or {}).items():
+        cls.add_metric([name], row["bytes"])
+    yield cls
+    lease = GaugeMetricFamily("tessera_worker_lease", "1 for each worker lease and its holder",
+                              labels=["worker", "holder"])
+    mine = GaugeMetricFamily("tessera_worker_lease_held",
+                             "1 when this gateway holds the worker's lease", labels=["worker"])
+    for w in s["workers"]:
+        lease.add_metric([w["worker"], w["holder"]], 1)
+        mine.add_metric([w["worker"]], float(w["holder"] == holder))
+    yield lease
+    yield mine

@@ -1,0 +1,49 @@
+"""Export the storage library's timing histograms (`storage.telemetry`) to Prometheus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from storage.lifecycle import LifecycleReport
+from storage.telemetry import LIFECYCLE, Timings
+
+
+class TimingsCollector:
+    """Reads a `Timings` at scrape time into one histogram family labelled by `label`."""
+
+    def __init__(self, name: str, doc: str, label: str, timings: Timings) -> None:
+        self._name, self._doc, self._label, self._t = name, doc, label, timings
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self._name, self._doc, labels=[self._label])]
+
+    def collect(self) -> Iterator[Metric]:
+        fam = HistogramMetricFamily(self._name, self._doc, labels=[self._label])
+        bounds = [*(repr(b) for b in self._t.buckets), "+Inf"]
+        for value, (cum, total) in sorted(self._t.snapshot().items()):
+            fam.add_metric([value], list(zip(bounds, cum, strict=True)), total)
+        yield fam
+
+
+class LifecycleCollector:
+    """`tessera_lifecycle_passes_total` and `tessera_lifecycle_actions_total{action}`: what the
+    lifecycle passes run by this gateway applied (0 on gateways not holding its lease)."""
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        counts = LIFECYCLE.snapshot()
+        yield CounterMetricFamily("tessera_lifecycle_passes", "Lifecycle passes this gateway ran",
+                                  value=counts.get("passes", 0.0))
+        fam = CounterMetricFamily("tessera_lifecycle_actions",
+                                  "Lifecycle actions this gateway applied, by kind",
+                                  labels=["action"])
+        for kind in ACTIONS:
+            fam.add_metric([kind], counts.get(kind, 0.0))
+        yield fam
+
+
+ACTIONS = tuple(f for f in LifecycleReport.__dataclass_fields__ if f != "buckets")

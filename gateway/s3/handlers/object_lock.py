@@ -1,0 +1,263 @@
+"""Object Lock operations and headers: bucket configuration, retention, legal hold.
+
+The rules live in `storage/object_lock.py`; this module parses and renders what AWS sends
+and expects (the `ObjectLockConfiguration`, `Retention` and `LegalHold` documents, the
+`x-amz-object-lock-*` headers of PutObject / CopyObject / CreateMultipartUpload and of
+GET/HEAD) and answers AWS's error for each refusal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from aiohttp import web
+
+from gateway.s3 import xml_parse
+from gateway.s3.errors import S3Error, xml_document
+from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.xml import S3_NAMESPACE, format_timestamp
+from storage import object_lock as ol
+from storage.records import ObjectVersion
+
+MODE_HEADER = "x-amz-object-lock-mode"
+UNTIL_HEADER = "x-amz-object-lock-retain-until-date"
+HOLD_HEADER = "x-amz-object-lock-legal-hold"
+BYPASS_HEADER = "x-amz-bypass-governance-retention"
+MAX_DAYS = 36500  # AWS accepts a default retention of at most 100 years
+_MISSING = "Bucket is missing Object Lock Configuration"
+
+
+async def read_xml_body(rq: S3Request) -> bytes:
+    """The bounded XML body (imported late: handlers.buckets imports this module's users)."""
+    from gateway.s3.handlers.buckets import read_xml_body as read
+
+    return await read(rq)
+
+
+def _no_lock() -> S3Error:
+    return S3Error("InvalidRequest", _MISSING)
+
+
+def _iso(ts: float) -> str:
+    return format_timestamp(datetime.fromtimestamp(ts, UTC))
+
+
+def _parse_time(text: str) -> float | None:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def bypass(rq: S3Request) -> bool:
+    """`x-amz-bypass-governance-retention: true`; the owning tenant has the permission."""
+    return rq.headers.get(BYPASS_HEADER, "").strip().lower() == "true"
+
+
+def delete_guard(rq: S3Request) -> Callable[[ObjectVersion], None]:
+    """What a delete calls on each version it would remove for good."""
+    allowed = bypass(rq)
+    now = time.time()
+    return lambda v: ol.check_delete(v.lock, allowed, now)
+
+
+# --- headers of writes and reads ------------------------------------------------------------
+
+
+async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
+    """The lock a write's `x-amz-object-lock-*` headers ask for ({} when none are sent)."""
+    h = rq.headers
+    mode, until_raw, hold = h.get(MODE_HEADER), h.get(UNTIL_HEADER), h.get(HOLD_HEADER)
+    if mode is None and until_raw is None and hold is None:
+        return {}
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    if ol.bucket_lock(b.config) is None:
+        raise _no_lock()
+    out: dict[str, Any] = {}
+    if (mode is None) != (until_raw is None):
+        raise S3Error("InvalidArgument", "x-amz-object-lock-retain-until-date and "
+                      "x-amz-object-lock-mode must both be supplied",
+                      ArgumentName=MODE_HEADER if mode is None else UNTIL_HEADER)
+    if mode is not None and until_raw is not None:
+        if mode not in ol.MODES:
+            raise S3Error("InvalidArgument", "Unknown wormMode directive.",
+                          ArgumentName=MODE_HEADER, ArgumentValue=mode)
+        until = _parse_time(until_raw)
+        if until is None:
+            raise S3Error("InvalidArgument", "The retain until date must be provided in "
+                          "ISO 8601 format", ArgumentName=UNTIL_HEADER,
+                          ArgumentValue=until_raw)
+        if until <= time.time():
+            raise S3Error("InvalidArgument", "The retain until date must be in the future!",
+                          ArgumentName=UNTIL_HEADER, ArgumentValue=until_raw)
+        out["mode"], out["until"] = mode, until
+    if hold is not None:
+        if hold not in ("ON", "OFF"):
+            raise S3Error("InvalidArgument", "Legal Hold must be either of 'ON' or 'OFF'",
+                          ArgumentName=HOLD_HEADER, ArgumentValue=hold)
+        out["legal_hold"] = hold
+    return out
+
+
+def lock_headers(v: ObjectVersion) -> dict[str, str]:
+    """GET/HEAD response headers of a version's lock."""
+    out = {}
+    if v.lock.get("mode"):
+        out[MODE_HEADER] = v.lock["mode"]
+        out[UNTIL_HEADER] = _iso(float(v.lock["until"]))
+    if v.lock.get("legal_hold"):
+        out[HOLD_HEADER] = v.lock["legal_hold"]
+    return out
+
+
+# --- bucket configuration -------------------------------------------------------------------
+
+
+def parse_configuration(body: bytes) -> dict[str, Any] | None:
+    """ObjectLockConfiguration -> the default rule ({"mode", "days"|"years"}) or None."""
+    root = xml_parse.parse_document(body, "ObjectLockConfiguration")
+    if xml_parse.find_text(root, "ObjectLockEnabled") != "Enabled":
+        raise xml_parse.malformed("ObjectLockEnabled must be Enabled")
+    rules = xml_parse.find_all(root, "Rule")
+    if not rules:
+        return None
+    retention = xml_parse.find_all(rules[0], "DefaultRetention")
+    if len(rules) > 1 or len(retention) != 1:
+        raise xml_parse.malformed("one Rule with one DefaultRetention")
+    d = retention[0]
+    mode = xml_parse.find_text(d, "Mode")
+    days, years = xml_parse.find_text(d, "Days"), xml_parse.find_text(d, "Years")
+    if mode not in ol.MODES or (days is None) == (years is None):
+        raise xml_parse.malformed("DefaultRetention needs a Mode and one of Days or Years")
+    raw = days if days is not None else years
+    assert raw is not None
+    try:
+        n = int(raw.strip())
+    except ValueError:
+        raise xml_parse.malformed(f"retention period {raw!r}") from None
+    limit = MAX_DAYS if days is not None else MAX_DAYS // ol.YEAR_DAYS
+    if not 1 <= n <= limit:
+        raise S3Error("InvalidRetentionPeriod", "Default retention period must be a "
+                      "positive integer value.", status=400)
+    return {"mode": mode, "days" if days is not None else "years": n}
+
+
+def _document(tag: str, **children: str) -> bytes:
+    root = ET.Element(tag, xmlns=S3_NAMESPACE)
+    for name, text in children.items():
+        ET.SubElement(root, name).text = text
+    return xml_document(root)
+
+
+def configuration_xml(rule: dict[str, Any] | None) -> bytes:
+    root = ET.Element("ObjectLockConfiguration", xmlns=S3_NAMESPACE)
+    ET.SubElement(root, "ObjectLockEnabled").text = "Enabled"
+    if rule:
+        d = ET.SubElement(ET.SubElement(root, "Rule"), "DefaultRetention")
+        ET.SubElement(d, "Mode").text = rule["mode"]
+        if "days" in rule:
+            ET.SubElement(d, "Days").text = str(rule["days"])
+        else:
+            ET.SubElement(d, "Years").text = str(rule["years"])
+    return xml_document(root)
+
+
+@operation("PutObjectLockConfiguration")
+async def put_lock_configuration(rq: S3Request) -> web.StreamResponse:
+    rule = parse_configuration(await read_xml_body(rq))
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    if ol.bucket_lock(b.config) is None and b.versioning != "Enabled":
+        raise S3Error("InvalidBucketState", "Versioning must be 'Enabled' on the bucket to "
+                      "apply a Object Lock configuration")
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket,
+                                    object_lock={"enabled": True, "rule": rule})
+    return web.Response(status=200)
+
+
+@operation("GetObjectLockConfiguration")
+async def get_lock_configuration(rq: S3Request) -> web.StreamResponse:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    lock = ol.bucket_lock(b.config)
+    if lock is None:
+        raise S3Error("ObjectLockConfigurationNotFoundError", BucketName=rq.bucket)
+    return xml_response(configuration_xml(lock.get("rule")))
+
+
+# --- retention and legal hold of a version --------------------------------------------------
+
+
+async def _locked_version(rq: S3Request) -> ObjectVersion:
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    if ol.bucket_lock(b.config) is None:
+        raise _no_lock()
+    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, rq.params.get("versionId"))
+    if v.delete_marker:
+        raise S3Error("MethodNotAllowed", "The specified method is not allowed against this "
+                      "resource.", headers={"x-amz-delete-marker": "true"})
+    return v
+
+
+def parse_retention(body: bytes) -> tuple[str | None, float | None]:
+    root = xml_parse.parse_document(body, "Retention")
+    mode, until_raw = xml_parse.find_text(root, "Mode"), xml_parse.find_text(root, "RetainUntilDate")
+    if mode is None and until_raw is None:
+        return None, None
+    if mode not in ol.MODES or until_raw is None:
+        raise xml_parse.malformed("Retention needs a valid Mode and a RetainUntilDate")
+    until = _parse_time(until_raw)
+    if until is None:
+        raise xml_parse.malformed(f"RetainUntilDate {until_raw!r}")
+    if until <= time.time():
+        raise S3Error("InvalidArgument", "The retain until date must be in the future!",
+                      ArgumentName="RetainUntilDate", ArgumentValue=until_raw)
+    return mode, until
+
+
+@operation("PutObjectRetention")
+async def put_retention(rq: S3Request) -> web.StreamResponse:
+    mode, until = parse_retention(await read_xml_body(rq))
+    v = await _locked_version(rq)
+    allowed, now = bypass(rq), time.time()
+
+    def guard(cur: ObjectVersion) -> None:
+        ol.check_retention_change(cur.lock, mode, until, allowed, now)
+
+    await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id, guard,
+                                            lock=ol.with_retention(v.lock, mode, until))
+    return web.Response(status=200)
+
+
+@operation("GetObjectRetention")
+async def get_retention(rq: S3Request) -> web.StreamResponse:
+    v = await _locked_version(rq)
+    if not v.lock.get("mode"):
+        raise S3Error("NoSuchObjectLockConfiguration")
+    return xml_response(_document("Retention", Mode=v.lock["mode"],
+                                  RetainUntilDate=_iso(float(v.lock["until"]))))
+
+
+@operation("PutObjectLegalHold")
+async def put_legal_hold(rq: S3Request) -> web.StreamResponse:
+    root = xml_parse.parse_document(await read_xml_body(rq), "LegalHold")
+    status = xml_parse.find_text(root, "Status")
+    if status not in ("ON", "OFF"):
+        raise xml_parse.malformed("LegalHold Status must be ON or OFF")
+    v = await _locked_version(rq)
+    await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
+                                            lock={**v.lock, "legal_hold": status})
+    return web.Response(status=200)
+
+
+@operation("GetObjectLegalHold")
+async def get_legal_hold(rq: S3Request) -> web.StreamResponse:
+    v = await _locked_version(rq)
+    if not v.lock.get("legal_hold"):
+        raise S3Error("NoSuchObjectLockConfiguration")
+    return xml_response(_document("LegalHold", Status=v.lock["legal_hold"]))

@@ -1,0 +1,128 @@
+"""Process-wide timings of the data path and the metadata store, for the gateway's `/metrics`.
+
+The storage library does not depend on a metrics library: it records durations into small
+fixed-bucket histograms here (a lock and a few additions per observation, taken once per
+segment or per metadata call, never per byte), and the gateway exports them at scrape time
+(`gateway.metrics_export`).
+
+Pipeline stages (`STAGES`): `hash` (content digests), `encrypt` / `decrypt` (AES-GCM seal and
+open), `erasure_encode` / `erasure_decode` (zfec), `shard_write` (waiting for shard nodes to
+take a segment's frames, and for their final confirmation), `shard_read` (waiting for a
+segment's blocks), `metadata_commit` (the transaction that makes an object version current).
+Metadata calls (`METADATA`): every call of the `MetadataStore` interface, by method.
+Lifecycle actions (`LIFECYCLE`): what the lifecycle worker's passes in this process applied.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from storage.metadata import Item, MetadataStore, Txn
+
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Timings:
+    """Histograms of seconds by one label value (thread-safe: codec threads record too)."""
+
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.buckets = buckets
+        self._lock = threading.Lock()
+        self._data: dict[str, tuple[list[int], list[float]]] = {}  # counts per bucket, [sum]
+
+    def observe(self, label: str, seconds: float) -> None:
+        with self._lock:
+            entry = self._data.get(label)
+            if entry is None:
+                entry = self._data[label] = ([0] * (len(self.buckets) + 1), [0.0])
+            counts, total = entry
+            counts[bisect_left(self.buckets, seconds)] += 1
+            total[0] += seconds
+
+    @contextmanager
+    def time(self, label: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(label, time.perf_counter() - t)
+
+    def snapshot(self) -> dict[str, tuple[list[int], float]]:
+        """label -> (cumulative counts per bucket upper bound then +Inf, sum of seconds)."""
+        with self._lock:
+            out = {}
+            for label, (counts, total) in self._data.items():
+                cum, run = [], 0
+                for c in counts:
+                    run += c
+                    cum.append(run)
+                out[label] = (cum, total[0])
+            return out
+
+
+class Counters:
+    """Monotonic counts by one label value (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: dict[str, float] = {}
+
+    def add(self, label: str, amount: float = 1.0) -> None:
+        with self._lock:
+            self._data[label] = self._data.get(label, 0.0) + amount
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._data)
+
+
+STAGES = Timings()
+METADATA = Timings()
+LIFECYCLE = Counters()  # lifecycle actions this process applied, by kind ("passes" too)
+
+
+def stage(name: str, seconds: float) -> None:
+    """Record `seconds` spent in pipeline stage `name`."""
+    STAGES.observe(name, seconds)
+
+
+class TimedStore:
+    """A `MetadataStore` that times every interface call into `METADATA` and passes the rest
+    (leases, watches, scrub) through unchanged."""
+
+    def __init__(self, inner: MetadataStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, key: bytes) -> Item | None:
+        with METADATA.time("get"):
+            return await self.inner.get(key)
+
+    async def put(self, key: bytes, value: bytes) -> int:
+        with METADATA.time("put"):
+            return await self.inner.put(key, value)
+
+    async def delete(self, key: bytes) -> bool:
+        with METADATA.time("delete"):
+            return await self.inner.delete(key)
+
+    async def range(self, start: bytes, end: bytes, limit: int = 1000,
+                    reverse: bool = False) -> list[Item]:
+        with METADATA.time("range"):
+            return await self.inner.range(start, end, limit, reverse)
+
+    async def txn(self, txn: Txn) -> bool:
+        with METADATA.time("txn"):
+            return await self.inner.txn(txn)
+
+    async def close(self) -> None:
+        await self.inner.close()
+

@@ -1,0 +1,141 @@
+"""Small exact S3 behaviours through boto3: multipart, listing, attributes, headers, tags."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+MiB = 1024 * 1024
+
+
+def _err(call, *args, **kw) -> tuple[int, str]:
+    with pytest.raises(ClientError) as e:
+        call(*args, **kw)
+    r = e.value.response
+    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
+
+
+def _two_part_upload(s3, b: str, key: str, **create):  # type: ignore[no-untyped-def]
+    up = s3.create_multipart_upload(Bucket=b, Key=key, **create)["UploadId"]
+    parts = []
+    for n, body in ((1, b"a" * 5 * MiB), (2, b"bc")):
+        kw = {"ChecksumAlgorithm": "CRC32"} if "ChecksumAlgorithm" in create else {}
+        r = s3.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=n, Body=body, **kw)
+        part = {"ETag": r["ETag"], "PartNumber": n}
+        if "ChecksumCRC32" in r:
+            part["ChecksumCRC32"] = r["ChecksumCRC32"]
+        parts.append(part)
+    return up, parts
+
+
+def test_multipart_completion_repeat_and_parts(s3) -> None:
+    b = "details-mpu"
+    s3.create_bucket(Bucket=b)
+    up, parts = _two_part_upload(s3, b, "k", ChecksumAlgorithm="CRC32")
+    done = s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up,
+                                        MultipartUpload={"Parts": parts})
+    # A repeated completion answers 200 with the same ETag (S3 does; retrying clients rely
+    # on it); an upload that never existed is still NoSuchUpload.
+    again = s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up,
+                                         MultipartUpload={"Parts": parts})
+    assert again["ETag"] == done["ETag"]
+    assert _err(s3.complete_multipart_upload, Bucket=b, Key="k", UploadId="nope",
+                MultipartUpload={"Parts": parts}) == (404, "NoSuchUpload")
+    # ?partNumber past the last part: 400 InvalidPart; part checksums and type on GET/HEAD.
+    assert _err(s3.get_object, Bucket=b, Key="k", PartNumber=3) == (400, "InvalidPart")
+    p2 = s3.get_object(Bucket=b, Key="k", PartNumber=2, ChecksumMode="ENABLED")
+    assert p2["Body"].read() == b"bc" and p2["PartsCount"] == 2
+    assert p2["ChecksumCRC32"] == parts[1]["ChecksumCRC32"]
+    assert p2["ChecksumType"] == "COMPOSITE"
+    head = s3.head_object(Bucket=b, Key="k", ChecksumMode="ENABLED")
+    assert head["ChecksumType"] == "COMPOSITE" and head["ChecksumCRC32"].endswith("-2")
+    # GetObjectAttributes, paged parts.
+    attrs = s3.get_object_attributes(Bucket=b, Key="k", MaxParts=1, PartNumberMarker=1,
+                                     ObjectAttributes=["ETag", "Checksum", "ObjectParts",
+                                                       "StorageClass", "ObjectSize"])
+    assert attrs["ETag"] == done["ETag"].strip('"')
+    assert attrs["ObjectSize"] == 5 * MiB + 2 and attrs["StorageClass"] == "STANDARD"
+    assert attrs["Checksum"]["ChecksumType"] == "COMPOSITE"
+    op = attrs["ObjectParts"]
+    count = op.get("TotalPartsCount", op.get("PartsCount"))  # botocore versions differ
+    assert (count, op["PartNumberMarker"], op["MaxParts"], op["IsTruncated"]) == (
+        2, 1, 1, False)
+    assert [(p["PartNumber"], p["Size"]) for p in op["Parts"]] == [(2, 2)]
+    s3.put_object(Bucket=b, Key="simple", Body=b"abc")
+    attrs = s3.get_object_attributes(Bucket=b, Key="simple",
+                                     ObjectAttributes=["ObjectParts", "ObjectSize"])
+    assert attrs["ObjectSize"] == 3 and "ObjectParts" not in attrs
+    assert _err(s3.get_object_attributes, Bucket=b, Key="simple",
+                ObjectAttributes=["Bogus"]) == (400, "InvalidArgument")
+
+
+def test_listing_details(s3) -> None:
+    b = "details-list"
+    s3.create_bucket(Bucket=b)
+    keys = ["1a", "2b", "3c", "\nx"]
+    for k in keys:
+        s3.put_object(Bucket=b, Key=k, Body=b"")
+    for lister in (s3.list_objects, s3.list_objects_v2):
+        r = lister(Bucket=b, MaxKeys=0)
+        assert r["IsTruncated"] is False and "Contents" not in r
+    # Continuation token and start-after together: start-after is ignored (SDKs repeat it).
+    first = s3.list_objects_v2(Bucket=b, MaxKeys=2, StartAfter="1")
+    assert [c["Key"] for c in first["Contents"]] == ["1a", "2b"]
+    nxt = s3.list_objects_v2(Bucket=b, MaxKeys=2, StartAfter="1",
+                             ContinuationToken=first["NextContinuationToken"])
+    assert [c["Key"] for c in nxt["Contents"]] == ["3c"]
+    # ListObjects v1 with encoding-type=url (botocore asks for it) leaves Prefix as sent.
+    r = s3.list_objects(Bucket=b, Prefix="\n")
+    assert r["Prefix"] == "\n" and [c["Key"] for c in r["Contents"]] == ["\nx"]
+
+
+def test_list_buckets_pages(cluster) -> None:
+    import json
+    import uuid
+
+    from tests.integration.test_tenants import s3_for, tessera
+
+    name = f"pager-{uuid.uuid4().hex[:8]}"
+    assert tessera(cluster, "tenant", "create", name).returncode == 0
+    cred = json.loads(tessera(cluster, "key", "create", "--tenant", name, "--json").stdout)
+    s3 = s3_for(cluster, cred["access_key_id"], cred["secret_access_key"])
+    assert s3.list_buckets(MaxBuckets=1)["Buckets"] == []
+    for suffix in ("a", "b", "c"):
+        s3.create_bucket(Bucket=f"{name}-{suffix}")
+    r = s3.list_buckets(MaxBuckets=2)
+    assert [x["Name"] for x in r["Buckets"]] == [f"{name}-a", f"{name}-b"]
+    r = s3.list_buckets(MaxBuckets=2, ContinuationToken=r["ContinuationToken"])
+    assert [x["Name"] for x in r["Buckets"]] == [f"{name}-c"] and "ContinuationToken" not in r
+    r = s3.list_buckets(Prefix=f"{name}-b")
+    assert [x["Name"] for x in r["Buckets"]] == [f"{name}-b"] and r["Prefix"] == f"{name}-b"
+    assert _err(s3.list_buckets, MaxBuckets=10001)[1] == "InvalidArgument"
+
+
+def test_object_header_details(s3) -> None:
+    b = "details-headers"
+    s3.create_bucket(Bucket=b)
+    # A missing key's 404 says it is no delete marker.
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=b, Key="missing")
+    assert e.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "false"
+    # Tags come back in key order.
+    s3.put_object(Bucket=b, Key="t", Body=b"x", Tagging="foo=bar&bar=")
+    assert s3.get_object_tagging(Bucket=b, Key="t")["TagSet"] == [
+        {"Key": "bar", "Value": ""}, {"Key": "foo", "Value": "bar"}]
+    # aws-chunked frames the request body; it is not stored as the object's encoding.
+    s3.put_object(Bucket=b, Key="gz", Body=b"x", ContentEncoding="gzip, aws-chunked")
+    assert s3.head_object(Bucket=b, Key="gz")["ContentEncoding"] == "gzip"
+    s3.put_object(Bucket=b, Key="plain", Body=b"x", ContentEncoding="aws-chunked")
+    assert "ContentEncoding" not in s3.head_object(Bucket=b, Key="plain")
+    # SSE-S3 needs no header to read; sending x-amz-server-side-encryption on GET/HEAD is 400.
+    s3.put_object(Bucket=b, Key="enc", Body=b"x", ServerSideEncryption="AES256")
+
+    def add_sse(params, **_):  # type: ignore[no-untyped-def]
+        params["headers"]["x-amz-server-side-encryption"] = "AES256"
+
+    s3.meta.events.register("before-call.s3.HeadObject", add_sse)
+    try:
+        assert _err(s3.head_object, Bucket=b, Key="enc")[0] == 400
+    finally:
+        s3.meta.events.unregister("before-call.s3.HeadObject", add_sse)
+    assert s3.head_object(Bucket=b, Key="enc")["ServerSideEncryption"] == "AES256"
