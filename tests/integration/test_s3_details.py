@@ -139,3 +139,7 @@ def test_object_header_details(s3) -> None:
     finally:
         s3.meta.events.unregister("before-call.s3.HeadObject", add_sse)
     assert s3.head_object(Bucket=b, Key="enc")["ServerSideEncryption"] == "AES256"
+    # A part number past the last part is refused before the SSE-C key is asked for.
+    s3.put_object(Bucket=b, Key="ssec", Body=b"x", SSECustomerAlgorithm="AES256",
+                  SSECustomerKey="k" * 32)
+    assert _err(s3.get_object, Bucket=b, Key="ssec", PartNumber=2) == (400, "InvalidPart")

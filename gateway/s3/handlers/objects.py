@@ -170,6 +170,14 @@ def _part_number(rq: S3Request) -> int | None:
     return int(raw) if raw is not None and raw.isdigit() else None
 
 
+def _check_part_number(rq: S3Request, v: ObjectVersion) -> None:
+    """A bad `?partNumber=` is refused before the SSE-C key and conditions are looked at."""
+    if "partNumber" in rq.params:
+        from gateway.s3.handlers.multipart import part_range
+
+        part_range(v, rq.params["partNumber"], rq.headers.get("Range"))
+
+
 def _part_range(rq: S3Request, v: ObjectVersion, headers: dict[str, str],
                 ) -> tuple[int, int] | None:
     """GET/HEAD `?partNumber=N`: that part's byte range (see handlers/multipart.py)."""
@@ -184,6 +192,7 @@ def _part_range(rq: S3Request, v: ObjectVersion, headers: dict[str, str],
 @operation("HeadObject")
 async def head_object(rq: S3Request) -> web.StreamResponse:
     v, versioned = await version_for_read(rq)
+    _check_part_number(rq, v)
     sse.key_for_read(rq.headers, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
     headers = object_headers(v, versioned)
@@ -209,6 +218,7 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
 @operation("GetObject")
 async def get_object(rq: S3Request) -> web.StreamResponse:
     v, versioned = await version_for_read(rq)
+    _check_part_number(rq, v)
     source = readable_version(v)  # 403 InvalidObjectState when archived and not restored
     customer_key = sse.key_for_read(rq.headers, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
