@@ -19,26 +19,39 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from storage.cluster import Cluster
-from storage.keyspace import OBJECT, space
+from storage.keyspace import OBJECT, next_key, space
+from storage.metadata import MetadataStore
 from storage.records import ObjectVersion
 
 log = logging.getLogger("tessera.metrics")
 USAGE_SCAN_LIMIT = 100_000
 
 
-async def tenant_usage(cluster: Cluster, limit: int = USAGE_SCAN_LIMIT,
+async def tenant_usage(meta: MetadataStore, limit: int = USAGE_SCAN_LIMIT, page: int = 1000,
                        ) -> tuple[dict[str, dict[str, int]], bool]:
-    """Bytes and objects per tenant from the current versions (bounded scan; truncated?)."""
-    items = await cluster.meta.range(*space(OBJECT), limit=limit + 1)
+    """Bytes and objects per tenant from the current versions (bounded scan; truncated?).
+
+    Read a page at a time, yielding to the event loop between pages, so a large sweep never
+    stalls the requests the gateway is serving."""
+    start, end = space(OBJECT)
     usage: dict[str, dict[str, int]] = {}
-    for item in items[:limit]:
-        v = ObjectVersion.decode(item.value)
-        if v.delete_marker:
-            continue
-        row = usage.setdefault(v.tenant, {"objects": 0, "bytes": 0})
-        row["objects"] += 1
-        row["bytes"] += v.size
-    return usage, len(items) > limit
+    seen = 0
+    while seen < limit:
+        want = min(page, limit - seen)
+        items = await meta.range(start, end, limit=want)
+        for item in items:
+            v = ObjectVersion.decode(item.value)
+            if v.delete_marker:
+                continue
+            row = usage.setdefault(v.tenant, {"objects": 0, "bytes": 0})
+            row["objects"] += 1
+            row["bytes"] += v.size
+        seen += len(items)
+        if len(items) < want:
+            return usage, False
+        start = next_key(items[-1].key)
+        await asyncio.sleep(0)
+    return usage, bool(await meta.range(start, end, limit=1))
 
 
 class ClusterGauges:
@@ -61,7 +74,7 @@ class ClusterGauges:
 
         t = time.perf_counter()
         self._status = await collect_status(self._cluster)
-        self._usage, self._usage_truncated = await tenant_usage(self._cluster)
+        self._usage, self._usage_truncated = await tenant_usage(self._cluster.meta)
         self._took = time.perf_counter() - t
         self._refreshed = time.time()
 

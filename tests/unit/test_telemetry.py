@@ -45,3 +45,26 @@ def test_gateway_exports_stage_and_metadata_histograms() -> None:
     assert 'tessera_metadata_op_seconds_bucket{le="+Inf",op="get"}' in text
     assert "# TYPE tessera_pipeline_stage_seconds histogram" in text
     assert "tessera_lifecycle_passes_total" in text
+
+
+@pytest.mark.asyncio
+async def test_tenant_usage_sweeps_in_pages_up_to_its_limit(tmp_path: Path) -> None:
+    from gateway.metrics_cluster import tenant_usage
+    from storage.keyspace import object_key
+    from storage.records import ObjectVersion
+
+    store = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        for i in range(7):
+            v = ObjectVersion(bucket="b", key=f"k{i}", version_id="null",
+                              tenant="t1" if i < 5 else "t2", size=10 * i, etag="e",
+                              last_modified=0.0, delete_marker=i == 6)
+            await store.put(object_key("b", f"k{i}"), v.encode())
+        usage, truncated = await tenant_usage(store, limit=100, page=2)
+        assert usage == {"t1": {"objects": 5, "bytes": 100}, "t2": {"objects": 1, "bytes": 50}}
+        assert not truncated
+        assert (await tenant_usage(store, limit=7, page=2))[1] is False
+        usage, truncated = await tenant_usage(store, limit=4, page=3)
+        assert truncated and usage == {"t1": {"objects": 4, "bytes": 60}}
+    finally:
+        await store.close()
