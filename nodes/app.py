@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from nodes.batch import add_batch_route
+from nodes.disk import DiskShardStore
 from nodes.handlers import (
     DEFAULT_MAX_SHARD_BYTES,
     NODE,
@@ -28,7 +29,6 @@ from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
 from storage.config import ScrubSettings, env_settings
 from storage.shards.auth import Verifier, Watermark
-from storage.shards.disk import DiskShardStore
 
 UNAUTHENTICATED_PATHS = frozenset({"/metrics"})
 QUIET_OPS = frozenset({"health", "metrics"})  # logged at debug level when they succeed

@@ -30,12 +30,12 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
+from nodes.disk import UNCHANGED, ShardExists, check_shard_id, is_disk_full
 from nodes.handlers import NODE, STATS, ApiError, NodeState, _quarantine
+from nodes.smallio import put_many_sync, read_whole_sync
 from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
 from storage.shards.auth import BODY_HEADER, body_digest
-from storage.shards.disk import UNCHANGED, ShardExists, check_shard_id, is_disk_full
 from storage.shards.format import FrameReader
-from storage.shards.smallio import put_many_sync, read_whole_sync
 
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # whole request body
 MAX_BATCH_OPS = 256

@@ -15,6 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
+from nodes.disk import (
+    CHUNK_BYTES,
+    BodyMismatch,
+    DiskShardStore,
+    ShardExists,
+    check_shard_id,
+    is_disk_full,
+)
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
 from storage.errors import (
@@ -25,14 +33,6 @@ from storage.errors import (
     ShardCorrupt,
 )
 from storage.shards.auth import BODY_MODE_HEADER, BODY_TRAILER, TRAILER_BYTES, Verifier
-from storage.shards.disk import (
-    CHUNK_BYTES,
-    BodyMismatch,
-    DiskShardStore,
-    ShardExists,
-    check_shard_id,
-    is_disk_full,
-)
 from storage.shards.format import FrameReader
 
 SEGMENTS_HEADER = "X-Tessera-Segments"

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 
 from aiohttp import web
 
+from nodes.disk import DiskShardStore
 from storage.config import ScrubSettings
 from storage.errors import NotFound, ShardCorrupt
-from storage.shards.disk import DiskShardStore
 
 PAGE = 256
 

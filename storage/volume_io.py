@@ -252,9 +252,12 @@ class VolumeHandle:
         p.nodes = res.nodes
         try:
             await self._commit(p)
-        except BaseException:
+        except (Fenced, NotFound):
+            # The commit surely failed (a compare did): nothing points at the new stripe.
             await self.svc.meta.put(gc_key(time.time_ns(), p.stripe), pack({"nodes": p.nodes}))
             raise
+        # Anything else (cancelled, a metadata error) may have committed all the same: never
+        # collect a stripe that a pointer may name; the orphan sweep takes it if none does.
         if None in res.nodes:
             await self.svc.meta.put(repair_key(p.stripe), pack({"volume": self.vol.id,
                                                                 "reason": "write"}))
@@ -279,7 +282,9 @@ class VolumeHandle:
             deletes: list[bytes] = []
             keep_prev = prev is not None and prev.gen < p.gen and any(
                 prev.gen <= s for s in self.vol.snapshots)
-            hole = p.trim and not keep_prev and p.index not in self._base
+            # Leave no record only where no older pointer can exist (generation 1: never a
+            # snapshot); otherwise deleting ours would bring an older extent back to life.
+            hole = p.trim and not keep_prev and p.index not in self._base and p.gen == 1
             if prev is not None and not keep_prev:
                 if prev.key() != p.key() or hole:
                     deletes.append(prev.key())

@@ -178,10 +178,17 @@ def test_acl(s3, bucket) -> None:
     acl = s3.get_bucket_acl(Bucket=bucket)
     assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"]
     assert acl["Grants"][0]["Grantee"]["ID"] == acl["Owner"]["ID"]
+    s3.put_bucket_acl(Bucket=bucket, ACL="public-read")   # accepted means applied
+    grants = s3.get_bucket_acl(Bucket=bucket)["Grants"]
+    assert {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"} in [
+        {k: v for k, v in g["Grantee"].items() if k in ("Type", "URI")}
+        for g in grants if g["Permission"] == "READ"]
     s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    assert [g["Permission"] for g in s3.get_bucket_acl(Bucket=bucket)["Grants"]] == [
+        "FULL_CONTROL"]
     with pytest.raises(ClientError) as e:
-        s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
-    assert _code(e) == (501, "NotImplemented")
+        s3.put_bucket_acl(Bucket=bucket, ACL="public-ready")   # not a canned ACL
+    assert _code(e) == (400, "InvalidArgument")
     s3.put_object(Bucket=bucket, Key="k", Body=b"1")
     assert s3.get_object_acl(Bucket=bucket, Key="k")["Grants"][0]["Permission"] == "FULL_CONTROL"
     s3.put_object_acl(Bucket=bucket, Key="k", ACL="private")

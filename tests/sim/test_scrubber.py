@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from nodes.disk import DiskShardStore
 from nodes.scrubber import Scrubber
 from storage.config import ScrubSettings, env_settings
-from storage.shards.disk import DiskShardStore
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
 

@@ -92,3 +92,25 @@ def test_checker_sees_relative_and_dynamic_imports() -> None:
             "nodes.app"} <= names
     assert "storage.crypto.aead" in imports(ROOT / "storage" / "crypto" / "keys.py") or \
         "storage.crypto" in imports(ROOT / "storage" / "crypto" / "keys.py")
+
+
+def test_node_only_code_lives_under_nodes() -> None:
+    """A storage module that only node code imports (the node's disk store, its small-file
+    I/O) belongs under nodes/: storage/ is what gateways and nodes share. A module imported
+    only by nodes/ and by such node-only modules counts as node-only too."""
+    importers: dict[str, set[str]] = {}
+    for p in sources():
+        for name in imports(p):
+            importers.setdefault(name, set()).add(".".join(module_name(p)))
+    storage_mods = [".".join(module_name(p)) for p in sorted((ROOT / "storage").rglob("*.py"))]
+    node_only: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for mod in storage_mods:
+            users = importers.get(mod, set()) - {mod}
+            if mod not in node_only and users and all(
+                    top(u) == "nodes" or u in node_only for u in users):
+                node_only.add(mod)
+                changed = True
+    assert sorted(node_only) == [], f"only nodes/ imports these, move them: {sorted(node_only)}"

@@ -14,8 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
-from storage.errors import InvalidInput
-from storage.shards.disk import (
+from nodes.disk import (
     UNCHANGED,
     DiskShardStore,
     ShardExists,
@@ -24,6 +23,7 @@ from storage.shards.disk import (
     _write_all,
     install_new,
 )
+from storage.errors import InvalidInput
 
 
 def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes, bool]],
