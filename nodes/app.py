@@ -28,7 +28,7 @@ from nodes.handlers import (
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
 from storage.config import ScrubSettings, env_settings
-from storage.shards.auth import Verifier
+from storage.shards.auth import Verifier, Watermark
 
 UNAUTHENTICATED_PATHS = frozenset({"/metrics"})
 QUIET_OPS = frozenset({"health", "metrics"})  # logged at debug level when they succeed
@@ -105,12 +105,16 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
         raise ValueError("the cluster secret must be at least 16 bytes")
     app = web.Application(middlewares=[observe, authenticate], client_max_size=CLIENT_MAX_SIZE)
     store = DiskShardStore(Path(data_dir))
+    Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    verifier = Verifier(secret, window_s, node_id,
+                        watermark=Watermark(Path(data_dir) / "replay-watermark"))
     app[NODE] = NodeState(node_id=node_id, zone=zone, store=store,
-                          verifier=Verifier(secret, window_s, node_id), metrics=NodeMetrics(node_id, zone),
+                          verifier=verifier, metrics=NodeMetrics(node_id, zone),
                           log=JsonLog(node_id), max_shard_bytes=max_shard_bytes)
 
     async def on_startup(app: web.Application) -> None:
         await store.start()
+        await asyncio.sleep(verifier.start_delay())  # past the last life's watermark
 
     app.on_startup.append(on_startup)
     add_routes(app)

@@ -6,10 +6,14 @@ the segment that authenticates (`StripeCodec.authenticate`), and the deep scrub
 (`storage/workers/deepscrub.py`) checks every shard against the authenticated plaintext.
 Each finding is handed to `LyingShards.report`, which in the background
 
-- asks the shard's node to quarantine it (moved aside with a reason, so no reader uses it
-  again and the repair assessment sees it missing);
-- merges `{"lying": {index: node}}` into the stripe's repair entry `(R, stripe)`, so repair
-  rebuilds that index even if the node could not be told (its stat would look healthy);
+- merges `{"lying": {index: node}}` into the stripe's urgent repair entry `(R, !, stripe)`:
+  repair decodes the stripe segment by segment from blocks that authenticate, the liar's
+  own honest blocks included, and rewrites every shard named there (`rebuild_shards` with a
+  reference); the lying copy is then replaced in place or collected;
+- does NOT ask the node to move the shard aside: lies are per segment, and a shard that
+  lies in one segment may hold the only spare honest block of another (shard 0 lying in
+  segment 0, 1 in 1, 2 in 2: quarantining 0 and 1 whole would lose segment 2). Until
+  repair, readers skip a named liar within a read and use it only where others fail;
 - counts it: per process for the gateway's `/metrics`, and cluster-wide in `(S, integrity)`
   (compare-and-swap) for `tessera status`.
 """
@@ -24,7 +28,6 @@ from collections.abc import Callable
 from typing import Any
 
 from storage.config import NodeSpec
-from storage.errors import StorageError
 from storage.keyspace import system_key, urgent_repair_key
 from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
@@ -39,7 +42,7 @@ REASON = "fails-gcm-authentication"
 
 
 class LyingShards:
-    """Counts, quarantines and queues for repair the lying shards this process finds."""
+    """Counts and queues for repair the lying shards this process finds."""
 
     def __init__(self, meta: MetadataStore | None, client: NodeTransport) -> None:
         self._meta = meta
@@ -75,13 +78,7 @@ class LyingShards:
 
     async def record(self, stripe_id: bytes, index: int, node: NodeSpec, where: str,
                      segment: int) -> None:
-        """Quarantine on the node, queue the repair, count it cluster-wide."""
-        try:
-            await self._client.quarantine_shard(node, shard_id(stripe_id, index), REASON,
-                                                segment)
-        except StorageError as exc:  # repair still rebuilds it: the R/ entry names it
-            log.warning("cannot quarantine %s on %s: %s", shard_id(stripe_id, index),
-                        node.id, exc)
+        """Queue the repair that rewrites it, count it cluster-wide (no node quarantine)."""
         if self._meta is None:
             return
         try:

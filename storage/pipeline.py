@@ -131,26 +131,45 @@ class StripeCodec:
         least k+1 blocks agree on; IntegrityError when no codeword has that support.
         """
         k = self.codec.k
-        if self.cipher is not None:
-            first = {i: blocks[i] for i in sorted(blocks)[:k]}
-            sealed = self.codec.decode(first, plain_len + TAG_BYTES)
-            try:
-                self.cipher.open(index, sealed, segment_aad(self.identity, self.part, index,
-                                                           last))
-            except IntegrityError:
-                return self.authenticate(index, last, plain_len, blocks)[1]
-            return self._disagreeing(sealed, blocks)
-        best: list[int] | None = None
+        if self.cipher is None:
+            return self.reference(index, last, plain_len, blocks)[1]
+        first = {i: blocks[i] for i in sorted(blocks)[:k]}
+        sealed = self.codec.decode(first, plain_len + TAG_BYTES)
+        try:
+            self.cipher.open(index, sealed, segment_aad(self.identity, self.part, index, last))
+        except IntegrityError:
+            return self.authenticate(index, last, plain_len, blocks)[1]
+        return self._disagreeing(sealed, blocks)
+
+    def reference(self, index: int, last: bool, plain_len: int,
+                  blocks: Mapping[int, bytes]) -> tuple[bytes, list[int]]:
+        """The sealed segment `blocks` should encode, and the indexes that disagree with it.
+
+        With a cipher: the first k-subset whose decode authenticates. Without one: the
+        codeword more than k blocks agree on. IntegrityError when there is none (too many
+        liars in this segment): a caller never writes or returns a guess.
+        """
+        k = self.codec.k
+        aad = segment_aad(self.identity, self.part, index, last)
+        best: tuple[bytes, list[int]] | None = None
         for subset in combinations(sorted(blocks), k):
             sealed = self.codec.decode({i: blocks[i] for i in subset}, plain_len + TAG_BYTES)
+            if self.cipher is not None:
+                try:
+                    self.cipher.open(index, sealed, aad)
+                except IntegrityError:
+                    continue
+                return sealed, self._disagreeing(sealed, blocks)
             wrong = self._disagreeing(sealed, blocks)
             if not wrong:
-                return []
-            if len(blocks) - len(wrong) > k and (best is None or len(wrong) < len(best)):
-                best = wrong
+                return sealed, []
+            if len(blocks) - len(wrong) > k and (best is None or len(wrong) < len(best[1])):
+                best = (sealed, wrong)
         if best is None:
-            raise IntegrityError(f"segment {index}: no codeword is supported by more than "
-                                 f"{k} of the {len(blocks)} shards")
+            what = ("authenticates" if self.cipher is not None
+                    else f"is supported by more than {k}")
+            raise IntegrityError(f"segment {index}: no codeword {what} of the {len(blocks)} "
+                                 f"shards read")
         return best
 
     def _disagreeing(self, sealed: bytes, blocks: Mapping[int, bytes]) -> list[int]:

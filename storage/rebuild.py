@@ -12,9 +12,9 @@ spreading its lie into the rebuilt shards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from storage.config import NodeSpec
 from storage.crypto.aead import TAG_BYTES
@@ -49,22 +49,44 @@ def part_headers(part: PartLayout) -> list[ShardHeader]:
     return shard_headers(part.k, part.m, part.segment_size, part.stripe_id)
 
 
+# (segment, last, plaintext length, blocks) -> (sealed segment, indexes that disagree)
+Reference = Callable[[int, bool, int, dict[int, bytes]], tuple[bytes, list[int]]]
+
+
+def _rebuild_from(reference: Reference, codec: ErasureCodec, seg: int, last: bool,
+                  plain_len: int, blocks: dict[int, bytes], wanted: list[int],
+                  ) -> tuple[dict[int, bytes], list[int]]:
+    """The wanted blocks of one segment from the codeword `reference` vouches for."""
+    try:
+        sealed, wrong = reference(seg, last, plain_len, blocks)
+    except IntegrityError as exc:  # more liars than spare blocks in this segment
+        raise SourcesDisagree(str(exc)) from exc
+    full = codec.encode(sealed)
+    return {i: full[i] for i in wanted}, wrong
+
+
 @dataclass
 class RebuildResult:
     written: dict[int, str]  # shard index -> node id now holding the rebuilt shard
     failed: dict[int, str]  # shard index -> reason
     bytes_written: int
     bad_sources: dict[int, str]  # source shard index -> reason it could not be read
+    liars: set[int] = field(default_factory=set)  # sources whose blocks disagreed (reference)
 
 
 async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          sources: Sequence[tuple[int, NodeSpec]],
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None = None,
-                         stall_s: float = 20.0) -> RebuildResult:
+                         stall_s: float = 20.0, reference: Reference | None = None,
+                         ) -> RebuildResult:
     """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
 
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
-    DataUnavailable when fewer than k sources can be read for some segment.
+    DataUnavailable when fewer than k sources can be read for some segment. With
+    `reference` (a stripe with lying shards, rebuilt where its key is) every source is read
+    for every segment, liars included, and each segment is rebuilt from the codeword the
+    reference authenticates: a shard that lies in one segment still serves the others.
+    SourcesDisagree when a segment has no such codeword.
     """
     codec = ErasureCodec(part.k, part.m)
     headers = part_headers(part)
@@ -77,16 +99,24 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                                headers[i].pack(), nsegs, stall_s, length, replace=True)
                for i in wanted}  # a repair: the target may hold a bad copy under the id
     written_bytes = 0
+    liars: set[int] = set()
 
     def failed_source(index: int, _node: NodeSpec, exc: StorageError) -> None:
         bad[index] = str(exc)[:200]
 
     try:
+        spare = max(1, len(sources) - part.k) if reference is not None else 1
         async for seg, blocks in read_blocks(client, headers, sources, part.k, 0, nsegs - 1,
-                                             failed_source, spare=1):
-            sealed_len = segment_length(part.size, part.segment_size, seg) + TAG_BYTES
-            rebuilt = await loop.run_in_executor(cpu, _rebuild_checked, codec, blocks,
-                                                 sealed_len, wanted)
+                                             failed_source, spare=spare):
+            plain_len = segment_length(part.size, part.segment_size, seg)
+            if reference is not None:
+                rebuilt, wrong = await loop.run_in_executor(
+                    cpu, _rebuild_from, reference, codec, seg, seg == nsegs - 1, plain_len,
+                    blocks, wanted)
+                liars.update(wrong)
+            else:
+                rebuilt = await loop.run_in_executor(cpu, _rebuild_checked, codec, blocks,
+                                                     plain_len + TAG_BYTES, wanted)
             frames = {i: pack_frame(headers[i], seg, rebuilt[i]) for i in wanted}
             await asyncio.gather(*(senders[i].send(frames[i]) for i in wanted))
             n = sum(len(f) for f in frames.values())
@@ -104,7 +134,7 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     failed = {i: senders[i].error or "failed" for i, ok in zip(wanted, oks, strict=True)
               if not ok}
     return RebuildResult(written=written, failed=failed, bytes_written=written_bytes,
-                         bad_sources=bad)
+                         bad_sources=bad, liars=liars)
 
 
-__all__ = ["RebuildResult", "SourcesDisagree", "part_headers", "rebuild_shards"]
+__all__ = ["Reference", "RebuildResult", "SourcesDisagree", "part_headers", "rebuild_shards"]

@@ -511,9 +511,9 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
     Sources (shard index, node) are read in order, k at a time, each as one streaming
     request; one that fails mid-stream is reported to `failed` and replaced by the next
     source from the segment it stopped at. Indexes the caller adds to `exclude` (shards
-    found lying) are dropped from the next segment on. With `spare`, up to k + spare
-    blocks are read when sources allow (repair checks its sources agree). DataUnavailable
-    when fewer than k can be read.
+    found lying) are read only when the others do not suffice, from the next segment on.
+    With `spare`, up to k + spare blocks are read when sources allow (repair checks its
+    sources agree). DataUnavailable when fewer than k can be read.
     """
     pool = list(sources)
     active: list[_ShardStream] = []
@@ -533,11 +533,14 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
         while len(active) < target and _open(first):
             pass
         for seg in range(first, last + 1):
-            if exclude:
+            if exclude:  # liars go last, not away: lies are per segment, and a shard
+                # that lied in one segment may hold an honest block another one needs
                 for s in [s for s in active if s.index in exclude]:
                     active.remove(s)
                     await s.close()
-                pool = [p for p in pool if p[0] not in exclude]
+                    pool.append((s.index, s.node))
+                pool = [p for p in pool if p[0] not in exclude] + \
+                    [p for p in pool if p[0] in exclude]
             blocks: dict[int, bytes] = {}
             while len(blocks) < target:
                 pending = [s for s in active if s.index not in blocks]

@@ -17,10 +17,16 @@ requests"). In short, with the cluster secret (32 random bytes shared by gateway
   node computes it in the same pass that writes the bytes (in the writer thread) and commits
   nothing whose trailer differs.
 - A node refuses requests dated outside +-window of its clock, nonces it has seen in this
-  process's life, and every request dated before the process started. The last rule replaces
-  a persisted nonce list: a request captured before a crash or restart cannot be replayed
-  after it, at no per-request disk cost. Its price is that a gateway whose clock runs behind
-  the node's is refused by a freshly restarted node for that lag (it retries).
+  process's life, every request dated before the process started, and every request dated at
+  or before its persisted watermark B (`Watermark`): B is at least every date the node ever
+  accepted, written (fsync) before a request dated past it is accepted, as that date plus
+  WATERMARK_AHEAD_S, so about one small write per WATERMARK_AHEAD_S of traffic, not one per
+  request. A restarted node starts with the B it persisted, so a request captured before a
+  crash cannot be replayed after it, even one dated ahead of the node's clock by a gateway
+  whose clock runs fast (which the start-time rule alone let through). The price: a gateway
+  whose clock runs behind the latest date accepted (or behind the node's) is refused by a
+  freshly restarted node for that lag (it retries); the node delays its start by up to
+  WATERMARK_AHEAD_S so that a gateway with a correct clock is not.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ BODY_TRAILER = "trailer"
 TRAILER_BYTES = 16
 SCHEME = b"tessera-node-v2"
 BODY_SCHEME = b"tessera-node-body-gmac-v2"
+WATERMARK_AHEAD_S = 2.0
 _SIGNED_PREFIX = "x-tessera-"
 _AUTH_LOWER = AUTH_HEADER.lower()
 
@@ -150,11 +157,51 @@ def seal(secret: bytes, headers: Mapping[str, str], body: bytes) -> bytes:
     return body + s.trailer()
 
 
+class Watermark:
+    """A persisted bound B on the dates a node has accepted (a small file, fsynced)."""
+
+    def __init__(self, path: Path, ahead_s: float = WATERMARK_AHEAD_S) -> None:
+        self._path = path
+        self._ahead_s = ahead_s
+        try:
+            self.previous = float(path.read_text().strip() or 0)  # the last life's B
+        except FileNotFoundError:
+            self.previous = 0.0
+        except ValueError as exc:
+            raise ValueError(f"{path}: unreadable replay watermark; delete it only if no "
+                             f"request signed before it could be replayed") from exc
+        self.bound = self.previous
+
+    def cover(self, when: float) -> None:
+        """Make B >= `when` on disk before the request dated `when` is accepted (OSError if
+        it cannot be persisted: the request is then refused)."""
+        if when <= self.bound:
+            return
+        bound = when + self._ahead_s
+        tmp = self._path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, f"{bound:.3f}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._path)
+        dfd = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self.bound = float(f"{bound:.3f}")
+
+
 class Verifier:
-    """Checks request signatures; refuses replays (seen nonces, requests from before start)."""
+    """Checks request signatures; refuses replays (seen nonces, requests from before start
+    or at or before the persisted watermark of an earlier life)."""
 
     def __init__(self, secret: bytes, window_s: int = 60, node_id: str = "",
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None, watermark: Watermark | None = None) -> None:
+        self._watermark = watermark
+        self._floor = watermark.previous if watermark is not None else 0.0
         self._secret = secret
         self._body_key = body_key(secret)
         self._node_id = node_id
@@ -188,16 +235,29 @@ class Verifier:
             _mac(self._secret, self._node_id, method, path_qs, headers.items()), mac
         ):
             return "bad signature"
-        if when < self.started_at:
+        if when < self.started_at or when <= self._floor:
             return "request predates the node's start"
         if nonce in self._seen:
             return "replayed request"
+        if self._watermark is not None:
+            try:
+                self._watermark.cover(when)
+            except OSError:
+                return "cannot persist the replay watermark"
         self._seen[nonce] = t
         if t >= self._next_sweep:
             cutoff = t - 2 * self._window_s
             self._seen = {n: s for n, s in self._seen.items() if s >= cutoff}
             self._next_sweep = t + self._window_s
         return None
+
+    def start_delay(self, now: float | None = None) -> float:
+        """Seconds to wait before serving so that requests dated by a correct clock are past
+        the last life's watermark (at most WATERMARK_AHEAD_S; a gateway running ahead pushed
+        the watermark further and its own later dates are past it anyway)."""
+        t = time.time() if now is None else now
+        return max(0.0, min(self._floor - t, WATERMARK_AHEAD_S) + 0.01) if self._floor > t \
+            else 0.0
 
     def body_mac(self, headers: Mapping[str, str]) -> StreamMac:
         """The MAC a streamed body's trailer must equal (after `check` passed)."""

@@ -149,6 +149,10 @@ class DeepScrubber:
             log.info("check of stripe %s stopped: %s", stripe_id.hex(), exc)
             return []
 
+    async def codec(self, man: Manifest) -> StripeCodec | None:
+        """The stripe's codec (repair's, for a stripe with liars)."""
+        return await self._codec(man)
+
     async def _codec(self, man: Manifest) -> StripeCodec | None:
         """The stripe's codec: with the object's cipher where the cluster has its key."""
         part = man.part

@@ -42,9 +42,9 @@ from storage.keyspace import (
     version_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
-from storage.pipeline import segment_count
+from storage.pipeline import StripeCodec, segment_count
 from storage.placement import place
-from storage.rebuild import SourcesDisagree, rebuild_shards
+from storage.rebuild import Reference, SourcesDisagree, rebuild_shards
 from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.shards.client import NodeError
 from storage.shards.ids import parse_shard_id, shard_id
@@ -110,6 +110,7 @@ class Assessment:
     healthy: dict[int, str]  # index -> node holding a good shard
     missing: list[int]  # indexes to rebuild
     unknown: dict[int, str]  # index -> node down within its grace (may come back)
+    lying: dict[int, str] = field(default_factory=dict)  # named liars (in `missing` too)
 
 
 async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | None | str:
@@ -157,6 +158,9 @@ class RepairWorker(ShardWorker[RepairStats]):
         # Set by the gateway (the deep scrub's check of one stripe, with the object's key):
         # called when a rebuild's sources disagree, it reports the lying ones.
         self.verify_stripe: Callable[[bytes], Awaitable[object]] | None = None
+        # Set by the gateway too: a stripe's codec with the object's key (None without one),
+        # so a stripe with named liars is rebuilt from blocks that authenticate.
+        self.stripe_codec: Callable[[Manifest], Awaitable[StripeCodec | None]] | None = None
         # Stripes at risk are rebuilt at the full rate, never the busy rate.
         self._urgent = Throttle(self.settings.rate_bytes_s)
         self._progress = False
@@ -201,6 +205,7 @@ class RepairWorker(ShardWorker[RepairStats]):
         healthy: dict[int, str] = {}
         missing: list[int] = []
         unknown: dict[int, str] = {}
+        liars: dict[int, str] = {}
 
         async def one(i: int, nid: str | None) -> None:
             if nid is None or nid not in self._by_id:
@@ -215,6 +220,7 @@ class RepairWorker(ShardWorker[RepairStats]):
                 return
             if lying and lying.get(str(i)) == nid:
                 missing.append(i)
+                liars[i] = nid  # still a source for the segments where it is honest
                 return
             try:
                 st = await self._client.stat_shard(self._by_id[nid], shard_id(part.stripe_id, i))
@@ -236,7 +242,7 @@ class RepairWorker(ShardWorker[RepairStats]):
             del healthy[i]
             missing.append(i)
         missing.sort()
-        return Assessment(healthy=healthy, missing=missing, unknown=unknown)
+        return Assessment(healthy=healthy, missing=missing, unknown=unknown, lying=liars)
 
     def _over_zone_cap(self, part: PartLayout, healthy: dict[int, str]) -> list[int]:
         """Healthy shards beyond m in one zone, to move (a write in a zone outage spilled them).
@@ -367,7 +373,9 @@ class RepairWorker(ShardWorker[RepairStats]):
         if not a.missing:
             await self._drop(item)
             return False
-        if len(a.healthy) < part.k:
+        reference = await self._reference(man, a)
+        usable = {**a.healthy, **(a.lying if reference is not None else {})}
+        if len(usable) < part.k:
             self.stats.unrepairable += 1
             self._dirty = True
             log.error("stripe %s has %d healthy shards, fewer than k=%d; cannot repair now",
@@ -387,10 +395,10 @@ class RepairWorker(ShardWorker[RepairStats]):
             await self._defer(item, entry, "no healthy node can take a shard zone-safely")
             return False
         targets: dict[int, NodeSpec] = dict(zip(a.missing, chosen, strict=False))
-        sources = [(i, self._by_id[n]) for i, n in sorted(a.healthy.items())]
+        sources = [(i, self._by_id[n]) for i, n in sorted(usable.items())]
         try:
             res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
-                                       throttle or self._throttle)
+                                       throttle or self._throttle, reference=reference)
         except DataUnavailable as exc:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -418,11 +426,29 @@ class RepairWorker(ShardWorker[RepairStats]):
             log.info("stripe %s: rebuilt shards %s", part.stripe_id.hex(), res.written)
             await self._publish(min_interval_s=0.5)  # progress while a batch runs
             complete = len(res.written) == len(a.missing) and not a.unknown
-            if complete:
+            more = {str(i): part.nodes[i] for i in res.liars - set(a.missing)
+                    if i < len(part.nodes) and part.nodes[i]}
+            if more:  # liars no one had named yet: rewrite them next
+                lying = {**(entry.get("lying") or {}), **more}
+                await self._meta.txn(Txn(compares={item.key: item.revision}, puts={
+                    item.key: pack({**entry, "lying": lying, "retry_at": 0})}))
+            elif complete:
                 await self._drop(item)
             else:
                 await self._defer(item, entry, "partially repaired")
         return committed
+
+    async def _reference(self, man: Manifest, a: Assessment) -> Reference | None:
+        """How to rebuild a stripe with named liars: segment by segment from the blocks that
+        authenticate (the liars' honest blocks included). None without liars or without the
+        key (SSE-C, volumes): the liars are then left out, as lost shards."""
+        if not a.lying or self.stripe_codec is None:
+            return None
+        try:
+            codec = await self.stripe_codec(man)
+        except StorageError:
+            return None
+        return codec.reference if codec is not None and codec.cipher is not None else None
 
     async def _commit(self, stripe_id: bytes, old: list[str | None],
                       written: dict[int, str]) -> bool:

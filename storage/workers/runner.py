@@ -126,6 +126,7 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
     repair = RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
                           cluster.cpu, clients_busy=CLIENTS.busy)
     repair.verify_stripe = scrubber.check_stripe  # a rebuild whose sources disagree
+    repair.stripe_codec = scrubber.codec  # rebuilds a stripe with liars from its key
     runner.start(repair)
     from storage.workers.rebalance import Rebalancer
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from aiohttp import web
 from yarl import URL
 
 from storage.config import NodeSpec
-from storage.shards.auth import TRAILER_BYTES, load_or_create_secret, sign
+from storage.shards.auth import TRAILER_BYTES, load_or_create_secret, seal, sign
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import HEADER_BYTES, ShardHeader, pack_frame
 from tests.contract.test_node_api import free_port, make_shard, shard_path, start_node, stop_node
@@ -191,3 +192,34 @@ async def test_unsealed_put_and_unsigned_flags_are_refused(node: Node) -> None:
                          headers={**hdrs, "X-Tessera-Replace": "1"}) as r:
             assert r.status == 401 and (await r.json())["message"] == "bad signature"
     assert not shard_path(node, sid).exists()  # type: ignore[arg-type]
+
+
+async def test_future_dated_request_cannot_be_replayed_after_kill9(node: Node) -> None:
+    """A gateway whose clock runs 35 s ahead signs a repair PUT; it is used once, and replayed
+    after a `kill -9` and restart of the node. Its date is after the new process's start, so
+    the start-time rule alone let it through (rolling the shard back to the captured bytes);
+    the node's persisted watermark (>= every date it accepted) refuses it."""
+    sid, _, _, body = make_shard(index=3, frames=2, block_size=8 * 1024, last=None)
+    newer = other_body(body, 2)
+    path = f"/v1/shards/{sid}"
+    ahead = time.time() + 35  # the gateway's clock
+
+    def signed(data: bytes, now: float) -> tuple[dict[str, str], bytes]:
+        hdrs = sign(node.secret, "PUT", path, "n1", now=now, trailer=True,
+                    headers={"X-Tessera-Segments": "2", "X-Tessera-Replace": "1"})
+        return hdrs, seal(node.secret, hdrs, data)
+
+    captured = Captured("PUT", path, *signed(body, ahead))
+    assert (await send(node, captured))[0] == 201
+    await client_put(node.secret, f"127.0.0.1:{node.port}", sid, newer, 2, replace=True)
+    assert shard_path(node, sid).read_bytes() == newer  # type: ignore[arg-type]
+    assert float((node.data / "replay-watermark").read_text()) >= ahead
+    node.kill9()
+    node.start()
+    status, doc = await send(node, captured)
+    assert status == 401 and doc["message"] == "request predates the node's start", doc
+    assert shard_path(node, sid).read_bytes() == newer  # type: ignore[arg-type]
+    # The same gateway's next request (its clock still ahead, a little later) is accepted.
+    fresh = Captured("PUT", path, *signed(newer, ahead + 3))
+    assert (await send(node, fresh))[0] == 201
+    assert shard_path(node, sid).read_bytes() == newer  # type: ignore[arg-type]

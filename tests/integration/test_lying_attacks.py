@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,3 +88,36 @@ def test_a_segment_failing_mid_body_never_becomes_body_bytes(lc: LocalCluster) -
     assert read(s3, "midbody", "o") is None
     # the earlier segments still read, and the connection pool is healthy afterwards
     assert read(s3, "midbody", "o", "bytes=0-99") == body[:100]
+
+
+def live_shards(c: LocalCluster, bucket: str, key: str) -> list[bytes | None]:
+    """The bytes of each shard file the manifest now names (None where it is missing)."""
+    part = c.manifest(bucket, key).parts[0]
+    out: list[bytes | None] = []
+    for index, node in enumerate(part.nodes):
+        sid = shard_id(part.stripe_id, index)
+        path = c.data / "nodes" / str(node) / "shards" / sid[:2] / sid[2:4] / sid
+        out.append(path.read_bytes() if node and path.exists() else None)
+    return out
+
+
+def test_liars_in_different_segments_never_cost_the_object(lc: LocalCluster) -> None:
+    """Lies are per segment: shard 0 lies in segment 0, 1 in 1, 2 in 2-3, so every segment
+    keeps k=4 honest blocks. Naming 0 and 1 must not take away the honest blocks segment 2
+    needs (whole-shard quarantine made it unreadable forever), and repair must bring the
+    stripe back to all-honest shards (it treated each liar as wholly missing)."""
+    s3 = lc.client()
+    s3.create_bucket(Bucket="spread")
+    body = random.Random(7).randbytes(SIZE)
+    s3.put_object(Bucket="spread", Key="o", Body=body)
+    originals = live_shards(lc, "spread", "o")
+    lie_in(lc, "spread", "o", {0: {0}, 1: {1}, 2: {2, 3}})
+    for _ in range(3):  # the first read names liars; later reads must not depend on luck
+        assert read(s3, "spread", "o") == body
+    assert read(s3, "spread", "o", f"bytes={2 * MiB}-") == body[2 * MiB:]
+    deadline = time.monotonic() + 45
+    while live_shards(lc, "spread", "o") != originals:
+        assert time.monotonic() < deadline, "repair did not restore all-honest shards"
+        assert read(s3, "spread", "o") == body
+        time.sleep(0.2)
+    assert read(s3, "spread", "o") == body
