@@ -384,9 +384,15 @@ def test_authenticate_names_lying_blocks(liars: tuple[int, ...]) -> None:
     if 0 in liars or 3 in liars:
         with pytest.raises(IntegrityError):
             codec.decode(0, True, len(plain), {i: blocks[i] for i in range(4)})
+    honest = _blocks(codec, plain)
     got, named = codec.authenticate(0, True, len(plain), blocks)
     assert got == plain and named == sorted(liars)
     assert codec.audit(0, True, len(plain), blocks) == sorted(liars)
+    # What repair rewrites the liars from: the authenticated codeword, liars' own blocks
+    # offered too (they may be honest in other segments).
+    sealed, named = codec.reference(0, True, len(plain), blocks)
+    assert named == sorted(liars)
+    assert dict(enumerate(codec.codec.encode(sealed))) == honest
 
 
 def test_authenticate_fails_beyond_the_spare_blocks() -> None:
@@ -397,6 +403,12 @@ def test_authenticate_fails_beyond_the_spare_blocks() -> None:
         blocks[i] = bytes(len(blocks[i]))
     with pytest.raises(IntegrityError):
         codec.authenticate(0, True, len(plain), blocks)
+    with pytest.raises(IntegrityError):  # repair never rewrites from a guess either
+        codec.reference(0, True, len(plain), blocks)
+    from storage.rebuild import SourcesDisagree, _rebuild_from
+
+    with pytest.raises(SourcesDisagree):
+        _rebuild_from(codec.reference, codec.codec, 0, True, len(plain), blocks, [0, 2, 4])
 
 
 def test_audit_without_a_key_locates_one_liar_by_consistency() -> None:
