@@ -344,16 +344,9 @@ class Nemesis:
         self.report.faults[f.kind] += 1
         zones = {nid: zone_of(self.c.data, nid) for nid in self.c.node_ids()}
         if f.kind == "kill_node":
-            self.c.kill_node(f.target)
-            time.sleep(f.hold)
-            self.c.restart_node(f.target)
+            self._outage([f.target], f.hold)
         elif f.kind == "zone_down":
-            victims = [n for n, z in zones.items() if z == f.target]
-            for n in victims:
-                self.c.kill_node(n)
-            time.sleep(f.hold)
-            for n in victims:
-                self.c.restart_node(n)
+            self._outage([n for n, z in zones.items() if z == f.target], f.hold)
         elif f.kind == "zone_then_kills":
             self._zone_then_kills(f, zones)
         elif f.kind == "slow_node":
@@ -391,6 +384,14 @@ class Nemesis:
         elif f.kind == "fill_disk":
             self._fill_disk(f)
 
+    def _outage(self, victims: list[str], hold: float) -> None:
+        """Kill `victims`, keep them down for `hold` seconds, restart them."""
+        for n in victims:
+            self.c.kill_node(n)
+        time.sleep(hold)
+        for n in victims:
+            self.c.restart_node(n)
+
     def _zone_then_kills(self, f: Fault, zones: dict[str, str]) -> None:
         """The zone's nodes killed for `hold` (writes go on), restarted; then one standard
         node in each other zone killed for `hold`: within the tolerance, but the stripes
@@ -399,21 +400,12 @@ class Nemesis:
 
         cfg = load_config(self.c.data / "tessera.toml")
         role = {n.id: n.role for n in cfg.nodes}
-        victims = [n for n, z in zones.items() if z == f.target]
-        for n in victims:
-            self.c.kill_node(n)
-        time.sleep(f.hold)
-        for n in victims:
-            self.c.restart_node(n)
+        self._outage([n for n, z in zones.items() if z == f.target], f.hold)
         rnd = random.Random(f.pick)
         more = [rnd.choice(sorted(n for n, z in zones.items() if z == other
                                   and role[n] == "standard"))
                 for other in sorted(set(zones.values()) - {f.target})]
-        for n in more:
-            self.c.kill_node(n)
-        time.sleep(f.hold)
-        for n in more:
-            self.c.restart_node(n)
+        self._outage(more, f.hold)
 
     def _partition_zone(self, f: Fault, victims: list[str]) -> None:
         """The zone's node addresses stop answering (packets dropped, not refused)."""

@@ -16,6 +16,16 @@ NODES = [f"n{i}" for i in range(1, 10)]
 ZONES = ["az1", "az2", "az3"]
 
 
+def _chaos(args: list[str], timeout: int) -> str:
+    """Run `tessera chaos` with `args`; assert it exited 0 having lost nothing; its stdout."""
+    p = subprocess.run([sys.executable, "-m", "gateway.cli", "chaos", *args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"lost": 0, "wrong": 0,
+                                                           "redundant": True, "lies_left": 0}
+    return p.stdout
+
+
 def test_same_seed_same_schedule() -> None:
     assert schedule(26, 60, NODES, ZONES) == schedule(26, 60, NODES, ZONES)
     assert schedule(26, 60, NODES, ZONES) != schedule(27, 60, NODES, ZONES)
@@ -24,13 +34,8 @@ def test_same_seed_same_schedule() -> None:
 def test_bounded_chaos_run_loses_nothing() -> None:
     # seed 108 over 20 s: gateway killed mid-upload (whole cluster restarted), a zone down
     # and back, a node killed and restarted; then heal, repair and verify.
-    p = subprocess.run([sys.executable, "-m", "gateway.cli", "chaos", "--duration", "20",
-                        "--seed", "108", "--repair-timeout", "60"],
-                       capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    result = json.loads(p.stdout.strip().splitlines()[-1])
-    assert result == {"lost": 0, "wrong": 0, "redundant": True, "lies_left": 0}
-    assert "faults kill_gateway" in p.stdout and "faults zone_down" in p.stdout
+    out = _chaos(["--duration", "20", "--seed", "108", "--repair-timeout", "60"], 240)
+    assert "faults kill_gateway" in out and "faults zone_down" in out
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="partitions (iptables) and full disks (tmpfs "
@@ -38,14 +43,10 @@ def test_bounded_chaos_run_loses_nothing() -> None:
 def test_partition_and_full_disk_lose_nothing() -> None:
     # seed 5 over 16 s: zone az1 partitioned (packets dropped), then two nodes whose disks
     # are full for a few seconds each.
-    p = subprocess.run([sys.executable, "-m", "gateway.cli", "chaos", "--duration", "16",
-                        "--seed", "5", "--faults", "partition_zone,fill_disk",
-                        "--repair-timeout", "90"], capture_output=True, text=True, timeout=200)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"lost": 0, "wrong": 0,
-                                                           "redundant": True, "lies_left": 0}
-    assert "faults partition_zone     1" in p.stdout and "faults fill_disk          2" in p.stdout
-    assert "skipped" not in p.stdout  # CI installs iptables: the partition really happened
+    out = _chaos(["--duration", "16", "--seed", "5", "--faults", "partition_zone,fill_disk",
+                  "--repair-timeout", "90"], 200)
+    assert "faults partition_zone     1" in out and "faults fill_disk          2" in out
+    assert "skipped" not in out  # CI installs iptables: the partition really happened
 
 
 def test_lying_shards_and_zone_then_kills_lose_nothing() -> None:
@@ -54,11 +55,7 @@ def test_lying_shards_and_zone_then_kills_lose_nothing() -> None:
     # checksums while the workload reads and writes. Every read answers acknowledged bytes,
     # every stripe returns to k+m, and every lie a manifest still names is found (by a read
     # or the deep scrub) and rebuilt.
-    p = subprocess.run([sys.executable, "-m", "gateway.cli", "chaos", "--duration", "16",
-                        "--seed", "14", "--faults", "kill_node,lying_shard,zone_then_kills",
-                        "--repair-timeout", "60"], capture_output=True, text=True, timeout=170)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"lost": 0, "wrong": 0,
-                                                           "redundant": True, "lies_left": 0}
-    assert re.search(r"lying shards injected +2$", p.stdout, re.M), p.stdout[-2000:]
-    assert re.search(r"faults zone_then_kills +1$", p.stdout, re.M), p.stdout[-2000:]
+    out = _chaos(["--duration", "16", "--seed", "14", "--faults",
+                  "kill_node,lying_shard,zone_then_kills", "--repair-timeout", "60"], 170)
+    assert re.search(r"lying shards injected +2$", out, re.M), out[-2000:]
+    assert re.search(r"faults zone_then_kills +1$", out, re.M), out[-2000:]

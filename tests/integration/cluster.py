@@ -141,6 +141,21 @@ class LocalCluster:
             region_name=self.env["AWS_DEFAULT_REGION"],
             config=BotoConfig(retries={"max_attempts": 1}, **config))
 
+    def tenant_client(self, name: str, profile: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        """A SigV4 boto3 client for a new tenant `name` (its admin fields set to `profile`)."""
+        from gateway.admincli import admin_request
+
+        admin_request("POST", "/tenants", {"name": name}, env=self.env)
+        if profile:
+            admin_request("PATCH", f"/tenants/{name}", profile, env=self.env)
+        cred = admin_request("POST", "/keys", {"tenant": name}, env=self.env)
+        return boto3.client("s3", endpoint_url=self.endpoint,
+                            aws_access_key_id=cred["access_key_id"],
+                            aws_secret_access_key=cred["secret_access_key"],
+                            region_name="us-east-1",
+                            config=BotoConfig(retries={"max_attempts": 1},
+                                              signature_version="s3v4"))
+
     def pid(self, name: str) -> int:
         return int((self.data / "run" / f"{name}.pid").read_text())
 

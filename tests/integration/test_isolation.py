@@ -10,30 +10,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from gateway.admincli import admin_request
 from tests.integration.cluster import LocalCluster
-
-
-def _tenant_client(cluster: LocalCluster, name: str):  # type: ignore[no-untyped-def]
-    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
-    cred = admin_request("POST", "/keys", {"tenant": name}, env=cluster.env)
-    return boto3.client("s3", endpoint_url=cluster.endpoint,
-                        aws_access_key_id=cred["access_key_id"],
-                        aws_secret_access_key=cred["secret_access_key"],
-                        region_name="us-east-1",
-                        config=BotoConfig(retries={"max_attempts": 1}, signature_version="s3v4"))
 
 
 @pytest.fixture(scope="module")
 def world(cluster: LocalCluster) -> dict[str, Any]:
     """Tenants A and B, each with a versioned bucket holding one tagged object."""
     tag = uuid.uuid4().hex[:8]
-    a, b = _tenant_client(cluster, f"iso-a-{tag}"), _tenant_client(cluster, f"iso-b-{tag}")
+    a, b = cluster.tenant_client(f"iso-a-{tag}"), cluster.tenant_client(f"iso-b-{tag}")
     ba, bb = f"iso-a-{tag}", f"iso-b-{tag}"
     for client, bucket in ((a, ba), (b, bb)):
         client.create_bucket(Bucket=bucket)

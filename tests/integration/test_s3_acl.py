@@ -9,9 +9,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
@@ -21,17 +19,8 @@ ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
 
 def _client(cluster: LocalCluster, name: str, cid: str):  # type: ignore[no-untyped-def]
-    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
-    admin_request("PATCH", f"/tenants/{name}", {"canonical_id": cid,
-                                                "display_name": name.upper(),
-                                                "email": f"{name}@example.com"},
-                  env=cluster.env)
-    cred = admin_request("POST", "/keys", {"tenant": name}, env=cluster.env)
-    return boto3.client("s3", endpoint_url=cluster.endpoint,
-                        aws_access_key_id=cred["access_key_id"],
-                        aws_secret_access_key=cred["secret_access_key"],
-                        region_name="us-east-1",
-                        config=BotoConfig(retries={"max_attempts": 1}, signature_version="s3v4"))
+    return cluster.tenant_client(name, {"canonical_id": cid, "display_name": name.upper(),
+                                        "email": f"{name}@example.com"})
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
+from gateway.s3.errors import S3Error
 from gateway.s3.router import Endpoint
 from gateway.s3.sigv4 import AuthResult
 from storage.cluster import Cluster
@@ -62,6 +64,25 @@ def xml_response(body: bytes, status: int = 200, headers: dict[str, str] | None 
                  ) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/xml",
                         headers=headers)
+
+
+async def bucket_setting(rq: S3Request, name: str, missing: str | None = None) -> Any:
+    """The bucket's stored configuration `name`; when it is unset, None, or with `missing`
+    that S3 error (NoSuch...Configuration, naming the bucket)."""
+    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    value = b.config.get(name)
+    if value is None and missing is not None:
+        raise S3Error(missing, BucketName=rq.bucket)
+    return value
+
+
+def clearing_operation(op: str, name: str) -> None:
+    """Register `op` as the Delete... of the bucket configuration `name`: unset, 204."""
+
+    @operation(op)
+    async def clear(rq: S3Request) -> web.StreamResponse:
+        await rq.cluster.buckets.update(rq.tenant, rq.bucket, **{name: None})
+        return web.Response(status=204)
 
 
 def load_all() -> dict[str, Handler]:

@@ -16,7 +16,13 @@ from aiohttp import web
 from gateway.s3 import acl as acls
 from gateway.s3 import authz, policy
 from gateway.s3.errors import S3Error, xml_document
-from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers import (
+    S3Request,
+    bucket_setting,
+    clearing_operation,
+    operation,
+    xml_response,
+)
 from gateway.s3.handlers.batch import read_small_body
 from gateway.s3.handlers.tagging import addressed_version
 from gateway.s3.xml import S3_NAMESPACE
@@ -162,19 +168,13 @@ async def put_ownership(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetBucketOwnershipControls")
 async def get_ownership(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    mode = b.config.get("ownership")
-    if mode is None:
-        raise S3Error("OwnershipControlsNotFoundError", BucketName=rq.bucket)
+    mode = await bucket_setting(rq, "ownership", "OwnershipControlsNotFoundError")
     root = _doc("OwnershipControls")
     ET.SubElement(ET.SubElement(root, "Rule"), "ObjectOwnership").text = str(mode)
     return xml_response(xml_document(root))
 
 
-@operation("DeleteBucketOwnershipControls")
-async def delete_ownership(rq: S3Request) -> web.StreamResponse:
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, ownership=None)
-    return web.Response(status=204)
+clearing_operation("DeleteBucketOwnershipControls", "ownership")
 
 
 # --- public access block and policy status -------------------------------------------------
@@ -195,20 +195,15 @@ async def put_public_access_block(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetPublicAccessBlock")
 async def get_public_access_block(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    conf = b.config.get("public_access_block")
-    if conf is None:
-        raise S3Error("NoSuchPublicAccessBlockConfiguration", BucketName=rq.bucket)
+    conf = await bucket_setting(rq, "public_access_block",
+                                "NoSuchPublicAccessBlockConfiguration")
     root = _doc("PublicAccessBlockConfiguration")
     for flag in PAB_FLAGS:
         ET.SubElement(root, flag).text = "true" if conf.get(flag) else "false"
     return xml_response(xml_document(root))
 
 
-@operation("DeletePublicAccessBlock")
-async def delete_public_access_block(rq: S3Request) -> web.StreamResponse:
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, public_access_block=None)
-    return web.Response(status=204)
+clearing_operation("DeletePublicAccessBlock", "public_access_block")
 
 
 @operation("GetBucketPolicyStatus")

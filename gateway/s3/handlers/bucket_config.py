@@ -13,16 +13,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway.s3 import config_xml
-from gateway.s3.errors import S3Error
-from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers import (
+    S3Request,
+    bucket_setting,
+    clearing_operation,
+    operation,
+    xml_response,
+)
 from gateway.s3.handlers.access import check_policy_allowed
 from gateway.s3.handlers.batch import read_small_body
-
-
-async def _config(rq: S3Request, name: str) -> object:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    return b.config.get(name)
-
 
 # --- CORS ----------------------------------------------------------------------------------
 
@@ -40,15 +39,9 @@ def _xml_subresource(name: str, ops: tuple[str, str, str], parse: Any, build: An
 
     @operation(get_op)
     async def get(rq: S3Request) -> web.StreamResponse:
-        value = await _config(rq, name)
-        if value is None:
-            raise S3Error(missing, BucketName=rq.bucket)
-        return xml_response(build(value))
+        return xml_response(build(await bucket_setting(rq, name, missing)))
 
-    @operation(delete_op)
-    async def delete(rq: S3Request) -> web.StreamResponse:
-        await rq.cluster.buckets.update(rq.tenant, rq.bucket, **{name: None})
-        return web.Response(status=204)
+    clearing_operation(delete_op, name)
 
 
 _xml_subresource("cors", ("PutBucketCors", "GetBucketCors", "DeleteBucketCors"),
@@ -73,16 +66,11 @@ async def put_bucket_policy(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetBucketPolicy")
 async def get_bucket_policy(rq: S3Request) -> web.StreamResponse:
-    text = await _config(rq, "policy")
-    if text is None:
-        raise S3Error("NoSuchBucketPolicy", BucketName=rq.bucket)
+    text = await bucket_setting(rq, "policy", "NoSuchBucketPolicy")
     return web.Response(status=200, text=str(text), content_type="application/json")
 
 
-@operation("DeleteBucketPolicy")
-async def delete_bucket_policy(rq: S3Request) -> web.StreamResponse:
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, policy=None)
-    return web.Response(status=204)
+clearing_operation("DeleteBucketPolicy", "policy")
 
 
 # --- default encryption --------------------------------------------------------------------
@@ -97,12 +85,9 @@ async def put_bucket_encryption(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetBucketEncryption")
 async def get_bucket_encryption(rq: S3Request) -> web.StreamResponse:
-    conf = await _config(rq, "encryption")
+    conf = await bucket_setting(rq, "encryption")
     return xml_response(config_xml.encryption_xml(
-        conf if conf is not None else config_xml.DEFAULT_ENCRYPTION))  # type: ignore[arg-type]
+        conf if conf is not None else config_xml.DEFAULT_ENCRYPTION))
 
 
-@operation("DeleteBucketEncryption")
-async def delete_bucket_encryption(rq: S3Request) -> web.StreamResponse:
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, encryption=None)
-    return web.Response(status=204)
+clearing_operation("DeleteBucketEncryption", "encryption")

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.s3 import xml, xml_parse
 from gateway.s3.errors import S3Error
-from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers import S3Request, clearing_operation, operation, xml_response
 from gateway.s3.handlers.access import create_bucket_config
 from gateway.s3.http import iso_time
 from gateway.s3.router import validate_bucket_name
@@ -142,7 +142,4 @@ async def put_bucket_tagging(rq: S3Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-@operation("DeleteBucketTagging")
-async def delete_bucket_tagging(rq: S3Request) -> web.StreamResponse:
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, tagging=None)
-    return web.Response(status=204)
+clearing_operation("DeleteBucketTagging", "tagging")
