@@ -440,15 +440,19 @@ class RepairWorker(ShardWorker[RepairStats]):
 
     async def _reference(self, man: Manifest, a: Assessment) -> Reference | None:
         """How to rebuild a stripe with named liars: segment by segment from the blocks that
-        authenticate (the liars' honest blocks included). None without liars or without the
-        key (SSE-C, volumes): the liars are then left out, as lost shards."""
+        authenticate (the liars' honest blocks included). Without the key (SSE-C, volumes)
+        the codeword k+1 blocks agree on is the reference, used only when the other shards
+        alone are fewer than k (else the liars are left out, as lost shards: with a lost
+        shard besides a liar, k+1 agreeing blocks may not exist). None: no liars."""
         if not a.lying or self.stripe_codec is None:
             return None
         try:
             codec = await self.stripe_codec(man)
         except StorageError:
             return None
-        return codec.reference if codec is not None and codec.cipher is not None else None
+        if codec is None or (codec.cipher is None and len(a.healthy) >= man.part.k):
+            return None
+        return codec.reference
 
     async def _commit(self, stripe_id: bytes, old: list[str | None],
                       written: dict[int, str]) -> bool:
