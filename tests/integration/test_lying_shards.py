@@ -78,18 +78,24 @@ def rebuilt_shard(c: LocalCluster, bucket: str, key: str, index: int) -> bytes |
         return None
 
 
-@pytest.fixture(scope="module")
-def reads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A cluster whose deep scrub is off: only client reads can find a lie here."""
+def _cluster(tmp_path_factory: pytest.TempPathFactory, name: str,
+             env: dict[str, str]) -> Iterator[LocalCluster]:
+    """A cluster started with FAST and `env` in its environment, stopped after the module."""
     mp = pytest.MonkeyPatch()
-    for k, v in {**FAST, "TESSERA_DEEP_SCRUB_RATE_MBPS": "0"}.items():
+    for k, v in {**FAST, **env}.items():
         mp.setenv(k, v)
-    c = LocalCluster(tmp_path_factory.mktemp("lying") / "data").start()
+    c = LocalCluster(tmp_path_factory.mktemp(name) / "data").start()
     try:
         yield c
     finally:
         c.stop()
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def reads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A cluster whose deep scrub is off: only client reads can find a lie here."""
+    yield from _cluster(tmp_path_factory, "lying", {"TESSERA_DEEP_SCRUB_RATE_MBPS": "0"})
 
 
 @pytest.mark.parametrize("size", [3 * 2**20, 100_000], ids=["ec-stream", "small-batch"])
@@ -128,16 +134,8 @@ def test_get_survives_lying_shard_and_repair_rewrites_it(reads: LocalCluster,
 @pytest.fixture(scope="module")
 def scrubbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A cluster whose deep scrub runs fast and rests half a second between passes."""
-    mp = pytest.MonkeyPatch()
-    for k, v in {**FAST, "TESSERA_DEEP_SCRUB_RATE_MBPS": "64",
-                 "TESSERA_DEEP_SCRUB_PAUSE_S": "0.5"}.items():
-        mp.setenv(k, v)
-    c = LocalCluster(tmp_path_factory.mktemp("scrub") / "data").start()
-    try:
-        yield c
-    finally:
-        c.stop()
-        mp.undo()
+    yield from _cluster(tmp_path_factory, "scrub", {"TESSERA_DEEP_SCRUB_RATE_MBPS": "64",
+                                                    "TESSERA_DEEP_SCRUB_PAUSE_S": "0.5"})
 
 
 def test_deep_scrub_finds_lies_no_client_reads(scrubbed: LocalCluster) -> None:

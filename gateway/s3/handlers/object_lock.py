@@ -204,6 +204,14 @@ async def _locked_version(rq: S3Request) -> ObjectVersion:
     return v
 
 
+async def _version_lock(rq: S3Request, field: str) -> dict[str, Any]:
+    """The addressed version's lock; NoSuchObjectLockConfiguration when `field` is unset."""
+    v = await _locked_version(rq)
+    if not v.lock.get(field):
+        raise S3Error("NoSuchObjectLockConfiguration")
+    return v.lock
+
+
 def parse_retention(body: bytes) -> tuple[str | None, float | None]:
     root = xml_parse.parse_document(body, "Retention")
     mode, until_raw = xml_parse.find_text(root, "Mode"), xml_parse.find_text(root, "RetainUntilDate")
@@ -236,11 +244,9 @@ async def put_retention(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetObjectRetention")
 async def get_retention(rq: S3Request) -> web.StreamResponse:
-    v = await _locked_version(rq)
-    if not v.lock.get("mode"):
-        raise S3Error("NoSuchObjectLockConfiguration")
-    return xml_response(_document("Retention", Mode=v.lock["mode"],
-                                  RetainUntilDate=_iso(float(v.lock["until"]))))
+    lock = await _version_lock(rq, "mode")
+    return xml_response(_document("Retention", Mode=lock["mode"],
+                                  RetainUntilDate=_iso(float(lock["until"]))))
 
 
 @operation("PutObjectLegalHold")
@@ -257,7 +263,5 @@ async def put_legal_hold(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetObjectLegalHold")
 async def get_legal_hold(rq: S3Request) -> web.StreamResponse:
-    v = await _locked_version(rq)
-    if not v.lock.get("legal_hold"):
-        raise S3Error("NoSuchObjectLockConfiguration")
-    return xml_response(_document("LegalHold", Status=v.lock["legal_hold"]))
+    lock = await _version_lock(rq, "legal_hold")
+    return xml_response(_document("LegalHold", Status=lock["legal_hold"]))
