@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,16 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
             continue
         hits += [f"{p}: {n[:12]!r}" for n in needles if n in data]
     return hits
+
+
+def fetch(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
+    """Status and body of one plain (unsigned unless the URL is presigned) HTTP request."""
+    req = urllib.request.Request(url, method=method, data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 def stop_processes(procs: list[subprocess.Popen]) -> None:

@@ -4,8 +4,6 @@ boto3 and presigned URLs, and bucket policies narrow access only within the owni
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, fetch
 
 
 @pytest.fixture(scope="module")
@@ -113,25 +111,16 @@ def test_owner_may_do_every_operation(world: dict[str, Any]) -> None:
     assert _code(ei.value) == "NoSuchKey"
 
 
-def _fetch(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, method=method, data=data)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def test_presigned_urls_do_not_cross_tenants(world: dict[str, Any]) -> None:
     a, b, ba = world["a"], world["b"], world["ba"]
     own = a.generate_presigned_url("get_object", Params={"Bucket": ba, "Key": "obj"})
-    assert _fetch(own) == (200, b"data of " + ba.encode())
+    assert fetch(own) == (200, b"data of " + ba.encode())
     for method, params in (("get_object", {"Key": "obj"}), ("get_object", {"Key": "nope"}),
                            ("head_object", {"Key": "obj"}), ("put_object", {"Key": "p"}),
                            ("delete_object", {"Key": "obj"}), ("list_objects_v2", {})):
         url = b.generate_presigned_url(method, Params={"Bucket": ba, **params})
         http = {"put_object": "PUT", "delete_object": "DELETE", "head_object": "HEAD"}
-        status, body = _fetch(url, http.get(method, "GET"),
+        status, body = fetch(url, http.get(method, "GET"),
                               b"x" if method == "put_object" else None)
         assert status == 403, (method, status, body)
         if method != "head_object":
@@ -155,19 +144,19 @@ def test_bucket_policy_narrows_within_tenant_and_opens_public_read(
          "Resource": f"arn:aws:s3:::{bucket}/*"},
     ]}
     base = f"{cluster.endpoint}/{bucket}"
-    assert _fetch(f"{base}/public/p.txt")[0] == 403  # no policy yet: private
+    assert fetch(f"{base}/public/p.txt")[0] == 403  # no policy yet: private
     a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     # Anonymous: public-read for public/* only, and only reads.
-    assert _fetch(f"{base}/public/p.txt") == (200, b"public/p.txt")
-    assert _fetch(f"{base}/public/p.txt", "HEAD")[0] == 200
-    assert _fetch(f"{base}/public/none")[0] == 404
-    assert _fetch(f"{base}/other/o.txt")[0] == 403
-    assert _fetch(f"{base}/secret/s.txt")[0] == 403
-    assert _fetch(f"{base}/public/new", "PUT", b"x")[0] == 403
-    assert _fetch(f"{base}/public/p.txt", "DELETE")[0] == 403
-    assert _fetch(f"{base}?list-type=2")[0] == 403
+    assert fetch(f"{base}/public/p.txt") == (200, b"public/p.txt")
+    assert fetch(f"{base}/public/p.txt", "HEAD")[0] == 200
+    assert fetch(f"{base}/public/none")[0] == 404
+    assert fetch(f"{base}/other/o.txt")[0] == 403
+    assert fetch(f"{base}/secret/s.txt")[0] == 403
+    assert fetch(f"{base}/public/new", "PUT", b"x")[0] == 403
+    assert fetch(f"{base}/public/p.txt", "DELETE")[0] == 403
+    assert fetch(f"{base}?list-type=2")[0] == 403
     # A missing bucket is NoSuchBucket to anonymous callers too, as AWS answers (issue 14).
-    assert _fetch(f"{cluster.endpoint}/no-such-bucket-{uuid.uuid4().hex[:6]}/k")[0] == 404
+    assert fetch(f"{cluster.endpoint}/no-such-bucket-{uuid.uuid4().hex[:6]}/k")[0] == 404
     # The owner: Deny statements bite, the rest stays allowed.
     assert a.get_object(Bucket=bucket, Key="other/o.txt")["Body"].read() == b"other/o.txt"
     for fn in (lambda: a.get_object(Bucket=bucket, Key="secret/s.txt"),
@@ -196,7 +185,7 @@ def test_bucket_policy_narrows_within_tenant_and_opens_public_read(
     # The owner can always remove its policy.
     a.delete_bucket_policy(Bucket=bucket)
     a.delete_object(Bucket=bucket, Key="other/o.txt")
-    assert _fetch(f"{base}/public/p.txt")[0] == 403
+    assert fetch(f"{base}/public/p.txt")[0] == 403
 
 
 # --- hardening: garbage on the wire --------------------------------------------------------

@@ -4,8 +4,6 @@ public access block, and bucket policies with conditions, with boto3 and plain H
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any
 
@@ -13,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, fetch
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
@@ -47,12 +45,7 @@ def _code(fn: Any) -> tuple[int, str]:
 
 
 def _anon(url: str, method: str = "GET", data: bytes | None = None) -> int:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method, data=data),
-                                    timeout=30) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return fetch(url, method, data)[0]
 
 
 def _grants(resp: dict[str, Any]) -> set[tuple[str, str]]:

@@ -4,8 +4,6 @@ URLs fetched over plain HTTP, and AWS's errors for skew, expiry and bad signatur
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any
 
@@ -14,7 +12,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, fetch
 
 
 def _client(cluster: LocalCluster, secret: str | None = None):  # type: ignore[no-untyped-def]
@@ -33,14 +31,6 @@ def v2(cluster: LocalCluster) -> dict[str, Any]:
     bucket = f"sigv2-{uuid.uuid4().hex[:10]}"
     c.create_bucket(Bucket=bucket)
     return {"c": c, "b": bucket, "cluster": cluster}
-
-
-def _fetch(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def test_sigv2_header_auth_for_object_and_bucket_operations(v2: dict[str, Any]) -> None:
@@ -74,11 +64,11 @@ def test_sigv2_presigned_urls(v2: dict[str, Any]) -> None:
     url = c.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "p"},
                                    ExpiresIn=300)
     assert "AWSAccessKeyId=" in url and "Signature=" in url
-    assert _fetch(url) == (200, b"presigned")
+    assert fetch(url) == (200, b"presigned")
     expired = c.generate_presigned_url("get_object", Params={"Bucket": b, "Key": "p"},
                                        ExpiresIn=-10)
-    status, body = _fetch(expired)
+    status, body = fetch(expired)
     assert status == 403 and b"<Code>AccessDenied</Code>" in body
     tampered = url.replace("/p?", "/q?")
-    status, body = _fetch(tampered)
+    status, body = fetch(tampered)
     assert status == 403 and b"SignatureDoesNotMatch" in body
