@@ -6,7 +6,8 @@ Order (AWS's, with tenants as accounts and access keys as their root users):
 2. The bucket policy: an explicit Deny that applies refuses, whoever asks (the bucket's own
    tenant keeps Get/Put/DeleteBucketPolicy, as AWS keeps them for the root user).
 3. The bucket's tenant may do everything else in its buckets (objects there are sealed under
-   its keys whoever wrote them).
+   its keys whoever wrote them), except reading an object another tenant owns, or its ACL:
+   that needs the object's ACL to grant it, as on AWS.
 4. Anyone else (another tenant, or anonymous): allowed by a policy Allow naming them (a
    public Allow is ignored under RestrictPublicBuckets), else by an ACL grant: the bucket's
    ACL for bucket-level permissions (READ lists, WRITE writes and deletes objects,
@@ -55,7 +56,10 @@ ACL_PERMISSIONS: dict[str, tuple[str, str]] = {
     "GetObjectAcl": ("object", "READ_ACP"), "PutObjectAcl": ("object", "WRITE_ACP"),
 }
 NO_BUCKET_OPS = frozenset({"ListBuckets", "CreateBucket"})
-OWNER_CHECKED_OPS = frozenset({"GetObjectAcl", "PutObjectAcl"})
+# The bucket's tenant needs a grant for these on objects another tenant owns (AWS: a bucket
+# owner may delete such an object, but reads it and its ACL only if the object's ACL says so).
+OWNER_CHECKED_OPS = frozenset({"GetObjectAcl", "PutObjectAcl", "GetObject", "HeadObject",
+                               "GetObjectAttributes"})
 
 
 @dataclass(frozen=True)
@@ -228,8 +232,8 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
             return b.tenant
         raise S3Error("AccessDenied")
     obj_acl = Acl.of(version.acl, b.tenant)
-    if enforced or (who is not None and obj_acl.owner == who and perm in ("READ_ACP",
-                                                                          "WRITE_ACP")):
+    if enforced or (who is not None and obj_acl.owner == who
+                    and (is_owner or perm in ("READ_ACP", "WRITE_ACP"))):
         return b.tenant
     if obj_acl.allows(who, perm, ignore_public=ignore):
         return b.tenant

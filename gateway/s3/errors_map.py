@@ -17,7 +17,7 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
     if isinstance(exc, S3Error):
         return exc
     if isinstance(exc, SigV4Error):
-        return S3Error(exc.code, exc.message, **exc.details)
+        return S3Error(exc.code, exc.message, exc.status, **exc.details)
     if isinstance(exc, se.BucketNotFound):
         return S3Error("NoSuchBucket", BucketName=exc.bucket)
     if isinstance(exc, se.ObjectNotFound):

@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 from gateway.admincli import admin_request
@@ -92,12 +94,38 @@ def test_authenticated_read_and_public_write(w: dict[str, Any]) -> None:
     # b owns what it wrote; the bucket's tenant needs b's grant to read its ACL
     assert b.get_object_acl(Bucket=bucket, Key="from-b")["Owner"]["ID"] == w["idb"]
     assert _code(lambda: a.get_object_acl(Bucket=bucket, Key="from-b"))[0] == 403
+    # ... and to read the object itself (AWS: only the object's ACL grants reads of it)
+    assert _code(lambda: a.get_object(Bucket=bucket, Key="from-b")) == (403, "AccessDenied")
+    assert _code(lambda: a.head_object(Bucket=bucket, Key="from-b"))[0] == 403
+    a.put_object(Bucket=bucket, Key="own", Body=b"o")   # its own objects stay readable
+    assert a.get_object(Bucket=bucket, Key="own")["Body"].read() == b"o"
+    b.put_object(Bucket=bucket, Key="readable", Body=b"r", ACL="bucket-owner-read")
+    assert a.get_object(Bucket=bucket, Key="readable")["Body"].read() == b"r"
     b.put_object(Bucket=bucket, Key="shared", Body=b"s", ACL="bucket-owner-full-control")
     assert _grants(a.get_object_acl(Bucket=bucket, Key="shared")) == {
         (w["idb"], "FULL_CONTROL"), (w["ida"], "FULL_CONTROL")}
     assert _anon(f"{base}/anon", "PUT", b"x") == 200
-    a.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "from-b"}, {"Key": "shared"},
-                                                        {"Key": "anon"}]})
+    assert a.get_object(Bucket=bucket, Key="shared")["Body"].read() == b"s"
+    a.delete_objects(Bucket=bucket, Delete={"Objects": [  # the bucket's tenant may delete them
+        {"Key": k} for k in ("from-b", "shared", "anon", "own", "readable")]})
+    assert b.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_presigned_expiry_out_of_range_is_403(w: dict[str, Any]) -> None:
+    """X-Amz-Expires over a week or negative: never valid, 403 with AWS's message."""
+    a = w["a"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"k")
+    creds = a._request_signer._credentials
+    for expires, says in ((609901, b"less than a week"), (-7, b"must be non-negative")):
+        # botocore's own SigV4 query signer (boto3's CRT presigner refuses negative expiries)
+        req = AWSRequest("GET", f"{w['endpoint']}/{bucket}/k")
+        S3SigV4QueryAuth(creds, "s3", "us-east-1", expires=expires).add_auth(req)
+        status, body = fetch(req.url)
+        assert status == 403 and b"AuthorizationQueryParametersError" in body and says in body
+    url = a.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"},
+                                   ExpiresIn=604800)
+    assert fetch(url) == (200, b"k")
 
 
 def test_explicit_grants_by_header_and_xml(w: dict[str, Any]) -> None:
