@@ -33,6 +33,7 @@ from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
+from storage.workers.base import read_counters
 
 log = logging.getLogger("tessera.integrity")
 INTEGRITY_KEY = system_key("integrity")
@@ -129,12 +130,7 @@ async def update_integrity(meta: MetadataStore, change: Callable[[dict[str, Any]
 
 async def read_integrity(meta: MetadataStore) -> dict[str, Any]:
     """The cluster-wide integrity counters (`(S, integrity)`; empty before the first finding)."""
-    item = await meta.get(INTEGRITY_KEY)
-    if item is None:
-        return {}
-    doc = unpack(item.value)
-    doc.pop("fv", None)
-    return doc
+    return await read_counters(meta, INTEGRITY_KEY)
 
 
 __all__ = ["INTEGRITY_KEY", "LyingShards", "read_integrity", "update_integrity"]
