@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.metrics import Metrics
-from gateway.s3 import authz, cors, post_upload, sigv2
+from gateway.s3 import access_log, authz, cors, post_upload, sigv2
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, load_all
 from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint
 from gateway.s3.sigv4 import authenticate
+from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS
 from storage.cluster import Cluster
 from storage.config import GatewayConfig
@@ -37,11 +38,13 @@ def _access_key_of(request: web.Request) -> str | None:
 
 
 class S3Server:
-    def __init__(self, cluster: Cluster, cfg: GatewayConfig, metrics: Metrics) -> None:
+    def __init__(self, cluster: Cluster, cfg: GatewayConfig, metrics: Metrics,
+                 access_logs: AccessLogBuffer | None = None) -> None:
         self.cluster = cluster
         self.cfg = cfg
         self.metrics = metrics
         self.handlers = load_all()
+        self.access_logs = access_logs  # server access logs (PutBucketLogging), if kept
 
     async def expect(self, request: web.Request) -> None:
         """`Expect:` is answered in `_continue`, once the request is authorized (aiohttp's
@@ -56,12 +59,16 @@ class S3Server:
         """Serve one request, recorded as client activity (background work gives way)."""
         CLIENTS.begin()
         resp: web.StreamResponse | None = None
+        started_wall, started = time.time(), time.perf_counter()
         try:
             resp = await self._serve(request)
             return resp
         finally:
             out = resp.content_length if resp is not None else None
             CLIENTS.end((request.content_length or 0) + (out or 0))
+            if self.access_logs is not None and resp is not None:
+                access_log.observe(self.access_logs, request, resp, started_wall, started,
+                                   HOST_ID)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         rid = secrets.token_hex(8).upper()
@@ -73,6 +80,7 @@ class S3Server:
                                 self.cfg.virtual_host_domain,
                                 has_copy_source="x-amz-copy-source" in request.headers)
             op, bucket, key = ep.op, ep.bucket, ep.key
+            request["s3_endpoint"] = ep  # for the access log
             if ep.op == PREFLIGHT:
                 return await self._preflight(request, ep, rid, started)
             if "Origin" in request.headers:
@@ -91,6 +99,7 @@ class S3Server:
                     request.transport is None or request.transport.is_closing()):
                 return self._client_gone(request, op, rid, started)
             err = to_s3_error(exc, bucket, key)
+            request["s3_error_code"] = err.code
             resource = request.path
             if err.resource is None:
                 err.resource = resource
@@ -137,6 +146,7 @@ class S3Server:
                 raise S3Error("AccessDenied")
             cid, _ = await self.cluster.tenants.identity(cred.tenant)
             requester = authz.Requester(cred.tenant, cid, cred.access_key)
+            request["s3_requester_id"] = cid
         tenant = await authz.authorize(self.cluster, request, ep, requester)
         self.metrics.tenant_request(tenant)
         handler = self.handlers.get(ep.op)
