@@ -49,7 +49,7 @@ def _expiry(header: str) -> float:
 
 def _run_once(c: LocalCluster) -> subprocess.Popen:
     env = {**os.environ, "TESSERA_CONFIG": c.env["TESSERA_CONFIG"]}
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "lifecycle", "run-once",
+    return subprocess.Popen([sys.executable, "-m", "ops.cli", "lifecycle", "run-once",
                              "--json"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
