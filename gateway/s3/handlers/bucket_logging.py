@@ -153,7 +153,7 @@ async def _check_target(rq: S3Request, source: Bucket, conf: dict[str, Any]) -> 
 
 @operation("PutBucketLogging")
 async def put_bucket_logging(rq: S3Request) -> web.StreamResponse:
-    source = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    source = rq.existing_bucket()
     if rq.requester != source.tenant:  # the bucket owner only, whatever the policy says
         raise S3Error("AccessDenied")
     conf = parse_logging(await read_small_body(rq))
@@ -168,5 +168,5 @@ async def put_bucket_logging(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetBucketLogging")
 async def get_bucket_logging(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     return xml_response(await logging_xml(rq, b.config.get("logging")))
