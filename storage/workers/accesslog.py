@@ -142,7 +142,7 @@ class AccessLogDelivery:
             await self._cluster.meta.txn(Txn(deletes=keys))
             return
         body = ("\n".join(lines) + "\n").encode()
-        await self._cluster.objects.put(target.tenant, target.name, key, _once(body),
+        await self._cluster.objects.put(target, key, _once(body),
                                         _put_options(target, conf, len(body)))
         await self._cluster.meta.txn(Txn(deletes=keys))
         self.stats.objects += 1
