@@ -16,7 +16,7 @@ from storage.keyspace import (
     unpack,
     version_prefix,
 )
-from storage.metadata import MetadataStore, Txn
+from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket
 
 
@@ -43,14 +43,30 @@ class BucketService:
         item = await self._meta.get(bucket_key(name))
         if item is None:
             raise BucketNotFound(name)
-        return Bucket.decode(item.value)
+        return self._record(item)
 
     async def get(self, tenant: str, name: str) -> Bucket:
         """The bucket if the tenant owns it; AccessDenied if another tenant does."""
-        b = await self.get_any(name)
+        return self.owned(await self.get_any(name), tenant)
+
+    @staticmethod
+    def owned(b: Bucket, tenant: str) -> Bucket:
+        """`b` if `tenant` owns it; AccessDenied if another tenant does."""
         if b.tenant != tenant:
-            raise AccessDenied(f"bucket {name!r} belongs to another tenant")
+            raise AccessDenied(f"bucket {b.name!r} belongs to another tenant")
         return b
+
+    @staticmethod
+    def _record(item: Item) -> Bucket:
+        b = Bucket.decode(item.value)
+        b.revision = item.revision
+        return b
+
+    def guard(self, b: Bucket, compares: dict[bytes, int]) -> None:
+        """Make the transaction `compares` belongs to fail if bucket `b` changed (deleted,
+        versioning or configuration) since it was read: a commit decided on `b` then holds."""
+        if b.revision:
+            compares[bucket_key(b.name)] = b.revision
 
     async def list(self, tenant: str) -> list[Bucket]:
         items = await self._meta.range(*span(tenant_bucket_prefix(tenant)), 100000)
@@ -83,8 +99,7 @@ class BucketService:
             if item is None:
                 raise BucketNotFound(name)
             b = Bucket.decode(item.value)
-            if b.tenant != tenant:
-                raise AccessDenied(f"bucket {name!r} belongs to another tenant")
+            self.owned(b, tenant)
             for k, v in changes.items():
                 if k == "versioning":
                     b.versioning = v
