@@ -146,7 +146,7 @@ async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, mp
                                                bytes | None]:
     """What every part request names: part number, upload (checked), and its SSE-C key."""
     number = _part_number(rq)
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     svc = service(rq)
     with _errors(upload_id):
         up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
@@ -235,7 +235,7 @@ async def _read_body(rq: S3Request, limit: int) -> bytes:
 
 @operation("CompleteMultipartUpload")
 async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     svc = service(rq)
     with _errors(upload_id):
         try:
@@ -273,7 +273,7 @@ def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
 
 @operation("AbortMultipartUpload")
 async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     with _errors(upload_id):
         await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
     return web.Response(status=204)
@@ -284,7 +284,7 @@ async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
 
 @operation("ListParts")
 async def list_parts(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     max_parts = _int_param(rq, "max-parts", LIST_MAX, LIST_MAX)
     marker = _int_param(rq, "part-number-marker", 0, mp.PART_NUMBER_MAX)
     with _errors(upload_id):

@@ -197,7 +197,7 @@ async def _locked_version(rq: S3Request) -> ObjectVersion:
     b = rq.existing_bucket()
     if ol.bucket_lock(b.config) is None:
         raise _no_lock()
-    v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, rq.params.get("versionId"))
+    v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, rq.version_id)
     if v.delete_marker:
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this "
                       "resource.", headers={"x-amz-delete-marker": "true"})

@@ -131,7 +131,7 @@ async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
                       "supported for this operation.",
                       ArgumentName="x-amz-server-side-encryption",
                       ArgumentValue=rq.headers["x-amz-server-side-encryption"])
-    vid = rq.params.get("versionId")
+    vid = rq.version_id
     try:
         v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
     except ObjectNotFound:
@@ -306,7 +306,7 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 @operation("DeleteObject")
 async def delete_object(rq: S3Request) -> web.StreamResponse:
     res = await rq.cluster.objects.delete(rq.existing_bucket(), rq.key,
-                                          rq.params.get("versionId"),
+                                          rq.version_id,
                                           delete_conditions(rq.headers), delete_guard(rq))
     headers = {}
     if res.version_id is not None:
