@@ -252,3 +252,32 @@ def test_partitioned_keys(s3: Any) -> None:
     m = re.match(rf"^part/{re.escape(owner_id)}/us-east-1/{src}/(\d{{4}})/(\d{{2}})/(\d{{2}})/"
                  r"(\d{4})-(\d{2})-(\d{2})-\d{2}-\d{2}-\d{2}-[0-9A-F]{16}$", key)
     assert m is not None, key
+
+
+
+def test_records_in_memory_at_a_clean_shutdown_are_delivered_after_restart(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Records still in the gateway's memory at a clean shutdown (a stage interval of an
+    hour) are staged then, survive the restart, and are delivered exactly once."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TESSERA_ACCESS_LOG_FLUSH_S", FLUSH_S)
+    mp.setenv("TESSERA_ACCESS_LOG_STAGE_S", "3600")
+    c = LocalCluster(tmp_path_factory.mktemp("accesslog-restart"))
+    try:
+        c.start()
+        s3 = c.client()
+        src, dst = _bucket(s3, "rs-src"), _bucket(s3, "rs-dst")
+        s3.put_bucket_logging(Bucket=src, BucketLoggingStatus={
+            "LoggingEnabled": {"TargetBucket": dst, "TargetPrefix": "r/"}})
+        ids = [s3.put_object(Bucket=src, Key=f"k{i}", Body=b"x")["ResponseMetadata"][
+            "RequestId"] for i in range(3)]
+        c.stop()
+        c.start()
+        s3 = c.client()
+        _records_for(s3, dst, "r/", ids)
+        lines = list(_log_lines(s3, dst, "r/"))
+        for rid in ids:
+            assert sum(_parse(line)[5] == rid for line in lines) == 1, rid
+    finally:
+        c.stop()
+        mp.undo()
