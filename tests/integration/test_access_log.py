@@ -207,6 +207,8 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
         "ResponseMetadata"]["RequestId"]
     ids["foreign"] = _err(other.get_object, Bucket=src, Key="dir/a b.txt")[2][
         "ResponseMetadata"]["RequestId"]
+    s3.put_object(Bucket=src, Key="shared", Body=b"s", ACL="public-read")
+    ids["by_acl"] = anon.get_object(Bucket=src, Key="shared")["ResponseMetadata"]["RequestId"]
     ids["list"] = s3.list_objects_v2(Bucket=src, Prefix="dir/")["ResponseMetadata"][
         "RequestId"]
     recs = _records_for(s3, dst, "log/", list(ids.values()))
@@ -235,6 +237,7 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
     assert anon_rec[19] == "-" and anon_rec[21] == "-"
     foreign = recs[ids["foreign"]][0]
     assert foreign[4] == other_id and foreign[9:11] == ["403", "AccessDenied"]
+    assert get[25] == "-" and recs[ids["by_acl"]][0][25] == "Yes"  # ACL required
     listing = recs[ids["list"]][0]
     assert listing[6:8] == ["REST.GET.BUCKET", "-"]
     assert listing[8] == f"GET /{src}?list-type=2&prefix=dir%2F&encoding-type=url HTTP/1.1"

@@ -110,14 +110,14 @@ async def logging_xml(rq: S3Request, conf: dict[str, Any] | None) -> bytes:
                     ET.SubElement(ge, "ID").text = gid
                     ET.SubElement(ge, "DisplayName").text = gname
                 ET.SubElement(g, "Permission").text = perm
-        ET.SubElement(en, "TargetPrefix").text = conf["target_prefix"]
-        if conf.get("explicit_format"):
+        if conf.get("explicit_format"):  # in AWS's element order: before TargetPrefix
             fmt = ET.SubElement(en, "TargetObjectKeyFormat")
             if conf.get("key_format") == "partitioned":
                 part = ET.SubElement(fmt, "PartitionedPrefix")
                 ET.SubElement(part, "PartitionDateSource").text = conf["date_source"]
             else:
                 ET.SubElement(fmt, "SimplePrefix")
+        ET.SubElement(en, "TargetPrefix").text = conf["target_prefix"]
     return xml_document(root)
 
 
