@@ -171,9 +171,10 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
 
 
 async def for_request(rq: Any) -> SseChoice:
-    """`for_write` for an S3Request, with its bucket's default encryption, and the KMS key
-    of an SSE-KMS write looked up in the tenant's keys (recorded by id and ARN)."""
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    """`for_write` for an S3Request, with its bucket's default encryption (from the record
+    the pipeline read), and the KMS key of an SSE-KMS write looked up in the tenant's keys
+    (recorded by id and ARN)."""
+    b = rq.existing_bucket()
     choice = for_write(rq.headers, rq.tenant, rq.cfg.region, b.config.get("encryption"))
     if choice.record.get("algorithm", "").startswith("aws:kms"):
         svc = rq.cluster.objects.kms
