@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import hmac
 import json
 import os
@@ -146,7 +147,7 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> None:
 
     Also used by the admin API's snapshot route (same host, same data directory).
     """
-    from gateway.block.mount import mounted_states
+    from gateway.block.mount import CHECKPOINT_XATTR, mounted_states
 
     for st in mounted_states(data_dir):
         if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid):
@@ -160,6 +161,12 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> None:
         fd = os.open(Path(st.fuse_dir) / "volume", os.O_RDONLY)
         try:
             os.fsync(fd)
+            # Fold the journal into extents: a snapshot freezes the extent map only.
+            try:
+                os.setxattr(fd, CHECKPOINT_XATTR, b"1")
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
         finally:
             os.close(fd)
 
@@ -276,7 +283,7 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
                              f"the daemon this mount started (pid {pid}); not mounted")
 
     st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
-                                 Path(a.dir), a.fs, a.lease_ttl, confirm)
+                                 Path(a.dir), a.fs, a.lease_ttl, confirm, not a.no_journal)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 
@@ -335,6 +342,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("dir")
     p.add_argument("--fs", help="file system (e.g. ext4): mkfs on first use, loop mount")
     p.add_argument("--lease-ttl", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-journal", action="store_true",
+                   help="commit whole extents on fsync instead of appending to the journal")
     p = cmd("unmount", None, "detach what `mount` set up on DIR (waits for the flush)")
     p.add_argument("dir")
     p.set_defaults(func=_unmount)
