@@ -58,6 +58,9 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
     from gateway.admin.volumes import register_volumes
 
     register_volumes(app, api)  # a tenant's block volumes, also before the catch-all
+    from gateway.admin.settings import register_settings
+
+    register_settings(app, api)  # runtime settings (`tessera config`), also before it
     api.register(app)
 
     async def prom(_: web.Request) -> web.Response:
