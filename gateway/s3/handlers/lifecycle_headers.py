@@ -13,27 +13,26 @@ the instants the lifecycle worker acts at.
 from __future__ import annotations
 
 import string
+from typing import Any
 from urllib.parse import quote
 
 from gateway.s3.handlers import S3Request
 from gateway.s3.http import http_date
 from storage.lifecycle_rules import abort_rule, expiration_rule
-from storage.records import Bucket, ObjectVersion
+from storage.records import ObjectVersion
 
 # A rule id in x-amz-abort-rule-id as sent, but for what a header line cannot carry.
 HEADER_SAFE = "".join(c for c in string.printable if c not in '%"\t\n\r\x0b\x0c')
 
 
-async def _rules(rq: S3Request, b: Bucket | None) -> list | None:  # type: ignore[type-arg]
-    if b is None:
-        b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    return b.config.get("lifecycle") or None
+def _rules(rq: S3Request) -> list[dict[str, Any]] | None:
+    """The bucket's rules, from the record the request already read."""
+    return rq.existing_bucket().config.get("lifecycle") or None
 
 
-async def expiration_headers(rq: S3Request, v: ObjectVersion,
-                             bucket: Bucket | None = None) -> dict[str, str]:
+async def expiration_headers(rq: S3Request, v: ObjectVersion) -> dict[str, str]:
     """{"x-amz-expiration": ...} for a current version an Expiration rule selects, else {}."""
-    rules = await _rules(rq, bucket)
+    rules = _rules(rq)
     if not rules:
         return {}
     found = expiration_rule(rules, v, await rq.cluster.lifecycle.clock.day_seconds())
@@ -46,7 +45,7 @@ async def expiration_headers(rq: S3Request, v: ObjectVersion,
 
 async def abort_headers(rq: S3Request, key: str, initiated: float) -> dict[str, str]:
     """x-amz-abort-date and x-amz-abort-rule-id for an upload of `key` begun at `initiated`."""
-    rules = await _rules(rq, None)
+    rules = _rules(rq)
     if not rules:
         return {}
     found = abort_rule(rules, key, initiated, await rq.cluster.lifecycle.clock.day_seconds())
