@@ -350,6 +350,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),
     EnvOverride("TESSERA_LEASE_TTL_S", "workers", "lease_ttl_s"),
     EnvOverride("TESSERA_ACCESS_LOG_FLUSH_S", "access_log", "flush_interval_s"),
+    EnvOverride("TESSERA_ACCESS_LOG_STAGE_S", "access_log", "stage_interval_s"),
     EnvOverride("TESSERA_LOG_MAX_BYTES", "logging", "max_bytes"),
     EnvOverride("TESSERA_LOG_BACKUPS", "logging", "backups"),
 )
