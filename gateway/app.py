@@ -10,10 +10,14 @@ from aiohttp import web
 
 from gateway.metrics import Metrics
 from gateway.metrics_cluster import ClusterGauges
+from gateway.s3.access_log import may_deliver
 from gateway.s3.server import S3Server
 from gateway.site import GuardedTCPSite
+from storage.accesslog import AccessLogBuffer
 from storage.cluster import Cluster
 from storage.config import Config
+from storage.workers.accesslog import AccessLogDelivery, AccessLogStager
+from storage.workers.runner import WorkerRunner
 
 log = logging.getLogger("tessera.gateway")
 MAX_FIELD_BYTES = 16 * 1024
@@ -49,7 +53,7 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
 
     app = web.Application(client_max_size=1024 * 1024)
     api = AdminApi(cluster)
-    from gateway.status import register_status
+    from gateway.admin.status import register_status
 
     register_status(app, cluster)  # before the admin API's catch-all route
     from gateway.admin.nodes import register_nodes
@@ -58,6 +62,12 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
     from gateway.admin.volumes import register_volumes
 
     register_volumes(app, api)  # a tenant's block volumes, also before the catch-all
+    from gateway.admin.settings import register_settings
+
+    register_settings(app, api)  # runtime settings (`tessera config`), also before it
+    from gateway.admin.kms import register_kms
+
+    register_kms(app, api)  # a tenant's KMS keys, also before the catch-all
     api.register(app)
 
     async def prom(_: web.Request) -> web.Response:
@@ -72,12 +82,17 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
     cluster = await Cluster.open(cfg)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
-    server = S3Server(cluster, cfg.gateway, metrics)
+    access_logs = AccessLogBuffer(cluster, cfg.access_log.max_buffered)
+    server = S3Server(cluster, cfg.gateway, metrics, access_logs)
     runners = []
+    stager = WorkerRunner()  # every gateway stages its own access-log records (no lease)
     try:
         from storage.workers.runner import gateway_holder, start_workers
 
         workers = start_workers(cluster)
+        workers.start(AccessLogDelivery(cluster, cfg.access_log.flush_interval_s,
+                                        may_deliver=may_deliver))
+        stager.start(AccessLogStager(access_logs, cfg.access_log.stage_interval_s))
         gauges = ClusterGauges(cluster, gateway_holder(cluster))
         metrics.watch_cluster(gauges)
         gauges.start()
@@ -102,4 +117,8 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
     finally:
         for r in runners:
             await r.cleanup()
-        await cluster.close()
+        await stager.stop()
+        try:  # a clean shutdown keeps every access-log record (see storage/accesslog.py)
+            await access_logs.stage()
+        finally:
+            await cluster.close()

@@ -30,6 +30,8 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (L, name)                             lease of a background worker
     (M, node id)                          cluster-map overlay (membership)
     (RW, tenant)                          KEK rotation: DEKs still to rewrap
+    (KMS, tenant, key id)                 named KMS key (material wrapped by the tenant KEK)
+    (KA, tenant, alias name)              KMS alias -> key id (unique per tenant)
     (TS, tenant)                          scheduled tenant shred
     (VOL, tenant, volume)                 block volume record
     (VX, volume id, extent:010, gen:010)  extent pointer of a volume
@@ -37,6 +39,8 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (VJ, volume id, seq:020)              journal segment of a volume (small writes not yet folded)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
+    (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
+                                          by a gateway, waiting for delivery
     (S, name)                             a cluster-wide record: the access-secret KEK,
                                           worker counters (`repair`, `rebalance`)
     (layout)                              the layout version of this store
@@ -60,6 +64,8 @@ STRIPE = "X"
 LEASE = "L"
 MEMBER = "M"
 REWRAP = "RW"
+KMS_KEY = "KMS"
+KMS_ALIAS = "KA"
 SHRED = "TS"
 VOLUME = "VOL"
 EXTENT = "VX"
@@ -68,6 +74,7 @@ JOURNAL = "VJ"
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
+ACCESS_LOG = "AL"
 URGENT = "!"  # second component of an urgent repair entry (sorts before hex digits)
 LAYOUT = "layout"
 
@@ -226,6 +233,25 @@ def shred_key(tenant: str) -> bytes:
     return pack(SHRED, tenant)
 
 
+# --- named KMS keys -------------------------------------------------------------------------
+
+
+def kms_key_prefix(tenant: str) -> bytes:
+    return pack(KMS_KEY, tenant)
+
+
+def kms_key_key(tenant: str, key_id: str) -> bytes:
+    return pack(KMS_KEY, tenant, key_id)
+
+
+def kms_alias_prefix(tenant: str) -> bytes:
+    return pack(KMS_ALIAS, tenant)
+
+
+def kms_alias_key(tenant: str, alias: str) -> bytes:
+    return pack(KMS_ALIAS, tenant, alias)
+
+
 # --- stripes: index, repair and garbage-collection queues ----------------------------------
 
 
@@ -329,3 +355,14 @@ def system_key(name: str) -> bytes:
 
 def layout_key() -> bytes:
     return pack(LAYOUT)
+
+
+# --- server access logs ----------------------------------------------------------------------
+
+
+def access_log_prefix(bucket: str) -> bytes:
+    return pack(ACCESS_LOG, bucket)
+
+
+def access_log_key(bucket: str, staged_ns: int, batch: str) -> bytes:
+    return pack(ACCESS_LOG, bucket, f"{staged_ns:020d}", batch)

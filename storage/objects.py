@@ -21,7 +21,7 @@ from storage.buckets import BucketService
 from storage.conditions import DeleteConditions, WriteConditions
 from storage.config import Config
 from storage.crypto import keys
-from storage.crypto.aead import SegmentCipher
+from storage.crypto.aead import KEY_BYTES, SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
@@ -35,11 +35,12 @@ from storage.keyspace import (
     version_key,
     version_prefix,
 )
+from storage.kms import KmsService
 from storage.listing import NULL_VERSION, Listing
 from storage.metadata import MetadataStore, Txn
 from storage.pipeline import StripeCodec
 from storage.placement import zone_safe
-from storage.records import ObjectVersion, PartLayout, pack
+from storage.records import Bucket, ObjectVersion, PartLayout, pack
 from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.telemetry import STAGES
@@ -47,6 +48,7 @@ from storage.tenants import TenantService
 
 SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
 SSEC_SALT = "customer_key_salt"
+KMS_KEY = "kms_key"  # in ObjectVersion.sse: the id of the KMS key that also wraps the DEK
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
 
 
@@ -96,7 +98,8 @@ class ObjectService:
         self.buckets = buckets
         self._stripes = stripes
         self.gc_grace_s = gc_grace_s  # retired stripes wait this long (reads in flight)
-        self.listing = Listing(meta, buckets)
+        self.listing = Listing(meta)
+        self.kms = KmsService(meta, tenants, cfg.gateway.region)
 
     # keys ----------------------------------------------------------------------------------
 
@@ -109,11 +112,25 @@ class ObjectService:
             if sse_c_key is None or not self.customer_key_matches(v, sse_c_key):
                 raise KeyUnavailable("this object needs its customer-provided key")
             dek = keys.unwrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
+        elif v.sse.get(KMS_KEY) and len(dek) != KEY_BYTES:
+            # KMS-wrapped (a bare 32-byte key: a copy re-encrypted by the archive tier).
+            wrapping = await self.kms_wrapping_for(v)
+            assert wrapping is not None
+            dek = keys.unwrap_kms(wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek)
         return SegmentCipher(dek)
 
+    async def kms_wrapping_for(self, v: ObjectVersion) -> bytes | None:
+        """The KMS key (or S3 Bucket Key) that wraps an SSE-KMS version's DEK; None if none."""
+        key_id = v.sse.get(KMS_KEY)
+        if not key_id:
+            return None
+        bucket = v.bucket if v.sse.get("bucket_key_enabled") == "true" else None
+        return await self.kms.wrapping_key(v.tenant, key_id, bucket)
+
     def seal_dek(self, v: ObjectVersion, kek: bytes, dek: bytes, sse_c_key: bytes | None,
-                 ) -> None:
-        """Store `dek` in `v` wrapped by the KEK, and first by an SSE-C key if one is given.
+                 kms_wrapping: bytes | None = None) -> None:
+        """Store `dek` in `v` wrapped by the KEK, and first by an SSE-C key or by the
+        version's KMS key (`kms_wrapping`, from `kms_wrapping_for`) if one is given.
 
         For SSE-C only a salted HMAC of the customer key is kept (in `v.sse`), to tell a
         wrong key from a missing one; shredding the tenant's KEK still destroys the object.
@@ -124,6 +141,8 @@ class ObjectService:
             v.sse = {**v.sse, SSEC_SALT: salt.hex(),
                      SSEC_HMAC: keys.ssec_key_hmac(sse_c_key, salt)}
             inner = keys.wrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
+        elif kms_wrapping is not None:
+            inner = keys.wrap_kms(kms_wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek)
         v.dek = keys.wrap_dek(kek, v.tenant, self.identity(v), inner)
 
     @staticmethod
@@ -146,10 +165,11 @@ class ObjectService:
 
     # write ---------------------------------------------------------------------------------
 
-    async def put(self, tenant: str, bucket: str, key: str, body: AsyncIterator[bytes],
+    async def put(self, b: Bucket, key: str, body: AsyncIterator[bytes],
                   opts: PutOptions, finalize: Finalizer | None = None) -> ObjectVersion:
-        """Store a whole object from a stream; `finalize` may veto before commit (checksums)."""
-        b = await self.buckets.get(tenant, bucket)
+        """Store a whole object from a stream into bucket `b` (the record the caller read);
+        `finalize` may veto before commit (checksums)."""
+        tenant, bucket = b.tenant, b.name
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
         ident_version = new_version_id()
         kek_version, kek = await self._tenants.kek(tenant)
@@ -161,7 +181,7 @@ class ObjectService:
                           acl=opts.acl,
                           lock=object_lock.initial(b.config, dict(opts.lock), time.time()))
         dek = keys.new_dek()
-        self.seal_dek(v, kek, dek, opts.sse_c_key)
+        self.seal_dek(v, kek, dek, opts.sse_c_key, await self.kms_wrapping_for(v))
         md5 = hashlib.md5()
         cipher = SegmentCipher(dek)
         if (opts.size_hint is not None and 0 < opts.size_hint <= self._cfg.inline_max_bytes
@@ -178,7 +198,7 @@ class ObjectService:
         try:
             if finalize is not None:
                 await finalize(v)
-            await self.commit(v, opts.conditions)
+            await self.commit(v, b, opts.conditions)
         except BaseException:
             await self.discard_parts(v.parts)
             raise
@@ -245,10 +265,15 @@ class ObjectService:
             puts[repair_key(part.stripe_id)] = pack(
                 {"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
 
-    async def commit(self, v: ObjectVersion, conditions: WriteConditions | None = None,
-                     extra: Txn | None = None) -> None:
-        """Atomically make `v` current, retiring what it replaces (compare-and-swap loop).
+    async def commit(self, v: ObjectVersion, b: Bucket,
+                     conditions: WriteConditions | None = None, extra: Txn | None = None,
+                     ) -> None:
+        """Atomically make `v` current in bucket `b`, retiring what it replaces
+        (compare-and-swap loop).
 
+        The transaction compares `b`'s revision (`BucketService.guard`): if the bucket was
+        deleted or reconfigured (versioning) since `b` was read, it is read again and the
+        commit redone under its new state, so `b` needs no read here when nothing changed.
         `conditions` (If-Match / If-None-Match) are checked against the record the
         transaction compares, so they hold atomically. `extra` is applied in the same
         transaction (a multipart upload's records); if one of its compared records changed,
@@ -258,7 +283,6 @@ class ObjectService:
 
         okey = object_key(v.bucket, v.key)
         while True:
-            b = await self.buckets.get(v.tenant, v.bucket)
             cur = await self._meta.get(okey)
             cur_v = ObjectVersion.decode(cur.value) if cur else None
             if conditions is not None:
@@ -266,6 +290,7 @@ class ObjectService:
             puts = {okey: v.encode()}
             deletes: list[bytes] = []
             compares = {okey: cur.revision if cur else 0}
+            self.buckets.guard(b, compares)
             retired: list[ObjectVersion] = []
             if b.versioning:
                 vsort = version_sort(time.time_ns(), v.version_id)
@@ -293,6 +318,7 @@ class ObjectService:
                     item = await self._meta.get(k)
                     if (item.revision if item else 0) != rev:
                         raise StaleRecord(f"record {k!r} changed")
+            b = await self.buckets.get(v.tenant, v.bucket)  # it may be what changed
 
     async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
                             puts: dict[bytes, bytes], deletes: list[bytes],
@@ -345,10 +371,11 @@ class ObjectService:
     async def _versions_raw(self, bucket: str, key: str) -> list:
         return await self._meta.range(*span(version_prefix(bucket, key)), limit=100000)
 
-    async def head(self, tenant: str, bucket: str, key: str,
-                   version_id: str | None = None) -> ObjectVersion:
-        """The current (or named) version; a delete marker is returned, not raised."""
-        await self.buckets.get(tenant, bucket)
+    async def head(self, b: Bucket, key: str, version_id: str | None = None,
+                   ) -> ObjectVersion:
+        """The current (or named) version in bucket `b`; a delete marker is returned, not
+        raised."""
+        bucket = b.name
         if version_id is None:
             item = await self._meta.get(object_key(bucket, key))
             if item is None:
@@ -455,8 +482,7 @@ class ObjectService:
 
     # delete --------------------------------------------------------------------------------
 
-    async def delete(self, tenant: str, bucket: str, key: str,
-                     version_id: str | None = None,
+    async def delete(self, b: Bucket, key: str, version_id: str | None = None,
                      conditions: DeleteConditions | None = None,
                      protect: Callable[[ObjectVersion], None] | None = None,
                      ) -> DeleteResult:
@@ -465,8 +491,9 @@ class ObjectService:
         `conditions` are checked against the target (the current record, or the named
         version) inside the compare-and-swap loop; a missing target is a no-op. `protect`
         is called with a version about to be removed for good and may raise (Object Lock).
+        Like `commit`, the transaction compares `b`'s revision and re-reads it on conflict.
         """
-        b = await self.buckets.get(tenant, bucket)
+        tenant, bucket = b.tenant, b.name
         okey = object_key(bucket, key)
         cond = conditions or DeleteConditions()
         while True:
@@ -538,21 +565,23 @@ class ObjectService:
                         else:
                             deletes.append(okey)
             self._retire([r for r in retired if not r.delete_marker], puts, deletes)
+            self.buckets.guard(b, compares)
             if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
                 return result
+            b = await self.buckets.get(tenant, bucket)  # it may be what changed
 
     async def is_latest(self, v: ObjectVersion) -> bool:
         cur = await self._meta.get(object_key(v.bucket, v.key))
         return cur is not None and ObjectVersion.decode(cur.value).version_id == v.version_id
 
-    async def update_version(self, tenant: str, bucket: str, key: str,
-                             version_id: str | None,
+    async def update_version(self, b: Bucket, key: str, version_id: str | None,
                              guard: Callable[[ObjectVersion], None] | None = None,
                              **changes: object) -> ObjectVersion:
-        """Change metadata fields (tags...) of one version, current one if `version_id` is
-        None, in every record that holds it (current and history), with compare-and-swap.
-        `guard` sees the version as read in the same loop and may refuse (Object Lock)."""
-        await self.buckets.get(tenant, bucket)
+        """Change metadata fields (tags...) of one version of bucket `b`, current one if
+        `version_id` is None, in every record that holds it (current and history), with
+        compare-and-swap. `guard` sees the version as read in the same loop and may refuse
+        (Object Lock)."""
+        bucket = b.name
         okey = object_key(bucket, key)
         while True:
             records = []

@@ -13,6 +13,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.attributes import checksum_headers
+from gateway.s3.handlers.lifecycle_headers import expiration_headers
 from gateway.s3.handlers.object_lock import delete_guard, lock_from_headers, lock_headers
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
@@ -113,27 +114,28 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
         v.checksums = dict(stored)
         v.parts[0].checksums = dict(stored)
 
-    v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key, aiter(body), opts,
+    v = await rq.cluster.objects.put(rq.existing_bucket(), rq.key, aiter(body), opts,
                                      finalize)
     headers = {"ETag": f'"{v.etag}"', **sse.response_headers(v.sse)}
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
     for alg, val in stored.items():
         headers[f"x-amz-checksum-{alg.lower()}"] = val
+    headers.update(await expiration_headers(rq, v))
     return web.Response(status=200, headers=headers)
 
 
 async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     if "x-amz-server-side-encryption" in rq.headers:
         # AWS: SSE-S3/KMS need no header to read; sending one on GET/HEAD is 400.
         raise S3Error("InvalidArgument", "The x-amz-server-side-encryption header is not "
                       "supported for this operation.",
                       ArgumentName="x-amz-server-side-encryption",
                       ArgumentValue=rq.headers["x-amz-server-side-encryption"])
-    vid = rq.params.get("versionId")
+    vid = rq.version_id
     try:
-        v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+        v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
     except ObjectNotFound:
         if vid is not None:
             raise
@@ -208,6 +210,8 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
         status = 206
     if rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         headers.update(checksum_headers(v, _part_number(rq)))
+    if "versionId" not in rq.params:
+        headers.update(await expiration_headers(rq, v))
     _overrides(rq, headers)
     headers["Content-Length"] = str(size)
     resp = web.StreamResponse(status=status, headers=headers)
@@ -238,6 +242,8 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     whole = rng is None or "partNumber" in rq.params
     if whole and rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         headers.update(checksum_headers(v, _part_number(rq)))
+    if "versionId" not in rq.params:
+        headers.update(await expiration_headers(rq, v))
     _overrides(rq, headers)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
@@ -305,8 +311,8 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 
 @operation("DeleteObject")
 async def delete_object(rq: S3Request) -> web.StreamResponse:
-    res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, rq.key,
-                                          rq.params.get("versionId"),
+    res = await rq.cluster.objects.delete(rq.existing_bucket(), rq.key,
+                                          rq.version_id,
                                           delete_conditions(rq.headers), delete_guard(rq))
     headers = {}
     if res.version_id is not None:
