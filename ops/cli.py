@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.admincli import add_admin_commands
 
     add_admin_commands(sub)
+    from ops.kmscli import add_kms_parser
+
+    add_kms_parser(sub)
     from ops.status import add_status_command
 
     add_status_command(sub)

@@ -20,6 +20,7 @@ from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import iso_time
 from storage import multipart as mp
 from storage.errors import InvalidInput
+from storage.objects import ObjectService
 from storage.records import ObjectVersion
 
 PART_SIZE_MAX = 5 * 1024**3
@@ -127,8 +128,14 @@ def _part_response(part: mp.Part, up: mp.Upload) -> dict[str, str]:
     return headers
 
 
+_SSEC_MISSING = ("The multipart upload initiate requested encryption. Subsequent part "
+                 "requests must include the appropriate encryption parameters.")
+_SSEC_MISMATCH = "The provided encryption parameters did not match the ones used originally."
+
+
 def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
-    """The SSE-C key a part request must repeat when the upload was created with one."""
+    """The SSE-C key a part or completion request must repeat when the upload was created
+    with one: missing or different is 400 InvalidRequest, as AWS answers."""
     ckey = sse.customer_key(rq.headers)
     if not sse.is_customer(up):  # type: ignore[arg-type]
         if ckey is not None:
@@ -136,9 +143,9 @@ def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
                           "this object.")
         return None
     if ckey is None:
-        raise S3Error("InvalidRequest", "The multipart upload initiate requested encryption. "
-                      "Subsequent part requests must include the appropriate encryption "
-                      "parameters.")
+        raise S3Error("InvalidRequest", _SSEC_MISSING)
+    if not ObjectService.customer_key_matches(up, ckey):  # type: ignore[arg-type]
+        raise S3Error("InvalidRequest", _SSEC_MISMATCH)
     return ckey
 
 
@@ -239,12 +246,15 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     svc = service(rq)
     with _errors(upload_id):
         try:
-            await svc.get(rq.existing_bucket(), rq.key, upload_id)
+            up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
         except mp.UploadNotFound:
             done = await svc.finished(rq.existing_bucket(), rq.key, upload_id)
             if done is None:
                 raise
             return _completed(rq, done)
+    # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
+    # every upload now has (a default CRC when none is named).
+    _part_customer_key(rq, up)
     raw = await _read_body(rq, COMPLETE_XML_MAX)
     try:
         parsed = xml_parse.parse_complete_multipart(raw)
