@@ -16,7 +16,7 @@ S3B_DIR="$WORK/s3b"; S3B_MNT="$WORK/s3b-mnt"; S3B_LOOP=""
 
 cleanup() {
   set +e
-  mountpoint -q "$WORK/vol" && python -m gateway.cli volume unmount "$WORK/vol"
+  mountpoint -q "$WORK/vol" && python -m ops.cli volume unmount "$WORK/vol"
   mountpoint -q "$S3B_MNT" && umount "$S3B_MNT"
   [ -n "$S3B_LOOP" ] && losetup -d "$S3B_LOOP"
   mountpoint -q "$S3B_DIR" && fusermount3 -u "$S3B_DIR"
@@ -33,13 +33,13 @@ if [ -z "${TESSERA_CONFIG:-}" ]; then
   python3 -c '
 import sys
 from pathlib import Path
-from gateway.localcluster import default_config
+from ops.localcluster import default_config
 data = Path(sys.argv[1]).resolve()
 text = default_config(data, 19800, 19802, 19801)
 text = text.replace("[gateway]\n", "[gateway]\nvirtual_host_domain = \"localhost\"\n", 1)
 (data / "tessera.toml").write_text(text)
 ' "$DATA"
-  python -m gateway.cli up --data "$DATA" --port 19800 --admin-port 19801 --node-port 19802 \
+  python -m ops.cli up --data "$DATA" --port 19800 --admin-port 19801 --node-port 19802 \
     >"$WORK/up.log" 2>&1 &
   UP_PID=$!
   for _ in $(seq 120); do grep -q "cluster ready" "$WORK/up.log" && break; sleep 0.5; done
@@ -68,11 +68,11 @@ print("%.1f" % (side["bw_bytes"] / 1e6) if bs == "1M" else "%.0f" % side["iops"]
 
 # Tessera volume
 VOL=fio-bench-$$
-python -m gateway.cli volume create "$VOL" --size 4G >/dev/null
-python -m gateway.cli volume mount --fs ext4 "$VOL" "$WORK/vol" >/dev/null
+python -m ops.cli volume create "$VOL" --size 4G >/dev/null
+python -m ops.cli volume mount --fs ext4 "$VOL" "$WORK/vol" >/dev/null
 T=$(fio_all "$WORK/vol")
-python -m gateway.cli volume unmount "$WORK/vol" >/dev/null
-python -m gateway.cli volume delete "$VOL" >/dev/null
+python -m ops.cli volume unmount "$WORK/vol" >/dev/null
+python -m ops.cli volume delete "$VOL" >/dev/null
 
 # s3backer on our own S3 gateway, same block size (s3backer 1.5 addresses buckets as virtual
 # hosts, and *.localhost resolves to 127.0.0.1 in curl)

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.etcdcluster import ETCD_HOSTS, EtcdCluster, default_members  # noqa: E402
+from ops.etcdcluster import ETCD_HOSTS, EtcdCluster, default_members  # noqa: E402
 from storage.metadata import MetadataStore, Txn, open_store, prefix_end  # noqa: E402
 
 

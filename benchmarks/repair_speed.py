@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.chaos import FAST_ENV, ChaosCluster  # noqa: E402
+from ops.chaos import FAST_ENV, ChaosCluster  # noqa: E402
 
 
 def put_rate(s3, bucket: str, prefix: str, n: int, size: int, seed: int) -> float:
@@ -56,7 +56,7 @@ def cpu_seconds(run_dir: Path) -> dict[str, float]:
 
 def drain(c: ChaosCluster, victim: str, held: list[Path]) -> int:
     """Drain `victim` and report the copy rate until it holds no shard file."""
-    from gateway.admincli import admin_request
+    from ops.admincli import admin_request
 
     nbytes = sum(p.stat().st_size for p in held)
     cpu0 = cpu_seconds(c.data / "run")

@@ -10,14 +10,13 @@ from pathlib import Path
 
 from gateway import logs
 from gateway.app import serve
-from gateway.cli import DefaultsFormatter
 from storage.config import load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tessera gateway", formatter_class=DefaultsFormatter)
+    p = argparse.ArgumentParser(prog="tessera gateway", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", type=Path, required=True, help="cluster TOML file")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--log-file", type=Path, help="write logs (and stderr) to this file, "

@@ -49,7 +49,7 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
 
     app = web.Application(client_max_size=1024 * 1024)
     api = AdminApi(cluster)
-    from gateway.status import register_status
+    from gateway.admin.status import register_status
 
     register_status(app, cluster)  # before the admin API's catch-all route
     from gateway.admin.nodes import register_nodes

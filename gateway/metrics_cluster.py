@@ -70,7 +70,7 @@ class ClusterGauges:
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
-        from gateway.status import collect_status
+        from storage.clusterstatus import collect_status
 
         t = time.perf_counter()
         self._status = await collect_status(self._cluster)

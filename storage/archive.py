@@ -396,7 +396,10 @@ class ArchiveService:
                    for p in v.parts)
         stripes = [p.stripe_id for p in v.parts]
         new_parts: list[PartLayout] = []
-        fields: dict[str, Any] = {"storage_class": storage_class, "restore": {}}
+        # `restore` is not among the fields: a restore job or restored copy of the version
+        # is its own state (its own stripes and data key, or re-read from the moved parts
+        # when the job runs) and survives the move, compare-and-swapped with it
+        fields: dict[str, Any] = {"storage_class": storage_class}
         if ssec and not same:
             new_parts = await self._rewrite_parts(v, v, None, storage_class, False)
             fields["parts"] = new_parts  # same data key and identity: the AAD still holds
@@ -414,8 +417,6 @@ class ArchiveService:
             if [p.stripe_id for p in cur.parts] != stripes or cur.storage_class != v.storage_class:
                 return None
             ch = Change(fields=dict(fields))
-            if cur.restore.get("queue_key"):
-                ch.deletes.append(cur.restore["queue_key"])
             if not same:
                 due = time.time_ns() + int(self._objects.gc_grace_s * 1e9)
                 for p in cur.parts:

@@ -306,8 +306,3 @@ class LifecycleEngine:
             if not more or not ups:
                 return
             marker, id_marker = ups[-1].key, ups[-1].upload_id
-
-
-def archive_for(cluster: Any) -> ArchiveService:
-    """The archive service of an open `storage.cluster.Cluster` (which builds it)."""
-    return cluster.archive

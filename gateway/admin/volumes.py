@@ -29,12 +29,26 @@ from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call, _str_field
 from gateway.admin.auth import AdminError
-from gateway.volumecli import quiesce, volume_dict
+from gateway.block.mount import quiesce
 from storage import errors as se
 from storage.volumes import MiB, Volume, VolumeAttached, parse_size
 
 VOLUMES = "/tenants/{tenant}/volumes"
 VOLUME = VOLUMES + "/{volume}"
+
+
+def volume_dict(v: Volume, stored: int | None = None, lease: dict | None = None) -> dict:
+    """A volume as JSON: the shape of `tessera volume --json` and of the admin API."""
+    d = {"name": v.name, "id": v.id, "tenant": v.tenant, "size": v.size,
+         "extent_size": v.extent_size, "profile": v.profile, "generation": v.gen,
+         "snapshots": [{"name": s["name"], "generation": g} for g, s in
+                       sorted(v.snapshots.items())],
+         "base": v.base, "clones": v.clones}
+    if stored is not None:
+        d["stored_bytes"] = stored
+    if lease is not None:
+        d["attached_by"] = {k: lease[k] for k in ("holder", "token", "expires") if k in lease}
+    return d
 
 
 @contextmanager

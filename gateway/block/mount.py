@@ -225,3 +225,33 @@ def unmount(data_dir: Path, target: Path, timeout_s: float = EXIT_TIMEOUT_S) -> 
                          f"(pid {st.pid}) had died before its final flush: writes not yet "
                          "fsynced may have been lost")
     return st
+
+
+def quiesce(data_dir: Path, tenant: str, name: str) -> None:
+    """If the volume is mounted here, push its caches down: a crash-consistent point.
+
+    Also used by the admin API's snapshot route (same host, same data directory).
+    """
+    for st in mounted_states(data_dir):
+        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid):
+            continue  # a daemon that died or was fenced holds nothing to push down
+        if st.fs:
+            fd = os.open(st.target, os.O_RDONLY)
+            try:
+                os.sync()
+            finally:
+                os.close(fd)
+        fd = os.open(Path(st.fuse_dir) / "volume", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _daemon_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"T", b"t", b"X")  # gone, or stopped: it cannot answer

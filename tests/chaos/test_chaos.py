@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from gateway.chaos import schedule
+from ops.chaos import schedule
 
 NODES = [f"n{i}" for i in range(1, 10)]
 ZONES = ["az1", "az2", "az3"]
@@ -18,7 +18,7 @@ ZONES = ["az1", "az2", "az3"]
 
 def _chaos(args: list[str], timeout: int) -> str:
     """Run `tessera chaos` with `args`; assert it exited 0 having lost nothing; its stdout."""
-    p = subprocess.run([sys.executable, "-m", "gateway.cli", "chaos", *args],
+    p = subprocess.run([sys.executable, "-m", "ops.cli", "chaos", *args],
                        capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert json.loads(p.stdout.strip().splitlines()[-1]) == {"lost": 0, "wrong": 0,

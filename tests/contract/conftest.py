@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.etcdcluster import ETCD_HOSTS, EtcdCluster, default_members
+from ops.etcdcluster import ETCD_HOSTS, EtcdCluster, default_members
 from tests.integration.cluster import free_port
 
 _ETCD = pytest.StashKey[tuple[EtcdCluster, Path]]()

@@ -94,7 +94,7 @@ class LocalCluster:
     etcd_port: int = 0
     etcd_peer_port: int = 0
     up_args: list[str] = field(default_factory=list)  # extra `tessera up` flags
-    tessera: list[str] = field(default_factory=lambda: [sys.executable, "-m", "gateway.cli"])
+    tessera: list[str] = field(default_factory=lambda: [sys.executable, "-m", "ops.cli"])
 
     def start(self) -> LocalCluster:
         if not self.port:
@@ -155,7 +155,7 @@ class LocalCluster:
 
     def tenant_client(self, name: str, profile: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         """A SigV4 boto3 client for a new tenant `name` (its admin fields set to `profile`)."""
-        from gateway.admincli import admin_request
+        from ops.admincli import admin_request
 
         admin_request("POST", "/tenants", {"name": name}, env=self.env)
         if profile:

@@ -76,7 +76,7 @@ def volume_cli(cluster: LocalCluster, tenant: str, *args: str) -> subprocess.Com
     env = {**os.environ, **cluster.env,
            "AWS_ACCESS_KEY_ID": cluster.env["TESSERA_ADMIN_ACCESS_KEY"],
            "AWS_SECRET_ACCESS_KEY": cluster.env["TESSERA_ADMIN_SECRET_KEY"]}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", "volume", *args,
+    return subprocess.run([sys.executable, "-m", "ops.cli", "volume", *args,
                            "--tenant", tenant], env=env, capture_output=True, text=True,
                           timeout=120)
 

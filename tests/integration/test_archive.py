@@ -25,7 +25,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from gateway.admincli import admin_request
+from ops.admincli import admin_request
 from storage.shards.format import HEADER_BYTES, ShardHeader
 from tests.integration.cluster import LocalCluster, stop_processes
 
@@ -84,7 +84,7 @@ def restored(s3: Any, key: str, bucket: str = "arch") -> str | None:
 
 def run_once(c: LocalCluster) -> str:
     env = {**os.environ, "TESSERA_CONFIG": c.env["TESSERA_CONFIG"]}
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", "lifecycle", "run-once",
+    out = subprocess.run([sys.executable, "-m", "ops.cli", "lifecycle", "run-once",
                           "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -275,7 +275,7 @@ def test_kill_lifecycle_run_once_during_transition(chaos: Chaos) -> None:
     toml.write_text(text.replace("lifecycle_interval_s = 1.0", "lifecycle_interval_s = 3600"))
     c.start()
     objects, before = objects_due_for_glacier(c, s3)
-    cli = subprocess.Popen([sys.executable, "-m", "gateway.cli", "lifecycle", "run-once"],
+    cli = subprocess.Popen([sys.executable, "-m", "ops.cli", "lifecycle", "run-once"],
                            env={**os.environ, "TESSERA_CONFIG": str(toml)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -21,7 +21,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from gateway.admincli import admin_request
+from ops.admincli import admin_request
 from storage.keyspace import tenant_key
 from storage.records import Tenant
 from tests.integration.cluster import LocalCluster, files_holding
@@ -216,7 +216,7 @@ def test_sse_c_put_get_head_copy(cluster: LocalCluster) -> None:
 
 
 def tessera(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args],
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args],
                           env={**os.environ, **cluster.env}, capture_output=True, text=True,
                           timeout=60)
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from gateway.admincli import admin_request
-from gateway.status import fully_redundant
+from ops.admincli import admin_request
+from storage.clusterstatus import fully_redundant
 from tests.integration.cluster import LocalCluster, stop_processes
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "2",
@@ -174,7 +174,7 @@ def test_volume_extents_are_repaired_too(dur: Durable, tmp_path: Path) -> None:
     env = {**os.environ, **dur.c.env}
 
     def vol(*args: str) -> None:
-        r = subprocess.run([sys.executable, "-m", "gateway.cli", "volume", *args], env=env,
+        r = subprocess.run([sys.executable, "-m", "ops.cli", "volume", *args], env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr + r.stdout
 

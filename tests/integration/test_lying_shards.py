@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.admincli import admin_request
+from ops.admincli import admin_request
 from storage.records import ObjectVersion
 from storage.shards.ids import shard_id
 from storage.testing.lies import lie_about

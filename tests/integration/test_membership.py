@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from gateway.admincli import admin_request
-from gateway.status import fully_redundant
+from ops.admincli import admin_request
+from storage.clusterstatus import fully_redundant
 from tests.integration.cluster import LocalCluster, free_port
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REBALANCE_INTERVAL_S": "0.5",
@@ -40,7 +40,7 @@ def mc(members: None, fresh_cluster: LocalCluster) -> Iterator[LocalCluster]:
 
 
 def node_cli(c: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", "node", *args],
+    return subprocess.run([sys.executable, "-m", "ops.cli", "node", *args],
                           env={**os.environ, **c.env}, capture_output=True, text=True,
                           timeout=60)
 
@@ -116,7 +116,7 @@ def test_drain_moves_every_shard_then_remove(mc: LocalCluster) -> None:
     assert "drained" in text and "MEMBERSHIP" in text
     doc = status(mc)
     assert doc["rebalance"]["copied"] > 0 and doc["rebalance"]["failed"] == 0
-    text = subprocess.run([sys.executable, "-m", "gateway.cli", "status"], capture_output=True,
+    text = subprocess.run([sys.executable, "-m", "ops.cli", "status"], capture_output=True,
                           text=True, env={**os.environ, **mc.env}, timeout=60).stdout
     assert "REBALANCE" in text and f"draining {victim}: drained" in text
     check(s3, "members", data)

@@ -1,6 +1,6 @@
 """A real zone outage: each zone in its own network namespace, its uplink cut under load.
 
-Topology (gateway/netns.py): namespaces tz1..tz3 (one per zone: 5 nodes and one etcd member
+Topology (ops/netns.py): namespaces tz1..tz3 (one per zone: 5 nodes and one etcd member
 on 10.77.Z.x) and a core namespace with the bridge, the two gateways (10.77.0.1) and the
 clients (threads that setns(2) into it). Clients write through both gateways while zone 1's
 link is cut; no acknowledged write may be lost and writes keep being acknowledged. Healing
@@ -30,11 +30,11 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from gateway.admincli import admin_request
-from gateway.etcdcluster import member_healthy
-from gateway.localcluster import bootstrap, default_config
-from gateway.netns import CORE_IP, ETCD_HOST, SUBNET, NetnsError, ZoneNet, enter_netns
-from gateway.status import fully_redundant
+from ops.admincli import admin_request
+from ops.etcdcluster import member_healthy
+from ops.localcluster import bootstrap, default_config
+from ops.netns import CORE_IP, ETCD_HOST, SUBNET, NetnsError, ZoneNet, enter_netns
+from storage.clusterstatus import fully_redundant
 from storage.config import load_config
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None or shutil.which("ip") is None,

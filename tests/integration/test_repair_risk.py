@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.chaos import FAST_ENV, ChaosCluster
-from gateway.status import fully_redundant
+from ops.chaos import FAST_ENV, ChaosCluster
+from storage.clusterstatus import fully_redundant
 from storage.config import load_config
 from storage.keyspace import object_key
 from storage.records import ObjectVersion

@@ -12,7 +12,7 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
-from gateway.admincli import admin_request
+from ops.admincli import admin_request
 from tests.integration.cluster import LocalCluster, fetch
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"

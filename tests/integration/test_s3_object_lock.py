@@ -10,7 +10,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from gateway.admincli import CliError, admin_request
+from ops.admincli import CliError, admin_request
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_tenants import s3_for, tessera
 

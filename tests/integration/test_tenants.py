@@ -14,14 +14,14 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from gateway.admincli import CliError, admin_request
+from ops.admincli import CliError, admin_request
 from tests.integration.cluster import LocalCluster
 
 
 def tessera(cluster: LocalCluster, *args: str, env: dict[str, str] | None = None,
             ) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, **cluster.env, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=e,
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], env=e,
                           capture_output=True, text=True, timeout=60)
 
 

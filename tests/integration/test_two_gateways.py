@@ -21,7 +21,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from gateway.admincli import admin_request
+from ops.admincli import admin_request
 from tests.integration.cluster import ZONE_HOSTS, LocalCluster, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
@@ -88,7 +88,7 @@ def _holders(c: LocalCluster, admin_port: int) -> dict[str, str]:
 
 
 def test_sqlite_refuses_two_gateways(tmp_path: Path) -> None:
-    p = subprocess.run([sys.executable, "-m", "gateway.cli", "up", "--data", str(tmp_path / "d"),
+    p = subprocess.run([sys.executable, "-m", "ops.cli", "up", "--data", str(tmp_path / "d"),
                         "--gateways", "2"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1
     lines = p.stderr.strip().splitlines()

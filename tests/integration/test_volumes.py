@@ -41,7 +41,7 @@ class Vol:
         self.mounts: list[Path] = []
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([sys.executable, "-m", "gateway.cli", "volume", *args],
+        r = subprocess.run([sys.executable, "-m", "ops.cli", "volume", *args],
                            env=self.env, capture_output=True, text=True, timeout=300)
         if check and r.returncode != 0:
             raise AssertionError(f"tessera volume {' '.join(args)}: {r.stderr}{r.stdout}")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chaos import ChaosCluster, Fault, Nemesis, Report
-from gateway.localcluster import default_config
+from ops.chaos import ChaosCluster, Fault, Nemesis, Report
+from ops.localcluster import default_config
 
 
 def test_partition_without_iptables_is_skipped(tmp_path: Path,

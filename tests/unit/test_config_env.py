@@ -17,7 +17,7 @@ from storage.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_MODULES = {"storage/config.py", "storage/configdoc.py"}
 # Files that only *set* overrides for the clusters they start (test harness), never read one.
-SETS_OVERRIDES = {"gateway/chaos.py"}
+SETS_OVERRIDES = {"ops/chaos.py"}
 NAME = re.compile(r"""^[rbfRBF]*["']{1,3}TESSERA_|^TESSERA_""")
 
 

@@ -1,6 +1,7 @@
-"""The layering rules, checked on the source: storage is a library; gateway and nodes are apart.
+"""The layering rules, checked on the source: storage is a library; gateway and nodes are apart;
+ops (the operator CLI and cluster tooling) sits on top.
 
-storage never imports gateway or nodes; gateway and nodes never import each other; only
+storage never imports gateway, nodes or ops; gateway and nodes never import each other or ops; only
 storage/crypto/aead.py imports `cryptography`. Relative imports are resolved too.
 """
 
@@ -12,8 +13,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("storage", "gateway", "nodes")
-FORBIDDEN = {"storage": {"gateway", "nodes"}, "gateway": {"nodes"}, "nodes": {"gateway"}}
+PACKAGES = ("storage", "gateway", "nodes", "ops")
+FORBIDDEN = {"storage": {"gateway", "nodes", "ops"}, "gateway": {"nodes", "ops"},
+             "nodes": {"gateway", "ops"}, "ops": set()}
+# gateway/ holds only the ways in: S3, the admin API (and console), the block driver, and the
+# process that serves them. Operator tooling lives in ops/.
+GATEWAY_TOP = {"__init__", "__main__", "app", "site", "logs", "metrics", "metrics_cluster",
+               "metrics_export"}
 CRYPTO_ALLOWED = {"storage/crypto/aead.py"}
 
 
@@ -114,3 +120,9 @@ def test_node_only_code_lives_under_nodes() -> None:
                 node_only.add(mod)
                 changed = True
     assert sorted(node_only) == [], f"only nodes/ imports these, move them: {sorted(node_only)}"
+
+
+def test_gateway_top_level_holds_only_ways_in() -> None:
+    """CLIs, the local cluster and test harnesses do not creep back into gateway/."""
+    extra = sorted(p.stem for p in (ROOT / "gateway").glob("*.py") if p.stem not in GATEWAY_TOP)
+    assert not extra, f"move to ops/ (operator tooling) or a gateway sub-package: {extra}"

@@ -46,7 +46,7 @@ def test_verifier_accepts_it() -> None:
 def test_admin_client_does_not_import_botocore() -> None:
     """`pip install -e .` has no botocore: the operator CLI must not need it."""
     code = ("import sys; sys.modules['botocore'] = None; sys.modules['boto3'] = None\n"
-            "from gateway.admincli import admin_request, CliError\n"
+            "from ops.admincli import admin_request, CliError\n"
             "try:\n"
             "    admin_request('GET', '/status', env={'TESSERA_ADMIN_URL': 'http://127.0.0.1:1',"
             " 'TESSERA_ADMIN_ACCESS_KEY': 'a', 'TESSERA_ADMIN_SECRET_KEY': 'b'})\n"

@@ -17,7 +17,6 @@ from gateway.s3.handlers import S3Request, operation
 from gateway.s3.http import http_date
 from gateway.s3.xml_parse import find_all, find_text, parse_document
 from storage import archive
-from storage.lifecycle import archive_for
 from storage.records import ObjectVersion
 
 RESTORE_DAYS_MAX = 2147483647
@@ -79,7 +78,7 @@ async def restore_object(rq: S3Request) -> web.StreamResponse:
             raise S3Error("MethodNotAllowed", "The specified method is not allowed against "
                           "this resource.", headers={"Allow": "DELETE"})
         raise S3Error("NoSuchKey", Key=rq.key)
-    svc = archive_for(rq.cluster)
+    svc = rq.cluster.archive
     try:
         outcome, _ = await svc.request_restore(rq.tenant, rq.bucket, rq.key, v.version_id,
                                                days, tier)

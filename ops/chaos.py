@@ -153,7 +153,7 @@ class ChaosCluster:
 
     def start(self) -> None:
         self.up = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "up", "--data", str(self.data), "--port",
+            [sys.executable, "-m", "ops.cli", "up", "--data", str(self.data), "--port",
              str(self.port), "--admin-port", str(self.admin_port), "--node-port",
              str(self.node_port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True, env=self.env_base)
@@ -246,7 +246,7 @@ class ChaosCluster:
                                               read_timeout=20))
 
     def status(self) -> dict[str, Any]:
-        from gateway.admincli import admin_request
+        from ops.admincli import admin_request
 
         return admin_request("GET", "/status", env=self.env)
 
@@ -498,8 +498,8 @@ def zone_of(data: Path, nid: str) -> str:
 
 def wait_redundant(c: ChaosCluster, timeout: float) -> dict[str, Any] | None:
     """The first status showing full redundancy (None if it never came within `timeout`)."""
-    from gateway.admincli import CliError
-    from gateway.status import fully_redundant
+    from ops.admincli import CliError
+    from storage.clusterstatus import fully_redundant
 
     since = time.time()
     deadline = time.monotonic() + timeout

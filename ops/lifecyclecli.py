@@ -36,7 +36,7 @@ async def run_once(config: Path) -> dict[str, Any]:
 
 
 def _command(a: argparse.Namespace) -> int:
-    from gateway.admincli import table
+    from ops.admincli import table
     from storage.config import config_path
 
     try:

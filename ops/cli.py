@@ -15,7 +15,7 @@ from storage.filemodes import restrict_umask
 
 
 def _up(a: argparse.Namespace) -> int:
-    from gateway.localcluster import run
+    from ops.localcluster import run
 
     return asyncio.run(run(Path(a.data), a.port, a.node_port, a.admin_port, a.metadata,
                            a.etcd_port, a.etcd_peer_port, a.day_seconds, a.gateways,
@@ -95,19 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="run one gateway process (--config FILE)", add_help=False)
     sub.add_parser("node", help="run one storage node (--config FILE --id ID), or manage "
                    "membership: node list|add|drain|activate|remove", add_help=False)
-    from gateway.volumecli import add_parser as add_volume_parser
+    from ops.volumecli import add_parser as add_volume_parser
 
     add_volume_parser(sub)
-    from gateway.admincli import add_admin_commands
+    from ops.admincli import add_admin_commands
 
     add_admin_commands(sub)
-    from gateway.status import add_status_command
+    from ops.status import add_status_command
 
     add_status_command(sub)
-    from gateway.chaos import add_chaos_command
+    from ops.chaos import add_chaos_command
 
     add_chaos_command(sub)
-    from gateway.lifecyclecli import add_lifecycle_parser
+    from ops.lifecyclecli import add_lifecycle_parser
 
     add_lifecycle_parser(sub)
     return p
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "gateway":
         return _exec_module("gateway", argv[1:])
     if argv and argv[0] == "node":
-        from gateway import nodecli
+        from ops import nodecli
 
         if nodecli.is_membership_command(argv[1:]):  # tessera node list|add|drain|remove
             return nodecli.main(argv[1:])

@@ -18,10 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.admin.volumes import volume_dict
+from gateway.block.mount import quiesce
 from storage.cluster import Cluster
 from storage.config import config_path, load_config
 from storage.errors import AccessDenied, ConfigError, InvalidInput
-from storage.volumes import MiB, Volume, VolumeAttached, VolumeService, parse_size
+from storage.volumes import MiB, VolumeAttached, VolumeService, parse_size
 
 Action = Callable[[argparse.Namespace, Cluster, VolumeService, str], Awaitable[Any]]
 
@@ -80,20 +82,6 @@ def _table(rows: list[list[str]], head: list[str]) -> None:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
-def volume_dict(v: Volume, stored: int | None = None, lease: dict | None = None) -> dict:
-    """A volume as JSON: the shape of `tessera volume --json` and of the admin API."""
-    d = {"name": v.name, "id": v.id, "tenant": v.tenant, "size": v.size,
-         "extent_size": v.extent_size, "profile": v.profile, "generation": v.gen,
-         "snapshots": [{"name": s["name"], "generation": g} for g, s in
-                       sorted(v.snapshots.items())],
-         "base": v.base, "clones": v.clones}
-    if stored is not None:
-        d["stored_bytes"] = stored
-    if lease is not None:
-        d["attached_by"] = {k: lease[k] for k in ("holder", "token", "expires") if k in lease}
-    return d
-
-
 # actions --------------------------------------------------------------------------------
 
 async def _create(a, c, svc, t):  # type: ignore[no-untyped-def]
@@ -139,38 +127,6 @@ async def _delete(a, c, svc, t):  # type: ignore[no-untyped-def]
 async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
     v = await svc.resize(t, a.name, parse_size(a.size))
     print(f"volume {v.name} is now {_human(v.size)}")
-
-
-def quiesce(data_dir: Path, tenant: str, name: str) -> None:
-    """If the volume is mounted here, push its caches down: a crash-consistent point.
-
-    Also used by the admin API's snapshot route (same host, same data directory).
-    """
-    from gateway.block.mount import mounted_states
-
-    for st in mounted_states(data_dir):
-        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid):
-            continue  # a daemon that died or was fenced holds nothing to push down
-        if st.fs:
-            fd = os.open(st.target, os.O_RDONLY)
-            try:
-                os.sync()
-            finally:
-                os.close(fd)
-        fd = os.open(Path(st.fuse_dir) / "volume", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _daemon_running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"T", b"t", b"X")  # gone, or stopped: it cannot answer
 
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]

@@ -16,8 +16,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gateway.etcdcluster import EtcdCluster, EtcdMember, default_members
-from gateway.localports import check_free, move_ports
+from ops.etcdcluster import EtcdCluster, EtcdMember, default_members
+from ops.localports import check_free, move_ports
 from storage.cluster import Cluster
 from storage.config import (
     DEFAULT_INLINE_MAX_BYTES,

@@ -1,7 +1,7 @@
 """`tessera node list|add|drain|activate|remove`: cluster membership over the admin API.
 
 (`tessera node --config FILE --id ID` without one of these actions still runs a node.)
-Credentials come from the environment as for `tessera tenant` (see gateway/admincli.py).
+Credentials come from the environment as for `tessera tenant` (see ops/admincli.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from gateway.status import human_size
+from ops.status import human_size
 
 ACTIONS = ("list", "add", "drain", "activate", "remove")
 COLS = [("id", "node"), ("zone", "zone"), ("address", "address"), ("role", "role"),
@@ -33,7 +33,7 @@ def progress(row: dict[str, Any]) -> str:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    from gateway.admincli import table
+    from ops.admincli import table
 
     return table([{**r, "used": human_size(r.get("used_bytes", 0)), "progress": progress(r)}
                   for r in rows], COLS)
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> None:
-    from gateway.admincli import admin_request
+    from ops.admincli import admin_request
 
     q = urllib.parse.quote
     if a.action == "list":
@@ -82,7 +82,7 @@ def run(a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from gateway.admincli import CliError
+    from ops.admincli import CliError
 
     a = build_parser().parse_args(argv)
     try:
