@@ -18,7 +18,9 @@ authenticated action is written to the append-only audit log (who, what, when, r
     DELETE /admin/v1/keys/{access_key}             revoke
 
 Block volumes of a tenant live under /admin/v1/tenants/{tenant}/volumes (`volumes`); cluster
-membership under /admin/v1/nodes (`nodes`).
+membership under /admin/v1/nodes (`nodes`); bucket, queue and audit listings in `inventory`.
+The web console (`gateway.console`) calls these same routes with a session instead of a
+signature (`auth`).
 """
 
 from __future__ import annotations

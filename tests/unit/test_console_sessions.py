@@ -106,3 +106,20 @@ def test_sampler_keeps_a_bounded_ring_of_real_counter_readings() -> None:
     last = s.samples[-1]
     assert last["requests_s"] == 0.2 and last["errors_s"] == 0.1
     assert last["latency_p95_ms"] == 250.0
+
+
+def test_every_console_file_is_package_data() -> None:
+    """A non-editable `pip install` ships the page: each static file matches a package-data
+    glob of pyproject.toml (a wheel built from this tree held them all)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["gateway.console"]
+    static = root / "gateway" / "console" / "static"
+    files = sorted(p.relative_to(static.parent).as_posix() for p in static.iterdir())
+    assert {"static/index.html", "static/console.js", "static/console.css"} <= set(files)
+    for f in files:
+        assert any(fnmatch.fnmatch(f, g) for g in globs), f"{f} is not package data"

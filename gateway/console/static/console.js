@@ -224,8 +224,8 @@ function renderDurability(doc) {
   ]);
   const loss = st.zone_loss;
   if (loss) {
-    table("#zone-loss", [["zone", "zone lost"], ["readable", "stripes still readable"],
-                         ["at_risk", "readable, no margin left"], ["unreadable", "unreadable"]],
+    table("#zone-loss", [["zone", "zone lost"], ["redundant", "still redundant"],
+                         ["no_margin", "readable, no margin left"], ["unreadable", "unreadable"]],
           Object.entries(loss).map(([zone, x]) => ({zone, ...x})));
     $("#zone-loss-note").textContent = "from the same stripe scan, with today's node health";
   } else {
