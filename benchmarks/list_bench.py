@@ -57,6 +57,7 @@ async def fill(config: Path, access_key: str, n: int) -> float:
     try:
         cred = await cl.tenants.credential(access_key)
         assert cred is not None, "access key not found"
+        bucket = await cl.buckets.get(cred.tenant, BUCKET)
         nxt = iter(range(n))
         done = 0
         t0 = time.perf_counter()
@@ -64,7 +65,7 @@ async def fill(config: Path, access_key: str, n: int) -> float:
         async def worker() -> None:
             nonlocal done
             for i in nxt:
-                await cl.objects.put(cred.tenant, BUCKET, key_name(i), _empty(), PutOptions())
+                await cl.objects.put(bucket, key_name(i), _empty(), PutOptions())
                 done += 1
                 if done % 50_000 == 0:
                     rate = done / (time.perf_counter() - t0)

@@ -10,10 +10,14 @@ from aiohttp import web
 
 from gateway.metrics import Metrics
 from gateway.metrics_cluster import ClusterGauges
+from gateway.s3.access_log import may_deliver
 from gateway.s3.server import S3Server
 from gateway.site import GuardedTCPSite
+from storage.accesslog import AccessLogBuffer
 from storage.cluster import Cluster
 from storage.config import Config
+from storage.workers.accesslog import AccessLogDelivery, AccessLogStager
+from storage.workers.runner import WorkerRunner
 
 log = logging.getLogger("tessera.gateway")
 MAX_FIELD_BYTES = 16 * 1024
@@ -78,12 +82,17 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
     cluster = await Cluster.open(cfg)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
-    server = S3Server(cluster, cfg.gateway, metrics)
+    access_logs = AccessLogBuffer(cluster, cfg.access_log.max_buffered)
+    server = S3Server(cluster, cfg.gateway, metrics, access_logs)
     runners = []
+    stager = WorkerRunner()  # every gateway stages its own access-log records (no lease)
     try:
         from storage.workers.runner import gateway_holder, start_workers
 
         workers = start_workers(cluster)
+        workers.start(AccessLogDelivery(cluster, cfg.access_log.flush_interval_s,
+                                        may_deliver=may_deliver))
+        stager.start(AccessLogStager(access_logs, cfg.access_log.stage_interval_s))
         gauges = ClusterGauges(cluster, gateway_holder(cluster))
         metrics.watch_cluster(gauges)
         gauges.start()
@@ -108,4 +117,8 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
     finally:
         for r in runners:
             await r.cleanup()
-        await cluster.close()
+        await stager.stop()
+        try:  # a clean shutdown keeps every access-log record (see storage/accesslog.py)
+            await access_logs.stage()
+        finally:
+            await cluster.close()

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.status import add_status_command
 
     add_status_command(sub)
-    from ops.chaos import add_chaos_command
+    from ops.chaos_run import add_chaos_command
 
     add_chaos_command(sub)
     from ops.lifecyclecli import add_lifecycle_parser

@@ -45,7 +45,7 @@ from storage.keyspace import (
 )
 from storage.metadata import Item, MetadataStore, Txn
 from storage.objects import SSEC_HMAC, ObjectService, new_version_id
-from storage.records import ObjectVersion, PartLayout, pack, unpack
+from storage.records import Bucket, ObjectVersion, PartLayout, pack, unpack
 from storage.tenants import TenantService
 
 ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
@@ -201,13 +201,12 @@ class ArchiveService:
 
     # RestoreObject -------------------------------------------------------------------------
 
-    async def request_restore(self, tenant: str, bucket: str, key: str,
-                              version_id: str | None, days: int, tier: str,
-                              ) -> tuple[Outcome, ObjectVersion]:
+    async def request_restore(self, b: Bucket, key: str, version_id: str | None, days: int,
+                              tier: str) -> tuple[Outcome, ObjectVersion]:
         """Queue, upgrade or extend a restore, as S3 does (see the module docstring)."""
         if tier not in TIERS:
             raise InvalidInput(f"unknown tier {tier!r}")
-        v0 = await self._objects.head(tenant, bucket, key, version_id)
+        v0 = await self._objects.head(b, key, version_id)
         now = time.time()
         day = self.settings.day_seconds
 
@@ -245,11 +244,11 @@ class ArchiveService:
             ch.result = Outcome.ACCEPTED
             return ch
 
-        res = await self.mutate(bucket, key, v0.version_id, decide)
+        res = await self.mutate(b.name, key, v0.version_id, decide)
         if res is None:
             from storage.errors import ObjectNotFound
 
-            raise ObjectNotFound(bucket, key, version_id)
+            raise ObjectNotFound(b.name, key, version_id)
         return res[1], res[0]
 
     # the restore worker's work -------------------------------------------------------------

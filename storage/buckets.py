@@ -16,7 +16,7 @@ from storage.keyspace import (
     unpack,
     version_prefix,
 )
-from storage.metadata import MetadataStore, Txn
+from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket
 
 
@@ -43,14 +43,30 @@ class BucketService:
         item = await self._meta.get(bucket_key(name))
         if item is None:
             raise BucketNotFound(name)
-        return Bucket.decode(item.value)
+        return self._record(item)
 
     async def get(self, tenant: str, name: str) -> Bucket:
         """The bucket if the tenant owns it; AccessDenied if another tenant does."""
-        b = await self.get_any(name)
+        return self.owned(await self.get_any(name), tenant)
+
+    @staticmethod
+    def owned(b: Bucket, tenant: str) -> Bucket:
+        """`b` if `tenant` owns it; AccessDenied if another tenant does."""
         if b.tenant != tenant:
-            raise AccessDenied(f"bucket {name!r} belongs to another tenant")
+            raise AccessDenied(f"bucket {b.name!r} belongs to another tenant")
         return b
+
+    @staticmethod
+    def _record(item: Item) -> Bucket:
+        b = Bucket.decode(item.value)
+        b.revision = item.revision
+        return b
+
+    def guard(self, b: Bucket, compares: dict[bytes, int]) -> None:
+        """Make the transaction `compares` belongs to fail if bucket `b` changed (deleted,
+        versioning or configuration) since it was read: a commit decided on `b` then holds."""
+        if b.revision:
+            compares[bucket_key(b.name)] = b.revision
 
     async def list(self, tenant: str) -> list[Bucket]:
         items = await self._meta.range(*span(tenant_bucket_prefix(tenant)), 100000)
@@ -62,19 +78,24 @@ class BucketService:
                 out.append(Bucket.decode(item.value))
         return out
 
-    async def ensure_empty(self, tenant: str, name: str) -> None:
+    async def ensure_empty(self, b: Bucket) -> None:
         """BucketNotEmpty if the bucket holds an object or a version (uploads aside)."""
-        await self.get(tenant, name)
-        for prefix in (object_prefix(name), version_prefix(name)):
+        for prefix in (object_prefix(b.name), version_prefix(b.name)):
             if await self._meta.range(*span(prefix), limit=1):
-                raise BucketNotEmpty(name)
+                raise BucketNotEmpty(b.name)
 
-    async def delete(self, tenant: str, name: str) -> None:
-        b = await self.get(tenant, name)
+    async def delete(self, b: Bucket) -> None:
+        """Delete an empty bucket (BucketNotEmpty otherwise); BucketNotFound if it is gone."""
+        name = b.name
         for prefix in bucket_prefixes(name):
             if await self._meta.range(*span(prefix), limit=1):
                 raise BucketNotEmpty(name)
-        await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
+        compares: dict[bytes, int] = {}
+        self.guard(b, compares)
+        while not await self._meta.txn(Txn(compares=compares, deletes=(
+                bucket_key(name), tenant_bucket_key(b.tenant, name)))):
+            b = self.owned(await self.get_any(name), b.tenant)  # changed meanwhile: again
+            self.guard(b, compares)
 
     async def update(self, tenant: str, name: str, **changes: Any) -> Bucket:
         """Compare-and-swap update of bucket fields (versioning) or config entries."""
@@ -83,8 +104,7 @@ class BucketService:
             if item is None:
                 raise BucketNotFound(name)
             b = Bucket.decode(item.value)
-            if b.tenant != tenant:
-                raise AccessDenied(f"bucket {name!r} belongs to another tenant")
+            self.owned(b, tenant)
             for k, v in changes.items():
                 if k == "versioning":
                     b.versioning = v

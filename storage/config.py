@@ -142,6 +142,15 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class AccessLogSettings:
+    """[access_log]: S3 server access logs (PutBucketLogging) and their delivery."""
+
+    flush_interval_s: float = 60.0  # a source bucket's records wait at most this long
+    stage_interval_s: float = 1.0  # records buffered in a gateway's memory at most this long
+    max_buffered: int = 100000  # records a gateway holds in memory; more are dropped (counted)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """Log rotation. Environment only: a process logs before it reads its config."""
 
@@ -172,6 +181,7 @@ class Config:
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
+    access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -204,7 +214,8 @@ class Config:
 
 # [section] -> the dataclass of its numeric knobs (each field a key, each value >= 0).
 SETTINGS_SECTIONS: dict[str, type] = {"repair": RepairSettings, "rebalance": RebalanceSettings,
-                                      "scrub": ScrubSettings, "workers": WorkerSettings}
+                                      "scrub": ScrubSettings, "workers": WorkerSettings,
+                                      "access_log": AccessLogSettings}
 _TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata",
              "archive", *SETTINGS_SECTIONS}
 _ARCHIVE_KEYS = set(ArchiveSettings.__dataclass_fields__)
@@ -275,7 +286,8 @@ def _archive(raw: Mapping[str, Any]) -> ArchiveSettings:
 
 
 _AT_LEAST = {"parallel": 1, "batch": 1, "sweep_batch": 1, "lease_ttl_s": 1, "max_bytes": 4096,
-             "backups": 1}  # keys whose floor is above 0
+             "backups": 1, "max_buffered": 1, "flush_interval_s": 0.1,
+             "stage_interval_s": 0.05}  # keys whose floor is above 0
 
 
 def _settings(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
@@ -331,6 +343,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),
     EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),
     EnvOverride("TESSERA_LEASE_TTL_S", "workers", "lease_ttl_s"),
+    EnvOverride("TESSERA_ACCESS_LOG_FLUSH_S", "access_log", "flush_interval_s"),
     EnvOverride("TESSERA_LOG_MAX_BYTES", "logging", "max_bytes"),
     EnvOverride("TESSERA_LOG_BACKUPS", "logging", "backups"),
 )

@@ -145,6 +145,14 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "collected; must exceed the longest upload.",
     ("workers", "lease_ttl_s"): "Background-worker lease TTL: a dead gateway's workers move "
     "after this long; shorter fails over faster and renews more often.",
+    ("access_log", "flush_interval_s"): "Server access logs (PutBucketLogging): a source "
+    "bucket's records are delivered into its target bucket at most this long after they are "
+    "staged. Shorter gives fresher logs in more, smaller log objects.",
+    ("access_log", "stage_interval_s"): "Access-log records wait at most this long in a "
+    "gateway's memory before they are written to the metadata store (a crash loses at most "
+    "this much; a clean shutdown loses nothing).",
+    ("access_log", "max_buffered"): "Access-log records a gateway holds in memory; past "
+    "this, new records are dropped and counted (the metadata store is not keeping up).",
 }
 # Environment-only settings (a process logs before it reads its config).
 LOG_DOCS = {"max_bytes": "Size at which a process's log file (DATA/logs/NAME.log) is rotated.",

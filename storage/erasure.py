@@ -25,13 +25,15 @@ class ErasureCodec:
         self._dec = zfec.Decoder(k, k + m)
         self._parity = list(range(k, k + m))
 
-    def encode(self, data: bytes) -> list[bytes]:
+    def encode(self, data: bytes | memoryview) -> list[bytes | memoryview]:
+        """The k+m blocks of `data`: the k data blocks are views of `data` (of a padded
+        copy when its length is not a multiple of k), so no byte is copied for them."""
         b = block_size(len(data), self.k)
-        padded = data if len(data) == b * self.k else data + bytes(b * self.k - len(data))
+        padded = data if len(data) == b * self.k else bytes(data) + bytes(b * self.k - len(data))
         view = memoryview(padded)
         primary = [view[i * b:(i + 1) * b] for i in range(self.k)]
         parity = self._enc.encode(primary, self._parity)
-        return [bytes(p) for p in primary] + list(parity)
+        return [*primary, *parity]
 
     def decode(self, blocks: Mapping[int, bytes], length: int) -> bytes:
         """Rebuild the `length`-byte input from any k blocks (index -> block)."""
@@ -42,9 +44,10 @@ class ErasureCodec:
             out = b"".join(blocks[i] for i in chosen)
         else:
             out = b"".join(self._dec.decode([blocks[i] for i in chosen], chosen))
-        return out[:length]
+        return out if len(out) == length else out[:length]
 
-    def rebuild(self, blocks: Mapping[int, bytes], length: int, wanted: list[int]) -> dict[int, bytes]:
+    def rebuild(self, blocks: Mapping[int, bytes], length: int,
+                wanted: list[int]) -> dict[int, bytes | memoryview]:
         """Recompute the blocks at `wanted` indexes from any k others (used by repair)."""
         data = self.decode(blocks, length)
         full = self.encode(data)

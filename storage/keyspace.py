@@ -36,6 +36,8 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (VL, volume id)                       attach lease of a volume
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
+    (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
+                                          by a gateway, waiting for delivery
     (S, name)                             a cluster-wide record: the access-secret KEK,
                                           worker counters (`repair`, `rebalance`)
     (layout)                              the layout version of this store
@@ -66,6 +68,7 @@ VOLUME_LEASE = "VL"
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
+ACCESS_LOG = "AL"
 URGENT = "!"  # second component of an urgent repair entry (sorts before hex digits)
 LAYOUT = "layout"
 
@@ -318,3 +321,14 @@ def system_key(name: str) -> bytes:
 
 def layout_key() -> bytes:
     return pack(LAYOUT)
+
+
+# --- server access logs ----------------------------------------------------------------------
+
+
+def access_log_prefix(bucket: str) -> bytes:
+    return pack(ACCESS_LOG, bucket)
+
+
+def access_log_key(bucket: str, staged_ns: int, batch: str) -> bytes:
+    return pack(ACCESS_LOG, bucket, f"{staged_ns:020d}", batch)

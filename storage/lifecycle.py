@@ -173,6 +173,7 @@ class LifecycleEngine:
             items = await self._meta.range(start, end, limit=PAGE)
             for item in items:
                 b = Bucket.decode(item.value)
+                b.revision = item.revision  # deletes compare it (BucketService.guard)
                 rules = b.config.get("lifecycle")
                 if rules:
                     rep.buckets += 1
@@ -269,20 +270,20 @@ class LifecycleEngine:
                     else:
                         rep.noncurrent_transitioned += 1
             elif act.kind == "remove_marker":
-                await self._objects.delete(b.tenant, b.name, v.key, v.version_id,
+                await self._objects.delete(b, v.key, v.version_id,
                                            protect=self._locked)
                 rep.delete_markers_removed += 1
             elif current and not b.versioning:
-                latest = await self._objects.head(b.tenant, b.name, v.key)
+                latest = await self._objects.head(b, v.key)
                 if latest.version_id == v.version_id and \
                         latest.last_modified == v.last_modified:
-                    await self._objects.delete(b.tenant, b.name, v.key)
+                    await self._objects.delete(b, v.key)
                     rep.expired += 1
             elif current:
-                await self._objects.delete(b.tenant, b.name, v.key)  # a delete marker
+                await self._objects.delete(b, v.key)  # a delete marker
                 rep.expired += 1
             else:
-                await self._objects.delete(b.tenant, b.name, v.key, v.version_id,
+                await self._objects.delete(b, v.key, v.version_id,
                                            protect=self._locked)
                 rep.noncurrent_expired += 1
         except (NotFound, object_lock.ObjectLocked):
@@ -295,11 +296,11 @@ class LifecycleEngine:
         marker, id_marker = "", ""
         while True:
             ups, _, more = await self._multipart.list_uploads(
-                b.tenant, b.name, key_marker=marker, upload_id_marker=id_marker)
+                b, key_marker=marker, upload_id_marker=id_marker)
             for up in ups:
                 if abort_due(rules, up.key, up.initiated, now, self.day_s):
                     try:
-                        await self._multipart.abort(b.tenant, b.name, up.key, up.upload_id)
+                        await self._multipart.abort(b, up.key, up.upload_id)
                         rep.uploads_aborted += 1
                     except NotFound:
                         pass

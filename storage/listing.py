@@ -6,7 +6,6 @@ same however large the bucket; a delimiter's common prefix is skipped over in on
 
 from __future__ import annotations
 
-from storage.buckets import BucketService
 from storage.keyspace import (
     last_text,
     next_key,
@@ -18,7 +17,7 @@ from storage.keyspace import (
     version_prefix,
 )
 from storage.metadata import MetadataStore
-from storage.records import ObjectVersion
+from storage.records import Bucket, ObjectVersion
 
 NULL_VERSION = "null"
 
@@ -26,18 +25,17 @@ NULL_VERSION = "null"
 class Listing:
     """ListObjects(V2) and ListObjectVersions over the metadata store."""
 
-    def __init__(self, meta: MetadataStore, buckets: BucketService) -> None:
+    def __init__(self, meta: MetadataStore) -> None:
         self._meta = meta
-        self.buckets = buckets
 
-    async def list(self, tenant: str, bucket: str, prefix: str = "", delimiter: str = "",
+    async def list(self, b: Bucket, prefix: str = "", delimiter: str = "",
                    start_after: str = "", max_keys: int = 1000,
                    ) -> tuple[list[ObjectVersion], list[str], bool, str]:
         """One page of current versions: (objects, common prefixes, truncated, last key).
 
         With a delimiter, each common prefix is returned once and the scan skips past it.
         """
-        await self.buckets.get(tenant, bucket)
+        bucket = b.name
         base = object_prefix(bucket)
         start, end = text_span(base, prefix)
         if start_after:
@@ -78,13 +76,13 @@ class Listing:
         more = bool(await self._meta.range(start, end, limit=1))
         return objs, prefixes, more, last
 
-    async def list_versions(self, tenant: str, bucket: str, prefix: str = "",
+    async def list_versions(self, b: Bucket, prefix: str = "",
                             key_marker: str = "", version_marker: str = "",
                             max_keys: int = 1000) -> tuple[list[ObjectVersion], bool]:
         """Versions in key order, newest first per key (unversioned objects as 'null')."""
-        b = await self.buckets.get(tenant, bucket)
+        bucket = b.name
         if not b.versioning:
-            objs, _, more, _ = await self.list(tenant, bucket, prefix, "", key_marker, max_keys)
+            objs, _, more, _ = await self.list(b, prefix, "", key_marker, max_keys)
             return objs, more
         start, end = text_span(version_prefix(bucket), prefix)
         skipping = bool(version_marker)

@@ -48,7 +48,7 @@ from storage.keyspace import (
 )
 from storage.metadata import MetadataStore, Txn
 from storage.objects import NULL_VERSION, ObjectAttributes, ObjectService, new_version_id
-from storage.records import ObjectVersion, PartLayout, Record, pack
+from storage.records import Bucket, ObjectVersion, PartLayout, Record, pack
 from storage.tenants import TenantService
 
 PART_NUMBER_MAX = 10000
@@ -254,8 +254,9 @@ class MultipartService:
 
     # create / lookup -----------------------------------------------------------------------
 
-    async def create(self, tenant: str, bucket: str, key: str, opts: UploadOptions) -> Upload:
-        await self._objects.buckets.get(tenant, bucket)
+    async def create(self, b: Bucket, key: str, opts: UploadOptions) -> Upload:
+        """Start an upload of `key` in bucket `b` (the record the caller read)."""
+        tenant, bucket = b.tenant, b.name
         ctype = checksum_type_for(opts.checksum_algorithm, opts.checksum_type)
         kek_version, kek = await self._tenants.kek(tenant)
         up = Upload(bucket=bucket, key=key, upload_id=new_upload_id(), tenant=tenant,
@@ -279,22 +280,19 @@ class MultipartService:
                              dek=up.dek, kek_version=up.kek_version, sse=up.sse,
                              identity_version=up.identity_version)
 
-    async def get(self, tenant: str, bucket: str, key: str, upload_id: str,
-                  ) -> tuple[Upload, int]:
+    async def get(self, b: Bucket, key: str, upload_id: str) -> tuple[Upload, int]:
         """The upload record and its revision; UploadNotFound if absent."""
-        await self._objects.buckets.get(tenant, bucket)
-        item = await self._meta.get(upload_key(bucket, key, upload_id))
+        item = await self._meta.get(upload_key(b.name, key, upload_id))
         if item is None:
             raise UploadNotFound(upload_id)
         up = Upload.decode(item.value)
-        if up.tenant != tenant:
+        if up.tenant != b.tenant:
             raise UploadNotFound(upload_id)
         return up, item.revision
 
     # parts ---------------------------------------------------------------------------------
 
-    async def upload_part(self, tenant: str, bucket: str, key: str, upload_id: str,
-                          number: int, body: AsyncIterator[bytes], digests: Sequence[object],
+    async def upload_part(self, b: Bucket, key: str, upload_id: str, number: int, body: AsyncIterator[bytes], digests: Sequence[object],
                           size_hint: int | None, finalize: PartFinalizer | None = None,
                           sse_c_key: bytes | None = None) -> Part:
         """Store one part as one stripe; replacing a part number retires the old stripe.
@@ -303,7 +301,7 @@ class MultipartService:
         """
         if not 1 <= number <= PART_NUMBER_MAX:
             raise InvalidInput("part number out of range")
-        up, _ = await self.get(tenant, bucket, key, upload_id)
+        up, _ = await self.get(b, key, upload_id)
         shell = self._shell(up)
         cipher = await self._objects.cipher_for(shell, sse_c_key)
         md5 = hashlib.md5()
@@ -362,11 +360,10 @@ class MultipartService:
                 return
             start = next_key(batch[-1].key)
 
-    async def list_parts(self, tenant: str, bucket: str, key: str, upload_id: str,
-                         marker: int = 0, max_parts: int = 1000,
+    async def list_parts(self, b: Bucket, key: str, upload_id: str, marker: int = 0, max_parts: int = 1000,
                          ) -> tuple[Upload, list[Part], bool]:
         """One page of parts after `marker`: (upload, parts, truncated)."""
-        up, _ = await self.get(tenant, bucket, key, upload_id)
+        up, _ = await self.get(b, key, upload_id)
         start, end = span(part_prefix(upload_id))
         if marker:
             start = next_key(part_key(upload_id, marker))
@@ -376,8 +373,7 @@ class MultipartService:
 
     # complete / abort ----------------------------------------------------------------------
 
-    async def complete(self, tenant: str, bucket: str, key: str, upload_id: str,
-                       listed: Sequence[ListedPart],
+    async def complete(self, b: Bucket, key: str, upload_id: str, listed: Sequence[ListedPart],
                        conditions: WriteConditions | None = None,
                        expected: dict[str, str] | None = None,
                        ) -> ObjectVersion:
@@ -389,29 +385,27 @@ class MultipartService:
         if not listed:
             raise InvalidInput("no parts")
         while True:
-            up, rev = await self.get(tenant, bucket, key, upload_id)
-            v, extra = await self._assemble(up, listed, expected or {})
-            extra.compares[upload_key(bucket, key, upload_id)] = rev
+            up, rev = await self.get(b, key, upload_id)
+            v, extra = await self._assemble(up, b, listed, expected or {})
+            extra.compares[upload_key(b.name, key, upload_id)] = rev
             try:
-                await self._objects.commit(v, conditions, extra=extra)
+                await self._objects.commit(v, b, conditions, extra=extra)
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
             return v
 
-    async def finished(self, tenant: str, bucket: str, key: str, upload_id: str,
-                       ) -> ObjectVersion | None:
+    async def finished(self, b: Bucket, key: str, upload_id: str) -> ObjectVersion | None:
         """The current version of `key` if upload `upload_id` made it (a repeated
         CompleteMultipartUpload answers 200 with it, as S3 does), else None."""
         try:
-            v = await self._objects.head(tenant, bucket, key)
+            v = await self._objects.head(b, key)
         except NotFound:
             return None
         return v if v.upload_id == upload_id and not v.delete_marker else None
 
-    async def _assemble(self, up: Upload, listed: Sequence[ListedPart],
+    async def _assemble(self, up: Upload, b: Bucket, listed: Sequence[ListedPart],
                         expected: dict[str, str]) -> tuple[ObjectVersion, Txn]:
         """Merge the listed parts with the stored ones (both in part-number order)."""
-        b = await self._objects.buckets.get(up.tenant, up.bucket)
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
         v = self._shell(up, version_id)
         v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
@@ -461,11 +455,11 @@ class MultipartService:
         v.last_modified = time.time()
         return v, Txn(compares={}, puts=puts, deletes=tuple(deletes))
 
-    async def abort(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
+    async def abort(self, b: Bucket, key: str, upload_id: str) -> None:
         """Delete the upload and retire every part's stripe."""
         while True:
-            _, rev = await self.get(tenant, bucket, key, upload_id)
-            ukey = upload_key(bucket, key, upload_id)
+            _, rev = await self.get(b, key, upload_id)
+            ukey = upload_key(b.name, key, upload_id)
             puts: dict[bytes, bytes] = {}
             deletes: list[bytes] = [ukey]
             async for p in self.iter_parts(upload_id):
@@ -475,10 +469,9 @@ class MultipartService:
                                         deletes=tuple(deletes))):
                 return
 
-    async def abort_all(self, tenant: str, bucket: str) -> int:
+    async def abort_all(self, b: Bucket) -> int:
         """Abort every upload in progress in a bucket (DeleteBucket does, as S3 does)."""
-        await self._objects.buckets.get(tenant, bucket)
-        base = upload_prefix(bucket)
+        base = upload_prefix(b.name)
         aborted = 0
         while True:
             batch = await self._meta.range(*span(base), limit=BATCH)
@@ -487,19 +480,19 @@ class MultipartService:
             for item in batch:
                 up = Upload.decode(item.value)
                 try:
-                    await self.abort(up.tenant, bucket, up.key, up.upload_id)
+                    await self.abort(b, up.key, up.upload_id)
                 except UploadNotFound:
                     pass  # completed or aborted meanwhile
                 aborted += 1
 
     # listing -------------------------------------------------------------------------------
 
-    async def list_uploads(self, tenant: str, bucket: str, prefix: str = "",
+    async def list_uploads(self, b: Bucket, prefix: str = "",
                            delimiter: str = "", key_marker: str = "",
                            upload_id_marker: str = "", max_uploads: int = 1000,
                            ) -> tuple[list[Upload], list[str], bool]:
         """One page of uploads in progress: (uploads, common prefixes, truncated)."""
-        await self._objects.buckets.get(tenant, bucket)
+        tenant, bucket = b.tenant, b.name
         base = upload_prefix(bucket)
         start, end = text_span(base, prefix)
         if key_marker:

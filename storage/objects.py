@@ -39,7 +39,7 @@ from storage.listing import NULL_VERSION, Listing
 from storage.metadata import MetadataStore, Txn
 from storage.pipeline import StripeCodec
 from storage.placement import zone_safe
-from storage.records import ObjectVersion, PartLayout, pack
+from storage.records import Bucket, ObjectVersion, PartLayout, pack
 from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.telemetry import STAGES
@@ -96,7 +96,7 @@ class ObjectService:
         self.buckets = buckets
         self._stripes = stripes
         self.gc_grace_s = gc_grace_s  # retired stripes wait this long (reads in flight)
-        self.listing = Listing(meta, buckets)
+        self.listing = Listing(meta)
 
     # keys ----------------------------------------------------------------------------------
 
@@ -146,10 +146,11 @@ class ObjectService:
 
     # write ---------------------------------------------------------------------------------
 
-    async def put(self, tenant: str, bucket: str, key: str, body: AsyncIterator[bytes],
+    async def put(self, b: Bucket, key: str, body: AsyncIterator[bytes],
                   opts: PutOptions, finalize: Finalizer | None = None) -> ObjectVersion:
-        """Store a whole object from a stream; `finalize` may veto before commit (checksums)."""
-        b = await self.buckets.get(tenant, bucket)
+        """Store a whole object from a stream into bucket `b` (the record the caller read);
+        `finalize` may veto before commit (checksums)."""
+        tenant, bucket = b.tenant, b.name
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
         ident_version = new_version_id()
         kek_version, kek = await self._tenants.kek(tenant)
@@ -178,7 +179,7 @@ class ObjectService:
         try:
             if finalize is not None:
                 await finalize(v)
-            await self.commit(v, opts.conditions)
+            await self.commit(v, b, opts.conditions)
         except BaseException:
             await self.discard_parts(v.parts)
             raise
@@ -245,10 +246,15 @@ class ObjectService:
             puts[repair_key(part.stripe_id)] = pack(
                 {"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
 
-    async def commit(self, v: ObjectVersion, conditions: WriteConditions | None = None,
-                     extra: Txn | None = None) -> None:
-        """Atomically make `v` current, retiring what it replaces (compare-and-swap loop).
+    async def commit(self, v: ObjectVersion, b: Bucket,
+                     conditions: WriteConditions | None = None, extra: Txn | None = None,
+                     ) -> None:
+        """Atomically make `v` current in bucket `b`, retiring what it replaces
+        (compare-and-swap loop).
 
+        The transaction compares `b`'s revision (`BucketService.guard`): if the bucket was
+        deleted or reconfigured (versioning) since `b` was read, it is read again and the
+        commit redone under its new state, so `b` needs no read here when nothing changed.
         `conditions` (If-Match / If-None-Match) are checked against the record the
         transaction compares, so they hold atomically. `extra` is applied in the same
         transaction (a multipart upload's records); if one of its compared records changed,
@@ -258,7 +264,6 @@ class ObjectService:
 
         okey = object_key(v.bucket, v.key)
         while True:
-            b = await self.buckets.get(v.tenant, v.bucket)
             cur = await self._meta.get(okey)
             cur_v = ObjectVersion.decode(cur.value) if cur else None
             if conditions is not None:
@@ -266,6 +271,7 @@ class ObjectService:
             puts = {okey: v.encode()}
             deletes: list[bytes] = []
             compares = {okey: cur.revision if cur else 0}
+            self.buckets.guard(b, compares)
             retired: list[ObjectVersion] = []
             if b.versioning:
                 vsort = version_sort(time.time_ns(), v.version_id)
@@ -293,6 +299,7 @@ class ObjectService:
                     item = await self._meta.get(k)
                     if (item.revision if item else 0) != rev:
                         raise StaleRecord(f"record {k!r} changed")
+            b = await self.buckets.get(v.tenant, v.bucket)  # it may be what changed
 
     async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
                             puts: dict[bytes, bytes], deletes: list[bytes],
@@ -345,10 +352,11 @@ class ObjectService:
     async def _versions_raw(self, bucket: str, key: str) -> list:
         return await self._meta.range(*span(version_prefix(bucket, key)), limit=100000)
 
-    async def head(self, tenant: str, bucket: str, key: str,
-                   version_id: str | None = None) -> ObjectVersion:
-        """The current (or named) version; a delete marker is returned, not raised."""
-        await self.buckets.get(tenant, bucket)
+    async def head(self, b: Bucket, key: str, version_id: str | None = None,
+                   ) -> ObjectVersion:
+        """The current (or named) version in bucket `b`; a delete marker is returned, not
+        raised."""
+        bucket = b.name
         if version_id is None:
             item = await self._meta.get(object_key(bucket, key))
             if item is None:
@@ -455,8 +463,7 @@ class ObjectService:
 
     # delete --------------------------------------------------------------------------------
 
-    async def delete(self, tenant: str, bucket: str, key: str,
-                     version_id: str | None = None,
+    async def delete(self, b: Bucket, key: str, version_id: str | None = None,
                      conditions: DeleteConditions | None = None,
                      protect: Callable[[ObjectVersion], None] | None = None,
                      ) -> DeleteResult:
@@ -465,8 +472,9 @@ class ObjectService:
         `conditions` are checked against the target (the current record, or the named
         version) inside the compare-and-swap loop; a missing target is a no-op. `protect`
         is called with a version about to be removed for good and may raise (Object Lock).
+        Like `commit`, the transaction compares `b`'s revision and re-reads it on conflict.
         """
-        b = await self.buckets.get(tenant, bucket)
+        tenant, bucket = b.tenant, b.name
         okey = object_key(bucket, key)
         cond = conditions or DeleteConditions()
         while True:
@@ -538,21 +546,23 @@ class ObjectService:
                         else:
                             deletes.append(okey)
             self._retire([r for r in retired if not r.delete_marker], puts, deletes)
+            self.buckets.guard(b, compares)
             if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
                 return result
+            b = await self.buckets.get(tenant, bucket)  # it may be what changed
 
     async def is_latest(self, v: ObjectVersion) -> bool:
         cur = await self._meta.get(object_key(v.bucket, v.key))
         return cur is not None and ObjectVersion.decode(cur.value).version_id == v.version_id
 
-    async def update_version(self, tenant: str, bucket: str, key: str,
-                             version_id: str | None,
+    async def update_version(self, b: Bucket, key: str, version_id: str | None,
                              guard: Callable[[ObjectVersion], None] | None = None,
                              **changes: object) -> ObjectVersion:
-        """Change metadata fields (tags...) of one version, current one if `version_id` is
-        None, in every record that holds it (current and history), with compare-and-swap.
-        `guard` sees the version as read in the same loop and may refuse (Object Lock)."""
-        await self.buckets.get(tenant, bucket)
+        """Change metadata fields (tags...) of one version of bucket `b`, current one if
+        `version_id` is None, in every record that holds it (current and history), with
+        compare-and-swap. `guard` sees the version as read in the same loop and may refuse
+        (Object Lock)."""
+        bucket = b.name
         okey = object_key(bucket, key)
         while True:
             records = []

@@ -75,8 +75,9 @@ class StripeCodec:
                plaintext: bytes | memoryview) -> list[bytes]:
         """Seal and erasure-code one segment; returns one framed block per shard."""
         t0 = perf_counter()
+        sealed: bytes | memoryview
         if self.cipher is None:
-            sealed = bytes(plaintext)  # already sealed: re-coded as is
+            sealed = plaintext  # already sealed: re-coded as is
         else:
             sealed = self.cipher.seal(index, plaintext,
                                       segment_aad(self.identity, self.part, index, last))

@@ -115,6 +115,15 @@ class Bucket(Record):
     region: str = "us-east-1"
     versioning: str = ""  # "" (never enabled), "Enabled", "Suspended"
     config: dict[str, Any] = field(default_factory=dict)  # tagging, cors, policy, ...
+    # The metadata revision this record was read at (0: not read from the store). Not
+    # stored: commits compare it, so a write decided on this record fails if it changed.
+    revision: int = field(default=0, compare=False)
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        del d["revision"]
+        d["fv"] = FORMAT_VERSION
+        return msgpack.packb(d, use_bin_type=True)
 
 
 @dataclass

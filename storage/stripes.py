@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
@@ -29,6 +30,7 @@ from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
 
 QUEUE_FRAMES = 4
+ORDER_WAIT_S = 300.0  # a segment's job waits this long at most for the one before
 DamageReport = Callable[[bytes, int, str], None]
 
 
@@ -40,20 +42,48 @@ class WriteResult:
 
 
 async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[bytes, bool]]:
-    """Re-chunk a byte stream into `size`-byte segments, flagging the last (one lookahead)."""
-    buf = bytearray()
+    """Re-chunk a byte stream into `size`-byte segments, flagging the last (one lookahead).
+
+    Each byte is copied once (the join that makes a segment), or not at all when a chunk
+    is exactly one segment: chunks are kept as they come, split with memoryviews.
+    """
+    parts: list[bytes | memoryview] = []
+    have = 0
     held: bytes | None = None
+
+    def take() -> bytes:
+        nonlocal parts, have
+        out: list[bytes | memoryview] = []
+        need = size
+        while need:
+            p = parts[0]
+            if len(p) <= need:
+                out.append(p)
+                need -= len(p)
+                parts.pop(0)
+            else:
+                view = memoryview(p)
+                out.append(view[:need])
+                parts[0] = view[need:]
+                need = 0
+        have -= size
+        if len(out) == 1 and isinstance(out[0], bytes):
+            return out[0]
+        return b"".join(out)
+
     async for chunk in source:
-        buf += chunk
-        while len(buf) >= size:
+        if not chunk:
+            continue
+        parts.append(chunk)
+        have += len(chunk)
+        while have >= size:
             if held is not None:
                 yield held, False
-            held = bytes(buf[:size])
-            del buf[:size]
-    if buf:
+            held = take()
+    if have:
         if held is not None:
             yield held, False
-        yield bytes(buf), True
+        yield b"".join(parts), True
     elif held is not None:
         yield held, True
 
@@ -198,13 +228,26 @@ class StripeStore:
         senders: list[_ShardSender] | None = None
         total = 0
         count = 0
-        hash_job: asyncio.Future[None] | None = None
+        hashed: threading.Event | None = None  # set when the last job's digests are fed
+        events: list[threading.Event] = []
         encoding: asyncio.Future[list[bytes]] | None = None
 
-        def _hash(data: bytes) -> None:
-            with STAGES.time("hash"):
-                for d in digests:
-                    d.update(data)  # type: ignore[attr-defined]
+        def _job(index: int, last: bool, data: bytes, after: threading.Event | None,
+                 done: threading.Event) -> list[bytes]:
+            """One thread-pool job per segment: seal + erasure-code + frame checksums, then
+            the digests (MD5 for the ETag, requested checksums) once the previous segment's
+            job has fed them: segments are coded in parallel, hashed in order."""
+            try:
+                frames = codec.encode(headers, index, last, data)
+                if digests:
+                    if after is not None and not after.wait(ORDER_WAIT_S):
+                        raise StorageError(f"segment {index - 1} was never hashed")
+                    with STAGES.time("hash"):
+                        for d in digests:
+                            d.update(data)  # type: ignore[attr-defined]
+                return frames
+            finally:
+                done.set()
 
         async def _dispatch(frames: list[bytes]) -> None:
             assert senders is not None
@@ -225,11 +268,10 @@ class StripeStore:
                                      segs, self._stall_s, length)
                         for i, node in enumerate(targets)
                     ]
-                if digests:
-                    if hash_job is not None:
-                        await hash_job  # digests must see segments in order
-                    hash_job = loop.run_in_executor(self._hashing, _hash, data)
-                job = loop.run_in_executor(self._cpu, codec.encode, headers, count, last, data)
+                done = threading.Event()
+                events.append(done)
+                job = loop.run_in_executor(self._cpu, _job, count, last, data, hashed, done)
+                hashed = done
                 if encoding is not None:
                     await _dispatch(await encoding)
                 encoding = job
@@ -237,8 +279,6 @@ class StripeStore:
                 count += 1
             if encoding is not None:
                 await _dispatch(await encoding)
-            if hash_job is not None:
-                await hash_job
             if senders is None:
                 return WriteResult(size=0, segments=0, nodes=[])
             with STAGES.time("shard_write"):
@@ -246,6 +286,8 @@ class StripeStore:
         except BaseException:
             if encoding is not None:
                 encoding.cancel()
+            for ev in events:  # a job cancelled before it ran never sets its own
+                ev.set()
             for s in senders or []:
                 if s.error is not None:  # so a retry's placement avoids the failed node
                     self._health.report_failure(s.node.id, s.error)

@@ -32,7 +32,7 @@ from gateway.s3 import policy
 from gateway.s3.acl import Acl
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request
-from gateway.s3.router import Endpoint
+from gateway.s3.router import NO_BUCKET_OPS, Endpoint
 from storage.cluster import Cluster
 from storage.errors import InvalidInput, NotFound
 from storage.records import Bucket, ObjectVersion
@@ -55,7 +55,6 @@ ACL_PERMISSIONS: dict[str, tuple[str, str]] = {
     "GetObjectAttributes": ("object", "READ"),
     "GetObjectAcl": ("object", "READ_ACP"), "PutObjectAcl": ("object", "WRITE_ACP"),
 }
-NO_BUCKET_OPS = frozenset({"ListBuckets", "CreateBucket"})
 # The bucket's tenant needs a grant for these on objects another tenant owns (AWS: a bucket
 # owner may delete such an object, but reads it and its ACL only if the object's ACL says so).
 OWNER_CHECKED_OPS = frozenset({"GetObjectAcl", "PutObjectAcl", "GetObject", "HeadObject",
@@ -150,19 +149,21 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
 async def _version(cluster: Cluster, b: Bucket, key: str, vid: str | None,
                    ) -> ObjectVersion | None:
     try:
-        v = await cluster.objects.head(b.tenant, b.name, key, vid)
+        v = await cluster.objects.head(b, key, vid)
     except (NotFound, InvalidInput):
         return None
     return None if v.delete_marker else v
 
 
 async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
-                    requester: Requester | None, *, op: str | None = None,
+                    requester: Requester | None, b: Bucket | None, *, op: str | None = None,
                     bucket: str | None = None, key: str | None = None,
                     version_id: str | None = None) -> str:
     """The tenant to run the request as, or S3Error (AccessDenied, NoSuchBucket).
 
-    `op`, `bucket`, `key` and `version_id` override the endpoint's (a copy's source read).
+    `b` is the record of the bucket addressed, as the caller read it (None: it does not
+    exist); this reads no bucket record. `op`, `bucket`, `key` and `version_id` override the
+    endpoint's (a copy's source read).
     """
     op = op or ep.op
     params = ep.params
@@ -175,11 +176,9 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         if requester is None:
             raise S3Error("AccessDenied")
         return requester.tenant
-    try:
-        b = await cluster.buckets.get_any(bucket)
-    except NotFound:
+    if b is None:
         if requester is None:
-            raise S3Error("NoSuchBucket", BucketName=bucket) from None
+            raise S3Error("NoSuchBucket", BucketName=bucket)
         return requester.tenant  # the handler answers NoSuchBucket
     expected = request.headers.get("x-amz-expected-bucket-owner" if bucket == ep.bucket
                                    else "x-amz-source-expected-bucket-owner")

@@ -4,7 +4,8 @@ The rules are the ones `config_xml.parse_cors` stores in `bucket.config["cors"]`
 rule that matches the origin, the method and (for a preflight) every requested header wins,
 as in AWS. Origins and headers match with at most one `*` wildcard; origins match case-
 sensitively, headers case-insensitively. A preflight is unauthenticated (browsers send no
-credentials on OPTIONS), so it looks the bucket up whoever owns it.
+credentials on OPTIONS), so it uses the bucket whoever owns it. Both read the rules from the
+bucket record the request pipeline read (`gateway.s3.context.resolve_bucket`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from aiohttp import web
 
 from gateway.s3.config_xml import CORS_METHODS
 from gateway.s3.errors import S3Error
-from storage.cluster import Cluster
+from gateway.s3.router import Endpoint
 from storage.errors import BucketNotFound
+from storage.records import Bucket
 
 __all__ = ["actual_headers", "preflight", "preflight_headers", "request_cors_headers"]
 
@@ -94,35 +96,28 @@ def actual_headers(rules: list[Rule] | None, origin: str, method: str) -> dict[s
     return {}
 
 
-async def _rules(cluster: Cluster, bucket: str) -> list[Rule] | None:
-    b = await cluster.buckets.get_any(bucket)
-    return b.config.get("cors")
-
-
-async def preflight(cluster: Cluster, request: web.Request, bucket: str | None,
-                    key: str | None) -> web.Response:
-    """Answer an OPTIONS preflight for a bucket or an object (no authentication)."""
+def preflight(request: web.Request, ep: Endpoint, b: Bucket | None) -> web.Response:
+    """Answer an OPTIONS preflight for a bucket or an object (no authentication) from the
+    record `b` of the bucket it addresses (None: no such bucket)."""
     h = request.headers
-    if bucket is None:
+    if ep.bucket is None:
         raise S3Error("BadRequest", "Insufficient information. Origin request header needed.")
     origin, method = h.get("Origin"), h.get("Access-Control-Request-Method")
     if not origin:
         raise S3Error("BadRequest", "Insufficient information. Origin request header needed.")
-    rules = await _rules(cluster, bucket)
-    headers = preflight_headers(rules, origin, method, h.get("Access-Control-Request-Headers"),
-                                "OBJECT" if key is not None else "BUCKET")
+    if b is None:
+        raise BucketNotFound(ep.bucket)
+    headers = preflight_headers(b.config.get("cors"), origin, method,
+                                h.get("Access-Control-Request-Headers"),
+                                "OBJECT" if ep.key is not None else "BUCKET")
     return web.Response(status=200, headers=headers)
 
 
-async def request_cors_headers(cluster: Cluster, request: web.Request,
-                               bucket: str | None) -> dict[str, str]:
-    """Headers to add to the response of an actual request carrying `Origin`."""
+def request_cors_headers(request: web.Request, bucket: str | None, b: Bucket | None,
+                         ) -> dict[str, str]:
+    """Headers to add to the response of an actual request carrying `Origin`, from the
+    record `b` of its bucket (None: no such bucket, no headers)."""
     origin = request.headers.get("Origin")
-    if not origin or bucket is None:
+    if not origin or bucket is None or b is None:
         return {}
-    try:
-        rules = await _rules(cluster, bucket)
-    except BucketNotFound:
-        return {}
-    return actual_headers(rules, origin, request.method)
-
+    return actual_headers(b.config.get("cors"), origin, request.method)

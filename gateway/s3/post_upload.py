@@ -40,7 +40,7 @@ from gateway.s3.sigv4 import AuthResult, signing_key
 from gateway.s3.xml_parse import parse_tagging
 from storage.cluster import Cluster
 from storage.config import GatewayConfig
-from storage.records import ObjectVersion
+from storage.records import Bucket, ObjectVersion
 
 PRE_DATA_MAX = 20 * 1024
 AUTH_FIELDS = frozenset({"awsaccesskeyid", "signature", "policy", "x-amz-signature", "file",
@@ -246,8 +246,9 @@ def _headers(fields: dict[str, str]) -> CIMultiDict[str]:
 
 
 async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: Endpoint,
-                rid: str) -> web.StreamResponse:
-    """Handle one POST upload end to end (authenticate, authorize, store, answer)."""
+                rid: str, b: Bucket | None) -> web.StreamResponse:
+    """Handle one POST upload end to end (authenticate, authorize, store, answer); `b` is
+    the bucket's record, read once by the request pipeline (None: no such bucket)."""
     fields, part, filename = await _read_fields(request)
     creds: dict[str, Any] = {}
 
@@ -277,12 +278,12 @@ async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: 
         requester = authz.Requester(cred.tenant, cid, ak)
     headers = _headers(fields)
     ep = Endpoint("PostObject", ep.bucket, key, {}, ep.virtual_host)
-    tenant = await authz.authorize(cluster, request, ep, requester)
+    tenant = await authz.authorize(cluster, request, ep, requester, b)
     auth = AuthResult(access_key=ak or "", region=cfg.region, service="s3", signed_headers=(),
                       payload_mode="unsigned", signature="", signing_key=b"", amz_date="",
                       scope="", presigned=False, anonymous=ak is None)
     rq = PostRequest(request, ep, auth, tenant, cluster, cfg, rid,
-                     requester.tenant if requester else None,
+                     requester.tenant if requester else None, b,
                      form_headers=CIMultiDictProxy(headers))
     v = await _store(rq, part, limits)
     return _answer(fields, ep.bucket, key, v)
@@ -321,7 +322,7 @@ async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
         v.checksums = got
         v.parts[0].checksums = dict(got)
 
-    return await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key, body(), opts, finalize)
+    return await rq.cluster.objects.put(rq.existing_bucket(), rq.key, body(), opts, finalize)
 
 
 def _answer(fields: dict[str, str], bucket: str, key: str, v: ObjectVersion,

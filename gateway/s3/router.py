@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 from gateway.s3.errors import S3Error
 
-__all__ = ["KEY_BYTES_MAX", "PREFLIGHT", "Endpoint", "parse_endpoint", "validate_bucket_name"]
+__all__ = ["KEY_BYTES_MAX", "NO_BUCKET_OPS", "PREFLIGHT", "Endpoint", "parse_endpoint", "validate_bucket_name"]
 
 KEY_BYTES_MAX = 1024
 
@@ -123,6 +123,7 @@ _OBJECT_PLAIN = {
 }
 
 PREFLIGHT = "PreflightRequest"  # CORS OPTIONS; not an AWS operation but routed like one
+NO_BUCKET_OPS = frozenset({"ListBuckets", "CreateBucket"})  # they name no existing bucket
 
 
 def parse_endpoint(

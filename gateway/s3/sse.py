@@ -172,6 +172,7 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
 
 
 async def for_request(rq: Any) -> SseChoice:
-    """`for_write` for an S3Request, with its bucket's default encryption."""
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    """`for_write` for an S3Request, with its bucket's default encryption (from the record
+    the pipeline read)."""
+    b = rq.existing_bucket()
     return for_write(rq.headers, rq.tenant, rq.cfg.region, b.config.get("encryption"))

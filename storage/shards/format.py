@@ -74,7 +74,8 @@ def frame_checksum(header: ShardHeader, segment: int, block: bytes | memoryview)
     return crc32c.crc32c(block, header.seed(segment))
 
 
-def pack_frame(header: ShardHeader, segment: int, block: bytes) -> bytes:
+def pack_frame(header: ShardHeader, segment: int, block: bytes | memoryview) -> bytes:
+    """Frame head + block in one new bytes object (the block's only copy)."""
     return FRAME_HEAD.pack(len(block), frame_checksum(header, segment, block)) + block
 
 
@@ -84,36 +85,79 @@ def verify_frame(header: ShardHeader, segment: int, block: bytes | memoryview, c
 
 
 class FrameReader:
-    """Incremental parser of header + frames from a byte stream (push-based, bounded)."""
+    """Incremental parser of header + frames from a byte stream (push-based, bounded).
+
+    Chunks are kept as they come (memoryviews, no copy) until a frame is complete; its
+    block is then copied once into its own bytes (joined when it spans chunks).
+    """
 
     def __init__(self, expect_header: bool = True, header: ShardHeader | None = None,
                  first_segment: int = 0) -> None:
-        self._buf = bytearray()
+        self._parts: list[memoryview] = []
+        self._have = 0
         self.header = header
         self._need_header = expect_header
         self.segment = first_segment
 
+    def _take(self, n: int) -> bytes:
+        """The next `n` buffered bytes, consumed (one copy)."""
+        first = self._parts[0]
+        if len(first) >= n:
+            out = bytes(first[:n])
+            if len(first) == n:
+                self._parts.pop(0)
+            else:
+                self._parts[0] = first[n:]
+        else:
+            got: list[memoryview] = []
+            need = n
+            while need:
+                p = self._parts[0]
+                if len(p) <= need:
+                    got.append(p)
+                    need -= len(p)
+                    self._parts.pop(0)
+                else:
+                    got.append(p[:need])
+                    self._parts[0] = p[need:]
+                    need = 0
+            out = b"".join(got)
+        self._have -= n
+        return out
+
+    def _peek_head(self) -> tuple[int, int]:
+        first = self._parts[0]
+        if len(first) >= FRAME_HEAD_BYTES:
+            return FRAME_HEAD.unpack_from(first)
+        raw = bytearray()
+        for p in self._parts:
+            raw += p[:FRAME_HEAD_BYTES - len(raw)]
+            if len(raw) == FRAME_HEAD_BYTES:
+                break
+        return FRAME_HEAD.unpack(raw)
+
     def feed(self, data: bytes | memoryview) -> list[tuple[int, bytes]]:
         """Return the (segment number, block) frames completed by `data`, verified."""
-        self._buf += data
+        if len(data):
+            if not isinstance(data, bytes):
+                data = bytes(data)  # the caller may reuse its buffer
+            self._parts.append(memoryview(data))
+            self._have += len(data)
         out: list[tuple[int, bytes]] = []
         if self._need_header:
-            if len(self._buf) < HEADER_BYTES:
+            if self._have < HEADER_BYTES:
                 return out
-            self.header = ShardHeader.unpack(bytes(self._buf[:HEADER_BYTES]))
-            del self._buf[:HEADER_BYTES]
+            self.header = ShardHeader.unpack(self._take(HEADER_BYTES))
             self._need_header = False
         assert self.header is not None
-        while len(self._buf) >= FRAME_HEAD_BYTES:
-            length, crc = FRAME_HEAD.unpack_from(self._buf)
+        while self._have >= FRAME_HEAD_BYTES:
+            length, crc = self._peek_head()
             if length > self.header.block_size or length == 0:
                 raise IntegrityError(f"frame {self.segment} has bad length {length}")
-            end = FRAME_HEAD_BYTES + length
-            if len(self._buf) < end:
+            if self._have < FRAME_HEAD_BYTES + length:
                 break
-            with memoryview(self._buf) as mv:
-                block = bytes(mv[FRAME_HEAD_BYTES:end])  # one copy (a slice would be two)
-            del self._buf[:end]
+            self._take(FRAME_HEAD_BYTES)
+            block = self._take(length)
             verify_frame(self.header, self.segment, block, crc)
             out.append((self.segment, block))
             self.segment += 1
@@ -121,4 +165,70 @@ class FrameReader:
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        return self._have
+
+
+class FrameLayoutError(IntegrityError):
+    """A frame shorter than the block size that is not the last: offsets would not compute."""
+
+
+class FrameScanner:
+    """Checks a shard byte stream (header + frames) as it passes, keeping none of it.
+
+    What the node needs from an upload: the header, every frame's length and checksum
+    (crc32c computed piece by piece over memoryviews of the chunks as they arrive, so no
+    frame is ever assembled), the frame count, and where the stream stops. IntegrityError
+    on a bad header, length or checksum; FrameLayoutError on a short frame before the last.
+    """
+
+    def __init__(self) -> None:
+        self.header: ShardHeader | None = None
+        self.segments = 0  # complete, verified frames
+        self._small = bytearray()  # a header or frame head split between chunks
+        self._left = 0  # bytes of the current frame's block still to come
+        self._crc = 0
+        self._want = 0
+        self._short = False
+
+    def feed(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            if self.header is None:
+                take = HEADER_BYTES - len(self._small)
+                self._small += view[:take]
+                view = view[take:]
+                if len(self._small) == HEADER_BYTES:
+                    self.header = ShardHeader.unpack(bytes(self._small))
+                    self._small.clear()
+                continue
+            if self._left == 0:
+                take = FRAME_HEAD_BYTES - len(self._small)
+                self._small += view[:take]
+                view = view[take:]
+                if len(self._small) < FRAME_HEAD_BYTES:
+                    continue
+                length, self._want = FRAME_HEAD.unpack(self._small)
+                self._small.clear()
+                if length > self.header.block_size or length == 0:
+                    raise IntegrityError(f"frame {self.segments} has bad length {length}")
+                if self._short:
+                    raise FrameLayoutError("only the last frame may be shorter than the "
+                                           "block size")
+                self._short = length < self.header.block_size
+                self._left = length
+                self._crc = self.header.seed(self.segments)
+                continue
+            piece = view[:self._left]
+            view = view[len(piece):]
+            self._crc = crc32c.crc32c(piece, self._crc)
+            self._left -= len(piece)
+            if self._left == 0:
+                if self._crc != self._want:
+                    raise IntegrityError(f"segment {self.segments} of shard "
+                                         f"{self.header.index}: checksum mismatch")
+                self.segments += 1
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete header, frame head or block (0 at a frame boundary)."""
+        return len(self._small) + (self._left and 1)

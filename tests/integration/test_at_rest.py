@@ -327,7 +327,7 @@ async def _library_read(cluster: LocalCluster, tenant: str) -> str:
 
     c = await Cluster.open(load_config(cluster.data / "tessera.toml"), probe=False)
     try:
-        v = await c.objects.head(tenant, tenant, "o")
+        v = await c.objects.head(await c.buckets.get(tenant, tenant), "o")
         try:
             async for _ in c.objects.read(v):
                 return "readable"

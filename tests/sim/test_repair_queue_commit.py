@@ -29,7 +29,7 @@ async def _degraded_sim(tmp_path: Path) -> Sim:
 async def test_committed_degraded_write_queues_its_stripe(tmp_path: Path) -> None:
     s = await _degraded_sim(tmp_path)
     try:
-        v = await s.objects.put("t", "b", "k", _body(b"x" * 70_000), PutOptions(size_hint=70_000))
+        v = await s.objects.put(s.bucket, "k", _body(b"x" * 70_000), PutOptions(size_hint=70_000))
         (part,) = v.parts
         assert None in part.nodes  # the write really was degraded
         queued = [stripe_of(i.key) for i in await s.meta.range(*space(REPAIR), limit=10)]
@@ -48,7 +48,7 @@ async def test_write_that_never_commits_queues_nothing(tmp_path: Path) -> None:
 
     try:
         try:
-            await s.objects.put("t", "b", "k", _body(b"x" * 70_000),
+            await s.objects.put(s.bucket, "k", _body(b"x" * 70_000),
                                 PutOptions(size_hint=70_000), finalize=veto)
         except InvalidInput:
             pass

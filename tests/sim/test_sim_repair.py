@@ -55,6 +55,7 @@ class Sim:
         self.health, self.stripes = self.cluster.health, self.cluster.stripes
         self.buckets, self.objects = self.cluster.buckets, self.cluster.objects
         await self.buckets.create("t", "b")
+        self.bucket = await self.buckets.get("t", "b")
         self.repair = RepairWorker(self.cfg, self.meta, self.sim, self.health, self.pool,
                                    RepairSettings(rate_bytes_s=0, down_grace_s=0,
                                                   sweep_interval_s=0, orphan_grace_s=0))
@@ -70,11 +71,11 @@ class Sim:
             for i in range(0, len(body), 50_000):
                 yield body[i:i + 50_000]
 
-        await self.objects.put("t", "b", key, src(), PutOptions(size_hint=size))
+        await self.objects.put(self.bucket, key, src(), PutOptions(size_hint=size))
         self.data[key] = body
 
     async def read(self, key: str) -> bytes:
-        v = await self.objects.head("t", "b", key)
+        v = await self.objects.head(self.bucket, key)
         return b"".join([c async for c in self.objects.read(v, on_damage=lambda *a: None)])
 
     async def check_reads(self) -> int:
@@ -192,7 +193,7 @@ async def test_repair_commit_after_delete_collects_new_shards(sim_factory) -> No
     s.sim.lose(p.nodes[0], shard_id(p.stripe_id, 0))
     a = await s.repair.assess(p)
     assert a.missing == [0]
-    await s.objects.delete("t", "b", "d")
+    await s.objects.delete(s.bucket, "d")
     ok = await s.repair._commit(p.stripe_id, list(p.nodes), {0: "n9"})
     assert not ok
     gc = await s.meta.range(*space(GC), limit=100)
@@ -218,7 +219,7 @@ async def test_lying_shard_read_then_rebuilt_although_its_node_was_not_told(sim_
     await s.put("big", 3 * SEGMENT + 7)
     await s.put("small", 1000)
     for key in ("big", "small"):
-        v = await s.objects.head("t", "b", key)
+        v = await s.objects.head(s.bucket, key)
         p = v.parts[0]
         sid = shard_id(p.stripe_id, 2)
         original = bytes(s.sim.files[p.nodes[2]][sid])
@@ -227,7 +228,7 @@ async def test_lying_shard_read_then_rebuilt_although_its_node_was_not_told(sim_
         await s.stripes.lies.settle()
         assert s.stripes.lies.found["read"] >= 1
         await s.heal()
-        p = (await s.objects.head("t", "b", key)).parts[0]
+        p = (await s.objects.head(s.bucket, key)).parts[0]
         assert bytes(s.sim.files[p.nodes[2]][sid]) == original
         assert await s.read(key) == s.data[key]
     assert s.stripes.lies.found["read"] == 2
@@ -247,7 +248,7 @@ async def test_rebuild_never_spreads_a_lying_source(sim_factory) -> None:
                          s.stripes.lies, DeepScrubSettings(rate_bytes_s=0))
     s.repair.verify_stripe = scrub.check_stripe
     await s.put("x", 2 * SEGMENT + 3)
-    p = (await s.objects.head("t", "b", "x")).parts[0]
+    p = (await s.objects.head(s.bucket, "x")).parts[0]
     sids = [shard_id(p.stripe_id, i) for i in range(6)]
     originals = [bytes(s.sim.files[p.nodes[i]][sids[i]]) for i in range(6)]
     s.sim.files[p.nodes[1]][sids[1]] = bytearray(lie(originals[1], "x", None))
@@ -256,7 +257,7 @@ async def test_rebuild_never_spreads_a_lying_source(sim_factory) -> None:
     await s.stripes.lies.settle()
     await s.heal()
     assert s.repair.stats.sources_disagree >= 1
-    p = (await s.objects.head("t", "b", "x")).parts[0]
+    p = (await s.objects.head(s.bucket, "x")).parts[0]
     for i in range(6):
         assert bytes(s.sim.files[p.nodes[i]][sids[i]]) == originals[i], i
     assert await s.read("x") == s.data["x"]
@@ -272,7 +273,7 @@ async def test_keyless_sealed_read_never_copies_a_lie(sim_factory, size: int) ->
     s = await sim_factory(19)
     s.stripes.lies = LyingShards(s.meta, s.sim)
     await s.put("x", size)
-    v = await s.objects.head("t", "b", "x")
+    v = await s.objects.head(s.bucket, "x")
     p = v.parts[0]
 
     async def sealed() -> bytes:

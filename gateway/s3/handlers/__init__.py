@@ -3,49 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from gateway.s3.context import RequestContext
 from gateway.s3.errors import S3Error
-from gateway.s3.router import Endpoint
-from gateway.s3.sigv4 import AuthResult
-from storage.cluster import Cluster
-from storage.config import GatewayConfig
 
-
-@dataclass
-class S3Request:
-    """One authenticated request, routed to an operation."""
-
-    request: web.Request
-    ep: Endpoint
-    auth: AuthResult
-    tenant: str
-    cluster: Cluster
-    cfg: GatewayConfig
-    request_id: str
-    requester: str | None = None  # the signing tenant (None: anonymous); see gateway.s3.authz
-
-    @property
-    def bucket(self) -> str:
-        assert self.ep.bucket is not None
-        return self.ep.bucket
-
-    @property
-    def key(self) -> str:
-        assert self.ep.key is not None
-        return self.ep.key
-
-    @property
-    def headers(self):  # type: ignore[no-untyped-def]
-        return self.request.headers
-
-    @property
-    def params(self):  # type: ignore[no-untyped-def]
-        return self.ep.params
-
+S3Request = RequestContext  # the name handlers have used; see gateway.s3.context
 
 Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
 HANDLERS: dict[str, Handler] = {}
@@ -69,7 +34,7 @@ def xml_response(body: bytes, status: int = 200, headers: dict[str, str] | None 
 async def bucket_setting(rq: S3Request, name: str, missing: str | None = None) -> Any:
     """The bucket's stored configuration `name`; when it is unset, None, or with `missing`
     that S3 error (NoSuch...Configuration, naming the bucket)."""
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     value = b.config.get(name)
     if value is None and missing is not None:
         raise S3Error(missing, BucketName=rq.bucket)
@@ -92,6 +57,7 @@ def load_all() -> dict[str, Handler]:
         attributes,
         batch,
         bucket_config,
+        bucket_logging,
         buckets,
         copy,
         listing,

@@ -56,7 +56,7 @@ async def _check_public(rq: S3Request, b: Bucket, acl: acls.Acl) -> None:
 
 async def write_acl(rq: S3Request) -> dict[str, Any]:
     """The ACL record of an object this request writes (owner per ObjectOwnership)."""
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     _check_enforced(b, rq)
     owner = authz.object_owner(rq.requester, b, rq.headers.get("x-amz-acl"))
     if owner != b.tenant and not b.config.get("foreign_objects"):
@@ -105,14 +105,14 @@ async def _acl_from_request(rq: S3Request, owner: str, bucket_owner: str | None,
 
 @operation("GetBucketAcl")
 async def get_bucket_acl(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     return xml_response(await acls.to_xml(acls.Acl.of(b.config.get("acl"), b.tenant),
                                           rq.cluster.tenants))
 
 
 @operation("PutBucketAcl")
 async def put_bucket_acl(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     _check_enforced(b, rq, bucket_acl=True)
     acl = await _acl_from_request(rq, b.tenant, None, for_object=False)
     await _check_public(rq, b, acl)
@@ -131,13 +131,13 @@ async def get_object_acl(rq: S3Request) -> web.StreamResponse:
 
 @operation("PutObjectAcl")
 async def put_object_acl(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     v, versioned = await addressed_version(rq)
     _check_enforced(b, rq, bucket_acl=True)
     owner = acls.Acl.of(v.acl, v.tenant).owner
     acl = await _acl_from_request(rq, owner, b.tenant, for_object=True)
     await _check_public(rq, b, acl)
-    await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
+    await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id,
                                             acl=authz.stored_acl(acl, b.tenant))
     headers = {"x-amz-version-id": v.version_id} if versioned else {}
     return web.Response(status=200, headers=headers)
@@ -157,7 +157,7 @@ async def put_ownership(rq: S3Request) -> web.StreamResponse:
     modes = [find_text(r, "ObjectOwnership") for r in rules]
     if len(modes) != 1 or modes[0] not in OWNERSHIP_MODES:
         raise S3Error("MalformedXML")
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     if modes[0] == "BucketOwnerEnforced" and not acls.Acl.of(
             b.config.get("acl"), b.tenant).is_private_default():
         raise S3Error("InvalidBucketAclWithObjectOwnership", "Bucket cannot have ACLs set "
@@ -210,7 +210,7 @@ clearing_operation("DeletePublicAccessBlock", "public_access_block")
 async def get_policy_status(rq: S3Request) -> web.StreamResponse:
     """IsPublic: a public policy (unless RestrictPublicBuckets) or public ACL grants
     (unless IgnorePublicAcls)."""
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     pab = await authz.public_access_block(rq.cluster, b)
     text = b.config.get("policy")
     public = (not pab.get("RestrictPublicBuckets") and policy.is_public(

@@ -51,7 +51,7 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
     try:
         if len(key.encode("utf-8")) > KEY_BYTES_MAX:
             raise S3Error("KeyTooLongError")
-        res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, key, version_id,
+        res = await rq.cluster.objects.delete(rq.existing_bucket(), key, version_id,
                                               entry.conditions, delete_guard(rq))
     except Exception as exc:  # noqa: BLE001 - reported per key, as AWS does
         err = to_s3_error(exc, rq.bucket, key)
@@ -65,7 +65,7 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
 async def delete_objects(rq: S3Request) -> web.StreamResponse:
     body = await read_small_body(rq, DELETE_BODY_BYTES_MAX, require_digest=True)
     quiet, objects = xml_parse.parse_delete_objects(body)
-    await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    rq.existing_bucket()
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
     async def bounded(entry: xml_parse.DeleteEntry):  # type: ignore[no-untyped-def]

@@ -59,7 +59,7 @@ _xml_subresource("lifecycle", ("PutBucketLifecycleConfiguration",
 async def put_bucket_policy(rq: S3Request) -> web.StreamResponse:
     body = await read_small_body(rq)
     text = config_xml.validate_policy(body)
-    await check_policy_allowed(rq, await rq.cluster.buckets.get(rq.tenant, rq.bucket), text)
+    await check_policy_allowed(rq, rq.existing_bucket(), text)
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, policy=text)
     return web.Response(status=204)
 

@@ -88,7 +88,7 @@ async def create_bucket(rq: S3Request) -> web.StreamResponse:
 
 @operation("HeadBucket")
 async def head_bucket(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     return web.Response(status=200, headers={"x-amz-bucket-region": b.region})
 
 
@@ -97,28 +97,29 @@ async def delete_bucket(rq: S3Request) -> web.StreamResponse:
     """An empty bucket is deleted with its uploads in progress (aborted), as S3 does."""
     from gateway.s3.handlers.multipart import service
 
-    await rq.cluster.buckets.ensure_empty(rq.tenant, rq.bucket)
-    await service(rq).abort_all(rq.tenant, rq.bucket)
-    await rq.cluster.buckets.delete(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
+    await rq.cluster.buckets.ensure_empty(b)
+    await service(rq).abort_all(b)
+    await rq.cluster.buckets.delete(b)
     return web.Response(status=204)
 
 
 @operation("GetBucketLocation")
 async def get_location(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     return xml_response(xml.location_xml(b.region))
 
 
 @operation("GetBucketVersioning")
 async def get_versioning(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     return xml_response(xml.versioning_xml(b.versioning or None))
 
 
 @operation("PutBucketVersioning")
 async def put_versioning(rq: S3Request) -> web.StreamResponse:
     status = xml_parse.parse_versioning(await read_xml_body(rq))
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     if status == "Suspended" and b.config.get("object_lock"):
         raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this "
                       "bucket, so the versioning state cannot be changed.")
@@ -128,7 +129,7 @@ async def put_versioning(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetBucketTagging")
 async def get_bucket_tagging(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     tags = b.config.get("tagging")
     if not tags:
         raise S3Error("NoSuchTagSet", BucketName=rq.bucket)

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from gateway.s3 import authz, checksums, sse, xml
+from gateway.s3.context import resolve_bucket
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
@@ -19,6 +20,9 @@ from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import iso_time, parse_http_date
+from gateway.s3.router import Endpoint
+from storage.buckets import BucketService
+from storage.errors import BucketNotFound
 from storage.records import ObjectVersion
 
 COPY_SOURCE_MAX = 5 * 1024**3
@@ -79,10 +83,14 @@ async def copy_source(rq: S3Request) -> tuple[ObjectVersion, bool]:
     """The source version, if the requester may read it (policy and ACLs of the source
     bucket, `gateway.s3.authz`), after its preconditions: (version, versioned)."""
     bucket, key, vid = parse_copy_source(rq.headers["x-amz-copy-source"])
+    src = (rq.bucket_record if bucket == rq.bucket  # a copy within a bucket reads it once
+           else await resolve_bucket(rq.cluster, Endpoint("GetObject", bucket, key)))
     owner = await authz.authorize(rq.cluster, rq.request, rq.ep, await authz.requester_of(rq),
-                                  op="GetObject", bucket=bucket, key=key, version_id=vid)
-    b = await rq.cluster.buckets.get(owner, bucket)
-    v = await rq.cluster.objects.head(owner, bucket, key, vid)
+                                  src, op="GetObject", bucket=bucket, key=key, version_id=vid)
+    if src is None:
+        raise BucketNotFound(bucket)
+    b = BucketService.owned(src, owner)
+    v = await rq.cluster.objects.head(b, key, vid)
     if v.delete_marker:
         if vid is not None:
             raise S3Error("InvalidRequest", "The source of a copy request may not "
@@ -146,7 +154,7 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
             v.checksum_type = "FULL_OBJECT"
             v.parts[0].checksums = dict(v.checksums)
 
-    v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key,
+    v = await rq.cluster.objects.put(rq.existing_bucket(), rq.key,
                                      rq.cluster.objects.read(src, sse_c_key=src_key), opts,
                                      finalize)
     headers = dict(sse.response_headers(v.sse))

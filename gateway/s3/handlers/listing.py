@@ -63,9 +63,9 @@ async def _list(rq: S3Request, prefix: str, delimiter: str, after: str, max_keys
                 ) -> tuple[list[ObjectVersion], list[str], bool, str]:
     """One page of the listing; max-keys=0 is an empty, untruncated page, as on AWS."""
     if max_keys == 0:
-        await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+        rq.existing_bucket()
         return [], [], False, ""
-    return await rq.cluster.objects.listing.list(rq.tenant, rq.bucket, prefix, delimiter,
+    return await rq.cluster.objects.listing.list(rq.existing_bucket(), prefix, delimiter,
                                                  after, max_keys)
 
 
@@ -118,7 +118,7 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
         raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a "
                       "key marker.", ArgumentName="version-id-marker", ArgumentValue=vid_marker)
     versions, more = await rq.cluster.objects.listing.list_versions(
-        rq.tenant, rq.bucket, prefix, key_marker, vid_marker, max_keys)
+        rq.existing_bucket(), prefix, key_marker, vid_marker, max_keys)
     await resolve_owners(rq, versions)
     entries = []
     seen: set[str] = set()

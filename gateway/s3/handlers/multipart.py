@@ -107,7 +107,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
                             sse_c_key=choice.customer_key, acl=await write_acl(rq),
                             lock=await lock_from_headers(rq))
     try:
-        up = await service(rq).create(rq.tenant, rq.bucket, rq.key, opts)
+        up = await service(rq).create(rq.existing_bucket(), rq.key, opts)
     except InvalidInput as e:
         raise S3Error("InvalidRequest", str(e)) from None
     headers = dict(sse.response_headers(up.sse))
@@ -146,10 +146,10 @@ async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, mp
                                                bytes | None]:
     """What every part request names: part number, upload (checked), and its SSE-C key."""
     number = _part_number(rq)
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     svc = service(rq)
     with _errors(upload_id):
-        up, _ = await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+        up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
     return number, upload_id, svc, up, _part_customer_key(rq, up)
 
 
@@ -170,7 +170,7 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
         part.checksums = body.verify(part.etag)
 
     with _errors(upload_id):
-        part = await svc.upload_part(rq.tenant, rq.bucket, rq.key, upload_id, number,
+        part = await svc.upload_part(rq.existing_bucket(), rq.key, upload_id, number,
                                      aiter(body), body.digests, body.length, finalize,
                                      sse_c_key=part_key)
     return web.Response(status=200, headers=_part_response(part, up))
@@ -210,7 +210,7 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
             part.checksums = {running.algorithm: running.value()}
 
     with _errors(upload_id):
-        part = await svc.upload_part(rq.tenant, rq.bucket, rq.key, upload_id, number,
+        part = await svc.upload_part(rq.existing_bucket(), rq.key, upload_id, number,
                                      rq.cluster.objects.read(src, start, end, sse_c_key=src_key),
                                      [running] if running else [], end - start, finalize,
                                      sse_c_key=part_key)
@@ -235,13 +235,13 @@ async def _read_body(rq: S3Request, limit: int) -> bytes:
 
 @operation("CompleteMultipartUpload")
 async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     svc = service(rq)
     with _errors(upload_id):
         try:
-            await svc.get(rq.tenant, rq.bucket, rq.key, upload_id)
+            await svc.get(rq.existing_bucket(), rq.key, upload_id)
         except mp.UploadNotFound:
-            done = await svc.finished(rq.tenant, rq.bucket, rq.key, upload_id)
+            done = await svc.finished(rq.existing_bucket(), rq.key, upload_id)
             if done is None:
                 raise
             return _completed(rq, done)
@@ -256,7 +256,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     listed = [mp.ListedPart(n, etag, cks) for n, etag, cks in parsed]
     expected = checksums.from_headers(rq.headers)
     with _errors(upload_id):
-        v = await svc.complete(rq.tenant, rq.bucket, rq.key, upload_id, listed,
+        v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,
                                write_conditions(rq.headers), expected=expected)
     return _completed(rq, v)
 
@@ -273,9 +273,9 @@ def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
 
 @operation("AbortMultipartUpload")
 async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     with _errors(upload_id):
-        await service(rq).abort(rq.tenant, rq.bucket, rq.key, upload_id)
+        await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
     return web.Response(status=204)
 
 
@@ -284,11 +284,11 @@ async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
 
 @operation("ListParts")
 async def list_parts(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     max_parts = _int_param(rq, "max-parts", LIST_MAX, LIST_MAX)
     marker = _int_param(rq, "part-number-marker", 0, mp.PART_NUMBER_MAX)
     with _errors(upload_id):
-        up, parts, truncated = await service(rq).list_parts(rq.tenant, rq.bucket, rq.key,
+        up, parts, truncated = await service(rq).list_parts(rq.existing_bucket(), rq.key,
                                                             upload_id, marker, max_parts)
     entries = [xml.PartEntry(p.number, iso_time(p.modified), p.etag, p.size,
                              p.checksums or None) for p in parts]
@@ -312,7 +312,7 @@ async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
     key_marker = p.get("key-marker", "")
     upload_id_marker = p.get("upload-id-marker", "") if key_marker else ""
     uploads, prefixes, truncated = await service(rq).list_uploads(
-        rq.tenant, rq.bucket, p.get("prefix", ""), p.get("delimiter", ""), key_marker,
+        rq.existing_bucket(), p.get("prefix", ""), p.get("delimiter", ""), key_marker,
         upload_id_marker, max_uploads)
     owners = {t: await rq.cluster.tenants.identity(t)
               for t in {str(u.acl.get("owner") or u.tenant) for u in uploads}}

@@ -77,7 +77,7 @@ async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
     mode, until_raw, hold = h.get(MODE_HEADER), h.get(UNTIL_HEADER), h.get(HOLD_HEADER)
     if mode is None and until_raw is None and hold is None:
         return {}
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     if ol.bucket_lock(b.config) is None:
         raise _no_lock()
     out: dict[str, Any] = {}
@@ -172,7 +172,7 @@ def configuration_xml(rule: dict[str, Any] | None) -> bytes:
 @operation("PutObjectLockConfiguration")
 async def put_lock_configuration(rq: S3Request) -> web.StreamResponse:
     rule = parse_configuration(await read_xml_body(rq))
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     if ol.bucket_lock(b.config) is None and b.versioning != "Enabled":
         raise S3Error("InvalidBucketState", "Versioning must be 'Enabled' on the bucket to "
                       "apply a Object Lock configuration")
@@ -183,7 +183,7 @@ async def put_lock_configuration(rq: S3Request) -> web.StreamResponse:
 
 @operation("GetObjectLockConfiguration")
 async def get_lock_configuration(rq: S3Request) -> web.StreamResponse:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     lock = ol.bucket_lock(b.config)
     if lock is None:
         raise S3Error("ObjectLockConfigurationNotFoundError", BucketName=rq.bucket)
@@ -194,10 +194,10 @@ async def get_lock_configuration(rq: S3Request) -> web.StreamResponse:
 
 
 async def _locked_version(rq: S3Request) -> ObjectVersion:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     if ol.bucket_lock(b.config) is None:
         raise _no_lock()
-    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, rq.params.get("versionId"))
+    v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, rq.version_id)
     if v.delete_marker:
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this "
                       "resource.", headers={"x-amz-delete-marker": "true"})
@@ -237,7 +237,7 @@ async def put_retention(rq: S3Request) -> web.StreamResponse:
     def guard(cur: ObjectVersion) -> None:
         ol.check_retention_change(cur.lock, mode, until, allowed, now)
 
-    await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id, guard,
+    await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id, guard,
                                             lock=ol.with_retention(v.lock, mode, until))
     return web.Response(status=200)
 
@@ -256,7 +256,7 @@ async def put_legal_hold(rq: S3Request) -> web.StreamResponse:
     if status not in ("ON", "OFF"):
         raise xml_parse.malformed("LegalHold Status must be ON or OFF")
     v = await _locked_version(rq)
-    await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
+    await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id,
                                             lock={**v.lock, "legal_hold": status})
     return web.Response(status=200)
 

@@ -113,7 +113,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
         v.checksums = dict(stored)
         v.parts[0].checksums = dict(stored)
 
-    v = await rq.cluster.objects.put(rq.tenant, rq.bucket, rq.key, aiter(body), opts,
+    v = await rq.cluster.objects.put(rq.existing_bucket(), rq.key, aiter(body), opts,
                                      finalize)
     headers = {"ETag": f'"{v.etag}"', **sse.response_headers(v.sse)}
     if v.version_id != "null":
@@ -124,16 +124,16 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
 
 
 async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
     if "x-amz-server-side-encryption" in rq.headers:
         # AWS: SSE-S3/KMS need no header to read; sending one on GET/HEAD is 400.
         raise S3Error("InvalidArgument", "The x-amz-server-side-encryption header is not "
                       "supported for this operation.",
                       ArgumentName="x-amz-server-side-encryption",
                       ArgumentValue=rq.headers["x-amz-server-side-encryption"])
-    vid = rq.params.get("versionId")
+    vid = rq.version_id
     try:
-        v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+        v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
     except ObjectNotFound:
         if vid is not None:
             raise
@@ -305,8 +305,8 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 
 @operation("DeleteObject")
 async def delete_object(rq: S3Request) -> web.StreamResponse:
-    res = await rq.cluster.objects.delete(rq.tenant, rq.bucket, rq.key,
-                                          rq.params.get("versionId"),
+    res = await rq.cluster.objects.delete(rq.existing_bucket(), rq.key,
+                                          rq.version_id,
                                           delete_conditions(rq.headers), delete_guard(rq))
     headers = {}
     if res.version_id is not None:

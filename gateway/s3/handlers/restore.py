@@ -71,8 +71,8 @@ async def restore_object(rq: S3Request) -> web.StreamResponse:
     from gateway.s3.handlers.batch import read_small_body
 
     days, tier = _parse(await read_small_body(rq))
-    vid = rq.params.get("versionId")
-    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+    vid = rq.version_id
+    v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
     if v.delete_marker:
         if vid is not None:
             raise S3Error("MethodNotAllowed", "The specified method is not allowed against "
@@ -80,7 +80,7 @@ async def restore_object(rq: S3Request) -> web.StreamResponse:
         raise S3Error("NoSuchKey", Key=rq.key)
     svc = rq.cluster.archive
     try:
-        outcome, _ = await svc.request_restore(rq.tenant, rq.bucket, rq.key, v.version_id,
+        outcome, _ = await svc.request_restore(rq.existing_bucket(), rq.key, v.version_id,
                                                days, tier)
     except archive.NotArchived:
         raise S3Error("InvalidObjectState", "Restore is not allowed for the object's current "

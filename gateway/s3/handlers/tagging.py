@@ -44,9 +44,9 @@ def parse_tagging_header(value: str | None) -> dict[str, str]:
 
 async def addressed_version(rq: S3Request) -> tuple[ObjectVersion, bool]:
     """The addressed version (not a delete marker) and whether the bucket is versioned."""
-    b = await rq.cluster.buckets.get(rq.tenant, rq.bucket)
-    vid = rq.params.get("versionId")
-    v = await rq.cluster.objects.head(rq.tenant, rq.bucket, rq.key, vid)
+    b = rq.existing_bucket()
+    vid = rq.version_id
+    v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
     if v.delete_marker:
         headers = {"x-amz-delete-marker": "true", "x-amz-version-id": v.version_id}
         if vid is not None:
@@ -72,7 +72,7 @@ async def get_object_tagging(rq: S3Request) -> web.StreamResponse:
 async def put_object_tagging(rq: S3Request) -> web.StreamResponse:
     tags = xml_parse.parse_tagging(await read_small_body(rq), max_tags=OBJECT_TAGS_MAX)
     v, versioned = await addressed_version(rq)
-    v = await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
+    v = await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id,
                                                 tags=tags)
     return web.Response(status=200, headers=_version_header(v, versioned))
 
@@ -80,6 +80,6 @@ async def put_object_tagging(rq: S3Request) -> web.StreamResponse:
 @operation("DeleteObjectTagging")
 async def delete_object_tagging(rq: S3Request) -> web.StreamResponse:
     v, versioned = await addressed_version(rq)
-    v = await rq.cluster.objects.update_version(rq.tenant, rq.bucket, rq.key, v.version_id,
+    v = await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id,
                                                 tags={})
     return web.Response(status=204, headers=_version_header(v, versioned))

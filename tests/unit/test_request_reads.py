@@ -1,0 +1,142 @@
+"""Each S3 request reads its bucket's record from the metadata store exactly once.
+
+The real gateway pipeline (`S3Server`) over a real `Cluster` (SQLite metadata, the real
+wiring over in-memory nodes), driven by boto3; the metadata store is the real SQLite store,
+wrapped only to count the reads of the bucket's key (`get`, or a `range` covering it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aiohttp import web
+from botocore.config import Config as BotoConfig
+
+from gateway.app import create_s3_app
+from gateway.metrics import Metrics
+from gateway.s3.server import S3Server
+from storage.cluster import Cluster
+from storage.config import config_from_mapping
+from storage.crypto.keys import FileRootKey
+from storage.keyspace import bucket_key
+from storage.metadata import Item, MetadataStore, Txn
+from storage.metadata.sqlite import SqliteStore
+from storage.tenants import TenantService
+from storage.testing.simnodes import SimNodes
+
+BUCKET = "counted"
+
+
+class CountingStore:
+    """The real store, counting the reads that return or cover one key."""
+
+    def __init__(self, inner: MetadataStore, watched: bytes) -> None:
+        self.inner, self.watched, self.reads = inner, watched, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, key: bytes) -> Item | None:
+        self.reads += key == self.watched
+        return await self.inner.get(key)
+
+    async def range(self, start: bytes, end: bytes, limit: int = 1000,
+                    reverse: bool = False) -> list[Item]:
+        self.reads += start <= self.watched < end
+        return await self.inner.range(start, end, limit, reverse)
+
+    async def put(self, key: bytes, value: bytes) -> int:
+        return await self.inner.put(key, value)
+
+    async def delete(self, key: bytes) -> bool:
+        return await self.inner.delete(key)
+
+    async def txn(self, txn: Txn) -> bool:
+        return await self.inner.txn(txn)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Any, CountingStore]]:
+    nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
+              "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
+    cfg = config_from_mapping({"data_dir": str(tmp_path), "cluster": {"inline_max_bytes": 1024},
+                               "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes},
+                              tmp_path)
+    store = CountingStore(await SqliteStore.open(tmp_path / "meta.db"), bucket_key(BUCKET))
+    meta: MetadataStore = store  # type: ignore[assignment]
+    tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))
+    await tenants.load()
+    await tenants.create("t")
+    cred = await tenants.create_key("t")
+    pool = ThreadPoolExecutor(2)
+    cluster = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)), pool, pool)
+    await cluster.buckets.create("t", BUCKET)
+    runner = web.AppRunner(create_s3_app(S3Server(cluster, cfg.gateway, Metrics())))
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
+                      aws_access_key_id=cred.access_key, aws_secret_access_key=cred.secret_key,
+                      region_name="us-east-1",
+                      config=BotoConfig(retries={"max_attempts": 1},
+                                        s3={"addressing_style": "path"}))
+    try:
+        yield s3, store
+    finally:
+        await runner.cleanup()
+        await store.close()
+        pool.shutdown()
+
+
+async def _reads(store: CountingStore, call: Any, **kwargs: Any) -> int:
+    before = store.reads
+    await asyncio.to_thread(call, Bucket=BUCKET, **kwargs)
+    return store.reads - before
+
+
+@pytest.mark.parametrize("size", [100, 300_000], ids=["inline", "sharded"])
+async def test_one_bucket_read_per_put_and_get(gateway: tuple[Any, CountingStore],
+                                               size: int) -> None:
+    s3, store = gateway
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert await _reads(store, s3.put_object, Key="k", Body=body) == 1
+    assert await _reads(store, s3.head_object, Key="k") == 1
+    before = store.reads
+    got = await asyncio.to_thread(lambda: s3.get_object(Bucket=BUCKET, Key="k")["Body"].read())
+    assert got == body
+    assert store.reads - before == 1
+    assert await _reads(store, s3.delete_object, Key="k") == 1
+
+
+async def test_one_bucket_read_per_put_in_a_versioned_bucket(
+        gateway: tuple[Any, CountingStore]) -> None:
+    s3, store = gateway
+    await asyncio.to_thread(s3.put_bucket_versioning, Bucket=BUCKET,
+                            VersioningConfiguration={"Status": "Enabled"})
+    assert await _reads(store, s3.put_object, Key="v", Body=b"one") == 1
+    assert await _reads(store, s3.put_object, Key="v", Body=b"two") == 1
+    assert await _reads(store, s3.get_object, Key="v") == 1
+
+
+async def test_one_bucket_read_per_listing_and_bucket_delete(
+        gateway: tuple[Any, CountingStore]) -> None:
+    s3, store = gateway
+    assert await _reads(store, s3.list_objects_v2) == 1
+    assert await _reads(store, s3.list_multipart_uploads) == 1
+    assert await _reads(store, s3.delete_bucket) == 1
