@@ -68,6 +68,12 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
     from gateway.console.routes import register_console
 
     register_console(app, api, metrics)  # the web console and its sessions (/console/)
+    from gateway.admin.settings import register_settings
+
+    register_settings(app, api)  # runtime settings (`tessera config`), also before it
+    from gateway.admin.kms import register_kms
+
+    register_kms(app, api)  # a tenant's KMS keys, also before the catch-all
     api.register(app)
 
     async def prom(_: web.Request) -> web.Response:

@@ -30,6 +30,8 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (L, name)                             lease of a background worker
     (M, node id)                          cluster-map overlay (membership)
     (RW, tenant)                          KEK rotation: DEKs still to rewrap
+    (KMS, tenant, key id)                 named KMS key (material wrapped by the tenant KEK)
+    (KA, tenant, alias name)              KMS alias -> key id (unique per tenant)
     (TS, tenant)                          scheduled tenant shred
     (VOL, tenant, volume)                 block volume record
     (VX, volume id, extent:010, gen:010)  extent pointer of a volume
@@ -61,6 +63,8 @@ STRIPE = "X"
 LEASE = "L"
 MEMBER = "M"
 REWRAP = "RW"
+KMS_KEY = "KMS"
+KMS_ALIAS = "KA"
 SHRED = "TS"
 VOLUME = "VOL"
 EXTENT = "VX"
@@ -225,6 +229,25 @@ def rewrap_key(tenant: str) -> bytes:
 
 def shred_key(tenant: str) -> bytes:
     return pack(SHRED, tenant)
+
+
+# --- named KMS keys -------------------------------------------------------------------------
+
+
+def kms_key_prefix(tenant: str) -> bytes:
+    return pack(KMS_KEY, tenant)
+
+
+def kms_key_key(tenant: str, key_id: str) -> bytes:
+    return pack(KMS_KEY, tenant, key_id)
+
+
+def kms_alias_prefix(tenant: str) -> bytes:
+    return pack(KMS_ALIAS, tenant)
+
+
+def kms_alias_key(tenant: str, alias: str) -> bytes:
+    return pack(KMS_ALIAS, tenant, alias)
 
 
 # --- stripes: index, repair and garbage-collection queues ----------------------------------

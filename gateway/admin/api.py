@@ -17,10 +17,10 @@ authenticated action is written to the append-only audit log (who, what, when, r
     POST   /admin/v1/keys               {"tenant"} create; the only answer holding a secret
     DELETE /admin/v1/keys/{access_key}             revoke
 
-Block volumes of a tenant live under /admin/v1/tenants/{tenant}/volumes (`volumes`); cluster
-membership under /admin/v1/nodes (`nodes`); bucket, queue and audit listings in `inventory`.
-The web console (`gateway.console`) calls these same routes with a session instead of a
-signature (`auth`).
+Block volumes of a tenant live under /admin/v1/tenants/{tenant}/volumes (`volumes`), its KMS
+keys under /admin/v1/tenants/{tenant}/kms-keys (`kms`); cluster membership under
+/admin/v1/nodes (`nodes`); bucket, queue and audit listings in `inventory`. The web console
+(`gateway.console`) calls these same routes with a session instead of a signature (`auth`).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class AdminApi:
         rewrapping = t.name in await kr.pending_rewraps(meta)
         return {"name": t.name, "state": t.state, "created": t.created,
                 "kek_version": t.current_kek if t.keks else None,
-                "kek_versions": sorted(t.keks), "kms_key_id": f"{t.name}/kek",
+                "kek_versions": sorted(t.keks),
                 "canonical_id": t.canonical_id or t.name,
                 "display_name": t.display_name or t.name, "email": t.email,
                 "public_access_block": t.public_access_block,
