@@ -97,6 +97,13 @@ class ArchiveSettings:
 
 
 @dataclass(frozen=True)
+class LifecycleSettings:
+    """[lifecycle]: bucket lifecycle rules' clock (see storage/lifecycle_clock.py)."""
+
+    day_seconds: float = 0.0  # length of a lifecycle "day"; 0 = [archive] day_seconds
+
+
+@dataclass(frozen=True)
 class RepairSettings:
     """[repair]: the repair worker (rebuilds lost shards, removes orphans)."""
 
@@ -179,6 +186,7 @@ class Config:
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
 
     @property
@@ -213,6 +221,7 @@ class Config:
 # [section] -> the dataclass of its numeric knobs (each field a key, each value >= 0).
 SETTINGS_SECTIONS: dict[str, type] = {"repair": RepairSettings, "rebalance": RebalanceSettings,
                                       "scrub": ScrubSettings, "workers": WorkerSettings,
+                                      "lifecycle": LifecycleSettings,
                                       "access_log": AccessLogSettings}
 _TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata",
              "archive", *SETTINGS_SECTIONS}
@@ -341,6 +350,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),
     EnvOverride("TESSERA_LEASE_TTL_S", "workers", "lease_ttl_s"),
     EnvOverride("TESSERA_ACCESS_LOG_FLUSH_S", "access_log", "flush_interval_s"),
+    EnvOverride("TESSERA_ACCESS_LOG_STAGE_S", "access_log", "stage_interval_s"),
     EnvOverride("TESSERA_LOG_MAX_BYTES", "logging", "max_bytes"),
     EnvOverride("TESSERA_LOG_BACKUPS", "logging", "backups"),
 )

@@ -104,7 +104,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "usage by it.",
     ("archive", "day_seconds"): "Length of a lifecycle/restore day. Shorter days make "
     "lifecycle rules and restores happen in seconds (tests, trials).",
-    ("archive", "lifecycle_interval_s"): "Pause between lifecycle passes.",
+    ("archive", "lifecycle_interval_s"): "Pause between lifecycle passes (at most a quarter "
+    "of the lifecycle day).",
     ("archive", "expedited_s"): "Expedited restore latency, in real-world seconds scaled by "
     "day_seconds / 86400.",
     ("archive", "standard_s"): "Standard restore latency (scaled as expedited_s).",
@@ -141,6 +142,10 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "collected; must exceed the longest upload.",
     ("workers", "lease_ttl_s"): "Background-worker lease TTL: a dead gateway's workers move "
     "after this long; shorter fails over faster and renews more often.",
+    ("lifecycle", "day_seconds"): "Length of a lifecycle \"day\" for bucket lifecycle rules "
+    "(Days counts, day rounding, x-amz-expiration); 0 = [archive] day_seconds. Change it on "
+    "a running cluster with `tessera config set lifecycle.day_seconds N` (stored in the "
+    "metadata, read by every gateway at once; `tessera config unset` returns to this value).",
     ("access_log", "flush_interval_s"): "Server access logs (PutBucketLogging): a source "
     "bucket's records are delivered into its target bucket at most this long after they are "
     "staged. Shorter gives fresher logs in more, smaller log objects.",

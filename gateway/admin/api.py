@@ -7,7 +7,8 @@ authenticated action is written to the append-only audit log (who, what, when, r
     GET    /admin/v1/tenants                       list
     POST   /admin/v1/tenants            {"name"}   create
     GET    /admin/v1/tenants/{name}                show
-    DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets)
+    DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets; a
+                                                   shredded one once reclaimed)
     PATCH  /admin/v1/tenants/{name} {"canonical_id", "display_name", "email",
                                      "public_access_block": {flag: bool}}  S3 identity
     POST   /admin/v1/tenants/{name}/rotate-key     new KEK version, rewrap in background
@@ -36,6 +37,7 @@ from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminError, authenticate_admin
 from storage import errors as se
 from storage import keys_rotation as kr
+from storage import reclaim
 from storage.cluster import Cluster
 from storage.records import Tenant
 
@@ -131,7 +133,10 @@ class AdminApi:
 
     async def _tenant_view(self, t: Tenant) -> dict[str, Any]:
         meta = self.cluster.meta
-        buckets = await self.cluster.buckets.list(t.name) if t.state == "active" else []
+        if t.state == "active":
+            n_buckets = len(await self.cluster.buckets.list(t.name))
+        else:  # a shredded tenant's buckets go as the reclaim worker reclaims them
+            n_buckets = (await reclaim.remaining(meta, t.name))["buckets"]
         rewrapping = t.name in await kr.pending_rewraps(meta)
         return {"name": t.name, "state": t.state, "created": t.created,
                 "kek_version": t.current_kek if t.keks else None,
@@ -139,8 +144,9 @@ class AdminApi:
                 "canonical_id": t.canonical_id or t.name,
                 "display_name": t.display_name or t.name, "email": t.email,
                 "public_access_block": t.public_access_block,
-                "buckets": len(buckets), "rewrap_pending": rewrapping,
-                "shred_due": await kr.pending_shred(meta, t.name)}
+                "buckets": n_buckets, "rewrap_pending": rewrapping,
+                "shred_due": await kr.pending_shred(meta, t.name),
+                "reclaimed": t.reclaimed or None}
 
     async def tenant_list(self, _: Call) -> tuple[int, Any]:
         ts = [t for t in await self.cluster.tenants.list() if not t.name.startswith("_")]
@@ -182,6 +188,12 @@ class AdminApi:
 
     async def tenant_delete(self, call: Call) -> tuple[int, Any]:
         t = await self._tenant(call)
+        if t.state == "shredded" and not t.reclaimed:
+            left = await reclaim.remaining(self.cluster.meta, t.name)
+            raise AdminError(409, "TenantNotEmpty", f"tenant {t.name!r} is shredded and its "
+                             f"records and shards are still being reclaimed ({left['buckets']} "
+                             f"buckets, {left['volumes']} volumes left); retry once `tessera "
+                             "tenant show` gives a reclaimed time")
         if await self.cluster.buckets.list(t.name):
             raise AdminError(409, "TenantNotEmpty", f"tenant {t.name!r} still owns buckets; "
                              "delete them first (or shred the tenant)")

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tessera.accesslog")
 
 SCAN_LIMIT = 5000
-# (target bucket, log object key, source bucket, source tenant, source owner id) -> allowed
+# (target bucket, target prefix, source bucket, source tenant, source owner id) -> allowed
 MayDeliver = Callable[[Bucket, str, str, str, str], bool]
 
 
@@ -132,7 +132,8 @@ class AccessLogDelivery:
             target = None
         source_tenant = str(first.get("source_tenant", ""))
         allowed = target is not None and (
-            self._may(target, key, bucket, source_tenant, str(first.get("source_owner_id")))
+            self._may(target, str(conf.get("target_prefix", "")), bucket, source_tenant,
+                      str(first.get("source_owner_id")))
             if self._may is not None else target.tenant == source_tenant)
         if target is None or not allowed:
             log.warning("access log: %d records of %s dropped: target %s %s", len(lines),

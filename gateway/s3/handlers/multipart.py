@@ -15,6 +15,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.copy import copy_source
+from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import iso_time
@@ -115,6 +116,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
     if up.checksum_algorithm:
         headers["x-amz-checksum-algorithm"] = up.checksum_algorithm
         headers["x-amz-checksum-type"] = up.checksum_type or mp.COMPOSITE
+    headers.update(await abort_headers(rq, rq.key, up.initiated))
     return xml_response(xml_multipart.initiate_multipart_xml(rq.bucket, rq.key, up.upload_id),
                         headers=headers)
 
@@ -251,7 +253,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
             done = await svc.finished(rq.existing_bucket(), rq.key, upload_id)
             if done is None:
                 raise
-            return _completed(rq, done)
+            return await _completed(rq, done)
     # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
     # every upload now has (a default CRC when none is named).
     _part_customer_key(rq, up)
@@ -268,13 +270,14 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     with _errors(upload_id):
         v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,
                                write_conditions(rq.headers), expected=expected)
-    return _completed(rq, v)
+    return await _completed(rq, v)
 
 
-def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
+async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
     headers = dict(sse.response_headers(v.sse))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
+    headers.update(await expiration_headers(rq, v))
     location = f"{rq.request.scheme}://{rq.request.host}/{quote(rq.bucket)}/{quote(rq.key)}"
     return xml_response(xml_multipart.complete_multipart_xml(location, rq.bucket, rq.key, v.etag,
                                                    v.checksums or None, v.checksum_type),
@@ -308,7 +311,7 @@ async def list_parts(rq: S3Request) -> web.StreamResponse:
         next_part_number_marker=parts[-1].number if parts else None,
         max_parts=max_parts, is_truncated=truncated, owner=owner, initiator=owner,
         storage_class=up.storage_class, checksum_algorithm=up.checksum_algorithm,
-        checksum_type=up.checksum_type))
+        checksum_type=up.checksum_type), headers=await abort_headers(rq, rq.key, up.initiated))
 
 
 @operation("ListMultipartUploads")
