@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from ops.admincli import admin_request
 from storage.crypto import keys
 from storage.crypto.aead import KEY_BYTES
+from storage.errors import IntegrityError
 from storage.keyspace import kms_key_key, tenant_key
 from storage.kms import DEFAULT_ALIAS, KmsKey
 from storage.objects import ObjectService
@@ -263,6 +264,61 @@ def test_shredding_the_tenant_destroys_its_kms_objects(cluster: LocalCluster) ->
     assert t.keks == {}  # the KEK that wraps the KMS key material is gone
     r = tessera(cluster, "kms", "create", "late", "--tenant", tenant)
     assert r.returncode == 1 and "TenantShredded" in r.stderr
+
+
+def test_encryption_context_is_bound_into_the_wrapping_and_echoed(cluster: LocalCluster,
+                                                                  ) -> None:
+    tenant, s3 = new_tenant(cluster, "kmsctx")
+    k = create_key(cluster, tenant, "ctx")
+    ctx = base64.b64encode(json.dumps({"project": "x", "a": "1"}).encode()).decode()
+    r = s3.put_object(Bucket=tenant, Key="o", Body=b"ctx", ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId="alias/ctx", SSEKMSEncryptionContext=ctx)
+    assert r["SSEKMSEncryptionContext"] == ctx and r["SSEKMSKeyId"] == k["arn"]
+    assert s3.get_object(Bucket=tenant, Key="o")["Body"].read() == b"ctx"
+    inner, v = unwrapped_dek(cluster, tenant, "o")
+    rec = KmsKey.decode(cluster.db_get(kms_key_key(tenant, k["key_id"])) or b"")
+    t = Tenant.decode(cluster.db_get(tenant_key(tenant)) or b"")
+    root = keys.FileRootKey(cluster.data / "secrets" / "root.key")
+    kek = keys.open_kek(root, tenant, rec.kek_version, t.keks[rec.kek_version])
+    material = keys.open_kms_key(kek, tenant, rec.key_id, rec.kek_version, rec.material)
+    ident = ObjectService.identity(v)
+    assert len(keys.unwrap_kms(material, tenant, rec.key_id, ident, inner,
+                               '{"a":"1","project":"x"}')) == KEY_BYTES
+    with pytest.raises(IntegrityError):  # bound to the context: without it, no data key
+        keys.unwrap_kms(material, tenant, rec.key_id, ident, inner)
+    up = s3.create_multipart_upload(Bucket=tenant, Key="m", ServerSideEncryption="aws:kms",
+                                    SSEKMSEncryptionContext=ctx)
+    assert up["SSEKMSEncryptionContext"] == ctx
+    for bad, alg in ((base64.b64encode(b"[1]").decode(), "aws:kms"), ("%%%", "aws:kms"),
+                     (ctx, "AES256")):
+        status, code, _ = error(s3.put_object, Bucket=tenant, Key="b", Body=b"x",
+                                ServerSideEncryption=alg, SSEKMSEncryptionContext=bad)
+        assert (status, code) == (400, "InvalidArgument")
+
+
+def test_rotation_rewraps_kms_keys_and_delete_forgets_them(cluster: LocalCluster) -> None:
+    tenant, s3 = new_tenant(cluster, "kmsrot")
+    k = create_key(cluster, tenant, "rot")
+    s3.put_object(Bucket=tenant, Key="o", Body=b"before", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId="alias/rot")
+    r = tessera(cluster, "tenant", "rotate-key", tenant)
+    assert r.returncode == 0, r.stderr
+    rec = KmsKey.decode(cluster.db_get(kms_key_key(tenant, k["key_id"])) or b"")
+    assert rec.kek_version == 2  # the key material is now wrapped by the new KEK version
+    assert s3.get_object(Bucket=tenant, Key="o")["Body"].read() == b"before"
+    s3.put_object(Bucket=tenant, Key="n", Body=b"after", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId="alias/rot")
+    assert s3.get_object(Bucket=tenant, Key="n")["Body"].read() == b"after"
+    # Deleting a tenant deletes its keys and aliases: a new tenant of that name starts empty.
+    name = f"kmsdel-{uuid.uuid4().hex[:8]}"
+    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    gone = create_key(cluster, name, "mine")
+    admin_request("DELETE", f"/tenants/{name}", env=cluster.env)
+    assert cluster.db_get(kms_key_key(name, gone["key_id"])) is None
+    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    assert json.loads(tessera(cluster, "kms", "list", "--tenant", name, "--json").stdout) == {
+        "keys": []}
+    assert create_key(cluster, name, "mine")["key_id"] != gone["key_id"]
 
 
 SSEC_A = base64.b64encode(b"A" * 32).decode()
