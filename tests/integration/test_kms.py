@@ -19,7 +19,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from ops.admincli import admin_request
+from ops.admincli import CliError, admin_request
 from storage.crypto import keys
 from storage.crypto.aead import KEY_BYTES
 from storage.errors import IntegrityError
@@ -50,10 +50,14 @@ def new_tenant(cluster: LocalCluster, prefix: str) -> tuple[str, Any]:
     return name, s3
 
 
-def create_key(cluster: LocalCluster, tenant: str, name: str, *extra: str) -> dict[str, Any]:
-    r = tessera(cluster, "kms", "create", name, "--tenant", tenant, "--json", *extra)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+def create_key(cluster: LocalCluster, tenant: str, name: str) -> dict[str, Any]:
+    """What `tessera kms create NAME --tenant T` does (the CLI itself: the first test)."""
+    return admin_request("POST", f"/tenants/{tenant}/kms-keys", {"aliases": [name]},
+                         env=cluster.env)
+
+
+def list_keys(cluster: LocalCluster, tenant: str) -> list[dict[str, Any]]:
+    return admin_request("GET", f"/tenants/{tenant}/kms-keys", env=cluster.env)["keys"]
 
 
 def error(fn: Any, **kw: Any) -> tuple[int, str, str]:
@@ -77,7 +81,10 @@ def unwrapped_dek(cluster: LocalCluster, bucket: str, key: str) -> tuple[bytes, 
 def test_cli_creates_and_lists_keys_with_aliases_ids_and_arns(cluster: LocalCluster) -> None:
     tenant, _ = new_tenant(cluster, "kmscli")
     kid = str(uuid.uuid4())
-    k = create_key(cluster, tenant, "orders", "--alias", "alias/billing", "--id", kid)
+    r = tessera(cluster, "kms", "create", "orders", "--tenant", tenant, "--alias",
+                "alias/billing", "--id", kid, "--json")
+    assert r.returncode == 0, r.stderr
+    k = json.loads(r.stdout)
     assert k["key_id"] == kid and k["aliases"] == ["alias/orders", "alias/billing"]
     assert k["arn"] == f"arn:aws:kms:{REGION}:{tenant}:key/{kid}"
     other = create_key(cluster, tenant, "logs")
@@ -87,17 +94,19 @@ def test_cli_creates_and_lists_keys_with_aliases_ids_and_arns(cluster: LocalClus
     header, *rows = r.stdout.splitlines()
     assert header.split()[:3] == ["KEY", "ID", "ALIASES"] and len(rows) == 2
     assert kid in rows[0] and "alias/orders,alias/billing" in rows[0] and k["arn"] in rows[0]
-    listed = json.loads(tessera(cluster, "kms", "list", "--tenant", tenant, "--json").stdout)
-    assert [x["key_id"] for x in listed["keys"]] == [kid, other["key_id"]]
-    # Refusals: a taken alias or id, a malformed id, the reserved aws/ aliases, no tenant.
-    for args, msg in ((("billing",), "already exists"), (("x", "--id", kid), "already exists"),
-                      (("x", "--id", "not-a-uuid"), "UUID"), (("aws/s3",), "reserved")):
-        r = tessera(cluster, "kms", "create", *args, "--tenant", tenant)
-        assert r.returncode == 1 and msg in r.stderr, r.stderr
-    r = tessera(cluster, "kms", "list", "--tenant", "no-such-tenant")
-    assert r.returncode == 1 and "NoSuchTenant" in r.stderr
-    assert len(json.loads(tessera(cluster, "kms", "list", "--tenant", tenant,
-                                  "--json").stdout)["keys"]) == 2
+    assert [x["key_id"] for x in list_keys(cluster, tenant)] == [kid, other["key_id"]]
+    r = tessera(cluster, "kms", "create", "billing", "--tenant", tenant)
+    assert r.returncode == 1 and "alias/billing already exists" in r.stderr, r.stderr
+    # Refusals: a taken id, a malformed id, the reserved aws/ aliases, no such tenant.
+    path = f"/tenants/{tenant}/kms-keys"
+    for body, msg in (({"aliases": ["x"], "key_id": kid}, "already exists"),
+                      ({"aliases": ["x"], "key_id": "not-a-uuid"}, "UUID"),
+                      ({"aliases": ["aws/s3"]}, "reserved"), ({"aliases": "x"}, "list")):
+        with pytest.raises(CliError, match=msg):
+            admin_request("POST", path, body, env=cluster.env)
+    with pytest.raises(CliError, match="NoSuchTenant"):
+        admin_request("GET", "/tenants/no-such-tenant/kms-keys", env=cluster.env)
+    assert len(list_keys(cluster, tenant)) == 2
 
 
 def test_every_key_name_form_encrypts_under_that_key(cluster: LocalCluster) -> None:
@@ -163,8 +172,7 @@ def test_default_key_is_made_once_and_used_without_a_key_id(cluster: LocalCluste
     tenant, s3 = new_tenant(cluster, "kmsdef")
     r1 = s3.put_object(Bucket=tenant, Key="a", Body=b"a", ServerSideEncryption="aws:kms")
     r2 = s3.put_object(Bucket=tenant, Key="b", Body=b"b", ServerSideEncryption="aws:kms")
-    listed = json.loads(tessera(cluster, "kms", "list", "--tenant", tenant, "--json").stdout)
-    (k,) = listed["keys"]
+    (k,) = list_keys(cluster, tenant)
     assert k["aliases"] == [f"alias/{DEFAULT_ALIAS}"] and k["managed"]
     assert r1["SSEKMSKeyId"] == r2["SSEKMSKeyId"] == k["arn"]
     r3 = s3.put_object(Bucket=tenant, Key="c", Body=b"c", ServerSideEncryption="aws:kms",
@@ -258,12 +266,12 @@ def test_shredding_the_tenant_destroys_its_kms_objects(cluster: LocalCluster) ->
     create_key(cluster, tenant, "doomed")
     s3.put_object(Bucket=tenant, Key="o", Body=b"secret", ServerSideEncryption="aws:kms",
                   SSEKMSKeyId="alias/doomed")
-    r = tessera(cluster, "tenant", "shred", tenant, "--confirm", tenant, "--wait", "0")
-    assert r.returncode == 0, r.stderr
+    admin_request("POST", f"/tenants/{tenant}/shred", {"confirm": tenant, "wait_s": 0},
+                  env=cluster.env)
     t = Tenant.decode(cluster.db_get(tenant_key(tenant)) or b"")
     assert t.keks == {}  # the KEK that wraps the KMS key material is gone
-    r = tessera(cluster, "kms", "create", "late", "--tenant", tenant)
-    assert r.returncode == 1 and "TenantShredded" in r.stderr
+    with pytest.raises(CliError, match="TenantShredded"):
+        create_key(cluster, tenant, "late")
 
 
 def test_encryption_context_is_bound_into_the_wrapping_and_echoed(cluster: LocalCluster,
@@ -301,8 +309,7 @@ def test_rotation_rewraps_kms_keys_and_delete_forgets_them(cluster: LocalCluster
     k = create_key(cluster, tenant, "rot")
     s3.put_object(Bucket=tenant, Key="o", Body=b"before", ServerSideEncryption="aws:kms",
                   SSEKMSKeyId="alias/rot")
-    r = tessera(cluster, "tenant", "rotate-key", tenant)
-    assert r.returncode == 0, r.stderr
+    admin_request("POST", f"/tenants/{tenant}/rotate-key", env=cluster.env)
     rec = KmsKey.decode(cluster.db_get(kms_key_key(tenant, k["key_id"])) or b"")
     assert rec.kek_version == 2  # the key material is now wrapped by the new KEK version
     assert s3.get_object(Bucket=tenant, Key="o")["Body"].read() == b"before"
@@ -316,8 +323,7 @@ def test_rotation_rewraps_kms_keys_and_delete_forgets_them(cluster: LocalCluster
     admin_request("DELETE", f"/tenants/{name}", env=cluster.env)
     assert cluster.db_get(kms_key_key(name, gone["key_id"])) is None
     admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
-    assert json.loads(tessera(cluster, "kms", "list", "--tenant", name, "--json").stdout) == {
-        "keys": []}
+    assert list_keys(cluster, name) == []
     assert create_key(cluster, name, "mine")["key_id"] != gone["key_id"]
 
 
