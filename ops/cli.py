@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.lifecyclecli import add_lifecycle_parser
 
     add_lifecycle_parser(sub)
+    from ops.configcli import add_config_parser
+
+    add_config_parser(sub)
     return p
 
 

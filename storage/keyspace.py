@@ -36,6 +36,7 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (VOL, tenant, volume)                 block volume record
     (VX, volume id, extent:010, gen:010)  extent pointer of a volume
     (VL, volume id)                       attach lease of a volume
+    (VJ, volume id, seq:020)              journal segment of a volume (small writes not yet folded)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
     (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
@@ -69,6 +70,7 @@ SHRED = "TS"
 VOLUME = "VOL"
 EXTENT = "VX"
 VOLUME_LEASE = "VL"
+JOURNAL = "VJ"
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
@@ -316,6 +318,15 @@ def extent_key(vid: str, index: int, gen: int) -> bytes:
 
 def volume_lease_key(vid: str) -> bytes:
     return pack(VOLUME_LEASE, vid)
+
+
+def journal_prefix(vid: str) -> bytes:
+    return pack(JOURNAL, vid)
+
+
+def journal_key(vid: str, seq: int) -> bytes:
+    """A volume's journal segment record; sequence numbers sort numerically (20 digits)."""
+    return pack(JOURNAL, vid, f"{seq:020d}")
 
 
 # --- archive queues -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Operations are named as AWS's logs name them (`REST.PUT.OBJECT`, `REST.GET.BUCKE
 logging service principal `logging.s3.amazonaws.com` with `aws:SourceArn` (the source
 bucket) and `aws:SourceAccount` (its owner's canonical id): a target of the source's own
 tenant receives logs unless its policy denies that principal; another tenant's target only
-when its policy allows it `s3:PutObject` on the log object's key.
+when its policy allows it `s3:PutObject` on `arn:aws:s3:::target/TargetPrefix`.
 """
 
 from __future__ import annotations
@@ -126,14 +126,16 @@ def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamRespo
         acl_required=bool(request.get("s3_acl_required"))))
 
 
-def may_deliver(target: Bucket, key: str, source_bucket: str, source_tenant: str,
+def may_deliver(target: Bucket, prefix: str, source_bucket: str, source_tenant: str,
                 source_owner_id: str) -> bool:
-    """Whether the log delivery may write `key` into `target` for `source_bucket`."""
+    """Whether the log delivery may write under `prefix` in `target` for `source_bucket`
+    (the resource checked is `arn:aws:s3:::target/prefix`, at PutBucketLogging and at each
+    delivery alike, so a configuration accepted is one whose logs are delivered)."""
     text = target.config.get("policy")
     sts = policy.statements(str(text)) if text else []
     ctx: Mapping[str, Any] = {"aws:sourcearn": [policy.resource_of(source_bucket, None)],
                               "aws:sourceaccount": [source_owner_id]}
-    verdict = policy.evaluate(sts, "s3:PutObject", policy.resource_of(target.name, key),
+    verdict = policy.evaluate(sts, "s3:PutObject", policy.resource_of(target.name, prefix),
                               SERVICE_IDS, ctx) if sts else None
     if target.tenant == source_tenant:
         return verdict != "Deny"

@@ -137,6 +137,9 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
 
     runner.start(Rewrapper(cluster.meta, cluster.tenants))
     runner.start(ShredScheduler(cluster.meta, cluster.tenants))
+    from storage.reclaim import TenantReclaimer
+
+    runner.start(TenantReclaimer(cluster.meta, cluster.cfg.workers.gc_grace_s))
     from storage.workers.lifecycle import LifecycleWorker
     from storage.workers.restore import RestoreWorker
 

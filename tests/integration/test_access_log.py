@@ -207,6 +207,8 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
         "ResponseMetadata"]["RequestId"]
     ids["foreign"] = _err(other.get_object, Bucket=src, Key="dir/a b.txt")[2][
         "ResponseMetadata"]["RequestId"]
+    s3.put_object(Bucket=src, Key="shared", Body=b"s", ACL="public-read")
+    ids["by_acl"] = anon.get_object(Bucket=src, Key="shared")["ResponseMetadata"]["RequestId"]
     ids["list"] = s3.list_objects_v2(Bucket=src, Prefix="dir/")["ResponseMetadata"][
         "RequestId"]
     recs = _records_for(s3, dst, "log/", list(ids.values()))
@@ -235,6 +237,7 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
     assert anon_rec[19] == "-" and anon_rec[21] == "-"
     foreign = recs[ids["foreign"]][0]
     assert foreign[4] == other_id and foreign[9:11] == ["403", "AccessDenied"]
+    assert get[25] == "-" and recs[ids["by_acl"]][0][25] == "Yes"  # ACL required
     listing = recs[ids["list"]][0]
     assert listing[6:8] == ["REST.GET.BUCKET", "-"]
     assert listing[8] == f"GET /{src}?list-type=2&prefix=dir%2F&encoding-type=url HTTP/1.1"
@@ -252,3 +255,32 @@ def test_partitioned_keys(s3: Any) -> None:
     m = re.match(rf"^part/{re.escape(owner_id)}/us-east-1/{src}/(\d{{4}})/(\d{{2}})/(\d{{2}})/"
                  r"(\d{4})-(\d{2})-(\d{2})-\d{2}-\d{2}-\d{2}-[0-9A-F]{16}$", key)
     assert m is not None, key
+
+
+
+def test_records_in_memory_at_a_clean_shutdown_are_delivered_after_restart(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Records still in the gateway's memory at a clean shutdown (a stage interval of an
+    hour) are staged then, survive the restart, and are delivered exactly once."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TESSERA_ACCESS_LOG_FLUSH_S", FLUSH_S)
+    mp.setenv("TESSERA_ACCESS_LOG_STAGE_S", "3600")
+    c = LocalCluster(tmp_path_factory.mktemp("accesslog-restart"))
+    try:
+        c.start()
+        s3 = c.client()
+        src, dst = _bucket(s3, "rs-src"), _bucket(s3, "rs-dst")
+        s3.put_bucket_logging(Bucket=src, BucketLoggingStatus={
+            "LoggingEnabled": {"TargetBucket": dst, "TargetPrefix": "r/"}})
+        ids = [s3.put_object(Bucket=src, Key=f"k{i}", Body=b"x")["ResponseMetadata"][
+            "RequestId"] for i in range(3)]
+        c.stop()
+        c.start()
+        s3 = c.client()
+        _records_for(s3, dst, "r/", ids)
+        lines = list(_log_lines(s3, dst, "r/"))
+        for rid in ids:
+            assert sum(_parse(line)[5] == rid for line in lines) == 1, rid
+    finally:
+        c.stop()
+        mp.undo()

@@ -30,7 +30,6 @@ from gateway.s3.xml import S3_NAMESPACE
 from gateway.s3.xml_parse import find_all, find_text, local_name, malformed, parse_document
 from storage.errors import NotFound
 from storage.records import Bucket
-from storage.workers.accesslog import log_object_key
 
 # AWS's API reference writes this namespace in its BucketLoggingStatus examples.
 _DOC_NAMESPACE = "http://doc.s3.amazonaws.com/2006-03-01"
@@ -111,14 +110,14 @@ async def logging_xml(rq: S3Request, conf: dict[str, Any] | None) -> bytes:
                     ET.SubElement(ge, "ID").text = gid
                     ET.SubElement(ge, "DisplayName").text = gname
                 ET.SubElement(g, "Permission").text = perm
-        ET.SubElement(en, "TargetPrefix").text = conf["target_prefix"]
-        if conf.get("explicit_format"):
+        if conf.get("explicit_format"):  # in AWS's element order: before TargetPrefix
             fmt = ET.SubElement(en, "TargetObjectKeyFormat")
             if conf.get("key_format") == "partitioned":
                 part = ET.SubElement(fmt, "PartitionedPrefix")
                 ET.SubElement(part, "PartitionDateSource").text = conf["date_source"]
             else:
                 ET.SubElement(fmt, "SimplePrefix")
+        ET.SubElement(en, "TargetPrefix").text = conf["target_prefix"]
     return xml_document(root)
 
 
@@ -136,9 +135,7 @@ async def _check_target(rq: S3Request, source: Bucket, conf: dict[str, Any]) -> 
         raise S3Error("CrossLocationLoggingProhibited", SourceBucketLocation=source.region,
                       TargetBucketLocation=target.region)
     owner_id, _ = await rq.cluster.tenants.identity(source.tenant)
-    sample = log_object_key(conf, 0.0, 0.0, owner_id, source.region, source.name,
-                            "0000000000000000")
-    if not may_deliver(target, sample, source.name, source.tenant, owner_id):
+    if not may_deliver(target, conf["target_prefix"], source.name, source.tenant, owner_id):
         raise _invalid_target(name, "The owner for the bucket to be logged and the target "
                               "bucket must be the same.")
     lock = target.config.get("object_lock") or {}
