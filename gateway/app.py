@@ -62,6 +62,12 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
     from gateway.admin.volumes import register_volumes
 
     register_volumes(app, api)  # a tenant's block volumes, also before the catch-all
+    from gateway.admin.inventory import register_inventory
+
+    register_inventory(app, api)  # buckets, queues, audit log, also before the catch-all
+    from gateway.console.routes import register_console
+
+    register_console(app, api, metrics)  # the web console and its sessions (/console/)
     from gateway.admin.settings import register_settings
 
     register_settings(app, api)  # runtime settings (`tessera config`), also before it

@@ -73,6 +73,8 @@ class GatewayConfig:
     deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
     deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
     metrics_refresh_s: float = 10.0  # how often /metrics' cluster gauges are recomputed
+    console_session_idle_s: float = 1800.0  # a console session ends after this long unused
+    console_session_max_s: float = 43200.0  # ...and this long after its login in any case
 
 
 @dataclass(frozen=True)
@@ -345,6 +347,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_DEEP_SCRUB_RATE_MBPS", "gateway", "deep_scrub_rate_mbps"),
     EnvOverride("TESSERA_DEEP_SCRUB_PAUSE_S", "gateway", "deep_scrub_pause_s"),
     EnvOverride("TESSERA_METRICS_REFRESH_S", "gateway", "metrics_refresh_s"),
+    EnvOverride("TESSERA_CONSOLE_SESSION_IDLE_S", "gateway", "console_session_idle_s"),
     EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
     EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),
     EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),

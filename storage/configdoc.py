@@ -84,6 +84,10 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("gateway", "metrics_refresh_s"): "How often the gateway recomputes the cluster gauges of "
     "`/metrics` (status figures, per-tenant usage sweep). Shorter is fresher and costs "
     "metadata scans and a call to every node each time.",
+    ("gateway", "console_session_idle_s"): "A web console session ends after this long "
+    "without a request (log in again). Shorter limits what a forgotten open browser exposes.",
+    ("gateway", "console_session_max_s"): "A web console session ends this long after its "
+    "login however active it is.",
     ("metadata", "backend"): "`sqlite` (embedded, one file on one disk, one gateway) or `etcd` "
     "(Raft across zones, several gateways). The store's durability is every object's floor.",
     ("metadata", "path"): "SQLite file, relative to data_dir.",

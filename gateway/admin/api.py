@@ -20,7 +20,8 @@ authenticated action is written to the append-only audit log (who, what, when, r
 
 Block volumes of a tenant live under /admin/v1/tenants/{tenant}/volumes (`volumes`), its KMS
 keys under /admin/v1/tenants/{tenant}/kms-keys (`kms`); cluster membership under
-/admin/v1/nodes (`nodes`).
+/admin/v1/nodes (`nodes`); bucket, queue and audit listings in `inventory`. The web console
+(`gateway.console`) calls these same routes with a session instead of a signature (`auth`).
 """
 
 from __future__ import annotations
@@ -104,15 +105,16 @@ class AdminApi:
                                                      self.cluster.cfg.gateway.max_skew_s)
             except AdminError as exc:
                 await self.audit.record(_claimed_key(request), action, f"denied:{exc.code}",
-                                        dict(request.match_info), remote)
+                                        {**request.match_info, **_via(request)}, remote)
                 return _error(exc.status, exc.code, exc.message)
             body = _json_object(raw)
             if isinstance(body, AdminError):  # refused, and audited like every outcome
                 await self.audit.record(cred.access_key, action, f"error:{body.code}",
-                                        dict(request.match_info), remote)
+                                        {**request.match_info, **_via(request)}, remote)
                 return _error(body.status, body.code, body.message)
             call = Call(request, cred.access_key, body)
             call.audit.update(request.match_info)
+            call.audit.update(_via(request))
             try:
                 status, payload = await fn(call)
             except AdminError as exc:
@@ -285,6 +287,15 @@ def _str_field(body: dict[str, Any], name: str) -> str:
     if not isinstance(v, str) or not v:
         raise AdminError(400, "InvalidArgument", f"the body needs a string field {name!r}")
     return v
+
+
+def _via(request: web.Request) -> dict[str, str]:
+    """{"via": "console"} for a request made through a console session (cookie, no signature)."""
+    from gateway.console.sessions import COOKIE
+
+    if COOKIE in request.cookies and "Authorization" not in request.headers:
+        return {"via": "console"}
+    return {}
 
 
 def _claimed_key(request: web.Request) -> str:

@@ -7,9 +7,9 @@ oldest batch has waited `flush_interval_s` is written, with the source's other w
 batches of the same configuration, as one object into the target bucket, then the batches
 are deleted. The object's key is `TargetPrefixYYYY-mm-DD-HH-MM-SS-UniqueString` (or the
 partitioned form `TargetPrefix<owner id>/<region>/<bucket>/YYYY/MM/DD/YYYY-mm-DD-HH-MM-SS-
-UniqueString`), its time the newest batch's staging time and its unique string a hash of the
-batches it holds, so a delivery retried after a crash between the write and the delete
-rewrites the same object instead of duplicating it.
+UniqueString`), its time the delivery's. The key is chosen at the first attempt and kept in
+the oldest batch's record before the object is written, so a delivery retried after a crash
+between the write and the delete rewrites the same object instead of duplicating its lines.
 
 A batch whose target bucket no longer exists, or no longer lets the delivery write there
 (`may_deliver`, the gateway's bucket-policy check), is dropped and counted, as AWS drops
@@ -18,9 +18,9 @@ logs it cannot deliver.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,7 +32,7 @@ from storage.errors import NotFound
 from storage.keyspace import ACCESS_LOG, component, space
 from storage.metadata import Item, Txn
 from storage.objects import PutOptions
-from storage.records import Bucket, unpack
+from storage.records import Bucket, pack, unpack
 from storage.workers import WorkerState
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tessera.accesslog")
 
 SCAN_LIMIT = 5000
+RETRY_S = 30.0  # a source whose delivery failed waits this long before the next attempt
 # (target bucket, target prefix, source bucket, source tenant, source owner id) -> allowed
 MayDeliver = Callable[[Bucket, str, str, str, str], bool]
 
@@ -92,6 +93,7 @@ class AccessLogDelivery:
         self._may = may_deliver
         self.idle_s = min(1.0, flush_interval_s / 2)
         self.stats = DeliveryStats()
+        self._retry_at: dict[str, float] = {}  # source bucket -> when to try a failed one
 
     async def step(self) -> WorkerState:
         items = await self._cluster.meta.range(*space(ACCESS_LOG), limit=SCAN_LIMIT)
@@ -101,8 +103,10 @@ class AccessLogDelivery:
         now_ns = time.time_ns()
         for bucket, batch_items in by_bucket.items():
             oldest = int(component(batch_items[0].key, 2))
-            if now_ns - oldest < self._flush_s * 1e9:
+            if now_ns - oldest < self._flush_s * 1e9 or \
+                    self._retry_at.get(bucket, 0.0) > time.monotonic():
                 continue
+            self._retry_at.pop(bucket, None)
             groups: dict[str, list[tuple[Item, dict[str, Any]]]] = {}
             for it in batch_items:
                 value = unpack(it.value)
@@ -111,19 +115,27 @@ class AccessLogDelivery:
             for group in groups.values():
                 try:
                     await self._deliver(bucket, group)
-                except Exception:  # noqa: BLE001 - kept staged, retried next step
-                    log.exception("access log: delivery for %s failed; will retry", bucket)
+                except Exception:  # noqa: BLE001 - kept staged, retried a little later
+                    log.exception("access log: delivery for %s failed; retry in %.0f s",
+                                  bucket, RETRY_S)
+                    self._retry_at[bucket] = time.monotonic() + RETRY_S
         return WorkerState.BUSY if len(items) == SCAN_LIMIT else WorkerState.IDLE
 
     async def _deliver(self, bucket: str, group: list[tuple[Item, dict[str, Any]]]) -> None:
-        first = group[0][1]
+        first_item, first = group[0]
         conf = dict(first["logging"])
         lines = [ln for _, v in group for ln in v.get("lines", [])]
-        delivered = max(float(v.get("staged", 0.0)) for _, v in group)
-        unique = hashlib.sha256(b"".join(it.key for it, _ in group)).hexdigest()[:16].upper()
-        key = log_object_key(conf, delivered, float(first.get("first", delivered)),
-                             str(first.get("source_owner_id", "")),
-                             str(first.get("region", "")), bucket, unique)
+        key = first.get("delivery_key")
+        if key is None:  # named once, at the first attempt, and kept for any retry
+            key = log_object_key(conf, time.time(), float(first.get("first", time.time())),
+                                 str(first.get("source_owner_id", "")),
+                                 str(first.get("region", "")), bucket,
+                                 secrets.token_hex(8).upper())
+            first["delivery_key"] = key
+            if not await self._cluster.meta.txn(Txn(
+                    compares={first_item.key: first_item.revision},
+                    puts={first_item.key: pack(first)})):
+                return  # changed meanwhile: the next step reads it again
         keys = tuple(it.key for it, _ in group)
         target_name = str(conf.get("target_bucket", ""))
         try:

@@ -18,9 +18,10 @@ from botocore.handlers import (
 from botocore.parsers import RestXMLParser
 
 from gateway.s3 import xml as s3xml
-from gateway.s3 import xml_parse
+from gateway.s3 import xml_multipart, xml_parse
 from gateway.s3.errors import S3Error
-from gateway.s3.xml import ListEntry, ListingPage, PartEntry, UploadEntry
+from gateway.s3.xml import ListEntry, ListingPage
+from gateway.s3.xml_multipart import PartEntry, UploadEntry
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -251,10 +252,10 @@ def test_versioning_and_tagging_read_back() -> None:
 
 
 def test_multipart_builders_read_back() -> None:
-    parsed = botocore_parse("CreateMultipartUpload", s3xml.initiate_multipart_xml("b", "k", "u1"))
+    parsed = botocore_parse("CreateMultipartUpload", xml_multipart.initiate_multipart_xml("b", "k", "u1"))
     assert parsed == {"Bucket": "b", "Key": "k", "UploadId": "u1"}
 
-    body = s3xml.complete_multipart_xml(
+    body = xml_multipart.complete_multipart_xml(
         "http://h/b/k", "b", "k", ETAG + "-3", {"CRC32": "AAAAAA=="}, "COMPOSITE"
     )
     parsed = botocore_parse("CompleteMultipartUpload", body)
@@ -267,7 +268,7 @@ def test_multipart_builders_read_back() -> None:
         "ChecksumType": "COMPOSITE",
     }
 
-    body = s3xml.list_parts_xml(
+    body = xml_multipart.list_parts_xml(
         "b",
         "k",
         "u1",
@@ -288,7 +289,7 @@ def test_multipart_builders_read_back() -> None:
     assert parsed["Initiator"]["ID"] == OWNER[0]
     assert parsed["ChecksumAlgorithm"] == "SHA256"
 
-    body = s3xml.list_multipart_uploads_xml(
+    body = xml_multipart.list_multipart_uploads_xml(
         "b",
         [UploadEntry("k 1", "u1", WHEN, owner=OWNER, initiator=OWNER)],
         prefix="k",

@@ -14,7 +14,12 @@ from gateway.s3.handlers import S3Request, operation
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.attributes import checksum_headers
 from gateway.s3.handlers.lifecycle_headers import expiration_headers
-from gateway.s3.handlers.object_lock import delete_guard, lock_from_headers, lock_headers
+from gateway.s3.handlers.object_lock import (
+    delete_guard,
+    lock_from_headers,
+    lock_headers,
+    require_integrity,
+)
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
@@ -103,6 +108,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     opts = put_options(rq)
     opts.acl = await write_acl(rq)
     opts.lock = await lock_from_headers(rq)
+    require_integrity(rq, opts.lock, body.integrity_declared)
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = body.length
