@@ -19,12 +19,6 @@ from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
 
 
-def default_workers() -> int:
-    """$TESSERA_GATEWAY_WORKERS, else one process per core."""
-    raw = os.environ.get("TESSERA_GATEWAY_WORKERS", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else (os.cpu_count() or 1)
-
-
 def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole,
                  i: int) -> list[str]:
     """Worker i's command line: this one's, plus its place. Workers append to the same
@@ -55,15 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", help="S3 HOST:PORT, overriding [gateway] listen (several "
                    "gateways from one config)")
     p.add_argument("--admin-listen", help="admin HOST:PORT, overriding [gateway] admin_listen")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=int, default=None,
                    help="gateway processes serving S3 on the same address (SO_REUSEPORT); "
-                   "the first also runs the admin API and background workers "
-                   "($TESSERA_GATEWAY_WORKERS, else one per core)")
+                   "the first also runs the admin API and background workers (default: "
+                   "[gateway] workers, 0 = one per core)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by worker 0
     p.add_argument("--worker-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--worker-parent", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.workers < 1:
+    if a.workers is not None and a.workers < 1:
         p.error("--workers must be at least 1")
     if a.worker_index is not None:
         _die_with_parent(a.worker_parent)
@@ -78,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         gw = replace(cfg.gateway, listen=a.listen or cfg.gateway.listen,
                      admin_listen=a.admin_listen or cfg.gateway.admin_listen)
         cfg = replace(cfg, gateway=gw)
+    if a.workers is None:
+        a.workers = cfg.gateway.workers or os.cpu_count() or 1
     try:  # shards below a shared data dir are tightened by their nodes, as they count them
         secure_tree(cfg.data_dir, list((cfg.data_dir / "nodes").glob("*/shards")))
         if a.worker_index is not None:
