@@ -4,7 +4,10 @@
 #
 #   benchmarks/block_fio.sh [DATA_DIR]     (starts `tessera up` unless TESSERA_CONFIG is set)
 #
-# Prints one table: seq 1M write/read MB/s, rand 4k write/read IOPS at iodepth 16.
+# Prints one table: seq 1M write/read MB/s, rand 4k write/read IOPS at iodepth 16, and the
+# server CPU seconds (nodes, gateway, FUSE daemon or s3backer) spent in each target's runs.
+# FIO_TESTS picks runs (default "write read randwrite randread"); FIO_PORT the gateway port
+# (admin +1; FIO_NODE_PORT the first node's, default +2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=$(mktemp -d /tmp/tessera-fio.XXXXXX)
@@ -12,6 +15,9 @@ DATA=${1:-$WORK/data}
 SIZE=${FIO_SIZE:-256M}
 RUNTIME=${FIO_RUNTIME:-20}
 UP_PID=""
+TESTS=${FIO_TESTS:-write read randwrite randread}
+PORT=${FIO_PORT:-19800}
+NODE_PORT=${FIO_NODE_PORT:-$((PORT + 2))}
 S3B_DIR="$WORK/s3b"; S3B_MNT="$WORK/s3b-mnt"; S3B_LOOP=""
 
 cleanup() {
@@ -35,23 +41,42 @@ import sys
 from pathlib import Path
 from ops.localcluster import default_config
 data = Path(sys.argv[1]).resolve()
-text = default_config(data, 19800, 19802, 19801)
+text = default_config(data, int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[2]) + 1)
 text = text.replace("[gateway]\n", "[gateway]\nvirtual_host_domain = \"localhost\"\n", 1)
 (data / "tessera.toml").write_text(text)
-' "$DATA"
-  python -m ops.cli up --data "$DATA" --port 19800 --admin-port 19801 --node-port 19802 \
+' "$DATA" "$PORT" "$NODE_PORT"
+  python -m ops.cli up --data "$DATA" --port "$PORT" --admin-port $((PORT + 1)) \
+    --node-port "$NODE_PORT" \
     >"$WORK/up.log" 2>&1 &
   UP_PID=$!
   for _ in $(seq 120); do grep -q "cluster ready" "$WORK/up.log" && break; sleep 0.5; done
   set -a; . "$DATA/tessera.env"; set +a
 fi
 
-fio_all() {  # $1 = directory on ext4; prints "seqw seqr randw randr"
-  local d=$1 out=()
+server_cpu() {  # CPU seconds so far of the processes serving the data dir (and s3backer)
+  python3 - "$DATA" <<'PY'
+import os, sys
+tick, total = os.sysconf("SC_CLK_TCK"), 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    if sys.argv[1].encode() in cmd or b"s3backer-fio" in cmd:
+        total += int(stat[11]) + int(stat[12])
+print("%.1f" % (total / tick))
+PY
+}
+
+fio_all() {  # $1 = directory on ext4; prints one figure per run in TESTS, then server CPU s
+  local d=$1 out=() cpu0
+  cpu0=$(server_cpu)
   local common=(--directory="$d" --size="$SIZE" --runtime="$RUNTIME" --time_based
                 --ioengine=libaio --direct=1 --group_reporting --output-format=json)
   for spec in "write 1M 1" "read 1M 1" "randwrite 4k 16" "randread 4k 16"; do
     set -- $spec
+    case " $TESTS " in *" $1 "*) ;; *) out+=("-"); continue ;; esac
     local j
     j=$(fio --name=t --rw="$1" --bs="$2" --iodepth="$3" --end_fsync=1 "${common[@]}")
     out+=("$(python3 -c '
@@ -63,6 +88,8 @@ print("%.1f" % (side["bw_bytes"] / 1e6) if bs == "1M" else "%.0f" % side["iops"]
 ' "$1" "$2" <<<"$j")")
     rm -f "$d"/t.*
   done
+  out+=("$(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' \
+    "$cpu0" "$(server_cpu)")")
   echo "${out[*]}"
 }
 
@@ -94,11 +121,11 @@ EOF
     mount "$S3B_LOOP" "$S3B_MNT"
     S=$(fio_all "$S3B_MNT")
   else
-    S="mount-failed - - -"
+    S="mount-failed - - - -"
   fi
 fi
 
-printf '%-10s %14s %14s %16s %16s\n' "target" "seq1M-wr MB/s" "seq1M-rd MB/s" "rand4k-wr IOPS" \
-  "rand4k-rd IOPS"
-printf '%-10s %14s %14s %16s %16s\n' tessera $T
-printf '%-10s %14s %14s %16s %16s\n' s3backer $S
+printf '%-10s %14s %14s %16s %16s %14s\n' "target" "seq1M-wr MB/s" "seq1M-rd MB/s" \
+  "rand4k-wr IOPS" "rand4k-rd IOPS" "server CPU s"
+printf '%-10s %14s %14s %16s %16s %14s\n' tessera $T
+printf '%-10s %14s %14s %16s %16s %14s\n' s3backer $S

@@ -15,11 +15,15 @@ from aiohttp import web
 
 from gateway.metrics import Metrics, merge_expositions
 from gateway.metrics_cluster import ClusterGauges
+from gateway.s3.access_log import may_deliver
 from gateway.s3.server import S3Server
 from gateway.site import GuardedTCPSite
+from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS, SharedActivity
 from storage.cluster import Cluster
 from storage.config import Config
+from storage.workers.accesslog import AccessLogDelivery, AccessLogStager
+from storage.workers.runner import WorkerRunner
 
 log = logging.getLogger("tessera.gateway")
 MAX_FIELD_BYTES = 16 * 1024
@@ -121,16 +125,21 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
     cluster = await Cluster.open(cfg)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
-    server = S3Server(cluster, cfg.gateway, metrics)
+    access_logs = AccessLogBuffer(cluster, cfg.access_log.max_buffered)
+    server = S3Server(cluster, cfg.gateway, metrics, access_logs)
     runners = []
     workers = gauges = None
+    stager = WorkerRunner()  # every gateway process stages its own access-log records
     try:
+        stager.start(AccessLogStager(access_logs, cfg.access_log.stage_interval_s))
         sites: list[tuple[web.Application, str | Path]] = [(create_s3_app(server),
                                                             cfg.gateway.listen)]
         if role.index == 0:
             from storage.workers.runner import gateway_holder, start_workers
 
             workers = start_workers(cluster)
+            workers.start(AccessLogDelivery(cluster, cfg.access_log.flush_interval_s,
+                                            may_deliver=may_deliver))
             gauges = ClusterGauges(cluster, gateway_holder(cluster))
             metrics.watch_cluster(gauges)
             gauges.start()
@@ -169,7 +178,11 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
         await _stop(children)
         for r in runners:
             await r.cleanup()
-        await cluster.close()
+        await stager.stop()
+        try:  # a clean shutdown keeps every access-log record (see storage/accesslog.py)
+            await access_logs.stage()
+        finally:
+            await cluster.close()
 
 
 WORKER_START_S = 120.0

@@ -35,7 +35,7 @@ from nodes.handlers import NODE, STATS, ApiError, NodeState, _quarantine
 from nodes.smallio import put_many_sync, read_whole_sync
 from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
 from storage.shards.auth import BODY_HEADER, body_digest
-from storage.shards.format import FrameReader
+from storage.shards.format import FrameLayoutError, FrameScanner
 
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # whole request body
 MAX_BATCH_OPS = 256
@@ -54,24 +54,24 @@ def check_put(sid: str, data: bytes, segments: Any) -> int | dict[str, Any]:
         return _err(400, "invalid_shard_id", "malformed shard id")
     if not isinstance(data, bytes) or len(data) > MAX_OP_BYTES:
         return _err(413, "too_large", "shard too large for a batch")
-    reader = FrameReader()
+    scanner = FrameScanner()  # checks the frames in place: no block is copied
     try:
-        frames = reader.feed(data)
+        scanner.feed(data)
+    except FrameLayoutError:
+        return _err(400, "bad_frame_layout", "only the last frame may be shorter")
     except IntegrityError as exc:
         return _err(409, "corrupt", str(exc))
-    h = reader.header
+    h = scanner.header
     if h is None:
         return _err(400, "truncated", "body is shorter than a shard header")
     if h.stripe_id != stripe or h.index != index:
         return _err(400, "header_mismatch", "shard header names another stripe or index")
-    if reader.pending:
+    if scanner.pending:
         return _err(400, "truncated", "body ends inside a frame")
-    if any(len(b) < h.block_size for _, b in frames[:-1]):
-        return _err(400, "bad_frame_layout", "only the last frame may be shorter")
-    if not isinstance(segments, int) or segments != len(frames):
+    if not isinstance(segments, int) or segments != scanner.segments:
         return _err(400, "segment_count_mismatch",
-                    f"{len(frames)} frames received, {segments} announced")
-    return len(frames)
+                    f"{scanner.segments} frames received, {segments} announced")
+    return scanner.segments
 
 
 def _read_all(st: NodeState, ops: list[dict[str, Any]]) -> list[tuple[bytes, int] | Exception]:

@@ -75,7 +75,7 @@ def table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
         out = []
         for key, _ in cols:
             v = r.get(key)
-            if key in ("created", "due", "shred_due"):
+            if key in ("created", "due", "shred_due", "reclaimed"):
                 v = _when(v)
             elif isinstance(v, list):
                 v = ",".join(str(x) for x in v)
@@ -107,7 +107,7 @@ def _tenant(a: argparse.Namespace) -> None:
         _emit(a, r, table(r["tenants"], TENANT_COLS))
     elif a.action == "show":
         r = admin_request("GET", f"/tenants/{q(a.name)}")
-        text = "\n".join(f"{k:15} {_when(v) if k in ('created', 'shred_due') else v}"
+        text = "\n".join(f"{k:15} {_when(v) if k in ('created', 'shred_due', 'reclaimed') else v}"
                          for k, v in r.items())
         _emit(a, r, text)
     elif a.action == "update":

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.admincli import add_admin_commands
 
     add_admin_commands(sub)
+    from ops.kmscli import add_kms_parser
+
+    add_kms_parser(sub)
     from ops.status import add_status_command
 
     add_status_command(sub)
@@ -118,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.lifecyclecli import add_lifecycle_parser
 
     add_lifecycle_parser(sub)
+    from ops.configcli import add_config_parser
+
+    add_config_parser(sub)
     return p
 
 

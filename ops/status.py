@@ -50,6 +50,11 @@ def render(doc: dict[str, Any]) -> str:
     out.append(table([{"healthy": f"{h}/{width}", "stripes": c}
                       for h, c in st["by_healthy_shards"].items()],
                      [("healthy", "healthy shards"), ("stripes", "stripes")]))
+    if st.get("zone_loss"):
+        out += ["", "IF A ZONE WERE LOST NOW (same scan, today's node health)",
+                table([{"zone": z, **row} for z, row in st["zone_loss"].items()],
+                      [("zone", "zone lost"), ("redundant", "still redundant"),
+                       ("no_margin", "readable, no margin"), ("unreadable", "unreadable")])]
     r = doc["repair"]
     last = r.get("last_pass_health") or {}
     out += ["", "REPAIR",

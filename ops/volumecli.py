@@ -232,7 +232,7 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
                              f"the daemon this mount started (pid {pid}); not mounted")
 
     st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
-                                 Path(a.dir), a.fs, a.lease_ttl, confirm)
+                                 Path(a.dir), a.fs, a.lease_ttl, confirm, not a.no_journal)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 
@@ -291,6 +291,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("dir")
     p.add_argument("--fs", help="file system (e.g. ext4): mkfs on first use, loop mount")
     p.add_argument("--lease-ttl", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--no-journal", action="store_true",
+                   help="commit whole extents on fsync instead of appending to the journal")
     p = cmd("unmount", None, "detach what `mount` set up on DIR (waits for the flush)")
     p.add_argument("dir")
     p.set_defaults(func=_unmount)

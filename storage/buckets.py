@@ -78,19 +78,24 @@ class BucketService:
                 out.append(Bucket.decode(item.value))
         return out
 
-    async def ensure_empty(self, tenant: str, name: str) -> None:
+    async def ensure_empty(self, b: Bucket) -> None:
         """BucketNotEmpty if the bucket holds an object or a version (uploads aside)."""
-        await self.get(tenant, name)
-        for prefix in (object_prefix(name), version_prefix(name)):
+        for prefix in (object_prefix(b.name), version_prefix(b.name)):
             if await self._meta.range(*span(prefix), limit=1):
-                raise BucketNotEmpty(name)
+                raise BucketNotEmpty(b.name)
 
-    async def delete(self, tenant: str, name: str) -> None:
-        b = await self.get(tenant, name)
+    async def delete(self, b: Bucket) -> None:
+        """Delete an empty bucket (BucketNotEmpty otherwise); BucketNotFound if it is gone."""
+        name = b.name
         for prefix in bucket_prefixes(name):
             if await self._meta.range(*span(prefix), limit=1):
                 raise BucketNotEmpty(name)
-        await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
+        compares: dict[bytes, int] = {}
+        self.guard(b, compares)
+        while not await self._meta.txn(Txn(compares=compares, deletes=(
+                bucket_key(name), tenant_bucket_key(b.tenant, name)))):
+            b = self.owned(await self.get_any(name), b.tenant)  # changed meanwhile: again
+            self.guard(b, compares)
 
     async def update(self, tenant: str, name: str, **changes: Any) -> Bucket:
         """Compare-and-swap update of bucket fields (versioning) or config entries."""

@@ -22,6 +22,7 @@ from storage.crypto.keys import FileRootKey
 from storage.health import HealthTracker
 from storage.keyspace_migration import upgrade as upgrade_keyspace
 from storage.lifecycle import LifecycleEngine
+from storage.lifecycle_clock import LifecycleClock
 from storage.lying import LyingShards
 from storage.membership import MembershipWatcher
 from storage.membership import refresh as refresh_membership
@@ -72,7 +73,8 @@ class Cluster:
         objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=grace)
         multipart = MultipartService(meta, tenants, objects, gc_grace_s=grace)
         archive = ArchiveService(cfg, meta, tenants, objects)
-        lifecycle = LifecycleEngine(meta, objects, archive, multipart)
+        lifecycle = LifecycleEngine(meta, objects, archive, multipart,
+                                    LifecycleClock(meta, cfg))
         volumes = VolumeService(cfg, meta, tenants, stripes, gc_grace_s=grace)
         return cls(cfg, meta, tenants, buckets, objects, stripes, health, nodes, session, cpu,
                    hashing, multipart, archive, lifecycle, volumes)

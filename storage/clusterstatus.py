@@ -35,11 +35,15 @@ async def _count(cluster: Cluster, start: bytes, end: bytes) -> tuple[int, bool]
 
 
 async def _stripe_health(cluster: Cluster) -> dict[str, Any]:
-    """Stripes by healthy shards (shards on usable nodes), from a bounded X/ scan."""
+    """Stripes by healthy shards (shards on usable nodes), from a bounded X/ scan, and what
+    losing each zone now would leave of them (`zone_loss`: per zone, stripes still redundant,
+    readable with no margin, unreadable until the zone returns)."""
     hist: dict[str, int] = {}
     unsafe = 0
     scanned = 0
     by_id = {n.id: n for n in cluster.health.nodes}  # the live cluster map (membership)
+    loss = {z: {"redundant": 0, "no_margin": 0, "unreadable": 0}
+            for z in sorted({n.zone for n in cluster.health.nodes})}
     items = await cluster.meta.range(*space(STRIPE), limit=SCAN_LIMIT + 1)
     for item in items[:SCAN_LIMIT]:
         if unpack(item.value).get("state") != "live":
@@ -51,6 +55,10 @@ async def _stripe_health(cluster: Cluster) -> dict[str, Any]:
         part = man.part
         good = [n for n in part.nodes if n and n in by_id and cluster.health.is_usable(n)]
         hist[str(len(good))] = hist.get(str(len(good)), 0) + 1
+        for z, row in loss.items():
+            left = sum(1 for n in good if by_id[n].zone != z)
+            row["unreadable" if left < part.k else "no_margin" if left == part.k
+                else "redundant"] += 1
         zones: dict[str, int] = {}
         for n in (x for x in part.nodes if x and x in by_id):
             zones[by_id[n].zone] = zones.get(by_id[n].zone, 0) + 1
@@ -58,7 +66,8 @@ async def _stripe_health(cluster: Cluster) -> dict[str, Any]:
                 len({x for x in part.nodes if x}) != len([x for x in part.nodes if x]):
             unsafe += 1
     return {"by_healthy_shards": dict(sorted(hist.items(), key=lambda kv: -int(kv[0]))),
-            "scanned": scanned, "truncated": len(items) > SCAN_LIMIT, "zone_unsafe": unsafe}
+            "scanned": scanned, "truncated": len(items) > SCAN_LIMIT, "zone_unsafe": unsafe,
+            "zone_loss": loss}
 
 
 async def collect_status(cluster: Cluster) -> dict[str, Any]:

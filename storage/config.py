@@ -74,6 +74,8 @@ class GatewayConfig:
     deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
     deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
     metrics_refresh_s: float = 10.0  # how often /metrics' cluster gauges are recomputed
+    console_session_idle_s: float = 1800.0  # a console session ends after this long unused
+    console_session_max_s: float = 43200.0  # ...and this long after its login in any case
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,13 @@ class ArchiveSettings:
     @property
     def scale(self) -> float:
         return self.day_seconds / 86400.0
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    """[lifecycle]: bucket lifecycle rules' clock (see storage/lifecycle_clock.py)."""
+
+    day_seconds: float = 0.0  # length of a lifecycle "day"; 0 = [archive] day_seconds
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,15 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class AccessLogSettings:
+    """[access_log]: S3 server access logs (PutBucketLogging) and their delivery."""
+
+    flush_interval_s: float = 60.0  # a source bucket's records wait at most this long
+    stage_interval_s: float = 1.0  # records buffered in a gateway's memory at most this long
+    max_buffered: int = 100000  # records a gateway holds in memory; more are dropped (counted)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """Log rotation. Environment only: a process logs before it reads its config."""
 
@@ -171,6 +189,8 @@ class Config:
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -203,7 +223,9 @@ class Config:
 
 # [section] -> the dataclass of its numeric knobs (each field a key, each value >= 0).
 SETTINGS_SECTIONS: dict[str, type] = {"repair": RepairSettings, "rebalance": RebalanceSettings,
-                                      "scrub": ScrubSettings, "workers": WorkerSettings}
+                                      "scrub": ScrubSettings, "workers": WorkerSettings,
+                                      "lifecycle": LifecycleSettings,
+                                      "access_log": AccessLogSettings}
 _TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata",
              "archive", *SETTINGS_SECTIONS}
 _ARCHIVE_KEYS = set(ArchiveSettings.__dataclass_fields__)
@@ -274,7 +296,8 @@ def _archive(raw: Mapping[str, Any]) -> ArchiveSettings:
 
 
 _AT_LEAST = {"parallel": 1, "batch": 1, "sweep_batch": 1, "lease_ttl_s": 1, "max_bytes": 4096,
-             "backups": 1}  # keys whose floor is above 0
+             "backups": 1, "max_buffered": 1, "flush_interval_s": 0.1,
+             "stage_interval_s": 0.05}  # keys whose floor is above 0
 
 
 def _settings(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
@@ -326,10 +349,13 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_DEEP_SCRUB_PAUSE_S", "gateway", "deep_scrub_pause_s"),
     EnvOverride("TESSERA_METRICS_REFRESH_S", "gateway", "metrics_refresh_s"),
     EnvOverride("TESSERA_GATEWAY_WORKERS", "gateway", "workers"),
+    EnvOverride("TESSERA_CONSOLE_SESSION_IDLE_S", "gateway", "console_session_idle_s"),
     EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
     EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),
     EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),
     EnvOverride("TESSERA_LEASE_TTL_S", "workers", "lease_ttl_s"),
+    EnvOverride("TESSERA_ACCESS_LOG_FLUSH_S", "access_log", "flush_interval_s"),
+    EnvOverride("TESSERA_ACCESS_LOG_STAGE_S", "access_log", "stage_interval_s"),
     EnvOverride("TESSERA_LOG_MAX_BYTES", "logging", "max_bytes"),
     EnvOverride("TESSERA_LOG_BACKUPS", "logging", "backups"),
 )

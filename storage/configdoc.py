@@ -87,6 +87,10 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("gateway", "metrics_refresh_s"): "How often the gateway recomputes the cluster gauges of "
     "`/metrics` (status figures, per-tenant usage sweep). Shorter is fresher and costs "
     "metadata scans and a call to every node each time.",
+    ("gateway", "console_session_idle_s"): "A web console session ends after this long "
+    "without a request (log in again). Shorter limits what a forgotten open browser exposes.",
+    ("gateway", "console_session_max_s"): "A web console session ends this long after its "
+    "login however active it is.",
     ("metadata", "backend"): "`sqlite` (embedded, one file on one disk, one gateway) or `etcd` "
     "(Raft across zones, several gateways). The store's durability is every object's floor.",
     ("metadata", "path"): "SQLite file, relative to data_dir.",
@@ -107,7 +111,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "usage by it.",
     ("archive", "day_seconds"): "Length of a lifecycle/restore day. Shorter days make "
     "lifecycle rules and restores happen in seconds (tests, trials).",
-    ("archive", "lifecycle_interval_s"): "Pause between lifecycle passes.",
+    ("archive", "lifecycle_interval_s"): "Pause between lifecycle passes (at most a quarter "
+    "of the lifecycle day).",
     ("archive", "expedited_s"): "Expedited restore latency, in real-world seconds scaled by "
     "day_seconds / 86400.",
     ("archive", "standard_s"): "Standard restore latency (scaled as expedited_s).",
@@ -144,6 +149,18 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "collected; must exceed the longest upload.",
     ("workers", "lease_ttl_s"): "Background-worker lease TTL: a dead gateway's workers move "
     "after this long; shorter fails over faster and renews more often.",
+    ("lifecycle", "day_seconds"): "Length of a lifecycle \"day\" for bucket lifecycle rules "
+    "(Days counts, day rounding, x-amz-expiration); 0 = [archive] day_seconds. Change it on "
+    "a running cluster with `tessera config set lifecycle.day_seconds N` (stored in the "
+    "metadata, read by every gateway at once; `tessera config unset` returns to this value).",
+    ("access_log", "flush_interval_s"): "Server access logs (PutBucketLogging): a source "
+    "bucket's records are delivered into its target bucket at most this long after they are "
+    "staged. Shorter gives fresher logs in more, smaller log objects.",
+    ("access_log", "stage_interval_s"): "Access-log records wait at most this long in a "
+    "gateway's memory before they are written to the metadata store (a crash loses at most "
+    "this much; a clean shutdown loses nothing).",
+    ("access_log", "max_buffered"): "Access-log records a gateway holds in memory; past "
+    "this, new records are dropped and counted (the metadata store is not keeping up).",
 }
 # Environment-only settings (a process logs before it reads its config).
 LOG_DOCS = {"max_bytes": "Size at which a process's log file (DATA/logs/NAME.log) is rotated.",

@@ -1,4 +1,5 @@
-"""Key rotation and crypto-shred scheduling, run in the background.
+"""Key rotation and crypto-shred scheduling: the operations (the workers that carry them out
+are in `storage/workers/keys.py`).
 
 `rotate` makes a new KEK version current and marks the tenant for rewrapping (`(RW, tenant)`).
 The `Rewrapper` worker walks every object manifest (current `O` and history `V` records),
@@ -16,26 +17,12 @@ from __future__ import annotations
 import time
 
 from storage import object_lock
-from storage.crypto import keys
 from storage.errors import KeyUnavailable, NotFound
-from storage.keyspace import (
-    OBJECT,
-    REWRAP,
-    SHRED,
-    VERSION,
-    next_key,
-    rewrap_key,
-    shred_key,
-    space,
-)
+from storage.keyspace import REWRAP, rewrap_key, shred_key, space
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
-from storage.records import ObjectVersion, pack, unpack
+from storage.records import pack, unpack
 from storage.tenants import TenantService
-from storage.workers import WorkerState
-
-BATCH = 256
-SCAN_SPACES = (OBJECT, VERSION)
 
 
 async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:
@@ -88,124 +75,3 @@ async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str) ->
     scrub = getattr(meta, "scrub", None)  # drop old copies the backend keeps (SQLite WAL)
     if scrub is not None:
         await scrub()
-
-
-def _stale(v: ObjectVersion, current: int) -> bool:
-    """Whether a DEK of the record (the version's, or its restored copy's) is wrapped under an
-    older KEK version."""
-    r = v.restore
-    return v.kek_version != current or bool(r.get("dek") and r.get("kek_version") != current)
-
-
-class Rewrapper:
-    """Rewraps DEKs of rotated tenants to their current KEK version, batch by batch."""
-
-    name = "rewrap"
-
-    def __init__(self, meta: MetadataStore, tenants: TenantService) -> None:
-        self._meta = meta
-        self._tenants = tenants
-        self._scan = 0  # index into SCAN_SPACES
-        self._cursor: bytes | None = None
-        self._pass_tenants: dict[str, int] = {}  # tenant -> marker revision at pass start
-        self._left: set[str] = set()  # tenants with an old-version DEK seen this pass
-        self.rewrapped = 0
-
-    async def step(self) -> WorkerState:
-        if self._cursor is None:
-            items = await self._meta.range(*space(REWRAP), 100000)
-            if not items:
-                return WorkerState.IDLE
-            self._pass_tenants = {unpack_key(i.key)[1]: i.revision for i in items}
-            self._left = set()
-            self._scan = 0
-            self._cursor = space(SCAN_SPACES[0])[0]
-        batch = await self._meta.range(self._cursor, space(SCAN_SPACES[self._scan])[1],
-                                       limit=BATCH)
-        current: dict[str, int | None] = {}
-        for item in batch:
-            v = ObjectVersion.decode(item.value)
-            if v.tenant not in self._pass_tenants or v.delete_marker or not v.dek:
-                continue
-            if v.tenant not in current:
-                current[v.tenant] = await self._current(v.tenant)
-            cur = current[v.tenant]
-            if cur is None or not _stale(v, cur):
-                continue
-            # A tenant is done only after a pass that found nothing to rewrap, so a PUT
-            # that began before the rotation and committed mid-pass is caught next pass.
-            self._left.add(v.tenant)
-            await self._rewrap(item.key, item.revision, v, cur)
-        if len(batch) == BATCH:
-            self._cursor = next_key(batch[-1].key)
-            return WorkerState.BUSY
-        self._scan += 1
-        if self._scan < len(SCAN_SPACES):
-            self._cursor = space(SCAN_SPACES[self._scan])[0]
-            return WorkerState.BUSY
-        await self._finish_pass()
-        return WorkerState.BUSY
-
-    async def _current(self, tenant: str) -> int | None:
-        try:
-            t = await self._tenants.get(tenant)
-        except NotFound:
-            return None
-        return t.current_kek if t.state == "active" else None
-
-    async def _rewrap(self, key: bytes, revision: int, v: ObjectVersion, target: int) -> bool:
-        """CAS-rewrap one manifest record; False if it changed under us (next pass)."""
-        ident = keys.object_identity(v.tenant, v.bucket, v.key,
-                                     v.identity_version or v.version_id)
-        try:
-            _, old = await self._tenants.kek(v.tenant, v.kek_version)
-            _, new = await self._tenants.kek(v.tenant, target)
-        except KeyUnavailable:
-            return True  # shredded meanwhile: nothing left to protect
-        if v.kek_version != target:
-            inner = keys.unwrap_dek(old, v.tenant, ident, v.dek)
-            v.dek = keys.wrap_dek(new, v.tenant, ident, inner)
-            v.kek_version = target
-        r = v.restore
-        if r.get("dek") and r.get("kek_version") != target:  # a restored copy's own data key
-            try:
-                _, old_r = await self._tenants.kek(v.tenant, int(r["kek_version"]))
-            except KeyUnavailable:
-                return True
-            ident_r = keys.object_identity(v.tenant, v.bucket, v.key, r["identity_version"])
-            inner = keys.unwrap_dek(old_r, v.tenant, ident_r, r["dek"])
-            v.restore = {**r, "dek": keys.wrap_dek(new, v.tenant, ident_r, inner),
-                         "kek_version": target}
-        if await self._meta.txn(Txn(compares={key: revision}, puts={key: v.encode()})):
-            self.rewrapped += 1
-            return True
-        return False
-
-    async def _finish_pass(self) -> None:
-        for tenant, rev in self._pass_tenants.items():
-            if tenant not in self._left:
-                # Only clear the marker if no rotation happened during the pass.
-                await self._meta.txn(Txn(compares={rewrap_key(tenant): rev},
-                                         deletes=(rewrap_key(tenant),)))
-        self._cursor = None
-
-
-class ShredScheduler:
-    """Destroys the keys of tenants whose scheduled shred is due."""
-
-    name = "shred"
-
-    def __init__(self, meta: MetadataStore, tenants: TenantService) -> None:
-        self._meta = meta
-        self._tenants = tenants
-
-    async def step(self) -> WorkerState:
-        now = time.time()
-        for item in await self._meta.range(*space(SHRED), 1000):
-            entry = unpack(item.value)
-            if float(entry["due"]) <= now:
-                try:
-                    await shred_now(self._meta, self._tenants, unpack_key(item.key)[1])
-                except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out
-                    await self._meta.put(item.key, pack({**entry, "due": exc.until}))
-        return WorkerState.IDLE

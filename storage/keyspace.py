@@ -30,12 +30,17 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (L, name)                             lease of a background worker
     (M, node id)                          cluster-map overlay (membership)
     (RW, tenant)                          KEK rotation: DEKs still to rewrap
+    (KMS, tenant, key id)                 named KMS key (material wrapped by the tenant KEK)
+    (KA, tenant, alias name)              KMS alias -> key id (unique per tenant)
     (TS, tenant)                          scheduled tenant shred
     (VOL, tenant, volume)                 block volume record
     (VX, volume id, extent:010, gen:010)  extent pointer of a volume
     (VL, volume id)                       attach lease of a volume
+    (VJ, volume id, seq:020)              journal segment of a volume (small writes not yet folded)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
+    (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
+                                          by a gateway, waiting for delivery
     (S, name)                             a cluster-wide record: the access-secret KEK,
                                           worker counters (`repair`, `rebalance`)
     (layout)                              the layout version of this store
@@ -59,13 +64,17 @@ STRIPE = "X"
 LEASE = "L"
 MEMBER = "M"
 REWRAP = "RW"
+KMS_KEY = "KMS"
+KMS_ALIAS = "KA"
 SHRED = "TS"
 VOLUME = "VOL"
 EXTENT = "VX"
 VOLUME_LEASE = "VL"
+JOURNAL = "VJ"
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
+ACCESS_LOG = "AL"
 URGENT = "!"  # second component of an urgent repair entry (sorts before hex digits)
 LAYOUT = "layout"
 
@@ -224,6 +233,25 @@ def shred_key(tenant: str) -> bytes:
     return pack(SHRED, tenant)
 
 
+# --- named KMS keys -------------------------------------------------------------------------
+
+
+def kms_key_prefix(tenant: str) -> bytes:
+    return pack(KMS_KEY, tenant)
+
+
+def kms_key_key(tenant: str, key_id: str) -> bytes:
+    return pack(KMS_KEY, tenant, key_id)
+
+
+def kms_alias_prefix(tenant: str) -> bytes:
+    return pack(KMS_ALIAS, tenant)
+
+
+def kms_alias_key(tenant: str, alias: str) -> bytes:
+    return pack(KMS_ALIAS, tenant, alias)
+
+
 # --- stripes: index, repair and garbage-collection queues ----------------------------------
 
 
@@ -292,6 +320,15 @@ def volume_lease_key(vid: str) -> bytes:
     return pack(VOLUME_LEASE, vid)
 
 
+def journal_prefix(vid: str) -> bytes:
+    return pack(JOURNAL, vid)
+
+
+def journal_key(vid: str, seq: int) -> bytes:
+    """A volume's journal segment record; sequence numbers sort numerically (20 digits)."""
+    return pack(JOURNAL, vid, f"{seq:020d}")
+
+
 # --- archive queues -------------------------------------------------------------------------
 
 
@@ -318,3 +355,14 @@ def system_key(name: str) -> bytes:
 
 def layout_key() -> bytes:
     return pack(LAYOUT)
+
+
+# --- server access logs ----------------------------------------------------------------------
+
+
+def access_log_prefix(bucket: str) -> bytes:
+    return pack(ACCESS_LOG, bucket)
+
+
+def access_log_key(bucket: str, staged_ns: int, batch: str) -> bytes:
+    return pack(ACCESS_LOG, bucket, f"{staged_ns:020d}", batch)

@@ -267,7 +267,8 @@ class MultipartService:
                     checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype,
                     acl=opts.acl, lock=dict(opts.lock))
         shell = self._shell(up)
-        self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key)
+        self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key,
+                               await self._objects.kms_wrapping_for(shell))
         up.dek, up.sse = shell.dek, shell.sse
         await self._meta.put(upload_key(bucket, key, up.upload_id), up.encode())
         return up

@@ -21,7 +21,7 @@ from storage.buckets import BucketService
 from storage.conditions import DeleteConditions, WriteConditions
 from storage.config import Config
 from storage.crypto import keys
-from storage.crypto.aead import SegmentCipher
+from storage.crypto.aead import KEY_BYTES, SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
@@ -35,6 +35,7 @@ from storage.keyspace import (
     version_key,
     version_prefix,
 )
+from storage.kms import KmsService
 from storage.listing import NULL_VERSION, Listing
 from storage.metadata import MetadataStore, Txn
 from storage.pipeline import StripeCodec
@@ -47,6 +48,7 @@ from storage.tenants import TenantService
 
 SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
 SSEC_SALT = "customer_key_salt"
+KMS_KEY = "kms_key"  # in ObjectVersion.sse: the id of the KMS key that also wraps the DEK
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
 
 
@@ -97,6 +99,7 @@ class ObjectService:
         self._stripes = stripes
         self.gc_grace_s = gc_grace_s  # retired stripes wait this long (reads in flight)
         self.listing = Listing(meta)
+        self.kms = KmsService(meta, tenants, cfg.gateway.region)
 
     # keys ----------------------------------------------------------------------------------
 
@@ -109,11 +112,25 @@ class ObjectService:
             if sse_c_key is None or not self.customer_key_matches(v, sse_c_key):
                 raise KeyUnavailable("this object needs its customer-provided key")
             dek = keys.unwrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
+        elif v.sse.get(KMS_KEY) and len(dek) != KEY_BYTES:
+            # KMS-wrapped (a bare 32-byte key: a copy re-encrypted by the archive tier).
+            wrapping = await self.kms_wrapping_for(v)
+            assert wrapping is not None
+            dek = keys.unwrap_kms(wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek)
         return SegmentCipher(dek)
 
+    async def kms_wrapping_for(self, v: ObjectVersion) -> bytes | None:
+        """The KMS key (or S3 Bucket Key) that wraps an SSE-KMS version's DEK; None if none."""
+        key_id = v.sse.get(KMS_KEY)
+        if not key_id:
+            return None
+        bucket = v.bucket if v.sse.get("bucket_key_enabled") == "true" else None
+        return await self.kms.wrapping_key(v.tenant, key_id, bucket)
+
     def seal_dek(self, v: ObjectVersion, kek: bytes, dek: bytes, sse_c_key: bytes | None,
-                 ) -> None:
-        """Store `dek` in `v` wrapped by the KEK, and first by an SSE-C key if one is given.
+                 kms_wrapping: bytes | None = None) -> None:
+        """Store `dek` in `v` wrapped by the KEK, and first by an SSE-C key or by the
+        version's KMS key (`kms_wrapping`, from `kms_wrapping_for`) if one is given.
 
         For SSE-C only a salted HMAC of the customer key is kept (in `v.sse`), to tell a
         wrong key from a missing one; shredding the tenant's KEK still destroys the object.
@@ -124,6 +141,8 @@ class ObjectService:
             v.sse = {**v.sse, SSEC_SALT: salt.hex(),
                      SSEC_HMAC: keys.ssec_key_hmac(sse_c_key, salt)}
             inner = keys.wrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
+        elif kms_wrapping is not None:
+            inner = keys.wrap_kms(kms_wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek)
         v.dek = keys.wrap_dek(kek, v.tenant, self.identity(v), inner)
 
     @staticmethod
@@ -162,7 +181,7 @@ class ObjectService:
                           acl=opts.acl,
                           lock=object_lock.initial(b.config, dict(opts.lock), time.time()))
         dek = keys.new_dek()
-        self.seal_dek(v, kek, dek, opts.sse_c_key)
+        self.seal_dek(v, kek, dek, opts.sse_c_key, await self.kms_wrapping_for(v))
         md5 = hashlib.md5()
         cipher = SegmentCipher(dek)
         if (opts.size_hint is not None and 0 < opts.size_hint <= self._cfg.inline_max_bytes

@@ -63,6 +63,7 @@ class VolumeHandle:
         self._renewer: asyncio.Task[None] | None = None
         self._proc = local_process()
         self.fenced = False
+        self.journal_seq = 0  # the journal sequence in use after attach (see volume_journal)
 
     # lease ---------------------------------------------------------------------------------
 
@@ -220,8 +221,15 @@ class VolumeHandle:
             out += bytes(want - len(out))
         return bytes(out[:want])
 
-    async def write_extent(self, idx: int, data: bytes) -> None:
-        """Store a whole extent as a new stripe and commit its pointer (fenced)."""
+    def journal_floor(self) -> int:
+        """The largest journal sequence any own extent pointer has folded in."""
+        return max((p.jseq for p in self._own.values()), default=0)
+
+    async def write_extent(self, idx: int, data: bytes, jseq: int = 0) -> None:
+        """Store a whole extent as a new stripe and commit its pointer (fenced).
+
+        `jseq`: the journal sequence this extent includes (journal entries up to it that
+        cover this extent are then stale); 0 keeps the previous pointer's."""
         if self.read_only_gen is not None:
             raise InvalidInput("snapshots are read-only")
         if len(data) != self.extent_len(idx):
@@ -234,7 +242,8 @@ class VolumeHandle:
             kek_version, kek = await self.svc.tenants.kek(tenant)
             p = Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, stripe=new_stripe_id(),
                         size=len(data), k=prof.k, m=prof.m,
-                        segment_size=self.svc.cfg.segment_size, kek_version=kek_version)
+                        segment_size=self.svc.cfg.segment_size, kek_version=kek_version,
+                        jseq=jseq or self.jseq_of(idx))
             dek = keys.new_dek()
             p.dek = keys.wrap_dek(kek, tenant, extent_identity(tenant, p), dek)
             codec = self._codec(p, SegmentCipher(dek), tenant)
@@ -263,11 +272,16 @@ class VolumeHandle:
                                                                 "reason": "write"}))
         self._ciphers[p.stripe] = SegmentCipher(dek)
 
-    async def trim_extent(self, idx: int) -> None:
+    def jseq_of(self, idx: int) -> int:
+        p = self._own.get(idx)
+        return p.jseq if p is not None else 0
+
+    async def trim_extent(self, idx: int, jseq: int = 0) -> None:
         """Punch a whole extent: it reads as zeros and (unless a snapshot holds it) frees."""
-        if self.pointer(idx) is None:
+        if self.pointer(idx) is None and not jseq:
             return
-        await self._commit(Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, trim=True))
+        await self._commit(Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, trim=True,
+                                   jseq=jseq or self.jseq_of(idx)))
 
     async def _commit(self, p: Pointer) -> None:
         """Put the pointer, retiring what it replaces unless a snapshot still needs it."""
@@ -284,7 +298,8 @@ class VolumeHandle:
                 prev.gen <= s for s in self.vol.snapshots)
             # Leave no record only where no older pointer can exist (generation 1: never a
             # snapshot); otherwise deleting ours would bring an older extent back to life.
-            hole = p.trim and not keep_prev and p.index not in self._base and p.gen == 1
+            hole = (p.trim and not keep_prev and p.index not in self._base and p.gen == 1
+                    and not p.jseq)
             if prev is not None and not keep_prev:
                 if prev.key() != p.key() or hole:
                     deletes.append(prev.key())
@@ -307,6 +322,18 @@ class VolumeHandle:
                     self._own.pop(p.index, None)
                 else:
                     self._own[p.index] = p
+                return
+            await self._resync()
+
+    async def fenced_txn(self, puts: dict[bytes, bytes], deletes: tuple[bytes, ...] = ()) -> None:
+        """Commit a transaction only while this handle holds the lease (else Fenced)."""
+        while True:
+            if self.fenced:
+                raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+            vk = volume_key(self.vol.tenant, self.vol.name)
+            lk = volume_lease_key(self.vol.id)
+            if await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},
+                                           puts=puts, deletes=deletes)):
                 return
             await self._resync()
 

@@ -5,6 +5,7 @@ Keys (built by `storage.keyspace`; see storage/volumes.py for the model):
     (VX, volume id, extent:010d, gen:010d)    extent pointer (stripe, nodes, key) or trim
     (VL, volume id)                           attach lease {holder, token, expires, proc,
                                               released}: kept after release (tokens grow)
+    (VJ, volume id, seq:020d)                 journal segment (see storage/volume_journal.py)
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class Pointer:
     dek: bytes = b""
     trim: bool = False
     seal_gen: int = 0  # generation in the key's identity when it differs from `gen`; 0: same
+    jseq: int = 0  # journal sequence folded in: replay skips older journal entries for it
 
     def key(self) -> bytes:
         return extent_key(self.vid, self.index, self.gen)

@@ -27,6 +27,7 @@ from storage.errors import Conflict, InvalidInput, NotFound
 from storage.keyspace import (
     extent_prefix,
     gc_key,
+    journal_prefix,
     stripe_index_key,
     volume_key,
     volume_lease_key,
@@ -38,6 +39,7 @@ from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.tenants import TenantService
 from storage.volume_io import VolumeHandle
+from storage.volume_journal import recover
 from storage.volume_records import (
     LEASE_TTL_S,
     MAX_VOLUME_BYTES,
@@ -144,6 +146,8 @@ class VolumeService:
 
     async def _retire_all(self, vid: str) -> None:
         batch: list[Item] = []
+        async for it in scan_prefix(self.meta, journal_prefix(vid)):
+            batch.append(it)  # journal segments are laid out like extent pointers
         async for it in scan_prefix(self.meta, extent_prefix(vid)):
             batch.append(it)
             if len(batch) >= 256:
@@ -155,12 +159,13 @@ class VolumeService:
     async def _retire_items(self, items: list[Item]) -> None:
         puts: dict[bytes, bytes] = {}
         deletes = [i.key for i in items]
-        for it in items:
-            p = decode_pointer(it.value)
-            if not p.trim and p.stripe:
-                puts[gc_key(time.time_ns() + int(self.gc_grace_s * 1e9), p.stripe)] = pack(
-                    {"nodes": p.nodes})
-                deletes.append(stripe_index_key(p.stripe))
+        for it in items:  # extent pointers and journal segments alike
+            p = unpack(it.value)
+            if not p.get("trim") and p.get("stripe"):
+                stripe = bytes(p["stripe"])
+                puts[gc_key(time.time_ns() + int(self.gc_grace_s * 1e9), stripe)] = pack(
+                    {"nodes": p["nodes"]})
+                deletes.append(stripe_index_key(stripe))
         await self.meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
 
     async def _unlink_clone(self, vol: Volume) -> None:
@@ -290,7 +295,13 @@ class VolumeService:
             await h.acquire()
         else:
             h.read_only_gen = vol.snapshot_gen(snapshot)
-        await h.load_map()
+        try:
+            await h.load_map()
+            if snapshot is None:  # a writer that died left journal segments: fold them in
+                h.journal_seq = await recover(h)
+        except BaseException:
+            await h.close()
+            raise
         return h
 
     async def stored_bytes(self, tenant: str, name: str) -> int:

@@ -7,7 +7,8 @@ authenticated action is written to the append-only audit log (who, what, when, r
     GET    /admin/v1/tenants                       list
     POST   /admin/v1/tenants            {"name"}   create
     GET    /admin/v1/tenants/{name}                show
-    DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets)
+    DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets; a
+                                                   shredded one once reclaimed)
     PATCH  /admin/v1/tenants/{name} {"canonical_id", "display_name", "email",
                                      "public_access_block": {flag: bool}}  S3 identity
     POST   /admin/v1/tenants/{name}/rotate-key     new KEK version, rewrap in background
@@ -17,8 +18,10 @@ authenticated action is written to the append-only audit log (who, what, when, r
     POST   /admin/v1/keys               {"tenant"} create; the only answer holding a secret
     DELETE /admin/v1/keys/{access_key}             revoke
 
-Block volumes of a tenant live under /admin/v1/tenants/{tenant}/volumes (`volumes`); cluster
-membership under /admin/v1/nodes (`nodes`).
+Block volumes of a tenant live under /admin/v1/tenants/{tenant}/volumes (`volumes`), its KMS
+keys under /admin/v1/tenants/{tenant}/kms-keys (`kms`); cluster membership under
+/admin/v1/nodes (`nodes`); bucket, queue and audit listings in `inventory`. The web console
+(`gateway.console`) calls these same routes with a session instead of a signature (`auth`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminError, authenticate_admin
 from storage import errors as se
 from storage import keys_rotation as kr
+from storage import reclaim
 from storage.cluster import Cluster
 from storage.records import Tenant
 
@@ -101,15 +105,16 @@ class AdminApi:
                                                      self.cluster.cfg.gateway.max_skew_s)
             except AdminError as exc:
                 await self.audit.record(_claimed_key(request), action, f"denied:{exc.code}",
-                                        dict(request.match_info), remote)
+                                        {**request.match_info, **_via(request)}, remote)
                 return _error(exc.status, exc.code, exc.message)
             body = _json_object(raw)
             if isinstance(body, AdminError):  # refused, and audited like every outcome
                 await self.audit.record(cred.access_key, action, f"error:{body.code}",
-                                        dict(request.match_info), remote)
+                                        {**request.match_info, **_via(request)}, remote)
                 return _error(body.status, body.code, body.message)
             call = Call(request, cred.access_key, body)
             call.audit.update(request.match_info)
+            call.audit.update(_via(request))
             try:
                 status, payload = await fn(call)
             except AdminError as exc:
@@ -130,16 +135,20 @@ class AdminApi:
 
     async def _tenant_view(self, t: Tenant) -> dict[str, Any]:
         meta = self.cluster.meta
-        buckets = await self.cluster.buckets.list(t.name) if t.state == "active" else []
+        if t.state == "active":
+            n_buckets = len(await self.cluster.buckets.list(t.name))
+        else:  # a shredded tenant's buckets go as the reclaim worker reclaims them
+            n_buckets = (await reclaim.remaining(meta, t.name))["buckets"]
         rewrapping = t.name in await kr.pending_rewraps(meta)
         return {"name": t.name, "state": t.state, "created": t.created,
                 "kek_version": t.current_kek if t.keks else None,
-                "kek_versions": sorted(t.keks), "kms_key_id": f"{t.name}/kek",
+                "kek_versions": sorted(t.keks),
                 "canonical_id": t.canonical_id or t.name,
                 "display_name": t.display_name or t.name, "email": t.email,
                 "public_access_block": t.public_access_block,
-                "buckets": len(buckets), "rewrap_pending": rewrapping,
-                "shred_due": await kr.pending_shred(meta, t.name)}
+                "buckets": n_buckets, "rewrap_pending": rewrapping,
+                "shred_due": await kr.pending_shred(meta, t.name),
+                "reclaimed": t.reclaimed or None}
 
     async def tenant_list(self, _: Call) -> tuple[int, Any]:
         ts = [t for t in await self.cluster.tenants.list() if not t.name.startswith("_")]
@@ -181,6 +190,12 @@ class AdminApi:
 
     async def tenant_delete(self, call: Call) -> tuple[int, Any]:
         t = await self._tenant(call)
+        if t.state == "shredded" and not t.reclaimed:
+            left = await reclaim.remaining(self.cluster.meta, t.name)
+            raise AdminError(409, "TenantNotEmpty", f"tenant {t.name!r} is shredded and its "
+                             f"records and shards are still being reclaimed ({left['buckets']} "
+                             f"buckets, {left['volumes']} volumes left); retry once `tessera "
+                             "tenant show` gives a reclaimed time")
         if await self.cluster.buckets.list(t.name):
             raise AdminError(409, "TenantNotEmpty", f"tenant {t.name!r} still owns buckets; "
                              "delete them first (or shred the tenant)")
@@ -272,6 +287,15 @@ def _str_field(body: dict[str, Any], name: str) -> str:
     if not isinstance(v, str) or not v:
         raise AdminError(400, "InvalidArgument", f"the body needs a string field {name!r}")
     return v
+
+
+def _via(request: web.Request) -> dict[str, str]:
+    """{"via": "console"} for a request made through a console session (cookie, no signature)."""
+    from gateway.console.sessions import COOKIE
+
+    if COOKIE in request.cookies and "Authorization" not in request.headers:
+        return {"via": "console"}
+    return {}
 
 
 def _claimed_key(request: web.Request) -> str:

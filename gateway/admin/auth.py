@@ -1,16 +1,23 @@
-"""Authentication of admin API requests: SigV4 (service "s3") with an admin-role key.
+"""Authentication of admin API requests: SigV4 (service "s3") with an admin-role key, or a
+web console session.
 
 The admin API reuses the S3 SigV4 verifier; only credentials whose role is "admin" pass.
 Tenant keys get 403, unsigned or badly signed requests 401/403, with a JSON error body.
+An unsigned request carrying the console's session cookie acts as the admin key that logged in
+(`gateway.console.sessions`): the session must be live, the key still an active admin key, a
+change (any method but GET/HEAD) must carry the session's CSRF token in `X-CSRF-Token`, and a
+browser's `Origin`, when sent, must be this listener. Every refusal there is 403.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, csrf_ok
 from gateway.s3.sigv4 import SigV4Error, authenticate
 from storage.tenants import Credential, TenantService
 
@@ -29,8 +36,12 @@ class AdminError(Exception):
 
 async def authenticate_admin(request: web.Request, tenants: TenantService,
                              max_skew_s: int) -> tuple[Credential, bytes]:
-    """Verify the signature and the admin role; return the credential and the body."""
+    """Verify the signature (or console session) and the admin role; return the credential
+    and the body."""
     ak = _access_key(request)
+    token = request.cookies.get(COOKIE)
+    if ak is None and token is not None and "Authorization" not in request.headers:
+        return await _session_admin(request, tenants, token)
     cred = await tenants.credential(ak) if ak else None
     try:
         auth = authenticate(request.method, request.raw_path, list(request.query.items()),
@@ -54,6 +65,33 @@ async def authenticate_admin(request: web.Request, tenants: TenantService,
     elif body and mode != "unsigned":
         raise AdminError(400, "InvalidRequest", "admin bodies must be plain JSON")
     return cred, body
+
+
+async def _session_admin(request: web.Request, tenants: TenantService,
+                         token: str) -> tuple[Credential, bytes]:
+    """The admin credential a console session acts as, after the session and CSRF checks."""
+    store = request.app.get(SESSIONS)
+    session = store.find(token, touch=False) if store is not None else None
+    if session is None:
+        raise AdminError(403, "InvalidSession", "the console session has expired or does not "
+                         "exist; log in again")
+    if request.method not in ("GET", "HEAD"):
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            raise AdminError(403, "CrossOrigin", "the request comes from another site")
+        if not csrf_ok(session, request.headers.get(CSRF_HEADER)):
+            raise AdminError(403, "InvalidCSRFToken", f"a change needs the session's "
+                             f"{CSRF_HEADER} header")
+    cred = await tenants.credential(session.who)
+    if cred is None or cred.role != "admin":
+        assert store is not None
+        store.close_all(session.who)
+        raise AdminError(403, "InvalidSession", "the key this session logged in with is no "
+                         "longer an active admin key; log in again")
+    assert store is not None
+    store.touch(session)
+    request["console_session"] = session
+    return cred, await _read_body(request)
 
 
 def _access_key(request: web.Request) -> str | None:

@@ -4,8 +4,10 @@ Run as its own process (`python -m gateway.block.fuse`), usually started by
 `tessera volume mount`. It opens the cluster with the storage library directly, takes the
 volume's attach lease, and serves requests on libfuse3's worker threads (mfusepy), several
 at once: each request runs as a coroutine on one asyncio loop thread that owns the volume.
-Writes go to a bounded write-back cache; `fsync`, `flush`, `release` and unmount are
-durability barriers. `fallocate` punch-hole / zero-range (what the loop device turns a
+Writes go to the volume's journal (`storage/volume_overlay.py`; `--no-journal`: a bounded
+write-back cache of whole extents); `fsync`, `flush`, `release` and unmount are
+durability barriers; setting the xattr `user.tessera.checkpoint` folds the journal into
+extents (what a snapshot freezes). `fallocate` punch-hole / zero-range (what the loop device turns a
 discard, e.g. `fstrim`, into) zeroes the range, and whole extents become holes again.
 The process marks itself PR_SET_IO_FLUSHER so memory reclaim never waits on its own I/O.
 """
@@ -30,10 +32,11 @@ from typing import Any, TypeVar
 import mfusepy
 
 from gateway.block.cache import ExtentCache
-from gateway.block.mount import DETACHED_MARK
+from gateway.block.mount import CHECKPOINT_XATTR, DETACHED_MARK
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import StorageError
+from storage.volume_overlay import JournaledVolume
 from storage.volumes import LEASE_TTL_S, VolumeHandle
 
 PR_SET_IO_FLUSHER = 57
@@ -44,6 +47,7 @@ FALLOC_FL_ZERO_RANGE = 0x10
 FILE_PATH = "/volume"
 log = logging.getLogger("tessera.block")
 T = TypeVar("T")
+Cache = ExtentCache | JournaledVolume
 
 
 def set_io_flusher() -> bool:
@@ -79,7 +83,7 @@ class VolumeFS(mfusepy.Operations):
 
     use_ns = True
 
-    def __init__(self, runner: LoopThread, cache: ExtentCache, banner: str) -> None:
+    def __init__(self, runner: LoopThread, cache: Cache, banner: str) -> None:
         self.runner = runner
         self.cache = cache
         self.size = cache.vol.vol.size
@@ -179,13 +183,25 @@ class VolumeFS(mfusepy.Operations):
     def release(self, path: str | None, fh: int) -> int:
         return self._barrier()
 
+    def setxattr(self, path: str, name: str, value: bytes, options: int,
+                 position: int = 0) -> int:
+        """Only the checkpoint attribute: fold every journaled write into its extent."""
+        if path != FILE_PATH or name != CHECKPOINT_XATTR:
+            raise mfusepy.FuseOSError(errno.ENOTSUP)
+        try:
+            self.runner.call(self.cache.checkpoint())
+        except StorageError as exc:
+            log.error("checkpoint failed: %s", exc)
+            raise mfusepy.FuseOSError(errno.EIO) from None
+        return 0
+
     def statfs(self, path: str) -> dict[str, int]:
         return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": self.size // 4096,
                 "f_bfree": 0, "f_bavail": 0, "f_namemax": 255}
 
 
 async def _attach(cfg_path: Path, tenant: str, name: str, holder: str, lease_ttl_s: float,
-                  max_dirty: int) -> tuple[Cluster, VolumeHandle, ExtentCache]:
+                  max_dirty: int, journal: bool) -> tuple[Cluster, VolumeHandle, Cache]:
     cluster = await Cluster.open(load_config(cfg_path))
     try:
         svc = cluster.volumes
@@ -193,12 +209,13 @@ async def _attach(cfg_path: Path, tenant: str, name: str, holder: str, lease_ttl
     except BaseException:
         await cluster.close()
         raise
-    cache = ExtentCache(handle, max_dirty=max_dirty)
+    cache: Cache = (JournaledVolume(handle, max_dirty=max_dirty) if journal
+                    else ExtentCache(handle, max_dirty=max_dirty))
     cache.start()
     return cluster, handle, cache
 
 
-async def _detach(cluster: Cluster, handle: VolumeHandle, cache: ExtentCache) -> None:
+async def _detach(cluster: Cluster, handle: VolumeHandle, cache: Cache) -> None:
     """Unmount barrier: commit everything, then drop the lease and close the cluster."""
     try:
         try:
@@ -214,9 +231,9 @@ async def _detach(cluster: Cluster, handle: VolumeHandle, cache: ExtentCache) ->
 
 
 def serve(runner: LoopThread, cfg_path: Path, tenant: str, name: str, mountpoint: Path,
-          holder: str, lease_ttl_s: float, max_dirty: int) -> int:
+          holder: str, lease_ttl_s: float, max_dirty: int, journal: bool = True) -> int:
     cluster, handle, cache = runner.call(
-        _attach(cfg_path, tenant, name, holder, lease_ttl_s, max_dirty))
+        _attach(cfg_path, tenant, name, holder, lease_ttl_s, max_dirty, journal))
     try:
         banner = f"volume {name} attached at {mountpoint} (lease token {handle.token})"
         fs = VolumeFS(runner, cache, banner)
@@ -240,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mountpoint", required=True)
     p.add_argument("--lease-ttl", type=float, default=LEASE_TTL_S)
     p.add_argument("--max-dirty-mib", type=int, default=128)
+    p.add_argument("--no-journal", action="store_true",
+                   help="whole-extent write-back cache instead of the journal")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not set_io_flusher():  # before any thread starts: threads inherit the flag
@@ -248,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = LoopThread()
     try:
         return serve(runner, Path(a.config), a.tenant, a.volume, Path(a.mountpoint), holder,
-                     a.lease_ttl, a.max_dirty_mib << 20)
+                     a.lease_ttl, a.max_dirty_mib << 20, not a.no_journal)
     except (StorageError, OSError, RuntimeError) as exc:
         print(f"tessera volume mount: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -22,6 +22,7 @@ from pathlib import Path
 READY_TIMEOUT_S = 60.0
 DETACHED_MARK = "detached: every write committed"  # the daemon's last log line, clean exits
 EXIT_TIMEOUT_S = 300.0
+CHECKPOINT_XATTR = "user.tessera.checkpoint"  # set on `volume`: fold the journal into extents
 
 
 class MountError(RuntimeError):
@@ -105,7 +106,7 @@ def _last_line(path: Path) -> str:
 
 
 def start_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Path,
-                 lease_ttl_s: float | None = None) -> int:
+                 lease_ttl_s: float | None = None, journal: bool = True) -> int:
     """Spawn the FUSE daemon and wait until `fuse_dir` is mounted; returns its pid."""
     fuse_dir.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +114,8 @@ def start_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Pa
            "--tenant", tenant, "--volume", volume, "--mountpoint", str(fuse_dir)]
     if lease_ttl_s is not None:
         cmd += ["--lease-ttl", str(lease_ttl_s)]
+    if not journal:
+        cmd.append("--no-journal")
     # The daemon runs the very code this command runs (cwd "/" keeps no directory busy).
     code_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH", "")
@@ -133,7 +136,7 @@ def start_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Pa
 
 def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, target: Path,
           fs: str | None, lease_ttl_s: float | None = None,
-          confirm: Callable[[int], None] | None = None) -> MountState:
+          confirm: Callable[[int], None] | None = None, journal: bool = True) -> MountState:
     """Start the daemon on a FUSE directory of this mount's own; `confirm(pid)` (raising
     to refuse) runs once it is up, before any loop device or file system is set up."""
     target = target.resolve()
@@ -144,7 +147,7 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
     fuse_dir = target if fs is None else data_dir / "volumes" / "fuse" / mount_id
     log = data_dir / "volumes" / "logs" / f"{tenant}.{volume}.{mount_id}.log"
     log_offset = log.stat().st_size if log.exists() else 0
-    pid = start_daemon(config, tenant, volume, fuse_dir, log, lease_ttl_s)
+    pid = start_daemon(config, tenant, volume, fuse_dir, log, lease_ttl_s, journal)
     st = MountState(volume=volume, tenant=tenant, target=str(target), fuse_dir=str(fuse_dir),
                     pid=pid, fs=fs, log=str(log), log_offset=log_offset)
     _save(data_dir, st)
@@ -244,6 +247,12 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> None:
         fd = os.open(Path(st.fuse_dir) / "volume", os.O_RDONLY)
         try:
             os.fsync(fd)
+            # Fold the journal into extents: a snapshot freezes the extent map only.
+            try:
+                os.setxattr(fd, CHECKPOINT_XATTR, b"1")
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
         finally:
             os.close(fd)
 

@@ -219,6 +219,7 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     bucket_acl = Acl.of(b.config.get("acl"), b.tenant)
     if level == "bucket":
         if bucket_acl.allows(who, perm, ignore_public=ignore):
+            request["s3_acl_required"] = True  # the access log's "ACL required" field
             return b.tenant
         raise S3Error("AccessDenied")
     if version is None:
@@ -235,6 +236,7 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
                     and (is_owner or perm in ("READ_ACP", "WRITE_ACP"))):
         return b.tenant
     if obj_acl.allows(who, perm, ignore_public=ignore):
+        request["s3_acl_required"] = True
         return b.tenant
     raise S3Error("AccessDenied")
 

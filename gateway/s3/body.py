@@ -92,6 +92,13 @@ class RequestBody:
             self.content_md5 = raw.hex()
 
     @property
+    def integrity_declared(self) -> bool:
+        """Whether the client sent Content-MD5 or an x-amz-checksum-* (header or trailer)."""
+        trailer = self._request.headers.get("x-amz-trailer", "")
+        return bool(self.content_md5 or self.expected or any(
+            checksums.algorithm_of_header(n.strip()) for n in trailer.split(",")))
+
+    @property
     def digests(self) -> list[object]:
         """Hash objects the data path updates off the event loop."""
         out: list[object] = list(self.checksums.values())

@@ -18,7 +18,7 @@ from xml.etree import ElementTree as ET
 
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.xml import S3_NAMESPACE
-from gateway.s3.xml_parse import find_all, find_text, malformed, parse_document
+from gateway.s3.xml_parse import find_all, find_text, local_name, malformed, parse_document
 
 __all__ = [
     "CORS_METHODS",
@@ -36,6 +36,8 @@ CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
 CORS_RULES_MAX = 100
 LIFECYCLE_RULES_MAX = 1000
 RULE_ID_CHARS_MAX = 255
+OBJECT_SIZE_MAX = 5 * 1024**4  # a lifecycle size filter's bound (AWS: "Maximum filter size is 5 TB")
+AND_PREDICATES = ("Prefix", "ObjectSizeGreaterThan", "ObjectSizeLessThan", "Tag")
 POLICY_BYTES_MAX = 20 * 1024
 TRANSITION_CLASSES = ("GLACIER", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
                       "DEEP_ARCHIVE", "GLACIER_IR")
@@ -172,8 +174,19 @@ def _tag(elem: ET.Element) -> tuple[str, str]:
     return key, value
 
 
+def _size(elem: ET.Element, name: str) -> int | None:
+    value = _int(find_text(elem, name), name)
+    if value is not None and not 0 <= value <= OBJECT_SIZE_MAX:
+        raise _invalid(f"{name} must be between 0 and {OBJECT_SIZE_MAX}", name, str(value))
+    return value
+
+
 def _filter(rule: ET.Element) -> tuple[dict[str, Any], bool]:
-    """The rule's filter as {prefix, tags, size_gt, size_lt}; True if the legacy Prefix."""
+    """The rule's filter as {prefix, tags, size_gt, size_lt}; True if the legacy Prefix.
+
+    As AWS's schema: a Filter holds at most one of Prefix, Tag, ObjectSizeGreaterThan,
+    ObjectSizeLessThan or And, and an And combines two or more of the first four (several
+    Tags allowed); anything else is MalformedXML. An empty Filter selects every object."""
     legacy = find_text(rule, "Prefix")
     filters = find_all(rule, "Filter")
     if legacy is not None and filters:
@@ -187,18 +200,27 @@ def _filter(rule: ET.Element) -> tuple[dict[str, Any], bool]:
     children = [c for c in f if isinstance(c.tag, str)]
     if len(children) > 1:
         raise malformed("a Filter holds one condition; combine them with And")
+    if children and local_name(children[0].tag) not in (*AND_PREDICATES, "And"):
+        raise malformed(f"unknown Filter condition {local_name(children[0].tag)!r}")
     target = f
     ands = find_all(f, "And")
     if ands:
         target = ands[0]
+        preds = [c for c in target if isinstance(c.tag, str)]
+        if len(preds) < 2:
+            raise malformed("And combines two or more conditions")
+        names = [local_name(c.tag) for c in preds]
+        if any(n not in AND_PREDICATES for n in names) or \
+                any(names.count(n) > 1 for n in AND_PREDICATES[:3]):
+            raise malformed("And holds Prefix, Tags and size conditions, each once")
     out["prefix"] = find_text(target, "Prefix")
     for t in find_all(target, "Tag"):
         k, v = _tag(t)
         if k in out["tags"]:
             raise S3Error("InvalidRequest", "Duplicate Tag Keys are not allowed.")
         out["tags"][k] = v
-    out["size_gt"] = _int(find_text(target, "ObjectSizeGreaterThan"), "ObjectSizeGreaterThan")
-    out["size_lt"] = _int(find_text(target, "ObjectSizeLessThan"), "ObjectSizeLessThan")
+    out["size_gt"] = _size(target, "ObjectSizeGreaterThan")
+    out["size_lt"] = _size(target, "ObjectSizeLessThan")
     if out["size_gt"] is not None and out["size_lt"] is not None \
             and out["size_gt"] >= out["size_lt"]:
         raise _invalid("ObjectSizeGreaterThan must be less than ObjectSizeLessThan",

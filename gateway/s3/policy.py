@@ -2,7 +2,8 @@
 
 Supported: Effect, Principal/NotPrincipal (`*`, `{"AWS": ...}` naming `*`, a tenant's
 canonical id or name, `arn:aws:iam::<tenant>:root`, `arn:aws:iam::<tenant>:user/<key id>`, or
-`{"CanonicalUser": id}`), Action/NotAction, Resource/NotResource (`*` and `?` wildcards),
+`{"CanonicalUser": id}`; `{"Service": name}` names a service principal, which only the
+gateway's own services (the access-log delivery) are, never a signed request), Action/NotAction, Resource/NotResource (`*` and `?` wildcards),
 and Condition (operators and keys in `gateway.s3.policy_conditions`). Anything else is
 refused at PutBucketPolicy with MalformedPolicy, so a stored policy is always fully applied.
 `evaluate` answers "Deny" (an explicit deny applies), "Allow" or None (nothing applies); the
@@ -132,7 +133,7 @@ def validate(text: str, bucket: str) -> None:
 def _check_principal(p: Any) -> None:
     if p == "*":
         return
-    if not isinstance(p, dict) or not p or not set(p) <= {"AWS", "CanonicalUser"}:
+    if not isinstance(p, dict) or not p or not set(p) <= {"AWS", "CanonicalUser", "Service"}:
         raise _malformed("Invalid principal in policy")
     for v in p.values():
         if not all(isinstance(x, str) and x for x in _as_list(v)) or not _as_list(v):
@@ -147,6 +148,11 @@ def principal_ids(tenant: str, canonical_id: str, access_key: str) -> frozenset[
     return frozenset(out)
 
 
+def service_id(name: str) -> str:
+    """The principal id of a service (`{"Service": name}`); no request's ids hold it."""
+    return "service:" + name
+
+
 def _principal_matches(principal: Any, ids: frozenset[str]) -> bool:
     for p in _as_list(principal):
         if p == "*":
@@ -155,6 +161,9 @@ def _principal_matches(principal: Any, ids: frozenset[str]) -> bool:
             for name in _as_list(p.get("AWS")) + _as_list(p.get("CanonicalUser")):
                 if name == "*" or name in ids:
                     return True
+            if any(isinstance(n, str) and service_id(n) in ids
+                   for n in _as_list(p.get("Service"))):
+                return True
     return False
 
 

@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway.metrics import Metrics
-from gateway.s3 import authz, cors, post_upload, sigv2
+from gateway.s3 import access_log, authz, cors, post_upload, sigv2
 from gateway.s3.context import RequestContext, resolve_bucket
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
 from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint
 from gateway.s3.sigv4 import AuthResult, authenticate
+from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS
 from storage.cluster import Cluster
 from storage.config import GatewayConfig
@@ -55,11 +56,13 @@ class Flow:
 
 
 class S3Server:
-    def __init__(self, cluster: Cluster, cfg: GatewayConfig, metrics: Metrics) -> None:
+    def __init__(self, cluster: Cluster, cfg: GatewayConfig, metrics: Metrics,
+                 access_logs: AccessLogBuffer | None = None) -> None:
         self.cluster = cluster
         self.cfg = cfg
         self.metrics = metrics
         self.handlers = load_all()
+        self.access_logs = access_logs  # server access logs (PutBucketLogging), if kept
 
     async def expect(self, request: web.Request) -> None:
         """`Expect:` is answered in `_continue`, once the request is authorized (aiohttp's
@@ -74,12 +77,16 @@ class S3Server:
         """Serve one request, recorded as client activity (background work gives way)."""
         CLIENTS.begin()
         resp: web.StreamResponse | None = None
+        started_wall, started = time.time(), time.perf_counter()
         try:
             resp = await self._serve(request)
             return resp
         finally:
             out = resp.content_length if resp is not None else None
             CLIENTS.end((request.content_length or 0) + (out or 0))
+            if self.access_logs is not None and resp is not None:  # the access-log step
+                access_log.observe(self.access_logs, request, resp, started_wall, started,
+                                   HOST_ID)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         """The pipeline: `_run`'s steps, then error mapping, then accounting."""
@@ -128,6 +135,7 @@ class S3Server:
                             self.cfg.virtual_host_domain,
                             has_copy_source="x-amz-copy-source" in request.headers)
         flow.op, flow.bucket, flow.key = ep.op, ep.bucket, ep.key
+        request["s3_endpoint"] = ep  # for the access log
         return ep
 
     async def _authenticate(self, request: web.Request, ep: Endpoint,
@@ -155,6 +163,7 @@ class S3Server:
         if cred is None or cred.role != "tenant":
             raise S3Error("AccessDenied")
         cid, _ = await self.cluster.tenants.identity(cred.tenant)
+        request["s3_requester_id"] = cid  # for the access log
         return auth, authz.Requester(cred.tenant, cid, cred.access_key)
 
     def _handler(self, op: str) -> Handler:
@@ -168,6 +177,7 @@ class S3Server:
         """Any exception as the S3 error response AWS would send."""
         request = flow.request
         err = to_s3_error(exc, flow.bucket, flow.key)
+        request["s3_error_code"] = err.code  # for the access log
         if err.resource is None and flow.op != PREFLIGHT:
             err.resource = request.path
         headers = dict(err.headers)

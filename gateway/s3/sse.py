@@ -3,11 +3,13 @@
 Everything is always encrypted (tenant KEK -> per-version DEK); these headers choose what is
 reported and, for SSE-C, add the customer's key as an extra wrapping of the DEK.
 
-KMS key ids: each tenant has exactly one key, its KEK, named `<tenant>/kek` or, as AWS
-writes key ARNs, `arn:aws:kms:<region>:<tenant>:key/kek`; responses give the ARN form. A key
-id naming another tenant's key is AccessDenied (as AWS answers a key you may not use); a
-malformed one is KMS.NotFoundException. ETags stay the MD5 of the plaintext even for SSE-KMS
-and SSE-C objects (AWS gives a non-MD5 ETag there); clients do not rely on either.
+SSE-KMS names one of the requesting tenant's named KMS keys (`storage.kms`: key id, key ARN,
+alias name or alias ARN; none: the tenant's default key `alias/aws/s3`); the key wraps the
+object's data key and responses give its ARN, as AWS does. A name that is malformed or names
+no key of the tenant is 400 KMS.NotFoundException with AWS KMS's message; another account's
+(tenant's) key ARN is AccessDenied, as AWS answers a key you may not use. ETags stay the MD5
+of the plaintext even for SSE-KMS and SSE-C objects (AWS gives a non-MD5 ETag there); clients
+do not rely on either.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.s3.errors import S3Error
-from storage.objects import SSEC_HMAC
+from storage import kms
+from storage.objects import KMS_KEY, SSEC_HMAC
 from storage.records import ObjectVersion
 
 H_SSE = "x-amz-server-side-encryption"
@@ -31,8 +33,6 @@ H_C_ALG = "x-amz-server-side-encryption-customer-algorithm"
 H_C_KEY = "x-amz-server-side-encryption-customer-key"
 H_C_MD5 = "x-amz-server-side-encryption-customer-key-MD5"
 COPY_PREFIX = "x-amz-copy-source-"
-_ARN = re.compile(r"arn:aws:kms:([a-z0-9-]*):([A-Za-z0-9_-]{1,63}):key/kek")
-_SHORT = re.compile(r"([A-Za-z0-9_-]{1,63})/kek")
 
 
 @dataclass
@@ -41,21 +41,15 @@ class SseChoice:
 
     record: dict[str, str] = field(default_factory=lambda: {"algorithm": "AES256"})
     customer_key: bytes | None = None
+    kms_ref: str | None = None  # SSE-KMS: the key name given (None: the default key)
 
 
-def kms_key_arn(region: str, tenant: str) -> str:
-    return f"arn:aws:kms:{region}:{tenant}:key/kek"
-
-
-def _kms_key_for(key_id: str, tenant: str, region: str) -> str:
-    m = _ARN.fullmatch(key_id) or _SHORT.fullmatch(key_id)
-    if m is None:
-        raise S3Error("KMS.NotFoundException", f"Invalid keyId '{key_id}'", status=400)
-    owner = m.group(m.lastindex or 1)
-    if owner != tenant:
-        raise S3Error("AccessDenied", "User is not authorized to perform kms:GenerateDataKey "
-                      "on this key.")
-    return kms_key_arn(region, tenant)
+def kms_error(exc: kms.KmsNotFound | kms.KmsAccessDenied, ref: str | None) -> S3Error:
+    """The S3 error for a KMS key a request may not use."""
+    if isinstance(exc, kms.KmsNotFound):
+        return S3Error("KMS.NotFoundException", str(exc), status=400)
+    return S3Error("AccessDenied", "User is not authorized to perform kms:GenerateDataKey on "
+                   f"resource {ref}")
 
 
 def customer_key(headers: Any, prefix: str = "") -> bytes | None:
@@ -120,12 +114,17 @@ def for_write(headers: Any, tenant: str, region: str,
                           ArgumentName=H_KMS_KEY, ArgumentValue=kms_id)
         return SseChoice({"algorithm": "AES256"})
     if alg in ("aws:kms", "aws:kms:dsse"):
-        arn = _kms_key_for(kms_id, tenant, region) if kms_id else kms_key_arn(region, tenant)
-        rec = {"algorithm": alg, "kms_key_id": arn}
-        if headers.get(H_BUCKET_KEY, "").lower() == "true" or (
-                bucket_default and bucket_default.get("bucket_key_enabled")):
+        if kms_id:
+            try:
+                kms.parse_key_ref(kms_id)
+            except kms.KmsNotFound as exc:
+                raise kms_error(exc, kms_id) from None
+        rec = {"algorithm": alg}
+        bke = headers.get(H_BUCKET_KEY)
+        if (bke.lower() == "true" if bke is not None
+                else bool(bucket_default and bucket_default.get("bucket_key_enabled"))):
             rec["bucket_key_enabled"] = "true"
-        return SseChoice(rec)
+        return SseChoice(rec, kms_ref=kms_id or None)
     raise S3Error("InvalidArgument", "The encryption method specified is not supported",
                   ArgumentName=H_SSE, ArgumentValue=alg)
 
@@ -173,6 +172,15 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
 
 async def for_request(rq: Any) -> SseChoice:
     """`for_write` for an S3Request, with its bucket's default encryption (from the record
-    the pipeline read)."""
+    the pipeline read), and the KMS key of an SSE-KMS write looked up in the tenant's keys
+    (recorded by id and ARN)."""
     b = rq.existing_bucket()
-    return for_write(rq.headers, rq.tenant, rq.cfg.region, b.config.get("encryption"))
+    choice = for_write(rq.headers, rq.tenant, rq.cfg.region, b.config.get("encryption"))
+    if choice.record.get("algorithm", "").startswith("aws:kms"):
+        svc = rq.cluster.objects.kms
+        try:
+            key = await svc.resolve(rq.tenant, choice.kms_ref)
+        except (kms.KmsNotFound, kms.KmsAccessDenied) as exc:
+            raise kms_error(exc, choice.kms_ref) from None
+        choice.record.update({"kms_key_id": svc.arn(key), KMS_KEY: key.key_id})
+    return choice

@@ -134,3 +134,41 @@ def ssec_key_hmac(customer_key: bytes, salt: bytes) -> str:
     import hmac
 
     return hmac.new(salt, labels.SSEC_KEY_HMAC_V1 + customer_key, "sha256").hexdigest()
+
+
+# --- named KMS keys: tenant KEK -> KMS key -> (bucket key) -> DEK -------------------------------
+
+
+def kms_key_aad(tenant: str, key_id: str, kek_version: int) -> bytes:
+    return pack_fields(labels.KEK_WRAPS_KMS_KEY_V1, [tenant, key_id, kek_version])
+
+
+def new_kms_key(kek: bytes, tenant: str, key_id: str, kek_version: int) -> bytes:
+    """Fresh KMS key material, returned wrapped by the tenant's KEK (shredding destroys it)."""
+    return aead.wrap(kek, aead.random_key(), kms_key_aad(tenant, key_id, kek_version))
+
+
+def open_kms_key(kek: bytes, tenant: str, key_id: str, kek_version: int, wrapped: bytes,
+                 ) -> bytes:
+    return aead.unwrap(kek, wrapped, kms_key_aad(tenant, key_id, kek_version))
+
+
+def bucket_key(kms_key: bytes, tenant: str, key_id: str, bucket: str) -> bytes:
+    """S3 Bucket Key: a per-bucket key derived from a KMS key (HMAC-SHA256), which then wraps
+    the bucket's data keys in place of the KMS key itself."""
+    import hmac
+
+    return hmac.new(kms_key, pack_fields(labels.KMS_BUCKET_KEY_V1, [tenant, key_id, bucket]),
+                    "sha256").digest()
+
+
+def wrap_kms(wrapping: bytes, tenant: str, key_id: str, identity: str, dek: bytes) -> bytes:
+    """SSE-KMS: the KMS key (or its bucket key) wraps the DEK; the result is then wrapped by
+    the tenant KEK too, so rotation and shredding work as for every object."""
+    return aead.wrap(wrapping, dek, pack_fields(labels.KMS_WRAPS_DEK_V1,
+                                                [tenant, key_id, identity]))
+
+
+def unwrap_kms(wrapping: bytes, tenant: str, key_id: str, identity: str, blob: bytes) -> bytes:
+    return aead.unwrap(wrapping, blob, pack_fields(labels.KMS_WRAPS_DEK_V1,
+                                                   [tenant, key_id, identity]))

@@ -133,10 +133,13 @@ def start_workers(cluster: Cluster) -> WorkerRunner:
     runner.start(Rebalancer(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
                             cluster.cpu, clients_busy=CLIENTS.busy))
     runner.start(scrubber)
-    from storage.keys_rotation import Rewrapper, ShredScheduler
+    from storage.workers.keys import Rewrapper, ShredScheduler
 
     runner.start(Rewrapper(cluster.meta, cluster.tenants))
     runner.start(ShredScheduler(cluster.meta, cluster.tenants))
+    from storage.reclaim import TenantReclaimer
+
+    runner.start(TenantReclaimer(cluster.meta, cluster.cfg.workers.gc_grace_s))
     from storage.workers.lifecycle import LifecycleWorker
     from storage.workers.restore import RestoreWorker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 
 from storage.shards.auth import body_digest, sign
-from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES
+from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, pack_frame
 from tests.contract import test_node_api as base
 from tests.contract.test_node_api import (
     Api,
@@ -100,3 +100,25 @@ async def test_corrupt_shard_at_rest_answers_409_and_is_quarantined(api: Api, no
     assert not shard_path(node, sid).exists()
     [side] = quarantined(node, sid)
     assert "segment 0" in side["reason"]
+
+
+async def test_batched_put_refuses_what_a_streamed_put_refuses(api: Api, node: Node) -> None:
+    """The batch's frame check (in place, FrameScanner as the streamed PUT's) answers the
+    same errors as the streamed PUT (`test_node_api.test_put_refuses_malformed_bodies`)."""
+    sid, h, blocks, body = make_shard(index=2, frames=3, block_size=1024)
+    corrupt = bytearray(body)
+    corrupt[h.frame_offset(1) + FRAME_HEAD_BYTES + 3] ^= 1
+    cases = [
+        (sid, body[:-1], 3, "truncated"),
+        (sid, body[:HEADER_BYTES - 1], 3, "truncated"),
+        (sid, h.pack() + pack_frame(h, 0, b"short") + pack_frame(h, 1, blocks[1]), 2,
+         "bad_frame_layout"),
+        (sid, bytes(corrupt), 3, "corrupt"),
+    ]
+    status, res = await batch(api, [{"op": "put", "id": s, "segments": n, "data": data}
+                                    for s, data, n, _ in cases])
+    assert status == 200
+    assert [(r["status"], r["error"]) for r in res] == [
+        (409 if c == "corrupt" else 400, c) for *_, c in cases]
+    assert "segment 1" in str(res[-1]["message"])
+    assert not shard_path(node, sid).exists()

@@ -134,25 +134,22 @@ def test_swapped_shard_files_are_detected_and_served_from_parity(
 
 
 def test_sse_s3_and_kms_headers(cluster: LocalCluster) -> None:
+    """SSE-S3 and SSE-KMS headers round-trip (named KMS keys in detail: test_kms.py)."""
     name, s3, _ = new_tenant(cluster, "kms")
-    other, _, _ = new_tenant(cluster, "kmsother")
     s3.create_bucket(Bucket=name)
     r = s3.put_object(Bucket=name, Key="s3", Body=b"x", ServerSideEncryption="AES256")
     assert r["ServerSideEncryption"] == "AES256"
-    r = s3.put_object(Bucket=name, Key="kms", Body=b"x", ServerSideEncryption="aws:kms",
-                      SSEKMSKeyId=f"{name}/kek")
-    arn = f"arn:aws:kms:us-east-1:{name}:key/kek"
-    assert r["ServerSideEncryption"] == "aws:kms" and r["SSEKMSKeyId"] == arn
+    r = s3.put_object(Bucket=name, Key="kms", Body=b"x", ServerSideEncryption="aws:kms")
+    arn = r["SSEKMSKeyId"]  # the tenant's default key, made on first use
+    assert r["ServerSideEncryption"] == "aws:kms" and arn.startswith(
+        f"arn:aws:kms:us-east-1:{name}:key/")
     h = s3.head_object(Bucket=name, Key="kms")
     assert h["ServerSideEncryption"] == "aws:kms" and h["SSEKMSKeyId"] == arn
     g = s3.get_object(Bucket=name, Key="kms")
     assert g["SSEKMSKeyId"] == arn and g["Body"].read() == b"x"
-    r = s3.put_object(Bucket=name, Key="kms2", Body=b"x", ServerSideEncryption="aws:kms")
+    r = s3.put_object(Bucket=name, Key="kms2", Body=b"x", ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId=arn)
     assert r["SSEKMSKeyId"] == arn
-    with pytest.raises(ClientError) as ei:
-        s3.put_object(Bucket=name, Key="no", Body=b"x", ServerSideEncryption="aws:kms",
-                      SSEKMSKeyId=f"arn:aws:kms:us-east-1:{other}:key/kek")
-    assert ei.value.response["Error"]["Code"] == "AccessDenied"
     with pytest.raises(ClientError) as ei:
         s3.put_object(Bucket=name, Key="no", Body=b"x", ServerSideEncryption="aws:kms",
                       SSEKMSKeyId="not a key")
@@ -302,7 +299,8 @@ def test_shred_makes_tenant_data_unreadable_by_anyone(cluster: LocalCluster) -> 
              "revocation")
     assert bs3.get_object(Bucket=bystander, Key="o")["Body"].read() == (
         b"precious " + bystander.encode())
-    assert asyncio.run(_library_read(cluster, victim)) == "KeyUnavailable"
+    # (or, once the reclaim worker has removed the tenant's records, not even found)
+    assert asyncio.run(_library_read(cluster, victim)) in ("KeyUnavailable", "gone")
     rec = Tenant.decode(cluster.db_get(tenant_key(victim)) or b"")
     assert rec.state == "shredded" and rec.keks == {}
     meta_files = [p for p in (cluster.data / "meta").iterdir() if p.is_file()]
@@ -323,11 +321,14 @@ def _get_code(s3: Any, bucket: str) -> str:
 async def _library_read(cluster: LocalCluster, tenant: str) -> str:
     from storage.cluster import Cluster
     from storage.config import load_config
-    from storage.errors import KeyUnavailable
+    from storage.errors import KeyUnavailable, NotFound
 
     c = await Cluster.open(load_config(cluster.data / "tessera.toml"), probe=False)
     try:
-        v = await c.objects.head(await c.buckets.get(tenant, tenant), "o")
+        try:
+            v = await c.objects.head(await c.buckets.get(tenant, tenant), "o")
+        except NotFound:
+            return "gone"
         try:
             async for _ in c.objects.read(v):
                 return "readable"

@@ -169,3 +169,37 @@ def test_shred_waits_for_compliance_retention(cluster: LocalCluster) -> None:
     shred = admin_request("POST", f"/tenants/{name}/shred", {"confirm": name, "wait_s": 0},
                           env=cluster.env)
     assert shred["state"] == "shredded"
+
+
+def test_locked_put_needs_content_md5_or_checksum(cluster: LocalCluster, s3) -> None:
+    """PutObject with Object Lock parameters, or into a bucket with default retention, is
+    400 InvalidRequest without Content-MD5 or an x-amz-checksum-*, as AWS answers."""
+    bare = cluster.client(request_checksum_calculation="when_required")  # sends neither
+    b = _locked_bucket(s3, "lock-md5")
+    message = ("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object "
+               "requests with Object Lock parameters")
+    lock_args = [{"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": FAR},
+                 {"ObjectLockLegalHoldStatus": "ON"}]
+    for args in lock_args:
+        with pytest.raises(ClientError) as e:
+            bare.put_object(Bucket=b, Key="k", Body=b"data", **args)
+        r = e.value.response
+        assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"],
+                r["Error"]["Message"]) == (400, "InvalidRequest", message)
+    assert "Versions" not in s3.list_object_versions(Bucket=b)
+    # Without lock parameters and without a default retention, nothing is required.
+    bare.put_object(Bucket=b, Key="plain", Body=b"data")
+    # Content-MD5, or a checksum (header, or the trailer boto3 sends by default), satisfies it.
+    bare.put_object(Bucket=b, Key="md5", Body=b"data", ContentMD5="jXd/OF09/siBXSD3SWAm3A==",
+                    ObjectLockLegalHoldStatus="ON")
+    bare.put_object(Bucket=b, Key="sha", Body=b"data", ChecksumAlgorithm="SHA256",
+                    **lock_args[0])
+    s3.put_object(Bucket=b, Key="crc", Body=b"data", **lock_args[0])
+    # A bucket's default retention makes every PUT into it one with Object Lock parameters.
+    s3.put_object_lock_configuration(Bucket=b, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    assert _err(bare.put_object, Bucket=b, Key="default", Body=b"data") == (
+        400, "InvalidRequest")
+    s3.put_object(Bucket=b, Key="default", Body=b"data")
+    assert s3.head_object(Bucket=b, Key="default")["ObjectLockMode"] == "GOVERNANCE"

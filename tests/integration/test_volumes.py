@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.block.mount import CHECKPOINT_XATTR
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import Conflict, DataUnavailable
@@ -292,10 +293,11 @@ def test_fstrim_frees_space(vol: Vol, tmp_path: Path) -> None:
     queue = Path("/sys/block") / Path(st.loop).name / "queue"
     assert int((queue / "discard_max_bytes").read_text()) > 0
 
-    def barrier() -> None:  # the daemon commits everything accepted so far (fsync)
+    def barrier() -> None:  # the daemon folds everything accepted so far into extents
         fd = os.open(Path(st.fuse_dir) / "volume", os.O_RDONLY)
         try:
             os.fsync(fd)
+            os.setxattr(fd, CHECKPOINT_XATTR, b"1")
         finally:
             os.close(fd)
     sync_tree(mnt)

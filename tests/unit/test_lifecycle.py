@@ -9,7 +9,14 @@ from typing import Any
 from storage.archive import latency_s, readable, restore_expiry, round_up_to_day
 from storage.compression import Counter, compress_stream, decompress_stream
 from storage.config import ArchiveSettings
-from storage.lifecycle import Action, abort_due, current_action, due_at, matches, noncurrent_action
+from storage.lifecycle_rules import (
+    Action,
+    abort_due,
+    current_action,
+    due_at,
+    matches,
+    noncurrent_action,
+)
 from storage.records import ObjectVersion, PartLayout
 
 DAY = 10.0

@@ -132,3 +132,11 @@ async def test_one_bucket_read_per_put_in_a_versioned_bucket(
     assert await _reads(store, s3.put_object, Key="v", Body=b"one") == 1
     assert await _reads(store, s3.put_object, Key="v", Body=b"two") == 1
     assert await _reads(store, s3.get_object, Key="v") == 1
+
+
+async def test_one_bucket_read_per_listing_and_bucket_delete(
+        gateway: tuple[Any, CountingStore]) -> None:
+    s3, store = gateway
+    assert await _reads(store, s3.list_objects_v2) == 1
+    assert await _reads(store, s3.list_multipart_uploads) == 1
+    assert await _reads(store, s3.delete_bucket) == 1

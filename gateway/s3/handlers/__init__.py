@@ -57,6 +57,7 @@ def load_all() -> dict[str, Handler]:
         attributes,
         batch,
         bucket_config,
+        bucket_logging,
         buckets,
         copy,
         listing,

@@ -97,9 +97,10 @@ async def delete_bucket(rq: S3Request) -> web.StreamResponse:
     """An empty bucket is deleted with its uploads in progress (aborted), as S3 does."""
     from gateway.s3.handlers.multipart import service
 
-    await rq.cluster.buckets.ensure_empty(rq.tenant, rq.bucket)
-    await service(rq).abort_all(rq.existing_bucket())
-    await rq.cluster.buckets.delete(rq.tenant, rq.bucket)
+    b = rq.existing_bucket()
+    await rq.cluster.buckets.ensure_empty(b)
+    await service(rq).abort_all(b)
+    await rq.cluster.buckets.delete(b)
     return web.Response(status=204)
 
 

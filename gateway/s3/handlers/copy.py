@@ -16,6 +16,7 @@ from gateway.s3.context import resolve_bucket
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
+from gateway.s3.handlers.lifecycle_headers import expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options
 from gateway.s3.handlers.tagging import parse_tagging_header
@@ -162,6 +163,7 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
         headers["x-amz-version-id"] = v.version_id
     if src_versioned:
         headers["x-amz-copy-source-version-id"] = src.version_id
+    headers.update(await expiration_headers(rq, v))
     return xml_response(xml.copy_object_result_xml(v.etag, iso_time(v.last_modified),
                                                    v.checksums or None, v.checksum_type),
                         headers=headers)

@@ -15,11 +15,13 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.copy import copy_source
+from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import iso_time
 from storage import multipart as mp
 from storage.errors import InvalidInput
+from storage.objects import ObjectService
 from storage.records import ObjectVersion
 
 PART_SIZE_MAX = 5 * 1024**3
@@ -114,6 +116,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
     if up.checksum_algorithm:
         headers["x-amz-checksum-algorithm"] = up.checksum_algorithm
         headers["x-amz-checksum-type"] = up.checksum_type or mp.COMPOSITE
+    headers.update(await abort_headers(rq, rq.key, up.initiated))
     return xml_response(xml.initiate_multipart_xml(rq.bucket, rq.key, up.upload_id),
                         headers=headers)
 
@@ -127,8 +130,14 @@ def _part_response(part: mp.Part, up: mp.Upload) -> dict[str, str]:
     return headers
 
 
+_SSEC_MISSING = ("The multipart upload initiate requested encryption. Subsequent part "
+                 "requests must include the appropriate encryption parameters.")
+_SSEC_MISMATCH = "The provided encryption parameters did not match the ones used originally."
+
+
 def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
-    """The SSE-C key a part request must repeat when the upload was created with one."""
+    """The SSE-C key a part or completion request must repeat when the upload was created
+    with one: missing or different is 400 InvalidRequest, as AWS answers."""
     ckey = sse.customer_key(rq.headers)
     if not sse.is_customer(up):  # type: ignore[arg-type]
         if ckey is not None:
@@ -136,9 +145,9 @@ def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
                           "this object.")
         return None
     if ckey is None:
-        raise S3Error("InvalidRequest", "The multipart upload initiate requested encryption. "
-                      "Subsequent part requests must include the appropriate encryption "
-                      "parameters.")
+        raise S3Error("InvalidRequest", _SSEC_MISSING)
+    if not ObjectService.customer_key_matches(up, ckey):  # type: ignore[arg-type]
+        raise S3Error("InvalidRequest", _SSEC_MISMATCH)
     return ckey
 
 
@@ -146,7 +155,7 @@ async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, mp
                                                bytes | None]:
     """What every part request names: part number, upload (checked), and its SSE-C key."""
     number = _part_number(rq)
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     svc = service(rq)
     with _errors(upload_id):
         up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
@@ -235,16 +244,19 @@ async def _read_body(rq: S3Request, limit: int) -> bytes:
 
 @operation("CompleteMultipartUpload")
 async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     svc = service(rq)
     with _errors(upload_id):
         try:
-            await svc.get(rq.existing_bucket(), rq.key, upload_id)
+            up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
         except mp.UploadNotFound:
             done = await svc.finished(rq.existing_bucket(), rq.key, upload_id)
             if done is None:
                 raise
-            return _completed(rq, done)
+            return await _completed(rq, done)
+    # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
+    # every upload now has (a default CRC when none is named).
+    _part_customer_key(rq, up)
     raw = await _read_body(rq, COMPLETE_XML_MAX)
     try:
         parsed = xml_parse.parse_complete_multipart(raw)
@@ -258,13 +270,14 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     with _errors(upload_id):
         v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,
                                write_conditions(rq.headers), expected=expected)
-    return _completed(rq, v)
+    return await _completed(rq, v)
 
 
-def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
+async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
     headers = dict(sse.response_headers(v.sse))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
+    headers.update(await expiration_headers(rq, v))
     location = f"{rq.request.scheme}://{rq.request.host}/{quote(rq.bucket)}/{quote(rq.key)}"
     return xml_response(xml.complete_multipart_xml(location, rq.bucket, rq.key, v.etag,
                                                    v.checksums or None, v.checksum_type),
@@ -273,7 +286,7 @@ def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
 
 @operation("AbortMultipartUpload")
 async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     with _errors(upload_id):
         await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
     return web.Response(status=204)
@@ -284,7 +297,7 @@ async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
 
 @operation("ListParts")
 async def list_parts(rq: S3Request) -> web.StreamResponse:
-    upload_id = rq.params.get("uploadId", "")
+    upload_id = rq.upload_id
     max_parts = _int_param(rq, "max-parts", LIST_MAX, LIST_MAX)
     marker = _int_param(rq, "part-number-marker", 0, mp.PART_NUMBER_MAX)
     with _errors(upload_id):
@@ -298,7 +311,7 @@ async def list_parts(rq: S3Request) -> web.StreamResponse:
         next_part_number_marker=parts[-1].number if parts else None,
         max_parts=max_parts, is_truncated=truncated, owner=owner, initiator=owner,
         storage_class=up.storage_class, checksum_algorithm=up.checksum_algorithm,
-        checksum_type=up.checksum_type))
+        checksum_type=up.checksum_type), headers=await abort_headers(rq, rq.key, up.initiated))
 
 
 @operation("ListMultipartUploads")

@@ -106,6 +106,16 @@ async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
     return out
 
 
+def require_integrity(rq: S3Request, lock: dict[str, Any], declared: bool) -> None:
+    """A PUT with Object Lock parameters (its own headers, or the bucket's default retention)
+    must carry Content-MD5 or an x-amz-checksum-* header or trailer, as AWS requires."""
+    if declared:
+        return
+    if lock or ol.default_retention(rq.existing_bucket().config, time.time()):
+        raise S3Error("InvalidRequest", "Content-MD5 OR x-amz-checksum- HTTP header is "
+                      "required for Put Object requests with Object Lock parameters")
+
+
 def lock_headers(v: ObjectVersion) -> dict[str, str]:
     """GET/HEAD response headers of a version's lock."""
     out = {}
@@ -197,7 +207,7 @@ async def _locked_version(rq: S3Request) -> ObjectVersion:
     b = rq.existing_bucket()
     if ol.bucket_lock(b.config) is None:
         raise _no_lock()
-    v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, rq.params.get("versionId"))
+    v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, rq.version_id)
     if v.delete_marker:
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this "
                       "resource.", headers={"x-amz-delete-marker": "true"})

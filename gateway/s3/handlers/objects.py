@@ -13,7 +13,13 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.attributes import checksum_headers
-from gateway.s3.handlers.object_lock import delete_guard, lock_from_headers, lock_headers
+from gateway.s3.handlers.lifecycle_headers import expiration_headers
+from gateway.s3.handlers.object_lock import (
+    delete_guard,
+    lock_from_headers,
+    lock_headers,
+    require_integrity,
+)
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
@@ -102,6 +108,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     opts = put_options(rq)
     opts.acl = await write_acl(rq)
     opts.lock = await lock_from_headers(rq)
+    require_integrity(rq, opts.lock, body.integrity_declared)
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = body.length
@@ -120,6 +127,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
         headers["x-amz-version-id"] = v.version_id
     for alg, val in stored.items():
         headers[f"x-amz-checksum-{alg.lower()}"] = val
+    headers.update(await expiration_headers(rq, v))
     return web.Response(status=200, headers=headers)
 
 
@@ -131,7 +139,7 @@ async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
                       "supported for this operation.",
                       ArgumentName="x-amz-server-side-encryption",
                       ArgumentValue=rq.headers["x-amz-server-side-encryption"])
-    vid = rq.params.get("versionId")
+    vid = rq.version_id
     try:
         v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
     except ObjectNotFound:
@@ -208,6 +216,8 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
         status = 206
     if rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         headers.update(checksum_headers(v, _part_number(rq)))
+    if "versionId" not in rq.params:
+        headers.update(await expiration_headers(rq, v))
     _overrides(rq, headers)
     headers["Content-Length"] = str(size)
     resp = web.StreamResponse(status=status, headers=headers)
@@ -238,6 +248,8 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     whole = rng is None or "partNumber" in rq.params
     if whole and rq.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         headers.update(checksum_headers(v, _part_number(rq)))
+    if "versionId" not in rq.params:
+        headers.update(await expiration_headers(rq, v))
     _overrides(rq, headers)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = end - start
@@ -306,7 +318,7 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 @operation("DeleteObject")
 async def delete_object(rq: S3Request) -> web.StreamResponse:
     res = await rq.cluster.objects.delete(rq.existing_bucket(), rq.key,
-                                          rq.params.get("versionId"),
+                                          rq.version_id,
                                           delete_conditions(rq.headers), delete_guard(rq))
     headers = {}
     if res.version_id is not None:

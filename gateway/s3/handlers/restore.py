@@ -71,7 +71,7 @@ async def restore_object(rq: S3Request) -> web.StreamResponse:
     from gateway.s3.handlers.batch import read_small_body
 
     days, tier = _parse(await read_small_body(rq))
-    vid = rq.params.get("versionId")
+    vid = rq.version_id
     v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
     if v.delete_marker:
         if vid is not None:

@@ -45,7 +45,7 @@ def parse_tagging_header(value: str | None) -> dict[str, str]:
 async def addressed_version(rq: S3Request) -> tuple[ObjectVersion, bool]:
     """The addressed version (not a delete marker) and whether the bucket is versioned."""
     b = rq.existing_bucket()
-    vid = rq.params.get("versionId")
+    vid = rq.version_id
     v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
     if v.delete_marker:
         headers = {"x-amz-delete-marker": "true", "x-amz-version-id": v.version_id}

@@ -1,0 +1,126 @@
+"""Console sessions: random cookie tokens mapped to the admin access key, with a CSRF token.
+
+Sessions live in the gateway's memory only (a restart logs everyone out). A session ends after
+`idle_s` without a request, after `max_s` in all, at logout, or when its admin key stops being
+an active admin key (checked on every request by `gateway.admin.auth`). Tokens are 256-bit
+random values; the store is keyed by their SHA-256, and the CSRF token is compared in constant
+time, so neither a lookup nor a comparison leaks a token through timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+COOKIE = "tessera_console"
+CSRF_HEADER = "X-CSRF-Token"
+MAX_SESSIONS = 1000  # the oldest session goes first when more are opened
+LOGIN_FAILURES = 10  # failed logins per remote address in LOGIN_WINDOW_S before 429
+LOGIN_WINDOW_S = 300.0
+
+
+@dataclass
+class Session:
+    who: str  # the admin access key id the session acts as
+    csrf: str
+    created: float
+    seen: float
+
+    def expires(self, idle_s: float, max_s: float) -> float:
+        return min(self.seen + idle_s, self.created + max_s)
+
+
+class SessionStore:
+    """Open, find (touching), and close sessions; count failed logins per remote address."""
+
+    def __init__(self, idle_s: float, max_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.idle_s = idle_s
+        self.max_s = max_s
+        self._clock = clock
+        self._by_digest: dict[bytes, Session] = {}
+        self._failures: dict[str, list[float]] = {}
+
+    @staticmethod
+    def _digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+    def open(self, who: str) -> tuple[str, Session]:
+        """A new session for `who`: (cookie token, session)."""
+        self._sweep()
+        while len(self._by_digest) >= MAX_SESSIONS:
+            oldest = min(self._by_digest, key=lambda d: self._by_digest[d].created)
+            del self._by_digest[oldest]
+        now = self._clock()
+        token = secrets.token_urlsafe(32)
+        s = Session(who=who, csrf=secrets.token_urlsafe(32), created=now, seen=now)
+        self._by_digest[self._digest(token)] = s
+        return token, s
+
+    def find(self, token: str | None, touch: bool = True) -> Session | None:
+        """The live session of a cookie token (its idle clock restarted), or None."""
+        if not token:
+            return None
+        d = self._digest(token)
+        s = self._by_digest.get(d)
+        if s is None:
+            return None
+        now = self._clock()
+        if now >= s.expires(self.idle_s, self.max_s):
+            del self._by_digest[d]
+            return None
+        if touch:
+            s.seen = now
+        return s
+
+    def touch(self, session: Session) -> None:
+        session.seen = self._clock()
+
+    def close(self, token: str | None) -> None:
+        if token:
+            self._by_digest.pop(self._digest(token), None)
+
+    def close_all(self, who: str) -> None:
+        """End every session of an access key (it was revoked or lost its admin role)."""
+        for d in [d for d, s in self._by_digest.items() if s.who == who]:
+            del self._by_digest[d]
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        for d in [d for d, s in self._by_digest.items()
+                  if now >= s.expires(self.idle_s, self.max_s)]:
+            del self._by_digest[d]
+
+    # failed logins ---------------------------------------------------------------------------
+
+    def login_blocked(self, remote: str) -> bool:
+        now = self._clock()
+        recent = [t for t in self._failures.get(remote, []) if now - t < LOGIN_WINDOW_S]
+        if recent:
+            self._failures[remote] = recent
+        else:
+            self._failures.pop(remote, None)
+        return len(recent) >= LOGIN_FAILURES
+
+    def login_failed(self, remote: str) -> None:
+        if len(self._failures) > 10_000:  # bound memory under a spray from many addresses
+            self._failures.clear()
+        self._failures.setdefault(remote, []).append(self._clock())
+
+
+def csrf_ok(session: Session, given: str | None) -> bool:
+    """Constant-time check of the CSRF header against the session's token."""
+    return given is not None and hmac.compare_digest(session.csrf.encode(),
+                                                     given.encode("utf-8", "surrogateescape"))
+
+
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("console_sessions", SessionStore)

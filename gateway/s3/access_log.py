@@ -1,0 +1,142 @@
+"""Server access logging on the S3 request path: one record per request, and who may receive logs.
+
+`observe` is the one step at the end of a request (`gateway.s3.server`): it turns what the
+request left in its `web.Request` (the routed endpoint, the requester, the error code) into
+a `storage.accesslog.AccessRecord` and queues it; nothing else happens on the request path.
+Operations are named as AWS's logs name them (`REST.PUT.OBJECT`, `REST.GET.BUCKET`,
+`REST.GET.LOGGING_STATUS`...).
+
+`may_deliver` is the log delivery's permission check on a target bucket, evaluated as the
+logging service principal `logging.s3.amazonaws.com` with `aws:SourceArn` (the source
+bucket) and `aws:SourceAccount` (its owner's canonical id): a target of the source's own
+tenant receives logs unless its policy denies that principal; another tenant's target only
+when its policy allows it `s3:PutObject` on `arn:aws:s3:::target/TargetPrefix`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.s3 import policy
+from storage.accesslog import AccessLogBuffer, AccessRecord
+from storage.records import Bucket
+
+LOGGING_SERVICE = "logging.s3.amazonaws.com"
+SERVICE_IDS = frozenset({policy.service_id(LOGGING_SERVICE)})
+
+# AWS operation name -> the resource part of REST.<METHOD>.<RESOURCE> in AWS's logs.
+_RESOURCE = {
+    "GetObject": "OBJECT", "HeadObject": "OBJECT", "PutObject": "OBJECT",
+    "DeleteObject": "OBJECT", "PostObject": "OBJECT", "CopyObject": "OBJECT",
+    "ListObjects": "BUCKET", "ListObjectsV2": "BUCKET", "HeadBucket": "BUCKET",
+    "CreateBucket": "BUCKET", "DeleteBucket": "BUCKET",
+    "ListObjectVersions": "BUCKETVERSIONS", "ListMultipartUploads": "UPLOADS",
+    "CreateMultipartUpload": "UPLOADS", "UploadPart": "PART", "UploadPartCopy": "PART",
+    "CompleteMultipartUpload": "UPLOAD", "AbortMultipartUpload": "UPLOAD",
+    "ListParts": "UPLOAD", "DeleteObjects": "MULTI_OBJECT_DELETE",
+    "GetBucketLogging": "LOGGING_STATUS", "PutBucketLogging": "LOGGING_STATUS",
+    "GetBucketPolicy": "BUCKETPOLICY", "PutBucketPolicy": "BUCKETPOLICY",
+    "DeleteBucketPolicy": "BUCKETPOLICY", "GetBucketAcl": "ACL", "PutBucketAcl": "ACL",
+    "GetObjectAcl": "ACL", "PutObjectAcl": "ACL", "GetObjectTagging": "OBJECT_TAGGING",
+    "PutObjectTagging": "OBJECT_TAGGING", "DeleteObjectTagging": "OBJECT_TAGGING",
+    "GetBucketTagging": "TAGGING", "PutBucketTagging": "TAGGING",
+    "DeleteBucketTagging": "TAGGING", "GetBucketLocation": "LOCATION",
+    "GetBucketVersioning": "VERSIONING", "PutBucketVersioning": "VERSIONING",
+    "GetBucketLifecycleConfiguration": "LIFECYCLE",
+    "PutBucketLifecycleConfiguration": "LIFECYCLE", "DeleteBucketLifecycle": "LIFECYCLE",
+    "GetBucketCors": "CORS", "PutBucketCors": "CORS", "DeleteBucketCors": "CORS",
+    "GetBucketEncryption": "ENCRYPTION", "PutBucketEncryption": "ENCRYPTION",
+    "DeleteBucketEncryption": "ENCRYPTION", "RestoreObject": "OBJECT",
+    "GetObjectAttributes": "OBJECT_ATTRIBUTES", "PreflightRequest": "PREFLIGHT",
+}
+
+
+def operation_name(op: str, method: str) -> str:
+    """AWS's log name of an operation: REST.<METHOD>.<RESOURCE>."""
+    if op == "CopyObject":
+        return "REST.COPY.OBJECT"
+    if op == "UploadPartCopy":
+        return "REST.COPY.PART"
+    if op == "RestoreObject":
+        return "REST.POST.RESTORE"
+    resource = _RESOURCE.get(op)
+    if resource is None:  # Get/Put/Delete + the configuration's name, as AWS's others
+        name = op.removeprefix("Get").removeprefix("Put").removeprefix("Delete")
+        name = name.removeprefix("Bucket").removesuffix("Configuration")
+        resource = "".join("_" + c if c.isupper() and i else c
+                           for i, c in enumerate(name)).upper() or "UNKNOWN"
+    return f"REST.{method.upper()}.{resource}"
+
+
+def _signature(request: web.Request) -> tuple[str, str]:
+    """(signature version, auth type) as AWS logs them."""
+    h, q = request.headers, request.query
+    auth = h.get("Authorization", "")
+    if auth:
+        return ("SigV4" if auth.startswith("AWS4-") else "SigV2"), "AuthHeader"
+    if "X-Amz-Signature" in q:
+        return "SigV4", "QueryString"
+    if "Signature" in q:
+        return "SigV2", "QueryString"
+    return "-", "-"
+
+
+def _object_size(request: web.Request, resp: web.StreamResponse, op: str) -> int | None:
+    if op in ("PutObject", "UploadPart", "PostObject"):
+        raw = request.headers.get("x-amz-decoded-content-length") or request.content_length
+        return int(raw) if raw is not None and str(raw).isdigit() else None
+    if op in ("GetObject", "HeadObject") and resp.status < 300:
+        total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+        if total.isdigit():
+            return int(total)
+        return resp.content_length
+    return None
+
+
+def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamResponse,
+            started_wall: float, started: float, host_id: str) -> None:
+    """Queue the access-log record of a finished request that named a bucket."""
+    ep = request.get("s3_endpoint")
+    if ep is None or ep.bucket is None:
+        return
+    sig, auth_type = _signature(request)
+    sent = 0 if request.method == "HEAD" else (resp.content_length or 0)
+    version = resp.headers.get("x-amz-version-id") or ep.params.get("versionId") or "-"
+    buffer.add(AccessRecord(
+        bucket=ep.bucket, time=started_wall, remote_ip=request.remote or "-",
+        requester=request.get("s3_requester_id") or "-",
+        request_id=request.get("request_id", "-"),
+        operation=operation_name(ep.op, request.method),
+        key=quote(ep.key, safe="/") if ep.key is not None else "-",
+        request_uri=f"{request.method} {request.raw_path} "
+                    f"HTTP/{request.version.major}.{request.version.minor}",
+        status=resp.status, error_code=request.get("s3_error_code") or "-",
+        bytes_sent=sent, object_size=_object_size(request, resp, ep.op),
+        total_ms=int((time.perf_counter() - started) * 1000), turnaround_ms=None,
+        referer=request.headers.get("Referer", "-"),
+        user_agent=request.headers.get("User-Agent", "-"), version_id=version,
+        host_id=host_id, signature_version=sig,
+        cipher_suite="-", auth_type=auth_type, host_header=request.host or "-",
+        tls_version="-", access_point_arn="-",
+        acl_required=bool(request.get("s3_acl_required"))))
+
+
+def may_deliver(target: Bucket, prefix: str, source_bucket: str, source_tenant: str,
+                source_owner_id: str) -> bool:
+    """Whether the log delivery may write under `prefix` in `target` for `source_bucket`
+    (the resource checked is `arn:aws:s3:::target/prefix`, at PutBucketLogging and at each
+    delivery alike, so a configuration accepted is one whose logs are delivered)."""
+    text = target.config.get("policy")
+    sts = policy.statements(str(text)) if text else []
+    ctx: Mapping[str, Any] = {"aws:sourcearn": [policy.resource_of(source_bucket, None)],
+                              "aws:sourceaccount": [source_owner_id]}
+    verdict = policy.evaluate(sts, "s3:PutObject", policy.resource_of(target.name, prefix),
+                              SERVICE_IDS, ctx) if sts else None
+    if target.tenant == source_tenant:
+        return verdict != "Deny"
+    return verdict == "Allow"

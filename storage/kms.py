@@ -1,0 +1,224 @@
+"""Named KMS keys per tenant (SSE-KMS), as AWS KMS names them: key ids, ARNs and aliases.
+
+A KMS key is 32 bytes of key material stored wrapped by its tenant's KEK (so shredding the
+tenant destroys every KMS key, and with them the data keys they wrap). An SSE-KMS object's
+data key is wrapped by its KMS key (or by the S3 Bucket Key derived from it) and then, like
+every data key, by the tenant KEK; the version's `sse` record names the key (`kms_key`).
+
+Names a client may use, all looked up in the requesting tenant's keys only:
+
+    1234abcd-12ab-34cd-56ef-1234567890ab                        key id (a UUID)
+    arn:aws:kms:<region>:<tenant>:key/<key id>                  key ARN (the tenant is the account)
+    alias/<name>                                                alias name
+    arn:aws:kms:<region>:<tenant>:alias/<name>                  alias ARN
+
+Anything else is `Invalid keyId ...`; a well-formed name that names no key of the tenant is
+`Key '<arn>' does not exist` or `Alias <arn> is not found.` (AWS KMS's NotFoundException
+messages); an ARN of another account is refused (`KmsAccessDenied`: no cross-tenant grants).
+The tenant's default key (`aws:kms` without a key id, as AWS's managed key) has the alias
+`alias/aws/s3` and is made on first use. Keys and aliases are never changed or deleted here,
+so a gateway may cache them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from storage.crypto import keys
+from storage.errors import Conflict, InvalidInput, NotFound, StorageError
+from storage.keyspace import kms_alias_key, kms_key_key, kms_key_prefix, span
+from storage.metadata import MetadataStore, Txn
+from storage.records import Record, pack, unpack
+from storage.tenants import TenantService
+
+DEFAULT_ALIAS = "aws/s3"
+DEFAULT_DESCRIPTION = "Default key that protects my S3 objects when no other key is defined"
+CACHE_TTL_S = 60.0
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ALIAS_NAME = re.compile(r"[A-Za-z0-9/_-]{1,250}")
+_ARN = re.compile(r"arn:aws:kms:([a-z0-9-]{1,32}):([A-Za-z0-9_$.-]{1,128}):(key|alias)/(.+)")
+
+
+class KmsNotFound(NotFound):
+    """A key name that is malformed or names no key of the tenant (S3: 400
+    KMS.NotFoundException with this message)."""
+
+
+class KmsAccessDenied(StorageError):
+    """A key ARN of another account (tenant): not usable, whether it exists or not."""
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """A parsed key name: a key id or an alias name (without `alias/`), and the region and
+    account an ARN gave (None for the short forms)."""
+
+    kind: str  # "key" | "alias"
+    name: str
+    region: str | None = None
+    account: str | None = None
+
+
+def parse_key_ref(ref: str) -> KeyRef:
+    """Parse any name a client may give for a KMS key; KmsNotFound("Invalid keyId ...")."""
+    m = _ARN.fullmatch(ref)
+    if m is not None:
+        region, account, kind, name = m.groups()
+        if (kind == "key" and _UUID.fullmatch(name)) or (
+                kind == "alias" and _ALIAS_NAME.fullmatch(name)):
+            return KeyRef(kind, name, region, account)
+    elif ref.startswith("alias/") and _ALIAS_NAME.fullmatch(ref[6:]):
+        return KeyRef("alias", ref[6:])
+    elif _UUID.fullmatch(ref):
+        return KeyRef("key", ref)
+    raise KmsNotFound(f"Invalid keyId {ref}")
+
+
+def alias_name(alias: str) -> str:
+    """An alias as the CLI or API gives it (`alias/x` or `x`) -> `x`; InvalidInput if bad."""
+    name = alias[6:] if alias.startswith("alias/") else alias
+    if not _ALIAS_NAME.fullmatch(name):
+        raise InvalidInput(f"invalid alias {alias!r}: 1-250 letters, digits, '/', '_' or '-'")
+    return name
+
+
+def key_arn(region: str, tenant: str, key_id: str) -> str:
+    return f"arn:aws:kms:{region}:{tenant}:key/{key_id}"
+
+
+def alias_arn(region: str, tenant: str, name: str) -> str:
+    return f"arn:aws:kms:{region}:{tenant}:alias/{name}"
+
+
+@dataclass
+class KmsKey(Record):
+    tenant: str
+    key_id: str
+    created: float
+    material: bytes  # 32 random bytes wrapped by the tenant KEK version `kek_version`
+    kek_version: int
+    aliases: list[str] = field(default_factory=list)  # names without `alias/`
+    description: str = ""
+    managed: bool = False  # the tenant's default key (alias aws/s3), made on first use
+    state: str = "Enabled"
+
+
+class KmsService:
+    """Create, list and resolve a tenant's KMS keys; hand out their (unwrapped) material."""
+
+    def __init__(self, meta: MetadataStore, tenants: TenantService, region: str) -> None:
+        self._meta = meta
+        self._tenants = tenants
+        self.region = region
+        self._material: dict[tuple[str, str], tuple[float, bytes]] = {}
+        self._aliases: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def arn(self, k: KmsKey) -> str:
+        return key_arn(self.region, k.tenant, k.key_id)
+
+    async def create(self, tenant: str, aliases: list[str] | tuple[str, ...] = (),
+                     key_id: str | None = None, description: str = "",
+                     managed: bool = False) -> KmsKey:
+        """A new key of an active tenant, with its aliases (each unique in the tenant)."""
+        names = [alias_name(a) for a in aliases]
+        if len(set(names)) != len(names):
+            raise InvalidInput("an alias is given twice")
+        if not managed and any(n == "aws" or n.startswith("aws/") for n in names):
+            raise InvalidInput("aliases beginning with alias/aws/ are reserved for the "
+                               "default key")
+        if key_id is None:
+            key_id = str(uuid.uuid4())
+        elif not _UUID.fullmatch(key_id):
+            raise InvalidInput(f"invalid key id {key_id!r}: a lowercase UUID such as "
+                               "1234abcd-12ab-34cd-56ef-1234567890ab")
+        kek_version, kek = await self._tenants.kek(tenant)
+        k = KmsKey(tenant=tenant, key_id=key_id, created=time.time(),
+                   material=keys.new_kms_key(kek, tenant, key_id, kek_version),
+                   kek_version=kek_version, aliases=names, description=description,
+                   managed=managed)
+        kk = kms_key_key(tenant, key_id)
+        ref = {"key_id": key_id}
+        puts = {kk: k.encode(), **{kms_alias_key(tenant, n): pack(ref) for n in names}}
+        if await self._meta.txn(Txn(compares={key: 0 for key in puts}, puts=puts)):
+            return k
+        if await self._meta.get(kk) is not None:
+            raise Conflict(f"KMS key {key_id} already exists")
+        taken = [n for n in names if await self._meta.get(kms_alias_key(tenant, n))]
+        raise Conflict(f"alias alias/{taken[0] if taken else names[0]} already exists")
+
+    async def list(self, tenant: str) -> list[KmsKey]:
+        items = await self._meta.range(*span(kms_key_prefix(tenant)), limit=100000)
+        return sorted((KmsKey.decode(i.value) for i in items), key=lambda k: k.created)
+
+    async def get(self, tenant: str, key_id: str) -> KmsKey | None:
+        item = await self._meta.get(kms_key_key(tenant, key_id))
+        return None if item is None else KmsKey.decode(item.value)
+
+    async def default_key(self, tenant: str) -> KmsKey:
+        """The tenant's default key (alias aws/s3), made on its first use by any gateway."""
+        k = await self._by_alias(tenant, DEFAULT_ALIAS)
+        if k is not None:
+            return k
+        try:
+            return await self.create(tenant, [DEFAULT_ALIAS], description=DEFAULT_DESCRIPTION,
+                                     managed=True)
+        except Conflict:  # another gateway made it first
+            k = await self._by_alias(tenant, DEFAULT_ALIAS)
+            if k is None:
+                raise
+            return k
+
+    async def resolve(self, tenant: str, ref: str | None) -> KmsKey:
+        """The key a request names (None: the default key), in `tenant`'s keys only."""
+        if ref is None:
+            return await self.default_key(tenant)
+        r = parse_key_ref(ref)
+        if r.account is not None and r.account != tenant:
+            raise KmsAccessDenied(f"the key {ref} belongs to another account")
+        if r.kind == "key":
+            k = None if r.region not in (None, self.region) else await self.get(tenant, r.name)
+            if k is None:
+                arn = key_arn(r.region or self.region, r.account or tenant, r.name)
+                raise KmsNotFound(f"Key '{arn}' does not exist")
+            return k
+        k = None if r.region not in (None, self.region) else await self._by_alias(tenant,
+                                                                                   r.name)
+        if k is None:
+            raise KmsNotFound(f"Alias {alias_arn(r.region or self.region, tenant, r.name)} "
+                              "is not found.")
+        return k
+
+    async def _by_alias(self, tenant: str, name: str) -> KmsKey | None:
+        now = time.monotonic()
+        hit = self._aliases.get((tenant, name))
+        if hit and hit[0] > now:
+            return await self.get(tenant, hit[1])
+        item = await self._meta.get(kms_alias_key(tenant, name))
+        if item is None:
+            return None
+        key_id = str(unpack(item.value)["key_id"])
+        self._aliases[(tenant, name)] = (now + 5.0, key_id)
+        return await self.get(tenant, key_id)
+
+    async def material(self, tenant: str, key_id: str) -> bytes:
+        """A key's material, unwrapped with the tenant KEK (KeyUnavailable once shredded)."""
+        now = time.monotonic()
+        hit = self._material.get((tenant, key_id))
+        if hit and hit[0] > now:
+            return hit[1]
+        k = await self.get(tenant, key_id)
+        if k is None:
+            raise KmsNotFound(f"Key '{key_arn(self.region, tenant, key_id)}' does not exist")
+        _, kek = await self._tenants.kek(tenant, k.kek_version)
+        raw = keys.open_kms_key(kek, tenant, key_id, k.kek_version, k.material)
+        self._material[(tenant, key_id)] = (now + CACHE_TTL_S, raw)
+        return raw
+
+    async def wrapping_key(self, tenant: str, key_id: str, bucket: str | None) -> bytes:
+        """What wraps a data key: the KMS key, or with S3 Bucket Keys the bucket's key."""
+        raw = await self.material(tenant, key_id)
+        return raw if bucket is None else keys.bucket_key(raw, tenant, key_id, bucket)
+

@@ -1,0 +1,194 @@
+"""Reclaiming a shredded tenant: its records, shards, queue entries and names.
+
+Once a tenant's keys are destroyed (`tessera tenant shred`, after its waiting period) nothing
+of it can be read again, and nothing of it can be changed through S3 either. The `reclaim`
+worker then removes what is left, one bounded batch per step, each batch one transaction (a
+crash resumes where it stopped, and a batch that raced another writer is redone):
+
+1. each bucket's configuration is cleared first (lifecycle rules, logging, notifications: no
+   worker touches the bucket again), then its uploads in progress with their parts, then every
+   version record (`O`, `V`) with its restore job (`AR`) and restored copy (`AE`); every stripe
+   they name goes to the GC queue after `[workers] gc_grace_s`, its index entry (`X`) removed;
+   last the bucket record and its tenant index entry, so the name is free again only once
+   nothing under it is left for a new owner to see;
+2. each volume's extent pointers (stripes to GC), attach lease and record;
+3. the tenant's access key records;
+
+then the tenant record is marked `reclaimed`, and `tessera tenant delete` succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from storage.keyspace import (
+    ACCESS_KEY,
+    TENANT,
+    access_key_key,
+    bucket_key,
+    extent_prefix,
+    gc_key,
+    object_prefix,
+    part_prefix,
+    space,
+    span,
+    stripe_index_key,
+    tenant_bucket_key,
+    tenant_bucket_prefix,
+    tenant_key,
+    unpack,
+    upload_prefix,
+    version_prefix,
+    volume_lease_key,
+    volume_prefix,
+)
+from storage.metadata import Item, MetadataStore, Txn
+from storage.multipart import Part
+from storage.records import AccessKey, Bucket, ObjectVersion, Tenant, pack
+from storage.volume_records import Volume, decode_pointer
+from storage.workers import WorkerState
+
+log = logging.getLogger("tessera.reclaim")
+BATCH = 200
+
+
+class _Batch:
+    """The keys one reclaim transaction deletes, the GC entries it queues, its compares."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.due = time.time_ns() + int(grace_s * 1e9)
+        self.compares: dict[bytes, int] = {}
+        self.puts: dict[bytes, bytes] = {}
+        self.deletes: list[bytes] = []
+
+    def stripe(self, stripe_id: bytes, nodes: list[Any]) -> None:
+        if stripe_id:
+            if any(nodes):
+                self.puts[gc_key(self.due, stripe_id)] = pack({"nodes": list(nodes)})
+            self.deletes.append(stripe_index_key(stripe_id))
+
+    def drop(self, item: Item) -> None:
+        self.compares[item.key] = item.revision
+        self.deletes.append(item.key)
+
+    def version(self, item: Item) -> None:
+        """A version record, its stripes, and its restore job or restored copy."""
+        self.drop(item)
+        v = ObjectVersion.decode(item.value)
+        for p in v.parts:
+            self.stripe(p.stripe_id, p.nodes)
+        r = v.restore
+        for p in r.get("parts") or []:
+            self.stripe(p["stripe_id"], p["nodes"])
+        for k in ("queue_key", "expiry_key"):
+            if r.get(k):
+                self.deletes.append(r[k])
+
+    async def commit(self, meta: MetadataStore) -> bool:
+        return await meta.txn(Txn(compares=self.compares, puts=self.puts,
+                                  deletes=tuple(dict.fromkeys(self.deletes))))
+
+
+async def _bucket_step(meta: MetadataStore, tenant: str, name: str, grace_s: float) -> None:
+    """One batch of work on one of the tenant's buckets (the last one deletes it)."""
+    item = await meta.get(bucket_key(name))
+    if item is None or Bucket.decode(item.value).tenant != tenant:
+        await meta.txn(Txn(deletes=(tenant_bucket_key(tenant, name),)))  # a stale index entry
+        return
+    b = Bucket.decode(item.value)
+    if b.config:
+        b.config = {}
+        await meta.txn(Txn(compares={item.key: item.revision}, puts={item.key: b.encode()}))
+        return
+    uploads = await meta.range(*span(upload_prefix(name)), limit=BATCH)
+    if uploads:
+        batch = _Batch(0.0)  # parts were never readable by anyone: no reads in flight
+        for up in uploads:
+            batch.drop(up)
+            upload_id = unpack(up.key)[-1]
+            for part in await meta.range(*span(part_prefix(upload_id)), limit=100_000):
+                batch.drop(part)
+                p = Part.decode(part.value)
+                batch.stripe(p.stripe_id, p.nodes)
+        await batch.commit(meta)
+        return
+    for prefix in (version_prefix(name), object_prefix(name)):
+        records = await meta.range(*span(prefix), limit=BATCH)
+        if records:
+            batch = _Batch(grace_s)
+            for rec in records:
+                batch.version(rec)
+            await batch.commit(meta)
+            return
+    await meta.txn(Txn(compares={item.key: item.revision},
+                       deletes=(item.key, tenant_bucket_key(tenant, name))))
+
+
+async def _volume_step(meta: MetadataStore, item: Item, grace_s: float) -> None:
+    """One batch of a volume's extents; with none left, its lease and record."""
+    vol = Volume.decode(item.value)
+    extents = await meta.range(*span(extent_prefix(vol.id)), limit=BATCH)
+    batch = _Batch(grace_s)
+    if extents:
+        for ext in extents:
+            batch.drop(ext)
+            p = decode_pointer(ext.value)
+            if not p.trim:
+                batch.stripe(p.stripe, p.nodes)
+    else:
+        batch.drop(item)
+        batch.deletes.append(volume_lease_key(vol.id))
+    await batch.commit(meta)
+
+
+async def reclaim_step(meta: MetadataStore, tenant: str, grace_s: float) -> bool:
+    """One batch of reclaiming a shredded tenant; True when nothing of it is left."""
+    buckets = await meta.range(*span(tenant_bucket_prefix(tenant)), limit=1)
+    if buckets:
+        await _bucket_step(meta, tenant, unpack(buckets[0].key)[2], grace_s)
+        return False
+    volumes = await meta.range(*span(volume_prefix(tenant)), limit=1)
+    if volumes:
+        await _volume_step(meta, volumes[0], grace_s)
+        return False
+    keys = [i for i in await meta.range(*space(ACCESS_KEY), limit=100_000)
+            if AccessKey.decode(i.value).tenant == tenant]
+    if keys:
+        await meta.txn(Txn(deletes=tuple(access_key_key(unpack(i.key)[-1]) for i in keys)))
+    return True
+
+
+async def remaining(meta: MetadataStore, tenant: str) -> dict[str, int]:
+    """What a tenant still owns: buckets and volumes (a reclaim in progress shrinks them)."""
+    return {"buckets": len(await meta.range(*span(tenant_bucket_prefix(tenant)),
+                                            limit=100_000)),
+            "volumes": len(await meta.range(*span(volume_prefix(tenant)), limit=100_000))}
+
+
+class TenantReclaimer:
+    """The `reclaim` worker: reclaims shredded tenants, one batch per step."""
+
+    name = "reclaim"
+
+    def __init__(self, meta: MetadataStore, gc_grace_s: float) -> None:
+        self._meta = meta
+        self._grace_s = gc_grace_s
+        self.reclaimed = 0
+
+    async def step(self) -> WorkerState:
+        for item in await self._meta.range(*space(TENANT), limit=100_000):
+            t = Tenant.decode(item.value)
+            if t.state != "shredded" or t.reclaimed:
+                continue
+            if not await reclaim_step(self._meta, t.name, self._grace_s):
+                return WorkerState.BUSY
+            t.reclaimed = time.time()
+            if await self._meta.txn(Txn(compares={item.key: item.revision},
+                                        puts={tenant_key(t.name): t.encode()})):
+                self.reclaimed += 1
+                log.info("tenant %s reclaimed", t.name)
+            return WorkerState.BUSY
+        return WorkerState.IDLE
+

@@ -1,0 +1,380 @@
+"""Journaled writes in front of an attached volume: an in-memory overlay of 4 KiB pages.
+
+Writes land in the overlay (page granular; a partial page is read-modify-written) and are
+marked pending. `flush()` is the durability barrier: it appends every pending page to the
+journal as one segment (`storage/volume_journal.py`) and returns once the segment is at
+write quorum and its record committed; a background task does the same every
+`sync_delay_s`, so a barrier rarely has much to write. Reads see the overlay over the
+stored extents. A background folder writes whole extents (stored bytes + overlay pages,
+`jseq` = the journal sequence they include) when the overlay or the journal grows past
+its bound, when writes go idle, and at `stop()` (detach); a segment is retired once every
+extent it touches is folded. Only pages of a full 4 KiB are kept, so a random 4 KiB write
+costs one page in memory and a share of one journal append, not a whole-extent re-encode.
+
+Same interface as the gateway's `ExtentCache` (start, stop, read, write, zero, flush,
+checkpoint, error), which the FUSE driver uses when the journal is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+
+from storage.errors import StorageError
+from storage.volume_io import VolumeHandle
+from storage.volume_journal import Segment, append, retire
+from storage.volume_records import Fenced
+
+PAGE = 4096
+SYNC_DELAY_S = 0.2  # background journal appends: pending pages wait at most this long
+SYNC_BATCH = 8 << 20  # ... or until this many bytes are pending
+IDLE_FOLD_S = 5.0  # no writes for this long: fold everything
+PARALLEL_FOLDS = 4
+
+
+class JournaledVolume:
+    """The journal's write path and read view for one attached volume (one writer)."""
+
+    def __init__(self, vol: VolumeHandle, max_dirty: int = 128 << 20,
+                 max_clean: int = 128 << 20, seq: int | None = None) -> None:
+        self.vol = vol
+        self.es = vol.vol.extent_size
+        self.max_pages = max(64, max_dirty // PAGE)
+        self._max_clean_n = max(2, max_clean // self.es)
+        self.pages: dict[int, dict[int, bytes]] = {}  # extent -> {page offset -> 4 KiB}
+        self.npages = 0
+        self.pending: dict[int, set[int]] = {}  # pages changed since the last append
+        self.npending = 0
+        self.seq = max(vol.journal_floor(), vol.journal_seq) if seq is None else seq
+        self.durable = self.seq
+        self.live: dict[int, tuple[Segment, set[int]]] = {}  # seq -> (segment, unfolded)
+        self.journal_bytes = 0
+        self._clean: OrderedDict[int, bytes | None] = OrderedDict()  # stored bytes
+        self._epoch: dict[int, int] = {}  # bumped when a fold or trim replaces an extent
+        self._sync_lock = asyncio.Lock()
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._fold_sem = asyncio.Semaphore(PARALLEL_FOLDS)
+        self._space = asyncio.Condition()
+        self._wake_sync = asyncio.Event()
+        self._wake_fold = asyncio.Event()
+        self._last_write = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.error: BaseException | None = None
+        self.appends = 0
+        self.folds = 0
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._syncer()), loop.create_task(self._folder())]
+
+    async def stop(self) -> None:
+        """Detach barrier: append what is pending, fold everything, stop the tasks."""
+        try:
+            await self.checkpoint()
+        finally:
+            for t in self._tasks:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            self._tasks = []
+
+    async def checkpoint(self) -> None:
+        """Fold every journaled page into its extent (snapshots freeze extents only)."""
+        await self.flush()
+        while self.pages:
+            await self._fold_many(list(self.pages))
+        await self.flush()
+
+    @property
+    def dirty_bytes(self) -> int:
+        return self.npages * PAGE
+
+    # reads ---------------------------------------------------------------------------------
+
+    async def _stored(self, idx: int) -> bytes | None:
+        """The extent's stored bytes (None: zeros), through a small LRU."""
+        if idx in self._clean:
+            self._clean.move_to_end(idx)
+            return self._clean[idx]
+        while True:  # a fold that lands during the read makes what we read stale
+            epoch = self._epoch.get(idx, 0)
+            data = await self.vol.read_extent(idx)
+            if self._epoch.get(idx, 0) == epoch:
+                self._remember(idx, data)
+                return data
+            if idx in self._clean:
+                return self._clean[idx]
+
+    def _replaced(self, idx: int, data: bytes | None) -> None:
+        self._epoch[idx] = self._epoch.get(idx, 0) + 1
+        self._remember(idx, data)
+
+    def _remember(self, idx: int, data: bytes | None) -> None:
+        self._clean[idx] = data
+        self._clean.move_to_end(idx)
+        while len(self._clean) > self._max_clean_n:
+            self._clean.popitem(last=False)
+
+    async def _extent_range(self, idx: int, lo: int, hi: int) -> bytes:
+        """Bytes [lo, hi) of extent idx as written: overlay pages over stored bytes."""
+        pages = self.pages.get(idx, {})
+        first, last = lo - lo % PAGE, hi
+        covered = all(p in pages for p in range(first, last, PAGE))
+        if covered:
+            blob = b"".join(pages[p] for p in range(first, last, PAGE))
+            return blob[lo - first:hi - first]
+        base = await self._stored(idx)
+        buf = bytearray(base[lo:hi] if base is not None else bytes(hi - lo))
+        if len(buf) < hi - lo:
+            buf += bytes(hi - lo - len(buf))
+        for p in range(first, last, PAGE):
+            page = self.pages.get(idx, {}).get(p)
+            if page is None:
+                continue
+            a, b = max(p, lo), min(p + PAGE, hi)
+            buf[a - lo:b - lo] = page[a - p:b - p]
+        return bytes(buf)
+
+    async def read(self, offset: int, length: int) -> bytes:
+        end = min(offset + length, self.vol.vol.size)
+        out = []
+        pos = offset
+        while pos < end:
+            idx, off = divmod(pos, self.es)
+            n = min(self.vol.extent_len(idx) - off, end - pos)
+            out.append(await self._extent_range(idx, off, off + n))
+            pos += n
+        return b"".join(out)
+
+    # writes --------------------------------------------------------------------------------
+
+    def _put(self, idx: int, po: int, page: bytes) -> None:
+        pages = self.pages.setdefault(idx, {})
+        if po not in pages:
+            self.npages += 1
+        pages[po] = page
+        pend = self.pending.setdefault(idx, set())
+        if po not in pend:
+            pend.add(po)
+            self.npending += 1
+
+    async def write(self, offset: int, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error
+        end = min(offset + len(data), self.vol.vol.size)
+        if self.npages >= self.max_pages:
+            await self._wait_space()
+        pos = offset
+        mv = memoryview(data)
+        while pos < end:
+            idx, off = divmod(pos, self.es)
+            po = off - off % PAGE
+            elen = self.vol.extent_len(idx)
+            n = min(po + PAGE, elen) - off
+            n = min(n, end - pos)
+            if off == po and n == min(PAGE, elen - po):
+                page = bytes(mv[pos - offset:pos - offset + n])
+            else:  # a partial page: read-modify-write it
+                cur = bytearray(await self._extent_range(idx, po, min(po + PAGE, elen)))
+                cur[off - po:off - po + n] = mv[pos - offset:pos - offset + n]
+                page = bytes(cur)
+            self._put(idx, po, page)
+            pos += n
+        self._last_write = time.monotonic()
+        if self.npending * PAGE >= SYNC_BATCH:
+            self._wake_sync.set()
+        if self.npages * 4 >= self.max_pages * 3 or self.journal_bytes > 2 * self.max_pages * PAGE:
+            self._wake_fold.set()
+        return end - offset
+
+    async def zero(self, offset: int, length: int) -> None:
+        """Punch a hole: whole extents become trim pointers, partial edges zero pages.
+
+        Extents never written and not in the overlay already read as zeros and are skipped.
+        """
+        end = min(offset + length, self.vol.vol.size)
+        pos = offset
+        while pos < end:
+            idx, off = divmod(pos, self.es)
+            n = min(self.vol.extent_len(idx) - off, end - pos)
+            if idx in self.pages or self.vol.pointer(idx) is not None:
+                if n == self.vol.extent_len(idx):
+                    await self._trim(idx)
+                else:
+                    await self.write(pos, bytes(n))
+            pos += n
+
+    async def _trim(self, idx: int) -> None:
+        """Drop the extent's pages and commit a trim pointer past every appended segment."""
+        lock = self._locks.setdefault(idx, asyncio.Lock())
+        async with lock, self._sync_lock:
+            dropped = self.pages.pop(idx, {})
+            self.npages -= len(dropped)
+            self.npending -= len(self.pending.pop(idx, set()))
+            await self.vol.trim_extent(idx, jseq=self.durable)
+            self._replaced(idx, None)
+            await self._folded(idx, self.durable)
+        async with self._space:
+            self._space.notify_all()
+
+    async def _wait_space(self) -> None:
+        async with self._space:
+            while self.npages >= self.max_pages:
+                if self.error is not None:
+                    raise self.error
+                self._wake_fold.set()
+                await self._space.wait()
+
+    # journal appends -------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Durability barrier: every write accepted before it is in a committed segment."""
+        if self.error is not None:
+            raise self.error
+        async with self._sync_lock:
+            if not self.npending:
+                return
+            pending, self.pending, self.npending = self.pending, {}, 0
+            entries = []
+            for idx in sorted(pending):
+                pages = self.pages.get(idx, {})
+                base = idx * self.es
+                for po in sorted(pending[idx]):
+                    page = pages.get(po)
+                    if page is not None:  # else folded meanwhile: already in its extent
+                        entries.append((base + po, page))
+            if not entries:
+                return
+            seq = self.seq + 1
+            try:
+                seg = await append(self.vol, seq, entries)
+            except BaseException as exc:
+                for idx, pos in pending.items():  # still pending: the next barrier retries
+                    cur = self.pending.setdefault(idx, set())
+                    self.npending += len(pos - cur)
+                    cur |= pos
+                if isinstance(exc, Fenced):
+                    self.error = exc
+                raise
+            self.seq = self.durable = seq
+            self.appends += 1
+            self.journal_bytes += seg.size
+            self.live[seq] = (seg, set(seg.extents))
+
+    async def _syncer(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_sync.wait(), SYNC_DELAY_S)
+            self._wake_sync.clear()
+            if not self.npending:
+                continue
+            try:
+                await self.flush()
+            except Fenced:
+                return
+            except StorageError:
+                await asyncio.sleep(1.0)  # barriers report the error; retry later
+
+    # folding -------------------------------------------------------------------------------
+
+    async def _fold(self, idx: int) -> None:
+        """Write extent idx whole (stored bytes + its pages) and drop the pages it took."""
+        lock = self._locks.setdefault(idx, asyncio.Lock())
+        async with lock, self._fold_sem:
+            async with self._sync_lock:  # no append in flight: `durable` covers every page
+                snap = dict(self.pages.get(idx, {}))
+                jseq = self.durable
+            if not snap:
+                return
+            elen = self.vol.extent_len(idx)
+            if len(snap) * PAGE >= elen:
+                buf = bytearray(elen)
+            else:
+                base = await self._stored(idx)
+                buf = bytearray(base if base is not None else bytes(elen))
+            for po, page in snap.items():
+                buf[po:po + len(page)] = page
+            data = bytes(buf)
+            if data.count(0) == len(data):
+                await self.vol.trim_extent(idx, jseq=jseq)
+                self._replaced(idx, None)
+            else:
+                await self.vol.write_extent(idx, data, jseq=jseq)
+                self._replaced(idx, data)
+            self.folds += 1
+            pages = self.pages.get(idx, {})
+            for po, page in snap.items():
+                if pages.get(po) is page:  # not rewritten meanwhile
+                    del pages[po]
+                    self.npages -= 1
+            if not pages:
+                self.pages.pop(idx, None)
+            await self._folded(idx, jseq)
+        async with self._space:
+            self._space.notify_all()
+
+    async def _folded(self, idx: int, jseq: int) -> None:
+        """Extent idx now folds in every segment up to jseq: retire segments left empty."""
+        done = []
+        for seq, (seg, todo) in self.live.items():
+            if seq > jseq:
+                break
+            todo.discard(idx)
+            if not todo:
+                done.append(seg)
+        for seg in done:  # out of `live` before the await: another fold must not retire it
+            del self.live[seg.seq]
+            self.journal_bytes -= seg.size
+        if done:
+            await retire(self.vol, done)
+
+    async def _fold_many(self, targets: list[int]) -> None:
+        results = await asyncio.gather(*(self._fold(i) for i in targets),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for e in errors:
+            if isinstance(e, Fenced):
+                self.error = e
+        if errors:
+            raise errors[0]
+
+    def _fold_targets(self) -> list[int]:
+        """Which extents to fold now: the fullest first while over the page bound; the
+        oldest segment's while the journal is large; everything once writes are idle."""
+        if not self.pages:
+            return []
+        if time.monotonic() - self._last_write >= IDLE_FOLD_S:
+            return list(self.pages)
+        out: list[int] = []
+        if self.npages * 4 >= self.max_pages * 3:
+            by_size = sorted(self.pages, key=lambda i: -len(self.pages[i]))
+            goal, freed = self.npages - self.max_pages // 2, 0
+            for i in by_size:
+                if freed >= goal:
+                    break
+                out.append(i)
+                freed += len(self.pages[i])
+        if self.journal_bytes > 2 * self.max_pages * PAGE and self.live:
+            out += [i for i in next(iter(self.live.values()))[1] if i in self.pages]
+        return list(dict.fromkeys(out))
+
+    async def _folder(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_fold.wait(), IDLE_FOLD_S / 2)
+            self._wake_fold.clear()
+            targets = self._fold_targets()
+            if not targets:
+                continue
+            try:
+                await self._fold_many(targets)
+            except Fenced:
+                async with self._space:
+                    self._space.notify_all()
+                return
+            except StorageError:
+                await asyncio.sleep(1.0)

@@ -1,0 +1,232 @@
+"""The web console (issue 15 section 2) against a real cluster: plain HTTP checks of its
+session, CSRF and security headers, then Debian's Chromium driven by Playwright (headless) for
+what an operator does: log in, see 3 zones and 15 nodes, create a tenant and a key, revoke it,
+watch a killed node's card turn unhealthy, log out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.integration.cluster import LocalCluster, files_holding
+
+CHROMIUM = os.environ.get("TESSERA_CHROMIUM", "/usr/bin/chromium")
+WAIT_MS = 60_000  # generous: the machine is shared; every wait ends on a page condition
+
+
+@pytest.fixture(scope="module")
+def console_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A cluster of this module's own: the last test kills one of its nodes."""
+    c = LocalCluster(tmp_path_factory.mktemp("console")).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not (shutil.which(CHROMIUM) or os.path.exists(CHROMIUM)):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield b
+        b.close()
+
+
+def base(c: LocalCluster) -> str:
+    return f"http://127.0.0.1:{c.admin_port}"
+
+
+def login_session(c: LocalCluster) -> tuple[requests.Session, str]:
+    """A logged-in HTTP session (cookie jar) and its CSRF token."""
+    s = requests.Session()
+    r = s.post(base(c) + "/console/api/login", json={
+        "access_key": c.env["TESSERA_ADMIN_ACCESS_KEY"],
+        "secret_key": c.env["TESSERA_ADMIN_SECRET_KEY"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    return s, r.json()["csrf"]
+
+
+def audit(c: LocalCluster) -> list[dict]:
+    return [json.loads(line) for line in
+            (c.data / "audit" / "audit.log").read_text().splitlines()]
+
+
+def browser_login(browser: Browser, c: LocalCluster) -> Page:
+    page = browser.new_context().new_page()
+    page.goto(base(c) + "/console/")
+    page.fill("#login-key", c.env["TESSERA_ADMIN_ACCESS_KEY"])
+    page.fill("#login-secret", c.env["TESSERA_ADMIN_SECRET_KEY"])
+    page.click("#login-submit")
+    expect(page.locator("#app")).to_be_visible(timeout=WAIT_MS)
+    return page
+
+
+# -- plain HTTP: headers, session, CSRF --------------------------------------------------------
+
+def test_console_page_is_served_with_security_headers(console_cluster: LocalCluster) -> None:
+    r = requests.get(base(console_cluster) + "/console/", timeout=30)
+    assert r.status_code == 200 and "<title>Tessera console</title>" in r.text
+    assert r.headers["X-Frame-Options"] == "DENY"
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    for name, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
+        r = requests.get(base(console_cluster) + "/console/" + name, timeout=30)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith(kind)
+    assert requests.get(base(console_cluster) + "/console/../tessera.env",
+                        timeout=30).status_code == 404
+
+
+def test_login_sets_a_strict_httponly_cookie(console_cluster: LocalCluster) -> None:
+    r = requests.post(base(console_cluster) + "/console/api/login", json={
+        "access_key": console_cluster.env["TESSERA_ADMIN_ACCESS_KEY"],
+        "secret_key": console_cluster.env["TESSERA_ADMIN_SECRET_KEY"]}, timeout=30)
+    assert r.status_code == 200
+    cookie = r.headers["Set-Cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert "secret" not in r.text.lower()  # the answer names who, never the secret
+
+
+def test_wrong_secret_or_tenant_key_cannot_log_in(console_cluster: LocalCluster) -> None:
+    url = base(console_cluster) + "/console/api/login"
+    bad = requests.post(url, json={"access_key": console_cluster.env["TESSERA_ADMIN_ACCESS_KEY"],
+                                   "secret_key": "not-the-secret"}, timeout=30)
+    assert bad.status_code == 403 and bad.json()["error"]["code"] == "InvalidCredentials"
+    assert "Set-Cookie" not in bad.headers
+    tenant = requests.post(url, json={"access_key": console_cluster.env["AWS_ACCESS_KEY_ID"],
+                                      "secret_key": console_cluster.env["AWS_SECRET_ACCESS_KEY"]},
+                           timeout=30)
+    assert tenant.status_code == 403  # a tenant's S3 key is not an admin key
+    denied = [e for e in audit(console_cluster) if e["action"] == "console.login"
+              and e["result"] == "denied:InvalidCredentials"]
+    assert len(denied) >= 2
+
+
+def test_changes_without_session_or_csrf_are_refused(console_cluster: LocalCluster) -> None:
+    url = base(console_cluster) + "/admin/v1/tenants"
+    # no credential at all: the admin API's answer to an unsigned request
+    assert requests.post(url, json={"name": "nosession"}, timeout=30).status_code == 401
+    # a forged session cookie
+    r = requests.post(url, json={"name": "nosession"}, timeout=30,
+                      cookies={"tessera_console": "forged"}, headers={"X-CSRF-Token": "x"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "InvalidSession"
+    s, csrf = login_session(console_cluster)
+    # a live session but no CSRF token, a forged one, another site's Origin
+    assert s.post(url, json={"name": "nocsrf"}, timeout=30).status_code == 403
+    r = s.post(url, json={"name": "nocsrf"}, headers={"X-CSRF-Token": csrf[:-2] + "xx"},
+               timeout=30)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "InvalidCSRFToken"
+    r = s.post(url, json={"name": "nocsrf"}, timeout=30,
+               headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "CrossOrigin"
+    assert s.post(base(console_cluster) + "/console/api/logout", timeout=30).status_code == 403
+    names = [t["name"] for t in s.get(url, timeout=30).json()["tenants"]]
+    assert "nosession" not in names and "nocsrf" not in names
+    # the right token: the same admin route, audited as the admin key, via the console
+    r = s.post(url, json={"name": "viacsrf"}, headers={"X-CSRF-Token": csrf}, timeout=30)
+    assert r.status_code == 201, r.text
+    entry = [e for e in audit(console_cluster) if e["action"] == "tenant.create"][-1]
+    assert entry == {**entry, "who": console_cluster.env["TESSERA_ADMIN_ACCESS_KEY"],
+                     "tenant": "viacsrf", "result": "ok", "via": "console"}
+    refusals = {e["result"] for e in audit(console_cluster) if e["action"] == "tenant.create"}
+    assert {"denied:InvalidSession", "denied:InvalidCSRFToken", "denied:CrossOrigin"} <= refusals
+    # logout ends the session server side: the cookie no longer works
+    assert s.post(base(console_cluster) + "/console/api/logout",
+                  headers={"X-CSRF-Token": csrf}, timeout=30).status_code == 200
+    r = requests.get(url, cookies={"tessera_console": _cookie(s)}, timeout=30) \
+        if _cookie(s) else s.get(url, timeout=30)
+    assert r.status_code in (401, 403)
+
+
+def _cookie(s: requests.Session) -> str | None:
+    return s.cookies.get("tessera_console")
+
+
+def test_inventory_routes(console_cluster: LocalCluster) -> None:
+    """Buckets with object counts and sizes, the queues, a filtered audit log."""
+    s3 = console_cluster.client()
+    s3.create_bucket(Bucket="console-inv")
+    for i in range(3):
+        s3.put_object(Bucket="console-inv", Key=f"k{i}", Body=b"x" * (1000 + i))
+    s3.put_object(Bucket="console-inv", Key="striped", Body=b"y" * 100_000)  # not inline
+    s, _ = login_session(console_cluster)
+    api = base(console_cluster) + "/admin/v1"
+    rows = {b["name"]: b for b in s.get(api + "/buckets", timeout=30).json()["buckets"]}
+    assert rows["console-inv"]["objects"] == 4 and rows["console-inv"]["bytes"] == 103_003
+    q = s.get(api + "/queues", timeout=30).json()
+    assert q["restores_pending"] == 0 and q["restores"] == [] and "lifecycle" in q
+    entries = s.get(api + "/audit", params={"action": "bucket.", "limit": 5},
+                    timeout=30).json()["entries"]
+    assert entries and all(e["action"].startswith("bucket.") for e in entries)
+    assert s.get(api + "/audit", params={"limit": "x"}, timeout=30).status_code == 400
+    series = s.get(api + "/metrics/series", timeout=30).json()
+    assert any(x["requests_s"] > 0 for x in series["samples"])  # the samples cover all time
+    # what a zone loss would do now: every zone holds at most m shards of a stripe
+    st = s.get(api + "/status", timeout=30).json()["stripes"]
+    assert st["scanned"] >= 1 and set(st["zone_loss"]) == {"az1", "az2", "az3"}
+    for row in st["zone_loss"].values():
+        assert sum(row.values()) == st["scanned"] and row["unreadable"] == 0
+
+
+# -- the browser ---------------------------------------------------------------------------------
+
+def test_browser_tenant_and_key(console_cluster: LocalCluster, browser: Browser) -> None:
+    page = browser_login(browser, console_cluster)
+    page.click("#tabs button[data-tab=tenants]")
+    page.fill("#tenant-name", "webtenant")
+    page.click("#tenant-form button[type=submit]")
+    card = page.locator(".tenant[data-tenant=webtenant]")
+    expect(card).to_be_visible(timeout=WAIT_MS)
+    card.locator("button.create-key").click()
+    expect(page.locator("#secret-box")).to_be_visible(timeout=WAIT_MS)
+    ak = page.inner_text("#secret-ak")
+    sk = page.inner_text("#secret-sk")
+    assert ak and len(sk) >= 30
+    row = card.locator("table.keys tr", has_text=ak)
+    expect(row).to_contain_text("active", timeout=WAIT_MS)
+    page.click("#secret-done")
+    expect(page.locator("#secret-box")).to_be_hidden()
+    assert sk not in page.content()  # shown once, then gone from the page
+    row.locator("button.two-step").click()
+    row.locator("button.two-step").click()  # "Confirm revoke"
+    expect(card.locator("table.keys tr", has_text=ak)).to_contain_text("revoked",
+                                                                       timeout=WAIT_MS)
+    actions = {(e["action"], e.get("via"), e["result"]) for e in audit(console_cluster)}
+    assert {("tenant.create", "console", "ok"), ("key.create", "console", "ok"),
+            ("key.revoke", "console", "ok")} <= actions
+    # no secret reached a log: the new key's, the admin's, the session cookie's
+    cookie = [c["value"] for c in page.context.cookies() if c["name"] == "tessera_console"]
+    assert cookie
+    needles = [sk.encode(), console_cluster.env["TESSERA_ADMIN_SECRET_KEY"].encode(),
+               cookie[0].encode()]
+    assert files_holding(console_cluster.data / "logs", needles) == []
+    assert files_holding(console_cluster.data / "audit", needles) == []
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible(timeout=WAIT_MS)
+    page.context.close()
+
+
+def test_browser_cluster_map_shows_a_killed_node(console_cluster: LocalCluster,
+                                                 browser: Browser) -> None:
+    page = browser_login(browser, console_cluster)
+    expect(page.locator("#zones .zone")).to_have_count(3, timeout=WAIT_MS)
+    expect(page.locator("#zones .node")).to_have_count(15, timeout=WAIT_MS)
+    for zone in ("az1", "az2", "az3"):
+        expect(page.locator(f".zone[data-zone={zone}] .node")).to_have_count(5)
+    victim = page.locator(".zone[data-zone=az2] .node").first.get_attribute("data-node")
+    assert victim
+    card = page.locator(f".node[data-node={victim}]")
+    expect(card).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+    console_cluster.kill(victim)  # SIGKILL by the PID `tessera up` recorded
+    expect(card).to_have_attribute("data-state", "down", timeout=WAIT_MS)
+    expect(card).to_contain_text("down")
+    expect(page.locator(".node[data-state=up]")).to_have_count(14)
+    page.click("#tabs button[data-tab=durability]")
+    expect(page.locator("#zone-loss tr")).to_have_count(4, timeout=WAIT_MS)  # header + 3 zones
+    page.context.close()

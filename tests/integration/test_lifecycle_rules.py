@@ -1,0 +1,252 @@
+"""Bucket lifecycle rules on a real cluster, with boto3.
+
+One cluster for the module, started with real 86400-second days (and the default hour between
+lifecycle passes). Header tests run with those days, the rest switch the running cluster to
+2-second days with `tessera config set lifecycle.day_seconds` (no restart): that the worker
+then applies rules within seconds is itself the proof that the change takes effect live.
+Every wait polls a condition with a deadline; objects that must survive are written before
+the one that must go, so they are due no later and were judged in the same pass.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.integration.cluster import LocalCluster
+
+SHORT_DAY = 2.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster(tmp_path_factory.mktemp("lifecycle")).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(cluster: LocalCluster) -> Any:
+    return cluster.client()
+
+
+def tessera_config(c: LocalCluster, *args: str) -> str:
+    env = {**os.environ, **c.env}
+    out = subprocess.run([sys.executable, "-m", "ops.cli", "config", *args], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def real_days(cluster: LocalCluster) -> None:
+    tessera_config(cluster, "unset", "lifecycle.day_seconds")
+
+
+@pytest.fixture
+def short_days(cluster: LocalCluster) -> None:
+    out = tessera_config(cluster, "set", "lifecycle.day_seconds", str(SHORT_DAY))
+    assert out.startswith("lifecycle.day_seconds = 2  (override; configured 86400)")
+
+
+def wait_for(cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def lifecycle(s3: Any, bucket: str, *rules: dict[str, Any]) -> None:
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket,
+                                          LifecycleConfiguration={"Rules": list(rules)})
+
+
+def keys(s3: Any, bucket: str) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+def versions(s3: Any, bucket: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    r = s3.list_object_versions(Bucket=bucket)
+    return r.get("Versions", []), r.get("DeleteMarkers", [])
+
+
+def next_midnight(ts: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(math.ceil(ts / 86400) * 86400, datetime.UTC)
+
+
+def expiry(headers: dict[str, str]) -> tuple[datetime.datetime, str]:
+    value = headers["x-amz-expiration"]
+    date, rule = value.split('", rule-id="')
+    assert date.startswith('expiry-date="') and rule.endswith('"')
+    when = datetime.datetime.strptime(date[13:], "%a, %d %b %Y %H:%M:%S GMT")
+    return when.replace(tzinfo=datetime.UTC), rule[:-1]
+
+
+def test_expiration_and_abort_headers(cluster: LocalCluster, s3: Any, real_days: None) -> None:
+    s3.create_bucket(Bucket="hdr")
+    lifecycle(s3, "hdr",
+              {"ID": "expire tagged", "Status": "Enabled", "Expiration": {"Days": 1},
+               "Filter": {"And": {"Prefix": "e/", "Tags": [{"Key": "k", "Value": "v"}]}}},
+              {"ID": "later", "Status": "Enabled", "Expiration": {"Days": 5},
+               "Filter": {"Prefix": "e/"}},
+              {"ID": "abort-mpu", "Status": "Enabled", "Filter": {"Prefix": "mpu/"},
+               "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2}})
+    put = s3.put_object(Bucket="hdr", Key="e/x", Body=b"x", Tagging="k=v")
+    lm = s3.head_object(Bucket="hdr", Key="e/x")["LastModified"].timestamp()
+    want = (next_midnight(lm + 86400), "expire%20tagged")  # the earliest rule, id URL-encoded
+    for r in (put, s3.head_object(Bucket="hdr", Key="e/x"),
+              s3.get_object(Bucket="hdr", Key="e/x")):
+        assert expiry(r["ResponseMetadata"]["HTTPHeaders"]) == want
+    plain = s3.put_object(Bucket="hdr", Key="e/plain", Body=b"x")  # only the 5-day rule
+    assert expiry(plain["ResponseMetadata"]["HTTPHeaders"])[1] == "later"
+    other = s3.put_object(Bucket="hdr", Key="other", Body=b"x", Tagging="k=v")
+    assert "x-amz-expiration" not in other["ResponseMetadata"]["HTTPHeaders"]
+    copy = s3.copy_object(Bucket="hdr", Key="e/copy", CopySource={"Bucket": "hdr", "Key": "e/x"})
+    assert expiry(copy["ResponseMetadata"]["HTTPHeaders"])[1] == "expire%20tagged"
+
+    up = s3.create_multipart_upload(Bucket="hdr", Key="mpu/a")
+    started = next(u["Initiated"] for u in s3.list_multipart_uploads(Bucket="hdr")["Uploads"]
+                   if u["UploadId"] == up["UploadId"]).timestamp()
+    assert up["AbortRuleId"] == "abort-mpu"
+    assert up["AbortDate"] == next_midnight(started + 2 * 86400)
+    part = s3.upload_part(Bucket="hdr", Key="mpu/a", UploadId=up["UploadId"], PartNumber=1,
+                          Body=b"p" * 100)
+    listed = s3.list_parts(Bucket="hdr", Key="mpu/a", UploadId=up["UploadId"])
+    assert (listed["AbortDate"], listed["AbortRuleId"]) == (up["AbortDate"], "abort-mpu")
+    done = s3.complete_multipart_upload(
+        Bucket="hdr", Key="mpu/a", UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert "Expiration" not in done  # no Expiration rule selects mpu/
+    other_up = s3.create_multipart_upload(Bucket="hdr", Key="e/mp", Tagging="k=v")
+    assert "AbortDate" not in other_up and "AbortRuleId" not in other_up
+    part = s3.upload_part(Bucket="hdr", Key="e/mp", UploadId=other_up["UploadId"],
+                          PartNumber=1, Body=b"p")
+    done = s3.complete_multipart_upload(
+        Bucket="hdr", Key="e/mp", UploadId=other_up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert done["Expiration"].endswith('rule-id="expire%20tagged"')
+
+    # the day length is read live: a 60-second day moves the date the header reports
+    tessera_config(cluster, "set", "lifecycle.day_seconds", "60")
+    when, _ = expiry(s3.head_object(Bucket="hdr", Key="e/x")["ResponseMetadata"]["HTTPHeaders"])
+    assert when.timestamp() == math.ceil((lm + 60) / 60) * 60
+
+
+def test_filters_select_what_they_state(s3: Any, short_days: None) -> None:
+    s3.create_bucket(Bucket="flt")
+    # the survivors are older than the one that goes: due no later, judged in the same pass
+    for key, size, tags in (("f/small", 5, "k=v"), ("f/big", 200, "k=v"),
+                            ("f/untagged", 50, ""), ("f/wrongtag", 50, "k=w"),
+                            ("g/match", 50, "k=v"), ("f/match", 50, "k=v&other=1")):
+        s3.put_object(Bucket="flt", Key=key, Body=b"x" * size, Tagging=tags)
+    lifecycle(s3, "flt", {"ID": "and", "Status": "Enabled", "Expiration": {"Days": 1},
+                          "Filter": {"And": {"Prefix": "f/", "Tags": [{"Key": "k", "Value": "v"}],
+                                             "ObjectSizeGreaterThan": 10,
+                                             "ObjectSizeLessThan": 100}}})
+    wait_for(lambda: "f/match" not in keys(s3, "flt"), "f/match to expire")
+    assert keys(s3, "flt") == {"f/small", "f/big", "f/untagged", "f/wrongtag", "g/match"}
+
+    s3.create_bucket(Bucket="flt1")
+    for key, size in (("a", 5), ("b", 500)):
+        s3.put_object(Bucket="flt1", Key=key, Body=b"x" * size)
+    lifecycle(s3, "flt1", {"ID": "gt", "Status": "Enabled", "Expiration": {"Days": 1},
+                           "Filter": {"ObjectSizeGreaterThan": 100}})
+    wait_for(lambda: keys(s3, "flt1") == {"a"}, "the object over 100 bytes to expire")
+
+
+def test_refusals_are_aws_errors(s3: Any) -> None:
+    s3.create_bucket(Bucket="bad")
+    cases = [
+        ({"Prefix": "a/", "Tag": {"Key": "k", "Value": "v"}}, "MalformedXML"),  # And needed
+        ({"And": {"Prefix": "a/"}}, "MalformedXML"),
+        ({"And": {"ObjectSizeGreaterThan": 9, "ObjectSizeLessThan": 9}}, "InvalidArgument"),
+        ({"And": {"Tags": [{"Key": "k", "Value": "1"}, {"Key": "k", "Value": "2"}]}},
+         "InvalidRequest"),
+    ]
+    for flt, code in cases:
+        with pytest.raises(ClientError) as ei:
+            lifecycle(s3, "bad", {"ID": "r", "Status": "Enabled", "Filter": flt,
+                                  "Expiration": {"Days": 1}})
+        assert ei.value.response["Error"]["Code"] == code, flt
+        assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as ei:
+        lifecycle(s3, "bad", {"ID": "r", "Status": "Enabled", "Filter": {},
+                              "Expiration": {"Days": 0}})
+    assert ei.value.response["Error"]["Code"] == "InvalidArgument"
+
+
+def test_newer_noncurrent_versions_kept(s3: Any, short_days: None) -> None:
+    s3.create_bucket(Bucket="nvr")
+    s3.put_bucket_versioning(Bucket="nvr", VersioningConfiguration={"Status": "Enabled"})
+    ids = [s3.put_object(Bucket="nvr", Key="k", Body=f"v{i}".encode())["VersionId"]
+           for i in range(6)]
+    lifecycle(s3, "nvr", {"ID": "nv", "Status": "Enabled", "Filter": {},
+                         "NoncurrentVersionExpiration": {"NoncurrentDays": 1,
+                                                         "NewerNoncurrentVersions": 2}})
+    wait_for(lambda: len(versions(s3, "nvr")[0]) == 3, "3 noncurrent versions to expire")
+    assert {v["VersionId"] for v in versions(s3, "nvr")[0]} == set(ids[3:])
+
+
+def test_delete_markers_cleaned(s3: Any, short_days: None) -> None:
+    s3.create_bucket(Bucket="dmk")
+    s3.put_bucket_versioning(Bucket="dmk", VersioningConfiguration={"Status": "Enabled"})
+    for key in ("keep/a", "eodm/a", "days/a"):
+        s3.put_object(Bucket="dmk", Key=key, Body=b"x")
+        s3.delete_object(Bucket="dmk", Key=key)
+    nc = {"NoncurrentVersionExpiration": {"NoncurrentDays": 1}}
+    lifecycle(s3, "dmk",
+              {"ID": "eodm", "Status": "Enabled", "Filter": {"Prefix": "eodm/"}, **nc,
+               "Expiration": {"ExpiredObjectDeleteMarker": True}},
+              {"ID": "days", "Status": "Enabled", "Filter": {"Prefix": "days/"}, **nc,
+               "Expiration": {"Days": 2}},
+              {"ID": "keep", "Status": "Enabled", "Filter": {"Prefix": "keep/"}, **nc})
+
+    def gone() -> bool:
+        vs, dms = versions(s3, "dmk")
+        return not any(o["Key"] != "keep/a" for o in vs + dms)
+
+    wait_for(gone, "both expired object delete markers to be removed")
+    vs, dms = versions(s3, "dmk")  # keep/a lost its version; its marker stays (no rule says)
+    assert not vs and [m["Key"] for m in dms] == ["keep/a"]
+
+
+def test_incomplete_uploads_aborted(s3: Any, short_days: None) -> None:
+    s3.create_bucket(Bucket="mpu")
+    kept = s3.create_multipart_upload(Bucket="mpu", Key="keep/b")["UploadId"]
+    s3.create_multipart_upload(Bucket="mpu", Key="tmp/a")
+    lifecycle(s3, "mpu", {"ID": "abort", "Status": "Enabled", "Filter": {"Prefix": "tmp/"},
+                          "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}})
+    wait_for(lambda: [u["UploadId"] for u in
+                      s3.list_multipart_uploads(Bucket="mpu").get("Uploads", [])] == [kept],
+             "the tmp/ upload to be aborted")
+
+
+def test_locked_versions_are_not_expired(s3: Any, short_days: None) -> None:
+    s3.create_bucket(Bucket="lck", ObjectLockEnabledForBucket=True)
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    locked = s3.put_object(Bucket="lck", Key="a", Body=b"1", ObjectLockMode="GOVERNANCE",
+                           ObjectLockRetainUntilDate=until)["VersionId"]
+    held = s3.put_object(Bucket="lck", Key="a", Body=b"2", ObjectLockLegalHoldStatus="ON",
+                         )["VersionId"]
+    s3.put_object(Bucket="lck", Key="a", Body=b"3")
+    s3.put_object(Bucket="lck", Key="b", Body=b"1")
+    s3.put_object(Bucket="lck", Key="b", Body=b"2")
+    lifecycle(s3, "lck", {"ID": "nc", "Status": "Enabled", "Filter": {},
+                          "NoncurrentVersionExpiration": {"NoncurrentDays": 1}})
+    wait_for(lambda: sum(v["Key"] == "b" for v in versions(s3, "lck")[0]) == 1,
+             "b's unlocked noncurrent version to expire")
+    a = {v["VersionId"] for v in versions(s3, "lck")[0] if v["Key"] == "a"}
+    assert {locked, held} <= a and len(a) == 3

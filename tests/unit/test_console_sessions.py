@@ -1,0 +1,125 @@
+"""Console sessions expire (idle and absolute), CSRF tokens compare exactly, failed logins are
+throttled per address; the traffic sampler's rates and p95 come from counter differences."""
+
+from __future__ import annotations
+
+from gateway.console import sessions as cs
+from gateway.console.samples import Sampler, Totals, rates
+from gateway.metrics import LATENCY_BUCKETS, Metrics
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_session_expires_when_idle_and_at_its_maximum_age() -> None:
+    clock = Clock()
+    store = cs.SessionStore(idle_s=60, max_s=150, clock=clock)
+    token, s = store.open("AK")
+    assert store.find(token) is s
+    clock.now += 59
+    assert store.find(token) is s  # used: the idle clock restarts
+    clock.now += 59
+    assert store.find(token) is s
+    clock.now += 40  # 158 s after login: past the maximum age although active
+    assert store.find(token) is None
+    token, _ = store.open("AK")
+    clock.now += 61
+    assert store.find(token) is None and len(store) == 0
+
+
+def test_find_without_touch_does_not_extend_and_close_ends() -> None:
+    clock = Clock()
+    store = cs.SessionStore(idle_s=60, max_s=1000, clock=clock)
+    token, _ = store.open("AK")
+    clock.now += 50
+    assert store.find(token, touch=False) is not None
+    clock.now += 20
+    assert store.find(token) is None
+    token, _ = store.open("AK")
+    other, _ = store.open("BK")
+    store.close(token)
+    assert store.find(token) is None and store.find(other) is not None
+    store.close_all("BK")
+    assert store.find(other) is None
+    assert store.find(None) is None and store.find("") is None and store.find("nope") is None
+
+
+def test_csrf_token_must_match_exactly() -> None:
+    store = cs.SessionStore(idle_s=60, max_s=100)
+    _, s = store.open("AK")
+    assert cs.csrf_ok(s, s.csrf)
+    assert not cs.csrf_ok(s, None)
+    assert not cs.csrf_ok(s, "")
+    assert not cs.csrf_ok(s, s.csrf[:-1])
+    assert not cs.csrf_ok(s, s.csrf + "x")
+    assert not cs.csrf_ok(s, "\udcff" + s.csrf[1:])  # undecodable header bytes are not a crash
+    _, other = store.open("AK")
+    assert other.csrf != s.csrf and not cs.csrf_ok(s, other.csrf)
+
+
+def test_sessions_are_bounded_and_tokens_unique() -> None:
+    store = cs.SessionStore(idle_s=60, max_s=100, clock=Clock())
+    tokens = {store.open("AK")[0] for _ in range(cs.MAX_SESSIONS + 5)}
+    assert len(tokens) == cs.MAX_SESSIONS + 5 and len(store) == cs.MAX_SESSIONS
+
+
+def test_failed_logins_are_throttled_per_address_for_a_window() -> None:
+    clock = Clock()
+    store = cs.SessionStore(idle_s=60, max_s=100, clock=clock)
+    for _ in range(cs.LOGIN_FAILURES):
+        assert not store.login_blocked("10.0.0.1")
+        store.login_failed("10.0.0.1")
+    assert store.login_blocked("10.0.0.1") and not store.login_blocked("10.0.0.2")
+    clock.now += cs.LOGIN_WINDOW_S + 1
+    assert not store.login_blocked("10.0.0.1")
+
+
+def test_rates_and_p95_from_counter_differences() -> None:
+    a = Totals(t=100.0)
+    b = Totals(t=110.0, requests=50, errors=5, bytes_in=1000, bytes_out=2000, latency_sum=2.5,
+               latency_count=50)
+    # cumulative buckets: 40 requests within 10 ms, 46 within 50 ms, 48 within 100 ms, 50 all
+    b.buckets = [40 if le <= 0.01 else 46 if le <= 0.05 else 48 if le <= 0.1 else 50
+                 for le in [*LATENCY_BUCKETS, float("inf")]]
+    r = rates(a, b)
+    assert r["requests_s"] == 5.0 and r["errors_s"] == 0.5
+    assert r["bytes_in_s"] == 100.0 and r["bytes_out_s"] == 200.0
+    assert r["latency_mean_ms"] == 50.0 and r["latency_p95_ms"] == 100.0  # 47.5 of 50
+    idle = rates(b, Totals(t=120.0, **{k: getattr(b, k) for k in (
+        "requests", "errors", "bytes_in", "bytes_out", "latency_sum", "latency_count")}))
+    assert idle["requests_s"] == 0 and idle["latency_mean_ms"] is None
+
+
+def test_sampler_keeps_a_bounded_ring_of_real_counter_readings() -> None:
+    m = Metrics()
+    s = Sampler(m, interval_s=10, keep=3)
+    for i in range(5):
+        m.request("GetObject", 200, 0.003)
+        m.request("PutObject", 503, 0.2)
+        s.tick(now=s._last.t + 10)
+        assert len(s.samples) == min(i + 1, 3)
+    last = s.samples[-1]
+    assert last["requests_s"] == 0.2 and last["errors_s"] == 0.1
+    assert last["latency_p95_ms"] == 250.0
+
+
+def test_every_console_file_is_package_data() -> None:
+    """A non-editable `pip install` ships the page: each static file matches a package-data
+    glob of pyproject.toml (a wheel built from this tree held them all)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["gateway.console"]
+    static = root / "gateway" / "console" / "static"
+    files = sorted(p.relative_to(static.parent).as_posix() for p in static.iterdir())
+    assert {"static/index.html", "static/console.js", "static/console.css"} <= set(files)
+    for f in files:
+        assert any(fnmatch.fnmatch(f, g) for g in globs), f"{f} is not package data"

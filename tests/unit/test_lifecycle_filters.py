@@ -1,0 +1,163 @@
+"""Lifecycle filters: the XML forms AWS accepts and refuses, and the matcher against a model.
+
+The model states AWS's filter semantics independently of `filter_matches`: a filter is the
+conjunction of its predicates (key starts with Prefix; each Tag is in the object's tag set with
+that value; size strictly above ObjectSizeGreaterThan and strictly below ObjectSizeLessThan).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.s3.config_xml import lifecycle_xml, parse_lifecycle
+from gateway.s3.errors import S3Error
+from storage.lifecycle_rules import abort_rule, expiration_rule, filter_matches
+from storage.records import ObjectVersion
+
+DAY = 86400.0
+
+
+def doc(rule_body: str) -> bytes:
+    return (b"<LifecycleConfiguration><Rule><ID>r</ID><Status>Enabled</Status>"
+            + rule_body.encode() + b"</Rule></LifecycleConfiguration>")
+
+
+EXP = "<Expiration><Days>1</Days></Expiration>"
+TAG = "<Tag><Key>k</Key><Value>v</Value></Tag>"
+
+
+def code_of(body: bytes) -> str:
+    with pytest.raises(S3Error) as ei:
+        parse_lifecycle(body)
+    return ei.value.code
+
+
+@pytest.mark.parametrize("flt", [
+    "<Filter></Filter>", "<Filter><Prefix>a/</Prefix></Filter>", f"<Filter>{TAG}</Filter>",
+    "<Filter><ObjectSizeGreaterThan>10</ObjectSizeGreaterThan></Filter>",
+    "<Filter><ObjectSizeLessThan>10</ObjectSizeLessThan></Filter>",
+    f"<Filter><And><Prefix>a/</Prefix>{TAG}</And></Filter>",
+    "<Filter><And><Tag><Key>a</Key><Value>1</Value></Tag>"
+    "<Tag><Key>b</Key><Value>2</Value></Tag></And></Filter>",
+    f"<Filter><And><Prefix>a/</Prefix>{TAG}<ObjectSizeGreaterThan>1</ObjectSizeGreaterThan>"
+    "<ObjectSizeLessThan>9</ObjectSizeLessThan></And></Filter>",
+    "<Prefix>legacy/</Prefix>",
+])
+def test_accepted_filters_round_trip(flt: str) -> None:
+    rules = parse_lifecycle(doc(flt + EXP))
+    assert parse_lifecycle(lifecycle_xml(rules)) == rules
+
+
+@pytest.mark.parametrize("flt,code", [
+    (f"<Filter><Prefix>a/</Prefix>{TAG}</Filter>", "MalformedXML"),  # two outside And
+    ("<Filter><Prefix></Prefix><ObjectSizeGreaterThan>5</ObjectSizeGreaterThan></Filter>",
+     "MalformedXML"),
+    (f"<Filter><Prefix>a</Prefix><And><Prefix>a</Prefix>{TAG}</And></Filter>", "MalformedXML"),
+    ("<Filter><And><Prefix>a/</Prefix></And></Filter>", "MalformedXML"),  # And of one
+    ("<Filter><And><Prefix>a</Prefix><Prefix>b</Prefix></And></Filter>", "MalformedXML"),
+    ("<Filter><Color>red</Color></Filter>", "MalformedXML"),
+    ("<Prefix>a</Prefix><Filter></Filter>", "MalformedXML"),
+    ("", "MalformedXML"),
+    ("<Filter><And><Tag><Key>k</Key><Value>1</Value></Tag>"
+     "<Tag><Key>k</Key><Value>2</Value></Tag></And></Filter>", "InvalidRequest"),
+    ("<Filter><And><ObjectSizeGreaterThan>9</ObjectSizeGreaterThan>"
+     "<ObjectSizeLessThan>9</ObjectSizeLessThan></And></Filter>", "InvalidArgument"),
+    ("<Filter><ObjectSizeGreaterThan>-1</ObjectSizeGreaterThan></Filter>", "InvalidArgument"),
+])
+def test_refused_filters(flt: str, code: str) -> None:
+    assert code_of(doc(flt + EXP)) == code
+
+
+def test_refused_actions() -> None:
+    assert code_of(doc("<Filter/><Expiration><Days>0</Days></Expiration>")) == \
+        "InvalidArgument"
+    assert code_of(doc("<Filter/>")) == "InvalidRequest"  # no action
+    assert code_of(doc(f"<Filter>{TAG}</Filter><AbortIncompleteMultipartUpload>"
+                       "<DaysAfterInitiation>1</DaysAfterInitiation>"
+                       "</AbortIncompleteMultipartUpload>")) == "InvalidArgument"
+    assert code_of(doc("<Filter/><Expiration><Days>1</Days><ExpiredObjectDeleteMarker>true"
+                       "</ExpiredObjectDeleteMarker></Expiration>")) == "MalformedXML"
+    nv = ("<Filter/><NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays>"
+          "<NewerNoncurrentVersions>{}</NewerNoncurrentVersions></NoncurrentVersionExpiration>")
+    assert parse_lifecycle(doc(nv.format(3)))[0]["noncurrent_expiration"] == {
+        "noncurrent_days": 1, "newer_noncurrent_versions": 3}
+    assert code_of(doc(nv.format(0))) == "InvalidArgument"
+
+
+# --- the matcher against a model ------------------------------------------------------------
+
+KEYS = st.text(alphabet="ab/", max_size=4)
+TAGSETS = st.dictionaries(st.sampled_from("xyz"), st.sampled_from("12"), max_size=3)
+SIZES = st.one_of(st.none(), st.integers(0, 8))
+
+
+def model(f: dict[str, Any], key: str, size: int, tags: dict[str, str]) -> bool:
+    predicates = []
+    if f["prefix"] is not None:
+        predicates.append(key[:len(f["prefix"])] == f["prefix"])
+    for k, v in f["tags"].items():
+        predicates.append((k, v) in tags.items())
+    if f["size_gt"] is not None:
+        predicates.append(size > f["size_gt"])
+    if f["size_lt"] is not None:
+        predicates.append(size < f["size_lt"])
+    return all(predicates)
+
+
+@settings(max_examples=400, deadline=None)
+@given(prefix=st.one_of(st.none(), KEYS), ftags=TAGSETS, gt=SIZES, lt=SIZES, key=KEYS,
+       size=st.integers(0, 8), tags=TAGSETS)
+def test_matcher_agrees_with_model(prefix: str | None, ftags: dict[str, str], gt: int | None,
+                                   lt: int | None, key: str, size: int,
+                                   tags: dict[str, str]) -> None:
+    f = {"prefix": prefix, "tags": ftags, "size_gt": gt, "size_lt": lt}
+    assert filter_matches(f, key, size, tags) == model(f, key, size, tags)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.one_of(st.none(), KEYS), ftags=TAGSETS, gt=SIZES, lt=SIZES, key=KEYS,
+       size=st.integers(0, 8), tags=TAGSETS)
+def test_parsed_xml_filters_select_as_the_model(prefix: str | None, ftags: dict[str, str],
+                                                gt: int | None, lt: int | None, key: str,
+                                                size: int, tags: dict[str, str]) -> None:
+    """Whatever filter the XML states (single condition or And), the stored rule selects
+    exactly what the model says; filters AWS refuses are refused."""
+    preds = ([f"<Prefix>{prefix}</Prefix>"] if prefix is not None else []) + \
+        [f"<Tag><Key>{k}</Key><Value>{v}</Value></Tag>" for k, v in ftags.items()] + \
+        ([f"<ObjectSizeGreaterThan>{gt}</ObjectSizeGreaterThan>"] if gt is not None else []) + \
+        ([f"<ObjectSizeLessThan>{lt}</ObjectSizeLessThan>"] if lt is not None else [])
+    inner = "".join(preds) if len(preds) < 2 else f"<And>{''.join(preds)}</And>"
+    body = doc(f"<Filter>{inner}</Filter>{EXP}")
+    if gt is not None and lt is not None and gt >= lt:
+        assert code_of(body) == "InvalidArgument"
+        return
+    rule = parse_lifecycle(body)[0]
+    want = {"prefix": prefix, "tags": ftags, "size_gt": gt, "size_lt": lt}
+    assert filter_matches(rule["filter"], key, size, tags) == model(want, key, size, tags)
+
+
+def test_expiration_and_abort_dates() -> None:
+    rules = parse_lifecycle(
+        b"<LifecycleConfiguration>"
+        b"<Rule><ID>late</ID><Status>Enabled</Status><Filter/><Expiration><Days>3</Days>"
+        b"</Expiration></Rule>"
+        b"<Rule><ID>early</ID><Status>Enabled</Status><Filter><Prefix>a/</Prefix></Filter>"
+        b"<Expiration><Days>1</Days></Expiration><AbortIncompleteMultipartUpload>"
+        b"<DaysAfterInitiation>2</DaysAfterInitiation></AbortIncompleteMultipartUpload></Rule>"
+        b"<Rule><ID>off</ID><Status>Disabled</Status><Filter/><Expiration><Days>1</Days>"
+        b"</Expiration></Rule>"
+        b"</LifecycleConfiguration>")
+    lm = 1_356_000_000.0  # 2012-12-20 10:40 UTC
+    v = ObjectVersion(bucket="b", key="a/x", version_id="null", tenant="t", size=1, etag="e",
+                      last_modified=lm)
+    assert expiration_rule(rules, v, DAY) == (1_356_134_400.0, "early")  # 2012-12-22 00:00
+    v.key = "b/x"
+    assert expiration_rule(rules, v, DAY) == (1_356_307_200.0, "late")
+    v.delete_marker = True
+    assert expiration_rule(rules, v, DAY) is None
+    assert abort_rule(rules, "a/x", lm, DAY) == (1_356_220_800.0, "early")
+    assert abort_rule(rules, "b/x", lm, DAY) is None
