@@ -30,8 +30,9 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
-from nodes.disk import UNCHANGED, ShardExists, check_shard_id, is_disk_full
+from nodes.disk import is_disk_full
 from nodes.handlers import NODE, STATS, ApiError, NodeState, _quarantine
+from nodes.shardfile import UNCHANGED, ShardExists, check_shard_id
 from nodes.smallio import put_many_sync, read_whole_sync
 from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
 from storage.shards.auth import BODY_HEADER, body_digest

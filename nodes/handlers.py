@@ -15,16 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from nodes.disk import (
-    CHUNK_BYTES,
-    BodyMismatch,
-    DiskShardStore,
-    ShardExists,
-    check_shard_id,
-    is_disk_full,
-)
+from nodes.disk import DiskShardStore, is_disk_full
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
+from nodes.shardfile import CHUNK_BYTES, BodyMismatch, ShardExists, check_shard_id
 from storage.errors import (
     IntegrityError,
     InvalidInput,

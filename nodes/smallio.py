@@ -14,14 +14,14 @@ import os
 import secrets
 from pathlib import Path
 
-from nodes.disk import (
+from nodes.disk import DiskShardStore
+from nodes.shardfile import (
     UNCHANGED,
-    DiskShardStore,
     ShardExists,
     ShardReadStream,
-    _fsync_dir,
-    _write_all,
+    fsync_dir,
     install_new,
+    write_all,
 )
 from storage.errors import InvalidInput
 
@@ -46,7 +46,7 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes, bool]],
             results[i] = exc
             continue
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
         except OSError as exc:
             results[i] = exc
             _drop(fd, tmp)
@@ -66,7 +66,7 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes, bool]],
     failed_dirs: dict[str, OSError] = {}
     for d in new_dirs:  # parents first: a directory is durable once its parent is synced
         try:
-            _fsync_dir(Path(d).parent)
+            fsync_dir(Path(d).parent)
             store._durable_dirs.add(d)
         except OSError as exc:
             failed_dirs[d] = exc
@@ -89,7 +89,7 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes, bool]],
     for i, path in renamed:
         if path.parent not in synced:
             try:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 synced[path.parent] = None
             except OSError as exc:
                 synced[path.parent] = exc

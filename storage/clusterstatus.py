@@ -22,8 +22,9 @@ from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
 from storage.lying import read_integrity
 from storage.membership import load_members
 from storage.records import unpack
+from storage.workers.manifests import load_manifest
 from storage.workers.rebalance import read_stats as read_rebalance_stats
-from storage.workers.repair import load_manifest, read_stats
+from storage.workers.repair import read_stats
 
 SCAN_LIMIT = 5000
 COUNT_LIMIT = 100_000

@@ -4,7 +4,8 @@
 request left in its `web.Request` (the routed endpoint, the requester, the error code) into
 a `storage.accesslog.AccessRecord` and queues it; nothing else happens on the request path.
 Operations are named as AWS's logs name them (`REST.PUT.OBJECT`, `REST.GET.BUCKET`,
-`REST.GET.LOGGING_STATUS`...).
+`REST.GET.LOGGING_STATUS`...); as AWS does, DeleteObjects also logs one `BATCH.DELETE.OBJECT`
+record per key, and a copy one `REST.COPY.OBJECT_GET` record in the source bucket.
 
 `may_deliver` is the log delivery's permission check on a target bucket, evaluated as the
 logging service principal `logging.s3.amazonaws.com` with `aws:SourceArn` (the source
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -107,7 +109,7 @@ def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamRespo
     sig, auth_type = _signature(request)
     sent = 0 if request.method == "HEAD" else (resp.content_length or 0)
     version = resp.headers.get("x-amz-version-id") or ep.params.get("versionId") or "-"
-    buffer.add(AccessRecord(
+    record = AccessRecord(
         bucket=ep.bucket, time=started_wall, remote_ip=request.remote or "-",
         requester=request.get("s3_requester_id") or "-",
         request_id=request.get("request_id", "-"),
@@ -123,7 +125,19 @@ def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamRespo
         host_id=host_id, signature_version=sig,
         cipher_suite="-", auth_type=auth_type, host_header=request.host or "-",
         tls_version="-", access_point_arn="-",
-        acl_required=bool(request.get("s3_acl_required"))))
+        acl_required=bool(request.get("s3_acl_required")))
+    buffer.add(record)
+    for key, vid, code in request.get("s3_log_batch") or ():  # DeleteObjects, per key
+        buffer.add(replace(record, operation="BATCH.DELETE.OBJECT", key=quote(key, safe="/"),
+                           status=204 if code is None else resp.status, bytes_sent=0,
+                           error_code=code or "-", version_id=vid or "-", object_size=None))
+    source = request.headers.get("x-amz-copy-source")
+    if source and ep.op in ("CopyObject", "UploadPartCopy"):  # the read of the source
+        src_bucket, _, src_key = unquote(source.lstrip("/").split("?", 1)[0]).partition("/")
+        if src_bucket:
+            buffer.add(replace(record, bucket=src_bucket, operation="REST.COPY.OBJECT_GET",
+                               key=quote(src_key, safe="/") or "-", bytes_sent=0,
+                               object_size=None, version_id="-"))
 
 
 def may_deliver(target: Bucket, prefix: str, source_bucket: str, source_tenant: str,

@@ -1,6 +1,7 @@
 """S3 XML bodies: builders for responses, validating parsers for requests.
 
-Response builders (request parsers are in `gateway.s3.xml_parse`). Builders take plain values and frozen dataclasses and return the exact bytes AWS would send:
+Response builders (request parsers are in `gateway.s3.xml_parse`; the multipart upload
+results in `gateway.s3.xml_multipart`). Builders take plain values and frozen dataclasses and return the exact bytes AWS would send:
 the XML declaration, the S3 namespace on the root, elements in AWS's order, timestamps as
 `2009-10-12T17:50:30.000Z`, ETags in double quotes. Each shape is pinned by a golden test and
 parsed back with botocore's own parser, which is the proof that a real client reads it.
@@ -26,20 +27,14 @@ __all__ = [
     "S3_NAMESPACE",
     "ListEntry",
     "ListingPage",
-    "PartEntry",
-    "UploadEntry",
-    "complete_multipart_xml",
     "copy_object_result_xml",
     "copy_part_result_xml",
     "delete_result_xml",
     "format_timestamp",
-    "initiate_multipart_xml",
     "list_buckets_xml",
-    "list_multipart_uploads_xml",
     "list_object_versions_xml",
     "list_objects_v1_xml",
     "list_objects_v2_xml",
-    "list_parts_xml",
     "location_xml",
     "tagging_xml",
     "url_encode",
@@ -83,6 +78,17 @@ class ListEntry:
     is_delete_marker: bool = False
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
+    # RestoreStatus (asked for with x-amz-optional-object-attributes): (in progress, expiry
+    # of the restored copy or None); None writes no element
+    restore_status: tuple[bool, datetime | None] | None = None
+
+
+def _restore_status(status: tuple[bool, datetime | None]) -> str:
+    """The RestoreStatus element of a listing entry."""
+    inner = f"<IsRestoreInProgress>{_text(status[0])}</IsRestoreInProgress>"
+    if status[1] is not None:
+        inner += f"<RestoreExpiryDate>{_text(status[1])}</RestoreExpiryDate>"
+    return f"<RestoreStatus>{inner}</RestoreStatus>"
 
 
 @dataclass(frozen=True)
@@ -111,31 +117,6 @@ class ListingPage:
     version_id_marker: str = ""
     next_key_marker: str | None = None
     next_version_id_marker: str | None = None
-
-
-@dataclass(frozen=True)
-class PartEntry:
-    """One uploaded part in ListParts; `checksums` maps algorithm (`CRC32`...) to base64."""
-
-    part_number: int
-    last_modified: datetime
-    etag: str
-    size: int
-    checksums: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class UploadEntry:
-    """One in-progress multipart upload in ListMultipartUploads."""
-
-    key: str
-    upload_id: str
-    initiated: datetime
-    storage_class: str = "STANDARD"
-    owner: Owner | None = None
-    initiator: Owner | None = None
-    checksum_algorithm: str | None = None
-    checksum_type: str | None = None
 
 
 # --- building blocks -----------------------------------------------------------------------
@@ -337,6 +318,8 @@ class _Doc:
                 self.add("DisplayName", entry.owner[1])
             self.close("Owner")
         self.add("StorageClass", entry.storage_class)
+        if entry.restore_status is not None:
+            self._parts.append(_restore_status(entry.restore_status))
         self.close(tag)
 
     def common_prefixes(self, prefixes: Iterable[str], encode: Encoder) -> None:
@@ -431,133 +414,16 @@ def list_object_versions_xml(page: ListingPage) -> bytes:
             _add(elem, "StorageClass", entry.storage_class)
         if entry.owner is not None:
             _add_owner(elem, "Owner", entry.owner)
+        if entry.restore_status is not None and not entry.is_delete_marker:
+            status = _add(elem, "RestoreStatus")
+            _add(status, "IsRestoreInProgress", entry.restore_status[0])
+            if entry.restore_status[1] is not None:
+                _add(status, "RestoreExpiryDate", entry.restore_status[1])
     _add_common_prefixes(root, page.common_prefixes, encode)
     return xml_document(root)
 
 
-# --- multipart -----------------------------------------------------------------------------
-
-
-def initiate_multipart_xml(bucket: str, key: str, upload_id: str) -> bytes:
-    """InitiateMultipartUploadResult."""
-    root = _root("InitiateMultipartUploadResult")
-    _add(root, "Bucket", bucket)
-    _add(root, "Key", key)
-    _add(root, "UploadId", upload_id)
-    return xml_document(root)
-
-
-def complete_multipart_xml(
-    location: str,
-    bucket: str,
-    key: str,
-    etag: str,
-    checksums: Mapping[str, str] | None = None,
-    checksum_type: str | None = None,
-) -> bytes:
-    """CompleteMultipartUploadResult; `checksums` maps algorithm (`CRC32`...) to base64."""
-    root = _root("CompleteMultipartUploadResult")
-    _add(root, "Location", location)
-    _add(root, "Bucket", bucket)
-    _add(root, "Key", key)
-    _add(root, "ETag", _quote_etag(etag))
-    _add_checksums(root, checksums, checksum_type)
-    return xml_document(root)
-
-
-def list_parts_xml(
-    bucket: str,
-    key: str,
-    upload_id: str,
-    parts: Iterable[PartEntry],
-    *,
-    part_number_marker: int = 0,
-    next_part_number_marker: int | None = None,
-    max_parts: int = 1000,
-    is_truncated: bool = False,
-    owner: Owner | None = None,
-    initiator: Owner | None = None,
-    storage_class: str = "STANDARD",
-    checksum_algorithm: str | None = None,
-    checksum_type: str | None = None,
-) -> bytes:
-    """ListPartsResult."""
-    root = _root("ListPartsResult")
-    _add(root, "Bucket", bucket)
-    _add(root, "Key", key)
-    _add(root, "UploadId", upload_id)
-    if initiator is not None:
-        _add_owner(root, "Initiator", initiator)
-    if owner is not None:
-        _add_owner(root, "Owner", owner)
-    _add(root, "StorageClass", storage_class)
-    _add(root, "PartNumberMarker", part_number_marker)
-    if next_part_number_marker is not None:
-        _add(root, "NextPartNumberMarker", next_part_number_marker)
-    _add(root, "MaxParts", max_parts)
-    _add(root, "IsTruncated", is_truncated)
-    if checksum_algorithm:
-        _add(root, "ChecksumAlgorithm", checksum_algorithm)
-    if checksum_type:
-        _add(root, "ChecksumType", checksum_type)
-    for part in parts:
-        elem = _add(root, "Part")
-        _add(elem, "PartNumber", part.part_number)
-        _add(elem, "LastModified", part.last_modified)
-        _add(elem, "ETag", _quote_etag(part.etag))
-        _add(elem, "Size", part.size)
-        _add_checksums(elem, part.checksums)
-    return xml_document(root)
-
-
-def list_multipart_uploads_xml(
-    bucket: str,
-    uploads: Iterable[UploadEntry],
-    *,
-    key_marker: str = "",
-    upload_id_marker: str = "",
-    next_key_marker: str | None = None,
-    next_upload_id_marker: str | None = None,
-    prefix: str = "",
-    delimiter: str | None = None,
-    max_uploads: int = 1000,
-    is_truncated: bool = False,
-    common_prefixes: Iterable[str] = (),
-    encoding_type: str | None = None,
-) -> bytes:
-    """ListMultipartUploadsResult."""
-    encode = _encoder(encoding_type)
-    root = _root("ListMultipartUploadsResult")
-    _add(root, "Bucket", bucket)
-    _add(root, "KeyMarker", encode(key_marker))
-    _add(root, "UploadIdMarker", upload_id_marker)
-    if next_key_marker is not None:
-        _add(root, "NextKeyMarker", encode(next_key_marker))
-    if next_upload_id_marker is not None:
-        _add(root, "NextUploadIdMarker", next_upload_id_marker)
-    _add(root, "Prefix", encode(prefix))
-    if delimiter:
-        _add(root, "Delimiter", encode(delimiter))
-    _add(root, "MaxUploads", max_uploads)
-    if encoding_type:
-        _add(root, "EncodingType", encoding_type)
-    _add(root, "IsTruncated", is_truncated)
-    for upload in uploads:
-        elem = _add(root, "Upload")
-        _add(elem, "Key", encode(upload.key))
-        _add(elem, "UploadId", upload.upload_id)
-        if upload.initiator is not None:
-            _add_owner(elem, "Initiator", upload.initiator)
-        if upload.owner is not None:
-            _add_owner(elem, "Owner", upload.owner)
-        _add(elem, "StorageClass", upload.storage_class)
-        _add(elem, "Initiated", upload.initiated)
-        if upload.checksum_algorithm:
-            _add(elem, "ChecksumAlgorithm", upload.checksum_algorithm)
-        if upload.checksum_type:
-            _add(elem, "ChecksumType", upload.checksum_type)
-    _add_common_prefixes(root, common_prefixes, encode)
-    return xml_document(root)
+# --- results of writes ------------------------------------------------------------------
 
 
 def copy_object_result_xml(

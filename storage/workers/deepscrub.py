@@ -36,7 +36,7 @@ from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 from storage.workers import WorkerState
-from storage.workers.repair import Manifest, load_manifest
+from storage.workers.manifests import Manifest, load_manifest
 
 log = logging.getLogger("tessera.deepscrub")
 MIB = 2**20

@@ -39,7 +39,7 @@ from storage.workers.base import (
     ShardWorker,
     read_counters,
 )
-from storage.workers.repair import Manifest, commit_shard_moves, load_manifest
+from storage.workers.manifests import Manifest, commit_shard_moves, load_manifest
 
 log = logging.getLogger("tessera.rebalance")
 STATS_KEY = system_key("rebalance")

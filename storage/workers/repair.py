@@ -14,7 +14,6 @@ names) once they are older than a grace period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,27 +24,22 @@ from storage.config import Config, NodeSpec, RepairSettings
 from storage.errors import DataUnavailable, StorageError
 from storage.health import DOWN, OUT, HealthTracker
 from storage.keyspace import (
-    EXTENT,
     REPAIR,
     STRIPE,
-    gc_key,
     next_key,
-    object_key,
     repair_key,
     space,
-    span,
     stripe_index_key,
     stripe_of,
     system_key,
     urgent_repair_key,
     urgent_repair_span,
-    version_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
 from storage.pipeline import StripeCodec, segment_count
 from storage.placement import place
 from storage.rebuild import Reference, SourcesDisagree, rebuild_shards
-from storage.records import ObjectVersion, PartLayout, pack, unpack
+from storage.records import PartLayout, pack, unpack
 from storage.shards.client import NodeError
 from storage.shards.ids import parse_shard_id, shard_id
 from storage.shards.transport import NodeTransport
@@ -54,6 +48,13 @@ from storage.workers import WorkerState
 from storage.workers.base import (
     ShardWorker,
     read_counters,
+)
+from storage.workers.manifests import (
+    Manifest,
+    collect_copies,
+    commit_shard_moves,
+    load_manifest,
+    volume_stripes,
 )
 
 log = logging.getLogger("tessera.repair")
@@ -86,60 +87,11 @@ class RepairStats:
 
 
 @dataclass
-class Manifest:
-    """Every metadata record naming one stripe's shards, and that stripe's layout.
-
-    For an object: the O/ and V/ records of its version. For a block-volume extent: its one
-    VX/ pointer (`kind` "extent").
-    """
-
-    items: list[Item]
-    part: PartLayout
-    kind: str = "object"
-
-
-def _extent_layout(raw: bytes) -> PartLayout:
-    p = unpack(raw)
-    return PartLayout(number=int(p["index"]), size=int(p["size"]), etag="",
-                      stripe_id=bytes(p["stripe"]), k=int(p["k"]), m=int(p["m"]),
-                      segment_size=int(p["segment_size"]), nodes=list(p["nodes"]))
-
-
-@dataclass
 class Assessment:
     healthy: dict[int, str]  # index -> node holding a good shard
     missing: list[int]  # indexes to rebuild
     unknown: dict[int, str]  # index -> node down within its grace (may come back)
     lying: dict[int, str] = field(default_factory=dict)  # named liars (in `missing` too)
-
-
-async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | None | str:
-    """The live manifest of a stripe, None when it has no index entry, else its X/ state."""
-    x = await meta.get(stripe_index_key(stripe_id))
-    if x is None:
-        return None
-    ref = unpack(x.value)
-    if ref.get("state") != "live":
-        return str(ref.get("state", "unknown"))
-    if ref.get("kind") == "extent":
-        vx = await meta.get(bytes(ref["vx"]))
-        if vx is None or bytes(unpack(vx.value).get("stripe") or b"") != stripe_id:
-            return "gone"
-        return Manifest(items=[vx], part=_extent_layout(vx.value), kind="extent")
-    bucket, key, vid = ref["bucket"], ref["key"], ref["version"]
-    items: list[Item] = []
-    cur = await meta.get(object_key(bucket, key))
-    if cur is not None and ObjectVersion.decode(cur.value).version_id == vid:
-        items.append(cur)
-    for it in await meta.range(*span(version_prefix(bucket, key)), limit=100000):
-        if ObjectVersion.decode(it.value).version_id == vid:
-            items.append(it)
-    for it in items:
-        v = ObjectVersion.decode(it.value)
-        for part in v.parts:
-            if part.stripe_id == stripe_id:
-                return Manifest(items=items, part=part)
-    return "gone"
 
 
 class RepairWorker(ShardWorker[RepairStats]):
@@ -587,77 +539,6 @@ class RepairWorker(ShardWorker[RepairStats]):
         self._dirty = False
 
 
-async def volume_stripes(meta: MetadataStore) -> set[bytes]:
-    """Stripes referenced by block volume extent pointers (`VX`), which have no `X` entry.
-
-    Memory grows with the number of extents (16 bytes each plus set overhead); a stripe
-    index entry written by the volume layer would make this scan unnecessary.
-    """
-    out: set[bytes] = set()
-    start, end = space(EXTENT)
-    while True:
-        items = await meta.range(start, end, limit=1000)
-        for it in items:
-            with contextlib.suppress(Exception):
-                stripe = unpack(it.value).get("stripe")
-                if stripe:
-                    out.add(bytes(stripe))
-        if len(items) < 1000:
-            return out
-        start = next_key(items[-1].key)
-
-
 async def read_stats(meta: MetadataStore) -> dict:
     """The last published repair counters (empty when no repair worker ran yet)."""
     return await read_counters(meta, STATS_KEY)
-
-
-async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
-                             written: dict[int, str]) -> tuple[bool, int]:
-    """CAS new shard locations into every record of a stripe's manifest (retry on conflict).
-
-    `old` is the node list the caller based its work on; if the manifest changed meanwhile,
-    the new copies are queued for collection and nothing is committed. Replaced copies are
-    queued for GC. Returns (committed, CAS conflicts met). Repair and the rebalancer share it.
-    """
-    conflicts = 0
-    for _ in range(8):
-        man = await load_manifest(meta, stripe_id)
-        if not isinstance(man, Manifest) or list(man.part.nodes) != old:
-            # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
-            await collect_copies(meta, stripe_id, written)
-            return False, conflicts
-        compares: dict[bytes, int] = {}
-        puts: dict[bytes, bytes] = {}
-        nodes = list(man.part.nodes) + [None] * (man.part.k + man.part.m - len(man.part.nodes))
-        for i, nid in written.items():
-            nodes[i] = nid
-        for it in man.items:
-            if man.kind == "extent":
-                pointer = unpack(it.value)
-                pointer["nodes"] = nodes
-                puts[it.key] = pack(pointer)
-            else:
-                v = ObjectVersion.decode(it.value)
-                for p in v.parts:
-                    if p.stripe_id == stripe_id:
-                        p.nodes = list(nodes)
-                puts[it.key] = v.encode()
-            compares[it.key] = it.revision
-        replaced = {i: old[i] for i in written
-                    if i < len(old) and old[i] is not None and old[i] != written[i]}
-        if replaced:  # the lost, corrupt or moved copies, should their node still hold them
-            puts[gc_key(time.time_ns(), stripe_id)] = pack(
-                {"nodes": [replaced.get(i) for i in range(len(old))]})
-        if await meta.txn(Txn(compares=compares, puts=puts)):
-            return True, conflicts
-        conflicts += 1
-    await collect_copies(meta, stripe_id, written)
-    return False, conflicts
-
-
-async def collect_copies(meta: MetadataStore, stripe_id: bytes, written: dict[int, str]) -> None:
-    """Queue shard copies no manifest will name (index -> node) for garbage collection."""
-    width = max(written) + 1
-    nodes = [written.get(i) for i in range(width)]
-    await meta.put(gc_key(time.time_ns(), stripe_id), pack({"nodes": nodes}))

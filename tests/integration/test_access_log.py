@@ -209,6 +209,10 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
         "ResponseMetadata"]["RequestId"]
     s3.put_object(Bucket=src, Key="shared", Body=b"s", ACL="public-read")
     ids["by_acl"] = anon.get_object(Bucket=src, Key="shared")["ResponseMetadata"]["RequestId"]
+    ids["copy"] = s3.copy_object(Bucket=src, Key="copy", CopySource={
+        "Bucket": src, "Key": "dir/a b.txt"})["ResponseMetadata"]["RequestId"]
+    ids["batch"] = s3.delete_objects(Bucket=src, Delete={"Objects": [
+        {"Key": "copy"}, {"Key": "shared"}]})["ResponseMetadata"]["RequestId"]
     ids["list"] = s3.list_objects_v2(Bucket=src, Prefix="dir/")["ResponseMetadata"][
         "RequestId"]
     recs = _records_for(s3, dst, "log/", list(ids.values()))
@@ -238,6 +242,15 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
     foreign = recs[ids["foreign"]][0]
     assert foreign[4] == other_id and foreign[9:11] == ["403", "AccessDenied"]
     assert get[25] == "-" and recs[ids["by_acl"]][0][25] == "Yes"  # ACL required
+    by_id: dict[str, list[list[str]]] = {}
+    for line in _log_lines(s3, dst, "log/"):
+        f = _parse(line)
+        by_id.setdefault(f[5], []).append(f)
+    assert sorted((f[6], f[7]) for f in by_id[ids["copy"]]) == [
+        ("REST.COPY.OBJECT", "copy"), ("REST.COPY.OBJECT_GET", "dir/a%20b.txt")]
+    assert sorted((f[6], f[7], f[9]) for f in by_id[ids["batch"]]) == [
+        ("BATCH.DELETE.OBJECT", "copy", "204"), ("BATCH.DELETE.OBJECT", "shared", "204"),
+        ("REST.POST.MULTI_OBJECT_DELETE", "-", "200")]
     listing = recs[ids["list"]][0]
     assert listing[6:8] == ["REST.GET.BUCKET", "-"]
     assert listing[8] == f"GET /{src}?list-type=2&prefix=dir%2F&encoding-type=url HTTP/1.1"

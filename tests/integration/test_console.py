@@ -207,8 +207,41 @@ def test_browser_tenant_and_key(console_cluster: LocalCluster, browser: Browser)
                cookie[0].encode()]
     assert files_holding(console_cluster.data / "logs", needles) == []
     assert files_holding(console_cluster.data / "audit", needles) == []
+    # shred only after the tenant's name is typed
+    shred = card.locator("form.shred")
+    shred.locator("input").fill("webtenan")
+    shred.locator("button").click()
+    expect(page.locator("#flash")).to_contain_text("type the tenant's name", timeout=WAIT_MS)
+    shred.locator("input").fill("webtenant")
+    shred.locator("button").click()
+    expect(page.locator(".tenant[data-tenant=webtenant] h3")).to_contain_text(
+        "shredded", timeout=WAIT_MS)
+    assert ("tenant.shred", "console", "ok") in {
+        (e["action"], e.get("via"), e["result"]) for e in audit(console_cluster)}
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible(timeout=WAIT_MS)
+    page.context.close()
+
+
+def test_browser_buckets_audit_and_charts(console_cluster: LocalCluster, browser: Browser) -> None:
+    s3 = console_cluster.client()
+    s3.create_bucket(Bucket="console-web")
+    s3.put_object(Bucket="console-web", Key="a", Body=b"z" * 5000)
+    page = browser_login(browser, console_cluster)
+    page.click("#tabs button[data-tab=buckets]")
+    row = page.locator("#buckets tr", has_text="console-web")
+    expect(row).to_contain_text("4.9 KiB", timeout=WAIT_MS)
+    expect(row.locator("td").nth(3)).to_have_text("1")
+    page.click("#tabs button[data-tab=audit]")
+    page.fill("#audit-action", "bucket.")
+    page.click("#audit-form button[type=submit]")
+    rows = page.locator("#audit tr")
+    expect(rows.nth(1)).to_contain_text("bucket.list", timeout=WAIT_MS)
+    for text in rows.all_inner_texts()[1:]:
+        assert "bucket." in text
+    page.click("#tabs button[data-tab=charts]")
+    expect(page.locator("#chart-requests path[data-series=requests_s]")).to_have_count(
+        1, timeout=WAIT_MS)
     page.context.close()
 
 

@@ -26,7 +26,8 @@ from storage.placement import zone_safe
 from storage.shards.ids import shard_id
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from storage.workers.repair import Manifest, RepairSettings, RepairWorker, load_manifest
+from storage.workers.manifests import Manifest, load_manifest
+from storage.workers.repair import RepairSettings, RepairWorker
 
 SEGMENT = 64 * 1024
 

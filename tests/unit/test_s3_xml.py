@@ -18,9 +18,10 @@ from botocore.handlers import (
 from botocore.parsers import RestXMLParser
 
 from gateway.s3 import xml as s3xml
-from gateway.s3 import xml_parse
+from gateway.s3 import xml_multipart, xml_parse
 from gateway.s3.errors import S3Error
-from gateway.s3.xml import ListEntry, ListingPage, PartEntry, UploadEntry
+from gateway.s3.xml import ListEntry, ListingPage
+from gateway.s3.xml_multipart import PartEntry, UploadEntry
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -251,10 +252,10 @@ def test_versioning_and_tagging_read_back() -> None:
 
 
 def test_multipart_builders_read_back() -> None:
-    parsed = botocore_parse("CreateMultipartUpload", s3xml.initiate_multipart_xml("b", "k", "u1"))
+    parsed = botocore_parse("CreateMultipartUpload", xml_multipart.initiate_multipart_xml("b", "k", "u1"))
     assert parsed == {"Bucket": "b", "Key": "k", "UploadId": "u1"}
 
-    body = s3xml.complete_multipart_xml(
+    body = xml_multipart.complete_multipart_xml(
         "http://h/b/k", "b", "k", ETAG + "-3", {"CRC32": "AAAAAA=="}, "COMPOSITE"
     )
     parsed = botocore_parse("CompleteMultipartUpload", body)
@@ -267,7 +268,7 @@ def test_multipart_builders_read_back() -> None:
         "ChecksumType": "COMPOSITE",
     }
 
-    body = s3xml.list_parts_xml(
+    body = xml_multipart.list_parts_xml(
         "b",
         "k",
         "u1",
@@ -288,7 +289,7 @@ def test_multipart_builders_read_back() -> None:
     assert parsed["Initiator"]["ID"] == OWNER[0]
     assert parsed["ChecksumAlgorithm"] == "SHA256"
 
-    body = s3xml.list_multipart_uploads_xml(
+    body = xml_multipart.list_multipart_uploads_xml(
         "b",
         [UploadEntry("k 1", "u1", WHEN, owner=OWNER, initiator=OWNER)],
         prefix="k",
@@ -511,3 +512,26 @@ def test_find_helpers_ignore_namespace() -> None:
     assert len(rules) == 2
     assert xml_parse.find_text(rules[0], "ID") == "r"
     assert xml_parse.find_text(rules[1], "ID") is None
+
+
+def test_listing_restore_status_golden_and_parsed() -> None:
+    """RestoreStatus in listing entries (x-amz-optional-object-attributes), as AWS writes it."""
+    later = datetime(2012, 12, 21, tzinfo=UTC)
+    entries = [ListEntry(key="done", last_modified=WHEN, etag=ETAG, version_id="v1",
+                         storage_class="GLACIER", restore_status=(False, later)),
+               ListEntry(key="going", last_modified=WHEN, etag=ETAG, version_id="v2",
+                         storage_class="GLACIER", restore_status=(True, None)),
+               ListEntry(key="plain", last_modified=WHEN, etag=ETAG, version_id="v3")]
+    page = ListingPage(name="b", contents=entries)
+    body = s3xml.list_objects_v2_xml(page).decode()
+    assert ("<StorageClass>GLACIER</StorageClass><RestoreStatus><IsRestoreInProgress>false"
+            "</IsRestoreInProgress><RestoreExpiryDate>2012-12-21T00:00:00.000Z"
+            "</RestoreExpiryDate></RestoreStatus></Contents>") in body
+    assert body.count("<RestoreStatus>") == 2
+    for op, doc, field in (("ListObjectsV2", s3xml.list_objects_v2_xml, "Contents"),
+                           ("ListObjects", s3xml.list_objects_v1_xml, "Contents"),
+                           ("ListObjectVersions", s3xml.list_object_versions_xml, "Versions")):
+        parsed = botocore_parse(op, doc(page))[field]
+        assert [e.get("RestoreStatus") for e in parsed] == [
+            {"IsRestoreInProgress": False, "RestoreExpiryDate": later},
+            {"IsRestoreInProgress": True}, None]

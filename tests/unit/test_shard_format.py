@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nodes.disk import DiskShardStore, ShardExists, check_shard_id
+from nodes.disk import DiskShardStore
+from nodes.shardfile import ShardExists, check_shard_id
 from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
 from storage.shards.format import (
     FRAME_HEAD_BYTES,

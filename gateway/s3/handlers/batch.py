@@ -75,4 +75,7 @@ async def delete_objects(rq: S3Request) -> web.StreamResponse:
     results = await asyncio.gather(*(bounded(e) for e in objects))
     deleted = [r for r in results if isinstance(r[2], bool)]
     errors = [r for r in results if not isinstance(r[2], bool)]
+    # The access log's BATCH.DELETE.OBJECT records: (key, version id, error code or None).
+    rq.request["s3_log_batch"] = [(r[0], r[1], None if isinstance(r[2], bool) else r[2])
+                                  for r in results]
     return xml_response(xml.delete_result_xml([] if quiet else deleted, errors))  # type: ignore[arg-type]

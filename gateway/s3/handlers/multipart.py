@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.s3 import checksums, sse, xml, xml_parse
+from gateway.s3 import checksums, sse, xml, xml_multipart, xml_parse
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
@@ -117,7 +117,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
         headers["x-amz-checksum-algorithm"] = up.checksum_algorithm
         headers["x-amz-checksum-type"] = up.checksum_type or mp.COMPOSITE
     headers.update(await abort_headers(rq, rq.key, up.initiated))
-    return xml_response(xml.initiate_multipart_xml(rq.bucket, rq.key, up.upload_id),
+    return xml_response(xml_multipart.initiate_multipart_xml(rq.bucket, rq.key, up.upload_id),
                         headers=headers)
 
 
@@ -279,7 +279,7 @@ async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
         headers["x-amz-version-id"] = v.version_id
     headers.update(await expiration_headers(rq, v))
     location = f"{rq.request.scheme}://{rq.request.host}/{quote(rq.bucket)}/{quote(rq.key)}"
-    return xml_response(xml.complete_multipart_xml(location, rq.bucket, rq.key, v.etag,
+    return xml_response(xml_multipart.complete_multipart_xml(location, rq.bucket, rq.key, v.etag,
                                                    v.checksums or None, v.checksum_type),
                         headers=headers)
 
@@ -303,10 +303,10 @@ async def list_parts(rq: S3Request) -> web.StreamResponse:
     with _errors(upload_id):
         up, parts, truncated = await service(rq).list_parts(rq.existing_bucket(), rq.key,
                                                             upload_id, marker, max_parts)
-    entries = [xml.PartEntry(p.number, iso_time(p.modified), p.etag, p.size,
+    entries = [xml_multipart.PartEntry(p.number, iso_time(p.modified), p.etag, p.size,
                              p.checksums or None) for p in parts]
     owner = await rq.cluster.tenants.identity(str(up.acl.get("owner") or up.tenant))
-    return xml_response(xml.list_parts_xml(
+    return xml_response(xml_multipart.list_parts_xml(
         rq.bucket, rq.key, upload_id, entries, part_number_marker=marker,
         next_part_number_marker=parts[-1].number if parts else None,
         max_parts=max_parts, is_truncated=truncated, owner=owner, initiator=owner,
@@ -329,7 +329,7 @@ async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
         upload_id_marker, max_uploads)
     owners = {t: await rq.cluster.tenants.identity(t)
               for t in {str(u.acl.get("owner") or u.tenant) for u in uploads}}
-    entries = [xml.UploadEntry(u.key, u.upload_id, iso_time(u.initiated), u.storage_class,
+    entries = [xml_multipart.UploadEntry(u.key, u.upload_id, iso_time(u.initiated), u.storage_class,
                                owners[str(u.acl.get("owner") or u.tenant)],
                                owners[str(u.acl.get("owner") or u.tenant)],
                                u.checksum_algorithm, u.checksum_type)
@@ -342,7 +342,7 @@ async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
             next_key, next_id = last_upload.key, last_upload.upload_id
         else:
             next_key, next_id = last_prefix, ""
-    return xml_response(xml.list_multipart_uploads_xml(
+    return xml_response(xml_multipart.list_multipart_uploads_xml(
         rq.bucket, entries, key_marker=key_marker, upload_id_marker=upload_id_marker,
         next_key_marker=next_key, next_upload_id_marker=next_id, prefix=p.get("prefix", ""),
         delimiter=p.get("delimiter") or None, max_uploads=max_uploads, is_truncated=truncated,

@@ -1,0 +1,480 @@
+"""One shard file: its id, its layout (frame i at `header.frame_offset(i)`), its durable
+write (`ShardWriter`: temp file, fsync, rename or link, directory fsync), its range read
+(`ShardReadStream`) and the in-place check of its frames. The directory of shard files is
+`nodes.disk.DiskShardStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from storage.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    InvalidRange,
+    NotFound,
+    ShardCorrupt,
+)
+from storage.shards.format import (
+    FRAME_HEAD,
+    FRAME_HEAD_BYTES,
+    HEADER_BYTES,
+    ShardHeader,
+    frame_checksum,
+)
+from storage.shards.ids import parse_shard_id, shard_id
+
+if TYPE_CHECKING:
+    from nodes.disk import DiskShardStore
+
+CHUNK_BYTES = 1024 * 1024
+UNCHANGED = -2  # commit outcome: an identical shard was already stored under the id
+
+
+class ShardExists(Conflict):
+    """A shard with other bytes is committed under this id and the PUT was not a rewrite."""
+
+    def __init__(self, sid: str) -> None:
+        super().__init__(f"shard {sid} exists with other content")
+        self.shard_id = sid
+
+
+class BodyMismatch(IntegrityError):
+    """The bytes received are not the ones the request's body MAC covers."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when two files hold the same bytes (read in chunks)."""
+    if os.stat(a).st_size != os.stat(b).st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(CHUNK_BYTES), fb.read(CHUNK_BYTES)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def install_new(tmp: Path, path: Path, sid: str, replace: bool) -> int:
+    """Move a finished temp file to `path`; the size it replaced, -1 when new, or UNCHANGED.
+
+    With `replace` (an explicit repair or rewrite) an existing shard is replaced atomically.
+    Without it, the shard is created only if absent (link, never clobbering a racing writer);
+    an existing identical shard makes the PUT an idempotent success, other bytes raise
+    ShardExists. The caller fsyncs the directory.
+    """
+    if replace:
+        try:
+            replaced = os.stat(path).st_size
+        except FileNotFoundError:
+            replaced = -1
+        os.replace(tmp, path)
+        return replaced
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        same = _same_file(tmp, path)
+        os.unlink(tmp)
+        if not same:
+            raise ShardExists(sid) from None
+        return UNCHANGED
+    os.unlink(tmp)
+    return -1
+
+
+def check_shard_id(sid: str) -> tuple[bytes, int]:
+    """Validate a shard id (canonical form only); raise InvalidInput otherwise."""
+    try:
+        stripe, index = parse_shard_id(sid)
+    except (ValueError, TypeError):
+        raise InvalidInput("malformed shard id") from None
+    if shard_id(stripe, index) != sid:
+        raise InvalidInput("malformed shard id")
+    return stripe, index
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the frames of one shard file are, computed from its header and size."""
+
+    header: ShardHeader
+    size: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return FRAME_HEAD_BYTES + self.header.block_size
+
+    @property
+    def segments(self) -> int:
+        body = self.size - HEADER_BYTES
+        return 0 if body <= 0 else -(-body // self.frame_bytes)
+
+    def frame_end(self, segment: int) -> int:
+        return min(self.header.frame_offset(segment + 1), self.size)
+
+
+def frame_error(layout: Layout, segment: int, buf: bytes | memoryview, off: int) -> str | None:
+    """Why frame `segment` (at `off` in `buf`) is bad, or None when it verifies."""
+    start = layout.header.frame_offset(segment)
+    expect = layout.frame_end(segment) - start - FRAME_HEAD_BYTES
+    if expect <= 0:
+        return f"segment {segment}: truncated frame"
+    length, crc = FRAME_HEAD.unpack_from(buf, off)
+    if length != expect:
+        return f"segment {segment}: frame length {length}, expected {expect}"
+    block = memoryview(buf)[off + FRAME_HEAD_BYTES: off + FRAME_HEAD_BYTES + length]
+    if frame_checksum(layout.header, segment, block) != crc:
+        return f"segment {segment}: checksum mismatch"
+    return None
+
+
+def read_exact(fd: int, n: int, offset: int) -> bytes:
+    parts: list[bytes] = []
+    while n > 0:
+        b = os.pread(fd, n, offset)
+        if not b:
+            break
+        parts.append(b)
+        n -= len(b)
+        offset += len(b)
+    return b"".join(parts)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    """os.writev of every part, resuming after short writes (at most IOV_MAX at a time)."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        n = os.writev(fd, views[:512])
+        while n and views:
+            if n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][n:]
+                n = 0
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_layout(fd: int, sid: str) -> Layout:
+    """Read and check the header of an open shard file (ShardCorrupt when unusable)."""
+    size = os.fstat(fd).st_size
+    raw = read_exact(fd, HEADER_BYTES, 0)
+    try:
+        header = ShardHeader.unpack(raw)
+    except IntegrityError as exc:
+        raise ShardCorrupt(sid, f"header: {exc}") from None
+    stripe, index = parse_shard_id(sid)
+    if header.stripe_id != stripe or header.index != index:
+        raise ShardCorrupt(sid, "header names another shard")
+    if header.block_size == 0:
+        raise ShardCorrupt(sid, "header has block size 0")
+    return Layout(header, size)
+
+
+class ShardWriter:
+    """One upload in progress: a temp file that becomes the shard on `commit`."""
+
+    def __init__(self, store: DiskShardStore, sid: str, tmp_path: Path, fd: int | None) -> None:
+        self.shard_id = sid
+        self.digest: Any = None  # a hash fed every byte written, in the writer thread
+        self.tmp_path = tmp_path
+        self.path = store.path_of(sid)
+        self.bytes_written = 0
+        self._store = store
+        self._fd: int | None = fd
+        self._done = False
+
+    def _open_sync(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                               | getattr(os, "O_CLOEXEC", 0), 0o600)
+        return self._fd
+
+    def _write_sync(self, data: bytes | bytearray | memoryview) -> None:
+        if self.digest is not None:
+            self.digest.update(data)  # same pass as the write, off the event loop
+        write_all(self._open_sync(), data)
+
+    def _write_many_sync(self, parts: list[bytes | memoryview]) -> None:
+        fd = self._open_sync()
+        if self.digest is not None:
+            for p in parts:
+                self.digest.update(p)
+        _writev_all(fd, parts)
+
+    async def write_many(self, parts: list[bytes | memoryview]) -> None:
+        """Append `parts` in one thread call (one writev), no joining copy."""
+        if self._done:
+            raise RuntimeError("shard writer is closed")
+        n = sum(len(p) for p in parts)
+        if not n:
+            return
+        await asyncio.to_thread(self._write_many_sync, parts)
+        self.bytes_written += n
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._done:
+            raise RuntimeError("shard writer is closed")
+        if not data:
+            return
+        await asyncio.to_thread(self._write_sync, data)
+        self.bytes_written += len(data)
+
+    async def commit(self, tail: bytes | bytearray | memoryview | list[bytes | memoryview] = b"",
+                     *,
+                     expect_digest: bytes | None = None, replace: bool = False) -> int:
+        """Write `tail`, then make the shard durable under its name; return its size.
+
+        With `expect_digest`, `digest` must end equal to it or nothing is committed
+        (BodyMismatch). Without `replace`, other bytes under the id raise ShardExists.
+        """
+        if self._done:
+            raise RuntimeError("shard writer is closed")
+
+        parts = tail if isinstance(tail, list) else [tail]
+        tail_bytes = sum(len(p) for p in parts)
+
+        def _finish() -> int:
+            if tail_bytes:
+                self._write_many_sync(parts)
+            fd, self._fd = self._open_sync(), None
+            if expect_digest is not None and (self.digest is None or not hmac.compare_digest(
+                    self.digest.digest(), expect_digest)):
+                os.close(fd)
+                raise BodyMismatch("body does not match its signed MAC")
+            return self._commit_sync(fd, replace)
+
+        try:
+            replaced = await asyncio.to_thread(_finish)
+        except BaseException:
+            await self._discard()
+            raise
+        self.bytes_written += tail_bytes
+        self._done = True
+        if replaced == UNCHANGED:
+            pass
+        elif replaced >= 0:
+            self._store._account(self.bytes_written - replaced, 0)
+        else:
+            self._store._account(self.bytes_written, 1)
+        return self.bytes_written
+
+    def _commit_sync(self, fd: int, replace: bool) -> int:
+        """fsync, move into place, fsync the directory; see `install_new` for the result."""
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._store._make_dirs(self.path.parent)
+        replaced = install_new(self.tmp_path, self.path, self.shard_id, replace)
+        if replaced != UNCHANGED:
+            fsync_dir(self.path.parent)
+        return replaced
+
+    async def abort(self) -> None:
+        """Drop the upload (idempotent; safe to call from a cancelled task)."""
+        if self._done:
+            return
+        self._done = True
+        await self._discard()
+
+    async def _discard(self) -> None:
+        fd, self._fd = self._fd, None
+        self._done = True
+        try:
+            await asyncio.to_thread(self._discard_sync, fd)
+        except asyncio.CancelledError:
+            self._discard_sync(fd)
+            raise
+
+    def _discard_sync(self, fd: int | None) -> None:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp_path)
+
+    async def __aenter__(self) -> ShardWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.abort()
+
+
+class ShardReadStream:
+    """Async iterator over a shard: its header bytes, then whole, verified frames in pieces.
+
+    Nothing touches the disk until the first `__anext__`, which raises NotFound or
+    ShardCorrupt (bad header) or InvalidRange (`first` past the last frame). After it,
+    `header`, `segments`, `size` and `body_bytes` (bytes this stream yields in all) are set.
+    A frame that fails its checksum raises ShardCorrupt before any of its bytes is yielded;
+    the frames before it in the same piece are yielded first.
+    """
+
+    def __init__(self, sid: str, path: Path, first: int, count: int | None) -> None:
+        if first < 0 or (count is not None and count < 0):
+            raise InvalidInput("first and count must be non-negative")
+        self.shard_id = sid
+        self.header: ShardHeader | None = None
+        self.segments = 0
+        self.size = 0
+        self.body_bytes = 0
+        self.first = first
+        self.end = first
+        self._path = path
+        self._count = count
+        self._fd: int | None = None
+        self._layout: Layout | None = None
+        self._next = first
+        self._pending_error: ShardCorrupt | None = None
+        self._finished = False
+
+    def __aiter__(self) -> ShardReadStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._layout is None:
+            try:
+                return await asyncio.to_thread(self._open_sync)
+            except BaseException:
+                await self.aclose()
+                raise
+        if self._pending_error is not None:
+            err, self._pending_error = self._pending_error, None
+            await self.aclose()
+            raise err
+        if self._next >= self.end:
+            await self.aclose()
+            raise StopAsyncIteration
+        try:
+            data, err = await asyncio.to_thread(self._read_sync)
+        except BaseException:
+            await self.aclose()
+            raise
+        if err is not None:
+            if not data:
+                await self.aclose()
+                raise err
+            self._pending_error = err
+        return data
+
+    def _open_sync(self) -> bytes:
+        try:
+            self._fd = os.open(self._path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(f"shard {self.shard_id} not found") from None
+        layout = open_layout(self._fd, self.shard_id)
+        self.header, self.size, self.segments = layout.header, layout.size, layout.segments
+        if self.first > self.segments:
+            raise InvalidRange(self.segments)
+        self.end = self.segments if self._count is None else min(
+            self.segments, self.first + self._count)
+        self.body_bytes = HEADER_BYTES + (
+            layout.frame_end(self.end - 1) - layout.header.frame_offset(self.first)
+            if self.end > self.first else 0)
+        self._layout = layout
+        return layout.header.pack()
+
+    def _read_sync(self) -> tuple[bytes, ShardCorrupt | None]:
+        layout = self._layout
+        assert layout is not None and self._fd is not None
+        n = max(1, min(self.end - self._next, CHUNK_BYTES // layout.frame_bytes))
+        start = layout.header.frame_offset(self._next)
+        want = layout.frame_end(self._next + n - 1) - start
+        buf = read_exact(self._fd, want, start)
+        good = 0
+        err: ShardCorrupt | None = None
+        for seg in range(self._next, self._next + n):
+            off = layout.header.frame_offset(seg) - start
+            end = layout.frame_end(seg) - start
+            if end > len(buf):
+                err = ShardCorrupt(self.shard_id, f"segment {seg}: file shrank while reading")
+                break
+            problem = frame_error(layout, seg, buf, off)
+            if problem is not None:
+                err = ShardCorrupt(self.shard_id, problem)
+                break
+            good = end
+        self._next += n
+        return (buf if good == len(buf) else buf[:good]), err
+
+    async def aclose(self) -> None:
+        self._finished = True
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    async def __aenter__(self) -> ShardReadStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def stat_file(path: Path, sid: str) -> dict[str, int | float]:
+    """Size, frame count, header fields and mtime of a shard file (ShardCorrupt if its
+    header is unusable, NotFound if it is absent)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotFound(f"shard {sid} not found") from None
+    try:
+        st = os.fstat(fd)
+        layout = open_layout(fd, sid)
+    finally:
+        os.close(fd)
+    h = layout.header
+    return {"size": layout.size, "segments": layout.segments, "k": h.k, "m": h.m,
+            "index": h.index, "segment_size": h.segment_size, "block_size": h.block_size,
+            "mtime": st.st_mtime}
+
+
+def verify_file(path: Path, sid: str) -> list[int]:
+    """Indexes of the frames that fail their checks, read about a MiB at a time and checked
+    in place (ShardCorrupt if the header fails, NotFound if the file is absent)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotFound(f"shard {sid} not found") from None
+    try:
+        layout = open_layout(fd, sid)
+        per_chunk = max(1, CHUNK_BYTES // layout.frame_bytes)
+        bad: list[int] = []
+        seg = 0
+        while seg < layout.segments:
+            n = min(per_chunk, layout.segments - seg)
+            start = layout.header.frame_offset(seg)
+            buf = read_exact(fd, layout.frame_end(seg + n - 1) - start, start)
+            for s in range(seg, seg + n):
+                off = layout.header.frame_offset(s) - start
+                if layout.frame_end(s) - start > len(buf) or \
+                        frame_error(layout, s, buf, off) is not None:
+                    bad.append(s)
+            seg += n
+        return bad
+    finally:
+        os.close(fd)
