@@ -148,3 +148,15 @@ def test_compression_round_trip_bounded() -> None:
         assert max(len(p) for p in out) <= 1 << 20
 
     asyncio.run(main())
+
+
+def test_days_rule_removes_an_old_sole_delete_marker() -> None:
+    days = rule(expiration={"days": 2, "date": None, "expired_object_delete_marker": None})
+    marker = version(delete_marker=True, size=0, lm=1003.0)
+    assert current_action([days], marker, 1029.0, DAY, only_version=True) is None
+    assert current_action([days], marker, 1030.0, DAY, only_version=True) == \
+        Action("remove_marker")
+    assert current_action([days], marker, 1e6, DAY, only_version=False) is None
+    tagged = rule(filter={"tags": {"k": "v"}},
+                  expiration={"days": 2, "date": None, "expired_object_delete_marker": None})
+    assert current_action([tagged], marker, 1e6, DAY, only_version=True) is None
