@@ -9,9 +9,10 @@ together: `Cluster.wire` builds every service over a metadata store and a node t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 
@@ -36,6 +37,9 @@ from storage.stripes import StripeStore
 from storage.telemetry import TimedStore
 from storage.tenants import TenantService
 from storage.volumes import VolumeService
+
+if TYPE_CHECKING:
+    from storage.workers import Worker
 
 
 @dataclass
@@ -105,6 +109,38 @@ class Cluster:
             c.health.start()
             c.membership.start()
         return c
+
+    def workers(self, clients_busy: Callable[[], bool] = lambda: False) -> list[Worker]:
+        """Every background worker over this cluster's services, wired here as the services
+        are (the gateway runs each under its lease: `storage.workers.runner`).
+        `clients_busy` tells repair and rebalance when S3 clients are active."""
+        from storage.reclaim import TenantReclaimer
+        from storage.workers.deepscrub import DeepScrubber
+        from storage.workers.gc import GarbageCollector
+        from storage.workers.keys import Rewrapper, ShredScheduler
+        from storage.workers.lifecycle import LifecycleWorker
+        from storage.workers.rebalance import Rebalancer
+        from storage.workers.repair import RepairWorker
+        from storage.workers.restore import RestoreWorker
+
+        scrubber = DeepScrubber(self.cfg, self.meta, self.objects, self.nodes, self.health,
+                                self.cpu, self.stripes.lies)
+        repair = RepairWorker(self.cfg, self.meta, self.nodes, self.health, self.cpu,
+                              clients_busy=clients_busy)
+        repair.verify_stripe = scrubber.check_stripe  # a rebuild whose sources disagree
+        repair.stripe_codec = scrubber.codec  # rebuilds a stripe with liars from its key
+        return [
+            GarbageCollector(self.meta, self.stripes),
+            repair,
+            Rebalancer(self.cfg, self.meta, self.nodes, self.health, self.cpu,
+                       clients_busy=clients_busy),
+            scrubber,
+            Rewrapper(self.meta, self.tenants),
+            ShredScheduler(self.meta, self.tenants),
+            TenantReclaimer(self.meta, self.cfg.workers.gc_grace_s),
+            RestoreWorker(self.archive),
+            LifecycleWorker(self.lifecycle, self.cfg.archive.lifecycle_interval_s),
+        ]
 
     async def close(self) -> None:
         if self.membership is not None:

@@ -113,38 +113,11 @@ class WorkerRunner:
 
 
 def start_workers(cluster: Cluster) -> WorkerRunner:
-    from storage.workers.gc import GarbageCollector
-
+    """Run every worker the cluster builds (`Cluster.workers`), each under its lease."""
     runner = WorkerRunner(leases=Leases(cluster.meta), holder=gateway_holder(cluster),
                           lease_ttl_s=cluster.cfg.workers.lease_ttl_s)
-    runner.start(GarbageCollector(cluster.meta, cluster.stripes))
-    from storage.workers.deepscrub import DeepScrubber
-    from storage.workers.repair import RepairWorker
-
-    scrubber = DeepScrubber(cluster.cfg, cluster.meta, cluster.objects, cluster.nodes,
-                            cluster.health, cluster.cpu, cluster.stripes.lies)
-    repair = RepairWorker(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
-                          cluster.cpu, clients_busy=CLIENTS.busy)
-    repair.verify_stripe = scrubber.check_stripe  # a rebuild whose sources disagree
-    repair.stripe_codec = scrubber.codec  # rebuilds a stripe with liars from its key
-    runner.start(repair)
-    from storage.workers.rebalance import Rebalancer
-
-    runner.start(Rebalancer(cluster.cfg, cluster.meta, cluster.nodes, cluster.health,
-                            cluster.cpu, clients_busy=CLIENTS.busy))
-    runner.start(scrubber)
-    from storage.workers.keys import Rewrapper, ShredScheduler
-
-    runner.start(Rewrapper(cluster.meta, cluster.tenants))
-    runner.start(ShredScheduler(cluster.meta, cluster.tenants))
-    from storage.reclaim import TenantReclaimer
-
-    runner.start(TenantReclaimer(cluster.meta, cluster.cfg.workers.gc_grace_s))
-    from storage.workers.lifecycle import LifecycleWorker
-    from storage.workers.restore import RestoreWorker
-
-    runner.start(RestoreWorker(cluster.archive))
-    runner.start(LifecycleWorker(cluster.lifecycle, cluster.cfg.archive.lifecycle_interval_s))
+    for worker in cluster.workers(clients_busy=CLIENTS.busy):
+        runner.start(worker)
     return runner
 
 
