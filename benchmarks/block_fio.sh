@@ -6,6 +6,7 @@
 #
 # Prints one table: seq 1M write/read MB/s, rand 4k write/read IOPS at iodepth 16, and the
 # server CPU seconds (nodes, gateway, FUSE daemon or s3backer) spent in each target's runs.
+# FIO_NOJOURNAL=1 adds a row for `volume mount --no-journal` (whole-extent cache).
 # FIO_TESTS picks runs (default "write read randwrite randread"); FIO_PORT the gateway port
 # (admin +1; FIO_NODE_PORT the first node's, default +2).
 set -euo pipefail
@@ -93,13 +94,19 @@ print("%.1f" % (side["bw_bytes"] / 1e6) if bs == "1M" else "%.0f" % side["iops"]
   echo "${out[*]}"
 }
 
-# Tessera volume
-VOL=fio-bench-$$
-python -m ops.cli volume create "$VOL" --size 4G >/dev/null
-python -m ops.cli volume mount --fs ext4 "$VOL" "$WORK/vol" >/dev/null
-T=$(fio_all "$WORK/vol")
-python -m ops.cli volume unmount "$WORK/vol" >/dev/null
-python -m ops.cli volume delete "$VOL" >/dev/null
+tessera_run() {  # $@ = extra `volume mount` options; prints fio_all's figures
+  local vol=fio-bench-$$
+  python -m ops.cli volume create "$vol" --size 4G >/dev/null
+  python -m ops.cli volume mount --fs ext4 "$@" "$vol" "$WORK/vol" >/dev/null
+  fio_all "$WORK/vol"
+  python -m ops.cli volume unmount "$WORK/vol" >/dev/null
+  python -m ops.cli volume delete "$vol" >/dev/null
+}
+
+# Tessera volume (journal), and with FIO_NOJOURNAL=1 the whole-extent cache alongside
+T=$(tessera_run)
+N=""
+[ -n "${FIO_NOJOURNAL:-}" ] && N=$(tessera_run --no-journal)
 
 # s3backer on our own S3 gateway, same block size (s3backer 1.5 addresses buckets as virtual
 # hosts, and *.localhost resolves to 127.0.0.1 in curl)
@@ -128,4 +135,5 @@ fi
 printf '%-10s %14s %14s %16s %16s %14s\n' "target" "seq1M-wr MB/s" "seq1M-rd MB/s" \
   "rand4k-wr IOPS" "rand4k-rd IOPS" "server CPU s"
 printf '%-10s %14s %14s %16s %16s %14s\n' tessera $T
+[ -n "$N" ] && printf '%-10s %14s %14s %16s %16s %14s\n' no-journal $N
 printf '%-10s %14s %14s %16s %16s %14s\n' s3backer $S

@@ -14,6 +14,7 @@ Key layout:
     (VOL, tenant, name)                       volume record (snapshots and clones inside)
     (VX, volume id, extent:010d, gen:010d)    extent pointer (stripe, nodes, key) or trim
     (VL, volume id)                           attach lease {holder, token, expires}
+    (VJ, volume id, seq:020d)                 journal segment (storage/volume_journal.py)
 """
 
 from __future__ import annotations

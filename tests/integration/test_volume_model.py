@@ -21,7 +21,10 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
 from gateway.block.cache import ExtentCache
+from storage.volume_overlay import JournaledVolume
 from storage.volumes import VolumeAttached, VolumeHandle, VolumeService
 from tests.integration.test_volumes import (  # noqa: F401 - fixture and requirements
     Vol,
@@ -74,8 +77,11 @@ class Model:
         self.maybe[i] = [_h(got)]
 
 
-async def _attach(svc: VolumeService, name: str, holder: str) -> tuple[VolumeHandle,
-                                                                        ExtentCache]:
+Cache = ExtentCache | JournaledVolume
+
+
+async def _attach(svc: VolumeService, name: str, holder: str,
+                  journal: bool = False) -> tuple[VolumeHandle, Cache]:
     """Attach; a killed holder's lease (same process here, so alive) lapses after its TTL.
 
     Not shorter: every renewal changes the lease record that each commit compares, so a
@@ -87,14 +93,16 @@ async def _attach(svc: VolumeService, name: str, holder: str) -> tuple[VolumeHan
             break
         except VolumeAttached:
             await asyncio.sleep(0.1)
-    cache = ExtentCache(h, max_dirty=8 * MiB)
+    cache: Cache = (JournaledVolume(h, max_dirty=8 * MiB) if journal
+                    else ExtentCache(h, max_dirty=8 * MiB))
     cache.start()
     return h, cache
 
 
-async def _kill(h: VolumeHandle, cache: ExtentCache) -> None:
+async def _kill(h: VolumeHandle, cache: Cache) -> None:
     """A crash: background commits and lease renewal stop; nothing is flushed."""
-    for task in (cache._task, h._renewer):
+    tasks = cache._tasks if isinstance(cache, JournaledVolume) else [cache._task]
+    for task in (*tasks, h._renewer):
         if task is not None:
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -108,13 +116,14 @@ async def _verify(h: VolumeHandle, model: Model, what: str, exact: bool = False)
         model.check(i, data if data is not None else bytes(model.bs), what, exact)
 
 
-async def _model_round(svc: VolumeService, seed: int, ops: int) -> dict[str, int]:
+async def _model_round(svc: VolumeService, seed: int, ops: int,
+                       journal: bool = False) -> dict[str, int]:
     rng = random.Random(seed)
-    name = f"model{seed}"
+    name = f"model{seed}" + ("j" if journal else "")
     es, n = MiB, 6
     await svc.create(T, name, n * es)
     model = Model(n, es)
-    h, cache = await _attach(svc, name, "m0")
+    h, cache = await _attach(svc, name, "m0", journal)
     snaps: dict[str, list[list[bytes]]] = {}
     grown = n
     tally = dict.fromkeys(("write", "trim", "fsync", "snapshot", "clone", "resize", "kill",
@@ -147,7 +156,8 @@ async def _model_round(svc: VolumeService, seed: int, ops: int) -> dict[str, int
                     await svc.snapshot(T, name, f"s{step}")
                 else:
                     await svc.resize(T, name, (len(model.cur) + 2) * es)
-            await asyncio.gather(cache.flush(), change())
+            # A snapshot freezes extents: with the journal, fold it first (as `quiesce`).
+            await asyncio.gather(cache.checkpoint(), change())
             model.barrier()
             if op == "snapshot":
                 snaps[f"s{step}"] = allowed
@@ -170,18 +180,18 @@ async def _model_round(svc: VolumeService, seed: int, ops: int) -> dict[str, int
             await ch.close()
         elif op == "kill":
             await _kill(h, cache)
-            h, cache = await _attach(svc, name, f"m{step}")
+            h, cache = await _attach(svc, name, f"m{step}", journal)
             model.grow(grown)
             await _verify(h, model, f"after kill at step {step} (seed {seed})")
         elif op == "remount":
             await cache.stop()
             await h.close()
-            h, cache = await _attach(svc, name, f"m{step}")
+            h, cache = await _attach(svc, name, f"m{step}", journal)
             model.grow(grown)
             await _verify(h, model, f"after remount at step {step} (seed {seed})", exact=True)
     await cache.stop()
     await h.close()
-    h, cache = await _attach(svc, name, "final")
+    h, cache = await _attach(svc, name, "final", journal)
     model.grow(grown)
     await _verify(h, model, f"final (seed {seed})", exact=True)
     for snap, allowed in snaps.items():  # every snapshot still reads what it froze
@@ -194,12 +204,13 @@ async def _model_round(svc: VolumeService, seed: int, ops: int) -> dict[str, int
     return tally
 
 
-def test_model_storage_api(vol: Vol) -> None:  # noqa: F811
+@pytest.mark.parametrize("journal", [False, True], ids=["extent-cache", "journal"])
+def test_model_storage_api(vol: Vol, journal: bool) -> None:  # noqa: F811
     async def go() -> None:
         c, svc = await _open(vol)
         try:
             for seed in (1201,):
-                tally = await _model_round(svc, seed, ops=30)
+                tally = await _model_round(svc, seed, ops=30, journal=journal)
                 assert tally["snapshot"] and tally["kill"], tally
         finally:
             # What the killed handles left running ends here, while the store is still open.
