@@ -256,6 +256,7 @@ def test_browser_cluster_map_shows_a_killed_node(console_cluster: LocalCluster,
     assert victim
     card = page.locator(f".node[data-node={victim}]")
     expect(card).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+    expect(card).to_contain_text("0 quarantined", timeout=WAIT_MS)  # the node's own count
     console_cluster.kill(victim)  # SIGKILL by the PID `tessera up` recorded
     expect(card).to_have_attribute("data-state", "down", timeout=WAIT_MS)
     expect(card).to_contain_text("down")
