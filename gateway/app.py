@@ -69,6 +69,12 @@ def create_admin_app(cluster: Cluster, metrics: Metrics,
     from gateway.admin.volumes import register_volumes
 
     register_volumes(app, api)  # a tenant's block volumes, also before the catch-all
+    from gateway.admin.settings import register_settings
+
+    register_settings(app, api)  # runtime settings (`tessera config`), also before it
+    from gateway.admin.kms import register_kms
+
+    register_kms(app, api)  # a tenant's KMS keys, also before the catch-all
     api.register(app)
 
     async def prom(_: web.Request) -> web.Response:
