@@ -20,16 +20,20 @@ from storage import object_lock
 from storage.errors import KeyUnavailable, NotFound
 from storage.keyspace import REWRAP, rewrap_key, shred_key, space
 from storage.keyspace import unpack as unpack_key
+from storage.kms import rewrap_keys
 from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.tenants import TenantService
 
 
 async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:
-    """New KEK version for the tenant; DEKs are rewrapped by the `Rewrapper` worker."""
+    """New KEK version for the tenant; DEKs are rewrapped by the `Rewrapper` worker, the
+    tenant's KMS keys (`storage.kms`) here."""
     await tenants.get(tenant)
     await meta.put(rewrap_key(tenant), pack({"since": time.time()}))
-    return await tenants.rotate(tenant)
+    version = await tenants.rotate(tenant)
+    await rewrap_keys(meta, tenants, tenant)  # a handful of KMS keys: rewrapped right away
+    return version
 
 
 async def pending_rewraps(meta: MetadataStore) -> list[str]:

@@ -22,6 +22,9 @@ so a gateway may cache them.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 import time
 import uuid
@@ -29,7 +32,13 @@ from dataclasses import dataclass, field
 
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
-from storage.keyspace import kms_alias_key, kms_key_key, kms_key_prefix, span
+from storage.keyspace import (
+    kms_alias_key,
+    kms_alias_prefix,
+    kms_key_key,
+    kms_key_prefix,
+    span,
+)
 from storage.metadata import MetadataStore, Txn
 from storage.records import Record, pack, unpack
 from storage.tenants import TenantService
@@ -40,6 +49,19 @@ CACHE_TTL_S = 60.0
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ALIAS_NAME = re.compile(r"[A-Za-z0-9/_-]{1,250}")
 _ARN = re.compile(r"arn:aws:kms:([a-z0-9-]{1,32}):([A-Za-z0-9_$.-]{1,128}):(key|alias)/(.+)")
+
+
+def canonical_context(encoded: str) -> str:
+    """An S3 encryption context (base64 of a JSON object of strings) as canonical JSON, the
+    form bound into the data key's wrapping; InvalidInput if it is not one."""
+    try:
+        doc = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        doc = None
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        raise InvalidInput("the encryption context must be base64-encoded JSON of string "
+                           "key-value pairs")
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class KmsNotFound(NotFound):
@@ -217,8 +239,40 @@ class KmsService:
         self._material[(tenant, key_id)] = (now + CACHE_TTL_S, raw)
         return raw
 
+    async def forget(self, tenant: str) -> int:
+        """Delete every key and alias of a tenant that is being deleted; the count of keys."""
+        keys_ = await self._meta.range(*span(kms_key_prefix(tenant)), limit=100000)
+        aliases = await self._meta.range(*span(kms_alias_prefix(tenant)), limit=100000)
+        if keys_ or aliases:
+            await self._meta.txn(Txn(deletes=tuple(i.key for i in [*keys_, *aliases])))
+        self._material = {k: v for k, v in self._material.items() if k[0] != tenant}
+        self._aliases = {k: v for k, v in self._aliases.items() if k[0] != tenant}
+        return len(keys_)
+
     async def wrapping_key(self, tenant: str, key_id: str, bucket: str | None) -> bytes:
         """What wraps a data key: the KMS key, or with S3 Bucket Keys the bucket's key."""
         raw = await self.material(tenant, key_id)
         return raw if bucket is None else keys.bucket_key(raw, tenant, key_id, bucket)
 
+
+
+async def rewrap_keys(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:
+    """After a KEK rotation: rewrap every KMS key of the tenant under the current KEK version
+    (compare-and-swap per key; the material itself never changes). The count rewrapped."""
+    done = 0
+    for item in await meta.range(*span(kms_key_prefix(tenant)), limit=100000):
+        while item is not None:
+            k = KmsKey.decode(item.value)
+            current, new = await tenants.kek(tenant)
+            if k.kek_version == current:
+                break
+            _, old = await tenants.kek(tenant, k.kek_version)
+            raw = keys.open_kms_key(old, tenant, k.key_id, k.kek_version, k.material)
+            k.material = keys.seal_kms_key(new, tenant, k.key_id, current, raw)
+            k.kek_version = current
+            if await meta.txn(Txn(compares={item.key: item.revision},
+                                  puts={item.key: k.encode()})):
+                done += 1
+                break
+            item = await meta.get(item.key)
+    return done

@@ -35,7 +35,7 @@ from storage.keyspace import (
     version_key,
     version_prefix,
 )
-from storage.kms import KmsService
+from storage.kms import KmsService, canonical_context
 from storage.listing import NULL_VERSION, Listing
 from storage.metadata import MetadataStore, Txn
 from storage.pipeline import StripeCodec
@@ -49,7 +49,14 @@ from storage.tenants import TenantService
 SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
 SSEC_SALT = "customer_key_salt"
 KMS_KEY = "kms_key"  # in ObjectVersion.sse: the id of the KMS key that also wraps the DEK
+KMS_CONTEXT = "kms_context"  # in ObjectVersion.sse: the request's encryption context (base64)
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
+
+
+def kms_context(v: ObjectVersion) -> str:
+    """The canonical encryption context an SSE-KMS version's DEK wrapping is bound to."""
+    raw = v.sse.get(KMS_CONTEXT)
+    return canonical_context(raw) if raw else ""
 
 
 def new_version_id() -> str:
@@ -116,7 +123,8 @@ class ObjectService:
             # KMS-wrapped (a bare 32-byte key: a copy re-encrypted by the archive tier).
             wrapping = await self.kms_wrapping_for(v)
             assert wrapping is not None
-            dek = keys.unwrap_kms(wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek)
+            dek = keys.unwrap_kms(wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek,
+                                  kms_context(v))
         return SegmentCipher(dek)
 
     async def kms_wrapping_for(self, v: ObjectVersion) -> bytes | None:
@@ -142,7 +150,8 @@ class ObjectService:
                      SSEC_HMAC: keys.ssec_key_hmac(sse_c_key, salt)}
             inner = keys.wrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
         elif kms_wrapping is not None:
-            inner = keys.wrap_kms(kms_wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek)
+            inner = keys.wrap_kms(kms_wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek,
+                                  kms_context(v))
         v.dek = keys.wrap_dek(kek, v.tenant, self.identity(v), inner)
 
     @staticmethod

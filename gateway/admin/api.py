@@ -207,6 +207,7 @@ class AdminApi:
                 await self.cluster.tenants.revoke_key(k.access_key)
         from storage.keyspace import tenant_key
 
+        await self.cluster.objects.kms.forget(t.name)
         await self.cluster.meta.delete(tenant_key(t.name))
         return 200, {"name": t.name, "deleted": True}
 

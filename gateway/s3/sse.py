@@ -22,7 +22,8 @@ from typing import Any
 
 from gateway.s3.errors import S3Error
 from storage import kms
-from storage.objects import KMS_KEY, SSEC_HMAC
+from storage.errors import InvalidInput
+from storage.objects import KMS_CONTEXT, KMS_KEY, SSEC_HMAC
 from storage.records import ObjectVersion
 
 H_SSE = "x-amz-server-side-encryption"
@@ -96,7 +97,7 @@ def for_write(headers: Any, tenant: str, region: str,
     alg = headers.get(H_SSE)
     kms_id = headers.get(H_KMS_KEY)
     if ckey is not None:
-        if alg is not None or kms_id is not None:
+        if alg is not None or kms_id is not None or H_CONTEXT in headers:
             raise S3Error("InvalidArgument", "Server Side Encryption with Customer provided key "
                           "is incompatible with the encryption method specified",
                           ArgumentName=H_SSE, ArgumentValue=alg or "null")
@@ -108,6 +109,10 @@ def for_write(headers: Any, tenant: str, region: str,
         kms_id = kms_id or bucket_default.get("kms_key_id")
     alg = alg or "AES256"
     if alg == "AES256":
+        if H_CONTEXT in headers:
+            raise S3Error("InvalidArgument", "Server Side Encryption with AWS KMS managed key "
+                          "requires HTTP header x-amz-server-side-encryption : aws:kms",
+                          ArgumentName=H_CONTEXT, ArgumentValue=headers[H_CONTEXT])
         if kms_id is not None and H_KMS_KEY in headers:
             raise S3Error("InvalidArgument", "Server Side Encryption with AWS KMS managed key "
                           "requires HTTP header x-amz-server-side-encryption : aws:kms",
@@ -120,6 +125,14 @@ def for_write(headers: Any, tenant: str, region: str,
             except kms.KmsNotFound as exc:
                 raise kms_error(exc, kms_id) from None
         rec = {"algorithm": alg}
+        ctx = headers.get(H_CONTEXT)
+        if ctx is not None:
+            try:
+                kms.canonical_context(ctx)
+            except InvalidInput as exc:
+                raise S3Error("InvalidArgument", f"Invalid {H_CONTEXT}: {exc}",
+                              ArgumentName=H_CONTEXT, ArgumentValue=ctx) from None
+            rec[KMS_CONTEXT] = ctx
         bke = headers.get(H_BUCKET_KEY)
         if (bke.lower() == "true" if bke is not None
                 else bool(bucket_default and bucket_default.get("bucket_key_enabled"))):
@@ -129,8 +142,9 @@ def for_write(headers: Any, tenant: str, region: str,
                   ArgumentName=H_SSE, ArgumentValue=alg)
 
 
-def response_headers(sse: dict[str, str]) -> dict[str, str]:
-    """Encryption headers of PUT/GET/HEAD/Copy/multipart responses, as AWS writes them."""
+def response_headers(sse: dict[str, str], context: bool = False) -> dict[str, str]:
+    """Encryption headers of PUT/GET/HEAD/Copy/multipart responses, as AWS writes them; with
+    `context` (PUT, Copy, CreateMultipartUpload) the SSE-KMS encryption context too."""
     alg = sse.get("algorithm", "AES256")
     if alg == "SSE-C":
         return {H_C_ALG: sse.get("customer_algorithm", "AES256"),
@@ -140,6 +154,8 @@ def response_headers(sse: dict[str, str]) -> dict[str, str]:
         out[H_KMS_KEY] = sse.get("kms_key_id", "")
         if sse.get("bucket_key_enabled") == "true":
             out[H_BUCKET_KEY] = "true"
+        if context and sse.get(KMS_CONTEXT):
+            out[H_CONTEXT] = sse[KMS_CONTEXT]
     return out
 
 

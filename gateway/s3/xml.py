@@ -78,6 +78,17 @@ class ListEntry:
     is_delete_marker: bool = False
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
+    # RestoreStatus (asked for with x-amz-optional-object-attributes): (in progress, expiry
+    # of the restored copy or None); None writes no element
+    restore_status: tuple[bool, datetime | None] | None = None
+
+
+def _restore_status(status: tuple[bool, datetime | None]) -> str:
+    """The RestoreStatus element of a listing entry."""
+    inner = f"<IsRestoreInProgress>{_text(status[0])}</IsRestoreInProgress>"
+    if status[1] is not None:
+        inner += f"<RestoreExpiryDate>{_text(status[1])}</RestoreExpiryDate>"
+    return f"<RestoreStatus>{inner}</RestoreStatus>"
 
 
 @dataclass(frozen=True)
@@ -307,6 +318,8 @@ class _Doc:
                 self.add("DisplayName", entry.owner[1])
             self.close("Owner")
         self.add("StorageClass", entry.storage_class)
+        if entry.restore_status is not None:
+            self._parts.append(_restore_status(entry.restore_status))
         self.close(tag)
 
     def common_prefixes(self, prefixes: Iterable[str], encode: Encoder) -> None:
@@ -401,6 +414,11 @@ def list_object_versions_xml(page: ListingPage) -> bytes:
             _add(elem, "StorageClass", entry.storage_class)
         if entry.owner is not None:
             _add_owner(elem, "Owner", entry.owner)
+        if entry.restore_status is not None and not entry.is_delete_marker:
+            status = _add(elem, "RestoreStatus")
+            _add(status, "IsRestoreInProgress", entry.restore_status[0])
+            if entry.restore_status[1] is not None:
+                _add(status, "RestoreExpiryDate", entry.restore_status[1])
     _add_common_prefixes(root, page.common_prefixes, encode)
     return xml_document(root)
 

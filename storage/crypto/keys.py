@@ -145,7 +145,12 @@ def kms_key_aad(tenant: str, key_id: str, kek_version: int) -> bytes:
 
 def new_kms_key(kek: bytes, tenant: str, key_id: str, kek_version: int) -> bytes:
     """Fresh KMS key material, returned wrapped by the tenant's KEK (shredding destroys it)."""
-    return aead.wrap(kek, aead.random_key(), kms_key_aad(tenant, key_id, kek_version))
+    return seal_kms_key(kek, tenant, key_id, kek_version, aead.random_key())
+
+
+def seal_kms_key(kek: bytes, tenant: str, key_id: str, kek_version: int, raw: bytes) -> bytes:
+    """KMS key material wrapped by KEK version `kek_version` (creation, rotation)."""
+    return aead.wrap(kek, raw, kms_key_aad(tenant, key_id, kek_version))
 
 
 def open_kms_key(kek: bytes, tenant: str, key_id: str, kek_version: int, wrapped: bytes,
@@ -162,13 +167,19 @@ def bucket_key(kms_key: bytes, tenant: str, key_id: str, bucket: str) -> bytes:
                     "sha256").digest()
 
 
-def wrap_kms(wrapping: bytes, tenant: str, key_id: str, identity: str, dek: bytes) -> bytes:
-    """SSE-KMS: the KMS key (or its bucket key) wraps the DEK; the result is then wrapped by
-    the tenant KEK too, so rotation and shredding work as for every object."""
-    return aead.wrap(wrapping, dek, pack_fields(labels.KMS_WRAPS_DEK_V1,
-                                                [tenant, key_id, identity]))
+def _kms_dek_aad(tenant: str, key_id: str, identity: str, context: str) -> bytes:
+    fields = [tenant, key_id, identity] + ([context] if context else [])
+    return pack_fields(labels.KMS_WRAPS_DEK_V1, fields)
 
 
-def unwrap_kms(wrapping: bytes, tenant: str, key_id: str, identity: str, blob: bytes) -> bytes:
-    return aead.unwrap(wrapping, blob, pack_fields(labels.KMS_WRAPS_DEK_V1,
-                                                   [tenant, key_id, identity]))
+def wrap_kms(wrapping: bytes, tenant: str, key_id: str, identity: str, dek: bytes,
+             context: str = "") -> bytes:
+    """SSE-KMS: the KMS key (or its bucket key) wraps the DEK, bound to the object and to the
+    request's encryption context (canonical JSON, as KMS binds it); the result is then wrapped
+    by the tenant KEK too, so rotation and shredding work as for every object."""
+    return aead.wrap(wrapping, dek, _kms_dek_aad(tenant, key_id, identity, context))
+
+
+def unwrap_kms(wrapping: bytes, tenant: str, key_id: str, identity: str, blob: bytes,
+               context: str = "") -> bytes:
+    return aead.unwrap(wrapping, blob, _kms_dek_aad(tenant, key_id, identity, context))

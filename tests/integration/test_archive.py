@@ -133,6 +133,44 @@ def test_restore_refusals(s3: Any) -> None:
     assert s3.get_object(Bucket="arch", Key="ref/deep")["Body"].read() == b"cold"
 
 
+def test_listings_show_restore_status(s3: Any) -> None:
+    """`x-amz-optional-object-attributes: RestoreStatus` (OptionalObjectAttributes) adds
+    RestoreStatus to ListObjects, ListObjectsV2 and ListObjectVersions entries being
+    restored or restored, as AWS does; never to others or to delete markers."""
+    b = "arch-ls"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    for key, sc in (("cold", "GLACIER"), ("deep", "DEEP_ARCHIVE"), ("done", "GLACIER"),
+                    ("hot", "STANDARD")):
+        s3.put_object(Bucket=b, Key=key, Body=b"x" * 1000, StorageClass=sc)
+    s3.put_object(Bucket=b, Key="gone", Body=b"x")
+    s3.delete_object(Bucket=b, Key="gone")
+    assert restore(s3, "done", tier="Expedited", bucket=b) == 202
+    header = wait_for(lambda: restored(s3, "done", bucket=b), what="restore")
+    m = RESTORE_RE.match(header)
+    assert m
+    expiry = email.utils.parsedate_to_datetime(m.group(1))
+    assert restore(s3, "deep", tier="Bulk", bucket=b) == 202  # 20 s with 10-second days
+    want = {"deep": {"IsRestoreInProgress": True},
+            "done": {"IsRestoreInProgress": False, "RestoreExpiryDate": expiry}}
+    opt = {"OptionalObjectAttributes": ["RestoreStatus"]}
+
+    def statuses(entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return {e["Key"]: e["RestoreStatus"] for e in entries if "RestoreStatus" in e}
+
+    assert statuses(s3.list_objects_v2(Bucket=b, **opt)["Contents"]) == want
+    assert statuses(s3.list_objects(Bucket=b, **opt)["Contents"]) == want
+    versions = s3.list_object_versions(Bucket=b, **opt)
+    assert statuses(versions["Versions"]) == want
+    assert statuses(versions["DeleteMarkers"]) == {}
+    # Not asked for: not there.
+    assert statuses(s3.list_objects_v2(Bucket=b)["Contents"]) == {}
+    assert statuses(s3.list_object_versions(Bucket=b)["Versions"]) == {}
+    status, err = error(lambda: s3.list_objects_v2(
+        Bucket=b, OptionalObjectAttributes=["RestoreStatus", "Owner"]))
+    assert (status, err["Code"]) == (400, "InvalidArgument")
+
+
 def test_restore_states_expiry_and_removal(arch: LocalCluster, s3: Any) -> None:
     data = os.urandom(300_000) + KNOWN * 5000
     s3.put_object(Bucket="arch", Key="rs/obj", Body=data, StorageClass="GLACIER",

@@ -19,9 +19,10 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from ops.admincli import admin_request
+from ops.admincli import CliError, admin_request
 from storage.crypto import keys
 from storage.crypto.aead import KEY_BYTES
+from storage.errors import IntegrityError
 from storage.keyspace import kms_key_key, tenant_key
 from storage.kms import DEFAULT_ALIAS, KmsKey
 from storage.objects import ObjectService
@@ -49,10 +50,14 @@ def new_tenant(cluster: LocalCluster, prefix: str) -> tuple[str, Any]:
     return name, s3
 
 
-def create_key(cluster: LocalCluster, tenant: str, name: str, *extra: str) -> dict[str, Any]:
-    r = tessera(cluster, "kms", "create", name, "--tenant", tenant, "--json", *extra)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+def create_key(cluster: LocalCluster, tenant: str, name: str) -> dict[str, Any]:
+    """What `tessera kms create NAME --tenant T` does (the CLI itself: the first test)."""
+    return admin_request("POST", f"/tenants/{tenant}/kms-keys", {"aliases": [name]},
+                         env=cluster.env)
+
+
+def list_keys(cluster: LocalCluster, tenant: str) -> list[dict[str, Any]]:
+    return admin_request("GET", f"/tenants/{tenant}/kms-keys", env=cluster.env)["keys"]
 
 
 def error(fn: Any, **kw: Any) -> tuple[int, str, str]:
@@ -76,7 +81,10 @@ def unwrapped_dek(cluster: LocalCluster, bucket: str, key: str) -> tuple[bytes, 
 def test_cli_creates_and_lists_keys_with_aliases_ids_and_arns(cluster: LocalCluster) -> None:
     tenant, _ = new_tenant(cluster, "kmscli")
     kid = str(uuid.uuid4())
-    k = create_key(cluster, tenant, "orders", "--alias", "alias/billing", "--id", kid)
+    r = tessera(cluster, "kms", "create", "orders", "--tenant", tenant, "--alias",
+                "alias/billing", "--id", kid, "--json")
+    assert r.returncode == 0, r.stderr
+    k = json.loads(r.stdout)
     assert k["key_id"] == kid and k["aliases"] == ["alias/orders", "alias/billing"]
     assert k["arn"] == f"arn:aws:kms:{REGION}:{tenant}:key/{kid}"
     other = create_key(cluster, tenant, "logs")
@@ -86,17 +94,19 @@ def test_cli_creates_and_lists_keys_with_aliases_ids_and_arns(cluster: LocalClus
     header, *rows = r.stdout.splitlines()
     assert header.split()[:3] == ["KEY", "ID", "ALIASES"] and len(rows) == 2
     assert kid in rows[0] and "alias/orders,alias/billing" in rows[0] and k["arn"] in rows[0]
-    listed = json.loads(tessera(cluster, "kms", "list", "--tenant", tenant, "--json").stdout)
-    assert [x["key_id"] for x in listed["keys"]] == [kid, other["key_id"]]
-    # Refusals: a taken alias or id, a malformed id, the reserved aws/ aliases, no tenant.
-    for args, msg in ((("billing",), "already exists"), (("x", "--id", kid), "already exists"),
-                      (("x", "--id", "not-a-uuid"), "UUID"), (("aws/s3",), "reserved")):
-        r = tessera(cluster, "kms", "create", *args, "--tenant", tenant)
-        assert r.returncode == 1 and msg in r.stderr, r.stderr
-    r = tessera(cluster, "kms", "list", "--tenant", "no-such-tenant")
-    assert r.returncode == 1 and "NoSuchTenant" in r.stderr
-    assert len(json.loads(tessera(cluster, "kms", "list", "--tenant", tenant,
-                                  "--json").stdout)["keys"]) == 2
+    assert [x["key_id"] for x in list_keys(cluster, tenant)] == [kid, other["key_id"]]
+    r = tessera(cluster, "kms", "create", "billing", "--tenant", tenant)
+    assert r.returncode == 1 and "alias/billing already exists" in r.stderr, r.stderr
+    # Refusals: a taken id, a malformed id, the reserved aws/ aliases, no such tenant.
+    path = f"/tenants/{tenant}/kms-keys"
+    for body, msg in (({"aliases": ["x"], "key_id": kid}, "already exists"),
+                      ({"aliases": ["x"], "key_id": "not-a-uuid"}, "UUID"),
+                      ({"aliases": ["aws/s3"]}, "reserved"), ({"aliases": "x"}, "list")):
+        with pytest.raises(CliError, match=msg):
+            admin_request("POST", path, body, env=cluster.env)
+    with pytest.raises(CliError, match="NoSuchTenant"):
+        admin_request("GET", "/tenants/no-such-tenant/kms-keys", env=cluster.env)
+    assert len(list_keys(cluster, tenant)) == 2
 
 
 def test_every_key_name_form_encrypts_under_that_key(cluster: LocalCluster) -> None:
@@ -162,8 +172,7 @@ def test_default_key_is_made_once_and_used_without_a_key_id(cluster: LocalCluste
     tenant, s3 = new_tenant(cluster, "kmsdef")
     r1 = s3.put_object(Bucket=tenant, Key="a", Body=b"a", ServerSideEncryption="aws:kms")
     r2 = s3.put_object(Bucket=tenant, Key="b", Body=b"b", ServerSideEncryption="aws:kms")
-    listed = json.loads(tessera(cluster, "kms", "list", "--tenant", tenant, "--json").stdout)
-    (k,) = listed["keys"]
+    (k,) = list_keys(cluster, tenant)
     assert k["aliases"] == [f"alias/{DEFAULT_ALIAS}"] and k["managed"]
     assert r1["SSEKMSKeyId"] == r2["SSEKMSKeyId"] == k["arn"]
     r3 = s3.put_object(Bucket=tenant, Key="c", Body=b"c", ServerSideEncryption="aws:kms",
@@ -257,12 +266,65 @@ def test_shredding_the_tenant_destroys_its_kms_objects(cluster: LocalCluster) ->
     create_key(cluster, tenant, "doomed")
     s3.put_object(Bucket=tenant, Key="o", Body=b"secret", ServerSideEncryption="aws:kms",
                   SSEKMSKeyId="alias/doomed")
-    r = tessera(cluster, "tenant", "shred", tenant, "--confirm", tenant, "--wait", "0")
-    assert r.returncode == 0, r.stderr
+    admin_request("POST", f"/tenants/{tenant}/shred", {"confirm": tenant, "wait_s": 0},
+                  env=cluster.env)
     t = Tenant.decode(cluster.db_get(tenant_key(tenant)) or b"")
     assert t.keks == {}  # the KEK that wraps the KMS key material is gone
-    r = tessera(cluster, "kms", "create", "late", "--tenant", tenant)
-    assert r.returncode == 1 and "TenantShredded" in r.stderr
+    with pytest.raises(CliError, match="TenantShredded"):
+        create_key(cluster, tenant, "late")
+
+
+def test_encryption_context_is_bound_into_the_wrapping_and_echoed(cluster: LocalCluster,
+                                                                  ) -> None:
+    tenant, s3 = new_tenant(cluster, "kmsctx")
+    k = create_key(cluster, tenant, "ctx")
+    ctx = base64.b64encode(json.dumps({"project": "x", "a": "1"}).encode()).decode()
+    r = s3.put_object(Bucket=tenant, Key="o", Body=b"ctx", ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId="alias/ctx", SSEKMSEncryptionContext=ctx)
+    assert r["SSEKMSEncryptionContext"] == ctx and r["SSEKMSKeyId"] == k["arn"]
+    assert s3.get_object(Bucket=tenant, Key="o")["Body"].read() == b"ctx"
+    inner, v = unwrapped_dek(cluster, tenant, "o")
+    rec = KmsKey.decode(cluster.db_get(kms_key_key(tenant, k["key_id"])) or b"")
+    t = Tenant.decode(cluster.db_get(tenant_key(tenant)) or b"")
+    root = keys.FileRootKey(cluster.data / "secrets" / "root.key")
+    kek = keys.open_kek(root, tenant, rec.kek_version, t.keks[rec.kek_version])
+    material = keys.open_kms_key(kek, tenant, rec.key_id, rec.kek_version, rec.material)
+    ident = ObjectService.identity(v)
+    assert len(keys.unwrap_kms(material, tenant, rec.key_id, ident, inner,
+                               '{"a":"1","project":"x"}')) == KEY_BYTES
+    with pytest.raises(IntegrityError):  # bound to the context: without it, no data key
+        keys.unwrap_kms(material, tenant, rec.key_id, ident, inner)
+    up = s3.create_multipart_upload(Bucket=tenant, Key="m", ServerSideEncryption="aws:kms",
+                                    SSEKMSEncryptionContext=ctx)
+    assert up["SSEKMSEncryptionContext"] == ctx
+    for bad, alg in ((base64.b64encode(b"[1]").decode(), "aws:kms"), ("%%%", "aws:kms"),
+                     (ctx, "AES256")):
+        status, code, _ = error(s3.put_object, Bucket=tenant, Key="b", Body=b"x",
+                                ServerSideEncryption=alg, SSEKMSEncryptionContext=bad)
+        assert (status, code) == (400, "InvalidArgument")
+
+
+def test_rotation_rewraps_kms_keys_and_delete_forgets_them(cluster: LocalCluster) -> None:
+    tenant, s3 = new_tenant(cluster, "kmsrot")
+    k = create_key(cluster, tenant, "rot")
+    s3.put_object(Bucket=tenant, Key="o", Body=b"before", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId="alias/rot")
+    admin_request("POST", f"/tenants/{tenant}/rotate-key", env=cluster.env)
+    rec = KmsKey.decode(cluster.db_get(kms_key_key(tenant, k["key_id"])) or b"")
+    assert rec.kek_version == 2  # the key material is now wrapped by the new KEK version
+    assert s3.get_object(Bucket=tenant, Key="o")["Body"].read() == b"before"
+    s3.put_object(Bucket=tenant, Key="n", Body=b"after", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId="alias/rot")
+    assert s3.get_object(Bucket=tenant, Key="n")["Body"].read() == b"after"
+    # Deleting a tenant deletes its keys and aliases: a new tenant of that name starts empty.
+    name = f"kmsdel-{uuid.uuid4().hex[:8]}"
+    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    gone = create_key(cluster, name, "mine")
+    admin_request("DELETE", f"/tenants/{name}", env=cluster.env)
+    assert cluster.db_get(kms_key_key(name, gone["key_id"])) is None
+    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    assert list_keys(cluster, name) == []
+    assert create_key(cluster, name, "mine")["key_id"] != gone["key_id"]
 
 
 SSEC_A = base64.b64encode(b"A" * 32).decode()

@@ -512,3 +512,26 @@ def test_find_helpers_ignore_namespace() -> None:
     assert len(rules) == 2
     assert xml_parse.find_text(rules[0], "ID") == "r"
     assert xml_parse.find_text(rules[1], "ID") is None
+
+
+def test_listing_restore_status_golden_and_parsed() -> None:
+    """RestoreStatus in listing entries (x-amz-optional-object-attributes), as AWS writes it."""
+    later = datetime(2012, 12, 21, tzinfo=UTC)
+    entries = [ListEntry(key="done", last_modified=WHEN, etag=ETAG, version_id="v1",
+                         storage_class="GLACIER", restore_status=(False, later)),
+               ListEntry(key="going", last_modified=WHEN, etag=ETAG, version_id="v2",
+                         storage_class="GLACIER", restore_status=(True, None)),
+               ListEntry(key="plain", last_modified=WHEN, etag=ETAG, version_id="v3")]
+    page = ListingPage(name="b", contents=entries)
+    body = s3xml.list_objects_v2_xml(page).decode()
+    assert ("<StorageClass>GLACIER</StorageClass><RestoreStatus><IsRestoreInProgress>false"
+            "</IsRestoreInProgress><RestoreExpiryDate>2012-12-21T00:00:00.000Z"
+            "</RestoreExpiryDate></RestoreStatus></Contents>") in body
+    assert body.count("<RestoreStatus>") == 2
+    for op, doc, field in (("ListObjectsV2", s3xml.list_objects_v2_xml, "Contents"),
+                           ("ListObjects", s3xml.list_objects_v1_xml, "Contents"),
+                           ("ListObjectVersions", s3xml.list_object_versions_xml, "Versions")):
+        parsed = botocore_parse(op, doc(page))[field]
+        assert [e.get("RestoreStatus") for e in parsed] == [
+            {"IsRestoreInProgress": False, "RestoreExpiryDate": later},
+            {"IsRestoreInProgress": True}, None]

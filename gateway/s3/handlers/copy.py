@@ -158,7 +158,7 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
     v = await rq.cluster.objects.put(rq.existing_bucket(), rq.key,
                                      rq.cluster.objects.read(src, sse_c_key=src_key), opts,
                                      finalize)
-    headers = dict(sse.response_headers(v.sse))
+    headers = dict(sse.response_headers(v.sse, context=True))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
     if src_versioned:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 
 from aiohttp import web
 
@@ -11,10 +12,12 @@ from gateway.s3 import xml
 from gateway.s3.acl import owner_of, resolve_owners
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.handlers.restore import restore_status
 from gateway.s3.http import iso_time
 from storage.records import ObjectVersion
 
 MAX_KEYS = 1000
+OPTIONAL_ATTRIBUTES = "x-amz-optional-object-attributes"
 
 
 def _max_keys(rq: S3Request) -> int:
@@ -38,8 +41,31 @@ def _encoding(rq: S3Request) -> str | None:
     return enc
 
 
-def _entry(rq: S3Request, v: ObjectVersion, owner: bool, latest: bool = True) -> xml.ListEntry:
+def _optional_attributes(rq: S3Request) -> bool:
+    """Whether `x-amz-optional-object-attributes` asks for RestoreStatus (its one value on
+    AWS); any other name is 400 InvalidArgument."""
+    raw = rq.headers.get(OPTIONAL_ATTRIBUTES)
+    if raw is None:
+        return False
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    for n in names:
+        if n != "RestoreStatus":
+            raise S3Error("InvalidArgument", "Invalid attribute name specified.",
+                          ArgumentName=OPTIONAL_ATTRIBUTES, ArgumentValue=n)
+    return bool(names)
+
+
+def _restore_status(v: ObjectVersion) -> tuple[bool, datetime | None] | None:
+    status = None if v.delete_marker else restore_status(v)
+    if status is None:
+        return None
+    return status[0], iso_time(status[1]) if status[1] is not None else None
+
+
+def _entry(rq: S3Request, v: ObjectVersion, owner: bool, latest: bool = True,
+           restore: bool = False) -> xml.ListEntry:
     return xml.ListEntry(
+        restore_status=_restore_status(v) if restore else None,
         key=v.key, last_modified=iso_time(v.last_modified), etag=v.etag, size=v.size,
         storage_class=v.storage_class, owner=rq.request["owners"][owner_of(v)] if owner else None,
         version_id=v.version_id, is_latest=latest, is_delete_marker=v.delete_marker,
@@ -74,6 +100,7 @@ async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
     p = rq.params
     max_keys = _max_keys(rq)
     enc = _encoding(rq)
+    restore = _optional_attributes(rq)
     prefix, delimiter = p.get("prefix", ""), p.get("delimiter", "")
     token = p.get("continuation-token")
     # With a continuation token, start-after is ignored (AWS: it only applies to the first
@@ -84,7 +111,8 @@ async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
         is_truncated=more, contents=[_entry(rq, v, "fetch-owner" in p and
-                                            p["fetch-owner"] == "true") for v in objs],
+                                            p["fetch-owner"] == "true", restore=restore)
+                                     for v in objs],
         common_prefixes=prefixes, encoding_type=enc,
         continuation_token=token, next_continuation_token=page_token(last) if more else None,
         start_after=p.get("start-after"), fetch_owner=p.get("fetch-owner") == "true")
@@ -96,12 +124,13 @@ async def list_objects(rq: S3Request) -> web.StreamResponse:
     p = rq.params
     max_keys = _max_keys(rq)
     enc = _encoding(rq)
+    restore = _optional_attributes(rq)
     prefix, delimiter, marker = p.get("prefix", ""), p.get("delimiter", ""), p.get("marker", "")
     objs, prefixes, more, last = await _list(rq, prefix, delimiter, marker, max_keys)
     await resolve_owners(rq, objs)
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
-        is_truncated=more, contents=[_entry(rq, v, True) for v in objs],
+        is_truncated=more, contents=[_entry(rq, v, True, restore=restore) for v in objs],
         common_prefixes=prefixes, encoding_type=enc, marker=marker,
         next_marker=last if more and delimiter else None)
     return xml_response(xml.list_objects_v1_xml(page))
@@ -112,6 +141,7 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
     p = rq.params
     max_keys = _max_keys(rq)
     enc = _encoding(rq)
+    restore = _optional_attributes(rq)
     prefix = p.get("prefix", "")
     key_marker, vid_marker = p.get("key-marker", ""), p.get("version-id-marker", "")
     if vid_marker and not key_marker:
@@ -127,7 +157,7 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
         if latest and key_marker == v.key:
             latest = await rq.cluster.objects.is_latest(v)
         seen.add(v.key)
-        entries.append(_entry(rq, v, True, latest))
+        entries.append(_entry(rq, v, True, latest, restore=restore))
     last = versions[-1] if versions else None
     page = xml.ListingPage(
         name=rq.bucket, prefix=prefix, max_keys=max_keys, is_truncated=more, contents=entries,

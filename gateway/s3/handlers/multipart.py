@@ -112,7 +112,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
         up = await service(rq).create(rq.existing_bucket(), rq.key, opts)
     except InvalidInput as e:
         raise S3Error("InvalidRequest", str(e)) from None
-    headers = dict(sse.response_headers(up.sse))
+    headers = dict(sse.response_headers(up.sse, context=True))
     if up.checksum_algorithm:
         headers["x-amz-checksum-algorithm"] = up.checksum_algorithm
         headers["x-amz-checksum-type"] = up.checksum_type or mp.COMPOSITE

@@ -122,7 +122,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
 
     v = await rq.cluster.objects.put(rq.existing_bucket(), rq.key, aiter(body), opts,
                                      finalize)
-    headers = {"ETag": f'"{v.etag}"', **sse.response_headers(v.sse)}
+    headers = {"ETag": f'"{v.etag}"', **sse.response_headers(v.sse, context=True)}
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
     for alg, val in stored.items():

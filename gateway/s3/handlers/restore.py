@@ -22,17 +22,26 @@ from storage.records import ObjectVersion
 RESTORE_DAYS_MAX = 2147483647
 
 
+def restore_status(v: ObjectVersion) -> tuple[bool, float | None] | None:
+    """(in progress, expiry of the restored copy) of an archived version a restore was
+    requested for, or None: no restore under way and no restored copy alive."""
+    if not archive.is_archived(v):
+        return None
+    if v.restore.get("state") == "ongoing":
+        return True, None
+    if archive.restored_now(v):
+        return False, float(v.restore["expiry"])
+    return None
+
+
 def restore_headers(v: ObjectVersion) -> dict[str, str]:
     """`x-amz-restore` as AWS writes it (quoted values), when a restore was requested."""
-    r = v.restore
-    if not archive.is_archived(v):
+    status = restore_status(v)
+    if status is None:
         return {}
-    if r.get("state") == "ongoing":
+    if status[0]:
         return {"x-amz-restore": 'ongoing-request="true"'}
-    if archive.restored_now(v):
-        return {"x-amz-restore": f'ongoing-request="false", '
-                                 f'expiry-date="{http_date(float(r["expiry"]))}"'}
-    return {}
+    return {"x-amz-restore": f'ongoing-request="false", expiry-date="{http_date(status[1] or 0)}"'}
 
 
 def readable_version(v: ObjectVersion) -> ObjectVersion:
