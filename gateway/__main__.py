@@ -4,15 +4,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import os
+import signal
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from gateway import logs
-from gateway.app import serve
+from gateway.app import WorkerRole, serve
 from storage.config import load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
+
+
+def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole,
+                 i: int) -> list[str]:
+    """Worker i's command line: this one's, plus its place. Workers append to the same
+    log file (O_APPEND: whole lines; each rotates it at the size limit, so lines of one
+    period may land in the next backup, none is lost)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return [sys.executable, "-m", "gateway", *args, "--workers", str(role.count),
+            "--worker-index", str(i), "--worker-dir", str(role.rundir),
+            "--worker-parent", str(os.getpid())]
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """A worker gets SIGTERM when worker 0 exits, however it exits (PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if parent is not None and os.getppid() != parent:
+        sys.exit(0)  # worker 0 is already gone
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", help="S3 HOST:PORT, overriding [gateway] listen (several "
                    "gateways from one config)")
     p.add_argument("--admin-listen", help="admin HOST:PORT, overriding [gateway] admin_listen")
+    p.add_argument("--workers", type=int, default=None,
+                   help="gateway processes serving S3 on the same address (SO_REUSEPORT); "
+                   "the first also runs the admin API and background workers (default: "
+                   "[gateway] workers, 0 = one per core)")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by worker 0
+    p.add_argument("--worker-dir", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--worker-parent", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.workers is not None and a.workers < 1:
+        p.error("--workers must be at least 1")
+    if a.worker_index is not None:
+        _die_with_parent(a.worker_parent)
     restrict_umask()  # the metadata database, keys and the audit log are owner-only
     logs.setup(a.log_level, a.log_file)
     try:
@@ -36,9 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         gw = replace(cfg.gateway, listen=a.listen or cfg.gateway.listen,
                      admin_listen=a.admin_listen or cfg.gateway.admin_listen)
         cfg = replace(cfg, gateway=gw)
+    if a.workers is None:
+        a.workers = cfg.gateway.workers or os.cpu_count() or 1
     try:  # shards below a shared data dir are tightened by their nodes, as they count them
         secure_tree(cfg.data_dir, list((cfg.data_dir / "nodes").glob("*/shards")))
-        asyncio.run(serve(cfg))
+        if a.worker_index is not None:
+            role = WorkerRole(a.worker_index, a.workers, a.worker_dir)
+            asyncio.run(serve(cfg, role=role))
+        elif a.workers > 1:
+            with tempfile.TemporaryDirectory(prefix="tessera-gw-") as rundir:  # mode 0700
+                role = WorkerRole(0, a.workers, Path(rundir))
+                asyncio.run(serve(cfg, role=role,
+                                  spawn=lambda i: _worker_argv(argv, a, role, i)))
+        else:
+            asyncio.run(serve(cfg))
     except OSError as exc:
         print(f"tessera gateway: cannot start: {exc}", file=sys.stderr)
         return 1

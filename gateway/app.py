@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, merge_expositions
 from gateway.metrics_cluster import ClusterGauges
 from gateway.s3.access_log import may_deliver
 from gateway.s3.server import S3Server
 from gateway.site import GuardedTCPSite
 from storage.accesslog import AccessLogBuffer
+from storage.activity import CLIENTS, SharedActivity
 from storage.cluster import Cluster
 from storage.config import Config
 from storage.workers.accesslog import AccessLogDelivery, AccessLogStager
@@ -48,7 +54,8 @@ def create_s3_app(server: S3Server) -> web.Application:
     return app
 
 
-def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
+def create_admin_app(cluster: Cluster, metrics: Metrics,
+                     peers: Sequence[Path] = ()) -> web.Application:
     from gateway.admin.api import AdminApi
 
     app = web.Application(client_max_size=1024 * 1024)
@@ -62,12 +69,6 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
     from gateway.admin.volumes import register_volumes
 
     register_volumes(app, api)  # a tenant's block volumes, also before the catch-all
-    from gateway.admin.inventory import register_inventory
-
-    register_inventory(app, api)  # buckets, queues, audit log, also before the catch-all
-    from gateway.console.routes import register_console
-
-    register_console(app, api, metrics)  # the web console and its sessions (/console/)
     from gateway.admin.settings import register_settings
 
     register_settings(app, api)  # runtime settings (`tessera config`), also before it
@@ -77,50 +78,110 @@ def create_admin_app(cluster: Cluster, metrics: Metrics) -> web.Application:
     api.register(app)
 
     async def prom(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+        body = metrics.render()
+        if peers:
+            body = merge_expositions([body, *await asyncio.gather(*map(_peer_metrics, peers))])
+        return web.Response(body=body, headers={"Content-Type": metrics.content_type})
 
     app.router.add_get("/metrics", prom)
     return app
 
 
-async def serve(cfg: Config, ready_line: bool = True) -> None:
-    """Run the gateway until SIGTERM/SIGINT."""
+async def _peer_metrics(sock: Path) -> bytes:
+    """Another worker's /metrics text (empty if it does not answer: a scrape never fails)."""
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)),
+                                         timeout=aiohttp.ClientTimeout(total=5)) as s, \
+                s.get("http://worker/metrics") as r:
+            return await r.read() if r.status == 200 else b""
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        log.warning("gateway worker metrics at %s unavailable: %s", sock, exc)
+        return b""
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process's place among the gateway's worker processes (`--workers N`).
+
+    All of them serve S3 on the same address (SO_REUSEPORT: the kernel spreads
+    connections); worker 0 alone runs the admin API, the background workers and the
+    cluster gauges, and its /metrics sums every worker's (each serves its own on a Unix
+    socket in `rundir`, a private directory that also holds the shared client activity).
+    """
+
+    index: int = 0
+    count: int = 1
+    rundir: Path | None = None
+
+    def socket(self, i: int) -> Path:
+        assert self.rundir is not None
+        return self.rundir / f"w{i}.sock"
+
+
+async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = None,
+                spawn: Callable[[int], list[str]] | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT; with `spawn` (worker 0 of several), start the
+    other workers (`spawn(i)` is worker i's command line) and stop them on the way out."""
+    role = role or WorkerRole()
+    shared = role.count > 1 and role.rundir is not None
+    if shared:
+        assert role.rundir is not None
+        CLIENTS.share(SharedActivity(role.rundir / "activity", role.index, role.count))
+    children = await _spawn(role, spawn) if spawn is not None and role.index == 0 else []
     cluster = await Cluster.open(cfg)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
     access_logs = AccessLogBuffer(cluster, cfg.access_log.max_buffered)
     server = S3Server(cluster, cfg.gateway, metrics, access_logs)
     runners = []
-    stager = WorkerRunner()  # every gateway stages its own access-log records (no lease)
+    workers = gauges = None
+    stager = WorkerRunner()  # every gateway process stages its own access-log records
     try:
-        from storage.workers.runner import gateway_holder, start_workers
-
-        workers = start_workers(cluster)
-        workers.start(AccessLogDelivery(cluster, cfg.access_log.flush_interval_s,
-                                        may_deliver=may_deliver))
         stager.start(AccessLogStager(access_logs, cfg.access_log.stage_interval_s))
-        gauges = ClusterGauges(cluster, gateway_holder(cluster))
-        metrics.watch_cluster(gauges)
-        gauges.start()
-        for app, addr in ((create_s3_app(server), cfg.gateway.listen),
-                          (create_admin_app(cluster, metrics), cfg.gateway.admin_listen)):
+        sites: list[tuple[web.Application, str | Path]] = [(create_s3_app(server),
+                                                            cfg.gateway.listen)]
+        if role.index == 0:
+            from storage.workers.runner import gateway_holder, start_workers
+
+            workers = start_workers(cluster)
+            workers.start(AccessLogDelivery(cluster, cfg.access_log.flush_interval_s,
+                                            may_deliver=may_deliver))
+            gauges = ClusterGauges(cluster, gateway_holder(cluster))
+            metrics.watch_cluster(gauges)
+            gauges.start()
+            peers = [role.socket(i) for i in range(1, role.count)] if shared else []
+            sites.append((create_admin_app(cluster, metrics, peers), cfg.gateway.admin_listen))
+        elif shared:
+            sites.append((_metrics_app(metrics), role.socket(role.index)))
+        for app, addr in sites:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
-            host, port = split_hostport(addr)
-            await GuardedTCPSite(runner, host, port,
-                                 header_timeout_s=cfg.gateway.header_timeout_s).start()
+            if isinstance(addr, Path):
+                await web.UnixSite(runner, str(addr)).start()
+            else:
+                host, port = split_hostport(addr)
+                await GuardedTCPSite(runner, host, port, reuse_port=role.count > 1,
+                                     header_timeout_s=cfg.gateway.header_timeout_s).start()
             runners.append(runner)
-        if ready_line:
+        if children:
+            await _wait_ready(children)
+        if ready_line and role.index == 0:
+            many = f", {role.count} workers" if role.count > 1 else ""
             print(f"gateway ready on http://{cfg.gateway.listen} "
-                  f"(admin http://{cfg.gateway.admin_listen})", flush=True)
+                  f"(admin http://{cfg.gateway.admin_listen}{many})", flush=True)
+        elif ready_line:
+            print(f"gateway worker {role.index} ready", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        await gauges.stop()
-        await workers.stop()
+        if gauges is not None:
+            await gauges.stop()
+        if workers is not None:
+            await workers.stop()
     finally:
+        await _stop(children)
         for r in runners:
             await r.cleanup()
         await stager.stop()
@@ -128,3 +189,53 @@ async def serve(cfg: Config, ready_line: bool = True) -> None:
             await access_logs.stage()
         finally:
             await cluster.close()
+
+
+WORKER_START_S = 120.0
+
+
+async def _spawn(role: WorkerRole, spawn: Callable[[int], list[str]],
+                 ) -> list[asyncio.subprocess.Process]:
+    """Start workers 1..count-1 (they exit with this process: see `gateway.__main__`)."""
+    return [await asyncio.create_subprocess_exec(*spawn(i), stdout=asyncio.subprocess.PIPE)
+            for i in range(1, role.count)]
+
+
+async def _wait_ready(children: list[asyncio.subprocess.Process]) -> None:
+    """Wait for every worker's ready line; RuntimeError if one exits or stays silent."""
+    async def one(p: asyncio.subprocess.Process) -> None:
+        assert p.stdout is not None
+        async with asyncio.timeout(WORKER_START_S):
+            while line := await p.stdout.readline():
+                if b"ready" in line:
+                    return
+        raise RuntimeError(f"gateway worker (pid {p.pid}) exited with status "
+                           f"{await p.wait()} before it was ready")
+
+    await asyncio.gather(*(one(p) for p in children))
+
+
+async def _stop(children: list[asyncio.subprocess.Process]) -> None:
+    for p in children:
+        if p.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+    for p in children:
+        try:
+            async with asyncio.timeout(15.0):
+                await p.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            await p.wait()
+
+
+def _metrics_app(metrics: Metrics) -> web.Application:
+    """A worker's own /metrics, for worker 0 to sum (on a Unix socket only it can reach)."""
+    app = web.Application()
+
+    async def prom(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+
+    app.router.add_get("/metrics", prom)
+    return app

@@ -75,3 +75,39 @@ class _LyingCollector:
         for where in sorted({"read", "scrub", *found}):
             fam.add_metric([where], float(found.get(where, 0)))
         yield fam
+
+
+def merge_expositions(texts: list[bytes]) -> bytes:
+    """One exposition of several gateway worker processes: samples with the same name and
+    labels are summed (counters, histograms, the per-process gauges), `*_created`
+    timestamps keep the earliest, so scrapes read as from one process."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fams: dict[str, Metric] = {}
+    where: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], int]] = {}
+    for text in texts:
+        for fam in text_string_to_metric_families(text.decode()):
+            mine = fams.get(fam.name)
+            if mine is None:
+                fams[fam.name] = fam
+                where[fam.name] = {(s.name, tuple(sorted(s.labels.items()))): i
+                                   for i, s in enumerate(fam.samples)}
+                continue
+            index = where[fam.name]
+            for s in fam.samples:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                i = index.get(key)
+                if i is None:
+                    index[key] = len(mine.samples)
+                    mine.samples.append(s)
+                    continue
+                old = mine.samples[i]
+                value = (min(old.value, s.value) if fam.name.endswith("_created")
+                         else old.value + s.value)
+                mine.samples[i] = old._replace(value=value)
+
+    class _Merged:
+        def collect(self) -> Iterator[Metric]:
+            return iter(fams.values())
+
+    return generate_latest(_Merged())  # type: ignore[arg-type]

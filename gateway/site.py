@@ -25,9 +25,11 @@ def _close_if_no_request(handler: RequestHandler) -> None:
 
 class GuardedTCPSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 header_timeout_s: float = HEADER_TIMEOUT_S, backlog: int = 1024) -> None:
+                 header_timeout_s: float = HEADER_TIMEOUT_S, backlog: int = 1024,
+                 reuse_port: bool = False) -> None:
         super().__init__(runner, host, port, backlog=backlog)
         self._header_timeout_s = header_timeout_s
+        self._reuse = reuse_port  # gateway workers: one socket each, the kernel balances
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -41,4 +43,5 @@ class GuardedTCPSite(web.TCPSite):
             return handler
 
         self._server = await loop.create_server(make, self._host, self._port,
-                                                backlog=self._backlog)
+                                                backlog=self._backlog,
+                                                reuse_port=self._reuse or None)

@@ -117,7 +117,12 @@ SCRUBBER: web.AppKey[Scrubber] = web.AppKey("tessera_scrubber", Scrubber)
 
 
 async def scrub_status(request: web.Request) -> web.Response:
-    return web.json_response(asdict(request.app[SCRUBBER].progress))
+    """The scrubber's progress, and `quarantined`: shards held in quarantine now, whoever
+    found them (the scrubber, a read, a verify, the gateway's lie detection)."""
+    scrubber = request.app[SCRUBBER]
+    qdir = scrubber._store.quarantine_dir
+    held = await asyncio.to_thread(lambda: sum(1 for _ in qdir.glob("*.json")))
+    return web.json_response({**asdict(scrubber.progress), "quarantined": held})
 
 
 def install(app: web.Application, store: DiskShardStore, settings: ScrubSettings) -> None:

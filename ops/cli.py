@@ -17,6 +17,11 @@ from storage.filemodes import restrict_umask
 def _up(a: argparse.Namespace) -> int:
     from ops.localcluster import run
 
+    if a.workers is not None:  # every gateway started reads it (`tessera gateway --workers`)
+        if a.workers < 1:
+            print("tessera up: --workers must be at least 1", file=sys.stderr)
+            return 2
+        os.environ["TESSERA_GATEWAY_WORKERS"] = str(a.workers)
     return asyncio.run(run(Path(a.data), a.port, a.node_port, a.admin_port, a.metadata,
                            a.etcd_port, a.etcd_peer_port, a.day_seconds, a.gateways,
                            a.inline_max_bytes))
@@ -91,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--gateways", type=int, default=1,
                     help="gateways to start, on consecutive S3 and admin ports from --port "
                          "and --admin-port, sharing the metadata (needs --metadata etcd)")
+    up.add_argument("--workers", type=int, default=None,
+                    help="processes per gateway serving S3 on one address (default: one "
+                         "per core)")
     up.set_defaults(func=_up)
     sub.add_parser("gateway", help="run one gateway process (--config FILE)", add_help=False)
     sub.add_parser("node", help="run one storage node (--config FILE --id ID), or manage "

@@ -8,6 +8,9 @@ loop), no history beyond the current and previous one-second windows.
 
 from __future__ import annotations
 
+import mmap
+import os
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,23 +38,35 @@ class ClientActivity:
         self._window = 0  # index of the current one-second window
         self._reqs = [0, 0]  # [previous, current] window
         self._bytes = [0, 0]
+        self.shared: SharedActivity | None = None  # the other gateway worker processes'
+
+    def share(self, shared: SharedActivity) -> None:
+        """Publish this process's activity in `shared` and count the other processes' there
+        too (gateway workers: background work runs in one of them, clients reach all)."""
+        self.shared = shared
 
     def begin(self) -> None:
         """A client request arrived."""
         self.in_flight += 1
         self._last = self._clock()
+        if self.shared is not None:
+            self.shared.publish(self._last, self.in_flight)
 
     def end(self, nbytes: int = 0) -> None:
         """A client request finished, having moved `nbytes` of bodies."""
         self.in_flight = max(0, self.in_flight - 1)
         now = self._last = self._clock()
+        if self.shared is not None:
+            self.shared.publish(now, self.in_flight)
         self._roll(now)
         self._reqs[1] += 1
         self._bytes[1] += max(0, nbytes)
 
     def busy(self) -> bool:
         """True while a request is in flight or one ended less than `quiet_s` ago."""
-        return self.in_flight > 0 or self._clock() - self._last < self.quiet_s
+        now = self._clock()
+        return (self.in_flight > 0 or now - self._last < self.quiet_s
+                or (self.shared is not None and self.shared.others_busy(now, self.quiet_s)))
 
     def snapshot(self) -> ActivitySnapshot:
         """Current figures: in flight now, finished in the last completed second."""
@@ -70,6 +85,36 @@ class ClientActivity:
         self._window = w
 
 
+class SharedActivity:
+    """One slot per gateway worker process in a small shared file: when its clients were
+    last active (CLOCK_MONOTONIC, the same in every process) and its requests in flight."""
+
+    _SLOT = struct.Struct("<dq")
+
+    def __init__(self, path: str | os.PathLike[str], slot: int, slots: int) -> None:
+        self.slot = slot
+        self.slots = slots
+        size = self._SLOT.size * slots
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+
+    def publish(self, last: float, in_flight: int) -> None:
+        self._SLOT.pack_into(self._map, self.slot * self._SLOT.size, last, in_flight)
+
+    def others_busy(self, now: float, quiet_s: float) -> bool:
+        for i in range(self.slots):
+            if i != self.slot:
+                last, in_flight = self._SLOT.unpack_from(self._map, i * self._SLOT.size)
+                if in_flight > 0 or (last > 0 and now - last < quiet_s):
+                    return True
+        return False
+
+
 CLIENTS = ClientActivity()  # this process's clients (the gateway records, workers read)
 
-__all__ = ["CLIENTS", "QUIET_S", "ActivitySnapshot", "ClientActivity"]
+__all__ = ["CLIENTS", "QUIET_S", "ActivitySnapshot", "ClientActivity", "SharedActivity"]

@@ -70,6 +70,7 @@ class GatewayConfig:
     header_timeout_s: float = 20.0  # a connection must send its first request's headers
     shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys
     cpu_threads: int = 2
+    workers: int = 0  # gateway processes serving S3 on one address; 0 = one per core
     deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
     deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
     metrics_refresh_s: float = 10.0  # how often /metrics' cluster gauges are recomputed
@@ -347,6 +348,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_DEEP_SCRUB_RATE_MBPS", "gateway", "deep_scrub_rate_mbps"),
     EnvOverride("TESSERA_DEEP_SCRUB_PAUSE_S", "gateway", "deep_scrub_pause_s"),
     EnvOverride("TESSERA_METRICS_REFRESH_S", "gateway", "metrics_refresh_s"),
+    EnvOverride("TESSERA_GATEWAY_WORKERS", "gateway", "workers"),
     EnvOverride("TESSERA_CONSOLE_SESSION_IDLE_S", "gateway", "console_session_idle_s"),
     EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
     EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),

@@ -77,6 +77,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "keys (a window to cancel); 0 shreds at once.",
     ("gateway", "cpu_threads"): "Threads for hashing, sealing and erasure coding. More uses "
     "more cores per gateway; beyond the core count it only adds contention.",
+    ("gateway", "workers"): "Gateway processes serving S3 on the same address (SO_REUSEPORT), "
+    "0 = one per core; the first also serves admin and runs the background workers. "
+    "`tessera gateway --workers N` overrides it.",
     ("gateway", "deep_scrub_rate_mbps"): "Shard bytes per second the deep scrub reads, decodes "
     "and authenticates (0 = off). Faster finds lying shards sooner and takes I/O from "
     "clients.",

@@ -20,7 +20,6 @@ from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import AuthResult, SigV4Error
 
-READ_CHUNK = 1024 * 1024
 BODY_IDLE_TIMEOUT_S = 20.0  # longest wait for the next body bytes (AWS: about 20 s)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -112,7 +111,9 @@ class RequestBody:
         while True:
             try:
                 # A stalled client must not hold a request (and its buffers) forever.
-                chunk = await asyncio.wait_for(content.read(READ_CHUNK), BODY_IDLE_TIMEOUT_S)
+                # readany: chunks as received, not joined into bigger ones (a copy per byte)
+                async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                    chunk = await content.readany()
             except TimeoutError:
                 raise S3Error("RequestTimeout") from None
             if not chunk:

@@ -476,11 +476,14 @@ async def test_corrupt_later_frame_truncates_stream_and_quarantines(api: Api, no
 async def test_verify_reports_and_quarantines(api: Api, node: Node) -> None:
     sid, h, _, body = make_shard(frames=6)
     await put_shard(api, body, sid)
+    held = (await api.json("GET", "/v1/scrub"))[1]["quarantined"]
     flip(node, sid, h.frame_offset(2) + FRAME_HEAD_BYTES)
     flip(node, sid, h.frame_offset(5) + 2)  # damaged length field
     status, doc = await api.json("POST", f"/v1/shards/{sid}/verify")
     assert status == 200 and doc["corrupt_segments"] == [2, 5] and doc["quarantined"] is True
     assert not shard_path(node, sid).exists() and len(quarantined(node, sid)) == 1
+    # the count operators see (GET /v1/scrub, shown on the console's node cards)
+    assert (await api.json("GET", "/v1/scrub"))[1]["quarantined"] == held + 1
 
 
 async def test_corrupt_header_at_rest(api: Api, node: Node) -> None:

@@ -168,7 +168,7 @@ function nodeCard(n) {
   const sc = n.scrub || {};
   const scrub = Object.keys(sc).length
     ? `scrub: ${sc.passes || 0} passes, ${sc.shards_verified || 0} verified, ` +
-      `${sc.corrupt_found || 0} quarantined`
+      `${sc.corrupt_found || 0} corrupt found; ${sc.quarantined ?? "?"} quarantined`
     : "scrub: no report";
   const bar = el("div", {class: "bar"}, el("span", {}));
   bar.firstChild.style.width = pct + "%";
