@@ -11,7 +11,7 @@ into log objects in the target bucket.
 
 Guarantee (AWS calls its own delivery best effort): a record reaches the metadata store at
 most `stage_interval_s` after its request ended; from there it survives any restart and is
-delivered at least once. A gateway that crashes loses the records of its last
+delivered once (a retried delivery rewrites the same log object). A gateway that crashes loses the records of its last
 `stage_interval_s`; a clean shutdown stages everything first. Records past `max_buffered`
 (the metadata store not keeping up) are dropped and counted in `dropped`.
 """
@@ -116,6 +116,9 @@ class AccessLogBuffer:
         """Queue one record (called at the end of every request; never blocks)."""
         if len(self._queue) >= self._max:
             self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warning("access log: buffer full (%d records); %d records dropped so far",
+                            self._max, self.dropped)
             return
         self._queue.append(record)
 

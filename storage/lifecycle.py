@@ -18,7 +18,13 @@ from storage.archive import ArchiveService
 from storage.errors import NotFound, StorageError
 from storage.keyspace import BUCKET, next_key, object_prefix, space, span, version_prefix
 from storage.lifecycle_clock import LifecycleClock
-from storage.lifecycle_rules import Action, abort_due, current_action, noncurrent_action
+from storage.lifecycle_rules import (
+    DEFAULT_MIN_SIZE_MODE,
+    Action,
+    abort_due,
+    current_action,
+    noncurrent_action,
+)
 from storage.metadata import MetadataStore
 from storage.records import Bucket, ObjectVersion
 
@@ -42,6 +48,11 @@ class LifecycleReport:
     noncurrent_transitioned: int = 0
     uploads_aborted: int = 0
     errors: int = 0
+
+
+def min_size_mode(b: Bucket) -> str:
+    """The bucket's TransitionDefaultMinimumObjectSize (see storage.lifecycle_rules)."""
+    return str(b.config.get("lifecycle_min_size") or DEFAULT_MIN_SIZE_MODE)
 
 
 class LifecycleEngine:
@@ -94,7 +105,8 @@ class LifecycleEngine:
             items = await self._meta.range(start, end, limit=PAGE)
             for item in items:
                 v = ObjectVersion.decode(item.value)
-                act = current_action(rules, v, now, self.day_s, only_version=True)
+                act = current_action(rules, v, now, self.day_s, only_version=True,
+                                     mode=min_size_mode(b))
                 if act is not None:
                     await self._apply(b, v, act, rep, current=True)
             if len(items) < PAGE:
@@ -128,7 +140,8 @@ class LifecycleEngine:
             for item in items:
                 v = ObjectVersion.decode(item.value)
                 if not await self._meta.range(*span(version_prefix(b.name, v.key)), limit=1):
-                    act = current_action(rules, v, now, self.day_s, only_version=True)
+                    act = current_action(rules, v, now, self.day_s, only_version=True,
+                                     mode=min_size_mode(b))
                     if act is not None:
                         await self._apply(b, v, act, rep, current=True)
             if len(items) < PAGE:
@@ -139,12 +152,14 @@ class LifecycleEngine:
                             versions: list[ObjectVersion], now: float,
                             rep: LifecycleReport) -> None:
         cur = versions[0]
-        act = current_action(rules, cur, now, self.day_s, only_version=len(versions) == 1)
+        act = current_action(rules, cur, now, self.day_s, only_version=len(versions) == 1,
+                             mode=min_size_mode(b))
         if act is not None and await self._objects.is_latest(cur):
             await self._apply(b, cur, act, rep, current=True)
         for i, v in enumerate(versions[1:], start=1):
             since = versions[i - 1].last_modified
-            act = noncurrent_action(rules, v, since, i - 1, now, self.day_s)
+            act = noncurrent_action(rules, v, since, i - 1, now, self.day_s,
+                                    mode=min_size_mode(b))
             if act is not None:
                 await self._apply(b, v, act, rep, current=False)
 

@@ -7,8 +7,12 @@ Pure functions over the plain rule dicts `gateway.s3.config_xml.parse_lifecycle`
 at the time the version became noncurrent) plus Days, rounded up to the next day boundary
 (midnight UTC with real days; the day length is `storage.lifecycle_clock`'s); an action with
 Date is due at that date. Expiration wins over transition; among transitions the coldest due
-class wins, and a version only ever moves to a colder class (waterfall). Objects under 128 KiB
-are not moved to STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING or GLACIER_IR.
+class wins, and a version only ever moves to a colder class (waterfall).
+
+Small objects (AWS's TransitionDefaultMinimumObjectSize): with `varies_by_storage_class` (the
+default here) objects under 128 KiB are not moved to STANDARD_IA, ONEZONE_IA,
+INTELLIGENT_TIERING or GLACIER_IR; with `all_storage_classes_128K` not to any class. A rule
+with its own ObjectSizeGreaterThan / ObjectSizeLessThan is exempt from either default.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from storage.records import ObjectVersion
 
 SMALL_OBJECT_BYTES = 128 * 1024
 SMALL_EXEMPT_CLASSES = ("STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR")
+ALL_CLASSES_128K = "all_storage_classes_128K"
+VARIES_BY_CLASS = "varies_by_storage_class"
+MIN_SIZE_MODES = (ALL_CLASSES_128K, VARIES_BY_CLASS)
+DEFAULT_MIN_SIZE_MODE = VARIES_BY_CLASS
 
 
 def filter_matches(f: dict[str, Any], key: str, size: int, tags: dict[str, str]) -> bool:
@@ -56,10 +64,14 @@ def due_at(days: int | None, date: str | None, since: float, day_s: float) -> fl
     return round_up_to_day(since + days * day_s, day_s)
 
 
-def _may_move(size: int, target: str, current: str) -> bool:
+def _may_move(rule: dict[str, Any], size: int, target: str, current: str, mode: str) -> bool:
     if CLASS_RANK.get(target, 0) <= CLASS_RANK.get(current, 0):
         return False
-    return not (target in SMALL_EXEMPT_CLASSES and size < SMALL_OBJECT_BYTES)
+    f = rule.get("filter") or {}
+    if size >= SMALL_OBJECT_BYTES or f.get("size_gt") is not None or \
+            f.get("size_lt") is not None:
+        return True  # a rule's own size filter takes precedence over the default minimum
+    return mode != ALL_CLASSES_128K and target not in SMALL_EXEMPT_CLASSES
 
 
 @dataclass(frozen=True)
@@ -90,8 +102,10 @@ def _marker_action(rules: list[dict[str, Any]], v: ObjectVersion, now: float, da
 
 
 def current_action(rules: list[dict[str, Any]], v: ObjectVersion, now: float, day_s: float,
-                   only_version: bool = False) -> Action | None:
-    """The action due now for a current version (`only_version`: no other versions exist)."""
+                   only_version: bool = False,
+                   mode: str = DEFAULT_MIN_SIZE_MODE) -> Action | None:
+    """The action due now for a current version (`only_version`: no other versions exist;
+    `mode`: the configuration's TransitionDefaultMinimumObjectSize)."""
     if v.delete_marker:
         return _marker_action(rules, v, now, day_s, only_version)
     best: str | None = None
@@ -105,14 +119,15 @@ def current_action(rules: list[dict[str, Any]], v: ObjectVersion, now: float, da
         for tr in r.get("transitions") or []:
             t = due_at(tr.get("days"), tr.get("date"), v.last_modified, day_s)
             sc = tr["storage_class"]
-            if t is not None and t <= now and _may_move(v.size, sc, v.storage_class) and \
-                    (best is None or CLASS_RANK[sc] > CLASS_RANK[best]):
+            if t is not None and t <= now and _may_move(r, v.size, sc, v.storage_class, mode) \
+                    and (best is None or CLASS_RANK[sc] > CLASS_RANK[best]):
                 best = sc
     return Action("transition", best) if best else None
 
 
 def noncurrent_action(rules: list[dict[str, Any]], v: ObjectVersion, since: float,
-                      newer_noncurrent: int, now: float, day_s: float) -> Action | None:
+                      newer_noncurrent: int, now: float, day_s: float,
+                      mode: str = DEFAULT_MIN_SIZE_MODE) -> Action | None:
     """The action due for a noncurrent version: noncurrent since `since`, with
     `newer_noncurrent` noncurrent versions of the same key newer than it. With
     NewerNoncurrentVersions N, the N newest noncurrent versions are kept whatever their age."""
@@ -132,7 +147,7 @@ def noncurrent_action(rules: list[dict[str, Any]], v: ObjectVersion, since: floa
             keep = tr.get("newer_noncurrent_versions")
             sc = tr["storage_class"]
             if t is not None and t <= now and (keep is None or newer_noncurrent >= keep) and \
-                    _may_move(v.size, sc, v.storage_class) and \
+                    _may_move(r, v.size, sc, v.storage_class, mode) and \
                     (best is None or CLASS_RANK[sc] > CLASS_RANK[best]):
                 best = sc
     return Action("transition", best) if best else None

@@ -7,12 +7,14 @@ crash resumes where it stopped, and a batch that raced another writer is redone)
 
 1. each bucket's configuration is cleared first (lifecycle rules, logging, notifications: no
    worker touches the bucket again), then its uploads in progress with their parts, then every
-   version record (`O`, `V`) with its restore job (`AR`) and restored copy (`AE`); every stripe
-   they name goes to the GC queue after `[workers] gc_grace_s`, its index entry (`X`) removed;
+   version record (`O`, `V`) with its restore job (`AR`) and restored copy (`AE`), and its
+   undelivered access-log records (`AL`); every stripe they name goes to the GC queue after
+   `[workers] gc_grace_s`, its index entry (`X`) removed;
    last the bucket record and its tenant index entry, so the name is free again only once
    nothing under it is left for a new owner to see;
-2. each volume's extent pointers (stripes to GC), attach lease and record;
-3. the tenant's access key records;
+2. each volume's journal segments and extent pointers (stripes to GC), attach lease and
+   record;
+3. the tenant's named KMS keys and aliases, and its access key records;
 
 then the tenant record is marked `reclaimed`, and `tessera tenant delete` succeeds.
 """
@@ -27,9 +29,13 @@ from storage.keyspace import (
     ACCESS_KEY,
     TENANT,
     access_key_key,
+    access_log_prefix,
     bucket_key,
     extent_prefix,
     gc_key,
+    journal_prefix,
+    kms_alias_prefix,
+    kms_key_prefix,
     object_prefix,
     part_prefix,
     space,
@@ -47,7 +53,8 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.multipart import Part
 from storage.records import AccessKey, Bucket, ObjectVersion, Tenant, pack
-from storage.volume_records import Volume, decode_pointer
+from storage.records import unpack as unpack_record
+from storage.volume_records import Volume
 from storage.workers import WorkerState
 
 log = logging.getLogger("tessera.reclaim")
@@ -114,12 +121,15 @@ async def _bucket_step(meta: MetadataStore, tenant: str, name: str, grace_s: flo
                 batch.stripe(p.stripe_id, p.nodes)
         await batch.commit(meta)
         return
-    for prefix in (version_prefix(name), object_prefix(name)):
+    for prefix in (version_prefix(name), object_prefix(name), access_log_prefix(name)):
         records = await meta.range(*span(prefix), limit=BATCH)
         if records:
             batch = _Batch(grace_s)
             for rec in records:
-                batch.version(rec)
+                if prefix == access_log_prefix(name):
+                    batch.drop(rec)  # undelivered access-log records of the bucket
+                else:
+                    batch.version(rec)
             await batch.commit(meta)
             return
     await meta.txn(Txn(compares={item.key: item.revision},
@@ -127,19 +137,22 @@ async def _bucket_step(meta: MetadataStore, tenant: str, name: str, grace_s: flo
 
 
 async def _volume_step(meta: MetadataStore, item: Item, grace_s: float) -> None:
-    """One batch of a volume's extents; with none left, its lease and record."""
+    """One batch of a volume's journal segments, then extent pointers (both name a stripe);
+    with none left, its lease and record."""
     vol = Volume.decode(item.value)
-    extents = await meta.range(*span(extent_prefix(vol.id)), limit=BATCH)
     batch = _Batch(grace_s)
-    if extents:
-        for ext in extents:
-            batch.drop(ext)
-            p = decode_pointer(ext.value)
-            if not p.trim:
-                batch.stripe(p.stripe, p.nodes)
-    else:
-        batch.drop(item)
-        batch.deletes.append(volume_lease_key(vol.id))
+    for prefix in (journal_prefix(vol.id), extent_prefix(vol.id)):
+        pointers = await meta.range(*span(prefix), limit=BATCH)
+        if pointers:
+            for ptr in pointers:
+                batch.drop(ptr)
+                p = unpack_record(ptr.value)
+                if not p.get("trim") and p.get("stripe"):
+                    batch.stripe(bytes(p["stripe"]), p.get("nodes") or [])
+            await batch.commit(meta)
+            return
+    batch.drop(item)
+    batch.deletes.append(volume_lease_key(vol.id))
     await batch.commit(meta)
 
 
@@ -153,6 +166,11 @@ async def reclaim_step(meta: MetadataStore, tenant: str, grace_s: float) -> bool
     if volumes:
         await _volume_step(meta, volumes[0], grace_s)
         return False
+    for prefix in (kms_key_prefix(tenant), kms_alias_prefix(tenant)):
+        named = await meta.range(*span(prefix), limit=BATCH)
+        if named:  # named KMS keys (wrapped by the destroyed KEK) and their aliases
+            await meta.txn(Txn(deletes=tuple(i.key for i in named)))
+            return False
     keys = [i for i in await meta.range(*space(ACCESS_KEY), limit=100_000)
             if AccessKey.decode(i.value).tenant == tenant]
     if keys:

@@ -13,7 +13,8 @@ between the write and the delete rewrites the same object instead of duplicating
 
 A batch whose target bucket no longer exists, or no longer lets the delivery write there
 (`may_deliver`, the gateway's bucket-policy check), is dropped and counted, as AWS drops
-logs it cannot deliver.
+logs it cannot deliver; so is one whose delivery failed `MAX_ATTEMPTS` times in a row
+(`RETRY_S` apart).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ log = logging.getLogger("tessera.accesslog")
 
 SCAN_LIMIT = 5000
 RETRY_S = 30.0  # a source whose delivery failed waits this long before the next attempt
+MAX_ATTEMPTS = 10  # ...and its records are dropped after this many failures in a row
 # (target bucket, target prefix, source bucket, source tenant, source owner id) -> allowed
 MayDeliver = Callable[[Bucket, str, str, str, str], bool]
 
@@ -94,6 +96,7 @@ class AccessLogDelivery:
         self.idle_s = min(1.0, flush_interval_s / 2)
         self.stats = DeliveryStats()
         self._retry_at: dict[str, float] = {}  # source bucket -> when to try a failed one
+        self._failures: dict[str, int] = {}  # source bucket -> failed deliveries in a row
 
     async def step(self) -> WorkerState:
         items = await self._cluster.meta.range(*space(ACCESS_LOG), limit=SCAN_LIMIT)
@@ -115,11 +118,26 @@ class AccessLogDelivery:
             for group in groups.values():
                 try:
                     await self._deliver(bucket, group)
+                    self._failures.pop(bucket, None)
                 except Exception:  # noqa: BLE001 - kept staged, retried a little later
-                    log.exception("access log: delivery for %s failed; retry in %.0f s",
-                                  bucket, RETRY_S)
-                    self._retry_at[bucket] = time.monotonic() + RETRY_S
+                    await self._failed(bucket, group)
         return WorkerState.BUSY if len(items) == SCAN_LIMIT else WorkerState.IDLE
+
+    async def _failed(self, bucket: str, group: list[tuple[Item, dict[str, Any]]]) -> None:
+        """Retry in RETRY_S; after MAX_ATTEMPTS failures in a row, drop the records (a
+        target that can never take them, a shredded tenant's, must not fail forever)."""
+        n = self._failures[bucket] = self._failures.get(bucket, 0) + 1
+        if n < MAX_ATTEMPTS:
+            log.exception("access log: delivery for %s failed (%d); retry in %.0f s",
+                          bucket, n, RETRY_S)
+            self._retry_at[bucket] = time.monotonic() + RETRY_S
+            return
+        lines = sum(len(v.get("lines", [])) for _, v in group)
+        log.exception("access log: %d records of %s dropped after %d failed deliveries",
+                      lines, bucket, n)
+        self.stats.dropped += lines
+        self._failures.pop(bucket, None)
+        await self._cluster.meta.txn(Txn(deletes=tuple(it.key for it, _ in group)))
 
     async def _deliver(self, bucket: str, group: list[tuple[Item, dict[str, Any]]]) -> None:
         first_item, first = group[0]

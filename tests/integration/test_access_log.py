@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import ANY
 
 import boto3
 import pytest
@@ -256,14 +257,22 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
     assert listing[8] == f"GET /{src}?list-type=2&prefix=dir%2F&encoding-type=url HTTP/1.1"
 
 
-def test_partitioned_keys(s3: Any) -> None:
+def test_partitioned_keys_and_target_grants(s3: Any, other: Any) -> None:
     src, dst = _bucket(s3, "pk-src"), _bucket(s3, "pk-dst")
+    reader = other.get_bucket_acl(Bucket=_bucket(other, "pk-who"))["Owner"]["ID"]
     s3.put_bucket_logging(Bucket=src, BucketLoggingStatus={"LoggingEnabled": {
         "TargetBucket": dst, "TargetPrefix": "part/",
+        "TargetGrants": [{"Grantee": {"Type": "CanonicalUser", "ID": reader},
+                          "Permission": "READ"}],
         "TargetObjectKeyFormat": {"PartitionedPrefix": {"PartitionDateSource": "EventTime"}}}})
     rid = s3.head_bucket(Bucket=src)["ResponseMetadata"]["RequestId"]
     f, key = _records_for(s3, dst, "part/", [rid])[rid]
     assert f[6] == "REST.HEAD.BUCKET"
+    # The target grant is applied: the grantee reads the log object, and its ACL says so.
+    assert rid in other.get_object(Bucket=dst, Key=key)["Body"].read().decode()
+    grants = s3.get_object_acl(Bucket=dst, Key=key)["Grants"]
+    assert {"Grantee": {"Type": "CanonicalUser", "ID": reader, "DisplayName": ANY},
+            "Permission": "READ"} in grants
     owner_id = s3.get_bucket_acl(Bucket=src)["Owner"]["ID"]
     m = re.match(rf"^part/{re.escape(owner_id)}/us-east-1/{src}/(\d{{4}})/(\d{{2}})/(\d{{2}})/"
                  r"(\d{4})-(\d{2})-(\d{2})-\d{2}-\d{2}-\d{2}-[0-9A-F]{16}$", key)

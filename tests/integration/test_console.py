@@ -14,6 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from ops.admincli import admin_request
 from tests.integration.cluster import LocalCluster, files_holding
 
 CHROMIUM = os.environ.get("TESSERA_CHROMIUM", "/usr/bin/chromium")
@@ -239,6 +240,15 @@ def test_browser_buckets_audit_and_charts(console_cluster: LocalCluster, browser
     expect(rows.nth(1)).to_contain_text("bucket.list", timeout=WAIT_MS)
     for text in rows.all_inner_texts()[1:]:
         assert "bucket." in text
+    admin_request("POST", "/tenants/default/volumes", {"name": "webvol", "size": "1G"},
+                  env=console_cluster.env)
+    admin_request("POST", "/tenants/default/volumes/webvol/snapshots", {"name": "s1"},
+                  env=console_cluster.env)
+    page.click("#tabs button[data-tab=volumes]")
+    vol = page.locator("#volumes tr", has_text="webvol")
+    expect(vol).to_contain_text("1.0 GiB", timeout=WAIT_MS)
+    expect(vol).to_contain_text("detached")
+    expect(vol).to_contain_text("s1")
     page.click("#tabs button[data-tab=charts]")
     expect(page.locator("#chart-requests path[data-series=requests_s]")).to_have_count(
         1, timeout=WAIT_MS)

@@ -188,6 +188,26 @@ def test_refusals_are_aws_errors(s3: Any) -> None:
     assert ei.value.response["Error"]["Code"] == "InvalidArgument"
 
 
+def test_transition_default_minimum_object_size(s3: Any) -> None:
+    s3.create_bucket(Bucket="minsize")
+    rule = {"ID": "r", "Status": "Enabled", "Filter": {},
+            "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}
+    put = s3.put_bucket_lifecycle_configuration(Bucket="minsize",
+                                                LifecycleConfiguration={"Rules": [rule]})
+    assert put["TransitionDefaultMinimumObjectSize"] == "varies_by_storage_class"
+    put = s3.put_bucket_lifecycle_configuration(
+        Bucket="minsize", LifecycleConfiguration={"Rules": [rule]},
+        TransitionDefaultMinimumObjectSize="all_storage_classes_128K")
+    assert put["TransitionDefaultMinimumObjectSize"] == "all_storage_classes_128K"
+    got = s3.get_bucket_lifecycle_configuration(Bucket="minsize")
+    assert got["TransitionDefaultMinimumObjectSize"] == "all_storage_classes_128K"
+    with pytest.raises(ClientError) as ei:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket="minsize", LifecycleConfiguration={"Rules": [rule]},
+            TransitionDefaultMinimumObjectSize="tiny")
+    assert ei.value.response["Error"]["Code"] == "InvalidArgument"
+
+
 def test_newer_noncurrent_versions_kept(s3: Any, short_days: None) -> None:
     s3.create_bucket(Bucket="nvr")
     s3.put_bucket_versioning(Bucket="nvr", VersioningConfiguration={"Status": "Enabled"})

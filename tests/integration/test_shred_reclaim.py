@@ -12,6 +12,8 @@ import asyncio
 import datetime
 import json
 import os
+import sqlite3
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 from ops.admincli import CliError, admin_request
 from storage.cluster import Cluster
 from storage.config import load_config
+from storage.keyspace import MalformedKey, unpack
 from storage.volumes import VolumeService
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_archive import DAY, restore, run_once, wait_for
@@ -48,6 +51,26 @@ def shard_files(c: LocalCluster) -> dict[str, int]:
                 out[f"{node}/{p.name}"] = p.stat().st_size
             except FileNotFoundError:  # collected meanwhile
                 pass
+    return out
+
+
+def records_naming(c: LocalCluster, names: set[str]) -> list[tuple[str, ...]]:
+    """Every metadata key (unpacked) with a component in `names`, read from the SQLite file."""
+    cfg = tomllib.loads((c.data / "tessera.toml").read_text())
+    db = c.data / cfg.get("metadata", {}).get("path", "meta/tessera.db")
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        keys = [bytes(row[0]) for row in conn.execute("SELECT k FROM kv")]
+    finally:
+        conn.close()
+    out = []
+    for k in keys:
+        try:
+            parts = unpack(k)
+        except MalformedKey:
+            continue
+        if names & set(parts):
+            out.append(parts)
     return out
 
 
@@ -95,19 +118,30 @@ def test_shred_reclaims_records_shards_queues_and_names(rc: LocalCluster) -> Non
                    Body=os.urandom(MiB))
     s3.create_bucket(Bucket="doomed-b")
     s3.put_object(Bucket="doomed-b", Key="k", Body=os.urandom(500_000))
-    admin_request("POST", "/tenants/doomed/volumes", {"name": "vol", "size": "16M"},
+    s3.put_bucket_logging(Bucket="doomed-a", BucketLoggingStatus={"LoggingEnabled": {
+        "TargetBucket": "doomed-b", "TargetPrefix": "logs/"}})
+    s3.head_object(Bucket="doomed-a", Key="twice")  # a request to log
+    admin_request("POST", "/tenants/doomed/kms-keys", {"aliases": ["doomed-key"]},
                   env=rc.env)
+    vol = admin_request("POST", "/tenants/doomed/volumes", {"name": "vol", "size": "16M"},
+                        env=rc.env)
     write_volume(rc, "doomed", os.urandom(2 * MiB))
     loaded = shard_files(rc)
     mine = set(loaded) - set(before)
     assert sum(loaded[f] for f in mine) > 5 * MiB
     assert pending_restores(rc) >= 1
+    names = {"doomed", "doomed-a", "doomed-b", up, vol["id"]}  # (P, upload), (VX, volume)
+    held = {"AL", "AR", "KMS", "KA", "VOL", "VX", "U", "P", "B", "TB", "O", "V"}
+    wait_for(lambda: held <= {r[0] for r in records_naming(rc, names)},
+             what="every kind of record to exist")
 
     r = tessera(rc, "tenant", "shred", "doomed", "--confirm", "doomed")
     assert r.returncode == 0, r.stderr
     wait_for(lambda: tenant(rc, "doomed")["reclaimed"], what="the tenant to be reclaimed")
     shown = tenant(rc, "doomed")
     assert shown["state"] == "shredded" and shown["buckets"] == 0
+    # Records: nothing but the tenant record names the tenant or its buckets any more.
+    assert records_naming(rc, names) == [("T", "doomed")]
     # Shards: every file the tenant wrote is collected, so the bytes on disk go down.
     wait_for(lambda: not mine & set(shard_files(rc)), timeout=60,
              what="the tenant's shards to be collected")
@@ -131,12 +165,15 @@ def test_shred_reclaims_records_shards_queues_and_names(rc: LocalCluster) -> Non
     again = rc.tenant_client("doomed")
     assert again.list_buckets()["Buckets"] == []
     assert admin_request("GET", "/tenants/doomed/volumes", env=rc.env) == {"volumes": []}
+    kms = admin_request("GET", "/tenants/doomed/kms-keys", env=rc.env)["keys"]
+    assert not any("doomed-key" in json.dumps(k) for k in kms)
 
 
 def test_shred_refused_while_compliance_locked_then_reclaimed(rc: LocalCluster) -> None:
     s3 = rc.tenant_client("locked")
     s3.create_bucket(Bucket="locked-b", ObjectLockEnabledForBucket=True)
-    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=6)
+    # long enough for the refusal below even on a loaded machine, short enough to wait out
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=20)
     s3.put_object(Bucket="locked-b", Key="k", Body=b"kept", ObjectLockMode="COMPLIANCE",
                   ObjectLockRetainUntilDate=until)
     r = tessera(rc, "tenant", "shred", "locked", "--confirm", "locked")
@@ -146,7 +183,7 @@ def test_shred_refused_while_compliance_locked_then_reclaimed(rc: LocalCluster) 
     assert s3.get_object(Bucket="locked-b", Key="k")["Body"].read() == b"kept"
     # Once the retention has passed, the shred goes through and the tenant is reclaimed.
     wait_for(lambda: tessera(rc, "tenant", "shred", "locked", "--confirm", "locked"
-                             ).returncode == 0, timeout=30, interval=1.0,
+                             ).returncode == 0, timeout=60, interval=1.0,
              what="the retention to expire")
     wait_for(lambda: tenant(rc, "locked")["reclaimed"], what="the tenant to be reclaimed")
     r = tessera(rc, "tenant", "delete", "locked")

@@ -160,3 +160,22 @@ def test_days_rule_removes_an_old_sole_delete_marker() -> None:
     tagged = rule(filter={"tags": {"k": "v"}},
                   expiration={"days": 2, "date": None, "expired_object_delete_marker": None})
     assert current_action([tagged], marker, 1e6, DAY, only_version=True) is None
+
+
+def test_transition_default_minimum_object_size() -> None:
+    glacier = rule(transitions=[{"days": 0, "date": None, "storage_class": "GLACIER"}])
+    small, big = version(size=1000), version(size=200_000)
+    # varies_by_storage_class (the default): small objects still go to GLACIER classes
+    assert current_action([glacier], small, 1e6, DAY) == Action("transition", "GLACIER")
+    every = "all_storage_classes_128K"
+    assert current_action([glacier], small, 1e6, DAY, mode=every) is None
+    assert current_action([glacier], big, 1e6, DAY, mode=every) == Action("transition", "GLACIER")
+    # a rule's own size filter takes precedence over either default
+    sized = rule(filter={"size_gt": 10},
+                 transitions=[{"days": 0, "date": None, "storage_class": "STANDARD_IA"}])
+    assert current_action([sized], small, 1e6, DAY, mode=every) == \
+        Action("transition", "STANDARD_IA")
+    nc = rule(noncurrent_transitions=[{"noncurrent_days": 0, "newer_noncurrent_versions": None,
+                                       "storage_class": "GLACIER"}])
+    assert noncurrent_action([nc], small, 1003.0, 0, 1e6, DAY, mode=every) is None
+    assert noncurrent_action([nc], small, 1003.0, 0, 1e6, DAY) == Action("transition", "GLACIER")

@@ -140,3 +140,24 @@ async def test_one_bucket_read_per_listing_and_bucket_delete(
     assert await _reads(store, s3.list_objects_v2) == 1
     assert await _reads(store, s3.list_multipart_uploads) == 1
     assert await _reads(store, s3.delete_bucket) == 1
+
+
+async def test_one_bucket_read_per_multipart_step_and_copy(
+        gateway: tuple[Any, CountingStore]) -> None:
+    s3, store = gateway
+    before = store.reads
+    up = await asyncio.to_thread(s3.create_multipart_upload, Bucket=BUCKET, Key="m")
+    assert store.reads - before == 1
+    uid = up["UploadId"]
+    before = store.reads
+    part = await asyncio.to_thread(s3.upload_part, Bucket=BUCKET, Key="m", UploadId=uid,
+                                   PartNumber=1, Body=b"p" * 2000)
+    assert store.reads - before == 1
+    assert await _reads(store, s3.list_parts, Key="m", UploadId=uid) == 1
+    assert await _reads(store, s3.complete_multipart_upload, Key="m", UploadId=uid,
+                        MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                    "ETag": part["ETag"]}]}) == 1
+    assert await _reads(store, s3.copy_object, Key="c",
+                        CopySource={"Bucket": BUCKET, "Key": "m"}) == 1
+    assert await _reads(store, s3.put_object_tagging, Key="c",
+                        Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}) == 1

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.s3 import config_xml
+from gateway.s3.errors import S3Error
 from gateway.s3.handlers import (
     S3Request,
     bucket_setting,
@@ -22,6 +23,7 @@ from gateway.s3.handlers import (
 )
 from gateway.s3.handlers.access import check_policy_allowed
 from gateway.s3.handlers.batch import read_small_body
+from storage.lifecycle_rules import DEFAULT_MIN_SIZE_MODE, MIN_SIZE_MODES
 
 # --- CORS ----------------------------------------------------------------------------------
 
@@ -46,10 +48,39 @@ def _xml_subresource(name: str, ops: tuple[str, str, str], parse: Any, build: An
 
 _xml_subresource("cors", ("PutBucketCors", "GetBucketCors", "DeleteBucketCors"),
                  config_xml.parse_cors, config_xml.cors_xml, "NoSuchCORSConfiguration")
-_xml_subresource("lifecycle", ("PutBucketLifecycleConfiguration",
-                               "GetBucketLifecycleConfiguration", "DeleteBucketLifecycle"),
-                 config_xml.parse_lifecycle, config_xml.lifecycle_xml,
-                 "NoSuchLifecycleConfiguration")
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+MIN_SIZE_HEADER = "x-amz-transition-default-minimum-object-size"
+
+
+@operation("PutBucketLifecycleConfiguration")
+async def put_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
+    """Store the rules and the TransitionDefaultMinimumObjectSize the request names (the
+    header; absent: Tessera's default, echoed back so the client sees what applies)."""
+    mode = rq.headers.get(MIN_SIZE_HEADER, DEFAULT_MIN_SIZE_MODE)
+    if mode not in MIN_SIZE_MODES:
+        raise S3Error("InvalidArgument", f"Invalid {MIN_SIZE_HEADER}: valid values are "
+                      f"{', '.join(MIN_SIZE_MODES)}", ArgumentName=MIN_SIZE_HEADER,
+                      ArgumentValue=mode)
+    rules = config_xml.parse_lifecycle(await read_small_body(rq))
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, lifecycle=rules,
+                                    lifecycle_min_size=mode)
+    return web.Response(status=200, headers={MIN_SIZE_HEADER: mode})
+
+
+@operation("GetBucketLifecycleConfiguration")
+async def get_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
+    rules = await bucket_setting(rq, "lifecycle", "NoSuchLifecycleConfiguration")
+    mode = rq.existing_bucket().config.get("lifecycle_min_size") or DEFAULT_MIN_SIZE_MODE
+    return xml_response(config_xml.lifecycle_xml(rules), headers={MIN_SIZE_HEADER: mode})
+
+
+@operation("DeleteBucketLifecycle")
+async def delete_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, lifecycle=None,
+                                    lifecycle_min_size=None)
+    return web.Response(status=204)
 
 
 # --- policy --------------------------------------------------------------------------------
