@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import OrderedDict
 
@@ -61,6 +62,10 @@ class JournaledVolume:
         self._wake_fold = asyncio.Event()
         self._last_write = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
+        # Guards pages/pending against `try_write` on the driver's threads; the loop thread
+        # holds it only for short sections without an await.
+        self._mutex = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.error: BaseException | None = None
         self.appends = 0
         self.folds = 0
@@ -68,7 +73,7 @@ class JournaledVolume:
     # lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._syncer()), loop.create_task(self._folder())]
 
     async def stop(self) -> None:
@@ -152,7 +157,42 @@ class JournaledVolume:
 
     # writes --------------------------------------------------------------------------------
 
+    def try_write(self, offset: int, data: bytes) -> int | None:
+        """Write whole pages from any thread without a trip to the loop; None when the
+        write needs the loop (partial pages, the bound reached, an error, past the end)."""
+        n = len(data)
+        if (offset % PAGE or n % PAGE or not n or offset + n > self.vol.vol.size
+                or self.error is not None or self.npages >= self.max_pages):
+            return None
+        with self._mutex:
+            for pos in range(offset, offset + n, PAGE):
+                idx, off = divmod(pos, self.es)
+                page = data if n == PAGE else data[pos - offset:pos - offset + PAGE]
+                self._put_locked(idx, off, page)
+            self._last_write = time.monotonic()
+        self._nudge(threadsafe=self._loop is not None)
+        return n
+
+    def _nudge(self, threadsafe: bool = False) -> None:
+        """Wake the appender or the folder when their thresholds are crossed."""
+        wake = []
+        if self.npending * PAGE >= SYNC_BATCH and not self._wake_sync.is_set():
+            wake.append(self._wake_sync)
+        if ((self.npages * 4 >= self.max_pages * 3
+             or self.journal_bytes > 2 * self.max_pages * PAGE)
+                and not self._wake_fold.is_set()):
+            wake.append(self._wake_fold)
+        for ev in wake:
+            if threadsafe and self._loop is not None:
+                self._loop.call_soon_threadsafe(ev.set)
+            else:
+                ev.set()
+
     def _put(self, idx: int, po: int, page: bytes) -> None:
+        with self._mutex:
+            self._put_locked(idx, po, page)
+
+    def _put_locked(self, idx: int, po: int, page: bytes) -> None:
         pages = self.pages.setdefault(idx, {})
         if po not in pages:
             self.npages += 1
@@ -185,10 +225,7 @@ class JournaledVolume:
             self._put(idx, po, page)
             pos += n
         self._last_write = time.monotonic()
-        if self.npending * PAGE >= SYNC_BATCH:
-            self._wake_sync.set()
-        if self.npages * 4 >= self.max_pages * 3 or self.journal_bytes > 2 * self.max_pages * PAGE:
-            self._wake_fold.set()
+        self._nudge()
         return end - offset
 
     async def zero(self, offset: int, length: int) -> None:
@@ -212,9 +249,10 @@ class JournaledVolume:
         """Drop the extent's pages and commit a trim pointer past every appended segment."""
         lock = self._locks.setdefault(idx, asyncio.Lock())
         async with lock, self._sync_lock:
-            dropped = self.pages.pop(idx, {})
-            self.npages -= len(dropped)
-            self.npending -= len(self.pending.pop(idx, set()))
+            with self._mutex:
+                dropped = self.pages.pop(idx, {})
+                self.npages -= len(dropped)
+                self.npending -= len(self.pending.pop(idx, set()))
             await self.vol.trim_extent(idx, jseq=self.durable)
             self._replaced(idx, None)
             await self._folded(idx, self.durable)
@@ -238,25 +276,27 @@ class JournaledVolume:
         async with self._sync_lock:
             if not self.npending:
                 return
-            pending, self.pending, self.npending = self.pending, {}, 0
-            entries = []
-            for idx in sorted(pending):
-                pages = self.pages.get(idx, {})
-                base = idx * self.es
-                for po in sorted(pending[idx]):
-                    page = pages.get(po)
-                    if page is not None:  # else folded meanwhile: already in its extent
-                        entries.append((base + po, page))
+            with self._mutex:
+                pending, self.pending, self.npending = self.pending, {}, 0
+                entries = []
+                for idx in sorted(pending):
+                    pages = self.pages.get(idx, {})
+                    base = idx * self.es
+                    for po in sorted(pending[idx]):
+                        page = pages.get(po)
+                        if page is not None:  # else folded meanwhile: in its extent
+                            entries.append((base + po, page))
             if not entries:
                 return
             seq = self.seq + 1
             try:
                 seg = await append(self.vol, seq, entries)
             except BaseException as exc:
-                for idx, pos in pending.items():  # still pending: the next barrier retries
-                    cur = self.pending.setdefault(idx, set())
-                    self.npending += len(pos - cur)
-                    cur |= pos
+                with self._mutex:  # still pending: the next barrier retries
+                    for idx, pos in pending.items():
+                        cur = self.pending.setdefault(idx, set())
+                        self.npending += len(pos - cur)
+                        cur |= pos
                 if isinstance(exc, Fenced):
                     self.error = exc
                 raise
@@ -286,7 +326,8 @@ class JournaledVolume:
         lock = self._locks.setdefault(idx, asyncio.Lock())
         async with lock, self._fold_sem:
             async with self._sync_lock:  # no append in flight: `durable` covers every page
-                snap = dict(self.pages.get(idx, {}))
+                with self._mutex:
+                    snap = dict(self.pages.get(idx, {}))
                 jseq = self.durable
             if not snap:
                 return
@@ -306,13 +347,14 @@ class JournaledVolume:
                 await self.vol.write_extent(idx, data, jseq=jseq)
                 self._replaced(idx, data)
             self.folds += 1
-            pages = self.pages.get(idx, {})
-            for po, page in snap.items():
-                if pages.get(po) is page:  # not rewritten meanwhile
-                    del pages[po]
-                    self.npages -= 1
-            if not pages:
-                self.pages.pop(idx, None)
+            with self._mutex:
+                pages = self.pages.get(idx, {})
+                for po, page in snap.items():
+                    if pages.get(po) is page:  # not rewritten meanwhile
+                        del pages[po]
+                        self.npages -= 1
+                if not pages:
+                    self.pages.pop(idx, None)
             await self._folded(idx, jseq)
         async with self._space:
             self._space.notify_all()
@@ -345,6 +387,10 @@ class JournaledVolume:
     def _fold_targets(self) -> list[int]:
         """Which extents to fold now: the fullest first while over the page bound; the
         oldest segment's while the journal is large; everything once writes are idle."""
+        with self._mutex:
+            return self._fold_targets_locked()
+
+    def _fold_targets_locked(self) -> list[int]:
         if not self.pages:
             return []
         if time.monotonic() - self._last_write >= IDLE_FOLD_S:

@@ -45,6 +45,7 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 FILE_PATH = "/volume"
+MAX_BACKGROUND = 64
 log = logging.getLogger("tessera.block")
 T = TypeVar("T")
 Cache = ExtentCache | JournaledVolume
@@ -102,6 +103,10 @@ class VolumeFS(mfusepy.Operations):
             conn_info.want |= conn_info.capable & FUSE_CAP_WRITEBACK_CACHE
             if not conn_info.want & FUSE_CAP_WRITEBACK_CACHE:
                 log.info("no kernel FUSE write-back cache here: every write reaches the daemon")
+            # Write-back pages are background requests: let more than libfuse's 12 be in
+            # flight, so random 4 KiB pages are not served one round trip at a time.
+            conn_info.max_background = MAX_BACKGROUND
+            conn_info.congestion_threshold = MAX_BACKGROUND * 3 // 4
         if config_3 is not None:
             config_3.kernel_cache = 1  # keep the page cache across opens
             config_3.attr_timeout = config_3.entry_timeout = 300.0
@@ -145,6 +150,10 @@ class VolumeFS(mfusepy.Operations):
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
         if offset >= self.size:
             raise mfusepy.FuseOSError(errno.ENOSPC)
+        if isinstance(self.cache, JournaledVolume):  # whole pages: no hop to the loop
+            n = self.cache.try_write(offset, data)
+            if n is not None:
+                return n
         return self._io(f"write {offset}+{len(data)}", self.cache.write(offset, data))
 
     def fallocate(self, path: str | None, mode: int, offset: int, size: int, fh: int) -> int:
