@@ -69,19 +69,31 @@ def create_admin_app(cluster: Cluster, metrics: Metrics,
     from gateway.admin.volumes import register_volumes
 
     register_volumes(app, api)  # a tenant's block volumes, also before the catch-all
+    from gateway.admin.inventory import register_inventory
+
+    register_inventory(app, api)  # buckets, queues, audit log, also before the catch-all
     from gateway.admin.settings import register_settings
 
     register_settings(app, api)  # runtime settings (`tessera config`), also before it
     from gateway.admin.kms import register_kms
 
     register_kms(app, api)  # a tenant's KMS keys, also before the catch-all
-    api.register(app)
 
-    async def prom(_: web.Request) -> web.Response:
+    async def exposition() -> bytes:
+        """This gateway's metrics text, summed over its worker processes."""
         body = metrics.render()
         if peers:
             body = merge_expositions([body, *await asyncio.gather(*map(_peer_metrics, peers))])
-        return web.Response(body=body, headers={"Content-Type": metrics.content_type})
+        return body
+
+    from gateway.console.routes import register_console
+
+    register_console(app, api, exposition)  # the web console and its sessions (/console/)
+    api.register(app)
+
+    async def prom(_: web.Request) -> web.Response:
+        return web.Response(body=await exposition(),
+                            headers={"Content-Type": metrics.content_type})
 
     app.router.add_get("/metrics", prom)
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -23,7 +24,6 @@ from gateway.admin.api import PREFIX, AdminApi
 from gateway.admin.auth import AdminError, _read_body, authenticate_admin
 from gateway.console.samples import Sampler
 from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, SessionStore, csrf_ok
-from gateway.metrics import Metrics
 
 STATIC = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -42,12 +42,12 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 class ConsoleRoutes:
-    def __init__(self, api: AdminApi, metrics: Metrics) -> None:
+    def __init__(self, api: AdminApi, exposition: Callable[[], Awaitable[bytes]]) -> None:
         self.api = api
         self.cluster = api.cluster
         g = api.cluster.cfg.gateway
         self.sessions = SessionStore(g.console_session_idle_s, g.console_session_max_s)
-        self.sampler = Sampler(metrics)
+        self.sampler = Sampler(exposition)
         self.files = _files()
 
     def register(self, app: web.Application) -> None:
@@ -148,7 +148,7 @@ class ConsoleRoutes:
                                      self.cluster.cfg.gateway.max_skew_s)
         except AdminError as exc:
             return _error(exc.status, exc.code, exc.message)
-        return web.json_response(self.sampler.series())
+        return web.json_response(await self.sampler.series())
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -163,6 +163,8 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
                  CSP if request.path.startswith("/console") else API_CSP)
 
 
-def register_console(app: web.Application, api: AdminApi, metrics: Metrics) -> None:
-    """Add the console (before the admin API's catch-all route)."""
-    ConsoleRoutes(api, metrics).register(app)
+def register_console(app: web.Application, api: AdminApi,
+                     exposition: Callable[[], Awaitable[bytes]]) -> None:
+    """Add the console (before the admin API's catch-all route); `exposition` gives the
+    gateway's metrics text, which the traffic charts sample."""
+    ConsoleRoutes(api, exposition).register(app)

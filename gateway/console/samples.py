@@ -1,8 +1,9 @@
 """An in-process ring buffer of the gateway's S3 throughput and latency, for the console's
 charts of the last hour (no Prometheus server needed).
 
-Every `interval_s` the sampler reads this gateway's own counters (`gateway.metrics.Metrics`:
-requests, bytes in/out, the latency histogram) and keeps the rates since the previous reading:
+Every `interval_s` the sampler reads this gateway's own counters from its metrics text (the
+same exposition `/metrics` serves, summed over the gateway's worker processes: requests, bytes
+in/out, the latency histogram) and keeps the rates since the previous reading:
 requests/s, errors/s (5xx), bytes in/out per second, mean and p95 latency. A reading of the
 partial interval up to now is added to each answer, so a chart has a point at once.
 """
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.metrics import LATENCY_BUCKETS, Metrics
+from gateway.metrics import LATENCY_BUCKETS
 
+log = logging.getLogger("tessera.console")
 INTERVAL_S = 10.0
 KEEP = 360  # an hour of 10-second samples
 
@@ -36,30 +40,31 @@ class Totals:
     buckets: list[float] = field(default_factory=lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
 
 
-def read_totals(m: Metrics, now: float | None = None) -> Totals:
-    """The gateway's counters summed over operations and statuses."""
+def read_totals(text: bytes, now: float | None = None) -> Totals:
+    """The gateway's S3 counters, summed over operations and statuses, from its metrics text
+    (the exposition `/metrics` serves, summed over the gateway's worker processes)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     tot = Totals(t=time.time() if now is None else now)
-    for fam in m.requests.collect():
+    bounds = [*(float(b) for b in LATENCY_BUCKETS), float("inf")]
+    for fam in text_string_to_metric_families(text.decode()):
         for s in fam.samples:
-            if s.name.endswith("_total"):
+            if s.name == "tessera_s3_requests_total":
                 tot.requests += s.value
                 if s.labels.get("status", "").startswith("5"):
                     tot.errors += s.value
-    for counter, attr in ((m.bytes_in, "bytes_in"), (m.bytes_out, "bytes_out")):
-        for fam in counter.collect():
-            for s in fam.samples:
-                if s.name.endswith("_total"):
-                    setattr(tot, attr, getattr(tot, attr) + s.value)
-    bounds = [*(float(b) for b in LATENCY_BUCKETS), float("inf")]
-    for fam in m.latency.collect():
-        for s in fam.samples:
-            if s.name.endswith("_sum"):
+            elif s.name == "tessera_s3_bytes_in_total":
+                tot.bytes_in += s.value
+            elif s.name == "tessera_s3_bytes_out_total":
+                tot.bytes_out += s.value
+            elif s.name == "tessera_s3_request_seconds_sum":
                 tot.latency_sum += s.value
-            elif s.name.endswith("_count"):
+            elif s.name == "tessera_s3_request_seconds_count":
                 tot.latency_count += s.value
-            elif s.name.endswith("_bucket"):
+            elif s.name == "tessera_s3_request_seconds_bucket":
                 le = float(s.labels["le"])
-                tot.buckets[bounds.index(le)] += s.value
+                if le in bounds:
+                    tot.buckets[bounds.index(le)] += s.value
     return tot
 
 
@@ -88,28 +93,36 @@ def rates(a: Totals, b: Totals) -> dict[str, float]:
 class Sampler:
     """Takes a reading every `interval_s` and keeps the last `keep` rates."""
 
-    def __init__(self, metrics: Metrics, interval_s: float = INTERVAL_S, keep: int = KEEP) -> None:
-        self.metrics = metrics
+    def __init__(self, source: Callable[[], Awaitable[bytes]], interval_s: float = INTERVAL_S,
+                 keep: int = KEEP) -> None:
+        self.source = source
         self.interval_s = interval_s
         self.samples: deque[dict[str, Any]] = deque(maxlen=keep)
-        self._last = read_totals(metrics)
+        self._last: Totals | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def tick(self, now: float | None = None) -> None:
-        cur = read_totals(self.metrics, now)
-        self.samples.append(rates(self._last, cur))
+    async def tick(self, now: float | None = None) -> None:
+        cur = read_totals(await self.source(), now)
+        if self._last is not None:
+            self.samples.append(rates(self._last, cur))
         self._last = cur
 
-    def series(self) -> dict[str, Any]:
+    async def series(self) -> dict[str, Any]:
         """The kept samples plus the partial interval up to now."""
-        now = read_totals(self.metrics)
+        if self._last is None:
+            await self.tick()
+        assert self._last is not None
+        now = read_totals(await self.source())
         tail = [rates(self._last, now)] if now.t - self._last.t >= 0.5 else []
         return {"interval_s": self.interval_s, "samples": [*self.samples, *tail]}
 
     async def _run(self) -> None:
         while True:
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - the charts must never take the gateway down
+                log.warning("console sample failed", exc_info=True)
             await asyncio.sleep(self.interval_s)
-            self.tick()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())

@@ -172,7 +172,8 @@ def test_shred_reclaims_records_shards_queues_and_names(rc: LocalCluster) -> Non
 def test_shred_refused_while_compliance_locked_then_reclaimed(rc: LocalCluster) -> None:
     s3 = rc.tenant_client("locked")
     s3.create_bucket(Bucket="locked-b", ObjectLockEnabledForBucket=True)
-    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=6)
+    # long enough for the refusal below even on a loaded machine, short enough to wait out
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=20)
     s3.put_object(Bucket="locked-b", Key="k", Body=b"kept", ObjectLockMode="COMPLIANCE",
                   ObjectLockRetainUntilDate=until)
     r = tessera(rc, "tenant", "shred", "locked", "--confirm", "locked")
@@ -182,7 +183,7 @@ def test_shred_refused_while_compliance_locked_then_reclaimed(rc: LocalCluster) 
     assert s3.get_object(Bucket="locked-b", Key="k")["Body"].read() == b"kept"
     # Once the retention has passed, the shred goes through and the tenant is reclaimed.
     wait_for(lambda: tessera(rc, "tenant", "shred", "locked", "--confirm", "locked"
-                             ).returncode == 0, timeout=30, interval=1.0,
+                             ).returncode == 0, timeout=60, interval=1.0,
              what="the retention to expire")
     wait_for(lambda: tenant(rc, "locked")["reclaimed"], what="the tenant to be reclaimed")
     r = tessera(rc, "tenant", "delete", "locked")

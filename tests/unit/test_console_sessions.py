@@ -4,7 +4,7 @@ throttled per address; the traffic sampler's rates and p95 come from counter dif
 from __future__ import annotations
 
 from gateway.console import sessions as cs
-from gateway.console.samples import Sampler, Totals, rates
+from gateway.console.samples import Sampler, Totals, rates, read_totals
 from gateway.metrics import LATENCY_BUCKETS, Metrics
 
 
@@ -95,17 +95,35 @@ def test_rates_and_p95_from_counter_differences() -> None:
     assert idle["requests_s"] == 0 and idle["latency_mean_ms"] is None
 
 
-def test_sampler_keeps_a_bounded_ring_of_real_counter_readings() -> None:
+async def test_sampler_keeps_a_bounded_ring_of_real_counter_readings() -> None:
     m = Metrics()
-    s = Sampler(m, interval_s=10, keep=3)
+
+    async def text() -> bytes:
+        return m.render()
+
+    s = Sampler(text, interval_s=10, keep=3)
+    await s.tick(now=1000.0)
     for i in range(5):
         m.request("GetObject", 200, 0.003)
         m.request("PutObject", 503, 0.2)
-        s.tick(now=s._last.t + 10)
+        m.bytes_in.inc(100)
+        await s.tick(now=1000.0 + 10 * (i + 1))
         assert len(s.samples) == min(i + 1, 3)
     last = s.samples[-1]
     assert last["requests_s"] == 0.2 and last["errors_s"] == 0.1
-    assert last["latency_p95_ms"] == 250.0
+    assert last["bytes_in_s"] == 10.0 and last["latency_p95_ms"] == 250.0
+
+
+def test_totals_of_several_worker_processes_add_up() -> None:
+    """The charts read the exposition summed over the gateway's worker processes."""
+    from gateway.metrics import merge_expositions
+
+    a, b = Metrics(), Metrics()
+    a.request("GetObject", 200, 0.01)
+    b.request("GetObject", 200, 0.01)
+    b.request("HeadObject", 500, 0.01)
+    tot = read_totals(merge_expositions([a.render(), b.render()]))
+    assert tot.requests == 3 and tot.errors == 1 and tot.latency_count == 3
 
 
 def test_every_console_file_is_package_data() -> None:
