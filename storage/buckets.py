@@ -102,34 +102,29 @@ class BucketService:
         record, so checking emptiness and then deleting the record would let a write that
         commits in between survive the bucket (and reappear in a bucket of the same name).
         So the record is first marked `deleting` (a new revision: a write that read it before
-        fails its commit, and `guard` refuses one that reads it after), then emptiness is
-        checked, then the marked record is deleted, or unmarked if the bucket is not empty.
-        A mark left by a crash expires after DELETING_S.
+        fails its commit, and `guard` refuses one that reads it after, as it refuses another
+        DeleteBucket), then emptiness is checked, then the record is deleted (no one else may
+        delete or replace a marked record), or unmarked if the bucket is not empty. A mark
+        left by a crash expires after DELETING_S.
         """
         name = b.name
         for prefix in bucket_prefixes(name):
             if await self._meta.range(*span(prefix), limit=1):
                 raise BucketNotEmpty(name)
+        cur = b
         while True:
-            item = await self._meta.get(bucket_key(name))
-            if item is None:
-                raise BucketNotFound(name)
-            cur = self.owned(Bucket.decode(item.value), b.tenant)
-            cur.config[DELETING] = time.time()
-            if await self._meta.txn(Txn(compares={item.key: item.revision},
-                                        puts={item.key: cur.encode()})):
+            self.guard(cur, {})  # BucketBusy if another DeleteBucket marked it
+            marked = Bucket.decode(cur.encode())
+            marked.config[DELETING] = time.time()
+            if await self._meta.txn(Txn(compares={bucket_key(name): cur.revision},
+                                        puts={bucket_key(name): marked.encode()})):
                 break
+            cur = self.owned(await self.get_any(name), b.tenant)  # changed meanwhile
         for prefix in bucket_prefixes(name):
             if await self._meta.range(*span(prefix), limit=1):
                 await self.update(b.tenant, name, **{DELETING: None})
                 raise BucketNotEmpty(name)
-        while True:
-            item = await self._meta.get(bucket_key(name))
-            if item is None:
-                raise BucketNotFound(name)
-            if await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(
-                    bucket_key(name), tenant_bucket_key(b.tenant, name)))):
-                return
+        await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
 
     async def update(self, tenant: str, name: str, **changes: Any) -> Bucket:
         """Compare-and-swap update of bucket fields (versioning) or config entries."""
