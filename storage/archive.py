@@ -406,7 +406,10 @@ class ArchiveService:
             kek_version, kek = await self._tenants.kek(v.tenant)
             dek = keys.new_dek()
             target = dataclasses.replace(v, identity_version=new_version_id(), parts=[])
-            wrapped = keys.wrap_dek(kek, v.tenant, ObjectService.identity(target), dek)
+            # an SSE-KMS version's new data key is wrapped by its KMS key again, then the KEK
+            self._objects.seal_dek(target, kek, dek, None,
+                                   await self._objects.kms_wrapping_for(target))
+            wrapped = target.dek
             new_parts = await self._rewrite_parts(v, target, SegmentCipher(dek), storage_class,
                                                   profile.compress)
             fields.update(parts=new_parts, dek=wrapped, kek_version=kek_version,

@@ -47,8 +47,11 @@ class Listing:
         objs: list[ObjectVersion] = []
         prefixes: list[str] = []
         last = ""
+        # max_keys + 1 records at least: a full page learns whether more follow from the
+        # same read (one round trip per page, not two: what etcd pages cost)
+        batch_limit = min(max(1000, max_keys + 1), max_keys * 2 + 1)
         while len(objs) + len(prefixes) < max_keys:
-            batch = await self._meta.range(start, end, limit=min(1000, max_keys * 2 + 1))
+            batch = await self._meta.range(start, end, limit=batch_limit)
             if not batch:
                 return objs, prefixes, False, last
             for item in batch:
@@ -71,7 +74,7 @@ class Listing:
                 if not v.delete_marker:
                     objs.append(v)
             else:
-                if len(batch) < min(1000, max_keys * 2 + 1):
+                if len(batch) < batch_limit:
                     return objs, prefixes, False, last
         more = bool(await self._meta.range(start, end, limit=1))
         return objs, prefixes, more, last

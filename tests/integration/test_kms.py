@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -325,6 +326,35 @@ def test_rotation_rewraps_kms_keys_and_delete_forgets_them(cluster: LocalCluster
     admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
     assert list_keys(cluster, name) == []
     assert create_key(cluster, name, "mine")["key_id"] != gone["key_id"]
+
+
+def test_archive_transition_keeps_the_kms_layer(cluster: LocalCluster) -> None:
+    tenant, s3 = new_tenant(cluster, "kmsarc")
+    k = create_key(cluster, tenant, "cold")
+    s3.put_object(Bucket=tenant, Key="o", Body=os.urandom(300_000),
+                  ServerSideEncryption="aws:kms", SSEKMSKeyId="alias/cold")
+    s3.put_bucket_lifecycle_configuration(Bucket=tenant, LifecycleConfiguration={"Rules": [
+        {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "Transitions": [{"Date": time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime()),
+                          "StorageClass": "GLACIER"}]}]})
+    env = {**os.environ, "TESSERA_CONFIG": cluster.env["TESSERA_CONFIG"]}
+    for _ in range(20):
+        if s3.head_object(Bucket=tenant, Key="o").get("StorageClass") == "GLACIER":
+            break
+        out = subprocess.run([sys.executable, "-m", "ops.cli", "lifecycle", "run-once"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    h = s3.head_object(Bucket=tenant, Key="o")
+    assert h["StorageClass"] == "GLACIER" and h["SSEKMSKeyId"] == k["arn"]
+    # Re-encrypted for the archive under a fresh data key, wrapped by the KMS key again.
+    inner, v = unwrapped_dek(cluster, tenant, "o")
+    rec = KmsKey.decode(cluster.db_get(kms_key_key(tenant, k["key_id"])) or b"")
+    t = Tenant.decode(cluster.db_get(tenant_key(tenant)) or b"")
+    root = keys.FileRootKey(cluster.data / "secrets" / "root.key")
+    kek = keys.open_kek(root, tenant, rec.kek_version, t.keks[rec.kek_version])
+    material = keys.open_kms_key(kek, tenant, rec.key_id, rec.kek_version, rec.material)
+    assert len(keys.unwrap_kms(material, tenant, rec.key_id, ObjectService.identity(v),
+                               inner)) == KEY_BYTES
 
 
 SSEC_A = base64.b64encode(b"A" * 32).decode()

@@ -2,7 +2,7 @@
 
 One cluster for the module, started with real 86400-second days (and the default hour between
 lifecycle passes). Header tests run with those days, the rest switch the running cluster to
-2-second days with `tessera config set lifecycle.day_seconds` (no restart): that the worker
+1-second days with `tessera config set lifecycle.day_seconds` (no restart): that the worker
 then applies rules within seconds is itself the proof that the change takes effect live.
 Every wait polls a condition with a deadline; objects that must survive are written before
 the one that must go, so they are due no later and were judged in the same pass.
@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from ops.admincli import admin_request
 from tests.integration.cluster import LocalCluster
 
-SHORT_DAY = 2.0
+SHORT_DAY = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,16 @@ def tessera_config(c: LocalCluster, *args: str) -> str:
 
 @pytest.fixture
 def real_days(cluster: LocalCluster) -> None:
-    tessera_config(cluster, "unset", "lifecycle.day_seconds")
+    r = admin_request("DELETE", "/config/lifecycle.day_seconds", env=cluster.env)
+    assert r["settings"]["lifecycle.day_seconds"]["value"] == 86400
 
 
 @pytest.fixture
 def short_days(cluster: LocalCluster) -> None:
-    out = tessera_config(cluster, "set", "lifecycle.day_seconds", str(SHORT_DAY))
-    assert out.startswith("lifecycle.day_seconds = 2  (override; configured 86400)")
+    r = admin_request("PUT", "/config/lifecycle.day_seconds", {"value": SHORT_DAY},
+                      env=cluster.env)
+    assert r["settings"]["lifecycle.day_seconds"] == {
+        "value": SHORT_DAY, "configured": 86400, "override": SHORT_DAY}
 
 
 def wait_for(cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -140,7 +144,8 @@ def test_expiration_and_abort_headers(cluster: LocalCluster, s3: Any, real_days:
     assert done["Expiration"].endswith('rule-id="expire%20tagged"')
 
     # the day length is read live: a 60-second day moves the date the header reports
-    tessera_config(cluster, "set", "lifecycle.day_seconds", "60")
+    out = tessera_config(cluster, "set", "lifecycle.day_seconds", "60")
+    assert out.startswith("lifecycle.day_seconds = 60  (override; configured 86400)")
     when, _ = expiry(s3.head_object(Bucket="hdr", Key="e/x")["ResponseMetadata"]["HTTPHeaders"])
     assert when.timestamp() == math.ceil((lm + 60) / 60) * 60
 
