@@ -270,8 +270,13 @@ class MultipartService:
         self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key,
                                await self._objects.kms_wrapping_for(shell))
         up.dek, up.sse = shell.dek, shell.sse
-        await self._meta.put(upload_key(bucket, key, up.upload_id), up.encode())
-        return up
+        ukey = upload_key(bucket, key, up.upload_id)
+        while True:  # under the bucket's guard, as an object commit: never outlives the bucket
+            compares = {ukey: 0}
+            self._objects.buckets.guard(b, compares)
+            if await self._meta.txn(Txn(compares=compares, puts={ukey: up.encode()})):
+                return up
+            b = await self._objects.buckets.get(tenant, bucket)  # changed (or deleted) meanwhile
 
     @staticmethod
     def _shell(up: Upload, version_id: str = "") -> ObjectVersion:
