@@ -30,7 +30,6 @@ from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
 
 QUEUE_FRAMES = 4
-INLINE_CODEC_BYTES = 64 * 1024  # segments up to this size are coded on the event loop
 ORDER_WAIT_S = 300.0  # a segment's job waits this long at most for the one before
 DamageReport = Callable[[bytes, int, str], None]
 
@@ -320,23 +319,15 @@ class StripeStore:
     async def _write_small(self, codec: StripeCodec, profile: Profile,
                            targets: Sequence[NodeSpec], quorum: int, data: bytes,
                            digests: Sequence[object]) -> WriteResult:
-        """A one-segment stripe (shards up to SMALL_SHARD_BYTES): digests and codec run
-        inline for a few KiB (a thread hop costs more than the work), in one pool job above
-        INLINE_CODEC_BYTES, and each whole shard goes to its node in a batch request shared
-        with other small writes to that node. Same quorum rules as `write`."""
+        """A one-segment stripe of a few KiB: digests and codec run inline (a thread hop
+        costs more than the work), and each whole shard goes to its node in a batch request
+        shared with other small writes to that node. Same quorum rules as `write`."""
+        if digests:
+            with STAGES.time("hash"):
+                for d in digests:
+                    d.update(data)  # type: ignore[attr-defined]
         headers = codec.headers()
-
-        def work() -> list[bytes]:
-            if digests:
-                with STAGES.time("hash"):
-                    for d in digests:
-                        d.update(data)  # type: ignore[attr-defined]
-            return codec.encode(headers, 0, True, data)
-
-        if len(data) <= INLINE_CODEC_BYTES:
-            frames = work()
-        else:  # a segment of up to 1 MiB: MD5 + seal + zfec take milliseconds, not on the loop
-            frames = await asyncio.get_running_loop().run_in_executor(self._cpu, work)
+        frames = codec.encode(headers, 0, True, data)
 
         async def one(i: int, node: NodeSpec) -> str | None:
             try:
@@ -398,7 +389,7 @@ class StripeStore:
                     waited = time.perf_counter()
                     continue
                 try:
-                    if small and plen <= INLINE_CODEC_BYTES:  # a thread hop costs more
+                    if small:  # a thread hop costs more than decoding a few KiB
                         plain = codec.decode(seg, end, plen, blocks)
                     else:
                         plain = await loop.run_in_executor(self._cpu, codec.decode, seg, end,

@@ -19,9 +19,7 @@ from storage.shards import auth
 from storage.shards.batching import NodeBatcher
 from storage.shards.format import FrameReader, ShardHeader
 
-SMALL_SHARD_BYTES = 512 * 1024  # shards up to this size go through batch requests (every
-# one-segment stripe at the default 1 MiB segment: six streamed PUTs with an fsync pair each
-# cost far more than their bytes; a batch shares the node's journal commits)
+SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
 HASH_OFF_LOOP_BYTES = 2 * 1024 * 1024  # body MAC (GMAC, ~7 GB/s) of chunks this large
 # runs on a worker thread; a frame of a 4 MiB segment is MACed inline: the thread hop cost
 # more CPU than the MAC itself
