@@ -5,7 +5,8 @@
 #   benchmarks/block_fio.sh [DATA_DIR]     (starts `tessera up` unless TESSERA_CONFIG is set)
 #
 # Prints one table: seq 1M write/read MB/s, rand 4k write/read IOPS at iodepth 16, and the
-# server CPU seconds (nodes, gateway, FUSE daemon or s3backer) spent in each target's runs.
+# server CPU seconds (nodes, gateway, FUSE daemon or s3backer) spent in each target's runs,
+# and that CPU per I/O fio completed (ms).
 # FIO_NOJOURNAL=1 adds a row for `volume mount --no-journal` (whole-extent cache).
 # FIO_TESTS picks runs (default "write read randwrite randread"); FIO_PORT the gateway port
 # (admin +1; FIO_NODE_PORT the first node's, default +2).
@@ -70,9 +71,10 @@ print("%.1f" % (total / tick))
 PY
 }
 
-fio_all() {  # $1 = directory on ext4; prints one figure per run in TESTS, then server CPU s
+fio_all() {  # $1 = directory on ext4; one figure per run in TESTS, server CPU s, ms per I/O
   local d=$1 out=() cpu0
   cpu0=$(server_cpu)
+  : >"$WORK/ios"
   local common=(--directory="$d" --size="$SIZE" --runtime="$RUNTIME" --time_based
                 --ioengine=libaio --direct=1 --group_reporting --output-format=json)
   for spec in "write 1M 1" "read 1M 1" "randwrite 4k 16" "randread 4k 16"; do
@@ -86,11 +88,15 @@ j = json.loads(sys.stdin.read())["jobs"][0]
 rw, bs = sys.argv[1], sys.argv[2]
 side = j["write"] if "write" in rw else j["read"]
 print("%.1f" % (side["bw_bytes"] / 1e6) if bs == "1M" else "%.0f" % side["iops"])
-' "$1" "$2" <<<"$j")")
+open(sys.argv[3], "a").write("%d\n" % side["total_ios"])
+' "$1" "$2" "$WORK/ios" <<<"$j")")
     rm -f "$d"/t.*
   done
-  out+=("$(python3 -c 'import sys; print("%.1f" % (float(sys.argv[2]) - float(sys.argv[1])))' \
-    "$cpu0" "$(server_cpu)")")
+  out+=("$(python3 -c '
+import sys
+cpu = float(sys.argv[2]) - float(sys.argv[1])
+ios = sum(int(x) for x in open(sys.argv[3]).read().split())
+print("%.1f %.3f" % (cpu, cpu * 1000 / max(ios, 1)))' "$cpu0" "$(server_cpu)" "$WORK/ios")")
   echo "${out[*]}"
 }
 
@@ -128,12 +134,12 @@ EOF
     mount "$S3B_LOOP" "$S3B_MNT"
     S=$(fio_all "$S3B_MNT")
   else
-    S="mount-failed - - - -"
+    S="mount-failed - - - - -"
   fi
 fi
 
-printf '%-10s %14s %14s %16s %16s %14s\n' "target" "seq1M-wr MB/s" "seq1M-rd MB/s" \
-  "rand4k-wr IOPS" "rand4k-rd IOPS" "server CPU s"
-printf '%-10s %14s %14s %16s %16s %14s\n' tessera $T
-[ -n "$N" ] && printf '%-10s %14s %14s %16s %16s %14s\n' no-journal $N
-printf '%-10s %14s %14s %16s %16s %14s\n' s3backer $S
+printf '%-10s %14s %14s %16s %16s %14s %10s\n' "target" "seq1M-wr MB/s" "seq1M-rd MB/s" \
+  "rand4k-wr IOPS" "rand4k-rd IOPS" "server CPU s" "ms/IO"
+printf '%-10s %14s %14s %16s %16s %14s %10s\n' tessera $T
+[ -n "$N" ] && printf '%-10s %14s %14s %16s %16s %14s %10s\n' no-journal $N
+printf '%-10s %14s %14s %16s %16s %14s %10s\n' s3backer $S

@@ -185,7 +185,7 @@ def add_admin_commands(sub: Any) -> None:
     t = sub.add_parser("tenant", help="manage tenants (admin API)")
     ts = t.add_subparsers(dest="action", required=True)
     for name, hlp in (("create", "create a tenant"), ("show", "show one tenant"),
-                      ("delete", "delete a tenant that owns no buckets"),
+                      ("delete", "delete a tenant that owns no buckets (a shredded one once reclaimed)"),
                       ("rotate-key", "new key version; rewrap object keys in background")):
         p = ts.add_parser(name, help=hlp, parents=[js])
         p.add_argument("name")

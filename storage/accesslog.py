@@ -77,13 +77,27 @@ def _dash(v: object) -> str:
     return s if s else "-"
 
 
+def _printable(s: str) -> str:
+    """`s` with what a client sent that is not printable UTF-8 (a header's raw \\xff byte,
+    arrived surrogate-escaped; a tab, NEL or line separator) written as \\xNN / \\uNNNN, so
+    no request can split a log line or fail the encoding of its batch (and so lose it)."""
+    if s.isprintable():
+        return s
+    try:
+        s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no byte decoded to
+        s = s.encode("utf-8", "backslashreplace").decode("ascii")
+    return "".join(c if c.isprintable() else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in s)
+
+
 def _quoted(v: str) -> str:
-    return '"' + (v or "-").replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + _printable((v or "-").replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 def _word(v: object) -> str:
     """A field that must stay one space-free token."""
-    return _dash(v).replace(" ", "%20")
+    return _printable(_dash(v)).replace(" ", "%20")
 
 
 def format_line(r: AccessRecord, owner_id: str) -> str:

@@ -15,6 +15,7 @@ Segment plaintext (format version 1, little-endian):
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from storage.volume_io import VolumeHandle
 from storage.volume_records import WRITE_ATTEMPTS, Fenced, scan_prefix
 
 MAGIC = b"TVJ1"
+RECOVER_PARALLEL = 8  # extents folded at once when replaying a crashed writer's journal
 _HEAD = struct.Struct("<4sI")
 _ENTRY = struct.Struct("<QI")
 Entry = tuple[int, bytes]  # (volume byte offset, bytes)
@@ -204,11 +206,15 @@ async def recover(h: VolumeHandle) -> int:
                 if idx < h.vol.extents and s.seq > h.jseq_of(idx):
                     pending.setdefault(idx, []).append((eo, data[pos:pos + n]))
                 pos += n
-    for idx, writes in sorted(pending.items()):
-        data = apply(await h.read_extent(idx), h.extent_len(idx), writes)
-        if data.count(0) == len(data):
-            await h.trim_extent(idx, jseq=floor)
-        else:
-            await h.write_extent(idx, data, jseq=floor)
+    sem = asyncio.Semaphore(RECOVER_PARALLEL)
+
+    async def fold(idx: int, writes: list[tuple[int, bytes]]) -> None:
+        async with sem:
+            data = apply(await h.read_extent(idx), h.extent_len(idx), writes)
+            if data.count(0) == len(data):
+                await h.trim_extent(idx, jseq=floor)
+            else:
+                await h.write_extent(idx, data, jseq=floor)
+    await asyncio.gather(*(fold(i, w) for i, w in sorted(pending.items())))
     await retire(h, segs)
     return floor

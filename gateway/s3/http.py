@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 
 from gateway.s3.errors import S3Error
 
+# The last instant an HTTP date can name (31 Dec 9999 23:59:59 GMT): later instants (a
+# lifecycle rule of Days=2147483647, say) are reported as this one, never a 500.
+MAX_HTTP_TS = 253402300799.0
+
 
 def http_date(ts: float) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
+    return email.utils.formatdate(min(ts, MAX_HTTP_TS), usegmt=True)
 
 
 def parse_http_date(value: str) -> float | None:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -306,3 +307,27 @@ def test_records_in_memory_at_a_clean_shutdown_are_delivered_after_restart(
     finally:
         c.stop()
         mp.undo()
+
+
+def test_a_raw_byte_in_a_header_neither_breaks_nor_loses_log_lines(
+        s3: Any, logged: LocalCluster) -> None:
+    """An anonymous request whose User-Agent holds a non-UTF-8 byte, a tab and a NEL is logged
+    on one line with those escaped, and the legitimate requests staged with it are delivered
+    (it used to fail the staging of the whole batch, which was then lost)."""
+    src, dst = _bucket(s3, "raw-src"), _bucket(s3, "raw-dst")
+    s3.put_bucket_logging(Bucket=src, BucketLoggingStatus={
+        "LoggingEnabled": {"TargetBucket": dst, "TargetPrefix": "raw/"}})
+    before = s3.put_object(Bucket=src, Key="k", Body=b"x")["ResponseMetadata"]["RequestId"]
+    with socket.create_connection(("127.0.0.1", logged.port), timeout=30) as sock:
+        sock.sendall(f"GET /{src}/k HTTP/1.1\r\nHost: 127.0.0.1:{logged.port}\r\n".encode()
+                     + b"User-Agent: evil\xff\tagent\xc2\x85x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 403"), head
+    evil = re.search(r"(?im)^x-amz-request-id: (\S+)", head)
+    assert evil is not None
+    after = s3.get_object(Bucket=src, Key="k")["ResponseMetadata"]["RequestId"]
+    recs = _records_for(s3, dst, "raw/", [before, evil.group(1), after])
+    assert recs[evil.group(1)][0][16] == "evil\\xff\\x09agent\\x85x"
