@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from storage.errors import AccessDenied, BucketExists, BucketNotEmpty, BucketNotFound
+from storage.errors import (
+    AccessDenied,
+    BucketBusy,
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotFound,
+)
 from storage.keyspace import (
     bucket_key,
     bucket_prefixes,
@@ -19,6 +25,8 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket
 
+DELETING = "deleting"  # config entry: when a DeleteBucket marked the bucket (see `delete`)
+DELETING_S = 60.0  # a mark older than this (its DeleteBucket crashed) no longer blocks writes
 
 class BucketService:
     def __init__(self, meta: MetadataStore, region: str) -> None:
@@ -65,6 +73,9 @@ class BucketService:
     def guard(self, b: Bucket, compares: dict[bytes, int]) -> None:
         """Make the transaction `compares` belongs to fail if bucket `b` changed (deleted,
         versioning or configuration) since it was read: a commit decided on `b` then holds."""
+        mark = b.config.get(DELETING)
+        if mark is not None and time.time() - float(mark) < DELETING_S:
+            raise BucketBusy(b.name)
         if b.revision:
             compares[bucket_key(b.name)] = b.revision
 
@@ -85,17 +96,35 @@ class BucketService:
                 raise BucketNotEmpty(b.name)
 
     async def delete(self, b: Bucket) -> None:
-        """Delete an empty bucket (BucketNotEmpty otherwise); BucketNotFound if it is gone."""
+        """Delete an empty bucket (BucketNotEmpty otherwise); BucketNotFound if it is gone.
+
+        A write commits under `guard` (the bucket record's revision) without changing that
+        record, so checking emptiness and then deleting the record would let a write that
+        commits in between survive the bucket (and reappear in a bucket of the same name).
+        So the record is first marked `deleting` (a new revision: a write that read it before
+        fails its commit, and `guard` refuses one that reads it after, as it refuses another
+        DeleteBucket), then emptiness is checked, then the record is deleted (no one else may
+        delete or replace a marked record), or unmarked if the bucket is not empty. A mark
+        left by a crash expires after DELETING_S.
+        """
         name = b.name
         for prefix in bucket_prefixes(name):
             if await self._meta.range(*span(prefix), limit=1):
                 raise BucketNotEmpty(name)
-        compares: dict[bytes, int] = {}
-        self.guard(b, compares)
-        while not await self._meta.txn(Txn(compares=compares, deletes=(
-                bucket_key(name), tenant_bucket_key(b.tenant, name)))):
-            b = self.owned(await self.get_any(name), b.tenant)  # changed meanwhile: again
-            self.guard(b, compares)
+        cur = b
+        while True:
+            self.guard(cur, {})  # BucketBusy if another DeleteBucket marked it
+            marked = Bucket.decode(cur.encode())
+            marked.config[DELETING] = time.time()
+            if await self._meta.txn(Txn(compares={bucket_key(name): cur.revision},
+                                        puts={bucket_key(name): marked.encode()})):
+                break
+            cur = self.owned(await self.get_any(name), b.tenant)  # changed meanwhile
+        for prefix in bucket_prefixes(name):
+            if await self._meta.range(*span(prefix), limit=1):
+                await self.update(b.tenant, name, **{DELETING: None})
+                raise BucketNotEmpty(name)
+        await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
 
     async def update(self, tenant: str, name: str, **changes: Any) -> Bucket:
         """Compare-and-swap update of bucket fields (versioning) or config entries."""

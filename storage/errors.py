@@ -53,6 +53,14 @@ class BucketNotEmpty(Conflict):
         self.bucket = bucket
 
 
+class BucketBusy(Conflict):
+    """The bucket is being deleted: a write is refused until that ends (S3 OperationAborted)."""
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"bucket {bucket!r} is being deleted")
+        self.bucket = bucket
+
+
 class AccessDenied(StorageError):
     """The caller's tenant may not touch this resource."""
 

@@ -29,6 +29,8 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         return S3Error(code, BucketName=exc.bucket)
     if isinstance(exc, se.BucketNotEmpty):
         return S3Error("BucketNotEmpty", BucketName=exc.bucket)
+    if isinstance(exc, se.BucketBusy):
+        return S3Error("OperationAborted")
     if isinstance(exc, se.AccessDenied):
         return S3Error("AccessDenied")
     if isinstance(exc, se.InvalidRange):
