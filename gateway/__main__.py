@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             role = WorkerRole(a.worker_index, a.workers, a.worker_dir)
             asyncio.run(serve(cfg, role=role))
         elif a.workers > 1:
-            with tempfile.TemporaryDirectory(prefix="tessera-gw-") as rundir:  # mode 0700
+            with tempfile.TemporaryDirectory(prefix="gateway-",
+                                             dir=_run_parent(cfg.data_dir)) as rundir:  # 0700
                 role = WorkerRole(0, a.workers, Path(rundir))
                 asyncio.run(serve(cfg, role=role,
                                   spawn=lambda i: _worker_argv(argv, a, role, i)))
@@ -90,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tessera gateway: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_parent(data_dir: Path) -> Path | None:
+    """Where the workers' private directory goes: `<data>/run`, so everything a cluster holds
+    lives under its data directory; the system temp directory only when that path is too long
+    for the workers' Unix sockets (108 bytes on Linux)."""
+    run = data_dir / "run"
+    if len(str(run.resolve())) > 80:
+        return None
+    run.mkdir(mode=0o700, exist_ok=True)
+    return run
 
 
 if __name__ == "__main__":
