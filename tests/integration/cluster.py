@@ -13,8 +13,10 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -25,6 +27,20 @@ from storage.records import ObjectVersion
 READY_TIMEOUT_S = 90.0
 ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]
 ETCD_HOSTS = ["127.0.1.10", "127.0.2.10", "127.0.3.10"]
+
+
+def wait_for(cond: Callable[[], Any], what: str = "condition", timeout: float = 60.0,
+             interval: float = 0.2) -> Any:
+    """Poll `cond` until it returns something truthy (returned) or `timeout` seconds pass
+    (AssertionError naming `what`). The interval paces the polling; it synchronises nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
 
 
 def files_holding(root: Path, needles: list[bytes]) -> list[str]:

@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, wait_for
 
 FLUSH_S = "1"
 SIMPLE_KEY = re.compile(r"^(?P<prefix>.*?)(\d{4})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-"
@@ -68,16 +67,6 @@ def _err(call: Callable[..., Any], **kw: Any) -> tuple[int, str, dict[str, Any]]
     return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"], r
 
 
-def _wait_for(cond: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)  # polling interval of the condition, not a synchronisation
-
 
 def _log_lines(s3: Any, bucket: str, prefix: str = "") -> dict[str, str]:
     """Every delivered log line under `prefix`, by object key and line."""
@@ -105,7 +94,7 @@ def _records_for(s3: Any, bucket: str, prefix: str, request_ids: list[str],
             f = _parse(line)
             by_id[f[5]] = (f, key)
         return by_id if all(r in by_id for r in request_ids) else None
-    return _wait_for(found, f"log records {request_ids}")
+    return wait_for(found, f"log records {request_ids}")
 
 
 def test_get_put_bucket_logging_round_trip(s3: Any, logged: LocalCluster) -> None:

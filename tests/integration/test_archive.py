@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from ops.admincli import admin_request
 from storage.shards.format import HEADER_BYTES, ShardHeader
-from tests.integration.cluster import LocalCluster, stop_processes
+from tests.integration.cluster import LocalCluster, stop_processes, wait_for
 
 DAY = 10.0
 ARCHIVE_NODES = {f"a{i}" for i in range(1, 7)}
@@ -50,17 +50,6 @@ def arch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def s3(arch: LocalCluster) -> Any:
     return arch.client()
 
-
-def wait_for(cond: Callable[[], Any], timeout: float = 40.0, what: str = "condition",
-             interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def error(fn: Callable[[], Any]) -> tuple[int, dict[str, str]]:
@@ -510,7 +499,7 @@ def test_rotation_rewraps_a_restored_copys_key(arch: LocalCluster) -> None:
     rotated = admin_request("POST", f"/tenants/{name}/rotate-key", {}, env=arch.env)
     assert rotated["kek_version"] == 2
     wait_for(lambda: not admin_request("GET", f"/tenants/{name}", env=arch.env)[
-        "rewrap_pending"], 60, "rewrap")
+        "rewrap_pending"], "rewrap", timeout=60)
     after = arch.manifest(name, "cold")
     assert after.kek_version == 2 and after.restore["kek_version"] == 2
     assert after.restore["dek"] != before.restore["dek"]

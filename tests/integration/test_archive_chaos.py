@@ -29,7 +29,7 @@ import pytest
 from storage.keyspace import object_prefix, span, version_prefix
 from storage.records import ObjectVersion, PartLayout
 from storage.shards.ids import parse_shard_id
-from tests.integration.cluster import LocalCluster, stop_processes
+from tests.integration.cluster import LocalCluster, stop_processes, wait_for
 from tests.integration.test_archive import (
     ARCHIVE_NODES,
     DAY,
@@ -37,7 +37,6 @@ from tests.integration.test_archive import (
     restore,
     run_once,
     ssec,
-    wait_for,
 )
 
 ENV = {"TESSERA_GC_GRACE_S": "2", "TESSERA_ORPHAN_GRACE_S": "3",

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cluster import LocalCluster
-from tests.integration.test_archive import DAY, RESTORE_RE, error, restore, restored, wait_for
+from tests.integration.cluster import LocalCluster, wait_for
+from tests.integration.test_archive import DAY, RESTORE_RE, error, restore, restored
 
 PAST = "2020-01-01T00:00:00Z"  # a transition Date already passed: due at once
 TO_DEEP = {"Rules": [{"ID": "deeper", "Status": "Enabled", "Filter": {"Prefix": ""},

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from ops.admincli import admin_request
 from storage.keyspace import tenant_key
 from storage.records import Tenant
-from tests.integration.cluster import LocalCluster, files_holding
+from tests.integration.cluster import LocalCluster, files_holding, wait_for
 
 MARKER = b"KNOWN-PLAINTEXT-7f3a9c-"
 
@@ -44,13 +44,6 @@ def body_with_marker(size: int) -> bytes:
     unit = MARKER + b"%08d|"
     out = b"".join(unit % i for i in range(size // len(unit) + 1))
     return out[:size]
-
-
-def wait_for(cond: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 # --- plaintext and secrets on disk ---------------------------------------------------------
@@ -266,7 +259,7 @@ def test_rotation_under_load_rewraps_and_every_object_reads(cluster: LocalCluste
     current = json.loads(r.stdout)["kek_version"]
     assert current == 3
     wait_for(lambda: not admin_request("GET", f"/tenants/{name}",
-                                       env=cluster.env)["rewrap_pending"], 60, "rewrap")
+                                       env=cluster.env)["rewrap_pending"], "rewrap", timeout=60)
     for key, body in written.items():
         assert s3.get_object(Bucket=name, Key=key)["Body"].read() == body
         assert cluster.manifest(name, key).kek_version == current
@@ -295,8 +288,8 @@ def test_shred_makes_tenant_data_unreadable_by_anyone(cluster: LocalCluster) -> 
     assert r.returncode == 0 and "destroyed" in r.stdout, r.stderr
     # The tenant's own key is revoked; its objects cannot be decrypted by anyone, including
     # a process holding the root key and the metadata store (here: the storage library).
-    wait_for(lambda: _get_code(vs3, victim) in ("InvalidAccessKeyId", "AccessDenied"), 15,
-             "revocation")
+    wait_for(lambda: _get_code(vs3, victim) in ("InvalidAccessKeyId", "AccessDenied"),
+             "revocation", timeout=15)
     assert bs3.get_object(Bucket=bystander, Key="o")["Body"].read() == (
         b"precious " + bystander.encode())
     # (or, once the reclaim worker has removed the tenant's records, not even found)

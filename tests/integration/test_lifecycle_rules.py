@@ -15,15 +15,14 @@ import math
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from ops.admincli import admin_request
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, wait_for
 
 SHORT_DAY = 1.0
 
@@ -61,16 +60,6 @@ def short_days(cluster: LocalCluster) -> None:
     assert r["settings"]["lifecycle.day_seconds"] == {
         "value": SHORT_DAY, "configured": 86400, "override": SHORT_DAY}
 
-
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def lifecycle(s3: Any, bucket: str, *rules: dict[str, Any]) -> None:
