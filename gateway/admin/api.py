@@ -305,6 +305,16 @@ def _claimed_key(request: web.Request) -> str:
     return auth[i + 11:].split("/", 1)[0][:40] if i >= 0 else "anonymous"
 
 
+def utf8_clean(doc: Any) -> bool:
+    """False if a parsed JSON document holds an unpaired surrogate (`"\\ud800"` parses, but
+    no UTF-8 can encode it: it would fail deep in a key or a comparison, as a 500)."""
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _json_object(raw: bytes) -> dict[str, Any] | AdminError:
     """The request body as a JSON object (empty: {}), or the 400 that refuses it."""
     if not raw:
@@ -313,6 +323,9 @@ def _json_object(raw: bytes) -> dict[str, Any] | AdminError:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         return AdminError(400, "MalformedJSON", "the body is not valid JSON")
+    if not utf8_clean(body):
+        return AdminError(400, "MalformedJSON", "the body holds an unpaired \\u surrogate "
+                          "(not a Unicode character)")
     if not isinstance(body, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
                 float: "a number"}.get(type(body), "null")

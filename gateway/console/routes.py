@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.api import PREFIX, AdminApi
+from gateway.admin.api import PREFIX, AdminApi, utf8_clean
 from gateway.admin.auth import AdminError, _read_body, authenticate_admin
 from gateway.console.samples import Sampler
 from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, SessionStore, csrf_ok
@@ -95,6 +95,8 @@ class ConsoleRoutes:
             return _error(exc.status, exc.code, exc.message)
         except ValueError:
             return _error(400, "MalformedJSON", "the body is not valid JSON")
+        if not utf8_clean(body):
+            return _error(400, "MalformedJSON", "the body holds an unpaired \\u surrogate")
         ak = body.get("access_key") if isinstance(body, dict) else None
         sk = body.get("secret_key") if isinstance(body, dict) else None
         if not isinstance(ak, str) or not isinstance(sk, str) or not ak or not sk:
