@@ -118,13 +118,13 @@ class Cluster:
         `clients_busy` tells repair and rebalance when S3 clients are active; `may_deliver`
         is the S3 layer's check that a log target's policy admits another tenant's logs
         (None: only same-tenant targets)."""
-        from storage.reclaim import TenantReclaimer
         from storage.workers.accesslog import AccessLogDelivery
         from storage.workers.deepscrub import DeepScrubber
         from storage.workers.gc import GarbageCollector
         from storage.workers.keys import Rewrapper, ShredScheduler
         from storage.workers.lifecycle import LifecycleWorker
         from storage.workers.rebalance import Rebalancer
+        from storage.workers.reclaim import TenantReclaimer
         from storage.workers.repair import RepairWorker
         from storage.workers.restore import RestoreWorker
 
