@@ -22,7 +22,7 @@ from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS, SharedActivity
 from storage.cluster import Cluster
 from storage.config import Config
-from storage.workers.accesslog import AccessLogDelivery, AccessLogStager
+from storage.workers.accesslog import AccessLogStager
 from storage.workers.runner import WorkerRunner
 
 log = logging.getLogger("tessera.gateway")
@@ -155,9 +155,7 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
         if role.index == 0:
             from storage.workers.runner import gateway_holder, start_workers
 
-            workers = start_workers(cluster)
-            workers.start(AccessLogDelivery(cluster, cfg.access_log.flush_interval_s,
-                                            may_deliver=may_deliver))
+            workers = start_workers(cluster, may_deliver=may_deliver)
             gauges = ClusterGauges(cluster, gateway_holder(cluster))
             metrics.watch_cluster(gauges)
             gauges.start()

@@ -40,6 +40,7 @@ from storage.volumes import VolumeService
 
 if TYPE_CHECKING:
     from storage.workers import Worker
+    from storage.workers.accesslog import MayDeliver
 
 
 @dataclass
@@ -110,16 +111,20 @@ class Cluster:
             c.membership.start()
         return c
 
-    def workers(self, clients_busy: Callable[[], bool] = lambda: False) -> list[Worker]:
+    def workers(self, clients_busy: Callable[[], bool] = lambda: False,
+                may_deliver: MayDeliver | None = None) -> list[Worker]:
         """Every background worker over this cluster's services, wired here as the services
         are (the gateway runs each under its lease: `storage.workers.runner`).
-        `clients_busy` tells repair and rebalance when S3 clients are active."""
-        from storage.reclaim import TenantReclaimer
+        `clients_busy` tells repair and rebalance when S3 clients are active; `may_deliver`
+        is the S3 layer's check that a log target's policy admits another tenant's logs
+        (None: only same-tenant targets)."""
+        from storage.workers.accesslog import AccessLogDelivery
         from storage.workers.deepscrub import DeepScrubber
         from storage.workers.gc import GarbageCollector
         from storage.workers.keys import Rewrapper, ShredScheduler
         from storage.workers.lifecycle import LifecycleWorker
         from storage.workers.rebalance import Rebalancer
+        from storage.workers.reclaim import TenantReclaimer
         from storage.workers.repair import RepairWorker
         from storage.workers.restore import RestoreWorker
 
@@ -140,6 +145,7 @@ class Cluster:
             TenantReclaimer(self.meta, self.cfg.workers.gc_grace_s),
             RestoreWorker(self.archive),
             LifecycleWorker(self.lifecycle, self.cfg.archive.lifecycle_interval_s),
+            AccessLogDelivery(self, self.cfg.access_log.flush_interval_s, may_deliver),
         ]
 
     async def close(self) -> None:

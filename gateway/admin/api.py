@@ -38,9 +38,9 @@ from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminError, authenticate_admin
 from storage import errors as se
 from storage import keys_rotation as kr
-from storage import reclaim
 from storage.cluster import Cluster
 from storage.records import Tenant
+from storage.workers import reclaim
 
 log = logging.getLogger("tessera.admin")
 PREFIX = "/admin/v1"

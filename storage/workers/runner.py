@@ -24,6 +24,7 @@ from storage.workers import Worker, WorkerState
 
 if TYPE_CHECKING:
     from storage.cluster import Cluster
+    from storage.workers.accesslog import MayDeliver
 
 log = logging.getLogger("tessera.workers")
 DEFAULT_LEASE_TTL_S = WorkerSettings.lease_ttl_s
@@ -112,11 +113,11 @@ class WorkerRunner:
                 await t
 
 
-def start_workers(cluster: Cluster) -> WorkerRunner:
+def start_workers(cluster: Cluster, may_deliver: MayDeliver | None = None) -> WorkerRunner:
     """Run every worker the cluster builds (`Cluster.workers`), each under its lease."""
     runner = WorkerRunner(leases=Leases(cluster.meta), holder=gateway_holder(cluster),
                           lease_ttl_s=cluster.cfg.workers.lease_ttl_s)
-    for worker in cluster.workers(clients_busy=CLIENTS.busy):
+    for worker in cluster.workers(clients_busy=CLIENTS.busy, may_deliver=may_deliver):
         runner.start(worker)
     return runner
 

@@ -31,7 +31,7 @@ async def test_cluster_builds_every_worker_over_its_services(tmp_path: Path) -> 
         workers = cluster.workers()
         names = [w.name for w in workers]
         assert sorted(names) == sorted({"gc", "repair", "rebalance", "deepscrub", "rewrap",
-                                        "shred", "reclaim", "restore", "lifecycle"})
+                                        "shred", "reclaim", "restore", "lifecycle", "access-log"})
         by_type = {type(w): w for w in workers}
         repair, scrub = by_type[RepairWorker], by_type[DeepScrubber]
         assert repair.verify_stripe == scrub.check_stripe  # wired to each other here
