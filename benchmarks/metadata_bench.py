@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ops.etcdcluster import ETCD_HOSTS, EtcdCluster, default_members  # noqa: E402
+from ops.localports import free_port  # noqa: E402
 from storage.metadata import MetadataStore, Txn, open_store, prefix_end  # noqa: E402
 
 
@@ -53,20 +53,6 @@ class Result:
     p50_ms: float
     p99_ms: float
 
-
-def _free_port() -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((ETCD_HOSTS[0], 0))
-            port = s.getsockname()[1]
-        try:
-            for h in ETCD_HOSTS[1:]:
-                with socket.socket() as s:
-                    s.bind((h, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
 
 
 async def _timed(backend: str, phase: str, concurrency: int, ops: list[Callable[[], Awaitable[object]]]
@@ -184,8 +170,8 @@ async def run(args: argparse.Namespace) -> list[Result]:
             cluster = None
             endpoints = tuple(e for e in args.etcd_endpoints.split(",") if e)
             if not endpoints:
-                client = _free_port()
-                peer = _free_port()
+                client = free_port(list(ETCD_HOSTS))
+                peer = free_port(list(ETCD_HOSTS))
                 cluster = EtcdCluster(base / "etcd", default_members(client, peer), base / "logs",
                                       token="bench")
                 await asyncio.to_thread(cluster.start)

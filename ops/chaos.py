@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ops.localports import free_port
 
 FAST_ENV = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3",
             "TESSERA_ORPHAN_GRACE_S": "10", "TESSERA_SCRUB_RATE_MBPS": "100",
@@ -52,21 +53,6 @@ OPT_IN = {"zone_then_kills": 1}
 ALL_FAULTS = (*FAULTS, *OPT_IN)
 HEADER_BYTES = 44
 
-
-def free_port(hosts: list[str] | None = None) -> int:
-    """A TCP port free on 127.0.0.1 and on every given host."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            for h in hosts or []:
-                with socket.socket() as s:
-                    s.bind((h, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
 
 
 @dataclass(frozen=True)

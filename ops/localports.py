@@ -97,3 +97,20 @@ def check_free(cfg: Config, listens: list[tuple[str, str]]) -> None:
                         f"running? choose other ports (--port, --admin-port, --node-port)"
                     ) from None
                 raise RuntimeError(f"{addr} ({what}): cannot listen: {exc.strerror}") from None
+
+
+def free_port(hosts: list[str] | None = None) -> int:
+    """A TCP port free on 127.0.0.1 and on every given host (for clusters started on a
+    fresh set of ports: tests, benchmarks, the chaos harness)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            for h in hosts or []:
+                with socket.socket() as s:
+                    s.bind((h, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")

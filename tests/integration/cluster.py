@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 
+from ops.localports import free_port
 from storage.keyspace import object_key
 from storage.records import ObjectVersion
 
@@ -78,24 +78,6 @@ def stop_processes(procs: list[subprocess.Popen]) -> None:
             p.kill()
             p.wait()
 
-
-def free_port(hosts: list[str] | None = None) -> int:
-    """A port free on 127.0.0.1 and on every given host."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        ok = True
-        for h in hosts or []:
-            with socket.socket() as s:
-                try:
-                    s.bind((h, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise RuntimeError("no free port")
 
 
 @dataclass
