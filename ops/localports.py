@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import re
 import socket
 from pathlib import Path
@@ -101,16 +102,29 @@ def check_free(cfg: Config, listens: list[tuple[str, str]]) -> None:
 
 def free_port(hosts: list[str] | None = None) -> int:
     """A TCP port free on 127.0.0.1 and on every given host (for clusters started on a
-    fresh set of ports: tests, benchmarks, the chaos harness)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    fresh set of ports: tests, benchmarks, the chaos harness).
+
+    Chosen below the kernel's ephemeral range, so no outgoing connection (etcd peers, node
+    clients, other tests) can take it between this check and the server's bind: a port from
+    `bind(0)` is an ephemeral one, and that race made `tessera up` refuse a taken port."""
+    low = _ephemeral_low()
+    rnd = random.SystemRandom()
+    for _ in range(500):
+        port = rnd.randrange(10000, low - 16)  # room for a few consecutive ports above it
         try:
-            for h in hosts or []:
+            for h in ["127.0.0.1", *(hosts or [])]:
                 with socket.socket() as s:
                     s.bind((h, port))
         except OSError:
             continue
         return port
     raise RuntimeError("no free port")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 by default on Linux)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(low, 12000)
