@@ -24,6 +24,7 @@ from gateway.admin.api import PREFIX, AdminApi, utf8_clean
 from gateway.admin.auth import AdminError, _read_body, authenticate_admin
 from gateway.console.samples import Sampler
 from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, SessionStore, csrf_ok
+from storage.workers.runner import WorkerRunner
 
 STATIC = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -61,11 +62,13 @@ class ConsoleRoutes:
         app.router.add_get(PREFIX + "/metrics/series", self.series)
         app.on_response_prepare.append(_security_headers)
 
+        runner = WorkerRunner()  # unleased: every gateway keeps its own samples
+
         async def start(_: web.Application) -> None:
-            self.sampler.start()
+            runner.start(self.sampler)
 
         async def stop(_: web.Application) -> None:
-            await self.sampler.stop()
+            await runner.stop()
 
         app.on_startup.append(start)
         app.on_cleanup.append(stop)

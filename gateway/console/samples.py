@@ -10,9 +10,6 @@ partial interval up to now is added to each answer, so a chart has a point at on
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -20,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.metrics import LATENCY_BUCKETS
+from storage.workers import WorkerState
 
-log = logging.getLogger("tessera.console")
 INTERVAL_S = 10.0
 KEEP = 360  # an hour of 10-second samples
 
@@ -93,13 +90,14 @@ def rates(a: Totals, b: Totals) -> dict[str, float]:
 class Sampler:
     """Takes a reading every `interval_s` and keeps the last `keep` rates."""
 
+    name = "console-samples"
+
     def __init__(self, source: Callable[[], Awaitable[bytes]], interval_s: float = INTERVAL_S,
                  keep: int = KEEP) -> None:
         self.source = source
-        self.interval_s = interval_s
+        self.interval_s = self.idle_s = interval_s
         self.samples: deque[dict[str, Any]] = deque(maxlen=keep)
         self._last: Totals | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def tick(self, now: float | None = None) -> None:
         cur = read_totals(await self.source(), now)
@@ -116,19 +114,7 @@ class Sampler:
         tail = [rates(self._last, now)] if now.t - self._last.t >= 0.5 else []
         return {"interval_s": self.interval_s, "samples": [*self.samples, *tail]}
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:  # noqa: BLE001 - the charts must never take the gateway down
-                log.warning("console sample failed", exc_info=True)
-            await asyncio.sleep(self.interval_s)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def step(self) -> WorkerState:
+        """One reading, as a background step (run by a `WorkerRunner`, every `idle_s`)."""
+        await self.tick()
+        return WorkerState.IDLE
