@@ -166,7 +166,8 @@ def _key(a: argparse.Namespace) -> None:
         _emit(a, r, f"access key {a.access_key} revoked")
 
 
-def _run(fn: Any) -> Any:
+def one_line_errors(fn: Any) -> Any:
+    """`fn(args)` as a subcommand: a CliError becomes one line on stderr and exit status 1."""
     def run(a: argparse.Namespace) -> int:
         try:
             fn(a)
@@ -207,7 +208,7 @@ def add_admin_commands(sub: Any) -> None:
                     help="waiting period before the keys are destroyed (default: the "
                          "cluster's [gateway] shred_wait_s, 0 unless configured)")
     sh.add_argument("--cancel", action="store_true", help="cancel a scheduled shred")
-    t.set_defaults(func=_run(_tenant))
+    t.set_defaults(func=one_line_errors(_tenant))
     k = sub.add_parser("key", help="manage S3 access keys (admin API)")
     ks = k.add_subparsers(dest="action", required=True)
     kc = ks.add_parser("create", help="create an access key for a tenant", parents=[js])
@@ -216,4 +217,4 @@ def add_admin_commands(sub: Any) -> None:
     kl.add_argument("--tenant")
     kr = ks.add_parser("revoke", help="revoke an access key", parents=[js])
     kr.add_argument("access_key")
-    k.set_defaults(func=_run(_key))
+    k.set_defaults(func=one_line_errors(_key))

@@ -9,11 +9,10 @@ ARN, alias name or alias ARN in `x-amz-server-side-encryption-aws-kms-key-id`.
 from __future__ import annotations
 
 import argparse
-import sys
 import urllib.parse
 from typing import Any
 
-from ops.admincli import CliError, _emit, admin_request, table
+from ops.admincli import _emit, admin_request, one_line_errors, table
 
 KMS_COLS = [("key_id", "key id"), ("aliases", "aliases"), ("arn", "arn"),
             ("state", "state"), ("created", "created")]
@@ -34,15 +33,6 @@ def _kms(a: argparse.Namespace) -> None:
         _emit(a, r, table(r["keys"], KMS_COLS))
 
 
-def _run(a: argparse.Namespace) -> int:
-    try:
-        _kms(a)
-    except CliError as exc:
-        print(f"tessera kms {a.action}: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def add_kms_parser(sub: Any) -> None:
     """Add the `kms` subcommand to the `tessera` parser."""
     js = argparse.ArgumentParser(add_help=False)
@@ -59,4 +49,4 @@ def add_kms_parser(sub: Any) -> None:
                    help="the key id (default: a random UUID)")
     c.add_argument("--description", default="", help="free text kept with the key")
     ks.add_parser("list", help="list the tenant's KMS keys", parents=[js])
-    k.set_defaults(func=_run)
+    k.set_defaults(func=one_line_errors(_kms))
