@@ -13,9 +13,11 @@ from typing import Any
 import aiohttp
 import msgpack
 
+from storage.buffers import BufferPool
 from storage.config import NodeSpec
 from storage.errors import IntegrityError, ShardCorrupt, StorageError
 from storage.shards import auth
+from storage.shards.assembler import FrameAssembler
 from storage.shards.batching import NodeBatcher
 from storage.shards.format import FrameReader, ShardHeader
 
@@ -243,3 +245,32 @@ class NodeClient:
                     raise NodeError(node.id, f"short read: {got} of {count} frames")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    async def read_frames_into(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
+                               count: int, pool: BufferPool,
+                               ) -> AsyncIterator[tuple[int, memoryview, bytearray]]:
+        """`read_frames` into pooled buffers: yields (segment, block view, buffer), each
+        verified; the consumer gives the buffer back to `pool` when done with the view."""
+        path = f"/v1/shards/{sid}?first={first}&count={count}"
+        asm = FrameAssembler(expect, first, count, pool)
+        try:
+            async with self._session.get(node.url + path, headers=self._headers(node, "GET", path),
+                                         timeout=self._timeout) as r:
+                if r.status == 409:
+                    raise ShardCorrupt(sid, f"node {node.id} reports corruption")
+                if r.status != 200:
+                    raise NodeError(node.id, f"GET {r.status}", r.status)
+                async for chunk in r.content.iter_any():
+                    try:
+                        asm.feed(chunk)
+                    except IntegrityError as exc:
+                        raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
+                    while asm.ready:
+                        yield asm.ready.popleft()
+                if not asm.done:
+                    raise NodeError(node.id, f"short read: {asm.segment - first} of {count} "
+                                             "frames")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+        finally:
+            asm.close()
