@@ -131,8 +131,6 @@ class IsaL:
 @functools.cache
 def load() -> IsaL | None:
     """ISA-L if a usable copy is installed (cached for the process), else None."""
-    if os.environ.get("TESSERA_ERASURE_BACKEND", "") == "zfec":
-        return None  # forced off (benchmarks comparing the two implementations)
     for path in _candidates():
         try:
             return IsaL(ctypes.CDLL(path), path)
