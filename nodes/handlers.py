@@ -27,7 +27,7 @@ from storage.errors import (
     ShardCorrupt,
 )
 from storage.shards.auth import BODY_MODE_HEADER, BODY_TRAILER, TRAILER_BYTES, Verifier
-from storage.shards.format import FrameLayoutError, FrameScanner
+from storage.shards.format import HEADER_BYTES, FrameLayoutError, FrameScanner
 
 SEGMENTS_HEADER = "X-Tessera-Segments"
 REPLACE_HEADER = "X-Tessera-Replace"
@@ -247,7 +247,7 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
     stream = st.store.open_read(sid, first, count)
     async with stream:
         try:
-            head = await _disk(stream.__anext__())
+            head, (offset, good, err) = await _disk(stream.open_verified())
         except NotFound:
             raise ApiError(404, "not_found", f"shard {sid} not found") from None
         except InvalidRange:
@@ -259,7 +259,6 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
         st.metrics.shard_reads.inc()
         # Frames go out with sendfile (page cache to socket, no copy in this process), each
         # window checked in place first. A corrupt first window is still a clean 409.
-        offset, good, err = await _disk(stream.verified_window())
         if err is not None and good == 0:
             await _quarantine(request, sid, err, "read")
             raise ApiError(409, "corrupt", str(err)) from None
@@ -271,10 +270,13 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
         resp.content_length = stream.body_bytes
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
+        if offset == HEADER_BYTES and good:  # from frame 0: the file's own (checked) header
+            offset, good, head = 0, good + HEADER_BYTES, b""
         try:
-            await resp.write(head)
-            stats.bytes_out += len(head)
-            st.metrics.bytes_out.inc(len(head))
+            if head:
+                await resp.write(head)
+                stats.bytes_out += len(head)
+                st.metrics.bytes_out.inc(len(head))
             with open(stream.fileno(), "rb", buffering=0, closefd=False) as file:
                 while good:
                     transport = request.transport

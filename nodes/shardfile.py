@@ -425,6 +425,22 @@ class ShardReadStream:
         self._next += n
         return (buf if good == len(buf) else buf[:good]), err
 
+    async def open_verified(self, max_bytes: int = SEND_WINDOW_BYTES,
+                            ) -> tuple[bytes, tuple[int, int, ShardCorrupt | None]]:
+        """The first `__anext__` (header bytes; NotFound, ShardCorrupt, InvalidRange) and
+        the first `verified_window`, in one trip to a worker thread."""
+        def both() -> tuple[bytes, tuple[int, int, ShardCorrupt | None]]:
+            head = self._open_sync()
+            if self._next >= self.end:
+                return head, (0, 0, None)
+            return head, self._verify_window_sync(max_bytes)
+
+        try:
+            return await asyncio.to_thread(both)
+        except BaseException:
+            await self.aclose()
+            raise
+
     def fileno(self) -> int:
         """The open shard file (after the first `__anext__`), for sendfile."""
         assert self._fd is not None

@@ -17,8 +17,8 @@ from storage.buffers import BufferPool
 from storage.config import NodeSpec
 from storage.errors import IntegrityError, ShardCorrupt, StorageError
 from storage.shards import auth
-from storage.shards.assembler import FrameAssembler
 from storage.shards.batching import NodeBatcher
+from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
@@ -56,6 +56,7 @@ class NodeClient:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
         self._batchers: dict[str, NodeBatcher] = {}
+        self._fetch = ShardFetcher(secret, read_timeout_s)
 
     def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
         return auth.sign(self._secret, method, path_qs, node.id)
@@ -249,28 +250,15 @@ class NodeClient:
     async def read_frames_into(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
                                count: int, pool: BufferPool,
                                ) -> AsyncIterator[tuple[int, memoryview, bytearray]]:
-        """`read_frames` into pooled buffers: yields (segment, block view, buffer), each
-        verified; the consumer gives the buffer back to `pool` when done with the view."""
-        path = f"/v1/shards/{sid}?first={first}&count={count}"
-        asm = FrameAssembler(expect, first, count, pool)
+        """`read_frames` into pooled buffers, received there by the socket
+        (`storage.shards.fetch`): yields (segment, block view, buffer), each verified; the
+        consumer gives the buffer back to `pool` when done with the view."""
         try:
-            async with self._session.get(node.url + path, headers=self._headers(node, "GET", path),
-                                         timeout=self._timeout) as r:
-                if r.status == 409:
-                    raise ShardCorrupt(sid, f"node {node.id} reports corruption")
-                if r.status != 200:
-                    raise NodeError(node.id, f"GET {r.status}", r.status)
-                async for chunk in r.content.iter_any():
-                    try:
-                        asm.feed(chunk)
-                    except IntegrityError as exc:
-                        raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
-                    while asm.ready:
-                        yield asm.ready.popleft()
-                if not asm.done:
-                    raise NodeError(node.id, f"short read: {asm.segment - first} of {count} "
-                                             "frames")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
-        finally:
-            asm.close()
+            async for item in self._fetch.frames(node, sid, expect, first, count, pool):
+                yield item
+        except FetchError as exc:
+            raise NodeError(node.id, exc.reason, exc.status) from None
+
+    def close(self) -> None:
+        """Close the shard fetcher's idle connections (the session is closed by its owner)."""
+        self._fetch.close()
