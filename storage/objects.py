@@ -53,6 +53,24 @@ KMS_CONTEXT = "kms_context"  # in ObjectVersion.sse: the request's encryption co
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
 
 
+def etag_hides_md5(sse: dict[str, str]) -> bool:
+    """Whether an object (or part) written under this encryption gets an opaque ETag.
+
+    AWS: an object created by PUT, POST or Copy under SSE-S3 (or plaintext) has the MD5 of
+    its data as ETag; under SSE-KMS or SSE-C "an ETag that is not an MD5 digest of the object
+    data" (and so are its multipart parts'). An MD5 would let anyone who can list the bucket
+    confirm a guess of the content without the key.
+    """
+    alg = sse.get("algorithm", "AES256")
+    return alg == "SSE-C" or alg.startswith("aws:kms")
+
+
+def opaque_etag() -> str:
+    """The ETag of an SSE-KMS or SSE-C write: 16 random bytes in hex, the MD5 form, so every
+    client's ETag parsing accepts it; it says nothing of the data."""
+    return secrets.token_hex(16)
+
+
 def kms_context(v: ObjectVersion) -> str:
     """The canonical encryption context an SSE-KMS version's DEK wrapping is bound to."""
     raw = v.sse.get(KMS_CONTEXT)
@@ -206,7 +224,9 @@ class ObjectService:
         v.last_modified = time.time()
         try:
             if finalize is not None:
-                await finalize(v)
+                await finalize(v)  # Content-MD5 is checked there, against the real MD5
+            if etag_hides_md5(v.sse):
+                v.etag = part.etag = opaque_etag()
             await self.commit(v, b, opts.conditions)
         except BaseException:
             await self.discard_parts(v.parts)
