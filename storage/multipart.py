@@ -53,7 +53,6 @@ from storage.objects import (
     ObjectService,
     etag_hides_md5,
     new_version_id,
-    opaque_etag,
 )
 from storage.records import Bucket, ObjectVersion, PartLayout, Record, pack
 from storage.tenants import TenantService
@@ -326,7 +325,8 @@ class MultipartService:
             if finalize is not None:
                 await finalize(part)  # Content-MD5 is checked there, against the real MD5
             if etag_hides_md5(up.sse):
-                part.etag = opaque_etag()
+                part.etag = self._objects.etag_for(shell, part.etag, sse_c_key,
+                                                   await self._objects.kms_wrapping_for(shell))
             await self._commit_part(up, part)
         except BaseException:
             await self._objects.discard_parts([part.layout()])

@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.cluster import LocalCluster
-from tests.integration.test_kms import SSEC_A, create_key, error, new_tenant, ssec
+from tests.integration.test_kms import SSEC_A, SSEC_B, create_key, error, new_tenant, ssec
 
 MD5_FORM = re.compile(r'"[0-9a-f]{32}"')
 
@@ -56,9 +56,15 @@ def test_single_part_etag_is_md5_only_for_sse_s3(kms_tenant: tuple[str, Any],
         assert got["ETag"] == etag and got["Body"].read() == data
         listed = s3.list_objects_v2(Bucket=tenant, Prefix=key)["Contents"]
         assert [o["ETag"] for o in listed] == [etag]
-    # The same data under the same key again: a new opaque ETag (it is no digest of the data).
-    again = s3.put_object(Bucket=tenant, Key=f"kms-{size}", Body=data, **KMS)["ETag"]
-    assert again != etag and again != md5(data)
+    # The opaque ETag is keyed: the same data under the same key has the same ETag, under
+    # another KMS key or customer key another one.
+    kms_etag = s3.put_object(Bucket=tenant, Key=f"kms-{size}", Body=data, **KMS)["ETag"]
+    assert s3.put_object(Bucket=tenant, Key=f"again-{size}", Body=data, **KMS)["ETag"] == kms_etag
+    other = s3.put_object(Bucket=tenant, Key=f"other-{size}", Body=data,
+                          ServerSideEncryption="aws:kms")["ETag"]  # the default key
+    other_c = s3.put_object(Bucket=tenant, Key=f"other-c-{size}", Body=data,
+                            **ssec(SSEC_B))["ETag"]
+    assert len({kms_etag, etag, other, other_c, md5(data)}) == 5
 
 
 def test_content_md5_is_still_checked_against_the_data(kms_tenant: tuple[str, Any]) -> None:
@@ -97,7 +103,7 @@ def test_conditions_use_the_answered_etag(kms_tenant: tuple[str, Any]) -> None:
     assert out["CopyObjectResult"]["ETag"] == md5(b"y")
     out = s3.copy_object(Bucket=tenant, Key="e", CopySource={"Bucket": tenant, "Key": "d"},
                          **KMS)
-    assert out["CopyObjectResult"]["ETag"] not in (md5(b"y"), etag2)
+    assert out["CopyObjectResult"]["ETag"] == etag2 != md5(b"y")  # same data, same key
     assert s3.head_object(Bucket=tenant, Key="e")["ETag"] == out["CopyObjectResult"]["ETag"]
 
 
@@ -115,6 +121,10 @@ def test_multipart_parts_of_kms_and_sse_c_uploads_have_opaque_etags(
                                **part_enc)["ETag"]
             assert MD5_FORM.fullmatch(e) and (e == md5(data)) is is_md5, (key, e)
             etags.append(e)
+        # A part sent again with the same data keeps its ETag (clients complete with the
+        # first one they got).
+        assert s3.upload_part(Bucket=tenant, Key=key, UploadId=uid, PartNumber=2,
+                              Body=parts_data[1], **part_enc)["ETag"] == etags[1]
         listed = s3.list_parts(Bucket=tenant, Key=key, UploadId=uid)["Parts"]
         assert [p["ETag"] for p in listed] == etags
         done = s3.complete_multipart_upload(

@@ -82,3 +82,13 @@ async def test_purge_deletes_only_due_keys_and_their_aliases(tmp_path: Path) -> 
 ])
 def test_etag_hides_md5_for_kms_and_customer_keys(sse: dict[str, str], hidden: bool) -> None:
     assert etag_hides_md5(sse) is hidden
+
+
+def test_opaque_etag_golden_vector() -> None:
+    """Pinned: a changed derivation would change the ETags of stored objects."""
+    from storage.crypto import keys
+
+    got = keys.opaque_etag(b"k" * 32, "acme", "d41d8cd98f00b204e9800998ecf8427e")
+    assert got == "0826cf8103d211b9a22d0224f04c814b"
+    assert keys.opaque_etag(b"j" * 32, "acme", "d41d8cd98f00b204e9800998ecf8427e") != got
+    assert keys.opaque_etag(b"k" * 32, "acmf", "d41d8cd98f00b204e9800998ecf8427e") != got
