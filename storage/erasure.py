@@ -5,9 +5,17 @@ Pure and synchronous. zfec releases the GIL, so callers run it in a thread pool.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import zfec
+
+Block = bytes | memoryview
+
+
+def same(a: Block, b: Block) -> bool:
+    """Byte equality at memcmp speed: `memoryview == bytes` compares item by item in
+    Python's struct machinery, about a hundred times slower than a copy and a memcmp."""
+    return (a if isinstance(a, bytes) else bytes(a)) == (b if isinstance(b, bytes) else bytes(b))
 
 
 def block_size(length: int, k: int) -> int:
@@ -52,3 +60,52 @@ class ErasureCodec:
         data = self.decode(blocks, length)
         full = self.encode(data)
         return {i: full[i] for i in wanted}
+
+    def disagreeing(self, data: Block, blocks: Mapping[int, Block]) -> list[int]:
+        """The indexes of `blocks` that differ from the encoding of `data`."""
+        full = self.encode(data)
+        return sorted(i for i, b in blocks.items() if not same(full[i], b))
+
+    def repair(self, blocks: Mapping[int, Block], length: int,
+               wanted: Sequence[int]) -> tuple[dict[int, Block], list[int]]:
+        """The blocks at `wanted` indexes of the `length`-byte input that `blocks` (k or
+        more, index -> block) encode, and the indexes of `blocks` that disagree with it.
+
+        The same bytes as `encode(decode(blocks, length))` at those indexes, computing
+        only what is needed: the k lowest blocks give the primary (data) blocks (a zfec
+        decode only when one of them is parity), and one encode pass yields just the
+        parity rows asked for plus those of the blocks beyond k, which are checked. The
+        zero padding of the last data blocks is checked too, as a re-encode would (all of
+        `blocks` are named when it is not zero). Blocks of the wrong size disagree.
+        ValueError when fewer than k blocks are given.
+        """
+        k = self.k
+        if len(blocks) < k:
+            raise ValueError(f"need {k} blocks, got {len(blocks)}")
+        b = block_size(length, k)
+        wrong = sorted(i for i, blk in blocks.items() if len(blk) != b)
+        if wrong:
+            return {}, wrong
+        chosen = sorted(blocks)[:k]
+        if chosen == list(range(k)):
+            primary: list[Block] = [blocks[i] for i in chosen]
+        else:
+            primary = self._dec.decode(tuple(blocks[i] for i in chosen), tuple(chosen))
+        pad = b * k - length  # zeros the writer appended; they end the last data blocks
+        j = k - 1
+        while pad > 0:  # nonzero padding: no zero-padded input encodes to these blocks
+            n = min(pad, b)
+            if bytes(primary[j][b - n:]).count(0) != n:
+                return {}, sorted(blocks)
+            pad -= n
+            j -= 1
+        extra = [i for i in sorted(blocks) if i not in chosen]
+        rows = tuple(sorted({i for i in (*wanted, *extra) if i >= k}))
+        parity = dict(zip(rows, self._enc.encode(tuple(primary), rows), strict=True)) \
+            if rows else {}
+
+        def block(i: int) -> Block:
+            return primary[i] if i < k else parity[i]
+
+        wrong = [i for i in extra if not same(block(i), blocks[i])]
+        return {i: block(i) for i in wanted}, wrong
