@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from storage.erasure import ErasureCodec, same
 
+BACKENDS = pytest.mark.parametrize("backend", ["zfec", "isal"])  # one code, both libraries
+
 
 @st.composite
 def stripes(draw: st.DrawFn) -> tuple[int, int, bytes, list[int], list[int]]:
@@ -38,12 +40,14 @@ def full_reencode(ec: ErasureCodec, blocks: dict[int, bytes], length: int) -> li
     return [bytes(b) for b in ec.encode(ec.decode(blocks, length))]
 
 
+@BACKENDS
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stripes())
-def test_repair_gives_the_full_encodes_blocks(case: tuple[int, int, bytes, list[int],
-                                                          list[int]]) -> None:
+def test_repair_gives_the_full_encodes_blocks(backend: str, case: tuple[int, int, bytes,
+                                                                        list[int], list[int]],
+                                              ) -> None:
     k, m, data, read, lost = case
-    ec = ErasureCodec(k, m)
+    ec = ErasureCodec(k, m, backend)
     full = [bytes(b) for b in ec.encode(data)]
     blocks = {i: full[i] for i in read}
     rebuilt, wrong = ec.repair(blocks, len(data), lost)
@@ -52,14 +56,15 @@ def test_repair_gives_the_full_encodes_blocks(case: tuple[int, int, bytes, list[
     assert full_reencode(ec, blocks, len(data)) == full
 
 
+@BACKENDS
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stripes(), st.data())
 def test_repair_detects_exactly_what_the_full_reencode_detects(
-        case: tuple[int, int, bytes, list[int], list[int]], data: st.DataObject) -> None:
+        backend: str, case: tuple[int, int, bytes, list[int], list[int]], data: st.DataObject) -> None:
     """Blocks altered (same size, valid checksums: a lie): `repair` reports a disagreement
     iff the old decode + re-encode compare did, and otherwise returns the same bytes."""
     k, m, segment, read, lost = case
-    ec = ErasureCodec(k, m)
+    ec = ErasureCodec(k, m, backend)
     full = [bytes(b) for b in ec.encode(segment)]
     blocks = {i: full[i] for i in read}
     for i in data.draw(st.lists(st.sampled_from(read), max_size=len(read), unique=True)):
@@ -75,15 +80,16 @@ def test_repair_detects_exactly_what_the_full_reencode_detects(
         assert {i: bytes(b) for i, b in rebuilt.items()} == {i: reference[i] for i in lost}
 
 
+@BACKENDS
 @settings(max_examples=200, deadline=None)
 @given(stripes(), st.data())
 def test_one_lying_block_among_k_plus_one_is_always_caught(
-        case: tuple[int, int, bytes, list[int], list[int]], data: st.DataObject) -> None:
+        backend: str, case: tuple[int, int, bytes, list[int], list[int]], data: st.DataObject) -> None:
     k, m, segment, read, lost = case
     if len(read) <= k:
         read = sorted(set(read) | set(range(k + 1)))[:k + 1]
         lost = [i for i in lost if i not in read]
-    ec = ErasureCodec(k, m)
+    ec = ErasureCodec(k, m, backend)
     full = [bytes(b) for b in ec.encode(segment)]
     blocks = {i: full[i] for i in read}
     liar = data.draw(st.sampled_from(read))
@@ -93,10 +99,11 @@ def test_one_lying_block_among_k_plus_one_is_always_caught(
     assert ec.repair(blocks, len(segment), lost)[1]
 
 
-def test_nonzero_padding_is_a_disagreement() -> None:
+@BACKENDS
+def test_nonzero_padding_is_a_disagreement(backend: str) -> None:
     """Blocks that agree on a codeword whose padding is not zero were not written by us:
     the old re-encode (which pads with zeros) refused them, and so does `repair`."""
-    ec = ErasureCodec(4, 2)
+    ec = ErasureCodec(4, 2, backend)
     length = 4 * 16 - 3  # 3 bytes of padding at the end of block 3
     padded = bytes(range(length)) + b"\x00\x00\x07"
     full = [bytes(b) for b in ec.encode(padded)]
