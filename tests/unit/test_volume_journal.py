@@ -88,6 +88,7 @@ op = st.one_of(
     # a sequential run: long enough, its extents skip the journal at the next barrier
     st.tuples(st.just("page"), st.integers(0, SIZE // 4096 - 1), st.integers(64, 384)),
     st.tuples(st.just("race"), st.integers(0, 2), st.just(0)),
+    st.tuples(st.just("page"), st.sampled_from([0, 256, 512]), st.just(256)),  # an extent
     st.tuples(st.just("bytes"), st.integers(0, SIZE - 1), st.integers(1, 9000)),
     st.tuples(st.just("fsync"), st.just(0), st.just(0)),
     st.tuples(st.just("append"), st.just(0), st.just(0)),
