@@ -252,14 +252,43 @@ def _transition(elem: ET.Element, noncurrent: bool) -> dict[str, Any]:
 
 
 def _transitions(rule: ET.Element, noncurrent: bool) -> list[dict[str, Any]]:
-    """A rule's (noncurrent) transitions, each to a different class (AWS refuses repeats)."""
     action = "NoncurrentVersionTransition" if noncurrent else "Transition"
-    out = [_transition(t, noncurrent) for t in find_all(rule, action)]
-    classes = [t["storage_class"] for t in out]
-    if len(set(classes)) != len(classes):
-        raise _invalid(f"'StorageClass' must be different for '{action}' actions in same "
-                       "'Rule'", "StorageClass", next(c for c in classes if classes.count(c) > 1))
-    return out
+    return [_transition(t, noncurrent) for t in find_all(rule, action)]
+
+
+def _filter_label(r: dict[str, Any]) -> str:
+    """A rule's filter as AWS names it in lifecycle errors: `(prefix=logs/ and tag={key=k,
+    value=v} and objectsizegreaterthan=10)`; `(prefix=)` for an empty filter."""
+    f = r["filter"]
+    parts = [] if f["prefix"] is None else [f"prefix={f['prefix']}"]
+    parts += [f"tag={{key={k}, value={v}}}" for k, v in f["tags"].items()]
+    parts += [f"{name}={f[key]}" for key, name in (("size_gt", "objectsizegreaterthan"),
+                                                    ("size_lt", "objectsizelessthan"))
+              if f[key] is not None]
+    return f"({' and '.join(parts)})" if parts else "(prefix=)"
+
+
+def _check_actions(r: dict[str, Any]) -> None:
+    """AWS's checks across one rule's actions: each class once per transition kind, and an
+    expiration later than every transition it would otherwise pre-empt."""
+    label = _filter_label(r)
+    for action, key in (("Transition", "transitions"),
+                        ("NoncurrentVersionTransition", "noncurrent_transitions")):
+        classes = [t["storage_class"] for t in r[key]]
+        if len(set(classes)) != len(classes):
+            raise S3Error("InvalidRequest", f"'StorageClass' must be different for '{action}' "
+                          f"actions in same 'Rule' with filter '{label}'")
+    exp_days = (r["expiration"] or {}).get("days")
+    if exp_days is not None and any(t["days"] is not None and t["days"] >= exp_days
+                                    for t in r["transitions"]):
+        raise _invalid(f"'Days' in the Expiration action for filter '{label}' must be greater "
+                       "than 'Days' in the Transition action", "Days", str(exp_days))
+    nc_days = (r["noncurrent_expiration"] or {}).get("noncurrent_days")
+    if nc_days is not None and any(t["noncurrent_days"] >= nc_days
+                                   for t in r["noncurrent_transitions"]):
+        raise _invalid(f"'NoncurrentDays' in the NoncurrentVersionExpiration action for filter "
+                       f"'{label}' must be greater than 'NoncurrentDays' in the "
+                       "NoncurrentVersionTransition action", "NoncurrentDays", str(nc_days))
 
 
 def _rule(rule: ET.Element) -> dict[str, Any]:
@@ -312,6 +341,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     if not (out["expiration"] or out["transitions"] or out["noncurrent_expiration"]
             or out["noncurrent_transitions"] or out["abort_incomplete_mpu_days"]):
         raise S3Error("InvalidRequest", "At least one action needs to be specified in a rule")
+    _check_actions(out)
     return out
 
 

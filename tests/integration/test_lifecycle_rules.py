@@ -208,7 +208,9 @@ def test_refusals_are_aws_errors(s3: Any) -> None:
 
 def test_transition_refusals_are_aws_errors(s3: Any) -> None:
     """AWS: an IA class needs Days >= 30 (objects stay 30 days in S3 first); a rule moves
-    to each class once; STANDARD is no transition target (not in the schema's enum)."""
+    to each class once; an expiration comes after the transitions it would pre-empt (the
+    messages name the rule's filter); STANDARD is no transition target (not in the schema's
+    enum)."""
     s3.create_bucket(Bucket="badtr")
     cases = [
         ({"Transitions": [{"Days": 29, "StorageClass": "STANDARD_IA"}]}, "InvalidArgument",
@@ -219,8 +221,17 @@ def test_transition_refusals_are_aws_errors(s3: Any) -> None:
          "InvalidArgument", "'NoncurrentDays' in NoncurrentVersionTransition action must be "
          "greater than or equal to 30 for storageClass 'ONEZONE_IA'"),
         ({"Transitions": [{"Days": 1, "StorageClass": "GLACIER"},
-                          {"Days": 9, "StorageClass": "GLACIER"}]}, "InvalidArgument",
-         "'StorageClass' must be different for 'Transition' actions in same 'Rule'"),
+                          {"Days": 9, "StorageClass": "GLACIER"}]}, "InvalidRequest",
+         "'StorageClass' must be different for 'Transition' actions in same 'Rule' with "
+         "filter '(prefix=)'"),
+        ({"Expiration": {"Days": 5}, "Transitions": [{"Days": 5, "StorageClass": "GLACIER"}]},
+         "InvalidArgument", "'Days' in the Expiration action for filter '(prefix=)' must be "
+         "greater than 'Days' in the Transition action"),
+        ({"NoncurrentVersionExpiration": {"NoncurrentDays": 2},
+          "NoncurrentVersionTransitions": [{"NoncurrentDays": 3, "StorageClass": "GLACIER"}]},
+         "InvalidArgument", "'NoncurrentDays' in the NoncurrentVersionExpiration action for "
+         "filter '(prefix=)' must be greater than 'NoncurrentDays' in the "
+         "NoncurrentVersionTransition action"),
         ({"Transitions": [{"Days": 1, "StorageClass": "STANDARD"}]}, "MalformedXML", None),
     ]
     for actions, code, message in cases:
@@ -230,9 +241,16 @@ def test_transition_refusals_are_aws_errors(s3: Any) -> None:
         assert (err["Code"], ei.value.response["ResponseMetadata"]["HTTPStatusCode"]) == \
             (code, 400), actions
         assert message is None or err["Message"] == message
+    with pytest.raises(ClientError) as ei:
+        lifecycle(s3, "badtr", {"ID": "r", "Status": "Enabled", "Filter": {"And": {
+            "Prefix": "p/", "Tags": [{"Key": "k", "Value": "v"}],
+            "ObjectSizeGreaterThan": 10}}, "Expiration": {"Days": 1},
+            "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]})
+    assert "for filter '(prefix=p/ and tag={key=k, value=v} and objectsizegreaterthan=10)'" \
+        in ei.value.response["Error"]["Message"]
     lifecycle(s3, "badtr", {"ID": "ok", "Status": "Enabled", "Filter": {}, "Transitions": [
         {"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 0, "StorageClass": "GLACIER_IR"},
-        {"Days": 1, "StorageClass": "INTELLIGENT_TIERING"}]})
+        {"Days": 1, "StorageClass": "INTELLIGENT_TIERING"}], "Expiration": {"Days": 31}})
 
 
 def test_day_seconds_is_bounded(cluster: LocalCluster) -> None:
