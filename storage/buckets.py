@@ -57,6 +57,12 @@ class BucketService:
         """The bucket if the tenant owns it; AccessDenied if another tenant does."""
         return self.owned(await self.get_any(name), tenant)
 
+    def from_item(self, tenant: str, name: str, item: Item | None) -> Bucket:
+        """What `get` returns, from the bucket's record read elsewhere (None = absent)."""
+        if item is None:
+            raise BucketNotFound(name)
+        return self.owned(self._record(item), tenant)
+
     @staticmethod
     def owned(b: Bucket, tenant: str) -> Bucket:
         """`b` if `tenant` owns it; AccessDenied if another tenant does."""

@@ -105,6 +105,11 @@ class LifecycleSettings:
 
     day_seconds: float = 0.0  # length of a lifecycle "day"; 0 = [archive] day_seconds
 
+    def __post_init__(self) -> None:
+        if self.day_seconds and not 0.1 <= self.day_seconds <= 86400:
+            raise ConfigError("[lifecycle] day_seconds must be 0 (the [archive] day) or between "
+                              f"0.1 and 86400 s (a real day), got {self.day_seconds:g}")
+
 
 @dataclass(frozen=True)
 class RepairSettings:

@@ -150,9 +150,12 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("workers", "lease_ttl_s"): "Background-worker lease TTL: a dead gateway's workers move "
     "after this long; shorter fails over faster and renews more often.",
     ("lifecycle", "day_seconds"): "Length of a lifecycle \"day\" for bucket lifecycle rules "
-    "(Days counts, day rounding, x-amz-expiration); 0 = [archive] day_seconds. Change it on "
-    "a running cluster with `tessera config set lifecycle.day_seconds N` (stored in the "
-    "metadata, read by every gateway at once; `tessera config unset` returns to this value).",
+    "(Days counts and day rounding of what the worker does); 0 = [archive] day_seconds, else "
+    "0.1 to 86400 (a test knob that only shortens days). The `x-amz-expiration` / "
+    "`x-amz-abort-date` headers keep S3's calendar dates (midnight UTC after N real days) "
+    "whatever this says. Change it on a running cluster with `tessera config set "
+    "lifecycle.day_seconds N` (stored in the metadata, read by every gateway at once; "
+    "`tessera config unset` returns to this value).",
     ("access_log", "flush_interval_s"): "Server access logs (PutBucketLogging): a source "
     "bucket's records are delivered into its target bucket at most this long after they are "
     "staged. Shorter gives fresher logs in more, smaller log objects.",

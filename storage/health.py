@@ -20,6 +20,8 @@ from storage.shards.client import NodeError
 from storage.shards.transport import NodeTransport
 
 UP, SUSPECT, DOWN, OUT = "up", "suspect", "down", "out"
+RETURN_PROBES = 3  # extra probes of down nodes between two full probes (returns seen fast)
+RETURN_PROBE_TIMEOUT_S = 0.5
 STATS_ROUNDS = 5  # a node's used/free bytes and shard count are refreshed this often
 
 
@@ -32,7 +34,7 @@ class NodeState:
     used_bytes: int = 0
     free_bytes: int = 0
     shards: int = 0
-    answered: float = 0.0  # monotonic time of the last successful request (probe or data)
+    answered: float = 0.0  # monotonic time of the last successful request (not a probe)
     probed: float = 0.0  # monotonic time of the last successful probe (disk figures)
 
 
@@ -88,16 +90,19 @@ class HealthTracker:
             s.state, s.since = UP, time.time()
 
     def needs_probe(self, node_id: str, now: float) -> bool:
-        """Whether this round probes the node: not when it answered a request within the
+        """Whether a full round probes the node: not when it answered a request within the
         last interval and its disk figures are fresh enough."""
         s = self.states[node_id]
         return (s.state != UP or now - s.answered > self._interval
                 or now - s.probed > STATS_ROUNDS * self._interval)
 
-    async def probe_once(self, force: bool = False) -> None:
+    async def probe_once(self, only_down: bool = False) -> None:
+        """Probe every node that needs it (`needs_probe`; `only_down`: the nodes seen down
+        or out, with a short timeout)."""
         async def one(n: NodeSpec) -> None:
             try:
-                h = await self._client.health(n)
+                h = await (self._client.health(n, RETURN_PROBE_TIMEOUT_S) if only_down
+                           else self._client.health(n))
             except NodeError as exc:
                 self.report_failure(n.id, str(exc))
                 s = self.states[n.id]
@@ -112,13 +117,19 @@ class HealthTracker:
             s.probed = time.monotonic()
 
         now = time.monotonic()
-        await asyncio.gather(*(one(n) for n in self.nodes
-                               if force or self.needs_probe(n.id, now)))
+        nodes = [n for n in self.nodes if self.states[n.id].state in (DOWN, OUT)] \
+            if only_down else [n for n in self.nodes if self.needs_probe(n.id, now)]
+        await asyncio.gather(*(one(n) for n in nodes))
 
     async def _run(self) -> None:
+        """A full probe every interval; between two, the down nodes a few more times, so a
+        node that comes back is used (and repair hears of it) within a fraction of it."""
         while True:
             await self.probe_once()
-            await asyncio.sleep(self._interval)
+            for _ in range(RETURN_PROBES):
+                await asyncio.sleep(self._interval / (RETURN_PROBES + 1))
+                await self.probe_once(only_down=True)
+            await asyncio.sleep(self._interval / (RETURN_PROBES + 1))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="health-probe")

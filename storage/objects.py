@@ -26,11 +26,13 @@ from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
 from storage.keyspace import (
+    bucket_key,
     gc_key,
     object_key,
     repair_key,
     span,
     stripe_index_key,
+    tenant_key,
     urgent_repair_key,
     version_key,
     version_prefix,
@@ -181,7 +183,7 @@ class ObjectService:
         tenant, bucket = b.tenant, b.name
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
         ident_version = new_version_id()
-        kek_version, kek = await self._tenants.kek(tenant)
+        kek_version, kek, tenant_rev = await self._tenants.current_kek(tenant)
         v = ObjectVersion(bucket=bucket, key=key, version_id=version_id, tenant=tenant, size=0,
                           etag="", last_modified=0.0, kek_version=kek_version,
                           content_type=opts.content_type, user_meta=opts.user_meta,
@@ -207,7 +209,7 @@ class ObjectService:
         try:
             if finalize is not None:
                 await finalize(v)
-            await self.commit(v, b, opts.conditions)
+            await self.commit(v, b, opts.conditions, tenant_rev=tenant_rev)
         except BaseException:
             await self.discard_parts(v.parts)
             raise
@@ -276,23 +278,31 @@ class ObjectService:
 
     async def commit(self, v: ObjectVersion, b: Bucket,
                      conditions: WriteConditions | None = None, extra: Txn | None = None,
-                     ) -> None:
+                     tenant_rev: int = 0) -> None:
         """Atomically make `v` current in bucket `b`, retiring what it replaces
         (compare-and-swap loop).
 
         The transaction compares `b`'s revision (`BucketService.guard`): if the bucket was
-        deleted or reconfigured (versioning) since `b` was read, it is read again and the
-        commit redone under its new state, so `b` needs no read here when nothing changed.
-        `conditions` (If-Match / If-None-Match) are checked against the record the
-        transaction compares, so they hold atomically. `extra` is applied in the same
-        transaction (a multipart upload's records); if one of its compared records changed,
-        `StaleRecord` is raised instead of retrying.
+        deleted or reconfigured (versioning) since `b` was read, the commit is redone under
+        its new state, so `b` needs no read here when nothing changed. `tenant_rev` (the
+        tenant record's revision `v`'s KEK was read at, 0 = none) is compared the same way.
+        The key's current record is not read first: the first attempt assumes the key is
+        new (unless If-Match needs the record), and a failed attempt returns the key's,
+        the bucket's and the tenant's records in the same round trip for the next. So a new
+        key commits in one round trip, an overwrite in two. `conditions` (If-Match /
+        If-None-Match) are checked against the record the transaction compares, so they
+        hold atomically. `extra` is applied in the same transaction (a multipart upload's
+        records); if one of its compared records changed, `StaleRecord` is raised instead
+        of retrying.
         """
         from storage.errors import StaleRecord
 
         okey = object_key(v.bucket, v.key)
+        bkey, tkey = bucket_key(v.bucket), tenant_key(v.tenant)
+        reads = (okey, bkey, tkey) if tenant_rev else (okey, bkey)
+        cur = (await self._meta.get(okey)
+               if conditions is not None and conditions.if_match is not None else None)
         while True:
-            cur = await self._meta.get(okey)
             cur_v = ObjectVersion.decode(cur.value) if cur else None
             if conditions is not None:
                 conditions.check(v.bucket, v.key, cur_v)
@@ -300,6 +310,8 @@ class ObjectService:
             deletes: list[bytes] = []
             compares = {okey: cur.revision if cur else 0}
             self.buckets.guard(b, compares)
+            if tenant_rev:
+                compares[tkey] = tenant_rev
             retired: list[ObjectVersion] = []
             if b.versioning:
                 vsort = version_sort(time.time_ns(), v.version_id)
@@ -318,8 +330,8 @@ class ObjectService:
                 puts.update(extra.puts)
                 deletes.extend(extra.deletes)
             with STAGES.time("metadata_commit"):
-                done = await self._meta.txn(Txn(compares=compares, puts=puts,
-                                                deletes=tuple(deletes)))
+                done, seen = await self._meta.txn_or_read(
+                    Txn(compares=compares, puts=puts, deletes=tuple(deletes)), reads)
             if done:
                 return
             if extra is not None:
@@ -327,7 +339,10 @@ class ObjectService:
                     item = await self._meta.get(k)
                     if (item.revision if item else 0) != rev:
                         raise StaleRecord(f"record {k!r} changed")
-            b = await self.buckets.get(v.tenant, v.bucket)  # it may be what changed
+            cur = seen[okey]
+            b = self.buckets.from_item(v.tenant, v.bucket, seen[bkey])  # it may have changed
+            if tenant_rev:
+                tenant_rev = self._tenants.revalidate(v.tenant, v.kek_version, seen[tkey])
 
     async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
                             puts: dict[bytes, bytes], deletes: list[bytes],

@@ -123,6 +123,11 @@ class TimedStore:
         with METADATA.time("txn"):
             return await self.inner.txn(txn)
 
+    async def txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
+                          ) -> tuple[bool, dict[bytes, Item | None]]:
+        with METADATA.time("txn"):
+            return await self.inner.txn_or_read(txn, reads)
+
     async def close(self) -> None:
         await self.inner.close()
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from storage.crypto import aead, keys, labels
 from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound
 from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
-from storage.metadata import MetadataStore, Txn
+from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
 
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
+SHORT_TTL_S = 5.0  # access keys, identities, public access blocks: revocation takes effect soon
 _CANONICAL_ID = re.compile(r"[A-Za-z0-9$._:-]{1,128}")
 
 
@@ -46,6 +47,8 @@ class TenantService:
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
         self._pab_cache: dict[str, tuple[float, dict[str, bool]]] = {}
+        # tenant -> (expiry, current KEK version, revision of the record it was read from)
+        self._current_cache: dict[str, tuple[float, int, int]] = {}
 
     async def create(self, name: str) -> Tenant:
         if not _valid_tenant_name(name):
@@ -123,7 +126,7 @@ class TenantService:
             return hit[1]
         item = await self._meta.get(tenant_key(name))
         flags = dict(Tenant.decode(item.value).public_access_block) if item is not None else {}
-        self._pab_cache[name] = (now + 5.0, flags)
+        self._pab_cache[name] = (now + SHORT_TTL_S, flags)
         return flags
 
     async def identity(self, name: str) -> tuple[str, str]:
@@ -137,7 +140,7 @@ class TenantService:
         t = Tenant.decode(item.value) if item is not None else None
         ident = ((t.canonical_id or name, t.display_name or name) if t is not None
                  else (name, name))
-        self._ident_cache[name] = (now + 5.0, ident)
+        self._ident_cache[name] = (now + SHORT_TTL_S, ident)
         return ident
 
     async def by_canonical_id(self, canonical_id: str) -> Tenant | None:
@@ -179,6 +182,40 @@ class TenantService:
         self._kek_wrapped[(tenant, v)] = wrapped
         return v, kek
 
+    async def current_kek(self, tenant: str) -> tuple[int, bytes, int]:
+        """The tenant's current KEK (version, key) and the revision of the tenant record it
+        was read from, briefly cached: no metadata read per PUT. A commit sealed with it
+        compares that revision (`revalidate` on failure), so a rotation or a shred made
+        through any gateway fails the commit rather than being acted on late."""
+        now = time.monotonic()
+        hit = self._current_cache.get(tenant)
+        if hit and hit[0] > now:
+            kek = self._kek_cache.get((tenant, hit[1]))
+            if kek and kek[0] > now:
+                return hit[1], kek[1], hit[2]
+        item = await self._meta.get(tenant_key(tenant))
+        if item is None:
+            raise NotFound(f"tenant {tenant!r} does not exist")
+        rev = self.revalidate(tenant, None, item)
+        t = Tenant.decode(item.value)
+        kek = keys.open_kek(self._root, tenant, t.current_kek, t.keks[t.current_kek])
+        self._kek_cache[(tenant, t.current_kek)] = (now + CACHE_TTL_S, kek)
+        return t.current_kek, kek, rev
+
+    def revalidate(self, tenant: str, version: int | None, item: Item | None) -> int:
+        """The revision of tenant record `item` (fresh from the store) if KEK `version` (the
+        current one if None) is usable in it, else KeyUnavailable; refreshes the cache."""
+        t = Tenant.decode(item.value) if item is not None else None
+        if t is None or t.state != "active" or not t.keks:
+            self._current_cache.pop(tenant, None)
+            raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
+        if version is not None and version not in t.keks:
+            raise KeyUnavailable(f"key version {version} of tenant {tenant!r} is gone")
+        assert item is not None
+        self._current_cache[tenant] = (time.monotonic() + CACHE_TTL_S, t.current_kek,
+                                       item.revision)
+        return item.revision
+
     async def rotate(self, tenant: str) -> int:
         """Add a new KEK version and make it current; old versions stay until rewrapped."""
         while True:
@@ -193,6 +230,7 @@ class TenantService:
             t.current_kek = v
             if await self._meta.txn(Txn(compares={item.key: item.revision},
                                         puts={item.key: t.encode()})):
+                self._current_cache.pop(tenant, None)
                 return v
 
     async def shred(self, tenant: str) -> None:
@@ -205,6 +243,7 @@ class TenantService:
         t.state = "shredded"
         await self._meta.put(item.key, t.encode())
         self._kek_cache = {k: v for k, v in self._kek_cache.items() if k[0] != tenant}
+        self._current_cache.pop(tenant, None)
         for ak in await self.list_keys(tenant):
             await self.revoke_key(ak.access_key)
 
@@ -263,7 +302,7 @@ class TenantService:
             if rec.state == "active":
                 sk = aead.unwrap(self._secret_kek, rec.secret, self._secret_aad(access_key))
                 cred = Credential(access_key, sk.decode(), rec.tenant, rec.role)
-        self._secret_cache[access_key] = (now + 5.0, cred)
+        self._secret_cache[access_key] = (now + SHORT_TTL_S, cred)
         return cred
 
     async def list_keys(self, tenant: str | None = None) -> list[AccessKey]:

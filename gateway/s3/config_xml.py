@@ -41,6 +41,9 @@ AND_PREDICATES = ("Prefix", "ObjectSizeGreaterThan", "ObjectSizeLessThan", "Tag"
 POLICY_BYTES_MAX = 20 * 1024
 TRANSITION_CLASSES = ("GLACIER", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
                       "DEEP_ARCHIVE", "GLACIER_IR")
+# AWS: objects stay at least 30 days in S3 before a transition to an IA class (Days >= 30)
+IA_CLASSES = ("STANDARD_IA", "ONEZONE_IA")
+IA_MIN_DAYS = 30
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
 POLICY_VERSIONS = ("2012-10-17", "2008-10-17")
 
@@ -233,14 +236,59 @@ def _transition(elem: ET.Element, noncurrent: bool) -> dict[str, Any]:
     sc = find_text(elem, "StorageClass")
     if sc not in TRANSITION_CLASSES:
         raise malformed(f"{action} StorageClass {sc!r}")
+    name = "NoncurrentDays" if noncurrent else "Days"
+    days = _days(elem, name, action, 0)
+    if sc in IA_CLASSES and days is not None and days < IA_MIN_DAYS:
+        raise _invalid(f"'{name}' in {action} action must be greater than or equal to "
+                       f"{IA_MIN_DAYS} for storageClass '{sc}'", name, str(days))
     if noncurrent:
-        return {"noncurrent_days": _days(elem, "NoncurrentDays", action, 0),
+        return {"noncurrent_days": days,
                 "newer_noncurrent_versions": _days(elem, "NewerNoncurrentVersions", action, 1),
                 "storage_class": sc}
-    days, date = _days(elem, "Days", action, 0), find_text(elem, "Date")
+    date = find_text(elem, "Date")
     if (days is None) == (date is None):
         raise malformed(f"{action} needs exactly one of Days and Date")
     return {"days": days, "date": _date(date, action) if date else None, "storage_class": sc}
+
+
+def _transitions(rule: ET.Element, noncurrent: bool) -> list[dict[str, Any]]:
+    action = "NoncurrentVersionTransition" if noncurrent else "Transition"
+    return [_transition(t, noncurrent) for t in find_all(rule, action)]
+
+
+def _filter_label(r: dict[str, Any]) -> str:
+    """A rule's filter as AWS names it in lifecycle errors: `(prefix=logs/ and tag={key=k,
+    value=v} and objectsizegreaterthan=10)`; `(prefix=)` for an empty filter."""
+    f = r["filter"]
+    parts = [] if f["prefix"] is None else [f"prefix={f['prefix']}"]
+    parts += [f"tag={{key={k}, value={v}}}" for k, v in f["tags"].items()]
+    parts += [f"{name}={f[key]}" for key, name in (("size_gt", "objectsizegreaterthan"),
+                                                    ("size_lt", "objectsizelessthan"))
+              if f[key] is not None]
+    return f"({' and '.join(parts)})" if parts else "(prefix=)"
+
+
+def _check_actions(r: dict[str, Any]) -> None:
+    """AWS's checks across one rule's actions: each class once per transition kind, and an
+    expiration later than every transition it would otherwise pre-empt."""
+    label = _filter_label(r)
+    for action, key in (("Transition", "transitions"),
+                        ("NoncurrentVersionTransition", "noncurrent_transitions")):
+        classes = [t["storage_class"] for t in r[key]]
+        if len(set(classes)) != len(classes):
+            raise S3Error("InvalidRequest", f"'StorageClass' must be different for '{action}' "
+                          f"actions in same 'Rule' with filter '{label}'")
+    exp_days = (r["expiration"] or {}).get("days")
+    if exp_days is not None and any(t["days"] is not None and t["days"] >= exp_days
+                                    for t in r["transitions"]):
+        raise _invalid(f"'Days' in the Expiration action for filter '{label}' must be greater "
+                       "than 'Days' in the Transition action", "Days", str(exp_days))
+    nc_days = (r["noncurrent_expiration"] or {}).get("noncurrent_days")
+    if nc_days is not None and any(t["noncurrent_days"] >= nc_days
+                                   for t in r["noncurrent_transitions"]):
+        raise _invalid(f"'NoncurrentDays' in the NoncurrentVersionExpiration action for filter "
+                       f"'{label}' must be greater than 'NoncurrentDays' in the "
+                       "NoncurrentVersionTransition action", "NoncurrentDays", str(nc_days))
 
 
 def _rule(rule: ET.Element) -> dict[str, Any]:
@@ -271,7 +319,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
         out["expiration"] = {"days": days, "date": _date(date, "Expiration") if date else None,
                              "expired_object_delete_marker":
                                  None if marker is None else marker.strip() == "true"}
-    out["transitions"] = [_transition(t, False) for t in find_all(rule, "Transition")]
+    out["transitions"] = _transitions(rule, False)
     nce = find_all(rule, "NoncurrentVersionExpiration")
     if nce:
         days = _days(nce[0], "NoncurrentDays", "NoncurrentVersionExpiration", 1)
@@ -281,8 +329,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
             "noncurrent_days": days,
             "newer_noncurrent_versions": _days(nce[0], "NewerNoncurrentVersions",
                                                "NoncurrentVersionExpiration", 1)}
-    out["noncurrent_transitions"] = [_transition(t, True)
-                                     for t in find_all(rule, "NoncurrentVersionTransition")]
+    out["noncurrent_transitions"] = _transitions(rule, True)
     abort = find_all(rule, "AbortIncompleteMultipartUpload")
     if abort:
         days = _days(abort[0], "DaysAfterInitiation", "AbortIncompleteMultipartUpload", 1)
@@ -294,6 +341,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     if not (out["expiration"] or out["transitions"] or out["noncurrent_expiration"]
             or out["noncurrent_transitions"] or out["abort_incomplete_mpu_days"]):
         raise S3Error("InvalidRequest", "At least one action needs to be specified in a rule")
+    _check_actions(out)
     return out
 
 

@@ -39,6 +39,12 @@ class MetadataStore(Protocol):
 
     async def txn(self, txn: Txn) -> bool: ...
 
+    async def txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
+                          ) -> tuple[bool, dict[bytes, Item | None]]:
+        """`txn`; if its compares fail, the current items of `reads` instead (None = absent),
+        read atomically in the same round trip, so a compare-and-swap retry needs no read."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -81,6 +81,7 @@ class EtcdStore:
         self._session = session
         self._prefix = prefix
         self._current = 0
+        self.round_trips = 0  # requests sent to etcd (benchmarks and tests count them)
         self._leases: dict[bytes, tuple[str, str]] = {}  # key -> (holder, lease id)
         self.server_version = ""
 
@@ -120,6 +121,7 @@ class EtcdStore:
         for i in range(n):
             idx = (self._current + i) % n
             url = f"{self._endpoints[idx]}{self._prefix}{path}"
+            self.round_trips += 1
             try:
                 async with self._session.post(url, json=body) as r:
                     try:
@@ -191,16 +193,34 @@ class EtcdStore:
         return [_item(kv) for kv in data.get("kvs") or []]
 
     async def txn(self, txn: Txn) -> bool:
+        done, _ = await self.txn_or_read(txn, ())
+        return done
+
+    async def txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
+                          ) -> tuple[bool, dict[bytes, Item | None]]:
+        """One etcd Txn: the puts and deletes on success, ranges of `reads` on failure."""
         deletes = set(txn.deletes)
         ops: list[dict[str, Any]] = [
             {"request_put": {"key": _b64(k), "value": _b64(v)}}
             for k, v in txn.puts.items() if k not in deletes  # put-then-delete = deleted
         ]
         ops += [{"request_delete_range": {"key": _b64(k)}} for k in dict.fromkeys(txn.deletes)]
-        body = {"compare": [_compare_rev(k, rev) for k, rev in txn.compares.items()],
-                "success": ops}
+        body: dict[str, Any] = {
+            "compare": [_compare_rev(k, rev) for k, rev in txn.compares.items()],
+            "success": ops}
+        if reads:
+            body["failure"] = [{"request_range": {"key": _b64(k)}} for k in reads]
         data = await self._call("/kv/txn", body, idempotent=False)
-        return bool(data.get("succeeded", False))
+        if data.get("succeeded", False):
+            return True, {}
+        answers = data.get("responses") or []
+        if len(answers) != len(reads):
+            raise EtcdError(f"etcd txn: {len(answers)} answers to {len(reads)} reads")
+        seen: dict[bytes, Item | None] = {}
+        for key, answer in zip(reads, answers, strict=True):
+            kvs = (answer.get("response_range") or {}).get("kvs") or []
+            seen[key] = _item(kvs[0]) if kvs else None
+        return False, seen
 
     async def close(self) -> None:
         for key, (holder, _) in list(self._leases.items()):

@@ -172,19 +172,29 @@ class SqliteStore:
         return await self._write(op)
 
     async def txn(self, txn: Txn) -> bool:
-        def op(c: sqlite3.Connection, next_rev: Callable[[], int]) -> bool:
+        done, _ = await self.txn_or_read(txn, ())
+        return done
+
+    async def txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
+                          ) -> tuple[bool, dict[bytes, Item | None]]:
+        def op(c: sqlite3.Connection, next_rev: Callable[[], int]
+               ) -> tuple[bool, dict[bytes, Item | None]]:
             for key, rev in txn.compares.items():
                 row = c.execute("SELECT rev FROM kv WHERE k=?", (key,)).fetchone()
                 if (row[0] if row else 0) != rev:
-                    return False
+                    seen: dict[bytes, Item | None] = {}
+                    for k in reads:
+                        got = c.execute("SELECT v, rev FROM kv WHERE k=?", (k,)).fetchone()
+                        seen[k] = Item(k, got[0], got[1]) if got else None
+                    return False, seen
             if txn.puts or txn.deletes:
                 rev = next_rev()
                 c.executemany("INSERT OR REPLACE INTO kv VALUES (?,?,?)",
                               [(k, v, rev) for k, v in txn.puts.items()])
                 c.executemany("DELETE FROM kv WHERE k=?", [(k,) for k in txn.deletes])
-            return True
+            return True, {}
 
-        return await self._write(op)
+        return await self._write(op)  # type: ignore[no-any-return]
 
     async def scrub(self) -> None:
         """Best effort: checkpoint and truncate the WAL so overwritten records leave no copy."""

@@ -1,13 +1,17 @@
 """The shard file format (version 1), shared by the gateway that writes it and the node.
 
     header (44 bytes): magic "TSHD", format u8, k u8, m u8, index u8, checksum alg u8,
-                       reserved 3, segment_size u32, block_size u32, stripe id 16 bytes,
-                       reserved 4, header crc32c u32
+                       codec u8, reserved 2, segment_size u32, block_size u32,
+                       stripe id 16 bytes, reserved 4, header crc32c u32
     frames: for each segment, length u32 | crc32c u32 | block bytes
 
 A frame's checksum is seeded with the stripe id, shard index and segment number, so a node
 (which holds no keys) detects bit rot and frames swapped within or between files. Every
 frame but the last has `block_size` bytes, so frame i starts at a computable offset.
+The codec byte names the erasure code of the blocks; the only one is 0 (CODEC_RS_ZFEC:
+zfec's systematic Reed-Solomon, written by zfec or by ISA-L with the same matrix, see
+`storage.erasure`). It was a reserved zero byte before it had a name, so every shard ever
+written says 0; a reader refuses a code it does not know instead of misdecoding it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from storage.errors import IntegrityError
 MAGIC = b"TSHD"
 FORMAT_VERSION = 1
 CHECKSUM_CRC32C = 1
-_HEADER = struct.Struct(">4sBBBBB3xII16s4x")
+CODEC_RS_ZFEC = 0
+CODECS = frozenset({CODEC_RS_ZFEC})
+_HEADER = struct.Struct(">4sBBBBBB2xII16s4x")
 HEADER_BYTES = _HEADER.size + 4
 FRAME_HEAD = struct.Struct(">II")
 FRAME_HEAD_BYTES = FRAME_HEAD.size
@@ -38,11 +44,12 @@ class ShardHeader:
     block_size: int
     stripe_id: bytes
     checksum: int = CHECKSUM_CRC32C
+    codec: int = CODEC_RS_ZFEC
 
     def pack(self) -> bytes:
         assert len(self.stripe_id) == 16 and 0 <= self.index < self.k + self.m
         body = _HEADER.pack(MAGIC, FORMAT_VERSION, self.k, self.m, self.index, self.checksum,
-                            self.segment_size, self.block_size, self.stripe_id)
+                            self.codec, self.segment_size, self.block_size, self.stripe_id)
         return body + struct.pack(">I", crc32c.crc32c(body))
 
     @classmethod
@@ -52,7 +59,7 @@ class ShardHeader:
         body, (crc,) = raw[: _HEADER.size], struct.unpack(">I", raw[_HEADER.size:HEADER_BYTES])
         if crc32c.crc32c(body) != crc:
             raise IntegrityError("shard header checksum mismatch")
-        magic, version, k, m, index, alg, seg, bsize, sid = _HEADER.unpack(body)
+        magic, version, k, m, index, alg, codec, seg, bsize, sid = _HEADER.unpack(body)
         if magic != MAGIC:
             raise IntegrityError("not a shard file")
         if version != FORMAT_VERSION:
@@ -60,8 +67,10 @@ class ShardHeader:
         if (alg != CHECKSUM_CRC32C or not 0 < bsize <= MAX_BLOCK_BYTES or k < 1 or m < 1
                 or index >= k + m):
             raise IntegrityError("bad shard header fields")
+        if codec not in CODECS:
+            raise IntegrityError(f"unsupported erasure codec {codec}")
         return cls(k=k, m=m, index=index, segment_size=seg, block_size=bsize, stripe_id=sid,
-                   checksum=alg)
+                   checksum=alg, codec=codec)
 
     def frame_offset(self, segment: int) -> int:
         return HEADER_BYTES + segment * (FRAME_HEAD_BYTES + self.block_size)

@@ -185,6 +185,26 @@ async def test_concurrent_cas_has_one_winner(store: MetadataStore, ns: bytes) ->
     assert item is not None and item.value == bytes([winner])
 
 
+async def test_txn_or_read_returns_current_records_on_failure(store: MetadataStore,
+                                                              ns: bytes) -> None:
+    """A failed compare-and-swap hands back the records a retry needs, read atomically with
+    the failed compare (so a commit retries without another round trip)."""
+    a, b, absent = ns + b"a", ns + b"b", ns + b"absent"
+    ra = await store.put(a, b"1")
+    rb = await store.put(b, b"2")
+    done, seen = await store.txn_or_read(Txn(compares={a: ra, b: rb + 1}, puts={a: b"x"}),
+                                         (a, absent, b))
+    assert done is False
+    assert list(seen) == [a, absent, b]
+    assert seen[absent] is None
+    assert (seen[a].value, seen[a].revision) == (b"1", ra)  # type: ignore[union-attr]
+    assert (seen[b].value, seen[b].revision) == (b"2", rb)  # type: ignore[union-attr]
+    done, seen = await store.txn_or_read(Txn(compares={a: ra, b: rb, absent: 0},
+                                             puts={a: b"x"}, deletes=(b,)), (a, b))
+    assert (done, seen) == (True, {})
+    assert [(i.key, i.value) for i in await store.range(ns, prefix_end(ns))] == [(a, b"x")]
+
+
 def test_prefix_end() -> None:
     assert prefix_end(b"a/") == b"a0"
     assert prefix_end(b"a\xff") == b"b"

@@ -132,11 +132,35 @@ def test_expiration_and_abort_headers(cluster: LocalCluster, s3: Any, real_days:
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
     assert done["Expiration"].endswith('rule-id="expire%20tagged"')
 
-    # the day length is read live: a 60-second day moves the date the header reports
+    # a shortened day speeds the worker up; the headers keep S3's calendar dates (midnight UTC
+    # after N real days), as AWS defines them and the suite checks
     out = tessera_config(cluster, "set", "lifecycle.day_seconds", "60")
     assert out.startswith("lifecycle.day_seconds = 60  (override; configured 86400)")
-    when, _ = expiry(s3.head_object(Bucket="hdr", Key="e/x")["ResponseMetadata"]["HTTPHeaders"])
-    assert when.timestamp() == math.ceil((lm + 60) / 60) * 60
+    assert expiry(s3.head_object(Bucket="hdr", Key="e/x")["ResponseMetadata"]["HTTPHeaders"]) \
+        == want
+    listed = s3.list_parts(Bucket="hdr", Key="mpu/b",
+                           UploadId=s3.create_multipart_upload(Bucket="hdr",
+                                                               Key="mpu/b")["UploadId"])
+    assert listed["AbortDate"].timestamp() % 86400 == 0
+
+
+def test_no_expiration_header_for_a_named_version(s3: Any, real_days: None) -> None:
+    """GET/HEAD with versionId carry no x-amz-expiration, even for the current version: the
+    header describes the current object's Expiration, reported only when no version is named
+    (what MinIO and Ceph RGW settled on as S3's behaviour)."""
+    s3.create_bucket(Bucket="hdrv")
+    s3.put_bucket_versioning(Bucket="hdrv", VersioningConfiguration={"Status": "Enabled"})
+    lifecycle(s3, "hdrv", {"ID": "e", "Status": "Enabled", "Filter": {},
+                           "Expiration": {"Days": 3},
+                           "NoncurrentVersionExpiration": {"NoncurrentDays": 1}})
+    old = s3.put_object(Bucket="hdrv", Key="k", Body=b"1")["VersionId"]
+    cur = s3.put_object(Bucket="hdrv", Key="k", Body=b"2")["VersionId"]
+    assert "x-amz-expiration" in s3.head_object(Bucket="hdrv", Key="k")[
+        "ResponseMetadata"]["HTTPHeaders"]
+    for vid in (cur, old):
+        for call in (s3.head_object, s3.get_object):
+            got = call(Bucket="hdrv", Key="k", VersionId=vid)["ResponseMetadata"]["HTTPHeaders"]
+            assert "x-amz-expiration" not in got, (call, vid)
 
 
 def test_filters_select_what_they_state(s3: Any, short_days: None) -> None:
@@ -180,6 +204,64 @@ def test_refusals_are_aws_errors(s3: Any) -> None:
         lifecycle(s3, "bad", {"ID": "r", "Status": "Enabled", "Filter": {},
                               "Expiration": {"Days": 0}})
     assert ei.value.response["Error"]["Code"] == "InvalidArgument"
+
+
+def test_transition_refusals_are_aws_errors(s3: Any) -> None:
+    """AWS: an IA class needs Days >= 30 (objects stay 30 days in S3 first); a rule moves
+    to each class once; an expiration comes after the transitions it would pre-empt (the
+    messages name the rule's filter); STANDARD is no transition target (not in the schema's
+    enum)."""
+    s3.create_bucket(Bucket="badtr")
+    cases = [
+        ({"Transitions": [{"Days": 29, "StorageClass": "STANDARD_IA"}]}, "InvalidArgument",
+         "'Days' in Transition action must be greater than or equal to 30 for storageClass "
+         "'STANDARD_IA'"),
+        ({"NoncurrentVersionTransitions": [{"NoncurrentDays": 1,
+                                            "StorageClass": "ONEZONE_IA"}]},
+         "InvalidArgument", "'NoncurrentDays' in NoncurrentVersionTransition action must be "
+         "greater than or equal to 30 for storageClass 'ONEZONE_IA'"),
+        ({"Transitions": [{"Days": 1, "StorageClass": "GLACIER"},
+                          {"Days": 9, "StorageClass": "GLACIER"}]}, "InvalidRequest",
+         "'StorageClass' must be different for 'Transition' actions in same 'Rule' with "
+         "filter '(prefix=)'"),
+        ({"Expiration": {"Days": 5}, "Transitions": [{"Days": 5, "StorageClass": "GLACIER"}]},
+         "InvalidArgument", "'Days' in the Expiration action for filter '(prefix=)' must be "
+         "greater than 'Days' in the Transition action"),
+        ({"NoncurrentVersionExpiration": {"NoncurrentDays": 2},
+          "NoncurrentVersionTransitions": [{"NoncurrentDays": 3, "StorageClass": "GLACIER"}]},
+         "InvalidArgument", "'NoncurrentDays' in the NoncurrentVersionExpiration action for "
+         "filter '(prefix=)' must be greater than 'NoncurrentDays' in the "
+         "NoncurrentVersionTransition action"),
+        ({"Transitions": [{"Days": 1, "StorageClass": "STANDARD"}]}, "MalformedXML", None),
+    ]
+    for actions, code, message in cases:
+        with pytest.raises(ClientError) as ei:
+            lifecycle(s3, "badtr", {"ID": "r", "Status": "Enabled", "Filter": {}, **actions})
+        err = ei.value.response["Error"]
+        assert (err["Code"], ei.value.response["ResponseMetadata"]["HTTPStatusCode"]) == \
+            (code, 400), actions
+        assert message is None or err["Message"] == message
+    with pytest.raises(ClientError) as ei:
+        lifecycle(s3, "badtr", {"ID": "r", "Status": "Enabled", "Filter": {"And": {
+            "Prefix": "p/", "Tags": [{"Key": "k", "Value": "v"}],
+            "ObjectSizeGreaterThan": 10}}, "Expiration": {"Days": 1},
+            "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]})
+    assert "for filter '(prefix=p/ and tag={key=k, value=v} and objectsizegreaterthan=10)'" \
+        in ei.value.response["Error"]["Message"]
+    lifecycle(s3, "badtr", {"ID": "ok", "Status": "Enabled", "Filter": {}, "Transitions": [
+        {"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 0, "StorageClass": "GLACIER_IR"},
+        {"Days": 1, "StorageClass": "INTELLIGENT_TIERING"}], "Expiration": {"Days": 31}})
+
+
+def test_day_seconds_is_bounded(cluster: LocalCluster) -> None:
+    """The day knob only shortens days: above a real day (86400 s) is refused, with the range."""
+    env = {**os.environ, **cluster.env}
+    out = subprocess.run([sys.executable, "-m", "ops.cli", "config", "set",
+                          "lifecycle.day_seconds", "86401"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0
+    assert "must be between 0.1 and 86400 s (a real day), got 86401" in out.stderr
+    assert "86400" in tessera_config(cluster, "set", "lifecycle.day_seconds", "86400")
 
 
 def test_transition_default_minimum_object_size(s3: Any) -> None:
@@ -264,3 +346,25 @@ def test_locked_versions_are_not_expired(s3: Any, short_days: None) -> None:
              "b's unlocked noncurrent version to expire")
     a = {v["VersionId"] for v in versions(s3, "lck")[0] if v["Key"] == "a"}
     assert {locked, held} <= a and len(a) == 3
+
+
+def test_transition_to_readable_classes(s3: Any, short_days: None) -> None:
+    """INTELLIGENT_TIERING, then GLACIER_IR (down AWS's waterfall): the object moves and stays
+    readable without a restore. A small one stays STANDARD (AWS's 128 KiB transition minimum
+    for these classes), as does everything once a rule names only a warmer class."""
+    s3.create_bucket(Bucket="warm")
+    big = os.urandom(200 * 1024)
+    s3.put_object(Bucket="warm", Key="t/small", Body=b"x" * 100)
+    s3.put_object(Bucket="warm", Key="t/big", Body=big)
+    lifecycle(s3, "warm", {"ID": "tier", "Status": "Enabled", "Filter": {"Prefix": "t/"},
+                           "Transitions": [{"Days": 1, "StorageClass": "INTELLIGENT_TIERING"},
+                                           {"Days": 3, "StorageClass": "GLACIER_IR"}]})
+
+    def classes() -> dict[str, str]:
+        return {o["Key"]: o["StorageClass"]
+                for o in s3.list_objects_v2(Bucket="warm").get("Contents", [])}
+
+    wait_for(lambda: classes()["t/big"] == "GLACIER_IR", "t/big to reach GLACIER_IR")
+    assert classes() == {"t/small": "STANDARD", "t/big": "GLACIER_IR"}
+    got = s3.get_object(Bucket="warm", Key="t/big")
+    assert got["StorageClass"] == "GLACIER_IR" and got["Body"].read() == big

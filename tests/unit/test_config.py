@@ -215,3 +215,14 @@ def test_load_config_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(bad)
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("day", [0.05, 86400.5, 1e9])
+def test_lifecycle_day_outside_its_range_is_refused(day: float) -> None:
+    """[lifecycle] day_seconds is 0 (the archive day) or 0.1 s .. a real day."""
+    refused({**raw(), "lifecycle": {"day_seconds": day}},
+            r"\[lifecycle\] day_seconds must be 0 \(the \[archive\] day\) or between 0.1 and "
+            r"86400 s")
+    for ok in (0, 0.1, 2, 86400):
+        assert config_from_mapping({**raw(), "lifecycle": {"day_seconds": ok}}
+                                   ).lifecycle.day_seconds == ok

@@ -6,8 +6,9 @@
 - `x-amz-abort-date` / `x-amz-abort-rule-id` on CreateMultipartUpload and ListParts of an
   upload an AbortIncompleteMultipartUpload rule selects (AWS sends them on no other call).
 
-Dates are computed with the lifecycle day in force (`storage.lifecycle_clock`), so they are
-the instants the lifecycle worker acts at.
+Dates are calendar dates, as S3 defines them: midnight UTC after N real days (or a rule's
+Date), whatever `[lifecycle] day_seconds` says. That knob accelerates the worker for tests
+and trials only (`storage.lifecycle_clock`); with it, the worker acts before the date sent.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import quote
 
 from gateway.s3.handlers import S3Request
 from gateway.s3.http import http_date
+from storage.lifecycle_clock import REAL_DAY
 from storage.lifecycle_rules import abort_rule, expiration_rule
 from storage.records import ObjectVersion
 
@@ -35,7 +37,7 @@ async def expiration_headers(rq: S3Request, v: ObjectVersion) -> dict[str, str]:
     rules = _rules(rq)
     if not rules:
         return {}
-    found = expiration_rule(rules, v, await rq.cluster.lifecycle.clock.day_seconds())
+    found = expiration_rule(rules, v, REAL_DAY)
     if found is None:
         return {}
     when, rule_id = found
@@ -48,7 +50,7 @@ async def abort_headers(rq: S3Request, key: str, initiated: float) -> dict[str, 
     rules = _rules(rq)
     if not rules:
         return {}
-    found = abort_rule(rules, key, initiated, await rq.cluster.lifecycle.clock.day_seconds())
+    found = abort_rule(rules, key, initiated, REAL_DAY)
     if found is None:
         return {}
     return {"x-amz-abort-date": http_date(found[0]),

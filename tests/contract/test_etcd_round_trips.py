@@ -1,0 +1,182 @@
+"""Round trips to etcd per S3 request (issue 17's multi-host path): with warm caches a 4 KiB
+PUT of a new key is 2 (read the bucket, commit), an overwrite 3 (the first commit's failure
+hands back the current record), a ListObjectsV2 page of 1,000 keys 2 (the bucket, one range).
+
+The real gateway pipeline (`S3Server`) over a real `Cluster` on the real etcd store (the
+3-member cluster conftest.py starts) and in-memory nodes, driven by boto3; the store is
+wrapped only to record which calls each request makes, and `EtcdStore.round_trips` counts
+the HTTP requests actually sent. The short-lived auth caches are made long-lived, so that
+a slow machine cannot turn a cache expiry into a spurious extra round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aiohttp import web
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from gateway.app import create_s3_app
+from gateway.metrics import Metrics
+from gateway.s3.server import S3Server
+from storage import tenants as tenants_mod
+from storage.cluster import Cluster
+from storage.config import config_from_mapping
+from storage.crypto.keys import FileRootKey
+from storage.keyspace import unpack
+from storage.metadata import Item, Txn
+from storage.metadata.etcd import EtcdStore
+from storage.tenants import TenantService
+from storage.testing.simnodes import SimNodes
+
+pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
+                                reason="no etcd cluster (etcd not installed)")
+
+
+class RecordingStore:
+    """The real etcd store, recording each call as (method, key space of its first key)."""
+
+    def __init__(self, inner: EtcdStore) -> None:
+        self.inner, self.calls = inner, []  # type: list[tuple[str, str]]
+        self.written: set[bytes] = set()  # deleted afterwards: the etcd cluster is shared
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _note(self, method: str, key: bytes) -> None:
+        self.calls.append((method, unpack(key)[0] if key else ""))
+
+    async def get(self, key: bytes) -> Item | None:
+        self._note("get", key)
+        return await self.inner.get(key)
+
+    async def range(self, start: bytes, end: bytes, limit: int = 1000,
+                    reverse: bool = False) -> list[Item]:
+        self._note("range", start)
+        return await self.inner.range(start, end, limit, reverse)
+
+    async def put(self, key: bytes, value: bytes) -> int:
+        self._note("put", key)
+        self.written.add(key)
+        return await self.inner.put(key, value)
+
+    async def delete(self, key: bytes) -> bool:
+        self._note("delete", key)
+        return await self.inner.delete(key)
+
+    async def txn(self, txn: Txn) -> bool:
+        self._note("txn", next(iter(txn.compares or txn.puts), b""))
+        self.written.update(txn.puts)
+        return await self.inner.txn(txn)
+
+    async def txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
+                          ) -> tuple[bool, dict[bytes, Item | None]]:
+        self._note("txn", next(iter(txn.compares or txn.puts), b""))
+        self.written.update(txn.puts)
+        return await self.inner.txn_or_read(txn, reads)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def bucket() -> str:
+    return "rt-" + secrets.token_hex(4)
+
+
+@pytest.fixture(scope="module")
+def root_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One root key for the module: it wraps the system key both tests' gateways load."""
+    return tmp_path_factory.mktemp("rt") / "root.key"
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, bucket: str, root_key: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> AsyncIterator[tuple[Any, RecordingStore]]:
+    monkeypatch.setattr(tenants_mod, "CACHE_TTL_S", 3600.0)
+    monkeypatch.setattr(tenants_mod, "SHORT_TTL_S", 3600.0)
+    nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
+              "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
+    cfg = config_from_mapping({"data_dir": str(tmp_path), "cluster": {"inline_max_bytes": 4096},
+                               "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes},
+                              tmp_path)
+    etcd = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    store = RecordingStore(etcd)
+    meta: Any = store
+    tenants = TenantService(meta, FileRootKey(root_key))
+    await tenants.load()
+    tenant = "rt" + secrets.token_hex(4)
+    await tenants.create(tenant)
+    cred = await tenants.create_key(tenant)
+    pool = ThreadPoolExecutor(2)
+    cluster = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)), pool, pool)
+    await cluster.buckets.create(tenant, bucket)
+    runner = web.AppRunner(create_s3_app(S3Server(cluster, cfg.gateway, Metrics())))
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
+                      aws_access_key_id=cred.access_key, aws_secret_access_key=cred.secret_key,
+                      region_name="us-east-1",
+                      config=BotoConfig(retries={"max_attempts": 1},
+                                        s3={"addressing_style": "path"}))
+    try:
+        yield s3, store
+    finally:
+        await runner.cleanup()
+        await etcd.txn(Txn(deletes=tuple(store.written)))
+        await store.close()
+        pool.shutdown()
+
+
+async def _measure(store: RecordingStore, call: Any, **kwargs: Any
+                   ) -> tuple[list[tuple[str, str]], int]:
+    """(the store calls, the etcd round trips) of one request."""
+    store.calls.clear()
+    before = store.inner.round_trips
+    await asyncio.to_thread(call, **kwargs)
+    return list(store.calls), store.inner.round_trips - before
+
+
+async def test_round_trips_per_4k_put(gateway: tuple[Any, RecordingStore], bucket: str) -> None:
+    s3, store = gateway
+    body = os.urandom(4096)
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="warm", Body=body)  # warm caches
+    calls, trips = await _measure(store, s3.put_object, Bucket=bucket, Key="new", Body=body)
+    assert (calls, trips) == ([("get", "B"), ("txn", "O")], 2)
+    calls, trips = await _measure(store, s3.put_object, Bucket=bucket, Key="new", Body=body)
+    assert (calls, trips) == ([("get", "B"), ("txn", "O"), ("txn", "O")], 3)
+    store.calls.clear()
+    before = store.inner.round_trips
+    with pytest.raises(ClientError) as refused:
+        await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="new", Body=body,
+                                IfNoneMatch="*")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    # refused by the commit's own compare (no read before it), the record handed back
+    assert (store.calls, store.inner.round_trips - before) == ([("get", "B"), ("txn", "O")], 2)
+    got = await asyncio.to_thread(lambda: s3.get_object(Bucket=bucket, Key="new")["Body"].read())
+    assert got == body
+
+
+async def test_round_trips_per_listing_page(gateway: tuple[Any, RecordingStore],
+                                            bucket: str) -> None:
+    s3, store = gateway
+    await asyncio.to_thread(s3.list_objects_v2, Bucket=bucket)  # warm caches
+    calls, trips = await _measure(store, s3.list_objects_v2, Bucket=bucket, MaxKeys=1000)
+    assert (calls, trips) == ([("get", "B"), ("range", "O")], 2)
