@@ -2,10 +2,11 @@
 
 Computing them takes metadata scans and a call to every node, so they are never computed per
 scrape: a background task refreshes a cached snapshot every `[gateway] metrics_refresh_s`
-seconds from the same bounded figures `tessera status` shows (`collect_status`) plus one bounded sweep of current object versions for per-tenant usage; a scrape only reads
-the snapshot. The sweep grows with the number of objects, so a refresh waits at least
-`PACE` times as long as the previous one took (up to `MAX_PAUSE_INTERVALS` intervals): the
-gauges take about 1/`PACE` of the gateway's time at most, however many objects there are. Counters published by the workers (repair, rebalance, scrub) are exported as
+seconds (or `PACE` times as long as the last refresh took, if longer, up to
+`MAX_PAUSE_INTERVALS` intervals: about 1/`PACE` of the gateway's time at most, however many
+objects there are) from the same bounded figures `tessera status` shows (`collect_status`)
+plus one bounded sweep of current object versions for per-tenant usage; a scrape only reads
+the snapshot. Counters published by the workers (repair, rebalance, scrub) are exported as
 Prometheus counters, so `rate()` gives the repair and rebalance rates.
 """
 
@@ -112,6 +113,8 @@ class ClusterGauges:
             except Exception:  # noqa: BLE001 - metrics must never take the gateway down
                 self._took = time.perf_counter() - t
                 log.warning("metrics refresh failed", exc_info=True)
+            # the sweep reads every current record (inline bodies included), which on
+            # etcd is megabytes per refresh: paced by its cost (`pause_s`)
             await asyncio.sleep(self.pause_s())
 
     def describe(self) -> list[Metric]:
