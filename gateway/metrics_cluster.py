@@ -2,7 +2,7 @@
 
 Computing them takes metadata scans and a call to every node, so they are never computed per
 scrape: a background task refreshes a cached snapshot every `[gateway] metrics_refresh_s`
-seconds from the same bounded figures `tessera status` shows (`collect_status`) plus one bounded sweep of current object versions for per-tenant usage; a scrape only reads
+seconds (or 9x as long as the last refresh took, if longer) from the same bounded figures `tessera status` shows (`collect_status`) plus one bounded sweep of current object versions for per-tenant usage; a scrape only reads
 the snapshot. Counters published by the workers (repair, rebalance, scrub) are exported as
 Prometheus counters, so `rate()` gives the repair and rebalance rates.
 """
@@ -25,6 +25,7 @@ from storage.records import ObjectVersion
 
 log = logging.getLogger("tessera.metrics")
 USAGE_SCAN_LIMIT = 100_000
+REFRESH_DUTY = 9.0  # wait at least this many times a refresh's duration before the next
 
 
 async def tenant_usage(meta: MetadataStore, limit: int = USAGE_SCAN_LIMIT, page: int = 1000,
@@ -93,7 +94,9 @@ class ClusterGauges:
                 await self.refresh()
             except Exception:  # noqa: BLE001 - metrics must never take the gateway down
                 log.warning("metrics refresh failed", exc_info=True)
-            await asyncio.sleep(self._interval)
+            # at most a tenth of the time sweeping: the sweep reads every current record
+            # (inline bodies included), which on etcd is megabytes per refresh
+            await asyncio.sleep(max(self._interval, self._took * REFRESH_DUTY))
 
     def describe(self) -> list[Metric]:
         return []  # families depend on the snapshot; nothing to check at registration

@@ -349,6 +349,7 @@ class ShardReadStream:
         self._layout: Layout | None = None
         self._next = first
         self._pending_error: ShardCorrupt | None = None
+        self._ahead: tuple[bytes, ShardCorrupt | None] | None = None  # read with the open
         self._finished = False
 
     def __aiter__(self) -> ShardReadStream:
@@ -359,7 +360,7 @@ class ShardReadStream:
             raise StopAsyncIteration
         if self._layout is None:
             try:
-                return await asyncio.to_thread(self._open_sync)
+                return await asyncio.to_thread(self._open_ahead_sync)
             except BaseException:
                 await self.aclose()
                 raise
@@ -367,14 +368,17 @@ class ShardReadStream:
             err, self._pending_error = self._pending_error, None
             await self.aclose()
             raise err
-        if self._next >= self.end:
+        if self._ahead is not None:
+            (data, err), self._ahead = self._ahead, None
+        elif self._next >= self.end:
             await self.aclose()
             raise StopAsyncIteration
-        try:
-            data, err = await asyncio.to_thread(self._read_sync)
-        except BaseException:
-            await self.aclose()
-            raise
+        else:
+            try:
+                data, err = await asyncio.to_thread(self._read_sync)
+            except BaseException:
+                await self.aclose()
+                raise
         if err is not None:
             if not data:
                 await self.aclose()
@@ -398,6 +402,15 @@ class ShardReadStream:
             if self.end > self.first else 0)
         self._layout = layout
         return layout.header.pack()
+
+    def _open_ahead_sync(self) -> bytes:
+        """`_open_sync`, and the first piece read in the same thread hop (kept for the
+        next `__anext__`; an OSError is left for that call's own read to raise)."""
+        head = self._open_sync()
+        if self.end > self._next:
+            with contextlib.suppress(OSError):
+                self._ahead = self._read_sync()
+        return head
 
     def _read_sync(self) -> tuple[bytes, ShardCorrupt | None]:
         layout = self._layout

@@ -17,6 +17,8 @@ from storage.shards.client import NodeError
 from storage.shards.transport import NodeTransport
 
 UP, SUSPECT, DOWN, OUT = "up", "suspect", "down", "out"
+RETURN_PROBES = 3  # extra probes of down nodes between two full probes (returns seen fast)
+RETURN_PROBE_TIMEOUT_S = 0.5
 
 
 @dataclass
@@ -77,10 +79,12 @@ class HealthTracker:
         if s.state != UP:
             s.state, s.since = UP, time.time()
 
-    async def probe_once(self) -> None:
+    async def probe_once(self, only_down: bool = False) -> None:
+        """Probe every node (`only_down`: the nodes seen down or out, with a short timeout)."""
         async def one(n: NodeSpec) -> None:
             try:
-                h = await self._client.health(n)
+                h = await (self._client.health(n, RETURN_PROBE_TIMEOUT_S) if only_down
+                           else self._client.health(n))
             except NodeError as exc:
                 self.report_failure(n.id, str(exc))
                 s = self.states[n.id]
@@ -93,12 +97,19 @@ class HealthTracker:
             s.free_bytes = int(h.get("free_bytes", 0))
             s.shards = int(h.get("shards", 0))
 
-        await asyncio.gather(*(one(n) for n in self.nodes))
+        nodes = [n for n in self.nodes if self.states[n.id].state in (DOWN, OUT)] \
+            if only_down else self.nodes
+        await asyncio.gather(*(one(n) for n in nodes))
 
     async def _run(self) -> None:
+        """A full probe every interval; between two, the down nodes a few more times, so a
+        node that comes back is used (and repair hears of it) within a fraction of it."""
         while True:
             await self.probe_once()
-            await asyncio.sleep(self._interval)
+            for _ in range(RETURN_PROBES):
+                await asyncio.sleep(self._interval / (RETURN_PROBES + 1))
+                await self.probe_once(only_down=True)
+            await asyncio.sleep(self._interval / (RETURN_PROBES + 1))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="health-probe")

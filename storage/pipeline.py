@@ -174,5 +174,4 @@ class StripeCodec:
         return best
 
     def _disagreeing(self, sealed: bytes, blocks: Mapping[int, bytes]) -> list[int]:
-        full = self.codec.encode(sealed)
-        return sorted(i for i, b in blocks.items() if full[i] != b)
+        return self.codec.disagreeing(sealed, blocks)

@@ -34,14 +34,14 @@ class SourcesDisagree(IntegrityError):
 
 
 def _rebuild_checked(codec: ErasureCodec, blocks: Mapping[int, bytes], length: int,
-                     wanted: list[int]) -> dict[int, bytes]:
-    """`codec.rebuild`, refusing when a block beyond the k decoded disagrees."""
-    full = codec.encode(codec.decode(blocks, length))
-    wrong = sorted(i for i, b in blocks.items() if full[i] != b)
+                     wanted: list[int]) -> dict[int, bytes | memoryview]:
+    """The `wanted` blocks of one segment, refusing when a block beyond the k decoded
+    disagrees (`ErasureCodec.repair`: only the missing rows and the check rows are coded)."""
+    rebuilt, wrong = codec.repair(blocks, length, wanted)
     if wrong:
         raise SourcesDisagree(f"rebuild sources are not one codeword (shards {wrong} or "
                               f"the first {codec.k} disagree)")
-    return {i: full[i] for i in wanted}
+    return rebuilt
 
 
 def part_headers(part: PartLayout) -> list[ShardHeader]:

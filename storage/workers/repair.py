@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from storage.config import Config, NodeSpec, RepairSettings
 from storage.errors import DataUnavailable, StorageError
-from storage.health import DOWN, OUT, HealthTracker
+from storage.health import DOWN, OUT, UP, HealthTracker
 from storage.keyspace import (
     REPAIR,
     STRIPE,
@@ -126,6 +126,12 @@ class RepairWorker(ShardWorker[RepairStats]):
         self._orphan_cursor: dict[str, str] = {}
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True
+        # Node returns (down or out, then up again): a return starts a sweep at once (its
+        # lost shards are found in one pass, not after `sweep_interval_s`) and makes the
+        # entries deferred before it due now (they waited for a zone-safe node).
+        self._states: dict[str, str] = {}
+        self._returned_at = 0.0
+        self._sweep_again = False
         # Assessments the sweep just made of stripes it queued (stripe -> (when, nodes, it)):
         # the queue step reuses them instead of statting every shard again.
         self._fresh: dict[bytes, tuple[float, list[str | None], Assessment]] = {}
@@ -220,8 +226,32 @@ class RepairWorker(ShardWorker[RepairStats]):
 
     # the repair queue ----------------------------------------------------------------------
 
+    def _note_returns(self) -> None:
+        """Notice nodes that came back since the last step (see `_returned_at`)."""
+        back = False
+        for nid, s in self._health.states.items():
+            before = self._states.get(nid)
+            if s.state == UP and before in (DOWN, OUT):
+                back = True
+            self._states[nid] = s.state
+        if back:
+            log.info("a node returned: sweeping now")
+            self._returned_at = time.time()
+            if self._sweep_cursor == space(STRIPE)[0]:
+                self._next_sweep = 0.0
+            else:  # stripes this pass already checked are checked again by the next one
+                self._sweep_again = True
+
+    def _due(self, entry: Mapping, now: float) -> bool:
+        """A queue entry to work on now: not deferred, past its retry time, or deferred
+        before a node returned (the node it waited for may be that one)."""
+        retry_at = float(entry.get("retry_at", 0))
+        return retry_at <= now or \
+            float(entry.get("deferred_at", retry_at - RETRY_S)) < self._returned_at
+
     async def step(self) -> WorkerState:
         await self._load_stats()
+        self._note_returns()
         busy = False
         sweeping = time.monotonic() >= self._next_sweep
         if sweeping:
@@ -229,7 +259,9 @@ class RepairWorker(ShardWorker[RepairStats]):
         busy = await self.queue_step() or busy
         if sweeping:  # after the repairs it may have queued, so detection is not delayed
             await self._poll_quarantine()
-            if time.monotonic() >= self._next_orphans:  # costly (a manifest load per shard)
+            # Orphans are costly (a manifest load per shard) and never urgent: not while
+            # the queue has work.
+            if not busy and time.monotonic() >= self._next_orphans:
                 await self._collect_orphans()
                 self._next_orphans = time.monotonic() + max(ORPHAN_MIN_INTERVAL_S,
                                                             self.settings.sweep_interval_s)
@@ -245,7 +277,7 @@ class RepairWorker(ShardWorker[RepairStats]):
         """
         now = time.time()
         urgent = [it for it in await self._meta.range(*urgent_repair_span(), limit=BATCH)
-                  if float(unpack(it.value).get("retry_at", 0)) <= now]
+                  if self._due(unpack(it.value), now)]
         if urgent:  # each entry is repaired, dropped or deferred: this cannot spin
             await self._run_batch(urgent, safe_cap=0)
             return True
@@ -269,7 +301,7 @@ class RepairWorker(ShardWorker[RepairStats]):
 
         async def look(item: Item) -> None:
             entry = unpack(item.value)
-            if float(entry.get("retry_at", 0)) > now:
+            if not self._due(entry, now):
                 return
             async with gate:
                 stripe_id = stripe_of(item.key)
@@ -313,7 +345,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         self._dirty = True
 
     async def _defer(self, item: Item, entry: dict, reason: str) -> None:
-        entry = {**entry, "retry_at": time.time() + RETRY_S, "error": reason[:200]}
+        entry = {**entry, "retry_at": time.time() + RETRY_S, "deferred_at": time.time(),
+                 "error": reason[:200]}
         entry.setdefault("queued", time.time())
         await self._meta.txn(Txn(compares={item.key: item.revision},
                                  puts={item.key: pack(entry)}))
@@ -460,7 +493,9 @@ class RepairWorker(ShardWorker[RepairStats]):
             self.stats.last_sweep_end = time.time()
             self.stats.last_pass_health = dict(self._pass_health)
             self._pass_health = {}
-            self._next_sweep = time.monotonic() + self.settings.sweep_interval_s
+            self._next_sweep = 0.0 if self._sweep_again else \
+                time.monotonic() + self.settings.sweep_interval_s
+            self._sweep_again = False
             self._dirty = True
             return False
         self._sweep_cursor = next_key(items[-1].key)
