@@ -18,7 +18,10 @@ include Raft replication and fsync on one disk, not network latency between zone
 
 With --s3 it starts a whole `tessera up` per backend instead and measures, through the S3
 API, PUT ops/s of 4 KiB objects (the lean SigV4 client of s3_throughput.py) and
-ListObjectsV2 pages/s (1000 keys a page, boto3).
+ListObjectsV2 pages/s (1000 keys a page, boto3); on etcd also the KV requests the members
+served per op (from their /metrics: the gateway's round trips, background workers' scans
+included; tests/contract/test_etcd_round_trips.py pins the exact per-request count), and the server's
+CPU per op (user + system of the `tessera up` process tree: gateway, nodes, etcd members).
 """
 
 from __future__ import annotations
@@ -52,7 +55,48 @@ class Result:
     rate: float
     p50_ms: float
     p99_ms: float
+    kv_per_op: float | None = None  # etcd KV requests (all members) per op, --s3 on etcd only
+    cpu_ms_per_op: float | None = None  # server CPU (gateway, nodes, etcd) per op, --s3 only
 
+
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of `root` and all its live descendants (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                rest = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo, seen = 0.0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def etcd_kv_requests(endpoints: list[str]) -> int:
+    """KV requests (Range, Txn, Put, DeleteRange) the etcd members have served, from their
+    /metrics: the round trips the gateway made (background workers' few included)."""
+    import urllib.request  # noqa: PLC0415
+
+    total = 0
+    for ep in endpoints:
+        with urllib.request.urlopen(f"{ep}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if (line.startswith("grpc_server_handled_total{")
+                        and 'grpc_service="etcdserverpb.KV"' in line):
+                    total += int(float(line.rsplit(" ", 1)[1]))
+    return total
 
 
 async def _timed(backend: str, phase: str, concurrency: int, ops: list[Callable[[], Awaitable[object]]]
@@ -127,7 +171,19 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
                      "region": c.env["AWS_DEFAULT_REGION"]}
             s3 = c.client()
             s3.create_bucket(Bucket="mbench")
+            members = ([f"http://{h}:{c.etcd_port}" for h in ETCD_HOSTS]
+                       if backend == "etcd" else [])
+
+            def kv() -> int:
+                return etcd_kv_requests(members) if members else 0
+
+            assert c.proc is not None
+
+            def cpu() -> float:
+                return tree_cpu_s(c.proc.pid)  # type: ignore[union-attr]
+
             keys = [f"obj/{i:07d}" for i in range(args.count)]
+            kv0, cpu0 = kv(), cpu()
             dt, lat, errs = asyncio.run(_small_phase(SigV4Client(c.endpoint, creds), "mbench",
                                                      keys, os.urandom(4096), "PUT",
                                                      args.concurrency))
@@ -136,9 +192,12 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
             lat.sort()
             out.append(Result(backend, "s3-put-4k", args.concurrency, len(keys), round(dt, 3),
                               round(len(keys) / dt, 1), round(lat[len(lat) // 2] * 1000, 2),
-                              round(lat[int(len(lat) * 0.99)] * 1000, 2)))
+                              round(lat[int(len(lat) * 0.99)] * 1000, 2),
+                              round((kv() - kv0) / len(keys), 2) if members else None,
+                              round((cpu() - cpu0) * 1000 / len(keys), 2)))
             lat = []
             token = None
+            kv0, cpu0 = kv(), cpu()
             t0 = time.perf_counter()
             for _ in range(args.pages):
                 kw = {"ContinuationToken": token} if token else {}
@@ -150,7 +209,9 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
             lat.sort()
             out.append(Result(backend, "s3-list", 1, args.pages, round(dt, 3),
                               round(args.pages / dt, 1), round(lat[len(lat) // 2] * 1000, 2),
-                              round(lat[int(len(lat) * 0.99)] * 1000, 2)))
+                              round(lat[int(len(lat) * 0.99)] * 1000, 2),
+                              round((kv() - kv0) / args.pages, 2) if members else None,
+                              round((cpu() - cpu0) * 1000 / args.pages, 2)))
         finally:
             c.stop()
     return out
@@ -213,10 +274,13 @@ def main() -> int:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return 0
     print(f"{'backend':8} {'phase':10} {'conc':>4} {'count':>6} {'ops/s':>9} {'p50 ms':>8} "
-          f"{'p99 ms':>8}")
+          f"{'p99 ms':>8} {'etcd rt/op':>10} {'cpu ms/op':>9}")
     for r in results:
+        rt = "" if r.kv_per_op is None else f"{r.kv_per_op:.2f}"
+        cpu = "" if r.cpu_ms_per_op is None else f"{r.cpu_ms_per_op:.2f}"
         print(f"{r.backend:8} {r.phase:10} {r.concurrency:>4} {r.count:>6} {r.rate:>9.1f} "
-              f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
+              f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {rt:>10} {cpu:>9}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"(range rows: pages/s of {args.page} keys; value size {args.value_size} B)")
     return 0
 

@@ -22,8 +22,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
+def lean_records() -> None:
+    """Skip what a record would gather that no line here prints (the caller's file and line:
+    a walk up the stack per record; thread, process and multiprocessing names): the
+    logging module's documented switches ("Optimization" in its HOWTO)."""
+    logging._srcfile = None  # type: ignore[attr-defined]  # noqa: SLF001 - documented switch
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def setup(level: str = "INFO", log_file: Path | None = None) -> None:
     """JSON lines to stderr, or to `log_file` rotated by size (storage/logfile.py)."""
+    lean_records()
     handler = log_handler(log_file, JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -26,7 +27,11 @@ class Metrics:
         self.tenant_requests = Counter("tessera_tenant_requests",
                                        "Authorized S3 requests by the bucket's tenant",
                                        ["tenant"], registry=r)
-        from gateway.metrics_export import LifecycleCollector, TimingsCollector
+        from gateway.metrics_export import (
+            AccessLogCollector,
+            LifecycleCollector,
+            TimingsCollector,
+        )
         from storage.telemetry import METADATA, STAGES
 
         r.register(TimingsCollector("tessera_pipeline_stage_seconds",
@@ -35,13 +40,20 @@ class Metrics:
         r.register(TimingsCollector("tessera_metadata_op_seconds",
                                     "Metadata store call latency by method", "op", METADATA))
         r.register(LifecycleCollector())
+        r.register(AccessLogCollector())
+        # The labelled children, looked up once each (`labels()` hashes and locks per call).
+        self._req_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._tenant_children: dict[str, Any] = {}
 
     def watch_cluster(self, collector: object) -> None:
         """Export the cached cluster gauges (`gateway.metrics_cluster.ClusterGauges`)."""
         self.registry.register(collector)  # type: ignore[arg-type]
 
     def tenant_request(self, tenant: str) -> None:
-        self.tenant_requests.labels(tenant=tenant).inc()
+        child = self._tenant_children.get(tenant)
+        if child is None:
+            child = self._tenant_children[tenant] = self.tenant_requests.labels(tenant=tenant)
+        child.inc()
 
     def watch_integrity(self, found: Callable[[], Mapping[str, int]]) -> None:
         """Export `tessera_lying_shards_found_total{where}`: lying shards (valid checksums,
@@ -49,8 +61,12 @@ class Metrics:
         self.registry.register(_LyingCollector(found))
 
     def request(self, op: str, status: int, seconds: float) -> None:
-        self.requests.labels(op=op, status=str(status)).inc()
-        self.latency.labels(op=op).observe(seconds)
+        children = self._req_children.get((op, status))
+        if children is None:
+            children = self._req_children[(op, status)] = (
+                self.requests.labels(op=op, status=str(status)), self.latency.labels(op=op))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -75,7 +75,7 @@ def table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
         out = []
         for key, _ in cols:
             v = r.get(key)
-            if key in ("created", "due", "shred_due", "reclaimed"):
+            if key in ("created", "due", "shred_due", "reclaimed", "deletion_date"):
                 v = _when(v)
             elif isinstance(v, list):
                 v = ",".join(str(x) for x in v)

@@ -312,11 +312,14 @@ class ArchiveService:
         return True
 
     async def _copy_hot(self, v: ObjectVersion) -> tuple[list[PartLayout], dict[str, Any]]:
-        """Copy the plaintext into STANDARD stripes under a fresh data key."""
+        """Copy the plaintext into STANDARD stripes under a fresh data key (an SSE-KMS
+        version's wrapped by its KMS key again, so the copy stays bound to that key)."""
         kek_version, kek = await self._tenants.kek(v.tenant)
         dek = keys.new_dek()
         shadow = dataclasses.replace(v, identity_version=new_version_id(), parts=[])
-        wrapped = keys.wrap_dek(kek, v.tenant, ObjectService.identity(shadow), dek)
+        self._objects.seal_dek(shadow, kek, dek, None,
+                               await self._objects.kms_wrapping_for(shadow))
+        wrapped = shadow.dek
         parts = await self._rewrite_parts(v, shadow, SegmentCipher(dek), RESTORED_CLASS, False)
         return parts, {"parts": [dataclasses.asdict(p) for p in parts], "dek": wrapped,
                        "identity_version": shadow.identity_version, "kek_version": kek_version}

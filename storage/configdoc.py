@@ -86,7 +86,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("gateway", "deep_scrub_pause_s"): "Rest between two full deep-scrub passes.",
     ("gateway", "metrics_refresh_s"): "How often the gateway recomputes the cluster gauges of "
     "`/metrics` (status figures, per-tenant usage sweep). Shorter is fresher and costs "
-    "metadata scans and a call to every node each time.",
+    "metadata scans and a call to every node each time; a refresh that took longer than a "
+    "tenth of this waits nine times its own duration before the next.",
     ("gateway", "console_session_idle_s"): "A web console session ends after this long "
     "without a request (log in again). Shorter limits what a forgotten open browser exposes.",
     ("gateway", "console_session_max_s"): "A web console session ends this long after its "

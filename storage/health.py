@@ -2,6 +2,9 @@
 
 Failures reported by requests mark a node suspect, then down; a background probe brings it
 back. Reads and writes skip down nodes so they do not wait for a timeout on every request.
+A node that answered a request since the previous probe round is up by that very answer:
+the round skips it, unless its disk figures are `STATS_ROUNDS` rounds old (busy clusters
+then send a probe per node every few seconds instead of every second).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from storage.shards.transport import NodeTransport
 UP, SUSPECT, DOWN, OUT = "up", "suspect", "down", "out"
 RETURN_PROBES = 3  # extra probes of down nodes between two full probes (returns seen fast)
 RETURN_PROBE_TIMEOUT_S = 0.5
+STATS_ROUNDS = 5  # a node's used/free bytes and shard count are refreshed this often
 
 
 @dataclass
@@ -30,6 +34,8 @@ class NodeState:
     used_bytes: int = 0
     free_bytes: int = 0
     shards: int = 0
+    answered: float = 0.0  # monotonic time of the last successful request (not a probe)
+    probed: float = 0.0  # monotonic time of the last successful probe (disk figures)
 
 
 class HealthTracker:
@@ -71,16 +77,28 @@ class HealthTracker:
         if s.state in (UP, SUSPECT) and new != s.state:
             s.state, s.since = new, time.time()
 
-    def report_success(self, node_id: str) -> None:
+    def report_success(self, node_id: str, probe: bool = False) -> None:
+        """A request to the node succeeded (`probe`: the health probe itself, which does
+        not count as recent traffic that would let the next round skip the node)."""
         s = self.states.get(node_id)
         if s is None:
             return
         s.failures = 0
+        if not probe:
+            s.answered = time.monotonic()
         if s.state != UP:
             s.state, s.since = UP, time.time()
 
+    def needs_probe(self, node_id: str, now: float) -> bool:
+        """Whether a full round probes the node: not when it answered a request within the
+        last interval and its disk figures are fresh enough."""
+        s = self.states[node_id]
+        return (s.state != UP or now - s.answered > self._interval
+                or now - s.probed > STATS_ROUNDS * self._interval)
+
     async def probe_once(self, only_down: bool = False) -> None:
-        """Probe every node (`only_down`: the nodes seen down or out, with a short timeout)."""
+        """Probe every node that needs it (`needs_probe`; `only_down`: the nodes seen down
+        or out, with a short timeout)."""
         async def one(n: NodeSpec) -> None:
             try:
                 h = await (self._client.health(n, RETURN_PROBE_TIMEOUT_S) if only_down
@@ -91,14 +109,16 @@ class HealthTracker:
                 if s.state == DOWN and time.time() - s.since > self._out_after:
                     s.state = OUT
                 return
-            self.report_success(n.id)
+            self.report_success(n.id, probe=True)
             s = self.states[n.id]
             s.used_bytes = int(h.get("used_bytes", 0))
             s.free_bytes = int(h.get("free_bytes", 0))
             s.shards = int(h.get("shards", 0))
+            s.probed = time.monotonic()
 
+        now = time.monotonic()
         nodes = [n for n in self.nodes if self.states[n.id].state in (DOWN, OUT)] \
-            if only_down else self.nodes
+            if only_down else [n for n in self.nodes if self.needs_probe(n.id, now)]
         await asyncio.gather(*(one(n) for n in nodes))
 
     async def _run(self) -> None:

@@ -16,8 +16,17 @@ Anything else is `Invalid keyId ...`; a well-formed name that names no key of th
 `Key '<arn>' does not exist` or `Alias <arn> is not found.` (AWS KMS's NotFoundException
 messages); an ARN of another account is refused (`KmsAccessDenied`: no cross-tenant grants).
 The tenant's default key (`aws:kms` without a key id, as AWS's managed key) has the alias
-`alias/aws/s3` and is made on first use. Keys and aliases are never changed or deleted here,
-so a gateway may cache them.
+`alias/aws/s3` and is made on first use.
+
+Key states, as AWS KMS: `Enabled`; `Disabled` (DisableKey; EnableKey undoes it);
+`PendingDeletion` (ScheduleKeyDeletion, a waiting period of 7 to 30 days; CancelKeyDeletion
+leaves it Disabled). A key that is not Enabled neither wraps nor unwraps data keys: writes and
+reads of its objects fail with KMS's DisabledException or KMSInvalidStateException
+(`KmsDisabled`, `KmsInvalidState`); once the waiting period is over the key is deleted (its
+record and aliases: `purge_due`, run by the key worker) and its objects are unreadable for
+good (NotFoundException). The state is read from the metadata store on every use, so a
+change takes effect on every gateway at once; only the unwrapped material and alias lookups
+are cached.
 """
 
 from __future__ import annotations
@@ -28,17 +37,22 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
 from storage.keyspace import (
+    KMS_ALIAS,
+    KMS_KEY,
     kms_alias_key,
     kms_alias_prefix,
     kms_key_key,
     kms_key_prefix,
+    space,
     span,
 )
+from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
 from storage.records import Record, pack, unpack
 from storage.tenants import TenantService
@@ -46,6 +60,8 @@ from storage.tenants import TenantService
 DEFAULT_ALIAS = "aws/s3"
 DEFAULT_DESCRIPTION = "Default key that protects my S3 objects when no other key is defined"
 CACHE_TTL_S = 60.0
+ENABLED, DISABLED, PENDING_DELETION = "Enabled", "Disabled", "PendingDeletion"
+WINDOW_DAYS = (7, 30)  # ScheduleKeyDeletion's PendingWindowInDays, as AWS KMS (default 30)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ALIAS_NAME = re.compile(r"[A-Za-z0-9/_-]{1,250}")
 _ARN = re.compile(r"arn:aws:kms:([a-z0-9-]{1,32}):([A-Za-z0-9_$.-]{1,128}):(key|alias)/(.+)")
@@ -67,6 +83,15 @@ def canonical_context(encoded: str) -> str:
 class KmsNotFound(NotFound):
     """A key name that is malformed or names no key of the tenant (S3: 400
     KMS.NotFoundException with this message)."""
+
+
+class KmsDisabled(StorageError):
+    """A Disabled key (S3: 400 KMS.DisabledException with this message)."""
+
+
+class KmsInvalidState(StorageError):
+    """A key pending deletion, or a state change the key's state does not allow (S3: 400
+    KMS.KMSInvalidStateException with this message)."""
 
 
 class KmsAccessDenied(StorageError):
@@ -125,7 +150,12 @@ class KmsKey(Record):
     aliases: list[str] = field(default_factory=list)  # names without `alias/`
     description: str = ""
     managed: bool = False  # the tenant's default key (alias aws/s3), made on first use
-    state: str = "Enabled"
+    state: str = ENABLED  # ENABLED | DISABLED | PENDING_DELETION
+    deletion_date: float = 0.0  # PendingDeletion: when the key is deleted (epoch seconds)
+
+    def deleted(self, now: float) -> bool:
+        """Past its deletion date: as good as gone, whether or not purged yet."""
+        return self.state == PENDING_DELETION and self.deletion_date <= now
 
 
 class KmsService:
@@ -173,11 +203,15 @@ class KmsService:
 
     async def list(self, tenant: str) -> list[KmsKey]:
         items = await self._meta.range(*span(kms_key_prefix(tenant)), limit=100000)
-        return sorted((KmsKey.decode(i.value) for i in items), key=lambda k: k.created)
+        now = time.time()
+        return sorted((k for k in (KmsKey.decode(i.value) for i in items) if not k.deleted(now)),
+                      key=lambda k: k.created)
 
     async def get(self, tenant: str, key_id: str) -> KmsKey | None:
+        """A key (None if there is none, or it is past its deletion date)."""
         item = await self._meta.get(kms_key_key(tenant, key_id))
-        return None if item is None else KmsKey.decode(item.value)
+        k = None if item is None else KmsKey.decode(item.value)
+        return None if k is None or k.deleted(time.time()) else k
 
     async def default_key(self, tenant: str) -> KmsKey:
         """The tenant's default key (alias aws/s3), made on its first use by any gateway."""
@@ -193,8 +227,15 @@ class KmsService:
                 raise
             return k
 
-    async def resolve(self, tenant: str, ref: str | None) -> KmsKey:
-        """The key a request names (None: the default key), in `tenant`'s keys only."""
+    async def resolve(self, tenant: str, ref: str | None, for_use: bool = True) -> KmsKey:
+        """The key a request names (None: the default key), in `tenant`'s keys only; with
+        `for_use` (an SSE-KMS write) refused unless it is Enabled."""
+        k = await self._resolve(tenant, ref)
+        if for_use:
+            self.check_usable(k)
+        return k
+
+    async def _resolve(self, tenant: str, ref: str | None) -> KmsKey:
         if ref is None:
             return await self.default_key(tenant)
         r = parse_key_ref(ref)
@@ -226,18 +267,75 @@ class KmsService:
         return await self.get(tenant, key_id)
 
     async def material(self, tenant: str, key_id: str) -> bytes:
-        """A key's material, unwrapped with the tenant KEK (KeyUnavailable once shredded)."""
+        """A key's material, unwrapped with the tenant KEK (KeyUnavailable once shredded);
+        KmsNotFound once deleted, KmsDisabled / KmsInvalidState unless it is Enabled (the
+        record is read every time: a state change holds at once on every gateway)."""
+        k = await self.get(tenant, key_id)
+        if k is None:
+            raise KmsNotFound(f"Key '{key_arn(self.region, tenant, key_id)}' does not exist")
+        self.check_usable(k)
         now = time.monotonic()
         hit = self._material.get((tenant, key_id))
         if hit and hit[0] > now:
             return hit[1]
-        k = await self.get(tenant, key_id)
-        if k is None:
-            raise KmsNotFound(f"Key '{key_arn(self.region, tenant, key_id)}' does not exist")
         _, kek = await self._tenants.kek(tenant, k.kek_version)
         raw = keys.open_kms_key(kek, tenant, key_id, k.kek_version, k.material)
         self._material[(tenant, key_id)] = (now + CACHE_TTL_S, raw)
         return raw
+
+    def check_usable(self, k: KmsKey) -> None:
+        """Refuse a key that may not wrap or unwrap data keys now, with AWS KMS's messages."""
+        if k.state == DISABLED:
+            raise KmsDisabled(f"{self.arn(k)} is disabled.")
+        if k.state == PENDING_DELETION:
+            raise KmsInvalidState(f"{self.arn(k)} is pending deletion.")
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    async def _change(self, tenant: str, ref: str, fn: Callable[[KmsKey], None]) -> KmsKey:
+        """Apply `fn` to the key `ref` names (compare-and-swap, retried if it raced)."""
+        while True:
+            k = await self.resolve(tenant, ref, for_use=False)
+            if k.managed:
+                raise InvalidInput("the default key alias/aws/s3 is managed by the service: "
+                                   "it cannot be disabled or deleted")
+            kk = kms_key_key(tenant, k.key_id)
+            item = await self._meta.get(kk)
+            if item is None:
+                continue
+            k = KmsKey.decode(item.value)
+            fn(k)
+            if await self._meta.txn(Txn(compares={kk: item.revision}, puts={kk: k.encode()})):
+                return k
+
+    async def set_enabled(self, tenant: str, ref: str, enabled: bool) -> KmsKey:
+        """EnableKey / DisableKey; KmsInvalidState for a key pending deletion."""
+        def fn(k: KmsKey) -> None:
+            if k.state == PENDING_DELETION:
+                raise KmsInvalidState(f"{self.arn(k)} is pending deletion.")
+            k.state = ENABLED if enabled else DISABLED
+        return await self._change(tenant, ref, fn)
+
+    async def schedule_deletion(self, tenant: str, ref: str, wait_s: float) -> KmsKey:
+        """ScheduleKeyDeletion: PendingDeletion until now + wait_s, then deleted (wait 0:
+        deleted now). KmsInvalidState if it is already pending deletion."""
+        def fn(k: KmsKey) -> None:
+            if k.state == PENDING_DELETION:
+                raise KmsInvalidState(f"{self.arn(k)} is pending deletion.")
+            k.state, k.deletion_date = PENDING_DELETION, time.time() + max(0.0, wait_s)
+        k = await self._change(tenant, ref, fn)
+        if wait_s <= 0:
+            await purge_due(self._meta, tenant)
+        return k
+
+    async def cancel_deletion(self, tenant: str, ref: str) -> KmsKey:
+        """CancelKeyDeletion: a key pending deletion becomes Disabled, as in AWS KMS."""
+        def fn(k: KmsKey) -> None:
+            if k.state != PENDING_DELETION:
+                raise KmsInvalidState(f"{self.arn(k)} is not pending deletion "
+                                      f"(it is {k.state}).")
+            k.state, k.deletion_date = DISABLED, 0.0
+        return await self._change(tenant, ref, fn)
 
     async def forget(self, tenant: str) -> int:
         """Delete every key and alias of a tenant that is being deleted; the count of keys."""
@@ -254,6 +352,26 @@ class KmsService:
         raw = await self.material(tenant, key_id)
         return raw if bucket is None else keys.bucket_key(raw, tenant, key_id, bucket)
 
+
+
+async def purge_due(meta: MetadataStore, tenant: str | None = None) -> int:
+    """Delete the keys (records and aliases) of `tenant` (None: every tenant) whose deletion
+    date has passed; the count deleted. Their objects stay unreadable for good."""
+    now = time.time()
+    rng = span(kms_key_prefix(tenant)) if tenant is not None else space(KMS_KEY)
+    due = [(i, k) for i, k in ((i, KmsKey.decode(i.value))
+                               for i in await meta.range(*rng, limit=100000)) if k.deleted(now)]
+    if not due:
+        return 0
+    arng = span(kms_alias_prefix(tenant)) if tenant is not None else space(KMS_ALIAS)
+    target = {a.key: (unpack_key(a.key)[1], str(unpack(a.value)["key_id"]))
+              for a in await meta.range(*arng, limit=100000)}
+    done = 0
+    for i, k in due:
+        aliases = tuple(a for a, t in target.items() if t == (k.tenant, k.key_id))
+        if await meta.txn(Txn(compares={i.key: i.revision}, deletes=(i.key, *aliases))):
+            done += 1
+    return done
 
 
 async def rewrap_keys(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:

@@ -47,7 +47,13 @@ from storage.keyspace import (
     upload_prefix,
 )
 from storage.metadata import MetadataStore, Txn
-from storage.objects import NULL_VERSION, ObjectAttributes, ObjectService, new_version_id
+from storage.objects import (
+    NULL_VERSION,
+    ObjectAttributes,
+    ObjectService,
+    etag_hides_md5,
+    new_version_id,
+)
 from storage.records import Bucket, ObjectVersion, PartLayout, Record, pack
 from storage.tenants import TenantService
 
@@ -317,7 +323,10 @@ class MultipartService:
         part = Part.of(upload_id, layout, md5.hexdigest(), time.time())
         try:
             if finalize is not None:
-                await finalize(part)
+                await finalize(part)  # Content-MD5 is checked there, against the real MD5
+            if etag_hides_md5(up.sse):
+                part.etag = self._objects.etag_for(shell, part.etag, sse_c_key,
+                                                   await self._objects.kms_wrapping_for(shell))
             await self._commit_part(up, part)
         except BaseException:
             await self._objects.discard_parts([part.layout()])

@@ -55,6 +55,19 @@ KMS_CONTEXT = "kms_context"  # in ObjectVersion.sse: the request's encryption co
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
 
 
+def etag_hides_md5(sse: dict[str, str]) -> bool:
+    """Whether an object (or part) written under this encryption gets an opaque ETag.
+
+    AWS: an object created by PUT, POST or Copy under SSE-S3 (or plaintext) has the MD5 of
+    its data as ETag; under SSE-KMS or SSE-C "an ETag that is not an MD5 digest of the object
+    data" (and so are its multipart parts'). An MD5 would let anyone who can list the bucket
+    confirm a guess of the content without the key. The opaque ETag is `keys.opaque_etag`
+    (`ObjectService.etag_for`).
+    """
+    alg = sse.get("algorithm", "AES256")
+    return alg == "SSE-C" or alg.startswith("aws:kms")
+
+
 def kms_context(v: ObjectVersion) -> str:
     """The canonical encryption context an SSE-KMS version's DEK wrapping is bound to."""
     raw = v.sse.get(KMS_CONTEXT)
@@ -137,6 +150,18 @@ class ObjectService:
         bucket = v.bucket if v.sse.get("bucket_key_enabled") == "true" else None
         return await self.kms.wrapping_key(v.tenant, key_id, bucket)
 
+    @staticmethod
+    def etag_for(v: ObjectVersion, md5_hex: str, sse_c_key: bytes | None,
+                 kms_wrapping: bytes | None) -> str:
+        """The ETag of a single-part object (or a part) of `v` whose data has MD5 `md5_hex`:
+        that MD5, or under SSE-KMS / SSE-C the opaque ETag keyed by the key that wraps the
+        data key (`etag_hides_md5`)."""
+        if not etag_hides_md5(v.sse):
+            return md5_hex
+        key = sse_c_key if SSEC_HMAC in v.sse or v.sse.get("algorithm") == "SSE-C" else kms_wrapping
+        assert key is not None, "an SSE-KMS or SSE-C write without its key"
+        return keys.opaque_etag(key, v.tenant, md5_hex)
+
     def seal_dek(self, v: ObjectVersion, kek: bytes, dek: bytes, sse_c_key: bytes | None,
                  kms_wrapping: bytes | None = None) -> None:
         """Store `dek` in `v` wrapped by the KEK, and first by an SSE-C key or by the
@@ -192,7 +217,8 @@ class ObjectService:
                           acl=opts.acl,
                           lock=object_lock.initial(b.config, dict(opts.lock), time.time()))
         dek = keys.new_dek()
-        self.seal_dek(v, kek, dek, opts.sse_c_key, await self.kms_wrapping_for(v))
+        kms_wrapping = await self.kms_wrapping_for(v)
+        self.seal_dek(v, kek, dek, opts.sse_c_key, kms_wrapping)
         md5 = hashlib.md5()
         cipher = SegmentCipher(dek)
         if (opts.size_hint is not None and 0 < opts.size_hint <= self._cfg.inline_max_bytes
@@ -208,7 +234,8 @@ class ObjectService:
         v.last_modified = time.time()
         try:
             if finalize is not None:
-                await finalize(v)
+                await finalize(v)  # Content-MD5 is checked there, against the real MD5
+            v.etag = part.etag = self.etag_for(v, v.etag, opts.sse_c_key, kms_wrapping)
             await self.commit(v, b, opts.conditions, tenant_rev=tenant_rev)
         except BaseException:
             await self.discard_parts(v.parts)

@@ -7,7 +7,7 @@ Every record is a msgpack map with a format version `fv`; `decode` upgrades old 
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar
 
 import msgpack
@@ -23,14 +23,33 @@ def field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
 
 
+@functools.cache
+def field_order(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names in declaration order (the order records are written in)."""
+    return tuple(f.name for f in fields(cls))
+
+
+def _plain(obj: object) -> dict[str, Any]:
+    """msgpack's `default`: a nested dataclass (a `PartLayout`) as the dict `asdict` makes."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {n: getattr(obj, n) for n in field_order(type(obj))}
+    raise TypeError(f"cannot encode {type(obj).__name__} in a record")
+
+
+def encode_fields(obj: object, skip: str = "") -> bytes:
+    """msgpack of a dataclass record with its format version: the bytes `asdict` then
+    `packb` give, without `asdict`'s deep copy (several times slower on the request path)."""
+    d = {n: getattr(obj, n) for n in field_order(type(obj)) if n != skip}
+    d["fv"] = FORMAT_VERSION
+    return msgpack.packb(d, use_bin_type=True, default=_plain)
+
+
 @dataclass
 class Record:
     """Base: msgpack encode/decode of a dataclass with a format version."""
 
     def encode(self) -> bytes:
-        d = asdict(self)
-        d["fv"] = FORMAT_VERSION
-        return msgpack.packb(d, use_bin_type=True)
+        return encode_fields(self)
 
     @classmethod
     def decode(cls: type[R], raw: bytes) -> R:
@@ -120,10 +139,7 @@ class Bucket(Record):
     revision: int = field(default=0, compare=False)
 
     def encode(self) -> bytes:
-        d = asdict(self)
-        del d["revision"]
-        d["fv"] = FORMAT_VERSION
-        return msgpack.packb(d, use_bin_type=True)
+        return encode_fields(self, skip="revision")
 
 
 @dataclass

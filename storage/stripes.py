@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -30,7 +30,7 @@ from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
 
 QUEUE_FRAMES = 4
-ORDER_WAIT_S = 300.0  # a segment's job waits this long at most for the one before
+HASH_LAG = 4  # segments the digests may fall behind the coding before the reader waits
 DamageReport = Callable[[bytes, int, str], None]
 
 
@@ -228,26 +228,20 @@ class StripeStore:
         senders: list[_ShardSender] | None = None
         total = 0
         count = 0
-        hashed: threading.Event | None = None  # set when the last job's digests are fed
-        events: list[threading.Event] = []
         encoding: asyncio.Future[list[bytes]] | None = None
+        hashes: deque[asyncio.Task[None]] = deque()  # digest jobs not yet awaited, in order
 
-        def _job(index: int, last: bool, data: bytes, after: threading.Event | None,
-                 done: threading.Event) -> list[bytes]:
-            """One thread-pool job per segment: seal + erasure-code + frame checksums, then
-            the digests (MD5 for the ETag, requested checksums) once the previous segment's
-            job has fed them: segments are coded in parallel, hashed in order."""
-            try:
-                frames = codec.encode(headers, index, last, data)
-                if digests:
-                    if after is not None and not after.wait(ORDER_WAIT_S):
-                        raise StorageError(f"segment {index - 1} was never hashed")
-                    with STAGES.time("hash"):
-                        for d in digests:
-                            d.update(data)  # type: ignore[attr-defined]
-                return frames
-            finally:
-                done.set()
+        def _feed(data: bytes) -> None:
+            with STAGES.time("hash"):
+                for d in digests:
+                    d.update(data)  # type: ignore[attr-defined]
+
+        async def _hash_after(prev: asyncio.Task[None] | None, data: bytes) -> None:
+            """Feed one segment to the digests once the segment before it was fed: MD5 is
+            serial per object, so it runs beside the coding (its own pool), not after it."""
+            if prev is not None:
+                await prev
+            await loop.run_in_executor(self._hashing, _feed, data)
 
         async def _dispatch(frames: list[bytes]) -> None:
             assert senders is not None
@@ -268,10 +262,12 @@ class StripeStore:
                                      segs, self._stall_s, length)
                         for i, node in enumerate(targets)
                     ]
-                done = threading.Event()
-                events.append(done)
-                job = loop.run_in_executor(self._cpu, _job, count, last, data, hashed, done)
-                hashed = done
+                job = loop.run_in_executor(self._cpu, codec.encode, headers, count, last, data)
+                if digests:
+                    hashes.append(asyncio.ensure_future(
+                        _hash_after(hashes[-1] if hashes else None, data)))
+                    while len(hashes) > HASH_LAG:  # bound the segments held for hashing
+                        await hashes.popleft()
                 if encoding is not None:
                     await _dispatch(await encoding)
                 encoding = job
@@ -279,6 +275,8 @@ class StripeStore:
                 count += 1
             if encoding is not None:
                 await _dispatch(await encoding)
+            while hashes:
+                await hashes.popleft()
             if senders is None:
                 return WriteResult(size=0, segments=0, nodes=[])
             with STAGES.time("shard_write"):
@@ -286,8 +284,9 @@ class StripeStore:
         except BaseException:
             if encoding is not None:
                 encoding.cancel()
-            for ev in events:  # a job cancelled before it ran never sets its own
-                ev.set()
+            for h in hashes:
+                h.cancel()
+            await asyncio.gather(*hashes, return_exceptions=True)
             for s in senders or []:
                 if s.error is not None:  # so a retry's placement avoids the failed node
                     self._health.report_failure(s.node.id, s.error)

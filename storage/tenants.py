@@ -42,6 +42,7 @@ class TenantService:
         self._meta = meta
         self._root = root
         self._kek_cache: dict[tuple[str, int], tuple[float, bytes]] = {}
+        self._kek_wrapped: dict[tuple[str, int], bytes] = {}  # the blob each was opened from
         self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
@@ -156,7 +157,11 @@ class TenantService:
         return None
 
     async def kek(self, tenant: str, version: int | None = None) -> tuple[int, bytes]:
-        """The tenant's KEK (current version unless named), unwrapped, briefly cached."""
+        """The tenant's KEK (current version unless named), unwrapped, briefly cached.
+
+        The current version is always read from the tenant record (a rotation or a shred
+        takes effect at once in every process); opening it with the root key is skipped
+        when the record still holds the wrapped blob the cached key was opened from."""
         now = time.monotonic()
         if version is not None:
             hit = self._kek_cache.get((tenant, version))
@@ -168,8 +173,13 @@ class TenantService:
         v = t.current_kek if version is None else version
         if v not in t.keks:
             raise KeyUnavailable(f"key version {v} of tenant {tenant!r} is gone")
-        kek = keys.open_kek(self._root, tenant, v, t.keks[v])
+        wrapped = t.keks[v]
+        hit = self._kek_cache.get((tenant, v))
+        if hit is not None and hit[0] > now and self._kek_wrapped.get((tenant, v)) == wrapped:
+            return v, hit[1]  # the record still holds the very blob this key was opened from
+        kek = keys.open_kek(self._root, tenant, v, wrapped)
         self._kek_cache[(tenant, v)] = (now + CACHE_TTL_S, kek)
+        self._kek_wrapped[(tenant, v)] = wrapped
         return v, kek
 
     async def current_kek(self, tenant: str) -> tuple[int, bytes, int]:
@@ -186,8 +196,8 @@ class TenantService:
         item = await self._meta.get(tenant_key(tenant))
         if item is None:
             raise NotFound(f"tenant {tenant!r} does not exist")
-        rev = self.revalidate(tenant, None, item)
         t = Tenant.decode(item.value)
+        rev = self.revalidate(tenant, t.current_kek, item)
         kek = keys.open_kek(self._root, tenant, t.current_kek, t.keks[t.current_kek])
         self._kek_cache[(tenant, t.current_kek)] = (now + CACHE_TTL_S, kek)
         return t.current_kek, kek, rev

@@ -4,8 +4,12 @@ Writes land in the overlay (page granular; a partial page is read-modify-written
 marked pending. `flush()` is the durability barrier: it appends every pending page to the
 journal as one segment (`storage/volume_journal.py`) and returns once the segment is at
 write quorum and its record committed; a background task does the same every
-`sync_delay_s`, so a barrier rarely has much to write. Reads see the overlay over the
-stored extents. A background folder writes whole extents (stored bytes + overlay pages,
+`sync_delay_s`, so a barrier rarely has much to write. An extent whose pending pages hold
+long contiguous runs (a sequential writer) skips the journal: the append writes it whole as
+a new extent version instead (`jseq` = the append's sequence number, so replay never lays an
+older journal page over it, and segments after it still apply), so sequential bytes are
+stored once, not twice. Reads see the overlay over the stored extents; `try_read` serves
+them on the caller's thread when the overlay and the clean-extent cache hold every byte. A background folder writes whole extents (stored bytes + overlay pages,
 `jseq` = the journal sequence they include) when the overlay or the journal grows past
 its bound, when writes go idle, and at `stop()` (detach); a segment is retired once every
 extent it touches is folded. Only pages of a full 4 KiB are kept, so a random 4 KiB write
@@ -33,6 +37,10 @@ SYNC_DELAY_S = 0.2  # background journal appends: pending pages wait at most thi
 SYNC_BATCH = 8 << 20  # ... or until this many bytes are pending
 IDLE_FOLD_S = 5.0  # no writes for this long: fold everything
 PARALLEL_FOLDS = 4
+DIRECT_RUN = 32  # pages: a pending run at least this long counts as sequential (128 KiB)
+DIRECT_SHARE = 4  # an extent goes direct when such runs cover >= 1/DIRECT_SHARE of it
+PARALLEL_DIRECT = 8
+_MISS = object()
 
 
 class JournaledVolume:
@@ -69,6 +77,9 @@ class JournaledVolume:
         self.error: BaseException | None = None
         self.appends = 0
         self.folds = 0
+        self.directs = 0  # extents a barrier wrote directly instead of journaling
+        self._direct_sem = asyncio.Semaphore(PARALLEL_DIRECT)
+        self._folding: set[int] = set()  # extents a fold has snapshotted and not committed
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -102,27 +113,30 @@ class JournaledVolume:
 
     async def _stored(self, idx: int) -> bytes | None:
         """The extent's stored bytes (None: zeros), through a small LRU."""
-        if idx in self._clean:
-            self._clean.move_to_end(idx)
-            return self._clean[idx]
+        with self._mutex:
+            if idx in self._clean:
+                self._clean.move_to_end(idx)
+                return self._clean[idx]
         while True:  # a fold that lands during the read makes what we read stale
             epoch = self._epoch.get(idx, 0)
             data = await self.vol.read_extent(idx)
             if self._epoch.get(idx, 0) == epoch:
                 self._remember(idx, data)
                 return data
-            if idx in self._clean:
-                return self._clean[idx]
+            with self._mutex:
+                if idx in self._clean:
+                    return self._clean[idx]
 
     def _replaced(self, idx: int, data: bytes | None) -> None:
         self._epoch[idx] = self._epoch.get(idx, 0) + 1
         self._remember(idx, data)
 
     def _remember(self, idx: int, data: bytes | None) -> None:
-        self._clean[idx] = data
-        self._clean.move_to_end(idx)
-        while len(self._clean) > self._max_clean_n:
-            self._clean.popitem(last=False)
+        with self._mutex:  # `try_read` looks at the cache from the driver's threads
+            self._clean[idx] = data
+            self._clean.move_to_end(idx)
+            while len(self._clean) > self._max_clean_n:
+                self._clean.popitem(last=False)
 
     async def _extent_range(self, idx: int, lo: int, hi: int) -> bytes:
         """Bytes [lo, hi) of extent idx as written: overlay pages over stored bytes."""
@@ -143,6 +157,34 @@ class JournaledVolume:
             a, b = max(p, lo), min(p + PAGE, hi)
             buf[a - lo:b - lo] = page[a - p:b - p]
         return bytes(buf)
+
+    def try_read(self, offset: int, length: int) -> bytes | None:
+        """Read from any thread without a trip to the loop: the bytes when overlay pages and
+        cached stored extents hold all of them, else None (the caller awaits `read`)."""
+        end = min(offset + length, self.vol.vol.size)
+        out = []
+        pos = offset
+        with self._mutex:
+            while pos < end:
+                idx, off = divmod(pos, self.es)
+                n = min(self.vol.extent_len(idx) - off, end - pos)
+                pages = self.pages.get(idx, {})
+                base = _MISS
+                p = off - off % PAGE
+                while p < off + n:
+                    a, b = max(p, off), min(p + PAGE, off + n)
+                    page = pages.get(p)
+                    if page is None:
+                        if base is _MISS:
+                            base = self._clean.get(idx, _MISS)
+                            if base is _MISS:
+                                return None
+                        out.append(bytes(b - a) if base is None else base[a:b])
+                    else:
+                        out.append(page[a - p:b - p])
+                    p += PAGE
+                pos += n
+        return b"".join(out)
 
     async def read(self, offset: int, length: int) -> bytes:
         end = min(offset + length, self.vol.vol.size)
@@ -253,9 +295,12 @@ class JournaledVolume:
                 dropped = self.pages.pop(idx, {})
                 self.npages -= len(dropped)
                 self.npending -= len(self.pending.pop(idx, set()))
-            await self.vol.trim_extent(idx, jseq=self.durable)
+                self._clean.pop(idx, None)  # `try_read` must not see stored bytes sans pages
+                self._epoch[idx] = self._epoch.get(idx, 0) + 1
+            # Past every sequence spent, committed or not: no segment may replay over it.
+            await self.vol.trim_extent(idx, jseq=self.seq)
             self._replaced(idx, None)
-            await self._folded(idx, self.durable)
+            await self._folded(idx, self.seq)
         async with self._space:
             self._space.notify_all()
 
@@ -270,40 +315,126 @@ class JournaledVolume:
     # journal appends -------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Durability barrier: every write accepted before it is in a committed segment."""
+        """Durability barrier: every write accepted before it is in a committed segment or
+        in an extent written directly (sequential runs) under this barrier's sequence."""
         if self.error is not None:
             raise self.error
         async with self._sync_lock:
             if not self.npending:
                 return
+            seq = self.seq + 1
             with self._mutex:
                 pending, self.pending, self.npending = self.pending, {}, 0
                 entries = []
+                direct: dict[int, tuple[bytes | None, dict[int, bytes]]] = {}
                 for idx in sorted(pending):
                     pages = self.pages.get(idx, {})
-                    base = idx * self.es
+                    base = self._direct_base(idx, pages, pending[idx])
+                    if base is not _MISS:
+                        direct[idx] = (base, dict(pages))  # type: ignore[assignment]
+                        continue
+                    base_off = idx * self.es
                     for po in sorted(pending[idx]):
                         page = pages.get(po)
                         if page is not None:  # else folded meanwhile: in its extent
-                            entries.append((base + po, page))
-            if not entries:
+                            entries.append((base_off + po, page))
+            if not entries and not direct:
                 return
-            seq = self.seq + 1
-            try:
-                seg = await append(self.vol, seq, entries)
-            except BaseException as exc:
+            # From here `seq` is spent even on failure: a direct extent may have committed
+            # with jseq = seq, so no later segment may reuse the number.
+            self.seq = seq
+            jobs = [self._write_direct(idx, base, snap, seq)
+                    for idx, (base, snap) in direct.items()]
+            if entries:
+                jobs.append(append(self.vol, seq, entries))
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            failed: dict[int, set[int]] = {}
+            for idx, res in zip(direct, results, strict=False):
+                if isinstance(res, BaseException):
+                    failed[idx] = pending[idx]
+            seg = results[-1] if entries else None
+            if isinstance(seg, BaseException):
+                failed.update({i: p for i, p in pending.items() if i not in direct})
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
                 with self._mutex:  # still pending: the next barrier retries
-                    for idx, pos in pending.items():
+                    for idx, pos in failed.items():
                         cur = self.pending.setdefault(idx, set())
                         self.npending += len(pos - cur)
                         cur |= pos
-                if isinstance(exc, Fenced):
-                    self.error = exc
-                raise
-            self.seq = self.durable = seq
-            self.appends += 1
-            self.journal_bytes += seg.size
-            self.live[seq] = (seg, set(seg.extents))
+                if any(isinstance(e, Fenced) for e in errors):
+                    self.error = next(e for e in errors if isinstance(e, Fenced))
+            if isinstance(seg, Segment):
+                self.appends += 1
+                self.journal_bytes += seg.size
+                self.live[seq] = (seg, set(seg.extents))
+            if errors:
+                raise errors[0]
+            self.durable = seq
+        for idx in direct:
+            await self._folded(idx, seq)
+        async with self._space:
+            self._space.notify_all()
+
+    def _direct_base(self, idx: int, pages: dict[int, bytes], pend: set[int]) -> object:
+        """The stored bytes to write extent idx over directly (None: zeros), or _MISS to
+        journal its pending pages: pending runs of DIRECT_RUN pages or more must cover a
+        DIRECT_SHARE of it (random pages stay in the journal), no fold or trim may hold it,
+        and its stored bytes must be at hand (every page in the overlay, the clean cache,
+        or no stored extent at all), so a barrier never waits on a read."""
+        elen = self.vol.extent_len(idx)
+        if len(pend) * PAGE * DIRECT_SHARE < elen:
+            return _MISS
+        run = prev = covered = 0
+        for po in sorted(pend):
+            run = run + 1 if po == prev + PAGE and run else 1
+            prev = po
+            if run == DIRECT_RUN:
+                covered += DIRECT_RUN
+            elif run > DIRECT_RUN:
+                covered += 1
+        if covered * PAGE * DIRECT_SHARE < elen:
+            return _MISS
+        if idx in self._folding:  # its older snapshot could commit over ours
+            return _MISS
+        if len(pages) * PAGE >= elen:
+            return None
+        if idx in self._clean:
+            return self._clean[idx]
+        p = self.vol.pointer(idx)
+        return None if p is None or p.trim else _MISS
+
+    async def _write_direct(self, idx: int, base: bytes | None, snap: dict[int, bytes],
+                            seq: int) -> None:
+        """Write extent idx whole (base + overlay pages) as the version at journal `seq`;
+        the caller holds the append lock, so no fold can snapshot it meanwhile. Drops the
+        pages it took."""
+        async with self._direct_sem:
+            elen = self.vol.extent_len(idx)
+            buf = bytearray(base if base is not None and len(snap) * PAGE < elen
+                            else bytes(elen))
+            for po, page in snap.items():
+                buf[po:po + len(page)] = page
+            data = bytes(buf)
+            if data.count(0) == len(data):
+                await self.vol.trim_extent(idx, jseq=seq)
+                self._replaced(idx, None)
+            else:
+                await self.vol.write_extent(idx, data, jseq=seq)
+                self._replaced(idx, data)
+            self.directs += 1
+            self._drop(idx, snap)
+
+    def _drop(self, idx: int, snap: dict[int, bytes]) -> None:
+        """Drop the overlay pages an extent write took, unless rewritten since."""
+        with self._mutex:
+            pages = self.pages.get(idx, {})
+            for po, page in snap.items():
+                if pages.get(po) is page:
+                    del pages[po]
+                    self.npages -= 1
+            if not pages:
+                self.pages.pop(idx, None)
 
     async def _syncer(self) -> None:
         while True:
@@ -325,39 +456,42 @@ class JournaledVolume:
         """Write extent idx whole (stored bytes + its pages) and drop the pages it took."""
         lock = self._locks.setdefault(idx, asyncio.Lock())
         async with lock, self._fold_sem:
-            async with self._sync_lock:  # no append in flight: `durable` covers every page
+            # No append in flight: every segment up to `seq` (committed or failed) holds
+            # pages that are in the overlay still or folded into the stored bytes.
+            async with self._sync_lock:
                 with self._mutex:
                     snap = dict(self.pages.get(idx, {}))
-                jseq = self.durable
-            if not snap:
-                return
-            elen = self.vol.extent_len(idx)
-            if len(snap) * PAGE >= elen:
-                buf = bytearray(elen)
-            else:
-                base = await self._stored(idx)
-                buf = bytearray(base if base is not None else bytes(elen))
-            for po, page in snap.items():
-                buf[po:po + len(page)] = page
-            data = bytes(buf)
-            if data.count(0) == len(data):
-                await self.vol.trim_extent(idx, jseq=jseq)
-                self._replaced(idx, None)
-            else:
-                await self.vol.write_extent(idx, data, jseq=jseq)
-                self._replaced(idx, data)
-            self.folds += 1
-            with self._mutex:
-                pages = self.pages.get(idx, {})
-                for po, page in snap.items():
-                    if pages.get(po) is page:  # not rewritten meanwhile
-                        del pages[po]
-                        self.npages -= 1
-                if not pages:
-                    self.pages.pop(idx, None)
-            await self._folded(idx, jseq)
+                jseq = self.seq
+                if not snap:
+                    return
+                self._folding.add(idx)  # no direct write of idx until this one commits
+            try:
+                await self._fold_write(idx, snap, jseq)
+            finally:
+                self._folding.discard(idx)
         async with self._space:
             self._space.notify_all()
+
+    async def _fold_write(self, idx: int, snap: dict[int, bytes], jseq: int) -> None:
+        """Commit extent idx as its stored bytes with snap's pages, drop them, retire."""
+        elen = self.vol.extent_len(idx)
+        if len(snap) * PAGE >= elen:
+            buf = bytearray(elen)
+        else:
+            base = await self._stored(idx)
+            buf = bytearray(base if base is not None else bytes(elen))
+        for po, page in snap.items():
+            buf[po:po + len(page)] = page
+        data = bytes(buf)
+        if data.count(0) == len(data):
+            await self.vol.trim_extent(idx, jseq=jseq)
+            self._replaced(idx, None)
+        else:
+            await self.vol.write_extent(idx, data, jseq=jseq)
+            self._replaced(idx, data)
+        self.folds += 1
+        self._drop(idx, snap)
+        await self._folded(idx, jseq)
 
     async def _folded(self, idx: int, jseq: int) -> None:
         """Extent idx now folds in every segment up to jseq: retire segments left empty."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 SAFE_FIELDS = ("tenant", "name", "access_key", "wait_s", "version", "role", "volume", "snapshot",
-               "size", "clone", "node", "zone", "address", "via")
+               "size", "clone", "node", "zone", "address", "via", "key_id", "key", "state")
 
 
 class AuditLog:

@@ -145,6 +145,10 @@ class VolumeFS(mfusepy.Operations):
         return 0
 
     def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
+        if isinstance(self.cache, JournaledVolume):  # overlay or cached: no hop to the loop
+            data = self.cache.try_read(offset, size)
+            if data is not None:
+                return data
         return self._io(f"read {offset}+{size}", self.cache.read(offset, size))
 
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:

@@ -7,6 +7,7 @@ import logging
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import SigV4Error
 from storage import errors as se
+from storage import kms
 from storage.conditions import PreconditionFailed
 
 log = logging.getLogger("tessera.gateway")
@@ -35,6 +36,12 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         return S3Error("AccessDenied")
     if isinstance(exc, se.InvalidRange):
         return S3Error("InvalidRange", ActualObjectSize=str(exc.size))
+    if isinstance(exc, kms.KmsNotFound):  # an SSE-KMS object whose key was deleted
+        return S3Error("KMS.NotFoundException", str(exc), status=400)
+    if isinstance(exc, kms.KmsDisabled):
+        return S3Error("KMS.DisabledException", str(exc), status=400)
+    if isinstance(exc, kms.KmsInvalidState):
+        return S3Error("KMS.KMSInvalidStateException", str(exc), status=400)
     if isinstance(exc, se.KeyUnavailable):
         return S3Error("AccessDenied", "The encryption key of this object is no longer "
                        "available.")

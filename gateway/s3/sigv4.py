@@ -6,6 +6,7 @@ bodies are decoded by `gateway.s3.chunked`. Nothing here touches sockets or cloc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -91,8 +92,10 @@ class AuthResult:
         )
 
 
+@functools.lru_cache(maxsize=256)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """Derive the SigV4 signing key for ``date`` (YYYYMMDD), region and service."""
+    """Derive the SigV4 signing key for ``date`` (YYYYMMDD), region and service (remembered:
+    four HMACs per request otherwise; the key changes daily, as AWS's own clients cache it)."""
     key = _hmac(("AWS4" + secret).encode("utf-8"), date)
     key = _hmac(key, region)
     key = _hmac(key, service)
@@ -367,7 +370,7 @@ def _check_signature(
     string_to_sign = "\n".join(
         [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()]
     )
-    expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    expected = hmac.digest(key, string_to_sign.encode("utf-8"), "sha256").hex()
     if not hmac.compare_digest(expected, provided):
         raise SigV4Error(
             "SignatureDoesNotMatch",
@@ -542,7 +545,7 @@ def _encode(value: str) -> str:
 
 def _hmac(key: bytes, msg: str) -> bytes:
     """HMAC-SHA256 of a UTF-8 string."""
-    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.digest(key, msg.encode("utf-8"), "sha256")
 
 
 def _unknown_key(access_key: str) -> SigV4Error:

@@ -7,9 +7,9 @@ SSE-KMS names one of the requesting tenant's named KMS keys (`storage.kms`: key 
 alias name or alias ARN; none: the tenant's default key `alias/aws/s3`); the key wraps the
 object's data key and responses give its ARN, as AWS does. A name that is malformed or names
 no key of the tenant is 400 KMS.NotFoundException with AWS KMS's message; another account's
-(tenant's) key ARN is AccessDenied, as AWS answers a key you may not use. ETags stay the MD5
-of the plaintext even for SSE-KMS and SSE-C objects (AWS gives a non-MD5 ETag there); clients
-do not rely on either.
+(tenant's) key ARN is AccessDenied, as AWS answers a key you may not use. As AWS, an SSE-KMS or
+SSE-C object (or part) has an opaque ETag, not the MD5 of its data (`storage.objects.
+etag_hides_md5`); SSE-S3 and plaintext keep the MD5.
 """
 
 from __future__ import annotations
@@ -45,10 +45,15 @@ class SseChoice:
     kms_ref: str | None = None  # SSE-KMS: the key name given (None: the default key)
 
 
-def kms_error(exc: kms.KmsNotFound | kms.KmsAccessDenied, ref: str | None) -> S3Error:
+def kms_error(exc: kms.KmsNotFound | kms.KmsAccessDenied | kms.KmsDisabled
+              | kms.KmsInvalidState, ref: str | None) -> S3Error:
     """The S3 error for a KMS key a request may not use."""
     if isinstance(exc, kms.KmsNotFound):
         return S3Error("KMS.NotFoundException", str(exc), status=400)
+    if isinstance(exc, kms.KmsDisabled):
+        return S3Error("KMS.DisabledException", str(exc), status=400)
+    if isinstance(exc, kms.KmsInvalidState):
+        return S3Error("KMS.KMSInvalidStateException", str(exc), status=400)
     return S3Error("AccessDenied", "User is not authorized to perform kms:GenerateDataKey on "
                    f"resource {ref}")
 
@@ -196,7 +201,8 @@ async def for_request(rq: Any) -> SseChoice:
         svc = rq.cluster.objects.kms
         try:
             key = await svc.resolve(rq.tenant, choice.kms_ref)
-        except (kms.KmsNotFound, kms.KmsAccessDenied) as exc:
+        except (kms.KmsNotFound, kms.KmsAccessDenied, kms.KmsDisabled,
+                kms.KmsInvalidState) as exc:
             raise kms_error(exc, choice.kms_ref) from None
         choice.record.update({"kms_key_id": svc.arn(key), KMS_KEY: key.key_id})
     return choice

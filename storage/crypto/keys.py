@@ -136,6 +136,17 @@ def ssec_key_hmac(customer_key: bytes, salt: bytes) -> str:
     return hmac.new(salt, labels.SSEC_KEY_HMAC_V1 + customer_key, "sha256").hexdigest()
 
 
+def opaque_etag(key: bytes, tenant: str, md5_hex: str) -> str:
+    """The ETag of an SSE-KMS or SSE-C object or part: a keyed HMAC-SHA256 of its MD5 under
+    the KMS (or bucket) key or the customer key, cut to MD5's 16 bytes. It is not the MD5 and
+    cannot be checked against a guess of the data without the key; the same data under the
+    same key gets the same ETag (a part sent again still matches its first ETag)."""
+    import hmac
+
+    return hmac.new(key, pack_fields(labels.OPAQUE_ETAG_V1, [tenant, md5_hex]),
+                    "sha256").digest()[:16].hex()
+
+
 # --- named KMS keys: tenant KEK -> KMS key -> (bucket key) -> DEK -------------------------------
 
 

@@ -1,5 +1,6 @@
 """The key workers: `Rewrapper` rewraps DEKs of rotated tenants to their current KEK
-version; `ShredScheduler` destroys the keys of tenants whose scheduled shred is due. The
+version; `ShredScheduler` destroys the keys of tenants whose scheduled shred is due, and the
+named KMS keys whose scheduled deletion is due (`storage.kms.purge_due`). The
 operations that give them work (rotate, schedule a shred) are in `storage/keys_rotation.py`.
 """
 
@@ -13,6 +14,7 @@ from storage.errors import KeyUnavailable, NotFound
 from storage.keys_rotation import shred_now
 from storage.keyspace import OBJECT, REWRAP, SHRED, VERSION, next_key, rewrap_key, space
 from storage.keyspace import unpack as unpack_key
+from storage.kms import purge_due
 from storage.metadata import MetadataStore, Txn
 from storage.records import ObjectVersion, pack, unpack
 from storage.tenants import TenantService
@@ -123,7 +125,8 @@ class Rewrapper:
 
 
 class ShredScheduler:
-    """Destroys the keys of tenants whose scheduled shred is due."""
+    """Destroys the keys of tenants whose scheduled shred is due, and KMS keys whose
+    deletion is due."""
 
     name = "shred"
 
@@ -140,4 +143,5 @@ class ShredScheduler:
                     await shred_now(self._meta, self._tenants, unpack_key(item.key)[1])
                 except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out
                     await self._meta.put(item.key, pack({**entry, "due": exc.until}))
+        await purge_due(self._meta)
         return WorkerState.IDLE

@@ -1,7 +1,8 @@
 """Crash the block daemon mid-workload: every fsynced write survives through the journal.
 
-ext4 on a journaled volume (FUSE + loop) takes small files and random 4 KiB overwrites,
-each recorded only once its fsync returned; the daemon is killed with SIGKILL while the
+ext4 on a journaled volume (FUSE + loop) takes small files, random 4 KiB overwrites and
+whole rewrites of a 2 MiB file (sequential runs the daemon writes directly as extents, between
+journal appends), each recorded only once its fsync returned; the daemon is killed with SIGKILL while the
 writer is still going, leaving journal segments that were never folded into extents. The
 next mount replays them: every recorded write reads back, and fsck finds the file system
 clean.
@@ -31,6 +32,7 @@ from tests.integration.test_volumes import (  # noqa: F401 - same fixtures and r
 
 PAGE = 4096
 RAND_PAGES = 2048  # an 8 MiB file of random overwrites
+BIG = 2 << 20  # a file rewritten whole, sequentially
 
 
 class Workload(threading.Thread):
@@ -41,6 +43,8 @@ class Workload(threading.Thread):
         self.root, self.rnd = root, random.Random(seed)
         self.files: dict[str, str] = {}
         self.pages: dict[int, bytes] = {}
+        self.big = b""  # its content at the last fdatasync
+        self.big_next = b""  # the rewrite in flight (its pages may land before the kill)
         self.durable = 0
         self.progress = threading.Condition()
 
@@ -52,9 +56,15 @@ class Workload(threading.Thread):
     def run(self) -> None:
         dfd = os.open(self.root, os.O_RDONLY)
         rfd = os.open(self.root / "rand", os.O_RDWR)
+        bfd = os.open(self.root / "big", os.O_RDWR)
         try:
             for i in range(1_000_000):
-                if i % 3 == 0:
+                if i % 5 == 1:
+                    self.big_next = self.rnd.randbytes(BIG)
+                    os.pwrite(bfd, self.big_next, 0)
+                    os.fdatasync(bfd)
+                    self.big = self.big_next
+                elif i % 3 == 0:
                     name = f"f{i}"
                     data = self.rnd.randbytes(self.rnd.choice([100, 4096, 50_000]))
                     fd = os.open(self.root / name, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -78,7 +88,7 @@ class Workload(threading.Thread):
             with self.progress:
                 self.durable = -1
                 self.progress.notify_all()
-            for fd in (rfd, dfd):
+            for fd in (bfd, rfd, dfd):
                 try:
                     os.close(fd)
                 except OSError:
@@ -100,9 +110,11 @@ def test_kill_mid_workload_replays_journal(vol: Vol, tmp_path: Path) -> None:  #
     vol.mount("jcrash", mnt, "--fs", "ext4", "--lease-ttl", "3")
     zeros = bytes(RAND_PAGES * PAGE)
     (mnt / "rand").write_bytes(zeros)
-    fd = os.open(mnt / "rand", os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
+    (mnt / "big").write_bytes(bytes(BIG))
+    for name in ("rand", "big"):
+        fd = os.open(mnt / name, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
     w = Workload(mnt, seed=11)
     w.start()
     with w.progress:  # kill while the writer is mid-stream, after plenty of barriers
@@ -121,6 +133,10 @@ def test_kill_mid_workload_replays_journal(vol: Vol, tmp_path: Path) -> None:  #
     assert not left & asyncio.run(_journal_segments(vol, "jcrash"))  # folded and retired
     for name, digest in w.files.items():
         assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest, name
+    big = (mnt / "big").read_bytes()
+    assert w.big and len(big) == BIG
+    for at in range(0, BIG, PAGE):  # each page as synced, or from the unsynced rewrite
+        assert big[at:at + PAGE] in (w.big[at:at + PAGE], w.big_next[at:at + PAGE]), at
     raw = (mnt / "rand").read_bytes()
     for page, data in w.pages.items():
         assert raw[page * PAGE:(page + 1) * PAGE] == data, page

@@ -35,6 +35,15 @@ SYSTEM_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
                    "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "REDUCED_REDUNDANCY")
 META_LIMIT_BYTES = 2048
+SMALL_BODY_BYTES = 64 * 1024  # GET bodies up to this size go out in one write with headers
+
+
+class SmallBodyResponse(web.StreamResponse):
+    """A streamed response whose status line and headers wait for the first body write
+    (aiohttp's `Response` does so): a small object's GET is one `send` instead of two.
+    Only for small bodies: the headers and the first chunk are joined into one buffer."""
+
+    _send_headers_immediately = False
 
 
 def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -251,7 +260,8 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     if "versionId" not in rq.params:
         headers.update(await expiration_headers(rq, v))
     _overrides(rq, headers)
-    resp = web.StreamResponse(status=status, headers=headers)
+    small = end - start <= SMALL_BODY_BYTES
+    resp = (SmallBodyResponse if small else web.StreamResponse)(status=status, headers=headers)
     resp.content_length = end - start
     # aclosing: however the response ends (a client hanging up mid-body included), the
     # shard streams behind it are cancelled and awaited now, not left to the GC.

@@ -1,0 +1,171 @@
+"""Per-request and background costs kept off the hot path (issue 17, small objects): each
+cached or skipped step still gives the exact result of the step it replaces."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from gateway.metrics_cluster import MAX_PAUSE_INTERVALS, PACE, ClusterGauges, usage_fields
+from storage.config import NodeSpec
+from storage.crypto import keys
+from storage.crypto.keys import FileRootKey
+from storage.errors import KeyUnavailable
+from storage.health import STATS_ROUNDS, HealthTracker
+from storage.metadata.sqlite import SqliteStore
+from storage.records import FORMAT_VERSION, Bucket, ObjectVersion, PartLayout
+from storage.tenants import TenantService
+
+
+class CountingRoot:
+    """The real file root key, counting how often a KEK is opened with it."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner, self.unwraps = FileRootKey(path), 0
+
+    def wrap(self, key: bytes, aad: bytes) -> bytes:
+        return self.inner.wrap(key, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        self.unwraps += 1
+        return self.inner.unwrap(wrapped, aad)
+
+
+@pytest.mark.asyncio
+async def test_current_kek_is_opened_once_and_follows_rotation_and_shred(tmp_path: Path,
+                                                                         ) -> None:
+    store = await SqliteStore.open(tmp_path / "m.db")
+    root = CountingRoot(tmp_path / "root.key")
+    try:
+        tenants = TenantService(store, root)  # type: ignore[arg-type]
+        await tenants.create("t")
+        v1, k1 = await tenants.kek("t")
+        opened = root.unwraps
+        for _ in range(5):
+            assert await tenants.kek("t") == (v1, k1)
+        assert root.unwraps == opened  # the record still holds the blob k1 was opened from
+        other = TenantService(store, root)  # type: ignore[arg-type]  # another process
+        v2 = await other.rotate("t")
+        v, k2 = await tenants.kek("t")  # the current version is read every time
+        assert (v, k2) == (v2, keys.open_kek(root.inner, "t", v2,
+                                             (await tenants.get("t")).keks[v2]))
+        await other.shred("t")
+        with pytest.raises(KeyUnavailable):
+            await tenants.kek("t")
+    finally:
+        await store.close()
+
+
+def test_records_encode_as_asdict_did() -> None:
+    """The fast encoder writes the very bytes `asdict` + `packb` wrote (stored records)."""
+    part = PartLayout(number=1, size=4096, etag="e", stripe_id=b"\x01" * 16, k=4, m=2,
+                      segment_size=1 << 20, nodes=["n1", None, "n3"], checksums={"CRC32": "x"},
+                      inline=b"sealed")
+    v = ObjectVersion(bucket="b", key="k\x00/é", version_id="null", tenant="t", size=4096,
+                      etag="x" * 32, last_modified=1.5, parts=[part, part], dek=b"d" * 60,
+                      acl={"owner": "t", "grants": [["user", "t", "FULL_CONTROL"]]},
+                      lock={"mode": "GOVERNANCE", "until": 3.0}, restore={"days": 1})
+    old = asdict(v)
+    old["fv"] = FORMAT_VERSION
+    assert v.encode() == msgpack.packb(old, use_bin_type=True)
+    assert ObjectVersion.decode(v.encode()) == v
+    b = Bucket(name="b", tenant="t", created=2.0, versioning="Enabled",
+               config={"cors": [{"a": 1}]}, revision=7)
+    old = asdict(b)
+    del old["revision"]
+    old["fv"] = FORMAT_VERSION
+    assert b.encode() == msgpack.packb(old, use_bin_type=True)
+
+
+def test_usage_fields_match_a_full_decode() -> None:
+    v = ObjectVersion(bucket="b", key="k", version_id="v", tenant="t9", size=123, etag="e",
+                      last_modified=0.0, delete_marker=True)
+    assert usage_fields(v.encode()) == ("t9", 123, True)
+
+
+def test_cluster_gauges_pause_grows_with_a_slow_refresh() -> None:
+    g = ClusterGauges.__new__(ClusterGauges)
+    g._interval, g._took = 10.0, 0.01  # noqa: SLF001 - the pacing alone, no cluster needed
+    assert g.pause_s() == 10.0
+    g._took = 1.0  # noqa: SLF001
+    assert g.pause_s() == PACE * 1.0
+    g._took = 1000.0  # noqa: SLF001
+    assert g.pause_s() == MAX_PAUSE_INTERVALS * 10.0
+
+
+class CountingProbes:
+    """A node transport answering health probes, counting them per node."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    async def health(self, node: NodeSpec, timeout_s: float = 2.0) -> dict[str, Any]:
+        self.calls[node.id] = self.calls.get(node.id, 0) + 1
+        return {"used_bytes": 1, "free_bytes": 2, "shards": 3}
+
+
+@pytest.mark.asyncio
+async def test_probe_round_skips_nodes_that_just_answered_a_request(monkeypatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("storage.health.time.monotonic", lambda: clock[0])
+    nodes = [NodeSpec(id=f"n{i}", zone="az1", address=f"127.0.1.{i}:1") for i in range(3)]
+    probes = CountingProbes()
+    h = HealthTracker(nodes, probes, probe_interval_s=1.0)  # type: ignore[arg-type]
+    await h.probe_once()
+    assert probes.calls == {"n0": 1, "n1": 1, "n2": 1}
+    for _ in range(STATS_ROUNDS):
+        clock[0] += 1.0
+        h.report_success("n0")  # a shard write answered by n0 within this interval
+        await h.probe_once()
+    assert probes.calls["n0"] == 1 and probes.calls["n1"] == 1 + STATS_ROUNDS
+    clock[0] += 1.0
+    h.report_success("n0")
+    await h.probe_once()  # n0's disk figures are STATS_ROUNDS rounds old: probed again
+    assert probes.calls["n0"] == 2
+    h.report_failure("n0", "ConnectionRefused")
+    await h.probe_once()  # a node not up is always probed (the probe brings it back)
+    assert probes.calls["n0"] == 3 and h.is_usable("n0")
+
+
+CHILD = """
+import logging, sys
+from pathlib import Path
+from storage.logfile import log_handler
+
+class Counting(logging.Formatter):
+    calls = 0
+    def format(self, record):
+        Counting.calls += 1
+        return super().format(record)
+
+log = logging.getLogger("t")
+log.addHandler(log_handler(Path(sys.argv[1]), Counting("%(message)s")))
+log.setLevel(logging.INFO)
+for i in range(300):
+    log.info("line %04d %s", i, "x" * 60)
+    if i == 100:
+        print("x" * 3000, file=sys.stderr, flush=True)  # reaches the file behind the count
+print(Counting.calls, file=sys.__stdout__)
+"""
+
+
+def test_log_records_are_formatted_once_and_rotation_counts_stderr(tmp_path: Path) -> None:
+    """One format per record (the stdlib handler formats twice), and files still rotate at
+    the size limit though prints reach the file through fd 2 without the handler."""
+    log = tmp_path / "logs" / "g.log"
+    env = {**os.environ, "TESSERA_LOG_MAX_BYTES": "8192", "TESSERA_LOG_BACKUPS": "3"}
+    r = subprocess.run([sys.executable, "-c", CHILD, str(log)], env=env, capture_output=True,
+                       text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "300"
+    for p in log.parent.iterdir():
+        assert p.stat().st_size <= 8192 + 3200, p
+    text = "".join(p.read_text() for p in log.parent.iterdir())
+    assert "line 0299" in text
