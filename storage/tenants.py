@@ -196,8 +196,8 @@ class TenantService:
         item = await self._meta.get(tenant_key(tenant))
         if item is None:
             raise NotFound(f"tenant {tenant!r} does not exist")
-        rev = self.revalidate(tenant, None, item)
         t = Tenant.decode(item.value)
+        rev = self.revalidate(tenant, t.current_kek, item)
         kek = keys.open_kek(self._root, tenant, t.current_kek, t.keks[t.current_kek])
         self._kek_cache[(tenant, t.current_kek)] = (now + CACHE_TTL_S, kek)
         return t.current_kek, kek, rev

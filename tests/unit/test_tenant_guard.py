@@ -1,0 +1,99 @@
+"""A PUT's tenant KEK comes from a cache (no metadata read per PUT), so the commit compares
+the tenant record's revision: a shred or a rotation made through another gateway is never
+acted on late. Two gateways are two `TenantService`s over one real SQLite store; the real
+S3 pipeline (`S3Server` over `Cluster`, in-memory nodes) serves one of them, via boto3."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aiohttp import web
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from gateway.app import create_s3_app
+from gateway.metrics import Metrics
+from gateway.s3.server import S3Server
+from storage import tenants as tenants_mod
+from storage.cluster import Cluster
+from storage.config import config_from_mapping
+from storage.crypto.keys import FileRootKey
+from storage.metadata.sqlite import SqliteStore
+from storage.tenants import TenantService
+from storage.testing.simnodes import SimNodes
+
+BUCKET = "guarded"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def gateways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                   ) -> AsyncIterator[tuple[Any, TenantService]]:
+    """(an S3 client of gateway A, gateway B's tenant service). A's caches outlive the test,
+    so what refuses a late PUT is the commit's compare, whatever the machine's speed."""
+    monkeypatch.setattr(tenants_mod, "CACHE_TTL_S", 3600.0)
+    monkeypatch.setattr(tenants_mod, "SHORT_TTL_S", 3600.0)
+    nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
+              "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
+    cfg = config_from_mapping({"data_dir": str(tmp_path), "cluster": {"inline_max_bytes": 4096},
+                               "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes},
+                              tmp_path)
+    meta = await SqliteStore.open(tmp_path / "meta.db")
+    root = FileRootKey(tmp_path / "root.key")
+    tenants_a, tenants_b = TenantService(meta, root), TenantService(meta, root)
+    await tenants_a.load()
+    await tenants_b.load()
+    await tenants_a.create("t")
+    cred = await tenants_a.create_key("t")
+    pool = ThreadPoolExecutor(2)
+    cluster = Cluster.wire(cfg, meta, tenants_a, SimNodes(list(cfg.nodes)), pool, pool)
+    await cluster.buckets.create("t", BUCKET)
+    runner = web.AppRunner(create_s3_app(S3Server(cluster, cfg.gateway, Metrics())))
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
+                      aws_access_key_id=cred.access_key, aws_secret_access_key=cred.secret_key,
+                      region_name="us-east-1",
+                      config=BotoConfig(retries={"max_attempts": 1},
+                                        s3={"addressing_style": "path"}))
+    try:
+        yield s3, tenants_b
+    finally:
+        await runner.cleanup()
+        await meta.close()
+        pool.shutdown()
+
+
+async def test_rotation_elsewhere_then_put_commits_and_reads(
+        gateways: tuple[Any, TenantService]) -> None:
+    s3, other = gateways
+    await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="a", Body=b"one")  # caches KEK 1
+    assert await other.rotate("t") == 2
+    await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="b", Body=b"two")
+    got = await asyncio.to_thread(lambda: s3.get_object(Bucket=BUCKET, Key="b")["Body"].read())
+    assert got == b"two"
+
+
+async def test_shred_elsewhere_fails_the_next_put(gateways: tuple[Any, TenantService]) -> None:
+    s3, other = gateways
+    await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="a", Body=b"one")  # caches the KEK
+    # gateway A still has the (revoked) access key in its auth cache and the KEK in its KEK
+    # cache: only the commit's compare of the tenant record can refuse this PUT
+    await other.shred("t")
+    with pytest.raises(ClientError) as refused:
+        await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="late", Body=b"late")
+    err = refused.value.response["Error"]
+    assert err["Code"] == "AccessDenied" and "encryption key" in err["Message"]
