@@ -55,12 +55,19 @@ Reference = Callable[[int, bool, int, dict[int, bytes]], tuple[bytes, list[int]]
 
 def _rebuild_from(reference: Reference, codec: ErasureCodec, seg: int, last: bool,
                   plain_len: int, blocks: dict[int, bytes], wanted: list[int],
-                  ) -> tuple[dict[int, bytes], list[int]]:
-    """The wanted blocks of one segment from the codeword `reference` vouches for."""
+                  trusted: set[int] | None = None,
+                  ) -> tuple[dict[int, bytes | memoryview], list[int]]:
+    """The wanted blocks of one segment from the codeword `reference` vouches for. Without
+    one (keyless: no codeword more than k blocks agree on), from the `trusted` blocks (the
+    shards nobody named a liar) when k of them were read: what a rebuild that leaves the
+    named liars out would write."""
     try:
         sealed, wrong = reference(seg, last, plain_len, blocks)
     except IntegrityError as exc:  # more liars than spare blocks in this segment
-        raise SourcesDisagree(str(exc)) from exc
+        kept = {i: b for i, b in blocks.items() if trusted is not None and i in trusted}
+        if len(kept) < codec.k:
+            raise SourcesDisagree(str(exc)) from exc
+        return _rebuild_checked(codec, kept, plain_len + TAG_BYTES, wanted), []
     full = codec.encode(sealed)
     return {i: full[i] for i in wanted}, wrong
 
@@ -78,7 +85,7 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          sources: Sequence[tuple[int, NodeSpec]],
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None = None,
                          stall_s: float = 20.0, reference: Reference | None = None,
-                         ) -> RebuildResult:
+                         trusted: set[int] | None = None) -> RebuildResult:
     """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
 
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
@@ -86,7 +93,8 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     `reference` (a stripe with lying shards, rebuilt where its key is) every source is read
     for every segment, liars included, and each segment is rebuilt from the codeword the
     reference authenticates: a shard that lies in one segment still serves the others.
-    SourcesDisagree when a segment has no such codeword.
+    SourcesDisagree when a segment has no such codeword and (keyless) fewer than k of the
+    `trusted` sources were read for it.
     """
     codec = ErasureCodec(part.k, part.m)
     headers = part_headers(part)
@@ -112,7 +120,7 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
             if reference is not None:
                 rebuilt, wrong = await loop.run_in_executor(
                     cpu, _rebuild_from, reference, codec, seg, seg == nsegs - 1, plain_len,
-                    blocks, wanted)
+                    blocks, wanted, trusted)
                 liars.update(wrong)
             else:
                 rebuilt = await loop.run_in_executor(cpu, _rebuild_checked, codec, blocks,

@@ -358,7 +358,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         if not a.missing:
             await self._drop(item)
             return False
-        reference = await self._reference(man, a)
+        ref = await self._reference(man, a)
+        reference, keyless = ref if ref is not None else (None, False)
         usable = {**a.healthy, **(a.lying if reference is not None else {})}
         if len(usable) < part.k:
             self.stats.unrepairable += 1
@@ -383,7 +384,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         sources = [(i, self._by_id[n]) for i, n in sorted(usable.items())]
         try:
             res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
-                                       throttle or self._throttle, reference=reference)
+                                       throttle or self._throttle, reference=reference,
+                                       trusted=set(a.healthy) if keyless else None)
         except DataUnavailable as exc:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -423,21 +425,22 @@ class RepairWorker(ShardWorker[RepairStats]):
                 await self._defer(item, entry, "partially repaired")
         return committed
 
-    async def _reference(self, man: Manifest, a: Assessment) -> Reference | None:
+    async def _reference(self, man: Manifest, a: Assessment) -> tuple[Reference, bool] | None:
         """How to rebuild a stripe with named liars: segment by segment from the blocks that
         authenticate (the liars' honest blocks included). Without the key (SSE-C, volumes)
-        the codeword k+1 blocks agree on is the reference, used only when the other shards
-        alone are fewer than k (else the liars are left out, as lost shards: with a lost
-        shard besides a liar, k+1 agreeing blocks may not exist). None: no liars."""
+        the codeword more than k blocks agree on is the reference, so a liar nobody has
+        named yet cannot spread into the rebuilt shards; a segment with no such codeword
+        (a lost shard besides a liar) is rebuilt from the shards not named, when they are k
+        or more (`rebuild_shards`' `trusted`). With whether it is keyless; None: no liars."""
         if not a.lying or self.stripe_codec is None:
             return None
         try:
             codec = await self.stripe_codec(man)
         except StorageError:
             return None
-        if codec is None or (codec.cipher is None and len(a.healthy) >= man.part.k):
+        if codec is None:
             return None
-        return codec.reference
+        return codec.reference, codec.cipher is None
 
     async def _commit(self, stripe_id: bytes, old: list[str | None],
                       written: dict[int, str]) -> bool:

@@ -287,3 +287,63 @@ async def test_keyless_sealed_read_never_copies_a_lie(sim_factory, size: int) ->
     assert await sealed() == before
     await s.stripes.lies.settle()
     assert s.stripes.lies.found == {"read": 1}
+
+
+def _lie_in_segment(raw: bytes, seg: int, seed: int) -> bytes:
+    """A shard file whose block of segment `seg` alone is other bytes under valid CRCs."""
+    from storage.shards.format import (
+        FRAME_HEAD,
+        FRAME_HEAD_BYTES,
+        HEADER_BYTES,
+        ShardHeader,
+        pack_frame,
+    )
+
+    out = bytearray(raw)
+    header = ShardHeader.unpack(bytes(out[:HEADER_BYTES]))
+    off, n = HEADER_BYTES, 0
+    while off + FRAME_HEAD_BYTES <= len(out):
+        length, _ = FRAME_HEAD.unpack_from(out, off)
+        if n == seg:
+            out[off:off + FRAME_HEAD_BYTES + length] = pack_frame(
+                header, seg, random.Random(seed).randbytes(length))
+        off += FRAME_HEAD_BYTES + length
+        n += 1
+    return bytes(out)
+
+
+async def test_keyless_repair_of_named_liars_is_outvoted_by_their_honest_blocks(
+        sim_factory) -> None:
+    """Without the key (SSE-C): shard 0 lies in segment 0, 1 in 1, 2 in 2. A read named 0
+    and 1 but not yet 2. Rebuilding 0 and 1 from the other k shards alone would copy shard
+    2's lie into segment 2 of both (three bad blocks: the segment lost); the named shards'
+    honest blocks must outvote it, name shard 2, and every shard end up as written."""
+    from dataclasses import replace
+
+    from storage.lying import LyingShards
+
+    s = await sim_factory(23)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+    await s.put("x", 3 * SEGMENT + 7)
+    p = (await s.objects.head(s.bucket, "x")).parts[0]
+    sids = [shard_id(p.stripe_id, i) for i in range(6)]
+    originals = [bytes(s.sim.files[p.nodes[i]][sids[i]]) for i in range(6)]
+    for i in (0, 1, 2):
+        s.sim.files[p.nodes[i]][sids[i]] = bytearray(_lie_in_segment(originals[i], i, i))
+    from storage.workers.deepscrub import DeepScrubber, DeepScrubSettings
+
+    keyed = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool, s.stripes.lies,
+                         DeepScrubSettings(rate_bytes_s=0)).codec
+
+    async def keyless(man):  # the cluster holds no key for SSE-C data
+        codec = await keyed(man)
+        return None if codec is None else replace(codec, cipher=None)
+
+    s.repair.stripe_codec = keyless
+    for i in (0, 1):
+        await s.stripes.lies.record(p.stripe_id, i, s.cfg.node(p.nodes[i]), "read", i)
+    await s.heal()
+    p = (await s.objects.head(s.bucket, "x")).parts[0]
+    for i in range(6):
+        assert bytes(s.sim.files[p.nodes[i]][sids[i]]) == originals[i], i
+    assert await s.read("x") == s.data["x"]

@@ -423,3 +423,32 @@ def test_audit_without_a_key_locates_one_liar_by_consistency() -> None:
     blocks[5] = bytes(len(blocks[5]))  # two liars, six blocks: no codeword with k+1 support
     with pytest.raises(IntegrityError):
         sealed_codec.audit(0, True, len(sealed) - TAG_BYTES, blocks)
+
+
+def test_keyless_rebuild_checks_named_liars_blocks_and_falls_back_to_unnamed() -> None:
+    """Repair without the key (SSE-C): shards 0 and 1 were named liars (for other
+    segments), and shard 2 lies in this one but nobody has named it yet. The named shards'
+    honest blocks must outvote it: rebuilding 0 and 1 from exactly k unnamed blocks would
+    write shard 2's lie into both. A segment with no codeword more than k blocks agree on
+    (a lost shard besides the liar) is rebuilt from the k unnamed shards instead."""
+    from storage.rebuild import SourcesDisagree, _rebuild_from
+
+    codec = StripeCodec(cipher=None, codec=ErasureCodec(4, 2), identity="obj", part=1,
+                        stripe_id=b"s" * 16, segment_size=4096)
+    sealed = random.Random(10).randbytes(3016)
+    plain_len = len(sealed) - TAG_BYTES
+    honest = _blocks(codec, sealed)
+    blocks = {**honest, 2: random.Random(2).randbytes(len(honest[2]))}
+    rebuilt, wrong = _rebuild_from(codec.reference, codec.codec, 0, True, plain_len, blocks,
+                                   [0, 1], trusted={2, 3, 4, 5})
+    assert {i: bytes(b) for i, b in rebuilt.items()} == {0: honest[0], 1: honest[1]}
+    assert wrong == [2]
+    # shard 5 lost, named liar 0 lies here: no k+1 agreement, the unnamed four decide
+    blocks = {i: honest[i] for i in range(5)}
+    blocks[0] = random.Random(0).randbytes(len(honest[0]))
+    rebuilt, wrong = _rebuild_from(codec.reference, codec.codec, 0, True, plain_len, blocks,
+                                   [0, 5], trusted={1, 2, 3, 4})
+    assert {i: bytes(b) for i, b in rebuilt.items()} == {0: honest[0], 5: honest[5]}
+    assert wrong == []
+    with pytest.raises(SourcesDisagree):  # no trusted set (a keyed reference): no guess
+        _rebuild_from(codec.reference, codec.codec, 0, True, plain_len, blocks, [0, 5])
