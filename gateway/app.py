@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ def create_s3_app(server: S3Server) -> web.Application:
                          expect_handler=server.expect)
 
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        request.setdefault("s3_first_byte", time.perf_counter())  # the access log's turn-around
         rid = request.get("request_id")
         if rid and "x-amz-request-id" not in response.headers:
             response.headers["x-amz-request-id"] = rid

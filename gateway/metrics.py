@@ -27,7 +27,11 @@ class Metrics:
         self.tenant_requests = Counter("tessera_tenant_requests",
                                        "Authorized S3 requests by the bucket's tenant",
                                        ["tenant"], registry=r)
-        from gateway.metrics_export import LifecycleCollector, TimingsCollector
+        from gateway.metrics_export import (
+            AccessLogCollector,
+            LifecycleCollector,
+            TimingsCollector,
+        )
         from storage.telemetry import METADATA, STAGES
 
         r.register(TimingsCollector("tessera_pipeline_stage_seconds",
@@ -36,6 +40,7 @@ class Metrics:
         r.register(TimingsCollector("tessera_metadata_op_seconds",
                                     "Metadata store call latency by method", "op", METADATA))
         r.register(LifecycleCollector())
+        r.register(AccessLogCollector())
         # The labelled children, looked up once each (`labels()` hashes and locks per call).
         self._req_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._tenant_children: dict[str, Any] = {}

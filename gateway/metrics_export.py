@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from storage.lifecycle import LifecycleReport
-from storage.telemetry import LIFECYCLE, Timings
+from storage.telemetry import ACCESS_LOG_COUNTS, ACCESS_LOG_OUTCOMES, LIFECYCLE, Timings
 
 
 class TimingsCollector:
@@ -44,6 +44,27 @@ class LifecycleCollector:
         for kind in ACTIONS:
             fam.add_metric([kind], counts.get(kind, 0.0))
         yield fam
+
+
+class AccessLogCollector:
+    """`tessera_access_log_records_total{outcome}` (staged, delivered, dropped_buffer_full,
+    dropped_target, dropped_failures) and `tessera_access_log_objects_total`: server access
+    log records this gateway staged, delivered or dropped, and the log objects it wrote
+    (delivery runs on the gateway holding its lease)."""
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        counts = ACCESS_LOG_COUNTS.snapshot()
+        fam = CounterMetricFamily("tessera_access_log_records",
+                                  "Server access log records by outcome", labels=["outcome"])
+        for outcome in ACCESS_LOG_OUTCOMES:
+            fam.add_metric([outcome], counts.get(outcome, 0.0))
+        yield fam
+        yield CounterMetricFamily("tessera_access_log_objects",
+                                  "Server access log objects delivered into target buckets",
+                                  value=counts.get("objects", 0.0))
 
 
 ACTIONS = tuple(f for f in LifecycleReport.__dataclass_fields__ if f != "buckets")

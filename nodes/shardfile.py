@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from nodes.disk import DiskShardStore
 
 CHUNK_BYTES = 1024 * 1024
+SEND_WINDOW_BYTES = 8 * 1024 * 1024  # frames checked per thread hop before sendfile
+MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in call, not one per page
 UNCHANGED = -2  # commit outcome: an identical shard was already stored under the id
 
 
@@ -434,6 +437,70 @@ class ShardReadStream:
             good = end
         self._next += n
         return (buf if good == len(buf) else buf[:good]), err
+
+    async def open_verified(self, max_bytes: int = SEND_WINDOW_BYTES,
+                            ) -> tuple[bytes, tuple[int, int, ShardCorrupt | None]]:
+        """The first `__anext__` (header bytes; NotFound, ShardCorrupt, InvalidRange) and
+        the first `verified_window`, in one trip to a worker thread."""
+        def both() -> tuple[bytes, tuple[int, int, ShardCorrupt | None]]:
+            head = self._open_sync()
+            if self._next >= self.end:
+                return head, (0, 0, None)
+            return head, self._verify_window_sync(max_bytes)
+
+        try:
+            return await asyncio.to_thread(both)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def fileno(self) -> int:
+        """The open shard file (after the first `__anext__`), for sendfile."""
+        assert self._fd is not None
+        return self._fd
+
+    async def verified_window(self, max_bytes: int = SEND_WINDOW_BYTES,
+                              ) -> tuple[int, int, ShardCorrupt | None]:
+        """Check the next frames (about `max_bytes` of them) in place, for sending with
+        sendfile: (file offset, bytes that verified, the error that stopped it or None).
+        (offset, 0, None) when every frame asked for was checked. The frames are read
+        through a mapping of the file (page cache, no copy), off the event loop."""
+        if self._next >= self.end or self._layout is None:
+            return (self._layout.frame_end(self.end - 1) if self._layout and self.end > 0
+                    else 0), 0, None
+        return await asyncio.to_thread(self._verify_window_sync, max_bytes)
+
+    def _verify_window_sync(self, max_bytes: int) -> tuple[int, int, ShardCorrupt | None]:
+        layout = self._layout
+        assert layout is not None and self._fd is not None
+        n = max(1, min(self.end - self._next, max_bytes // layout.frame_bytes))
+        start = layout.header.frame_offset(self._next)
+        stop = min(layout.frame_end(self._next + n - 1), layout.size)
+        if stop <= start:
+            self._next = self.end
+            return start, 0, ShardCorrupt(self.shard_id, f"segment {self._next}: truncated")
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        good = 0
+        err: ShardCorrupt | None = None
+        with mmap.mmap(self._fd, stop - base, prot=mmap.PROT_READ,
+                       flags=mmap.MAP_SHARED | MAP_POPULATE, offset=base) as mm:
+            view = memoryview(mm)
+            try:
+                for seg in range(self._next, self._next + n):
+                    off = layout.header.frame_offset(seg) - base
+                    end = layout.frame_end(seg) - base
+                    if end > len(view):
+                        err = ShardCorrupt(self.shard_id, f"segment {seg}: file shrank")
+                        break
+                    problem = frame_error(layout, seg, view, off)
+                    if problem is not None:
+                        err = ShardCorrupt(self.shard_id, problem)
+                        break
+                    good = end - (start - base)
+            finally:
+                view.release()
+        self._next += n
+        return start, good, err
 
     async def aclose(self) -> None:
         self._finished = True

@@ -30,6 +30,7 @@ from storage.errors import NotFound
 from storage.keyspace import access_log_key
 from storage.metadata import Txn
 from storage.records import pack
+from storage.telemetry import ACCESS_LOG_COUNTS
 
 if TYPE_CHECKING:
     from storage.cluster import Cluster
@@ -130,6 +131,7 @@ class AccessLogBuffer:
         """Queue one record (called at the end of every request; never blocks)."""
         if len(self._queue) >= self._max:
             self.dropped += 1
+            ACCESS_LOG_COUNTS.add("dropped_buffer_full")
             if self.dropped % 1000 == 1:
                 log.warning("access log: buffer full (%d records); %d records dropped so far",
                             self._max, self.dropped)
@@ -155,6 +157,7 @@ class AccessLogBuffer:
             except Exception:  # noqa: BLE001 - one bucket's trouble must not lose the others
                 log.exception("access log: cannot stage %d records of %s", len(recs), bucket)
         self.staged += written
+        ACCESS_LOG_COUNTS.add("staged", written)
         return written
 
     async def _stage_bucket(self, bucket: str, recs: list[AccessRecord]) -> int:

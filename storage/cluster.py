@@ -152,6 +152,9 @@ class Cluster:
         if self.membership is not None:
             await self.membership.stop()
         await self.health.stop()
+        close_nodes = getattr(self.nodes, "close", None)
+        if close_nodes is not None:
+            close_nodes()  # the shard fetcher's idle connections
         if self.session is not None:
             await self.session.close()
         await self.meta.close()

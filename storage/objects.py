@@ -445,8 +445,12 @@ class ObjectService:
 
     async def read(self, v: ObjectVersion, start: int = 0, end: int | None = None,
                    on_damage: Callable[[bytes, int, str], None] | None = None,
-                   sse_c_key: bytes | None = None) -> AsyncIterator[bytes]:
-        """Plaintext bytes [start, end) of a version, streamed segment by segment."""
+                   sse_c_key: bytes | None = None, borrowed: bool = False,
+                   ) -> AsyncIterator[bytes | memoryview]:
+        """Plaintext bytes [start, end) of a version, streamed segment by segment.
+
+        `borrowed` (`StripeStore.read`): chunks may be views of reused buffers, valid only
+        until the next one is asked for; the consumer copies what it keeps."""
         end = v.size if end is None else end
         if start < 0 or end > v.size or start > end:
             raise InvalidRange(v.size)
@@ -475,7 +479,7 @@ class ObjectService:
             seg = first
             async with contextlib.aclosing(self._stripes.read(
                     codec, part.nodes, part.size, first, last,
-                    on_damage or self._report_damage)) as plains:
+                    on_damage or self._report_damage, borrowed)) as plains:
                 async for plain in plains:
                     seg_start = seg * part.segment_size
                     a = max(lo - seg_start, 0)

@@ -102,6 +102,28 @@ class StripeCodec:
         finally:
             stage("decrypt", perf_counter() - t1)
 
+    def open_into(self, index: int, last: bool, plain_len: int,
+                  blocks: Mapping[int, bytes | memoryview], out: bytearray,
+                  ) -> memoryview | None:
+        """`decode` without a copy when the k data blocks are all there (the usual read):
+        the sealed segment is those blocks end to end, so it is decrypted from them
+        straight into `out` (plain_len + 2 * TAG_BYTES bytes). Returns a view of `out`,
+        only once the tag verified; None when this shortcut does not apply."""
+        k = self.codec.k
+        if self.cipher is None or any(i not in blocks for i in range(k)):
+            return None
+        sealed_len = plain_len + TAG_BYTES
+        b = block_size(sealed_len, k)
+        pieces = [memoryview(blocks[i]) for i in range(k)]
+        if any(len(p) != b for p in pieces):
+            return None  # not this segment's layout: the general path decides
+        t0 = perf_counter()
+        try:
+            return self.cipher.open_into(index, pieces, sealed_len,
+                                         segment_aad(self.identity, self.part, index, last), out)
+        finally:
+            stage("decrypt", perf_counter() - t0)
+
     def authenticate(self, index: int, last: bool, plain_len: int,
                      blocks: Mapping[int, bytes]) -> tuple[bytes, list[int]]:
         """Open one segment although some blocks may lie (valid checksums, wrong bytes).

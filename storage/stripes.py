@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from storage.buffers import BufferPool
 from storage.config import Config, NodeSpec, Profile
+from storage.crypto.aead import TAG_BYTES
 from storage.errors import DataUnavailable, IntegrityError, QuorumNotReached, StorageError
 from storage.health import HealthTracker
 from storage.lying import LyingShards
@@ -30,6 +32,7 @@ from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
 
 QUEUE_FRAMES = 4
+POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG = 4  # segments the digests may fall behind the coding before the reader waits
 DamageReport = Callable[[bytes, int, str], None]
 
@@ -153,25 +156,36 @@ class _ShardSender:
             await self._task
 
 
+Frame = tuple[int, bytes | memoryview, bytearray | None]  # segment, block, pooled owner
+
+
 class _ShardStream:
-    """Prefetching reader of one shard's frames."""
+    """Prefetching reader of one shard's frames (into `pool`'s buffers when given and the
+    transport can: `read_frames_into`)."""
 
     def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: ShardHeader,
-                 first: int, count: int) -> None:
+                 first: int, count: int, pool: BufferPool | None = None) -> None:
         self.node = node
         self.index = header.index
-        self._q: asyncio.Queue[tuple[int, bytes] | BaseException] = asyncio.Queue(maxsize=3)
+        self._pool = pool if hasattr(client, "read_frames_into") else None
+        self._q: asyncio.Queue[Frame | BaseException] = asyncio.Queue(maxsize=3)
         self._task = asyncio.create_task(self._run(client, sid, header, first, count))
 
     async def _run(self, client: NodeTransport, sid: str, header: ShardHeader, first: int,
                    count: int) -> None:
         try:
-            async for frame in client.read_frames(self.node, sid, header, first, count):
-                await self._q.put(frame)
+            if self._pool is not None:
+                async for item in client.read_frames_into(  # type: ignore[attr-defined]
+                        self.node, sid, header, first, count, self._pool):
+                    await self._q.put(item)
+            else:
+                async for seg, block in client.read_frames(self.node, sid, header, first,
+                                                           count):
+                    await self._q.put((seg, block, None))
         except StorageError as exc:
             await self._q.put(exc)
 
-    async def next(self) -> tuple[int, bytes]:
+    async def next(self) -> Frame:
         item = await self._q.get()
         if isinstance(item, BaseException):
             raise item
@@ -181,6 +195,10 @@ class _ShardStream:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
+        while not self._q.empty():  # prefetched frames nobody will read
+            item = self._q.get_nowait()
+            if self._pool is not None and not isinstance(item, BaseException) and item[2]:
+                self._pool.give(item[2])
 
 
 class StripeStore:
@@ -194,6 +212,7 @@ class StripeStore:
         self._cpu = cpu
         self._hashing = hashing
         self._stall_s = stall_s
+        self.pool = BufferPool(POOL_BYTES)  # frames and segments of borrowing reads
 
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
@@ -346,12 +365,16 @@ class StripeStore:
 
     async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,
                    first: int, last: int, on_damage: DamageReport | None = None,
-                   ) -> AsyncIterator[bytes]:
+                   borrowed: bool = False) -> AsyncIterator[bytes | memoryview]:
         """Yield the plaintext of segments [first, last] of a stripe of `size` bytes (the
         sealed segments for a codec without a cipher).
 
         A segment whose GCM tag fails is recovered from other shards (`_recover`) and the
         shards that lied are reported and left out of the rest of the read.
+
+        `borrowed`: the consumer is done with each chunk before it asks for the next one
+        (and the transport holds no reference to it by then): frames are received into
+        pooled buffers and segments decrypted into them without a join (`_read_pooled`).
         """
         loop = asyncio.get_running_loop()
         by_id = self._nodes_by_id()
@@ -370,6 +393,12 @@ class StripeStore:
 
         small = shard_file_bytes(size, codec.segment_size, codec.codec.k) <= SMALL_SHARD_BYTES
         keyless = codec.cipher is None  # no tag to check: k+1 blocks must agree instead
+        if borrowed and not small and not keyless:
+            pooled = self._read_pooled(codec, sources, size, first, last, failed, liars)
+            async with contextlib.aclosing(pooled):
+                async for chunk in pooled:
+                    yield chunk
+            return
         if small:
             blocks_of = read_small_blocks(self._client, codec.headers(), sources, codec.codec.k,
                                           first, last, failed)
@@ -400,6 +429,47 @@ class StripeStore:
                                                 small)
                 yield plain
                 waited = time.perf_counter()  # time the consumer held us is not shard I/O
+
+    async def _read_pooled(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
+                           size: int, first: int, last: int,
+                           failed: Callable[[int, NodeSpec, StorageError], None],
+                           liars: set[int]) -> AsyncIterator[bytes | memoryview]:
+        """`read` for a borrowing consumer: blocks arrive in pooled buffers and, when the k
+        data blocks are all there, the segment is decrypted from them into a pooled output
+        buffer on the loop (no join, no thread hop, no fresh pages); both buffers are given
+        back when the consumer asks for the next segment. Any other case (a parity block
+        needed, a tag that fails) takes the general path for that segment."""
+        loop = asyncio.get_running_loop()
+        pool = self.pool
+        nsegs = segment_count(size, codec.segment_size)
+        out_size = codec.segment_size + 2 * TAG_BYTES
+        out: bytearray | None = None
+        blocks_of = read_blocks(self._client, codec.headers(), sources, codec.codec.k,
+                                first, last, failed, liars, pool=pool)
+        try:
+            async with contextlib.aclosing(blocks_of):
+                waited = time.perf_counter()
+                async for seg, blocks in blocks_of:
+                    stage("shard_read", time.perf_counter() - waited)
+                    plen = segment_length(size, codec.segment_size, seg)
+                    end = seg == nsegs - 1
+                    if out is None:
+                        out = pool.take(out_size)
+                    plain: bytes | memoryview | None
+                    try:
+                        plain = codec.open_into(seg, end, plen, blocks, out)
+                        if plain is None:
+                            plain = await loop.run_in_executor(self._cpu, codec.decode, seg,
+                                                               end, plen, dict(blocks))
+                    except IntegrityError:
+                        plain = await self._recover(codec, sources, seg, end, plen,
+                                                    {i: bytes(b) for i, b in blocks.items()},
+                                                    liars, False)
+                    yield plain
+                    waited = time.perf_counter()
+        finally:
+            if out is not None:
+                pool.give(out)
 
     async def _sealed(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
                       seg: int, last: bool, plen: int, blocks: dict[int, bytes],
@@ -546,7 +616,8 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                       sources: Sequence[tuple[int, NodeSpec]], k: int, first: int, last: int,
                       failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
                       exclude: set[int] | None = None, spare: int = 0,
-                      ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
+                      pool: BufferPool | None = None,
+                      ) -> AsyncIterator[tuple[int, dict[int, bytes | memoryview]]]:
     """For each segment in [first, last], k verified blocks (index -> block).
 
     Sources (shard index, node) are read in order, k at a time, each as one streaming
@@ -555,18 +626,22 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
     found lying) are read only when the others do not suffice, from the next segment on.
     With `spare`, up to k + spare blocks are read when sources allow (repair checks its
     sources agree). DataUnavailable when fewer than k can be read.
+
+    With `pool`, blocks may be views of pooled buffers, valid until the consumer asks for
+    the next segment (they are given back then).
     """
-    pool = list(sources)
+    owned: list[bytearray] = []  # pooled buffers behind the blocks of the current segment
+    waiting = list(sources)
     active: list[_ShardStream] = []
     errors: list[str] = []
     stripe_id = headers[0].stripe_id
 
     def _open(seg: int) -> bool:
-        if not pool:
+        if not waiting:
             return False
-        i, node = pool.pop(0)
+        i, node = waiting.pop(0)
         active.append(_ShardStream(client, node, shard_id(stripe_id, i), headers[i], seg,
-                                   last - seg + 1))
+                                   last - seg + 1, pool))
         return True
 
     try:
@@ -579,10 +654,10 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                 for s in [s for s in active if s.index in exclude]:
                     active.remove(s)
                     await s.close()
-                    pool.append((s.index, s.node))
-                pool = [p for p in pool if p[0] not in exclude] + \
-                    [p for p in pool if p[0] in exclude]
-            blocks: dict[int, bytes] = {}
+                    waiting.append((s.index, s.node))
+                waiting = [p for p in waiting if p[0] not in exclude] + \
+                    [p for p in waiting if p[0] in exclude]
+            blocks: dict[int, bytes | memoryview] = {}
             while len(blocks) < target:
                 pending = [s for s in active if s.index not in blocks]
                 while len(pending) + len(blocks) < target:
@@ -608,7 +683,16 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                             failed(s.index, s.node, r)
                     else:
                         blocks[s.index] = r[1]
+                        if r[2] is not None:
+                            owned.append(r[2])
             yield seg, blocks
+            if pool is not None:  # the consumer is done with this segment's blocks
+                for buf in owned:
+                    pool.give(buf)
+            owned.clear()
     finally:
         for s in active:
             await s.close()
+        if pool is not None:
+            for buf in owned:
+                pool.give(buf)

@@ -11,6 +11,8 @@ take a segment's frames, and for their final confirmation), `shard_read` (waitin
 segment's blocks), `metadata_commit` (the transaction that makes an object version current).
 Metadata calls (`METADATA`): every call of the `MetadataStore` interface, by method.
 Lifecycle actions (`LIFECYCLE`): what the lifecycle worker's passes in this process applied.
+Server access logs (`ACCESS_LOG_COUNTS`): records staged, delivered and dropped, and log objects
+written, by this process.
 """
 
 from __future__ import annotations
@@ -85,6 +87,12 @@ class Counters:
 STAGES = Timings()
 METADATA = Timings()
 LIFECYCLE = Counters()  # lifecycle actions this process applied, by kind ("passes" too)
+# access-log records by outcome: staged, delivered, dropped_buffer_full (the gateway's queue
+# was full), dropped_target (target gone or closed to the delivery), dropped_failures (too
+# many failed deliveries); and "objects": log objects written
+ACCESS_LOG_COUNTS = Counters()
+ACCESS_LOG_OUTCOMES = ("staged", "delivered", "dropped_buffer_full", "dropped_target",
+                       "dropped_failures")
 
 
 def stage(name: str, seconds: float) -> None:

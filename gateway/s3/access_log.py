@@ -100,6 +100,15 @@ def _object_size(request: web.Request, resp: web.StreamResponse, op: str) -> int
     return None
 
 
+def turnaround_ms(request: web.Request, started: float) -> int:
+    """AWS's turn-around time: from the last byte of the request received (the body's end
+    when one was streamed, else the request's arrival) to the first byte of the response
+    (its headers; a response not sent yet is sent right after this step)."""
+    first = request.get("s3_first_byte") or time.perf_counter()
+    last_in = max(started, request.get("s3_body_done") or started)
+    return max(0, int((first - last_in) * 1000))
+
+
 def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamResponse,
             started_wall: float, started: float, host_id: str) -> None:
     """Queue the access-log record of a finished request that named a bucket."""
@@ -119,7 +128,8 @@ def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamRespo
                     f"HTTP/{request.version.major}.{request.version.minor}",
         status=resp.status, error_code=request.get("s3_error_code") or "-",
         bytes_sent=sent, object_size=_object_size(request, resp, ep.op),
-        total_ms=int((time.perf_counter() - started) * 1000), turnaround_ms=None,
+        total_ms=int((time.perf_counter() - started) * 1000),
+        turnaround_ms=turnaround_ms(request, started),
         referer=request.headers.get("Referer", "-"),
         user_agent=request.headers.get("User-Agent", "-"), version_id=version,
         host_id=host_id, signature_version=sig,

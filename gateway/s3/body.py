@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -117,6 +118,8 @@ class RequestBody:
             except TimeoutError:
                 raise S3Error("RequestTimeout") from None
             if not chunk:
+                # the last byte received: where the access log's turn-around time starts
+                self._request["s3_body_done"] = time.perf_counter()
                 break
             if self._decoder is not None:
                 try:

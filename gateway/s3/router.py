@@ -158,6 +158,23 @@ def parse_endpoint(
     return Endpoint(op=op, bucket=bucket, key=key, params=params, virtual_host=virtual)
 
 
+def unrouted_endpoint(method: str, path: str, host: str, virtual_host_domain: str | None,
+                      ) -> Endpoint | None:
+    """For a request `parse_endpoint` refused (a method no resource takes, a key too long, a
+    bad encoding): the bucket and key it names as far as they can be read, op `Unknown`, so
+    the access log of a logged bucket still records it (None if it names no bucket)."""
+    path = path.split("?", 1)[0]
+    bucket = _virtual_host_bucket(host, virtual_host_domain)
+    raw_key = path[1:]
+    if bucket is None:
+        raw_bucket, _, raw_key = path[1:].partition("/")
+        bucket = unquote(raw_bucket, errors="replace") if raw_bucket else None
+    if not bucket:
+        return None
+    key = unquote(raw_key, errors="replace") if raw_key else None
+    return Endpoint(op="Unknown", bucket=bucket, key=key)
+
+
 def _virtual_host_bucket(host: str, domain: str | None) -> str | None:
     if not domain:
         return None

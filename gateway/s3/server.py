@@ -20,7 +20,7 @@ from gateway.s3.context import RequestContext, resolve_bucket
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
-from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint
+from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint, unrouted_endpoint
 from gateway.s3.sigv4 import AuthResult, authenticate
 from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS
@@ -131,9 +131,15 @@ class S3Server:
 
     def _route(self, flow: Flow) -> Endpoint:
         request = flow.request
-        ep = parse_endpoint(request.method, request.raw_path, request.query, request.host,
-                            self.cfg.virtual_host_domain,
-                            has_copy_source="x-amz-copy-source" in request.headers)
+        try:
+            ep = parse_endpoint(request.method, request.raw_path, request.query, request.host,
+                                self.cfg.virtual_host_domain,
+                                has_copy_source="x-amz-copy-source" in request.headers)
+        except S3Error:  # refused before routing: still logged if it names a logged bucket
+            request["s3_endpoint"] = unrouted_endpoint(request.method, request.raw_path,
+                                                       request.host,
+                                                       self.cfg.virtual_host_domain)
+            raise
         flow.op, flow.bucket, flow.key = ep.op, ep.bucket, ep.key
         request["s3_endpoint"] = ep  # for the access log
         return ep

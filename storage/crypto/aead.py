@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -32,10 +34,11 @@ def counter_nonce(counter: int) -> bytes:
 class SegmentCipher:
     """Seals and opens the segments of one object version under its data key."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_key")
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+        self._key = key
 
     def seal(self, counter: int, plaintext: bytes | memoryview, aad: bytes) -> bytes:
         return self._aead.encrypt(counter_nonce(counter), plaintext, aad)
@@ -45,6 +48,48 @@ class SegmentCipher:
             return self._aead.decrypt(counter_nonce(counter), ciphertext, aad)
         except InvalidTag:
             raise IntegrityError(f"segment {counter} failed authentication") from None
+
+    def open_into(self, counter: int, pieces: Sequence[memoryview], sealed_len: int,
+                  aad: bytes, out: bytearray) -> memoryview:
+        """`open` of the sealed segment that is the first `sealed_len` bytes of `pieces`
+        (the data blocks, in order), decrypted piece by piece into `out` with no join.
+
+        Returns the plaintext as a view of `out`, and only once the tag verified; `out`
+        needs `sealed_len` bytes of room (plaintext + a cipher block of slack).
+        """
+        plen = sealed_len - TAG_BYTES
+        tag = bytearray()
+        dec = self._cipher(counter, pieces, plen, tag)
+        dec.authenticate_additional_data(aad)
+        target = memoryview(out)
+        done = 0
+        for piece in pieces:
+            n = min(len(piece), plen - done)
+            if n <= 0:
+                break
+            done += dec.update_into(piece[:n], target[done:])
+        try:
+            dec.finalize()
+        except InvalidTag:
+            raise IntegrityError(f"segment {counter} failed authentication") from None
+        return target[:plen]
+
+    def _cipher(self, counter: int, pieces: Sequence[memoryview], plen: int,
+                tag: bytearray) -> Any:
+        """A GCM decryptor for the segment, its tag gathered from wherever it lies."""
+        skip = plen
+        for piece in pieces:
+            if skip >= len(piece):
+                skip -= len(piece)
+                continue
+            tag += piece[skip:skip + TAG_BYTES - len(tag)]
+            skip = 0
+            if len(tag) == TAG_BYTES:
+                break
+        if len(tag) != TAG_BYTES:
+            raise IntegrityError(f"segment {counter} is shorter than its tag")
+        return Cipher(algorithms.AES(self._key), modes.GCM(counter_nonce(counter),
+                                                           bytes(tag))).decryptor()
 
 
 def wrap(kek: bytes, key: bytes, aad: bytes) -> bytes:

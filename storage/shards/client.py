@@ -13,10 +13,12 @@ from typing import Any
 import aiohttp
 import msgpack
 
+from storage.buffers import BufferPool
 from storage.config import NodeSpec
 from storage.errors import IntegrityError, ShardCorrupt, StorageError
 from storage.shards import auth
 from storage.shards.batching import NodeBatcher
+from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
@@ -54,6 +56,7 @@ class NodeClient:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
         self._batchers: dict[str, NodeBatcher] = {}
+        self._fetch = ShardFetcher(secret, read_timeout_s)
 
     def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
         return auth.sign(self._secret, method, path_qs, node.id)
@@ -243,3 +246,19 @@ class NodeClient:
                     raise NodeError(node.id, f"short read: {got} of {count} frames")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    async def read_frames_into(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
+                               count: int, pool: BufferPool,
+                               ) -> AsyncIterator[tuple[int, memoryview, bytearray]]:
+        """`read_frames` into pooled buffers, received there by the socket
+        (`storage.shards.fetch`): yields (segment, block view, buffer), each verified; the
+        consumer gives the buffer back to `pool` when done with the view."""
+        try:
+            async for item in self._fetch.frames(node, sid, expect, first, count, pool):
+                yield item
+        except FetchError as exc:
+            raise NodeError(node.id, exc.reason, exc.status) from None
+
+    def close(self) -> None:
+        """Close the shard fetcher's idle connections (the session is closed by its owner)."""
+        self._fetch.close()

@@ -34,6 +34,7 @@ from storage.keyspace import ACCESS_LOG, component, space
 from storage.metadata import Item, Txn
 from storage.objects import PutOptions
 from storage.records import Bucket, pack, unpack
+from storage.telemetry import ACCESS_LOG_COUNTS
 from storage.workers import WorkerState
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ class AccessLogDelivery:
         log.exception("access log: %d records of %s dropped after %d failed deliveries",
                       lines, bucket, n)
         self.stats.dropped += lines
+        ACCESS_LOG_COUNTS.add("dropped_failures", lines)
         self._failures.pop(bucket, None)
         await self._cluster.meta.txn(Txn(deletes=tuple(it.key for it, _ in group)))
 
@@ -170,6 +172,7 @@ class AccessLogDelivery:
                         bucket, target_name, "is gone" if target is None else
                         "does not let the log delivery write")
             self.stats.dropped += len(lines)
+            ACCESS_LOG_COUNTS.add("dropped_target", len(lines))
             await self._cluster.meta.txn(Txn(deletes=keys))
             return
         body = ("\n".join(lines) + "\n").encode()
@@ -178,6 +181,8 @@ class AccessLogDelivery:
         await self._cluster.meta.txn(Txn(deletes=keys))
         self.stats.objects += 1
         self.stats.records += len(lines)
+        ACCESS_LOG_COUNTS.add("objects")
+        ACCESS_LOG_COUNTS.add("delivered", len(lines))
 
 
 def _put_options(target: Bucket, conf: dict[str, Any], size: int) -> PutOptions:

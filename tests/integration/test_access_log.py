@@ -320,3 +320,59 @@ def test_a_raw_byte_in_a_header_neither_breaks_nor_loses_log_lines(
     after = s3.get_object(Bucket=src, Key="k")["ResponseMetadata"]["RequestId"]
     recs = _records_for(s3, dst, "raw/", [before, evil.group(1), after])
     assert recs[evil.group(1)][0][16] == "evil\\xff\\x09agent\\x85x"
+
+
+def _metric(logged: LocalCluster, name: str) -> float:
+    """A counter on the gateway's /metrics (the admin listener), summed over its workers."""
+    from tests.integration.cluster import fetch
+
+    status, text = fetch(logged.env["TESSERA_ADMIN_URL"] + "/metrics")
+    assert status == 200
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
+               if line.startswith(name))
+
+
+def test_turnaround_unrouted_requests_and_delivery_metrics(s3: Any,
+                                                           logged: LocalCluster) -> None:
+    delivered = 'tessera_access_log_records_total{outcome="delivered"}'
+    dropped = 'tessera_access_log_records_total{outcome="dropped_target"}'
+    before = (_metric(logged, delivered), _metric(logged, dropped),
+              _metric(logged, "tessera_access_log_objects_total"))
+    src, dst = _bucket(s3, "ta-src"), _bucket(s3, "ta-dst")
+    s3.put_bucket_logging(Bucket=src, BucketLoggingStatus={
+        "LoggingEnabled": {"TargetBucket": dst, "TargetPrefix": "t/"}})
+    body = os.urandom(2_000_000)
+    ids = {"put": s3.put_object(Bucket=src, Key="big", Body=body)["ResponseMetadata"][
+        "RequestId"]}
+    got = s3.get_object(Bucket=src, Key="big")
+    assert got["Body"].read() == body
+    ids["get"] = got["ResponseMetadata"]["RequestId"]
+    # Refused before routing (no resource takes PATCH), unsigned: logged, as the bucket is.
+    host = logged.endpoint.split("//", 1)[1]
+    with socket.create_connection((host.split(":")[0], int(host.split(":")[1])), 30) as c:
+        c.sendall(f"PATCH /{src}/big HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := c.recv(65536):
+            raw += chunk
+    head = raw.split(b"\r\n\r\n", 1)[0].decode()
+    assert head.startswith("HTTP/1.1 405"), head
+    ids["patch"] = re.search(r"(?im)^x-amz-request-id: (\S+)", head).group(1)  # type: ignore[union-attr]
+    recs = _records_for(s3, dst, "t/", list(ids.values()))
+    for name, (f, _) in ((n, recs[i]) for n, i in ids.items()):
+        total, turnaround = int(f[13]), int(f[14])  # AWS: turn-around <= total time
+        assert 0 <= turnaround <= total, (name, f[13], f[14])
+    patch = recs[ids["patch"]][0]
+    assert patch[4] == "-" and patch[6:8] == ["REST.PATCH.UNKNOWN", "big"]
+    assert patch[8] == f"PATCH /{src}/big HTTP/1.1" and patch[9:11] == ["405",
+                                                                         "MethodNotAllowed"]
+    # Records delivered, and records dropped because their target bucket is gone.
+    lost, lost_dst = _bucket(s3, "ta-lost"), _bucket(s3, "ta-gone")
+    s3.put_bucket_logging(Bucket=lost, BucketLoggingStatus={
+        "LoggingEnabled": {"TargetBucket": lost_dst, "TargetPrefix": ""}})
+    s3.delete_bucket(Bucket=lost_dst)
+    for i in range(3):
+        s3.put_object(Bucket=lost, Key=f"k{i}", Body=b"x")
+    wait_for(lambda: _metric(logged, dropped) >= before[1] + 3, "dropped records counted")
+    assert _metric(logged, delivered) >= before[0] + len(ids)
+    assert _metric(logged, "tessera_access_log_objects_total") >= before[2] + 1

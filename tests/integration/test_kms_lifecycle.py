@@ -142,7 +142,7 @@ def test_deletion_is_carried_out_by_the_key_worker_when_due(kc: LocalCluster) ->
     r = kms(kc, "delete", "soon", "--tenant", tenant, "--wait-s", "1", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["state"] == "PendingDeletion"
     wait_for(lambda: kc.db_get(kms_key_key(tenant, k["key_id"])) is None,
-             what="the key worker deleting the due key")
+             what="the key worker deleting the due key", timeout=180)
     assert list_keys(kc, tenant) == []
     assert error(s3.get_object, Bucket=tenant, Key="o")[:2] == (400, "KMS.NotFoundException")
 
@@ -156,7 +156,7 @@ def test_restored_archive_copy_stays_bound_to_its_kms_key(kc: LocalCluster) -> N
     s3.restore_object(Bucket=tenant, Key="o", RestoreRequest={
         "Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}})
     wait_for(lambda: (s3.head_object(Bucket=tenant, Key="o").get("Restore") or "")
-             .startswith('ongoing-request="false"'), what="the restore")
+             .startswith('ongoing-request="false"'), what="the restore", timeout=180)
     assert s3.get_object(Bucket=tenant, Key="o")["Body"].read() == data
     # The copy's data key is wrapped by the KMS key under the tenant KEK, not bare.
     v = kc.manifest(tenant, "o")

@@ -23,6 +23,7 @@ from gateway.s3.handlers.object_lock import (
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
+from gateway.s3.sendbody import BorrowedBodyWriter
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
 from storage.errors import ObjectNotFound
 from storage.objects import PutOptions
@@ -265,8 +266,10 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     resp.content_length = end - start
     # aclosing: however the response ends (a client hanging up mid-body included), the
     # shard streams behind it are cancelled and awaited now, not left to the GC.
-    async with contextlib.aclosing(
-            rq.cluster.objects.read(source, start, end, sse_c_key=customer_key)) as stream:
+    # Chunks are borrowed (views of reused buffers): BorrowedBodyWriter has each one out of
+    # the process before the next is read.
+    async with contextlib.aclosing(rq.cluster.objects.read(
+            source, start, end, sse_c_key=customer_key, borrowed=True)) as stream:
         first = None
         if end > start:
             # Read the first segment before sending headers, so an unreadable object is an
@@ -275,9 +278,10 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
         await resp.prepare(rq.request)
         try:
             if first is not None:
-                await resp.write(first)
-                async for chunk in stream:
-                    await resp.write(chunk)
+                async with BorrowedBodyWriter(rq.request, resp) as body:
+                    await body.write(first)
+                    async for chunk in stream:
+                        await body.write(chunk)
         except ConnectionResetError:
             raise  # the client hung up
         except Exception as exc:  # noqa: BLE001 - the status line is sent already

@@ -1,0 +1,327 @@
+"""Shard GETs over a lean HTTP/1.1 client: response bodies received straight into blocks.
+
+A general HTTP client hands out the body as fresh `bytes` chunks, which the frame parser
+then copies into blocks. Here the connection is an `asyncio.BufferedProtocol` whose
+`get_buffer` is the `FrameAssembler`'s next target, so the kernel's `recv_into` writes each
+block where it will be decrypted from: one copy per byte (the kernel's), no allocation per
+chunk, no joins. Reading pauses while `MAX_READY` verified frames wait for the consumer.
+
+Only what the node API needs: GET, a Content-Length body, keep-alive connections pooled per
+node (a reused connection the node closed meanwhile is retried once on a new one). Any
+status other than 200 closes the connection after its head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import suppress
+
+from storage.buffers import BufferPool
+from storage.config import NodeSpec
+from storage.errors import IntegrityError, ShardCorrupt, StorageError
+from storage.shards import auth
+from storage.shards.assembler import FrameAssembler
+from storage.shards.format import ShardHeader
+
+HEAD_BYTES = 8192  # response status line + headers, at most
+MAX_READY = 3  # verified frames waiting for the consumer before reading pauses
+IDLE_S = 20.0  # idle connections older than this are closed, not reused (nodes keep 75 s)
+MAX_IDLE = 16  # idle connections kept per node
+
+
+class FetchError(StorageError):
+    """A node could not be reached, answered badly, or went silent (see `status`)."""
+
+    def __init__(self, node_id: str, reason: str, status: int | None = None,
+                 fresh: bool = False) -> None:
+        super().__init__(f"node {node_id}: {reason}")
+        self.node_id = node_id
+        self.reason = reason
+        self.status = status
+        self.fresh = fresh  # nothing was received: safe to retry on a new connection
+
+
+class _Conn(asyncio.BufferedProtocol):
+    """One keep-alive connection; carries one response at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._head = bytearray(HEAD_BYTES)
+        self._scratch = bytearray(4096)  # bytes nobody asked for land here (then: error)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.keep_alive = True
+        self.finished = False  # the whole body arrived
+        self.error: BaseException | None = None
+        self.got_any = False
+        self._head_len = 0
+        self._in_body = False
+        self._body_left = 0
+        self._asm: FrameAssembler | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    # -- used by ShardFetcher ------------------------------------------------------------
+
+    def start(self, request: bytes, asm: FrameAssembler) -> None:
+        self._reset()
+        self._asm = asm
+        assert self.transport is not None
+        self.transport.write(request)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until something happened: head or frames arrived, the body ended, an error."""
+        if self.error is not None or self.finished or (self._asm and self._asm.ready):
+            return
+        if self._paused:
+            self._resume()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._waiter
+        finally:
+            self._waiter = None
+
+    def taken(self) -> None:
+        """The consumer popped frames: read on if reading was paused for it."""
+        if self._paused and self._asm is not None and len(self._asm.ready) < MAX_READY:
+            self._resume()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- asyncio.BufferedProtocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.finished or self._asm is None:
+            return memoryview(self._scratch)  # nothing asked for: an error, reported below
+        if not self._in_body:
+            if self._head_len < HEAD_BYTES:
+                return memoryview(self._head)[self._head_len:]
+            return memoryview(self._scratch)
+        if self._asm.done:
+            return memoryview(self._scratch)  # beyond the frames asked for: an error
+        buf = self._asm.buffer()
+        return buf[:self._body_left] if len(buf) > self._body_left else buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.got_any = True
+        try:
+            if self.finished or self._asm is None:
+                raise FetchError("?", "bytes nobody asked for")
+            if self._in_body:
+                self._body(nbytes)
+            else:
+                self._head_len += nbytes
+                self._parse_head()
+        except (IntegrityError, FetchError) as exc:
+            self._fail(exc)
+            return
+        self._wake()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.finished and self.error is None:
+            self.error = FetchError("?", f"connection closed: {exc or 'EOF'}",
+                                    fresh=not self.got_any)
+        self._wake()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _parse_head(self) -> None:
+        end = self._head.find(b"\r\n\r\n", 0, self._head_len)
+        if end < 0:
+            if self._head_len >= HEAD_BYTES:
+                raise FetchError("?", "response head too large or unasked for")
+            return
+        lines = bytes(self._head[:end]).decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise FetchError("?", f"bad status line {lines[0][:80]!r}")
+        self.status = int(parts[1])
+        length = None
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "content-length" and value.strip().isdigit():
+                length = int(value.strip())
+            elif name == "connection" and value.strip().lower() == "close":
+                self.keep_alive = False
+            elif name == "transfer-encoding":
+                self.keep_alive = False
+                length = None
+        if self.status != 200:
+            self.keep_alive = False
+            self.finished = True
+            return
+        if length is None:
+            raise FetchError("?", "shard response without a Content-Length")
+        self._in_body = True
+        self._body_left = length
+        rest = memoryview(self._head)[end + 4:self._head_len]
+        if len(rest) > length:
+            raise FetchError("?", "more bytes than the Content-Length")
+        if rest:
+            assert self._asm is not None
+            self._asm.feed(rest)
+            self._body_left -= len(rest)
+        self._check_end()
+
+    def _body(self, nbytes: int) -> None:
+        assert self._asm is not None
+        if self._asm.done:
+            raise IntegrityError("bytes after the last frame asked for")
+        self._body_left -= nbytes
+        self._asm.advance(nbytes)
+        self._check_end()
+        if len(self._asm.ready) >= MAX_READY and not self.finished and self.transport:
+            self.transport.pause_reading()
+            self._paused = True
+
+    def _check_end(self) -> None:
+        if self._body_left == 0:
+            self.finished = True
+            self._in_body = False
+
+    def _resume(self) -> None:
+        self._paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.keep_alive = False
+        self.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
+class ShardFetcher:
+    """Streaming shard reads from nodes into pooled buffers, over pooled connections."""
+
+    def __init__(self, secret: bytes, read_timeout_s: float = 15.0,
+                 connect_timeout_s: float = 3.0) -> None:
+        self._secret = secret
+        self._read_timeout = read_timeout_s
+        self._connect_timeout = connect_timeout_s
+        self._idle: dict[str, list[_Conn]] = {}
+
+    async def frames(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
+                     count: int, pool: BufferPool,
+                     ) -> AsyncIterator[tuple[int, memoryview, bytearray]]:
+        """Verified (segment, block view, buffer) of frames [first, first+count) of one
+        shard; the consumer gives each buffer back to `pool`. ShardCorrupt for a bad or
+        foreign header, length or checksum, or a node that reports corruption (409);
+        FetchError (with `status` for an HTTP status) for everything else."""
+        path = f"/v1/shards/{sid}?first={first}&count={count}"
+        headers = auth.sign(self._secret, "GET", path, node.id)
+        request = (f"GET {path} HTTP/1.1\r\nHost: {node.address}\r\n"
+                   + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                   + "\r\n").encode("latin-1")
+        asm = FrameAssembler(expect, first, count, pool)
+        conn: _Conn | None = None
+        try:
+            conn = await self._send(node, request, asm)
+            while not conn.finished or asm.ready:
+                while asm.ready:
+                    yield asm.ready.popleft()
+                    conn.taken()
+                if conn.finished:
+                    break
+                await self._wait(node, conn)
+            if conn.status == 409:
+                raise ShardCorrupt(sid, f"node {node.id} reports corruption")
+            if conn.status != 200:
+                raise FetchError(node.id, f"GET {conn.status}", conn.status)
+            if not asm.done:
+                raise FetchError(node.id, f"short read: {asm.segment - first} of {count} "
+                                          "frames")
+            self._release(node, conn)
+            conn = None
+        except IntegrityError as exc:
+            if isinstance(exc, ShardCorrupt):
+                raise
+            raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
+        finally:
+            if conn is not None:
+                conn.close()
+            asm.close()
+
+    async def _wait(self, node: NodeSpec, conn: _Conn) -> None:
+        try:
+            await conn.wait(self._read_timeout)
+        except TimeoutError:
+            raise FetchError(node.id, f"no data for {self._read_timeout:.0f}s") from None
+        if conn.error is not None:
+            err = conn.error
+            if isinstance(err, FetchError):
+                raise FetchError(node.id, err.reason, err.status, err.fresh) from None
+            raise err
+
+    async def _send(self, node: NodeSpec, request: bytes, asm: FrameAssembler) -> _Conn:
+        """A connection with the response head received (a reused one that turns out to
+        be closed is replaced by a new one, once)."""
+        for attempt in range(2):
+            conn, reused = await self._acquire(node)
+            conn.start(request, asm)
+            try:
+                while not conn.status and conn.error is None:
+                    await self._wait(node, conn)
+            except FetchError as exc:
+                conn.close()
+                if reused and exc.fresh and attempt == 0:
+                    continue
+                raise
+            return conn
+        raise AssertionError("unreachable")
+
+    async def _acquire(self, node: NodeSpec) -> tuple[_Conn, bool]:
+        idle = self._idle.get(node.address, [])
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < IDLE_S:
+                return conn, True
+            conn.close()
+        host, _, port = node.address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(_Conn, host, int(port))
+        except (OSError, TimeoutError) as exc:
+            raise FetchError(node.id, f"{type(exc).__name__}: {exc}") from None
+        return conn, False
+
+    def _release(self, node: NodeSpec, conn: _Conn) -> None:
+        idle = self._idle.setdefault(node.address, [])
+        if conn.closed or not conn.keep_alive or len(idle) >= MAX_IDLE:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        for conns in self._idle.values():
+            for conn in conns:
+                with suppress(Exception):
+                    conn.close()
+        self._idle.clear()
