@@ -14,21 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from aiohttp import web
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from gateway.app import create_s3_app
-from gateway.metrics import Metrics
-from gateway.s3.server import S3Server
 from storage import tenants as tenants_mod
 from storage.cluster import Cluster
 from storage.config import config_from_mapping
@@ -38,6 +31,7 @@ from storage.metadata import Item, Txn
 from storage.metadata.etcd import EtcdStore
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
+from tests.inproc import served_s3
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
                                 reason="no etcd cluster (etcd not installed)")
@@ -89,12 +83,6 @@ class RecordingStore:
         await self.inner.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def bucket() -> str:
     return "rt-" + secrets.token_hex(4)
@@ -127,19 +115,10 @@ async def gateway(tmp_path: Path, bucket: str, root_key: Path, monkeypatch: pyte
     pool = ThreadPoolExecutor(2)
     cluster = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)), pool, pool)
     await cluster.buckets.create(tenant, bucket)
-    runner = web.AppRunner(create_s3_app(S3Server(cluster, cfg.gateway, Metrics())))
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
-                      aws_access_key_id=cred.access_key, aws_secret_access_key=cred.secret_key,
-                      region_name="us-east-1",
-                      config=BotoConfig(retries={"max_attempts": 1},
-                                        s3={"addressing_style": "path"}))
     try:
-        yield s3, store
+        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
+            yield s3, store
     finally:
-        await runner.cleanup()
         await etcd.txn(Txn(deletes=tuple(store.written)))
         await store.close()
         pool.shutdown()

@@ -8,20 +8,13 @@ wrapped only to count the reads of the bucket's key (`get`, or a `range` coverin
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from aiohttp import web
-from botocore.config import Config as BotoConfig
 
-from gateway.app import create_s3_app
-from gateway.metrics import Metrics
-from gateway.s3.server import S3Server
 from storage.cluster import Cluster
 from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
@@ -30,6 +23,7 @@ from storage.metadata import Item, MetadataStore, Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
+from tests.inproc import served_s3
 
 BUCKET = "counted"
 
@@ -65,12 +59,6 @@ class CountingStore:
         await self.inner.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Any, CountingStore]]:
     nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
@@ -87,19 +75,10 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Any, CountingStore]]:
     pool = ThreadPoolExecutor(2)
     cluster = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)), pool, pool)
     await cluster.buckets.create("t", BUCKET)
-    runner = web.AppRunner(create_s3_app(S3Server(cluster, cfg.gateway, Metrics())))
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
-                      aws_access_key_id=cred.access_key, aws_secret_access_key=cred.secret_key,
-                      region_name="us-east-1",
-                      config=BotoConfig(retries={"max_attempts": 1},
-                                        s3={"addressing_style": "path"}))
     try:
-        yield s3, store
+        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
+            yield s3, store
     finally:
-        await runner.cleanup()
         await store.close()
         pool.shutdown()
 
