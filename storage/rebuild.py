@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from storage.blockreads import read_blocks
 from storage.config import NodeSpec
 from storage.crypto.aead import TAG_BYTES
 from storage.erasure import ErasureCodec
@@ -25,7 +26,7 @@ from storage.records import PartLayout
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
-from storage.stripes import _ShardSender, read_blocks
+from storage.stripes import _ShardSender
 from storage.throttle import Throttle
 
 

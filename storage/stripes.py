@@ -17,16 +17,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from storage.blockreads import read_blocks, read_small_blocks
 from storage.buffers import BufferPool
 from storage.config import Config, NodeSpec, Profile
 from storage.crypto.aead import TAG_BYTES
-from storage.errors import DataUnavailable, IntegrityError, QuorumNotReached, StorageError
+from storage.errors import IntegrityError, QuorumNotReached, StorageError
 from storage.health import HealthTracker
 from storage.lying import LyingShards
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.placement import place_for_write
 from storage.shards.client import SMALL_SHARD_BYTES
-from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
@@ -154,51 +154,6 @@ class _ShardSender:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
-
-
-Frame = tuple[int, bytes | memoryview, bytearray | None]  # segment, block, pooled owner
-
-
-class _ShardStream:
-    """Prefetching reader of one shard's frames (into `pool`'s buffers when given and the
-    transport can: `read_frames_into`)."""
-
-    def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: ShardHeader,
-                 first: int, count: int, pool: BufferPool | None = None) -> None:
-        self.node = node
-        self.index = header.index
-        self._pool = pool if hasattr(client, "read_frames_into") else None
-        self._q: asyncio.Queue[Frame | BaseException] = asyncio.Queue(maxsize=3)
-        self._task = asyncio.create_task(self._run(client, sid, header, first, count))
-
-    async def _run(self, client: NodeTransport, sid: str, header: ShardHeader, first: int,
-                   count: int) -> None:
-        try:
-            if self._pool is not None:
-                async for item in client.read_frames_into(  # type: ignore[attr-defined]
-                        self.node, sid, header, first, count, self._pool):
-                    await self._q.put(item)
-            else:
-                async for seg, block in client.read_frames(self.node, sid, header, first,
-                                                           count):
-                    await self._q.put((seg, block, None))
-        except StorageError as exc:
-            await self._q.put(exc)
-
-    async def next(self) -> Frame:
-        item = await self._q.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-        while not self._q.empty():  # prefetched frames nobody will read
-            item = self._q.get_nowait()
-            if self._pool is not None and not isinstance(item, BaseException) and item[2]:
-                self._pool.give(item[2])
 
 
 class StripeStore:
@@ -568,131 +523,3 @@ async def _chain(head: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterato
     if rest is not None:
         async for chunk in rest:
             yield chunk
-
-
-async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
-                            sources: Sequence[tuple[int, NodeSpec]], k: int, first: int,
-                            last: int,
-                            failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
-                            ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
-    """`read_blocks` for shards of a few KiB: each whole range in one batched request.
-
-    Sources are tried in order, k at a time; one that fails is reported to `failed` and the
-    next source takes its place. DataUnavailable when fewer than k can be read.
-    """
-    pool = list(sources)
-    stripe_id = headers[0].stripe_id
-    count = last - first + 1
-    got: dict[int, list[tuple[int, bytes]]] = {}
-    errors: list[str] = []
-
-    async def one(i: int, node: NodeSpec) -> list[tuple[int, bytes]] | StorageError:
-        try:
-            return await client.read_small(node, shard_id(stripe_id, i), headers[i], first,
-                                           count)
-        except StorageError as exc:
-            return exc
-
-    while len(got) < k:
-        want = k - len(got)
-        if len(pool) < want:
-            raise DataUnavailable(
-                f"stripe {stripe_id.hex()} segment {first}: fewer than {k} shards "
-                f"readable ({'; '.join(errors[-4:])})")
-        batch, pool = pool[:want], pool[want:]
-        results = await asyncio.gather(*(one(i, n) for i, n in batch))
-        for (i, node), r in zip(batch, results, strict=True):
-            if isinstance(r, StorageError):
-                errors.append(str(r)[:200])
-                if failed is not None:
-                    failed(i, node, r)
-            else:
-                got[i] = r
-    for n in range(count):
-        yield first + n, {i: frames[n][1] for i, frames in got.items()}
-
-
-async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
-                      sources: Sequence[tuple[int, NodeSpec]], k: int, first: int, last: int,
-                      failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
-                      exclude: set[int] | None = None, spare: int = 0,
-                      pool: BufferPool | None = None,
-                      ) -> AsyncIterator[tuple[int, dict[int, bytes | memoryview]]]:
-    """For each segment in [first, last], k verified blocks (index -> block).
-
-    Sources (shard index, node) are read in order, k at a time, each as one streaming
-    request; one that fails mid-stream is reported to `failed` and replaced by the next
-    source from the segment it stopped at. Indexes the caller adds to `exclude` (shards
-    found lying) are read only when the others do not suffice, from the next segment on.
-    With `spare`, up to k + spare blocks are read when sources allow (repair checks its
-    sources agree). DataUnavailable when fewer than k can be read.
-
-    With `pool`, blocks may be views of pooled buffers, valid until the consumer asks for
-    the next segment (they are given back then).
-    """
-    owned: list[bytearray] = []  # pooled buffers behind the blocks of the current segment
-    waiting = list(sources)
-    active: list[_ShardStream] = []
-    errors: list[str] = []
-    stripe_id = headers[0].stripe_id
-
-    def _open(seg: int) -> bool:
-        if not waiting:
-            return False
-        i, node = waiting.pop(0)
-        active.append(_ShardStream(client, node, shard_id(stripe_id, i), headers[i], seg,
-                                   last - seg + 1, pool))
-        return True
-
-    try:
-        target = k + spare
-        while len(active) < target and _open(first):
-            pass
-        for seg in range(first, last + 1):
-            if exclude:  # liars go last, not away: lies are per segment, and a shard
-                # that lied in one segment may hold an honest block another one needs
-                for s in [s for s in active if s.index in exclude]:
-                    active.remove(s)
-                    await s.close()
-                    waiting.append((s.index, s.node))
-                waiting = [p for p in waiting if p[0] not in exclude] + \
-                    [p for p in waiting if p[0] in exclude]
-            blocks: dict[int, bytes | memoryview] = {}
-            while len(blocks) < target:
-                pending = [s for s in active if s.index not in blocks]
-                while len(pending) + len(blocks) < target:
-                    if not _open(seg):
-                        if len(pending) + len(blocks) >= k:
-                            break  # a spare is a wish, k is the need
-                        raise DataUnavailable(
-                            f"stripe {stripe_id.hex()} segment {seg}: fewer than {k} shards "
-                            f"readable ({'; '.join(errors[-4:])})")
-                    pending.append(active[-1])
-                if not pending:
-                    break
-                results = await asyncio.gather(*(s.next() for s in pending),
-                                               return_exceptions=True)
-                for s, r in zip(pending, results, strict=True):
-                    if isinstance(r, BaseException):
-                        if not isinstance(r, StorageError):
-                            raise r
-                        errors.append(str(r)[:200])
-                        active.remove(s)
-                        await s.close()
-                        if failed is not None:
-                            failed(s.index, s.node, r)
-                    else:
-                        blocks[s.index] = r[1]
-                        if r[2] is not None:
-                            owned.append(r[2])
-            yield seg, blocks
-            if pool is not None:  # the consumer is done with this segment's blocks
-                for buf in owned:
-                    pool.give(buf)
-            owned.clear()
-    finally:
-        for s in active:
-            await s.close()
-        if pool is not None:
-            for buf in owned:
-                pool.give(buf)
