@@ -218,15 +218,19 @@ class ChaosCluster:
     def shard_files(self) -> list[Path]:
         return sorted(p for p in (self.data / "nodes").glob("*/shards/*/*/*") if p.is_file())
 
-    def s3(self) -> Any:
+    def s3(self, attempts: int = 0) -> Any:
+        """A boto3 client; `attempts` > 0: retries as the SDKs' standard mode does (503s
+        included) up to that many attempts in all, else one retry at most."""
         import boto3
         from botocore.config import Config as BotoConfig
 
+        retries: dict[str, Any] = ({"max_attempts": attempts, "mode": "standard"} if attempts
+                                   else {"max_attempts": 1})
         return boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"],
                             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
                             region_name=self.env["AWS_DEFAULT_REGION"],
-                            config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=3,
+                            config=BotoConfig(retries=retries, connect_timeout=3,
                                               read_timeout=20))
 
     def status(self) -> dict[str, Any]:
