@@ -98,7 +98,7 @@ class S3Server:
             self.metrics.request(flow.op, 499, time.perf_counter() - flow.started)
             raise
         except Exception as exc:  # noqa: BLE001 - every error becomes an S3 error
-            if isinstance(exc, ConnectionResetError) and (
+            if isinstance(exc, ConnectionError) and (
                     request.transport is None or request.transport.is_closing()):
                 return self._client_gone(flow)
             resp = self._error_response(flow, exc)

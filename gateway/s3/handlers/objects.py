@@ -282,8 +282,12 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
                     await body.write(first)
                     async for chunk in stream:
                         await body.write(chunk)
-        except ConnectionResetError:
-            raise  # the client hung up
+        except ConnectionError as exc:  # a reset, or aiohttp's "Connection lost" when the
+            # hang-up came while a write waited for its drain (BorrowedBodyWriter always does)
+            transport = rq.request.transport
+            if transport is None or transport.is_closing():
+                raise  # the client hung up
+            return abort_mid_body(rq, resp, exc)
         except Exception as exc:  # noqa: BLE001 - the status line is sent already
             return abort_mid_body(rq, resp, exc)
     await resp.write_eof()
