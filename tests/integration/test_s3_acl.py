@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 from ops.admincli import admin_request
-from tests.integration.cluster import LocalCluster, fetch
+from tests.integration.cluster import LocalCluster, fetch, wait_for
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
@@ -267,20 +267,34 @@ def test_expected_bucket_owner(w: dict[str, Any]) -> None:
 
 
 def test_tenant_level_public_access_block(cluster: LocalCluster, w: dict[str, Any]) -> None:
+    """Each gateway worker caches a tenant's flags for a few seconds (as on AWS, a change
+    propagates rather than applying at once), so the checks poll until it has."""
     a = w["a"]
     bucket = _bucket(w)
     name = f"acl-a-{w['tag']}"
     flags = {"BlockPublicAcls": True, "BlockPublicPolicy": True}
+    public = json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*",
+                                        "Action": "s3:GetObject",
+                                        "Resource": f"arn:aws:s3:::{bucket}/*"}]})
+
+    def refused(fn: Any) -> bool:
+        try:
+            fn()
+        except ClientError as exc:
+            return exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        return False
+
     view = admin_request("PATCH", f"/tenants/{name}", {"public_access_block": flags},
                          env=cluster.env)
     assert view["public_access_block"] == flags
     try:
-        assert _code(lambda: a.put_bucket_acl(Bucket=bucket, ACL="public-read"))[0] == 403
-        public = json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*",
-                                            "Action": "s3:GetObject",
-                                            "Resource": f"arn:aws:s3:::{bucket}/*"}]})
-        assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=public))[0] == 403
+        wait_for(lambda: refused(lambda: a.put_bucket_acl(Bucket=bucket, ACL="public-read")),
+                 "a public ACL refused", 30)
+        wait_for(lambda: refused(lambda: a.put_bucket_policy(Bucket=bucket, Policy=public)),
+                 "a public policy refused", 30)
     finally:
         admin_request("PATCH", f"/tenants/{name}", {"public_access_block": {}},
                       env=cluster.env)
-    a.put_bucket_acl(Bucket=bucket, ACL="public-read")
+        a.delete_bucket_policy(Bucket=bucket)  # a worker not yet told may have taken it
+    wait_for(lambda: not refused(lambda: a.put_bucket_acl(Bucket=bucket, ACL="public-read")),
+             "a public ACL accepted again", 30)
