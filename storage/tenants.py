@@ -41,8 +41,8 @@ class TenantService:
     def __init__(self, meta: MetadataStore, root: keys.RootKeyProvider) -> None:
         self._meta = meta
         self._root = root
-        self._kek_cache: dict[tuple[str, int], tuple[float, bytes]] = {}
-        self._kek_wrapped: dict[tuple[str, int], bytes] = {}  # the blob each was opened from
+        # (tenant, version) -> (expiry, KEK, the wrapped blob it was opened from)
+        self._kek_cache: dict[tuple[str, int], tuple[float, bytes, bytes]] = {}
         self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
@@ -173,14 +173,17 @@ class TenantService:
         v = t.current_kek if version is None else version
         if v not in t.keks:
             raise KeyUnavailable(f"key version {v} of tenant {tenant!r} is gone")
-        wrapped = t.keks[v]
+        return v, self._open(tenant, v, t.keks[v], now)
+
+    def _open(self, tenant: str, v: int, wrapped: bytes, now: float) -> bytes:
+        """KEK version v from its wrapped blob, opened with the root key only when the
+        cache does not hold one opened from that very blob."""
         hit = self._kek_cache.get((tenant, v))
-        if hit is not None and hit[0] > now and self._kek_wrapped.get((tenant, v)) == wrapped:
-            return v, hit[1]  # the record still holds the very blob this key was opened from
+        if hit is not None and hit[0] > now and hit[2] == wrapped:
+            return hit[1]
         kek = keys.open_kek(self._root, tenant, v, wrapped)
-        self._kek_cache[(tenant, v)] = (now + CACHE_TTL_S, kek)
-        self._kek_wrapped[(tenant, v)] = wrapped
-        return v, kek
+        self._kek_cache[(tenant, v)] = (now + CACHE_TTL_S, kek, wrapped)
+        return kek
 
     async def current_kek(self, tenant: str) -> tuple[int, bytes, int]:
         """The tenant's current KEK (version, key) and the revision of the tenant record it
@@ -198,9 +201,7 @@ class TenantService:
             raise NotFound(f"tenant {tenant!r} does not exist")
         t = Tenant.decode(item.value)
         rev = self.revalidate(tenant, t.current_kek, item)
-        kek = keys.open_kek(self._root, tenant, t.current_kek, t.keks[t.current_kek])
-        self._kek_cache[(tenant, t.current_kek)] = (now + CACHE_TTL_S, kek)
-        return t.current_kek, kek, rev
+        return t.current_kek, self._open(tenant, t.current_kek, t.keks[t.current_kek], now), rev
 
     def revalidate(self, tenant: str, version: int | None, item: Item | None) -> int:
         """The revision of tenant record `item` (fresh from the store) if KEK `version` (the
