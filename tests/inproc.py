@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,7 +18,17 @@ from gateway.metrics import Metrics
 from gateway.s3.server import S3Server
 from ops.localports import free_port
 from storage.cluster import Cluster
-from storage.config import Config
+from storage.config import Config, config_from_mapping
+
+
+def sim_config(data: Path, inline_max_bytes: int) -> Config:
+    """Nine simulated nodes in three zones, 4+2: the layout the request-path tests serve."""
+    nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
+              "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
+    return config_from_mapping({"data_dir": str(data),
+                                "cluster": {"inline_max_bytes": inline_max_bytes},
+                                "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes},
+                               data)
 
 
 @contextlib.asynccontextmanager

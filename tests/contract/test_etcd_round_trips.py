@@ -24,14 +24,13 @@ from botocore.exceptions import ClientError
 
 from storage import tenants as tenants_mod
 from storage.cluster import Cluster
-from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
 from storage.keyspace import unpack
 from storage.metadata import Item, Txn
 from storage.metadata.etcd import EtcdStore
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3
+from tests.inproc import served_s3, sim_config
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
                                 reason="no etcd cluster (etcd not installed)")
@@ -99,11 +98,7 @@ async def gateway(tmp_path: Path, bucket: str, root_key: Path, monkeypatch: pyte
                   ) -> AsyncIterator[tuple[Any, RecordingStore]]:
     monkeypatch.setattr(tenants_mod, "CACHE_TTL_S", 3600.0)
     monkeypatch.setattr(tenants_mod, "SHORT_TTL_S", 3600.0)
-    nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
-              "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
-    cfg = config_from_mapping({"data_dir": str(tmp_path), "cluster": {"inline_max_bytes": 4096},
-                               "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes},
-                              tmp_path)
+    cfg = sim_config(tmp_path, 4096)
     etcd = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
     store = RecordingStore(etcd)
     meta: Any = store

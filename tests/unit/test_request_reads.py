@@ -16,14 +16,13 @@ from typing import Any
 import pytest
 
 from storage.cluster import Cluster
-from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
 from storage.keyspace import bucket_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3
+from tests.inproc import served_s3, sim_config
 
 BUCKET = "counted"
 
@@ -61,11 +60,7 @@ class CountingStore:
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Any, CountingStore]]:
-    nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
-              "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
-    cfg = config_from_mapping({"data_dir": str(tmp_path), "cluster": {"inline_max_bytes": 1024},
-                               "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes},
-                              tmp_path)
+    cfg = sim_config(tmp_path, 1024)
     store = CountingStore(await SqliteStore.open(tmp_path / "meta.db"), bucket_key(BUCKET))
     meta: MetadataStore = store  # type: ignore[assignment]
     tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))

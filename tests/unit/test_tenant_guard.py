@@ -16,12 +16,11 @@ from botocore.exceptions import ClientError
 
 from storage import tenants as tenants_mod
 from storage.cluster import Cluster
-from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3
+from tests.inproc import served_s3, sim_config
 
 BUCKET = "guarded"
 
@@ -33,11 +32,7 @@ async def gateways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     so what refuses a late PUT is the commit's compare, whatever the machine's speed."""
     monkeypatch.setattr(tenants_mod, "CACHE_TTL_S", 3600.0)
     monkeypatch.setattr(tenants_mod, "SHORT_TTL_S", 3600.0)
-    nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
-              "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
-    cfg = config_from_mapping({"data_dir": str(tmp_path), "cluster": {"inline_max_bytes": 4096},
-                               "profiles": {"standard": {"k": 4, "m": 2}}, "nodes": nodes},
-                              tmp_path)
+    cfg = sim_config(tmp_path, 4096)
     meta = await SqliteStore.open(tmp_path / "meta.db")
     root = FileRootKey(tmp_path / "root.key")
     tenants_a, tenants_b = TenantService(meta, root), TenantService(meta, root)
