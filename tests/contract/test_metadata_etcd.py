@@ -197,3 +197,19 @@ async def test_scrub_drops_overwritten_values_from_history(etcd: EtcdStore, ns: 
     with pytest.raises(EtcdError, match="compacted"):
         await etcd._call("kv", "Range", at_old, idempotent=True)
     assert (await etcd.get(key)).value == b"nothing"  # type: ignore[union-attr]
+
+
+async def test_range_answer_larger_than_grpc_default_limit(etcd: EtcdStore, ns: bytes) -> None:
+    """A page of big records (inline bodies, manifests) may pass gRPC's 4 MiB default answer
+    size: the store lifts the limit, so the range and a txn's failure reads still arrive."""
+    big = [os.urandom(700_000) for _ in range(7)]  # 4.9 MB in all, each put under 1.5 MiB
+    keys = [ns + b"big/%d" % i for i in range(len(big))]
+    for k, v in zip(keys, big, strict=True):
+        await etcd.put(k, v)
+    try:
+        got = await etcd.range(ns + b"big/", ns + b"big0", limit=100)
+        assert [(i.key, i.value) for i in got] == list(zip(keys, big, strict=True))
+        done, seen = await etcd.txn_or_read(Txn({keys[0]: 0}, {keys[0]: b"x"}), tuple(keys))
+        assert done is False and [seen[k].value for k in keys] == big  # type: ignore[union-attr]
+    finally:
+        await etcd.txn(Txn(deletes=tuple(keys)))
