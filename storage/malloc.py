@@ -20,14 +20,11 @@ M_TRIM_THRESHOLD = -1  # <malloc.h> parameter numbers
 M_MMAP_THRESHOLD = -3
 MMAP_BYTES = 16 * 1024 * 1024  # blocks below this come from the heap (4 MiB segments fit)
 TRIM_BYTES = 64 * 1024 * 1024  # free bytes a heap top keeps before giving pages back
-ENV_OFF = "TESSERA_MALLOC_DEFAULTS"  # set to 1: leave glibc's dynamic thresholds alone
 
 
 def tune_malloc(mmap_bytes: int = MMAP_BYTES, trim_bytes: int = TRIM_BYTES) -> bool:
-    """Set fixed mmap and trim thresholds (glibc only; an explicit MALLOC_*_ environment
-    setting or TESSERA_MALLOC_DEFAULTS=1 wins). True when both settings took effect."""
-    if os.environ.get(ENV_OFF) == "1":
-        return False
+    """Set fixed mmap and trim thresholds (glibc only; glibc's own MALLOC_MMAP_THRESHOLD_ /
+    MALLOC_TRIM_THRESHOLD_ in the environment win). True when both settings were made here."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -35,9 +32,7 @@ def tune_malloc(mmap_bytes: int = MMAP_BYTES, trim_bytes: int = TRIM_BYTES) -> b
         return False  # not glibc (musl, macOS): nothing to tune
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    ok = True
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        ok = mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1 and ok
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        ok = mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1 and ok
-    return ok
+    ok = "MALLOC_MMAP_THRESHOLD_" not in os.environ and \
+        mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1
+    return "MALLOC_TRIM_THRESHOLD_" not in os.environ and \
+        mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1 and ok
