@@ -169,3 +169,90 @@ def test_log_records_are_formatted_once_and_rotation_counts_stderr(tmp_path: Pat
         assert p.stat().st_size <= 8192 + 3200, p
     text = "".join(p.read_text() for p in log.parent.iterdir())
     assert "line 0299" in text
+
+
+def _observed(method: str, path: str, record: Bucket | None,
+              headers: dict[str, str] | None = None) -> list[Any]:
+    """The access records `observe` queues for one finished request to `path` whose
+    bucket record, as the request read it, was `record`."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from gateway.s3 import access_log
+    from gateway.s3.router import parse_endpoint
+    from storage.accesslog import AccessLogBuffer
+
+    request = make_mocked_request(method, path, headers=CIMultiDict(headers or {}))
+    request["s3_endpoint"] = parse_endpoint(method, path, {}, "127.0.0.1", None,
+                                            has_copy_source="x-amz-copy-source" in
+                                            (headers or {}))
+    request["s3_bucket_record"] = record
+    buffer = AccessLogBuffer(None, 100)  # type: ignore[arg-type]  # stage() is not called
+    access_log.observe(buffer, request, web.Response(status=200), 0.0, 0.0, "h")
+    return list(buffer._queue)  # noqa: SLF001
+
+
+def test_access_records_are_made_only_for_buckets_that_log() -> None:
+    """A bucket without a logging configuration costs its requests no access record (staging
+    dropped them); a logging bucket, a bucket not read (absent) and a copy's source
+    bucket still get theirs, as before."""
+    quiet = Bucket(name="b", tenant="t", created=0.0)
+    loud = Bucket(name="b", tenant="t", created=0.0,
+                  config={"logging": {"target": "logs", "prefix": "", "since": 0.0}})
+    assert _observed("GET", "/b/k", quiet) == []
+    [rec] = _observed("GET", "/b/k", loud)
+    assert (rec.bucket, rec.operation, rec.key) == ("b", "REST.GET.OBJECT", "k")
+    [rec] = _observed("GET", "/b/k", None)
+    assert rec.bucket == "b"
+    [src] = _observed("PUT", "/b/k", quiet, {"x-amz-copy-source": "/src/a%20b"})
+    assert (src.bucket, src.operation, src.key) == ("src", "REST.COPY.OBJECT_GET", "a%20b")
+    recs = _observed("PUT", "/b/k", loud, {"x-amz-copy-source": "/src/x"})
+    assert [(r.bucket, r.operation) for r in recs] == [("b", "REST.COPY.OBJECT"),
+                                                       ("src", "REST.COPY.OBJECT_GET")]
+
+
+LINES_CHILD = r"""
+import json, logging, sys
+from pathlib import Path
+from gateway import logs
+logs.setup("INFO", Path(sys.argv[1]))
+log = logging.getLogger("tessera.access")
+built = []
+real = logging.Logger.makeRecord
+logging.Logger.makeRecord = lambda *a, **k: built.append(1) or real(*a, **k)
+fields = {"request_id": "AB12", "op": "PutObject", "method": "PUT",
+          "path": "/b/\u00e9 \"q\" \\ \u2028", "status": 200, "duration_ms": 1.5, "n": None}
+logs.info_line(log, "request", fields)
+direct = len(built)
+log.info("request", extra=fields)
+seen = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        seen.append(record.path)
+logging.getLogger().addHandler(Keep())  # another handler: through logging as usual
+logs.info_line(log, "request", fields)
+print(json.dumps([direct, len(built), seen]), file=sys.__stdout__)
+"""
+
+
+def test_request_log_line_skips_the_record_and_writes_the_same_line(tmp_path: Path) -> None:
+    """The per-request line is written without a LogRecord when the log file is the one
+    handler, byte for byte the line `logger.info(extra=)` writes (but its time), and goes
+    through logging whenever another handler listens."""
+    import json
+
+    path = tmp_path / "g.log"
+    r = subprocess.run([sys.executable, "-c", LINES_CHILD, str(path)], capture_output=True,
+                       text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    direct, built, seen = json.loads(r.stdout)
+    assert (direct, built) == (0, 2)
+    assert seen == ["/b/\u00e9 \"q\" \\ \u2028"]
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 3
+    for x in lines:
+        x.pop("ts")
+    assert lines[0] == lines[1] == lines[2]
+    raw = path.read_text().splitlines()
+    assert raw[0].split(",", 1)[1] == raw[1].split(",", 1)[1] == raw[2].split(",", 1)[1]
