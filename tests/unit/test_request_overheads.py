@@ -3,6 +3,7 @@ cached or skipped step still gives the exact result of the step it replaces."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -256,3 +257,57 @@ def test_request_log_line_skips_the_record_and_writes_the_same_line(tmp_path: Pa
     assert lines[0] == lines[1] == lines[2]
     raw = path.read_text().splitlines()
     assert raw[0].split(",", 1)[1] == raw[1].split(",", 1)[1] == raw[2].split(",", 1)[1]
+
+
+def _body_request(length: int) -> tuple[Any, Any]:
+    """A mocked upload request of `length` declared bytes whose body stream the test feeds."""
+    from unittest import mock
+
+    from aiohttp import streams
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from gateway.s3.body import RequestBody
+    from gateway.s3.sigv4 import AuthResult
+
+    protocol = mock.Mock(_reading_paused=False)
+    payload = streams.StreamReader(protocol, 2 ** 16, loop=asyncio.get_running_loop())
+    request = make_mocked_request("PUT", "/b/k", payload=payload,
+                                  headers=CIMultiDict({"Content-Length": str(length)}))
+    auth = AuthResult("ak", "us-east-1", "s3", (), "unsigned", "", b"", "", "", False, False)
+    return RequestBody(request, auth, 1 << 30), payload
+
+
+@pytest.mark.asyncio
+async def test_a_buffered_body_is_read_without_arming_a_timer(monkeypatch) -> None:
+    """A body already received (a small PUT's, with its headers) is taken as readany would
+    return it, with no idle timer armed; a body still to come is waited for under the idle
+    timeout, and a client that stalls gets RequestTimeout as before."""
+    from gateway.s3 import body as body_mod
+    from gateway.s3.errors import S3Error
+
+    armed: list[float] = []
+    real = asyncio.timeout
+    monkeypatch.setattr(body_mod.asyncio, "timeout",
+                        lambda s: armed.append(s) or real(s))  # type: ignore[func-returns-value]
+    body, payload = _body_request(6)
+    payload.feed_data(b"abc")
+    payload.feed_data(b"def")
+    payload.feed_eof()
+    assert [c async for c in body] == [b"abcdef"]
+    assert armed == [] and body.received == 6
+
+    body, payload = _body_request(4)
+    payload.feed_data(b"ab")
+    later = asyncio.get_running_loop().call_soon(payload.feed_data, b"cd")
+    eof = asyncio.get_running_loop().call_later(0.01, payload.feed_eof)
+    assert [c async for c in body] == [b"ab", b"cd"]
+    assert armed == [body_mod.BODY_IDLE_TIMEOUT_S] * 2
+    later.cancel(), eof.cancel()
+
+    monkeypatch.setattr(body_mod, "BODY_IDLE_TIMEOUT_S", 0.05)
+    body, payload = _body_request(4)
+    payload.feed_data(b"ab")
+    with pytest.raises(S3Error) as err:
+        _ = [c async for c in body]
+    assert err.value.code == "RequestTimeout"
