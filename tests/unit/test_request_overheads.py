@@ -13,6 +13,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.metrics_cluster import MAX_PAUSE_INTERVALS, PACE, ClusterGauges, usage_fields
 from storage.config import NodeSpec
@@ -311,3 +313,14 @@ async def test_a_buffered_body_is_read_without_arming_a_timer(monkeypatch) -> No
     with pytest.raises(S3Error) as err:
         _ = [c async for c in body]
     assert err.value.code == "RequestTimeout"
+
+
+@given(st.floats(min_value=-2e9, max_value=3e11, allow_nan=False))
+def test_http_date_is_formatdate(ts: float) -> None:
+    """Last-Modified, built from the datetime directly, is email.utils.formatdate's string (clamped at the
+    last HTTP date as before)."""
+    import email.utils
+
+    from gateway.s3.http import MAX_HTTP_TS, http_date
+
+    assert http_date(ts) == email.utils.formatdate(min(ts, MAX_HTTP_TS), usegmt=True)
