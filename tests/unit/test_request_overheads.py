@@ -324,3 +324,17 @@ def test_http_date_is_formatdate(ts: float) -> None:
     from gateway.s3.http import MAX_HTTP_TS, http_date
 
     assert http_date(ts) == email.utils.formatdate(min(ts, MAX_HTTP_TS), usegmt=True)
+
+
+@given(st.text(alphabet="aZ09-_.~/%2Fé +?=&*!", max_size=40))
+def test_canonical_uri_of_a_plain_path_is_the_per_segment_encoding(raw: str) -> None:
+    """SigV4's canonical URI is the same string whether the plain-path shortcut or the
+    per-segment re-encoding made it."""
+    from urllib.parse import quote, unquote_to_bytes
+
+    from gateway.s3.sigv4 import canonical_uri
+
+    path = raw.split("?", 1)[0] or "/"
+    want = "/".join(quote(unquote_to_bytes(seg.encode("utf-8", "surrogateescape")),
+                          safe="-_.~") for seg in path.split("/"))
+    assert canonical_uri(raw) == want
