@@ -11,9 +11,10 @@ import contextlib
 import hmac
 import mmap
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from storage.errors import (
     Conflict,
@@ -38,7 +39,14 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 1024 * 1024
 SEND_WINDOW_BYTES = 8 * 1024 * 1024  # frames checked per thread hop before sendfile
 MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in call, not one per page
+T = TypeVar("T")
 UNCHANGED = -2  # commit outcome: an identical shard was already stored under the id
+
+
+def in_thread(fn: Callable[[], T]) -> Awaitable[T]:
+    """Run `fn` on the loop's default worker pool: `asyncio.to_thread` without its copy of
+    the context (nothing below reads context variables), one hop a request for small shards."""
+    return asyncio.get_running_loop().run_in_executor(None, fn)
 
 
 class ShardExists(Conflict):
@@ -270,7 +278,7 @@ class ShardWriter:
             return self._commit_sync(fd, replace)
 
         try:
-            replaced = await asyncio.to_thread(_finish)
+            replaced = await in_thread(_finish)
         except BaseException:
             await self._discard()
             raise
@@ -449,7 +457,7 @@ class ShardReadStream:
             return head, self._verify_window_sync(max_bytes)
 
         try:
-            return await asyncio.to_thread(both)
+            return await in_thread(both)
         except BaseException:
             await self.aclose()
             raise
