@@ -90,12 +90,17 @@ def _stats(request: web.Request) -> RequestStats:
 
 
 def _shard_id(request: web.Request) -> str:
+    return _parsed_shard_id(request)[0]
+
+
+def _parsed_shard_id(request: web.Request) -> tuple[str, bytes, int]:
+    """The URL's shard id, checked, with its stripe id and index."""
     sid = request.match_info.get("id", "")
     try:
-        check_shard_id(sid)
+        stripe, index = check_shard_id(sid)
     except InvalidInput:
         raise ApiError(400, "invalid_shard_id", "malformed shard id") from None
-    return sid
+    return sid, stripe, index
 
 
 def _opt_int(raw: str | None, name: str) -> int | None:
@@ -127,8 +132,7 @@ async def put_shard(request: web.Request) -> web.Response:
     """
     st = _state(request)
     stats = _stats(request)
-    sid = _shard_id(request)
-    stripe, index = check_shard_id(sid)
+    sid, stripe, index = _parsed_shard_id(request)
     expect = _opt_int(request.headers.get(SEGMENTS_HEADER), SEGMENTS_HEADER)
     replace = _replace_flag(request)
     if request.headers.get(BODY_MODE_HEADER) != BODY_TRAILER:

@@ -61,7 +61,7 @@ class BodyMismatch(IntegrityError):
     """The bytes received are not the ones the request's body MAC covers."""
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: Path | str, b: Path | str) -> bool:
     """True when two files hold the same bytes (read in chunks)."""
     if os.stat(a).st_size != os.stat(b).st_size:
         return False
@@ -74,7 +74,7 @@ def _same_file(a: Path, b: Path) -> bool:
                 return True
 
 
-def install_new(tmp: Path, path: Path, sid: str, replace: bool) -> int:
+def install_new(tmp: Path | str, path: Path | str, sid: str, replace: bool) -> int:
     """Move a finished temp file to `path`; the size it replaced, -1 when new, or UNCHANGED.
 
     With `replace` (an explicit repair or rewrite) an existing shard is replaced atomically.
@@ -180,7 +180,7 @@ def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
                 n = 0
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -207,11 +207,12 @@ def open_layout(fd: int, sid: str) -> Layout:
 class ShardWriter:
     """One upload in progress: a temp file that becomes the shard on `commit`."""
 
-    def __init__(self, store: DiskShardStore, sid: str, tmp_path: Path, fd: int | None) -> None:
+    def __init__(self, store: DiskShardStore, sid: str, tmp_path: Path | str, fd: int | None,
+                 path: Path | str | None = None) -> None:
         self.shard_id = sid
         self.digest: Any = None  # a hash fed every byte written, in the writer thread
         self.tmp_path = tmp_path
-        self.path = store.path_of(sid)
+        self.path = store.path_of(sid) if path is None else path
         self.bytes_written = 0
         self._store = store
         self._fd: int | None = fd
@@ -298,10 +299,11 @@ class ShardWriter:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._store._make_dirs(self.path.parent)
+        parent = os.path.dirname(self.path)
+        self._store._make_dirs(parent)
         replaced = install_new(self.tmp_path, self.path, self.shard_id, replace)
         if replaced != UNCHANGED:
-            fsync_dir(self.path.parent)
+            fsync_dir(parent)
         return replaced
 
     async def abort(self) -> None:
