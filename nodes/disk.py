@@ -142,7 +142,8 @@ class DiskShardStore:
 
     def open_read(self, sid: str, first: int = 0, count: int | None = None) -> ShardReadStream:
         """Header bytes, then frames [first, first+count) verified; see ShardReadStream."""
-        return ShardReadStream(sid, self.path_of(sid), first, count)
+        check_shard_id(sid)
+        return ShardReadStream(sid, self.shard_path(sid), first, count)
 
     async def stat(self, sid: str) -> dict[str, int | float]:
         path = self.path_of(sid)

@@ -346,7 +346,7 @@ class ShardReadStream:
     the frames before it in the same piece are yielded first.
     """
 
-    def __init__(self, sid: str, path: Path, first: int, count: int | None) -> None:
+    def __init__(self, sid: str, path: Path | str, first: int, count: int | None) -> None:
         if first < 0 or (count is not None and count < 0):
             raise InvalidInput("first and count must be non-negative")
         self.shard_id = sid
