@@ -147,6 +147,7 @@ async def put_shard(request: web.Request) -> web.Response:
     batched = 0
     held = b""  # the last TRAILER_BYTES received so far: the trailer once the body ends
     committed = False
+    counted = 0  # of stats.bytes_in, the bytes already added to the bytes_in metric
     writer = await _disk(st.store.begin_put(sid))
     writer.digest = st.verifier.body_mac(request.headers)
     try:
@@ -161,7 +162,6 @@ async def put_shard(request: web.Request) -> web.Response:
             if not chunk:
                 break
             stats.bytes_in += len(chunk)
-            st.metrics.bytes_in.inc(len(chunk))
             if stats.bytes_in > st.max_shard_bytes + TRAILER_BYTES:
                 raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
             if len(chunk) >= TRAILER_BYTES:  # views: no copy of the megabyte
@@ -195,6 +195,8 @@ async def put_shard(request: web.Request) -> web.Response:
                 batch.append(body)
                 batched += len(body)
             if batched >= CHUNK_BYTES:
+                st.metrics.bytes_in.inc(stats.bytes_in - counted)  # once a MiB, not a chunk
+                counted = stats.bytes_in
                 await _disk(writer.write_many(batch))  # hashed in the same thread call
                 batch, batched = [], 0
         segments = scanner.segments
@@ -217,6 +219,7 @@ async def put_shard(request: web.Request) -> web.Response:
                 from None
         committed = True
     finally:
+        st.metrics.bytes_in.inc(stats.bytes_in - counted)
         if not committed:
             await writer.abort()
     st.metrics.shard_writes.inc()
