@@ -236,6 +236,9 @@ async def _detach(cluster: Cluster, handle: VolumeHandle, cache: Cache) -> None:
         except StorageError as exc:
             log.error("flush failed: %s", exc)
             raise
+        if isinstance(cache, JournaledVolume):
+            log.info("journal: %d appends (%d bytes), %d extents written direct, %d folds",
+                     cache.appends, cache.appended_bytes, cache.directs, cache.folds)
     finally:
         try:
             await handle.close()
