@@ -28,6 +28,7 @@ from typing import Any
 from storage.config import ArchiveSettings, Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
+from storage.datakeys import SSEC_HMAC
 from storage.errors import Conflict, InvalidInput, StorageError
 from storage.keyspace import (
     OBJECT,
@@ -44,7 +45,7 @@ from storage.keyspace import (
     version_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
-from storage.objects import SSEC_HMAC, ObjectService, new_version_id
+from storage.objects import ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, PartLayout, pack, unpack
 from storage.tenants import TenantService
 
@@ -317,8 +318,8 @@ class ArchiveService:
         kek_version, kek = await self._tenants.kek(v.tenant)
         dek = keys.new_dek()
         shadow = dataclasses.replace(v, identity_version=new_version_id(), parts=[])
-        self._objects.seal_dek(shadow, kek, dek, None,
-                               await self._objects.kms_wrapping_for(shadow))
+        self._objects.data_keys.seal_dek(shadow, kek, dek, None,
+                                         await self._objects.data_keys.kms_wrapping_for(shadow))
         wrapped = shadow.dek
         parts = await self._rewrite_parts(v, shadow, SegmentCipher(dek), RESTORED_CLASS, False)
         return parts, {"parts": [dataclasses.asdict(p) for p in parts], "dek": wrapped,
@@ -410,8 +411,8 @@ class ArchiveService:
             dek = keys.new_dek()
             target = dataclasses.replace(v, identity_version=new_version_id(), parts=[])
             # an SSE-KMS version's new data key is wrapped by its KMS key again, then the KEK
-            self._objects.seal_dek(target, kek, dek, None,
-                                   await self._objects.kms_wrapping_for(target))
+            self._objects.data_keys.seal_dek(target, kek, dek, None,
+                                             await self._objects.data_keys.kms_wrapping_for(target))
             wrapped = target.dek
             new_parts = await self._rewrite_parts(v, target, SegmentCipher(dek), storage_class,
                                                   profile.compress)

@@ -32,6 +32,7 @@ from awscrt import checksums as crt
 from storage import object_lock
 from storage.conditions import WriteConditions
 from storage.crypto import keys
+from storage.datakeys import etag_for, etag_hides_md5
 from storage.errors import InvalidInput, NotFound, StaleRecord
 from storage.keyspace import (
     gc_key,
@@ -51,7 +52,6 @@ from storage.objects import (
     NULL_VERSION,
     ObjectAttributes,
     ObjectService,
-    etag_hides_md5,
     new_version_id,
 )
 from storage.records import Bucket, ObjectVersion, PartLayout, Record, pack
@@ -273,8 +273,8 @@ class MultipartService:
                     checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype,
                     acl=opts.acl, lock=dict(opts.lock))
         shell = self._shell(up)
-        self._objects.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key,
-                               await self._objects.kms_wrapping_for(shell))
+        self._objects.data_keys.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key,
+                                         await self._objects.data_keys.kms_wrapping_for(shell))
         up.dek, up.sse = shell.dek, shell.sse
         ukey = upload_key(bucket, key, up.upload_id)
         while True:  # under the bucket's guard, as an object commit: never outlives the bucket
@@ -315,7 +315,7 @@ class MultipartService:
             raise InvalidInput("part number out of range")
         up, _ = await self.get(b, key, upload_id)
         shell = self._shell(up)
-        cipher = await self._objects.cipher_for(shell, sse_c_key)
+        cipher = await self._objects.data_keys.cipher_for(shell, sse_c_key)
         md5 = hashlib.md5()
         layout = await self._objects.write_part(shell, number, cipher, body,
                                                 [md5, *digests], size_hint, up.storage_class,
@@ -325,8 +325,8 @@ class MultipartService:
             if finalize is not None:
                 await finalize(part)  # Content-MD5 is checked there, against the real MD5
             if etag_hides_md5(up.sse):
-                part.etag = self._objects.etag_for(shell, part.etag, sse_c_key,
-                                                   await self._objects.kms_wrapping_for(shell))
+                part.etag = etag_for(shell, part.etag, sse_c_key,
+                                     await self._objects.data_keys.kms_wrapping_for(shell))
             await self._commit_part(up, part)
         except BaseException:
             await self._objects.discard_parts([part.layout()])

@@ -21,10 +21,11 @@ from storage.buckets import BucketService
 from storage.conditions import DeleteConditions, WriteConditions
 from storage.config import Config
 from storage.crypto import keys
-from storage.crypto.aead import KEY_BYTES, SegmentCipher
+from storage.crypto.aead import SegmentCipher
 from storage.crypto.keys import segment_aad
+from storage.datakeys import DataKeys, etag_for, identity
 from storage.erasure import ErasureCodec
-from storage.errors import InvalidRange, KeyUnavailable, ObjectNotFound
+from storage.errors import InvalidRange, ObjectNotFound
 from storage.keyspace import (
     bucket_key,
     gc_key,
@@ -37,7 +38,7 @@ from storage.keyspace import (
     version_key,
     version_prefix,
 )
-from storage.kms import KmsService, canonical_context
+from storage.kms import KmsService
 from storage.listing import NULL_VERSION, Listing
 from storage.metadata import MetadataStore, Txn
 from storage.pipeline import StripeCodec
@@ -48,30 +49,7 @@ from storage.stripes import StripeStore
 from storage.telemetry import STAGES
 from storage.tenants import TenantService
 
-SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
-SSEC_SALT = "customer_key_salt"
-KMS_KEY = "kms_key"  # in ObjectVersion.sse: the id of the KMS key that also wraps the DEK
-KMS_CONTEXT = "kms_context"  # in ObjectVersion.sse: the request's encryption context (base64)
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
-
-
-def etag_hides_md5(sse: dict[str, str]) -> bool:
-    """Whether an object (or part) written under this encryption gets an opaque ETag.
-
-    AWS: an object created by PUT, POST or Copy under SSE-S3 (or plaintext) has the MD5 of
-    its data as ETag; under SSE-KMS or SSE-C "an ETag that is not an MD5 digest of the object
-    data" (and so are its multipart parts'). An MD5 would let anyone who can list the bucket
-    confirm a guess of the content without the key. The opaque ETag is `keys.opaque_etag`
-    (`ObjectService.etag_for`).
-    """
-    alg = sse.get("algorithm", "AES256")
-    return alg == "SSE-C" or alg.startswith("aws:kms")
-
-
-def kms_context(v: ObjectVersion) -> str:
-    """The canonical encryption context an SSE-KMS version's DEK wrapping is bound to."""
-    raw = v.sse.get(KMS_CONTEXT)
-    return canonical_context(raw) if raw else ""
 
 
 def new_version_id() -> str:
@@ -122,81 +100,12 @@ class ObjectService:
         self.gc_grace_s = gc_grace_s  # retired stripes wait this long (reads in flight)
         self.listing = Listing(meta)
         self.kms = KmsService(meta, tenants, cfg.gateway.region)
-
-    # keys ----------------------------------------------------------------------------------
-
-    async def cipher_for(self, v: ObjectVersion, sse_c_key: bytes | None = None,
-                         ) -> SegmentCipher:
-        """The segment cipher of a version (or upload shell), unwrapping its data key."""
-        _, kek = await self._tenants.kek(v.tenant, v.kek_version)
-        dek = keys.unwrap_dek(kek, v.tenant, self.identity(v), v.dek)
-        if SSEC_HMAC in v.sse:
-            if sse_c_key is None or not self.customer_key_matches(v, sse_c_key):
-                raise KeyUnavailable("this object needs its customer-provided key")
-            dek = keys.unwrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
-        elif v.sse.get(KMS_KEY) and len(dek) != KEY_BYTES:
-            # KMS-wrapped (a bare 32-byte key: a copy re-encrypted by the archive tier).
-            wrapping = await self.kms_wrapping_for(v)
-            assert wrapping is not None
-            dek = keys.unwrap_kms(wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek,
-                                  kms_context(v))
-        return SegmentCipher(dek)
-
-    async def kms_wrapping_for(self, v: ObjectVersion) -> bytes | None:
-        """The KMS key (or S3 Bucket Key) that wraps an SSE-KMS version's DEK; None if none."""
-        key_id = v.sse.get(KMS_KEY)
-        if not key_id:
-            return None
-        bucket = v.bucket if v.sse.get("bucket_key_enabled") == "true" else None
-        return await self.kms.wrapping_key(v.tenant, key_id, bucket)
-
-    @staticmethod
-    def etag_for(v: ObjectVersion, md5_hex: str, sse_c_key: bytes | None,
-                 kms_wrapping: bytes | None) -> str:
-        """The ETag of a single-part object (or a part) of `v` whose data has MD5 `md5_hex`:
-        that MD5, or under SSE-KMS / SSE-C the opaque ETag keyed by the key that wraps the
-        data key (`etag_hides_md5`)."""
-        if not etag_hides_md5(v.sse):
-            return md5_hex
-        key = sse_c_key if SSEC_HMAC in v.sse or v.sse.get("algorithm") == "SSE-C" else kms_wrapping
-        assert key is not None, "an SSE-KMS or SSE-C write without its key"
-        return keys.opaque_etag(key, v.tenant, md5_hex)
-
-    def seal_dek(self, v: ObjectVersion, kek: bytes, dek: bytes, sse_c_key: bytes | None,
-                 kms_wrapping: bytes | None = None) -> None:
-        """Store `dek` in `v` wrapped by the KEK, and first by an SSE-C key or by the
-        version's KMS key (`kms_wrapping`, from `kms_wrapping_for`) if one is given.
-
-        For SSE-C only a salted HMAC of the customer key is kept (in `v.sse`), to tell a
-        wrong key from a missing one; shredding the tenant's KEK still destroys the object.
-        """
-        inner = dek
-        if sse_c_key is not None:
-            salt = secrets.token_bytes(16)
-            v.sse = {**v.sse, SSEC_SALT: salt.hex(),
-                     SSEC_HMAC: keys.ssec_key_hmac(sse_c_key, salt)}
-            inner = keys.wrap_ssec(sse_c_key, v.tenant, self.identity(v), dek)
-        elif kms_wrapping is not None:
-            inner = keys.wrap_kms(kms_wrapping, v.tenant, v.sse[KMS_KEY], self.identity(v), dek,
-                                  kms_context(v))
-        v.dek = keys.wrap_dek(kek, v.tenant, self.identity(v), inner)
-
-    @staticmethod
-    def customer_key_matches(v: ObjectVersion, sse_c_key: bytes) -> bool:
-        import hmac
-
-        want = v.sse.get(SSEC_HMAC, "")
-        got = keys.ssec_key_hmac(sse_c_key, bytes.fromhex(v.sse.get(SSEC_SALT, "")))
-        return hmac.compare_digest(want, got)
-
-    @staticmethod
-    def identity(v: ObjectVersion) -> str:
-        return keys.object_identity(v.tenant, v.bucket, v.key, v.identity_version or v.version_id)
+        self.data_keys = DataKeys(tenants, self.kms)
 
     def codec_for(self, v: ObjectVersion, part: PartLayout, cipher: SegmentCipher | None,
                   ) -> StripeCodec:
         return StripeCodec(cipher=cipher, codec=ErasureCodec(part.k, part.m),
-                           identity=self.identity(v), part=part.number,
+                           identity=identity(v), part=part.number,
                            stripe_id=part.stripe_id, segment_size=part.segment_size)
 
     # write ---------------------------------------------------------------------------------
@@ -217,8 +126,8 @@ class ObjectService:
                           acl=opts.acl,
                           lock=object_lock.initial(b.config, dict(opts.lock), time.time()))
         dek = keys.new_dek()
-        kms_wrapping = await self.kms_wrapping_for(v)
-        self.seal_dek(v, kek, dek, opts.sse_c_key, kms_wrapping)
+        kms_wrapping = await self.data_keys.kms_wrapping_for(v)
+        self.data_keys.seal_dek(v, kek, dek, opts.sse_c_key, kms_wrapping)
         md5 = hashlib.md5()
         cipher = SegmentCipher(dek)
         if (opts.size_hint is not None and 0 < opts.size_hint <= self._cfg.inline_max_bytes
@@ -235,7 +144,7 @@ class ObjectService:
         try:
             if finalize is not None:
                 await finalize(v)  # Content-MD5 is checked there, against the real MD5
-            v.etag = part.etag = self.etag_for(v, v.etag, opts.sse_c_key, kms_wrapping)
+            v.etag = part.etag = etag_for(v, v.etag, opts.sse_c_key, kms_wrapping)
             await self.commit(v, b, opts.conditions, tenant_rev=tenant_rev)
         except BaseException:
             await self.discard_parts(v.parts)
@@ -253,7 +162,7 @@ class ObjectService:
         data = b"".join([chunk async for chunk in body])
         for d in digests:
             d.update(data)  # type: ignore[attr-defined]
-        sealed = cipher.seal(0, data, segment_aad(self.identity(v), 1, 0, True))
+        sealed = cipher.seal(0, data, segment_aad(identity(v), 1, 0, True))
         return PartLayout(number=1, size=len(data), etag="", stripe_id=b"", k=0, m=0,
                           segment_size=self._cfg.segment_size, nodes=[], inline=sealed)
 
@@ -279,7 +188,7 @@ class ObjectService:
             digests, size_hint = (), None
         stripe_id = new_stripe_id()
         codec = StripeCodec(cipher=cipher, codec=ErasureCodec(profile.k, profile.m),
-                            identity=self.identity(v), part=number, stripe_id=stripe_id,
+                            identity=identity(v), part=number, stripe_id=stripe_id,
                             segment_size=segment_size)
         # No metadata write before the data: shards of a write that never commits have no
         # X/ entry, and the orphan sweep collects them after a grace period.
@@ -456,7 +365,7 @@ class ObjectService:
             raise InvalidRange(v.size)
         if start == end:
             return
-        cipher = await self.cipher_for(v, sse_c_key)
+        cipher = await self.data_keys.cipher_for(v, sse_c_key)
         offset = 0
         for part in v.parts:
             p_start, p_end = offset, offset + part.plaintext_size
@@ -465,7 +374,7 @@ class ObjectService:
                 continue
             lo, hi = max(start, p_start) - p_start, min(end, p_end) - p_start
             if part.inline:
-                aad = segment_aad(self.identity(v), part.number, 0, True)
+                aad = segment_aad(identity(v), part.number, 0, True)
                 yield cipher.open(0, part.inline, aad)[lo:hi]
                 continue
             codec = self.codec_for(v, part, cipher)

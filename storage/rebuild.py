@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from storage.blockreads import read_blocks
+from storage.buffers import BufferPool
 from storage.config import NodeSpec
 from storage.crypto.aead import TAG_BYTES
 from storage.erasure import ErasureCodec
@@ -43,6 +44,21 @@ def _rebuild_checked(codec: ErasureCodec, blocks: Mapping[int, bytes], length: i
         raise SourcesDisagree(f"rebuild sources are not one codeword (shards {wrong} or "
                               f"the first {codec.k} disagree)")
     return rebuilt
+
+
+def _framed(headers: Sequence[ShardHeader], seg: int,
+            rebuilt: Mapping[int, bytes | memoryview]) -> dict[int, bytes]:
+    """The rebuilt blocks as frames (head + block), built in the same thread-pool job as the
+    coding: the crc32c and the copy stay off the event loop, and the frames own their bytes
+    (the source blocks may be pooled buffers given back before the frames leave)."""
+    return {i: pack_frame(headers[i], seg, b) for i, b in rebuilt.items()}
+
+
+def _rebuild_frames(codec: ErasureCodec, headers: Sequence[ShardHeader], seg: int,
+                    blocks: Mapping[int, bytes | memoryview], length: int,
+                    wanted: list[int]) -> dict[int, bytes]:
+    """`_rebuild_checked`, framed: one thread-pool job per segment."""
+    return _framed(headers, seg, _rebuild_checked(codec, blocks, length, wanted))
 
 
 def part_headers(part: PartLayout) -> list[ShardHeader]:
@@ -86,7 +102,8 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          sources: Sequence[tuple[int, NodeSpec]],
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None = None,
                          stall_s: float = 20.0, reference: Reference | None = None,
-                         trusted: set[int] | None = None) -> RebuildResult:
+                         trusted: set[int] | None = None,
+                         pool: BufferPool | None = None) -> RebuildResult:
     """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
 
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
@@ -95,7 +112,8 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     for every segment, liars included, and each segment is rebuilt from the codeword the
     reference authenticates: a shard that lies in one segment still serves the others.
     SourcesDisagree when a segment has no such codeword and (keyless) fewer than k of the
-    `trusted` sources were read for it.
+    `trusted` sources were read for it. With `pool`, source frames are received into its
+    reused buffers (`read_blocks`), given back as soon as a segment's frames are built.
     """
     codec = ErasureCodec(part.k, part.m)
     headers = part_headers(part)
@@ -116,17 +134,17 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     try:
         spare = max(1, len(sources) - part.k) if reference is not None else 1
         async for seg, blocks in read_blocks(client, headers, sources, part.k, 0, nsegs - 1,
-                                             failed_source, spare=spare):
+                                             failed_source, spare=spare, pool=pool):
             plain_len = segment_length(part.size, part.segment_size, seg)
             if reference is not None:
                 rebuilt, wrong = await loop.run_in_executor(
                     cpu, _rebuild_from, reference, codec, seg, seg == nsegs - 1, plain_len,
                     blocks, wanted, trusted)
                 liars.update(wrong)
+                frames = _framed(headers, seg, rebuilt)
             else:
-                rebuilt = await loop.run_in_executor(cpu, _rebuild_checked, codec, blocks,
-                                                     plain_len + TAG_BYTES, wanted)
-            frames = {i: pack_frame(headers[i], seg, rebuilt[i]) for i in wanted}
+                frames = await loop.run_in_executor(cpu, _rebuild_frames, codec, headers, seg,
+                                                    blocks, plain_len + TAG_BYTES, wanted)
             await asyncio.gather(*(senders[i].send(frames[i]) for i in wanted))
             n = sum(len(f) for f in frames.values())
             written_bytes += n

@@ -22,8 +22,8 @@ from typing import Any
 
 from gateway.s3.errors import S3Error
 from storage import kms
+from storage.datakeys import KMS_CONTEXT, KMS_KEY, SSEC_HMAC, customer_key_matches
 from storage.errors import InvalidInput
-from storage.objects import KMS_CONTEXT, KMS_KEY, SSEC_HMAC
 from storage.records import ObjectVersion
 
 H_SSE = "x-amz-server-side-encryption"
@@ -174,8 +174,6 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
     Missing key -> 400 InvalidRequest; wrong key -> 403 AccessDenied; SSE-C headers on an
     object not stored with SSE-C -> 400 InvalidRequest, as AWS answers each case.
     """
-    from storage.objects import ObjectService
-
     ckey = customer_key(headers, prefix)
     if not is_customer(v):
         if ckey is not None:
@@ -186,7 +184,7 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
         raise S3Error("InvalidRequest", "The object was stored using a form of Server Side "
                       "Encryption. The correct parameters must be provided to retrieve the "
                       "object.")
-    if not ObjectService.customer_key_matches(v, ckey):
+    if not customer_key_matches(v, ckey):
         raise S3Error("AccessDenied")
     return ckey
 

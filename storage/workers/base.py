@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 from dataclasses import fields
 from typing import Any, Generic, TypeVar
 
+from storage.buffers import BufferPool
 from storage.config import DEFAULT_BUSY_RATE, DEFAULT_RATE, Config
 from storage.health import HealthTracker
 from storage.metadata import MetadataStore
@@ -21,6 +22,7 @@ from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 
 MIB = 2**20
+POOL_BYTES = 32 * MIB  # free source-frame buffers a worker keeps for its rebuilds at most
 
 Stats = TypeVar("Stats")
 
@@ -59,6 +61,7 @@ class ShardWorker(Generic[Stats]):
         self._throttle = Throttle(rate_bytes_s, busy_rate_bytes_s, clients_busy or _idle)
         self.stats: Stats = self.stats_type()
         self._loaded = False
+        self._pool = BufferPool(POOL_BYTES)  # rebuild source frames are received into these
 
     async def _load_stats(self) -> None:
         """Once: continue the published counters (they are cumulative across gateways)."""

@@ -22,13 +22,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from storage.config import Config, NodeSpec
+from storage.datakeys import SSEC_HMAC
 from storage.erasure import ErasureCodec
 from storage.errors import IntegrityError, StorageError
 from storage.health import HealthTracker
 from storage.keyspace import STRIPE, next_key, space, stripe_of
 from storage.lying import LyingShards, read_integrity, update_integrity
 from storage.metadata import Item, MetadataStore
-from storage.objects import SSEC_HMAC, ObjectService
+from storage.objects import ObjectService
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.records import ObjectVersion, unpack
 from storage.shards.client import SMALL_SHARD_BYTES
@@ -161,7 +162,7 @@ class DeepScrubber:
             cipher = None
             if SSEC_HMAC not in v.sse:
                 try:
-                    cipher = await self._objects.cipher_for(v)
+                    cipher = await self._objects.data_keys.cipher_for(v)
                 except StorageError as exc:  # a shredded tenant: nothing left to protect
                     log.info("deep scrub: no key for stripe %s: %s", part.stripe_id.hex(), exc)
                     return None

@@ -313,7 +313,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         sources = [(i, by_id[n]) for i, n in enumerate(part.nodes)
                    if i != index and n and n in by_id and self._health.is_usable(n)]
         res = await rebuild_shards(self._client, self._cpu, part, sources, {index: dst},
-                                   self._throttle)
+                                   self._throttle, pool=self._pool)
         if index not in res.written:
             raise StorageError(res.failed.get(index, "rebuild failed"))
         return res.bytes_written, "rebuilt"

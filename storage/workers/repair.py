@@ -385,7 +385,8 @@ class RepairWorker(ShardWorker[RepairStats]):
         try:
             res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
                                        throttle or self._throttle, reference=reference,
-                                       trusted=set(a.healthy) if keyless else None)
+                                       trusted=set(a.healthy) if keyless else None,
+                                       pool=self._pool)
         except DataUnavailable as exc:
             self.stats.unrepairable += 1
             self._dirty = True

@@ -1,4 +1,4 @@
-"""etcd-only parts of the metadata backend: gateway path, leases, watch, member failover.
+"""etcd-only parts of the metadata backend: gRPC endpoints, leases, watch, member failover.
 
 The shared contract (get/put/delete/range/txn) runs against etcd in
 test_metadata_contract.py, on the cluster that conftest.py starts.
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from aetcd import rpc
 
 from storage.errors import StorageError
 from storage.metadata import Txn, open_store
-from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, _b64, api_prefix
+from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, grpc_target
 from tests.contract.conftest import start_etcd
 from tests.integration.cluster import free_port
 
@@ -62,19 +63,20 @@ async def _eventually(fn: Callable[[], Awaitable[T]], ok: Callable[[T], bool],
         await asyncio.sleep(0.1)
 
 
-def test_api_prefix_by_version() -> None:
-    assert api_prefix("3.5.9") == "/v3"
-    assert api_prefix("3.4.23") == "/v3"
-    assert api_prefix("3.3.11") == "/v3beta"
-    assert api_prefix("3.2.0") == "/v3alpha"
+def test_grpc_target_from_client_urls() -> None:
+    assert grpc_target("http://127.0.1.10:2379") == ("127.0.1.10:2379", False)
+    assert grpc_target("https://etcd.example:2381/") == ("etcd.example:2381", True)
+    assert grpc_target("http://[::1]:2379") == ("[::1]:2379", False)
+    assert grpc_target("10.0.0.1") == ("10.0.0.1:2379", False)
+    with pytest.raises(EtcdError, match="not an http"):
+        grpc_target("unix:///run/etcd.sock")
 
 
-async def test_open_store_detects_gateway_path(tmp_path: Path) -> None:
+async def test_open_store_reads_server_version(tmp_path: Path) -> None:
     s = await open_store("etcd", str(tmp_path / "unused"), _endpoints())
     try:
         assert isinstance(s, EtcdStore)
         assert s.server_version.startswith("3.")
-        assert s._prefix == api_prefix(s.server_version)
     finally:
         await s.close()
 
@@ -188,11 +190,10 @@ async def test_scrub_drops_overwritten_values_from_history(etcd: EtcdStore, ns: 
     key = ns + b"secret"
     old_rev = await etcd.put(key, b"wrapped-kek-v1")
     await etcd.put(key, b"nothing")
-    old = await etcd._call("/kv/range", {"key": _b64(key), "revision": str(old_rev)},
-                           idempotent=True)
-    assert old["kvs"][0]["value"] == _b64(b"wrapped-kek-v1")
+    at_old = rpc.RangeRequest(key=key, revision=old_rev)
+    old = await etcd._call("kv", "Range", at_old, idempotent=True)
+    assert old.kvs[0].value == b"wrapped-kek-v1"
     await etcd.scrub()
     with pytest.raises(EtcdError, match="compacted"):
-        await etcd._call("/kv/range", {"key": _b64(key), "revision": str(old_rev)},
-                         idempotent=True)
+        await etcd._call("kv", "Range", at_old, idempotent=True)
     assert (await etcd.get(key)).value == b"nothing"  # type: ignore[union-attr]

@@ -23,10 +23,10 @@ from botocore.exceptions import ClientError
 from ops.admincli import CliError, admin_request
 from storage.crypto import keys
 from storage.crypto.aead import KEY_BYTES
+from storage.datakeys import identity
 from storage.errors import IntegrityError
 from storage.keyspace import kms_key_key, tenant_key
 from storage.kms import DEFAULT_ALIAS, KmsKey
-from storage.objects import ObjectService
 from storage.records import Tenant
 from tests.integration.cluster import LocalCluster
 
@@ -76,7 +76,7 @@ def unwrapped_dek(cluster: LocalCluster, bucket: str, key: str) -> tuple[bytes, 
     t = Tenant.decode(cluster.db_get(tenant_key(v.tenant)) or b"")
     root = keys.FileRootKey(cluster.data / "secrets" / "root.key")
     kek = keys.open_kek(root, v.tenant, v.kek_version, t.keks[v.kek_version])
-    return keys.unwrap_dek(kek, v.tenant, ObjectService.identity(v), v.dek), v
+    return keys.unwrap_dek(kek, v.tenant, identity(v), v.dek), v
 
 
 def test_cli_creates_and_lists_keys_with_aliases_ids_and_arns(cluster: LocalCluster) -> None:
@@ -133,7 +133,7 @@ def test_every_key_name_form_encrypts_under_that_key(cluster: LocalCluster) -> N
         root = keys.FileRootKey(cluster.data / "secrets" / "root.key")
         kek = keys.open_kek(root, tenant, rec.kek_version, t.keks[rec.kek_version])
         material = keys.open_kms_key(kek, tenant, rec.key_id, rec.kek_version, rec.material)
-        assert len(keys.unwrap_kms(material, tenant, rec.key_id, ObjectService.identity(v),
+        assert len(keys.unwrap_kms(material, tenant, rec.key_id, identity(v),
                                    inner)) == KEY_BYTES
     r = s3.put_object(Bucket=tenant, Key="two", Body=b"x", ServerSideEncryption="aws:kms",
                       SSEKMSKeyId="alias/other")
@@ -241,7 +241,7 @@ def test_bucket_default_kms_key_and_bucket_key(cluster: LocalCluster) -> None:
     kek = keys.open_kek(root, tenant, rec.kek_version, t.keks[rec.kek_version])
     material = keys.open_kms_key(kek, tenant, rec.key_id, rec.kek_version, rec.material)
     bkey = keys.bucket_key(material, tenant, rec.key_id, tenant)
-    ident = ObjectService.identity(v)
+    ident = identity(v)
     assert len(keys.unwrap_kms(bkey, tenant, rec.key_id, ident, inner)) == KEY_BYTES
     r = s3.copy_object(Bucket=tenant, Key="c", CopySource={"Bucket": tenant, "Key": "p"})
     assert r["SSEKMSKeyId"] == k["arn"] and r["BucketKeyEnabled"] is True
@@ -290,7 +290,7 @@ def test_encryption_context_is_bound_into_the_wrapping_and_echoed(cluster: Local
     root = keys.FileRootKey(cluster.data / "secrets" / "root.key")
     kek = keys.open_kek(root, tenant, rec.kek_version, t.keks[rec.kek_version])
     material = keys.open_kms_key(kek, tenant, rec.key_id, rec.kek_version, rec.material)
-    ident = ObjectService.identity(v)
+    ident = identity(v)
     assert len(keys.unwrap_kms(material, tenant, rec.key_id, ident, inner,
                                '{"a":"1","project":"x"}')) == KEY_BYTES
     with pytest.raises(IntegrityError):  # bound to the context: without it, no data key
@@ -353,7 +353,7 @@ def test_archive_transition_keeps_the_kms_layer(cluster: LocalCluster) -> None:
     root = keys.FileRootKey(cluster.data / "secrets" / "root.key")
     kek = keys.open_kek(root, tenant, rec.kek_version, t.keks[rec.kek_version])
     material = keys.open_kms_key(kek, tenant, rec.key_id, rec.kek_version, rec.material)
-    assert len(keys.unwrap_kms(material, tenant, rec.key_id, ObjectService.identity(v),
+    assert len(keys.unwrap_kms(material, tenant, rec.key_id, identity(v),
                                inner)) == KEY_BYTES
 
 

@@ -1,6 +1,6 @@
 """KMS key states (storage.kms): the transitions AWS KMS allows, what a key that is not
 Enabled refuses, and the purge of keys whose deletion is due; and which encryption hides
-the MD5 in an ETag (storage.objects.etag_hides_md5)."""
+the MD5 in an ETag (storage.datakeys.etag_hides_md5)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from storage.crypto.keys import FileRootKey
+from storage.datakeys import etag_hides_md5
 from storage.errors import InvalidInput
 from storage.keyspace import kms_alias_key, kms_key_key
 from storage.kms import KmsDisabled, KmsInvalidState, KmsNotFound, KmsService, purge_due
 from storage.metadata.sqlite import SqliteStore
-from storage.objects import etag_hides_md5
 from storage.tenants import TenantService
 
 

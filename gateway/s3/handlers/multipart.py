@@ -20,8 +20,8 @@ from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import iso_time
 from storage import multipart as mp
+from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
-from storage.objects import ObjectService
 from storage.records import ObjectVersion
 
 PART_SIZE_MAX = 5 * 1024**3
@@ -146,7 +146,7 @@ def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
         return None
     if ckey is None:
         raise S3Error("InvalidRequest", _SSEC_MISSING)
-    if not ObjectService.customer_key_matches(up, ckey):  # type: ignore[arg-type]
+    if not customer_key_matches(up, ckey):  # type: ignore[arg-type]
         raise S3Error("InvalidRequest", _SSEC_MISMATCH)
     return ckey
 
