@@ -17,6 +17,7 @@ from gateway.app import WorkerRole, serve
 from storage.config import load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
+from storage.malloc import tune_malloc
 
 
 def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole,
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker_index is not None:
         _die_with_parent(a.worker_parent)
     restrict_umask()  # the metadata database, keys and the audit log are owner-only
+    tune_malloc()  # megabyte buffers reuse heap pages instead of faulting in fresh ones
     logs.setup(a.log_level, a.log_file)
     try:
         cfg = load_config(a.config)

@@ -26,6 +26,7 @@ from nodes.logs import JsonLog, log_to_stderr
 from storage.config import ScrubSettings, env_settings, load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask
+from storage.malloc import tune_malloc
 from storage.shards.auth import load_or_create_secret
 
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -132,6 +133,7 @@ async def serve(s: NodeSettings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     restrict_umask()  # shards, temp files and keys this node makes are owner-only
+    tune_malloc()  # received megabytes reuse heap pages instead of faulting in fresh ones
     argv = list(sys.argv[1:] if argv is None else argv)
     log_file = None
     if "--log-file" in argv:  # logging is set up before the rest is parsed

@@ -90,7 +90,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     """Every request but /metrics carries the cluster HMAC over method and raw path+query."""
     if request.path in UNAUTHENTICATED_PATHS:
         return await handler(request)
-    reason = request.app[NODE].verifier.check(request.method, request.path_qs, request.headers)
+    reason = await request.app[NODE].verifier.check_async(request.method, request.path_qs,
+                                                          request.headers)
     if reason is not None:
         raise ApiError(401, "unauthorized", reason)
     return await handler(request)

@@ -164,12 +164,12 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                     pending.append(active[-1])
                 if not pending:
                     break
-                results = await asyncio.gather(*(s.next() for s in pending),
-                                               return_exceptions=True)
-                for s, r in zip(pending, results, strict=True):
-                    if isinstance(r, BaseException):
-                        if not isinstance(r, StorageError):
-                            raise r
+                for s in pending:  # each stream prefetches on its own: no task per await
+                    try:
+                        r = await s.next()
+                    except StorageError as exc:
+                        r = exc
+                    if isinstance(r, StorageError):
                         errors.append(str(r)[:200])
                         active.remove(s)
                         await s.close()

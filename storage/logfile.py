@@ -54,21 +54,34 @@ class StderrRotatingFileHandler(RotatingFileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            if self.maxBytes > 0 and self._regular:
-                if time.monotonic() - self._synced > RESYNC_S:
-                    self._resync()
-                if self._size + len(line) >= self.maxBytes:
-                    self._resync()
-                    if self._size + len(line) >= self.maxBytes and self._size > 0:
-                        self.doRollover()
-            self.stream.write(line)
-            self.stream.flush()
-            self._size += len(line.encode()) if not line.isascii() else len(line)
+            self._write(self.format(record) + self.terminator)
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
             self.handleError(record)
+
+    def write_line(self, line: str) -> None:
+        """Write one line formatted elsewhere (no terminator) under the handler's lock, as
+        `emit` writes a record's (a failure is reported as logging reports it, never raised)."""
+        with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
+            try:
+                self._write(line + self.terminator)
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001
+                self.handleError(logging.makeLogRecord({"msg": line}))
+
+    def _write(self, line: str) -> None:
+        if self.maxBytes > 0 and self._regular:
+            if time.monotonic() - self._synced > RESYNC_S:
+                self._resync()
+            if self._size + len(line) >= self.maxBytes:
+                self._resync()
+                if self._size + len(line) >= self.maxBytes and self._size > 0:
+                    self.doRollover()
+        self.stream.write(line)
+        self.stream.flush()
+        self._size += len(line.encode()) if not line.isascii() else len(line)
 
     def doRollover(self) -> None:  # noqa: N802 - the logging module's name
         super().doRollover()

@@ -255,16 +255,19 @@ class StripeStore:
                 return WriteResult(size=0, segments=0, nodes=[])
             with STAGES.time("shard_write"):
                 oks = await asyncio.gather(*(s.finish() for s in senders))
-        except BaseException:
+        except BaseException as exc:
             if encoding is not None:
                 encoding.cancel()
             for h in hashes:
                 h.cancel()
             await asyncio.gather(*hashes, return_exceptions=True)
+            failed = [s.node.id for s in senders or [] if s.error is not None]
             for s in senders or []:
                 if s.error is not None:  # so a retry's placement avoids the failed node
                     self._health.report_failure(s.node.id, s.error)
                 await s.cancel()
+            if failed and isinstance(exc, QuorumNotReached):
+                await self._health.confirm(failed)  # settled before the client retries
             raise
         return await self._settle(codec, profile, quorum, total, count,
                                   [(s.node, None if ok else (s.error or "failed"))
@@ -284,6 +287,7 @@ class StripeStore:
         written = [n for n in nodes if n]
         zones = {self._nodes_by_id()[n].zone for n in written}
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
+            await self._health.confirm(n.id for n, e in outcomes if e)  # before the retry
             await self.delete(codec.stripe_id, nodes)
             raise QuorumNotReached(quorum, len(written), profile.width,
                                    [e for _, e in outcomes if e])
@@ -329,7 +333,7 @@ class StripeStore:
 
         `borrowed`: the consumer is done with each chunk before it asks for the next one
         (and the transport holds no reference to it by then): frames are received into
-        pooled buffers and segments decrypted into them without a join (`_read_pooled`).
+        pooled buffers and segments decrypted into them without a join.
         """
         loop = asyncio.get_running_loop()
         by_id = self._nodes_by_id()
@@ -348,82 +352,53 @@ class StripeStore:
 
         small = shard_file_bytes(size, codec.segment_size, codec.codec.k) <= SMALL_SHARD_BYTES
         keyless = codec.cipher is None  # no tag to check: k+1 blocks must agree instead
-        if borrowed and not small and not keyless:
-            pooled = self._read_pooled(codec, sources, size, first, last, failed, liars)
-            async with contextlib.aclosing(pooled):
-                async for chunk in pooled:
-                    yield chunk
-            return
+        # A borrowing consumer of keyed, streamed shards: blocks land in pooled buffers and
+        # a segment whose k data blocks are all there is decrypted from them into a pooled
+        # output buffer on the loop (no join, no thread hop, no fresh pages); the buffers
+        # are given back when the consumer asks for the next segment. Any other case (a
+        # parity block needed, a tag that fails) takes the general path for that segment.
+        pool = self.pool if borrowed and not small and not keyless else None
+        out: bytearray | None = None
         if small:
             blocks_of = read_small_blocks(self._client, codec.headers(), sources, codec.codec.k,
                                           first, last, failed)
         else:
             blocks_of = read_blocks(self._client, codec.headers(), sources, codec.codec.k,
-                                    first, last, failed, liars, spare=int(keyless))
-        # aclosing: a reader that stops early (a client hung up) cancels the shard streams now
-        async with contextlib.aclosing(blocks_of):
-            waited = time.perf_counter()
-            async for seg, blocks in blocks_of:
-                stage("shard_read", time.perf_counter() - waited)
-                plen = segment_length(size, codec.segment_size, seg)
-                end = seg == nsegs - 1
-                if keyless:
-                    yield await self._sealed(codec, sources, seg, end, plen, blocks, liars, small)
-                    waited = time.perf_counter()
-                    continue
-                try:
-                    if small:  # a thread hop costs more than decoding a few KiB
-                        plain = codec.decode(seg, end, plen, blocks)
-                    else:
-                        plain = await loop.run_in_executor(self._cpu, codec.decode, seg, end,
-                                                           plen, blocks)
-                except IntegrityError:
-                    if codec.cipher is None:
-                        raise
-                    plain = await self._recover(codec, sources, seg, end, plen, blocks, liars,
-                                                small)
-                yield plain
-                waited = time.perf_counter()  # time the consumer held us is not shard I/O
-
-    async def _read_pooled(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],
-                           size: int, first: int, last: int,
-                           failed: Callable[[int, NodeSpec, StorageError], None],
-                           liars: set[int]) -> AsyncIterator[bytes | memoryview]:
-        """`read` for a borrowing consumer: blocks arrive in pooled buffers and, when the k
-        data blocks are all there, the segment is decrypted from them into a pooled output
-        buffer on the loop (no join, no thread hop, no fresh pages); both buffers are given
-        back when the consumer asks for the next segment. Any other case (a parity block
-        needed, a tag that fails) takes the general path for that segment."""
-        loop = asyncio.get_running_loop()
-        pool = self.pool
-        nsegs = segment_count(size, codec.segment_size)
-        out_size = codec.segment_size + 2 * TAG_BYTES
-        out: bytearray | None = None
-        blocks_of = read_blocks(self._client, codec.headers(), sources, codec.codec.k,
-                                first, last, failed, liars, pool=pool)
+                                    first, last, failed, liars, spare=int(keyless), pool=pool)
         try:
+            # aclosing: a reader that stops early (a client hung up) cancels the shard
+            # streams now
             async with contextlib.aclosing(blocks_of):
                 waited = time.perf_counter()
                 async for seg, blocks in blocks_of:
                     stage("shard_read", time.perf_counter() - waited)
                     plen = segment_length(size, codec.segment_size, seg)
                     end = seg == nsegs - 1
-                    if out is None:
-                        out = pool.take(out_size)
-                    plain: bytes | memoryview | None
+                    plain: bytes | memoryview | None = None
                     try:
-                        plain = codec.open_into(seg, end, plen, blocks, out)
-                        if plain is None:
-                            plain = await loop.run_in_executor(self._cpu, codec.decode, seg,
-                                                               end, plen, dict(blocks))
+                        if keyless:
+                            plain = await self._sealed(codec, sources, seg, end, plen, blocks,
+                                                       liars, small)
+                        else:
+                            if pool is not None:
+                                if out is None:
+                                    out = pool.take(codec.segment_size + 2 * TAG_BYTES)
+                                plain = codec.open_into(seg, end, plen, blocks, out)
+                            if plain is None and small:  # a hop costs more than a few KiB
+                                plain = codec.decode(seg, end, plen, blocks)
+                            elif plain is None:
+                                plain = await loop.run_in_executor(
+                                    self._cpu, codec.decode, seg, end, plen, dict(blocks))
                     except IntegrityError:
+                        if keyless:
+                            raise
                         plain = await self._recover(codec, sources, seg, end, plen,
                                                     {i: bytes(b) for i, b in blocks.items()},
-                                                    liars, False)
+                                                    liars, small)
                     yield plain
-                    waited = time.perf_counter()
+                    waited = time.perf_counter()  # time the consumer held us is not shard I/O
         finally:
-            if out is not None:
+            if out is not None and pool is not None:
                 pool.give(out)
 
     async def _sealed(self, codec: StripeCodec, sources: Sequence[tuple[int, NodeSpec]],

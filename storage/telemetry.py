@@ -20,8 +20,6 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from storage.metadata import Item, MetadataStore, Txn
@@ -47,13 +45,10 @@ class Timings:
             counts[bisect_left(self.buckets, seconds)] += 1
             total[0] += seconds
 
-    @contextmanager
-    def time(self, label: str) -> Iterator[None]:
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.observe(label, time.perf_counter() - t)
+    def time(self, label: str) -> _Timer:
+        """A context manager recording the time spent inside it under `label` (a small class,
+        not a generator: it runs per metadata call, on the request path)."""
+        return _Timer(self, label)
 
     def snapshot(self) -> dict[str, tuple[list[int], float]]:
         """label -> (cumulative counts per bucket upper bound then +Inf, sum of seconds)."""
@@ -66,6 +61,19 @@ class Timings:
                     cum.append(run)
                 out[label] = (cum, total[0])
             return out
+
+
+class _Timer:
+    __slots__ = ("_into", "_label", "_t")
+
+    def __init__(self, into: Timings, label: str) -> None:
+        self._into, self._label = into, label
+
+    def __enter__(self) -> None:
+        self._t = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._into.observe(self._label, time.perf_counter() - self._t)
 
 
 class Counters:

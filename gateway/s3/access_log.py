@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 
 from gateway.s3 import policy
+from gateway.s3.router import Endpoint
 from storage.accesslog import AccessLogBuffer, AccessRecord
 from storage.records import Bucket
 
@@ -111,14 +112,45 @@ def turnaround_ms(request: web.Request, started: float) -> int:
 
 def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamResponse,
             started_wall: float, started: float, host_id: str) -> None:
-    """Queue the access-log record of a finished request that named a bucket."""
+    """Queue the access-log record of a finished request that named a bucket.
+
+    A bucket whose record, as the request read it (`s3_bucket_record`), has no logging
+    configuration gets no record: staging would drop it anyway, since a configuration
+    enabled later logs only requests from its `since` on, which is after the request's
+    read, hence after its start. A copy's record in its source bucket is still made."""
     ep = request.get("s3_endpoint")
     if ep is None or ep.bucket is None:
         return
+    b: Bucket | None = request.get("s3_bucket_record")
+    logged = b is None or b.name != ep.bucket or bool(b.config.get("logging"))
+    copy = request.headers.get("x-amz-copy-source") \
+        if ep.op in ("CopyObject", "UploadPartCopy") else None
+    if not logged and not copy:
+        return
+    record = _record(request, resp, ep, started_wall, started, host_id)
+    if logged:
+        buffer.add(record)
+        for key, vid, code in request.get("s3_log_batch") or ():  # DeleteObjects, per key
+            buffer.add(replace(record, operation="BATCH.DELETE.OBJECT",
+                               key=quote(key, safe="/"),
+                               status=204 if code is None else resp.status, bytes_sent=0,
+                               error_code=code or "-", version_id=vid or "-",
+                               object_size=None))
+    if copy:  # the read of the source
+        src_bucket, _, src_key = unquote(copy.lstrip("/").split("?", 1)[0]).partition("/")
+        if src_bucket:
+            buffer.add(replace(record, bucket=src_bucket, operation="REST.COPY.OBJECT_GET",
+                               key=quote(src_key, safe="/") or "-", bytes_sent=0,
+                               object_size=None, version_id="-"))
+
+
+def _record(request: web.Request, resp: web.StreamResponse, ep: Endpoint, started_wall: float,
+            started: float, host_id: str) -> AccessRecord:
+    """The request's record in its own bucket."""
     sig, auth_type = _signature(request)
     sent = 0 if request.method == "HEAD" else (resp.content_length or 0)
     version = resp.headers.get("x-amz-version-id") or ep.params.get("versionId") or "-"
-    record = AccessRecord(
+    return AccessRecord(
         bucket=ep.bucket, time=started_wall, remote_ip=request.remote or "-",
         requester=request.get("s3_requester_id") or "-",
         request_id=request.get("request_id", "-"),
@@ -136,18 +168,6 @@ def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamRespo
         cipher_suite="-", auth_type=auth_type, host_header=request.host or "-",
         tls_version="-", access_point_arn="-",
         acl_required=bool(request.get("s3_acl_required")))
-    buffer.add(record)
-    for key, vid, code in request.get("s3_log_batch") or ():  # DeleteObjects, per key
-        buffer.add(replace(record, operation="BATCH.DELETE.OBJECT", key=quote(key, safe="/"),
-                           status=204 if code is None else resp.status, bytes_sent=0,
-                           error_code=code or "-", version_id=vid or "-", object_size=None))
-    source = request.headers.get("x-amz-copy-source")
-    if source and ep.op in ("CopyObject", "UploadPartCopy"):  # the read of the source
-        src_bucket, _, src_key = unquote(source.lstrip("/").split("?", 1)[0]).partition("/")
-        if src_bucket:
-            buffer.add(replace(record, bucket=src_bucket, operation="REST.COPY.OBJECT_GET",
-                               key=quote(src_key, safe="/") or "-", bytes_sent=0,
-                               object_size=None, version_id="-"))
 
 
 def may_deliver(target: Bucket, prefix: str, source_bucket: str, source_tenant: str,

@@ -110,13 +110,18 @@ class RequestBody:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._request.content
         while True:
-            try:
-                # A stalled client must not hold a request (and its buffers) forever.
-                # readany: chunks as received, not joined into bigger ones (a copy per byte)
-                async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
-                    chunk = await content.readany()
-            except TimeoutError:
-                raise S3Error("RequestTimeout") from None
+            # What has arrived already is taken without a wait (readany's own result, with
+            # no timer armed: a small body is all there with its headers).
+            chunk = content.read_nowait()
+            if not chunk and not content.is_eof():
+                try:
+                    # A stalled client must not hold a request (and its buffers) forever.
+                    # readany: chunks as received, not joined into bigger ones (a copy per
+                    # byte)
+                    async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                        chunk = await content.readany()
+                except TimeoutError:
+                    raise S3Error("RequestTimeout") from None
             if not chunk:
                 # the last byte received: where the access log's turn-around time starts
                 self._request["s3_body_done"] = time.perf_counter()

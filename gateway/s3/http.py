@@ -12,8 +12,16 @@ from gateway.s3.errors import S3Error
 MAX_HTTP_TS = 253402300799.0
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(ts: float) -> str:
-    return email.utils.formatdate(min(ts, MAX_HTTP_TS), usegmt=True)
+    """`email.utils.formatdate(ts, usegmt=True)`'s string (RFC 7231 IMF-fixdate), built
+    from the datetime directly: it is on every GET and HEAD (Last-Modified)."""
+    d = datetime.fromtimestamp(min(ts, MAX_HTTP_TS), UTC)  # rounds as formatdate does
+    return (f"{_DAYS[d.weekday()]}, {d.day:02d} {_MONTHS[d.month - 1]} {d.year:04d} "
+            f"{d.hour:02d}:{d.minute:02d}:{d.second:02d} GMT")
 
 
 def parse_http_date(value: str) -> float | None:

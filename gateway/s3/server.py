@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from gateway import logs
 from gateway.metrics import Metrics
 from gateway.s3 import access_log, authz, cors, post_upload, sigv2
 from gateway.s3.context import RequestContext, resolve_bucket
@@ -111,6 +112,7 @@ class S3Server:
         request = flow.request
         ep = self._route(flow)
         flow.bucket_record = await resolve_bucket(self.cluster, ep)
+        request["s3_bucket_record"] = flow.bucket_record  # for the access log
         if ep.op == PREFLIGHT:
             return cors.preflight(request, ep, flow.bucket_record)
         if "Origin" in request.headers:
@@ -203,9 +205,10 @@ class S3Server:
         elapsed = time.perf_counter() - flow.started
         status = 500 if request.get("aborted_mid_body") else resp.status
         self.metrics.request(flow.op, status, elapsed)
-        log.info("request", extra={"request_id": flow.rid, "op": flow.op,
-                                   "method": request.method, "path": request.path,
-                                   "status": status, "duration_ms": round(elapsed * 1000, 2)})
+        logs.info_line(log, "request", {"request_id": flow.rid, "op": flow.op,
+                                        "method": request.method, "path": request.path,
+                                        "status": status,
+                                        "duration_ms": round(elapsed * 1000, 2)})
 
     def _client_gone(self, flow: Flow) -> web.StreamResponse:
         """The client hung up mid-request: logged as 499 at info level, not as an error."""

@@ -102,9 +102,15 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return _hmac(key, "aws4_request")
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*\Z")  # what re-encoding leaves as it is
+
+
 def canonical_uri(raw_path: str) -> str:
-    """Canonical URI for S3: the wire path re-encoded per segment, never double-encoded."""
+    """Canonical URI for S3: the wire path re-encoded per segment, never double-encoded
+    (a path of unreserved characters only, the usual one, is its own encoding)."""
     path = raw_path.split("?", 1)[0] or "/"
+    if _PLAIN_PATH.match(path):
+        return path
     segments = path.split("/")
     return "/".join(
         quote(unquote_to_bytes(seg.encode("utf-8", "surrogateescape")), safe=_URI_SAFE)

@@ -21,7 +21,10 @@ requests"). In short, with the cluster secret (32 random bytes shared by gateway
   or before its persisted watermark B (`Watermark`): B is at least every date the node ever
   accepted, written (fsync) before a request dated past it is accepted, as that date plus
   WATERMARK_AHEAD_S, so about one small write per WATERMARK_AHEAD_S of traffic, not one per
-  request. A restarted node starts with the B it persisted, so a request captured before a
+  request. The node writes it on a worker thread (`Watermark.cover_async`: one write at a
+  time, shared by every request waiting for it), and starts the next write once a request
+  comes within half of WATERMARK_AHEAD_S of B, so requests seldom wait for it and the event
+  loop never blocks on its fsyncs. A restarted node starts with the B it persisted, so a request captured before a
   crash cannot be replayed after it, even one dated ahead of the node's clock by a gateway
   whose clock runs fast (which the start-time rule alone let through). The price: a gateway
   whose clock runs behind the latest date accepted (or behind the node's) is refused by a
@@ -31,6 +34,7 @@ requests"). In short, with the cluster secret (32 random bytes shared by gateway
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -171,13 +175,16 @@ class Watermark:
             raise ValueError(f"{path}: unreadable replay watermark; delete it only if no "
                              f"request signed before it could be replayed") from exc
         self.bound = self.previous
+        self._writing: asyncio.Task[None] | None = None  # the one write in flight
+        self._wanted = 0.0  # the latest date asked for: the next write covers it
 
     def cover(self, when: float) -> None:
         """Make B >= `when` on disk before the request dated `when` is accepted (OSError if
         it cannot be persisted: the request is then refused)."""
-        if when <= self.bound:
-            return
-        bound = when + self._ahead_s
+        if when > self.bound:
+            self._persist(when + self._ahead_s)
+
+    def _persist(self, bound: float) -> None:
         tmp = self._path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -192,6 +199,36 @@ class Watermark:
         finally:
             os.close(dfd)
         self.bound = float(f"{bound:.3f}")
+
+    async def cover_async(self, when: float) -> None:
+        """`cover` on a worker thread, off the event loop: returns once B >= `when` is on
+        disk (OSError if the write failed). Concurrent callers share one write; a date
+        within half of WATERMARK_AHEAD_S of B starts the next write early, unawaited."""
+        self._wanted = max(self._wanted, when)
+        while when > self.bound:
+            await asyncio.shield(self._start())
+        if self._writing is None and when > self.bound - self._ahead_s / 2:
+            self._start().add_done_callback(_consume)
+
+    def _start(self) -> asyncio.Task[None]:
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write())
+        return self._writing
+
+    async def _write(self) -> None:
+        """Persist B = the latest date asked for + WATERMARK_AHEAD_S (one at a time)."""
+        try:
+            bound = self._wanted + self._ahead_s
+            if bound > self.bound:
+                await asyncio.to_thread(self._persist, bound)
+        finally:
+            self._writing = None
+
+
+def _consume(task: asyncio.Task[None]) -> None:
+    """An early watermark write nobody awaited: its error is met by the next request."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Verifier:
@@ -217,11 +254,40 @@ class Verifier:
         `headers` is a (multi)mapping with `.get` and `.items()` (all values of repeated
         headers are signed, so a header added on the way makes the MAC fail).
         """
+        t = time.time() if now is None else now
+        found = self._verify(method, path_qs, headers, t)
+        if isinstance(found, str):
+            return found
+        if self._watermark is not None:
+            try:
+                self._watermark.cover(found[0])
+            except OSError:
+                return "cannot persist the replay watermark"
+        self._remember(found[1], t)
+        return None
+
+    async def check_async(self, method: str, path_qs: str, headers: Any) -> str | None:
+        """`check`, with the watermark written off the event loop (`cover_async`). The
+        nonce is recorded before the wait, so a replay arriving meanwhile is refused."""
+        t = time.time()
+        found = self._verify(method, path_qs, headers, t)
+        if isinstance(found, str):
+            return found
+        self._remember(found[1], t)
+        if self._watermark is not None:
+            try:
+                await self._watermark.cover_async(found[0])
+            except OSError:
+                return "cannot persist the replay watermark"
+        return None
+
+    def _verify(self, method: str, path_qs: str, headers: Any, t: float,
+                ) -> str | tuple[float, str]:
+        """Every check but the watermark: a reason, or the request's (date, nonce)."""
         get = headers.get
         date, nonce, mac = get(DATE_HEADER), get(NONCE_HEADER), get(AUTH_HEADER)
         if not (date and nonce and mac):
             return "missing cluster credential"
-        t = time.time() if now is None else now
         try:
             when = float(date)
         except ValueError:
@@ -239,17 +305,14 @@ class Verifier:
             return "request predates the node's start"
         if nonce in self._seen:
             return "replayed request"
-        if self._watermark is not None:
-            try:
-                self._watermark.cover(when)
-            except OSError:
-                return "cannot persist the replay watermark"
+        return when, nonce
+
+    def _remember(self, nonce: str, t: float) -> None:
         self._seen[nonce] = t
         if t >= self._next_sweep:
             cutoff = t - 2 * self._window_s
             self._seen = {n: s for n, s in self._seen.items() if s >= cutoff}
             self._next_sweep = t + self._window_s
-        return None
 
     def start_delay(self, now: float | None = None) -> float:
         """Seconds to wait before serving so that requests dated by a correct clock are past

@@ -152,10 +152,11 @@ def shard_path(node: Node, sid: str) -> Path:
 
 
 def tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file and directory below `root` (but the node logs) with size and mtime."""
+    """Every file and directory below `root` (but the node logs, and the replay watermark that
+    authenticated requests advance, on a worker thread) with size and mtime."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.suffix != ".stderr":
+        if p.suffix != ".stderr" and not p.name.startswith("replay-watermark"):
             st = p.stat()
             out[str(p)] = (st.st_size, st.st_mtime_ns) if p.is_file() else (0, 0)
     return out

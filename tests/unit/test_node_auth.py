@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from pathlib import Path
 
 from multidict import CIMultiDict
 
@@ -55,3 +58,60 @@ def test_verifier_refuses_replays_requests_before_start_and_added_headers() -> N
         h[auth.DATE_HEADER] = bad_date
         assert v.check("PUT", SID_PATH, h, now=start + 2) in ("bad date",
                                                                "request outside the replay window")
+
+
+class _CountingWatermark(auth.Watermark):
+    """A real watermark that records which thread wrote it, and how often."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writers: list[int] = []
+
+    def _persist(self, bound: float) -> None:
+        self.writers.append(threading.get_ident())
+        super()._persist(bound)
+
+
+async def test_watermark_is_written_off_the_loop_once_for_concurrent_requests(
+        tmp_path: Path) -> None:
+    """The node's replay watermark (two fsyncs) is written on a worker thread, one write
+    shared by every request waiting for it, and is on disk before any of them is accepted."""
+    wm = _CountingWatermark(tmp_path / "replay-watermark")
+    start = time.time()
+    v = auth.Verifier(SECRET, 300, "n1", started_at=start - 1, watermark=wm)
+    dates = [start + i / 100 for i in range(20)]
+    requests = [signed(d) for d in dates]
+    answers = await asyncio.gather(*(v.check_async("PUT", SID_PATH, h) for h in requests))
+    assert answers == [None] * 20
+    assert float((tmp_path / "replay-watermark").read_text()) >= max(dates)
+    assert 1 <= len(wm.writers) <= 2 and threading.get_ident() not in wm.writers
+    assert await v.check_async("PUT", SID_PATH, requests[0]) == "replayed request"
+
+
+async def test_watermark_write_starts_before_requests_reach_it(tmp_path: Path) -> None:
+    """A request within half of WATERMARK_AHEAD_S of the bound is accepted at once and starts
+    the next write, so steady traffic does not wait for the watermark."""
+    wm = _CountingWatermark(tmp_path / "replay-watermark")
+    start = time.time()
+    v = auth.Verifier(SECRET, 300, "n1", started_at=start - 1, watermark=wm)
+    assert await v.check_async("PUT", SID_PATH, signed(start)) is None
+    first = wm.bound
+    near = first - auth.WATERMARK_AHEAD_S / 4  # covered, but close to the bound
+    assert await v.check_async("PUT", SID_PATH, signed(near)) is None
+    for _ in range(500):
+        if wm.bound > first:
+            break
+        await asyncio.sleep(0.01)
+    assert wm.bound >= near + auth.WATERMARK_AHEAD_S - 0.001
+    assert float((tmp_path / "replay-watermark").read_text()) == wm.bound
+
+
+async def test_unpersistable_watermark_refuses_the_request(tmp_path: Path) -> None:
+    home = tmp_path / "gone"
+    home.mkdir()
+    start = time.time()
+    v = auth.Verifier(SECRET, 300, "n1", started_at=start - 1,
+                      watermark=auth.Watermark(home / "replay-watermark"))
+    home.rmdir()
+    assert await v.check_async("PUT", SID_PATH, signed(start)) == \
+        "cannot persist the replay watermark"

@@ -3,6 +3,7 @@ cached or skipped step still gives the exact result of the step it replaces."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.metrics_cluster import MAX_PAUSE_INTERVALS, PACE, ClusterGauges, usage_fields
 from storage.config import NodeSpec
@@ -169,3 +172,169 @@ def test_log_records_are_formatted_once_and_rotation_counts_stderr(tmp_path: Pat
         assert p.stat().st_size <= 8192 + 3200, p
     text = "".join(p.read_text() for p in log.parent.iterdir())
     assert "line 0299" in text
+
+
+def _observed(method: str, path: str, record: Bucket | None,
+              headers: dict[str, str] | None = None) -> list[Any]:
+    """The access records `observe` queues for one finished request to `path` whose
+    bucket record, as the request read it, was `record`."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from gateway.s3 import access_log
+    from gateway.s3.router import parse_endpoint
+    from storage.accesslog import AccessLogBuffer
+
+    request = make_mocked_request(method, path, headers=CIMultiDict(headers or {}))
+    request["s3_endpoint"] = parse_endpoint(method, path, {}, "127.0.0.1", None,
+                                            has_copy_source="x-amz-copy-source" in
+                                            (headers or {}))
+    request["s3_bucket_record"] = record
+    buffer = AccessLogBuffer(None, 100)  # type: ignore[arg-type]  # stage() is not called
+    access_log.observe(buffer, request, web.Response(status=200), 0.0, 0.0, "h")
+    return list(buffer._queue)  # noqa: SLF001
+
+
+def test_access_records_are_made_only_for_buckets_that_log() -> None:
+    """A bucket without a logging configuration costs its requests no access record (staging
+    dropped them); a logging bucket, a bucket not read (absent) and a copy's source
+    bucket still get theirs, as before."""
+    quiet = Bucket(name="b", tenant="t", created=0.0)
+    loud = Bucket(name="b", tenant="t", created=0.0,
+                  config={"logging": {"target": "logs", "prefix": "", "since": 0.0}})
+    assert _observed("GET", "/b/k", quiet) == []
+    [rec] = _observed("GET", "/b/k", loud)
+    assert (rec.bucket, rec.operation, rec.key) == ("b", "REST.GET.OBJECT", "k")
+    [rec] = _observed("GET", "/b/k", None)
+    assert rec.bucket == "b"
+    [src] = _observed("PUT", "/b/k", quiet, {"x-amz-copy-source": "/src/a%20b"})
+    assert (src.bucket, src.operation, src.key) == ("src", "REST.COPY.OBJECT_GET", "a%20b")
+    recs = _observed("PUT", "/b/k", loud, {"x-amz-copy-source": "/src/x"})
+    assert [(r.bucket, r.operation) for r in recs] == [("b", "REST.COPY.OBJECT"),
+                                                       ("src", "REST.COPY.OBJECT_GET")]
+
+
+LINES_CHILD = r"""
+import json, logging, sys
+from pathlib import Path
+from gateway import logs
+logs.setup("INFO", Path(sys.argv[1]))
+log = logging.getLogger("tessera.access")
+built = []
+real = logging.Logger.makeRecord
+logging.Logger.makeRecord = lambda *a, **k: built.append(1) or real(*a, **k)
+fields = {"request_id": "AB12", "op": "PutObject", "method": "PUT",
+          "path": "/b/\u00e9 \"q\" \\ \u2028", "status": 200, "duration_ms": 1.5, "n": None}
+logs.info_line(log, "request", fields)
+direct = len(built)
+log.info("request", extra=fields)
+seen = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        seen.append(record.path)
+logging.getLogger().addHandler(Keep())  # another handler: through logging as usual
+logs.info_line(log, "request", fields)
+print(json.dumps([direct, len(built), seen]), file=sys.__stdout__)
+"""
+
+
+def test_request_log_line_skips_the_record_and_writes_the_same_line(tmp_path: Path) -> None:
+    """The per-request line is written without a LogRecord when the log file is the one
+    handler, byte for byte the line `logger.info(extra=)` writes (but its time), and goes
+    through logging whenever another handler listens."""
+    import json
+
+    path = tmp_path / "g.log"
+    r = subprocess.run([sys.executable, "-c", LINES_CHILD, str(path)], capture_output=True,
+                       text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    direct, built, seen = json.loads(r.stdout)
+    assert (direct, built) == (0, 2)
+    assert seen == ["/b/\u00e9 \"q\" \\ \u2028"]
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 3
+    for x in lines:
+        x.pop("ts")
+    assert lines[0] == lines[1] == lines[2]
+    raw = path.read_text().splitlines()
+    assert raw[0].split(",", 1)[1] == raw[1].split(",", 1)[1] == raw[2].split(",", 1)[1]
+
+
+def _body_request(length: int) -> tuple[Any, Any]:
+    """A mocked upload request of `length` declared bytes whose body stream the test feeds."""
+    from unittest import mock
+
+    from aiohttp import streams
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from gateway.s3.body import RequestBody
+    from gateway.s3.sigv4 import AuthResult
+
+    protocol = mock.Mock(_reading_paused=False)
+    payload = streams.StreamReader(protocol, 2 ** 16, loop=asyncio.get_running_loop())
+    request = make_mocked_request("PUT", "/b/k", payload=payload,
+                                  headers=CIMultiDict({"Content-Length": str(length)}))
+    auth = AuthResult("ak", "us-east-1", "s3", (), "unsigned", "", b"", "", "", False, False)
+    return RequestBody(request, auth, 1 << 30), payload
+
+
+@pytest.mark.asyncio
+async def test_a_buffered_body_is_read_without_arming_a_timer(monkeypatch) -> None:
+    """A body already received (a small PUT's, with its headers) is taken as readany would
+    return it, with no idle timer armed; a body still to come is waited for under the idle
+    timeout, and a client that stalls gets RequestTimeout as before."""
+    from gateway.s3 import body as body_mod
+    from gateway.s3.errors import S3Error
+
+    armed: list[float] = []
+    real = asyncio.timeout
+    monkeypatch.setattr(body_mod.asyncio, "timeout",
+                        lambda s: armed.append(s) or real(s))  # type: ignore[func-returns-value]
+    body, payload = _body_request(6)
+    payload.feed_data(b"abc")
+    payload.feed_data(b"def")
+    payload.feed_eof()
+    assert [c async for c in body] == [b"abcdef"]
+    assert armed == [] and body.received == 6
+
+    body, payload = _body_request(4)
+    payload.feed_data(b"ab")
+    later = asyncio.get_running_loop().call_soon(payload.feed_data, b"cd")
+    eof = asyncio.get_running_loop().call_later(0.01, payload.feed_eof)
+    assert [c async for c in body] == [b"ab", b"cd"]
+    assert armed == [body_mod.BODY_IDLE_TIMEOUT_S] * 2
+    later.cancel(), eof.cancel()
+
+    monkeypatch.setattr(body_mod, "BODY_IDLE_TIMEOUT_S", 0.05)
+    body, payload = _body_request(4)
+    payload.feed_data(b"ab")
+    with pytest.raises(S3Error) as err:
+        _ = [c async for c in body]
+    assert err.value.code == "RequestTimeout"
+
+
+@given(st.floats(min_value=-2e9, max_value=3e11, allow_nan=False))
+def test_http_date_is_formatdate(ts: float) -> None:
+    """Last-Modified, built from the datetime directly, is email.utils.formatdate's string (clamped at the
+    last HTTP date as before)."""
+    import email.utils
+
+    from gateway.s3.http import MAX_HTTP_TS, http_date
+
+    assert http_date(ts) == email.utils.formatdate(min(ts, MAX_HTTP_TS), usegmt=True)
+
+
+@given(st.text(alphabet="aZ09-_.~/%2Fé +?=&*!", max_size=40))
+def test_canonical_uri_of_a_plain_path_is_the_per_segment_encoding(raw: str) -> None:
+    """SigV4's canonical URI is the same string whether the plain-path shortcut or the
+    per-segment re-encoding made it."""
+    from urllib.parse import quote, unquote_to_bytes
+
+    from gateway.s3.sigv4 import canonical_uri
+
+    path = raw.split("?", 1)[0] or "/"
+    want = "/".join(quote(unquote_to_bytes(seg.encode("utf-8", "surrogateescape")),
+                          safe="-_.~") for seg in path.split("/"))
+    assert canonical_uri(raw) == want

@@ -1,0 +1,38 @@
+"""glibc malloc settings for processes that move megabyte buffers (gateway, nodes).
+
+By default glibc serves blocks above a dynamic threshold (128 KiB at first) with a fresh
+`mmap` and gives the top of a heap back to the kernel once more than twice the largest
+freed block sits free there. A data path that allocates and frees a few 1 MiB segments,
+frames and 256 KiB receive buffers per megabyte moved keeps crossing both lines, so
+almost every byte lands on pages the kernel must fault in and zero again (measured: about
+one minor fault per 4 KiB moved, gateway and nodes alike). Fixed thresholds keep those
+blocks in the heap and reuse its pages: the price is up to `TRIM_BYTES` of free memory a
+heap keeps instead of returning it, per malloc arena.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+M_TRIM_THRESHOLD = -1  # <malloc.h> parameter numbers
+M_MMAP_THRESHOLD = -3
+MMAP_BYTES = 16 * 1024 * 1024  # blocks below this come from the heap (4 MiB segments fit)
+TRIM_BYTES = 64 * 1024 * 1024  # free bytes a heap top keeps before giving pages back
+
+
+def tune_malloc(mmap_bytes: int = MMAP_BYTES, trim_bytes: int = TRIM_BYTES) -> bool:
+    """Set fixed mmap and trim thresholds (glibc only; glibc's own MALLOC_MMAP_THRESHOLD_ /
+    MALLOC_TRIM_THRESHOLD_ in the environment win). True when both settings were made here."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (musl, macOS): nothing to tune
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = "MALLOC_MMAP_THRESHOLD_" not in os.environ and \
+        mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1
+    return "MALLOC_TRIM_THRESHOLD_" not in os.environ and \
+        mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1 and ok
