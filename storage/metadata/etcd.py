@@ -164,8 +164,13 @@ class EtcdStore:
                     request, timeout=REQUEST_TIMEOUT_S)
             except grpc.aio.AioRpcError as exc:
                 text = f"{m.endpoint}: {exc.code().name} {exc.details()}"
-                retry = _not_sent(exc) or (idempotent and exc.code() in (
-                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
+                broken = exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.DEADLINE_EXCEEDED)
+                if broken and idx == self._current:
+                    # suspect (cut off, no leader, hung): the next call starts elsewhere,
+                    # even when this one is a write that cannot be retried
+                    self._current = (idx + 1) % len(self._members)
+                retry = _not_sent(exc) or (idempotent and broken)
                 if retry:
                     errors.append(text)
                     continue

