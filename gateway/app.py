@@ -23,6 +23,7 @@ from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS, SharedActivity
 from storage.cluster import Cluster
 from storage.config import Config
+from storage.sharedhealth import SharedHealth
 from storage.workers.accesslog import AccessLogStager
 from storage.workers.runner import WorkerRunner
 
@@ -119,8 +120,9 @@ class WorkerRole:
 
     All of them serve S3 on the same address (SO_REUSEPORT: the kernel spreads
     connections); worker 0 alone runs the admin API, the background workers and the
-    cluster gauges, and its /metrics sums every worker's (each serves its own on a Unix
-    socket in `rundir`, a private directory that also holds the shared client activity).
+    cluster gauges and the node health probe, and its /metrics sums every worker's (each
+    serves its own on a Unix socket in `rundir`, a private directory that also holds the
+    shared client activity and the shared node health, `storage/sharedhealth.py`).
     """
 
     index: int = 0
@@ -142,7 +144,8 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
         assert role.rundir is not None
         CLIENTS.share(SharedActivity(role.rundir / "activity", role.index, role.count))
     children = await _spawn(role, spawn) if spawn is not None and role.index == 0 else []
-    cluster = await Cluster.open(cfg)
+    health = SharedHealth(role.rundir / "health") if shared and role.rundir else None
+    cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
     access_logs = AccessLogBuffer(cluster, cfg.access_log.max_buffered)

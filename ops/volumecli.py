@@ -16,16 +16,19 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.admin.volumes import volume_dict
-from gateway.block.mount import quiesce
-from storage.cluster import Cluster
 from storage.config import config_path, load_config
 from storage.errors import AccessDenied, ConfigError, InvalidInput
-from storage.volumes import MiB, VolumeAttached, VolumeService, parse_size
 
-Action = Callable[[argparse.Namespace, Cluster, VolumeService, str], Awaitable[Any]]
+if TYPE_CHECKING:
+    from storage.cluster import Cluster
+    from storage.volumes import VolumeService
+
+# The storage stack is imported by the commands that run (`_run`), not to build the parser:
+# every `tessera` command builds it, and most (admin, status) need none of it.
+Action = Callable[[argparse.Namespace, "Cluster", "VolumeService", str], Awaitable[Any]]
+MiB = 1 << 20
 
 
 def _config_path(a: argparse.Namespace) -> Path:
@@ -57,6 +60,8 @@ def _run(a: argparse.Namespace, action: Action) -> int:
 
         require_fuse()  # before opening anything: say what to install
 
+    from storage.cluster import Cluster
+
     async def go() -> Any:
         c = await Cluster.open(load_config(_config_path(a)))
         try:
@@ -85,12 +90,17 @@ def _table(rows: list[list[str]], head: list[str]) -> None:
 # actions --------------------------------------------------------------------------------
 
 async def _create(a, c, svc, t):  # type: ignore[no-untyped-def]
+    from gateway.admin.volumes import volume_dict
+    from storage.volumes import parse_size
+
     v = await svc.create(t, a.name, parse_size(a.size), parse_size(a.extent_size))
     print(json.dumps(volume_dict(v)) if a.json else
           f"created volume {v.name}: {_human(v.size)}, extents of {_human(v.extent_size)}")
 
 
 async def _list(a, c, svc, t):  # type: ignore[no-untyped-def]
+    from gateway.admin.volumes import volume_dict
+
     vols = await svc.list(t)
     if a.json:
         print(json.dumps([volume_dict(v) for v in vols]))
@@ -101,6 +111,8 @@ async def _list(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
+    from gateway.admin.volumes import volume_dict
+
     v = await svc.get(t, a.name)
     stored = await svc.stored_bytes(t, a.name)
     lease = await svc.attached_by(v.id)
@@ -125,11 +137,15 @@ async def _delete(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
+    from storage.volumes import parse_size
+
     v = await svc.resize(t, a.name, parse_size(a.size))
     print(f"volume {v.name} is now {_human(v.size)}")
 
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
+    from gateway.block.mount import quiesce
+
     if a.snap_cmd == "create":
         await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
         g = await svc.snapshot(t, a.name, a.snap)
@@ -214,6 +230,7 @@ async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
     from gateway.block.mount import MountError, mount
+    from storage.volumes import VolumeAttached
 
     v = await svc.get(t, a.name)
     held = await svc.attached_by(v.id)

@@ -39,6 +39,7 @@ from storage.tenants import TenantService
 from storage.volumes import VolumeService
 
 if TYPE_CHECKING:
+    from storage.sharedhealth import SharedHealth
     from storage.workers import Worker
     from storage.workers.accesslog import MayDeliver
 
@@ -70,7 +71,7 @@ class Cluster:
         """Every service over `meta` and the node transport `nodes` (the simulation tests
         pass their in-memory nodes here). `gc_grace_s` defaults to [workers] gc_grace_s."""
         grace = cfg.workers.gc_grace_s if gc_grace_s is None else gc_grace_s
-        health = HealthTracker(cfg.nodes, nodes)
+        health = HealthTracker(cfg.nodes, nodes, probe_interval_s=cfg.gateway.health_probe_s)
         extra = {} if stall_s is None else {"stall_s": stall_s}
         stripes = StripeStore(cfg, nodes, health, cpu, hashing, lies=LyingShards(meta, nodes),
                               **extra)
@@ -86,9 +87,12 @@ class Cluster:
 
     @classmethod
     async def open(cls, cfg: Config, probe: bool = True,
-                   gc_grace_s: float | None = None) -> Cluster:
+                   gc_grace_s: float | None = None, shared_health: SharedHealth | None = None,
+                   probe_loop: bool = True) -> Cluster:
         """Open the cluster. `gc_grace_s` (default: [workers] gc_grace_s) is how long
-        the stripes of a replaced or transitioned version stay for reads already in flight."""
+        the stripes of a replaced or transitioned version stay for reads already in flight.
+        `shared_health`: node health shared with other processes (gateway workers); with
+        it, `probe_loop=False` leaves the periodic probe to one of them."""
         meta_path = cfg.data_dir / cfg.metadata_path
         meta = cast(MetadataStore, TimedStore(
             await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)))
@@ -105,9 +109,12 @@ class Cluster:
         c = cls.wire(cfg, meta, tenants, nodes, cpu, hashing, session, gc_grace_s)
         await refresh_membership(meta, cfg, c.health)  # config nodes + the M/ overlay
         c.membership = MembershipWatcher(meta, cfg, c.health)
+        if shared_health is not None:
+            c.health.share(shared_health)
         if probe:
             await c.health.probe_once()
-            c.health.start()
+            if probe_loop or shared_health is None:
+                c.health.start()
             c.membership.start()
         return c
 

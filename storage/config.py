@@ -74,6 +74,7 @@ class GatewayConfig:
     deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
     deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
     metrics_refresh_s: float = 10.0  # how often /metrics' cluster gauges are recomputed
+    health_probe_s: float = 1.0  # how often node health is probed (down nodes 4x as often)
     console_session_idle_s: float = 1800.0  # a console session ends after this long unused
     console_session_max_s: float = 43200.0  # ...and this long after its login in any case
 
@@ -353,6 +354,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_DEEP_SCRUB_RATE_MBPS", "gateway", "deep_scrub_rate_mbps"),
     EnvOverride("TESSERA_DEEP_SCRUB_PAUSE_S", "gateway", "deep_scrub_pause_s"),
     EnvOverride("TESSERA_METRICS_REFRESH_S", "gateway", "metrics_refresh_s"),
+    EnvOverride("TESSERA_HEALTH_PROBE_S", "gateway", "health_probe_s"),
     EnvOverride("TESSERA_GATEWAY_WORKERS", "gateway", "workers"),
     EnvOverride("TESSERA_CONSOLE_SESSION_IDLE_S", "gateway", "console_session_idle_s"),
     EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
@@ -410,6 +412,9 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     _check_keys("cluster", cluster, _CLUSTER_KEYS)
     gw = dict(raw.get("gateway", {}))
     _check_keys("gateway", gw, _GATEWAY_KEYS)
+    probe = gw.get("health_probe_s", 1.0)
+    if isinstance(probe, bool) or not isinstance(probe, int | float) or probe < 0.05:
+        raise ConfigError(f"[gateway] health_probe_s must be a number >= 0.05, got {probe!r}")
     meta = dict(raw.get("metadata", {}))
     _check_keys("metadata", meta, _META_KEYS)
     profiles = {name: _profile(name, p) for name, p in dict(raw.get("profiles", {})).items()}

@@ -88,6 +88,10 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "`/metrics` (status figures, per-tenant usage sweep). Shorter is fresher and costs "
     "metadata scans and a call to every node each time; a refresh that took longer than a "
     "tenth of this waits nine times its own duration before the next.",
+    ("gateway", "health_probe_s"): "How often the gateway probes every node's health (the "
+    "nodes seen down four times as often, so a return is noticed fast). A node that fails "
+    "a request is marked at once whatever this is; the gateway's worker processes share "
+    "one view of node health and only the first of them probes.",
     ("gateway", "console_session_idle_s"): "A web console session ends after this long "
     "without a request (log in again). Shorter limits what a forgotten open browser exposes.",
     ("gateway", "console_session_max_s"): "A web console session ends this long after its "

@@ -5,6 +5,10 @@ back. Reads and writes skip down nodes so they do not wait for a timeout on ever
 A node that answered a request since the previous probe round is up by that very answer:
 the round skips it, unless its disk figures are `STATS_ROUNDS` rounds old (busy clusters
 then send a probe per node every few seconds instead of every second).
+
+The worker processes of one gateway share their view (`share`, `storage/sharedhealth.py`):
+every state change is published there and adopted by every tracker before it decides, so
+a node found dead by one worker is avoided by all, and only one of them runs the probe loop.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from storage.config import NodeSpec
 from storage.shards.client import NodeError
 from storage.shards.transport import NodeTransport
+from storage.sharedhealth import SharedHealth
 
 UP, SUSPECT, DOWN, OUT = "up", "suspect", "down", "out"
 RETURN_PROBES = 3  # extra probes of down nodes between two full probes (returns seen fast)
@@ -45,15 +50,65 @@ class HealthTracker:
         self._client = client
         self._interval = probe_interval_s
         self._out_after = out_after_s
-        self.states = {n.id: NodeState(since=time.time()) for n in nodes}
+        self._states = {n.id: NodeState(since=time.time()) for n in nodes}
         self._placeable: set[str] | None = None  # None: every node (no membership overlay)
         self._task: asyncio.Task[None] | None = None
+        self._shared: SharedHealth | None = None
+        self._seen = -1  # the shared page's sequence this tracker last adopted
+
+    @property
+    def states(self) -> dict[str, NodeState]:
+        """Every node's state, as the shared page (if any) says now."""
+        self._sync()
+        return self._states
+
+    def share(self, shared: SharedHealth) -> None:
+        """Publish this tracker's state changes in `shared` and adopt the other processes'
+        (the gateway's workers): a node marked down by one is avoided by all at once."""
+        self._shared = shared
+        self._seen = -1
+        with self._locked():
+            self._sync()
+            for nid, s in self._states.items():  # what this process already knows
+                if s.state != UP:
+                    self._publish(nid, s)
+
+    def _sync(self) -> None:
+        """Adopt the shared page's states if any process changed one since the last look."""
+        sh = self._shared
+        if sh is None or sh.sequence() == self._seen:
+            return
+        got = sh.read()
+        if got is None:
+            return
+        self._seen, entries = got
+        for nid, (state, failures, since) in entries.items():
+            s = self._states.get(nid)
+            if s is not None:
+                s.state, s.failures, s.since = state, failures, since
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Around a read-modify-write of node states: the shared page's lock, if shared."""
+        if self._shared is None:
+            yield
+            return
+        with self._shared.locked():
+            self._sync()
+            yield
+
+    def _publish(self, node_id: str, s: NodeState) -> None:
+        """Write one node's state to the shared page (inside `_locked`)."""
+        if self._shared is not None:
+            self._seen = self._shared.write(node_id, s.state, s.failures, s.since)
 
     def is_usable(self, node_id: str) -> bool:
-        s = self.states.get(node_id)
+        self._sync()
+        s = self._states.get(node_id)
         return s is not None and s.state in (UP, SUSPECT)
 
     def usable(self) -> list[NodeSpec]:
+        self._sync()
         return [n for n in self.nodes if self.is_usable(n.id)]
 
     def placeable(self) -> list[NodeSpec]:
@@ -64,35 +119,64 @@ class HealthTracker:
         """Replace the cluster map (membership changes); new nodes start up until probed."""
         self.nodes = tuple(nodes)
         for n in nodes:
-            self.states.setdefault(n.id, NodeState(since=time.time()))
+            self._states.setdefault(n.id, NodeState(since=time.time()))
         self._placeable = set(placeable)
+        self._seen = -1  # adopt what the shared page says of the new nodes too
 
     def report_failure(self, node_id: str, reason: str) -> None:
-        s = self.states.get(node_id)
+        s = self._states.get(node_id)
         if s is None:
             return
-        s.failures += 1
-        s.last_error = reason
-        new = DOWN if s.failures >= 2 or "Connect" in reason or "refused" in reason else SUSPECT
-        if s.state in (UP, SUSPECT) and new != s.state:
-            s.state, s.since = new, time.time()
+        with self._locked():
+            s.failures += 1
+            s.last_error = reason
+            new = DOWN if s.failures >= 2 or "Connect" in reason or "refused" in reason \
+                else SUSPECT
+            if s.state in (UP, SUSPECT):
+                if new != s.state:
+                    s.state, s.since = new, time.time()
+                self._publish(node_id, s)  # the failure count too: two workers' add up
 
     def report_success(self, node_id: str, probe: bool = False) -> None:
         """A request to the node succeeded (`probe`: the health probe itself, which does
         not count as recent traffic that would let the next round skip the node)."""
-        s = self.states.get(node_id)
+        s = self._states.get(node_id)
         if s is None:
             return
-        s.failures = 0
         if not probe:
             s.answered = time.monotonic()
-        if s.state != UP:
-            s.state, s.since = UP, time.time()
+        self._sync()
+        if s.state == UP and s.failures == 0:
+            return  # the common case: nothing changes, nothing to publish
+        with self._locked():
+            s.failures = 0
+            if s.state != UP:
+                s.state, s.since = UP, time.time()
+            self._publish(node_id, s)
+
+    async def confirm(self, node_ids: Iterable[str]) -> None:
+        """Probe now, with a short timeout, those of `node_ids` that a request just failed
+        but that are still in use (suspect: a keep-alive connection the node dropped, or a timeout, does
+        not prove a node dead). A write that is about to fail its quorum calls this before
+        answering, so the client's retry, through any gateway worker, avoids a dead node."""
+        ids = set(node_ids)
+        suspects = [n for n in self.nodes
+                    if n.id in ids and self.states[n.id].state == SUSPECT]
+
+        async def one(n: NodeSpec) -> None:
+            try:
+                await self._client.health(n, RETURN_PROBE_TIMEOUT_S)
+            except NodeError as exc:
+                self.report_failure(n.id, str(exc))  # the second failure: down
+            else:
+                self.report_success(n.id, probe=True)
+
+        await asyncio.gather(*(one(n) for n in suspects))
 
     def needs_probe(self, node_id: str, now: float) -> bool:
         """Whether a full round probes the node: not when it answered a request within the
         last interval and its disk figures are fresh enough."""
-        s = self.states[node_id]
+        s = self._states[node_id]
         return (s.state != UP or now - s.answered > self._interval
                 or now - s.probed > STATS_ROUNDS * self._interval)
 
@@ -105,19 +189,23 @@ class HealthTracker:
                            else self._client.health(n))
             except NodeError as exc:
                 self.report_failure(n.id, str(exc))
-                s = self.states[n.id]
+                s = self._states[n.id]
                 if s.state == DOWN and time.time() - s.since > self._out_after:
-                    s.state = OUT
+                    with self._locked():
+                        if s.state == DOWN:
+                            s.state = OUT
+                            self._publish(n.id, s)
                 return
             self.report_success(n.id, probe=True)
-            s = self.states[n.id]
+            s = self._states[n.id]
             s.used_bytes = int(h.get("used_bytes", 0))
             s.free_bytes = int(h.get("free_bytes", 0))
             s.shards = int(h.get("shards", 0))
             s.probed = time.monotonic()
 
+        self._sync()
         now = time.monotonic()
-        nodes = [n for n in self.nodes if self.states[n.id].state in (DOWN, OUT)] \
+        nodes = [n for n in self.nodes if self._states[n.id].state in (DOWN, OUT)] \
             if only_down else [n for n in self.nodes if self.needs_probe(n.id, now)]
         await asyncio.gather(*(one(n) for n in nodes))
 

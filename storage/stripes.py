@@ -255,16 +255,19 @@ class StripeStore:
                 return WriteResult(size=0, segments=0, nodes=[])
             with STAGES.time("shard_write"):
                 oks = await asyncio.gather(*(s.finish() for s in senders))
-        except BaseException:
+        except BaseException as exc:
             if encoding is not None:
                 encoding.cancel()
             for h in hashes:
                 h.cancel()
             await asyncio.gather(*hashes, return_exceptions=True)
+            failed = [s.node.id for s in senders or [] if s.error is not None]
             for s in senders or []:
                 if s.error is not None:  # so a retry's placement avoids the failed node
                     self._health.report_failure(s.node.id, s.error)
                 await s.cancel()
+            if failed and isinstance(exc, QuorumNotReached):
+                await self._health.confirm(failed)  # settled before the client retries
             raise
         return await self._settle(codec, profile, quorum, total, count,
                                   [(s.node, None if ok else (s.error or "failed"))
@@ -284,6 +287,7 @@ class StripeStore:
         written = [n for n in nodes if n]
         zones = {self._nodes_by_id()[n].zone for n in written}
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
+            await self._health.confirm(n.id for n, e in outcomes if e)  # before the retry
             await self.delete(codec.stripe_id, nodes)
             raise QuorumNotReached(quorum, len(written), profile.width,
                                    [e for _, e in outcomes if e])

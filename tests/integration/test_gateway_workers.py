@@ -1,13 +1,20 @@
 """`tessera up --workers 2`: two gateway processes serve S3 on one port (SO_REUSEPORT).
 
 Worker 0 alone runs the admin API and the background workers and sums every worker's
-metrics; the other workers exit with it.
+metrics; the other workers exit with it. They share one view of node health
+(`storage/sharedhealth.py`): the cluster probes once an hour, so nothing but a failed request
+reveals a death; PUTs through worker 1 meet a killed zone (503) and mark its nodes down, and
+the first PUT through worker 0, which never contacted them, places around them. Before the
+view was shared, worker 0 placed two shards in the dead zone and answered 503.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,15 +22,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
+from storage.config import load_config
 from tests.integration.cluster import LocalCluster, fetch
+
+BUCKET = "worker-health"
+ATTEMPTS = 256  # fresh connections tried to reach a given worker (the kernel picks one)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c = LocalCluster(tmp_path_factory.mktemp("workers") / "data", up_args=["--workers", "2"])
     try:
-        c.start()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TESSERA_HEALTH_PROBE_S", "3600")  # only requests reveal a death
+            c.start()
         yield c
     finally:
         c.stop()
@@ -80,6 +96,79 @@ def test_background_workers_run_in_worker_zero_only(cluster: LocalCluster) -> No
     takers = {line.split("lease taken by ")[1].split(" ")[0]
               for line in log.splitlines() if "lease taken by" in line}
     assert takers and all(t.endswith(f"/{cluster.pid('gateway')}") for t in takers), takers
+
+
+def _hexaddr(host: str, port: int) -> str:
+    return f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+
+
+def _server_pid(conn: http.client.HTTPConnection, pids: list[int]) -> int | None:
+    """The gateway process holding the server end of `conn` (after one answered request)."""
+    assert conn.sock is not None
+    (chost, cport), (shost, sport) = conn.sock.getsockname(), conn.sock.getpeername()
+    local, remote = _hexaddr(shost, sport), _hexaddr(chost, cport)
+    inode = next(line.split()[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[1] == local and line.split()[2] == remote)
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def _request(c: LocalCluster, conn: http.client.HTTPConnection, method: str, path: str,
+             body: bytes = b"") -> tuple[int, bytes]:
+    """One SigV4-signed request on this very connection (so on its worker)."""
+    url = f"{c.endpoint}{path}"
+    req = AWSRequest(method=method, url=url, data=body,
+                     headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
+    SigV4Auth(Credentials(c.env["AWS_ACCESS_KEY_ID"], c.env["AWS_SECRET_ACCESS_KEY"]), "s3",
+              c.env["AWS_DEFAULT_REGION"]).add_auth(req)
+    conn.request(method, path, body=body or None, headers=dict(req.headers))
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def _connection_to(c: LocalCluster, pid: int, pids: list[int]) -> http.client.HTTPConnection:
+    """A keep-alive connection that worker `pid` serves."""
+    host, port = c.endpoint.removeprefix("http://").rsplit(":", 1)
+    for _ in range(ATTEMPTS):
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        assert _request(c, conn, "HEAD", f"/{BUCKET}")[0] == 200
+        if _server_pid(conn, pids) == pid:
+            return conn
+        conn.close()
+    raise AssertionError(f"no connection reached gateway worker {pid}")
+
+
+def test_a_death_one_worker_met_is_avoided_by_the_other(cluster: LocalCluster) -> None:
+    pids = [cluster.pid("gateway"), *_workers(cluster.pid("gateway"))]
+    assert len(pids) == 2
+    cluster.client().create_bucket(Bucket=BUCKET)
+    w0, w1 = (_connection_to(cluster, p, pids) for p in pids)
+    body = os.urandom(64 * 1024)  # not inline: six shards, two per zone
+    assert _request(cluster, w0, "PUT", f"/{BUCKET}/before", body)[0] == 200
+    cfg = load_config(cluster.data / "tessera.toml")
+    for n in cfg.nodes:
+        if n.zone == "az3":
+            cluster.kill(n.id)
+    # Worker 1 learns the deaths from its own failed PUTs: each fails on the dead nodes it
+    # placed shards on (and marks them down); one succeeds only once it knows all three
+    # (with two known, the third is the only usable node left in az3 and is always chosen).
+    failed = 0
+    while _request(cluster, w1, "PUT", f"/{BUCKET}/learn-{failed}", body)[0] == 503:
+        failed += 1
+        assert failed <= 3, "worker 1 kept placing shards on nodes it had seen die"
+    assert failed >= 1  # nobody knew at first: two of its six shards went to the dead zone
+    # Worker 0 never contacted a dead node and will not probe for an hour: its first PUT
+    # must place around them (4+2 spills onto the two live zones) from the shared view.
+    status, text = _request(cluster, w0, "PUT", f"/{BUCKET}/second", body)
+    assert status == 200, text
+    assert _request(cluster, w0, "GET", f"/{BUCKET}/second")[1] == body
+    assert _request(cluster, w0, "GET", f"/{BUCKET}/before")[1] == body
 
 
 def test_workers_exit_with_worker_zero(cluster: LocalCluster) -> None:

@@ -79,11 +79,11 @@ def zone_return(data: Path, objects: int, size: int, busy_rate_mbps: float | Non
         for v in victims:
             c.kill_node(v)
         _wait("the zone to be seen down", lambda: all(
-            n["state"] != "up" for n in c.status()["nodes"] if n["id"] in victims), 30)
-        # Each gateway worker probes node health on its own, and `status()` asks only the
-        # admin's: a PUT served by another worker right after the zone died may meet the
-        # dead nodes and answer 503, which clients retry (as the SDKs' standard mode does).
-        during = _put(c.s3(attempts=5), "during-", objects, size, 2)
+            n["state"] in ("down", "out") for n in c.status()["nodes"] if n["id"] in victims),
+            30)
+        # `status()` asks worker 0, and every gateway worker shares its view of node health
+        # (storage/sharedhealth.py): no PUT, whichever worker serves it, meets a dead node.
+        during = _put(c.s3(), "during-", objects, size, 2)
         bodies.update(during)
         for v in victims:
             c.restart_node(v)

@@ -1,0 +1,103 @@
+"""Node CPU per shard PUT: one real node process, N shard PUTs of SIZE bytes at concurrency C.
+
+Sent with the gateway's own client (`NodeClient.put_shard`, streamed with its body MAC, or
+`put_small`, batched), so the figure is what one shard write of an object costs the node:
+user and system CPU of the node process from /proc, per PUT. Compare a 4 KiB and a 256 KiB
+run to split the per-request cost from the per-byte cost (a 1 MiB object at 4+2 is six
+shard PUTs of 262,200 bytes).
+
+    python benchmarks/node_put_cpu.py --size 262144 -n 300 -c 3 [--batch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from storage.config import NodeSpec  # noqa: E402
+from storage.shards.auth import load_or_create_secret  # noqa: E402
+from storage.shards.client import NodeClient  # noqa: E402
+from tests.contract.test_node_api import free_port, make_shard, start_node, stop_node  # noqa: E402
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process."""
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(")") + 2:].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+async def _one(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def run(size: int, count: int, concurrency: int, batch: bool) -> dict[str, float]:
+    base = Path(tempfile.mkdtemp(prefix="node-put-cpu-"))
+    key = base / "cluster.key"
+    secret = load_or_create_secret(key)
+    port = free_port()
+    proc, _, _ = start_node(base, ["--id", "n1", "--listen", f"127.0.0.1:{port}", "--zone",
+                                   "az1", "--data", str(base / "data"), "--secret-file",
+                                   str(key)])
+    try:
+        node = NodeSpec("n1", "az1", f"127.0.0.1:{port}")
+        shards = [make_shard(index=i % 6, frames=1, block_size=size, last=None)
+                  for i in range(count + concurrency)]
+        async with aiohttp.ClientSession() as s:
+            client = NodeClient(s, secret)
+
+            async def put(shard: tuple) -> None:
+                sid, _, blocks, body = shard
+                if batch:
+                    await client.put_small(node, sid, body, len(blocks))
+                else:
+                    await client.put_shard(node, sid, _one(body), len(blocks), len(body))
+
+            for shard in shards[:concurrency]:  # warm up the connections
+                await put(shard)
+            todo = shards[concurrency:]
+            before, t0 = _cpu(proc.pid), time.perf_counter()
+
+            async def worker() -> None:
+                while todo:
+                    await put(todo.pop())
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            after, seconds = _cpu(proc.pid), time.perf_counter() - t0
+    finally:
+        stop_node(proc)
+        shutil.rmtree(base, ignore_errors=True)
+    return {"user_ms": (after[0] - before[0]) / count * 1e3,
+            "sys_ms": (after[1] - before[1]) / count * 1e3,
+            "puts_per_s": count / seconds, "load": os.getloadavg()[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=262144, help="shard block bytes (one frame)")
+    ap.add_argument("-n", type=int, default=300, help="timed PUTs")
+    ap.add_argument("-c", type=int, default=3, help="concurrent PUTs")
+    ap.add_argument("--batch", action="store_true", help="POST /v1/batch instead of streaming")
+    a = ap.parse_args()
+    r = asyncio.run(run(a.size, a.n, a.c, a.batch))
+    print(f"size {a.size} c={a.c} n={a.n} {'batch' if a.batch else 'stream'}: node CPU per PUT "
+          f"user {r['user_ms']:.2f} ms + sys {r['sys_ms']:.2f} ms = "
+          f"{r['user_ms'] + r['sys_ms']:.2f} ms; {r['puts_per_s']:.0f} PUTs/s; "
+          f"load average {r['load']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
