@@ -85,6 +85,7 @@ class SharedHealth:
         if len(raw) > ID_BYTES:
             raise ValueError(f"node id longer than {ID_BYTES} bytes: {node_id!r}")
         seq, used = _HEAD.unpack_from(self._map, 0)
+        seq &= ~1  # odd here means a writer died between its two stores: even it out again
         slot = self._index.get(node_id)
         if slot is None:
             if used >= SLOTS:

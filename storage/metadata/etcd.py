@@ -150,15 +150,22 @@ class EtcdStore:
         order = [(self._current + i) % n for i in range(n)]
         return sorted(order, key=lambda i: self._members[i].failing())
 
+    async def _reach(self, m: _Member, errors: list[str]) -> bool:
+        """Whether member `m` can take a request now (counted as a round trip); if not, why
+        goes to `errors` (nothing was sent, so even a write may go to the next member)."""
+        if not await m.connected(CONNECT_TIMEOUT_S):
+            errors.append(f"{m.endpoint}: cannot connect")
+            return False
+        self.round_trips += 1
+        return True
+
     async def _call(self, service: str, method: str, request: Any, idempotent: bool) -> Any:
         """One unary RPC, failing over to the next member when one is unreachable."""
-        errors = []
+        errors: list[str] = []
         for idx in self._order():
             m = self._members[idx]
-            if not await m.connected(CONNECT_TIMEOUT_S):
-                errors.append(f"{m.endpoint}: cannot connect")
+            if not await self._reach(m, errors):
                 continue
-            self.round_trips += 1
             try:
                 answer = await getattr(getattr(m, service), method)(
                     request, timeout=REQUEST_TIMEOUT_S)
@@ -307,13 +314,11 @@ class EtcdStore:
 
     async def _keepalive(self, lease_id: int) -> int:
         """One keep-alive on etcd's (streaming) LeaseKeepAlive: the lease's new TTL, 0 = gone."""
-        errors = []
+        errors: list[str] = []
         for idx in self._order():
             m = self._members[idx]
-            if not await m.connected(CONNECT_TIMEOUT_S):
-                errors.append(f"{m.endpoint}: cannot connect")
+            if not await self._reach(m, errors):
                 continue
-            self.round_trips += 1
             call = m.lease.LeaseKeepAlive(timeout=REQUEST_TIMEOUT_S)
             try:
                 await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))

@@ -105,6 +105,34 @@ def test_another_process_writes_and_this_one_reads(tmp_path: Path) -> None:
     assert entries["node-3"] == ("down", 199, 199.0)  # its last write (199 % 7 == 3)
 
 
+def test_a_writer_killed_inside_its_write_does_not_blind_the_page(tmp_path: Path) -> None:
+    """A worker killed between a write's two sequence stores leaves the sequence odd; the
+    next write evens it out again instead of flipping parity for good (every reader would
+    then keep retrying and fall back to its stale view for the rest of the page's life)."""
+    page = tmp_path / "health"
+    code = ("import os, signal, sys\n"
+            "from storage import sharedhealth as sh\n"
+            "p = sh.SharedHealth(sys.argv[1])\n"
+            "seq, used = sh._HEAD.unpack_from(p._map, 0)\n"
+            "sh._HEAD.pack_into(p._map, 0, seq + 1, used)\n"  # a write's first store ...
+            "os.kill(os.getpid(), signal.SIGKILL)\n")  # ... and the worker dies there
+    done = subprocess.run([sys.executable, "-c", code, str(page)], timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == -9
+    here = SharedHealth(page)
+    assert here.read() is None  # the dead writer's odd sequence
+    with here.locked():
+        here.write("n1", "down", 1, 1.0)
+    got = here.read()
+    assert got is not None and got[1]["n1"] == ("down", 1, 1.0)
+    other = SharedHealth(page)
+    with other.locked():
+        other.read()
+        other.write("n2", "down", 1, 2.0)
+    got = here.read()
+    assert got is not None and set(got[1]) == {"n1", "n2"}
+
+
 def test_long_node_ids_are_refused(tmp_path: Path) -> None:
     page = SharedHealth(tmp_path / "health")
     with pytest.raises(ValueError), page.locked():
