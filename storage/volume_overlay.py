@@ -76,6 +76,7 @@ class JournaledVolume:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.error: BaseException | None = None
         self.appends = 0
+        self.appended_bytes = 0
         self.folds = 0
         self.directs = 0  # extents a barrier wrote directly instead of journaling
         self._direct_sem = asyncio.Semaphore(PARALLEL_DIRECT)
@@ -309,6 +310,7 @@ class JournaledVolume:
             while self.npages >= self.max_pages:
                 if self.error is not None:
                     raise self.error
+                self._wake_sync.set()  # sequential extents leave with the next append
                 self._wake_fold.set()
                 await self._space.wait()
 
@@ -366,6 +368,7 @@ class JournaledVolume:
                     self.error = next(e for e in errors if isinstance(e, Fenced))
             if isinstance(seg, Segment):
                 self.appends += 1
+                self.appended_bytes += seg.size
                 self.journal_bytes += seg.size
                 self.live[seq] = (seg, set(seg.extents))
             if errors:
@@ -531,8 +534,13 @@ class JournaledVolume:
             return list(self.pages)
         out: list[int] = []
         if self.npages * 4 >= self.max_pages * 3:
-            by_size = sorted(self.pages, key=lambda i: -len(self.pages[i]))
-            goal, freed = self.npages - self.max_pages // 2, 0
+            # Extents the next append writes whole (sequential runs) free their pages there,
+            # stored once: folding them would store them as journal and fold both.
+            direct = [i for i, pend in self.pending.items()
+                      if self._direct_base(i, self.pages.get(i, {}), pend) is not _MISS]
+            goal = self.npages - self.max_pages // 2 - sum(len(self.pages.get(i, {})) for i in direct)
+            by_size = sorted(set(self.pages) - set(direct), key=lambda i: -len(self.pages[i]))
+            freed = 0
             for i in by_size:
                 if freed >= goal:
                     break
@@ -547,6 +555,13 @@ class JournaledVolume:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_fold.wait(), IDLE_FOLD_S / 2)
             self._wake_fold.clear()
+            if self.npages * 4 >= self.max_pages * 3 and self.npending:
+                try:  # over the bound: the append writes sequential extents whole first
+                    await self.flush()
+                except Fenced:
+                    return
+                except StorageError:
+                    pass  # the barriers report it; folding may still make room
             targets = self._fold_targets()
             if not targets:
                 continue
