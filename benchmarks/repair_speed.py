@@ -178,8 +178,11 @@ def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
         client.start()
     cpu0 = cpu_seconds(tmp / "run")
     t0 = time.perf_counter()
+    mid: tuple[dict[str, float], int] | None = None  # CPU and bytes at the first rebuilt shard
     while True:
         st = progress()
+        if mid is None and int(st.get("shards_rebuilt", 0)) > shards_before:
+            mid = (cpu_seconds(tmp / "run"), int(st.get("bytes_rebuilt", 0)) - before)
         if int(st.get("shards_rebuilt", 0)) - shards_before >= lost and st["backlog"] == 0:
             break
         if time.perf_counter() - t0 > 600:
@@ -199,7 +202,13 @@ def repair_once(c: ChaosCluster, tmp: Path, skip: set[str], size: int | None,
     # Steady rate: the bytes of all stripes but the first, between the first and last commit.
     span = commits[-1] - commits[0] if len(commits) > 1 else 0.0
     steady = rebuilt * (len(commits) - 1) / len(commits) / span if span > 0 else 0.0
+    cpu_mid, rebuilt_mid = mid if mid is not None else (cpu0, 0)
     return {"victim": victim, "lost": lost, "lost_mib": lost_bytes / 2**20,
+            # from the first rebuilt shard on: without the detection phase's idle CPU
+            "steady_mib": (rebuilt - rebuilt_mid) / 2**20,
+            "steady_gw_cpu": cpu1.get("gateway", 0.0) - cpu_mid.get("gateway", 0.0),
+            "steady_node_cpu": sum(v - cpu_mid.get(k, v) for k, v in cpu1.items()
+                                   if k != "gateway"),
             "rebuilt_mib": rebuilt / 2**20, "elapsed": t_done - t0,
             "first": commits[0] - wall0 if commits else 0.0, "stripes": len(commits),
             "steady_mb_s": steady / 1e6,
@@ -221,6 +230,10 @@ def report(label: str, r: dict) -> None:
           f"{r['elapsed']:.1f} s wall on {os.cpu_count()} cores, i.e. per rebuilt MiB gateway "
           f"{1000 * r['gw_cpu'] / mib:.1f} ms + nodes {1000 * r['node_cpu'] / mib:.1f} ms; "
           f"load average {os.getloadavg()[0]:.1f}")
+    steady = max(r["steady_mib"], 1e-9)
+    print(f"  from the first rebuilt shard on ({r['steady_mib']:.1f} MiB): gateway "
+          f"{1000 * r['steady_gw_cpu'] / steady:.1f} ms + nodes "
+          f"{1000 * r['steady_node_cpu'] / steady:.1f} ms CPU per rebuilt MiB")
     if r["client_mib_s"] is not None:
         print(f"  client PUTs during repair: {r['client_mib_s']:.1f} MiB/s "
               f"({r['client_puts']} PUTs from the restart to the end of repair), "
