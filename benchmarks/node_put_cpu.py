@@ -6,7 +6,10 @@ user and system CPU of the node process from /proc, per PUT. Compare a 4 KiB and
 run to split the per-request cost from the per-byte cost (a 1 MiB object at 4+2 is six
 shard PUTs of 262,200 bytes).
 
-    python benchmarks/node_put_cpu.py --size 262144 -n 300 -c 3 [--batch]
+    python benchmarks/node_put_cpu.py --size 262144 -n 300 -c 3 [--batch | --get]
+
+With `--get` the shards are stored first (untimed) and the timed requests are shard GETs
+(`NodeClient.read_frames`, the whole shard): the node CPU per shard GET.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ async def _one(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-async def run(size: int, count: int, concurrency: int, batch: bool) -> dict[str, float]:
+async def run(size: int, count: int, concurrency: int, batch: bool,
+              get: bool = False) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="node-put-cpu-"))
     key = base / "cluster.key"
     secret = load_or_create_secret(key)
@@ -66,14 +70,26 @@ async def run(size: int, count: int, concurrency: int, batch: bool) -> dict[str,
                 else:
                     await client.put_shard(node, sid, _one(body), len(blocks), len(body))
 
-            for shard in shards[:concurrency]:  # warm up the connections
-                await put(shard)
+            async def read(shard: tuple) -> None:
+                sid, header, blocks, _ = shard
+                async for _ in client.read_frames(node, sid, header, 0, len(blocks)):
+                    pass
+
+            if get:
+                for shard in shards:
+                    await put(shard)
+                for shard in shards[:concurrency]:  # warm up the connections
+                    await read(shard)
+            else:
+                for shard in shards[:concurrency]:  # warm up the connections
+                    await put(shard)
             todo = shards[concurrency:]
+            op = read if get else put
             before, t0 = _cpu(proc.pid), time.perf_counter()
 
             async def worker() -> None:
                 while todo:
-                    await put(todo.pop())
+                    await op(todo.pop())
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             after, seconds = _cpu(proc.pid), time.perf_counter() - t0
@@ -91,11 +107,13 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=300, help="timed PUTs")
     ap.add_argument("-c", type=int, default=3, help="concurrent PUTs")
     ap.add_argument("--batch", action="store_true", help="POST /v1/batch instead of streaming")
+    ap.add_argument("--get", action="store_true", help="time shard GETs, not PUTs")
     a = ap.parse_args()
-    r = asyncio.run(run(a.size, a.n, a.c, a.batch))
-    print(f"size {a.size} c={a.c} n={a.n} {'batch' if a.batch else 'stream'}: node CPU per PUT "
+    r = asyncio.run(run(a.size, a.n, a.c, a.batch, a.get))
+    kind = "GET" if a.get else "PUT"
+    print(f"size {a.size} c={a.c} n={a.n} {'batch' if a.batch else 'stream'}: node CPU per {kind} "
           f"user {r['user_ms']:.2f} ms + sys {r['sys_ms']:.2f} ms = "
-          f"{r['user_ms'] + r['sys_ms']:.2f} ms; {r['puts_per_s']:.0f} PUTs/s; "
+          f"{r['user_ms'] + r['sys_ms']:.2f} ms; {r['puts_per_s']:.0f} {kind}s/s; "
           f"load average {r['load']:.1f}")
 
 

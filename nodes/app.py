@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from pathlib import Path
 
 from aiohttp import web
@@ -38,9 +39,24 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
                  405: "method_not_allowed", 413: "too_large"}
 
 
+class RequestIds:
+    """Ids for requests that bring none: a random prefix per process and a counter, unique
+    across the node's lives and as cheap as an increment (uuid4 cost ~20 us a request)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8) + "-"
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{self._next():x}"
+
+
+new_request_id = RequestIds()
+
+
 def _request_id(request: web.Request) -> str:
-    rid = request.headers.get(REQUEST_ID_HEADER, "")
-    return rid if _REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
+    rid = request.headers.get(REQUEST_ID_HEADER)
+    return rid if rid and _REQUEST_ID_RE.match(rid) else new_request_id()
 
 
 @web.middleware

@@ -51,6 +51,8 @@ class DiskShardStore:
         self.quarantine_dir = self.root / "quarantine"
         self._temp_max_age_s = temp_max_age_s
         self._durable_dirs: set[str] = set()  # str: hashing a Path costs ~10x more
+        self._tmp_prefix = os.path.join(self.tmp_dir, "")  # strings: a Path per request costs
+        self._shard_prefix = os.path.join(self.shard_dir, "")  # more than the join
         self._used_bytes = 0
         self._shards = 0
         self._counted = False
@@ -63,19 +65,24 @@ class DiskShardStore:
         check_shard_id(sid)
         return self.shard_dir / relative_path(sid)
 
-    def _make_dirs(self, leaf: Path) -> None:
+    def shard_path(self, sid: str) -> str:
+        """`path_of` as a string, for a shard id the caller has already checked."""
+        return f"{self._shard_prefix}{sid[0:2]}/{sid[2:4]}/{sid}"
+
+    def _make_dirs(self, leaf: Path | str) -> None:
         """Create the fan-out directories of `leaf`, fsyncing a parent once per new child."""
-        if str(leaf) in self._durable_dirs:  # its parent was made durable before it
+        leaf = os.fspath(leaf)
+        if leaf in self._durable_dirs:  # its parent was made durable before it
             return
-        for d in (leaf.parent, leaf):
-            if str(d) in self._durable_dirs:
+        for d in (os.path.dirname(leaf), leaf):
+            if d in self._durable_dirs:
                 continue
             try:
                 os.mkdir(d, 0o700)
             except FileExistsError:
                 pass
-            fsync_dir(d.parent)
-            self._durable_dirs.add(str(d))
+            fsync_dir(os.path.dirname(d))
+            self._durable_dirs.add(d)
 
     def _account(self, delta_bytes: int, delta_shards: int) -> None:
         self._used_bytes += delta_bytes
@@ -128,14 +135,15 @@ class DiskShardStore:
         """Start an upload; the temp file is created with the first write (one thread hop
         for a small shard: open, write, fsync, rename and directory fsync together)."""
         check_shard_id(sid)
-        tmp = self.tmp_dir / f"{sid}.{secrets.token_hex(6)}.tmp"
-        return ShardWriter(self, sid, tmp, None)
+        tmp = f"{self._tmp_prefix}{sid}.{secrets.token_hex(6)}.tmp"
+        return ShardWriter(self, sid, tmp, None, self.shard_path(sid))
 
     # -- reading -------------------------------------------------------------------------
 
     def open_read(self, sid: str, first: int = 0, count: int | None = None) -> ShardReadStream:
         """Header bytes, then frames [first, first+count) verified; see ShardReadStream."""
-        return ShardReadStream(sid, self.path_of(sid), first, count)
+        check_shard_id(sid)
+        return ShardReadStream(sid, self.shard_path(sid), first, count)
 
     async def stat(self, sid: str) -> dict[str, int | float]:
         path = self.path_of(sid)

@@ -90,12 +90,17 @@ def _stats(request: web.Request) -> RequestStats:
 
 
 def _shard_id(request: web.Request) -> str:
+    return _parsed_shard_id(request)[0]
+
+
+def _parsed_shard_id(request: web.Request) -> tuple[str, bytes, int]:
+    """The URL's shard id, checked, with its stripe id and index."""
     sid = request.match_info.get("id", "")
     try:
-        check_shard_id(sid)
+        stripe, index = check_shard_id(sid)
     except InvalidInput:
         raise ApiError(400, "invalid_shard_id", "malformed shard id") from None
-    return sid
+    return sid, stripe, index
 
 
 def _opt_int(raw: str | None, name: str) -> int | None:
@@ -127,8 +132,7 @@ async def put_shard(request: web.Request) -> web.Response:
     """
     st = _state(request)
     stats = _stats(request)
-    sid = _shard_id(request)
-    stripe, index = check_shard_id(sid)
+    sid, stripe, index = _parsed_shard_id(request)
     expect = _opt_int(request.headers.get(SEGMENTS_HEADER), SEGMENTS_HEADER)
     replace = _replace_flag(request)
     if request.headers.get(BODY_MODE_HEADER) != BODY_TRAILER:
@@ -143,6 +147,7 @@ async def put_shard(request: web.Request) -> web.Response:
     batched = 0
     held = b""  # the last TRAILER_BYTES received so far: the trailer once the body ends
     committed = False
+    counted = 0  # of stats.bytes_in, the bytes already added to the bytes_in metric
     writer = await _disk(st.store.begin_put(sid))
     writer.digest = st.verifier.body_mac(request.headers)
     try:
@@ -157,7 +162,6 @@ async def put_shard(request: web.Request) -> web.Response:
             if not chunk:
                 break
             stats.bytes_in += len(chunk)
-            st.metrics.bytes_in.inc(len(chunk))
             if stats.bytes_in > st.max_shard_bytes + TRAILER_BYTES:
                 raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
             if len(chunk) >= TRAILER_BYTES:  # views: no copy of the megabyte
@@ -191,6 +195,8 @@ async def put_shard(request: web.Request) -> web.Response:
                 batch.append(body)
                 batched += len(body)
             if batched >= CHUNK_BYTES:
+                st.metrics.bytes_in.inc(stats.bytes_in - counted)  # once a MiB, not a chunk
+                counted = stats.bytes_in
                 await _disk(writer.write_many(batch))  # hashed in the same thread call
                 batch, batched = [], 0
         segments = scanner.segments
@@ -213,6 +219,7 @@ async def put_shard(request: web.Request) -> web.Response:
                 from None
         committed = True
     finally:
+        st.metrics.bytes_in.inc(stats.bytes_in - counted)
         if not committed:
             await writer.abort()
     st.metrics.shard_writes.inc()

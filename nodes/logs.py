@@ -11,6 +11,10 @@ from typing import Any
 from storage.logfile import log_handler
 
 LOGGER_NAME = "tessera.node"
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode  # built once, not per line
+_LEVEL_NAMES = {lvl: logging.getLevelName(lvl).lower()
+                for lvl in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
+                            logging.CRITICAL)}
 
 
 class JsonLog:
@@ -19,19 +23,32 @@ class JsonLog:
     def __init__(self, node_id: str, logger: logging.Logger | None = None) -> None:
         self.node_id = node_id
         self.logger = logger or logging.getLogger(LOGGER_NAME)
+        self._second = -1  # the whole second `_stamp` holds, formatted once per second
+        self._stamp = ""
+
+    def _ts(self, now: float) -> str:
+        """`now` as 2026-01-02T03:04:05.678Z; the part to the second is formatted once per
+        second (one line a request: strftime was a visible share of the node's CPU)."""
+        second = int(now)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._stamp}.{int(now % 1 * 1000):03d}Z"
 
     def event(self, level: int, msg: str, **fields: Any) -> None:
-        if not self.logger.isEnabledFor(level):
+        logger = self.logger
+        if not logger.isEnabledFor(level):
             return
-        now = time.time()
         record = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
-            "level": logging.getLevelName(level).lower(),
+            "ts": self._ts(time.time()),
+            "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(),
             "node_id": self.node_id,
             "msg": msg,
             **fields,
         }
-        self.logger.log(level, json.dumps(record, default=str, separators=(",", ":")))
+        # The record made directly: `Logger.log` would walk the stack for a caller file and
+        # line that the one-message-per-line format never prints.
+        logger.handle(logger.makeRecord(logger.name, level, "", 0, _ENCODE(record), (), None))
 
     def info(self, msg: str, **fields: Any) -> None:
         self.event(logging.INFO, msg, **fields)

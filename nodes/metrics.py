@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
@@ -38,11 +40,18 @@ class NodeMetrics:
         info = Gauge("tessera_node_info", "Identity of this node", ["node_id", "zone"],
                      registry=r)
         info.labels(node_id=node_id, zone=zone).set(1)
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, op: str, status: int, seconds: float) -> None:
-        s = str(status)
-        self.requests.labels(op=op, status=s).inc()
-        self.latency.labels(op=op, status=s).observe(seconds)
+        """Count one request and its latency; the labelled children of each (op, status)
+        are looked up once and kept (`labels()` hashes and locks on every call)."""
+        pair = self._children.get((op, status))
+        if pair is None:
+            s = str(status)
+            pair = (self.requests.labels(op=op, status=s), self.latency.labels(op=op, status=s))
+            self._children[(op, status)] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def render(self, usage: dict[str, int]) -> bytes:
         self.used_bytes.set(usage["used_bytes"])

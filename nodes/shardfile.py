@@ -11,9 +11,10 @@ import contextlib
 import hmac
 import mmap
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from storage.errors import (
     Conflict,
@@ -38,7 +39,14 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 1024 * 1024
 SEND_WINDOW_BYTES = 8 * 1024 * 1024  # frames checked per thread hop before sendfile
 MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in call, not one per page
+T = TypeVar("T")
 UNCHANGED = -2  # commit outcome: an identical shard was already stored under the id
+
+
+def in_thread(fn: Callable[[], T]) -> Awaitable[T]:
+    """Run `fn` on the loop's default worker pool: `asyncio.to_thread` without its copy of
+    the context (nothing below reads context variables), one hop a request for small shards."""
+    return asyncio.get_running_loop().run_in_executor(None, fn)
 
 
 class ShardExists(Conflict):
@@ -53,7 +61,7 @@ class BodyMismatch(IntegrityError):
     """The bytes received are not the ones the request's body MAC covers."""
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: Path | str, b: Path | str) -> bool:
     """True when two files hold the same bytes (read in chunks)."""
     if os.stat(a).st_size != os.stat(b).st_size:
         return False
@@ -66,7 +74,7 @@ def _same_file(a: Path, b: Path) -> bool:
                 return True
 
 
-def install_new(tmp: Path, path: Path, sid: str, replace: bool) -> int:
+def install_new(tmp: Path | str, path: Path | str, sid: str, replace: bool) -> int:
     """Move a finished temp file to `path`; the size it replaced, -1 when new, or UNCHANGED.
 
     With `replace` (an explicit repair or rewrite) an existing shard is replaced atomically.
@@ -172,7 +180,7 @@ def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
                 n = 0
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -199,11 +207,12 @@ def open_layout(fd: int, sid: str) -> Layout:
 class ShardWriter:
     """One upload in progress: a temp file that becomes the shard on `commit`."""
 
-    def __init__(self, store: DiskShardStore, sid: str, tmp_path: Path, fd: int | None) -> None:
+    def __init__(self, store: DiskShardStore, sid: str, tmp_path: Path | str, fd: int | None,
+                 path: Path | str | None = None) -> None:
         self.shard_id = sid
         self.digest: Any = None  # a hash fed every byte written, in the writer thread
         self.tmp_path = tmp_path
-        self.path = store.path_of(sid)
+        self.path = store.path_of(sid) if path is None else path
         self.bytes_written = 0
         self._store = store
         self._fd: int | None = fd
@@ -270,7 +279,7 @@ class ShardWriter:
             return self._commit_sync(fd, replace)
 
         try:
-            replaced = await asyncio.to_thread(_finish)
+            replaced = await in_thread(_finish)
         except BaseException:
             await self._discard()
             raise
@@ -290,10 +299,11 @@ class ShardWriter:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._store._make_dirs(self.path.parent)
+        parent = os.path.dirname(self.path)
+        self._store._make_dirs(parent)
         replaced = install_new(self.tmp_path, self.path, self.shard_id, replace)
         if replaced != UNCHANGED:
-            fsync_dir(self.path.parent)
+            fsync_dir(parent)
         return replaced
 
     async def abort(self) -> None:
@@ -336,7 +346,7 @@ class ShardReadStream:
     the frames before it in the same piece are yielded first.
     """
 
-    def __init__(self, sid: str, path: Path, first: int, count: int | None) -> None:
+    def __init__(self, sid: str, path: Path | str, first: int, count: int | None) -> None:
         if first < 0 or (count is not None and count < 0):
             raise InvalidInput("first and count must be non-negative")
         self.shard_id = sid
@@ -449,7 +459,7 @@ class ShardReadStream:
             return head, self._verify_window_sync(max_bytes)
 
         try:
-            return await asyncio.to_thread(both)
+            return await in_thread(both)
         except BaseException:
             await self.aclose()
             raise

@@ -9,6 +9,7 @@ timers with them) are applied by `load_config` and nowhere else.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,9 @@ MiB = 1024 * 1024
 # value quota small (every inline byte is read by each listing scan of its record).
 DEFAULT_INLINE_MAX_BYTES = 4096
 NODE_ROLES = ("standard", "archive")
+# a node id: 1-63 letters, digits, '.', '_' or '-' (it names files, metric labels and a
+# 64-byte slot of the gateway workers' shared health page)
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 DEFAULT_RATE = 200 * MiB  # shard bytes repair/rebalance write per second while clients are idle
 DEFAULT_BUSY_RATE = 4 * MiB  # ...and while clients are active
 
@@ -431,6 +435,9 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
             raise ConfigError(f"nodes[{i}] needs {exc.args[0]!r}") from None
         except (TypeError, ValueError):
             raise ConfigError(f"nodes[{i}]: weight must be a number") from None
+        if not NODE_ID.match(spec.id):
+            raise ConfigError(f"nodes[{i}]: id {spec.id!r} must be 1-63 letters, digits, "
+                              "'.', '_' or '-', starting with a letter or digit")
         if spec.role not in NODE_ROLES:
             raise ConfigError(f"node {spec.id!r}: role must be one of {NODE_ROLES}")
         nodes.append(spec)

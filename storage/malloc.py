@@ -24,7 +24,8 @@ TRIM_BYTES = 64 * 1024 * 1024  # free bytes a heap top keeps before giving pages
 
 def tune_malloc(mmap_bytes: int = MMAP_BYTES, trim_bytes: int = TRIM_BYTES) -> bool:
     """Set fixed mmap and trim thresholds (glibc only; glibc's own MALLOC_MMAP_THRESHOLD_ /
-    MALLOC_TRIM_THRESHOLD_ in the environment win). True when both settings were made here."""
+    MALLOC_TRIM_THRESHOLD_ in the environment, or the same settings in GLIBC_TUNABLES,
+    win). True when both settings were made here."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -32,7 +33,10 @@ def tune_malloc(mmap_bytes: int = MMAP_BYTES, trim_bytes: int = TRIM_BYTES) -> b
         return False  # not glibc (musl, macOS): nothing to tune
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
     ok = "MALLOC_MMAP_THRESHOLD_" not in os.environ and \
+        "glibc.malloc.mmap_threshold" not in tunables and \
         mallopt(M_MMAP_THRESHOLD, mmap_bytes) == 1
     return "MALLOC_TRIM_THRESHOLD_" not in os.environ and \
+        "glibc.malloc.trim_threshold" not in tunables and \
         mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1 and ok

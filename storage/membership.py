@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from dataclasses import dataclass
 
-from storage.config import NODE_ROLES, Config, NodeSpec
+from storage.config import NODE_ID, NODE_ROLES, Config, NodeSpec
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.health import HealthTracker
 from storage.keyspace import MEMBER, member_key, space
@@ -29,7 +28,6 @@ from storage.records import pack, unpack
 ACTIVE, DRAINING, REMOVED = "active", "draining", "removed"
 STATES = (ACTIVE, DRAINING, REMOVED)
 REFRESH_S = 2.0
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 log = logging.getLogger("tessera.membership")
 
 
@@ -102,7 +100,7 @@ def _valid_address(addr: str) -> bool:
 
 def check_new_node(members: list[Member], spec: NodeSpec) -> None:
     """Refuse a malformed node or one whose id or address the cluster map already has."""
-    if not _ID.match(spec.id):
+    if not NODE_ID.match(spec.id):
         raise InvalidInput("node ids are 1-63 letters, digits, '.', '_' or '-'")
     if not spec.zone or not _valid_address(spec.address):
         raise InvalidInput("a node needs a zone and an address HOST:PORT")

@@ -287,8 +287,10 @@ class StripeStore:
         written = [n for n in nodes if n]
         zones = {self._nodes_by_id()[n].zone for n in written}
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
-            await self._health.confirm(n.id for n, e in outcomes if e)  # before the retry
-            await self.delete(codec.stripe_id, nodes)
+            try:
+                await self._health.confirm(n.id for n, e in outcomes if e)  # before the retry
+            finally:  # a client gone during the probe leaves no shards behind either
+                await self.delete(codec.stripe_id, nodes)
             raise QuorumNotReached(quorum, len(written), profile.width,
                                    [e for _, e in outcomes if e])
         return WriteResult(size=total, segments=count, nodes=nodes)

@@ -177,7 +177,9 @@ class EtcdStore:
                     # suspect (cut off, no leader, hung): the next call starts elsewhere,
                     # even when this one is a write that cannot be retried
                     self._current = (idx + 1) % len(self._members)
-                retry = _not_sent(exc) or (idempotent and broken)
+                # a read may also meet a stream reset while a member restarts
+                retry = _not_sent(exc) or (idempotent and (broken or exc.code() in (
+                    grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL)))
                 if retry:
                     errors.append(text)
                     continue

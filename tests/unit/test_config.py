@@ -189,6 +189,13 @@ def test_other_shape_errors() -> None:
     r = raw()
     r["nodes"][0]["weight"] = "heavy"
     refused(r, "weight must be a number")
+    for bad in ("n" * 64, "", "-n1", "n/1", "n 1", "n\x00"):
+        r = raw()  # a node id names files, labels and a 64-byte shared health slot
+        r["nodes"][0]["id"] = bad
+        refused(r, "nodes\\[0\\]: id .* must be 1-63")
+    r = raw()
+    r["nodes"][0]["id"] = "a" * 63
+    config_from_mapping(r)
     refused(raw(cluster={"write_quorum_extra": -1}), "write_quorum_extra")
     refused(raw(cluster={"write_quorum_extra": "1"}), "write_quorum_extra")
 

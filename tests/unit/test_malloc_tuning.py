@@ -30,7 +30,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(mode: str, **env: str) -> tuple[str, int]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     out = subprocess.run([sys.executable, "-c", CHURN, mode], cwd=ROOT, env={**clean, **env},
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     return out[0], int(out[1])
@@ -52,3 +53,11 @@ def test_glibc_environment_settings_win() -> None:
     assert took == "False"
     assert faults > 20_000
 
+
+
+def test_glibc_tunables_win_too() -> None:
+    """The same settings made through GLIBC_TUNABLES (glibc's newer way) are kept as well."""
+    took, faults = _faults("tuned", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=131072:"
+                           "glibc.malloc.trim_threshold=131072")
+    assert took == "False"
+    assert faults > 20_000
