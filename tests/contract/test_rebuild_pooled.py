@@ -6,10 +6,8 @@ stops the rebuild (`SourcesDisagree`) without leaking a buffer."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
-import aiohttp
 import pytest
 
 from storage.config import NodeSpec
@@ -30,7 +28,7 @@ from tests.contract.test_node_api import (  # noqa: F401 - fixtures
     put_shard,
     shard_path,
 )
-from tests.contract.test_shard_fetch import CountingPool
+from tests.contract.test_shard_fetch import CountingPool, client  # noqa: F401 - fixture
 
 SEGMENT = 64 * 1024
 
@@ -45,14 +43,6 @@ class TakingPool(CountingPool):
     def take(self, size: int) -> bytearray:
         self.taken += 1
         return super().take(size)
-
-
-@pytest.fixture
-async def client(node: Node) -> AsyncIterator[NodeClient]:  # noqa: F811
-    async with aiohttp.ClientSession() as session:
-        c = NodeClient(session, node.secret, read_timeout_s=10)
-        yield c
-        c.close()
 
 
 def stripe(size: int) -> tuple[PartLayout, list[bytes]]:
@@ -70,7 +60,7 @@ def stripe(size: int) -> tuple[PartLayout, list[bytes]]:
 
 
 async def test_pooled_rebuild_writes_the_writers_bytes(api: Api, node: Node,  # noqa: F811
-                                                       client: NodeClient) -> None:
+                                                       client: NodeClient) -> None:  # noqa: F811
     part, files = stripe(5 * SEGMENT + 1234)
     for i in range(5):
         await put_shard(api, files[i], shard_id(part.stripe_id, i))
@@ -85,7 +75,7 @@ async def test_pooled_rebuild_writes_the_writers_bytes(api: Api, node: Node,  # 
 
 
 async def test_pooled_rebuild_refuses_a_lying_spare(api: Api, node: Node,  # noqa: F811
-                                                    client: NodeClient) -> None:
+                                                    client: NodeClient) -> None:  # noqa: F811
     part, files = stripe(3 * SEGMENT)
     headers = part_headers(part)
     liar = bytearray(files[4][:len(headers[4].pack())])  # valid crc32c, wrong bytes
