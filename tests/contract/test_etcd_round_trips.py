@@ -5,7 +5,7 @@ hands back the current record), a ListObjectsV2 page of 1,000 keys 2 (the bucket
 The real gateway pipeline (`S3Server`) over a real `Cluster` on the real etcd store (the
 3-member cluster conftest.py starts) and in-memory nodes, driven by boto3; the store is
 wrapped only to record which calls each request makes, and `EtcdStore.round_trips` counts
-the RPCs actually sent. The short-lived auth caches are made long-lived, so that
+the HTTP requests actually sent. The short-lived auth caches are made long-lived, so that
 a slow machine cannot turn a cache expiry into a spurious extra round trip.
 """
 

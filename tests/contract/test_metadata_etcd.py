@@ -1,4 +1,4 @@
-"""etcd-only parts of the metadata backend: gRPC endpoints, leases, watch, member failover.
+"""etcd-only parts of the metadata backend: gateway path, leases, watch, member failover.
 
 The shared contract (get/put/delete/range/txn) runs against etcd in
 test_metadata_contract.py, on the cluster that conftest.py starts.
@@ -13,17 +13,13 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import grpc
 import pytest
-from aetcd import rpc
-from aetcd.rpc import rpc_pb2_grpc
 
 from storage.errors import StorageError
 from storage.metadata import Txn, open_store
-from storage.metadata import etcd as etcd_mod
-from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, grpc_target
+from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, _b64, api_prefix
 from tests.contract.conftest import start_etcd
 from tests.integration.cluster import free_port
 
@@ -66,20 +62,19 @@ async def _eventually(fn: Callable[[], Awaitable[T]], ok: Callable[[T], bool],
         await asyncio.sleep(0.1)
 
 
-def test_grpc_target_from_client_urls() -> None:
-    assert grpc_target("http://127.0.1.10:2379") == ("127.0.1.10:2379", False)
-    assert grpc_target("https://etcd.example:2381/") == ("etcd.example:2381", True)
-    assert grpc_target("http://[::1]:2379") == ("[::1]:2379", False)
-    assert grpc_target("10.0.0.1") == ("10.0.0.1:2379", False)
-    with pytest.raises(EtcdError, match="not an http"):
-        grpc_target("unix:///run/etcd.sock")
+def test_api_prefix_by_version() -> None:
+    assert api_prefix("3.5.9") == "/v3"
+    assert api_prefix("3.4.23") == "/v3"
+    assert api_prefix("3.3.11") == "/v3beta"
+    assert api_prefix("3.2.0") == "/v3alpha"
 
 
-async def test_open_store_reads_server_version(tmp_path: Path) -> None:
+async def test_open_store_detects_gateway_path(tmp_path: Path) -> None:
     s = await open_store("etcd", str(tmp_path / "unused"), _endpoints())
     try:
         assert isinstance(s, EtcdStore)
         assert s.server_version.startswith("3.")
+        assert s._prefix == api_prefix(s.server_version)
     finally:
         await s.close()
 
@@ -193,58 +188,11 @@ async def test_scrub_drops_overwritten_values_from_history(etcd: EtcdStore, ns: 
     key = ns + b"secret"
     old_rev = await etcd.put(key, b"wrapped-kek-v1")
     await etcd.put(key, b"nothing")
-    at_old = rpc.RangeRequest(key=key, revision=old_rev)
-    old = await etcd._call("kv", "Range", at_old, idempotent=True)
-    assert old.kvs[0].value == b"wrapped-kek-v1"
+    old = await etcd._call("/kv/range", {"key": _b64(key), "revision": str(old_rev)},
+                           idempotent=True)
+    assert old["kvs"][0]["value"] == _b64(b"wrapped-kek-v1")
     await etcd.scrub()
     with pytest.raises(EtcdError, match="compacted"):
-        await etcd._call("kv", "Range", at_old, idempotent=True)
+        await etcd._call("/kv/range", {"key": _b64(key), "revision": str(old_rev)},
+                         idempotent=True)
     assert (await etcd.get(key)).value == b"nothing"  # type: ignore[union-attr]
-
-
-async def test_range_answer_larger_than_grpc_default_limit(etcd: EtcdStore, ns: bytes) -> None:
-    """A page of big records (inline bodies, manifests) may pass gRPC's 4 MiB default answer
-    size: the store lifts the limit, so the range and a txn's failure reads still arrive."""
-    big = [os.urandom(700_000) for _ in range(7)]  # 4.9 MB in all, each put under 1.5 MiB
-    keys = [ns + b"big/%d" % i for i in range(len(big))]
-    for k, v in zip(keys, big, strict=True):
-        await etcd.put(k, v)
-    try:
-        got = await etcd.range(ns + b"big/", ns + b"big0", limit=100)
-        assert [(i.key, i.value) for i in got] == list(zip(keys, big, strict=True))
-        done, seen = await etcd.txn_or_read(Txn({keys[0]: 0}, {keys[0]: b"x"}), tuple(keys))
-        assert done is False and [seen[k].value for k in keys] == big  # type: ignore[union-attr]
-    finally:
-        await etcd.txn(Txn(deletes=tuple(keys)))
-
-
-class _HungKV(rpc_pb2_grpc.KVServicer):
-    """A member that accepts calls and never answers (cut off after connecting, or stuck)."""
-
-    async def Put(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
-        await asyncio.sleep(3600)
-
-    Range = Txn = Put  # noqa: N815
-
-
-async def test_a_member_that_hangs_is_left_after_one_failed_write(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A write that timed out on a member is not retried (it may have applied), but the next
-    call starts on another member instead of waiting out the same one again."""
-    monkeypatch.setattr(etcd_mod, "REQUEST_TIMEOUT_S", 1.0)
-    server = grpc.aio.server()
-    rpc_pb2_grpc.add_KVServicer_to_server(_HungKV(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    store = await EtcdStore.open((*_endpoints()[:1], f"http://127.0.0.1:{port}"))
-    try:
-        store._current = 1  # the hung member is the one in use
-        with pytest.raises(EtcdError, match="DEADLINE_EXCEEDED"):
-            await store.put(b"et/hung/k", b"v1")
-        start = time.monotonic()
-        assert await store.put(b"et/hung/k", b"v2") > 0
-        assert time.monotonic() - start < 1.0  # went straight to the live member
-    finally:
-        await store.delete(b"et/hung/k")
-        await store.close()
-        await server.stop(0)
