@@ -19,7 +19,7 @@ import pytest
 
 from ops.admincli import admin_request
 from storage.clusterstatus import fully_redundant
-from tests.integration.cluster import LocalCluster, free_port
+from tests.integration.cluster import LocalCluster, free_port, stop_processes
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REBALANCE_INTERVAL_S": "0.5",
         "TESSERA_REBALANCE_MIN_GAP_MB": "1", "TESSERA_ORPHAN_GRACE_S": "3600"}
@@ -182,6 +182,5 @@ def test_add_node_takes_new_writes_and_rebalanced_shards(mc: LocalCluster) -> No
         r = node_cli(mc, "remove", "n10")  # not empty
         assert r.returncode == 1 and "still holds" in r.stderr
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_processes([proc])  # TERM; KILL if its graceful shutdown outlasts 10 s
 
