@@ -108,8 +108,9 @@ class HealthTracker:
         return s is not None and s.state in (UP, SUSPECT)
 
     def usable(self) -> list[NodeSpec]:
-        self._sync()
-        return [n for n in self.nodes if self.is_usable(n.id)]
+        self._sync()  # once for the whole list, not once per node through is_usable
+        st = self._states
+        return [n for n in self.nodes if n.id in st and st[n.id].state in (UP, SUSPECT)]
 
     def placeable(self) -> list[NodeSpec]:
         """Usable nodes that may take new shards (membership state active, not draining)."""
