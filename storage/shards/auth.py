@@ -44,9 +44,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from storage.crypto.aead import StreamMac
+from storage.crypto.aead import OneShotMac, StreamMac
 
 DATE_HEADER = "X-Tessera-Date"
 NONCE_HEADER = "X-Tessera-Nonce"
@@ -154,10 +152,10 @@ class WholeBodySealer:
     cipher context set up per request."""
 
     def __init__(self, secret: bytes) -> None:
-        self._aead = AESGCM(body_key(secret))
+        self._mac = OneShotMac(body_key(secret))
 
     def trailer(self, headers: Mapping[str, str], body: bytes) -> bytes:
-        return self._aead.encrypt(_body_nonce(headers[AUTH_HEADER]), b"", body)
+        return self._mac.tag(_body_nonce(headers[AUTH_HEADER]), body)
 
 
 class BodySealer:
