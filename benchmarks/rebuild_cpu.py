@@ -1,6 +1,7 @@
 """CPU of the rebuild data path alone: `rebuild_shards` over a real cluster's stripes.
 
-    python benchmarks/rebuild_cpu.py [--objects 60] [--mib 4] [--parallel 8[,16...]] [--rounds 2]
+    python benchmarks/rebuild_cpu.py [--objects 60] [--mib 4] [--parallel 8[,16]] [--whole 0[,524288]]
+        [--rounds 2]
 
 Starts its own `tessera up` (sweep and scrubs off), writes the objects, then in this process
 rebuilds shard 5 of every stripe from shards 0-4 (k+1 sources, as repair reads them) onto
@@ -48,7 +49,7 @@ def own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def rebuild_all(data: Path, parallels: list[int], rounds: int,
+async def rebuild_all(data: Path, parallels: list[int], wholes: list[int], rounds: int,
                       profile: str | None) -> None:
     cfg = load_config(data / "tessera.toml")
     meta = await SqliteStore.open(str(data / cfg.metadata_path))
@@ -65,13 +66,15 @@ async def rebuild_all(data: Path, parallels: list[int], rounds: int,
         client = NodeClient(session, secret)
         pool = BufferPool(POOL_BYTES)
         gate = asyncio.Semaphore(max(parallels))
+        whole = 0
+        variants = [(p, w) for p in parallels for w in wholes]
         with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as cpu:
             async def one(part) -> int:  # noqa: ANN001
                 async with gate:
                     w = part.k + part.m - 1
                     res = await rebuild_shards(
                         client, cpu, part, [(i, by_id[part.nodes[i]]) for i in range(w)],
-                        {w: by_id[part.nodes[w]]}, pool=pool)
+                        {w: by_id[part.nodes[w]]}, pool=pool, whole_bytes=whole)
                     assert res.written and not res.failed, res
                     return res.bytes_written
 
@@ -84,15 +87,15 @@ async def rebuild_all(data: Path, parallels: list[int], rounds: int,
                             ["py-spy", "record", "-p", f.read_text().strip(), "-f", "raw",
                              "-o", f"{profile}.{f.stem}.txt", "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            for r in range(rounds * len(parallels)):
-                parallel = parallels[r % len(parallels)]
+            for r in range(rounds * len(variants)):
+                parallel, whole = variants[r % len(variants)]
                 gate = asyncio.Semaphore(parallel)
                 c0, n0, t0 = own_cpu(), cpu_seconds(data / "run"), time.perf_counter()
                 nbytes = sum(await asyncio.gather(*(one(p) for p in parts)))
                 c1, n1, t1 = own_cpu(), cpu_seconds(data / "run"), time.perf_counter()
                 mib = nbytes / 2**20
                 nodes = sum(v - n0.get(k, v) for k, v in n1.items() if k != "gateway")
-                print(f"round {r}, {parallel} at once: {len(parts)} stripes, {mib:.1f} MiB rebuilt in "
+                print(f"round {r}, {parallel} at once, whole_bytes {whole}: {len(parts)} stripes, {mib:.1f} MiB rebuilt in "
                       f"{t1 - t0:.2f} s: rebuilding process {1000 * (c1 - c0) / mib:.2f} ms + "
                       f"nodes {1000 * nodes / mib:.2f} ms CPU per rebuilt MiB; load average "
                       f"{os.getloadavg()[0]:.1f}")
@@ -109,6 +112,9 @@ def main() -> int:
     ap.add_argument("--parallel", default="8",
                     help="stripes at once; a comma list alternates them round by round")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--whole", default="0",
+                    help="rebuild_shards' whole_bytes (shards that small are rebuilt whole, "
+                         "batched per node); a comma list alternates them")
     ap.add_argument("--profile", metavar="PREFIX",
                     help="py-spy the nodes (raw stacks in PREFIX.<node>.txt)")
     a = ap.parse_args()
@@ -123,8 +129,8 @@ def main() -> int:
         rnd = random.Random(1)
         for i in range(a.objects):
             s3.put_object(Bucket="bench", Key=f"obj-{i}", Body=rnd.randbytes(a.mib << 20))
-        asyncio.run(rebuild_all(tmp, [int(x) for x in a.parallel.split(",")], a.rounds,
-                                a.profile))
+        asyncio.run(rebuild_all(tmp, [int(x) for x in a.parallel.split(",")],
+                                [int(x) for x in a.whole.split(",")], a.rounds, a.profile))
     finally:
         c.stop()
         shutil.rmtree(tmp, ignore_errors=True)
