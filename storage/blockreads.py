@@ -30,7 +30,8 @@ class _ShardStream:
     read start together. Later frames are pulled straight from the transport's generator
     by the consumer: the connection under it reads ahead on its own (the lean fetcher's
     protocol fills up to `MAX_READY` frames, aiohttp its stream buffer), so a task and a
-    queue per stream would only add two hops per frame.
+    queue per stream would only add two hops per frame. (The lean fetcher gives its
+    connection back to the keep-alive pool as it hands out the last frame.)
     """
 
     def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: ShardHeader,
@@ -42,7 +43,6 @@ class _ShardStream:
             client.read_frames_into(  # type: ignore[attr-defined]
                 node, sid, header, first, count, self._pool)
             if self._pool is not None else self._unpooled(client, sid, header, first, count))
-        self._last = first + count - 1
         self._first: asyncio.Task[Frame] | None = asyncio.create_task(self._pull())
 
     async def _unpooled(self, client: NodeTransport, sid: str, header: ShardHeader,
@@ -52,14 +52,9 @@ class _ShardStream:
 
     async def _pull(self) -> Frame:
         try:
-            item = await anext(self._frames)  # type: ignore[arg-type]
+            return await anext(self._frames)  # type: ignore[arg-type]
         except StopAsyncIteration:
             raise StorageError(f"node {self.node.id}: shard stream ended early") from None
-        if item[0] == self._last:  # let the transport see its response end: the connection
-            # goes back to its pool for the next read instead of being closed with the stream
-            with contextlib.suppress(StopAsyncIteration, StorageError):
-                await anext(self._frames)  # type: ignore[arg-type]
-        return item
 
     async def next(self) -> Frame:
         first, self._first = self._first, None
