@@ -16,7 +16,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,13 +333,16 @@ class EtcdStore:
 
     # --- watch ----------------------------------------------------------------------
 
-    async def watch_prefix(self, prefix: bytes,
-                           start_revision: int = 0) -> AsyncIterator[list[WatchEvent]]:
+    async def watch_prefix(self, prefix: bytes, start_revision: int = 0,
+                           on_created: Callable[[], None] | None = None
+                           ) -> AsyncIterator[list[WatchEvent]]:
         """Yield batches of changes under `prefix` as they commit, forever.
 
         Resumes after the last seen revision on another endpoint when a stream breaks, so
         no change is missed (unless etcd compacted past it: then it restarts from now and
         the caller should re-read the prefix, which it is told by an empty batch).
+        `on_created` is called each time etcd confirms a stream (from then on, no change
+        under `prefix` goes unseen).
         """
         next_rev = start_revision
         failures = 0
@@ -358,6 +361,8 @@ class EtcdStore:
                             continue
                         result = json.loads(line).get("result") or {}
                         failures = 0
+                        if result.get("created") and on_created is not None:
+                            on_created()
                         if result.get("compact_revision"):
                             next_rev = 0
                             yield []

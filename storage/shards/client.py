@@ -7,6 +7,7 @@ sequence of frames, responses parsed incrementally and verified frame by frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -254,9 +255,11 @@ class NodeClient:
         """`read_frames` into pooled buffers, received there by the socket
         (`storage.shards.fetch`): yields (segment, block view, buffer), each verified; the
         consumer gives the buffer back to `pool` when done with the view."""
-        try:
-            async for item in self._fetch.frames(node, sid, expect, first, count, pool):
-                yield item
+        try:  # aclosing: a reader closed early returns the prefetched frames' buffers now
+            async with contextlib.aclosing(
+                    self._fetch.frames(node, sid, expect, first, count, pool)) as frames:
+                async for item in frames:
+                    yield item
         except FetchError as exc:
             raise NodeError(node.id, exc.reason, exc.status) from None
 
