@@ -7,6 +7,7 @@ sequence of frames, responses parsed incrementally and verified frame by frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from storage.shards import auth
 from storage.shards.batching import NodeBatcher
 from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
+from storage.shards.sender import ShardSender
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
 HASH_OFF_LOOP_BYTES = 2 * 1024 * 1024  # body MAC (GMAC, ~7 GB/s) of chunks this large
@@ -57,6 +59,7 @@ class NodeClient:
                                               sock_read=read_timeout_s)
         self._batchers: dict[str, NodeBatcher] = {}
         self._fetch = ShardFetcher(secret, read_timeout_s)
+        self._sender = ShardSender(read_timeout_s)
 
     def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
         return auth.sign(self._secret, method, path_qs, node.id)
@@ -73,14 +76,19 @@ class NodeClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
+    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         """Stream one shard file to a node, sealed with a body MAC trailer.
 
-        `replace` (repair and rebalancing only) lets the node replace a shard stored under
-        the id with other bytes; without it the node refuses to (409 shard_exists).
+        `body` is a stream of chunks, or the whole file as bytes (sent as one payload: no
+        body task, queue or chunk generator; same request on the wire). `replace` (repair
+        and rebalancing only) lets the node replace a shard stored under the id with other
+        bytes; without it the node refuses to (409 shard_exists).
         """
+        if isinstance(body, bytes):
+            await self._put_whole(node, sid, body, segments, replace)
+            return
         path = f"/v1/shards/{sid}"
         extra = {"X-Tessera-Replace": "1"} if replace else {}
         if segments >= 0:
@@ -98,6 +106,33 @@ class NodeClient:
                     raise NodeError(node.id, f"PUT {r.status} {await r.text()}", r.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    async def _put_whole(self, node: NodeSpec, sid: str, body: bytes, segments: int,
+                         replace: bool) -> None:
+        """`put_shard` of a body already whole, through the lean `ShardSender`."""
+        path = f"/v1/shards/{sid}"
+        extra = {"X-Tessera-Replace": "1"} if replace else {}
+        if segments >= 0:
+            extra["X-Tessera-Segments"] = str(segments)
+
+        def build() -> list[bytes]:  # signed afresh for a retry on a new connection
+            headers = auth.sign(self._secret, "PUT", path, node.id, headers=extra,
+                                trailer=True)
+            sealer = auth.BodySealer(self._secret, headers)
+            sealer.update(body)
+            head = (f"PUT {path} HTTP/1.1\r\nHost: {node.address}\r\n"
+                    "Content-Type: application/octet-stream\r\n"
+                    f"Content-Length: {len(body) + auth.TRAILER_BYTES}\r\n"
+                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
+            return [head.encode("latin-1"), body, sealer.trailer()]
+
+        try:
+            status, answer = await self._sender.request(node, build)
+        except FetchError as exc:
+            raise NodeError(node.id, exc.reason, exc.status) from None
+        if status != 201:
+            raise NodeError(node.id, f"PUT {status} {answer.decode('utf-8', 'replace')}",
+                            status)
 
     async def delete_shard(self, node: NodeSpec, sid: str) -> None:
         await self._json("DELETE", node, f"/v1/shards/{sid}")
@@ -253,12 +288,15 @@ class NodeClient:
         """`read_frames` into pooled buffers, received there by the socket
         (`storage.shards.fetch`): yields (segment, block view, buffer), each verified; the
         consumer gives the buffer back to `pool` when done with the view."""
-        try:
-            async for item in self._fetch.frames(node, sid, expect, first, count, pool):
-                yield item
+        try:  # aclosing: a reader closed early returns the prefetched frames' buffers now
+            async with contextlib.aclosing(
+                    self._fetch.frames(node, sid, expect, first, count, pool)) as frames:
+                async for item in frames:
+                    yield item
         except FetchError as exc:
             raise NodeError(node.id, exc.reason, exc.status) from None
 
     def close(self) -> None:
-        """Close the shard fetcher's idle connections (the session is closed by its owner)."""
+        """Close the shard fetcher's and sender's idle connections (not the session)."""
         self._fetch.close()
+        self._sender.close()

@@ -17,7 +17,7 @@ from storage.shards.format import ShardHeader
 class NodeTransport(Protocol):
     """Shard I/O, listing, health and scrub/quarantine calls to one node at a time."""
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
+    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None: ...
 

@@ -20,6 +20,11 @@ from storage.shards.format import FrameReader, ShardHeader
 from storage.shards.ids import parse_shard_id
 
 
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    """A whole shard body as the one chunk of a stream."""
+    yield body
+
+
 class SimNodes:
     """Every node's shard files in memory; a drop-in for `NodeClient`."""
 
@@ -68,13 +73,15 @@ class SimNodes:
         if node.id in self.down:
             raise NodeError(node.id, "ClientConnectorError: Connect call failed (simulated)")
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
+    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         self._check(node)
         buf = bytearray()
         reader = FrameReader()
         count = 0
+        if isinstance(body, bytes):
+            body = _chunks(body)
         async for chunk in body:
             buf += chunk
             try:

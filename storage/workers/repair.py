@@ -102,6 +102,12 @@ class RepairWorker(ShardWorker[RepairStats]):
     stats_key = STATS_KEY
     stats_type = RepairStats
     idle_s = 0.25  # the runner's pause after an idle step: queued damage is picked up fast
+    wake_prefix = space(REPAIR)[0]  # on etcd, queued damage wakes it (storage/workers/wakes)
+
+    @property
+    def watched_idle_s(self) -> float:
+        """The idle pause when queue changes wake it: sweeps and node returns still due."""
+        return min(2.0, self.settings.sweep_interval_s)
 
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor,
