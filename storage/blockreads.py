@@ -30,7 +30,8 @@ class _ShardStream:
     read start together. Later frames are pulled straight from the transport's generator
     by the consumer: the connection under it reads ahead on its own (the lean fetcher's
     protocol fills up to `MAX_READY` frames, aiohttp its stream buffer), so a task and a
-    queue per stream would only add two hops per frame.
+    queue per stream would only add two hops per frame. (The lean fetcher gives its
+    connection back to the keep-alive pool as it hands out the last frame.)
     """
 
     def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: ShardHeader,
@@ -42,7 +43,6 @@ class _ShardStream:
             client.read_frames_into(  # type: ignore[attr-defined]
                 node, sid, header, first, count, self._pool)
             if self._pool is not None else self._unpooled(client, sid, header, first, count))
-        self._last = first + count - 1
         self._first: asyncio.Task[Frame] | None = asyncio.create_task(self._pull())
 
     async def _unpooled(self, client: NodeTransport, sid: str, header: ShardHeader,
@@ -52,14 +52,9 @@ class _ShardStream:
 
     async def _pull(self) -> Frame:
         try:
-            item = await anext(self._frames)  # type: ignore[arg-type]
+            return await anext(self._frames)  # type: ignore[arg-type]
         except StopAsyncIteration:
             raise StorageError(f"node {self.node.id}: shard stream ended early") from None
-        if item[0] == self._last:  # let the transport see its response end: the connection
-            # goes back to its pool for the next read instead of being closed with the stream
-            with contextlib.suppress(StopAsyncIteration, StorageError):
-                await anext(self._frames)  # type: ignore[arg-type]
-        return item
 
     async def next(self) -> Frame:
         first, self._first = self._first, None
@@ -83,11 +78,13 @@ async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader
                             sources: Sequence[tuple[int, NodeSpec]], k: int, first: int,
                             last: int,
                             failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
+                            spare: int = 0, bulk: int = 0,
                             ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
     """`read_blocks` for shards of a few KiB: each whole range in one batched request.
 
-    Sources are tried in order, k at a time; one that fails is reported to `failed` and the
-    next source takes its place. DataUnavailable when fewer than k can be read.
+    Sources are tried in order, k (+ `spare` when sources allow) at a time; one that fails
+    is reported to `failed` and the next source takes its place. DataUnavailable when fewer
+    than k can be read. `bulk` (a shard's bytes): read on the transport's repair lane.
     """
     pool = list(sources)
     stripe_id = headers[0].stripe_id
@@ -97,17 +94,23 @@ async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader
 
     async def one(i: int, node: NodeSpec) -> list[tuple[int, bytes]] | StorageError:
         try:
+            if bulk:
+                return await client.read_small(node, shard_id(stripe_id, i), headers[i],
+                                               first, count, bulk=bulk)
             return await client.read_small(node, shard_id(stripe_id, i), headers[i], first,
                                            count)
         except StorageError as exc:
             return exc
 
-    while len(got) < k:
-        want = k - len(got)
-        if len(pool) < want:
+    target = k + spare
+    while len(got) < target:
+        if len(pool) < k - len(got):
             raise DataUnavailable(
                 f"stripe {stripe_id.hex()} segment {first}: fewer than {k} shards "
                 f"readable ({'; '.join(errors[-4:])})")
+        if not pool:
+            break  # k read: a spare is a wish, k is the need
+        want = target - len(got)
         batch, pool = pool[:want], pool[want:]
         results = await asyncio.gather(*(one(i, n) for i, n in batch))
         for (i, node), r in zip(batch, results, strict=True):

@@ -114,3 +114,34 @@ async def test_a_reader_stopping_early_gives_every_buffer_back(api: Api,  # noqa
                          SEGMENTS - 1, pool=pool)
     await reader.aclose()  # closed before it started: nothing was opened
     assert pool.out == 0 and not [t for t in asyncio.all_tasks() - before if not t.done()]
+
+
+async def test_a_node_that_stalls_after_the_last_frame_does_not_hold_the_read(
+        client: NodeClient) -> None:  # noqa: F811
+    """A response that promises more bytes than the frames asked for and then goes silent:
+    the reader has every verified frame at once (the connection is dropped, not waited on)."""
+    from tests.contract.test_node_api import make_shard
+
+    _, h, blocks, body = make_shard(index=0, frames=3, block_size=4096, last=999)
+    silent = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(body) + 100)
+                     + body)
+        await writer.drain()
+        await silent.wait()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    n = NodeSpec(id="n1", zone="az1", address=f"127.0.0.1:{port}")
+    pool, got = CountingPool(), []
+    try:
+        async with asyncio.timeout(5):  # the client's read timeout is 10 s
+            async for seg, bs in read_blocks(client, [h], [(0, n)], 1, 0, 2, pool=pool):
+                got.append((seg, bytes(bs[0])))
+    finally:
+        silent.set()
+        server.close()
+    assert got == [(i, blocks[i]) for i in range(3)] and pool.out == 0
