@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from storage.config import NodeSpec  # noqa: E402
 from storage.shards.auth import load_or_create_secret  # noqa: E402
 from storage.shards.client import NodeClient  # noqa: E402
+from storage.shards.format import HEADER_BYTES  # noqa: E402
 from tests.contract.test_node_api import free_port, make_shard, start_node, stop_node  # noqa: E402
 
 
@@ -47,8 +48,22 @@ async def _one(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
+async def _framed(header: bytes, frames: list[bytes]) -> AsyncIterator[bytes]:
+    """The shard as the gateway streams it: the header with the first frame, then one
+    chunk per frame."""
+    yield header + frames[0]
+    for f in frames[1:]:
+        yield f
+
+
+def _frame_list(body: bytes, count: int) -> list[bytes]:
+    """The frames of a shard body of `count` equal frames (header excluded)."""
+    step = (len(body) - HEADER_BYTES) // count
+    return [body[HEADER_BYTES + i * step:HEADER_BYTES + (i + 1) * step] for i in range(count)]
+
+
 async def run(size: int, count: int, concurrency: int, batch: bool,
-              get: bool = False) -> dict[str, float]:
+              get: bool = False, frames: int = 1) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="node-put-cpu-"))
     key = base / "cluster.key"
     secret = load_or_create_secret(key)
@@ -58,7 +73,7 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
                                    str(key)])
     try:
         node = NodeSpec("n1", "az1", f"127.0.0.1:{port}")
-        shards = [make_shard(index=i % 6, frames=1, block_size=size, last=None)
+        shards = [make_shard(index=i % 6, frames=frames, block_size=size, last=None)
                   for i in range(count + concurrency)]
         async with aiohttp.ClientSession() as s:
             client = NodeClient(s, secret)
@@ -68,10 +83,15 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
                 if batch:
                     await client.put_small(node, sid, body, len(blocks))
                 else:
-                    await client.put_shard(node, sid, _one(body), len(blocks), len(body))
+                    await client.put_shard(node, sid, _one(body) if frames == 1 else _framed(
+                        body[:HEADER_BYTES], _frame_list(body, len(blocks))),
+                        len(blocks), len(body))
 
             async def read(shard: tuple) -> None:
                 sid, header, blocks, _ = shard
+                if batch:
+                    await client.read_small(node, sid, header, 0, len(blocks))
+                    return
                 async for _ in client.read_frames(node, sid, header, 0, len(blocks)):
                     pass
 
@@ -106,14 +126,20 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=262144, help="shard block bytes (one frame)")
     ap.add_argument("-n", type=int, default=300, help="timed PUTs")
     ap.add_argument("-c", type=int, default=3, help="concurrent PUTs")
-    ap.add_argument("--batch", action="store_true", help="POST /v1/batch instead of streaming")
+    ap.add_argument("--batch", action="store_true",
+                    help="POST /v1/batch instead of streaming (with --get: batched reads)")
     ap.add_argument("--get", action="store_true", help="time shard GETs, not PUTs")
+    ap.add_argument("--frames", type=int, default=1,
+                    help="frames per shard, streamed one chunk per frame as the gateway "
+                         "does (64 x 262144 is a shard of a 64 MiB object)")
     a = ap.parse_args()
-    r = asyncio.run(run(a.size, a.n, a.c, a.batch, a.get))
+    r = asyncio.run(run(a.size, a.n, a.c, a.batch, a.get, a.frames))
     kind = "GET" if a.get else "PUT"
-    print(f"size {a.size} c={a.c} n={a.n} {'batch' if a.batch else 'stream'}: node CPU per {kind} "
+    gb = a.frames * a.size / 1e9
+    print(f"size {a.size} x{a.frames} frames c={a.c} n={a.n} {'batch' if a.batch else 'stream'}: node CPU per {kind} "
           f"user {r['user_ms']:.2f} ms + sys {r['sys_ms']:.2f} ms = "
-          f"{r['user_ms'] + r['sys_ms']:.2f} ms; {r['puts_per_s']:.0f} {kind}s/s; "
+          f"{r['user_ms'] + r['sys_ms']:.2f} ms ({(r['user_ms'] + r['sys_ms']) / 1e3 / gb:.2f} s/GB); "
+          f"{r['puts_per_s']:.1f} {kind}s/s; "
           f"load average {r['load']:.1f}")
 
 

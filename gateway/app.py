@@ -90,8 +90,18 @@ def create_admin_app(cluster: Cluster, metrics: Metrics,
         return body
 
     from gateway.console.routes import register_console
+    from gateway.console.samples import SAMPLE_NAMES
 
-    register_console(app, api, exposition)  # the web console and its sessions (/console/)
+    async def samples() -> bytes:
+        """The samples the console's charts read, of every worker (the reader adds them
+        up): no whole exposition rendered, merged and parsed every tick."""
+        own = metrics.render(SAMPLE_NAMES)
+        if not peers:
+            return own
+        return b"".join([own, *await asyncio.gather(
+            *(_peer_metrics(p, SAMPLE_NAMES) for p in peers))])
+
+    register_console(app, api, samples)  # the web console and its sessions (/console/)
     api.register(app)
 
     async def prom(_: web.Request) -> web.Response:
@@ -102,12 +112,13 @@ def create_admin_app(cluster: Cluster, metrics: Metrics,
     return app
 
 
-async def _peer_metrics(sock: Path) -> bytes:
-    """Another worker's /metrics text (empty if it does not answer: a scrape never fails)."""
+async def _peer_metrics(sock: Path, names: Sequence[str] = ()) -> bytes:
+    """Another worker's /metrics text, only the samples `names` if given (empty if it does
+    not answer: a scrape never fails)."""
     try:
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)),
                                          timeout=aiohttp.ClientTimeout(total=5)) as s, \
-                s.get("http://worker/metrics") as r:
+                s.get("http://worker/metrics", params=[("name[]", n) for n in names]) as r:
             return await r.read() if r.status == 200 else b""
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         log.warning("gateway worker metrics at %s unavailable: %s", sock, exc)
@@ -249,8 +260,9 @@ def _metrics_app(metrics: Metrics) -> web.Application:
     """A worker's own /metrics, for worker 0 to sum (on a Unix socket only it can reach)."""
     app = web.Application()
 
-    async def prom(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+    async def prom(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(request.query.getall("name[]", ())),
+                            headers={"Content-Type": metrics.content_type})
 
     app.router.add_get("/metrics", prom)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -68,8 +68,12 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, names: Iterable[str] = ()) -> bytes:
+        """The exposition; with `names`, only those samples (Prometheus' `name[]`), which
+        collects only the metrics that have them."""
+        names = list(names)
+        return generate_latest(self.registry.restricted_registry(names) if names
+                               else self.registry)
 
 
 class _LyingCollector:

@@ -29,6 +29,7 @@ from storage.errors import (
 )
 from storage.shards.auth import BODY_MODE_HEADER, BODY_TRAILER, TRAILER_BYTES, Verifier
 from storage.shards.format import HEADER_BYTES, FrameLayoutError, FrameScanner
+from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
 SEGMENTS_HEADER = "X-Tessera-Segments"
 REPLACE_HEADER = "X-Tessera-Replace"
@@ -150,6 +151,9 @@ async def put_shard(request: web.Request) -> web.Response:
     counted = 0  # of stats.bytes_in, the bytes already added to the bytes_in metric
     writer = await _disk(st.store.begin_put(sid))
     writer.digest = st.verifier.body_mac(request.headers)
+    wide = contextlib.ExitStack()
+    if request.content_length is None or request.content_length >= WIDE_BODY_BYTES:
+        wide.enter_context(wide_reads(request.transport, request.content))
     try:
         while True:
             try:
@@ -219,6 +223,7 @@ async def put_shard(request: web.Request) -> web.Response:
                 from None
         committed = True
     finally:
+        wide.close()
         st.metrics.bytes_in.inc(stats.bytes_in - counted)
         if not committed:
             await writer.abort()

@@ -23,56 +23,68 @@ Frame = tuple[int, bytes | memoryview, bytearray | None]  # segment, block, pool
 
 
 class _ShardStream:
-    """Prefetching reader of one shard's frames (into `pool`'s buffers when given and the
-    transport can: `read_frames_into`)."""
+    """Reader of one shard's frames (into `pool`'s buffers when given and the transport
+    can: `read_frames_into`).
+
+    The request goes out at once: a task fetches the first frame, so the k streams of a
+    read start together. Later frames are pulled straight from the transport's generator
+    by the consumer: the connection under it reads ahead on its own (the lean fetcher's
+    protocol fills up to `MAX_READY` frames, aiohttp its stream buffer), so a task and a
+    queue per stream would only add two hops per frame. (The lean fetcher gives its
+    connection back to the keep-alive pool as it hands out the last frame.)
+    """
 
     def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: ShardHeader,
                  first: int, count: int, pool: BufferPool | None = None) -> None:
         self.node = node
         self.index = header.index
         self._pool = pool if hasattr(client, "read_frames_into") else None
-        self._q: asyncio.Queue[Frame | BaseException] = asyncio.Queue(maxsize=3)
-        self._task = asyncio.create_task(self._run(client, sid, header, first, count))
+        self._frames: AsyncIterator[tuple[int, bytes | memoryview, bytearray | None]] = (
+            client.read_frames_into(  # type: ignore[attr-defined]
+                node, sid, header, first, count, self._pool)
+            if self._pool is not None else self._unpooled(client, sid, header, first, count))
+        self._first: asyncio.Task[Frame] | None = asyncio.create_task(self._pull())
 
-    async def _run(self, client: NodeTransport, sid: str, header: ShardHeader, first: int,
-                   count: int) -> None:
+    async def _unpooled(self, client: NodeTransport, sid: str, header: ShardHeader,
+                        first: int, count: int) -> AsyncIterator[Frame]:
+        async for seg, block in client.read_frames(self.node, sid, header, first, count):
+            yield seg, block, None
+
+    async def _pull(self) -> Frame:
         try:
-            if self._pool is not None:
-                async for item in client.read_frames_into(  # type: ignore[attr-defined]
-                        self.node, sid, header, first, count, self._pool):
-                    await self._q.put(item)
-            else:
-                async for seg, block in client.read_frames(self.node, sid, header, first,
-                                                           count):
-                    await self._q.put((seg, block, None))
-        except StorageError as exc:
-            await self._q.put(exc)
+            return await anext(self._frames)  # type: ignore[arg-type]
+        except StopAsyncIteration:
+            raise StorageError(f"node {self.node.id}: shard stream ended early") from None
 
     async def next(self) -> Frame:
-        item = await self._q.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        first, self._first = self._first, None
+        if first is not None:
+            return await first
+        return await self._pull()
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-        while not self._q.empty():  # prefetched frames nobody will read
-            item = self._q.get_nowait()
-            if self._pool is not None and not isinstance(item, BaseException) and item[2]:
-                self._pool.give(item[2])
+        if self._first is not None:
+            first, self._first = self._first, None
+            first.cancel()
+            with contextlib.suppress(BaseException):
+                item = await first  # a frame fetched for nobody: its buffer goes back
+                if self._pool is not None and item[2] is not None:
+                    self._pool.give(item[2])
+        with contextlib.suppress(Exception):  # the transport gives back what it holds
+            await self._frames.aclose()  # type: ignore[attr-defined]
 
 
 async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                             sources: Sequence[tuple[int, NodeSpec]], k: int, first: int,
                             last: int,
                             failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
+                            spare: int = 0, bulk: int = 0,
                             ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
     """`read_blocks` for shards of a few KiB: each whole range in one batched request.
 
-    Sources are tried in order, k at a time; one that fails is reported to `failed` and the
-    next source takes its place. DataUnavailable when fewer than k can be read.
+    Sources are tried in order, k (+ `spare` when sources allow) at a time; one that fails
+    is reported to `failed` and the next source takes its place. DataUnavailable when fewer
+    than k can be read. `bulk` (a shard's bytes): read on the transport's repair lane.
     """
     pool = list(sources)
     stripe_id = headers[0].stripe_id
@@ -82,17 +94,23 @@ async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader
 
     async def one(i: int, node: NodeSpec) -> list[tuple[int, bytes]] | StorageError:
         try:
+            if bulk:
+                return await client.read_small(node, shard_id(stripe_id, i), headers[i],
+                                               first, count, bulk=bulk)
             return await client.read_small(node, shard_id(stripe_id, i), headers[i], first,
                                            count)
         except StorageError as exc:
             return exc
 
-    while len(got) < k:
-        want = k - len(got)
-        if len(pool) < want:
+    target = k + spare
+    while len(got) < target:
+        if len(pool) < k - len(got):
             raise DataUnavailable(
                 f"stripe {stripe_id.hex()} segment {first}: fewer than {k} shards "
                 f"readable ({'; '.join(errors[-4:])})")
+        if not pool:
+            break  # k read: a spare is a wish, k is the need
+        want = target - len(got)
         batch, pool = pool[:want], pool[want:]
         results = await asyncio.gather(*(one(i, n) for i, n in batch))
         for (i, node), r in zip(batch, results, strict=True):

@@ -24,10 +24,12 @@ from storage.keyspace import MEMBER, member_key, space
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
+from storage.workers.wakes import Wakes
 
 ACTIVE, DRAINING, REMOVED = "active", "draining", "removed"
 STATES = (ACTIVE, DRAINING, REMOVED)
 REFRESH_S = 2.0
+WATCHED_REFRESH_S = 10.0  # the fallback re-read when a watch wakes the watcher
 log = logging.getLogger("tessera.membership")
 
 
@@ -141,7 +143,9 @@ async def refresh(meta: MetadataStore, cfg: Config, health: HealthTracker) -> li
 
 
 class MembershipWatcher:
-    """Re-reads the overlay every few seconds so every process sees adds and drains."""
+    """Re-reads the overlay every few seconds so every process sees adds and drains; on a
+    store that watches (etcd) when an `(M, …)` record changes instead, and every
+    `WATCHED_REFRESH_S` in case a change fell in a gap of the watch."""
 
     def __init__(self, meta: MetadataStore, cfg: Config, health: HealthTracker,
                  interval_s: float = REFRESH_S) -> None:
@@ -150,10 +154,16 @@ class MembershipWatcher:
         self._health = health
         self._interval = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._wakes = Wakes(meta)
 
     async def _run(self) -> None:
+        waiter = self._wakes.waiter(space(MEMBER)[0])
         while True:
-            await asyncio.sleep(self._interval)
+            if waiter is None:
+                await asyncio.sleep(self._interval)
+            else:
+                await waiter.wait(max(self._interval, WATCHED_REFRESH_S))
+                waiter.arm()  # a change made while it reads wakes the next wait
             try:
                 await refresh(self._meta, self._cfg, self._health)
             except Exception:  # noqa: BLE001 - a metadata hiccup must not stop refreshing
@@ -167,6 +177,7 @@ class MembershipWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._wakes.stop()
 
 
 __all__ = ["ACTIVE", "DRAINING", "REMOVED", "Member", "MembershipWatcher", "add_node", "apply",

@@ -194,10 +194,13 @@ class StripeStore:
         segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
         length = None if size_hint is None else shard_file_bytes(size_hint, codec.segment_size,
                                                                 codec.codec.k)
-        if segs == 1 and length is not None and length <= SMALL_SHARD_BYTES:
+        if segs == 1 and length is not None:
             data, rest = await _read_upto(source, codec.input_segment)
             if rest is None and len(data) == size_hint:
-                return await self._write_small(codec, profile, targets, quorum, data, digests)
+                if length <= SMALL_SHARD_BYTES:
+                    return await self._write_small(codec, profile, targets, quorum, data,
+                                                   digests)
+                return await self._write_whole(codec, profile, targets, quorum, data, digests)
             source = _chain(data, rest)  # not what was announced: the streaming path decides
         senders: list[_ShardSender] | None = None
         total = 0
@@ -322,6 +325,43 @@ class StripeStore:
         with STAGES.time("shard_write"):
             errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
         return await self._settle(codec, profile, quorum, len(data), 1,
+                                  list(zip(targets, errors, strict=True)))
+
+    async def _write_whole(self, codec: StripeCodec, profile: Profile,
+                           targets: Sequence[NodeSpec], quorum: int, data: bytes,
+                           digests: Sequence[object]) -> WriteResult:
+        """A one-segment stripe too large to batch (a 1 MiB object): the segment is coded
+        in one pool job while the digests run on theirs, then each whole shard goes to its
+        node in one request (`put_shard` of bytes: the lean sender, no body task, queue or
+        chunk stream per shard). Same quorum rules as `write`."""
+        loop = asyncio.get_running_loop()
+        headers = codec.headers()
+
+        def _feed() -> None:
+            with STAGES.time("hash"):
+                for d in digests:
+                    d.update(data)  # type: ignore[attr-defined]
+
+        jobs = [loop.run_in_executor(self._cpu, codec.encode, headers, 0, True, data)]
+        if digests:
+            jobs.append(loop.run_in_executor(self._hashing, _feed))
+        frames = (await asyncio.gather(*jobs))[0]
+
+        async def one(i: int, node: NodeSpec) -> str | None:
+            try:
+                async with asyncio.timeout(self._stall_s):
+                    await self._client.put_shard(
+                        node, shard_id(codec.stripe_id, i), headers[i].pack() + frames[i], 1)
+            except StorageError as exc:
+                return str(exc)
+            except TimeoutError:
+                return f"node {node.id} did not confirm within {self._stall_s:.0f}s"
+            return None
+
+        with STAGES.time("shard_write"):
+            errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
+        total = len(data) - (codec.input_segment - codec.segment_size)
+        return await self._settle(codec, profile, quorum, total, 1,
                                   list(zip(targets, errors, strict=True)))
 
     async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,
@@ -485,13 +525,18 @@ class StripeStore:
 
 async def _read_upto(source: AsyncIterator[bytes], limit: int,
                      ) -> tuple[bytes, AsyncIterator[bytes] | None]:
-    """Up to `limit` bytes of a stream; the rest of it (None when it ended within the limit)."""
-    buf = bytearray()
+    """Up to `limit` bytes of a stream; the rest of it (None when it ended within the limit).
+    One join (none for a single bytes chunk), not a growing buffer and its copy."""
+    parts: list[bytes] = []
+    have = 0
     async for chunk in source:
-        buf += chunk
-        if len(buf) > limit:
-            return bytes(buf), source
-    return bytes(buf), None
+        parts.append(chunk)
+        have += len(chunk)
+        if have > limit:
+            return b"".join(parts), source
+    if len(parts) == 1 and isinstance(parts[0], bytes):
+        return parts[0], None
+    return b"".join(parts), None
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:

@@ -171,5 +171,6 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 def register_console(app: web.Application, api: AdminApi,
                      exposition: Callable[[], Awaitable[bytes]]) -> None:
     """Add the console (before the admin API's catch-all route); `exposition` gives the
-    gateway's metrics text, which the traffic charts sample."""
+    gateway's metrics text the traffic charts sample (`samples.SAMPLE_NAMES`, each worker's:
+    `samples.read_totals` adds them up)."""
     ConsoleRoutes(api, exposition).register(app)

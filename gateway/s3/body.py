@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from gateway.s3 import checksums
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
 from gateway.s3.sigv4 import AuthResult, SigV4Error
+from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
 BODY_IDLE_TIMEOUT_S = 20.0  # longest wait for the next body bytes (AWS: about 20 s)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -108,6 +110,13 @@ class RequestBody:
         return out
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        with contextlib.ExitStack() as wide:
+            if self.length is None or self.length >= WIDE_BODY_BYTES:
+                wide.enter_context(wide_reads(self._request.transport, self._request.content))
+            async for chunk in self._chunks():
+                yield chunk
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         content = self._request.content
         while True:
             # What has arrived already is taken without a wait (readany's own result, with

@@ -3,8 +3,9 @@
 Item.revision is etcd's `mod_revision`, a cluster-wide counter like the SQLite backend's,
 so compare-and-swap works the same way (revision 0 = absent: an absent key compares as
 mod_revision 0). Reads are linearizable (etcd's default), so a write through one gateway is
-seen by the next read through any other. Endpoints are tried in turn: a connection failure
-moves to the next member. A write whose connection broke after it was sent is not retried
+seen by the next read through any other. Requests go to the Raft leader (found at open and
+again whenever an answer shows a new Raft term), so no follower forwards them; a connection
+failure moves to the next member. A write whose connection broke after it was sent is not retried
 (it may have applied; the caller sees the error), reads are. See docs/ARCHITECTURE.md,
 "Metadata on etcd", for why the JSON gateway rather than a client library.
 """
@@ -15,7 +16,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ log = logging.getLogger("tessera.metadata.etcd")
 LEASE_FORMAT_VERSION = 1
 REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
+STATUS_TIMEOUT = aiohttp.ClientTimeout(total=2.0)  # a leader lookup never waits long on one member
 
 
 class EtcdError(StorageError):
@@ -84,6 +86,7 @@ class EtcdStore:
         self.round_trips = 0  # requests sent to etcd (benchmarks and tests count them)
         self._leases: dict[bytes, tuple[str, str]] = {}  # key -> (holder, lease id)
         self.server_version = ""
+        self._term = 0  # the Raft term the leader was last looked up in (0: not yet)
 
     @classmethod
     async def open(cls, endpoints: tuple[str, ...] | list[str]) -> EtcdStore:
@@ -101,7 +104,38 @@ class EtcdStore:
             raise
         store.server_version = version
         store._prefix = api_prefix(version)
+        await store._find_leader()
         return store
+
+    @property
+    def endpoint(self) -> str:
+        """The member requests go to now (the leader, unless it became unreachable)."""
+        return self._endpoints[self._current]
+
+    async def _find_leader(self) -> None:
+        """Point requests at the Raft leader: a follower would forward each write to it (and
+        ask it for a read index), which costs a hop and member CPU per request. Members are
+        asked their status in turn until the leader answers; none answering changes nothing
+        (requests then fail over as usual)."""
+        n = len(self._endpoints)
+        for i in range(n):
+            idx = (self._current + i) % n
+            self.round_trips += 1
+            try:
+                async with self._session.post(
+                        f"{self._endpoints[idx]}{self._prefix}/maintenance/status", json={},
+                        timeout=STATUS_TIMEOUT) as r:
+                    data = await r.json(content_type=None)
+                header = data["header"]
+                if str(data.get("leader")) != str(header["member_id"]):
+                    continue
+            except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError):
+                continue
+            self._term = max(self._term, int(header.get("raft_term", 0)))
+            if idx != self._current:
+                log.info("etcd: using the leader %s", self._endpoints[idx])
+                self._current = idx
+            return
 
     async def _version(self) -> str:
         errors = []
@@ -149,6 +183,10 @@ class EtcdStore:
             if idx != self._current:
                 log.info("etcd: now using endpoint %s", self._endpoints[idx])
                 self._current = idx
+            term = int((data.get("header") or {}).get("raft_term", 0))
+            if term > self._term:  # an election since the leader was looked up
+                self._term = term  # (set first: concurrent answers do not look again)
+                await self._find_leader()
             return data  # type: ignore[no-any-return]
         raise EtcdError(f"no etcd endpoint answered {path}: " + "; ".join(errors))
 
@@ -295,13 +333,16 @@ class EtcdStore:
 
     # --- watch ----------------------------------------------------------------------
 
-    async def watch_prefix(self, prefix: bytes,
-                           start_revision: int = 0) -> AsyncIterator[list[WatchEvent]]:
+    async def watch_prefix(self, prefix: bytes, start_revision: int = 0,
+                           on_created: Callable[[], None] | None = None
+                           ) -> AsyncIterator[list[WatchEvent]]:
         """Yield batches of changes under `prefix` as they commit, forever.
 
         Resumes after the last seen revision on another endpoint when a stream breaks, so
         no change is missed (unless etcd compacted past it: then it restarts from now and
         the caller should re-read the prefix, which it is told by an empty batch).
+        `on_created` is called each time etcd confirms a stream (from then on, no change
+        under `prefix` goes unseen).
         """
         next_rev = start_revision
         failures = 0
@@ -320,6 +361,8 @@ class EtcdStore:
                             continue
                         result = json.loads(line).get("result") or {}
                         failures = 0
+                        if result.get("created") and on_created is not None:
+                            on_created()
                         if result.get("compact_revision"):
                             next_rev = 0
                             yield []

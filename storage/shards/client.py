@@ -7,6 +7,7 @@ sequence of frames, responses parsed incrementally and verified frame by frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,8 +21,10 @@ from storage.shards import auth
 from storage.shards.batching import NodeBatcher
 from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
+from storage.shards.sender import ShardSender
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
+BULK_BATCH_BYTES = 4 * 1024 * 1024  # repair's batch requests (`_batcher`), about this size
 HASH_OFF_LOOP_BYTES = 2 * 1024 * 1024  # body MAC (GMAC, ~7 GB/s) of chunks this large
 # runs on a worker thread; a frame of a 4 MiB segment is MACed inline: the thread hop cost
 # more CPU than the MAC itself
@@ -56,7 +59,9 @@ class NodeClient:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
         self._batchers: dict[str, NodeBatcher] = {}
+        self._bulk: dict[str, NodeBatcher] = {}  # repair's whole-shard lane (see `_batcher`)
         self._fetch = ShardFetcher(secret, read_timeout_s)
+        self._sender = ShardSender(read_timeout_s)
 
     def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
         return auth.sign(self._secret, method, path_qs, node.id)
@@ -73,14 +78,19 @@ class NodeClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
+    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         """Stream one shard file to a node, sealed with a body MAC trailer.
 
-        `replace` (repair and rebalancing only) lets the node replace a shard stored under
-        the id with other bytes; without it the node refuses to (409 shard_exists).
+        `body` is a stream of chunks, or the whole file as bytes (sent as one payload: no
+        body task, queue or chunk generator; same request on the wire). `replace` (repair
+        and rebalancing only) lets the node replace a shard stored under the id with other
+        bytes; without it the node refuses to (409 shard_exists).
         """
+        if isinstance(body, bytes):
+            await self._put_whole(node, sid, body, segments, replace)
+            return
         path = f"/v1/shards/{sid}"
         extra = {"X-Tessera-Replace": "1"} if replace else {}
         if segments >= 0:
@@ -98,6 +108,33 @@ class NodeClient:
                     raise NodeError(node.id, f"PUT {r.status} {await r.text()}", r.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    async def _put_whole(self, node: NodeSpec, sid: str, body: bytes, segments: int,
+                         replace: bool) -> None:
+        """`put_shard` of a body already whole, through the lean `ShardSender`."""
+        path = f"/v1/shards/{sid}"
+        extra = {"X-Tessera-Replace": "1"} if replace else {}
+        if segments >= 0:
+            extra["X-Tessera-Segments"] = str(segments)
+
+        def build() -> list[bytes]:  # signed afresh for a retry on a new connection
+            headers = auth.sign(self._secret, "PUT", path, node.id, headers=extra,
+                                trailer=True)
+            sealer = auth.BodySealer(self._secret, headers)
+            sealer.update(body)
+            head = (f"PUT {path} HTTP/1.1\r\nHost: {node.address}\r\n"
+                    "Content-Type: application/octet-stream\r\n"
+                    f"Content-Length: {len(body) + auth.TRAILER_BYTES}\r\n"
+                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
+            return [head.encode("latin-1"), body, sealer.trailer()]
+
+        try:
+            status, answer = await self._sender.request(node, build)
+        except FetchError as exc:
+            raise NodeError(node.id, exc.reason, exc.status) from None
+        if status != 201:
+            raise NodeError(node.id, f"PUT {status} {answer.decode('utf-8', 'replace')}",
+                            status)
 
     async def delete_shard(self, node: NodeSpec, sid: str) -> None:
         await self._json("DELETE", node, f"/v1/shards/{sid}")
@@ -149,11 +186,16 @@ class NodeClient:
 
     # -- small shards, batched per node (POST /v1/batch) ------------------------------------
 
-    def _batcher(self, node: NodeSpec) -> NodeBatcher:
-        b = self._batchers.get(node.url)
+    def _batcher(self, node: NodeSpec, bulk: bool = False) -> NodeBatcher:
+        """The node's batcher. `bulk`: a second one for repair's whole shards (many
+        stripes' source reads or rebuilt shards in one request of a few MiB), so a
+        client's small reads never queue behind repair's megabytes."""
+        table = self._bulk if bulk else self._batchers
+        b = table.get(node.url)
         if b is None:
-            b = self._batchers[node.url] = NodeBatcher(
-                lambda ops, node=node: self._send_batch(node, ops))
+            b = table[node.url] = NodeBatcher(
+                lambda ops, node=node: self._send_batch(node, ops),
+                **({"max_inflight": 1, "max_bytes": BULK_BATCH_BYTES} if bulk else {}))
         return b
 
     async def _send_batch(self, node: NodeSpec, ops: list[dict[str, Any]],
@@ -178,23 +220,24 @@ class NodeClient:
         return results
 
     async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int, *,
-                        replace: bool = False) -> None:
+                        replace: bool = False, bulk: bool = False) -> None:
         """Store a whole small shard (header + frames); returns once the node fsynced it.
-        `replace` as for `put_shard`."""
+        `replace` as for `put_shard`; `bulk` on the repair lane (`_batcher`)."""
         op = {"op": "put", "id": sid, "segments": segments, "data": data}
         if replace:
             op["replace"] = True
-        res = await self._batcher(node).submit(op, len(data))
+        res = await self._batcher(node, bulk).submit(op, len(data))
         if res.get("status") != 201:
             raise NodeError(node.id, f"PUT {res.get('status')} {res.get('message', '')}",
                             res.get("status"))
 
     async def read_small(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
-                         count: int) -> list[tuple[int, bytes]]:
+                         count: int, *, bulk: int = 0) -> list[tuple[int, bytes]]:
         """Verified (segment, block) frames [first, first+count) of a small shard, read in
-        one batched request; the header must name the expected stripe and index."""
-        res = await self._batcher(node).submit(
-            {"op": "get", "id": sid, "first": first, "count": count})
+        one batched request; the header must name the expected stripe and index. `bulk`:
+        the answer's expected bytes, read on the repair lane (`_batcher`)."""
+        res = await self._batcher(node, bulk > 0).submit(
+            {"op": "get", "id": sid, "first": first, "count": count}, bulk)
         status = res.get("status")
         if status == 409:
             raise ShardCorrupt(sid, f"node {node.id} reports corruption")
@@ -253,12 +296,15 @@ class NodeClient:
         """`read_frames` into pooled buffers, received there by the socket
         (`storage.shards.fetch`): yields (segment, block view, buffer), each verified; the
         consumer gives the buffer back to `pool` when done with the view."""
-        try:
-            async for item in self._fetch.frames(node, sid, expect, first, count, pool):
-                yield item
+        try:  # aclosing: a reader closed early returns the prefetched frames' buffers now
+            async with contextlib.aclosing(
+                    self._fetch.frames(node, sid, expect, first, count, pool)) as frames:
+                async for item in frames:
+                    yield item
         except FetchError as exc:
             raise NodeError(node.id, exc.reason, exc.status) from None
 
     def close(self) -> None:
-        """Close the shard fetcher's idle connections (the session is closed by its owner)."""
+        """Close the shard fetcher's and sender's idle connections (not the session)."""
         self._fetch.close()
+        self._sender.close()

@@ -242,7 +242,15 @@ class ShardFetcher:
             conn = await self._send(node, request, asm)
             while not conn.finished or asm.ready:
                 while asm.ready:
-                    yield asm.ready.popleft()
+                    item = asm.ready.popleft()
+                    if not asm.ready and asm.done and conn.finished:
+                        # the whole response is in: the connection serves the next read
+                        # now, not once a reader asks past the last frame (it may not)
+                        self._release(node, conn)
+                        conn = None
+                        yield item
+                        return
+                    yield item
                     conn.taken()
                 if conn.finished:
                     break

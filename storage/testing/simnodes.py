@@ -20,6 +20,11 @@ from storage.shards.format import FrameReader, ShardHeader
 from storage.shards.ids import parse_shard_id
 
 
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    """A whole shard body as the one chunk of a stream."""
+    yield body
+
+
 class SimNodes:
     """Every node's shard files in memory; a drop-in for `NodeClient`."""
 
@@ -68,13 +73,15 @@ class SimNodes:
         if node.id in self.down:
             raise NodeError(node.id, "ClientConnectorError: Connect call failed (simulated)")
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes],
+    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         self._check(node)
         buf = bytearray()
         reader = FrameReader()
         count = 0
+        if isinstance(body, bytes):
+            body = _chunks(body)
         async for chunk in body:
             buf += chunk
             try:
@@ -163,12 +170,12 @@ class SimNodes:
             raise NodeError(node.id, f"short read: {got} of {count} frames")
 
     async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int, *,
-                        replace: bool = False) -> None:
+                        replace: bool = False, bulk: bool = False) -> None:
         async def body() -> AsyncIterator[bytes]:
             yield data
 
         await self.put_shard(node, sid, body(), segments, len(data), replace=replace)
 
     async def read_small(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
-                         count: int) -> list[tuple[int, bytes]]:
+                         count: int, *, bulk: int = 0) -> list[tuple[int, bytes]]:
         return [f async for f in self.read_frames(node, sid, expect, first, count)]

@@ -4,6 +4,10 @@ With `leases` set, each worker runs only while this process holds the worker's l
 (`storage/leases.py`, `(L, worker name)`): the runner takes it, renews it every third of its
 TTL, and stops the worker's loop as soon as the lease is lost or cannot be renewed for a whole
 TTL; another gateway sharing the metadata then takes it over once it expires.
+
+A worker with a `wake_prefix` (key prefix whose changes give it work) is, on a store that
+watches (etcd), woken by those changes and otherwise polls only every `watched_idle_s`
+(`storage/workers/wakes.py`): idle polls are Raft reads there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from storage.activity import CLIENTS
 from storage.config import WorkerSettings
 from storage.leases import Lease, Leases
 from storage.workers import Worker, WorkerState
+from storage.workers.wakes import WATCHED_PAUSE_S, Waiter, Wakes
 
 if TYPE_CHECKING:
     from storage.cluster import Cluster
@@ -38,6 +43,7 @@ class WorkerRunner:
     holder: str = ""
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
     held: dict[str, Lease] = field(default_factory=dict)  # worker name -> lease we hold
+    wakes: Wakes | None = None  # watches that wake idle workers (None: plain polling)
 
     def start(self, worker: Worker) -> None:
         body = self._loop(worker) if self.leases is None else self._leased(worker)
@@ -92,7 +98,22 @@ class WorkerRunner:
                         lease.name, lease.ttl_s)
 
     async def _loop(self, worker: Worker) -> None:
+        prefix = getattr(worker, "wake_prefix", None)
+        waiter = (self.wakes.waiter(prefix)
+                  if prefix is not None and self.wakes is not None else None)
+        try:
+            await self._steps(worker, waiter)
+        finally:
+            if waiter is not None and self.wakes is not None:
+                self.wakes.drop(prefix, waiter)
+
+    async def _steps(self, worker: Worker, waiter: Waiter | None) -> None:
+        idle_s = getattr(worker, "idle_s", self.idle_s)  # per-worker pause
+        if waiter is not None:
+            idle_s = max(idle_s, getattr(worker, "watched_idle_s", WATCHED_PAUSE_S))
         while True:
+            if waiter is not None:
+                waiter.arm()  # a change made during the step wakes the next pause
             try:
                 state = await worker.step()
             except asyncio.CancelledError:
@@ -101,7 +122,10 @@ class WorkerRunner:
                 log.exception("worker %s failed a step", worker.name)
                 state = WorkerState.IDLE
             if state is WorkerState.IDLE:
-                await asyncio.sleep(getattr(worker, "idle_s", self.idle_s))  # per-worker pause
+                if waiter is not None:
+                    await waiter.wait(idle_s)
+                else:
+                    await asyncio.sleep(idle_s)
             else:
                 await asyncio.sleep(0)
 
@@ -111,12 +135,14 @@ class WorkerRunner:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if self.wakes is not None:
+            await self.wakes.stop()
 
 
 def start_workers(cluster: Cluster, may_deliver: MayDeliver | None = None) -> WorkerRunner:
     """Run every worker the cluster builds (`Cluster.workers`), each under its lease."""
     runner = WorkerRunner(leases=Leases(cluster.meta), holder=gateway_holder(cluster),
-                          lease_ttl_s=cluster.cfg.workers.lease_ttl_s)
+                          lease_ttl_s=cluster.cfg.workers.lease_ttl_s, wakes=Wakes(cluster.meta))
     for worker in cluster.workers(clients_busy=CLIENTS.busy, may_deliver=may_deliver):
         runner.start(worker)
     return runner

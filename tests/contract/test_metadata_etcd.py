@@ -165,7 +165,8 @@ async def test_member_loss_fails_over(tmp_path: Path) -> None:
             watcher = asyncio.create_task(watch())
             await store.put(b"f/k", b"v2")
             await _eventually(lambda: asyncio.sleep(0, len(watched)), lambda n: n >= 1)
-            cluster.kill(cluster.members[0].name)  # the endpoint in use
+            in_use = cluster.members[cluster.endpoints.index(store.endpoint)].name
+            cluster.kill(in_use)  # the endpoint in use (the leader)
             item = await _eventually(lambda: store.get(b"f/k"), lambda i: i is not None)
             assert item is not None and item.value == b"v2"
             new = await _eventually(lambda: store.txn(Txn({b"f/k": item.revision},
@@ -177,6 +178,65 @@ async def test_member_loss_fails_over(tmp_path: Path) -> None:
             await _eventually(lambda: asyncio.sleep(0, [e.value for e in watched]),
                               lambda vs: vs == [b"v2", b"v3"])
             watcher.cancel()
+        finally:
+            await store.close()
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+async def _status(store: EtcdStore, endpoint: str) -> dict:
+    """A member's /maintenance/status answer (its id, the leader's, the Raft term)."""
+    async with store._session.post(f"{endpoint}{store._prefix}/maintenance/status",
+                                   json={}) as r:
+        return await r.json(content_type=None)
+
+
+async def _leader(store: EtcdStore, endpoints: tuple[str, ...]) -> tuple[str, str]:
+    """(the leader's endpoint, its member id), asked of every member."""
+    for ep in endpoints:
+        st = await _status(store, ep)
+        if st["leader"] == st["header"]["member_id"]:
+            return ep, st["leader"]
+    raise AssertionError("no member says it leads")
+
+
+async def test_requests_go_to_the_leader(etcd: EtcdStore, ns: bytes) -> None:
+    """Listed with the leader last, the store still sends its requests to the leader (a
+    follower would forward each of them), whichever member answers first."""
+    leader, leader_id = await _leader(etcd, _endpoints())
+    ordered = tuple(e for e in _endpoints() if e != leader) + (leader,)
+    store = await EtcdStore.open(ordered)
+    try:
+        assert store.endpoint == leader
+        await store.put(ns + b"k", b"v")
+        answer = await store._call("/kv/range", {"key": _b64(ns + b"k")}, idempotent=True)
+        assert answer["header"]["member_id"] == leader_id
+    finally:
+        await store.txn(Txn(deletes=(ns + b"k",)))
+        await store.close()
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
+async def test_store_follows_the_leader_after_an_election(tmp_path: Path) -> None:
+    """Leadership moved to another member: the first answer from the new Raft term makes the
+    store look the leader up again, and its requests go there from then on."""
+    cluster = await asyncio.to_thread(start_etcd, tmp_path, "leader")
+    try:
+        store = await EtcdStore.open(cluster.endpoints)
+        try:
+            old, _ = await _leader(store, cluster.endpoints)
+            assert store.endpoint == old
+            target = next(e for e in cluster.endpoints if e != old)
+            target_id = (await _status(store, target))["header"]["member_id"]
+            async with store._session.post(
+                    f"{old}{store._prefix}/maintenance/transfer-leadership",
+                    json={"targetID": target_id}) as r:
+                assert r.status == 200, await r.text()
+            # the move is done when the transfer call returns; the next request sees the term
+            await _eventually(lambda: store.put(b"l/k", b"v"), lambda rev: rev > 0)
+            assert store.endpoint == target
+            answer = await store._call("/kv/range", {"key": _b64(b"l/k")}, idempotent=True)
+            assert answer["header"]["member_id"] == target_id
         finally:
             await store.close()
     finally:

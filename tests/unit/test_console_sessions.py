@@ -141,3 +141,81 @@ def test_every_console_file_is_package_data() -> None:
     assert {"static/index.html", "static/console.js", "static/console.css"} <= set(files)
     for f in files:
         assert any(fnmatch.fnmatch(f, g) for g in globs), f"{f} is not package data"
+
+
+def _parsed_totals(text: bytes) -> Totals:
+    """The charts' counters read with Prometheus' own text parser (the reference)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tot = Totals(t=0.0)
+    bounds = [*LATENCY_BUCKETS, float("inf")]
+    for fam in text_string_to_metric_families(text.decode()):
+        for s in fam.samples:
+            if s.name == "tessera_s3_requests_total":
+                tot.requests += s.value
+                tot.errors += s.value if s.labels["status"].startswith("5") else 0
+            elif s.name == "tessera_s3_bytes_in_total":
+                tot.bytes_in += s.value
+            elif s.name == "tessera_s3_bytes_out_total":
+                tot.bytes_out += s.value
+            elif s.name == "tessera_s3_request_seconds_sum":
+                tot.latency_sum += s.value
+            elif s.name == "tessera_s3_request_seconds_count":
+                tot.latency_count += s.value
+            elif s.name == "tessera_s3_request_seconds_bucket":
+                tot.buckets[bounds.index(float(s.labels["le"]))] += s.value
+    return tot
+
+
+def test_the_line_scan_reads_what_the_text_parser_reads() -> None:
+    import random
+
+    rnd = random.Random(7)
+    m = Metrics()
+    for _ in range(300):
+        m.request(rnd.choice(["GetObject", "PutObject", "ListObjectsV2"]),
+                  rnd.choice([200, 204, 404, 500, 503]), rnd.expovariate(20))
+        m.bytes_in.inc(rnd.randrange(1 << 20))
+        m.bytes_out.inc(rnd.randrange(1 << 20))
+        m.tenant_request(rnd.choice(["a", "b"]))
+    text = m.render()
+    got, want = read_totals(text, now=0.0), _parsed_totals(text)
+    assert got == want and got.requests == 300 and got.errors > 0
+
+
+async def test_the_charts_read_only_their_samples_of_every_worker(tmp_path) -> None:  # noqa: ANN001
+    """Each worker renders just `SAMPLE_NAMES` for the sampler (Prometheus' `name[]`), not its
+    whole exposition, and the readings of all workers add up."""
+    from aiohttp import web
+
+    from gateway.app import _metrics_app, _peer_metrics
+    from gateway.console.samples import SAMPLE_NAMES
+
+    own, peer = Metrics(), Metrics()
+    own.request("GetObject", 200, 0.01)
+    peer.request("GetObject", 200, 0.01)
+    peer.request("HeadObject", 500, 0.3)
+    peer.bytes_out.inc(1000)
+    runner = web.AppRunner(_metrics_app(peer))
+    await runner.setup()
+    sock = tmp_path / "w1.sock"
+    await web.UnixSite(runner, str(sock)).start()
+    try:
+        text = await _peer_metrics(sock, SAMPLE_NAMES)
+        whole = await _peer_metrics(sock)
+    finally:
+        await runner.cleanup()
+    names = {line.split("{")[0].split(" ")[0] for line in text.decode().splitlines()
+             if not line.startswith("#")}
+    assert names == set(SAMPLE_NAMES)
+    assert b"tessera_pipeline_stage_seconds" in whole
+    assert b"tessera_pipeline_stage_seconds" not in text
+    tot = read_totals(own.render(SAMPLE_NAMES) + text)
+    assert tot.requests == 3 and tot.errors == 1 and tot.latency_count == 3
+    assert tot.bytes_out == 1000 and tot == read_totals(merge_two(own, peer), now=tot.t)
+
+
+def merge_two(a: Metrics, b: Metrics) -> bytes:
+    from gateway.metrics import merge_expositions
+
+    return merge_expositions([a.render(), b.render()])

@@ -1,0 +1,100 @@
+"""Whole-shard PUTs through the lean sender (`NodeClient.put_shard` with a bytes body,
+`storage.shards.sender`) against a real node process: stored byte for byte, refusals carry
+the node's status, keep-alive connections are reused, and a pooled connection the node
+closed (the node restarted) is replaced by a new one with a freshly signed request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from storage.config import NodeSpec
+from storage.shards.auth import load_or_create_secret
+from storage.shards.client import NodeClient, NodeError
+from storage.shards.format import pack_frame
+from tests.contract.test_node_api import free_port, make_shard, start_node, stop_node
+
+
+class RealNode:
+    """One node process on a fixed port, restartable on the same data directory."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.key = base / "cluster.key"
+        self.secret = load_or_create_secret(self.key)
+        self.port = free_port()
+        self.spec = NodeSpec("n1", "az1", f"127.0.0.1:{self.port}")
+        self.proc = self._start()
+
+    def _start(self):  # type: ignore[no-untyped-def]
+        proc, _, _ = start_node(self.base, [
+            "--id", "n1", "--listen", f"127.0.0.1:{self.port}", "--zone", "az1",
+            "--data", str(self.base / "data"), "--secret-file", str(self.key)])
+        return proc
+
+    def restart(self) -> None:
+        stop_node(self.proc)
+        self.proc = self._start()
+
+    def shard_file(self, sid: str) -> bytes:
+        return (self.base / "data" / "shards" / sid[0:2] / sid[2:4] / sid).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RealNode]:
+    n = RealNode(tmp_path_factory.mktemp("sender"))
+    yield n  # type: ignore[misc]
+    stop_node(n.proc)
+
+
+@pytest.fixture
+async def client(node: RealNode) -> AsyncIterator[NodeClient]:
+    async with aiohttp.ClientSession() as s:
+        c = NodeClient(s, node.secret)
+        yield c
+        c.close()
+
+
+def _pooled(client: NodeClient, node: RealNode) -> int:
+    return len(client._sender._idle.get(node.spec.address, []))
+
+
+async def test_whole_puts_are_stored_byte_for_byte_over_one_kept_connection(
+        node: RealNode, client: NodeClient) -> None:
+    for _ in range(3):
+        sid, _, blocks, body = make_shard(index=2, frames=1, block_size=262144, last=None)
+        await client.put_shard(node.spec, sid, body, len(blocks))
+        assert node.shard_file(sid) == body
+        assert _pooled(client, node) == 1  # the same connection carried every PUT
+
+
+async def test_a_refused_whole_put_reports_the_node_status(
+        node: RealNode, client: NodeClient) -> None:
+    sid, h, blocks, body = make_shard(index=1, frames=2, block_size=4096, last=None)
+    await client.put_shard(node.spec, sid, body, len(blocks))
+    await client.put_shard(node.spec, sid, body, len(blocks))  # identical bytes: idempotent
+    other = h.pack() + b"".join(pack_frame(h, i, os.urandom(4096)) for i in range(2))
+    with pytest.raises(NodeError) as err:
+        await client.put_shard(node.spec, sid, other, len(blocks))
+    assert err.value.status == 409 and "shard_exists" in str(err.value)
+    with pytest.raises(NodeError) as err:  # announced segment count wrong: 400
+        await client.put_shard(node.spec, make_shard(index=3)[0], make_shard(index=3)[3], 9)
+    assert err.value.status == 400
+    assert node.shard_file(sid) == body
+
+
+async def test_a_connection_the_node_closed_is_replaced_with_a_new_signature(
+        node: RealNode, client: NodeClient) -> None:
+    sid, _, blocks, body = make_shard(index=4, frames=1, block_size=8192, last=None)
+    await client.put_shard(node.spec, sid, body, len(blocks))
+    assert _pooled(client, node) == 1
+    node.restart()  # the pooled connection is now closed by the (old) node
+    sid2, _, blocks2, body2 = make_shard(index=5, frames=1, block_size=8192, last=None)
+    await client.put_shard(node.spec, sid2, body2, len(blocks2))
+    assert node.shard_file(sid2) == body2
+    assert _pooled(client, node) == 1

@@ -1,0 +1,95 @@
+"""A one-segment object too large for batching (a 1 MiB object: six shard files of 262,200
+bytes) sends each whole shard to its node in one request, not through a per-shard stream;
+larger objects still stream. The real gateway pipeline and wiring over in-memory nodes,
+driven by boto3; the nodes only record what kind of body each shard PUT carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.cluster import Cluster
+from storage.config import NodeSpec
+from storage.crypto.keys import FileRootKey
+from storage.metadata.sqlite import SqliteStore
+from storage.shards.client import SMALL_SHARD_BYTES
+from storage.tenants import TenantService
+from storage.testing.simnodes import SimNodes
+from tests.inproc import served_s3, sim_config
+
+BUCKET = "whole"
+
+
+class RecordingNodes(SimNodes):
+    """SimNodes that note, per streamed shard PUT, whether its body came whole (bytes)."""
+
+    def __init__(self, nodes: list[NodeSpec]) -> None:
+        super().__init__(nodes)
+        self.bodies: list[tuple[str, int]] = []  # (kind, bytes) per put_shard
+
+    async def put_shard(self, node: NodeSpec, sid: str, body: Any, segments: int,
+                        length: int | None = None, *, replace: bool = False) -> None:
+        kind = "whole" if isinstance(body, bytes) else "stream"
+        await super().put_shard(node, sid, body, segments, length, replace=replace)
+        self.bodies.append((kind, len(self.files[node.id][sid])))
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Any, RecordingNodes]]:
+    cfg = sim_config(tmp_path, 1024)
+    meta = await SqliteStore.open(tmp_path / "meta.db")
+    tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))
+    await tenants.load()
+    await tenants.create("t")
+    cred = await tenants.create_key("t")
+    pool = ThreadPoolExecutor(2)
+    nodes = RecordingNodes(list(cfg.nodes))
+    cluster = Cluster.wire(cfg, meta, tenants, nodes, pool, pool)
+    await cluster.buckets.create("t", BUCKET)
+    try:
+        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
+            yield s3, nodes
+    finally:
+        await meta.close()
+        pool.shutdown()
+
+
+def _body(size: int, seed: int) -> bytes:
+    return hashlib.shake_256(seed.to_bytes(4, "big")).digest(size)
+
+
+async def _round_trip(s3: Any, key: str, body: bytes) -> None:
+    put = await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key=key, Body=body)
+    assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    got = await asyncio.to_thread(
+        lambda: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert got == body
+
+
+async def test_a_one_segment_object_sends_each_whole_shard_in_one_put(
+        gateway: tuple[Any, RecordingNodes]) -> None:
+    s3, nodes = gateway
+    await _round_trip(s3, "one-mib", _body(1024 * 1024, 1))
+    assert len(nodes.bodies) == 6  # 4+2, each shard one PUT with the whole file as bytes
+    assert all(kind == "whole" and size > SMALL_SHARD_BYTES for kind, size in nodes.bodies)
+
+
+async def test_a_partial_segment_above_the_batch_size_is_whole_too(
+        gateway: tuple[Any, RecordingNodes]) -> None:
+    s3, nodes = gateway
+    await _round_trip(s3, "odd", _body(1024 * 1024 - 100, 2))  # shard files of 262,175 B
+    assert [kind for kind, _ in nodes.bodies] == ["whole"] * 6
+
+
+async def test_objects_of_several_segments_still_stream(
+        gateway: tuple[Any, RecordingNodes]) -> None:
+    s3, nodes = gateway
+    await _round_trip(s3, "big", _body(2 * 1024 * 1024 + 5, 3))
+    assert [kind for kind, _ in nodes.bodies] == ["stream"] * 6
