@@ -89,6 +89,9 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
 
             async def read(shard: tuple) -> None:
                 sid, header, blocks, _ = shard
+                if batch:
+                    await client.read_small(node, sid, header, 0, len(blocks))
+                    return
                 async for _ in client.read_frames(node, sid, header, 0, len(blocks)):
                     pass
 
@@ -123,7 +126,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=262144, help="shard block bytes (one frame)")
     ap.add_argument("-n", type=int, default=300, help="timed PUTs")
     ap.add_argument("-c", type=int, default=3, help="concurrent PUTs")
-    ap.add_argument("--batch", action="store_true", help="POST /v1/batch instead of streaming")
+    ap.add_argument("--batch", action="store_true",
+                    help="POST /v1/batch instead of streaming (with --get: batched reads)")
     ap.add_argument("--get", action="store_true", help="time shard GETs, not PUTs")
     ap.add_argument("--frames", type=int, default=1,
                     help="frames per shard, streamed one chunk per frame as the gateway "

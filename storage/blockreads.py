@@ -78,11 +78,13 @@ async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader
                             sources: Sequence[tuple[int, NodeSpec]], k: int, first: int,
                             last: int,
                             failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
+                            spare: int = 0, bulk: int = 0,
                             ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
     """`read_blocks` for shards of a few KiB: each whole range in one batched request.
 
-    Sources are tried in order, k at a time; one that fails is reported to `failed` and the
-    next source takes its place. DataUnavailable when fewer than k can be read.
+    Sources are tried in order, k (+ `spare` when sources allow) at a time; one that fails
+    is reported to `failed` and the next source takes its place. DataUnavailable when fewer
+    than k can be read. `bulk` (a shard's bytes): read on the transport's repair lane.
     """
     pool = list(sources)
     stripe_id = headers[0].stripe_id
@@ -92,17 +94,23 @@ async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader
 
     async def one(i: int, node: NodeSpec) -> list[tuple[int, bytes]] | StorageError:
         try:
+            if bulk:
+                return await client.read_small(node, shard_id(stripe_id, i), headers[i],
+                                               first, count, bulk=bulk)
             return await client.read_small(node, shard_id(stripe_id, i), headers[i], first,
                                            count)
         except StorageError as exc:
             return exc
 
-    while len(got) < k:
-        want = k - len(got)
-        if len(pool) < want:
+    target = k + spare
+    while len(got) < target:
+        if len(pool) < k - len(got):
             raise DataUnavailable(
                 f"stripe {stripe_id.hex()} segment {first}: fewer than {k} shards "
                 f"readable ({'; '.join(errors[-4:])})")
+        if not pool:
+            break  # k read: a spare is a wish, k is the need
+        want = target - len(got)
         batch, pool = pool[:want], pool[want:]
         results = await asyncio.gather(*(one(i, n) for i, n in batch))
         for (i, node), r in zip(batch, results, strict=True):

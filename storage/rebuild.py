@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from storage.blockreads import read_blocks
+from storage.blockreads import read_blocks, read_small_blocks
 from storage.buffers import BufferPool
 from storage.config import NodeSpec
 from storage.crypto.aead import TAG_BYTES
@@ -89,6 +89,74 @@ def _rebuild_from(reference: Reference, codec: ErasureCodec, seg: int, last: boo
     return {i: full[i] for i in wanted}, wrong
 
 
+def _rebuild_whole_files(reference: Reference | None, codec: ErasureCodec,
+                         headers: Sequence[ShardHeader], part: PartLayout,
+                         segments: list[dict[int, bytes]], wanted: list[int],
+                         trusted: set[int] | None) -> tuple[dict[int, bytes], int, set[int]]:
+    """Every segment of a stripe rebuilt as in the streaming path, in one thread-pool job:
+    the wanted shard files (header + frames), their frame bytes, and the liars found."""
+    frames: dict[int, list[bytes]] = {i: [headers[i].pack()] for i in wanted}
+    liars: set[int] = set()
+    nsegs = len(segments)
+    for seg, blocks in enumerate(segments):
+        plain_len = segment_length(part.size, part.segment_size, seg)
+        if reference is not None:
+            rebuilt, wrong = _rebuild_from(reference, codec, seg, seg == nsegs - 1, plain_len,
+                                           blocks, wanted, trusted)
+            liars.update(wrong)
+            framed = _framed(headers, seg, rebuilt)
+        else:
+            framed = _rebuild_frames(codec, headers, seg, blocks, plain_len + TAG_BYTES, wanted)
+        for i in wanted:
+            frames[i].append(framed[i])
+    files = {i: b"".join(f) for i, f in frames.items()}
+    return files, sum(len(f) - len(frames[i][0]) for i, f in files.items()), liars
+
+
+async def _rebuild_whole(client: NodeTransport, cpu: Executor, part: PartLayout,
+                         sources: Sequence[tuple[int, NodeSpec]],
+                         targets: Mapping[int, NodeSpec], throttle: Throttle | None,
+                         reference: Reference | None, trusted: set[int] | None,
+                         size: int) -> RebuildResult:
+    """`rebuild_shards` for shards of `size` bytes or less: each source shard read whole and
+    each rebuilt shard written whole on the transport's bulk lane (`read_small` /
+    `put_small` with `bulk`), so the reads and writes of the stripes repaired at once share
+    one batch request per node instead of one request per shard. Same sources, same spare
+    and the same checks as streaming; a source that fails is replaced by the next one."""
+    codec = ErasureCodec(part.k, part.m)
+    headers = part_headers(part)
+    nsegs = segment_count(part.size, part.segment_size)
+    wanted = sorted(targets)
+    bad: dict[int, str] = {}
+
+    def failed_source(index: int, _node: NodeSpec, exc: StorageError) -> None:
+        bad[index] = str(exc)[:200]
+
+    spare = max(1, len(sources) - part.k) if reference is not None else 1
+    segments = [blocks async for _, blocks in read_small_blocks(
+        client, headers, sources, part.k, 0, nsegs - 1, failed_source, spare=spare,
+        bulk=size)]
+    files, nbytes, liars = await asyncio.get_running_loop().run_in_executor(
+        cpu, _rebuild_whole_files, reference, codec, headers, part, segments, wanted, trusted)
+    del segments
+
+    async def put(i: int) -> str | None:
+        try:
+            await client.put_small(targets[i], shard_id(part.stripe_id, i), files[i], nsegs,
+                                   replace=True, bulk=True)  # the target may hold a bad copy
+        except StorageError as exc:
+            return str(exc)[:200] or "failed"
+        return None
+
+    errors = await asyncio.gather(*(put(i) for i in wanted))
+    if throttle is not None:
+        await throttle.consume(nbytes)
+    written = {i: targets[i].id for i, e in zip(wanted, errors, strict=True) if e is None}
+    failed = {i: e for i, e in zip(wanted, errors, strict=True) if e is not None}
+    return RebuildResult(written=written, failed=failed, bytes_written=nbytes,
+                         bad_sources=bad, liars=liars)
+
+
 @dataclass
 class RebuildResult:
     written: dict[int, str]  # shard index -> node id now holding the rebuilt shard
@@ -103,7 +171,8 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None = None,
                          stall_s: float = 20.0, reference: Reference | None = None,
                          trusted: set[int] | None = None,
-                         pool: BufferPool | None = None) -> RebuildResult:
+                         pool: BufferPool | None = None,
+                         whole_bytes: int = 0) -> RebuildResult:
     """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
 
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
@@ -114,14 +183,18 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     SourcesDisagree when a segment has no such codeword and (keyless) fewer than k of the
     `trusted` sources were read for it. With `pool`, source frames are received into its
     reused buffers (`read_blocks`), given back as soon as a segment's frames are built.
+    Shards of `whole_bytes` or less are read and written whole (`_rebuild_whole`).
     """
+    length = shard_file_bytes(part.size, part.segment_size, part.k)
+    if length <= whole_bytes:
+        return await _rebuild_whole(client, cpu, part, sources, targets, throttle, reference,
+                                    trusted, length)
     codec = ErasureCodec(part.k, part.m)
     headers = part_headers(part)
     nsegs = segment_count(part.size, part.segment_size)
     wanted = sorted(targets)
     loop = asyncio.get_running_loop()
     bad: dict[int, str] = {}
-    length = shard_file_bytes(part.size, part.segment_size, part.k)
     senders = {i: _ShardSender(client, targets[i], shard_id(part.stripe_id, i),
                                headers[i].pack(), nsegs, stall_s, length, replace=True)
                for i in wanted}  # a repair: the target may hold a bad copy under the id

@@ -24,6 +24,7 @@ from storage.shards.format import FrameReader, ShardHeader
 from storage.shards.sender import ShardSender
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
+BULK_BATCH_BYTES = 4 * 1024 * 1024  # repair's batch requests (`_batcher`), about this size
 HASH_OFF_LOOP_BYTES = 2 * 1024 * 1024  # body MAC (GMAC, ~7 GB/s) of chunks this large
 # runs on a worker thread; a frame of a 4 MiB segment is MACed inline: the thread hop cost
 # more CPU than the MAC itself
@@ -58,6 +59,7 @@ class NodeClient:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
         self._batchers: dict[str, NodeBatcher] = {}
+        self._bulk: dict[str, NodeBatcher] = {}  # repair's whole-shard lane (see `_batcher`)
         self._fetch = ShardFetcher(secret, read_timeout_s)
         self._sender = ShardSender(read_timeout_s)
 
@@ -184,11 +186,16 @@ class NodeClient:
 
     # -- small shards, batched per node (POST /v1/batch) ------------------------------------
 
-    def _batcher(self, node: NodeSpec) -> NodeBatcher:
-        b = self._batchers.get(node.url)
+    def _batcher(self, node: NodeSpec, bulk: bool = False) -> NodeBatcher:
+        """The node's batcher. `bulk`: a second one for repair's whole shards (many
+        stripes' source reads or rebuilt shards in one request of a few MiB), so a
+        client's small reads never queue behind repair's megabytes."""
+        table = self._bulk if bulk else self._batchers
+        b = table.get(node.url)
         if b is None:
-            b = self._batchers[node.url] = NodeBatcher(
-                lambda ops, node=node: self._send_batch(node, ops))
+            b = table[node.url] = NodeBatcher(
+                lambda ops, node=node: self._send_batch(node, ops),
+                **({"max_inflight": 1, "max_bytes": BULK_BATCH_BYTES} if bulk else {}))
         return b
 
     async def _send_batch(self, node: NodeSpec, ops: list[dict[str, Any]],
@@ -213,23 +220,24 @@ class NodeClient:
         return results
 
     async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int, *,
-                        replace: bool = False) -> None:
+                        replace: bool = False, bulk: bool = False) -> None:
         """Store a whole small shard (header + frames); returns once the node fsynced it.
-        `replace` as for `put_shard`."""
+        `replace` as for `put_shard`; `bulk` on the repair lane (`_batcher`)."""
         op = {"op": "put", "id": sid, "segments": segments, "data": data}
         if replace:
             op["replace"] = True
-        res = await self._batcher(node).submit(op, len(data))
+        res = await self._batcher(node, bulk).submit(op, len(data))
         if res.get("status") != 201:
             raise NodeError(node.id, f"PUT {res.get('status')} {res.get('message', '')}",
                             res.get("status"))
 
     async def read_small(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
-                         count: int) -> list[tuple[int, bytes]]:
+                         count: int, *, bulk: int = 0) -> list[tuple[int, bytes]]:
         """Verified (segment, block) frames [first, first+count) of a small shard, read in
-        one batched request; the header must name the expected stripe and index."""
-        res = await self._batcher(node).submit(
-            {"op": "get", "id": sid, "first": first, "count": count})
+        one batched request; the header must name the expected stripe and index. `bulk`:
+        the answer's expected bytes, read on the repair lane (`_batcher`)."""
+        res = await self._batcher(node, bulk > 0).submit(
+            {"op": "get", "id": sid, "first": first, "count": count}, bulk)
         status = res.get("status")
         if status == 409:
             raise ShardCorrupt(sid, f"node {node.id} reports corruption")

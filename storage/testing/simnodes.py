@@ -170,12 +170,12 @@ class SimNodes:
             raise NodeError(node.id, f"short read: {got} of {count} frames")
 
     async def put_small(self, node: NodeSpec, sid: str, data: bytes, segments: int, *,
-                        replace: bool = False) -> None:
+                        replace: bool = False, bulk: bool = False) -> None:
         async def body() -> AsyncIterator[bytes]:
             yield data
 
         await self.put_shard(node, sid, body(), segments, len(data), replace=replace)
 
     async def read_small(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
-                         count: int) -> list[tuple[int, bytes]]:
+                         count: int, *, bulk: int = 0) -> list[tuple[int, bytes]]:
         return [f async for f in self.read_frames(node, sid, expect, first, count)]
