@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiohttp import web  # noqa: E402
 
 from gateway import logs  # noqa: E402
-from gateway.app import create_s3_app  # noqa: E402
+from gateway.app import s3_runner  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
 from gateway.s3.server import S3Server  # noqa: E402
 from storage.accesslog import AccessLogBuffer  # noqa: E402
@@ -57,7 +57,7 @@ async def serve(port: int, data: Path, inline_max_bytes: int) -> None:
     cluster = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)),  # type: ignore[arg-type]
                            pool, pool)
     server = S3Server(cluster, cfg.gateway, Metrics(), AccessLogBuffer(cluster, 100_000))
-    runner = web.AppRunner(create_s3_app(server), access_log=None)
+    runner = s3_runner(server)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     print(f"AK={cred.access_key} SK={cred.secret_key} endpoint=http://127.0.0.1:{port}",

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +31,7 @@ from storage.workers.runner import WorkerRunner
 log = logging.getLogger("tessera.gateway")
 MAX_FIELD_BYTES = 16 * 1024
 KEEPALIVE_TIMEOUT_S = 75.0  # idle keep-alive connections are closed after this
+CLIENT_MAX_BYTES = 1024 * 1024  # what `request.read()`/`post()` accept (POST upload forms)
 
 
 def split_hostport(addr: str) -> tuple[str, int]:
@@ -37,24 +39,48 @@ def split_hostport(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def create_s3_app(server: S3Server) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024, handler_args={
-        "max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES,
-        "keepalive_timeout": KEEPALIVE_TIMEOUT_S})
-    # Every path, newlines included (an object key may hold a newline; "." misses it).
-    app.router.add_route("*", r"/{tail:[\s\S]*}", server.handle,
-                         expect_handler=server.expect)
+def _stamp(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """What every S3 response carries, set as it is prepared: the request id, CORS headers,
+    and the first-byte time the access log reports."""
+    request.setdefault("s3_first_byte", time.perf_counter())  # the access log's turn-around
+    rid = request.get("request_id")
+    if rid and "x-amz-request-id" not in response.headers:
+        response.headers["x-amz-request-id"] = rid
+        response.headers["x-amz-id-2"] = "tessera"
+    cors_headers = request.get("cors_headers")
+    if cors_headers:
+        response.headers.update(cors_headers)
 
-    async def stamp(request: web.Request, response: web.StreamResponse) -> None:
-        request.setdefault("s3_first_byte", time.perf_counter())  # the access log's turn-around
-        rid = request.get("request_id")
-        if rid and "x-amz-request-id" not in response.headers:
-            response.headers["x-amz-request-id"] = rid
-            response.headers["x-amz-id-2"] = "tessera"
-        response.headers.update(request.get("cors_headers") or {})
 
-    app.on_response_prepare.append(stamp)
-    return app
+class S3Request(web.BaseRequest):
+    """A request on the S3 listener, stamped by `_stamp` as its response is prepared."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        _stamp(self, response)
+
+
+def create_s3_server(server: S3Server) -> web.Server:
+    """The S3 listener's request handler factory: every request goes to `server.handle`.
+
+    A low-level `web.Server`, not an `Application`: the one catch-all route needed no
+    router (a regex match and a match-info dict per request), no per-request signal for
+    the response stamp and no `Expect:` dispatch (`S3Server._continue` answers it once the
+    request is authorized)."""
+    loop = asyncio.get_running_loop()
+
+    def make_request(message: Any, payload: Any, protocol: Any, writer: Any,
+                     task: asyncio.Task[None]) -> S3Request:
+        return S3Request(message, payload, protocol, writer, task, loop,
+                         client_max_size=CLIENT_MAX_BYTES)
+
+    return web.Server(server.handle, request_factory=make_request, loop=loop, access_log=None,
+                      max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES,
+                      keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+
+
+def s3_runner(server: S3Server) -> web.ServerRunner:
+    """A runner of `create_s3_server`, to bind sites to (call from the running loop)."""
+    return web.ServerRunner(create_s3_server(server), handle_signals=False)
 
 
 def create_admin_app(cluster: Cluster, metrics: Metrics,
@@ -166,8 +192,8 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
     stager = WorkerRunner()  # every gateway process stages its own access-log records
     try:
         stager.start(AccessLogStager(access_logs, cfg.access_log.stage_interval_s))
-        sites: list[tuple[web.Application, str | Path]] = [(create_s3_app(server),
-                                                            cfg.gateway.listen)]
+        sites: list[tuple[web.BaseRunner, str | Path]] = [(s3_runner(server),
+                                                           cfg.gateway.listen)]
         if role.index == 0:
             from storage.workers.runner import gateway_holder, start_workers
 
@@ -176,11 +202,13 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
             metrics.watch_cluster(gauges)
             gauges.start()
             peers = [role.socket(i) for i in range(1, role.count)] if shared else []
-            sites.append((create_admin_app(cluster, metrics, peers), cfg.gateway.admin_listen))
+            sites.append((web.AppRunner(create_admin_app(cluster, metrics, peers),
+                                        access_log=None, handle_signals=False),
+                          cfg.gateway.admin_listen))
         elif shared:
-            sites.append((_metrics_app(metrics), role.socket(role.index)))
-        for app, addr in sites:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            sites.append((web.AppRunner(_metrics_app(metrics), access_log=None,
+                                        handle_signals=False), role.socket(role.index)))
+        for runner, addr in sites:
             await runner.setup()
             if isinstance(addr, Path):
                 await web.UnixSite(runner, str(addr)).start()

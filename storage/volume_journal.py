@@ -16,6 +16,7 @@ Segment plaintext (format version 1, little-endian):
 from __future__ import annotations
 
 import asyncio
+import functools
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -40,12 +41,25 @@ Entry = tuple[int, bytes]  # (volume byte offset, bytes)
 
 
 def encode_entries(entries: list[Entry]) -> bytes:
-    """A segment's plaintext: the header, then each entry's offset, length and bytes."""
-    out = bytearray(_HEAD.pack(MAGIC, len(entries)))
+    """A segment's plaintext: the header, then each entry's offset, length and bytes
+    (one join: each byte is copied once, with no growing buffer)."""
+    pack = _ENTRY.pack
+    parts = [_HEAD.pack(MAGIC, len(entries))]
     for off, data in entries:
-        out += _ENTRY.pack(off, len(data))
-        out += data
-    return bytes(out)
+        parts.append(pack(off, len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=4)
+def _zeros(n: int) -> bytes:
+    return bytes(n)
+
+
+def is_zero(data: bytes) -> bool:
+    """True when every byte is zero: a compare with a kept zero buffer stops at the first
+    non-zero byte (`bytes.count` scans the whole megabyte)."""
+    return not data or (data[0] == 0 and data == _zeros(len(data)))
 
 
 def decode_entries(raw: bytes) -> list[Entry]:
@@ -102,8 +116,10 @@ def _codec(s: Segment, cipher: SegmentCipher, tenant: str) -> StripeCodec:
                        part=0, stripe_id=s.stripe, segment_size=s.segment_size)
 
 
-async def append(h: VolumeHandle, seq: int, entries: list[Entry]) -> Segment:
+async def append(h: VolumeHandle, seq: int, entries: list[Entry],
+                 extents: list[int] | None = None) -> Segment:
     """Store entries as segment `seq` at write quorum and commit its record (fenced).
+    `extents`, when the caller knows them, are the sorted extents the entries touch.
 
     Returns once both hold: then the writes are durable. A fenced writer's record is
     refused (Fenced) and its stripe goes to the GC queue.
@@ -112,8 +128,9 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry]) -> Segment:
     es = h.vol.extent_size
     body = encode_entries(entries)
     prof = h.svc.cfg.profile(h.vol.profile)
-    touched = sorted({off // es for off, data in entries} | {
-        (off + len(data) - 1) // es for off, data in entries if data})
+    touched = extents if extents is not None else sorted(
+        {off // es for off, data in entries} | {
+            (off + len(data) - 1) // es for off, data in entries if data})
     for attempt in range(WRITE_ATTEMPTS):
         kek_version, kek = await h.svc.tenants.kek(tenant)
         s = Segment(vid=vid, seq=seq, stripe=new_stripe_id(), size=len(body), k=prof.k,
@@ -211,7 +228,7 @@ async def recover(h: VolumeHandle) -> int:
     async def fold(idx: int, writes: list[tuple[int, bytes]]) -> None:
         async with sem:
             data = apply(await h.read_extent(idx), h.extent_len(idx), writes)
-            if data.count(0) == len(data):
+            if is_zero(data):
                 await h.trim_extent(idx, jseq=floor)
             else:
                 await h.write_extent(idx, data, jseq=floor)

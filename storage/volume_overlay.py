@@ -29,7 +29,7 @@ from collections import OrderedDict
 
 from storage.errors import StorageError
 from storage.volume_io import VolumeHandle
-from storage.volume_journal import Segment, append, retire
+from storage.volume_journal import Segment, append, is_zero, retire
 from storage.volume_records import Fenced
 
 PAGE = 4096
@@ -68,6 +68,7 @@ class JournaledVolume:
         self._space = asyncio.Condition()
         self._wake_sync = asyncio.Event()
         self._wake_fold = asyncio.Event()
+        self._waking: set[asyncio.Event] = set()  # wakes handed to the loop, not yet set
         self._last_write = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         # Guards pages/pending against `try_write` on the driver's threads; the loop thread
@@ -217,7 +218,12 @@ class JournaledVolume:
         return n
 
     def _nudge(self, threadsafe: bool = False) -> None:
-        """Wake the appender or the folder when their thresholds are crossed."""
+        """Wake the appender or the folder when their thresholds are crossed.
+
+        From the driver's threads a wake is handed to the loop once: until the loop has set
+        the event, later writes see it on its way (`_waking`) and schedule nothing, so a
+        busy loop is not sent one callback and one self-pipe write per request.
+        """
         wake = []
         if self.npending * PAGE >= SYNC_BATCH and not self._wake_sync.is_set():
             wake.append(self._wake_sync)
@@ -227,9 +233,16 @@ class JournaledVolume:
             wake.append(self._wake_fold)
         for ev in wake:
             if threadsafe and self._loop is not None:
-                self._loop.call_soon_threadsafe(ev.set)
+                if ev in self._waking:
+                    continue
+                self._waking.add(ev)  # a racing thread may add it too: one extra wake
+                self._loop.call_soon_threadsafe(self._wake, ev)
             else:
                 ev.set()
+
+    def _wake(self, ev: asyncio.Event) -> None:
+        self._waking.discard(ev)
+        ev.set()
 
     def _put(self, idx: int, po: int, page: bytes) -> None:
         with self._mutex:
@@ -328,6 +341,7 @@ class JournaledVolume:
             with self._mutex:
                 pending, self.pending, self.npending = self.pending, {}, 0
                 entries = []
+                touched = []
                 direct: dict[int, tuple[bytes | None, dict[int, bytes]]] = {}
                 for idx in sorted(pending):
                     pages = self.pages.get(idx, {})
@@ -336,10 +350,13 @@ class JournaledVolume:
                         direct[idx] = (base, dict(pages))  # type: ignore[assignment]
                         continue
                     base_off = idx * self.es
+                    n = len(entries)
                     for po in sorted(pending[idx]):
                         page = pages.get(po)
                         if page is not None:  # else folded meanwhile: in its extent
                             entries.append((base_off + po, page))
+                    if len(entries) > n:
+                        touched.append(idx)  # pages never cross an extent's end
             if not entries and not direct:
                 return
             # From here `seq` is spent even on failure: a direct extent may have committed
@@ -348,7 +365,7 @@ class JournaledVolume:
             jobs = [self._write_direct(idx, base, snap, seq)
                     for idx, (base, snap) in direct.items()]
             if entries:
-                jobs.append(append(self.vol, seq, entries))
+                jobs.append(append(self.vol, seq, entries, touched))
             results = await asyncio.gather(*jobs, return_exceptions=True)
             failed: dict[int, set[int]] = {}
             for idx, res in zip(direct, results, strict=False):
@@ -419,7 +436,7 @@ class JournaledVolume:
             for po, page in snap.items():
                 buf[po:po + len(page)] = page
             data = bytes(buf)
-            if data.count(0) == len(data):
+            if is_zero(data):
                 await self.vol.trim_extent(idx, jseq=seq)
                 self._replaced(idx, None)
             else:
@@ -486,7 +503,7 @@ class JournaledVolume:
         for po, page in snap.items():
             buf[po:po + len(page)] = page
         data = bytes(buf)
-        if data.count(0) == len(data):
+        if is_zero(data):
             await self.vol.trim_extent(idx, jseq=jseq)
             self._replaced(idx, None)
         else:

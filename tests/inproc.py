@@ -13,7 +13,7 @@ import boto3
 from aiohttp import web
 from botocore.config import Config as BotoConfig
 
-from gateway.app import create_s3_app
+from gateway.app import s3_runner
 from gateway.metrics import Metrics
 from gateway.s3.server import S3Server
 from ops.localports import free_port
@@ -35,7 +35,7 @@ def sim_config(data: Path, inline_max_bytes: int) -> Config:
 async def served_s3(cluster: Cluster, cfg: Config, access_key: str,
                     secret_key: str) -> AsyncIterator[Any]:
     """A boto3 S3 client (path style, no retries) for the cluster served on a free port."""
-    runner = web.AppRunner(create_s3_app(S3Server(cluster, cfg.gateway, Metrics())))
+    runner = s3_runner(S3Server(cluster, cfg.gateway, Metrics()))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

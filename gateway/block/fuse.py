@@ -36,6 +36,7 @@ from gateway.block.mount import CHECKPOINT_XATTR, DETACHED_MARK
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import StorageError
+from storage.malloc import tune_malloc
 from storage.volume_overlay import JournaledVolume
 from storage.volumes import LEASE_TTL_S, VolumeHandle
 
@@ -301,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="whole-extent write-back cache instead of the journal")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    tune_malloc()  # segment bodies and extents reuse heap pages instead of faulting in fresh ones
     if not set_io_flusher():  # before any thread starts: threads inherit the flag
         log.warning("could not set PR_SET_IO_FLUSHER (errno %d)", ctypes.get_errno())
     holder = f"{socket.gethostname()}:{os.getpid()}"

@@ -43,6 +43,13 @@ class SegmentCipher:
     def seal(self, counter: int, plaintext: bytes | memoryview, aad: bytes) -> bytes:
         return self._aead.encrypt(counter_nonce(counter), plaintext, aad)
 
+    def sealer(self, counter: int, aad: bytes) -> Any:
+        """A GCM encryptor for segment `counter` with `aad` fed: `seal` written piecewise
+        (`update_into` wherever the ciphertext goes, `finalize`, then `.tag`)."""
+        enc = Cipher(algorithms.AES(self._key), modes.GCM(counter_nonce(counter))).encryptor()
+        enc.authenticate_additional_data(aad)
+        return enc
+
     def open(self, counter: int, ciphertext: bytes | memoryview, aad: bytes) -> bytes:
         try:
             return self._aead.decrypt(counter_nonce(counter), ciphertext, aad)

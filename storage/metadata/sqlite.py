@@ -6,7 +6,10 @@ operation. Reads use other connections (WAL readers never block the writer) and 
 every write whose call has returned: point reads run inline on the event loop thread (an
 indexed lookup of one row costs less than the thread hop it would need), range reads on a
 reader thread. Several processes may share the file: the revision
-counter is read inside each write transaction. Revisions come from one global counter, as in etcd,
+counter is read inside each write transaction. Bucket records (read by every request) are
+kept in memory between reads, valid while a counter shared by every process that opens
+the file (`sharedgen.py`, `<file>.bucketgen`) is unchanged: a store that writes a bucket
+record advances it after the commit, before the write returns. Revisions come from one global counter, as in etcd,
 so a compare-and-swap works across keys.
 """
 
@@ -14,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from storage.keyspace import BUCKET, pack
 from storage.metadata import Item, Txn
+from storage.metadata.sharedgen import SharedGeneration
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL, rev INTEGER NOT NULL)
@@ -28,8 +34,13 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
 MAX_BATCH = 512
+CACHED = pack(BUCKET)  # the keys kept in memory between reads: bucket records
+CACHE_TTL_S = 2.0  # a cached record's longest life (only a writer killed between its
+#                    commit and its bump of the counter leaves one stale: this bounds it)
+CACHE_MAX = 4096  # records kept; beyond, the cache starts over
 
 _Op = Callable[[sqlite3.Connection, Callable[[], int]], Any]
+_Pending = tuple[_Op, "asyncio.Future[Any]", bool]  # op, its caller's future, writes CACHED
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -43,15 +54,18 @@ def _connect(path: str) -> sqlite3.Connection:
 class SqliteStore:
     def __init__(self, writer: sqlite3.Connection, reader: sqlite3.Connection,
                  wpool: ThreadPoolExecutor, rpool: ThreadPoolExecutor,
-                 point: sqlite3.Connection | None = None) -> None:
+                 point: sqlite3.Connection | None = None,
+                 generation: SharedGeneration | None = None) -> None:
         self._w = writer
         self._r = reader
         self._point = point  # used only from the event loop thread
         self._wpool = wpool
         self._rpool = rpool
         self._rev = writer.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
-        self._pending: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self._pending: list[_Pending] = []
         self._committer: asyncio.Task[None] | None = None
+        self._gen = generation  # None: nothing cached (every read goes to the file)
+        self._cache: dict[bytes, tuple[int, float, Item | None]] = {}  # key -> gen, expiry, item
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -65,7 +79,7 @@ class SqliteStore:
             return w, _connect(str(path)), _connect(str(path))
 
         w, r, point = await asyncio.get_running_loop().run_in_executor(wpool, _open)
-        return cls(w, r, wpool, rpool, point)
+        return cls(w, r, wpool, rpool, point, SharedGeneration(f"{path}.bucketgen"))
 
     # reads -------------------------------------------------------------------------------
 
@@ -73,12 +87,29 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._rpool, fn)
 
     async def get(self, key: bytes) -> Item | None:
+        if self._gen is not None and self._point is not None and key.startswith(CACHED):
+            return self._cached_get(key, self._gen, self._point)
         if self._point is not None:
             row = self._point.execute("SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone()
         else:
             row = await self._read(lambda: self._r.execute(
                 "SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone())
         return Item(key, row[0], row[1]) if row else None
+
+    def _cached_get(self, key: bytes, gen: SharedGeneration, conn: sqlite3.Connection,
+                    ) -> Item | None:
+        """A bucket record from memory while no process wrote one since it was read (the
+        counter is read before the row, so a write committed meanwhile makes it stale)."""
+        now, seen = time.monotonic(), gen.value()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == seen and hit[1] > now:
+            return hit[2]
+        row = conn.execute("SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone()
+        item = Item(key, row[0], row[1]) if row else None
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (seen, now + CACHE_TTL_S, item)
+        return item
 
     async def range(self, start: bytes, end: bytes, limit: int = 1000,
                     reverse: bool = False) -> list[Item]:
@@ -89,9 +120,10 @@ class SqliteStore:
 
     # writes (group commit) -----------------------------------------------------------------
 
-    async def _write(self, op: _Op) -> Any:
+    async def _write(self, op: _Op, keys: tuple[bytes, ...] = ()) -> Any:
+        """Run `op` in the next group commit; `keys` are the keys it may write."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, fut))
+        self._pending.append((op, fut, any(k.startswith(CACHED) for k in keys)))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_loop())
         return await fut
@@ -103,14 +135,16 @@ class SqliteStore:
             try:
                 results = await loop.run_in_executor(self._wpool, self._apply, batch)
             except BaseException as exc:  # the whole batch failed to commit
-                for _, fut in batch:
+                self._changed(batch)  # it may have committed all the same
+                for _, fut, _ in batch:
                     if not fut.done():
                         fut.set_exception(exc if isinstance(exc, Exception)
                                           else RuntimeError("commit interrupted"))
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for (_, fut), res in zip(batch, results, strict=True):
+            self._changed(batch)
+            for (_, fut, _), res in zip(batch, results, strict=True):
                 if fut.done():
                     continue
                 if isinstance(res, BaseException):
@@ -118,7 +152,12 @@ class SqliteStore:
                 else:
                     fut.set_result(res)
 
-    def _apply(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> list[Any]:
+    def _changed(self, batch: list[_Pending]) -> None:
+        """After a commit that wrote a bucket record: every process's copies are stale."""
+        if self._gen is not None and any(touches for _, _, touches in batch):
+            self._gen.bump()
+
+    def _apply(self, batch: list[_Pending]) -> list[Any]:
         c = self._w
         results: list[Any] = []
         start_rev = self._rev
@@ -133,7 +172,7 @@ class SqliteStore:
         self._rev = start_rev = c.execute(
             "SELECT value FROM meta WHERE name='revision'").fetchone()[0]
         try:
-            for op, _ in batch:
+            for op, _, _ in batch:
                 c.execute("SAVEPOINT op")
                 try:
                     results.append(op(c, next_rev))
@@ -160,7 +199,7 @@ class SqliteStore:
             c.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?)", (key, value, rev))
             return rev
 
-        return await self._write(op)
+        return await self._write(op, (key,))
 
     async def delete(self, key: bytes) -> bool:
         def op(c: sqlite3.Connection, next_rev: Callable[[], int]) -> bool:
@@ -169,7 +208,7 @@ class SqliteStore:
                 next_rev()
             return cur.rowcount > 0
 
-        return await self._write(op)
+        return await self._write(op, (key,))
 
     async def txn(self, txn: Txn) -> bool:
         done, _ = await self.txn_or_read(txn, ())
@@ -194,7 +233,8 @@ class SqliteStore:
                 c.executemany("DELETE FROM kv WHERE k=?", [(k,) for k in txn.deletes])
             return True, {}
 
-        return await self._write(op)  # type: ignore[no-any-return]
+        return await self._write(  # type: ignore[no-any-return]
+            op, (*txn.puts, *txn.deletes))
 
     async def scrub(self) -> None:
         """Best effort: checkpoint and truncate the WAL so overwritten records leave no copy."""
@@ -209,5 +249,7 @@ class SqliteStore:
         if self._point is not None:
             self._point.close()
         await loop.run_in_executor(self._wpool, self._w.close)
+        if self._gen is not None:
+            self._gen.close()
         self._wpool.shutdown(wait=True)
         self._rpool.shutdown(wait=True)

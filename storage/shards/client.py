@@ -30,7 +30,8 @@ HASH_OFF_LOOP_BYTES = 2 * 1024 * 1024  # body MAC (GMAC, ~7 GB/s) of chunks this
 # more CPU than the MAC itself
 
 
-async def _sealed(body: AsyncIterator[bytes], sealer: auth.BodySealer) -> AsyncIterator[bytes]:
+async def _sealed(body: AsyncIterator[bytes | memoryview], sealer: auth.BodySealer,
+                  ) -> AsyncIterator[bytes | memoryview]:
     """`body`, each chunk fed to the body MAC (large ones off the event loop), then the
     trailer. hashlib releases the GIL, so the MAC runs beside the event loop's work."""
     async for chunk in body:
@@ -78,7 +79,8 @@ class NodeClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
+    async def put_shard(self, node: NodeSpec, sid: str,
+                        body: AsyncIterator[bytes | memoryview] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         """Stream one shard file to a node, sealed with a body MAC trailer.

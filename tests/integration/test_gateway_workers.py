@@ -10,9 +10,11 @@ view was shared, worker 0 placed two shards in the dead zone and answered 503.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
+import re
 import signal
 import socket
 import time
@@ -25,6 +27,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from storage.config import load_config
 from tests.integration.cluster import LocalCluster, fetch
@@ -142,6 +145,32 @@ def _connection_to(c: LocalCluster, pid: int, pids: list[int]) -> http.client.HT
             return conn
         conn.close()
     raise AssertionError(f"no connection reached gateway worker {pid}")
+
+
+def test_a_bucket_change_one_worker_made_is_seen_by_the_other(cluster: LocalCluster) -> None:
+    """Each worker keeps bucket records in memory (`storage/metadata/sharedgen.py`): a
+    bucket created, reconfigured or deleted through one is seen by the other at once."""
+    pids = [cluster.pid("gateway"), *_workers(cluster.pid("gateway"))]
+    with contextlib.suppress(ClientError):
+        cluster.client().create_bucket(Bucket=BUCKET)
+    w0, w1 = (_connection_to(cluster, p, pids) for p in pids)
+    name = "worker-buckets"
+    assert _request(cluster, w1, "HEAD", f"/{name}")[0] == 404
+    assert _request(cluster, w0, "PUT", f"/{name}")[0] == 200
+    assert _request(cluster, w1, "HEAD", f"/{name}")[0] == 200
+    assert b"<Status>" not in _request(cluster, w1, "GET", f"/{name}?versioning")[1]
+    on = (b'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+          b"<Status>Enabled</Status></VersioningConfiguration>")
+    assert _request(cluster, w0, "PUT", f"/{name}?versioning", on)[0] == 200
+    assert b"<Status>Enabled</Status>" in _request(cluster, w1, "GET", f"/{name}?versioning")[1]
+    assert _request(cluster, w1, "PUT", f"/{name}/k", b"x")[0] == 200
+    assert _request(cluster, w1, "PUT", f"/{name}/k", b"y")[0] == 200
+    listing = _request(cluster, w0, "GET", f"/{name}?versions")[1]
+    assert listing.count(b"<Version>") == 2  # both kept: worker 1 wrote under Enabled
+    for vid in re.findall(rb"<VersionId>([^<]+)</VersionId>", listing):
+        assert _request(cluster, w0, "DELETE", f"/{name}/k?versionId={vid.decode()}")[0] == 204
+    assert _request(cluster, w0, "DELETE", f"/{name}")[0] == 204
+    assert _request(cluster, w1, "HEAD", f"/{name}")[0] == 404
 
 
 def test_a_death_one_worker_met_is_avoided_by_the_other(cluster: LocalCluster) -> None:

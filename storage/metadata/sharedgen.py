@@ -1,0 +1,48 @@
+"""A change counter shared through a small mapped file by every process of one host.
+
+The SQLite store keeps bucket records in memory between requests (`SqliteStore.get`): each
+process (gateway workers, the CLI, the volume driver) has its own copy, so a bucket written
+through one must be re-read by all the others at once. Every store that writes a bucket
+record bumps this counter (after its commit, before its caller learns the write is done),
+and a cached record is used only while the counter still holds the value it was read at.
+Writers take an exclusive `flock` (bucket writes are rare); readers read the 8-byte word
+without a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+
+_WORD = struct.Struct("<Q")
+
+
+class SharedGeneration:
+    """One counter file (see the module docstring); one instance per store."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._fd).st_size < _WORD.size:
+            os.ftruncate(self._fd, _WORD.size)
+        self._map = mmap.mmap(self._fd, _WORD.size)
+
+    def value(self) -> int:
+        """The current count (a stable value: two equal reads in a row)."""
+        while True:
+            v = _WORD.unpack_from(self._map, 0)[0]
+            if _WORD.unpack_from(self._map, 0)[0] == v:
+                return int(v)
+
+    def bump(self) -> None:
+        """Advance the count: every copy read before now is stale."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            _WORD.pack_into(self._map, 0, (self.value() + 1) & 0xFFFF_FFFF_FFFF_FFFF)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)

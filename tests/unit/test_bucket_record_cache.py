@@ -1,0 +1,102 @@
+"""SQLite keeps bucket records in memory between reads, and a bucket written by any process
+that opens the same file is re-read by every other at once (`storage/metadata/sharedgen.py`).
+
+Real `SqliteStore`s on one file; the other writer is a real separate process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from storage.keyspace import bucket_key, object_key
+from storage.metadata import Txn
+from storage.metadata import sqlite as sqlite_mod
+from storage.metadata.sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _count_queries(store: SqliteStore) -> list[str]:
+    seen: list[str] = []
+    assert store._point is not None  # noqa: SLF001 - the connection point reads use
+    store._point.set_trace_callback(seen.append)  # noqa: SLF001
+    return seen
+
+
+async def test_a_bucket_record_is_read_from_the_file_once(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        await store.put(bucket_key("b1"), b"one")
+        await store.put(object_key("b1", "k"), b"obj")
+        queries = _count_queries(store)
+        for _ in range(3):
+            assert (await store.get(bucket_key("b1"))).value == b"one"  # type: ignore[union-attr]
+            assert await store.get(bucket_key("nope")) is None
+        assert len(queries) == 2  # one per bucket key, absent included
+        for _ in range(2):
+            assert (await store.get(object_key("b1", "k"))).value == b"obj"  # type: ignore[union-attr]
+        assert len(queries) == 4  # other records are read from the file every time
+    finally:
+        await store.close()
+
+
+async def test_a_write_through_another_store_is_seen_at_once(tmp_path: Path) -> None:
+    a = await SqliteStore.open(tmp_path / "m.db")
+    b = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        key = bucket_key("b1")
+        rev = await a.put(key, b"v1")
+        assert (await a.get(key)).value == b"v1"  # type: ignore[union-attr]
+        assert (await b.get(key)).value == b"v1"  # type: ignore[union-attr]
+        assert await b.txn(Txn(compares={key: rev}, puts={key: b"v2"}))
+        got = await a.get(key)
+        assert got is not None and got.value == b"v2" and got.revision == rev + 1
+        await b.delete(key)
+        assert await a.get(key) is None
+        await b.put(key, b"v3")
+        assert (await a.get(key)).value == b"v3"  # type: ignore[union-attr]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_write_by_another_process_is_seen_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    store = await SqliteStore.open(db)
+    try:
+        key = bucket_key("b1")
+        await store.put(key, b"before")
+        assert (await store.get(key)).value == b"before"  # type: ignore[union-attr]
+        script = textwrap.dedent(f"""
+            import asyncio
+            from storage.keyspace import bucket_key
+            from storage.metadata.sqlite import SqliteStore
+            async def main():
+                s = await SqliteStore.open({str(db)!r})
+                await s.put(bucket_key("b1"), b"after")
+                await s.close()
+            asyncio.run(main())
+        """)
+        subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=60)
+        assert (await store.get(key)).value == b"after"  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_a_cached_record_expires(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound on a record left stale by a writer killed between commit and bump."""
+    store = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        await store.put(bucket_key("b1"), b"one")
+        queries = _count_queries(store)
+        monkeypatch.setattr(sqlite_mod, "CACHE_TTL_S", 0.0)
+        await store.get(bucket_key("b1"))
+        await store.get(bucket_key("b1"))
+        assert len(queries) == 2
+    finally:
+        await store.close()
