@@ -63,6 +63,7 @@ class NodeClient:
         self._bulk: dict[str, NodeBatcher] = {}  # repair's whole-shard lane (see `_batcher`)
         self._fetch = ShardFetcher(secret, read_timeout_s)
         self._sender = ShardSender(read_timeout_s)
+        self._whole_sealer = auth.WholeBodySealer(secret)
 
     def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
         return auth.sign(self._secret, method, path_qs, node.id)
@@ -122,13 +123,11 @@ class NodeClient:
         def build() -> list[bytes]:  # signed afresh for a retry on a new connection
             headers = auth.sign(self._secret, "PUT", path, node.id, headers=extra,
                                 trailer=True)
-            sealer = auth.BodySealer(self._secret, headers)
-            sealer.update(body)
             head = (f"PUT {path} HTTP/1.1\r\nHost: {node.address}\r\n"
                     "Content-Type: application/octet-stream\r\n"
                     f"Content-Length: {len(body) + auth.TRAILER_BYTES}\r\n"
                     + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
-            return [head.encode("latin-1"), body, sealer.trailer()]
+            return [head.encode("latin-1"), body, self._whole_sealer.trailer(headers, body)]
 
         try:
             status, answer = await self._sender.request(node, build)
