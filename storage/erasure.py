@@ -95,6 +95,19 @@ class ErasureCodec:
                          parity)
         return [*primary, *(memoryview(p) for p in parity)]
 
+    def parity_into(self, data: bytearray, offsets: Sequence[int], b: int,
+                    outputs: Sequence[memoryview]) -> None:
+        """Write the m parity blocks of the k `b`-byte data blocks found at `offsets` of
+        `data` into `outputs` (writable, `b` bytes each): `encode` for a caller that lays
+        its blocks out itself (the frames of one segment, in one buffer)."""
+        if self._isal is not None:
+            self._isal.apply(self._tables, self.k, b, [(data, o) for o in offsets], outputs)
+            return
+        view = memoryview(data)
+        primary = [view[o:o + b] for o in offsets]
+        for out, block in zip(outputs, self._enc.encode(primary, self._parity), strict=True):
+            out[:] = block
+
     def decode(self, blocks: Mapping[int, bytes], length: int) -> bytes:
         """Rebuild the `length`-byte input from any k blocks (index -> block)."""
         if len(blocks) < self.k:

@@ -18,7 +18,14 @@ from storage.crypto.aead import TAG_BYTES, SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec, block_size
 from storage.errors import IntegrityError
-from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader, pack_frame
+from storage.shards.format import (
+    FRAME_HEAD,
+    FRAME_HEAD_BYTES,
+    HEADER_BYTES,
+    ShardHeader,
+    frame_checksum,
+    pack_frame,
+)
 from storage.telemetry import stage
 
 
@@ -87,6 +94,50 @@ class StripeCodec:
         if self.cipher is not None:
             stage("encrypt", t1 - t0)
         return [pack_frame(h, index, blk) for h, blk in zip(headers, blocks, strict=True)]
+
+    def encode_frames(self, headers: list[ShardHeader], index: int, last: bool,
+                      plaintext: bytes | memoryview) -> list[bytes | memoryview]:
+        """`encode` with no copy of a block: the frames of the segment are laid out in one
+        new buffer, the ciphertext encrypted straight into the data blocks' places, the
+        parity coded into theirs and each frame head packed in front of its block; the
+        frames returned are views of that buffer (the same bytes `encode` returns).
+        Segments that `encode` re-codes as they are (no cipher) go through `encode`."""
+        if self.cipher is None:
+            return self.encode(headers, index, last, plaintext)
+        t0 = perf_counter()
+        k = self.codec.k
+        plen = len(plaintext)
+        sealed_len = plen + TAG_BYTES
+        b = block_size(sealed_len, k)
+        step = FRAME_HEAD_BYTES + b
+        width = len(headers)
+        buf = bytearray(step * width + TAG_BYTES)  # zeroed: the padding; slack: see below
+        view = memoryview(buf)
+        src = memoryview(plaintext)
+        enc = self.cipher.sealer(index, segment_aad(self.identity, self.part, index, last))
+        for i in range(k):
+            n = min(b, plen - i * b)
+            if n <= 0:
+                break
+            at = i * step + FRAME_HEAD_BYTES  # update_into wants 15 bytes of room past n
+            enc.update_into(src[i * b:i * b + n], view[at:at + n + TAG_BYTES - 1])
+        enc.finalize()
+        tag = enc.tag
+        for j in range(TAG_BYTES):  # the tag follows the ciphertext in the sealed segment
+            slot, off = divmod(plen + j, b)
+            buf[slot * step + FRAME_HEAD_BYTES + off] = tag[j]
+        t1 = perf_counter()
+        self.codec.parity_into(buf, [i * step + FRAME_HEAD_BYTES for i in range(k)], b,
+                               [view[r * step + FRAME_HEAD_BYTES:(r + 1) * step]
+                                for r in range(k, width)])
+        stage("erasure_encode", perf_counter() - t1)
+        stage("encrypt", t1 - t0)
+        frames: list[bytes | memoryview] = []
+        for i, h in enumerate(headers):
+            block = view[i * step + FRAME_HEAD_BYTES:(i + 1) * step]
+            FRAME_HEAD.pack_into(buf, i * step, b, frame_checksum(h, index, block))
+            frames.append(view[i * step:(i + 1) * step])
+        return frames
 
     def decode(self, index: int, last: bool, plain_len: int, blocks: dict[int, bytes]) -> bytes:
         """Rebuild and open one segment from any k verified blocks."""

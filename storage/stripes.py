@@ -100,12 +100,12 @@ class _ShardSender:
         self.node = node
         self._replace = replace  # repair/rebalance: may replace what the node holds
         self.error: str | None = None
-        self._q: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
+        self._q: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
         self._stall_s = stall_s
         self._header = header
         self._task = asyncio.create_task(self._run(client, sid, segments, length))
 
-    async def _body(self) -> AsyncIterator[bytes]:
+    async def _body(self) -> AsyncIterator[bytes | memoryview]:
         while (item := await self._q.get()) is not None:
             yield item
 
@@ -121,7 +121,7 @@ class _ShardSender:
     def alive(self) -> bool:
         return self.error is None and not (self._task.done() and self._q.qsize())
 
-    async def send(self, frame: bytes | None) -> None:
+    async def send(self, frame: bytes | memoryview | None) -> None:
         if self.error is not None:
             return
         if self._header and frame is not None:
@@ -205,7 +205,7 @@ class StripeStore:
         senders: list[_ShardSender] | None = None
         total = 0
         count = 0
-        encoding: asyncio.Future[list[bytes]] | None = None
+        encoding: asyncio.Future[list[bytes | memoryview]] | None = None
         hashes: deque[asyncio.Task[None]] = deque()  # digest jobs not yet awaited, in order
 
         def _feed(data: bytes) -> None:
@@ -220,7 +220,7 @@ class StripeStore:
                 await prev
             await loop.run_in_executor(self._hashing, _feed, data)
 
-        async def _dispatch(frames: list[bytes]) -> None:
+        async def _dispatch(frames: list[bytes | memoryview]) -> None:
             assert senders is not None
             with STAGES.time("shard_write"):
                 await asyncio.gather(*(s.send(f) for s, f in zip(senders, frames,
@@ -239,7 +239,8 @@ class StripeStore:
                                      segs, self._stall_s, length)
                         for i, node in enumerate(targets)
                     ]
-                job = loop.run_in_executor(self._cpu, codec.encode, headers, count, last, data)
+                job = loop.run_in_executor(self._cpu, codec.encode_frames, headers, count,
+                                           last, data)
                 if digests:
                     hashes.append(asyncio.ensure_future(
                         _hash_after(hashes[-1] if hashes else None, data)))

@@ -43,6 +43,13 @@ class SegmentCipher:
     def seal(self, counter: int, plaintext: bytes | memoryview, aad: bytes) -> bytes:
         return self._aead.encrypt(counter_nonce(counter), plaintext, aad)
 
+    def sealer(self, counter: int, aad: bytes) -> Any:
+        """A GCM encryptor for segment `counter` with `aad` fed: `seal` written piecewise
+        (`update_into` wherever the ciphertext goes, `finalize`, then `.tag`)."""
+        enc = Cipher(algorithms.AES(self._key), modes.GCM(counter_nonce(counter))).encryptor()
+        enc.authenticate_additional_data(aad)
+        return enc
+
     def open(self, counter: int, ciphertext: bytes | memoryview, aad: bytes) -> bytes:
         try:
             return self._aead.decrypt(counter_nonce(counter), ciphertext, aad)
@@ -105,6 +112,20 @@ def unwrap(kek: bytes, wrapped: bytes, aad: bytes) -> bytes:
         return AESGCM(kek).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
     except InvalidTag:
         raise IntegrityError("wrapped key failed authentication") from None
+
+
+class OneShotMac:
+    """`StreamMac`'s tag of data already whole, in one call: AES-GCM of no plaintext with
+    the data as associated data, under a key object made once (no cipher context set up
+    per message). `nonce` (12 bytes) must never repeat under the key."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def tag(self, nonce: bytes, data: bytes) -> bytes:
+        return self._aead.encrypt(nonce, b"", data)
 
 
 class StreamMac:

@@ -30,7 +30,8 @@ HASH_OFF_LOOP_BYTES = 2 * 1024 * 1024  # body MAC (GMAC, ~7 GB/s) of chunks this
 # more CPU than the MAC itself
 
 
-async def _sealed(body: AsyncIterator[bytes], sealer: auth.BodySealer) -> AsyncIterator[bytes]:
+async def _sealed(body: AsyncIterator[bytes | memoryview], sealer: auth.BodySealer,
+                  ) -> AsyncIterator[bytes | memoryview]:
     """`body`, each chunk fed to the body MAC (large ones off the event loop), then the
     trailer. hashlib releases the GIL, so the MAC runs beside the event loop's work."""
     async for chunk in body:
@@ -62,6 +63,7 @@ class NodeClient:
         self._bulk: dict[str, NodeBatcher] = {}  # repair's whole-shard lane (see `_batcher`)
         self._fetch = ShardFetcher(secret, read_timeout_s)
         self._sender = ShardSender(read_timeout_s)
+        self._whole_sealer = auth.WholeBodySealer(secret)
 
     def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
         return auth.sign(self._secret, method, path_qs, node.id)
@@ -78,7 +80,8 @@ class NodeClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
+    async def put_shard(self, node: NodeSpec, sid: str,
+                        body: AsyncIterator[bytes | memoryview] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         """Stream one shard file to a node, sealed with a body MAC trailer.
@@ -120,13 +123,11 @@ class NodeClient:
         def build() -> list[bytes]:  # signed afresh for a retry on a new connection
             headers = auth.sign(self._secret, "PUT", path, node.id, headers=extra,
                                 trailer=True)
-            sealer = auth.BodySealer(self._secret, headers)
-            sealer.update(body)
             head = (f"PUT {path} HTTP/1.1\r\nHost: {node.address}\r\n"
                     "Content-Type: application/octet-stream\r\n"
                     f"Content-Length: {len(body) + auth.TRAILER_BYTES}\r\n"
                     + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
-            return [head.encode("latin-1"), body, sealer.trailer()]
+            return [head.encode("latin-1"), body, self._whole_sealer.trailer(headers, body)]
 
         try:
             status, answer = await self._sender.request(node, build)

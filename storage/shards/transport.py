@@ -17,7 +17,8 @@ from storage.shards.format import ShardHeader
 class NodeTransport(Protocol):
     """Shard I/O, listing, health and scrub/quarantine calls to one node at a time."""
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
+    async def put_shard(self, node: NodeSpec, sid: str,
+                        body: AsyncIterator[bytes | memoryview] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None: ...
 

@@ -73,7 +73,8 @@ class SimNodes:
         if node.id in self.down:
             raise NodeError(node.id, "ClientConnectorError: Connect call failed (simulated)")
 
-    async def put_shard(self, node: NodeSpec, sid: str, body: AsyncIterator[bytes] | bytes,
+    async def put_shard(self, node: NodeSpec, sid: str,
+                        body: AsyncIterator[bytes | memoryview] | bytes,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         self._check(node)

@@ -20,12 +20,14 @@ import pytest
 
 from storage.config import NodeSpec
 from storage.health import HealthTracker
-from storage.keyspace import member_key, pack
+from storage.keyspace import member_key, pack, repair_key, rewrap_key, urgent_repair_key
 from storage.membership import MembershipWatcher, add_node
 from storage.metadata import MetadataStore, Txn, prefix_end
 from storage.metadata.etcd import EtcdStore
 from storage.testing.simnodes import SimNodes
 from storage.workers import WorkerState
+from storage.workers.keys import Rewrapper
+from storage.workers.repair import RepairWorker
 from storage.workers.runner import WorkerRunner
 from storage.workers.wakes import Wakes
 from tests.inproc import sim_config
@@ -101,3 +103,11 @@ async def test_membership_change_reaches_a_watching_process_at_once(etcd: EtcdSt
     finally:
         await watcher.stop()
         await etcd.delete(member_key(node))
+
+
+def test_queue_driven_workers_name_their_queue() -> None:
+    """The workers idle only while their queue is empty are woken by it: repair by a damage
+    entry (urgent ones included), rewrap by a rotation's marker."""
+    assert urgent_repair_key(b"\x01").startswith(RepairWorker.wake_prefix)
+    assert repair_key(b"\x01").startswith(RepairWorker.wake_prefix)
+    assert rewrap_key("t1").startswith(Rewrapper.wake_prefix)

@@ -115,3 +115,18 @@ async def test_unpersistable_watermark_refuses_the_request(tmp_path: Path) -> No
     home.rmdir()
     assert await v.check_async("PUT", SID_PATH, signed(start)) == \
         "cannot persist the replay watermark"
+
+
+def test_whole_body_sealer_gives_the_streamed_body_mac() -> None:
+    """The trailer of a body sent whole (one AES-GCM call, key object reused) is the MAC a
+    streaming sealer computes and a node checks, for every request and body length."""
+    secret = b"k" * 32
+    whole = auth.WholeBodySealer(secret)
+    for n in (0, 1, 15, 16, 17, 4096, 262_200):
+        body = bytes(i % 251 for i in range(n))
+        for _ in range(2):  # a fresh nonce per request: the reused key object keeps no state
+            headers = auth.sign(secret, "PUT", "/v1/shards/x", "n1", trailer=True)
+            streamed = auth.BodySealer(secret, headers)
+            streamed.update(body[:n // 3])
+            streamed.update(body[n // 3:])
+            assert whole.trailer(headers, body) == streamed.trailer()
