@@ -152,9 +152,9 @@ async def put_shard(request: web.Request) -> web.Response:
     writer = await _disk(st.store.begin_put(sid))
     writer.digest = st.verifier.body_mac(request.headers)
     wide = contextlib.ExitStack()
-    if request.content_length is None or request.content_length >= WIDE_BODY_BYTES:
-        wide.enter_context(wide_reads(request.transport, request.content))
     try:
+        if request.content_length is None or request.content_length >= WIDE_BODY_BYTES:
+            wide.enter_context(wide_reads(request.transport, request.content))
         while True:
             try:
                 chunk = await request.content.readany()  # as received: no join, no copy

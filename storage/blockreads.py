@@ -47,8 +47,10 @@ class _ShardStream:
 
     async def _unpooled(self, client: NodeTransport, sid: str, header: ShardHeader,
                         first: int, count: int) -> AsyncIterator[Frame]:
-        async for seg, block in client.read_frames(self.node, sid, header, first, count):
-            yield seg, block, None
+        frames = client.read_frames(self.node, sid, header, first, count)
+        async with contextlib.aclosing(frames):  # closed with this stream, not at GC
+            async for seg, block in frames:
+                yield seg, block, None
 
     async def _pull(self) -> Frame:
         try:

@@ -120,7 +120,8 @@ class StripeCodec:
             if n <= 0:
                 break
             at = i * step + FRAME_HEAD_BYTES  # update_into wants 15 bytes of room past n
-            enc.update_into(src[i * b:i * b + n], view[at:at + n + TAG_BYTES - 1])
+            if enc.update_into(src[i * b:i * b + n], view[at:at + n + TAG_BYTES - 1]) != n:
+                raise AssertionError("GCM wrote a block short")  # never: GCM is a stream mode
         enc.finalize()
         tag = enc.tag
         for j in range(TAG_BYTES):  # the tag follows the ciphertext in the sealed segment

@@ -31,6 +31,7 @@ from storage.errors import StorageError
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import Segment, append, is_zero, retire
 from storage.volume_records import Fenced
+from storage.waits import wait_event
 
 PAGE = 4096
 SYNC_DELAY_S = 0.2  # background journal appends: pending pages wait at most this long
@@ -458,8 +459,7 @@ class JournaledVolume:
 
     async def _syncer(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_sync.wait(), SYNC_DELAY_S)
+            await wait_event(self._wake_sync, SYNC_DELAY_S)
             self._wake_sync.clear()
             if not self.npending:
                 continue
@@ -569,8 +569,7 @@ class JournaledVolume:
 
     async def _folder(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_fold.wait(), IDLE_FOLD_S / 2)
+            await wait_event(self._wake_fold, IDLE_FOLD_S / 2)
             self._wake_fold.clear()
             if self.npages * 4 >= self.max_pages * 3 and self.npending:
                 try:  # over the bound: the append writes sequential extents whole first

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 
 from storage.volumes import VolumeHandle
+from storage.waits import wait_event
 
 FLUSH_DELAY_S = 1.0
 PARALLEL_COMMITS = 8
@@ -200,8 +201,7 @@ class ExtentCache:
 
     async def _flusher(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_DELAY_S)
+            await wait_event(self._wake, FLUSH_DELAY_S)
             self._wake.clear()
             now = time.monotonic()
             full = len(self._dirty) * 2 >= self._max_dirty_n

@@ -98,13 +98,12 @@ class EtcdStore:
         session = aiohttp.ClientSession(timeout=timeout)
         store = cls(eps, session, "/v3")
         try:
-            version = await store._version()
+            store.server_version = await store._version()
+            store._prefix = api_prefix(store.server_version)
+            await store._find_leader()
         except BaseException:
             await session.close()
             raise
-        store.server_version = version
-        store._prefix = api_prefix(version)
-        await store._find_leader()
         return store
 
     @property
@@ -346,8 +345,9 @@ class EtcdStore:
         """
         next_rev = start_revision
         failures = 0
+        at = self._current  # the watch's own member: a broken stream never moves requests
         while True:
-            ep = self._endpoints[self._current % len(self._endpoints)]
+            ep = self._endpoints[at % len(self._endpoints)]
             create: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
             if next_rev:
                 create["start_revision"] = str(next_rev)
@@ -374,7 +374,7 @@ class EtcdStore:
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.info("etcd watch on %s broke: %s", ep, exc)
             failures += 1
-            self._current = (self._current + 1) % len(self._endpoints)
+            at = (at + 1) % len(self._endpoints)
             if failures >= len(self._endpoints):
                 await asyncio.sleep(min(1.0, 0.1 * failures))
 

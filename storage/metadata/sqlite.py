@@ -79,7 +79,8 @@ class SqliteStore:
             return w, _connect(str(path)), _connect(str(path))
 
         w, r, point = await asyncio.get_running_loop().run_in_executor(wpool, _open)
-        return cls(w, r, wpool, rpool, point, SharedGeneration(f"{path}.bucketgen"))
+        gen = SharedGeneration(f"{Path(path).resolve()}.bucketgen")  # one per file, however named
+        return cls(w, r, wpool, rpool, point, gen)
 
     # reads -------------------------------------------------------------------------------
 

@@ -14,33 +14,19 @@ status other than 200 closes the connection after its head.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
-from contextlib import suppress
 
 from storage.buffers import BufferPool
 from storage.config import NodeSpec
-from storage.errors import IntegrityError, ShardCorrupt, StorageError
+from storage.errors import IntegrityError, ShardCorrupt
 from storage.shards import auth
 from storage.shards.assembler import FrameAssembler
+from storage.shards.connpool import HEAD_BYTES, ConnPool, FetchError, parse_head
 from storage.shards.format import ShardHeader
 
-HEAD_BYTES = 8192  # response status line + headers, at most
 MAX_READY = 3  # verified frames waiting for the consumer before reading pauses
-IDLE_S = 20.0  # idle connections older than this are closed, not reused (nodes keep 75 s)
-MAX_IDLE = 16  # idle connections kept per node
 
-
-class FetchError(StorageError):
-    """A node could not be reached, answered badly, or went silent (see `status`)."""
-
-    def __init__(self, node_id: str, reason: str, status: int | None = None,
-                 fresh: bool = False) -> None:
-        super().__init__(f"node {node_id}: {reason}")
-        self.node_id = node_id
-        self.reason = reason
-        self.status = status
-        self.fresh = fresh  # nothing was received: safe to retry on a new connection
+__all__ = ["FetchError", "ShardFetcher"]
 
 
 class _Conn(asyncio.BufferedProtocol):
@@ -148,22 +134,11 @@ class _Conn(asyncio.BufferedProtocol):
             if self._head_len >= HEAD_BYTES:
                 raise FetchError("?", "response head too large or unasked for")
             return
-        lines = bytes(self._head[:end]).decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise FetchError("?", f"bad status line {lines[0][:80]!r}")
-        self.status = int(parts[1])
-        length = None
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length" and value.strip().isdigit():
-                length = int(value.strip())
-            elif name == "connection" and value.strip().lower() == "close":
-                self.keep_alive = False
-            elif name == "transfer-encoding":
-                self.keep_alive = False
-                length = None
+        head = parse_head(bytes(self._head[:end]))
+        self.status, self.keep_alive = head.status, head.keep_alive
+        length = None if head.chunked else head.length
+        if head.chunked:
+            self.keep_alive = False
         if self.status != 200:
             self.keep_alive = False
             self.finished = True
@@ -221,8 +196,7 @@ class ShardFetcher:
                  connect_timeout_s: float = 3.0) -> None:
         self._secret = secret
         self._read_timeout = read_timeout_s
-        self._connect_timeout = connect_timeout_s
-        self._idle: dict[str, list[_Conn]] = {}
+        self._pool: ConnPool[_Conn] = ConnPool(_Conn, connect_timeout_s)
 
     async def frames(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
                      count: int, pool: BufferPool,
@@ -246,7 +220,7 @@ class ShardFetcher:
                     if not asm.ready and asm.done and conn.finished:
                         # the whole response is in: the connection serves the next read
                         # now, not once a reader asks past the last frame (it may not)
-                        self._release(node, conn)
+                        self._pool.release(node, conn)
                         conn = None
                         yield item
                         return
@@ -262,7 +236,7 @@ class ShardFetcher:
             if not asm.done:
                 raise FetchError(node.id, f"short read: {asm.segment - first} of {count} "
                                           "frames")
-            self._release(node, conn)
+            self._pool.release(node, conn)
             conn = None
         except IntegrityError as exc:
             if isinstance(exc, ShardCorrupt):
@@ -288,7 +262,7 @@ class ShardFetcher:
         """A connection with the response head received (a reused one that turns out to
         be closed is replaced by a new one, once)."""
         for attempt in range(2):
-            conn, reused = await self._acquire(node)
+            conn, reused = await self._pool.acquire(node)
             conn.start(request, asm)
             try:
                 while not conn.status and conn.error is None:
@@ -301,35 +275,6 @@ class ShardFetcher:
             return conn
         raise AssertionError("unreachable")
 
-    async def _acquire(self, node: NodeSpec) -> tuple[_Conn, bool]:
-        idle = self._idle.get(node.address, [])
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < IDLE_S:
-                return conn, True
-            conn.close()
-        host, _, port = node.address.rpartition(":")
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(_Conn, host, int(port))
-        except (OSError, TimeoutError) as exc:
-            raise FetchError(node.id, f"{type(exc).__name__}: {exc}") from None
-        return conn, False
-
-    def _release(self, node: NodeSpec, conn: _Conn) -> None:
-        idle = self._idle.setdefault(node.address, [])
-        if conn.closed or not conn.keep_alive or len(idle) >= MAX_IDLE:
-            conn.close()
-            return
-        conn.idle_since = time.monotonic()
-        idle.append(conn)
-
     def close(self) -> None:
         """Close every idle connection."""
-        for conns in self._idle.values():
-            for conn in conns:
-                with suppress(Exception):
-                    conn.close()
-        self._idle.clear()
+        self._pool.close()

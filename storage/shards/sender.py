@@ -17,17 +17,18 @@ never accepted the first: a replay of its nonce would be refused).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
-from contextlib import suppress
 
 from storage.config import NodeSpec
-from storage.shards.fetch import FetchError
+from storage.shards.connpool import (
+    HEAD_BYTES,
+    MAX_IN_FLIGHT,
+    ConnPool,
+    FetchError,
+    parse_head,
+)
 
-HEAD_BYTES = 8192  # response status line + headers, at most
 MAX_ANSWER_BYTES = 64 * 1024  # a PUT's JSON answer (or error) is far smaller
-IDLE_S = 20.0  # idle connections older than this are closed, not reused (nodes keep 75 s)
-MAX_IDLE = 16  # idle connections kept per node
 
 Request = Callable[[], list[bytes]]  # builds the request's pieces (head, body, trailer)
 
@@ -115,23 +116,14 @@ class _Conn(asyncio.Protocol):
                 if len(self._buf) >= HEAD_BYTES:
                     raise FetchError("?", "response head too large")
                 return
-            lines = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-                raise FetchError("?", f"bad status line {lines[0][:80]!r}")
-            length = None
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                name, value = name.strip().lower(), value.strip()
-                if name == "content-length" and value.isdigit():
-                    length = int(value)
-                elif name == "connection" and value.lower() == "close":
-                    self.keep_alive = False
-                elif name == "transfer-encoding":
-                    raise FetchError("?", "answer without a Content-Length")
+            head = parse_head(bytes(self._buf[:end]))
+            if head.chunked:
+                raise FetchError("?", "answer without a Content-Length")
+            self.keep_alive = head.keep_alive
+            length = head.length
             if length is None or length > MAX_ANSWER_BYTES:
                 raise FetchError("?", "answer without a usable Content-Length")
-            self.status, self._length, self._body_at = int(parts[1]), length, end + 4
+            self.status, self._length, self._body_at = head.status, length, end + 4
         have = len(self._buf) - self._body_at
         if have > self._length:
             raise FetchError("?", "more bytes than the Content-Length")
@@ -152,16 +144,21 @@ class _Conn(asyncio.Protocol):
 class ShardSender:
     """Whole-body requests to nodes over pooled keep-alive connections."""
 
-    def __init__(self, read_timeout_s: float = 15.0, connect_timeout_s: float = 3.0) -> None:
+    def __init__(self, read_timeout_s: float = 15.0, connect_timeout_s: float = 3.0,
+                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self._read_timeout = read_timeout_s
-        self._connect_timeout = connect_timeout_s
-        self._idle: dict[str, list[_Conn]] = {}
+        self._pool: ConnPool[_Conn] = ConnPool(_Conn, connect_timeout_s, max_in_flight)
 
     async def request(self, node: NodeSpec, build: Request) -> tuple[int, bytes]:
         """Send the request `build()` makes; (status, answer body). FetchError when the
-        node cannot be reached, answers badly, or is silent for the read timeout."""
+        node cannot be reached, answers badly, or is silent for the read timeout. At most
+        `connpool.MAX_IN_FLIGHT` requests to one node at once; the rest queue."""
+        async with self._pool.slot(node):
+            return await self._request(node, build)
+
+    async def _request(self, node: NodeSpec, build: Request) -> tuple[int, bytes]:
         for attempt in range(2):
-            conn, reused = await self._acquire(node)
+            conn, reused = await self._pool.acquire(node)
             done = False
             try:
                 conn.send(build())
@@ -177,42 +174,13 @@ class ShardSender:
                     raise FetchError(node.id, err.reason, err.status, err.fresh) from None
                 done = True
                 status, answer = conn.status, conn.answer
-                self._release(node, conn)
+                self._pool.release(node, conn)
                 return status, answer
             finally:
                 if not done:
                     conn.close()
         raise AssertionError("unreachable")
 
-    async def _acquire(self, node: NodeSpec) -> tuple[_Conn, bool]:
-        idle = self._idle.get(node.address, [])
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < IDLE_S:
-                return conn, True
-            conn.close()
-        host, _, port = node.address.rpartition(":")
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(_Conn, host, int(port))
-        except (OSError, TimeoutError) as exc:
-            raise FetchError(node.id, f"{type(exc).__name__}: {exc}") from None
-        return conn, False
-
-    def _release(self, node: NodeSpec, conn: _Conn) -> None:
-        idle = self._idle.setdefault(node.address, [])
-        if conn.closed or not conn.keep_alive or len(idle) >= MAX_IDLE:
-            conn.close()
-            return
-        conn.idle_since = time.monotonic()
-        idle.append(conn)
-
     def close(self) -> None:
         """Close every idle connection."""
-        for conns in self._idle.values():
-            for conn in conns:
-                with suppress(Exception):
-                    conn.close()
-        self._idle.clear()
+        self._pool.close()

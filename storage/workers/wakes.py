@@ -22,6 +22,8 @@ import contextlib
 import logging
 from typing import Any
 
+from storage.waits import wait_event
+
 log = logging.getLogger("tessera.workers")
 
 WATCHED_PAUSE_S = 2.0  # the fallback poll of a loop a watch wakes
@@ -42,9 +44,7 @@ class Waiter:
 
     async def wait(self, pause_s: float) -> bool:
         """True if a change woke it before `pause_s` passed."""
-        try:
-            await asyncio.wait_for(self._event.wait(), pause_s)
-        except TimeoutError:
+        if not await wait_event(self._event, pause_s):
             return False
         self.wakes += 1
         return True

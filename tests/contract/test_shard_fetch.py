@@ -72,7 +72,7 @@ async def test_frames_match_and_connections_are_reused(api: Api, node: Node,  # 
         assert got == [(i, blocks[i]) for i in range(first, first + count)]
         assert got == [f async for f in client.read_frames(n, sid, h, first, count)]
     assert pool.out == 0
-    idle = client._fetch._idle[n.address]
+    idle = client._fetch._pool.idle(n)
     assert len(idle) == 1 and not idle[0].closed  # one connection served every read
 
 

@@ -61,7 +61,7 @@ async def client(node: RealNode) -> AsyncIterator[NodeClient]:
 
 
 def _pooled(client: NodeClient, node: RealNode) -> int:
-    return len(client._sender._idle.get(node.spec.address, []))
+    return len(client._sender._pool.idle(node.spec))
 
 
 async def test_whole_puts_are_stored_byte_for_byte_over_one_kept_connection(

@@ -75,7 +75,7 @@ async def test_frames_are_pulled_without_a_task_per_stream(api: Api, node: Node,
             assert not [t for t in asyncio.all_tasks() - before if not t.done()]
     assert got == {s: {i: blocks[i][s] for i in range(4)} for s in range(SEGMENTS)}
     assert pool.out == 0
-    idle = client._fetch._idle[sources(node, [0])[0][1].address]  # type: ignore[attr-defined]
+    idle = client._fetch._pool.idle(sources(node, [0])[0][1])  # type: ignore[attr-defined]
     assert len(idle) == 4 and not any(c.closed for c in idle)  # kept alive for the next read
 
 

@@ -1,0 +1,140 @@
+"""What the two lean HTTP/1.1 node clients share: keep-alive connections pooled per node,
+the response head's parse, and the error they raise.
+
+`storage.shards.fetch` (shard GETs into pooled buffers) and `storage.shards.sender`
+(whole-shard PUTs) differ in how they take a body; connecting, reusing, retiring idle
+connections and reading a status line and its headers are one mechanism, kept here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from storage.config import NodeSpec
+from storage.errors import StorageError
+
+HEAD_BYTES = 8192  # response status line + headers, at most
+IDLE_S = 20.0  # idle connections older than this are closed, not reused (nodes keep 75 s)
+MAX_IDLE = 16  # idle connections kept per node
+MAX_IN_FLIGHT = 64  # requests at once to one node through `slot` (aiohttp's limit_per_host)
+
+
+class FetchError(StorageError):
+    """A node could not be reached, answered badly, or went silent (see `status`)."""
+
+    def __init__(self, node_id: str, reason: str, status: int | None = None,
+                 fresh: bool = False) -> None:
+        super().__init__(f"node {node_id}: {reason}")
+        self.node_id = node_id
+        self.reason = reason
+        self.status = status
+        self.fresh = fresh  # nothing was received: safe to retry on a new connection
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    """A response's status line and the headers the clients act on."""
+
+    status: int
+    length: int | None  # Content-Length; None when absent or malformed
+    keep_alive: bool  # False for `Connection: close`
+    chunked: bool  # a Transfer-Encoding was sent (the node API never does)
+
+
+def parse_head(head: bytes) -> ResponseHead:
+    """Parse `head` (up to, not including, the blank line); FetchError for a bad status line."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise FetchError("?", f"bad status line {lines[0][:80]!r}")
+    length, keep_alive, chunked = None, True, False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if name == "content-length" and value.isdigit():
+            length = int(value)
+        elif name == "connection" and value.lower() == "close":
+            keep_alive = False
+        elif name == "transfer-encoding":
+            chunked = True
+    return ResponseHead(int(parts[1]), length, keep_alive, chunked)
+
+
+class PooledConn(Protocol):
+    """What the pool needs of a connection (an asyncio protocol of its client)."""
+
+    closed: bool
+    keep_alive: bool
+    idle_since: float
+
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=PooledConn)
+
+
+class ConnPool(Generic[C]):
+    """Keep-alive connections per node address: `acquire` reuses a live idle one (and says
+    so, for the caller's retry-once rule) or connects; `release` keeps it for the next
+    request unless it is closed, not keep-alive, or the node already has `MAX_IDLE`."""
+
+    def __init__(self, factory: Callable[[], C], connect_timeout_s: float,
+                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        self._factory = factory
+        self._connect_timeout = connect_timeout_s
+        self._idle: dict[str, list[C]] = {}
+        self._max_in_flight = max_in_flight
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def slot(self, node: NodeSpec) -> asyncio.Semaphore:
+        """Bounds the requests in flight to `node` (and so its connections and concurrent
+        fsyncs). Only for requests that never wait on another node's answer while they hold
+        it, as a whole-shard PUT: a stream read held while waiting for another node's slot
+        could deadlock against a reader holding them the other way round."""
+        sem = self._slots.get(node.address)
+        if sem is None:
+            sem = self._slots[node.address] = asyncio.Semaphore(self._max_in_flight)
+        return sem
+
+    async def acquire(self, node: NodeSpec) -> tuple[C, bool]:
+        """(connection, reused)."""
+        idle = self._idle.get(node.address, [])
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < IDLE_S:
+                return conn, True
+            conn.close()
+        host, _, port = node.address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(self._factory, host, int(port))
+        except (OSError, TimeoutError) as exc:
+            raise FetchError(node.id, f"{type(exc).__name__}: {exc}") from None
+        return conn, False
+
+    def release(self, node: NodeSpec, conn: C) -> None:
+        idle = self._idle.setdefault(node.address, [])
+        if conn.closed or not conn.keep_alive or len(idle) >= MAX_IDLE:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    def idle(self, node: NodeSpec) -> list[C]:
+        """The idle connections kept for `node` (tests look at reuse through it)."""
+        return self._idle.get(node.address, [])
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        for conns in self._idle.values():
+            for conn in conns:
+                with suppress(Exception):
+                    conn.close()
+        self._idle.clear()
