@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ from storage.lying import LyingShards
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.placement import place_for_write
 from storage.shards.client import SMALL_SHARD_BYTES
+from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
@@ -311,12 +312,19 @@ class StripeStore:
                     d.update(data)  # type: ignore[attr-defined]
         headers = codec.headers()
         frames = codec.encode(headers, 0, True, data)
+        errors = await self._put_whole(self._client.put_small, codec, targets, headers, frames)
+        return await self._settle(codec, profile, quorum, len(data), 1,
+                                  list(zip(targets, errors, strict=True)))
 
+    async def _put_whole(self, put: Callable[..., Awaitable[object]], codec: StripeCodec,
+                         targets: Sequence[NodeSpec], headers: Sequence[ShardHeader],
+                         frames: Sequence[bytes | memoryview]) -> list[str | None]:
+        """Each whole shard (header + its one frame) to its node through `put`
+        (`put_small`: batched; `put_shard`: one request); per target, None or the error."""
         async def one(i: int, node: NodeSpec) -> str | None:
             try:
                 async with asyncio.timeout(self._stall_s):  # no extra task, unlike wait_for
-                    await self._client.put_small(
-                        node, shard_id(codec.stripe_id, i), headers[i].pack() + frames[i], 1)
+                    await put(node, shard_id(codec.stripe_id, i), headers[i].pack() + frames[i], 1)
             except StorageError as exc:
                 return str(exc)
             except TimeoutError:
@@ -324,9 +332,7 @@ class StripeStore:
             return None
 
         with STAGES.time("shard_write"):
-            errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
-        return await self._settle(codec, profile, quorum, len(data), 1,
-                                  list(zip(targets, errors, strict=True)))
+            return list(await asyncio.gather(*(one(i, n) for i, n in enumerate(targets))))
 
     async def _write_whole(self, codec: StripeCodec, profile: Profile,
                            targets: Sequence[NodeSpec], quorum: int, data: bytes,
@@ -347,20 +353,7 @@ class StripeStore:
         if digests:
             jobs.append(loop.run_in_executor(self._hashing, _feed))
         frames = (await asyncio.gather(*jobs))[0]
-
-        async def one(i: int, node: NodeSpec) -> str | None:
-            try:
-                async with asyncio.timeout(self._stall_s):
-                    await self._client.put_shard(
-                        node, shard_id(codec.stripe_id, i), headers[i].pack() + frames[i], 1)
-            except StorageError as exc:
-                return str(exc)
-            except TimeoutError:
-                return f"node {node.id} did not confirm within {self._stall_s:.0f}s"
-            return None
-
-        with STAGES.time("shard_write"):
-            errors = await asyncio.gather(*(one(i, n) for i, n in enumerate(targets)))
+        errors = await self._put_whole(self._client.put_shard, codec, targets, headers, frames)
         total = len(data) - (codec.input_segment - codec.segment_size)
         return await self._settle(codec, profile, quorum, total, 1,
                                   list(zip(targets, errors, strict=True)))
