@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from storage.config import NodeSpec
 from storage.errors import StorageError
@@ -65,17 +65,66 @@ def parse_head(head: bytes) -> ResponseHead:
     return ResponseHead(int(parts[1]), length, keep_alive, chunked)
 
 
-class PooledConn(Protocol):
-    """What the pool needs of a connection (an asyncio protocol of its client)."""
+class NodeConn:
+    """One keep-alive connection's state and the asyncio protocol callbacks both clients
+    share (mixed in before `asyncio.Protocol` or `asyncio.BufferedProtocol`): one
+    request and its answer at a time; `_wake` ends the current `_sleep`."""
 
-    closed: bool
-    keep_alive: bool
-    idle_since: float
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._reset()
 
-    def close(self) -> None: ...
+    def _reset(self) -> None:
+        """State of one exchange (subclasses add theirs)."""
+        self.status = 0
+        self.keep_alive = True
+        self.finished = False  # the whole answer arrived
+        self.error: BaseException | None = None
+        self.got_any = False  # a byte arrived (else a failure is safe to retry afresh)
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def _sleep(self, timeout_s: float) -> None:
+        """Until `_wake` (TimeoutError after `timeout_s`)."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._waiter
+        finally:
+            self._waiter = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.finished and self.error is None:
+            self.error = FetchError("?", f"connection closed: {exc or 'EOF'}",
+                                    fresh=not self.got_any)
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.keep_alive = False
+        self.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
 
-C = TypeVar("C", bound=PooledConn)
+C = TypeVar("C", bound=NodeConn)
 
 
 class ConnPool(Generic[C]):

@@ -21,7 +21,7 @@ from storage.config import NodeSpec
 from storage.errors import IntegrityError, ShardCorrupt
 from storage.shards import auth
 from storage.shards.assembler import FrameAssembler
-from storage.shards.connpool import HEAD_BYTES, ConnPool, FetchError, parse_head
+from storage.shards.connpool import HEAD_BYTES, ConnPool, FetchError, NodeConn, parse_head
 from storage.shards.format import ShardHeader
 
 MAX_READY = 3  # verified frames waiting for the consumer before reading pauses
@@ -29,28 +29,20 @@ MAX_READY = 3  # verified frames waiting for the consumer before reading pauses
 __all__ = ["FetchError", "ShardFetcher"]
 
 
-class _Conn(asyncio.BufferedProtocol):
+class _Conn(NodeConn, asyncio.BufferedProtocol):
     """One keep-alive connection; carries one response at a time."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
         self._head = bytearray(HEAD_BYTES)
         self._scratch = bytearray(4096)  # bytes nobody asked for land here (then: error)
-        self._reset()
+        super().__init__()
 
     def _reset(self) -> None:
-        self.status = 0
-        self.keep_alive = True
-        self.finished = False  # the whole body arrived
-        self.error: BaseException | None = None
-        self.got_any = False
+        super()._reset()
         self._head_len = 0
         self._in_body = False
         self._body_left = 0
         self._asm: FrameAssembler | None = None
-        self._waiter: asyncio.Future[None] | None = None
         self._paused = False
 
     # -- used by ShardFetcher ------------------------------------------------------------
@@ -67,27 +59,14 @@ class _Conn(asyncio.BufferedProtocol):
             return
         if self._paused:
             self._resume()
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._waiter
-        finally:
-            self._waiter = None
+        await self._sleep(timeout_s)
 
     def taken(self) -> None:
         """The consumer popped frames: read on if reading was paused for it."""
         if self._paused and self._asm is not None and len(self._asm.ready) < MAX_READY:
             self._resume()
 
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
     # -- asyncio.BufferedProtocol --------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.finished or self._asm is None:
@@ -114,16 +93,6 @@ class _Conn(asyncio.BufferedProtocol):
         except (IntegrityError, FetchError) as exc:
             self._fail(exc)
             return
-        self._wake()
-
-    def eof_received(self) -> bool:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.finished and self.error is None:
-            self.error = FetchError("?", f"connection closed: {exc or 'EOF'}",
-                                    fresh=not self.got_any)
         self._wake()
 
     # -- internals -------------------------------------------------------------------------
@@ -176,17 +145,6 @@ class _Conn(asyncio.BufferedProtocol):
         self._paused = False
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
-
-    def _fail(self, exc: BaseException) -> None:
-        self.error = exc
-        self.keep_alive = False
-        self.close()
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
 
 class ShardFetcher:

@@ -25,6 +25,7 @@ from storage.shards.connpool import (
     MAX_IN_FLIGHT,
     ConnPool,
     FetchError,
+    NodeConn,
     parse_head,
 )
 
@@ -33,25 +34,14 @@ MAX_ANSWER_BYTES = 64 * 1024  # a PUT's JSON answer (or error) is far smaller
 Request = Callable[[], list[bytes]]  # builds the request's pieces (head, body, trailer)
 
 
-class _Conn(asyncio.Protocol):
+class _Conn(NodeConn, asyncio.Protocol):
     """One keep-alive connection; carries one request and its answer at a time."""
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._reset()
-
     def _reset(self) -> None:
-        self.status = 0
-        self.keep_alive = True
-        self.finished = False
-        self.error: FetchError | None = None
-        self.got_any = False
+        super()._reset()
         self._buf = bytearray()
         self._body_at = -1
         self._length = 0
-        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def answer(self) -> bytes:
@@ -64,24 +54,10 @@ class _Conn(asyncio.Protocol):
 
     async def wait(self, timeout_s: float) -> None:
         """Until the whole answer arrived or the connection failed."""
-        if self.finished or self.error is not None:
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._waiter
-        finally:
-            self._waiter = None
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        if not self.finished and self.error is None:
+            await self._sleep(timeout_s)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.got_any = True
@@ -96,16 +72,6 @@ class _Conn(asyncio.Protocol):
             return
         if self.finished:
             self._wake()
-
-    def eof_received(self) -> bool:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.finished and self.error is None:
-            self.error = FetchError("?", f"connection closed: {exc or 'EOF'}",
-                                    fresh=not self.got_any)
-        self._wake()
 
     # -- internals -------------------------------------------------------------------------
 
@@ -128,17 +94,6 @@ class _Conn(asyncio.Protocol):
         if have > self._length:
             raise FetchError("?", "more bytes than the Content-Length")
         self.finished = have == self._length
-
-    def _fail(self, exc: FetchError) -> None:
-        self.error = exc
-        self.keep_alive = False
-        self.close()
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
 
 class ShardSender:
@@ -169,6 +124,8 @@ class ShardSender:
                         from None
                 if conn.error is not None:
                     err = conn.error
+                    if not isinstance(err, FetchError):  # the sender fails only with these
+                        raise err
                     if reused and err.fresh and attempt == 0:
                         continue
                     raise FetchError(node.id, err.reason, err.status, err.fresh) from None
