@@ -6,7 +6,10 @@ user and system CPU of the node process from /proc, per PUT. Compare a 4 KiB and
 run to split the per-request cost from the per-byte cost (a 1 MiB object at 4+2 is six
 shard PUTs of 262,200 bytes).
 
-    python benchmarks/node_put_cpu.py --size 262144 -n 300 -c 3 [--batch | --get]
+    python benchmarks/node_put_cpu.py --size 262144 -n 300 -c 3 [--batch | --get | --whole]
+
+With `--whole` each shard goes as bytes, through the lean sender the gateway uses for a
+one-segment object's shards (the body is the same on the wire).
 
 With `--get` the shards are stored first (untimed) and the timed requests are shard GETs
 (`NodeClient.read_frames`, the whole shard): the node CPU per shard GET.
@@ -63,7 +66,7 @@ def _frame_list(body: bytes, count: int) -> list[bytes]:
 
 
 async def run(size: int, count: int, concurrency: int, batch: bool,
-              get: bool = False, frames: int = 1) -> dict[str, float]:
+              get: bool = False, frames: int = 1, whole: bool = False) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="node-put-cpu-"))
     key = base / "cluster.key"
     secret = load_or_create_secret(key)
@@ -82,6 +85,8 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
                 sid, _, blocks, body = shard
                 if batch:
                     await client.put_small(node, sid, body, len(blocks))
+                elif whole:
+                    await client.put_shard(node, sid, body, len(blocks))
                 else:
                     await client.put_shard(node, sid, _one(body) if frames == 1 else _framed(
                         body[:HEADER_BYTES], _frame_list(body, len(blocks))),
@@ -129,14 +134,17 @@ def main() -> None:
     ap.add_argument("--batch", action="store_true",
                     help="POST /v1/batch instead of streaming (with --get: batched reads)")
     ap.add_argument("--get", action="store_true", help="time shard GETs, not PUTs")
+    ap.add_argument("--whole", action="store_true",
+                    help="send each shard as bytes through the lean sender (as the gateway "
+                         "sends a one-segment object's shards)")
     ap.add_argument("--frames", type=int, default=1,
                     help="frames per shard, streamed one chunk per frame as the gateway "
                          "does (64 x 262144 is a shard of a 64 MiB object)")
     a = ap.parse_args()
-    r = asyncio.run(run(a.size, a.n, a.c, a.batch, a.get, a.frames))
+    r = asyncio.run(run(a.size, a.n, a.c, a.batch, a.get, a.frames, a.whole))
     kind = "GET" if a.get else "PUT"
     gb = a.frames * a.size / 1e9
-    print(f"size {a.size} x{a.frames} frames c={a.c} n={a.n} {'batch' if a.batch else 'stream'}: node CPU per {kind} "
+    print(f"size {a.size} x{a.frames} frames c={a.c} n={a.n} {'batch' if a.batch else 'whole' if a.whole else 'stream'}: node CPU per {kind} "
           f"user {r['user_ms']:.2f} ms + sys {r['sys_ms']:.2f} ms = "
           f"{r['user_ms'] + r['sys_ms']:.2f} ms ({(r['user_ms'] + r['sys_ms']) / 1e3 / gb:.2f} s/GB); "
           f"{r['puts_per_s']:.1f} {kind}s/s; "
