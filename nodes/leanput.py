@@ -13,7 +13,7 @@ and writes the answer itself, with the same metrics and log line (`"front": "lea
 
 Anything else on the connection — another method or path, a query, a body larger than
 `LEAN_MAX_BODY`, a chunked body, `Expect`, `Upgrade`, HTTP/1.0, a head this parser does not
-fully accept — is handed to aiohttp's request handler with every byte received so far, and
+fully accept, a request whose signature already fails (no body is buffered for it) — is handed to aiohttp's request handler with every byte received so far, and
 the connection stays with aiohttp from then on: nothing aiohttp would refuse is accepted
 here.
 """
@@ -224,8 +224,8 @@ class LeanFront(asyncio.BufferedProtocol):
                 self._hand_off()
             return
         req = parse_lean_head(bytes(self._head[:end]))
-        if req is None:
-            self._hand_off()
+        if req is None or not self._st.verifier.plausible("PUT", req.target, req.headers):
+            self._hand_off()  # aiohttp refuses a bad signature before reading the body
             return
         start = end + 4
         take = min(self._have - start, req.length)

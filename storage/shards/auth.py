@@ -298,6 +298,12 @@ class Verifier:
                 return "cannot persist the replay watermark"
         return None
 
+    def plausible(self, method: str, path_qs: str, headers: Any) -> bool:
+        """Whether a request passes every check but the watermark, without recording its
+        nonce (`check_async` must still run before acting on it): lets a front end refuse
+        to buffer the body of a request that will be refused."""
+        return not isinstance(self._verify(method, path_qs, headers, time.time()), str)
+
     def _verify(self, method: str, path_qs: str, headers: Any, t: float,
                 ) -> str | tuple[float, str]:
         """Every check but the watermark: a reason, or the request's (date, nonce)."""

@@ -130,3 +130,16 @@ def test_whole_body_sealer_gives_the_streamed_body_mac() -> None:
             streamed.update(body[:n // 3])
             streamed.update(body[n // 3:])
             assert whole.trailer(headers, body) == streamed.trailer()
+
+
+def test_a_plausible_request_is_checked_without_recording_its_nonce() -> None:
+    secret = b"k" * 32
+    v = auth.Verifier(secret, 60, "n1", started_at=time.time() - 10)
+    h = CIMultiDict(auth.sign(secret, "PUT", "/v1/shards/x", "n1", trailer=True))
+    assert v.plausible("PUT", "/v1/shards/x", h)
+    assert v.plausible("PUT", "/v1/shards/x", h)  # nothing recorded: still plausible
+    assert not v.plausible("PUT", "/v1/shards/y", h)
+    assert not v.plausible("PUT", "/v1/shards/x", CIMultiDict(
+        auth.sign(b"z" * 32, "PUT", "/v1/shards/x", "n1", trailer=True)))
+    assert v.check("PUT", "/v1/shards/x", h) is None
+    assert not v.plausible("PUT", "/v1/shards/x", h)  # now a replay
