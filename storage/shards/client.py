@@ -202,7 +202,7 @@ class NodeClient:
         b = table.get(node.url)
         if b is None:
             b = table[node.url] = NodeBatcher(
-                lambda ops, node=node: self._send_batch(node, ops, bulk),
+                lambda ops, node=node: self._send_batch(node, ops, bulk=bulk),
                 **({"max_inflight": 1, "max_bytes": BULK_BATCH_BYTES} if bulk else {}))
         return b
 
