@@ -41,6 +41,9 @@ PARALLEL_FOLDS = 4
 DIRECT_RUN = 32  # pages: a pending run at least this long counts as sequential (128 KiB)
 DIRECT_SHARE = 4  # an extent goes direct when such runs cover >= 1/DIRECT_SHARE of it
 PARALLEL_DIRECT = 8
+# Past 3/4 of the page bound, folds free pages down to FOLD_LOW % of it: the fuller the
+# overlay stays, the more pages each fold (a whole extent written) takes out of it.
+FOLD_LOW = 70
 COMPACT_SHARE = 2  # a large journal compacts extents with under 1/COMPACT_SHARE in pages...
 COMPACT_BYTES = 16 << 20  # ... re-journaling at most this many bytes of pages per append
 _MISS = object()
@@ -572,7 +575,8 @@ class JournaledVolume:
             # stored once: folding them would store them as journal and fold both.
             direct = [i for i, pend in self.pending.items()
                       if self._direct_base(i, self.pages.get(i, {}), pend) is not _MISS]
-            goal = self.npages - self.max_pages // 2 - sum(len(self.pages.get(i, {})) for i in direct)
+            goal = (self.npages - self.max_pages * FOLD_LOW // 100
+                    - sum(len(self.pages.get(i, {})) for i in direct))
             by_size = sorted(set(self.pages) - set(direct), key=lambda i: -len(self.pages[i]))
             freed = 0
             for i in by_size:

@@ -364,3 +364,24 @@ def test_a_large_journal_of_few_pages_is_compacted_not_folded() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(Path(d)))
+
+
+def test_folds_at_the_bound_free_pages_down_to_fold_low() -> None:
+    """Past 3/4 of the bound the folder picks the fullest extents until the overlay would be
+    at FOLD_LOW % of it (not half): the fuller it stays, the more pages each fold takes."""
+    async def go(tmp: Path) -> None:
+        sim = Sim(tmp)
+        svc = await sim.open()
+        try:
+            await svc.create("t", "v", 8 * MiB)
+            jv = JournaledVolume(await svc.open("t", "v", holder="a"), max_dirty=MiB)
+            for e in range(8):  # 8 extents with 24 pages each: 192 of 256 pages, at 3/4
+                for p in range(24):
+                    assert jv.try_write(e * MiB + p * 8192, b"x" * 4096) == 4096
+            folds, compact = jv._fold_targets()
+            assert compact == [] and len(folds) == 2  # 192 - 48 = 144 <= 70% of 256 (179)
+        finally:
+            await sim.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(go(Path(d)))
