@@ -379,7 +379,7 @@ def test_folds_at_the_bound_free_pages_down_to_fold_low() -> None:
                 for p in range(24):
                     assert jv.try_write(e * MiB + p * 8192, b"x" * 4096) == 4096
             folds, compact = jv._fold_targets()
-            assert compact == [] and len(folds) == 2  # 192 - 48 = 144 <= 70% of 256 (179)
+            assert compact == [] and len(folds) == 1  # 192 - 24 = 168 <= 70% of 256 (179)
         finally:
             await sim.close()
 
