@@ -77,6 +77,10 @@ def api_prefix(server_version: str) -> str:
 class EtcdStore:
     """MetadataStore on an etcd cluster, plus worker leases and a prefix watch."""
 
+    # Small objects' sealed bodies live under their own keys, not in the records every
+    # listing scans through the JSON gateway (storage/inline_bodies.py).
+    inline_apart = True
+
     def __init__(self, endpoints: tuple[str, ...], session: aiohttp.ClientSession,
                  prefix: str) -> None:
         self._endpoints = endpoints
@@ -228,6 +232,21 @@ class EtcdStore:
             body["sort_target"] = "KEY"
         data = await self._call("/kv/range", body, idempotent=True)
         return [_item(kv) for kv in data.get("kvs") or []]
+
+    async def get_and_range(self, key: bytes, start: bytes, end: bytes, limit: int
+                            ) -> tuple[Item | None, list[Item]]:
+        """`get(key)` and `range(start, end, limit)` in one request: a read-only txn, one
+        linearizable snapshot (a current record and its inline bodies)."""
+        body = {"compare": [], "success": [
+            {"request_range": {"key": _b64(key)}},
+            {"request_range": {"key": _b64(start), "range_end": _b64(end),
+                               "limit": str(limit)}}]}
+        data = await self._call("/kv/txn", body, idempotent=True)
+        answers = data.get("responses") or []
+        if len(answers) != 2:
+            raise EtcdError(f"etcd txn: {len(answers)} answers to 2 reads")
+        first, second = ((a.get("response_range") or {}).get("kvs") or [] for a in answers)
+        return (_item(first[0]) if first else None), [_item(kv) for kv in second]
 
     async def txn(self, txn: Txn) -> bool:
         done, _ = await self.txn_or_read(txn, ())

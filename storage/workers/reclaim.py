@@ -25,6 +25,7 @@ import logging
 import time
 from typing import Any
 
+from storage import inline_bodies
 from storage.keyspace import (
     ACCESS_KEY,
     TENANT,
@@ -86,6 +87,7 @@ class _Batch:
         v = ObjectVersion.decode(item.value)
         for p in v.parts:
             self.stripe(p.stripe_id, p.nodes)
+        inline_bodies.retire(v, self.deletes)
         r = v.restore
         for p in r.get("parts") or []:
             self.stripe(p["stripe_id"], p["nodes"])
