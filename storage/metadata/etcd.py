@@ -4,7 +4,7 @@ Item.revision is etcd's `mod_revision`, a cluster-wide counter like the SQLite b
 so compare-and-swap works the same way (revision 0 = absent: an absent key compares as
 mod_revision 0). Reads are linearizable (etcd's default), so a write through one gateway is
 seen by the next read through any other. Requests go to the Raft leader (found at open and
-again whenever an answer shows a new Raft term), so no follower forwards them; a connection
+again, in the background, whenever an answer shows a new Raft term), so no follower forwards them; a connection
 failure moves to the next member. A write whose connection broke after it was sent is not retried
 (it may have applied; the caller sees the error), reads are. See docs/ARCHITECTURE.md,
 "Metadata on etcd", for why the JSON gateway rather than a client library.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -91,6 +92,7 @@ class EtcdStore:
         self._leases: dict[bytes, tuple[str, str]] = {}  # key -> (holder, lease id)
         self.server_version = ""
         self._term = 0  # the Raft term the leader was last looked up in (0: not yet)
+        self._lookup: asyncio.Task[None] | None = None  # a leader lookup after an election
 
     @classmethod
     async def open(cls, endpoints: tuple[str, ...] | list[str]) -> EtcdStore:
@@ -140,6 +142,26 @@ class EtcdStore:
                 self._current = idx
             return
 
+    def _relook(self) -> None:
+        """Look the leader up again in the background (one lookup at a time): the request
+        that saw the new term answers at once; requests meanwhile go where they went (a
+        follower still forwards them), and move to the leader when it is found."""
+        if self._lookup is not None and not self._lookup.done():
+            return
+        self._lookup = asyncio.get_running_loop().create_task(self._relook_now(),
+                                                              name="etcd-leader-lookup")
+
+    async def _relook_now(self) -> None:
+        try:
+            await self._find_leader()
+        except Exception as exc:  # noqa: BLE001 - requests still fail over on their own
+            log.warning("etcd: leader lookup failed: %s", exc)
+
+    async def settled(self) -> None:
+        """Wait for a leader lookup in progress, if any (tests)."""
+        if self._lookup is not None:
+            await asyncio.shield(self._lookup)
+
     async def _version(self) -> str:
         errors = []
         for ep in self._endpoints:
@@ -187,9 +209,9 @@ class EtcdStore:
                 log.info("etcd: now using endpoint %s", self._endpoints[idx])
                 self._current = idx
             term = int((data.get("header") or {}).get("raft_term", 0))
-            if term > self._term:  # an election since the leader was looked up
+            if term > self._term:  # an election since the leader was looked up:
                 self._term = term  # (set first: concurrent answers do not look again)
-                await self._find_leader()
+                self._relook()  # found beside the requests, not inside this one
             return data  # type: ignore[no-any-return]
         raise EtcdError(f"no etcd endpoint answered {path}: " + "; ".join(errors))
 
@@ -285,6 +307,10 @@ class EtcdStore:
                 await self.release(name, holder)
             except StorageError as exc:
                 log.warning("etcd: could not release lease %r: %s", name, exc)
+        if self._lookup is not None:
+            self._lookup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lookup
         await self._session.close()
 
     # --- leases for background workers ---------------------------------------------
