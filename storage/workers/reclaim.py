@@ -191,6 +191,10 @@ class TenantReclaimer:
     """The `reclaim` worker: reclaims shredded tenants, one batch per step."""
 
     name = "reclaim"
+    # on etcd a tenant record's change (a shred) wakes it (storage/workers/wakes), instead of
+    # it reading every tenant record each second; the long pause bounds anything missed
+    wake_prefix = space(TENANT)[0]
+    watched_idle_s = 30.0
 
     def __init__(self, meta: MetadataStore, gc_grace_s: float) -> None:
         self._meta = meta

@@ -27,6 +27,7 @@ from storage.keyspace import (
     repair_key,
     rewrap_key,
     space,
+    tenant_key,
     urgent_repair_key,
 )
 from storage.membership import MembershipWatcher, add_node
@@ -39,6 +40,8 @@ from storage.workers import WorkerState
 from storage.workers import gc as gc_mod
 from storage.workers.gc import GarbageCollector
 from storage.workers.keys import Rewrapper
+from storage.workers.rebalance import Rebalancer
+from storage.workers.reclaim import TenantReclaimer
 from storage.workers.repair import RepairWorker
 from storage.workers.runner import WorkerRunner
 from storage.workers.wakes import Wakes
@@ -155,3 +158,5 @@ def test_queue_driven_workers_name_their_queue() -> None:
     assert repair_key(b"\x01").startswith(RepairWorker.wake_prefix)
     assert rewrap_key("t1").startswith(Rewrapper.wake_prefix)
     assert gc_key(1, b"\x01").startswith(GarbageCollector.wake_prefix)
+    assert tenant_key("t1").startswith(TenantReclaimer.wake_prefix)  # a shred
+    assert member_key("n1").startswith(Rebalancer.wake_prefix)  # a drain
