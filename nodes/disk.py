@@ -44,9 +44,10 @@ RECENT_SHARDS = 16384  # shard ids remembered as hot (~2 MiB)
 
 
 class RecentShards:
-    """Ids of the shards this node wrote or read lately, the oldest forgotten first: their
-    directory entries and headers are almost surely cached, so a read of one may open it
-    on the event loop (`ShardReadStream.open_verified(hot=True)`)."""
+    """Ids of the shards this node committed or read lately (`ShardWriter.commit`, the GET
+    handler), the oldest forgotten first: their directory entries are almost surely
+    cached, so a read of one may open it on the event loop
+    (`ShardReadStream.open_verified(hot=True)`)."""
 
     def __init__(self, size: int = RECENT_SHARDS) -> None:
         self._size = size

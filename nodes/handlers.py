@@ -278,7 +278,6 @@ async def put_shard(request: web.Request) -> web.Response:
         if not committed:
             await writer.abort()
     st.metrics.shard_writes.inc()
-    st.store.recent.touch(sid)
     return web.json_response({"id": sid, "bytes": size, "segments": segments}, status=201)
 
 

@@ -287,6 +287,7 @@ class ShardWriter:
             self._store._account(self.bytes_written - replaced, 0)
         else:
             self._store._account(self.bytes_written, 1)
+        self._store.recent.touch(self.shard_id)  # just written: its reads may skip a hop
         return self.bytes_written
 
     def _commit_sync(self, fd: int, replace: bool) -> int:
