@@ -119,3 +119,13 @@ def test_recent_shards_forget_the_oldest_first() -> None:
     for sid in ("a", "b", "a", "c"):  # "a" touched again: "b" is now the oldest
         recent.touch(sid)
     assert "a" in recent and "c" in recent and "b" not in recent
+
+
+async def test_a_committed_shard_is_hot(tmp_path: Path, pool: CountingPool) -> None:
+    store = DiskShardStore(tmp_path / "node")
+    sid, _, _, body = make_shard(frames=2, block_size=64 * 1024, last=None)
+    writer = await store.begin_put(sid)
+    await writer.commit(body)
+    assert sid in store.recent
+    hot = await opened(store, sid, pool, hot=sid in store.recent)
+    assert hot[2] == 0 and hot[1] == (HEADER_BYTES, len(body) - HEADER_BYTES, None)
