@@ -230,14 +230,16 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                     pool.give(buf)
             owned.clear()
     finally:
-        for s in active:
-            await _close(s)
-        if slots is not None:
-            for node in admitted:  # admitted, never opened (a stream failed to start)
-                slots.give(node)
-        if pool is not None:
-            for buf in owned:
-                pool.give(buf)
+        try:
+            while active:  # one by one: a close cut short leaves the rest to the next step
+                await _close(active.pop())
+        finally:
+            if slots is not None:  # slots of streams a cancelled close left, and admitted
+                for node in [s.node for s in active] + admitted:  # ones never opened
+                    slots.give(node)
+            if pool is not None:
+                for buf in owned:
+                    pool.give(buf)
 
 
 __all__ = ["Frame", "read_blocks", "read_small_blocks"]
