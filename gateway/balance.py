@@ -143,12 +143,14 @@ class BalancedAccept:
             self._timer = self._loop.call_later(delay, self._watch)
 
     def _readable(self) -> None:
+        woken = True  # a connection is pending now (after an accept, maybe not)
         while True:
             if self._slots.my_turn():
                 self._waiting_since = None
-            elif not self._waited_out():
+            elif not (woken and self._waited_out()):
                 self._unwatch(RECHECK_S)
                 return
+            woken = False
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
