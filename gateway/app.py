@@ -219,7 +219,8 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
                 assert role.rundir is not None
                 await BalancedTCPSite(runner, socket.socket(fileno=role.listen_fd),
                                       ConnSlots(role.rundir / "conns", role.index, role.count),
-                                      header_timeout_s=cfg.gateway.header_timeout_s).start()
+                                      header_timeout_s=cfg.gateway.header_timeout_s,
+                                      grace_s=cfg.gateway.accept_grace_s).start()
             else:
                 host, port = split_hostport(addr)
                 await GuardedTCPSite(runner, host, port,

@@ -7,7 +7,7 @@ that every worker inherits, and a worker accepts only while it holds no more ope
 connections than any other live worker (the counts sit in a small shared file, one slot
 per worker). A worker over its share stops watching the socket and looks again a few
 milliseconds later; if a connection stays pending while nobody accepts anything for
-`grace_s` (a stalled or dead worker), it takes the connection anyway, so a stuck worker
+`grace_s` (`[gateway] accept_grace_s`: a stalled worker), it takes the connection anyway, so a stuck worker
 never stops service.
 """
 
@@ -27,11 +27,6 @@ log = logging.getLogger(__name__)
 
 RECHECK_S = 0.003  # how soon a worker over its share looks at the socket again
 ACCEPT_ERROR_PAUSE_S = 1.0  # out of descriptors (EMFILE...): as asyncio's own accept loop
-
-
-def grace_s() -> float:
-    """How long a pending connection waits for an eligible worker before any takes it."""
-    return float(os.environ.get("TESSERA_ACCEPT_GRACE_S", "0.25"))
 
 
 class ConnSlots:
@@ -114,8 +109,9 @@ class BalancedAccept:
     from `factory` (an aiohttp request handler), counted open until it is lost."""
 
     def __init__(self, sock: socket.socket, slots: ConnSlots,
-                 factory: Callable[[], asyncio.Protocol]) -> None:
+                 factory: Callable[[], asyncio.Protocol], grace_s: float = 0.25) -> None:
         self._sock = sock
+        self._grace_s = grace_s
         self._slots = slots
         self._factory = factory
         self._loop = asyncio.get_running_loop()
@@ -175,7 +171,7 @@ class BalancedAccept:
         if self._waiting_since is None or seen != self._seen:
             self._waiting_since, self._seen = now, seen
             return False
-        return now - self._waiting_since >= grace_s()
+        return now - self._waiting_since >= self._grace_s
 
     async def _serve(self, conn: socket.socket) -> None:
         made: list[asyncio.Protocol] = []

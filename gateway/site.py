@@ -59,17 +59,18 @@ class BalancedTCPSite(GuardedTCPSite):
     while it is this worker's turn (`gateway.balance`)."""
 
     def __init__(self, runner: web.BaseRunner, sock: socket.socket, slots: ConnSlots, *,
-                 header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
+                 header_timeout_s: float = HEADER_TIMEOUT_S, grace_s: float = 0.25) -> None:
         host, port = sock.getsockname()[:2]
         super().__init__(runner, host, port, header_timeout_s=header_timeout_s)
         self._sock = sock
         self._slots = slots
+        self._grace_s = grace_s
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
         assert isinstance(server, web.Server)
-        accept = BalancedAccept(self._sock, self._slots, self._guarded())
+        accept = BalancedAccept(self._sock, self._slots, self._guarded(), self._grace_s)
         forget = server.connection_lost
 
         def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:

@@ -11,8 +11,6 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
-
 from gateway.balance import BalancedAccept, ConnSlots, shared_socket
 
 
@@ -33,7 +31,7 @@ class _Conn(asyncio.Protocol):
 
 
 def _workers(sock: socket.socket, path: Path, n: int, made: asyncio.Queue[tuple[int, _Conn]],
-             slots: int = 0) -> list[BalancedAccept]:
+             slots: int = 0, grace_s: float = 60.0) -> list[BalancedAccept]:
     """Accept loops for workers 0..n-1 of `slots` (default n)."""
     accepts: list[BalancedAccept] = []
     for i in range(n):
@@ -43,7 +41,7 @@ def _workers(sock: socket.socket, path: Path, n: int, made: asyncio.Queue[tuple[
             return c
 
         fd = sock if i == 0 else socket.socket(fileno=os.dup(sock.fileno()))
-        accepts.append(BalancedAccept(fd, ConnSlots(path, i, slots or n), factory))
+        accepts.append(BalancedAccept(fd, ConnSlots(path, i, slots or n), factory, grace_s))
     return accepts
 
 
@@ -55,9 +53,7 @@ async def _connect(port: int, made: asyncio.Queue[tuple[int, _Conn]],
     return worker, writer, conn
 
 
-def test_connections_alternate_and_a_closed_one_gives_the_turn_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TESSERA_ACCEPT_GRACE_S", "60")  # turns alone, never the grace
+def test_connections_alternate_and_a_closed_one_gives_the_turn_back(tmp_path: Path) -> None:
 
     async def run() -> None:
         sock = shared_socket("127.0.0.1", 0, 64)
@@ -81,19 +77,17 @@ def test_connections_alternate_and_a_closed_one_gives_the_turn_back(
     asyncio.run(run())
 
 
-def test_a_connection_no_other_worker_takes_is_taken_after_the_grace(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_connection_no_other_worker_takes_is_taken_after_the_grace(tmp_path: Path) -> None:
     """A stalled worker (alive, holding fewer connections, never accepting) does not
     stop service: the other takes the pending connection once nobody accepted for the
     grace period. A dead worker's slot does not count at all."""
-    monkeypatch.setenv("TESSERA_ACCEPT_GRACE_S", "0.2")
 
     async def run() -> None:
         sock = shared_socket("127.0.0.1", 0, 64)
         port = sock.getsockname()[1]
         made: asyncio.Queue[tuple[int, _Conn]] = asyncio.Queue()
         stalled = ConnSlots(tmp_path / "conns", 1, 2)  # this pid: alive, 0 open, no loop
-        (accept,) = _workers(sock, tmp_path / "conns", 1, made, slots=2)
+        (accept,) = _workers(sock, tmp_path / "conns", 1, made, slots=2, grace_s=0.2)
         try:
             loop = asyncio.get_running_loop()
             first = await _connect(port, made)
@@ -102,7 +96,7 @@ def test_a_connection_no_other_worker_takes_is_taken_after_the_grace(
             assert loop.time() - t0 >= 0.2  # it was not worker 0's turn
             assert first[0] == second[0] == 0
             stalled._SLOT.pack_into(stalled._map, stalled._SLOT.size, 2 ** 22 + 1, 0, 0)
-            monkeypatch.setenv("TESSERA_ACCEPT_GRACE_S", "60")
+            accept._grace_s = 60.0  # a wait now would outlast the test's
             third = await _connect(port, made)  # slot 1's pid is gone: its turn is void
             assert third[0] == 0
             for _, writer, _ in (first, second, third):
