@@ -17,6 +17,7 @@ from storage.config import NodeSpec
 from storage.errors import DataUnavailable, StorageError
 from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
+from storage.shards.streamslots import StreamSlots
 from storage.shards.transport import NodeTransport
 
 Frame = tuple[int, bytes | memoryview, bytearray | None]  # segment, block, pooled owner
@@ -143,23 +144,47 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
 
     With `pool`, blocks may be views of pooled buffers, valid until the consumer asks for
     the next segment (they are given back then).
+
+    A transport with `stream_slots` bounds the streams open per node: the first ones are
+    admitted together, a later one goes at once (`storage.shards.streamslots`).
     """
     owned: list[bytearray] = []  # pooled buffers behind the blocks of the current segment
     waiting = list(sources)
     active: list[_ShardStream] = []
     errors: list[str] = []
     stripe_id = headers[0].stripe_id
+    slots: StreamSlots | None = getattr(client, "stream_slots", None)
+    admitted: list[NodeSpec] = []  # slots the admission took, not yet given to a stream
 
     def _open(seg: int) -> bool:
         if not waiting:
             return False
         i, node = waiting.pop(0)
-        active.append(_ShardStream(client, node, shard_id(stripe_id, i), headers[i], seg,
-                                   last - seg + 1, pool))
+        if admitted:
+            admitted.pop(0)  # this stream's (the admission took the first sources' slots)
+        elif slots is not None:
+            slots.add(node)
+        try:
+            active.append(_ShardStream(client, node, shard_id(stripe_id, i), headers[i], seg,
+                                       last - seg + 1, pool))
+        except BaseException:
+            if slots is not None:
+                slots.give(node)
+            raise
         return True
 
+    async def _close(s: _ShardStream) -> None:
+        try:
+            await s.close()
+        finally:
+            if slots is not None:
+                slots.give(s.node)
+
+    target = k + spare
+    if slots is not None:  # the first streams' slots in one step, holding none meanwhile
+        admitted = [node for _, node in waiting[:target]]
+        await slots.admit(admitted)
     try:
-        target = k + spare
         while len(active) < target and _open(first):
             pass
         for seg in range(first, last + 1):
@@ -167,7 +192,7 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                 # that lied in one segment may hold an honest block another one needs
                 for s in [s for s in active if s.index in exclude]:
                     active.remove(s)
-                    await s.close()
+                    await _close(s)
                     waiting.append((s.index, s.node))
                 waiting = [p for p in waiting if p[0] not in exclude] + \
                     [p for p in waiting if p[0] in exclude]
@@ -192,7 +217,7 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                     if isinstance(r, StorageError):
                         errors.append(str(r)[:200])
                         active.remove(s)
-                        await s.close()
+                        await _close(s)
                         if failed is not None:
                             failed(s.index, s.node, r)
                     else:
@@ -206,7 +231,10 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
             owned.clear()
     finally:
         for s in active:
-            await s.close()
+            await _close(s)
+        if slots is not None:
+            for node in admitted:  # admitted, never opened (a stream failed to start)
+                slots.give(node)
         if pool is not None:
             for buf in owned:
                 pool.give(buf)

@@ -22,6 +22,7 @@ from storage.shards.batching import NodeBatcher
 from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
 from storage.shards.sender import ShardSender
+from storage.shards.streamslots import StreamSlots
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
 BULK_BATCH_BYTES = 4 * 1024 * 1024  # repair's batch requests (`_batcher`), about this size
@@ -62,6 +63,7 @@ class NodeClient:
         self._batchers: dict[str, NodeBatcher] = {}
         self._bulk: dict[str, NodeBatcher] = {}  # repair's whole-shard lane (see `_batcher`)
         self._fetch = ShardFetcher(secret, read_timeout_s)
+        self.stream_slots = StreamSlots()  # shard GET streams per node (`read_blocks`)
         self._sender = ShardSender(read_timeout_s)
         self._whole_sealer = auth.WholeBodySealer(secret)
 

@@ -29,19 +29,16 @@ from storage.keyspace import (
     next_key,
     repair_key,
     space,
-    stripe_index_key,
     stripe_of,
     system_key,
     urgent_repair_key,
     urgent_repair_span,
 )
 from storage.metadata import Item, MetadataStore, Txn
-from storage.pipeline import StripeCodec, segment_count, shard_file_bytes
+from storage.pipeline import StripeCodec
 from storage.placement import place
 from storage.rebuild import Reference, SourcesDisagree, rebuild_shards
-from storage.records import PartLayout, pack, unpack
-from storage.shards.client import NodeError
-from storage.shards.ids import parse_shard_id, shard_id
+from storage.records import pack, unpack
 from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 from storage.workers import WorkerState
@@ -56,6 +53,9 @@ from storage.workers.manifests import (
     load_manifest,
     volume_stripes,
 )
+from storage.workers.repair_assess import Assessment, RepairAssessor
+from storage.workers.repair_lanes import WHOLE_SHARD_BYTES, RepairLanes
+from storage.workers.repair_orphans import RepairHousekeeping
 
 log = logging.getLogger("tessera.repair")
 STATS_KEY = system_key("repair")
@@ -64,17 +64,6 @@ BATCH = 64
 # node gather in a few batch requests (up to 64 ops each) instead of one or two per stripe
 # (measured: 4.2 -> 1.5 ms of gateway + node CPU per stripe checked).
 ASSESS_PARALLEL = 128
-# Shards up to this size (those of objects up to ~1.25 MiB at k=4) are rebuilt whole: the
-# source reads and rebuilt-shard writes of the stripes repaired at once go to each node in
-# shared batch requests. Measured (one node, 8 at once): a 256 KiB shard costs the node
-# 0.50 ms per batched read against 0.73 streamed, 1.67 per batched write against 1.90; at
-# 1 MiB batching loses (1.67 against 1.25 per read: the body is copied and hashed where a
-# stream goes out with sendfile).
-# With 32 stripes at once, not 8: only then do a node's ops share requests (1 MiB objects,
-# `benchmarks/rebuild_cpu.py`: nodes 33 -> 22-24 ms per rebuilt MiB, the rebuilding
-# process the same). Memory: 32 x (k+2) shards of at most 320 KiB, 60 MiB at 4+2.
-WHOLE_SHARD_BYTES = 320 * 1024
-WHOLE_SHARE = 4
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 RETRY_S = 30.0
 FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
@@ -100,15 +89,7 @@ class RepairStats:
     updated: float = 0.0
 
 
-@dataclass
-class Assessment:
-    healthy: dict[int, str]  # index -> node holding a good shard
-    missing: list[int]  # indexes to rebuild
-    unknown: dict[int, str]  # index -> node down within its grace (may come back)
-    lying: dict[int, str] = field(default_factory=dict)  # named liars (in `missing` too)
-
-
-class RepairWorker(ShardWorker[RepairStats]):
+class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping):
     name = "repair"
     stats_key = STATS_KEY
     stats_type = RepairStats
@@ -155,94 +136,6 @@ class RepairWorker(ShardWorker[RepairStats]):
         # Assessments the sweep just made of stripes it queued (stripe -> (when, nodes, it)):
         # the queue step reuses them instead of statting every shard again.
         self._fresh: dict[bytes, tuple[float, list[str | None], Assessment]] = {}
-
-    @property
-    def _by_id(self) -> dict[str, NodeSpec]:
-        return {n.id: n for n in self._health.nodes}  # the live cluster map (membership)
-
-    # assessment ----------------------------------------------------------------------------
-
-    def _lost_node(self, nid: str) -> bool | None:
-        """True: treat its shards as lost; None: unknown (down within grace); False: usable."""
-        s = self._health.states.get(nid)
-        if s is None or s.state == OUT:
-            return True
-        if s.state == DOWN:
-            return True if time.time() - s.since > self.settings.down_grace_s else None
-        return False
-
-    async def assess(self, part: PartLayout,
-                     lying: Mapping[str, str] | None = None) -> Assessment:
-        """Check every shard of a stripe: stat it on its node, or judge by node health.
-
-        `lying` (index -> node, from the repair entry) names shards a reader or the deep
-        scrub found lying: missing while the manifest still names that node, whatever
-        their stat says (their checksums are valid).
-        """
-        nsegs = segment_count(part.size, part.segment_size)
-        healthy: dict[int, str] = {}
-        missing: list[int] = []
-        unknown: dict[int, str] = {}
-        liars: dict[int, str] = {}
-
-        async def one(i: int, nid: str | None) -> None:
-            if nid is None or nid not in self._by_id:
-                missing.append(i)
-                return
-            lost = self._lost_node(nid)
-            if lost is True:
-                missing.append(i)
-                return
-            if lost is None:
-                unknown[i] = nid
-                return
-            if lying and lying.get(str(i)) == nid:
-                missing.append(i)
-                liars[i] = nid  # still a source for the segments where it is honest
-                return
-            try:
-                st = await self._client.stat_shard(self._by_id[nid], shard_id(part.stripe_id, i))
-            except NodeError as exc:
-                if exc.status == 409:
-                    missing.append(i)
-                else:
-                    self._health.report_failure(nid, str(exc))
-                    unknown[i] = nid
-                return
-            if st is None or int(st.get("segments", -1)) != nsegs or st.get("index") != i:
-                missing.append(i)
-            else:
-                healthy[i] = nid
-
-        nodes = list(part.nodes) + [None] * (part.k + part.m - len(part.nodes))
-        await asyncio.gather(*(one(i, n) for i, n in enumerate(nodes)))
-        for i in self._over_zone_cap(part, healthy):
-            del healthy[i]
-            missing.append(i)
-        missing.sort()
-        return Assessment(healthy=healthy, missing=missing, unknown=unknown, lying=liars)
-
-    def _over_zone_cap(self, part: PartLayout, healthy: dict[int, str]) -> list[int]:
-        """Healthy shards beyond m in one zone, to move (a write in a zone outage spilled them).
-
-        Counted as missing only while k others stay healthy, so the move never costs
-        redundancy; until a zone-safe node is up, placement finds none and the entry waits.
-        """
-        per_zone: dict[str, list[int]] = {}
-        for i, nid in sorted(healthy.items()):
-            per_zone.setdefault(self._by_id[nid].zone, []).append(i)
-        excess = [i for idxs in per_zone.values() for i in idxs[part.m:]]
-        return excess if len(healthy) - len(excess) >= part.k else []
-
-    def at_risk(self, part: PartLayout, a: Assessment) -> bool:
-        """Fewer than k+2 healthy shards, or a zone whose loss would leave fewer than k:
-        repaired before other stripes and at full rate whatever the client load."""
-        zones: dict[str, int] = {}
-        for nid in a.healthy.values():
-            zones[self._by_id[nid].zone] = zones.get(self._by_id[nid].zone, 0) + 1
-        worst_zone = max(zones.values(), default=0)
-        return len(a.healthy) < min(part.k + 2, part.k + part.m) or \
-            len(a.healthy) - worst_zone < part.k
 
     # the repair queue ----------------------------------------------------------------------
 
@@ -350,15 +243,10 @@ class RepairWorker(ShardWorker[RepairStats]):
             safe = [w for w in work if w[0] and w[4].missing]
             left = [w[2].key for w in safe[safe_cap:]]
             work = [w for w in work if not w[0] or not w[4].missing] + safe[:safe_cap]
-        streams = asyncio.Semaphore(max(1, self.settings.parallel))
-        wholes = asyncio.Semaphore(max(1, self.settings.parallel) * WHOLE_SHARE)
+        lanes = RepairLanes(self.settings.parallel)
 
         async def fix(safe: bool, item: Item, man: Manifest, a: Assessment) -> bool:
-            # `parallel` stripes at once (WHOLE_SHARE times more of those rebuilt whole),
-            # a new one as soon as one ends
-            p = man.part
-            whole = shard_file_bytes(p.size, p.segment_size, p.k) <= WHOLE_SHARD_BYTES
-            async with wholes if whole else streams:
+            async with lanes.gate(man.part):
                 return await self._repair(item, man, a, self._throttle if safe else self._urgent)
 
         done = await asyncio.gather(*(fix(w[0], w[2], w[3], w[4]) for w in work))
@@ -530,70 +418,6 @@ class RepairWorker(ShardWorker[RepairStats]):
         self._sweep_cursor = next_key(items[-1].key)
         self._next_sweep = 0.0
         return True
-
-    async def _poll_quarantine(self) -> None:
-        """Queue the stripes of shards the nodes' scrubbers (or reads) quarantined."""
-        await asyncio.gather(*(self._quarantine_on(node) for node in self._health.usable()))
-
-    async def _quarantine_on(self, node: NodeSpec) -> None:
-        since = self._quarantine_since.get(node.id, 0.0)
-        try:
-            entries = await self._client.quarantined(node, since)
-        except StorageError:
-            return
-        for e in entries:
-            t = float(e.get("time", 0.0))
-            self._quarantine_since[node.id] = max(self._quarantine_since.get(node.id, 0.0), t)
-            try:
-                stripe_id, _ = parse_shard_id(str(e.get("shard_id", "")))
-            except ValueError:
-                continue
-            if await self._meta.get(stripe_index_key(stripe_id)) is not None:
-                await self.enqueue(stripe_id, f"quarantined on {node.id}")
-                self.stats.quarantine_reports += 1
-                self._dirty = True
-
-    async def _collect_orphans(self) -> None:
-        """Delete one page per node of shards no manifest names (older than the grace)."""
-        now = time.time()
-        await asyncio.gather(*(self._orphans_on(node, now) for node in self._health.usable()))
-
-    async def _orphans_on(self, node: NodeSpec, now: float) -> None:
-        """One page of the orphan check on one node (nodes are checked concurrently)."""
-        after = self._orphan_cursor.get(node.id, "")
-        try:
-            ids = await self._client.list_shards(node, after=after, limit=200)
-        except StorageError:
-            return
-        self._orphan_cursor[node.id] = ids[-1] if len(ids) == 200 else ""
-        for sid in ids:
-            try:
-                stripe_id, index = parse_shard_id(sid)
-            except ValueError:
-                continue
-            man = await load_manifest(self._meta, stripe_id)
-            if isinstance(man, str) and man != "gone":
-                continue  # a multipart part, a restored copy...: owned elsewhere
-            if man is None and (self._volume_stripes is None
-                                or stripe_id in self._volume_stripes):
-                continue  # a block volume extent (volumes keep no X/ entry)
-            if isinstance(man, Manifest):
-                nodes = man.part.nodes
-                if index < len(nodes) and nodes[index] == node.id:
-                    continue
-            try:
-                st = await self._client.stat_shard(node, sid)
-            except StorageError:
-                continue
-            if st is None or now - float(st.get("mtime", now)) < self.settings.orphan_grace_s:
-                continue
-            try:
-                await self._client.delete_shard(node, sid)
-            except StorageError:
-                continue
-            self.stats.orphans_deleted += 1
-            self._dirty = True
-            log.info("deleted orphan shard %s on %s", sid, node.id)
 
     async def _publish(self, min_interval_s: float = 0.0) -> None:
         if not self._dirty or time.time() - self.stats.updated < min_interval_s:

@@ -145,3 +145,34 @@ async def test_a_node_that_stalls_after_the_last_frame_does_not_hold_the_read(
         silent.set()
         server.close()
     assert got == [(i, blocks[i]) for i in range(3)] and pool.out == 0
+
+
+async def test_reads_past_the_streams_per_node_bound_wait_their_turn(
+        api: Api, node: Node, client: NodeClient) -> None:  # noqa: F811
+    """With room for one read's four streams to the node, a second read waits (holding no
+    stream) until the first ends, then reads everything; every slot comes back."""
+    from storage.shards.streamslots import StreamSlots
+
+    part, blocks = await stored(api, range(4))
+    slots = client.stream_slots = StreamSlots(limit=4)
+    pool = CountingPool()
+
+    def read() -> object:
+        return read_blocks(client, part_headers(part), sources(node, [0, 1, 2, 3]), 4, 0,
+                           SEGMENTS - 1, pool=pool)
+
+    async def whole() -> dict[int, dict[int, bytes]]:
+        return {seg: {i: bytes(b) for i, b in bs.items()} async for seg, bs in read()}
+
+    first = read()
+    seg, _ = await anext(first)  # type: ignore[call-overload]
+    second = asyncio.create_task(whole())
+    async with asyncio.timeout(10):
+        while not slots.waiting:
+            await asyncio.sleep(0)
+    assert slots.open == {sources(node, [0])[0][1].address: 4} and not second.done()
+    async for _ in first:  # type: ignore[attr-defined]
+        pass
+    got = await asyncio.wait_for(second, 10)
+    assert got == {s: {i: blocks[i][s] for i in range(4)} for s in range(SEGMENTS)}
+    assert not slots.open and slots.overflows == 0 and pool.out == 0

@@ -14,10 +14,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from storage.widereads import WIDE_READ_BYTES, wide_reads
+from storage.widereads import WIDE_READ_BYTES, WideBudget, wide_reads
 
 BODY = 3 * 1024 * 1024 // 2  # more than aiohttp's 128 KiB pause, less than 2 MiB
 SENT = web.AppKey("sent", bytes)
+ONE_WIDE = WideBudget(3 * WIDE_READ_BYTES)  # room for one widened body at a time
+INSIDE: list[asyncio.Event] = []  # set as each budgeted request holds its reads
 
 
 async def _buffered(request: web.Request, at_least: int) -> None:
@@ -40,6 +42,18 @@ async def _wide(request: web.Request) -> web.Response:
                               "same": data == request.app[SENT]})
 
 
+async def _budgeted(request: web.Request) -> web.Response:
+    """Both requests hold their reads (widened or not) until both are in."""
+    transport: Any = request.transport
+    with wide_reads(transport, request.content, budget=ONE_WIDE):
+        inside, lent = transport.max_size, ONE_WIDE.lent
+        INSIDE[int(request.query["n"])].set()
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in INSIDE)), 20)
+        data = await request.content.read()
+    return web.json_response({"inside": inside, "lent": lent,
+                              "same": data == request.app[SENT]})
+
+
 async def _plain(request: web.Request) -> web.Response:
     transport: Any = request.transport
     await request.read()
@@ -52,6 +66,7 @@ async def server() -> AsyncIterator[tuple[str, bytes]]:
     app[SENT] = os.urandom(BODY)
     app.router.add_put("/wide", _wide)
     app.router.add_put("/plain", _plain)
+    app.router.add_put("/budgeted", _budgeted)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -78,6 +93,28 @@ async def test_a_large_body_is_buffered_past_aiohttps_default_pause(
     assert got["limits"] == [WIDE_READ_BYTES, 2 * WIDE_READ_BYTES]
     assert got["after"] == default
     assert plain["max_size"] == default  # the kept-alive connection reads as before
+
+
+async def test_bodies_past_the_process_budget_are_read_with_the_defaults(
+        server: tuple[str, bytes]) -> None:
+    url, body = server
+    default = asyncio.selector_events._SelectorSocketTransport.max_size  # type: ignore[attr-defined]
+    INSIDE[:] = [asyncio.Event(), asyncio.Event()]
+    async with aiohttp.ClientSession() as s:
+
+        async def put(n: int) -> dict[str, Any]:
+            async with s.put(f"{url}/budgeted?n={n}", data=body) as r:
+                assert r.status == 200
+                return await r.json()
+
+        first = await asyncio.gather(put(0), put(1))  # each held in its reads till both are
+        INSIDE[:] = [asyncio.Event()]
+        alone = await put(0)  # the budget came back: widened again
+    sizes = sorted(g["inside"] for g in first)
+    assert sizes == [default, WIDE_READ_BYTES]  # one widened, the other on defaults
+    assert all(g["same"] for g in first) and alone["same"]
+    assert alone["inside"] == WIDE_READ_BYTES and alone["lent"] == 3 * WIDE_READ_BYTES
+    assert ONE_WIDE.lent == 0
 
 
 def test_a_transport_without_a_read_size_keeps_its_own() -> None:

@@ -1,0 +1,105 @@
+"""Repair's housekeeping: quarantine reports from the nodes, and orphaned shards.
+
+The node scrubbers (and reads) quarantine corrupt shards: their stripes are queued for
+repair. Shards no manifest names (no stripe index entry, or a stale copy the manifest no
+longer names) are deleted once older than the orphan grace, one page per node per pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from storage.config import NodeSpec, RepairSettings
+from storage.errors import StorageError
+from storage.health import HealthTracker
+from storage.keyspace import stripe_index_key
+from storage.metadata import MetadataStore
+from storage.shards.ids import parse_shard_id
+from storage.shards.transport import NodeTransport
+from storage.workers.manifests import Manifest, load_manifest
+
+log = logging.getLogger("tessera.repair")
+
+
+class RepairHousekeeping:
+    """Quarantine polling and orphan collection (a base of `RepairWorker`)."""
+
+    settings: RepairSettings
+    stats: Any
+    _health: HealthTracker
+    _client: NodeTransport
+    _meta: MetadataStore
+    _dirty: bool
+    _quarantine_since: dict[str, float]
+    _orphan_cursor: dict[str, str]
+    _volume_stripes: set[bytes] | None
+
+    async def enqueue(self, stripe_id: bytes, reason: str, urgent: bool = False) -> None:
+        raise NotImplementedError
+
+    async def _poll_quarantine(self) -> None:
+        """Queue the stripes of shards the nodes' scrubbers (or reads) quarantined."""
+        await asyncio.gather(*(self._quarantine_on(node) for node in self._health.usable()))
+
+    async def _quarantine_on(self, node: NodeSpec) -> None:
+        since = self._quarantine_since.get(node.id, 0.0)
+        try:
+            entries = await self._client.quarantined(node, since)
+        except StorageError:
+            return
+        for e in entries:
+            t = float(e.get("time", 0.0))
+            self._quarantine_since[node.id] = max(self._quarantine_since.get(node.id, 0.0), t)
+            try:
+                stripe_id, _ = parse_shard_id(str(e.get("shard_id", "")))
+            except ValueError:
+                continue
+            if await self._meta.get(stripe_index_key(stripe_id)) is not None:
+                await self.enqueue(stripe_id, f"quarantined on {node.id}")
+                self.stats.quarantine_reports += 1
+                self._dirty = True
+
+    async def _collect_orphans(self) -> None:
+        """Delete one page per node of shards no manifest names (older than the grace)."""
+        now = time.time()
+        await asyncio.gather(*(self._orphans_on(node, now) for node in self._health.usable()))
+
+    async def _orphans_on(self, node: NodeSpec, now: float) -> None:
+        """One page of the orphan check on one node (nodes are checked concurrently)."""
+        after = self._orphan_cursor.get(node.id, "")
+        try:
+            ids = await self._client.list_shards(node, after=after, limit=200)
+        except StorageError:
+            return
+        self._orphan_cursor[node.id] = ids[-1] if len(ids) == 200 else ""
+        for sid in ids:
+            try:
+                stripe_id, index = parse_shard_id(sid)
+            except ValueError:
+                continue
+            man = await load_manifest(self._meta, stripe_id)
+            if isinstance(man, str) and man != "gone":
+                continue  # a multipart part, a restored copy...: owned elsewhere
+            if man is None and (self._volume_stripes is None
+                                or stripe_id in self._volume_stripes):
+                continue  # a block volume extent (volumes keep no X/ entry)
+            if isinstance(man, Manifest):
+                nodes = man.part.nodes
+                if index < len(nodes) and nodes[index] == node.id:
+                    continue
+            try:
+                st = await self._client.stat_shard(node, sid)
+            except StorageError:
+                continue
+            if st is None or now - float(st.get("mtime", now)) < self.settings.orphan_grace_s:
+                continue
+            try:
+                await self._client.delete_shard(node, sid)
+            except StorageError:
+                continue
+            self.stats.orphans_deleted += 1
+            self._dirty = True
+            log.info("deleted orphan shard %s on %s", sid, node.id)
