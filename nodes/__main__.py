@@ -21,7 +21,8 @@ from pathlib import Path
 from aiohttp import web
 
 from nodes.app import create_app
-from nodes.handlers import DEFAULT_MAX_SHARD_BYTES
+from nodes.handlers import DEFAULT_MAX_SHARD_BYTES, NODE
+from nodes.leanput import LeanListener
 from nodes.logs import JsonLog, log_to_stderr
 from storage.config import ScrubSettings, env_settings, load_config
 from storage.errors import ConfigError
@@ -117,10 +118,9 @@ async def serve(s: NodeSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    listener = LeanListener(app[NODE], runner)  # whole-shard PUTs lean, the rest aiohttp
     try:
-        site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
-        await site.start()
-        host, port = runner.addresses[0][:2]
+        host, port = await listener.start(s.host, s.port)
         shown = f"[{host}]" if ":" in host else host
         print(f"node {s.node_id} ready on http://{shown}:{port}", flush=True)
         JsonLog(s.node_id).info("listening", zone=s.zone, address=f"{shown}:{port}",
@@ -128,6 +128,7 @@ async def serve(s: NodeSettings) -> None:
         await stop.wait()
         JsonLog(s.node_id).info("stopping")
     finally:
+        await listener.stop(SHUTDOWN_TIMEOUT_S)
         await runner.cleanup()
 
 

@@ -9,6 +9,7 @@ import re
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -54,16 +55,29 @@ class RequestIds:
 new_request_id = RequestIds()
 
 
-def _request_id(request: web.Request) -> str:
-    rid = request.headers.get(REQUEST_ID_HEADER)
+def request_id_of(headers: Any) -> str:
+    """The request's own id when it brings a well-formed one, else a new one."""
+    rid = headers.get(REQUEST_ID_HEADER)
     return rid if rid and _REQUEST_ID_RE.match(rid) else new_request_id()
+
+
+def record_request(st: NodeState, stats: RequestStats, method: str, path: str, query: str,
+                   op: str, status: int, elapsed: float) -> None:
+    """The metrics and the one log line of a finished request (both front ends)."""
+    st.metrics.observe_request(op, status, elapsed)
+    # Health probes and scrapes arrive every second from every gateway: debug, not info.
+    level = logging.DEBUG if op in QUIET_OPS and status < 400 else logging.INFO
+    st.log.event(level, "request", request_id=stats.request_id, method=method,
+                 path=path, query=query, op=op, status=status,
+                 duration_ms=round(elapsed * 1000, 3),
+                 bytes=stats.bytes_in + stats.bytes_out, **stats.extra)
 
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, JSON errors, one log line and the metrics of every request."""
     st = request.app[NODE]
-    stats = RequestStats(request_id=_request_id(request))
+    stats = RequestStats(request_id=request_id_of(request.headers))
     request[STATS] = stats
     route = request.match_info.route
     op = route.name or "other"
@@ -91,14 +105,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             resp.headers[REQUEST_ID_HEADER] = stats.request_id
         return resp
     finally:
-        elapsed = time.perf_counter() - start
-        st.metrics.observe_request(op, status, elapsed)
-        # Health probes and scrapes arrive every second from every gateway: debug, not info.
-        level = logging.DEBUG if op in QUIET_OPS and status < 400 else logging.INFO
-        st.log.event(level, "request", request_id=stats.request_id, method=request.method,
-                    path=request.path, query=request.query_string, op=op, status=status,
-                    duration_ms=round(elapsed * 1000, 3),
-                    bytes=stats.bytes_in + stats.bytes_out, **stats.extra)
+        record_request(st, stats, request.method, request.path, request.query_string, op,
+                       status, time.perf_counter() - start)
 
 
 @web.middleware

@@ -19,7 +19,7 @@ from aiohttp import web
 from nodes.disk import DiskShardStore, is_disk_full
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
-from nodes.shardfile import CHUNK_BYTES, BodyMismatch, ShardExists, check_shard_id
+from nodes.shardfile import CHUNK_BYTES, BodyMismatch, ShardExists, ShardWriter, check_shard_id
 from storage.errors import (
     IntegrityError,
     InvalidInput,
@@ -124,6 +124,96 @@ async def _quarantine(request: web.Request, sid: str, exc: Exception, where: str
 
 # -- PUT ---------------------------------------------------------------------------------------
 
+class PutChecks:
+    """What a shard PUT's body is checked for as it arrives (frame layout and checksums,
+    the header against the URL's stripe and index, the frame count announced), shared by
+    the streamed handler and the lean one (`nodes.leanput`) so both refuse alike."""
+
+    def __init__(self, st: NodeState, stripe: bytes, index: int, expect: int | None) -> None:
+        self._st = st
+        self._stripe = stripe
+        self._index = index
+        self.expect = expect
+        self.scanner = FrameScanner()
+        self._header_checked = False
+
+    def feed(self, body: bytes | memoryview) -> None:
+        scanner = self.scanner
+        try:
+            scanner.feed(body)
+        except FrameLayoutError as exc:
+            raise ApiError(400, "bad_frame_layout", str(exc)) from None
+        except IntegrityError as exc:
+            self._st.metrics.checksum_failures.labels(where="put").inc()
+            raise ApiError(409, "corrupt", str(exc)) from None
+        if not self._header_checked and scanner.header is not None:
+            h = scanner.header
+            if h.stripe_id != self._stripe or h.index != self._index:
+                raise ApiError(400, "header_mismatch",
+                               "shard header names another stripe or index than the URL")
+            if h.block_size == 0 or h.index >= h.k + h.m:
+                raise ApiError(400, "bad_header", "shard header fields out of range")
+            self._header_checked = True
+        if self.expect is not None and scanner.segments > self.expect:
+            raise ApiError(400, "segment_count_mismatch",
+                           f"more than the {self.expect} frames announced")
+
+    def finish(self, trailer_bytes: int) -> int:
+        """The frame count once the body ended with `trailer_bytes` held back as its MAC."""
+        scanner = self.scanner
+        if trailer_bytes < TRAILER_BYTES:
+            raise ApiError(400, "truncated", "body is shorter than its MAC trailer")
+        if scanner.header is None:
+            raise ApiError(400, "truncated", "body is shorter than a shard header")
+        if scanner.pending:
+            raise ApiError(400, "truncated", "body ends inside a frame")
+        if self.expect is not None and scanner.segments != self.expect:
+            raise ApiError(400, "segment_count_mismatch",
+                           f"{scanner.segments} frames received, {self.expect} announced")
+        return scanner.segments
+
+
+@dataclass(frozen=True)
+class PutTarget:
+    """A shard PUT's URL and headers, checked before its body is taken."""
+
+    sid: str
+    stripe: bytes
+    index: int
+    expect: int | None
+    replace: bool
+
+
+def put_target(st: NodeState, raw_id: str, headers: Any, content_length: int | None,
+               ) -> PutTarget:
+    """Check a shard PUT's id, announced segments, replace flag, body mode and length."""
+    try:
+        stripe, index = check_shard_id(raw_id)
+    except InvalidInput:
+        raise ApiError(400, "invalid_shard_id", "malformed shard id") from None
+    expect = _opt_int(headers.get(SEGMENTS_HEADER), SEGMENTS_HEADER)
+    replace = _replace_flag(headers)
+    if headers.get(BODY_MODE_HEADER) != BODY_TRAILER:
+        raise ApiError(401, "unauthorized", "a shard PUT must end with a body MAC trailer "
+                       f"({BODY_MODE_HEADER}: {BODY_TRAILER})")
+    if content_length is not None and content_length > st.max_shard_bytes + TRAILER_BYTES:
+        raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
+    return PutTarget(raw_id, stripe, index, expect, replace)
+
+
+async def commit_put(writer: ShardWriter, sid: str, tail: list[bytes | memoryview],
+                     trailer: bytes, replace: bool) -> int:
+    """Write the last of a PUT's body and commit it durably if `trailer` is its MAC."""
+    try:
+        return await _disk(writer.commit(tail, expect_digest=trailer, replace=replace))
+    except BodyMismatch:
+        raise ApiError(401, "unauthorized", "body does not match its signed MAC") from None
+    except ShardExists:
+        raise ApiError(409, "shard_exists",
+                       f"shard {sid} exists with other content; only a repair replaces it")\
+            from None
+
+
 async def put_shard(request: web.Request) -> web.Response:
     """Stream a shard to disk, checking frames as they come and the body MAC at the end.
 
@@ -133,17 +223,10 @@ async def put_shard(request: web.Request) -> web.Response:
     """
     st = _state(request)
     stats = _stats(request)
-    sid, stripe, index = _parsed_shard_id(request)
-    expect = _opt_int(request.headers.get(SEGMENTS_HEADER), SEGMENTS_HEADER)
-    replace = _replace_flag(request)
-    if request.headers.get(BODY_MODE_HEADER) != BODY_TRAILER:
-        raise ApiError(401, "unauthorized", "a shard PUT must end with a body MAC trailer "
-                       f"({BODY_MODE_HEADER}: {BODY_TRAILER})")
-    if request.content_length is not None and \
-            request.content_length > st.max_shard_bytes + TRAILER_BYTES:
-        raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
-    scanner = FrameScanner()
-    header_checked = False
+    target = put_target(st, request.match_info.get("id", ""), request.headers,
+                        request.content_length)
+    sid = target.sid
+    checks = PutChecks(st, target.stripe, target.index, target.expect)
     batch: list[bytes | memoryview] = []  # checked, not yet written: one writev per MiB
     batched = 0
     held = b""  # the last TRAILER_BYTES received so far: the trailer once the body ends
@@ -178,24 +261,7 @@ async def put_shard(request: web.Request) -> web.Response:
             for body in pieces:
                 if not body:
                     continue
-                try:
-                    scanner.feed(body)
-                except FrameLayoutError as exc:
-                    raise ApiError(400, "bad_frame_layout", str(exc)) from None
-                except IntegrityError as exc:
-                    st.metrics.checksum_failures.labels(where="put").inc()
-                    raise ApiError(409, "corrupt", str(exc)) from None
-                if not header_checked and scanner.header is not None:
-                    h = scanner.header
-                    if h.stripe_id != stripe or h.index != index:
-                        raise ApiError(400, "header_mismatch",
-                                       "shard header names another stripe or index than the URL")
-                    if h.block_size == 0 or h.index >= h.k + h.m:
-                        raise ApiError(400, "bad_header", "shard header fields out of range")
-                    header_checked = True
-                if expect is not None and scanner.segments > expect:
-                    raise ApiError(400, "segment_count_mismatch",
-                                   f"more than the {expect} frames announced")
+                checks.feed(body)
                 batch.append(body)
                 batched += len(body)
             if batched >= CHUNK_BYTES:
@@ -203,24 +269,8 @@ async def put_shard(request: web.Request) -> web.Response:
                 counted = stats.bytes_in
                 await _disk(writer.write_many(batch))  # hashed in the same thread call
                 batch, batched = [], 0
-        segments = scanner.segments
-        if len(held) < TRAILER_BYTES:
-            raise ApiError(400, "truncated", "body is shorter than its MAC trailer")
-        if scanner.header is None:
-            raise ApiError(400, "truncated", "body is shorter than a shard header")
-        if scanner.pending:
-            raise ApiError(400, "truncated", "body ends inside a frame")
-        if expect is not None and segments != expect:
-            raise ApiError(400, "segment_count_mismatch",
-                           f"{segments} frames received, {expect} announced")
-        try:
-            size = await _disk(writer.commit(batch, expect_digest=held, replace=replace))
-        except BodyMismatch:
-            raise ApiError(401, "unauthorized", "body does not match its signed MAC") from None
-        except ShardExists:
-            raise ApiError(409, "shard_exists",
-                           f"shard {sid} exists with other content; only a repair replaces it")\
-                from None
+        segments = checks.finish(len(held))
+        size = await commit_put(writer, sid, batch, held, target.replace)
         committed = True
     finally:
         wide.close()
@@ -231,9 +281,9 @@ async def put_shard(request: web.Request) -> web.Response:
     return web.json_response({"id": sid, "bytes": size, "segments": segments}, status=201)
 
 
-def _replace_flag(request: web.Request) -> bool:
+def _replace_flag(headers: Any) -> bool:
     """`X-Tessera-Replace: 1` (signed): an explicit repair or rewrite may replace a shard."""
-    raw = request.headers.get(REPLACE_HEADER, "0")
+    raw = headers.get(REPLACE_HEADER, "0")
     if raw not in ("0", "1"):
         raise ApiError(400, "bad_request", f"{REPLACE_HEADER} must be 0 or 1")
     return raw == "1"

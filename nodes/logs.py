@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from storage.logfile import log_handler
+from storage.logfile import StderrRotatingFileHandler, log_handler
 
 LOGGER_NAME = "tessera.node"
 _ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode  # built once, not per line
@@ -46,9 +46,17 @@ class JsonLog:
             "msg": msg,
             **fields,
         }
+        line = _ENCODE(record)
+        hs = logger.handlers
+        h = hs[0] if len(hs) == 1 else None
+        if (type(h) is StderrRotatingFileHandler and h.formatter is not None
+                and h.formatter._fmt == "%(message)s" and not h.filters and h.level <= level
+                and not logger.filters and not logger.propagate):
+            h.write_line(line)  # the line as logging would write it, without a LogRecord
+            return
         # The record made directly: `Logger.log` would walk the stack for a caller file and
         # line that the one-message-per-line format never prints.
-        logger.handle(logger.makeRecord(logger.name, level, "", 0, _ENCODE(record), (), None))
+        logger.handle(logger.makeRecord(logger.name, level, "", 0, line, (), None))
 
     def info(self, msg: str, **fields: Any) -> None:
         self.event(logging.INFO, msg, **fields)

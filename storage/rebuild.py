@@ -12,6 +12,7 @@ spreading its lie into the rebuilt shards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -157,6 +158,17 @@ async def _rebuild_whole(client: NodeTransport, cpu: Executor, part: PartLayout,
                          bad_sources=bad, liars=liars)
 
 
+async def _put_whole(client: NodeTransport, node: NodeSpec, sid: str, data: bytes,
+                     segments: int) -> str | None:
+    """One rebuilt shard file to its target in one PUT (`replace`: the target may hold a
+    bad copy under the id); the reason it failed, None once the node fsynced it."""
+    try:
+        await client.put_shard(node, sid, data, segments, replace=True)
+    except StorageError as exc:
+        return str(exc)[:200] or "failed"
+    return None
+
+
 @dataclass
 class RebuildResult:
     written: dict[int, str]  # shard index -> node id now holding the rebuilt shard
@@ -172,7 +184,7 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          stall_s: float = 20.0, reference: Reference | None = None,
                          trusted: set[int] | None = None,
                          pool: BufferPool | None = None,
-                         whole_bytes: int = 0) -> RebuildResult:
+                         whole_bytes: int = 0, gather_bytes: int = 0) -> RebuildResult:
     """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
 
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
@@ -183,7 +195,8 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     SourcesDisagree when a segment has no such codeword and (keyless) fewer than k of the
     `trusted` sources were read for it. With `pool`, source frames are received into its
     reused buffers (`read_blocks`), given back as soon as a segment's frames are built.
-    Shards of `whole_bytes` or less are read and written whole (`_rebuild_whole`).
+    Shards of `whole_bytes` or less are read and written whole (`_rebuild_whole`); those
+    of `gather_bytes` or less are read as streams and each rebuilt shard is written whole.
     """
     length = shard_file_bytes(part.size, part.segment_size, part.k)
     if length <= whole_bytes:
@@ -195,9 +208,15 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     wanted = sorted(targets)
     loop = asyncio.get_running_loop()
     bad: dict[int, str] = {}
-    senders = {i: _ShardSender(client, targets[i], shard_id(part.stripe_id, i),
-                               headers[i].pack(), nsegs, stall_s, length, replace=True)
-               for i in wanted}  # a repair: the target may hold a bad copy under the id
+    # Shards of `gather_bytes` or less are gathered and sent whole, one PUT each (the
+    # node client's lean sender); larger ones stream to their targets frame by frame.
+    gather = length <= gather_bytes
+    senders = {} if gather else {
+        i: _ShardSender(client, targets[i], shard_id(part.stripe_id, i), headers[i].pack(),
+                        nsegs, stall_s, length, replace=True)
+        for i in wanted}  # a repair: the target may hold a bad copy under the id
+    gathered: dict[int, list[bytes]] = {i: [headers[i].pack()] for i in wanted} \
+        if gather else {}
     written_bytes = 0
     liars: set[int] = set()
 
@@ -206,25 +225,39 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
 
     try:
         spare = max(1, len(sources) - part.k) if reference is not None else 1
-        async for seg, blocks in read_blocks(client, headers, sources, part.k, 0, nsegs - 1,
-                                             failed_source, spare=spare, pool=pool):
-            plain_len = segment_length(part.size, part.segment_size, seg)
-            if reference is not None:
-                rebuilt, wrong = await loop.run_in_executor(
-                    cpu, _rebuild_from, reference, codec, seg, seg == nsegs - 1, plain_len,
-                    blocks, wanted, trusted)
-                liars.update(wrong)
-                frames = _framed(headers, seg, rebuilt)
-            else:
-                frames = await loop.run_in_executor(cpu, _rebuild_frames, codec, headers, seg,
-                                                    blocks, plain_len + TAG_BYTES, wanted)
-            await asyncio.gather(*(senders[i].send(frames[i]) for i in wanted))
-            n = sum(len(f) for f in frames.values())
-            written_bytes += n
-            if throttle is not None:
-                await throttle.consume(n)
-            if not any(s.alive for s in senders.values()):
-                break
+        segments = read_blocks(client, headers, sources, part.k, 0, nsegs - 1,
+                               failed_source, spare=spare, pool=pool)
+        async with contextlib.aclosing(segments):  # its buffers back before we return
+            async for seg, blocks in segments:
+                plain_len = segment_length(part.size, part.segment_size, seg)
+                if reference is not None:
+                    rebuilt, wrong = await loop.run_in_executor(
+                        cpu, _rebuild_from, reference, codec, seg, seg == nsegs - 1, plain_len,
+                        blocks, wanted, trusted)
+                    liars.update(wrong)
+                    frames = _framed(headers, seg, rebuilt)
+                else:
+                    frames = await loop.run_in_executor(cpu, _rebuild_frames, codec, headers, seg,
+                                                        blocks, plain_len + TAG_BYTES, wanted)
+                if gather:
+                    for i in wanted:
+                        gathered[i].append(frames[i])
+                else:
+                    await asyncio.gather(*(senders[i].send(frames[i]) for i in wanted))
+                n = sum(len(f) for f in frames.values())
+                written_bytes += n
+                if throttle is not None:
+                    await throttle.consume(n)
+                if senders and not any(s.alive for s in senders.values()):
+                    break
+        if gather:
+            errors = await asyncio.gather(*(_put_whole(
+                client, targets[i], shard_id(part.stripe_id, i), b"".join(gathered.pop(i)),
+                nsegs) for i in wanted))
+            return RebuildResult(
+                written={i: targets[i].id for i, e in zip(wanted, errors, strict=True) if e is None},
+                failed={i: e for i, e in zip(wanted, errors, strict=True) if e is not None},
+                bytes_written=written_bytes, bad_sources=bad, liars=liars)
         oks = await asyncio.gather(*(senders[i].finish() for i in wanted))
     except BaseException:
         for s in senders.values():

@@ -6,11 +6,12 @@ operation. Reads use other connections (WAL readers never block the writer) and 
 every write whose call has returned: point reads run inline on the event loop thread (an
 indexed lookup of one row costs less than the thread hop it would need), range reads on a
 reader thread. Several processes may share the file: the revision
-counter is read inside each write transaction. Bucket records (read by every request) are
-kept in memory between reads, valid while a counter shared by every process that opens
-the file (`sharedgen.py`, `<file>.bucketgen`) is unchanged: a store that writes a bucket
-record advances it after the commit, before the write returns. Revisions come from one global counter, as in etcd,
-so a compare-and-swap works across keys.
+counter is read inside each write transaction. Bucket records (read by every request) and
+current object records (read by every GET and HEAD) are kept in memory between reads, each
+kind valid while a counter shared by every process that opens the file (`sharedgen.py`,
+`<file>.bucketgen`, `<file>.objectgen`) is unchanged: a store that writes a record of that
+kind advances it after the commit, before the write returns. Revisions come from one global
+counter, as in etcd, so a compare-and-swap works across keys.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from storage.keyspace import BUCKET, pack
+from storage.keyspace import BUCKET, OBJECT, pack
 from storage.metadata import Item, Txn
 from storage.metadata.sharedgen import SharedGeneration
 
@@ -34,13 +35,28 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
 MAX_BATCH = 512
-CACHED = pack(BUCKET)  # the keys kept in memory between reads: bucket records
+CACHED = pack(BUCKET)  # the keys kept in memory between reads: bucket records ...
+CACHED_OBJECTS = pack(OBJECT)  # ... and current object records, each kind with its counter
 CACHE_TTL_S = 2.0  # a cached record's longest life (only a writer killed between its
 #                    commit and its bump of the counter leaves one stale: this bounds it)
-CACHE_MAX = 4096  # records kept; beyond, the cache starts over
+CACHE_MAX = 4096  # bucket records kept; beyond, the cache starts over
+OBJECT_CACHE_MAX = 1024  # object records kept (values up to OBJECT_CACHE_BYTES only)
+OBJECT_CACHE_BYTES = 16384  # an inline 4 KiB object's record is ~4.7 KB
 
+_BUCKETS, _OBJECTS = 1, 2  # which counters a write advances (a bit each)
 _Op = Callable[[sqlite3.Connection, Callable[[], int]], Any]
-_Pending = tuple[_Op, "asyncio.Future[Any]", bool]  # op, its caller's future, writes CACHED
+_Pending = tuple[_Op, "asyncio.Future[Any]", int]  # op, its caller's future, counter bits
+
+
+def _kinds(keys: tuple[bytes, ...]) -> int:
+    """The counter bits of the cached kinds among `keys`."""
+    bits = 0
+    for k in keys:
+        if k.startswith(CACHED):
+            bits |= _BUCKETS
+        elif k.startswith(CACHED_OBJECTS):
+            bits |= _OBJECTS
+    return bits
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -55,7 +71,8 @@ class SqliteStore:
     def __init__(self, writer: sqlite3.Connection, reader: sqlite3.Connection,
                  wpool: ThreadPoolExecutor, rpool: ThreadPoolExecutor,
                  point: sqlite3.Connection | None = None,
-                 generation: SharedGeneration | None = None) -> None:
+                 generation: SharedGeneration | None = None,
+                 objects: SharedGeneration | None = None) -> None:
         self._w = writer
         self._r = reader
         self._point = point  # used only from the event loop thread
@@ -64,8 +81,10 @@ class SqliteStore:
         self._rev = writer.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
         self._pending: list[_Pending] = []
         self._committer: asyncio.Task[None] | None = None
-        self._gen = generation  # None: nothing cached (every read goes to the file)
+        self._gen = generation  # None: no bucket record cached (read from the file)
         self._cache: dict[bytes, tuple[int, float, Item | None]] = {}  # key -> gen, expiry, item
+        self._ogen = objects  # None: no object record cached
+        self._ocache: dict[bytes, tuple[int, float, Item | None]] = {}
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -79,8 +98,9 @@ class SqliteStore:
             return w, _connect(str(path)), _connect(str(path))
 
         w, r, point = await asyncio.get_running_loop().run_in_executor(wpool, _open)
-        gen = SharedGeneration(f"{Path(path).resolve()}.bucketgen")  # one per file, however named
-        return cls(w, r, wpool, rpool, point, gen)
+        base = Path(path).resolve()  # one counter per file, however named
+        return cls(w, r, wpool, rpool, point, SharedGeneration(f"{base}.bucketgen"),
+                   SharedGeneration(f"{base}.objectgen"))
 
     # reads -------------------------------------------------------------------------------
 
@@ -88,28 +108,36 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._rpool, fn)
 
     async def get(self, key: bytes) -> Item | None:
-        if self._gen is not None and self._point is not None and key.startswith(CACHED):
-            return self._cached_get(key, self._gen, self._point)
         if self._point is not None:
+            if self._gen is not None and key.startswith(CACHED):
+                return self._cached_get(key, self._gen, self._point, self._cache, CACHE_MAX,
+                                        None)
+            if self._ogen is not None and key.startswith(CACHED_OBJECTS):
+                return self._cached_get(key, self._ogen, self._point, self._ocache,
+                                        OBJECT_CACHE_MAX, OBJECT_CACHE_BYTES)
             row = self._point.execute("SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone()
         else:
             row = await self._read(lambda: self._r.execute(
                 "SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone())
         return Item(key, row[0], row[1]) if row else None
 
-    def _cached_get(self, key: bytes, gen: SharedGeneration, conn: sqlite3.Connection,
-                    ) -> Item | None:
-        """A bucket record from memory while no process wrote one since it was read (the
-        counter is read before the row, so a write committed meanwhile makes it stale)."""
+    @staticmethod
+    def _cached_get(key: bytes, gen: SharedGeneration, conn: sqlite3.Connection,
+                    cache: dict[bytes, tuple[int, float, Item | None]], most: int,
+                    largest: int | None) -> Item | None:
+        """A record from memory while no process wrote one of its kind since it was read
+        (the counter is read before the row, so a write committed meanwhile makes it
+        stale). Values over `largest` bytes are not kept."""
         now, seen = time.monotonic(), gen.value()
-        hit = self._cache.get(key)
+        hit = cache.get(key)
         if hit is not None and hit[0] == seen and hit[1] > now:
             return hit[2]
         row = conn.execute("SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone()
         item = Item(key, row[0], row[1]) if row else None
-        if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = (seen, now + CACHE_TTL_S, item)
+        if item is None or largest is None or len(item.value) <= largest:
+            if len(cache) >= most:
+                cache.clear()
+            cache[key] = (seen, now + CACHE_TTL_S, item)
         return item
 
     async def range(self, start: bytes, end: bytes, limit: int = 1000,
@@ -124,7 +152,7 @@ class SqliteStore:
     async def _write(self, op: _Op, keys: tuple[bytes, ...] = ()) -> Any:
         """Run `op` in the next group commit; `keys` are the keys it may write."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, fut, any(k.startswith(CACHED) for k in keys)))
+        self._pending.append((op, fut, _kinds(keys)))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_loop())
         return await fut
@@ -154,9 +182,15 @@ class SqliteStore:
                     fut.set_result(res)
 
     def _changed(self, batch: list[_Pending]) -> None:
-        """After a commit that wrote a bucket record: every process's copies are stale."""
-        if self._gen is not None and any(touches for _, _, touches in batch):
+        """After a commit that wrote cached kinds of record: every process's copies of
+        those kinds are stale."""
+        bits = 0
+        for _, _, kinds in batch:
+            bits |= kinds
+        if bits & _BUCKETS and self._gen is not None:
             self._gen.bump()
+        if bits & _OBJECTS and self._ogen is not None:
+            self._ogen.bump()
 
     def _apply(self, batch: list[_Pending]) -> list[Any]:
         c = self._w
@@ -250,7 +284,8 @@ class SqliteStore:
         if self._point is not None:
             self._point.close()
         await loop.run_in_executor(self._wpool, self._w.close)
-        if self._gen is not None:
-            self._gen.close()
+        for gen in (self._gen, self._ogen):
+            if gen is not None:
+                gen.close()
         self._wpool.shutdown(wait=True)
         self._rpool.shutdown(wait=True)

@@ -26,6 +26,10 @@ from storage.shards.streamslots import StreamSlots
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
 BULK_BATCH_BYTES = 4 * 1024 * 1024  # repair's batch requests (`_batcher`), about this size
+# ...and the most one of them may take, first byte sent to last byte read: the lane carries
+# one batch per node at a time, so a node that answers a byte at a time (the socket's read
+# timeout never fires) would otherwise hold every repair bound for it
+BULK_DEADLINE_S = 60.0
 HASH_OFF_LOOP_BYTES = 2 * 1024 * 1024  # body MAC (GMAC, ~7 GB/s) of chunks this large
 # runs on a worker thread; a frame of a 4 MiB segment is MACed inline: the thread hop cost
 # more CPU than the MAC itself
@@ -55,11 +59,14 @@ class NodeError(StorageError):
 
 class NodeClient:
     def __init__(self, session: aiohttp.ClientSession, secret: bytes,
-                 read_timeout_s: float = 15.0) -> None:
+                 read_timeout_s: float = 15.0, bulk_deadline_s: float = BULK_DEADLINE_S,
+                 ) -> None:
         self._session = session
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
+        self._bulk_timeout = aiohttp.ClientTimeout(total=bulk_deadline_s, sock_connect=3.0,
+                                                   sock_read=read_timeout_s)
         self._batchers: dict[str, NodeBatcher] = {}
         self._bulk: dict[str, NodeBatcher] = {}  # repair's whole-shard lane (see `_batcher`)
         self._fetch = ShardFetcher(secret, read_timeout_s)
@@ -197,12 +204,13 @@ class NodeClient:
         b = table.get(node.url)
         if b is None:
             b = table[node.url] = NodeBatcher(
-                lambda ops, node=node: self._send_batch(node, ops),
+                lambda ops, node=node: self._send_batch(node, ops, bulk=bulk),
                 **({"max_inflight": 1, "max_bytes": BULK_BATCH_BYTES} if bulk else {}))
         return b
 
-    async def _send_batch(self, node: NodeSpec, ops: list[dict[str, Any]],
+    async def _send_batch(self, node: NodeSpec, ops: list[dict[str, Any]], bulk: bool = False,
                           ) -> list[dict[str, Any]]:
+        """One batch request; on the repair lane (`bulk`) it ends by `BULK_DEADLINE_S`."""
         path = "/v1/batch"
         body = msgpack.packb({"ops": ops}, use_bin_type=True)
         headers = auth.sign(self._secret, "POST", path, node.id,
@@ -210,7 +218,8 @@ class NodeClient:
         headers["Content-Type"] = "application/msgpack"
         try:
             async with self._session.post(node.url + path, data=body, headers=headers,
-                                          timeout=self._timeout) as r:
+                                          timeout=self._bulk_timeout if bulk
+                                          else self._timeout) as r:
                 if r.status != 200:
                     raise NodeError(node.id, f"batch {r.status} {await r.text()}", r.status)
                 results = msgpack.unpackb(await r.read(), raw=False)["results"]

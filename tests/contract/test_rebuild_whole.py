@@ -41,9 +41,10 @@ class Counted:
         self.streams = 0
         send, put, frames = c._send_batch, c.put_shard, c.read_frames_into
 
-        async def send_batch(to: NodeSpec, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        async def send_batch(to: NodeSpec, ops: list[dict[str, Any]],
+                             **kw: Any) -> list[dict[str, Any]]:
             self.requests.append([op["op"] for op in ops])
-            return await send(to, ops)
+            return await send(to, ops, **kw)
 
         def streamed(f: Any) -> Any:
             def call(*a: Any, **kw: Any) -> Any:

@@ -213,6 +213,23 @@ def test_a_bucket_change_one_worker_made_is_seen_by_the_other(cluster: LocalClus
     assert _request(cluster, w1, "HEAD", f"/{name}")[0] == 404
 
 
+def test_an_object_change_one_worker_made_is_seen_by_the_other(cluster: LocalCluster) -> None:
+    """Each worker keeps current object records in memory too: an object written,
+    overwritten or deleted through one is read as it now is through the other at once."""
+    pids = [cluster.pid("gateway"), *_workers(cluster.pid("gateway"))]
+    with contextlib.suppress(ClientError):
+        cluster.client().create_bucket(Bucket=BUCKET)
+    w0, w1 = (_connection_to(cluster, p, pids) for p in pids)
+    path = f"/{BUCKET}/worker-object"
+    assert _request(cluster, w1, "GET", path)[0] == 404
+    for body in (b"one", b"two", b"three"):
+        assert _request(cluster, w0, "PUT", path, body)[0] == 200
+        assert _request(cluster, w1, "GET", path) == (200, body)
+        assert _request(cluster, w1, "GET", path) == (200, body)  # a cached read
+    assert _request(cluster, w0, "DELETE", path)[0] == 204
+    assert _request(cluster, w1, "GET", path)[0] == 404
+
+
 def test_a_death_one_worker_met_is_avoided_by_the_other(cluster: LocalCluster) -> None:
     pids = [cluster.pid("gateway"), *_workers(cluster.pid("gateway"))]
     assert len(pids) == 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.keyspace import bucket_key, object_key
+from storage.keyspace import bucket_key, object_key, tenant_key
 from storage.metadata import Txn
 from storage.metadata import sqlite as sqlite_mod
 from storage.metadata.sqlite import SqliteStore
@@ -32,14 +32,14 @@ async def test_a_bucket_record_is_read_from_the_file_once(tmp_path: Path) -> Non
     store = await SqliteStore.open(tmp_path / "m.db")
     try:
         await store.put(bucket_key("b1"), b"one")
-        await store.put(object_key("b1", "k"), b"obj")
+        await store.put(tenant_key("t1"), b"tenant")
         queries = _count_queries(store)
         for _ in range(3):
             assert (await store.get(bucket_key("b1"))).value == b"one"  # type: ignore[union-attr]
             assert await store.get(bucket_key("nope")) is None
         assert len(queries) == 2  # one per bucket key, absent included
         for _ in range(2):
-            assert (await store.get(object_key("b1", "k"))).value == b"obj"  # type: ignore[union-attr]
+            assert (await store.get(tenant_key("t1"))).value == b"tenant"  # type: ignore[union-attr]
         assert len(queries) == 4  # other records are read from the file every time
     finally:
         await store.close()
@@ -98,5 +98,62 @@ async def test_a_cached_record_expires(tmp_path: Path, monkeypatch: pytest.Monke
         await store.get(bucket_key("b1"))
         await store.get(bucket_key("b1"))
         assert len(queries) == 2
+    finally:
+        await store.close()
+
+
+async def test_an_object_record_is_read_from_the_file_once(tmp_path: Path) -> None:
+    """Current object records (every GET and HEAD reads one) are kept like bucket records,
+    under their own counter: a bucket write leaves them cached, an object write does not;
+    a record too large to keep is read every time."""
+    store = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        key, big = object_key("b1", "k"), object_key("b1", "big")
+        await store.put(key, b"obj")
+        await store.put(big, b"x" * (sqlite_mod.OBJECT_CACHE_BYTES + 1))
+        queries = _count_queries(store)
+        for _ in range(3):
+            assert (await store.get(key)).value == b"obj"  # type: ignore[union-attr]
+            assert await store.get(object_key("b1", "absent")) is None
+        assert len(queries) == 2
+        await store.put(bucket_key("b1"), b"bucket")  # another kind: objects stay cached
+        assert (await store.get(key)).value == b"obj"  # type: ignore[union-attr]
+        assert len(queries) == 2
+        await store.put(object_key("b1", "other"), b"o")  # any object write: re-read
+        assert (await store.get(key)).value == b"obj"  # type: ignore[union-attr]
+        assert len(queries) == 3
+        for _ in range(2):
+            assert len((await store.get(big)).value) > sqlite_mod.OBJECT_CACHE_BYTES  # type: ignore[union-attr]
+        assert len(queries) == 5
+    finally:
+        await store.close()
+
+
+async def test_an_object_written_by_another_process_is_seen_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    store = await SqliteStore.open(db)
+    try:
+        key = object_key("b1", "k")
+        rev = await store.put(key, b"before")
+        assert (await store.get(key)).value == b"before"  # type: ignore[union-attr]
+        script = textwrap.dedent(f"""
+            import asyncio
+            from storage.keyspace import object_key
+            from storage.metadata import Txn
+            from storage.metadata.sqlite import SqliteStore
+            async def main():
+                s = await SqliteStore.open({str(db)!r})
+                k = object_key("b1", "k")
+                assert await s.txn(Txn(compares={{k: {rev}}}, puts={{k: b"after"}}))
+                await s.delete(object_key("b1", "gone"))
+                await s.close()
+            asyncio.run(main())
+        """)
+        await store.put(object_key("b1", "gone"), b"here")
+        assert (await store.get(object_key("b1", "gone"))) is not None
+        subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=60)
+        got = await store.get(key)
+        assert got is not None and got.value == b"after" and got.revision > rev
+        assert await store.get(object_key("b1", "gone")) is None
     finally:
         await store.close()

@@ -10,7 +10,10 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,3 +139,36 @@ def test_request_mac_is_the_hmac_object_value(secret: bytes, node_id: str, path:
              *auth._signed_headers(items)]
     old = hmac.new(secret, b"\n".join(parts), hashlib.sha256).hexdigest()
     assert auth._mac(secret, node_id, "put", path, items) == old
+
+
+NODE_LINES_CHILD = r"""
+import json, logging, sys
+from pathlib import Path
+from nodes.logs import JsonLog, log_to_stderr
+log_to_stderr(log_file=Path(sys.argv[1]))
+built = []
+real = logging.Logger.makeRecord
+logging.Logger.makeRecord = lambda *a, **k: built.append(1) or real(*a, **k)
+log = JsonLog("n1")
+fields = {"request_id": "AB12", "method": "PUT", "path": "/v1/\u00e9 \"q\" \\ \u2028",
+          "op": "put", "status": 201, "duration_ms": 1.5, "n": None}
+log.info("request", **fields)
+direct = len(built)
+log.logger.addFilter(lambda record: True)  # a filter: through logging as usual
+log.info("request", **fields)
+print(json.dumps([direct, len(built)]), file=sys.__stdout__)
+"""
+
+
+def test_node_log_line_skips_the_record_and_writes_the_same_line(tmp_path: Path) -> None:
+    """With the log file as the node logger's one unfiltered handler, a line is written
+    without a LogRecord, byte for byte the line logging writes (but its time)."""
+    path = tmp_path / "n.log"
+    r = subprocess.run([sys.executable, "-c", NODE_LINES_CHILD, str(path)],
+                       capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [0, 1]
+    raw = path.read_text().splitlines()
+    assert len(raw) == 2
+    assert raw[0].split(",", 1)[1] == raw[1].split(",", 1)[1]

@@ -1,0 +1,353 @@
+"""The node's front end: whole-shard PUTs served straight off the socket, everything else by
+aiohttp.
+
+A one-segment object's shards (262,200 bytes for 1 MiB) reach a node as one PUT each with
+a `Content-Length`, from the gateway's lean sender (`storage.shards.sender`). Through
+aiohttp each cost the node about as much CPU in request plumbing (parser callbacks,
+request and response objects, router, middlewares, payload reader) as in the work itself.
+`LeanFront` reads such a request's head and its whole body into one buffer (`recv_into`,
+no chunk objects), then runs the same checks and durable commit as the streamed handler
+(`handlers.put_target`, `PutChecks`, `commit_put`: signature and replay check, frames,
+header against the URL, body MAC, temp file, fsync, link, directory fsync before the 201)
+and writes the answer itself, with the same metrics and log line (`"front": "lean"`).
+
+Anything else on the connection — another method or path, a query, a body larger than
+`LEAN_MAX_BODY`, a chunked body, `Expect`, `Upgrade`, HTTP/1.0, a head this parser does not
+fully accept — is handed to aiohttp's request handler with every byte received so far, and
+the connection stays with aiohttp from then on: nothing aiohttp would refuse is accepted
+here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from nodes.app import record_request, request_id_of
+from nodes.handlers import (
+    REQUEST_ID_HEADER,
+    ApiError,
+    NodeState,
+    PutChecks,
+    RequestStats,
+    _disk,
+    commit_put,
+    put_target,
+)
+from storage.shards.auth import TRAILER_BYTES
+from storage.shards.format import HEADER_BYTES
+
+LEAN_MAX_BODY = 1024 * 1024 + 64 * 1024 + TRAILER_BYTES  # a shard of up to ~1 MiB, whole
+HEAD_MAX = 8192  # a longer head goes to aiohttp (which has its own limits)
+KEEPALIVE_S = 75.0  # idle connections closed after this, as aiohttp's default
+SHARD_PREFIX = "/v1/shards/"
+_HEAD_OK = re.compile(rb"[\x20-\x7e\t\r\n]*\Z")  # printable ASCII; anything else: aiohttp
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+class LeanRequest:
+    """A parsed head this front end serves: PUT /v1/shards/<id> with a Content-Length."""
+
+    __slots__ = ("target", "headers", "length", "close")
+
+    def __init__(self, target: str, headers: CIMultiDict[str], length: int,
+                 close: bool) -> None:
+        self.target = target
+        self.headers = headers
+        self.length = length
+        self.close = close
+
+
+def parse_lean_head(raw: bytes) -> LeanRequest | None:
+    """The request in `raw` (its head without the blank line), or None when it is not one
+    this front end serves exactly as aiohttp would: then aiohttp takes the connection."""
+    if not _HEAD_OK.match(raw):
+        return None
+    lines = raw.decode("ascii").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[0] != "PUT" or parts[2] != "HTTP/1.1":
+        return None
+    target = parts[1]
+    rest = target[len(SHARD_PREFIX):]
+    if not target.startswith(SHARD_PREFIX) or rest in ("", ".", "..") or \
+            any(c in rest for c in "?%#/"):
+        return None  # a query, an escape or a dot segment: aiohttp's URL rules apply
+    headers: CIMultiDict[str] = CIMultiDict()
+    length: int | None = None
+    close = False
+    for line in lines[1:]:
+        if "\r" in line or "\n" in line:
+            return None
+        name, sep, value = line.partition(":")
+        if not sep or not _TOKEN.match(name):
+            return None
+        value = value.strip(" \t")
+        low = name.lower()
+        if low == "content-length":
+            if length is not None or not value.isdigit() or len(value) > 12:
+                return None
+            length = int(value)
+        elif low in ("transfer-encoding", "expect", "upgrade"):
+            return None
+        elif low == "connection":
+            tokens = {t.strip() for t in value.lower().split(",")}
+            if "upgrade" in tokens:
+                return None
+            close = close or "close" in tokens
+        headers.add(name, value)
+    if length is None or length > LEAN_MAX_BODY:
+        return None
+    return LeanRequest(target, headers, length, close)
+
+
+async def lean_put(st: NodeState, stats: RequestStats, req: LeanRequest,
+                   body: bytearray) -> dict[str, Any]:
+    """Check and commit one whole shard PUT (the streamed handler's checks, in its order);
+    the 201 answer's document, or ApiError."""
+    reason = await st.verifier.check_async("PUT", req.target, req.headers)
+    if reason is not None:
+        raise ApiError(401, "unauthorized", reason)
+    target = put_target(st, req.target[len(SHARD_PREFIX):], req.headers, req.length)
+    stats.bytes_in = len(body)
+    committed = False
+    writer = await _disk(st.store.begin_put(target.sid))
+    try:
+        writer.digest = st.verifier.body_mac(req.headers)
+        view = memoryview(body)
+        cut = max(0, len(body) - TRAILER_BYTES)
+        checks = PutChecks(st, target.stripe, target.index, target.expect)
+        for piece in (view[:min(cut, HEADER_BYTES)], view[HEADER_BYTES:cut]):
+            if piece:  # the header checked before the frames, as a stream would be
+                checks.feed(piece)
+        segments = checks.finish(len(body) - cut)
+        size = await commit_put(writer, target.sid, [view[:cut]], bytes(view[cut:]),
+                                target.replace)
+        committed = True
+    finally:
+        st.metrics.bytes_in.inc(stats.bytes_in)
+        if not committed:
+            await writer.abort()
+    st.metrics.shard_writes.inc()
+    return {"id": target.sid, "bytes": size, "segments": segments}
+
+
+class _DateCache:
+    """The `Date` header's value, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True)
+        return self._value
+
+
+_date = _DateCache()
+
+
+class LeanFront(asyncio.BufferedProtocol):
+    """One connection: whole-shard PUTs here, the rest handed to aiohttp (see module doc)."""
+
+    def __init__(self, st: NodeState, server: web.Server, conns: set[LeanFront]) -> None:
+        self._st = st
+        self._server = server
+        self._conns = conns
+        self.transport: asyncio.Transport | None = None
+        self._head = bytearray(HEAD_MAX * 2)  # heads, and bytes after a body (never pipelined
+        self._have = 0  # by the gateway, but kept for the next request all the same)
+        self._req: LeanRequest | None = None  # the request whose body is being read
+        self._body = bytearray()
+        self._got = 0
+        self.busy: asyncio.Task[None] | None = None  # the request being served
+        self._idle: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    # -- asyncio.BufferedProtocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._conns.add(self)
+        self._arm_idle()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._req is not None and self.busy is None:
+            return memoryview(self._body)[self._got:]
+        return memoryview(self._head)[self._have:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._req is not None and self.busy is None:
+            self._got += nbytes
+            if self._got == len(self._body):
+                self._start()
+            return
+        self._have += nbytes
+        if self.busy is not None:
+            if self._have == len(self._head) and self.transport is not None:
+                self.transport.pause_reading()  # resumed once the answer is out
+            return
+        self._next()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._conns.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+        req = self._req
+        if req is not None and self.busy is None:  # the body never arrived whole
+            stats = RequestStats(request_id=request_id_of(req.headers), bytes_in=self._got)
+            stats.extra["front"] = "lean"
+            record_request(self._st, stats, "PUT", req.target, "", "put", 400, 0.0)
+            self._st.metrics.bytes_in.inc(self._got)
+            self._req = None
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Parse the next request's head from what was received; serve it or hand off."""
+        end = self._head.find(b"\r\n\r\n", 0, self._have)
+        if end < 0:
+            if self._have >= HEAD_MAX:
+                self._hand_off()
+            return
+        req = parse_lean_head(bytes(self._head[:end]))
+        if req is None:
+            self._hand_off()
+            return
+        start = end + 4
+        take = min(self._have - start, req.length)
+        self._body = bytearray(req.length)
+        self._body[:take] = self._head[start:start + take]
+        rest = self._head[start + take:self._have]
+        self._head[:len(rest)] = rest
+        self._have = len(rest)
+        self._req, self._got = req, take
+        if take == req.length:
+            self._start()
+
+    def _start(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        req, body = self._req, self._body
+        assert req is not None
+        self.busy = asyncio.get_running_loop().create_task(self._serve(req, body))
+
+    async def _serve(self, req: LeanRequest, body: bytearray) -> None:
+        st = self._st
+        start = time.perf_counter()
+        stats = RequestStats(request_id=request_id_of(req.headers))
+        stats.extra["front"] = "lean"
+        status = 500
+        try:
+            try:
+                doc = await lean_put(st, stats, req, body)
+                status = 201
+            except ApiError as exc:
+                status, doc = exc.status, {"error": exc.code, "message": exc.message}
+            except asyncio.CancelledError:
+                status = 499
+                raise
+            except Exception as exc:  # noqa: BLE001 - answered as aiohttp's front answers
+                st.log.error("unhandled error", request_id=stats.request_id,
+                             error=type(exc).__name__)
+                status, doc = 500, {"error": "internal", "message": "internal error"}
+            self._answer(status, doc, stats.request_id, req.close)
+        finally:
+            record_request(st, stats, "PUT", req.target, "", "put", status,
+                           time.perf_counter() - start)
+            self._req, self._body, self._got, self.busy = None, bytearray(), 0, None
+        if self._closing:
+            return
+        if self.transport is not None and self._have < len(self._head):
+            self.transport.resume_reading()
+        self._arm_idle()
+        if self._have:
+            self._next()
+
+    def _answer(self, status: int, doc: dict[str, Any], request_id: str, close: bool) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        body = json.dumps(doc).encode()
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                "Content-Type: application/json; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\n{REQUEST_ID_HEADER}: {request_id}\r\n"
+                f"Date: {_date()}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n")
+        t.write(head.encode("latin-1") + body)
+        if close:
+            self._closing = True
+            t.close()
+
+    def _hand_off(self) -> None:
+        """Give the connection, and every byte received on it so far, to aiohttp."""
+        t = self.transport
+        assert t is not None
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._conns.discard(self)
+        self._closing = True
+        handler = self._server()
+        t.set_protocol(handler)
+        handler.connection_made(t)
+        data = bytes(self._head[:self._have])
+        self._have = 0
+        if data:
+            handler.data_received(data)
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(KEEPALIVE_S, self._idle_close)
+
+    def _idle_close(self) -> None:
+        self._idle = None
+        if self.busy is None and self.transport is not None:
+            self.transport.close()
+
+    def close_idle(self) -> None:
+        """Close the connection unless a request is being served (at shutdown)."""
+        if self.busy is None and self.transport is not None:
+            self.transport.close()
+
+
+class LeanListener:
+    """The node's listening socket with `LeanFront` in front of aiohttp's `runner.server`."""
+
+    def __init__(self, st: NodeState, runner: web.AppRunner) -> None:
+        assert runner.server is not None, "runner.setup() first"
+        self._st = st
+        self._web = runner.server
+        self.conns: set[LeanFront] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: LeanFront(self._st, self._web, self.conns), host, port,
+            reuse_address=True)
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop accepting, close idle lean connections, let requests in flight finish."""
+        if self._server is not None:
+            self._server.close()
+        busy = [c.busy for c in self.conns if c.busy is not None]
+        for c in list(self.conns):
+            c.close_idle()
+        if busy:
+            await asyncio.wait(busy, timeout=timeout_s)

@@ -1,0 +1,188 @@
+"""The node's lean front end (`nodes.leanput`) against a real node process: whole-shard PUTs
+are served by it, everything else on the same connection is handed to aiohttp with the
+bytes already received, and what it refuses it refuses exactly as the streamed handler."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from storage.shards.auth import TRAILER_BYTES, seal, sign
+from storage.shards.format import FRAME_HEAD_BYTES, ShardHeader, pack_frame
+from tests.contract.test_node_api import Node, make_shard, node, shard_path
+
+__all__ = ["node"]  # the module's node process (fixture)
+
+
+def log_lines(node: Node, path: str) -> list[dict[str, object]]:
+    out = []
+    for line in node.log.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("msg") == "request" and rec.get("path") == path:
+            out.append(rec)
+    return out
+
+
+async def wait_lines(node: Node, path: str, n: int) -> list[dict[str, object]]:
+    """The node's first `n` log lines for `path` (each written when its request is done)."""
+    for _ in range(750):
+        lines = log_lines(node, path)
+        if len(lines) >= n:
+            return lines
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"fewer than {n} log lines for {path}")
+
+
+def put_request(node: Node, sid: str, body: bytes, *, extra: dict[str, str] | None = None,
+                chunked: bool = False, tamper: bool = False) -> bytes:
+    """A signed, sealed shard PUT as bytes on the wire (whole, or in two chunks); with
+    `tamper`, its trailer is not the body's MAC."""
+    path = f"/v1/shards/{sid}"
+    headers = sign(node.secret, "PUT", path, "n1", headers=extra, trailer=True)
+    sealed = seal(node.secret, headers, body)
+    if tamper:
+        sealed = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    head = f"PUT {path} HTTP/1.1\r\nHost: {node.host}:{node.port}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items())
+    if not chunked:
+        return (head + f"Content-Length: {len(sealed)}\r\n\r\n").encode() + sealed
+    half = len(sealed) // 2
+    parts = [sealed[:half], sealed[half:]]
+    return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"".join(
+        f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+
+
+def get_request(node: Node, sid: str) -> bytes:
+    path = f"/v1/shards/{sid}"
+    headers = sign(node.secret, "GET", path, "n1")
+    return (f"GET {path} HTTP/1.1\r\nHost: {node.host}:{node.port}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+
+
+class Conn:
+    """One kept-alive connection to the node, answers read one at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self) -> tuple[int, bytes]:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 30)
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        body = await asyncio.wait_for(self.reader.readexactly(length), 30)
+        return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.fixture
+async def conn(node: Node) -> AsyncIterator[Conn]:
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    yield Conn(reader, writer)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_whole_shard_puts_are_served_by_the_lean_front(node: Node, conn: Conn) -> None:
+    shards = [make_shard(index=i, frames=1, block_size=262144, last=None) for i in (0, 1)]
+    for sid, _, _, body in shards:
+        await conn.send(put_request(node, sid, body))
+        status, answer = await conn.answer()
+        assert status == 201 and json.loads(answer) == {"id": sid, "bytes": len(body),
+                                                        "segments": 1}
+        assert shard_path(node, sid).read_bytes() == body
+        (rec,) = await wait_lines(node, f"/v1/shards/{sid}", 1)
+        assert rec["front"] == "lean" and rec["op"] == "put" and rec["status"] == 201
+        assert rec["bytes"] == len(body) + TRAILER_BYTES
+
+
+async def test_other_requests_on_the_connection_go_to_aiohttp(node: Node, conn: Conn) -> None:
+    sid, _, _, body = make_shard(index=3, frames=2, block_size=4096, last=None)
+    await conn.send(put_request(node, sid, body))
+    assert (await conn.answer())[0] == 201
+    # a GET and a chunked PUT pipelined behind it: handed off with the bytes received
+    sid2, _, _, body2 = make_shard(index=4, frames=3, block_size=4096, last=None)
+    await conn.send(get_request(node, sid) + put_request(node, sid2, body2, chunked=True))
+    assert await conn.answer() == (200, body)
+    assert (await conn.answer())[0] == 201
+    assert shard_path(node, sid2).read_bytes() == body2
+    sid3, _, _, body3 = make_shard(index=5, frames=1, block_size=4096, last=None)
+    await conn.send(put_request(node, sid3, body3))  # the connection stays with aiohttp
+    assert (await conn.answer())[0] == 201
+    (rec2,) = await wait_lines(node, f"/v1/shards/{sid2}", 1)
+    (rec3,) = await wait_lines(node, f"/v1/shards/{sid3}", 1)
+    assert "front" not in rec2 and "front" not in rec3 and rec3["status"] == 201
+
+
+def _refused_cases(stored: tuple[str, ShardHeader], sid: str, h: ShardHeader,
+                   blocks: list[bytes], body: bytes) -> list[tuple[str, bytes, dict[str, str]]]:
+    """(shard id, body, extra signed headers) of PUTs a node must refuse."""
+    corrupt = bytearray(body)
+    corrupt[h.frame_offset(1) + FRAME_HEAD_BYTES + 5] ^= 1
+    other_sid, other_h = stored
+    other = other_h.pack() + pack_frame(other_h, 0, os.urandom(other_h.block_size))
+    return [
+        (sid, bytes(corrupt), {}),                        # a frame fails its checksum: 409
+        (sid, make_shard(index=2)[3], {}),                # another stripe's header
+        (sid, body[:-1], {}),                             # ends inside a frame
+        (sid, body[:10], {}),                             # not even a header
+        (sid, body, {"X-Tessera-Segments": "2"}),
+        (sid, body, {"X-Tessera-Segments": "4"}),
+        (sid, body, {"X-Tessera-Segments": "x"}),
+        (sid, body, {"X-Tessera-Replace": "yes"}),
+        ("abc", body, {}),                                # a malformed id
+        (other_sid, other, {}),                           # other bytes under a stored id
+    ]
+
+
+async def test_refusals_match_the_streamed_handler(node: Node) -> None:
+    sid, h, blocks, body = make_shard(index=2, frames=3, block_size=4096, last=None)
+    first_sid, first_h, _, first = make_shard(index=1, frames=1, block_size=4096, last=None)
+    cases = _refused_cases((first_sid, first_h), sid, h, blocks, body)
+    answers: dict[bool, list[tuple[int, str]]] = {}
+    for chunked in (False, True):  # chunked: aiohttp's streamed handler
+        reader, writer = await asyncio.open_connection(node.host, node.port)
+        c = Conn(reader, writer)
+        await c.send(put_request(node, first_sid, first, chunked=chunked))
+        assert (await c.answer())[0] == 201  # stored once; the same bytes again: idempotent
+        await c.send(put_request(node, first_sid, first, chunked=chunked))
+        assert (await c.answer())[0] == 201
+        got = []
+        for case_sid, case_body, extra in cases:
+            await c.send(put_request(node, case_sid, case_body, extra=extra, chunked=chunked))
+            status, doc = await c.answer()
+            got.append((status, json.loads(doc)["error"]))
+        await c.send(put_request(node, sid, body, chunked=chunked, tamper=True))
+        status, doc = await c.answer()
+        got.append((status, json.loads(doc)["error"]))
+        writer.close()
+        await writer.wait_closed()
+        answers[chunked] = got
+        assert shard_path(node, first_sid).read_bytes() == first
+        shard_path(node, first_sid).unlink()
+    assert answers[False] == answers[True]
+    assert [s for s, _ in answers[False]] == [409, 400, 400, 400, 400, 400, 400, 400, 400,
+                                              409, 401]
+    assert not shard_path(node, sid).exists()
+    lean = [r for r in log_lines(node, f"/v1/shards/{sid}") if r.get("front") == "lean"]
+    assert len(lean) == 9  # the first pass's refusals of `sid` went through the lean front
+
+
+async def test_a_badly_signed_put_is_refused_before_its_checks(node: Node) -> None:
+    sid, _, _, body = make_shard(index=0, frames=1, block_size=4096, last=None)
+    async with aiohttp.ClientSession() as s:
+        path = f"/v1/shards/{sid}"
+        headers = sign(b"x" * 32, "PUT", path, "n1", trailer=True)
+        async with s.put(node.url + path, data=seal(node.secret, headers, body),
+                         headers=headers) as r:
+            assert r.status == 401 and (await r.json())["message"] == "bad signature"
+    (rec,) = await wait_lines(node, f"/v1/shards/{sid}", 1)
+    assert rec["front"] == "lean" and rec["status"] == 401
+    assert not shard_path(node, sid).exists()
