@@ -23,10 +23,10 @@ import json
 import os
 import secrets
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from nodes.shardfile import (
-    ShardReadStream,
     ShardWriter,
     check_shard_id,
     fsync_dir,
@@ -34,11 +34,34 @@ from nodes.shardfile import (
     verify_file,
     write_all,
 )
+from nodes.shardread import ShardReadStream
 from storage.errors import InvalidInput
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
 
 TEMP_MAX_AGE_S = 3600.0
+RECENT_SHARDS = 16384  # shard ids remembered as hot (~2 MiB)
+
+
+class RecentShards:
+    """Ids of the shards this node committed or read lately (`ShardWriter.commit`, the GET
+    handler), the oldest forgotten first: their directory entries are almost surely
+    cached, so a read of one may open it on the event loop
+    (`ShardReadStream.open_verified(hot=True)`)."""
+
+    def __init__(self, size: int = RECENT_SHARDS) -> None:
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def touch(self, sid: str) -> None:
+        ids = self._ids
+        ids[sid] = None
+        ids.move_to_end(sid)
+        if len(ids) > self._size:
+            ids.popitem(last=False)
+
+    def __contains__(self, sid: str) -> bool:
+        return sid in self._ids
 
 
 class DiskShardStore:
@@ -56,6 +79,7 @@ class DiskShardStore:
         self._used_bytes = 0
         self._shards = 0
         self._counted = False
+        self.recent = RecentShards()
         for d in (self.root, self.shard_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 

@@ -310,7 +310,8 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
     stream = st.store.open_read(sid, first, count)
     async with stream:
         try:
-            head, (offset, good, err) = await _disk(stream.open_verified())
+            head, (offset, good, err) = await _disk(
+                stream.open_verified(hot=sid in st.store.recent))
         except NotFound:
             raise ApiError(404, "not_found", f"shard {sid} not found") from None
         except InvalidRange:
@@ -320,6 +321,7 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
             await _quarantine(request, sid, exc, "read")
             raise ApiError(409, "corrupt", str(exc)) from None
         st.metrics.shard_reads.inc()
+        st.store.recent.touch(sid)
         # Frames go out with sendfile (page cache to socket, no copy in this process), each
         # window checked in place first. A corrupt first window is still a clean 409.
         if err is not None and good == 0:

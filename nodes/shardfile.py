@@ -1,6 +1,6 @@
 """One shard file: its id, its layout (frame i at `header.frame_offset(i)`), its durable
 write (`ShardWriter`: temp file, fsync, rename or link, directory fsync), its range read
-(`ShardReadStream`) and the in-place check of its frames. The directory of shard files is
+(`nodes.shardread.ShardReadStream`) and the in-place check of its frames. The directory of shard files is
 `nodes.disk.DiskShardStore`.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import mmap
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from storage.errors import (
     Conflict,
     IntegrityError,
     InvalidInput,
-    InvalidRange,
     NotFound,
     ShardCorrupt,
 )
@@ -37,8 +35,6 @@ if TYPE_CHECKING:
     from nodes.disk import DiskShardStore
 
 CHUNK_BYTES = 1024 * 1024
-SEND_WINDOW_BYTES = 8 * 1024 * 1024  # frames checked per thread hop before sendfile
-MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in call, not one per page
 T = TypeVar("T")
 UNCHANGED = -2  # commit outcome: an identical shard was already stored under the id
 
@@ -291,6 +287,7 @@ class ShardWriter:
             self._store._account(self.bytes_written - replaced, 0)
         else:
             self._store._account(self.bytes_written, 1)
+        self._store.recent.touch(self.shard_id)  # just written: its reads may skip a hop
         return self.bytes_written
 
     def _commit_sync(self, fd: int, replace: bool) -> int:
@@ -334,195 +331,6 @@ class ShardWriter:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.abort()
-
-
-class ShardReadStream:
-    """Async iterator over a shard: its header bytes, then whole, verified frames in pieces.
-
-    Nothing touches the disk until the first `__anext__`, which raises NotFound or
-    ShardCorrupt (bad header) or InvalidRange (`first` past the last frame). After it,
-    `header`, `segments`, `size` and `body_bytes` (bytes this stream yields in all) are set.
-    A frame that fails its checksum raises ShardCorrupt before any of its bytes is yielded;
-    the frames before it in the same piece are yielded first.
-    """
-
-    def __init__(self, sid: str, path: Path | str, first: int, count: int | None) -> None:
-        if first < 0 or (count is not None and count < 0):
-            raise InvalidInput("first and count must be non-negative")
-        self.shard_id = sid
-        self.header: ShardHeader | None = None
-        self.segments = 0
-        self.size = 0
-        self.body_bytes = 0
-        self.first = first
-        self.end = first
-        self._path = path
-        self._count = count
-        self._fd: int | None = None
-        self._layout: Layout | None = None
-        self._next = first
-        self._pending_error: ShardCorrupt | None = None
-        self._ahead: tuple[bytes, ShardCorrupt | None] | None = None  # read with the open
-        self._finished = False
-
-    def __aiter__(self) -> ShardReadStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._finished:
-            raise StopAsyncIteration
-        if self._layout is None:
-            try:
-                return await asyncio.to_thread(self._open_ahead_sync)
-            except BaseException:
-                await self.aclose()
-                raise
-        if self._pending_error is not None:
-            err, self._pending_error = self._pending_error, None
-            await self.aclose()
-            raise err
-        if self._ahead is not None:
-            (data, err), self._ahead = self._ahead, None
-        elif self._next >= self.end:
-            await self.aclose()
-            raise StopAsyncIteration
-        else:
-            try:
-                data, err = await asyncio.to_thread(self._read_sync)
-            except BaseException:
-                await self.aclose()
-                raise
-        if err is not None:
-            if not data:
-                await self.aclose()
-                raise err
-            self._pending_error = err
-        return data
-
-    def _open_sync(self) -> bytes:
-        try:
-            self._fd = os.open(self._path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise NotFound(f"shard {self.shard_id} not found") from None
-        layout = open_layout(self._fd, self.shard_id)
-        self.header, self.size, self.segments = layout.header, layout.size, layout.segments
-        if self.first > self.segments:
-            raise InvalidRange(self.segments)
-        self.end = self.segments if self._count is None else min(
-            self.segments, self.first + self._count)
-        self.body_bytes = HEADER_BYTES + (
-            layout.frame_end(self.end - 1) - layout.header.frame_offset(self.first)
-            if self.end > self.first else 0)
-        self._layout = layout
-        return layout.header.pack()
-
-    def _open_ahead_sync(self) -> bytes:
-        """`_open_sync`, and the first piece read in the same thread hop (kept for the
-        next `__anext__`; an OSError is left for that call's own read to raise)."""
-        head = self._open_sync()
-        if self.end > self._next:
-            with contextlib.suppress(OSError):
-                self._ahead = self._read_sync()
-        return head
-
-    def _read_sync(self) -> tuple[bytes, ShardCorrupt | None]:
-        layout = self._layout
-        assert layout is not None and self._fd is not None
-        n = max(1, min(self.end - self._next, CHUNK_BYTES // layout.frame_bytes))
-        start = layout.header.frame_offset(self._next)
-        want = layout.frame_end(self._next + n - 1) - start
-        buf = read_exact(self._fd, want, start)
-        good = 0
-        err: ShardCorrupt | None = None
-        for seg in range(self._next, self._next + n):
-            off = layout.header.frame_offset(seg) - start
-            end = layout.frame_end(seg) - start
-            if end > len(buf):
-                err = ShardCorrupt(self.shard_id, f"segment {seg}: file shrank while reading")
-                break
-            problem = frame_error(layout, seg, buf, off)
-            if problem is not None:
-                err = ShardCorrupt(self.shard_id, problem)
-                break
-            good = end
-        self._next += n
-        return (buf if good == len(buf) else buf[:good]), err
-
-    async def open_verified(self, max_bytes: int = SEND_WINDOW_BYTES,
-                            ) -> tuple[bytes, tuple[int, int, ShardCorrupt | None]]:
-        """The first `__anext__` (header bytes; NotFound, ShardCorrupt, InvalidRange) and
-        the first `verified_window`, in one trip to a worker thread."""
-        def both() -> tuple[bytes, tuple[int, int, ShardCorrupt | None]]:
-            head = self._open_sync()
-            if self._next >= self.end:
-                return head, (0, 0, None)
-            return head, self._verify_window_sync(max_bytes)
-
-        try:
-            return await in_thread(both)
-        except BaseException:
-            await self.aclose()
-            raise
-
-    def fileno(self) -> int:
-        """The open shard file (after the first `__anext__`), for sendfile."""
-        assert self._fd is not None
-        return self._fd
-
-    async def verified_window(self, max_bytes: int = SEND_WINDOW_BYTES,
-                              ) -> tuple[int, int, ShardCorrupt | None]:
-        """Check the next frames (about `max_bytes` of them) in place, for sending with
-        sendfile: (file offset, bytes that verified, the error that stopped it or None).
-        (offset, 0, None) when every frame asked for was checked. The frames are read
-        through a mapping of the file (page cache, no copy), off the event loop."""
-        if self._next >= self.end or self._layout is None:
-            return (self._layout.frame_end(self.end - 1) if self._layout and self.end > 0
-                    else 0), 0, None
-        return await asyncio.to_thread(self._verify_window_sync, max_bytes)
-
-    def _verify_window_sync(self, max_bytes: int) -> tuple[int, int, ShardCorrupt | None]:
-        layout = self._layout
-        assert layout is not None and self._fd is not None
-        n = max(1, min(self.end - self._next, max_bytes // layout.frame_bytes))
-        start = layout.header.frame_offset(self._next)
-        stop = min(layout.frame_end(self._next + n - 1), layout.size)
-        if stop <= start:
-            self._next = self.end
-            return start, 0, ShardCorrupt(self.shard_id, f"segment {self._next}: truncated")
-        base = start - start % mmap.ALLOCATIONGRANULARITY
-        good = 0
-        err: ShardCorrupt | None = None
-        with mmap.mmap(self._fd, stop - base, prot=mmap.PROT_READ,
-                       flags=mmap.MAP_SHARED | MAP_POPULATE, offset=base) as mm:
-            view = memoryview(mm)
-            try:
-                for seg in range(self._next, self._next + n):
-                    off = layout.header.frame_offset(seg) - base
-                    end = layout.frame_end(seg) - base
-                    if end > len(view):
-                        err = ShardCorrupt(self.shard_id, f"segment {seg}: file shrank")
-                        break
-                    problem = frame_error(layout, seg, view, off)
-                    if problem is not None:
-                        err = ShardCorrupt(self.shard_id, problem)
-                        break
-                    good = end - (start - base)
-            finally:
-                view.release()
-        self._next += n
-        return start, good, err
-
-    async def aclose(self) -> None:
-        self._finished = True
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    async def __aenter__(self) -> ShardReadStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 def stat_file(path: Path, sid: str) -> dict[str, int | float]:

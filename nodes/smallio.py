@@ -18,11 +18,11 @@ from nodes.disk import DiskShardStore
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
-    ShardReadStream,
     fsync_dir,
     install_new,
     write_all,
 )
+from nodes.shardread import ShardReadStream
 from storage.errors import InvalidInput
 
 

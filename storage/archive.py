@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from storage import inline_bodies
 from storage.config import ArchiveSettings, Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
@@ -429,6 +430,7 @@ class ArchiveService:
                     if p.stripe_id and p.nodes:
                         ch.puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
                         ch.deletes.append(stripe_index_key(p.stripe_id))
+                inline_bodies.retire(cur, ch.deletes)  # its parts are replaced
                 for p in new_parts:
                     self._objects.index_part(ch.puts, p, {
                         "state": "live", "bucket": cur.bucket, "key": cur.key,

@@ -19,6 +19,9 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (TB, tenant, bucket)                  bucket index per tenant (ListBuckets)
     (O, bucket, key)                      current version of an object (its full manifest)
     (V, bucket, key, vsort)               every version, newest first (versioned buckets)
+    (IB, bucket, key, ref)                sealed body of a small (inline) object's version,
+                                          apart from its record (stores with `inline_apart`:
+                                          etcd); `ref` is fresh per commit
     (U, bucket, key, upload id)           multipart upload in progress
     (P, upload id, part:05)               an uploaded part
     (T, tenant)                           tenant record with its wrapped KEK versions
@@ -54,6 +57,7 @@ BUCKET = "B"
 TENANT_BUCKET = "TB"
 OBJECT = "O"
 VERSION = "V"
+INLINE_BODY = "IB"
 UPLOAD = "U"
 PART = "P"
 TENANT = "T"
@@ -191,6 +195,14 @@ def version_prefix(bucket: str, key: str | None = None) -> bytes:
 
 def version_key(bucket: str, key: str, vsort: str) -> bytes:
     return pack(VERSION, bucket, key, vsort)
+
+
+def inline_body_prefix(bucket: str, key: str | None = None) -> bytes:
+    return pack(INLINE_BODY, bucket) if key is None else pack(INLINE_BODY, bucket, key)
+
+
+def inline_body_key(bucket: str, key: str, ref: str) -> bytes:
+    return pack(INLINE_BODY, bucket, key, ref)
 
 
 def upload_prefix(bucket: str, key: str | None = None) -> bytes:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage import object_lock
+from storage import inline_bodies, object_lock
 from storage.buckets import BucketService
 from storage.conditions import DeleteConditions, WriteConditions
 from storage.config import Config
@@ -238,11 +238,12 @@ class ObjectService:
         reads = (okey, bkey, tkey) if tenant_rev else (okey, bkey)
         cur = (await self._meta.get(okey)
                if conditions is not None and conditions.if_match is not None else None)
+        stored, bodies = inline_bodies.apart(self._meta, v)  # (etcd: bodies under own keys)
         while True:
             cur_v = ObjectVersion.decode(cur.value) if cur else None
             if conditions is not None:
                 conditions.check(v.bucket, v.key, cur_v)
-            puts = {okey: v.encode()}
+            puts = {okey: stored.encode(), **bodies}
             deletes: list[bytes] = []
             compares = {okey: cur.revision if cur else 0}
             self.buckets.guard(b, compares)
@@ -251,7 +252,7 @@ class ObjectService:
             retired: list[ObjectVersion] = []
             if b.versioning:
                 vsort = version_sort(time.time_ns(), v.version_id)
-                puts[version_key(v.bucket, v.key, vsort)] = v.encode()
+                puts[version_key(v.bucket, v.key, vsort)] = puts[okey]
                 await self._replace_null(v, cur_v, v.version_id == NULL_VERSION, puts, deletes,
                                          compares, retired)
             elif cur_v is not None:
@@ -306,9 +307,11 @@ class ObjectService:
 
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
                 deletes: list[bytes]) -> None:
-        """Queue the stripes of replaced versions for collection after a grace period."""
+        """Queue the stripes of replaced versions for collection after a grace period (and
+        delete their inline bodies kept apart: no reader needs them once the record is gone)."""
         due = time.time_ns() + int(self.gc_grace_s * 1e9)
         for old in versions:
+            inline_bodies.retire(old, deletes)
             for p in old.parts:
                 if p.stripe_id and p.nodes:
                     puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
@@ -337,19 +340,19 @@ class ObjectService:
         raised."""
         bucket = b.name
         if version_id is None:
-            item = await self._meta.get(object_key(bucket, key))
-            if item is None:
+            _, current = await inline_bodies.read_current(self._meta, bucket, key)
+            if current is None:
                 raise ObjectNotFound(bucket, key)
-            return ObjectVersion.decode(item.value)
+            return current
         cur = await self._meta.get(object_key(bucket, key))
         if cur is not None:
             cv = ObjectVersion.decode(cur.value)
             if cv.version_id == version_id:
-                return cv
+                return await inline_bodies.resolve(self._meta, cv)
         for item in await self._versions_raw(bucket, key):
             v = ObjectVersion.decode(item.value)
             if v.version_id == version_id:
-                return v
+                return await inline_bodies.resolve(self._meta, v)
         raise ObjectNotFound(bucket, key, version_id)
 
     async def read(self, v: ObjectVersion, start: int = 0, end: int | None = None,
@@ -365,6 +368,8 @@ class ObjectService:
             raise InvalidRange(v.size)
         if start == end:
             return
+        if inline_bodies.unresolved(v):
+            await inline_bodies.resolve(self._meta, v)
         cipher = await self.data_keys.cipher_for(v, sse_c_key)
         offset = 0
         for part in v.parts:
@@ -402,6 +407,8 @@ class ObjectService:
         Each block is checked against its frame checksum; the GCM tags are checked when
         the data is next opened with the key.
         """
+        if part.body_ref and not part.inline:
+            await inline_bodies.resolve(self._meta, v)
         if part.inline:
             yield part.inline
             return

@@ -32,7 +32,13 @@ def field_order(cls: type) -> tuple[str, ...]:
 def _plain(obj: object) -> dict[str, Any]:
     """msgpack's `default`: a nested dataclass (a `PartLayout`) as the dict `asdict` makes."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return {n: getattr(obj, n) for n in field_order(type(obj))}
+        d = {n: getattr(obj, n) for n in field_order(type(obj))}
+        if "body_ref" in d:  # a part (PartLayout): its sealed body under its own key
+            if d["body_ref"]:  # (storage.inline_bodies) is never stored twice,
+                d["inline"] = b""
+            else:  # and a part without one encodes as before the field existed
+                del d["body_ref"]
+        return d
     raise TypeError(f"cannot encode {type(obj).__name__} in a record")
 
 
@@ -82,6 +88,9 @@ class PartLayout:
     plain_size: int = 0
     # A small object's sealed bytes kept in the manifest itself (no stripe, no shards).
     inline: bytes = b""
+    # ...or kept apart under (IB, bucket, key, body_ref) (storage.inline_bodies): a record
+    # read from the store then has `inline` empty until its body is resolved.
+    body_ref: str = ""
 
     @property
     def plaintext_size(self) -> int:

@@ -4,7 +4,7 @@ Item.revision is etcd's `mod_revision`, a cluster-wide counter like the SQLite b
 so compare-and-swap works the same way (revision 0 = absent: an absent key compares as
 mod_revision 0). Reads are linearizable (etcd's default), so a write through one gateway is
 seen by the next read through any other. Requests go to the Raft leader (found at open and
-again whenever an answer shows a new Raft term), so no follower forwards them; a connection
+again, in the background, whenever an answer shows a new Raft term), so no follower forwards them; a connection
 failure moves to the next member. A write whose connection broke after it was sent is not retried
 (it may have applied; the caller sees the error), reads are. See docs/ARCHITECTURE.md,
 "Metadata on etcd", for why the JSON gateway rather than a client library.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -77,6 +78,10 @@ def api_prefix(server_version: str) -> str:
 class EtcdStore:
     """MetadataStore on an etcd cluster, plus worker leases and a prefix watch."""
 
+    # Small objects' sealed bodies live under their own keys, not in the records every
+    # listing scans through the JSON gateway (storage/inline_bodies.py).
+    inline_apart = True
+
     def __init__(self, endpoints: tuple[str, ...], session: aiohttp.ClientSession,
                  prefix: str) -> None:
         self._endpoints = endpoints
@@ -87,6 +92,7 @@ class EtcdStore:
         self._leases: dict[bytes, tuple[str, str]] = {}  # key -> (holder, lease id)
         self.server_version = ""
         self._term = 0  # the Raft term the leader was last looked up in (0: not yet)
+        self._lookup: asyncio.Task[None] | None = None  # a leader lookup after an election
 
     @classmethod
     async def open(cls, endpoints: tuple[str, ...] | list[str]) -> EtcdStore:
@@ -136,6 +142,26 @@ class EtcdStore:
                 self._current = idx
             return
 
+    def _relook(self) -> None:
+        """Look the leader up again in the background (one lookup at a time): the request
+        that saw the new term answers at once; requests meanwhile go where they went (a
+        follower still forwards them), and move to the leader when it is found."""
+        if self._lookup is not None and not self._lookup.done():
+            return
+        self._lookup = asyncio.get_running_loop().create_task(self._relook_now(),
+                                                              name="etcd-leader-lookup")
+
+    async def _relook_now(self) -> None:
+        try:
+            await self._find_leader()
+        except Exception as exc:  # noqa: BLE001 - requests still fail over on their own
+            log.warning("etcd: leader lookup failed: %s", exc)
+
+    async def settled(self) -> None:
+        """Wait for a leader lookup in progress, if any (tests)."""
+        if self._lookup is not None:
+            await asyncio.shield(self._lookup)
+
     async def _version(self) -> str:
         errors = []
         for ep in self._endpoints:
@@ -183,9 +209,9 @@ class EtcdStore:
                 log.info("etcd: now using endpoint %s", self._endpoints[idx])
                 self._current = idx
             term = int((data.get("header") or {}).get("raft_term", 0))
-            if term > self._term:  # an election since the leader was looked up
+            if term > self._term:  # an election since the leader was looked up:
                 self._term = term  # (set first: concurrent answers do not look again)
-                await self._find_leader()
+                self._relook()  # found beside the requests, not inside this one
             return data  # type: ignore[no-any-return]
         raise EtcdError(f"no etcd endpoint answered {path}: " + "; ".join(errors))
 
@@ -229,6 +255,21 @@ class EtcdStore:
         data = await self._call("/kv/range", body, idempotent=True)
         return [_item(kv) for kv in data.get("kvs") or []]
 
+    async def get_and_range(self, key: bytes, start: bytes, end: bytes, limit: int
+                            ) -> tuple[Item | None, list[Item]]:
+        """`get(key)` and `range(start, end, limit)` in one request: a read-only txn, one
+        linearizable snapshot (a current record and its inline bodies)."""
+        body = {"compare": [], "success": [
+            {"request_range": {"key": _b64(key)}},
+            {"request_range": {"key": _b64(start), "range_end": _b64(end),
+                               "limit": str(limit)}}]}
+        data = await self._call("/kv/txn", body, idempotent=True)
+        answers = data.get("responses") or []
+        if len(answers) != 2:
+            raise EtcdError(f"etcd txn: {len(answers)} answers to 2 reads")
+        first, second = ((a.get("response_range") or {}).get("kvs") or [] for a in answers)
+        return (_item(first[0]) if first else None), [_item(kv) for kv in second]
+
     async def txn(self, txn: Txn) -> bool:
         done, _ = await self.txn_or_read(txn, ())
         return done
@@ -266,6 +307,10 @@ class EtcdStore:
                 await self.release(name, holder)
             except StorageError as exc:
                 log.warning("etcd: could not release lease %r: %s", name, exc)
+        if self._lookup is not None:
+            self._lookup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lookup
         await self._session.close()
 
     # --- leases for background workers ---------------------------------------------

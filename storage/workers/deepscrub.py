@@ -125,7 +125,8 @@ class DeepScrubber:
             return
         stripe_id = stripe_of(item.key)
         man = await load_manifest(self._meta, stripe_id)
-        if not isinstance(man, Manifest) or not man.part.size or man.part.inline:
+        if not isinstance(man, Manifest) or (not man.part.size or man.part.inline
+                                              or man.part.body_ref):
             return
         codec = await self._codec(man)
         if codec is None:

@@ -2,13 +2,19 @@
 
 Entries wait a grace period so reads that started on an old version can finish. A stripe
 whose shards could not all be deleted (a node down) stays queued and is retried.
+
+On etcd (where every idle poll is a Raft read) a watch on the queue wakes the worker when
+an entry is queued, and otherwise it sleeps until its earliest entry falls due (at most
+`WATCHED_MAX_S`), instead of reading the queue every second; a stream of new entries
+wakes it at most once per `min_pause_s`, as often as it used to poll.
 """
 
 from __future__ import annotations
 
 import time
 
-from storage.keyspace import GC, due_before, gc_key, stripe_of
+from storage.keyspace import GC, gc_key, space, stripe_of
+from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
@@ -16,10 +22,14 @@ from storage.workers import WorkerState
 
 BATCH = 64
 STALE_INTENT_S = 3600.0
+WATCHED_MAX_S = 30.0  # the longest sleep of a watched, idle collector (a bound on a missed wake)
 
 
 class GarbageCollector:
     name = "gc"
+    idle_s = 1.0  # the runner's pause after an idle step (and, watched, between two wakes)
+    min_pause_s = 1.0
+    wake_prefix = space(GC)[0]  # on etcd, a queued entry wakes it (storage/workers/wakes)
 
     def __init__(self, meta: MetadataStore, stripes: StripeStore,
                  stale_intent_s: float = STALE_INTENT_S) -> None:
@@ -27,9 +37,21 @@ class GarbageCollector:
         self._stripes = stripes
         self._stale_intent_s = stale_intent_s
         self.deleted = 0
+        self._next_due_ns: int | None = None  # the earliest entry not yet due (None: none)
+
+    @property
+    def watched_idle_s(self) -> float:
+        """The idle pause when queued entries wake it: until the next one falls due."""
+        if self._next_due_ns is None:
+            return WATCHED_MAX_S
+        return min(WATCHED_MAX_S, max(0.0, (self._next_due_ns - time.time_ns()) / 1e9))
 
     async def step(self) -> WorkerState:
-        items = await self._meta.range(*due_before(GC, time.time_ns()), limit=BATCH)
+        now = time.time_ns()
+        queued = await self._meta.range(*space(GC), limit=BATCH)  # earliest due first
+        items = [i for i in queued if int(unpack_key(i.key)[1]) <= now]
+        self._next_due_ns = (int(unpack_key(queued[len(items)].key)[1])
+                             if len(items) < len(queued) else None)
         for item in items:
             stripe_id = stripe_of(item.key)
             nodes = unpack(item.value)["nodes"]
@@ -42,4 +64,4 @@ class GarbageCollector:
             else:
                 await self._meta.delete(item.key)
                 self.deleted += 1
-        return WorkerState.BUSY if len(items) == BATCH else WorkerState.IDLE
+        return WorkerState.BUSY if items and len(queued) == BATCH else WorkerState.IDLE

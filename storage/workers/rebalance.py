@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from storage.config import Config, NodeSpec, Profile, RebalanceSettings
 from storage.errors import StorageError
 from storage.health import HealthTracker
-from storage.keyspace import STRIPE, next_key, space, stripe_of, system_key
+from storage.keyspace import MEMBER, STRIPE, next_key, space, stripe_of, system_key
 from storage.membership import ACTIVE, DRAINING, Member, apply, load_members
 from storage.metadata import MetadataStore
 from storage.pipeline import segment_count, shard_file_bytes
@@ -105,10 +105,21 @@ class _Move:
     balance: bool = False
 
 
+WATCHED_MAX_S = 30.0  # the longest sleep of a watched, idle rebalancer
+
+
 class Rebalancer(ShardWorker[RebalanceStats]):
     name = "rebalance"
     stats_key = STATS_KEY
     stats_type = RebalanceStats
+    # on etcd a membership change (a drain) wakes it (storage/workers/wakes); otherwise an
+    # idle rebalancer sleeps until its next pass instead of re-reading the members each second
+    wake_prefix = space(MEMBER)[0]
+
+    @property
+    def watched_idle_s(self) -> float:
+        """The idle pause when membership changes wake it: until the next pass is due."""
+        return min(WATCHED_MAX_S, max(0.0, self._next_pass - time.monotonic()))
 
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor,

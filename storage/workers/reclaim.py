@@ -25,6 +25,7 @@ import logging
 import time
 from typing import Any
 
+from storage import inline_bodies
 from storage.keyspace import (
     ACCESS_KEY,
     TENANT,
@@ -86,6 +87,7 @@ class _Batch:
         v = ObjectVersion.decode(item.value)
         for p in v.parts:
             self.stripe(p.stripe_id, p.nodes)
+        inline_bodies.retire(v, self.deletes)
         r = v.restore
         for p in r.get("parts") or []:
             self.stripe(p["stripe_id"], p["nodes"])
@@ -189,6 +191,10 @@ class TenantReclaimer:
     """The `reclaim` worker: reclaims shredded tenants, one batch per step."""
 
     name = "reclaim"
+    # on etcd a tenant record's change (a shred) wakes it (storage/workers/wakes), instead of
+    # it reading every tenant record each second; the long pause bounds anything missed
+    wake_prefix = space(TENANT)[0]
+    watched_idle_s = 30.0
 
     def __init__(self, meta: MetadataStore, gc_grace_s: float) -> None:
         self._meta = meta

@@ -109,8 +109,7 @@ class WorkerRunner:
 
     async def _steps(self, worker: Worker, waiter: Waiter | None) -> None:
         idle_s = getattr(worker, "idle_s", self.idle_s)  # per-worker pause
-        if waiter is not None:
-            idle_s = max(idle_s, getattr(worker, "watched_idle_s", WATCHED_PAUSE_S))
+        floor = getattr(worker, "min_pause_s", 0.0)  # watched: the least time between wakes
         while True:
             if waiter is not None:
                 waiter.arm()  # a change made during the step wakes the next pause
@@ -122,8 +121,11 @@ class WorkerRunner:
                 log.exception("worker %s failed a step", worker.name)
                 state = WorkerState.IDLE
             if state is WorkerState.IDLE:
-                if waiter is not None:
-                    await waiter.wait(idle_s)
+                if waiter is not None:  # (read each time: it may follow the worker's queue)
+                    pause = max(idle_s, getattr(worker, "watched_idle_s", WATCHED_PAUSE_S))
+                    if floor:  # a burst of changes wakes it once per `floor`, not per change
+                        await asyncio.sleep(floor)
+                    await waiter.wait(max(0.0, pause - floor))
                 else:
                     await asyncio.sleep(idle_s)
             else:

@@ -20,13 +20,28 @@ import pytest
 
 from storage.config import NodeSpec
 from storage.health import HealthTracker
-from storage.keyspace import member_key, pack, repair_key, rewrap_key, urgent_repair_key
+from storage.keyspace import (
+    gc_key,
+    member_key,
+    pack,
+    repair_key,
+    rewrap_key,
+    space,
+    tenant_key,
+    urgent_repair_key,
+)
 from storage.membership import MembershipWatcher, add_node
 from storage.metadata import MetadataStore, Txn, prefix_end
 from storage.metadata.etcd import EtcdStore
+from storage.records import pack as pack_record
+from storage.stripes import StripeStore
 from storage.testing.simnodes import SimNodes
 from storage.workers import WorkerState
+from storage.workers import gc as gc_mod
+from storage.workers.gc import GarbageCollector
 from storage.workers.keys import Rewrapper
+from storage.workers.rebalance import Rebalancer
+from storage.workers.reclaim import TenantReclaimer
 from storage.workers.repair import RepairWorker
 from storage.workers.runner import WorkerRunner
 from storage.workers.wakes import Wakes
@@ -105,9 +120,43 @@ async def test_membership_change_reaches_a_watching_process_at_once(etcd: EtcdSt
         await etcd.delete(member_key(node))
 
 
+async def test_gc_sleeps_until_its_next_entry_is_due_or_one_is_queued(
+        etcd: EtcdStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector no longer reads its queue every second on etcd: with an entry due in
+    an hour it sleeps (the cap made an hour too, so only a wake can run it again), and an
+    entry queued due now wakes it through the watch and is collected."""
+    monkeypatch.setattr(gc_mod, "WATCHED_MAX_S", HOUR)
+    cfg = sim_config(tmp_path, 4096)
+    health = HealthTracker(list(cfg.nodes), SimNodes(list(cfg.nodes)))
+    gc = GarbageCollector(etcd, StripeStore(cfg, SimNodes(list(cfg.nodes)), health, None,
+                                            None))  # type: ignore[arg-type]
+    later, now = secrets.token_bytes(16), secrets.token_bytes(16)
+    later_key = gc_key(time.time_ns() + int(HOUR * 1e9), later)
+    await etcd.put(later_key, pack_record({"nodes": []}))
+    wakes = Wakes(etcd)
+    runner = WorkerRunner(wakes=wakes)
+    runner.start(gc)
+    try:
+        await _until(lambda: gc._next_due_ns is not None and space("G")[0] in wakes.watching)
+        assert gc.watched_idle_s > HOUR - 60  # sleeps until the entry an hour away
+        reads = etcd.round_trips
+        now_key = gc_key(time.time_ns(), now)
+        await etcd.put(now_key, pack_record({"nodes": []}))
+        await _until(lambda: gc.deleted >= 1)  # woken by the entry (no poll for an hour)
+        # the put, the read it woke, the delete, and the read its own delete wakes: no polls
+        assert etcd.round_trips - reads <= 4
+        assert await etcd.get(now_key) is None and await etcd.get(later_key) is not None
+    finally:
+        await runner.stop()
+        await etcd.txn(Txn(deletes=(later_key,)))
+
+
 def test_queue_driven_workers_name_their_queue() -> None:
     """The workers idle only while their queue is empty are woken by it: repair by a damage
     entry (urgent ones included), rewrap by a rotation's marker."""
     assert urgent_repair_key(b"\x01").startswith(RepairWorker.wake_prefix)
     assert repair_key(b"\x01").startswith(RepairWorker.wake_prefix)
     assert rewrap_key("t1").startswith(Rewrapper.wake_prefix)
+    assert gc_key(1, b"\x01").startswith(GarbageCollector.wake_prefix)
+    assert tenant_key("t1").startswith(TenantReclaimer.wake_prefix)  # a shred
+    assert member_key("n1").startswith(Rebalancer.wake_prefix)  # a drain

@@ -234,6 +234,7 @@ async def test_store_follows_the_leader_after_an_election(tmp_path: Path) -> Non
                 assert r.status == 200, await r.text()
             # the move is done when the transfer call returns; the next request sees the term
             await _eventually(lambda: store.put(b"l/k", b"v"), lambda rev: rev > 0)
+            await store.settled()  # the lookup runs beside the requests
             assert store.endpoint == target
             answer = await store._call("/kv/range", {"key": _b64(b"l/k")}, idempotent=True)
             assert answer["header"]["member_id"] == target_id
@@ -256,3 +257,28 @@ async def test_scrub_drops_overwritten_values_from_history(etcd: EtcdStore, ns: 
         await etcd._call("/kv/range", {"key": _b64(key), "revision": str(old_rev)},
                          idempotent=True)
     assert (await etcd.get(key)).value == b"nothing"  # type: ignore[union-attr]
+
+
+async def test_a_new_term_is_not_looked_up_inside_the_request(etcd: EtcdStore, ns: bytes
+                                                              ) -> None:
+    """The request whose answer shows a newer Raft term answers at once; the leader is
+    looked up beside it (here held back until the request is done)."""
+    release = asyncio.Event()
+    looked = []
+    real = etcd._find_leader
+
+    async def held_lookup() -> None:
+        await release.wait()
+        looked.append(True)
+        await real()
+
+    etcd._find_leader = held_lookup  # type: ignore[method-assign]
+    etcd._term = 0  # as if an election happened since the last lookup
+    try:
+        await asyncio.wait_for(etcd.put(ns + b"t", b"v"), 10)  # old code: waits for lookup
+        assert looked == [] and etcd._term > 0
+        await asyncio.wait_for(etcd.get(ns + b"t"), 10)  # one lookup at a time, still held
+    finally:
+        release.set()
+    await etcd.settled()
+    assert looked == [True]
