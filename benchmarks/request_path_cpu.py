@@ -22,6 +22,7 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,7 +42,9 @@ from storage.tenants import TenantService  # noqa: E402
 from storage.testing.simnodes import SimNodes  # noqa: E402
 
 
-async def serve(port: int, data: Path, inline_max_bytes: int) -> None:
+async def build(port: int, data: Path, inline_max_bytes: int,
+                ) -> tuple[web.ServerRunner, Any, TimedStore]:
+    """The request path serving on `port`: its runner, a tenant key, the metadata store."""
     nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
               "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
     cfg = config_from_mapping({"data_dir": str(data),
@@ -60,6 +63,11 @@ async def serve(port: int, data: Path, inline_max_bytes: int) -> None:
     runner = s3_runner(server)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, cred, meta
+
+
+async def serve(port: int, data: Path, inline_max_bytes: int) -> None:
+    _, cred, _ = await build(port, data, inline_max_bytes)
     print(f"AK={cred.access_key} SK={cred.secret_key} endpoint=http://127.0.0.1:{port}",
           flush=True)
     await asyncio.Event().wait()

@@ -230,14 +230,23 @@ async def read_blocks(client: NodeTransport, headers: Sequence[ShardHeader],
                     pool.give(buf)
             owned.clear()
     finally:
-        for s in active:
-            await _close(s)
-        if slots is not None:
+        if slots is not None:  # every slot back before any await: a cancellation that
+            for s in active:  # lands in a close below cannot keep one for good
+                slots.give(s.node)
             for node in admitted:  # admitted, never opened (a stream failed to start)
                 slots.give(node)
+            admitted.clear()
         if pool is not None:
             for buf in owned:
                 pool.give(buf)
+        stop: BaseException | None = None
+        for s in active:  # each stream closed even when closing another raised
+            try:
+                await s.close()
+            except BaseException as exc:  # noqa: BLE001 - raised below, after the rest
+                stop = stop or exc
+        if stop is not None:
+            raise stop
 
 
 __all__ = ["Frame", "read_blocks", "read_small_blocks"]

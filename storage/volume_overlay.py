@@ -41,6 +41,11 @@ PARALLEL_FOLDS = 4
 DIRECT_RUN = 32  # pages: a pending run at least this long counts as sequential (128 KiB)
 DIRECT_SHARE = 4  # an extent goes direct when such runs cover >= 1/DIRECT_SHARE of it
 PARALLEL_DIRECT = 8
+# Past 3/4 of the page bound, folds free pages down to FOLD_LOW % of it: the fuller the
+# overlay stays, the more pages each fold (a whole extent written) takes out of it.
+FOLD_LOW = 70
+COMPACT_SHARE = 2  # a large journal compacts extents with under 1/COMPACT_SHARE in pages...
+COMPACT_BYTES = 16 << 20  # ... re-journaling at most this many bytes of pages per append
 _MISS = object()
 
 
@@ -80,6 +85,7 @@ class JournaledVolume:
         self.appends = 0
         self.appended_bytes = 0
         self.folds = 0
+        self.compactions = 0  # appends that re-journaled extents' pages to retire segments
         self.directs = 0  # extents a barrier wrote directly instead of journaling
         self._direct_sem = asyncio.Semaphore(PARALLEL_DIRECT)
         self._folding: set[int] = set()  # extents a fold has snapshotted and not committed
@@ -330,16 +336,25 @@ class JournaledVolume:
 
     # journal appends -------------------------------------------------------------------------
 
-    async def flush(self) -> None:
+    async def flush(self, compact: tuple[int, ...] = ()) -> None:
         """Durability barrier: every write accepted before it is in a committed segment or
-        in an extent written directly (sequential runs) under this barrier's sequence."""
+        in an extent written directly (sequential runs) under this barrier's sequence.
+
+        `compact`: extents whose every overlay page goes into this segment, pending or not;
+        once it commits, every older segment is stale for them (their stored bytes plus
+        this segment hold all they are), so those segments retire without a fold."""
         if self.error is not None:
             raise self.error
         async with self._sync_lock:
-            if not self.npending:
+            if not self.npending and not compact:
                 return
             seq = self.seq + 1
             with self._mutex:
+                for idx in compact:  # under the lock that takes `pending`: no page missed
+                    pend = self.pending.setdefault(idx, set())
+                    more = self.pages.get(idx, {}).keys() - pend
+                    pend |= more
+                    self.npending += len(more)
                 pending, self.pending, self.npending = self.pending, {}, 0
                 entries = []
                 touched = []
@@ -394,6 +409,10 @@ class JournaledVolume:
             self.durable = seq
         for idx in direct:
             await self._folded(idx, seq)
+        if compact:
+            self.compactions += 1
+            for idx in set(compact).intersection(touched):
+                await self._folded(idx, seq - 1)
         async with self._space:
             self._space.notify_all()
 
@@ -538,24 +557,26 @@ class JournaledVolume:
         if errors:
             raise errors[0]
 
-    def _fold_targets(self) -> list[int]:
-        """Which extents to fold now: the fullest first while over the page bound; the
-        oldest segment's while the journal is large; everything once writes are idle."""
+    def _fold_targets(self) -> tuple[list[int], list[int]]:
+        """Which extents to fold now and which to compact: the fullest first while over the
+        page bound; the oldest segment's while the journal is large (those with few pages
+        are compacted, the rest folded); everything folded once writes are idle."""
         with self._mutex:
             return self._fold_targets_locked()
 
-    def _fold_targets_locked(self) -> list[int]:
+    def _fold_targets_locked(self) -> tuple[list[int], list[int]]:
         if not self.pages:
-            return []
+            return [], []
         if time.monotonic() - self._last_write >= IDLE_FOLD_S:
-            return list(self.pages)
+            return list(self.pages), []
         out: list[int] = []
         if self.npages * 4 >= self.max_pages * 3:
             # Extents the next append writes whole (sequential runs) free their pages there,
             # stored once: folding them would store them as journal and fold both.
             direct = [i for i, pend in self.pending.items()
                       if self._direct_base(i, self.pages.get(i, {}), pend) is not _MISS]
-            goal = self.npages - self.max_pages // 2 - sum(len(self.pages.get(i, {})) for i in direct)
+            goal = (self.npages - self.max_pages * FOLD_LOW // 100
+                    - sum(len(self.pages.get(i, {})) for i in direct))
             by_size = sorted(set(self.pages) - set(direct), key=lambda i: -len(self.pages[i]))
             freed = 0
             for i in by_size:
@@ -563,9 +584,43 @@ class JournaledVolume:
                     break
                 out.append(i)
                 freed += len(self.pages[i])
+        compact: list[int] = []
         if self.journal_bytes > 2 * self.max_pages * PAGE and self.live:
-            out += [i for i in next(iter(self.live.values()))[1] if i in self.pages]
-        return list(dict.fromkeys(out))
+            # A random writer's segment touches most extents, so folding the oldest one's
+            # would write nearly every extent whole; an extent with few pages is cheaper to
+            # re-journal (its pages only) than to rewrite (the whole extent and its read).
+            folded = set(out)
+            for i in sorted(next(iter(self.live.values()))[1]):
+                pages = self.pages.get(i)
+                if not pages or i in folded:
+                    continue
+                if len(pages) * PAGE * COMPACT_SHARE < self.vol.extent_len(i):
+                    compact.append(i)
+                else:
+                    out.append(i)
+        return list(dict.fromkeys(out)), compact
+
+    async def _compact(self, targets: list[int]) -> None:
+        """Re-journal the targets' overlay pages (appends of at most COMPACT_BYTES each), so
+        the segments before them retire without writing the extents whole."""
+        group: list[int] = []
+        n = 0
+        for idx in targets:
+            group.append(idx)
+            n += len(self.pages.get(idx, {}))
+            if n * PAGE >= COMPACT_BYTES:
+                await self.flush(tuple(group))
+                group, n = [], 0
+        if group:
+            await self.flush(tuple(group))
+
+    async def _fold_round(self) -> None:
+        """One round of the folder: compact, then fold, what `_fold_targets` picks."""
+        targets, compact = self._fold_targets()
+        if compact:
+            await self._compact(compact)
+        if targets:
+            await self._fold_many(targets)
 
     async def _folder(self) -> None:
         while True:
@@ -578,11 +633,8 @@ class JournaledVolume:
                     return
                 except StorageError:
                     pass  # the barriers report it; folding may still make room
-            targets = self._fold_targets()
-            if not targets:
-                continue
             try:
-                await self._fold_many(targets)
+                await self._fold_round()
             except Fenced:
                 async with self._space:
                     self._space.notify_all()

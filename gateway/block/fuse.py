@@ -262,8 +262,9 @@ async def _detach(cluster: Cluster, handle: VolumeHandle, cache: Cache) -> None:
             log.error("flush failed: %s", exc)
             raise
         if isinstance(cache, JournaledVolume):
-            log.info("journal: %d appends (%d bytes), %d extents written direct, %d folds",
-                     cache.appends, cache.appended_bytes, cache.directs, cache.folds)
+            log.info("journal: %d appends (%d bytes), %d extents written direct, %d folds, "
+                     "%d compactions", cache.appends, cache.appended_bytes, cache.directs,
+                     cache.folds, cache.compactions)
     finally:
         try:
             await handle.close()

@@ -24,8 +24,12 @@ from collections.abc import Iterable
 
 from storage.config import NodeSpec
 
-MAX_STREAMS_PER_NODE = 64  # shard GET streams open to one node at once (as PUTs in flight)
-ADMIT_WAIT_S = 10.0  # an admission waits at most this long, then goes over the bound
+# A read holds its slots for as long as its consumer takes (for a GET, the S3 client's
+# socket), so slow downloads fill a node's slots without using it: the bound is wide and
+# an admission's wait short, so they cost other reads at most `ADMIT_WAIT_S` each, not a
+# hang (MinIO's requests_max queues the same way, for longer).
+MAX_STREAMS_PER_NODE = 256  # shard GET streams open to one node at once, per process
+ADMIT_WAIT_S = 1.0  # an admission waits at most this long, then goes over the bound
 
 
 class StreamSlots:

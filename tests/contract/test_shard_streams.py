@@ -108,7 +108,7 @@ async def test_a_reader_stopping_early_gives_every_buffer_back(api: Api,  # noqa
     seg, _ = await anext(reader)
     assert seg == 0
     await reader.aclose()  # the others prefetched frames nobody will read
-    assert pool.out == 0
+    assert pool.out == 0 and not client.stream_slots.open  # buffers and stream slots back
     before = asyncio.all_tasks()
     reader = read_blocks(client, part_headers(part), sources(node, [0, 1, 2, 3]), 4, 0,
                          SEGMENTS - 1, pool=pool)
@@ -176,3 +176,34 @@ async def test_reads_past_the_streams_per_node_bound_wait_their_turn(
     got = await asyncio.wait_for(second, 10)
     assert got == {s: {i: blocks[i][s] for i in range(4)} for s in range(SEGMENTS)}
     assert not slots.open and slots.overflows == 0 and pool.out == 0
+
+
+async def test_a_cancellation_landing_in_a_close_leaks_no_slot_and_closes_every_stream(
+        api: Api, node: Node, client: NodeClient, monkeypatch) -> None:  # noqa: F811
+    """A reader closed early whose first stream's close is cut short by a cancellation:
+    every slot still comes back (the bound would otherwise shrink for the process's life)
+    and the other streams are still closed."""
+    from storage import blockreads
+    from storage.shards.streamslots import StreamSlots
+
+    part, _ = await stored(api, range(4))
+    slots = client.stream_slots = StreamSlots(limit=4)
+    real = blockreads._ShardStream.close
+    closed: list[int] = []
+
+    async def close(self: blockreads._ShardStream) -> None:
+        await real(self)
+        closed.append(self.index)
+        if len(closed) == 1:
+            raise asyncio.CancelledError  # as if the reader's task were cancelled here
+
+    monkeypatch.setattr(blockreads._ShardStream, "close", close)
+    reader = read_blocks(client, part_headers(part), sources(node, [0, 1, 2, 3]), 4, 0,
+                         SEGMENTS - 1)
+    await anext(reader)
+    try:
+        await reader.aclose()
+    except asyncio.CancelledError:
+        pass
+    assert sorted(closed) == [0, 1, 2, 3] and not slots.open
+    await asyncio.wait_for(slots.admit(sources(node, [0, 1, 2, 3])[i][1] for i in range(4)), 1)

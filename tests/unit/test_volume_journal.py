@@ -94,6 +94,7 @@ op = st.one_of(
     st.tuples(st.just("fsync"), st.just(0), st.just(0)),
     st.tuples(st.just("append"), st.just(0), st.just(0)),
     st.tuples(st.just("fold"), st.integers(0, 2), st.just(0)),
+    st.tuples(st.just("compact"), st.integers(0, 2), st.integers(0, 2)),  # racing a fold
     st.tuples(st.just("trim"), st.integers(0, 2), st.just(0)),
 )
 
@@ -137,6 +138,8 @@ def test_replay_matches_model_at_last_fsync(ops: list, after: list, seed: int) -
                         await jv.flush()  # a background append: durable, not promised
                     elif kind == "race":  # a fold snapshots, then a barrier runs meanwhile
                         await asyncio.gather(jv._fold_many([a]), jv.flush())
+                    elif kind == "compact":  # re-journal extent a's pages while b folds
+                        await asyncio.gather(jv._fold_many([b]), jv.flush((a,)))
                     else:
                         await jv._fold_many([a])
                     assert await jv.read(0, SIZE) == bytes(model)
@@ -322,3 +325,63 @@ def test_zero_check_matches_counting_zero_bytes() -> None:
                 b = bytearray(n)
                 b[rnd.randrange(n)] = rnd.randrange(1, 256)
                 assert not is_zero(bytes(b))
+
+
+def test_a_large_journal_of_few_pages_is_compacted_not_folded() -> None:
+    """Pages overwritten again and again grow the journal past twice the overlay bound
+    while the overlay stays small: the folder re-journals the extents' pages (a few KiB
+    each) and retires the older segments instead of rewriting every extent whole (fio's
+    random writes touch every extent in each segment, so folding the oldest segment's
+    extents rewrote the whole volume). Replay after a crash still gives the synced bytes."""
+    async def go(tmp: Path) -> None:
+        sim = Sim(tmp)
+        svc = await sim.open()
+        try:
+            size = 8 * MiB
+            await svc.create("t", "v", size)
+            jv = JournaledVolume(await svc.open("t", "v", holder="a"), max_dirty=MiB)
+            rnd = random.Random(5)
+            model = bytearray(size)
+            hot = [e * MiB + p * 4096 for e in range(8) for p in range(0, 64, 8)]  # 64 pages
+            for _ in range(12):  # 12 x 64 pages = 3 MiB of journal: past twice the 1 MiB bound
+                for off in hot:
+                    data = rnd.randbytes(4096)
+                    assert jv.try_write(off, data) == 4096
+                    model[off:off + 4096] = data
+                await jv.flush()
+                if jv.journal_bytes > 2 * MiB:
+                    await jv._fold_round()
+            assert jv.folds == 0 and jv.compactions >= 1
+            assert jv.journal_bytes <= 2 * MiB + 64 * 4096 + 4096
+            segs = [i async for i in scan_prefix(svc.meta, journal_prefix(jv.vol.vol.id))]
+            assert len(segs) == len(jv.live) < 12
+            await crash(svc, jv)
+            h = await svc.open("t", "v", holder="replay")
+            assert await h.read(0, size) == bytes(model)
+            await h.close()
+        finally:
+            await sim.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(go(Path(d)))
+
+
+def test_folds_at_the_bound_free_pages_down_to_fold_low() -> None:
+    """Past 3/4 of the bound the folder picks the fullest extents until the overlay would be
+    at FOLD_LOW % of it (not half): the fuller it stays, the more pages each fold takes."""
+    async def go(tmp: Path) -> None:
+        sim = Sim(tmp)
+        svc = await sim.open()
+        try:
+            await svc.create("t", "v", 8 * MiB)
+            jv = JournaledVolume(await svc.open("t", "v", holder="a"), max_dirty=MiB)
+            for e in range(8):  # 8 extents with 24 pages each: 192 of 256 pages, at 3/4
+                for p in range(24):
+                    assert jv.try_write(e * MiB + p * 8192, b"x" * 4096) == 4096
+            folds, compact = jv._fold_targets()
+            assert compact == [] and len(folds) == 1  # 192 - 24 = 168 <= 70% of 256 (179)
+        finally:
+            await sim.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(go(Path(d)))

@@ -1,0 +1,153 @@
+"""In-process A/B of the S3 request path: CPU per 4 KiB request with a mechanism on and off.
+
+One process serves both variants over one `request_path_cpu.py` setup (the real `S3Server`,
+`Cluster`, SQLite with its group commit, keys, AES-GCM; in-memory nodes, no background
+work), so both see the same data, the same machine load and the same warm caches; rounds
+alternate (order swapped every round) and the medians are compared. Clients are keep-alive
+raw sockets in the same loop sending requests signed before the round starts, so the
+process CPU per request (`time.process_time`, client included: the same in both variants)
+moves only with the server's own cost. On a loaded shared box single rounds swing by 10-20%:
+read the medians and how many rounds each variant won.
+
+    python benchmarks/request_path_ab.py --toggle object-cache --op get --rounds 12
+
+Toggles (`TOGGLES`): `object-cache` (current object records kept between reads,
+`storage/metadata/sqlite.py`), `bucket-cache` (bucket records, likewise), `none` (A/A: the
+noise floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.request_path_cpu import build  # noqa: E402
+from gateway import logs  # noqa: E402
+from gateway.s3.sigv4_sign import sign_headers  # noqa: E402
+
+
+def _switch(store: Any, attr: str) -> Callable[[bool], None]:
+    """Turn one of the SQLite store's record caches on (its counter) or off (None)."""
+    gen = getattr(store, attr)
+
+    def set_on(on: bool) -> None:
+        setattr(store, attr, gen if on else None)
+    return set_on
+
+
+TOGGLES: dict[str, Callable[[Any], Callable[[bool], None]]] = {
+    "object-cache": lambda store: _switch(store, "_ogen"),
+    "bucket-cache": lambda store: _switch(store, "_gen"),
+    "none": lambda store: (lambda on: None),
+}
+
+
+def _request(method: str, port: int, path: str, body: bytes, ak: str, sk: str) -> bytes:
+    url = f"http://127.0.0.1:{port}{path}"
+    headers = sign_headers(method, url, {"Content-Length": str(len(body))} if body else {},
+                           body, ak, sk)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode() + body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    raw: bytes) -> int:
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _round(port: int, requests: list[bytes], clients: int) -> float:
+    """Send `requests` over `clients` connections; process CPU seconds per request."""
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
+    todo = iter(requests)
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for raw in todo:
+            status = await _exchange(reader, writer, raw)
+            if status >= 300:
+                raise RuntimeError(f"request answered {status}")
+
+    start = time.process_time()
+    await asyncio.gather(*(client(r, w) for r, w in conns))
+    cpu = time.process_time() - start
+    for _, w in conns:
+        w.close()
+    return cpu / len(requests)
+
+
+async def run(a: argparse.Namespace, data: Path) -> None:
+    port = a.port
+    runner, cred, meta = await build(port, data, 4096)
+    ak, sk = cred.access_key, cred.secret_key
+    toggle = TOGGLES[a.toggle](meta.inner)
+    body = os.urandom(a.size)
+    await _exchange(*await asyncio.open_connection("127.0.0.1", port),
+                    _request("PUT", port, "/abbench", b"", ak, sk))
+    keys = [f"/abbench/obj-{i}" for i in range(a.objects)]
+    for k in keys:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await _exchange(reader, writer, _request("PUT", port, k, body, ak, sk))
+        writer.close()
+    results: dict[bool, list[float]] = {True: [], False: []}
+    wins = 0
+    for r in range(a.rounds):
+        pair = {}
+        for on in ((True, False) if r % 2 == 0 else (False, True)):
+            toggle(on)
+            if a.op == "get":
+                reqs = [_request("GET", port, keys[i % len(keys)], b"", ak, sk)
+                        for i in range(a.requests)]
+            else:
+                tag = hashlib.sha256(os.urandom(8)).hexdigest()[:8]
+                reqs = [_request("PUT", port, f"/abbench/put-{tag}-{i}", body, ak, sk)
+                        for i in range(a.requests)]
+            pair[on] = await _round(port, reqs, a.clients)
+            results[on].append(pair[on])
+        wins += pair[True] < pair[False]
+        print(f"round {r + 1}: on {pair[True] * 1e3:.3f} off {pair[False] * 1e3:.3f} ms/op",
+              flush=True)
+    toggle(True)
+    on, off = statistics.median(results[True]), statistics.median(results[False])
+    print(f"{a.toggle} {a.op}: median on {on * 1e3:.3f} off {off * 1e3:.3f} ms/op "
+          f"({(on - off) / off * 100:+.1f}%), on cheaper in {wins}/{a.rounds} rounds, "
+          f"load {os.getloadavg()[0]:.1f}")
+    await runner.cleanup()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--toggle", choices=sorted(TOGGLES), default="object-cache")
+    ap.add_argument("--op", choices=("get", "put"), default="get")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--requests", type=int, default=800, help="per round and variant")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--objects", type=int, default=64, help="distinct objects GETs read")
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--port", type=int, default=10400)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="reqab-") as tmp:
+        logs.setup("INFO", Path(tmp) / "gateway.log")  # every request logged, as served
+        asyncio.run(run(a, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
