@@ -7,14 +7,17 @@ import asyncio
 import ctypes
 import os
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from gateway import logs
-from gateway.app import WorkerRole, serve
-from storage.config import load_config
+from gateway.app import WorkerRole, serve, split_hostport
+from gateway.balance import shared_socket
+from gateway.site import BACKLOG
+from storage.config import Config, load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
 from storage.malloc import tune_malloc
@@ -28,7 +31,7 @@ def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole
     args = list(sys.argv[1:] if argv is None else argv)
     return [sys.executable, "-m", "gateway", *args, "--workers", str(role.count),
             "--worker-index", str(i), "--worker-dir", str(role.rundir),
-            "--worker-parent", str(os.getpid())]
+            "--worker-parent", str(os.getpid()), "--listen-fd", str(role.listen_fd)]
 
 
 def _die_with_parent(parent: int | None) -> None:
@@ -51,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
                    "gateways from one config)")
     p.add_argument("--admin-listen", help="admin HOST:PORT, overriding [gateway] admin_listen")
     p.add_argument("--workers", type=int, default=None,
-                   help="gateway processes serving S3 on the same address (SO_REUSEPORT); "
+                   help="gateway processes serving S3 on one shared socket, taking turns; "
                    "the first also runs the admin API and background workers (default: "
                    "[gateway] workers, 0 = one per core)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by worker 0
     p.add_argument("--worker-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--worker-parent", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # worker 0's S3 socket
     a = p.parse_args(argv)
     if a.workers is not None and a.workers < 1:
         p.error("--workers must be at least 1")
@@ -79,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     try:  # shards below a shared data dir are tightened by their nodes, as they count them
         secure_tree(cfg.data_dir, list((cfg.data_dir / "nodes").glob("*/shards")))
         if a.worker_index is not None:
-            role = WorkerRole(a.worker_index, a.workers, a.worker_dir)
+            role = WorkerRole(a.worker_index, a.workers, a.worker_dir, a.listen_fd)
             asyncio.run(serve(cfg, role=role))
         elif a.workers > 1:
             with tempfile.TemporaryDirectory(prefix="gateway-",
-                                             dir=_run_parent(cfg.data_dir)) as rundir:  # 0700
-                role = WorkerRole(0, a.workers, Path(rundir))
+                                             dir=_run_parent(cfg.data_dir)) as rundir, \
+                    _s3_socket(cfg) as sock:  # one listening socket, every worker takes turns
+                role = WorkerRole(0, a.workers, Path(rundir), sock.fileno())
                 asyncio.run(serve(cfg, role=role,
                                   spawn=lambda i: _worker_argv(argv, a, role, i)))
         else:
@@ -93,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tessera gateway: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _s3_socket(cfg: Config) -> socket.socket:
+    """The S3 listening socket worker 0 binds and every worker inherits."""
+    host, port = split_hostport(cfg.gateway.listen)
+    return shared_socket(host, port, BACKLOG)
 
 
 def _run_parent(data_dir: Path) -> Path | None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,11 +16,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gateway.balance import ConnSlots
 from gateway.metrics import Metrics, merge_expositions
 from gateway.metrics_cluster import ClusterGauges
 from gateway.s3.access_log import may_deliver
 from gateway.s3.server import S3Server
-from gateway.site import GuardedTCPSite
+from gateway.site import BalancedTCPSite, GuardedTCPSite
 from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS, SharedActivity
 from storage.cluster import Cluster
@@ -155,8 +157,8 @@ async def _peer_metrics(sock: Path, names: Sequence[str] = ()) -> bytes:
 class WorkerRole:
     """This process's place among the gateway's worker processes (`--workers N`).
 
-    All of them serve S3 on the same address (SO_REUSEPORT: the kernel spreads
-    connections); worker 0 alone runs the admin API, the background workers and the
+    All of them serve S3 on one listening socket worker 0 binds and passes down
+    (`listen_fd`), taking turns by open connections (`gateway.balance`); worker 0 alone runs the admin API, the background workers and the
     cluster gauges and the node health probe, and its /metrics sums every worker's (each
     serves its own on a Unix socket in `rundir`, a private directory that also holds the
     shared client activity and the shared node health, `storage/sharedhealth.py`).
@@ -165,6 +167,7 @@ class WorkerRole:
     index: int = 0
     count: int = 1
     rundir: Path | None = None
+    listen_fd: int | None = None
 
     def socket(self, i: int) -> Path:
         assert self.rundir is not None
@@ -208,13 +211,19 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
         elif shared:
             sites.append((web.AppRunner(_metrics_app(metrics), access_log=None,
                                         handle_signals=False), role.socket(role.index)))
-        for runner, addr in sites:
+        for i, (runner, addr) in enumerate(sites):
             await runner.setup()
             if isinstance(addr, Path):
                 await web.UnixSite(runner, str(addr)).start()
+            elif i == 0 and role.listen_fd is not None and shared:
+                assert role.rundir is not None
+                await BalancedTCPSite(runner, socket.socket(fileno=role.listen_fd),
+                                      ConnSlots(role.rundir / "conns", role.index, role.count),
+                                      header_timeout_s=cfg.gateway.header_timeout_s,
+                                      grace_s=cfg.gateway.accept_grace_s).start()
             else:
                 host, port = split_hostport(addr)
-                await GuardedTCPSite(runner, host, port, reuse_port=role.count > 1,
+                await GuardedTCPSite(runner, host, port,
                                      header_timeout_s=cfg.gateway.header_timeout_s).start()
             runners.append(runner)
         if children:
@@ -251,7 +260,9 @@ WORKER_START_S = 120.0
 async def _spawn(role: WorkerRole, spawn: Callable[[int], list[str]],
                  ) -> list[asyncio.subprocess.Process]:
     """Start workers 1..count-1 (they exit with this process: see `gateway.__main__`)."""
-    return [await asyncio.create_subprocess_exec(*spawn(i), stdout=asyncio.subprocess.PIPE)
+    fds = () if role.listen_fd is None else (role.listen_fd,)
+    return [await asyncio.create_subprocess_exec(*spawn(i), stdout=asyncio.subprocess.PIPE,
+                                                 pass_fds=fds)
             for i in range(1, role.count)]
 
 

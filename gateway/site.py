@@ -9,11 +9,16 @@ connections are closed by aiohttp's own keep-alive timeout (set in `gateway.app`
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.balance import BalancedAccept, ConnSlots
+
 HEADER_TIMEOUT_S = 20.0
+BACKLOG = 1024
 
 
 def _close_if_no_request(handler: RequestHandler) -> None:
@@ -25,14 +30,12 @@ def _close_if_no_request(handler: RequestHandler) -> None:
 
 class GuardedTCPSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 header_timeout_s: float = HEADER_TIMEOUT_S, backlog: int = 1024,
-                 reuse_port: bool = False) -> None:
+                 header_timeout_s: float = HEADER_TIMEOUT_S, backlog: int = BACKLOG) -> None:
         super().__init__(runner, host, port, backlog=backlog)
         self._header_timeout_s = header_timeout_s
-        self._reuse = reuse_port  # gateway workers: one socket each, the kernel balances
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)
+    def _guarded(self) -> Callable[[], RequestHandler]:
+        """The runner's handler factory, each handler closed if no request starts in time."""
         loop = asyncio.get_running_loop()
         factory = self._runner.server
         assert factory is not None
@@ -42,6 +45,37 @@ class GuardedTCPSite(web.TCPSite):
             loop.call_later(self._header_timeout_s, _close_if_no_request, handler)
             return handler
 
-        self._server = await loop.create_server(make, self._host, self._port,
-                                                backlog=self._backlog,
-                                                reuse_port=self._reuse or None)
+        return make
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._guarded(), self._host, self._port,
+                                                backlog=self._backlog)
+
+
+class BalancedTCPSite(GuardedTCPSite):
+    """A guarded site on the listening socket every gateway worker shares, accepting only
+    while it is this worker's turn (`gateway.balance`)."""
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, slots: ConnSlots, *,
+                 header_timeout_s: float = HEADER_TIMEOUT_S, grace_s: float = 0.25) -> None:
+        host, port = sock.getsockname()[:2]
+        super().__init__(runner, host, port, header_timeout_s=header_timeout_s)
+        self._sock = sock
+        self._slots = slots
+        self._grace_s = grace_s
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert isinstance(server, web.Server)
+        accept = BalancedAccept(self._sock, self._slots, self._guarded(), self._grace_s)
+        forget = server.connection_lost
+
+        def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
+            forget(handler, exc)
+            accept.lost(handler)
+
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+        self._server = accept  # type: ignore[assignment]

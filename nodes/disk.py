@@ -40,7 +40,7 @@ from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
 
 TEMP_MAX_AGE_S = 3600.0
-RECENT_SHARDS = 16384  # shard ids remembered as hot (~2 MiB)
+RECENT_SHARDS = 16384  # shard ids remembered as hot (~2.5 MiB with the ids)
 
 
 class RecentShards:

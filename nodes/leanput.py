@@ -44,10 +44,15 @@ from nodes.handlers import (
 )
 from storage.shards.auth import TRAILER_BYTES
 from storage.shards.format import HEADER_BYTES
+from storage.widereads import WideBudget
 
 LEAN_MAX_BODY = 1024 * 1024 + 64 * 1024 + TRAILER_BYTES  # a shard of up to ~1 MiB, whole
 HEAD_MAX = 8192  # a longer head goes to aiohttp (which has its own limits)
-KEEPALIVE_S = 75.0  # idle connections closed after this, as aiohttp's default
+KEEPALIVE_S = 75.0  # idle connections closed after this, as aiohttp's default; a body
+# that makes no progress for as long is cut (one that keeps arriving never is)
+BODY_BUDGET_BYTES = 64 * 1024 * 1024  # bodies buffered at once, before their signature is
+# checked: past it, a request goes to aiohttp (which streams it) instead of a new buffer
+BODY_BUDGET = WideBudget(BODY_BUDGET_BYTES)  # the process's
 SHARD_PREFIX = "/v1/shards/"
 _HEAD_OK = re.compile(rb"[\x20-\x7e\t\r\n]*\Z")  # printable ASCII; anything else: aiohttp
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -171,7 +176,9 @@ class LeanFront(asyncio.BufferedProtocol):
         self._got = 0
         self.busy: asyncio.Task[None] | None = None  # the request being served
         self._idle: asyncio.TimerHandle | None = None
+        self._idle_got = -1  # body bytes received when the idle timer was armed
         self._closing = False
+        self._write_paused = False  # the peer is not reading our answers: serve nothing more
 
     # -- asyncio.BufferedProtocol ----------------------------------------------------------
 
@@ -192,11 +199,19 @@ class LeanFront(asyncio.BufferedProtocol):
                 self._start()
             return
         self._have += nbytes
-        if self.busy is not None:
+        if self.busy is not None or self._write_paused:
             if self._have == len(self._head) and self.transport is not None:
                 self.transport.pause_reading()  # resumed once the answer is out
             return
         self._next()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.busy is None and not self._closing:
+            self._go_on()
 
     def eof_received(self) -> bool:
         return False
@@ -208,6 +223,7 @@ class LeanFront(asyncio.BufferedProtocol):
             self._idle.cancel()
         req = self._req
         if req is not None and self.busy is None:  # the body never arrived whole
+            self._give_body()
             stats = RequestStats(request_id=request_id_of(req.headers), bytes_in=self._got)
             stats.extra["front"] = "lean"
             record_request(self._st, stats, "PUT", req.target, "", "put", 400, 0.0)
@@ -223,9 +239,9 @@ class LeanFront(asyncio.BufferedProtocol):
             if self._have >= HEAD_MAX:
                 self._hand_off()
             return
-        req = parse_lean_head(bytes(self._head[:end]))
-        if req is None:
-            self._hand_off()
+        req = parse_lean_head(bytes(self._head[:end])) if end <= HEAD_MAX else None
+        if req is None or not BODY_BUDGET.take(req.length):
+            self._hand_off()  # not ours, or too many bodies buffered at once: aiohttp's
             return
         start = end + 4
         take = min(self._have - start, req.length)
@@ -237,6 +253,8 @@ class LeanFront(asyncio.BufferedProtocol):
         self._req, self._got = req, take
         if take == req.length:
             self._start()
+        else:
+            self._arm_idle()  # from here on, cut only if the body stops arriving
 
     def _start(self) -> None:
         if self._idle is not None:
@@ -269,14 +287,27 @@ class LeanFront(asyncio.BufferedProtocol):
         finally:
             record_request(st, stats, "PUT", req.target, "", "put", status,
                            time.perf_counter() - start)
+            self._give_body()
             self._req, self._body, self._got, self.busy = None, bytearray(), 0, None
         if self._closing:
             return
-        if self.transport is not None and self._have < len(self._head):
-            self.transport.resume_reading()
+        if self._write_paused:  # resume_writing goes on; a peer that never reads is cut
+            self._arm_idle()
+            return
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """After an answer: serve what was received meanwhile, then read on."""
         self._arm_idle()
         if self._have:
             self._next()
+        t = self.transport
+        if not self._closing and t is not None and self._have < len(self._head):
+            t.resume_reading()  # a no-op unless paused (the head buffer had filled)
+
+    def _give_body(self) -> None:
+        if self._req is not None:
+            BODY_BUDGET.give(self._req.length)
 
     def _answer(self, status: int, doc: dict[str, Any], request_id: str, close: bool) -> None:
         t = self.transport
@@ -308,16 +339,22 @@ class LeanFront(asyncio.BufferedProtocol):
         self._have = 0
         if data:
             handler.data_received(data)
+        t.resume_reading()  # reading may have paused on a full head buffer
 
     def _arm_idle(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        self._idle_got = self._got if self._req is not None else -1
         self._idle = asyncio.get_running_loop().call_later(KEEPALIVE_S, self._idle_close)
 
     def _idle_close(self) -> None:
         self._idle = None
-        if self.busy is None and self.transport is not None:
-            self.transport.close()
+        if self.busy is not None or self.transport is None:
+            return
+        if self._req is not None and self._got != self._idle_got:
+            self._arm_idle()  # a body still arriving, however slowly, is not idle
+            return
+        self.transport.close()
 
     def close_idle(self) -> None:
         """Close the connection unless a request is being served (at shutdown)."""
@@ -343,11 +380,17 @@ class LeanListener:
         return self._server.sockets[0].getsockname()[:2]
 
     async def stop(self, timeout_s: float) -> None:
-        """Stop accepting, close idle lean connections, let requests in flight finish."""
+        """Stop accepting, close idle lean connections, let requests in flight finish
+        (and close their connections once they are idle too)."""
         if self._server is not None:
             self._server.close()
-        busy = [c.busy for c in self.conns if c.busy is not None]
-        for c in list(self.conns):
-            c.close_idle()
-        if busy:
-            await asyncio.wait(busy, timeout=timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            for c in list(self.conns):
+                c.close_idle()
+            busy = [c.busy for c in self.conns if c.busy is not None]
+            left = deadline - loop.time()
+            if not busy or left <= 0:
+                return
+            await asyncio.wait(busy, timeout=left)

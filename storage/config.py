@@ -75,6 +75,7 @@ class GatewayConfig:
     shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys
     cpu_threads: int = 2
     workers: int = 0  # gateway processes serving S3 on one address; 0 = one per core
+    accept_grace_s: float = 0.25  # a pending connection waits this for the worker whose turn
     deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
     deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
     metrics_refresh_s: float = 10.0  # how often /metrics' cluster gauges are recomputed
@@ -185,6 +186,7 @@ class Config:
     profiles: Mapping[str, Profile]
     default_profile: str = "standard"
     segment_size: int = 1 * MiB
+    large_segment_size: int = 4 * MiB  # parts of at least twice this; 0 = segment_size always
     write_quorum_extra: int = 1
     metadata_backend: str = "sqlite"
     metadata_path: str = "meta/tessera.db"
@@ -211,6 +213,15 @@ class Config:
 
     def profile_for_class(self, storage_class: str) -> Profile:
         return self.profile(self.storage_classes.get(storage_class, self.default_profile))
+
+    def segment_for(self, size_hint: int | None) -> int:
+        """The segment size of a new part of `size_hint` bytes: `large_segment_size` for
+        parts of at least two of them (fewer frames, tags and round trips per byte),
+        else `segment_size`."""
+        large = self.large_segment_size
+        if large and size_hint is not None and size_hint >= 2 * large:
+            return large
+        return self.segment_size
 
     def write_quorum(self, profile: Profile) -> int:
         """Shards that must be fsynced before a write is acknowledged."""
@@ -240,7 +251,7 @@ _TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_cla
              "archive", *SETTINGS_SECTIONS}
 _ARCHIVE_KEYS = set(ArchiveSettings.__dataclass_fields__)
 _CLUSTER_KEYS = {"default_profile", "segment_size", "write_quorum_extra", "node_request_window_s",
-                 "inline_max_bytes"}
+                 "inline_max_bytes", "large_segment_size"}
 _GATEWAY_KEYS = set(GatewayConfig.__dataclass_fields__)
 _PROFILE_KEYS = {"k", "m", "role", "compress"}
 _NODE_KEYS = {"id", "zone", "address", "role", "weight"}
@@ -359,6 +370,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_DEEP_SCRUB_PAUSE_S", "gateway", "deep_scrub_pause_s"),
     EnvOverride("TESSERA_METRICS_REFRESH_S", "gateway", "metrics_refresh_s"),
     EnvOverride("TESSERA_HEALTH_PROBE_S", "gateway", "health_probe_s"),
+    EnvOverride("TESSERA_ACCEPT_GRACE_S", "gateway", "accept_grace_s"),
     EnvOverride("TESSERA_GATEWAY_WORKERS", "gateway", "workers"),
     EnvOverride("TESSERA_CONSOLE_SESSION_IDLE_S", "gateway", "console_session_idle_s"),
     EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
@@ -457,6 +469,9 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     segment = _int("segment_size", cluster.get("segment_size", 1 * MiB))
     if not (64 * 1024 <= segment <= 4 * MiB):
         raise ConfigError("segment_size must be between 64 KiB and 4 MiB")
+    large = _int("large_segment_size", cluster.get("large_segment_size", 4 * MiB))
+    if large and not segment <= large <= 4 * MiB:
+        raise ConfigError("large_segment_size must be 0 (off) or between segment_size and 4 MiB")
     extra = _int("write_quorum_extra", cluster.get("write_quorum_extra", 1))
     if extra < 0:
         raise ConfigError("write_quorum_extra must be >= 0 (a write needs at least k shards)")
@@ -473,6 +488,7 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
         profiles=profiles,
         default_profile=default,
         segment_size=segment,
+        large_segment_size=large,
         write_quorum_extra=extra,
         inline_max_bytes=inline,
         node_request_window_s=_int("node_request_window_s",

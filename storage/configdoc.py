@@ -49,6 +49,10 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("cluster", "segment_size"): "Plaintext bytes per sealed segment (64 KiB to 4 MiB). "
     "Larger segments cost fewer per-segment tags, checksums and round trips; smaller ones make "
     "ranged reads and degraded reads fetch less.",
+    ("cluster", "large_segment_size"): "Segment size of parts (and single-PUT objects) whose "
+    "announced size is at least twice it (segment_size to 4 MiB; 0 = segment_size for every "
+    "part): a 64 MiB object is coded in 16 segments instead of 64, a quarter of the frames, "
+    "tags and checksums on the gateway and the nodes.",
     ("cluster", "write_quorum_extra"): "Shards beyond k that must be fsynced before a PUT is "
     "acknowledged. 0 acknowledges with no spare redundancy (faster under node trouble); more "
     "makes each acknowledged write survive more failures before repair.",
@@ -77,9 +81,13 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "keys (a window to cancel); 0 shreds at once.",
     ("gateway", "cpu_threads"): "Threads for hashing, sealing and erasure coding. More uses "
     "more cores per gateway; beyond the core count it only adds contention.",
-    ("gateway", "workers"): "Gateway processes serving S3 on the same address (SO_REUSEPORT), "
-    "0 = one per core; the first also serves admin and runs the background workers. "
+    ("gateway", "workers"): "Gateway processes serving S3 on the same address (one listening "
+    "socket; a worker accepts while it holds no more connections than any other), 0 = one "
+    "per core; the first also serves admin and runs the background workers. "
     "`tessera gateway --workers N` overrides it.",
+    ("gateway", "accept_grace_s"): "How long a new connection waits for the gateway worker "
+    "whose turn it is before another worker takes it anyway (a stalled worker never stops "
+    "service).",
     ("gateway", "deep_scrub_rate_mbps"): "Shard bytes per second the deep scrub reads, decodes "
     "and authenticates (0 = off). Faster finds lying shards sooner and takes I/O from "
     "clients.",

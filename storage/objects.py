@@ -178,7 +178,7 @@ class ObjectService:
         `cipher`, `body` is the part's sealed segments (`read_sealed`), re-coded as they are.
         """
         profile = self._cfg.profile_for_class(storage_class)
-        segment_size = segment_size or self._cfg.segment_size
+        segment_size = segment_size or self._cfg.segment_for(size_hint)
         counter = None
         if compress and profile.compress and cipher is not None:
             from storage.compression import Counter, compress_stream

@@ -34,7 +34,7 @@ from storage.telemetry import STAGES, stage
 
 QUEUE_FRAMES = 4
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
-HASH_LAG = 4  # segments the digests may fall behind the coding before the reader waits
+HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
 DamageReport = Callable[[bytes, int, str], None]
 
 
@@ -208,6 +208,7 @@ class StripeStore:
         count = 0
         encoding: asyncio.Future[list[bytes | memoryview]] | None = None
         hashes: deque[asyncio.Task[None]] = deque()  # digest jobs not yet awaited, in order
+        lag = max(2, HASH_LAG_BYTES // codec.segment_size)  # segments: 4 of 1 MiB, 2 of 4 MiB
 
         def _feed(data: bytes) -> None:
             with STAGES.time("hash"):
@@ -245,7 +246,7 @@ class StripeStore:
                 if digests:
                     hashes.append(asyncio.ensure_future(
                         _hash_after(hashes[-1] if hashes else None, data)))
-                    while len(hashes) > HASH_LAG:  # bound the segments held for hashing
+                    while len(hashes) > lag:  # bound the segments held for hashing
                         await hashes.popleft()
                 if encoding is not None:
                     await _dispatch(await encoding)

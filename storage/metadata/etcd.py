@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -308,9 +307,10 @@ class EtcdStore:
             except StorageError as exc:
                 log.warning("etcd: could not release lease %r: %s", name, exc)
         if self._lookup is not None:
-            self._lookup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lookup
+            self._lookup.cancel()  # waited without swallowing a cancellation of close()
+            await asyncio.wait([self._lookup])
+            if not self._lookup.cancelled():
+                self._lookup.exception()  # retrieved: a failed lookup was logged by its task
         await self._session.close()
 
     # --- leases for background workers ---------------------------------------------

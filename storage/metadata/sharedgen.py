@@ -22,8 +22,22 @@ _WORD = struct.Struct("<Q")
 class SharedGeneration:
     """One counter file (see the module docstring); one instance per store."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    def __init__(self, path: str | os.PathLike[str],
+                 like: str | os.PathLike[str] | None = None) -> None:
+        """Open (or create) the counter at `path`. A new one takes the mode and owner of
+        `like` (the database file): whoever may write the database may bump its counter,
+        whichever process happened to create it (a root-run CLI before a service user's
+        gateway, say)."""
+        ref = os.stat(like) if like is not None else None
+        mode = (ref.st_mode & 0o666) if ref is not None else 0o600
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+            if ref is not None:
+                os.fchmod(self._fd, mode)  # not narrowed by this process's umask
+                if os.geteuid() == 0 and (ref.st_uid, ref.st_gid) != (0, 0):
+                    os.fchown(self._fd, ref.st_uid, ref.st_gid)
+        except FileExistsError:
+            self._fd = os.open(path, os.O_RDWR)
         if os.fstat(self._fd).st_size < _WORD.size:
             os.ftruncate(self._fd, _WORD.size)
         self._map = mmap.mmap(self._fd, _WORD.size)

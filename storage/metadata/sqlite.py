@@ -99,8 +99,8 @@ class SqliteStore:
 
         w, r, point = await asyncio.get_running_loop().run_in_executor(wpool, _open)
         base = Path(path).resolve()  # one counter per file, however named
-        return cls(w, r, wpool, rpool, point, SharedGeneration(f"{base}.bucketgen"),
-                   SharedGeneration(f"{base}.objectgen"))
+        return cls(w, r, wpool, rpool, point, SharedGeneration(f"{base}.bucketgen", base),
+                   SharedGeneration(f"{base}.objectgen", base))
 
     # reads -------------------------------------------------------------------------------
 

@@ -186,3 +186,98 @@ async def test_a_badly_signed_put_is_refused_before_its_checks(node: Node) -> No
     (rec,) = await wait_lines(node, f"/v1/shards/{sid}", 1)
     assert rec["front"] == "lean" and rec["status"] == 401
     assert not shard_path(node, sid).exists()
+
+
+TIGHT = ("import runpy, sys; import nodes.leanput as lean; lean.KEEPALIVE_S = 2.0; "
+         "lean.BODY_BUDGET.limit = 600_000; sys.argv = ['nodes', *sys.argv[1:]]; "
+         "runpy.run_module('nodes', run_name='__main__', alter_sys=True)")
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory,
+          request: pytest.FixtureRequest) -> Node:
+    """A real node process whose lean front keeps idle connections 2 s and buffers at most
+    600,000 bytes of bodies at once (the defaults are 75 s and 64 MiB)."""
+    import subprocess
+    import sys
+    import time
+
+    from storage.shards.auth import load_or_create_secret
+    from tests.contract.test_node_api import REPO, free_port, stop_node
+
+    base = tmp_path_factory.mktemp("tight")
+    secret = load_or_create_secret(base / "cluster.key")
+    port = free_port()
+    log = base / "node.stderr"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", TIGHT, "--id", "n1", "--listen", f"127.0.0.1:{port}",
+             "--zone", "az1", "--data", str(base / "data"), "--secret-file",
+             str(base / "cluster.key")], cwd=REPO, stdout=subprocess.PIPE, stderr=err,
+            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    request.addfinalizer(lambda: stop_node(proc))
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while " ready on " not in proc.stdout.readline():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+    return Node(url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port,
+                data=base / "data", base=base, secret=secret, proc=proc, log=log)
+
+
+async def test_a_body_still_arriving_is_not_cut_and_a_stalled_one_is(tight: Node) -> None:
+    """The idle cut (2 s here) applies to a body only when it stops arriving: a slow upload
+    whose whole takes longer is served; a head whose body never comes is closed."""
+    sid, _, _, body = make_shard(index=0, frames=1, block_size=65536, last=None)
+    wire = put_request(tight, sid, body)
+    reader, writer = await asyncio.open_connection(tight.host, tight.port)
+    conn = Conn(reader, writer)
+    step = len(wire) // 8 + 1
+    for at in range(0, len(wire), step):  # 8 pieces, 0.5 s apart: 4 s in all
+        await conn.send(wire[at:at + step])
+        if at + step < len(wire):
+            await asyncio.sleep(0.5)  # a slow client's pace, not a synchronisation
+    assert (await conn.answer())[0] == 201
+    assert shard_path(tight, sid).read_bytes() == body
+    sid2, _, _, body2 = make_shard(index=1, frames=1, block_size=65536, last=None)
+    await conn.send(put_request(tight, sid2, body2)[:-1000])  # and then nothing
+    assert await asyncio.wait_for(reader.read(), 30) == b""  # cut, not held
+    writer.close()
+
+
+async def test_bodies_past_the_budget_go_to_aiohttp(tight: Node) -> None:
+    """Heads whose bodies have not arrived hold at most the budget (600,000 bytes here):
+    past it a request is handed to aiohttp, which streams it, instead of a new buffer."""
+    held = []
+    for i in range(2):  # 2 x ~262 KiB buffers lent to bodies that never come
+        sid, _, _, body = make_shard(index=i, frames=1, block_size=262144, last=None)
+        r, w = await asyncio.open_connection(tight.host, tight.port)
+        w.write(put_request(tight, sid, body)[:-4096])
+        await w.drain()
+        held.append(w)
+    sid, _, _, body = make_shard(index=2, frames=1, block_size=262144, last=None)
+    reader, writer = await asyncio.open_connection(tight.host, tight.port)
+    conn = Conn(reader, writer)
+    for _ in range(200):  # until both held heads were read (their log lines come at close)
+        await conn.send(put_request(tight, sid, body))
+        assert (await conn.answer())[0] == 201
+        (rec,) = await wait_lines(tight, f"/v1/shards/{sid}", 1)
+        if "front" not in rec:
+            break
+        sid, _, _, body = make_shard(index=2, frames=1, block_size=262144, last=None)
+    assert "front" not in rec  # served by aiohttp: no lean buffer left to lend
+    for w in held:
+        w.close()
+    writer.close()
+
+
+async def test_a_pipelined_request_past_the_head_buffer_is_served(node: Node,
+                                                                  conn: Conn) -> None:
+    """A whole-shard PUT and a large one behind it in one write: the head buffer fills
+    while the first is served; both are answered."""
+    first = make_shard(index=0, frames=1, block_size=4096, last=None)
+    second = make_shard(index=1, frames=1, block_size=240_000, last=None)
+    await conn.send(put_request(node, first[0], first[3]) +
+                    put_request(node, second[0], second[3]))
+    assert (await conn.answer())[0] == 201
+    assert (await conn.answer())[0] == 201
+    assert shard_path(node, second[0]).read_bytes() == second[3]

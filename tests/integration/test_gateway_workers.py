@@ -1,4 +1,5 @@
-"""`tessera up --workers 2`: two gateway processes serve S3 on one port (SO_REUSEPORT).
+"""`tessera up --workers 2`: two gateway processes serve S3 on one port (one shared socket,
+taking turns by open connections: `gateway/balance.py`).
 
 Worker 0 alone runs the admin API and the background workers and sums every worker's
 metrics; the other workers exit with it. They share one view of node health
@@ -42,6 +43,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TESSERA_HEALTH_PROBE_S", "3600")  # only requests reveal a death
+            mp.setenv("TESSERA_ACCEPT_GRACE_S", "60")  # a loaded box never breaks the turns
             c.start()
         yield c
     finally:
@@ -74,6 +76,44 @@ def _alive(pid: int) -> bool:
 def _metric(text: str, line_start: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(line_start))
+
+
+def _held(port: int, pids: list[int]) -> list[int]:
+    """How many established S3 connections each of `pids` holds (server ends on `port`)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[1].endswith(f":{port:04X}") and f[3] == "01":
+            inodes.add(f"socket:[{f[9]}]")
+    counts = []
+    for pid in pids:
+        n = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                n += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+        counts.append(n)
+    return counts
+
+
+def test_long_lived_connections_are_split_evenly(cluster: LocalCluster) -> None:
+    """A client's few keep-alive connections (boto3 keeps four) are shared evenly, whatever
+    their ports hash to: each worker takes a connection only while it holds no more than
+    the other. First in the module, so no other test's connections are open. With
+    SO_REUSEPORT's hash sixteen connections stay within one of even 1 time in 256."""
+    pids = [cluster.pid("gateway"), *_workers(cluster.pid("gateway"))]
+    host, port = cluster.endpoint.removeprefix("http://").rsplit(":", 1)
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        for i in range(16):
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            conns.append(conn)
+            status = _request(cluster, conn, "PUT" if i == 0 else "HEAD", f"/{BUCKET}")[0]
+            assert status in (200, 409) if i == 0 else status == 200
+            counts = _held(int(port), pids)
+            assert max(counts) - min(counts) <= 1, counts
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_workers_share_the_port_and_metrics_sum(cluster: LocalCluster) -> None:

@@ -6,6 +6,7 @@ Real `SqliteStore`s on one file; the other writer is a real separate process.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -157,3 +158,21 @@ async def test_an_object_written_by_another_process_is_seen_at_once(tmp_path: Pa
         assert await store.get(object_key("b1", "gone")) is None
     finally:
         await store.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another owner needs root")
+async def test_counters_take_the_databases_owner_and_mode(tmp_path: Path) -> None:
+    """A root-run process (the CLI, cron) that first opens a service user's database makes
+    counters that user can still open for writing: same owner, same mode."""
+    db = tmp_path / "meta.db"
+    store = await SqliteStore.open(db)
+    await store.close()
+    for suffix in (".bucketgen", ".objectgen"):
+        Path(f"{db}{suffix}").unlink()
+    os.chown(db, 65534, 65534)
+    db.chmod(0o660)
+    store = await SqliteStore.open(db)
+    await store.close()
+    for suffix in (".bucketgen", ".objectgen"):
+        st = os.stat(f"{db}{suffix}")
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o660)

@@ -18,7 +18,7 @@ FORBIDDEN = {"storage": {"gateway", "nodes", "ops"}, "gateway": {"nodes", "ops"}
              "nodes": {"gateway", "ops"}, "ops": set()}
 # gateway/ holds only the ways in: S3, the admin API (and console), the block driver, and the
 # process that serves them. Operator tooling lives in ops/.
-GATEWAY_TOP = {"__init__", "__main__", "app", "site", "logs", "metrics", "metrics_cluster",
+GATEWAY_TOP = {"__init__", "__main__", "app", "site", "balance", "logs", "metrics", "metrics_cluster",
                "metrics_export"}
 CRYPTO_ALLOWED = {"storage/crypto/aead.py"}
 

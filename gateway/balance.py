@@ -1,0 +1,219 @@
+"""Gateway workers share one listening socket and take turns by connection count.
+
+With one SO_REUSEPORT socket per worker the kernel hashes each connection to a worker: a
+client's few long-lived connections (boto3 keeps four) land 3/1 or 4/0 on two workers, so
+one worker does most of the work while the other idles. Instead worker 0 binds one socket
+that every worker inherits, and a worker accepts only while it holds no more open S3
+connections than any other live worker (the counts sit in a small shared file, one slot
+per worker). A worker over its share stops watching the socket and looks again a few
+milliseconds later; if a connection stays pending while nobody accepts anything for
+`grace_s` (`[gateway] accept_grace_s`: a stalled worker), it takes the connection anyway, so a stuck worker
+never stops service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import mmap
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+RECHECK_S = 0.003  # how soon a worker over its share looks at the socket again
+ACCEPT_ERROR_PAUSE_S = 1.0  # out of descriptors (EMFILE...): as asyncio's own accept loop
+
+
+class ConnSlots:
+    """One slot per worker in a shared file: its pid, open connections, connections
+    accepted so far (so a waiting worker can tell that someone is accepting)."""
+
+    _SLOT = struct.Struct("<qqq")
+
+    def __init__(self, path: str | os.PathLike[str], slot: int, slots: int) -> None:
+        self.slot = slot
+        self.slots = slots
+        size = self._SLOT.size * slots
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.open = 0
+        self.accepted = 0
+        self._publish()
+
+    def _publish(self) -> None:
+        self._SLOT.pack_into(self._map, self.slot * self._SLOT.size, os.getpid(), self.open,
+                             self.accepted)
+
+    def opened(self) -> None:
+        self.open += 1
+        self.accepted += 1
+        self._publish()
+
+    def closed(self) -> None:
+        self.open -= 1
+        self._publish()
+
+    def _others(self) -> list[tuple[int, int, int]]:
+        return [self._SLOT.unpack_from(self._map, i * self._SLOT.size)
+                for i in range(self.slots) if i != self.slot]
+
+    def my_turn(self) -> bool:
+        """No live worker holds fewer open connections than this one."""
+        return all(self.open <= n or not _alive(pid) for pid, n, _ in self._others())
+
+    def accepts_seen(self) -> int:
+        """Connections accepted by every worker so far."""
+        return self.accepted + sum(a for _, _, a in self._others())
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False  # a worker that has not started yet
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def shared_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """The listening socket worker 0 binds for every worker (inheritable)."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class BalancedAccept:
+    """Accept from `sock` while it is this worker's turn; each connection gets a protocol
+    from `factory` (an aiohttp request handler), counted open until it is lost."""
+
+    def __init__(self, sock: socket.socket, slots: ConnSlots,
+                 factory: Callable[[], asyncio.Protocol], grace_s: float = 0.25) -> None:
+        self._sock = sock
+        self._grace_s = grace_s
+        self._slots = slots
+        self._factory = factory
+        self._loop = asyncio.get_running_loop()
+        self._watching = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since: float | None = None  # when a pending connection was first left
+        self._seen = 0
+        self._closed = False
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._open: set[object] = set()  # protocols of the connections counted open
+        sock.setblocking(False)
+        self._watch()
+
+    def _watch(self) -> None:
+        self._timer = None
+        if not self._watching and not self._closed:
+            self._loop.add_reader(self._sock.fileno(), self._readable)
+            self._watching = True
+
+    def _unwatch(self, delay: float) -> None:
+        if self._watching:
+            self._loop.remove_reader(self._sock.fileno())
+            self._watching = False
+        if self._timer is None and not self._closed:
+            self._timer = self._loop.call_later(delay, self._watch)
+
+    def _readable(self) -> None:
+        woken = True  # a connection is pending now (after an accept, maybe not)
+        while True:
+            if self._slots.my_turn():
+                self._waiting_since = None
+            elif not (woken and self._waited_out()):
+                self._unwatch(RECHECK_S)
+                return
+            woken = False
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("gateway cannot accept: %s; pausing %.0f s", exc,
+                              ACCEPT_ERROR_PAUSE_S)
+                    self._unwatch(ACCEPT_ERROR_PAUSE_S)
+                    return
+                continue  # the peer went away before we took it (ECONNABORTED...)
+            self._waiting_since = None
+            conn.setblocking(False)
+            self._slots.opened()
+            task = self._loop.create_task(self._serve(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _waited_out(self) -> bool:
+        """A connection has been left pending while no worker accepted any for `grace_s`."""
+        now, seen = time.monotonic(), self._slots.accepts_seen()
+        if self._waiting_since is None or seen != self._seen:
+            self._waiting_since, self._seen = now, seen
+            return False
+        return now - self._waiting_since >= self._grace_s
+
+    async def _serve(self, conn: socket.socket) -> None:
+        made: list[asyncio.Protocol] = []
+
+        def make() -> asyncio.Protocol:
+            proto = self._factory()
+            made.append(proto)
+            self._open.add(proto)
+            return proto
+
+        try:
+            await self._loop.connect_accepted_socket(make, sock=conn)
+        except Exception as exc:  # the peer left, or no memory: this connection only
+            log.warning("gateway could not take a connection: %s", exc)
+            conn.close()
+            if made:
+                self.lost(made[0])
+            else:
+                self._closed_one()
+
+    def lost(self, proto: object) -> None:
+        """A connection this worker accepted is gone (its handler's `connection_lost`)."""
+        if proto in self._open:
+            self._open.discard(proto)
+            self._closed_one()
+
+    def _closed_one(self) -> None:
+        self._slots.closed()
+        if not self._watching and self._timer is not None and not self._closed:
+            self._timer.cancel()
+            self._watch()  # this worker may be under its share again
+
+    def close(self) -> None:
+        """Stop accepting (the connections already open stay: aiohttp shuts them)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._watching:
+            self._loop.remove_reader(self._sock.fileno())
+            self._watching = False
+        self._sock.close()
+
+    async def wait_closed(self) -> None:
+        return None

@@ -1,0 +1,107 @@
+"""Gateway workers taking turns on one listening socket (`gateway/balance.py`).
+
+Two accept loops in one process stand for two workers: each watches its own descriptor of
+the same socket and publishes its open connections in the shared slot file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+from gateway.balance import BalancedAccept, ConnSlots, shared_socket
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, worker: int, made: asyncio.Queue[tuple[int, _Conn]]) -> None:
+        self.worker = worker
+        self._made = made
+        self.accept: BalancedAccept | None = None
+        self.gone = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._made.put_nowait((self.worker, self))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        assert self.accept is not None
+        self.accept.lost(self)  # what the gateway's server does for its handlers
+        self.gone.set()
+
+
+def _workers(sock: socket.socket, path: Path, n: int, made: asyncio.Queue[tuple[int, _Conn]],
+             slots: int = 0, grace_s: float = 60.0) -> list[BalancedAccept]:
+    """Accept loops for workers 0..n-1 of `slots` (default n)."""
+    accepts: list[BalancedAccept] = []
+    for i in range(n):
+        def factory(i: int = i) -> _Conn:
+            c = _Conn(i, made)
+            c.accept = accepts[i]
+            return c
+
+        fd = sock if i == 0 else socket.socket(fileno=os.dup(sock.fileno()))
+        accepts.append(BalancedAccept(fd, ConnSlots(path, i, slots or n), factory, grace_s))
+    return accepts
+
+
+async def _connect(port: int, made: asyncio.Queue[tuple[int, _Conn]],
+                   ) -> tuple[int, asyncio.StreamWriter, _Conn]:
+    """A client connection, the worker that took it and its server end."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    worker, conn = await asyncio.wait_for(made.get(), 30)
+    return worker, writer, conn
+
+
+def test_connections_alternate_and_a_closed_one_gives_the_turn_back(tmp_path: Path) -> None:
+
+    async def run() -> None:
+        sock = shared_socket("127.0.0.1", 0, 64)
+        port = sock.getsockname()[1]
+        made: asyncio.Queue[tuple[int, _Conn]] = asyncio.Queue()
+        accepts = _workers(sock, tmp_path / "conns", 2, made)
+        try:
+            held = [await _connect(port, made) for _ in range(6)]
+            assert sorted(w for w, _, _ in held) == [0, 0, 0, 1, 1, 1]
+            for _, writer, conn in [h for h in held if h[0] == 0][:2]:
+                writer.close()
+                await asyncio.wait_for(conn.gone.wait(), 30)
+            # worker 0 now holds one to worker 1's three: the next two are its own
+            assert [(await _connect(port, made))[0] for _ in range(2)] == [0, 0]
+            for _, writer, _ in held:
+                writer.close()
+        finally:
+            for a in accepts:
+                a.close()
+
+    asyncio.run(run())
+
+
+def test_a_connection_no_other_worker_takes_is_taken_after_the_grace(tmp_path: Path) -> None:
+    """A stalled worker (alive, holding fewer connections, never accepting) does not
+    stop service: the other takes the pending connection once nobody accepted for the
+    grace period. A dead worker's slot does not count at all."""
+
+    async def run() -> None:
+        sock = shared_socket("127.0.0.1", 0, 64)
+        port = sock.getsockname()[1]
+        made: asyncio.Queue[tuple[int, _Conn]] = asyncio.Queue()
+        stalled = ConnSlots(tmp_path / "conns", 1, 2)  # this pid: alive, 0 open, no loop
+        (accept,) = _workers(sock, tmp_path / "conns", 1, made, slots=2, grace_s=0.2)
+        try:
+            loop = asyncio.get_running_loop()
+            first = await _connect(port, made)
+            t0 = loop.time()
+            second = await _connect(port, made)
+            assert loop.time() - t0 >= 0.2  # it was not worker 0's turn
+            assert first[0] == second[0] == 0
+            stalled._SLOT.pack_into(stalled._map, stalled._SLOT.size, 2 ** 22 + 1, 0, 0)
+            accept._grace_s = 60.0  # a wait now would outlast the test's
+            third = await _connect(port, made)  # slot 1's pid is gone: its turn is void
+            assert third[0] == 0
+            for _, writer, _ in (first, second, third):
+                writer.close()
+        finally:
+            accept.close()
+
+    asyncio.run(run())
