@@ -6,10 +6,10 @@ repaired at once go to each node in shared batch requests on the node client's r
 Measured (one node, 8 at once): a 256 KiB shard costs the node 0.50 ms per batched read
 against 0.73 streamed, 1.67 per batched write against 1.90; at 1 MiB batching loses (1.67
 against 1.25 per read: the body is copied and hashed where a stream goes out with sendfile).
-They run `WHOLE_SHARE` times as many at once as streamed stripes (`parallel`): only then do
-a node's ops share requests (1 MiB objects, `benchmarks/rebuild_cpu.py`: nodes 33 -> 22-24
-ms per rebuilt MiB, the rebuilding process the same). Memory: 32 x (k+2) shards of at most
-320 KiB, 60 MiB at 4+2.
+They run `WHOLE_SHARE` times as many at once as streamed stripes (`parallel`), 32 by
+default: only then do a node's ops share requests (1 MiB objects, `benchmarks/rebuild_cpu.py`:
+nodes 33 -> 22-24 ms per rebuilt MiB, the rebuilding process the same). Memory: 32 x (k+2)
+shards of at most 320 KiB, 60 MiB at 4+2.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from storage.pipeline import shard_file_bytes
 from storage.records import PartLayout
 
 WHOLE_SHARD_BYTES = 320 * 1024
-WHOLE_SHARE = 4
+WHOLE_SHARE = 2  # 32 small stripes at once with the default `parallel` (16)
 # Larger shards up to this size (objects up to ~4 MiB at k=4) are read as streams and each
 # rebuilt shard is sent whole, one PUT through the node client's lean sender, instead of
 # frame by frame over a streamed request (`rebuild_shards`' `gather_bytes`). Measured on
@@ -28,7 +28,7 @@ WHOLE_SHARE = 4
 # 23-37): rebuilding process 7.68 -> 6.73 ms, nodes 14.1 -> 13.1 ms per rebuilt MiB, wall
 # time lower in 6 of 7. Not beyond: with 4 MiB shards (16 MiB objects) the CPU fell as much
 # (6.96 -> 6.46 ms) but each rebuild took ~15% longer in 3 of 3 pairs (the write no longer
-# overlaps the reads). Memory: the rebuilt shards of `parallel` stripes, 8 x 2 x 1 MiB at 4+2.
+# overlaps the reads). Memory: the rebuilt shards of `parallel` stripes, 16 x 2 x 1 MiB at 4+2.
 GATHER_SHARD_BYTES = 1024 * 1024 + 64 * 1024
 
 

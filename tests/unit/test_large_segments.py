@@ -1,7 +1,8 @@
 """Parts of at least twice `large_segment_size` (4 MiB) are coded in segments of that size:
 a 64 MiB object in 16 segments, not 64, so a quarter of the frames, GCM tags, crc32c checks
 and shard writes per byte on the gateway and the nodes. The real gateway pipeline and wiring
-over in-memory nodes, driven by boto3; the segment size is read from the shard files.
+over in-memory nodes, driven by boto3, at a scale of 1/16 (64 KiB and 256 KiB segments) to
+stay quick; the segment size is read from the shard files.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,13 @@ from tests.inproc import served_s3, sim_config
 
 BUCKET = "large"
 MiB = 1024 * 1024
+SEG, LARGE = 64 * 1024, 256 * 1024
 
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Any, SimNodes]]:
-    cfg = sim_config(tmp_path, 1024)
+    sim = sim_config(tmp_path, 1024)
+    cfg = replace(sim, segment_size=SEG, large_segment_size=LARGE)
     meta = await SqliteStore.open(tmp_path / "meta.db")
     tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))
     await tenants.load()
@@ -57,13 +61,13 @@ def _segment_sizes(nodes: SimNodes) -> list[int]:
 async def test_a_large_object_is_coded_in_large_segments_and_reads_back(
         gateway: tuple[Any, SimNodes]) -> None:
     s3, nodes = gateway
-    body = hashlib.shake_256(b"large").digest(8 * MiB + 12345)  # three 4 MiB segments
+    body = hashlib.shake_256(b"large").digest(2 * LARGE + 12345)  # three large segments
     put = await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="big", Body=body)
     assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
-    assert _segment_sizes(nodes) == [4 * MiB] * 6
+    assert _segment_sizes(nodes) == [LARGE] * 6
     got = await asyncio.to_thread(lambda: s3.get_object(Bucket=BUCKET, Key="big")["Body"].read())
     assert got == body
-    lo, hi = 4 * MiB - 100, 8 * MiB + 99  # across both segment boundaries
+    lo, hi = LARGE - 100, 2 * LARGE + 99  # across both segment boundaries
     part = await asyncio.to_thread(lambda: s3.get_object(
         Bucket=BUCKET, Key="big", Range=f"bytes={lo}-{hi}")["Body"].read())
     assert part == body[lo:hi + 1]
@@ -72,9 +76,9 @@ async def test_a_large_object_is_coded_in_large_segments_and_reads_back(
 async def test_an_object_under_twice_the_large_size_keeps_the_segment_size(
         gateway: tuple[Any, SimNodes]) -> None:
     s3, nodes = gateway
-    body = hashlib.shake_256(b"smaller").digest(8 * MiB - 1)
+    body = hashlib.shake_256(b"smaller").digest(2 * LARGE - 1)
     await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="smaller", Body=body)
-    assert _segment_sizes(nodes) == [MiB] * 6
+    assert _segment_sizes(nodes) == [SEG] * 6
     got = await asyncio.to_thread(
         lambda: s3.get_object(Bucket=BUCKET, Key="smaller")["Body"].read())
     assert got == body
