@@ -6,7 +6,7 @@ The real volume service, journal and overlay over simulated nodes (tests/unit's 
 the bytes handed to the stripe writer (segments and extents): 16 MiB written sequentially in
 1 MiB writes with a barrier every 4 MiB, then detach; 4,096 random 4 KiB pages over
 16 MiB with a barrier every 512, then detach; and ("wide") 24,576 random pages over 16 MiB
-through a 4 MiB overlay (folds at work), a barrier every 256; and ("hot") 40,960 writes to
+through a 4 MiB overlay and an 8 MiB clean-extent cache (folds at work), a barrier every 256; and ("hot") 40,960 writes to
 512 pages across 64 extents through a 32 MiB overlay (the journal outgrows twice the bound
 while the overlay stays small). Prints folds and CPU.
 """
@@ -41,9 +41,17 @@ async def run(tmp: Path, kind: str) -> None:
         stored[0] += size_hint
         return await orig(codec, prof, src, size_hint=size_hint, **kw)
     svc.stripes.write = counting  # type: ignore[method-assign]
+    reads = [0]
+    read_extent = h.read_extent
+
+    async def counting_read(idx: int) -> bytes | None:
+        reads[0] += 1
+        return await read_extent(idx)
+    h.read_extent = counting_read  # type: ignore[method-assign]
     # "wide": random pages over four times the overlay's bound, the shape of fio's random
     # writes over a file larger than the overlay (folds and compactions at work meanwhile)
-    jv = JournaledVolume(h, max_dirty={"wide": 4, "hot": 32}.get(kind, 128) * MiB)
+    jv = JournaledVolume(h, max_dirty={"wide": 4, "hot": 32}.get(kind, 128) * MiB,
+                         max_clean={"wide": 8}.get(kind, 128) * MiB)
     jv.start()
     rnd = random.Random(1)
     t0, written = time.process_time(), 0
@@ -83,7 +91,7 @@ async def run(tmp: Path, kind: str) -> None:
     await h.close()
     print(f"{kind}: written {written / MiB:.0f} MiB, stored by the barriers "
           f"{at_barriers / MiB:.1f} MiB, after detach {stored[0] / MiB:.1f} MiB "
-          f"({stored[0] / written:.2f}x), {jv.folds} folds, CPU {time.process_time() - t0:.1f} s")
+          f"({stored[0] / written:.2f}x), {jv.folds} folds, {reads[0]} extent reads, CPU {time.process_time() - t0:.1f} s")
     await sim.close()
 
 

@@ -31,6 +31,9 @@ def _stale(v: ObjectVersion, current: int) -> bool:
     return v.kek_version != current or bool(r.get("dek") and r.get("kek_version") != current)
 
 
+WATCHED_MAX_S = 30.0  # the longest sleep of a watched, idle shred scheduler
+
+
 class Rewrapper:
     """Rewraps DEKs of rotated tenants to their current KEK version, batch by batch."""
 
@@ -132,16 +135,30 @@ class ShredScheduler:
     deletion is due."""
 
     name = "shred"
+    # on etcd a scheduled shred wakes it (storage/workers/wakes); otherwise it sleeps until
+    # the earliest one falls due, at most WATCHED_MAX_S (KMS key deletions are days away)
+    wake_prefix = space(SHRED)[0]
 
     def __init__(self, meta: MetadataStore, tenants: TenantService) -> None:
         self._meta = meta
         self._tenants = tenants
+        self._next_due = 0.0  # the earliest scheduled shred not yet due (0: none)
+
+    @property
+    def watched_idle_s(self) -> float:
+        """The idle pause when scheduled shreds wake it: until the next one falls due."""
+        if not self._next_due:
+            return WATCHED_MAX_S
+        return min(WATCHED_MAX_S, max(0.0, self._next_due - time.time()))
 
     async def step(self) -> WorkerState:
         now = time.time()
+        self._next_due = 0.0
         for item in await self._meta.range(*space(SHRED), 1000):
             entry = unpack(item.value)
-            if float(entry["due"]) <= now:
+            if float(entry["due"]) > now:
+                self._next_due = min(self._next_due or float("inf"), float(entry["due"]))
+            else:
                 try:
                     await shred_now(self._meta, self._tenants, unpack_key(item.key)[1])
                 except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out

@@ -26,6 +26,7 @@ from storage.keyspace import (
     pack,
     repair_key,
     rewrap_key,
+    shred_key,
     space,
     tenant_key,
     urgent_repair_key,
@@ -38,8 +39,9 @@ from storage.stripes import StripeStore
 from storage.testing.simnodes import SimNodes
 from storage.workers import WorkerState
 from storage.workers import gc as gc_mod
+from storage.workers import keys as keys_mod
 from storage.workers.gc import GarbageCollector
-from storage.workers.keys import Rewrapper
+from storage.workers.keys import Rewrapper, ShredScheduler
 from storage.workers.rebalance import Rebalancer
 from storage.workers.reclaim import TenantReclaimer
 from storage.workers.repair import RepairWorker
@@ -151,6 +153,22 @@ async def test_gc_sleeps_until_its_next_entry_is_due_or_one_is_queued(
         await etcd.txn(Txn(deletes=(later_key,)))
 
 
+async def test_the_shred_scheduler_sleeps_until_a_shred_is_due(
+        etcd: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Watched, it does not read the schedule every second: it pauses until the earliest
+    scheduled shred falls due (nothing is due here, so no tenant is touched)."""
+    monkeypatch.setattr(keys_mod, "WATCHED_MAX_S", HOUR)
+    key = shred_key("wk" + secrets.token_hex(4))
+    await etcd.put(key, pack_record({"due": time.time() + 600}))
+    try:
+        scheduler = ShredScheduler(etcd, None)  # type: ignore[arg-type]
+        assert scheduler.watched_idle_s == HOUR  # nothing read yet
+        assert await scheduler.step() is WorkerState.IDLE
+        assert 500 < scheduler.watched_idle_s <= 600
+    finally:
+        await etcd.delete(key)
+
+
 def test_queue_driven_workers_name_their_queue() -> None:
     """The workers idle only while their queue is empty are woken by it: repair by a damage
     entry (urgent ones included), rewrap by a rotation's marker."""
@@ -160,3 +178,4 @@ def test_queue_driven_workers_name_their_queue() -> None:
     assert gc_key(1, b"\x01").startswith(GarbageCollector.wake_prefix)
     assert tenant_key("t1").startswith(TenantReclaimer.wake_prefix)  # a shred
     assert member_key("n1").startswith(Rebalancer.wake_prefix)  # a drain
+    assert shred_key("t1").startswith(ShredScheduler.wake_prefix)  # a scheduled shred

@@ -385,3 +385,46 @@ def test_folds_at_the_bound_free_pages_down_to_fold_low() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(Path(d)))
+
+
+def test_folds_keep_the_extents_the_clean_cache_holds() -> None:
+    """A random writer over more extents than the clean-extent cache holds folds each extent
+    in turn, so through an LRU every fold missed (the extent folded next is the one folded
+    longest ago, the one just dropped) and read its extent from the nodes. A fold adds an
+    extent only where there is room: the extents cached stay, and their folds read nothing."""
+    async def go(tmp: Path) -> None:
+        sim = Sim(tmp)
+        svc = await sim.open()
+        try:
+            await svc.create("t", "v", SIZE)
+            h = await svc.open("t", "v", holder="a")
+            jv = JournaledVolume(h, max_dirty=MiB, max_clean=2 * MiB)  # 2 of 3 extents
+            reads = []
+            read_extent = h.read_extent
+
+            async def counting(idx: int) -> bytes | None:
+                reads.append(idx)
+                return await read_extent(idx)
+            h.read_extent = counting  # type: ignore[method-assign]
+            rnd = random.Random(7)
+            model = bytearray(SIZE)
+            for _ in range(4):
+                for e in range(3):
+                    off = e * MiB + rnd.randrange(256) * 4096
+                    data = rnd.randbytes(4096)
+                    assert jv.try_write(off, data) == 4096
+                    model[off:off + 4096] = data
+                await jv.flush()
+                for e in range(3):
+                    await jv._fold_many([e])
+            assert reads == [0, 1, 2, 2, 2, 2]  # first round: nothing stored yet
+            assert await jv.read(0, SIZE) == bytes(model)
+            await crash(svc, jv)
+            h2 = await svc.open("t", "v", holder="replay")
+            assert await h2.read(0, SIZE) == bytes(model)
+            await h2.close()
+        finally:
+            await sim.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(go(Path(d)))
