@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import mmap
 import os
 import socket
 import struct
 import time
 from collections.abc import Callable
+
+from storage.sharedmap import map_shared
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,8 @@ class ConnSlots:
         self.slot = slot
         self.slots = slots
         size = self._SLOT.size * slots
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)
-            self._map = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
+        fd, self._map = map_shared(path, size)
+        os.close(fd)
         self.open = 0
         self.accepted = 0
         self._publish()

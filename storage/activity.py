@@ -8,12 +8,13 @@ loop), no history beyond the current and previous one-second windows.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from storage.sharedmap import map_shared
 
 QUIET_S = 1.0  # clients count as active until this long after their last request ended
 
@@ -95,13 +96,8 @@ class SharedActivity:
         self.slot = slot
         self.slots = slots
         size = self._SLOT.size * slots
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)
-            self._map = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
+        fd, self._map = map_shared(path, size)
+        os.close(fd)
 
     def publish(self, last: float, in_flight: int) -> None:
         self._SLOT.pack_into(self._map, self.slot * self._SLOT.size, last, in_flight)

@@ -16,11 +16,12 @@ sequence is odd while a writer is inside, and a copy is kept only if it did not 
 from __future__ import annotations
 
 import fcntl
-import mmap
 import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from storage.sharedmap import map_shared
 
 STATES = ("", "up", "suspect", "down", "out")  # state codes; 0 = empty slot
 SLOTS = 1024  # nodes a page can hold (ids are never freed: a removed node keeps its slot)
@@ -37,10 +38,7 @@ class SharedHealth:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         size = _HEAD.size + _SLOT.size * SLOTS
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.fstat(self._fd).st_size < size:
-            os.ftruncate(self._fd, size)
-        self._map = mmap.mmap(self._fd, size)
+        self._fd, self._map = map_shared(path, size)
         self._index: dict[str, int] = {}  # node id -> slot, as far as this process has seen
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ from gateway.s3.server import S3Server
 from ops.localports import free_port
 from storage.cluster import Cluster
 from storage.config import Config, config_from_mapping
+from storage.crypto.keys import FileRootKey
+from storage.metadata.sqlite import SqliteStore
+from storage.shards.transport import NodeTransport
+from storage.tenants import TenantService
 
 
 def sim_config(data: Path, inline_max_bytes: int) -> Config:
@@ -47,3 +52,24 @@ async def served_s3(cluster: Cluster, cfg: Config, access_key: str,
                                              s3={"addressing_style": "path"}))
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def sim_s3(data: Path, cfg: Config, nodes: NodeTransport,
+                 bucket: str) -> AsyncIterator[Any]:
+    """A boto3 client for a gateway over `nodes` (simulated ones, say) with SQLite metadata
+    in `data`, tenant "t" and `bucket` created."""
+    meta = await SqliteStore.open(data / "meta.db")
+    tenants = TenantService(meta, FileRootKey(data / "root.key"))
+    await tenants.load()
+    await tenants.create("t")
+    cred = await tenants.create_key("t")
+    pool = ThreadPoolExecutor(2)
+    cluster = Cluster.wire(cfg, meta, tenants, nodes, pool, pool)
+    await cluster.buckets.create("t", bucket)
+    try:
+        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
+            yield s3
+    finally:
+        await meta.close()
+        pool.shutdown()

@@ -5,7 +5,6 @@ writer's bytes, and a lying spare still stops the rebuild before anything is wri
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,9 +12,8 @@ import pytest
 
 from storage.config import NodeSpec
 from storage.pipeline import shard_file_bytes
-from storage.rebuild import SourcesDisagree, part_headers, rebuild_shards
+from storage.rebuild import SourcesDisagree, rebuild_shards
 from storage.shards.client import NodeClient
-from storage.shards.format import pack_frame
 from storage.shards.ids import shard_id
 from tests.contract.test_node_api import (  # noqa: F401 - fixtures
     Api,
@@ -26,7 +24,7 @@ from tests.contract.test_node_api import (  # noqa: F401 - fixtures
     put_shard,
     shard_path,
 )
-from tests.contract.test_rebuild_pooled import SEGMENT, TakingPool, stripe
+from tests.contract.test_rebuild_pooled import SEGMENT, TakingPool, stored_with_a_liar, stripe
 from tests.contract.test_shard_fetch import CountingPool, client  # noqa: F401 - fixture
 
 
@@ -68,14 +66,7 @@ async def test_gathered_rebuild_writes_each_shard_whole_in_one_put(
 
 async def test_gathered_rebuild_refuses_a_lying_spare_and_writes_nothing(
         api: Api, node: Node, client: NodeClient) -> None:  # noqa: F811
-    part, files = stripe(3 * SEGMENT)
-    headers = part_headers(part)
-    liar = bytearray(files[4][:len(headers[4].pack())])  # valid crc32c, wrong bytes
-    for seg in range(3):
-        liar += pack_frame(headers[4], seg, os.urandom(headers[4].block_size))
-    for i in range(4):
-        await put_shard(api, files[i], shard_id(part.stripe_id, i))
-    await put_shard(api, bytes(liar), shard_id(part.stripe_id, 4))
+    part = await stored_with_a_liar(api, 3)
     n = NodeSpec(id="n1", zone="az1", address=f"{node.host}:{node.port}")
     rec, pool = Recording(client), TakingPool()
     with ThreadPoolExecutor(2) as cpu, pytest.raises(SourcesDisagree):

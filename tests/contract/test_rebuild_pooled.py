@@ -74,16 +74,23 @@ async def test_pooled_rebuild_writes_the_writers_bytes(api: Api, node: Node,  # 
     assert pool.taken >= 5 * 6 and pool.out == 0  # k+1 sources x 6 segments, all given back
 
 
-async def test_pooled_rebuild_refuses_a_lying_spare(api: Api, node: Node,  # noqa: F811
-                                                    client: NodeClient) -> None:  # noqa: F811
-    part, files = stripe(3 * SEGMENT)
+async def stored_with_a_liar(api: Api, segments: int) -> PartLayout:  # noqa: F811
+    """A 4+2 part of `segments` segments stored on the node: shards 0-3 honest, shard 4 a
+    liar (valid header and frame checksums, wrong bytes), 5 absent."""
+    part, files = stripe(segments * SEGMENT)
     headers = part_headers(part)
     liar = bytearray(files[4][:len(headers[4].pack())])  # valid crc32c, wrong bytes
-    for seg in range(3):
+    for seg in range(segments):
         liar += pack_frame(headers[4], seg, os.urandom(headers[4].block_size))
     for i in range(4):
         await put_shard(api, files[i], shard_id(part.stripe_id, i))
     await put_shard(api, bytes(liar), shard_id(part.stripe_id, 4))
+    return part
+
+
+async def test_pooled_rebuild_refuses_a_lying_spare(api: Api, node: Node,  # noqa: F811
+                                                    client: NodeClient) -> None:  # noqa: F811
+    part = await stored_with_a_liar(api, 3)
     n = NodeSpec(id="n1", zone="az1", address=f"{node.host}:{node.port}")
     pool = TakingPool()
     with ThreadPoolExecutor(2) as cpu, pytest.raises(SourcesDisagree):

@@ -7,16 +7,14 @@ is replaced by the next one, and a lying spare still stops the rebuild (`Sources
 from __future__ import annotations
 
 import asyncio
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from storage.config import NodeSpec
-from storage.rebuild import SourcesDisagree, part_headers, rebuild_shards
+from storage.rebuild import SourcesDisagree, rebuild_shards
 from storage.shards.client import NodeClient
-from storage.shards.format import pack_frame
 from storage.shards.ids import shard_id
 from tests.contract.test_node_api import (  # noqa: F401 - fixtures
     Api,
@@ -27,7 +25,7 @@ from tests.contract.test_node_api import (  # noqa: F401 - fixtures
     put_shard,
     shard_path,
 )
-from tests.contract.test_rebuild_pooled import SEGMENT, stripe
+from tests.contract.test_rebuild_pooled import SEGMENT, stored_with_a_liar, stripe
 from tests.contract.test_shard_fetch import client  # noqa: F401 - fixture
 
 WHOLE = 1024 * 1024
@@ -90,14 +88,7 @@ async def test_a_missing_source_is_replaced_and_a_lying_spare_refused(
     assert res.written == {1: "n1"} and list(res.bad_sources) == [1]
     assert shard_path(node, shard_id(part.stripe_id, 1)).read_bytes() == files[1]
 
-    part, files = stripe(2 * SEGMENT)
-    headers = part_headers(part)
-    liar = bytearray(files[4][:len(headers[4].pack())])  # valid crc32c, wrong bytes
-    for seg in range(2):
-        liar += pack_frame(headers[4], seg, os.urandom(headers[4].block_size))
-    for i in range(4):
-        await put_shard(api, files[i], shard_id(part.stripe_id, i))
-    await put_shard(api, bytes(liar), shard_id(part.stripe_id, 4))
+    part = await stored_with_a_liar(api, 2)
     with ThreadPoolExecutor(2) as cpu, pytest.raises(SourcesDisagree):
         await rebuild_shards(client, cpu, part, [(i, n) for i in range(5)], {5: n},
                              whole_bytes=WHOLE)

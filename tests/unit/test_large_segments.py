@@ -10,21 +10,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage.cluster import Cluster
 from storage.config import ConfigError, config_from_mapping
-from storage.crypto.keys import FileRootKey
-from storage.metadata.sqlite import SqliteStore
 from storage.shards.format import HEADER_BYTES, ShardHeader
-from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3, sim_config
+from tests.inproc import sim_config, sim_s3
 
 BUCKET = "large"
 MiB = 1024 * 1024
@@ -35,21 +30,9 @@ SEG, LARGE = 64 * 1024, 256 * 1024
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Any, SimNodes]]:
     sim = sim_config(tmp_path, 1024)
     cfg = replace(sim, segment_size=SEG, large_segment_size=LARGE)
-    meta = await SqliteStore.open(tmp_path / "meta.db")
-    tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))
-    await tenants.load()
-    await tenants.create("t")
-    cred = await tenants.create_key("t")
-    pool = ThreadPoolExecutor(2)
     nodes = SimNodes(list(cfg.nodes))
-    cluster = Cluster.wire(cfg, meta, tenants, nodes, pool, pool)
-    await cluster.buckets.create("t", BUCKET)
-    try:
-        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            yield s3, nodes
-    finally:
-        await meta.close()
-        pool.shutdown()
+    async with sim_s3(tmp_path, cfg, nodes, BUCKET) as s3:
+        yield s3, nodes
 
 
 def _segment_sizes(nodes: SimNodes) -> list[int]:
