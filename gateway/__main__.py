@@ -87,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(cfg, role=role))
         elif a.workers > 1:
             with tempfile.TemporaryDirectory(prefix="gateway-",
-                                             dir=_run_parent(cfg.data_dir)) as rundir, \
-                    _s3_socket(cfg) as sock:  # one listening socket, every worker takes turns
-                role = WorkerRole(0, a.workers, Path(rundir), sock.fileno())
+                                             dir=_run_parent(cfg.data_dir)) as rundir:
+                # one listening socket, every worker takes turns; its descriptor is the S3
+                # site's from here on (closed by it at shutdown, not a second time here)
+                role = WorkerRole(0, a.workers, Path(rundir), _s3_socket(cfg).detach())
                 asyncio.run(serve(cfg, role=role,
                                   spawn=lambda i: _worker_argv(argv, a, role, i)))
         else:

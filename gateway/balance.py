@@ -44,6 +44,7 @@ class ConnSlots:
         os.close(fd)
         self.open = 0
         self.accepted = 0
+        self._passed: dict[int, int] = {}  # slot -> its accepted count when passed over
         self._publish()
 
     def _publish(self) -> None:
@@ -59,17 +60,35 @@ class ConnSlots:
         self.open -= 1
         self._publish()
 
-    def _others(self) -> list[tuple[int, int, int]]:
-        return [self._SLOT.unpack_from(self._map, i * self._SLOT.size)
+    def retire(self) -> None:
+        """This worker accepts no more: its slot counts as no worker's."""
+        self.open = 0
+        self._SLOT.pack_into(self._map, self.slot * self._SLOT.size, 0, 0, self.accepted)
+
+    def _others(self) -> list[tuple[int, int, int, int]]:
+        return [(i, *self._SLOT.unpack_from(self._map, i * self._SLOT.size))
                 for i in range(self.slots) if i != self.slot]
 
+    def _ahead(self) -> list[tuple[int, int]]:
+        """(slot, accepted) of the live workers holding fewer connections than this one,
+        leaving out those passed over that have not accepted since."""
+        return [(i, a) for i, pid, n, a in self._others()
+                if n < self.open and self._passed.get(i) != a and _alive(pid)]
+
     def my_turn(self) -> bool:
-        """No live worker holds fewer open connections than this one."""
-        return all(self.open <= n or not _alive(pid) for pid, n, _ in self._others())
+        """No live worker (not passed over) holds fewer open connections than this one."""
+        return not self._ahead()
+
+    def pass_over(self) -> None:
+        """The workers ahead of this one let a connection wait out the grace (blocked,
+        draining, paused): pass them over until they accept again, so a stuck worker costs
+        one grace period, not one per connection."""
+        for i, a in self._ahead():
+            self._passed[i] = a
 
     def accepts_seen(self) -> int:
         """Connections accepted by every worker so far."""
-        return self.accepted + sum(a for _, _, a in self._others())
+        return self.accepted + sum(a for _, _, _, a in self._others())
 
 
 def _alive(pid: int) -> bool:
@@ -139,7 +158,9 @@ class BalancedAccept:
         while True:
             if self._slots.my_turn():
                 self._waiting_since = None
-            elif not (woken and self._waited_out()):
+            elif woken and self._waited_out():
+                self._slots.pass_over()
+            else:
                 self._unwatch(RECHECK_S)
                 return
             woken = False
@@ -209,6 +230,7 @@ class BalancedAccept:
         if self._watching:
             self._loop.remove_reader(self._sock.fileno())
             self._watching = False
+        self._slots.retire()
         self._sock.close()
 
     async def wait_closed(self) -> None:

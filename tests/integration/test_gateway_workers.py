@@ -257,6 +257,36 @@ def test_a_death_one_worker_met_is_avoided_by_the_other(cluster: LocalCluster) -
     assert _request(cluster, w0, "GET", f"/{BUCKET}/before")[1] == body
 
 
+def test_a_two_worker_gateway_stops_cleanly_on_sigterm(cluster: LocalCluster) -> None:
+    """A second gateway of two workers over the same cluster, stopped as a supervisor
+    stops it: it exits 0 with nothing said (worker 0 once closed the shared listening
+    socket twice and reported a planned stop as "cannot start")."""
+    import subprocess
+    import sys
+
+    from ops.localports import free_port
+
+    port, admin = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--config", str(cluster.data / "tessera.toml"),
+         "--workers", "2", "--listen", f"127.0.0.1:{port}", "--admin-listen",
+         f"127.0.0.1:{admin}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **cluster.env})
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # its ready line: both workers serve, signals are handled
+            if line.startswith("gateway ready on"):
+                break
+        assert proc.poll() is None, proc.communicate(timeout=60)[1]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "cannot start" not in err, err
+
+
 def test_workers_exit_with_worker_zero(cluster: LocalCluster) -> None:
     parent = cluster.pid("gateway")
     children = _workers(parent)

@@ -105,3 +105,35 @@ def test_a_connection_no_other_worker_takes_is_taken_after_the_grace(tmp_path: P
             accept.close()
 
     asyncio.run(run())
+
+
+def test_a_stuck_worker_costs_one_grace_not_one_per_connection(tmp_path: Path) -> None:
+    """Once a pending connection waited out the grace for a stalled worker, that worker is
+    passed over until it accepts again: the next connections are not held a grace each.
+    A worker that stops accepting (its site closed) leaves its slot to nobody."""
+
+    async def run() -> None:
+        sock = shared_socket("127.0.0.1", 0, 64)
+        port = sock.getsockname()[1]
+        made: asyncio.Queue[tuple[int, _Conn]] = asyncio.Queue()
+        stalled = ConnSlots(tmp_path / "conns", 1, 2)  # this pid: alive, 0 open, no loop
+        (accept,) = _workers(sock, tmp_path / "conns", 1, made, slots=2, grace_s=0.2)
+        try:
+            held = [await _connect(port, made)]
+            assert not accept._slots.my_turn()  # one open against the stalled worker's 0
+            held.append(await _connect(port, made))  # taken after the grace
+            assert accept._slots.my_turn()  # the stalled worker is passed over now
+            accept._grace_s = 60.0  # a wait now would outlast the test's
+            held += [await _connect(port, made) for _ in range(3)]
+            assert [w for w, _, _ in held] == [0] * 5
+            stalled.opened()  # it accepts again: its turn counts again
+            assert not accept._slots.my_turn()
+            stalled.closed()
+            stalled.retire()  # its site closed: the slot is nobody's
+            assert accept._slots.my_turn()
+            for _, writer, _ in held:
+                writer.close()
+        finally:
+            accept.close()
+
+    asyncio.run(run())
