@@ -228,16 +228,16 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
             runners.append(runner)
         if children:
             await _wait_ready(children)
+        stop = asyncio.Event()  # handled before "ready" is said: a stop right after it is clean
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         if ready_line and role.index == 0:
             many = f", {role.count} workers" if role.count > 1 else ""
             print(f"gateway ready on http://{cfg.gateway.listen} "
                   f"(admin http://{cfg.gateway.admin_listen}{many})", flush=True)
         elif ready_line:
             print(f"gateway worker {role.index} ready", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         if gauges is not None:
             await gauges.stop()
