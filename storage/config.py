@@ -433,6 +433,9 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     probe = gw.get("health_probe_s", 1.0)
     if isinstance(probe, bool) or not isinstance(probe, int | float) or probe < 0.05:
         raise ConfigError(f"[gateway] health_probe_s must be a number >= 0.05, got {probe!r}")
+    grace = gw.get("accept_grace_s", 0.25)  # 0 would turn the workers' turns off unsaid
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0.01:
+        raise ConfigError(f"[gateway] accept_grace_s must be a number >= 0.01, got {grace!r}")
     meta = dict(raw.get("metadata", {}))
     _check_keys("metadata", meta, _META_KEYS)
     profiles = {name: _profile(name, p) for name, p in dict(raw.get("profiles", {})).items()}

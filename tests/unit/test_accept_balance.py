@@ -137,3 +137,21 @@ def test_a_stuck_worker_costs_one_grace_not_one_per_connection(tmp_path: Path) -
             accept.close()
 
     asyncio.run(run())
+
+
+def test_a_grace_that_would_turn_the_turns_off_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from storage.config import ConfigError, config_from_mapping
+
+    def cfg(grace: object) -> object:
+        return config_from_mapping({"data_dir": str(tmp_path), "gateway": {"accept_grace_s": grace},
+                                    "profiles": {"standard": {"k": 2, "m": 1}},
+                                    "nodes": [{"id": f"n{i}", "zone": f"az{i}",
+                                               "address": f"127.0.0.{i}:1"} for i in (1, 2, 3)]},
+                                   tmp_path)
+
+    assert cfg(0.5).gateway.accept_grace_s == 0.5  # type: ignore[attr-defined]
+    for bad in (0, -1, "soon", True):
+        with pytest.raises(ConfigError, match="accept_grace_s must be a number >= 0.01"):
+            cfg(bad)
