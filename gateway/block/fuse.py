@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import mfusepy
 
 from gateway.block.cache import ExtentCache
-from gateway.block.mount import CHECKPOINT_XATTR, DETACHED_MARK
+from gateway.block.mount import CHECKPOINT_XATTR, DEFAULT_MAX_DIRTY_MIB, DETACHED_MARK
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import StorageError
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volume", required=True)
     p.add_argument("--mountpoint", required=True)
     p.add_argument("--lease-ttl", type=float, default=LEASE_TTL_S)
-    p.add_argument("--max-dirty-mib", type=int, default=128)
+    p.add_argument("--max-dirty-mib", type=int, default=DEFAULT_MAX_DIRTY_MIB)
     p.add_argument("--no-journal", action="store_true",
                    help="whole-extent write-back cache instead of the journal")
     a = p.parse_args(argv)
