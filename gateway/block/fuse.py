@@ -250,6 +250,8 @@ async def _attach(cfg_path: Path, tenant: str, name: str, holder: str, lease_ttl
     cache: Cache = (JournaledVolume(handle, max_dirty=max_dirty) if journal
                     else ExtentCache(handle, max_dirty=max_dirty))
     cache.start()
+    log.info("%s: holding up to %d MiB of writes in memory",
+             "journal" if journal else "extent cache", max_dirty >> 20)
     return cluster, handle, cache
 
 
