@@ -14,9 +14,11 @@
 # even rounds s3backer first; each round a fresh volume, a fresh s3backer bucket and mount),
 # prints every round and then the median of each column and the rand4k-wr ratio of medians.
 # FIO_MOUNT_OPTS: options for Tessera's `volume mount` (e.g. "--max-dirty-mib 256");
-# FIO_ALT_OPTS adds a second Tessera row ("tessera-alt") with these options, in every round.
-# Extra columns: peak RSS (MiB) of the FUSE daemon or s3backer, the 1-minute load average
-# at the run's end, and for s3backer the 1 MiB blocks it PUT per 1,000 fio I/Os (its stats;
+# FIO_ALT_OPTS adds a second Tessera row ("tessera-alt") with these options, in every round;
+# FIO_NO_S3BACKER=1 leaves s3backer out (Tessera against Tessera).
+# Extra columns: server CPU per I/O once the writes are settled (Tessera's journal folded by
+# a checkpoint, s3backer's dirty blocks uploaded: the writes' whole cost), peak RSS (MiB) of
+# the FUSE daemon or s3backer, the 1-minute load average at the runs' end, and for s3backer the 1 MiB blocks it PUT per 1,000 fio I/Os (its stats;
 # FIO_S3B_STATS=1 prints its whole stats file after each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,9 +101,24 @@ peak_rss() {  # $1 = pid: its peak resident set (VmHWM) in MiB, or "-"
     "/proc/$1/status" 2>/dev/null || echo "-"
 }
 
-fio_all() {  # $1 = directory on ext4, $2 = pid of the daemon behind it
-  # one figure per run in TESTS, server CPU s, ms per I/O, peak RSS MiB, load average
-  local d=$1 pid=$2 out=() cpu0
+settle_tessera() {  # $1 = FUSE daemon pid: fold the whole journal (the snapshot checkpoint)
+  local mp
+  mp=$(tr '\0' '\n' <"/proc/$1/cmdline" | grep -A1 -x -- --mountpoint | tail -1)
+  python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.tessera.checkpoint", b"1")' \
+    "$mp/volume"
+}
+
+settle_s3backer() {  # $1 = s3backer pid: wait (at most 120 s) until no block is dirty
+  for _ in $(seq 1200); do
+    awk '$1 == "block_cache_dirty_ratio" {exit ($2 + 0 > 0)}' "$S3B_DIR/stats" && break
+    sleep 0.1
+  done
+}
+
+fio_all() {  # $1 = directory on ext4, $2 = pid of the daemon behind it, $3 = its settle_*
+  # one figure per run in TESTS, server CPU s and ms per I/O during the runs, ms per I/O
+  # once settled (journal folded / dirty blocks uploaded), peak RSS MiB, load average
+  local d=$1 pid=$2 settle=$3 out=() cpu0
   cpu0=$(server_cpu)
   : >"$WORK/ios"
   local common=(--directory="$d" --size="$SIZE" --runtime="$RUNTIME" --time_based
@@ -121,12 +138,16 @@ open(sys.argv[3], "a").write("%d\n" % side["total_ios"])
 ' "$1" "$2" "$WORK/ios" <<<"$j")")
     rm -f "$d"/t.*
   done
+  local cpu1 load
+  cpu1=$(server_cpu); load=$(cut -d' ' -f1 /proc/loadavg)
+  "$settle" "$pid"  # what the writes still cost: folds, or uploads of dirty blocks
   out+=("$(python3 -c '
 import sys
-cpu = float(sys.argv[2]) - float(sys.argv[1])
-ios = sum(int(x) for x in open(sys.argv[3]).read().split())
-print("%.1f %.3f" % (cpu, cpu * 1000 / max(ios, 1)))' "$cpu0" "$(server_cpu)" "$WORK/ios")")
-  out+=("$(peak_rss "$pid")" "$(cut -d' ' -f1 /proc/loadavg)")
+cpu0, cpu1, cpu2 = (float(x) for x in sys.argv[1:4])
+ios = max(sum(int(x) for x in open(sys.argv[4]).read().split()), 1)
+print("%.1f %.3f %.3f" % (cpu1 - cpu0, (cpu1 - cpu0) * 1000 / ios, (cpu2 - cpu0) * 1000 / ios))
+' "$cpu0" "$cpu1" "$(server_cpu)" "$WORK/ios")")
+  out+=("$(peak_rss "$pid")" "$load")
   echo "${out[*]}"
 }
 
@@ -134,7 +155,7 @@ tessera_run() {  # $@ = extra `volume mount` options; prints fio_all's figures
   local vol=fio-bench-$$-$((++VOLS))
   python -m ops.cli volume create "$vol" --size 4G >/dev/null
   python -m ops.cli volume mount --fs ext4 "$@" "$vol" "$WORK/vol" >/dev/null
-  fio_all "$WORK/vol" "$(pid_of gateway.block.fuse "--volume $vol ")"
+  fio_all "$WORK/vol" "$(pid_of gateway.block.fuse "--volume $vol ")" settle_tessera
   python -m ops.cli volume unmount "$WORK/vol" >/dev/null
   python -m ops.cli volume delete "$vol" >/dev/null
 }
@@ -144,7 +165,7 @@ tessera_run() {  # $@ = extra `volume mount` options; prints fio_all's figures
 # 20 upload threads, dirty blocks written within 250 ms; a write returns once the block is in
 # its memory cache, so its fsync is no barrier to the nodes (ours is).
 s3backer_run() {  # $1 = round: a fresh bucket and mount; prints fio_all's figures + MiB PUT
-  command -v s3backer >/dev/null || { echo "- - - - - - - - -"; return; }
+  command -v s3backer >/dev/null || { echo "- - - - - - - - - -"; return; }
   local bucket=s3backer-fio-$1
   python3 - "$bucket" <<'EOF'
 import os, sys, boto3
@@ -156,14 +177,14 @@ EOF
       --baseURL="http://localhost:${AWS_ENDPOINT_URL##*:}/" --region="$AWS_DEFAULT_REGION" \
       --authVersion=aws4 --blockSize=1M --size=4G --quiet "$bucket" "$S3B_DIR" \
       || [ ! -e "$S3B_DIR/file" ]; then
-    echo "mount-failed - - - - - - - -"; return
+    echo "mount-failed - - - - - - - - -"; return
   fi
   S3B_LOOP=$(losetup --find --show "$S3B_DIR/file")
   mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$S3B_LOOP"
   mount "$S3B_LOOP" "$S3B_MNT"
   rm -f "$S3B_DIR/stats" 2>/dev/null || true  # resets s3backer's counters
   local f
-  f=$(fio_all "$S3B_MNT" "$(pid_of s3backer "$S3B_DIR")")
+  f=$(fio_all "$S3B_MNT" "$(pid_of s3backer "$S3B_DIR")" settle_s3backer)
   local puts
   [ -n "${FIO_S3B_STATS:-}" ] && sed "s/^/s3backer stats round $1: /" "$S3B_DIR/stats" >&2
   puts=$(awk '$1 == "http_puts" {print $2}' "$S3B_DIR/stats" 2>/dev/null || true)
@@ -188,7 +209,7 @@ for r in $(seq "$ROUNDS"); do
       t) row="tessera $(tessera_run "${MOUNT_OPTS[@]}")" ;;
       a) [ ${#ALT_OPTS[@]} -gt 0 ] || continue; row="tessera-alt $(tessera_run "${ALT_OPTS[@]}")" ;;
       n) [ -n "${FIO_NOJOURNAL:-}" ] || continue; row="no-journal $(tessera_run --no-journal)" ;;
-      s) row="s3backer $(s3backer_run "$r")" ;;
+      s) [ -z "${FIO_NO_S3BACKER:-}" ] || continue; row="s3backer $(s3backer_run "$r")" ;;
     esac
     echo "$row" >>"$ROWS"; echo "round $r: $row" >&2  # progress
   done
@@ -197,7 +218,7 @@ done
 python3 - "$ROWS" "${FIO_MOUNT_OPTS:-}" "${FIO_ALT_OPTS:-}" <<'PY'
 import statistics, sys
 cols = ["seq1M-wr MB/s", "seq1M-rd MB/s", "rand4k-wr IOPS", "rand4k-rd IOPS", "server CPU s",
-        "ms/IO", "peak RSS MiB", "load", "PUT MiB/kIO"]
+        "ms/IO", "ms/IO settled", "peak RSS MiB", "load", "PUT MiB/kIO"]
 rows = [ln.split() for ln in open(sys.argv[1]) if ln.strip()]
 print(f"{'target':<12}" + "".join(f"{c:>16}" for c in cols))
 for r in rows:
