@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.block.mount import DEFAULT_MAX_DIRTY_MIB
+from gateway.block.mount import DEFAULT_MAX_DIRTY_MIB, NO_JOURNAL_MAX_DIRTY_MIB
 from storage.config import config_path, load_config
 from storage.errors import AccessDenied, ConfigError, InvalidInput
 
@@ -325,8 +325,8 @@ def add_parser(sub: Any) -> None:
                    help="commit whole extents on fsync instead of appending to the journal")
     p.add_argument("--max-dirty-mib", type=_dirty_mib, default=None, metavar="MIB",
                    help=f"written bytes the daemon holds in memory before folding them into "
-                        f"extents (default {DEFAULT_MAX_DIRTY_MIB}; the daemon's memory grows "
-                        f"by about this much)")
+                        f"extents (default {DEFAULT_MAX_DIRTY_MIB}, {NO_JOURNAL_MAX_DIRTY_MIB} "
+                        f"with --no-journal; the daemon's memory grows by about this much)")
     p = cmd("unmount", None, "detach what `mount` set up on DIR (waits for the flush)")
     p.add_argument("dir")
     p.set_defaults(func=_unmount)

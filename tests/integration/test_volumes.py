@@ -469,8 +469,9 @@ def test_max_dirty_mib_is_the_daemons_bound(vol: Vol, tmp_path: Path) -> None:
     r = vol.run("mount", "--max-dirty-mib", "0", "bound", str(tmp_path / "no"), check=False)
     assert r.returncode == 2 and "at least 1" in r.stderr, r.stderr
     mnt = tmp_path / "raw"
-    vol.mount("bound", mnt, "--max-dirty-mib", "3")
-    state = next(s for s in _states(vol) if s.volume == "bound")
-    assert "journal: holding up to 3 MiB of writes in memory" in Path(state.log).read_text()[
-        state.log_offset:]
-    vol.unmount(mnt)
+    for extra, mib in (((), 256), (("--max-dirty-mib", "3"), 3)):  # the default, then 3
+        vol.mount("bound", mnt, *extra)
+        state = next(s for s in _states(vol) if s.volume == "bound")
+        assert f"journal: holding up to {mib} MiB of writes in memory" in Path(
+            state.log).read_text()[state.log_offset:]
+        vol.unmount(mnt)
