@@ -10,6 +10,9 @@
 # FIO_NOJOURNAL=1 adds a row for `volume mount --no-journal` (whole-extent cache).
 # FIO_TESTS picks runs (default "write read randwrite randread"); FIO_PORT the gateway port
 # (admin +1; FIO_NODE_PORT the first node's, default +2).
+# The random-write run's file is written whole first (sequential 1 MiB writes, untimed, its
+# CPU left out; FIO_OVERWRITE=0: a fresh file as before 2026-12-05 18:00, which left
+# s3backer's figure to chance).
 # FIO_ROUNDS=N (default 1) runs every target N times, alternating (odd rounds Tessera first,
 # even rounds s3backer first; each round a fresh volume, a fresh s3backer bucket and mount),
 # prints every round and then the median of each column and the rand4k-wr ratio of medians.
@@ -19,7 +22,8 @@
 # Extra columns: server CPU per I/O once the writes are settled (Tessera's journal folded by
 # a checkpoint, s3backer's dirty blocks uploaded: the writes' whole cost), peak RSS (MiB) of
 # the FUSE daemon or s3backer, the 1-minute load average at the runs' end, and for s3backer the 1 MiB blocks it PUT per 1,000 fio I/Os (its stats;
-# FIO_S3B_STATS=1 prints its whole stats file after each run).
+# FIO_S3B_STATS=1 prints its whole stats file after each run; FIO_S3B_OPTS adds options to
+# s3backer's command line, e.g. "--blockCacheWriteDelay=2000").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=$(mktemp -d /tmp/tessera-fio.XXXXXX)
@@ -118,7 +122,7 @@ settle_s3backer() {  # $1 = s3backer pid: wait (at most 120 s) until no block is
 fio_all() {  # $1 = directory on ext4, $2 = pid of the daemon behind it, $3 = its settle_*
   # one figure per run in TESTS, server CPU s and ms per I/O during the runs, ms per I/O
   # once settled (journal folded / dirty blocks uploaded), peak RSS MiB, load average
-  local d=$1 pid=$2 settle=$3 out=() cpu0
+  local d=$1 pid=$2 settle=$3 out=() cpu0 skip=0
   cpu0=$(server_cpu)
   : >"$WORK/ios"
   local common=(--directory="$d" --size="$SIZE" --runtime="$RUNTIME" --time_based
@@ -127,6 +131,18 @@ fio_all() {  # $1 = directory on ext4, $2 = pid of the daemon behind it, $3 = it
     set -- $spec
     case " $TESTS " in *" $1 "*) ;; *) out+=("-"); continue ;; esac
     local j
+    if [ "$1" = randwrite ] && [ "${FIO_OVERWRITE:-1}" = 1 ]; then
+      # randwrite on a file written whole first: a fresh file's first write to each 1 MiB
+      # block makes s3backer read that block from the gateway, one at a time behind its
+      # uploads, and whether ext4 reused the blocks the runs before freed decided how many
+      # such reads a run met (s3backer's 3x swing); written first, both start warm. The
+      # layout's CPU is left out of the figures.
+      local c0; c0=$(server_cpu)
+      fio --name=t --rw=write --bs=1M --size="$SIZE" --directory="$d" --ioengine=libaio \
+        --direct=1 --end_fsync=1 --output=/dev/null
+      skip=$(python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[3]) - float(sys.argv[2]))' \
+        "$skip" "$c0" "$(server_cpu)")
+    fi
     j=$(fio --name=t --rw="$1" --bs="$2" --iodepth="$3" --end_fsync=1 "${common[@]}")
     out+=("$(python3 -c '
 import json, sys
@@ -139,14 +155,16 @@ open(sys.argv[3], "a").write("%d\n" % side["total_ios"])
     rm -f "$d"/t.*
   done
   local cpu1 load
-  cpu1=$(server_cpu); load=$(cut -d' ' -f1 /proc/loadavg)
+  cpu1=$(python3 -c 'import sys; print(float(sys.argv[1]) - float(sys.argv[2]))' \
+    "$(server_cpu)" "$skip"); load=$(cut -d' ' -f1 /proc/loadavg)
   "$settle" "$pid"  # what the writes still cost: folds, or uploads of dirty blocks
   out+=("$(python3 -c '
 import sys
 cpu0, cpu1, cpu2 = (float(x) for x in sys.argv[1:4])
 ios = max(sum(int(x) for x in open(sys.argv[4]).read().split()), 1)
 print("%.1f %.3f %.3f" % (cpu1 - cpu0, (cpu1 - cpu0) * 1000 / ios, (cpu2 - cpu0) * 1000 / ios))
-' "$cpu0" "$cpu1" "$(server_cpu)" "$WORK/ios")")
+' "$cpu0" "$cpu1" "$(python3 -c 'import sys; print(float(sys.argv[1]) - float(sys.argv[2]))' \
+    "$(server_cpu)" "$skip")" "$WORK/ios")")
   out+=("$(peak_rss "$pid")" "$load")
   echo "${out[*]}"
 }
@@ -175,7 +193,7 @@ EOF
   mkdir -p "$S3B_DIR" "$S3B_MNT"
   if ! s3backer --accessId="$AWS_ACCESS_KEY_ID" --accessKey="$AWS_SECRET_ACCESS_KEY" \
       --baseURL="http://localhost:${AWS_ENDPOINT_URL##*:}/" --region="$AWS_DEFAULT_REGION" \
-      --authVersion=aws4 --blockSize=1M --size=4G --quiet "$bucket" "$S3B_DIR" \
+      --authVersion=aws4 --blockSize=1M --size=4G --quiet ${FIO_S3B_OPTS:-} "$bucket" "$S3B_DIR" \
       || [ ! -e "$S3B_DIR/file" ]; then
     echo "mount-failed - - - - - - - - -"; return
   fi
@@ -220,9 +238,9 @@ import statistics, sys
 cols = ["seq1M-wr MB/s", "seq1M-rd MB/s", "rand4k-wr IOPS", "rand4k-rd IOPS", "server CPU s",
         "ms/IO", "ms/IO settled", "peak RSS MiB", "load", "PUT MiB/kIO"]
 rows = [ln.split() for ln in open(sys.argv[1]) if ln.strip()]
-print(f"{'target':<12}" + "".join(f"{c:>16}" for c in cols))
+print(f"{'target':<20}" + "".join(f"{c:>15}" for c in cols))
 for r in rows:
-    print(f"{r[0]:<12}" + "".join(f"{v:>16}" for v in r[1:]))
+    print(f"{r[0]:<20}" + "".join(f"{v:>15}" for v in r[1:]))
 med = {}
 for t in dict.fromkeys(r[0] for r in rows):
     got = [r[1:] for r in rows if r[0] == t]
@@ -232,8 +250,8 @@ for t in dict.fromkeys(r[0] for r in rows):
         m.append(statistics.median(vals) if vals else None)
     med[t] = m
     if len(got) > 1:
-        print(f"{'median ' + t:<12}" + "".join(
-            f"{'-' if v is None else f'{v:.4g}':>16}" for v in m))
+        print(f"{'median ' + t:<20}" + "".join(
+            f"{'-' if v is None else f'{v:.4g}':>15}" for v in m))
 for t, opts in (("tessera", sys.argv[2]), ("tessera-alt", sys.argv[3])):
     s, x = med.get("s3backer"), med.get(t)
     if s and x and s[2] and x[2]:
