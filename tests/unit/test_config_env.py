@@ -15,7 +15,7 @@ from storage import config as c
 from storage.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG_MODULES = {"storage/config.py", "storage/configdoc.py"}
+CONFIG_MODULES = {"storage/config.py", "storage/config_env.py", "storage/configdoc.py"}
 # Files that only *set* overrides for the clusters they start (test harness), never read one.
 SETS_OVERRIDES = {"ops/chaos.py"}
 NAME = re.compile(r"""^[rbfRBF]*["']{1,3}TESSERA_|^TESSERA_""")
