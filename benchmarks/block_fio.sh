@@ -133,10 +133,9 @@ fio_all() {  # $1 = directory on ext4, $2 = pid of the daemon behind it, $3 = it
     local j
     if [ "$1" = randwrite ] && [ "${FIO_OVERWRITE:-1}" = 1 ]; then
       # randwrite on a file written whole first: a fresh file's first write to each 1 MiB
-      # block makes s3backer read that block from the gateway, one at a time behind its
-      # uploads, and whether ext4 reused the blocks the runs before freed decided how many
-      # such reads a run met (s3backer's 3x swing); written first, both start warm. The
-      # layout's CPU is left out of the figures.
+      # block makes s3backer read that block from the gateway, one write at a time behind
+      # its uploads, and how long that phase lasted decided its figure (its 3x swing);
+      # written first, both targets start warm. The layout's CPU is left out.
       local c0; c0=$(server_cpu)
       fio --name=t --rw=write --bs=1M --size="$SIZE" --directory="$d" --ioengine=libaio \
         --direct=1 --end_fsync=1 --output=/dev/null
