@@ -215,7 +215,7 @@ class ObjectService(ObjectReads, ObjectEdits):
         records); if one of its compared records changed, `StaleRecord` is raised instead
         of retrying.
         """
-        from storage.errors import StaleRecord
+        from storage.errors import BucketChanged, StaleRecord
 
         okey = object_key(v.bucket, v.key)
         bkey, tkey = bucket_key(v.bucket), tenant_key(v.tenant)
@@ -261,6 +261,8 @@ class ObjectService(ObjectReads, ObjectEdits):
                     if (item.revision if item else 0) != rev:
                         raise StaleRecord(f"record {k!r} changed")
             cur = seen[okey]
+            if b.cached and (seen[bkey] is None or seen[bkey].revision != b.revision):
+                raise BucketChanged(v.bucket)  # decided on a stale cached record: rerun
             b = self.buckets.from_item(v.tenant, v.bucket, seen[bkey])  # it may have changed
             if tenant_rev:
                 tenant_rev = self._tenants.revalidate(v.tenant, v.kek_version, seen[tkey])
