@@ -99,13 +99,18 @@ class WorkerRunner:
 
     async def _loop(self, worker: Worker) -> None:
         prefix = getattr(worker, "wake_prefix", None)
-        waiter = (self.wakes.waiter(prefix)
-                  if prefix is not None and self.wakes is not None else None)
+        prefixes = getattr(worker, "wake_prefixes", (prefix,) if prefix is not None else ())
+        waiter = None
+        if prefixes and self.wakes is not None:  # one waiter, woken by any of its prefixes
+            waiter = self.wakes.waiter(prefixes[0])
+            for p in prefixes[1:]:
+                self.wakes.waiter(p, waiter)
         try:
             await self._steps(worker, waiter)
         finally:
             if waiter is not None and self.wakes is not None:
-                self.wakes.drop(prefix, waiter)
+                for p in prefixes:
+                    self.wakes.drop(p, waiter)
 
     async def _steps(self, worker: Worker, waiter: Waiter | None) -> None:
         idle_s = getattr(worker, "idle_s", self.idle_s)  # per-worker pause

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from storage.archive import ArchiveService
 from storage.config import NodeSpec
 from storage.health import HealthTracker
 from storage.keyspace import (
+    RESTORE_EXPIRY,
+    RESTORE_QUEUE,
+    archive_job_key,
     gc_key,
     member_key,
     pack,
@@ -40,11 +44,13 @@ from storage.testing.simnodes import SimNodes
 from storage.workers import WorkerState
 from storage.workers import gc as gc_mod
 from storage.workers import keys as keys_mod
+from storage.workers import restore as restore_mod
 from storage.workers.gc import GarbageCollector
 from storage.workers.keys import Rewrapper, ShredScheduler
 from storage.workers.rebalance import Rebalancer
 from storage.workers.reclaim import TenantReclaimer
 from storage.workers.repair import RepairWorker
+from storage.workers.restore import RestoreWorker
 from storage.workers.runner import WorkerRunner
 from storage.workers.wakes import Wakes
 from tests.inproc import sim_config
@@ -169,6 +175,38 @@ async def test_the_shred_scheduler_sleeps_until_a_shred_is_due(
         await etcd.delete(key)
 
 
+async def test_the_restore_worker_sleeps_until_a_job_is_due_or_one_is_queued(
+        etcd: EtcdStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It no longer reads its two queues every second on etcd: with a restore job due in
+    an hour it sleeps (the cap made an hour too, so only a wake can run it again), and a
+    restored copy queued to expire now (under the other queue) wakes it and is retired."""
+    monkeypatch.setattr(restore_mod, "WATCHED_MAX_S", HOUR)
+    archive = ArchiveService(sim_config(tmp_path, 4096), etcd, None, None)  # type: ignore[arg-type]
+    worker = RestoreWorker(archive)
+    name = "wk" + secrets.token_hex(4)
+    job = archive_job_key(RESTORE_QUEUE, time.time_ns() + int(HOUR * 1e9), name, "k", "null")
+    await etcd.put(job, pack_record({}))
+    wakes = Wakes(etcd)
+    runner = WorkerRunner(wakes=wakes)
+    runner.start(worker)
+    copy = archive_job_key(RESTORE_EXPIRY, time.time_ns(), name, "k", "null")
+    try:
+        await _until(lambda: archive.next_due_ns[RESTORE_QUEUE] is not None
+                     and worker.wake_prefixes[1] in wakes.watching)
+        assert worker.watched_idle_s > HOUR - 60  # sleeps until the job an hour away
+        reads = etcd.round_trips
+        await etcd.put(copy, pack_record({"stripes": []}))
+        await _until(lambda: archive.stats.restores_expired >= 1)  # woken (no poll for an hour)
+        trips = etcd.round_trips - reads
+        assert await etcd.get(copy) is None and await etcd.get(job) is not None
+        # the put; the woken step's reads (2 queues, the version's records) and delete; the
+        # step its own delete wakes: no polls
+        assert trips <= 8
+    finally:
+        await runner.stop()
+        await etcd.txn(Txn(deletes=(job, copy)))
+
+
 def test_queue_driven_workers_name_their_queue() -> None:
     """The workers idle only while their queue is empty are woken by it: repair by a damage
     entry (urgent ones included), rewrap by a rotation's marker."""
@@ -179,3 +217,6 @@ def test_queue_driven_workers_name_their_queue() -> None:
     assert tenant_key("t1").startswith(TenantReclaimer.wake_prefix)  # a shred
     assert member_key("n1").startswith(Rebalancer.wake_prefix)  # a drain
     assert shred_key("t1").startswith(ShredScheduler.wake_prefix)  # a scheduled shred
+    assert [archive_job_key(q, 1, "b", "k", "v").startswith(p)  # a restore job, a copy
+            for q, p in zip((RESTORE_QUEUE, RESTORE_EXPIRY), RestoreWorker.wake_prefixes,
+                            strict=True)] == [True, True]
