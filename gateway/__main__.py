@@ -15,8 +15,7 @@ from pathlib import Path
 
 from gateway import logs
 from gateway.app import WorkerRole, serve, split_hostport
-from gateway.balance import shared_socket
-from gateway.site import BACKLOG
+from gateway.balance import shared_sockets
 from storage.config import Config, load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
@@ -31,7 +30,7 @@ def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole
     args = list(sys.argv[1:] if argv is None else argv)
     return [sys.executable, "-m", "gateway", *args, "--workers", str(role.count),
             "--worker-index", str(i), "--worker-dir", str(role.rundir),
-            "--worker-parent", str(os.getpid()), "--listen-fd", str(role.listen_fd)]
+            "--worker-parent", str(os.getpid()), "--listen-fd", ",".join(map(str, role.listen_fds))]
 
 
 def _die_with_parent(parent: int | None) -> None:
@@ -60,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by worker 0
     p.add_argument("--worker-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--worker-parent", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # worker 0's S3 socket
+    p.add_argument("--listen-fd", type=_fds, default=(),
+                   help=argparse.SUPPRESS)  # worker 0's S3 sockets
     a = p.parse_args(argv)
     if a.workers is not None and a.workers < 1:
         p.error("--workers must be at least 1")
@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         elif a.workers > 1:
             with tempfile.TemporaryDirectory(prefix="gateway-",
                                              dir=_run_parent(cfg.data_dir)) as rundir:
-                # one listening socket, every worker takes turns; its descriptor is the S3
-                # site's from here on (closed by it at shutdown, not a second time here)
-                role = WorkerRole(0, a.workers, Path(rundir), _s3_socket(cfg).detach())
+                # one listening socket per address, every worker takes turns; their
+                # descriptors are the S3 site's from here on (closed by it at shutdown)
+                fds = tuple(sock.detach() for sock in _s3_sockets(cfg))
+                role = WorkerRole(0, a.workers, Path(rundir), fds)
                 asyncio.run(serve(cfg, role=role,
                                   spawn=lambda i: _worker_argv(argv, a, role, i)))
         else:
@@ -101,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _s3_socket(cfg: Config) -> socket.socket:
-    """The S3 listening socket worker 0 binds and every worker inherits."""
+def _s3_sockets(cfg: Config) -> list[socket.socket]:
+    """The S3 sockets worker 0 binds (listening once a worker is ready) and every worker
+    inherits."""
     host, port = split_hostport(cfg.gateway.listen)
-    return shared_socket(host, port, BACKLOG)
+    return shared_sockets(host, port)
+
+
+def _fds(text: str) -> tuple[int, ...]:
+    return tuple(int(fd) for fd in text.split(",") if fd)
 
 
 def _run_parent(data_dir: Path) -> Path | None:

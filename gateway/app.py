@@ -157,8 +157,8 @@ async def _peer_metrics(sock: Path, names: Sequence[str] = ()) -> bytes:
 class WorkerRole:
     """This process's place among the gateway's worker processes (`--workers N`).
 
-    All of them serve S3 on one listening socket worker 0 binds and passes down
-    (`listen_fd`), taking turns by open connections (`gateway.balance`); worker 0 alone runs the admin API, the background workers and the
+    All of them serve S3 on the listening sockets worker 0 binds (one per address of
+    `[gateway] listen`) and passes down (`listen_fds`), taking turns by open connections (`gateway.balance`); worker 0 alone runs the admin API, the background workers and the
     cluster gauges and the node health probe, and its /metrics sums every worker's (each
     serves its own on a Unix socket in `rundir`, a private directory that also holds the
     shared client activity and the shared node health, `storage/sharedhealth.py`).
@@ -167,7 +167,7 @@ class WorkerRole:
     index: int = 0
     count: int = 1
     rundir: Path | None = None
-    listen_fd: int | None = None
+    listen_fds: tuple[int, ...] = ()
 
     def socket(self, i: int) -> Path:
         assert self.rundir is not None
@@ -188,6 +188,7 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
     cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
+    metrics.watch_uploads(cluster.stripes.uploads)
     access_logs = AccessLogBuffer(cluster, cfg.access_log.max_buffered)
     server = S3Server(cluster, cfg.gateway, metrics, access_logs)
     runners = []
@@ -215,9 +216,10 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
             await runner.setup()
             if isinstance(addr, Path):
                 await web.UnixSite(runner, str(addr)).start()
-            elif i == 0 and role.listen_fd is not None and shared:
+            elif i == 0 and role.listen_fds and shared:
                 assert role.rundir is not None
-                await BalancedTCPSite(runner, socket.socket(fileno=role.listen_fd),
+                await BalancedTCPSite(runner, [socket.socket(fileno=fd)
+                                               for fd in role.listen_fds],
                                       ConnSlots(role.rundir / "conns", role.index, role.count),
                                       header_timeout_s=cfg.gateway.header_timeout_s,
                                       grace_s=cfg.gateway.accept_grace_s).start()
@@ -260,7 +262,7 @@ WORKER_START_S = 120.0
 async def _spawn(role: WorkerRole, spawn: Callable[[int], list[str]],
                  ) -> list[asyncio.subprocess.Process]:
     """Start workers 1..count-1 (they exit with this process: see `gateway.__main__`)."""
-    fds = () if role.listen_fd is None else (role.listen_fd,)
+    fds = role.listen_fds
     return [await asyncio.create_subprocess_exec(*spawn(i), stdout=asyncio.subprocess.PIPE,
                                                  pass_fds=fds)
             for i in range(1, role.count)]

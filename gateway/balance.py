@@ -103,28 +103,46 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def shared_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """The listening socket worker 0 binds for every worker (inheritable)."""
-    family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                      flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
+def shared_sockets(host: str, port: int) -> list[socket.socket]:
+    """The sockets worker 0 binds for every worker (inheritable): one per address `host`
+    resolves to, as the single-worker listener (asyncio's `create_server`) binds them (`""`
+    is every IPv4 and IPv6 address; an IPv6 socket is IPv6 only, so both bind). Bound, not
+    listening: the first worker whose cluster is open starts them listening
+    (`BalancedAccept`), so a connection made while none is open is refused, as with one
+    worker, instead of waiting in the backlog for a start-up that may never finish."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(backlog)
+        for family, kind, proto, _, addr in dict.fromkeys(infos):  # unique, in order
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this host lacks (no IPv6): asyncio skips it too
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.set_inheritable(True)
     except OSError:
-        sock.close()
+        for sock in socks:
+            sock.close()
         raise
-    sock.set_inheritable(True)
-    return sock
+    if not socks:
+        raise OSError(f"no address to listen on for {host!r}")
+    return socks
 
 
 class BalancedAccept:
     """Accept from `sock` while it is this worker's turn; each connection gets a protocol
-    from `factory` (an aiohttp request handler), counted open until it is lost."""
+    from `factory` (an aiohttp request handler), counted open until it is lost. `sock` is
+    made to listen first (it may be the first worker ready: `shared_sockets`)."""
 
     def __init__(self, sock: socket.socket, slots: ConnSlots,
-                 factory: Callable[[], asyncio.Protocol], grace_s: float = 0.25) -> None:
+                 factory: Callable[[], asyncio.Protocol], grace_s: float = 0.25,
+                 backlog: int = 1024) -> None:
+        sock.listen(backlog)  # a second listen() of the shared socket only resets the backlog
         self._sock = sock
         self._grace_s = grace_s
         self._slots = slots

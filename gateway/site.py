@@ -55,14 +55,14 @@ class GuardedTCPSite(web.TCPSite):
 
 
 class BalancedTCPSite(GuardedTCPSite):
-    """A guarded site on the listening socket every gateway worker shares, accepting only
-    while it is this worker's turn (`gateway.balance`)."""
+    """A guarded site on the listening sockets every gateway worker shares (one per address),
+    accepting only while it is this worker's turn (`gateway.balance`)."""
 
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, slots: ConnSlots, *,
-                 header_timeout_s: float = HEADER_TIMEOUT_S, grace_s: float = 0.25) -> None:
-        host, port = sock.getsockname()[:2]
+    def __init__(self, runner: web.BaseRunner, socks: list[socket.socket], slots: ConnSlots,
+                 *, header_timeout_s: float = HEADER_TIMEOUT_S, grace_s: float = 0.25) -> None:
+        host, port = socks[0].getsockname()[:2]
         super().__init__(runner, host, port, header_timeout_s=header_timeout_s)
-        self._sock = sock
+        self._socks = socks
         self._slots = slots
         self._grace_s = grace_s
 
@@ -70,12 +70,29 @@ class BalancedTCPSite(GuardedTCPSite):
         await web.BaseSite.start(self)
         server = self._runner.server
         assert isinstance(server, web.Server)
-        accept = BalancedAccept(self._sock, self._slots, self._guarded(), self._grace_s)
+        factory = self._guarded()
+        accepts = [BalancedAccept(sock, self._slots, factory, self._grace_s, self._backlog)
+                   for sock in self._socks]  # one count of open connections for them all
         forget = server.connection_lost
 
         def connection_lost(handler: RequestHandler, exc: BaseException | None = None) -> None:
             forget(handler, exc)
-            accept.lost(handler)
+            for accept in accepts:
+                accept.lost(handler)
 
         server.connection_lost = connection_lost  # type: ignore[method-assign]
-        self._server = accept  # type: ignore[assignment]
+        self._server = _Accepts(accepts)  # type: ignore[assignment]
+
+
+class _Accepts:
+    """The balanced accepts of one site, stopped together (what `BaseSite.stop` closes)."""
+
+    def __init__(self, accepts: list[BalancedAccept]) -> None:
+        self._accepts = accepts
+
+    def close(self) -> None:
+        for accept in self._accepts:
+            accept.close()
+
+    async def wait_closed(self) -> None:
+        return None

@@ -27,11 +27,17 @@ from storage.records import Bucket
 
 DELETING = "deleting"  # config entry: when a DeleteBucket marked the bucket (see `delete`)
 DELETING_S = 60.0  # a mark older than this (its DeleteBucket crashed) no longer blocks writes
+CACHE_MAX = 10_000  # bucket records kept by the cache (emptied when full)
+
 
 class BucketService:
     def __init__(self, meta: MetadataStore, region: str) -> None:
         self._meta = meta
         self._region = region
+        # The last record read of each bucket (stores whose reads are network round trips:
+        # etcd). Never trusted on its own: see `cached`.
+        self._cache: dict[str, Item] | None = {} if getattr(meta, "cache_buckets", False) \
+            else None
 
     async def create(self, tenant: str, name: str, region: str | None = None,
                      versioning: str = "", config: dict[str, Any] | None = None) -> Bucket:
@@ -49,9 +55,38 @@ class BucketService:
     async def get_any(self, name: str) -> Bucket:
         """The bucket record whoever owns it (internal use: workers, admin)."""
         item = await self._meta.get(bucket_key(name))
+        if self._cache is not None:
+            self._remember(name, item)
         if item is None:
             raise BucketNotFound(name)
         return self._record(item)
+
+    def cached(self, name: str) -> Bucket | None:
+        """The bucket's record as last read here, marked `cached` (None: not cached, or the
+        store reads cheaply). Only for a request that ends in a commit: the commit compares
+        the record's revision, and when it changed raises BucketChanged (objects.commit),
+        so the request runs again on a fresh read; a request that fails on a cached record
+        is also run again if the record changed (gateway/s3/server.py)."""
+        item = self._cache.get(name) if self._cache is not None else None
+        if item is None:
+            return None
+        b = self._record(item)
+        b.cached = True
+        return b
+
+    def forget(self, name: str) -> None:
+        """Drop the bucket's cached record (this gateway changed or deleted it)."""
+        if self._cache is not None:
+            self._cache.pop(name, None)
+
+    def _remember(self, name: str, item: Item | None) -> None:
+        assert self._cache is not None
+        if item is None:
+            self._cache.pop(name, None)
+            return
+        if len(self._cache) >= CACHE_MAX and name not in self._cache:
+            self._cache.clear()
+        self._cache[name] = item
 
     async def get(self, tenant: str, name: str) -> Bucket:
         """The bucket if the tenant owns it; AccessDenied if another tenant does."""
@@ -131,6 +166,7 @@ class BucketService:
                 await self.update(b.tenant, name, **{DELETING: None})
                 raise BucketNotEmpty(name)
         await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
+        self.forget(name)
 
     async def update(self, tenant: str, name: str, **changes: Any) -> Bucket:
         """Compare-and-swap update of bucket fields (versioning) or config entries."""
@@ -149,4 +185,5 @@ class BucketService:
                     b.config[k] = v
             if await self._meta.txn(Txn(compares={item.key: item.revision},
                                         puts={item.key: b.encode()})):
+                self.forget(name)
                 return b

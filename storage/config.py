@@ -1,182 +1,62 @@
 """Cluster configuration: one TOML file parsed once into frozen, validated dataclasses.
 
 Every durability rule that can be checked before a byte is written is checked here, so a
-cluster that could lose data to a single zone outage never starts. Every knob lives here: the
-documented `TESSERA_*` environment overrides (`ENV_OVERRIDES`, tests and benchmarks shorten
-timers with them) are applied by `load_config` and nowhere else.
+cluster that could lose data to a single zone outage never starts. The sections' dataclasses
+are in `storage.config_sections`, the documented `TESSERA_*` environment overrides
+(`ENV_OVERRIDES`, tests and benchmarks shorten timers with them) in `storage.config_env`;
+both are re-exported here, and the overrides are applied by `load_config` and nowhere else.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from storage.config_env import (
+    ENV_ADMIN_ACCESS_KEY,
+    ENV_ADMIN_SECRET_KEY,
+    ENV_ADMIN_URL,
+    ENV_CONFIG,
+    ENV_OVERRIDES,
+    EnvOverride,
+    config_path,
+    with_env_overrides,
+)
+from storage.config_sections import (
+    DEFAULT_BUSY_RATE,
+    DEFAULT_INLINE_MAX_BYTES,
+    DEFAULT_RATE,
+    NODE_ID,
+    NODE_ROLES,
+    AccessLogSettings,
+    ArchiveSettings,
+    GatewayConfig,
+    LifecycleSettings,
+    LogSettings,
+    MiB,
+    NodeSpec,
+    Profile,
+    RebalanceSettings,
+    RepairSettings,
+    ScrubSettings,
+    WorkerSettings,
+)
 from storage.errors import ConfigError
 
-MiB = 1024 * 1024
-# Objects up to this size are sealed inside their manifest instead of k+m shard files: about
-# 5x less server CPU per small PUT/GET (benchmarks/inline_size.py), durability exactly the
-# metadata store's, which already bounds every object. 4 KiB keeps listing pages and etcd's
-# value quota small (every inline byte is read by each listing scan of its record).
-DEFAULT_INLINE_MAX_BYTES = 4096
-NODE_ROLES = ("standard", "archive")
-# a node id: 1-63 letters, digits, '.', '_' or '-' (it names files, metric labels and a
-# 64-byte slot of the gateway workers' shared health page)
-NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-DEFAULT_RATE = 200 * MiB  # shard bytes repair/rebalance write per second while clients are idle
-DEFAULT_BUSY_RATE = 4 * MiB  # ...and while clients are active
-
-
-@dataclass(frozen=True)
-class Profile:
-    """An erasure profile: k data + m parity shards placed on nodes of one role."""
-
-    name: str
-    k: int
-    m: int
-    role: str = "standard"
-    compress: bool = False
-
-    @property
-    def width(self) -> int:
-        return self.k + self.m
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """A storage node as the cluster map knows it."""
-
-    id: str
-    zone: str
-    address: str  # host:port
-    role: str = "standard"
-    weight: float = 1.0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    listen: str = "127.0.0.1:9000"
-    admin_listen: str = "127.0.0.1:9001"
-    region: str = "us-east-1"
-    virtual_host_domain: str | None = None
-    max_skew_s: int = 900
-    max_object_size: int = 5 * 1024**4
-    max_header_bytes: int = 16 * 1024
-    header_timeout_s: float = 20.0  # a connection must send its first request's headers
-    shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys
-    cpu_threads: int = 2
-    workers: int = 0  # gateway processes serving S3 on one address; 0 = one per core
-    accept_grace_s: float = 0.25  # a pending connection waits this for the worker whose turn
-    deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)
-    deep_scrub_pause_s: float = 3600.0  # rest between two full deep scrub passes
-    metrics_refresh_s: float = 10.0  # how often /metrics' cluster gauges are recomputed
-    health_probe_s: float = 1.0  # how often node health is probed (down nodes 4x as often)
-    console_session_idle_s: float = 1800.0  # a console session ends after this long unused
-    console_session_max_s: float = 43200.0  # ...and this long after its login in any case
-
-
-@dataclass(frozen=True)
-class ArchiveSettings:
-    """The archive tier's clock: how long a lifecycle/restore "day" is, and restore latencies.
-
-    Latencies are given in real-world seconds (AWS's typical figures) and scaled by
-    `day_seconds / 86400`, so a test cluster with 10-second days restores in seconds.
-    """
-
-    day_seconds: float = 86400.0
-    lifecycle_interval_s: float = 3600.0
-    expedited_s: float = 300.0
-    standard_s: float = 4 * 3600.0
-    bulk_s: float = 12 * 3600.0
-    deep_standard_s: float = 12 * 3600.0
-    deep_bulk_s: float = 48 * 3600.0
-
-    @property
-    def scale(self) -> float:
-        return self.day_seconds / 86400.0
-
-
-@dataclass(frozen=True)
-class LifecycleSettings:
-    """[lifecycle]: bucket lifecycle rules' clock (see storage/lifecycle_clock.py)."""
-
-    day_seconds: float = 0.0  # length of a lifecycle "day"; 0 = [archive] day_seconds
-
-    def __post_init__(self) -> None:
-        if self.day_seconds and not 0.1 <= self.day_seconds <= 86400:
-            raise ConfigError("[lifecycle] day_seconds must be 0 (the [archive] day) or between "
-                              f"0.1 and 86400 s (a real day), got {self.day_seconds:g}")
-
-
-@dataclass(frozen=True)
-class RepairSettings:
-    """[repair]: the repair worker (rebuilds lost shards, removes orphans)."""
-
-    rate_bytes_s: float = DEFAULT_RATE  # rebuilt bytes written per second, 0 = unlimited
-    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
-    down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
-    sweep_interval_s: float = 60.0  # pause between two full sweeps
-    sweep_batch: int = 128  # stripes checked per sweep step
-    orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
-    # stripes rebuilt at once: 16, not 8 (benchmarks/README, issue 17 session 5: faster and
-    # less CPU per rebuilt MiB, client PUTs during repair no slower)
-    parallel: int = 16
-
-
-@dataclass(frozen=True)
-class RebalanceSettings:
-    """[rebalance]: the rebalancer (drains nodes, evens usage)."""
-
-    rate_bytes_s: float = DEFAULT_RATE  # moved bytes per second, 0 = unlimited
-    busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
-    parallel: int = 8  # stripes moved at once
-    batch: int = 256  # stripes examined per step
-    max_moves: int = 256  # balance moves per pass (draining is not bounded)
-    threshold: float = 0.10  # a node below mean * (1 - threshold) receives shards...
-    min_gap_bytes: float = 1024 * MiB  # ...and at least this far below the mean
-    interval_s: float = 10.0  # pause between two passes when there is nothing to drain
-
-
-@dataclass(frozen=True)
-class ScrubSettings:
-    """[scrub]: each node's checksum scrub (0 bytes/s = off)."""
-
-    rate_bytes_s: float = 8 * MiB
-    pause_s: float = 3600.0  # rest between two full passes
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """[workers]: what all gateways' background workers share."""
-
-    gc_grace_s: float = 60.0  # a replaced/aborted version's stripes wait this long (reads)
-    lease_ttl_s: float = 10.0  # a dead gateway's workers move to another after this long
-
-
-@dataclass(frozen=True)
-class AccessLogSettings:
-    """[access_log]: S3 server access logs (PutBucketLogging) and their delivery."""
-
-    flush_interval_s: float = 60.0  # a source bucket's records wait at most this long
-    stage_interval_s: float = 1.0  # records buffered in a gateway's memory at most this long
-    max_buffered: int = 100000  # records a gateway holds in memory; more are dropped (counted)
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """Log rotation. Environment only: a process logs before it reads its config."""
-
-    max_bytes: int = 64 * MiB
-    backups: int = 3
+# the sections and the environment overrides are defined apart and re-exported here, so
+# `from storage.config import X` keeps working for every name
+__all__ = [
+    "DEFAULT_BUSY_RATE", "DEFAULT_INLINE_MAX_BYTES", "DEFAULT_RATE", "ENV_ADMIN_ACCESS_KEY",
+    "ENV_ADMIN_SECRET_KEY", "ENV_ADMIN_URL", "ENV_CONFIG", "ENV_OVERRIDES", "NODE_ID",
+    "NODE_ROLES", "SETTINGS_SECTIONS", "AccessLogSettings", "ArchiveSettings", "Config",
+    "ConfigError", "EnvOverride", "GatewayConfig", "LifecycleSettings", "LogSettings", "MiB",
+    "NodeSpec", "Profile", "RebalanceSettings", "RepairSettings", "ScrubSettings",
+    "WorkerSettings", "config_from_mapping", "config_path", "env_settings", "load_config",
+    "validate_layout", "with_env_overrides",
+]
 
 
 @dataclass(frozen=True)
@@ -341,81 +221,6 @@ def _settings(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
     return cls(**vals)
 
 
-@dataclass(frozen=True)
-class EnvOverride:
-    """A documented environment variable that overrides one config key (value x scale)."""
-
-    name: str
-    section: str
-    key: str
-    scale: float = 1.0
-    doc: str = ""
-
-
-ENV_OVERRIDES: tuple[EnvOverride, ...] = (
-    EnvOverride("TESSERA_REPAIR_RATE_MBPS", "repair", "rate_bytes_s", MiB),
-    EnvOverride("TESSERA_REPAIR_BUSY_RATE_MBPS", "repair", "busy_rate_bytes_s", MiB),
-    EnvOverride("TESSERA_REPAIR_DOWN_GRACE_S", "repair", "down_grace_s"),
-    EnvOverride("TESSERA_REPAIR_SWEEP_S", "repair", "sweep_interval_s"),
-    EnvOverride("TESSERA_REPAIR_SWEEP_BATCH", "repair", "sweep_batch"),
-    EnvOverride("TESSERA_REPAIR_PARALLEL", "repair", "parallel"),
-    EnvOverride("TESSERA_ORPHAN_GRACE_S", "repair", "orphan_grace_s"),
-    EnvOverride("TESSERA_REBALANCE_RATE_MBPS", "rebalance", "rate_bytes_s", MiB),
-    EnvOverride("TESSERA_REBALANCE_BUSY_RATE_MBPS", "rebalance", "busy_rate_bytes_s", MiB),
-    EnvOverride("TESSERA_REBALANCE_PARALLEL", "rebalance", "parallel"),
-    EnvOverride("TESSERA_REBALANCE_BATCH", "rebalance", "batch"),
-    EnvOverride("TESSERA_REBALANCE_MAX_MOVES", "rebalance", "max_moves"),
-    EnvOverride("TESSERA_REBALANCE_THRESHOLD", "rebalance", "threshold"),
-    EnvOverride("TESSERA_REBALANCE_MIN_GAP_MB", "rebalance", "min_gap_bytes", MiB),
-    EnvOverride("TESSERA_REBALANCE_INTERVAL_S", "rebalance", "interval_s"),
-    EnvOverride("TESSERA_DEEP_SCRUB_RATE_MBPS", "gateway", "deep_scrub_rate_mbps"),
-    EnvOverride("TESSERA_DEEP_SCRUB_PAUSE_S", "gateway", "deep_scrub_pause_s"),
-    EnvOverride("TESSERA_METRICS_REFRESH_S", "gateway", "metrics_refresh_s"),
-    EnvOverride("TESSERA_HEALTH_PROBE_S", "gateway", "health_probe_s"),
-    EnvOverride("TESSERA_ACCEPT_GRACE_S", "gateway", "accept_grace_s"),
-    EnvOverride("TESSERA_GATEWAY_WORKERS", "gateway", "workers"),
-    EnvOverride("TESSERA_CONSOLE_SESSION_IDLE_S", "gateway", "console_session_idle_s"),
-    EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
-    EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),
-    EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),
-    EnvOverride("TESSERA_LEASE_TTL_S", "workers", "lease_ttl_s"),
-    EnvOverride("TESSERA_ACCESS_LOG_FLUSH_S", "access_log", "flush_interval_s"),
-    EnvOverride("TESSERA_ACCESS_LOG_STAGE_S", "access_log", "stage_interval_s"),
-    EnvOverride("TESSERA_LOG_MAX_BYTES", "logging", "max_bytes"),
-    EnvOverride("TESSERA_LOG_BACKUPS", "logging", "backups"),
-)
-# Not config keys: where the CLI finds the cluster and the admin API (written to tessera.env).
-ENV_CONFIG = "TESSERA_CONFIG"
-ENV_ADMIN_URL = "TESSERA_ADMIN_URL"
-ENV_ADMIN_ACCESS_KEY = "TESSERA_ADMIN_ACCESS_KEY"
-ENV_ADMIN_SECRET_KEY = "TESSERA_ADMIN_SECRET_KEY"
-
-
-def config_path(given: str | Path | None, env: Mapping[str, str] | None = None) -> Path:
-    """The CLI's config file: `--config`, else $TESSERA_CONFIG; ConfigError when neither."""
-    given = given or (os.environ if env is None else env).get(ENV_CONFIG)
-    if not given:
-        raise ConfigError(f"no cluster: set {ENV_CONFIG} (source tessera.env) or --config")
-    return Path(given)
-
-
-def with_env_overrides(raw: Mapping[str, Any],
-                       env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """`raw` (parsed TOML) with each set ENV_OVERRIDES variable written over its key."""
-    env = os.environ if env is None else env
-    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
-    for o in ENV_OVERRIDES:
-        value = env.get(o.name)
-        if value in (None, ""):
-            continue
-        try:
-            number = float(value) * o.scale
-        except ValueError:
-            raise ConfigError(f"{o.name} must be a number, got {value!r}") from None
-        out.setdefault(o.section, {})[o.key] = int(number) if number.is_integer() else number
-    return out
-
-
 def env_settings(section: str, env: Mapping[str, str] | None = None) -> Any:
     """A section's settings from its defaults and the environment alone (no config file:
     a node started without --config, log rotation set up before the config is read)."""
@@ -436,6 +241,10 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     grace = gw.get("accept_grace_s", 0.25)  # 0 would turn the workers' turns off unsaid
     if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0.01:
         raise ConfigError(f"[gateway] accept_grace_s must be a number >= 0.01, got {grace!r}")
+    budget = gw.get("upload_budget_bytes", MiB)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MiB:
+        raise ConfigError("[gateway] upload_budget_bytes must be a whole number >= 1048576 "
+                          f"(1 MiB), got {budget!r}")
     meta = dict(raw.get("metadata", {}))
     _check_keys("metadata", meta, _META_KEYS)
     profiles = {name: _profile(name, p) for name, p in dict(raw.get("profiles", {})).items()}

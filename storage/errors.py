@@ -40,6 +40,11 @@ class StaleRecord(Conflict):
     """A record a transaction depended on changed meanwhile: re-read and retry."""
 
 
+class BucketChanged(StaleRecord):
+    """A commit decided on a cached bucket record found the record changed: the request
+    must run again on the current one (authorization, defaults), not just the commit."""
+
+
 class BucketExists(Conflict):
     def __init__(self, bucket: str, owned_by_caller: bool) -> None:
         super().__init__(f"bucket {bucket!r} already exists")

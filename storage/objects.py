@@ -8,9 +8,7 @@ the manifest: placement is never recomputed on the read path.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,29 +16,27 @@ from typing import Any
 
 from storage import inline_bodies, object_lock
 from storage.buckets import BucketService
-from storage.conditions import DeleteConditions, WriteConditions
+from storage.conditions import WriteConditions
 from storage.config import Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.datakeys import DataKeys, etag_for, identity
 from storage.erasure import ErasureCodec
-from storage.errors import InvalidRange, ObjectNotFound
 from storage.keyspace import (
     bucket_key,
     gc_key,
     object_key,
     repair_key,
-    span,
     stripe_index_key,
     tenant_key,
-    urgent_repair_key,
     version_key,
-    version_prefix,
 )
 from storage.kms import KmsService
 from storage.listing import NULL_VERSION, Listing
 from storage.metadata import MetadataStore, Txn
+from storage.object_edits import ObjectEdits
+from storage.object_reads import ObjectReads
 from storage.pipeline import StripeCodec
 from storage.placement import zone_safe
 from storage.records import Bucket, ObjectVersion, PartLayout, pack
@@ -48,17 +44,9 @@ from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.telemetry import STAGES
 from storage.tenants import TenantService
+from storage.version_ids import new_version_id, version_sort
 
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
-
-
-def new_version_id() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def version_sort(ts_ns: int, version_id: str) -> str:
-    """Sort key putting the newest version first."""
-    return f"{(1 << 64) - ts_ns:020d}.{version_id}"
 
 
 @dataclass
@@ -83,13 +71,9 @@ class PutOptions(ObjectAttributes):
     conditions: WriteConditions | None = None
 
 
-@dataclass
-class DeleteResult:
-    version_id: str | None
-    delete_marker: bool
+class ObjectService(ObjectReads, ObjectEdits):
+    """Objects of every bucket: write and commit here; read and delete in the bases."""
 
-
-class ObjectService:
     def __init__(self, cfg: Config, meta: MetadataStore, tenants: TenantService,
                  buckets: BucketService, stripes: StripeStore, gc_grace_s: float = 60.0) -> None:
         self._cfg = cfg
@@ -231,7 +215,7 @@ class ObjectService:
         records); if one of its compared records changed, `StaleRecord` is raised instead
         of retrying.
         """
-        from storage.errors import StaleRecord
+        from storage.errors import BucketChanged, StaleRecord
 
         okey = object_key(v.bucket, v.key)
         bkey, tkey = bucket_key(v.bucket), tenant_key(v.tenant)
@@ -277,6 +261,8 @@ class ObjectService:
                     if (item.revision if item else 0) != rev:
                         raise StaleRecord(f"record {k!r} changed")
             cur = seen[okey]
+            if b.cached and (seen[bkey] is None or seen[bkey].revision != b.revision):
+                raise BucketChanged(v.bucket)  # decided on a stale cached record: rerun
             b = self.buckets.from_item(v.tenant, v.bucket, seen[bkey])  # it may have changed
             if tenant_rev:
                 tenant_rev = self._tenants.revalidate(v.tenant, v.kek_version, seen[tkey])
@@ -328,258 +314,3 @@ class ObjectService:
                 deletes.append(stripe_index_key(p.stripe_id))
         if puts:
             await self._meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
-
-    # read ----------------------------------------------------------------------------------
-
-    async def _versions_raw(self, bucket: str, key: str) -> list:
-        return await self._meta.range(*span(version_prefix(bucket, key)), limit=100000)
-
-    async def head(self, b: Bucket, key: str, version_id: str | None = None,
-                   ) -> ObjectVersion:
-        """The current (or named) version in bucket `b`; a delete marker is returned, not
-        raised."""
-        bucket = b.name
-        if version_id is None:
-            _, current = await inline_bodies.read_current(self._meta, bucket, key)
-            if current is None:
-                raise ObjectNotFound(bucket, key)
-            return current
-        cur = await self._meta.get(object_key(bucket, key))
-        if cur is not None:
-            cv = ObjectVersion.decode(cur.value)
-            if cv.version_id == version_id:
-                return await inline_bodies.resolve(self._meta, cv)
-        for item in await self._versions_raw(bucket, key):
-            v = ObjectVersion.decode(item.value)
-            if v.version_id == version_id:
-                return await inline_bodies.resolve(self._meta, v)
-        raise ObjectNotFound(bucket, key, version_id)
-
-    async def read(self, v: ObjectVersion, start: int = 0, end: int | None = None,
-                   on_damage: Callable[[bytes, int, str], None] | None = None,
-                   sse_c_key: bytes | None = None, borrowed: bool = False,
-                   ) -> AsyncIterator[bytes | memoryview]:
-        """Plaintext bytes [start, end) of a version, streamed segment by segment.
-
-        `borrowed` (`StripeStore.read`): chunks may be views of reused buffers, valid only
-        until the next one is asked for; the consumer copies what it keeps."""
-        end = v.size if end is None else end
-        if start < 0 or end > v.size or start > end:
-            raise InvalidRange(v.size)
-        if start == end:
-            return
-        if inline_bodies.unresolved(v):
-            await inline_bodies.resolve(self._meta, v)
-        cipher = await self.data_keys.cipher_for(v, sse_c_key)
-        offset = 0
-        for part in v.parts:
-            p_start, p_end = offset, offset + part.plaintext_size
-            offset = p_end
-            if p_end <= start or p_start >= end or part.size == 0:
-                continue
-            lo, hi = max(start, p_start) - p_start, min(end, p_end) - p_start
-            if part.inline:
-                aad = segment_aad(identity(v), part.number, 0, True)
-                yield cipher.open(0, part.inline, aad)[lo:hi]
-                continue
-            codec = self.codec_for(v, part, cipher)
-            if part.compressed:
-                async with contextlib.aclosing(
-                        self._read_compressed(codec, part, lo, hi, on_damage)) as pieces:
-                    async for piece in pieces:
-                        yield piece
-                continue
-            first, last = lo // part.segment_size, (hi - 1) // part.segment_size
-            seg = first
-            async with contextlib.aclosing(self._stripes.read(
-                    codec, part.nodes, part.size, first, last,
-                    on_damage or self._report_damage, borrowed)) as plains:
-                async for plain in plains:
-                    seg_start = seg * part.segment_size
-                    a = max(lo - seg_start, 0)
-                    b = min(hi - seg_start, len(plain))
-                    yield plain[a:b] if (a, b) != (0, len(plain)) else plain
-                    seg += 1
-
-    async def read_sealed(self, v: ObjectVersion, part: PartLayout) -> AsyncIterator[bytes]:
-        """One part's segments as stored, still sealed: needs no key (re-coding SSE-C data).
-
-        Each block is checked against its frame checksum; the GCM tags are checked when
-        the data is next opened with the key.
-        """
-        if part.body_ref and not part.inline:
-            await inline_bodies.resolve(self._meta, v)
-        if part.inline:
-            yield part.inline
-            return
-        if part.size == 0:
-            return
-        from storage.pipeline import segment_count
-
-        last = segment_count(part.size, part.segment_size) - 1
-        async for sealed in self._stripes.read(self.codec_for(v, part, None), part.nodes,
-                                               part.size, 0, last, self._report_damage):
-            yield sealed
-
-    async def _read_compressed(self, codec: StripeCodec, part: PartLayout, lo: int, hi: int,
-                               on_damage: Callable[[bytes, int, str], None] | None,
-                               ) -> AsyncIterator[bytes]:
-        """Plaintext [lo, hi) of a compressed part: decompressed from its start (archive)."""
-        from storage.compression import decompress_stream
-        from storage.pipeline import segment_count
-
-        last = segment_count(part.size, part.segment_size) - 1
-        stored = self._stripes.read(codec, part.nodes, part.size, 0, last,
-                                    on_damage or self._report_damage)
-        pos = 0
-        plains = decompress_stream(stored)
-        try:
-            async for plain in plains:
-                a, b = max(lo - pos, 0), min(hi - pos, len(plain))
-                pos += len(plain)
-                if a < b:
-                    yield plain[a:b] if (a, b) != (0, len(plain)) else plain
-                if pos >= hi:
-                    break
-        finally:
-            await plains.aclose()
-            await stored.aclose()  # type: ignore[attr-defined]
-
-    def _report_damage(self, stripe_id: bytes, index: int, reason: str) -> None:
-        import asyncio
-
-        asyncio.get_running_loop().create_task(self._meta.put(  # one shard fewer: urgent
-            urgent_repair_key(stripe_id), pack({"index": index, "reason": reason[:200]})))
-
-    # delete --------------------------------------------------------------------------------
-
-    async def delete(self, b: Bucket, key: str, version_id: str | None = None,
-                     conditions: DeleteConditions | None = None,
-                     protect: Callable[[ObjectVersion], None] | None = None,
-                     ) -> DeleteResult:
-        """Delete the current object (a delete marker when versioned) or one version.
-
-        `conditions` are checked against the target (the current record, or the named
-        version) inside the compare-and-swap loop; a missing target is a no-op. `protect`
-        is called with a version about to be removed for good and may raise (Object Lock).
-        Like `commit`, the transaction compares `b`'s revision and re-reads it on conflict.
-        """
-        tenant, bucket = b.tenant, b.name
-        okey = object_key(bucket, key)
-        cond = conditions or DeleteConditions()
-        while True:
-            cur = await self._meta.get(okey)
-            cur_v = ObjectVersion.decode(cur.value) if cur else None
-            compares = {okey: cur.revision if cur else 0}
-            puts: dict[bytes, bytes] = {}
-            deletes: list[bytes] = []
-            retired: list[ObjectVersion] = []
-            result = DeleteResult(version_id=None, delete_marker=False)
-            if not b.versioning:
-                if cur_v is None or not cond.applies(cur_v):
-                    return result
-                if protect is not None:
-                    protect(cur_v)
-                deletes.append(okey)
-                retired.append(cur_v)
-            elif version_id is None:
-                if not cond.applies(cur_v):
-                    return result
-                marker_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
-                marker = ObjectVersion(bucket=bucket, key=key, version_id=marker_id,
-                                       tenant=tenant, size=0, etag="",
-                                       last_modified=time.time(), delete_marker=True)
-                await self._replace_null(marker, cur_v, marker_id == NULL_VERSION, puts,
-                                         deletes, compares, retired)
-                if protect is not None:
-                    for r in retired:
-                        protect(r)
-                puts[okey] = marker.encode()
-                puts[version_key(bucket, key, version_sort(time.time_ns(), marker_id))] = (
-                    marker.encode())
-                result = DeleteResult(version_id=marker_id, delete_marker=True)
-            else:
-                items = await self._versions_raw(bucket, key)
-                target = None
-                rest = []
-                for item in items:
-                    ver = ObjectVersion.decode(item.value)
-                    if ver.version_id == version_id and target is None:
-                        target = (item, ver)
-                    else:
-                        rest.append((item, ver))
-                gone = DeleteResult(version_id=version_id, delete_marker=False)
-                if target is None:
-                    if cur_v is not None and cur_v.version_id == version_id:
-                        if not cond.applies(cur_v):
-                            return gone
-                        if protect is not None:
-                            protect(cur_v)
-                        deletes.append(okey)
-                        retired.append(cur_v)
-                    else:
-                        return gone
-                else:
-                    item, ver = target
-                    if not cond.applies(ver):
-                        return gone
-                    if protect is not None:
-                        protect(ver)
-                    deletes.append(item.key)
-                    compares[item.key] = item.revision
-                    retired.append(ver)
-                    result = DeleteResult(version_id=version_id, delete_marker=ver.delete_marker)
-                    if cur_v is not None and cur_v.version_id == version_id:
-                        if rest:
-                            compares[rest[0][0].key] = rest[0][0].revision
-                            puts[okey] = rest[0][1].encode()
-                        else:
-                            deletes.append(okey)
-            self._retire([r for r in retired if not r.delete_marker], puts, deletes)
-            self.buckets.guard(b, compares)
-            if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
-                return result
-            b = await self.buckets.get(tenant, bucket)  # it may be what changed
-
-    async def is_latest(self, v: ObjectVersion) -> bool:
-        cur = await self._meta.get(object_key(v.bucket, v.key))
-        return cur is not None and ObjectVersion.decode(cur.value).version_id == v.version_id
-
-    async def update_version(self, b: Bucket, key: str, version_id: str | None,
-                             guard: Callable[[ObjectVersion], None] | None = None,
-                             **changes: object) -> ObjectVersion:
-        """Change metadata fields (tags...) of one version of bucket `b`, current one if
-        `version_id` is None, in every record that holds it (current and history), with
-        compare-and-swap. `guard` sees the version as read in the same loop and may refuse
-        (Object Lock)."""
-        bucket = b.name
-        okey = object_key(bucket, key)
-        while True:
-            records = []
-            cur = await self._meta.get(okey)
-            if cur is not None:
-                cv = ObjectVersion.decode(cur.value)
-                if version_id is None or cv.version_id == version_id:
-                    records.append((cur, cv))
-                    version_id = cv.version_id
-            if version_id is None:
-                raise ObjectNotFound(bucket, key)
-            for item in await self._versions_raw(bucket, key):
-                v = ObjectVersion.decode(item.value)
-                if v.version_id == version_id:
-                    records.append((item, v))
-            if not records:
-                raise ObjectNotFound(bucket, key, version_id)
-            updated = records[0][1]
-            if updated.delete_marker:
-                return updated
-            if guard is not None:
-                guard(updated)
-            compares, puts = {}, {}
-            for item, v in records:
-                for name, value in changes.items():
-                    setattr(v, name, value)
-                compares[item.key] = item.revision
-                puts[item.key] = v.encode()
-            if await self._meta.txn(Txn(compares=compares, puts=puts)):
-                return updated

@@ -42,10 +42,10 @@ def _plain(obj: object) -> dict[str, Any]:
     raise TypeError(f"cannot encode {type(obj).__name__} in a record")
 
 
-def encode_fields(obj: object, skip: str = "") -> bytes:
+def encode_fields(obj: object, skip: tuple[str, ...] = ()) -> bytes:
     """msgpack of a dataclass record with its format version: the bytes `asdict` then
     `packb` give, without `asdict`'s deep copy (several times slower on the request path)."""
-    d = {n: getattr(obj, n) for n in field_order(type(obj)) if n != skip}
+    d = {n: getattr(obj, n) for n in field_order(type(obj)) if n not in skip}
     d["fv"] = FORMAT_VERSION
     return msgpack.packb(d, use_bin_type=True, default=_plain)
 
@@ -146,9 +146,13 @@ class Bucket(Record):
     # The metadata revision this record was read at (0: not read from the store). Not
     # stored: commits compare it, so a write decided on this record fails if it changed.
     revision: int = field(default=0, compare=False)
+    # Taken from the gateway's bucket cache, not read for this request (not stored): a
+    # commit that finds the record changed raises BucketChanged instead of retrying, so the
+    # whole request runs again on the current record (gateway/s3/server.py).
+    cached: bool = field(default=False, compare=False)
 
     def encode(self) -> bytes:
-        return encode_fields(self, skip="revision")
+        return encode_fields(self, skip=("revision", "cached"))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from gateway.s3.context import RequestContext, resolve_bucket
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
+from gateway.s3.replay import REPLAY_MAX_BYTES, BodyReplay
 from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint, unrouted_endpoint
 from gateway.s3.sigv4 import AuthResult, authenticate
 from storage.accesslog import AccessLogBuffer
@@ -71,7 +72,9 @@ class S3Server:
 
     async def _continue(self, request: web.Request) -> None:
         if (request.headers.get("Expect", "").lower() == "100-continue"
-                and request.version >= (1, 1) and request.writer is not None):
+                and request.version >= (1, 1) and request.writer is not None
+                and not request.get("s3_continued")):  # once, though a request may run twice
+            request["s3_continued"] = True
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -107,11 +110,42 @@ class S3Server:
         return resp
 
     async def _run(self, flow: Flow) -> web.StreamResponse:
-        """route -> resolve the bucket (one read) -> CORS -> authenticate -> authorize ->
-        dispatch; each step is one method below."""
-        request = flow.request
+        """route -> resolve the bucket (one read, or the cached record) -> CORS ->
+        authenticate -> authorize -> dispatch; each step is one method below."""
         ep = self._route(flow)
-        flow.bucket_record = await resolve_bucket(self.cluster, ep)
+        cached = self._cached_bucket(flow.request, ep)
+        if cached is None:
+            return await self._steps(flow, ep, await resolve_bucket(self.cluster, ep))
+        replay = flow.request["s3_body_replay"] = BodyReplay(flow.request.content)
+        try:
+            return await self._steps(flow, ep, cached)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            # Decided on the cached record: the answer stands only if that record is still
+            # current (a commit compared it; a refusal is checked here with one read).
+            fresh = await resolve_bucket(self.cluster, ep)
+            if fresh is not None and fresh.revision == cached.revision:
+                raise
+        replay.rewind()
+        flow.request.pop("cors_headers", None)
+        return await self._steps(flow, ep, fresh)
+
+    def _cached_bucket(self, request: web.Request, ep: Endpoint) -> Bucket | None:
+        """The cached record of the bucket a PutObject addresses, if the body is small
+        enough to keep for a second run (gateway/s3/replay.py); None: read it."""
+        if ep.op != "PutObject" or ep.bucket is None:
+            return None
+        length = request.content_length
+        if length is None or length > REPLAY_MAX_BYTES:
+            return None
+        return self.cluster.buckets.cached(ep.bucket)
+
+    async def _steps(self, flow: Flow, ep: Endpoint, bucket: Bucket | None
+                     ) -> web.StreamResponse:
+        """The pipeline after routing, on the bucket record `bucket` (None: no bucket)."""
+        request = flow.request
+        flow.bucket_record = bucket
         request["s3_bucket_record"] = flow.bucket_record  # for the access log
         if ep.op == PREFLIGHT:
             return cors.preflight(request, ep, flow.bucket_record)

@@ -80,6 +80,9 @@ class EtcdStore:
     # Small objects' sealed bodies live under their own keys, not in the records every
     # listing scans through the JSON gateway (storage/inline_bodies.py).
     inline_apart = True
+    # A read is a network round trip: the gateway keeps bucket records, and a PutObject
+    # decides on the kept one, its commit comparing the revision (storage/buckets.py).
+    cache_buckets = True
 
     def __init__(self, endpoints: tuple[str, ...], session: aiohttp.ClientSession,
                  prefix: str) -> None:

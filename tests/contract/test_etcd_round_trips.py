@@ -1,17 +1,25 @@
 """Round trips to etcd per S3 request (issue 17's multi-host path): with warm caches a 4 KiB
-PUT of a new key is 2 (read the bucket, commit), an overwrite 3 (the first commit's failure
-hands back the current record), a ListObjectsV2 page of 1,000 keys 2 (the bucket, one range).
+PUT of a new key is 1 (the commit, on the cached bucket record whose revision it compares),
+an overwrite 2 (the first commit's failure hands back the current record), a ListObjectsV2
+page of 1,000 keys 2 (the bucket, one range).
 
 The real gateway pipeline (`S3Server`) over a real `Cluster` on the real etcd store (the
 3-member cluster conftest.py starts) and in-memory nodes, driven by boto3; the store is
 wrapped only to record which calls each request makes, and `EtcdStore.round_trips` counts
 the HTTP requests actually sent. The short-lived auth caches are made long-lived, so that
 a slow machine cannot turn a cache expiry into a spurious extra round trip.
+
+A PutObject decided on the gateway's cached bucket record never acts on a stale one: when
+another gateway (a second `BucketService` on its own etcd connection) changed the bucket,
+the commit's compare of the record's revision fails and the whole request runs again on
+the current record (versioning, policy, deletion); a refusal decided on a cached record
+is checked against a fresh read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -23,9 +31,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from storage import tenants as tenants_mod
+from storage.buckets import BucketService
 from storage.cluster import Cluster
 from storage.crypto.keys import FileRootKey
-from storage.keyspace import unpack
 from storage.metadata import Item, Txn
 from storage.metadata.etcd import EtcdStore
 from storage.tenants import TenantService
@@ -47,7 +55,7 @@ class RecordingStore:
         return getattr(self.inner, name)
 
     def _note(self, method: str, key: bytes) -> None:
-        self.calls.append((method, unpack(key)[0] if key else ""))
+        self.calls.append((method, key.split(b"\x00", 1)[0].decode()))  # (a prefix too)
 
     async def get(self, key: bytes) -> Item | None:
         self._note("get", key)
@@ -133,17 +141,18 @@ async def test_round_trips_per_4k_put(gateway: tuple[Any, RecordingStore], bucke
     body = os.urandom(4096)
     await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="warm", Body=body)  # warm caches
     calls, trips = await _measure(store, s3.put_object, Bucket=bucket, Key="new", Body=body)
-    assert (calls, trips) == ([("get", "B"), ("txn", "O")], 2)
+    assert (calls, trips) == ([("txn", "O")], 1)  # the cached bucket record, compared
     calls, trips = await _measure(store, s3.put_object, Bucket=bucket, Key="new", Body=body)
-    assert (calls, trips) == ([("get", "B"), ("txn", "O"), ("txn", "O")], 3)
+    assert (calls, trips) == ([("txn", "O"), ("txn", "O")], 2)
     store.calls.clear()
     before = store.inner.round_trips
     with pytest.raises(ClientError) as refused:
         await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="new", Body=body,
                                 IfNoneMatch="*")
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
-    # refused by the commit's own compare (no read before it), the record handed back
-    assert (store.calls, store.inner.round_trips - before) == ([("get", "B"), ("txn", "O")], 2)
+    # refused by the commit's own compare (the record handed back), then the bucket read
+    # once: a refusal decided on the cached bucket record stands only if it is current
+    assert (store.calls, store.inner.round_trips - before) == ([("txn", "O"), ("get", "B")], 2)
     got = await asyncio.to_thread(lambda: s3.get_object(Bucket=bucket, Key="new")["Body"].read())
     assert got == body
 
@@ -154,3 +163,78 @@ async def test_round_trips_per_listing_page(gateway: tuple[Any, RecordingStore],
     await asyncio.to_thread(s3.list_objects_v2, Bucket=bucket)  # warm caches
     calls, trips = await _measure(store, s3.list_objects_v2, Bucket=bucket, MaxKeys=1000)
     assert (calls, trips) == ([("get", "B"), ("range", "O")], 2)
+
+
+# --- the cached bucket record (a PutObject in one round trip) never acts stale ---------
+
+BODY = b"x" * 4096
+
+
+@pytest.fixture
+async def other() -> AsyncIterator[BucketService]:
+    """The bucket service of another gateway (its own etcd connection)."""
+    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    try:
+        yield BucketService(store, "us-east-1")
+    finally:
+        await store.close()
+
+
+async def _warm(s3: Any, bucket: str) -> None:
+    """A PutObject through the gateway: its bucket record is cached from then on."""
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="warm", Body=BODY)
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="warm", Body=BODY)
+
+
+async def test_versioning_enabled_elsewhere_is_applied(gateway: tuple[Any, RecordingStore],
+                                                       bucket: str, other: BucketService
+                                                       ) -> None:
+    s3, store = gateway
+    await _warm(s3, bucket)
+    owner = (await other.get_any(bucket)).tenant
+    await other.update(owner, bucket, versioning="Enabled")
+    calls, trips = await _measure(store, s3.put_object, Bucket=bucket, Key="v", Body=BODY)
+    # the commit on the cached record failed its compare; the request ran again on a read
+    # (a versioned bucket's PUT also reads the key's versions: the null version)
+    assert (calls, trips) == ([("txn", "O"), ("get", "B"), ("range", "V"), ("txn", "O")], 4)
+    listed = await asyncio.to_thread(s3.list_object_versions, Bucket=bucket, Prefix="v")
+    [version] = listed["Versions"]
+    assert version["VersionId"] != "null"
+    calls, trips = await _measure(store, s3.put_object, Bucket=bucket, Key="v2", Body=BODY)
+    assert (calls, trips) == ([("range", "V"), ("txn", "O")], 2)  # the fresh record cached
+
+
+async def test_policy_set_elsewhere_refuses_the_put(gateway: tuple[Any, RecordingStore],
+                                                    bucket: str, other: BucketService
+                                                    ) -> None:
+    s3, store = gateway
+    await _warm(s3, bucket)
+    owner = (await other.get_any(bucket)).tenant
+    deny = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*"}]}
+    await other.update(owner, bucket, policy=json.dumps(deny))
+    with pytest.raises(ClientError) as refused:
+        await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="denied", Body=BODY)
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError):
+        await asyncio.to_thread(s3.head_object, Bucket=bucket, Key="denied")
+    # the gateway now holds the denying record; the policy goes away elsewhere: the cached
+    # refusal is checked against a fresh read, and the request runs again and succeeds
+    await other.update(owner, bucket, policy=None)
+    calls, trips = await _measure(store, s3.put_object, Bucket=bucket, Key="allowed", Body=BODY)
+    assert (calls, trips) == ([("get", "B"), ("txn", "O")], 2)
+    got = await asyncio.to_thread(lambda: s3.get_object(Bucket=bucket, Key="allowed")["Body"]
+                                  .read())
+    assert got == BODY
+
+
+async def test_bucket_deleted_elsewhere(gateway: tuple[Any, RecordingStore], bucket: str,
+                                        other: BucketService) -> None:
+    s3, store = gateway
+    await _warm(s3, bucket)
+    await asyncio.to_thread(s3.delete_object, Bucket=bucket, Key="warm")
+    await other.delete(await other.get_any(bucket))
+    with pytest.raises(ClientError) as refused:
+        await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="late", Body=BODY)
+    assert refused.value.response["Error"]["Code"] == "NoSuchBucket"

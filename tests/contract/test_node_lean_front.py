@@ -188,8 +188,12 @@ async def test_a_badly_signed_put_is_left_to_aiohttp_unbuffered(node: Node) -> N
     assert not shard_path(node, sid).exists()
 
 
-TIGHT = ("import runpy, sys; import nodes.leanput as lean; lean.KEEPALIVE_S = 2.0; "
-         "lean.BODY_BUDGET.limit = 600_000; sys.argv = ['nodes', *sys.argv[1:]]; "
+TIGHT = ("import runpy, socket, sys; import nodes.leanput as lean; lean.KEEPALIVE_S = 2.0; "
+         "lean.BODY_BUDGET.limit = 600_000; made = lean.LeanFront.connection_made\n"
+         "def small(self, t):\n"
+         "    t.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)\n"
+         "    made(self, t)\n"
+         "lean.LeanFront.connection_made = small; sys.argv = ['nodes', *sys.argv[1:]]; "
          "runpy.run_module('nodes', run_name='__main__', alter_sys=True)")
 
 
@@ -197,7 +201,9 @@ TIGHT = ("import runpy, sys; import nodes.leanput as lean; lean.KEEPALIVE_S = 2.
 def tight(tmp_path_factory: pytest.TempPathFactory,
           request: pytest.FixtureRequest) -> Node:
     """A real node process whose lean front keeps idle connections 2 s and buffers at most
-    600,000 bytes of bodies at once (the defaults are 75 s and 64 MiB)."""
+    600,000 bytes of bodies at once (the defaults are 75 s and 64 MiB), its connections'
+    kernel send buffers small (loopback's grow to 4 MiB: a client not reading would have to
+    leave ~16,000 answers unread before the node's own buffer filled)."""
     import subprocess
     import sys
     import time
@@ -281,3 +287,38 @@ async def test_a_pipelined_request_past_the_head_buffer_is_served(node: Node,
     assert (await conn.answer())[0] == 201
     assert (await conn.answer())[0] == 201
     assert shard_path(node, second[0]).read_bytes() == second[3]
+
+
+async def test_answers_are_not_served_to_a_peer_that_does_not_read_them(tight: Node) -> None:
+    """Write flow control: a client that pipelines requests but reads no answer stalls the
+    connection once the node's answer buffer passes its high-water mark (the node stops
+    serving and reading), instead of the node serving every request and holding all the
+    answers in memory; once the client reads, every request is served, in order."""
+    import socket
+
+    n = 1000  # ~330 are served before the node's answer buffer passes its high-water mark
+    node = tight
+    sid = make_shard(index=0)[0]
+    path = f"/v1/shards/{sid}"
+    # cheap to serve: refused by the lean front before the disk (400 bad_request)
+    wire = b"".join(put_request(node, sid, b"x" * 64, extra={"X-Tessera-Segments": "x"})
+                    for _ in range(n))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small receive window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (node.host, node.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    writer.write(wire)  # no drain: the client's own buffer takes what the node does not
+    served, still = 0, 0
+    while served < n and still < 10:  # until every request was served, or none for 1 s
+        await asyncio.sleep(0.1)
+        now = node.log.read_text().count(f'"path":"{path}"')
+        served, still = now, (still + 1 if now == served else 0)
+    assert 0 < served < n // 2, f"{served} of {n} served to a client reading nothing"
+    conn = Conn(reader, writer)
+    for _ in range(n):  # reading the answers lets the node go on
+        status, doc = await conn.answer()
+        assert status == 400 and json.loads(doc)["error"] == "bad_request"
+    assert len(await wait_lines(node, path, n)) == n
+    writer.close()
+    await writer.wait_closed()

@@ -296,3 +296,65 @@ def test_workers_exit_with_worker_zero(cluster: LocalCluster) -> None:
     while any(_alive(p) for p in children):
         assert time.monotonic() < deadline, "a gateway worker outlived worker 0"
         time.sleep(0.1)
+
+
+def _answers(host: str, port: int) -> int:
+    """The HTTP status an anonymous `GET /` gets from `host:port` (any S3 answer will do)."""
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_two_workers_listen_on_every_address_once_their_cluster_is_open(
+        cluster: LocalCluster) -> None:
+    """`--workers 2 --listen :PORT` serves on IPv4 and IPv6 like one worker does (every
+    address the host resolves to; it bound only the first), and its port refuses connections
+    until a worker's cluster is open (it accepted them into the backlog before: a start-up
+    that never finished left clients hanging). The cluster's open is held by a write lock
+    on its SQLite file while a connection is tried."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from ops.localports import free_port
+
+    port, admin = free_port(), free_port()
+    db = sqlite3.connect(cluster.data / "meta" / "tessera.db", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")  # Cluster.open writes (schema): it waits for this
+    locked = True
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--config", str(cluster.data / "tessera.toml"),
+         "--workers", "2", "--listen", f":{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **cluster.env})
+    try:
+        deadline = time.monotonic() + 60
+        while not _workers(proc.pid):  # worker 1 is started after the sockets are bound
+            assert proc.poll() is None, proc.communicate(timeout=60)[1]
+            assert time.monotonic() < deadline, "worker 1 was never started"
+            time.sleep(0.02)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        db.execute("ROLLBACK")
+        locked = False
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("gateway ready on"):
+                break
+        assert proc.poll() is None, proc.communicate(timeout=60)[1]
+        assert _answers("127.0.0.1", port) == 403
+        if socket.has_ipv6 and Path("/proc/net/if_inet6").exists():
+            assert _answers("::1", port) == 403
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        if locked:
+            db.execute("ROLLBACK")
+        db.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

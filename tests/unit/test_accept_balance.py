@@ -11,7 +11,7 @@ import os
 import socket
 from pathlib import Path
 
-from gateway.balance import BalancedAccept, ConnSlots, shared_socket
+from gateway.balance import BalancedAccept, ConnSlots, shared_sockets
 
 
 class _Conn(asyncio.Protocol):
@@ -56,7 +56,7 @@ async def _connect(port: int, made: asyncio.Queue[tuple[int, _Conn]],
 def test_connections_alternate_and_a_closed_one_gives_the_turn_back(tmp_path: Path) -> None:
 
     async def run() -> None:
-        sock = shared_socket("127.0.0.1", 0, 64)
+        [sock] = shared_sockets("127.0.0.1", 0)
         port = sock.getsockname()[1]
         made: asyncio.Queue[tuple[int, _Conn]] = asyncio.Queue()
         accepts = _workers(sock, tmp_path / "conns", 2, made)
@@ -83,7 +83,7 @@ def test_a_connection_no_other_worker_takes_is_taken_after_the_grace(tmp_path: P
     grace period. A dead worker's slot does not count at all."""
 
     async def run() -> None:
-        sock = shared_socket("127.0.0.1", 0, 64)
+        [sock] = shared_sockets("127.0.0.1", 0)
         port = sock.getsockname()[1]
         made: asyncio.Queue[tuple[int, _Conn]] = asyncio.Queue()
         stalled = ConnSlots(tmp_path / "conns", 1, 2)  # this pid: alive, 0 open, no loop
@@ -113,7 +113,7 @@ def test_a_stuck_worker_costs_one_grace_not_one_per_connection(tmp_path: Path) -
     A worker that stops accepting (its site closed) leaves its slot to nobody."""
 
     async def run() -> None:
-        sock = shared_socket("127.0.0.1", 0, 64)
+        [sock] = shared_sockets("127.0.0.1", 0)
         port = sock.getsockname()[1]
         made: asyncio.Queue[tuple[int, _Conn]] = asyncio.Queue()
         stalled = ConnSlots(tmp_path / "conns", 1, 2)  # this pid: alive, 0 open, no loop
@@ -155,3 +155,21 @@ def test_a_grace_that_would_turn_the_turns_off_is_refused(tmp_path: Path) -> Non
     for bad in (0, -1, "soon", True):
         with pytest.raises(ConfigError, match="accept_grace_s must be a number >= 0.01"):
             cfg(bad)
+
+
+def test_every_address_of_the_host_is_bound() -> None:
+    """`[gateway] listen = ":PORT"` with several workers binds IPv4 and IPv6, as one worker
+    does (it bound only the first address `getaddrinfo` gave); bound, not yet listening."""
+    from ops.localports import free_port
+
+    port = free_port()
+    socks = shared_sockets("", port)
+    try:
+        infos = socket.getaddrinfo(None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)  # here: 0.0.0.0 and ::
+        assert sorted(s.family for s in socks) == sorted({i[0] for i in infos})
+        assert all(s.getsockname()[1] == port for s in socks)
+        assert not any(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) for s in socks)
+    finally:
+        for s in socks:
+            s.close()

@@ -1,0 +1,176 @@
+"""Deleting objects and editing a version's metadata (tags, retention...), compare-and-swap.
+
+A base of `ObjectService` (storage/objects.py): deletes retire stripes the same way an
+overwrite does (`_retire`), and a versioned delete writes a delete marker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from storage.buckets import BucketService
+from storage.conditions import DeleteConditions
+from storage.errors import ObjectNotFound
+from storage.keyspace import object_key, version_key
+from storage.listing import NULL_VERSION
+from storage.metadata import MetadataStore, Txn
+from storage.records import Bucket, ObjectVersion
+from storage.version_ids import new_version_id, version_sort
+
+
+@dataclass
+class DeleteResult:
+    version_id: str | None
+    delete_marker: bool
+
+
+class ObjectEdits:
+    """DELETE and metadata edits of `ObjectService`."""
+
+    _meta: MetadataStore
+    buckets: BucketService
+
+    async def _versions_raw(self, bucket: str, key: str) -> list:
+        raise NotImplementedError
+
+    async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
+                            puts: dict[bytes, bytes], deletes: list[bytes],
+                            compares: dict[bytes, int], retired: list[ObjectVersion]) -> None:
+        raise NotImplementedError
+
+    def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
+                deletes: list[bytes]) -> None:
+        raise NotImplementedError
+
+    async def delete(self, b: Bucket, key: str, version_id: str | None = None,
+                     conditions: DeleteConditions | None = None,
+                     protect: Callable[[ObjectVersion], None] | None = None,
+                     ) -> DeleteResult:
+        """Delete the current object (a delete marker when versioned) or one version.
+
+        `conditions` are checked against the target (the current record, or the named
+        version) inside the compare-and-swap loop; a missing target is a no-op. `protect`
+        is called with a version about to be removed for good and may raise (Object Lock).
+        Like `commit`, the transaction compares `b`'s revision and re-reads it on conflict.
+        """
+        tenant, bucket = b.tenant, b.name
+        okey = object_key(bucket, key)
+        cond = conditions or DeleteConditions()
+        while True:
+            cur = await self._meta.get(okey)
+            cur_v = ObjectVersion.decode(cur.value) if cur else None
+            compares = {okey: cur.revision if cur else 0}
+            puts: dict[bytes, bytes] = {}
+            deletes: list[bytes] = []
+            retired: list[ObjectVersion] = []
+            result = DeleteResult(version_id=None, delete_marker=False)
+            if not b.versioning:
+                if cur_v is None or not cond.applies(cur_v):
+                    return result
+                if protect is not None:
+                    protect(cur_v)
+                deletes.append(okey)
+                retired.append(cur_v)
+            elif version_id is None:
+                if not cond.applies(cur_v):
+                    return result
+                marker_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
+                marker = ObjectVersion(bucket=bucket, key=key, version_id=marker_id,
+                                       tenant=tenant, size=0, etag="",
+                                       last_modified=time.time(), delete_marker=True)
+                await self._replace_null(marker, cur_v, marker_id == NULL_VERSION, puts,
+                                         deletes, compares, retired)
+                if protect is not None:
+                    for r in retired:
+                        protect(r)
+                puts[okey] = marker.encode()
+                puts[version_key(bucket, key, version_sort(time.time_ns(), marker_id))] = (
+                    marker.encode())
+                result = DeleteResult(version_id=marker_id, delete_marker=True)
+            else:
+                items = await self._versions_raw(bucket, key)
+                target = None
+                rest = []
+                for item in items:
+                    ver = ObjectVersion.decode(item.value)
+                    if ver.version_id == version_id and target is None:
+                        target = (item, ver)
+                    else:
+                        rest.append((item, ver))
+                gone = DeleteResult(version_id=version_id, delete_marker=False)
+                if target is None:
+                    if cur_v is not None and cur_v.version_id == version_id:
+                        if not cond.applies(cur_v):
+                            return gone
+                        if protect is not None:
+                            protect(cur_v)
+                        deletes.append(okey)
+                        retired.append(cur_v)
+                    else:
+                        return gone
+                else:
+                    item, ver = target
+                    if not cond.applies(ver):
+                        return gone
+                    if protect is not None:
+                        protect(ver)
+                    deletes.append(item.key)
+                    compares[item.key] = item.revision
+                    retired.append(ver)
+                    result = DeleteResult(version_id=version_id, delete_marker=ver.delete_marker)
+                    if cur_v is not None and cur_v.version_id == version_id:
+                        if rest:
+                            compares[rest[0][0].key] = rest[0][0].revision
+                            puts[okey] = rest[0][1].encode()
+                        else:
+                            deletes.append(okey)
+            self._retire([r for r in retired if not r.delete_marker], puts, deletes)
+            self.buckets.guard(b, compares)
+            if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
+                return result
+            b = await self.buckets.get(tenant, bucket)  # it may be what changed
+
+    async def is_latest(self, v: ObjectVersion) -> bool:
+        cur = await self._meta.get(object_key(v.bucket, v.key))
+        return cur is not None and ObjectVersion.decode(cur.value).version_id == v.version_id
+
+    async def update_version(self, b: Bucket, key: str, version_id: str | None,
+                             guard: Callable[[ObjectVersion], None] | None = None,
+                             **changes: object) -> ObjectVersion:
+        """Change metadata fields (tags...) of one version of bucket `b`, current one if
+        `version_id` is None, in every record that holds it (current and history), with
+        compare-and-swap. `guard` sees the version as read in the same loop and may refuse
+        (Object Lock)."""
+        bucket = b.name
+        okey = object_key(bucket, key)
+        while True:
+            records = []
+            cur = await self._meta.get(okey)
+            if cur is not None:
+                cv = ObjectVersion.decode(cur.value)
+                if version_id is None or cv.version_id == version_id:
+                    records.append((cur, cv))
+                    version_id = cv.version_id
+            if version_id is None:
+                raise ObjectNotFound(bucket, key)
+            for item in await self._versions_raw(bucket, key):
+                v = ObjectVersion.decode(item.value)
+                if v.version_id == version_id:
+                    records.append((item, v))
+            if not records:
+                raise ObjectNotFound(bucket, key, version_id)
+            updated = records[0][1]
+            if updated.delete_marker:
+                return updated
+            if guard is not None:
+                guard(updated)
+            compares, puts = {}, {}
+            for item, v in records:
+                for name, value in changes.items():
+                    setattr(v, name, value)
+                compares[item.key] = item.revision
+                puts[item.key] = v.encode()
+            if await self._meta.txn(Txn(compares=compares, puts=puts)):
+                return updated
