@@ -27,9 +27,9 @@ from nodes.handlers import (
     ApiError,
     NodeState,
     _quarantine,
-    send_file,
 )
 from nodes.shardfile import check_shard_id, in_thread
+from nodes.shardget import send_file
 from nodes.shardread import SEND_WINDOW_BYTES, ShardReadStream
 from storage.errors import InvalidRange, NotFound, ShardCorrupt
 from storage.shards.auth import BODY_HEADER, body_digest
