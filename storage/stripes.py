@@ -31,8 +31,9 @@ from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
+from storage.uploadbudget import QUEUED_FRAMES, UploadBudget, write_footprint
 
-QUEUE_FRAMES = 4
+QUEUE_FRAMES = QUEUED_FRAMES  # per node sender; the upload budget counts them
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
 DamageReport = Callable[[bytes, int, str], None]
@@ -45,19 +46,23 @@ class WriteResult:
     nodes: list[str | None]
 
 
-async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[bytes, bool]]:
+Pieces = list[bytes | memoryview]  # one segment as the chunks it was received in, in order
+
+
+async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[Pieces, bool]]:
     """Re-chunk a byte stream into `size`-byte segments, flagging the last (one lookahead).
 
-    Each byte is copied once (the join that makes a segment), or not at all when a chunk
-    is exactly one segment: chunks are kept as they come, split with memoryviews.
+    A segment is the list of its pieces: the chunks as they came, split with memoryviews
+    where a segment boundary falls inside one, never joined (the encoder encrypts each
+    piece into place and the digests take them one by one): no byte is copied here.
     """
-    parts: list[bytes | memoryview] = []
+    parts: Pieces = []
     have = 0
-    held: bytes | None = None
+    held: Pieces | None = None
 
-    def take() -> bytes:
-        nonlocal parts, have
-        out: list[bytes | memoryview] = []
+    def take() -> Pieces:
+        nonlocal have
+        out: Pieces = []
         need = size
         while need:
             p = parts[0]
@@ -71,9 +76,7 @@ async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tu
                 parts[0] = view[need:]
                 need = 0
         have -= size
-        if len(out) == 1 and isinstance(out[0], bytes):
-            return out[0]
-        return b"".join(out)
+        return out
 
     async for chunk in source:
         if not chunk:
@@ -87,7 +90,7 @@ async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tu
     if have:
         if held is not None:
             yield held, False
-        yield b"".join(parts), True
+        yield parts, True
     elif held is not None:
         yield held, True
 
@@ -169,6 +172,8 @@ class StripeStore:
         self._hashing = hashing
         self._stall_s = stall_s
         self.pool = BufferPool(POOL_BYTES)  # frames and segments of borrowing reads
+        # what all of this process's writes may hold at once (segments, frames in flight)
+        self.uploads = UploadBudget(cfg.gateway.upload_budget_bytes)
 
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
@@ -183,8 +188,20 @@ class StripeStore:
         """Encode and store a stream as one stripe; returns once the write quorum holds.
 
         The stream is plaintext, or sealed segments for a codec without a cipher; the
-        result's `size` counts plaintext bytes either way.
+        result's `size` counts plaintext bytes either way. The write first reserves all the
+        memory it may hold from the process's upload budget (waiting its turn before
+        reading a byte of `source`), and never asks for more: no write waits holding some.
         """
+        segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
+        held = await self.uploads.acquire(write_footprint(codec.input_segment, segs,
+                                                          codec.codec.k, profile.width))
+        try:
+            return await self._write(codec, profile, source, digests, size_hint)
+        finally:
+            self.uploads.release(held)
+
+    async def _write(self, codec: StripeCodec, profile: Profile, source: AsyncIterator[bytes],
+                     digests: Sequence[object], size_hint: int | None) -> WriteResult:
         loop = asyncio.get_running_loop()
         quorum = self._cfg.write_quorum(profile)
         targets = place_for_write(codec.stripe_id, profile, self._health.placeable(), quorum)
@@ -210,12 +227,13 @@ class StripeStore:
         hashes: deque[asyncio.Task[None]] = deque()  # digest jobs not yet awaited, in order
         lag = max(2, HASH_LAG_BYTES // codec.segment_size)  # segments: 4 of 1 MiB, 2 of 4 MiB
 
-        def _feed(data: bytes) -> None:
+        def _feed(data: Pieces) -> None:
             with STAGES.time("hash"):
                 for d in digests:
-                    d.update(data)  # type: ignore[attr-defined]
+                    for piece in data:
+                        d.update(piece)  # type: ignore[attr-defined]
 
-        async def _hash_after(prev: asyncio.Task[None] | None, data: bytes) -> None:
+        async def _hash_after(prev: asyncio.Task[None] | None, data: Pieces) -> None:
             """Feed one segment to the digests once the segment before it was fed: MD5 is
             serial per object, so it runs beside the coding (its own pool), not after it."""
             if prev is not None:
@@ -251,7 +269,7 @@ class StripeStore:
                 if encoding is not None:
                     await _dispatch(await encoding)
                 encoding = job
-                total += len(data) - (codec.input_segment - codec.segment_size)
+                total += sum(map(len, data)) - (codec.input_segment - codec.segment_size)
                 count += 1
             if encoding is not None:
                 await _dispatch(await encoding)
