@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,9 @@ import pytest
 
 from storage.archive import ArchiveService
 from storage.buckets import BucketService
+from storage.cluster import Cluster
 from storage.config import NodeSpec
+from storage.crypto.keys import FileRootKey
 from storage.health import HealthTracker
 from storage.keyspace import (
     RESTORE_EXPIRY,
@@ -38,11 +41,13 @@ from storage.keyspace import (
     tenant_key,
     urgent_repair_key,
 )
+from storage.lifecycle_clock import LifecycleClock
 from storage.membership import MembershipWatcher, add_node
 from storage.metadata import MetadataStore, Txn, prefix_end
 from storage.metadata.etcd import EtcdStore
 from storage.records import pack as pack_record
 from storage.stripes import StripeStore
+from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
 from storage.workers import WorkerState
 from storage.workers import accesslog as accesslog_mod
@@ -52,6 +57,7 @@ from storage.workers import restore as restore_mod
 from storage.workers.accesslog import AccessLogDelivery
 from storage.workers.gc import GarbageCollector
 from storage.workers.keys import Rewrapper, ShredScheduler
+from storage.workers.lifecycle import LifecycleWorker
 from storage.workers.rebalance import Rebalancer
 from storage.workers.reclaim import TenantReclaimer
 from storage.workers.repair import RepairWorker
@@ -239,6 +245,37 @@ async def test_the_access_log_delivery_sleeps_until_a_batch_is_due_or_one_is_sta
     finally:
         await runner.stop()
         await etcd.txn(Txn(deletes=(waiting, due)))
+
+
+async def test_a_new_lifecycle_day_wakes_the_lifecycle_worker(
+        etcd: EtcdStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The day length is no longer read every second on etcd: with passes an hour apart and
+    clock checks made an hour apart too, only the watch on the override can tell the worker
+    of a 4 s day, after which it passes again within a quarter of that day."""
+    monkeypatch.setattr(LifecycleWorker, "CLOCK_CHECK_S", HOUR)
+    monkeypatch.setattr(LifecycleWorker, "CLOCK_CHECK_WATCHED_S", HOUR)
+    cfg = sim_config(tmp_path, 4096)
+    tenants = TenantService(etcd, FileRootKey(tmp_path / "root.key"))
+    pool = ThreadPoolExecutor(1)
+    cluster = Cluster.wire(cfg, etcd, tenants, SimNodes(list(cfg.nodes)), pool, pool)
+    clock = LifecycleClock(etcd, cfg)
+    await clock.set_day_seconds(None)
+    worker = LifecycleWorker(cluster.lifecycle, HOUR)
+    wakes = Wakes(etcd)
+    runner = WorkerRunner(wakes=wakes)
+    runner.start(worker)
+    try:
+        await _until(lambda: worker.last is not None
+                     and LifecycleWorker.wake_prefix in wakes.watching)
+        first = worker.last
+        assert worker.watched and worker.watched_idle_s > HOUR - 60
+        await clock.set_day_seconds(4.0)
+        await _until(lambda: worker.last is not first)  # a pass within a second, not an hour
+        assert cluster.lifecycle.day_s == 4.0
+    finally:
+        await runner.stop()
+        await clock.set_day_seconds(None)
+        pool.shutdown()
 
 
 def test_queue_driven_workers_name_their_queue() -> None:
