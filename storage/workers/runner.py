@@ -105,6 +105,8 @@ class WorkerRunner:
             waiter = self.wakes.waiter(prefixes[0])
             for p in prefixes[1:]:
                 self.wakes.waiter(p, waiter)
+            if waiter is not None and hasattr(worker, "watched"):
+                setattr(worker, "watched", True)  # noqa: B010 - it may then check less often
         try:
             await self._steps(worker, waiter)
         finally:
@@ -130,7 +132,9 @@ class WorkerRunner:
                     pause = max(idle_s, getattr(worker, "watched_idle_s", WATCHED_PAUSE_S))
                     if floor:  # a burst of changes wakes it once per `floor`, not per change
                         await asyncio.sleep(floor)
-                    await waiter.wait(max(0.0, pause - floor))
+                    woken = getattr(worker, "woken", None)  # told (it may cache a record)
+                    if await waiter.wait(max(0.0, pause - floor)) and woken is not None:
+                        woken()
                 else:
                     await asyncio.sleep(idle_s)
             else:
