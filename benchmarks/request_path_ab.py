@@ -12,8 +12,9 @@ read the medians and how many rounds each variant won.
     python benchmarks/request_path_ab.py --toggle object-cache --op get --rounds 12
 
 Toggles (`TOGGLES`): `object-cache` (current object records kept between reads,
-`storage/metadata/sqlite.py`), `bucket-cache` (bucket records, likewise), `none` (A/A: the
-noise floor).
+`storage/metadata/sqlite.py`), `bucket-cache` (bucket records, likewise), `inline-flag` (the
+stores' own `inline_apart` attribute, `storage/inline_bodies.py`), `none` (A/A: the noise
+floor).
 """
 
 from __future__ import annotations
@@ -46,10 +47,26 @@ def _switch(store: Any, attr: str) -> Callable[[bool], None]:
     return set_on
 
 
-TOGGLES: dict[str, Callable[[Any], Callable[[bool], None]]] = {
-    "object-cache": lambda store: _switch(store, "_ogen"),
-    "bucket-cache": lambda store: _switch(store, "_gen"),
-    "none": lambda store: (lambda on: None),
+def _inline_flag(meta: Any) -> Callable[[bool], None]:
+    """The stores' own `inline_apart` attributes on, or off: `inline_bodies.enabled` then
+    finds none and its `getattr` default catches an AttributeError (as before they had)."""
+    from storage.metadata.sqlite import SqliteStore
+
+    def set_on(on: bool) -> None:
+        if on:
+            meta.inline_apart = SqliteStore.inline_apart = False
+        else:
+            meta.__dict__.pop("inline_apart", None)
+            if "inline_apart" in vars(SqliteStore):
+                del SqliteStore.inline_apart
+    return set_on
+
+
+TOGGLES: dict[str, Callable[[Any], Callable[[bool], None]]] = {  # given the TimedStore
+    "object-cache": lambda meta: _switch(meta.inner, "_ogen"),
+    "bucket-cache": lambda meta: _switch(meta.inner, "_gen"),
+    "inline-flag": _inline_flag,
+    "none": lambda meta: (lambda on: None),
 }
 
 
@@ -98,7 +115,7 @@ async def run(a: argparse.Namespace, data: Path) -> None:
     port = a.port
     runner, cred, meta = await build(port, data, 4096)
     ak, sk = cred.access_key, cred.secret_key
-    toggle = TOGGLES[a.toggle](meta.inner)
+    toggle = TOGGLES[a.toggle](meta)
     body = os.urandom(a.size)
     await _exchange(*await asyncio.open_connection("127.0.0.1", port),
                     _request("PUT", port, "/abbench", b"", ak, sk))

@@ -188,6 +188,7 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
     cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
+    metrics.watch_uploads(cluster.stripes.uploads)
     access_logs = AccessLogBuffer(cluster, cfg.access_log.max_buffered)
     server = S3Server(cluster, cfg.gateway, metrics, access_logs)
     runners = []

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -60,6 +60,11 @@ class Metrics:
         wrong bytes) this gateway's reads ("read") and deep scrub ("scrub") found."""
         self.registry.register(_LyingCollector(found))
 
+    def watch_uploads(self, budget: Any) -> None:
+        """Export the upload budget (`storage.uploadbudget.UploadBudget`): bytes reserved
+        now, the most at once, the limit, and how many writes waited for it."""
+        self.registry.register(_UploadBudgetCollector(budget))
+
     def request(self, op: str, status: int, seconds: float) -> None:
         children = self._req_children.get((op, status))
         if children is None:
@@ -95,6 +100,27 @@ class _LyingCollector:
         for where in sorted({"read", "scrub", *found}):
             fam.add_metric([where], float(found.get(where, 0)))
         yield fam
+
+
+class _UploadBudgetCollector:
+    """The upload budget's figures at scrape time (summed over workers like every gauge)."""
+
+    def __init__(self, budget: Any) -> None:
+        self._budget = budget
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        b = self._budget
+        fam = GaugeMetricFamily("tessera_upload_budget_bytes",
+                                "Upload segment and frame bytes: reserved now, most at once, limit",
+                                labels=["state"])
+        for state, value in (("in_use", b.in_use), ("peak", b.peak), ("limit", b.limit)):
+            fam.add_metric([state], float(value))
+        yield fam
+        yield CounterMetricFamily("tessera_upload_budget_waits",
+                                  "Writes that waited for the upload budget", value=b.waited)
 
 
 def merge_expositions(texts: list[bytes]) -> bytes:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 from aiohttp import web
 
@@ -23,12 +22,11 @@ from nodes.shardfile import CHUNK_BYTES, BodyMismatch, ShardExists, ShardWriter,
 from storage.errors import (
     IntegrityError,
     InvalidInput,
-    InvalidRange,
     NotFound,
     ShardCorrupt,
 )
 from storage.shards.auth import BODY_MODE_HEADER, BODY_TRAILER, TRAILER_BYTES, Verifier
-from storage.shards.format import HEADER_BYTES, FrameLayoutError, FrameScanner
+from storage.shards.format import FrameLayoutError, FrameScanner
 from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
 SEGMENTS_HEADER = "X-Tessera-Segments"
@@ -113,12 +111,17 @@ def _opt_int(raw: str | None, name: str) -> int | None:
 
 
 async def _quarantine(request: web.Request, sid: str, exc: Exception, where: str) -> None:
-    st = _state(request)
+    await quarantine(_state(request), _stats(request).request_id, sid, exc, where)
+
+
+async def quarantine(st: NodeState, request_id: str, sid: str, exc: Exception,
+                     where: str) -> None:
+    """Move a shard that failed a check at `where` aside, counted and logged."""
     st.metrics.checksum_failures.labels(where=where).inc()
     dest = await st.store.quarantine(sid, str(exc))
     if dest is not None:
         st.metrics.quarantined.inc()
-        st.log.warning("shard quarantined", request_id=_stats(request).request_id, shard_id=sid,
+        st.log.warning("shard quarantined", request_id=request_id, shard_id=sid,
                        reason=str(exc))
 
 
@@ -299,112 +302,6 @@ async def _disk(aw: Any) -> Any:
         raise ApiError(500, "io_error", f"storage I/O error ({exc.strerror})") from None
 
 
-# -- GET ---------------------------------------------------------------------------------------
-
-async def get_shard(request: web.Request) -> web.StreamResponse:
-    st = _state(request)
-    stats = _stats(request)
-    sid = _shard_id(request)
-    first = _opt_int(request.query.get("first"), "first") or 0
-    count = _opt_int(request.query.get("count"), "count")
-    stream = st.store.open_read(sid, first, count)
-    async with stream:
-        try:
-            head, (offset, good, err) = await _disk(
-                stream.open_verified(hot=sid in st.store.recent))
-        except NotFound:
-            raise ApiError(404, "not_found", f"shard {sid} not found") from None
-        except InvalidRange:
-            raise ApiError(416, "invalid_range",
-                           f"first={first} is past the last of {stream.segments} frames") from None
-        except ShardCorrupt as exc:
-            await _quarantine(request, sid, exc, "read")
-            raise ApiError(409, "corrupt", str(exc)) from None
-        st.metrics.shard_reads.inc()
-        st.store.recent.touch(sid)
-        # Frames go out with sendfile (page cache to socket, no copy in this process), each
-        # window checked in place first. A corrupt first window is still a clean 409.
-        if err is not None and good == 0:
-            await _quarantine(request, sid, err, "read")
-            raise ApiError(409, "corrupt", str(err)) from None
-        resp = web.StreamResponse(status=200, headers={
-            SEGMENTS_HEADER: str(stream.segments),
-            "Content-Type": "application/octet-stream",
-            REQUEST_ID_HEADER: stats.request_id,
-        })
-        resp.content_length = stream.body_bytes
-        await resp.prepare(request)
-        loop = asyncio.get_running_loop()
-        if offset == HEADER_BYTES and good:  # from frame 0: the file's own (checked) header
-            offset, good, head = 0, good + HEADER_BYTES, b""
-        try:
-            if head:
-                await resp.write(head)
-                stats.bytes_out += len(head)
-                st.metrics.bytes_out.inc(len(head))
-            with open(stream.fileno(), "rb", buffering=0, closefd=False) as file:
-                while good:
-                    transport = request.transport
-                    if transport is None:
-                        raise ConnectionResetError("client went away")
-                    await send_file(loop, transport, file, offset, good)
-                    stats.bytes_out += good
-                    st.metrics.bytes_out.inc(good)
-                    if err is not None:
-                        raise err
-                    offset, good, err = await _disk(stream.verified_window())
-                    if err is not None and good == 0:
-                        raise err
-        except ShardCorrupt as exc:
-            # Headers are sent: the only honest signal left is a short body.
-            stats.extra["truncated"] = True
-            await _quarantine(request, sid, exc, "read")
-            _drop_connection(request)
-            return resp
-        except (ConnectionError, OSError) as exc:
-            stats.extra["truncated"] = True
-            stats.extra["aborted"] = type(exc).__name__
-            _drop_connection(request)
-            return resp
-    await resp.write_eof()
-    return resp
-
-
-async def send_file(loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
-                    file: BinaryIO, offset: int, count: int) -> None:
-    """`loop.sendfile` of `count` bytes of `file` from `offset`, but first straight
-    `os.sendfile` calls while the connection's socket takes the bytes and nothing is
-    queued before them: a shard window usually fits the socket buffer whole, and asyncio's
-    sendfile machinery (reading paused and resumed, a writer registered, futures, a seek)
-    costs more per request than the call itself. What the socket does not take goes
-    through `loop.sendfile`, which waits for it to drain. A file shorter than asked ends
-    the sending early, as `loop.sendfile` does."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None and isinstance(transport, asyncio.WriteTransport) \
-            and transport.get_write_buffer_size() == 0 and not transport.is_closing():
-        fd, out = file.fileno(), sock.fileno()
-        while count:
-            try:
-                n = os.sendfile(out, fd, offset, count)
-            except (BlockingIOError, InterruptedError):
-                break
-            if n == 0:
-                return  # the file ended
-            offset += n
-            count -= n
-    if count:
-        await loop.sendfile(transport, file, offset, count)
-
-
-def _drop_connection(request: web.Request) -> None:
-    """Close the connection so the client sees fewer bytes than Content-Length."""
-    with contextlib.suppress(Exception):
-        request.protocol.force_close()
-    transport = request.transport
-    if transport is not None:
-        transport.close()
-
-
 # -- other shard operations ------------------------------------------------------------------
 
 async def stat_shard(request: web.Request) -> web.Response:
@@ -507,6 +404,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    from nodes.shardget import get_shard  # it builds on this module
+
     app.router.add_put("/v1/shards/{id}", put_shard, name="put")
     app.router.add_get("/v1/shards/{id}", get_shard, name="get", allow_head=False)
     app.router.add_get("/v1/shards/{id}/stat", stat_shard, name="stat", allow_head=False)

@@ -1,5 +1,5 @@
-"""The node's front end: whole-shard PUTs served straight off the socket, everything else by
-aiohttp.
+"""The node's front end: whole-shard PUTs (and shard GETs from the first frame:
+`nodes.leanget`) served straight off the socket, everything else by aiohttp.
 
 A one-segment object's shards (262,200 bytes for 1 MiB) reach a node as one PUT each with
 a `Content-Length`, from the gateway's lean sender (`storage.shards.sender`). Through
@@ -11,7 +11,8 @@ no chunk objects), then runs the same checks and durable commit as the streamed 
 header against the URL, body MAC, temp file, fsync, link, directory fsync before the 201)
 and writes the answer itself, with the same metrics and log line (`"front": "lean"`).
 
-Anything else on the connection — another method or path, a query, a body larger than
+Anything else on the connection — another method or path, a query (but a GET's
+`first=0&count=N`), a GET with a body, a body larger than
 `LEAN_MAX_BODY`, a chunked body, `Expect`, `Upgrade`, HTTP/1.0, a head this parser does not
 fully accept, a request whose signature already fails (no body is buffered for it) — is
 handed to aiohttp's request handler with every byte received so far, and
@@ -43,6 +44,7 @@ from nodes.handlers import (
     commit_put,
     put_target,
 )
+from nodes.leanget import lean_get
 from storage.shards.auth import TRAILER_BYTES
 from storage.shards.format import HEADER_BYTES
 from storage.widereads import WideBudget
@@ -57,16 +59,22 @@ BODY_BUDGET = WideBudget(BODY_BUDGET_BYTES)  # the process's
 SHARD_PREFIX = "/v1/shards/"
 _HEAD_OK = re.compile(rb"[\x20-\x7e\t\r\n]*\Z")  # printable ASCII; anything else: aiohttp
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_GET_QUERY = re.compile(r"first=0&count=([0-9]{1,19})\Z")  # the gateway's read from frame 0
 
 
 class LeanRequest:
-    """A parsed head this front end serves: PUT /v1/shards/<id> with a Content-Length."""
+    """A parsed head this front end serves: PUT /v1/shards/<id> with a Content-Length, or
+    GET /v1/shards/<id> (optionally `?first=0&count=N`) without a body."""
 
-    __slots__ = ("target", "headers", "length", "close", "vouched")
+    __slots__ = ("method", "target", "path", "query", "count", "headers", "length", "close",
+                 "vouched")
 
     def __init__(self, target: str, headers: CIMultiDict[str], length: int,
-                 close: bool) -> None:
+                 close: bool, method: str = "PUT", count: int | None = None) -> None:
+        self.method = method
         self.target = target
+        self.path, _, self.query = target.partition("?")
+        self.count = count  # a GET's frames (None: all)
         self.headers = headers
         self.length = length
         self.close = close
@@ -80,13 +88,20 @@ def parse_lean_head(raw: bytes) -> LeanRequest | None:
         return None
     lines = raw.decode("ascii").split("\r\n")
     parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[0] != "PUT" or parts[2] != "HTTP/1.1":
+    if len(parts) != 3 or parts[0] not in ("PUT", "GET") or parts[2] != "HTTP/1.1":
         return None
-    target = parts[1]
-    rest = target[len(SHARD_PREFIX):]
-    if not target.startswith(SHARD_PREFIX) or rest in ("", ".", "..") or \
+    method, target = parts[0], parts[1]
+    path, qmark, query = target.partition("?")
+    count = None
+    if qmark:
+        found = _GET_QUERY.match(query) if method == "GET" else None
+        if found is None:
+            return None  # another query, or a read from a later frame: aiohttp's
+        count = int(found[1])
+    rest = path[len(SHARD_PREFIX):]
+    if not path.startswith(SHARD_PREFIX) or rest in ("", ".", "..") or \
             any(c in rest for c in "?%#/"):
-        return None  # a query, an escape or a dot segment: aiohttp's URL rules apply
+        return None  # an escape or a dot segment: aiohttp's URL rules apply
     headers: CIMultiDict[str] = CIMultiDict()
     length: int | None = None
     close = False
@@ -99,7 +114,7 @@ def parse_lean_head(raw: bytes) -> LeanRequest | None:
         value = value.strip(" \t")
         low = name.lower()
         if low == "content-length":
-            if length is not None or not value.isdigit() or len(value) > 12:
+            if length is not None or method == "GET" or not value.isdigit() or len(value) > 12:
                 return None
             length = int(value)
         elif low in ("transfer-encoding", "expect", "upgrade"):
@@ -110,6 +125,8 @@ def parse_lean_head(raw: bytes) -> LeanRequest | None:
                 return None
             close = close or "close" in tokens
         headers.add(name, value)
+    if method == "GET":
+        return LeanRequest(target, headers, 0, close, method, count)
     if length is None or length > LEAN_MAX_BODY:
         return None
     return LeanRequest(target, headers, length, close)
@@ -243,6 +260,14 @@ class LeanFront(asyncio.BufferedProtocol):
                 self._hand_off()
             return
         req = parse_lean_head(bytes(self._head[:end])) if end <= HEAD_MAX else None
+        if req is not None and req.method == "GET":  # no body: served at once
+            start = end + 4
+            rest = self._head[start:self._have]
+            self._head[:len(rest)] = rest
+            self._have = len(rest)
+            self._req, self._body, self._got = req, bytearray(), 0
+            self._start()
+            return
         if req is not None:  # signature checked here once; `lean_put` rechecks the rest
             req.vouched = self._st.verifier.vouch("PUT", req.target, req.headers)
         if req is None or req.vouched is None or not BODY_BUDGET.take(req.length):
@@ -279,8 +304,16 @@ class LeanFront(asyncio.BufferedProtocol):
         status = 500
         try:
             try:
-                doc = await lean_put(st, stats, req, body)
-                status = 201
+                if req.method == "GET":  # answered there: cut short, the connection goes
+                    whole = await lean_get(st, stats, req.path, req.target, req.headers,
+                                           req.count, _date(), req.close, self._live)
+                    status = 200
+                    if not whole or req.close:
+                        self._drop()
+                    doc = None
+                else:
+                    doc = await lean_put(st, stats, req, body)
+                    status = 201
             except ApiError as exc:
                 status, doc = exc.status, {"error": exc.code, "message": exc.message}
             except asyncio.CancelledError:
@@ -290,10 +323,11 @@ class LeanFront(asyncio.BufferedProtocol):
                 st.log.error("unhandled error", request_id=stats.request_id,
                              error=type(exc).__name__)
                 status, doc = 500, {"error": "internal", "message": "internal error"}
-            self._answer(status, doc, stats.request_id, req.close)
+            if doc is not None:
+                self._answer(status, doc, stats.request_id, req.close)
         finally:
-            record_request(st, stats, "PUT", req.target, "", "put", status,
-                           time.perf_counter() - start)
+            record_request(st, stats, req.method, req.path, req.query, req.method.lower(),
+                           status, time.perf_counter() - start)
             self._give_body()
             self._req, self._body, self._got, self.busy = None, bytearray(), 0, None
         if self._closing:
@@ -311,6 +345,17 @@ class LeanFront(asyncio.BufferedProtocol):
         t = self.transport
         if not self._closing and t is not None and self._have < len(self._head):
             t.resume_reading()  # a no-op unless paused (the head buffer had filled)
+
+    def _live(self) -> asyncio.WriteTransport | None:
+        """The connection's transport, None once it is lost or closing."""
+        t = self.transport
+        return None if self._closing or t is None or t.is_closing() else t
+
+    def _drop(self) -> None:
+        """Close the connection after what was written (a short body says it was cut)."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
 
     def _give_body(self) -> None:
         if self._req is not None:

@@ -37,7 +37,6 @@ from storage.keyspace import (
     RESTORE_QUEUE,
     archive_job_key,
     archive_job_of,
-    due_before,
     gc_key,
     object_key,
     space,
@@ -45,6 +44,7 @@ from storage.keyspace import (
     stripe_index_key,
     version_prefix,
 )
+from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.objects import ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, PartLayout, pack, unpack
@@ -156,6 +156,9 @@ class ArchiveService:
         self.settings = cfg.archive
         self.stats = ArchiveStats()
         self._retry_at: dict[bytes, float] = {}
+        # (queue) -> when its earliest entry not yet due falls due, as of the last pass (ns;
+        # None: none seen): the restore worker sleeps until then on etcd
+        self.next_due_ns: dict[str, int | None] = {RESTORE_QUEUE: None, RESTORE_EXPIRY: None}
 
     # records of one version ----------------------------------------------------------------
 
@@ -258,8 +261,7 @@ class ArchiveService:
     async def complete_due_restores(self, limit: int = 8) -> int:
         """Make the restored copy of every job whose latency has passed; returns jobs done."""
         now = time.time()
-        items = await self._meta.range(*due_before(RESTORE_QUEUE, int(now * 1e9)),
-                                       limit=limit)
+        items = await self._due(RESTORE_QUEUE, int(now * 1e9), limit)
         done = 0
         for item in items:
             if self._retry_at.get(item.key, 0) > now:
@@ -271,6 +273,23 @@ class ArchiveService:
             except StorageError:
                 self._retry_at[item.key] = now + RETRY_S
         return done
+
+    async def _due(self, queue: str, now_ns: int, limit: int) -> list[Item]:
+        """The entries of a time-ordered queue due at `now_ns` (up to `limit`), read from
+        the queue's start so that the first entry not yet due comes with them in the same
+        read: its due time is kept in `next_due_ns`."""
+        items = await self._meta.range(*space(queue), limit=limit)
+        due = [i for i in items if int(unpack_key(i.key)[1]) <= now_ns]
+        self.next_due_ns[queue] = (int(unpack_key(items[len(due)].key)[1])
+                                   if len(due) < len(items) else None)
+        return due
+
+    def next_work_ns(self) -> int | None:
+        """When the restore worker has work next, as its last pass saw it (a queued entry
+        falling due, a failed job's retry; None: nothing waiting)."""
+        times = [t for t in self.next_due_ns.values() if t is not None]
+        times += [int(t * 1e9) for t in self._retry_at.values()]
+        return min(times) if times else None
 
     async def _complete(self, item: Item) -> bool:
         bucket, key, vid = archive_job_of(item.key)
@@ -362,8 +381,7 @@ class ArchiveService:
     async def expire_restored(self, limit: int = 32) -> int:
         """Retire restored copies whose expiry has passed; returns copies retired."""
         now = time.time()
-        items = await self._meta.range(*due_before(RESTORE_EXPIRY, int(now * 1e9)),
-                                       limit=limit)
+        items = await self._due(RESTORE_EXPIRY, int(now * 1e9), limit)
         for item in items:
             stripes = unpack(item.value).get("stripes", [])
             gc_puts = {gc_key(time.time_ns(), s["stripe_id"]): pack({"nodes": s["nodes"]})

@@ -241,6 +241,10 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     grace = gw.get("accept_grace_s", 0.25)  # 0 would turn the workers' turns off unsaid
     if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0.01:
         raise ConfigError(f"[gateway] accept_grace_s must be a number >= 0.01, got {grace!r}")
+    budget = gw.get("upload_budget_bytes", MiB)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MiB:
+        raise ConfigError("[gateway] upload_budget_bytes must be a whole number >= 1048576 "
+                          f"(1 MiB), got {budget!r}")
     meta = dict(raw.get("metadata", {}))
     _check_keys("metadata", meta, _META_KEYS)
     profiles = {name: _profile(name, p) for name, p in dict(raw.get("profiles", {})).items()}

@@ -50,6 +50,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_HEALTH_PROBE_S", "gateway", "health_probe_s"),
     EnvOverride("TESSERA_ACCEPT_GRACE_S", "gateway", "accept_grace_s"),
     EnvOverride("TESSERA_GATEWAY_WORKERS", "gateway", "workers"),
+    EnvOverride("TESSERA_UPLOAD_BUDGET_MB", "gateway", "upload_budget_bytes", MiB),
     EnvOverride("TESSERA_CONSOLE_SESSION_IDLE_S", "gateway", "console_session_idle_s"),
     EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
     EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),

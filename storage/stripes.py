@@ -31,8 +31,9 @@ from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
+from storage.uploadbudget import QUEUED_FRAMES, UploadBudget, write_footprint
 
-QUEUE_FRAMES = 4
+QUEUE_FRAMES = QUEUED_FRAMES  # per node sender; the upload budget counts them
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
 DamageReport = Callable[[bytes, int, str], None]
@@ -169,6 +170,8 @@ class StripeStore:
         self._hashing = hashing
         self._stall_s = stall_s
         self.pool = BufferPool(POOL_BYTES)  # frames and segments of borrowing reads
+        # what all of this process's writes may hold at once (segments, frames in flight)
+        self.uploads = UploadBudget(cfg.gateway.upload_budget_bytes)
 
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
@@ -183,8 +186,20 @@ class StripeStore:
         """Encode and store a stream as one stripe; returns once the write quorum holds.
 
         The stream is plaintext, or sealed segments for a codec without a cipher; the
-        result's `size` counts plaintext bytes either way.
+        result's `size` counts plaintext bytes either way. The write first reserves all the
+        memory it may hold from the process's upload budget (waiting its turn before
+        reading a byte of `source`), and never asks for more: no write waits holding some.
         """
+        segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
+        held = await self.uploads.acquire(write_footprint(codec.input_segment, segs,
+                                                          codec.codec.k, profile.width))
+        try:
+            return await self._write(codec, profile, source, digests, size_hint)
+        finally:
+            self.uploads.release(held)
+
+    async def _write(self, codec: StripeCodec, profile: Profile, source: AsyncIterator[bytes],
+                     digests: Sequence[object], size_hint: int | None) -> WriteResult:
         loop = asyncio.get_running_loop()
         quorum = self._cfg.write_quorum(profile)
         targets = place_for_write(codec.stripe_id, profile, self._health.placeable(), quorum)

@@ -114,6 +114,9 @@ class TimedStore:
 
     def __init__(self, inner: MetadataStore) -> None:
         self.inner = inner
+        # read on every commit and GET (`inline_bodies.enabled`): an attribute of its own, not
+        # a `__getattr__` that raises AttributeError through two objects for a store without it
+        self.inline_apart = bool(getattr(inner, "inline_apart", False))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

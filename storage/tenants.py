@@ -18,6 +18,7 @@ from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound
 from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
+from storage.sharedreads import SharedReads
 
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
@@ -41,6 +42,7 @@ class TenantService:
     def __init__(self, meta: MetadataStore, root: keys.RootKeyProvider) -> None:
         self._meta = meta
         self._root = root
+        self._reads = SharedReads(meta)  # cache misses under load: one read per record
         # (tenant, version) -> (expiry, KEK, the wrapped blob it was opened from)
         self._kek_cache: dict[tuple[str, int], tuple[float, bytes, bytes]] = {}
         self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
@@ -124,10 +126,19 @@ class TenantService:
         hit = self._pab_cache.get(name)
         if hit and hit[0] > now:
             return hit[1]
-        item = await self._meta.get(tenant_key(name))
-        flags = dict(Tenant.decode(item.value).public_access_block) if item is not None else {}
+        await self._refresh(name, now)
+        return self._pab_cache[name][1]
+
+    async def _refresh(self, name: str, now: float) -> None:
+        """Read the tenant record once for both short-lived caches (identity and public
+        access block: every authenticated request needs both)."""
+        item = await self._reads.get(tenant_key(name))
+        t = Tenant.decode(item.value) if item is not None else None
+        flags = dict(t.public_access_block) if t is not None else {}
+        ident = ((t.canonical_id or name, t.display_name or name) if t is not None
+                 else (name, name))
         self._pab_cache[name] = (now + SHORT_TTL_S, flags)
-        return flags
+        self._ident_cache[name] = (now + SHORT_TTL_S, ident)
 
     async def identity(self, name: str) -> tuple[str, str]:
         """(canonical id, display name) of a tenant, briefly cached; the name for both by
@@ -136,12 +147,8 @@ class TenantService:
         hit = self._ident_cache.get(name)
         if hit and hit[0] > now:
             return hit[1]
-        item = await self._meta.get(tenant_key(name))
-        t = Tenant.decode(item.value) if item is not None else None
-        ident = ((t.canonical_id or name, t.display_name or name) if t is not None
-                 else (name, name))
-        self._ident_cache[name] = (now + SHORT_TTL_S, ident)
-        return ident
+        await self._refresh(name, now)
+        return self._ident_cache[name][1]
 
     async def by_canonical_id(self, canonical_id: str) -> Tenant | None:
         """The active tenant with this S3 canonical id (by default its name), or None."""
@@ -196,7 +203,7 @@ class TenantService:
             kek = self._kek_cache.get((tenant, hit[1]))
             if kek and kek[0] > now:
                 return hit[1], kek[1], hit[2]
-        item = await self._meta.get(tenant_key(tenant))
+        item = await self._reads.get(tenant_key(tenant))
         if item is None:
             raise NotFound(f"tenant {tenant!r} does not exist")
         t = Tenant.decode(item.value)
@@ -296,7 +303,7 @@ class TenantService:
         hit = self._secret_cache.get(access_key)
         if hit and hit[0] > now:
             return hit[1]
-        item = await self._meta.get(access_key_key(access_key))
+        item = await self._reads.get(access_key_key(access_key))
         cred = None
         if item is not None:
             rec = AccessKey.decode(item.value)

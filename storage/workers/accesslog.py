@@ -15,6 +15,11 @@ A batch whose target bucket no longer exists, or no longer lets the delivery wri
 (`may_deliver`, the gateway's bucket-policy check), is dropped and counted, as AWS drops
 logs it cannot deliver; so is one whose delivery failed `MAX_ATTEMPTS` times in a row
 (`RETRY_S` apart).
+
+On etcd (where every idle poll is a Raft read of the whole staging area) the delivery is
+woken by a watch on `(AL, ...)` when a batch is staged, at most once per `min_pause_s`,
+and otherwise sleeps until the oldest waiting batch is due (or a retry; at most
+`WATCHED_MAX_S`), instead of scanning every second.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ log = logging.getLogger("tessera.accesslog")
 SCAN_LIMIT = 5000
 RETRY_S = 30.0  # a source whose delivery failed waits this long before the next attempt
 MAX_ATTEMPTS = 10  # ...and its records are dropped after this many failures in a row
+WATCHED_MAX_S = 30.0  # the longest sleep of a watched, idle delivery (a bound on a missed wake)
 # (target bucket, target prefix, source bucket, source tenant, source owner id) -> allowed
 MayDeliver = Callable[[Bucket, str, str, str, str], bool]
 
@@ -87,6 +93,7 @@ class AccessLogDelivery:
     """Delivers staged access-log batches into target buckets (see the module docstring)."""
 
     name = "access-log"
+    wake_prefix = space(ACCESS_LOG)[0]  # on etcd, a staged batch wakes it (workers/wakes.py)
 
     def __init__(self, cluster: Cluster, flush_interval_s: float,
                  may_deliver: MayDeliver | None = None) -> None:
@@ -94,10 +101,18 @@ class AccessLogDelivery:
         self._cluster = cluster
         self._flush_s = flush_interval_s
         self._may = may_deliver
-        self.idle_s = min(1.0, flush_interval_s / 2)
+        self.idle_s = self.min_pause_s = min(1.0, flush_interval_s / 2)
+        self._next_due: float | None = None  # wall time the next waiting batch is due
         self.stats = DeliveryStats()
         self._retry_at: dict[str, float] = {}  # source bucket -> when to try a failed one
         self._failures: dict[str, int] = {}  # source bucket -> failed deliveries in a row
+
+    @property
+    def watched_idle_s(self) -> float:
+        """The idle pause when staged batches wake it: until the next one is due."""
+        if self._next_due is None:
+            return WATCHED_MAX_S
+        return min(WATCHED_MAX_S, max(0.0, self._next_due - time.time()))
 
     async def step(self) -> WorkerState:
         items = await self._cluster.meta.range(*space(ACCESS_LOG), limit=SCAN_LIMIT)
@@ -105,10 +120,12 @@ class AccessLogDelivery:
         for it in items:
             by_bucket.setdefault(component(it.key, 1), []).append(it)
         now_ns = time.time_ns()
+        later: list[float] = []  # when the batches left waiting are due (wall time)
         for bucket, batch_items in by_bucket.items():
             oldest = int(component(batch_items[0].key, 2))
-            if now_ns - oldest < self._flush_s * 1e9 or \
-                    self._retry_at.get(bucket, 0.0) > time.monotonic():
+            retry = self._retry_at.get(bucket, 0.0) - time.monotonic()
+            if now_ns - oldest < self._flush_s * 1e9 or retry > 0:
+                later.append(max(oldest / 1e9 + self._flush_s, time.time() + retry))
                 continue
             self._retry_at.pop(bucket, None)
             groups: dict[str, list[tuple[Item, dict[str, Any]]]] = {}
@@ -122,6 +139,9 @@ class AccessLogDelivery:
                     self._failures.pop(bucket, None)
                 except Exception:  # noqa: BLE001 - kept staged, retried a little later
                     await self._failed(bucket, group)
+            if bucket in self._retry_at:
+                later.append(time.time() + RETRY_S)
+        self._next_due = min(later) if later else None
         return WorkerState.BUSY if len(items) == SCAN_LIMIT else WorkerState.IDLE
 
     async def _failed(self, bucket: str, group: list[tuple[Item, dict[str, Any]]]) -> None:

@@ -99,13 +99,20 @@ class WorkerRunner:
 
     async def _loop(self, worker: Worker) -> None:
         prefix = getattr(worker, "wake_prefix", None)
-        waiter = (self.wakes.waiter(prefix)
-                  if prefix is not None and self.wakes is not None else None)
+        prefixes = getattr(worker, "wake_prefixes", (prefix,) if prefix is not None else ())
+        waiter = None
+        if prefixes and self.wakes is not None:  # one waiter, woken by any of its prefixes
+            waiter = self.wakes.waiter(prefixes[0])
+            for p in prefixes[1:]:
+                self.wakes.waiter(p, waiter)
+            if waiter is not None and hasattr(worker, "watched"):
+                setattr(worker, "watched", True)  # noqa: B010 - it may then check less often
         try:
             await self._steps(worker, waiter)
         finally:
             if waiter is not None and self.wakes is not None:
-                self.wakes.drop(prefix, waiter)
+                for p in prefixes:
+                    self.wakes.drop(p, waiter)
 
     async def _steps(self, worker: Worker, waiter: Waiter | None) -> None:
         idle_s = getattr(worker, "idle_s", self.idle_s)  # per-worker pause
@@ -125,7 +132,9 @@ class WorkerRunner:
                     pause = max(idle_s, getattr(worker, "watched_idle_s", WATCHED_PAUSE_S))
                     if floor:  # a burst of changes wakes it once per `floor`, not per change
                         await asyncio.sleep(floor)
-                    await waiter.wait(max(0.0, pause - floor))
+                    woken = getattr(worker, "woken", None)  # told (it may cache a record)
+                    if await waiter.wait(max(0.0, pause - floor)) and woken is not None:
+                        woken()
                 else:
                     await asyncio.sleep(idle_s)
             else:

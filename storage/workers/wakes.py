@@ -59,11 +59,12 @@ class Wakes:
         self._tasks: list[asyncio.Task[None]] = []
         self.watching: set[bytes] = set()  # prefixes a stream has been confirmed for
 
-    def waiter(self, prefix: bytes) -> Waiter | None:
-        """A waiter woken by changes under `prefix` (None when the store cannot watch)."""
+    def waiter(self, prefix: bytes, w: Waiter | None = None) -> Waiter | None:
+        """A waiter woken by changes under `prefix` (None when the store cannot watch);
+        `w`: an existing waiter, woken by this prefix too."""
         if self._watch is None:
             return None
-        w = Waiter()
+        w = w or Waiter()
         if prefix not in self._waiters:
             self._waiters[prefix] = []
             self._tasks.append(asyncio.create_task(self._follow(prefix),

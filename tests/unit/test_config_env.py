@@ -96,3 +96,13 @@ def test_log_rotation_is_environment_only() -> None:
     assert c.env_settings("logging", {"TESSERA_LOG_BACKUPS": "5"}).backups == 5
     with pytest.raises(ConfigError):
         c.env_settings("logging", {"TESSERA_LOG_MAX_BYTES": "10"})
+
+
+def test_upload_budget_comes_from_the_file_or_the_environment_and_is_checked(
+        tmp_path: Path) -> None:
+    assert c.load_config(_toml(tmp_path), env={}).gateway.upload_budget_bytes == 256 * c.MiB
+    cfg = c.load_config(_toml(tmp_path), env={"TESSERA_UPLOAD_BUDGET_MB": "32"})
+    assert cfg.gateway.upload_budget_bytes == 32 * c.MiB
+    for bad in ("1000", "1.5e6", '"64MiB"'):
+        with pytest.raises(ConfigError, match="upload_budget_bytes"):
+            c.load_config(_toml(tmp_path, f"[gateway]\nupload_budget_bytes = {bad}\n"), env={})

@@ -1,4 +1,4 @@
-"""The node's shard sender (`nodes.handlers.send_file`): straight `os.sendfile` calls while
+"""The node's shard sender (`nodes.shardget.send_file`): straight `os.sendfile` calls while
 the socket takes the bytes, asyncio's `loop.sendfile` only for what it does not, and in
 every case the exact bytes in order, after anything already queued on the transport."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from nodes.handlers import send_file
+from nodes.shardget import send_file
 
 
 class _Server(asyncio.Protocol):

@@ -1,0 +1,39 @@
+"""Point reads shared by concurrent callers: one metadata read per key in flight.
+
+The gateway's short-lived caches (access keys, tenant records) expire under load while
+dozens of requests are in flight; each would read the same record on its miss. Here the
+first miss starts the read (a task of its own, so a caller that goes away does not cancel
+it for the others) and every miss on the same key meanwhile waits for that read. Only for
+records the callers cache for seconds anyway: a read already in flight when a request
+arrives may linearize before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from storage.metadata import Item, MetadataStore
+
+
+class SharedReads:
+    """`meta.get`, one read per key at a time (see the module docstring)."""
+
+    def __init__(self, meta: MetadataStore) -> None:
+        self._meta = meta
+        self._inflight: dict[bytes, asyncio.Task[Item | None]] = {}
+        self.reads = 0  # reads actually sent (tests)
+
+    async def get(self, key: bytes) -> Item | None:
+        task = self._inflight.get(key)
+        if task is None:
+            self.reads += 1
+            task = asyncio.get_running_loop().create_task(self._meta.get(key))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t, k=key: self._done(k, t))
+        return await asyncio.shield(task)
+
+    def _done(self, key: bytes, task: asyncio.Task[Item | None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter that is still there got it

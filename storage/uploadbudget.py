@@ -1,0 +1,104 @@
+"""A process-wide byte budget for the upload data path (segments and frames in flight).
+
+Each stripe write holds a few segments, their encoded frames and the frames queued to
+every node (about 24 MiB for a part coded in 4 MiB segments): with no cap, N concurrent
+large uploads hold N times that. `UploadBudget` admits a write only once its whole
+footprint (`write_footprint`) fits under the process's limit; later writes wait their turn
+in arrival order before a byte of their body is read (so the client's socket, not the
+gateway's memory, holds what they have not sent yet).
+
+No deadlock: a write reserves everything it will hold in one step before it starts and
+never asks again, so it never waits while holding part of the budget; a footprint larger
+than the whole limit is cut to the limit, so a single write always gets in once the writes
+before it finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+
+from storage.crypto.aead import TAG_BYTES
+from storage.erasure import block_size
+from storage.shards.format import FRAME_HEAD_BYTES
+
+UPLOAD_BUDGET_BYTES = 256 * 1024 * 1024  # default [gateway] upload_budget_bytes
+QUEUED_FRAMES = 4  # frames each node's sender queue holds (storage.stripes.QUEUE_FRAMES)
+HELD_SEGMENTS = 4  # plaintext segments a streaming write holds: segmenter's two, encoding, hash lag
+HELD_FRAME_SETS = QUEUED_FRAMES + 3  # queued, being sent, waiting to be queued, being encoded
+
+
+def write_footprint(input_segment: int, segments: int, k: int, width: int) -> int:
+    """Bytes a stripe write of `segments` segments (-1 unknown) of `input_segment` bytes may
+    hold at once: the plaintext segments and one frame set (a frame per shard) per segment
+    in flight. A single-segment write holds its body and one frame set."""
+    frames = width * (FRAME_HEAD_BYTES + block_size(input_segment + TAG_BYTES, k))
+    if segments == 1:
+        return input_segment + frames
+    depth = HELD_SEGMENTS if segments < 0 else min(HELD_SEGMENTS, segments)
+    sets = HELD_FRAME_SETS if segments < 0 else min(HELD_FRAME_SETS, segments)
+    return depth * input_segment + sets * frames
+
+
+class UploadBudget:
+    """At most `limit` bytes reserved at once by the writes of this process, granted in
+    arrival order (a large footprint is not passed over by smaller ones behind it)."""
+
+    def __init__(self, limit: int = UPLOAD_BUDGET_BYTES) -> None:
+        if limit < 1:
+            raise ValueError("upload budget must be positive")
+        self.limit = limit
+        self.in_use = 0
+        self.peak = 0  # most bytes reserved at once since start
+        self.waited = 0  # writes that had to wait for the budget
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def _grant(self, n: int) -> None:
+        self.in_use += n
+        self.peak = max(self.peak, self.in_use)
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, fut = self._waiters[0]
+            if fut.done():  # cancelled while waiting
+                self._waiters.popleft()
+                continue
+            if self.in_use + n > self.limit:
+                return
+            self._waiters.popleft()
+            self._grant(n)
+            fut.set_result(None)
+
+    async def acquire(self, nbytes: int) -> int:
+        """Reserve `nbytes` (cut to the limit), waiting in line; returns what was reserved."""
+        n = min(max(nbytes, 0), self.limit)
+        if not self._waiters and self.in_use + n <= self.limit:
+            self._grant(n)
+            return n
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, fut))
+        self.waited += 1
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release(n)  # granted as the wait was cancelled: give it back
+            else:
+                fut.cancel()
+                self._wake()  # a cancelled head may have held back smaller ones
+            raise
+        return n
+
+    def release(self, n: int) -> None:
+        self.in_use -= n
+        self._wake()
+
+    @contextlib.asynccontextmanager
+    async def reserved(self, nbytes: int) -> AsyncIterator[int]:
+        n = await self.acquire(nbytes)
+        try:
+            yield n
+        finally:
+            self.release(n)

@@ -1,0 +1,102 @@
+"""Cache misses under load: concurrent requests whose tenant caches expired together read
+each record once (storage/sharedreads.py), not once per request; a caller that goes away
+does not cancel the read for the others, and a failed read is not kept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+from storage.crypto.keys import FileRootKey
+from storage.keyspace import unpack
+from storage.metadata import Item
+from storage.metadata.sqlite import SqliteStore
+from storage.sharedreads import SharedReads
+from storage.tenants import TenantService
+
+
+class CountingStore:
+    """A real SQLite store, counting point reads by key space; `gate` holds them back."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner, self.gets = inner, Counter[str]()
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    async def get(self, key: bytes) -> Item | None:
+        self.gets[unpack(key)[0]] += 1
+        await self.gate.wait()
+        return await self.inner.get(key)
+
+
+async def test_concurrent_misses_read_each_record_once(tmp_path: Path) -> None:
+    store = CountingStore(await SqliteStore.open(str(tmp_path / "meta.db")))
+    try:
+        tenants = TenantService(store, FileRootKey(tmp_path / "root.key"))  # type: ignore[arg-type]
+        await tenants.load()
+        await tenants.create("t1")
+        cred = await tenants.create_key("t1")
+        fresh = TenantService(store, FileRootKey(tmp_path / "root.key"))  # type: ignore[arg-type]
+        await fresh.load()
+        store.gets.clear()
+        store.gate.clear()  # every request misses while the first reads are in flight
+
+        async def request() -> tuple[object, ...]:
+            c = await fresh.credential(cred.access_key)
+            return (c, await fresh.identity("t1"), await fresh.public_access_block("t1"),
+                    (await fresh.current_kek("t1"))[0])
+
+        jobs = [asyncio.create_task(request()) for _ in range(32)]
+        await asyncio.sleep(0)
+        store.gate.set()
+        answers = await asyncio.gather(*jobs)
+        assert len(set(map(repr, answers))) == 1
+        assert answers[0][0] is not None and answers[0][1] == ("t1", "t1")
+        # one access key read; the tenant record read for identity + access block once and
+        # for the KEK once (its own cache, longer-lived)
+        assert store.gets == {"K": 1, "T": 2}
+    finally:
+        await store.inner.close()
+
+
+async def test_a_gone_caller_does_not_cancel_the_read(tmp_path: Path) -> None:
+    store = CountingStore(await SqliteStore.open(str(tmp_path / "meta.db")))
+    try:
+        await store.inner.put(b"K\x00x\x00", b"v")
+        reads = SharedReads(store)  # type: ignore[arg-type]
+        store.gate.clear()
+        first = asyncio.create_task(reads.get(b"K\x00x\x00"))
+        second = asyncio.create_task(reads.get(b"K\x00x\x00"))
+        await asyncio.sleep(0)
+        first.cancel()
+        store.gate.set()
+        item = await second
+        assert item is not None and item.value == b"v"
+        assert reads.reads == 1 and first.cancelled()
+    finally:
+        await store.inner.close()
+
+
+async def test_a_failed_read_is_not_kept(tmp_path: Path) -> None:
+    class Failing(CountingStore):
+        fail = True
+
+        async def get(self, key: bytes) -> Item | None:
+            if self.fail:
+                raise OSError("store down")
+            return await super().get(key)
+
+    store = Failing(await SqliteStore.open(str(tmp_path / "meta.db")))
+    try:
+        reads = SharedReads(store)  # type: ignore[arg-type]
+        got = await asyncio.gather(reads.get(b"K\x00x\x00"), reads.get(b"K\x00x\x00"),
+                                   return_exceptions=True)
+        assert [type(g) for g in got] == [OSError, OSError] and reads.reads == 1
+        store.fail = False
+        assert await reads.get(b"K\x00x\x00") is None and reads.reads == 2
+    finally:
+        await store.inner.close()

@@ -1,0 +1,91 @@
+"""The upload budget (`storage/uploadbudget.py`): a process-wide cap on the bytes that
+uploads hold, granted whole and in arrival order so no write waits holding part of it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from storage.uploadbudget import UploadBudget, write_footprint
+
+MiB = 1024 * 1024
+
+
+def test_many_writes_never_hold_more_than_the_limit_and_all_finish() -> None:
+    async def main() -> UploadBudget:
+        budget = UploadBudget(10 * MiB)
+        held: list[int] = []
+
+        async def write(i: int) -> None:
+            async with budget.reserved((1 + i % 4) * MiB):
+                held.append(budget.in_use)
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(asyncio.gather(*(write(i) for i in range(200))), 10)
+        assert max(held) <= budget.limit
+        return budget
+
+    budget = asyncio.run(main())
+    assert budget.in_use == 0 and budget.peak <= budget.limit and budget.waited > 0
+
+
+def test_a_footprint_past_the_limit_is_cut_to_it_and_proceeds_alone() -> None:
+    async def main() -> None:
+        budget = UploadBudget(8 * MiB)
+        async with budget.reserved(100 * MiB) as n:
+            assert n == 8 * MiB and budget.in_use == 8 * MiB
+        assert budget.in_use == 0
+
+    asyncio.run(main())
+
+
+def test_arrival_order_a_large_write_is_not_passed_over() -> None:
+    async def main() -> list[str]:
+        budget = UploadBudget(10 * MiB)
+        order: list[str] = []
+        first = await budget.acquire(6 * MiB)
+
+        async def write(name: str, n: int) -> None:
+            async with budget.reserved(n):
+                order.append(name)
+
+        big = asyncio.create_task(write("big", 8 * MiB))
+        await asyncio.sleep(0)
+        small = asyncio.create_task(write("small", 1 * MiB))  # would fit now, but waits
+        await asyncio.sleep(0)
+        assert order == []
+        budget.release(first)
+        await asyncio.gather(big, small)
+        return order
+
+    assert asyncio.run(main()) == ["big", "small"]
+
+
+def test_a_cancelled_waiter_leaks_nothing_and_lets_the_next_in() -> None:
+    async def main() -> None:
+        budget = UploadBudget(10 * MiB)
+        first = await budget.acquire(9 * MiB)
+        head = asyncio.create_task(budget.acquire(10 * MiB))
+        await asyncio.sleep(0)
+        nxt = asyncio.create_task(budget.acquire(1 * MiB))
+        await asyncio.sleep(0)
+        assert not nxt.done()
+        head.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await head
+        assert await asyncio.wait_for(nxt, 1) == 1 * MiB  # fits beside the first now
+        budget.release(first)
+        budget.release(1 * MiB)
+        assert budget.in_use == 0
+
+    asyncio.run(main())
+
+
+def test_footprint_counts_segments_and_frames_in_flight() -> None:
+    small = write_footprint(1 * MiB, 1, 4, 6)
+    assert 2.5 * MiB <= small < 2.6 * MiB  # the body and one frame per shard
+    large = write_footprint(4 * MiB, 16, 4, 6)
+    assert 58 * MiB <= large < 59 * MiB  # 4 segments and 7 frame sets of 4 MiB
+    assert write_footprint(4 * MiB, -1, 4, 6) == large  # size unknown: the most
+    assert write_footprint(4 * MiB, 2, 4, 6) < large  # a short part holds fewer
