@@ -26,17 +26,23 @@ from storage.health import HealthTracker
 from storage.lying import LyingShards
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.placement import place_for_write
+from storage.shardfeed import QUEUE_FRAMES, Pieces
+from storage.shardfeed import ShardSender as _ShardSender  # rebuild, rebalance import it here
+from storage.shardfeed import chain as _chain
+from storage.shardfeed import read_upto as _read_upto
+from storage.shardfeed import segments as _segments
 from storage.shards.client import SMALL_SHARD_BYTES
 from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
-from storage.uploadbudget import QUEUED_FRAMES, UploadBudget, write_footprint
+from storage.uploadbudget import UploadBudget, write_footprint
 
-QUEUE_FRAMES = QUEUED_FRAMES  # per node sender; the upload budget counts them
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
 DamageReport = Callable[[bytes, int, str], None]
+# the write feed lives in storage/shardfeed.py; these names are re-exported from here
+__all__ = ["POOL_BYTES", "QUEUE_FRAMES", "StripeStore", "WriteResult", "_ShardSender"]
 
 
 @dataclass
@@ -44,120 +50,6 @@ class WriteResult:
     size: int
     segments: int
     nodes: list[str | None]
-
-
-Pieces = list[bytes | memoryview]  # one segment as the chunks it was received in, in order
-
-
-async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[Pieces, bool]]:
-    """Re-chunk a byte stream into `size`-byte segments, flagging the last (one lookahead).
-
-    A segment is the list of its pieces: the chunks as they came, split with memoryviews
-    where a segment boundary falls inside one, never joined (the encoder encrypts each
-    piece into place and the digests take them one by one): no byte is copied here.
-    """
-    parts: Pieces = []
-    have = 0
-    held: Pieces | None = None
-
-    def take() -> Pieces:
-        nonlocal have
-        out: Pieces = []
-        need = size
-        while need:
-            p = parts[0]
-            if len(p) <= need:
-                out.append(p)
-                need -= len(p)
-                parts.pop(0)
-            else:
-                view = memoryview(p)
-                out.append(view[:need])
-                parts[0] = view[need:]
-                need = 0
-        have -= size
-        return out
-
-    async for chunk in source:
-        if not chunk:
-            continue
-        parts.append(chunk)
-        have += len(chunk)
-        while have >= size:
-            if held is not None:
-                yield held, False
-            held = take()
-    if have:
-        if held is not None:
-            yield held, False
-        yield parts, True
-    elif held is not None:
-        yield held, True
-
-
-class _ShardSender:
-    """One streaming PUT of one shard, fed frame by frame through a bounded queue."""
-
-    def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: bytes,
-                 segments: int, stall_s: float, length: int | None = None, *,
-                 replace: bool = False) -> None:
-        self.node = node
-        self._replace = replace  # repair/rebalance: may replace what the node holds
-        self.error: str | None = None
-        self._q: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
-        self._stall_s = stall_s
-        self._header = header
-        self._task = asyncio.create_task(self._run(client, sid, segments, length))
-
-    async def _body(self) -> AsyncIterator[bytes | memoryview]:
-        while (item := await self._q.get()) is not None:
-            yield item
-
-    async def _run(self, client: NodeTransport, sid: str, segments: int,
-                   length: int | None) -> None:
-        try:
-            await client.put_shard(self.node, sid, self._body(), segments, length,
-                                   replace=self._replace)
-        except StorageError as exc:
-            self.error = str(exc)
-
-    @property
-    def alive(self) -> bool:
-        return self.error is None and not (self._task.done() and self._q.qsize())
-
-    async def send(self, frame: bytes | memoryview | None) -> None:
-        if self.error is not None:
-            return
-        if self._header and frame is not None:
-            frame, self._header = self._header + frame, b""  # one write for small shards
-        try:
-            self._q.put_nowait(frame)
-            return
-        except asyncio.QueueFull:
-            pass
-        put = asyncio.ensure_future(self._q.put(frame))
-        done, _ = await asyncio.wait({put, self._task}, timeout=self._stall_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if put not in done:
-            put.cancel()
-            if self.error is None:
-                self.error = f"node {self.node.id} stalled for {self._stall_s:.0f}s"
-            self._task.cancel()
-
-    async def finish(self) -> bool:
-        await self.send(None)
-        if self.error is None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), self._stall_s)
-            except TimeoutError:
-                self.error = f"node {self.node.id} did not confirm within {self._stall_s:.0f}s"
-                self._task.cancel()
-        return self.error is None
-
-    async def cancel(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
 
 
 class StripeStore:
@@ -535,27 +427,3 @@ class StripeStore:
 
         await asyncio.gather(*(one(i, n) for i, n in enumerate(nodes) if n and n in by_id))
         return failed
-
-
-async def _read_upto(source: AsyncIterator[bytes], limit: int,
-                     ) -> tuple[bytes, AsyncIterator[bytes] | None]:
-    """Up to `limit` bytes of a stream; the rest of it (None when it ended within the limit).
-    One join (none for a single bytes chunk), not a growing buffer and its copy."""
-    parts: list[bytes] = []
-    have = 0
-    async for chunk in source:
-        parts.append(chunk)
-        have += len(chunk)
-        if have > limit:
-            return b"".join(parts), source
-    if len(parts) == 1 and isinstance(parts[0], bytes):
-        return parts[0], None
-    return b"".join(parts), None
-
-
-async def _chain(head: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:
-    if head:
-        yield head
-    if rest is not None:
-        async for chunk in rest:
-            yield chunk

@@ -1,4 +1,4 @@
-"""The write path's segmenter (`storage.stripes._segments`) hands each segment on as the
+"""The write path's segmenter (`storage.shardfeed.segments`) hands each segment on as the
 chunks it was received in (memoryviews where a boundary falls inside a chunk), never a
 joined copy: the encoder encrypts the pieces into place and the digests take them in turn."""
 
@@ -8,7 +8,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
-from storage.stripes import _segments
+from storage.shardfeed import segments as _segments
 
 
 async def _chunks(data: bytes, sizes: list[int]) -> AsyncIterator[bytes]:
