@@ -12,7 +12,9 @@ With `--whole` each shard goes as bytes, through the lean sender the gateway use
 one-segment object's shards (the body is the same on the wire).
 
 With `--get` the shards are stored first (untimed) and the timed requests are shard GETs
-(`NodeClient.read_frames`, the whole shard): the node CPU per shard GET.
+(`NodeClient.read_frames`, the whole shard): the node CPU per shard GET. With `--into` as
+well, through the gateway's lean fetcher (`read_frames_into`, pooled buffers), and this
+process's CPU per GET is reported too (the gateway's side of a shard GET).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from storage.buffers import BufferPool  # noqa: E402
 from storage.config import NodeSpec  # noqa: E402
 from storage.shards.auth import load_or_create_secret  # noqa: E402
 from storage.shards.client import NodeClient  # noqa: E402
@@ -66,7 +69,8 @@ def _frame_list(body: bytes, count: int) -> list[bytes]:
 
 
 async def run(size: int, count: int, concurrency: int, batch: bool,
-              get: bool = False, frames: int = 1, whole: bool = False) -> dict[str, float]:
+              get: bool = False, frames: int = 1, whole: bool = False,
+              into: bool = False) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="node-put-cpu-"))
     key = base / "cluster.key"
     secret = load_or_create_secret(key)
@@ -80,6 +84,7 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
                   for i in range(count + concurrency)]
         async with aiohttp.ClientSession() as s:
             client = NodeClient(s, secret)
+            pool = BufferPool()
 
             async def put(shard: tuple) -> None:
                 sid, _, blocks, body = shard
@@ -97,6 +102,11 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
                 if batch:
                     await client.read_small(node, sid, header, 0, len(blocks))
                     return
+                if into:
+                    async for _, _, buf in client.read_frames_into(node, sid, header, 0,
+                                                                   len(blocks), pool):
+                        pool.give(buf)
+                    return
                 async for _ in client.read_frames(node, sid, header, 0, len(blocks)):
                     pass
 
@@ -110,7 +120,7 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
                     await put(shard)
             todo = shards[concurrency:]
             op = read if get else put
-            before, t0 = _cpu(proc.pid), time.perf_counter()
+            before, t0, mine = _cpu(proc.pid), time.perf_counter(), time.process_time()
 
             async def worker() -> None:
                 while todo:
@@ -118,12 +128,14 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             after, seconds = _cpu(proc.pid), time.perf_counter() - t0
+            mine = time.process_time() - mine
     finally:
         stop_node(proc)
         shutil.rmtree(base, ignore_errors=True)
     return {"user_ms": (after[0] - before[0]) / count * 1e3,
             "sys_ms": (after[1] - before[1]) / count * 1e3,
-            "puts_per_s": count / seconds, "load": os.getloadavg()[0]}
+            "puts_per_s": count / seconds, "load": os.getloadavg()[0],
+            "client_ms": mine / count * 1e3}
 
 
 def main() -> None:
@@ -140,14 +152,16 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1,
                     help="frames per shard, streamed one chunk per frame as the gateway "
                          "does (64 x 262144 is a shard of a 64 MiB object)")
+    ap.add_argument("--into", action="store_true",
+                    help="with --get: read through the gateway's lean fetcher")
     a = ap.parse_args()
-    r = asyncio.run(run(a.size, a.n, a.c, a.batch, a.get, a.frames, a.whole))
+    r = asyncio.run(run(a.size, a.n, a.c, a.batch, a.get, a.frames, a.whole, a.into))
     kind = "GET" if a.get else "PUT"
     gb = a.frames * a.size / 1e9
     print(f"size {a.size} x{a.frames} frames c={a.c} n={a.n} {'batch' if a.batch else 'whole' if a.whole else 'stream'}: node CPU per {kind} "
           f"user {r['user_ms']:.2f} ms + sys {r['sys_ms']:.2f} ms = "
           f"{r['user_ms'] + r['sys_ms']:.2f} ms ({(r['user_ms'] + r['sys_ms']) / 1e3 / gb:.2f} s/GB); "
-          f"{r['puts_per_s']:.1f} {kind}s/s; "
+          f"{r['puts_per_s']:.1f} {kind}s/s; client CPU {r['client_ms']:.2f} ms; "
           f"load average {r['load']:.1f}")
 
 

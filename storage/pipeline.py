@@ -9,6 +9,7 @@ returns them still sealed): how an SSE-C object is re-coded without its customer
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
@@ -27,6 +28,16 @@ from storage.shards.format import (
     pack_frame,
 )
 from storage.telemetry import stage
+
+_NEW_BYTEARRAY = ctypes.pythonapi.PyByteArray_FromStringAndSize
+_NEW_BYTEARRAY.restype = ctypes.py_object
+_NEW_BYTEARRAY.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+
+
+def uninitialized(n: int) -> bytearray:
+    """A bytearray of `n` bytes left as malloc gave them (`bytearray(n)` zero-fills: a
+    memset per byte of every segment's frames). Only for buffers written whole."""
+    return _NEW_BYTEARRAY(None, n)  # type: ignore[no-any-return]
 
 
 def segment_count(size: int, segment_size: int) -> int:
@@ -96,37 +107,54 @@ class StripeCodec:
         return [pack_frame(h, index, blk) for h, blk in zip(headers, blocks, strict=True)]
 
     def encode_frames(self, headers: list[ShardHeader], index: int, last: bool,
-                      plaintext: bytes | memoryview) -> list[bytes | memoryview]:
+                      plaintext: bytes | memoryview | list[bytes | memoryview],
+                      ) -> list[bytes | memoryview]:
         """`encode` with no copy of a block: the frames of the segment are laid out in one
         new buffer, the ciphertext encrypted straight into the data blocks' places, the
         parity coded into theirs and each frame head packed in front of its block; the
         frames returned are views of that buffer (the same bytes `encode` returns).
-        Segments that `encode` re-codes as they are (no cipher) go through `encode`."""
+
+        `plaintext` may be the segment's pieces in order (chunks as they were received):
+        each is encrypted into place, so the segment is never joined. The buffer is not
+        zero-filled: every byte of it a frame holds is written (ciphertext, tag, the data
+        blocks' padding, parity, heads). Segments that `encode` re-codes as they are (no
+        cipher) go through `encode`."""
+        pieces = plaintext if isinstance(plaintext, list) else [plaintext]
         if self.cipher is None:
-            return self.encode(headers, index, last, plaintext)
+            return self.encode(headers, index, last,
+                               pieces[0] if len(pieces) == 1 else b"".join(pieces))
         t0 = perf_counter()
         k = self.codec.k
-        plen = len(plaintext)
+        plen = sum(len(p) for p in pieces)
         sealed_len = plen + TAG_BYTES
         b = block_size(sealed_len, k)
         step = FRAME_HEAD_BYTES + b
         width = len(headers)
-        buf = bytearray(step * width + TAG_BYTES)  # zeroed: the padding; slack: see below
+        buf = uninitialized(step * width + TAG_BYTES)  # slack: see update_into below
         view = memoryview(buf)
-        src = memoryview(plaintext)
         enc = self.cipher.sealer(index, segment_aad(self.identity, self.part, index, last))
-        for i in range(k):
-            n = min(b, plen - i * b)
-            if n <= 0:
-                break
-            at = i * step + FRAME_HEAD_BYTES  # update_into wants 15 bytes of room past n
-            if enc.update_into(src[i * b:i * b + n], view[at:at + n + TAG_BYTES - 1]) != n:
-                raise AssertionError("GCM wrote a block short")  # never: GCM is a stream mode
+        blk = off = 0  # where the next plaintext byte goes: data block, offset in it
+        for piece in pieces:
+            src = memoryview(piece)
+            pos, left = 0, len(src)
+            while left:
+                n = min(b - off, left)
+                at = blk * step + FRAME_HEAD_BYTES + off  # update_into wants 15 bytes of
+                # room past n: the next block's head or the next frame, written later
+                if enc.update_into(src[pos:pos + n], view[at:at + n + TAG_BYTES - 1]) != n:
+                    raise AssertionError("GCM wrote a block short")  # never: a stream mode
+                pos, left, off = pos + n, left - n, off + n
+                if off == b:
+                    blk, off = blk + 1, 0
         enc.finalize()
         tag = enc.tag
         for j in range(TAG_BYTES):  # the tag follows the ciphertext in the sealed segment
-            slot, off = divmod(plen + j, b)
-            buf[slot * step + FRAME_HEAD_BYTES + off] = tag[j]
+            slot, at = divmod(plen + j, b)
+            buf[slot * step + FRAME_HEAD_BYTES + at] = tag[j]
+        for i in range(k):  # the data blocks' padding past the sealed segment: zeros
+            filled = min(b, max(0, sealed_len - i * b))
+            if filled < b:
+                view[i * step + FRAME_HEAD_BYTES + filled:(i + 1) * step] = bytes(b - filled)
         t1 = perf_counter()
         self.codec.parity_into(buf, [i * step + FRAME_HEAD_BYTES for i in range(k)], b,
                                [view[r * step + FRAME_HEAD_BYTES:(r + 1) * step]

@@ -46,19 +46,23 @@ class WriteResult:
     nodes: list[str | None]
 
 
-async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[bytes, bool]]:
+Pieces = list[bytes | memoryview]  # one segment as the chunks it was received in, in order
+
+
+async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[Pieces, bool]]:
     """Re-chunk a byte stream into `size`-byte segments, flagging the last (one lookahead).
 
-    Each byte is copied once (the join that makes a segment), or not at all when a chunk
-    is exactly one segment: chunks are kept as they come, split with memoryviews.
+    A segment is the list of its pieces: the chunks as they came, split with memoryviews
+    where a segment boundary falls inside one, never joined (the encoder encrypts each
+    piece into place and the digests take them one by one): no byte is copied here.
     """
-    parts: list[bytes | memoryview] = []
+    parts: Pieces = []
     have = 0
-    held: bytes | None = None
+    held: Pieces | None = None
 
-    def take() -> bytes:
-        nonlocal parts, have
-        out: list[bytes | memoryview] = []
+    def take() -> Pieces:
+        nonlocal have
+        out: Pieces = []
         need = size
         while need:
             p = parts[0]
@@ -72,9 +76,7 @@ async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tu
                 parts[0] = view[need:]
                 need = 0
         have -= size
-        if len(out) == 1 and isinstance(out[0], bytes):
-            return out[0]
-        return b"".join(out)
+        return out
 
     async for chunk in source:
         if not chunk:
@@ -88,7 +90,7 @@ async def _segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tu
     if have:
         if held is not None:
             yield held, False
-        yield b"".join(parts), True
+        yield parts, True
     elif held is not None:
         yield held, True
 
@@ -225,12 +227,13 @@ class StripeStore:
         hashes: deque[asyncio.Task[None]] = deque()  # digest jobs not yet awaited, in order
         lag = max(2, HASH_LAG_BYTES // codec.segment_size)  # segments: 4 of 1 MiB, 2 of 4 MiB
 
-        def _feed(data: bytes) -> None:
+        def _feed(data: Pieces) -> None:
             with STAGES.time("hash"):
                 for d in digests:
-                    d.update(data)  # type: ignore[attr-defined]
+                    for piece in data:
+                        d.update(piece)  # type: ignore[attr-defined]
 
-        async def _hash_after(prev: asyncio.Task[None] | None, data: bytes) -> None:
+        async def _hash_after(prev: asyncio.Task[None] | None, data: Pieces) -> None:
             """Feed one segment to the digests once the segment before it was fed: MD5 is
             serial per object, so it runs beside the coding (its own pool), not after it."""
             if prev is not None:
@@ -266,7 +269,7 @@ class StripeStore:
                 if encoding is not None:
                     await _dispatch(await encoding)
                 encoding = job
-                total += len(data) - (codec.input_segment - codec.segment_size)
+                total += sum(map(len, data)) - (codec.input_segment - codec.segment_size)
                 count += 1
             if encoding is not None:
                 await _dispatch(await encoding)

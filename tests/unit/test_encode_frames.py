@@ -59,3 +59,29 @@ def test_a_codec_without_a_cipher_re_codes_sealed_segments_as_encode_does() -> N
     sealed = os.urandom(65536 + 16)
     assert [bytes(f) for f in codec.encode_frames(headers, 0, True, sealed)] == \
         [bytes(f) for f in codec.encode(headers, 0, True, sealed)]
+
+
+@pytest.mark.parametrize(("k", "m"), [(4, 2), (6, 3)])
+def test_a_segment_given_in_pieces_is_never_joined_and_codes_the_same(
+        k: int, m: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces split anywhere (across blocks, inside the tag's block, one byte long) code to
+    the frames of the whole segment, and the frame buffer needs no zero fill: filled with
+    0xAA first, every byte the frames hold is still the same."""
+    import random
+
+    import storage.pipeline as pipeline
+    monkeypatch.setattr(pipeline, "uninitialized", lambda n: bytearray(b"\xaa" * n))
+    codec = _codec(k, m, "auto")
+    headers = codec.headers()
+    rng = random.Random(7)
+    for n in LENGTHS:
+        plain = os.urandom(n)
+        cuts = sorted({0, n, *(rng.randrange(n + 1) for _ in range(rng.randrange(1, 9)))})
+        pieces: list[bytes | memoryview] = [memoryview(plain)[a:z] for a, z in
+                                            zip(cuts, cuts[1:], strict=False)]
+        for last in (False, True):
+            old = codec.encode(headers, 5, last, plain)
+            assert [bytes(f) for f in codec.encode_frames(headers, 5, last, pieces)] == \
+                [bytes(f) for f in old], (n, last, cuts)
+            assert [bytes(f) for f in codec.encode_frames(headers, 5, last, plain)] == \
+                [bytes(f) for f in old], (n, last)
