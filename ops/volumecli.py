@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.block.mount import DEFAULT_MAX_DIRTY_MIB, NO_JOURNAL_MAX_DIRTY_MIB
 from storage.config import config_path, load_config
 from storage.errors import AccessDenied, ConfigError, InvalidInput
 
@@ -249,7 +250,8 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
                              f"the daemon this mount started (pid {pid}); not mounted")
 
     st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
-                                 Path(a.dir), a.fs, a.lease_ttl, confirm, not a.no_journal)
+                                 Path(a.dir), a.fs, a.lease_ttl, confirm, not a.no_journal,
+                                 a.max_dirty_mib)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 
@@ -261,6 +263,17 @@ def _unmount(a: argparse.Namespace) -> int:
     st = unmount(cfg.data_dir, Path(a.dir))  # raises when writes may have been lost
     print(f"volume {st.volume} unmounted from {st.target}; all writes committed")
     return 0
+
+
+def _dirty_mib(text: str) -> int:
+    """`--max-dirty-mib`: a whole number of MiB, at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of MiB, at least 1: {text!r}")
+    return n
 
 
 def add_parser(sub: Any) -> None:
@@ -310,6 +323,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lease-ttl", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-journal", action="store_true",
                    help="commit whole extents on fsync instead of appending to the journal")
+    p.add_argument("--max-dirty-mib", type=_dirty_mib, default=None, metavar="MIB",
+                   help=f"written bytes the daemon holds in memory before folding them into "
+                        f"extents (default {DEFAULT_MAX_DIRTY_MIB}, {NO_JOURNAL_MAX_DIRTY_MIB} "
+                        f"with --no-journal; the daemon's memory grows by about this much)")
     p = cmd("unmount", None, "detach what `mount` set up on DIR (waits for the flush)")
     p.add_argument("dir")
     p.set_defaults(func=_unmount)

@@ -197,12 +197,16 @@ class Folding:
             await self.flush(tuple(group))
 
     async def _fold_round(self) -> None:
-        """One round of the folder: compact, then fold, what `_fold_targets` picks."""
+        """One round of the folder: fold, then compact, what `_fold_targets` picks.
+
+        Folds first: only they free overlay pages, and writers may be waiting at the bound;
+        a compaction (appends of up to COMPACT_BYTES) frees journal, not memory, so run
+        first it held those writers for its appends too."""
         targets, compact = self._fold_targets()
-        if compact:
-            await self._compact(compact)
         if targets:
             await self._fold_many(targets)
+        if compact:
+            await self._compact(compact)
 
     async def _folder(self) -> None:
         while True:

@@ -32,7 +32,12 @@ from typing import Any, TypeVar
 import mfusepy
 
 from gateway.block.cache import ExtentCache
-from gateway.block.mount import CHECKPOINT_XATTR, DETACHED_MARK
+from gateway.block.mount import (
+    CHECKPOINT_XATTR,
+    DEFAULT_MAX_DIRTY_MIB,
+    DETACHED_MARK,
+    NO_JOURNAL_MAX_DIRTY_MIB,
+)
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import StorageError
@@ -250,6 +255,8 @@ async def _attach(cfg_path: Path, tenant: str, name: str, holder: str, lease_ttl
     cache: Cache = (JournaledVolume(handle, max_dirty=max_dirty) if journal
                     else ExtentCache(handle, max_dirty=max_dirty))
     cache.start()
+    log.info("%s: holding up to %d MiB of writes in memory",
+             "journal" if journal else "extent cache", max_dirty >> 20)
     return cluster, handle, cache
 
 
@@ -298,10 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volume", required=True)
     p.add_argument("--mountpoint", required=True)
     p.add_argument("--lease-ttl", type=float, default=LEASE_TTL_S)
-    p.add_argument("--max-dirty-mib", type=int, default=128)
+    p.add_argument("--max-dirty-mib", type=int, default=None,
+                   help=f"default {DEFAULT_MAX_DIRTY_MIB} ({NO_JOURNAL_MAX_DIRTY_MIB} with "
+                        f"--no-journal)")
     p.add_argument("--no-journal", action="store_true",
                    help="whole-extent write-back cache instead of the journal")
     a = p.parse_args(argv)
+    dirty = a.max_dirty_mib or (NO_JOURNAL_MAX_DIRTY_MIB if a.no_journal
+                                else DEFAULT_MAX_DIRTY_MIB)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     tune_malloc()  # segment bodies and extents reuse heap pages instead of faulting in fresh ones
     if not set_io_flusher():  # before any thread starts: threads inherit the flag
@@ -310,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = LoopThread()
     try:
         return serve(runner, Path(a.config), a.tenant, a.volume, Path(a.mountpoint), holder,
-                     a.lease_ttl, a.max_dirty_mib << 20, not a.no_journal)
+                     a.lease_ttl, dirty << 20, not a.no_journal)
     except (StorageError, OSError, RuntimeError) as exc:
         print(f"tessera volume mount: {exc}", file=sys.stderr, flush=True)
         return 1

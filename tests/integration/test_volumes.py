@@ -460,3 +460,18 @@ def test_service_lifecycle(vol: Vol) -> None:
         finally:
             await c.close()
     asyncio.run(go())
+
+
+def test_max_dirty_mib_is_the_daemons_bound(vol: Vol, tmp_path: Path) -> None:
+    """`volume mount --max-dirty-mib` sets how many written bytes the daemon holds in memory
+    (its log says so at attach); a bound below 1 MiB is refused before anything starts."""
+    vol.run("create", "bound", "--size", "16M")
+    r = vol.run("mount", "--max-dirty-mib", "0", "bound", str(tmp_path / "no"), check=False)
+    assert r.returncode == 2 and "at least 1" in r.stderr, r.stderr
+    mnt = tmp_path / "raw"
+    for extra, mib in (((), 256), (("--max-dirty-mib", "3"), 3)):  # the default, then 3
+        vol.mount("bound", mnt, *extra)
+        state = next(s for s in _states(vol) if s.volume == "bound")
+        assert f"journal: holding up to {mib} MiB of writes in memory" in Path(
+            state.log).read_text()[state.log_offset:]
+        vol.unmount(mnt)

@@ -428,3 +428,68 @@ def test_folds_keep_the_extents_the_clean_cache_holds() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(Path(d)))
+
+
+def test_writers_blocked_at_the_bound_wait_for_folds_not_for_compactions() -> None:
+    """Overlay at its bound (a writer waits for room) and journal past twice it: a folder
+    round has extents to fold and extents to compact. Only folds free overlay pages, so
+    they run first; a compaction first made the waiting writer sit through its appends."""
+    async def go(tmp: Path) -> None:
+        sim = Sim(tmp)
+        svc = await sim.open()
+        try:
+            size = 8 * MiB
+            await svc.create("t", "v", size)
+            h = await svc.open("t", "v", holder="a")
+            jv = JournaledVolume(h, max_dirty=MiB)  # 256 pages
+            rnd = random.Random(9)
+            model = bytearray(size)
+
+            def put(off: int) -> None:
+                data = rnd.randbytes(4096)
+                assert jv.try_write(off, data) == 4096
+                model[off:off + 4096] = data
+            hot = [e * MiB + p * 4096 for e in range(8) for p in range(0, 64, 8)]  # 64 pages
+            for _ in range(12):  # 3 MiB of journal, past twice the bound; nothing folded
+                for off in hot:
+                    put(off)
+                await jv.flush()
+            for e in range(4):  # 48 more pages in extents 0-3 (no runs): 256, at the bound
+                for j in range(48):
+                    put(e * MiB + (2 * j + 1) * 4096)
+            assert jv.npages == jv.max_pages and jv.journal_bytes > 2 * MiB
+            targets, compact = jv._fold_targets()
+            assert targets and compact
+
+            events: list[str] = []
+            write_extent, flush = h.write_extent, jv.flush
+
+            async def folding(idx: int, data: bytes, jseq: int) -> None:
+                events.append("fold")
+                await write_extent(idx, data, jseq=jseq)
+
+            async def compacting(compact: tuple[int, ...] = ()) -> None:
+                if compact:
+                    events.append("compact")
+                await flush(compact)
+            h.write_extent = folding  # type: ignore[method-assign]
+            jv.flush = compacting  # type: ignore[method-assign]
+            late = rnd.randbytes(4096)
+            writer = asyncio.create_task(jv.write(7 * MiB + 5 * 4096, late))
+            await asyncio.sleep(0)
+            assert not writer.done()  # waiting for room
+            await jv._fold_round()
+            await writer
+            model[7 * MiB + 5 * 4096:7 * MiB + 6 * 4096] = late
+            assert events[:len(targets)] == ["fold"] * len(targets)
+            assert "compact" in events[len(targets):]
+            await flush()
+            await crash(svc, jv)
+            h2 = await svc.open("t", "v", holder="replay")
+            assert await h2.read(0, size) == bytes(model)
+            await h2.close()
+        finally:
+            await sim.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(go(Path(d)))
