@@ -66,7 +66,8 @@ class LeanRequest:
     """A parsed head this front end serves: PUT /v1/shards/<id> with a Content-Length, or
     GET /v1/shards/<id> (optionally `?first=0&count=N`) without a body."""
 
-    __slots__ = ("method", "target", "path", "query", "count", "headers", "length", "close")
+    __slots__ = ("method", "target", "path", "query", "count", "headers", "length", "close",
+                 "vouched")
 
     def __init__(self, target: str, headers: CIMultiDict[str], length: int,
                  close: bool, method: str = "PUT", count: int | None = None) -> None:
@@ -77,6 +78,7 @@ class LeanRequest:
         self.headers = headers
         self.length = length
         self.close = close
+        self.vouched: tuple[float, str] | None = None  # what `Verifier.vouch` found
 
 
 def parse_lean_head(raw: bytes) -> LeanRequest | None:
@@ -134,7 +136,8 @@ async def lean_put(st: NodeState, stats: RequestStats, req: LeanRequest,
                    body: bytearray) -> dict[str, Any]:
     """Check and commit one whole shard PUT (the streamed handler's checks, in its order);
     the 201 answer's document, or ApiError."""
-    reason = await st.verifier.check_async("PUT", req.target, req.headers)
+    reason = await (st.verifier.check_async("PUT", req.target, req.headers)
+                    if req.vouched is None else st.verifier.check_vouched_async(req.vouched))
     if reason is not None:
         raise ApiError(401, "unauthorized", reason)
     target = put_target(st, req.target[len(SHARD_PREFIX):], req.headers, req.length)
@@ -142,7 +145,7 @@ async def lean_put(st: NodeState, stats: RequestStats, req: LeanRequest,
     committed = False
     writer = await _disk(st.store.begin_put(target.sid))
     try:
-        writer.digest = st.verifier.body_mac(req.headers)
+        writer.digest = st.verifier.whole_body_mac(req.headers)  # fed the one whole body
         view = memoryview(body)
         cut = max(0, len(body) - TRAILER_BYTES)
         checks = PutChecks(st, target.stripe, target.index, target.expect)
@@ -265,8 +268,9 @@ class LeanFront(asyncio.BufferedProtocol):
             self._req, self._body, self._got = req, bytearray(), 0
             self._start()
             return
-        if req is None or not self._st.verifier.plausible("PUT", req.target, req.headers) \
-                or not BODY_BUDGET.take(req.length):
+        if req is not None:  # signature checked here once; `lean_put` rechecks the rest
+            req.vouched = self._st.verifier.vouch("PUT", req.target, req.headers)
+        if req is None or req.vouched is None or not BODY_BUDGET.take(req.length):
             # not ours, a signature aiohttp refuses before reading the body, or too many
             # bodies buffered at once: aiohttp's
             self._hand_off()

@@ -158,6 +158,30 @@ class WholeBodySealer:
         return self._mac.tag(_body_nonce(headers[AUTH_HEADER]), body)
 
 
+class WholeBodyMac:
+    """`StreamMac`'s interface over `OneShotMac`: the pieces fed are kept (views, no copy)
+    and tagged in one call by `digest` (one piece, as a whole body is fed, is not joined)."""
+
+    __slots__ = ("_mac", "_nonce", "_parts", "_tag")
+
+    def __init__(self, mac: OneShotMac, nonce: bytes) -> None:
+        self._mac, self._nonce = mac, nonce
+        self._parts: list[bytes | bytearray | memoryview] = []
+        self._tag: bytes | None = None
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        if self._tag is not None:
+            raise ValueError("MAC already finalized")
+        self._parts.append(data)
+
+    def digest(self) -> bytes:
+        if self._tag is None:
+            parts, self._parts = self._parts, []
+            whole = parts[0] if len(parts) == 1 else b"".join(parts)  # b"" when none
+            self._tag = self._mac.tag(self._nonce, whole)  # type: ignore[arg-type]
+        return self._tag
+
+
 class BodySealer:
     """Client side of a streamed body: feed every chunk, send `trailer()` last."""
 
@@ -258,6 +282,7 @@ class Verifier:
         self._floor = watermark.previous if watermark is not None else 0.0
         self._secret = secret
         self._body_key = body_key(secret)
+        self._whole: OneShotMac | None = None  # `whole_body_mac`'s key object
         self._node_id = node_id
         self._window_s = window_s
         self.started_at = time.time() if started_at is None else started_at
@@ -302,7 +327,30 @@ class Verifier:
         """Whether a request passes every check but the watermark, without recording its
         nonce (`check_async` must still run before acting on it): lets a front end refuse
         to buffer the body of a request that will be refused."""
-        return not isinstance(self._verify(method, path_qs, headers, time.time()), str)
+        return self.vouch(method, path_qs, headers) is not None
+
+    def vouch(self, method: str, path_qs: str, headers: Any) -> tuple[float, str] | None:
+        """`plausible`, keeping what it found: the request's (date, nonce) for
+        `check_vouched_async`, or None when a check fails (nothing recorded either way)."""
+        found = self._verify(method, path_qs, headers, time.time())
+        return None if isinstance(found, str) else found
+
+    async def check_vouched_async(self, found: tuple[float, str]) -> str | None:
+        """`check_async` of a request `vouch` passed (same method, path and headers): its
+        signature is not computed again; the checks that time or other requests can change
+        since (window, replay, watermark) run now, as `check_async` runs them."""
+        t = time.time()
+        when, nonce = found
+        reason = self._fresh(when, nonce, t)
+        if reason is not None:
+            return reason
+        self._remember(nonce, t)
+        if self._watermark is not None:
+            try:
+                await self._watermark.cover_async(when)
+            except OSError:
+                return "cannot persist the replay watermark"
+        return None
 
     def _verify(self, method: str, path_qs: str, headers: Any, t: float,
                 ) -> str | tuple[float, str]:
@@ -324,11 +372,17 @@ class Verifier:
             _mac(self._secret, self._node_id, method, path_qs, headers.items()), mac
         ):
             return "bad signature"
+        return self._fresh(when, nonce, t) or (when, nonce)
+
+    def _fresh(self, when: float, nonce: str, t: float) -> str | None:
+        """The checks of a signed request's date and nonce: a reason, or None."""
+        if not abs(t - when) <= self._window_s:  # also refuses nan
+            return "request outside the replay window"
         if when < self.started_at or when <= self._floor:
             return "request predates the node's start"
         if nonce in self._seen:
             return "replayed request"
-        return when, nonce
+        return None
 
     def _remember(self, nonce: str, t: float) -> None:
         self._seen[nonce] = t
@@ -348,3 +402,10 @@ class Verifier:
     def body_mac(self, headers: Mapping[str, str]) -> StreamMac:
         """The MAC a streamed body's trailer must equal (after `check` passed)."""
         return body_mac(self._body_key, headers[AUTH_HEADER])
+
+    def whole_body_mac(self, headers: Mapping[str, str]) -> WholeBodyMac:
+        """`body_mac` for a body received whole: the same tag, in one call under a key
+        object made once (no cipher context set up per request)."""
+        if self._whole is None:
+            self._whole = OneShotMac(self._body_key)
+        return WholeBodyMac(self._whole, _body_nonce(headers[AUTH_HEADER]))

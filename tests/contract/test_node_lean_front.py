@@ -322,3 +322,25 @@ async def test_answers_are_not_served_to_a_peer_that_does_not_read_them(tight: N
     assert len(await wait_lines(node, path, n)) == n
     writer.close()
     await writer.wait_closed()
+
+
+async def test_a_replayed_put_is_refused_by_the_lean_front(node: Node) -> None:
+    """The same signed PUT sent on two connections at once: only one is served, the other is
+    a replay (401), whether its head was read before the first body was in (checked once
+    then, the replay caught after its body) or after (handed to aiohttp, which refuses it)."""
+    sid, _, _, body = make_shard(index=0, frames=1, block_size=65536, last=None)
+    wire = put_request(node, sid, body)
+    conns = [Conn(*await asyncio.open_connection(node.host, node.port)) for _ in range(2)]
+    for c in conns:  # every head in before any body is whole
+        await c.send(wire[:-100])
+    for c in conns:
+        await c.send(wire[-100:])
+    answers = sorted([(s, json.loads(doc)) for s, doc in [await c.answer() for c in conns]],
+                     key=lambda a: a[0])
+    assert answers[0][0] == 201
+    assert answers[1] == (401, {"error": "unauthorized", "message": "replayed request"})
+    assert shard_path(node, sid).read_bytes() == body
+    lines = await wait_lines(node, f"/v1/shards/{sid}", 2)
+    assert 201 in [r["status"] for r in lines if r.get("front") == "lean"]
+    for c in conns:
+        c.writer.close()

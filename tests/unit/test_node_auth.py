@@ -143,3 +143,46 @@ def test_a_plausible_request_is_checked_without_recording_its_nonce() -> None:
         auth.sign(b"z" * 32, "PUT", "/v1/shards/x", "n1", trailer=True)))
     assert v.check("PUT", "/v1/shards/x", h) is None
     assert not v.plausible("PUT", "/v1/shards/x", h)  # now a replay
+
+
+async def test_a_vouched_request_is_checked_again_for_what_can_change_since() -> None:
+    """The lean front checks a PUT's signature once, from its head (`vouch`), and after its
+    body came `check_vouched_async` runs the checks that time or other requests can change:
+    a nonce recorded meanwhile (by this request or another with the same headers) and a
+    date that has left the window are refused, as `check_async` refuses them."""
+    secret = b"k" * 32
+    v = auth.Verifier(secret, 60, "n1", started_at=time.time() - 10)
+    h = CIMultiDict(auth.sign(secret, "PUT", "/v1/shards/x", "n1", trailer=True))
+    found = v.vouch("PUT", "/v1/shards/x", h)
+    assert found == (float(h[auth.DATE_HEADER]), h[auth.NONCE_HEADER])
+    assert v.vouch("PUT", "/v1/shards/y", h) is None  # signed for another path
+    assert v.vouch("PUT", "/v1/shards/x", CIMultiDict(
+        auth.sign(b"z" * 32, "PUT", "/v1/shards/x", "n1", trailer=True))) is None
+    assert await v.check_vouched_async(found) is None
+    assert await v.check_vouched_async(found) == "replayed request"
+    h2 = CIMultiDict(auth.sign(secret, "PUT", "/v1/shards/x", "n1", trailer=True))
+    found2 = v.vouch("PUT", "/v1/shards/x", h2)
+    assert found2 is not None
+    assert await v.check_async("PUT", "/v1/shards/x", h2) is None  # the same one, first
+    assert await v.check_vouched_async(found2) == "replayed request"
+    stale = (time.time() - 61, "a" * 32)  # vouched, then its body took past the window
+    assert await v.check_vouched_async(stale) == "request outside the replay window"
+    early = (v.started_at - 1, "b" * 32)
+    assert await v.check_vouched_async(early) == "request predates the node's start"
+
+
+def test_the_whole_body_mac_is_the_streamed_body_mac() -> None:
+    """A body received whole is MACed in one call (`whole_body_mac`); the tag is the one the
+    streamed handler's `body_mac` computes, however the body is fed."""
+    secret = b"k" * 32
+    v = auth.Verifier(secret, 60, "n1")
+    body = bytes(range(256)) * 1100
+    for pieces in ([body], [body[:1000], body[1000:]], [memoryview(body)], []):
+        headers = auth.sign(secret, "PUT", "/v1/shards/x", "n1", trailer=True)
+        whole, streamed = v.whole_body_mac(headers), v.body_mac(headers)
+        for p in pieces:
+            whole.update(p)
+            streamed.update(p)
+        assert whole.digest() == streamed.digest() == whole.digest()
+        sealed = auth.seal(secret, headers, b"".join(pieces))
+        assert whole.digest() == sealed[-auth.TRAILER_BYTES:]
