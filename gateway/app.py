@@ -199,12 +199,6 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
         sites: list[tuple[web.BaseRunner, str | Path]] = [(s3_runner(server),
                                                            cfg.gateway.listen)]
         if role.index == 0:
-            from storage.workers.runner import gateway_holder, start_workers
-
-            workers = start_workers(cluster, may_deliver=may_deliver)
-            gauges = ClusterGauges(cluster, gateway_holder(cluster))
-            metrics.watch_cluster(gauges)
-            gauges.start()
             peers = [role.socket(i) for i in range(1, role.count)] if shared else []
             sites.append((web.AppRunner(create_admin_app(cluster, metrics, peers),
                                         access_log=None, handle_signals=False),
@@ -228,6 +222,14 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
                 await GuardedTCPSite(runner, host, port,
                                      header_timeout_s=cfg.gateway.header_timeout_s).start()
             runners.append(runner)
+        if role.index == 0:  # only once the S3 address is ours: a second gateway started
+            # on a taken address fails above, before it takes over this one's leases
+            from storage.workers.runner import gateway_holder, start_workers
+
+            workers = start_workers(cluster, may_deliver=may_deliver)
+            gauges = ClusterGauges(cluster, gateway_holder(cluster))
+            metrics.watch_cluster(gauges)
+            gauges.start()
         if children:
             await _wait_ready(children)
         stop = asyncio.Event()  # handled before "ready" is said: a stop right after it is clean

@@ -262,6 +262,10 @@ class ArchiveService:
         """Make the restored copy of every job whose latency has passed; returns jobs done."""
         now = time.time()
         items = await self._due(RESTORE_QUEUE, int(now * 1e9), limit)
+        keys = {i.key for i in items}
+        for k in [k for k, t in self._retry_at.items() if t <= now and k not in keys]:
+            del self._retry_at[k]  # left the queue another way (or past this read): a past
+            # retry time kept would make next_work_ns due for ever (polling each idle_s)
         done = 0
         for item in items:
             if self._retry_at.get(item.key, 0) > now:

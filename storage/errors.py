@@ -84,6 +84,10 @@ class QuorumNotReached(StorageError):
         self.causes = causes
 
 
+class Overloaded(StorageError):
+    """The request waited too long for a shared resource (upload memory); retry later."""
+
+
 class DataUnavailable(StorageError):
     """Fewer than k intact shards of a segment can be read: the data cannot be rebuilt now."""
 

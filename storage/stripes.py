@@ -194,7 +194,8 @@ class StripeStore:
         """
         segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
         held = await self.uploads.acquire(write_footprint(codec.input_segment, segs,
-                                                          codec.codec.k, profile.width))
+                                                          codec.codec.k, profile.width,
+                                                          size_hint))
         try:
             return await self._write(codec, profile, source, digests, size_hint)
         finally:

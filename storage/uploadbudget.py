@@ -1,16 +1,22 @@
 """A process-wide byte budget for the upload data path (segments and frames in flight).
 
 Each stripe write holds a few segments, their encoded frames and the frames queued to
-every node (about 24 MiB for a part coded in 4 MiB segments): with no cap, N concurrent
-large uploads hold N times that. `UploadBudget` admits a write only once its whole
-footprint (`write_footprint`) fits under the process's limit; later writes wait their turn
-in arrival order before a byte of their body is read (so the client's socket, not the
-gateway's memory, holds what they have not sent yet).
+every node (about 58 MiB for a part coded in 4 MiB segments, a single-segment object about
+2.5 times its size): with no cap, N concurrent large uploads hold N times that.
+`UploadBudget` admits a write only once its whole footprint (`write_footprint`) fits under
+the process's limit; later writes wait their turn in arrival order before a byte of their
+body is read (so the client's socket, not the gateway's memory, holds what they have not
+sent yet).
 
 No deadlock: a write reserves everything it will hold in one step before it starts and
 never asks again, so it never waits while holding part of the budget; a footprint larger
 than the whole limit is cut to the limit, so a single write always gets in once the writes
 before it finish.
+
+No starvation by slow clients: a holder's body may arrive slowly (only silence is cut), so
+(1) a small write (at most a sixteenth of the limit) that fits goes ahead of waiting large
+ones, and (2) no write waits longer than `wait_s`: it is refused with `Overloaded`
+(S3 503 SlowDown, which every SDK retries with backoff) instead of hanging behind them.
 """
 
 from __future__ import annotations
@@ -22,21 +28,26 @@ from collections.abc import AsyncIterator
 
 from storage.crypto.aead import TAG_BYTES
 from storage.erasure import block_size
+from storage.errors import Overloaded
 from storage.shards.format import FRAME_HEAD_BYTES
 
 UPLOAD_BUDGET_BYTES = 256 * 1024 * 1024  # default [gateway] upload_budget_bytes
+WAIT_S = 30.0  # longest wait for the budget before SlowDown (under SDKs' 60 s read timeout)
+SMALL_SHARE = 16  # a footprint of at most limit // SMALL_SHARE may pass waiting large ones
 QUEUED_FRAMES = 4  # frames each node's sender queue holds (storage.stripes.QUEUE_FRAMES)
 HELD_SEGMENTS = 4  # plaintext segments a streaming write holds: segmenter's two, encoding, hash lag
 HELD_FRAME_SETS = QUEUED_FRAMES + 3  # queued, being sent, waiting to be queued, being encoded
 
 
-def write_footprint(input_segment: int, segments: int, k: int, width: int) -> int:
+def write_footprint(input_segment: int, segments: int, k: int, width: int,
+                    size: int | None = None) -> int:
     """Bytes a stripe write of `segments` segments (-1 unknown) of `input_segment` bytes may
     hold at once: the plaintext segments and one frame set (a frame per shard) per segment
-    in flight. A single-segment write holds its body and one frame set."""
-    frames = width * (FRAME_HEAD_BYTES + block_size(input_segment + TAG_BYTES, k))
+    in flight. A single-segment write of `size` bytes holds its body and one frame set."""
     if segments == 1:
-        return input_segment + frames
+        body = input_segment if size is None else min(max(size, 0), input_segment)
+        return body + width * (FRAME_HEAD_BYTES + block_size(body + TAG_BYTES, k))
+    frames = width * (FRAME_HEAD_BYTES + block_size(input_segment + TAG_BYTES, k))
     depth = HELD_SEGMENTS if segments < 0 else min(HELD_SEGMENTS, segments)
     sets = HELD_FRAME_SETS if segments < 0 else min(HELD_FRAME_SETS, segments)
     return depth * input_segment + sets * frames
@@ -44,12 +55,16 @@ def write_footprint(input_segment: int, segments: int, k: int, width: int) -> in
 
 class UploadBudget:
     """At most `limit` bytes reserved at once by the writes of this process, granted in
-    arrival order (a large footprint is not passed over by smaller ones behind it)."""
+    arrival order, except that a small footprint that fits passes waiting large ones; no
+    wait lasts longer than `wait_s` (then `Overloaded`)."""
 
-    def __init__(self, limit: int = UPLOAD_BUDGET_BYTES) -> None:
+    def __init__(self, limit: int = UPLOAD_BUDGET_BYTES, wait_s: float = WAIT_S) -> None:
         if limit < 1:
             raise ValueError("upload budget must be positive")
         self.limit = limit
+        self.wait_s = wait_s
+        self.small = limit // SMALL_SHARE
+        self.refused = 0  # writes refused after waiting wait_s
         self.in_use = 0
         self.peak = 0  # most bytes reserved at once since start
         self.waited = 0  # writes that had to wait for the budget
@@ -62,26 +77,38 @@ class UploadBudget:
     def _wake(self) -> None:
         while self._waiters:
             n, fut = self._waiters[0]
-            if fut.done():  # cancelled while waiting
+            if fut.done():  # cancelled or timed out while waiting
                 self._waiters.popleft()
                 continue
             if self.in_use + n > self.limit:
-                return
+                break
             self._waiters.popleft()
             self._grant(n)
             fut.set_result(None)
+        for n, fut in list(self._waiters):  # small ones that fit pass a blocked head
+            if not fut.done() and n <= self.small and self.in_use + n <= self.limit:
+                self._waiters.remove((n, fut))
+                self._grant(n)
+                fut.set_result(None)
 
     async def acquire(self, nbytes: int) -> int:
-        """Reserve `nbytes` (cut to the limit), waiting in line; returns what was reserved."""
+        """Reserve `nbytes` (cut to the limit), waiting in line at most `wait_s`; returns
+        what was reserved. Raises `Overloaded` when the wait runs out."""
         n = min(max(nbytes, 0), self.limit)
-        if not self._waiters and self.in_use + n <= self.limit:
+        if self.in_use + n <= self.limit and (not self._waiters or n <= self.small):
             self._grant(n)
             return n
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append((n, fut))
         self.waited += 1
+        timer = loop.call_later(self.wait_s, self._expire, fut)
         try:
             await fut
+        except Overloaded:
+            self.refused += 1
+            self._wake()  # a timed-out head may have held back smaller ones
+            raise
         except BaseException:
             if fut.done() and not fut.cancelled():
                 self.release(n)  # granted as the wait was cancelled: give it back
@@ -89,7 +116,15 @@ class UploadBudget:
                 fut.cancel()
                 self._wake()  # a cancelled head may have held back smaller ones
             raise
+        finally:
+            timer.cancel()
         return n
+
+    @staticmethod
+    def _expire(fut: asyncio.Future[None]) -> None:
+        if not fut.done():
+            fut.set_exception(Overloaded("the gateway's upload memory has been taken for "
+                                         "too long by other uploads; retry later"))
 
     def release(self, n: int) -> None:
         self.in_use -= n

@@ -23,12 +23,22 @@ from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
 from gateway.s3.replay import REPLAY_MAX_BYTES, BodyReplay
 from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint, unrouted_endpoint
-from gateway.s3.sigv4 import AuthResult, authenticate
+from gateway.s3.sigv4 import AuthResult, SigV4Error, authenticate
+from storage import errors as se
+from storage import kms
 from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS
 from storage.cluster import Cluster
+from storage.conditions import PreconditionFailed
 from storage.config import GatewayConfig
 from storage.records import Bucket
+
+# Errors that a PutObject decided on a cached bucket record may owe to that record being
+# stale, all raised before anything is committed (a commit on a stale record raises
+# BucketChanged): only these are checked against a fresh read and run again.
+REFUSALS: tuple[type[BaseException], ...] = (
+    S3Error, SigV4Error, PreconditionFailed, se.NotFound, se.AccessDenied, se.InvalidInput,
+    se.Conflict, se.KeyUnavailable, kms.KmsDisabled, kms.KmsInvalidState, kms.KmsAccessDenied)
 
 log = logging.getLogger("tessera.access")
 _CRED_RE = re.compile(r"Credential=([^/,\s]+)/")
@@ -119,11 +129,11 @@ class S3Server:
         replay = flow.request["s3_body_replay"] = BodyReplay(flow.request.content)
         try:
             return await self._steps(flow, ep, cached)
-        except (asyncio.CancelledError, ConnectionError):
-            raise
-        except Exception:
+        except REFUSALS:
             # Decided on the cached record: the answer stands only if that record is still
             # current (a commit compared it; a refusal is checked here with one read).
+            # Anything else (a metadata store error above all: its commit may have been
+            # applied) is answered as it is, never run twice.
             fresh = await resolve_bucket(self.cluster, ep)
             if fresh is not None and fresh.revision == cached.revision:
                 raise

@@ -43,3 +43,40 @@ def test_a_whole_shard_put_is_served_lean() -> None:
 ])
 def test_anything_else_goes_to_aiohttp(head: str) -> None:
     assert parse_lean_head(head.encode("utf-8")) is None
+
+
+GET = f"GET /v1/shards/{SID}"
+SIGNED = "\r\nHost: n1\r\nX-Tessera-Date: 1.0"
+
+
+def test_a_shard_get_from_the_first_frame_is_served_lean() -> None:
+    req = parse_lean_head(f"{GET} HTTP/1.1{SIGNED}".encode())
+    assert req is not None and (req.method, req.path, req.query, req.count) == (
+        "GET", f"/v1/shards/{SID}", "", None) and req.length == 0 and not req.close
+    req = parse_lean_head(f"{GET}?first=0&count=16 HTTP/1.1{SIGNED}\r\nConnection: close"
+                          .encode())
+    assert req is not None and req.target == f"/v1/shards/{SID}?first=0&count=16"
+    assert (req.path, req.query, req.count, req.close) == (
+        f"/v1/shards/{SID}", "first=0&count=16", 16, True)
+
+
+@pytest.mark.parametrize("head", [
+    f"{GET}?first=1&count=1 HTTP/1.1",             # a later frame: aiohttp's
+    f"{GET}?count=1&first=0 HTTP/1.1",
+    f"{GET}?first=0 HTTP/1.1",
+    f"{GET}?first=0&count= HTTP/1.1",
+    f"{GET}?first=0&count=1&x=1 HTTP/1.1",
+    f"{GET}?first=0&count=-1 HTTP/1.1",
+    f"{GET}?first=0&count={'9' * 20} HTTP/1.1",
+    f"{GET} HTTP/1.0",
+    f"HEAD /v1/shards/{SID} HTTP/1.1",
+    f"GET /v1/shards/{SID}/stat HTTP/1.1",
+    "GET /v1/shards HTTP/1.1",
+    "GET /v1/shards/ HTTP/1.1",
+    "GET /v1/shards/%61 HTTP/1.1",
+    f"{GET} HTTP/1.1\r\nContent-Length: 0",        # a GET with a length, even 0
+    f"{GET} HTTP/1.1\r\nTransfer-Encoding: chunked",
+    f"{GET} HTTP/1.1\r\nConnection: Upgrade",
+])
+def test_other_gets_go_to_aiohttp(head: str) -> None:
+    assert parse_lean_head(f"{head}{SIGNED}".encode()) is None

@@ -89,3 +89,54 @@ def test_footprint_counts_segments_and_frames_in_flight() -> None:
     assert 58 * MiB <= large < 59 * MiB  # 4 segments and 7 frame sets of 4 MiB
     assert write_footprint(4 * MiB, -1, 4, 6) == large  # size unknown: the most
     assert write_footprint(4 * MiB, 2, 4, 6) < large  # a short part holds fewer
+
+
+def test_a_small_write_that_fits_passes_a_blocked_large_one() -> None:
+    """Slow holders must not stop small uploads: a write of at most a sixteenth of the
+    limit that fits goes ahead of a large one waiting at the head."""
+    async def main() -> None:
+        budget = UploadBudget(16 * MiB)
+        held = await budget.acquire(12 * MiB)  # e.g. a trickling large upload
+        big = asyncio.create_task(budget.acquire(8 * MiB))
+        await asyncio.sleep(0)
+        assert await asyncio.wait_for(budget.acquire(1 * MiB), 1) == 1 * MiB
+        assert not big.done()
+        budget.release(1 * MiB)
+        budget.release(held)
+        assert await asyncio.wait_for(big, 1) == 8 * MiB
+        budget.release(8 * MiB)
+        assert budget.in_use == 0
+
+    asyncio.run(main())
+
+
+def test_no_write_waits_past_wait_s_it_is_refused_and_leaks_nothing() -> None:
+    """A holder that never finishes (a client sending a byte now and then) gets later
+    large writes refused with Overloaded (S3 SlowDown) after wait_s, not hung forever."""
+    from storage.errors import Overloaded
+
+    async def main() -> UploadBudget:
+        budget = UploadBudget(16 * MiB, wait_s=0.05)
+        held = await budget.acquire(12 * MiB)
+        with pytest.raises(Overloaded):
+            await asyncio.wait_for(budget.acquire(8 * MiB), 5)
+        assert budget.in_use == 12 * MiB and not budget._waiters
+        budget.release(held)
+        return budget
+
+    budget = asyncio.run(main())
+    assert budget.in_use == 0 and budget.refused == 1
+
+
+def test_a_single_segment_footprint_follows_its_size() -> None:
+    tiny = write_footprint(1 * MiB, 1, 4, 6, 100 * 1024)
+    assert 240 * 1024 <= tiny < 300 * 1024  # not the whole 1 MiB segment's 2.5 MiB
+    assert write_footprint(1 * MiB, 1, 4, 6, 5 * MiB) == write_footprint(1 * MiB, 1, 4, 6)
+
+
+def test_overloaded_is_s3_slowdown() -> None:
+    from gateway.s3.errors_map import to_s3_error
+    from storage.errors import Overloaded
+
+    err = to_s3_error(Overloaded("retry"), "b", "k")
+    assert err.code == "SlowDown" and err.status == 503
