@@ -5,7 +5,9 @@ dozens of requests are in flight; each would read the same record on its miss. H
 first miss starts the read (a task of its own, so a caller that goes away does not cancel
 it for the others) and every miss on the same key meanwhile waits for that read. Only for
 records the callers cache for seconds anyway: a read already in flight when a request
-arrives may linearize before it.
+arrives may linearize before it. A change made in this process (`forget`) ends the sharing:
+callers after it start a read of their own, so none is served a read that began before the
+change (a revoked key, a shredded tenant) and re-caches it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class SharedReads:
             self._inflight[key] = task
             task.add_done_callback(lambda t, k=key: self._done(k, t))
         return await asyncio.shield(task)
+
+    def forget(self, key: bytes) -> None:
+        """This process changed `key`: later callers read afresh, not the read in flight."""
+        self._inflight.pop(key, None)
 
     def _done(self, key: bytes, task: asyncio.Task[Item | None]) -> None:
         if self._inflight.get(key) is task:

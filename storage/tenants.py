@@ -105,6 +105,7 @@ class TenantService:
             if await self._meta.txn(Txn(compares={item.key: item.revision},
                                         puts={item.key: t.encode()})):
                 self._ident_cache.pop(name, None)
+                self._reads.forget(item.key)
                 return t
 
     async def set_public_access_block(self, name: str, flags: dict[str, bool]) -> Tenant:
@@ -118,6 +119,7 @@ class TenantService:
             if await self._meta.txn(Txn(compares={item.key: item.revision},
                                         puts={item.key: t.encode()})):
                 self._pab_cache.pop(name, None)
+                self._reads.forget(item.key)
                 return t
 
     async def public_access_block(self, name: str) -> dict[str, bool]:
@@ -239,6 +241,7 @@ class TenantService:
             if await self._meta.txn(Txn(compares={item.key: item.revision},
                                         puts={item.key: t.encode()})):
                 self._current_cache.pop(tenant, None)
+                self._reads.forget(item.key)
                 return v
 
     async def shred(self, tenant: str) -> None:
@@ -252,6 +255,7 @@ class TenantService:
         await self._meta.put(item.key, t.encode())
         self._kek_cache = {k: v for k, v in self._kek_cache.items() if k[0] != tenant}
         self._current_cache.pop(tenant, None)
+        self._reads.forget(item.key)
         for ak in await self.list_keys(tenant):
             await self.revoke_key(ak.access_key)
 
@@ -326,3 +330,4 @@ class TenantService:
         rec.state = "revoked"
         await self._meta.put(item.key, rec.encode())
         self._secret_cache.pop(access_key, None)
+        self._reads.forget(item.key)

@@ -167,7 +167,7 @@ async def test_round_trips_per_listing_page(gateway: tuple[Any, RecordingStore],
 
 # --- the cached bucket record (a PutObject in one round trip) never acts stale ---------
 
-BODY = b"x" * 4096
+BODY = os.urandom(4096)
 
 
 @pytest.fixture
@@ -200,6 +200,9 @@ async def test_versioning_enabled_elsewhere_is_applied(gateway: tuple[Any, Recor
     listed = await asyncio.to_thread(s3.list_object_versions, Bucket=bucket, Prefix="v")
     [version] = listed["Versions"]
     assert version["VersionId"] != "null"
+    # the body, read whole by the first run, was replayed to the second
+    got = await asyncio.to_thread(lambda: s3.get_object(Bucket=bucket, Key="v")["Body"].read())
+    assert got == BODY
     calls, trips = await _measure(store, s3.put_object, Bucket=bucket, Key="v2", Body=BODY)
     assert (calls, trips) == ([("range", "V"), ("txn", "O")], 2)  # the fresh record cached
 

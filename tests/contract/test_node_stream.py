@@ -1,6 +1,6 @@
 """Contract of POST /v1/stream (many whole shards in one request) against a real node
-process, through the node client's lean stream reader, and a rebuild that reads its sources
-that way: the same bytes and checks as single GETs, a missing or corrupt shard answered
+process, through the node client's lean stream reader, and a rebuild and a rebalancing
+copy that read their sources that way: the same bytes and checks as single GETs, a missing or corrupt shard answered
 alone, node auth and replay protection, and a lying source still refused."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import msgpack
 import pytest
 
-from storage.errors import IntegrityError, ShardCorrupt
+from storage.errors import IntegrityError, ShardCorrupt, StorageError
 from storage.pipeline import shard_file_bytes
 from storage.rebuild import SourcesDisagree, rebuild_shards
 from storage.shards.auth import body_digest, sign
 from storage.shards.client import NodeClient, NodeError
-from storage.shards.format import FRAME_HEAD_BYTES, ShardHeader
+from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader
 from storage.shards.ids import shard_id
 from storage.shards.multiread import (
     RECORD_BYTES,
@@ -26,6 +26,7 @@ from storage.shards.multiread import (
     request_body,
 )
 from storage.shards.streamread import StreamReader, whole_frames
+from storage.workers.rebalance import copy_shard
 from tests.contract.test_node_api import (  # noqa: F401 - fixtures
     Api,
     Node,
@@ -147,3 +148,35 @@ async def test_streamed_rebuild_writes_the_writers_bytes_and_refuses_a_liar(
             await rebuild_shards(client, cpu, liar, [(i, n) for i in range(5)], {5: n},
                                  stream_bytes=1 << 30)
     assert not shard_path(node, shard_id(liar.stripe_id, 5)).exists()
+
+
+class Reads:
+    """The real node client, counting the whole-shard stream reads."""
+
+    def __init__(self, inner: NodeClient) -> None:
+        self._inner = inner
+        self.whole = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def read_whole(self, *args: object, **kw: object) -> object:
+        self.whole += 1
+        return await self._inner.read_whole(*args, **kw)  # type: ignore[arg-type]
+
+
+async def test_rebalance_copies_a_small_shard_whole_through_the_stream(
+        api: Api, node: Node, client: NodeClient) -> None:  # noqa: F811
+    n = spec(node)
+    part, files = stripe(3 * 64 * 1024 + 77)
+    sid = shard_id(part.stripe_id, 2)
+    await put_shard(api, files[2], sid)
+    reads = Reads(client)
+    length = shard_file_bytes(part.size, part.segment_size, part.k)
+    sent = await copy_shard(reads, part, 2, n, n, whole_bytes=length)  # type: ignore[arg-type]
+    assert reads.whole == 1 and sent == len(files[2]) - HEADER_BYTES
+    assert shard_path(node, sid).read_bytes() == files[2]
+    flip(node, sid, len(files[2]) - 9)  # a corrupt source: refused, never copied
+    with pytest.raises(StorageError):
+        await copy_shard(reads, part, 2, n, n, whole_bytes=length)  # type: ignore[arg-type]
+    assert not shard_path(node, sid).exists() and quarantined(node, sid)

@@ -100,3 +100,33 @@ async def test_a_failed_read_is_not_kept(tmp_path: Path) -> None:
         assert await reads.get(b"K\x00x\x00") is None and reads.reads == 2
     finally:
         await store.inner.close()
+
+
+async def test_a_change_made_here_is_not_hidden_by_a_read_in_flight(tmp_path: Path) -> None:
+    """A key revoked (or tenant shredded) by this process while a read of it is in flight:
+    a caller after the change must not join that older read and re-cache what it saw."""
+    class ReadsThenWaits(CountingStore):
+        async def get(self, key: bytes) -> Item | None:
+            item = await self.inner.get(key)  # the value as of the read's start
+            await self.gate.wait()
+            return item
+
+    store = ReadsThenWaits(await SqliteStore.open(str(tmp_path / "meta.db")))
+    try:
+        key = b"K\x00x\x00"
+        await store.inner.put(key, b"active")
+        reads = SharedReads(store)  # type: ignore[arg-type]
+        store.gate.clear()
+        before = asyncio.create_task(reads.get(key))
+        for _ in range(100):  # until the read in flight has seen the old value
+            await asyncio.sleep(0.01)
+        await store.inner.put(key, b"revoked")
+        reads.forget(key)
+        after = asyncio.create_task(reads.get(key))
+        await asyncio.sleep(0)
+        store.gate.set()
+        assert (await after).value == b"revoked"  # type: ignore[union-attr]
+        assert (await before).value == b"active"  # type: ignore[union-attr]
+        assert reads.reads == 2
+    finally:
+        await store.inner.close()
