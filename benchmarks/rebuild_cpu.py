@@ -51,8 +51,7 @@ def own_cpu() -> float:
 
 
 async def rebuild_all(data: Path, parallels: list[int], wholes: list[int], rounds: int,
-                      profile: str | None, gathers: list[int] | None = None,
-                      streams: list[int] | None = None) -> None:
+                      profile: str | None, gathers: list[int] | None = None) -> None:
     cfg = load_config(data / "tessera.toml")
     meta = await SqliteStore.open(str(data / cfg.metadata_path))
     by_id = {n.id: n for n in cfg.nodes}
@@ -68,17 +67,15 @@ async def rebuild_all(data: Path, parallels: list[int], wholes: list[int], round
         client = NodeClient(session, secret)
         pool = BufferPool(POOL_BYTES)
         gate = asyncio.Semaphore(max(parallels))
-        whole = gather = stream = 0
-        variants = [(p, w, g, s) for p in parallels for w in wholes for g in gathers or [0]
-                    for s in streams or [0]]
+        whole = gather = 0
+        variants = [(p, w, g) for p in parallels for w in wholes for g in gathers or [0]]
         with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as cpu:
             async def one(part) -> int:  # noqa: ANN001
                 async with gate:
                     w = part.k + part.m - 1
                     res = await rebuild_shards(
                         client, cpu, part, [(i, by_id[part.nodes[i]]) for i in range(w)],
-                        {w: by_id[part.nodes[w]]}, pool=pool, whole_bytes=whole, gather_bytes=gather,
-                        stream_bytes=stream)
+                        {w: by_id[part.nodes[w]]}, pool=pool, whole_bytes=whole, gather_bytes=gather)
                     assert res.written and not res.failed, res
                     return res.bytes_written
 
@@ -92,15 +89,14 @@ async def rebuild_all(data: Path, parallels: list[int], wholes: list[int], round
                              "-o", f"{profile}.{f.stem}.txt", "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             for r in range(rounds * len(variants)):
-                parallel, whole, gather, stream = variants[r % len(variants)]
+                parallel, whole, gather = variants[r % len(variants)]
                 gate = asyncio.Semaphore(parallel)
                 c0, n0, t0 = own_cpu(), cpu_seconds(data / "run"), time.perf_counter()
                 nbytes = sum(await asyncio.gather(*(one(p) for p in parts)))
                 c1, n1, t1 = own_cpu(), cpu_seconds(data / "run"), time.perf_counter()
                 mib = nbytes / 2**20
                 nodes = sum(v - n0.get(k, v) for k, v in n1.items() if k != "gateway")
-                print(f"round {r}, {parallel} at once, whole_bytes {whole}, gather_bytes {gather}, stream_bytes {stream}: "
-                      f"{len(parts)} stripes, {mib:.1f} MiB rebuilt in "
+                print(f"round {r}, {parallel} at once, whole_bytes {whole}, gather_bytes {gather}: {len(parts)} stripes, {mib:.1f} MiB rebuilt in "
                       f"{t1 - t0:.2f} s: rebuilding process {1000 * (c1 - c0) / mib:.2f} ms + "
                       f"nodes {1000 * nodes / mib:.2f} ms CPU per rebuilt MiB; load average "
                       f"{os.getloadavg()[0]:.1f}")
@@ -123,9 +119,6 @@ def main() -> int:
     ap.add_argument("--gather", default="0",
                     help="rebuild_shards' gather_bytes (shards that small are read as streams "
                          "and written whole, one PUT each); a comma list alternates them")
-    ap.add_argument("--stream", default="0",
-                    help="rebuild_shards' stream_bytes (shards that small are read whole, many "
-                         "per request, and written whole, one PUT each); a comma list alternates")
     ap.add_argument("--profile", metavar="PREFIX",
                     help="py-spy the nodes (raw stacks in PREFIX.<node>.txt)")
     a = ap.parse_args()
@@ -142,8 +135,7 @@ def main() -> int:
             s3.put_object(Bucket="bench", Key=f"obj-{i}", Body=rnd.randbytes(a.mib << 20))
         asyncio.run(rebuild_all(tmp, [int(x) for x in a.parallel.split(",")],
                                 [int(x) for x in a.whole.split(",")], a.rounds, a.profile,
-                                [int(x) for x in a.gather.split(",")],
-                                [int(x) for x in a.stream.split(",")]))
+                                [int(x) for x in a.gather.split(",")]))
     finally:
         c.stop()
         shutil.rmtree(tmp, ignore_errors=True)

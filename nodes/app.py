@@ -29,7 +29,6 @@ from nodes.handlers import (
 )
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
-from nodes.multiread import add_stream_route
 from storage.config import ScrubSettings, env_settings
 from storage.shards.auth import Verifier, Watermark
 
@@ -145,7 +144,6 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
     app.on_startup.append(on_startup)
     add_routes(app)
     add_batch_route(app)
-    add_stream_route(app)
     from nodes.scrubber import install as install_scrubber
 
     install_scrubber(app, store, scrub or env_settings("scrub"))

@@ -81,18 +81,14 @@ async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader
                             sources: Sequence[tuple[int, NodeSpec]], k: int, first: int,
                             last: int,
                             failed: Callable[[int, NodeSpec, StorageError], None] | None = None,
-                            spare: int = 0, bulk: int = 0, whole: bool = False,
+                            spare: int = 0, bulk: int = 0,
                             ) -> AsyncIterator[tuple[int, dict[int, bytes]]]:
     """`read_blocks` for shards of a few KiB: each whole range in one batched request.
 
     Sources are tried in order, k (+ `spare` when sources allow) at a time; one that fails
     is reported to `failed` and the next source takes its place. DataUnavailable when fewer
-    than k can be read. `bulk` (a shard's bytes): read on the transport's repair lane;
-    `whole` (with `bulk`, every frame from 0): whole shards through the transport's
-    multi-shard streams (`read_whole`), for shards too large for a batch answer.
+    than k can be read. `bulk` (a shard's bytes): read on the transport's repair lane.
     """
-    if whole and (first != 0 or not bulk):
-        raise ValueError("whole reads are of every frame, with the shard's size")
     pool = list(sources)
     stripe_id = headers[0].stripe_id
     count = last - first + 1
@@ -101,9 +97,6 @@ async def read_small_blocks(client: NodeTransport, headers: Sequence[ShardHeader
 
     async def one(i: int, node: NodeSpec) -> list[tuple[int, bytes]] | StorageError:
         try:
-            if whole:
-                return await client.read_whole(node, shard_id(stripe_id, i), headers[i],
-                                               count, size=bulk)
             if bulk:
                 return await client.read_small(node, shard_id(stripe_id, i), headers[i],
                                                first, count, bulk=bulk)

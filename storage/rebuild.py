@@ -118,14 +118,12 @@ async def _rebuild_whole(client: NodeTransport, cpu: Executor, part: PartLayout,
                          sources: Sequence[tuple[int, NodeSpec]],
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None,
                          reference: Reference | None, trusted: set[int] | None,
-                         size: int, streamed: bool = False) -> RebuildResult:
+                         size: int) -> RebuildResult:
     """`rebuild_shards` for shards of `size` bytes or less: each source shard read whole and
     each rebuilt shard written whole on the transport's bulk lane (`read_small` /
     `put_small` with `bulk`), so the reads and writes of the stripes repaired at once share
     one batch request per node instead of one request per shard. Same sources, same spare
-    and the same checks as streaming; a source that fails is replaced by the next one.
-    `streamed` (shards too large for a batch): the sources are read through the transport's
-    multi-shard streams (`read_whole`) and each rebuilt shard is written in one PUT."""
+    and the same checks as streaming; a source that fails is replaced by the next one."""
     codec = ErasureCodec(part.k, part.m)
     headers = part_headers(part)
     nsegs = segment_count(part.size, part.segment_size)
@@ -138,15 +136,12 @@ async def _rebuild_whole(client: NodeTransport, cpu: Executor, part: PartLayout,
     spare = max(1, len(sources) - part.k) if reference is not None else 1
     segments = [blocks async for _, blocks in read_small_blocks(
         client, headers, sources, part.k, 0, nsegs - 1, failed_source, spare=spare,
-        bulk=size, whole=streamed)]
+        bulk=size)]
     files, nbytes, liars = await asyncio.get_running_loop().run_in_executor(
         cpu, _rebuild_whole_files, reference, codec, headers, part, segments, wanted, trusted)
     del segments
 
     async def put(i: int) -> str | None:
-        if streamed:
-            return await _put_whole(client, targets[i], shard_id(part.stripe_id, i), files[i],
-                                    nsegs)
         try:
             await client.put_small(targets[i], shard_id(part.stripe_id, i), files[i], nsegs,
                                    replace=True, bulk=True)  # the target may hold a bad copy
@@ -189,8 +184,7 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          stall_s: float = 20.0, reference: Reference | None = None,
                          trusted: set[int] | None = None,
                          pool: BufferPool | None = None,
-                         whole_bytes: int = 0, gather_bytes: int = 0,
-                         stream_bytes: int = 0) -> RebuildResult:
+                         whole_bytes: int = 0, gather_bytes: int = 0) -> RebuildResult:
     """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
 
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
@@ -202,14 +196,12 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     `trusted` sources were read for it. With `pool`, source frames are received into its
     reused buffers (`read_blocks`), given back as soon as a segment's frames are built.
     Shards of `whole_bytes` or less are read and written whole (`_rebuild_whole`); those
-    of `stream_bytes` or less too, the sources through the transport's multi-shard streams
-    and each rebuilt shard in one PUT; those of `gather_bytes` or less are read as streams
-    and each rebuilt shard is written whole.
+    of `gather_bytes` or less are read as streams and each rebuilt shard is written whole.
     """
     length = shard_file_bytes(part.size, part.segment_size, part.k)
-    if length <= max(whole_bytes, stream_bytes):
+    if length <= whole_bytes:
         return await _rebuild_whole(client, cpu, part, sources, targets, throttle, reference,
-                                    trusted, length, streamed=length > whole_bytes)
+                                    trusted, length)
     codec = ErasureCodec(part.k, part.m)
     headers = part_headers(part)
     nsegs = segment_count(part.size, part.segment_size)

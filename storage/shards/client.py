@@ -21,9 +21,7 @@ from storage.shards import auth
 from storage.shards.batching import NodeBatcher
 from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
-from storage.shards.multiread import MAX_STREAM_IDS
 from storage.shards.sender import ShardSender
-from storage.shards.streamread import StreamReader, whole_frames
 from storage.shards.streamslots import StreamSlots
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
@@ -32,12 +30,6 @@ BULK_BATCH_BYTES = 4 * 1024 * 1024  # repair's batch requests (`_batcher`), abou
 # one batch per node at a time, so a node that answers a byte at a time (the socket's read
 # timeout never fires) would otherwise hold every repair bound for it
 BULK_DEADLINE_S = 60.0
-# repair's whole-shard reads of larger shards (`read_whole`): several per stream request, of
-# about this many bytes (two ~1 MiB shards), up to STREAM_INFLIGHT requests per node at once.
-# Measured (repair_speed.py, 4 MiB objects, load 24-28): 8 x 2.25 MiB beat 2 x 8 MiB, whose
-# large answers held every stripe waiting on one of them
-STREAM_BATCH_BYTES = 2 * 1024 * 1024 + 256 * 1024
-STREAM_INFLIGHT = 8
 HASH_OFF_LOOP_BYTES = 2 * 1024 * 1024  # body MAC (GMAC, ~7 GB/s) of chunks this large
 # runs on a worker thread; a frame of a 4 MiB segment is MACed inline: the thread hop cost
 # more CPU than the MAC itself
@@ -77,10 +69,7 @@ class NodeClient:
                                                    sock_read=read_timeout_s)
         self._batchers: dict[str, NodeBatcher] = {}
         self._bulk: dict[str, NodeBatcher] = {}  # repair's whole-shard lane (see `_batcher`)
-        self._streams: dict[str, NodeBatcher] = {}  # repair's shard streams (`read_whole`)
         self._fetch = ShardFetcher(secret, read_timeout_s)
-        self._stream = StreamReader(secret, read_timeout_s)
-        self._bulk_deadline = bulk_deadline_s
         self.stream_slots = StreamSlots()  # shard GET streams per node (`read_blocks`)
         self._sender = ShardSender(read_timeout_s)
         self._whole_sealer = auth.WholeBodySealer(secret)
@@ -261,51 +250,22 @@ class NodeClient:
         the answer's expected bytes, read on the repair lane (`_batcher`)."""
         res = await self._batcher(node, bulk > 0).submit(
             {"op": "get", "id": sid, "first": first, "count": count}, bulk)
-        return _checked_frames(node, sid, expect, first, count, res)
-
-    async def read_whole(self, node: NodeSpec, sid: str, expect: ShardHeader, count: int,
-                         *, size: int) -> list[tuple[int, bytes]]:
-        """Every verified frame of a shard of `count` frames and about `size` bytes, read
-        with the other whole-shard reads queued for the node meanwhile in one stream request
-        (POST /v1/stream: sendfile on the node, no batch body to hash or unpack); on the
-        repair lane's deadline. The same checks as `read_small`."""
-        b = self._streams.get(node.url)
-        if b is None:
-            b = self._streams[node.url] = NodeBatcher(
-                lambda ops, node=node: self._send_stream(node, ops),
-                max_inflight=STREAM_INFLIGHT, max_ops=MAX_STREAM_IDS,
-                max_bytes=STREAM_BATCH_BYTES)
-        res = await b.submit({"id": sid}, size)
         status = res.get("status")
         if status == 409:
             raise ShardCorrupt(sid, f"node {node.id} reports corruption")
         if status != 200:
-            raise NodeError(node.id, f"stream GET {status}", status)
+            raise NodeError(node.id, f"GET {status}", status)
+        reader = FrameReader(first_segment=first)
         try:
-            h, frames = whole_frames(res["data"])
-        except IntegrityError as exc:
+            frames = reader.feed(res["data"])
+        except (IntegrityError, KeyError, TypeError) as exc:
             raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
-        if h.stripe_id != expect.stripe_id or h.index != expect.index:
+        h = reader.header
+        if h is None or h.stripe_id != expect.stripe_id or h.index != expect.index:
             raise ShardCorrupt(sid, f"on {node.id}: header names another shard")
-        if len(frames) != count:
+        if len(frames) != count or reader.pending:
             raise NodeError(node.id, f"short read: {len(frames)} of {count} frames")
-        return frames  # type: ignore[return-value]  # views of the shard's own buffer
-
-    async def _send_stream(self, node: NodeSpec, ops: list[dict[str, Any]],
-                           ) -> list[dict[str, Any]]:
-        """One stream request, within the repair lane's deadline."""
-        try:
-            async with asyncio.timeout(self._bulk_deadline):
-                results = await self._stream.read(node, [op["id"] for op in ops])
-        except FetchError as exc:
-            raise NodeError(node.id, f"stream: {exc.reason}", exc.status) from None
-        except TimeoutError:
-            raise NodeError(node.id, f"stream: over {self._bulk_deadline:.0f}s") from None
-        except (OSError, IntegrityError) as exc:
-            raise NodeError(node.id, f"stream: {type(exc).__name__}: {exc}") from None
-        if len(results) != len(ops):
-            raise NodeError(node.id, "stream: bad answer")
-        return results
+        return frames
 
     async def read_frames(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
                           count: int) -> AsyncIterator[tuple[int, bytes]]:
@@ -360,26 +320,3 @@ class NodeClient:
         """Close the shard fetcher's and sender's idle connections (not the session)."""
         self._fetch.close()
         self._sender.close()
-        self._stream.close()
-
-
-def _checked_frames(node: NodeSpec, sid: str, expect: ShardHeader, first: int, count: int,
-                    res: dict[str, Any]) -> list[tuple[int, bytes]]:
-    """The verified frames of a whole-shard answer (a batch get's or a stream record's):
-    every frame's checksum, the header naming the expected stripe and index, `count` frames."""
-    status = res.get("status")
-    if status == 409:
-        raise ShardCorrupt(sid, f"node {node.id} reports corruption")
-    if status != 200:
-        raise NodeError(node.id, f"GET {status}", status)
-    reader = FrameReader(first_segment=first)
-    try:
-        frames = reader.feed(res["data"])
-    except (IntegrityError, KeyError, TypeError) as exc:
-        raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
-    h = reader.header
-    if h is None or h.stripe_id != expect.stripe_id or h.index != expect.index:
-        raise ShardCorrupt(sid, f"on {node.id}: header names another shard")
-    if len(frames) != count or reader.pending:
-        raise NodeError(node.id, f"short read: {len(frames)} of {count} frames")
-    return frames

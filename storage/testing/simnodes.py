@@ -180,7 +180,3 @@ class SimNodes:
     async def read_small(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
                          count: int, *, bulk: int = 0) -> list[tuple[int, bytes]]:
         return [f async for f in self.read_frames(node, sid, expect, first, count)]
-
-    async def read_whole(self, node: NodeSpec, sid: str, expect: ShardHeader, count: int,
-                         *, size: int) -> list[tuple[int, bytes]]:
-        return [f async for f in self.read_frames(node, sid, expect, 0, count)]

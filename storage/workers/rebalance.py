@@ -40,7 +40,6 @@ from storage.workers.base import (
     read_counters,
 )
 from storage.workers.manifests import Manifest, commit_shard_moves, load_manifest
-from storage.workers.repair_lanes import STREAM_SHARD_BYTES
 
 log = logging.getLogger("tessera.rebalance")
 STATS_KEY = system_key("rebalance")
@@ -69,26 +68,15 @@ class RebalanceStats:
 
 async def copy_shard(client: NodeTransport, part: PartLayout, index: int, src: NodeSpec,
                      dst: NodeSpec, throttle: Throttle | None = None,
-                     stall_s: float = 20.0, whole_bytes: int = 0) -> int:
+                     stall_s: float = 20.0) -> int:
     """Stream shard `index` of a stripe from `src` to `dst`, verifying every frame.
 
-    Returns the bytes written; raises StorageError when either side fails. A shard of
-    `whole_bytes` or less is read whole through the source's multi-shard streams (shared
-    with the other moves from that node meanwhile) and written whole in one PUT.
+    Returns the bytes written; raises StorageError when either side fails.
     """
     header = part_headers(part)[index]
     nsegs = segment_count(part.size, part.segment_size)
     sid = shard_id(part.stripe_id, index)
     length = shard_file_bytes(part.size, part.segment_size, part.k)
-    if length <= whole_bytes:
-        frames = [pack_frame(header, seg, block) for seg, block in
-                  await client.read_whole(src, sid, header, nsegs, size=length)]
-        await client.put_shard(dst, sid, b"".join([header.pack(), *frames]), nsegs,
-                               replace=True)  # a move may meet a stale copy on dst
-        sent = sum(len(f) for f in frames)
-        if throttle is not None:
-            await throttle.consume(sent)
-        return sent
     sender = _ShardSender(client, dst, sid, header.pack(), nsegs, stall_s, length,
                           replace=True)  # a move may meet a stale copy on dst
     sent = 0
@@ -328,7 +316,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         if src is not None and self._health.is_usable(src_id):
             try:
                 return await copy_shard(self._client, part, index, src, dst,
-                                        self._throttle, whole_bytes=STREAM_SHARD_BYTES), "copied"
+                                        self._throttle), "copied"
             except StorageError as exc:
                 log.warning("copy of %s from %s failed (%s); rebuilding instead",
                             shard_id(part.stripe_id, index), src_id, exc)
@@ -336,8 +324,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         sources = [(i, by_id[n]) for i, n in enumerate(part.nodes)
                    if i != index and n and n in by_id and self._health.is_usable(n)]
         res = await rebuild_shards(self._client, self._cpu, part, sources, {index: dst},
-                                   self._throttle, pool=self._pool,
-                                   stream_bytes=STREAM_SHARD_BYTES)
+                                   self._throttle, pool=self._pool)
         if index not in res.written:
             raise StorageError(res.failed.get(index, "rebuild failed"))
         return res.bytes_written, "rebuilt"

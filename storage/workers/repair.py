@@ -54,12 +54,7 @@ from storage.workers.manifests import (
     volume_stripes,
 )
 from storage.workers.repair_assess import Assessment, RepairAssessor
-from storage.workers.repair_lanes import (
-    GATHER_SHARD_BYTES,
-    STREAM_SHARD_BYTES,
-    WHOLE_SHARD_BYTES,
-    RepairLanes,
-)
+from storage.workers.repair_lanes import GATHER_SHARD_BYTES, WHOLE_SHARD_BYTES, RepairLanes
 from storage.workers.repair_orphans import RepairHousekeeping
 
 log = logging.getLogger("tessera.repair")
@@ -305,8 +300,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
                                        throttle or self._throttle, reference=reference,
                                        trusted=set(a.healthy) if keyless else None,
                                        pool=self._pool, whole_bytes=WHOLE_SHARD_BYTES,
-                                       gather_bytes=GATHER_SHARD_BYTES,
-                                       stream_bytes=STREAM_SHARD_BYTES)
+                                       gather_bytes=GATHER_SHARD_BYTES)
         except DataUnavailable as exc:
             self.stats.unrepairable += 1
             self._dirty = True

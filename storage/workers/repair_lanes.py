@@ -30,17 +30,6 @@ WHOLE_SHARE = 2  # 32 small stripes at once with the default `parallel` (16)
 # (6.96 -> 6.46 ms) but each rebuild took ~15% longer in 3 of 3 pairs (the write no longer
 # overlaps the reads). Memory: the rebuilt shards of `parallel` stripes, 16 x 2 x 1 MiB at 4+2.
 GATHER_SHARD_BYTES = 1024 * 1024 + 64 * 1024
-# Shards up to this size could instead be read through the nodes' multi-shard streams
-# (`stream_bytes`: POST /v1/stream, several stripes' sources per request, sendfile on the
-# node, `recv_into` straight into each shard's buffer) and rebuilt whole; rebalancing copies
-# would read them that way too. Off (0): against `gather_bytes` on 4 MiB objects it measured
-# as a loss in the controlled A/B (`rebuild_cpu.py --gather 1179648 --stream 0,1179648
-# --rounds 6`, one cluster, alternating rounds, load 24-26): medians nodes 10.75 against
-# 8.75 ms, rebuilding process 6.67 against 6.33 ms per rebuilt MiB, wall 2.72 against 1.77 s
-# a round. The stream request goes through aiohttp on the node, a shard GET through the lean
-# front; fewer requests did not pay for that. (`repair_speed.py` pairs were mixed: 2 of 4
-# faster, steady CPU lower in 3 of 4, within this load's noise.)
-STREAM_SHARD_BYTES = 0
 
 
 class RepairLanes:
