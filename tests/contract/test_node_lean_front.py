@@ -75,11 +75,17 @@ class Conn:
         await self.writer.drain()
 
     async def answer(self) -> tuple[int, bytes]:
+        status, _, body = await self.answer_with_headers()
+        return status, body
+
+    async def answer_with_headers(self) -> tuple[int, dict[str, str], bytes]:
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 30)
-        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        body = await asyncio.wait_for(self.reader.readexactly(length), 30)
-        return int(head.split(b" ", 2)[1]), body
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in lines[1:] if line)}
+        body = await asyncio.wait_for(
+            self.reader.readexactly(int(headers["content-length"])), 30)
+        return int(lines[0].split(" ")[1]), headers, body
 
 
 @pytest.fixture

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-
-import pytest
 
 from storage.shards.auth import sign
 from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES
 from tests.contract.test_node_api import Node, make_shard, node, shard_path
-from tests.contract.test_node_lean_front import log_lines, put_request, wait_lines
+from tests.contract.test_node_lean_front import Conn, conn, log_lines, put_request, wait_lines
 
-__all__ = ["node"]  # the module's node process (fixture)
+__all__ = ["conn", "node"]  # fixtures: the module's node process, a connection to it
 
 
 def get_request(node: Node, path_qs: str, *, secret: bytes | None = None,
@@ -26,40 +23,12 @@ def get_request(node: Node, path_qs: str, *, secret: bytes | None = None,
         + ("Connection: close\r\n" if close else "") + "\r\n").encode()
 
 
-class Conn:
-    """One kept-alive connection; answers read one at a time with their heads."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def answer(self) -> tuple[int, dict[str, str], bytes]:
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 30)
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in
-                   (line.partition(":") for line in lines[1:] if line)}
-        body = await asyncio.wait_for(
-            self.reader.readexactly(int(headers["content-length"])), 30)
-        return int(lines[0].split(" ")[1]), headers, body
-
-
-@pytest.fixture
-async def conn(node: Node) -> AsyncIterator[Conn]:
-    reader, writer = await asyncio.open_connection(node.host, node.port)
-    yield Conn(reader, writer)
-    writer.close()
-    await writer.wait_closed()
-
-
 async def stored(node: Node, conn: Conn, index: int, frames: int, block_size: int,
                  last: int | None) -> tuple[str, bytes]:
     """A shard PUT through `conn`: (its id, its bytes)."""
     sid, _, _, body = make_shard(index, frames, block_size, last)
     await conn.send(put_request(node, sid, body))
-    assert (await conn.answer())[0] == 201
+    assert (await conn.answer_with_headers())[0] == 201
     return sid, body
 
 
@@ -72,7 +41,7 @@ async def test_gets_from_the_first_frame_are_served_by_the_lean_front(node: Node
                           (f"/v1/shards/{sid}?first=0&count=9", body),
                           (f"/v1/shards/{sid}?first=0&count=1", body[:one])):
         await conn.send(get_request(node, path_qs))
-        status, headers, got = await conn.answer()
+        status, headers, got = await conn.answer_with_headers()
         assert (status, got) == (200, want)
         assert headers["x-tessera-segments"] == "3"
         assert headers["content-type"] == "application/octet-stream"
@@ -104,7 +73,7 @@ async def test_refusals_match_aiohttps(node: Node, conn: Conn) -> None:
                                 (f"/v1/shards/abc?{form}", None),           # malformed id
                                 (f"/v1/shards/{bad_sid}?{form}", None)):    # corrupt
             await conn.send(get_request(node, path_qs, secret=secret))
-            status, headers, doc = await conn.answer()
+            status, headers, doc = await conn.answer_with_headers()
             assert headers["content-type"] == "application/json; charset=utf-8"
             got.append((status, json.loads(doc)))
         answers.append(got)
@@ -125,9 +94,9 @@ async def test_a_replayed_get_is_refused(node: Node, conn: Conn) -> None:
     sid, body = await stored(node, conn, index=0, frames=1, block_size=4096, last=None)
     wire = get_request(node, f"/v1/shards/{sid}?first=0&count=1")
     await conn.send(wire)
-    assert (await conn.answer())[::2] == (200, body)
+    assert (await conn.answer_with_headers())[::2] == (200, body)
     await conn.send(wire)
-    status, _, doc = await conn.answer()
+    status, _, doc = await conn.answer_with_headers()
     assert (status, json.loads(doc)["message"]) == (401, "replayed request")
     recs = [r for r in await wait_lines(node, f"/v1/shards/{sid}", 3) if r["op"] == "get"]
     assert [(r["front"], r["status"]) for r in recs] == [("lean", 200), ("lean", 401)]
@@ -140,11 +109,11 @@ async def test_later_frames_and_other_queries_go_to_aiohttp(node: Node, conn: Co
     await conn.send(get_request(node, f"/v1/shards/{sid}?first=1&count=1") +
                     get_request(node, f"/v1/shards/{sid}?first=0&count=1&x=1") +
                     get_request(node, f"/v1/shards/{sid}"))  # the connection is aiohttp's now
-    status, _, got = await conn.answer()
+    status, _, got = await conn.answer_with_headers()
     assert status == 200 and got[HEADER_BYTES:] == frame1
     assert got[:HEADER_BYTES] == body[:HEADER_BYTES]
-    assert (await conn.answer())[0] == 200
-    assert (await conn.answer())[::2] == (200, body)
+    assert (await conn.answer_with_headers())[0] == 200
+    assert (await conn.answer_with_headers())[::2] == (200, body)
     recs = [r for r in await wait_lines(node, f"/v1/shards/{sid}", 4) if r["op"] == "get"]
     assert [r.get("front") for r in recs] == [None, None, None]
 
@@ -155,10 +124,10 @@ async def test_pipelined_requests_are_answered_in_order(node: Node, conn: Conn) 
     await conn.send(get_request(node, f"/v1/shards/{sid}") + put_request(node, sid2, body2)
                     + get_request(node, f"/v1/shards/{sid2}?first=0&count=1")
                     + get_request(node, f"/v1/shards/{sid}?first=0&count=2", close=True))
-    assert (await conn.answer())[::2] == (200, body)
-    assert (await conn.answer())[0] == 201
-    assert (await conn.answer())[::2] == (200, body2)
-    status, headers, got = await conn.answer()
+    assert (await conn.answer_with_headers())[::2] == (200, body)
+    assert (await conn.answer_with_headers())[0] == 201
+    assert (await conn.answer_with_headers())[::2] == (200, body2)
+    status, headers, got = await conn.answer_with_headers()
     assert (status, got, headers["connection"]) == (200, body, "close")
     assert await asyncio.wait_for(conn.reader.read(), 30) == b""  # closed after it
     recs = [r for r in await wait_lines(node, f"/v1/shards/{sid}", 3) if r["op"] == "get"]
