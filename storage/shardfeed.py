@@ -29,7 +29,9 @@ async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tup
 
     A segment is the list of its pieces: the chunks as they came, split with memoryviews
     where a segment boundary falls inside one, never joined (the encoder encrypts each
-    piece into place and the digests take them one by one): no byte is copied here.
+    piece into place and the digests take them one by one): no byte of a `bytes` chunk is
+    copied here; any other chunk (a reusable buffer) is copied once, since pieces are held
+    until they are coded and hashed.
     """
     parts: Pieces = []
     have = 0
@@ -56,6 +58,8 @@ async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tup
     async for chunk in source:
         if not chunk:
             continue
+        if type(chunk) is not bytes:  # pieces are kept until coded and hashed: a reused
+            chunk = bytes(chunk)  # buffer (bytearray, view) could change before then
         parts.append(chunk)
         have += len(chunk)
         while have >= size:

@@ -56,3 +56,23 @@ def test_every_length_around_the_boundaries_reassembles() -> None:
             assert b"".join(b"".join(p) for p, _ in segs) == data
             assert all(sum(map(len, p)) == 4000 for p, _ in segs[:-1])
             assert [last for _, last in segs] == [False] * (len(segs) - 1) + [True] * bool(segs)
+
+
+def test_a_reused_buffer_is_copied_not_held() -> None:
+    """A source that yields one bytearray again and again (refilled each time): segments
+    hold their pieces until coded and hashed, so such chunks must be copied."""
+    import asyncio
+
+    from storage.shardfeed import segments
+
+    async def main() -> list[bytes]:
+        buf = bytearray(3)
+
+        async def source():  # type: ignore[no-untyped-def]
+            for i in range(4):
+                buf[:] = bytes([i]) * 3
+                yield buf
+
+        return [b"".join(bytes(p) for p in seg) async for seg, _ in segments(source(), 4)]
+
+    assert asyncio.run(main()) == [b"\x00\x00\x00\x01", b"\x01\x01\x02\x02", b"\x02\x03\x03\x03"]
