@@ -307,11 +307,14 @@ async def test_a_buffered_body_is_read_without_arming_a_timer(monkeypatch) -> No
 
     body, payload = _body_request(4)
     payload.feed_data(b"ab")
-    later = asyncio.get_running_loop().call_soon(payload.feed_data, b"cd")
-    eof = asyncio.get_running_loop().call_later(0.01, payload.feed_eof)
-    assert [c async for c in body] == [b"ab", b"cd"]
+    loop = asyncio.get_running_loop()
+    chunks = body.__aiter__()
+    assert await chunks.__anext__() == b"ab"  # there already: no timer
+    loop.call_soon(payload.feed_data, b"cd")  # arrives while the reader waits (timer 1)
+    assert await chunks.__anext__() == b"cd"
+    loop.call_soon(payload.feed_eof)  # the end, likewise waited for (timer 2); scheduled
+    assert [c async for c in chunks] == []  # only now, so a slow loop cannot merge the two
     assert armed == [body_mod.BODY_IDLE_TIMEOUT_S] * 2
-    later.cancel(), eof.cancel()
 
     monkeypatch.setattr(body_mod, "BODY_IDLE_TIMEOUT_S", 0.05)
     body, payload = _body_request(4)
