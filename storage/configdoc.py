@@ -83,9 +83,11 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "more cores per gateway; beyond the core count it only adds contention.",
     ("gateway", "upload_budget_bytes"): "Memory all uploads of one gateway process may hold "
     "at once (segments being read and coded, frames queued to nodes; about 58 MiB for a "
-    "part of 8 MiB or more with the default 4+2). An upload whose footprint does not fit "
-    "waits its turn before its body is read; one larger than the budget is cut to it, so a "
-    "single upload always proceeds.",
+    "part of 8 MiB or more with the default 4+2, ~2.5 times its size for a smaller object). "
+    "An upload whose footprint does not fit waits its turn before its body is read (a small "
+    "one, up to a sixteenth of the budget, may pass a large one during its first 2 s of "
+    "waiting); an S3 request that waits 30 s gets 503 SlowDown, which SDKs retry. One "
+    "larger than the budget is cut to it, so a single upload always proceeds.",
     ("gateway", "workers"): "Gateway processes serving S3 on the same address (one listening "
     "socket; a worker accepts while it holds no more connections than any other), 0 = one "
     "per core; the first also serves admin and runs the background workers. "

@@ -126,8 +126,9 @@ class ShardSender:
     async def finish(self) -> bool:
         await self.send(None)
         if self.error is None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), self._stall_s)
+            try:  # asyncio.timeout: wait_for on 3.11 can drop a racing cancellation
+                async with asyncio.timeout(self._stall_s):
+                    await asyncio.shield(self._task)
             except TimeoutError:
                 self.error = f"node {self.node.id} did not confirm within {self._stall_s:.0f}s"
                 self._task.cancel()
@@ -148,6 +149,8 @@ async def read_upto(source: AsyncIterator[bytes], limit: int,
     parts: list[bytes] = []
     have = 0
     async for chunk in source:
+        if type(chunk) is not bytes:  # held until joined: a reused buffer could change
+            chunk = bytes(chunk)
         parts.append(chunk)
         have += len(chunk)
         if have > limit:

@@ -7,7 +7,8 @@ it for the others) and every miss on the same key meanwhile waits for that read.
 records the callers cache for seconds anyway: a read already in flight when a request
 arrives may linearize before it. A change made in this process (`forget`) ends the sharing:
 callers after it start a read of their own, so none is served a read that began before the
-change (a revoked key, a shredded tenant) and re-caches it.
+change (a revoked key, a shredded tenant); and it bumps the key's `generation`, so a caller
+whose read began before the change can tell not to cache what it got.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class SharedReads:
     def __init__(self, meta: MetadataStore) -> None:
         self._meta = meta
         self._inflight: dict[bytes, asyncio.Task[Item | None]] = {}
+        self._generations: dict[bytes, int] = {}  # keys changed here: times forgotten
         self.reads = 0  # reads actually sent (tests)
 
     async def get(self, key: bytes) -> Item | None:
@@ -34,9 +36,15 @@ class SharedReads:
             task.add_done_callback(lambda t, k=key: self._done(k, t))
         return await asyncio.shield(task)
 
+    def generation(self, key: bytes) -> int:
+        """How often this process changed `key`: a read may be cached only if this is the
+        same after it as before it."""
+        return self._generations.get(key, 0)
+
     def forget(self, key: bytes) -> None:
         """This process changed `key`: later callers read afresh, not the read in flight."""
         self._inflight.pop(key, None)
+        self._generations[key] = self._generations.get(key, 0) + 1
 
     def _done(self, key: bytes, task: asyncio.Task[Item | None]) -> None:
         if self._inflight.get(key) is task:

@@ -36,7 +36,7 @@ from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
-from storage.uploadbudget import UploadBudget, write_footprint
+from storage.uploadbudget import UPLOAD_WAIT_S, UploadBudget, write_footprint
 
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
@@ -87,7 +87,7 @@ class StripeStore:
         segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
         held = await self.uploads.acquire(write_footprint(codec.input_segment, segs,
                                                           codec.codec.k, profile.width,
-                                                          size_hint))
+                                                          size_hint), UPLOAD_WAIT_S.get())
         try:
             return await self._write(codec, profile, source, digests, size_hint)
         finally:

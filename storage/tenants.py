@@ -131,10 +131,19 @@ class TenantService:
         await self._refresh(name, now)
         return self._pab_cache[name][1]
 
+    async def _read(self, key: bytes) -> Item | None:
+        """A shared read of a record these caches keep, again if this process changed it
+        meanwhile (a read begun before a revoke or shred must not be cached after it)."""
+        while True:
+            before = self._reads.generation(key)
+            item = await self._reads.get(key)
+            if self._reads.generation(key) == before:
+                return item
+
     async def _refresh(self, name: str, now: float) -> None:
         """Read the tenant record once for both short-lived caches (identity and public
         access block: every authenticated request needs both)."""
-        item = await self._reads.get(tenant_key(name))
+        item = await self._read(tenant_key(name))
         t = Tenant.decode(item.value) if item is not None else None
         flags = dict(t.public_access_block) if t is not None else {}
         ident = ((t.canonical_id or name, t.display_name or name) if t is not None
@@ -205,7 +214,7 @@ class TenantService:
             kek = self._kek_cache.get((tenant, hit[1]))
             if kek and kek[0] > now:
                 return hit[1], kek[1], hit[2]
-        item = await self._reads.get(tenant_key(tenant))
+        item = await self._read(tenant_key(tenant))
         if item is None:
             raise NotFound(f"tenant {tenant!r} does not exist")
         t = Tenant.decode(item.value)
@@ -307,7 +316,7 @@ class TenantService:
         hit = self._secret_cache.get(access_key)
         if hit and hit[0] > now:
             return hit[1]
-        item = await self._reads.get(access_key_key(access_key))
+        item = await self._read(access_key_key(access_key))
         cred = None
         if item is not None:
             rec = AccessKey.decode(item.value)

@@ -14,9 +14,13 @@ than the whole limit is cut to the limit, so a single write always gets in once 
 before it finish.
 
 No starvation by slow clients: a holder's body may arrive slowly (only silence is cut), so
-(1) a small write (at most a sixteenth of the limit) that fits goes ahead of waiting large
-ones, and (2) no write waits longer than `wait_s`: it is refused with `Overloaded`
-(S3 503 SlowDown, which every SDK retries with backoff) instead of hanging behind them.
+(1) a small write (at most a sixteenth of the limit) that fits goes ahead of a waiting large
+one during the large one's first `pass_s` seconds of waiting (after that nothing passes
+it, so a steady flow of small writes cannot keep it out for ever), and (2) an S3 request
+waits at most `UPLOAD_WAIT_S` (set for its task by the S3 front): then it is refused with
+`Overloaded` (S3 503 SlowDown, which every SDK retries with backoff) instead of hanging
+behind trickling uploads. Writers with no client to answer (block volumes, background
+workers) wait as long as it takes, as before.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 
 from storage.crypto.aead import TAG_BYTES
 from storage.erasure import block_size
@@ -32,8 +37,11 @@ from storage.errors import Overloaded
 from storage.shards.format import FRAME_HEAD_BYTES
 
 UPLOAD_BUDGET_BYTES = 256 * 1024 * 1024  # default [gateway] upload_budget_bytes
-WAIT_S = 30.0  # longest wait for the budget before SlowDown (under SDKs' 60 s read timeout)
+WAIT_S = 30.0  # an S3 request's longest wait before SlowDown (under SDKs' 60 s read timeout)
 SMALL_SHARE = 16  # a footprint of at most limit // SMALL_SHARE may pass waiting large ones
+PASS_S = 2.0  # ... while the one at the head has waited less than this
+# How long the current task's writes may wait for the budget (None: as long as it takes).
+UPLOAD_WAIT_S: ContextVar[float | None] = ContextVar("upload_wait_s", default=None)
 QUEUED_FRAMES = 4  # frames each node's sender queue holds (storage.stripes.QUEUE_FRAMES)
 HELD_SEGMENTS = 4  # plaintext segments a streaming write holds: segmenter's two, encoding, hash lag
 HELD_FRAME_SETS = QUEUED_FRAMES + 3  # queued, being sent, waiting to be queued, being encoded
@@ -55,28 +63,35 @@ def write_footprint(input_segment: int, segments: int, k: int, width: int,
 
 class UploadBudget:
     """At most `limit` bytes reserved at once by the writes of this process, granted in
-    arrival order, except that a small footprint that fits passes waiting large ones; no
-    wait lasts longer than `wait_s` (then `Overloaded`)."""
+    arrival order, except that a small footprint that fits passes a waiting large one
+    during its first `pass_s` seconds; a wait given a deadline ends in `Overloaded`."""
 
-    def __init__(self, limit: int = UPLOAD_BUDGET_BYTES, wait_s: float = WAIT_S) -> None:
+    def __init__(self, limit: int = UPLOAD_BUDGET_BYTES, pass_s: float = PASS_S) -> None:
         if limit < 1:
             raise ValueError("upload budget must be positive")
         self.limit = limit
-        self.wait_s = wait_s
+        self.pass_s = pass_s
         self.small = limit // SMALL_SHARE
-        self.refused = 0  # writes refused after waiting wait_s
+        self.refused = 0  # writes refused after waiting their deadline
         self.in_use = 0
         self.peak = 0  # most bytes reserved at once since start
         self.waited = 0  # writes that had to wait for the budget
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._waiters: deque[tuple[int, asyncio.Future[None], float]] = deque()
 
     def _grant(self, n: int) -> None:
         self.in_use += n
         self.peak = max(self.peak, self.in_use)
 
+    def _may_pass(self, n: int) -> bool:
+        """Whether a small write that fits may go ahead of the waiters now."""
+        if n > self.small or self.in_use + n > self.limit:
+            return False
+        head = next((w for w in self._waiters if not w[1].done()), None)
+        return head is None or asyncio.get_running_loop().time() - head[2] < self.pass_s
+
     def _wake(self) -> None:
         while self._waiters:
-            n, fut = self._waiters[0]
+            n, fut, _ = self._waiters[0]
             if fut.done():  # cancelled or timed out while waiting
                 self._waiters.popleft()
                 continue
@@ -85,24 +100,24 @@ class UploadBudget:
             self._waiters.popleft()
             self._grant(n)
             fut.set_result(None)
-        for n, fut in list(self._waiters):  # small ones that fit pass a blocked head
-            if not fut.done() and n <= self.small and self.in_use + n <= self.limit:
-                self._waiters.remove((n, fut))
-                self._grant(n)
-                fut.set_result(None)
+        for w in list(self._waiters)[1:]:  # small ones that fit pass a young blocked head
+            if not w[1].done() and self._may_pass(w[0]):
+                self._waiters.remove(w)
+                self._grant(w[0])
+                w[1].set_result(None)
 
-    async def acquire(self, nbytes: int) -> int:
-        """Reserve `nbytes` (cut to the limit), waiting in line at most `wait_s`; returns
-        what was reserved. Raises `Overloaded` when the wait runs out."""
+    async def acquire(self, nbytes: int, wait_s: float | None = None) -> int:
+        """Reserve `nbytes` (cut to the limit), waiting in line (at most `wait_s` if given);
+        returns what was reserved. Raises `Overloaded` when the wait runs out."""
         n = min(max(nbytes, 0), self.limit)
-        if self.in_use + n <= self.limit and (not self._waiters or n <= self.small):
+        if self.in_use + n <= self.limit and (not self._waiters or self._may_pass(n)):
             self._grant(n)
             return n
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append((n, fut))
+        self._waiters.append((n, fut, loop.time()))
         self.waited += 1
-        timer = loop.call_later(self.wait_s, self._expire, fut)
+        timer = None if wait_s is None else loop.call_later(wait_s, self._expire, fut)
         try:
             await fut
         except Overloaded:
@@ -110,14 +125,17 @@ class UploadBudget:
             self._wake()  # a timed-out head may have held back smaller ones
             raise
         except BaseException:
-            if fut.done() and not fut.cancelled():
-                self.release(n)  # granted as the wait was cancelled: give it back
-            else:
+            if not fut.done():
                 fut.cancel()
                 self._wake()  # a cancelled head may have held back smaller ones
+            elif not fut.cancelled() and fut.exception() is None:
+                self.release(n)  # granted as the wait was cancelled: give it back
+            else:  # refused in the same moment (exception now retrieved): never granted
+                self._wake()
             raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         return n
 
     @staticmethod

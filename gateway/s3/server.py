@@ -32,6 +32,8 @@ from storage.cluster import Cluster
 from storage.conditions import PreconditionFailed
 from storage.config import GatewayConfig
 from storage.records import Bucket
+from storage.uploadbudget import UPLOAD_WAIT_S
+from storage.uploadbudget import WAIT_S as UPLOAD_REQUEST_WAIT_S
 
 # Errors that a PutObject decided on a cached bucket record may owe to that record being
 # stale, all raised before anything is committed (a commit on a stale record raises
@@ -106,6 +108,7 @@ class S3Server:
         """The pipeline: `_run`'s steps, then error mapping, then accounting."""
         flow = Flow(request)
         request["request_id"] = flow.rid
+        UPLOAD_WAIT_S.set(UPLOAD_REQUEST_WAIT_S)  # a client waits for upload memory this long
         try:
             resp = await self._run(flow)
         except asyncio.CancelledError:

@@ -130,3 +130,36 @@ async def test_a_change_made_here_is_not_hidden_by_a_read_in_flight(tmp_path: Pa
         assert reads.reads == 2
     finally:
         await store.inner.close()
+
+
+async def test_a_read_begun_before_a_revoke_is_not_cached_after_it(tmp_path: Path) -> None:
+    """`credential()` reads an access key (still active) and is slow to return; the key is
+    revoked through this process meanwhile: the stale answer must not be cached, or the
+    revoked key keeps working here for the cache's 5 s."""
+    class HoldFirst(CountingStore):
+        held = 0
+
+        async def get(self, key: bytes) -> Item | None:
+            item = await self.inner.get(key)
+            if self.held == 0 and unpack(key)[0] == "K":
+                self.held = 1
+                await self.gate.wait()
+            return item
+
+    store = HoldFirst(await SqliteStore.open(str(tmp_path / "meta.db")))
+    try:
+        tenants = TenantService(store, FileRootKey(tmp_path / "root.key"))  # type: ignore[arg-type]
+        await tenants.load()
+        await tenants.create("t1")
+        cred = await tenants.create_key("t1")
+        tenants._secret_cache.clear()
+        store.gate.clear()
+        slow = asyncio.create_task(tenants.credential(cred.access_key))
+        while not store.held:
+            await asyncio.sleep(0.01)
+        await tenants.revoke_key(cred.access_key)
+        store.gate.set()
+        await slow
+        assert await tenants.credential(cred.access_key) is None
+    finally:
+        await store.inner.close()

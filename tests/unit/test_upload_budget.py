@@ -111,15 +111,15 @@ def test_a_small_write_that_fits_passes_a_blocked_large_one() -> None:
 
 
 def test_no_write_waits_past_wait_s_it_is_refused_and_leaks_nothing() -> None:
-    """A holder that never finishes (a client sending a byte now and then) gets later
-    large writes refused with Overloaded (S3 SlowDown) after wait_s, not hung forever."""
+    """A holder that never finishes (a client sending a byte now and then) gets a later
+    large S3 write refused with Overloaded (S3 SlowDown) after its wait_s, not hung."""
     from storage.errors import Overloaded
 
     async def main() -> UploadBudget:
-        budget = UploadBudget(16 * MiB, wait_s=0.05)
+        budget = UploadBudget(16 * MiB)
         held = await budget.acquire(12 * MiB)
         with pytest.raises(Overloaded):
-            await asyncio.wait_for(budget.acquire(8 * MiB), 5)
+            await asyncio.wait_for(budget.acquire(8 * MiB, 0.05), 5)
         assert budget.in_use == 12 * MiB and not budget._waiters
         budget.release(held)
         return budget
@@ -140,3 +140,63 @@ def test_overloaded_is_s3_slowdown() -> None:
 
     err = to_s3_error(Overloaded("retry"), "b", "k")
     assert err.code == "SlowDown" and err.status == 503
+
+
+def test_small_writes_stop_passing_a_head_that_has_waited_pass_s() -> None:
+    """A steady flow of small writes must not keep a large one out for ever: once the head
+    has waited pass_s, small ones queue behind it and it gets the budget next."""
+    async def main() -> list[str]:
+        budget = UploadBudget(16 * MiB, pass_s=0.05)
+        order: list[str] = []
+        smalls = [await budget.acquire(1 * MiB) for _ in range(10)]  # 10 MiB in use
+
+        async def write(name: str, n: int) -> None:
+            await budget.acquire(n)
+            order.append(name)
+
+        big = asyncio.create_task(write("big", 8 * MiB))
+        await asyncio.sleep(0)
+        young = asyncio.create_task(write("young-small", 1 * MiB))  # passes a young head
+        await asyncio.sleep(0.1)
+        late = asyncio.create_task(write("late-small", 1 * MiB))  # head old now: queues
+        await asyncio.sleep(0)
+        assert order == ["young-small"] and not late.done()
+        for n in smalls:
+            budget.release(n)
+        await asyncio.gather(big, young, late)
+        return order
+
+    assert asyncio.run(main()) == ["young-small", "big", "late-small"]
+
+
+def test_a_refusal_and_a_cancellation_in_one_moment_release_nothing() -> None:
+    """The deadline fires and the waiting task is cancelled before it resumes: it was never
+    granted, so nothing may be given back (in_use went negative: the limit overrun)."""
+    async def main() -> int:
+        budget = UploadBudget(10 * MiB)
+        held = await budget.acquire(8 * MiB)
+        waiter = asyncio.create_task(budget.acquire(5 * MiB, 60))
+        await asyncio.sleep(0)
+        fut = budget._waiters[0][1]
+        budget._expire(fut)  # the deadline ...
+        waiter.cancel()  # ... and a cancellation, before the waiter runs again
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        budget.release(held)
+        return budget.in_use
+
+    assert asyncio.run(main()) == 0
+
+
+def test_without_a_deadline_a_write_waits_as_long_as_it_takes() -> None:
+    """Block volumes and background writers have no client to answer: they wait."""
+    async def main() -> int:
+        budget = UploadBudget(10 * MiB)
+        held = await budget.acquire(8 * MiB)
+        waiter = asyncio.create_task(budget.acquire(5 * MiB))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        budget.release(held)
+        return await asyncio.wait_for(waiter, 1)
+
+    assert asyncio.run(main()) == 5 * MiB
