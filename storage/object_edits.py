@@ -15,7 +15,7 @@ from storage.conditions import DeleteConditions
 from storage.errors import ObjectNotFound
 from storage.keyspace import object_key, version_key
 from storage.listing import NULL_VERSION
-from storage.metadata import Item, MetadataStore, Txn
+from storage.metadata import MetadataStore, Txn
 from storage.records import Bucket, ObjectVersion
 from storage.version_ids import new_version_id, version_sort
 
@@ -136,26 +136,6 @@ class ObjectEdits:
         cur = await self._meta.get(object_key(v.bucket, v.key))
         return cur is not None and ObjectVersion.decode(cur.value).version_id == v.version_id
 
-    async def version_records(self, bucket: str, key: str, version_id: str | None,
-                              ) -> list[tuple[Item, ObjectVersion]]:
-        """Every record holding one version of `key` (the current one if `version_id` is
-        None): the current record first when it is that version, then its history record;
-        [] when there is none."""
-        out = []
-        cur = await self._meta.get(object_key(bucket, key))
-        if cur is not None:
-            cv = ObjectVersion.decode(cur.value)
-            if version_id is None or cv.version_id == version_id:
-                out.append((cur, cv))
-                version_id = cv.version_id
-        if version_id is None:
-            return []
-        for item in await self._versions_raw(bucket, key):
-            v = ObjectVersion.decode(item.value)
-            if v.version_id == version_id:
-                out.append((item, v))
-        return out
-
     async def update_version(self, b: Bucket, key: str, version_id: str | None,
                              guard: Callable[[ObjectVersion], None] | None = None,
                              **changes: object) -> ObjectVersion:
@@ -164,8 +144,21 @@ class ObjectEdits:
         compare-and-swap. `guard` sees the version as read in the same loop and may refuse
         (Object Lock)."""
         bucket = b.name
+        okey = object_key(bucket, key)
         while True:
-            records = await self.version_records(bucket, key, version_id)
+            records = []
+            cur = await self._meta.get(okey)
+            if cur is not None:
+                cv = ObjectVersion.decode(cur.value)
+                if version_id is None or cv.version_id == version_id:
+                    records.append((cur, cv))
+                    version_id = cv.version_id
+            if version_id is None:
+                raise ObjectNotFound(bucket, key)
+            for item in await self._versions_raw(bucket, key):
+                v = ObjectVersion.decode(item.value)
+                if v.version_id == version_id:
+                    records.append((item, v))
             if not records:
                 raise ObjectNotFound(bucket, key, version_id)
             updated = records[0][1]
