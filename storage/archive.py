@@ -38,14 +38,12 @@ from storage.keyspace import (
     archive_job_key,
     archive_job_of,
     gc_key,
-    object_key,
     space,
-    span,
     stripe_index_key,
-    version_prefix,
 )
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
+from storage.object_edits import version_records
 from storage.objects import ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, PartLayout, pack, unpack
 from storage.tenants import TenantService
@@ -164,20 +162,7 @@ class ArchiveService:
 
     async def _records(self, bucket: str, key: str, version_id: str | None,
                        ) -> list[tuple[Item, ObjectVersion]]:
-        out = []
-        cur = await self._meta.get(object_key(bucket, key))
-        if cur is not None:
-            cv = ObjectVersion.decode(cur.value)
-            if version_id is None or cv.version_id == version_id:
-                out.append((cur, cv))
-                version_id = cv.version_id
-        if version_id is None:
-            return []
-        for item in await self._meta.range(*span(version_prefix(bucket, key)), limit=100000):
-            v = ObjectVersion.decode(item.value)
-            if v.version_id == version_id:
-                out.append((item, v))
-        return out
+        return await version_records(self._meta, bucket, key, version_id)
 
     async def mutate(self, bucket: str, key: str, version_id: str | None,
                      fn: Callable[[ObjectVersion], Change | None]) -> tuple[ObjectVersion, Any] | None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from storage.buckets import BucketService
 from storage.conditions import DeleteConditions
 from storage.errors import ObjectNotFound
-from storage.keyspace import object_key, version_key
+from storage.keyspace import object_key, span, version_key, version_prefix
 from storage.listing import NULL_VERSION
-from storage.metadata import MetadataStore, Txn
+from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket, ObjectVersion
 from storage.version_ids import new_version_id, version_sort
 
@@ -24,6 +24,27 @@ from storage.version_ids import new_version_id, version_sort
 class DeleteResult:
     version_id: str | None
     delete_marker: bool
+
+
+async def version_records(meta: MetadataStore, bucket: str, key: str, version_id: str | None,
+                          ) -> list[tuple[Item, ObjectVersion]]:
+    """Every record holding one version of `key` (the current one if `version_id` is None):
+    the current record first when it is that version, then its history record; [] when
+    there is none. The one reader for edits of a version in place (tags, archive state)."""
+    out = []
+    cur = await meta.get(object_key(bucket, key))
+    if cur is not None:
+        cv = ObjectVersion.decode(cur.value)
+        if version_id is None or cv.version_id == version_id:
+            out.append((cur, cv))
+            version_id = cv.version_id
+    if version_id is None:
+        return []
+    for item in await meta.range(*span(version_prefix(bucket, key)), limit=100000):
+        v = ObjectVersion.decode(item.value)
+        if v.version_id == version_id:
+            out.append((item, v))
+    return out
 
 
 class ObjectEdits:
@@ -144,21 +165,8 @@ class ObjectEdits:
         compare-and-swap. `guard` sees the version as read in the same loop and may refuse
         (Object Lock)."""
         bucket = b.name
-        okey = object_key(bucket, key)
         while True:
-            records = []
-            cur = await self._meta.get(okey)
-            if cur is not None:
-                cv = ObjectVersion.decode(cur.value)
-                if version_id is None or cv.version_id == version_id:
-                    records.append((cur, cv))
-                    version_id = cv.version_id
-            if version_id is None:
-                raise ObjectNotFound(bucket, key)
-            for item in await self._versions_raw(bucket, key):
-                v = ObjectVersion.decode(item.value)
-                if v.version_id == version_id:
-                    records.append((item, v))
+            records = await version_records(self._meta, bucket, key, version_id)
             if not records:
                 raise ObjectNotFound(bucket, key, version_id)
             updated = records[0][1]
