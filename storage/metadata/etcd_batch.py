@@ -33,6 +33,10 @@ MAX_MEMBERS = 48
 MAX_MEMBER_OPS = 64
 MAX_OPS = 128
 MAX_BYTES = 512 * 1024  # raw key + value bytes per batch (etcd refuses requests over 1.5 MiB)
+# etcd's refusals of a whole request before it applies anything (a cluster configured with
+# lower --max-txn-ops or --max-request-bytes than the above): its members then go alone
+REFUSED_WHOLE = ("too many operations in txn request", "request is too large",
+                 "received message larger than max")
 
 Call = Callable[[str, dict[str, Any], bool], Awaitable[dict[str, Any]]]
 
@@ -136,7 +140,7 @@ class TxnBatcher:
         ops = size = 0
         while self._queue and len(batch) < MAX_MEMBERS:
             p = self._queue[0]
-            if batch and (ops + p.ops + len(batch) + 1 > MAX_OPS
+            if batch and (max(ops, p.ops) + len(batch) + 1 > MAX_OPS
                           or size + p.size > MAX_BYTES
                           or not p.writes.isdisjoint(writes) or not p.writes.isdisjoint(touches)
                           or not p.touches.isdisjoint(writes)):
@@ -158,32 +162,54 @@ class TxnBatcher:
     async def _send(self, batch: list[Pending]) -> None:
         try:
             if len(batch) == 1:
-                data = await self._call("/kv/txn", batch[0].body, False)
-                results = [data]
+                self._settle(batch[0], await self._call("/kv/txn", batch[0].body, False))
             else:
-                self.batches += 1
-                body = {"compare": [], "success": [{"request_txn": p.body} for p in batch]}
-                data = await self._call("/kv/txn", body, False)
-                answers = data.get("responses") or []
-                if len(answers) != len(batch):
-                    raise StorageError(f"etcd txn: {len(answers)} answers to {len(batch)} "
-                                       "nested transactions")
-                results = [a.get("response_txn") or {} for a in answers]
-            for p, result in zip(batch, results, strict=True):
-                if not p.answer.done():
-                    try:
-                        p.answer.set_result(answer_of(result, p.reads))
-                    except StorageError as exc:
-                        p.answer.set_exception(exc)
+                await self._send_nested(batch)
         except BaseException as exc:  # every caller in it learns what a lone request would
             for p in batch:
-                if not p.answer.done():
-                    p.answer.set_exception(exc)
-                    p.answer.exception()  # retrieved here: a cancelled caller no longer waits
+                self._settle(p, exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
             self._send_next()
+
+    async def _send_nested(self, batch: list[Pending]) -> None:
+        body = {"compare": [], "success": [{"request_txn": p.body} for p in batch]}
+        self.batches += 1
+        try:
+            data = await self._call("/kv/txn", body, False)
+        except StorageError as exc:
+            if not any(r in str(exc) for r in REFUSED_WHOLE):
+                raise
+            # refused as a whole before anything applied (a member's own limits are lower
+            # than these): each goes alone
+            for p in batch:
+                try:
+                    self._settle(p, await self._call("/kv/txn", p.body, False))
+                except Exception as one:  # noqa: BLE001 - that caller's own error
+                    self._settle(p, one)
+            return
+        answers = data.get("responses") or []
+        if len(answers) != len(batch):
+            raise StorageError(f"etcd txn: {len(answers)} answers to {len(batch)} "
+                               "nested transactions")
+        for p, answer in zip(batch, answers, strict=True):
+            self._settle(p, answer.get("response_txn") or {})
+
+    @staticmethod
+    def _settle(p: Pending, outcome: dict[str, Any] | BaseException) -> None:
+        """Give `p`'s caller its answer (or error); retrieved here, so a caller cancelled
+        meanwhile leaves no unretrieved exception behind."""
+        if p.answer.done():
+            return
+        if isinstance(outcome, dict):
+            try:
+                p.answer.set_result(answer_of(outcome, p.reads))
+                return
+            except StorageError as exc:
+                outcome = exc
+        p.answer.set_exception(outcome)
+        p.answer.exception()
 
     async def close(self) -> None:
         """Wait for the batch in flight (its callers get its answer or its error)."""

@@ -23,6 +23,7 @@ class FakeGateway:
         self.bodies: list[dict[str, Any]] = []
         self.release = asyncio.Event()
         self.error: Exception | None = None
+        self.refuse_nested = False  # as a cluster with a lower --max-txn-ops
 
     @staticmethod
     def _one(body: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +41,8 @@ class FakeGateway:
         if self.error is not None:
             raise self.error
         nested = [op["request_txn"] for op in body["success"] if "request_txn" in op]
+        if nested and self.refuse_nested:
+            raise StorageError("etcd /kv/txn: etcdserver: too many operations in txn request")
         if nested:
             assert body["compare"] == [] and len(nested) == len(body["success"])
             return {"succeeded": True,
@@ -144,3 +147,15 @@ async def test_a_caller_cancelled_while_queued_is_never_sent() -> None:
     keys = [unb64(op.get("request_put", {}).get("key")) for b in fake.bodies
             for op in b["success"]]
     assert b"gone" not in keys and b"kept" in keys
+
+
+async def test_a_batch_refused_as_a_whole_sends_its_members_alone() -> None:
+    fake = FakeGateway()
+    fake.refuse_nested = True
+    batcher = TxnBatcher(fake.call)
+    tasks = await _queued(fake, batcher, [put(b"a"), put(b"b", compare=b"fail")],
+                          reads=(b"fail",))
+    fake.release.set()
+    first, a, b = await asyncio.gather(*tasks)
+    assert a == (True, {}) and not b[0] and b[1][b"fail"] is not None
+    assert len(fake.bodies) == 4  # first, the refused batch, then a and b alone
