@@ -18,7 +18,6 @@ from typing import Protocol
 
 from storage.crypto import aead, labels
 
-
 _LENGTH = struct.Struct(">I").pack
 _INT = struct.Struct(">q").pack
 
