@@ -248,8 +248,10 @@ async def put_shard(request: web.Request) -> web.Response:
     writer = await _disk(st.store.begin_put(sid))
     writer.digest = st.verifier.body_mac(request.headers)
     wide = contextlib.ExitStack()
+    large = request.content_length is None or request.content_length >= WIDE_BODY_BYTES
+    writer.direct = large  # around the page cache: see nodes.directio
     try:
-        if request.content_length is None or request.content_length >= WIDE_BODY_BYTES:
+        if large:
             wide.enter_context(wide_reads(request.transport, request.content))
         while True:
             try:
