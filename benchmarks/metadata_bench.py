@@ -57,10 +57,30 @@ class Result:
     p99_ms: float
     kv_per_op: float | None = None  # etcd KV requests (all members) per op, --s3 on etcd only
     cpu_ms_per_op: float | None = None  # server CPU (gateway, nodes, etcd) per op, --s3 only
+    cpu_split: dict[str, float] | None = None  # the same per process role, --s3 only
 
 
 def tree_cpu_s(root: int) -> float:
     """User + system CPU seconds of `root` and all its live descendants (from /proc)."""
+    return sum(tree_cpu_by_role(root).values())
+
+
+def _role(pid: int) -> str:
+    """What a server process is, from its command line: etcd, gateway, nodes or up."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "up"
+    if argv and argv[0].endswith(b"etcd"):
+        return "etcd"
+    for role in ("gateway", "nodes"):
+        if role.encode() in argv:
+            return role
+    return "up"
+
+
+def tree_cpu_by_role(root: int) -> dict[str, float]:
+    """User + system CPU seconds of `root` and its live descendants, per `_role`."""
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for d in os.listdir("/proc"):
@@ -73,13 +93,15 @@ def tree_cpu_s(root: int) -> float:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo, seen = 0.0, [root], set()
+    total: dict[str, float] = {}
+    todo, seen = [root], set()
     while todo:
         pid = todo.pop()
         if pid in seen or pid not in stats:
             continue
         seen.add(pid)
-        total += stats[pid][1]
+        role = _role(pid)
+        total[role] = total.get(role, 0.0) + stats[pid][1]
         todo.extend(children.get(pid, []))
     return total
 
@@ -164,7 +186,12 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
 
     out = []
     with tempfile.TemporaryDirectory(prefix="tessera-mbench-s3-") as tmp:
-        c = LocalCluster(Path(tmp) / "data", metadata=backend).start()
+        c = LocalCluster(Path(tmp) / "data", metadata=backend)
+        if args.port_base:  # a fixed range (shared machines): S3, admin, nodes, etcd x2
+            b = args.port_base
+            c.port, c.admin_port, c.node_port = b, b + 1, b + 2
+            c.etcd_port, c.etcd_peer_port = b + 3, b + 4
+        c.start()
         try:
             creds = {"access_key": c.env["AWS_ACCESS_KEY_ID"],
                      "secret_key": c.env["AWS_SECRET_ACCESS_KEY"],
@@ -182,8 +209,15 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
             def cpu() -> float:
                 return tree_cpu_s(c.proc.pid)  # type: ignore[union-attr]
 
+            def split() -> dict[str, float]:
+                return tree_cpu_by_role(c.proc.pid)  # type: ignore[union-attr]
+
+            def per_op(before: dict[str, float], n: int) -> dict[str, float]:
+                return {k: round((v - before.get(k, 0.0)) * 1000 / n, 2)
+                        for k, v in sorted(split().items())}
+
             keys = [f"obj/{i:07d}" for i in range(args.count)]
-            kv0, cpu0 = kv(), cpu()
+            kv0, cpu0, split0 = kv(), cpu(), split()
             dt, lat, errs = asyncio.run(_small_phase(SigV4Client(c.endpoint, creds), "mbench",
                                                      keys, os.urandom(4096), "PUT",
                                                      args.concurrency))
@@ -194,10 +228,11 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
                               round(len(keys) / dt, 1), round(lat[len(lat) // 2] * 1000, 2),
                               round(lat[int(len(lat) * 0.99)] * 1000, 2),
                               round((kv() - kv0) / len(keys), 2) if members else None,
-                              round((cpu() - cpu0) * 1000 / len(keys), 2)))
+                              round((cpu() - cpu0) * 1000 / len(keys), 2),
+                              per_op(split0, len(keys))))
             lat = []
             token = None
-            kv0, cpu0 = kv(), cpu()
+            kv0, cpu0, split0 = kv(), cpu(), split()
             t0 = time.perf_counter()
             for _ in range(args.pages):
                 kw = {"ContinuationToken": token} if token else {}
@@ -211,7 +246,8 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
                               round(args.pages / dt, 1), round(lat[len(lat) // 2] * 1000, 2),
                               round(lat[int(len(lat) * 0.99)] * 1000, 2),
                               round((kv() - kv0) / args.pages, 2) if members else None,
-                              round((cpu() - cpu0) * 1000 / args.pages, 2)))
+                              round((cpu() - cpu0) * 1000 / args.pages, 2),
+                              per_op(split0, args.pages)))
         finally:
             c.stop()
     return out
@@ -260,6 +296,9 @@ def main() -> int:
     p.add_argument("--page", type=int, default=1000, help="keys per range page")
     p.add_argument("--pages", type=int, default=40, help="range pages per phase (wrapping)")
     p.add_argument("--s3", action="store_true", help="end to end through `tessera up`")
+    p.add_argument("--port-base", type=int, default=0,
+                   help="--s3: ports base..base+4 (S3, admin, nodes, etcd client, peer), "
+                   "not random free ones")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     try:
@@ -280,6 +319,9 @@ def main() -> int:
         cpu = "" if r.cpu_ms_per_op is None else f"{r.cpu_ms_per_op:.2f}"
         print(f"{r.backend:8} {r.phase:10} {r.concurrency:>4} {r.count:>6} {r.rate:>9.1f} "
               f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {rt:>10} {cpu:>9}")
+        if r.cpu_split:
+            print(" " * 10 + "cpu ms/op by process: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_split.items()))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"(range rows: pages/s of {args.page} keys; value size {args.value_size} B)")
     return 0

@@ -13,7 +13,8 @@ read the medians and how many rounds each variant won.
 
 Toggles (`TOGGLES`): `object-cache` (current object records kept between reads,
 `storage/metadata/sqlite.py`), `bucket-cache` (bucket records, likewise), `inline-flag` (the
-stores' own `inline_apart` attribute, `storage/inline_bodies.py`), `none` (A/A: the noise
+stores' own `inline_apart` attribute, `storage/inline_bodies.py`), `decoded-version` (GET's
+current version decoded once per record, `storage/object_reads.py`), `none` (A/A: the noise
 floor).
 """
 
@@ -62,10 +63,29 @@ def _inline_flag(meta: Any) -> Callable[[bool], None]:
     return set_on
 
 
+def _decoded_version(meta: Any) -> Callable[[bool], None]:
+    """GET/HEAD's current version decoded once per record (`ObjectReads._current_shared`),
+    or decoded on every read (as before it was kept)."""
+    from storage.keyspace import object_key
+    from storage.object_reads import ObjectReads
+    from storage.records import ObjectVersion
+
+    shared = ObjectReads._current_shared
+
+    async def fresh(self: Any, bucket: str, key: str) -> ObjectVersion | None:
+        item = await self._meta.get(object_key(bucket, key))
+        return ObjectVersion.decode(item.value) if item is not None else None
+
+    def set_on(on: bool) -> None:
+        ObjectReads._current_shared = shared if on else fresh  # type: ignore[method-assign]
+    return set_on
+
+
 TOGGLES: dict[str, Callable[[Any], Callable[[bool], None]]] = {  # given the TimedStore
     "object-cache": lambda meta: _switch(meta.inner, "_ogen"),
     "bucket-cache": lambda meta: _switch(meta.inner, "_gen"),
     "inline-flag": _inline_flag,
+    "decoded-version": _decoded_version,
     "none": lambda meta: (lambda on: None),
 }
 

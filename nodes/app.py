@@ -25,6 +25,7 @@ from nodes.handlers import (
     NodeState,
     RequestStats,
     add_routes,
+    drop_connection,
     json_error,
 )
 from nodes.logs import JsonLog
@@ -102,6 +103,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             resp = json_error(500, "internal", "internal error")
         status = resp.status
         if not resp.prepared:
+            if request.writer.output_size:  # failed past its own response head: cut it
+                stats.extra["truncated"] = True
+                drop_connection(request)
             resp.headers[REQUEST_ID_HEADER] = stats.request_id
         return resp
     finally:

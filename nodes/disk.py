@@ -8,7 +8,9 @@ Layout below the node's data directory:
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
-fan-out directories are made durable in their parent the first time). Every blocking call runs
+fan-out directories are made durable in their parent the first time; the 256 first-level ones
+are made at start, all covered by one fsync of `shards/`, so a young node's shard makes at most
+one directory, its leaf). Every blocking call runs
 in a worker thread; no call holds more than about 1 MiB plus one frame in memory. Because every
 frame but the last holds exactly `block_size` bytes, frame i sits at `header.frame_offset(i)`:
 a range read seeks straight to it, and a damaged length field spoils one frame, not the rest.
@@ -40,6 +42,7 @@ from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
 
 TEMP_MAX_AGE_S = 3600.0
+FIRST_LEVEL = [f"{i:02x}" for i in range(256)]  # `shards/<id[0:2]>`: made at start (1 MiB)
 RECENT_SHARDS = 16384  # shard ids remembered as hot (~2.5 MiB with the ids)
 
 
@@ -117,7 +120,22 @@ class DiskShardStore:
         data dirs made before that rule too) and count what is stored (once, before serving)."""
         await asyncio.to_thread(secure_tree, self.root, [self.shard_dir])  # shards: in _count
         await asyncio.to_thread(self._clean_temp_sync, self._temp_max_age_s)
+        await asyncio.to_thread(self._first_level_sync)
         await self._count()
+
+    def _first_level_sync(self) -> None:
+        """Make every first-level fan-out directory and one fsync of `shards/` cover all
+        their entries (made now or in an earlier life that may have died before its own
+        fsync): from here on they count as durable, and a new shard's commit makes and
+        fsyncs at most its leaf directory and that leaf's parent."""
+        made = []
+        for name in FIRST_LEVEL:
+            d = f"{self._shard_prefix}{name}"
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, 0o700)
+            made.append(d)
+        fsync_dir(self.shard_dir)
+        self._durable_dirs.update(made)
 
     async def clean_temp(self, max_age_s: float = TEMP_MAX_AGE_S) -> int:
         return await asyncio.to_thread(self._clean_temp_sync, max_age_s)

@@ -80,6 +80,16 @@ def json_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
+def drop_connection(request: web.Request) -> None:
+    """Close the connection so the client sees fewer bytes than Content-Length: the only
+    honest end of a response whose head (and perhaps part of its body) is out."""
+    with contextlib.suppress(Exception):
+        request.protocol.force_close()
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
 def _state(request: web.Request) -> NodeState:
     return request.app[NODE]
 
@@ -238,8 +248,10 @@ async def put_shard(request: web.Request) -> web.Response:
     writer = await _disk(st.store.begin_put(sid))
     writer.digest = st.verifier.body_mac(request.headers)
     wide = contextlib.ExitStack()
+    large = request.content_length is None or request.content_length >= WIDE_BODY_BYTES
+    writer.direct = large  # around the page cache: see nodes.directio
     try:
-        if request.content_length is None or request.content_length >= WIDE_BODY_BYTES:
+        if large:
             wide.enter_context(wide_reads(request.transport, request.content))
         while True:
             try:

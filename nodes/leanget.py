@@ -64,14 +64,4 @@ async def lean_get(st: NodeState, stats: RequestStats, path: str, target: str, h
                 raise ConnectionResetError("client went away")
             live.write(data)
 
-        try:
-            return await send_body(st, stats, stream, head, window, write, transport)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - past the head only a short body can say it
-            stats.extra["truncated"] = True
-            stats.extra["aborted"] = type(exc).__name__
-            if not isinstance(exc, ApiError):
-                st.log.error("unhandled error", request_id=stats.request_id,
-                             error=type(exc).__name__)
-            return False
+        return await send_body(st, stats, stream, head, window, write, transport)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from nodes.directio import DirectAppender
 from storage.errors import (
     Conflict,
     IntegrityError,
@@ -207,6 +208,8 @@ class ShardWriter:
                  path: Path | str | None = None) -> None:
         self.shard_id = sid
         self.digest: Any = None  # a hash fed every byte written, in the writer thread
+        self.direct = False  # set before the first write: large shards skip the page cache
+        self._appender: DirectAppender | None = None
         self.tmp_path = tmp_path
         self.path = store.path_of(sid) if path is None else path
         self.bytes_written = 0
@@ -218,19 +221,28 @@ class ShardWriter:
         if self._fd is None:
             self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                | getattr(os, "O_CLOEXEC", 0), 0o600)
+            if self.direct:
+                self._appender = DirectAppender.open(self._fd)
         return self._fd
 
     def _write_sync(self, data: bytes | bytearray | memoryview) -> None:
         if self.digest is not None:
             self.digest.update(data)  # same pass as the write, off the event loop
-        write_all(self._open_sync(), data)
+        fd = self._open_sync()
+        if self._appender is not None:
+            self._appender.append((data,))
+        else:
+            write_all(fd, data)
 
     def _write_many_sync(self, parts: list[bytes | memoryview]) -> None:
         fd = self._open_sync()
         if self.digest is not None:
             for p in parts:
                 self.digest.update(p)
-        _writev_all(fd, parts)
+        if self._appender is not None:
+            self._appender.append(parts)
+        else:
+            _writev_all(fd, parts)
 
     async def write_many(self, parts: list[bytes | memoryview]) -> None:
         """Append `parts` in one thread call (one writev), no joining copy."""
@@ -268,6 +280,12 @@ class ShardWriter:
             if tail_bytes:
                 self._write_many_sync(parts)
             fd, self._fd = self._open_sync(), None
+            if self._appender is not None:
+                try:
+                    self._appender.close()  # the rest of the bytes, before the fsync
+                except BaseException:
+                    os.close(fd)
+                    raise
             if expect_digest is not None and (self.digest is None or not hmac.compare_digest(
                     self.digest.digest(), expect_digest)):
                 os.close(fd)
@@ -320,6 +338,8 @@ class ShardWriter:
             raise
 
     def _discard_sync(self, fd: int | None) -> None:
+        if self._appender is not None:
+            self._appender.release()
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -6,7 +6,6 @@ frames with sendfile. Shared by aiohttp's handler (`get_shard`) and the lean fro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO
@@ -24,6 +23,7 @@ from nodes.handlers import (
     _disk,
     _opt_int,
     _shard_id,
+    drop_connection,
     quarantine,
 )
 from nodes.shardread import ShardReadStream
@@ -64,9 +64,9 @@ async def send_body(st: NodeState, stats: RequestStats, stream: ShardReadStream,
                     transport: Callable[[], asyncio.BaseTransport | None]) -> bool:
     """Send the body whose response head is out: header bytes, then frames by sendfile
     (page cache to socket, no copy in this process), each window checked in place first.
-    False when it was cut short (a frame failed its check: quarantined; or the peer went
-    away): headers are sent, so the caller's only honest signal left is to drop the
-    connection before Content-Length bytes."""
+    False when it was cut short (a frame failed its check: quarantined; the peer went
+    away; a disk error or anything else): headers are sent, so the caller's only honest
+    signal left is to drop the connection before Content-Length bytes."""
     loop = asyncio.get_running_loop()
     offset, good, err = window
     if offset == HEADER_BYTES and good:  # from frame 0: the file's own (checked) header
@@ -93,9 +93,12 @@ async def send_body(st: NodeState, stats: RequestStats, stream: ShardReadStream,
         stats.extra["truncated"] = True
         await quarantine(st, stats.request_id, stream.shard_id, exc, "read")
         return False
-    except (ConnectionError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - past the head only a short body can say it
         stats.extra["truncated"] = True
         stats.extra["aborted"] = type(exc).__name__
+        if not isinstance(exc, (ConnectionError, OSError, ApiError)):
+            st.log.error("unhandled error", request_id=stats.request_id,
+                         error=type(exc).__name__)
         return False
     return True
 
@@ -118,7 +121,7 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         if not await send_body(st, stats, stream, head, window, resp.write,
                                lambda: request.transport):
-            _drop_connection(request)
+            drop_connection(request)
             return resp
     await resp.write_eof()
     return resp
@@ -148,12 +151,3 @@ async def send_file(loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTran
             count -= n
     if count:
         await loop.sendfile(transport, file, offset, count)
-
-
-def _drop_connection(request: web.Request) -> None:
-    """Close the connection so the client sees fewer bytes than Content-Length."""
-    with contextlib.suppress(Exception):
-        request.protocol.force_close()
-    transport = request.transport
-    if transport is not None:
-        transport.close()

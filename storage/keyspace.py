@@ -102,6 +102,9 @@ def escape(text: str) -> bytes:
 
 def pack(*parts: str) -> bytes:
     """The key of a tuple of text components (also the prefix of every longer tuple)."""
+    joined = "\x00".join(parts)  # no component holds NUL (every request's keys): one encode
+    if joined.count("\x00") == len(parts) - 1:
+        return joined.encode("utf-8") + _NUL
     return b"".join(escape(p) + _NUL for p in parts)
 
 

@@ -1,6 +1,6 @@
 """Bucket lifecycle rules, evaluated: which rule selects which object, and what is due when.
 
-Pure functions over the plain rule dicts `gateway.s3.config_xml.parse_lifecycle` stores in
+Pure functions over the plain rule dicts `gateway.s3.config_lifecycle.parse_lifecycle` stores in
 `bucket.config["lifecycle"]` (filter = {prefix, tags, size_gt, size_lt}); the engine
 (`storage.lifecycle`) applies them, the S3 gateway reports them (`x-amz-expiration`,
 `x-amz-abort-date`). As in S3: an action with Days is due at creation (for noncurrent actions:

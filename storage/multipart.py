@@ -1,10 +1,8 @@
 """Multipart uploads: parts stored one stripe each under the upload's own data key, then
 completed into one object version whose manifest references the part stripes directly.
 
-Records (see `storage.records` for the key layout):
-
-    (U, bucket, key, upload id)   `Upload`: options, wrapped DEK, identity version.
-    (P, upload id, part:05d)      `Part`: where the part's stripe lives, its ETag/checksums.
+Records (`storage.multipart_records`): `Upload` under (U, bucket, key, upload id), `Part`
+under (P, upload id, part:05d).
 
 Every change to an upload's parts rewrites its `Upload` record in the same transaction, so
 the record's revision fences Complete and Abort against concurrent part uploads: Complete
@@ -12,22 +10,15 @@ commits only if no part changed since it read them, and a part committed after C
 Abort fails its compare and is discarded. The DEK is generated at Create; each part is
 sealed with the part number as the AAD part index, so Complete never re-encodes data.
 
-Checksums: COMPOSITE (CRC32, CRC32C, SHA1, SHA256) is the checksum of the concatenated
-binary part checksums plus `-N`; FULL_OBJECT (CRC32, CRC32C, CRC64NVME) combines the part
-CRCs arithmetically (awscrt's crc combine), so it equals the CRC of the whole object.
+Checksums (COMPOSITE and FULL_OBJECT): `storage.multipart_checksums`.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-from awscrt import checksums as crt
 
 from storage import object_lock
 from storage.conditions import WriteConditions
@@ -48,24 +39,17 @@ from storage.keyspace import (
     upload_prefix,
 )
 from storage.metadata import MetadataStore, Txn
-from storage.objects import (
-    NULL_VERSION,
-    ObjectAttributes,
-    ObjectService,
-    new_version_id,
-)
-from storage.records import Bucket, ObjectVersion, PartLayout, Record, pack
+from storage.multipart_checksums import COMPOSITE, Combiner, checksum_type_for
+from storage.multipart_records import ListedPart, Part, Upload, UploadOptions
+from storage.objects import NULL_VERSION, ObjectService, new_version_id
+from storage.records import Bucket, ObjectVersion, pack
 from storage.tenants import TenantService
 
 PART_NUMBER_MAX = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024
 BATCH = 1000
-COMPOSITE = "COMPOSITE"
-FULL_OBJECT = "FULL_OBJECT"
-CRC_ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME")
-ALGORITHMS = (*CRC_ALGORITHMS, "SHA1", "SHA256")
 
-PartFinalizer = Callable[["Part"], Awaitable[None]]
+PartFinalizer = Callable[[Part], Awaitable[None]]
 
 
 class UploadNotFound(NotFound):
@@ -101,151 +85,9 @@ class ChecksumMismatch(InvalidInput):
         self.algorithm = algorithm
 
 
-@dataclass
-class Upload(Record):
-    bucket: str
-    key: str
-    upload_id: str
-    tenant: str
-    initiated: float
-    identity_version: str
-    dek: bytes
-    kek_version: int
-    content_type: str = "binary/octet-stream"
-    user_meta: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-    storage_class: str = "STANDARD"
-    tags: dict[str, str] = field(default_factory=dict)
-    sse: dict[str, str] = field(default_factory=dict)
-    checksum_algorithm: str | None = None
-    checksum_type: str | None = None
-    acl: dict[str, Any] = field(default_factory=dict)
-    changes: int = 0  # bumped by every part change, see the module docstring
-    lock: dict[str, Any] = field(default_factory=dict)  # Object Lock headers of the create
-
-
-@dataclass
-class Part(Record):
-    """An uploaded part's record: a `PartLayout` (where its stripe lives) seen from S3.
-
-    Derived from the layout and back only by `Part.of` and `layout()`. The one difference
-    is `size`: here the part's plaintext size (what S3 reports, `PartLayout.plaintext_size`);
-    in the layout the bytes its stripe holds (`stored_size` here, when compressed).
-    """
-
-    upload_id: str
-    number: int
-    size: int
-    etag: str
-    stripe_id: bytes
-    k: int
-    m: int
-    segment_size: int
-    nodes: list[str | None]
-    profile: str
-    modified: float
-    checksums: dict[str, str] = field(default_factory=dict)
-    compressed: bool = False  # archive profiles compress before encryption
-    stored_size: int = 0  # PartLayout.size of a compressed part (0 when not compressed)
-
-    @classmethod
-    def of(cls, upload_id: str, layout: PartLayout, etag: str, modified: float) -> Part:
-        """The record of `layout` uploaded as part `layout.number` of `upload_id`."""
-        return cls(upload_id=upload_id, number=layout.number, size=layout.plaintext_size,
-                   etag=etag, stripe_id=layout.stripe_id, k=layout.k, m=layout.m,
-                   segment_size=layout.segment_size, nodes=list(layout.nodes),
-                   profile=layout.profile, modified=modified,
-                   checksums=dict(layout.checksums), compressed=layout.compressed,
-                   stored_size=layout.size if layout.compressed else 0)
-
-    def layout(self) -> PartLayout:
-        return PartLayout(number=self.number,
-                          size=self.stored_size if self.compressed else self.size,
-                          etag=self.etag, stripe_id=self.stripe_id, k=self.k, m=self.m,
-                          segment_size=self.segment_size, nodes=list(self.nodes),
-                          profile=self.profile, checksums=dict(self.checksums),
-                          compressed=self.compressed,
-                          plain_size=self.size if self.compressed else 0)
-
-
-@dataclass
-class UploadOptions(ObjectAttributes):
-    checksum_algorithm: str | None = None
-    checksum_type: str | None = None
-
-
-@dataclass
-class ListedPart:
-    """One entry of a CompleteMultipartUpload request."""
-
-    number: int
-    etag: str
-    checksums: dict[str, str] = field(default_factory=dict)
-
-
-
 def new_upload_id() -> str:
     """Sortable by initiation time (listing order), then random."""
     return f"{time.time_ns():016x}" + secrets.token_urlsafe(32)
-
-
-def checksum_type_for(algorithm: str | None, requested: str | None) -> str | None:
-    """The checksum type an upload gets; raises InvalidInput for unsupported pairs."""
-    if algorithm is None:
-        if requested is not None:
-            raise InvalidInput("The x-amz-checksum-type header can only be used with the "
-                               "x-amz-checksum-algorithm header.")
-        return None
-    if algorithm not in ALGORITHMS:
-        raise InvalidInput(f"unknown checksum algorithm {algorithm!r}")
-    default = FULL_OBJECT if algorithm == "CRC64NVME" else COMPOSITE
-    ctype = requested or default
-    if ctype not in (COMPOSITE, FULL_OBJECT):
-        raise InvalidInput(f"unknown checksum type {ctype!r}")
-    if ctype == FULL_OBJECT and algorithm not in CRC_ALGORITHMS:
-        raise InvalidInput(f"The {algorithm} checksum algorithm does not support the "
-                           "FULL_OBJECT checksum type.")
-    if ctype == COMPOSITE and algorithm == "CRC64NVME":
-        raise InvalidInput("The CRC64NVME checksum algorithm does not support the COMPOSITE "
-                           "checksum type.")
-    return ctype
-
-
-class _Combiner:
-    """Builds the object checksum from the part checksums, part by part."""
-
-    def __init__(self, algorithm: str, ctype: str) -> None:
-        self.algorithm = algorithm
-        self.ctype = ctype
-        self.count = 0
-        self._crc = 0
-        self._hash: Any = hashlib.sha1() if algorithm == "SHA1" else hashlib.sha256()
-
-    def add(self, part_b64: str, size: int) -> None:
-        raw = base64.b64decode(part_b64)
-        self.count += 1
-        if self.ctype == FULL_OBJECT:
-            value = int.from_bytes(raw, "big")
-            if self.count == 1:
-                self._crc = value
-            else:
-                fn = {"CRC32": crt.combine_crc32, "CRC32C": crt.combine_crc32c,
-                      "CRC64NVME": crt.combine_crc64nvme}[self.algorithm]
-                self._crc = fn(self._crc, value, size)
-        elif self.algorithm in CRC_ALGORITHMS:
-            fn1 = {"CRC32": crt.crc32, "CRC32C": crt.crc32c}[self.algorithm]
-            self._crc = fn1(raw, self._crc)
-        else:
-            self._hash.update(raw)
-
-    def value(self) -> str:
-        width = 8 if self.algorithm == "CRC64NVME" else 4
-        if self.algorithm in CRC_ALGORITHMS:
-            raw = self._crc.to_bytes(width, "big")
-        else:
-            raw = self._hash.digest()
-        out = base64.b64encode(raw).decode()
-        return f"{out}-{self.count}" if self.ctype == COMPOSITE else out
 
 
 class MultipartService:
@@ -430,7 +272,7 @@ class MultipartService:
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = [upload_key(up.bucket, up.key, up.upload_id)]
         md5s = hashlib.md5()
-        combiner = (_Combiner(up.checksum_algorithm, up.checksum_type or COMPOSITE)
+        combiner = (Combiner(up.checksum_algorithm, up.checksum_type or COMPOSITE)
                     if up.checksum_algorithm else None)
         idx = 0
         prev: Part | None = None

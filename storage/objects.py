@@ -78,6 +78,7 @@ class ObjectService(ObjectReads, ObjectEdits):
                  buckets: BucketService, stripes: StripeStore, gc_grace_s: float = 60.0) -> None:
         self._cfg = cfg
         self._meta = meta
+        self._decoded = {}
         self._tenants = tenants
         self.buckets = buckets
         self._stripes = stripes

@@ -60,8 +60,11 @@ class Record:
     @classmethod
     def decode(cls: type[R], raw: bytes) -> R:
         d = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        d.pop("fv", None)
         names = field_names(cls)
-        return cls._from_dict({k: v for k, v in d.items() if k in names})
+        if not d.keys() <= names:  # fields of a newer writer: dropped
+            d = {k: v for k, v in d.items() if k in names}
+        return cls._from_dict(d)
 
     @classmethod
     def _from_dict(cls: type[R], d: dict[str, Any]) -> R:

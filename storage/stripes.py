@@ -250,7 +250,9 @@ class StripeStore:
                            targets: Sequence[NodeSpec], quorum: int, data: bytes,
                            digests: Sequence[object]) -> WriteResult:
         """A one-segment stripe too large to batch (a 1 MiB object): the segment is coded
-        in one pool job while the digests run on theirs, then each whole shard goes to its
+        in one pool job (`encode_frames`: sealed and coded in place in one buffer, about a
+        fifth of `encode`'s CPU, which copies the segment three times and zero-fills its
+        parity) while the digests run on theirs, then each whole shard goes to its
         node in one request (`put_shard` of bytes: the lean sender, no body task, queue or
         chunk stream per shard). Same quorum rules as `write`."""
         loop = asyncio.get_running_loop()
@@ -261,7 +263,7 @@ class StripeStore:
                 for d in digests:
                     d.update(data)  # type: ignore[attr-defined]
 
-        jobs = [loop.run_in_executor(self._cpu, codec.encode, headers, 0, True, data)]
+        jobs = [loop.run_in_executor(self._cpu, codec.encode_frames, headers, 0, True, data)]
         if digests:
             jobs.append(loop.run_in_executor(self._hashing, _feed))
         frames = (await asyncio.gather(*jobs))[0]

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real local cluster (`tessera up`) per test session."""
+"""Shared fixtures: a real local cluster (`tessera up`) per test session (per pytest-xdist
+worker when the suite runs on several, as `.ci/run` does)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,25 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cluster import LocalCluster
+
+# Block-volume modules: loop devices, FUSE and ext4 mounts, and one compares the machine's
+# loop devices before and after. Under pytest-xdist they run on one worker, one after another.
+MACHINE_WIDE = frozenset({
+    "test_admin_volumes.py", "test_block_fuse_threads.py", "test_volume_fencing.py",
+    "test_volume_journal_crash.py", "test_volume_model.py", "test_volume_zone.py",
+    "test_volumes.py",
+})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names each test's group from its marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n N --dist loadgroup`): each module's tests on one worker, so a
+    module-scoped cluster starts once, and the block-volume modules together on one."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist's workers only
+        return
+    for item in items:
+        group = "block-volumes" if item.path.name in MACHINE_WIDE else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

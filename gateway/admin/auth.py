@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, csrf_ok
-from gateway.s3.sigv4 import SigV4Error, authenticate
+from gateway.s3.sigv4 import authenticate
+from gateway.s3.sigv4_fields import SigV4Error
 from storage.tenants import Credential, TenantService
 
 MAX_BODY_BYTES = 64 * 1024

@@ -20,7 +20,8 @@ from aiohttp import web
 from gateway.s3 import checksums
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
-from gateway.s3.sigv4 import AuthResult, SigV4Error
+from gateway.s3.sigv4 import AuthResult
+from gateway.s3.sigv4_fields import SigV4Error
 from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
 BODY_IDLE_TIMEOUT_S = 20.0  # longest wait for the next body bytes (AWS: about 20 s)

@@ -9,7 +9,8 @@ import hashlib
 import hmac
 import re
 
-from gateway.s3.sigv4 import _SIGNATURE, EMPTY_SHA256, AuthResult, SigV4Error
+from gateway.s3.sigv4 import _SIGNATURE, AuthResult
+from gateway.s3.sigv4_fields import EMPTY_SHA256, SigV4Error
 
 DEFAULT_MAX_CHUNK_SIZE = 16 * 1024 * 1024
 TRAILER_SIGNATURE = "x-amz-trailer-signature"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from gateway.s3.errors import S3Error
-from gateway.s3.sigv4 import SigV4Error
+from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.conditions import PreconditionFailed

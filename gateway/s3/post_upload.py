@@ -36,7 +36,8 @@ from gateway.s3.handlers import S3Request
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.objects import put_options
 from gateway.s3.router import KEY_BYTES_MAX, Endpoint
-from gateway.s3.sigv4 import AuthResult, signing_key
+from gateway.s3.sigv4 import AuthResult
+from gateway.s3.sigv4_canonical import signing_key
 from gateway.s3.xml_parse import parse_tagging
 from storage.cluster import Cluster
 from storage.config import GatewayConfig

@@ -23,7 +23,8 @@ from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
 from gateway.s3.replay import REPLAY_MAX_BYTES, BodyReplay
 from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint, unrouted_endpoint
-from gateway.s3.sigv4 import AuthResult, SigV4Error, authenticate
+from gateway.s3.sigv4 import AuthResult, authenticate
+from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.accesslog import AccessLogBuffer

@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from gateway.s3.sigv4 import AuthResult, SigV4Error
+from gateway.s3.sigv4 import AuthResult
+from gateway.s3.sigv4_fields import SigV4Error
 
 SUBRESOURCES = frozenset({
     "accelerate", "acl", "analytics", "cors", "delete", "inventory", "lifecycle", "location",

@@ -2,7 +2,8 @@
 
 The operator CLI signs its admin API requests with this, so `pip install -e .` alone (no
 botocore) gives a working `tessera tenant|key|status`. The canonical request comes from the
-same functions `gateway.s3.sigv4.authenticate` uses, so the two can never disagree.
+same functions `gateway.s3.sigv4.authenticate` uses (`gateway.s3.sigv4_canonical`), so the
+two can never disagree.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
-from gateway.s3.sigv4 import (
+from gateway.s3.sigv4_canonical import (
     ALGORITHM,
-    _canonical_request,
-    _normalize_headers,
     canonical_query,
+    canonical_request,
+    normalize_headers,
     signing_key,
+    string_to_sign,
 )
 
 
@@ -39,14 +41,13 @@ def sign_headers(method: str, url: str, headers: Mapping[str, str], body: bytes,
     payload = hashlib.sha256(body).hexdigest()
     out = {k: v for k, v in out.items() if k.lower() != "x-amz-content-sha256"}
     out["X-Amz-Content-SHA256"] = payload
-    hdrs = _normalize_headers(out)
+    hdrs = normalize_headers(out)
     signed = tuple(sorted(hdrs))
     query = parse_qsl(parts.query, keep_blank_values=True)
-    canonical = _canonical_request(method, parts.path or "/", canonical_query(query), hdrs,
-                                   signed, payload)
+    canonical = canonical_request(method, parts.path or "/", canonical_query(query), hdrs,
+                                  signed, payload)
     scope = f"{date}/{region}/{service}/aws4_request"
-    to_sign = "\n".join([ALGORITHM, amz_date, scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
+    to_sign = string_to_sign(amz_date, scope, canonical)
     sig = hmac.new(signing_key(secret_key, date, region, service), to_sign.encode(),
                    hashlib.sha256).hexdigest()
     out["Authorization"] = (f"{ALGORITHM} Credential={access_key}/{scope}, "

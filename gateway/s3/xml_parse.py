@@ -4,7 +4,8 @@ Parsers never expand entities or DTDs (`defusedxml`, DTDs forbidden), cap the bo
 the S3 namespace present or absent, and turn anything they cannot accept into
 `S3Error('MalformedXML')` (or the code AWS uses for that case, such as `InvalidTag`).
 `parse_document`, `find_text` and `find_all` are the building blocks of the configuration
-parsers (CORS, lifecycle, encryption in `gateway.s3.config_xml`).
+parsers (CORS and encryption in `gateway.s3.config_xml`, lifecycle in
+`gateway.s3.config_lifecycle`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def malformed(detail: str | None = None) -> S3Error:
     if detail:
         err.add_note(detail)
     return err
+
+
+def invalid_argument(message: str, name: str = "", value: str = "") -> S3Error:
+    """InvalidArgument naming the argument and the value refused."""
+    return S3Error("InvalidArgument", message, ArgumentName=name, ArgumentValue=value)
+
+
+def parse_int(text: str | None, what: str) -> int | None:
+    """An element's integer text (None when absent); MalformedXML when not an integer."""
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise malformed(f"{what} {text!r} is not an integer") from None
 
 
 def parse_document(

@@ -8,6 +8,7 @@ to another object. Rotating a KEK rewraps DEKs; data is never re-encrypted.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Iterable
@@ -17,19 +18,22 @@ from typing import Protocol
 
 from storage.crypto import aead, labels
 
+_LENGTH = struct.Struct(">I").pack
+_INT = struct.Struct(">q").pack
+
 
 def pack_fields(label: bytes, fields: Iterable[str | bytes | int]) -> bytes:
     """Length-prefixed, unambiguous encoding of an identity used as associated data."""
-    out = bytearray(label)
+    out = [label]
     for f in fields:
-        if isinstance(f, int):
-            b = struct.pack(">q", f)
-        elif isinstance(f, str):
+        if isinstance(f, str):
             b = f.encode("utf-8", "surrogateescape")
+        elif isinstance(f, int):
+            b = _INT(f)
         else:
             b = f
-        out += struct.pack(">I", len(b)) + b
-    return bytes(out)
+        out += (_LENGTH(len(b)), b)
+    return b"".join(out)
 
 
 class RootKeyProvider(Protocol):
@@ -114,6 +118,7 @@ def segment_aad(identity: str, part: int, segment: int, last: bool) -> bytes:
     return pack_fields(labels.SEGMENT_AAD_V1, [identity, part, segment, int(last)])
 
 
+@functools.lru_cache(maxsize=4096)
 def object_identity(tenant: str, bucket: str, key: str, version_id: str) -> str:
     """The string every object-version key binding uses (length-prefixed, so unambiguous)."""
     return pack_fields(b"", [tenant, bucket, key, version_id]).hex()

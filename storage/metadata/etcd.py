@@ -13,7 +13,6 @@ failure moves to the next member. A write whose connection broke after it was se
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ import msgpack
 from storage.errors import StorageError
 from storage.keyspace import lease_key, unpack
 from storage.metadata import Item, Txn, prefix_end
+from storage.metadata.etcd_batch import TxnBatcher, b64, compare_rev, item_of, unb64
 
 log = logging.getLogger("tessera.metadata.etcd")
 
@@ -47,18 +47,6 @@ class WatchEvent:
     value: bytes
     revision: int
     deleted: bool
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _unb64(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
-
-
-def _item(kv: dict[str, Any]) -> Item:
-    return Item(_unb64(kv.get("key")), _unb64(kv.get("value")), int(kv.get("mod_revision", 0)))
 
 
 def api_prefix(server_version: str) -> str:
@@ -95,6 +83,7 @@ class EtcdStore:
         self.server_version = ""
         self._term = 0  # the Raft term the leader was last looked up in (0: not yet)
         self._lookup: asyncio.Task[None] | None = None  # a leader lookup after an election
+        self._batcher = TxnBatcher(self._call)
 
     @classmethod
     async def open(cls, endpoints: tuple[str, ...] | list[str]) -> EtcdStore:
@@ -220,19 +209,19 @@ class EtcdStore:
     # --- MetadataStore ---------------------------------------------------------------
 
     async def get(self, key: bytes) -> Item | None:
-        data = await self._call("/kv/range", {"key": _b64(key)}, idempotent=True)
+        data = await self._call("/kv/range", {"key": b64(key)}, idempotent=True)
         kvs = data.get("kvs") or []
-        return _item(kvs[0]) if kvs else None
+        return item_of(kvs[0]) if kvs else None
 
     async def put(self, key: bytes, value: bytes) -> int:
-        data = await self._call("/kv/put", {"key": _b64(key), "value": _b64(value)},
+        data = await self._call("/kv/put", {"key": b64(key), "value": b64(value)},
                                 idempotent=False)
         return int(data["header"]["revision"])
 
     async def scrub(self) -> None:
         """Compact history up to now, so overwritten or deleted values (a shredded tenant's
         wrapped keys) no longer exist in etcd's MVCC store."""
-        head = await self._call("/kv/range", {"key": _b64(b"\x00")}, idempotent=True)
+        head = await self._call("/kv/range", {"key": b64(b"\x00")}, idempotent=True)
         revision = int(head["header"]["revision"])
         try:
             await self._call("/kv/compaction", {"revision": str(revision), "physical": True},
@@ -242,7 +231,7 @@ class EtcdStore:
                 raise
 
     async def delete(self, key: bytes) -> bool:
-        data = await self._call("/kv/deleterange", {"key": _b64(key)}, idempotent=False)
+        data = await self._call("/kv/deleterange", {"key": b64(key)}, idempotent=False)
         return int(data.get("deleted", 0)) > 0
 
     async def range(self, start: bytes, end: bytes, limit: int = 1000,
@@ -250,27 +239,27 @@ class EtcdStore:
         if start >= end or limit <= 0:
             return []
         start = start or b"\x00"  # etcd keys are never empty; "" is not a valid range start
-        body: dict[str, Any] = {"key": _b64(start), "range_end": _b64(end), "limit": str(limit)}
+        body: dict[str, Any] = {"key": b64(start), "range_end": b64(end), "limit": str(limit)}
         if reverse:
             body["sort_order"] = "DESCEND"
             body["sort_target"] = "KEY"
         data = await self._call("/kv/range", body, idempotent=True)
-        return [_item(kv) for kv in data.get("kvs") or []]
+        return [item_of(kv) for kv in data.get("kvs") or []]
 
     async def get_and_range(self, key: bytes, start: bytes, end: bytes, limit: int
                             ) -> tuple[Item | None, list[Item]]:
         """`get(key)` and `range(start, end, limit)` in one request: a read-only txn, one
         linearizable snapshot (a current record and its inline bodies)."""
         body = {"compare": [], "success": [
-            {"request_range": {"key": _b64(key)}},
-            {"request_range": {"key": _b64(start), "range_end": _b64(end),
+            {"request_range": {"key": b64(key)}},
+            {"request_range": {"key": b64(start), "range_end": b64(end),
                                "limit": str(limit)}}]}
         data = await self._call("/kv/txn", body, idempotent=True)
         answers = data.get("responses") or []
         if len(answers) != 2:
             raise EtcdError(f"etcd txn: {len(answers)} answers to 2 reads")
         first, second = ((a.get("response_range") or {}).get("kvs") or [] for a in answers)
-        return (_item(first[0]) if first else None), [_item(kv) for kv in second]
+        return (item_of(first[0]) if first else None), [item_of(kv) for kv in second]
 
     async def txn(self, txn: Txn) -> bool:
         done, _ = await self.txn_or_read(txn, ())
@@ -278,31 +267,12 @@ class EtcdStore:
 
     async def txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
                           ) -> tuple[bool, dict[bytes, Item | None]]:
-        """One etcd Txn: the puts and deletes on success, ranges of `reads` on failure."""
-        deletes = set(txn.deletes)
-        ops: list[dict[str, Any]] = [
-            {"request_put": {"key": _b64(k), "value": _b64(v)}}
-            for k, v in txn.puts.items() if k not in deletes  # put-then-delete = deleted
-        ]
-        ops += [{"request_delete_range": {"key": _b64(k)}} for k in dict.fromkeys(txn.deletes)]
-        body: dict[str, Any] = {
-            "compare": [_compare_rev(k, rev) for k, rev in txn.compares.items()],
-            "success": ops}
-        if reads:
-            body["failure"] = [{"request_range": {"key": _b64(k)}} for k in reads]
-        data = await self._call("/kv/txn", body, idempotent=False)
-        if data.get("succeeded", False):
-            return True, {}
-        answers = data.get("responses") or []
-        if len(answers) != len(reads):
-            raise EtcdError(f"etcd txn: {len(answers)} answers to {len(reads)} reads")
-        seen: dict[bytes, Item | None] = {}
-        for key, answer in zip(reads, answers, strict=True):
-            kvs = (answer.get("response_range") or {}).get("kvs") or []
-            seen[key] = _item(kvs[0]) if kvs else None
-        return False, seen
+        """One etcd Txn: the puts and deletes on success, ranges of `reads` on failure;
+        concurrent ones share a request (storage/metadata/etcd_batch.py)."""
+        return await self._batcher.run(txn, reads)
 
     async def close(self) -> None:
+        await self._batcher.close()
         for key, (holder, _) in list(self._leases.items()):
             name = unpack(key)[1]
             try:
@@ -333,8 +303,8 @@ class EtcdStore:
         lease_id = str(grant["ID"])
         value = msgpack.packb({"fv": LEASE_FORMAT_VERSION, "holder": holder, "ttl": ttl_s},
                               use_bin_type=True)
-        body = {"compare": [_compare_rev(key, 0)],
-                "success": [{"request_put": {"key": _b64(key), "value": _b64(value),
+        body = {"compare": [compare_rev(key, 0)],
+                "success": [{"request_put": {"key": b64(key), "value": b64(value),
                                              "lease": lease_id}}]}
         data = await self._call("/kv/txn", body, idempotent=False)
         if data.get("succeeded"):
@@ -396,7 +366,7 @@ class EtcdStore:
         at = self._current  # the watch's own member: a broken stream never moves requests
         while True:
             ep = self._endpoints[at % len(self._endpoints)]
-            create: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+            create: dict[str, Any] = {"key": b64(prefix), "range_end": b64(prefix_end(prefix))}
             if next_rev:
                 create["start_revision"] = str(next_rev)
             try:
@@ -439,12 +409,7 @@ class EtcdStore:
             await asyncio.sleep(interval_s)
 
 
-def _compare_rev(key: bytes, rev: int) -> dict[str, Any]:
-    """key's mod_revision == rev; an absent key has mod_revision 0."""
-    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(rev)}
-
-
 def _event(e: dict[str, Any]) -> WatchEvent:
     kv = e.get("kv") or {}
-    return WatchEvent(_unb64(kv.get("key")), _unb64(kv.get("value")),
+    return WatchEvent(unb64(kv.get("key")), unb64(kv.get("value")),
                       int(kv.get("mod_revision", 0)), e.get("type") == "DELETE")

@@ -52,7 +52,7 @@ from storage.keyspace import (
     volume_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
-from storage.multipart import Part
+from storage.multipart_records import Part
 from storage.records import AccessKey, Bucket, ObjectVersion, Tenant, pack
 from storage.records import unpack as unpack_record
 from storage.volume_records import Volume

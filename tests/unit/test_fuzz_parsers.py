@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.s3 import config_xml, policy, sse, xml_parse
+from gateway.s3 import config_lifecycle, config_xml, policy, sse, xml_parse
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
-from gateway.s3.sigv4 import AuthResult, SigV4Error, authenticate
+from gateway.s3.sigv4 import AuthResult, authenticate
+from gateway.s3.sigv4_fields import SigV4Error
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -95,7 +96,8 @@ XML_PIECES = st.sampled_from([
     "<LifecycleConfiguration><Rule>", "</LifecycleConfiguration>"])
 PARSERS = [xml_parse.parse_create_bucket, xml_parse.parse_versioning, xml_parse.parse_tagging,
            xml_parse.parse_delete_objects, xml_parse.parse_complete_multipart, config_xml.parse_cors,
-           config_xml.parse_lifecycle, config_xml.parse_encryption, config_xml.validate_policy]
+           config_lifecycle.parse_lifecycle, config_xml.parse_encryption,
+           config_xml.validate_policy]
 
 
 @SETTINGS

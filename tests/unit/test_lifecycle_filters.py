@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.s3.config_xml import lifecycle_xml, parse_lifecycle
+from gateway.s3.config_lifecycle import lifecycle_xml, parse_lifecycle
 from gateway.s3.errors import S3Error
 from storage.lifecycle_rules import abort_rule, expiration_rule, filter_matches
 from storage.records import ObjectVersion

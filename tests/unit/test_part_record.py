@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.multipart import Part
+from storage.multipart_records import Part
 from storage.records import PartLayout
 
 

@@ -341,7 +341,7 @@ def test_canonical_uri_of_a_plain_path_is_the_per_segment_encoding(raw: str) -> 
     per-segment re-encoding made it."""
     from urllib.parse import quote, unquote_to_bytes
 
-    from gateway.s3.sigv4 import canonical_uri
+    from gateway.s3.sigv4_canonical import canonical_uri
 
     path = raw.split("?", 1)[0] or "/"
     want = "/".join(quote(unquote_to_bytes(seg.encode("utf-8", "surrogateescape")),

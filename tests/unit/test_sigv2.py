@@ -11,7 +11,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from gateway.s3 import sigv2
-from gateway.s3.sigv4 import SigV4Error
+from gateway.s3.sigv4_fields import SigV4Error
 
 AK, SK = "AKIDEXAMPLE", "secret/key+example"
 

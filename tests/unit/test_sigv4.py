@@ -20,14 +20,9 @@ from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
 from gateway.s3.chunked import ChunkedDecoder
-from gateway.s3.sigv4 import (
-    AuthResult,
-    SigV4Error,
-    authenticate,
-    canonical_query,
-    canonical_uri,
-    signing_key,
-)
+from gateway.s3.sigv4 import AuthResult, authenticate
+from gateway.s3.sigv4_canonical import canonical_query, canonical_uri, signing_key
+from gateway.s3.sigv4_fields import SigV4Error
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -76,3 +76,18 @@ async def test_objects_of_several_segments_still_stream(
     s3, nodes = gateway
     await _round_trip(s3, "big", _body(2 * 1024 * 1024 + 5, 3))
     assert [kind for kind, _ in nodes.bodies] == ["stream"] * 6
+
+
+async def test_a_one_segment_object_is_coded_in_place(
+        gateway: tuple[Any, RecordingNodes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its segment is sealed and coded into one buffer (`encode_frames`), not through
+    `encode`, which copies the segment three times and zero-fills the parity."""
+    from storage.pipeline import StripeCodec
+
+    def refused(*_: object) -> None:
+        raise AssertionError("StripeCodec.encode used for a whole one-segment stripe")
+
+    monkeypatch.setattr(StripeCodec, "encode", refused)
+    s3, nodes = gateway
+    await _round_trip(s3, "in-place", _body(1024 * 1024 - 7, 4))
+    assert [kind for kind, _ in nodes.bodies] == ["whole"] * 6

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.s3 import config_xml
+from gateway.s3 import config_lifecycle, config_xml
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import (
     S3Request,
@@ -63,7 +63,7 @@ async def put_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
         raise S3Error("InvalidArgument", f"Invalid {MIN_SIZE_HEADER}: valid values are "
                       f"{', '.join(MIN_SIZE_MODES)}", ArgumentName=MIN_SIZE_HEADER,
                       ArgumentValue=mode)
-    rules = config_xml.parse_lifecycle(await read_small_body(rq))
+    rules = config_lifecycle.parse_lifecycle(await read_small_body(rq))
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, lifecycle=rules,
                                     lifecycle_min_size=mode)
     return web.Response(status=200, headers={MIN_SIZE_HEADER: mode})
@@ -73,7 +73,7 @@ async def put_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
 async def get_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
     rules = await bucket_setting(rq, "lifecycle", "NoSuchLifecycleConfiguration")
     mode = rq.existing_bucket().config.get("lifecycle_min_size") or DEFAULT_MIN_SIZE_MODE
-    return xml_response(config_xml.lifecycle_xml(rules), headers={MIN_SIZE_HEADER: mode})
+    return xml_response(config_lifecycle.lifecycle_xml(rules), headers={MIN_SIZE_HEADER: mode})
 
 
 @operation("DeleteBucketLifecycle")

@@ -22,6 +22,8 @@ from gateway.s3.http import iso_time
 from storage import multipart as mp
 from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
+from storage.multipart_checksums import COMPOSITE
+from storage.multipart_records import ListedPart, Part, Upload, UploadOptions
 from storage.records import ObjectVersion
 
 PART_SIZE_MAX = 5 * 1024**3
@@ -102,12 +104,12 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
         raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please "
                       "try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, "
                       "SHA256]")
-    opts = mp.UploadOptions(content_type=po.content_type, user_meta=po.user_meta,
-                            headers=po.headers, storage_class=po.storage_class, tags=po.tags,
-                            sse=po.sse, checksum_algorithm=alg.upper() if alg else None,
-                            checksum_type=ctype.upper() if ctype else None,
-                            sse_c_key=choice.customer_key, acl=await write_acl(rq),
-                            lock=await lock_from_headers(rq))
+    opts = UploadOptions(content_type=po.content_type, user_meta=po.user_meta,
+                         headers=po.headers, storage_class=po.storage_class, tags=po.tags,
+                         sse=po.sse, checksum_algorithm=alg.upper() if alg else None,
+                         checksum_type=ctype.upper() if ctype else None,
+                         sse_c_key=choice.customer_key, acl=await write_acl(rq),
+                         lock=await lock_from_headers(rq))
     try:
         up = await service(rq).create(rq.existing_bucket(), rq.key, opts)
     except InvalidInput as e:
@@ -115,7 +117,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
     headers = dict(sse.response_headers(up.sse, context=True))
     if up.checksum_algorithm:
         headers["x-amz-checksum-algorithm"] = up.checksum_algorithm
-        headers["x-amz-checksum-type"] = up.checksum_type or mp.COMPOSITE
+        headers["x-amz-checksum-type"] = up.checksum_type or COMPOSITE
     headers.update(await abort_headers(rq, rq.key, up.initiated))
     return xml_response(xml_multipart.initiate_multipart_xml(rq.bucket, rq.key, up.upload_id),
                         headers=headers)
@@ -124,7 +126,7 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
 # --- parts ---------------------------------------------------------------------------------
 
 
-def _part_response(part: mp.Part, up: mp.Upload) -> dict[str, str]:
+def _part_response(part: Part, up: Upload) -> dict[str, str]:
     headers = {"ETag": f'"{part.etag}"', **sse.response_headers(up.sse)}
     headers.update(_checksum_headers(part.checksums))
     return headers
@@ -135,7 +137,7 @@ _SSEC_MISSING = ("The multipart upload initiate requested encryption. Subsequent
 _SSEC_MISMATCH = "The provided encryption parameters did not match the ones used originally."
 
 
-def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
+def _part_customer_key(rq: S3Request, up: Upload) -> bytes | None:
     """The SSE-C key a part or completion request must repeat when the upload was created
     with one: missing or different is 400 InvalidRequest, as AWS answers."""
     ckey = sse.customer_key(rq.headers)
@@ -151,7 +153,7 @@ def _part_customer_key(rq: S3Request, up: mp.Upload) -> bytes | None:
     return ckey
 
 
-async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, mp.Upload,
+async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, Upload,
                                                bytes | None]:
     """What every part request names: part number, upload (checked), and its SSE-C key."""
     number = _part_number(rq)
@@ -175,7 +177,7 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
                           f"{sent[0].lower()}")
         body.checksums.setdefault(want, checksums.Checksum(want))
 
-    async def finalize(part: mp.Part) -> None:
+    async def finalize(part: Part) -> None:
         part.checksums = body.verify(part.etag)
 
     with _errors(upload_id):
@@ -214,7 +216,7 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
                       f"allowable size for a copy source: {PART_SIZE_MAX}")
     running = checksums.Checksum(up.checksum_algorithm) if up.checksum_algorithm else None
 
-    async def finalize(part: mp.Part) -> None:
+    async def finalize(part: Part) -> None:
         if running is not None:
             part.checksums = {running.algorithm: running.value()}
 
@@ -265,7 +267,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
             raise S3Error("MalformedXML", "The XML you provided was not well-formed or did "
                           "not validate against our published schema") from None
         raise
-    listed = [mp.ListedPart(n, etag, cks) for n, etag, cks in parsed]
+    listed = [ListedPart(n, etag, cks) for n, etag, cks in parsed]
     expected = checksums.from_headers(rq.headers)
     with _errors(upload_id):
         v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,

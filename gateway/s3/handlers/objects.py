@@ -151,7 +151,7 @@ async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
                       ArgumentValue=rq.headers["x-amz-server-side-encryption"])
     vid = rq.version_id
     try:
-        v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid)
+        v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid, shared=True)
     except ObjectNotFound:
         if vid is not None:
             raise

@@ -1,0 +1,51 @@
+"""A large streamed shard PUT to a real node process (`nodes.directio`): the shard
+commits byte for byte and reads back, and its bulk was written around the page cache (a
+read that must not wait for the disk finds it absent), unlike a small shard's."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nodes.directio import BUFFER_BYTES
+from storage.widereads import WIDE_BODY_BYTES
+from tests.contract.test_node_api import Api, Node, api, http, make_shard, node, shard_path
+
+__all__ = ["api", "http", "node"]  # fixtures, used by name
+
+
+def _cached(path: os.PathLike[str], offset: int, n: int) -> bool:
+    """Whether bytes [offset, offset+n) of the file are all in the page cache."""
+    buf = bytearray(n)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.preadv(fd, [buf], offset, os.RWF_NOWAIT) == n
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv2 RWF_NOWAIT")
+async def test_a_large_streamed_shard_is_written_around_the_page_cache(
+        api: Api, node: Node) -> None:
+    small_sid, _, _, small = make_shard(index=2, frames=3, block_size=64 * 1024, last=None)
+    assert (await api.call("PUT", f"/v1/shards/{small_sid}", data=small))[0] == 201
+    if not _cached(shard_path(node, small_sid), 0, len(small)):
+        pytest.skip("this file system keeps no written pages cached")
+    sid, _, _, body = make_shard(index=1, frames=5, block_size=BUFFER_BYTES, last=777)
+    assert len(body) >= WIDE_BODY_BYTES
+    status, _, answer = await api.call("PUT", f"/v1/shards/{sid}", data=body,
+                                       headers={"X-Tessera-Segments": "5"})
+    assert status == 201, answer
+    path = shard_path(node, sid)
+    if _cached(path, 0, BUFFER_BYTES):
+        try:  # only a file system without O_DIRECT may cache the bulk
+            os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+        except OSError:
+            pytest.skip("no O_DIRECT on this file system")
+        pytest.fail("the bulk of a large shard went through the page cache")
+    status, _, got = await api.call("GET", f"/v1/shards/{sid}")
+    assert status == 200 and got == body
+    assert path.read_bytes() == body

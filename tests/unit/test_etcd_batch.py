@@ -1,0 +1,161 @@
+"""Concurrent etcd transactions nested in one Txn (storage/metadata/etcd_batch.py), against a
+fake gateway call: which ones share a request, that each caller gets its own answer, and
+that a failed request fails every caller in it. The real etcd's handling of the nested
+Txn is in tests/contract/test_etcd_batch.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from storage.errors import StorageError
+from storage.metadata import Txn
+from storage.metadata.etcd_batch import MAX_MEMBERS, TxnBatcher, b64, unb64
+
+
+class FakeGateway:
+    """Answers /kv/txn like etcd: nested ones succeed unless they compare key b"fail"; the
+    first request is held until `release` is set, so the others queue behind it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.release = asyncio.Event()
+        self.error: Exception | None = None
+        self.refuse_nested = False  # as a cluster with a lower --max-txn-ops
+
+    @staticmethod
+    def _one(body: dict[str, Any]) -> dict[str, Any]:
+        if any(unb64(c["key"]) == b"fail" for c in body["compare"]):
+            reads = [{"response_range": {"kvs": [{"key": r["request_range"]["key"],
+                                                  "value": b64(b"cur"), "mod_revision": "7"}]}}
+                     for r in body.get("failure", [])]
+            return {"responses": reads}
+        return {"succeeded": True, "responses": []}
+
+    async def call(self, path: str, body: dict[str, Any], idempotent: bool) -> dict[str, Any]:
+        assert path == "/kv/txn" and not idempotent
+        self.bodies.append(body)
+        await self.release.wait()
+        if self.error is not None:
+            raise self.error
+        nested = [op["request_txn"] for op in body["success"] if "request_txn" in op]
+        if nested and self.refuse_nested:
+            raise StorageError("etcd /kv/txn: etcdserver: too many operations in txn request")
+        if nested:
+            assert body["compare"] == [] and len(nested) == len(body["success"])
+            return {"succeeded": True,
+                    "responses": [{"response_txn": self._one(b)} for b in nested]}
+        return self._one(body)
+
+
+def put(key: bytes, compare: bytes | None = None) -> Txn:
+    return Txn(compares={compare or key: 0}, puts={key: b"v"})
+
+
+async def _queued(fake: FakeGateway, batcher: TxnBatcher, txns: list[Txn],
+                  reads: tuple[bytes, ...] = ()) -> list[asyncio.Task[Any]]:
+    """Start `txns` behind a first one held in flight."""
+    first = asyncio.create_task(batcher.run(put(b"first"), ()))
+    while not fake.bodies:
+        await asyncio.sleep(0)
+    tasks = [asyncio.create_task(batcher.run(t, reads)) for t in txns]
+    await asyncio.sleep(0)
+    return [first, *tasks]
+
+
+async def test_a_lone_transaction_goes_out_plain_at_once() -> None:
+    fake = FakeGateway()
+    fake.release.set()
+    batcher = TxnBatcher(fake.call)
+    assert await batcher.run(put(b"a"), ()) == (True, {})
+    assert len(fake.bodies) == 1 and "request_put" in fake.bodies[0]["success"][0]
+    assert batcher.batches == 0
+
+
+async def test_waiting_transactions_share_one_request_each_with_its_own_answer() -> None:
+    fake = FakeGateway()
+    batcher = TxnBatcher(fake.call)
+    tasks = await _queued(fake, batcher, [put(b"a"), put(b"b", compare=b"fail"), put(b"c")],
+                          reads=(b"fail",))
+    fake.release.set()
+    first, a, b, c = await asyncio.gather(*tasks)
+    assert first == (True, {}) and a == (True, {}) and c == (True, {})
+    done, seen = b
+    assert not done and seen[b"fail"] is not None and seen[b"fail"].revision == 7
+    assert len(fake.bodies) == 2 and batcher.batches == 1
+    assert len(fake.bodies[1]["success"]) == 3
+
+
+async def test_a_transaction_touching_a_written_key_waits_for_the_next_request() -> None:
+    fake = FakeGateway()
+    batcher = TxnBatcher(fake.call)
+    # b compares what a writes; c writes what d compares; e is free but comes after d
+    txns = [put(b"a"), Txn(compares={b"a": 5}, puts={b"b": b"v"}), put(b"c"),
+            Txn(compares={b"c": 3, b"d": 0}, puts={b"d": b"v"}), put(b"e")]
+    tasks = await _queued(fake, batcher, txns)
+    fake.release.set()
+    await asyncio.gather(*tasks)
+    sent = [[unb64(op["request_txn"]["success"][0]["request_put"]["key"])
+             for op in body["success"]] if "request_txn" in body["success"][0]
+            else [unb64(body["success"][0]["request_put"]["key"])] for body in fake.bodies]
+    assert sent == [[b"first"], [b"a"], [b"b", b"c"], [b"d", b"e"]]
+
+
+async def test_a_batch_holds_at_most_max_members() -> None:
+    fake = FakeGateway()
+    batcher = TxnBatcher(fake.call)
+    tasks = await _queued(fake, batcher, [put(b"k%d" % i) for i in range(MAX_MEMBERS + 3)])
+    fake.release.set()
+    await asyncio.gather(*tasks)
+    assert [len(b["success"]) for b in fake.bodies] == [1, MAX_MEMBERS, 3]
+
+
+async def test_a_big_transaction_goes_alone() -> None:
+    fake = FakeGateway()
+    batcher = TxnBatcher(fake.call)
+    big = Txn(puts={b"big%d" % i: b"v" for i in range(100)})
+    tasks = await _queued(fake, batcher, [put(b"a"), big, put(b"b")])
+    fake.release.set()
+    await asyncio.gather(*tasks)
+    assert len(fake.bodies) == 3  # first, big (alone, not queued), then a and b together
+    assert len(fake.bodies[1]["success"]) == 100 and batcher.batches == 1
+
+
+async def test_a_failed_request_fails_every_caller_in_it() -> None:
+    fake = FakeGateway()
+    batcher = TxnBatcher(fake.call)
+    tasks = await _queued(fake, batcher, [put(b"a"), put(b"b")])
+    fake.error = StorageError("etcd /kv/txn failed after sending")
+    fake.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results), results
+    fake.error = None
+    assert await batcher.run(put(b"c"), ()) == (True, {})  # the next one goes out
+
+
+async def test_a_caller_cancelled_while_queued_is_never_sent() -> None:
+    fake = FakeGateway()
+    batcher = TxnBatcher(fake.call)
+    first, gone, kept = await _queued(fake, batcher, [put(b"gone"), put(b"kept")])
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    fake.release.set()
+    await asyncio.gather(first, kept)
+    keys = [unb64(op.get("request_put", {}).get("key")) for b in fake.bodies
+            for op in b["success"]]
+    assert b"gone" not in keys and b"kept" in keys
+
+
+async def test_a_batch_refused_as_a_whole_sends_its_members_alone() -> None:
+    fake = FakeGateway()
+    fake.refuse_nested = True
+    batcher = TxnBatcher(fake.call)
+    tasks = await _queued(fake, batcher, [put(b"a"), put(b"b", compare=b"fail")],
+                          reads=(b"fail",))
+    fake.release.set()
+    first, a, b = await asyncio.gather(*tasks)
+    assert a == (True, {}) and not b[0] and b[1][b"fail"] is not None
+    assert len(fake.bodies) == 4  # first, the refused batch, then a and b alone
