@@ -19,6 +19,7 @@ import errno
 import fcntl
 import mmap
 import os
+import threading
 from collections import deque
 from collections.abc import Sequence
 
@@ -39,7 +40,8 @@ def _give(buf: mmap.mmap) -> None:
     if len(_POOL) < POOL_MAX:
         _POOL.append(buf)
     else:
-        buf.close()
+        with contextlib.suppress(BufferError):  # still exported somewhere: the GC unmaps it
+            buf.close()
 
 
 def _set_direct(fd: int, on: bool) -> bool:
@@ -55,10 +57,13 @@ def _set_direct(fd: int, on: bool) -> bool:
 class DirectAppender:
     """Appends to a file opened for writing at offset 0, in ALIGN-multiple O_DIRECT writes
     from a pooled aligned buffer; `close` writes what is left (the unaligned tail
-    buffered). Not thread-safe: one writer thread at a time, as `ShardWriter` calls it."""
+    buffered). One writer thread at a time, as `ShardWriter` calls it; `release` may come
+    from another thread while a write is still in the kernel (a cancelled upload), so the
+    buffer goes back to the pool only when no write holds it (`_busy`)."""
 
     def __init__(self, fd: int, buf: mmap.mmap) -> None:
         self._fd = fd
+        self._busy = threading.Lock()  # held while the buffer is filled or written from
         self._buf: mmap.mmap | None = buf
         self._view = memoryview(buf)
         self._fill = 0
@@ -72,6 +77,12 @@ class DirectAppender:
         return cls(fd, _take())
 
     def append(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        with self._busy:
+            if self._buf is None:
+                raise ValueError("the appender was released")
+            self._append(parts)
+
+    def _append(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         view, size = self._view, BUFFER_BYTES
         for part in parts:
             src = memoryview(part).cast("B")
@@ -86,19 +97,31 @@ class DirectAppender:
     def close(self) -> None:
         """Write everything still buffered (the aligned part direct, the rest buffered) and
         return the buffer to the pool. The caller fsyncs."""
-        if self._buf is None:
-            return
-        try:
-            self._write(self._fill - self._fill % ALIGN)
-            if self._fill:
-                self._buffered()
-                _write_all(self._fd, self._view[:self._fill])
-                self._fill = 0
-        finally:
-            self.release()
+        with self._busy:
+            if self._buf is None:
+                return
+            try:
+                self._write(self._fill - self._fill % ALIGN)
+                if self._fill:
+                    self._buffered()
+                    _write_all(self._fd, self._view[:self._fill])
+                    self._fill = 0
+            finally:
+                self._give_back()
 
     def release(self) -> None:
-        """Give the buffer back without writing (an aborted upload). Idempotent."""
+        """Give the buffer back without writing (an aborted upload). Idempotent. If a write
+        still reads the buffer (its thread cannot be cancelled), the buffer is abandoned to
+        the garbage collector instead of pooled, so no other upload can fill it under it."""
+        if not self._busy.acquire(blocking=False):
+            self._buf = None  # the writing thread keeps its view; nothing reuses the memory
+            return
+        try:
+            self._give_back()
+        finally:
+            self._busy.release()
+
+    def _give_back(self) -> None:
         buf, self._buf = self._buf, None
         if buf is not None:
             self._view.release()

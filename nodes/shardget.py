@@ -91,7 +91,12 @@ async def send_body(st: NodeState, stats: RequestStats, stream: ShardReadStream,
                     raise err
     except ShardCorrupt as exc:
         stats.extra["truncated"] = True
-        await quarantine(st, stats.request_id, stream.shard_id, exc, "read")
+        try:  # a disk that refuses the move (EROFS, EIO) must not reach the caller: past
+            await quarantine(st, stats.request_id, stream.shard_id, exc, "read")
+        except Exception as qexc:  # noqa: BLE001 - the head, only a short body is honest
+            stats.extra["aborted"] = type(qexc).__name__
+            st.log.error("quarantine failed", request_id=stats.request_id,
+                         shard_id=stream.shard_id, error=type(qexc).__name__)
         return False
     except Exception as exc:  # noqa: BLE001 - past the head only a short body can say it
         stats.extra["truncated"] = True

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.block.mount import DEFAULT_MAX_DIRTY_MIB, NO_JOURNAL_MAX_DIRTY_MIB
+from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB
 from storage.config import config_path, load_config
 from storage.errors import AccessDenied, ConfigError, InvalidInput
 
@@ -251,7 +252,7 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
 
     st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
                                  Path(a.dir), a.fs, a.lease_ttl, confirm, not a.no_journal,
-                                 a.max_dirty_mib)
+                                 a.max_dirty_mib, a.kernel_dirty_mib)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 
@@ -273,6 +274,17 @@ def _dirty_mib(text: str) -> int:
         n = 0
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of MiB, at least 1: {text!r}")
+    return n
+
+
+def _kernel_mib(text: str) -> int:
+    """`--kernel-dirty-mib`: a whole number of MiB, 0 for the kernel's default."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of MiB: {text!r}")
     return n
 
 
@@ -327,6 +339,12 @@ def add_parser(sub: Any) -> None:
                    help=f"written bytes the daemon holds in memory before folding them into "
                         f"extents (default {DEFAULT_MAX_DIRTY_MIB}, {NO_JOURNAL_MAX_DIRTY_MIB} "
                         f"with --no-journal; the daemon's memory grows by about this much)")
+    p.add_argument("--kernel-dirty-mib", type=_kernel_mib, default=DEFAULT_KERNEL_DIRTY_MIB,
+                   metavar="MIB",
+                   help=f"written bytes the kernel may hold for the volume before sending "
+                        f"them to the daemon, coalesced; half of it kept whatever other disks "
+                        f"write (default {DEFAULT_KERNEL_DIRTY_MIB}; 0: the kernel's own "
+                        f"share, at most 1%% of its dirty limit; root only)")
     p = cmd("unmount", None, "detach what `mount` set up on DIR (waits for the flush)")
     p.add_argument("dir")
     p.set_defaults(func=_unmount)

@@ -7,8 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.integration.cluster import LocalCluster
+
+# Tests never fail on timing: hypothesis's per-example deadline (200 ms) and its too-slow
+# health check measure the machine's load, not the code (a loaded 2-core CI box hit both).
+settings.register_profile("tessera", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tessera")
 
 # Block-volume modules: loop devices, FUSE and ext4 mounts, and one compares the machine's
 # loop devices before and after. Under pytest-xdist they run on one worker, one after another.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB, set_budget
 
 READY_TIMEOUT_S = 60.0
 DETACHED_MARK = "detached: every write committed"  # the daemon's last log line, clean exits
@@ -30,6 +33,7 @@ CHECKPOINT_XATTR = "user.tessera.checkpoint"  # set on `volume`: fold the journa
 # runs, benchmarks/README.md). `--no-journal`'s whole-extent cache keeps 128 MiB.
 DEFAULT_MAX_DIRTY_MIB = 256
 NO_JOURNAL_MAX_DIRTY_MIB = 128
+log = logging.getLogger("tessera.block")
 
 
 class MountError(RuntimeError):
@@ -148,9 +152,11 @@ def start_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Pa
 def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, target: Path,
           fs: str | None, lease_ttl_s: float | None = None,
           confirm: Callable[[int], None] | None = None, journal: bool = True,
-          max_dirty_mib: int | None = None) -> MountState:
+          max_dirty_mib: int | None = None,
+          kernel_dirty_mib: int = DEFAULT_KERNEL_DIRTY_MIB) -> MountState:
     """Start the daemon on a FUSE directory of this mount's own; `confirm(pid)` (raising
-    to refuse) runs once it is up, before any loop device or file system is set up."""
+    to refuse) runs once it is up, before any loop device or file system is set up.
+    `kernel_dirty_mib`: the kernel's write-back budget for the mount (0: its default)."""
     target = target.resolve()
     if _state_path(data_dir, target).exists():
         raise MountError(f"{target} already has a volume mounted (tessera volume unmount)")
@@ -170,6 +176,10 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
     except BaseException:
         _quietly_unmount(data_dir, target)
         raise
+    if kernel_dirty_mib:
+        why = set_budget(fuse_dir, kernel_dirty_mib)
+        if why is not None:
+            log.warning("kernel write-back budget of %d MiB not set: %s", kernel_dirty_mib, why)
     if fs is None:
         return st
     try:

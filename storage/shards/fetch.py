@@ -35,6 +35,7 @@ class _Conn(NodeConn, asyncio.BufferedProtocol):
     def __init__(self) -> None:
         self._head = bytearray(HEAD_BYTES)
         self._scratch = bytearray(4096)  # bytes nobody asked for land here (then: error)
+        self._received = 0  # bytes received on this connection, ever
         super().__init__()
 
     def _reset(self) -> None:
@@ -54,12 +55,21 @@ class _Conn(NodeConn, asyncio.BufferedProtocol):
         self.transport.write(request)
 
     async def wait(self, timeout_s: float) -> None:
-        """Until something happened: head or frames arrived, the body ended, an error."""
+        """Until something happened: head or frames arrived, the body ended, an error.
+        TimeoutError when no byte arrived for `timeout_s` (bytes that complete nothing
+        yet do not wake the reader, but they do count as the node being alive)."""
         if self.error is not None or self.finished or (self._asm and self._asm.ready):
             return
         if self._paused:
             self._resume()
-        await self._sleep(timeout_s)
+        while True:
+            seen = self._received
+            try:
+                await self._sleep(timeout_s)
+                return
+            except TimeoutError:
+                if self._received == seen:
+                    raise
 
     def taken(self) -> None:
         """The consumer popped frames: read on if reading was paused for it."""
@@ -82,6 +92,7 @@ class _Conn(NodeConn, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.got_any = True
+        self._received += nbytes
         try:
             if self.finished or self._asm is None:
                 raise FetchError("?", "bytes nobody asked for")
@@ -93,7 +104,11 @@ class _Conn(NodeConn, asyncio.BufferedProtocol):
         except (IntegrityError, FetchError) as exc:
             self._fail(exc)
             return
-        self._wake()
+        # Wake the reader only for what it waits for (the head, a whole frame, the end):
+        # a 256 KiB block arrives in a few receives, and each needless wake-up is a task
+        # step through the fetcher's generator and a new timeout.
+        if self.finished or self._asm.ready or not self._in_body:
+            self._wake()
 
     # -- internals -------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from gateway.block.mount import CHECKPOINT_XATTR
+from gateway.block.writeback import bdi_dir
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import Conflict, DataUnavailable
@@ -474,4 +475,19 @@ def test_max_dirty_mib_is_the_daemons_bound(vol: Vol, tmp_path: Path) -> None:
         state = next(s for s in _states(vol) if s.volume == "bound")
         assert f"journal: holding up to {mib} MiB of writes in memory" in Path(
             state.log).read_text()[state.log_offset:]
+        vol.unmount(mnt)
+
+
+def test_kernel_dirty_mib_is_the_fuse_mounts_writeback_budget(vol: Vol, tmp_path: Path) -> None:
+    """`volume mount` gives the kernel a write-back budget for the volume (default 512 MiB,
+    half of it a floor), so random pages are coalesced before the daemon sees them; 0
+    leaves the kernel's own strict share (no floor)."""
+    vol.run("create", "wb", "--size", "16M")
+    mnt = tmp_path / "raw"
+    for extra, mib in (((), 512), (("--kernel-dirty-mib", "0"), 0)):
+        vol.mount("wb", mnt, *extra)
+        d = bdi_dir(mnt)
+        floor, bound = (int((d / f).read_text()) for f in ("min_bytes", "max_bytes"))
+        assert abs(bound - (mib << 20)) < 1 << 20 if mib else bound < 512 << 20, bound
+        assert abs(floor - (mib << 19)) < 1 << 20 if mib else floor == 0, floor
         vol.unmount(mnt)

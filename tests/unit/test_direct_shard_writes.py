@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ async def test_a_direct_shard_write_commits_the_same_file_outside_the_page_cache
         pytest.skip("no O_DIRECT on this file system")
     store = DiskShardStore(tmp_path / "node")
     await store.start()
+    directio._POOL.clear()
     sid, _, _, body = make_shard(frames=5, block_size=BUFFER_BYTES, last=777)
     writer = await store.begin_put(sid)
     writer.direct = True
@@ -120,7 +122,7 @@ async def test_a_direct_shard_write_commits_the_same_file_outside_the_page_cache
     with open(path, "rb") as f:
         assert f.read() == body
     assert sum(n for on, n in writes if on) == len(body) // ALIGN * ALIGN
-    assert len(directio._POOL) >= 1  # the buffer went back to the pool
+    assert len(directio._POOL) == 1  # the buffer went back to the pool
 
 
 async def test_an_aborted_direct_write_leaves_nothing_and_returns_its_buffer(
@@ -139,3 +141,41 @@ async def test_an_aborted_direct_write_leaves_nothing_and_returns_its_buffer(
     assert len(directio._POOL) == 1
     assert list((tmp_path / "node" / "tmp").iterdir()) == []
     assert not os.path.exists(store.shard_path(sid))
+
+
+def test_a_buffer_released_while_a_write_reads_it_is_never_pooled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancelled upload's release comes from another thread while the writer thread's
+    os.write may still be reading the buffer: that buffer must not go back to the pool,
+    where another upload would fill it under the write (its bytes would land in this
+    file), and the write in flight finishes with its own bytes."""
+    if not direct_supported(tmp_path):
+        pytest.skip("no O_DIRECT on this file system")
+    directio._POOL.clear()
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    app = DirectAppender.open(fd)
+    assert app is not None
+    entered, go_on = threading.Event(), threading.Event()
+    real = os.write
+
+    def slow(fd_: int, data: Any) -> int:
+        entered.set()
+        assert go_on.wait(10)
+        return real(fd_, data)
+
+    monkeypatch.setattr(directio.os, "write", slow)
+    body = os.urandom(BUFFER_BYTES)
+    writer = threading.Thread(target=app.append, args=([body],))
+    writer.start()
+    assert entered.wait(10)  # the buffer is full and its write is in the kernel
+    app.release()  # the cancelled upload's discard, from another thread
+    assert not directio._POOL  # not pooled: nobody else can fill it now
+    other = directio._take()
+    other[:8] = b"BBBBBBBB"  # what a second upload would do with a pooled buffer
+    go_on.set()
+    writer.join(10)
+    os.close(fd)
+    assert (tmp_path / "f").read_bytes() == body
+    app.release()  # idempotent
+    app.close()  # and nothing left to write
+    assert not directio._POOL

@@ -33,6 +33,7 @@ from storage.volume_journal import decode_entries, encode_entries, is_zero
 from storage.volume_overlay import JournaledVolume
 from storage.volume_records import Fenced, scan_prefix
 from storage.volumes import VolumeService
+from tests.unit.test_replay_check import check_replay
 
 MiB = 1 << 20
 SIZE = 3 * MiB  # three 1 MiB extents
@@ -147,7 +148,7 @@ def test_replay_matches_model_at_last_fsync(ops: list, after: list, seed: int) -
                 h2 = await svc.open("t", "v", holder="replay")
                 got = await h2.read(0, SIZE)
                 assert [i async for i in scan_prefix(svc.meta, journal_prefix(h.vol.id))] == []
-                _check(got, synced, since)
+                check_replay(got, synced, since)
                 model[:] = got
                 synced[:] = got
                 since = []
@@ -157,18 +158,6 @@ def test_replay_matches_model_at_last_fsync(ops: list, after: list, seed: int) -
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(Path(d)))
-
-
-def _check(got: bytes, synced: bytearray, since: list[tuple[int, bytes]]) -> None:
-    """Each byte holds its value at the last barrier or one written after it."""
-    for start in range(0, len(got), 4096):
-        if got[start:start + 4096] == synced[start:start + 4096]:
-            continue
-        for i in range(start, start + 4096):
-            if got[i] == synced[i]:
-                continue
-            assert any(o <= i < o + len(d) and d[i - o] == got[i] for o, d in since), (
-                f"byte {i}: {got[i]} is neither the synced value {synced[i]} nor a later write")
 
 
 def test_fenced_writer_cannot_append() -> None:
