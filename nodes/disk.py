@@ -127,14 +127,24 @@ class DiskShardStore:
         """Make every first-level fan-out directory and one fsync of `shards/` cover all
         their entries (made now or in an earlier life that may have died before its own
         fsync): from here on they count as durable, and a new shard's commit makes and
-        fsyncs at most its leaf directory and that leaf's parent."""
+        fsyncs at most its leaf directory and that leaf's parent. Best effort: a full or
+        read-only disk must not keep the node from starting (it still serves what it holds,
+        and space can be freed); a directory not made here is made, and fsynced, by the
+        first commit under it, as before."""
         made = []
         for name in FIRST_LEVEL:
             d = f"{self._shard_prefix}{name}"
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.mkdir(d, 0o700)
+            except FileExistsError:
+                pass
+            except OSError:  # ENOSPC, EROFS, EDQUOT...: left to the first commit under it
+                continue
             made.append(d)
-        fsync_dir(self.shard_dir)
+        try:
+            fsync_dir(self.shard_dir)
+        except OSError:
+            return  # nothing counts as durable; commits fsync their own parents
         self._durable_dirs.update(made)
 
     async def clean_temp(self, max_age_s: float = TEMP_MAX_AGE_S) -> int:

@@ -1,5 +1,5 @@
 """Shared fixtures: a real local cluster (`tessera up`) per test session (per pytest-xdist
-worker when the suite runs on several, as `.ci/run` does)."""
+worker when the suite runs on several: `-n 2 --dist loadgroup`, README)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -166,8 +167,8 @@ class TxnBatcher:
             else:
                 await self._send_nested(batch)
         except BaseException as exc:  # every caller in it learns what a lone request would
-            for p in batch:
-                self._settle(p, exc)
+            for i, p in enumerate(batch):
+                self._settle(p, exc if i == 0 else _own_copy(exc))
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -218,3 +219,17 @@ class TxnBatcher:
             await asyncio.wait([flight])
             if self._flight is flight:
                 break
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """The same error as a new object for one more caller: each caller raises its own, so
+    a traceback never grows another request's frames (same type, message and cause)."""
+    if not isinstance(exc, Exception):
+        return exc
+    try:
+        mine = copy.copy(exc)
+    except Exception:  # noqa: BLE001 - an error type that cannot be rebuilt: shared, as before
+        return exc
+    mine.__traceback__ = None
+    mine.__cause__, mine.__context__ = exc.__cause__, exc.__context__
+    return mine

@@ -14,6 +14,7 @@ status other than 200 closes the connection after its head.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from storage.buffers import BufferPool
@@ -25,6 +26,7 @@ from storage.shards.connpool import HEAD_BYTES, ConnPool, FetchError, NodeConn, 
 from storage.shards.format import ShardHeader
 
 MAX_READY = 3  # verified frames waiting for the consumer before reading pauses
+_clock = time.monotonic  # when the last byte arrived (tests give a clock of their own)
 
 __all__ = ["FetchError", "ShardFetcher"]
 
@@ -35,7 +37,7 @@ class _Conn(NodeConn, asyncio.BufferedProtocol):
     def __init__(self) -> None:
         self._head = bytearray(HEAD_BYTES)
         self._scratch = bytearray(4096)  # bytes nobody asked for land here (then: error)
-        self._received = 0  # bytes received on this connection, ever
+        self._last_byte = 0.0  # _clock() at the last receive
         super().__init__()
 
     def _reset(self) -> None:
@@ -57,19 +59,25 @@ class _Conn(NodeConn, asyncio.BufferedProtocol):
     async def wait(self, timeout_s: float) -> None:
         """Until something happened: head or frames arrived, the body ended, an error.
         TimeoutError when no byte arrived for `timeout_s` (bytes that complete nothing
-        yet do not wake the reader, but they do count as the node being alive)."""
+        yet do not wake the reader, but they do count as the node being alive: the wait ends
+        `timeout_s` after the later of its start and the last byte, never a whole timeout
+        more)."""
         if self.error is not None or self.finished or (self._asm and self._asm.ready):
             return
         if self._paused:
             self._resume()
+        start = _clock()
         while True:
-            seen = self._received
+            left = max(start, self._last_byte) + timeout_s - _clock()
+            if left <= 0:
+                raise TimeoutError
             try:
-                await self._sleep(timeout_s)
+                await self._sleep(left)
                 return
             except TimeoutError:
-                if self._received == seen:
-                    raise
+                # done in the same loop pass as the deadline: not a timeout
+                if self.error is not None or self.finished or (self._asm and self._asm.ready):
+                    return
 
     def taken(self) -> None:
         """The consumer popped frames: read on if reading was paused for it."""
@@ -92,7 +100,7 @@ class _Conn(NodeConn, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.got_any = True
-        self._received += nbytes
+        self._last_byte = _clock()
         try:
             if self.finished or self._asm is None:
                 raise FetchError("?", "bytes nobody asked for")

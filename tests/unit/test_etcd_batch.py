@@ -131,6 +131,7 @@ async def test_a_failed_request_fails_every_caller_in_it() -> None:
     fake.release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, StorageError) for r in results), results
+    assert results[1] is not results[2] and str(results[1]) == str(results[2])  # each its own
     fake.error = None
     assert await batcher.run(put(b"c"), ()) == (True, {})  # the next one goes out
 

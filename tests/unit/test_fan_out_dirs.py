@@ -72,3 +72,30 @@ async def test_first_level_directories_of_an_earlier_life_are_fsynced_again(
     assert counted.fsyncs == [str(store.shard_dir)]
     assert (store.shard_dir / "cd" / "keep").read_bytes() == b"x"
     assert len(os.listdir(store.shard_dir)) == 256
+
+
+async def test_a_full_disk_does_not_keep_the_node_from_starting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC (or EROFS) making the fan-out directories: the node starts and serves what it
+    holds; a directory it could not make is made, and fsynced, by the first commit under it."""
+    import errno
+    store = DiskShardStore(tmp_path)
+    real_mkdir = os.mkdir
+    full = {"on": True}
+
+    def mkdir(path: str, mode: int = 0o777) -> None:
+        if full["on"] and os.path.dirname(os.fspath(path)) == str(store.shard_dir):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_mkdir(path, mode)
+
+    monkeypatch.setattr(nodes.disk.os, "mkdir", mkdir)
+    await store.start()  # before: OSError ENOSPC, the node stayed down
+    assert os.listdir(store.shard_dir) == []
+    full["on"] = False  # space freed
+    counted = Counted(monkeypatch)
+    header = make_header(stripe=bytes.fromhex("cd" * 16))
+    sid = await put(store, header, make_blocks(header, 2))
+    first, leaf = store.shard_dir / "cd", store.shard_dir / "cd" / "cd"
+    assert counted.mkdirs == [str(first), str(leaf)]
+    assert str(store.shard_dir) in counted.fsyncs and str(first) in counted.fsyncs
+    assert await read_all(store, sid)

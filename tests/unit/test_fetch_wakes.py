@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from storage.buffers import BufferPool
+from storage.shards import fetch
 from storage.shards.assembler import FrameAssembler
 from storage.shards.fetch import _Conn
 from tests.contract.test_node_api import make_shard
@@ -85,8 +86,19 @@ async def test_a_block_in_pieces_wakes_the_reader_once() -> None:
     assert wakes == 1 and conn.finished and len(conn._asm.ready) == 1  # type: ignore[union-attr]
 
 
+class _Clock:
+    """A clock the fake `_sleep` advances: no real time passes in these tests."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 100.0
+        monkeypatch.setattr(fetch, "_clock", lambda: self.now)
+
+
 async def test_bytes_that_complete_nothing_still_count_against_the_timeout(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes 3 s into a 5 s wait keep the read alive until 5 s after them: the second
+    sleep is the 3 s left, not another whole timeout."""
+    clock = _Clock(monkeypatch)
     conn, answer = _answer(frames=2)
     head_end = answer.index(b"\r\n\r\n") + 4
     _receive(conn, answer[:head_end + 100])
@@ -94,11 +106,55 @@ async def test_bytes_that_complete_nothing_still_count_against_the_timeout(
 
     async def sleep(self: Any, timeout_s: float) -> None:  # a timeout passes each time
         sleeps.append(timeout_s)
-        if len(sleeps) == 1:  # ... but bytes arrived meanwhile: the read goes on
+        if len(sleeps) == 1:  # ... but bytes arrived 3 s in: the read goes on
+            clock.now += 3
             _receive(conn, answer[head_end + 100:head_end + 5000])
+            clock.now += timeout_s - 3
+        else:
+            clock.now += timeout_s
         raise TimeoutError
 
     monkeypatch.setattr(_Conn, "_sleep", sleep)
     with pytest.raises(TimeoutError):
         await conn.wait(5)
-    assert sleeps == [5, 5]  # timed out on the second wait, when nothing more came
+    assert sleeps == [5, 3]  # timed out 5 s after the last byte, when nothing more came
+
+
+async def test_a_node_that_stalls_after_its_head_times_out_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head arrives 2 s into the wait (it completes no frame, so it wakes nobody) and
+    then nothing: the read times out 5 s after the head, not 5 s after a second sleep."""
+    clock = _Clock(monkeypatch)
+    conn, answer = _answer(frames=2)
+    head_end = answer.index(b"\r\n\r\n") + 4
+    sleeps: list[float] = []
+
+    async def sleep(self: Any, timeout_s: float) -> None:
+        sleeps.append(timeout_s)
+        if len(sleeps) == 1:
+            clock.now += 2
+            _receive(conn, answer[:head_end])
+            clock.now += timeout_s - 2
+        else:
+            clock.now += timeout_s
+        raise TimeoutError
+
+    monkeypatch.setattr(_Conn, "_sleep", sleep)
+    with pytest.raises(TimeoutError):
+        await conn.wait(5)
+    assert sleeps == [5, 2] and clock.now == 107
+
+
+async def test_an_answer_done_as_the_timeout_fires_is_not_a_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last bytes arrive in the same loop pass as the deadline: the wait returns."""
+    _Clock(monkeypatch)
+    conn, answer = _answer(frames=1)
+
+    async def sleep(self: Any, timeout_s: float) -> None:
+        _receive(conn, answer)  # everything, then the timeout wins the race to the reader
+        raise TimeoutError
+
+    monkeypatch.setattr(_Conn, "_sleep", sleep)
+    await conn.wait(5)
+    assert conn.finished
