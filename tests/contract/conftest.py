@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from ops.etcdcluster import ETCD_HOSTS, EtcdCluster, default_members
+from storage.metadata.etcd import EtcdStore
 from tests.integration.cluster import free_port
 
 _ETCD = pytest.StashKey[tuple[EtcdCluster, Path]]()
@@ -47,3 +49,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     cluster.stop()
     os.environ.pop("TESSERA_ETCD_ENDPOINTS", None)
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def etcd() -> AsyncIterator[EtcdStore]:
+    """A client of the contract session's etcd cluster (its tests skip without one)."""
+    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,15 +14,6 @@ from storage.metadata.etcd import EtcdStore
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
                                 reason="no etcd cluster (etcd not installed)")
-
-
-@pytest.fixture
-async def etcd() -> AsyncIterator[EtcdStore]:
-    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

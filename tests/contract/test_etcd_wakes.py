@@ -13,7 +13,7 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,15 +69,6 @@ from tests.inproc import sim_config
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
                                 reason="no etcd cluster (etcd not installed)")
 HOUR = 3600.0
-
-
-@pytest.fixture
-async def etcd() -> AsyncIterator[EtcdStore]:
-    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def _until(ok: Callable[[], bool], deadline_s: float = 20.0) -> None:

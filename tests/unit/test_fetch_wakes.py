@@ -94,6 +94,26 @@ class _Clock:
         monkeypatch.setattr(fetch, "_clock", lambda: self.now)
 
 
+def _timed_out(monkeypatch: pytest.MonkeyPatch, clock: _Clock, conn: _Conn, at: float,
+               data: bytes) -> list[float]:
+    """Make every `_sleep` time out, the first with `data` arriving `at` seconds into it;
+    return the timeouts asked for, in order."""
+    sleeps: list[float] = []
+
+    async def sleep(self: Any, timeout_s: float) -> None:
+        sleeps.append(timeout_s)
+        if len(sleeps) == 1:
+            clock.now += at
+            _receive(conn, data)
+            clock.now += timeout_s - at
+        else:
+            clock.now += timeout_s
+        raise TimeoutError
+
+    monkeypatch.setattr(_Conn, "_sleep", sleep)
+    return sleeps
+
+
 async def test_bytes_that_complete_nothing_still_count_against_the_timeout(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Bytes 3 s into a 5 s wait keep the read alive until 5 s after them: the second
@@ -102,19 +122,7 @@ async def test_bytes_that_complete_nothing_still_count_against_the_timeout(
     conn, answer = _answer(frames=2)
     head_end = answer.index(b"\r\n\r\n") + 4
     _receive(conn, answer[:head_end + 100])
-    sleeps: list[float] = []
-
-    async def sleep(self: Any, timeout_s: float) -> None:  # a timeout passes each time
-        sleeps.append(timeout_s)
-        if len(sleeps) == 1:  # ... but bytes arrived 3 s in: the read goes on
-            clock.now += 3
-            _receive(conn, answer[head_end + 100:head_end + 5000])
-            clock.now += timeout_s - 3
-        else:
-            clock.now += timeout_s
-        raise TimeoutError
-
-    monkeypatch.setattr(_Conn, "_sleep", sleep)
+    sleeps = _timed_out(monkeypatch, clock, conn, 3, answer[head_end + 100:head_end + 5000])
     with pytest.raises(TimeoutError):
         await conn.wait(5)
     assert sleeps == [5, 3]  # timed out 5 s after the last byte, when nothing more came
@@ -127,19 +135,7 @@ async def test_a_node_that_stalls_after_its_head_times_out_once(
     clock = _Clock(monkeypatch)
     conn, answer = _answer(frames=2)
     head_end = answer.index(b"\r\n\r\n") + 4
-    sleeps: list[float] = []
-
-    async def sleep(self: Any, timeout_s: float) -> None:
-        sleeps.append(timeout_s)
-        if len(sleeps) == 1:
-            clock.now += 2
-            _receive(conn, answer[:head_end])
-            clock.now += timeout_s - 2
-        else:
-            clock.now += timeout_s
-        raise TimeoutError
-
-    monkeypatch.setattr(_Conn, "_sleep", sleep)
+    sleeps = _timed_out(monkeypatch, clock, conn, 2, answer[:head_end])
     with pytest.raises(TimeoutError):
         await conn.wait(5)
     assert sleeps == [5, 2] and clock.now == 107
