@@ -266,26 +266,19 @@ def _unmount(a: argparse.Namespace) -> int:
     return 0
 
 
-def _dirty_mib(text: str) -> int:
-    """`--max-dirty-mib`: a whole number of MiB, at least 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of MiB, at least 1: {text!r}")
-    return n
+def _mib(least: int) -> Callable[[str], int]:
+    """An argparse type for a MiB option: a whole number, at least `least`."""
+    floor = f", at least {least}" if least else ""
 
-
-def _kernel_mib(text: str) -> int:
-    """`--kernel-dirty-mib`: a whole number of MiB, 0 for the kernel's default."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of MiB: {text!r}")
-    return n
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = least - 1
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be a whole number of MiB{floor}: {text!r}")
+        return n
+    return parse
 
 
 def add_parser(sub: Any) -> None:
@@ -335,11 +328,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lease-ttl", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-journal", action="store_true",
                    help="commit whole extents on fsync instead of appending to the journal")
-    p.add_argument("--max-dirty-mib", type=_dirty_mib, default=None, metavar="MIB",
+    p.add_argument("--max-dirty-mib", type=_mib(1), default=None, metavar="MIB",
                    help=f"written bytes the daemon holds in memory before folding them into "
                         f"extents (default {DEFAULT_MAX_DIRTY_MIB}, {NO_JOURNAL_MAX_DIRTY_MIB} "
                         f"with --no-journal; the daemon's memory grows by about this much)")
-    p.add_argument("--kernel-dirty-mib", type=_kernel_mib, default=DEFAULT_KERNEL_DIRTY_MIB,
+    p.add_argument("--kernel-dirty-mib", type=_mib(0), default=DEFAULT_KERNEL_DIRTY_MIB,
                    metavar="MIB",
                    help=f"written bytes the kernel may hold for the volume before sending "
                         f"them to the daemon, coalesced; half of it kept whatever other disks "

@@ -72,6 +72,7 @@ class ObjectReads:
         okey = object_key(bucket, key)
         item = await self._meta.get(okey)
         if item is None:
+            self._decoded.pop(okey, None)  # deleted: nothing kept for it
             return None
         hit = self._decoded.get(okey)
         if hit is not None and hit[0] is item:
