@@ -5,6 +5,9 @@ While S3 clients are active, repair of safe stripes and rebalancing used to move
 machine had capacity to spare. `AdaptiveRate` starts at that floor and, like TCP's
 congestion window, grows it (x`GROW` per `ADJUST_S`) while the event loop's lag stays within
 `lag_bound_s`, and halves it (never below the floor) as soon as the lag exceeds the bound.
+The lag judged is the mean of an interval's samples, not its worst: on a machine short of
+CPU any one sample may include the OS scheduler's delay, and a single outlier would hold
+the rate at the floor (measured: it did, at load average 20-30).
 The event loop's lag is what every client request of this process waits for before its own
 work runs, so the bound is a bound on the latency repair adds to clients here; the other
 gateway worker's clients share the same CPUs and suffer roughly alike.
@@ -38,8 +41,9 @@ class AdaptiveRate:
         self.ceiling = ceiling if ceiling > 0 else float("inf")
         self.lag_bound_s = max(0.0, lag_bound_s)
         self.rate = self.floor
-        self.lag_s = 0.0  # the worst lag seen in the last adjustment interval
-        self._worst = 0.0  # ...in the current one
+        self.lag_s = 0.0  # the mean lag of the last adjustment interval
+        self._sum = 0.0  # ...and the current one's samples
+        self._n = 0
         self._clock = clock
         self._yield = yield_
         self._next_probe = 0.0
@@ -55,12 +59,13 @@ class AdaptiveRate:
 
     def observe(self, lag_s: float) -> None:
         """Record one lag sample; at most once per ADJUST_S, move the rate."""
-        self._worst = max(self._worst, lag_s)
+        self._sum += lag_s
+        self._n += 1
         now = self._clock()
         if now < self._next_adjust:
             return
         self._next_adjust = now + ADJUST_S
-        self.lag_s, self._worst = self._worst, 0.0
+        self.lag_s, self._sum, self._n = self._sum / self._n, 0.0, 0
         if self.lag_s > self.lag_bound_s:
             self.rate = max(self.floor, self.rate * SHRINK)
         else:

@@ -35,11 +35,16 @@ def test_rate_halves_when_lag_exceeds_bound_never_below_floor() -> None:
     a.rate = 100 * MIB
     clock.now += ADJUST_S
     a.observe(0.001)
-    a.observe(0.2)  # the worst sample of the interval counts
+    a.observe(0.2)  # the mean of the interval's samples counts: 0.1 s
     clock.now += ADJUST_S
-    a.observe(0.001)  # closes the interval that saw 0.2 s
+    a.observe(0.1)  # closes the interval: mean 0.15 s
     assert a.current() == pytest.approx(100 * MIB * GROW * SHRINK)
-    assert a.snapshot()["loop_lag_ms"] == 200.0
+    assert a.snapshot()["loop_lag_ms"] == 150.0
+    for lag in (0.0, 0.0, 0.09):  # one outlier among calm samples...
+        a.observe(lag)
+    clock.now += ADJUST_S
+    a.observe(0.0)  # ...the interval's mean (22.5 ms) is within the bound
+    assert a.current() == pytest.approx(100 * MIB * GROW * SHRINK * GROW)
     for _ in range(20):
         clock.now += ADJUST_S
         a.observe(1.0)
