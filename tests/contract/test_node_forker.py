@@ -59,6 +59,8 @@ def test_forker_lines_are_whole_and_it_outlives_sigterm_until_its_nodes_end(
         for pid in pids.values():  # own session, the forker's child
             assert os.getsid(pid) == pid
             assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == p.pid
+        assert {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids.values()} == {
+            f"node-{n}" for n in IDS}  # named for ps, since they share the forker's cmdline
         p.send_signal(signal.SIGTERM)  # ignored: the nodes are stopped by pid
         os.kill(pids["n1"], signal.SIGKILL)
         assert p.stdout.readline() == "exited n1 -9\n"
