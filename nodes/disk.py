@@ -83,6 +83,8 @@ class DiskShardStore:
         self._shards = 0
         self._counted = False
         self.recent = RecentShards()
+        self.unnamed_temp = hasattr(os, "O_TMPFILE")  # whole shards written unnamed first
+        # (`ShardWriter._commit_unnamed_sync`); cleared when the filesystem refuses it
         for d in (self.root, self.shard_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
