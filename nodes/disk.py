@@ -5,6 +5,8 @@ Layout below the node's data directory:
 
     shards/<id[0:2]>/<id[2:4]>/<id>      committed shard files (format v1, see `format`)
     tmp/<id>.<random>.tmp                 uploads in progress; older than an hour: removed at start
+                                          (a whole shard committed at once has no name here:
+                                          an O_TMPFILE file in its own directory, linked in)
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
