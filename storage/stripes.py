@@ -254,10 +254,10 @@ class StripeStore:
                            targets: Sequence[NodeSpec], quorum: int, parts: list[bytes],
                            have: int, digests: Sequence[object]) -> WriteResult:
         """A one-segment stripe too large to batch (a 1 MiB object): the segment is coded
-        in one pool job (`encode_frames`: sealed and coded in place in one buffer, about a
-        fifth of `encode`'s CPU, which copies the segment three times and zero-fills its
-        parity) while the digests run on theirs, then each whole shard goes to its
-        node in one request (`put_shard` of bytes: the lean sender, no body task, queue or
+        in one pool job with its digests (`encode_slots`: sealed and coded in place in one
+        buffer, about a fifth of `encode`'s CPU, which copies the segment three times and
+        zero-fills its parity; one thread hop per object, not one per stage), then each
+        whole shard goes to its node in one request (`put_shard` of bytes: the lean sender, no body task, queue or
         chunk stream per shard). The body is never joined: `parts` (chunks as received) are
         sealed into place and each shard goes out in one write from its `ShardSlot`, with
         its request's head and trailer in the room kept around it. Same quorum rules as
@@ -265,16 +265,15 @@ class StripeStore:
         loop = asyncio.get_running_loop()
         headers = codec.headers()
 
-        def _feed() -> None:
+        def _code() -> list[ShardSlot]:
+            slots = codec.encode_slots(headers, parts)
             with STAGES.time("hash"):
                 for d in digests:
                     for p in parts:
                         d.update(p)  # type: ignore[attr-defined]
+            return slots
 
-        jobs = [loop.run_in_executor(self._cpu, codec.encode_slots, headers, parts)]
-        if digests:
-            jobs.append(loop.run_in_executor(self._hashing, _feed))
-        slots = (await asyncio.gather(*jobs))[0]
+        slots = await loop.run_in_executor(self._cpu, _code)
         errors = await self._put_whole(self._client.put_shard, codec, targets, slots)
         total = have - (codec.input_segment - codec.segment_size)
         return await self._settle(codec, profile, quorum, total, 1,
