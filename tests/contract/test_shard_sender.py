@@ -19,7 +19,7 @@ from storage.shards.auth import TRAILER_BYTES, load_or_create_secret
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import pack_frame
 from storage.shards.slot import HEAD_ROOM, ShardSlot
-from tests.contract.test_node_api import free_port, make_shard, start_node, stop_node
+from tests.contract.node_harness import free_port, make_shard, start_node, stop_node
 
 
 class RealNode:
