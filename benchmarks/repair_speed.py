@@ -2,6 +2,7 @@
 
     python benchmarks/repair_speed.py [--objects 48] [--mib 4] [--rate R] [--busy-rate B]
     python benchmarks/repair_speed.py --drain      # the rebalancer draining a node instead
+    python benchmarks/repair_speed.py --drain --busy  # ...while one client PUTs all along
     python benchmarks/repair_speed.py --idle-only --profile out.txt   # py-spy, all processes
 
 Starts its own `tessera up` in a temporary directory (fast sweep, the server's default repair
@@ -79,22 +80,40 @@ def cpu_seconds(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def drain(c: ChaosCluster, victim: str, held: list[Path]) -> int:
-    """Drain `victim` and report the copy rate until it holds no shard file."""
+def drain(c: ChaosCluster, victim: str, held: list[Path], busy_size: int = 0) -> int:
+    """Drain `victim` and report the copy rate until it holds no shard file (with
+    `busy_size`, while one client PUTs objects of that size all along)."""
     from ops.admincli import admin_request
 
     nbytes = sum(p.stat().st_size for p in held)
+    client = Client(c, busy_size) if busy_size else None
+    if client is not None:
+        client.start()
+        while len(client.ends) < 2:  # clients active before the drain starts
+            time.sleep(0.05)
+        held = [p for p in c.shard_files() if p.parts[-5] == victim]  # the client's too
+        nbytes = sum(p.stat().st_size for p in held)
     cpu0 = cpu_seconds(c.data / "run")
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     admin_request("POST", f"/nodes/{victim}/drain", env=c.env)
     while any(p.parts[-5] == victim for p in c.shard_files()):
-        if time.perf_counter() - t0 > 600:
-            print("drain did not finish within 600 s")
+        if time.perf_counter() - t0 > 900:
+            print("drain did not finish within 900 s")
             return 1
         time.sleep(0.05)
-    elapsed = time.perf_counter() - t0
+    elapsed, wall1 = time.perf_counter() - t0, time.time()
     cpu1 = cpu_seconds(c.data / "run")
     rb = c.status()["rebalance"]
+    if client is not None:
+        client.stop.set()
+        client.join()
+        lat = sorted(d for e, d in zip(client.ends, client.took, strict=True)
+                     if wall0 <= e <= wall1)
+        pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else \
+            (lambda q: 0.0)
+        print(f"client PUTs during the drain: {client.rate_between(wall0, wall1):.1f} MiB/s, "
+              f"{len(lat)} PUTs, latency p50 {pct(0.5):.0f} ms, p90 {pct(0.9):.0f} ms, "
+              f"max {pct(1.0):.0f} ms; pacing at the end: {rb.get('pacing')}")
     print(f"drained node {victim}: {len(held)} shards, {nbytes / 2**20:.1f} MiB in {elapsed:.2f} s "
           f"(until its last file was collected): {nbytes / 2**20 / elapsed:.1f} MiB/s "
           f"({nbytes / 1e6 / elapsed:.1f} MB/s); copied {rb.get('copied')}, rebuilt "
@@ -117,13 +136,16 @@ class Client(threading.Thread):
         self.stop = threading.Event()
         self.started = 0.0
         self.ends: list[float] = []
+        self.took: list[float] = []  # each PUT's latency, seconds
 
     def run(self) -> None:
         self.started = time.time()
         i = 0
         while not self.stop.is_set():
+            t = time.time()
             self.s3.put_object(Bucket="bench", Key=f"during-{i}", Body=self.bodies[i % 4])
             self.ends.append(time.time())
+            self.took.append(self.ends[-1] - t)
             i += 1
 
     def rate_between(self, t0: float, t1: float) -> float:
@@ -257,6 +279,12 @@ def main() -> int:
     ap.add_argument("--drain", action="store_true",
                     help="instead of wiping a node, drain it (`tessera node drain`) and time the "
                          "rebalancer copying its shards away")
+    ap.add_argument("--busy", action="store_true", help="with --drain: one client PUTs "
+                    "--mib objects all along (the adaptive busy rate's case)")
+    ap.add_argument("--busy-lag-ms", type=float,
+                    help="TESSERA_{REPAIR,REBALANCE}_BUSY_LAG_MS (0 = fixed busy rate)")
+    ap.add_argument("--port", type=int, help="S3 port; admin port +1, node port +2 "
+                    "(default: free ports)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tessera-repair-bench-"))
     env = {**os.environ, **FAST_ENV, "TESSERA_REBALANCE_INTERVAL_S": "0.5",
@@ -264,7 +292,12 @@ def main() -> int:
     for name, val in (("RATE", a.rate), ("BUSY_RATE", a.busy_rate)):
         if val is not None:
             env[f"TESSERA_REPAIR_{name}_MBPS"] = env[f"TESSERA_REBALANCE_{name}_MBPS"] = str(val)
+    if a.busy_lag_ms is not None:
+        env["TESSERA_REPAIR_BUSY_LAG_MS"] = env["TESSERA_REBALANCE_BUSY_LAG_MS"] = \
+            str(a.busy_lag_ms)
     c = ChaosCluster(tmp, env)
+    if a.port:
+        c.port, c.admin_port, c.node_port = a.port, a.port + 1, a.port + 2
     try:
         c.start()
         s3 = c.s3()
@@ -277,7 +310,7 @@ def main() -> int:
             for p in c.shard_files():
                 files.setdefault(p.parts[-5], []).append(p)
             victim = max(files, key=lambda n: len(files[n]))
-            return drain(c, victim, files[victim])
+            return drain(c, victim, files[victim], size if a.busy else 0)
         idle = repair_once(c, tmp, set(), None, a.profile)
         if idle is None:
             return 1

@@ -65,6 +65,7 @@ def render(doc: dict[str, Any]) -> str:
             f"  sources disagreed: {r.get('sources_disagree', 0)} (a lying source stopped a "
             "rebuild; the deep scrub named it)",
             f"  orphans deleted:   {r.get('orphans_deleted', 0)}",
+            pacing_line(r.get("pacing")),
             f"  sweep passes:      {r.get('sweep_passes', 0)} (last full pass, shards "
             f"verified present: {', '.join(f'{k}/{width}: {v}' for k, v in sorted(last.items(), reverse=True)) or '-'})",
             f"  GC backlog (G/):   {doc['gc']['backlog']}{'+' if doc['gc']['backlog_truncated'] else ''}"]
@@ -102,6 +103,21 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def pacing_line(p: dict[str, Any] | None) -> str:
+    """How fast safe work may go now: the idle rate, or while clients are active the
+    adaptive rate (its floor, the event loop's lag against its bound)."""
+    p = p or {}
+    if not p:
+        return "  pacing:            -"
+    idle = human_size(p.get("rate_idle", 0)) + "/s" if p.get("rate_idle") else "unlimited"
+    busy = human_size(p.get("busy_rate_now", 0)) + "/s"
+    if p.get("adaptive"):
+        busy += (f" adaptive (floor {human_size(p.get('busy_rate_floor', 0))}/s, loop lag "
+                 f"{p.get('loop_lag_ms', 0)} ms, bound {p.get('lag_bound_ms', 0)} ms)")
+    now = "clients active" if p.get("clients_busy") else "clients idle"
+    return f"  pacing:            {now}; idle {idle}, busy {busy}"
+
+
 def _render_rebalance(rb: dict[str, Any] | None, nodes: list[dict[str, Any]]) -> list[str]:
     """The REBALANCE section: state, shards moved, and drain progress per draining node."""
     rb = rb or {}
@@ -110,7 +126,7 @@ def _render_rebalance(rb: dict[str, Any] | None, nodes: list[dict[str, Any]]) ->
            f"  moved:             {rb.get('shards_moved', 0)} shards "
            f"({human_size(rb.get('bytes_moved', 0))}; {rb.get('copied', 0)} copied, "
            f"{rb.get('rebuilt', 0)} rebuilt, {rb.get('balance_moves', 0)} for balance, "
-           f"{rb.get('failed', 0)} failed)"]
+           f"{rb.get('failed', 0)} failed)", pacing_line(rb.get("pacing"))]
     for n in nodes:
         if n.get("membership") != "draining":
             continue

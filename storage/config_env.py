@@ -31,6 +31,7 @@ class EnvOverride:
 ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_REPAIR_RATE_MBPS", "repair", "rate_bytes_s", MiB),
     EnvOverride("TESSERA_REPAIR_BUSY_RATE_MBPS", "repair", "busy_rate_bytes_s", MiB),
+    EnvOverride("TESSERA_REPAIR_BUSY_LAG_MS", "repair", "busy_lag_ms"),
     EnvOverride("TESSERA_REPAIR_DOWN_GRACE_S", "repair", "down_grace_s"),
     EnvOverride("TESSERA_REPAIR_SWEEP_S", "repair", "sweep_interval_s"),
     EnvOverride("TESSERA_REPAIR_SWEEP_BATCH", "repair", "sweep_batch"),
@@ -38,6 +39,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_ORPHAN_GRACE_S", "repair", "orphan_grace_s"),
     EnvOverride("TESSERA_REBALANCE_RATE_MBPS", "rebalance", "rate_bytes_s", MiB),
     EnvOverride("TESSERA_REBALANCE_BUSY_RATE_MBPS", "rebalance", "busy_rate_bytes_s", MiB),
+    EnvOverride("TESSERA_REBALANCE_BUSY_LAG_MS", "rebalance", "busy_lag_ms"),
     EnvOverride("TESSERA_REBALANCE_PARALLEL", "rebalance", "parallel"),
     EnvOverride("TESSERA_REBALANCE_BATCH", "rebalance", "batch"),
     EnvOverride("TESSERA_REBALANCE_MAX_MOVES", "rebalance", "max_moves"),

@@ -23,7 +23,8 @@ NODE_ROLES = ("standard", "archive")
 # 64-byte slot of the gateway workers' shared health page)
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 DEFAULT_RATE = 200 * MiB  # shard bytes repair/rebalance write per second while clients are idle
-DEFAULT_BUSY_RATE = 4 * MiB  # ...and while clients are active
+DEFAULT_BUSY_RATE = 4 * MiB  # ...and while clients are active (the floor of...)
+DEFAULT_BUSY_LAG_MS = 25.0  # ...a rate that grows while the event loop lags less than this
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class RepairSettings:
 
     rate_bytes_s: float = DEFAULT_RATE  # rebuilt bytes written per second, 0 = unlimited
     busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
+    busy_lag_ms: float = DEFAULT_BUSY_LAG_MS  # busy rate grows while loop lag stays below
     down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
     sweep_interval_s: float = 60.0  # pause between two full sweeps
     sweep_batch: int = 128  # stripes checked per sweep step
@@ -135,6 +137,7 @@ class RebalanceSettings:
 
     rate_bytes_s: float = DEFAULT_RATE  # moved bytes per second, 0 = unlimited
     busy_rate_bytes_s: float = DEFAULT_BUSY_RATE  # ...while clients are active, 0 = as idle
+    busy_lag_ms: float = DEFAULT_BUSY_LAG_MS  # busy rate grows while loop lag stays below
     parallel: int = 8  # stripes moved at once
     batch: int = 256  # stripes examined per step
     max_moves: int = 256  # balance moves per pass (draining is not bounded)

@@ -144,7 +144,11 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "for stripes at risk (fewer than k+2 healthy shards, or zone-unsafe) (0 = unlimited).",
     ("repair", "busy_rate_bytes_s"): "...while S3 clients are active, for stripes that are "
     "already safe: their repair yields to clients (0 = as idle). Higher restores redundancy "
-    "sooner at clients' expense.",
+    "sooner at clients' expense. The floor of an adaptive rate when busy_lag_ms > 0.",
+    ("repair", "busy_lag_ms"): "While S3 clients are active, the busy rate grows from "
+    "busy_rate_bytes_s toward rate_bytes_s (x1.5 per 0.5 s) while the gateway's event loop "
+    "lags less than this, and halves when it lags more: repair uses spare capacity, clients "
+    "keep their latency. 0 = the fixed busy_rate_bytes_s.",
     ("repair", "down_grace_s"): "A down node's shards are rebuilt elsewhere after this long. "
     "Shorter shrinks the window of reduced redundancy; longer avoids rebuilding for a reboot.",
     ("repair", "sweep_interval_s"): "Pause between two full sweeps that stat every shard.",
@@ -154,7 +158,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("repair", "parallel"): "Stripes rebuilt at once.",
     ("rebalance", "rate_bytes_s"): "Bytes moved per second by the rebalancer while clients "
     "are idle (0 = unlimited).",
-    ("rebalance", "busy_rate_bytes_s"): "...while S3 clients are active (0 = as idle).",
+    ("rebalance", "busy_rate_bytes_s"): "...while S3 clients are active (0 = as idle); the "
+    "floor of an adaptive rate when busy_lag_ms > 0.",
+    ("rebalance", "busy_lag_ms"): "As [repair] busy_lag_ms, for the rebalancer.",
     ("rebalance", "parallel"): "Stripes moved at once.",
     ("rebalance", "batch"): "Stripes examined per step.",
     ("rebalance", "max_moves"): "Balance moves per pass (draining is not bounded).",

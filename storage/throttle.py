@@ -1,8 +1,9 @@
 """Pacing of background bytes (repair, rebalancing) that gives way to client traffic.
 
 A token bucket whose rate is read at every refill: `max_rate` while clients are idle and
-`busy_rate` (a small floor, so the work always progresses) while `busy()` says clients are
-active (`storage/activity.py`). Callers may run into debt by one chunk; they then wait in
+`busy_rate` while `busy()` says clients are active (`storage/activity.py`): a fixed small
+rate, or, given an `AdaptiveRate` (`storage/adaptive_rate.py`), one that grows from that
+floor while the event loop's lag stays within a bound and backs off when it does not. Callers may run into debt by one chunk; they then wait in
 short slices, so a change of rate (clients arriving or leaving) takes effect within a slice
 even for a caller that was already waiting.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+
+from storage.adaptive_rate import AdaptiveRate
 
 BURST_S = 0.1  # credit banked while idle, in seconds of the current rate
 SLICE_S = 0.05  # longest single wait: how fast a waiting caller sees a new rate
@@ -28,9 +31,11 @@ class Throttle:
                  busy: Callable[[], bool] = _never_busy,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 burst_s: float = BURST_S, slice_s: float = SLICE_S) -> None:
+                 burst_s: float = BURST_S, slice_s: float = SLICE_S,
+                 adaptive: AdaptiveRate | None = None) -> None:
         self.max_rate = max(0.0, max_rate)
         self.busy_rate = max(0.0, busy_rate)
+        self.adaptive = adaptive  # the busy rate's controller (None: `busy_rate`, fixed)
         self._busy = busy
         self._clock = clock
         self._sleep = sleep
@@ -39,10 +44,15 @@ class Throttle:
         self._tokens = 0.0
         self._last = clock()
 
+    def busy(self) -> bool:
+        """Whether clients are active now (the busy rate applies)."""
+        return self.busy_rate > 0 and self._busy()
+
     def rate(self) -> float:
         """The rate in force now in bytes/s; 0 means unlimited."""
         if self.busy_rate > 0 and self._busy():
-            return min(self.max_rate, self.busy_rate) if self.max_rate > 0 else self.busy_rate
+            busy = self.busy_rate if self.adaptive is None else self.adaptive.current()
+            return min(self.max_rate, busy) if self.max_rate > 0 else busy
         return self.max_rate
 
     def _refill(self) -> float:
@@ -57,6 +67,8 @@ class Throttle:
 
     async def consume(self, n: int) -> None:
         """Account `n` bytes, first waiting until earlier bytes are paid for."""
+        if self.adaptive is not None and self.busy_rate > 0 and self._busy():
+            await self.adaptive.probe()  # clients are served: how long do they wait?
         rate = self._refill()
         while rate > 0 and self._tokens < -1.0:  # within a byte counts as paid
             await self._sleep(min(self._slice_s, -self._tokens / rate))

@@ -21,7 +21,8 @@ requests"). In short, with the cluster secret (32 random bytes shared by gateway
   or before its persisted watermark B (`Watermark`): B is at least every date the node ever
   accepted, written (fsync) before a request dated past it is accepted, as that date plus
   WATERMARK_AHEAD_S, so about one small write per WATERMARK_AHEAD_S of traffic, not one per
-  request. The node writes it on a worker thread (`Watermark.cover_async`: one write at a
+  request (an in-place overwrite of one of two slots and an fdatasync:
+  `storage/shards/watermark.py`). The node writes it on a worker thread (`Watermark.cover_async`: one write at a
   time, shared by every request waiting for it), and starts the next write once a request
   comes within half of WATERMARK_AHEAD_S of B, so requests seldom wait for it and the event
   loop never blocks on its fsyncs. A restarted node starts with the B it persisted, so a request captured before a
@@ -34,7 +35,6 @@ requests"). In short, with the cluster secret (32 random bytes shared by gateway
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import os
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.crypto.aead import OneShotMac, StreamMac
+from storage.shards.watermark import WATERMARK_AHEAD_S, Watermark
 
 DATE_HEADER = "X-Tessera-Date"
 NONCE_HEADER = "X-Tessera-Nonce"
@@ -55,7 +56,6 @@ BODY_TRAILER = "trailer"
 TRAILER_BYTES = 16
 SCHEME = b"tessera-node-v2"
 BODY_SCHEME = b"tessera-node-body-gmac-v2"
-WATERMARK_AHEAD_S = 2.0
 _SIGNED_PREFIX = "x-tessera-"
 _AUTH_LOWER = AUTH_HEADER.lower()
 
@@ -200,76 +200,6 @@ def seal(secret: bytes, headers: Mapping[str, str], body: bytes) -> bytes:
     s = BodySealer(secret, headers)
     s.update(body)
     return body + s.trailer()
-
-
-class Watermark:
-    """A persisted bound B on the dates a node has accepted (a small file, fsynced)."""
-
-    def __init__(self, path: Path, ahead_s: float = WATERMARK_AHEAD_S) -> None:
-        self._path = path
-        self._ahead_s = ahead_s
-        try:
-            self.previous = float(path.read_text().strip() or 0)  # the last life's B
-        except FileNotFoundError:
-            self.previous = 0.0
-        except ValueError as exc:
-            raise ValueError(f"{path}: unreadable replay watermark; delete it only if no "
-                             f"request signed before it could be replayed") from exc
-        self.bound = self.previous
-        self._writing: asyncio.Task[None] | None = None  # the one write in flight
-        self._wanted = 0.0  # the latest date asked for: the next write covers it
-
-    def cover(self, when: float) -> None:
-        """Make B >= `when` on disk before the request dated `when` is accepted (OSError if
-        it cannot be persisted: the request is then refused)."""
-        if when > self.bound:
-            self._persist(when + self._ahead_s)
-
-    def _persist(self, bound: float) -> None:
-        tmp = self._path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, f"{bound:.3f}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
-        dfd = os.open(self._path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        self.bound = float(f"{bound:.3f}")
-
-    async def cover_async(self, when: float) -> None:
-        """`cover` on a worker thread, off the event loop: returns once B >= `when` is on
-        disk (OSError if the write failed). Concurrent callers share one write; a date
-        within half of WATERMARK_AHEAD_S of B starts the next write early, unawaited."""
-        self._wanted = max(self._wanted, when)
-        while when > self.bound:
-            await asyncio.shield(self._start())
-        if self._writing is None and when > self.bound - self._ahead_s / 2:
-            self._start().add_done_callback(_consume)
-
-    def _start(self) -> asyncio.Task[None]:
-        if self._writing is None:
-            self._writing = asyncio.get_running_loop().create_task(self._write())
-        return self._writing
-
-    async def _write(self) -> None:
-        """Persist B = the latest date asked for + WATERMARK_AHEAD_S (one at a time)."""
-        try:
-            bound = self._wanted + self._ahead_s
-            if bound > self.bound:
-                await asyncio.to_thread(self._persist, bound)
-        finally:
-            self._writing = None
-
-
-def _consume(task: asyncio.Task[None]) -> None:
-    """An early watermark write nobody awaited: its error is met by the next request."""
-    if not task.cancelled():
-        task.exception()
 
 
 class Verifier:

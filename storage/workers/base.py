@@ -1,18 +1,21 @@
 """What the repair worker and the rebalancer share: both write shard files to nodes.
 
 Their collaborators (config, metadata, node client, health, CPU pool), the pacing of the
-shard bytes they write (`storage/throttle.py`: full rate while clients are idle, a small
-floor while they are active, judged by `storage/activity.py`), and their cumulative counters
+shard bytes they write (`storage/throttle.py`: full rate while clients are idle, while they
+are active a rate that adapts to the event loop's lag above a small floor, judged by
+`storage/activity.py`), and their cumulative counters
 under `(S, name)`, restored when a gateway takes over the worker.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import fields
 from typing import Any, Generic, TypeVar
 
+from storage.adaptive_rate import AdaptiveRate
 from storage.buffers import BufferPool
 from storage.config import DEFAULT_BUSY_RATE, DEFAULT_RATE, Config
 from storage.health import HealthTracker
@@ -22,6 +25,7 @@ from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 
 MIB = 2**20
+PACING_S = 2.0  # the published pacing figures are refreshed at most this often
 POOL_BYTES = 64 * MIB  # free source-frame buffers a worker keeps for its rebuilds at most
 
 Stats = TypeVar("Stats")
@@ -50,18 +54,37 @@ class ShardWorker(Generic[Stats]):
 
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor, rate_bytes_s: float,
-                 busy_rate_bytes_s: float, clients_busy: Callable[[], bool] | None = None
-                 ) -> None:
-        """`clients_busy` says whether S3 clients are active (None: never, as in tests)."""
+                 busy_rate_bytes_s: float, clients_busy: Callable[[], bool] | None = None,
+                 busy_lag_ms: float = 0.0) -> None:
+        """`clients_busy` says whether S3 clients are active (None: never, as in tests);
+        `busy_lag_ms` > 0 makes the busy rate adaptive (`storage/adaptive_rate.py`)."""
         self._cfg = cfg
         self._meta = meta
         self._client = client
         self._health = health
         self._cpu = cpu
-        self._throttle = Throttle(rate_bytes_s, busy_rate_bytes_s, clients_busy or _idle)
+        self.adaptive = AdaptiveRate(busy_rate_bytes_s, rate_bytes_s, busy_lag_ms / 1000)
+        self._throttle = Throttle(rate_bytes_s, busy_rate_bytes_s, clients_busy or _idle,
+                                  adaptive=self.adaptive if self.adaptive.enabled else None)
         self.stats: Stats = self.stats_type()
         self._loaded = False
+        self._pacing_next = 0.0
         self._pool = BufferPool(POOL_BYTES)  # rebuild source frames are received into these
+
+    def _note_pacing(self) -> bool:
+        """Refresh the stats' `pacing` (rate in force, busy rate, its floor, bound and the
+        loop lag) at most every PACING_S; True when it changed (worth publishing)."""
+        now = time.monotonic()
+        if now < self._pacing_next:
+            return False
+        self._pacing_next = now + PACING_S
+        pacing = {**self.adaptive.snapshot(), "adaptive": self._throttle.adaptive is not None,
+                  "clients_busy": self._throttle.busy(), "rate_now": round(self._throttle.rate()),
+                  "rate_idle": round(self._throttle.max_rate)}
+        if pacing == getattr(self.stats, "pacing", None):
+            return False
+        self.stats.pacing = pacing  # type: ignore[attr-defined]
+        return True
 
     async def _load_stats(self) -> None:
         """Once: continue the published counters (they are cumulative across gateways)."""

@@ -63,6 +63,7 @@ class RebalanceStats:
     draining: dict[str, dict] = field(default_factory=dict)  # node -> {left, moved, since}
     drained: list[str] = field(default_factory=list)  # draining nodes a full pass found empty
     moved_to: dict[str, int] = field(default_factory=dict)  # node -> shards moved onto it
+    pacing: dict = field(default_factory=dict)  # its rate (workers/base._note_pacing)
     updated: float = 0.0
 
 
@@ -127,7 +128,8 @@ class Rebalancer(ShardWorker[RebalanceStats]):
                  clients_busy: Callable[[], bool] | None = None) -> None:
         self.settings = settings or cfg.rebalance
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
-                         self.settings.busy_rate_bytes_s, clients_busy)
+                         self.settings.busy_rate_bytes_s, clients_busy,
+                         self.settings.busy_lag_ms)
         self._cursor = space(STRIPE)[0]
         self._next_pass = 0.0
         self._in_pass = False
@@ -372,6 +374,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
                 d["moved"] = int(d.get("moved", 0)) + 1
 
     async def _publish(self) -> None:
+        self._note_pacing()
         self.stats.updated = time.time()
         await self._meta.put(STATS_KEY, pack(asdict(self.stats)))
 

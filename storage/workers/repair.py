@@ -86,6 +86,7 @@ class RepairStats:
     last_sweep_start: float = 0.0
     last_sweep_end: float = 0.0
     last_pass_health: dict[str, int] = field(default_factory=dict)  # healthy shards -> stripes
+    pacing: dict = field(default_factory=dict)  # safe stripes' rate (workers/base._note_pacing)
     updated: float = 0.0
 
 
@@ -107,7 +108,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
                  clients_busy: Callable[[], bool] | None = None) -> None:
         self.settings = settings or cfg.repair
         super().__init__(cfg, meta, client, health, cpu, self.settings.rate_bytes_s,
-                         self.settings.busy_rate_bytes_s, clients_busy)
+                         self.settings.busy_rate_bytes_s, clients_busy,
+                         self.settings.busy_lag_ms)
         # Set by the gateway (the deep scrub's check of one stripe, with the object's key):
         # called when a rebuild's sources disagree, it reports the lying ones.
         self.verify_stripe: Callable[[bytes], Awaitable[object]] | None = None
@@ -178,6 +180,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
                 await self._collect_orphans()
                 self._next_orphans = time.monotonic() + max(ORPHAN_MIN_INTERVAL_S,
                                                             self.settings.sweep_interval_s)
+        self._dirty = self._note_pacing() or self._dirty
         await self._publish()
         return WorkerState.BUSY if busy else WorkerState.IDLE
 

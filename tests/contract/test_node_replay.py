@@ -23,6 +23,7 @@ from storage.config import NodeSpec
 from storage.shards.auth import TRAILER_BYTES, load_or_create_secret, seal, sign
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import HEADER_BYTES, ShardHeader, pack_frame
+from storage.shards.watermark import read_watermark
 from tests.contract.test_node_api import free_port, make_shard, shard_path, start_node, stop_node
 
 
@@ -213,7 +214,7 @@ async def test_future_dated_request_cannot_be_replayed_after_kill9(node: Node) -
     assert (await send(node, captured))[0] == 201
     await client_put(node.secret, f"127.0.0.1:{node.port}", sid, newer, 2, replace=True)
     assert shard_path(node, sid).read_bytes() == newer  # type: ignore[arg-type]
-    assert float((node.data / "replay-watermark").read_text()) >= ahead
+    assert read_watermark(node.data / "replay-watermark")[0] >= ahead
     node.kill9()
     node.start()
     status, doc = await send(node, captured)

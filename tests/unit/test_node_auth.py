@@ -10,6 +10,7 @@ from pathlib import Path
 from multidict import CIMultiDict
 
 from storage.shards import auth
+from storage.shards.watermark import read_watermark
 
 SECRET = bytes(range(32))
 SID_PATH = "/v1/shards/" + "ab" * 16 + ".2"
@@ -83,7 +84,7 @@ async def test_watermark_is_written_off_the_loop_once_for_concurrent_requests(
     requests = [signed(d) for d in dates]
     answers = await asyncio.gather(*(v.check_async("PUT", SID_PATH, h) for h in requests))
     assert answers == [None] * 20
-    assert float((tmp_path / "replay-watermark").read_text()) >= max(dates)
+    assert read_watermark(tmp_path / "replay-watermark")[0] >= max(dates)
     assert 1 <= len(wm.writers) <= 2 and threading.get_ident() not in wm.writers
     assert await v.check_async("PUT", SID_PATH, requests[0]) == "replayed request"
 
@@ -103,7 +104,7 @@ async def test_watermark_write_starts_before_requests_reach_it(tmp_path: Path) -
             break
         await asyncio.sleep(0.01)
     assert wm.bound >= near + auth.WATERMARK_AHEAD_S - 0.001
-    assert float((tmp_path / "replay-watermark").read_text()) == wm.bound
+    assert read_watermark(tmp_path / "replay-watermark")[0] == wm.bound
 
 
 async def test_unpersistable_watermark_refuses_the_request(tmp_path: Path) -> None:
