@@ -10,7 +10,7 @@ import pytest
 
 from nodes.directio import BUFFER_BYTES
 from storage.widereads import WIDE_BODY_BYTES
-from tests.contract.test_node_api import Api, Node, api, http, make_shard, node, shard_path
+from tests.contract.node_harness import Api, Node, api, http, make_shard, node, shard_path
 
 __all__ = ["api", "http", "node"]  # fixtures, used by name
 

@@ -17,7 +17,7 @@ from storage.config import NodeSpec
 from storage.shards.auth import load_or_create_secret
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import pack_frame
-from tests.contract.test_node_api import free_port, make_shard, start_node, stop_node
+from tests.contract.node_harness import free_port, make_shard, start_node, stop_node
 
 
 class RealNode:

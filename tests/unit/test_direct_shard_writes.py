@@ -16,7 +16,7 @@ import pytest
 from nodes import directio
 from nodes.directio import ALIGN, BUFFER_BYTES, DirectAppender
 from nodes.disk import DiskShardStore
-from tests.contract.test_node_api import make_shard
+from tests.contract.node_harness import make_shard
 
 
 def direct_supported(where: Path) -> bool:
