@@ -286,6 +286,8 @@ async def put_shard(request: web.Request) -> web.Response:
                 await _disk(writer.write_many(batch))  # hashed in the same thread call
                 batch, batched = [], 0
         segments = checks.finish(len(held))
+        head = checks.scanner.header
+        writer.warm = head is not None and head.index < head.k  # GETs read data shards
         size = await commit_put(writer, sid, batch, held, target.replace)
         committed = True
     finally:

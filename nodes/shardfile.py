@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nodes.directio import DirectAppender
+from nodes.directio import DirectAppender, warm
 from storage.errors import (
     Conflict,
     IntegrityError,
@@ -211,6 +211,7 @@ class ShardWriter:
         self.shard_id = sid
         self.digest: Any = None  # a hash fed every byte written, in the writer thread
         self.direct = False  # set before the first write: large shards skip the page cache
+        self.warm = False  # set before commit: read a direct-written file back (data shards)
         self._appender: DirectAppender | None = None
         self.tmp_path = tmp_path
         self.path = store.path_of(sid) if path is None else path
@@ -372,6 +373,8 @@ class ShardWriter:
         """fsync, move into place, fsync the directory; see `install_new` for the result."""
         try:
             os.fsync(fd)
+            if self.warm and self._appender is not None:
+                warm(fd)
         finally:
             os.close(fd)
         parent = os.path.dirname(self.path)
