@@ -14,8 +14,9 @@ read the medians and how many rounds each variant won.
 Toggles (`TOGGLES`): `object-cache` (current object records kept between reads,
 `storage/metadata/sqlite.py`), `bucket-cache` (bucket records, likewise), `inline-flag` (the
 stores' own `inline_apart` attribute, `storage/inline_bodies.py`), `decoded-version` (GET's
-current version decoded once per record, `storage/object_reads.py`), `none` (A/A: the noise
-floor).
+current version decoded once per record, `storage/object_reads.py`), `shared-memo` (GET's
+headers and data-key cipher kept with that version, `storage/shared_memo.py`), `none` (A/A:
+the noise floor).
 """
 
 from __future__ import annotations
@@ -81,11 +82,26 @@ def _decoded_version(meta: Any) -> Callable[[bool], None]:
     return set_on
 
 
+def _shared_memo(meta: Any) -> Callable[[bool], None]:
+    """What GET derives from its shared decoded version (headers, the DEK's cipher) kept
+    with it (`storage/shared_memo.py`), or computed on every read (as before)."""
+    from gateway.s3.handlers import objects
+    from storage import datakeys, shared_memo
+
+    def fresh(record: Any, name: Any, make: Callable[[], Any]) -> Any:
+        return make()
+
+    def set_on(on: bool) -> None:
+        objects.derived = datakeys.derived = shared_memo.derived if on else fresh
+    return set_on
+
+
 TOGGLES: dict[str, Callable[[Any], Callable[[bool], None]]] = {  # given the TimedStore
     "object-cache": lambda meta: _switch(meta.inner, "_ogen"),
     "bucket-cache": lambda meta: _switch(meta.inner, "_gen"),
     "inline-flag": _inline_flag,
     "decoded-version": _decoded_version,
+    "shared-memo": _shared_memo,
     "none": lambda meta: (lambda on: None),
 }
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ops.etcdcluster import EtcdCluster, EtcdMember, default_members
 from ops.localports import check_free, move_ports
+from ops.nodeforks import ForkedProc, start_forker, until_ready
 from storage.cluster import Cluster
 from storage.config import (
     DEFAULT_INLINE_MAX_BYTES,
@@ -119,7 +120,7 @@ def _local_etcd(data_dir: Path, metadata: str, etcd_port: int,
 @dataclass
 class Child:
     name: str
-    proc: asyncio.subprocess.Process
+    proc: asyncio.subprocess.Process | ForkedProc
     log: Path
 
 
@@ -149,6 +150,31 @@ async def _start(name: str, args: list[str], log_dir: Path, marker: str) -> Chil
     run_dir.mkdir(exist_ok=True)
     (run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
     return Child(name, proc, log)
+
+
+async def _start_nodes(config: Path, log_dir: Path, ids: list[str]) -> list[Child]:
+    """The storage nodes, forked by one `nodes.forker` (one import for all), each ready;
+    the forker comes last: it ends when its last node has."""
+    forker, forked = await start_forker(config, log_dir, ids)
+    children = [Child(i, forked[i], log_dir / f"{i}.log") for i in ids]
+    children.append(Child("nodes-forker", forker, log_dir / "nodes-forker.log"))
+    run_dir = log_dir.parent / "run"
+    run_dir.mkdir(exist_ok=True)
+    try:
+        states = await asyncio.gather(*(until_ready(forked[i], READY_TIMEOUT_S) for i in ids))
+        for c, state in zip(children, states, strict=False):
+            if state == "exited":
+                why = _last_line(c.log)
+                raise RuntimeError(f"{c.name} exited before it was ready"
+                                   f"{': ' + why if why else ''} (log: {c.log})")
+            if state == "timeout":
+                raise RuntimeError(f"{c.name} was not ready within {READY_TIMEOUT_S:.0f}s; "
+                                   f"see {c.log}")
+            (run_dir / f"{c.name}.pid").write_text(f"{forked[c.name].pid}\n")
+    except BaseException:
+        await _stop_all(children)
+        raise
+    return children
 
 
 def _last_line(log: Path) -> str:
@@ -262,11 +288,7 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        nodes = await asyncio.gather(*(
-            _start(n.id, ["-m", "nodes", "--config", str(config), "--id", n.id, "--log-file",
-                          str(log_dir / f"{n.id}.log")], log_dir, "ready")
-            for n in cfg.nodes))
-        children += nodes
+        children += await _start_nodes(config, log_dir, [n.id for n in cfg.nodes])
         children.append(await _start("gateway", ["-m", "gateway", "--config", str(config),
                                                  "--log-file", str(log_dir / "gateway.log")],
                                      log_dir, "gateway ready"))

@@ -16,6 +16,7 @@ from storage.crypto.aead import KEY_BYTES, SegmentCipher
 from storage.errors import KeyUnavailable
 from storage.kms import KmsService, canonical_context
 from storage.records import ObjectVersion
+from storage.shared_memo import derived
 from storage.tenants import TenantService
 
 SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped by an SSE-C key
@@ -77,7 +78,12 @@ class DataKeys:
     async def cipher_for(self, v: ObjectVersion, sse_c_key: bytes | None = None,
                          ) -> SegmentCipher:
         """The segment cipher of a version (or upload shell), unwrapping its data key."""
-        _, kek = await self._tenants.kek(v.tenant, v.kek_version)
+        _, kek = await self._tenants.kek(v.tenant, v.kek_version)  # read every time: a
+        # shredded tenant's data stays unreadable at once, a memo below notwithstanding
+        if sse_c_key is None and SSEC_HMAC not in v.sse and not v.sse.get(KMS_KEY):
+            # SSE-S3: the KEK alone opens the DEK; once per shared version and KEK
+            return derived(v, ("cipher", kek), lambda: SegmentCipher(
+                keys.unwrap_dek(kek, v.tenant, identity(v), v.dek)))
         dek = keys.unwrap_dek(kek, v.tenant, identity(v), v.dek)
         if SSEC_HMAC in v.sse:
             if sse_c_key is None or not customer_key_matches(v, sse_c_key):

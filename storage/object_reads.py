@@ -18,6 +18,7 @@ from storage.keyspace import object_key, span, urgent_repair_key, version_prefix
 from storage.metadata import Item, MetadataStore
 from storage.pipeline import StripeCodec
 from storage.records import Bucket, ObjectVersion, PartLayout, pack
+from storage.shared_memo import share
 from storage.stripes import StripeStore
 
 DECODED_MAX = 1024  # decoded current versions kept for GET and HEAD (then started over)
@@ -81,6 +82,7 @@ class ObjectReads:
         if len(item.value) <= DECODED_BYTES:
             if len(self._decoded) >= DECODED_MAX:
                 self._decoded.clear()
+            share(v)  # what is derived from it is kept with it (storage/shared_memo.py)
             self._decoded[okey] = (item, v)
         return v
 

@@ -7,7 +7,7 @@ import msgpack
 from storage.shards.auth import body_digest, sign
 from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, pack_frame
 from tests.contract import test_node_api as base
-from tests.contract.test_node_api import (
+from tests.contract.node_harness import (
     Api,
     Node,
     flip,

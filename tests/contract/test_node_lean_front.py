@@ -14,7 +14,7 @@ import pytest
 
 from storage.shards.auth import TRAILER_BYTES, seal, sign
 from storage.shards.format import FRAME_HEAD_BYTES, ShardHeader, pack_frame
-from tests.contract.test_node_api import Node, make_shard, node, shard_path
+from tests.contract.node_harness import Node, make_shard, node, shard_path
 
 __all__ = ["node"]  # the module's node process (fixture)
 
@@ -215,7 +215,7 @@ def tight(tmp_path_factory: pytest.TempPathFactory,
     import time
 
     from storage.shards.auth import load_or_create_secret
-    from tests.contract.test_node_api import REPO, free_port, stop_node
+    from tests.contract.node_harness import REPO, free_port, stop_node
 
     base = tmp_path_factory.mktemp("tight")
     secret = load_or_create_secret(base / "cluster.key")

@@ -9,7 +9,7 @@ import json
 
 from storage.shards.auth import sign
 from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES
-from tests.contract.test_node_api import Node, make_shard, node, shard_path
+from tests.contract.node_harness import Node, make_shard, node, shard_path
 from tests.contract.test_node_lean_front import Conn, conn, log_lines, put_request, wait_lines
 
 __all__ = ["conn", "node"]  # fixtures: the module's node process, a connection to it

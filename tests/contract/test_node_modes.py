@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from storage.shards.auth import load_or_create_secret
-from tests.contract.test_node_api import free_port, make_shard, start_node, stop_node
+from tests.contract.node_harness import free_port, make_shard, start_node, stop_node
 
 
 def modes(root: Path) -> dict[str, int]:

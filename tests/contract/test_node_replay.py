@@ -24,7 +24,7 @@ from storage.shards.auth import TRAILER_BYTES, load_or_create_secret, seal, sign
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import HEADER_BYTES, ShardHeader, pack_frame
 from storage.shards.watermark import read_watermark
-from tests.contract.test_node_api import free_port, make_shard, shard_path, start_node, stop_node
+from tests.contract.node_harness import free_port, make_shard, shard_path, start_node, stop_node
 
 
 @dataclass

@@ -15,7 +15,7 @@ from storage.pipeline import shard_file_bytes
 from storage.rebuild import SourcesDisagree, rebuild_shards
 from storage.shards.client import NodeClient
 from storage.shards.ids import shard_id
-from tests.contract.test_node_api import (  # noqa: F401 - fixtures
+from tests.contract.node_harness import (  # noqa: F401 - fixtures
     Api,
     Node,
     api,

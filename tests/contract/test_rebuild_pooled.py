@@ -19,7 +19,7 @@ from storage.records import PartLayout
 from storage.shards.client import NodeClient
 from storage.shards.format import pack_frame
 from storage.shards.ids import new_stripe_id, shard_id
-from tests.contract.test_node_api import (  # noqa: F401 - fixtures
+from tests.contract.node_harness import (  # noqa: F401 - fixtures
     Api,
     Node,
     api,

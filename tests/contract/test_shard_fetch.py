@@ -15,7 +15,7 @@ from storage.config import NodeSpec
 from storage.errors import ShardCorrupt, StorageError
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import FRAME_HEAD_BYTES, ShardHeader
-from tests.contract.test_node_api import (  # noqa: F401 - fixtures
+from tests.contract.node_harness import (  # noqa: F401 - fixtures
     Api,
     Node,
     api,

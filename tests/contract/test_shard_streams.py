@@ -18,7 +18,7 @@ from storage.records import PartLayout
 from storage.shards.client import NodeClient
 from storage.shards.format import FRAME_HEAD_BYTES, pack_frame
 from storage.shards.ids import new_stripe_id, shard_id
-from tests.contract.test_node_api import (  # noqa: F401 - fixtures
+from tests.contract.node_harness import (  # noqa: F401 - fixtures
     Api,
     Node,
     api,
@@ -120,7 +120,7 @@ async def test_a_node_that_stalls_after_the_last_frame_does_not_hold_the_read(
         client: NodeClient) -> None:  # noqa: F811
     """A response that promises more bytes than the frames asked for and then goes silent:
     the reader has every verified frame at once (the connection is dropped, not waited on)."""
-    from tests.contract.test_node_api import make_shard
+    from tests.contract.node_harness import make_shard
 
     _, h, blocks, body = make_shard(index=0, frames=3, block_size=4096, last=999)
     silent = asyncio.Event()

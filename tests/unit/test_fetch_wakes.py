@@ -15,7 +15,7 @@ from storage.buffers import BufferPool
 from storage.shards import fetch
 from storage.shards.assembler import FrameAssembler
 from storage.shards.fetch import _Conn
-from tests.contract.test_node_api import make_shard
+from tests.contract.node_harness import make_shard
 
 
 class _Transport:

@@ -18,7 +18,7 @@ from nodes.disk import DiskShardStore, RecentShards
 from nodes.shardread import INLINE_WINDOW_BYTES, ShardReadStream
 from storage.errors import ShardCorrupt
 from storage.shards.format import HEADER_BYTES
-from tests.contract.test_node_api import make_shard
+from tests.contract.node_harness import make_shard
 
 
 class CountingPool(ThreadPoolExecutor):

@@ -20,7 +20,7 @@ from nodes.shardread import ShardReadStream
 from storage.errors import ShardCorrupt
 from storage.shards.auth import seal, sign
 from storage.shards.format import HEADER_BYTES
-from tests.contract.test_node_api import make_shard
+from tests.contract.node_harness import make_shard
 
 SECRET = b"s" * 32
 FRAMES, BLOCK = 40, 262144  # ~10 MiB: several windows after the first

@@ -1,8 +1,8 @@
-"""S3 XML builders (golden bytes, read back by botocore's parser) and request parsers."""
+"""S3 XML builders: golden bytes, read back by botocore's parser (the request parsers are in
+test_s3_xml_parse)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from urllib.parse import unquote
@@ -19,7 +19,6 @@ from botocore.parsers import RestXMLParser
 
 from gateway.s3 import xml as s3xml
 from gateway.s3 import xml_multipart, xml_parse
-from gateway.s3.errors import S3Error
 from gateway.s3.xml import ListEntry, ListingPage
 from gateway.s3.xml_multipart import PartEntry, UploadEntry
 
@@ -335,183 +334,6 @@ def test_copy_results_read_back() -> None:
 def test_url_encode(raw: str, encoded: str) -> None:
     assert s3xml.url_encode(raw) == encoded
     assert unquote(encoded) == raw
-
-
-# --- parsers -------------------------------------------------------------------------------
-
-
-def _code(body: bytes, parse: Callable[[bytes], object] = xml_parse.parse_delete_objects) -> str:
-    with pytest.raises(S3Error) as info:
-        parse(body)
-    return info.value.code
-
-
-def test_parse_delete_objects_namespaces() -> None:
-    for ns in ("", f" {NS}"):
-        body = (
-            f"<Delete{ns}><Quiet>true</Quiet>"
-            "<Object><Key>a&amp;b</Key></Object>"
-            "<Object><Key> spaced </Key><VersionId>v1</VersionId></Object></Delete>"
-        ).encode()
-        quiet, entries = xml_parse.parse_delete_objects(body)
-        assert quiet is True
-        assert [(e.key, e.version_id) for e in entries] == [("a&b", None), (" spaced ", "v1")]
-    body = b"<Delete><Object><Key>k</Key></Object></Delete>"
-    assert xml_parse.parse_delete_objects(body) == (False, [("k", None, None)])
-
-
-def test_parse_delete_objects_conditions() -> None:
-    """Per-object ETag, LastModifiedTime and Size become the delete's conditions."""
-    body = (b"<Delete><Object><Key>k</Key><ETag>\"abc\"</ETag><Size>3</Size>"
-            b"<LastModifiedTime>2026-01-02T03:04:05.000Z</LastModifiedTime></Object></Delete>")
-    _, [entry] = xml_parse.parse_delete_objects(body)
-    assert entry.conditions is not None
-    assert entry.conditions.if_match == "abc"
-    assert entry.conditions.size == 3
-    assert entry.conditions.last_modified == 1767323045
-    rfc = b"<Delete><Object><Key>k</Key><LastModifiedTime>Fri, 02 Jan 2026 03:04:05 GMT"
-    _, [entry] = xml_parse.parse_delete_objects(rfc + b"</LastModifiedTime></Object></Delete>")
-    assert entry.conditions is not None and entry.conditions.last_modified == 1767323045
-    bad = b"<Delete><Object><Key>k</Key><Size>x</Size></Object></Delete>"
-    assert _code(bad) == "MalformedXML"
-
-
-def test_parse_delete_objects_limits() -> None:
-    many = "".join(f"<Object><Key>k{i}</Key></Object>" for i in range(1001))
-    assert _code(f"<Delete>{many}</Delete>".encode()) == "MalformedXML"
-    assert _code(b"<Delete><Quiet>true</Quiet></Delete>") == "MalformedXML"
-    assert _code(b"<Delete><Object><VersionId>v</VersionId></Object></Delete>") == "MalformedXML"
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"",
-        b"   ",
-        b"<Delete>",
-        b"not xml",
-        b"<Other><Object><Key>k</Key></Object></Other>",
-        b'<Delete xmlns="urn:other"><Object><Key>k</Key></Object></Delete>',
-        b"<Delete><Object><Key>k</Key></Object></Delete><Extra/>",
-    ],
-)
-def test_malformed_bodies(body: bytes) -> None:
-    assert _code(body) == "MalformedXML"
-
-
-def test_billion_laughs_is_refused() -> None:
-    entities = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
-    body = (
-        '<?xml version="1.0"?><!DOCTYPE Delete [<!ENTITY lol0 "lol">'
-        + entities
-        + "]><Delete><Object><Key>&lol9;</Key></Object></Delete>"
-    ).encode()
-    assert _code(body) == "MalformedXML"
-
-
-def test_external_entity_is_refused() -> None:
-    body = (
-        b'<?xml version="1.0"?><!DOCTYPE Delete [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-        b"<Delete><Object><Key>&x;</Key></Object></Delete>"
-    )
-    assert _code(body) == "MalformedXML"
-
-
-def test_size_limit() -> None:
-    body = b"<Tagging><TagSet></TagSet></Tagging>"
-    with pytest.raises(S3Error) as info:
-        xml_parse.parse_document(body, "Tagging", limit_bytes=len(body) - 1)
-    assert info.value.code == "MalformedXML"
-    assert xml_parse.parse_document(body, "Tagging", limit_bytes=len(body)) is not None
-
-
-def test_parse_complete_multipart() -> None:
-    body = (
-        f"<CompleteMultipartUpload {NS}>"
-        f'<Part><PartNumber>1</PartNumber><ETag>"{ETAG}"</ETag>'
-        "<ChecksumCRC32>AAAAAA==</ChecksumCRC32></Part>"
-        f"<Part><ETag>{ETAG}</ETag><PartNumber> 3 </PartNumber></Part>"
-        "</CompleteMultipartUpload>"
-    ).encode()
-    assert xml_parse.parse_complete_multipart(body) == [
-        (1, ETAG, {"CRC32": "AAAAAA=="}),
-        (3, ETAG, {}),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("parts", "code"),
-    [
-        ("", "MalformedXML"),
-        ("<Part><PartNumber>1</PartNumber></Part>", "MalformedXML"),
-        ("<Part><PartNumber>x</PartNumber><ETag>e</ETag></Part>", "MalformedXML"),
-        ("<Part><PartNumber>0</PartNumber><ETag>e</ETag></Part>", "InvalidArgument"),
-        ("<Part><PartNumber>10001</PartNumber><ETag>e</ETag></Part>", "InvalidArgument"),
-        (
-            "<Part><PartNumber>2</PartNumber><ETag>e</ETag></Part>"
-            "<Part><PartNumber>1</PartNumber><ETag>e</ETag></Part>",
-            "InvalidPartOrder",
-        ),
-        (
-            "<Part><PartNumber>2</PartNumber><ETag>e</ETag></Part>"
-            "<Part><PartNumber>2</PartNumber><ETag>e</ETag></Part>",
-            "InvalidPartOrder",
-        ),
-    ],
-)
-def test_parse_complete_multipart_rejects(parts: str, code: str) -> None:
-    body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
-    assert _code(body, xml_parse.parse_complete_multipart) == code
-
-
-def test_parse_create_bucket() -> None:
-    assert xml_parse.parse_create_bucket(b"") is None
-    body = (
-        f"<CreateBucketConfiguration {NS}>"
-        "<LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"
-    ).encode()
-    assert xml_parse.parse_create_bucket(body) == "eu-west-1"
-    assert xml_parse.parse_create_bucket(b"<CreateBucketConfiguration/>") is None
-    assert _code(b"<Bucket/>", xml_parse.parse_create_bucket) == "MalformedXML"
-
-
-def test_parse_versioning() -> None:
-    body = f"<VersioningConfiguration {NS}><Status>Suspended</Status></VersioningConfiguration>"
-    assert xml_parse.parse_versioning(body.encode()) == "Suspended"
-    bad = b"<VersioningConfiguration><Status>On</Status></VersioningConfiguration>"
-    assert _code(bad, xml_parse.parse_versioning) == "MalformedXML"
-    assert _code(b"<VersioningConfiguration/>", xml_parse.parse_versioning) == "MalformedXML"
-
-
-def _tagging(*pairs: tuple[str, str]) -> bytes:
-    tags = "".join(f"<Tag><Key>{k}</Key><Value>{v}</Value></Tag>" for k, v in pairs)
-    return f"<Tagging><TagSet>{tags}</TagSet></Tagging>".encode()
-
-
-def test_parse_tagging_limits() -> None:
-    eleven = [(f"k{i}", "v") for i in range(11)]
-    assert _code(_tagging(*eleven), xml_parse.parse_tagging) == "InvalidTag"
-    assert len(xml_parse.parse_tagging(_tagging(*eleven), max_tags=50)) == 11
-    assert _code(_tagging(("k" * 129, "v")), xml_parse.parse_tagging) == "InvalidTag"
-    assert xml_parse.parse_tagging(_tagging(("k" * 128, "v" * 256))) == {"k" * 128: "v" * 256}
-    assert _code(_tagging(("k", "v" * 257)), xml_parse.parse_tagging) == "InvalidTag"
-    assert _code(_tagging(("k", "1"), ("k", "2")), xml_parse.parse_tagging) == "InvalidTag"
-    assert _code(_tagging(("", "v")), xml_parse.parse_tagging) == "InvalidTag"
-    assert _code(_tagging(("aws:x", "v")), xml_parse.parse_tagging) == "InvalidTag"
-    assert _code(b"<Tagging/>", xml_parse.parse_tagging) == "MalformedXML"
-    assert xml_parse.parse_tagging(_tagging()) == {}
-
-
-def test_find_helpers_ignore_namespace() -> None:
-    root = xml_parse.parse_document(
-        f"<CORSConfiguration {NS}><CORSRule><ID>r</ID></CORSRule><CORSRule/>"
-        "</CORSConfiguration>".encode(),
-        "CORSConfiguration",
-    )
-    rules = xml_parse.find_all(root, "CORSRule")
-    assert len(rules) == 2
-    assert xml_parse.find_text(rules[0], "ID") == "r"
-    assert xml_parse.find_text(rules[1], "ID") is None
 
 
 def test_listing_restore_status_golden_and_parsed() -> None:

@@ -24,10 +24,12 @@ from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
 from gateway.s3.sendbody import BorrowedBodyWriter
+from storage.archive import is_archived
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
 from storage.errors import ObjectNotFound
 from storage.objects import PutOptions
 from storage.records import ObjectVersion
+from storage.shared_memo import derived
 
 log = logging.getLogger("tessera.gateway")
 
@@ -90,7 +92,15 @@ def put_options(rq: S3Request) -> PutOptions:
 
 
 def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
-    """Response headers describing a stored version (GET and HEAD)."""
+    """Response headers describing a stored version (GET and HEAD): the caller's own dict,
+    built once per shared version (storage/shared_memo.py) unless it is archived (its
+    x-amz-restore moves with the clock)."""
+    if is_archived(v):
+        return _object_headers(v, versioned)
+    return dict(derived(v, ("headers", versioned), lambda: _object_headers(v, versioned)))
+
+
+def _object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
     out = {
         "ETag": f'"{v.etag}"',
         "Last-Modified": http_date(v.last_modified),

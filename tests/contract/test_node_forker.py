@@ -1,0 +1,100 @@
+"""`nodes.forker` (how `tessera up` starts its storage nodes) and `tessera up`'s side of it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.localcluster import _start_nodes, default_config
+from ops.localports import free_port
+from tests.integration.cluster import ZONE_HOSTS
+
+LINE = re.compile(r"(forked \S+ \d+|node \S+ ready on http://\S+|exited \S+ -?\d+)")
+IDS = [f"n{i}" for i in range(1, 10)]  # nine ready lines at once on one pipe
+
+
+def _config(tmp_path: Path) -> Path:
+    (tmp_path / "logs").mkdir()
+    config = tmp_path / "tessera.toml"
+    config.write_text(default_config(tmp_path, free_port(), free_port(ZONE_HOSTS), free_port()))
+    return config
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_forker_lines_are_whole_and_it_outlives_sigterm_until_its_nodes_end(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the nodes' print must still be one write
+    p = subprocess.Popen([sys.executable, "-m", "nodes.forker", "--config", str(config),
+                          "--log-dir", str(tmp_path / "logs"), *IDS],
+                         stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    assert p.stdout is not None
+    pids: dict[str, int] = {}
+    ready: set[str] = set()
+    try:
+        while len(ready) < len(IDS) or len(pids) < len(IDS):
+            line = p.stdout.readline()
+            assert line, f"forker ended early; ready {ready}"
+            assert LINE.fullmatch(line.rstrip("\n")), repr(line)
+            word, node, rest = line.split(maxsplit=2)
+            if word == "forked":
+                pids[node] = int(rest)
+            elif word == "node":
+                ready.add(node)
+        assert sorted(pids) == sorted(IDS) and len(set(pids.values())) == len(IDS)
+        for pid in pids.values():  # own session, the forker's child
+            assert os.getsid(pid) == pid
+            assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == p.pid
+        p.send_signal(signal.SIGTERM)  # ignored: the nodes are stopped by pid
+        os.kill(pids["n1"], signal.SIGKILL)
+        assert p.stdout.readline() == "exited n1 -9\n"
+        assert p.poll() is None
+        for node in IDS[1:]:
+            os.kill(pids[node], signal.SIGTERM)
+        exits = sorted(p.stdout.readline() for _ in IDS[1:])
+        assert exits == sorted(f"exited {n} 0\n" for n in IDS[1:])
+        assert p.wait(30) == 0
+    finally:
+        for pid in pids.values():
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def _running_with(config: Path) -> list[int]:
+    """Pids whose command line names `config` (the forker and, forked from it, its nodes)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and str(config).encode() in (d / "cmdline").read_bytes() \
+                    and _alive(int(d.name)):
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_node_that_cannot_start_fails_tessera_up_with_its_error_and_stops_the_rest(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with pytest.raises(RuntimeError, match=r"zz exited before it was ready: error: node 'zz' "
+                                           r"is not in"):
+        asyncio.run(_start_nodes(config, tmp_path / "logs", ["n1", "zz"]))
+    assert _running_with(config) == []  # n1 and the forker were stopped, not left behind
+    assert '"msg":"stopping"' in (tmp_path / "logs" / "n1.log").read_text()  # by SIGTERM
