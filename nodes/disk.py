@@ -5,6 +5,8 @@ Layout below the node's data directory:
 
     shards/<id[0:2]>/<id[2:4]>/<id>      committed shard files (format v1, see `format`)
     tmp/<id>.<random>.tmp                 uploads in progress; older than an hour: removed at start
+                                          (a whole shard committed at once has no name here:
+                                          an O_TMPFILE file in its own directory, linked in)
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
@@ -83,6 +85,8 @@ class DiskShardStore:
         self._shards = 0
         self._counted = False
         self.recent = RecentShards()
+        self.unnamed_temp = hasattr(os, "O_TMPFILE")  # whole shards written unnamed first
+        # (`ShardWriter._commit_unnamed_sync`); cleared when the filesystem refuses it
         for d in (self.root, self.shard_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 

@@ -34,6 +34,7 @@ REPLACE_HEADER = "X-Tessera-Replace"
 REQUEST_ID_HEADER = "X-Request-Id"
 DEFAULT_MAX_SHARD_BYTES = 8 * 1024**3
 MAX_LIST_LIMIT = 10_000
+STREAM_BATCH_BYTES = 4 * CHUNK_BYTES  # a streamed PUT's received bytes per thread hop (write)
 _AFTER_RE = re.compile(r"^[0-9a-f.]{0,40}\Z")
 _INT_RE = re.compile(r"^[0-9]{1,19}\Z")
 
@@ -240,7 +241,7 @@ async def put_shard(request: web.Request) -> web.Response:
                         request.content_length)
     sid = target.sid
     checks = PutChecks(st, target.stripe, target.index, target.expect)
-    batch: list[bytes | memoryview] = []  # checked, not yet written: one writev per MiB
+    batch: list[bytes | memoryview] = []  # checked, not yet written: one hop per batch
     batched = 0
     held = b""  # the last TRAILER_BYTES received so far: the trailer once the body ends
     committed = False
@@ -279,12 +280,14 @@ async def put_shard(request: web.Request) -> web.Response:
                 checks.feed(body)
                 batch.append(body)
                 batched += len(body)
-            if batched >= CHUNK_BYTES:
-                st.metrics.bytes_in.inc(stats.bytes_in - counted)  # once a MiB, not a chunk
+            if batched >= STREAM_BATCH_BYTES:
+                st.metrics.bytes_in.inc(stats.bytes_in - counted)  # once a batch, not a chunk
                 counted = stats.bytes_in
                 await _disk(writer.write_many(batch))  # hashed in the same thread call
                 batch, batched = [], 0
         segments = checks.finish(len(held))
+        head = checks.scanner.header
+        writer.warm = head is not None and head.index < head.k  # GETs read data shards
         size = await commit_put(writer, sid, batch, held, target.replace)
         committed = True
     finally:

@@ -3,6 +3,8 @@
     tessera config get                              every runtime setting, in force and configured
     tessera config set lifecycle.day_seconds 2      override it cluster-wide (all gateways)
     tessera config unset lifecycle.day_seconds      back to tessera.toml's value
+    tessera config set repair.busy_lag_ms 50        repair may press harder while clients are
+                                                    active (0 = fixed busy rate)
 
 Over the admin API (`gateway/admin/settings.py`), with the credentials of tessera.env.
 """
@@ -55,7 +57,8 @@ def add_config_parser(sub: Any) -> None:
     cs = p.add_subparsers(dest="action", required=True)
     cs.add_parser("get", help="show the runtime settings", parents=[js])
     s = cs.add_parser("set", help="override a setting cluster-wide", parents=[js])
-    s.add_argument("name", help="lifecycle.day_seconds")
+    s.add_argument("name", help="lifecycle.day_seconds, repair.busy_lag_ms or "
+                   "rebalance.busy_lag_ms")
     s.add_argument("value")
     u = cs.add_parser("unset", help="drop an override (back to tessera.toml)", parents=[js])
     u.add_argument("name")

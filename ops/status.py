@@ -65,7 +65,7 @@ def render(doc: dict[str, Any]) -> str:
             f"  sources disagreed: {r.get('sources_disagree', 0)} (a lying source stopped a "
             "rebuild; the deep scrub named it)",
             f"  orphans deleted:   {r.get('orphans_deleted', 0)}",
-            pacing_line(r.get("pacing")),
+            pacing_line(r.get("pacing"), " (safe stripes; stripes at risk: idle rate)"),
             f"  sweep passes:      {r.get('sweep_passes', 0)} (last full pass, shards "
             f"verified present: {', '.join(f'{k}/{width}: {v}' for k, v in sorted(last.items(), reverse=True)) or '-'})",
             f"  GC backlog (G/):   {doc['gc']['backlog']}{'+' if doc['gc']['backlog_truncated'] else ''}"]
@@ -103,7 +103,7 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def pacing_line(p: dict[str, Any] | None) -> str:
+def pacing_line(p: dict[str, Any] | None, note: str = "") -> str:
     """How fast safe work may go now: the idle rate, or while clients are active the
     adaptive rate (its floor, the event loop's lag against its bound)."""
     p = p or {}
@@ -115,7 +115,7 @@ def pacing_line(p: dict[str, Any] | None) -> str:
         busy += (f" adaptive (floor {human_size(p.get('busy_rate_floor', 0))}/s, loop lag "
                  f"{p.get('loop_lag_ms', 0)} ms, bound {p.get('lag_bound_ms', 0)} ms)")
     now = "clients active" if p.get("clients_busy") else "clients idle"
-    return f"  pacing:            {now}; idle {idle}, busy {busy}"
+    return f"  pacing:            {now}; idle {idle}, busy {busy}{note}"
 
 
 def _render_rebalance(rb: dict[str, Any] | None, nodes: list[dict[str, Any]]) -> list[str]:

@@ -19,6 +19,7 @@ from storage.crypto.aead import TAG_BYTES, SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec, block_size
 from storage.errors import IntegrityError
+from storage.shards.auth import TRAILER_BYTES
 from storage.shards.format import (
     FRAME_HEAD,
     FRAME_HEAD_BYTES,
@@ -27,6 +28,7 @@ from storage.shards.format import (
     frame_checksum,
     pack_frame,
 )
+from storage.shards.slot import HEAD_ROOM, ShardSlot
 from storage.telemetry import stage
 
 _NEW_BYTEARRAY = ctypes.pythonapi.PyByteArray_FromStringAndSize
@@ -38,6 +40,11 @@ def uninitialized(n: int) -> bytearray:
     """A bytearray of `n` bytes left as malloc gave them (`bytearray(n)` zero-fills: a
     memset per byte of every segment's frames). Only for buffers written whole."""
     return _NEW_BYTEARRAY(None, n)  # type: ignore[no-any-return]
+
+
+def _copied_slot(body: bytes) -> ShardSlot:
+    """A slot with no room around `body` (the sender then sends the pieces apart)."""
+    return ShardSlot(memoryview(body + bytes(TRAILER_BYTES)), 0)
 
 
 def segment_count(size: int, segment_size: int) -> int:
@@ -123,24 +130,48 @@ class StripeCodec:
         if self.cipher is None:
             return self.encode(headers, index, last,
                                pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        return list(self._lay_out(headers, index, last, pieces, 0, 0)[2])
+
+    def encode_slots(self, headers: list[ShardHeader],
+                     plaintext: list[bytes | memoryview]) -> list[ShardSlot]:
+        """A whole one-segment stripe's shard files (header + its one frame), each in a
+        `ShardSlot` of one buffer with room for its request's head and trailer: the lean
+        sender sends each without a copy. Same bytes as `header.pack() + frame`."""
+        if self.cipher is None:  # re-coded as they are (rare: no buffer to save)
+            frames = self.encode_frames(headers, 0, True, plaintext)
+            return [_copied_slot(h.pack() + f) for h, f in zip(headers, frames, strict=True)]
+        lead = HEAD_ROOM + HEADER_BYTES
+        view, step, frames = self._lay_out(headers, 0, True, plaintext, lead, TRAILER_BYTES)
+        slots = []
+        for i, h in enumerate(headers):
+            view[i * step + HEAD_ROOM:i * step + lead] = h.pack()
+            slots.append(ShardSlot(view[i * step:(i + 1) * step], HEAD_ROOM))
+        return slots
+
+    def _lay_out(self, headers: list[ShardHeader], index: int, last: bool,
+                 pieces: list[bytes | memoryview], lead: int, tail: int,
+                 ) -> tuple[memoryview, int, list[bytes | memoryview]]:
+        """Seal and code one segment into a new buffer of one slot per shard, each `lead`
+        free bytes, the frame, `tail` free bytes: (the buffer, the slot size, the frames)."""
         t0 = perf_counter()
         k = self.codec.k
         plen = sum(len(p) for p in pieces)
         sealed_len = plen + TAG_BYTES
         b = block_size(sealed_len, k)
-        step = FRAME_HEAD_BYTES + b
+        step = lead + FRAME_HEAD_BYTES + b + tail
+        first = lead + FRAME_HEAD_BYTES  # where slot 0's block starts
         width = len(headers)
         buf = uninitialized(step * width + TAG_BYTES)  # slack: see update_into below
         view = memoryview(buf)
-        enc = self.cipher.sealer(index, segment_aad(self.identity, self.part, index, last))
+        enc = self.cipher.sealer(index, segment_aad(self.identity, self.part, index, last))  # type: ignore[union-attr]
         blk = off = 0  # where the next plaintext byte goes: data block, offset in it
         for piece in pieces:
             src = memoryview(piece)
             pos, left = 0, len(src)
             while left:
                 n = min(b - off, left)
-                at = blk * step + FRAME_HEAD_BYTES + off  # update_into wants 15 bytes of
-                # room past n: the next block's head or the next frame, written later
+                at = blk * step + first + off  # update_into wants 15 bytes of room past n:
+                # the next slot's room or frame, or the tail: all written later
                 if enc.update_into(src[pos:pos + n], view[at:at + n + TAG_BYTES - 1]) != n:
                     raise AssertionError("GCM wrote a block short")  # never: a stream mode
                 pos, left, off = pos + n, left - n, off + n
@@ -150,23 +181,23 @@ class StripeCodec:
         tag = enc.tag
         for j in range(TAG_BYTES):  # the tag follows the ciphertext in the sealed segment
             slot, at = divmod(plen + j, b)
-            buf[slot * step + FRAME_HEAD_BYTES + at] = tag[j]
+            buf[slot * step + first + at] = tag[j]
         for i in range(k):  # the data blocks' padding past the sealed segment: zeros
             filled = min(b, max(0, sealed_len - i * b))
             if filled < b:
-                view[i * step + FRAME_HEAD_BYTES + filled:(i + 1) * step] = bytes(b - filled)
+                view[i * step + first + filled:i * step + first + b] = bytes(b - filled)
         t1 = perf_counter()
-        self.codec.parity_into(buf, [i * step + FRAME_HEAD_BYTES for i in range(k)], b,
-                               [view[r * step + FRAME_HEAD_BYTES:(r + 1) * step]
+        self.codec.parity_into(buf, [i * step + first for i in range(k)], b,
+                               [view[r * step + first:r * step + first + b]
                                 for r in range(k, width)])
         stage("erasure_encode", perf_counter() - t1)
         stage("encrypt", t1 - t0)
         frames: list[bytes | memoryview] = []
         for i, h in enumerate(headers):
-            block = view[i * step + FRAME_HEAD_BYTES:(i + 1) * step]
-            FRAME_HEAD.pack_into(buf, i * step, b, frame_checksum(h, index, block))
-            frames.append(view[i * step:(i + 1) * step])
-        return frames
+            block = view[i * step + first:i * step + first + b]
+            FRAME_HEAD.pack_into(buf, i * step + lead, b, frame_checksum(h, index, block))
+            frames.append(view[i * step + lead:i * step + first + b])
+        return view, step, frames
 
     def decode(self, index: int, last: bool, plain_len: int, blocks: dict[int, bytes]) -> bytes:
         """Rebuild and open one segment from any k verified blocks."""

@@ -142,22 +142,21 @@ class ShardSender:
 
 
 
-async def read_upto(source: AsyncIterator[bytes], limit: int,
-                     ) -> tuple[bytes, AsyncIterator[bytes] | None]:
-    """Up to `limit` bytes of a stream; the rest of it (None when it ended within the limit).
-    One join (none for a single bytes chunk), not a growing buffer and its copy."""
+async def read_parts(source: AsyncIterator[bytes], limit: int,
+                     ) -> tuple[list[bytes], int, AsyncIterator[bytes] | None]:
+    """Up to `limit` bytes of a stream, not joined: the chunks read (bytes), their total
+    length, and the rest of the stream (None when it ended within `limit`; else the chunks
+    hold more than `limit` bytes)."""
     parts: list[bytes] = []
     have = 0
     async for chunk in source:
-        if type(chunk) is not bytes:  # held until joined: a reused buffer could change
+        if type(chunk) is not bytes:  # held until used: a reused buffer could change
             chunk = bytes(chunk)
         parts.append(chunk)
         have += len(chunk)
         if have > limit:
-            return b"".join(parts), source
-    if len(parts) == 1 and isinstance(parts[0], bytes):
-        return parts[0], None
-    return b"".join(parts), None
+            return parts, have, source
+    return parts, have, None
 
 
 async def chain(head: bytes, rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:

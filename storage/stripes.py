@@ -29,11 +29,11 @@ from storage.placement import place_for_write
 from storage.shardfeed import QUEUE_FRAMES, Pieces
 from storage.shardfeed import ShardSender as _ShardSender  # rebuild, rebalance import it here
 from storage.shardfeed import chain as _chain
-from storage.shardfeed import read_upto as _read_upto
+from storage.shardfeed import read_parts as _read_parts
 from storage.shardfeed import segments as _segments
 from storage.shards.client import SMALL_SHARD_BYTES
-from storage.shards.format import ShardHeader
 from storage.shards.ids import shard_id
+from storage.shards.slot import ShardSlot
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
 from storage.uploadbudget import UPLOAD_WAIT_S, UploadBudget, write_footprint
@@ -106,13 +106,15 @@ class StripeStore:
         length = None if size_hint is None else shard_file_bytes(size_hint, codec.segment_size,
                                                                 codec.codec.k)
         if segs == 1 and length is not None:
-            data, rest = await _read_upto(source, codec.input_segment)
-            if rest is None and len(data) == size_hint:
+            parts, have, rest = await _read_parts(source, codec.input_segment)
+            if rest is None and have == size_hint:
                 if length <= SMALL_SHARD_BYTES:
-                    return await self._write_small(codec, profile, targets, quorum, data,
-                                                   digests)
-                return await self._write_whole(codec, profile, targets, quorum, data, digests)
-            source = _chain(data, rest)  # not what was announced: the streaming path decides
+                    return await self._write_small(codec, profile, targets, quorum,
+                                                   b"".join(parts), digests)
+                return await self._write_whole(codec, profile, targets, quorum, parts, have,
+                                               digests)
+            # not what was announced: the streaming path decides
+            source = _chain(b"".join(parts), rest)
         senders: list[_ShardSender] | None = None
         total = 0
         count = 0
@@ -224,19 +226,21 @@ class StripeStore:
                     d.update(data)  # type: ignore[attr-defined]
         headers = codec.headers()
         frames = codec.encode(headers, 0, True, data)
-        errors = await self._put_whole(self._client.put_small, codec, targets, headers, frames)
+        errors = await self._put_whole(self._client.put_small, codec, targets,
+                                       [h.pack() + f for h, f in zip(headers, frames,
+                                                                     strict=True)])
         return await self._settle(codec, profile, quorum, len(data), 1,
                                   list(zip(targets, errors, strict=True)))
 
     async def _put_whole(self, put: Callable[..., Awaitable[object]], codec: StripeCodec,
-                         targets: Sequence[NodeSpec], headers: Sequence[ShardHeader],
-                         frames: Sequence[bytes | memoryview]) -> list[str | None]:
-        """Each whole shard (header + its one frame) to its node through `put`
+                         targets: Sequence[NodeSpec], shards: Sequence[bytes | ShardSlot],
+                         ) -> list[str | None]:
+        """Each whole shard file (header + its one frame) to its node through `put`
         (`put_small`: batched; `put_shard`: one request); per target, None or the error."""
         async def one(i: int, node: NodeSpec) -> str | None:
             try:
                 async with asyncio.timeout(self._stall_s):  # no extra task, unlike wait_for
-                    await put(node, shard_id(codec.stripe_id, i), headers[i].pack() + frames[i], 1)
+                    await put(node, shard_id(codec.stripe_id, i), shards[i], 1)
             except StorageError as exc:
                 return str(exc)
             except TimeoutError:
@@ -247,28 +251,31 @@ class StripeStore:
             return list(await asyncio.gather(*(one(i, n) for i, n in enumerate(targets))))
 
     async def _write_whole(self, codec: StripeCodec, profile: Profile,
-                           targets: Sequence[NodeSpec], quorum: int, data: bytes,
-                           digests: Sequence[object]) -> WriteResult:
+                           targets: Sequence[NodeSpec], quorum: int, parts: list[bytes],
+                           have: int, digests: Sequence[object]) -> WriteResult:
         """A one-segment stripe too large to batch (a 1 MiB object): the segment is coded
-        in one pool job (`encode_frames`: sealed and coded in place in one buffer, about a
-        fifth of `encode`'s CPU, which copies the segment three times and zero-fills its
-        parity) while the digests run on theirs, then each whole shard goes to its
-        node in one request (`put_shard` of bytes: the lean sender, no body task, queue or
-        chunk stream per shard). Same quorum rules as `write`."""
+        in one pool job with its digests (`encode_slots`: sealed and coded in place in one
+        buffer, about a fifth of `encode`'s CPU, which copies the segment three times and
+        zero-fills its parity; one thread hop per object, not one per stage), then each
+        whole shard goes to its node in one request (`put_shard` of bytes: the lean sender, no body task, queue or
+        chunk stream per shard). The body is never joined: `parts` (chunks as received) are
+        sealed into place and each shard goes out in one write from its `ShardSlot`, with
+        its request's head and trailer in the room kept around it. Same quorum rules as
+        `write`."""
         loop = asyncio.get_running_loop()
         headers = codec.headers()
 
-        def _feed() -> None:
+        def _code() -> list[ShardSlot]:
+            slots = codec.encode_slots(headers, parts)
             with STAGES.time("hash"):
                 for d in digests:
-                    d.update(data)  # type: ignore[attr-defined]
+                    for p in parts:
+                        d.update(p)  # type: ignore[attr-defined]
+            return slots
 
-        jobs = [loop.run_in_executor(self._cpu, codec.encode_frames, headers, 0, True, data)]
-        if digests:
-            jobs.append(loop.run_in_executor(self._hashing, _feed))
-        frames = (await asyncio.gather(*jobs))[0]
-        errors = await self._put_whole(self._client.put_shard, codec, targets, headers, frames)
-        total = len(data) - (codec.input_segment - codec.segment_size)
+        slots = await loop.run_in_executor(self._cpu, _code)
+        errors = await self._put_whole(self._client.put_shard, codec, targets, slots)
+        total = have - (codec.input_segment - codec.segment_size)
         return await self._settle(codec, profile, quorum, total, 1,
                                   list(zip(targets, errors, strict=True)))
 

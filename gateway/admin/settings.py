@@ -5,9 +5,9 @@
     PUT    /admin/v1/config/{name} {"value": N}   override it cluster-wide
     DELETE /admin/v1/config/{name}          drop the override (back to tessera.toml's value)
 
-Today the one runtime setting is `lifecycle.day_seconds` (storage/lifecycle_clock.py): the
-override lives in the metadata store, so every gateway and its lifecycle worker use it within
-a second. Signed and audited like every admin route (`AdminApi._wrap`).
+The runtime settings are `lifecycle.day_seconds` (storage/lifecycle_clock.py) and
+`repair.busy_lag_ms`, `rebalance.busy_lag_ms` (storage/pacing_settings.py): each override lives
+in the metadata store, so every gateway and its workers use it within seconds. Signed and audited like every admin route (`AdminApi._wrap`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call
 from gateway.admin.auth import AdminError
-from storage.lifecycle_clock import DAY_SECONDS, RUNTIME_SETTINGS
+from storage import pacing_settings
+from storage.lifecycle_clock import DAY_SECONDS
+from storage.lifecycle_clock import RUNTIME_SETTINGS as LIFECYCLE_SETTINGS
+from storage.pacing_settings import PACING_SETTINGS
+
+RUNTIME_SETTINGS = (*LIFECYCLE_SETTINGS, *PACING_SETTINGS)
 
 
 class SettingsApi:
@@ -35,8 +40,14 @@ class SettingsApi:
 
     async def _view(self) -> dict[str, Any]:
         override = await self.clock.override()
-        return {DAY_SECONDS: {"value": self.clock.configured if override is None else override,
+        view = {DAY_SECONDS: {"value": self.clock.configured if override is None else override,
                               "configured": self.clock.configured, "override": override}}
+        meta, cfg = self.api.cluster.meta, self.api.cluster.cfg
+        for name in PACING_SETTINGS:
+            o = await pacing_settings.override(meta, name)
+            c = pacing_settings.configured(cfg, name)
+            view[name] = {"value": c if o is None else o, "configured": c, "override": o}
+        return view
 
     @staticmethod
     def _name(call: Call) -> str:
@@ -49,22 +60,27 @@ class SettingsApi:
     async def list(self, _: Call) -> tuple[int, Any]:
         return 200, {"settings": await self._view()}
 
+    async def _apply(self, name: str, value: float | None) -> None:
+        if name == DAY_SECONDS:
+            await self.clock.set_day_seconds(value)
+        else:
+            await pacing_settings.set_override(self.api.cluster.meta, name, value)
+
     async def set(self, call: Call) -> tuple[int, Any]:
-        self._name(call)
+        name = self._name(call)
         value = call.body.get("value")
         if isinstance(value, bool) or not isinstance(value, int | float) or \
                 not math.isfinite(value):
-            raise AdminError(400, "InvalidArgument", "value must be a number of seconds")
+            raise AdminError(400, "InvalidArgument", "value must be a number")
         call.audit["value"] = value
         try:
-            await self.clock.set_day_seconds(float(value))
+            await self._apply(name, float(value))
         except ValueError as exc:
             raise AdminError(400, "InvalidArgument", str(exc)) from None
         return 200, {"settings": await self._view()}
 
     async def unset(self, call: Call) -> tuple[int, Any]:
-        self._name(call)
-        await self.clock.set_day_seconds(None)
+        await self._apply(self._name(call), None)
         return 200, {"settings": await self._view()}
 
 

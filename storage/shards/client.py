@@ -22,6 +22,7 @@ from storage.shards.batching import NodeBatcher
 from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
 from storage.shards.sender import ShardSender
+from storage.shards.slot import ShardSlot
 from storage.shards.streamslots import StreamSlots
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
@@ -90,17 +91,17 @@ class NodeClient:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
     async def put_shard(self, node: NodeSpec, sid: str,
-                        body: AsyncIterator[bytes | memoryview] | bytes,
+                        body: AsyncIterator[bytes | memoryview] | bytes | ShardSlot,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         """Stream one shard file to a node, sealed with a body MAC trailer.
 
-        `body` is a stream of chunks, or the whole file as bytes (sent as one payload: no
-        body task, queue or chunk generator; same request on the wire). `replace` (repair
+        `body` is a stream of chunks, or the whole file as bytes or in a `ShardSlot` (sent
+        as one payload: no body task, queue or chunk generator; same request on the wire). `replace` (repair
         and rebalancing only) lets the node replace a shard stored under the id with other
         bytes; without it the node refuses to (409 shard_exists).
         """
-        if isinstance(body, bytes):
+        if isinstance(body, (bytes, ShardSlot)):
             await self._put_whole(node, sid, body, segments, replace)
             return
         path = f"/v1/shards/{sid}"
@@ -121,22 +122,27 @@ class NodeClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
-    async def _put_whole(self, node: NodeSpec, sid: str, body: bytes, segments: int,
-                         replace: bool) -> None:
-        """`put_shard` of a body already whole, through the lean `ShardSender`."""
+    async def _put_whole(self, node: NodeSpec, sid: str, body: bytes | ShardSlot,
+                         segments: int, replace: bool) -> None:
+        """`put_shard` of a body already whole, through the lean `ShardSender` (from a
+        `ShardSlot`: head, shard and trailer sent as one view of the slot's buffer)."""
+        payload = body.body if isinstance(body, ShardSlot) else body
         path = f"/v1/shards/{sid}"
         extra = {"X-Tessera-Replace": "1"} if replace else {}
         if segments >= 0:
             extra["X-Tessera-Segments"] = str(segments)
 
-        def build() -> list[bytes]:  # signed afresh for a retry on a new connection
+        def build() -> list[bytes | memoryview]:  # signed afresh for a retry
             headers = auth.sign(self._secret, "PUT", path, node.id, headers=extra,
                                 trailer=True)
             head = (f"PUT {path} HTTP/1.1\r\nHost: {node.address}\r\n"
                     "Content-Type: application/octet-stream\r\n"
-                    f"Content-Length: {len(body) + auth.TRAILER_BYTES}\r\n"
-                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
-            return [head.encode("latin-1"), body, self._whole_sealer.trailer(headers, body)]
+                    f"Content-Length: {len(payload) + auth.TRAILER_BYTES}\r\n"
+                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+                    ).encode("latin-1")
+            trailer = self._whole_sealer.trailer(headers, payload)
+            whole = body.request(head, trailer) if isinstance(body, ShardSlot) else None
+            return [whole] if whole is not None else [head, payload, trailer]
 
         try:
             status, answer = await self._sender.request(node, build)

@@ -86,12 +86,16 @@ class NodeConn:
         self._waiter: asyncio.Future[None] | None = None
 
     async def _sleep(self, timeout_s: float) -> None:
-        """Until `_wake` (TimeoutError after `timeout_s`)."""
-        self._waiter = asyncio.get_running_loop().create_future()
+        """Until `_wake` (TimeoutError after `timeout_s`). One timer handle that fails the
+        waiter, not an `asyncio.timeout` (its context object, task cancel and uncancel
+        bookkeeping: one per shard request)."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout_s, _expire, waiter)
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._waiter
+            await waiter
         finally:
+            timer.cancel()
             self._waiter = None
 
     def close(self) -> None:
@@ -122,6 +126,11 @@ class NodeConn:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 C = TypeVar("C", bound=NodeConn)

@@ -31,7 +31,8 @@ from storage.shards.connpool import (
 
 MAX_ANSWER_BYTES = 64 * 1024  # a PUT's JSON answer (or error) is far smaller
 
-Request = Callable[[], list[bytes]]  # builds the request's pieces (head, body, trailer)
+# builds the request's pieces (head, body, trailer), or the three as one view
+Request = Callable[[], list[bytes | memoryview]]
 
 
 class _Conn(NodeConn, asyncio.Protocol):
@@ -47,10 +48,13 @@ class _Conn(NodeConn, asyncio.Protocol):
     def answer(self) -> bytes:
         return bytes(self._buf[self._body_at:self._body_at + self._length])
 
-    def send(self, pieces: list[bytes]) -> None:
+    def send(self, pieces: list[bytes | memoryview]) -> None:
         self._reset()
         assert self.transport is not None
-        self.transport.writelines(pieces)
+        if len(pieces) == 1:  # one view of a `ShardSlot`: no join (writelines copies)
+            self.transport.write(pieces[0])
+        else:
+            self.transport.writelines(pieces)
 
     async def wait(self, timeout_s: float) -> None:
         """Until the whole answer arrived or the connection failed."""

@@ -12,13 +12,14 @@ from typing import Any, Protocol
 
 from storage.config import NodeSpec
 from storage.shards.format import ShardHeader
+from storage.shards.slot import ShardSlot
 
 
 class NodeTransport(Protocol):
     """Shard I/O, listing, health and scrub/quarantine calls to one node at a time."""
 
     async def put_shard(self, node: NodeSpec, sid: str,
-                        body: AsyncIterator[bytes | memoryview] | bytes,
+                        body: AsyncIterator[bytes | memoryview] | bytes | ShardSlot,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None: ...
 

@@ -18,6 +18,7 @@ from storage.errors import IntegrityError, ShardCorrupt
 from storage.shards.client import NodeError
 from storage.shards.format import FrameReader, ShardHeader
 from storage.shards.ids import parse_shard_id
+from storage.shards.slot import ShardSlot
 
 
 async def _chunks(body: bytes) -> AsyncIterator[bytes]:
@@ -74,13 +75,15 @@ class SimNodes:
             raise NodeError(node.id, "ClientConnectorError: Connect call failed (simulated)")
 
     async def put_shard(self, node: NodeSpec, sid: str,
-                        body: AsyncIterator[bytes | memoryview] | bytes,
+                        body: AsyncIterator[bytes | memoryview] | bytes | ShardSlot,
                         segments: int, length: int | None = None, *,
                         replace: bool = False) -> None:
         self._check(node)
         buf = bytearray()
         reader = FrameReader()
         count = 0
+        if isinstance(body, ShardSlot):
+            body = bytes(body.body)
         if isinstance(body, bytes):
             body = _chunks(body)
         async for chunk in body:

@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import fields
 from typing import Any, Generic, TypeVar
 
+from storage import pacing_settings
 from storage.adaptive_rate import AdaptiveRate
 from storage.buffers import BufferPool
 from storage.config import DEFAULT_BUSY_RATE, DEFAULT_RATE, Config
@@ -65,11 +66,22 @@ class ShardWorker(Generic[Stats]):
         self._cpu = cpu
         self.adaptive = AdaptiveRate(busy_rate_bytes_s, rate_bytes_s, busy_lag_ms / 1000)
         self._throttle = Throttle(rate_bytes_s, busy_rate_bytes_s, clients_busy or _idle,
-                                  adaptive=self.adaptive if self.adaptive.enabled else None)
+                                  adaptive=self.adaptive)
         self.stats: Stats = self.stats_type()
         self._loaded = False
         self._pacing_next = 0.0
+        self._override_next = 0.0
         self._pool = BufferPool(POOL_BYTES)  # rebuild source frames are received into these
+
+    async def _refresh_pacing(self) -> None:
+        """At most every PACING_S: the busy lag bound in force (`tessera config set
+        NAME.busy_lag_ms`, storage/pacing_settings.py, else tessera.toml's)."""
+        now = time.monotonic()
+        if now < self._override_next:
+            return
+        self._override_next = now + PACING_S
+        ms = await pacing_settings.in_force(self._meta, self._cfg, f"{self.name}.busy_lag_ms")
+        self.adaptive.lag_bound_s = ms / 1000
 
     def _note_pacing(self) -> bool:
         """Refresh the stats' `pacing` (rate in force, busy rate, its floor, bound and the
@@ -78,7 +90,7 @@ class ShardWorker(Generic[Stats]):
         if now < self._pacing_next:
             return False
         self._pacing_next = now + PACING_S
-        pacing = {**self.adaptive.snapshot(), "adaptive": self._throttle.adaptive is not None,
+        pacing = {**self.adaptive.snapshot(), "adaptive": self.adaptive.enabled,
                   "clients_busy": self._throttle.busy(), "rate_now": round(self._throttle.rate()),
                   "rate_idle": round(self._throttle.max_rate)}
         if pacing == getattr(self.stats, "pacing", None):

@@ -145,6 +145,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
 
     async def step(self) -> WorkerState:
         await self._load_stats()
+        await self._refresh_pacing()
         members = await load_members(self._meta, self._cfg)
         apply(self._health, members)
         draining = {m.spec.id: m for m in members if m.state == DRAINING}

@@ -166,6 +166,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
 
     async def step(self) -> WorkerState:
         await self._load_stats()
+        await self._refresh_pacing()
         self._note_returns()
         busy = False
         sweeping = time.monotonic() >= self._next_sweep

@@ -1,5 +1,5 @@
-"""Whole-shard PUTs through the lean sender (`NodeClient.put_shard` with a bytes body,
-`storage.shards.sender`) against a real node process: stored byte for byte, refusals carry
+"""Whole-shard PUTs through the lean sender (`NodeClient.put_shard` with a bytes body or a
+`ShardSlot`, `storage.shards.sender`) against a real node process: stored byte for byte, refusals carry
 the node's status, keep-alive connections are reused, and a pooled connection the node
 closed (the node restarted) is replaced by a new one with a freshly signed request.
 """
@@ -14,9 +14,11 @@ import aiohttp
 import pytest
 
 from storage.config import NodeSpec
-from storage.shards.auth import load_or_create_secret
+from storage.shards import sender
+from storage.shards.auth import TRAILER_BYTES, load_or_create_secret
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import pack_frame
+from storage.shards.slot import HEAD_ROOM, ShardSlot
 from tests.contract.node_harness import free_port, make_shard, start_node, stop_node
 
 
@@ -98,3 +100,54 @@ async def test_a_connection_the_node_closed_is_replaced_with_a_new_signature(
     await client.put_shard(node.spec, sid2, body2, len(blocks2))
     assert node.shard_file(sid2) == body2
     assert _pooled(client, node) == 1
+
+
+def _slot(body: bytes, room: int = HEAD_ROOM) -> ShardSlot:
+    """`body` in a buffer with `room` garbage bytes before it and garbage trailer room."""
+    buf = bytearray(os.urandom(room)) + body + bytearray(os.urandom(TRAILER_BYTES))
+    return ShardSlot(memoryview(buf), room)
+
+
+@pytest.fixture
+def sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many pieces each request was handed to the transport in."""
+    seen: list[int] = []
+    real = sender._Conn.send
+
+    def send(self: sender._Conn, pieces: list[bytes | memoryview]) -> None:
+        seen.append(len(pieces))
+        real(self, pieces)
+
+    monkeypatch.setattr(sender._Conn, "send", send)
+    return seen
+
+
+async def test_a_shard_in_a_slot_goes_out_as_one_view_and_is_stored_byte_for_byte(
+        node: RealNode, client: NodeClient, sends: list[int]) -> None:
+    for index in (0, 1):
+        sid, _, blocks, body = make_shard(index=index, frames=1, block_size=262144, last=None)
+        await client.put_shard(node.spec, sid, _slot(body), len(blocks))
+        assert node.shard_file(sid) == body
+    assert sends == [1, 1]  # head, shard and trailer written as one view of the buffer
+    assert _pooled(client, node) == 1
+
+
+async def test_a_head_too_long_for_the_slot_s_room_is_sent_apart(
+        node: RealNode, client: NodeClient, sends: list[int]) -> None:
+    sid, _, blocks, body = make_shard(index=3, frames=1, block_size=4096, last=None)
+    await client.put_shard(node.spec, sid, _slot(body, room=100), len(blocks))
+    assert node.shard_file(sid) == body
+    assert sends == [3]
+
+
+async def test_a_slot_sent_again_on_a_new_connection_carries_the_new_signature(
+        node: RealNode, client: NodeClient, sends: list[int]) -> None:
+    """The retry after a pooled connection the node closed writes the new head and trailer
+    into the same room: the node accepts it (a replayed nonce or a stale MAC would not)."""
+    sid, _, blocks, body = make_shard(index=0, frames=1, block_size=8192, last=None)
+    await client.put_shard(node.spec, sid, _slot(body), len(blocks))
+    node.restart()
+    sid2, _, blocks2, body2 = make_shard(index=1, frames=1, block_size=8192, last=None)
+    await client.put_shard(node.spec, sid2, _slot(body2), len(blocks2))
+    assert node.shard_file(sid2) == body2
+    assert sends == [1, 1, 1]  # the second PUT was sent twice, each time as one view

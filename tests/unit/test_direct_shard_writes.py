@@ -179,3 +179,40 @@ def test_a_buffer_released_while_a_write_reads_it_is_never_pooled(
     app.release()  # idempotent
     app.close()  # and nothing left to write
     assert not directio._POOL
+
+
+@pytest.mark.parametrize(("direct", "warm", "hinted"), [
+    (True, True, True),  # a data shard written around the page cache: read back
+    (True, False, False),  # a parity shard: GETs do not read it, it stays out
+    (False, True, False),  # written buffered: its pages are cached already
+])
+async def test_a_warm_direct_shard_is_read_back_into_the_page_cache_after_its_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool, warm: bool,
+        hinted: bool) -> None:
+    if direct and not direct_supported(tmp_path):
+        pytest.skip("no O_DIRECT on this file system")
+    store = DiskShardStore(tmp_path / "node")
+    await store.start()
+    sid, _, _, body = make_shard(frames=3, block_size=BUFFER_BYTES, last=777)
+    writer = await store.begin_put(sid)
+    writer.direct, writer.warm = direct, warm
+    await writer.write_many([body[:BUFFER_BYTES + 100]])
+    events: list[tuple[str, int]] = []
+    real_fsync, real_advise = os.fsync, os.posix_fadvise
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", fd))
+        real_fsync(fd)
+
+    def advise(fd: int, offset: int, length: int, advice: int) -> None:
+        events.append(("advise", advice))
+        real_advise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    assert await writer.commit([body[BUFFER_BYTES + 100:]]) == len(body)
+    assert Path(store.shard_path(sid)).read_bytes() == body
+    hints = [e for e in events if e[0] == "advise"]
+    assert hints == ([("advise", os.POSIX_FADV_WILLNEED)] if hinted else [])
+    if hinted:  # after the file's own fsync: the hint never runs ahead of durability
+        assert events.index(hints[0]) > events.index(next(e for e in events if e[0] == "fsync"))

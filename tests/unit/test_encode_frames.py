@@ -12,7 +12,9 @@ import pytest
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
 from storage.pipeline import StripeCodec
+from storage.shards.auth import TRAILER_BYTES
 from storage.shards.format import FRAME_HEAD_BYTES, FrameReader
+from storage.shards.slot import HEAD_ROOM
 
 LENGTHS = [1, 15, 16, 17, 1000, 12345, 65536 - 16, 65536 - 1, 65536]
 
@@ -85,3 +87,46 @@ def test_a_segment_given_in_pieces_is_never_joined_and_codes_the_same(
                 [bytes(f) for f in old], (n, last, cuts)
             assert [bytes(f) for f in codec.encode_frames(headers, 5, last, plain)] == \
                 [bytes(f) for f in old], (n, last)
+
+
+@pytest.mark.parametrize(("k", "m"), [(4, 2), (6, 3)])
+def test_slots_hold_the_shard_files_encode_builds_with_room_around_them(
+        k: int, m: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`encode_slots` (a whole one-segment stripe, the 1 MiB PUT): each slot's body is
+    `header.pack() + frame` of `encode`, from pieces or whole, with no zero fill; all slots
+    share one buffer; the room before each body and the trailer's place after it are free
+    for the request (`ShardSlot.request` puts head and trailer there, same bytes as the
+    pieces joined), and a head longer than the room is refused."""
+    import random
+
+    import storage.pipeline as pipeline
+    monkeypatch.setattr(pipeline, "uninitialized", lambda n: bytearray(b"\xaa" * n))
+    codec = _codec(k, m, "auto")
+    headers = codec.headers()
+    rng = random.Random(11)
+    for n in LENGTHS:
+        plain = os.urandom(n)
+        cuts = sorted({0, n, *(rng.randrange(n + 1) for _ in range(rng.randrange(1, 6)))})
+        pieces: list[bytes | memoryview] = [plain[a:z] for a, z in zip(cuts, cuts[1:],
+                                                                        strict=False)]
+        want = [h.pack() + f for h, f in zip(headers, codec.encode(headers, 0, True, plain),
+                                             strict=True)]
+        for given in (pieces, [plain]):
+            slots = codec.encode_slots(headers, given)
+            assert [bytes(s.body) for s in slots] == want, (n, cuts)
+            assert len({id(s.view.obj) for s in slots}) == 1
+            assert all(s.room == HEAD_ROOM for s in slots)
+    head, trailer = b"PUT /x HTTP/1.1\r\n\r\n", os.urandom(TRAILER_BYTES)
+    whole = slots[2].request(head, trailer)
+    assert whole is not None and bytes(whole) == head + want[2] + trailer
+    assert bytes(slots[3].body) == want[3]  # the neighbours untouched
+    assert slots[4].request(b"h" * (HEAD_ROOM + 1), trailer) is None
+
+
+def test_slots_of_a_codec_without_a_cipher_hold_the_same_files() -> None:
+    codec = _codec(4, 2, "auto", cipher=False)
+    headers = codec.headers()
+    sealed = os.urandom(65536 + 16)
+    want = [h.pack() + f for h, f in zip(headers, codec.encode(headers, 0, True, sealed),
+                                         strict=True)]
+    assert [bytes(s.body) for s in codec.encode_slots(headers, [sealed])] == want

@@ -16,6 +16,7 @@ import pytest
 
 from storage.config import NodeSpec
 from storage.shards.client import SMALL_SHARD_BYTES
+from storage.shards.slot import ShardSlot
 from storage.testing.simnodes import SimNodes
 from tests.inproc import sim_config, sim_s3
 
@@ -23,7 +24,8 @@ BUCKET = "whole"
 
 
 class RecordingNodes(SimNodes):
-    """SimNodes that note, per streamed shard PUT, whether its body came whole (bytes)."""
+    """SimNodes that note, per streamed shard PUT, whether its body came whole (bytes, or
+    in a `ShardSlot` of the stripe's one buffer) or as a stream."""
 
     def __init__(self, nodes: list[NodeSpec]) -> None:
         super().__init__(nodes)
@@ -31,7 +33,8 @@ class RecordingNodes(SimNodes):
 
     async def put_shard(self, node: NodeSpec, sid: str, body: Any, segments: int,
                         length: int | None = None, *, replace: bool = False) -> None:
-        kind = "whole" if isinstance(body, bytes) else "stream"
+        kind = ("slot" if isinstance(body, ShardSlot) else
+                "whole" if isinstance(body, bytes) else "stream")
         await super().put_shard(node, sid, body, segments, length, replace=replace)
         self.bodies.append((kind, len(self.files[node.id][sid])))
 
@@ -60,15 +63,15 @@ async def test_a_one_segment_object_sends_each_whole_shard_in_one_put(
         gateway: tuple[Any, RecordingNodes]) -> None:
     s3, nodes = gateway
     await _round_trip(s3, "one-mib", _body(1024 * 1024, 1))
-    assert len(nodes.bodies) == 6  # 4+2, each shard one PUT with the whole file as bytes
-    assert all(kind == "whole" and size > SMALL_SHARD_BYTES for kind, size in nodes.bodies)
+    assert len(nodes.bodies) == 6  # 4+2, each shard one PUT with the whole file in its slot
+    assert all(kind == "slot" and size > SMALL_SHARD_BYTES for kind, size in nodes.bodies)
 
 
 async def test_a_partial_segment_above_the_batch_size_is_whole_too(
         gateway: tuple[Any, RecordingNodes]) -> None:
     s3, nodes = gateway
     await _round_trip(s3, "odd", _body(1024 * 1024 - 100, 2))  # shard files of 262,175 B
-    assert [kind for kind, _ in nodes.bodies] == ["whole"] * 6
+    assert [kind for kind, _ in nodes.bodies] == ["slot"] * 6
 
 
 async def test_objects_of_several_segments_still_stream(
@@ -90,4 +93,4 @@ async def test_a_one_segment_object_is_coded_in_place(
     monkeypatch.setattr(StripeCodec, "encode", refused)
     s3, nodes = gateway
     await _round_trip(s3, "in-place", _body(1024 * 1024 - 7, 4))
-    assert [kind for kind, _ in nodes.bodies] == ["whole"] * 6
+    assert [kind for kind, _ in nodes.bodies] == ["slot"] * 6
