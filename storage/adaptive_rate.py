@@ -15,7 +15,11 @@ gateway worker's clients share the same CPUs and suffer roughly alike.
 The lag is sampled by the throttled worker itself (`probe`: the time one `sleep(0)` takes to
 come back, i.e. how long the loop's ready callbacks made it wait), at most every `PROBE_S`,
 so no extra task runs and nothing is measured while no background work is paced. A bound
-of 0 turns the adaptation off (the fixed busy rate of before).
+of 0 turns the adaptation off (the fixed busy rate of before). An unlimited idle rate
+(`rate_bytes_s = 0`) still caps the busy rate at `UNLIMITED_CEILING`, so a long calm never
+grows it past what a few halvings bring back. Paced work that resumes after `RESTART_S`
+without a probe (clients came back after a pause) starts again from the floor, as TCP's
+window does after an idle period.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ PROBE_S = 0.05  # the lag is sampled at most this often
 GROW = 1.5  # rate x this per calm interval (4 MiB/s reaches 200 MiB/s in about 5 s)
 SHRINK = 0.5  # rate x this per interval that saw the lag above the bound
 DEFAULT_LAG_BOUND_S = 0.025
+UNLIMITED_CEILING = float(1 << 30)  # the busy rate's cap when the idle rate is unlimited
+RESTART_S = 2.0  # paced work resuming after this long without a probe starts at the floor
 
 
 class AdaptiveRate:
@@ -38,7 +44,7 @@ class AdaptiveRate:
                  clock: Callable[[], float] = time.monotonic,
                  yield_: Callable[[], Awaitable[object]] = lambda: asyncio.sleep(0)) -> None:
         self.floor = max(0.0, floor)
-        self.ceiling = ceiling if ceiling > 0 else float("inf")
+        self.ceiling = ceiling if ceiling > 0 else max(UNLIMITED_CEILING, self.floor)
         self.lag_bound_s = max(0.0, lag_bound_s)
         self.rate = self.floor
         self.lag_s = 0.0  # the mean lag of the last adjustment interval
@@ -47,6 +53,7 @@ class AdaptiveRate:
         self._clock = clock
         self._yield = yield_
         self._next_probe = 0.0
+        self._last_probe = -RESTART_S  # when the last lag sample was taken
         self._next_adjust = clock() + ADJUST_S
 
     @property
@@ -79,6 +86,10 @@ class AdaptiveRate:
         if t < self._next_probe:
             return
         self._next_probe = t + PROBE_S
+        if t - self._last_probe > RESTART_S:  # paced work resumes: from the floor again
+            self.rate, self._sum, self._n = self.floor, 0.0, 0
+            self._next_adjust = t + ADJUST_S
+        self._last_probe = t
         await self._yield()
         self.observe(self._clock() - t)
 
@@ -89,4 +100,5 @@ class AdaptiveRate:
                 "loop_lag_ms": round(self.lag_s * 1000, 1)}
 
 
-__all__ = ["ADJUST_S", "DEFAULT_LAG_BOUND_S", "GROW", "PROBE_S", "SHRINK", "AdaptiveRate"]
+__all__ = ["ADJUST_S", "DEFAULT_LAG_BOUND_S", "GROW", "PROBE_S", "RESTART_S", "SHRINK",
+           "UNLIMITED_CEILING", "AdaptiveRate"]

@@ -9,6 +9,7 @@ both are re-exported here, and the overrides are applied by `load_config` and no
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -29,6 +30,7 @@ from storage.config_sections import (
     DEFAULT_BUSY_RATE,
     DEFAULT_INLINE_MAX_BYTES,
     DEFAULT_RATE,
+    MAX_BUSY_LAG_MS,
     NODE_ID,
     NODE_ROLES,
     AccessLogSettings,
@@ -201,6 +203,7 @@ def _archive(raw: Mapping[str, Any]) -> ArchiveSettings:
 _AT_LEAST = {"parallel": 1, "batch": 1, "sweep_batch": 1, "lease_ttl_s": 1, "max_bytes": 4096,
              "backups": 1, "max_buffered": 1, "flush_interval_s": 0.1,
              "stage_interval_s": 0.05}  # keys whose floor is above 0
+_AT_MOST = {"busy_lag_ms": MAX_BUSY_LAG_MS}  # keys with a ceiling
 
 
 def _settings(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
@@ -214,9 +217,13 @@ def _settings(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
         v = raw[f.name]
         whole = f.type in ("int", int)
         least = _AT_LEAST.get(f.name, 0)
-        if isinstance(v, bool) or not isinstance(v, int if whole else int | float) or v < least:
+        most = _AT_MOST.get(f.name, math.inf)
+        if (isinstance(v, bool) or not isinstance(v, int if whole else int | float)
+                or not math.isfinite(v) or not least <= v <= most):  # NaN and inf too
             kind = "a whole number" if whole else "a number"
-            raise ConfigError(f"[{section}] {f.name} must be {kind} >= {least}, got {v!r}")
+            upto = f" and <= {most:g}" if most < math.inf else ""
+            raise ConfigError(f"[{section}] {f.name} must be {kind} >= {least}{upto}, "
+                              f"got {v!r}")
         vals[f.name] = v if whole else float(v)
     return cls(**vals)
 

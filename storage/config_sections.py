@@ -25,6 +25,7 @@ NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 DEFAULT_RATE = 200 * MiB  # shard bytes repair/rebalance write per second while clients are idle
 DEFAULT_BUSY_RATE = 4 * MiB  # ...and while clients are active (the floor of...)
 DEFAULT_BUSY_LAG_MS = 25.0  # ...a rate that grows while the event loop lags less than this
+MAX_BUSY_LAG_MS = 10_000.0  # the largest bound accepted (tessera.toml, env, `config set`)
 
 
 @dataclass(frozen=True)

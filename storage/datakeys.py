@@ -78,8 +78,8 @@ class DataKeys:
     async def cipher_for(self, v: ObjectVersion, sse_c_key: bytes | None = None,
                          ) -> SegmentCipher:
         """The segment cipher of a version (or upload shell), unwrapping its data key."""
-        _, kek = await self._tenants.kek(v.tenant, v.kek_version)  # read every time: a
-        # shredded tenant's data stays unreadable at once, a memo below notwithstanding
+        _, kek = await self._tenants.kek(v.tenant, v.kek_version)  # asked every time: a
+        # shred stops reads within TenantService's bound, a memo below notwithstanding
         if sse_c_key is None and SSEC_HMAC not in v.sse and not v.sse.get(KMS_KEY):
             # SSE-S3: the KEK alone opens the DEK; once per shared version and KEK
             return derived(v, ("cipher", kek), lambda: SegmentCipher(

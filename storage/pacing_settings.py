@@ -13,10 +13,11 @@ from __future__ import annotations
 import msgpack
 
 from storage.config import Config
+from storage.config_sections import MAX_BUSY_LAG_MS
 from storage.keyspace import system_key
 from storage.metadata import MetadataStore
 
-LAG_MAX_MS = 10_000.0
+LAG_MAX_MS = MAX_BUSY_LAG_MS
 PACING_SETTINGS = ("repair.busy_lag_ms", "rebalance.busy_lag_ms")
 
 

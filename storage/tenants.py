@@ -45,6 +45,7 @@ class TenantService:
         self._reads = SharedReads(meta)  # cache misses under load: one read per record
         # (tenant, version) -> (expiry, KEK, the wrapped blob it was opened from)
         self._kek_cache: dict[tuple[str, int], tuple[float, bytes, bytes]] = {}
+        self._kek_checked: dict[str, float] = {}  # tenant -> named-version hits valid until
         self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
@@ -178,16 +179,22 @@ class TenantService:
         """The tenant's KEK (current version unless named), unwrapped, briefly cached.
 
         The current version is always read from the tenant record (a rotation or a shred
-        takes effect at once in every process); opening it with the root key is skipped
-        when the record still holds the wrapped blob the cached key was opened from."""
+        takes effect at once in every process); a named version (every read names one) is
+        answered from the cache only within SHORT_TTL_S of this process's last look at the
+        record, so a shred made through another gateway process stops its reads within
+        that bound, and the shredded tenant's keys are then dropped from this process's
+        memory. Opening with the root key is skipped when the record still holds the
+        wrapped blob the cached key was opened from."""
         now = time.monotonic()
-        if version is not None:
+        if version is not None and self._kek_checked.get(tenant, 0.0) > now:
             hit = self._kek_cache.get((tenant, version))
             if hit and hit[0] > now:
                 return version, hit[1]
         t = await self.get(tenant)
         if t.state != "active" or not t.keks:
+            self._forget_keks(tenant)
             raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
+        self._kek_checked[tenant] = now + SHORT_TTL_S
         v = t.current_kek if version is None else version
         if v not in t.keks:
             raise KeyUnavailable(f"key version {v} of tenant {tenant!r} is gone")
@@ -253,6 +260,12 @@ class TenantService:
                 self._reads.forget(item.key)
                 return v
 
+    def _forget_keks(self, tenant: str) -> None:
+        """Drop every cached key of `tenant` (it was shredded here or elsewhere)."""
+        self._kek_cache = {k: v for k, v in self._kek_cache.items() if k[0] != tenant}
+        self._current_cache.pop(tenant, None)
+        self._kek_checked.pop(tenant, None)
+
     async def shred(self, tenant: str) -> None:
         """Destroy every KEK of the tenant and revoke its access keys."""
         item = await self._meta.get(tenant_key(tenant))
@@ -262,8 +275,7 @@ class TenantService:
         t.keks = {}
         t.state = "shredded"
         await self._meta.put(item.key, t.encode())
-        self._kek_cache = {k: v for k, v in self._kek_cache.items() if k[0] != tenant}
-        self._current_cache.pop(tenant, None)
+        self._forget_keks(tenant)
         self._reads.forget(item.key)
         for ak in await self.list_keys(tenant):
             await self.revoke_key(ak.access_key)

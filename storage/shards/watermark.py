@@ -118,9 +118,9 @@ class Watermark:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             data = bytearray(SIZE)
-            for i in (0, 1):
-                rec = _record(seq - 1 + i, bound)
-                data[i * SLOT:i * SLOT + len(rec)] = rec
+            for s in (seq - 1, seq):  # each in the slot `_persist` gives its seq, so the
+                rec = _record(s, bound)  # next write never overwrites the newest record
+                data[(s % 2) * SLOT:(s % 2) * SLOT + len(rec)] = rec
             os.write(fd, data)
             os.fsync(fd)
         except BaseException:

@@ -9,7 +9,15 @@ import asyncio
 
 import pytest
 
-from storage.adaptive_rate import ADJUST_S, GROW, PROBE_S, SHRINK, AdaptiveRate
+from storage.adaptive_rate import (
+    ADJUST_S,
+    GROW,
+    PROBE_S,
+    RESTART_S,
+    SHRINK,
+    UNLIMITED_CEILING,
+    AdaptiveRate,
+)
 from storage.throttle import Throttle
 from tests.unit.test_throttle import FakeClock, run_consumes
 
@@ -114,3 +122,41 @@ def test_idle_clients_leave_the_adaptive_rate_alone() -> None:
     run_consumes(t, [MIB] * 20)
     assert probes[0] == 0 and a.current() == 4 * MIB
     assert t.rate() == 100 * MIB
+
+
+def test_an_unlimited_idle_rate_still_caps_the_busy_rate_and_it_backs_off() -> None:
+    """`rate_bytes_s = 0` (unlimited when idle) once made the ceiling infinite: after a long
+    calm the rate was 1e217 B/s, then inf (inf * SHRINK is inf: no back-off) and the stats'
+    snapshot raised OverflowError in every repair step."""
+    clock = FakeClock()
+    a = AdaptiveRate(4 * MIB, 0, 0.025, clock=clock)
+    for _ in range(2 * 60 * 30):  # 30 minutes of calm
+        clock.now += ADJUST_S
+        a.observe(0.001)
+    assert a.current() == UNLIMITED_CEILING
+    assert a.snapshot()["busy_rate_now"] == UNLIMITED_CEILING
+    for _ in range(12):  # 6 s of lag bring it back to the floor
+        clock.now += ADJUST_S
+        a.observe(0.5)
+    assert a.current() == 4 * MIB
+
+
+def test_paced_work_resuming_after_a_pause_starts_again_from_the_floor() -> None:
+    clock = FakeClock()
+
+    async def calm() -> None:
+        clock.now += 0.001
+
+    a = AdaptiveRate(4 * MIB, 200 * MIB, 0.025, clock=clock, yield_=calm)
+
+    async def probes(seconds: float) -> None:
+        end = clock.now + seconds
+        while clock.now < end:
+            await a.probe()
+            clock.now += PROBE_S
+
+    asyncio.run(probes(10.0))
+    assert a.current() == 200 * MIB  # grown while clients were calm
+    clock.now += RESTART_S + 1  # no paced work (clients idle, or nothing to repair)
+    asyncio.run(probes(0.2))
+    assert a.current() == 4 * MIB  # clients are back: from the floor, not the old ceiling

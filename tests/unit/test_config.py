@@ -233,3 +233,16 @@ def test_lifecycle_day_outside_its_range_is_refused(day: float) -> None:
     for ok in (0, 0.1, 2, 86400):
         assert config_from_mapping({**raw(), "lifecycle": {"day_seconds": ok}}
                                    ).lifecycle.day_seconds == ok
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("repair", "busy_lag_ms", float("inf")), ("repair", "busy_lag_ms", float("nan")),
+    ("repair", "busy_lag_ms", 10_001.0), ("rebalance", "busy_lag_ms", 1e9),
+    ("repair", "rate_bytes_s", float("nan")), ("repair", "busy_rate_bytes_s", float("inf")),
+    ("scrub", "rate_bytes_s", float("nan"))])
+def test_settings_refuse_nan_inf_and_values_past_their_ceiling(
+        section: str, key: str, value: float) -> None:
+    """NaN passed the `v < least` check (and meant 'unlimited' or 'adaptation off'
+    silently), inf made the busy rate never back off."""
+    refused({**raw(), section: {key: value}}, rf"\[{section}\] {key} must be a number >= ")
+    assert getattr(config_from_mapping({**raw(), section: {key: 50.0}}), section) is not None

@@ -77,3 +77,45 @@ def test_a_failed_write_keeps_the_bound_and_rewrites_the_whole_file_next(
     wm.cover(300.0)
     assert wm.bound == read_watermark(path)[0] == 302.0
     assert path.stat().st_ino != inode  # rewritten whole (temporary file, rename)
+
+
+
+def _torn_write(wm: Watermark, path: Path, when: float) -> None:
+    """`wm.cover(when)` written in place, then torn as by a crash mid-write."""
+    before = path.read_bytes()
+    wm.cover(when)
+    after = bytearray(path.read_bytes())
+    changed = [i for i in (0, 1) if before[i * SLOT:(i + 1) * SLOT] != after[i * SLOT:(i + 1) * SLOT]]
+    assert len(changed) == 1  # one slot written
+    after[changed[0] * SLOT:changed[0] * SLOT + 8] = b"\0" * 8
+    path.write_bytes(after)
+
+
+@pytest.mark.parametrize("writes_before_failure", [1, 2])
+def test_after_a_whole_rewrite_torn_writes_across_a_restart_leave_a_valid_slot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes_before_failure: int) -> None:
+    """Whatever the sequence number of the whole-file rewrite after an error, the in-place
+    writes that follow overwrite the older slot. The rewrite once put its newest record
+    where the next write went when that number was even: a torn write, a restart and a
+    second torn write then left no valid slot, and the node refused to start."""
+    path = tmp_path / "replay-watermark"
+    wm = Watermark(path)
+    for i in range(writes_before_failure):
+        wm.cover(100.0 + i)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "EIO")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        wm.cover(200.0)
+    monkeypatch.undo()
+    wm.cover(300.0)  # the whole-file rewrite
+    _, rewrite_seq, _ = read_watermark(path)
+    _torn_write(wm, path, 400.0)
+    assert read_watermark(path)[:2] == (302.0, rewrite_seq)  # the newest record survived
+    wm.close()
+    again = Watermark(path)  # the next life
+    _torn_write(again, path, 500.0)
+    assert read_watermark(path)[0] == 302.0
+    again.close()
