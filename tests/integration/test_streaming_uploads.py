@@ -20,7 +20,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from gateway.s3.sigv4 import authenticate
-from tests.unit.test_sigv4 import encode_chunked
+from tests.unit.test_sigv4_chunked import encode_chunked
 
 BUCKET = "streaming-up"
 
