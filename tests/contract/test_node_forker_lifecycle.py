@@ -165,8 +165,8 @@ def test_a_sigterm_sent_before_a_node_restores_its_handlers_is_delivered(
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from nodes.forker import HELD, _child
-        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+        from nodes.forker import _child
+        signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM, signal.SIGINT}})
         os.kill(os.getpid(), signal.SIGTERM)  # pending, as one sent right after `forked`
         _child({str(config)!r}, "n1", Path({str(tmp_path / "logs")!r}))
     """)
