@@ -159,3 +159,28 @@ async def test_without_proc_named_temp_files(tmp_path: Path,
     assert store.path_of(sid).read_bytes() == raw
     assert os.listdir(tmp_path / "tmp") == []
     assert (await store.usage())["shards"] == 1
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+async def test_an_identical_shard_already_there_is_acknowledged_only_after_a_directory_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool) -> None:
+    """A sender's retry can race its own first attempt: the first writer may have linked
+    the shard and not yet fsynced its directory. The duplicate's success (UNCHANGED) used
+    to skip the directory fsync, so its 201 could come before the entry was durable."""
+    store = DiskShardStore(tmp_path)
+    await store.start()
+    store.unnamed_temp = unnamed
+    sid, raw = _shard()
+    assert await _commit(store, sid, raw) == len(raw)
+    leaf = os.path.realpath(os.path.dirname(store.path_of(sid)))
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert await _commit(store, sid, raw) == len(raw)  # the same bytes again: success
+    assert leaf in synced  # ...only once the shard's directory entry is durable
+    assert store.path_of(sid).read_bytes() == raw
