@@ -40,6 +40,7 @@ CHUNK_BYTES = 1024 * 1024
 T = TypeVar("T")
 UNCHANGED = -2  # commit outcome: an identical shard was already stored under the id
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}  # O_TMPFILE not supported
+_NO_LINK = {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL}  # nor its link
 
 
 def in_thread(fn: Callable[[], T]) -> Awaitable[T]:
@@ -363,6 +364,11 @@ class ShardWriter:
                     if os.path.isdir("/proc/self/fd"):
                         raise
                     self._store.unnamed_temp = False  # no /proc: named temp files
+                    return None
+                except OSError as exc:  # a sandbox or FUSE refusing the /proc link
+                    if exc.errno not in _NO_LINK:
+                        raise
+                    self._store.unnamed_temp = False
                     return None
             finally:
                 os.close(fd)

@@ -161,6 +161,33 @@ async def test_without_proc_named_temp_files(tmp_path: Path,
     assert (await store.usage())["shards"] == 1
 
 
+@pytest.mark.parametrize("refusal", [errno.EPERM, errno.EXDEV, errno.EACCES])
+async def test_a_refused_proc_link_falls_back_to_named_temp_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int) -> None:
+    """A sandbox (gVisor) or a FUSE filesystem may refuse linkat through /proc/self/fd
+    with EPERM/EXDEV: the shard is committed the named way and the store remembers it
+    (before, every whole-shard PUT failed)."""
+    store = DiskShardStore(tmp_path)
+    await store.start()
+    real_link = os.link
+
+    def link(src: Any, dst: Any, **kw: Any) -> None:
+        if str(src).startswith("/proc/"):
+            raise OSError(refusal, os.strerror(refusal))
+        real_link(src, dst, **kw)
+
+    monkeypatch.setattr(os, "link", link)
+    sid, raw = _shard()
+    assert await _commit(store, sid, raw) == len(raw)
+    assert store.unnamed_temp is False
+    assert store.path_of(sid).read_bytes() == raw
+    assert os.listdir(tmp_path / "tmp") == []
+    assert (await store.usage())["shards"] == 1
+    sid2, raw2 = _shard()
+    with pytest.raises(BodyMismatch):  # the named way still checks the body MAC
+        await _commit(store, sid2, raw2, mac=b"\0" * 32)
+
+
 @pytest.mark.parametrize("unnamed", [True, False])
 async def test_an_identical_shard_already_there_is_acknowledged_only_after_a_directory_fsync(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool) -> None:
