@@ -35,6 +35,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 DEFAULT_MAX_SHARD_BYTES = 8 * 1024**3
 MAX_LIST_LIMIT = 10_000
 STREAM_BATCH_BYTES = 4 * CHUNK_BYTES  # a streamed PUT's received bytes per thread hop (write)
+BIG_BATCH_STREAMS = 8  # streams batching that much at once; the rest batch CHUNK_BYTES, so
+# a node holds at most ~8 x 6 MiB of received, unwritten bytes however many PUTs stream in
 _AFTER_RE = re.compile(r"^[0-9a-f.]{0,40}\Z")
 _INT_RE = re.compile(r"^[0-9]{1,19}\Z")
 
@@ -50,6 +52,7 @@ class NodeState:
     metrics: NodeMetrics
     log: JsonLog
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    big_batch_streams: int = 0  # streamed PUTs now batching STREAM_BATCH_BYTES per write
 
 
 @dataclass
@@ -251,6 +254,9 @@ async def put_shard(request: web.Request) -> web.Response:
     wide = contextlib.ExitStack()
     large = request.content_length is None or request.content_length >= WIDE_BODY_BYTES
     writer.direct = large  # around the page cache: see nodes.directio
+    big = st.big_batch_streams < BIG_BATCH_STREAMS
+    batch_bytes = STREAM_BATCH_BYTES if big else CHUNK_BYTES
+    st.big_batch_streams += big
     try:
         if large:
             wide.enter_context(wide_reads(request.transport, request.content))
@@ -280,7 +286,7 @@ async def put_shard(request: web.Request) -> web.Response:
                 checks.feed(body)
                 batch.append(body)
                 batched += len(body)
-            if batched >= STREAM_BATCH_BYTES:
+            if batched >= batch_bytes:
                 st.metrics.bytes_in.inc(stats.bytes_in - counted)  # once a batch, not a chunk
                 counted = stats.bytes_in
                 await _disk(writer.write_many(batch))  # hashed in the same thread call
@@ -291,6 +297,7 @@ async def put_shard(request: web.Request) -> web.Response:
         size = await commit_put(writer, sid, batch, held, target.replace)
         committed = True
     finally:
+        st.big_batch_streams -= big
         wide.close()
         st.metrics.bytes_in.inc(stats.bytes_in - counted)
         if not committed:

@@ -40,6 +40,7 @@ CHUNK_BYTES = 1024 * 1024
 T = TypeVar("T")
 UNCHANGED = -2  # commit outcome: an identical shard was already stored under the id
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}  # O_TMPFILE not supported
+_NO_LINK = {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL}  # nor its link
 
 
 def in_thread(fn: Callable[[], T]) -> Awaitable[T]:
@@ -337,6 +338,7 @@ class ShardWriter:
             self.digest = None  # fed already: the named fallback must not feed it twice
         parent = os.path.dirname(self.path)
         self._store._make_dirs(parent)
+        result = -1
         dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             try:
@@ -356,32 +358,43 @@ class ShardWriter:
                 except FileExistsError:
                     if not _same_file(f"/proc/self/fd/{fd}", self.path):
                         raise ShardExists(self.shard_id) from None
-                    return UNCHANGED
+                    result = UNCHANGED  # a racing first writer may not have made its
+                    # entry durable yet: the directory fsync below covers it before our 201
                 except FileNotFoundError:
                     if os.path.isdir("/proc/self/fd"):
                         raise
                     self._store.unnamed_temp = False  # no /proc: named temp files
+                    return None
+                except OSError as exc:  # a sandbox or FUSE refusing the /proc link
+                    if exc.errno not in _NO_LINK:
+                        raise
+                    self._store.unnamed_temp = False
                     return None
             finally:
                 os.close(fd)
             os.fsync(dfd)
         finally:
             os.close(dfd)
-        return -1
+        return result
 
     def _commit_sync(self, fd: int, replace: bool) -> int:
-        """fsync, move into place, fsync the directory; see `install_new` for the result."""
+        """fsync, move into place, fsync the directory; see `install_new` for the result.
+
+        The directory is fsynced also when an identical shard was there already: a racing
+        first writer (a sender's retry races its own first attempt) may have linked it
+        without its directory fsync yet, and our 201 must not come before that entry is
+        durable. A direct-written data shard is read back into the page cache (`warm`)
+        only once it is installed and durable."""
         try:
             os.fsync(fd)
-            if self.warm and self._appender is not None:
+            parent = os.path.dirname(self.path)
+            self._store._make_dirs(parent)
+            replaced = install_new(self.tmp_path, self.path, self.shard_id, replace)
+            fsync_dir(parent)
+            if replaced != UNCHANGED and self.warm and self._appender is not None:
                 warm(fd)
         finally:
             os.close(fd)
-        parent = os.path.dirname(self.path)
-        self._store._make_dirs(parent)
-        replaced = install_new(self.tmp_path, self.path, self.shard_id, replace)
-        if replaced != UNCHANGED:
-            fsync_dir(parent)
         return replaced
 
     async def abort(self) -> None:

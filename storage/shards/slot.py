@@ -6,6 +6,11 @@ sender writes the request's head into the room and the body MAC into the trailer
 and sends head + shard + trailer as one view of that buffer: one `transport.write`, no join
 of the 256 KiB shard with its header, head or trailer (two copies of every shard byte
 before). Same bytes on the wire as the pieces sent apart.
+
+Only the first request is written into the buffer: a transport may still hold a view of
+unsent bytes of it (Python 3.12's selector transport queues the caller's memoryview without
+a copy), so a later request for the same slot (a retry, a hedge) is built in a new buffer
+and never rewrites head or trailer bytes under a send that may still be reading them.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ class ShardSlot:
     """One shard file (`body`) inside `view`, with `room` bytes before it and
     `TRAILER_BYTES` after it that the request's head and trailer may be written into."""
 
-    __slots__ = ("room", "view")
+    __slots__ = ("_lent", "room", "view")
 
     def __init__(self, view: memoryview, room: int) -> None:
         if len(view) < room + TRAILER_BYTES:
             raise ValueError("slot smaller than its room")
         self.view, self.room = view, room
+        self._lent = False  # the buffer's head room and trailer were handed to a send
 
     @property
     def body(self) -> memoryview:
@@ -36,6 +42,9 @@ class ShardSlot:
         places around the body; None when `head` does not fit the room (send the pieces)."""
         if len(head) > self.room or len(trailer) != TRAILER_BYTES:
             return None
+        if self._lent:  # an earlier send may still read the room: a copy (see above)
+            return memoryview(b"".join((head, self.body, trailer)))
+        self._lent = True
         start = self.room - len(head)
         end = len(self.view)
         self.view[start:self.room] = head

@@ -214,5 +214,11 @@ async def test_a_warm_direct_shard_is_read_back_into_the_page_cache_after_its_fs
     assert Path(store.shard_path(sid)).read_bytes() == body
     hints = [e for e in events if e[0] == "advise"]
     assert hints == ([("advise", os.POSIX_FADV_WILLNEED)] if hinted else [])
-    if hinted:  # after the file's own fsync: the hint never runs ahead of durability
-        assert events.index(hints[0]) > events.index(next(e for e in events if e[0] == "fsync"))
+    if hinted:  # after the file's and its directory's fsyncs: installed and durable first
+        fsyncs = [i for i, e in enumerate(events) if e[0] == "fsync"]
+        assert len(fsyncs) >= 2 and events.index(hints[0]) > fsyncs[-1]
+    again = await store.begin_put(sid)  # the same bytes again (UNCHANGED): no read-back
+    again.direct, again.warm = direct, warm
+    events.clear()
+    assert await again.commit([body]) == len(body)
+    assert not [e for e in events if e[0] == "advise"]

@@ -130,3 +130,19 @@ def test_slots_of_a_codec_without_a_cipher_hold_the_same_files() -> None:
     want = [h.pack() + f for h, f in zip(headers, codec.encode(headers, 0, True, sealed),
                                          strict=True)]
     assert [bytes(s.body) for s in codec.encode_slots(headers, [sealed])] == want
+
+
+def test_a_second_request_of_a_slot_never_rewrites_bytes_a_send_may_still_read() -> None:
+    """The first request of a slot is written into the stripe's buffer and handed to a
+    transport, which (Python 3.12+) may keep a view of its unsent bytes; a retry's request
+    (new head, new trailer) is a new buffer, and the first view's bytes stay as sent."""
+    codec = _codec(4, 2, "auto")
+    headers = codec.headers()
+    slot = codec.encode_slots(headers, [os.urandom(100_000)])[1]
+    first = slot.request(b"PUT /a HTTP/1.1\r\n\r\n", b"\x01" * TRAILER_BYTES)
+    assert first is not None and first.obj is slot.view.obj  # in place: no copy
+    sent = bytes(first)
+    retry = slot.request(b"PUT /b HTTP/1.1\r\nx: y\r\n\r\n", b"\x02" * TRAILER_BYTES)
+    assert retry is not None and retry.obj is not slot.view.obj
+    assert bytes(retry) == b"PUT /b HTTP/1.1\r\nx: y\r\n\r\n" + bytes(slot.body) + b"\x02" * 16
+    assert bytes(first) == sent  # what the first send may still be reading is unchanged

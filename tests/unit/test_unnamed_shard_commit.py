@@ -139,23 +139,56 @@ async def test_without_o_tmpfile_named_temp_files_and_the_same_checks(
     assert os.listdir(tmp_path / "tmp") == []
 
 
-async def test_without_proc_named_temp_files(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("refusal", [errno.ENOENT, errno.EPERM, errno.EXDEV, errno.EACCES])
+async def test_no_proc_or_a_refused_proc_link_falls_back_to_named_temp_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int) -> None:
+    """No /proc (ENOENT), or a sandbox (gVisor) or FUSE filesystem refusing linkat through
+    /proc/self/fd (EPERM, EXDEV, EACCES): the shard is committed the named way and the
+    store remembers it (before, a refused link failed every whole-shard PUT)."""
     store = DiskShardStore(tmp_path)
     await store.start()
     real_link, real_isdir = os.link, os.path.isdir
 
     def link(src: Any, dst: Any, **kw: Any) -> None:
         if str(src).startswith("/proc/"):
-            raise FileNotFoundError(errno.ENOENT, "no /proc")
+            raise OSError(refusal, os.strerror(refusal))
         real_link(src, dst, **kw)
 
     monkeypatch.setattr(os, "link", link)
-    monkeypatch.setattr(os.path, "isdir", lambda p: False if p == "/proc/self/fd"
-                        else real_isdir(p))
+    if refusal == errno.ENOENT:
+        monkeypatch.setattr(os.path, "isdir", lambda p: False if p == "/proc/self/fd"
+                            else real_isdir(p))
     sid, raw = _shard()
     assert await _commit(store, sid, raw) == len(raw)
     assert store.unnamed_temp is False
     assert store.path_of(sid).read_bytes() == raw
     assert os.listdir(tmp_path / "tmp") == []
     assert (await store.usage())["shards"] == 1
+    sid2, raw2 = _shard()
+    with pytest.raises(BodyMismatch):  # the named way still checks the body MAC
+        await _commit(store, sid2, raw2, mac=b"\0" * 32)
+
+
+@pytest.mark.parametrize("unnamed", [True, False])
+async def test_an_identical_shard_already_there_is_acknowledged_only_after_a_directory_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool) -> None:
+    """A sender's retry can race its own first attempt: the first writer may have linked
+    the shard and not yet fsynced its directory. The duplicate's success (UNCHANGED) used
+    to skip the directory fsync, so its 201 could come before the entry was durable."""
+    store = DiskShardStore(tmp_path)
+    await store.start()
+    store.unnamed_temp = unnamed
+    sid, raw = _shard()
+    assert await _commit(store, sid, raw) == len(raw)
+    leaf = os.path.realpath(os.path.dirname(store.path_of(sid)))
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert await _commit(store, sid, raw) == len(raw)  # the same bytes again: success
+    assert leaf in synced  # ...only once the shard's directory entry is durable
+    assert store.path_of(sid).read_bytes() == raw
