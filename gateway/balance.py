@@ -22,6 +22,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from storage.pids import pid_alive
 from storage.sharedmap import map_shared
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class ConnSlots:
         """(slot, accepted) of the live workers holding fewer connections than this one,
         leaving out those passed over that have not accepted since."""
         return [(i, a) for i, pid, n, a in self._others()
-                if n < self.open and self._passed.get(i) != a and _alive(pid)]
+                if n < self.open and self._passed.get(i) != a and pid_alive(pid)]
 
     def my_turn(self) -> bool:
         """No live worker (not passed over) holds fewer open connections than this one."""
@@ -89,18 +90,6 @@ class ConnSlots:
     def accepts_seen(self) -> int:
         """Connections accepted by every worker so far."""
         return self.accepted + sum(a for _, _, _, a in self._others())
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False  # a worker that has not started yet
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def shared_sockets(host: str, port: int) -> list[socket.socket]:

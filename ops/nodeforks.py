@@ -16,6 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
+from storage.pids import pid_alive
+
 _READERS: set[asyncio.Task[None]] = set()
 
 
@@ -79,7 +81,7 @@ class ForkedProc:
             await _first(self._ended, self._dead)
         while self.returncode is None:
             if self.pid is not None and self._pidfd is None and not self._gone \
-                    and _exists(self.pid):
+                    and pid_alive(self.pid):
                 await asyncio.sleep(0.1)  # no pidfds here: poll
             else:
                 self.returncode = -signal.SIGKILL  # ended unreported: its status is unknown
@@ -119,16 +121,6 @@ def _parent_of(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def start_forker(config: Path, log_dir: Path, ids: list[str]

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB, set_budget
+from storage.pids import pid_alive
 
 READY_TIMEOUT_S = 60.0
 DETACHED_MARK = "detached: every write committed"  # the daemon's last log line, clean exits
@@ -98,9 +99,7 @@ def _fuse_mounted(path: str) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
     try:  # a zombie child of ours counts as gone
         return os.waitpid(pid, os.WNOHANG) == (0, 0)
