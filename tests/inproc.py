@@ -55,21 +55,28 @@ async def served_s3(cluster: Cluster, cfg: Config, access_key: str,
 
 
 @contextlib.asynccontextmanager
-async def sim_s3(data: Path, cfg: Config, nodes: NodeTransport,
-                 bucket: str) -> AsyncIterator[Any]:
-    """A boto3 client for a gateway over `nodes` (simulated ones, say) with SQLite metadata
-    in `data`, tenant "t" and `bucket` created."""
+async def wired_cluster(data: Path, cfg: Config, nodes: NodeTransport) -> AsyncIterator[Cluster]:
+    """A `Cluster` over `nodes` (simulated ones, say) with SQLite metadata in `data` and
+    tenant "t", in the test's own event loop."""
     meta = await SqliteStore.open(data / "meta.db")
     tenants = TenantService(meta, FileRootKey(data / "root.key"))
     await tenants.load()
     await tenants.create("t")
-    cred = await tenants.create_key("t")
     pool = ThreadPoolExecutor(2)
-    cluster = Cluster.wire(cfg, meta, tenants, nodes, pool, pool)
-    await cluster.buckets.create("t", bucket)
     try:
-        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            yield s3
+        yield Cluster.wire(cfg, meta, tenants, nodes, pool, pool)
     finally:
         await meta.close()
         pool.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def sim_s3(data: Path, cfg: Config, nodes: NodeTransport,
+                 bucket: str) -> AsyncIterator[Any]:
+    """A boto3 client for a gateway over `nodes` (simulated ones, say) with SQLite metadata
+    in `data`, tenant "t" and `bucket` created."""
+    async with wired_cluster(data, cfg, nodes) as cluster:
+        cred = await cluster.tenants.create_key("t")
+        await cluster.buckets.create("t", bucket)
+        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
+            yield s3

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgpack
@@ -14,15 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.logs import _ENCODE, _encode_line
-from storage.cluster import Cluster
-from storage.crypto.keys import FileRootKey, object_identity, pack_fields
+from storage.crypto.keys import object_identity, pack_fields
 from storage.keyspace import _NUL, escape, pack
-from storage.metadata.sqlite import SqliteStore
 from storage.objects import PutOptions
 from storage.records import FORMAT_VERSION, Bucket
-from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from tests.inproc import sim_config
+from tests.inproc import sim_config, wired_cluster
 
 
 def _pack_reference(*parts: str) -> bytes:
@@ -88,14 +84,7 @@ def test_request_line_is_the_encoders_line(fields: dict[str, object]) -> None:
 async def test_shared_current_version_is_reused_only_while_its_record_is(tmp_path: Path,
                                                                         ) -> None:
     cfg = sim_config(tmp_path, 4096)
-    meta = await SqliteStore.open(tmp_path / "meta.db")
-    tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))  # type: ignore[arg-type]
-    await tenants.load()
-    await tenants.create("t")
-    pool = ThreadPoolExecutor(2)
-    try:
-        c = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)),  # type: ignore[arg-type]
-                         pool, pool)
+    async with wired_cluster(tmp_path, cfg, SimNodes(list(cfg.nodes))) as c:  # type: ignore[arg-type]
         b = await c.buckets.create("t", "bk")
 
         async def put(body: bytes) -> None:
@@ -114,6 +103,3 @@ async def test_shared_current_version_is_reused_only_while_its_record_is(tmp_pat
         assert first.size == 3  # what an earlier reader holds is left as it was
         body = b"".join([bytes(x) async for x in c.objects.read(second)])
         assert body == b"two!"
-    finally:
-        await meta.close()
-        pool.shutdown()

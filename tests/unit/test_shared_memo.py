@@ -5,7 +5,6 @@ every caller gets its own headers to change."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,11 @@ import pytest
 from gateway.s3.handlers import objects as handlers
 from storage import datakeys
 from storage.cluster import Cluster
-from storage.crypto.keys import FileRootKey
 from storage.errors import KeyUnavailable
-from storage.metadata.sqlite import SqliteStore
 from storage.objects import PutOptions
 from storage.shared_memo import derived, share
-from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from tests.inproc import sim_config
+from tests.inproc import sim_config, wired_cluster
 
 
 class _Plain:
@@ -47,17 +43,8 @@ def test_derived_is_kept_only_for_shared_instances() -> None:
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     cfg = sim_config(tmp_path, 4096)
-    meta = await SqliteStore.open(tmp_path / "meta.db")
-    tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))  # type: ignore[arg-type]
-    await tenants.load()
-    await tenants.create("t")
-    pool = ThreadPoolExecutor(2)
-    try:
-        yield Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)),  # type: ignore[arg-type]
-                           pool, pool)
-    finally:
-        await meta.close()
-        pool.shutdown()
+    async with wired_cluster(tmp_path, cfg, SimNodes(list(cfg.nodes))) as c:  # type: ignore[arg-type]
+        yield c
 
 
 async def _put(c: Cluster, body: bytes) -> Any:

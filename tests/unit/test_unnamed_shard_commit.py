@@ -139,37 +139,15 @@ async def test_without_o_tmpfile_named_temp_files_and_the_same_checks(
     assert os.listdir(tmp_path / "tmp") == []
 
 
-async def test_without_proc_named_temp_files(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("refusal", [errno.ENOENT, errno.EPERM, errno.EXDEV, errno.EACCES])
+async def test_no_proc_or_a_refused_proc_link_falls_back_to_named_temp_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int) -> None:
+    """No /proc (ENOENT), or a sandbox (gVisor) or FUSE filesystem refusing linkat through
+    /proc/self/fd (EPERM, EXDEV, EACCES): the shard is committed the named way and the
+    store remembers it (before, a refused link failed every whole-shard PUT)."""
     store = DiskShardStore(tmp_path)
     await store.start()
     real_link, real_isdir = os.link, os.path.isdir
-
-    def link(src: Any, dst: Any, **kw: Any) -> None:
-        if str(src).startswith("/proc/"):
-            raise FileNotFoundError(errno.ENOENT, "no /proc")
-        real_link(src, dst, **kw)
-
-    monkeypatch.setattr(os, "link", link)
-    monkeypatch.setattr(os.path, "isdir", lambda p: False if p == "/proc/self/fd"
-                        else real_isdir(p))
-    sid, raw = _shard()
-    assert await _commit(store, sid, raw) == len(raw)
-    assert store.unnamed_temp is False
-    assert store.path_of(sid).read_bytes() == raw
-    assert os.listdir(tmp_path / "tmp") == []
-    assert (await store.usage())["shards"] == 1
-
-
-@pytest.mark.parametrize("refusal", [errno.EPERM, errno.EXDEV, errno.EACCES])
-async def test_a_refused_proc_link_falls_back_to_named_temp_files(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int) -> None:
-    """A sandbox (gVisor) or a FUSE filesystem may refuse linkat through /proc/self/fd
-    with EPERM/EXDEV: the shard is committed the named way and the store remembers it
-    (before, every whole-shard PUT failed)."""
-    store = DiskShardStore(tmp_path)
-    await store.start()
-    real_link = os.link
 
     def link(src: Any, dst: Any, **kw: Any) -> None:
         if str(src).startswith("/proc/"):
@@ -177,6 +155,9 @@ async def test_a_refused_proc_link_falls_back_to_named_temp_files(
         real_link(src, dst, **kw)
 
     monkeypatch.setattr(os, "link", link)
+    if refusal == errno.ENOENT:
+        monkeypatch.setattr(os.path, "isdir", lambda p: False if p == "/proc/self/fd"
+                            else real_isdir(p))
     sid, raw = _shard()
     assert await _commit(store, sid, raw) == len(raw)
     assert store.unnamed_temp is False
