@@ -149,8 +149,9 @@ class ShardSender:
                 conn._waiter = _Member(group)  # type: ignore[assignment]
                 live[i] = conn
             read_end = loop.time() + self._read_timeout
+            late = False
             while live:
-                if group.fired:  # an answer or a failure came in
+                if group.fired:  # answers or failures came in (even with the deadline)
                     for i in [i for i, c in live.items() if c._waiter.done()]:  # type: ignore[union-attr]
                         node, build = items[i]
                         out[i] = self._collect(node, live.pop(i))
@@ -158,12 +159,14 @@ class ShardSender:
                             tasks[i] = loop.create_task(self._bounded(node, build, end, 1))
                     group.fired = 0
                     continue
+                if late:
+                    break
                 waiter = group.waiter = loop.create_future()
                 timer = loop.call_at(min(end, read_end), expire, waiter)
                 try:
                     await waiter
                 except TimeoutError:
-                    break
+                    late = True
                 finally:
                     timer.cancel()
                     group.waiter = None
