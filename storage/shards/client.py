@@ -49,10 +49,6 @@ async def _sealed(body: AsyncIterator[bytes | memoryview], sealer: auth.BodySeal
     yield sealer.trailer()
 
 
-def _put_refused(node: NodeSpec, status: int, answer: bytes) -> NodeError:
-    return NodeError(node.id, f"PUT {status} {answer.decode('utf-8', 'replace')}", status)
-
-
 class NodeError(StorageError):
     """A node refused or failed a request, or could not be reached."""
 
@@ -60,6 +56,11 @@ class NodeError(StorageError):
         super().__init__(f"node {node_id}: {reason}")
         self.node_id = node_id
         self.status = status
+
+
+def _put_refused(node: NodeSpec, status: int, answer: bytes) -> NodeError:
+    """The NodeError of a whole-shard PUT the node answered with another status than 201."""
+    return NodeError(node.id, f"PUT {status} {answer.decode('utf-8', 'replace')}", status)
 
 
 class NodeClient:
