@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import os
 import signal
 import socket
@@ -20,6 +19,7 @@ from storage.config import Config, load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
 from storage.malloc import tune_malloc
+from storage.parentdeath import die_with_parent
 
 
 def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole,
@@ -31,16 +31,6 @@ def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole
     return [sys.executable, "-m", "gateway", *args, "--workers", str(role.count),
             "--worker-index", str(i), "--worker-dir", str(role.rundir),
             "--worker-parent", str(os.getpid()), "--listen-fd", ",".join(map(str, role.listen_fds))]
-
-
-def _die_with_parent(parent: int | None) -> None:
-    """A worker gets SIGTERM when worker 0 exits, however it exits (PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if parent is not None and os.getppid() != parent:
-        sys.exit(0)  # worker 0 is already gone
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.workers is not None and a.workers < 1:
         p.error("--workers must be at least 1")
     if a.worker_index is not None:
-        _die_with_parent(a.worker_parent)
+        die_with_parent(signal.SIGTERM, a.worker_parent)  # worker 0 is the parent
     restrict_umask()  # the metadata database, keys and the audit log are owner-only
     tune_malloc()  # megabyte buffers reuse heap pages instead of faulting in fresh ones
     logs.setup(a.log_level, a.log_file)

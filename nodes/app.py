@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -43,9 +44,14 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
 
 class RequestIds:
     """Ids for requests that bring none: a random prefix per process and a counter, unique
-    across the node's lives and as cheap as an increment (uuid4 cost ~20 us a request)."""
+    across the node's lives and as cheap as an increment (uuid4 cost ~20 us a request).
+    A forked process draws its own (`nodes.forker` forks every node from one import)."""
 
     def __init__(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        """A new prefix and the counter from 1: this process's ids are no one else's."""
         self._prefix = secrets.token_hex(8) + "-"
         self._next = itertools.count(1).__next__
 
@@ -54,6 +60,7 @@ class RequestIds:
 
 
 new_request_id = RequestIds()
+os.register_at_fork(after_in_child=new_request_id.redraw)
 
 
 def request_id_of(headers: Any) -> str:

@@ -163,6 +163,11 @@ async def _start_nodes(config: Path, log_dir: Path, ids: list[str]) -> list[Chil
     try:
         states = await asyncio.gather(*(until_ready(forked[i], READY_TIMEOUT_S) for i in ids))
         for c, state in zip(children, states, strict=False):
+            if state == "exited" and forked[c.name].pid is None:  # the forker failed first
+                forker_log = children[-1].log
+                why = _last_line(forker_log)
+                raise RuntimeError(f"nodes-forker exited before it started {c.name}"
+                                   f"{': ' + why if why else ''} (log: {forker_log})")
             if state == "exited":
                 why = _last_line(c.log)
                 raise RuntimeError(f"{c.name} exited before it was ready"

@@ -232,6 +232,7 @@ async def test_the_access_log_delivery_sleeps_until_a_batch_is_due_or_one_is_sta
         assert delivery.watched_idle_s > HOUR - 60  # sleeps until the batch an hour away
         await etcd.put(due, pack_record(batch))
         await _until(lambda: delivery.stats.dropped >= 1)  # woken (no poll for an hour)
+        # (counted only once the batch's delete committed: accesslog.py `_dropped`)
         assert await etcd.get(due) is None and await etcd.get(waiting) is not None
     finally:
         await runner.stop()
