@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -21,7 +21,7 @@ from storage.shards import auth
 from storage.shards.batching import NodeBatcher
 from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
-from storage.shards.sender import ShardSender
+from storage.shards.sender import Request, ShardSender
 from storage.shards.slot import ShardSlot
 from storage.shards.streamslots import StreamSlots
 
@@ -56,6 +56,11 @@ class NodeError(StorageError):
         super().__init__(f"node {node_id}: {reason}")
         self.node_id = node_id
         self.status = status
+
+
+def _put_refused(node: NodeSpec, status: int, answer: bytes) -> NodeError:
+    """The NodeError of a whole-shard PUT the node answered with another status than 201."""
+    return NodeError(node.id, f"PUT {status} {answer.decode('utf-8', 'replace')}", status)
 
 
 class NodeClient:
@@ -122,10 +127,44 @@ class NodeClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
 
+    async def put_shards(self, puts: Sequence[tuple[NodeSpec, str, ShardSlot]],
+                         stall_s: float) -> list[str | None]:
+        """Whole one-segment shard files to their nodes, `put_shard` each, all sent from
+        this coroutine (`ShardSender.request_many`: no task or timeout per shard); per
+        put, None or the error (as `str` of the NodeError `put_shard` raises, or a
+        "did not confirm" once `stall_s` is over)."""
+        outcomes = await self._sender.request_many(
+            [(node, self._whole_request(node, sid, slot, 1, False)) for node, sid, slot in puts],
+            stall_s)
+        errors: list[str | None] = []
+        for (node, _, _), got in zip(puts, outcomes, strict=True):
+            if isinstance(got, TimeoutError):
+                errors.append(f"node {node.id} did not confirm within {stall_s:.0f}s")
+            elif isinstance(got, FetchError):
+                errors.append(str(NodeError(node.id, got.reason, got.status)))
+            elif isinstance(got, StorageError):
+                errors.append(str(got))
+            else:
+                status, answer = got
+                errors.append(None if status == 201 else str(_put_refused(node, status, answer)))
+        return errors
+
     async def _put_whole(self, node: NodeSpec, sid: str, body: bytes | ShardSlot,
                          segments: int, replace: bool) -> None:
         """`put_shard` of a body already whole, through the lean `ShardSender` (from a
         `ShardSlot`: head, shard and trailer sent as one view of the slot's buffer)."""
+        try:
+            status, answer = await self._sender.request(
+                node, self._whole_request(node, sid, body, segments, replace))
+        except FetchError as exc:
+            raise NodeError(node.id, exc.reason, exc.status) from None
+        if status != 201:
+            raise _put_refused(node, status, answer)
+
+    def _whole_request(self, node: NodeSpec, sid: str, body: bytes | ShardSlot,
+                       segments: int, replace: bool) -> Request:
+        """The lean sender's request builder for a whole shard file (signed afresh for
+        each call: a retry needs a new nonce)."""
         payload = body.body if isinstance(body, ShardSlot) else body
         path = f"/v1/shards/{sid}"
         extra = {"X-Tessera-Replace": "1"} if replace else {}
@@ -144,13 +183,7 @@ class NodeClient:
             whole = body.request(head, trailer) if isinstance(body, ShardSlot) else None
             return [whole] if whole is not None else [head, payload, trailer]
 
-        try:
-            status, answer = await self._sender.request(node, build)
-        except FetchError as exc:
-            raise NodeError(node.id, exc.reason, exc.status) from None
-        if status != 201:
-            raise NodeError(node.id, f"PUT {status} {answer.decode('utf-8', 'replace')}",
-                            status)
+        return build
 
     async def delete_shard(self, node: NodeSpec, sid: str) -> None:
         await self._json("DELETE", node, f"/v1/shards/{sid}")

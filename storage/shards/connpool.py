@@ -91,7 +91,7 @@ class NodeConn:
         bookkeeping: one per shard request)."""
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout_s, _expire, waiter)
+        timer = loop.call_later(timeout_s, expire, waiter)
         try:
             await waiter
         finally:
@@ -128,7 +128,7 @@ class NodeConn:
             w.set_result(None)
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
+def expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
@@ -159,15 +159,22 @@ class ConnPool(Generic[C]):
             sem = self._slots[node.address] = asyncio.Semaphore(self._max_in_flight)
         return sem
 
-    async def acquire(self, node: NodeSpec) -> tuple[C, bool]:
-        """(connection, reused)."""
-        idle = self._idle.get(node.address, [])
+    def take_idle(self, node: NodeSpec) -> C | None:
+        """A live idle connection to `node` (the caller's now), or None."""
+        idle = self._idle.get(node.address)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
             if not conn.closed and now - conn.idle_since < IDLE_S:
-                return conn, True
+                return conn
             conn.close()
+        return None
+
+    async def acquire(self, node: NodeSpec) -> tuple[C, bool]:
+        """(connection, reused)."""
+        conn = self.take_idle(node)
+        if conn is not None:
+            return conn, True
         host, _, port = node.address.rpartition(":")
         loop = asyncio.get_running_loop()
         try:

@@ -17,15 +17,17 @@ never accepted the first: a replay of its nonce would be refused).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from storage.config import NodeSpec
+from storage.errors import StorageError
 from storage.shards.connpool import (
     HEAD_BYTES,
     MAX_IN_FLIGHT,
     ConnPool,
     FetchError,
     NodeConn,
+    expire,
     parse_head,
 )
 
@@ -33,6 +35,8 @@ MAX_ANSWER_BYTES = 64 * 1024  # a PUT's JSON answer (or error) is far smaller
 
 # builds the request's pieces (head, body, trailer), or the three as one view
 Request = Callable[[], list[bytes | memoryview]]
+# one request's outcome in `request_many`: (status, answer), or why there is none
+Outcome = tuple[int, bytes] | StorageError | TimeoutError
 
 
 class _Conn(NodeConn, asyncio.Protocol):
@@ -108,15 +112,108 @@ class ShardSender:
         self._read_timeout = read_timeout_s
         self._pool: ConnPool[_Conn] = ConnPool(_Conn, connect_timeout_s, max_in_flight)
 
-    async def request(self, node: NodeSpec, build: Request) -> tuple[int, bytes]:
+    async def request(self, node: NodeSpec, build: Request, first: int = 0
+                      ) -> tuple[int, bytes]:
         """Send the request `build()` makes; (status, answer body). FetchError when the
         node cannot be reached, answers badly, or is silent for the read timeout. At most
-        `connpool.MAX_IN_FLIGHT` requests to one node at once; the rest queue."""
+        `connpool.MAX_IN_FLIGHT` requests to one node at once; the rest queue. `first=1`:
+        the request already failed once on a reused connection (no second retry)."""
         async with self._pool.slot(node):
-            return await self._request(node, build)
+            return await self._request(node, build, first)
 
-    async def _request(self, node: NodeSpec, build: Request) -> tuple[int, bytes]:
-        for attempt in range(2):
+    async def request_many(self, items: Sequence[tuple[NodeSpec, Request]],
+                           stall_s: float) -> list[Outcome]:
+        """Each `(node, build)` request as `request` sends it, all from this coroutine: a
+        node with a free slot and an idle connection gets its request written at once and
+        every such answer is awaited on one future and one timer handle (no task, no
+        `asyncio.timeout`, no gather per request). A request that cannot go that way (no
+        idle connection, the node's slot full) or whose reused connection failed before
+        any answer byte (retried once, as `request` does) runs as `request` in a task.
+        No answer within `stall_s` (everything included): TimeoutError. Cancelled (the
+        client went away): the connections written to are aborted, the tasks cancelled."""
+        loop = asyncio.get_running_loop()
+        out: list[Outcome | None] = [None] * len(items)
+        live: dict[int, _Conn] = {}
+        tasks: dict[int, asyncio.Task[Outcome]] = {}
+        group = _Group()
+        end = loop.time() + stall_s
+        try:
+            for i, (node, build) in enumerate(items):
+                sem = self._pool.slot(node)
+                conn = None if sem.locked() else self._pool.take_idle(node)
+                if conn is None:
+                    tasks[i] = loop.create_task(self._bounded(node, build, end))
+                    continue
+                await sem.acquire()  # free (checked above): returns without suspending
+                conn.send(build())
+                conn._waiter = _Member(group)  # type: ignore[assignment]
+                live[i] = conn
+            read_end = loop.time() + self._read_timeout
+            late = False
+            while live:
+                if group.fired:  # answers or failures came in (even with the deadline)
+                    for i in [i for i, c in live.items() if c._waiter.done()]:  # type: ignore[union-attr]
+                        node, build = items[i]
+                        out[i] = self._collect(node, live.pop(i))
+                        if isinstance(out[i], FetchError) and out[i].fresh:  # type: ignore[union-attr]
+                            tasks[i] = loop.create_task(self._bounded(node, build, end, 1))
+                    group.fired = 0
+                    continue
+                if late:
+                    break
+                waiter = group.waiter = loop.create_future()
+                timer = loop.call_at(min(end, read_end), expire, waiter)
+                try:
+                    await waiter
+                except TimeoutError:
+                    late = True
+                finally:
+                    timer.cancel()
+                    group.waiter = None
+            for i, conn in live.items():  # silent past the deadline
+                node = items[i][0]
+                conn.close()
+                self._pool.slot(node).release()
+                out[i] = (FetchError(node.id, f"no answer for {self._read_timeout:.0f}s")
+                          if read_end <= end else TimeoutError())
+            live.clear()
+            for i, task in tasks.items():
+                out[i] = await task
+            return out  # type: ignore[return-value]
+        finally:
+            for i, conn in live.items():  # cancelled mid-wait
+                conn.close()
+                self._pool.slot(items[i][0]).release()
+            for task in tasks.values():
+                task.cancel()
+
+    def _collect(self, node: NodeSpec, conn: _Conn) -> Outcome:
+        """A `request_many` exchange that ended: its answer, or its error (the connection
+        closed); the node's slot is given back either way."""
+        conn._waiter = None
+        self._pool.slot(node).release()
+        if conn.error is None and conn.finished:
+            status, answer = conn.status, conn.answer
+            self._pool.release(node, conn)
+            return status, answer
+        conn.close()
+        err = conn.error
+        if not isinstance(err, FetchError):
+            return FetchError(node.id, f"{type(err).__name__}: {err}")
+        return FetchError(node.id, err.reason, err.status, err.fresh)
+
+    async def _bounded(self, node: NodeSpec, build: Request, end: float,
+                       first: int = 0) -> Outcome:
+        """`request` until the loop time `end`; its outcome (never raises but to cancel)."""
+        try:
+            async with asyncio.timeout_at(end):
+                return await self.request(node, build, first)
+        except (StorageError, TimeoutError) as exc:
+            return exc
+
+    async def _request(self, node: NodeSpec, build: Request, first: int = 0
+                       ) -> tuple[int, bytes]:
+        for attempt in range(first, 2):
             conn, reused = await self._pool.acquire(node)
             done = False
             try:
@@ -145,3 +242,33 @@ class ShardSender:
     def close(self) -> None:
         """Close every idle connection."""
         self._pool.close()
+
+
+class _Group:
+    """The `request_many` exchanges still waited on, and the one future that wakes it."""
+
+    __slots__ = ("fired", "waiter")
+
+    def __init__(self) -> None:
+        self.fired = 0  # exchanges ended since the group last looked
+        self.waiter: asyncio.Future[None] | None = None
+
+
+class _Member:
+    """Stands in for a connection's waiter future in `request_many`: the connection's
+    `_wake` (answer complete, failure, close) marks it done and wakes the group once."""
+
+    __slots__ = ("_done", "_group")
+
+    def __init__(self, group: _Group) -> None:
+        self._group, self._done = group, False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, _: None) -> None:
+        self._done = True
+        self._group.fired += 1
+        w = self._group.waiter
+        if w is not None and not w.done():
+            w.set_result(None)

@@ -94,3 +94,33 @@ async def test_a_one_segment_object_is_coded_in_place(
     s3, nodes = gateway
     await _round_trip(s3, "in-place", _body(1024 * 1024 - 7, 4))
     assert [kind for kind, _ in nodes.bodies] == ["slot"] * 6
+
+
+class GroupNodes(RecordingNodes):
+    """A transport with `put_shards` (as `NodeClient` has): the stripe's shards in one call."""
+
+    def __init__(self, nodes: list[NodeSpec]) -> None:
+        super().__init__(nodes)
+        self.groups: list[int] = []
+
+    async def put_shards(self, puts: list[tuple[NodeSpec, str, ShardSlot]],
+                         stall_s: float) -> list[str | None]:
+        self.groups.append(len(puts))
+        errors: list[str | None] = []
+        for node, sid, slot in puts:
+            try:
+                await self.put_shard(node, sid, slot, 1)
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001 - reported per put, as put_shards does
+                errors.append(str(exc))
+        return errors
+
+
+async def test_a_one_segment_object_goes_to_put_shards_in_one_call(tmp_path: Path) -> None:
+    cfg = sim_config(tmp_path, 1024)
+    nodes = GroupNodes(list(cfg.nodes))
+    async with sim_s3(tmp_path, cfg, nodes, BUCKET) as s3:
+        await _round_trip(s3, "grouped", _body(1024 * 1024, 5))
+        await _round_trip(s3, "streamed", _body(2 * 1024 * 1024 + 5, 6))
+    assert nodes.groups == [6]  # the six shards in one call; a larger object streams
+    assert [kind for kind, _ in nodes.bodies] == ["slot"] * 6 + ["stream"] * 6
