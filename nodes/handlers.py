@@ -36,7 +36,7 @@ DEFAULT_MAX_SHARD_BYTES = 8 * 1024**3
 MAX_LIST_LIMIT = 10_000
 STREAM_BATCH_BYTES = 4 * CHUNK_BYTES  # a streamed PUT's received bytes per thread hop (write)
 BIG_BATCH_STREAMS = 8  # streams batching that much at once; the rest batch CHUNK_BYTES, so
-# a node holds at most ~8 x 6 MiB of received, unwritten bytes however many PUTs stream in
+# the large batches add at most ~8 x 4 MiB to a node's received, unwritten bytes
 _AFTER_RE = re.compile(r"^[0-9a-f.]{0,40}\Z")
 _INT_RE = re.compile(r"^[0-9]{1,19}\Z")
 

@@ -33,6 +33,7 @@ from storage.filemodes import secure_tree
 ZONES = ("az1", "az2", "az3")
 NODES_PER_ZONE = 3
 READY_TIMEOUT_S = 60.0
+_DRAINS: set[asyncio.Task[None]] = set()  # the children's stdout drains, held until done
 
 
 ARCHIVE_NODES_PER_ZONE = 2  # a1..a6 on 127.0.Z.11 and 127.0.Z.12, role "archive"
@@ -145,7 +146,9 @@ async def _start(name: str, args: list[str], log_dir: Path, marker: str) -> Chil
     except TimeoutError:
         proc.kill()
         raise RuntimeError(f"{name} was not ready within {READY_TIMEOUT_S:.0f}s; see {log}") from None
-    asyncio.create_task(_drain(proc.stdout))
+    drain = asyncio.create_task(_drain(proc.stdout))
+    _DRAINS.add(drain)  # held: the loop keeps only a weak reference to a task
+    drain.add_done_callback(_DRAINS.discard)
     run_dir = log_dir.parent / "run"
     run_dir.mkdir(exist_ok=True)
     (run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
@@ -348,4 +351,8 @@ async def _stop_all(children: list[Child]) -> None:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 c.proc.kill()
-            await c.proc.wait()
+            try:  # bounded: a process we cannot signal must not hang the shutdown
+                await asyncio.wait_for(c.proc.wait(), 15)
+            except TimeoutError:
+                print(f"warning: {c.name} (pid {c.proc.pid}) did not stop; stop it with "
+                      f"kill -9 {c.proc.pid}", file=sys.stderr, flush=True)

@@ -46,9 +46,10 @@ class ForkedProc:
             fd, self._gone = None, True  # ended and reaped already: its line is on the way
         except (AttributeError, OSError):
             fd = None  # no pidfds here: signalled by pid, as before
-        if fd is not None and parent is not None and _parent_of(pid) != parent:
-            os.close(fd)
-            fd, self._gone = None, True  # the pid was reused: never signal it
+        actual = _parent_of(pid) if fd is not None and parent is not None else None
+        if actual is not None and actual not in (parent, 1):  # the pid was reused: never
+            os.close(fd)  # signal it (unknown, or init's after the forker died: still ours)
+            fd, self._gone = None, True
         self._pidfd = fd
         if fd is not None:
             asyncio.get_running_loop().add_reader(fd, self._exited)

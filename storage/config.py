@@ -218,13 +218,18 @@ def _settings(section: str, cls: type, raw: Mapping[str, Any]) -> Any:
         whole = f.type in ("int", int)
         least = _AT_LEAST.get(f.name, 0)
         most = _AT_MOST.get(f.name, math.inf)
-        if (isinstance(v, bool) or not isinstance(v, int if whole else int | float)
-                or not math.isfinite(v) or not least <= v <= most):  # NaN and inf too
+        ok = not isinstance(v, bool) and isinstance(v, int if whole else int | float)
+        if ok and not whole:
+            try:
+                v = float(v)  # an integer past a double's range overflows: refused below
+            except OverflowError:
+                ok = False
+        if not ok or (not whole and not math.isfinite(v)) or not least <= v <= most:
             kind = "a whole number" if whole else "a number"
             upto = f" and <= {most:g}" if most < math.inf else ""
             raise ConfigError(f"[{section}] {f.name} must be {kind} >= {least}{upto}, "
-                              f"got {v!r}")
-        vals[f.name] = v if whole else float(v)
+                              f"got {raw[f.name]!r}")
+        vals[f.name] = v
     return cls(**vals)
 
 

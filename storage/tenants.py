@@ -46,6 +46,7 @@ class TenantService:
         # (tenant, version) -> (expiry, KEK, the wrapped blob it was opened from)
         self._kek_cache: dict[tuple[str, int], tuple[float, bytes, bytes]] = {}
         self._kek_checked: dict[str, float] = {}  # tenant -> named-version hits valid until
+        self._forgotten: dict[str, int] = {}  # tenant -> times its keys were dropped
         self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
@@ -190,24 +191,29 @@ class TenantService:
             hit = self._kek_cache.get((tenant, version))
             if hit and hit[0] > now:
                 return version, hit[1]
+        forgotten = self._forgotten.get(tenant, 0)
         t = await self.get(tenant)
         if t.state != "active" or not t.keks:
             self._forget_keks(tenant)
             raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
-        self._kek_checked[tenant] = now + SHORT_TTL_S
+        keep = self._forgotten.get(tenant, 0) == forgotten  # no shred here while it read:
+        if keep:  # a record read before a shred must not bring its keys back to the cache
+            self._kek_checked[tenant] = now + SHORT_TTL_S
         v = t.current_kek if version is None else version
         if v not in t.keks:
             raise KeyUnavailable(f"key version {v} of tenant {tenant!r} is gone")
-        return v, self._open(tenant, v, t.keks[v], now)
+        return v, self._open(tenant, v, t.keks[v], now, keep)
 
-    def _open(self, tenant: str, v: int, wrapped: bytes, now: float) -> bytes:
+    def _open(self, tenant: str, v: int, wrapped: bytes, now: float,
+              keep: bool = True) -> bytes:
         """KEK version v from its wrapped blob, opened with the root key only when the
-        cache does not hold one opened from that very blob."""
+        cache does not hold one opened from that very blob; cached when `keep`."""
         hit = self._kek_cache.get((tenant, v))
         if hit is not None and hit[0] > now and hit[2] == wrapped:
             return hit[1]
         kek = keys.open_kek(self._root, tenant, v, wrapped)
-        self._kek_cache[(tenant, v)] = (now + CACHE_TTL_S, kek, wrapped)
+        if keep:
+            self._kek_cache[(tenant, v)] = (now + CACHE_TTL_S, kek, wrapped)
         return kek
 
     async def current_kek(self, tenant: str) -> tuple[int, bytes, int]:
@@ -265,6 +271,7 @@ class TenantService:
         self._kek_cache = {k: v for k, v in self._kek_cache.items() if k[0] != tenant}
         self._current_cache.pop(tenant, None)
         self._kek_checked.pop(tenant, None)
+        self._forgotten[tenant] = self._forgotten.get(tenant, 0) + 1  # reads in flight
 
     async def shred(self, tenant: str) -> None:
         """Destroy every KEK of the tenant and revoke its access keys."""

@@ -217,3 +217,26 @@ def test_a_reaped_nodes_pid_is_never_signalled() -> None:
                 p.wait()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("seen_parent", [None, 1])
+def test_a_node_whose_parent_is_unknown_or_init_is_still_signalled(
+        monkeypatch: pytest.MonkeyPatch, seen_parent: int | None) -> None:
+    """No readable /proc (parent unknown), or the forker died between the fork and its
+    `forked` line (the node is init's child now): the node is still ours to stop. Marked
+    gone, every signal failed and `tessera up` waited on it for ever (review8d)."""
+    from ops import nodeforks
+    monkeypatch.setattr(nodeforks, "_parent_of", lambda pid: seen_parent)
+
+    async def main() -> None:
+        node = ForkedProc()
+        child = subprocess.Popen(["sleep", "600"])
+        try:
+            node.started(child.pid, os.getpid() + 1 if os.getpid() != 1 else 2)
+            node.terminate()
+            assert child.wait(timeout=60) == -signal.SIGTERM
+        finally:
+            child.kill()
+            child.wait()
+
+    asyncio.run(main())

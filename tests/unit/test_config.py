@@ -239,7 +239,7 @@ def test_lifecycle_day_outside_its_range_is_refused(day: float) -> None:
     ("repair", "busy_lag_ms", float("inf")), ("repair", "busy_lag_ms", float("nan")),
     ("repair", "busy_lag_ms", 10_001.0), ("rebalance", "busy_lag_ms", 1e9),
     ("repair", "rate_bytes_s", float("nan")), ("repair", "busy_rate_bytes_s", float("inf")),
-    ("scrub", "rate_bytes_s", float("nan"))])
+    ("scrub", "rate_bytes_s", float("nan")), ("repair", "rate_bytes_s", 10**400)])
 def test_settings_refuse_nan_inf_and_values_past_their_ceiling(
         section: str, key: str, value: float) -> None:
     """NaN passed the `v < least` check (and meant 'unlimited' or 'adaptation off'

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,5 +40,33 @@ async def test_a_shred_elsewhere_stops_named_version_reads_within_the_short_boun
         assert not [k for k in there._kek_cache if k[0] == "t"]  # dropped from memory
         with pytest.raises(KeyUnavailable):
             await there.kek("t", v)
+    finally:
+        await meta.close()
+
+
+async def test_a_read_in_flight_across_a_shred_does_not_cache_the_keys_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KEK lookup whose record read began before a shred in the same process and ended
+    after it must not re-cache the key (nor mark the tenant checked for another 5 s)."""
+    meta = await SqliteStore.open(tmp_path / "meta.db")
+    try:
+        svc = TenantService(meta, FileRootKey(tmp_path / "root.key"))  # type: ignore[arg-type]
+        await svc.load()
+        await svc.create("t")
+        v, _ = await svc.kek("t")
+        real_get = svc.get
+
+        async def get_then_shred(name: str) -> Any:
+            t = await real_get(name)  # read before the shred...
+            await svc.shred(name)  # ...which lands before the lookup finishes
+            return t
+
+        monkeypatch.setattr(svc, "get", get_then_shred)
+        svc._kek_checked.clear()  # its 5 s are over: the lookup reads the record
+        await svc.kek("t", v)  # began before the shred: answered, not kept
+        monkeypatch.setattr(svc, "get", real_get)
+        assert not [k for k in svc._kek_cache if k[0] == "t"]
+        with pytest.raises(KeyUnavailable):
+            await svc.kek("t", v)
     finally:
         await meta.close()
