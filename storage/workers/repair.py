@@ -131,9 +131,12 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         self._dirty = True
         # Node returns (down or out, then up again): a return starts a sweep at once (its
         # lost shards are found in one pass, not after `sweep_interval_s`) and makes the
-        # entries deferred before it due now (they waited for a zone-safe node).
+        # entries deferred before it due now (they waited for a zone-safe node). A node
+        # marked down or out makes them due too: a stripe repaired while that node was
+        # still counted up was deferred when the shard sent to it failed, and its next
+        # attempt places that shard elsewhere (it waited RETRY_S before).
         self._states: dict[str, str] = {}
-        self._returned_at = 0.0
+        self._changed_at = 0.0
         self._sweep_again = False
         # Assessments the sweep just made of stripes it queued (stripe -> (when, nodes, it)):
         # the queue step reuses them instead of statting every shard again.
@@ -142,16 +145,21 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
     # the repair queue ----------------------------------------------------------------------
 
     def _note_returns(self) -> None:
-        """Notice nodes that came back since the last step (see `_returned_at`)."""
-        back = False
+        """Notice nodes that came back, or went down or out, since the last step (see
+        `_changed_at`)."""
+        back = gone = False
         for nid, s in self._health.states.items():
             before = self._states.get(nid)
             if s.state == UP and before in (DOWN, OUT):
                 back = True
+            elif s.state in (DOWN, OUT) and before == UP:
+                gone = True
             self._states[nid] = s.state
+        if gone:
+            self._changed_at = time.time()  # deferred entries are due: placed elsewhere
         if back:
             log.info("a node returned: sweeping now")
-            self._returned_at = time.time()
+            self._changed_at = time.time()
             if self._sweep_cursor == space(STRIPE)[0]:
                 self._next_sweep = 0.0
             else:  # stripes this pass already checked are checked again by the next one
@@ -159,10 +167,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
 
     def _due(self, entry: Mapping, now: float) -> bool:
         """A queue entry to work on now: not deferred, past its retry time, or deferred
-        before a node returned (the node it waited for may be that one)."""
+        before a node returned (the node it waited for may be that one) or went down."""
         retry_at = float(entry.get("retry_at", 0))
         return retry_at <= now or \
-            float(entry.get("deferred_at", retry_at - RETRY_S)) < self._returned_at
+            float(entry.get("deferred_at", retry_at - RETRY_S)) < self._changed_at
 
     async def step(self) -> WorkerState:
         await self._load_stats()
