@@ -87,7 +87,6 @@ def zone_return(data: Path, objects: int, size: int, busy_rate_mbps: float | Non
         bodies.update(during)
         for v in victims:
             c.restart_node(v)
-        back = time.time()
         t0 = time.monotonic()
         # Two more nodes die, within the tolerance: one in each of the other zones, both
         # holding shards of an object written during the outage.
@@ -113,8 +112,15 @@ def zone_return(data: Path, objects: int, size: int, busy_rate_mbps: float | Non
         for v in second:
             c.kill_node(v)
         try:
+            # Confirmed by a sweep that started once the kills were seen: one that started
+            # after the zone's return but before them would find every stripe whole, and
+            # the test would pass without a repair.
+            _wait("the two killed nodes to be seen down", lambda: all(
+                n["state"] in ("down", "out") for n in c.status()["nodes"]
+                if n["id"] in second), 30)
+            seen = time.time()
             _wait("every stripe back to k+m, zone-safe, under client load",
-                  lambda: fully_redundant(c.status(), back), deadline_s)
+                  lambda: fully_redundant(c.status(), seen), deadline_s)
             seconds = time.monotonic() - t0
         finally:
             stop.set()
