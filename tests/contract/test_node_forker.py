@@ -35,6 +35,16 @@ def _alive(pid: int) -> bool:
     return not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def _kill_all(forker: subprocess.Popen, pids: dict[str, int]) -> None:
+    """A test's cleanup: every node still alive and the forker, killed and reaped."""
+    for pid in pids.values():
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if forker.poll() is None:
+        forker.kill()
+    forker.wait()
+
+
 def test_forker_lines_are_whole_and_it_outlives_sigterm_until_its_nodes_end(
         tmp_path: Path) -> None:
     config = _config(tmp_path)
@@ -71,12 +81,7 @@ def test_forker_lines_are_whole_and_it_outlives_sigterm_until_its_nodes_end(
         assert exits == sorted(f"exited {n} 0\n" for n in IDS[1:])
         assert p.wait(30) == 0
     finally:
-        for pid in pids.values():
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if p.poll() is None:
-            p.kill()
-        p.wait()
+        _kill_all(p, pids)
 
 
 def _running_with(config: Path) -> list[int]:

@@ -18,7 +18,7 @@ import pytest
 
 from ops.localcluster import _start_nodes, _stop_all
 from ops.nodeforks import ForkedProc
-from tests.contract.test_node_forker import _alive, _config
+from tests.contract.test_node_forker import _alive, _config, _kill_all
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFETY_S = 60  # a bound on a wait that ends on an event, never a synchronization
@@ -149,12 +149,7 @@ def test_the_forker_blocks_sigterm_and_survives_its_reader_going_away(tmp_path: 
         assert p.wait(SAFETY_S) == 0, log.read_text()
         assert "Error" not in log.read_text()
     finally:
-        for pid in pids.values():
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        _kill_all(p, pids)
 
 
 def test_a_sigterm_sent_before_a_node_restores_its_handlers_is_delivered(
