@@ -17,7 +17,6 @@ from storage.config_sections import MAX_BUSY_LAG_MS
 from storage.keyspace import system_key
 from storage.metadata import MetadataStore
 
-LAG_MAX_MS = MAX_BUSY_LAG_MS
 PACING_SETTINGS = ("repair.busy_lag_ms", "rebalance.busy_lag_ms")
 
 
@@ -44,8 +43,8 @@ async def set_override(meta: MetadataStore, name: str, value: float | None) -> N
     if value is None:
         await meta.delete(system_key(name))
         return
-    if not 0 <= value <= LAG_MAX_MS:  # also refuses NaN
-        raise ValueError(f"{name} must be between 0 (fixed busy rate) and {LAG_MAX_MS:g} ms, "
+    if not 0 <= value <= MAX_BUSY_LAG_MS:  # also refuses NaN
+        raise ValueError(f"{name} must be between 0 (fixed busy rate) and {MAX_BUSY_LAG_MS:g} ms, "
                          f"got {value:g}")
     await meta.put(system_key(name), msgpack.packb(float(value)))
 

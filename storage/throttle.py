@@ -50,7 +50,7 @@ class Throttle:
 
     def rate(self) -> float:
         """The rate in force now in bytes/s; 0 means unlimited."""
-        if self.busy_rate > 0 and self._busy():
+        if self.busy():
             busy = self.busy_rate if self.adaptive is None else self.adaptive.current()
             return min(self.max_rate, busy) if self.max_rate > 0 else busy
         return self.max_rate
@@ -67,7 +67,7 @@ class Throttle:
 
     async def consume(self, n: int) -> None:
         """Account `n` bytes, first waiting until earlier bytes are paid for."""
-        if self.adaptive is not None and self.busy_rate > 0 and self._busy():
+        if self.adaptive is not None and self.busy():
             await self.adaptive.probe()  # clients are served: how long do they wait?
         rate = self._refill()
         while rate > 0 and self._tokens < -1.0:  # within a byte counts as paid
