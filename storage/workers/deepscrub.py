@@ -45,6 +45,7 @@ log = logging.getLogger("tessera.deepscrub")
 MIB = 2**20
 BATCH = 8  # stripes per step
 STRIPE_FLOOR_BYTES = 64 * 1024  # of the byte rate charged per stripe (4 MiB/s: 64 a second)
+PUBLISH_S = 5.0  # progress is written at most this often (and at each pass end)
 CHUNK_SEGMENTS = 4  # segments read per shard request (memory: (k+m) x 4 blocks)
 
 
@@ -91,6 +92,7 @@ class DeepScrubber:
         self._next_pass = 0.0
         self.stats = DeepScrubStats()
         self._loaded = False
+        self._published = 0.0  # monotonic time of the last progress write
 
     async def step(self) -> WorkerState:
         if self.settings.rate_bytes_s <= 0 or time.monotonic() < self._next_pass:
@@ -112,7 +114,9 @@ class DeepScrubber:
             self._next_pass = time.monotonic() + self.settings.pause_s
         else:
             self._cursor = next_key(items[-1].key)
-        await self._publish()
+        if len(items) < BATCH or time.monotonic() - self._published >= PUBLISH_S:
+            await self._publish()  # (a metadata write per 8-stripe step was ~7% idle CPU)
+            self._published = time.monotonic()
         return WorkerState.BUSY if len(items) == BATCH else WorkerState.IDLE
 
     async def _publish(self) -> None:

@@ -46,3 +46,34 @@ async def test_small_stripes_cost_the_floor_each(tmp_path: Path) -> None:
     finally:
         await s.close()
 
+
+
+async def test_progress_is_written_per_pass_not_per_step(tmp_path: Path, monkeypatch) -> None:
+    """A pass of several steps writes its progress once when it starts (PUBLISH_S apart
+    after that) and once at its end, not once per 8-stripe step."""
+    import storage.workers.deepscrub as ds
+
+    s = Sim(tmp_path, 4)
+    await s.open(tmp_path)
+    try:
+        for i in range(3 * ds.BATCH + 1):
+            await s.put(f"o{i}", 100)
+        writes: list[object] = []
+        real = ds.update_integrity
+
+        async def counted(meta, change):  # type: ignore[no-untyped-def]
+            writes.append(change)
+            return await real(meta, change)
+
+        monkeypatch.setattr(ds, "update_integrity", counted)
+        monkeypatch.setattr(ds, "PUBLISH_S", 3600.0)
+        scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,
+                             LyingShards(s.meta, s.sim), DeepScrubSettings(rate_bytes_s=1e12))
+        steps = 0
+        while not scrub.stats.passes and steps < 20:
+            await scrub.step()
+            steps += 1
+        assert steps == 4
+        assert len(writes) == 2  # the first step's and the pass end's
+    finally:
+        await s.close()
