@@ -23,7 +23,7 @@ from gateway.s3.handlers.object_lock import (
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
-from gateway.s3.sendbody import BorrowedBodyWriter
+from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
 from storage.archive import is_archived
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
 from storage.errors import ObjectNotFound
@@ -38,15 +38,6 @@ SYSTEM_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
                    "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "REDUCED_REDUNDANCY")
 META_LIMIT_BYTES = 2048
-SMALL_BODY_BYTES = 64 * 1024  # GET bodies up to this size go out in one write with headers
-
-
-class SmallBodyResponse(web.StreamResponse):
-    """A streamed response whose status line and headers wait for the first body write
-    (aiohttp's `Response` does so): a small object's GET is one `send` instead of two.
-    Only for small bodies: the headers and the first chunk are joined into one buffer."""
-
-    _send_headers_immediately = False
 
 
 def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -271,8 +262,7 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     if "versionId" not in rq.params:
         headers.update(await expiration_headers(rq, v))
     _overrides(rq, headers)
-    small = end - start <= SMALL_BODY_BYTES
-    resp = (SmallBodyResponse if small else web.StreamResponse)(status=status, headers=headers)
+    resp = HeldHeadResponse(status=status, headers=headers)
     resp.content_length = end - start
     # aclosing: however the response ends (a client hanging up mid-body included), the
     # shard streams behind it are cancelled and awaited now, not left to the GC.
