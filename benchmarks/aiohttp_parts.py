@@ -12,8 +12,9 @@ Variants, each one step above the previous:
   (request object, handler task, response object, header serialisation, keep-alive);
 - `s3-response`: the same with the S3 listener's server (`gateway/app.py`: `S3Request`,
   `_stamp`, its limits and keep-alive);
-- `s3-stream`: that with GetObject's response instead: a prepared `SmallBodyResponse`
-  (headers held for the first write) written through `BorrowedBodyWriter`, then ended.
+- `s3-stream`: that with GetObject's small-body response before session 9 instead: a
+  prepared stream with the headers held for the first write, written through
+  `BorrowedBodyWriter`, then ended (`s3-response` is what GetObject sends now).
 
 The differences between rows are the parts' costs. On a loaded box read the medians.
 
@@ -90,6 +91,12 @@ class ParserProtocol(BareProtocol):
         self.parser = HttpRequestParser(self, loop, 2 ** 16, max_field_size=16384,
                                         max_line_size=16384)
 
+    def pause_reading(self, **_: Any) -> None:  # the payload readers' flow control
+        self.transport.pause_reading()
+
+    def resume_reading(self, **_: Any) -> None:
+        self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         messages, _, _ = self.parser.feed_data(data)
         for _, payload in messages:
@@ -97,9 +104,15 @@ class ParserProtocol(BareProtocol):
             self.transport.write(self.reply)
 
 
+class HeldHeaders(web.StreamResponse):
+    """A stream whose status line and headers wait for the first body write (GetObject's
+    small-body response before session 9)."""
+
+    _send_headers_immediately = False
+
+
 def _server(op: str, stream: bool, s3: bool) -> web.Server:
     from gateway.app import create_s3_server
-    from gateway.s3.handlers.objects import SmallBodyResponse
     from gateway.s3.sendbody import BorrowedBodyWriter
 
     class Handler:
@@ -110,7 +123,7 @@ def _server(op: str, stream: bool, s3: bool) -> web.Server:
             headers = {"Content-Type": "application/octet-stream"}
             if not stream:
                 return web.Response(body=BODY if op == "get" else None, headers=headers)
-            resp = SmallBodyResponse(headers=headers)
+            resp = HeldHeaders(headers=headers)
             resp.content_length = len(BODY) if op == "get" else 0
             await resp.prepare(request)
             if op == "get":
