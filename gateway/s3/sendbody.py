@@ -27,7 +27,7 @@ class HeldHeadResponse(web.StreamResponse):
     """A streamed response whose status line and headers wait for the first body write,
     to leave with its first bytes: one `send` where there were two (and, on loopback, one
     wake-up of the reader fewer). `BorrowedBodyWriter` sends both with one `writev`;
-    aiohttp's own write (an empty body, a fallback) joins them into one buffer."""
+    aiohttp's own write (its fallback) joins them into one buffer."""
 
     _send_headers_immediately = False
 
