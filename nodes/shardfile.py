@@ -258,6 +258,21 @@ class ShardWriter:
         await asyncio.to_thread(self._write_many_sync, parts)
         self.bytes_written += n
 
+    def write_aligned_sync(self, parts: list[memoryview]) -> None:
+        """`write_many` of page-aligned buffers' bytes, in the calling (worker) thread: an
+        O_DIRECT writer writes them without copying them (`DirectAppender.append_aligned`)."""
+        if self._done:
+            raise RuntimeError("shard writer is closed")
+        fd = self._open_sync()
+        if self.digest is not None:
+            for p in parts:
+                self.digest.update(p)
+        if self._appender is not None:
+            self._appender.append_aligned(parts)
+        else:
+            _writev_all(fd, list(parts))
+        self.bytes_written += sum(map(len, parts))
+
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._done:
             raise RuntimeError("shard writer is closed")

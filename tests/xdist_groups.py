@@ -1,0 +1,28 @@
+"""How the suite is split under pytest-xdist (`-n N --dist loadgroup`, `CI_WORKERS=N .ci/run`).
+
+Each module's tests run on one worker, in order: a module's tests may build on each other
+(a bucket an earlier test made) and a module-scoped cluster then starts once. The
+block-volume modules (loop devices, FUSE and ext4 mounts; one compares the machine's loop
+devices before and after) run together on one worker, one after another. Serial runs are
+untouched. Kept apart from tests/conftest.py so its test imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+MACHINE_WIDE = frozenset({
+    "test_admin_volumes.py", "test_block_fuse_threads.py", "test_volume_fencing.py",
+    "test_volume_journal_crash.py", "test_volume_model.py", "test_volume_zone.py",
+    "test_volumes.py",
+})
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names each test's group from its marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its xdist group: its module, or "block-volumes"."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist's workers only
+        return
+    for item in items:
+        group = "block-volumes" if item.path.name in MACHINE_WIDE else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
