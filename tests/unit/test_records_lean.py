@@ -62,3 +62,16 @@ def test_a_small_objects_record_is_smaller() -> None:
     full = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
     full["parts"] = [dataclasses.asdict(p) for p in v.parts]
     assert len(v.encode()) < 0.75 * len(pack(full))
+
+
+def test_the_defaults_are_pinned() -> None:
+    """A field at its default is not written, so its default is what stored records hold:
+    changing one changes every such record already stored. Add fields; never change these."""
+    assert field_defaults(ObjectVersion) == {
+        "parts": [], "dek": b"", "kek_version": 0, "content_type": "binary/octet-stream",
+        "user_meta": {}, "headers": {}, "storage_class": "STANDARD", "delete_marker": False,
+        "checksums": {}, "checksum_type": None, "tags": {}, "sse": {}, "identity_version": "",
+        "restore": {}, "acl": {}, "lock": {}, "upload_id": ""}
+    assert field_defaults(PartLayout) == {"profile": "standard", "checksums": {},
+                                          "compressed": False, "plain_size": 0,
+                                          "inline": b"", "body_ref": ""}
