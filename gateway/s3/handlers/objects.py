@@ -24,7 +24,7 @@ from gateway.s3.handlers.object_lock import (
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
-from gateway.s3.sendbody import BorrowedBodyWriter
+from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
 from storage.archive import is_archived
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
 from storage.errors import ObjectNotFound
@@ -274,8 +274,8 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
             source, start, end, sse_c_key=customer_key, borrowed=True)) as stream:
         if end - start <= SMALL_BODY_BYTES:
             return await small_body_response(stream, status, headers)
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = end - start
+        resp = HeldHeadResponse(status=status, headers=headers)  # the head leaves with
+        resp.content_length = end - start  # the first slice, in one writev
         # Read the first segment before sending headers, so an unreadable object is an
         # error response rather than a truncated 200.
         first = await anext(stream)
