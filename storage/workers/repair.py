@@ -346,7 +346,9 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             self.stats.shards_rebuilt += len(res.written)
             self.stats.bytes_rebuilt += res.bytes_written
             self._dirty = True
-            log.info("stripe %s: rebuilt shards %s", part.stripe_id.hex(), res.written)
+            log.info("stripe %s: rebuilt shards %s (%d healthy, %d unknown, %s)",
+                     part.stripe_id.hex(), sorted(res.written), len(a.healthy), len(a.unknown),
+                     "at risk" if self.at_risk(part, a) else "safe")
             await self._publish(min_interval_s=0.5)  # progress while a batch runs
             complete = len(res.written) == len(a.missing) and not a.unknown
             more = {str(i): part.nodes[i] for i in res.liars - set(a.missing)
