@@ -12,15 +12,23 @@ fill rate, pages/s, p50/p99 ms per page overall and per tenth of the listing, an
 the last tenth's p50 to the first tenth's.
 
     python benchmarks/list_bench.py [--keys 1000000] [--page 1000] [--json]
+        [--port P] [--keep DIR]
+
+`--port P` puts the gateway on P, the admin API on P+1 and the nodes on P+2 (else free
+ports); `--keep DIR` keeps the filled cluster in DIR (and reuses it, unfilled again, when DIR
+already holds one: for idle-cost measurements at scale). The gateway's process tree
+(`run/gateway.pid` and its workers) is sampled from /proc: CPU-ms per page and peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
 import sys
 import tempfile
@@ -137,12 +145,48 @@ async def list_all(signer: Signer, page: int) -> tuple[list[float], int, float]:
         return lat, keys, time.perf_counter() - t0
 
 
+def gateway_pids(data: Path) -> list[int]:
+    """The gateway process and its children (the workers), from run/gateway.pid and /proc."""
+    root = int((data / "run" / "gateway.pid").read_text())
+    pids, todo = [root], [root]
+    while todo:
+        p = todo.pop()
+        for t in Path(f"/proc/{p}/task").glob("*/children"):
+            kids = [int(x) for x in t.read_text().split()]
+            pids += kids
+            todo += kids
+    return pids
+
+
+def cpu_s(pids: list[int]) -> float:
+    """user+system CPU-seconds of `pids` (children not yet reaped are not counted)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+    return total / tick
+
+
+def rss_mib(pids: list[int], key: str = "VmRSS") -> float:
+    """Sum of `key` (VmRSS, VmHWM) over `pids`, MiB."""
+    total = 0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
 def pct(vals: list[float], p: float) -> float:
     s = sorted(vals)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000
 
 
-def report(n: int, fill_rate: float, lat: list[float], keys: int, total: float) -> dict:
+def report(n: int, fill_rate: float, lat: list[float], keys: int, total: float,
+           gw: dict[str, float]) -> dict:
     tenth = max(1, len(lat) // 10)
     deciles = [lat[i * tenth:(i + 1) * tenth] for i in range(10) if lat[i * tenth:(i + 1) * tenth]]
     return {
@@ -154,6 +198,10 @@ def report(n: int, fill_rate: float, lat: list[float], keys: int, total: float) 
         "decile_p50_ms": [round(pct(d, 50), 2) for d in deciles],
         "decile_p99_ms": [round(pct(d, 99), 2) for d in deciles],
         "last_over_first_decile_p50": round(pct(deciles[-1], 50) / pct(deciles[0], 50), 2),
+        "gateway_cpu_ms_per_page": round(gw["cpu_s"] * 1000 / len(lat), 2),
+        "gateway_rss_mib_before": round(gw["rss_before"], 1),
+        "gateway_rss_mib_after": round(gw["rss_after"], 1),
+        "gateway_peak_rss_mib": round(gw["hwm"], 1),
     }
 
 
@@ -162,24 +210,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--page", type=int, default=1000)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--port", type=int, default=0, help="gateway port (admin P+1, nodes P+2)")
+    ap.add_argument("--keep", type=Path, help="keep (or reuse) the filled cluster here")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from tests.integration.cluster import LocalCluster
 
     with tempfile.TemporaryDirectory(prefix="tessera-listbench-") as tmp:
-        c = LocalCluster(Path(tmp) / "data").start()
+        data = a.keep or Path(tmp) / "data"
+        reuse = (data / "tessera.toml").exists()
+        ports = (a.port, a.port + 1, a.port + 2) if a.port else (0, 0, 0)
+        c = LocalCluster(data, *ports).start()
         try:
-            c.client().create_bucket(Bucket=BUCKET)
-            c.stop()
-            print(f"filling {a.keys:,} zero-byte objects...", file=sys.stderr, flush=True)
-            rate = asyncio.run(fill(c.data / "tessera.toml", c.env["AWS_ACCESS_KEY_ID"], a.keys))
-            c.start()
+            rate = 0.0
+            if not reuse:
+                c.client().create_bucket(Bucket=BUCKET)
+                c.stop()
+                print(f"filling {a.keys:,} zero-byte objects...", file=sys.stderr, flush=True)
+                rate = asyncio.run(fill(c.data / "tessera.toml", c.env["AWS_ACCESS_KEY_ID"],
+                                        a.keys))
+                c.start()
             signer = Signer(c.endpoint, c.env["AWS_ACCESS_KEY_ID"],
                             c.env["AWS_SECRET_ACCESS_KEY"], c.env["AWS_DEFAULT_REGION"])
+            pids = gateway_pids(c.data)
+            gw = {"rss_before": rss_mib(pids), "cpu_s": cpu_s(pids)}
             lat, keys, total = asyncio.run(list_all(signer, a.page))
+            gw.update(cpu_s=cpu_s(pids) - gw["cpu_s"], rss_after=rss_mib(pids),
+                      hwm=rss_mib(pids, "VmHWM"))
         finally:
             c.stop()
-    r = report(a.keys, rate, lat, keys, total)
+    r = report(a.keys, rate, lat, keys, total, gw)
     if a.json:
         print(json.dumps(r, indent=2))
     else:

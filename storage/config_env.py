@@ -35,6 +35,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_REPAIR_DOWN_GRACE_S", "repair", "down_grace_s"),
     EnvOverride("TESSERA_REPAIR_SWEEP_S", "repair", "sweep_interval_s"),
     EnvOverride("TESSERA_REPAIR_SWEEP_BATCH", "repair", "sweep_batch"),
+    EnvOverride("TESSERA_REPAIR_SWEEP_RATE", "repair", "sweep_rate_stripes_s"),
     EnvOverride("TESSERA_REPAIR_PARALLEL", "repair", "parallel"),
     EnvOverride("TESSERA_ORPHAN_GRACE_S", "repair", "orphan_grace_s"),
     EnvOverride("TESSERA_REBALANCE_RATE_MBPS", "rebalance", "rate_bytes_s", MiB),

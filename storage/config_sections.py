@@ -126,6 +126,9 @@ class RepairSettings:
     down_grace_s: float = 300.0  # a down node's shards are rebuilt after this long
     sweep_interval_s: float = 60.0  # pause between two full sweeps
     sweep_batch: int = 128  # stripes checked per sweep step
+    # stripes the sweep checks per second on average while every node is up (0 = unlimited),
+    # with a burst of a minute's worth: its idle cost stays flat however many objects
+    sweep_rate_stripes_s: float = 100.0
     orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
     # stripes rebuilt at once: 16, not 8 (benchmarks/README, issue 17 session 5: faster and
     # less CPU per rebuilt MiB, client PUTs during repair no slower)

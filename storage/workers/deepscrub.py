@@ -9,7 +9,9 @@ re-encodes it: a shard whose block differs from the authenticated codeword lies
 (`StripeCodec.audit`). Findings go to `LyingShards` (quarantine on the node, urgent repair,
 counters). Where the cluster holds no key (SSE-C objects, block-volume extents) the
 reference is the codeword k+1 shards agree on. After a full pass it rests
-`deep_scrub_pause_s`.
+`deep_scrub_pause_s`. Every stripe looked at costs at least STRIPE_FLOOR_BYTES of the rate
+(a manifest load and k+m reads cost CPU however small the stripe): a million small or empty
+objects are scrubbed at a bounded stripe rate, not at full speed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from storage.workers.manifests import Manifest, load_manifest
 log = logging.getLogger("tessera.deepscrub")
 MIB = 2**20
 BATCH = 8  # stripes per step
+STRIPE_FLOOR_BYTES = 64 * 1024  # of the byte rate charged per stripe (4 MiB/s: 64 a second)
 CHUNK_SEGMENTS = 4  # segments read per shard request (memory: (k+m) x 4 blocks)
 
 
@@ -123,6 +126,7 @@ class DeepScrubber:
     async def _scrub_item(self, item: Item) -> None:
         if unpack(item.value).get("state") != "live":
             return
+        await self._throttle.consume(STRIPE_FLOOR_BYTES)
         stripe_id = stripe_of(item.key)
         man = await load_manifest(self._meta, stripe_id)
         if not isinstance(man, Manifest) or (not man.part.size or man.part.inline

@@ -3,7 +3,9 @@
 Work comes from the repair queue (R, stripe) (writes that could not place every shard,
 reads that met damage, corrupt shards the node scrubbers quarantined) and from a bounded
 background sweep over the stripe index `X` that finds shards on nodes that are out (or
-down past a grace) or missing from their node. Stripes with the fewest healthy shards go
+down past a grace) or missing from their node (paced to `sweep_rate_stripes_s` while every
+node is up, so its idle cost stays flat however many objects; unpaced while a node is down
+or out and for the pass after a node returns). Stripes with the fewest healthy shards go
 first. Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
 manifest change is committed with compare-and-swap on every record holding the manifest;
 if the version vanished meanwhile, the new shards are queued for collection. The sweep
@@ -65,8 +67,12 @@ BATCH = 64
 # (measured: 4.2 -> 1.5 ms of gateway + node CPU per stripe checked).
 ASSESS_PARALLEL = 128
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
+# The nodes' quarantine reports are read at least this often, paced sweep or not (a paced
+# pass may take a sweep step only every few minutes; a scrubber's find should not wait).
+QUARANTINE_POLL_S = 5.0
 RETRY_S = 30.0
 FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
+SWEEP_BURST_S = 60.0  # the paced sweep's burst: this many seconds of sweep_rate_stripes_s
 
 
 @dataclass
@@ -123,6 +129,11 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         self._sweep_cursor = space(STRIPE)[0]
         self._next_sweep = 0.0
         self._next_orphans = 0.0
+        self._next_quarantine = 0.0
+        # the sweep's pacing (`_paced`): stripes it may still check now, refilled over time
+        self._budget = self._burst()
+        self._budget_at = time.monotonic()
+        self._unpaced = False  # a node returned: its pass runs at full speed
         self._pass_health: dict[str, int] = {}
         self._pass_started = 0.0
         self._volume_stripes: set[bytes] | None = None
@@ -157,12 +168,14 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             self._states[nid] = s.state
         if gone:
             self._changed_at = time.time()  # deferred entries are due: placed elsewhere
+            if self._sweep_cursor != space(STRIPE)[0]:  # a paced pass goes on unpaced now
+                self._next_sweep = 0.0
         if back:
             log.info("a node returned: sweeping now")
             self._changed_at = time.time()
-            if self._sweep_cursor == space(STRIPE)[0]:
-                self._next_sweep = 0.0
-            else:  # stripes this pass already checked are checked again by the next one
+            self._unpaced = True  # until the pass that sees the return whole has ended
+            self._next_sweep = 0.0
+            if self._sweep_cursor != space(STRIPE)[0]:  # what this pass already checked
                 self._sweep_again = True
 
     def _due(self, entry: Mapping, now: float) -> bool:
@@ -181,8 +194,12 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         if sweeping:
             busy = await self.sweep_step() or busy
         busy = await self.queue_step() or busy
-        if sweeping:  # after the repairs it may have queued, so detection is not delayed
+        # after the repairs the sweep may have queued, so detection is not delayed
+        if sweeping or time.monotonic() >= self._next_quarantine:
             await self._poll_quarantine()
+            self._next_quarantine = time.monotonic() + min(QUARANTINE_POLL_S,
+                                                           self.settings.sweep_interval_s)
+        if sweeping:
             # Orphans are costly (a manifest load per shard) and never urgent: not while
             # the queue has work.
             if not busy and time.monotonic() >= self._next_orphans:
@@ -337,7 +354,9 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             self.stats.shards_rebuilt += len(res.written)
             self.stats.bytes_rebuilt += res.bytes_written
             self._dirty = True
-            log.info("stripe %s: rebuilt shards %s", part.stripe_id.hex(), res.written)
+            log.info("stripe %s: rebuilt shards %s (%d healthy, %d unknown, %s)",
+                     part.stripe_id.hex(), sorted(res.written), len(a.healthy), len(a.unknown),
+                     "at risk" if self.at_risk(part, a) else "safe")
             await self._publish(min_interval_s=0.5)  # progress while a batch runs
             complete = len(res.written) == len(a.missing) and not a.unknown
             more = {str(i): part.nodes[i] for i in res.liars - set(a.missing)
@@ -423,14 +442,38 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             self.stats.last_sweep_end = time.time()
             self.stats.last_pass_health = dict(self._pass_health)
             self._pass_health = {}
-            self._next_sweep = 0.0 if self._sweep_again else \
-                time.monotonic() + self.settings.sweep_interval_s
+            paced = self._paced(len(items))
+            self._next_sweep = paced if self._sweep_again else \
+                max(paced, time.monotonic() + self.settings.sweep_interval_s)
+            self._unpaced = self._sweep_again
             self._sweep_again = False
             self._dirty = True
             return False
         self._sweep_cursor = next_key(items[-1].key)
-        self._next_sweep = 0.0
+        self._next_sweep = self._paced(len(items))
         return True
+
+    def _burst(self) -> float:
+        """Stripes the paced sweep may check at once: SWEEP_BURST_S worth (at least a
+        batch), so a cluster with fewer stripes sweeps as fast as unpaced."""
+        return max(float(self.settings.sweep_batch),
+                   self.settings.sweep_rate_stripes_s * SWEEP_BURST_S)
+
+    def _paced(self, checked: int) -> float:
+        """When the next sweep step may run after one that looked at `checked` stripes:
+        at once while unpaced (no rate, a node down or out, or the pass after a return),
+        else once the budget, refilled at `sweep_rate_stripes_s`, is no longer overdrawn
+        (a wait of at most one batch's worth)."""
+        rate = self.settings.sweep_rate_stripes_s
+        now = time.monotonic()
+        if rate <= 0 or self._unpaced or \
+                any(s.state != UP for s in self._health.states.values()):
+            self._budget, self._budget_at = self._burst(), now
+            return 0.0
+        self._budget = min(self._burst(), self._budget + (now - self._budget_at) * rate)
+        self._budget -= checked
+        self._budget_at = now
+        return 0.0 if self._budget >= 0 else now - self._budget / rate
 
     async def _publish(self, min_interval_s: float = 0.0) -> None:
         if not self._dirty or time.time() - self.stats.updated < min_interval_s:

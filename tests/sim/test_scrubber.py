@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 from nodes.disk import DiskShardStore
-from nodes.scrubber import Scrubber
+from nodes.scrubber import SHARD_FLOOR_BYTES, Scrubber
 from storage.config import ScrubSettings, env_settings
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
@@ -44,6 +45,28 @@ async def test_scrub_pass_quarantines_only_the_damaged_shard(tmp_path: Path) -> 
     assert [e["shard_id"] for e in q] == [sids[2]]
     await s.run_pass()  # a clean second pass
     assert s.progress.corrupt_found == 1 and s.progress.shards_this_pass == 3
+
+
+async def test_small_shards_are_paced_by_count_not_only_bytes(tmp_path: Path) -> None:
+    """Each shard costs at least SHARD_FLOOR_BYTES of the rate: 8 one-frame shards (~1 KiB)
+    at 64 KiB/s are 8 s of pacing, not 0.14 s (nothing waits: the sleeps are recorded)."""
+    store = DiskShardStore(tmp_path)
+    await store.start()
+    sids = [await _write(store, bytes([i]) * 16, 0, 1) for i in range(8)]
+    rate = 64 * 1024
+    s = Scrubber(store, ScrubSettings(rate_bytes_s=rate, pause_s=0))
+    asked: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        asked.append(seconds)
+
+    s._sleep = sleep  # type: ignore[method-assign]
+    t = time.monotonic()
+    await s.run_pass()
+    took = time.monotonic() - t
+    assert s.progress.shards_this_pass == len(sids)
+    assert s.progress.bytes_this_pass < len(sids) * 2048  # the bytes are few...
+    assert max(asked) >= len(sids) * SHARD_FLOOR_BYTES / rate - took  # ...the shards are not
 
 
 def test_settings_from_defaults_and_env() -> None:
