@@ -16,12 +16,16 @@ connection takes it for every slice.
 from __future__ import annotations
 
 import os
+import sys
 from types import TracebackType
 
 from aiohttp import web
 
 SLICE_BYTES = 1024 * 1024
 DRAIN_ABOVE = 0x10000  # aiohttp's StreamWriter drains after a write larger than this
+# asyncio's socket transport copies what the socket did not take on 3.11 (a bytearray
+# buffer); from 3.12 it queues the caller's object itself, views included.
+TRANSPORT_COPIES = sys.version_info < (3, 12)
 
 
 class HeldHeadResponse(web.StreamResponse):
@@ -58,8 +62,8 @@ class BorrowedBodyWriter:
             piece: bytes | memoryview = view[at:at + SLICE_BYTES]
             rest = self._send(piece)
             if rest is None:  # aiohttp's own write
-                if len(piece) <= DRAIN_ABOVE:
-                    piece = bytes(piece)  # no drain follows it: the transport may keep it
+                if len(piece) <= DRAIN_ABOVE or not TRANSPORT_COPIES:
+                    piece = bytes(piece)  # no drain follows it, or the transport keeps views
                 await self._resp.write(piece)
             elif rest:
                 await self._hand_over(rest)
@@ -101,13 +105,15 @@ class BorrowedBodyWriter:
         return rest
 
     async def _hand_over(self, rest: list[bytes | memoryview]) -> None:
-        """The bytes the socket did not take, to the transport (it copies them), and the
-        wait until it has sent them all."""
+        """The bytes the socket did not take, to the transport, and the wait until it has
+        sent them all. They are copies: an early exit (a cancelled drain) must never leave
+        a view of a reused buffer queued on the socket, where the next request's plaintext
+        would be sent in its place (`TRANSPORT_COPIES`)."""
         transport = self._request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
         for p in rest:
-            transport.write(p)
+            transport.write(p if TRANSPORT_COPIES else bytes(p))
         await self._request.writer.drain()
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,

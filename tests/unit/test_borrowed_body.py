@@ -175,3 +175,58 @@ async def test_a_tls_connection_never_writes_the_raw_socket() -> None:
             req = _FakeRequest(_FakeTransport(sock, tls))
             async with BorrowedBodyWriter(req, None) as w:  # type: ignore[arg-type]
                 assert (w._fd >= 0) is direct
+
+
+async def test_transport_copies_says_what_this_python_s_transport_does() -> None:
+    """`TRANSPORT_COPIES` must match asyncio here: a view the socket did not take is either
+    copied by the transport, or kept (3.12+) and then sent as the buffer is by then."""
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+    try:
+        buf = bytearray(b"o" * (4 << 20))
+        transport.write(memoryview(buf))  # far more than the socket takes at once
+        assert transport.get_write_buffer_size() > 0
+        buf[:] = b"n" * len(buf)  # the caller reuses its buffer
+        b.setblocking(False)
+        got = bytearray()
+        while len(got) < len(buf):
+            try:
+                got += b.recv(1 << 20)
+            except BlockingIOError:
+                await asyncio.sleep(0)
+        assert (got.count(b"n") == 0) == sendbody.TRANSPORT_COPIES
+    finally:
+        transport.abort()
+        b.close()
+
+
+async def test_a_transport_that_keeps_views_is_handed_copies(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the transport keeps views, what the socket did not take goes to it as a copy:
+    an early exit never leaves a reused buffer's view queued on a connection."""
+    monkeypatch.setattr(sendbody, "TRANSPORT_COPIES", False)
+    written: list[object] = []
+
+    class Transport:
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: object) -> None:
+            written.append(data)
+
+    class Writer:
+        async def drain(self) -> None:
+            return None
+
+    class Request:
+        transport = Transport()
+        writer = Writer()
+
+    w = BorrowedBodyWriter(Request(), None)  # type: ignore[arg-type]
+    buf = bytearray(b"x" * 10)
+    await w._hand_over([memoryview(buf)[2:]])
+    buf[:] = b"y" * 10
+    assert written == [b"x" * 8] and all(type(d) is bytes for d in written)

@@ -102,9 +102,21 @@ async def _chunks(parts: list[bytearray], fail_after: int | None = None
 
 async def test_borrowed_chunks_are_copied_and_a_late_failure_is_an_error() -> None:
     resp = await small_body_response(_chunks([bytearray(b"ab"), bytearray(b"cd")]), 206,
-                                     {"Content-Range": "bytes 0-3/9"})
+                                     {"Content-Range": "bytes 0-3/9"}, 4)
     assert resp.body == b"abcd" and resp.status == 206
     assert resp.headers["Content-Range"] == "bytes 0-3/9"
     with pytest.raises(OSError):  # nothing was sent: the pipeline answers with an error
-        await small_body_response(_chunks([bytearray(b"ab"), bytearray(b"cd")], 1), 200, {})
+        await small_body_response(_chunks([bytearray(b"ab"), bytearray(b"cd")], 1), 200, {}, 4)
     assert objects.SMALL_BODY_BYTES == 64 * 1024
+
+
+async def test_a_small_body_of_the_wrong_length_is_an_error_not_an_answer() -> None:
+    """The one-write small answer carries the bytes the read gave: a read that gave another
+    count than asked would be a well-formed 200/206 of the wrong length (review9b)."""
+    async def short():  # type: ignore[no-untyped-def]
+        yield b"abc"
+
+    with pytest.raises(RuntimeError):
+        await small_body_response(short(), 200, {}, 4)
+    ok = await small_body_response(short(), 200, {}, 3)
+    assert ok.body == b"abc"

@@ -273,7 +273,7 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     async with contextlib.aclosing(rq.cluster.objects.read(
             source, start, end, sse_c_key=customer_key, borrowed=True)) as stream:
         if end - start <= SMALL_BODY_BYTES:
-            return await small_body_response(stream, status, headers)
+            return await small_body_response(stream, status, headers, end - start)
         resp = HeldHeadResponse(status=status, headers=headers)  # the head leaves with
         resp.content_length = end - start  # the first slice, in one writev
         # Read the first segment before sending headers, so an unreadable object is an
@@ -298,11 +298,15 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
 
 
 async def small_body_response(stream: AsyncIterator[bytes | memoryview], status: int,
-                              headers: dict[str, str]) -> web.Response:
+                              headers: dict[str, str], length: int) -> web.Response:
     """A small body read whole before anything is sent (so a failure anywhere in it is an
     error response, never a short body), then sent as aiohttp sends a `Response`: status
-    line, headers and body in one write, without a prepared stream's per-write steps."""
+    line, headers and body in one write, without a prepared stream's per-write steps.
+    The body must be the `length` bytes asked for: a well-formed answer of another length
+    would be taken by the client as the object's bytes."""
     body = b"".join([bytes(chunk) async for chunk in stream])  # copies: chunks are borrowed
+    if len(body) != length:
+        raise RuntimeError(f"object read gave {len(body)} bytes, not {length}")
     return web.Response(status=status, headers=headers, body=body)
 
 
