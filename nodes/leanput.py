@@ -16,8 +16,8 @@ Anything else on the connection — another method or path, a query (but a GET's
 `LEAN_MAX_BODY` is streamed: `nodes.leanstream`), a chunked body, `Expect`, `Upgrade`,
 HTTP/1.0, a head this parser does not fully accept, a request whose signature already
 fails (no body is buffered for it) — is handed to aiohttp's request handler with every
-byte received so far, and the connection stays with aiohttp from then on: nothing aiohttp would refuse is accepted
-here.
+byte received so far, and the connection stays with aiohttp from then on: nothing aiohttp
+would refuse is accepted here.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ connection's transport, which is told to count any unsent byte as "too much" (wr
 high water 0), so aiohttp's drain returns only once the transport holds nothing. A slice
 too small for aiohttp to drain after is copied first (it is small). Anything unusual (a
 transport holding bytes, a compressing or chunked writer, an aiohttp that writes its head
-at once, an error from the socket) takes aiohttp's own write for that slice.
+at once, an error from the socket) takes aiohttp's own write for that slice, and a TLS
+connection takes it for every slice.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class BorrowedBodyWriter:
             self._limits = transport.get_write_buffer_limits()
             transport.set_write_buffer_limits(high=0)
             sock = transport.get_extra_info("socket")
-            if sock is not None:
-                self._fd = sock.fileno()
+            if sock is not None and transport.get_extra_info("ssl_object") is None:
+                self._fd = sock.fileno()  # (under TLS the socket carries records, not bytes)
         return self
 
     async def write(self, chunk: bytes | bytearray | memoryview) -> None:

@@ -24,7 +24,7 @@ def _pattern(i: int) -> bytes:
     return bytes((i * 7 + j) & 0xFF for j in range(256)) * (CHUNK // 256)
 
 
-async def _serve(chunks: int, calls: list[list[int]] | None = None):  # type: ignore[no-untyped-def]
+async def _serve(chunks: int):  # type: ignore[no-untyped-def]
     """A server whose GET answers `chunks` borrowed chunks of one reused buffer."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -140,3 +140,38 @@ async def test_an_error_from_the_socket_leaves_the_write_to_aiohttp(
         await runner.cleanup()
     assert head.startswith(b"HTTP/1.1 200")
     assert body == _pattern(0) + _pattern(1)
+
+
+
+class _FakeTransport:
+    """What `BorrowedBodyWriter.__aenter__` asks of a transport; `ssl_object` set or not."""
+
+    def __init__(self, sock: socket.socket, tls: bool) -> None:
+        self._extra = {"socket": sock, "ssl_object": object() if tls else None}
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (16384, 65536)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return True
+
+
+class _FakeRequest:
+    def __init__(self, transport: _FakeTransport) -> None:
+        self.transport = transport
+
+
+async def test_a_tls_connection_never_writes_the_raw_socket() -> None:
+    """Under TLS the socket carries records, not the body's bytes: the writer keeps no
+    descriptor to write to, so every slice goes through aiohttp's (encrypting) transport."""
+    with socket.socket() as sock:
+        for tls, direct in ((False, True), (True, False)):
+            req = _FakeRequest(_FakeTransport(sock, tls))
+            async with BorrowedBodyWriter(req, None) as w:  # type: ignore[arg-type]
+                assert (w._fd >= 0) is direct
