@@ -15,8 +15,12 @@ Toggles (`TOGGLES`): `object-cache` (current object records kept between reads,
 `storage/metadata/sqlite.py`), `bucket-cache` (bucket records, likewise), `inline-flag` (the
 stores' own `inline_apart` attribute, `storage/inline_bodies.py`), `decoded-version` (GET's
 current version decoded once per record, `storage/object_reads.py`), `shared-memo` (GET's
-headers and data-key cipher kept with that version, `storage/shared_memo.py`), `none` (A/A:
-the noise floor).
+headers and data-key cipher kept with that version, `storage/shared_memo.py`),
+`request-state` (the S3 request's state lookups without a KeyError per unset key,
+`gateway/app.py`), `bucket-copies` (bucket records decoded once per stored value,
+`storage/buckets.py`), `small-get` (a small GET as one `Response`,
+`gateway/s3/handlers/objects.py`), `small9` (those three together), `none` (A/A: the noise
+floor).
 """
 
 from __future__ import annotations
@@ -96,12 +100,94 @@ def _shared_memo(meta: Any) -> Callable[[bool], None]:
     return set_on
 
 
+def _request_state(meta: Any) -> Callable[[bool], None]:
+    """The S3 request's own `get`/`setdefault`/`pop` on its state dict (`gateway/app.py`),
+    or the `Mapping` mixins' (a KeyError raised and caught per unset key, as before)."""
+    from gateway.app import S3Request
+
+    own = {n: vars(S3Request)[n] for n in ("get", "setdefault", "pop")}
+
+    def set_on(on: bool) -> None:
+        for n, f in own.items():
+            if on:
+                setattr(S3Request, n, f)
+            elif n in vars(S3Request):
+                delattr(S3Request, n)
+    return set_on
+
+
+def _bucket_copies(meta: Any) -> Callable[[bool], None]:
+    """Bucket records decoded once per stored value and copied per caller
+    (`BucketService._record`), or decoded on every read (as before)."""
+    from storage.buckets import BucketService
+    from storage.records import Bucket
+
+    kept = BucketService._record
+
+    def decode(self: Any, item: Any) -> Bucket:
+        b = Bucket.decode(item.value)
+        b.revision = item.revision
+        return b
+
+    def set_on(on: bool) -> None:
+        BucketService._record = kept if on else decode  # type: ignore[method-assign]
+    return set_on
+
+
+def _small_get(meta: Any) -> Callable[[bool], None]:
+    """A small GET answered as one `Response` (`objects.small_body_response`), or through the
+    steps of a prepared stream as before: `prepare` with the headers held for the first
+    write (the old `SmallBodyResponse`), the body through `BorrowedBodyWriter`, `write_eof`."""
+    from aiohttp import web
+
+    from gateway.s3.handlers import objects
+    from gateway.s3.sendbody import BorrowedBodyWriter
+
+    kept = objects.small_body_response
+
+    class Streamed(web.StreamResponse):
+        _send_headers_immediately = False
+
+        def __init__(self, body: bytes, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.content_length, self._held = len(body), body
+
+        async def write_eof(self, data: bytes = b"") -> None:
+            request = self._req
+            if self._held and request is not None:
+                async with BorrowedBodyWriter(request, self) as w:
+                    await w.write(self._held)
+            await super().write_eof()
+
+    async def streamed(stream: Any, status: int, headers: dict[str, str]) -> Any:
+        body = b"".join([bytes(c) async for c in stream])
+        return Streamed(body, status=status, headers=headers)
+
+    def set_on(on: bool) -> None:
+        objects.small_body_response = kept if on else streamed  # type: ignore[assignment]
+    return set_on
+
+
+def _both(meta: Any) -> Callable[[bool], None]:
+    """Lane small9's cuts together: `request-state`, `bucket-copies`, `small-get`."""
+    parts = (_request_state(meta), _bucket_copies(meta), _small_get(meta))
+
+    def set_on(on: bool) -> None:
+        for part in parts:
+            part(on)
+    return set_on
+
+
 TOGGLES: dict[str, Callable[[Any], Callable[[bool], None]]] = {  # given the TimedStore
     "object-cache": lambda meta: _switch(meta.inner, "_ogen"),
     "bucket-cache": lambda meta: _switch(meta.inner, "_gen"),
     "inline-flag": _inline_flag,
     "decoded-version": _decoded_version,
     "shared-memo": _shared_memo,
+    "request-state": _request_state,
+    "bucket-copies": _bucket_copies,
+    "small-get": _small_get,
+    "small9": _both,
     "none": lambda meta: (lambda on: None),
 }
 

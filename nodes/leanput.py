@@ -12,12 +12,12 @@ header against the URL, body MAC, temp file, fsync, link, directory fsync before
 and writes the answer itself, with the same metrics and log line (`"front": "lean"`).
 
 Anything else on the connection — another method or path, a query (but a GET's
-`first=0&count=N`), a GET with a body, a body larger than
-`LEAN_MAX_BODY`, a chunked body, `Expect`, `Upgrade`, HTTP/1.0, a head this parser does not
-fully accept, a request whose signature already fails (no body is buffered for it) — is
-handed to aiohttp's request handler with every byte received so far, and
-the connection stays with aiohttp from then on: nothing aiohttp would refuse is accepted
-here.
+`first=0&count=N`), a GET with a body, a body past the shard cap (one past
+`LEAN_MAX_BODY` is streamed: `nodes.leanstream`), a chunked body, `Expect`, `Upgrade`,
+HTTP/1.0, a head this parser does not fully accept, a request whose signature already
+fails (no body is buffered for it) — is handed to aiohttp's request handler with every
+byte received so far, and the connection stays with aiohttp from then on: nothing aiohttp
+would refuse is accepted here.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from nodes.handlers import (
     put_target,
 )
 from nodes.leanget import lean_get
+from nodes.leanstream import BodyStream, give_stream, stream_put, take_stream
 from storage.shards.auth import TRAILER_BYTES
 from storage.shards.format import HEADER_BYTES
 from storage.widereads import WideBudget
@@ -81,9 +82,10 @@ class LeanRequest:
         self.vouched: tuple[float, str] | None = None  # what `Verifier.vouch` found
 
 
-def parse_lean_head(raw: bytes) -> LeanRequest | None:
+def parse_lean_head(raw: bytes, max_body: int = LEAN_MAX_BODY) -> LeanRequest | None:
     """The request in `raw` (its head without the blank line), or None when it is not one
-    this front end serves exactly as aiohttp would: then aiohttp takes the connection."""
+    this front end serves exactly as aiohttp would (or a PUT body past `max_body`): then
+    aiohttp takes the connection."""
     if not _HEAD_OK.match(raw):
         return None
     lines = raw.decode("ascii").split("\r\n")
@@ -127,7 +129,7 @@ def parse_lean_head(raw: bytes) -> LeanRequest | None:
         headers.add(name, value)
     if method == "GET":
         return LeanRequest(target, headers, 0, close, method, count)
-    if length is None or length > LEAN_MAX_BODY:
+    if length is None or length > max_body:
         return None
     return LeanRequest(target, headers, length, close)
 
@@ -194,6 +196,7 @@ class LeanFront(asyncio.BufferedProtocol):
         self._req: LeanRequest | None = None  # the request whose body is being read
         self._body = bytearray()
         self._got = 0
+        self._stream: BodyStream | None = None  # a larger PUT's body, streamed (leanstream)
         self.busy: asyncio.Task[None] | None = None  # the request being served
         self._idle: asyncio.TimerHandle | None = None
         self._idle_got = -1  # body bytes received when the idle timer was armed
@@ -208,11 +211,16 @@ class LeanFront(asyncio.BufferedProtocol):
         self._arm_idle()
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._stream is not None and self._stream.receiving:
+            return self._stream.get_buffer()
         if self._req is not None and self.busy is None:
             return memoryview(self._body)[self._got:]
         return memoryview(self._head)[self._have:]
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._stream is not None and self._stream.receiving:
+            self._stream.received(nbytes)
+            return
         if self._req is not None and self.busy is None:
             self._got += nbytes
             if self._got == len(self._body):
@@ -241,6 +249,8 @@ class LeanFront(asyncio.BufferedProtocol):
         self._conns.discard(self)
         if self._idle is not None:
             self._idle.cancel()
+        if self._stream is not None:
+            self._stream.connection_lost()  # its serving task aborts the upload
         req = self._req
         if req is not None and self.busy is None:  # the body never arrived whole
             self._give_body()
@@ -259,7 +269,8 @@ class LeanFront(asyncio.BufferedProtocol):
             if self._have >= HEAD_MAX:
                 self._hand_off()
             return
-        req = parse_lean_head(bytes(self._head[:end])) if end <= HEAD_MAX else None
+        cap = self._st.max_shard_bytes + TRAILER_BYTES  # aiohttp answers 413 past it
+        req = parse_lean_head(bytes(self._head[:end]), cap) if end <= HEAD_MAX else None
         if req is not None and req.method == "GET":  # no body: served at once
             start = end + 4
             rest = self._head[start:self._have]
@@ -270,12 +281,24 @@ class LeanFront(asyncio.BufferedProtocol):
             return
         if req is not None:  # signature checked here once; `lean_put` rechecks the rest
             req.vouched = self._st.verifier.vouch("PUT", req.target, req.headers)
-        if req is None or req.vouched is None or not BODY_BUDGET.take(req.length):
+        big = req is not None and req.length > LEAN_MAX_BODY
+        if req is None or req.vouched is None or not (
+                take_stream() if big else BODY_BUDGET.take(req.length)):
             # not ours, a signature aiohttp refuses before reading the body, or too many
-            # bodies buffered at once: aiohttp's
+            # bodies buffered or streamed at once: aiohttp's
             self._hand_off()
             return
         start = end + 4
+        if big:  # streamed into aligned buffers as it arrives (nodes.leanstream)
+            self._stream = BodyStream(req.length, self._pause_reads, KEEPALIVE_S)
+            self._req = req
+            take = min(self._have - start, req.length)
+            self._stream.feed(self._head[start:start + take])
+            rest = self._head[start + take:self._have]
+            self._head[:len(rest)] = rest
+            self._have = len(rest)
+            self._start()
+            return
         take = min(self._have - start, req.length)
         self._body = bytearray(req.length)
         self._body[:take] = self._head[start:start + take]
@@ -292,11 +315,11 @@ class LeanFront(asyncio.BufferedProtocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        req, body = self._req, self._body
+        req, body = self._req, self._stream or self._body
         assert req is not None
         self.busy = asyncio.get_running_loop().create_task(self._serve(req, body))
 
-    async def _serve(self, req: LeanRequest, body: bytearray) -> None:
+    async def _serve(self, req: LeanRequest, body: bytearray | BodyStream) -> None:
         st = self._st
         start = time.perf_counter()
         stats = RequestStats(request_id=request_id_of(req.headers))
@@ -311,6 +334,9 @@ class LeanFront(asyncio.BufferedProtocol):
                     if not whole or req.close:
                         self._drop()
                     doc = None
+                elif isinstance(body, BodyStream):
+                    doc = await stream_put(st, stats, req, body)
+                    status = 201
                 else:
                     doc = await lean_put(st, stats, req, body)
                     status = 201
@@ -323,8 +349,9 @@ class LeanFront(asyncio.BufferedProtocol):
                 st.log.error("unhandled error", request_id=stats.request_id,
                              error=type(exc).__name__)
                 status, doc = 500, {"error": "internal", "message": "internal error"}
-            if doc is not None:
-                self._answer(status, doc, stats.request_id, req.close)
+            if doc is not None:  # a body refused part-way leaves the connection unusable
+                cut = isinstance(body, BodyStream) and body.got < body.length
+                self._answer(status, doc, stats.request_id, req.close or cut)
         finally:
             record_request(st, stats, req.method, req.path, req.query, req.method.lower(),
                            status, time.perf_counter() - start)
@@ -358,8 +385,22 @@ class LeanFront(asyncio.BufferedProtocol):
             self.transport.close()
 
     def _give_body(self) -> None:
-        if self._req is not None:
+        if self._stream is not None:
+            self._stream.close()  # its buffers back to the pool
+            self._stream = None
+            give_stream()
+        elif self._req is not None:
             BODY_BUDGET.give(self._req.length)
+
+    def _pause_reads(self, pause: bool) -> None:
+        """A streamed body's flow control: its buffers are all taken, or one came back."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if pause:
+            t.pause_reading()
+        else:
+            t.resume_reading()
 
     def _answer(self, status: int, doc: dict[str, Any], request_id: str, close: bool) -> None:
         t = self.transport

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hmac
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,10 @@ class ShardWriter:
         self._store = store
         self._fd: int | None = fd
         self._done = False
+        # A worker thread's write and the discard's close never overlap: a cancelled task
+        # cannot stop its thread, and a descriptor closed under a write could be reused by
+        # another file (the write would land there) or the file made again after its unlink.
+        self._io = threading.Lock()
 
     def _open_sync(self) -> int:
         if self._fd is None:
@@ -230,23 +235,25 @@ class ShardWriter:
         return self._fd
 
     def _write_sync(self, data: bytes | bytearray | memoryview) -> None:
-        if self.digest is not None:
-            self.digest.update(data)  # same pass as the write, off the event loop
-        fd = self._open_sync()
-        if self._appender is not None:
-            self._appender.append((data,))
-        else:
-            write_all(fd, data)
+        self._write_many_sync([data])
 
-    def _write_many_sync(self, parts: list[bytes | memoryview]) -> None:
-        fd = self._open_sync()
-        if self.digest is not None:
-            for p in parts:
-                self.digest.update(p)
-        if self._appender is not None:
-            self._appender.append(parts)
-        else:
-            _writev_all(fd, parts)
+    def _write_many_sync(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        with self._io:
+            self._check_open()
+            fd = self._open_sync()
+            if self.digest is not None:
+                for p in parts:
+                    self.digest.update(p)  # same pass as the write, off the event loop
+            if self._appender is not None:
+                self._appender.append(parts)
+            elif len(parts) == 1:
+                write_all(fd, parts[0])
+            else:
+                _writev_all(fd, parts)
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise RuntimeError("shard writer is closed")
 
     async def write_many(self, parts: list[bytes | memoryview]) -> None:
         """Append `parts` in one thread call (one writev), no joining copy."""
@@ -257,6 +264,21 @@ class ShardWriter:
             return
         await asyncio.to_thread(self._write_many_sync, parts)
         self.bytes_written += n
+
+    def write_aligned_sync(self, parts: list[memoryview]) -> None:
+        """`write_many` of page-aligned buffers' bytes, in the calling (worker) thread: an
+        O_DIRECT writer writes them without copying them (`DirectAppender.append_aligned`)."""
+        with self._io:
+            self._check_open()
+            fd = self._open_sync()
+            if self.digest is not None:
+                for p in parts:
+                    self.digest.update(p)
+            if self._appender is not None:
+                self._appender.append_aligned(parts)
+            else:
+                _writev_all(fd, list(parts))
+            self.bytes_written += sum(map(len, parts))
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._done:
@@ -405,20 +427,23 @@ class ShardWriter:
         await self._discard()
 
     async def _discard(self) -> None:
-        fd, self._fd = self._fd, None
         self._done = True
         try:
-            await asyncio.to_thread(self._discard_sync, fd)
+            await asyncio.to_thread(self._discard_sync)
         except asyncio.CancelledError:
-            self._discard_sync(fd)
+            self._discard_sync()  # waits for a write still in its thread (`_io`)
             raise
 
-    def _discard_sync(self, fd: int | None) -> None:
-        if self._appender is not None:
-            self._appender.release()
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    def _discard_sync(self) -> None:
+        """Close and unlink, after any write in flight (idempotent)."""
+        with self._io:
+            fd, self._fd = self._fd, None
+            appender, self._appender = self._appender, None
+            if appender is not None:
+                appender.release()
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp_path)
 

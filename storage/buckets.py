@@ -38,6 +38,8 @@ class BucketService:
         # etcd). Never trusted on its own: see `cached`.
         self._cache: dict[str, Item] | None = {} if getattr(meta, "cache_buckets", False) \
             else None
+        # Each bucket's last record bytes and their decoded prototype (see `_record`).
+        self._decoded: dict[bytes, tuple[bytes, Bucket]] = {}
 
     async def create(self, tenant: str, name: str, region: str | None = None,
                      versioning: str = "", config: dict[str, Any] | None = None) -> Bucket:
@@ -105,9 +107,21 @@ class BucketService:
             raise AccessDenied(f"bucket {b.name!r} belongs to another tenant")
         return b
 
-    @staticmethod
-    def _record(item: Item) -> Bucket:
-        b = Bucket.decode(item.value)
+    def _record(self, item: Item) -> Bucket:
+        """The record `item` holds, decoded once per stored value: every caller gets its own
+        copy of the decoded prototype (which is never handed out), with its own `config`
+        dict, so setting fields or config entries never reaches another caller (the values
+        inside `config` are shared: nothing edits them in place; `update` decodes its own)."""
+        name, value = item.key, item.value
+        hit = self._decoded.get(name)
+        if hit is None or hit[0] != value:
+            proto = Bucket.decode(value)
+            if len(self._decoded) >= CACHE_MAX:
+                self._decoded.clear()
+            self._decoded[name] = hit = (value, proto)
+        b = object.__new__(Bucket)
+        b.__dict__.update(hit[1].__dict__)
+        b.config = dict(b.config)
         b.revision = item.revision
         return b
 

@@ -117,8 +117,14 @@ class HealthTracker:
         return [n for n in self.usable() if self._placeable is None or n.id in self._placeable]
 
     def set_nodes(self, nodes: Sequence[NodeSpec], placeable: set[str]) -> None:
-        """Replace the cluster map (membership changes); new nodes start up until probed."""
+        """Replace the cluster map (membership changes); new nodes start up until probed.
+        A removed node's state goes with it: it is no longer probed, so a state kept would
+        stay down forever (the repair sweep would run unpaced for good, the status would
+        count it)."""
         self.nodes = tuple(nodes)
+        ids = {n.id for n in nodes}
+        for nid in [nid for nid in self._states if nid not in ids]:
+            del self._states[nid]
         for n in nodes:
             self._states.setdefault(n.id, NodeState(since=time.time()))
         self._placeable = set(placeable)

@@ -49,6 +49,10 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         log.error("storage unavailable: %s", exc)
         return S3Error("ServiceUnavailable", "Too few storage nodes are reachable to serve "
                        "this request; retry later.")
+    if isinstance(exc, se.IntegrityError):  # no k shards of a segment authenticate
+        log.error("stored data failed verification: %s", exc)
+        return S3Error("ServiceUnavailable", "Too few intact copies of this object's data "
+                       "could be read; retry later.")
     if isinstance(exc, se.Overloaded):
         return S3Error("SlowDown", str(exc))
     if isinstance(exc, se.InvalidInput):

@@ -1,21 +1,40 @@
 """Writing a GET body whose chunks are borrowed: views of buffers the read path reuses.
 
-A borrowed chunk must have left the process before the next one is asked for. The
-connection's transport is told to count any unsent byte as "too much" (write-buffer high
-water 0), so aiohttp's drain after each large write returns only once the transport holds
-nothing: the bytes are in the kernel, sent from our buffer with no copy of ours. Chunks are
-written in slices of at most a MiB so that each send starts on an empty transport; a slice
-too small for aiohttp to drain after is copied first (it is small).
+A borrowed chunk must have left the process before the next one is asked for. Chunks are
+written in slices of at most a MiB. A slice goes to the socket with one `writev` of the
+borrowed view itself (the first one with the response head aiohttp holds back, which
+aiohttp would otherwise join with that slice into a new object: a copy of up to a MiB per
+GET), so the kernel's copy is the only one. What the socket does not take goes through the
+connection's transport, which is told to count any unsent byte as "too much" (write-buffer
+high water 0), so aiohttp's drain returns only once the transport holds nothing. A slice
+too small for aiohttp to drain after is copied first (it is small). Anything unusual (a
+transport holding bytes, a compressing or chunked writer, an aiohttp that writes its head
+at once, an error from the socket) takes aiohttp's own write for that slice, and a TLS
+connection takes it for every slice.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from types import TracebackType
 
 from aiohttp import web
 
 SLICE_BYTES = 1024 * 1024
 DRAIN_ABOVE = 0x10000  # aiohttp's StreamWriter drains after a write larger than this
+# asyncio's socket transport copies what the socket did not take on 3.11 (a bytearray
+# buffer); from 3.12 it queues the caller's object itself, views included.
+TRANSPORT_COPIES = sys.version_info < (3, 12)
+
+
+class HeldHeadResponse(web.StreamResponse):
+    """A streamed response whose status line and headers wait for the first body write,
+    to leave with its first bytes: one `send` where there were two (and, on loopback, one
+    wake-up of the reader fewer). `BorrowedBodyWriter` sends both with one `writev`;
+    aiohttp's own write (its fallback) joins them into one buffer."""
+
+    _send_headers_immediately = False
 
 
 class BorrowedBodyWriter:
@@ -25,21 +44,77 @@ class BorrowedBodyWriter:
         self._request = request
         self._resp = resp
         self._limits: tuple[int, int] | None = None
+        self._fd = -1  # the connection's socket, for writev (-1: aiohttp's writes only)
 
     async def __aenter__(self) -> BorrowedBodyWriter:
         transport = self._request.transport
         if transport is not None:
             self._limits = transport.get_write_buffer_limits()
             transport.set_write_buffer_limits(high=0)
+            sock = transport.get_extra_info("socket")
+            if sock is not None and transport.get_extra_info("ssl_object") is None:
+                self._fd = sock.fileno()  # (under TLS the socket carries records, not bytes)
         return self
 
     async def write(self, chunk: bytes | bytearray | memoryview) -> None:
         view = memoryview(chunk).cast("B")
         for at in range(0, len(view), SLICE_BYTES):
             piece: bytes | memoryview = view[at:at + SLICE_BYTES]
-            if len(piece) <= DRAIN_ABOVE:
-                piece = bytes(piece)  # no drain follows it: the transport may keep it
-            await self._resp.write(piece)
+            rest = self._send(piece)
+            if rest is None:  # aiohttp's own write
+                if len(piece) <= DRAIN_ABOVE or not TRANSPORT_COPIES:
+                    piece = bytes(piece)  # no drain follows it, or the transport keeps views
+                await self._resp.write(piece)
+            elif rest:
+                await self._hand_over(rest)
+
+    def _send(self, piece: memoryview) -> list[bytes | memoryview] | None:
+        """`piece` (after the held-back head, if any) written to the socket: what the
+        socket did not take ([] for nothing), or None when aiohttp should write it."""
+        writer = self._request.writer
+        transport = self._request.transport
+        head = getattr(writer, "_headers_buf", None)
+        if (self._fd < 0 or transport is None or transport.is_closing()
+                or transport.get_write_buffer_size()
+                or getattr(writer, "_compress", True) is not None
+                or getattr(writer, "chunked", True)
+                or getattr(writer, "on_body_write", None) is not None
+                or getattr(writer, "_on_chunk_sent", None) is not None
+                or getattr(writer, "length", None) is None or writer.length < len(piece)
+                or (head is not None and getattr(writer, "_headers_written", True))):
+            return None
+        parts: list[bytes | memoryview] = [head, piece] if head else [piece]
+        try:
+            sent = os.writev(self._fd, parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return None  # aiohttp's write meets the same error and handles it as its own
+        if head is not None:  # the head is ours now: aiohttp must not send it again
+            writer._headers_buf = None  # type: ignore[attr-defined]
+            writer._headers_written = True  # type: ignore[attr-defined]
+        writer.length -= len(piece)
+        writer.output_size += sum(len(p) for p in parts)
+        rest: list[bytes | memoryview] = []
+        for p in parts:
+            if sent >= len(p):
+                sent -= len(p)
+                continue
+            rest.append(p[sent:])
+            sent = 0
+        return rest
+
+    async def _hand_over(self, rest: list[bytes | memoryview]) -> None:
+        """The bytes the socket did not take, to the transport, and the wait until it has
+        sent them all. They are copies: an early exit (a cancelled drain) must never leave
+        a view of a reused buffer queued on the socket, where the next request's plaintext
+        would be sent in its place (`TRANSPORT_COPIES`)."""
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        for p in rest:
+            transport.write(p if TRANSPORT_COPIES else bytes(p))
+        await self._request.writer.drain()
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -66,8 +66,11 @@ def _put_refused(node: NodeSpec, status: int, answer: bytes) -> NodeError:
 class NodeClient:
     def __init__(self, session: aiohttp.ClientSession, secret: bytes,
                  read_timeout_s: float = 15.0, bulk_deadline_s: float = BULK_DEADLINE_S,
-                 ) -> None:
+                 stream_session: aiohttp.ClientSession | None = None) -> None:
         self._session = session
+        # streamed shard PUTs on connections that carry nothing else: a node's lean front
+        # streams a PUT only on a connection it never handed to aiohttp (nodes.leanstream)
+        self.stream_session = stream_session
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
@@ -117,11 +120,13 @@ class NodeClient:
         headers["Content-Type"] = "application/octet-stream"
         if length is not None:
             headers["Content-Length"] = str(length + auth.TRAILER_BYTES)
+        session = self._session  # a chunked body would turn a lean connection aiohttp's
+        if length is not None and self.stream_session is not None:
+            session = self.stream_session
         try:
-            async with self._session.put(node.url + path,
-                                         data=_sealed(body, auth.BodySealer(self._secret,
-                                                                            headers)),
-                                         headers=headers, timeout=self._timeout) as r:
+            async with session.put(node.url + path,
+                                   data=_sealed(body, auth.BodySealer(self._secret, headers)),
+                                   headers=headers, timeout=self._timeout) as r:
                 if r.status != 201:
                     raise NodeError(node.id, f"PUT {r.status} {await r.text()}", r.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

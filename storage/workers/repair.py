@@ -67,9 +67,12 @@ BATCH = 64
 # (measured: 4.2 -> 1.5 ms of gateway + node CPU per stripe checked).
 ASSESS_PARALLEL = 128
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
+# The nodes' quarantine reports are read at least this often, paced sweep or not (a paced
+# pass may take a sweep step only every few minutes; a scrubber's find should not wait).
+QUARANTINE_POLL_S = 5.0
 RETRY_S = 30.0
-FRESH_S = 5.0
-SWEEP_BURST_S = 60.0  # the paced sweep's burst: this many seconds of sweep_rate_stripes_s  # a sweep's assessment is reused by the queue step for this long
+FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
+SWEEP_BURST_S = 60.0  # the paced sweep's burst: this many seconds of sweep_rate_stripes_s
 
 
 @dataclass
@@ -126,6 +129,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         self._sweep_cursor = space(STRIPE)[0]
         self._next_sweep = 0.0
         self._next_orphans = 0.0
+        self._next_quarantine = 0.0
         # the sweep's pacing (`_paced`): stripes it may still check now, refilled over time
         self._budget = self._burst()
         self._budget_at = time.monotonic()
@@ -190,8 +194,12 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         if sweeping:
             busy = await self.sweep_step() or busy
         busy = await self.queue_step() or busy
-        if sweeping:  # after the repairs it may have queued, so detection is not delayed
+        # after the repairs the sweep may have queued, so detection is not delayed
+        if sweeping or time.monotonic() >= self._next_quarantine:
             await self._poll_quarantine()
+            self._next_quarantine = time.monotonic() + min(QUARANTINE_POLL_S,
+                                                           self.settings.sweep_interval_s)
+        if sweeping:
             # Orphans are costly (a manifest load per shard) and never urgent: not while
             # the queue has work.
             if not busy and time.monotonic() >= self._next_orphans:
@@ -346,7 +354,9 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             self.stats.shards_rebuilt += len(res.written)
             self.stats.bytes_rebuilt += res.bytes_written
             self._dirty = True
-            log.info("stripe %s: rebuilt shards %s", part.stripe_id.hex(), res.written)
+            log.info("stripe %s: rebuilt shards %s (%d healthy, %d unknown, %s)",
+                     part.stripe_id.hex(), sorted(res.written), len(a.healthy), len(a.unknown),
+                     "at risk" if self.at_risk(part, a) else "safe")
             await self._publish(min_interval_s=0.5)  # progress while a batch runs
             complete = len(res.written) == len(a.missing) and not a.unknown
             more = {str(i): part.nodes[i] for i in res.liars - set(a.missing)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from pathlib import Path
@@ -61,13 +62,30 @@ def _put(s3: Any, prefix: str, n: int, size: int, seed: int) -> dict[str, bytes]
     return out
 
 
+def repair_order(logs: Path, since: float) -> list[dict[str, Any]]:
+    """The stripes repair rebuilt after `since` (epoch seconds), in order, from the gateway's
+    log: seconds after `since`, healthy shards when assessed, and whether it was at risk."""
+    out = []
+    for line in (logs / "gateway.log").read_text(errors="replace").splitlines():
+        m = re.search(r'"ts":([0-9.]+).*stripe ([0-9a-f]+): rebuilt shards \[([0-9, ]*)\] '
+                      r'\((\d+) healthy, (\d+) unknown, (at risk|safe)\)', line)
+        if m and float(m[1]) >= since:
+            out.append({"s": round(float(m[1]) - since, 1), "stripe": m[2][:8],
+                        "rebuilt": len(m[3].split(",")), "healthy": int(m[4]),
+                        "unknown": int(m[5]), "at_risk": m[6] == "at risk"})
+    return sorted(out, key=lambda r: r["s"])
+
+
 def zone_return(data: Path, objects: int, size: int, busy_rate_mbps: float | None,
-                deadline_s: float) -> dict[str, Any]:
-    """Run the scenario on a fresh cluster in `data`; the figures (see the module doc)."""
+                deadline_s: float, port_base: int = 0) -> dict[str, Any]:
+    """Run the scenario on a fresh cluster in `data`; the figures (see the module doc).
+    `port_base`: S3, admin and node ports base..base+2 instead of free ones."""
     env = {**os.environ, **FAST_ENV, "TESSERA_DEEP_SCRUB_RATE_MBPS": "0"}  # repair only
     if busy_rate_mbps is not None:
         env["TESSERA_REPAIR_BUSY_RATE_MBPS"] = str(busy_rate_mbps)
     c = ChaosCluster(data, env)
+    if port_base:
+        c.port, c.admin_port, c.node_port = port_base, port_base + 1, port_base + 2
     c.start()
     try:
         s3 = c.s3()
@@ -87,7 +105,7 @@ def zone_return(data: Path, objects: int, size: int, busy_rate_mbps: float | Non
         bodies.update(during)
         for v in victims:
             c.restart_node(v)
-        t0 = time.monotonic()
+        t0, returned = time.monotonic(), time.time()
         # Two more nodes die, within the tolerance: one in each of the other zones, both
         # holding shards of an object written during the outage.
         nodes = [n for n in _manifest(c, "during-0").parts[0].nodes if n]
@@ -119,6 +137,7 @@ def zone_return(data: Path, objects: int, size: int, busy_rate_mbps: float | Non
                 n["state"] in ("down", "out") for n in c.status()["nodes"]
                 if n["id"] in second), 30)
             seen = time.time()
+            kills_seen = round(seen - returned, 1)
             _wait("every stripe back to k+m, zone-safe, under client load",
                   lambda: fully_redundant(c.status(), seen), deadline_s)
             seconds = time.monotonic() - t0
@@ -131,7 +150,8 @@ def zone_return(data: Path, objects: int, size: int, busy_rate_mbps: float | Non
         repair = c.status()["repair"]
         return {"seconds_to_full_redundancy": round(seconds, 1), "gets_during": gets[0],
                 "get_failures": failures, "shards_rebuilt": repair.get("shards_rebuilt", 0),
-                "bytes_rebuilt": repair.get("bytes_rebuilt", 0)}
+                "bytes_rebuilt": repair.get("bytes_rebuilt", 0),
+                "kills_seen_s": kills_seen, "order": repair_order(c.data / "logs", returned)}
     finally:
         c.stop()
 

@@ -79,3 +79,41 @@ async def test_pass_after_a_return_is_unpaced(tmp_path: Path) -> None:
         assert worker._unpaced is False
     finally:
         await s.close()
+
+
+async def test_a_dead_node_removed_from_the_map_leaves_the_sweep_paced(tmp_path: Path) -> None:
+    """A removed node is no longer probed: its last state (down) must go with it, or the
+    sweep would run unpaced for good after every node retired this way (review9a)."""
+    s, worker, stripes = await _sim(tmp_path)
+    try:
+        s.health.states["n5"].state = DOWN  # n5 died ...
+        keep = [n for n in s.health.nodes if n.id != "n5"]
+        s.health.set_nodes(keep, {n.id for n in keep})  # ... and was removed from the map
+        assert "n5" not in s.health.states
+        for _ in range(6 * (stripes // BATCH + 2)):
+            await worker.step()
+        assert worker.stats.sweep_checked <= 2 * BATCH  # paced: every mapped node is up
+        assert worker.stats.sweep_passes == 0
+    finally:
+        await s.close()
+
+
+async def test_quarantine_reports_are_read_while_the_sweep_is_paced(tmp_path: Path) -> None:
+    """A scrubber's find is queued on its own short timer, not on the paced sweep's next
+    step (which may be minutes away): review9a."""
+    s, _, _ = await _sim(tmp_path)
+    worker = RepairWorker(s.cfg, s.meta, s.sim, s.health, s.pool,
+                          RepairSettings(rate_bytes_s=0, sweep_interval_s=0,
+                                         sweep_batch=BATCH, sweep_rate_stripes_s=0.001))
+    try:
+        await worker.step()
+        await worker.step()
+        checked = worker.stats.sweep_checked  # the burst is spent: paced from here
+        node = s.health.nodes[0]
+        sid = next(iter(s.sim.files[node.id]))
+        assert await s.sim.quarantine_shard(node, sid, "bit rot")
+        await worker.step()
+        assert worker.stats.sweep_checked == checked  # no sweep step ran ...
+        assert worker.stats.quarantine_reports == 1  # ... and the report was read
+    finally:
+        await s.close()

@@ -170,7 +170,7 @@ def test_a_buffer_released_while_a_write_reads_it_is_never_pooled(
     assert entered.wait(10)  # the buffer is full and its write is in the kernel
     app.release()  # the cancelled upload's discard, from another thread
     assert not directio._POOL  # not pooled: nobody else can fill it now
-    other = directio._take()
+    other = directio.take_buffer()
     other[:8] = b"BBBBBBBB"  # what a second upload would do with a pooled buffer
     go_on.set()
     writer.join(10)

@@ -335,6 +335,9 @@ def test_golden_records_written_earlier_still_decode(golden: dict) -> None:
     """Backward compatibility: records pinned by an earlier build decode to the same values."""
     old = ObjectVersion.decode(bytes.fromhex(golden["record_object_version_initial"]))
     assert old == generate.object_version()
+    # every field written, also those at their default (before `lean_fields`)
+    full = ObjectVersion.decode(bytes.fromhex(golden["record_object_version_full_initial"]))
+    assert full == generate.object_version()
 
 
 def test_golden_records(golden: dict) -> None:
@@ -351,8 +354,8 @@ def test_golden_records(golden: dict) -> None:
 
 
 def test_golden_vectors_file_is_complete(golden: dict) -> None:
-    assert set(generate.compute()) | {"wrapped_dek", "record_object_version_initial"} == \
-        set(golden)
+    assert set(generate.compute()) | {"wrapped_dek", "record_object_version_initial",
+                                      "record_object_version_full_initial"} == set(golden)
 
 
 def test_records_ignore_unknown_fields_and_carry_a_version() -> None:

@@ -162,3 +162,20 @@ def test_botocore_reads_error() -> None:
     }
     assert parsed["ResponseMetadata"]["RequestId"] == "REQ1"
     assert parsed["ResponseMetadata"]["HostId"] == "HOST1"
+
+
+@pytest.mark.parametrize("exc", [
+    pytest.param("aead", id="no-k-shards-authenticate"),
+    pytest.param("shard", id="shard-corrupt"),
+])
+def test_data_that_fails_verification_is_a_503_not_an_internal_error(
+        exc: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A segment no k shards authenticate is unavailable (503, retried by SDKs), as too few
+    readable shards are: not a 500 InternalError with a traceback in the log (review9b)."""
+    from gateway.s3.errors_map import to_s3_error
+    from storage.errors import IntegrityError, ShardCorrupt
+    e = IntegrityError("segment 3 failed authentication") if exc == "aead" \
+        else ShardCorrupt("ab-1", "crc")
+    err = to_s3_error(e, "b", "k")
+    assert (err.code, err.status) == ("ServiceUnavailable", 503)
+    assert not any(r.exc_info for r in caplog.records)

@@ -19,7 +19,10 @@ node = served.node  # an in-process node with its lean front, as served
 async def _put_counting_batches(node: tuple[str, int],
                                 monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], int]:
     """PUT a ~10 MiB shard, read it back whole; (the byte count of each write batch, the
-    body's length)."""
+    body's length). The PUT goes to aiohttp's streamed handler (the one these batches are
+    its): the lean front's stream budget is made to look spent."""
+    from nodes import leanput
+    monkeypatch.setattr(leanput, "take_stream", lambda: False)
     host, port = node
     batches: list[int] = []
     real = ShardWriter.write_many

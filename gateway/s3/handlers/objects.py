@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -23,7 +24,7 @@ from gateway.s3.handlers.object_lock import (
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
-from gateway.s3.sendbody import BorrowedBodyWriter
+from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
 from storage.archive import is_archived
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
 from storage.errors import ObjectNotFound
@@ -38,15 +39,9 @@ SYSTEM_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
                    "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "REDUCED_REDUNDANCY")
 META_LIMIT_BYTES = 2048
-SMALL_BODY_BYTES = 64 * 1024  # GET bodies up to this size go out in one write with headers
-
-
-class SmallBodyResponse(web.StreamResponse):
-    """A streamed response whose status line and headers wait for the first body write
-    (aiohttp's `Response` does so): a small object's GET is one `send` instead of two.
-    Only for small bodies: the headers and the first chunk are joined into one buffer."""
-
-    _send_headers_immediately = False
+# GET bodies up to this size are read whole, then sent with their headers in one write
+# (`small_body_response`); larger ones are streamed.
+SMALL_BODY_BYTES = 64 * 1024
 
 
 def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -271,27 +266,25 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     if "versionId" not in rq.params:
         headers.update(await expiration_headers(rq, v))
     _overrides(rq, headers)
-    small = end - start <= SMALL_BODY_BYTES
-    resp = (SmallBodyResponse if small else web.StreamResponse)(status=status, headers=headers)
-    resp.content_length = end - start
     # aclosing: however the response ends (a client hanging up mid-body included), the
     # shard streams behind it are cancelled and awaited now, not left to the GC.
     # Chunks are borrowed (views of reused buffers): BorrowedBodyWriter has each one out of
     # the process before the next is read.
     async with contextlib.aclosing(rq.cluster.objects.read(
             source, start, end, sse_c_key=customer_key, borrowed=True)) as stream:
-        first = None
-        if end > start:
-            # Read the first segment before sending headers, so an unreadable object is an
-            # error response rather than a truncated 200.
-            first = await anext(stream)
+        if end - start <= SMALL_BODY_BYTES:
+            return await small_body_response(stream, status, headers, end - start)
+        resp = HeldHeadResponse(status=status, headers=headers)  # the head leaves with
+        resp.content_length = end - start  # the first slice, in one writev
+        # Read the first segment before sending headers, so an unreadable object is an
+        # error response rather than a truncated 200.
+        first = await anext(stream)
         await resp.prepare(rq.request)
         try:
-            if first is not None:
-                async with BorrowedBodyWriter(rq.request, resp) as body:
-                    await body.write(first)
-                    async for chunk in stream:
-                        await body.write(chunk)
+            async with BorrowedBodyWriter(rq.request, resp) as body:
+                await body.write(first)
+                async for chunk in stream:
+                    await body.write(chunk)
         except ConnectionError as exc:  # a reset, or aiohttp's "Connection lost" when the
             # hang-up came while a write waited for its drain (BorrowedBodyWriter always does)
             transport = rq.request.transport
@@ -302,6 +295,19 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
             return abort_mid_body(rq, resp, exc)
     await resp.write_eof()
     return resp
+
+
+async def small_body_response(stream: AsyncIterator[bytes | memoryview], status: int,
+                              headers: dict[str, str], length: int) -> web.Response:
+    """A small body read whole before anything is sent (so a failure anywhere in it is an
+    error response, never a short body), then sent as aiohttp sends a `Response`: status
+    line, headers and body in one write, without a prepared stream's per-write steps.
+    The body must be the `length` bytes asked for: a well-formed answer of another length
+    would be taken by the client as the object's bytes."""
+    body = b"".join([bytes(chunk) async for chunk in stream])  # copies: chunks are borrowed
+    if len(body) != length:
+        raise RuntimeError(f"object read gave {len(body)} bytes, not {length}")
+    return web.Response(status=status, headers=headers, body=body)
 
 
 def abort_mid_body(rq: S3Request, resp: web.StreamResponse,
