@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from storage.lying import LyingShards
 from storage.workers.deepscrub import STRIPE_FLOOR_BYTES, DeepScrubber, DeepScrubSettings
 from tests.sim.test_sim_repair import Sim
@@ -25,7 +27,8 @@ class Counted:
         self.charged += n
 
 
-async def test_small_stripes_cost_the_floor_each(tmp_path: Path) -> None:
+async def test_small_stripes_cost_the_floor_each(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     s = Sim(tmp_path, 3)
     await s.open(tmp_path)
     try:
@@ -34,7 +37,7 @@ async def test_small_stripes_cost_the_floor_each(tmp_path: Path) -> None:
         scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,
                              LyingShards(s.meta, s.sim), DeepScrubSettings(rate_bytes_s=MIB))
         counted = Counted()
-        scrub._throttle = counted  # type: ignore[assignment]
+        monkeypatch.setattr(scrub, "_throttle", counted)
         for _ in range(OBJECTS):
             await scrub.step()
             if scrub.stats.passes:
@@ -47,8 +50,8 @@ async def test_small_stripes_cost_the_floor_each(tmp_path: Path) -> None:
         await s.close()
 
 
-
-async def test_progress_is_written_per_pass_not_per_step(tmp_path: Path, monkeypatch) -> None:
+async def test_progress_is_written_per_pass_not_per_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pass of several steps writes its progress once when it starts (PUBLISH_S apart
     after that) and once at its end, not once per 8-stripe step."""
     import storage.workers.deepscrub as ds
@@ -61,7 +64,7 @@ async def test_progress_is_written_per_pass_not_per_step(tmp_path: Path, monkeyp
         writes: list[object] = []
         real = ds.update_integrity
 
-        async def counted(meta, change):  # type: ignore[no-untyped-def]
+        async def counted(meta: object, change: object) -> object:
             writes.append(change)
             return await real(meta, change)
 

@@ -6,6 +6,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from nodes.disk import DiskShardStore
 from nodes.scrubber import SHARD_FLOOR_BYTES, Scrubber
 from storage.config import ScrubSettings, env_settings
@@ -47,7 +49,8 @@ async def test_scrub_pass_quarantines_only_the_damaged_shard(tmp_path: Path) -> 
     assert s.progress.corrupt_found == 1 and s.progress.shards_this_pass == 3
 
 
-async def test_small_shards_are_paced_by_count_not_only_bytes(tmp_path: Path) -> None:
+async def test_small_shards_are_paced_by_count_not_only_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each shard costs at least SHARD_FLOOR_BYTES of the rate: 8 one-frame shards (~1 KiB)
     at 64 KiB/s are 8 s of pacing, not 0.14 s (nothing waits: the sleeps are recorded)."""
     store = DiskShardStore(tmp_path)
@@ -60,7 +63,7 @@ async def test_small_shards_are_paced_by_count_not_only_bytes(tmp_path: Path) ->
     async def sleep(seconds: float) -> None:
         asked.append(seconds)
 
-    s._sleep = sleep  # type: ignore[method-assign]
+    monkeypatch.setattr(s, "_sleep", sleep)
     t = time.monotonic()
     await s.run_pass()
     took = time.monotonic() - t
