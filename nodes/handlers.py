@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,9 @@ class NodeState:
     log: JsonLog
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     big_batch_streams: int = 0  # streamed PUTs now batching STREAM_BATCH_BYTES per write
+    # this process's start, in /v1/health: a restart between two probes (a disk swapped
+    # under a node restarted at once) still tells the repair sweep to look now
+    started: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -415,7 +419,8 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"node_id": st.node_id, "zone": st.zone, "status": "ok",
                               "used_bytes": usage["used_bytes"],
                               "free_bytes": usage["free_bytes"],
-                              "total_bytes": usage["total_bytes"], "shards": usage["shards"]})
+                              "total_bytes": usage["total_bytes"], "shards": usage["shards"],
+                              "started": st.started})
 
 
 async def metrics(request: web.Request) -> web.Response:

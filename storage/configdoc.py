@@ -156,8 +156,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("repair", "sweep_rate_stripes_s"): "Stripes the sweep checks per second on average "
     "while every node is up (a burst of a minute's worth first: clusters under that "
     "many stripes sweep as fast as before; 0 = unlimited). Bounds the idle cost of a large "
-    "cluster; while a node is down or out, and when one changes state, the sweep runs "
-    "unpaced. Higher finds a shard lost on an up node sooner at a CPU cost.",
+    "cluster; while a node is down or out, and when one changes state or restarts, the "
+    "sweep runs unpaced. Higher finds a shard lost on an up node sooner at a CPU cost.",
     ("repair", "orphan_grace_s"): "Unreferenced shard files younger than this are kept "
     "(uploads in flight).",
     ("repair", "parallel"): "Stripes rebuilt at once.",

@@ -39,6 +39,7 @@ class NodeState:
     used_bytes: int = 0
     free_bytes: int = 0
     shards: int = 0
+    started: float = 0.0  # the node process's start it reports (a restart changes it)
     answered: float = 0.0  # monotonic time of the last successful request (not a probe)
     probed: float = 0.0  # monotonic time of the last successful probe (disk figures)
 
@@ -208,6 +209,7 @@ class HealthTracker:
             s.used_bytes = int(h.get("used_bytes", 0))
             s.free_bytes = int(h.get("free_bytes", 0))
             s.shards = int(h.get("shards", 0))
+            s.started = float(h.get("started", 0.0))
             s.probed = time.monotonic()
 
         self._sync()

@@ -34,6 +34,7 @@ class SimNodes:
         self.mtime: dict[tuple[str, str], float] = {}
         self.down: set[str] = set()
         self.quarantine: dict[str, list[dict[str, Any]]] = {n.id: [] for n in nodes}
+        self.started = {n.id: 1.0 for n in nodes}  # each node's start (a restart: change it)
         self.requests = 0
 
     # faults ------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ class SimNodes:
         self._check(node)
         fs = self.files[node.id]
         return {"used_bytes": sum(len(b) for b in fs.values()), "free_bytes": 1 << 40,
-                "shards": len(fs)}
+                "shards": len(fs), "started": self.started[node.id]}
 
     async def quarantined(self, node: NodeSpec, since: float = 0.0) -> list[dict[str, Any]]:
         self._check(node)

@@ -147,6 +147,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         # still counted up was deferred when the shard sent to it failed, and its next
         # attempt places that shard elsewhere (it waited RETRY_S before).
         self._states: dict[str, str] = {}
+        self._started: dict[str, float] = {}  # each node's reported start (`_note_returns`)
         self._changed_at = 0.0
         self._sweep_again = False
         # Assessments the sweep just made of stripes it queued (stripe -> (when, nodes, it)):
@@ -163,15 +164,19 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             before = self._states.get(nid)
             if s.state == UP and before in (DOWN, OUT):
                 back = True
+            elif s.state == UP and s.started and self._started.get(nid, s.started) != s.started:
+                back = True  # restarted between probes: what it holds may have changed
             elif s.state in (DOWN, OUT) and before == UP:
                 gone = True
             self._states[nid] = s.state
+            if s.started:
+                self._started[nid] = s.started
         if gone:
             self._changed_at = time.time()  # deferred entries are due: placed elsewhere
             if self._sweep_cursor != space(STRIPE)[0]:  # a paced pass goes on unpaced now
                 self._next_sweep = 0.0
         if back:
-            log.info("a node returned: sweeping now")
+            log.info("a node returned or restarted: sweeping now")
             self._changed_at = time.time()
             self._unpaced = True  # until the pass that sees the return whole has ended
             self._next_sweep = 0.0

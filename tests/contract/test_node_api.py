@@ -126,6 +126,7 @@ async def test_health(api: Api) -> None:
     assert status == 200
     assert doc["node_id"] == "n1" and doc["zone"] == "az1" and doc["status"] == "ok"
     assert doc["free_bytes"] > 0 and doc["used_bytes"] >= 0 and doc["shards"] >= 0
+    assert 0 < doc["started"] <= time.time()  # a restart changes it (the repair sweep looks)
 
 
 # -- refused uploads ---------------------------------------------------------------------------

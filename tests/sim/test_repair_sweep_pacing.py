@@ -117,3 +117,25 @@ async def test_quarantine_reports_are_read_while_the_sweep_is_paced(tmp_path: Pa
         assert worker.stats.quarantine_reports == 1  # ... and the report was read
     finally:
         await s.close()
+
+
+async def test_a_node_restarted_between_probes_gets_an_unpaced_pass(tmp_path: Path) -> None:
+    """A node that restarts within a probe interval is never seen down, but what it holds
+    may have changed (a disk swapped under it): its new start time unpaces one pass, as a
+    return does (review9a)."""
+    s, worker, stripes = await _sim(tmp_path)
+    try:
+        for _ in range(5):
+            await worker.step()
+        assert worker.stats.sweep_checked == 2 * BATCH  # paced now
+        s.sim.started["n5"] += 60.0  # n5 restarted
+        n5 = s.health.states["n5"]
+        n5.answered = n5.probed = 0.0  # the next round probes it (its figures are stale)
+        await s.health.probe_once()
+        assert n5.started == s.sim.started["n5"]
+        for _ in range(2 * (stripes // BATCH + 2)):
+            await worker.step()
+        assert worker.stats.sweep_passes >= 1
+        assert worker.stats.sweep_checked >= stripes
+    finally:
+        await s.close()
