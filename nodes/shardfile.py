@@ -428,11 +428,9 @@ class ShardWriter:
 
     async def _discard(self) -> None:
         self._done = True
-        try:
-            await asyncio.to_thread(self._discard_sync)
-        except asyncio.CancelledError:
-            self._discard_sync()  # waits for a write still in its thread (`_io`)
-            raise
+        # Shielded: a cancelled caller leaves the discard to its thread (which may wait for
+        # a write still in flight, `_io`) instead of blocking the event loop on it.
+        await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(self._discard_sync)))
 
     def _discard_sync(self) -> None:
         """Close and unlink, after any write in flight (idempotent)."""

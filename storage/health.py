@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ UP, SUSPECT, DOWN, OUT = "up", "suspect", "down", "out"
 RETURN_PROBES = 3  # extra probes of down nodes between two full probes (returns seen fast)
 RETURN_PROBE_TIMEOUT_S = 0.5
 STATS_ROUNDS = 5  # a node's used/free bytes and shard count are refreshed this often
+
+log = logging.getLogger("tessera.health")
 
 
 @dataclass
@@ -197,19 +200,25 @@ class HealthTracker:
                            else self._client.health(n))
             except NodeError as exc:
                 self.report_failure(n.id, str(exc))
-                s = self._states[n.id]
-                if s.state == DOWN and time.time() - s.since > self._out_after:
+                s = self._states.get(n.id)  # (none: removed from the map meanwhile)
+                if s is not None and s.state == DOWN and \
+                        time.time() - s.since > self._out_after:
                     with self._locked():
                         if s.state == DOWN:
                             s.state = OUT
                             self._publish(n.id, s)
                 return
+            s = self._states.get(n.id)
+            if s is None:
+                return  # removed from the map while its probe was in flight
             self.report_success(n.id, probe=True)
-            s = self._states[n.id]
-            s.used_bytes = int(h.get("used_bytes", 0))
-            s.free_bytes = int(h.get("free_bytes", 0))
-            s.shards = int(h.get("shards", 0))
-            s.started = float(h.get("started", 0.0))
+            try:
+                used, free = int(h.get("used_bytes", 0)), int(h.get("free_bytes", 0))
+                shards, started = int(h.get("shards", 0)), float(h.get("started", 0.0))
+            except (AttributeError, TypeError, ValueError):
+                log.warning("node %s answered a malformed health document", n.id)
+                return
+            s.used_bytes, s.free_bytes, s.shards, s.started = used, free, shards, started
             s.probed = time.monotonic()
 
         self._sync()
@@ -222,11 +231,19 @@ class HealthTracker:
         """A full probe every interval; between two, the down nodes a few more times, so a
         node that comes back is used (and repair hears of it) within a fraction of it."""
         while True:
-            await self.probe_once()
+            await self._round()
             for _ in range(RETURN_PROBES):
                 await asyncio.sleep(self._interval / (RETURN_PROBES + 1))
-                await self.probe_once(only_down=True)
+                await self._round(only_down=True)
             await asyncio.sleep(self._interval / (RETURN_PROBES + 1))
+
+    async def _round(self, only_down: bool = False) -> None:
+        """One probe round; an unexpected error is logged and the loop goes on (a dead
+        probe task would leave every node's state frozen for the process's life)."""
+        try:
+            await self.probe_once(only_down)
+        except Exception:  # noqa: BLE001 - logged; the next round runs as usual
+            log.exception("health probe round failed")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="health-probe")

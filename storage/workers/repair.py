@@ -164,8 +164,9 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             before = self._states.get(nid)
             if s.state == UP and before in (DOWN, OUT):
                 back = True
-            elif s.state == UP and s.started and self._started.get(nid, s.started) != s.started:
-                back = True  # restarted between probes: what it holds may have changed
+            elif s.started and self._started.get(nid, s.started) != s.started:
+                back = True  # restarted between probes (in any state: seen while suspect
+                # too): what it holds may have changed
             elif s.state in (DOWN, OUT) and before == UP:
                 gone = True
             self._states[nid] = s.state

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.health import DOWN, UP
+from storage.health import DOWN, SUSPECT, UP
 from storage.keyspace import STRIPE, space
 from storage.workers.repair import RepairSettings, RepairWorker
 from tests.sim.test_sim_repair import SEGMENT, Sim
@@ -137,5 +137,30 @@ async def test_a_node_restarted_between_probes_gets_an_unpaced_pass(tmp_path: Pa
             await worker.step()
         assert worker.stats.sweep_passes >= 1
         assert worker.stats.sweep_checked >= stripes
+    finally:
+        await s.close()
+
+
+async def test_a_restart_seen_while_the_node_is_suspect_still_unpaces_a_pass(
+        tmp_path: Path) -> None:
+    """The new start time is noticed in any state: recorded while suspect, it must not be
+    taken as already seen once the node is up again (review9c)."""
+    s, worker, stripes = await _sim(tmp_path)
+    try:
+        for _ in range(5):
+            await worker.step()
+        assert worker.stats.sweep_checked == 2 * BATCH  # paced now
+        s.sim.started["n5"] += 60.0  # n5 restarted
+        n5 = s.health.states["n5"]
+        n5.answered = n5.probed = 0.0
+        await s.health.probe_once()  # the probe sees the new start, up
+        s.health.report_failure("n5", "ServerDisconnectedError: Server disconnected")
+        assert n5.state == SUSPECT
+        await worker.step()  # the repair worker sees the new start while n5 is suspect
+        s.health.report_success("n5")
+        assert n5.state == UP
+        for _ in range(2 * (stripes // BATCH + 2)):
+            await worker.step()
+        assert worker.stats.sweep_checked >= stripes  # a whole pass, unpaced
     finally:
         await s.close()

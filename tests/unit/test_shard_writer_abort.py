@@ -64,3 +64,35 @@ async def test_an_abort_waits_for_the_write_in_flight(tmp_path: Path, aligned: b
     with pytest.raises(RuntimeError):
         writer.write_aligned_sync(views)  # a later write is refused, makes no file
     assert not os.path.exists(writer.tmp_path)
+
+
+async def test_a_cancelled_abort_never_blocks_the_event_loop(tmp_path: Path) -> None:
+    """Cancelled while the write is still in flight, the abort leaves the discard to its
+    thread: the event loop does not wait on the write (review9c)."""
+    store = DiskShardStore(tmp_path / "node")
+    await store.start()
+    sid, _, _, body = make_shard(frames=2, block_size=4096, last=100)
+    writer = await store.begin_put(sid)
+    held = _HeldDigest()
+    writer.digest = held
+    t = threading.Thread(target=writer.write_aligned_sync, args=([memoryview(body)],))
+    t.start()
+    assert await asyncio.to_thread(held.entered.wait, 30)
+    safety = threading.Timer(10, held.go.set)  # the old code blocks the loop until this
+    safety.start()
+    try:
+        abort = asyncio.ensure_future(writer.abort())
+        await asyncio.sleep(0)  # the abort is under way: its discard waits for the write
+        abort.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abort
+        assert not held.go.is_set()  # the loop came back while the write was still held
+    finally:
+        held.go.set()
+        safety.cancel()
+    await asyncio.to_thread(t.join, 30)
+    for _ in range(3000):  # the discard finishes in its thread
+        if not os.path.exists(writer.tmp_path):
+            break
+        await asyncio.sleep(0.01)
+    assert not os.path.exists(writer.tmp_path)
