@@ -68,12 +68,17 @@ def _get(port: int, rcvbuf: int | None = None, slow: bool = False) -> tuple[byte
     return head, body
 
 
-async def test_borrowed_body_exact_with_a_fast_reader() -> None:
-    runner, port = await _serve(3)
+async def _fetch(chunks: int, rcvbuf: int | None = None, slow: bool = False) -> tuple[bytes, bytes]:
+    """Serve `chunks` borrowed chunks and GET them once: (head, body)."""
+    runner, port = await _serve(chunks)
     try:
-        head, body = await asyncio.to_thread(_get, port)
+        return await asyncio.to_thread(_get, port, rcvbuf, slow)
     finally:
         await runner.cleanup()
+
+
+async def test_borrowed_body_exact_with_a_fast_reader() -> None:
+    head, body = await _fetch(3)
     assert head.startswith(b"HTTP/1.1 200")
     assert f"Content-Length: {3 * CHUNK}".encode() in head
     assert body == b"".join(_pattern(i) for i in range(3))
@@ -91,11 +96,7 @@ async def test_borrowed_body_exact_when_the_socket_takes_part_of_a_slice(
         await real(self, rest)
 
     monkeypatch.setattr(BorrowedBodyWriter, "_hand_over", counting)
-    runner, port = await _serve(4)
-    try:
-        head, body = await asyncio.to_thread(_get, port, 8192, True)
-    finally:
-        await runner.cleanup()
+    head, body = await _fetch(4, 8192, True)
     assert head.startswith(b"HTTP/1.1 200")
     assert body == b"".join(_pattern(i) for i in range(4))
     assert handed, "no slice went out in part: the case this test is for did not happen"
@@ -113,11 +114,7 @@ async def test_head_and_first_slice_leave_in_one_writev_of_the_borrowed_view(
         return real(fd, parts)
 
     monkeypatch.setattr(sendbody.os, "writev", spy, raising=False)
-    runner, port = await _serve(1)
-    try:
-        head, body = await asyncio.to_thread(_get, port)
-    finally:
-        await runner.cleanup()
+    head, body = await _fetch(1)
     assert body == _pattern(0)
     assert seen, "the body never went to the socket by writev"
     first = seen[0]
@@ -133,11 +130,7 @@ async def test_an_error_from_the_socket_leaves_the_write_to_aiohttp(
         raise OSError(5, "injected")
 
     monkeypatch.setattr(sendbody.os, "writev", broken, raising=False)
-    runner, port = await _serve(2)
-    try:
-        head, body = await asyncio.to_thread(_get, port)
-    finally:
-        await runner.cleanup()
+    head, body = await _fetch(2)
     assert head.startswith(b"HTTP/1.1 200")
     assert body == _pattern(0) + _pattern(1)
 
