@@ -258,7 +258,12 @@ class ArchiveService:
             try:
                 if await self._complete(item):
                     done += 1
-                self._retry_at.pop(item.key, None)
+                    self._retry_at.pop(item.key, None)
+                else:  # declined: a stale entry was dropped (pruned next pass), or the
+                    # version changed under the copy (a transition moved its data) and the
+                    # job, still queued and due, is retried next pass; without a retry time
+                    # a worker woken by watches slept until WATCHED_MAX_S (30 s) before it
+                    self._retry_at[item.key] = now
             except StorageError:
                 self._retry_at[item.key] = now + RETRY_S
         return done

@@ -12,7 +12,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,31 @@ def wait_for(cond: Callable[[], Any], what: str = "condition", timeout: float = 
             return got
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_advancing(progress: Callable[[], tuple[bool, Hashable]], what: str,
+                   stall_s: float = 120.0, limit_s: float = 900.0,
+                   interval: float = 0.2) -> None:
+    """Poll `progress` -> (done, mark) until done. A wait on background work that a loaded
+    machine slows but that must keep advancing: it fails (AssertionError naming `what`) when
+    the mark (e.g. how many restores are done) stays the same for `stall_s`, or after
+    `limit_s` in all (a bound on churn that never finishes), not when the whole merely
+    takes longer than an idle machine would."""
+    last: Hashable = None
+    start = since = time.monotonic()
+    while True:
+        done, mark = progress()
+        if done:
+            return
+        if time.monotonic() - start > limit_s:
+            raise AssertionError(f"timed out waiting for {what}: not done in {limit_s:g} s "
+                                 f"(at {mark!r})")
+        if mark != last:
+            last, since = mark, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            raise AssertionError(f"timed out waiting for {what}: no progress for {stall_s:g} s "
+                                 f"(at {mark!r})")
         time.sleep(interval)
 
 

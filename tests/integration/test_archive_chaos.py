@@ -2,12 +2,15 @@
 in the middle of lifecycle transitions and of restores; after restarts nothing is lost and
 each version's data lives in exactly one place.
 
-"The middle" is observed, not injected: the kill comes as soon as the first shard file of a
-new stripe appears on the target nodes (archive nodes for a transition, standard nodes for a
-restored copy), i.e. once a stripe was written and before, or while, the manifests swap.
-The gateway runs the lifecycle, restore, GC and repair workers, so killing it kills the
-transition or restore in flight; it is restarted by hand (`tessera up` does not restart
-children). Separately, `tessera lifecycle run-once` is killed alone mid-pass. GC grace, orphan grace and the repair sweep are shortened through the environment
+"The middle" is observed, not injected (but for `run-once`, below): the kill comes as soon as
+the first shard file of a new stripe appears on the target nodes (archive nodes for a
+transition, standard nodes for a restored copy), i.e. once a stripe was written and before,
+or while, the manifests swap. The gateway runs the lifecycle, restore, GC and repair workers,
+so killing it kills the transition or restore in flight; it is restarted by hand (`tessera
+up` does not restart children). Separately, `tessera lifecycle run-once` is killed alone
+mid-pass: held there by its test hook after its first transition, as a fast pass would
+otherwise finish between two polls. Waits on restores last as long as the restores keep
+advancing. GC grace, orphan grace and the repair sweep are shortened through the environment
 the cluster's processes inherit.
 """
 
@@ -26,10 +29,16 @@ from typing import Any
 
 import pytest
 
+from ops.lifecyclecli import HOLD_ENV
 from storage.keyspace import object_prefix, span, version_prefix
 from storage.records import ObjectVersion, PartLayout
 from storage.shards.ids import parse_shard_id
-from tests.integration.cluster import LocalCluster, stop_processes, wait_for
+from tests.integration.cluster import (
+    LocalCluster,
+    stop_processes,
+    wait_advancing,
+    wait_for,
+)
 from tests.integration.test_archive import (
     ARCHIVE_NODES,
     DAY,
@@ -43,7 +52,6 @@ ENV = {"TESSERA_GC_GRACE_S": "2", "TESSERA_ORPHAN_GRACE_S": "3",
        "TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "2"}
 BUCKET = "chaos"
 PART = 5 * 1024 * 1024  # the smallest part but the last of a multipart upload
-DEADLINE_S = 60.0
 
 
 class Chaos:
@@ -140,16 +148,13 @@ def misplaced(c: LocalCluster) -> str:
 
 
 def one_place(c: LocalCluster, what: str) -> None:
-    last = [""]
+    """Wait until `misplaced` is empty, for as long as what it reports keeps changing (GC
+    and the orphan sweep advancing)."""
+    def progress() -> tuple[bool, str]:
+        wrong = misplaced(c)
+        return not wrong, wrong
 
-    def ok() -> bool:
-        last[0] = misplaced(c)
-        return not last[0]
-
-    try:
-        wait_for(ok, timeout=DEADLINE_S, what=what)
-    except AssertionError:
-        raise AssertionError(f"{what}: {last[0]}") from None
+    wait_advancing(progress, what)
 
 
 def new_on(c: LocalCluster, nodes: set[str], before: dict[str, set[tuple[str, int]]]) -> bool:
@@ -202,6 +207,19 @@ def is_restored(s3: Any, key: str, customer: bool) -> bool:
     return (head(s3, key, customer).get("Restore") or "").startswith('ongoing-request="false"')
 
 
+def wait_restored(c: LocalCluster, s3: Any, objects: dict[str, tuple[bytes, bool]],
+                  what: str) -> None:
+    """Wait until every object is restored, for as long as the restores keep advancing (one
+    more done, or shards of a copy written): the restore worker copies megabytes per object,
+    which a loaded two-core machine slows many times over; a stuck restore still fails."""
+    def progress() -> tuple[bool, tuple[int, int]]:
+        done = sum(is_restored(s3, k, cust) for k, (_, cust) in objects.items())
+        shards = sum(len(files) for files in c.shard_files().values())
+        return done == len(objects), (done, shards)
+
+    wait_advancing(progress, what)
+
+
 def read_back(s3: Any, objects: dict[str, tuple[bytes, bool]]) -> None:
     for key, (body, customer) in objects.items():
         got = s3.get_object(Bucket=BUCKET, Key=key, **(ssec() if customer else {}))
@@ -246,9 +264,9 @@ def test_kill_nodes_and_gateway_during_transition(chaos: Chaos) -> None:
     chaos.restart_node("n4")
     chaos.restart_gateway()
     wait_for(lambda: responsive(s3), what="S3 after the restart")
-    wait_for(lambda: all(head(s3, k, cust).get("StorageClass") == "GLACIER"
-                         for k, (_, cust) in objects.items()),
-             timeout=DEADLINE_S, what="every object in GLACIER")
+    wait_advancing(lambda: ((n := sum(head(s3, k, cust).get("StorageClass") == "GLACIER"
+                                      for k, (_, cust) in objects.items())) == len(objects), n),
+                   what="every object in GLACIER")
     assert {v.storage_class for v in records(c)} == {"GLACIER"}
     assert all(p.profile == "archive" for v in records(c) for p in v.parts)
     one_place(c, "transitioned data in one place")
@@ -256,50 +274,60 @@ def test_kill_nodes_and_gateway_during_transition(chaos: Chaos) -> None:
     assert (status, err["Code"]) == (403, "InvalidObjectState")
     for key in objects:
         assert restore(s3, key, tier="Expedited", bucket=BUCKET) == 202
-    wait_for(lambda: all(is_restored(s3, k, cust) for k, (_, cust) in objects.items()),
-             timeout=DEADLINE_S, what="restores")
+    wait_restored(c, s3, objects, "restores")
     read_back(s3, objects)
     one_place(c, "archived data and restored copies in one place each")
 
 
-def test_kill_lifecycle_run_once_during_transition(chaos: Chaos) -> None:
+def test_kill_lifecycle_run_once_during_transition(chaos: Chaos, tmp_path: Path) -> None:
     """`tessera lifecycle run-once` killed mid-pass; the next pass finishes the job. The
-    gateway's own lifecycle worker is slowed to one pass an hour (config, then a restart)
-    so that the CLI is the only process moving data."""
+    gateway's own lifecycle worker is slowed to one pass an hour (config, then a restart:
+    `[archive] lifecycle_interval_s` and a real `[lifecycle]` day, as a pass comes at least
+    every quarter of a lifecycle day; the rule's Date makes the moves due either way), so
+    that the CLI is the only process moving data. The CLI holds after its first transition
+    (its test hook, ops/lifecyclecli.py) until killed: the kill lands mid-pass however
+    loaded the machine is."""
     c, s3 = chaos.c, chaos.s3
     c.stop()
     toml = c.data / "tessera.toml"
     text = toml.read_text()
-    assert "lifecycle_interval_s = 1.0" in text
-    toml.write_text(text.replace("lifecycle_interval_s = 1.0", "lifecycle_interval_s = 3600"))
+    assert "lifecycle_interval_s = 1.0" in text and "[lifecycle]" not in text
+    toml.write_text(text.replace("lifecycle_interval_s = 1.0", "lifecycle_interval_s = 3600")
+                    + "\n[lifecycle]\nday_seconds = 86400.0\n")
     c.start()
     objects, before = objects_due_for_glacier(c, s3)
+    release = tmp_path / "release-run-once"  # never made: the kill is what ends the hold
+    held = release.with_name(release.name + ".held")
     cli = subprocess.Popen([sys.executable, "-m", "ops.cli", "lifecycle", "run-once"],
-                           env={**os.environ, "TESSERA_CONFIG": str(toml)},
+                           env={**os.environ, "TESSERA_CONFIG": str(toml),
+                                HOLD_ENV: str(release)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: cli.poll() is not None or new_on(c, ARCHIVE_NODES, before),
-                 timeout=30, interval=0.02, what="the first archive stripe")
-        assert cli.poll() is None, "run-once finished before the kill"
+        wait_advancing(lambda: (cli.poll() is not None or held.exists(),
+                                sum(len(f) for n, f in c.shard_files().items()
+                                    if n in ARCHIVE_NODES)),
+                       interval=0.05, what="run-once to move its first version")
+        assert cli.poll() is None, "run-once finished without holding after a transition"
+        assert new_on(c, ARCHIVE_NODES, before)  # it wrote archive stripes...
     finally:
         cli.kill()
         cli.wait()
     assert cli.returncode == -signal.SIGKILL
     moved = sum(v.storage_class == "GLACIER" for v in records(c))
-    assert moved < len(objects)
+    assert moved == 1  # ...moved exactly one version, and was killed with seven to go
     assert all(head(s3, k, cust).get("StorageClass") in (None, "GLACIER")
                for k, (_, cust) in objects.items())
 
-    def all_moved() -> bool:
+    def all_moved() -> tuple[bool, int]:
         run_once(c)
-        return {v.storage_class for v in records(c)} == {"GLACIER"}
+        n = sum(v.storage_class == "GLACIER" for v in records(c))
+        return n == len(objects), n
 
-    wait_for(all_moved, timeout=DEADLINE_S, what="the next passes to move the rest")
+    wait_advancing(all_moved, what="the next passes to move the rest")
     one_place(c, "transitioned data in one place")
     for key in objects:
         assert restore(s3, key, tier="Expedited", bucket=BUCKET) == 202
-    wait_for(lambda: all(is_restored(s3, k, cust) for k, (_, cust) in objects.items()),
-             timeout=DEADLINE_S, what="restores")
+    wait_restored(c, s3, objects, "restores")
     read_back(s3, objects)
 
 
@@ -321,8 +349,7 @@ def test_kill_nodes_and_gateway_during_restore(chaos: Chaos) -> None:
     chaos.restart_gateway()
     wait_for(lambda: responsive(s3), what="S3 after the restart")
     # the queued jobs survive the restart and complete; asking again once restored is a 200
-    wait_for(lambda: all(is_restored(s3, k, cust) for k, (_, cust) in objects.items()),
-             timeout=DEADLINE_S, what="restores after the restart")
+    wait_restored(c, s3, objects, "restores after the restart")
     assert restore(s3, "obj/0", tier="Expedited", bucket=BUCKET) == 200
     read_back(s3, objects)
     one_place(c, "one restored copy per object")
@@ -331,8 +358,11 @@ def test_kill_nodes_and_gateway_during_restore(chaos: Chaos) -> None:
     # Days=1: the copies expire within two (10-second) days and their shards are collected
     wait_for(lambda: not any("Restore" in head(s3, k, cust) for k, (_, cust) in objects.items()),
              timeout=2 * DAY + 20, what="restored copies to expire")
-    wait_for(lambda: not any(v.restore for v in records(c)) and set(on_disk(c)) == set(before),
-             timeout=DEADLINE_S, what="expired copies retired and collected")
+    def retired() -> tuple[bool, tuple[int, int]]:
+        left, disk = sum(bool(v.restore) for v in records(c)), set(on_disk(c))
+        return not left and disk == set(before), (left, len(disk))
+
+    wait_advancing(retired, what="expired copies retired and collected")
     one_place(c, "only the archived data is left")
     status, err = error(lambda: s3.get_object(Bucket=BUCKET, Key="obj/2", **ssec()))
     assert (status, err["Code"]) == (403, "InvalidObjectState")
