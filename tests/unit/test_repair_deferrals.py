@@ -19,7 +19,7 @@ def _worker(states: dict[str, str]) -> RepairWorker:
     w = RepairWorker.__new__(RepairWorker)  # only the state _note_returns and _due use
     w._states = dict(states)
     w._changed_at = 0.0
-    w._health = SimpleNamespace(states={n: SimpleNamespace(state=s) for n, s in states.items()})
+    w._health = SimpleNamespace(states={n: SimpleNamespace(state=s, started=0.0) for n, s in states.items()})
     w._sweep_cursor = space(STRIPE)[0]
     w._next_sweep = 1e18
     w._sweep_again = False
