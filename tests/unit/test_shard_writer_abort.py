@@ -9,6 +9,7 @@ import asyncio
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,14 +32,20 @@ class _HeldDigest:
         return b""
 
 
-@pytest.mark.parametrize("aligned", [True, False])
-async def test_an_abort_waits_for_the_write_in_flight(tmp_path: Path, aligned: bool) -> None:
+async def _held_writer(tmp_path: Path) -> tuple[DiskShardStore, str, bytes, Any, _HeldDigest]:
+    """A store, a shard's id and body, its upload's writer, and the digest that parks it."""
     store = DiskShardStore(tmp_path / "node")
     await store.start()
     sid, _, _, body = make_shard(frames=2, block_size=4096, last=100)
     writer = await store.begin_put(sid)
     held = _HeldDigest()
     writer.digest = held
+    return store, sid, body, writer, held
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+async def test_an_abort_waits_for_the_write_in_flight(tmp_path: Path, aligned: bool) -> None:
+    store, sid, body, writer, held = await _held_writer(tmp_path)
     views = [memoryview(body)]
     call = writer.write_aligned_sync if aligned else writer._write_many_sync
     errors: list[BaseException] = []
@@ -69,12 +76,7 @@ async def test_an_abort_waits_for_the_write_in_flight(tmp_path: Path, aligned: b
 async def test_a_cancelled_abort_never_blocks_the_event_loop(tmp_path: Path) -> None:
     """Cancelled while the write is still in flight, the abort leaves the discard to its
     thread: the event loop does not wait on the write (review9c)."""
-    store = DiskShardStore(tmp_path / "node")
-    await store.start()
-    sid, _, _, body = make_shard(frames=2, block_size=4096, last=100)
-    writer = await store.begin_put(sid)
-    held = _HeldDigest()
-    writer.digest = held
+    store, sid, body, writer, held = await _held_writer(tmp_path)
     t = threading.Thread(target=writer.write_aligned_sync, args=([memoryview(body)],))
     t.start()
     assert await asyncio.to_thread(held.entered.wait, 30)
