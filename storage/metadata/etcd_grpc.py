@@ -38,6 +38,13 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.enable_retries", 0),  # a write is never sent twice behind our back
+    # a member back after an outage is tried again within 2 s (grpc's default backs off to 120 s)
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    # a connection that went silent (a zone cut off) is found by pings while calls wait on it;
+    # etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time)
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
 ]
 
 
@@ -70,6 +77,7 @@ class GrpcKV:
 
     def __init__(self, endpoints: tuple[str, ...]) -> None:
         self._targets = [target_of(e) for e in endpoints]
+        self._tls = [e.startswith("https://") for e in endpoints]  # as aiohttp did: system CAs
         self._channels: dict[int, grpc.Channel] = {}
         self._calls: dict[tuple[int, str], grpc.UnaryUnaryMultiCallable] = {}
 
@@ -78,7 +86,9 @@ class GrpcKV:
         if found is None:
             channel = self._channels.get(idx)
             if channel is None:
-                channel = grpc.insecure_channel(self._targets[idx], options=CHANNEL_OPTIONS)
+                channel = (grpc.secure_channel(self._targets[idx], grpc.ssl_channel_credentials(),
+                                               options=CHANNEL_OPTIONS) if self._tls[idx]
+                           else grpc.insecure_channel(self._targets[idx], options=CHANNEL_OPTIONS))
                 self._channels[idx] = channel
             path, req, resp = RPCS[rpc]
             found = channel.unary_unary(path, request_serializer=req.SerializeToString,
