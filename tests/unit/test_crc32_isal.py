@@ -30,7 +30,7 @@ def test_isal_crc32_equals_zlib_for_any_buffer_and_chain() -> None:
     for _ in range(20):  # chained over random cuts, as a body's chunks arrive
         cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 6)))
         value = 0
-        for a, b in zip([0, *cuts], [*cuts, len(data)]):
+        for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
             value = LIB.crc32(memoryview(data)[a:b], value)
         assert value == zlib.crc32(data)
 
