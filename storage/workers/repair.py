@@ -162,6 +162,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         await self._load_stats()
         await self._refresh_pacing()
         self._note_returns()
+        self._newly_lost()  # (a batch re-plans on what changes from here on)
         busy = False
         sweeping = time.monotonic() >= self._next_sweep
         if sweeping:
@@ -346,6 +347,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         items = await self._meta.range(self._sweep_cursor, space(STRIPE)[1],
                                        limit=self.settings.sweep_batch)
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
+        silent: list[bytes] = []
 
         async def check(item: Item) -> None:
             ref = unpack(item.value)
@@ -360,12 +362,19 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
                 n = str(len(a.healthy) + len(a.unknown))
                 self._pass_health[n] = self._pass_health.get(n, 0) + 1
                 self.stats.sweep_checked += 1
+                if a.absent:
+                    silent.append(stripe_id)
                 if a.missing:
                     await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing",
                                        urgent=self.at_risk(man.part, a))
                     self._fresh[stripe_id] = (time.monotonic(), list(man.part.nodes), a)
 
         await asyncio.gather(*(check(it) for it in items))
+        if silent and not self._unpaced:  # shards lost on up nodes: more may be (a disk
+            # going bad, files removed): the rest of this pass runs unpaced
+            log.warning("sweep: shards missing on up nodes (stripe %s and %d more); the "
+                        "rest of this pass runs unpaced", silent[0].hex(), len(silent) - 1)
+            self._unpaced = True
         if len(items) < self.settings.sweep_batch:
             self._sweep_cursor = space(STRIPE)[0]
             self.stats.sweep_passes += 1
