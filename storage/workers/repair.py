@@ -5,8 +5,9 @@ reads that met damage, corrupt shards the node scrubbers quarantined) and from a
 background sweep over the stripe index `X` that finds shards on nodes that are out (or
 down past a grace) or missing from their node (paced to `sweep_rate_stripes_s` while every
 node is up, so its idle cost stays flat however many objects; unpaced while a node is down
-or out and for the pass after a node returns). Stripes with the fewest healthy shards go
-first. Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
+or out, for the pass after a node returns, and for the rest of a pass that found a shard
+missing on an up node). Stripes with the fewest healthy shards go first; a running batch
+re-plans when nodes change (`repair_batch`). Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
 manifest change is committed with compare-and-swap on every record holding the manifest;
 if the version vanished meanwhile, the new shards are queued for collection. The sweep
 also deletes orphaned shards (no stripe index entry, or a stale copy the manifest no longer
