@@ -1,5 +1,5 @@
 """A running repair batch notices node changes: a return stops the rebuilds it made moot and
-ends the step without them, a new failure starts the urgent work beside the rebuilds still
+ends the step without them, a new failure (a node down, or past its down grace) starts the urgent work beside the rebuilds still
 under way, and a scrubber's quarantine report is queued as urgent. Simulated nodes, the real
 repair worker; a rebuild is held mid-write (an event) for as long as the test needs, so on
 the old code (which noticed changes only between steps) these steps could not end."""
@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from storage.health import DOWN
 from storage.keyspace import REPAIR, space, stripe_of, urgent_repair_span
@@ -88,11 +91,18 @@ async def test_return_mid_batch_stops_the_moot_rebuild_and_ends_the_step(
         await s.close()
 
 
+@pytest.mark.parametrize("change", ["down", "past grace"])
 async def test_new_failure_mid_batch_starts_urgent_work_beside_the_running_rebuild(
-        tmp_path: Path) -> None:
+        tmp_path: Path, change: str) -> None:
     s, mans = await _sim(tmp_path, 32, 2)
     try:
         x, y = (m.part for m in mans)
+        other = next(n.id for n in s.cfg.nodes if n.id not in y.nodes)
+        if change == "past grace":  # down before the step, within its grace (unknown)
+            s.repair.settings = replace(SETTINGS, down_grace_s=3600)
+            s.sim.down.add(other)
+            s.health.states[other].state = DOWN
+            s.health.states[other].since = time.time()
         s.sim.lose(x.nodes[1], shard_id(x.stripe_id, 1))
         await s.repair.enqueue(x.stripe_id, "test: x lost shard 1", urgent=True)
         held, release = _hold_writes(s, x.stripe_id)
@@ -102,9 +112,11 @@ async def test_new_failure_mid_batch_starts_urgent_work_beside_the_running_rebui
         # re-plans and rebuilds y while x's rebuild still runs (one lane of two is free).
         s.sim.lose(y.nodes[2], shard_id(y.stripe_id, 2))
         await s.repair.enqueue(y.stripe_id, "test: y lost shard 2", urgent=True)
-        other = next(n.id for n in s.cfg.nodes if n.id not in y.nodes)
-        s.sim.down.add(other)
-        s.health.states[other].state = DOWN
+        if change == "past grace":  # its shards now count as lost
+            s.health.states[other].since = time.time() - 7200
+        else:
+            s.sim.down.add(other)
+            s.health.states[other].state = DOWN
 
         async def y_repaired() -> bool:
             m = await load_manifest(s.meta, y.stripe_id)
