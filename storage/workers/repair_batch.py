@@ -5,8 +5,10 @@ them through `RepairLanes`. A batch of large rebuilds can run for many seconds; 
 wait for its end to notice the cluster change. Every `WATCH_S` it checks the health
 tracker, and when a node returns (or restarts), goes down or out, or passes its down grace:
 
-- rebuilds under way whose missing shards sit on a node that is back are stopped (those
-  shards are there again; finishing would rebuild them elsewhere for nothing);
+- rebuilds under way of shards counted lost with their node (down past its grace, or out)
+  are stopped when that node is back up (those shards are there again; finishing would
+  rebuild them elsewhere for nothing); not for a restart, nor for shards found gone from
+  a node that was up (a restart may have wiped them);
 - stripes of the batch not yet started are left for the new plan (they keep their entry);
 - the sweep runs beside the rebuilds still under way (at once and unpaced after a return),
   and the due urgent entries are read again, assessed and started in risk order, so a
@@ -55,17 +57,17 @@ class RepairBatches:
     # node changes -------------------------------------------------------------------------
 
     def _note_returns(self) -> tuple[set[str], bool]:
-        """Notice nodes that came back (or restarted), or went down or out, since last
-        looked; returns (those back, whether any went). See `_changed_at`."""
+        """Notice nodes that came back, restarted, or went down or out, since last looked;
+        returns (those back from down or out, whether any changed). See `_changed_at`."""
         back: set[str] = set()
-        gone = False
+        restarted = gone = False
         for nid, s in self._health.states.items():
             before = self._states.get(nid)
             if s.state == UP and before in (DOWN, OUT):
                 back.add(nid)
             elif s.started and self._started.get(nid, s.started) != s.started:
-                back.add(nid)  # restarted between probes (in any state: seen while suspect
-                # too): what it holds may have changed
+                restarted = True  # between probes (in any state: seen while suspect too):
+                # what it holds may have changed (a wiped disk): its shards are not "back"
             elif s.state in (DOWN, OUT) and before == UP:
                 gone = True
             self._states[nid] = s.state
@@ -75,14 +77,14 @@ class RepairBatches:
             self._changed_at = time.time()  # deferred entries are due: placed elsewhere
             if self._sweep_cursor != space(STRIPE)[0]:  # a paced pass goes on unpaced now
                 self._next_sweep = 0.0
-        if back:
+        if back or restarted:
             log.info("a node returned or restarted: sweeping now")
             self._changed_at = time.time()
             self._unpaced = True  # until the pass that sees the return whole has ended
             self._next_sweep = 0.0
             if self._sweep_cursor != space(STRIPE)[0]:  # what this pass already checked
                 self._sweep_again = True
-        return back, gone
+        return back, gone or restarted
 
     def _newly_lost(self) -> bool:
         """A down node passed its grace since last looked: its shards now count as lost."""
@@ -106,8 +108,10 @@ class RepairBatches:
         if not (back or gone or lost):
             return False
         for sid, (task, man, a) in list(self._rebuilding.items()):
-            nodes = man.part.nodes
-            if any(i < len(nodes) and nodes[i] in back for i in a.missing):
+            nodes = man.part.nodes  # shards counted lost with their node (not found gone
+            # from a node that was up: a restart may have wiped it) and that node is back
+            if any(i < len(nodes) and nodes[i] in back for i in a.missing
+                   if i not in a.absent and i not in a.lying):
                 log.info("stripe %s: a node holding its missing shards is back; rebuild "
                          "stopped", sid.hex())
                 task.cancel()
