@@ -31,18 +31,22 @@ async def _sim(tmp_path: Path, seed: int, objects: int) -> tuple[Sim, list[Manif
     s.repair = RepairWorker(s.cfg, s.meta, s.sim, s.health, s.pool, SETTINGS)
     for i in range(objects):
         await s.put(f"o{i}", 2 * SEGMENT + 3)
+    await s.health.probe_once()  # every node's start time known (a restart is a change)
     await s.repair.step()  # the first sweep: nothing to repair, the next pass in an hour
     return s, await s.manifests()
 
 
-def _hold_writes(s: Sim, stripe_id: bytes) -> tuple[asyncio.Event, asyncio.Event]:
+def _hold_writes(s: Sim, stripe_id: bytes,
+                 writes: list[str] | None = None) -> tuple[asyncio.Event, asyncio.Event]:
     """Hold every shard write of `stripe_id` until `release` is set; `held` is set when the
-    first one arrives."""
+    first one arrives. Each write's shard id is added to `writes`."""
     held, release = asyncio.Event(), asyncio.Event()
     put = s.sim.put_shard
 
     async def put_shard(node, sid, *args, **kwargs):  # noqa: ANN001, ANN202 - a stand-in
         if parse_shard_id(sid)[0] == stripe_id:
+            if writes is not None:
+                writes.append(sid)
             held.set()
             await release.wait()
         return await put(node, sid, *args, **kwargs)
@@ -87,6 +91,41 @@ async def test_return_mid_batch_stops_the_moot_rebuild_and_ends_the_step(
         assert s.repair.stats.shards_rebuilt == 0
         await s.check_redundant()
         assert await s.check_reads() == 1
+    finally:
+        await s.close()
+
+
+async def test_restart_mid_batch_never_stops_the_rebuild_of_shards_found_gone(
+        tmp_path: Path) -> None:
+    """A node that restarts (or comes back) may have been wiped: shards found gone from it
+    while it was up are rebuilt on, not stopped as moot and rebuilt again."""
+    s, (man,) = await _sim(tmp_path, 34, 1)
+    try:
+        part = man.part
+        victim = part.nodes[1]
+        assert s.sim.lose(victim, shard_id(part.stripe_id, 1))  # gone from an up node
+        await s.repair.enqueue(part.stripe_id, "test: shard 1 gone", urgent=True)
+        writes: list[str] = []
+        held, release = _hold_writes(s, part.stripe_id, writes)
+        step = asyncio.create_task(s.repair.step())
+        await asyncio.wait_for(held.wait(), DEADLINE_S)
+        s.sim.started[victim] += 60.0  # its node restarts (seen by the next probe)
+        n = s.health.states[victim]
+        n.answered = n.probed = 0.0
+        await s.health.probe_once()
+        assert n.started == s.sim.started[victim]
+        stamp = s.repair._plan
+
+        async def replanned() -> bool:
+            return s.repair._plan != stamp
+
+        await _until(replanned, "the batch saw the restart")
+        release.set()
+        await asyncio.wait_for(step, DEADLINE_S)
+        assert s.repair.stats.shards_rebuilt == 1
+        assert writes == [shard_id(part.stripe_id, 1)]  # the rebuild ran on: not stopped
+        # and started again
+        await s.check_redundant()
     finally:
         await s.close()
 
