@@ -198,6 +198,8 @@ class RepairBatches:
                 done, _ = await asyncio.wait(running, timeout=WATCH_S)
                 for t in done:
                     del running[t]
+                    if t.cancelled():
+                        continue
                     if t.exception() is not None:
                         error = error or t.exception()
                     elif t.result():
