@@ -5,10 +5,9 @@ them through `RepairLanes`. A batch of large rebuilds can run for many seconds; 
 wait for its end to notice the cluster change. Every `WATCH_S` it checks the health
 tracker, and when a node returns (or restarts), goes down or out, or passes its down grace:
 
-- rebuilds under way of shards counted lost with their node (down past its grace, or out)
-  are stopped when that node is back up (those shards are there again; finishing would
-  rebuild them elsewhere for nothing); not for a restart, nor for shards found gone from
-  a node that was up (a restart may have wiped them);
+- rebuilds under way of a shard whose node is back (or restarted) are stopped when that
+  node holds the shard whole again (one stat each: a restart may have wiped it); finishing
+  would rebuild it elsewhere for nothing;
 - stripes of the batch not yet started are left for the new plan (they keep their entry);
 - the sweep runs beside the rebuilds still under way (at once and unpaced after a return),
   and the due urgent entries are read again, assessed and started in risk order, so a
@@ -24,10 +23,13 @@ import logging
 import time
 from collections.abc import Mapping
 
+from storage.errors import StorageError
 from storage.health import DOWN, OUT, UP
 from storage.keyspace import STRIPE, space, stripe_of, urgent_repair_span
 from storage.metadata import Item
-from storage.records import unpack
+from storage.pipeline import segment_count
+from storage.records import PartLayout, unpack
+from storage.shards.ids import shard_id
 from storage.workers.manifests import Manifest, load_manifest
 from storage.workers.repair_assess import Assessment
 from storage.workers.repair_lanes import RepairLanes
@@ -60,14 +62,14 @@ class RepairBatches:
         """Notice nodes that came back, restarted, or went down or out, since last looked;
         returns (those back from down or out, whether any changed). See `_changed_at`."""
         back: set[str] = set()
-        restarted = gone = False
+        gone = False
         for nid, s in self._health.states.items():
             before = self._states.get(nid)
             if s.state == UP and before in (DOWN, OUT):
                 back.add(nid)
             elif s.started and self._started.get(nid, s.started) != s.started:
-                restarted = True  # between probes (in any state: seen while suspect too):
-                # what it holds may have changed (a wiped disk): its shards are not "back"
+                back.add(nid)  # restarted between probes (in any state: seen while suspect
+                # too): what it holds may have changed
             elif s.state in (DOWN, OUT) and before == UP:
                 gone = True
             self._states[nid] = s.state
@@ -77,14 +79,14 @@ class RepairBatches:
             self._changed_at = time.time()  # deferred entries are due: placed elsewhere
             if self._sweep_cursor != space(STRIPE)[0]:  # a paced pass goes on unpaced now
                 self._next_sweep = 0.0
-        if back or restarted:
+        if back:
             log.info("a node returned or restarted: sweeping now")
             self._changed_at = time.time()
             self._unpaced = True  # until the pass that sees the return whole has ended
             self._next_sweep = 0.0
             if self._sweep_cursor != space(STRIPE)[0]:  # what this pass already checked
                 self._sweep_again = True
-        return back, gone or restarted
+        return back, gone
 
     def _newly_lost(self) -> bool:
         """A down node passed its grace since last looked: its shards now count as lost."""
@@ -101,22 +103,31 @@ class RepairBatches:
         return retry_at <= now or \
             float(entry.get("deferred_at", retry_at - RETRY_S)) < self._changed_at
 
-    def _replan(self) -> bool:
+    async def _replan(self) -> bool:
         """After a change seen mid-batch: stop the rebuilds it made moot, retire the plan."""
         back, gone = self._note_returns()
         lost = self._newly_lost()
         if not (back or gone or lost):
             return False
-        for sid, (task, man, a) in list(self._rebuilding.items()):
-            nodes = man.part.nodes  # shards counted lost with their node (not found gone
-            # from a node that was up: a restart may have wiped it) and that node is back
-            if any(i < len(nodes) and nodes[i] in back for i in a.missing
-                   if i not in a.absent and i not in a.lying):
-                log.info("stripe %s: a node holding its missing shards is back; rebuild "
-                         "stopped", sid.hex())
+        moot = [(sid, task, man.part, i, man.part.nodes[i])
+                for sid, (task, man, a) in self._rebuilding.items() for i in a.missing
+                if i not in a.lying and i < len(man.part.nodes) and man.part.nodes[i] in back]
+        found = await asyncio.gather(*(self._still_there(p, i, nid) for _, _, p, i, nid in moot))
+        for (sid, task, _, i, nid), there in zip(moot, found, strict=True):
+            if there and not task.done():  # (a restart may have wiped it: stat says)
+                log.info("stripe %s: shard %d is back on %s; rebuild stopped", sid.hex(), i, nid)
                 task.cancel()
         self._plan += 1
         return True
+
+    async def _still_there(self, part: PartLayout, i: int, nid: str) -> bool:
+        """Whether node `nid` holds shard `i` of the stripe whole (as `assess` judges it)."""
+        try:
+            st = await self._client.stat_shard(self._by_id[nid], shard_id(part.stripe_id, i))
+        except (StorageError, KeyError):
+            return False
+        return st is not None and st.get("index") == i and \
+            int(st.get("segments", -1)) == segment_count(part.size, part.segment_size)
 
     # batches ------------------------------------------------------------------------------
 
@@ -206,7 +217,7 @@ class RepairBatches:
                         self._progress = True
                 if not running:
                     continue
-                changed = self._replan()
+                changed = await self._replan()
                 swept = sweeping and time.monotonic() >= self._next_sweep
                 if changed:
                     sweeping = True  # until the pass ends: what changed is found now
