@@ -21,7 +21,9 @@ API, PUT ops/s of 4 KiB objects (the lean SigV4 client of s3_throughput.py) and
 ListObjectsV2 pages/s (1000 keys a page, boto3); on etcd also the KV requests the members
 served per op (from their /metrics: the gateway's round trips, background workers' scans
 included; tests/contract/test_etcd_round_trips.py pins the exact per-request count), and the server's
-CPU per op (user + system of the `tessera up` process tree: gateway, nodes, etcd members).
+CPU per op (user + system of the `tessera up` process tree: gateway, nodes, etcd members),
+also less the idle cluster's rate (sampled for --idle-s before each phase) over the phase:
+on a loaded machine a slow phase otherwise charges each op with more idle background.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class Result:
     kv_per_op: float | None = None  # etcd KV requests (all members) per op, --s3 on etcd only
     cpu_ms_per_op: float | None = None  # server CPU (gateway, nodes, etcd) per op, --s3 only
     cpu_split: dict[str, float] | None = None  # the same per process role, --s3 only
+    # --s3: the idle cluster's CPU ms/s per role just before the phase (--idle-s), and the
+    # phase's CPU per op with that idle rate taken out: on a loaded machine a slow phase
+    # otherwise charges each op with more of the heartbeats and background polls
+    cpu_idle_ms_s: dict[str, float] | None = None
+    cpu_net_ms_per_op: float | None = None
+    cpu_net_split: dict[str, float] | None = None
 
 
 def tree_cpu_s(root: int) -> float:
@@ -216,7 +224,25 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
                 return {k: round((v - before.get(k, 0.0)) * 1000 / n, 2)
                         for k, v in sorted(split().items())}
 
+            def idle() -> dict[str, float]:
+                before, t = split(), time.perf_counter()
+                time.sleep(args.idle_s)
+                dt = time.perf_counter() - t
+                return {k: round((v - before.get(k, 0.0)) * 1000 / dt, 1)
+                        for k, v in sorted(split().items())}
+
+            def net(result: Result, rate: dict[str, float]) -> Result:
+                """`result` with the idle rate over its phase's duration taken out."""
+                assert result.cpu_split is not None
+                result.cpu_idle_ms_s = rate
+                result.cpu_net_split = {
+                    k: round(v - rate.get(k, 0.0) * result.seconds / result.count, 2)
+                    for k, v in result.cpu_split.items()}
+                result.cpu_net_ms_per_op = round(sum(result.cpu_net_split.values()), 2)
+                return result
+
             keys = [f"obj/{i:07d}" for i in range(args.count)]
+            rate = idle()
             kv0, cpu0, split0 = kv(), cpu(), split()
             dt, lat, errs = asyncio.run(_small_phase(SigV4Client(c.endpoint, creds), "mbench",
                                                      keys, os.urandom(4096), "PUT",
@@ -224,14 +250,15 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
             if errs:
                 raise RuntimeError(f"{len(errs)} PUTs failed, first: {errs[0]}")
             lat.sort()
-            out.append(Result(backend, "s3-put-4k", args.concurrency, len(keys), round(dt, 3),
-                              round(len(keys) / dt, 1), round(lat[len(lat) // 2] * 1000, 2),
-                              round(lat[int(len(lat) * 0.99)] * 1000, 2),
-                              round((kv() - kv0) / len(keys), 2) if members else None,
-                              round((cpu() - cpu0) * 1000 / len(keys), 2),
-                              per_op(split0, len(keys))))
+            out.append(net(Result(
+                backend, "s3-put-4k", args.concurrency, len(keys), round(dt, 3),
+                round(len(keys) / dt, 1), round(lat[len(lat) // 2] * 1000, 2),
+                round(lat[int(len(lat) * 0.99)] * 1000, 2),
+                round((kv() - kv0) / len(keys), 2) if members else None,
+                round((cpu() - cpu0) * 1000 / len(keys), 2), per_op(split0, len(keys))), rate))
             lat = []
             token = None
+            rate = idle()
             kv0, cpu0, split0 = kv(), cpu(), split()
             t0 = time.perf_counter()
             for _ in range(args.pages):
@@ -242,12 +269,11 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
                 token = r.get("NextContinuationToken")
             dt = time.perf_counter() - t0
             lat.sort()
-            out.append(Result(backend, "s3-list", 1, args.pages, round(dt, 3),
-                              round(args.pages / dt, 1), round(lat[len(lat) // 2] * 1000, 2),
-                              round(lat[int(len(lat) * 0.99)] * 1000, 2),
-                              round((kv() - kv0) / args.pages, 2) if members else None,
-                              round((cpu() - cpu0) * 1000 / args.pages, 2),
-                              per_op(split0, args.pages)))
+            out.append(net(Result(
+                backend, "s3-list", 1, args.pages, round(dt, 3), round(args.pages / dt, 1),
+                round(lat[len(lat) // 2] * 1000, 2), round(lat[int(len(lat) * 0.99)] * 1000, 2),
+                round((kv() - kv0) / args.pages, 2) if members else None,
+                round((cpu() - cpu0) * 1000 / args.pages, 2), per_op(split0, args.pages)), rate))
         finally:
             c.stop()
     return out
@@ -299,6 +325,8 @@ def main() -> int:
     p.add_argument("--port-base", type=int, default=0,
                    help="--s3: ports base..base+4 (S3, admin, nodes, etcd client, peer), "
                    "not random free ones")
+    p.add_argument("--idle-s", type=float, default=5.0,
+                   help="--s3: seconds of idle cluster CPU sampled before each phase")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     try:
@@ -322,6 +350,11 @@ def main() -> int:
         if r.cpu_split:
             print(" " * 10 + "cpu ms/op by process: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_split.items()))
+        if r.cpu_net_split and r.cpu_idle_ms_s:
+            print(" " * 10 + f"less idle: {r.cpu_net_ms_per_op:.2f} ms/op ("
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_net_split.items())
+                  + "); idle ms/s: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in r.cpu_idle_ms_s.items()))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"(range rows: pages/s of {args.page} keys; value size {args.value_size} B)")
     return 0

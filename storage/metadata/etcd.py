@@ -29,7 +29,7 @@ from storage.errors import StorageError
 from storage.keyspace import lease_key, unpack
 from storage.metadata import Item, Txn, prefix_end
 from storage.metadata.etcd_batch import TxnBatcher, b64, compare_rev, item_of, unb64
-from storage.metadata.etcd_grpc import GrpcKV, try_elsewhere
+from storage.metadata.etcd_grpc import GrpcKV, member_unwell, try_elsewhere
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 log = logging.getLogger("tessera.metadata.etcd")
@@ -228,6 +228,9 @@ class EtcdStore:
             except grpc.RpcError as exc:
                 msg = f"{exc.code().name}: {exc.details()}"
                 if not try_elsewhere(exc, idempotent):
+                    if member_unwell(exc):  # (a write): the next call tries the next member
+                        self._current = (idx + 1) % n  # and the leader is looked up again
+                        self._relook()
                     raise EtcdError(f"etcd {rpc} failed on {self._endpoints[idx]}: {msg}") from None
                 errors.append(f"{self._endpoints[idx]}: {msg}")
                 continue

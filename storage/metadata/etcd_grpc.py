@@ -38,13 +38,16 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.enable_retries", 0),  # a write is never sent twice behind our back
-    # a member back after an outage is tried again within 2 s (grpc's default backs off to 120 s)
+    # a member back after an outage is tried again within 2 s (grpc's default backs off to
+    # 120 s); a connection attempt gives up after 2 s, as aiohttp's connect timeout did, so
+    # calls queued on an unreachable member fail as never sent instead of at their deadline
     ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 2000),
     ("grpc.max_reconnect_backoff_ms", 2000),
     # a connection that went silent (a zone cut off) is found by pings while calls wait on it;
     # etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time)
     ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 2_000),
 ]
 
 
@@ -59,6 +62,14 @@ def never_sent(exc: grpc.RpcError) -> bool:
     safe to send elsewhere, a write too."""
     return exc.code() == grpc.StatusCode.UNAVAILABLE and \
         "failed to connect" in (exc.details() or "").lower()
+
+
+def member_unwell(exc: grpc.RpcError) -> bool:
+    """The member did not answer in time or could not be reached: a write that failed so is
+    not sent again, but the calls after it go to the next member (on a cut-off link the
+    connection looks open until keep-alive pings fail, and each call would wait its whole
+    deadline there)."""
+    return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def try_elsewhere(exc: grpc.RpcError, idempotent: bool) -> bool:

@@ -1,12 +1,15 @@
 """Which failed gRPC calls the etcd store sends to the next member (storage/metadata/
-etcd_grpc.py `try_elsewhere`): a write only when it never left or no leader took it."""
+etcd_grpc.py `try_elsewhere`): a write only when it never left or no leader took it; and
+after a write that a member left unanswered, the next call goes elsewhere."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
+from storage.metadata.etcd import EtcdError, EtcdStore
 from storage.metadata.etcd_grpc import target_of, try_elsewhere
+from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 
 class Failed(grpc.RpcError):
@@ -45,3 +48,34 @@ def test_which_failures_go_to_the_next_member(error: Failed, write: bool, read: 
 def test_target_of_an_endpoint() -> None:
     assert target_of("http://127.0.1.10:2379") == "127.0.1.10:2379"
     assert target_of("127.0.1.10:2379") == "127.0.1.10:2379"
+
+
+class FakeKV:
+    """Member 0 lets every call run into its deadline (a cut-off link); member 1 answers."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    async def call(self, idx: int, rpc: str, request: object, timeout_s: float) -> object:
+        self.sent.append(idx)
+        if idx == 0:
+            raise SLOW
+        return pb.PutResponse(header=pb.ResponseHeader(revision=7))
+
+    def close(self) -> None:
+        pass
+
+
+async def test_after_a_write_ran_out_of_time_the_next_call_goes_to_the_next_member() -> None:
+    """The failed write is not sent again (it may have applied), but the store does not keep
+    sending to a member that stopped answering."""
+    store = EtcdStore(("http://127.0.1.10:2379", "http://127.0.2.10:2379"), None, "/v3")  # type: ignore[arg-type]
+    looked: list[bool] = []
+    store._relook = lambda: looked.append(True)  # type: ignore[method-assign]
+    store._kv = FakeKV()  # type: ignore[assignment]
+    with pytest.raises(EtcdError, match="DEADLINE_EXCEEDED"):
+        await store.put(b"k", b"v")
+    assert store._kv.sent == [0] and looked == [True]
+    assert store.endpoint == "http://127.0.2.10:2379"
+    assert await store.put(b"k", b"v") == 7
+    assert store._kv.sent == [0, 1]
