@@ -6,10 +6,8 @@ copies whose tier latency passed, expired copies to retire): the same steps the 
 workers run on their own schedule. "Now" is the real clock; a "day" is `[archive]
 day_seconds` of the cluster's config.
 
-Test hook: with $TESSERA_TEST_LIFECYCLE_HOLD=PATH set, the pass holds after its first
-transition (writes PATH.held, then waits until PATH exists), so a test can kill a pass that
-is provably mid-way instead of racing a fast one (tests/integration/test_archive_chaos.py).
-Only this command reads it; the gateway's lifecycle worker never holds.
+Test hook: $TESSERA_TEST_LIFECYCLE_HOLD=PATH holds the pass after its first transition
+(storage/archive_holds.py), so a test can kill a pass that is provably mid-way.
 """
 
 from __future__ import annotations
@@ -17,37 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from storage.archive_holds import install_from_env
 from storage.errors import ConfigError, StorageError
-
-if TYPE_CHECKING:
-    from storage.archive import ArchiveService
-
-HOLD_ENV = "TESSERA_TEST_LIFECYCLE_HOLD"
-
-
-def hold_after_first_transition(archive: ArchiveService, release: Path) -> None:
-    """The test hook (module docstring): wrap `archive.transition` so that the first
-    transition that moved a version writes `release`.held and waits for `release`."""
-    move = archive.transition
-    held = False
-
-    async def transition(v: Any, storage_class: str) -> bool:
-        nonlocal held
-        moved = await move(v, storage_class)
-        if moved and not held:
-            held = True
-            release.with_name(release.name + ".held").write_text(f"{os.getpid()}\n")
-            while not release.exists():
-                await asyncio.sleep(0.05)
-        return moved
-
-    archive.transition = transition  # type: ignore[method-assign]
 
 
 async def run_once(config: Path) -> dict[str, Any]:
@@ -56,8 +30,7 @@ async def run_once(config: Path) -> dict[str, Any]:
 
     cluster = await Cluster.open(load_config(config))
     try:
-        if hold := os.environ.get(HOLD_ENV):
-            hold_after_first_transition(cluster.archive, Path(hold))
+        install_from_env(cluster.archive, gateway=False)
         rep = await cluster.lifecycle.run_once()
         arch = cluster.archive
         restored = await arch.complete_due_restores(limit=1000)

@@ -106,11 +106,13 @@ def free_port(hosts: list[str] | None = None) -> int:
 
     Chosen below the kernel's ephemeral range, so no outgoing connection (etcd peers, node
     clients, other tests) can take it between this check and the server's bind: a port from
-    `bind(0)` is an ephemeral one, and that race made `tessera up` refuse a taken port."""
-    low = _ephemeral_low()
+    `bind(0)` is an ephemeral one, and that race made `tessera up` refuse a taken port.
+    $TESSERA_FREE_PORTS=LOW-HIGH narrows the choice to [LOW, HIGH), so concurrent users
+    (pytest-xdist workers, tests/xdist_groups.py) never pick the same port."""
+    low, high = free_port_range()
     rnd = random.SystemRandom()
     for _ in range(500):
-        port = rnd.randrange(10000, low - 16)  # room for a few consecutive ports above it
+        port = rnd.randrange(low, high)
         try:
             for h in ["127.0.0.1", *(hosts or [])]:
                 with socket.socket() as s:
@@ -119,6 +121,24 @@ def free_port(hosts: list[str] | None = None) -> int:
             continue
         return port
     raise RuntimeError("no free port")
+
+
+FREE_PORTS_ENV = "TESSERA_FREE_PORTS"
+
+
+def free_port_range() -> tuple[int, int]:
+    """Where `free_port` picks: $TESSERA_FREE_PORTS ("LOW-HIGH"), else from 10000 to just
+    below the ephemeral range (room for a few consecutive ports above the one picked)."""
+    if spec := os.environ.get(FREE_PORTS_ENV):
+        lo, _, hi = spec.partition("-")
+        try:
+            low, high = int(lo), int(hi)
+        except ValueError:
+            raise RuntimeError(f"${FREE_PORTS_ENV} is not LOW-HIGH: {spec!r}") from None
+        if not 1024 <= low < high <= 65536:
+            raise RuntimeError(f"${FREE_PORTS_ENV} is not a port range: {spec!r}")
+        return low, high
+    return 10000, _ephemeral_low() - 16
 
 
 def _ephemeral_low() -> int:

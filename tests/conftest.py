@@ -9,7 +9,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.integration.cluster import LocalCluster
-from tests.xdist_groups import pytest_collection_modifyitems  # noqa: F401 - a hook
+from tests.xdist_groups import (  # noqa: F401 - hooks
+    pytest_collection_modifyitems,
+    pytest_configure,
+)
 
 # Tests never fail on timing: hypothesis's per-example deadline (200 ms) and its too-slow
 # health check measure the machine's load, not the code (a loaded 2-core CI box hit both).

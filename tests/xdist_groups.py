@@ -3,11 +3,15 @@
 Each module's tests run on one worker, in order: a module's tests may build on each other
 (a bucket an earlier test made) and a module-scoped cluster then starts once. The
 block-volume modules (loop devices, FUSE and ext4 mounts; one compares the machine's loop
-devices before and after) run together on one worker, one after another. Serial runs are
-untouched. Kept apart from tests/conftest.py so its test imports nothing heavy.
+devices before and after) run together on one worker, one after another. Each worker picks
+free ports (`ops.localports.free_port`) from its own slice of the range, so two workers
+never start servers on one port. Serial runs are untouched. Kept apart from
+tests/conftest.py so its test imports nothing heavy.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -26,3 +30,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         group = "block-volumes" if item.path.name in MACHINE_WIDE else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In xdist worker gwI of N: $TESSERA_FREE_PORTS = the I-th of N slices of the free-port
+    range (16 ports kept free at the top of each, for servers on consecutive ports). The
+    processes a test starts inherit it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if not worker.startswith("gw") or count < 2:
+        return
+    from ops.localports import FREE_PORTS_ENV, free_port_range
+
+    i = int(worker[2:])
+    low, high = free_port_range()
+    width = (high - low) // count
+    os.environ[FREE_PORTS_ENV] = f"{low + i * width}-{low + (i + 1) * width - 16}"

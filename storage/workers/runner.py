@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from storage.activity import CLIENTS
+from storage.archive_holds import install_from_env
 from storage.config import WorkerSettings
 from storage.leases import Lease, Leases
 from storage.workers import Worker, WorkerState
@@ -154,6 +155,7 @@ def start_workers(cluster: Cluster, may_deliver: MayDeliver | None = None) -> Wo
     """Run every worker the cluster builds (`Cluster.workers`), each under its lease."""
     runner = WorkerRunner(leases=Leases(cluster.meta), holder=gateway_holder(cluster),
                           lease_ttl_s=cluster.cfg.workers.lease_ttl_s, wakes=Wakes(cluster.meta))
+    install_from_env(cluster.archive, gateway=True)  # a test hook, off unless asked for
     for worker in cluster.workers(clients_busy=CLIENTS.busy, may_deliver=may_deliver):
         runner.start(worker)
     return runner

@@ -73,7 +73,7 @@ def restored(s3: Any, key: str, bucket: str = "arch") -> str | None:
 def run_once(c: LocalCluster) -> str:
     env = {**os.environ, "TESSERA_CONFIG": c.env["TESSERA_CONFIG"]}
     out = subprocess.run([sys.executable, "-m", "ops.cli", "lifecycle", "run-once",
-                          "--json"], env=env, capture_output=True, text=True, timeout=60)
+                          "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout
 

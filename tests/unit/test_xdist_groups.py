@@ -24,7 +24,8 @@ import pytest
 @pytest.mark.parametrize("i", range({n}))
 def test_one(i):
     with open({out!r}, "a") as f:
-        f.write(f"{{__name__}} {{os.environ['PYTEST_XDIST_WORKER']}} {{i}}\\n")
+        f.write(f"{{__name__}} {{os.environ['PYTEST_XDIST_WORKER']}} {{i}} "
+                f"{{os.environ.get('TESSERA_FREE_PORTS')}}\\n")
 '''
 
 
@@ -33,7 +34,9 @@ def test_each_module_on_one_worker_and_the_volume_modules_together(
     out = pytester.path / "ran.txt"
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(  # the repo, for tests.xdist_groups
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
-    pytester.makeconftest("from tests.xdist_groups import pytest_collection_modifyitems  # noqa")
+    monkeypatch.delenv("TESSERA_FREE_PORTS", raising=False)
+    pytester.makeconftest("from tests.xdist_groups import pytest_collection_modifyitems, "
+                          "pytest_configure  # noqa")
     modules = ["test_a", "test_b", "test_c", "test_d", "test_volumes", "test_volume_zone"]
     for name in modules:
         pytester.makepyfile(**{name: RECORD.format(n=8, out=str(out))})
@@ -41,11 +44,17 @@ def test_each_module_on_one_worker_and_the_volume_modules_together(
     r.assert_outcomes(passed=8 * len(modules))
     workers: dict[str, set[str]] = collections.defaultdict(set)
     order: dict[str, list[int]] = collections.defaultdict(list)
+    ports: dict[str, set[str]] = collections.defaultdict(set)
     for line in out.read_text().splitlines():
-        module, worker, i = line.split()
+        module, worker, i, span = line.split()
         workers[module].add(worker)
         order[module].append(int(i))
+        ports[worker].add(span)
     assert all(len(w) == 1 for w in workers.values()), dict(workers)
     assert workers["test_volumes"] == workers["test_volume_zone"]
     assert all(seq == list(range(8)) for seq in order.values()), dict(order)
     assert len(set().union(*workers.values())) == 2  # both workers were used
+    # each worker picks free ports in a slice of its own, none overlapping
+    assert all(len(p) == 1 for p in ports.values()), dict(ports)
+    spans = sorted(tuple(map(int, p.pop().split("-"))) for p in ports.values())
+    assert len(spans) == 2 and spans[0][0] < spans[0][1] <= spans[1][0] < spans[1][1], spans
