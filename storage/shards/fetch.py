@@ -14,16 +14,18 @@ status other than 200 closes the connection after its head.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
 from storage.buffers import BufferPool
 from storage.config import NodeSpec
-from storage.errors import IntegrityError, ShardCorrupt, StorageError
+from storage.errors import IntegrityError, ShardCorrupt
 from storage.shards import auth
 from storage.shards.assembler import FrameAssembler
 from storage.shards.connpool import HEAD_BYTES, ConnPool, FetchError, NodeConn, parse_head
 from storage.shards.format import READER_CHECKS, READER_CHECKS_HEADER, ShardHeader
+from storage.shards.nodechecks import NodeChecks
 
 MAX_READY = 3  # verified frames waiting for the consumer before reading pauses
 _clock = time.monotonic  # when the last byte arrived (tests give a clock of their own)
@@ -178,6 +180,7 @@ class ShardFetcher:
         self._secret = secret
         self._read_timeout = read_timeout_s
         self._pool: ConnPool[_Conn] = ConnPool(_Conn, connect_timeout_s)
+        self.checks = NodeChecks()  # node re-checks of bad frames, off the reads' path
 
     async def frames(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
                      count: int, pool: BufferPool, node_checks: bool = False,
@@ -190,8 +193,10 @@ class ShardFetcher:
         Every frame is checked here (FrameAssembler) before it is offered, so the node is
         told it need not check them too (one pass over the bytes fewer on the node), unless
         `node_checks`. A frame that fails here is then asked for once more with the node
-        checking it, so a node whose disk holds the bad frame finds it and quarantines the
-        shard, as when it checks every read."""
+        checking it, in the background (`self.checks`), so a node whose disk holds the bad
+        frame finds it and quarantines the shard, as when it checks every read: whether the
+        bad frame was pulled (ShardCorrupt at once, not after the node's answer) or the
+        reader stopped before it (closed this generator)."""
         path = f"/v1/shards/{sid}?first={first}&count={count}"
         headers = auth.sign(self._secret, "GET", path, node.id, headers=None if node_checks
                             else {READER_CHECKS_HEADER: READER_CHECKS})
@@ -200,6 +205,7 @@ class ShardFetcher:
                    + "\r\n").encode("latin-1")
         asm = FrameAssembler(expect, first, count, pool)
         conn: _Conn | None = None
+        bad: BaseException | None = None  # what stopped the read, if the frames did
         try:
             conn = await self._send(node, request, asm)
             while not conn.finished or asm.ready:
@@ -229,33 +235,31 @@ class ShardFetcher:
         except IntegrityError as exc:
             if isinstance(exc, ShardCorrupt):
                 raise
-            bad = asm.segment if asm.header is not None and not node_checks else None
-            if conn is not None:
-                conn.close()
-                conn = None
-            asm.close()
-            if bad is not None:
-                await self._node_check(node, sid, expect, bad, pool)
+            bad = exc
             raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
         finally:
             if conn is not None:
+                bad = bad or conn.error  # a bad frame arrived, but the reader stopped first
                 conn.close()
             asm.close()
+            # a frame failed its check (not the header: the node checks that at open; not
+            # bytes past the last frame: no frame of the shard to check)
+            if (isinstance(bad, IntegrityError) and not node_checks
+                    and asm.header is not None and asm.segment < asm.end):
+                segment = asm.segment
+                self.checks.start((node.id, sid), lambda: self._node_check(
+                    node, sid, expect, segment, pool))
 
     async def _node_check(self, node: NodeSpec, sid: str, expect: ShardHeader, segment: int,
                           pool: BufferPool) -> None:
-        """Have the node check frame `segment` itself (a bad one: it quarantines the shard
-        and answers 409, raised as ShardCorrupt); any other outcome is left to the caller's
-        own error (the frame went bad on the way, or the node cannot say)."""
-        try:
-            async for _, _, buf in self.frames(node, sid, expect, segment, 1, pool,
-                                               node_checks=True):
+        """Have the node check frame `segment` itself: a bad one, it quarantines the shard
+        (answering 409, raised here as ShardCorrupt); a good one (it went bad on the way)
+        comes back whole. Closed when cancelled (`aclosing`): no connection or buffer left
+        to the garbage collector."""
+        frames = self.frames(node, sid, expect, segment, 1, pool, node_checks=True)
+        async with contextlib.aclosing(frames):
+            async for _, _, buf in frames:
                 pool.give(buf)
-        except ShardCorrupt as exc:
-            if "reports corruption" in str(exc):
-                raise
-        except StorageError:
-            pass
 
     async def _wait(self, node: NodeSpec, conn: _Conn) -> None:
         try:
@@ -282,9 +286,13 @@ class ShardFetcher:
                 if reused and exc.fresh and attempt == 0:
                     continue
                 raise
+            except BaseException:  # a bad frame in the head's packet, a cancellation
+                conn.close()
+                raise
             return conn
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Close every idle connection."""
+        """Close every idle connection; cancel the node checks still running."""
         self._pool.close()
+        self.checks.close()

@@ -53,7 +53,21 @@ def cachestat(path: str | Path) -> bool:
         os.close(fd)
 
 
+def fs_type(path: Path) -> str:
+    """The type of the file system `path` is on (its mount's, from /proc/self/mountinfo)."""
+    path, best, kind = Path(os.path.realpath(path)), -1, ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        mount = Path(fields.split()[4].replace("\\040", " "))
+        if path.is_relative_to(mount) and len(mount.parts) > best:
+            best, kind = len(mount.parts), rest.split()[0]
+    return kind
+
+
 def test_resident_tells_cached_pages_from_a_hole(tmp_path: Path) -> None:
+    """On any file system: written pages are cached, a hole's are not, and asking reads
+    none. A hole that was read is cached too, except on tmpfs, which serves it from the
+    kernel's zero page (nothing cached; nor is anything on the disk to wait for)."""
     path = tmp_path / "f"
     with open(path, "wb") as f:
         f.write(os.urandom(64 * 1024))
@@ -65,9 +79,14 @@ def test_resident_tells_cached_pages_from_a_hole(tmp_path: Path) -> None:
         assert pagecache.resident(fd, 0, 64 * 1024)
         assert pagecache.resident(fd, 100, 5000)  # a range across a page boundary
         assert not pagecache.resident(fd, 512 * 1024, 4096)
+        assert not pagecache.resident(fd, 512 * 1024, 4096)  # asking brought nothing in
         assert not pagecache.resident(fd, 60 * 1024, 8 * 1024)  # ends past the written part
-        os.pread(fd, 4096, 512 * 1024)
-        assert pagecache.resident(fd, 512 * 1024, 4096)
+        os.pwrite(fd_w := os.open(path, os.O_WRONLY), os.urandom(4096), 512 * 1024)
+        os.close(fd_w)
+        assert pagecache.resident(fd, 512 * 1024, 4096)  # written: in the cache
+        assert not pagecache.resident(fd, 508 * 1024, 8 * 1024)  # half of it in a hole
+        assert len(os.pread(fd, 4096, 768 * 1024)) == 4096
+        assert pagecache.resident(fd, 768 * 1024, 4096) == (fs_type(path) != "tmpfs")
         assert pagecache.resident(fd, 0, 0)
     finally:
         os.close(fd)
