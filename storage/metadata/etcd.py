@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +99,10 @@ class EtcdStore:
         if not eps:
             raise EtcdError("metadata backend etcd needs at least one endpoint (etcd_endpoints)")
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        session = aiohttp.ClientSession(timeout=timeout)
+        # the CA store is read now, for both clients (gRPC's roots: etcd_grpc.trusted_roots)
+        tls = ssl.create_default_context() if any(e.startswith("https://") for e in eps) else None
+        session = aiohttp.ClientSession(timeout=timeout,
+                                        connector=aiohttp.TCPConnector(ssl=tls or True))
         store = cls(eps, session, "/v3")
         try:
             store.server_version = await store._version()

@@ -16,6 +16,8 @@ poller thread hung a test run in session 3 when the garbage collector joined it)
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +40,9 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.enable_retries", 0),  # a write is never sent twice behind our back
+    # http_proxy/https_proxy/grpc_proxy in the environment would route every key call (object
+    # records, wrapped tenant keys) through a proxy; the JSON gateway's aiohttp never did
+    ("grpc.enable_http_proxy", 0),
     # a member back after an outage is tried again within 2 s (grpc's default backs off to
     # 120 s); a connection attempt gives up after 2 s, as aiohttp's connect timeout did, so
     # calls queued on an unreachable member fail as never sent instead of at their deadline
@@ -55,6 +60,16 @@ def target_of(endpoint: str) -> str:
     """'host:port' of an 'http://host:port' endpoint (gRPC shares etcd's client port)."""
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
     return parts.netloc
+
+
+def trusted_roots() -> bytes | None:
+    """The CA certificates an https member is checked against: the same store Python's ssl
+    (and so aiohttp, for leases and watches) uses, SSL_CERT_FILE included. grpcio would
+    otherwise use its own bundled roots and refuse a private CA the JSON gateway accepts."""
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile and Path(cafile).is_file():
+        return Path(cafile).read_bytes()
+    return None  # no bundle file: grpcio's own roots
 
 
 def never_sent(exc: grpc.RpcError) -> bool:
@@ -88,16 +103,21 @@ class GrpcKV:
 
     def __init__(self, endpoints: tuple[str, ...]) -> None:
         self._targets = [target_of(e) for e in endpoints]
-        self._tls = [e.startswith("https://") for e in endpoints]  # as aiohttp did: system CAs
+        self._tls = [e.startswith("https://") for e in endpoints]
+        self._roots = trusted_roots() if any(self._tls) else None
+        self._closed = False
         self._channels: dict[int, grpc.Channel] = {}
         self._calls: dict[tuple[int, str], grpc.UnaryUnaryMultiCallable] = {}
 
     def _callable(self, idx: int, rpc: str) -> grpc.UnaryUnaryMultiCallable:
         found = self._calls.get((idx, rpc))
         if found is None:
+            if self._closed:  # a late call (a renewal during shutdown) opens nothing new
+                raise RuntimeError("etcd store is closed")
             channel = self._channels.get(idx)
             if channel is None:
-                channel = (grpc.secure_channel(self._targets[idx], grpc.ssl_channel_credentials(),
+                channel = (grpc.secure_channel(self._targets[idx],
+                                               grpc.ssl_channel_credentials(self._roots),
                                                options=CHANNEL_OPTIONS) if self._tls[idx]
                            else grpc.insecure_channel(self._targets[idx], options=CHANNEL_OPTIONS))
                 self._channels[idx] = channel
@@ -137,6 +157,7 @@ class GrpcKV:
             raise
 
     def close(self) -> None:
+        self._closed = True
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()

@@ -5,8 +5,9 @@ reads that met damage, corrupt shards the node scrubbers quarantined) and from a
 background sweep over the stripe index `X` that finds shards on nodes that are out (or
 down past a grace) or missing from their node (paced to `sweep_rate_stripes_s` while every
 node is up, so its idle cost stays flat however many objects; unpaced while a node is down
-or out and for the pass after a node returns). Stripes with the fewest healthy shards go
-first. Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
+or out, for the pass after a node returns, and for the rest of a pass that found a shard
+missing on an up node). Stripes with the fewest healthy shards go first; a running batch
+re-plans when nodes change (`repair_batch`). Rebuilt shards go to healthy nodes chosen by placement with no zone above m, and the
 manifest change is committed with compare-and-swap on every record holding the manifest;
 if the version vanished meanwhile, the new shards are queued for collection. The sweep
 also deletes orphaned shards (no stripe index entry, or a stale copy the manifest no longer
@@ -18,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
 from storage.config import Config, NodeSpec, RepairSettings
 from storage.errors import DataUnavailable, StorageError
-from storage.health import DOWN, OUT, UP, HealthTracker
+from storage.health import UP, HealthTracker
 from storage.keyspace import (
     REPAIR,
     STRIPE,
@@ -56,22 +57,25 @@ from storage.workers.manifests import (
     volume_stripes,
 )
 from storage.workers.repair_assess import Assessment, RepairAssessor
-from storage.workers.repair_lanes import GATHER_SHARD_BYTES, WHOLE_SHARD_BYTES, RepairLanes
+from storage.workers.repair_batch import (
+    ASSESS_PARALLEL,
+    BATCH,
+    FRESH_S,
+    RETRY_S,
+    RepairBatches,
+)
+from storage.workers.repair_lanes import GATHER_SHARD_BYTES, WHOLE_SHARD_BYTES
 from storage.workers.repair_orphans import RepairHousekeeping
 
 log = logging.getLogger("tessera.repair")
 STATS_KEY = system_key("repair")
-BATCH = 64
-# Stripes assessed (k+m stats each) at once: a whole sweep page, so the stats bound for one
-# node gather in a few batch requests (up to 64 ops each) instead of one or two per stripe
-# (measured: 4.2 -> 1.5 ms of gateway + node CPU per stripe checked).
-ASSESS_PARALLEL = 128
+# Stripes assessed (k+m stats each) at once (ASSESS_PARALLEL): a whole sweep page, so the
+# stats bound for one node gather in a few batch requests (up to 64 ops each) instead of one
+# or two per stripe (measured: 4.2 -> 1.5 ms of gateway + node CPU per stripe checked).
 ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 # The nodes' quarantine reports are read at least this often, paced sweep or not (a paced
 # pass may take a sweep step only every few minutes; a scrubber's find should not wait).
 QUARANTINE_POLL_S = 5.0
-RETRY_S = 30.0
-FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
 SWEEP_BURST_S = 60.0  # the paced sweep's burst: this many seconds of sweep_rate_stripes_s
 
 
@@ -96,7 +100,8 @@ class RepairStats:
     updated: float = 0.0
 
 
-class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping):
+class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
+                   RepairHousekeeping):
     name = "repair"
     stats_key = STATS_KEY
     stats_type = RepairStats
@@ -124,7 +129,6 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         self.stripe_codec: Callable[[Manifest], Awaitable[StripeCodec | None]] | None = None
         # Stripes at risk are rebuilt at the full rate, never the busy rate.
         self._urgent = Throttle(self.settings.rate_bytes_s)
-        self._progress = False
         self._queue_cursor = space(REPAIR)[0]
         self._sweep_cursor = space(STRIPE)[0]
         self._next_sweep = 0.0
@@ -145,10 +149,9 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         # entries deferred before it due now (they waited for a zone-safe node). A node
         # marked down or out makes them due too: a stripe repaired while that node was
         # still counted up was deferred when the shard sent to it failed, and its next
-        # attempt places that shard elsewhere (it waited RETRY_S before).
-        self._states: dict[str, str] = {}
-        self._started: dict[str, float] = {}  # each node's reported start (`_note_returns`)
-        self._changed_at = 0.0
+        # attempt places that shard elsewhere (it waited RETRY_S before). Seen mid-batch
+        # too (`repair_batch`).
+        self._init_batches()
         self._sweep_again = False
         # Assessments the sweep just made of stripes it queued (stripe -> (when, nodes, it)):
         # the queue step reuses them instead of statting every shard again.
@@ -156,45 +159,11 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
 
     # the repair queue ----------------------------------------------------------------------
 
-    def _note_returns(self) -> None:
-        """Notice nodes that came back, or went down or out, since the last step (see
-        `_changed_at`)."""
-        back = gone = False
-        for nid, s in self._health.states.items():
-            before = self._states.get(nid)
-            if s.state == UP and before in (DOWN, OUT):
-                back = True
-            elif s.started and self._started.get(nid, s.started) != s.started:
-                back = True  # restarted between probes (in any state: seen while suspect
-                # too): what it holds may have changed
-            elif s.state in (DOWN, OUT) and before == UP:
-                gone = True
-            self._states[nid] = s.state
-            if s.started:
-                self._started[nid] = s.started
-        if gone:
-            self._changed_at = time.time()  # deferred entries are due: placed elsewhere
-            if self._sweep_cursor != space(STRIPE)[0]:  # a paced pass goes on unpaced now
-                self._next_sweep = 0.0
-        if back:
-            log.info("a node returned or restarted: sweeping now")
-            self._changed_at = time.time()
-            self._unpaced = True  # until the pass that sees the return whole has ended
-            self._next_sweep = 0.0
-            if self._sweep_cursor != space(STRIPE)[0]:  # what this pass already checked
-                self._sweep_again = True
-
-    def _due(self, entry: Mapping, now: float) -> bool:
-        """A queue entry to work on now: not deferred, past its retry time, or deferred
-        before a node returned (the node it waited for may be that one) or went down."""
-        retry_at = float(entry.get("retry_at", 0))
-        return retry_at <= now or \
-            float(entry.get("deferred_at", retry_at - RETRY_S)) < self._changed_at
-
     async def step(self) -> WorkerState:
         await self._load_stats()
         await self._refresh_pacing()
         self._note_returns()
+        self._newly_lost()  # (a batch re-plans on what changes from here on)
         busy = False
         sweeping = time.monotonic() >= self._next_sweep
         if sweeping:
@@ -239,55 +208,6 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             self._queue_cursor = next_key(items[-1].key)
         return bool(items) and (bool(left) or self._progress)
 
-    async def _run_batch(self, items: list[Item], safe_cap: int) -> list[bytes]:
-        """Assess and repair `items`, stripes at risk first; returns the keys of safe ones
-        left for a later step (beyond `safe_cap`; 0 = none are left)."""
-        now = time.time()
-        work: list[tuple[bool, int, Item, Manifest, Assessment]] = []
-        gate = asyncio.Semaphore(ASSESS_PARALLEL)
-        self._progress = False
-
-        async def look(item: Item) -> None:
-            entry = unpack(item.value)
-            if not self._due(entry, now):
-                return
-            async with gate:
-                stripe_id = stripe_of(item.key)
-                man = await load_manifest(self._meta, stripe_id)
-                if not isinstance(man, Manifest):
-                    if man is None or man == "gone" or \
-                            now - float(entry.get("queued", now)) > 3600:
-                        await self._drop(item)
-                    else:  # still being written: look again later
-                        await self._defer(item, entry, f"stripe is {man}")
-                    return
-                if not man.part.size:
-                    await self._drop(item)
-                    return
-                lying = entry.get("lying") or {}
-                a = None if lying else self._fresh.pop(stripe_id, None)
-                if a is None or a[0] < time.monotonic() - FRESH_S or a[1] != man.part.nodes:
-                    a = (0.0, [], await self.assess(man.part, lying))
-                risky = self.at_risk(man.part, a[2])
-                work.append((not risky, len(a[2].healthy), item, man, a[2]))
-
-        await asyncio.gather(*(look(it) for it in items))
-        work.sort(key=lambda w: (w[0], w[1], w[2].key))  # at risk, then fewest healthy, first
-        left: list[bytes] = []
-        if safe_cap:
-            safe = [w for w in work if w[0] and w[4].missing]
-            left = [w[2].key for w in safe[safe_cap:]]
-            work = [w for w in work if not w[0] or not w[4].missing] + safe[:safe_cap]
-        lanes = RepairLanes(self.settings.parallel)
-
-        async def fix(safe: bool, item: Item, man: Manifest, a: Assessment) -> bool:
-            async with lanes.gate(man.part):
-                return await self._repair(item, man, a, self._throttle if safe else self._urgent)
-
-        done = await asyncio.gather(*(fix(w[0], w[2], w[3], w[4]) for w in work))
-        self._progress = any(done)
-        return left
-
     async def _drop(self, item: Item) -> None:
         await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
         self._dirty = True
@@ -330,12 +250,17 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             return False
         targets: dict[int, NodeSpec] = dict(zip(a.missing, chosen, strict=False))
         sources = [(i, self._by_id[n]) for i, n in sorted(usable.items())]
+        rebuild = asyncio.ensure_future(rebuild_shards(
+            self._client, self._cpu, part, sources, targets, throttle or self._throttle,
+            reference=reference, trusted=set(a.healthy) if keyless else None, pool=self._pool,
+            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES))
+        self._rebuilding[part.stripe_id] = (rebuild, man, a)  # a node's return may stop it
         try:
-            res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
-                                       throttle or self._throttle, reference=reference,
-                                       trusted=set(a.healthy) if keyless else None,
-                                       pool=self._pool, whole_bytes=WHOLE_SHARD_BYTES,
-                                       gather_bytes=GATHER_SHARD_BYTES)
+            res = await rebuild
+        except asyncio.CancelledError:
+            if not rebuild.cancelled() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            return False  # made moot by a node's return: its entry stays, due
         except DataUnavailable as exc:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -349,6 +274,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
             if self.verify_stripe is not None:  # names the liars: an urgent entry, retry now
                 await self.verify_stripe(part.stripe_id)
             return False
+        finally:
+            self._rebuilding.pop(part.stripe_id, None)
         for i, reason in res.failed.items():
             self._health.report_failure(targets[i].id, reason)
         if not res.written:
@@ -421,6 +348,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
         items = await self._meta.range(self._sweep_cursor, space(STRIPE)[1],
                                        limit=self.settings.sweep_batch)
         gate = asyncio.Semaphore(ASSESS_PARALLEL)
+        silent: list[bytes] = []
 
         async def check(item: Item) -> None:
             ref = unpack(item.value)
@@ -435,12 +363,19 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairHousekeeping)
                 n = str(len(a.healthy) + len(a.unknown))
                 self._pass_health[n] = self._pass_health.get(n, 0) + 1
                 self.stats.sweep_checked += 1
+                if a.absent:
+                    silent.append(stripe_id)
                 if a.missing:
                     await self.enqueue(stripe_id, f"sweep: shards {a.missing} missing",
                                        urgent=self.at_risk(man.part, a))
                     self._fresh[stripe_id] = (time.monotonic(), list(man.part.nodes), a)
 
         await asyncio.gather(*(check(it) for it in items))
+        if silent and not self._unpaced:  # shards lost on up nodes: more may be (a disk
+            # going bad, files removed): the rest of this pass runs unpaced
+            log.warning("sweep: shards missing on up nodes (stripe %s and %d more); the "
+                        "rest of this pass runs unpaced", silent[0].hex(), len(silent) - 1)
+            self._unpaced = True
         if len(items) < self.settings.sweep_batch:
             self._sweep_cursor = space(STRIPE)[0]
             self.stats.sweep_passes += 1

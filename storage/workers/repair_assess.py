@@ -28,6 +28,9 @@ class Assessment:
     missing: list[int]  # indexes to rebuild
     unknown: dict[int, str]  # index -> node down within its grace (may come back)
     lying: dict[int, str] = field(default_factory=dict)  # named liars (in `missing` too)
+    # in `missing` too: gone from (or damaged on) a node that is up, with nothing to
+    # explain it (no node down or out): a silent loss, which makes the sweep hurry
+    absent: list[int] = field(default_factory=list)
 
 
 class RepairAssessor:
@@ -63,6 +66,7 @@ class RepairAssessor:
         missing: list[int] = []
         unknown: dict[int, str] = {}
         liars: dict[int, str] = {}
+        absent: list[int] = []
 
         async def one(i: int, nid: str | None) -> None:
             if nid is None or nid not in self._by_id:
@@ -84,12 +88,14 @@ class RepairAssessor:
             except NodeError as exc:
                 if exc.status == 409:
                     missing.append(i)
+                    absent.append(i)
                 else:
                     self._health.report_failure(nid, str(exc))
                     unknown[i] = nid
                 return
             if st is None or int(st.get("segments", -1)) != nsegs or st.get("index") != i:
                 missing.append(i)
+                absent.append(i)
             else:
                 healthy[i] = nid
 
@@ -99,7 +105,8 @@ class RepairAssessor:
             del healthy[i]
             missing.append(i)
         missing.sort()
-        return Assessment(healthy=healthy, missing=missing, unknown=unknown, lying=liars)
+        return Assessment(healthy=healthy, missing=missing, unknown=unknown, lying=liars,
+                          absent=sorted(absent))
 
     def _over_zone_cap(self, part: PartLayout, healthy: dict[int, str]) -> list[int]:
         """Healthy shards beyond m in one zone, to move (a write in a zone outage spilled them).

@@ -58,7 +58,8 @@ class RepairHousekeeping:
             except ValueError:
                 continue
             if await self._meta.get(stripe_index_key(stripe_id)) is not None:
-                await self.enqueue(stripe_id, f"quarantined on {node.id}")
+                # a shard gone from its stripe: at risk under k+2 (4+2), read first
+                await self.enqueue(stripe_id, f"quarantined on {node.id}", urgent=True)
                 self.stats.quarantine_reports += 1
                 self._dirty = True
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.health import DOWN, SUSPECT, UP
-from storage.keyspace import STRIPE, space
+from storage.keyspace import STRIPE, space, stripe_of
+from storage.shards.ids import shard_id
+from storage.workers.manifests import Manifest, load_manifest
 from storage.workers.repair import RepairSettings, RepairWorker
 from tests.sim.test_sim_repair import SEGMENT, Sim
 
@@ -162,5 +164,27 @@ async def test_a_restart_seen_while_the_node_is_suspect_still_unpaces_a_pass(
         for _ in range(2 * (stripes // BATCH + 2)):
             await worker.step()
         assert worker.stats.sweep_checked >= stripes  # a whole pass, unpaced
+    finally:
+        await s.close()
+
+
+async def test_a_shard_found_missing_on_an_up_node_unpaces_the_rest_of_the_pass(
+        tmp_path: Path) -> None:
+    """A shard gone from a node that is up (a file removed, a disk going bad) is a silent
+    loss: more may be gone, so the rest of that pass runs unpaced instead of at
+    `sweep_rate_stripes_s` (1M stripes: hours); the pass after it is paced again."""
+    s, worker, stripes = await _sim(tmp_path)
+    try:
+        first = min(stripe_of(it.key) for it in await s.meta.range(*space(STRIPE), limit=1))
+        man = await load_manifest(s.meta, first)
+        assert isinstance(man, Manifest)
+        assert s.sim.lose(man.part.nodes[0], shard_id(first, 0))  # in the first sweep batch
+        for _ in range(stripes // BATCH + 2):
+            await worker.step()
+        assert worker.stats.sweep_passes == 1  # the whole pass, without waiting
+        assert worker.stats.sweep_checked == stripes
+        assert worker.stats.shards_rebuilt == 1
+        assert worker._unpaced is False  # the next pass is paced
+        await s.check_redundant()
     finally:
         await s.close()

@@ -79,3 +79,15 @@ async def test_after_a_write_ran_out_of_time_the_next_call_goes_to_the_next_memb
     assert store.endpoint == "http://127.0.2.10:2379"
     assert await store.put(b"k", b"v") == 7
     assert store._kv.sent == [0, 1]
+
+
+def test_a_call_after_close_opens_no_channel() -> None:
+    """A late call (a lease renewal during shutdown) fails as aiohttp's closed session did,
+    instead of opening a channel and thread nothing will close."""
+    from storage.metadata.etcd_grpc import GrpcKV
+
+    kv = GrpcKV(("http://127.0.0.1:9",))
+    kv.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        kv._callable(0, "Range")
+    assert kv._channels == {}

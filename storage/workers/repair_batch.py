@@ -1,0 +1,237 @@
+"""Repair's batches, and the node changes that re-plan them while they run.
+
+A batch assesses its stripes, sorts them (at risk first, then fewest healthy) and rebuilds
+them through `RepairLanes`. A batch of large rebuilds can run for many seconds; it does not
+wait for its end to notice the cluster change. Every `WATCH_S` it checks the health
+tracker, and when a node returns (or restarts), goes down or out, or passes its down grace:
+
+- rebuilds under way of a shard whose node is back (or restarted) are stopped when that
+  node holds the shard whole again (one stat each: a restart may have wiped it); finishing
+  would rebuild it elsewhere for nothing;
+- stripes of the batch not yet started are left for the new plan (they keep their entry);
+- the sweep runs beside the rebuilds still under way (at once and unpaced after a return),
+  and the due urgent entries are read again, assessed and started in risk order, so a
+  stripe now at k does not wait behind the rest of a batch planned before the change.
+
+Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from storage.errors import StorageError
+from storage.health import DOWN, OUT, UP
+from storage.keyspace import STRIPE, space, stripe_of, urgent_repair_span
+from storage.metadata import Item
+from storage.pipeline import segment_count
+from storage.records import PartLayout, unpack
+from storage.shards.ids import shard_id
+from storage.workers.manifests import Manifest, load_manifest
+from storage.workers.repair_assess import Assessment
+from storage.workers.repair_lanes import RepairLanes
+
+log = logging.getLogger("tessera.repair")
+WATCH_S = 0.25  # how often a running batch looks at the nodes' health
+RETRY_S = 30.0
+FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
+ASSESS_PARALLEL = 128
+BATCH = 64
+Work = tuple[bool, int, Item, Manifest, Assessment]  # (safe, healthy shards, entry, ...)
+
+
+class RepairBatches:
+    """The repair worker's batch runner and node-change tracking (a base of `RepairWorker`)."""
+
+    def _init_batches(self) -> None:
+        self._states: dict[str, str] = {}
+        self._started: dict[str, float] = {}  # each node's reported start (`_note_returns`)
+        self._lost_seen: set[str] = set()  # down nodes past their grace, as last seen
+        self._changed_at = 0.0
+        self._plan = 0  # bumped when a change re-plans the running batch
+        self._busy: set[bytes] = set()  # stripes being rebuilt or committed
+        self._rebuilding: dict[bytes, tuple[asyncio.Future, Manifest, Assessment]] = {}
+        self._progress = False
+
+    # node changes -------------------------------------------------------------------------
+
+    def _note_returns(self) -> tuple[set[str], bool]:
+        """Notice nodes that came back, restarted, or went down or out, since last looked;
+        returns (those back from down or out, whether any changed). See `_changed_at`."""
+        back: set[str] = set()
+        gone = False
+        for nid, s in self._health.states.items():
+            before = self._states.get(nid)
+            if s.state == UP and before in (DOWN, OUT):
+                back.add(nid)
+            elif s.started and self._started.get(nid, s.started) != s.started:
+                back.add(nid)  # restarted between probes (in any state: seen while suspect
+                # too): what it holds may have changed
+            elif s.state in (DOWN, OUT) and before == UP:
+                gone = True
+            self._states[nid] = s.state
+            if s.started:
+                self._started[nid] = s.started
+        if gone:
+            self._changed_at = time.time()  # deferred entries are due: placed elsewhere
+            if self._sweep_cursor != space(STRIPE)[0]:  # a paced pass goes on unpaced now
+                self._next_sweep = 0.0
+        if back:
+            log.info("a node returned or restarted: sweeping now")
+            self._changed_at = time.time()
+            self._unpaced = True  # until the pass that sees the return whole has ended
+            self._next_sweep = 0.0
+            if self._sweep_cursor != space(STRIPE)[0]:  # what this pass already checked
+                self._sweep_again = True
+        return back, gone
+
+    def _newly_lost(self) -> bool:
+        """A down node passed its grace since last looked: its shards now count as lost."""
+        lost = {nid for nid, s in self._health.states.items() if s.state == DOWN and
+                time.time() - s.since > self.settings.down_grace_s}
+        new = bool(lost - self._lost_seen)
+        self._lost_seen = lost
+        return new
+
+    def _due(self, entry: Mapping, now: float) -> bool:
+        """A queue entry to work on now: not deferred, past its retry time, or deferred
+        before a node returned (the node it waited for may be that one) or went down."""
+        retry_at = float(entry.get("retry_at", 0))
+        return retry_at <= now or \
+            float(entry.get("deferred_at", retry_at - RETRY_S)) < self._changed_at
+
+    async def _replan(self) -> bool:
+        """After a change seen mid-batch: stop the rebuilds it made moot, retire the plan."""
+        back, gone = self._note_returns()
+        lost = self._newly_lost()
+        if not (back or gone or lost):
+            return False
+        moot = [(sid, task, man.part, i, man.part.nodes[i])
+                for sid, (task, man, a) in self._rebuilding.items() for i in a.missing
+                if i not in a.lying and i < len(man.part.nodes) and man.part.nodes[i] in back]
+        found = await asyncio.gather(*(self._still_there(p, i, nid) for _, _, p, i, nid in moot))
+        for (sid, task, _, i, nid), there in zip(moot, found, strict=True):
+            if there and not task.done():  # (a restart may have wiped it: stat says)
+                log.info("stripe %s: shard %d is back on %s; rebuild stopped", sid.hex(), i, nid)
+                task.cancel()
+        self._plan += 1
+        return True
+
+    async def _still_there(self, part: PartLayout, i: int, nid: str) -> bool:
+        """Whether node `nid` holds shard `i` of the stripe whole (as `assess` judges it)."""
+        try:
+            st = await self._client.stat_shard(self._by_id[nid], shard_id(part.stripe_id, i))
+        except (StorageError, KeyError):
+            return False
+        return st is not None and st.get("index") == i and \
+            int(st.get("segments", -1)) == segment_count(part.size, part.segment_size)
+
+    # batches ------------------------------------------------------------------------------
+
+    async def _assess_items(self, items: list[Item]) -> list[Work]:
+        """Assess the due entries of `items` (dropping or deferring those with no stripe to
+        repair), sorted at risk first, then fewest healthy."""
+        now = time.time()
+        work: list[Work] = []
+        gate = asyncio.Semaphore(ASSESS_PARALLEL)
+
+        async def look(item: Item) -> None:
+            entry = unpack(item.value)
+            if not self._due(entry, now):
+                return
+            async with gate:
+                stripe_id = stripe_of(item.key)
+                man = await load_manifest(self._meta, stripe_id)
+                if not isinstance(man, Manifest):
+                    if man is None or man == "gone" or \
+                            now - float(entry.get("queued", now)) > 3600:
+                        await self._drop(item)
+                    else:  # still being written: look again later
+                        await self._defer(item, entry, f"stripe is {man}")
+                    return
+                if not man.part.size:
+                    await self._drop(item)
+                    return
+                lying = entry.get("lying") or {}
+                a = None if lying else self._fresh.pop(stripe_id, None)
+                if a is None or a[0] < time.monotonic() - FRESH_S or a[1] != man.part.nodes:
+                    a = (0.0, [], await self.assess(man.part, lying))
+                risky = self.at_risk(man.part, a[2])
+                work.append((not risky, len(a[2].healthy), item, man, a[2]))
+
+        await asyncio.gather(*(look(it) for it in items))
+        work.sort(key=lambda w: (w[0], w[1], w[2].key))  # at risk, then fewest healthy, first
+        return work
+
+    async def _run_batch(self, items: list[Item], safe_cap: int) -> list[bytes]:
+        """Assess and repair `items`, stripes at risk first; returns the keys of safe ones
+        left for a later step (beyond `safe_cap`, or not started before a re-plan; 0 = none
+        are left). Re-plans when the nodes change while it runs (module docstring)."""
+        self._progress = False
+        work = await self._assess_items(items)
+        left: list[bytes] = []
+        if safe_cap:
+            safe = [w for w in work if w[0] and w[4].missing]
+            left = [w[2].key for w in safe[safe_cap:]]
+            work = [w for w in work if not w[0] or not w[4].missing] + safe[:safe_cap]
+        lanes = RepairLanes(self.settings.parallel)
+        running: dict[asyncio.Task[bool], tuple[bytes, int]] = {}  # -> (stripe, plan)
+
+        async def fix(plan: int, w: Work) -> bool:
+            safe, _, item, man, a = w
+            sid = man.part.stripe_id
+            async with lanes.gate(man.part):
+                if plan != self._plan or sid in self._busy:  # re-planned while it waited
+                    left.append(item.key)
+                    return False
+                self._busy.add(sid)
+                try:
+                    return await self._repair(item, man, a,
+                                              self._throttle if safe else self._urgent)
+                finally:
+                    self._busy.discard(sid)
+
+        def start(batch: list[Work]) -> None:
+            waiting = {v for v in running.values() if v[1] == self._plan}
+            for w in batch:  # tasks start in this order, so they queue at the gates in it
+                sid = w[3].part.stripe_id
+                if sid not in self._busy and (sid, self._plan) not in waiting:
+                    running[asyncio.ensure_future(fix(self._plan, w))] = (sid, self._plan)
+
+        start(work)
+        sweeping = False
+        error: BaseException | None = None
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, timeout=WATCH_S)
+                for t in done:
+                    del running[t]
+                    if t.cancelled():
+                        continue
+                    if t.exception() is not None:
+                        error = error or t.exception()
+                    elif t.result():
+                        self._progress = True
+                if not running:
+                    continue
+                changed = await self._replan()
+                swept = sweeping and time.monotonic() >= self._next_sweep
+                if changed:
+                    sweeping = True  # until the pass ends: what changed is found now
+                    swept = time.monotonic() >= self._next_sweep
+                if swept:
+                    sweeping = await self.sweep_step()
+                if changed or swept:  # the due urgent entries, in risk order, beside
+                    skip = self._busy | {v[0] for v in running.values() if v[1] == self._plan}
+                    urgent = await self._meta.range(*urgent_repair_span(), limit=BATCH)
+                    start(await self._assess_items(
+                        [it for it in urgent if stripe_of(it.key) not in skip]))
+        finally:
+            for t in running:
+                t.cancel()
+        if error is not None:
+            raise error
+        return left
