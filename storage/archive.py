@@ -18,6 +18,7 @@ midnight UTC for real days), and tier latencies are scaled by `day_seconds / 864
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -52,6 +53,9 @@ ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 TIERS = ("Expedited", "Standard", "Bulk")
 RESTORED_CLASS = "STANDARD"  # the class (profile) of a temporary restored copy
 RETRY_S = 5.0
+
+log = logging.getLogger("tessera.archive")
+
 # colder is larger: a lifecycle transition only ever moves an object to a colder class
 CLASS_RANK = {"STANDARD": 0, "REDUCED_REDUNDANCY": 0, "STANDARD_IA": 1, "ONEZONE_IA": 1,
               "INTELLIGENT_TIERING": 1, "GLACIER_IR": 2, "GLACIER": 3, "DEEP_ARCHIVE": 4}
@@ -292,6 +296,7 @@ class ArchiveService:
         if v is None or v.restore.get("queue_key") != item.key:
             await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
             return False
+        age = self._objects.write_age()
         if SSEC_HMAC in v.sse:
             new_parts = await self._rewrite_parts(v, v, None, RESTORED_CLASS, False)
             copy: dict[str, Any] = {"parts": [dataclasses.asdict(p) for p in new_parts]}
@@ -303,6 +308,7 @@ class ArchiveService:
             if cur.restore.get("queue_key") != item.key or \
                     [p.stripe_id for p in cur.parts] != stripes:
                 return None
+            age.check()  # too late: its shards may be swept; retried (RETRY_S)
             now = time.time()
             expiry = restore_expiry(now, int(cur.restore.get("days", 1)),
                                     self.settings.day_seconds)
@@ -412,6 +418,7 @@ class ArchiveService:
                    for p in v.parts)
         stripes = [p.stripe_id for p in v.parts]
         new_parts: list[PartLayout] = []
+        age = self._objects.write_age()
         # `restore` is not among the fields: a restore job or restored copy of the version
         # is its own state (its own stripes and data key, or re-read from the moved parts
         # when the job runs) and survives the move, compare-and-swapped with it
@@ -434,6 +441,10 @@ class ArchiveService:
 
         def swap(cur: ObjectVersion) -> Change | None:
             if [p.stripe_id for p in cur.parts] != stripes or cur.storage_class != v.storage_class:
+                return None
+            if not same and age.expired():  # its first shards may have been swept: stay put
+                log.warning("transition of %s/%s to %s not swapped: copy outlived the "
+                            "orphan grace", cur.bucket, cur.key, storage_class)
                 return None
             ch = Change(fields=dict(fields))
             if not same:

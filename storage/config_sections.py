@@ -129,7 +129,8 @@ class RepairSettings:
     # stripes the sweep checks per second on average while every node is up (0 = unlimited),
     # with a burst of a minute's worth: its idle cost stays flat however many objects
     sweep_rate_stripes_s: float = 100.0
-    orphan_grace_s: float = 3600.0  # unreferenced shards younger than this are kept
+    orphan_grace_s: float = 86400.0  # unreferenced shards younger than this are kept (a write
+    # older than this less 10% is not committed: storage/write_age.py)
     # stripes rebuilt at once: 16, not 8 (benchmarks/README, issue 17 session 5: faster and
     # less CPU per rebuilt MiB, client PUTs during repair no slower)
     parallel: int = 16

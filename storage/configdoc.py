@@ -159,7 +159,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "cluster; while a node is down or out, and when one changes state or restarts, the "
     "sweep runs unpaced. Higher finds a shard lost on an up node sooner at a CPU cost.",
     ("repair", "orphan_grace_s"): "Unreferenced shard files younger than this are kept "
-    "(uploads in flight).",
+    "(uploads in flight); a write not committed within this less 10% is refused "
+    "(S3 RequestTimeout), since its first shards may already be swept.",
     ("repair", "parallel"): "Stripes rebuilt at once.",
     ("rebalance", "rate_bytes_s"): "Bytes moved per second by the rebalancer while clients "
     "are idle (0 = unlimited).",

@@ -88,6 +88,11 @@ class Overloaded(StorageError):
     """The request waited too long for a shared resource (upload memory); retry later."""
 
 
+class WriteExpired(StorageError):
+    """A write ran longer than the orphan grace before its commit: its first shards may
+    have been swept, so it is not committed (S3 RequestTimeout; the client retries)."""
+
+
 class DataUnavailable(StorageError):
     """Fewer than k intact shards of a segment can be read: the data cannot be rebuilt now."""
 

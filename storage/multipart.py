@@ -44,6 +44,7 @@ from storage.multipart_records import ListedPart, Part, Upload, UploadOptions
 from storage.objects import NULL_VERSION, ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, pack
 from storage.tenants import TenantService
+from storage.write_age import WriteAge
 
 PART_NUMBER_MAX = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -159,6 +160,7 @@ class MultipartService:
         shell = self._shell(up)
         cipher = await self._objects.data_keys.cipher_for(shell, sse_c_key)
         md5 = hashlib.md5()
+        age = self._objects.write_age()
         layout = await self._objects.write_part(shell, number, cipher, body,
                                                 [md5, *digests], size_hint, up.storage_class,
                                                 compress=True)
@@ -169,13 +171,13 @@ class MultipartService:
             if etag_hides_md5(up.sse):
                 part.etag = etag_for(shell, part.etag, sse_c_key,
                                      await self._objects.data_keys.kms_wrapping_for(shell))
-            await self._commit_part(up, part)
+            await self._commit_part(up, part, age)
         except BaseException:
             await self._objects.discard_parts([part.layout()])
             raise
         return part
 
-    async def _commit_part(self, up: Upload, part: Part) -> None:
+    async def _commit_part(self, up: Upload, part: Part, age: WriteAge) -> None:
         ukey = upload_key(up.bucket, up.key, up.upload_id)
         pkey = part_key(up.upload_id, part.number)
         while True:
@@ -193,6 +195,7 @@ class MultipartService:
             if old is not None:
                 self._retire_part(Part.decode(old.value), puts, deletes, self._gc_grace_s)
             compares = {ukey: uitem.revision, pkey: old.revision if old else 0}
+            age.check()  # its shards may have been swept as orphans: not committed
             if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
                 return
 

@@ -45,6 +45,7 @@ from storage.stripes import StripeStore
 from storage.telemetry import STAGES
 from storage.tenants import TenantService
 from storage.version_ids import new_version_id, version_sort
+from storage.write_age import WriteAge
 
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
 
@@ -115,6 +116,7 @@ class ObjectService(ObjectReads, ObjectEdits):
         self.data_keys.seal_dek(v, kek, dek, opts.sse_c_key, kms_wrapping)
         md5 = hashlib.md5()
         cipher = SegmentCipher(dek)
+        age = self.write_age()
         if (opts.size_hint is not None and 0 < opts.size_hint <= self._cfg.inline_max_bytes
                 and not self._cfg.profile_for_class(opts.storage_class).compress):
             part = await self._inline_part(v, cipher, body, [md5, *opts.digests])
@@ -130,11 +132,15 @@ class ObjectService(ObjectReads, ObjectEdits):
             if finalize is not None:
                 await finalize(v)  # Content-MD5 is checked there, against the real MD5
             v.etag = part.etag = etag_for(v, v.etag, opts.sse_c_key, kms_wrapping)
-            await self.commit(v, b, opts.conditions, tenant_rev=tenant_rev)
+            await self.commit(v, b, opts.conditions, tenant_rev=tenant_rev, age=age)
         except BaseException:
             await self.discard_parts(v.parts)
             raise
         return v
+
+    def write_age(self) -> WriteAge:
+        """Start timing a write that is about to send its first shard (see write_age)."""
+        return WriteAge(self._cfg.repair.orphan_grace_s)
 
     async def _inline_part(self, v: ObjectVersion, cipher: SegmentCipher,
                            body: AsyncIterator[bytes], digests: Sequence[object]) -> PartLayout:
@@ -199,7 +205,7 @@ class ObjectService(ObjectReads, ObjectEdits):
 
     async def commit(self, v: ObjectVersion, b: Bucket,
                      conditions: WriteConditions | None = None, extra: Txn | None = None,
-                     tenant_rev: int = 0) -> None:
+                     tenant_rev: int = 0, age: WriteAge | None = None) -> None:
         """Atomically make `v` current in bucket `b`, retiring what it replaces
         (compare-and-swap loop).
 
@@ -214,7 +220,8 @@ class ObjectService(ObjectReads, ObjectEdits):
         If-None-Match) are checked against the record the transaction compares, so they
         hold atomically. `extra` is applied in the same transaction (a multipart upload's
         records); if one of its compared records changed, `StaleRecord` is raised instead
-        of retrying.
+        of retrying. `age` (a write's first shard) raises WriteExpired before any attempt
+        made after the orphan grace: the sweep may have deleted those shards.
         """
         from storage.errors import BucketChanged, StaleRecord
 
@@ -251,6 +258,8 @@ class ObjectService(ObjectReads, ObjectEdits):
                 compares.update(extra.compares)
                 puts.update(extra.puts)
                 deletes.extend(extra.deletes)
+            if age is not None:
+                age.check()
             with STAGES.time("metadata_commit"):
                 done, seen = await self._meta.txn_or_read(
                     Txn(compares=compares, puts=puts, deletes=tuple(deletes)), reads)

@@ -53,6 +53,8 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         log.error("stored data failed verification: %s", exc)
         return S3Error("ServiceUnavailable", "Too few intact copies of this object's data "
                        "could be read; retry later.")
+    if isinstance(exc, se.WriteExpired):
+        return S3Error("RequestTimeout")
     if isinstance(exc, se.Overloaded):
         return S3Error("SlowDown", str(exc))
     if isinstance(exc, se.InvalidInput):

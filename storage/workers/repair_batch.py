@@ -7,13 +7,16 @@ tracker, and when a node returns (or restarts), goes down or out, or passes its 
 
 - rebuilds under way of a shard whose node is back (or restarted) are stopped when that
   node holds the shard whole again (one stat each: a restart may have wiped it); finishing
-  would rebuild it elsewhere for nothing;
+  would rebuild it elsewhere for nothing. Not for a node ever seen out (taken out, often for
+  its disk: a stat cannot vouch for its frames), and once per stripe (a flapping node cannot
+  keep a rebuild from ever finishing);
 - stripes of the batch not yet started are left for the new plan (they keep their entry);
 - the sweep runs beside the rebuilds still under way (at once and unpaced after a return),
   and the due urgent entries are read again, assessed and started in risk order, so a
   stripe now at k does not wait behind the rest of a batch planned before the change.
 
-Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all.
+Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all;
+a metadata error while re-planning is logged and the rebuilds under way go on.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class RepairBatches:
         self._busy: set[bytes] = set()  # stripes being rebuilt or committed
         self._rebuilding: dict[bytes, tuple[asyncio.Future, Manifest, Assessment]] = {}
         self._progress = False
+        self._seen_out: set[str] = set()  # nodes seen out: their return stops no rebuild
+        self._stopped_moot: set[bytes] = set()  # stripes whose rebuild was stopped once
 
     # node changes -------------------------------------------------------------------------
 
@@ -72,6 +77,8 @@ class RepairBatches:
                 # too): what it holds may have changed
             elif s.state in (DOWN, OUT) and before == UP:
                 gone = True
+            if s.state == OUT:
+                self._seen_out.add(nid)
             self._states[nid] = s.state
             if s.started:
                 self._started[nid] = s.started
@@ -111,11 +118,15 @@ class RepairBatches:
             return False
         moot = [(sid, task, man.part, i, man.part.nodes[i])
                 for sid, (task, man, a) in self._rebuilding.items() for i in a.missing
-                if i not in a.lying and i < len(man.part.nodes) and man.part.nodes[i] in back]
+                if i not in a.lying and i < len(man.part.nodes) and man.part.nodes[i] in back
+                and man.part.nodes[i] not in self._seen_out and sid not in self._stopped_moot]
         found = await asyncio.gather(*(self._still_there(p, i, nid) for _, _, p, i, nid in moot))
         for (sid, task, _, i, nid), there in zip(moot, found, strict=True):
             if there and not task.done():  # (a restart may have wiped it: stat says)
                 log.info("stripe %s: shard %d is back on %s; rebuild stopped", sid.hex(), i, nid)
+                if len(self._stopped_moot) >= 100_000:
+                    self._stopped_moot.clear()
+                self._stopped_moot.add(sid)
                 task.cancel()
         self._plan += 1
         return True
@@ -217,18 +228,23 @@ class RepairBatches:
                         self._progress = True
                 if not running:
                     continue
-                changed = await self._replan()
-                swept = sweeping and time.monotonic() >= self._next_sweep
-                if changed:
-                    sweeping = True  # until the pass ends: what changed is found now
-                    swept = time.monotonic() >= self._next_sweep
-                if swept:
-                    sweeping = await self.sweep_step()
-                if changed or swept:  # the due urgent entries, in risk order, beside
-                    skip = self._busy | {v[0] for v in running.values() if v[1] == self._plan}
-                    urgent = await self._meta.range(*urgent_repair_span(), limit=BATCH)
-                    start(await self._assess_items(
-                        [it for it in urgent if stripe_of(it.key) not in skip]))
+                try:
+                    changed = await self._replan()
+                    swept = sweeping and time.monotonic() >= self._next_sweep
+                    if changed:
+                        sweeping = True  # until the pass ends: what changed is found now
+                        swept = time.monotonic() >= self._next_sweep
+                    if swept:
+                        sweeping = await self.sweep_step()
+                    if changed or swept:  # the due urgent entries, in risk order, beside
+                        skip = self._busy | {v[0] for v in running.values()
+                                             if v[1] == self._plan}
+                        urgent = await self._meta.range(*urgent_repair_span(), limit=BATCH)
+                        start(await self._assess_items(
+                            [it for it in urgent if stripe_of(it.key) not in skip]))
+                except StorageError as exc:  # (an etcd hiccup as a node goes down): only
+                    log.warning("repair: re-planning failed (%s); the rebuilds go on", exc)
+                    # a lost lease (the step cancelled) stops what is under way
         finally:
             for t in running:
                 t.cancel()

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ops.archive_holds import install_from_env
 from storage.activity import CLIENTS
-from storage.archive_holds import install_from_env
 from storage.config import WorkerSettings
 from storage.leases import Lease, Leases
 from storage.workers import Worker, WorkerState

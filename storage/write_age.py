@@ -1,0 +1,37 @@
+"""How old a write's first shard may be when the write commits.
+
+Shards are indexed (X/) only by the commit; until then the orphan sweep deletes any whose
+file is older than `[repair] orphan_grace_s`. A write that commits later than that could
+name swept shards, so it refuses to commit instead (its shards are left to the sweep).
+"""
+
+from __future__ import annotations
+
+import time
+
+from storage.errors import WriteExpired
+
+clock = time.monotonic  # a module attribute so tests can move time without sleeping
+
+
+def commit_limit_s(grace_s: float) -> float:
+    """Seconds after its first shard a write may still commit: the grace less a margin
+    (shard mtimes are the nodes' clocks) of 10%, at least 60 s for a grace of 10 min or more."""
+    margin = 0.1 * grace_s if grace_s < 600 else max(0.1 * grace_s, 60.0)
+    return grace_s - margin
+
+
+class WriteAge:
+    """Started when a write sends its first shard; `check` just before its commit."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.started = clock()
+        self.limit_s = commit_limit_s(grace_s)
+
+    def expired(self) -> bool:
+        return clock() - self.started > self.limit_s
+
+    def check(self) -> None:
+        """Raise WriteExpired if the first shard may already have been swept as an orphan."""
+        if self.expired():
+            raise WriteExpired(f"write took longer than {self.limit_s:.0f} s to commit")
