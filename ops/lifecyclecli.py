@@ -7,7 +7,7 @@ workers run on their own schedule. "Now" is the real clock; a "day" is `[archive
 day_seconds` of the cluster's config.
 
 Test hook: $TESSERA_TEST_LIFECYCLE_HOLD=PATH holds the pass after its first transition
-(ops/archive_holds.py), so a test can kill a pass that is provably mid-way.
+(storage/testing/archive_holds.py), so a test can kill a pass that is provably mid-way.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ops.archive_holds import install_from_env
 from storage.errors import ConfigError, StorageError
+from storage.testing.archive_holds import install_from_env
 
 
 async def run_once(config: Path) -> dict[str, Any]:

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ops.archive_holds import install_from_env
 from storage.activity import CLIENTS
 from storage.config import WorkerSettings
 from storage.leases import Lease, Leases
+from storage.testing.archive_holds import install_from_env
 from storage.workers import Worker, WorkerState
 from storage.workers.wakes import WATCHED_PAUSE_S, Waiter, Wakes
 

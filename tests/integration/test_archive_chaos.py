@@ -2,7 +2,7 @@
 in the middle of lifecycle transitions and of restores; after restarts nothing is lost and
 each version's data lives in exactly one place.
 
-The middle of a transition is held, not raced (test hooks, ops/archive_holds.py): the
+The middle of a transition is held, not raced (test hooks, storage/testing/archive_holds.py): the
 gateway's lifecycle worker holds in its first transition with the new copy written and the
 manifest not yet swapped, and `tessera lifecycle run-once` after its first transition; a
 fast pass would otherwise finish between two polls. The middle of a restore is observed:
@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 
-from ops.archive_holds import HOLD_ENV, SWAP_HOLD_ENV
 from storage.keyspace import object_prefix, span, version_prefix
 from storage.records import ObjectVersion, PartLayout
 from storage.shards.ids import parse_shard_id
+from storage.testing.archive_holds import HOLD_ENV, SWAP_HOLD_ENV
 from tests.integration.cluster import (
     LocalCluster,
     stop_processes,
@@ -320,7 +320,7 @@ def test_kill_lifecycle_run_once_during_transition(chaos: Chaos, tmp_path: Path)
     `[archive] lifecycle_interval_s` and a real `[lifecycle]` day, as a pass comes at least
     every quarter of a lifecycle day; the rule's Date makes the moves due either way), so
     that the CLI is the only process moving data. The CLI holds after its first transition
-    (its test hook, ops/archive_holds.py) until killed: the kill lands mid-pass however
+    (its test hook, storage/testing/archive_holds.py) until killed: the kill lands mid-pass however
     loaded the machine is."""
     c, s3 = chaos.c, chaos.s3
     c.stop()

@@ -51,7 +51,7 @@ def _hold_writes(s: Sim, stripe_id: bytes,
             await release.wait()
         return await put(node, sid, *args, **kwargs)
 
-    s.sim.put_shard = put_shard  # type: ignore[method-assign]
+    vars(s.sim)["put_shard"] = put_shard  # an instance attribute shadows the method
     return held, release
 
 

@@ -1,4 +1,4 @@
-"""The lifecycle test hooks (ops/archive_holds.py): a hold comes where it says, once, and
+"""The lifecycle test hooks (storage/testing/archive_holds.py): a hold comes where it says, once, and
 only in the task it is for; without the environment nothing is wrapped."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ops.archive_holds import (
+from storage.testing.archive_holds import (
     HOLD_ENV,
     SWAP_HOLD_ENV,
     hold_after_first_transition,
