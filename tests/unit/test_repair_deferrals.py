@@ -23,6 +23,7 @@ def _worker(states: dict[str, str]) -> RepairWorker:
     w._sweep_cursor = space(STRIPE)[0]
     w._next_sweep = 1e18
     w._sweep_again = False
+    w._seen_out = set()
     return w
 
 
