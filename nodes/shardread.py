@@ -220,14 +220,13 @@ class ShardReadStream:
         if stop <= start:
             self._next = self.end
             return start, 0, ShardCorrupt(self.shard_id, f"segment {self._next}: truncated")
-        base = start - start % mmap.ALLOCATIONGRANULARITY
         if self.reader_checks:
             window = self._unchecked(n, start, stop, populate=not resident(
                 self._fd, start, stop - start))  # type: ignore[arg-type]
             if window is not None:
                 return window
-        with mmap.mmap(self._fd, stop - base, prot=mmap.PROT_READ,  # type: ignore[arg-type]
-                       flags=mmap.MAP_SHARED | MAP_POPULATE, offset=base) as mm:
+        mm, base = self._map(start, stop)
+        with mm:
             view = memoryview(mm)
             try:
                 good, err = self._check(n, view, base, start)
@@ -252,12 +251,16 @@ class ShardReadStream:
                     layout.frame_end(last) - off - FRAME_HEAD_BYTES):
                 return None
         if populate:
-            base = start - start % mmap.ALLOCATIONGRANULARITY
-            with mmap.mmap(self._fd, stop - base, prot=mmap.PROT_READ,
-                           flags=mmap.MAP_SHARED | MAP_POPULATE, offset=base):
-                pass
+            self._map(start, stop)[0].close()  # (its pages stay in the page cache)
         self._next += n
         return start, stop - start, None
+
+    def _map(self, start: int, stop: int) -> tuple[mmap.mmap, int]:
+        """The file's bytes [start, stop) mapped and read in with one MAP_POPULATE call, and
+        the map's base offset (mappings start on an allocation-granularity boundary)."""
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        return mmap.mmap(self._fd, stop - base, prot=mmap.PROT_READ,  # type: ignore[arg-type]
+                         flags=mmap.MAP_SHARED | MAP_POPULATE, offset=base), base
 
     def _verify_resident(self, max_bytes: int) -> tuple[int, int, ShardCorrupt | None] | None:
         """`_verify_window_sync` on the calling thread, from a copy of the window, when it

@@ -280,7 +280,7 @@ class EtcdStore:
             request.sort_order = pb.RangeRequest.DESCEND
             request.sort_target = pb.RangeRequest.KEY
         data = await self._rpc("Range", request, idempotent=True)
-        return [Item(kv.key, kv.value, kv.mod_revision) for kv in data.kvs]
+        return [item_of(kv) for kv in data.kvs]
 
     async def get_and_range(self, key: bytes, start: bytes, end: bytes, limit: int
                             ) -> tuple[Item | None, list[Item]]:

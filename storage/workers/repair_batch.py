@@ -41,6 +41,9 @@ log = logging.getLogger("tessera.repair")
 WATCH_S = 0.25  # how often a running batch looks at the nodes' health
 RETRY_S = 30.0
 FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
+# Stripes assessed (k+m stats each) at once: a whole sweep page, so the stats bound for one
+# node gather in a few batch requests (up to 64 ops each) instead of one or two per stripe
+# (measured: 4.2 -> 1.5 ms of gateway + node CPU per stripe checked).
 ASSESS_PARALLEL = 128
 BATCH = 64
 Work = tuple[bool, int, Item, Manifest, Assessment]  # (safe, healthy shards, entry, ...)

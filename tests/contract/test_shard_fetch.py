@@ -17,7 +17,6 @@ import pytest
 from storage.buffers import BufferPool
 from storage.config import NodeSpec
 from storage.errors import ShardCorrupt
-from storage.shards import fetch as fetch_mod
 from storage.shards.assembler import FrameAssembler
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.fetch import ShardFetcher
@@ -33,22 +32,9 @@ from tests.contract.node_harness import (  # noqa: F401 - fixtures
     put_shard,
     quarantined,
 )
+from tests.fetch_helpers import CountingPool, frame_failures
 
 HANG_S = 300  # bounds a hang; a loaded machine takes seconds, never this long
-
-
-class CountingPool(BufferPool):
-    def __init__(self) -> None:
-        super().__init__(1 << 30)
-        self.out = 0
-
-    def take(self, size: int) -> bytearray:
-        self.out += 1
-        return super().take(size)
-
-    def give(self, buf: bytearray) -> None:
-        self.out -= 1
-        super().give(buf)
 
 
 @pytest.fixture
@@ -179,14 +165,7 @@ async def test_rot_the_reader_stopped_before_is_still_quarantined(
     sid, h, _, body = make_shard(index=3, frames=12, block_size=16 * 1024, last=None)
     await put_shard(api, body, sid)
     flip(node, sid, h.frame_offset(3) + FRAME_HEAD_BYTES + 3)
-    failed = asyncio.Event()
-    real_fail = fetch_mod._Conn._fail
-
-    def spy(self: fetch_mod._Conn, exc: BaseException) -> None:
-        real_fail(self, exc)
-        failed.set()
-
-    monkeypatch.setattr(fetch_mod._Conn, "_fail", spy)
+    failed = frame_failures(monkeypatch)
     frames = client.read_frames_into(n, sid, h, 0, 12, pool)
     async with asyncio.timeout(HANG_S):
         for want in (0, 1):

@@ -50,11 +50,13 @@ async def test_a_metadata_error_while_re_planning_keeps_the_rebuilds(tmp_path: P
         await s.close()
 
 
-async def _rebuild_meets_a_return(s, part, victim: str) -> asyncio.Task:  # noqa: ANN001
+async def _rebuild_meets_a_return(s, part, victim: str,  # noqa: ANN001
+                                  releases: list[asyncio.Event]) -> asyncio.Task:
     """Start a step rebuilding `victim`'s shard 0, return the node once the write is held,
-    and wait until the batch has re-planned on it; the step (still running or not)."""
+    and wait until the batch has re-planned on it; the step (still running or not). The
+    held write's release goes to `releases`."""
     held, release = _hold_writes(s, part.stripe_id)
-    s._releases.append(release)
+    releases.append(release)
     step = asyncio.create_task(s.repair.step())
     await asyncio.wait_for(held.wait(), DEADLINE_S)
     stamp = s.repair._plan
@@ -68,9 +70,14 @@ async def _rebuild_meets_a_return(s, part, victim: str) -> asyncio.Task:  # noqa
     return step
 
 
+def _release(releases: list[asyncio.Event]) -> None:
+    for release in releases:
+        release.set()
+
+
 async def test_a_node_seen_out_stops_no_rebuild_by_coming_back(tmp_path: Path) -> None:
     s, (man, _) = await _sim(tmp_path, 43, 2)
-    s._releases = []
+    releases: list[asyncio.Event] = []
     try:
         part = man.part
         victim = part.nodes[0]
@@ -78,20 +85,18 @@ async def test_a_node_seen_out_stops_no_rebuild_by_coming_back(tmp_path: Path) -
         s.health.states[victim].state = OUT  # down past its out time
         s.health.states[victim].since = time.time() - 1
         await s.repair.enqueue(part.stripe_id, "test: its node is out", urgent=True)
-        step = await _rebuild_meets_a_return(s, part, victim)
-        for release in s._releases:
-            release.set()
+        step = await _rebuild_meets_a_return(s, part, victim, releases)
+        _release(releases)
         await asyncio.wait_for(step, DEADLINE_S)
         assert s.repair.stats.shards_rebuilt == 1  # rebuilt on: not stopped as moot
     finally:
-        for release in s._releases:
-            release.set()
+        _release(releases)
         await s.close()
 
 
 async def test_a_flapping_node_stops_a_stripes_rebuild_once(tmp_path: Path) -> None:
     s, (man, _) = await _sim(tmp_path, 44, 2)
-    s._releases = []
+    releases: list[asyncio.Event] = []
     try:
         part = man.part
         victim = part.nodes[0]
@@ -100,15 +105,13 @@ async def test_a_flapping_node_stops_a_stripes_rebuild_once(tmp_path: Path) -> N
             s.health.states[victim].state = DOWN
             s.health.states[victim].since = time.time() - 1
             await s.repair.enqueue(part.stripe_id, "test: its node is down", urgent=True)
-            step = await _rebuild_meets_a_return(s, part, victim)  # ... back mid-rebuild
+            step = await _rebuild_meets_a_return(s, part, victim, releases)  # back mid-rebuild
             if round_ == 0:  # the first return stops the rebuild: the step ends without it
                 await asyncio.wait_for(step, DEADLINE_S)
                 assert s.repair.stats.shards_rebuilt == 0
-        for release in s._releases:
-            release.set()
+        _release(releases)
         await asyncio.wait_for(step, DEADLINE_S)
         assert s.repair.stats.shards_rebuilt == 1  # the second return let it finish
     finally:
-        for release in s._releases:
-            release.set()
+        _release(releases)
         await s.close()

@@ -14,33 +14,18 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ops.localports import free_port
-from storage.buffers import BufferPool
 from storage.config import NodeSpec
 from storage.errors import ShardCorrupt
-from storage.shards import fetch
 from storage.shards.fetch import ShardFetcher
 from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES, READER_CHECKS_HEADER
 from storage.shards.nodechecks import NodeChecks
 from tests.contract.node_harness import make_shard
+from tests.fetch_helpers import CountingPool, frame_failures
 
 FRAMES, BLOCK = 6, 64 * 1024
 HANG_S = 120  # bounds a hang (the old code's); never reached when the code is right
 
 Request = tuple[int, int, bool]  # first, count, the reader checks (header sent)
-
-
-class CountingPool(BufferPool):
-    def __init__(self) -> None:
-        super().__init__(1 << 30)
-        self.out = 0
-
-    def take(self, size: int) -> bytearray:
-        self.out += 1
-        return super().take(size)
-
-    def give(self, buf: bytearray) -> None:
-        self.out -= 1
-        super().give(buf)
 
 
 class ScriptedNode:
@@ -160,14 +145,7 @@ async def test_a_bad_frame_the_reader_stopped_before_is_still_checked(
     """Frame 3 arrived bad while the reader held frame 1, and the reader stopped there (an S3
     client hung up, `read_blocks` closed a spare): the node is still asked to check it."""
     sid, h, _, body = make_shard(frames=FRAMES, block_size=BLOCK, last=None)
-    failed = asyncio.Event()
-    real_fail = fetch._Conn._fail
-
-    def spy(self: fetch._Conn, exc: BaseException) -> None:
-        real_fail(self, exc)
-        failed.set()
-
-    monkeypatch.setattr(fetch._Conn, "_fail", spy)
+    failed = frame_failures(monkeypatch)
 
     async def answer(first: int, count: int, checks: bool) -> bytes:
         return ok(frames_of(body, first, count, flip=3)) if checks else CORRUPT
