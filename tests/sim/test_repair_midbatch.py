@@ -136,7 +136,10 @@ async def test_new_failure_mid_batch_starts_urgent_work_beside_the_running_rebui
     s, mans = await _sim(tmp_path, 32, 2)
     try:
         x, y = (m.part for m in mans)
-        other = next(n.id for n in s.cfg.nodes if n.id not in y.nodes)
+        # a node outside y whose loss leaves x's rebuild to run: never the node of x's lost
+        # shard (down within its grace, that shard would be unknown, not lost, and wait)
+        spare = [n.id for n in s.cfg.nodes if n.id not in y.nodes and n.id != x.nodes[1]]
+        other = next((n for n in spare if n not in x.nodes), spare[0])
         if change == "past grace":  # down before the step, within its grace (unknown)
             s.repair.settings = replace(SETTINGS, down_grace_s=3600)
             s.sim.down.add(other)
