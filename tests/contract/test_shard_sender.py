@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from storage.config import NodeSpec
-from storage.shards import sender
+from storage.shards import connpool, sender
 from storage.shards.auth import TRAILER_BYTES, load_or_create_secret
 from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import pack_frame
@@ -141,9 +141,12 @@ async def test_a_head_too_long_for_the_slot_s_room_is_sent_apart(
 
 
 async def test_a_slot_sent_again_on_a_new_connection_carries_the_new_signature(
-        node: RealNode, client: NodeClient, sends: list[int]) -> None:
+        node: RealNode, client: NodeClient, sends: list[int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The retry after a pooled connection the node closed writes the new head and trailer
     into the same room: the node accepts it (a replayed nonce or a stale MAC would not)."""
+    # a restart slower than IDLE_S (a loaded host) would retire the connection unused
+    monkeypatch.setattr(connpool, "IDLE_S", 3600.0)
     sid, _, blocks, body = make_shard(index=0, frames=1, block_size=8192, last=None)
     await client.put_shard(node.spec, sid, _slot(body), len(blocks))
     node.restart()
