@@ -1,4 +1,6 @@
-"""etcd backend of the metadata interface, over etcd's v3 JSON gateway (grpc-gateway) with aiohttp.
+"""etcd backend of the metadata interface: keys over etcd's gRPC KV service (grpcio,
+storage/metadata/etcd_grpc.py); leases, watches and member status over its v3 JSON gateway
+(grpc-gateway) with aiohttp, off the request path.
 
 Item.revision is etcd's `mod_revision`, a cluster-wide counter like the SQLite backend's,
 so compare-and-swap works the same way (revision 0 = absent: an absent key compares as
@@ -7,7 +9,7 @@ seen by the next read through any other. Requests go to the Raft leader (found a
 again, in the background, whenever an answer shows a new Raft term), so no follower forwards them; a connection
 failure moves to the next member. A write whose connection broke after it was sent is not retried
 (it may have applied; the caller sees the error), reads are. See docs/ARCHITECTURE.md,
-"Metadata on etcd", for why the JSON gateway rather than a client library.
+"Metadata on etcd".
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import grpc
 import msgpack
 
 from storage.errors import StorageError
 from storage.keyspace import lease_key, unpack
 from storage.metadata import Item, Txn, prefix_end
 from storage.metadata.etcd_batch import TxnBatcher, b64, compare_rev, item_of, unb64
+from storage.metadata.etcd_grpc import GrpcKV, try_elsewhere
+from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 log = logging.getLogger("tessera.metadata.etcd")
 
@@ -66,7 +71,7 @@ class EtcdStore:
     """MetadataStore on an etcd cluster, plus worker leases and a prefix watch."""
 
     # Small objects' sealed bodies live under their own keys, not in the records every
-    # listing scans through the JSON gateway (storage/inline_bodies.py).
+    # listing scans (storage/inline_bodies.py).
     inline_apart = True
     # A read is a network round trip: the gateway keeps bucket records, and a PutObject
     # decides on the kept one, its commit comparing the revision (storage/buckets.py).
@@ -83,7 +88,8 @@ class EtcdStore:
         self.server_version = ""
         self._term = 0  # the Raft term the leader was last looked up in (0: not yet)
         self._lookup: asyncio.Task[None] | None = None  # a leader lookup after an election
-        self._batcher = TxnBatcher(self._call)
+        self._kv = GrpcKV(endpoints)
+        self._batcher = TxnBatcher(self._txn_call)
 
     @classmethod
     async def open(cls, endpoints: tuple[str, ...] | list[str]) -> EtcdStore:
@@ -99,6 +105,7 @@ class EtcdStore:
             store._prefix = api_prefix(store.server_version)
             await store._find_leader()
         except BaseException:
+            store._kv.close()
             await session.close()
             raise
         return store
@@ -196,69 +203,89 @@ class EtcdStore:
                     errors.append(f"{self._endpoints[idx]}: {msg}")
                     continue
                 raise EtcdError(f"etcd {path}: {msg}")
-            if idx != self._current:
-                log.info("etcd: now using endpoint %s", self._endpoints[idx])
-                self._current = idx
-            term = int((data.get("header") or {}).get("raft_term", 0))
-            if term > self._term:  # an election since the leader was looked up:
-                self._term = term  # (set first: concurrent answers do not look again)
-                self._relook()  # found beside the requests, not inside this one
+            self._answered(idx, int((data.get("header") or {}).get("raft_term", 0)))
             return data  # type: ignore[no-any-return]
         raise EtcdError(f"no etcd endpoint answered {path}: " + "; ".join(errors))
+
+    def _answered(self, idx: int, term: int) -> None:
+        """A member answered: requests stay on it, and a new Raft term looks the leader up."""
+        if idx != self._current:
+            log.info("etcd: now using endpoint %s", self._endpoints[idx])
+            self._current = idx
+        if term > self._term:  # an election since the leader was looked up:
+            self._term = term  # (set first: concurrent answers do not look again)
+            self._relook()  # found beside the requests, not inside this one
+
+    async def _rpc(self, rpc: str, request: Any, idempotent: bool) -> Any:
+        """One KV call over gRPC, failing over to the next member as `_call` does."""
+        errors = []
+        n = len(self._endpoints)
+        for i in range(n):
+            idx = (self._current + i) % n
+            self.round_trips += 1
+            try:
+                answer = await self._kv.call(idx, rpc, request, REQUEST_TIMEOUT_S)
+            except grpc.RpcError as exc:
+                msg = f"{exc.code().name}: {exc.details()}"
+                if not try_elsewhere(exc, idempotent):
+                    raise EtcdError(f"etcd {rpc} failed on {self._endpoints[idx]}: {msg}") from None
+                errors.append(f"{self._endpoints[idx]}: {msg}")
+                continue
+            self._answered(idx, answer.header.raft_term)
+            return answer
+        raise EtcdError(f"no etcd endpoint answered {rpc}: " + "; ".join(errors))
+
+    async def _txn_call(self, request: pb.TxnRequest) -> pb.TxnResponse:
+        return await self._rpc("Txn", request, idempotent=False)  # type: ignore[no-any-return]
 
     # --- MetadataStore ---------------------------------------------------------------
 
     async def get(self, key: bytes) -> Item | None:
-        data = await self._call("/kv/range", {"key": b64(key)}, idempotent=True)
-        kvs = data.get("kvs") or []
-        return item_of(kvs[0]) if kvs else None
+        data = await self._rpc("Range", pb.RangeRequest(key=key), idempotent=True)
+        return item_of(data.kvs[0]) if data.kvs else None
 
     async def put(self, key: bytes, value: bytes) -> int:
-        data = await self._call("/kv/put", {"key": b64(key), "value": b64(value)},
-                                idempotent=False)
-        return int(data["header"]["revision"])
+        data = await self._rpc("Put", pb.PutRequest(key=key, value=value), idempotent=False)
+        return int(data.header.revision)
 
     async def scrub(self) -> None:
         """Compact history up to now, so overwritten or deleted values (a shredded tenant's
         wrapped keys) no longer exist in etcd's MVCC store."""
-        head = await self._call("/kv/range", {"key": b64(b"\x00")}, idempotent=True)
-        revision = int(head["header"]["revision"])
+        head = await self._rpc("Range", pb.RangeRequest(key=b"\x00"), idempotent=True)
         try:
-            await self._call("/kv/compaction", {"revision": str(revision), "physical": True},
-                             idempotent=True)
+            await self._rpc("Compact", pb.CompactionRequest(revision=head.header.revision,
+                                                            physical=True), idempotent=True)
         except EtcdError as exc:
             if "compacted" not in str(exc):  # already compacted at or past it: nothing to do
                 raise
 
     async def delete(self, key: bytes) -> bool:
-        data = await self._call("/kv/deleterange", {"key": b64(key)}, idempotent=False)
-        return int(data.get("deleted", 0)) > 0
+        data = await self._rpc("DeleteRange", pb.DeleteRangeRequest(key=key), idempotent=False)
+        return int(data.deleted) > 0
 
     async def range(self, start: bytes, end: bytes, limit: int = 1000,
                     reverse: bool = False) -> list[Item]:
         if start >= end or limit <= 0:
             return []
         start = start or b"\x00"  # etcd keys are never empty; "" is not a valid range start
-        body: dict[str, Any] = {"key": b64(start), "range_end": b64(end), "limit": str(limit)}
+        request = pb.RangeRequest(key=start, range_end=end, limit=limit)
         if reverse:
-            body["sort_order"] = "DESCEND"
-            body["sort_target"] = "KEY"
-        data = await self._call("/kv/range", body, idempotent=True)
-        return [item_of(kv) for kv in data.get("kvs") or []]
+            request.sort_order = pb.RangeRequest.DESCEND
+            request.sort_target = pb.RangeRequest.KEY
+        data = await self._rpc("Range", request, idempotent=True)
+        return [Item(kv.key, kv.value, kv.mod_revision) for kv in data.kvs]
 
     async def get_and_range(self, key: bytes, start: bytes, end: bytes, limit: int
                             ) -> tuple[Item | None, list[Item]]:
         """`get(key)` and `range(start, end, limit)` in one request: a read-only txn, one
         linearizable snapshot (a current record and its inline bodies)."""
-        body = {"compare": [], "success": [
-            {"request_range": {"key": b64(key)}},
-            {"request_range": {"key": b64(start), "range_end": b64(end),
-                               "limit": str(limit)}}]}
-        data = await self._call("/kv/txn", body, idempotent=True)
-        answers = data.get("responses") or []
-        if len(answers) != 2:
-            raise EtcdError(f"etcd txn: {len(answers)} answers to 2 reads")
-        first, second = ((a.get("response_range") or {}).get("kvs") or [] for a in answers)
+        request = pb.TxnRequest(success=[
+            pb.RequestOp(request_range=pb.RangeRequest(key=key)),
+            pb.RequestOp(request_range=pb.RangeRequest(key=start, range_end=end, limit=limit))])
+        data = await self._rpc("Txn", request, idempotent=True)
+        if len(data.responses) != 2:
+            raise EtcdError(f"etcd txn: {len(data.responses)} answers to 2 reads")
+        first, second = (a.response_range.kvs for a in data.responses)
         return (item_of(first[0]) if first else None), [item_of(kv) for kv in second]
 
     async def txn(self, txn: Txn) -> bool:
@@ -284,6 +311,7 @@ class EtcdStore:
             await asyncio.wait([self._lookup])
             if not self._lookup.cancelled():
                 self._lookup.exception()  # retrieved: a failed lookup was logged by its task
+        self._kv.close()
         await self._session.close()
 
     # --- leases for background workers ---------------------------------------------
@@ -303,11 +331,10 @@ class EtcdStore:
         lease_id = str(grant["ID"])
         value = msgpack.packb({"fv": LEASE_FORMAT_VERSION, "holder": holder, "ttl": ttl_s},
                               use_bin_type=True)
-        body = {"compare": [compare_rev(key, 0)],
-                "success": [{"request_put": {"key": b64(key), "value": b64(value),
-                                             "lease": lease_id}}]}
-        data = await self._call("/kv/txn", body, idempotent=False)
-        if data.get("succeeded"):
+        request = pb.TxnRequest(compare=[compare_rev(key, 0)], success=[pb.RequestOp(
+            request_put=pb.PutRequest(key=key, value=value, lease=int(lease_id)))])
+        data = await self._rpc("Txn", request, idempotent=False)
+        if data.succeeded:
             self._leases[key] = (holder, lease_id)
             return True
         await self._revoke(lease_id)

@@ -1,6 +1,6 @@
 """Concurrent etcd transactions sent together: one Txn whose success ops are the callers'
-transactions nested (etcd 3.3+), so N commits cost one HTTP request, one JSON-gateway call,
-one Raft entry and one apply instead of N.
+transactions nested (etcd 3.3+), so N commits cost one gRPC call, one Raft entry and one
+apply instead of N.
 
 Each nested transaction keeps its own compares and its own success or failure branch, so a
 caller sees exactly what its own Txn would have done. etcd evaluates every compare of a
@@ -23,10 +23,10 @@ import copy
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from storage.errors import StorageError
 from storage.metadata import Item, Txn
+from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 # etcd checks a nested Txn against --max-txn-ops minus its parent's op count (default 128):
 # members and their ops are kept under that; a bigger transaction goes alone.
@@ -37,9 +37,10 @@ MAX_BYTES = 512 * 1024  # raw key + value bytes per batch (etcd refuses requests
 # etcd's refusals of a whole request before it applies anything (a cluster configured with
 # lower --max-txn-ops or --max-request-bytes than the above): its members then go alone
 REFUSED_WHOLE = ("too many operations in txn request", "request is too large",
-                 "received message larger than max")
+                 "message larger than max")
 
-Call = Callable[[str, dict[str, Any], bool], Awaitable[dict[str, Any]]]
+# sends one Txn (never retried once sent: a write)
+Call = Callable[[pb.TxnRequest], Awaitable[pb.TxnResponse]]
 
 
 def b64(raw: bytes) -> str:
@@ -47,27 +48,27 @@ def b64(raw: bytes) -> str:
 
 
 def unb64(text: str | None) -> bytes:
-    # binascii directly: base64.b64decode's checks cost more than the decoding of a key,
-    # and a listing page decodes two per record
+    # binascii directly: base64.b64decode's checks cost more than the decoding of a key
     return binascii.a2b_base64(text) if text else b""
 
 
-def item_of(kv: dict[str, Any]) -> Item:
-    """An Item from a JSON-gateway KeyValue."""
-    return Item(unb64(kv.get("key")), unb64(kv.get("value")), int(kv.get("mod_revision", 0)))
+def item_of(kv: pb.KeyValue) -> Item:
+    """An Item from an etcd KeyValue."""
+    return Item(kv.key, kv.value, kv.mod_revision)
 
 
-def compare_rev(key: bytes, rev: int) -> dict[str, Any]:
+def compare_rev(key: bytes, rev: int) -> pb.Compare:
     """key's mod_revision == rev; an absent key has mod_revision 0."""
-    return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(rev)}
+    return pb.Compare(key=key, target=pb.Compare.MOD, result=pb.Compare.EQUAL,
+                      mod_revision=rev)
 
 
 @dataclass
 class Pending:
-    """One caller's transaction: its JSON body, the keys it writes and the keys it compares
+    """One caller's transaction: its Txn, the keys it writes and the keys it compares
     or reads (for conflicts), its size, and where its answer goes."""
 
-    body: dict[str, Any]
+    body: pb.TxnRequest
     reads: tuple[bytes, ...]
     writes: frozenset[bytes]
     touches: frozenset[bytes]
@@ -80,13 +81,12 @@ class Pending:
     def of(cls, txn: Txn, reads: tuple[bytes, ...]) -> Pending:
         deletes = set(txn.deletes)
         puts = {k: v for k, v in txn.puts.items() if k not in deletes}  # put-then-delete = deleted
-        ops: list[dict[str, Any]] = [
-            {"request_put": {"key": b64(k), "value": b64(v)}} for k, v in puts.items()]
-        ops += [{"request_delete_range": {"key": b64(k)}} for k in dict.fromkeys(txn.deletes)]
-        body: dict[str, Any] = {
-            "compare": [compare_rev(k, rev) for k, rev in txn.compares.items()], "success": ops}
-        if reads:
-            body["failure"] = [{"request_range": {"key": b64(k)}} for k in reads]
+        ops = [pb.RequestOp(request_put=pb.PutRequest(key=k, value=v)) for k, v in puts.items()]
+        ops += [pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=k))
+                for k in dict.fromkeys(txn.deletes)]
+        body = pb.TxnRequest(
+            compare=[compare_rev(k, rev) for k, rev in txn.compares.items()], success=ops,
+            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=k)) for k in reads])
         size = sum(len(k) + len(v) for k, v in puts.items()) + sum(len(k) for k in deletes)
         return cls(body, reads, frozenset(puts) | deletes, frozenset(txn.compares) | set(reads),
                    max(len(ops), len(txn.compares), len(reads)), size)
@@ -97,16 +97,17 @@ class Pending:
         return self.ops > MAX_MEMBER_OPS or self.size > MAX_BYTES // 4
 
 
-def answer_of(data: dict[str, Any], reads: tuple[bytes, ...]) -> tuple[bool, dict[bytes, Item | None]]:
+def answer_of(data: pb.TxnResponse, reads: tuple[bytes, ...]
+              ) -> tuple[bool, dict[bytes, Item | None]]:
     """A TxnResponse (top level or nested) as `txn_or_read`'s result."""
-    if data.get("succeeded", False):
+    if data.succeeded:
         return True, {}
-    answers = data.get("responses") or []
+    answers = data.responses
     if len(answers) != len(reads):
         raise StorageError(f"etcd txn: {len(answers)} answers to {len(reads)} reads")
     seen: dict[bytes, Item | None] = {}
     for key, answer in zip(reads, answers, strict=True):
-        kvs = (answer.get("response_range") or {}).get("kvs") or []
+        kvs = answer.response_range.kvs
         seen[key] = item_of(kvs[0]) if kvs else None
     return False, seen
 
@@ -124,7 +125,7 @@ class TxnBatcher:
                   ) -> tuple[bool, dict[bytes, Item | None]]:
         p = Pending.of(txn, reads)
         if p.alone:
-            return answer_of(await self._call("/kv/txn", p.body, False), reads)
+            return answer_of(await self._call(p.body), reads)
         self._queue.append(p)
         if self._flight is None:
             self._send_next()
@@ -165,7 +166,7 @@ class TxnBatcher:
     async def _send(self, batch: list[Pending]) -> None:
         try:
             if len(batch) == 1:
-                self._settle(batch[0], await self._call("/kv/txn", batch[0].body, False))
+                self._settle(batch[0], await self._call(batch[0].body))
             else:
                 await self._send_nested(batch)
         except BaseException as exc:  # every caller in it learns what a lone request would
@@ -177,10 +178,10 @@ class TxnBatcher:
             self._send_next()
 
     async def _send_nested(self, batch: list[Pending]) -> None:
-        body = {"compare": [], "success": [{"request_txn": p.body} for p in batch]}
+        body = pb.TxnRequest(success=[pb.RequestOp(request_txn=p.body) for p in batch])
         self.batches += 1
         try:
-            data = await self._call("/kv/txn", body, False)
+            data = await self._call(body)
         except StorageError as exc:
             if not any(r in str(exc) for r in REFUSED_WHOLE):
                 raise
@@ -188,24 +189,24 @@ class TxnBatcher:
             # than these): each goes alone
             for p in batch:
                 try:
-                    self._settle(p, await self._call("/kv/txn", p.body, False))
+                    self._settle(p, await self._call(p.body))
                 except Exception as one:  # noqa: BLE001 - that caller's own error
                     self._settle(p, one)
             return
-        answers = data.get("responses") or []
+        answers = data.responses
         if len(answers) != len(batch):
             raise StorageError(f"etcd txn: {len(answers)} answers to {len(batch)} "
                                "nested transactions")
         for p, answer in zip(batch, answers, strict=True):
-            self._settle(p, answer.get("response_txn") or {})
+            self._settle(p, answer.response_txn)
 
     @staticmethod
-    def _settle(p: Pending, outcome: dict[str, Any] | BaseException) -> None:
+    def _settle(p: Pending, outcome: pb.TxnResponse | BaseException) -> None:
         """Give `p`'s caller its answer (or error); retrieved here, so a caller cancelled
         meanwhile leaves no unretrieved exception behind."""
         if p.answer.done():
             return
-        if isinstance(outcome, dict):
+        if not isinstance(outcome, BaseException):
             try:
                 p.answer.set_result(answer_of(outcome, p.reads))
                 return

@@ -20,7 +20,7 @@ import pytest
 from storage.errors import StorageError
 from storage.metadata import Txn, open_store
 from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, api_prefix
-from storage.metadata.etcd_batch import b64
+from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 from tests.contract.conftest import start_etcd
 from tests.integration.cluster import free_port
 
@@ -210,8 +210,8 @@ async def test_requests_go_to_the_leader(etcd: EtcdStore, ns: bytes) -> None:
     try:
         assert store.endpoint == leader
         await store.put(ns + b"k", b"v")
-        answer = await store._call("/kv/range", {"key": b64(ns + b"k")}, idempotent=True)
-        assert answer["header"]["member_id"] == leader_id
+        answer = await store._rpc("Range", pb.RangeRequest(key=ns + b"k"), idempotent=True)
+        assert answer.header.member_id == int(leader_id)
     finally:
         await store.txn(Txn(deletes=(ns + b"k",)))
         await store.close()
@@ -237,8 +237,8 @@ async def test_store_follows_the_leader_after_an_election(tmp_path: Path) -> Non
             await _eventually(lambda: store.put(b"l/k", b"v"), lambda rev: rev > 0)
             await store.settled()  # the lookup runs beside the requests
             assert store.endpoint == target
-            answer = await store._call("/kv/range", {"key": b64(b"l/k")}, idempotent=True)
-            assert answer["header"]["member_id"] == target_id
+            answer = await store._rpc("Range", pb.RangeRequest(key=b"l/k"), idempotent=True)
+            assert answer.header.member_id == int(target_id)
         finally:
             await store.close()
     finally:
@@ -250,13 +250,11 @@ async def test_scrub_drops_overwritten_values_from_history(etcd: EtcdStore, ns: 
     key = ns + b"secret"
     old_rev = await etcd.put(key, b"wrapped-kek-v1")
     await etcd.put(key, b"nothing")
-    old = await etcd._call("/kv/range", {"key": b64(key), "revision": str(old_rev)},
-                           idempotent=True)
-    assert old["kvs"][0]["value"] == b64(b"wrapped-kek-v1")
+    old = await etcd._rpc("Range", pb.RangeRequest(key=key, revision=old_rev), idempotent=True)
+    assert old.kvs[0].value == b"wrapped-kek-v1"
     await etcd.scrub()
     with pytest.raises(EtcdError, match="compacted"):
-        await etcd._call("/kv/range", {"key": b64(key), "revision": str(old_rev)},
-                         idempotent=True)
+        await etcd._rpc("Range", pb.RangeRequest(key=key, revision=old_rev), idempotent=True)
     assert (await etcd.get(key)).value == b"nothing"  # type: ignore[union-attr]
 
 

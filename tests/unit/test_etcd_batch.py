@@ -12,41 +12,40 @@ import pytest
 
 from storage.errors import StorageError
 from storage.metadata import Txn
-from storage.metadata.etcd_batch import MAX_MEMBERS, TxnBatcher, b64, unb64
+from storage.metadata.etcd_batch import MAX_MEMBERS, TxnBatcher
+from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 
 class FakeGateway:
-    """Answers /kv/txn like etcd: nested ones succeed unless they compare key b"fail"; the
+    """Answers Txn like etcd: nested ones succeed unless they compare key b"fail"; the
     first request is held until `release` is set, so the others queue behind it."""
 
     def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
+        self.bodies: list[pb.TxnRequest] = []
         self.release = asyncio.Event()
         self.error: Exception | None = None
         self.refuse_nested = False  # as a cluster with a lower --max-txn-ops
 
     @staticmethod
-    def _one(body: dict[str, Any]) -> dict[str, Any]:
-        if any(unb64(c["key"]) == b"fail" for c in body["compare"]):
-            reads = [{"response_range": {"kvs": [{"key": r["request_range"]["key"],
-                                                  "value": b64(b"cur"), "mod_revision": "7"}]}}
-                     for r in body.get("failure", [])]
-            return {"responses": reads}
-        return {"succeeded": True, "responses": []}
+    def _one(body: pb.TxnRequest) -> pb.TxnResponse:
+        if any(c.key == b"fail" for c in body.compare):
+            reads = [pb.ResponseOp(response_range=pb.RangeResponse(kvs=[pb.KeyValue(
+                key=r.request_range.key, value=b"cur", mod_revision=7)])) for r in body.failure]
+            return pb.TxnResponse(responses=reads)
+        return pb.TxnResponse(succeeded=True)
 
-    async def call(self, path: str, body: dict[str, Any], idempotent: bool) -> dict[str, Any]:
-        assert path == "/kv/txn" and not idempotent
+    async def call(self, body: pb.TxnRequest) -> pb.TxnResponse:
         self.bodies.append(body)
         await self.release.wait()
         if self.error is not None:
             raise self.error
-        nested = [op["request_txn"] for op in body["success"] if "request_txn" in op]
+        nested = [op.request_txn for op in body.success if op.HasField("request_txn")]
         if nested and self.refuse_nested:
-            raise StorageError("etcd /kv/txn: etcdserver: too many operations in txn request")
+            raise StorageError("etcd Txn: etcdserver: too many operations in txn request")
         if nested:
-            assert body["compare"] == [] and len(nested) == len(body["success"])
-            return {"succeeded": True,
-                    "responses": [{"response_txn": self._one(b)} for b in nested]}
+            assert not body.compare and len(nested) == len(body.success)
+            return pb.TxnResponse(succeeded=True, responses=[
+                pb.ResponseOp(response_txn=self._one(b)) for b in nested])
         return self._one(body)
 
 
@@ -70,7 +69,7 @@ async def test_a_lone_transaction_goes_out_plain_at_once() -> None:
     fake.release.set()
     batcher = TxnBatcher(fake.call)
     assert await batcher.run(put(b"a"), ()) == (True, {})
-    assert len(fake.bodies) == 1 and "request_put" in fake.bodies[0]["success"][0]
+    assert len(fake.bodies) == 1 and fake.bodies[0].success[0].HasField("request_put")
     assert batcher.batches == 0
 
 
@@ -85,7 +84,7 @@ async def test_waiting_transactions_share_one_request_each_with_its_own_answer()
     done, seen = b
     assert not done and seen[b"fail"] is not None and seen[b"fail"].revision == 7
     assert len(fake.bodies) == 2 and batcher.batches == 1
-    assert len(fake.bodies[1]["success"]) == 3
+    assert len(fake.bodies[1].success) == 3
 
 
 async def test_a_transaction_touching_a_written_key_waits_for_the_next_request() -> None:
@@ -97,9 +96,9 @@ async def test_a_transaction_touching_a_written_key_waits_for_the_next_request()
     tasks = await _queued(fake, batcher, txns)
     fake.release.set()
     await asyncio.gather(*tasks)
-    sent = [[unb64(op["request_txn"]["success"][0]["request_put"]["key"])
-             for op in body["success"]] if "request_txn" in body["success"][0]
-            else [unb64(body["success"][0]["request_put"]["key"])] for body in fake.bodies]
+    sent = [[op.request_txn.success[0].request_put.key for op in body.success]
+            if body.success[0].HasField("request_txn")
+            else [body.success[0].request_put.key] for body in fake.bodies]
     assert sent == [[b"first"], [b"a"], [b"b", b"c"], [b"d", b"e"]]
 
 
@@ -109,7 +108,7 @@ async def test_a_batch_holds_at_most_max_members() -> None:
     tasks = await _queued(fake, batcher, [put(b"k%d" % i) for i in range(MAX_MEMBERS + 3)])
     fake.release.set()
     await asyncio.gather(*tasks)
-    assert [len(b["success"]) for b in fake.bodies] == [1, MAX_MEMBERS, 3]
+    assert [len(b.success) for b in fake.bodies] == [1, MAX_MEMBERS, 3]
 
 
 async def test_a_big_transaction_goes_alone() -> None:
@@ -120,7 +119,7 @@ async def test_a_big_transaction_goes_alone() -> None:
     fake.release.set()
     await asyncio.gather(*tasks)
     assert len(fake.bodies) == 3  # first, big (alone, not queued), then a and b together
-    assert len(fake.bodies[1]["success"]) == 100 and batcher.batches == 1
+    assert len(fake.bodies[1].success) == 100 and batcher.batches == 1
 
 
 async def test_a_failed_request_fails_every_caller_in_it() -> None:
@@ -145,8 +144,7 @@ async def test_a_caller_cancelled_while_queued_is_never_sent() -> None:
         await gone
     fake.release.set()
     await asyncio.gather(first, kept)
-    keys = [unb64(op.get("request_put", {}).get("key")) for b in fake.bodies
-            for op in b["success"]]
+    keys = [op.request_put.key for b in fake.bodies for op in b.success]
     assert b"gone" not in keys and b"kept" in keys
 
 
