@@ -14,11 +14,18 @@ Variants, each one step above the previous:
   `_stamp`, its limits and keep-alive);
 - `s3-stream`: that with GetObject's small-body response before session 9 instead: a
   prepared stream with the headers held for the first write, written through
-  `BorrowedBodyWriter`, then ended (`s3-response` is what GetObject sends now).
+  `BorrowedBodyWriter`, then ended (`s3-response` is what GetObject sends now);
+- `s3-lean`: `parser` building the same `S3Request` and running the same handler and
+  `prepare` + `write_eof` of its `web.Response` inline from `data_received` (no
+  `RequestHandler`: no per-request task, waiter future or start loop). Against
+  `s3-response` it is what a lean front keeping aiohttp's request and response objects
+  would save (a null handler never suspends, so the coroutine is driven by hand; not a
+  server: no pipelining, keep-alive or error rules).
 
 The differences between rows are the parts' costs. On a loaded box read the medians.
 
     python benchmarks/aiohttp_parts.py --op get --rounds 8 --port 10530
+    python benchmarks/aiohttp_parts.py --variants s3-response,s3-lean --rounds 10
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiohttp import web  # noqa: E402
 from aiohttp.http_parser import HttpRequestParser  # noqa: E402
+from aiohttp.http_writer import StreamWriter  # noqa: E402
 
 from benchmarks.request_path_ab import _round  # noqa: E402
+from gateway.app import CLIENT_MAX_BYTES, S3Request  # noqa: E402
 
 BODY = os.urandom(4096)
 HEAD_200 = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
@@ -104,6 +113,37 @@ class ParserProtocol(BareProtocol):
             self.transport.write(self.reply)
 
 
+class LeanS3Protocol(ParserProtocol):
+    """`parser` + the S3 listener's request object, handler and response, inline."""
+
+    ssl_context = None
+    peername = ("127.0.0.1", 0)
+    sockname = ("127.0.0.1", 0)
+    _paused = False  # StreamWriter.drain's check (never paused here)
+
+    def __init__(self, op: str) -> None:
+        super().__init__(op)
+        self.handle = _handler(op, stream=False)
+
+    def data_received(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        messages, _, _ = self.parser.feed_data(data)
+        for message, payload in messages:
+            request = S3Request(message, payload, self, StreamWriter(self, loop),  # type: ignore[arg-type]
+                                None, loop, client_max_size=CLIENT_MAX_BYTES)  # type: ignore[arg-type]
+            try:
+                self._serve(request).send(None)
+            except StopIteration:
+                continue
+            raise RuntimeError("a null handler suspended")
+
+    async def _serve(self, request: web.BaseRequest) -> None:
+        resp = await self.handle(request)
+        await resp.prepare(request)
+        await resp.write_eof()
+        request._finish()
+
+
 class HeldHeaders(web.StreamResponse):
     """A stream whose status line and headers wait for the first body write (GetObject's
     small-body response before session 9)."""
@@ -111,36 +151,45 @@ class HeldHeaders(web.StreamResponse):
     _send_headers_immediately = False
 
 
-def _server(op: str, stream: bool, s3: bool) -> web.Server:
-    from gateway.app import create_s3_server
+def _handler(op: str, stream: bool) -> Callable[[web.BaseRequest],
+                                                  Awaitable[web.StreamResponse]]:
+    """The null handler: a canned 4 KiB GET body, or a 4 KiB PUT body taken."""
     from gateway.s3.sendbody import BorrowedBodyWriter
 
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        request["request_id"] = "0123456789ABCDEF"
+        if op == "put":
+            request.content.read_nowait()
+        headers = {"Content-Type": "application/octet-stream"}
+        if not stream:
+            return web.Response(body=BODY if op == "get" else None, headers=headers)
+        resp = HeldHeaders(headers=headers)
+        resp.content_length = len(BODY) if op == "get" else 0
+        await resp.prepare(request)
+        if op == "get":
+            async with BorrowedBodyWriter(request, resp) as body:
+                await body.write(BODY)
+        await resp.write_eof()
+        return resp
+    return handle
+
+
+def _server(op: str, stream: bool, s3: bool) -> web.Server:
+    from gateway.app import create_s3_server
+
     class Handler:
-        async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-            request["request_id"] = "0123456789ABCDEF"
-            if op == "put":
-                request.content.read_nowait()
-            headers = {"Content-Type": "application/octet-stream"}
-            if not stream:
-                return web.Response(body=BODY if op == "get" else None, headers=headers)
-            resp = HeldHeaders(headers=headers)
-            resp.content_length = len(BODY) if op == "get" else 0
-            await resp.prepare(request)
-            if op == "get":
-                async with BorrowedBodyWriter(request, resp) as body:
-                    await body.write(BODY)
-            await resp.write_eof()
-            return resp
+        handle = staticmethod(_handler(op, stream))
 
     if s3:
         return create_s3_server(Handler())  # type: ignore[arg-type]
-    return web.Server(Handler().handle, access_log=None)
+    return web.Server(Handler.handle, access_log=None)
 
 
 async def _listen(variant: str, op: str, port: int) -> Callable[[], Awaitable[None]]:
     loop = asyncio.get_running_loop()
-    if variant in ("protocol", "parser"):
-        cls = BareProtocol if variant == "protocol" else ParserProtocol
+    if variant in ("protocol", "parser", "s3-lean"):
+        cls = {"protocol": BareProtocol, "parser": ParserProtocol,
+               "s3-lean": LeanS3Protocol}[variant]
         srv = await loop.create_server(lambda: cls(op), "127.0.0.1", port)
 
         async def close() -> None:
@@ -164,24 +213,28 @@ def _raw(op: str, i: int) -> bytes:
     return (head + "\r\n").encode()
 
 
-VARIANTS = ("protocol", "parser", "server-response", "s3-response", "s3-stream")
+VARIANTS = ("protocol", "parser", "server-response", "s3-response", "s3-stream", "s3-lean")
 
 
 async def run(a: argparse.Namespace) -> None:
-    results: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    variants = tuple(a.variants.split(","))
+    results: dict[str, list[float]] = {v: [] for v in variants}
     reqs = [_raw(a.op, i) for i in range(a.requests)]
     for r in range(a.rounds):
-        order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
+        order = variants if r % 2 == 0 else tuple(reversed(variants))
         for v in order:
             close = await _listen(v, a.op, a.port)
             try:
                 results[v].append(await _round(a.port, reqs, a.clients))
             finally:
                 await close()
-    base = statistics.median(results["protocol"])
-    for v in VARIANTS:
+    first = variants[0]
+    base = statistics.median(results[first])
+    for v in variants:
         m = statistics.median(results[v])
-        print(f"{a.op} {v:16s} {m * 1e3:.3f} ms/op  (+{(m - base) * 1e6:.0f} us over protocol)")
+        rounds = " ".join(f"{x * 1e3:.3f}" for x in results[v])
+        print(f"{a.op} {v:16s} {m * 1e3:.3f} ms/op  ({(m - base) * 1e6:+.0f} us over {first}; "
+              f"rounds {rounds})")
     print(f"load {os.getloadavg()[0]:.1f}")
 
 
@@ -192,6 +245,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="per round and variant")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--port", type=int, default=10530)
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="comma-separated, compared with the first")
     asyncio.run(run(ap.parse_args()))
 
 

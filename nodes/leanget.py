@@ -26,7 +26,7 @@ from nodes.handlers import (
     RequestStats,
 )
 from nodes.shardfile import check_shard_id
-from nodes.shardget import open_get, send_body
+from nodes.shardget import open_get, reader_checks, send_body
 from storage.errors import InvalidInput
 
 _HEAD_200 = f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{SEGMENTS_HEADER}: "
@@ -47,7 +47,7 @@ async def lean_get(st: NodeState, stats: RequestStats, path: str, target: str, h
         check_shard_id(sid)
     except InvalidInput:
         raise ApiError(400, "invalid_shard_id", "malformed shard id") from None
-    stream, head, window = await open_get(st, stats, sid, 0, count)
+    stream, head, window = await open_get(st, stats, sid, 0, count, reader_checks(headers))
     async with stream:
         t = transport()
         if t is None:

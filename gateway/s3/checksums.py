@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
+from collections.abc import Callable
 
 import crc32c as _crc32c
 from awscrt import checksums as _crt
+
+from storage import isal
 
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
 HEADER = {a: f"x-amz-checksum-{a.lower()}" for a in ALGORITHMS}
@@ -30,13 +33,31 @@ class _Crc:
         return self._value.to_bytes(self._width, "big")
 
 
+_SHORT = 2048  # below this zlib's call is cheaper than ISA-L's ctypes one
+
+
+def _crc32_fn() -> Callable[[bytes, int], int]:
+    """CRC32 with ISA-L's kernel when it is installed (the same values as zlib's)."""
+    lib = isal.load()
+    if lib is None or not lib.has_crc32:
+        return zlib.crc32
+    fast = lib.crc32
+
+    def crc32(data: bytes, value: int = 0) -> int:
+        return zlib.crc32(data, value) if len(data) < _SHORT else fast(data, value)
+    return crc32
+
+
+_CRC32 = _crc32_fn()
+
+
 class Checksum:
     """One running checksum of a named algorithm."""
 
     def __init__(self, algorithm: str) -> None:
         self.algorithm = algorithm.upper()
         if self.algorithm == "CRC32":
-            self._h: object = _Crc(zlib.crc32, 4)
+            self._h: object = _Crc(_CRC32, 4)
         elif self.algorithm == "CRC32C":
             self._h = _Crc(lambda d, v: _crc32c.crc32c(d, v), 4)
         elif self.algorithm == "CRC64NVME":

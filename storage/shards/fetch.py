@@ -19,11 +19,11 @@ from collections.abc import AsyncIterator
 
 from storage.buffers import BufferPool
 from storage.config import NodeSpec
-from storage.errors import IntegrityError, ShardCorrupt
+from storage.errors import IntegrityError, ShardCorrupt, StorageError
 from storage.shards import auth
 from storage.shards.assembler import FrameAssembler
 from storage.shards.connpool import HEAD_BYTES, ConnPool, FetchError, NodeConn, parse_head
-from storage.shards.format import ShardHeader
+from storage.shards.format import READER_CHECKS, READER_CHECKS_HEADER, ShardHeader
 
 MAX_READY = 3  # verified frames waiting for the consumer before reading pauses
 _clock = time.monotonic  # when the last byte arrived (tests give a clock of their own)
@@ -180,14 +180,21 @@ class ShardFetcher:
         self._pool: ConnPool[_Conn] = ConnPool(_Conn, connect_timeout_s)
 
     async def frames(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
-                     count: int, pool: BufferPool,
+                     count: int, pool: BufferPool, node_checks: bool = False,
                      ) -> AsyncIterator[tuple[int, memoryview, bytearray]]:
         """Verified (segment, block view, buffer) of frames [first, first+count) of one
         shard; the consumer gives each buffer back to `pool`. ShardCorrupt for a bad or
         foreign header, length or checksum, or a node that reports corruption (409);
-        FetchError (with `status` for an HTTP status) for everything else."""
+        FetchError (with `status` for an HTTP status) for everything else.
+
+        Every frame is checked here (FrameAssembler) before it is offered, so the node is
+        told it need not check them too (one pass over the bytes fewer on the node), unless
+        `node_checks`. A frame that fails here is then asked for once more with the node
+        checking it, so a node whose disk holds the bad frame finds it and quarantines the
+        shard, as when it checks every read."""
         path = f"/v1/shards/{sid}?first={first}&count={count}"
-        headers = auth.sign(self._secret, "GET", path, node.id)
+        headers = auth.sign(self._secret, "GET", path, node.id, headers=None if node_checks
+                            else {READER_CHECKS_HEADER: READER_CHECKS})
         request = (f"GET {path} HTTP/1.1\r\nHost: {node.address}\r\n"
                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                    + "\r\n").encode("latin-1")
@@ -222,11 +229,33 @@ class ShardFetcher:
         except IntegrityError as exc:
             if isinstance(exc, ShardCorrupt):
                 raise
+            bad = asm.segment if asm.header is not None and not node_checks else None
+            if conn is not None:
+                conn.close()
+                conn = None
+            asm.close()
+            if bad is not None:
+                await self._node_check(node, sid, expect, bad, pool)
             raise ShardCorrupt(sid, f"on {node.id}: {exc}") from None
         finally:
             if conn is not None:
                 conn.close()
             asm.close()
+
+    async def _node_check(self, node: NodeSpec, sid: str, expect: ShardHeader, segment: int,
+                          pool: BufferPool) -> None:
+        """Have the node check frame `segment` itself (a bad one: it quarantines the shard
+        and answers 409, raised as ShardCorrupt); any other outcome is left to the caller's
+        own error (the frame went bad on the way, or the node cannot say)."""
+        try:
+            async for _, _, buf in self.frames(node, sid, expect, segment, 1, pool,
+                                               node_checks=True):
+                pool.give(buf)
+        except ShardCorrupt as exc:
+            if "reports corruption" in str(exc):
+                raise
+        except StorageError:
+            pass
 
     async def _wait(self, node: NodeSpec, conn: _Conn) -> None:
         try:

@@ -33,6 +33,11 @@ HEADER_BYTES = _HEADER.size + 4
 FRAME_HEAD = struct.Struct(">II")
 FRAME_HEAD_BYTES = FRAME_HEAD.size
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
+# A shard GET whose reader checks every frame's length and checksum before using it (the
+# gateway's `FrameAssembler`) says so in this signed header: the node then sends the frames
+# without checking them again (one pass over the bytes fewer; see `nodes.shardread`).
+READER_CHECKS_HEADER = "X-Tessera-Reader-Checks"
+READER_CHECKS = "frames"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,12 @@ import asyncio
 import json
 
 from storage.shards.auth import sign
-from storage.shards.format import FRAME_HEAD_BYTES, HEADER_BYTES
+from storage.shards.format import (
+    FRAME_HEAD_BYTES,
+    HEADER_BYTES,
+    READER_CHECKS,
+    READER_CHECKS_HEADER,
+)
 from tests.contract.node_harness import Node, make_shard, node, shard_path
 from tests.contract.test_node_lean_front import Conn, conn, log_lines, put_request, wait_lines
 
@@ -16,8 +21,9 @@ __all__ = ["conn", "node"]  # fixtures: the module's node process, a connection 
 
 
 def get_request(node: Node, path_qs: str, *, secret: bytes | None = None,
-                close: bool = False) -> bytes:
-    headers = sign(secret or node.secret, "GET", path_qs, "n1")
+                close: bool = False, reader_checks: bool = False) -> bytes:
+    headers = sign(secret or node.secret, "GET", path_qs, "n1", headers={
+        READER_CHECKS_HEADER: READER_CHECKS} if reader_checks else None)
     return (f"GET {path_qs} HTTP/1.1\r\nHost: {node.host}:{node.port}\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in headers.items())
         + ("Connection: close\r\n" if close else "") + "\r\n").encode()
@@ -155,3 +161,26 @@ async def test_a_later_frame_failing_its_check_cuts_the_body_short(node: Node) -
     assert not path.exists()
     recs = [r for r in await wait_lines(node, f"/v1/shards/{sid}", 2) if r["op"] == "get"]
     assert [(r["front"], r["status"], r["truncated"]) for r in recs] == [("lean", 200, True)]
+
+
+async def test_a_reader_that_checks_frames_gets_them_unchecked(node: Node, conn: Conn) -> None:
+    """With `X-Tessera-Reader-Checks` (signed), both fronts send a corrupt frame as it is:
+    the reader checks it; the node neither cuts the body nor quarantines the shard. The
+    same read without the header is still checked (409, quarantined)."""
+    h = make_shard(block_size=65536)[1]
+    sid, body = await stored(node, conn, index=2, frames=4, block_size=65536, last=None)
+    path = shard_path(node, sid)
+    raw = bytearray(path.read_bytes())
+    raw[h.frame_offset(0) + FRAME_HEAD_BYTES + 5] ^= 1
+    path.write_bytes(bytes(raw))
+    for path_qs in (f"/v1/shards/{sid}?first=0&count=4",  # the lean front's
+                    f"/v1/shards/{sid}?count=4&first=0"):  # aiohttp's
+        await conn.send(get_request(node, path_qs, reader_checks=True))
+        assert (await conn.answer_with_headers())[::2] == (200, bytes(raw))
+    assert path.exists()
+    await conn.send(get_request(node, f"/v1/shards/{sid}?first=0&count=4"))
+    assert (await conn.answer_with_headers())[0] == 409
+    assert not path.exists()
+    recs = [r for r in await wait_lines(node, f"/v1/shards/{sid}", 4) if r["op"] == "get"]
+    assert [(r.get("front"), r["status"]) for r in recs] == [
+        ("lean", 200), (None, 200), (None, 409)]  # (the connection is aiohttp's now)
