@@ -19,8 +19,9 @@ headers and data-key cipher kept with that version, `storage/shared_memo.py`),
 `request-state` (the S3 request's state lookups without a KeyError per unset key,
 `gateway/app.py`), `bucket-copies` (bucket records decoded once per stored value,
 `storage/buckets.py`), `small-get` (a small GET as one `Response`,
-`gateway/s3/handlers/objects.py`), `small9` (those three together), `none` (A/A: the noise
-floor).
+`gateway/s3/handlers/objects.py`), `small9` (those three together), `same-item` (a
+re-read of an unchanged cached record hands out the same `Item`,
+`storage/metadata/sqlite.py`), `none` (A/A: the noise floor).
 """
 
 from __future__ import annotations
@@ -168,6 +169,36 @@ def _small_get(meta: Any) -> Callable[[bool], None]:
     return set_on
 
 
+def _same_item(meta: Any) -> Callable[[bool], None]:
+    """A re-read of an unchanged cached record hands out the same `Item`
+    (`SqliteStore._cached_get`), or a new one each time (as before: every expiry of the
+    record's 2 s life then decodes the version and derives its headers and cipher again)."""
+    import time as _time
+
+    from storage.metadata import Item
+    from storage.metadata import sqlite as sq
+
+    kept = vars(sq.SqliteStore)["_cached_get"]
+
+    def fresh(key: bytes, gen: Any, conn: Any, cache: dict[bytes, Any], most: int,
+              largest: int | None) -> Item | None:
+        now, seen = _time.monotonic(), gen.value()
+        hit = cache.get(key)
+        if hit is not None and hit[0] == seen and hit[1] > now:
+            return hit[2]  # type: ignore[no-any-return]
+        row = conn.execute("SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone()
+        item = Item(key, row[0], row[1]) if row else None
+        if item is None or largest is None or len(item.value) <= largest:
+            if len(cache) >= most:
+                cache.clear()
+            cache[key] = (seen, now + sq.CACHE_TTL_S, item)
+        return item
+
+    def set_on(on: bool) -> None:
+        sq.SqliteStore._cached_get = kept if on else staticmethod(fresh)  # type: ignore[assignment]
+    return set_on
+
+
 def _both(meta: Any) -> Callable[[bool], None]:
     """Lane small9's cuts together: `request-state`, `bucket-copies`, `small-get`."""
     parts = (_request_state(meta), _bucket_copies(meta), _small_get(meta))
@@ -188,6 +219,7 @@ TOGGLES: dict[str, Callable[[Any], Callable[[bool], None]]] = {  # given the Tim
     "bucket-copies": _bucket_copies,
     "small-get": _small_get,
     "small9": _both,
+    "same-item": _same_item,
     "none": lambda meta: (lambda on: None),
 }
 

@@ -138,13 +138,21 @@ class SqliteStore:
                     largest: int | None) -> Item | None:
         """A record from memory while no process wrote one of its kind since it was read
         (the counter is read before the row, so a write committed meanwhile makes it
-        stale). Values over `largest` bytes are not kept."""
+        stale). Values over `largest` bytes are not kept. A re-read that finds the record
+        as it was (its life ran out, or another record of its kind was written) hands out
+        the same `Item`, so what callers keep per `Item` (decoded versions) stays."""
         now, seen = time.monotonic(), gen.value()
         hit = cache.get(key)
         if hit is not None and hit[0] == seen and hit[1] > now:
             return hit[2]
         row = conn.execute("SELECT v, rev FROM kv WHERE k=?", (key,)).fetchone()
-        item = Item(key, row[0], row[1]) if row else None
+        old = hit[2] if hit is not None else None
+        if row is None:
+            item = None
+        elif old is not None and old.revision == row[1] and old.value == row[0]:
+            item = old
+        else:
+            item = Item(key, row[0], row[1])
         if item is None or largest is None or len(item.value) <= largest:
             if len(cache) >= most:
                 cache.clear()

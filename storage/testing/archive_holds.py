@@ -6,6 +6,8 @@ doing it provably mid-way instead of racing a pass a fast (or slow) machine fini
   transition (the version moved and relabelled).
 - $TESSERA_TEST_SWAP_HOLD=PATH: the gateway's lifecycle worker holds inside its first
   transition, with the new copy written and the manifest not yet swapped.
+- $TESSERA_TEST_RESTORE_HOLD=PATH: the gateway's restore worker holds inside its first
+  restore, with the restored copy written and not yet committed to the version.
 
 A hold writes PATH.held (this process's pid) and waits until PATH exists; while PATH exists
 there is no hold (a process restarted after the kill passes through). Nothing else reads
@@ -25,8 +27,11 @@ if TYPE_CHECKING:
 
 HOLD_ENV = "TESSERA_TEST_LIFECYCLE_HOLD"
 SWAP_HOLD_ENV = "TESSERA_TEST_SWAP_HOLD"
+RESTORE_HOLD_ENV = "TESSERA_TEST_RESTORE_HOLD"
 
-_in_transition: ContextVar[bool] = ContextVar("in_transition", default=False)
+_inside: dict[str, ContextVar[bool]] = {
+    step: ContextVar(f"in_{step}", default=False)
+    for step in ("transition", "complete_due_restores")}
 
 
 async def hold(release: Path) -> None:
@@ -55,36 +60,50 @@ def hold_after_first_transition(archive: ArchiveService, release: Path) -> None:
     archive.transition = transition  # type: ignore[method-assign]
 
 
-def hold_before_first_swap(archive: ArchiveService, release: Path) -> None:
-    """Wrap `archive.transition` and `archive.mutate`: the first transition holds when it
-    comes to swap its manifest (its new copy written). Only a mutate in a transition's own
-    task holds (a context variable), never a restore's or an S3 request's."""
-    move, mutate = archive.transition, archive.mutate
+def _hold_first_mutate_in(archive: ArchiveService, step: str, release: Path) -> None:
+    """Wrap `archive.<step>` and `archive.mutate`: the first mutate made in a `step` call's
+    own task holds (a context variable), never one of another task (an S3 request's, the
+    other worker's)."""
+    run, mutate, inside = getattr(archive, step), archive.mutate, _inside[step]
     held = False
 
-    async def transition(v: Any, storage_class: str) -> bool:
-        token = _in_transition.set(True)
+    async def in_step(*args: Any, **kwargs: Any) -> Any:
+        token = inside.set(True)
         try:
-            return await move(v, storage_class)
+            return await run(*args, **kwargs)
         finally:
-            _in_transition.reset(token)
+            inside.reset(token)
 
     async def swap(*args: Any, **kwargs: Any) -> Any:
         nonlocal held
-        if _in_transition.get() and not held:
+        if inside.get() and not held:
             held = True
             await hold(release)
         return await mutate(*args, **kwargs)
 
-    archive.transition = transition  # type: ignore[method-assign]
+    setattr(archive, step, in_step)
     archive.mutate = swap  # type: ignore[method-assign]
 
 
+def hold_before_first_swap(archive: ArchiveService, release: Path) -> None:
+    """The first transition holds when it comes to swap its manifest (its new copy
+    written); a restore's or an S3 request's mutate does not."""
+    _hold_first_mutate_in(archive, "transition", release)
+
+
+def hold_before_first_restore_commit(archive: ArchiveService, release: Path) -> None:
+    """The restore worker's first restore holds when it comes to commit its copy (written)
+    to the version: its only mutate (`ArchiveService._complete`'s finish)."""
+    _hold_first_mutate_in(archive, "complete_due_restores", release)
+
+
 def install_from_env(archive: ArchiveService, *, gateway: bool) -> None:
-    """Apply the hook this process's environment asks for: the swap hold in a gateway, the
-    after-first-transition hold in `tessera lifecycle run-once`."""
+    """Apply the hooks this process's environment asks for: the swap and restore holds in a
+    gateway, the after-first-transition hold in `tessera lifecycle run-once`."""
     if gateway:
         if path := os.environ.get(SWAP_HOLD_ENV):
             hold_before_first_swap(archive, Path(path))
+        if path := os.environ.get(RESTORE_HOLD_ENV):
+            hold_before_first_restore_commit(archive, Path(path))
     elif path := os.environ.get(HOLD_ENV):
         hold_after_first_transition(archive, Path(path))

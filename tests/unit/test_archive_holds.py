@@ -11,15 +11,18 @@ import pytest
 
 from storage.testing.archive_holds import (
     HOLD_ENV,
+    RESTORE_HOLD_ENV,
     SWAP_HOLD_ENV,
     hold_after_first_transition,
+    hold_before_first_restore_commit,
     hold_before_first_swap,
     install_from_env,
 )
 
 
 class FakeArchive:
-    """transition = copy, then mutate (the swap), as ArchiveService.transition does."""
+    """transition = copy, then mutate (the swap), as ArchiveService.transition does; a
+    restore pass = for each job, copy, then mutate (the commit)."""
 
     def __init__(self) -> None:
         self.log: list[str] = []
@@ -32,6 +35,12 @@ class FakeArchive:
         self.log.append(f"copy {v}")
         await self.mutate(v)
         return True
+
+    async def complete_due_restores(self, jobs: tuple[str, ...] = ("r1", "r2")) -> int:
+        for job in jobs:
+            self.log.append(f"restore {job}")
+            await self.mutate(job)
+        return len(jobs)
 
 
 async def until(cond: Any) -> None:
@@ -57,6 +66,26 @@ async def test_swap_hold_holds_the_first_transition_before_its_swap(tmp_path: Pa
     assert not held.exists()
 
 
+async def test_restore_hold_holds_the_first_restore_before_its_commit(tmp_path: Path) -> None:
+    a, release = FakeArchive(), tmp_path / "release"
+    held = tmp_path / "release.held"
+    hold_before_first_restore_commit(a, release)
+    hold_before_first_swap(a, tmp_path / "other")  # both hooks installed: each its own step
+    first = asyncio.create_task(a.complete_due_restores())
+    await asyncio.wait_for(until(held.exists), 5)
+    assert a.log == ["restore r1"]  # copied, not committed
+    assert await a.mutate("s3") == "s3"  # another task's mutate does not hold
+    assert not first.done()
+    release.touch()
+    assert await asyncio.wait_for(first, 5) == 2
+    assert a.log == ["restore r1", "swap s3", "swap r1", "restore r2", "swap r2"]
+    held.unlink()
+    release.unlink()
+    assert await asyncio.wait_for(a.complete_due_restores(), 5) == 2  # only the first holds
+    assert not held.exists()
+    assert not (tmp_path / "other.held").exists()  # no transition ran: no swap hold
+
+
 async def test_no_hold_while_the_release_exists(tmp_path: Path) -> None:
     a, release = FakeArchive(), tmp_path / "release"
     release.touch()
@@ -79,15 +108,27 @@ async def test_run_once_hold_comes_after_the_first_transition(tmp_path: Path) ->
 def test_install_reads_only_its_own_variable(gateway: bool, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     a = FakeArchive()
-    plain = (a.transition, a.mutate)
-    monkeypatch.delenv(HOLD_ENV, raising=False)
-    monkeypatch.delenv(SWAP_HOLD_ENV, raising=False)
+    plain = (a.transition, a.mutate, a.complete_due_restores)
+
+    def wrapped() -> tuple[bool, bool, bool]:
+        return (a.transition != plain[0], a.mutate != plain[1],
+                a.complete_due_restores != plain[2])
+
+    for env in (HOLD_ENV, SWAP_HOLD_ENV, RESTORE_HOLD_ENV):
+        monkeypatch.delenv(env, raising=False)
     install_from_env(a, gateway=gateway)
-    assert (a.transition, a.mutate) == plain  # nothing asked: nothing wrapped
-    monkeypatch.setenv(HOLD_ENV if gateway else SWAP_HOLD_ENV, str(tmp_path / "r"))
+    assert wrapped() == (False, False, False)  # nothing asked: nothing wrapped
+    others = (HOLD_ENV,) if gateway else (SWAP_HOLD_ENV, RESTORE_HOLD_ENV)
+    for env in others:
+        monkeypatch.setenv(env, str(tmp_path / "r"))
     install_from_env(a, gateway=gateway)
-    assert (a.transition, a.mutate) == plain  # the other process's variable
-    monkeypatch.setenv(SWAP_HOLD_ENV if gateway else HOLD_ENV, str(tmp_path / "r"))
+    assert wrapped() == (False, False, False)  # the other process's variables
+    if gateway:
+        monkeypatch.setenv(RESTORE_HOLD_ENV, str(tmp_path / "r"))
+        install_from_env(a, gateway=True)
+        assert wrapped() == (False, True, True)  # the restore hold alone
+        monkeypatch.setenv(SWAP_HOLD_ENV, str(tmp_path / "r"))
+    else:
+        monkeypatch.setenv(HOLD_ENV, str(tmp_path / "r"))
     install_from_env(a, gateway=gateway)
-    assert a.transition != plain[0]
-    assert (a.mutate != plain[1]) is gateway
+    assert wrapped() == (True, gateway, gateway)

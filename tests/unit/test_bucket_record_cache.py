@@ -103,6 +103,37 @@ async def test_a_cached_record_expires(tmp_path: Path, monkeypatch: pytest.Monke
         await store.close()
 
 
+async def test_a_re_read_of_an_unchanged_record_hands_out_the_same_item(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expired, or re-read after a write of another record of its kind: an unchanged record
+    comes back as the very `Item` handed out before (what callers keep per `Item`, like
+    `ObjectReads`' decoded versions, stays); a changed one as a new `Item`."""
+    store = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        key = object_key("b1", "k")
+        await store.put(key, b"obj")
+        queries = _count_queries(store)
+        monkeypatch.setattr(sqlite_mod, "CACHE_TTL_S", 0.0)
+        first = await store.get(key)
+        assert await store.get(key) is first  # expired, re-read, unchanged
+        monkeypatch.setattr(sqlite_mod, "CACHE_TTL_S", 60.0)
+        await store.put(object_key("b1", "other"), b"o")
+        assert await store.get(key) is first  # another object written: re-read, unchanged
+        assert len(queries) == 3  # each get went to the file
+        rev = await store.put(key, b"new")
+        got = await store.get(key)
+        assert got is not first and got is not None
+        assert (got.value, got.revision) == (b"new", rev)
+        await store.put(key, b"obj")  # the first value again, at a later revision
+        again = await store.get(key)
+        assert again is not first and again is not got and again is not None
+        assert again.value == b"obj" and again.revision > rev
+        await store.delete(key)
+        assert await store.get(key) is None
+    finally:
+        await store.close()
+
+
 async def test_an_object_record_is_read_from_the_file_once(tmp_path: Path) -> None:
     """Current object records (every GET and HEAD reads one) are kept like bucket records,
     under their own counter: a bucket write leaves them cached, an object write does not;

@@ -146,6 +146,10 @@ def test_small_writes_stop_passing_a_head_that_has_waited_pass_s() -> None:
     """A steady flow of small writes must not keep a large one out for ever: once the head
     has waited pass_s, small ones queue behind it and it gets the budget next."""
     async def main() -> list[str]:
+        # the loop's clock stands still but where the test moves it: a loaded machine's
+        # stall between two steps must not age the head (a real 50 ms pass did, at load)
+        now = [asyncio.get_running_loop().time()]
+        vars(asyncio.get_running_loop())["time"] = lambda: now[0]
         budget = UploadBudget(16 * MiB, pass_s=0.05)
         order: list[str] = []
         smalls = [await budget.acquire(1 * MiB) for _ in range(10)]  # 10 MiB in use
@@ -157,7 +161,8 @@ def test_small_writes_stop_passing_a_head_that_has_waited_pass_s() -> None:
         big = asyncio.create_task(write("big", 8 * MiB))
         await asyncio.sleep(0)
         young = asyncio.create_task(write("young-small", 1 * MiB))  # passes a young head
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)
+        now[0] += 0.1  # the head has waited pass_s and more
         late = asyncio.create_task(write("late-small", 1 * MiB))  # head old now: queues
         await asyncio.sleep(0)
         assert order == ["young-small"] and not late.done()
