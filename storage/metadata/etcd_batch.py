@@ -9,7 +9,9 @@ batch only when none writes a key another one writes, compares or reads (then an
 them gives the same result, and no failure read sees another member's write). A transaction
 that conflicts waits for the next batch, as do all after it (per-key order is kept). One
 batch is in flight at a time: callers arriving meanwhile are sent together when it returns,
-so under no concurrency a transaction goes out alone at once, as a plain Txn.
+so under no concurrency a transaction goes out alone at once, as a plain Txn. Under
+concurrency (the batch that returned carried several callers) the next one waits a little
+for more (see FILL): the members' CPU is mostly per request, not per nested transaction.
 
 A batch that fails (connection, timeout, no leader) fails every caller in it with the same
 error a lone request would have raised: none of them knows whether it applied.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import copy
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,14 @@ MAX_MEMBERS = 48
 MAX_MEMBER_OPS = 64
 MAX_OPS = 128
 MAX_BYTES = 512 * 1024  # raw key + value bytes per batch (etcd refuses requests over 1.5 MiB)
+# After a request that carried several callers returns with more already queued (commits
+# arriving concurrently), the next one waits for more: until FILL are queued, for at most
+# half the last request's round trip and LINGER_MAX_S. The members' CPU is mostly per request
+# (a Raft entry, its fsync on each member, the apply): ~3 ms a Txn against ~0.2 ms a nested
+# PutObject on 3 members (benchmarks/README.md, session 11). A caller arriving with nothing
+# in flight, or after a request that carried one caller, goes at once.
+FILL = 16
+LINGER_MAX_S = 0.005
 # etcd's refusals of a whole request before it applies anything (a cluster configured with
 # lower --max-txn-ops or --max-request-bytes than the above): its members then go alone
 REFUSED_WHOLE = ("too many operations in txn request", "request is too large",
@@ -115,10 +126,15 @@ def answer_of(data: pb.TxnResponse, reads: tuple[bytes, ...]
 class TxnBatcher:
     """Sends callers' transactions through `call`, concurrent ones nested in one Txn."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, linger_max_s: float = LINGER_MAX_S) -> None:
         self._call = call
         self._queue: deque[Pending] = deque()
         self._flight: asyncio.Task[None] | None = None
+        self._filled: asyncio.Event | None = None  # set when FILL callers are queued
+        self._linger_max_s = linger_max_s
+        self._rtt_s = 0.0  # the last request's round trip
+        self._shared = False  # whether the last request carried more than one caller
+        self._clock = time.monotonic  # (tests set the round trips they need)
         self.batches = 0  # requests that carried more than one transaction (tests)
 
     async def run(self, txn: Txn, reads: tuple[bytes, ...]
@@ -129,6 +145,8 @@ class TxnBatcher:
         self._queue.append(p)
         if self._flight is None:
             self._send_next()
+        elif self._filled is not None and len(self._queue) >= FILL:
+            self._filled.set()
         try:
             return await asyncio.shield(p.answer)
         except asyncio.CancelledError:
@@ -155,15 +173,39 @@ class TxnBatcher:
             ops, size = max(ops, p.ops), size + p.size
         return batch
 
-    def _send_next(self) -> None:
-        batch = self._take()
-        if not batch:
+    def _send_next(self, linger: bool = False) -> None:
+        if not self._queue:
             self._flight = None
             return
-        self._flight = asyncio.get_running_loop().create_task(self._send(batch),
+        self._flight = asyncio.get_running_loop().create_task(self._send(linger),
                                                               name="etcd-txn-batch")
 
-    async def _send(self, batch: list[Pending]) -> None:
+    async def _linger(self) -> None:
+        """Wait (bounded) for more callers to share the next request."""
+        wait_s = min(self._linger_max_s, self._rtt_s / 2)
+        if not self._shared or len(self._queue) >= FILL or wait_s <= 0:
+            return
+        self._filled = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._filled.wait(), wait_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._filled = None
+
+    async def _send(self, linger: bool) -> None:
+        if linger:
+            try:
+                await self._linger()
+            except asyncio.CancelledError:  # the queued callers go out in a flight of their own
+                self._send_next()
+                raise
+        batch = self._take()
+        if not batch:  # every queued caller was cancelled meanwhile
+            self._flight = None
+            return
+        started = self._clock()
+        self._shared = len(batch) > 1
         try:
             if len(batch) == 1:
                 self._settle(batch[0], await self._call(batch[0].body))
@@ -175,7 +217,8 @@ class TxnBatcher:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._send_next()
+            self._rtt_s = self._clock() - started
+            self._send_next(linger=True)
 
     async def _send_nested(self, batch: list[Pending]) -> None:
         body = pb.TxnRequest(success=[pb.RequestOp(request_txn=p.body) for p in batch])

@@ -158,3 +158,92 @@ async def test_a_batch_refused_as_a_whole_sends_its_members_alone() -> None:
     first, a, b = await asyncio.gather(*tasks)
     assert a == (True, {}) and not b[0] and b[1][b"fail"] is not None
     assert len(fake.bodies) == 4  # first, the refused batch, then a and b alone
+
+
+class GatedGateway(FakeGateway):
+    """Each request is held until the test opens its gate (gates[i] for the i-th request)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[asyncio.Event] = []
+
+    async def call(self, body: pb.TxnRequest) -> pb.TxnResponse:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.bodies.append(body)
+        await gate.wait()
+        nested = [op.request_txn for op in body.success if op.HasField("request_txn")]
+        if nested:
+            return pb.TxnResponse(succeeded=True, responses=[
+                pb.ResponseOp(response_txn=self._one(b)) for b in nested])
+        return self._one(body)
+
+
+async def _sent(fake: GatedGateway, n: int) -> None:
+    while len(fake.bodies) < n:
+        await asyncio.sleep(0)
+
+
+def _slow_round_trips(batcher: TxnBatcher, rtt_s: float) -> None:
+    """Every request's round trip measures `rtt_s` (the batcher's clock steps by it)."""
+    ticks = iter(range(1_000_000))
+    batcher._clock = lambda: next(ticks) * rtt_s
+
+
+async def test_after_a_shared_request_the_next_waits_for_more_callers() -> None:
+    from storage.metadata.etcd_batch import FILL
+
+    fake = GatedGateway()
+    batcher = TxnBatcher(fake.call, linger_max_s=120.0)
+    _slow_round_trips(batcher, 1000.0)  # the wait is bounded by linger_max_s: 2 minutes
+    first = asyncio.create_task(batcher.run(put(b"first"), ()))
+    await _sent(fake, 1)
+    pair = [asyncio.create_task(batcher.run(put(b"p%d" % i), ())) for i in range(2)]
+    await asyncio.sleep(0)
+    fake.gates[0].set()  # a lone request returns: the queued pair goes at once, shared
+    await _sent(fake, 2)
+    late = [asyncio.create_task(batcher.run(put(b"late0"), ()))]
+    await asyncio.sleep(0)
+    fake.gates[1].set()  # the shared request returns with one caller queued: it waits
+    await asyncio.gather(first, *pair)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(fake.bodies) == 2
+    late += [asyncio.create_task(batcher.run(put(b"late%d" % i), ())) for i in range(1, FILL)]
+    await _sent(fake, 3)  # FILL callers queued: sent without waiting out the linger
+    assert len(fake.bodies[2].success) == FILL and batcher.batches == 2
+    fake.gates[2].set()
+    assert all(r == (True, {}) for r in await asyncio.gather(*late))
+
+
+async def test_the_wait_for_more_callers_is_bounded() -> None:
+    fake = GatedGateway()
+    batcher = TxnBatcher(fake.call)
+    _slow_round_trips(batcher, 0.02)  # waits half a round trip: 10 ms
+    tasks = [asyncio.create_task(batcher.run(put(b"first"), ()))]
+    await _sent(fake, 1)
+    tasks += [asyncio.create_task(batcher.run(put(b"p%d" % i), ())) for i in range(2)]
+    await asyncio.sleep(0)
+    fake.gates[0].set()
+    await _sent(fake, 2)
+    tasks.append(asyncio.create_task(batcher.run(put(b"alone"), ())))
+    await asyncio.sleep(0)
+    fake.gates[1].set()
+    await _sent(fake, 3)  # no one else came: it goes out alone after the wait
+    fake.gates[2].set()
+    assert all(r == (True, {}) for r in await asyncio.gather(*tasks))
+    assert [len(b.success) for b in fake.bodies] == [1, 2, 1]
+
+
+async def test_after_a_lone_request_a_queued_caller_goes_at_once() -> None:
+    fake = GatedGateway()
+    batcher = TxnBatcher(fake.call, linger_max_s=120.0)
+    _slow_round_trips(batcher, 1000.0)
+    first = asyncio.create_task(batcher.run(put(b"first"), ()))
+    await _sent(fake, 1)
+    second = asyncio.create_task(batcher.run(put(b"second"), ()))
+    await asyncio.sleep(0)
+    fake.gates[0].set()
+    await _sent(fake, 2)  # (would hang 2 minutes if it waited)
+    fake.gates[1].set()
+    assert await asyncio.gather(first, second) == [(True, {}), (True, {})]
