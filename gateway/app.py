@@ -20,6 +20,7 @@ from gateway.balance import ConnSlots
 from gateway.metrics import Metrics, merge_expositions
 from gateway.metrics_cluster import ClusterGauges
 from gateway.s3.access_log import may_deliver
+from gateway.s3.request_keys import CORS_HEADERS, FIRST_BYTE, REQUEST_ID
 from gateway.s3.server import S3Server
 from gateway.site import BalancedTCPSite, GuardedTCPSite
 from storage.accesslog import AccessLogBuffer
@@ -44,12 +45,12 @@ def split_hostport(addr: str) -> tuple[str, int]:
 def _stamp(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """What every S3 response carries, set as it is prepared: the request id, CORS headers,
     and the first-byte time the access log reports."""
-    request.setdefault("s3_first_byte", time.perf_counter())  # the access log's turn-around
-    rid = request.get("request_id")
+    request.setdefault(FIRST_BYTE, time.perf_counter())  # the access log's turn-around
+    rid = request.get(REQUEST_ID)
     if rid and "x-amz-request-id" not in response.headers:
         response.headers["x-amz-request-id"] = rid
         response.headers["x-amz-id-2"] = "tessera"
-    cors_headers = request.get("cors_headers")
+    cors_headers = request.get(CORS_HEADERS)
     if cors_headers:
         response.headers.update(cors_headers)
 

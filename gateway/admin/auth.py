@@ -91,7 +91,6 @@ async def _session_admin(request: web.Request, tenants: TenantService,
                          "longer an active admin key; log in again")
     assert store is not None
     store.touch(session)
-    request["console_session"] = session
     return cred, await _read_body(request)
 
 

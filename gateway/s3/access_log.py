@@ -25,6 +25,17 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 
 from gateway.s3 import policy
+from gateway.s3.request_keys import (
+    ACL_REQUIRED,
+    BODY_DONE,
+    BUCKET_RECORD,
+    ENDPOINT,
+    ERROR_CODE,
+    FIRST_BYTE,
+    LOG_BATCH,
+    REQUEST_ID,
+    REQUESTER_ID,
+)
 from gateway.s3.router import Endpoint
 from storage.accesslog import AccessLogBuffer, AccessRecord
 from storage.records import Bucket
@@ -105,8 +116,8 @@ def turnaround_ms(request: web.Request, started: float) -> int:
     """AWS's turn-around time: from the last byte of the request received (the body's end
     when one was streamed, else the request's arrival) to the first byte of the response
     (its headers; a response not sent yet is sent right after this step)."""
-    first = request.get("s3_first_byte") or time.perf_counter()
-    last_in = max(started, request.get("s3_body_done") or started)
+    first = request.get(FIRST_BYTE) or time.perf_counter()
+    last_in = max(started, request.get(BODY_DONE) or started)
     return max(0, int((first - last_in) * 1000))
 
 
@@ -118,10 +129,10 @@ def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamRespo
     configuration gets no record: staging would drop it anyway, since a configuration
     enabled later logs only requests from its `since` on, which is after the request's
     read, hence after its start. A copy's record in its source bucket is still made."""
-    ep = request.get("s3_endpoint")
+    ep = request.get(ENDPOINT)
     if ep is None or ep.bucket is None:
         return
-    b: Bucket | None = request.get("s3_bucket_record")
+    b: Bucket | None = request.get(BUCKET_RECORD)
     logged = b is None or b.name != ep.bucket or bool(b.config.get("logging"))
     copy = request.headers.get("x-amz-copy-source") \
         if ep.op in ("CopyObject", "UploadPartCopy") else None
@@ -130,7 +141,7 @@ def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamRespo
     record = _record(request, resp, ep, started_wall, started, host_id)
     if logged:
         buffer.add(record)
-        for key, vid, code in request.get("s3_log_batch") or ():  # DeleteObjects, per key
+        for key, vid, code in request.get(LOG_BATCH) or ():  # DeleteObjects, per key
             buffer.add(replace(record, operation="BATCH.DELETE.OBJECT",
                                key=quote(key, safe="/"),
                                status=204 if code is None else resp.status, bytes_sent=0,
@@ -152,13 +163,13 @@ def _record(request: web.Request, resp: web.StreamResponse, ep: Endpoint, starte
     version = resp.headers.get("x-amz-version-id") or ep.params.get("versionId") or "-"
     return AccessRecord(
         bucket=ep.bucket, time=started_wall, remote_ip=request.remote or "-",
-        requester=request.get("s3_requester_id") or "-",
-        request_id=request.get("request_id", "-"),
+        requester=request.get(REQUESTER_ID) or "-",
+        request_id=request.get(REQUEST_ID, "-"),
         operation=operation_name(ep.op, request.method),
         key=quote(ep.key, safe="/") if ep.key is not None else "-",
         request_uri=f"{request.method} {request.raw_path} "
                     f"HTTP/{request.version.major}.{request.version.minor}",
-        status=resp.status, error_code=request.get("s3_error_code") or "-",
+        status=resp.status, error_code=request.get(ERROR_CODE) or "-",
         bytes_sent=sent, object_size=_object_size(request, resp, ep.op),
         total_ms=int((time.perf_counter() - started) * 1000),
         turnaround_ms=turnaround_ms(request, started),
@@ -167,7 +178,7 @@ def _record(request: web.Request, resp: web.StreamResponse, ep: Endpoint, starte
         host_id=host_id, signature_version=sig,
         cipher_suite="-", auth_type=auth_type, host_header=request.host or "-",
         tls_version="-", access_point_arn="-",
-        acl_required=bool(request.get("s3_acl_required")))
+        acl_required=bool(request.get(ACL_REQUIRED)))
 
 
 def may_deliver(target: Bucket, prefix: str, source_bucket: str, source_tenant: str,

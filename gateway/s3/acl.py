@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 from gateway.s3.errors import S3Error, xml_document
+from gateway.s3.request_keys import OWNERS
 from gateway.s3.xml import S3_NAMESPACE
 from gateway.s3.xml_parse import find_all, find_text, local_name, parse_document
 from storage.records import ObjectVersion
@@ -225,10 +226,10 @@ def owner_of(v: ObjectVersion) -> str:
 
 async def resolve_owners(rq: S3Request, versions: Iterable[ObjectVersion]) -> None:
     """Look up the (canonical id, display name) of the owners of listed versions, kept in
-    `rq.request["owners"]` for the listing's Owner elements."""
+    `rq.request[OWNERS]` for the listing's Owner elements."""
     owners: dict[str, tuple[str, str]] = {}
     for v in versions:
         t = owner_of(v)
         if t not in owners:
             owners[t] = await rq.cluster.tenants.identity(t)
-    rq.request["owners"] = owners
+    rq.request[OWNERS] = owners

@@ -32,6 +32,7 @@ from gateway.s3 import policy
 from gateway.s3.acl import Acl
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request
+from gateway.s3.request_keys import ACL_REQUIRED
 from gateway.s3.router import NO_BUCKET_OPS, Endpoint
 from storage.cluster import Cluster
 from storage.errors import InvalidInput, NotFound
@@ -219,7 +220,7 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     bucket_acl = Acl.of(b.config.get("acl"), b.tenant)
     if level == "bucket":
         if bucket_acl.allows(who, perm, ignore_public=ignore):
-            request["s3_acl_required"] = True  # the access log's "ACL required" field
+            request[ACL_REQUIRED] = True  # the access log's "ACL required" field
             return b.tenant
         raise S3Error("AccessDenied")
     if version is None:
@@ -236,7 +237,7 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
                     and (is_owner or perm in ("READ_ACP", "WRITE_ACP"))):
         return b.tenant
     if obj_acl.allows(who, perm, ignore_public=ignore):
-        request["s3_acl_required"] = True
+        request[ACL_REQUIRED] = True
         return b.tenant
     raise S3Error("AccessDenied")
 

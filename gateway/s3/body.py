@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway.s3 import checksums
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
+from gateway.s3.request_keys import BODY_DONE, BODY_REPLAY
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_fields import SigV4Error
 from storage.widereads import WIDE_BODY_BYTES, wide_reads
@@ -119,7 +120,7 @@ class RequestBody:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         # A body kept for a second run (gateway/s3/replay.py) is read through its recorder.
-        content = self._request.get("s3_body_replay") or self._request.content
+        content = self._request.get(BODY_REPLAY) or self._request.content
         while True:
             # What has arrived already is taken without a wait (readany's own result, with
             # no timer armed: a small body is all there with its headers).
@@ -135,7 +136,7 @@ class RequestBody:
                     raise S3Error("RequestTimeout") from None
             if not chunk:
                 # the last byte received: where the access log's turn-around time starts
-                self._request["s3_body_done"] = time.perf_counter()
+                self._request[BODY_DONE] = time.perf_counter()
                 break
             if self._decoder is not None:
                 try:

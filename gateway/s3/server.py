@@ -22,6 +22,17 @@ from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
 from gateway.s3.replay import REPLAY_MAX_BYTES, BodyReplay
+from gateway.s3.request_keys import (
+    ABORTED_MID_BODY,
+    BODY_REPLAY,
+    BUCKET_RECORD,
+    CONTINUED,
+    CORS_HEADERS,
+    ENDPOINT,
+    ERROR_CODE,
+    REQUEST_ID,
+    REQUESTER_ID,
+)
 from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint, unrouted_endpoint
 from gateway.s3.sigv4 import AuthResult, authenticate
 from gateway.s3.sigv4_fields import SigV4Error
@@ -86,8 +97,8 @@ class S3Server:
     async def _continue(self, request: web.Request) -> None:
         if (request.headers.get("Expect", "").lower() == "100-continue"
                 and request.version >= (1, 1) and request.writer is not None
-                and not request.get("s3_continued")):  # once, though a request may run twice
-            request["s3_continued"] = True
+                and not request.get(CONTINUED)):  # once, though a request may run twice
+            request[CONTINUED] = True
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -108,7 +119,7 @@ class S3Server:
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         """The pipeline: `_run`'s steps, then error mapping, then accounting."""
         flow = Flow(request)
-        request["request_id"] = flow.rid
+        request[REQUEST_ID] = flow.rid
         UPLOAD_WAIT_S.set(UPLOAD_REQUEST_WAIT_S)  # a client waits for upload memory this long
         try:
             resp = await self._run(flow)
@@ -130,7 +141,7 @@ class S3Server:
         cached = self._cached_bucket(flow.request, ep)
         if cached is None:
             return await self._steps(flow, ep, await resolve_bucket(self.cluster, ep))
-        replay = flow.request["s3_body_replay"] = BodyReplay(flow.request.content)
+        replay = flow.request[BODY_REPLAY] = BodyReplay(flow.request.content)
         try:
             return await self._steps(flow, ep, cached)
         except REFUSALS:
@@ -142,7 +153,7 @@ class S3Server:
             if fresh is not None and fresh.revision == cached.revision:
                 raise
         replay.rewind()
-        flow.request.pop("cors_headers", None)
+        flow.request.pop(CORS_HEADERS, None)
         return await self._steps(flow, ep, fresh)
 
     def _cached_bucket(self, request: web.Request, ep: Endpoint) -> Bucket | None:
@@ -160,11 +171,11 @@ class S3Server:
         """The pipeline after routing, on the bucket record `bucket` (None: no bucket)."""
         request = flow.request
         flow.bucket_record = bucket
-        request["s3_bucket_record"] = flow.bucket_record  # for the access log
+        request[BUCKET_RECORD] = flow.bucket_record  # for the access log
         if ep.op == PREFLIGHT:
             return cors.preflight(request, ep, flow.bucket_record)
         if "Origin" in request.headers:
-            request["cors_headers"] = cors.request_cors_headers(request, ep.bucket,
+            request[CORS_HEADERS] = cors.request_cors_headers(request, ep.bucket,
                                                                 flow.bucket_record)
         if ep.op == "PostObject":  # browser upload: its signature is in the form
             await self._continue(request)
@@ -186,12 +197,12 @@ class S3Server:
                                 self.cfg.virtual_host_domain,
                                 has_copy_source="x-amz-copy-source" in request.headers)
         except S3Error:  # refused before routing: still logged if it names a logged bucket
-            request["s3_endpoint"] = unrouted_endpoint(request.method, request.raw_path,
+            request[ENDPOINT] = unrouted_endpoint(request.method, request.raw_path,
                                                        request.host,
                                                        self.cfg.virtual_host_domain)
             raise
         flow.op, flow.bucket, flow.key = ep.op, ep.bucket, ep.key
-        request["s3_endpoint"] = ep  # for the access log
+        request[ENDPOINT] = ep  # for the access log
         return ep
 
     async def _authenticate(self, request: web.Request, ep: Endpoint,
@@ -219,7 +230,7 @@ class S3Server:
         if cred is None or cred.role != "tenant":
             raise S3Error("AccessDenied")
         cid, _ = await self.cluster.tenants.identity(cred.tenant)
-        request["s3_requester_id"] = cid  # for the access log
+        request[REQUESTER_ID] = cid  # for the access log
         return auth, authz.Requester(cred.tenant, cid, cred.access_key)
 
     def _handler(self, op: str) -> Handler:
@@ -233,7 +244,7 @@ class S3Server:
         """Any exception as the S3 error response AWS would send."""
         request = flow.request
         err = to_s3_error(exc, flow.bucket, flow.key)
-        request["s3_error_code"] = err.code  # for the access log
+        request[ERROR_CODE] = err.code  # for the access log
         if err.resource is None and flow.op != PREFLIGHT:
             err.resource = request.path
         headers = dict(err.headers)
@@ -251,7 +262,7 @@ class S3Server:
         """The last step of every request: its metrics and its log line."""
         request = flow.request
         elapsed = time.perf_counter() - flow.started
-        status = 500 if request.get("aborted_mid_body") else resp.status
+        status = 500 if request.get(ABORTED_MID_BODY) else resp.status
         self.metrics.request(flow.op, status, elapsed)
         logs.info_line(log, "request", {"request_id": flow.rid, "op": flow.op,
                                         "method": request.method, "path": request.path,

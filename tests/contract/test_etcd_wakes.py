@@ -71,7 +71,7 @@ pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
 HOUR = 3600.0
 
 
-async def _until(ok: Callable[[], bool], deadline_s: float = 20.0) -> None:
+async def _until(ok: Callable[[], bool], deadline_s: float = 120.0) -> None:
     deadline = time.monotonic() + deadline_s
     while not ok():
         assert time.monotonic() < deadline, "not woken within the deadline"

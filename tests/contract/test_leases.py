@@ -44,16 +44,18 @@ def name() -> str:
 async def test_exclusive_renew_release_and_growing_token(
         pair: tuple[MetadataStore, MetadataStore], name: str) -> None:
     la, lb = Leases(pair[0]), Leases(pair[1])
-    a = await la.acquire(name, "host/a:1/10", 5)
+    # a TTL no loaded machine's steps outlast (at 5 s, a stall could expire the lease
+    # before the renewal below): expiry is test_expiry_hands_over's subject, not this one's
+    a = await la.acquire(name, "host/a:1/10", 60)
     assert a is not None and a.valid()
-    assert await lb.acquire(name, "host/b:1/20", 5) is None
+    assert await lb.acquire(name, "host/b:1/20", 60) is None
     info = await lb.holder(name)
     assert info is not None and info.holder == "host/a:1/10" and info.token == a.token
     assert await la.renew(a) is True
     assert name in [x.name for x in await lb.list()]
     await la.release(a)
     assert name not in [x.name for x in await lb.list()]
-    b = await lb.acquire(name, "host/b:1/20", 5)
+    b = await lb.acquire(name, "host/b:1/20", 60)
     assert b is not None and b.token > a.token  # fencing: the next holder's token is larger
     assert await la.renew(a) is False
 
@@ -63,7 +65,7 @@ async def test_expiry_hands_over(pair: tuple[MetadataStore, MetadataStore], name
     a = await la.acquire(name, "host/a:1/10", 1)
     assert a is not None
     # holder a stops renewing (its gateway died): b gets the lease once the TTL has passed
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # bounds a hang; expiry takes ~1 s on an idle box
     while (b := await lb.acquire(name, "host/b:1/20", 1)) is None:
         assert time.monotonic() < deadline, "lease never expired"
         await asyncio.sleep(0.2)

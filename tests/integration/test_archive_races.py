@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.integration.cluster import LocalCluster, wait_advancing, wait_for
 from tests.integration.test_archive import DAY, RESTORE_RE, error, restore, restored
 
 PAST = "2020-01-01T00:00:00Z"  # a transition Date already passed: due at once
+KEEP_DAYS = 100  # of 10-second days: a restored copy that outlives the test
 TO_DEEP = {"Rules": [{"ID": "deeper", "Status": "Enabled", "Filter": {"Prefix": ""},
                       "Transitions": [{"Date": PAST, "StorageClass": "DEEP_ARCHIVE"}]}]}
 
@@ -54,6 +56,19 @@ def _run_once(c: LocalCluster) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def _read_until(s3: Any, bucket: str, key: str, body: bytes, expiry: float) -> None:
+    """Read `key` back until its restored copy's `expiry`: every read gives `body`, and a
+    refusal comes only once the expiry has passed (a read a loaded box stretched past it)."""
+    while time.time() < expiry - 1:
+        try:
+            got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            assert time.time() >= expiry, exc.response["Error"]
+            return
+        assert got == body
+        time.sleep(0.5)  # pacing of the readability probe, not a synchronisation
+
+
 def test_transition_keeps_restored_copy_and_accepted_restore(races: LocalCluster) -> None:
     s3 = races.client()
     b = "races"
@@ -61,20 +76,24 @@ def test_transition_keeps_restored_copy_and_accepted_restore(races: LocalCluster
     data = {k: os.urandom(150_000) for k in ("done", "ongoing")}
     for k, body in data.items():
         s3.put_object(Bucket=b, Key=k, Body=body, StorageClass="GLACIER")
-    assert restore(s3, "done", tier="Expedited", bucket=b) == 202
+    # Days=KEEP_DAYS: the copy outlives however long a loaded box takes to transition (a
+    # one-day copy, 10-20 s, expired first at load); its expiry is shortened below
+    assert restore(s3, "done", KEEP_DAYS, tier="Expedited", bucket=b) == 202
     header = wait_for(lambda: restored(s3, "done", bucket=b), what="first restore")
-    expiry = _expiry(header)
     assert restore(s3, "ongoing", tier="Bulk", bucket=b) == 202  # 5 s with 10-second days
     assert s3.head_object(Bucket=b, Key="ongoing")["Restore"] == 'ongoing-request="true"'
     s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration=TO_DEEP)
     wait_for(lambda: all(_class(s3, b, k) == "DEEP_ARCHIVE" for k in data),
              what="the lifecycle worker's transitions")
-    # The restored copy is still there, with the same expiry, and readable until then.
-    assert time.time() < expiry
+    # The restored copy is still there, with the same expiry, and readable.
     assert s3.head_object(Bucket=b, Key="done")["Restore"] == header
-    while time.time() < expiry - 1:
-        assert s3.get_object(Bucket=b, Key="done")["Body"].read() == data["done"]
-        time.sleep(0.5)  # pacing of the readability probe, not a synchronisation
+    assert s3.get_object(Bucket=b, Key="done")["Body"].read() == data["done"]
+    # Asked again with Days=1 (200): the moved version's copy takes the new expiry, and is
+    # readable until then
+    assert restore(s3, "done", bucket=b) == 200  # (Expedited: none for DEEP_ARCHIVE)
+    header = s3.head_object(Bucket=b, Key="done")["Restore"]
+    expiry = _expiry(header)
+    _read_until(s3, b, "done", data["done"], expiry)
     # The restore accepted before the transition completes (from the moved data).
     wait_for(lambda: restored(s3, "ongoing", bucket=b), what="accepted restore to complete")
     assert s3.get_object(Bucket=b, Key="ongoing")["Body"].read() == data["ongoing"]
@@ -95,12 +114,15 @@ def test_concurrent_restores_and_transitions_all_complete(races: LocalCluster) -
     for k in keys:
         s3.put_object(Bucket=b, Key=k, Body=data[k], StorageClass="GLACIER")
     early, late = keys[:4], keys[4:]
+    # Days=KEEP_DAYS: every copy lives until all are done (one-day copies made early, 10-20
+    # s, expired before a loaded box had made the last); expiry is not what this tests
     for k in early:  # accepted before any transition can run
-        assert restore(s3, k, bucket=b) == 202
+        assert restore(s3, k, KEEP_DAYS, bucket=b) == 202
     s3.put_bucket_lifecycle_configuration(Bucket=b, LifecycleConfiguration=TO_DEEP)
     procs = [_run_once(races) for _ in range(2)]  # beside the gateway's own lifecycle worker
     with ThreadPoolExecutor(4) as pool:
-        codes = list(pool.map(lambda k: restore(races.client(), k, bucket=b), late))
+        codes = list(pool.map(lambda k: restore(races.client(), k, KEEP_DAYS, bucket=b),
+                              late))
     assert codes == [202] * len(late)
     for p in procs:
         _, err = p.communicate(timeout=120)

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.metrics_cluster import MAX_PAUSE_INTERVALS, PACE, ClusterGauges, usage_fields
+from gateway.s3.request_keys import BUCKET_RECORD, ENDPOINT
 from storage.config import NodeSpec
 from storage.crypto import keys
 from storage.crypto.keys import FileRootKey
@@ -196,10 +197,10 @@ def _observed(method: str, path: str, record: Bucket | None,
     from storage.accesslog import AccessLogBuffer
 
     request = make_mocked_request(method, path, headers=CIMultiDict(headers or {}))
-    request["s3_endpoint"] = parse_endpoint(method, path, {}, "127.0.0.1", None,
+    request[ENDPOINT] = parse_endpoint(method, path, {}, "127.0.0.1", None,
                                             has_copy_source="x-amz-copy-source" in
                                             (headers or {}))
-    request["s3_bucket_record"] = record
+    request[BUCKET_RECORD] = record
     buffer = AccessLogBuffer(None, 100)  # type: ignore[arg-type]  # stage() is not called
     access_log.observe(buffer, request, web.Response(status=200), 0.0, 0.0, "h")
     return list(buffer._queue)  # noqa: SLF001

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.app import S3Request
+from gateway.s3.request_keys import BODY_REPLAY, CORS_HEADERS, FIRST_BYTE
 from storage.buckets import BucketService
 from storage.keyspace import bucket_key
 from storage.metadata import Txn
@@ -25,17 +26,20 @@ def _s3_request() -> S3Request:
                      base._payload_writer, base._task, base._loop)  # noqa: SLF001
 
 
+PRESENT, ABSENT, NEW = (web.RequestKey(n, int) for n in ("present", "absent", "new"))
+
+
 def test_state_lookups_match_the_mapping_ones() -> None:
     ours, plain = _s3_request(), make_mocked_request("GET", "/b/k")
     for r in (ours, plain):
-        r["present"] = 1
+        r[PRESENT] = 1
     for r in (ours, plain):
-        assert r.get("present") == 1 and r.get("absent") is None and r.get("absent", 5) == 5
-        assert r.setdefault("present", 2) == 1 and r.setdefault("new", 3) == 3
-        assert r.pop("new") == 3 and r.pop("new", None) is None
+        assert r.get(PRESENT) == 1 and r.get(ABSENT) is None and r.get(ABSENT, 5) == 5
+        assert r.setdefault(PRESENT, 2) == 1 and r.setdefault(NEW, 3) == 3
+        assert r.pop(NEW) == 3 and r.pop(NEW, None) is None
         with pytest.raises(KeyError):
-            r.pop("new")
-    assert dict(ours) == dict(plain) == {"present": 1}
+            r.pop(NEW)
+    assert dict(ours) == dict(plain) == {PRESENT: 1}
 
 
 def test_unset_keys_are_not_looked_up_through_getitem(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,9 +53,9 @@ def test_unset_keys_are_not_looked_up_through_getitem(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(web.BaseRequest, "__getitem__", counting)
     r = _s3_request()
-    r.get("s3_body_replay")
-    r.setdefault("s3_first_byte", 1.0)
-    r.pop("cors_headers", None)
+    r.get(BODY_REPLAY)
+    r.setdefault(FIRST_BYTE, 1.0)
+    r.pop(CORS_HEADERS, None)
     assert calls == []
 
 

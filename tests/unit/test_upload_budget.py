@@ -74,7 +74,7 @@ def test_a_cancelled_waiter_leaks_nothing_and_lets_the_next_in() -> None:
         head.cancel()
         with pytest.raises(asyncio.CancelledError):
             await head
-        assert await asyncio.wait_for(nxt, 1) == 1 * MiB  # fits beside the first now
+        assert await asyncio.wait_for(nxt, 30) == 1 * MiB  # fits beside the first now
         budget.release(first)
         budget.release(1 * MiB)
         assert budget.in_use == 0
@@ -99,11 +99,11 @@ def test_a_small_write_that_fits_passes_a_blocked_large_one() -> None:
         held = await budget.acquire(12 * MiB)  # e.g. a trickling large upload
         big = asyncio.create_task(budget.acquire(8 * MiB))
         await asyncio.sleep(0)
-        assert await asyncio.wait_for(budget.acquire(1 * MiB), 1) == 1 * MiB
+        assert await asyncio.wait_for(budget.acquire(1 * MiB), 30) == 1 * MiB
         assert not big.done()
         budget.release(1 * MiB)
         budget.release(held)
-        assert await asyncio.wait_for(big, 1) == 8 * MiB
+        assert await asyncio.wait_for(big, 30) == 8 * MiB
         budget.release(8 * MiB)
         assert budget.in_use == 0
 
@@ -202,6 +202,6 @@ def test_without_a_deadline_a_write_waits_as_long_as_it_takes() -> None:
         await asyncio.sleep(0.2)
         assert not waiter.done()
         budget.release(held)
-        return await asyncio.wait_for(waiter, 1)
+        return await asyncio.wait_for(waiter, 30)
 
     assert asyncio.run(main()) == 5 * MiB

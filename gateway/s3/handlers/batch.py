@@ -19,6 +19,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.object_lock import delete_guard
+from gateway.s3.request_keys import LOG_BATCH
 from gateway.s3.router import KEY_BYTES_MAX
 
 SMALL_BODY_BYTES_MAX = 1 << 20
@@ -76,6 +77,6 @@ async def delete_objects(rq: S3Request) -> web.StreamResponse:
     deleted = [r for r in results if isinstance(r[2], bool)]
     errors = [r for r in results if not isinstance(r[2], bool)]
     # The access log's BATCH.DELETE.OBJECT records: (key, version id, error code or None).
-    rq.request["s3_log_batch"] = [(r[0], r[1], None if isinstance(r[2], bool) else r[2])
+    rq.request[LOG_BATCH] = [(r[0], r[1], None if isinstance(r[2], bool) else r[2])
                                   for r in results]
     return xml_response(xml.delete_result_xml([] if quiet else deleted, errors))  # type: ignore[arg-type]

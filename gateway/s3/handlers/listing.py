@@ -14,6 +14,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.restore import restore_status
 from gateway.s3.http import iso_time
+from gateway.s3.request_keys import OWNERS
 from storage.records import ObjectVersion
 
 MAX_KEYS = 1000
@@ -67,7 +68,7 @@ def _entry(rq: S3Request, v: ObjectVersion, owner: bool, latest: bool = True,
     return xml.ListEntry(
         restore_status=_restore_status(v) if restore else None,
         key=v.key, last_modified=iso_time(v.last_modified), etag=v.etag, size=v.size,
-        storage_class=v.storage_class, owner=rq.request["owners"][owner_of(v)] if owner else None,
+        storage_class=v.storage_class, owner=rq.request[OWNERS][owner_of(v)] if owner else None,
         version_id=v.version_id, is_latest=latest, is_delete_marker=v.delete_marker,
         checksum_algorithm=next(iter(v.checksums), None),
         checksum_type=(v.checksum_type or "FULL_OBJECT") if v.checksums else None)

@@ -24,6 +24,7 @@ from gateway.s3.handlers.object_lock import (
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
+from gateway.s3.request_keys import ABORTED_MID_BODY
 from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
 from storage.archive import is_archived
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
@@ -317,7 +318,7 @@ def abort_mid_body(rq: S3Request, resp: web.StreamResponse,
     would be read as the body's remaining bytes (`HTTP/1.1 500 ...` inside a 206)."""
     log.error("read failed mid-body on %s/%s: %s", rq.bucket, rq.key, exc,
               extra={"request_id": rq.request_id})
-    rq.request["aborted_mid_body"] = True
+    rq.request[ABORTED_MID_BODY] = True
     resp.force_close()
     if rq.request.transport is not None:
         rq.request.transport.close()

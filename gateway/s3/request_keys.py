@@ -1,0 +1,31 @@
+"""What an S3 request carries between the pipeline's steps (its aiohttp state), one typed key
+each: aiohttp 3.14 warns (NotAppKeyWarning) on a string key, and a key object cannot be
+misspelt where it is read. Most are written for the access log (gateway/s3/access_log.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.s3.replay import BodyReplay
+    from gateway.s3.router import Endpoint
+    from storage.records import Bucket
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+ENDPOINT: web.RequestKey[Endpoint] = web.RequestKey("s3_endpoint")
+BUCKET_RECORD: web.RequestKey[Bucket | None] = web.RequestKey("s3_bucket_record")
+CORS_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("cors_headers")
+CONTINUED: web.RequestKey[bool] = web.RequestKey("s3_continued")  # 100 Continue sent
+BODY_REPLAY: web.RequestKey[BodyReplay] = web.RequestKey("s3_body_replay")
+BODY_DONE: web.RequestKey[float] = web.RequestKey("s3_body_done")  # perf_counter
+FIRST_BYTE: web.RequestKey[float] = web.RequestKey("s3_first_byte")  # perf_counter
+REQUESTER_ID: web.RequestKey[str] = web.RequestKey("s3_requester_id")
+ERROR_CODE: web.RequestKey[str] = web.RequestKey("s3_error_code")
+ACL_REQUIRED: web.RequestKey[bool] = web.RequestKey("s3_acl_required")
+# DeleteObjects' per-key records: (key, version id, error code or None)
+LOG_BATCH: web.RequestKey[list[tuple[str, str | None, str | None]]] = \
+    web.RequestKey("s3_log_batch")
+OWNERS: web.RequestKey[dict[str, tuple[str, str]]] = web.RequestKey("owners")  # listings
+ABORTED_MID_BODY: web.RequestKey[bool] = web.RequestKey("aborted_mid_body")
