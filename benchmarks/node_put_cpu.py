@@ -82,8 +82,8 @@ async def run(size: int, count: int, concurrency: int, batch: bool,
         node = NodeSpec("n1", "az1", f"127.0.0.1:{port}")
         shards = [make_shard(index=i % 6, frames=frames, block_size=size, last=None)
                   for i in range(count + concurrency)]
-        async with aiohttp.ClientSession() as s, aiohttp.ClientSession() as streams:
-            client = NodeClient(s, secret, stream_session=streams)  # as Cluster.open wires it
+        async with aiohttp.ClientSession() as s:
+            client = NodeClient(s, secret)  # as Cluster.open wires it
             pool = BufferPool()
 
             async def put(shard: tuple) -> None:

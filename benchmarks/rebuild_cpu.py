@@ -63,11 +63,8 @@ async def rebuild_all(data: Path, parallels: list[int], wholes: list[int], round
     await meta.close()
     secret = load_or_create_secret(cfg.secret_path)
     conn = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30)
-    streams = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-        limit=0, limit_per_host=64, keepalive_timeout=30), auto_decompress=False)
-    async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as session, \
-            streams:
-        client = NodeClient(session, secret, stream_session=streams)  # as Cluster.open does
+    async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as session:
+        client = NodeClient(session, secret)  # as Cluster.open does
         pool = BufferPool(POOL_BYTES)
         gate = asyncio.Semaphore(max(parallels))
         whole = gather = 0

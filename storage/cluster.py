@@ -102,9 +102,7 @@ class Cluster:
         secret = load_or_create_secret(cfg.secret_path)
         conn = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30)
         session = aiohttp.ClientSession(connector=conn, auto_decompress=False)
-        streams = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            limit=0, limit_per_host=64, keepalive_timeout=30), auto_decompress=False)
-        nodes = NodeClient(session, secret, stream_session=streams)
+        nodes = NodeClient(session, secret)
         threads = max(2, cfg.gateway.cpu_threads or (os.cpu_count() or 2))
         cpu = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="codec")
         hashing = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash")
@@ -166,9 +164,6 @@ class Cluster:
             close_nodes()  # the shard fetcher's idle connections
         if self.session is not None:
             await self.session.close()
-        streams = getattr(self.nodes, "stream_session", None)
-        if streams is not None:
-            await streams.close()
         await self.meta.close()
         self.cpu.shutdown(wait=False)
         self.hashing.shutdown(wait=False)

@@ -23,6 +23,7 @@ from storage.shards.fetch import FetchError, ShardFetcher
 from storage.shards.format import FrameReader, ShardHeader
 from storage.shards.sender import Request, ShardSender
 from storage.shards.slot import ShardSlot
+from storage.shards.streamput import StreamPutter
 from storage.shards.streamslots import StreamSlots
 
 SMALL_SHARD_BYTES = 256 * 1024  # shards up to this size go through batch requests
@@ -66,11 +67,8 @@ def _put_refused(node: NodeSpec, status: int, answer: bytes) -> NodeError:
 class NodeClient:
     def __init__(self, session: aiohttp.ClientSession, secret: bytes,
                  read_timeout_s: float = 15.0, bulk_deadline_s: float = BULK_DEADLINE_S,
-                 stream_session: aiohttp.ClientSession | None = None) -> None:
+                 ) -> None:
         self._session = session
-        # streamed shard PUTs on connections that carry nothing else: a node's lean front
-        # streams a PUT only on a connection it never handed to aiohttp (nodes.leanstream)
-        self.stream_session = stream_session
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
                                               sock_read=read_timeout_s)
@@ -81,6 +79,9 @@ class NodeClient:
         self._fetch = ShardFetcher(secret, read_timeout_s)
         self.stream_slots = StreamSlots()  # shard GET streams per node (`read_blocks`)
         self._sender = ShardSender(read_timeout_s)
+        # streamed PUTs with a length: sent from views on sockets that carry nothing else
+        # (a node's lean front streams a PUT only on a connection it never gave aiohttp)
+        self._streams = StreamPutter(read_timeout_s)
         self._whole_sealer = auth.WholeBodySealer(secret)
 
     def _headers(self, node: NodeSpec, method: str, path_qs: str) -> dict[str, str]:
@@ -118,19 +119,32 @@ class NodeClient:
             extra["X-Tessera-Segments"] = str(segments)
         headers = auth.sign(self._secret, "PUT", path, node.id, headers=extra, trailer=True)
         headers["Content-Type"] = "application/octet-stream"
+        sealed = _sealed(body, auth.BodySealer(self._secret, headers))
         if length is not None:
-            headers["Content-Length"] = str(length + auth.TRAILER_BYTES)
-        session = self._session  # a chunked body would turn a lean connection aiohttp's
-        if length is not None and self.stream_session is not None:
-            session = self.stream_session
-        try:
-            async with session.put(node.url + path,
-                                   data=_sealed(body, auth.BodySealer(self._secret, headers)),
-                                   headers=headers, timeout=self._timeout) as r:
+            await self._put_stream(node, path, headers, length, sealed)
+            return
+        try:  # chunked (no length known): aiohttp's, on the shared session
+            async with self._session.put(node.url + path,
+                                         data=sealed, headers=headers,
+                                         timeout=self._timeout) as r:
                 if r.status != 201:
                     raise NodeError(node.id, f"PUT {r.status} {await r.text()}", r.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None
+
+    async def _put_stream(self, node: NodeSpec, path: str, headers: dict[str, str],
+                          length: int, sealed: AsyncIterator[bytes | memoryview]) -> None:
+        """`put_shard` of a body of known `length` through the `StreamPutter`."""
+        head = (f"PUT {path} HTTP/1.1\r\nHost: {node.address}\r\n"
+                f"Content-Length: {length + auth.TRAILER_BYTES}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+                ).encode("latin-1")
+        try:
+            status, answer = await self._streams.put(node, head, sealed)
+        except FetchError as exc:
+            raise NodeError(node.id, exc.reason, exc.status) from None
+        if status != 201:
+            raise _put_refused(node, status, answer)
 
     async def put_shards(self, puts: Sequence[tuple[NodeSpec, str, ShardSlot]],
                          stall_s: float) -> list[str | None]:
@@ -361,6 +375,8 @@ class NodeClient:
             raise NodeError(node.id, exc.reason, exc.status) from None
 
     def close(self) -> None:
-        """Close the shard fetcher's and sender's idle connections (not the session)."""
+        """Close the shard fetcher's, sender's and stream putter's idle connections (not the
+        session)."""
         self._fetch.close()
         self._sender.close()
+        self._streams.close()

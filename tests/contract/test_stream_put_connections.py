@@ -1,7 +1,7 @@
-"""The gateway's streamed shard PUTs (`NodeClient.put_shard` with a length) go on their own
-connections (`stream_session`), so the node's lean front streams them (`nodes.leanstream`)
-even after the client's health checks and JSON requests: a connection the lean front once
-handed to aiohttp stays aiohttp's."""
+"""The gateway's streamed shard PUTs (`NodeClient.put_shard` with a length) go on sockets of
+their own (`storage.shards.streamput`), so the node's lean front streams them
+(`nodes.leanstream`) even after the client's health checks and JSON requests: a connection
+the lean front once handed to aiohttp stays aiohttp's."""
 
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ async def test_a_streamed_put_after_a_health_check_is_served_by_the_lean_front(
     spec = NodeSpec("n1", "az1", f"{node.host}:{node.port}")
     sid, _, blocks, body = make_shard(index=0, frames=24, block_size=262144, last=None)
     one = aiohttp.TCPConnector(limit=1)  # the health check's connection is the only one
-    async with aiohttp.ClientSession(connector=one) as session, \
-            aiohttp.ClientSession() as streams:
-        client = NodeClient(session, node.secret, stream_session=streams)
+    async with aiohttp.ClientSession(connector=one) as session:
+        client = NodeClient(session, node.secret)
         assert (await client.health(spec))["status"] == "ok"
         await client.put_shard(spec, sid, _chunks(body), len(blocks), len(body))
         client.close()

@@ -1,0 +1,201 @@
+"""Streamed shard PUTs of a known length go out from views on sockets of their own
+(`storage.shards.streamput.StreamPutter`), not through aiohttp: the bytes on the wire, the
+answer, keep-alive reuse, a socket the node closed, a refusal, silence and cancellation.
+A small asyncio server stands in for the node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from storage.config import NodeSpec
+from storage.shards import auth
+from storage.shards.client import NodeClient, NodeError
+from storage.shards.connpool import FetchError
+from storage.shards.streamput import StreamPutter
+
+BIG = bytes(range(256)) * (32 * 1024)  # 8 MiB: more than a socket takes in one send
+
+
+class FakeNode:
+    """Reads one request head and its Content-Length body per exchange, records both,
+    answers `status` (or nothing, or closes after the head: see the flags)."""
+
+    def __init__(self, status: int = 201, *, close_after: bool = False,
+                 silent: bool = False, refuse_at_head: bool = False) -> None:
+        self.status, self.close_after, self.silent = status, close_after, silent
+        self.refuse_at_head = refuse_at_head
+        self.requests: list[tuple[bytes, bytes]] = []  # (head, body) read whole
+        self.connections = 0
+        self.short: list[int] = []  # bytes of bodies cut short
+        self.closed = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> NodeSpec:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return NodeSpec("n1", "az1", f"127.0.0.1:{port}")
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await r.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                if self.refuse_at_head:
+                    w.write(b"HTTP/1.1 409 Conflict\r\nContent-Length: 6\r\n"
+                            b"Connection: close\r\n\r\nno way")
+                    await w.drain()
+                    return
+                try:
+                    body = await r.readexactly(length)
+                except asyncio.IncompleteReadError as exc:
+                    self.short.append(len(exc.partial))
+                    return
+                self.requests.append((head, body))
+                if self.silent:
+                    await asyncio.Event().wait()
+                answer = b'{"ok":true}'
+                w.write(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (self.status, len(answer), answer))
+                await w.drain()
+                if self.close_after:
+                    return
+        finally:
+            w.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
+            self.closed.set()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes | memoryview]:
+    for p in parts:
+        yield memoryview(p)
+
+
+def _head(spec: NodeSpec, length: int) -> bytes:
+    return (f"PUT /v1/shards/x HTTP/1.1\r\nHost: {spec.address}\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+async def test_bodies_arrive_byte_exact_and_the_socket_is_reused() -> None:
+    node = FakeNode()
+    spec = await node.start()
+    putter = StreamPutter()
+    try:
+        for n in range(2):
+            body = [BIG, b"tail%d" % n]
+            status, answer = await putter.put(spec, _head(spec, len(BIG) + 5), _chunks(*body))
+            assert (status, answer) == (201, b'{"ok":true}')
+            assert node.requests[-1][1] == b"".join(body)
+            assert putter.idle(spec) == 1
+        assert node.connections == 1
+    finally:
+        putter.close()
+        await node.stop()
+
+
+async def test_a_socket_the_node_closed_while_idle_is_not_reused() -> None:
+    node = FakeNode(close_after=True)
+    spec = await node.start()
+    putter = StreamPutter()
+    try:
+        assert (await putter.put(spec, _head(spec, 3), _chunks(b"abc")))[0] == 201
+        await node.closed.wait()
+        assert (await putter.put(spec, _head(spec, 3), _chunks(b"def")))[0] == 201
+        assert node.connections == 2
+        assert [b for _, b in node.requests] == [b"abc", b"def"]
+    finally:
+        putter.close()
+        await node.stop()
+
+
+async def test_a_refusal_before_the_body_is_an_error_and_the_socket_is_dropped() -> None:
+    node = FakeNode(refuse_at_head=True)
+    spec = await node.start()
+    putter = StreamPutter()
+    try:
+        try:  # the answer when it could still be read, else the broken connection
+            status, answer = await putter.put(spec, _head(spec, len(BIG) * 4),
+                                              _chunks(BIG, BIG, BIG, BIG))
+            assert (status, answer) == (409, b"no way")
+        except FetchError as exc:
+            assert exc.node_id == "n1"
+        assert putter.idle(spec) == 0
+    finally:
+        putter.close()
+        await node.stop()
+
+
+async def test_no_answer_within_the_read_timeout_is_an_error() -> None:
+    node = FakeNode(silent=True)
+    spec = await node.start()
+    putter = StreamPutter(read_timeout_s=0.2)
+    try:
+        with pytest.raises(FetchError, match="no answer"):
+            await putter.put(spec, _head(spec, 3), _chunks(b"abc"))
+        assert putter.idle(spec) == 0
+    finally:
+        putter.close()
+        await node.stop()
+
+
+async def test_a_cancelled_put_closes_its_socket_and_the_node_sees_a_short_body() -> None:
+    node = FakeNode()
+    spec = await node.start()
+    putter = StreamPutter()
+    sent = asyncio.Event()
+
+    async def stuck() -> AsyncIterator[bytes]:
+        yield b"first"
+        sent.set()
+        await asyncio.Event().wait()
+        yield b"never"
+
+    task = asyncio.create_task(putter.put(spec, _head(spec, 10), stuck()))
+    try:
+        await sent.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await node.closed.wait()
+        assert node.short == [5] and node.requests == []
+        assert putter.idle(spec) == 0
+    finally:
+        putter.close()
+        await node.stop()
+
+
+async def test_node_client_streams_a_put_with_a_length_without_aiohttp() -> None:
+    """The aiohttp session is closed: only the stream putter can carry the PUT."""
+    node = FakeNode()
+    spec = await node.start()
+    session = aiohttp.ClientSession()
+    await session.close()
+    client = NodeClient(session, b"k" * 32)
+    try:
+        await client.put_shard(spec, "s1", _chunks(BIG, b"end"), 3, len(BIG) + 3)
+        head, body = node.requests[0]
+        assert head.startswith(b"PUT /v1/shards/s1 HTTP/1.1\r\n")
+        assert b"\r\nContent-Length: %d\r\n" % (len(BIG) + 3 + auth.TRAILER_BYTES) in head
+        assert b"\r\nX-Tessera-Segments: 3\r\n" in head
+        assert body[:-auth.TRAILER_BYTES] == BIG + b"end"
+        node.status = 507
+        with pytest.raises(NodeError) as err:
+            await client.put_shard(spec, "s2", _chunks(b"x"), 1, 1)
+        assert err.value.status == 507
+    finally:
+        client.close()
+        await node.stop()
