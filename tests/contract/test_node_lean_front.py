@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -212,7 +213,6 @@ def tight(tmp_path_factory: pytest.TempPathFactory,
     leave ~16,000 answers unread before the node's own buffer filled)."""
     import subprocess
     import sys
-    import time
 
     from storage.shards.auth import load_or_create_secret
     from tests.contract.node_harness import REPO, free_port, stop_node
@@ -316,7 +316,10 @@ async def test_answers_are_not_served_to_a_peer_that_does_not_read_them(tight: N
     reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
     writer.write(wire)  # no drain: the client's own buffer takes what the node does not
     served, still = 0, 0
-    while served < n and still < 10:  # until every request was served, or none for 1 s
+    deadline = time.monotonic() + 120  # bounds a node that serves nothing at all
+    # until every request was served, or none for 1 s once some were (a loaded box can
+    # stall the node for a second before its first answer)
+    while served < n and (still < 10 or not served) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
         now = node.log.read_text().count(f'"path":"{path}"')
         served, still = now, (still + 1 if now == served else 0)

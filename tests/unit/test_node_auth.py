@@ -99,9 +99,8 @@ async def test_watermark_write_starts_before_requests_reach_it(tmp_path: Path) -
     first = wm.bound
     near = first - auth.WATERMARK_AHEAD_S / 4  # covered, but close to the bound
     assert await v.check_async("PUT", SID_PATH, signed(near)) is None
-    for _ in range(500):
-        if wm.bound > first:
-            break
+    deadline = time.monotonic() + 60  # the write is a background fsync: bounds a hang
+    while wm.bound <= first and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert wm.bound >= near + auth.WATERMARK_AHEAD_S - 0.001
     assert read_watermark(tmp_path / "replay-watermark")[0] == wm.bound

@@ -106,8 +106,11 @@ async def test_a_change_made_here_is_not_hidden_by_a_read_in_flight(tmp_path: Pa
     """A key revoked (or tenant shredded) by this process while a read of it is in flight:
     a caller after the change must not join that older read and re-cache what it saw."""
     class ReadsThenWaits(CountingStore):
+        seen = 0  # reads that have their value and wait at the gate
+
         async def get(self, key: bytes) -> Item | None:
             item = await self.inner.get(key)  # the value as of the read's start
+            self.seen += 1
             await self.gate.wait()
             return item
 
@@ -118,7 +121,7 @@ async def test_a_change_made_here_is_not_hidden_by_a_read_in_flight(tmp_path: Pa
         reads = SharedReads(store)  # type: ignore[arg-type]
         store.gate.clear()
         before = asyncio.create_task(reads.get(key))
-        for _ in range(100):  # until the read in flight has seen the old value
+        while not store.seen:  # until the read in flight has seen the old value
             await asyncio.sleep(0.01)
         await store.inner.put(key, b"revoked")
         reads.forget(key)
