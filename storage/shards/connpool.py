@@ -9,6 +9,7 @@ connections and reading a status line and its headers are one mechanism, kept he
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -136,6 +137,34 @@ def expire(waiter: asyncio.Future[None]) -> None:
 C = TypeVar("C", bound=NodeConn)
 
 
+async def open_socket(node: NodeSpec, timeout_s: float) -> socket.socket:
+    """A non-blocking TCP socket connected to `node` within `timeout_s`: every address its
+    host resolves to (IPv4 or IPv6, `loop.getaddrinfo`) tried in turn, as
+    `loop.create_connection` does. FetchError when none answers."""
+    host, _, port = node.address.rpartition(":")
+    loop = asyncio.get_running_loop()
+    errors: list[str] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            for family, kind, proto, _, addr in await loop.getaddrinfo(
+                    host.strip("[]"), int(port), type=socket.SOCK_STREAM):
+                sock = socket.socket(family, kind, proto)
+                try:
+                    sock.setblocking(False)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    await loop.sock_connect(sock, addr)
+                    return sock
+                except OSError as exc:
+                    sock.close()
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                except BaseException:
+                    sock.close()
+                    raise
+    except (OSError, TimeoutError) as exc:  # the name did not resolve, or too slow
+        errors.append(f"{type(exc).__name__}: {exc}")
+    raise FetchError(node.id, "; ".join(errors) or f"no address for {host}")
+
+
 class ConnPool(Generic[C]):
     """Keep-alive connections per node address: `acquire` reuses a live idle one (and says
     so, for the caller's retry-once rule) or connects; `release` keeps it for the next
@@ -175,13 +204,13 @@ class ConnPool(Generic[C]):
         conn = self.take_idle(node)
         if conn is not None:
             return conn, True
-        host, _, port = node.address.rpartition(":")
-        loop = asyncio.get_running_loop()
+        sock = await open_socket(node, self._connect_timeout)
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(self._factory, host, int(port))
-        except (OSError, TimeoutError) as exc:
-            raise FetchError(node.id, f"{type(exc).__name__}: {exc}") from None
+            _, conn = await asyncio.get_running_loop().create_connection(self._factory,
+                                                                         sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         return conn, False
 
     def release(self, node: NodeSpec, conn: C) -> None:

@@ -11,7 +11,8 @@ aiohttp sent (signed headers, `Content-Length`, trailer MAC); the node cannot te
 
 These sockets carry streamed shard PUTs only, so the node's lean front keeps streaming them
 (`nodes.leanstream`: a connection it once handed to aiohttp stays aiohttp's). Keep-alive
-sockets are pooled per node; one is reused only while young and still open (peeked). A
+sockets are pooled per node, each watched while idle (the node's close closes it here, so
+none lingers in CLOSE-WAIT); one is reused only while young and still open (peeked). A
 stalled node is the caller's to give up on (`shardfeed.ShardSender`'s stall limit cancels
 the put, which closes the socket); the answer must come within the read timeout.
 """
@@ -25,7 +26,14 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 
 from storage.config import NodeSpec
-from storage.shards.connpool import HEAD_BYTES, IDLE_S, MAX_IDLE, FetchError, parse_head
+from storage.shards.connpool import (
+    HEAD_BYTES,
+    IDLE_S,
+    MAX_IDLE,
+    FetchError,
+    open_socket,
+    parse_head,
+)
 
 MAX_ANSWER_BYTES = 64 * 1024  # a PUT's JSON answer (or error) is far smaller
 
@@ -37,27 +45,37 @@ class StreamPutter:
         self._read_timeout = read_timeout_s
         self._connect_timeout = connect_timeout_s
         self._idle: dict[str, list[tuple[socket.socket, float]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the idle sockets' watcher
 
     async def put(self, node: NodeSpec, head: bytes,
                   body: AsyncIterator[bytes | memoryview]) -> tuple[int, bytes]:
         """Send `head` (the request line and headers, blank line included), then every
-        chunk of `body`; (status, answer body). FetchError when the node cannot be
-        reached, closes the connection, answers badly, or is silent for the read timeout
-        once the body is sent. Cancelled: the socket is closed (the node sees a short
-        body and stores nothing)."""
+        chunk of `body`, exactly the head's Content-Length bytes; (status, answer body).
+        FetchError when the node cannot be reached, closes the connection, answers badly,
+        or is silent for the read timeout once the body is sent, and at once when `body`
+        runs past the Content-Length (nothing of that chunk is sent) or ends short of it.
+        Cancelled or failed: the socket is closed (the node sees a short body and stores
+        nothing); it is pooled only after the whole body and a keep-alive answer."""
+        left = _content_length(head)
         loop = asyncio.get_running_loop()
-        sock = self._take_idle(node) or await self._connect(node)
+        sock = self._take_idle(node) or await open_socket(node, self._connect_timeout)
         keep = False
         try:
             try:
                 await loop.sock_sendall(sock, head)
                 async for chunk in body:
+                    size = chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+                    if size > left:
+                        raise FetchError(node.id, "body longer than its Content-Length")
                     await loop.sock_sendall(sock, chunk)
+                    left -= size
             except OSError as exc:  # the node may have answered, then closed
                 got = _answer_now(sock)
                 if got is not None:
                     return got
                 raise FetchError(node.id, f"{type(exc).__name__}: {exc}") from None
+            if left:
+                raise FetchError(node.id, f"body {left} bytes short of its Content-Length")
             status, answer, keep = await self._answer(node, sock)
             return status, answer
         finally:
@@ -87,41 +105,49 @@ class StreamPutter:
         except OSError as exc:
             raise FetchError(node.id, f"{type(exc).__name__}: {exc}") from None
 
-    async def _connect(self, node: NodeSpec) -> socket.socket:
-        host, _, port = node.address.rpartition(":")
-        host = host.strip("[]")
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                             socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            async with asyncio.timeout(self._connect_timeout):
-                await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        except (OSError, TimeoutError) as exc:
-            sock.close()
-            raise FetchError(node.id, f"{type(exc).__name__}: {exc}") from None
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
     def _take_idle(self, node: NodeSpec) -> socket.socket | None:
         """A young idle socket to `node` the node has not closed, or None."""
         idle = self._idle.get(node.address)
-        now = time.monotonic()
+        if idle:
+            self._drop_aged(idle)
         while idle:
-            sock, since = idle.pop()
-            if now - since < IDLE_S and _still_open(sock):
+            sock, _ = idle.pop()
+            self._unwatch(sock)
+            if _still_open(sock):
                 return sock
             sock.close()
         return None
 
     def _release(self, node: NodeSpec, sock: socket.socket) -> None:
+        """Keep `sock` for the next put to `node`, watched: the node closing it (or sending
+        anything unasked) closes it here at once, so no fd lingers in CLOSE-WAIT."""
         idle = self._idle.setdefault(node.address, [])
+        self._drop_aged(idle)
         if len(idle) >= MAX_IDLE:
             sock.close()
             return
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock, self._closed_by_node, idle, sock)
         idle.append((sock, time.monotonic()))
+
+    def _drop_aged(self, idle: list[tuple[socket.socket, float]]) -> None:
+        """Close the sockets idle for IDLE_S or more (the bottom of the stack: oldest first)."""
+        now = time.monotonic()
+        while idle and now - idle[0][1] >= IDLE_S:
+            sock, _ = idle.pop(0)
+            self._unwatch(sock)
+            sock.close()
+
+    def _closed_by_node(self, idle: list[tuple[socket.socket, float]],
+                        sock: socket.socket) -> None:
+        """An idle socket turned readable (the node closed it): drop and close it."""
+        idle[:] = [entry for entry in idle if entry[0] is not sock]
+        self._unwatch(sock)
+        sock.close()
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        if self._loop is not None and sock.fileno() >= 0:
+            self._loop.remove_reader(sock)
 
     def idle(self, node: NodeSpec) -> int:
         """How many idle sockets are kept for `node` (tests look at reuse through it)."""
@@ -132,6 +158,7 @@ class StreamPutter:
         for socks in self._idle.values():
             for sock, _ in socks:
                 with suppress(OSError):
+                    self._unwatch(sock)
                     sock.close()
         self._idle.clear()
 
@@ -153,6 +180,15 @@ def _parse(buf: bytearray) -> tuple[int, bytes, bool] | None:
     if have < head.length:
         return None
     return head.status, bytes(buf[end + 4:]), head.keep_alive
+
+
+def _content_length(head: bytes) -> int:
+    """The body length `head` announces (the one Content-Length header it must carry)."""
+    for line in head.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"content-length":
+            return int(value)
+    raise ValueError("a streamed PUT's head carries no Content-Length")
 
 
 def _answer_now(sock: socket.socket) -> tuple[int, bytes] | None:

@@ -217,9 +217,13 @@ async def test_after_a_shared_request_the_next_waits_for_more_callers() -> None:
 
 
 async def test_the_wait_for_more_callers_is_bounded() -> None:
+    from storage.metadata.etcd_batch import LINGER_MAX_S
+
     fake = GatedGateway()
     batcher = TxnBatcher(fake.call)
-    _slow_round_trips(batcher, 0.02)  # waits half a round trip: 10 ms
+    _slow_round_trips(batcher, 0.02)  # the wait: half a 20 ms round trip, capped at
+    wait_s = min(LINGER_MAX_S, 0.01)  # LINGER_MAX_S: 5 ms
+    loop = asyncio.get_running_loop()
     tasks = [asyncio.create_task(batcher.run(put(b"first"), ()))]
     await _sent(fake, 1)
     tasks += [asyncio.create_task(batcher.run(put(b"p%d" % i), ())) for i in range(2)]
@@ -228,11 +232,15 @@ async def test_the_wait_for_more_callers_is_bounded() -> None:
     await _sent(fake, 2)
     tasks.append(asyncio.create_task(batcher.run(put(b"alone"), ())))
     await asyncio.sleep(0)
+    returned = loop.time()
     fake.gates[1].set()
     await _sent(fake, 3)  # no one else came: it goes out alone after the wait
+    waited = loop.time() - returned
     fake.gates[2].set()
     assert all(r == (True, {}) for r in await asyncio.gather(*tasks))
     assert [len(b.success) for b in fake.bodies] == [1, 2, 1]
+    # It waited (a loop timer never fires early), and the wait ended (not at FILL callers).
+    assert 0.8 * wait_s <= waited < 1.0
 
 
 async def test_after_a_lone_request_a_queued_caller_goes_at_once() -> None:
