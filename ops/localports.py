@@ -13,6 +13,7 @@ import os
 import random
 import re
 import socket
+from collections import deque
 from pathlib import Path
 
 from storage.config import ENV_ADMIN_URL, Config, load_config
@@ -108,19 +109,31 @@ def free_port(hosts: list[str] | None = None) -> int:
     clients, other tests) can take it between this check and the server's bind: a port from
     `bind(0)` is an ephemeral one, and that race made `tessera up` refuse a taken port.
     $TESSERA_FREE_PORTS=LOW-HIGH narrows the choice to [LOW, HIGH), so concurrent users
-    (pytest-xdist workers, tests/xdist_groups.py) never pick the same port."""
+    (pytest-xdist workers, tests/xdist_groups.py) never pick the same port.
+
+    A port handed out lately by this process is not handed out again (up to half the range):
+    callers pick several ports before any is bound (`tessera up`'s S3, admin and node ports),
+    and two equal picks made a cluster refuse to start."""
     low, high = free_port_range()
+    keep = min(_RECENT.maxlen or 0, (high - low) // 2)
+    recent = set(list(_RECENT)[len(_RECENT) - keep:]) if keep else set()
     rnd = random.SystemRandom()
     for _ in range(500):
         port = rnd.randrange(low, high)
+        if port in recent:
+            continue
         try:
             for h in ["127.0.0.1", *(hosts or [])]:
                 with socket.socket() as s:
                     s.bind((h, port))
         except OSError:
             continue
+        _RECENT.append(port)
         return port
     raise RuntimeError("no free port")
+
+
+_RECENT: deque[int] = deque(maxlen=64)  # the ports `free_port` handed out last, newest last
 
 
 FREE_PORTS_ENV = "TESSERA_FREE_PORTS"

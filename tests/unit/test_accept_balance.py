@@ -162,7 +162,8 @@ def test_every_address_of_the_host_is_bound() -> None:
     does (it bound only the first address `getaddrinfo` gave); bound, not yet listening."""
     from ops.localports import free_port
 
-    port = free_port()
+    port = free_port(["0.0.0.0"])  # free on every IPv4 address: a cluster's node may hold
+    # the port on another loopback address (127.0.2.1), and the wildcard bind would collide
     socks = shared_sockets("", port)
     try:
         infos = socket.getaddrinfo(None, port, type=socket.SOCK_STREAM,
