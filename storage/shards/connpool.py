@@ -9,12 +9,13 @@ connections and reading a status line and its headers are one mechanism, kept he
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from storage.config import NodeSpec
 from storage.errors import StorageError
@@ -140,15 +141,20 @@ C = TypeVar("C", bound=NodeConn)
 async def open_socket(node: NodeSpec, timeout_s: float) -> socket.socket:
     """A non-blocking TCP socket connected to `node` within `timeout_s`: every address its
     host resolves to (IPv4 or IPv6, `loop.getaddrinfo`) tried in turn, as
-    `loop.create_connection` does. FetchError when none answers."""
+    `loop.create_connection` does; a numeric address is used as it is, with no lookup (the
+    lookup runs on the default executor, which a busy gateway may keep waiting past the
+    connect timeout). FetchError when none answers."""
     host, _, port = node.address.rpartition(":")
     loop = asyncio.get_running_loop()
     errors: list[str] = []
     try:
         async with asyncio.timeout(timeout_s):
-            for family, kind, proto, _, addr in await loop.getaddrinfo(
-                    host.strip("[]"), int(port), type=socket.SOCK_STREAM):
-                sock = socket.socket(family, kind, proto)
+            for family, kind, proto, addr in await _addresses(loop, host.strip("[]"), int(port)):
+                try:
+                    sock = socket.socket(family, kind, proto)
+                except OSError as exc:  # a family this host cannot open (IPv6 disabled)
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
                 try:
                     sock.setblocking(False)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -163,6 +169,20 @@ async def open_socket(node: NodeSpec, timeout_s: float) -> socket.socket:
     except (OSError, TimeoutError) as exc:  # the name did not resolve, or too slow
         errors.append(f"{type(exc).__name__}: {exc}")
     raise FetchError(node.id, "; ".join(errors) or f"no address for {host}")
+
+
+async def _addresses(loop: asyncio.AbstractEventLoop, host: str,
+                     port: int) -> list[tuple[int, int, int, tuple[Any, ...]]]:
+    """(family, type, proto, sockaddr) to try for host:port: a numeric address directly,
+    a name through `loop.getaddrinfo`."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return [(f, k, p, a) for f, k, p, _, a in await loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)]
+    if ip.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, (host, port))]
 
 
 class ConnPool(Generic[C]):
