@@ -90,11 +90,21 @@ def _head(spec: NodeSpec, length: int) -> bytes:
             f"Content-Length: {length}\r\n\r\n").encode()
 
 
+@contextlib.asynccontextmanager
+async def _putting(node: FakeNode, **kw: float) -> AsyncIterator[tuple[NodeSpec, StreamPutter]]:
+    """`node` started and a putter for it; both closed after."""
+    spec = await node.start()
+    putter = StreamPutter(**kw)
+    try:
+        yield spec, putter
+    finally:
+        putter.close()
+        await node.stop()
+
+
 async def test_bodies_arrive_byte_exact_and_the_socket_is_reused() -> None:
     node = FakeNode()
-    spec = await node.start()
-    putter = StreamPutter()
-    try:
+    async with _putting(node) as (spec, putter):
         for n in range(2):
             body = [BIG, b"tail%d" % n]
             status, answer = await putter.put(spec, _head(spec, len(BIG) + 5), _chunks(*body))
@@ -102,59 +112,39 @@ async def test_bodies_arrive_byte_exact_and_the_socket_is_reused() -> None:
             assert node.requests[-1][1] == b"".join(body)
             assert putter.idle(spec) == 1
         assert node.connections == 1
-    finally:
-        putter.close()
-        await node.stop()
 
 
 async def test_a_socket_the_node_closed_while_idle_is_not_reused() -> None:
     node = FakeNode(close_after=True)
-    spec = await node.start()
-    putter = StreamPutter()
-    try:
+    async with _putting(node) as (spec, putter):
         assert (await putter.put(spec, _head(spec, 3), _chunks(b"abc")))[0] == 201
         await node.closed.wait()
         assert (await putter.put(spec, _head(spec, 3), _chunks(b"def")))[0] == 201
         assert node.connections == 2
         assert [b for _, b in node.requests] == [b"abc", b"def"]
-    finally:
-        putter.close()
-        await node.stop()
 
 
 async def test_a_refusal_before_the_body_is_an_error_and_the_socket_is_dropped() -> None:
     node = FakeNode(refuse_at_head=True)
-    spec = await node.start()
-    putter = StreamPutter()
-    try:
+    async with _putting(node) as (spec, putter):
         # The node answers and closes at once: sending fails, or the socket takes it all
         # (when the answer is read). Either way, the put yields the node's answer.
         status, answer = await putter.put(spec, _head(spec, len(BIG) * 4),
                                           _chunks(BIG, BIG, BIG, BIG))
         assert (status, answer) == (409, b"no way")
         assert putter.idle(spec) == 0
-    finally:
-        putter.close()
-        await node.stop()
 
 
 async def test_no_answer_within_the_read_timeout_is_an_error() -> None:
     node = FakeNode(silent=True)
-    spec = await node.start()
-    putter = StreamPutter(read_timeout_s=0.2)
-    try:
+    async with _putting(node, read_timeout_s=0.2) as (spec, putter):
         with pytest.raises(FetchError, match="no answer"):
             await putter.put(spec, _head(spec, 3), _chunks(b"abc"))
         assert putter.idle(spec) == 0
-    finally:
-        putter.close()
-        await node.stop()
 
 
 async def test_a_cancelled_put_closes_its_socket_and_the_node_sees_a_short_body() -> None:
     node = FakeNode()
-    spec = await node.start()
-    putter = StreamPutter()
     sent = asyncio.Event()
 
     async def stuck() -> AsyncIterator[bytes]:
@@ -163,8 +153,8 @@ async def test_a_cancelled_put_closes_its_socket_and_the_node_sees_a_short_body(
         await asyncio.Event().wait()
         yield b"never"
 
-    task = asyncio.create_task(putter.put(spec, _head(spec, 10), stuck()))
-    try:
+    async with _putting(node) as (spec, putter):
+        task = asyncio.create_task(putter.put(spec, _head(spec, 10), stuck()))
         await sent.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -172,18 +162,20 @@ async def test_a_cancelled_put_closes_its_socket_and_the_node_sees_a_short_body(
         await node.closed.wait()
         assert node.short == [5] and node.requests == []
         assert putter.idle(spec) == 0
-    finally:
-        putter.close()
-        await node.stop()
+
+
+async def _client_without_aiohttp() -> NodeClient:
+    """A NodeClient whose aiohttp session is closed: only the stream putter can carry a PUT."""
+    session = aiohttp.ClientSession()
+    await session.close()
+    return NodeClient(session, b"k" * 32)
 
 
 async def test_node_client_streams_a_put_with_a_length_without_aiohttp() -> None:
     """The aiohttp session is closed: only the stream putter can carry the PUT."""
     node = FakeNode()
     spec = await node.start()
-    session = aiohttp.ClientSession()
-    await session.close()
-    client = NodeClient(session, b"k" * 32)
+    client = await _client_without_aiohttp()
     try:
         await client.put_shard(spec, "s1", _chunks(BIG, b"end"), 3, len(BIG) + 3)
         head, body = node.requests[0]
@@ -205,9 +197,7 @@ async def test_a_body_longer_than_announced_is_refused_and_the_socket_never_pool
     would be the start of the next request on a pooled socket (review11a). The socket is
     closed, so the node sees a short body, and the next put goes through clean."""
     node = FakeNode()
-    spec = await node.start()
-    putter = StreamPutter()
-    try:
+    async with _putting(node) as (spec, putter):
         with pytest.raises(FetchError, match="longer than its Content-Length"):
             await putter.put(spec, _head(spec, 3), _chunks(b"ab", b"cdef"))
         assert putter.idle(spec) == 0
@@ -215,32 +205,22 @@ async def test_a_body_longer_than_announced_is_refused_and_the_socket_never_pool
         assert node.short == [2] and node.requests == []
         assert await putter.put(spec, _head(spec, 3), _chunks(b"xyz")) == (201, b'{"ok":true}')
         assert [b for _, b in node.requests] == [b"xyz"]
-    finally:
-        putter.close()
-        await node.stop()
 
 
 async def test_a_body_shorter_than_announced_fails_at_once_not_at_the_read_timeout() -> None:
     node = FakeNode()
-    spec = await node.start()
-    putter = StreamPutter(read_timeout_s=60.0)
-    try:
+    async with _putting(node, read_timeout_s=60.0) as (spec, putter):
         async with asyncio.timeout(30):  # (the old code waited out the 60 s read timeout)
             with pytest.raises(FetchError, match="3 bytes short of its Content-Length"):
                 await putter.put(spec, _head(spec, 10), _chunks(b"abc", b"defg"))
         assert putter.idle(spec) == 0
         await node.closed.wait()
         assert node.short == [7] and node.requests == []
-    finally:
-        putter.close()
-        await node.stop()
 
 
 async def test_an_idle_socket_the_node_closes_is_closed_at_once_not_left_in_close_wait() -> None:
     node = FakeNode(close_after=True)
-    spec = await node.start()
-    putter = StreamPutter()
-    try:
+    async with _putting(node) as (spec, putter):
         assert (await putter.put(spec, _head(spec, 3), _chunks(b"abc")))[0] == 201
         [(sock, _)] = putter._idle[spec.address]
         await node.closed.wait()
@@ -248,9 +228,6 @@ async def test_an_idle_socket_the_node_closes_is_closed_at_once_not_left_in_clos
             while putter.idle(spec):
                 await asyncio.sleep(0)
         assert sock.fileno() == -1
-    finally:
-        putter.close()
-        await node.stop()
 
 
 async def test_idle_sockets_past_the_age_limit_are_closed_from_the_bottom_of_the_stack() -> None:
@@ -258,9 +235,7 @@ async def test_idle_sockets_past_the_age_limit_are_closed_from_the_bottom_of_the
     from storage.shards.connpool import IDLE_S
 
     node = FakeNode()
-    spec = await node.start()
-    putter = StreamPutter()
-    try:
+    async with _putting(node) as (spec, putter):
         both = await asyncio.gather(*(putter.put(spec, _head(spec, 1), _chunks(b"%d" % i))
                                       for i in range(2)))
         assert [s for s, _ in both] == [201, 201] and putter.idle(spec) == 2
@@ -272,9 +247,6 @@ async def test_idle_sockets_past_the_age_limit_are_closed_from_the_bottom_of_the
         assert old.fileno() == -1
         assert [s for s, _ in putter._idle[spec.address]] == [young]
         assert node.connections == 2
-    finally:
-        putter.close()
-        await node.stop()
 
 
 async def test_a_node_name_is_resolved_and_each_address_tried_in_turn(
@@ -316,9 +288,7 @@ async def test_node_client_put_longer_than_its_length_leaves_the_next_put_clean(
     same node. The extra bytes once reached the node as the head of the next request."""
     node = FakeNode()
     spec = await node.start()
-    session = aiohttp.ClientSession()
-    await session.close()
-    client = NodeClient(session, b"k" * 32)
+    client = await _client_without_aiohttp()
     try:
         with pytest.raises(NodeError, match="longer than its Content-Length"):
             await client.put_shard(spec, "s1", _chunks(BIG), 1, len(BIG) - 100)
