@@ -75,16 +75,23 @@ def _release(releases: list[asyncio.Event]) -> None:
         release.set()
 
 
+async def _lose_first_node(s, part, state: str, what: str) -> str:  # noqa: ANN001
+    """`part`'s first node down in `state` since a second ago (past a 0 s grace), and its
+    stripe queued urgent; the node's id."""
+    victim = part.nodes[0]
+    s.sim.down.add(victim)
+    s.health.states[victim].state = state
+    s.health.states[victim].since = time.time() - 1
+    await s.repair.enqueue(part.stripe_id, f"test: its node is {what}", urgent=True)
+    return victim
+
+
 async def test_a_node_seen_out_stops_no_rebuild_by_coming_back(tmp_path: Path) -> None:
     s, (man, _) = await _sim(tmp_path, 43, 2)
     releases: list[asyncio.Event] = []
     try:
         part = man.part
-        victim = part.nodes[0]
-        s.sim.down.add(victim)
-        s.health.states[victim].state = OUT  # down past its out time
-        s.health.states[victim].since = time.time() - 1
-        await s.repair.enqueue(part.stripe_id, "test: its node is out", urgent=True)
+        victim = await _lose_first_node(s, part, OUT, "out")  # down past its out time
         step = await _rebuild_meets_a_return(s, part, victim, releases)
         _release(releases)
         await asyncio.wait_for(step, DEADLINE_S)
@@ -99,12 +106,8 @@ async def test_a_flapping_node_stops_a_stripes_rebuild_once(tmp_path: Path) -> N
     releases: list[asyncio.Event] = []
     try:
         part = man.part
-        victim = part.nodes[0]
         for round_ in range(2):
-            s.sim.down.add(victim)  # down past its grace (0 s) ...
-            s.health.states[victim].state = DOWN
-            s.health.states[victim].since = time.time() - 1
-            await s.repair.enqueue(part.stripe_id, "test: its node is down", urgent=True)
+            victim = await _lose_first_node(s, part, DOWN, "down")  # past its grace (0 s) ...
             step = await _rebuild_meets_a_return(s, part, victim, releases)  # back mid-rebuild
             if round_ == 0:  # the first return stops the rebuild: the step ends without it
                 await asyncio.wait_for(step, DEADLINE_S)
