@@ -66,8 +66,8 @@ def _put_refused(node: NodeSpec, status: int, answer: bytes) -> NodeError:
 
 class NodeClient:
     def __init__(self, session: aiohttp.ClientSession, secret: bytes,
-                 read_timeout_s: float = 15.0, bulk_deadline_s: float = BULK_DEADLINE_S,
-                 ) -> None:
+                 read_timeout_s: float = 15.0,
+                 bulk_deadline_s: float = BULK_DEADLINE_S) -> None:
         self._session = session
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=3.0,
