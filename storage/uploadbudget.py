@@ -61,6 +61,13 @@ def write_footprint(input_segment: int, segments: int, k: int, width: int,
     return depth * input_segment + sets * frames
 
 
+def worker_share(total: int, workers: int) -> int:
+    """One gateway worker's part of `[gateway] upload_budget_bytes`: the setting bounds all
+    of a gateway's processes together, so each of its `workers` gets an equal share (at
+    least 1 MiB, the setting's own floor)."""
+    return max(total // max(workers, 1), 1024 * 1024)
+
+
 class UploadBudget:
     """At most `limit` bytes reserved at once by the writes of this process, granted in
     arrival order, except that a small footprint that fits passes a waiting large one
