@@ -67,8 +67,12 @@ def system_headers(h) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def write_conditions(headers) -> WriteConditions | None:  # type: ignore[no-untyped-def]
-    """If-Match / If-None-Match of a write (PutObject, CopyObject, CompleteMultipartUpload)."""
+    """If-Match / If-None-Match of a write (PutObject, CopyObject, CompleteMultipartUpload).
+    A write's If-None-Match takes only `*`: S3 answers any other value 501 NotImplemented."""
     im, inm = etag_value(headers.get("If-Match")), etag_value(headers.get("If-None-Match"))
+    if inm is not None and inm != "*":
+        raise S3Error("NotImplemented", Header="If-None-Match", additionalMessage=(
+            "We don't accept the provided value of If-None-Match header for this API"))
     return WriteConditions(if_match=im, if_none_match=inm) if im or inm else None
 
 
