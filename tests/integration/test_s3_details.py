@@ -143,3 +143,31 @@ def test_object_header_details(s3) -> None:
     s3.put_object(Bucket=b, Key="ssec", Body=b"x", SSECustomerAlgorithm="AES256",
                   SSECustomerKey="k" * 32)
     assert _err(s3.get_object, Bucket=b, Key="ssec", PartNumber=2) == (400, "InvalidPart")
+
+
+def test_website_redirect_location_is_stored_and_copied_only_when_named(s3) -> None:
+    """x-amz-website-redirect-location was accepted and dropped; S3 stores it with the object
+    (PUT, multipart), returns it on GET/HEAD, and a copy keeps it only if the request names
+    it (not with COPY or REPLACE alone). A value that is not a path or http(s) URL is 400."""
+    b = "details-redirect"
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="a", Body=b"x", WebsiteRedirectLocation="/other.html")
+    assert s3.head_object(Bucket=b, Key="a")["WebsiteRedirectLocation"] == "/other.html"
+    assert s3.get_object(Bucket=b, Key="a")["WebsiteRedirectLocation"] == "/other.html"
+    assert _err(s3.put_object, Bucket=b, Key="bad", Body=b"x",
+                WebsiteRedirectLocation="other.html") == (400, "InvalidRedirectLocation")
+    assert _err(s3.head_object, Bucket=b, Key="bad")[0] == 404
+    src = {"Bucket": b, "Key": "a"}
+    for kw in ({}, {"MetadataDirective": "REPLACE"}):
+        s3.copy_object(Bucket=b, Key="c", CopySource=src, **kw)
+        assert "WebsiteRedirectLocation" not in s3.head_object(Bucket=b, Key="c")
+    s3.copy_object(Bucket=b, Key="c", CopySource=src, WebsiteRedirectLocation="https://e.x/")
+    assert s3.head_object(Bucket=b, Key="c")["WebsiteRedirectLocation"] == "https://e.x/"
+    # Changing only the redirect makes a copy onto itself legal.
+    s3.copy_object(Bucket=b, Key="a", CopySource=src, WebsiteRedirectLocation="/new")
+    assert s3.head_object(Bucket=b, Key="a")["WebsiteRedirectLocation"] == "/new"
+    up = s3.create_multipart_upload(Bucket=b, Key="m", WebsiteRedirectLocation="/m")["UploadId"]
+    etag = s3.upload_part(Bucket=b, Key="m", UploadId=up, PartNumber=1, Body=b"p")["ETag"]
+    s3.complete_multipart_upload(Bucket=b, Key="m", UploadId=up,
+                                 MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]})
+    assert s3.head_object(Bucket=b, Key="m")["WebsiteRedirectLocation"] == "/m"
