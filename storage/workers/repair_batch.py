@@ -212,16 +212,28 @@ class RepairBatches:
         async def fix(plan: int, w: Work) -> bool:
             safe, _, item, man, a = w
             sid = man.part.stripe_id
-            async with lanes.gate(man.part):
+            gate = lanes.gate(man.part)
+            await gate.acquire()
+            held = True
+
+            def free() -> None:  # the bytes are written: the next stripe may start while
+                nonlocal held  # this one commits
+                if held:
+                    held = False
+                    gate.release()
+
+            try:
                 if plan != self._plan or sid in self._busy:  # re-planned while it waited
                     left.append(item.key)
                     return False
                 self._busy.add(sid)
                 try:
                     return await self._repair(item, man, a,
-                                              self._throttle if safe else self._urgent)
+                                              self._throttle if safe else self._urgent, free)
                 finally:
                     self._busy.discard(sid)
+            finally:
+                free()
 
         def start(batch: list[Work]) -> None:
             waiting = {v for v in running.values() if v[1] == self._plan}
