@@ -19,7 +19,9 @@ An urgent batch also tops itself up: while more due urgent entries wait than it 
 (`BATCH` a read), the next ones are read, assessed and started as its gates free up, so a
 large repair runs as rolling batches of up to `ROLL_S` and its lanes do not drain to one
 straggler every `BATCH` stripes (measured: `benchmarks/README.md`, session 12). A top-up
-starts each stripe at most once per batch.
+starts each stripe at most once per batch. A stripe's lane is freed once its rebuilt shards
+are written (acknowledged durable by their nodes): its manifest commit runs beside the next
+stripe's rebuild, and the gates still bound the shard bytes in flight.
 
 Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all;
 a metadata error while re-planning is logged and the rebuilds under way go on.
