@@ -171,3 +171,17 @@ def test_website_redirect_location_is_stored_and_copied_only_when_named(s3) -> N
     s3.complete_multipart_upload(Bucket=b, Key="m", UploadId=up,
                                  MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]})
     assert s3.head_object(Bucket=b, Key="m")["WebsiteRedirectLocation"] == "/m"
+
+
+def test_malformed_checksum_header_is_invalid_request(s3) -> None:
+    """An x-amz-checksum-* value that is not the base64 of a digest of its size is 400
+    InvalidRequest, as S3 answers (it was BadDigest, as if data had been compared); a
+    well-formed wrong value is still BadDigest; nothing is stored either way."""
+    b = "details-cksum"
+    s3.create_bucket(Bucket=b)
+    for kw in ({"ChecksumCRC32": "zz"}, {"ChecksumCRC32": "AAAA"},
+               {"ChecksumSHA256": "AAAAAA=="}, {"ChecksumCRC64NVME": "AAAAAA=="}):
+        assert _err(s3.put_object, Bucket=b, Key="k", Body=b"x", **kw) == (400, "InvalidRequest")
+    assert _err(s3.put_object, Bucket=b, Key="k", Body=b"x",
+                ChecksumCRC32="AAAAAA==") == (400, "BadDigest")
+    assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
