@@ -185,3 +185,29 @@ def test_malformed_checksum_header_is_invalid_request(s3) -> None:
     assert _err(s3.put_object, Bucket=b, Key="k", Body=b"x",
                 ChecksumCRC32="AAAAAA==") == (400, "BadDigest")
     assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
+
+
+def test_complete_checks_announced_object_size(s3) -> None:
+    """x-amz-mp-object-size (boto3 MpuObjectSize) was accepted and ignored: S3 refuses a
+    completion whose parts add up to another size (400 InvalidRequest) and the upload stays
+    completable; a malformed value is refused too; the right size completes."""
+    b = "details-mpsize"
+    s3.create_bucket(Bucket=b)
+    up, parts = _two_part_upload(s3, b, "k")
+    size = 5 * MiB + 2
+
+    def complete(value: str):  # type: ignore[no-untyped-def]
+        def add(request, **_kw):  # type: ignore[no-untyped-def]
+            request.headers["x-amz-mp-object-size"] = value
+        s3.meta.events.register_first("before-sign.s3.CompleteMultipartUpload", add)
+        try:
+            return s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up,
+                                                MultipartUpload={"Parts": parts})
+        finally:
+            s3.meta.events.unregister("before-sign.s3.CompleteMultipartUpload", add)
+
+    assert _err(complete, str(size + 1)) == (400, "InvalidRequest")
+    assert _err(complete, "-1") == (400, "InvalidRequest")
+    assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
+    complete(str(size))
+    assert s3.head_object(Bucket=b, Key="k")["ContentLength"] == size
