@@ -89,3 +89,21 @@ def test_list_versions_paging(s3) -> None:
     for key, vid in expected:
         s3.delete_object(Bucket=b, Key=key, VersionId=vid)
     s3.delete_bucket(Bucket=b)
+
+
+def test_mfa_delete_enabled_is_refused_not_ignored(s3) -> None:
+    """MfaDelete Enabled was accepted and never enforced (nor reported by GET): it is 501
+    NotImplemented now, and the versioning state is left as it was; Disabled is the truth."""
+    b = "vers-mfa"
+    s3.create_bucket(Bucket=b)
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_versioning(Bucket=b, MFA="arn:aws:iam::1:mfa/x 123456",
+                                 VersioningConfiguration={"Status": "Enabled",
+                                                          "MFADelete": "Enabled"})
+    r = e.value.response
+    assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == (501,
+                                                                             "NotImplemented")
+    assert "Status" not in s3.get_bucket_versioning(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled",
+                                                                "MFADelete": "Disabled"})
+    assert s3.get_bucket_versioning(Bucket=b)["Status"] == "Enabled"
