@@ -211,3 +211,20 @@ def test_complete_checks_announced_object_size(s3) -> None:
     assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
     complete(str(size))
     assert s3.head_object(Bucket=b, Key="k")["ContentLength"] == size
+
+
+def test_append_by_write_offset_is_refused_not_an_overwrite(s3) -> None:
+    """x-amz-write-offset-bytes (an append, S3 Express) was ignored, so an 'append' replaced
+    the object with the appended bytes: 501 NotImplemented now, the object untouched."""
+    b = "details-append"
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="k", Body=b"head")
+
+    def add(request, **_kw):  # type: ignore[no-untyped-def]
+        request.headers["x-amz-write-offset-bytes"] = "4"
+    s3.meta.events.register_first("before-sign.s3.PutObject", add)
+    try:
+        assert _err(s3.put_object, Bucket=b, Key="k", Body=b"tail") == (501, "NotImplemented")
+    finally:
+        s3.meta.events.unregister("before-sign.s3.PutObject", add)
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"head"

@@ -92,6 +92,8 @@ def write_conditions(headers) -> WriteConditions | None:  # type: ignore[no-unty
 
 def put_options(rq: S3Request) -> PutOptions:
     h = rq.headers
+    if "x-amz-write-offset-bytes" in h:  # an append (S3 directory buckets): never overwrite
+        raise S3Error("NotImplemented", Header="x-amz-write-offset-bytes")
     sc = h.get("x-amz-storage-class", "STANDARD")
     if sc not in STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", StorageClassRequested=sc)
