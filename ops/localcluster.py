@@ -159,16 +159,20 @@ async def _start_nodes(config: Path, log_dir: Path, ids: list[str],
                        beside: Callable[[], Awaitable[None]] | None = None) -> list[Child]:
     """The storage nodes, forked by one `nodes.forker` (one import for all), each ready;
     the forker comes last: it ends when its last node has. `beside()`, if given, runs
-    while they start; if it fails, the nodes are stopped."""
+    while they start; if it fails, the nodes are stopped once each is ready (or gone)."""
     forker, forked = await start_forker(config, log_dir, ids)
     children = [Child(i, forked[i], log_dir / f"{i}.log") for i in ids]
     children.append(Child("nodes-forker", forker, log_dir / "nodes-forker.log"))
     run_dir = log_dir.parent / "run"
     run_dir.mkdir(exist_ok=True)
     try:
-        states = (await asyncio.gather(
+        got = await asyncio.gather(  # all of them ended: each node forked (so stoppable) or gone
             *(until_ready(forked[i], READY_TIMEOUT_S) for i in ids),
-            *([beside()] if beside is not None else [])))[:len(ids)]
+            *([beside()] if beside is not None else []), return_exceptions=True)
+        for failed in got:
+            if isinstance(failed, BaseException):
+                raise failed
+        states = got[:len(ids)]
         for c, state in zip(children, states, strict=False):
             if state == "exited" and forked[c.name].pid is None:  # the forker failed first
                 forker_log = children[-1].log
