@@ -190,10 +190,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         work never waits behind a long batch of safe stripes paced for client load.
         """
         now = time.time()
-        urgent = [it for it in await self._meta.range(*urgent_repair_span(), limit=BATCH)
-                  if self._due(unpack(it.value), now)]
+        read = await self._meta.range(*urgent_repair_span(), limit=BATCH)
+        urgent = [it for it in read if self._due(unpack(it.value), now)]
         if urgent:  # each entry is repaired, dropped or deferred: this cannot spin
-            await self._run_batch(urgent, safe_cap=0)
+            await self._run_batch(urgent, safe_cap=0, refill=len(read) >= BATCH)
             return True
         items = await self._meta.range(self._queue_cursor, space(REPAIR)[1], limit=BATCH)
         left = await self._run_batch(items, safe_cap=max(1, self.settings.parallel))
@@ -217,7 +217,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
                                  puts={item.key: pack(entry)}))
 
     async def _repair(self, item: Item, man: Manifest, a: Assessment,
-                      throttle: Throttle | None = None) -> bool:
+                      throttle: Throttle | None = None,
+                      rebuilt: Callable[[], None] | None = None) -> bool:
         part = man.part
         entry = unpack(item.value)
         if not a.missing:
@@ -273,6 +274,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             return False
         finally:
             self._rebuilding.pop(part.stripe_id, None)
+            if rebuilt is not None:  # its lane is free for the next stripe from here on
+                rebuilt()
         for i, reason in res.failed.items():
             self._health.report_failure(targets[i].id, reason)
         if not res.written:
