@@ -18,7 +18,7 @@ from gateway.balance import shared_sockets
 from storage.config import Config, load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
-from storage.malloc import tune_malloc
+from storage.malloc import GATEWAY_ARENAS, GATEWAY_TRIM_BYTES, tune_malloc
 from storage.parentdeath import die_with_parent
 
 
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker_index is not None:
         die_with_parent(signal.SIGTERM, a.worker_parent)  # worker 0 is the parent
     restrict_umask()  # the metadata database, keys and the audit log are owner-only
-    tune_malloc()  # megabyte buffers reuse heap pages instead of faulting in fresh ones
+    # megabyte buffers reuse heap pages instead of faulting in fresh ones, in one arena
+    tune_malloc(trim_bytes=GATEWAY_TRIM_BYTES, arenas=GATEWAY_ARENAS)
     logs.setup(a.log_level, a.log_file)
     try:
         cfg = load_config(a.config)

@@ -81,8 +81,10 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "keys (a window to cancel); 0 shreds at once.",
     ("gateway", "cpu_threads"): "Threads for hashing, sealing and erasure coding. More uses "
     "more cores per gateway; beyond the core count it only adds contention.",
-    ("gateway", "upload_budget_bytes"): "Memory all uploads of one gateway process may hold "
-    "at once (segments being read and coded, frames queued to nodes; about 58 MiB for a "
+    ("gateway", "upload_budget_bytes"): "Memory all uploads of the whole gateway may hold "
+    "at once, every worker process together (each of `workers` holds an equal share: 128 "
+    "MiB of the default with 2 workers) (segments being read and coded, frames queued to "
+    "nodes; about 58 MiB for a "
     "part of 8 MiB or more with the default 4+2, ~2.5 times its size for a smaller object). "
     "An upload whose footprint does not fit waits its turn before its body is read (a small "
     "one, up to a sixteenth of the budget, may pass a large one during its first 2 s of "

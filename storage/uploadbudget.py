@@ -4,7 +4,7 @@ Each stripe write holds a few segments, their encoded frames and the frames queu
 every node (about 58 MiB for a part coded in 4 MiB segments, a single-segment object about
 2.5 times its size): with no cap, N concurrent large uploads hold N times that.
 `UploadBudget` admits a write only once its whole footprint (`write_footprint`) fits under
-the process's limit; later writes wait their turn in arrival order before a byte of their
+the process's limit (a gateway worker's share of the gateway's setting, `worker_share`); later writes wait their turn in arrival order before a byte of their
 body is read (so the client's socket, not the gateway's memory, holds what they have not
 sent yet).
 
@@ -59,6 +59,13 @@ def write_footprint(input_segment: int, segments: int, k: int, width: int,
     depth = HELD_SEGMENTS if segments < 0 else min(HELD_SEGMENTS, segments)
     sets = HELD_FRAME_SETS if segments < 0 else min(HELD_FRAME_SETS, segments)
     return depth * input_segment + sets * frames
+
+
+def worker_share(total: int, workers: int) -> int:
+    """One gateway worker's part of `[gateway] upload_budget_bytes`: the setting bounds all
+    of a gateway's processes together, so each of its `workers` gets an equal share (at
+    least 1 MiB, the setting's own floor)."""
+    return max(total // max(workers, 1), 1024 * 1024)
 
 
 class UploadBudget:

@@ -242,7 +242,7 @@ class EtcdStore:
             return answer
         raise EtcdError(f"no etcd endpoint answered {rpc}: " + "; ".join(errors))
 
-    async def _txn_call(self, request: pb.TxnRequest) -> pb.TxnResponse:
+    async def _txn_call(self, request: bytes) -> pb.TxnResponse:
         return await self._rpc("Txn", request, idempotent=False)  # type: ignore[no-any-return]
 
     # --- MetadataStore ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from storage.errors import StorageError
 from storage.metadata import Item, Txn
+from storage.metadata.etcd_wire import nested_request, txn_request
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 # etcd checks a nested Txn against --max-txn-ops minus its parent's op count (default 128):
@@ -50,8 +51,8 @@ LINGER_MAX_S = 0.005
 REFUSED_WHOLE = ("too many operations in txn request", "request is too large",
                  "message larger than max")
 
-# sends one Txn (never retried once sent: a write)
-Call = Callable[[pb.TxnRequest], Awaitable[pb.TxnResponse]]
+# sends one Txn, a serialized TxnRequest (never retried once sent: a write)
+Call = Callable[[bytes], Awaitable[pb.TxnResponse]]
 
 
 def b64(raw: bytes) -> str:
@@ -79,7 +80,7 @@ class Pending:
     """One caller's transaction: its Txn, the keys it writes and the keys it compares
     or reads (for conflicts), its size, and where its answer goes."""
 
-    body: pb.TxnRequest
+    body: bytes  # its TxnRequest, serialized (storage/metadata/etcd_wire.py)
     reads: tuple[bytes, ...]
     writes: frozenset[bytes]
     touches: frozenset[bytes]
@@ -91,16 +92,13 @@ class Pending:
     @classmethod
     def of(cls, txn: Txn, reads: tuple[bytes, ...]) -> Pending:
         deletes = set(txn.deletes)
-        puts = {k: v for k, v in txn.puts.items() if k not in deletes}  # put-then-delete = deleted
-        ops = [pb.RequestOp(request_put=pb.PutRequest(key=k, value=v)) for k, v in puts.items()]
-        ops += [pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=k))
-                for k in dict.fromkeys(txn.deletes)]
-        body = pb.TxnRequest(
-            compare=[compare_rev(k, rev) for k, rev in txn.compares.items()], success=ops,
-            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=k)) for k in reads])
+        puts = ({k: v for k, v in txn.puts.items() if k not in deletes}  # put-then-delete
+                if deletes else txn.puts)  # = deleted
+        dels = list(dict.fromkeys(txn.deletes))
         size = sum(len(k) + len(v) for k, v in puts.items()) + sum(len(k) for k in deletes)
-        return cls(body, reads, frozenset(puts) | deletes, frozenset(txn.compares) | set(reads),
-                   max(len(ops), len(txn.compares), len(reads)), size)
+        return cls(txn_request(txn.compares, puts, dels, reads), reads,
+                   frozenset(puts) | deletes, frozenset(txn.compares) | set(reads),
+                   max(len(puts) + len(dels), len(txn.compares), len(reads)), size)
 
     @property
     def alone(self) -> bool:
@@ -221,10 +219,9 @@ class TxnBatcher:
             self._send_next(linger=True)
 
     async def _send_nested(self, batch: list[Pending]) -> None:
-        body = pb.TxnRequest(success=[pb.RequestOp(request_txn=p.body) for p in batch])
         self.batches += 1
         try:
-            data = await self._call(body)
+            data = await self._call(nested_request(p.body for p in batch))
         except StorageError as exc:
             if not any(r in str(exc) for r in REFUSED_WHOLE):
                 raise

@@ -56,6 +56,14 @@ CHANNEL_OPTIONS = [
 ]
 
 
+def serialize(request: Any) -> bytes:
+    """A request message's wire bytes; bytes pass as they are (a commit's TxnRequest,
+    encoded by storage/metadata/etcd_wire.py)."""
+    if type(request) is bytes:
+        return request
+    return request.SerializeToString()  # type: ignore[no-any-return]
+
+
 def target_of(endpoint: str) -> str:
     """'host:port' of an 'http://host:port' endpoint (gRPC shares etcd's client port)."""
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
@@ -121,15 +129,15 @@ class GrpcKV:
                                                options=CHANNEL_OPTIONS) if self._tls[idx]
                            else grpc.insecure_channel(self._targets[idx], options=CHANNEL_OPTIONS))
                 self._channels[idx] = channel
-            path, req, resp = RPCS[rpc]
-            found = channel.unary_unary(path, request_serializer=req.SerializeToString,
+            path, _, resp = RPCS[rpc]
+            found = channel.unary_unary(path, request_serializer=serialize,
                                         response_deserializer=resp.FromString)
             self._calls[(idx, rpc)] = found
         return found
 
     async def call(self, idx: int, rpc: str, request: Any, timeout_s: float) -> Any:
-        """Send `request` to member `idx`; its answer, or the grpc.RpcError it failed with.
-        A cancelled caller cancels the call (a write may still have applied, as ever)."""
+        """Send `request` (a message, or its serialized bytes) to member `idx`; its answer,
+        or the grpc.RpcError it failed with. A cancelled caller cancels the call (a write may still have applied, as ever)."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         pending = self._callable(idx, rpc).future(request, timeout=timeout_s)

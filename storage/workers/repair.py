@@ -190,10 +190,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         work never waits behind a long batch of safe stripes paced for client load.
         """
         now = time.time()
-        urgent = [it for it in await self._meta.range(*urgent_repair_span(), limit=BATCH)
-                  if self._due(unpack(it.value), now)]
+        read = await self._meta.range(*urgent_repair_span(), limit=BATCH)
+        urgent = [it for it in read if self._due(unpack(it.value), now)]
         if urgent:  # each entry is repaired, dropped or deferred: this cannot spin
-            await self._run_batch(urgent, safe_cap=0)
+            await self._run_batch(urgent, safe_cap=0, refill=len(read) >= BATCH)
             return True
         items = await self._meta.range(self._queue_cursor, space(REPAIR)[1], limit=BATCH)
         left = await self._run_batch(items, safe_cap=max(1, self.settings.parallel))

@@ -15,6 +15,12 @@ tracker, and when a node returns (or restarts), goes down or out, or passes its 
   and the due urgent entries are read again, assessed and started in risk order, so a
   stripe now at k does not wait behind the rest of a batch planned before the change.
 
+An urgent batch also tops itself up: while more due urgent entries wait than it took
+(`BATCH` a read), the next ones are read, assessed and started as its gates free up, so a
+large repair runs as rolling batches of up to `ROLL_S` and its lanes do not drain to one
+straggler every `BATCH` stripes (measured: `benchmarks/README.md`, session 12). A top-up
+starts each stripe at most once per batch.
+
 Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all;
 a metadata error while re-planning is logged and the rebuilds under way go on.
 """
@@ -24,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from storage.errors import StorageError
 from storage.health import DOWN, OUT, UP
@@ -35,7 +41,7 @@ from storage.records import PartLayout, unpack
 from storage.shards.ids import shard_id
 from storage.workers.manifests import Manifest, load_manifest
 from storage.workers.repair_assess import Assessment
-from storage.workers.repair_lanes import RepairLanes
+from storage.workers.repair_lanes import WHOLE_SHARE, RepairLanes
 
 log = logging.getLogger("tessera.repair")
 WATCH_S = 0.25  # how often a running batch looks at the nodes' health
@@ -46,6 +52,9 @@ FRESH_S = 5.0  # a sweep's assessment is reused by the queue step for this long
 # (measured: 4.2 -> 1.5 ms of gateway + node CPU per stripe checked).
 ASSESS_PARALLEL = 128
 BATCH = 64
+# An urgent batch tops itself up for this long at most: then it drains and the step ends, so
+# the sweep, the quarantine poll and live pacing settings still get their turn between steps.
+ROLL_S = 10.0
 Work = tuple[bool, int, Item, Manifest, Assessment]  # (safe, healthy shards, entry, ...)
 
 
@@ -180,11 +189,17 @@ class RepairBatches:
         work.sort(key=lambda w: (w[0], w[1], w[2].key))  # at risk, then fewest healthy, first
         return work
 
-    async def _run_batch(self, items: list[Item], safe_cap: int) -> list[bytes]:
+    async def _run_batch(self, items: list[Item], safe_cap: int,
+                         refill: bool = False) -> list[bytes]:
         """Assess and repair `items`, stripes at risk first; returns the keys of safe ones
         left for a later step (beyond `safe_cap`, or not started before a re-plan; 0 = none
-        are left). Re-plans when the nodes change while it runs (module docstring)."""
+        are left). Re-plans when the nodes change while it runs; with `refill` (`items`
+        read from the urgent queue) tops itself up from it (module docstring)."""
         self._progress = False
+        more = refill  # the urgent queue may hold more entries than were read
+        tried = {stripe_of(it.key) for it in items}
+        roll_end = time.monotonic() + ROLL_S
+        next_refill = 0.0
         work = await self._assess_items(items)
         left: list[bytes] = []
         if safe_cap:
@@ -229,6 +244,15 @@ class RepairBatches:
                         error = error or t.exception()
                     elif t.result():
                         self._progress = True
+                now = time.monotonic()
+                if more and len(running) <= self.settings.parallel * WHOLE_SHARE and \
+                        (not running or now >= next_refill) and now < roll_end:
+                    next_refill = now + WATCH_S
+                    try:
+                        more = await self._top_up(running, tried, start)
+                    except StorageError as exc:
+                        log.warning("repair: reading more urgent entries failed (%s)", exc)
+                        more = False
                 if not running:
                     continue
                 try:
@@ -242,9 +266,10 @@ class RepairBatches:
                     if changed or swept:  # the due urgent entries, in risk order, beside
                         skip = self._busy | {v[0] for v in running.values()
                                              if v[1] == self._plan}
-                        urgent = await self._meta.range(*urgent_repair_span(), limit=BATCH)
-                        start(await self._assess_items(
-                            [it for it in urgent if stripe_of(it.key) not in skip]))
+                        urgent = [it for it in await self._meta.range(
+                            *urgent_repair_span(), limit=BATCH) if stripe_of(it.key) not in skip]
+                        tried.update(stripe_of(it.key) for it in urgent)
+                        start(await self._assess_items(urgent))
                 except StorageError as exc:  # (an etcd hiccup as a node goes down): only
                     log.warning("repair: re-planning failed (%s); the rebuilds go on", exc)
                     # a lost lease (the step cancelled) stops what is under way
@@ -254,3 +279,15 @@ class RepairBatches:
         if error is not None:
             raise error
         return left
+
+    async def _top_up(self, running: Mapping[asyncio.Task[bool], tuple[bytes, int]],
+                      tried: set[bytes], start: Callable[[list[Work]], None]) -> bool:
+        """Start the due urgent entries this batch has not tried yet (assessed, in risk
+        order, behind those already waiting at the gates); whether more may wait."""
+        skip = self._busy | {v[0] for v in running.values()} | tried
+        limit = min(BATCH + len(skip), 8 * BATCH)  # past entries tried, deferred or failed
+        urgent = await self._meta.range(*urgent_repair_span(), limit=limit)
+        new = [it for it in urgent if stripe_of(it.key) not in skip]
+        tried.update(stripe_of(it.key) for it in new)
+        start(await self._assess_items(new))
+        return bool(new) and len(urgent) >= limit

@@ -134,6 +134,16 @@ def test_workers_share_the_port_and_metrics_sum(cluster: LocalCluster) -> None:
     assert puts == len(bodies)  # every worker's count, summed by worker 0
 
 
+def test_the_upload_budget_is_the_whole_gateways(cluster: LocalCluster) -> None:
+    """`[gateway] upload_budget_bytes` bounds both workers together (each holds half), so
+    the gateway's upload memory is what the setting says whatever the worker count."""
+    setting = load_config(cluster.data / "tessera.toml").gateway.upload_budget_bytes
+    status, text = fetch(cluster.env["TESSERA_ADMIN_URL"] + "/metrics")
+    assert status == 200
+    limit = _metric(text.decode(), 'tessera_upload_budget_bytes{state="limit"}')
+    assert limit == setting  # summed over the two workers (each had all of it before)
+
+
 def test_background_workers_run_in_worker_zero_only(cluster: LocalCluster) -> None:
     log = (cluster.data / "logs" / "gateway.log").read_text()
     takers = {line.split("lease taken by ")[1].split(" ")[0]

@@ -34,7 +34,8 @@ class FakeGateway:
             return pb.TxnResponse(responses=reads)
         return pb.TxnResponse(succeeded=True)
 
-    async def call(self, body: pb.TxnRequest) -> pb.TxnResponse:
+    async def call(self, raw: bytes) -> pb.TxnResponse:
+        body = pb.TxnRequest.FromString(raw)  # as etcd parses what the batcher sends
         self.bodies.append(body)
         await self.release.wait()
         if self.error is not None:
@@ -167,7 +168,8 @@ class GatedGateway(FakeGateway):
         super().__init__()
         self.gates: list[asyncio.Event] = []
 
-    async def call(self, body: pb.TxnRequest) -> pb.TxnResponse:
+    async def call(self, raw: bytes) -> pb.TxnResponse:
+        body = pb.TxnRequest.FromString(raw)
         gate = asyncio.Event()
         self.gates.append(gate)
         self.bodies.append(body)

@@ -61,3 +61,33 @@ def test_glibc_tunables_win_too() -> None:
                            "glibc.malloc.trim_threshold=131072")
     assert took == "False"
     assert faults > 20_000
+
+
+# A thread's 4 MiB block (below the mmap line: from an arena) while the main thread holds
+# one too; glibc's malloc_stats (stderr) lists one "Arena N:" per arena in use.
+ARENAS = """
+import ctypes, sys, threading
+from storage.malloc import tune_malloc
+tune_malloc(arenas=1) if sys.argv[1] == "one" else tune_malloc()
+held = [bytearray(4 << 20)]
+t = threading.Thread(target=lambda: held.append(bytearray(4 << 20)))
+t.start()
+t.join()
+ctypes.CDLL("libc.so.6").malloc_stats()
+"""
+
+
+def _arenas(mode: str, **env: str) -> int:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    err = subprocess.run([sys.executable, "-c", ARENAS, mode], cwd=ROOT, env={**clean, **env},
+                         capture_output=True, text=True, timeout=60, check=True).stderr
+    return sum(line.startswith("Arena ") for line in err.splitlines())
+
+
+def test_one_arena_serves_every_thread() -> None:
+    """The gateway's setting: a block freed on one thread is reused by the next allocation
+    on any other (per-thread arenas each kept their own free megabytes)."""
+    assert _arenas("default") >= 2
+    assert _arenas("one") == 1
+    assert _arenas("one", MALLOC_ARENA_MAX="4") >= 2  # an operator's own setting wins

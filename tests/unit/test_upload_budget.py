@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from storage.uploadbudget import UploadBudget, write_footprint
+from storage.uploadbudget import UploadBudget, worker_share, write_footprint
 
 MiB = 1024 * 1024
 
@@ -205,3 +205,10 @@ def test_without_a_deadline_a_write_waits_as_long_as_it_takes() -> None:
         return await asyncio.wait_for(waiter, 30)
 
     assert asyncio.run(main()) == 5 * MiB
+
+
+def test_a_workers_share_of_the_gateways_budget() -> None:
+    assert worker_share(256 * MiB, 1) == 256 * MiB
+    assert worker_share(256 * MiB, 2) == 128 * MiB
+    assert worker_share(256 * MiB, 3) * 3 <= 256 * MiB
+    assert worker_share(2 * MiB, 4) == MiB  # never below the setting's floor
