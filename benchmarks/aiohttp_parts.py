@@ -15,8 +15,6 @@ Variants, each one step above the previous:
 - `s3-stream`: that with GetObject's small-body response before session 9 instead: a
   prepared stream with the headers held for the first write, written through
   `BorrowedBodyWriter`, then ended (`s3-response` is what GetObject sends now);
-- `s3-eager`: `s3-response` with the listener's eager protocol (`gateway/s3/eager.py`:
-  a bodiless GET started from `data_received`, aiohttp's request and response kept);
 - `s3-lean`: `parser` building the same `S3Request` and running the same handler and
   `prepare` + `write_eof` of its `web.Response` inline from `data_received` (no
   `RequestHandler`: no per-request task, waiter future or start loop). Against
@@ -176,14 +174,14 @@ def _handler(op: str, stream: bool) -> Callable[[web.BaseRequest],
     return handle
 
 
-def _server(op: str, stream: bool, s3: bool, eager: bool = False) -> web.Server:
+def _server(op: str, stream: bool, s3: bool) -> web.Server:
     from gateway.app import create_s3_server
 
     class Handler:
         handle = staticmethod(_handler(op, stream))
 
     if s3:
-        return create_s3_server(Handler(), eager=eager)  # type: ignore[arg-type]
+        return create_s3_server(Handler())  # type: ignore[arg-type]
     return web.Server(Handler.handle, access_log=None)
 
 
@@ -197,8 +195,8 @@ async def _listen(variant: str, op: str, port: int) -> Callable[[], Awaitable[No
         async def close() -> None:
             srv.close()
         return close
-    runner = web.ServerRunner(_server(op, variant.endswith("stream"), variant.startswith("s3"),
-                                      variant == "s3-eager"), handle_signals=False)
+    runner = web.ServerRunner(_server(op, variant.endswith("stream"), variant.startswith("s3")),
+                              handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner.cleanup
@@ -215,8 +213,7 @@ def _raw(op: str, i: int) -> bytes:
     return (head + "\r\n").encode()
 
 
-VARIANTS = ("protocol", "parser", "server-response", "s3-response", "s3-stream", "s3-lean",
-            "s3-eager")
+VARIANTS = ("protocol", "parser", "server-response", "s3-response", "s3-stream", "s3-lean")
 
 
 async def run(a: argparse.Namespace) -> None:

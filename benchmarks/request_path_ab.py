@@ -21,9 +21,7 @@ headers and data-key cipher kept with that version, `storage/shared_memo.py`),
 `storage/buckets.py`), `small-get` (a small GET as one `Response`,
 `gateway/s3/handlers/objects.py`), `small9` (those three together), `same-item` (a
 re-read of an unchanged cached record hands out the same `Item`,
-`storage/metadata/sqlite.py`), `eager` (bodiless GETs and HEADs started from
-`data_received`, `gateway/s3/eager.py`; against aiohttp's own protocol), `none` (A/A: the
-noise floor).
+`storage/metadata/sqlite.py`), `none` (A/A: the noise floor).
 """
 
 from __future__ import annotations
@@ -226,17 +224,6 @@ TOGGLES: dict[str, Callable[[Any], Callable[[bool], None]]] = {  # given the Tim
 }
 
 
-def _eager(runner: Any) -> Callable[[bool], None]:
-    """The listener's connections (opened fresh every round) eager or aiohttp's own."""
-    from aiohttp import web
-
-    from gateway.s3.eager import EagerServer
-
-    def set_on(on: bool) -> None:
-        runner.server.__class__ = EagerServer if on else web.Server  # no state of its own
-    return set_on
-
-
 def _request(method: str, port: int, path: str, body: bytes, ak: str, sk: str) -> bytes:
     url = f"http://127.0.0.1:{port}{path}"
     headers = sign_headers(method, url, {"Content-Length": str(len(body))} if body else {},
@@ -282,7 +269,7 @@ async def run(a: argparse.Namespace, data: Path) -> None:
     port = a.port
     runner, cred, meta = await build(port, data, 4096)
     ak, sk = cred.access_key, cred.secret_key
-    toggle = _eager(runner) if a.toggle == "eager" else TOGGLES[a.toggle](meta)
+    toggle = TOGGLES[a.toggle](meta)
     body = os.urandom(a.size)
     await _exchange(*await asyncio.open_connection("127.0.0.1", port),
                     _request("PUT", port, "/abbench", b"", ak, sk))
@@ -319,7 +306,7 @@ async def run(a: argparse.Namespace, data: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--toggle", choices=sorted([*TOGGLES, "eager"]), default="object-cache")
+    ap.add_argument("--toggle", choices=sorted(TOGGLES), default="object-cache")
     ap.add_argument("--op", choices=("get", "put"), default="get")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--requests", type=int, default=800, help="per round and variant")

@@ -20,7 +20,6 @@ from gateway.balance import ConnSlots
 from gateway.metrics import Metrics, merge_expositions
 from gateway.metrics_cluster import ClusterGauges
 from gateway.s3.access_log import may_deliver
-from gateway.s3.eager import EAGER_NEEDED, EagerServer
 from gateway.s3.request_keys import CORS_HEADERS, FIRST_BYTE, REQUEST_ID
 from gateway.s3.server import S3Server
 from gateway.site import BalancedTCPSite, GuardedTCPSite
@@ -82,14 +81,13 @@ class S3Request(web.BaseRequest):
         _stamp(self, response)
 
 
-def create_s3_server(server: S3Server, eager: bool = True) -> web.Server:
+def create_s3_server(server: S3Server) -> web.Server:
     """The S3 listener's request handler factory: every request goes to `server.handle`.
 
     A low-level `web.Server`, not an `Application`: the one catch-all route needed no
     router (a regex match and a match-info dict per request), no per-request signal for
     the response stamp and no `Expect:` dispatch (`S3Server._continue` answers it once the
-    request is authorized). Bodiless GETs and HEADs start eagerly (`gateway.s3.eager`);
-    `eager=False` is aiohttp's own protocol (for A/B measurements)."""
+    request is authorized)."""
     loop = asyncio.get_running_loop()
 
     def make_request(message: Any, payload: Any, protocol: Any, writer: Any,
@@ -97,10 +95,9 @@ def create_s3_server(server: S3Server, eager: bool = True) -> web.Server:
         return S3Request(message, payload, protocol, writer, task, loop,
                          client_max_size=CLIENT_MAX_BYTES)
 
-    cls = EagerServer if eager and EAGER_NEEDED else web.Server
-    return cls(server.handle, request_factory=make_request, loop=loop, access_log=None,
-               max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES,
-               keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+    return web.Server(server.handle, request_factory=make_request, loop=loop, access_log=None,
+                      max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES,
+                      keepalive_timeout=KEEPALIVE_TIMEOUT_S)
 
 
 def s3_runner(server: S3Server) -> web.ServerRunner:
