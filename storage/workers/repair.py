@@ -217,7 +217,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
                                  puts={item.key: pack(entry)}))
 
     async def _repair(self, item: Item, man: Manifest, a: Assessment,
-                      throttle: Throttle | None = None) -> bool:
+                      throttle: Throttle | None = None,
+                      rebuilt: Callable[[], None] | None = None) -> bool:
         part = man.part
         entry = unpack(item.value)
         if not a.missing:
@@ -273,6 +274,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             return False
         finally:
             self._rebuilding.pop(part.stripe_id, None)
+            if rebuilt is not None:  # its lane is free for the next stripe from here on
+                rebuilt()
         for i, reason in res.failed.items():
             self._health.report_failure(targets[i].id, reason)
         if not res.written:

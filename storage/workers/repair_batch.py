@@ -19,7 +19,9 @@ An urgent batch also tops itself up: while more due urgent entries wait than it 
 (`BATCH` a read), the next ones are read, assessed and started as its gates free up, so a
 large repair runs as rolling batches of up to `ROLL_S` and its lanes do not drain to one
 straggler every `BATCH` stripes (measured: `benchmarks/README.md`, session 12). A top-up
-starts each stripe at most once per batch.
+starts each stripe at most once per batch. A stripe's lane is freed once its rebuilt shards
+are written (acknowledged durable by their nodes): its manifest commit runs beside the next
+stripe's rebuild, and the gates still bound the shard bytes in flight.
 
 Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all;
 a metadata error while re-planning is logged and the rebuilds under way go on.
@@ -212,16 +214,28 @@ class RepairBatches:
         async def fix(plan: int, w: Work) -> bool:
             safe, _, item, man, a = w
             sid = man.part.stripe_id
-            async with lanes.gate(man.part):
+            gate = lanes.gate(man.part)
+            await gate.acquire()
+            held = True
+
+            def free() -> None:  # the bytes are written: the next stripe may start while
+                nonlocal held  # this one commits
+                if held:
+                    held = False
+                    gate.release()
+
+            try:
                 if plan != self._plan or sid in self._busy:  # re-planned while it waited
                     left.append(item.key)
                     return False
                 self._busy.add(sid)
                 try:
                     return await self._repair(item, man, a,
-                                              self._throttle if safe else self._urgent)
+                                              self._throttle if safe else self._urgent, free)
                 finally:
                     self._busy.discard(sid)
+            finally:
+                free()
 
         def start(batch: list[Work]) -> None:
             waiting = {v for v in running.values() if v[1] == self._plan}
