@@ -28,7 +28,6 @@ from storage.activity import CLIENTS, SharedActivity
 from storage.cluster import Cluster
 from storage.config import Config
 from storage.sharedhealth import SharedHealth
-from storage.uploadbudget import UploadBudget, worker_share
 from storage.workers.accesslog import AccessLogStager
 from storage.workers.runner import WorkerRunner
 
@@ -205,10 +204,9 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
         CLIENTS.share(SharedActivity(role.rundir / "activity", role.index, role.count))
     children = await _spawn(role, spawn) if spawn is not None and role.index == 0 else []
     health = SharedHealth(role.rundir / "health") if shared and role.rundir else None
-    cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0)
-    # the setting is the whole gateway's: each worker process holds its share
-    cluster.stripes.uploads = UploadBudget(worker_share(cfg.gateway.upload_budget_bytes,
-                                                        role.count))
+    # the upload budget setting is the whole gateway's: each worker process holds its share
+    cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0,
+                                 workers=role.count)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
     metrics.watch_uploads(cluster.stripes.uploads)
