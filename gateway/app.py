@@ -27,7 +27,6 @@ from storage.activity import CLIENTS, SharedActivity
 from storage.cluster import Cluster
 from storage.config import Config
 from storage.sharedhealth import SharedHealth
-from storage.uploadbudget import UploadBudget, worker_share
 from storage.workers.accesslog import AccessLogStager
 from storage.workers.runner import WorkerRunner
 
@@ -178,10 +177,9 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
         assert role.rundir is not None
         CLIENTS.share(SharedActivity(role.rundir / "activity", role.index, role.count))
     health = SharedHealth(role.rundir / "health") if shared and role.rundir else None
-    cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0)
-    # the setting is the whole gateway's: each worker process holds its share
-    cluster.stripes.uploads = UploadBudget(worker_share(cfg.gateway.upload_budget_bytes,
-                                                        role.count))
+    # the upload budget setting is the whole gateway's: each worker process holds its share
+    cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0,
+                                 workers=role.count)
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
     metrics.watch_uploads(cluster.stripes.uploads)

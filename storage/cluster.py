@@ -67,14 +67,15 @@ class Cluster:
     def wire(cls, cfg: Config, meta: MetadataStore, tenants: TenantService, nodes: NodeTransport,
              cpu: ThreadPoolExecutor, hashing: ThreadPoolExecutor,
              session: aiohttp.ClientSession | None = None, gc_grace_s: float | None = None,
-             stall_s: float | None = None) -> Cluster:
+             stall_s: float | None = None, workers: int = 1) -> Cluster:
         """Every service over `meta` and the node transport `nodes` (the simulation tests
-        pass their in-memory nodes here). `gc_grace_s` defaults to [workers] gc_grace_s."""
+        pass their in-memory nodes here). `gc_grace_s` defaults to [workers] gc_grace_s;
+        `workers` is how many gateway processes share the upload budget."""
         grace = cfg.workers.gc_grace_s if gc_grace_s is None else gc_grace_s
         health = HealthTracker(cfg.nodes, nodes, probe_interval_s=cfg.gateway.health_probe_s)
         extra = {} if stall_s is None else {"stall_s": stall_s}
         stripes = StripeStore(cfg, nodes, health, cpu, hashing, lies=LyingShards(meta, nodes),
-                              **extra)
+                              workers=workers, **extra)
         buckets = BucketService(meta, cfg.gateway.region)
         objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=grace)
         multipart = MultipartService(meta, tenants, objects, gc_grace_s=grace)
@@ -88,11 +89,12 @@ class Cluster:
     @classmethod
     async def open(cls, cfg: Config, probe: bool = True,
                    gc_grace_s: float | None = None, shared_health: SharedHealth | None = None,
-                   probe_loop: bool = True) -> Cluster:
+                   probe_loop: bool = True, workers: int = 1) -> Cluster:
         """Open the cluster. `gc_grace_s` (default: [workers] gc_grace_s) is how long
         the stripes of a replaced or transitioned version stay for reads already in flight.
         `shared_health`: node health shared with other processes (gateway workers); with
-        it, `probe_loop=False` leaves the periodic probe to one of them."""
+        it, `probe_loop=False` leaves the periodic probe to one of them. `workers`: how many
+        gateway processes share `[gateway] upload_budget_bytes` (`worker_share`)."""
         meta_path = cfg.data_dir / cfg.metadata_path
         meta = cast(MetadataStore, TimedStore(
             await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)))
@@ -106,7 +108,8 @@ class Cluster:
         threads = max(2, cfg.gateway.cpu_threads or (os.cpu_count() or 2))
         cpu = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="codec")
         hashing = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hash")
-        c = cls.wire(cfg, meta, tenants, nodes, cpu, hashing, session, gc_grace_s)
+        c = cls.wire(cfg, meta, tenants, nodes, cpu, hashing, session, gc_grace_s,
+                     workers=workers)
         await refresh_membership(meta, cfg, c.health)  # config nodes + the M/ overlay
         c.membership = MembershipWatcher(meta, cfg, c.health)
         if shared_health is not None:

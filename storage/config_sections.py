@@ -70,9 +70,9 @@ class GatewayConfig:
     header_timeout_s: float = 20.0  # a connection must send its first request's headers
     shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys
     cpu_threads: int = 2
-    # segments and frames all uploads of the gateway (all its workers, each an equal share)
-    # may hold at once; an upload waits its turn (before its body is read) when its
-    # footprint does not fit its worker's share
+    # segments and frames all uploads of the gateway (all its workers, each an equal share,
+    # at least one largest upload) may hold at once; an upload waits its turn (before its
+    # body is read) when its footprint does not fit its worker's share
     upload_budget_bytes: int = 256 * MiB
     workers: int = 0  # gateway processes serving S3 on one address; 0 = one per core
     accept_grace_s: float = 0.25  # a pending connection waits this for the worker whose turn

@@ -36,7 +36,13 @@ from storage.shards.ids import shard_id
 from storage.shards.slot import ShardSlot
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
-from storage.uploadbudget import UPLOAD_WAIT_S, UploadBudget, write_footprint
+from storage.uploadbudget import (
+    UPLOAD_WAIT_S,
+    UploadBudget,
+    largest_write,
+    worker_share,
+    write_footprint,
+)
 
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
@@ -55,7 +61,7 @@ class WriteResult:
 class StripeStore:
     def __init__(self, cfg: Config, client: NodeTransport, health: HealthTracker,
                  cpu: Executor, hashing: Executor, stall_s: float = 20.0,
-                 lies: LyingShards | None = None) -> None:
+                 lies: LyingShards | None = None, workers: int = 1) -> None:
         self._cfg = cfg
         self.lies = lies or LyingShards(None, client)  # where lying shards are reported
         self._client = client
@@ -64,8 +70,10 @@ class StripeStore:
         self._hashing = hashing
         self._stall_s = stall_s
         self.pool = BufferPool(POOL_BYTES)  # frames and segments of borrowing reads
-        # what all of this process's writes may hold at once (segments, frames in flight)
-        self.uploads = UploadBudget(cfg.gateway.upload_budget_bytes)
+        # what all of this process's writes may hold at once (segments, frames in flight):
+        # its share of the gateway's setting when it is one of `workers` gateway processes
+        self.uploads = UploadBudget(worker_share(cfg.gateway.upload_budget_bytes, workers,
+                                                 largest_write(cfg)))
 
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""

@@ -4,8 +4,8 @@ Each stripe write holds a few segments, their encoded frames and the frames queu
 every node (about 58 MiB for a part coded in 4 MiB segments, a single-segment object about
 2.5 times its size): with no cap, N concurrent large uploads hold N times that.
 `UploadBudget` admits a write only once its whole footprint (`write_footprint`) fits under
-the process's limit (a gateway worker's share of the gateway's setting, `worker_share`); later writes wait their turn in arrival order before a byte of their
-body is read (so the client's socket, not the gateway's memory, holds what they have not
+the process's limit (a gateway worker's share of the gateway's setting, `worker_share`);
+later writes wait their turn in arrival order before a byte of their body is read (so the client's socket, not the gateway's memory, holds what they have not
 sent yet).
 
 No deadlock: a write reserves everything it will hold in one step before it starts and
@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
+from storage.config import Config
 from storage.crypto.aead import TAG_BYTES
 from storage.erasure import block_size
 from storage.errors import Overloaded
@@ -61,11 +62,21 @@ def write_footprint(input_segment: int, segments: int, k: int, width: int,
     return depth * input_segment + sets * frames
 
 
-def worker_share(total: int, workers: int) -> int:
-    """One gateway worker's part of `[gateway] upload_budget_bytes`: the setting bounds all
-    of a gateway's processes together, so each of its `workers` gets an equal share (at
-    least 1 MiB, the setting's own floor)."""
-    return max(total // max(workers, 1), 1024 * 1024)
+def largest_write(cfg: Config) -> int:
+    """The footprint of the largest write this configuration makes: a multi-part upload's
+    part in large segments (sealed, as a codec without a cipher takes them) of its widest
+    profile: about 58 MiB with the default 4 MiB segments and 4+2."""
+    segment = max(cfg.segment_size, cfg.large_segment_size) + TAG_BYTES
+    return max(write_footprint(segment, -1, p.k, p.width) for p in cfg.profiles.values())
+
+
+def worker_share(total: int, workers: int, one_write: int) -> int:
+    """One gateway worker's part of `[gateway] upload_budget_bytes` (`total`): the setting
+    bounds all of a gateway's processes together, so each of its `workers` gets an equal
+    share, but never less than one largest write (`one_write`, or the whole setting when
+    that is smaller): every worker can always run a large upload beside small ones, so with
+    many workers the gateway may hold up to `workers` largest writes."""
+    return max(total // max(workers, 1), min(total, one_write))
 
 
 class UploadBudget:

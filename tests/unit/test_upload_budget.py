@@ -4,10 +4,14 @@ uploads hold, granted whole and in arrival order so no write waits holding part 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from storage.uploadbudget import UploadBudget, worker_share, write_footprint
+from ops.localcluster import default_config
+from storage.config import load_config
+from storage.crypto.aead import TAG_BYTES
+from storage.uploadbudget import UploadBudget, largest_write, worker_share, write_footprint
 
 MiB = 1024 * 1024
 
@@ -208,7 +212,34 @@ def test_without_a_deadline_a_write_waits_as_long_as_it_takes() -> None:
 
 
 def test_a_workers_share_of_the_gateways_budget() -> None:
-    assert worker_share(256 * MiB, 1) == 256 * MiB
-    assert worker_share(256 * MiB, 2) == 128 * MiB
-    assert worker_share(256 * MiB, 3) * 3 <= 256 * MiB
-    assert worker_share(2 * MiB, 4) == MiB  # never below the setting's floor
+    big = 58 * MiB
+    assert worker_share(256 * MiB, 1, big) == 256 * MiB
+    assert worker_share(256 * MiB, 2, big) == 128 * MiB
+    assert worker_share(256 * MiB, 3, big) * 3 <= 256 * MiB
+    assert worker_share(2 * MiB, 4, big) == 2 * MiB  # a setting below one write: all of it
+
+
+def test_every_workers_share_holds_one_largest_write_beside_a_small_one(tmp_path: Path) -> None:
+    """With many workers (one per core on a big host) an equal share of the default would
+    be smaller than one 64 MiB PUT's footprint: that upload would take the worker's whole
+    share and a 1 MiB PUT behind it would wait for all of it (review12a). The share never
+    falls below the configuration's largest write, which then leaves room for small ones."""
+    (tmp_path / "tessera.toml").write_text(default_config(tmp_path, 9000, 9100, 9001))
+    cfg = load_config(tmp_path / "tessera.toml")  # what `tessera up` writes
+    largest = largest_write(cfg)
+    p = cfg.profile()
+    seg = cfg.large_segment_size + TAG_BYTES
+    assert largest >= write_footprint(seg, -1, p.k, p.width)
+    small = write_footprint(cfg.segment_size + TAG_BYTES, 1, p.k, p.width, MiB)
+    for workers in (1, 2, 4, 8, 16, 32, 64):
+        share = worker_share(cfg.gateway.upload_budget_bytes, workers, largest)
+        assert share >= largest
+
+        async def main(share: int = share) -> int:
+            budget = UploadBudget(share)
+            held = await budget.acquire(write_footprint(seg, -1, p.k, p.width))
+            got = await asyncio.wait_for(budget.acquire(small), 5)  # no wait for the big one
+            budget.release(held)
+            return got
+
+        assert asyncio.run(main()) == small
