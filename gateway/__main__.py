@@ -9,12 +9,12 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from gateway import logs
-from gateway.app import WorkerRole, serve, split_hostport
-from gateway.balance import shared_sockets
+from gateway.balance import WorkerRole, shared_sockets, spawn_workers, split_hostport
 from storage.config import Config, load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # shards below a shared data dir are tightened by their nodes, as they count them
         secure_tree(cfg.data_dir, list((cfg.data_dir / "nodes").glob("*/shards")))
         if a.worker_index is not None:
+            from gateway.app import serve
             role = WorkerRole(a.worker_index, a.workers, a.worker_dir, a.listen_fd)
             asyncio.run(serve(cfg, role=role))
         elif a.workers > 1:
@@ -83,14 +84,22 @@ def main(argv: list[str] | None = None) -> int:
                 # descriptors are the S3 site's from here on (closed by it at shutdown)
                 fds = tuple(sock.detach() for sock in _s3_sockets(cfg))
                 role = WorkerRole(0, a.workers, Path(rundir), fds)
-                asyncio.run(serve(cfg, role=role,
-                                  spawn=lambda i: _worker_argv(argv, a, role, i)))
+                asyncio.run(_serve_first(cfg, role, lambda i: _worker_argv(argv, a, role, i)))
         else:
+            from gateway.app import serve
             asyncio.run(serve(cfg))
     except OSError as exc:
         print(f"tessera gateway: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _serve_first(cfg: Config, role: WorkerRole, argv: Callable[[int], list[str]]) -> None:
+    """Worker 0 of several: start the other workers, then import the gateway (`gateway.app`,
+    most of a start's CPU) while they import theirs, and serve."""
+    children = await spawn_workers(role, argv)
+    from gateway.app import serve
+    await serve(cfg, role=role, children=children)
 
 
 def _s3_sockets(cfg: Config) -> list[socket.socket]:

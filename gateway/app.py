@@ -8,15 +8,14 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from gateway.balance import ConnSlots
+from gateway.balance import ConnSlots, WorkerRole, split_hostport
 from gateway.metrics import Metrics, merge_expositions
 from gateway.metrics_cluster import ClusterGauges
 from gateway.s3.access_log import may_deliver
@@ -35,11 +34,6 @@ log = logging.getLogger("tessera.gateway")
 MAX_FIELD_BYTES = 16 * 1024
 KEEPALIVE_TIMEOUT_S = 75.0  # idle keep-alive connections are closed after this
 CLIENT_MAX_BYTES = 1024 * 1024  # what `request.read()`/`post()` accept (POST upload forms)
-
-
-def split_hostport(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def _stamp(request: web.BaseRequest, response: web.StreamResponse) -> None:
@@ -172,37 +166,16 @@ async def _peer_metrics(sock: Path, names: Sequence[str] = ()) -> bytes:
         return b""
 
 
-@dataclass(frozen=True)
-class WorkerRole:
-    """This process's place among the gateway's worker processes (`--workers N`).
-
-    All of them serve S3 on the listening sockets worker 0 binds (one per address of
-    `[gateway] listen`) and passes down (`listen_fds`), taking turns by open connections (`gateway.balance`); worker 0 alone runs the admin API, the background workers and the
-    cluster gauges and the node health probe, and its /metrics sums every worker's (each
-    serves its own on a Unix socket in `rundir`, a private directory that also holds the
-    shared client activity and the shared node health, `storage/sharedhealth.py`).
-    """
-
-    index: int = 0
-    count: int = 1
-    rundir: Path | None = None
-    listen_fds: tuple[int, ...] = ()
-
-    def socket(self, i: int) -> Path:
-        assert self.rundir is not None
-        return self.rundir / f"w{i}.sock"
-
-
 async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = None,
-                spawn: Callable[[int], list[str]] | None = None) -> None:
-    """Run the gateway until SIGTERM/SIGINT; with `spawn` (worker 0 of several), start the
-    other workers (`spawn(i)` is worker i's command line) and stop them on the way out."""
+                children: Sequence[asyncio.subprocess.Process] = ()) -> None:
+    """Run the gateway until SIGTERM/SIGINT; with `children` (worker 0 of several: the
+    other workers, from `spawn_workers`), wait for them to be ready before saying so, and
+    stop them on the way out."""
     role = role or WorkerRole()
     shared = role.count > 1 and role.rundir is not None
     if shared:
         assert role.rundir is not None
         CLIENTS.share(SharedActivity(role.rundir / "activity", role.index, role.count))
-    children = await _spawn(role, spawn) if spawn is not None and role.index == 0 else []
     health = SharedHealth(role.rundir / "health") if shared and role.rundir else None
     # the upload budget setting is the whole gateway's: each worker process holds its share
     cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0,
@@ -282,16 +255,7 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
 WORKER_START_S = 120.0
 
 
-async def _spawn(role: WorkerRole, spawn: Callable[[int], list[str]],
-                 ) -> list[asyncio.subprocess.Process]:
-    """Start workers 1..count-1 (they exit with this process: see `gateway.__main__`)."""
-    fds = role.listen_fds
-    return [await asyncio.create_subprocess_exec(*spawn(i), stdout=asyncio.subprocess.PIPE,
-                                                 pass_fds=fds)
-            for i in range(1, role.count)]
-
-
-async def _wait_ready(children: list[asyncio.subprocess.Process]) -> None:
+async def _wait_ready(children: Sequence[asyncio.subprocess.Process]) -> None:
     """Wait for every worker's ready line; RuntimeError if one exits or stays silent."""
     async def one(p: asyncio.subprocess.Process) -> None:
         assert p.stdout is not None
@@ -305,7 +269,7 @@ async def _wait_ready(children: list[asyncio.subprocess.Process]) -> None:
     await asyncio.gather(*(one(p) for p in children))
 
 
-async def _stop(children: list[asyncio.subprocess.Process]) -> None:
+async def _stop(children: Sequence[asyncio.subprocess.Process]) -> None:
     for p in children:
         if p.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -9,6 +9,9 @@ per worker). A worker over its share stops watching the socket and looks again a
 milliseconds later; if a connection stays pending while nobody accepts anything for
 `grace_s` (`[gateway] accept_grace_s`: a stalled worker), it takes the connection anyway, so a stuck worker
 never stops service.
+
+Worker 0 starts the other workers (`spawn_workers`) before it imports the gateway itself
+(`gateway.app`), so their imports run beside its own: this module stays light on imports.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from storage.pids import pid_alive
 from storage.sharedmap import map_shared
@@ -242,3 +247,39 @@ class BalancedAccept:
 
     async def wait_closed(self) -> None:
         return None
+
+
+def split_hostport(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process's place among the gateway's worker processes (`--workers N`).
+
+    All of them serve S3 on the listening sockets worker 0 binds (one per address of
+    `[gateway] listen`) and passes down (`listen_fds`), taking turns by open connections
+    (`gateway.balance`); worker 0 alone runs the admin API, the background workers and the
+    cluster gauges and the node health probe, and its /metrics sums every worker's (each
+    serves its own on a Unix socket in `rundir`, a private directory that also holds the
+    shared client activity and the shared node health, `storage/sharedhealth.py`).
+    """
+
+    index: int = 0
+    count: int = 1
+    rundir: Path | None = None
+    listen_fds: tuple[int, ...] = ()
+
+    def socket(self, i: int) -> Path:
+        assert self.rundir is not None
+        return self.rundir / f"w{i}.sock"
+
+
+async def spawn_workers(role: WorkerRole, argv: Callable[[int], list[str]],
+                        ) -> list[asyncio.subprocess.Process]:
+    """Start workers 1..count-1 (`argv(i)` is worker i's command line; they exit with this
+    process: see `gateway.__main__`); `gateway.app.serve` waits for their ready lines."""
+    return [await asyncio.create_subprocess_exec(*argv(i), stdout=asyncio.subprocess.PIPE,
+                                                 pass_fds=role.listen_fds)
+            for i in range(1, role.count)]

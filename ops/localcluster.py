@@ -13,13 +13,13 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ops.etcdcluster import EtcdCluster, EtcdMember, default_members
 from ops.localports import check_free, move_ports
 from ops.nodeforks import ForkedProc, start_forker, until_ready
-from storage.cluster import Cluster
 from storage.config import (
     DEFAULT_INLINE_MAX_BYTES,
     ENV_ADMIN_ACCESS_KEY,
@@ -155,16 +155,24 @@ async def _start(name: str, args: list[str], log_dir: Path, marker: str) -> Chil
     return Child(name, proc, log)
 
 
-async def _start_nodes(config: Path, log_dir: Path, ids: list[str]) -> list[Child]:
+async def _start_nodes(config: Path, log_dir: Path, ids: list[str],
+                       beside: Callable[[], Awaitable[None]] | None = None) -> list[Child]:
     """The storage nodes, forked by one `nodes.forker` (one import for all), each ready;
-    the forker comes last: it ends when its last node has."""
+    the forker comes last: it ends when its last node has. `beside()`, if given, runs
+    while they start; if it fails, the nodes are stopped once each is ready (or gone)."""
     forker, forked = await start_forker(config, log_dir, ids)
     children = [Child(i, forked[i], log_dir / f"{i}.log") for i in ids]
     children.append(Child("nodes-forker", forker, log_dir / "nodes-forker.log"))
     run_dir = log_dir.parent / "run"
     run_dir.mkdir(exist_ok=True)
     try:
-        states = await asyncio.gather(*(until_ready(forked[i], READY_TIMEOUT_S) for i in ids))
+        got = await asyncio.gather(  # all of them ended: each node forked (so stoppable) or gone
+            *(until_ready(forked[i], READY_TIMEOUT_S) for i in ids),
+            *([beside()] if beside is not None else []), return_exceptions=True)
+        for failed in got:
+            if isinstance(failed, BaseException):
+                raise failed
+        states = got[:len(ids)]
         for c, state in zip(children, states, strict=False):
             if state == "exited" and forked[c.name].pid is None:  # the forker failed first
                 forker_log = children[-1].log
@@ -207,6 +215,8 @@ async def bootstrap(config: Path) -> dict[str, str]:
     env_path = cfg.data_dir / "tessera.env"
     if env_path.exists():
         return dict(line.split("=", 1) for line in env_path.read_text().splitlines() if "=" in line)
+    from storage.cluster import Cluster  # here: `tessera up` imports it beside the nodes' start
+
     cluster = await Cluster.open(cfg, probe=False)
     try:
         await cluster.tenants.create("default")
@@ -287,7 +297,6 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
     cfg = load_config(config)
     listens = gateway_listens(cfg.gateway.listen, cfg.gateway.admin_listen, gateways)
     check_free(cfg, listens)
-    env = await bootstrap(config)
     log_dir = data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     children: list[Child] = []
@@ -296,7 +305,15 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        children += await _start_nodes(config, log_dir, [n.id for n in cfg.nodes])
+        # the first start's tenant and keys are written while the nodes start (they need no
+        # metadata); the gateway, which reads them, starts after both
+        env: dict[str, str] = {}
+
+        async def first_start() -> None:
+            env.update(await bootstrap(config))
+
+        children += await _start_nodes(config, log_dir, [n.id for n in cfg.nodes],
+                                       beside=first_start)
         children.append(await _start("gateway", ["-m", "gateway", "--config", str(config),
                                                  "--log-file", str(log_dir / "gateway.log")],
                                      log_dir, "gateway ready"))

@@ -105,3 +105,21 @@ def test_a_node_that_cannot_start_fails_tessera_up_with_its_error_and_stops_the_
         asyncio.run(_start_nodes(config, tmp_path / "logs", ["n1", "zz"]))
     assert _running_with(config) == []  # n1 and the forker were stopped, not left behind
     assert '"msg":"stopping"' in (tmp_path / "logs" / "n1.log").read_text()  # by SIGTERM
+
+
+def test_work_beside_the_nodes_start_runs_and_its_failure_stops_them(tmp_path: Path) -> None:
+    """`tessera up` writes a first start's tenant and keys while its nodes start: that work
+    runs once the forker is started, and if it fails, no node is left behind."""
+    config = _config(tmp_path)
+    seen: list[list[int]] = []
+
+    async def fails() -> None:
+        seen.append(_running_with(config))  # the forker is already running
+        raise RuntimeError("bootstrap failed")
+
+    with pytest.raises(RuntimeError, match="bootstrap failed"):
+        asyncio.run(_start_nodes(config, tmp_path / "logs", ["n1", "n2"], beside=fails))
+    assert seen and seen[0], "the work ran before the nodes were started"
+    assert _running_with(config) == []  # the forker and both nodes were stopped
+    for node in ("n1", "n2"):  # by SIGTERM, once forked, not killed past a timeout
+        assert '"msg":"stopping"' in (tmp_path / "logs" / f"{node}.log").read_text()

@@ -68,14 +68,22 @@ class Drill:
         return self.pool.submit(fn, *args).result()
 
     def spawn(self, name: str, ns: str, argv: list[str], marker: str | None) -> None:
+        self.launch(name, ns, argv)
+        if marker is not None:
+            self.until_ready(name, marker)
+
+    def launch(self, name: str, ns: str, argv: list[str]) -> None:
+        """Start a process in namespace `ns`, not waiting for it (see `until_ready`)."""
         log = open(self.data / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         p = subprocess.Popen(self.net.exec_argv(ns, argv), stdout=subprocess.PIPE,
                              stderr=log, stdin=subprocess.DEVNULL, text=True,
                              env={**os.environ, **ENV})
         log.close()
         self.procs[name] = p
-        if marker is None:
-            return
+
+    def until_ready(self, name: str, marker: str) -> None:
+        """Until process `name` prints `marker` (then its stdout is drained)."""
+        p = self.procs[name]
         assert p.stdout is not None
         deadline = time.monotonic() + READY_S
         while time.monotonic() < deadline:
@@ -170,10 +178,12 @@ def _start(d: Drill) -> None:
         url = eps[z - 1]
         _wait(f"etcd-az{z} healthy", lambda u=url: d.run(member_healthy, u), READY_S)
     d.env = d.run(lambda: asyncio.run(bootstrap(config)))
-    for n in cfg.nodes:
+    for n in cfg.nodes:  # all started at once (as `tessera up` does), then each one ready
         z = int(n.address.split(".")[2])
-        d.spawn(n.id, net.zone_ns(z), [sys.executable, "-m", "nodes", "--config", str(config),
-                                       "--id", n.id], "ready")
+        d.launch(n.id, net.zone_ns(z), [sys.executable, "-m", "nodes", "--config", str(config),
+                                        "--id", n.id])
+    for n in cfg.nodes:
+        d.until_ready(n.id, "ready")
     d.spawn("gw1", net.core, [sys.executable, "-m", "gateway", "--config", str(config)],
             "gateway ready")
     d.spawn("gw2", net.core, [sys.executable, "-m", "gateway", "--config", str(config),
