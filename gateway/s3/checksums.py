@@ -82,14 +82,17 @@ DIGEST_BYTES = {"CRC32": 4, "CRC32C": 4, "CRC64NVME": 8, "SHA1": 20, "SHA256": 3
 
 def from_headers(headers: object) -> dict[str, str]:
     """Checksums announced in request headers: algorithm -> base64 value. A value that is not
-    the base64 of a digest of its algorithm's size is 400 InvalidRequest, as S3 answers (not
-    BadDigest: nothing was compared)."""
+    the base64 of a digest of its algorithm's size (a composite one at Complete may end in
+    `-<parts>`) is 400 InvalidRequest, as S3 answers (not BadDigest: nothing was compared)."""
     out = {}
     for alg, name in HEADER.items():
         v = headers.get(name)  # type: ignore[attr-defined]
         if v:
+            digest, _, parts = v.partition("-")
             try:
-                size = len(base64.b64decode(v, validate=True))
+                if parts and not (parts.isascii() and parts.isdigit()):
+                    raise ValueError(parts)
+                size = len(base64.b64decode(digest, validate=True))
             except ValueError:
                 size = -1
             if size != DIGEST_BYTES[alg]:

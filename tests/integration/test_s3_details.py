@@ -228,3 +228,22 @@ def test_append_by_write_offset_is_refused_not_an_overwrite(s3) -> None:
     finally:
         s3.meta.events.unregister("before-sign.s3.PutObject", add)
     assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"head"
+
+
+def test_complete_takes_a_composite_checksum_with_its_part_count(s3) -> None:
+    """The whole-object checksum at Complete may be the composite value with its `-<parts>`
+    suffix (ceph/s3-tests sends it so): well-formed, so it is compared, not refused."""
+    import base64
+    import zlib
+
+    b = "details-composite"
+    s3.create_bucket(Bucket=b)
+    up, parts = _two_part_upload(s3, b, "k", ChecksumAlgorithm="CRC32")
+    raw = b"".join(base64.b64decode(p["ChecksumCRC32"]) for p in parts)
+    composite = base64.b64encode(zlib.crc32(raw).to_bytes(4, "big")).decode() + "-2"
+    done = s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up, ChecksumCRC32=composite,
+                                        MultipartUpload={"Parts": parts})
+    assert done["ChecksumCRC32"] == composite
+    up, parts = _two_part_upload(s3, b, "k2", ChecksumAlgorithm="CRC32")
+    assert _err(s3.complete_multipart_upload, Bucket=b, Key="k2", UploadId=up,
+                ChecksumCRC32="AAAAAA==-2", MultipartUpload={"Parts": parts}) == (400, "BadDigest")
