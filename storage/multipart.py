@@ -86,6 +86,16 @@ class ChecksumMismatch(InvalidInput):
         self.algorithm = algorithm
 
 
+class SizeMismatch(InvalidInput):
+    """The object size the client announced at Complete (x-amz-mp-object-size) is not the
+    listed parts' total."""
+
+    def __init__(self, announced: int, size: int) -> None:
+        super().__init__(f"announced {announced} bytes, the parts hold {size}")
+        self.announced = announced
+        self.size = size
+
+
 def new_upload_id() -> str:
     """Sortable by initiation time (listing order), then random."""
     return f"{time.time_ns():016x}" + secrets.token_urlsafe(32)
@@ -236,17 +246,20 @@ class MultipartService:
     async def complete(self, b: Bucket, key: str, upload_id: str, listed: Sequence[ListedPart],
                        conditions: WriteConditions | None = None,
                        expected: dict[str, str] | None = None,
-                       ) -> ObjectVersion:
+                       expected_size: int | None = None) -> ObjectVersion:
         """Make the listed parts one object version; unlisted parts are retired.
 
-        Raises InvalidPart, PartTooSmall, ChecksumMismatch, UploadNotFound, or Conflict
-        when a conditional write's precondition does not hold.
+        Raises InvalidPart, PartTooSmall, ChecksumMismatch, SizeMismatch (the parts' total is
+        not `expected_size`), UploadNotFound, or Conflict when a conditional write's
+        precondition does not hold.
         """
         if not listed:
             raise InvalidInput("no parts")
         while True:
             up, rev = await self.get(b, key, upload_id)
             v, extra = await self._assemble(up, b, listed, expected or {})
+            if expected_size is not None and v.size != expected_size:
+                raise SizeMismatch(expected_size, v.size)
             extra.compares[upload_key(b.name, key, upload_id)] = rev
             try:
                 await self._objects.commit(v, b, conditions, extra=extra)

@@ -168,6 +168,7 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     """
     op = op or ep.op
     params = ep.params
+    source = bucket is not None  # a copy's source: x-amz-source-expected-bucket-owner
     if bucket is None:
         bucket, key = ep.bucket, ep.key
         version_id = ep.params.get("versionId")
@@ -181,8 +182,8 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         if requester is None:
             raise S3Error("NoSuchBucket", BucketName=bucket)
         return requester.tenant  # the handler answers NoSuchBucket
-    expected = request.headers.get("x-amz-expected-bucket-owner" if bucket == ep.bucket
-                                   else "x-amz-source-expected-bucket-owner")
+    expected = request.headers.get("x-amz-source-expected-bucket-owner" if source
+                                   else "x-amz-expected-bucket-owner")
     if expected is not None and expected not in (
             b.tenant, (await cluster.tenants.identity(b.tenant))[0]):
         raise S3Error("AccessDenied")

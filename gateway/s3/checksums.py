@@ -14,6 +14,7 @@ from collections.abc import Callable
 import crc32c as _crc32c
 from awscrt import checksums as _crt
 
+from gateway.s3.errors import S3Error
 from storage import isal
 
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
@@ -76,12 +77,23 @@ class Checksum:
         return base64.b64encode(self._h.digest()).decode()  # type: ignore[attr-defined]
 
 
+DIGEST_BYTES = {"CRC32": 4, "CRC32C": 4, "CRC64NVME": 8, "SHA1": 20, "SHA256": 32}
+
+
 def from_headers(headers: object) -> dict[str, str]:
-    """Checksums announced in request headers: algorithm -> base64 value."""
+    """Checksums announced in request headers: algorithm -> base64 value. A value that is not
+    the base64 of a digest of its algorithm's size is 400 InvalidRequest, as S3 answers (not
+    BadDigest: nothing was compared)."""
     out = {}
     for alg, name in HEADER.items():
         v = headers.get(name)  # type: ignore[attr-defined]
         if v:
+            try:
+                size = len(base64.b64decode(v, validate=True))
+            except ValueError:
+                size = -1
+            if size != DIGEST_BYTES[alg]:
+                raise S3Error("InvalidRequest", f"Value for {name} header is invalid.")
             out[alg] = v
     return out
 

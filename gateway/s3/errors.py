@@ -147,6 +147,8 @@ ERRORS: dict[str, tuple[int, str]] = {
         "The content of the form does not meet the conditions specified in the policy document.",
     ),
     "InvalidRange": (416, "The requested range is not satisfiable"),
+    "InvalidRedirectLocation": (400, "The website redirect location must have a prefix of "
+                                "'http://' or 'https://' or '/'."),
     "InvalidRequest": (400, "Invalid Request"),
     "InvalidSecurity": (403, "The provided security credentials are not valid."),
     "InvalidSOAPRequest": (400, "The SOAP request body is invalid."),

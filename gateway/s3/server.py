@@ -184,6 +184,9 @@ class S3Server:
         auth, requester = await self._authenticate(request, ep)
         tenant = await authz.authorize(self.cluster, request, ep, requester, flow.bucket_record)
         self.metrics.tenant_request(tenant)
+        if ep.key is not None and ep.params.get("versionId") == "":
+            raise S3Error("InvalidArgument", "Version id cannot be the empty string",
+                          ArgumentName="versionId", ArgumentValue="")
         handler = self._handler(ep.op)
         rq = RequestContext(request, ep, auth, tenant, self.cluster, self.cfg, flow.rid,
                             requester.tenant if requester else None, flow.bucket_record)

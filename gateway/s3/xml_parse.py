@@ -106,10 +106,17 @@ def parse_create_bucket(body: bytes) -> str | None:
 
 
 def parse_versioning(body: bytes) -> str:
-    """VersioningConfiguration -> 'Enabled' or 'Suspended'."""
-    status = find_text(parse_document(body, "VersioningConfiguration"), "Status")
+    """VersioningConfiguration -> 'Enabled' or 'Suspended'. MfaDelete Enabled is refused
+    (501 NotImplemented): there is no MFA here to demand, and accepting it would ignore it."""
+    root = parse_document(body, "VersioningConfiguration")
+    status = find_text(root, "Status")
     if status not in ("Enabled", "Suspended"):
         raise malformed(f"versioning status {status!r}")
+    mfa = find_text(root, "MfaDelete")
+    if mfa not in (None, "Enabled", "Disabled"):
+        raise malformed(f"MfaDelete {mfa!r}")
+    if mfa == "Enabled":
+        raise S3Error("NotImplemented", "MFA Delete is not supported.")
     return status
 
 

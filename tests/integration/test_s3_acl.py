@@ -266,6 +266,30 @@ def test_expected_bucket_owner(w: dict[str, Any]) -> None:
     assert _code(lambda: b.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["idb"]))[0] == 403
 
 
+def test_expected_source_bucket_owner_within_one_bucket(w: dict[str, Any]) -> None:
+    """A copy inside one bucket checks x-amz-source-expected-bucket-owner for its source and
+    x-amz-expected-bucket-owner for its destination (the source's header was ignored when
+    both buckets were the same)."""
+    a = w["a"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="src", Body=b"s")
+    src = {"Bucket": bucket, "Key": "src"}
+    assert _code(lambda: a.copy_object(Bucket=bucket, Key="dst", CopySource=src,
+                                       ExpectedSourceBucketOwner=w["idb"])) == (403, "AccessDenied")
+    assert _code(lambda: a.copy_object(Bucket=bucket, Key="dst", CopySource=src,
+                                       ExpectedBucketOwner=w["idb"],
+                                       ExpectedSourceBucketOwner=w["ida"])) == (403, "AccessDenied")
+    a.copy_object(Bucket=bucket, Key="dst", CopySource=src, ExpectedBucketOwner=w["ida"],
+                  ExpectedSourceBucketOwner=w["ida"])
+    up = a.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    assert _code(lambda: a.upload_part_copy(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1,
+                                            CopySource=src, ExpectedSourceBucketOwner=w["idb"])
+                 ) == (403, "AccessDenied")
+    a.upload_part_copy(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, CopySource=src,
+                       ExpectedSourceBucketOwner=w["ida"])
+    a.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=up)
+
+
 def test_tenant_level_public_access_block(cluster: LocalCluster, w: dict[str, Any]) -> None:
     """Each gateway worker caches a tenant's flags for a few seconds (as on AWS, a change
     propagates rather than applying at once), so the checks poll until it has."""

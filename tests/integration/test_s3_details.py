@@ -143,3 +143,88 @@ def test_object_header_details(s3) -> None:
     s3.put_object(Bucket=b, Key="ssec", Body=b"x", SSECustomerAlgorithm="AES256",
                   SSECustomerKey="k" * 32)
     assert _err(s3.get_object, Bucket=b, Key="ssec", PartNumber=2) == (400, "InvalidPart")
+
+
+def test_website_redirect_location_is_stored_and_copied_only_when_named(s3) -> None:
+    """x-amz-website-redirect-location was accepted and dropped; S3 stores it with the object
+    (PUT, multipart), returns it on GET/HEAD, and a copy keeps it only if the request names
+    it (not with COPY or REPLACE alone). A value that is not a path or http(s) URL is 400."""
+    b = "details-redirect"
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="a", Body=b"x", WebsiteRedirectLocation="/other.html")
+    assert s3.head_object(Bucket=b, Key="a")["WebsiteRedirectLocation"] == "/other.html"
+    assert s3.get_object(Bucket=b, Key="a")["WebsiteRedirectLocation"] == "/other.html"
+    assert _err(s3.put_object, Bucket=b, Key="bad", Body=b"x",
+                WebsiteRedirectLocation="other.html") == (400, "InvalidRedirectLocation")
+    assert _err(s3.head_object, Bucket=b, Key="bad")[0] == 404
+    src = {"Bucket": b, "Key": "a"}
+    for kw in ({}, {"MetadataDirective": "REPLACE"}):
+        s3.copy_object(Bucket=b, Key="c", CopySource=src, **kw)
+        assert "WebsiteRedirectLocation" not in s3.head_object(Bucket=b, Key="c")
+    s3.copy_object(Bucket=b, Key="c", CopySource=src, WebsiteRedirectLocation="https://e.x/")
+    assert s3.head_object(Bucket=b, Key="c")["WebsiteRedirectLocation"] == "https://e.x/"
+    # Changing only the redirect makes a copy onto itself legal.
+    s3.copy_object(Bucket=b, Key="a", CopySource=src, WebsiteRedirectLocation="/new")
+    assert s3.head_object(Bucket=b, Key="a")["WebsiteRedirectLocation"] == "/new"
+    up = s3.create_multipart_upload(Bucket=b, Key="m", WebsiteRedirectLocation="/m")["UploadId"]
+    etag = s3.upload_part(Bucket=b, Key="m", UploadId=up, PartNumber=1, Body=b"p")["ETag"]
+    s3.complete_multipart_upload(Bucket=b, Key="m", UploadId=up,
+                                 MultipartUpload={"Parts": [{"ETag": etag, "PartNumber": 1}]})
+    assert s3.head_object(Bucket=b, Key="m")["WebsiteRedirectLocation"] == "/m"
+
+
+def test_malformed_checksum_header_is_invalid_request(s3) -> None:
+    """An x-amz-checksum-* value that is not the base64 of a digest of its size is 400
+    InvalidRequest, as S3 answers (it was BadDigest, as if data had been compared); a
+    well-formed wrong value is still BadDigest; nothing is stored either way."""
+    b = "details-cksum"
+    s3.create_bucket(Bucket=b)
+    for kw in ({"ChecksumCRC32": "zz"}, {"ChecksumCRC32": "AAAA"},
+               {"ChecksumSHA256": "AAAAAA=="}, {"ChecksumCRC64NVME": "AAAAAA=="}):
+        assert _err(s3.put_object, Bucket=b, Key="k", Body=b"x", **kw) == (400, "InvalidRequest")
+    assert _err(s3.put_object, Bucket=b, Key="k", Body=b"x",
+                ChecksumCRC32="AAAAAA==") == (400, "BadDigest")
+    assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
+
+
+def test_complete_checks_announced_object_size(s3) -> None:
+    """x-amz-mp-object-size (boto3 MpuObjectSize) was accepted and ignored: S3 refuses a
+    completion whose parts add up to another size (400 InvalidRequest) and the upload stays
+    completable; a malformed value is refused too; the right size completes."""
+    b = "details-mpsize"
+    s3.create_bucket(Bucket=b)
+    up, parts = _two_part_upload(s3, b, "k")
+    size = 5 * MiB + 2
+
+    def complete(value: str):  # type: ignore[no-untyped-def]
+        def add(request, **_kw):  # type: ignore[no-untyped-def]
+            request.headers["x-amz-mp-object-size"] = value
+        s3.meta.events.register_first("before-sign.s3.CompleteMultipartUpload", add)
+        try:
+            return s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up,
+                                                MultipartUpload={"Parts": parts})
+        finally:
+            s3.meta.events.unregister("before-sign.s3.CompleteMultipartUpload", add)
+
+    assert _err(complete, str(size + 1)) == (400, "InvalidRequest")
+    assert _err(complete, "-1") == (400, "InvalidRequest")
+    assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
+    complete(str(size))
+    assert s3.head_object(Bucket=b, Key="k")["ContentLength"] == size
+
+
+def test_append_by_write_offset_is_refused_not_an_overwrite(s3) -> None:
+    """x-amz-write-offset-bytes (an append, S3 Express) was ignored, so an 'append' replaced
+    the object with the appended bytes: 501 NotImplemented now, the object untouched."""
+    b = "details-append"
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="k", Body=b"head")
+
+    def add(request, **_kw):  # type: ignore[no-untyped-def]
+        request.headers["x-amz-write-offset-bytes"] = "4"
+    s3.meta.events.register_first("before-sign.s3.PutObject", add)
+    try:
+        assert _err(s3.put_object, Bucket=b, Key="k", Body=b"tail") == (501, "NotImplemented")
+    finally:
+        s3.meta.events.unregister("before-sign.s3.PutObject", add)
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"head"

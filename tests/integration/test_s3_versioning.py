@@ -89,3 +89,39 @@ def test_list_versions_paging(s3) -> None:
     for key, vid in expected:
         s3.delete_object(Bucket=b, Key=key, VersionId=vid)
     s3.delete_bucket(Bucket=b)
+
+
+def test_mfa_delete_enabled_is_refused_not_ignored(s3) -> None:
+    """MfaDelete Enabled was accepted and never enforced (nor reported by GET): it is 501
+    NotImplemented now, and the versioning state is left as it was; Disabled is the truth."""
+    b = "vers-mfa"
+    s3.create_bucket(Bucket=b)
+    with pytest.raises(ClientError) as e:
+        s3.put_bucket_versioning(Bucket=b, MFA="arn:aws:iam::1:mfa/x 123456",
+                                 VersioningConfiguration={"Status": "Enabled",
+                                                          "MFADelete": "Enabled"})
+    r = e.value.response
+    assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == (501,
+                                                                             "NotImplemented")
+    assert "Status" not in s3.get_bucket_versioning(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled",
+                                                                "MFADelete": "Disabled"})
+    assert s3.get_bucket_versioning(Bucket=b)["Status"] == "Enabled"
+
+
+def test_empty_version_id_is_invalid_argument(s3) -> None:
+    """`?versionId=` with no value: S3 answers 400 InvalidArgument ('Version id cannot be the
+    empty string') on every object operation; it was 404 NoSuchVersion on reads and, on a
+    DELETE, went on as if no version had been named."""
+    b = "vers-empty-id"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=b, Key="k", Body=b"x")
+    for call in (s3.get_object, s3.head_object, s3.delete_object, s3.get_object_tagging):
+        with pytest.raises(ClientError) as e:
+            call(Bucket=b, Key="k", VersionId="")
+        r = e.value.response
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 400, call
+        assert call == s3.head_object or r["Error"]["Code"] == "InvalidArgument"
+    assert [v["IsLatest"] for v in s3.list_object_versions(Bucket=b)["Versions"]] == [True]
+    assert "DeleteMarkers" not in s3.list_object_versions(Bucket=b)

@@ -18,7 +18,7 @@ from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.lifecycle_headers import expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
-from gateway.s3.handlers.objects import put_options
+from gateway.s3.handlers.objects import WEBSITE_REDIRECT, put_options
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import iso_time, parse_http_date
 from gateway.s3.router import Endpoint
@@ -123,7 +123,7 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
     sc_given = "x-amz-storage-class" in rq.headers
     same = (src.bucket == rq.bucket and src.key == rq.key
             and await rq.cluster.objects.is_latest(src))
-    if same and meta_dir == "COPY" and not sc_given:
+    if same and meta_dir == "COPY" and not sc_given and WEBSITE_REDIRECT not in rq.headers:
         raise S3Error("InvalidRequest", _SELF_COPY)
     if src.size > COPY_SOURCE_MAX:
         raise S3Error("InvalidRequest", "The specified copy source is larger than the "
@@ -131,7 +131,10 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
     if meta_dir == "COPY":
         opts.content_type = src.content_type
         opts.user_meta = dict(src.user_meta)
-        opts.headers = dict(src.headers)
+        redirect = opts.headers.get(WEBSITE_REDIRECT)  # never copied from the source
+        opts.headers = {k: v for k, v in src.headers.items() if k != WEBSITE_REDIRECT}
+        if redirect is not None:
+            opts.headers[WEBSITE_REDIRECT] = redirect
     opts.lock = await lock_from_headers(rq)
     opts.tags = (parse_tagging_header(rq.headers.get("x-amz-tagging")) if tag_dir == "REPLACE"
                  else dict(src.tags))

@@ -54,6 +54,9 @@ def _errors(upload_id: str = "") -> Iterator[None]:
     except mp.ChecksumMismatch as e:
         raise S3Error("BadDigest", f"The {e.algorithm} you specified did not match the "
                       "calculated checksum.") from None
+    except mp.SizeMismatch as e:
+        raise S3Error("InvalidRequest", f"The provided x-amz-mp-object-size ({e.announced}) "
+                      f"does not match the object's size ({e.size}).") from None
 
 
 def _part_number(rq: S3Request) -> int:
@@ -269,10 +272,23 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
         raise
     listed = [ListedPart(n, etag, cks) for n, etag, cks in parsed]
     expected = checksums.from_headers(rq.headers)
+    size = _announced_size(rq.headers.get("x-amz-mp-object-size"))
     with _errors(upload_id):
         v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,
-                               write_conditions(rq.headers), expected=expected)
+                               write_conditions(rq.headers), expected=expected,
+                               expected_size=size)
     return await _completed(rq, v)
+
+
+def _announced_size(raw: str | None) -> int | None:
+    """x-amz-mp-object-size: the object's size as the client expects it (S3 refuses a
+    completion whose parts add up to another size, 400 InvalidRequest)."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdigit()):
+        raise S3Error("InvalidRequest", "Value for x-amz-mp-object-size header is invalid.")
+    return int(raw)
 
 
 async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:

@@ -37,6 +37,8 @@ log = logging.getLogger("tessera.gateway")
 
 SYSTEM_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
                   "Content-Language", "Expires")
+# Stored with the object and returned by GET/HEAD; a copy keeps it only if the request names it.
+WEBSITE_REDIRECT = "x-amz-website-redirect-location"
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
                    "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "REDUCED_REDUNDANCY")
 META_LIMIT_BYTES = 2048
@@ -56,6 +58,8 @@ def system_headers(h) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The standard headers stored with an object; `aws-chunked` is how this request's body
     was framed, not an encoding of the object, so it is dropped from Content-Encoding."""
     out = {k: h[k] for k in SYSTEM_HEADERS if k in h}
+    if WEBSITE_REDIRECT in h:
+        out[WEBSITE_REDIRECT] = website_redirect(h[WEBSITE_REDIRECT])
     if "Content-Encoding" in out:
         codings = [c.strip() for c in out["Content-Encoding"].split(",")]
         kept = ", ".join(c for c in codings if c and c.lower() != "aws-chunked")
@@ -66,14 +70,30 @@ def system_headers(h) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return out
 
 
+def website_redirect(value: str) -> str:
+    """x-amz-website-redirect-location as S3 takes it: a path or an http(s) URL, 2 KiB at most."""
+    if not value.startswith(("/", "http://", "https://")):
+        raise S3Error("InvalidRedirectLocation")
+    if len(value.encode()) > 2048:
+        raise S3Error("InvalidRedirectLocation", "The length of website redirect location "
+                      "cannot exceed 2,048 characters.")
+    return value
+
+
 def write_conditions(headers) -> WriteConditions | None:  # type: ignore[no-untyped-def]
-    """If-Match / If-None-Match of a write (PutObject, CopyObject, CompleteMultipartUpload)."""
+    """If-Match / If-None-Match of a write (PutObject, CopyObject, CompleteMultipartUpload).
+    A write's If-None-Match takes only `*`: S3 answers any other value 501 NotImplemented."""
     im, inm = etag_value(headers.get("If-Match")), etag_value(headers.get("If-None-Match"))
+    if inm is not None and inm != "*":
+        raise S3Error("NotImplemented", Header="If-None-Match", additionalMessage=(
+            "We don't accept the provided value of If-None-Match header for this API"))
     return WriteConditions(if_match=im, if_none_match=inm) if im or inm else None
 
 
 def put_options(rq: S3Request) -> PutOptions:
     h = rq.headers
+    if "x-amz-write-offset-bytes" in h:  # an append (S3 directory buckets): never overwrite
+        raise S3Error("NotImplemented", Header="x-amz-write-offset-bytes")
     sc = h.get("x-amz-storage-class", "STANDARD")
     if sc not in STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", StorageClassRequested=sc)
