@@ -117,11 +117,13 @@ class EtcdCluster:
             p.wait()
 
     def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM each member and wait for it before the next: a leader told to stop hands
+        its leadership to a member still running. Told all at once, the leader picked one
+        that was stopping too and waited out etcd's request timeout (7 s) for it."""
         for p in self.procs.values():
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
             try:
                 p.wait(timeout_s)
             except subprocess.TimeoutExpired:
