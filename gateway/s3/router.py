@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from gateway.s3.errors import S3Error
+from storage.version_ids import well_formed_version_id
 
-__all__ = ["KEY_BYTES_MAX", "NO_BUCKET_OPS", "PREFLIGHT", "Endpoint", "parse_endpoint", "validate_bucket_name"]
+__all__ = ["KEY_BYTES_MAX", "NO_BUCKET_OPS", "PREFLIGHT", "Endpoint", "check_version_id", "parse_endpoint",
+           "validate_bucket_name"]
 
 KEY_BYTES_MAX = 1024
 
@@ -279,3 +281,14 @@ def validate_bucket_name(name: str) -> None:
     )
     if not valid:
         raise S3Error("InvalidBucketName", BucketName=name)
+
+
+def check_version_id(version_id: str) -> None:
+    """A version id named by a request (`?versionId=`, a copy source's): S3 answers an empty
+    or malformed one 400 InvalidArgument, before looking for the version."""
+    if version_id == "":
+        raise S3Error("InvalidArgument", "Version id cannot be the empty string",
+                      ArgumentName="versionId", ArgumentValue="")
+    if not well_formed_version_id(version_id):
+        raise S3Error("InvalidArgument", "Invalid version id specified",
+                      ArgumentName="versionId", ArgumentValue=version_id)

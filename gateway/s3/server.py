@@ -33,7 +33,13 @@ from gateway.s3.request_keys import (
     REQUEST_ID,
     REQUESTER_ID,
 )
-from gateway.s3.router import PREFLIGHT, Endpoint, parse_endpoint, unrouted_endpoint
+from gateway.s3.router import (
+    PREFLIGHT,
+    Endpoint,
+    check_version_id,
+    parse_endpoint,
+    unrouted_endpoint,
+)
 from gateway.s3.sigv4 import AuthResult, authenticate
 from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
@@ -184,9 +190,8 @@ class S3Server:
         auth, requester = await self._authenticate(request, ep)
         tenant = await authz.authorize(self.cluster, request, ep, requester, flow.bucket_record)
         self.metrics.tenant_request(tenant)
-        if ep.key is not None and ep.params.get("versionId") == "":
-            raise S3Error("InvalidArgument", "Version id cannot be the empty string",
-                          ArgumentName="versionId", ArgumentValue="")
+        if ep.key is not None and "versionId" in ep.params:
+            check_version_id(ep.params["versionId"])
         handler = self._handler(ep.op)
         rq = RequestContext(request, ep, auth, tenant, self.cluster, self.cfg, flow.rid,
                             requester.tenant if requester else None, flow.bucket_record)

@@ -77,8 +77,11 @@ CASES: list[tuple[str, Callable, int, str]] = [
     ("NoSuchBucket", lambda s3: s3.get_object(Bucket="no-such-bucket-x", Key="k"), 404,
      "NoSuchBucket"),
     ("NoSuchKey", lambda s3: s3.get_object(Bucket=B, Key="missing"), 404, "NoSuchKey"),
-    ("NoSuchVersion", lambda s3: s3.get_object(Bucket=B, Key="obj", VersionId="nope"), 404,
+    ("NoSuchVersion", lambda s3: s3.get_object(Bucket=B, Key="obj", VersionId="A" * 32), 404,
      "NoSuchVersion"),
+    # A version id that no version could have is malformed, as S3 answers it (it was 404).
+    ("InvalidArgument", lambda s3: s3.get_object(Bucket=B, Key="obj", VersionId="nope"), 400,
+     "InvalidArgument"),
     ("BucketNotEmpty", lambda s3: s3.delete_bucket(Bucket=B + "-full"), 409, "BucketNotEmpty"),
     ("InvalidBucketName", lambda s3: s3.create_bucket(Bucket="Bad_Name"), 400,
      "InvalidBucketName"),

@@ -109,7 +109,7 @@ def test_mfa_delete_enabled_is_refused_not_ignored(s3) -> None:
     assert s3.get_bucket_versioning(Bucket=b)["Status"] == "Enabled"
 
 
-def test_empty_version_id_is_invalid_argument(s3) -> None:
+def test_empty_or_malformed_version_id_is_invalid_argument(s3) -> None:
     """`?versionId=` with no value: S3 answers 400 InvalidArgument ('Version id cannot be the
     empty string') on every object operation; it was 404 NoSuchVersion on reads and, on a
     DELETE, went on as if no version had been named."""
@@ -123,5 +123,16 @@ def test_empty_version_id_is_invalid_argument(s3) -> None:
         r = e.value.response
         assert r["ResponseMetadata"]["HTTPStatusCode"] == 400, call
         assert call == s3.head_object or r["Error"]["Code"] == "InvalidArgument"
+    # A malformed id is 400 too (the copy source's as well); a well-formed unknown one is 404.
+    for call in (s3.get_object, s3.delete_object):
+        with pytest.raises(ClientError) as e:
+            call(Bucket=b, Key="k", VersionId="bogus")
+        assert e.value.response["Error"]["Code"] == "InvalidArgument"
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket=b, Key="c", CopySource={"Bucket": b, "Key": "k", "VersionId": "b"})
+    assert e.value.response["Error"]["Code"] == "InvalidArgument"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=b, Key="k", VersionId="B" * 32)
+    assert e.value.response["Error"]["Code"] == "NoSuchVersion"
     assert [v["IsLatest"] for v in s3.list_object_versions(Bucket=b)["Versions"]] == [True]
     assert "DeleteMarkers" not in s3.list_object_versions(Bucket=b)

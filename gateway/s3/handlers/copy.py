@@ -21,7 +21,7 @@ from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import WEBSITE_REDIRECT, put_options
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import iso_time, parse_http_date
-from gateway.s3.router import Endpoint
+from gateway.s3.router import Endpoint, check_version_id
 from storage.buckets import BucketService
 from storage.errors import BucketNotFound
 from storage.records import ObjectVersion
@@ -42,6 +42,7 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
             raise S3Error("InvalidArgument", "Unsupported copy source parameter.",
                           ArgumentName="x-amz-copy-source", ArgumentValue=value)
         version_id = unquote(vid)
+        check_version_id(version_id)
     path = unquote(path)
     if path.startswith("/"):
         path = path[1:]
