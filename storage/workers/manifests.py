@@ -6,7 +6,9 @@ compare-and-swap on every record, or the new copies go to garbage collection).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 import time
 from dataclasses import dataclass
 
@@ -23,6 +25,9 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import ObjectVersion, PartLayout, pack, unpack
 
+COMMIT_TRIES = 24  # CAS attempts of one commit while its stripe's nodes stay unchanged
+COMMIT_JITTER_S = 0.02  # the first retry's pause (at most; random), doubling up to ...
+COMMIT_JITTER_MAX_S = 0.25  # ... this: all tries take at most ~5 s
 
 @dataclass
 class Manifest:
@@ -98,11 +103,17 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
     """CAS new shard locations into every record of a stripe's manifest (retry on conflict).
 
     `old` is the node list the caller based its work on; if the manifest changed meanwhile,
-    the new copies are queued for collection and nothing is committed. Replaced copies are
+    the new copies are queued for collection and nothing is committed. A CAS conflict while
+    this stripe's nodes are unchanged came from another part of the same record (the other
+    stripes of a multipart object share one version record): it retries after a short random
+    pause (bounded, `COMMIT_TRIES`) rather than throw the rebuild away. Replaced copies are
     queued for GC. Returns (committed, CAS conflicts met). Repair and the rebalancer share it.
     """
     conflicts = 0
-    for _ in range(8):
+    for attempt in range(COMMIT_TRIES):
+        if attempt:
+            cap = min(COMMIT_JITTER_MAX_S, COMMIT_JITTER_S * 2 ** min(attempt - 1, 8))
+            await asyncio.sleep(random.uniform(0.0, cap))
         man = await load_manifest(meta, stripe_id)
         if not isinstance(man, Manifest) or list(man.part.nodes) != old:
             # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
@@ -138,7 +149,12 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
 
 
 async def collect_copies(meta: MetadataStore, stripe_id: bytes, written: dict[int, str]) -> None:
-    """Queue shard copies no manifest will name (index -> node) for garbage collection."""
+    """Queue shard copies no manifest will name (index -> node) for garbage collection.
+
+    A later commit may name the same copy after all (placement is deterministic per stripe:
+    a retried repair writes shard i to the same node again): the collector skips every copy
+    the live manifest names when it falls due (`storage/workers/gc.py`).
+    """
     width = max(written) + 1
     nodes = [written.get(i) for i in range(width)]
     await meta.put(gc_key(time.time_ns(), stripe_id), pack({"nodes": nodes}))

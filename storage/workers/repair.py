@@ -17,10 +17,12 @@ names) once they are older than a grace period.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 
 from storage.config import Config, NodeSpec, RepairSettings
@@ -218,7 +220,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
 
     async def _repair(self, item: Item, man: Manifest, a: Assessment,
                       throttle: Throttle | None = None,
-                      rebuilt: Callable[[], None] | None = None) -> bool:
+                      committing: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+                      ) -> bool:
+        """Rebuild a stripe's missing shards and commit them. `committing` (from a batch)
+        wraps the commit: it waits for a commit slot, then frees the stripe's lane."""
         part = man.part
         entry = unpack(item.value)
         if not a.missing:
@@ -274,14 +279,13 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             return False
         finally:
             self._rebuilding.pop(part.stripe_id, None)
-            if rebuilt is not None:  # its lane is free for the next stripe from here on
-                rebuilt()
         for i, reason in res.failed.items():
             self._health.report_failure(targets[i].id, reason)
         if not res.written:
             await self._defer(item, entry, "; ".join(res.failed.values()) or "no shard written")
             return False
-        committed = await self._commit(part.stripe_id, list(part.nodes), res.written)
+        async with committing() if committing is not None else contextlib.nullcontext():
+            committed = await self._commit(part.stripe_id, list(part.nodes), res.written)
         if committed:
             self.stats.stripes_repaired += 1
             self.stats.shards_rebuilt += len(res.written)

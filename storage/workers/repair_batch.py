@@ -21,7 +21,10 @@ large repair runs as rolling batches of up to `ROLL_S` and its lanes do not drai
 straggler every `BATCH` stripes (measured: `benchmarks/README.md`, session 12). A top-up
 starts each stripe at most once per batch. A stripe's lane is freed once its rebuilt shards
 are written (acknowledged durable by their nodes): its manifest commit runs beside the next
-stripe's rebuild, and the gates still bound the shard bytes in flight.
+stripe's rebuild, and the gates still bound the shard bytes in flight. At most `parallel`
+commits of a batch run at once: a stripe whose commit finds no slot keeps its lane until one
+frees, so rebuilds slow down when commits back up (the commits of a multipart object's
+stripes all compare-and-swap one version record, and pile-ups there mean retries).
 
 Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all;
 a metadata error while re-planning is logged and the rebuilds under way go on.
@@ -30,9 +33,10 @@ a metadata error while re-planning is logged and the rebuilds under way go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from storage.errors import StorageError
 from storage.health import DOWN, OUT, UP
@@ -209,6 +213,7 @@ class RepairBatches:
             left = [w[2].key for w in safe[safe_cap:]]
             work = [w for w in work if not w[0] or not w[4].missing] + safe[:safe_cap]
         lanes = RepairLanes(self.settings.parallel)
+        commits = asyncio.Semaphore(self.settings.parallel)  # commits in flight, at most
         running: dict[asyncio.Task[bool], tuple[bytes, int]] = {}  # -> (stripe, plan)
 
         async def fix(plan: int, w: Work) -> bool:
@@ -218,11 +223,17 @@ class RepairBatches:
             await gate.acquire()
             held = True
 
-            def free() -> None:  # the bytes are written: the next stripe may start while
-                nonlocal held  # this one commits
+            def free() -> None:
+                nonlocal held
                 if held:
                     held = False
                     gate.release()
+
+            @contextlib.asynccontextmanager
+            async def committing() -> AsyncIterator[None]:
+                async with commits:  # the bytes are written: once a commit slot is free, the
+                    free()  # next stripe may start while this one commits (module docstring)
+                    yield
 
             try:
                 if plan != self._plan or sid in self._busy:  # re-planned while it waited
@@ -231,7 +242,8 @@ class RepairBatches:
                 self._busy.add(sid)
                 try:
                     return await self._repair(item, man, a,
-                                              self._throttle if safe else self._urgent, free)
+                                              self._throttle if safe else self._urgent,
+                                              committing)
                 finally:
                     self._busy.discard(sid)
             finally:
