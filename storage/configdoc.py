@@ -83,8 +83,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "more cores per gateway; beyond the core count it only adds contention.",
     ("gateway", "upload_budget_bytes"): "Memory all uploads of the whole gateway may hold "
     "at once, every worker process together (each of `workers` holds an equal share: 128 "
-    "MiB of the default with 2 workers; but never less than one largest upload, ~58 MiB "
-    "with the defaults, so with many workers the gateway may hold that many times it) "
+    "MiB of the default with 2 workers; but never less than the largest upload's footprint "
+    "with room for a small one beside it, ~62 MiB with 4+2 and ~77 MiB with a 3+3 archive "
+    "profile, so with many workers the gateway may hold that many times it) "
     "(segments being read and coded, frames queued to "
     "nodes; about 58 MiB for a "
     "part of 8 MiB or more with the default 4+2, ~2.5 times its size for a smaller object). "

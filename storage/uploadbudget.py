@@ -73,10 +73,12 @@ def largest_write(cfg: Config) -> int:
 def worker_share(total: int, workers: int, one_write: int) -> int:
     """One gateway worker's part of `[gateway] upload_budget_bytes` (`total`): the setting
     bounds all of a gateway's processes together, so each of its `workers` gets an equal
-    share, but never less than one largest write (`one_write`, or the whole setting when
-    that is smaller): every worker can always run a large upload beside small ones, so with
-    many workers the gateway may hold up to `workers` largest writes."""
-    return max(total // max(workers, 1), min(total, one_write))
+    share, but never less than one largest write (`one_write`) plus the room a small write
+    may take beside it (a `SMALL_SHARE`th of the share), or the whole setting when that is
+    smaller: every worker can always run its largest upload and still admit small ones, so
+    with many workers the gateway may hold up to `workers` times that floor."""
+    floor = -(-one_write * SMALL_SHARE // (SMALL_SHARE - 1))  # one_write + floor // SMALL_SHARE
+    return max(total // max(workers, 1), min(total, floor))
 
 
 class UploadBudget:

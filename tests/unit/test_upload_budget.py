@@ -223,23 +223,33 @@ def test_every_workers_share_holds_one_largest_write_beside_a_small_one(tmp_path
     """With many workers (one per core on a big host) an equal share of the default would
     be smaller than one 64 MiB PUT's footprint: that upload would take the worker's whole
     share and a 1 MiB PUT behind it would wait for all of it (review12a). The share never
-    falls below the configuration's largest write, which then leaves room for small ones."""
+    falls below the configuration's largest write (the archive profile's, 3+3, in what
+    `tessera up` writes) plus room for a small write beside it (review12b)."""
     (tmp_path / "tessera.toml").write_text(default_config(tmp_path, 9000, 9100, 9001))
     cfg = load_config(tmp_path / "tessera.toml")  # what `tessera up` writes
     largest = largest_write(cfg)
-    p = cfg.profile()
     seg = cfg.large_segment_size + TAG_BYTES
-    assert largest >= write_footprint(seg, -1, p.k, p.width)
-    small = write_footprint(cfg.segment_size + TAG_BYTES, 1, p.k, p.width, MiB)
+    for p in cfg.profiles.values():
+        assert largest >= write_footprint(seg, -1, p.k, p.width)
+    p = cfg.profile()
+    small = write_footprint(cfg.segment_size + TAG_BYTES, 1, p.k, p.width, MiB)  # 1 MiB PUT
     for workers in (1, 2, 4, 8, 16, 32, 64):
         share = worker_share(cfg.gateway.upload_budget_bytes, workers, largest)
         assert share >= largest
 
         async def main(share: int = share) -> int:
             budget = UploadBudget(share)
-            held = await budget.acquire(write_footprint(seg, -1, p.k, p.width))
+            held = await budget.acquire(largest)
             got = await asyncio.wait_for(budget.acquire(small), 5)  # no wait for the big one
             budget.release(held)
             return got
 
         assert asyncio.run(main()) == small
+
+
+def test_a_share_floor_leaves_room_for_the_largest_small_write() -> None:
+    for one_write in (1, 15, 16, 58 * MiB, 72 * MiB + 7):
+        share = worker_share(one_write, 64, one_write)  # setting below the floor: all of it
+        assert share == one_write
+        share = worker_share(1 << 40 if one_write > 1 else 1 << 20, 1 << 30, one_write)
+        assert share - one_write >= share // 16  # a small write (<= share/16) fits beside
