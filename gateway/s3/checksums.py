@@ -80,18 +80,19 @@ class Checksum:
 DIGEST_BYTES = {"CRC32": 4, "CRC32C": 4, "CRC64NVME": 8, "SHA1": 20, "SHA256": 32}
 
 
-def from_headers(headers: object) -> dict[str, str]:
+def from_headers(headers: object, parts: int | None = None) -> dict[str, str]:
     """Checksums announced in request headers: algorithm -> base64 value. A value that is not
-    the base64 of a digest of its algorithm's size (a composite one at Complete may end in
-    `-<parts>`) is 400 InvalidRequest, as S3 answers (not BadDigest: nothing was compared)."""
+    the base64 of a digest of its algorithm's size is 400 InvalidRequest, as S3 answers (not
+    BadDigest: nothing was compared). Only a CompleteMultipartUpload of `parts` parts may add
+    a composite suffix, and then exactly `-<parts>`."""
     out = {}
     for alg, name in HEADER.items():
         v = headers.get(name)  # type: ignore[attr-defined]
         if v:
-            digest, _, parts = v.partition("-")
+            digest, dash, suffix = v.partition("-")
             try:
-                if parts and not (parts.isascii() and parts.isdigit()):
-                    raise ValueError(parts)
+                if dash and (parts is None or suffix != str(parts)):
+                    raise ValueError(suffix)
                 size = len(base64.b64decode(digest, validate=True))
             except ValueError:
                 size = -1

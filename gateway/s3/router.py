@@ -22,7 +22,7 @@ from urllib.parse import unquote
 from gateway.s3.errors import S3Error
 from storage.version_ids import well_formed_version_id
 
-__all__ = ["KEY_BYTES_MAX", "NO_BUCKET_OPS", "PREFLIGHT", "Endpoint", "check_version_id", "parse_endpoint",
+__all__ = ["KEY_BYTES_MAX", "NO_BUCKET_OPS", "PREFLIGHT", "VERSION_ID_OPS", "Endpoint", "check_version_id", "parse_endpoint",
            "validate_bucket_name"]
 
 KEY_BYTES_MAX = 1024
@@ -124,6 +124,13 @@ _OBJECT_PLAIN = {
     "DELETE": "DeleteObject",
 }
 
+# The operations AWS documents `?versionId=` on; any other ignores the parameter.
+VERSION_ID_OPS = frozenset({
+    "GetObject", "HeadObject", "DeleteObject", "GetObjectAcl", "PutObjectAcl",
+    "GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging", "GetObjectAttributes",
+    "GetObjectRetention", "PutObjectRetention", "GetObjectLegalHold", "PutObjectLegalHold",
+    "RestoreObject",
+})
 PREFLIGHT = "PreflightRequest"  # CORS OPTIONS; not an AWS operation but routed like one
 NO_BUCKET_OPS = frozenset({"ListBuckets", "CreateBucket"})  # they name no existing bucket
 

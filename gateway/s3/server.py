@@ -35,6 +35,7 @@ from gateway.s3.request_keys import (
 )
 from gateway.s3.router import (
     PREFLIGHT,
+    VERSION_ID_OPS,
     Endpoint,
     check_version_id,
     parse_endpoint,
@@ -190,7 +191,9 @@ class S3Server:
         auth, requester = await self._authenticate(request, ep)
         tenant = await authz.authorize(self.cluster, request, ep, requester, flow.bucket_record)
         self.metrics.tenant_request(tenant)
-        if ep.key is not None and "versionId" in ep.params:
+        if ep.op in VERSION_ID_OPS and "versionId" in ep.params:
+            if flow.bucket_record is None:  # NoSuchBucket comes before the id's form
+                raise se.BucketNotFound(ep.bucket or "")
             check_version_id(ep.params["versionId"])
         handler = self._handler(ep.op)
         rq = RequestContext(request, ep, auth, tenant, self.cluster, self.cfg, flow.rid,

@@ -185,8 +185,8 @@ def parse_delete_objects(
         key = find_text(obj, "Key")
         if key is None:
             raise malformed("Object without Key")
-        objects.append(DeleteEntry(key, find_text(obj, "VersionId") or None,
-                                   _delete_conditions(obj)))
+        # An empty <VersionId/> names a (malformed) version: it is not "no version".
+        objects.append(DeleteEntry(key, find_text(obj, "VersionId"), _delete_conditions(obj)))
     if not objects or len(objects) > DELETE_OBJECTS_MAX:
         raise malformed(f"{len(objects)} objects; 1 to {DELETE_OBJECTS_MAX} allowed")
     return quiet, objects

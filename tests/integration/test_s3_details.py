@@ -247,3 +247,31 @@ def test_complete_takes_a_composite_checksum_with_its_part_count(s3) -> None:
     up, parts = _two_part_upload(s3, b, "k2", ChecksumAlgorithm="CRC32")
     assert _err(s3.complete_multipart_upload, Bucket=b, Key="k2", UploadId=up,
                 ChecksumCRC32="AAAAAA==-2", MultipartUpload={"Parts": parts}) == (400, "BadDigest")
+
+
+def test_composite_suffix_only_at_complete_and_only_its_part_count(s3) -> None:
+    """`-<parts>` was taken on every path and its count never read: a PutObject checksum
+    ending in `-1` was compared (BadDigest), and a 2-part Complete took `-7`, `-` or `-02`.
+    Now the suffix is InvalidRequest, like any malformed value, unless it is a Complete's own
+    part count; the upload stays open."""
+    import base64
+    import zlib
+
+    b = "details-composite-count"
+    s3.create_bucket(Bucket=b)
+    crc = base64.b64encode(zlib.crc32(b"hi").to_bytes(4, "big")).decode()
+    assert _err(s3.put_object, Bucket=b, Key="p", Body=b"hi",
+                ChecksumCRC32=crc + "-1") == (400, "InvalidRequest")
+    assert _err(s3.head_object, Bucket=b, Key="p")[0] == 404
+    up, parts = _two_part_upload(s3, b, "k", ChecksumAlgorithm="CRC32")
+    raw = b"".join(base64.b64decode(p["ChecksumCRC32"]) for p in parts)
+    composite = base64.b64encode(zlib.crc32(raw).to_bytes(4, "big")).decode()
+    for suffix in ("-7", "-", "-02", "-1", "-2-2", "-x"):
+        assert _err(s3.complete_multipart_upload, Bucket=b, Key="k", UploadId=up,
+                    ChecksumCRC32=composite + suffix,
+                    MultipartUpload={"Parts": parts}) == (400, "InvalidRequest"), suffix
+    assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
+    done = s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up,
+                                        ChecksumCRC32=composite + "-2",
+                                        MultipartUpload={"Parts": parts})
+    assert done["ChecksumCRC32"] == composite + "-2"

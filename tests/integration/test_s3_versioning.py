@@ -136,3 +136,53 @@ def test_empty_or_malformed_version_id_is_invalid_argument(s3) -> None:
     assert e.value.response["Error"]["Code"] == "NoSuchVersion"
     assert [v["IsLatest"] for v in s3.list_object_versions(Bucket=b)["Versions"]] == [True]
     assert "DeleteMarkers" not in s3.list_object_versions(Bucket=b)
+
+
+def test_delete_objects_checks_each_version_id(s3) -> None:
+    """DeleteObjects read an empty <VersionId/> as "no version" (it wrote a delete marker that
+    hid the current object) and answered a malformed one Deleted. Each such key now gets the
+    DELETE ?versionId= answer, a per-key InvalidArgument; the object stays current and the
+    other keys are deleted as asked."""
+    b = "vers-batch-ids"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    vid = s3.put_object(Bucket=b, Key="k", Body=b"x")["VersionId"]
+    s3.put_object(Bucket=b, Key="other", Body=b"o")
+    res = s3.delete_objects(Bucket=b, Delete={"Objects": [
+        {"Key": "k", "VersionId": ""}, {"Key": "k", "VersionId": "bogus"}, {"Key": "other"}]})
+    errors = sorted((e["Key"], e.get("VersionId"), e["Code"], e["Message"])
+                    for e in res.get("Errors", []))
+    assert errors == [("k", "", "InvalidArgument", "Version id cannot be the empty string"),
+                      ("k", "bogus", "InvalidArgument", "Invalid version id specified")]
+    assert [(d["Key"], d.get("DeleteMarker")) for d in res["Deleted"]] == [("other", True)]
+    got = s3.get_object(Bucket=b, Key="k")
+    assert got["Body"].read() == b"x" and got["VersionId"] == vid
+    markers = s3.list_object_versions(Bucket=b, Prefix="k").get("DeleteMarkers", [])
+    assert markers == []
+
+
+def test_version_id_checked_only_where_aws_takes_it(s3) -> None:
+    """The version-id rule ran for every keyed operation and before the bucket lookup: a
+    PutObject with ?versionId=bogus was 400 (AWS ignores the parameter there) and a missing
+    bucket answered InvalidArgument. Now PutObject stores, and NoSuchBucket comes first."""
+    b = "vers-id-scope"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+
+    def add(request, **_kw):  # type: ignore[no-untyped-def]
+        request.url += ("&" if "?" in request.url else "?") + "versionId=bogus"
+    s3.meta.events.register_first("before-sign.s3.PutObject", add)
+    try:
+        vid = s3.put_object(Bucket=b, Key="k", Body=b"new")["VersionId"]
+    finally:
+        s3.meta.events.unregister("before-sign.s3.PutObject", add)
+    assert s3.get_object(Bucket=b, Key="k", VersionId=vid)["Body"].read() == b"new"
+    with pytest.raises(ClientError) as e:
+        s3.put_object_tagging(Bucket=b, Key="k", VersionId="bogus",
+                              Tagging={"TagSet": [{"Key": "a", "Value": "b"}]})
+    assert e.value.response["Error"]["Code"] == "InvalidArgument"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket="vers-id-scope-missing", Key="x", VersionId="bogus")
+    r = e.value.response
+    assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == (404,
+                                                                             "NoSuchBucket")

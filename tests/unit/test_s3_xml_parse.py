@@ -34,6 +34,10 @@ def test_parse_delete_objects_namespaces() -> None:
         assert [(e.key, e.version_id) for e in entries] == [("a&b", None), (" spaced ", "v1")]
     body = b"<Delete><Object><Key>k</Key></Object></Delete>"
     assert xml_parse.parse_delete_objects(body) == (False, [("k", None, None)])
+    # An empty VersionId names a (malformed) version; it is not "no version".
+    for empty in (b"<VersionId/>", b"<VersionId></VersionId>"):
+        body = b"<Delete><Object><Key>k</Key>" + empty + b"</Object></Delete>"
+        assert xml_parse.parse_delete_objects(body) == (False, [("k", "", None)])
 
 
 def test_parse_delete_objects_conditions() -> None:

@@ -20,7 +20,7 @@ from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.object_lock import delete_guard
 from gateway.s3.request_keys import LOG_BATCH
-from gateway.s3.router import KEY_BYTES_MAX
+from gateway.s3.router import KEY_BYTES_MAX, check_version_id
 
 SMALL_BODY_BYTES_MAX = 1 << 20
 DELETE_BODY_BYTES_MAX = 8 << 20
@@ -52,6 +52,8 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
     try:
         if len(key.encode("utf-8")) > KEY_BYTES_MAX:
             raise S3Error("KeyTooLongError")
+        if version_id is not None:  # the DELETE ?versionId= rule, answered per key
+            check_version_id(version_id)
         res = await rq.cluster.objects.delete(rq.existing_bucket(), key, version_id,
                                               entry.conditions, delete_guard(rq))
     except Exception as exc:  # noqa: BLE001 - reported per key, as AWS does

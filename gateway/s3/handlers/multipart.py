@@ -271,7 +271,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
                           "not validate against our published schema") from None
         raise
     listed = [ListedPart(n, etag, cks) for n, etag, cks in parsed]
-    expected = checksums.from_headers(rq.headers)
+    expected = checksums.from_headers(rq.headers, parts=len(listed))
     size = _announced_size(rq.headers.get("x-amz-mp-object-size"))
     with _errors(upload_id):
         v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,
