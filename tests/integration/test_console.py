@@ -15,7 +15,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from ops.admincli import admin_request
-from tests.integration.cluster import LocalCluster, files_holding
+from tests.integration.cluster import LocalCluster, files_holding, wait_for
 
 CHROMIUM = os.environ.get("TESSERA_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 60_000  # generous: the machine is shared; every wait ends on a page condition
@@ -166,8 +166,14 @@ def test_inventory_routes(console_cluster: LocalCluster) -> None:
                     timeout=30).json()["entries"]
     assert entries and all(e["action"].startswith("bucket.") for e in entries)
     assert s.get(api + "/audit", params={"limit": "x"}, timeout=30).status_code == 400
-    series = s.get(api + "/metrics/series", timeout=30).json()
-    assert any(x["requests_s"] > 0 for x in series["samples"])  # the samples cover all time
+
+
+    def counted() -> bool:  # the samples cover all time: the requests above show up once a
+        # reading spans at least half a second (a gateway that just started may not yet)
+        series = s.get(api + "/metrics/series", timeout=30).json()
+        return any(x["requests_s"] > 0 for x in series["samples"])
+
+    wait_for(counted, "the S3 requests in the console's series", timeout=60)
     # what a zone loss would do now: every zone holds at most m shards of a stripe
     st = s.get(api + "/status", timeout=30).json()["stripes"]
     assert st["scanned"] >= 1 and set(st["zone_loss"]) == {"az1", "az2", "az3"}
