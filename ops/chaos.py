@@ -52,6 +52,7 @@ WEIGHTS = (3, 1, 2, 2, 2, 1, 1, 1, 2)
 OPT_IN = {"zone_then_kills": 1}
 ALL_FAULTS = (*FAULTS, *OPT_IN)
 HEADER_BYTES = 44
+LIE_TRIES = 64  # shard files a lying_shard fault tries before it gives up (a gone one is skipped)
 
 
 
@@ -360,11 +361,15 @@ class Nemesis:
             from storage.errors import StorageError
             from storage.testing.lies import lie_about
 
+            # The picked file may be gone (GC of a deleted object) or still being written (no
+            # whole header yet): the next one is taken then, so every lying_shard fault plants
+            # one lie whatever the timing (a run's count of lies does not depend on the load).
             files = self.c.shard_files()
-            if files:
-                victim = files[f.pick % len(files)]
+            for i in range(min(len(files), LIE_TRIES)):
+                victim = files[(f.pick + i) % len(files)]
                 with contextlib.suppress(OSError, ValueError, StorageError):  # GC, bad header
                     self.report.lies.append((victim, lie_about(victim, f.pick, None)))
+                    break
         elif f.kind == "kill_gateway":
             self._kill_gateway_mid_upload(f)
         elif f.kind == "partition_zone":
