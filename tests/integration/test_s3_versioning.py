@@ -86,6 +86,14 @@ def test_list_versions_paging(s3) -> None:
     assert latest == ["a", "b", "c", "d"]
     page = s3.list_object_versions(Bucket=b, KeyMarker="b")
     assert [v["Key"] for v in page["Versions"]][:1] == ["c"]
+    # a malformed version-id marker is refused as S3 does, not read as "past every version
+    # of the key" (it silently skipped the rest of b's versions: review12c)
+    with pytest.raises(ClientError) as e:
+        s3.list_object_versions(Bucket=b, KeyMarker="b", VersionIdMarker="bogus")
+    assert e.value.response["Error"]["Code"] == "InvalidArgument"
+    assert e.value.response["Error"]["Message"] == "Invalid version id specified"
+    page = s3.list_object_versions(Bucket=b, KeyMarker="b", VersionIdMarker="null")
+    assert page["ResponseMetadata"]["HTTPStatusCode"] == 200  # "null" names a version
     for key, vid in expected:
         s3.delete_object(Bucket=b, Key=key, VersionId=vid)
     s3.delete_bucket(Bucket=b)
