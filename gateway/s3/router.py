@@ -290,12 +290,13 @@ def validate_bucket_name(name: str) -> None:
         raise S3Error("InvalidBucketName", BucketName=name)
 
 
-def check_version_id(version_id: str) -> None:
-    """A version id named by a request (`?versionId=`, a copy source's): S3 answers an empty
-    or malformed one 400 InvalidArgument, before looking for the version."""
+def check_version_id(version_id: str, argument: str = "versionId") -> None:
+    """A version id named by a request (`?versionId=`, a copy source's, a listing's
+    `version-id-marker` given as `argument`): S3 answers an empty or malformed one 400
+    InvalidArgument, before looking for the version."""
     if version_id == "":
         raise S3Error("InvalidArgument", "Version id cannot be the empty string",
-                      ArgumentName="versionId", ArgumentValue="")
+                      ArgumentName=argument, ArgumentValue="")
     if not well_formed_version_id(version_id):
         raise S3Error("InvalidArgument", "Invalid version id specified",
-                      ArgumentName="versionId", ArgumentValue=version_id)
+                      ArgumentName=argument, ArgumentValue=version_id)

@@ -15,8 +15,8 @@ from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.restore import restore_status
 from gateway.s3.http import iso_time
 from gateway.s3.request_keys import OWNERS
+from gateway.s3.router import check_version_id
 from storage.records import ObjectVersion
-from storage.version_ids import well_formed_version_id
 
 MAX_KEYS = 1000
 OPTIONAL_ATTRIBUTES = "x-amz-optional-object-attributes"
@@ -149,9 +149,8 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
     if vid_marker and not key_marker:
         raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a "
                       "key marker.", ArgumentName="version-id-marker", ArgumentValue=vid_marker)
-    if vid_marker and not well_formed_version_id(vid_marker):  # S3 answers it, not skipping
-        raise S3Error("InvalidArgument", "Invalid version id specified",
-                      ArgumentName="version-id-marker", ArgumentValue=vid_marker)
+    if vid_marker:  # a malformed one is refused as S3 does, not taken as a position
+        check_version_id(vid_marker, "version-id-marker")
     versions, more = await rq.cluster.objects.listing.list_versions(
         rq.existing_bucket(), prefix, key_marker, vid_marker, max_keys)
     await resolve_owners(rq, versions)
