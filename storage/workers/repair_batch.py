@@ -292,10 +292,7 @@ class RepairBatches:
                     if changed or swept:  # the due urgent entries, in risk order, beside
                         skip = self._busy | {v[0] for v in running.values()
                                              if v[1] == self._plan}
-                        urgent = [it for it in await self._meta.range(
-                            *urgent_repair_span(), limit=BATCH) if stripe_of(it.key) not in skip]
-                        tried.update(stripe_of(it.key) for it in urgent)
-                        start(await self._assess_items(urgent))
+                        await self._start_urgent(skip, BATCH, tried, start)
                 except StorageError as exc:  # (an etcd hiccup as a node goes down): only
                     log.warning("repair: re-planning failed (%s); the rebuilds go on", exc)
                     # a lost lease (the step cancelled) stops what is under way
@@ -312,8 +309,15 @@ class RepairBatches:
         order, behind those already waiting at the gates); whether more may wait."""
         skip = self._busy | {v[0] for v in running.values()} | tried
         limit = min(BATCH + len(skip), 8 * BATCH)  # past entries tried, deferred or failed
+        new, read = await self._start_urgent(skip, limit, tried, start)
+        return new > 0 and read >= limit
+
+    async def _start_urgent(self, skip: set[bytes], limit: int, tried: set[bytes],
+                            start: Callable[[list[Work]], None]) -> tuple[int, int]:
+        """Read up to `limit` urgent entries, start those not in `skip` (assessed, in risk
+        order) and note them `tried`; how many were started and how many read."""
         urgent = await self._meta.range(*urgent_repair_span(), limit=limit)
         new = [it for it in urgent if stripe_of(it.key) not in skip]
         tried.update(stripe_of(it.key) for it in new)
         start(await self._assess_items(new))
-        return bool(new) and len(urgent) >= limit
+        return len(new), len(urgent)
