@@ -134,3 +134,19 @@ def test_signed_header_that_is_not_utf8_is_400_and_stores_nothing(
                            {name: "/caf\u00e9".encode()}, b"body")  # UTF-8: signed and kept
     assert good.startswith(b"HTTP/1.1 200 "), good[:600]
     _serving(w)
+
+
+def test_tagging_header_with_a_character_xml_cannot_carry_is_400(w: dict[str, Any]) -> None:
+    """x-amz-tagging is URL-encoded, so it can name any character: one GetObjectTagging's XML
+    cannot carry back is InvalidTag (the tag was kept, then silently left out of the answer)."""
+    s3 = w["s3"]
+    for i, tagging in enumerate(("a=%00b", "a%01=b", "a=%0Bc", "a=%EF%BF%BE")):
+        key = f"tag-{i}"
+        with pytest.raises(ClientError) as ei:
+            s3.put_object(Bucket=w["bucket"], Key=key, Body=b"x", Tagging=tagging)
+        assert ei.value.response["Error"]["Code"] == "InvalidTag", tagging
+        assert _absent(s3, w["bucket"], key), tagging
+    s3.put_object(Bucket=w["bucket"], Key="tag-ok", Body=b"x", Tagging="a=b%09c")
+    assert s3.get_object_tagging(Bucket=w["bucket"], Key="tag-ok")["TagSet"] == [
+        {"Key": "a", "Value": "b\tc"}]
+    _serving(w)
