@@ -304,3 +304,25 @@ def test_list_objects_v1_refuses_start_after(s3) -> None:
     assert listing("marker=a") == ["b", "c"]
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=b, StartAfter="a")["Contents"]] == \
         ["b", "c"]
+
+
+def test_sdk_checksum_algorithm_that_disagrees_with_the_value_header(s3) -> None:
+    """x-amz-sdk-checksum-algorithm naming another algorithm than the x-amz-checksum-* value
+    sent is 400 InvalidRequest 'Value for x-amz-sdk-checksum-algorithm header is invalid.',
+    S3's answer (versitygw#1598 quotes it); the message was Tessera's own."""
+    b = "details-sdk-alg"
+    s3.create_bucket(Bucket=b)
+
+    def add(request, **_kw):  # type: ignore[no-untyped-def]
+        request.headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
+    s3.meta.events.register_first("before-sign.s3.PutObject", add)
+    try:
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket=b, Key="k", Body=b"x", ChecksumCRC32="jNwWgw==")
+    finally:
+        s3.meta.events.unregister("before-sign.s3.PutObject", add)
+    err = e.value.response["Error"]
+    assert (err["Code"], err["Message"]) == (
+        "InvalidRequest", "Value for x-amz-sdk-checksum-algorithm header is invalid.")
+    assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
+    s3.put_object(Bucket=b, Key="k", Body=b"x", ChecksumCRC32="jNwWgw==")
