@@ -150,3 +150,20 @@ def test_tagging_header_with_a_character_xml_cannot_carry_is_400(w: dict[str, An
     assert s3.get_object_tagging(Bucket=w["bucket"], Key="tag-ok")["TagSet"] == [
         {"Key": "a", "Value": "b\tc"}]
     _serving(w)
+
+
+def test_user_metadata_limit_counts_utf8_bytes(w: dict[str, Any]) -> None:
+    """User metadata is at most 2 KB as S3 measures it: the UTF-8 bytes of every key and
+    value (it counted characters, so 2048 two-byte characters, 4 KB, were kept)."""
+    big = ("\u00e9" * 1100).encode()  # 1,100 characters, 2,200 bytes
+    answer = _signed_raw_put(w["cluster"], f"/{w['bucket']}/meta-big", {"x-amz-meta-a": big},
+                             b"body")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:600]
+    assert b"<Code>MetadataTooLarge</Code>" in answer, answer[:600]
+    assert _absent(w["s3"], w["bucket"], "meta-big")
+    fits = ("\u00e9" * 1000).encode()  # 2,000 bytes and a one-byte key: kept
+    answer = _signed_raw_put(w["cluster"], f"/{w['bucket']}/meta-fits", {"x-amz-meta-a": fits},
+                             b"body")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:600]
+    head = w["s3"].head_object(Bucket=w["bucket"], Key="meta-fits")
+    assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-meta-a"].encode("latin-1") == fits

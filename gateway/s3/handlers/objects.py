@@ -52,7 +52,7 @@ SMALL_BODY_BYTES = 64 * 1024
 
 def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
     meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
-    if sum(len(k) + len(v) for k, v in meta.items()) > META_LIMIT_BYTES:
+    if sum(len(k.encode()) + len(v.encode()) for k, v in meta.items()) > META_LIMIT_BYTES:
         raise S3Error("MetadataTooLarge", MaxSizeAllowed=str(META_LIMIT_BYTES))
     return meta
 
