@@ -124,6 +124,9 @@ async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
 @operation("ListObjects")
 async def list_objects(rq: S3Request) -> web.StreamResponse:
     p = rq.params
+    if "start-after" in p:  # a V2 parameter: AWS refuses it rather than list from the start
+        raise S3Error("InvalidArgument", "startAfter only supported in REST.GET.BUCKET with "
+                      "list-type=2")
     max_keys = _max_keys(rq)
     enc = _encoding(rq)
     restore = _optional_attributes(rq)
