@@ -107,8 +107,8 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
     `old` is the node list the caller based its work on; if the manifest changed meanwhile,
     the new copies are queued for collection and nothing is committed. `fence` is the
     stripe's collection fence as read before any of `written` was written: if a delete may
-    have met one of them, nothing is committed either (`storage/workers/gcfence.py`; the
-    copies a delete claimed are its to delete, the others are queued). A CAS conflict while
+    have met one of them, nothing is committed either (`storage/workers/gcfence.py`), and
+    nothing queued. A CAS conflict while
     this stripe's nodes are unchanged came from another part of the same record (the other
     stripes of a multipart object share one version record): it retries after a short random
     pause (bounded, `COMMIT_TRIES`) rather than throw the rebuild away. Replaced copies are
@@ -125,10 +125,10 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
             await collect_copies(meta, stripe_id, written)
             return False, conflicts
         now = await read_fence(meta, stripe_id)
-        claimed = refused(fence, now, written)
-        if claimed:
-            await collect_copies(meta, stripe_id,
-                                 {i: n for i, n in written.items() if i not in claimed})
+        if refused(fence, now, written):
+            # A collector's delete may meet these copies: queue none of them (that would
+            # only race the retry again); what a delete leaves is an orphan the repair
+            # sweep queues once past its grace, if no commit names it by then.
             return False, conflicts
         compares: dict[bytes, int] = {gc_fence_key(stripe_id): now.revision}
         puts: dict[bytes, bytes] = {}

@@ -28,10 +28,11 @@ class Scheduler:
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)  # "actor:gate" let on, "actor:gate!" killed
 
-    async def gate(self, name: str) -> None:
-        """Park the calling actor here until the scheduler lets it on (no-op outside one)."""
+    async def gate(self, name: str, only: str | None = None) -> None:
+        """Park the calling actor (only actor `only`, if given) here until the scheduler
+        lets it on; a no-op outside an actor."""
         actor = ACTOR.get()
-        if actor is None or actor not in self.tasks:
+        if actor is None or actor not in self.tasks or only not in (None, actor):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         assert actor not in self.parked, f"{actor} parked twice: {self.trace}"
