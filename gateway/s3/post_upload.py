@@ -28,6 +28,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.s3 import authz, checksums, sse
@@ -35,6 +36,7 @@ from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.objects import put_options
+from gateway.s3.header_values import check_header_values
 from gateway.s3.router import KEY_BYTES_MAX, Endpoint
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_canonical import signing_key
@@ -82,7 +84,7 @@ async def _read_fields(request: web.Request) -> tuple[dict[str, str], Any, str |
     while True:
         try:
             part = await reader.next()
-        except ValueError:
+        except (ValueError, HttpProcessingError):  # a part's head no HTTP parser takes
             raise S3Error("MalformedPOSTRequest") from None
         if part is None:
             raise S3Error("InvalidArgument", "POST requires exactly one file upload per "
@@ -269,6 +271,8 @@ async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: 
                       ArgumentName="key", ArgumentValue="")
     key = fields["key"] = fields["key"].replace("${filename}", filename or "")
     limits = _check_policy(doc, fields, ep.bucket) if doc is not None else _Limits()
+    check_header_values((n, fields[n]) for n in ("success_action_redirect", "redirect")
+                        if n in fields)  # the answer's Location
     if not key or len(key.encode()) > KEY_BYTES_MAX:
         raise S3Error("KeyTooLongError" if key else "InvalidArgument",
                       ArgumentName="key", ArgumentValue=key)

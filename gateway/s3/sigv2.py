@@ -78,7 +78,7 @@ def string_to_sign(method: str, raw_path: str, query: list[tuple[str, str]],
 
 
 def _sign(secret: str, text: str) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), text.encode("utf-8"),
+    return base64.b64encode(hmac.new(secret.encode(), text.encode("utf-8", "surrogateescape"),
                                      hashlib.sha1).digest()).decode()
 
 
