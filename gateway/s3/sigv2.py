@@ -154,7 +154,7 @@ def authenticate(method: str, raw_path: str, query: list[tuple[str, str]],
     params = dict(query)
     ak, given, expires = params.get("AWSAccessKeyId", ""), params.get("Signature", ""), \
         params.get("Expires")
-    if expires is None or not expires.isdigit():
+    if expires is None or not (expires.isascii() and expires.isdigit()):
         raise SigV4Error("AccessDenied", "Query-string authentication requires the Signature, "
                          "Expires and AWSAccessKeyId parameters")
     if now.timestamp() > int(expires):

@@ -88,8 +88,15 @@ def test_response_override_no_header_can_carry_is_400(w: dict[str, Any], param: 
 
 def _signed_raw_put(cluster: LocalCluster, path: str, raw_headers: dict[str, bytes],
                     body: bytes) -> bytes:
-    """A SigV4 PUT whose header values are raw bytes (signed as bytes, as a client that
-    sends them would), over a plain socket; the status line of the answer."""
+    """A SigV4 PUT whose header values are raw bytes: `signed_raw`'s answer."""
+    return signed_raw(cluster, "PUT", path, "", raw_headers, body)
+
+
+def signed_raw(cluster: LocalCluster, method: str, path: str, query: str,
+               raw_headers: dict[str, bytes], body: bytes = b"") -> bytes:
+    """A SigV4 request whose header values are raw bytes (signed as bytes, as a client that
+    sends them would), over a plain socket; the whole answer. `query` is already encoded
+    as SigV4 wants it (sorted, unreserved characters literal)."""
     env, host = cluster.env, f"127.0.0.1:{cluster.port}"
     now = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     scope = f"{now[:8]}/us-east-1/s3/aws4_request"
@@ -98,7 +105,7 @@ def _signed_raw_put(cluster: LocalCluster, path: str, raw_headers: dict[str, byt
     hdrs.update({"host": host.encode(), "x-amz-date": now.encode(),
                  "x-amz-content-sha256": payload.encode()})
     names = sorted(hdrs)
-    canonical = b"\n".join([b"PUT", path.encode(), b"",
+    canonical = b"\n".join([method.encode(), path.encode(), query.encode(),
                             *[n.encode() + b":" + hdrs[n] for n in names], b"",
                             ";".join(names).encode(), payload.encode()])
     to_sign = "\n".join(["AWS4-HMAC-SHA256", now, scope,
@@ -109,7 +116,9 @@ def _signed_raw_put(cluster: LocalCluster, path: str, raw_headers: dict[str, byt
     sig = hmac.digest(key, to_sign, "sha256").hex()
     auth = (f"AWS4-HMAC-SHA256 Credential={env['AWS_ACCESS_KEY_ID']}/{scope}, "
             f"SignedHeaders={';'.join(names)}, Signature={sig}")
-    lines = [f"PUT {path} HTTP/1.1".encode(), *[n.encode() + b": " + v for n, v in hdrs.items()],
+    target = path + ("?" + query if query else "")
+    lines = [f"{method} {target} HTTP/1.1".encode(),
+             *[n.encode() + b": " + v for n, v in hdrs.items()],
              b"Authorization: " + auth.encode(), f"Content-Length: {len(body)}".encode(),
              b"Connection: close"]
     with socket.create_connection(("127.0.0.1", cluster.port), timeout=60) as sock:

@@ -196,7 +196,7 @@ def _copy_range(value: str | None, size: int) -> tuple[int, int]:
         return 0, size
     spec = value[6:] if value.startswith("bytes=") else ""
     first, sep, last = spec.partition("-")
-    if not (sep and first.isdigit() and last.isdigit()):
+    if not (sep and first.isascii() and last.isascii() and first.isdigit() and last.isdigit()):
         raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the "
                       "form bytes=first-last where first and last are the zero-based offsets "
                       "of the first and last bytes to copy",
