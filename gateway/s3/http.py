@@ -37,6 +37,15 @@ def iso_time(ts: float) -> datetime:
 
 
 _RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)\Z")
+_INT = re.compile(r"-?[0-9]+\Z")
+
+
+def strict_int(raw: str) -> int:
+    """A query or header integer: an optional '-' and ASCII digits, else ValueError (int()
+    also takes '_', '+', spaces and other Unicode digits, which S3 refuses)."""
+    if not _INT.match(raw):
+        raise ValueError(f"not an integer: {raw!r}")
+    return int(raw)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -59,3 +59,22 @@ def test_sigv2_expires_that_is_not_ascii_digits_is_access_denied(
                      f"&Signature=abc&Expires={expires}", timeout=60)
     assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text, (expires, r.text)
     assert "Query-string authentication requires" in r.text, r.text
+
+
+@pytest.mark.parametrize("query", ["list-type=2&max-keys=1_0", "list-type=2&max-keys=%2B1",
+                                   "list-type=2&max-keys=%D9%A1", "max-uploads=1_0&uploads=",
+                                   "max-buckets=1_0"])
+def test_query_integer_that_is_not_ascii_digits_is_invalid_argument(
+        w: dict[str, Any], query: str) -> None:
+    path = "/" if query.startswith("max-buckets") else f"/{w['bucket']}"
+    answer = signed_raw(w["cluster"], "GET", path, query, {})
+    assert answer.startswith(b"HTTP/1.1 400 "), (query, answer[:400])
+    assert b"<Code>InvalidArgument</Code>" in answer, (query, answer[:400])
+
+
+@pytest.mark.parametrize("number", ["%2B1", "%D9%A1", "1_0"])
+def test_get_part_number_that_is_not_ascii_digits_is_invalid_argument(
+        w: dict[str, Any], number: str) -> None:
+    answer = signed_raw(w["cluster"], "GET", f"/{w['bucket']}/k", f"partNumber={number}", {})
+    assert answer.startswith(b"HTTP/1.1 400 "), (number, answer[:400])
+    assert b"<Code>InvalidArgument</Code>" in answer, (number, answer[:400])

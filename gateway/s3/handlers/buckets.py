@@ -10,7 +10,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, clearing_operation, operation, xml_response
 from gateway.s3.handlers.access import create_bucket_config
 from gateway.s3.handlers.batch import MISSING_DIGEST, read_small_body
-from gateway.s3.http import iso_time
+from gateway.s3.http import iso_time, strict_int
 from gateway.s3.router import validate_bucket_name
 
 MAX_XML_BYTES = 1024 * 1024
@@ -42,7 +42,7 @@ async def list_buckets(rq: S3Request) -> web.StreamResponse:
     limit = MAX_BUCKETS_PAGE
     if raw is not None:
         try:
-            limit = int(raw)
+            limit = strict_int(raw)
         except ValueError:
             limit = 0
         if not 1 <= limit <= MAX_BUCKETS_PAGE:
