@@ -291,7 +291,8 @@ async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: 
                      requester.tenant if requester else None, b,
                      form_headers=CIMultiDictProxy(headers))
     v = await _store(rq, part, limits)
-    return _answer(fields, ep.bucket, key, v)
+    path = f"/{quote(key)}" if ep.virtual_host else f"/{quote(ep.bucket)}/{quote(key)}"
+    return _answer(fields, f"{request.scheme}://{request.host}{path}", ep.bucket, key, v)
 
 
 async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
@@ -330,10 +331,11 @@ async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
     return await rq.cluster.objects.put(rq.existing_bucket(), rq.key, body(), opts, finalize)
 
 
-def _answer(fields: dict[str, str], bucket: str, key: str, v: ObjectVersion,
+def _answer(fields: dict[str, str], location: str, bucket: str, key: str, v: ObjectVersion,
             ) -> web.StreamResponse:
+    """The answer to a stored upload; `location` is the new object's absolute URL, as S3
+    gives it (a browser script reads it from the 201 document to link the upload)."""
     etag = f'"{v.etag}"'
-    location = f"/{quote(bucket)}/{quote(key)}"
     headers = {"ETag": etag, "Location": location}
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
