@@ -57,6 +57,10 @@ class Fence:
     def pack(self) -> bytes:
         return pack({"gen": self.gen, "claims": self.claims, "pending": self.pending})
 
+    def pending_copies(self) -> set[str]:
+        """Every copy some claimer has not yet settled (its delete may be under way)."""
+        return {c for copies in self.pending.values() for c in copies}
+
 
 async def read_fence(meta: MetadataStore, stripe_id: bytes) -> Fence:
     item = await meta.get(gc_fence_key(stripe_id))
@@ -70,7 +74,7 @@ async def read_fence(meta: MetadataStore, stripe_id: bytes) -> Fence:
 
 def refused(token: Fence, now: Fence, written: dict[int, str]) -> set[int]:
     """The written copies (index -> node) a commit must give up (module docstring)."""
-    was_pending = {c for copies in token.pending.values() for c in copies}
+    was_pending = token.pending_copies()
     out = set()
     for i, node in written.items():
         c = copy_name(i, node)

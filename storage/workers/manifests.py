@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import random
 import time
 from dataclasses import dataclass
@@ -30,6 +31,15 @@ from storage.workers.gcfence import Fence, read_fence, refused
 COMMIT_TRIES = 24  # CAS attempts of one commit while its stripe's nodes stay unchanged
 COMMIT_JITTER_S = 0.02  # the first retry's pause (at most; random), doubling up to ...
 COMMIT_JITTER_MAX_S = 0.25  # ... this: all tries take at most ~5 s
+
+
+class Commit(enum.Enum):
+    """How `commit_shard_moves` ended."""
+
+    DONE = "committed"
+    GAVE_UP = "gave up"  # the manifest changed or CAS kept conflicting: copies queued for GC
+    REFUSED = "refused"  # a collector's delete may meet a written copy: retry once it settled
+
 
 @dataclass
 class Manifest:
@@ -101,18 +111,18 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
 
 
 async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
-                             written: dict[int, str], fence: Fence) -> tuple[bool, int]:
+                             written: dict[int, str], fence: Fence) -> tuple[Commit, int]:
     """CAS new shard locations into every record of a stripe's manifest (retry on conflict).
 
     `old` is the node list the caller based its work on; if the manifest changed meanwhile,
     the new copies are queued for collection and nothing is committed. `fence` is the
     stripe's collection fence as read before any of `written` was written: if a delete may
     have met one of them, nothing is committed either (`storage/workers/gcfence.py`), and
-    nothing queued. A CAS conflict while
+    nothing queued (REFUSED: the caller retries after the delete settles). A CAS conflict while
     this stripe's nodes are unchanged came from another part of the same record (the other
     stripes of a multipart object share one version record): it retries after a short random
     pause (bounded, `COMMIT_TRIES`) rather than throw the rebuild away. Replaced copies are
-    queued for GC. Returns (committed, CAS conflicts met). Repair and the rebalancer share it.
+    queued for GC. Returns (how it ended, CAS conflicts met). Repair and the rebalancer share it.
     """
     conflicts = 0
     for attempt in range(COMMIT_TRIES):
@@ -123,13 +133,13 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
         if not isinstance(man, Manifest) or list(man.part.nodes) != old:
             # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
             await collect_copies(meta, stripe_id, written)
-            return False, conflicts
+            return Commit.GAVE_UP, conflicts
         now = await read_fence(meta, stripe_id)
         if refused(fence, now, written):
             # A collector's delete may meet these copies: queue none of them (that would
             # only race the retry again); what a delete leaves is an orphan the repair
             # sweep queues once past its grace, if no commit names it by then.
-            return False, conflicts
+            return Commit.REFUSED, conflicts
         compares: dict[bytes, int] = {gc_fence_key(stripe_id): now.revision}
         puts: dict[bytes, bytes] = {}
         nodes = list(man.part.nodes) + [None] * (man.part.k + man.part.m - len(man.part.nodes))
@@ -153,10 +163,10 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
             puts[gc_key(time.time_ns(), stripe_id)] = pack(
                 {"nodes": [replaced.get(i) for i in range(len(old))]})
         if await meta.txn(Txn(compares=compares, puts=puts)):
-            return True, conflicts
+            return Commit.DONE, conflicts
         conflicts += 1
     await collect_copies(meta, stripe_id, written)
-    return False, conflicts
+    return Commit.GAVE_UP, conflicts
 
 
 async def collect_copies(meta: MetadataStore, stripe_id: bytes, written: dict[int, str]) -> None:

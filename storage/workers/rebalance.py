@@ -40,7 +40,7 @@ from storage.workers.base import (
     read_counters,
 )
 from storage.workers.gcfence import read_fence
-from storage.workers.manifests import Manifest, commit_shard_moves, load_manifest
+from storage.workers.manifests import Commit, Manifest, commit_shard_moves, load_manifest
 
 log = logging.getLogger("tessera.rebalance")
 STATS_KEY = system_key("rebalance")
@@ -57,6 +57,7 @@ class RebalanceStats:
     rebuilt: int = 0  # rebuilt from k other shards (old copy unreadable)
     failed: int = 0
     commit_conflicts: int = 0
+    refused: int = 0  # moves a collector's pending delete of the target copy refused
     balance_moves: int = 0
     passes: int = 0
     last_pass_start: float = 0.0
@@ -356,10 +357,11 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         await asyncio.gather(*(one(i, s, d) for i, (s, d) in job.moves.items()))
         if not written:
             return
-        ok, conflicts = await commit_shard_moves(self._meta, part.stripe_id, list(part.nodes),
-                                                 written, fence)
+        outcome, conflicts = await commit_shard_moves(self._meta, part.stripe_id,
+                                                      list(part.nodes), written, fence)
         self.stats.commit_conflicts += conflicts
-        if not ok:
+        self.stats.refused += outcome is Commit.REFUSED
+        if outcome is not Commit.DONE:
             return
         self.stats.shards_moved += len(written)
         self.stats.bytes_moved += nbytes

@@ -51,8 +51,9 @@ from storage.workers.base import (
     ShardWorker,
     read_counters,
 )
-from storage.workers.gcfence import Fence, read_fence
+from storage.workers.gcfence import Fence, copy_name, read_fence
 from storage.workers.manifests import (
+    Commit,
     Manifest,
     collect_copies,
     commit_shard_moves,
@@ -77,6 +78,10 @@ ORPHAN_MIN_INTERVAL_S = 5.0  # orphan pages are checked at most this often
 # pass may take a sweep step only every few minutes; a scrubber's find should not wait).
 QUARANTINE_POLL_S = 5.0
 SWEEP_BURST_S = 60.0  # the paced sweep's burst: this many seconds of sweep_rate_stripes_s
+# The wait of an entry whose target copy a collector has claimed and not settled (a delete
+# under way, or a collector that died until another reruns its entry): rebuilding now would
+# only be refused at the commit, again and again, ahead of every other entry.
+PENDING_RETRY_S = 5.0
 
 
 @dataclass
@@ -212,8 +217,9 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
         self._dirty = True
 
-    async def _defer(self, item: Item, entry: dict, reason: str) -> None:
-        entry = {**entry, "retry_at": time.time() + RETRY_S, "deferred_at": time.time(),
+    async def _defer(self, item: Item, entry: dict, reason: str,
+                     retry_s: float = RETRY_S) -> None:
+        entry = {**entry, "retry_at": time.time() + retry_s, "deferred_at": time.time(),
                  "error": reason[:200]}
         entry.setdefault("queued", time.time())
         await self._meta.txn(Txn(compares={item.key: item.revision},
@@ -255,6 +261,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         targets: dict[int, NodeSpec] = dict(zip(a.missing, chosen, strict=False))
         sources = [(i, self._by_id[n]) for i, n in sorted(usable.items())]
         fence = await read_fence(self._meta, part.stripe_id)  # before any shard is written
+        pending = fence.pending_copies()
+        if any(copy_name(i, t.id) in pending for i, t in targets.items()):
+            await self._defer(item, entry, "a target copy is pending deletion", PENDING_RETRY_S)
+            return False
         rebuild = asyncio.ensure_future(rebuild_shards(
             self._client, self._cpu, part, sources, targets, throttle or self._throttle,
             reference=reference, trusted=set(a.healthy) if keyless else None, pool=self._pool,
@@ -287,7 +297,11 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             await self._defer(item, entry, "; ".join(res.failed.values()) or "no shard written")
             return False
         async with committing() if committing is not None else contextlib.nullcontext():
-            committed = await self._commit(part.stripe_id, list(part.nodes), res.written, fence)
+            outcome = await self._commit(part.stripe_id, list(part.nodes), res.written, fence)
+        if outcome is Commit.REFUSED:  # a delete claimed a copy meanwhile: wait for it
+            await self._defer(item, entry, "a written copy was claimed for deletion",
+                              PENDING_RETRY_S)
+        committed = outcome is Commit.DONE
         if committed:
             self.stats.stripes_repaired += 1
             self.stats.shards_rebuilt += len(res.written)
@@ -328,10 +342,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         return codec.reference, codec.cipher is None
 
     async def _commit(self, stripe_id: bytes, old: list[str | None],
-                      written: dict[int, str], fence: Fence) -> bool:
-        ok, conflicts = await commit_shard_moves(self._meta, stripe_id, old, written, fence)
+                      written: dict[int, str], fence: Fence) -> Commit:
+        outcome, conflicts = await commit_shard_moves(self._meta, stripe_id, old, written, fence)
         self.stats.commit_conflicts += conflicts
-        return ok
+        return outcome
 
     async def _collect(self, stripe_id: bytes, written: dict[int, str]) -> None:
         await collect_copies(self._meta, stripe_id, written)

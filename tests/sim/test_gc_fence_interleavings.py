@@ -209,6 +209,7 @@ def _collector(s: Sim, sch: Scheduler) -> Callable[[str], None]:
 @pytest.mark.parametrize("writer", ["repair", "move", "stale"])
 async def test_no_interleaving_deletes_a_committed_copy(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str, crash: bool) -> None:
+    monkeypatch.setattr(repair, "PENDING_RETRY_S", 0.0)  # a claim's wait, elapsed at once
     bad: list[str] = []
     for seed in range(SEEDS):
         rnd = random.Random(seed * 2 + crash)

@@ -120,6 +120,7 @@ async def test_a_commit_between_the_check_and_the_delete_is_refused(
     committed it, deleted it, and could only queue a repair afterwards)."""
     s, stripes = await _setup(tmp_path, 72, 1, down=True)
     try:
+        monkeypatch.setattr(repair, "PENDING_RETRY_S", 0.0)  # the claim's wait, elapsed
         _give_up_first(monkeypatch)
         await s.repair.queue_step()  # gave up: the rebuilt copy is queued for GC
         assert s.repair.stats.stripes_repaired == 0
@@ -199,7 +200,7 @@ async def test_a_commit_retries_while_other_stripes_of_its_record_commit(
         fence = await read_fence(s.meta, stripes[0])
         ok, conflicts = await manifests.commit_shard_moves(s.meta, stripes[0], nodes,
                                                            {0: nodes[0]}, fence)
-        assert (ok, conflicts) == (True, 12)  # the old code gave up after 8
+        assert (ok, conflicts) == (manifests.Commit.DONE, 12)  # the old code gave up after 8
         assert await s.meta.range(*space(GC), limit=10) == []
     finally:
         await s.close()
