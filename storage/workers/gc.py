@@ -14,6 +14,8 @@ stripe, so a later commit may name the very same (index, node) again. Per entry:
    read in 2 (a change: back to 1), delete them, and drop the claim's pending mark in the
    transaction that retires the entry (`storage/workers/gcfence.py`: a commit whose
    shard write could have met this delete is refused, so none can name a deleted copy).
+   A copy whose delete failed may still be being deleted (a request that timed out): the
+   retry entry queued in that transaction takes over its pending mark.
 
 On etcd (where every idle poll is a Raft read) a watch on the queue wakes the worker when
 an entry is queued, and otherwise it sleeps until its earliest entry falls due (at most
@@ -31,7 +33,7 @@ from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.workers import WorkerState
-from storage.workers.gcfence import claim, settle
+from storage.workers.gcfence import claim, copy_name, settle
 from storage.workers.manifests import Manifest, load_manifest
 
 BATCH = 64
@@ -89,11 +91,13 @@ class GarbageCollector:
             return  # the stripe kept changing: the entry stays due, tried next step
         failed = await self._stripes.delete(stripe_id, nodes) if any(nodes) else []
         done = Txn(deletes=(item.key,))
-        if failed:
+        carry = None
+        if failed:  # maybe still deleting (a timed-out request): the retry keeps them claimed
             left = [n if n in failed else None for n in nodes]
             retry = gc_key(time.time_ns() + 30 * 10**9, stripe_id)
             done = Txn(puts={retry: pack({"nodes": left})}, deletes=(item.key,))
-        await settle(self._meta, stripe_id, owner, done, indexed=x is not None)
+            carry = (retry.hex(), [copy_name(i, n) for i, n in enumerate(left) if n])
+        await settle(self._meta, stripe_id, owner, done, indexed=x is not None, carry=carry)
         if not failed:
             self.deleted += 1
 

@@ -19,7 +19,10 @@ indexed stripe (one with an X entry) first claims it, and every commit checks th
 Why no committed copy is deleted: take a delete D of copy c (claim C before it, pending until
 after it) and a commit T naming c whose shard write W follows its token read R.
 - C before R: if D is still pending at R, T is refused; if not, D ended before R < W, and
-  the copy W wrote survives.
+  the copy W wrote survives. A delete reported failed may still be running (a client that
+  timed out does not stop the node's unlink), so it has not ended: its copies stay pending,
+  carried to the claimer's retry entry in the transaction that queues it (`settle`), until
+  a later delete of them is known finished.
 - C after R, before T: T sees c claimed above its token's generation: refused.
 - C after T: T changed the manifest records C compares (or the check before C already saw
   c named and skipped it): C fails, and the deleter re-reads and skips c.
@@ -98,9 +101,10 @@ async def claim(meta: MetadataStore, stripe_id: bytes, owner: str, nodes: list[s
 
 
 async def settle(meta: MetadataStore, stripe_id: bytes, owner: str, done: Txn,
-                 indexed: bool) -> None:
+                 indexed: bool, carry: tuple[str, list[str]] | None = None) -> None:
     """Apply `done` (the claimer retiring or requeueing its entry) with `owner`'s pending
-    mark dropped; for a stripe no longer `indexed`, delete the fence with it."""
+    mark dropped, and `carry` (retry entry, copies whose delete failed) marked pending in
+    its place; for a stripe no longer `indexed`, delete the fence with it."""
     key = gc_fence_key(stripe_id)
     if not indexed:
         await meta.txn(Txn(compares=done.compares, puts=done.puts,
@@ -108,10 +112,12 @@ async def settle(meta: MetadataStore, stripe_id: bytes, owner: str, done: Txn,
         return
     for _ in range(SETTLE_TRIES):
         f = await read_fence(meta, stripe_id)
-        if owner not in f.pending:
+        if owner not in f.pending and not carry:
             await meta.txn(done)
             return
-        del f.pending[owner]
+        f.pending.pop(owner, None)
+        if carry:
+            f.pending[carry[0]] = carry[1]
         if await meta.txn(Txn(compares={**done.compares, key: f.revision},
                               puts={**done.puts, key: f.pack()}, deletes=done.deletes)):
             return

@@ -4,13 +4,18 @@ A collector that claimed a copy and has not settled (its delete under way, or th
 died until another reruns its entry) makes every commit naming that copy refused. Repair
 used to rebuild the stripe again and again, each time refused, ahead of the rest of the
 queue: now it defers the entry a few seconds, before the rebuild when its token already
-shows a target pending, and after a refused commit. Simulated nodes, the real workers.
+shows a target pending, and after a refused commit. And a delete reported failed (a request
+that timed out) may still be running on the node: its copy stays pending, carried to the
+collector's retry entry, until a delete of it is known finished (review13b #3). Simulated
+nodes, the real workers.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,12 +23,15 @@ import pytest
 from storage.keyspace import GC, REPAIR, space, stripe_index_key, stripe_of, urgent_repair_key
 from storage.metadata import Txn
 from storage.records import pack, unpack
+from storage.shards.ids import shard_id
+from storage.workers import gc as gc_mod
 from storage.workers import rebalance, repair
 from storage.workers.gc import GarbageCollector
-from storage.workers.gcfence import claim, settle
+from storage.workers.gcfence import claim, read_fence, settle
 from storage.workers.manifests import Manifest, load_manifest
 from storage.workers.rebalance import Rebalancer, _Move
 from storage.workers.repair import PENDING_RETRY_S, RepairWorker
+from tests.sim.test_gc_fence_interleavings import _short_and_unqueued
 from tests.sim.test_repair_gc_named import SETTINGS, _give_up_first, _named_missing, _setup
 from tests.sim.test_sim_repair import SEGMENT, Sim
 
@@ -134,5 +142,45 @@ async def test_the_rebalancer_counts_refused_moves(
         await rb._execute(_Move(man, {0: (str(man.part.nodes[0]), dst)}, balance=True), {})
         assert (rb.stats.refused, rb.stats.shards_moved) == (1, 0)
         assert (await s.manifests())[0].part.nodes == man.part.nodes
+    finally:
+        await s.close()
+
+
+async def test_a_delete_that_timed_out_keeps_its_copy_pending(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s, stripes = await _setup(tmp_path, 204, 1, down=True)
+    try:
+        _give_up_first(monkeypatch)
+        await s.repair.queue_step()  # gave up: the rebuilt copy is queued for collection
+        g = (await s.meta.range(*space(GC), limit=10))[0]
+        sid = stripe_of(g.key)
+        copies = [(i, str(n)) for i, n in enumerate(unpack(g.value)["nodes"]) if n]
+        real_delete = s.stripes.delete
+
+        async def timed_out(stripe_id: bytes, nodes: Sequence[str | None]) -> list[str]:
+            return [n for n in nodes if n]  # reported failed; the node goes on unlinking
+
+        monkeypatch.setattr(s.stripes, "delete", timed_out)
+        await GarbageCollector(s.meta, s.stripes).step()
+        retry = (await s.meta.range(*space(GC), limit=10))[0]
+        assert retry.key != g.key
+        fence = await read_fence(s.meta, sid)
+        assert fence.pending == {retry.key.hex(): [f"{i}/{n}" for i, n in copies]}
+        await s.repair.queue_step()  # the old code committed the very copy being deleted
+        assert s.repair.stats.stripes_repaired == 0
+        for i, n in copies:  # the node's unlink lands
+            s.sim.files[n].pop(shard_id(sid, i), None)
+        assert await _short_and_unqueued(s) == []
+        monkeypatch.setattr(s.stripes, "delete", real_delete)
+        later = time.time_ns() + 60 * 10**9  # the retry entry falls due
+        monkeypatch.setattr(gc_mod, "time", SimpleNamespace(time_ns=lambda: later))
+        await GarbageCollector(s.meta, s.stripes).step()
+        assert await s.meta.range(*space(GC), limit=10) == []
+        assert (await read_fence(s.meta, sid)).pending == {}
+        await _deferred_for_pending(s, stripes[0])
+        await s.repair.queue_step()
+        assert s.repair.stats.stripes_repaired == 1
+        assert await _named_missing(s) == []
+        assert await s.check_reads() == 1
     finally:
         await s.close()
