@@ -347,7 +347,7 @@ class VersionsModel(RuleBasedStateMachine):
             assert set(got_prefixes) <= set(self.listed(prefix, delimiter)[1])
 
     @rule(prefix=st.text(st.sampled_from(ALPHABET), max_size=2),
-          delimiter=st.sampled_from(["", "/", "."]), page=st.integers(1, 3))
+          delimiter=st.sampled_from(["", "/", ".", "\x00"]), page=st.integers(1, 3))
     def list_versions(self, prefix: str, delimiter: str, page: int) -> None:
         pages = self.s3.get_paginator("list_object_versions").paginate(
             Bucket=self.name, Prefix=prefix, Delimiter=delimiter,
