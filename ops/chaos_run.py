@@ -198,7 +198,8 @@ def chaos_command(a: argparse.Namespace) -> int:
     try:
         import boto3  # noqa: F401
     except ImportError:
-        print("tessera chaos: needs boto3 (pip install 'tessera[test]')", file=sys.stderr)
+        print("tessera chaos: needs boto3 for its workload: pip install boto3 (or, in "
+              "the source tree, pip install -e '.[test]')", file=sys.stderr)
         return 2
     kinds = tuple(k.strip() for k in a.faults.split(",")) if a.faults else FAULTS
     unknown = [k for k in kinds if k not in ALL_FAULTS]
