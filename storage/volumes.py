@@ -29,6 +29,7 @@ from storage.keyspace import (
     extent_prefix,
     gc_key,
     journal_prefix,
+    span,
     stripe_index_key,
     volume_key,
     volume_lease_key,
@@ -184,9 +185,30 @@ class VolumeService:
     # snapshots and clones -------------------------------------------------------------------
 
     async def snapshot(self, tenant: str, name: str, snap: str) -> int:
-        """Freeze the committed extent map: returns the snapshot's generation."""
+        """Freeze the committed extent map: returns the snapshot's generation.
+
+        A snapshot freezes extents only. A live writer folds its own journal first
+        (`quiesce`, on its host); journal segments left by a writer that is gone (killed,
+        or paused past its lease) are replayed here, attached as the next mount would, and
+        frozen before detaching, so the snapshot holds every write fsynced before it.
+        """
         if not NAME_RE.match(snap):
             raise InvalidInput("snapshot names are 1-63 letters, digits, '.', '_' or '-'")
+        while True:
+            vol = await self.get(tenant, name)
+            if not await self.meta.range(*span(journal_prefix(vol.id)), limit=1) or (
+                    await self.attached_by(vol.id)):
+                return await self._freeze(tenant, name, snap)
+            try:
+                h = await self.open(tenant, name, holder=f"snapshot:{secrets.token_hex(4)}")
+            except VolumeAttached:
+                continue  # a writer attached meanwhile
+            try:
+                return await self._freeze(tenant, name, snap)
+            finally:
+                await h.close()
+
+    async def _freeze(self, tenant: str, name: str, snap: str) -> int:
         frozen = 0
 
         def freeze(v: Volume) -> None:
