@@ -2,12 +2,15 @@
 its lease): the snapshot must still hold every write fsynced before it was taken.
 
 A snapshot freezes extents only; a daemon killed with -9 (or stopped past its lease) cannot
-be asked to fold its journal first, so the snapshot replays it as the next attach would.
+be asked to fold its journal first, so the snapshot replays it as the next attach would. A
+live writer the caller could not flush (another host, or SIGSTOP within its lease) is refused
+while its journal holds segments, rather than frozen without them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 
 from storage.keyspace import journal_prefix
 from storage.volume_overlay import JournaledVolume
-from storage.volume_records import Fenced, scan_prefix
+from storage.volume_records import Fenced, VolumeAttached, scan_prefix
 from tests.unit.test_volume_journal import SIZE, Sim, crash
 
 MiB = 1 << 20
@@ -50,6 +53,35 @@ def test_snapshot_after_a_crash_holds_the_fsynced_journal() -> None:
             assert await h.read(0, 4096) == b"a" * 4096
             assert await h.read(4096, 4096) == bytes(4096)
             await h.close()
+        finally:
+            await sim.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(go(Path(d)))
+
+
+def test_snapshot_of_a_live_writer_nobody_flushed_is_refused() -> None:
+    async def go(tmp: Path) -> None:
+        sim = Sim(tmp)
+        svc = await sim.open()
+        try:
+            await svc.create("t", "v", SIZE)
+            w = JournaledVolume(await svc.open("t", "v", holder="w"))  # this process
+            await w.write(0, b"a" * 4096)
+            await w.flush()  # fsynced, in the journal only
+            for flushed in ([], [os.getppid()]):  # another host's writer, or a stopped one
+                with pytest.raises(VolumeAttached, match="cannot be flushed"):
+                    await svc.snapshot("t", "v", "s1", flushed=flushed)
+            assert (await svc.get("t", "v")).snapshots == {}  # nothing frozen
+            await w.checkpoint()  # the writer folds its journal (quiesce on its host)
+            await svc.snapshot("t", "v", "s1", flushed=[])
+            await w.write(4096, b"b" * 4096)
+            await w.flush()
+            await svc.snapshot("t", "v", "s2", flushed=[os.getpid()])  # quiesced here
+            await w.stop()
+            await w.vol.close()
+            ro = await svc.open("t", "v", holder="ro", snapshot="s1")
+            assert await ro.read(0, 8192) == b"a" * 4096 + bytes(4096)
         finally:
             await sim.close()
 
