@@ -134,3 +134,29 @@ def test_detach_with_writes_in_flight_loses_no_acknowledged_write() -> None:
         await h.close()
     run(body)
 
+
+def test_detach_racing_a_renewal_still_releases_the_lease() -> None:
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        h = await svc.open("t", "v", holder="w")
+        key = volume_lease_key(h.vol.id)
+        real_get = svc.meta.get
+        raced = False
+
+        async def get(k: bytes):  # type: ignore[no-untyped-def]
+            nonlocal raced
+            item = await real_get(k)
+            if k == key and not raced:  # close read the lease; a renewal commits first
+                raced = True
+                await h.renew()
+            return item
+        svc.meta.get = get  # type: ignore[method-assign]
+        await h.close()
+        svc.meta.get = real_get  # type: ignore[method-assign]
+        assert raced
+        rec = unpack((await svc.meta.get(key)).value)  # type: ignore[union-attr]
+        assert rec.get("released") and rec["token"] == h.token, rec
+        h2 = await svc.open("t", "v", holder="next")  # attaches at once, token above
+        assert h2.token == h.token + 1
+        await h2.close()
+    run(body)
