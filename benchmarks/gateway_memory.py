@@ -8,7 +8,8 @@ How: `tessera up` in a temp dir (or a running cluster: --data and the AWS_* envi
 then the shared `s3bench.py` (boto3) PUTs `--count` objects and GETs them back at
 `--concurrency`; a thread reads /proc/PID/smaps_rollup of the gateway (run/gateway.pid) and
 its child workers every `--interval` seconds. Prints per phase: each process's peak RSS /
-PSS, the gateway's peak sum, and s3bench's MB/s and server CPU per GB (all servers).
+PSS, the gateway's peak sum, and s3bench's MB/s and server CPU per GB (all servers); then
+what the gateway holds `--rest` seconds after the last request.
 
     python benchmarks/gateway_memory.py [--size 64MiB --count 32 --concurrency 4]
     python benchmarks/gateway_memory.py --data tessera-data      # a running cluster
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +117,12 @@ def measure(env: dict[str, str], data: Path, a: argparse.Namespace) -> list[dict
                          "MB_per_s": res.get("MB_per_s"), "errors": res.get("errors"),
                          "server_cpu_s_per_GB": res.get("server_cpu_s_per_GB"),
                          "load": os.getloadavg()[0]})
+    time.sleep(a.rest)  # what the allocator keeps once the requests stop
+    rest = {pid: rss_pss(pid) for pid in gateway_pids(data)}
+    rows.append({"phase": f"rest {a.rest:g}s after",
+                 "whole_rss_mib": sum(r for r, _ in rest.values()) / 2**20,
+                 "whole_pss_mib": sum(p for _, p in rest.values()) / 2**20,
+                 "per_worker_mib": [[r / 2**20, p / 2**20] for r, p in rest.values()]})
     return rows
 
 
@@ -125,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--duration", type=float, default=60.0, help="s3bench's bound per phase")
     ap.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
+    ap.add_argument("--rest", type=float, default=4.0, help="seconds at rest before the last sample")
     ap.add_argument("--data", type=Path, help="a running cluster's data dir (AWS_* env set)")
     ap.add_argument("--s3bench", type=Path, default=S3BENCH)
     ap.add_argument("--json", action="store_true")
@@ -146,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for r in rows:
             per = ", ".join(f"{x:.0f}/{y:.0f}" for x, y in r["per_worker_mib"])
-            extra = "" if r["phase"] == "idle" else (
+            extra = "" if "MB_per_s" not in r else (
                 f"  {r['MB_per_s']} MB/s, {r['server_cpu_s_per_GB']} s/GB server CPU, "
                 f"errors {r['errors']}, load {r['load']:.1f}")
             print(f"{r['phase']:16} gateway peak RSS {r['whole_rss_mib']:.0f} MiB, PSS "

@@ -30,6 +30,9 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (R, !, stripe hex)                    urgent repair entry (stripe at risk), read first
     (G, due ns:020, stripe hex)           garbage-collection queue entry (shards to delete)
     (X, stripe hex)                       stripe index: the live stripes and their owner
+    (GF, stripe hex)                      collection fence of a live stripe: which copies a
+                                          delete claimed, at what generation, which are
+                                          being deleted (storage/workers/gcfence.py)
     (L, name)                             lease of a background worker
     (M, node id)                          cluster-map overlay (membership)
     (RW, tenant)                          KEK rotation: DEKs still to rewrap
@@ -64,6 +67,7 @@ TENANT = "T"
 ACCESS_KEY = "K"
 REPAIR = "R"
 GC = "G"
+GC_FENCE = "GF"
 STRIPE = "X"
 LEASE = "L"
 MEMBER = "M"
@@ -289,6 +293,10 @@ def urgent_repair_span() -> tuple[bytes, bytes]:
 
 def gc_key(ts_ns: int, stripe_id: bytes) -> bytes:
     return pack(GC, f"{ts_ns:020d}", stripe_id.hex())
+
+
+def gc_fence_key(stripe_id: bytes) -> bytes:
+    return pack(GC_FENCE, stripe_id.hex())
 
 
 def due_before(name: str, ts_ns: int) -> tuple[bytes, bytes]:

@@ -79,15 +79,53 @@ class Listing:
         more = bool(await self._meta.range(start, end, limit=1))
         return objs, prefixes, more, last
 
-    async def list_versions(self, b: Bucket, prefix: str = "",
-                            key_marker: str = "", version_marker: str = "",
-                            max_keys: int = 1000) -> tuple[list[ObjectVersion], bool]:
-        """Versions in key order, newest first per key (unversioned objects as 'null')."""
-        bucket = b.name
+    async def list_versions(self, b: Bucket, prefix: str = "", key_marker: str = "",
+                            version_marker: str = "", max_keys: int = 1000,
+                            delimiter: str = "",
+                            ) -> tuple[list[ObjectVersion], list[str], bool, str]:
+        """One page of versions in key order, newest first per key (unversioned objects as
+        'null'): (versions, common prefixes, truncated, the page's last key or prefix).
+
+        With a delimiter, the keys that hold it after the prefix are returned once, as
+        their common prefix, which counts against `max_keys` (S3's rule); a key marker
+        inside a common prefix resumes past that prefix."""
         if not b.versioning:
-            objs, _, more, _ = await self.list(b, prefix, "", key_marker, max_keys)
-            return objs, more
+            return await self.list(b, prefix, delimiter, key_marker, max_keys)
+        if not delimiter:
+            found, more = await self._versions(b, prefix, key_marker, version_marker, max_keys)
+            return found, [], more, found[-1].key if found else ""
+        versions: list[ObjectVersion] = []
+        prefixes: list[str] = []
+        past, last = "", ""
+        pos = key_marker.find(delimiter, len(prefix)) if key_marker.startswith(prefix) else -1
+        if pos >= 0:  # a marker inside a common prefix: that prefix was already returned
+            past, key_marker, version_marker = key_marker[:pos + len(delimiter)], "", ""
+        while len(versions) + len(prefixes) < max_keys:
+            batch, more = await self._versions(b, prefix, key_marker, version_marker,
+                                               max_keys - len(versions) - len(prefixes), past)
+            for v in batch:
+                pos = v.key.find(delimiter, len(prefix))
+                if pos >= 0:
+                    past = last = v.key[:pos + len(delimiter)]
+                    prefixes.append(past)
+                    key_marker = version_marker = ""
+                    break
+                versions.append(v)
+                key_marker, version_marker, last = v.key, v.version_id or NULL_VERSION, v.key
+            else:
+                if not more:
+                    return versions, prefixes, False, last
+        batch, _ = await self._versions(b, prefix, key_marker, version_marker, 1, past)
+        return versions, prefixes, bool(batch), last
+
+    async def _versions(self, b: Bucket, prefix: str, key_marker: str, version_marker: str,
+                        max_keys: int, past: str = "") -> tuple[list[ObjectVersion], bool]:
+        """Versions of a versioned bucket after the markers and past every key starting with
+        `past` (a common prefix already returned), no delimiter: (versions, truncated)."""
+        bucket = b.name
         start, end = text_span(version_prefix(bucket), prefix)
+        if past:
+            start = max(start, past_text(version_prefix(bucket), past))
         skipping = bool(version_marker)
         if key_marker:
             start = max(start, version_prefix(bucket, key_marker))
@@ -106,17 +144,19 @@ class Listing:
             found.append(v)
         more = len(items) == limit
         found, more = await self._merge_unversioned(bucket, prefix, key_marker, found, more,
-                                                    max_keys)
+                                                    max_keys, past)
         if len(found) > max_keys:
             return found[:max_keys], True
         return found, more
 
     async def _merge_unversioned(self, bucket: str, prefix: str, key_marker: str,
                                  found: list[ObjectVersion], more: bool, max_keys: int,
-                                 ) -> tuple[list[ObjectVersion], bool]:
+                                 past: str = "") -> tuple[list[ObjectVersion], bool]:
         """Add the "null" versions written before versioning was enabled (they are only
         in their current record until a newer version moves them to the history)."""
         start, end = text_span(object_prefix(bucket), prefix)
+        if past:
+            start = max(start, past_text(object_prefix(bucket), past))
         if key_marker:
             start = max(start, next_key(object_key(bucket, key_marker)))
         limit = max_keys + 1

@@ -12,8 +12,6 @@ import base64
 import hashlib
 from typing import Any
 
-from awscrt import checksums as crt
-
 from storage.errors import InvalidInput
 
 COMPOSITE = "COMPOSITE"
@@ -55,6 +53,9 @@ class Combiner:
         self._hash: Any = hashlib.sha1() if algorithm == "SHA1" else hashlib.sha256()
 
     def add(self, part_b64: str, size: int) -> None:
+        # imported on first use: its library is ~5 MiB resident in every gateway worker
+        from awscrt import checksums as crt
+
         raw = base64.b64decode(part_b64)
         self.count += 1
         if self.ctype == FULL_OBJECT:

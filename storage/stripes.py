@@ -430,9 +430,23 @@ class StripeStore:
                        seg: int, last: bool, plen: int, blocks: dict[int, bytes],
                        liars: set[int], small: bool) -> bytes:
         """One segment whose tag failed: read its block from every other shard, find k that
-        authenticate (on the thread pool: up to C(k+m, k) decodes), report the liars."""
-        every = await self._all_blocks(codec, sources, seg, blocks, small)
-        plain, lying = await asyncio.get_running_loop().run_in_executor(
+        authenticate (on the thread pool: up to C(k+m, k) decodes), report the liars.
+
+        Shards on usable nodes first: a node known down is read only when those do not
+        authenticate (a hung one would hold the read for its whole timeout)."""
+        loop = asyncio.get_running_loop()
+        usable = [(i, n) for i, n in sources if self._health.is_usable(n.id)]
+        every = await self._all_blocks(codec, usable, seg, blocks, small)
+        if len(usable) < len(sources):
+            try:
+                plain, lying = await loop.run_in_executor(
+                    self._cpu, codec.authenticate, seg, last, plen, every)
+            except IntegrityError:
+                every = await self._all_blocks(codec, sources, seg, every, small)
+            else:
+                self._report_liars(codec, sources, lying, liars, seg)
+                return plain
+        plain, lying = await loop.run_in_executor(
             self._cpu, codec.authenticate, seg, last, plen, every)
         self._report_liars(codec, sources, lying, liars, seg)
         return plain

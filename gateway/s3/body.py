@@ -72,7 +72,8 @@ class RequestBody:
         alg = h.get("x-amz-sdk-checksum-algorithm")
         announced = set(self.expected)
         if alg:
-            if alg.upper() not in checksums.ALGORITHMS:
+            if alg.upper() not in checksums.ALGORITHMS or (self.expected and
+                                                          alg.upper() not in self.expected):
                 raise S3Error("InvalidRequest", "Value for x-amz-sdk-checksum-algorithm "
                               "header is invalid.")
             announced.add(alg.upper())

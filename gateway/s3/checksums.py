@@ -12,7 +12,6 @@ import zlib
 from collections.abc import Callable
 
 import crc32c as _crc32c
-from awscrt import checksums as _crt
 
 from gateway.s3.errors import S3Error
 from storage import isal
@@ -62,7 +61,10 @@ class Checksum:
         elif self.algorithm == "CRC32C":
             self._h = _Crc(lambda d, v: _crc32c.crc32c(d, v), 4)
         elif self.algorithm == "CRC64NVME":
-            self._h = _Crc(_crt.crc64nvme, 8)
+            # imported on first use: its library is ~5 MiB resident in every gateway worker
+            from awscrt import checksums as crt
+
+            self._h = _Crc(crt.crc64nvme, 8)
         elif self.algorithm == "SHA1":
             self._h = hashlib.sha1()
         elif self.algorithm == "SHA256":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import UTC, datetime
 
 from gateway.s3.errors import S3Error
@@ -35,6 +36,18 @@ def iso_time(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+_RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)\Z")
+_INT = re.compile(r"-?[0-9]+\Z")
+
+
+def strict_int(raw: str) -> int:
+    """A query or header integer: an optional '-' and ASCII digits, else ValueError (int()
+    also takes '_', '+', spaces and other Unicode digits, which S3 refuses)."""
+    if not _INT.match(raw):
+        raise ValueError(f"not an integer: {raw!r}")
+    return int(raw)
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """[start, end) of a single `bytes=` range; None means the whole object.
 
@@ -43,20 +56,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """
     if not header or not header.startswith("bytes=") or "," in header:
         return None
-    spec = header[6:].strip()
-    first, sep, last = spec.partition("-")
-    if not sep:
+    found = _RANGE_SPEC.match(header[6:].strip())  # ASCII digits only: int() takes more
+    if found is None:
         return None
-    try:
-        if first == "":
-            n = int(last)
-            if n <= 0:
-                raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size))
-            return max(0, size - n), size
-        start = int(first)
-        end = int(last) + 1 if last else size
-    except ValueError:
-        return None
+    first, last = found.groups()
+    if first == "":
+        if last == "":
+            return None
+        n = int(last)
+        if n <= 0:
+            raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size))
+        return max(0, size - n), size
+    start = int(first)
+    end = int(last) + 1 if last else size
     if start < 0 or (last and end <= start):
         return None
     if start >= size:

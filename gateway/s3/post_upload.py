@@ -28,6 +28,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.s3 import authz, checksums, sse
@@ -35,6 +36,7 @@ from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.objects import put_options
+from gateway.s3.header_values import check_header_values
 from gateway.s3.router import KEY_BYTES_MAX, Endpoint
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_canonical import signing_key
@@ -82,7 +84,7 @@ async def _read_fields(request: web.Request) -> tuple[dict[str, str], Any, str |
     while True:
         try:
             part = await reader.next()
-        except ValueError:
+        except (ValueError, HttpProcessingError):  # a part's head no HTTP parser takes
             raise S3Error("MalformedPOSTRequest") from None
         if part is None:
             raise S3Error("InvalidArgument", "POST requires exactly one file upload per "
@@ -269,6 +271,8 @@ async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: 
                       ArgumentName="key", ArgumentValue="")
     key = fields["key"] = fields["key"].replace("${filename}", filename or "")
     limits = _check_policy(doc, fields, ep.bucket) if doc is not None else _Limits()
+    check_header_values((n, fields[n]) for n in ("success_action_redirect", "redirect")
+                        if n in fields)  # the answer's Location
     if not key or len(key.encode()) > KEY_BYTES_MAX:
         raise S3Error("KeyTooLongError" if key else "InvalidArgument",
                       ArgumentName="key", ArgumentValue=key)
@@ -287,7 +291,8 @@ async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: 
                      requester.tenant if requester else None, b,
                      form_headers=CIMultiDictProxy(headers))
     v = await _store(rq, part, limits)
-    return _answer(fields, ep.bucket, key, v)
+    path = f"/{quote(key)}" if ep.virtual_host else f"/{quote(ep.bucket)}/{quote(key)}"
+    return _answer(fields, f"{request.scheme}://{request.host}{path}", ep.bucket, key, v)
 
 
 async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
@@ -326,10 +331,11 @@ async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
     return await rq.cluster.objects.put(rq.existing_bucket(), rq.key, body(), opts, finalize)
 
 
-def _answer(fields: dict[str, str], bucket: str, key: str, v: ObjectVersion,
+def _answer(fields: dict[str, str], location: str, bucket: str, key: str, v: ObjectVersion,
             ) -> web.StreamResponse:
+    """The answer to a stored upload; `location` is the new object's absolute URL, as S3
+    gives it (a browser script reads it from the 201 document to link the upload)."""
     etag = f'"{v.etag}"'
-    location = f"/{quote(bucket)}/{quote(key)}"
     headers = {"ETag": etag, "Location": location}
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id

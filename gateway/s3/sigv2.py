@@ -78,7 +78,7 @@ def string_to_sign(method: str, raw_path: str, query: list[tuple[str, str]],
 
 
 def _sign(secret: str, text: str) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), text.encode("utf-8"),
+    return base64.b64encode(hmac.new(secret.encode(), text.encode("utf-8", "surrogateescape"),
                                      hashlib.sha1).digest()).decode()
 
 
@@ -154,7 +154,7 @@ def authenticate(method: str, raw_path: str, query: list[tuple[str, str]],
     params = dict(query)
     ak, given, expires = params.get("AWSAccessKeyId", ""), params.get("Signature", ""), \
         params.get("Expires")
-    if expires is None or not expires.isdigit():
+    if expires is None or not (expires.isascii() and expires.isdigit()):
         raise SigV4Error("AccessDenied", "Query-string authentication requires the Signature, "
                          "Expires and AWSAccessKeyId parameters")
     if now.timestamp() > int(expires):

@@ -73,9 +73,10 @@ def canonical_request(
 
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    """The SigV4 string to sign over a canonical request."""
+    """The SigV4 string to sign over a canonical request (header bytes that are not UTF-8,
+    which aiohttp hands over as surrogates, are signed as the bytes they were)."""
     return "\n".join(
-        [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()]
+        [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()]
     )
 
 

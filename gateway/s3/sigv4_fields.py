@@ -84,8 +84,9 @@ def parse_credential(credential: str, code: str) -> tuple[str, str, str, str]:
     access_key, date, region, service = parts[0], parts[1], parts[2], parts[3]
     if len(date) != 8 or not date.isdigit() or not date.isascii():
         raise SigV4Error(code, f'Invalid credential date "{date}".')
-    if not region:
-        raise SigV4Error(code, "The credential is malformed; the region is empty.")
+    if not region or not region.isprintable() or not region.isascii():
+        raise SigV4Error(code, "The credential is malformed; the region is empty or not "
+                         "printable ASCII.")
     if service != "s3":
         raise SigV4Error(
             code,

@@ -3,17 +3,17 @@
 Entries wait a grace period so reads that started on an old version can finish. A stripe
 whose shards could not all be deleted (a node down) stays queued and is retried.
 
-An entry never deletes a copy its stripe's live manifest names. Repair queues the copies of
-a commit it gave up, and the copies a commit replaced; placement is deterministic per
-stripe, so a later commit may name the very same (index, node) again. The rule, per entry:
+An entry never deletes a copy a live manifest names, now or later. Repair queues the copies
+of a commit it gave up, and the copies a commit replaced; placement is deterministic per
+stripe, so a later commit may name the very same (index, node) again. Per entry:
 
-1. read the stripe's manifest (`load_manifest`: one read for a stripe with no live index
-   entry, a retired one; three for a live one) and skip every (index, node) it names;
-2. delete the rest;
-3. for a live stripe, read the manifest again: a commit that landed between 1 and 3 and
-   names a copy deleted in 2 queues the stripe for urgent repair, so that shard is rebuilt
-   at once instead of waiting for a sweep. A commit always follows its own shard writes,
-   so only a commit inside that window can name a copy this step deleted.
+1. read the stripe's X entry; with none, delete the copies (no commit can name a copy of
+   a stripe with no index entry) and the stripe's fence with the entry;
+2. else read its manifest (a live one) and leave out every (index, node) it names;
+3. claim the rest on the stripe's fence, comparing the X entry and the manifest records
+   read in 2 (a change: back to 1), delete them, and drop the claim's pending mark in the
+   transaction that retires the entry (`storage/workers/gcfence.py`: a commit whose
+   shard write could have met this delete is refused, so none can name a deleted copy).
 
 On etcd (where every idle poll is a Raft read) a watch on the queue wakes the worker when
 an entry is queued, and otherwise it sleeps until its earliest entry falls due (at most
@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import time
 
-from storage.keyspace import GC, gc_key, space, stripe_of, urgent_repair_key
+from storage.keyspace import GC, gc_key, space, stripe_index_key, stripe_of
 from storage.keyspace import unpack as unpack_key
-from storage.metadata import MetadataStore, Txn
+from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.workers import WorkerState
+from storage.workers.gcfence import claim, settle
 from storage.workers.manifests import Manifest, load_manifest
 
 BATCH = 64
+CLAIM_TRIES = 8  # claims of one entry per step while its stripe's records keep changing
 STALE_INTENT_S = 3600.0
 WATCHED_MAX_S = 30.0  # the longest sleep of a watched, idle collector (a bound on a missed wake)
 
@@ -51,7 +53,6 @@ class GarbageCollector:
         self._stale_intent_s = stale_intent_s
         self.deleted = 0
         self.kept = 0  # copies an entry named that a live manifest names (not deleted)
-        self.requeued = 0  # stripes queued for repair: a commit named a copy as it went
         self._next_due_ns: int | None = None  # the earliest entry not yet due (None: none)
 
     @property
@@ -68,41 +69,46 @@ class GarbageCollector:
         self._next_due_ns = (int(unpack_key(queued[len(items)].key)[1])
                              if len(items) < len(queued) else None)
         for item in items:
-            stripe_id = stripe_of(item.key)
-            nodes, live = await self._unnamed(stripe_id, list(unpack(item.value)["nodes"]))
-            failed = await self._stripes.delete(stripe_id, nodes) if any(nodes) else []
-            if live and any(nodes):
-                await self._recheck(stripe_id, nodes)
-            if failed:
-                left = [n if n in failed else None for n in nodes]
-                retry = gc_key(time.time_ns() + 30 * 10**9, stripe_id)
-                await self._meta.txn(Txn(puts={retry: pack({"nodes": left})},
-                                         deletes=(item.key,)))
-            else:
-                await self._meta.delete(item.key)
-                self.deleted += 1
+            await self._collect(item)
         return WorkerState.BUSY if items and len(queued) == BATCH else WorkerState.IDLE
 
-    async def _unnamed(self, stripe_id: bytes,
-                       nodes: list[str | None]) -> tuple[list[str | None], bool]:
+    async def _collect(self, item: Item) -> None:
+        """One due entry (module docstring): claim, delete, settle."""
+        stripe_id = stripe_of(item.key)
+        owner = item.key.hex()
+        nodes = list(unpack(item.value)["nodes"])
+        for _ in range(CLAIM_TRIES):
+            x = await self._meta.get(stripe_index_key(stripe_id))
+            if x is None:
+                break
+            unnamed, compares = await self._unnamed(stripe_id, nodes, x)
+            if not any(unnamed) or await claim(self._meta, stripe_id, owner, unnamed, compares):
+                nodes = unnamed
+                break
+        else:
+            return  # the stripe kept changing: the entry stays due, tried next step
+        failed = await self._stripes.delete(stripe_id, nodes) if any(nodes) else []
+        done = Txn(deletes=(item.key,))
+        if failed:
+            left = [n if n in failed else None for n in nodes]
+            retry = gc_key(time.time_ns() + 30 * 10**9, stripe_id)
+            done = Txn(puts={retry: pack({"nodes": left})}, deletes=(item.key,))
+        await settle(self._meta, stripe_id, owner, done, indexed=x is not None)
+        if not failed:
+            self.deleted += 1
+
+    async def _unnamed(self, stripe_id: bytes, nodes: list[str | None], x: Item,
+                       ) -> tuple[list[str | None], dict[bytes, int]]:
         """`nodes` (index -> node) without the copies the stripe's live manifest names, and
-        whether the stripe has a live manifest (module docstring, step 1)."""
+        the records a claim compares (the X entry, the manifest's records)."""
+        compares = {x.key: x.revision}
         man = await load_manifest(self._meta, stripe_id)
         if not isinstance(man, Manifest):
-            return nodes, False
+            return nodes, compares
         out = _unnamed_by(man.part.nodes, nodes)
         self.kept += sum(1 for a, b in zip(nodes, out, strict=True) if a and not b)
-        return out, True
-
-    async def _recheck(self, stripe_id: bytes, deleted: list[str | None]) -> None:
-        """A commit named a copy just deleted (module docstring, step 3): repair it now."""
-        man = await load_manifest(self._meta, stripe_id)
-        if not isinstance(man, Manifest) or _unnamed_by(man.part.nodes, deleted) == deleted:
-            return
-        key = urgent_repair_key(stripe_id)
-        await self._meta.txn(Txn(compares={key: 0}, puts={key: pack(
-            {"reason": "gc deleted a copy a commit named meanwhile", "queued": time.time()})}))
-        self.requeued += 1
+        compares.update({it.key: it.revision for it in man.items})
+        return out, compares
 
 
 def _unnamed_by(named: list[str | None], nodes: list[str | None]) -> list[str | None]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from storage.keyspace import (
     EXTENT,
+    gc_fence_key,
     gc_key,
     next_key,
     object_key,
@@ -24,6 +25,7 @@ from storage.keyspace import (
 )
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import ObjectVersion, PartLayout, pack, unpack
+from storage.workers.gcfence import Fence, read_fence, refused
 
 COMMIT_TRIES = 24  # CAS attempts of one commit while its stripe's nodes stay unchanged
 COMMIT_JITTER_S = 0.02  # the first retry's pause (at most; random), doubling up to ...
@@ -99,11 +101,14 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
 
 
 async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
-                             written: dict[int, str]) -> tuple[bool, int]:
+                             written: dict[int, str], fence: Fence) -> tuple[bool, int]:
     """CAS new shard locations into every record of a stripe's manifest (retry on conflict).
 
     `old` is the node list the caller based its work on; if the manifest changed meanwhile,
-    the new copies are queued for collection and nothing is committed. A CAS conflict while
+    the new copies are queued for collection and nothing is committed. `fence` is the
+    stripe's collection fence as read before any of `written` was written: if a delete may
+    have met one of them, nothing is committed either (`storage/workers/gcfence.py`), and
+    nothing queued. A CAS conflict while
     this stripe's nodes are unchanged came from another part of the same record (the other
     stripes of a multipart object share one version record): it retries after a short random
     pause (bounded, `COMMIT_TRIES`) rather than throw the rebuild away. Replaced copies are
@@ -119,7 +124,13 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
             # Deleted, replaced or repaired by someone else meanwhile: drop our copies.
             await collect_copies(meta, stripe_id, written)
             return False, conflicts
-        compares: dict[bytes, int] = {}
+        now = await read_fence(meta, stripe_id)
+        if refused(fence, now, written):
+            # A collector's delete may meet these copies: queue none of them (that would
+            # only race the retry again); what a delete leaves is an orphan the repair
+            # sweep queues once past its grace, if no commit names it by then.
+            return False, conflicts
+        compares: dict[bytes, int] = {gc_fence_key(stripe_id): now.revision}
         puts: dict[bytes, bytes] = {}
         nodes = list(man.part.nodes) + [None] * (man.part.k + man.part.m - len(man.part.nodes))
         for i, nid in written.items():
@@ -155,6 +166,8 @@ async def collect_copies(meta: MetadataStore, stripe_id: bytes, written: dict[in
     a retried repair writes shard i to the same node again): the collector skips every copy
     the live manifest names when it falls due (`storage/workers/gc.py`).
     """
+    if not written:
+        return
     width = max(written) + 1
     nodes = [written.get(i) for i in range(width)]
     await meta.put(gc_key(time.time_ns(), stripe_id), pack({"nodes": nodes}))

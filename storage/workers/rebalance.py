@@ -39,6 +39,7 @@ from storage.workers.base import (
     ShardWorker,
     read_counters,
 )
+from storage.workers.gcfence import read_fence
 from storage.workers.manifests import Manifest, commit_shard_moves, load_manifest
 
 log = logging.getLogger("tessera.rebalance")
@@ -351,11 +352,12 @@ class Rebalancer(ShardWorker[RebalanceStats]):
             nbytes += n
             hows.append(how)
 
+        fence = await read_fence(self._meta, part.stripe_id)  # before any copy is written
         await asyncio.gather(*(one(i, s, d) for i, (s, d) in job.moves.items()))
         if not written:
             return
         ok, conflicts = await commit_shard_moves(self._meta, part.stripe_id, list(part.nodes),
-                                                 written)
+                                                 written, fence)
         self.stats.commit_conflicts += conflicts
         if not ok:
             return

@@ -51,6 +51,7 @@ from storage.workers.base import (
     ShardWorker,
     read_counters,
 )
+from storage.workers.gcfence import Fence, read_fence
 from storage.workers.manifests import (
     Manifest,
     collect_copies,
@@ -253,6 +254,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             return False
         targets: dict[int, NodeSpec] = dict(zip(a.missing, chosen, strict=False))
         sources = [(i, self._by_id[n]) for i, n in sorted(usable.items())]
+        fence = await read_fence(self._meta, part.stripe_id)  # before any shard is written
         rebuild = asyncio.ensure_future(rebuild_shards(
             self._client, self._cpu, part, sources, targets, throttle or self._throttle,
             reference=reference, trusted=set(a.healthy) if keyless else None, pool=self._pool,
@@ -285,7 +287,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             await self._defer(item, entry, "; ".join(res.failed.values()) or "no shard written")
             return False
         async with committing() if committing is not None else contextlib.nullcontext():
-            committed = await self._commit(part.stripe_id, list(part.nodes), res.written)
+            committed = await self._commit(part.stripe_id, list(part.nodes), res.written, fence)
         if committed:
             self.stats.stripes_repaired += 1
             self.stats.shards_rebuilt += len(res.written)
@@ -326,8 +328,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         return codec.reference, codec.cipher is None
 
     async def _commit(self, stripe_id: bytes, old: list[str | None],
-                      written: dict[int, str]) -> bool:
-        ok, conflicts = await commit_shard_moves(self._meta, stripe_id, old, written)
+                      written: dict[int, str], fence: Fence) -> bool:
+        ok, conflicts = await commit_shard_moves(self._meta, stripe_id, old, written, fence)
         self.stats.commit_conflicts += conflicts
         return ok
 

@@ -2,7 +2,9 @@
 
 The node scrubbers (and reads) quarantine corrupt shards: their stripes are queued for
 repair. Shards no manifest names (no stripe index entry, or a stale copy the manifest no
-longer names) are deleted once older than the orphan grace, one page per node per pass.
+longer names) are deleted once older than the orphan grace, one page per node per pass; a
+stale copy of a live stripe is queued for the collector instead, whose fence keeps it from
+deleting a copy a commit names meanwhile.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from storage.keyspace import stripe_index_key
 from storage.metadata import MetadataStore
 from storage.shards.ids import parse_shard_id
 from storage.shards.transport import NodeTransport
-from storage.workers.manifests import Manifest, load_manifest
+from storage.workers.manifests import Manifest, collect_copies, load_manifest
 
 log = logging.getLogger("tessera.repair")
 
@@ -96,6 +98,12 @@ class RepairHousekeeping:
             except StorageError:
                 continue
             if st is None or now - float(st.get("mtime", now)) < self.settings.orphan_grace_s:
+                continue
+            if isinstance(man, Manifest):  # a stale copy: a commit may name it again, so
+                # it goes through the collector's fence (storage/workers/gcfence.py)
+                await collect_copies(self._meta, stripe_id, {index: node.id})
+                self.stats.orphans_deleted += 1
+                self._dirty = True
                 continue
             try:
                 await self._client.delete_shard(node, sid)

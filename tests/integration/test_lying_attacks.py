@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -136,3 +136,92 @@ def test_liars_in_different_segments_never_cost_the_object(lc: LocalCluster,
         assert get() == body
         time.sleep(0.2)
     assert get() == body
+
+
+# Seeded fault injection: shards that lie in other ways than random blocks ---------------------
+
+def _frames(raw: bytes) -> tuple[ShardHeader, list[bytes]]:
+    header = ShardHeader.unpack(raw[:HEADER_BYTES])
+    off, blocks = HEADER_BYTES, []
+    while off + FRAME_HEAD_BYTES <= len(raw):
+        length, _ = FRAME_HEAD.unpack_from(raw, off)
+        blocks.append(raw[off + FRAME_HEAD_BYTES:off + FRAME_HEAD_BYTES + length])
+        off += FRAME_HEAD_BYTES + length
+    return header, blocks
+
+
+def _framed(header: ShardHeader, blocks: list[bytes]) -> bytes:
+    """A shard file with valid header and frame checksums around whatever blocks."""
+    return header.pack() + b"".join(pack_frame(header, i, b) for i, b in enumerate(blocks))
+
+
+FORGERIES: dict[str, Callable[[bytes, bytes, bytes, random.Random], bytes]] = {
+    # (own shard file, the same index of another object of the same size, the next index of
+    # this stripe, rng) -> the file the node will now serve
+    "other-object": lambda own, donor, sib, rnd: donor,
+    "other-object-reframed": lambda own, donor, sib, rnd: _framed(
+        _frames(own)[0], _frames(donor)[1]),
+    "sibling-reframed": lambda own, donor, sib, rnd: _framed(_frames(own)[0], _frames(sib)[1]),
+    "segments-rotated": lambda own, donor, sib, rnd: _framed(
+        _frames(own)[0], _frames(own)[1][1:-1] + _frames(own)[1][:1] + _frames(own)[1][-1:]
+        if len(_frames(own)[1]) > 2 else [bytes(len(b)) for b in _frames(own)[1]]),
+    "zeros": lambda own, donor, sib, rnd: _framed(
+        _frames(own)[0], [bytes(len(b)) for b in _frames(own)[1]]),
+    "last-frame-dropped": lambda own, donor, sib, rnd: _framed(
+        _frames(own)[0], _frames(own)[1][:-1]),
+    "cut-mid-frame": lambda own, donor, sib, rnd: own[:len(own) - 1 - rnd.randrange(
+        max(1, len(_frames(own)[1][-1])))],
+    "header-only": lambda own, donor, sib, rnd: own[:HEADER_BYTES],
+    "empty": lambda own, donor, sib, rnd: b"",
+}
+
+
+def _forge(c: LocalCluster, part: Any, donor: Any, index: int, kind: str,
+           rnd: random.Random) -> None:
+    def path(p: Any, i: int) -> Any:
+        sid = shard_id(p.stripe_id, i)
+        return c.data / "nodes" / str(p.nodes[i]) / "shards" / sid[:2] / sid[2:4] / sid
+
+    target = path(part, index)
+    sib = (index + 1) % len(part.nodes)
+    sib_raw = path(part, sib).read_bytes() if part.nodes[sib] else target.read_bytes()
+    raw = FORGERIES[kind](target.read_bytes(), path(donor, index).read_bytes(), sib_raw, rnd)
+    tmp = target.with_name(target.name + ".forged")
+    tmp.write_bytes(raw)
+    os.replace(tmp, target)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_forged_shards_never_cost_or_change_the_object(lc: LocalCluster, seed: int) -> None:
+    """Shards a node serves in place of its own: another object's (as is, or reframed under
+    this stripe's header so every frame checksum holds), a sibling's blocks relabelled as
+    this index, its own segments rotated, zeros, truncated at a frame or mid-frame, only a
+    header, empty. Up to m forged shards (fewer when the PUT was acknowledged without one)
+    must cost nothing: the whole object and ranges of it read exactly; m + 1 may cost the
+    read but never give other bytes. Sizes cover the batched small-stripe path and
+    streamed multi-segment ones; placements are random."""
+    s3 = lc.client()
+    bucket = f"forged-{seed}"
+    s3.create_bucket(Bucket=bucket)
+    rnd = random.Random(seed)
+    for trial in range(8):
+        size = rnd.choice([4097, 70_000, MiB + 3 * 4096 + 1, SIZE])
+        body, other = rnd.randbytes(size), rnd.randbytes(size)
+        s3.put_object(Bucket=bucket, Key=f"t{trial}", Body=body)
+        s3.put_object(Bucket=bucket, Key=f"d{trial}", Body=other)
+        part = lc.manifest(bucket, f"t{trial}").parts[0]
+        donor = lc.manifest(bucket, f"d{trial}").parts[0]
+        placed = [i for i, n in enumerate(part.nodes) if n and donor.nodes[i]]
+        spare = 2 - (len(part.nodes) - sum(1 for n in part.nodes if n))
+        extra = trial % 4 == 3  # one past m: an error is allowed, other bytes never
+        chosen = rnd.sample(placed, min(len(placed), spare + int(extra)))
+        kinds = [rnd.choice(sorted(FORGERIES)) for _ in chosen]
+        for index, kind in zip(chosen, kinds, strict=True):
+            _forge(lc, part, donor, index, kind, rnd)
+        start = rnd.randrange(size)
+        for rng, want in ((None, body), (f"bytes={start}-", body[start:]),
+                          (f"bytes=-{size - start}", body[start:])):
+            got = read(s3, bucket, f"t{trial}", rng)
+            what = f"trial {trial} size {size} forged {list(zip(chosen, kinds, strict=True))} range {rng}"
+            assert got is None or got == want, f"{what}: other bytes returned"
+            assert got is not None or extra, f"{what}: the read failed with <= m forged"

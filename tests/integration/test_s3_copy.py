@@ -66,6 +66,37 @@ def test_copy_to_itself(s3) -> None:  # type: ignore[no-untyped-def]
     assert got["Body"].read() == b"same" and got["Metadata"] == {"a": "2"}
 
 
+def test_copy_to_itself_changing_only_its_encryption(s3) -> None:  # type: ignore[no-untyped-def]
+    """A copy onto itself that names encryption (SSE-S3 to SSE-KMS and back, an SSE-C key
+    rotation) is legal, as AWS documents (the refusal names 'encryption attributes', and
+    re-encrypting objects in place is AWS's advice); it was refused as if nothing changed.
+    Data, metadata and tags stay (a copy naming nothing is still refused: the test above)."""
+    import base64
+    import hashlib
+
+    b = uniq("cp-self-sse")
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="k", Body=b"same", Metadata={"a": "1"}, Tagging="t=1")
+    src = {"Bucket": b, "Key": "k"}
+    s3.copy_object(Bucket=b, Key="k", CopySource=src, ServerSideEncryption="aws:kms")
+    head = s3.head_object(Bucket=b, Key="k")
+    assert head["ServerSideEncryption"] == "aws:kms" and head["Metadata"] == {"a": "1"}
+    s3.copy_object(Bucket=b, Key="k", CopySource=src, ServerSideEncryption="AES256")
+    assert s3.head_object(Bucket=b, Key="k")["ServerSideEncryption"] == "AES256"
+    keys = [bytes([n]) * 32 for n in (1, 2)]
+
+    def sse_c(key: bytes, prefix: str = "") -> dict[str, str]:
+        return {f"{prefix}SSECustomerAlgorithm": "AES256",
+                f"{prefix}SSECustomerKey": base64.b64encode(key).decode(),
+                f"{prefix}SSECustomerKeyMD5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+    s3.copy_object(Bucket=b, Key="k", CopySource=src, **sse_c(keys[0]))
+    s3.copy_object(Bucket=b, Key="k", CopySource=src, **sse_c(keys[1]),
+                   **sse_c(keys[0], "CopySource"))
+    got = s3.get_object(Bucket=b, Key="k", **sse_c(keys[1]))
+    assert got["Body"].read() == b"same" and got["Metadata"] == {"a": "1"}
+    assert s3.get_object_tagging(Bucket=b, Key="k")["TagSet"] == [{"Key": "t", "Value": "1"}]
+
+
 def test_copy_preconditions(s3) -> None:  # type: ignore[no-untyped-def]
     b = uniq("cp-cond")
     s3.create_bucket(Bucket=b)

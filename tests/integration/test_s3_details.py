@@ -275,3 +275,54 @@ def test_composite_suffix_only_at_complete_and_only_its_part_count(s3) -> None:
                                         ChecksumCRC32=composite + "-2",
                                         MultipartUpload={"Parts": parts})
     assert done["ChecksumCRC32"] == composite + "-2"
+
+
+def test_list_objects_v1_refuses_start_after(s3) -> None:
+    """`start-after` belongs to ListObjectsV2: a V1 listing (no list-type, or any list-type
+    other than 2) that names it is 400 InvalidArgument, as AWS answers (amazonka#376 quotes
+    it); it was ignored, so a client paging from a key got the listing from the start."""
+    b = "details-v1-start-after"
+    s3.create_bucket(Bucket=b)
+    for k in ("a", "b", "c"):
+        s3.put_object(Bucket=b, Key=k, Body=b"")
+
+    def listing(query: str) -> tuple[int, str] | list[str]:
+        def add(request, **_kw):  # type: ignore[no-untyped-def]
+            request.url += ("&" if "?" in request.url else "?") + query
+        s3.meta.events.register_first("before-sign.s3.ListObjects", add)
+        try:
+            return [o["Key"] for o in s3.list_objects(Bucket=b).get("Contents", [])]
+        except ClientError as e:
+            return e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]
+        finally:
+            s3.meta.events.unregister("before-sign.s3.ListObjects", add)
+
+    for query in ("start-after=a", "start-after=", "list-type=3&start-after=a",
+                  "list-type=1&start-after=b"):
+        assert listing(query) == (400, "InvalidArgument"), query
+    assert listing("list-type=3") == ["a", "b", "c"]  # any list-type but 2 is V1, as on AWS
+    assert listing("marker=a") == ["b", "c"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=b, StartAfter="a")["Contents"]] == \
+        ["b", "c"]
+
+
+def test_sdk_checksum_algorithm_that_disagrees_with_the_value_header(s3) -> None:
+    """x-amz-sdk-checksum-algorithm naming another algorithm than the x-amz-checksum-* value
+    sent is 400 InvalidRequest 'Value for x-amz-sdk-checksum-algorithm header is invalid.',
+    S3's answer (versitygw#1598 quotes it); the message was Tessera's own."""
+    b = "details-sdk-alg"
+    s3.create_bucket(Bucket=b)
+
+    def add(request, **_kw):  # type: ignore[no-untyped-def]
+        request.headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
+    s3.meta.events.register_first("before-sign.s3.PutObject", add)
+    try:
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket=b, Key="k", Body=b"x", ChecksumCRC32="jNwWgw==")
+    finally:
+        s3.meta.events.unregister("before-sign.s3.PutObject", add)
+    err = e.value.response["Error"]
+    assert (err["Code"], err["Message"]) == (
+        "InvalidRequest", "Value for x-amz-sdk-checksum-algorithm header is invalid.")
+    assert _err(s3.head_object, Bucket=b, Key="k")[0] == 404
+    s3.put_object(Bucket=b, Key="k", Body=b"x", ChecksumCRC32="jNwWgw==")

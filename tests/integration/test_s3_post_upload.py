@@ -92,6 +92,26 @@ def test_sigv2_form_conditions_and_answers(s3: dict[str, Any]) -> None:
     assert "key=v2%2Fr" in r.headers["Location"]
 
 
+def test_post_answers_the_objects_absolute_url(s3: dict[str, Any]) -> None:
+    """The 201 document's Location and the Location header are the new object's absolute
+    URL, as S3 answers (minio#1477 and localstack#1302 quote S3's PostResponse; AWS's POST
+    example shows https://bucket.s3.amazonaws.com/key): a browser script links the upload
+    with it. It was a path, which a page on another origin resolves against itself."""
+    fields = _v2_form(s3, [["starts-with", "$key", "loc/"],
+                           ["eq", "$success_action_status", "201"]],
+                      key="loc/a b+c", success_action_status="201")
+    r = _post(s3, fields)
+    assert r.status_code == 201, r.text
+    want = f"{s3['url']}/loc/a%20b%2Bc"
+    assert f"<Location>{want}</Location>".encode() in r.content
+    assert r.headers["Location"] == want
+    assert requests.get(want, timeout=30).status_code == 403  # the URL names it (private)
+    assert s3["c"].get_object(Bucket=s3["b"], Key="loc/a b+c")["Body"].read() == b"hello"
+    fields = _v2_form(s3, [["starts-with", "$key", "loc/"]], key="loc/d")
+    r = _post(s3, fields)
+    assert r.status_code == 204 and r.headers["Location"] == f"{s3['url']}/loc/d"
+
+
 def test_expired_or_malformed_policies(s3: dict[str, Any]) -> None:
     fields = _v2_form(s3, [["starts-with", "$key", ""]], key="k")
     doc = json.loads(base64.b64decode(fields["policy"]))

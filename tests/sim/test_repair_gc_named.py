@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from storage.keyspace import GC, REPAIR, space, urgent_repair_key
+from storage.keyspace import GC, REPAIR, repair_key, space, urgent_repair_key
 from storage.metadata import MetadataStore, Txn
 from storage.records import unpack
 from storage.shards.ids import shard_id
 from storage.workers import manifests, repair
 from storage.workers.gc import GarbageCollector
+from storage.workers.gcfence import Fence, read_fence
 from storage.workers.manifests import Manifest, load_manifest
 from storage.workers.repair import RepairSettings, RepairWorker
 from tests.sim.test_sim_repair import SEGMENT, Sim
@@ -63,11 +64,11 @@ def _give_up_first(monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[byte
     given_up: list[bytes] = []
 
     async def commit(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
-                     written: dict[int, str]) -> tuple[bool, int]:
+                     written: dict[int, str], *fence: Fence) -> tuple[bool, int]:
         if len(given_up) < times:
             given_up.append(stripe_id)
-            return await real(meta, stripe_id, [*old, "changed"], written)
-        return await real(meta, stripe_id, old, written)
+            return await real(meta, stripe_id, [*old, "changed"], written, *fence)
+        return await real(meta, stripe_id, old, written, *fence)
 
     monkeypatch.setattr(repair, "commit_shard_moves", commit)
     return given_up
@@ -106,14 +107,17 @@ async def test_gc_keeps_the_copy_a_retried_commit_named(
             assert set(unpack(left.value)["nodes"]) <= s.sim.down | {None}
         assert await _named_missing(s) == []  # the old code deleted these committed copies
         assert gc.kept >= len(stripes)
-        assert gc.requeued == 0
         assert await s.check_reads() == 3
     finally:
         await s.close()
 
 
-async def test_a_commit_between_the_check_and_the_delete_is_repaired(
+async def test_a_commit_between_the_check_and_the_delete_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry commits after the collector checked the manifest, before it deletes the
+    copy: the commit is refused (the collector claimed that copy), the copy is deleted, and
+    the next retry commits a fresh one. No manifest ever names a deleted copy (the old code
+    committed it, deleted it, and could only queue a repair afterwards)."""
     s, stripes = await _setup(tmp_path, 72, 1, down=True)
     try:
         _give_up_first(monkeypatch)
@@ -123,17 +127,18 @@ async def test_a_commit_between_the_check_and_the_delete_is_repaired(
         real_delete = s.stripes.delete
 
         async def delete(stripe_id: bytes, nodes: Sequence[str | None]) -> list[str]:
-            await _repair_all(s)  # the retry rebuilds and commits the very copy queued
+            await s.repair.queue_step()  # the retry rebuilds the very copy queued: refused
+            assert s.repair.stats.stripes_repaired == 0
             return await real_delete(stripe_id, nodes)
 
         monkeypatch.setattr(s.stripes, "delete", delete)  # after the GC's check, before it
         gc = GarbageCollector(s.meta, s.stripes)
         await gc.step()
-        assert s.repair.stats.stripes_repaired == 1
-        # it deleted a copy the commit named: the stripe is queued for repair at once
-        assert await s.meta.get(urgent_repair_key(stripes[0])) is not None
-        assert gc.requeued == 1
+        assert await _named_missing(s) == []
+        assert await s.meta.get(repair_key(stripes[0])) or \
+            await s.meta.get(urgent_repair_key(stripes[0]))  # still queued
         await _repair_all(s)
+        assert s.repair.stats.stripes_repaired == 1
         assert await _named_missing(s) == []
         assert await s.check_reads() == 1
     finally:
@@ -151,12 +156,12 @@ async def test_a_batch_caps_its_commits_in_flight(
         most = [0]
 
         async def commit(stripe_id: bytes, old: list[str | None],
-                         written: dict[int, str]) -> bool:
+                         written: dict[int, str], fence: Fence) -> bool:
             inflight[0] += 1
             most[0] = max(most[0], inflight[0])
             try:
                 await asyncio.sleep(0.05)  # a slow commit: rebuilds must not pile up behind it
-                return await real(stripe_id, old, written)
+                return await real(stripe_id, old, written, fence)
             finally:
                 inflight[0] -= 1
 
@@ -191,8 +196,9 @@ async def test_a_commit_retries_while_other_stripes_of_its_record_commit(
 
         monkeypatch.setattr(s.meta, "txn", txn)
         nodes = list(man.part.nodes)
+        fence = await read_fence(s.meta, stripes[0])
         ok, conflicts = await manifests.commit_shard_moves(s.meta, stripes[0], nodes,
-                                                           {0: nodes[0]})
+                                                           {0: nodes[0]}, fence)
         assert (ok, conflicts) == (True, 12)  # the old code gave up after 8
         assert await s.meta.range(*space(GC), limit=10) == []
     finally:

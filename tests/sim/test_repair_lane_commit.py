@@ -13,6 +13,7 @@ import pytest
 from storage.records import PartLayout
 from storage.shards.ids import shard_id
 from storage.workers import repair
+from storage.workers.gcfence import Fence
 from storage.workers.repair import RepairSettings, RepairWorker
 from tests.sim.test_sim_repair import SEGMENT, Sim
 
@@ -48,11 +49,11 @@ async def test_next_rebuild_starts_while_the_last_one_commits(
         held: list[bool] = []
 
         async def commit(stripe_id: bytes, old: list[str | None],
-                         written: dict[int, str]) -> bool:
+                         written: dict[int, str], fence: Fence) -> bool:
             if not held:  # the first commit waits for the second stripe's rebuild to start
                 held.append(True)
                 await asyncio.wait_for(second.wait(), 60)  # the old code: never (one lane)
-            return await real_commit(stripe_id, old, written)
+            return await real_commit(stripe_id, old, written, fence)
 
         monkeypatch.setattr(s.repair, "_commit", commit)
         assert await s.repair.queue_step()

@@ -33,3 +33,32 @@ def test_composite_suffix_only_with_its_part_count() -> None:
 @pytest.mark.parametrize("value", ["zz", "AAAA", "AAAAAA==="])
 def test_malformed_digest(value: str) -> None:
     assert _code(value, None) == "InvalidRequest"
+
+
+def test_awscrt_is_loaded_only_by_the_checksums_that_need_it() -> None:
+    """awscrt (CRC64NVME, multipart CRC combines) is ~5 MiB resident per gateway worker: a
+    worker whose clients never send those checksums does not load it; one that does gets
+    the same values as awscrt's own functions."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import sys, gateway.app, gateway.__main__, gateway.s3.handlers.multipart, "
+             "storage.cluster, storage.multipart; print('awscrt' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True, cwd=Path(__file__).resolve().parents[2],
+                         ).stdout.split()
+    assert out == ["False"]
+    from awscrt import checksums as crt
+
+    from gateway.s3.checksums import Checksum
+    from storage.multipart_checksums import Combiner
+
+    c = Checksum("CRC64NVME")
+    c.update(b"hello ")
+    c.update(b"world")
+    assert base64.b64decode(c.value()) == crt.crc64nvme(b"hello world").to_bytes(8, "big")
+    whole = Combiner("CRC32", "FULL_OBJECT")
+    for part in (b"hello ", b"world"):
+        whole.add(base64.b64encode(zlib.crc32(part).to_bytes(4, "big")).decode(), len(part))
+    assert base64.b64decode(whole.value()) == zlib.crc32(b"hello world").to_bytes(4, "big")

@@ -15,7 +15,7 @@ from aiohttp import web
 from gateway.s3 import checksums, sse
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
-from gateway.s3.http import http_date
+from gateway.s3.http import http_date, strict_int
 from gateway.s3.xml import CHECKSUM_ALGORITHMS, S3_NAMESPACE
 from storage.records import ObjectVersion
 
@@ -50,7 +50,7 @@ def _int_header(rq: S3Request, name: str, default: int, low: int, high: int) -> 
     if raw is None:
         return default
     try:
-        n = int(raw)
+        n = strict_int(raw)
     except ValueError:
         n = low - 1
     if not low <= n <= high:

@@ -3,7 +3,7 @@
 Also `read_small_body`, the bounded reader for configuration bodies, which applies every
 integrity check a client can send (payload SHA-256, aws-chunked framing, Content-MD5,
 x-amz-checksum-*) and can require one of Content-MD5 and a checksum, as AWS does for
-DeleteObjects.
+DeleteObjects and some bucket configurations.
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ from gateway.s3.router import KEY_BYTES_MAX, check_version_id
 SMALL_BODY_BYTES_MAX = 1 << 20
 DELETE_BODY_BYTES_MAX = 8 << 20
 DELETE_CONCURRENCY = 16
+MISSING_DIGEST = "Missing required header for this request: Content-MD5 OR x-amz-checksum-*"
 
 
 async def read_small_body(rq: S3Request, limit: int = SMALL_BODY_BYTES_MAX,
-                          require_digest: bool = False) -> bytes:
-    """The whole (small) request body, checked against every digest the client sent."""
+                          require_digest: str | None = None) -> bytes:
+    """The whole (small) request body, checked against every digest the client sent.
+    `require_digest`: the InvalidRequest message when it sent neither Content-MD5 nor a
+    checksum (the operation needs one)."""
     body = RequestBody(rq.request, rq.auth, limit)
     if require_digest and body.content_md5 is None and not body.checksums:
-        raise S3Error("InvalidRequest", "Missing required header for this request: Content-Md5.")
+        raise S3Error("InvalidRequest", require_digest)
     md5 = hashlib.md5()
     digests = body.digests
     chunks: list[bytes] = []
@@ -66,7 +69,8 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
 
 @operation("DeleteObjects")
 async def delete_objects(rq: S3Request) -> web.StreamResponse:
-    body = await read_small_body(rq, DELETE_BODY_BYTES_MAX, require_digest=True)
+    body = await read_small_body(rq, DELETE_BODY_BYTES_MAX, require_digest=(
+        "Missing required header for this request: Content-Md5."))
     quiet, objects = xml_parse.parse_delete_objects(body)
     rq.existing_bucket()
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)

@@ -22,7 +22,7 @@ from gateway.s3.handlers import (
     xml_response,
 )
 from gateway.s3.handlers.access import check_policy_allowed
-from gateway.s3.handlers.batch import read_small_body
+from gateway.s3.handlers.batch import MISSING_DIGEST, read_small_body
 from storage.lifecycle_rules import DEFAULT_MIN_SIZE_MODE, MIN_SIZE_MODES
 
 # --- CORS ----------------------------------------------------------------------------------
@@ -30,12 +30,13 @@ from storage.lifecycle_rules import DEFAULT_MIN_SIZE_MODE, MIN_SIZE_MODES
 
 def _xml_subresource(name: str, ops: tuple[str, str, str], parse: Any, build: Any,
                      missing: str) -> None:
-    """Register Put/Get/Delete of a bucket configuration stored parsed under `name`."""
+    """Register Put/Get/Delete of a bucket configuration stored parsed under `name` (its PUT
+    needs Content-MD5 or a checksum, as AWS requires for CORS)."""
     put_op, get_op, delete_op = ops
 
     @operation(put_op)
     async def put(rq: S3Request) -> web.StreamResponse:
-        value = parse(await read_small_body(rq))
+        value = parse(await read_small_body(rq, require_digest=MISSING_DIGEST))
         await rq.cluster.buckets.update(rq.tenant, rq.bucket, **{name: value})
         return web.Response(status=200)
 
@@ -63,7 +64,8 @@ async def put_bucket_lifecycle(rq: S3Request) -> web.StreamResponse:
         raise S3Error("InvalidArgument", f"Invalid {MIN_SIZE_HEADER}: valid values are "
                       f"{', '.join(MIN_SIZE_MODES)}", ArgumentName=MIN_SIZE_HEADER,
                       ArgumentValue=mode)
-    rules = config_lifecycle.parse_lifecycle(await read_small_body(rq))
+    rules = config_lifecycle.parse_lifecycle(
+        await read_small_body(rq, require_digest=MISSING_DIGEST))
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, lifecycle=rules,
                                     lifecycle_min_size=mode)
     return web.Response(status=200, headers={MIN_SIZE_HEADER: mode})

@@ -5,24 +5,30 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.s3 import xml, xml_parse
+from gateway.s3.body import EMPTY_SHA256
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, clearing_operation, operation, xml_response
 from gateway.s3.handlers.access import create_bucket_config
-from gateway.s3.http import iso_time
+from gateway.s3.handlers.batch import MISSING_DIGEST, read_small_body
+from gateway.s3.http import iso_time, strict_int
 from gateway.s3.router import validate_bucket_name
 
 MAX_XML_BYTES = 1024 * 1024
 MAX_BUCKETS_PAGE = 10000
 
 
-async def read_xml_body(rq: S3Request) -> bytes:
-    """A small XML request body, bounded."""
+async def read_xml_body(rq: S3Request, require_digest: str | None = None) -> bytes:
+    """A small XML request body, bounded and checked against every digest the client sent
+    (the signed payload hash, Content-MD5, x-amz-checksum-*), which bind it to the request.
+    A request without any body (CreateBucket with no configuration) reads as empty."""
     if rq.request.content_length is not None and rq.request.content_length > MAX_XML_BYTES:
         raise S3Error("MalformedXML", "The XML you provided was too large.")
-    body = await rq.request.content.read(MAX_XML_BYTES + 1)
-    if len(body) > MAX_XML_BYTES:
-        raise S3Error("MalformedXML", "The XML you provided was too large.")
-    return body
+    if "Content-Length" not in rq.headers and not rq.request.body_exists:
+        mode = rq.auth.payload_mode
+        if mode.startswith("sha256:") and mode[7:] != EMPTY_SHA256:
+            raise S3Error("XAmzContentSHA256Mismatch")
+        return b""
+    return await read_small_body(rq, MAX_XML_BYTES, require_digest)
 
 
 @operation("ListBuckets")
@@ -36,7 +42,7 @@ async def list_buckets(rq: S3Request) -> web.StreamResponse:
     limit = MAX_BUCKETS_PAGE
     if raw is not None:
         try:
-            limit = int(raw)
+            limit = strict_int(raw)
         except ValueError:
             limit = 0
         if not 1 <= limit <= MAX_BUCKETS_PAGE:
@@ -138,7 +144,7 @@ async def get_bucket_tagging(rq: S3Request) -> web.StreamResponse:
 
 @operation("PutBucketTagging")
 async def put_bucket_tagging(rq: S3Request) -> web.StreamResponse:
-    tags = xml_parse.parse_tagging(await read_xml_body(rq), max_tags=50)
+    tags = xml_parse.parse_tagging(await read_xml_body(rq, MISSING_DIGEST), max_tags=50)
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, tagging=tags)
     return web.Response(status=204)
 

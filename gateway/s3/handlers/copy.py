@@ -121,10 +121,10 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
     tag_dir = _directive(rq, "x-amz-tagging-directive")
     opts = put_options(rq)
     opts.acl = await write_acl(rq)
-    sc_given = "x-amz-storage-class" in rq.headers
+    changes = ("x-amz-storage-class", WEBSITE_REDIRECT, sse.H_SSE, sse.H_KMS_KEY, sse.H_C_ALG)
     same = (src.bucket == rq.bucket and src.key == rq.key
             and await rq.cluster.objects.is_latest(src))
-    if same and meta_dir == "COPY" and not sc_given and WEBSITE_REDIRECT not in rq.headers:
+    if same and meta_dir == "COPY" and not any(h in rq.headers for h in changes):
         raise S3Error("InvalidRequest", _SELF_COPY)
     if src.size > COPY_SOURCE_MAX:
         raise S3Error("InvalidRequest", "The specified copy source is larger than the "

@@ -13,7 +13,7 @@ from gateway.s3.acl import owner_of, resolve_owners
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.restore import restore_status
-from gateway.s3.http import iso_time
+from gateway.s3.http import iso_time, strict_int
 from gateway.s3.request_keys import OWNERS
 from gateway.s3.router import check_version_id
 from storage.records import ObjectVersion
@@ -25,7 +25,7 @@ OPTIONAL_ATTRIBUTES = "x-amz-optional-object-attributes"
 def _max_keys(rq: S3Request) -> int:
     raw = rq.params.get("max-keys", str(MAX_KEYS))
     try:
-        n = int(raw)
+        n = strict_int(raw)
     except ValueError:
         raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer "
                       "range", ArgumentName="max-keys", ArgumentValue=raw) from None
@@ -124,6 +124,9 @@ async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
 @operation("ListObjects")
 async def list_objects(rq: S3Request) -> web.StreamResponse:
     p = rq.params
+    if "start-after" in p:  # a V2 parameter: AWS refuses it rather than list from the start
+        raise S3Error("InvalidArgument", "startAfter only supported in REST.GET.BUCKET with "
+                      "list-type=2")
     max_keys = _max_keys(rq)
     enc = _encoding(rq)
     restore = _optional_attributes(rq)
@@ -144,15 +147,15 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
     max_keys = _max_keys(rq)
     enc = _encoding(rq)
     restore = _optional_attributes(rq)
-    prefix = p.get("prefix", "")
+    prefix, delimiter = p.get("prefix", ""), p.get("delimiter", "")
     key_marker, vid_marker = p.get("key-marker", ""), p.get("version-id-marker", "")
     if vid_marker and not key_marker:
         raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a "
                       "key marker.", ArgumentName="version-id-marker", ArgumentValue=vid_marker)
     if vid_marker:  # a malformed one is refused as S3 does, not taken as a position
         check_version_id(vid_marker, "version-id-marker")
-    versions, more = await rq.cluster.objects.listing.list_versions(
-        rq.existing_bucket(), prefix, key_marker, vid_marker, max_keys)
+    versions, prefixes, more, last_key = await rq.cluster.objects.listing.list_versions(
+        rq.existing_bucket(), prefix, key_marker, vid_marker, max_keys, delimiter)
     await resolve_owners(rq, versions)
     entries = []
     seen: set[str] = set()
@@ -162,10 +165,11 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
             latest = await rq.cluster.objects.is_latest(v)
         seen.add(v.key)
         entries.append(_entry(rq, v, True, latest, restore=restore))
-    last = versions[-1] if versions else None
+    last = versions[-1] if versions and versions[-1].key == last_key else None
     page = xml.ListingPage(
-        name=rq.bucket, prefix=prefix, max_keys=max_keys, is_truncated=more, contents=entries,
-        encoding_type=enc, key_marker=key_marker, version_id_marker=vid_marker,
-        next_key_marker=last.key if more and last else None,
+        name=rq.bucket, prefix=prefix, delimiter=delimiter or None, max_keys=max_keys,
+        is_truncated=more, contents=entries, common_prefixes=prefixes, encoding_type=enc,
+        key_marker=key_marker, version_id_marker=vid_marker,
+        next_key_marker=last_key if more and last_key else None,
         next_version_id_marker=last.version_id if more and last else None)
     return xml_response(xml.list_object_versions_xml(page))

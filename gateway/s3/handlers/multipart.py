@@ -18,7 +18,7 @@ from gateway.s3.handlers.copy import copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
-from gateway.s3.http import iso_time
+from gateway.s3.http import iso_time, strict_int
 from storage import multipart as mp
 from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
@@ -62,7 +62,7 @@ def _errors(upload_id: str = "") -> Iterator[None]:
 def _part_number(rq: S3Request) -> int:
     raw = rq.params.get("partNumber", "")
     try:
-        n = int(raw)
+        n = strict_int(raw)
     except ValueError:
         n = 0
     if not 1 <= n <= mp.PART_NUMBER_MAX:
@@ -76,7 +76,7 @@ def _int_param(rq: S3Request, name: str, default: int, cap: int) -> int:
     if raw is None:
         return default
     try:
-        n = int(raw)
+        n = strict_int(raw)
     except ValueError:
         raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer "
                       "range", ArgumentName=name, ArgumentValue=raw) from None
@@ -196,7 +196,7 @@ def _copy_range(value: str | None, size: int) -> tuple[int, int]:
         return 0, size
     spec = value[6:] if value.startswith("bytes=") else ""
     first, sep, last = spec.partition("-")
-    if not (sep and first.isdigit() and last.isdigit()):
+    if not (sep and first.isascii() and last.isascii() and first.isdigit() and last.isdigit()):
         raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the "
                       "form bytes=first-last where first and last are the zero-based offsets "
                       "of the first and last bytes to copy",
@@ -379,7 +379,7 @@ def part_range(v: ObjectVersion, raw: str, range_header: str | None,
                ) -> tuple[int, int, int | None]:
     """[start, end) of part `raw` of `v` and the parts count (None for a simple object)."""
     try:
-        n = int(raw)
+        n = strict_int(raw)
     except ValueError:
         n = 0
     if not 1 <= n <= mp.PART_NUMBER_MAX:

@@ -23,6 +23,7 @@ from gateway.s3.handlers.object_lock import (
 )
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
+from gateway.s3.header_values import check_header_values
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
 from gateway.s3.request_keys import ABORTED_MID_BODY
 from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
@@ -42,6 +43,8 @@ WEBSITE_REDIRECT = "x-amz-website-redirect-location"
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
                    "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "REDUCED_REDUNDANCY")
 META_LIMIT_BYTES = 2048
+_STORED = ("x-amz-meta-", "content-type", WEBSITE_REDIRECT,
+           *(name.lower() for name in SYSTEM_HEADERS))  # headers GET and HEAD send back
 # GET bodies up to this size are read whole, then sent with their headers in one write
 # (`small_body_response`); larger ones are streamed.
 SMALL_BODY_BYTES = 64 * 1024
@@ -49,7 +52,7 @@ SMALL_BODY_BYTES = 64 * 1024
 
 def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
     meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
-    if sum(len(k) + len(v) for k, v in meta.items()) > META_LIMIT_BYTES:
+    if sum(len(k.encode()) + len(v.encode()) for k, v in meta.items()) > META_LIMIT_BYTES:
         raise S3Error("MetadataTooLarge", MaxSizeAllowed=str(META_LIMIT_BYTES))
     return meta
 
@@ -94,6 +97,7 @@ def put_options(rq: S3Request) -> PutOptions:
     h = rq.headers
     if "x-amz-write-offset-bytes" in h:  # an append (S3 directory buckets): never overwrite
         raise S3Error("NotImplemented", Header="x-amz-write-offset-bytes")
+    check_header_values((k, v) for k, v in h.items() if k.lower().startswith(_STORED))
     sc = h.get("x-amz-storage-class", "STANDARD")
     if sc not in STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", StorageClassRequested=sc)
@@ -206,6 +210,7 @@ def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
             if rq.auth.anonymous:
                 raise S3Error("InvalidRequest", "Request specific response headers cannot be "
                               "used for anonymous GET requests.")
+            check_header_values([(h, rq.params[p])])
             headers[h] = rq.params[p]
 
 

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from gateway.s3 import xml, xml_parse
-from gateway.s3.errors import S3Error
+from gateway.s3.errors import XML_FORBIDDEN, S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.batch import read_small_body
 from storage.records import ObjectVersion
@@ -28,9 +28,10 @@ def parse_tagging_header(value: str | None) -> dict[str, str]:
         raise S3Error("InvalidTag", "The TagValue you have provided is invalid")
     tags: dict[str, str] = {}
     for k, v in parse_qsl(value, keep_blank_values=True):
-        if not k or len(k) > xml.TAG_KEY_CHARS_MAX:
+        # a character XML cannot carry was kept, then left out of GetObjectTagging's answer
+        if not k or len(k) > xml.TAG_KEY_CHARS_MAX or XML_FORBIDDEN.search(k):
             raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
-        if len(v) > xml.TAG_VALUE_CHARS_MAX:
+        if len(v) > xml.TAG_VALUE_CHARS_MAX or XML_FORBIDDEN.search(v):
             raise S3Error("InvalidTag", "The TagValue you have provided is invalid")
         if k.startswith("aws:"):
             raise S3Error("InvalidTag", "Your TagKey cannot be prefixed with aws:")
