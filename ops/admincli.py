@@ -39,7 +39,16 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
     if missing:
         raise CliError(f"{', '.join(missing)} not set; load the cluster's tessera.env "
                        "(set -a; . DATA/tessera.env; set +a)")
-    url = env[ENV_URL].rstrip("/") + "/admin/v1" + path
+    base = env[ENV_URL].rstrip("/")
+    parts = urllib.parse.urlsplit(base)
+    try:
+        parts.port  # noqa: B018  (raises ValueError on a port out of range)
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(f"{ENV_URL}={base!r} is not an http(s) URL; use the `admin endpoint` "
+                       "that `tessera up` printed (in DATA/tessera.env)")
+    url = base + "/admin/v1" + path
     if query:
         url += "?" + urllib.parse.urlencode(query)
     data = json.dumps(body).encode() if body is not None else b""
@@ -55,7 +64,9 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
             err = json.loads(exc.read())["error"]
             raise CliError(f"{err['message']} ({err['code']})") from None
         except (ValueError, KeyError, TypeError):
-            raise CliError(f"admin API answered HTTP {exc.code}") from None
+            raise CliError(f"admin API answered HTTP {exc.code} without an admin error; is "
+                           f"{ENV_URL}={env[ENV_URL]} the `admin endpoint` of `tessera up` "
+                           "(not the S3 endpoint)?") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CliError(f"cannot reach the admin API at {env[ENV_URL]} ({reason}); is the "

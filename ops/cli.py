@@ -27,6 +27,17 @@ def _up(a: argparse.Namespace) -> int:
                            a.inline_max_bytes))
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port 1-65535 (a bad one is a usage error, not a traceback)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 1-65535")
+    return port
+
+
 def _exec_module(module: str, argv: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", module, *argv])
     return 0
@@ -70,21 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
                "archive) in 3 zones, and a gateway")
     up = sub.add_parser("up", help=up_help, description=up_help[0].upper() + up_help[1:] + ".")
     up.add_argument("--data", default="./tessera-data", help="data directory")
-    up.add_argument("--port", type=int, default=None,
+    up.add_argument("--port", type=port_number, default=None,
                     help="S3 port on 127.0.0.1 (default 9000 at first start, then the port in "
                          "DATA/tessera.toml; giving it again moves the gateway there)")
-    up.add_argument("--admin-port", type=int, default=None,
+    up.add_argument("--admin-port", type=port_number, default=None,
                     help="admin port on 127.0.0.1 (default 9001 at first start, then the "
                          "config's; giving it again moves it)")
-    up.add_argument("--node-port", type=int, default=None,
+    up.add_argument("--node-port", type=port_number, default=None,
                     help="port of every node (default 9100 at first start, then the config's; "
                          "giving it again moves every node of the config there)")
     up.add_argument("--metadata", choices=("sqlite", "etcd"), default="sqlite",
                     help="metadata backend at first start: embedded SQLite, or a local "
                          "3-member etcd cluster on 127.0.{1,2,3}.10")
-    up.add_argument("--etcd-port", type=int, default=2379,
+    up.add_argument("--etcd-port", type=port_number, default=2379,
                     help="etcd client port (--metadata etcd, first start only)")
-    up.add_argument("--etcd-peer-port", type=int, default=2380,
+    up.add_argument("--etcd-peer-port", type=port_number, default=2380,
                     help="etcd peer port (--metadata etcd, first start only)")
     up.add_argument("--day-seconds", type=float, default=None,
                     help="length of a lifecycle/restore 'day' in seconds, written to the "

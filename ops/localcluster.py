@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -252,6 +253,38 @@ async def run(data_dir: Path, port: int | None = None, node_port: int | None = N
     if gateways > 1 and metadata != "etcd" and not (data_dir / "etcd" / "members.json").exists():
         raise RuntimeError(f"--gateways {gateways} needs --metadata etcd: SQLite metadata "
                            "lives on one machine and serves a single gateway")
+    lock = lock_data_dir(data_dir)  # before anything reads or rewrites the data directory
+    try:
+        return await _run_locked(data_dir, port, node_port, admin_port, metadata, etcd_port,
+                                 etcd_peer_port, day_seconds, gateways, inline_max_bytes)
+    finally:
+        os.close(lock)
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold DATA/tessera.lock (flock) for this process's life: one `tessera up` per directory.
+
+    Two clusters on one directory would share its metadata and shard files (two writers), and
+    the second would rewrite the first's config and tessera.env with its own ports.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "tessera.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RuntimeError(f"{data_dir} is in use by another `tessera up` (pid {owner}); stop "
+                           "it first (Ctrl-C), or choose another --data") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+async def _run_locked(data_dir: Path, port: int | None, node_port: int | None,
+                      admin_port: int | None, metadata: str, etcd_port: int,
+                      etcd_peer_port: int, day_seconds: float | None, gateways: int,
+                      inline_max_bytes: int | None) -> int:
     config = data_dir / "tessera.toml"
     if config.exists():
         for change in move_ports(config, port, admin_port, node_port):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.block.mount import DEFAULT_MAX_DIRTY_MIB, NO_JOURNAL_MAX_DIRTY_MIB
 from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB
 from storage.config import config_path, load_config
-from storage.errors import AccessDenied, ConfigError, InvalidInput
+from storage.errors import AccessDenied, ConfigError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from storage.cluster import Cluster
@@ -49,7 +49,14 @@ async def _tenant(a: argparse.Namespace, c: Cluster) -> str:
                            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
     if a.tenant and a.tenant != cred.tenant:
         if cred.role != "admin":
-            raise AccessDenied("only an admin credential may name another tenant")
+            raise AccessDenied("only an admin credential may name another tenant: set "
+                               "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY to tessera.env's "
+                               "TESSERA_ADMIN_ACCESS_KEY / TESSERA_ADMIN_SECRET_KEY")
+        try:  # a misspelt tenant is an error, not an empty listing
+            await c.tenants.get(a.tenant)
+        except NotFound:
+            raise InvalidInput(f"tenant {a.tenant!r} does not exist; see `tessera tenant "
+                               "list`") from None
         return str(a.tenant)
     if cred.role == "admin" and not a.tenant:
         raise InvalidInput("an admin credential must name the tenant with --tenant")

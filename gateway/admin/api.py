@@ -252,6 +252,16 @@ class AdminApi:
 
     async def key_list(self, call: Call) -> tuple[int, Any]:
         tenant = call.request.query.get("tenant")
+        if tenant is not None:
+            # A misspelt tenant is an error, not an empty list that reads as "no keys".
+            call.audit["tenant"] = tenant
+            try:
+                if tenant.startswith("_"):
+                    raise se.NotFound(tenant)
+                await self.cluster.tenants.get(tenant)
+            except se.NotFound:
+                raise AdminError(404, "NoSuchTenant", f"tenant {tenant!r} does not exist; "
+                                 "see `tessera tenant list`") from None
         recs = await self.cluster.tenants.list_keys(tenant)
         return 200, {"keys": [{"access_key_id": r.access_key, "tenant": r.tenant,
                                "state": r.state, "created": r.created}

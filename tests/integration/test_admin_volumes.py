@@ -318,3 +318,15 @@ def test_snapshot_over_http_flushes_a_local_mount(cluster: LocalCluster, tmp_pat
     assert Direct(cluster).run(read_snapshot) == data
     ok(cluster, "DELETE", f"{base}/m/snapshots/s")
     ok(cluster, "DELETE", f"{base}/m")
+
+
+def test_cli_names_a_missing_tenant_and_how_to_name_another(cluster: LocalCluster) -> None:
+    """A misspelt --tenant is an error (not an empty list); a tenant key says which key to use."""
+    r = volume_cli(cluster, "no-such-tenant", "list")
+    assert r.returncode == 1 and "'no-such-tenant' does not exist" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    as_tenant = {**os.environ, **cluster.env}  # tessera.env's own tenant key
+    r = subprocess.run([sys.executable, "-m", "ops.cli", "volume", "list", "--tenant",
+                        new_tenant(cluster)], env=as_tenant, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "TESSERA_ADMIN_ACCESS_KEY" in r.stderr, r.stderr

@@ -47,10 +47,11 @@ def first(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
     c.stop()
 
 
-def tessera(venv: Path, c: LocalCluster | None, *args: str,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def tessera(venv: Path, c: LocalCluster | None, *args: str, timeout: float = 60,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(c.env if c is not None else {})
+    env.update(extra_env or {})
     env["PATH"] = f"{venv}:{env.get('PATH', '')}"
     return subprocess.run(["tessera", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=venv)
@@ -129,3 +130,42 @@ def test_new_ports_on_an_existing_data_dir_are_applied(fresh_cluster: LocalClust
     assert f":{c.node_port}" in (c.data / "tessera.toml").read_text()
     body = c.client().get_object(Bucket="moved", Key="k")["Body"].read()
     assert body == b"same data, new ports"
+
+
+def test_second_up_on_a_running_data_dir_is_refused(venv: Path, first: LocalCluster) -> None:
+    """Two clusters on one directory would be two writers; the first's config must stay."""
+    config, env = (first.data / "tessera.toml").read_text(), (first.data / "tessera.env")
+    env_before = env.read_text()
+    r = tessera(venv, None, "up", "--data", str(first.data), "--port", str(free_port()),
+                "--admin-port", str(free_port()), "--node-port", str(free_port()), timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in use by another `tessera up`" in lines[0], r.stderr
+    assert (first.data / "tessera.toml").read_text() == config
+    assert env.read_text() == env_before
+    assert tessera(venv, first, "status").returncode == 0
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "abc"])
+def test_bad_port_is_a_usage_error(venv: Path, tmp_path: Path, port: str) -> None:
+    r = tessera(venv, None, "up", "--data", str(tmp_path / "d"), "--port", port)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "argument --port" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://127.0.0.1:99999", "ftp://x", "S3"])
+def test_bad_admin_url_is_one_line(venv: Path, first: LocalCluster, url: str) -> None:
+    """A wrong TESSERA_ADMIN_URL says what to use instead, in one line, exit 1."""
+    bad = first.endpoint if url == "S3" else url  # "S3": the S3 endpoint, not the admin one
+    r = tessera(venv, first, "tenant", "list", extra_env={"TESSERA_ADMIN_URL": bad})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "admin endpoint" in lines[0]
+
+
+def test_key_list_of_an_unknown_tenant_is_an_error(venv: Path, first: LocalCluster) -> None:
+    r = tessera(venv, first, "key", "list", "--tenant", "no-such-tenant")
+    assert r.returncode == 1 and "NoSuchTenant" in r.stderr, r.stdout + r.stderr
+    ok = tessera(venv, first, "key", "list", "--tenant", "default")
+    assert ok.returncode == 0 and "default" in ok.stdout, ok.stderr
