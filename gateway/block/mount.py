@@ -277,6 +277,7 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> list[int]:
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
+                continue  # a daemon without the checkpoint did not fold: not flushed
         finally:
             os.close(fd)
         flushed.append(st.pid)
