@@ -148,7 +148,7 @@ class ChaosCluster:
         while time.monotonic() < deadline:
             line = self.up.stdout.readline()
             if not line:
-                raise RuntimeError("tessera up exited: " + "".join(lines[-5:]))
+                raise RuntimeError("tessera up exited: " + "".join(lines[-5:]).strip())
             lines.append(line)
             if "cluster ready" in line:
                 break

@@ -212,15 +212,27 @@ def chaos_command(a: argparse.Namespace) -> int:
                a.repair_timeout, kinds=kinds)
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: seconds > 0 (a negative duration would run no faults yet pass)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def add_chaos_command(sub: Any) -> None:
     p = sub.add_parser("chaos", help="seeded faults against a local cluster; checks no loss")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of workload + faults")
+    p.add_argument("--duration", type=positive_seconds, default=60.0,
+                   help="seconds of workload + faults")
     p.add_argument("--seed", type=int, default=1, help="seed of the schedule and workload")
     p.add_argument("--data", help="data directory (default: a new temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--faults", default="",
                    help=f"comma-separated fault kinds to inject (default: {','.join(FAULTS)}; "
                    f"also {','.join(OPT_IN)})")
-    p.add_argument("--repair-timeout", type=float, default=180.0,
+    p.add_argument("--repair-timeout", type=positive_seconds, default=180.0,
                    help="seconds to wait for full redundancy after healing")
     p.set_defaults(func=chaos_command)

@@ -156,8 +156,8 @@ async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
     from gateway.block.mount import quiesce
 
     if a.snap_cmd == "create":
-        await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
-        g = await svc.snapshot(t, a.name, a.snap)
+        flushed = await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
+        g = await svc.snapshot(t, a.name, a.snap, flushed=flushed)
         print(f"snapshot {a.name}@{a.snap} (generation {g})")
     elif a.snap_cmd == "delete":
         await svc.delete_snapshot(t, a.name, a.snap)

@@ -132,17 +132,19 @@ class VolumeHandle:
     async def close(self) -> None:
         """Detach: stop renewing and mark the lease released if it is still ours.
 
-        The record stays (with its token) so the next holder's token is larger still.
+        The record stays (with its token) so the next holder's token is larger still. A
+        renewal that lands between the read and the write (the renewer's txn outlives its
+        cancel) is retried over, else the lease would stay held until it expired.
         """
         if self._renewer:
             self._renewer.cancel()
             self._renewer = None
             k = volume_lease_key(self.vol.id)
-            item = await self.svc.meta.get(k)
-            if item is not None and self._ours(item):
+            while (item := await self.svc.meta.get(k)) is not None and self._ours(item):
                 rec = pack({"holder": self.holder, "token": self.token, "expires": 0.0,
                             "released": True})
-                await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec}))
+                if await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec})):
+                    return
 
     # map -----------------------------------------------------------------------------------
 

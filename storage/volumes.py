@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Collection
 from typing import Any
 
 from storage.config import Config
@@ -29,12 +30,14 @@ from storage.keyspace import (
     extent_prefix,
     gc_key,
     journal_prefix,
+    span,
     stripe_index_key,
     volume_key,
     volume_lease_key,
     volume_prefix,
 )
 from storage.keyspace import unpack as unpack_key
+from storage.leases import local_process
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
@@ -183,10 +186,43 @@ class VolumeService:
 
     # snapshots and clones -------------------------------------------------------------------
 
-    async def snapshot(self, tenant: str, name: str, snap: str) -> int:
-        """Freeze the committed extent map: returns the snapshot's generation."""
+    async def snapshot(self, tenant: str, name: str, snap: str,
+                       flushed: Collection[int] | None = None) -> int:
+        """Freeze the committed extent map: returns the snapshot's generation.
+
+        A snapshot freezes extents only, so every fsynced write must be folded out of the
+        journal first. A live writer folds its own (`quiesce`, on its host): `flushed` names
+        the pids of the local daemons the caller quiesced (None: the caller folded it
+        itself); a live writer not among them whose journal holds segments is refused, it
+        is another host's or stopped. Segments left by a writer that is gone (killed, or
+        paused past its lease) are replayed here, attached as the next mount would, and
+        frozen before detaching.
+        """
         if not NAME_RE.match(snap):
             raise InvalidInput("snapshot names are 1-63 letters, digits, '.', '_' or '-'")
+        while True:
+            vol = await self.get(tenant, name)
+            if not await self.meta.range(*span(journal_prefix(vol.id)), limit=1):
+                return await self._freeze(tenant, name, snap)
+            lease = await self.attached_by(vol.id)
+            if lease is not None:
+                if flushed is None or any(lease.get("proc") == local_process(p)
+                                          for p in flushed):
+                    return await self._freeze(tenant, name, snap)
+                raise VolumeAttached(
+                    f"volume {name!r} is attached by {lease['holder']}, which cannot be "
+                    "flushed from here (another host, or a stopped process), and its journal "
+                    "holds writes not yet in extents: snapshot it on the host that mounts it")
+            try:
+                h = await self.open(tenant, name, holder=f"snapshot:{secrets.token_hex(4)}")
+            except VolumeAttached:
+                continue  # a writer attached meanwhile
+            try:
+                return await self._freeze(tenant, name, snap)
+            finally:
+                await h.close()
+
+    async def _freeze(self, tenant: str, name: str, snap: str) -> int:
         frozen = 0
 
         def freeze(v: Volume) -> None:

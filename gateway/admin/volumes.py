@@ -169,12 +169,12 @@ class VolumesApi:
         snap = _str_field(call.body, "name")
         call.audit["snapshot"] = snap
         try:  # a mount on this host flushes first, as `tessera volume snapshot create` does
-            await asyncio.to_thread(quiesce, self.svc.cfg.data_dir, v.tenant, v.name)
+            flushed = await asyncio.to_thread(quiesce, self.svc.cfg.data_dir, v.tenant, v.name)
         except OSError as exc:
             raise AdminError(409, "QuiesceFailed", f"cannot flush the mount of volume "
                              f"{v.name!r} on this host ({exc}); unmount it or retry") from None
         with _refusals("SnapshotAlreadyExists"):
-            g = await self.svc.snapshot(v.tenant, v.name, snap)
+            g = await self.svc.snapshot(v.tenant, v.name, snap, flushed=flushed)
         created = (await self.svc.get(v.tenant, v.name)).snapshots.get(g, {}).get("created")
         return 201, {"volume": v.name, "name": snap, "generation": g, "created": created}
 

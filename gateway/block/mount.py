@@ -252,11 +252,13 @@ def unmount(data_dir: Path, target: Path, timeout_s: float = EXIT_TIMEOUT_S) -> 
     return st
 
 
-def quiesce(data_dir: Path, tenant: str, name: str) -> None:
+def quiesce(data_dir: Path, tenant: str, name: str) -> list[int]:
     """If the volume is mounted here, push its caches down: a crash-consistent point.
+    Returns the pids of the daemons flushed (`VolumeService.snapshot` checks the writer).
 
     Also used by the admin API's snapshot route (same host, same data directory).
     """
+    flushed: list[int] = []
     for st in mounted_states(data_dir):
         if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid):
             continue  # a daemon that died or was fenced holds nothing to push down
@@ -275,8 +277,11 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> None:
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise
+                continue  # a daemon without the checkpoint did not fold: not flushed
         finally:
             os.close(fd)
+        flushed.append(st.pid)
+    return flushed
 
 
 def _daemon_running(pid: int) -> bool:

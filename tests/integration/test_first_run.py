@@ -169,3 +169,16 @@ def test_key_list_of_an_unknown_tenant_is_an_error(venv: Path, first: LocalClust
     assert r.returncode == 1 and "NoSuchTenant" in r.stderr, r.stdout + r.stderr
     ok = tessera(venv, first, "key", "list", "--tenant", "default")
     assert ok.returncode == 0 and "default" in ok.stdout, ok.stderr
+
+
+def test_misspelt_public_access_flag_changes_nothing(venv: Path, first: LocalCluster) -> None:
+    """A typo in --block-public-access is refused; it once turned every flag off."""
+    on = tessera(venv, first, "tenant", "update", "default", "--block-public-access", "all")
+    assert on.returncode == 0 and "RestrictPublicBuckets" in on.stdout, on.stderr
+    for bad in ("bogus", "BlockPublicAcls,BlockPublicAcl"):
+        r = tessera(venv, first, "tenant", "update", "default", "--block-public-access", bad)
+        assert r.returncode == 1 and "unknown --block-public-access flag" in r.stderr, r.stderr
+    shown = json.loads(tessera(venv, first, "tenant", "show", "default", "--json").stdout)
+    assert all(shown["public_access_block"].values()) and len(shown["public_access_block"]) == 4
+    off = tessera(venv, first, "tenant", "update", "default", "--block-public-access", "none")
+    assert off.returncode == 0 and "public access block none" in off.stdout, off.stderr
