@@ -40,6 +40,9 @@ class Commit(enum.Enum):
     GAVE_UP = "gave up"  # the manifest changed or CAS kept conflicting: copies queued for GC
     REFUSED = "refused"  # a collector's delete may meet a written copy: retry once it settled
 
+    def __bool__(self) -> bool:
+        return self is Commit.DONE  # as the bool it replaced: committed or not
+
 
 @dataclass
 class Manifest:
