@@ -100,7 +100,11 @@ class Listing:
         pos = key_marker.find(delimiter, len(prefix)) if key_marker.startswith(prefix) else -1
         if pos >= 0:  # a marker inside a common prefix: that prefix was already returned
             past, key_marker, version_marker = key_marker[:pos + len(delimiter)], "", ""
+        called: tuple[str, str, str] | None = None
         while len(versions) + len(prefixes) < max_keys:
+            if called == (key_marker, version_marker, past):  # never loop without progress
+                raise RuntimeError("version listing made no progress")
+            called = (key_marker, version_marker, past)
             batch, more = await self._versions(b, prefix, key_marker, version_marker,
                                                max_keys - len(versions) - len(prefixes), past)
             for v in batch:
@@ -126,28 +130,36 @@ class Listing:
         start, end = text_span(version_prefix(bucket), prefix)
         if past:
             start = max(start, past_text(version_prefix(bucket), past))
-        skipping = bool(version_marker)
         if key_marker:
-            start = max(start, version_prefix(bucket, key_marker))
-        limit = max_keys + 1 + (1000 if skipping else 0)
+            mine, after = span(version_prefix(bucket, key_marker))
+            if version_marker and after > start:
+                start = max(start, await self._past_version(mine, after, version_marker))
+            else:
+                start = max(start, after)
+        limit = max_keys + 1
         items = await self._meta.range(start, end, limit=limit)
-        found: list[ObjectVersion] = []
-        for item in items:
-            v = ObjectVersion.decode(item.value)
-            if key_marker and v.key == key_marker:
-                if not version_marker:
-                    continue
-                if skipping:
-                    if v.version_id == version_marker:
-                        skipping = False
-                    continue
-            found.append(v)
+        found = [ObjectVersion.decode(item.value) for item in items]
         more = len(items) == limit
         found, more = await self._merge_unversioned(bucket, prefix, key_marker, found, more,
                                                     max_keys, past)
         if len(found) > max_keys:
             return found[:max_keys], True
         return found, more
+
+    async def _past_version(self, start: bytes, end: bytes, version_marker: str) -> bytes:
+        """Where the history resumes after `version_marker` among one key's versions (from
+        `start` to `end`), read in bounded batches however many versions the key has; past
+        all of them if the marker names none."""
+        tail = b"." + version_marker.encode() + b"\x00"
+        while True:
+            batch = await self._meta.range(start, end, limit=1000)
+            for item in batch:  # the key ends with its sort key "<time>.<version id>"
+                if (item.key.endswith(tail)
+                        and ObjectVersion.decode(item.value).version_id == version_marker):
+                    return next_key(item.key)
+            if len(batch) < 1000:
+                return end
+            start = next_key(batch[-1].key)
 
     async def _merge_unversioned(self, bucket: str, prefix: str, key_marker: str,
                                  found: list[ObjectVersion], more: bool, max_keys: int,
