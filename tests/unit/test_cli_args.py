@@ -38,7 +38,9 @@ def test_out_of_range_is_a_usage_error(argv: list[str], tmp_path: Path,
         main([*argv, *(["--data", str(tmp_path)] if argv[0] == "up" else [])])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"tessera {argv[0]}: error: argument {argv[1]}"), err
+    flag = next(x for x in argv if x.startswith("--"))
+    assert err[-1].startswith(f"tessera {argv[0]}"), err
+    assert f"error: argument {flag}" in err[-1], err
 
 
 def test_a_refused_first_start_leaves_no_config(tmp_path: Path,
