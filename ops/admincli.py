@@ -132,10 +132,16 @@ def _tenant(a: argparse.Namespace) -> None:
             chosen = (names if a.block_public_access == "all" else () if
                       a.block_public_access == "none" else
                       tuple(x.strip() for x in a.block_public_access.split(",")))
+            unknown = [x for x in chosen if x not in names]
+            if unknown:  # a misspelt flag must not quietly turn every flag off
+                raise CliError(f"unknown --block-public-access flag {unknown[0]!r}; use all, "
+                               f"none or a comma-separated list of {', '.join(names)}")
             body["public_access_block"] = {n: n in chosen for n in names}
         r = admin_request("PATCH", f"/tenants/{q(a.name)}", body)
+        blocked = [k for k, v in (r.get("public_access_block") or {}).items() if v]
         _emit(a, r, f"tenant {a.name}: canonical id {r['canonical_id']}, display name "
-                    f"{r['display_name']!r}, email {r['email']!r}")
+                    f"{r['display_name']!r}, email {r['email']!r}, public access block "
+                    f"{','.join(blocked) or 'none'}")
     elif a.action == "delete":
         r = admin_request("DELETE", f"/tenants/{q(a.name)}")
         _emit(a, r, f"tenant {a.name} deleted")

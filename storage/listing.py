@@ -100,21 +100,30 @@ class Listing:
         pos = key_marker.find(delimiter, len(prefix)) if key_marker.startswith(prefix) else -1
         if pos >= 0:  # a marker inside a common prefix: that prefix was already returned
             past, key_marker, version_marker = key_marker[:pos + len(delimiter)], "", ""
+        called: tuple[str, str, str] | None = None
         while len(versions) + len(prefixes) < max_keys:
-            batch, more = await self._versions(b, prefix, key_marker, version_marker,
-                                               max_keys - len(versions) - len(prefixes), past)
+            if called == (key_marker, version_marker, past):  # never loop without progress
+                raise RuntimeError("version listing made no progress")
+            called = (key_marker, version_marker, past)
+            # more than the page still holds (as list() reads): keys under a common prefix
+            # count once, and the rest of the batch is read on, not read again
+            want = max(max_keys - len(versions) - len(prefixes), min(1000, 2 * max_keys))
+            batch, more = await self._versions(b, prefix, key_marker, version_marker, want,
+                                               past)
             for v in batch:
+                if past and v.key.startswith(past):
+                    continue
+                if len(versions) + len(prefixes) >= max_keys:
+                    return versions, prefixes, True, last
                 pos = v.key.find(delimiter, len(prefix))
                 if pos >= 0:
                     past = last = v.key[:pos + len(delimiter)]
                     prefixes.append(past)
-                    key_marker = version_marker = ""
-                    break
+                    continue
                 versions.append(v)
                 key_marker, version_marker, last = v.key, v.version_id or NULL_VERSION, v.key
-            else:
-                if not more:
-                    return versions, prefixes, False, last
+            if not more:
+                return versions, prefixes, False, last
         batch, _ = await self._versions(b, prefix, key_marker, version_marker, 1, past)
         return versions, prefixes, bool(batch), last
 
@@ -126,22 +135,15 @@ class Listing:
         start, end = text_span(version_prefix(bucket), prefix)
         if past:
             start = max(start, past_text(version_prefix(bucket), past))
-        skipping = bool(version_marker)
         if key_marker:
-            start = max(start, version_prefix(bucket, key_marker))
-        limit = max_keys + 1 + (1000 if skipping else 0)
+            mine, after = span(version_prefix(bucket, key_marker))
+            if version_marker and after > start:
+                start = max(start, await self._past_version(mine, after, version_marker))
+            else:
+                start = max(start, after)
+        limit = max_keys + 1
         items = await self._meta.range(start, end, limit=limit)
-        found: list[ObjectVersion] = []
-        for item in items:
-            v = ObjectVersion.decode(item.value)
-            if key_marker and v.key == key_marker:
-                if not version_marker:
-                    continue
-                if skipping:
-                    if v.version_id == version_marker:
-                        skipping = False
-                    continue
-            found.append(v)
+        found = [ObjectVersion.decode(item.value) for item in items]
         more = len(items) == limit
         found, more = await self._merge_unversioned(bucket, prefix, key_marker, found, more,
                                                     max_keys, past)
@@ -149,11 +151,30 @@ class Listing:
             return found[:max_keys], True
         return found, more
 
+    async def _past_version(self, start: bytes, end: bytes, version_marker: str) -> bytes:
+        """Where the history resumes after `version_marker` among one key's versions (from
+        `start` to `end`), read in bounded batches however many versions the key has; past
+        all of them if the marker names none."""
+        tail = b"." + version_marker.encode() + b"\x00"
+        while True:
+            batch = await self._meta.range(start, end, limit=1000)
+            for item in batch:  # the key ends with its sort key "<time>.<version id>"
+                if (item.key.endswith(tail)
+                        and ObjectVersion.decode(item.value).version_id == version_marker):
+                    return next_key(item.key)
+            if len(batch) < 1000:
+                return end
+            start = next_key(batch[-1].key)
+
     async def _merge_unversioned(self, bucket: str, prefix: str, key_marker: str,
                                  found: list[ObjectVersion], more: bool, max_keys: int,
                                  past: str = "") -> tuple[list[ObjectVersion], bool]:
         """Add the "null" versions written before versioning was enabled (they are only
-        in their current record until a newer version moves them to the history)."""
+        in their current record until a newer version moves them to the history).
+
+        `found` is the history read from the same place: a key up to its last key (all of
+        them if not `more`) has a history iff it is in `found`, and the merge stops there,
+        so no key needs a lookup of its own."""
         start, end = text_span(object_prefix(bucket), prefix)
         if past:
             start = max(start, past_text(object_prefix(bucket), past))
@@ -161,18 +182,17 @@ class Listing:
             start = max(start, next_key(object_key(bucket, key_marker)))
         limit = max_keys + 1
         items = await self._meta.range(start, end, limit=limit)
+        history = {v.key for v in found}
+        bound = found[-1].key if more and found else None
         extra = []
         for item in items:
             v = ObjectVersion.decode(item.value)
-            if v.version_id != NULL_VERSION:
-                continue
-            if not await self._meta.range(*span(version_prefix(bucket, v.key)), limit=1):
+            if bound is not None and v.key > bound:
+                break
+            if v.version_id == NULL_VERSION and v.key not in history:
                 extra.append(v)
         if not extra:
             return found, more
-        bound = None
-        if more and found:
-            bound = found[-1].key
         if len(items) == limit:
             last_o = ObjectVersion.decode(items[-1].value).key
             bound = last_o if bound is None else min(bound, last_o)

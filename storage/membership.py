@@ -111,6 +111,10 @@ def check_new_node(members: list[Member], spec: NodeSpec) -> None:
     if not spec.weight > 0:
         raise InvalidInput("weight must be positive")
     for m in members:
+        if m.spec.id == spec.id and m.state == REMOVED:
+            raise Conflict(f"node {spec.id!r} is already in the cluster map (removed; an id "
+                           "is never reused: start the node under a new --id on an empty "
+                           "--data directory and add that id)")
         if m.spec.id == spec.id:
             raise Conflict(f"node {spec.id!r} is already in the cluster map ({m.state})")
         if m.spec.address == spec.address and m.state != REMOVED:

@@ -390,7 +390,8 @@ class MultipartService:
                     pos = key.find(delimiter, len(prefix))
                     if pos >= 0:
                         cp = key[: pos + len(delimiter)]
-                        prefixes.append(cp)
+                        if cp > key_marker:  # S3 drops a prefix not past the key marker
+                            prefixes.append(cp)
                         start = past_text(base, cp)
                         break
                 up = Upload.decode(item.value)

@@ -110,7 +110,8 @@ class NodesApi:
     async def drain(self, call: Call) -> tuple[int, Any]:
         m = await self._member(call)
         if m.state == ms.REMOVED:
-            raise AdminError(409, "NodeRemoved", f"node {m.spec.id!r} was removed")
+            raise AdminError(409, "NodeRemoved", f"node {m.spec.id!r} was removed, for good; "
+                             "add a new node instead (`tessera node add`)")
         if m.state != ms.DRAINING:
             self._check_layout(await self._refresh(), m.spec.id)
             m = await ms.set_state(self.cluster.meta, self.cluster.cfg, m.spec.id, ms.DRAINING)
@@ -120,7 +121,8 @@ class NodesApi:
     async def activate(self, call: Call) -> tuple[int, Any]:
         m = await self._member(call)
         if m.state == ms.REMOVED:
-            raise AdminError(409, "NodeRemoved", f"node {m.spec.id!r} was removed")
+            raise AdminError(409, "NodeRemoved", f"node {m.spec.id!r} was removed, for good; "
+                             "add a new node instead (`tessera node add`)")
         if m.state != ms.ACTIVE:
             m = await ms.set_state(self.cluster.meta, self.cluster.cfg, m.spec.id, ms.ACTIVE)
             await self._refresh()

@@ -78,10 +78,15 @@ class RequestBody:
                               "header is invalid.")
             announced.add(alg.upper())
         trailer_names = h.get("x-amz-trailer", "")
+        trailed = False
         for name in trailer_names.split(","):
             a = checksums.algorithm_of_header(name.strip())
             if a:
                 announced.add(a)
+                trailed = True
+        if alg and not self.expected and not trailed:  # AWS: 400, the SDKs never send it
+            raise S3Error("InvalidRequest", "x-amz-sdk-checksum-algorithm specified, but no "
+                          "corresponding x-amz-checksum-* or x-amz-trailer headers were found.")
         if len(announced) > 1:
             raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header. "
                           "Multiple checksum Types are not allowed.")
@@ -99,8 +104,10 @@ class RequestBody:
 
     @property
     def integrity_declared(self) -> bool:
-        """Whether the client sent Content-MD5 or an x-amz-checksum-* (header or trailer)."""
-        trailer = self._request.headers.get("x-amz-trailer", "")
+        """Whether the client sent Content-MD5 or an x-amz-checksum-*: a header, or a trailer
+        of an aws-chunked body (whose decoder refuses a body that ends without it). A trailer
+        named for a plain body would never come: naming it is not sending a digest."""
+        trailer = self._request.headers.get("x-amz-trailer", "") if self._decoder else ""
         return bool(self.content_md5 or self.expected or any(
             checksums.algorithm_of_header(n.strip()) for n in trailer.split(",")))
 

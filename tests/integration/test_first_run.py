@@ -169,3 +169,30 @@ def test_key_list_of_an_unknown_tenant_is_an_error(venv: Path, first: LocalClust
     assert r.returncode == 1 and "NoSuchTenant" in r.stderr, r.stdout + r.stderr
     ok = tessera(venv, first, "key", "list", "--tenant", "default")
     assert ok.returncode == 0 and "default" in ok.stdout, ok.stderr
+
+
+def test_misspelt_public_access_flag_changes_nothing(venv: Path, first: LocalCluster) -> None:
+    """A typo in --block-public-access is refused; it once turned every flag off."""
+    on = tessera(venv, first, "tenant", "update", "default", "--block-public-access", "all")
+    assert on.returncode == 0 and "RestrictPublicBuckets" in on.stdout, on.stderr
+    for bad in ("bogus", "BlockPublicAcls,BlockPublicAcl"):
+        r = tessera(venv, first, "tenant", "update", "default", "--block-public-access", bad)
+        assert r.returncode == 1 and "unknown --block-public-access flag" in r.stderr, r.stderr
+    shown = json.loads(tessera(venv, first, "tenant", "show", "default", "--json").stdout)
+    assert all(shown["public_access_block"].values()) and len(shown["public_access_block"]) == 4
+    off = tessera(venv, first, "tenant", "update", "default", "--block-public-access", "none")
+    assert off.returncode == 0 and "public access block none" in off.stdout, off.stderr
+
+
+def test_a_second_gateway_or_node_on_taken_ports_is_one_line(venv: Path,
+                                                             first: LocalCluster) -> None:
+    """Each names the address it wanted and the program, and exits 1 (no traceback)."""
+    config = str(first.data / "tessera.toml")
+    gw = tessera(venv, None, "gateway", "--config", config, "--workers", "2")
+    lines = gw.stderr.strip().splitlines()
+    assert gw.returncode == 1 and len(lines) == 1, gw.stderr
+    assert lines[0].startswith("tessera gateway: cannot start on S3 127.0.0.1:") and \
+        f":{first.port}" in lines[0]
+    node = tessera(venv, None, "node", "--config", config, "--id", "n1")
+    assert node.returncode == 1 and node.stderr.startswith("tessera node: cannot serve on"), \
+        node.stderr

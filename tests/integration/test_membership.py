@@ -130,6 +130,9 @@ def test_drain_moves_every_shard_then_remove(mc: LocalCluster) -> None:
     check(s3, "members", after)
     assert not mc.shard_files()[victim]
     assert "removed" in node_cli(mc, "list", "--all").stdout
+    for args in (("activate", victim), ("drain", victim)):  # removal is final, and says so
+        r = node_cli(mc, *args)
+        assert r.returncode == 1 and "`tessera node add`" in r.stderr, r.stderr
     audit = [json.loads(line) for line in
              (mc.data / "audit" / "audit.log").read_text().splitlines()]
     acted = {(e["action"], e.get("node"), e["result"]) for e in audit if "node" in e}

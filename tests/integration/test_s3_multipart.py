@@ -197,6 +197,10 @@ def test_list_parts_and_uploads_paging(cluster: LocalCluster) -> None:
     page = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/")
     assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["a/", "c/"]
     assert [u["Key"] for u in page["Uploads"]] == ["b"]
+    # AWS: CommonPrefixes is filtered out if not lexicographically greater than key-marker
+    page = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/", KeyMarker="a/1")
+    assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["c/"]
+    assert [u["Key"] for u in page["Uploads"]] == ["b"]
     page = s3.list_multipart_uploads(Bucket=bucket, Prefix="a/")
     assert sorted(u["Key"] for u in page["Uploads"]) == ["a/1", "a/1", "a/2"]
     for key, u in seen:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 
@@ -194,3 +195,44 @@ def test_version_id_checked_only_where_aws_takes_it(s3) -> None:
     r = e.value.response
     assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == (404,
                                                                              "NoSuchBucket")
+
+
+def test_version_id_headers_as_aws_sends_them(s3) -> None:
+    """x-amz-version-id as AWS answers it. Writes into a Suspended bucket (PUT, POST, copy,
+    complete) send none, not even null (PutObject's sample responses; versitygw#2164);
+    GET/HEAD of the null version of a versioned bucket send null (versitygw#2165); a
+    never-versioned bucket sends none; a Suspended DELETE names its null marker; DELETE of a
+    version that does not exist is 204 echoing the id (minio#11090, versitygw#1758)."""
+    b = "versioning-headers"
+    s3.create_bucket(Bucket=b)
+    hdr = lambda r: r["ResponseMetadata"]["HTTPHeaders"]  # noqa: E731
+    s3.put_object(Bucket=b, Key="old", Body=b"o")
+    for r in (s3.get_object(Bucket=b, Key="old"), s3.head_object(Bucket=b, Key="old")):
+        assert "x-amz-version-id" not in hdr(r)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    gone = s3.put_object(Bucket=b, Key="k", Body=b"1")["VersionId"]
+    s3.delete_object(Bucket=b, Key="k", VersionId=gone)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Suspended"})
+    wrote = [s3.put_object(Bucket=b, Key="k", Body=b"s"),
+             s3.copy_object(Bucket=b, Key="c", CopySource={"Bucket": b, "Key": "k"})]
+    uid = s3.create_multipart_upload(Bucket=b, Key="m")["UploadId"]
+    etag = s3.upload_part(Bucket=b, Key="m", UploadId=uid, PartNumber=1, Body=b"p")["ETag"]
+    wrote.append(s3.complete_multipart_upload(
+        Bucket=b, Key="m", UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}))
+    assert all("x-amz-version-id" not in hdr(r) for r in wrote)
+    post = s3.generate_presigned_post(b, "p", ExpiresIn=600)
+    r = requests.post(post["url"], data=post["fields"], files={"file": ("f", b"x")}, timeout=30)
+    assert r.status_code == 204 and "x-amz-version-id" not in r.headers
+    for key in ("old", "k", "p"):
+        for r in (s3.get_object(Bucket=b, Key=key), s3.head_object(Bucket=b, Key=key),
+                  s3.get_object(Bucket=b, Key=key, VersionId="null")):
+            assert hdr(r)["x-amz-version-id"] == "null"
+    r = s3.delete_object(Bucket=b, Key="k")
+    assert (hdr(r)["x-amz-version-id"], hdr(r)["x-amz-delete-marker"]) == ("null", "true")
+    for key in ("k", "absent"):
+        r = s3.delete_object(Bucket=b, Key=key, VersionId=gone)
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 204 and r["VersionId"] == gone
+    for v in _versions(s3, b):
+        s3.delete_object(Bucket=b, Key=v[0], VersionId=v[1])
+    s3.delete_bucket(Bucket=b)

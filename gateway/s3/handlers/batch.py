@@ -34,7 +34,7 @@ async def read_small_body(rq: S3Request, limit: int = SMALL_BODY_BYTES_MAX,
     `require_digest`: the InvalidRequest message when it sent neither Content-MD5 nor a
     checksum (the operation needs one)."""
     body = RequestBody(rq.request, rq.auth, limit)
-    if require_digest and body.content_md5 is None and not body.checksums:
+    if require_digest and not body.integrity_declared:
         raise S3Error("InvalidRequest", require_digest)
     md5 = hashlib.md5()
     digests = body.digests
