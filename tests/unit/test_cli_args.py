@@ -67,3 +67,28 @@ def test_data_that_is_a_file_is_one_line(tmp_path: Path,
     assert main(["up", "--data", str(tmp_path / "f")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file" in err[0], err
+
+
+def test_chaos_refuses_a_directory_it_did_not_make(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator's cluster (any non-empty directory without chaos's mark) never takes
+    faults: refused in one line before anything starts, nothing written there."""
+    (tmp_path / "tessera.toml").write_text("[cluster]\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["chaos", "--duration", "1", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "chaos did not make" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_chaos_may_use_new_empty_or_its_own_directories(tmp_path: Path) -> None:
+    from ops.chaos_run import CHAOS_MARK, chaos_may_use
+
+    assert chaos_may_use(tmp_path / "new")  # made, and marked as chaos's own
+    assert (tmp_path / "new" / CHAOS_MARK).is_file()
+    (tmp_path / "new" / "tessera.toml").write_text("")  # a run's cluster inside: still its own
+    assert chaos_may_use(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    assert chaos_may_use(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    assert not chaos_may_use(tmp_path / "file")
