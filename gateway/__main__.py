@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.app import serve
             asyncio.run(serve(cfg))
     except OSError as exc:
-        print(f"tessera gateway: cannot start: {exc}", file=sys.stderr)
+        print(f"tessera gateway: cannot start on S3 {cfg.gateway.listen}, admin "
+              f"{cfg.gateway.admin_listen}: {exc}; is another gateway running? (--listen, "
+              "--admin-listen)", file=sys.stderr)
         return 1
     return 0
 

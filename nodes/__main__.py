@@ -145,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(argv)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"tessera node: {exc}", file=sys.stderr)
         return 2
     try:
         asyncio.run(serve(settings))
     except OSError as exc:
-        print(f"error: cannot serve on {settings.host}:{settings.port}: {exc.strerror}",
+        print(f"tessera node: cannot serve on {settings.host}:{settings.port}: {exc.strerror}",
               file=sys.stderr)
         return 1
     return 0

@@ -35,6 +35,7 @@ from ops.chaos import (
     zone_of,
 )
 
+CHAOS_MARK = ".tessera-chaos"  # in a --data directory chaos made (it may take faults)
 
 def wait_redundant(c: ChaosCluster, timeout: float) -> dict[str, Any] | None:
     """The first status showing full redundancy (None if it never came within `timeout`)."""
@@ -208,8 +209,25 @@ def chaos_command(a: argparse.Namespace) -> int:
               f"{', '.join(ALL_FAULTS)}",
               file=sys.stderr)
         return 2
-    return run(a.duration, a.seed, Path(a.data) if a.data else None, a.keep,
-               a.repair_timeout, kinds=kinds)
+    data = Path(a.data) if a.data else None
+    if data is not None and not chaos_may_use(data):
+        print(f"tessera chaos: {data} holds data chaos did not make (it kills nodes, flips "
+              "bits and plants lying shards there): give a new or empty directory, or omit "
+              "--data", file=sys.stderr)
+        return 2
+    return run(a.duration, a.seed, data, a.keep, a.repair_timeout, kinds=kinds)
+
+
+def chaos_may_use(data: Path) -> bool:
+    """Whether `--data` may take faults: a new or empty directory (marked as chaos's own
+    here), or one an earlier chaos run marked; never an operator's cluster."""
+    if (data / CHAOS_MARK).is_file():
+        return True
+    if data.exists() and (not data.is_dir() or any(data.iterdir())):
+        return False
+    data.mkdir(parents=True, exist_ok=True)
+    (data / CHAOS_MARK).write_text("made by tessera chaos: faults may be injected here\n")
+    return True
 
 
 def positive_seconds(text: str) -> float:
@@ -228,7 +246,8 @@ def add_chaos_command(sub: Any) -> None:
     p.add_argument("--duration", type=positive_seconds, default=60.0,
                    help="seconds of workload + faults")
     p.add_argument("--seed", type=int, default=1, help="seed of the schedule and workload")
-    p.add_argument("--data", help="data directory (default: a new temporary directory)")
+    p.add_argument("--data", help="data directory: new or empty, or an earlier chaos run's "
+                   "(default: a new temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--faults", default="",
                    help=f"comma-separated fault kinds to inject (default: {','.join(FAULTS)}; "

@@ -267,6 +267,9 @@ def lock_data_dir(data_dir: Path) -> int:
     Two clusters on one directory would share its metadata and shard files (two writers), and
     the second would rewrite the first's config and tessera.env with its own ports.
     """
+    if data_dir.exists() and not data_dir.is_dir():
+        raise RuntimeError(f"--data {data_dir} is a file; name a directory (new or a "
+                           "cluster's)")
     data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(data_dir / "tessera.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -325,8 +328,19 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
     if not config.exists():
         assert port and node_port and admin_port
         eps = etcd.endpoints if etcd is not None else ()
-        config.write_text(default_config(data_dir, port, node_port, admin_port, eps,
-                                         day_seconds, inline_max_bytes))
+        # Checked before it is kept: a first start refused for a bad option or a taken port
+        # must not leave a config that makes every later start fail the same way.
+        draft = config.with_name("tessera.toml.new")
+        draft.write_text(default_config(data_dir, port, node_port, admin_port, eps,
+                                        day_seconds, inline_max_bytes))
+        try:
+            cfg = load_config(draft)
+            check_free(cfg, gateway_listens(cfg.gateway.listen, cfg.gateway.admin_listen,
+                                            gateways))
+        except BaseException:
+            draft.unlink(missing_ok=True)
+            raise
+        os.replace(draft, config)
     cfg = load_config(config)
     listens = gateway_listens(cfg.gateway.listen, cfg.gateway.admin_listen, gateways)
     check_free(cfg, listens)

@@ -98,6 +98,11 @@ def _table(rows: list[list[str]], head: list[str]) -> None:
 
 # actions --------------------------------------------------------------------------------
 
+def _done(a: argparse.Namespace, text: str, doc: dict[str, Any]) -> None:
+    """What a changing command prints: the sentence, or with --json the same facts as JSON."""
+    print(json.dumps(doc) if a.json else text)
+
+
 async def _create(a, c, svc, t):  # type: ignore[no-untyped-def]
     from gateway.admin.volumes import volume_dict
     from storage.volumes import parse_size
@@ -142,14 +147,15 @@ async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 async def _delete(a, c, svc, t):  # type: ignore[no-untyped-def]
     await svc.delete(t, a.name)
-    print(f"deleted volume {a.name}")
+    _done(a, f"deleted volume {a.name}", {"deleted": a.name})
 
 
 async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
+    from gateway.admin.volumes import volume_dict
     from storage.volumes import parse_size
 
     v = await svc.resize(t, a.name, parse_size(a.size))
-    print(f"volume {v.name} is now {_human(v.size)}")
+    _done(a, f"volume {v.name} is now {_human(v.size)}", volume_dict(v))
 
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
@@ -158,10 +164,12 @@ async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
     if a.snap_cmd == "create":
         flushed = await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
         g = await svc.snapshot(t, a.name, a.snap, flushed=flushed)
-        print(f"snapshot {a.name}@{a.snap} (generation {g})")
+        _done(a, f"snapshot {a.name}@{a.snap} (generation {g})",
+              {"volume": a.name, "snapshot": a.snap, "generation": g})
     elif a.snap_cmd == "delete":
         await svc.delete_snapshot(t, a.name, a.snap)
-        print(f"deleted snapshot {a.name}@{a.snap}")
+        _done(a, f"deleted snapshot {a.name}@{a.snap}",
+              {"volume": a.name, "deleted_snapshot": a.snap})
     else:
         v = await svc.get(t, a.name)
         rows = [{"name": s["name"], "generation": g, "created": s["created"]}
@@ -180,8 +188,10 @@ async def _clone(a, c, svc, t):  # type: ignore[no-untyped-def]
     name, _, snap = a.source.partition("@")
     if not snap:
         raise InvalidInput("clone source is VOLUME@SNAPSHOT")
+    from gateway.admin.volumes import volume_dict
+
     v = await svc.clone(t, name, snap, a.name)
-    print(f"cloned {name}@{snap} to volume {v.name}")
+    _done(a, f"cloned {name}@{snap} to volume {v.name}", volume_dict(v))
 
 
 class _Progress:
@@ -201,7 +211,7 @@ class _Progress:
 
 async def _flatten(a, c, svc, t):  # type: ignore[no-untyped-def]
     await svc.flatten(t, a.name, _Progress(f"flatten {a.name}"))
-    print(f"volume {a.name} no longer depends on its origin")
+    _done(a, f"volume {a.name} no longer depends on its origin", {"flattened": a.name})
 
 
 async def _export(a, c, svc, t):  # type: ignore[no-untyped-def]
@@ -216,7 +226,7 @@ async def _export(a, c, svc, t):  # type: ignore[no-untyped-def]
             else:
                 f.write(data)
         f.truncate(h.vol.size)
-    print(f"exported {a.name} to {a.file}")
+    _done(a, f"exported {a.name} to {a.file}", {"exported": a.name, "file": a.file})
 
 
 async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
@@ -234,7 +244,7 @@ async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
                 await h.write(idx * v.extent_size, data)
     finally:
         await h.close()
-    print(f"imported {a.file} into {a.name}")
+    _done(a, f"imported {a.file} into {a.name}", {"imported": a.file, "volume": a.name})
 
 
 async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]

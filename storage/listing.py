@@ -105,20 +105,25 @@ class Listing:
             if called == (key_marker, version_marker, past):  # never loop without progress
                 raise RuntimeError("version listing made no progress")
             called = (key_marker, version_marker, past)
-            batch, more = await self._versions(b, prefix, key_marker, version_marker,
-                                               max_keys - len(versions) - len(prefixes), past)
+            # more than the page still holds (as list() reads): keys under a common prefix
+            # count once, and the rest of the batch is read on, not read again
+            want = max(max_keys - len(versions) - len(prefixes), min(1000, 2 * max_keys))
+            batch, more = await self._versions(b, prefix, key_marker, version_marker, want,
+                                               past)
             for v in batch:
+                if past and v.key.startswith(past):
+                    continue
+                if len(versions) + len(prefixes) >= max_keys:
+                    return versions, prefixes, True, last
                 pos = v.key.find(delimiter, len(prefix))
                 if pos >= 0:
                     past = last = v.key[:pos + len(delimiter)]
                     prefixes.append(past)
-                    key_marker = version_marker = ""
-                    break
+                    continue
                 versions.append(v)
                 key_marker, version_marker, last = v.key, v.version_id or NULL_VERSION, v.key
-            else:
-                if not more:
-                    return versions, prefixes, False, last
+            if not more:
+                return versions, prefixes, False, last
         batch, _ = await self._versions(b, prefix, key_marker, version_marker, 1, past)
         return versions, prefixes, bool(batch), last
 
@@ -165,7 +170,11 @@ class Listing:
                                  found: list[ObjectVersion], more: bool, max_keys: int,
                                  past: str = "") -> tuple[list[ObjectVersion], bool]:
         """Add the "null" versions written before versioning was enabled (they are only
-        in their current record until a newer version moves them to the history)."""
+        in their current record until a newer version moves them to the history).
+
+        `found` is the history read from the same place: a key up to its last key (all of
+        them if not `more`) has a history iff it is in `found`, and the merge stops there,
+        so no key needs a lookup of its own."""
         start, end = text_span(object_prefix(bucket), prefix)
         if past:
             start = max(start, past_text(object_prefix(bucket), past))
@@ -173,18 +182,17 @@ class Listing:
             start = max(start, next_key(object_key(bucket, key_marker)))
         limit = max_keys + 1
         items = await self._meta.range(start, end, limit=limit)
+        history = {v.key for v in found}
+        bound = found[-1].key if more and found else None
         extra = []
         for item in items:
             v = ObjectVersion.decode(item.value)
-            if v.version_id != NULL_VERSION:
-                continue
-            if not await self._meta.range(*span(version_prefix(bucket, v.key)), limit=1):
+            if bound is not None and v.key > bound:
+                break
+            if v.version_id == NULL_VERSION and v.key not in history:
                 extra.append(v)
         if not extra:
             return found, more
-        bound = None
-        if more and found:
-            bound = found[-1].key
         if len(items) == limit:
             last_o = ObjectVersion.decode(items[-1].value).key
             bound = last_o if bound is None else min(bound, last_o)

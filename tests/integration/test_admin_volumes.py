@@ -330,3 +330,20 @@ def test_cli_names_a_missing_tenant_and_how_to_name_another(cluster: LocalCluste
                         new_tenant(cluster)], env=as_tenant, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 1 and "TESSERA_ADMIN_ACCESS_KEY" in r.stderr, r.stderr
+
+
+def test_cli_json_is_json_for_every_changing_command(cluster: LocalCluster,
+                                                     tmp_path: Path) -> None:
+    """`--json` is accepted by every volume command, so every one answers in JSON."""
+    t = new_tenant(cluster)
+    img = tmp_path / "img"
+    img.write_bytes(b"x" * 4096)
+    steps = [("create", "j1", "--size", "8M"), ("snapshot", "create", "j1", "s1"),
+             ("clone", "j1@s1", "j2"), ("flatten", "j2"), ("resize", "j1", "--size", "16M"),
+             ("import", "j2", str(img)), ("export", "j2", str(tmp_path / "out")),
+             ("delete", "j2"), ("snapshot", "delete", "j1", "s1"), ("delete", "j1")]
+    for step in steps:
+        r = volume_cli(cluster, t, *step, "--json")
+        assert r.returncode == 0, (step, r.stderr)
+        assert isinstance(json.loads(r.stdout), dict), (step, r.stdout)
+    assert json.loads(volume_cli(cluster, t, "list", "--json").stdout) == []

@@ -182,3 +182,17 @@ def test_misspelt_public_access_flag_changes_nothing(venv: Path, first: LocalClu
     assert all(shown["public_access_block"].values()) and len(shown["public_access_block"]) == 4
     off = tessera(venv, first, "tenant", "update", "default", "--block-public-access", "none")
     assert off.returncode == 0 and "public access block none" in off.stdout, off.stderr
+
+
+def test_a_second_gateway_or_node_on_taken_ports_is_one_line(venv: Path,
+                                                             first: LocalCluster) -> None:
+    """Each names the address it wanted and the program, and exits 1 (no traceback)."""
+    config = str(first.data / "tessera.toml")
+    gw = tessera(venv, None, "gateway", "--config", config, "--workers", "2")
+    lines = gw.stderr.strip().splitlines()
+    assert gw.returncode == 1 and len(lines) == 1, gw.stderr
+    assert lines[0].startswith("tessera gateway: cannot start on S3 127.0.0.1:") and \
+        f":{first.port}" in lines[0]
+    node = tessera(venv, None, "node", "--config", config, "--id", "n1")
+    assert node.returncode == 1 and node.stderr.startswith("tessera node: cannot serve on"), \
+        node.stderr

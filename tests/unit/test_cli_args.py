@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from ops.cli import main
+from ops.localports import free_port
+
+
+@pytest.fixture(autouse=True)
+def _keep_umask() -> Iterator[None]:
+    """main() makes the process umask owner-only; other tests in this worker keep theirs."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
 
 
 @pytest.mark.parametrize("argv", [
@@ -17,10 +32,63 @@ from ops.cli import main
     ["up", "--admin-port", "x"],
     ["up", "--etcd-peer-port", "-1"],
 ])
-def test_out_of_range_is_a_usage_error(argv: list[str], tmp_path: object,
+def test_out_of_range_is_a_usage_error(argv: list[str], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*argv, *(["--data", str(tmp_path)] if argv[0] == "up" else [])])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"tessera {argv[0]}: error: argument {argv[1]}"), err
+    flag = next(x for x in argv if x.startswith("--"))
+    assert err[-1].startswith(f"tessera {argv[0]}"), err
+    assert f"error: argument {flag}" in err[-1], err
+
+
+def test_a_refused_first_start_leaves_no_config(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo or a taken port at first start must not poison the directory's later starts."""
+    data = tmp_path / "d"
+    ports = ["--port", str(free_port()), "--admin-port", str(free_port()),
+             "--node-port", str(free_port())]
+    assert main(["up", "--data", str(data), *ports, "--inline-max-bytes", "-1"]) == 1
+    assert "inline_max_bytes" in capsys.readouterr().err
+    assert not (data / "tessera.toml").exists()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = ["--port", str(taken.getsockname()[1]), *ports[2:]]
+        assert main(["up", "--data", str(data), *busy]) == 1
+    assert "address already in use" in capsys.readouterr().err
+    assert sorted(p.name for p in data.iterdir()) == ["tessera.lock"]
+
+
+def test_data_that_is_a_file_is_one_line(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "f").write_text("")
+    assert main(["up", "--data", str(tmp_path / "f")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0], err
+
+
+def test_chaos_refuses_a_directory_it_did_not_make(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator's cluster (any non-empty directory without chaos's mark) never takes
+    faults: refused in one line before anything starts, nothing written there."""
+    (tmp_path / "tessera.toml").write_text("[cluster]\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["chaos", "--duration", "1", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "chaos did not make" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_chaos_may_use_new_empty_or_its_own_directories(tmp_path: Path) -> None:
+    from ops.chaos_run import CHAOS_MARK, chaos_may_use
+
+    assert chaos_may_use(tmp_path / "new")  # made, and marked as chaos's own
+    assert (tmp_path / "new" / CHAOS_MARK).is_file()
+    (tmp_path / "new" / "tessera.toml").write_text("")  # a run's cluster inside: still its own
+    assert chaos_may_use(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    assert chaos_may_use(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    assert not chaos_may_use(tmp_path / "file")

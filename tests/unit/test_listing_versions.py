@@ -1,5 +1,6 @@
-"""ListObjectVersions paging over a key with more versions than one read holds: every page
-size, with and without a delimiter, returns exactly the model's list and always ends.
+"""ListObjectVersions paging over a key with more versions than one read holds, and over
+many common prefixes: every page size, with and without a delimiter, returns exactly the
+model's list and always ends.
 
 (A version-id marker deeper than the old fixed read-ahead made the delimited listing loop
 forever and the plain one answer IsTruncated with nothing in it.) The records are written to
@@ -14,7 +15,7 @@ import pytest
 
 from storage.keyspace import object_key, version_key
 from storage.listing import Listing
-from storage.metadata import Txn
+from storage.metadata import Item, Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.records import Bucket, ObjectVersion
 from storage.version_ids import version_sort
@@ -112,5 +113,64 @@ async def test_deep_version_marker_resumes_right_after_it(tmp_path: Path) -> Non
                 listing.list_versions(BUCKET, "", "big", deep[1], 1, delimiter), 10)
             assert ([(v.key, v.version_id) for v in versions], prefixes, more, last) == (
                 [after], [], True, "big")
+    finally:
+        await store.close()
+
+
+class CountingStore:
+    """The real SQLite store, counting range reads."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.ranges = 0
+
+    async def range(self, start: bytes, end: bytes, limit: int = 1000,
+                    reverse: bool = False) -> list[Item]:
+        self.ranges += 1
+        return await self.inner.range(start, end, limit, reverse)
+
+
+async def test_common_prefixes_come_from_the_batch_already_read(tmp_path: Path) -> None:
+    """A page of common prefixes over keys written before versioning (and some with a
+    history, one null version in both places) reads the store a few times, not twice per
+    prefix plus once per key; paged at any size it is still the model's list."""
+    store = await SqliteStore.open(tmp_path / "meta.db")
+    try:
+        model: list[tuple[str, str]] = []
+        puts: dict[bytes, bytes] = {}
+        for d in range(120):
+            for key in (f"d{d:03d}/o0", f"d{d:03d}/o1", f"d{d:03d}/v"):
+                null = ObjectVersion(bucket="b", key=key, version_id="null", tenant="t",
+                                     size=1, etag="e", last_modified=1.0)
+                puts[object_key("b", key)] = null.encode()
+                if key.endswith("/v"):  # two versions written after versioning was enabled
+                    for i in range(2):
+                        v = ObjectVersion(bucket="b", key=key, version_id=f"v{i}", tenant="t",
+                                          size=1, etag="e", last_modified=2.0 + i)
+                        puts[version_key("b", key, version_sort(10**9 + i, f"v{i}"))] = (
+                            v.encode())
+                    puts[version_key("b", key, version_sort(10, "null"))] = null.encode()
+                    puts[object_key("b", key)] = v.encode()
+                    model += [(key, "v1"), (key, "v0"), (key, "null")]
+                else:
+                    model.append((key, "null"))
+        for key in ("e", "s"):  # top level: e pre-versioning only; s null in O/ and V/
+            null = ObjectVersion(bucket="b", key=key, version_id="null", tenant="t", size=1,
+                                 etag="e", last_modified=1.0)
+            puts[object_key("b", key)] = null.encode()
+            if key == "s":
+                puts[version_key("b", key, version_sort(10, "null"))] = null.encode()
+            model.append((key, "null"))
+        assert await store.txn(Txn(puts=puts))
+        counting = CountingStore(store)
+        listing = Listing(counting)  # type: ignore[arg-type]
+        versions, prefixes, more, last = await listing.list_versions(
+            BUCKET, "", "", "", 100, "/")
+        assert (versions, prefixes[:2], len(prefixes), more, last) == (
+            [], ["d000/", "d001/"], 100, True, "d099/")
+        assert counting.ranges <= 12, counting.ranges  # it took 3,671 (2 a prefix, 1 a key)
+        for max_keys in (1, 7, 100, 1000):
+            assert await _page_all(listing, max_keys, "") == model
+            assert await _page_all(listing, max_keys, "/") == _delimited(model)
     finally:
         await store.close()
