@@ -100,7 +100,7 @@ def _running_with(config: Path) -> list[int]:
 def test_a_node_that_cannot_start_fails_tessera_up_with_its_error_and_stops_the_rest(
         tmp_path: Path) -> None:
     config = _config(tmp_path)
-    with pytest.raises(RuntimeError, match=r"zz exited before it was ready: error: node 'zz' "
+    with pytest.raises(RuntimeError, match=r"zz exited before it was ready: tessera node: node 'zz' "
                                            r"is not in"):
         asyncio.run(_start_nodes(config, tmp_path / "logs", ["n1", "zz"]))
     assert _running_with(config) == []  # n1 and the forker were stopped, not left behind
