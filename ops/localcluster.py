@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -261,6 +262,9 @@ async def run(data_dir: Path, port: int | None = None, node_port: int | None = N
         os.close(lock)
 
 
+LEFT_EXIT_S = 10.0  # how long a start waits for a stopped cluster's processes to exit
+
+
 def lock_data_dir(data_dir: Path) -> int:
     """Hold DATA/tessera.lock (flock) for this process's life: one `tessera up` per directory.
 
@@ -279,9 +283,37 @@ def lock_data_dir(data_dir: Path) -> int:
         os.close(fd)
         raise RuntimeError(f"{data_dir} is in use by another `tessera up` (pid {owner}); stop "
                            "it first (Ctrl-C), or choose another --data") from None
+    left = left_running(data_dir)
+    if left:
+        os.close(fd)
+        raise RuntimeError(f"{data_dir} is still served by processes an earlier `tessera up` "
+                           f"left running (pids {' '.join(map(str, left))}): stop them "
+                           f"(kill {' '.join(map(str, left))}) first, or choose another --data")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def left_running(data_dir: Path, wait_s: float | None = None) -> list[int]:
+    """Pids of the directory's gateway, node forker or nodes (DATA/run/*.pid) still alive
+    once the lock is free: a `tessera up` killed with -9 leaves them serving the directory,
+    and its lock died with it. Waits (bounded) for ones still exiting after a clean stop."""
+    config = str(data_dir / "tessera.toml").encode()
+    deadline = time.monotonic() + (LEFT_EXIT_S if wait_s is None else wait_s)
+    while True:
+        alive = []
+        for pidfile in sorted((data_dir / "run").glob("*.pid")):
+            try:
+                pid = int(pidfile.read_text().split()[0])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except (OSError, ValueError, IndexError):
+                continue  # gone (or never written whole): not running
+            if config in cmdline.split(b"\0"):  # ours, not a reused pid
+                alive.append(pid)
+        if not alive or time.monotonic() >= deadline:
+            return sorted(set(alive))
+        time.sleep(0.1)
 
 
 async def _run_locked(data_dir: Path, port: int | None, node_port: int | None,
