@@ -21,24 +21,28 @@ On etcd (where every idle poll is a Raft read) a watch on the queue wakes the wo
 an entry is queued, and otherwise it sleeps until its earliest entry falls due (at most
 `WATCHED_MAX_S`), instead of reading the queue every second; a stream of new entries
 wakes it at most once per `min_pause_s`, as often as it used to poll.
+
+Idle, it also deletes the fences of live stripes left with nothing pending once their last
+claim is old (`gcfence.reclaim`, a page per step, a pass every `RECLAIM_EVERY_S`).
 """
 
 from __future__ import annotations
 
 import time
 
-from storage.keyspace import GC, gc_key, space, stripe_index_key, stripe_of
+from storage.keyspace import GC, GC_FENCE, gc_key, space, stripe_index_key, stripe_of
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.workers import WorkerState
-from storage.workers.gcfence import claim, copy_name, settle
+from storage.workers.gcfence import claim, copy_name, reclaim, settle
 from storage.workers.manifests import Manifest, load_manifest
 
 BATCH = 64
 CLAIM_TRIES = 8  # claims of one entry per step while its stripe's records keep changing
 STALE_INTENT_S = 3600.0
+RECLAIM_EVERY_S = 60.0  # an idle collector's pause between two passes over the fences
 WATCHED_MAX_S = 30.0  # the longest sleep of a watched, idle collector (a bound on a missed wake)
 
 
@@ -56,10 +60,16 @@ class GarbageCollector:
         self.deleted = 0
         self.kept = 0  # copies an entry named that a live manifest names (not deleted)
         self._next_due_ns: int | None = None  # the earliest entry not yet due (None: none)
+        self._fence_cursor = space(GC_FENCE)[0]
+        self._next_reclaim = 0.0
+        self.fences_reclaimed = 0
 
     @property
     def watched_idle_s(self) -> float:
-        """The idle pause when queued entries wake it: until the next one falls due."""
+        """The idle pause when queued entries wake it: until the next one falls due (none
+        while a pass over the fences is under way)."""
+        if self._fence_cursor != space(GC_FENCE)[0]:
+            return 0.0
         if self._next_due_ns is None:
             return WATCHED_MAX_S
         return min(WATCHED_MAX_S, max(0.0, (self._next_due_ns - time.time_ns()) / 1e9))
@@ -72,6 +82,11 @@ class GarbageCollector:
                              if len(items) < len(queued) else None)
         for item in items:
             await self._collect(item)
+        if not items and time.monotonic() >= self._next_reclaim:  # idle: a page of fences
+            self._fence_cursor, n = await reclaim(self._meta, self._fence_cursor)
+            self.fences_reclaimed += n
+            wrapped = self._fence_cursor == space(GC_FENCE)[0]  # a pass ended: pause
+            self._next_reclaim = time.monotonic() + (RECLAIM_EVERY_S if wrapped else 0.0)
         return WorkerState.BUSY if items and len(queued) == BATCH else WorkerState.IDLE
 
     async def _collect(self, item: Item) -> None:

@@ -31,17 +31,41 @@ entry, still queued, runs again: the entry is retired only with the pending mark
 
 The fence of a stripe with no X entry is deleted with its entry: no commit can name a copy
 of it (a commit needs a live manifest, and stripe ids are never reused).
+
+Reclaiming the fence of a live stripe (else every repaired or moved stripe keeps one for
+good): a fence with nothing pending whose last claim (`at`, the claimer's clock) is older
+than `RECLAIM_AFTER_S` by the reclaimer's clock is deleted (`reclaim`: the collector scans
+the fences a page at a time while idle). Deleting it would restart the generation
+under a reader that read it earlier, so every fence carries a random `epoch`, chosen by the
+claim that creates it, and a commit is also refused when (a) its token saw a fence and the
+fence at commit is not that one (another epoch, or none), or (b) its token is older than
+`MAX_TOKEN_AGE_S` (monotonic clock). Proof that a claim C of c after R still refuses T:
+- R saw fence E: if E is still there at T's fence read F, C's claim on c is in E (had E
+  gone in between, it could not come back: epochs are random), so above the token's
+  generation (a claim only raises it within E); if E is gone at F, rule (a).
+- R saw none: C's claim is in a fence made after R, so c's claim there is at generation 1
+  or more, above the token's 0. If that fence is there at F, refused; if not, it was
+  reclaimed at D (nothing pending, its last claim old), and D - C >= RECLAIM_AFTER_S - skew
+  >= MAX_TOKEN_AGE_S (clocks of two gateways differ by less than RECLAIM_AFTER_S -
+  MAX_TOKEN_AGE_S, an hour), so F - R > D - C >= MAX_TOKEN_AGE_S: rule (b).
+And T's transaction compares the fence's revision as read at F (0: absent), so no claim or
+reclaim lands between F and T. A fence written by older code has no `at` and is kept.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from dataclasses import dataclass, field
 
-from storage.keyspace import gc_fence_key
-from storage.metadata import MetadataStore, Txn
+from storage.keyspace import GC_FENCE, gc_fence_key, next_key, space
+from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 
 SETTLE_TRIES = 50  # a settle conflicts only with another claim on the same stripe
+MAX_TOKEN_AGE_S = 3600.0  # a commit whose fence token is older is refused (docstring)
+RECLAIM_AFTER_S = 2 * 3600.0  # a settled fence is deleted once its last claim is this old
+RECLAIM_PAGE = 256  # fences read per reclaim step
 
 
 def copy_name(index: int, node: str) -> str:
@@ -55,10 +79,14 @@ class Fence:
     gen: int = 0
     claims: dict[str, int] = field(default_factory=dict)  # copy -> generation of its last claim
     pending: dict[str, list[str]] = field(default_factory=dict)  # claimer -> copies
+    epoch: str = ""  # chosen by the claim that created it ("" before epochs)
+    at: int = 0  # the last claim's wall-clock time, ns (0: unknown, never reclaimed)
     revision: int = 0
+    read_at: float = field(default_factory=time.monotonic)  # when read (a token's age)
 
     def pack(self) -> bytes:
-        return pack({"gen": self.gen, "claims": self.claims, "pending": self.pending})
+        return pack({"gen": self.gen, "claims": self.claims, "pending": self.pending,
+                     "epoch": self.epoch, "at": self.at})
 
     def pending_copies(self) -> set[str]:
         """Every copy some claimer has not yet settled (its delete may be under way)."""
@@ -67,16 +95,21 @@ class Fence:
 
 async def read_fence(meta: MetadataStore, stripe_id: bytes) -> Fence:
     item = await meta.get(gc_fence_key(stripe_id))
-    if item is None:
-        return Fence()
+    return Fence() if item is None else _decode(item)
+
+
+def _decode(item: Item) -> Fence:
     r = unpack(item.value)
     return Fence(gen=int(r["gen"]), claims={str(k): int(v) for k, v in r["claims"].items()},
                  pending={str(k): [str(c) for c in v] for k, v in r["pending"].items()},
-                 revision=item.revision)
+                 epoch=str(r.get("epoch", "")), at=int(r.get("at", 0)), revision=item.revision)
 
 
 def refused(token: Fence, now: Fence, written: dict[int, str]) -> set[int]:
     """The written copies (index -> node) a commit must give up (module docstring)."""
+    if time.monotonic() - token.read_at > MAX_TOKEN_AGE_S or \
+            (token.revision and now.epoch != token.epoch):
+        return set(written)
     was_pending = token.pending_copies()
     out = set()
     for i, node in written.items():
@@ -92,6 +125,8 @@ async def claim(meta: MetadataStore, stripe_id: bytes, owner: str, nodes: list[s
     records in `compares` are unchanged; False: something changed, check again."""
     f = await read_fence(meta, stripe_id)
     f.gen += 1
+    f.epoch = f.epoch if f.revision else secrets.token_hex(8)
+    f.at = time.time_ns()
     copies = [copy_name(i, n) for i, n in enumerate(nodes) if n]
     for c in copies:
         f.claims[c] = f.gen
@@ -122,3 +157,19 @@ async def settle(meta: MetadataStore, stripe_id: bytes, owner: str, done: Txn,
                               puts={**done.puts, key: f.pack()}, deletes=done.deletes)):
             return
     raise RuntimeError(f"stripe {stripe_id.hex()}: fence kept changing")  # entry stays queued
+
+
+async def reclaim(meta: MetadataStore, start: bytes) -> tuple[bytes, int]:
+    """Delete the fences from `start` on (one page) that have nothing pending and whose last
+    claim is `RECLAIM_AFTER_S` old (module docstring); (where the next page starts, the
+    first fence again after the last page; fences deleted)."""
+    items = await meta.range(start, space(GC_FENCE)[1], limit=RECLAIM_PAGE)
+    old = time.time_ns() - int(RECLAIM_AFTER_S * 1e9)
+    deleted = 0
+    for item in items:
+        f = _decode(item)
+        if not f.pending and 0 < f.at <= old:  # a change meanwhile: kept, seen next pass
+            deleted += await meta.txn(Txn(compares={item.key: item.revision},
+                                          deletes=(item.key,)))
+    nxt = next_key(items[-1].key) if len(items) == RECLAIM_PAGE else space(GC_FENCE)[0]
+    return nxt, deleted
