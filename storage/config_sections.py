@@ -73,7 +73,7 @@ class GatewayConfig:
     # segments and frames all uploads of the gateway (all its workers, each an equal share,
     # at least one largest upload) may hold at once; an upload waits its turn (before its
     # body is read) when its footprint does not fit its worker's share
-    upload_budget_bytes: int = 128 * MiB  # one 64 MiB PUT per worker of two at a time
+    upload_budget_bytes: int = 256 * MiB
     workers: int = 0  # gateway processes serving S3 on one address; 0 = one per core
     accept_grace_s: float = 0.25  # a pending connection waits this for the worker whose turn
     deep_scrub_rate_mbps: float = 4.0  # shard bytes the deep scrub reads per second (0 = off)

@@ -82,9 +82,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("gateway", "cpu_threads"): "Threads for hashing, sealing and erasure coding. More uses "
     "more cores per gateway; beyond the core count it only adds contention.",
     ("gateway", "upload_budget_bytes"): "Memory all uploads of the whole gateway may hold "
-    "at once, every worker process together (each of `workers` holds an equal share: 64 "
-    "MiB of the default with 2 workers, one large upload at a time beside small ones; "
-    "but never less than the largest upload's footprint "
+    "at once, every worker process together (each of `workers` holds an equal share: 128 "
+    "MiB of the default with 2 workers; but never less than the largest upload's footprint "
     "with room for a small one beside it, ~62 MiB with 4+2 and ~77 MiB with a 3+3 archive "
     "profile, so with many workers the gateway may hold that many times it) "
     "(segments being read and coded, frames queued to "

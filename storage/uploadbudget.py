@@ -37,7 +37,7 @@ from storage.erasure import block_size
 from storage.errors import Overloaded
 from storage.shards.format import FRAME_HEAD_BYTES
 
-UPLOAD_BUDGET_BYTES = 128 * 1024 * 1024  # default [gateway] upload_budget_bytes
+UPLOAD_BUDGET_BYTES = 256 * 1024 * 1024  # default [gateway] upload_budget_bytes
 WAIT_S = 30.0  # an S3 request's longest wait before SlowDown (under SDKs' 60 s read timeout)
 SMALL_SHARE = 16  # a footprint of at most limit // SMALL_SHARE may pass waiting large ones
 PASS_S = 2.0  # ... while the one at the head has waited less than this

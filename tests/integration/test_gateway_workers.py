@@ -31,7 +31,6 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from storage.config import load_config
-from storage.uploadbudget import largest_write, worker_share
 from tests.integration.cluster import LocalCluster, fetch
 
 BUCKET = "worker-health"
@@ -138,15 +137,11 @@ def test_workers_share_the_port_and_metrics_sum(cluster: LocalCluster) -> None:
 def test_the_upload_budget_is_the_whole_gateways(cluster: LocalCluster) -> None:
     """`[gateway] upload_budget_bytes` bounds both workers together (each holds half), so
     the gateway's upload memory is what the setting says whatever the worker count."""
-    cfg = load_config(cluster.data / "tessera.toml")
-    setting = cfg.gateway.upload_budget_bytes
+    setting = load_config(cluster.data / "tessera.toml").gateway.upload_budget_bytes
     status, text = fetch(cluster.env["TESSERA_ADMIN_URL"] + "/metrics")
     assert status == 200
     limit = _metric(text.decode(), 'tessera_upload_budget_bytes{state="limit"}')
-    # summed over the two workers (each had all of it before): half each, or the floor of
-    # one largest write (the 3+3 archive profile's) with room for a small one beside it
-    share = worker_share(setting, 2, largest_write(cfg))
-    assert limit == 2 * share and share < setting
+    assert limit == setting  # summed over the two workers (each had all of it before)
 
 
 def test_background_workers_run_in_worker_zero_only(cluster: LocalCluster) -> None:

@@ -105,7 +105,7 @@ def test_log_rotation_is_environment_only() -> None:
 
 def test_upload_budget_comes_from_the_file_or_the_environment_and_is_checked(
         tmp_path: Path) -> None:
-    assert c.load_config(_toml(tmp_path), env={}).gateway.upload_budget_bytes == 128 * c.MiB
+    assert c.load_config(_toml(tmp_path), env={}).gateway.upload_budget_bytes == 256 * c.MiB
     cfg = c.load_config(_toml(tmp_path), env={"TESSERA_UPLOAD_BUDGET_MB": "32"})
     assert cfg.gateway.upload_budget_bytes == 32 * c.MiB
     for bad in ("1000", "1.5e6", '"64MiB"'):
