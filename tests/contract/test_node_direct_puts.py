@@ -7,8 +7,6 @@ shard's are not."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import mmap
 import os
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from nodes.directio import BUFFER_BYTES
 from storage.widereads import WIDE_BODY_BYTES
 from tests.contract.node_harness import Api, Node, api, http, make_shard, node, shard_path
+from tests.pagecache import resident_pages
 
 __all__ = ["api", "http", "node"]  # fixtures, used by name
 
@@ -56,31 +55,6 @@ async def test_a_large_streamed_shard_is_written_around_the_page_cache(
     assert path.read_bytes() == body
 
 
-def _resident_pages(path: os.PathLike[str]) -> tuple[int, int]:
-    """(pages of the file in the page cache, pages in all), by mincore: unlike a read, it
-    starts no readahead of its own."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    size = os.path.getsize(path)
-    pages = -(-size // mmap.PAGESIZE)
-    vec = ctypes.create_string_buffer(pages)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        assert addr not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
-        try:
-            assert libc.mincore(addr, size, vec) == 0, ctypes.get_errno()
-        finally:
-            libc.munmap(addr, size)
-    finally:
-        os.close(fd)
-    return sum(b & 1 for b in vec.raw), pages
-
-
 async def test_a_large_data_shard_is_read_back_into_the_page_cache_after_its_commit(
         api: Api, node: Node) -> None:
     sid, _, _, body = make_shard(index=1, frames=5, block_size=BUFFER_BYTES, last=777)
@@ -91,7 +65,7 @@ async def test_a_large_data_shard_is_read_back_into_the_page_cache_after_its_com
     # The hint's reads are queued at the commit and finish on the disk's time: wait for
     # them (a node that never asked would leave the bulk uncached for good).
     for _ in range(600):
-        cached, pages = _resident_pages(path)
+        cached, pages = resident_pages(path)
         if cached == pages:
             break
         await asyncio.sleep(0.05)

@@ -6,8 +6,6 @@ and either way the answer (bytes to send, checksum errors) is the thread path's.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import mmap
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +19,7 @@ from nodes.shardread import INLINE_WINDOW_BYTES, ShardReadStream
 from storage.errors import ShardCorrupt
 from storage.shards.format import HEADER_BYTES
 from tests.contract.node_harness import make_shard
+from tests.pagecache import resident_pages
 
 
 class CountingPool(ThreadPoolExecutor):
@@ -88,36 +87,16 @@ async def test_a_hot_shards_large_window_is_checked_on_a_thread(
     assert hot[:2] == (body[:HEADER_BYTES], (HEADER_BYTES, len(body) - HEADER_BYTES, None))
 
 
-def resident(fd: int, length: int) -> int:
-    """Pages of the file's first `length` bytes in the page cache (mincore of a mapping
-    that is never touched, so it faults nothing in)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    pages = -(-length // mmap.PAGESIZE)
-    addr = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
-    try:
-        vec = ctypes.create_string_buffer(pages)
-        assert libc.mincore(addr, length, vec) == 0, os.strerror(ctypes.get_errno())
-        return sum(b & 1 for b in vec.raw)
-    finally:
-        libc.munmap(addr, length)
-
-
-def dropped(fd: int, length: int) -> None:
+def dropped(fd: int, path: str) -> None:
     """Drop the file's pages from the page cache, retrying (bounded) while the kernel keeps
     some: DONTNEED drops only clean, idle pages, and under load writeback or the LRU's
     per-CPU batches can hold a page back for a moment."""
     for _ in range(200):
         os.fsync(fd)  # DONTNEED drops clean pages only: a page not yet written back stays
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        if resident(fd, length) == 0:
+        if resident_pages(path)[0] == 0:
             return
-    raise AssertionError(f"{resident(fd, length)} pages stayed in the page cache")
+    raise AssertionError(f"{resident_pages(path)[0]} pages stayed in the page cache")
 
 
 async def test_a_window_out_of_the_page_cache_is_left_to_the_thread(tmp_path: Path) -> None:
@@ -129,7 +108,7 @@ async def test_a_window_out_of_the_page_cache_is_left_to_the_thread(tmp_path: Pa
         stream._open_sync()
         fd = stream.fileno()
         assert len(os.pread(fd, len(body), 0)) == len(body)  # the open's read-ahead is done
-        dropped(fd, len(body))
+        dropped(fd, store.shard_path(sid))
         assert stream._verify_resident(1 << 30) is None  # nothing checked, nothing skipped
         assert await stream.verified_window() == (HEADER_BYTES, len(body) - HEADER_BYTES,
                                                   None)

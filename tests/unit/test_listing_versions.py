@@ -15,10 +15,11 @@ import pytest
 
 from storage.keyspace import object_key, version_key
 from storage.listing import Listing
-from storage.metadata import Item, Txn
+from storage.metadata import Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.records import Bucket, ObjectVersion
 from storage.version_ids import version_sort
+from tests.unit.test_listing_round_trips import CountingStore
 
 BUCKET = Bucket(name="b", tenant="t", created=0.0, versioning="Enabled")
 DEEP = 2050  # more than max-keys 1000 + 1 + the old 1000-record read-ahead
@@ -115,19 +116,6 @@ async def test_deep_version_marker_resumes_right_after_it(tmp_path: Path) -> Non
                 [after], [], True, "big")
     finally:
         await store.close()
-
-
-class CountingStore:
-    """The real SQLite store, counting range reads."""
-
-    def __init__(self, inner: SqliteStore) -> None:
-        self.inner = inner
-        self.ranges = 0
-
-    async def range(self, start: bytes, end: bytes, limit: int = 1000,
-                    reverse: bool = False) -> list[Item]:
-        self.ranges += 1
-        return await self.inner.range(start, end, limit, reverse)
 
 
 async def test_common_prefixes_come_from_the_batch_already_read(tmp_path: Path) -> None:
