@@ -37,6 +37,7 @@ from ops.chaos import (
 
 CHAOS_MARK = ".tessera-chaos"  # in a --data directory chaos made (it may take faults)
 
+
 def wait_redundant(c: ChaosCluster, timeout: float) -> dict[str, Any] | None:
     """The first status showing full redundancy (None if it never came within `timeout`)."""
     from ops.admincli import CliError

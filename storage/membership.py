@@ -111,12 +111,10 @@ def check_new_node(members: list[Member], spec: NodeSpec) -> None:
     if not spec.weight > 0:
         raise InvalidInput("weight must be positive")
     for m in members:
-        if m.spec.id == spec.id and m.state == REMOVED:
-            raise Conflict(f"node {spec.id!r} is already in the cluster map (removed; an id "
-                           "is never reused: start the node under a new --id on an empty "
-                           "--data directory and add that id)")
         if m.spec.id == spec.id:
-            raise Conflict(f"node {spec.id!r} is already in the cluster map ({m.state})")
+            why = ("removed; an id is never reused: start the node under a new --id on an "
+                   "empty --data directory and add that id") if m.state == REMOVED else m.state
+            raise Conflict(f"node {spec.id!r} is already in the cluster map ({why})")
         if m.spec.address == spec.address and m.state != REMOVED:
             raise Conflict(f"address {spec.address} is already used by node {m.spec.id!r}")
 

@@ -37,13 +37,19 @@ def iso_time(ts: float) -> datetime:
 
 
 _RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)\Z")
-_INT = re.compile(r"-?[0-9]+\Z")
+_DIGITS = re.compile(r"[0-9]+\Z")
+
+
+def ascii_digits(raw: str) -> bool:
+    """Whether `raw` is one or more ASCII digits (str.isdigit also takes other Unicode
+    digits, and int() '_', '+' and spaces, which S3 refuses)."""
+    return _DIGITS.match(raw) is not None
 
 
 def strict_int(raw: str) -> int:
-    """A query or header integer: an optional '-' and ASCII digits, else ValueError (int()
-    also takes '_', '+', spaces and other Unicode digits, which S3 refuses)."""
-    if not _INT.match(raw):
+    """A query or header integer: an optional '-' and ASCII digits (`ascii_digits`), else
+    ValueError."""
+    if not ascii_digits(raw.removeprefix("-")):
         raise ValueError(f"not an integer: {raw!r}")
     return int(raw)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from gateway.s3.http import ascii_digits
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_fields import SigV4Error
 
@@ -154,7 +155,7 @@ def authenticate(method: str, raw_path: str, query: list[tuple[str, str]],
     params = dict(query)
     ak, given, expires = params.get("AWSAccessKeyId", ""), params.get("Signature", ""), \
         params.get("Expires")
-    if expires is None or not (expires.isascii() and expires.isdigit()):
+    if expires is None or not ascii_digits(expires):
         raise SigV4Error("AccessDenied", "Query-string authentication requires the Signature, "
                          "Expires and AWSAccessKeyId parameters")
     if now.timestamp() > int(expires):

@@ -18,7 +18,7 @@ from gateway.s3.handlers.copy import copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
-from gateway.s3.http import iso_time, strict_int
+from gateway.s3.http import ascii_digits, iso_time, strict_int
 from storage import multipart as mp
 from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
@@ -196,7 +196,7 @@ def _copy_range(value: str | None, size: int) -> tuple[int, int]:
         return 0, size
     spec = value[6:] if value.startswith("bytes=") else ""
     first, sep, last = spec.partition("-")
-    if not (sep and first.isascii() and last.isascii() and first.isdigit() and last.isdigit()):
+    if not (sep and ascii_digits(first) and ascii_digits(last)):
         raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the "
                       "form bytes=first-last where first and last are the zero-based offsets "
                       "of the first and last bytes to copy",
@@ -286,7 +286,7 @@ def _announced_size(raw: str | None) -> int | None:
     if raw is None:
         return None
     raw = raw.strip()
-    if not (raw.isascii() and raw.isdigit()):
+    if not ascii_digits(raw):
         raise S3Error("InvalidRequest", "Value for x-amz-mp-object-size header is invalid.")
     return int(raw)
 
