@@ -8,9 +8,6 @@ tests/unit/test_volume_journal.py). Every refusal must leave nothing behind.
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
@@ -20,22 +17,9 @@ from storage.records import unpack
 from storage.volume_overlay import JournaledVolume
 from storage.volume_records import Fenced, VolumeAttached
 from storage.volumes import VolumeService
-from tests.unit.test_volume_journal import SIZE, Sim, crash
+from tests.unit.test_volume_journal import SIZE, crash, with_service
 
 MiB = 1 << 20
-
-
-def run(body: Callable[[VolumeService], Awaitable[None]]) -> None:
-    async def go(tmp: Path) -> None:
-        sim = Sim(tmp)
-        svc = await sim.open()
-        try:
-            await body(svc)
-        finally:
-            await sim.close()
-
-    with tempfile.TemporaryDirectory() as d:
-        asyncio.run(go(Path(d)))
 
 
 BAD_NAMES = ["", ".", "..", "../x", "a/b", "a\x00b", "a\n", "-a", "a" * 64, "é", "a b"]
@@ -71,7 +55,7 @@ def test_malformed_names_and_sizes_are_refused_and_leave_nothing() -> None:
         assert [v.name for v in await svc.list("t")] == ["v"]
         v = await svc.get("t", "v")
         assert (v.size, v.clones, v.gen) == (2 * MiB, [], 2)
-    run(body)
+    with_service(body)
 
 
 def test_concurrent_attaches_admit_exactly_one_writer() -> None:
@@ -87,7 +71,7 @@ def test_concurrent_attaches_admit_exactly_one_writer() -> None:
             tokens.append(won[0].token)
             await won[0].close()
         assert tokens == sorted(set(tokens)), tokens  # never repeated, always growing
-    run(body)
+    with_service(body)
 
 
 def test_a_fenced_writer_cannot_fold_or_retire() -> None:
@@ -111,7 +95,7 @@ def test_a_fenced_writer_cannot_fold_or_retire() -> None:
         h = await svc.open("t", "v", holder="check")
         assert await h.read(0, 8192) == b"n" * 4096 + bytes(4096)
         await h.close()
-    run(body)
+    with_service(body)
 
 
 def test_detach_with_writes_in_flight_loses_no_acknowledged_write() -> None:
@@ -132,7 +116,7 @@ def test_detach_with_writes_in_flight_loses_no_acknowledged_write() -> None:
         if acked:
             assert await h.read(MiB, 4096) == b"b" * 4096
         await h.close()
-    run(body)
+    with_service(body)
 
 
 def test_detach_racing_a_renewal_still_releases_the_lease() -> None:
@@ -159,4 +143,4 @@ def test_detach_racing_a_renewal_still_releases_the_lease() -> None:
         h2 = await svc.open("t", "v", holder="next")  # attaches at once, token above
         assert h2.token == h.token + 1
         await h2.close()
-    run(body)
+    with_service(body)

@@ -13,6 +13,7 @@ import asyncio
 import random
 import tempfile
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -73,6 +74,20 @@ class Sim:
     async def close(self) -> None:
         await self.meta.close()
         self.pool.shutdown()
+
+
+def with_service(body: Callable[[VolumeService], Awaitable[None]]) -> None:
+    """Run `body` against a volume service over simulated nodes in a temporary directory."""
+    async def go(tmp: Path) -> None:
+        sim = Sim(tmp)
+        svc = await sim.open()
+        try:
+            await body(svc)
+        finally:
+            await sim.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(go(Path(d)))
 
 
 async def crash(svc: VolumeService, jv: JournaledVolume) -> None:
