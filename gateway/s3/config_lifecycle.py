@@ -51,7 +51,7 @@ def _date(text: str, action: str) -> str:
 
 
 def _days(elem: ET.Element, name: str, action: str, minimum: int) -> int | None:
-    value = parse_int(find_text(elem, name), name)
+    value = parse_int(find_text(elem, name), name, bits=32)  # the schema's Days is an int
     if value is not None and value < minimum:
         word = "positive" if minimum > 0 else "nonnegative"
         raise invalid_argument(f"'{name}' for {action} action must be a {word} integer", name,
