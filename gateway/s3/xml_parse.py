@@ -96,6 +96,18 @@ def find_all(elem: ET.Element, name: str) -> list[ET.Element]:
     return [child for child in elem if local_name(child.tag) == name]
 
 
+def only_children(elem: ET.Element, once: tuple[str, ...], many: tuple[str, ...] = ()) -> None:
+    """MalformedXML unless every child element of `elem` is named in `once` (at most one of
+    each) or `many`, as the published schema allows: an unknown or repeated element is
+    refused, never silently ignored (a misspelt action would otherwise never run)."""
+    names = [local_name(c.tag) for c in elem if isinstance(c.tag, str)]
+    for name in names:
+        if name not in once and name not in many:
+            raise malformed(f"unexpected element {name!r} in {local_name(elem.tag)}")
+        if name in once and names.count(name) > 1:
+            raise malformed(f"{name} given more than once in {local_name(elem.tag)}")
+
+
 def find_text(elem: ET.Element, name: str) -> str | None:
     """Text of the first direct child named `name` ('' if empty), or None if absent."""
     for child in elem:
