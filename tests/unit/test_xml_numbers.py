@@ -2,7 +2,8 @@
 lifecycle size filters): ASCII digits within the schema's int or long, else MalformedXML.
 
 int() alone took Arabic-Indic and other Unicode digits ("١٢" stored as 12), '_' ("1_0"), and
-values past 64 bits, which then failed to store as a 500 InternalError."""
+values past 64 bits, which then failed to store as a 500 InternalError. A RestoreRequest's
+elements are the schema's: a misspelt or repeated one is MalformedXML, never ignored."""
 
 from __future__ import annotations
 
@@ -62,3 +63,15 @@ def test_size_filters_are_longs() -> None:
     assert rule["filter"]["size_gt"] == 5 * 1024**4 - 1  # past 32 bits: a long
     assert code(parse_lifecycle, body.format("9" * 30).encode()) == "MalformedXML"
     assert code(parse_lifecycle, body.format("١").encode()) == "MalformedXML"
+
+
+@pytest.mark.parametrize("body", [
+    b"<RestoreRequest><Days>1</Days><Days>2</Days></RestoreRequest>",
+    b"<RestoreRequest><Dayz>1</Dayz><Days>2</Days></RestoreRequest>",
+    b"<RestoreRequest><Days>1</Days><GlacierJobParameters><Tier>Bulk</Tier><Tier>Expedited"
+    b"</Tier></GlacierJobParameters></RestoreRequest>",
+    b"<RestoreRequest><Days>1</Days><GlacierJobParameters><Teir>Bulk</Teir>"
+    b"</GlacierJobParameters></RestoreRequest>",
+])
+def test_restore_request_unknown_or_repeated_elements(body: bytes) -> None:
+    assert code(parse_restore, body) == "MalformedXML"
