@@ -81,6 +81,13 @@ class LendingPool:
                 blocks.append(block)
             return block
 
+    def trim(self) -> None:
+        """Let go of the idle blocks (malloc reuses their memory); lent ones stay kept."""
+        with self._lock:
+            blocks = self._blocks
+            self._blocks = [blocks[i] for i in range(len(blocks))
+                            if sys.getrefcount(blocks[i]) != _IDLE_REFS]
+
     @property
     def kept(self) -> int:
         """Blocks the pool owns (lent out or idle)."""

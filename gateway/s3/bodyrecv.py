@@ -10,7 +10,8 @@ handed on as it is (the segment cutter and digests hold it like `bytes`; the poo
 only once nothing refers to it). Exactly the announced bytes are read, never one more.
 
 aiohttp's parser still believes the body is pending, so the connection is not reused: the
-answer carries `Connection: close` and the connection closes after it (`take_connection`).
+answer carries `Connection: close` and the connection closes after it (`take_connection`);
+anything the client sends past the body is read and dropped meanwhile.
 A client that goes away mid-body is seen as at any read (ConnectionResetError); the
 handler's other protocol callbacks (write flow control, connection loss) reach aiohttp.
 """
@@ -29,7 +30,33 @@ from storage.buffers import LendingPool, Lent
 BLOCK_BYTES = 1024 * 1024  # one pooled receive block
 DIRECT_BODY_BYTES = 4 * 1024 * 1024  # bodies from this size on are received directly
 READY_BLOCKS = 2  # full blocks waiting for the handler before reading pauses
-POOL = LendingPool(BLOCK_BYTES, keep=24)  # the process's; blocks past `keep` are freed
+POOL = LendingPool(BLOCK_BYTES, keep=32)  # the process's (two 64 MiB PUTs' worth, about);
+# blocks past `keep` are freed as used, and the kept ones once no body came for a while:
+IDLE_TRIM_S = 2.0
+
+
+class _Quiet:
+    """Counts the bodies being received; `POOL.trim()` once none was for IDLE_TRIM_S."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def begin(self) -> None:
+        self.active += 1
+
+    def end(self) -> None:
+        self.active -= 1
+        if not self.active and self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(IDLE_TRIM_S, self._trim)
+
+    def _trim(self) -> None:
+        self._handle = None
+        if not self.active:
+            POOL.trim()
+
+
+QUIET = _Quiet()  # the process's (one event loop)
 
 
 def direct_transport(request: web.BaseRequest, wire_length: int | None) -> Any:
@@ -76,6 +103,7 @@ class DirectBody(asyncio.BufferedProtocol):
     def install(self) -> None:
         """Take the transport's reading over (the caller drained aiohttp's buffer first)."""
         self.installed = True
+        QUIET.begin()
         self._t.set_protocol(self)
         if self._left:
             self._t.resume_reading()
@@ -83,11 +111,14 @@ class DirectBody(asyncio.BufferedProtocol):
             self._restore()
 
     def _restore(self) -> None:
-        """The body is whole (or abandoned): reading stops, aiohttp gets the connection."""
+        """The body is whole (or abandoned): aiohttp gets the connection back, and reads on.
+        Its handler no longer parses (`take_connection`): what else arrives (bytes past the
+        body, the rest of an abandoned one) is read and dropped, so closing after the answer
+        finds nothing unread (which would reset the connection under the answer)."""
         if self.installed:
             self.installed = False
-            self._t.pause_reading()
             self._t.set_protocol(self._inner)
+            self._t.resume_reading()
 
     # -- asyncio.BufferedProtocol ----------------------------------------------------------
 
@@ -160,4 +191,5 @@ class DirectBody(asyncio.BufferedProtocol):
                 finally:
                     self._waiter = None
         finally:
-            self._restore()  # an abandoned body: nothing more is read (the answer closes)
+            self._restore()  # an abandoned body: the rest is read and dropped (see _restore)
+            QUIET.end()
