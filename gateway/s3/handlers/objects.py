@@ -88,8 +88,12 @@ def website_redirect(value: str) -> str:
 
 def write_conditions(headers) -> WriteConditions | None:  # type: ignore[no-untyped-def]
     """If-Match / If-None-Match of a write (PutObject, CopyObject, CompleteMultipartUpload).
-    A write's If-None-Match takes only `*`: S3 answers any other value 501 NotImplemented."""
+    A write's If-None-Match takes only `*`: S3 answers any other value 501 NotImplemented,
+    and both headers on one write too (LocalStack's AWS-validated provider)."""
     im, inm = etag_value(headers.get("If-Match")), etag_value(headers.get("If-None-Match"))
+    if im is not None and inm is not None:
+        raise S3Error("NotImplemented", Header="If-Match,If-None-Match", additionalMessage=(
+            "Multiple conditional request headers present in the request"))
     if inm is not None and inm != "*":
         raise S3Error("NotImplemented", Header="If-None-Match", additionalMessage=(
             "We don't accept the provided value of If-None-Match header for this API"))
