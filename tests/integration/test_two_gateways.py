@@ -12,8 +12,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import boto3
@@ -159,6 +162,42 @@ def test_multipart_started_on_one_completed_on_other(gw2_cluster: LocalCluster) 
     got = gw1.get_object(Bucket="mpu", Key="big")["Body"].read()
     assert hashlib.sha256(got).digest() == hashlib.sha256(b"".join(parts)).digest()
     assert gw1.list_multipart_uploads(Bucket="mpu").get("Uploads", []) == []
+
+
+def _race(*calls: Callable[[], dict]) -> list[dict | str]:
+    """Run `calls` at once (one thread each): each one's answer, or its S3 error code."""
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], dict]) -> dict | str:
+        start.wait()
+        try:
+            return call()
+        except ClientError as e:
+            return e.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_one_upload_completed_on_both_gateways_at_once(gw2_cluster: LocalCluster) -> None:
+    """Both completions answer 200 with the one object (a repeated completion does, as on
+    S3): the one that loses the race never says NoSuchUpload, nor InvalidPart because the
+    winner deleted the parts while it read them."""
+    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1.create_bucket(Bucket="mpu-race")
+    for i in range(8):
+        key, body = f"race/{i}", f"body {i} ".encode() * 100
+        up = gw1.create_multipart_upload(Bucket="mpu-race", Key=key)["UploadId"]
+        etag = gw2.upload_part(Bucket="mpu-race", Key=key, UploadId=up, PartNumber=1,
+                               Body=body)["ETag"]
+        parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+        answers = _race(*(partial(gw.complete_multipart_upload, Bucket="mpu-race", Key=key,
+                                  UploadId=up, MultipartUpload=parts) for gw in (gw1, gw2)))
+        assert all(isinstance(a, dict) for a in answers), (i, answers)
+        assert answers[0]["ETag"] == answers[1]["ETag"], answers
+        for gw in (gw1, gw2):
+            assert gw.get_object(Bucket="mpu-race", Key=key)["Body"].read() == body
+    assert gw2.list_multipart_uploads(Bucket="mpu-race").get("Uploads", []) == []
 
 
 def test_workers_leased_once_and_taken_over(gw2_cluster: LocalCluster) -> None:
