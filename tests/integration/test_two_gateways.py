@@ -1,13 +1,16 @@
 """Two gateways over one etcd and one set of nodes behave as one (`tessera up --gateways 2`).
 
-Read-after-write, versioning and multipart across gateways; every background worker runs in
-exactly one gateway (its lease), and a killed gateway's workers move to the survivor once
-their leases expire.
+Read-after-write, versioning and multipart across gateways; one upload completed on both at
+once; a stateful model of S3 (test_s3_model.py's) with each call sent to a random gateway;
+every background worker runs in exactly one gateway (its lease), and a killed gateway's
+workers move to the survivor once their leases expire.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,14 +21,19 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import initialize
 
 from ops.admincli import admin_request
 from tests.integration.cluster import ZONE_HOSTS, LocalCluster, free_port
+from tests.integration.test_s3_model import S3Model
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
 
@@ -198,6 +206,40 @@ def test_one_upload_completed_on_both_gateways_at_once(gw2_cluster: LocalCluster
         for gw in (gw1, gw2):
             assert gw.get_object(Bucket="mpu-race", Key=key)["Body"].read() == body
     assert gw2.list_multipart_uploads(Bucket="mpu-race").get("Uploads", []) == []
+
+
+class TwoGateways:
+    """A boto3 client stand-in sending each call to one of several gateways' clients, picked
+    by a seeded generator (hypothesis draws the seed, so a failing run replays)."""
+
+    def __init__(self, clients: list[Any]) -> None:
+        self.clients = clients
+        self.rnd = random.Random(0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rnd.choice(self.clients), name)
+
+
+class TwoGatewayModel(S3Model):
+    """tests/integration/test_s3_model.py's model of S3, each call through a random gateway:
+    read-after-write, listings and versions must hold across them."""
+
+    s3: Any = None
+
+    @initialize(seed=st.integers(0, 2**32 - 1))
+    def route(self, seed: int) -> None:
+        self.s3.rnd.seed(seed)
+
+
+def test_two_gateways_match_the_model(gw2_cluster: LocalCluster) -> None:
+    """Bounded for CI; a long run: TWO_GW_MODEL_EXAMPLES=100 TWO_GW_MODEL_STEPS=60."""
+    TwoGatewayModel.s3 = TwoGateways([_client(gw2_cluster, gw2_cluster.port + i)
+                                      for i in (0, 1)])
+    TwoGatewayModel.TestCase.settings = settings(
+        max_examples=int(os.environ.get("TWO_GW_MODEL_EXAMPLES", "3")),
+        stateful_step_count=int(os.environ.get("TWO_GW_MODEL_STEPS", "12")), deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    TwoGatewayModel.TestCase().runTest()
 
 
 def test_workers_leased_once_and_taken_over(gw2_cluster: LocalCluster) -> None:
