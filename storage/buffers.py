@@ -9,6 +9,8 @@ buffers taken from this pool and given back once their bytes have left the proce
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections import defaultdict
 
 
@@ -42,3 +44,56 @@ class BufferPool:
     def held(self) -> int:
         """Bytes sitting in the free lists."""
         return self._held
+
+
+class Lent(bytearray):
+    """A block from a `LendingPool`: its bytes never change while anything refers to it (a
+    view, a list, a thread's argument), so a consumer may hold it like `bytes`, uncopied."""
+
+    __slots__ = ()
+
+
+class LendingPool:
+    """Blocks of `size` bytes reused once nothing but the pool refers to them.
+
+    A block is never given back: the pool keeps (at most `keep` of) the blocks it made and
+    lends one again only when its reference count shows that no view, queue, coroutine or
+    thread still holds it (CPython counts references exactly; a memoryview slice holds its
+    base). So a buffer still read by a coding thread or a send is never refilled, and a
+    consumer that keeps a block only delays its reuse. Thread-safe.
+    """
+
+    def __init__(self, size: int, keep: int) -> None:
+        self.size = size
+        self._keep = keep
+        self._blocks: list[Lent] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> Lent:
+        """A block nothing else refers to (old contents: callers overwrite what they use)."""
+        with self._lock:
+            blocks = self._blocks
+            for i in range(len(blocks)):
+                if sys.getrefcount(blocks[i]) == _IDLE_REFS:
+                    return blocks[i]
+            block = Lent(self.size)
+            if len(blocks) < self._keep:
+                blocks.append(block)
+            return block
+
+    def trim(self) -> None:
+        """Let go of the idle blocks (malloc reuses their memory); lent ones stay kept."""
+        with self._lock:
+            blocks = self._blocks
+            self._blocks = [blocks[i] for i in range(len(blocks))
+                            if sys.getrefcount(blocks[i]) != _IDLE_REFS]
+
+    @property
+    def kept(self) -> int:
+        """Blocks the pool owns (lent out or idle)."""
+        return len(self._blocks)
+
+
+_probe = [Lent(1)]
+_IDLE_REFS = sys.getrefcount(_probe[0])  # held by its list only (and the call's argument)
+del _probe

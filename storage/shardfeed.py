@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from storage.buffers import Lent
 from storage.config import NodeSpec
 from storage.errors import StorageError
 from storage.shards.transport import NodeTransport
@@ -21,7 +22,7 @@ from storage.uploadbudget import QUEUED_FRAMES
 QUEUE_FRAMES = QUEUED_FRAMES  # per node sender; the upload budget counts them
 
 
-Pieces = list[bytes | memoryview]  # one segment as the chunks it was received in, in order
+Pieces = list[bytes | Lent | memoryview]  # one segment as the chunks it came in, in order
 
 
 async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[Pieces, bool]]:
@@ -29,9 +30,9 @@ async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tup
 
     A segment is the list of its pieces: the chunks as they came, split with memoryviews
     where a segment boundary falls inside one, never joined (the encoder encrypts each
-    piece into place and the digests take them one by one): no byte of a `bytes` chunk is
-    copied here; any other chunk (a reusable buffer) is copied once, since pieces are held
-    until they are coded and hashed.
+    piece into place and the digests take them one by one): no byte of a `bytes` or `Lent`
+    chunk is copied here; any other chunk (a reusable buffer) is copied once, since pieces
+    are held until they are coded and hashed.
     """
     parts: Pieces = []
     have = 0
@@ -58,8 +59,8 @@ async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tup
     async for chunk in source:
         if not chunk:
             continue
-        if type(chunk) is not bytes:  # pieces are kept until coded and hashed: a reused
-            chunk = bytes(chunk)  # buffer (bytearray, view) could change before then
+        if type(chunk) is not bytes and type(chunk) is not Lent:  # pieces are kept until
+            chunk = bytes(chunk)  # coded and hashed: a reused buffer could change by then
         parts.append(chunk)
         have += len(chunk)
         while have >= size:
@@ -143,15 +144,15 @@ class ShardSender:
 
 
 async def read_parts(source: AsyncIterator[bytes], limit: int,
-                     ) -> tuple[list[bytes], int, AsyncIterator[bytes] | None]:
+                     ) -> tuple[list[bytes | Lent], int, AsyncIterator[bytes] | None]:
     """Up to `limit` bytes of a stream, not joined: the chunks read (bytes), their total
     length, and the rest of the stream (None when it ended within `limit`; else the chunks
     hold more than `limit` bytes)."""
-    parts: list[bytes] = []
+    parts: list[bytes | Lent] = []
     have = 0
     async for chunk in source:
-        if type(chunk) is not bytes:  # held until used: a reused buffer could change
-            chunk = bytes(chunk)
+        if type(chunk) is not bytes and type(chunk) is not Lent:  # held until used: a
+            chunk = bytes(chunk)  # reused buffer could change
         parts.append(chunk)
         have += len(chunk)
         if have > limit:

@@ -18,11 +18,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.s3 import checksums
+from gateway.s3.bodyrecv import DirectBody, direct_transport, take_connection
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
-from gateway.s3.request_keys import BODY_DONE, BODY_REPLAY
+from gateway.s3.request_keys import BODY_DONE, BODY_REPLAY, BODY_TAKEN
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_fields import SigV4Error
+from storage.buffers import Lent
 from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
 BODY_IDLE_TIMEOUT_S = 20.0  # longest wait for the next body bytes (AWS: about 20 s)
@@ -119,20 +121,37 @@ class RequestBody:
             out.append(self._sha256)
         return out
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def __aiter__(self) -> AsyncIterator[bytes | Lent]:
         with contextlib.ExitStack() as wide:
             if self.length is None or self.length >= WIDE_BODY_BYTES:
                 wide.enter_context(wide_reads(self._request.transport, self._request.content))
             async for chunk in self._chunks():
                 yield chunk
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        # A body kept for a second run (gateway/s3/replay.py) is read through its recorder.
-        content = self._request.get(BODY_REPLAY) or self._request.content
+    async def _wire(self) -> AsyncIterator[bytes | Lent]:
+        """The body's bytes as they arrive on the wire (aws-chunked framing and all)."""
+        request = self._request
+        replay = request.get(BODY_REPLAY)  # a body kept for a second run (replay.py)
+        content = replay or request.content
+        t = None if replay is not None else direct_transport(request, request.content_length)
+        taken = 0
         while True:
             # What has arrived already is taken without a wait (readany's own result, with
             # no timer armed: a small body is all there with its headers).
             chunk = content.read_nowait()
+            if not chunk and t is not None and request.content_length:
+                left = request.content_length - taken
+                if left > 0:  # the rest straight into pooled blocks (gateway/s3/bodyrecv.py)
+                    take_connection(request)
+                    request[BODY_TAKEN] = True
+                    direct = DirectBody(t, t.get_protocol(), left)
+                    direct.install()
+                    try:
+                        async for block in direct.blocks(BODY_IDLE_TIMEOUT_S):
+                            yield block
+                    except TimeoutError:
+                        raise S3Error("RequestTimeout") from None
+                    return
             if not chunk and not content.is_eof():
                 try:
                     # A stalled client must not hold a request (and its buffers) forever.
@@ -143,9 +162,12 @@ class RequestBody:
                 except TimeoutError:
                     raise S3Error("RequestTimeout") from None
             if not chunk:
-                # the last byte received: where the access log's turn-around time starts
-                self._request[BODY_DONE] = time.perf_counter()
-                break
+                return
+            taken += len(chunk)
+            yield chunk
+
+    async def _chunks(self) -> AsyncIterator[bytes | Lent]:
+        async for chunk in self._wire():
             if self._decoder is not None:
                 try:
                     pieces = self._decoder.feed(chunk)
@@ -157,6 +179,8 @@ class RequestBody:
             else:
                 self._count(len(chunk))
                 yield chunk
+        # the last byte received: where the access log's turn-around time starts
+        self._request[BODY_DONE] = time.perf_counter()
         if self._decoder is not None:
             try:
                 self.trailers = self._decoder.finish()

@@ -11,6 +11,7 @@ import re
 
 from gateway.s3.sigv4 import _SIGNATURE, AuthResult
 from gateway.s3.sigv4_fields import EMPTY_SHA256, SigV4Error
+from storage.buffers import Lent
 
 DEFAULT_MAX_CHUNK_SIZE = 16 * 1024 * 1024
 TRAILER_SIGNATURE = "x-amz-trailer-signature"
@@ -100,7 +101,7 @@ class ChunkedDecoder:
 
     def _feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
         """State machine body of :meth:`feed`."""
-        if not isinstance(data, bytes):
+        if not isinstance(data, bytes | Lent):
             data = bytes(data)  # callers may reuse mutable buffers; keep our views stable
         view = memoryview(data)
         out: list[memoryview] = []

@@ -20,6 +20,8 @@ CORS_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("cors_headers")
 CONTINUED: web.RequestKey[bool] = web.RequestKey("s3_continued")  # 100 Continue sent
 BODY_REPLAY: web.RequestKey[BodyReplay] = web.RequestKey("s3_body_replay")
 BODY_DONE: web.RequestKey[float] = web.RequestKey("s3_body_done")  # perf_counter
+# the body was received past aiohttp (gateway/s3/bodyrecv.py): the connection closes after
+BODY_TAKEN: web.RequestKey[bool] = web.RequestKey("s3_body_taken")
 FIRST_BYTE: web.RequestKey[float] = web.RequestKey("s3_first_byte")  # perf_counter
 REQUESTER_ID: web.RequestKey[str] = web.RequestKey("s3_requester_id")
 ERROR_CODE: web.RequestKey[str] = web.RequestKey("s3_error_code")

@@ -25,6 +25,7 @@ from gateway.s3.replay import REPLAY_MAX_BYTES, BodyReplay
 from gateway.s3.request_keys import (
     ABORTED_MID_BODY,
     BODY_REPLAY,
+    BODY_TAKEN,
     BUCKET_RECORD,
     CONTINUED,
     CORS_HEADERS,
@@ -138,6 +139,8 @@ class S3Server:
                     request.transport is None or request.transport.is_closing()):
                 return self._client_gone(flow)
             resp = self._error_response(flow, exc)
+        if request.get(BODY_TAKEN):  # read past aiohttp's parser (bodyrecv.py): no request
+            resp.force_close()  # can follow on this connection
         self._account(flow, resp)
         return resp
 
