@@ -116,6 +116,22 @@ def test_probes_at_debug_and_hang_ups_are_not_errors(first: LocalCluster) -> Non
     assert '"status":200' not in node_log or "/v1/health" not in node_log
 
 
+def test_new_ports_on_an_existing_data_dir_are_applied(fresh_cluster: LocalCluster) -> None:
+    c = fresh_cluster
+    s3 = c.client()
+    s3.create_bucket(Bucket="moved")
+    s3.put_object(Bucket="moved", Key="k", Body=b"same data, new ports")
+    c.stop()
+    old = c.port
+    c.port, c.admin_port = free_port(), free_port()
+    c.node_port = free_port([f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)])
+    c.start()
+    assert c.endpoint == f"http://127.0.0.1:{c.port}" and c.port != old
+    assert f":{c.node_port}" in (c.data / "tessera.toml").read_text()
+    body = c.client().get_object(Bucket="moved", Key="k")["Body"].read()
+    assert body == b"same data, new ports"
+
+
 def test_second_up_on_a_running_data_dir_is_refused(venv: Path, first: LocalCluster) -> None:
     """Two clusters on one directory would be two writers; the first's config must stay."""
     config, env = (first.data / "tessera.toml").read_text(), (first.data / "tessera.env")
@@ -180,21 +196,3 @@ def test_a_second_gateway_or_node_on_taken_ports_is_one_line(venv: Path,
     node = tessera(venv, None, "node", "--config", config, "--id", "n1")
     assert node.returncode == 1 and node.stderr.startswith("tessera node: cannot serve on"), \
         node.stderr
-
-
-def test_new_ports_on_an_existing_data_dir_are_applied(first: LocalCluster) -> None:
-    """The venv's `tessera up` on the module's data directory, stopped and started on other
-    ports (last: the tests above use the cluster where it was)."""
-    c = first
-    s3 = c.client()
-    s3.create_bucket(Bucket="moved")
-    s3.put_object(Bucket="moved", Key="k", Body=b"same data, new ports")
-    c.stop()
-    old = c.port
-    c.port, c.admin_port = free_port(), free_port()
-    c.node_port = free_port([f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)])
-    c.start()
-    assert c.endpoint == f"http://127.0.0.1:{c.port}" and c.port != old
-    assert f":{c.node_port}" in (c.data / "tessera.toml").read_text()
-    body = c.client().get_object(Bucket="moved", Key="k")["Body"].read()
-    assert body == b"same data, new ports"
