@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,32 +89,20 @@ class Chaos:
         self.c.stop()
 
 
-def start_chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
-                first_config: Callable[[str], str] | None = None) -> Iterator[Chaos]:
+def start_chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                env: dict[str, str]) -> Iterator[Chaos]:
     for k, v in {**ENV, **env}.items():
         monkeypatch.setenv(k, v)
-    ch = Chaos(LocalCluster(tmp_path / "data", up_args=["--day-seconds", str(DAY)],
-                            first_config=first_config).start())
+    ch = Chaos(LocalCluster(tmp_path / "data", up_args=["--day-seconds", str(DAY)]).start())
     try:
         yield ch
     finally:
         ch.close()
 
 
-def _hourly_lifecycle(text: str) -> str:
-    """Config edit: the gateway's own lifecycle worker passes once an hour (`[archive]
-    lifecycle_interval_s` and a real `[lifecycle]` day, as a pass comes at least every
-    quarter of a lifecycle day)."""
-    assert "lifecycle_interval_s = 1.0" in text and "[lifecycle]" not in text
-    return (text.replace("lifecycle_interval_s = 1.0", "lifecycle_interval_s = 3600")
-            + "\n[lifecycle]\nday_seconds = 86400.0\n")
-
-
 @pytest.fixture
-def hourly_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Chaos]:
-    """A cluster whose gateway moves nothing on its own (one lifecycle pass an hour), from
-    its first start."""
-    yield from start_chaos(tmp_path, monkeypatch, {}, _hourly_lifecycle)
+def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Chaos]:
+    yield from start_chaos(tmp_path, monkeypatch, {})
 
 
 @pytest.fixture
@@ -336,16 +324,22 @@ def test_kill_nodes_and_gateway_during_transition(held_at_swap: tuple[Chaos, Pat
     one_place(c, "archived data and restored copies in one place each")
 
 
-def test_kill_lifecycle_run_once_during_transition(hourly_lifecycle: Chaos,
-                                                   tmp_path: Path) -> None:
+def test_kill_lifecycle_run_once_during_transition(chaos: Chaos, tmp_path: Path) -> None:
     """`tessera lifecycle run-once` killed mid-pass; the next pass finishes the job. The
-    gateway's own lifecycle worker is slowed to one pass an hour (`_hourly_lifecycle`, in
-    its config from the first start; the rule's Date makes the moves due either way), so
+    gateway's own lifecycle worker is slowed to one pass an hour (config, then a restart:
+    `[archive] lifecycle_interval_s` and a real `[lifecycle]` day, as a pass comes at least
+    every quarter of a lifecycle day; the rule's Date makes the moves due either way), so
     that the CLI is the only process moving data. The CLI holds after its first transition
     (its test hook, storage/testing/archive_holds.py) until killed: the kill lands mid-pass however
     loaded the machine is."""
-    c, s3 = hourly_lifecycle.c, hourly_lifecycle.s3
+    c, s3 = chaos.c, chaos.s3
+    c.stop()
     toml = c.data / "tessera.toml"
+    text = toml.read_text()
+    assert "lifecycle_interval_s = 1.0" in text and "[lifecycle]" not in text
+    toml.write_text(text.replace("lifecycle_interval_s = 1.0", "lifecycle_interval_s = 3600")
+                    + "\n[lifecycle]\nday_seconds = 86400.0\n")
+    c.start()
     objects, before = objects_due_for_glacier(c, s3)
     release = tmp_path / "release-run-once"  # never made: the kill is what ends the hold
     held = release.with_name(release.name + ".held")
