@@ -160,16 +160,13 @@ class LocalCluster:
         return self
 
     def _write_first_config(self, edit: Callable[[str], str]) -> None:
-        """Write the config `tessera up` writes at a first start (same function, same
-        `--day-seconds`), edited: `tessera up` then starts from it (and bootstraps, as
-        tessera.env is missing), so a setting applies without a stop, an edit and a restart."""
+        """Write the config `tessera up` writes at a first start (same function), edited:
+        `tessera up` then starts from it (and bootstraps, as tessera.env is missing), so a
+        setting applies without a stop, an edit and a restart. Default clusters only."""
         from ops.localcluster import default_config
 
-        args = dict(zip(self.up_args[::2], self.up_args[1::2], strict=True))
-        assert self.metadata == "sqlite" and set(args) <= {"--day-seconds"}, self.up_args
-        day = args.get("--day-seconds")
-        text = default_config(self.data.resolve(), self.port, self.node_port, self.admin_port,
-                              day_seconds=None if day is None else float(day))
+        assert self.metadata == "sqlite" and not self.up_args, self.up_args
+        text = default_config(self.data.resolve(), self.port, self.node_port, self.admin_port)
         edited = edit(text)
         assert edited != text, "the edit changed nothing"
         self.data.mkdir(parents=True, exist_ok=True)
