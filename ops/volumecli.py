@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 # every `tessera` command builds it, and most (admin, status) need none of it.
 Action = Callable[[argparse.Namespace, "Cluster", "VolumeService", str], Awaitable[Any]]
 MiB = 1 << 20
+# How long a mount waits for a snapshot that holds the attach lease while it replays a gone
+# writer's journal (volumes.snapshot) before it gives up with what to do.
+SNAPSHOT_WAIT_S = 120.0
 
 
 def _config_path(a: argparse.Namespace) -> Path:
@@ -252,7 +255,7 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
     from storage.volumes import VolumeAttached
 
     v = await svc.get(t, a.name)
-    held = await svc.attached_by(v.id)
+    held = await _after_snapshot(svc, v.id, a.name)
     if held is not None:  # refuse before anything is started or mounted
         raise VolumeAttached(f"volume {a.name!r} is already attached by {held['holder']} "
                              f"(lease token {held['token']}); unmount it there first")
@@ -272,6 +275,28 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
                                  a.max_dirty_mib, a.kernel_dirty_mib)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
+
+
+async def _after_snapshot(svc: VolumeService, vid: str, name: str) -> dict[str, Any] | None:
+    """Who holds the volume once a snapshot holding it (replaying a crashed writer's journal,
+    then detaching) is done: waited for, up to SNAPSHOT_WAIT_S; it used to fail the mount."""
+    from storage.volumes import VolumeAttached
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SNAPSHOT_WAIT_S
+    held = await svc.attached_by(vid)
+    if held is not None and str(held["holder"]).startswith("snapshot:"):
+        print(f"volume {name} is held by {held['holder']} while it replays the journal; "
+              "waiting", file=sys.stderr, flush=True)
+    while held is not None and str(held["holder"]).startswith("snapshot:"):
+        if loop.time() > deadline:
+            raise VolumeAttached(
+                f"volume {name!r} is still held by {held['holder']} after "
+                f"{SNAPSHOT_WAIT_S:.0f}s (a snapshot replaying its journal): mount again when "
+                f"`tessera volume show {name}` shows it detached")
+        await asyncio.sleep(0.2)
+        held = await svc.attached_by(vid)
+    return held
 
 
 def _unmount(a: argparse.Namespace) -> int:

@@ -10,11 +10,12 @@ removed (an expiration of a current version only adds a delete marker, as in S3)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from storage import object_lock
 from storage.archive import ArchiveService
+from storage.conditions import DeleteConditions
 from storage.errors import NotFound, StorageError
 from storage.keyspace import BUCKET, next_key, object_prefix, space, span, version_prefix
 from storage.lifecycle_clock import LifecycleClock
@@ -48,6 +49,25 @@ class LifecycleReport:
     noncurrent_transitioned: int = 0
     uploads_aborted: int = 0
     errors: int = 0
+
+
+@dataclass(frozen=True)
+class Unchanged(DeleteConditions):
+    """Delete the current version only if it is still the one the pass decided on (same
+    version id, write time and data identity), checked inside the delete's compare-and-swap:
+    a PUT acknowledged after the pass read the object is never expired by it (nor hidden
+    under a delete marker). `applied` records whether the delete went ahead."""
+
+    seen: ObjectVersion | None = None
+    applied: list[bool] = field(default_factory=list)
+
+    def applies(self, target: ObjectVersion | None) -> bool:
+        s = self.seen
+        ok = target is not None and s is not None and (
+            target.version_id, target.last_modified, target.identity_version) == (
+            s.version_id, s.last_modified, s.identity_version)
+        self.applied.append(ok)
+        return ok
 
 
 def min_size_mode(b: Bucket) -> str:
@@ -180,15 +200,10 @@ class LifecycleEngine:
                 await self._objects.delete(b, v.key, v.version_id,
                                            protect=self._locked)
                 rep.delete_markers_removed += 1
-            elif current and not b.versioning:
-                latest = await self._objects.head(b, v.key)
-                if latest.version_id == v.version_id and \
-                        latest.last_modified == v.last_modified:
-                    await self._objects.delete(b, v.key)
-                    rep.expired += 1
-            elif current:
-                await self._objects.delete(b, v.key)  # a delete marker
-                rep.expired += 1
+            elif current:  # unversioned: removed; versioned: under a delete marker
+                cond = Unchanged(seen=v)
+                await self._objects.delete(b, v.key, conditions=cond)
+                rep.expired += bool(cond.applied and cond.applied[-1])
             else:
                 await self._objects.delete(b, v.key, v.version_id,
                                            protect=self._locked)

@@ -14,12 +14,17 @@ from storage.keyspace import (
     past_text,
     span,
     text_span,
+    version_key,
     version_prefix,
 )
-from storage.metadata import MetadataStore
+from storage.metadata import Item, MetadataStore
 from storage.records import Bucket, ObjectVersion
+from storage.version_ids import made_at
 
 NULL_VERSION = "null"
+# How long after its id was made a version's commit is looked for (a write that takes longer
+# is refused at its commit: `repair.orphan_grace_s`, a day by default).
+MARKER_SEARCH_NS = 2 * 86400 * 10**9
 
 
 class Listing:
@@ -138,7 +143,7 @@ class Listing:
         if key_marker:
             mine, after = span(version_prefix(bucket, key_marker))
             if version_marker and after > start:
-                start = max(start, await self._past_version(mine, after, version_marker))
+                start = max(start, await self._past_version(bucket, key_marker, version_marker))
             else:
                 start = max(start, after)
         limit = max_keys + 1
@@ -151,16 +156,37 @@ class Listing:
             return found[:max_keys], True
         return found, more
 
-    async def _past_version(self, start: bytes, end: bytes, version_marker: str) -> bytes:
-        """Where the history resumes after `version_marker` among one key's versions (from
-        `start` to `end`), read in bounded batches however many versions the key has; past
-        all of them if the marker names none."""
+    async def _past_version(self, bucket: str, key: str, version_marker: str) -> bytes:
+        """Where `key`'s history resumes after `version_marker`. An id that says when it was
+        made (storage/version_ids) is looked for among the versions committed since, oldest
+        first, a few reads; if it is gone (deleted between two pages), the listing resumes
+        at that time: with the versions older than the marker. Other ids ("null", those of
+        older releases) are looked for through the whole history in bounded batches, and
+        resume past all of it if gone."""
+        start, end = span(version_prefix(bucket, key))
         tail = b"." + version_marker.encode() + b"\x00"
+
+        def named(item: Item) -> bool:  # the key ends with its sort key "<time>.<version id>"
+            return (item.key.endswith(tail)
+                    and ObjectVersion.decode(item.value).version_id == version_marker)
+        made = made_at(version_marker)
+        if made is not None:
+            at = version_key(bucket, key, f"{(1 << 64) - made + 1:020d}")  # before: not older
+            newest = version_key(bucket, key, f"{(1 << 64) - made - MARKER_SEARCH_NS:020d}")
+            limit = 16  # it is committed right after its id is made: the first few
+            while True:
+                batch = await self._meta.range(max(start, newest), at, limit=limit,
+                                               reverse=True)
+                for item in batch:
+                    if named(item):
+                        return next_key(item.key)
+                if len(batch) < limit:
+                    return version_key(bucket, key, f"{(1 << 64) - made + 1:020d}")
+                at, limit = batch[-1].key, 1000
         while True:
             batch = await self._meta.range(start, end, limit=1000)
-            for item in batch:  # the key ends with its sort key "<time>.<version id>"
-                if (item.key.endswith(tail)
-                        and ObjectVersion.decode(item.value).version_id == version_marker):
+            for item in batch:
+                if named(item):
                     return next_key(item.key)
             if len(batch) < 1000:
                 return end

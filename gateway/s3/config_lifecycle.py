@@ -19,6 +19,7 @@ from gateway.s3.xml_parse import (
     invalid_argument,
     local_name,
     malformed,
+    only_children,
     parse_document,
     parse_int,
 )
@@ -51,7 +52,7 @@ def _date(text: str, action: str) -> str:
 
 
 def _days(elem: ET.Element, name: str, action: str, minimum: int) -> int | None:
-    value = parse_int(find_text(elem, name), name)
+    value = parse_int(find_text(elem, name), name, bits=32)  # the schema's Days is an int
     if value is not None and value < minimum:
         word = "positive" if minimum > 0 else "nonnegative"
         raise invalid_argument(f"'{name}' for {action} action must be a {word} integer", name,
@@ -60,6 +61,7 @@ def _days(elem: ET.Element, name: str, action: str, minimum: int) -> int | None:
 
 
 def _tag(elem: ET.Element) -> tuple[str, str]:
+    only_children(elem, ("Key", "Value"))
     key, value = find_text(elem, "Key"), find_text(elem, "Value")
     if key is None or value is None:
         raise malformed("Tag needs Key and Value")
@@ -122,6 +124,8 @@ def _filter(rule: ET.Element) -> tuple[dict[str, Any], bool]:
 
 def _transition(elem: ET.Element, noncurrent: bool) -> dict[str, Any]:
     action = "NoncurrentVersionTransition" if noncurrent else "Transition"
+    only_children(elem, ("NoncurrentDays", "NewerNoncurrentVersions", "StorageClass")
+                  if noncurrent else ("Date", "Days", "StorageClass"))
     sc = find_text(elem, "StorageClass")
     if sc not in TRANSITION_CLASSES:
         raise malformed(f"{action} StorageClass {sc!r}")
@@ -183,6 +187,9 @@ def _check_actions(r: dict[str, Any]) -> None:
 
 
 def _rule(rule: ET.Element) -> dict[str, Any]:
+    only_children(rule, ("ID", "Prefix", "Filter", "Status", "Expiration",
+                         "NoncurrentVersionExpiration", "AbortIncompleteMultipartUpload"),
+                  ("Transition", "NoncurrentVersionTransition"))
     rule_id = find_text(rule, "ID")
     if rule_id is None or rule_id == "":
         rule_id = secrets.token_hex(24)
@@ -199,12 +206,15 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     exp = find_all(rule, "Expiration")
     if exp:
         e = exp[0]
+        only_children(e, ("Date", "Days", "ExpiredObjectDeleteMarker"))
         days, date = _days(e, "Days", "Expiration", 1), find_text(e, "Date")
         marker = find_text(e, "ExpiredObjectDeleteMarker")
         given = [x for x in (days, date, marker) if x is not None]
         if len(given) != 1:
             raise malformed("Expiration needs exactly one of Days, Date, "
                              "ExpiredObjectDeleteMarker")
+        if marker is not None and marker.strip() not in ("true", "false"):
+            raise malformed(f"ExpiredObjectDeleteMarker {marker!r}")
         if marker is not None and (flt["tags"]):
             raise malformed("ExpiredObjectDeleteMarker cannot be used with tag filters")
         out["expiration"] = {"days": days, "date": _date(date, "Expiration") if date else None,
@@ -213,6 +223,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     out["transitions"] = _transitions(rule, False)
     nce = find_all(rule, "NoncurrentVersionExpiration")
     if nce:
+        only_children(nce[0], ("NoncurrentDays", "NewerNoncurrentVersions"))
         days = _days(nce[0], "NoncurrentDays", "NoncurrentVersionExpiration", 1)
         if days is None:
             raise malformed("NoncurrentVersionExpiration needs NoncurrentDays")
@@ -223,6 +234,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     out["noncurrent_transitions"] = _transitions(rule, True)
     abort = find_all(rule, "AbortIncompleteMultipartUpload")
     if abort:
+        only_children(abort[0], ("DaysAfterInitiation",))
         days = _days(abort[0], "DaysAfterInitiation", "AbortIncompleteMultipartUpload", 1)
         if days is None:
             raise malformed("AbortIncompleteMultipartUpload needs DaysAfterInitiation")
@@ -239,6 +251,7 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
 def parse_lifecycle(body: bytes) -> list[dict[str, Any]]:
     """LifecycleConfiguration -> list of rule dicts (see `_rule`); 1 to 1000 unique IDs."""
     root = parse_document(body, "LifecycleConfiguration")
+    only_children(root, (), ("Rule",))
     elems = find_all(root, "Rule")
     if not elems or len(elems) > LIFECYCLE_RULES_MAX:
         raise malformed(f"{len(elems)} lifecycle rules; 1 to {LIFECYCLE_RULES_MAX} allowed")

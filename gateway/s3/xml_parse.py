@@ -19,6 +19,7 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 
 from gateway.s3.errors import S3Error
+from gateway.s3.http import ascii_digits
 from gateway.s3.xml import (
     CHECKSUM_ALGORITHMS,
     COMPLETE_XML_LIMIT_BYTES,
@@ -52,14 +53,20 @@ def invalid_argument(message: str, name: str = "", value: str = "") -> S3Error:
     return S3Error("InvalidArgument", message, ArgumentName=name, ArgumentValue=value)
 
 
-def parse_int(text: str | None, what: str) -> int | None:
-    """An element's integer text (None when absent); MalformedXML when not an integer."""
+def parse_int(text: str | None, what: str, bits: int = 64) -> int | None:
+    """An element's integer text (None when absent): an optional sign and ASCII digits,
+    blanks around them, within a signed `bits`-bit integer (the schema's int or long);
+    MalformedXML otherwise. int() alone also took other Unicode digits and '_', and a
+    value past 64 bits was a 500 when stored."""
     if text is None:
         return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise malformed(f"{what} {text!r} is not an integer") from None
+    raw = text.strip()
+    if not ascii_digits(raw[1:] if raw[:1] in "+-" else raw):
+        raise malformed(f"{what} {text!r} is not an integer")
+    value = int(raw)
+    if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+        raise malformed(f"{what} {text!r} is out of range")
+    return value
 
 
 def parse_document(
@@ -87,6 +94,18 @@ def parse_document(
 def find_all(elem: ET.Element, name: str) -> list[ET.Element]:
     """Direct children of `elem` named `name`, in any namespace."""
     return [child for child in elem if local_name(child.tag) == name]
+
+
+def only_children(elem: ET.Element, once: tuple[str, ...], many: tuple[str, ...] = ()) -> None:
+    """MalformedXML unless every child element of `elem` is named in `once` (at most one of
+    each) or `many`, as the published schema allows: an unknown or repeated element is
+    refused, never silently ignored (a misspelt action would otherwise never run)."""
+    names = [local_name(c.tag) for c in elem if isinstance(c.tag, str)]
+    for name in names:
+        if name not in once and name not in many:
+            raise malformed(f"unexpected element {name!r} in {local_name(elem.tag)}")
+        if name in once and names.count(name) > 1:
+            raise malformed(f"{name} given more than once in {local_name(elem.tag)}")
 
 
 def find_text(elem: ET.Element, name: str) -> str | None:

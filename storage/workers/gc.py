@@ -16,6 +16,10 @@ stripe, so a later commit may name the very same (index, node) again. Per entry:
    shard write could have met this delete is refused, so none can name a deleted copy).
    A copy whose delete failed may still be being deleted (a request that timed out): the
    retry entry queued in that transaction takes over its pending mark.
+An entry whose claim loses CLAIM_TRIES times (a record rewritten all the time: the single
+version record of a big multipart object that every repair commit rewrites) is requeued
+`RETRY_S` later, as a failed delete is, with any pending mark its owner holds: it stayed
+due at the queue's head, and a batch of them stopped every entry behind it.
 
 On etcd (where every idle poll is a Raft read) a watch on the queue wakes the worker when
 an entry is queued, and otherwise it sleeps until its earliest entry falls due (at most
@@ -36,11 +40,12 @@ from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.workers import WorkerState
-from storage.workers.gcfence import claim, copy_name, reclaim, settle
+from storage.workers.gcfence import claim, copy_name, read_fence, reclaim, settle
 from storage.workers.manifests import Manifest, load_manifest
 
 BATCH = 64
 CLAIM_TRIES = 8  # claims of one entry per step while its stripe's records keep changing
+RETRY_S = 30.0  # an entry whose delete failed or whose claim kept losing runs again this late
 STALE_INTENT_S = 3600.0
 RECLAIM_EVERY_S = 60.0  # an idle collector's pause between two passes over the fences
 WATCHED_MAX_S = 30.0  # the longest sleep of a watched, idle collector (a bound on a missed wake)
@@ -63,6 +68,7 @@ class GarbageCollector:
         self._fence_cursor = space(GC_FENCE)[0]
         self._next_reclaim = 0.0
         self.fences_reclaimed = 0
+        self.deferred = 0  # entries requeued because their claim kept losing
 
     @property
     def watched_idle_s(self) -> float:
@@ -103,18 +109,29 @@ class GarbageCollector:
                 nodes = unnamed
                 break
         else:
-            return  # the stripe kept changing: the entry stays due, tried next step
+            await self._defer(item, stripe_id, owner)
+            return
         failed = await self._stripes.delete(stripe_id, nodes) if any(nodes) else []
         done = Txn(deletes=(item.key,))
         carry = None
         if failed:  # maybe still deleting (a timed-out request): the retry keeps them claimed
             left = [n if n in failed else None for n in nodes]
-            retry = gc_key(time.time_ns() + 30 * 10**9, stripe_id)
+            retry = gc_key(time.time_ns() + int(RETRY_S * 1e9), stripe_id)
             done = Txn(puts={retry: pack({"nodes": left})}, deletes=(item.key,))
             carry = (retry.hex(), [copy_name(i, n) for i, n in enumerate(left) if n])
         await settle(self._meta, stripe_id, owner, done, indexed=x is not None, carry=carry)
         if not failed:
             self.deleted += 1
+
+    async def _defer(self, item: Item, stripe_id: bytes, owner: str) -> None:
+        """Requeue an entry whose claim kept losing `RETRY_S` later, its owner's pending mark
+        (left by a run that claimed and died) carried to the new entry."""
+        retry = gc_key(time.time_ns() + int(RETRY_S * 1e9), stripe_id)
+        mine = (await read_fence(self._meta, stripe_id)).pending.get(owner)
+        await settle(self._meta, stripe_id, owner,
+                     Txn(puts={retry: item.value}, deletes=(item.key,)),
+                     indexed=True, carry=(retry.hex(), mine) if mine else None)
+        self.deferred += 1
 
     async def _unnamed(self, stripe_id: bytes, nodes: list[str | None], x: Item,
                        ) -> tuple[list[str | None], dict[bytes, int]]:

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from ops.admincli import admin_request
 from storage.shards.format import HEADER_BYTES, ShardHeader
+from tests.integration.archive_model import run_model
 from tests.integration.cluster import LocalCluster, wait_for
 
 DAY = 10.0
@@ -447,3 +448,10 @@ def test_rotation_rewraps_a_restored_copys_key(arch: LocalCluster) -> None:
     assert after.restore["dek"] != before.restore["dek"]
     assert after.restore["parts"] == before.restore["parts"]  # no data was rewritten
     assert s3.get_object(Bucket=name, Key="cold")["Body"].read() == data
+
+
+def test_archive_and_lifecycle_against_a_model(arch: LocalCluster, s3: Any) -> None:
+    """Writes, copies, restores, reads and lifecycle steps against a model (last in the
+    module: its lifecycle steps shorten the day cluster-wide while they run); a long run:
+    ARCHIVE_MODEL_EXAMPLES=50 ARCHIVE_MODEL_STEPS=40 python -m pytest -q -k model ..."""
+    run_model(arch, s3)

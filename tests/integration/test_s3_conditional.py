@@ -149,3 +149,40 @@ def test_conditional_races_have_one_winner(s3) -> None:
         deletes = list(pool.map(lambda _: status(s3.delete_object, IfMatch=etag), range(8)))
     assert sorted(deletes) == [204] + [412] * 7
     assert len(s3.list_object_versions(Bucket=b)["DeleteMarkers"]) == 1
+
+
+def test_write_with_if_match_and_if_none_match_is_501(s3) -> None:
+    """Both conditions on one write: 501 NotImplemented naming both headers (as LocalStack's
+    AWS-validated provider answers PutObject, CopyObject and CompleteMultipartUpload), and
+    nothing written; it was evaluated as 412 PreconditionFailed or 404 NoSuchKey."""
+    b = "cond-both"
+    s3.create_bucket(Bucket=b)
+    etag = s3.put_object(Bucket=b, Key="k", Body=b"1")["ETag"]
+    both = {"IfMatch": etag, "IfNoneMatch": "*"}
+    for call in (lambda: s3.put_object(Bucket=b, Key="k", Body=b"2", **both),
+                 lambda: s3.put_object(Bucket=b, Key="new", Body=b"2", **both),
+                 lambda: s3.copy_object(Bucket=b, Key="k", CopySource={"Bucket": b, "Key": "k"},
+                                        MetadataDirective="REPLACE", **both),
+                 _mpu(s3, b, "k", **both)):
+        with pytest.raises(ClientError) as e:
+            call()
+        r = e.value.response
+        assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == (
+            501, "NotImplemented")
+        assert r["Error"]["Header"] == "If-Match,If-None-Match"
+    assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"1"
+    assert _err(s3.head_object, Bucket=b, Key="new") == (404, "404")
+
+
+def test_read_with_if_match_and_if_none_match_follows_rfc9110(s3) -> None:
+    """GET/HEAD with both: If-Match first (false: 412), then If-None-Match (a match: 304),
+    RFC 9110 section 13.2.2's order."""
+    b = "cond-read-both"
+    s3.create_bucket(Bucket=b)
+    etag = s3.put_object(Bucket=b, Key="k", Body=b"1")["ETag"]
+    for call in (s3.get_object, s3.head_object):
+        assert _err(call, Bucket=b, Key="k", IfMatch=etag, IfNoneMatch=etag)[0] == 304
+        assert _err(call, Bucket=b, Key="k", IfMatch='"zz"', IfNoneMatch=etag)[0] == 412
+        assert _err(call, Bucket=b, Key="k", IfMatch='"zz"', IfNoneMatch='"yy"')[0] == 412
+        r = call(Bucket=b, Key="k", IfMatch=etag, IfNoneMatch='"yy"')
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 200

@@ -236,3 +236,47 @@ def test_version_id_headers_as_aws_sends_them(s3) -> None:
     for v in _versions(s3, b):
         s3.delete_object(Bucket=b, Key=v[0], VersionId=v[1])
     s3.delete_bucket(Bucket=b)
+
+
+def test_null_version_of_a_never_versioned_bucket(s3) -> None:
+    """versionId=null names the one version of a never-versioned bucket's key (the answers
+    of OpenStack Swift's s3api tests run against AWS, test_null_version_get): GET and HEAD
+    200, a key that never was 404 NoSuchVersion, DELETE removes it for good."""
+    b = "never-versioned-null"
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="k", Body=b"only")
+    assert s3.get_object(Bucket=b, Key="k", VersionId="null")["Body"].read() == b"only"
+    assert s3.head_object(Bucket=b, Key="k", VersionId="null")["ContentLength"] == 4
+    for call in (s3.get_object, s3.head_object):
+        with pytest.raises(ClientError) as e:
+            call(Bucket=b, Key="never", VersionId="null")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=b, Key="never", VersionId="null")
+    assert e.value.response["Error"]["Code"] == "NoSuchVersion"
+    r = s3.delete_object(Bucket=b, Key="k", VersionId="null")
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 204 and "DeleteMarker" not in r
+    assert _versions(s3, b) == []
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=b, Key="k")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+
+
+def test_versions_page_ending_on_a_common_prefix(s3) -> None:
+    """A delimited versions page that ends on a common prefix: NextKeyMarker is the prefix and
+    no NextVersionIdMarker is sent (a prefix has no version; MinIO omits it too), and the
+    next page resumes past the prefix."""
+    b = "versions-cp-end"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    for k in ("a", "b/1", "b/2", "c"):
+        s3.put_object(Bucket=b, Key=k, Body=b"x")
+    page = s3.list_object_versions(Bucket=b, Delimiter="/", MaxKeys=2)
+    assert [v["Key"] for v in page["Versions"]] == ["a"]
+    assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["b/"]
+    assert page["IsTruncated"] and page["NextKeyMarker"] == "b/"
+    assert "NextVersionIdMarker" not in page
+    nxt = s3.list_object_versions(Bucket=b, Delimiter="/", MaxKeys=2,
+                                  KeyMarker=page["NextKeyMarker"])
+    assert [v["Key"] for v in nxt["Versions"]] == ["c"] and not nxt["IsTruncated"]
+    assert "CommonPrefixes" not in nxt

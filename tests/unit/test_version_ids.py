@@ -1,21 +1,30 @@
 """Version ids never start with '-', which command lines (the AWS CLI's --version-id) read
-as an option; the CLI test failed whenever the random id drew one (1 in 64)."""
+as an option; the CLI test failed whenever the random id drew one (1 in 64). An id says when
+it was made (ListObjectVersions finds a marker's place from it); ids of older releases,
+32 random characters, and "null" do not."""
 
 from __future__ import annotations
 
-import pytest
+import secrets
+import time
 
 from storage import version_ids
 
 
-def test_a_drawn_id_starting_with_a_dash_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    draws = iter(["-gtQn53diEEjj3mEMQh8t6uBkyerxwrY", "--xx", "gtQn53diEEjj3mEMQh8t6uBkyerxwrY"])
-    monkeypatch.setattr(version_ids.secrets, "token_urlsafe", lambda n: next(draws))
-    assert version_ids.new_version_id() == "gtQn53diEEjj3mEMQh8t6uBkyerxwrY"
+def test_an_id_says_when_it_was_made_and_old_ids_do_not() -> None:
+    now = time.time_ns()
+    for ts in (now, 0, 1, (1 << 63) - 1):
+        assert version_ids.made_at(version_ids.new_version_id(ts)) == ts
+    assert version_ids.made_at("gtQn53diEEjj3mEMQh8t6uBkyerxwrY") is None
+    assert version_ids.made_at("null") is None
+    old = [secrets.token_urlsafe(24) for _ in range(20000)]  # the form before
+    assert [v for v in old if version_ids.made_at(v) is not None] == []
+    vid = version_ids.new_version_id(now)
+    assert version_ids.made_at(vid[:-1] + ("A" if vid[-1] != "A" else "B")) is None
 
 
 def test_ids_are_url_safe_and_never_lead_with_a_dash() -> None:
     ids = {version_ids.new_version_id() for _ in range(5000)}
     assert len(ids) == 5000
     assert not [v for v in ids if v.startswith("-")]
-    assert all(len(v) == 32 and v.replace("-", "").replace("_", "").isalnum() for v in ids)
+    assert all(len(v) == 32 and version_ids.well_formed_version_id(v) for v in ids)

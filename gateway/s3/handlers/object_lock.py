@@ -148,10 +148,8 @@ def parse_configuration(body: bytes) -> dict[str, Any] | None:
         raise xml_parse.malformed("DefaultRetention needs a Mode and one of Days or Years")
     raw = days if days is not None else years
     assert raw is not None
-    try:
-        n = int(raw.strip())
-    except ValueError:
-        raise xml_parse.malformed(f"retention period {raw!r}") from None
+    n = xml_parse.parse_int(raw, "retention period")
+    assert n is not None
     limit = MAX_DAYS if days is not None else MAX_DAYS // ol.YEAR_DAYS
     if not 1 <= n <= limit:
         raise S3Error("InvalidRetentionPeriod", "Default retention period must be a "

@@ -26,6 +26,7 @@ from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.header_values import check_header_values
 from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
 from gateway.s3.request_keys import ABORTED_MID_BODY
+from gateway.s3.rfc2047 import decode_value, encode_value
 from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
 from storage.archive import is_archived
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
@@ -51,7 +52,9 @@ SMALL_BODY_BYTES = 64 * 1024
 
 
 def user_metadata(headers) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
+    """x-amz-meta-* as stored: RFC 2047 encoded-words decoded (AWS's rule)."""
+    meta = {k[11:].lower(): decode_value(v) for k, v in headers.items()
+            if k.lower().startswith("x-amz-meta-")}
     if sum(len(k.encode()) + len(v.encode()) for k, v in meta.items()) > META_LIMIT_BYTES:
         raise S3Error("MetadataTooLarge", MaxSizeAllowed=str(META_LIMIT_BYTES))
     return meta
@@ -85,8 +88,12 @@ def website_redirect(value: str) -> str:
 
 def write_conditions(headers) -> WriteConditions | None:  # type: ignore[no-untyped-def]
     """If-Match / If-None-Match of a write (PutObject, CopyObject, CompleteMultipartUpload).
-    A write's If-None-Match takes only `*`: S3 answers any other value 501 NotImplemented."""
+    A write's If-None-Match takes only `*`: S3 answers any other value 501 NotImplemented,
+    and both headers on one write too (LocalStack's AWS-validated provider)."""
     im, inm = etag_value(headers.get("If-Match")), etag_value(headers.get("If-None-Match"))
+    if im is not None and inm is not None:
+        raise S3Error("NotImplemented", Header="If-Match,If-None-Match", additionalMessage=(
+            "Multiple conditional request headers present in the request"))
     if inm is not None and inm != "*":
         raise S3Error("NotImplemented", Header="If-None-Match", additionalMessage=(
             "We don't accept the provided value of If-None-Match header for this API"))
@@ -130,7 +137,7 @@ def _object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
     out.update(sse.response_headers(v.sse))
     out.update(v.headers)
     for k, val in v.user_meta.items():
-        out[f"x-amz-meta-{k}"] = val
+        out[f"x-amz-meta-{k}"] = encode_value(val)
     if v.storage_class != "STANDARD":
         out["x-amz-storage-class"] = v.storage_class
     out.update(restore_headers(v))

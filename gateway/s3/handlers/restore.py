@@ -15,7 +15,7 @@ from aiohttp import web
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.http import http_date
-from gateway.s3.xml_parse import find_all, find_text, parse_document
+from gateway.s3.xml_parse import find_all, find_text, only_children, parse_document, parse_int
 from storage import archive
 from storage.records import ObjectVersion
 
@@ -54,18 +54,17 @@ def readable_version(v: ObjectVersion) -> ObjectVersion:
 
 def _parse(body: bytes) -> tuple[int, str]:
     root = parse_document(body, "RestoreRequest")
-    days_text = find_text(root, "Days")
-    if days_text is None:
+    only_children(root, ("Days", "GlacierJobParameters", "Type", "Tier", "Description",
+                         "SelectParameters", "OutputLocation"))
+    days = parse_int(find_text(root, "Days"), "Days", bits=32)
+    if days is None:
         raise S3Error("MalformedXML")
-    try:
-        days = int(days_text.strip())
-    except ValueError:
-        raise S3Error("MalformedXML") from None
     if not 1 <= days <= RESTORE_DAYS_MAX:
         raise S3Error("InvalidArgument", "Days must be a positive integer",
-                      ArgumentName="Days", ArgumentValue=days_text.strip())
+                      ArgumentName="Days", ArgumentValue=str(days))
     tier = find_text(root, "Tier")
     for params in find_all(root, "GlacierJobParameters"):
+        only_children(params, ("Tier",))
         tier = find_text(params, "Tier") or tier
     tier = (tier or "Standard").strip()
     if tier not in archive.TIERS:
