@@ -257,7 +257,14 @@ class MultipartService:
             raise InvalidInput("no parts")
         while True:
             up, rev = await self.get(b, key, upload_id)
-            v, extra = await self._assemble(up, b, listed, expected or {})
+            try:
+                v, extra = await self._assemble(up, b, listed, expected or {})
+            except InvalidInput:
+                # Its parts are not read in one snapshot: a completion or abort (here or on
+                # another gateway) that deletes them meanwhile is not the client's bad part.
+                if await self._upload_revision(b, key, upload_id) != rev:
+                    continue  # UploadNotFound now, or the answer on its new state
+                raise
             if expected_size is not None and v.size != expected_size:
                 raise SizeMismatch(expected_size, v.size)
             extra.compares[upload_key(b.name, key, upload_id)] = rev
@@ -266,6 +273,11 @@ class MultipartService:
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
             return v
+
+    async def _upload_revision(self, b: Bucket, key: str, upload_id: str) -> int | None:
+        """The upload record's revision now (None: completed or aborted)."""
+        item = await self._meta.get(upload_key(b.name, key, upload_id))
+        return None if item is None else item.revision
 
     async def finished(self, b: Bucket, key: str, upload_id: str) -> ObjectVersion | None:
         """The current version of `key` if upload `upload_id` made it (a repeated

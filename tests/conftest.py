@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,27 @@ def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     c = LocalCluster(tmp_path / "data").start()
     yield c
     c.stop()
+
+
+@pytest.fixture
+def gateway_set_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    """Starts a cluster of its own with the given `[gateway]` lines (settings the default
+    config does not hold) in its config from the first start."""
+    started: list[LocalCluster] = []
+
+    def start(*settings: str) -> LocalCluster:
+        def edit(text: str) -> str:
+            for line in settings:
+                assert f"\n{line.split('=', 1)[0].strip()} =" not in text, line
+            return text.replace("[gateway]\n", "[gateway]\n" + "".join(
+                f"{line}\n" for line in settings), 1)
+
+        started.append(LocalCluster(tmp_path / "data", first_config=edit))
+        return started[-1].start()
+
+    yield start
+    for c in started:
+        c.stop()
 
 
 @pytest.fixture

@@ -118,11 +118,15 @@ class LocalCluster:
     etcd_peer_port: int = 0
     up_args: list[str] = field(default_factory=list)  # extra `tessera up` flags
     tessera: list[str] = field(default_factory=lambda: [sys.executable, "-m", "ops.cli"])
+    # an edit of the config `tessera up` would write at a first start, in force from it
+    first_config: Callable[[str], str] | None = None
 
     def start(self) -> LocalCluster:
         if not self.port:
             self.port, self.admin_port = free_port(), free_port()
             self.node_port = free_port(ZONE_HOSTS)
+        if self.first_config is not None and not (self.data / "tessera.toml").exists():
+            self._write_first_config(self.first_config)
         extra = []
         if self.metadata == "etcd":
             if not self.etcd_port:
@@ -154,6 +158,19 @@ class LocalCluster:
             line.split("=", 1) for line in (self.data / "tessera.env").read_text().splitlines()
         )
         return self
+
+    def _write_first_config(self, edit: Callable[[str], str]) -> None:
+        """Write the config `tessera up` writes at a first start (same function), edited:
+        `tessera up` then starts from it (and bootstraps, as tessera.env is missing), so a
+        setting applies without a stop, an edit and a restart. Default clusters only."""
+        from ops.localcluster import default_config
+
+        assert self.metadata == "sqlite" and not self.up_args, self.up_args
+        text = default_config(self.data.resolve(), self.port, self.node_port, self.admin_port)
+        edited = edit(text)
+        assert edited != text, "the edit changed nothing"
+        self.data.mkdir(parents=True, exist_ok=True)
+        (self.data / "tessera.toml").write_text(edited)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -43,11 +43,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c.stop()
 
 
-@pytest.fixture
-def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path / "data", up_args=EC_ONLY).start()
-    yield c
-    c.stop()
 SIZES = [0, 1, 1024, 5 * MiB + 1, 64 * MiB]
 SMALL_SIZES = [0, 1, 1024, 5 * MiB + 1]
 BUCKET = "foundation"
@@ -356,18 +351,58 @@ def small_bodies(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Body]:
     return {size: make_body(d, size, seed=2000 + i) for i, size in enumerate(SMALL_SIZES)}
 
 
-def test_a_whole_zone_can_die(fresh_cluster: LocalCluster,
+def test_restart_keeps_every_object(cluster: LocalCluster,
+                                    small_bodies: dict[int, Body]) -> None:
+    """The module's cluster stopped and started again (after the tests above, which it
+    must not disturb; the zone test below, last, kills a zone of it)."""
+    s3 = cluster.client()
+    s3.create_bucket(Bucket="restart")
+    for size, body in small_bodies.items():
+        put(s3, "restart", f"k/{size}", body)
+    buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert "restart" in buckets
+    env = dict(cluster.env)
+    port, node_port = cluster.port, cluster.node_port
+    cluster.stop()
+    cluster.start()
+    assert (cluster.port, cluster.node_port) == (port, node_port)
+    assert cluster.env == env  # same credentials: bootstrap ran once
+    s3 = cluster.client()
+    for size, body in small_bodies.items():
+        assert_identical(s3, "restart", f"k/{size}", body)
+    listed = s3.list_objects_v2(Bucket="restart")
+    assert sorted(o["Key"] for o in listed["Contents"]) == sorted(f"k/{s}" for s in SMALL_SIZES)
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == buckets
+    s3.put_object(Bucket="restart", Key="new", Body=b"after restart")
+    assert s3.get_object(Bucket="restart", Key="new")["Body"].read() == b"after restart"
+    # Bit rot in a data shard on disk: the frame checksum catches it and the read degrades.
+    big = SMALL_SIZES[-1]
+    part = cluster.manifest("restart", f"k/{big}").parts[0]
+    node = part.nodes[0]
+    assert node is not None
+    (path,) = [f for f in cluster.shard_files()[node]
+               if f.name == f"{part.stripe_id.hex()}.0"]
+    with path.open("r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x04]))
+    assert_identical(s3, "restart", f"k/{big}", small_bodies[big])
+
+
+def test_a_whole_zone_can_die(cluster: LocalCluster,
                               small_bodies: dict[int, Body]) -> None:
-    """SIGKILL every node of az1: old objects read back, and new PUTs still succeed."""
-    s3 = fresh_cluster.client()
+    """SIGKILL every node of az1: old objects read back, and new PUTs still succeed. Last
+    test on the module's cluster: its zone stays dead."""
+    s3 = cluster.client()
     s3.create_bucket(Bucket="zone")
     for size, body in small_bodies.items():
         put(s3, "zone", f"before/{size}", body)
-    cfg = tomllib.loads((fresh_cluster.data / "tessera.toml").read_text())
+    cfg = tomllib.loads((cluster.data / "tessera.toml").read_text())
     az1 = [n for n in cfg["nodes"] if n["zone"] == "az1"]
     assert {"n1", "n2", "n3"} <= {n["id"] for n in az1}
     for node in az1:  # every node of az1, SIGKILL
-        fresh_cluster.kill(node["id"])
+        cluster.kill(node["id"])
     for node in az1:
         host, _, port = node["address"].rpartition(":")
         wait_refused(host, int(port))
@@ -381,49 +416,14 @@ def test_a_whole_zone_can_die(fresh_cluster: LocalCluster,
         put(s3, "zone", f"after/{size}", body)
     for size, body in small_bodies.items():
         assert_identical(s3, "zone", f"after/{size}", body)
-    zones = node_zones(fresh_cluster)
-    on_disk = shards_by_stripe(fresh_cluster)
+    zones = node_zones(cluster)
+    on_disk = shards_by_stripe(cluster)
     for size in SMALL_SIZES[1:]:
-        part = fresh_cluster.manifest("zone", f"after/{size}").parts[0]
+        part = cluster.manifest("zone", f"after/{size}").parts[0]
         placed = [n for n in part.nodes if n]
         assert len(placed) >= 5 and len(set(placed)) == len(placed)  # write quorum k+1
         assert {zones[n] for n in placed} == {"az2", "az3"}
         assert len(on_disk[part.stripe_id.hex()]) == len(placed)
-
-
-def test_restart_keeps_every_object(fresh_cluster: LocalCluster,
-                                    small_bodies: dict[int, Body]) -> None:
-    s3 = fresh_cluster.client()
-    s3.create_bucket(Bucket="restart")
-    for size, body in small_bodies.items():
-        put(s3, "restart", f"k/{size}", body)
-    env = dict(fresh_cluster.env)
-    port, node_port = fresh_cluster.port, fresh_cluster.node_port
-    fresh_cluster.stop()
-    fresh_cluster.start()
-    assert (fresh_cluster.port, fresh_cluster.node_port) == (port, node_port)
-    assert fresh_cluster.env == env  # same credentials: bootstrap ran once
-    s3 = fresh_cluster.client()
-    for size, body in small_bodies.items():
-        assert_identical(s3, "restart", f"k/{size}", body)
-    listed = s3.list_objects_v2(Bucket="restart")
-    assert sorted(o["Key"] for o in listed["Contents"]) == sorted(f"k/{s}" for s in SMALL_SIZES)
-    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["restart"]
-    s3.put_object(Bucket="restart", Key="new", Body=b"after restart")
-    assert s3.get_object(Bucket="restart", Key="new")["Body"].read() == b"after restart"
-    # Bit rot in a data shard on disk: the frame checksum catches it and the read degrades.
-    big = SMALL_SIZES[-1]
-    part = fresh_cluster.manifest("restart", f"k/{big}").parts[0]
-    node = part.nodes[0]
-    assert node is not None
-    (path,) = [f for f in fresh_cluster.shard_files()[node]
-               if f.name == f"{part.stripe_id.hex()}.0"]
-    with path.open("r+b") as f:
-        f.seek(path.stat().st_size // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0x04]))
-    assert_identical(s3, "restart", f"k/{big}", small_bodies[big])
 
 
 def test_body_generation_is_deterministic(tmp_path: Path) -> None:

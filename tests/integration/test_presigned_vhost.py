@@ -8,7 +8,7 @@ import importlib
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from unittest import mock
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -160,15 +160,8 @@ def _vhost_client(cluster: LocalCluster):
     return virtual, hosts
 
 
-def test_virtual_hosted_style(fresh_cluster: LocalCluster) -> None:
-    c = fresh_cluster
-    c.stop()
-    toml = c.data / "tessera.toml"
-    text = toml.read_text()
-    assert "[gateway]\n" in text and "virtual_host_domain" not in text
-    toml.write_text(text.replace("[gateway]\n",
-                                 f'[gateway]\nvirtual_host_domain = "{VHOST_DOMAIN}"\n', 1))
-    c.start()
+def test_virtual_hosted_style(gateway_set_cluster: Callable[..., LocalCluster]) -> None:
+    c = gateway_set_cluster(f'virtual_host_domain = "{VHOST_DOMAIN}"')
     path_style = c.client()
     path_style.create_bucket(Bucket="vhost-bucket")
     s3, hosts = _vhost_client(c)

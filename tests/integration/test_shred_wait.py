@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_tenants import s3_for, tessera
 
 
-def test_configured_waiting_period_delays_shred(fresh_cluster: LocalCluster) -> None:
-    c = fresh_cluster
-    c.stop()
-    toml = c.data / "tessera.toml"
-    toml.write_text(toml.read_text().replace("[gateway]\n", "[gateway]\nshred_wait_s = 3600\n",
-                                             1))
-    c.start()
+def test_configured_waiting_period_delays_shred(
+        gateway_set_cluster: Callable[..., LocalCluster]) -> None:
+    c = gateway_set_cluster("shred_wait_s = 3600")
     assert tessera(c, "tenant", "create", "waity").returncode == 0
     key = json.loads(tessera(c, "key", "create", "--tenant", "waity", "--json").stdout)
     s3 = s3_for(c, key["access_key_id"], key["secret_access_key"])

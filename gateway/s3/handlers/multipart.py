@@ -256,10 +256,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
         try:
             up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
         except mp.UploadNotFound:
-            done = await svc.finished(rq.existing_bucket(), rq.key, upload_id)
-            if done is None:
-                raise
-            return await _completed(rq, done)
+            return await _completed(rq, await _made(rq, upload_id))
     # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
     # every upload now has (a default CRC when none is named).
     _part_customer_key(rq, up)
@@ -275,10 +272,22 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     expected = checksums.from_headers(rq.headers, parts=len(listed))
     size = _announced_size(rq.headers.get("x-amz-mp-object-size"))
     with _errors(upload_id):
-        v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,
-                               write_conditions(rq.headers), expected=expected,
-                               expected_size=size)
+        try:
+            v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,
+                                   write_conditions(rq.headers), expected=expected,
+                                   expected_size=size)
+        except mp.UploadNotFound:  # completed meanwhile (a race, here or on another gateway)
+            v = await _made(rq, upload_id)
     return await _completed(rq, v)
+
+
+async def _made(rq: S3Request, upload_id: str) -> ObjectVersion:
+    """The current version if upload `upload_id` made it: a repeated completion is answered
+    200 with it, as S3 does; else UploadNotFound (NoSuchUpload)."""
+    done = await service(rq).finished(rq.existing_bucket(), rq.key, upload_id)
+    if done is None:
+        raise mp.UploadNotFound(upload_id)
+    return done
 
 
 def _announced_size(raw: str | None) -> int | None:
