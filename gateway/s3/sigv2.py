@@ -4,8 +4,8 @@ requests" describes them. Sans-I/O, like `gateway.s3.sigv4`.
 
 StringToSign = method, Content-MD5, Content-Type, Date (or the query's Expires; empty when
 x-amz-date is sent), the canonical x-amz-* headers, and the canonical resource: the bucket (for
-virtual-hosted requests), the raw path, and the subresources the client signs (botocore's list
-or minio-go's: they differ), sorted. The signature is base64 HMAC-SHA1 under the secret, compared in
+virtual-hosted requests), the raw path, and the subresources clients sign (AWS's list plus the
+ones botocore adds), sorted. The signature is base64 HMAC-SHA1 under the secret, compared in
 constant time. Header requests must be within the SigV4 clock skew; query requests expire at
 `Expires` (epoch seconds).
 """
@@ -23,30 +23,15 @@ from gateway.s3.http import ascii_digits
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_fields import SigV4Error
 
-# The subresources each SigV2 signer puts in the canonical resource. Clients disagree, and a
-# server that signs a name its client left out (or the reverse) refuses a good request, so a
-# signature is checked against each client's list. botocore's HmacV1Auth.QSAOfInterest (boto3,
-# aws-cli, and a superset of s3cmd's list for every parameter s3cmd sends):
-BOTOCORE_SUBRESOURCES = frozenset({
-    "accelerate", "acl", "cors", "defaultObjectAcl", "location", "logging", "partNumber",
-    "policy", "requestPayment", "torrent", "versioning", "versionId", "versions", "website",
-    "uploads", "uploadId", "response-content-type", "response-content-language",
-    "response-expires", "response-cache-control", "response-content-disposition",
-    "response-content-encoding", "delete", "lifecycle", "tagging", "restore", "storageClass",
-    "notification", "replication", "analytics", "metrics", "inventory", "select",
-    "select-type", "object-lock",
+SUBRESOURCES = frozenset({
+    "accelerate", "acl", "analytics", "cors", "delete", "inventory", "lifecycle", "location",
+    "logging", "metrics", "notification", "object-lock", "partNumber", "policy",
+    "publicAccessBlock", "ownershipControls", "replication", "requestPayment", "restore",
+    "retention", "legal-hold", "select", "select-type", "tagging", "torrent", "uploadId",
+    "uploads", "versionId", "versioning", "versions", "website", "encryption", "attributes",
+    "response-cache-control", "response-content-disposition", "response-content-encoding",
+    "response-content-language", "response-content-type", "response-expires",
 })
-# minio-go's signer (and MinIO's server, cmd/signature-v2.go resourceList): it also signs
-# encryption, legal-hold and retention, which botocore leaves out.
-MINIO_SUBRESOURCES = frozenset({
-    "acl", "cors", "delete", "encryption", "legal-hold", "lifecycle", "location", "logging",
-    "notification", "partNumber", "policy", "requestPayment", "response-cache-control",
-    "response-content-disposition", "response-content-encoding", "response-content-language",
-    "response-content-type", "response-expires", "retention", "select", "select-type",
-    "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning", "versions",
-    "website",
-})
-CLIENT_SUBRESOURCES = (BOTOCORE_SUBRESOURCES, MINIO_SUBRESOURCES)
 
 
 def is_sigv2(headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
@@ -64,8 +49,7 @@ def access_key_of(headers: Mapping[str, str], query: Mapping[str, str]) -> str |
 
 
 def canonical_resource(raw_path: str, query: list[tuple[str, str]],
-                       virtual_bucket: str | None, bucket_slash: bool = False,
-                       subresources: frozenset[str] = BOTOCORE_SUBRESOURCES) -> str:
+                       virtual_bucket: str | None, bucket_slash: bool = False) -> str:
     """`bucket_slash`: sign a path-style bucket request as "/bucket/" (botocore's S3 client
     does; AWS's own examples and other clients sign "/bucket")."""
     path = raw_path.split("?", 1)[0] or "/"
@@ -73,7 +57,7 @@ def canonical_resource(raw_path: str, query: list[tuple[str, str]],
         path = "/" + virtual_bucket + path
     elif bucket_slash:
         path += "/"
-    subs = sorted((k, v) for k, v in query if k in subresources)
+    subs = sorted((k, v) for k, v in query if k in SUBRESOURCES)
     if subs:
         path += "?" + "&".join(k if v == "" else f"{k}={v}" for k, v in subs)
     return path
@@ -81,8 +65,7 @@ def canonical_resource(raw_path: str, query: list[tuple[str, str]],
 
 def string_to_sign(method: str, raw_path: str, query: list[tuple[str, str]],
                    headers: Mapping[str, str], date_line: str,
-                   virtual_bucket: str | None, bucket_slash: bool = False,
-                   subresources: frozenset[str] = BOTOCORE_SUBRESOURCES) -> str:
+                   virtual_bucket: str | None, bucket_slash: bool = False) -> str:
     amz: dict[str, list[str]] = {}
     for name, value in headers.items():
         low = name.lower().strip()
@@ -91,7 +74,7 @@ def string_to_sign(method: str, raw_path: str, query: list[tuple[str, str]],
     lines = [method.upper(), headers.get("Content-MD5", ""), headers.get("Content-Type", ""),
              date_line]
     lines += [f"{k}:{','.join(v)}" for k, v in sorted(amz.items())]
-    lines.append(canonical_resource(raw_path, query, virtual_bucket, bucket_slash, subresources))
+    lines.append(canonical_resource(raw_path, query, virtual_bucket, bucket_slash))
     return "\n".join(lines)
 
 
@@ -103,20 +86,18 @@ def _sign(secret: str, text: str) -> str:
 def _check(secret: str, given: str, access_key: str, method: str, raw_path: str,
            query: list[tuple[str, str]], headers: Mapping[str, str], date_line: str,
            virtual_bucket: str | None) -> None:
-    """Constant-time check of the signature over the request's string to sign as each
-    client's list of subresources makes it (and, for a path-style bucket request, over its
-    "/bucket/" variant)."""
+    """Constant-time check of the signature over the request's string to sign (and, for a
+    path-style bucket request, over its "/bucket/" variant)."""
     path = raw_path.split("?", 1)[0]
     variants = [False]
     if not virtual_bucket and path.count("/") == 1 and path != "/":
         variants.append(True)
-    texts = list(dict.fromkeys(
-        string_to_sign(method, raw_path, query, headers, date_line, virtual_bucket, slash, subs)
-        for slash in variants for subs in CLIENT_SUBRESOURCES))
+    text = ""
     ok = False
-    for text in texts:
+    for slash in variants:
+        text = string_to_sign(method, raw_path, query, headers, date_line, virtual_bucket,
+                              slash)
         ok |= hmac.compare_digest(_sign(secret, text).encode(), given.encode())
-    text = texts[0]
     if not ok:
         raise SigV4Error("SignatureDoesNotMatch", "The request signature we calculated does "
                          "not match the signature you provided. Check your key and signing "

@@ -72,30 +72,3 @@ def test_sigv2_presigned_urls(v2: dict[str, Any]) -> None:
     tampered = url.replace("/p?", "/q?")
     status, body = fetch(tampered)
     assert status == 403 and b"SignatureDoesNotMatch" in body
-
-
-def test_sigv2_subresources_botocore_leaves_unsigned(v2: dict[str, Any]) -> None:
-    """botocore's HmacV1Auth does not sign ?retention, ?legal-hold, ?publicAccessBlock,
-    ?ownershipControls, ?encryption or ?attributes; these requests once got
-    SignatureDoesNotMatch."""
-    c, b = v2["c"], f"sigv2-lock-{uuid.uuid4().hex[:8]}"
-    c.create_bucket(Bucket=b, ObjectLockEnabledForBucket=True)
-    c.put_object(Bucket=b, Key="k", Body=b"x")
-    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
-    c.put_object_retention(Bucket=b, Key="k",
-                           Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
-    assert c.get_object_retention(Bucket=b, Key="k")["Retention"]["Mode"] == "GOVERNANCE"
-    c.put_object_legal_hold(Bucket=b, Key="k", LegalHold={"Status": "ON"})
-    assert c.get_object_legal_hold(Bucket=b, Key="k")["LegalHold"]["Status"] == "ON"
-    assert c.get_object_attributes(Bucket=b, Key="k", ObjectAttributes=["ObjectSize"]
-                                   )["ObjectSize"] == 1
-    c.put_public_access_block(Bucket=b, PublicAccessBlockConfiguration={"BlockPublicAcls": True})
-    assert c.get_public_access_block(Bucket=b)["PublicAccessBlockConfiguration"][
-        "BlockPublicAcls"]
-    c.put_bucket_ownership_controls(Bucket=b, OwnershipControls={
-        "Rules": [{"ObjectOwnership": "BucketOwnerPreferred"}]})
-    assert c.get_bucket_ownership_controls(Bucket=b)["OwnershipControls"]["Rules"][0][
-        "ObjectOwnership"] == "BucketOwnerPreferred"
-    c.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={"Rules": [
-        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    assert c.get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"]["Rules"]

@@ -4,7 +4,8 @@ lets one parked actor on at a time, or kills it there (a process dying at that p
 
 A gate knows its actor through a context variable, so tasks an actor starts (a rebuild, a
 batch lane) park as that actor. The scheduler waits until every live actor is parked or done
-(a condition, not a pause) before it picks, so a seed always gives the same interleaving.
+(a condition, not a pause) before it picks, so a seed gives the same interleaving (when an
+actor runs tasks side by side, which of them parks first can vary; they park one at a time).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Scheduler:
     crashes_left: int = 0
     parked: dict[str, tuple[str, asyncio.Future[None]]] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    slots: dict[str, asyncio.Lock] = field(default_factory=dict)  # one parked task per actor
     trace: list[str] = field(default_factory=list)  # "actor:gate" let on, "actor:gate!" killed
 
     async def gate(self, name: str, only: str | None = None) -> None:
@@ -34,14 +36,19 @@ class Scheduler:
         actor = ACTOR.get()
         if actor is None or actor not in self.tasks or only not in (None, actor):
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        assert actor not in self.parked, f"{actor} parked twice: {self.trace}"
-        self.parked[actor] = (name, fut)
-        try:
-            await fut
-        finally:
-            if self.parked.get(actor, (None, None))[1] is fut:
-                del self.parked[actor]
+        # Tasks an actor runs side by side (a batch's rebuilds of two stripes, which random
+        # placement sometimes gives) park one at a time: the next waits for the actor's slot.
+        async with self.slots.setdefault(actor, asyncio.Lock()):
+            if actor not in self.tasks:
+                return  # killed while this task waited for the slot
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            assert actor not in self.parked, f"{actor} parked twice: {self.trace}"
+            self.parked[actor] = (name, fut)
+            try:
+                await fut
+            finally:
+                if self.parked.get(actor, (None, None))[1] is fut:
+                    del self.parked[actor]
 
     def start(self, actor: str, body: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:
