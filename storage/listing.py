@@ -159,10 +159,12 @@ class Listing:
     async def _past_version(self, bucket: str, key: str, version_marker: str) -> bytes:
         """Where `key`'s history resumes after `version_marker`. An id that says when it was
         made (storage/version_ids) is looked for among the versions committed since, oldest
-        first, a few reads; if it is gone (deleted between two pages), the listing resumes
-        at that time: with the versions older than the marker. Other ids ("null", those of
-        older releases) are looked for through the whole history in bounded batches, and
-        resume past all of it if gone."""
+        first, a few reads; if not there (committed before its id's time by a release that
+        did not hold commit >= made, or long after), through the whole history in bounded
+        batches, as any other id ("null", those of older releases). If gone (deleted between
+        two pages), a timed id resumes at its time, with the versions committed before it
+        (one committed later, while the marker's write was in flight, is skipped); another
+        id resumes past the whole history."""
         start, end = span(version_prefix(bucket, key))
         tail = b"." + version_marker.encode() + b"\x00"
 
@@ -170,8 +172,9 @@ class Listing:
             return (item.key.endswith(tail)
                     and ObjectVersion.decode(item.value).version_id == version_marker)
         made = made_at(version_marker)
+        gone = end
         if made is not None:
-            at = version_key(bucket, key, f"{(1 << 64) - made + 1:020d}")  # before: not older
+            gone = at = version_key(bucket, key, f"{(1 << 64) - made + 1:020d}")  # not older
             newest = version_key(bucket, key, f"{(1 << 64) - made - MARKER_SEARCH_NS:020d}")
             limit = 16  # it is committed right after its id is made: the first few
             while True:
@@ -181,7 +184,7 @@ class Listing:
                     if named(item):
                         return next_key(item.key)
                 if len(batch) < limit:
-                    return version_key(bucket, key, f"{(1 << 64) - made + 1:020d}")
+                    break
                 at, limit = batch[-1].key, 1000
         while True:
             batch = await self._meta.range(start, end, limit=1000)
@@ -189,7 +192,7 @@ class Listing:
                 if named(item):
                     return next_key(item.key)
             if len(batch) < 1000:
-                return end
+                return gone
             start = next_key(batch[-1].key)
 
     async def _merge_unversioned(self, bucket: str, prefix: str, key_marker: str,

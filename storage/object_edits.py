@@ -17,7 +17,7 @@ from storage.keyspace import object_key, span, version_key, version_prefix
 from storage.listing import NULL_VERSION
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket, ObjectVersion
-from storage.version_ids import new_version_id, version_sort
+from storage.version_ids import commit_sort, new_version_id
 
 
 @dataclass
@@ -107,7 +107,7 @@ class ObjectEdits:
                     for r in retired:
                         protect(r)
                 puts[okey] = marker.encode()
-                puts[version_key(bucket, key, version_sort(time.time_ns(), marker_id))] = (
+                puts[version_key(bucket, key, commit_sort(marker_id))] = (
                     marker.encode())
                 result = DeleteResult(version_id=marker_id, delete_marker=True)
             else:

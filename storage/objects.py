@@ -44,7 +44,7 @@ from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.telemetry import STAGES
 from storage.tenants import TenantService
-from storage.version_ids import new_version_id, version_sort
+from storage.version_ids import commit_sort, new_version_id, version_sort
 from storage.write_age import WriteAge
 
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
@@ -243,8 +243,7 @@ class ObjectService(ObjectReads, ObjectEdits):
                 compares[tkey] = tenant_rev
             retired: list[ObjectVersion] = []
             if b.versioning:
-                vsort = version_sort(time.time_ns(), v.version_id)
-                puts[version_key(v.bucket, v.key, vsort)] = puts[okey]
+                puts[version_key(v.bucket, v.key, commit_sort(v.version_id))] = puts[okey]
                 await self._replace_null(v, cur_v, v.version_id == NULL_VERSION, puts, deletes,
                                          compares, retired)
             elif cur_v is not None:

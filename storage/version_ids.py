@@ -53,6 +53,13 @@ def version_sort(ts_ns: int, version_id: str) -> str:
     return f"{(1 << 64) - ts_ns:020d}.{version_id}"
 
 
+def commit_sort(version_id: str) -> str:
+    """Sort key of a version committed now: listed at its commit time, never before its id's
+    time (the clock may step back between making the id and committing), so a page resuming
+    from it as a marker finds it among the versions committed since its id was made."""
+    return version_sort(max(time.time_ns(), made_at(version_id) or 0), version_id)
+
+
 def well_formed_version_id(version_id: str) -> bool:
     """Whether `version_id` could name a version here (S3 answers a malformed one 400
     InvalidArgument, a well-formed one that names nothing 404 NoSuchVersion)."""

@@ -125,8 +125,9 @@ class RequestBody:
         with contextlib.ExitStack() as wide:
             if self.length is None or self.length >= WIDE_BODY_BYTES:
                 wide.enter_context(wide_reads(self._request.transport, self._request.content))
-            async for chunk in self._chunks():
-                yield chunk
+            async with contextlib.aclosing(self._chunks()) as chunks:  # closed with this
+                async for chunk in chunks:  # one, so an abandoned direct body ends at once
+                    yield chunk
 
     async def _wire(self) -> AsyncIterator[bytes | Lent]:
         """The body's bytes as they arrive on the wire (aws-chunked framing and all)."""
@@ -144,11 +145,13 @@ class RequestBody:
                 if left > 0:  # the rest straight into pooled blocks (gateway/s3/bodyrecv.py)
                     take_connection(request)
                     request[BODY_TAKEN] = True
-                    direct = DirectBody(t, t.get_protocol(), left)
+                    direct = DirectBody(t, t.get_protocol(), left, request.content)
                     direct.install()
                     try:
-                        async for block in direct.blocks(BODY_IDLE_TIMEOUT_S):
-                            yield block
+                        async with contextlib.aclosing(
+                                direct.blocks(BODY_IDLE_TIMEOUT_S)) as blocks:
+                            async for block in blocks:
+                                yield block
                     except TimeoutError:
                         raise S3Error("RequestTimeout") from None
                     return
@@ -167,18 +170,19 @@ class RequestBody:
             yield chunk
 
     async def _chunks(self) -> AsyncIterator[bytes | Lent]:
-        async for chunk in self._wire():
-            if self._decoder is not None:
-                try:
-                    pieces = self._decoder.feed(chunk)
-                except SigV4Error as exc:
-                    raise S3Error(exc.code, exc.message) from None
-                for p in pieces:
-                    self._count(len(p))
-                    yield bytes(p)
-            else:
-                self._count(len(chunk))
-                yield chunk
+        async with contextlib.aclosing(self._wire()) as wire:
+            async for chunk in wire:
+                if self._decoder is not None:
+                    try:
+                        pieces = self._decoder.feed(chunk)
+                    except SigV4Error as exc:
+                        raise S3Error(exc.code, exc.message) from None
+                    for p in pieces:
+                        self._count(len(p))
+                        yield bytes(p)
+                else:
+                    self._count(len(chunk))
+                    yield chunk
         # the last byte received: where the access log's turn-around time starts
         self._request[BODY_DONE] = time.perf_counter()
         if self._decoder is not None:

@@ -12,8 +12,13 @@ only once nothing refers to it). Exactly the announced bytes are read, never one
 aiohttp's parser still believes the body is pending, so the connection is not reused: the
 answer carries `Connection: close` and the connection closes after it (`take_connection`);
 anything the client sends past the body is read and dropped meanwhile.
-A client that goes away mid-body is seen as at any read (ConnectionResetError); the
-handler's other protocol callbacks (write flow control, connection loss) reach aiohttp.
+A body the handler gives up on (a bad chunk or digest, a storage error) is read on and
+dropped (at most DRAIN_BYTES, for DRAIN_S, as aiohttp lingers) before aiohttp gets the
+connection back and closes it: closing on unread bytes would reset the connection under
+the answer of a client still sending. A client silent for the idle limit (no byte at all,
+however slowly it sends) gets RequestTimeout; one that goes away mid-body is seen as at
+any read (ConnectionResetError); the handler's other protocol callbacks (write flow
+control, connection loss) reach aiohttp.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ READY_BLOCKS = 2  # full blocks waiting for the handler before reading pauses
 POOL = LendingPool(BLOCK_BYTES, keep=32)  # the process's (two 64 MiB PUTs' worth, about);
 # blocks past `keep` are freed as used, and the kept ones once no body came for a while:
 IDLE_TRIM_S = 2.0
+DRAIN_S = 10.0  # an abandoned body is read and dropped this long at most (aiohttp's linger)
+DRAIN_BYTES = 128 * 1024 * 1024  # ... and only if no more than this is left of it
+_SCRATCH = memoryview(bytearray(256 * 1024))  # where dropped bytes land (one loop's, shared)
 
 
 class _Quiet:
@@ -81,16 +89,18 @@ def take_connection(request: web.BaseRequest) -> None:
     proto = request.protocol
     if proto is not None:
         proto.close()  # no further request is read; closed once the answer is out
-    request.content.feed_eof()  # nothing for aiohttp's lingering read to wait for
+    # aiohttp lingers (reads on) until the body's end, fed by `DirectBody` once it is read
 
 
 class DirectBody(asyncio.BufferedProtocol):
     """The rest of one body (`left` bytes), received into pooled blocks; `blocks()` yields
-    them in order (a full block as its `Lent`, the short last one as `bytes`)."""
+    them in order (a full block as its `Lent`, the short last one as `bytes`). `content`,
+    the request's stream, gets its EOF when the connection goes back to aiohttp."""
 
-    def __init__(self, transport: Any, inner: Any, left: int) -> None:
+    def __init__(self, transport: Any, inner: Any, left: int, content: Any) -> None:
         self._t = transport
         self._inner = inner  # aiohttp's protocol: gets the connection back at the end
+        self._content = content
         self._left = left
         self._block: Lent | None = None
         self._got = 0
@@ -98,12 +108,15 @@ class DirectBody(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._paused = False
+        self._draining: asyncio.TimerHandle | None = None  # set while dropping the rest
+        self._last = 0.0  # loop time of the last bytes received (the idle limit's start)
         self.installed = False
 
     def install(self) -> None:
         """Take the transport's reading over (the caller drained aiohttp's buffer first)."""
         self.installed = True
         QUIET.begin()
+        self._last = asyncio.get_running_loop().time()
         self._t.set_protocol(self)
         if self._left:
             self._t.resume_reading()
@@ -111,26 +124,54 @@ class DirectBody(asyncio.BufferedProtocol):
             self._restore()
 
     def _restore(self) -> None:
-        """The body is whole (or abandoned): aiohttp gets the connection back, and reads on.
-        Its handler no longer parses (`take_connection`): what else arrives (bytes past the
-        body, the rest of an abandoned one) is read and dropped, so closing after the answer
-        finds nothing unread (which would reset the connection under the answer)."""
+        """The body is read (or given up): aiohttp gets the connection back, and its
+        stream its EOF (its lingering read ends; it closes the connection after the
+        answer). Its handler no longer parses (`take_connection`): bytes past the body are
+        read and dropped."""
+        if self._draining is not None:
+            self._draining.cancel()
+            self._draining = None
         if self.installed:
             self.installed = False
-            self._t.set_protocol(self._inner)
+            if not self._t.is_closing():
+                self._t.set_protocol(self._inner)
+                self._t.resume_reading()
+        if not self._content.is_eof():
+            self._content.feed_eof()
+
+    def _abandon(self, timed_out: bool) -> None:
+        """The handler stopped reading: its blocks go back to the pool, and the rest of the
+        body is read and dropped (within DRAIN_S and DRAIN_BYTES), unless the client stalled
+        or went away (nothing to wait for)."""
+        self._ready.clear()
+        self._block = None
+        if (not self.installed or timed_out or self._error is not None
+                or self._left > DRAIN_BYTES):
+            self._restore()
+            return
+        self._draining = asyncio.get_running_loop().call_later(DRAIN_S, self._restore)
+        if self._paused:
+            self._paused = False
             self._t.resume_reading()
 
     # -- asyncio.BufferedProtocol ----------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._draining is not None:
+            return _SCRATCH[:min(len(_SCRATCH), self._left)]
         if self._block is None:
             self._block, self._got = POOL.take(), 0
         end = min(len(self._block), self._got + self._left)
         return memoryview(self._block)[self._got:end]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._got += nbytes
         self._left -= nbytes
+        if self._draining is not None:
+            if not self._left:
+                self._restore()
+            return
+        self._last = asyncio.get_running_loop().time()  # the idle limit counts from here
+        self._got += nbytes
         assert self._block is not None
         if self._got == len(self._block) or not self._left:
             self._ready.append((self._block, self._got))
@@ -144,11 +185,14 @@ class DirectBody(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self._fail(ConnectionResetError("the client closed its side mid-body"))
+        if self._draining is not None:
+            self._restore()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionResetError("Connection lost"))
         self.installed = False
+        self._restore()
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -169,14 +213,33 @@ class DirectBody(asyncio.BufferedProtocol):
         if w is not None and not w.done():
             w.set_result(None)
 
+    async def _wait(self, idle_s: float) -> None:
+        """Until a block is ready (or an error); TimeoutError once no byte at all came for
+        `idle_s` (a slow but steady client fills a block in many reads)."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        try:
+            while True:
+                left = self._last + idle_s - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait((waiter,), timeout=left)
+                if done:
+                    return
+        finally:
+            self._waiter = None
+
     async def blocks(self, idle_s: float) -> AsyncIterator[Lent | bytes]:
-        """The body's blocks as they fill; TimeoutError after `idle_s` without one."""
+        """The body's blocks as they fill; TimeoutError after `idle_s` without a byte.
+        Close it (`aclosing`) when done: an abandoned body is then dropped at once."""
+        timed_out = False
         try:
             while True:
                 if self._ready:
                     block, n = self._ready.popleft()
                     if self._paused and len(self._ready) < READY_BLOCKS:
                         self._paused = False
+                        self._last = asyncio.get_running_loop().time()  # paused: not idle
                         self._t.resume_reading()
                     yield block if n == len(block) else bytes(memoryview(block)[:n])
                     continue
@@ -184,12 +247,11 @@ class DirectBody(asyncio.BufferedProtocol):
                     raise self._error
                 if not self._left:
                     return
-                self._waiter = asyncio.get_running_loop().create_future()
                 try:
-                    async with asyncio.timeout(idle_s):
-                        await self._waiter
-                finally:
-                    self._waiter = None
+                    await self._wait(idle_s)
+                except TimeoutError:
+                    timed_out = True
+                    raise
         finally:
-            self._restore()  # an abandoned body: the rest is read and dropped (see _restore)
+            self._abandon(timed_out)
             QUIET.end()

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import re
 
 _WORD = r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?="
 _ONE = re.compile(_WORD)
 _ALL = re.compile(rf"{_WORD}(?:[ \t]+{_WORD})*")
 _PLAIN = re.compile(r"[\t\x20-\x7e]*")
+# The charsets a word may name: those of mail and the web. Any other Python codec (utf-7,
+# unicode_escape, ...) could decode to a lone surrogate or to values AWS would not make.
+_CHARSETS = frozenset({"utf-8", "us-ascii", "iso-8859-1", "iso-8859-15", "windows-1252"})
 
 
 def decode_value(value: str) -> str:
     """`value` with its encoded-words decoded if it is made of them only (whitespace between
     words is dropped, as RFC 2047 says); unchanged otherwise, or if a word does not decode
-    (an unknown charset, bad base64): nothing the client sent is lost."""
+    (a charset not in _CHARSETS, bad base64, text that is not UTF-8): nothing the client sent
+    is lost."""
     if not value.startswith("=?") or not _ALL.fullmatch(value):
         return value
     out: list[str] = []
@@ -32,7 +35,8 @@ def decode_value(value: str) -> str:
     try:
         for m in _ONE.finditer(value):
             charset, kind, text = m.group(1).lower(), m.group(2).upper(), m.group(3)
-            codecs.lookup(charset)
+            if charset not in _CHARSETS:
+                return value
             if kind == "B":
                 raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
             else:
@@ -43,9 +47,11 @@ def decode_value(value: str) -> str:
             run_charset = charset
             run.append(raw)
         out.append(b"".join(run).decode(run_charset))
-    except (LookupError, ValueError, UnicodeError):
+        decoded = "".join(out)
+        decoded.encode("utf-8")
+    except (ValueError, UnicodeError):
         return value
-    return "".join(out)
+    return decoded
 
 
 def encode_value(value: str) -> str:

@@ -128,10 +128,11 @@ class GarbageCollector:
         (left by a run that claimed and died) carried to the new entry."""
         retry = gc_key(time.time_ns() + int(RETRY_S * 1e9), stripe_id)
         mine = (await read_fence(self._meta, stripe_id)).pending.get(owner)
-        await settle(self._meta, stripe_id, owner,
-                     Txn(puts={retry: item.value}, deletes=(item.key,)),
-                     indexed=True, carry=(retry.hex(), mine) if mine else None)
-        self.deferred += 1
+        done = Txn(compares={item.key: item.revision}, puts={retry: item.value},
+                   deletes=(item.key,))  # two collectors (a lease handover) requeue it once
+        if await settle(self._meta, stripe_id, owner, done, indexed=True,
+                        carry=(retry.hex(), mine) if mine else None):
+            self.deferred += 1
 
     async def _unnamed(self, stripe_id: bytes, nodes: list[str | None], x: Item,
                        ) -> tuple[list[str | None], dict[bytes, int]]:

@@ -136,26 +136,29 @@ async def claim(meta: MetadataStore, stripe_id: bytes, owner: str, nodes: list[s
 
 
 async def settle(meta: MetadataStore, stripe_id: bytes, owner: str, done: Txn,
-                 indexed: bool, carry: tuple[str, list[str]] | None = None) -> None:
+                 indexed: bool, carry: tuple[str, list[str]] | None = None) -> bool:
     """Apply `done` (the claimer retiring or requeueing its entry) with `owner`'s pending
     mark dropped, and `carry` (retry entry, copies whose delete failed) marked pending in
-    its place; for a stripe no longer `indexed`, delete the fence with it."""
+    its place; for a stripe no longer `indexed`, delete the fence with it. False if
+    `done.compares` no longer held (another collector settled the entry first)."""
     key = gc_fence_key(stripe_id)
     if not indexed:
-        await meta.txn(Txn(compares=done.compares, puts=done.puts,
-                           deletes=(*done.deletes, key)))
-        return
+        return await meta.txn(Txn(compares=done.compares, puts=done.puts,
+                                  deletes=(*done.deletes, key)))
     for _ in range(SETTLE_TRIES):
         f = await read_fence(meta, stripe_id)
         if owner not in f.pending and not carry:
-            await meta.txn(done)
-            return
+            return await meta.txn(done)
         f.pending.pop(owner, None)
         if carry:
             f.pending[carry[0]] = carry[1]
         if await meta.txn(Txn(compares={**done.compares, key: f.revision},
                               puts={**done.puts, key: f.pack()}, deletes=done.deletes)):
-            return
+            return True
+        for k, rev in done.compares.items():
+            item = await meta.get(k)
+            if (item.revision if item else 0) != rev:
+                return False
     raise RuntimeError(f"stripe {stripe_id.hex()}: fence kept changing")  # entry stays queued
 
 

@@ -23,6 +23,10 @@ WORDS = {
     "mixed": ("x =?UTF-8?B?w6k=?=", "x =?UTF-8?B?w6k=?="),  # not only words: kept
     "bad": ("=?no-such-charset?B?w6k=?=", "=?no-such-charset?B?w6k=?="),
     "plain": ("plain value", "plain value"),
+    "cp1252": ("=?Windows-1252?Q?=80?=", "=?UTF-8?B?4oKs?="),
+    # review14b #3: Python-only codecs decoded these to a lone surrogate: 500, retried
+    "utf7": ("=?utf-7?Q?+2AA-?=", "=?utf-7?Q?+2AA-?="),
+    "escape": ("=?unicode_escape?Q?=5Cud800?=", "=?unicode_escape?Q?=5Cud800?="),
 }
 SENT = {k: v[0] for k, v in WORDS.items()}
 WANT = {k: v[1] for k, v in WORDS.items()}

@@ -23,7 +23,8 @@ def test_stalled_headers_are_cut_and_server_keeps_serving(
     for s in stalled:
         assert s.recv(1024) == b""  # closed by the server, not by our timeout
         s.close()
-    assert time.monotonic() - started < 25
+    # well under the 20 s default, so the 2 s set at the first start is what cut them
+    assert time.monotonic() - started < 15
     s3 = c.client()
     s3.create_bucket(Bucket="after-stall")
     s3.put_object(Bucket="after-stall", Key="k", Body=b"still serving")

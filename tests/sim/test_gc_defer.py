@@ -6,6 +6,7 @@ nodes, the real collector and metadata store."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -82,5 +83,43 @@ async def test_an_entry_that_keeps_losing_its_claim_is_deferred_not_blocking(
         assert list(fence.pending.values()) == [[copy_name(0, stray[hot_id])]]
         assert next(iter(fence.pending)) in {i.key.hex() for i in left}
         assert await s.check_reads() == 2
+    finally:
+        await s.close()
+
+
+@pytest.mark.parametrize(("marked", "together"), [(True, False), (True, True), (False, True)])
+async def test_two_collectors_deferring_one_entry_requeue_it_once(
+        tmp_path: Path, marked: bool, together: bool) -> None:
+    """review14b: two collectors overlapping (a lease handover) that both read one entry and
+    both defer it requeued it twice, under two keys (the queue grew). The requeue compares
+    the entry: one of them does it, with the owner's pending mark carried once."""
+    s = Sim(tmp_path, 5)
+    await s.open(tmp_path)
+    try:
+        await s.put("hot", 2 * SEGMENT)
+        (man,) = await s.manifests()
+        sid = man.part.stripe_id
+        stray = next(n for n in s.sim.files if n not in man.part.nodes)
+        nodes = [stray] + [None] * (len(man.part.nodes) - 1)
+        key = gc_key(time.time_ns() - 10**9, sid)
+        assert await s.meta.txn(Txn(puts={key: pack({"nodes": nodes})}))
+        if marked:  # an earlier run claimed, then died: its mark moves to the new entry
+            x = await s.meta.get(stripe_index_key(sid))
+            assert x is not None
+            assert await claim(s.meta, sid, key.hex(), nodes, {x.key: x.revision})
+        item = await s.meta.get(key)
+        assert item is not None
+        one, two = GarbageCollector(s.meta, s.stripes), GarbageCollector(s.meta, s.stripes)
+        if together:
+            await asyncio.gather(one._defer(item, sid, key.hex()),
+                                 two._defer(item, sid, key.hex()))
+        else:
+            await one._defer(item, sid, key.hex())
+            await two._defer(item, sid, key.hex())
+        left = await s.meta.range(*space(GC), limit=100)
+        assert len(left) == 1 and left[0].key != key and left[0].value == item.value
+        assert one.deferred + two.deferred == 1
+        fence = await read_fence(s.meta, sid)
+        assert fence.pending == ({left[0].key.hex(): [copy_name(0, stray)]} if marked else {})
     finally:
         await s.close()

@@ -10,12 +10,15 @@ import asyncio
 import hashlib
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import botocore.auth
 import pytest
+from botocore.awsrequest import AWSRequest
 
 import gateway.s3.body as body_mod
 from gateway.s3 import bodyrecv
@@ -83,25 +86,40 @@ async def test_a_checksum_of_a_direct_body_is_checked(s3: Any) -> None:
 
 
 def _raw_put(s3: Any, key: str, sent: bytes, extra: bytes, md5: str | None = None,
-             length: int | None = None, hang_up: bool = False) -> bytes:
+             length: int | None = None, hang_up: bool = False, gap: float = 0.0,
+             piece: int = 8192) -> bytes:
     """PUT `sent` (then `extra`) to a presigned URL over one socket announcing `length`
-    (default len(sent)) bytes, once the gateway answered `Expect: 100-continue` (so the
-    body is read past aiohttp: it has none of it buffered); hang up after sending when
-    `hang_up`. Returns what the gateway answered after the 100 before it closed."""
+    (default len(sent)) bytes; hang up after sending when `hang_up`; with `gap`, in
+    `piece`-byte sends `gap` seconds apart. Returns what the gateway answered (`_exchange`)."""
     params = {"Bucket": BUCKET, "Key": key} | ({"ContentMD5": md5} if md5 else {})
     url = s3.generate_presigned_url("put_object", Params=params, ExpiresIn=300)
     u = urlsplit(url)
     n = len(sent) if length is None else length
-    head = [f"PUT {u.path}?{u.query} HTTP/1.1", f"Host: {u.netloc}", f"Content-Length: {n}",
-            "Expect: 100-continue"] + ([f"Content-MD5: {md5}"] if md5 else [])
-    with socket.create_connection((u.hostname, u.port), timeout=30) as sock:
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+    head = [f"PUT {u.path}?{u.query} HTTP/1.1", f"Host: {u.netloc}", f"Content-Length: {n}"]
+    head += [f"Content-MD5: {md5}"] if md5 else []
+    return _exchange(u.netloc, head, sent + extra, hang_up, gap, piece)
+
+
+def _exchange(netloc: str, head: list[str], body: bytes, hang_up: bool = False,
+              gap: float = 0.0, piece: int = 8192) -> bytes:
+    """Send `head` with `Expect: 100-continue` and, once the gateway answered it (so the
+    body is read past aiohttp: it has none of it buffered), all of `body` before reading
+    (or hang up), in `piece`-byte sends `gap` seconds apart if `gap`. Returns what the gateway answered after the 100 until it closed (a reset
+    raises ConnectionResetError)."""
+    host, port = netloc.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(("\r\n".join([*head, "Expect: 100-continue"]) + "\r\n\r\n").encode())
         got = b""
         while b"\r\n\r\n" not in got:
             got += sock.recv(1024)
         assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), got
         got = got[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
-        sock.sendall(sent + extra)
+        if gap:
+            for i in range(0, len(body), piece):
+                sock.sendall(body[i:i + piece])
+                time.sleep(gap)
+        else:
+            sock.sendall(body)
         if hang_up:
             return b""
         while chunk := sock.recv(65536):
@@ -135,6 +153,49 @@ async def test_a_client_stalled_mid_body_gets_request_timeout(
     b = _body("stall", 1024 * 1024)
     answer = await asyncio.to_thread(_raw_put, s3, "stall", b[:400 * 1024], b"", None, len(b))
     assert answer.startswith(b"HTTP/1.1 400") and b"<Code>RequestTimeout</Code>" in answer
+    keys = await asyncio.to_thread(s3.list_objects_v2, Bucket=BUCKET)
+    assert keys.get("Contents", []) == []
+
+
+async def test_a_slow_but_steady_client_is_not_timed_out(
+        s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle limit is a limit on silence, not on speed: 16 KiB every 0.1 s fills a
+    256 KiB block in 1.6 s, well past the 0.6 s limit, and never pauses that long."""
+    monkeypatch.setattr(body_mod, "BODY_IDLE_TIMEOUT_S", 0.6)
+    monkeypatch.setattr(bodyrecv, "POOL", LendingPool(256 * 1024, keep=4))
+    b = _body("slow", 260 * 1024)
+    answer = await asyncio.to_thread(_raw_put, s3, "slow", b, b"", gap=0.1, piece=16384)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert await _get(s3, "slow") == b
+
+
+class _Streaming(botocore.auth.S3SigV4Auth):
+    """botocore's signer for an aws-chunked body with unsigned chunks."""
+
+    def payload(self, request: Any) -> str:
+        return "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+
+
+async def test_an_error_mid_body_is_answered_after_the_body_not_reset(s3: Any) -> None:
+    """A client that sends all of its body before it reads (as urllib3 does) gets the S3
+    error and a clean close: the gateway, which gave up at the second chunk, read and
+    dropped the rest of the body, still coming for 0.3 s, instead of closing on it (a
+    TCP reset, which can lose the answer); the given-up body ended at once, not at GC."""
+    data = _body("bad-chunk", 2 * 1024 * 1024)
+    wire = f"{BLOCK:x}\r\n".encode() + data[:BLOCK] + b"\r\nzz\r\n" + data[BLOCK:]
+    url = f"{s3.meta.endpoint_url}/{BUCKET}/chunky"
+    req = AWSRequest(method="PUT", url=url, headers={
+        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+        "x-amz-trailer": "x-amz-checksum-crc32",
+        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
+    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
+    netloc = urlsplit(url).netloc
+    head = [f"PUT /{BUCKET}/chunky HTTP/1.1", f"Host: {netloc}", f"Content-Length: {len(wire)}"]
+    head += [f"{k}: {v}" for k, v in req.headers.items()]
+    answer = await asyncio.to_thread(_exchange, netloc, head, wire, False, 0.01, BLOCK)
+    assert answer.startswith(b"HTTP/1.1 400") and b"<Code>InvalidRequest</Code>" in answer, \
+        answer[:400]
+    assert bodyrecv.QUIET.active == 0
     keys = await asyncio.to_thread(s3.list_objects_v2, Bucket=BUCKET)
     assert keys.get("Contents", []) == []
 

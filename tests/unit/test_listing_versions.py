@@ -216,3 +216,35 @@ async def test_a_timed_marker_costs_a_few_reads_and_resumes_after_its_deletion(
         assert [(v.key, v.version_id) for v in versions] == model[2500:] and not more
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("delimiter", ["", "/"])
+async def test_versions_committed_before_or_long_after_their_id_time_page_once(
+        tmp_path: Path, delimiter: str) -> None:
+    """review14b #2: a version listed below its id's time (the clock stepped back between
+    making the id and committing) or more than MARKER_SEARCH_NS after it was not found from
+    its marker: the page resumed at the id's time, listing the marker and newer ones again
+    (forever) or skipping those committed between. The by-id scan finds it."""
+    store = await SqliteStore.open(tmp_path / "meta.db")
+    try:
+        t0, s = 1_700_000_000 * 10**9, 10**9
+        made_commit = [(0, 5000), (100 * s, 40 * s), (200 * s, 200 * s + 3 * 86400 * s),
+                       (300 * s, 300 * s + 5000), (400 * s, 400 * s - 1)]
+        puts, listed = {}, []
+        for i, (made, commit) in enumerate(made_commit):
+            vid = new_version_id(t0 + made)
+            v = ObjectVersion(bucket="b", key="k", version_id=vid, tenant="t", size=1,
+                              etag="e", last_modified=float(i))
+            puts[version_key("b", "k", version_sort(t0 + commit, vid))] = v.encode()
+            listed.append((t0 + commit, vid))
+        assert await store.txn(Txn(puts=puts))
+        await store.put(object_key("b", "k"), v.encode())
+        z = ObjectVersion(bucket="b", key="z", version_id="null", tenant="t", size=1,
+                          etag="e", last_modified=1.0)
+        await store.put(object_key("b", "z"), z.encode())
+        model = [("k", vid) for _, vid in sorted(listed, reverse=True)] + [("z", "null")]
+        listing = Listing(store)
+        for max_keys in (1, 2, 1000):
+            assert await _page_all(listing, max_keys, delimiter) == model
+    finally:
+        await store.close()

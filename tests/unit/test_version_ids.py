@@ -8,6 +8,8 @@ from __future__ import annotations
 import secrets
 import time
 
+import pytest
+
 from storage import version_ids
 
 
@@ -28,3 +30,17 @@ def test_ids_are_url_safe_and_never_lead_with_a_dash() -> None:
     assert len(ids) == 5000
     assert not [v for v in ids if v.startswith("-")]
     assert all(len(v) == 32 and version_ids.well_formed_version_id(v) for v in ids)
+
+
+def test_a_version_is_listed_no_earlier_than_its_id_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """review14b #2: the clock stepping back between making an id and committing listed the
+    version below its id's time, where a page resuming from it did not look."""
+    made = 1_700_000_000 * 10**9
+    vid = version_ids.new_version_id(made)
+    monkeypatch.setattr(time, "time_ns", lambda: made - 60 * 10**9)
+    assert version_ids.commit_sort(vid) == version_ids.version_sort(made, vid)
+    assert version_ids.commit_sort("null") == version_ids.version_sort(made - 60 * 10**9,
+                                                                       "null")
+    monkeypatch.setattr(time, "time_ns", lambda: made + 7)
+    assert version_ids.commit_sort(vid) == version_ids.version_sort(made + 7, vid)

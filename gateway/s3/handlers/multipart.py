@@ -185,9 +185,10 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
         part.checksums = body.verify(part.etag)
 
     with _errors(upload_id):
-        part = await svc.upload_part(rq.existing_bucket(), rq.key, upload_id, number,
-                                     aiter(body), body.digests, body.length, finalize,
-                                     sse_c_key=part_key)
+        async with contextlib.aclosing(aiter(body)) as data:  # a body given up on ends now
+            part = await svc.upload_part(rq.existing_bucket(), rq.key, upload_id, number,
+                                         data, body.digests, body.length, finalize,
+                                         sse_c_key=part_key)
     return web.Response(status=200, headers=_part_response(part, up))
 
 

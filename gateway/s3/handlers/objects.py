@@ -167,8 +167,8 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
         v.checksums = dict(stored)
         v.parts[0].checksums = dict(stored)
 
-    v = await rq.cluster.objects.put(rq.existing_bucket(), rq.key, aiter(body), opts,
-                                     finalize)
+    async with contextlib.aclosing(aiter(body)) as data:  # a body given up on ends now
+        v = await rq.cluster.objects.put(rq.existing_bucket(), rq.key, data, opts, finalize)
     headers = {"ETag": f'"{v.etag}"', **sse.response_headers(v.sse, context=True)}
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
