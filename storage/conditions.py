@@ -86,6 +86,12 @@ class DeleteConditions:
             raise PreconditionFailed("x-amz-if-match-size")
         return True
 
+    def applies_version(self, target: ObjectVersion, current: ObjectVersion | None,
+                        others: int) -> bool:
+        """`applies` for a delete of one version by id; `current` is the key's current
+        record and `others` how many other versions the key has (lifecycle checks them)."""
+        return self.applies(target)
+
 
 def etag_value(header: str | None) -> str | None:
     """A header's ETag without quotes (or "*"); None when the header is absent."""

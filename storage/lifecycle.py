@@ -53,19 +53,37 @@ class LifecycleReport:
 
 @dataclass(frozen=True)
 class Unchanged(DeleteConditions):
-    """Delete the current version only if it is still the one the pass decided on (same
-    version id, write time and data identity), checked inside the delete's compare-and-swap:
-    a PUT acknowledged after the pass read the object is never expired by it (nor hidden
-    under a delete marker). `applied` records whether the delete went ahead."""
+    """Delete only the version the pass decided on (same version id, write time and data
+    identity), checked inside the delete's compare-and-swap: a PUT acknowledged after the
+    pass read the key is never expired by it (nor hidden under a delete marker), even when
+    it reuses the id "null" (a version-suspended bucket). For a delete by version id, `must`
+    also holds: "noncurrent" (the target is still not the current version: a rollback made
+    it current again) or "alone" (an expired delete marker is still current and the key's
+    only version). `applied` records whether the delete went ahead."""
 
     seen: ObjectVersion | None = None
+    must: str = ""
     applied: list[bool] = field(default_factory=list)
 
-    def applies(self, target: ObjectVersion | None) -> bool:
+    def _same(self, target: ObjectVersion | None) -> bool:
         s = self.seen
-        ok = target is not None and s is not None and (
+        return target is not None and s is not None and (
             target.version_id, target.last_modified, target.identity_version) == (
             s.version_id, s.last_modified, s.identity_version)
+
+    def applies(self, target: ObjectVersion | None) -> bool:
+        ok = self._same(target)
+        self.applied.append(ok)
+        return ok
+
+    def applies_version(self, target: ObjectVersion, current: ObjectVersion | None,
+                        others: int) -> bool:
+        ok = self._same(target)
+        is_current = self._same(current)
+        if self.must == "noncurrent":
+            ok = ok and current is not None and not is_current
+        elif self.must == "alone":
+            ok = ok and is_current and others == 0
         self.applied.append(ok)
         return ok
 
@@ -197,17 +215,19 @@ class LifecycleEngine:
                     else:
                         rep.noncurrent_transitioned += 1
             elif act.kind == "remove_marker":
-                await self._objects.delete(b, v.key, v.version_id,
+                cond = Unchanged(seen=v, must="alone")
+                await self._objects.delete(b, v.key, v.version_id, conditions=cond,
                                            protect=self._locked)
-                rep.delete_markers_removed += 1
+                rep.delete_markers_removed += bool(cond.applied and cond.applied[-1])
             elif current:  # unversioned: removed; versioned: under a delete marker
                 cond = Unchanged(seen=v)
                 await self._objects.delete(b, v.key, conditions=cond)
                 rep.expired += bool(cond.applied and cond.applied[-1])
             else:
-                await self._objects.delete(b, v.key, v.version_id,
+                cond = Unchanged(seen=v, must="noncurrent")
+                await self._objects.delete(b, v.key, v.version_id, conditions=cond,
                                            protect=self._locked)
-                rep.noncurrent_expired += 1
+                rep.noncurrent_expired += bool(cond.applied and cond.applied[-1])
         except (NotFound, object_lock.ObjectLocked):
             return  # gone meanwhile, or kept by Object Lock (lifecycle never bypasses it)
         except StorageError:

@@ -123,7 +123,7 @@ class ObjectEdits:
                 gone = DeleteResult(version_id=version_id, delete_marker=False)
                 if target is None:
                     if cur_v is not None and cur_v.version_id == version_id:
-                        if not cond.applies(cur_v):
+                        if not cond.applies_version(cur_v, cur_v, len(rest)):
                             return gone
                         if protect is not None:
                             protect(cur_v)
@@ -133,7 +133,7 @@ class ObjectEdits:
                         return gone
                 else:
                     item, ver = target
-                    if not cond.applies(ver):
+                    if not cond.applies_version(ver, cur_v, len(rest)):
                         return gone
                     if protect is not None:
                         protect(ver)
