@@ -28,6 +28,7 @@ from storage.errors import InvalidInput, NotFound, StaleRecord
 from storage.keyspace import (
     gc_key,
     next_key,
+    object_key,
     part_key,
     part_prefix,
     past_text,
@@ -94,6 +95,32 @@ class SizeMismatch(InvalidInput):
         super().__init__(f"announced {announced} bytes, the parts hold {size}")
         self.announced = announced
         self.size = size
+
+
+def _mismatched(have: dict[str, str], expected: dict[str, str]) -> str | None:
+    """The first algorithm whose whole-object checksum the client sent (`expected`) is not
+    the object's (`have`), compared without the composite's "-N"; None if all match."""
+    for alg, sent in expected.items():
+        if have.get(alg) is None or have[alg].split("-")[0] != sent.split("-")[0]:
+            return alg
+    return None
+
+
+def _describes(v: ObjectVersion, listed: Sequence[ListedPart], expected: dict[str, str],
+               expected_size: int | None) -> bool:
+    """Whether completing with `listed` (and the whole-object checksums and size the client
+    announced) would have made exactly `v`: the same parts with the same ETags and
+    checksums, so the same multipart ETag (`_assemble`'s arithmetic), checksums and size."""
+    if len(v.parts) != len(listed) or (expected_size is not None and expected_size != v.size):
+        return False
+    md5s = hashlib.md5()
+    for want, part in zip(listed, v.parts, strict=True):
+        if want.number != part.number or want.etag != part.etag or any(
+                part.checksums.get(a) != c for a, c in want.checksums.items()):
+            return False
+        md5s.update(bytes.fromhex(part.etag))
+    return (v.etag == f"{md5s.hexdigest()}-{len(listed)}"
+            and _mismatched(v.checksums, expected) is None)
 
 
 def new_upload_id() -> str:
@@ -279,14 +306,22 @@ class MultipartService:
         item = await self._meta.get(upload_key(b.name, key, upload_id))
         return None if item is None else item.revision
 
-    async def finished(self, b: Bucket, key: str, upload_id: str) -> ObjectVersion | None:
-        """The current version of `key` if upload `upload_id` made it (a repeated
-        CompleteMultipartUpload answers 200 with it, as S3 does), else None."""
-        try:
-            v = await self._objects.head(b, key)
-        except NotFound:
+    async def finished(self, b: Bucket, key: str, upload_id: str,
+                       listed: Sequence[ListedPart], expected: dict[str, str] | None = None,
+                       expected_size: int | None = None) -> ObjectVersion | None:
+        """The current version of `key` if upload `upload_id` made it and it is exactly the
+        object this completion asks for (`_describes`): a repeated completion is answered
+        200 with it. Else None: NoSuchUpload, S3's answer for a completed upload.
+
+        Read past any cache: another process may have just completed the upload."""
+        okey = object_key(b.name, key)
+        items = await self._meta.range(okey, next_key(okey), limit=1)
+        if not items or items[0].key != okey:
             return None
-        return v if v.upload_id == upload_id and not v.delete_marker else None
+        v = ObjectVersion.decode(items[0].value)
+        if v.upload_id != upload_id or v.delete_marker:
+            return None
+        return v if _describes(v, listed, expected or {}, expected_size) else None
 
     async def _assemble(self, up: Upload, b: Bucket, listed: Sequence[ListedPart],
                         expected: dict[str, str]) -> tuple[ObjectVersion, Txn]:
@@ -333,10 +368,9 @@ class MultipartService:
         if combiner is not None:
             v.checksums = {combiner.algorithm: combiner.value()}
             v.checksum_type = combiner.ctype
-        for alg, sent in expected.items():
-            if v.checksums.get(alg) is None or v.checksums[alg].split("-")[0] != sent.split(
-                    "-")[0]:
-                raise ChecksumMismatch(alg)
+        wrong = _mismatched(v.checksums, expected)
+        if wrong is not None:
+            raise ChecksumMismatch(wrong)
         v.last_modified = time.time()
         return v, Txn(compares={}, puts=puts, deletes=tuple(deletes))
 

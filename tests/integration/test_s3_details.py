@@ -39,6 +39,22 @@ def test_multipart_completion_repeat_and_parts(s3) -> None:
     again = s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up,
                                          MultipartUpload={"Parts": parts})
     assert again["ETag"] == done["ETag"]
+    same = s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up,
+                                        MultipartUpload={"Parts": parts},
+                                        ChecksumCRC32=done["ChecksumCRC32"],
+                                        MpuObjectSize=5 * MiB + 2)
+    assert same["ETag"] == done["ETag"]
+    # ...but only a repeat asking for that very object: one with fewer or more parts,
+    # another ETag or checksum, or another size completes an upload that is gone (review14d).
+    p1, p2 = parts
+    for wrong in ({"MultipartUpload": {"Parts": [p1]}},
+                  {"MultipartUpload": {"Parts": [p1, {**p2, "ETag": '"' + "0" * 32 + '"'}]}},
+                  {"MultipartUpload": {"Parts": [p1, p2, {**p2, "PartNumber": 3}]}},
+                  {"MultipartUpload": {"Parts": [p1, {**p2, "ChecksumCRC32": "AAAAAA=="}]}},
+                  {"MultipartUpload": {"Parts": parts}, "ChecksumCRC32": "AAAAAA==-2"},
+                  {"MultipartUpload": {"Parts": parts}, "MpuObjectSize": 5 * MiB}):
+        assert _err(s3.complete_multipart_upload, Bucket=b, Key="k", UploadId=up,
+                    **wrong) == (404, "NoSuchUpload"), wrong
     assert _err(s3.complete_multipart_upload, Bucket=b, Key="k", UploadId="nope",
                 MultipartUpload={"Parts": parts}) == (404, "NoSuchUpload")
     # ?partNumber past the last part: 400 InvalidPart; part checksums and type on GET/HEAD.

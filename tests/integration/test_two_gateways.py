@@ -208,6 +208,37 @@ def test_one_upload_completed_on_both_gateways_at_once(gw2_cluster: LocalCluster
     assert gw2.list_multipart_uploads(Bucket="mpu-race").get("Uploads", []) == []
 
 
+def test_racing_completions_of_other_objects_never_both_200(gw2_cluster: LocalCluster) -> None:
+    """A lists parts [1, 2], B only [1], at once: the loser of the race is not answered 200
+    with the winner's object (review14d: A got 200 with B's one-part object); exactly one
+    gets 200, with the object stored, and the other NoSuchUpload (S3's for a completed
+    upload) or InvalidPart."""
+    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1.create_bucket(Bucket="mpu-other")
+    big = os.urandom(5 * 1024 * 1024)
+    for i in range(6):
+        key = f"race/{i}"
+        up = gw1.create_multipart_upload(Bucket="mpu-other", Key=key)["UploadId"]
+        tags = [gw.upload_part(Bucket="mpu-other", Key=key, UploadId=up, PartNumber=n,
+                               Body=body)["ETag"]
+                for gw, n, body in ((gw1, 1, big), (gw2, 2, b"tail" * 250))]
+        lists = ([1, 2], [1])
+        gws = (gw1, gw2) if i % 2 else (gw2, gw1)
+        answers = _race(*(partial(gw.complete_multipart_upload, Bucket="mpu-other", Key=key,
+                                  UploadId=up, MultipartUpload={"Parts": [
+                                      {"PartNumber": n, "ETag": tags[n - 1]} for n in ns]})
+                          for gw, ns in zip(gws, lists, strict=True)))
+        won = [(ns, a) for ns, a in zip(lists, answers, strict=True) if isinstance(a, dict)]
+        assert len(won) == 1, (i, answers)
+        (ns, a), = won
+        assert a["ETag"].endswith(f'-{len(ns)}"'), (i, answers)
+        lost = [a for a in answers if not isinstance(a, dict)]
+        assert lost[0] in ("NoSuchUpload", "InvalidPart"), (i, answers)
+        head = gw1.head_object(Bucket="mpu-other", Key=key)
+        assert (head["ETag"], head["ContentLength"]) == (a["ETag"], len(big) + 1000 * (
+            len(ns) - 1)), (i, answers)
+
+
 class TwoGateways:
     """A boto3 client stand-in sending each call to one of several gateways' clients, picked
     by a seeded generator (hypothesis draws the seed, so a failing run replays)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from aiohttp import web
@@ -256,10 +257,35 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
         try:
             up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
         except mp.UploadNotFound:
-            return await _completed(rq, await _made(rq, upload_id))
+            try:
+                asked = await _asked(rq)
+            except S3Error:  # no such upload: that is the answer, whatever the body
+                raise mp.UploadNotFound(upload_id) from None
+            return await _completed(rq, await _made(rq, upload_id, asked))
     # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
     # every upload now has (a default CRC when none is named).
     _part_customer_key(rq, up)
+    asked = await _asked(rq)
+    with _errors(upload_id):
+        try:
+            v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, asked.listed,
+                                   write_conditions(rq.headers), expected=asked.expected,
+                                   expected_size=asked.size)
+        except mp.UploadNotFound:  # completed meanwhile (a race, here or on another gateway)
+            v = await _made(rq, upload_id, asked)
+    return await _completed(rq, v)
+
+
+@dataclass
+class _Asked:
+    """What a CompleteMultipartUpload asks for: its parts, whole-object checksums, size."""
+
+    listed: list[ListedPart]
+    expected: dict[str, str]
+    size: int | None
+
+
+async def _asked(rq: S3Request) -> _Asked:
     raw = await _read_body(rq, COMPLETE_XML_MAX)
     try:
         parsed = xml_parse.parse_complete_multipart(raw)
@@ -269,22 +295,16 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
                           "not validate against our published schema") from None
         raise
     listed = [ListedPart(n, etag, cks) for n, etag, cks in parsed]
-    expected = checksums.from_headers(rq.headers, parts=len(listed))
-    size = _announced_size(rq.headers.get("x-amz-mp-object-size"))
-    with _errors(upload_id):
-        try:
-            v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, listed,
-                                   write_conditions(rq.headers), expected=expected,
-                                   expected_size=size)
-        except mp.UploadNotFound:  # completed meanwhile (a race, here or on another gateway)
-            v = await _made(rq, upload_id)
-    return await _completed(rq, v)
+    return _Asked(listed, checksums.from_headers(rq.headers, parts=len(listed)),
+                  _announced_size(rq.headers.get("x-amz-mp-object-size")))
 
 
-async def _made(rq: S3Request, upload_id: str) -> ObjectVersion:
-    """The current version if upload `upload_id` made it: a repeated completion is answered
-    200 with it, as S3 does; else UploadNotFound (NoSuchUpload)."""
-    done = await service(rq).finished(rq.existing_bucket(), rq.key, upload_id)
+async def _made(rq: S3Request, upload_id: str, asked: _Asked) -> ObjectVersion:
+    """The current version if upload `upload_id` made it exactly as `asked`: a repeated
+    completion is answered 200 with it; else UploadNotFound (NoSuchUpload, S3's answer
+    for a completed upload), never 200 with an object the request did not describe."""
+    done = await service(rq).finished(rq.existing_bucket(), rq.key, upload_id, asked.listed,
+                                      asked.expected, asked.size)
     if done is None:
         raise mp.UploadNotFound(upload_id)
     return done
