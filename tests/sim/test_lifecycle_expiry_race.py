@@ -84,6 +84,20 @@ async def _pass_racing(s: Sim, now: float, action: Any) -> list[Any]:
 NONCURRENT = {"noncurrent_days": 1, "newer_noncurrent_versions": None}
 
 
+async def _a_put_racing_the_pass_is_current(s: Sim, b: Any, now: float) -> ObjectVersion:
+    """A fresh PUT of "k" lands just before the pass's delete: HEAD must answer it after."""
+    fresh = b"new" * 30_000
+
+    async def put(_: Any) -> ObjectVersion:
+        return await s.objects.put(b, "k", _body(fresh), PutOptions(size_hint=len(fresh)))
+
+    raced = await _pass_racing(s, now, put)
+    current = await s.objects.head(b, "k")
+    assert (current.version_id, current.last_modified) == (
+        raced[0].version_id, raced[0].last_modified)
+    return current
+
+
 async def test_suspended_put_racing_a_noncurrent_null_expiry_survives(tmp_path: Path) -> None:
     """The noncurrent "null" version is due; a Suspended PUT replaces it (same id) first."""
     s = Sim(tmp_path, 5)
@@ -95,15 +109,7 @@ async def test_suspended_put_racing_a_noncurrent_null_expiry_survives(tmp_path: 
         v2 = await s.objects.put(b, "k", _body(b"v2" * 30_000), PutOptions(size_hint=60_000))
         b = await s.buckets.update("t", "b", versioning="Suspended",
                                    lifecycle=[_rule(noncurrent_expiration=NONCURRENT)])
-        fresh = b"new" * 30_000
-
-        async def put(_: Any) -> ObjectVersion:
-            return await s.objects.put(b, "k", _body(fresh), PutOptions(size_hint=len(fresh)))
-
-        raced = await _pass_racing(s, v2.last_modified + LATER, put)
-        current = await s.objects.head(b, "k")
-        assert (current.version_id, current.last_modified) == (
-            raced[0].version_id, raced[0].last_modified)
+        await _a_put_racing_the_pass_is_current(s, b, v2.last_modified + LATER)
     finally:
         await s.close()
 
@@ -119,16 +125,8 @@ async def test_suspended_put_racing_an_expired_null_marker_survives(tmp_path: Pa
         assert marker.delete_marker
         eodm = {"days": None, "date": None, "expired_object_delete_marker": True}
         b = await s.buckets.update("t", "b", lifecycle=[_rule(expiration=eodm)])
-        fresh = b"new" * 30_000
-
-        async def put(_: Any) -> ObjectVersion:
-            return await s.objects.put(b, "k", _body(fresh), PutOptions(size_hint=len(fresh)))
-
-        raced = await _pass_racing(s, raced_now(), put)
-        current = await s.objects.head(b, "k")
+        current = await _a_put_racing_the_pass_is_current(s, b, raced_now())
         assert not current.delete_marker
-        assert (current.version_id, current.last_modified) == (
-            raced[0].version_id, raced[0].last_modified)
     finally:
         await s.close()
 
