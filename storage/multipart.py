@@ -113,14 +113,21 @@ def _describes(v: ObjectVersion, listed: Sequence[ListedPart], expected: dict[st
     checksums, so the same multipart ETag (`_assemble`'s arithmetic), checksums and size."""
     if len(v.parts) != len(listed) or (expected_size is not None and expected_size != v.size):
         return False
-    md5s = hashlib.md5()
     for want, part in zip(listed, v.parts, strict=True):
-        if want.number != part.number or want.etag != part.etag or any(
-                part.checksums.get(a) != c for a, c in want.checksums.items()):
+        if want.number != part.number or not _is_part(want, part.etag, part.checksums):
             return False
-        md5s.update(bytes.fromhex(part.etag))
-    return (v.etag == f"{md5s.hexdigest()}-{len(listed)}"
+    return (v.etag == _multipart_etag([p.etag for p in v.parts])
             and _mismatched(v.checksums, expected) is None)
+
+
+def _is_part(want: ListedPart, etag: str, checksums: dict[str, str]) -> bool:
+    """Whether a listed part names the stored part (`etag`, `checksums`) exactly."""
+    return want.etag == etag and all(checksums.get(a) == c for a, c in want.checksums.items())
+
+
+def _multipart_etag(etags: Sequence[str]) -> str:
+    """S3's multipart ETag: the MD5 of the parts' MD5s, then "-" and the part count."""
+    return f"{hashlib.md5(b''.join(bytes.fromhex(e) for e in etags)).hexdigest()}-{len(etags)}"
 
 
 def new_upload_id() -> str:
@@ -334,7 +341,6 @@ class MultipartService:
         v.upload_id = up.upload_id
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = [upload_key(up.bucket, up.key, up.upload_id)]
-        md5s = hashlib.md5()
         combiner = (Combiner(up.checksum_algorithm, up.checksum_type or COMPOSITE)
                     if up.checksum_algorithm else None)
         idx = 0
@@ -346,13 +352,11 @@ class MultipartService:
             if idx < len(listed) and listed[idx].number == p.number:
                 want = listed[idx]
                 idx += 1
-                if want.etag != p.etag or any(p.checksums.get(a) != c
-                                              for a, c in want.checksums.items()):
+                if not _is_part(want, p.etag, p.checksums):
                     raise InvalidPart(want.number, want.etag)
                 if prev is not None and prev.size < MIN_PART_SIZE:
                     raise PartTooSmall(prev.number, prev.size, prev.etag)
                 prev = p
-                md5s.update(bytes.fromhex(p.etag))
                 if combiner is not None:
                     value = p.checksums.get(combiner.algorithm)
                     if value is None:
@@ -364,7 +368,7 @@ class MultipartService:
                 self._retire_part(p, puts, deletes, 0.0)
         if idx < len(listed):
             raise InvalidPart(listed[idx].number, listed[idx].etag)
-        v.etag = f"{md5s.hexdigest()}-{len(v.parts)}"
+        v.etag = _multipart_etag([p.etag for p in v.parts])
         if combiner is not None:
             v.checksums = {combiner.algorithm: combiner.value()}
             v.checksum_type = combiner.ctype
