@@ -53,14 +53,18 @@ def invalid_argument(message: str, name: str = "", value: str = "") -> S3Error:
     return S3Error("InvalidArgument", message, ArgumentName=name, ArgumentValue=value)
 
 
+XML_SPACE = " \t\r\n"  # XML's whitespace (S, production 3): nothing else is blank
+
+
 def parse_int(text: str | None, what: str, bits: int = 64) -> int | None:
     """An element's integer text (None when absent): an optional sign and ASCII digits,
-    blanks around them, within a signed `bits`-bit integer (the schema's int or long);
-    MalformedXML otherwise. int() alone also took other Unicode digits and '_', and a
-    value past 64 bits was a 500 when stored."""
+    XML whitespace (space, tab, CR, LF: what xs:int's whiteSpace=collapse removes) around
+    them, within a signed `bits`-bit integer (the schema's int or long); MalformedXML
+    otherwise. int() alone also took other Unicode digits and '_', and a value past 64 bits
+    was a 500 when stored; str.strip() also took a no-break or other Unicode space."""
     if text is None:
         return None
-    raw = text.strip()
+    raw = text.strip(XML_SPACE)
     if not ascii_digits(raw[1:] if raw[:1] in "+-" else raw):
         raise malformed(f"{what} {text!r} is not an integer")
     value = int(raw)
@@ -186,10 +190,7 @@ def _delete_conditions(obj: ET.Element) -> DeleteConditions | None:
                 seconds = int(email.utils.parsedate_to_datetime(mtime.strip()).timestamp())
             except (TypeError, ValueError, IndexError):
                 raise malformed(f"LastModifiedTime {mtime!r}") from None
-    try:
-        nbytes = int(size.strip()) if size is not None else None
-    except ValueError:
-        raise malformed(f"Size {size!r}") from None
+    nbytes = parse_int(size, "Size")
     return DeleteConditions(if_match=etag_value(etag), last_modified=seconds, size=nbytes)
 
 
@@ -224,10 +225,8 @@ def parse_complete_multipart(
         number_text, etag = find_text(part, "PartNumber"), find_text(part, "ETag")
         if number_text is None or etag is None:
             raise malformed("Part needs PartNumber and ETag")
-        try:
-            number = int(number_text.strip())
-        except ValueError:
-            raise malformed(f"PartNumber {number_text!r}") from None
+        number = parse_int(number_text, "PartNumber")
+        assert number is not None
         if not 1 <= number <= PART_NUMBER_MAX:
             raise S3Error(
                 "InvalidArgument",

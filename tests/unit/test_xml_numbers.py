@@ -13,8 +13,13 @@ from gateway.s3.config_lifecycle import parse_lifecycle
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers.object_lock import parse_configuration
 from gateway.s3.handlers.restore import _parse as parse_restore
+from gateway.s3.xml_parse import parse_complete_multipart, parse_delete_objects
 
-BAD = ["١٢", "1_0", "²", "5.0", "", "2147483648", "9" * 30, "9" * 400, "0x10", "1e3"]
+# Unicode spaces str.strip() removes but XML's whitespace (space, tab, CR, LF) does not hold:
+# AWS's parser collapses only the latter around an xs:int
+UNICODE_SPACES = ["\u00a05", "5\u00a0", "\u20035", "\u30005", "\u00855", "\u20285"]
+BAD = ["١٢", "1_0", "²", "5.0", "", "2147483648", "9" * 30, "9" * 400, "0x10", "1e3",
+       *UNICODE_SPACES]
 
 
 def lifecycle(days: str) -> bytes:
@@ -49,7 +54,8 @@ def test_bad_days_are_malformed_xml(days: str) -> None:
 
 
 def test_good_days_still_parse() -> None:
-    for text, n in (("7", 7), (" 7 ", 7), ("2147483647", 2147483647)):
+    for text, n in (("7", 7), (" 7 ", 7), ("\n\t 7\t\n ", 7), ("\r\n7", 7),
+                    ("2147483647", 2147483647)):
         assert parse_lifecycle(lifecycle(text))[0]["expiration"]["days"] == n
         assert parse_restore(restore(text)) == (n, "Standard")
     assert parse_configuration(lock("30")) == {"mode": "GOVERNANCE", "days": 30}
@@ -75,3 +81,23 @@ def test_size_filters_are_longs() -> None:
 ])
 def test_restore_request_unknown_or_repeated_elements(body: bytes) -> None:
     assert code(parse_restore, body) == "MalformedXML"
+
+
+@pytest.mark.parametrize("number", ["1_0", "١", "\u00a01", "1\u00a0", "+ 1", "0x1"])
+def test_part_numbers_are_xml_ints(number: str) -> None:
+    """CompleteMultipartUpload's PartNumber is the same xs:int: int() read "1_0" as part 10
+    and "١" (Arabic-Indic one) as part 1."""
+    body = (f"<CompleteMultipartUpload><Part><PartNumber>{number}</PartNumber>"
+            "<ETag>\"e\"</ETag></Part></CompleteMultipartUpload>").encode()
+    assert code(parse_complete_multipart, body) == "MalformedXML"
+    good = body.replace(number.encode("utf-8"), b" 3\n")
+    assert parse_complete_multipart(good)[0][0] == 3
+
+
+@pytest.mark.parametrize("size", ["1_0", "١", "\u00a01", "0x1"])
+def test_delete_condition_sizes_are_xml_longs(size: str) -> None:
+    """DeleteObjects' per-object Size condition (a long) likewise."""
+    body = (f"<Delete><Object><Key>k</Key><Size>{size}</Size></Object></Delete>").encode()
+    assert code(parse_delete_objects, body) == "MalformedXML"
+    good = body.replace(size.encode("utf-8"), b"\t12 ")
+    assert parse_delete_objects(good)[1][0].conditions.size == 12  # type: ignore[union-attr]
