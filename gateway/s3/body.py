@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.s3 import checksums
-from gateway.s3.bodyrecv import DirectBody, direct_transport, take_connection
+from gateway.s3.bodyrecv import DirectBody, direct_transport, drop_rest, take_connection
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
 from gateway.s3.request_keys import BODY_DONE, BODY_REPLAY, BODY_TAKEN
@@ -136,38 +136,43 @@ class RequestBody:
         content = replay or request.content
         t = None if replay is not None else direct_transport(request, request.content_length)
         taken = 0
-        while True:
-            # What has arrived already is taken without a wait (readany's own result, with
-            # no timer armed: a small body is all there with its headers).
-            chunk = content.read_nowait()
-            if not chunk and t is not None and request.content_length:
-                left = request.content_length - taken
-                if left > 0:  # the rest straight into pooled blocks (gateway/s3/bodyrecv.py)
-                    take_connection(request)
-                    request[BODY_TAKEN] = True
-                    direct = DirectBody(t, t.get_protocol(), left, request.content)
-                    direct.install()
+        try:
+            while True:
+                # What has arrived already is taken without a wait (readany's own result, with
+                # no timer armed: a small body is all there with its headers).
+                chunk = content.read_nowait()
+                if not chunk and t is not None and request.content_length:
+                    left = request.content_length - taken
+                    if left > 0:  # the rest straight into pooled blocks (gateway/s3/bodyrecv.py)
+                        take_connection(request)
+                        request[BODY_TAKEN] = True
+                        direct = DirectBody(t, t.get_protocol(), left, request.content)
+                        direct.install()
+                        try:
+                            async with contextlib.aclosing(
+                                    direct.blocks(BODY_IDLE_TIMEOUT_S)) as blocks:
+                                async for block in blocks:
+                                    yield block
+                        except TimeoutError:
+                            raise S3Error("RequestTimeout") from None
+                        return
+                if not chunk and not content.is_eof():
                     try:
-                        async with contextlib.aclosing(
-                                direct.blocks(BODY_IDLE_TIMEOUT_S)) as blocks:
-                            async for block in blocks:
-                                yield block
+                        # A stalled client must not hold a request (and its buffers) forever.
+                        # readany: chunks as received, not joined into bigger ones (a copy per
+                        # byte)
+                        async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                            chunk = await content.readany()
                     except TimeoutError:
                         raise S3Error("RequestTimeout") from None
+                if not chunk:
                     return
-            if not chunk and not content.is_eof():
-                try:
-                    # A stalled client must not hold a request (and its buffers) forever.
-                    # readany: chunks as received, not joined into bigger ones (a copy per
-                    # byte)
-                    async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
-                        chunk = await content.readany()
-                except TimeoutError:
-                    raise S3Error("RequestTimeout") from None
-            if not chunk:
-                return
-            taken += len(chunk)
-            yield chunk
+                taken += len(chunk)
+                yield chunk
+        finally:  # given up with bytes still coming: dropped within bodyrecv's bounds
+            if t is not None and not request.get(BODY_TAKEN) and not content.is_eof():
+                request[BODY_TAKEN] = True
+                drop_rest(request, t)
 
     async def _chunks(self) -> AsyncIterator[bytes | Lent]:
         async with contextlib.aclosing(self._wire()) as wire:

@@ -92,6 +92,18 @@ def take_connection(request: web.BaseRequest) -> None:
     # aiohttp lingers (reads on) until the body's end, fed by `DirectBody` once it is read
 
 
+def drop_rest(request: web.BaseRequest, transport: Any) -> None:
+    """The handler gave up on a body aiohttp was still receiving (an error in what aiohttp
+    had buffered before the rest could be taken directly): the rest is read and dropped
+    within DRAIN_S and DRAIN_BYTES as a direct body's is, not for aiohttp's own linger
+    (10 s, however many bytes come). The connection closes after the answer."""
+    left = (request.content_length or 0) - request.content.total_bytes
+    if left <= 0 or transport.is_closing():
+        return
+    take_connection(request)
+    DirectBody(transport, transport.get_protocol(), left, request.content).drop()
+
+
 class DirectBody(asyncio.BufferedProtocol):
     """The rest of one body (`left` bytes), received into pooled blocks; `blocks()` yields
     them in order (a full block as its `Lent`, the short last one as `bytes`). `content`,
@@ -122,6 +134,12 @@ class DirectBody(asyncio.BufferedProtocol):
             self._t.resume_reading()
         else:
             self._restore()
+
+    def drop(self) -> None:
+        """Take the transport's reading over only to drop the body (`drop_rest`)."""
+        self.install()
+        self._abandon(False)
+        QUIET.end()
 
     def _restore(self) -> None:
         """The body is read (or given up): aiohttp gets the connection back, and its

@@ -241,3 +241,92 @@ def test_trim_lets_go_of_idle_blocks_only() -> None:
     assert pool.kept == 3
     pool.trim()
     assert pool.kept == 1 and pool.take() is not lent  # only the lent one is still kept
+
+
+def _slow_bad_chunked(s3: Any, announced: int, piece: int, gap: float, give_up_s: float,
+                      direct: bool) -> tuple[bytes, int, bool, float]:
+    """A client that announces `announced` bytes of aws-chunked body and sends one good
+    chunk and a bad chunk header (`direct`: once answered 100 Continue, so mostly received
+    directly, `bodyrecv.DirectBody`; else with the head, so aiohttp has it buffered when
+    the handler gives up), then `piece` bytes every `gap` seconds (reading whatever the
+    gateway answers meanwhile) until the gateway closes the connection or `give_up_s`
+    passed. Returns (what it answered, bytes sent, whether the gateway cut it off, seconds
+    from the bad header to the cut)."""
+    wire = f"{BLOCK:x}\r\n".encode() + _body("slow-bad", BLOCK) + b"\r\nzz\r\n"
+    url = f"{s3.meta.endpoint_url}/{BUCKET}/dripping"
+    req = AWSRequest(method="PUT", url=url, headers={
+        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(announced),
+        "x-amz-trailer": "x-amz-checksum-crc32",
+        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
+    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
+    netloc = urlsplit(url).netloc
+    head = [f"PUT /{BUCKET}/dripping HTTP/1.1", f"Host: {netloc}",
+            f"Content-Length: {announced}", *(["Expect: 100-continue"] if direct else [])]
+    head += [f"{k}: {v}" for k, v in req.headers.items()]
+    host, port = netloc.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        got = b""
+        if direct:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+            while b"\r\n\r\n" not in got:
+                got += sock.recv(1024)
+            assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), got
+            got = got[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+            sock.sendall(wire)
+        else:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + wire)
+        sent, bad_at = len(wire), time.monotonic()
+        sock.setblocking(False)
+        filler = b"\0" * piece
+        while time.monotonic() < bad_at + give_up_s and sent + piece < announced:
+            try:
+                while chunk := sock.recv(65536):
+                    got += chunk
+                return got, sent, True, time.monotonic() - bad_at  # EOF: closed
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                return got, sent, True, time.monotonic() - bad_at
+            try:
+                sent += sock.send(filler)
+            except BlockingIOError:
+                pass  # its receive window is full: not reading, so not draining
+            except (BrokenPipeError, ConnectionResetError):
+                return got, sent, True, time.monotonic() - bad_at
+            time.sleep(gap)  # the client's pace (a slow sender is the case under test)
+    return got, sent, False, time.monotonic() - bad_at
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
+async def test_a_body_given_up_is_dropped_for_drain_s_at_most(
+        s3: Any, monkeypatch: pytest.MonkeyPatch, direct: bool) -> None:
+    """After an error mid-body the gateway reads and drops the rest (so the client sees the
+    answer, not a reset) for DRAIN_S at most: a client that keeps sending slowly past that
+    is cut off, however much of its announced body is left, whether the error was in what
+    aiohttp had buffered or in what was received directly. With DRAIN_S at 0.5 s, a client
+    dripping 16 KiB every 20 ms of a 512 MiB body (about 10 minutes of it) must be cut off
+    within 8 s: aiohttp's own linger (10 s, any number of bytes) or an unbounded drain
+    fails this."""
+    monkeypatch.setattr(bodyrecv, "DRAIN_S", 0.5)
+    monkeypatch.setattr(bodyrecv, "DRAIN_BYTES", 1 << 40)  # the time bound alone acts
+    answer, sent, cut, took = await asyncio.to_thread(_slow_bad_chunked, s3, 512 << 20,
+                                                      16384, 0.02, 8.0, direct)
+    assert cut, f"still draining after {took:.0f} s, {sent} bytes sent"
+    if answer:  # read before the close (a reset may discard what the client had not read)
+        assert answer.startswith(b"HTTP/1.1 400") and b"<Code>InvalidRequest</Code>" in answer
+    assert bodyrecv.QUIET.active == 0
+    keys = await asyncio.to_thread(s3.list_objects_v2, Bucket=BUCKET)
+    assert keys.get("Contents", []) == []
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
+async def test_a_body_with_more_than_drain_bytes_left_is_not_drained(
+        s3: Any, monkeypatch: pytest.MonkeyPatch, direct: bool) -> None:
+    """Past DRAIN_BYTES left, a given-up body is not read on at all: the connection closes
+    at once (DRAIN_S is made 30 s here, so only the byte bound can cut it off within 8 s)."""
+    monkeypatch.setattr(bodyrecv, "DRAIN_S", 30.0)
+    monkeypatch.setattr(bodyrecv, "DRAIN_BYTES", 1 << 20)
+    _, sent, cut, took = await asyncio.to_thread(_slow_bad_chunked, s3, 512 << 20, 16384,
+                                                 0.02, 8.0, direct)
+    assert cut, f"still draining after {took:.0f} s, {sent} bytes sent"
+    assert bodyrecv.QUIET.active == 0
