@@ -195,10 +195,14 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     level, perm = ACL_PERMISSIONS.get(op, ("", ""))
     # The bucket's tenant needs the object's own grants only for objects another tenant
     # owns (ACL operations on them); everyone else needs them for every object operation.
-    owner_check = is_owner and op in OWNER_CHECKED_OPS and bool(b.config.get("foreign_objects"))
+    foreign_objects = bool(b.config.get("foreign_objects"))
+    owner_check = is_owner and op in OWNER_CHECKED_OPS and foreign_objects
     need_object = key is not None and ((level == "object" and (not is_owner or owner_check))
+                                       or (bool(sts) and foreign_objects and level != "bucket")
                                        or "existingobjecttag" in str(text).lower())
     version = await _version(cluster, b, key, version_id) if need_object and key else None
+    enforced = ownership(b) == "BucketOwnerEnforced"
+    who = requester.tenant if requester else None
     pab = await public_access_block(cluster, b)
     restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
     ids = requester.ids() if requester else frozenset()
@@ -209,12 +213,11 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
                                   public_allows=not restrict)
         if verdict == "Deny":
             raise S3Error("AccessDenied")
-        if verdict == "Allow" and not owner_check:
+        if verdict == "Allow" and not owner_check and (
+                level == "bucket" or _policy_reaches(b, version, who, enforced)):
             return b.tenant
     if is_owner and not owner_check:
         return b.tenant
-    who = requester.tenant if requester else None
-    enforced = ownership(b) == "BucketOwnerEnforced"
     if not level or (enforced and not is_owner):
         raise S3Error("AccessDenied")
     ignore = pab.get("IgnorePublicAcls", False)
@@ -241,6 +244,18 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         request[ACL_REQUIRED] = True
         return b.tenant
     raise S3Error("AccessDenied")
+
+
+def _policy_reaches(b: Bucket, version: ObjectVersion | None, who: str | None,
+                    enforced: bool) -> bool:
+    """Whether the bucket policy may grant on `version`: only on objects the bucket's tenant
+    owns (AWS: a bucket policy's permissions "don't apply to objects that are owned by other
+    AWS accounts"; their owners grant through the object's ACL), or to the object's owner.
+    Under BucketOwnerEnforced the bucket's tenant owns every object."""
+    if version is None or enforced:
+        return True
+    owner = Acl.of(version.acl, b.tenant).owner
+    return owner in (b.tenant, who)
 
 
 def object_owner(rq_requester: str | None, b: Bucket, acl_header: str | None) -> str:
