@@ -9,7 +9,9 @@ kept so reads that hold an older manifest keep working. A marker is cleared afte
 pass that found nothing left to rewrap for its tenant (so at least two passes).
 
 `schedule_shred` records a pending shred (`(TS, tenant)`) due after a waiting period; the
-`ShredScheduler` worker destroys the tenant's keys when it is due (cancel before then).
+`ShredScheduler` worker destroys the tenant's keys when it is due (cancel before then). A
+shred with no waiting period is done at once and answered only once every process has
+stopped serving the tenant (`TenantService.settled`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: st
         raise object_lock.TenantLocked(tenant, until)
     if wait_s <= 0:
         await shred_now(meta, tenants, tenant)
+        await tenants.settled()  # answered "shredded" once no process serves the tenant
     else:
         await meta.put(shred_key(tenant), pack({"due": due, "by": by}))
     return due

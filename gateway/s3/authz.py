@@ -2,14 +2,16 @@
 
 Order (AWS's, with tenants as accounts and access keys as their root users):
 1. ListBuckets and CreateBucket need a signature; other ops need the bucket (anonymous
-   requests for a missing bucket get NoSuchBucket, as AWS answers).
+   requests for a missing bucket get NoSuchBucket, as AWS answers), and a bucket whose
+   tenant is shredded answers AccessDenied to everyone until it is reclaimed.
 2. The bucket policy: an explicit Deny that applies refuses, whoever asks (the bucket's own
    tenant keeps Get/Put/DeleteBucketPolicy, as AWS keeps them for the root user).
 3. The bucket's tenant may do everything else in its buckets (objects there are sealed under
    its keys whoever wrote them), except reading an object another tenant owns, or its ACL:
    that needs the object's ACL to grant it, as on AWS.
 4. Anyone else (another tenant, or anonymous): allowed by a policy Allow naming them (a
-   public Allow is ignored under RestrictPublicBuckets), else by an ACL grant: the bucket's
+   public Allow is ignored under RestrictPublicBuckets; on an object another tenant owns
+   only its owner is), else by an ACL grant: the bucket's
    ACL for bucket-level permissions (READ lists, WRITE writes and deletes objects,
    READ_ACP/WRITE_ACP the bucket ACL), the object's ACL for reads and object ACL access
    (the object's owner holds its ACL). Public grants are ignored under IgnorePublicAcls and
@@ -38,6 +40,7 @@ from storage.cluster import Cluster
 from storage.errors import InvalidInput, NotFound
 from storage.records import Bucket, ObjectVersion
 
+SHREDDED = "The encryption keys of this bucket's owner are no longer available."
 POLICY_OPS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy",
                         "GetBucketPolicyStatus"})
 # operation -> (ACL level, permission) for requesters other than the bucket's tenant.
@@ -182,6 +185,10 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         if requester is None:
             raise S3Error("NoSuchBucket", BucketName=bucket)
         return requester.tenant  # the handler answers NoSuchBucket
+    if not await cluster.tenants.active(b.tenant):
+        # Shredded: its records wait for the reclaim worker, and none of them (names, sizes,
+        # ETags, checksums, user metadata, tags, ACLs) is served to anyone meanwhile.
+        raise S3Error("AccessDenied", SHREDDED)
     expected = request.headers.get("x-amz-source-expected-bucket-owner" if source
                                    else "x-amz-expected-bucket-owner")
     if expected is not None and expected not in (
