@@ -32,8 +32,9 @@ async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> in
     """New KEK version for the tenant; DEKs are rewrapped by the `Rewrapper` worker, the
     tenant's KMS keys (`storage.kms`) here."""
     await tenants.get(tenant)
-    await meta.put(rewrap_key(tenant), pack({"since": time.time()}))
-    version = await tenants.rotate(tenant)
+    # One transaction: a marker put first let a whole rewrap pass run before the rotation,
+    # find nothing stale under the old current version and clear it for good.
+    version = await tenants.rotate(tenant, {rewrap_key(tenant): pack({"since": time.time()})})
     await rewrap_keys(meta, tenants, tenant)  # a handful of KMS keys: rewrapped right away
     return version
 

@@ -261,8 +261,10 @@ class TenantService:
                                        item.revision)
         return item.revision
 
-    async def rotate(self, tenant: str) -> int:
-        """Add a new KEK version and make it current; old versions stay until rewrapped."""
+    async def rotate(self, tenant: str, marks: dict[bytes, bytes] | None = None) -> int:
+        """Add a new KEK version and make it current; old versions stay until rewrapped.
+        `marks` are put in the same transaction (the rewrap marker: a rewrap pass that sees
+        it also sees the new current version)."""
         while True:
             item = await self._meta.get(tenant_key(tenant))
             if item is None:
@@ -274,7 +276,7 @@ class TenantService:
             t.keks[v] = keys.new_kek(self._root, tenant, v)
             t.current_kek = v
             if await self._meta.txn(Txn(compares={item.key: item.revision},
-                                        puts={item.key: t.encode()})):
+                                        puts={**(marks or {}), item.key: t.encode()})):
                 self._current_cache.pop(tenant, None)
                 self._reads.forget(item.key)
                 return v
