@@ -9,7 +9,9 @@ kept so reads that hold an older manifest keep working. A marker is cleared afte
 pass that found nothing left to rewrap for its tenant (so at least two passes).
 
 `schedule_shred` records a pending shred (`(TS, tenant)`) due after a waiting period; the
-`ShredScheduler` worker destroys the tenant's keys when it is due (cancel before then).
+`ShredScheduler` worker destroys the tenant's keys when it is due (cancel before then). A
+shred with no waiting period is done at once and answered only once every process has
+stopped serving the tenant (`TenantService.settled`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> in
     """New KEK version for the tenant; DEKs are rewrapped by the `Rewrapper` worker, the
     tenant's KMS keys (`storage.kms`) here."""
     await tenants.get(tenant)
-    await meta.put(rewrap_key(tenant), pack({"since": time.time()}))
-    version = await tenants.rotate(tenant)
+    # One transaction: a marker put first let a whole rewrap pass run before the rotation,
+    # find nothing stale under the old current version and clear it for good.
+    version = await tenants.rotate(tenant, {rewrap_key(tenant): pack({"since": time.time()})})
     await rewrap_keys(meta, tenants, tenant)  # a handful of KMS keys: rewrapped right away
     return version
 
@@ -53,6 +56,7 @@ async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: st
         raise object_lock.TenantLocked(tenant, until)
     if wait_s <= 0:
         await shred_now(meta, tenants, tenant)
+        await tenants.settled()  # answered "shredded" once no process serves the tenant
     else:
         await meta.put(shred_key(tenant), pack({"due": due, "by": by}))
     return due

@@ -7,6 +7,7 @@ the tenant can be unwrapped by anyone.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import string
@@ -51,6 +52,7 @@ class TenantService:
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
         self._pab_cache: dict[str, tuple[float, dict[str, bool]]] = {}
+        self._active_cache: dict[str, tuple[float, bool]] = {}
         # tenant -> (expiry, current KEK version, revision of the record it was read from)
         self._current_cache: dict[str, tuple[float, int, int]] = {}
 
@@ -143,8 +145,8 @@ class TenantService:
                 return item
 
     async def _refresh(self, name: str, now: float) -> None:
-        """Read the tenant record once for both short-lived caches (identity and public
-        access block: every authenticated request needs both)."""
+        """Read the tenant record once for the short-lived caches (identity, public access
+        block and state: every request to a bucket needs them)."""
         item = await self._read(tenant_key(name))
         t = Tenant.decode(item.value) if item is not None else None
         flags = dict(t.public_access_block) if t is not None else {}
@@ -152,6 +154,17 @@ class TenantService:
                  else (name, name))
         self._pab_cache[name] = (now + SHORT_TTL_S, flags)
         self._ident_cache[name] = (now + SHORT_TTL_S, ident)
+        self._active_cache[name] = (now + SHORT_TTL_S, t is not None and t.state == "active")
+
+    async def active(self, name: str) -> bool:
+        """Whether the tenant exists and is not shredded, briefly cached (a shred through
+        another process is seen within SHORT_TTL_S, as its cached keys stop answering)."""
+        now = time.monotonic()
+        hit = self._active_cache.get(name)
+        if hit and hit[0] > now:
+            return hit[1]
+        await self._refresh(name, now)
+        return self._active_cache[name][1]
 
     async def identity(self, name: str) -> tuple[str, str]:
         """(canonical id, display name) of a tenant, briefly cached; the name for both by
@@ -248,8 +261,10 @@ class TenantService:
                                        item.revision)
         return item.revision
 
-    async def rotate(self, tenant: str) -> int:
-        """Add a new KEK version and make it current; old versions stay until rewrapped."""
+    async def rotate(self, tenant: str, marks: dict[bytes, bytes] | None = None) -> int:
+        """Add a new KEK version and make it current; old versions stay until rewrapped.
+        `marks` are put in the same transaction (the rewrap marker: a rewrap pass that sees
+        it also sees the new current version)."""
         while True:
             item = await self._meta.get(tenant_key(tenant))
             if item is None:
@@ -261,7 +276,7 @@ class TenantService:
             t.keks[v] = keys.new_kek(self._root, tenant, v)
             t.current_kek = v
             if await self._meta.txn(Txn(compares={item.key: item.revision},
-                                        puts={item.key: t.encode()})):
+                                        puts={**(marks or {}), item.key: t.encode()})):
                 self._current_cache.pop(tenant, None)
                 self._reads.forget(item.key)
                 return v
@@ -273,6 +288,12 @@ class TenantService:
         self._kek_checked.pop(tenant, None)
         self._forgotten[tenant] = self._forgotten.get(tenant, 0) + 1  # reads in flight
 
+    async def settled(self) -> None:
+        """Wait until every process's cached answers about tenants made before now have
+        expired (SHORT_TTL_S): after a shred, no gateway process (this one's siblings, or a
+        gateway on another host) serves the tenant's data or records any more."""
+        await asyncio.sleep(SHORT_TTL_S)
+
     async def shred(self, tenant: str) -> None:
         """Destroy every KEK of the tenant and revoke its access keys."""
         item = await self._meta.get(tenant_key(tenant))
@@ -283,6 +304,7 @@ class TenantService:
         t.state = "shredded"
         await self._meta.put(item.key, t.encode())
         self._forget_keks(tenant)
+        self._active_cache.pop(tenant, None)
         self._reads.forget(item.key)
         for ak in await self.list_keys(tenant):
             await self.revoke_key(ak.access_key)

@@ -2,14 +2,16 @@
 
 Order (AWS's, with tenants as accounts and access keys as their root users):
 1. ListBuckets and CreateBucket need a signature; other ops need the bucket (anonymous
-   requests for a missing bucket get NoSuchBucket, as AWS answers).
+   requests for a missing bucket get NoSuchBucket, as AWS answers), and a bucket whose
+   tenant is shredded answers AccessDenied to everyone until it is reclaimed.
 2. The bucket policy: an explicit Deny that applies refuses, whoever asks (the bucket's own
    tenant keeps Get/Put/DeleteBucketPolicy, as AWS keeps them for the root user).
 3. The bucket's tenant may do everything else in its buckets (objects there are sealed under
    its keys whoever wrote them), except reading an object another tenant owns, or its ACL:
    that needs the object's ACL to grant it, as on AWS.
 4. Anyone else (another tenant, or anonymous): allowed by a policy Allow naming them (a
-   public Allow is ignored under RestrictPublicBuckets), else by an ACL grant: the bucket's
+   public Allow is ignored under RestrictPublicBuckets; on an object another tenant owns
+   only its owner is), else by an ACL grant: the bucket's
    ACL for bucket-level permissions (READ lists, WRITE writes and deletes objects,
    READ_ACP/WRITE_ACP the bucket ACL), the object's ACL for reads and object ACL access
    (the object's owner holds its ACL). Public grants are ignored under IgnorePublicAcls and
@@ -38,6 +40,7 @@ from storage.cluster import Cluster
 from storage.errors import InvalidInput, NotFound
 from storage.records import Bucket, ObjectVersion
 
+SHREDDED = "The encryption keys of this bucket's owner are no longer available."
 POLICY_OPS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy",
                         "GetBucketPolicyStatus"})
 # operation -> (ACL level, permission) for requesters other than the bucket's tenant.
@@ -182,6 +185,10 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         if requester is None:
             raise S3Error("NoSuchBucket", BucketName=bucket)
         return requester.tenant  # the handler answers NoSuchBucket
+    if not await cluster.tenants.active(b.tenant):
+        # Shredded: its records wait for the reclaim worker, and none of them (names, sizes,
+        # ETags, checksums, user metadata, tags, ACLs) is served to anyone meanwhile.
+        raise S3Error("AccessDenied", SHREDDED)
     expected = request.headers.get("x-amz-source-expected-bucket-owner" if source
                                    else "x-amz-expected-bucket-owner")
     if expected is not None and expected not in (
@@ -195,10 +202,14 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     level, perm = ACL_PERMISSIONS.get(op, ("", ""))
     # The bucket's tenant needs the object's own grants only for objects another tenant
     # owns (ACL operations on them); everyone else needs them for every object operation.
-    owner_check = is_owner and op in OWNER_CHECKED_OPS and bool(b.config.get("foreign_objects"))
+    foreign_objects = bool(b.config.get("foreign_objects"))
+    owner_check = is_owner and op in OWNER_CHECKED_OPS and foreign_objects
     need_object = key is not None and ((level == "object" and (not is_owner or owner_check))
+                                       or (bool(sts) and foreign_objects and level != "bucket")
                                        or "existingobjecttag" in str(text).lower())
     version = await _version(cluster, b, key, version_id) if need_object and key else None
+    enforced = ownership(b) == "BucketOwnerEnforced"
+    who = requester.tenant if requester else None
     pab = await public_access_block(cluster, b)
     restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
     ids = requester.ids() if requester else frozenset()
@@ -209,12 +220,11 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
                                   public_allows=not restrict)
         if verdict == "Deny":
             raise S3Error("AccessDenied")
-        if verdict == "Allow" and not owner_check:
+        if verdict == "Allow" and not owner_check and (
+                level == "bucket" or _policy_reaches(b, version, who, enforced)):
             return b.tenant
     if is_owner and not owner_check:
         return b.tenant
-    who = requester.tenant if requester else None
-    enforced = ownership(b) == "BucketOwnerEnforced"
     if not level or (enforced and not is_owner):
         raise S3Error("AccessDenied")
     ignore = pab.get("IgnorePublicAcls", False)
@@ -241,6 +251,18 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         request[ACL_REQUIRED] = True
         return b.tenant
     raise S3Error("AccessDenied")
+
+
+def _policy_reaches(b: Bucket, version: ObjectVersion | None, who: str | None,
+                    enforced: bool) -> bool:
+    """Whether the bucket policy may grant on `version`: only on objects the bucket's tenant
+    owns (AWS: a bucket policy's permissions "don't apply to objects that are owned by other
+    AWS accounts"; their owners grant through the object's ACL), or to the object's owner.
+    Under BucketOwnerEnforced the bucket's tenant owns every object."""
+    if version is None or enforced:
+        return True
+    owner = Acl.of(version.acl, b.tenant).owner
+    return owner in (b.tenant, who)
 
 
 def object_owner(rq_requester: str | None, b: Bucket, acl_header: str | None) -> str:

@@ -141,9 +141,10 @@ _SSEC_MISSING = ("The multipart upload initiate requested encryption. Subsequent
 _SSEC_MISMATCH = "The provided encryption parameters did not match the ones used originally."
 
 
-def _part_customer_key(rq: S3Request, up: Upload) -> bytes | None:
-    """The SSE-C key a part or completion request must repeat when the upload was created
-    with one: missing or different is 400 InvalidRequest, as AWS answers."""
+def _part_customer_key(rq: S3Request, up: Upload | ObjectVersion) -> bytes | None:
+    """The SSE-C key a part or completion request must repeat when the upload (or the object
+    a completed upload made) was created with one: missing or different is 400
+    InvalidRequest, as AWS answers."""
     ckey = sse.customer_key(rq.headers)
     if not sse.is_customer(up):  # type: ignore[arg-type]
         if ckey is not None:
@@ -261,7 +262,9 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
                 asked = await _asked(rq)
             except S3Error:  # no such upload: that is the answer, whatever the body
                 raise mp.UploadNotFound(upload_id) from None
-            return await _completed(rq, await _made(rq, upload_id, asked))
+            v = await _made(rq, upload_id, asked)
+            _part_customer_key(rq, v)  # a repeat needs the upload's SSE-C key, as the first
+            return await _completed(rq, v)
     # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
     # every upload now has (a default CRC when none is named).
     _part_customer_key(rq, up)

@@ -1,0 +1,153 @@
+"""After a tenant is shredded, no path serves anything of it, to anyone: its objects'
+bytes (current and noncurrent versions, ranges, copies made within it), and neither the
+records left until the reclaim worker removes them (key names, sizes, ETags and checksums,
+user metadata, tags, uploads and their parts, ACLs, policies), whatever a grant or a public
+policy said; a copy another tenant made before the shred is its own and survives. The
+module holds the reclaim worker's lease meanwhile, so those records stay to be attacked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from ops.admincli import admin_request
+from storage.cluster import Cluster
+from storage.config import load_config
+from storage.leases import Leases
+from tests.integration.cluster import LocalCluster, fetch, wait_for
+
+SECRET = "zq7secretzq7"  # in the victim's bytes, fields and the names only listings show
+
+
+HOLDER = "test_shred_attacks"  # holds the reclaim worker's lease, not a gateway name
+
+
+async def _reclaim_lease(cluster: LocalCluster, take: bool) -> None:
+    """Take the `reclaim` worker's lease from the gateway (`take`), or give it back."""
+    c = await Cluster.open(load_config(cluster.data / "tessera.toml"), probe=False)
+    try:
+        leases = Leases(c.meta)
+        if take:  # as a restarted gateway takes its predecessor's: `succeeds` its name
+            info = await leases.holder("reclaim")
+            assert info is not None, "the gateway runs the reclaim worker under its lease"
+            prefix = info.holder.rsplit("/", 1)[0] + "/"
+            assert await leases.acquire("reclaim", HOLDER, 3600.0, succeeds=prefix)
+        else:
+            lease = await leases.acquire("reclaim", HOLDER, 1.0)
+            if lease is not None:
+                await leases.release(lease)
+    finally:
+        await c.close()
+
+
+@pytest.fixture(scope="module")
+def paused_reclaim(cluster: LocalCluster) -> Iterator[None]:
+    """The reclaim worker stopped (its lease is this test's), so the shredded tenant's
+    records stay for the test to attack; given back at the end."""
+    log = cluster.data / "logs" / "gateway.log"
+    before = log.read_text(errors="replace").count("worker reclaim: lease lost")
+    asyncio.run(_reclaim_lease(cluster, True))
+    wait_for(lambda: log.read_text(errors="replace").count("worker reclaim: lease lost")
+             > before, "the gateway to stop its reclaim worker", timeout=60)
+    yield
+    asyncio.run(_reclaim_lease(cluster, False))
+
+
+@pytest.fixture(scope="module")
+def w(cluster: LocalCluster, paused_reclaim: None) -> dict[str, Any]:
+    """Victim `v` opens its versioned bucket to everyone (public-read ACL, a public policy,
+    an ACL grant to `b`); `b` copies an object out; then `v` is shredded."""
+    tag = uuid.uuid4().hex[:8]
+    vname, bid = f"shv-{tag}", "b" * 56 + tag
+    v = cluster.tenant_client(vname)
+    b = cluster.tenant_client(f"shb-{tag}", {"canonical_id": bid})
+    bucket, key = vname, "o"
+    v.create_bucket(Bucket=bucket)
+    v.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = v.put_object(Bucket=bucket, Key=key, Body=f"old {SECRET}".encode(),
+                         Metadata={"m": SECRET}, Tagging=f"t={SECRET}")["VersionId"]
+    v.put_object(Bucket=bucket, Key=key, Body=f"new {SECRET}".encode(), Metadata={"m": SECRET},
+                 Tagging=f"t={SECRET}", GrantRead=f"id={bid}")
+    v.copy_object(Bucket=bucket, Key="inside", CopySource={"Bucket": bucket, "Key": key})
+    v.put_object(Bucket=bucket, Key=f"{SECRET}-name", Body=b"")
+    up = v.create_multipart_upload(Bucket=bucket, Key=f"{SECRET}-upload")["UploadId"]
+    v.upload_part(Bucket=bucket, Key=f"{SECRET}-upload", UploadId=up, PartNumber=1,
+                  Body=SECRET.encode() * 100)
+    v.put_bucket_acl(Bucket=bucket, ACL="public-read")
+    v.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "t", "Value": SECRET}]})
+    v.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": "*", "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))
+    own = f"shb-{tag}"
+    b.create_bucket(Bucket=own)
+    b.copy_object(Bucket=own, Key="copy", CopySource={"Bucket": bucket, "Key": key})
+    assert b.get_object(Bucket=bucket, Key=key)["Body"].read() == f"new {SECRET}".encode()
+    admin_request("POST", f"/tenants/{vname}/shred", {"confirm": vname, "wait_s": 0},
+                  env=cluster.env)
+    # "shredded" holds at once in every gateway process: each fetch is a new connection,
+    # which the gateway's worker processes take in turn
+    for _ in range(8):
+        status, body = fetch(f"{cluster.endpoint}/{bucket}/{key}")
+        assert status == 403 and SECRET.encode() not in body, (status, body)
+    return {"b": b, "bucket": bucket, "key": key, "first": first, "upload": up, "own": own,
+            "endpoint": cluster.endpoint}
+
+
+def _paths(w: dict[str, Any]) -> dict[str, Callable[[Any], Any]]:
+    bucket, key, up = w["bucket"], w["key"], w["upload"]
+    return {
+        "GetObject": lambda c: c.get_object(Bucket=bucket, Key=key)["Body"].read(),
+        "GetNoncurrent": lambda c: c.get_object(Bucket=bucket, Key=key,
+                                                VersionId=w["first"])["Body"].read(),
+        "Range": lambda c: c.get_object(Bucket=bucket, Key=key, Range="bytes=0-3"),
+        "GetCopyWithin": lambda c: c.get_object(Bucket=bucket, Key="inside"),
+        "HeadObject": lambda c: c.head_object(Bucket=bucket, Key=key),
+        "GetObjectAttributes": lambda c: c.get_object_attributes(
+            Bucket=bucket, Key=key, ObjectAttributes=["ETag", "Checksum", "ObjectSize"]),
+        "GetObjectTagging": lambda c: c.get_object_tagging(Bucket=bucket, Key=key),
+        "GetObjectAcl": lambda c: c.get_object_acl(Bucket=bucket, Key=key),
+        "ListObjectsV2": lambda c: c.list_objects_v2(Bucket=bucket),
+        "ListObjects": lambda c: c.list_objects(Bucket=bucket),
+        "ListObjectVersions": lambda c: c.list_object_versions(Bucket=bucket),
+        "ListMultipartUploads": lambda c: c.list_multipart_uploads(Bucket=bucket),
+        "ListParts": lambda c: c.list_parts(Bucket=bucket, Key=f"{SECRET}-upload",
+                                            UploadId=up),
+        "GetBucketTagging": lambda c: c.get_bucket_tagging(Bucket=bucket),
+        "GetBucketPolicy": lambda c: c.get_bucket_policy(Bucket=bucket),
+        "GetBucketAcl": lambda c: c.get_bucket_acl(Bucket=bucket),
+        "CopyOut": lambda c: c.copy_object(Bucket=w["own"], Key="late",
+                                           CopySource={"Bucket": bucket, "Key": key}),
+    }
+
+
+PATHS = list(_paths({"bucket": "", "key": "", "upload": "", "first": "", "own": ""}))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_shredded_tenant_serves_nothing_to_a_grantee(w: dict[str, Any], path: str) -> None:
+    with pytest.raises(ClientError) as ei:
+        _paths(w)[path](w["b"])
+    r = ei.value.response
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 403, r
+    if path != "ListParts":  # it names the upload's key (echoed as the error's Resource)
+        assert SECRET not in str(r), r
+
+
+def test_shredded_tenant_serves_nothing_anonymously(w: dict[str, Any]) -> None:
+    base = f"{w['endpoint']}/{w['bucket']}"
+    for url in (f"{base}/{w['key']}", f"{base}?list-type=2", f"{base}?versions",
+                f"{base}?uploads", f"{base}/{w['key']}?tagging", f"{base}?policy"):
+        status, body = fetch(url)
+        assert status == 403 and SECRET.encode() not in body, (url, status, body)
+
+
+def test_copy_made_by_another_tenant_before_the_shred_survives(w: dict[str, Any]) -> None:
+    got = w["b"].get_object(Bucket=w["own"], Key="copy")["Body"].read()
+    assert got == f"new {SECRET}".encode()
