@@ -1,0 +1,63 @@
+"""Outside-attacker checks of "accepted means applied": an operation, header or parameter
+AWS documents either takes effect as AWS defines it or is refused with AWS's error, never
+accepted and ignored. Driven by real boto3 calls (botocore's own model of each request)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.integration.cluster import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def w(cluster: LocalCluster) -> dict[str, Any]:
+    s3 = cluster.client()
+    bucket = f"atk-api-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    return {"s3": s3, "bucket": bucket}
+
+
+def _err(call: Callable[..., Any], **kw: Any) -> tuple[int, str]:
+    try:
+        call(**kw)
+    except ClientError as exc:
+        return exc.response["ResponseMetadata"]["HTTPStatusCode"], exc.response["Error"]["Code"]
+    raise AssertionError(f"{call} was accepted")
+
+
+def _body(w: dict[str, Any], key: str) -> bytes:
+    return w["s3"].get_object(Bucket=w["bucket"], Key=key)["Body"].read()
+
+
+@pytest.mark.parametrize("op", ["rename_object", "update_object_encryption"])
+def test_object_operations_we_lack_are_refused_not_a_put(w: dict[str, Any], op: str) -> None:
+    """RenameObject (`PUT ?renameObject`) and UpdateObjectEncryption (`PUT ?encryption`)
+    were routed as PutObject: a rename replaced the object with an empty one and a change
+    of encryption replaced it with the request's XML, both answered 200. 501 now, the
+    object untouched."""
+    s3, b = w["s3"], w["bucket"]
+    s3.put_object(Bucket=b, Key=op, Body=b"kept")
+    kw: dict[str, Any] = {"RenameSource": f"{b}/elsewhere"} if op == "rename_object" else {
+        "ObjectEncryption": {"SSEKMS": {"KMSKeyArn": "arn:aws:kms:us-east-1:1:key/k"}}}
+    assert _err(getattr(s3, op), Bucket=b, Key=op, **kw) == (501, "NotImplemented")
+    assert _body(w, op) == b"kept"
+
+
+@pytest.mark.parametrize(("op", "kw"), [
+    ("put_bucket_abac", {"AbacStatus": {"Status": "Enabled"}}),
+    ("get_bucket_abac", {}),
+    ("create_session", {}),
+    ("get_bucket_metadata_configuration", {}),
+    ("delete_bucket_metadata_configuration", {}),
+])
+def test_bucket_operations_we_lack_are_refused_not_another(w: dict[str, Any], op: str,
+                                                           kw: dict[str, Any]) -> None:
+    """GetBucketAbac, CreateSession and GetBucketMetadataConfiguration were answered with
+    a ListObjects page (an empty AbacStatus: "not enabled" by omission), PutBucketAbac as a
+    CreateBucket: 501 NotImplemented now."""
+    assert _err(getattr(w["s3"], op), Bucket=w["bucket"], **kw) == (501, "NotImplemented")
