@@ -82,6 +82,8 @@ class RequestBody:
         trailer_names = h.get("x-amz-trailer", "")
         trailed = False
         for name in trailer_names.split(","):
+            if name.strip().lower() in checksums.UNCHECKED_HEADERS:
+                checksums.refuse_unchecked(name.strip().lower())
             a = checksums.algorithm_of_header(name.strip())
             if a:
                 announced.add(a)

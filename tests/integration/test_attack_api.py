@@ -4,6 +4,8 @@ accepted and ignored. Driven by real boto3 calls (botocore's own model of each r
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -61,3 +63,42 @@ def test_bucket_operations_we_lack_are_refused_not_another(w: dict[str, Any], op
     a ListObjects page (an empty AbacStatus: "not enabled" by omission), PutBucketAbac as a
     CreateBucket: 501 NotImplemented now."""
     assert _err(getattr(w["s3"], op), Bucket=w["bucket"], **kw) == (501, "NotImplemented")
+
+
+def _absent(w: dict[str, Any], key: str) -> bool:
+    return _err(w["s3"].head_object, Bucket=w["bucket"], Key=key)[0] == 404
+
+
+UNCHECKED = {"SHA512": hashlib.sha512, "MD5": hashlib.md5}
+
+
+@pytest.mark.parametrize("alg", ["SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128"])
+def test_digest_of_an_algorithm_we_do_not_compute_is_refused(w: dict[str, Any],
+                                                             alg: str) -> None:
+    """x-amz-checksum-sha512/-md5/-xxhash64/-xxhash3/-xxhash128 (in AWS's model since
+    2025) were accepted and never compared: a wrong digest stored the object, 200. 501
+    NotImplemented naming the header now (its digest cannot be checked), nothing stored,
+    right or wrong, on PutObject and UploadPart."""
+    s3, b = w["s3"], w["bucket"]
+    digest = UNCHECKED.get(alg, hashlib.sha256)(b"abc").digest()
+    for value in (base64.b64encode(digest).decode(), base64.b64encode(b"\0" * 8).decode()):
+        key = f"unchecked-{alg}"
+        assert _err(s3.put_object, Bucket=b, Key=key, Body=b"abc",
+                    **{f"Checksum{alg}": value}) == (501, "NotImplemented")
+        assert _absent(w, key)
+        up = s3.create_multipart_upload(Bucket=b, Key=key)["UploadId"]
+        assert _err(s3.upload_part, Bucket=b, Key=key, UploadId=up, PartNumber=1,
+                    Body=b"abc", **{f"Checksum{alg}": value}) == (501, "NotImplemented")
+        assert s3.list_parts(Bucket=b, Key=key, UploadId=up).get("Parts", []) == []
+        s3.abort_multipart_upload(Bucket=b, Key=key, UploadId=up)
+
+
+@pytest.mark.parametrize("alg", ["SHA512", "XXHASH64"])
+def test_trailer_of_an_algorithm_we_do_not_compute_is_refused(w: dict[str, Any],
+                                                              alg: str) -> None:
+    """boto3's ChecksumAlgorithm=SHA512 sends the body aws-chunked with an
+    x-amz-checksum-sha512 trailer: refused (501) before the body is read, nothing stored."""
+    key = f"trailed-{alg}"
+    assert _err(w["s3"].put_object, Bucket=w["bucket"], Key=key, Body=b"abc",
+                ChecksumAlgorithm=alg) == (501, "NotImplemented")
+    assert _absent(w, key)
