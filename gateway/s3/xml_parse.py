@@ -116,12 +116,30 @@ def find_text(elem: ET.Element, name: str) -> str | None:
     return None
 
 
-def parse_create_bucket(body: bytes) -> str | None:
-    """CreateBucketConfiguration -> LocationConstraint (None for an empty body or none)."""
+class BucketCreation(NamedTuple):
+    """What a CreateBucketConfiguration asks for: the region (None: the endpoint's) and the
+    bucket's first tags (empty: none)."""
+
+    region: str | None = None
+    tags: dict[str, str] = {}
+
+
+BUCKET_TAGS_MAX = 50
+
+
+def parse_create_bucket(body: bytes) -> BucketCreation:
+    """CreateBucketConfiguration -> BucketCreation. An unknown or repeated element is
+    MalformedXML; `Location` and `Bucket` describe a directory bucket (S3 Express), which is
+    not offered: 501 NotImplemented, never a general-purpose bucket made in their place."""
     if not body.strip():
-        return None
+        return BucketCreation()
     root = parse_document(body, "CreateBucketConfiguration")
-    return find_text(root, "LocationConstraint") or None
+    only_children(root, ("LocationConstraint", "Location", "Bucket", "Tags"))
+    if find_all(root, "Location") or find_all(root, "Bucket"):
+        raise S3Error("NotImplemented", "Directory buckets are not supported.")
+    tags = find_all(root, "Tags")
+    return BucketCreation(find_text(root, "LocationConstraint") or None,
+                          _tag_set(tags[0], BUCKET_TAGS_MAX) if tags else {})
 
 
 def parse_versioning(body: bytes) -> str:
@@ -145,8 +163,14 @@ def parse_tagging(body: bytes, max_tags: int = OBJECT_TAGS_MAX) -> dict[str, str
     tag_sets = find_all(root, "TagSet")
     if len(tag_sets) != 1:
         raise malformed("expected one TagSet")
+    return _tag_set(tag_sets[0], max_tags)
+
+
+def _tag_set(elem: ET.Element, max_tags: int) -> dict[str, str]:
+    """The `Tag` children of a TagSet (or of CreateBucketConfiguration's Tags) -> {key:
+    value}, each checked as S3 checks a tag."""
     tags: dict[str, str] = {}
-    for tag in find_all(tag_sets[0], "Tag"):
+    for tag in find_all(elem, "Tag"):
         key, value = find_text(tag, "Key"), find_text(tag, "Value")
         if key is None or value is None:
             raise malformed("Tag needs Key and Value")

@@ -102,3 +102,30 @@ def test_trailer_of_an_algorithm_we_do_not_compute_is_refused(w: dict[str, Any],
     assert _err(w["s3"].put_object, Bucket=w["bucket"], Key=key, Body=b"abc",
                 ChecksumAlgorithm=alg) == (501, "NotImplemented")
     assert _absent(w, key)
+
+
+def test_create_bucket_applies_its_tags(w: dict[str, Any]) -> None:
+    """CreateBucketConfiguration's Tags were accepted and dropped: the new bucket had no
+    tag set. They are the bucket's tags now, checked as PutBucketTagging checks them."""
+    s3, b = w["s3"], f"atk-api-tags-{uuid.uuid4().hex[:8]}"
+    tags = [{"Key": "team", "Value": "blue"}, {"Key": "cost", "Value": ""}]
+    s3.create_bucket(Bucket=b, CreateBucketConfiguration={"Tags": tags})
+    assert sorted(s3.get_bucket_tagging(Bucket=b)["TagSet"], key=lambda t: t["Key"]) == \
+        sorted(tags, key=lambda t: t["Key"])
+    bad = f"{b}-bad"
+    assert _err(s3.create_bucket, Bucket=bad, CreateBucketConfiguration={
+        "Tags": [{"Key": "aws:x", "Value": "1"}]}) == (400, "InvalidTag")
+    assert _err(s3.head_bucket, Bucket=bad)[0] == 404
+
+
+@pytest.mark.parametrize("conf", [
+    {"Bucket": {"DataRedundancy": "SingleAvailabilityZone", "Type": "Directory"}},
+    {"Location": {"Type": "AvailabilityZone", "Name": "use1-az4"}},
+])
+def test_create_directory_bucket_is_refused(w: dict[str, Any], conf: dict[str, Any]) -> None:
+    """A directory bucket's configuration (Bucket, Location) made a general-purpose bucket,
+    200: 501 NotImplemented now, no bucket made."""
+    s3, b = w["s3"], f"atk-api-dir-{uuid.uuid4().hex[:8]}"
+    assert _err(s3.create_bucket, Bucket=b, CreateBucketConfiguration=conf) == (
+        501, "NotImplemented")
+    assert _err(s3.head_bucket, Bucket=b)[0] == 404
