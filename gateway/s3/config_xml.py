@@ -57,11 +57,14 @@ def parse_cors(body: bytes) -> list[dict[str, Any]]:
     """CORSConfiguration -> [{id, allowed_origins, allowed_methods, allowed_headers,
     expose_headers, max_age}] (1 to 100 rules, in the order sent)."""
     root = parse_document(body, "CORSConfiguration")
+    only_children(root, (), ("CORSRule",))
     rules = find_all(root, "CORSRule")
     if not rules or len(rules) > CORS_RULES_MAX:
         raise malformed(f"{len(rules)} CORS rules; 1 to {CORS_RULES_MAX} allowed")
     out = []
     for rule in rules:
+        only_children(rule, ("ID", "MaxAgeSeconds"), ("AllowedOrigin", "AllowedMethod",
+                                                      "AllowedHeader", "ExposeHeader"))
         origins = [(e.text or "").strip() for e in find_all(rule, "AllowedOrigin")]
         methods = [(e.text or "").strip() for e in find_all(rule, "AllowedMethod")]
         if not origins or not methods:

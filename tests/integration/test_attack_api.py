@@ -211,3 +211,100 @@ def test_encryption_configuration_with_an_unknown_element_is_malformed(
         r = _signed_put(w, f"/{b}?encryption", body)
         assert r.status_code == 400 and b"<Code>MalformedXML</Code>" in r.content, r.content
     assert s3.get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"] == before
+
+
+def _doc(root: str, inner: str) -> bytes:
+    return f'<{root} xmlns="{NS}">{inner}</{root}>'.encode()
+
+
+# (what, subresource path (after the bucket), document): each has an element the schema
+# does not have, which was dropped while the rest was applied (a misspelt flag read as
+# false, a misspelt VersionId deleted the current version instead of the one named).
+UNKNOWN_ELEMENTS = [
+    ("public access block", "?publicAccessBlock", _doc(
+        "PublicAccessBlockConfiguration", "<BlockPublicAcl>true</BlockPublicAcl>")),
+    ("ownership", "?ownershipControls", _doc(
+        "OwnershipControls", "<Rule><ObjectOwnership>BucketOwnerEnforced</ObjectOwnership>"
+        "<ObjectOwner>x</ObjectOwner></Rule>")),
+    ("cors", "?cors", _doc(
+        "CORSConfiguration", "<CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET"
+        "</AllowedMethod><MaxAgeSecond>5</MaxAgeSecond></CORSRule>")),
+    ("versioning", "?versioning", _doc(
+        "VersioningConfiguration", "<Status>Enabled</Status><MFADelete>Enabled</MFADelete>")),
+    ("object lock", "?object-lock", _doc(
+        "ObjectLockConfiguration", "<ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule>"
+        "<DefaultRetention><Mode>GOVERNANCE</Mode><Days>1</Days><Year>1</Year>"
+        "</DefaultRetention></Rule>")),
+    ("retention", "/k?retention", _doc(
+        "Retention", "<Mode>GOVERNANCE</Mode><RetainUntilDate>2099-01-01T00:00:00Z"
+        "</RetainUntilDate><Legalhold>ON</Legalhold>")),
+    ("legal hold", "/k?legal-hold", _doc("LegalHold", "<Status>OFF</Status><Mode>x</Mode>")),
+    ("object tagging", "/k?tagging", _doc(
+        "Tagging", "<TagSet><Tag><Key>a</Key><Value>1</Value><Vaule>2</Vaule></Tag></TagSet>")),
+    ("bucket tagging", "?tagging", _doc(
+        "Tagging", "<TagSet><Tag><Key>a</Key><Value>1</Value></Tag></TagSet><Tags/>")),
+]
+
+
+@pytest.fixture(scope="module")
+def locked(w: dict[str, Any]) -> str:
+    b = f"atk-api-lock-{uuid.uuid4().hex[:8]}"
+    w["s3"].create_bucket(Bucket=b, ObjectLockEnabledForBucket=True)
+    w["s3"].put_object(Bucket=b, Key="k", Body=b"kept")
+    return b
+
+
+@pytest.mark.parametrize(("what", "sub", "body"), UNKNOWN_ELEMENTS,
+                         ids=[u[0] for u in UNKNOWN_ELEMENTS])
+def test_configuration_with_an_unknown_element_is_malformed(
+        w: dict[str, Any], locked: str, what: str, sub: str, body: bytes) -> None:
+    """An element the published schema does not have is MalformedXML, as AWS answers, and
+    nothing is changed; it was dropped and the rest applied."""
+    s3 = w["s3"]
+    r = _signed_put(w, f"/{locked}{sub}", body)
+    assert r.status_code == 400 and b"<Code>MalformedXML</Code>" in r.content, r.content
+    assert _err(s3.get_public_access_block, Bucket=locked)[1] == \
+        "NoSuchPublicAccessBlockConfiguration"
+    assert "Rule" not in s3.get_object_lock_configuration(
+        Bucket=locked)["ObjectLockConfiguration"]
+    assert s3.get_object_tagging(Bucket=locked, Key="k")["TagSet"] == []
+    assert _err(s3.get_object_retention, Bucket=locked, Key="k")[0] == 404
+
+
+def test_delete_objects_with_an_unknown_element_is_malformed(w: dict[str, Any],
+                                                             locked: str) -> None:
+    """DeleteObjects naming a version as <VersionID> (misspelt) deleted the current version
+    instead (a delete marker over it); <Quite> was read as not quiet. MalformedXML now."""
+    s3 = w["s3"]
+    v = s3.head_object(Bucket=locked, Key="k")["VersionId"]
+    for inner in (f"<Object><Key>k</Key><VersionID>{v}</VersionID></Object>",
+                  "<Object><Key>k</Key></Object><Quite>true</Quite>"):
+        body = _doc("Delete", inner)
+        env = w["cluster"].env
+        headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+                   "x-amz-content-sha256": hashlib.sha256(body).hexdigest()}
+        req = AWSRequest(method="POST", url=f"{w['cluster'].endpoint}/{locked}?delete",
+                         data=body, headers=headers)
+        S3SigV4Auth(Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]), "s3",
+                    env["AWS_DEFAULT_REGION"]).add_auth(req)
+        p = req.prepare()
+        r = requests.post(p.url, data=body, headers=dict(p.headers), timeout=60)
+        assert r.status_code == 400 and b"<Code>MalformedXML</Code>" in r.content, r.content
+    assert s3.head_object(Bucket=locked, Key="k")["VersionId"] == v
+
+
+def test_complete_naming_a_digest_we_do_not_compute_is_refused(w: dict[str, Any]) -> None:
+    """A CompletedPart's ChecksumSHA512 (or another algorithm no part is stored with) was
+    dropped and the upload completed: 501 NotImplemented, the upload left open."""
+    s3, b = w["s3"], w["bucket"]
+    up = s3.create_multipart_upload(Bucket=b, Key="mpu-sha512")["UploadId"]
+    etag = s3.upload_part(Bucket=b, Key="mpu-sha512", UploadId=up, PartNumber=1,
+                          Body=b"abc")["ETag"]
+    digest = base64.b64encode(hashlib.sha512(b"abc").digest()).decode()
+    assert _err(s3.complete_multipart_upload, Bucket=b, Key="mpu-sha512", UploadId=up,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag,
+                                            "ChecksumSHA512": digest}]}) == (
+        501, "NotImplemented")
+    assert [p["PartNumber"] for p in s3.list_parts(Bucket=b, Key="mpu-sha512",
+                                                   UploadId=up)["Parts"]] == [1]
+    s3.abort_multipart_upload(Bucket=b, Key="mpu-sha512", UploadId=up)
