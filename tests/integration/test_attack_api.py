@@ -8,6 +8,7 @@ import base64
 import hashlib
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -308,3 +309,63 @@ def test_complete_naming_a_digest_we_do_not_compute_is_refused(w: dict[str, Any]
     assert [p["PartNumber"] for p in s3.list_parts(Bucket=b, Key="mpu-sha512",
                                                    UploadId=up)["Parts"]] == [1]
     s3.abort_multipart_upload(Bucket=b, Key="mpu-sha512", UploadId=up)
+
+
+def test_abort_if_match_initiated_time_is_a_condition(w: dict[str, Any]) -> None:
+    """AbortMultipartUpload's x-amz-if-match-initiated-time was ignored: an upload begun at
+    another time was aborted all the same. A time other than the upload's start is 412 and
+    the upload stays; its own start (as ListMultipartUploads gives it) aborts it."""
+    s3, b = w["s3"], w["bucket"]
+    up = s3.create_multipart_upload(Bucket=b, Key="abort-cond")["UploadId"]
+    started = next(u["Initiated"] for u in s3.list_multipart_uploads(Bucket=b)["Uploads"]
+                   if u["UploadId"] == up)
+    assert _err(s3.abort_multipart_upload, Bucket=b, Key="abort-cond", UploadId=up,
+                IfMatchInitiatedTime=started - timedelta(days=1)) == (412, "PreconditionFailed")
+    assert s3.list_parts(Bucket=b, Key="abort-cond", UploadId=up)["UploadId"] == up
+    s3.abort_multipart_upload(Bucket=b, Key="abort-cond", UploadId=up,
+                              IfMatchInitiatedTime=started)
+    assert _err(s3.list_parts, Bucket=b, Key="abort-cond", UploadId=up)[0] == 404
+
+
+def test_account_regional_bucket_namespace_is_refused(w: dict[str, Any]) -> None:
+    """CreateBucket with x-amz-bucket-namespace: account-regional made a bucket in the one
+    (global) namespace, 200: 501 NotImplemented now, an unknown value 400, and no bucket;
+    `global` is what every bucket here is."""
+    s3, b = w["s3"], f"atk-api-ns-{uuid.uuid4().hex[:8]}"
+    assert _err(s3.create_bucket, Bucket=b, BucketNamespace="account-regional") == (
+        501, "NotImplemented")
+
+    def bogus(request, **_kw):  # type: ignore[no-untyped-def]
+        request.headers["x-amz-bucket-namespace"] = "regional"
+    s3.meta.events.register_first("before-sign.s3.CreateBucket", bogus)
+    try:
+        assert _err(s3.create_bucket, Bucket=b) == (400, "InvalidArgument")
+    finally:
+        s3.meta.events.unregister("before-sign.s3.CreateBucket", bogus)
+    assert _err(s3.head_bucket, Bucket=b)[0] == 404
+    s3.create_bucket(Bucket=b, BucketNamespace="global")
+    s3.head_bucket(Bucket=b)
+
+
+def _post(w: dict[str, Any], key: str, fields: dict[str, str], body: bytes
+          ) -> requests.Response:
+    form = w["s3"].generate_presigned_post(w["bucket"], key, Fields=fields,
+                                           Conditions=[{k: v} for k, v in fields.items()])
+    return requests.post(form["url"], data=form["fields"], files={"file": ("f", body)},
+                         allow_redirects=False, timeout=60)
+
+
+def test_post_form_content_md5_is_checked(w: dict[str, Any]) -> None:
+    """A POST form's Content-MD5 field (AWS: "Amazon S3 checks the object against the
+    provided MD5 value") was ignored: a file that did not match was stored. 400 BadDigest
+    now (InvalidDigest for a value that is no MD5), nothing stored; a matching one stores."""
+    def md5(data: bytes) -> str:
+        return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+    r = _post(w, "post-md5", {"Content-MD5": md5(b"other")}, b"body")
+    assert r.status_code == 400 and b"<Code>BadDigest</Code>" in r.content, r.content
+    r = _post(w, "post-md5", {"Content-MD5": "not-an-md5"}, b"body")
+    assert r.status_code == 400 and b"<Code>InvalidDigest</Code>" in r.content, r.content
+    assert _absent(w, "post-md5")
+    assert _post(w, "post-md5", {"Content-MD5": md5(b"body")}, b"body").status_code == 204
+    assert _body(w, "post-md5") == b"body"

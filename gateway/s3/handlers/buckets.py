@@ -61,9 +61,25 @@ async def list_buckets(rq: S3Request) -> web.StreamResponse:
         prefix=p.get("prefix"), continuation=page_token(page[-1].name) if more else None))
 
 
+NAMESPACE_HEADER = "x-amz-bucket-namespace"
+
+
+def _check_namespace(value: str | None) -> None:
+    """x-amz-bucket-namespace: `global` is the one namespace here; an account-regional
+    bucket (named with the account and region, `-an`) is not offered: 501, never a global
+    bucket made in its place."""
+    if value is None or value == "global":
+        return
+    if value == "account-regional":
+        raise S3Error("NotImplemented", Header=NAMESPACE_HEADER)
+    raise S3Error("InvalidArgument", f"Invalid {NAMESPACE_HEADER} header",
+                  ArgumentName=NAMESPACE_HEADER, ArgumentValue=value)
+
+
 @operation("CreateBucket")
 async def create_bucket(rq: S3Request) -> web.StreamResponse:
     validate_bucket_name(rq.bucket)
+    _check_namespace(rq.headers.get(NAMESPACE_HEADER))
     body = await read_xml_body(rq)
     asked = xml_parse.parse_create_bucket(body)
     region = asked.region

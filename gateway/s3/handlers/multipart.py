@@ -19,7 +19,7 @@ from gateway.s3.handlers.copy import copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
-from gateway.s3.http import ascii_digits, iso_time, strict_int
+from gateway.s3.http import ascii_digits, iso_time, parse_http_date, strict_int
 from storage import multipart as mp
 from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
@@ -332,10 +332,25 @@ async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
                         headers=headers)
 
 
+INITIATED_HEADER = "x-amz-if-match-initiated-time"
+
+
 @operation("AbortMultipartUpload")
 async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
+    """With x-amz-if-match-initiated-time, only the upload begun at that second is aborted
+    (412 otherwise, as S3 documents it); an upload's start never changes, so a check before
+    the abort holds for it."""
     upload_id = rq.upload_id
+    raw = rq.headers.get(INITIATED_HEADER)
+    when = parse_http_date(raw) if raw is not None else None
+    if raw is not None and when is None:
+        raise S3Error("InvalidArgument", f"Invalid {INITIATED_HEADER}.",
+                      ArgumentName=INITIATED_HEADER, ArgumentValue=raw)
     with _errors(upload_id):
+        if when is not None:
+            up, _ = await service(rq).get(rq.existing_bucket(), rq.key, upload_id)
+            if int(up.initiated) != int(when):
+                raise S3Error("PreconditionFailed", Condition=INITIATED_HEADER)
         await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
     return web.Response(status=204)
 
