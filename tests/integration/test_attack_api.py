@@ -369,3 +369,27 @@ def test_post_form_content_md5_is_checked(w: dict[str, Any]) -> None:
     assert _absent(w, "post-md5")
     assert _post(w, "post-md5", {"Content-MD5": md5(b"body")}, b"body").status_code == 204
     assert _body(w, "post-md5") == b"body"
+
+
+@pytest.mark.parametrize(("alg", "made", "asked"), [
+    ("CRC32", "COMPOSITE", "FULL_OBJECT"), ("CRC32", "FULL_OBJECT", "COMPOSITE"),
+    ("CRC64NVME", "FULL_OBJECT", "COMPOSITE"), ("SHA256", "COMPOSITE", "FULL_OBJECT")])
+def test_complete_checksum_type_must_be_the_uploads(w: dict[str, Any], alg: str, made: str,
+                                                    asked: str) -> None:
+    """CompleteMultipartUpload's x-amz-checksum-type was ignored: a completion asserting
+    another type than the upload's completed. AWS: BadDigest; the upload stays open and
+    completes when the type matches."""
+    s3, b, key = w["s3"], w["bucket"], f"ctype-{alg}-{made}"
+    up = s3.create_multipart_upload(Bucket=b, Key=key, ChecksumAlgorithm=alg,
+                                    ChecksumType=made)["UploadId"]
+    part = s3.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=1, Body=b"abc",
+                          ChecksumAlgorithm=alg)
+    listed = {"PartNumber": 1, "ETag": part["ETag"],
+              f"Checksum{alg}": part[f"Checksum{alg}"]}
+
+    def complete(ctype: str) -> Any:
+        return s3.complete_multipart_upload(Bucket=b, Key=key, UploadId=up, ChecksumType=ctype,
+                                            MultipartUpload={"Parts": [listed]})
+    assert _err(complete, ctype=asked) == (400, "BadDigest")
+    assert _absent(w, key)
+    assert complete(made)["ChecksumType"] == made

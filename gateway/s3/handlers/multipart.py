@@ -23,7 +23,7 @@ from gateway.s3.http import ascii_digits, iso_time, parse_http_date, strict_int
 from storage import multipart as mp
 from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
-from storage.multipart_checksums import COMPOSITE
+from storage.multipart_checksums import COMPOSITE, FULL_OBJECT
 from storage.multipart_records import ListedPart, Part, Upload, UploadOptions
 from storage.records import ObjectVersion
 
@@ -265,6 +265,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
     # every upload now has (a default CRC when none is named).
     _part_customer_key(rq, up)
+    _check_checksum_type(rq.headers.get("x-amz-checksum-type"), up)
     asked = await _asked(rq)
     with _errors(upload_id):
         try:
@@ -274,6 +275,19 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
         except mp.UploadNotFound:  # completed meanwhile (a race, here or on another gateway)
             v = await _made(rq, upload_id, asked)
     return await _completed(rq, v)
+
+
+def _check_checksum_type(raw: str | None, up: Upload) -> None:
+    """A completion's x-amz-checksum-type must be the upload's (AWS: BadDigest otherwise);
+    an upload made without a checksum algorithm has no type to match."""
+    if raw is None:
+        return
+    have = up.checksum_type if up.checksum_algorithm else None
+    if raw.upper() not in (COMPOSITE, FULL_OBJECT):
+        raise S3Error("InvalidRequest", "Value for x-amz-checksum-type header is invalid.")
+    if raw.upper() != have:
+        raise S3Error("BadDigest", f"The upload was created using the {have or 'no'} "
+                      "checksum mode. The complete request must use the same checksum mode.")
 
 
 @dataclass
