@@ -31,6 +31,20 @@ BODY_IDLE_TIMEOUT_S = 20.0  # longest wait for the next body bytes (AWS: about 2
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
+def content_md5_hex(value: str | None) -> str | None:
+    """A Content-MD5 header (or POST form field) as hex, None when absent; anything but the
+    base64 of 16 bytes is 400 InvalidDigest."""
+    if value is None:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise S3Error("InvalidDigest") from None
+    if len(raw) != 16:
+        raise S3Error("InvalidDigest")
+    return raw.hex()
+
+
 class RequestBody:
     def __init__(self, request: web.BaseRequest, auth: AuthResult, max_size: int) -> None:
         h = request.headers
@@ -82,6 +96,8 @@ class RequestBody:
         trailer_names = h.get("x-amz-trailer", "")
         trailed = False
         for name in trailer_names.split(","):
+            if name.strip().lower() in checksums.UNCHECKED_HEADERS:
+                checksums.refuse_unchecked(name.strip().lower())
             a = checksums.algorithm_of_header(name.strip())
             if a:
                 announced.add(a)
@@ -93,16 +109,7 @@ class RequestBody:
             raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header. "
                           "Multiple checksum Types are not allowed.")
         self.checksums = {a: checksums.Checksum(a) for a in announced}
-        md5 = h.get("Content-MD5")
-        self.content_md5: str | None = None
-        if md5 is not None:
-            try:
-                raw = base64.b64decode(md5, validate=True)
-            except (binascii.Error, ValueError):
-                raise S3Error("InvalidDigest") from None
-            if len(raw) != 16:
-                raise S3Error("InvalidDigest")
-            self.content_md5 = raw.hex()
+        self.content_md5 = content_md5_hex(h.get("Content-MD5"))
 
     @property
     def integrity_declared(self) -> bool:

@@ -18,6 +18,10 @@ from storage import isal
 
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
 HEADER = {a: f"x-amz-checksum-{a.lower()}" for a in ALGORITHMS}
+# Algorithms AWS documents that are not computed here: a digest sent in one of their headers
+# (or named as a trailer) is refused, never accepted unchecked.
+UNCHECKED = ("SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128")
+UNCHECKED_HEADERS = frozenset(f"x-amz-checksum-{a.lower()}" for a in UNCHECKED)
 
 
 class _Crc:
@@ -87,6 +91,9 @@ def from_headers(headers: object, parts: int | None = None) -> dict[str, str]:
     the base64 of a digest of its algorithm's size is 400 InvalidRequest, as S3 answers (not
     BadDigest: nothing was compared). Only a CompleteMultipartUpload of `parts` parts may add
     a composite suffix, and then exactly `-<parts>`."""
+    for name in UNCHECKED_HEADERS:
+        if name in headers:  # type: ignore[operator]
+            refuse_unchecked(name)
     out = {}
     for alg, name in HEADER.items():
         v = headers.get(name)  # type: ignore[attr-defined]
@@ -110,3 +117,9 @@ def algorithm_of_header(name: str) -> str | None:
         if h == name:
             return alg
     return None
+
+
+def refuse_unchecked(name: str) -> None:
+    """A digest header (or trailer) of an algorithm in UNCHECKED: 501 NotImplemented naming
+    it, as S3 answers a header it does not implement; its value could not be compared."""
+    raise S3Error("NotImplemented", Header=name)

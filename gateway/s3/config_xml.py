@@ -21,6 +21,7 @@ from gateway.s3.xml_parse import (
     find_text,
     invalid_argument,
     malformed,
+    only_children,
     parse_document,
     parse_int,
 )
@@ -40,6 +41,7 @@ CORS_RULES_MAX = 100
 RULE_ID_CHARS_MAX = 255
 POLICY_BYTES_MAX = 20 * 1024
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")
+BLOCKABLE_TYPES = ("NONE", "SSE-C")  # BlockedEncryptionTypes' EncryptionType values
 POLICY_VERSIONS = ("2012-10-17", "2008-10-17")
 
 #: What GetBucketEncryption answers for a bucket without its own configuration: since January
@@ -55,11 +57,14 @@ def parse_cors(body: bytes) -> list[dict[str, Any]]:
     """CORSConfiguration -> [{id, allowed_origins, allowed_methods, allowed_headers,
     expose_headers, max_age}] (1 to 100 rules, in the order sent)."""
     root = parse_document(body, "CORSConfiguration")
+    only_children(root, (), ("CORSRule",))
     rules = find_all(root, "CORSRule")
     if not rules or len(rules) > CORS_RULES_MAX:
         raise malformed(f"{len(rules)} CORS rules; 1 to {CORS_RULES_MAX} allowed")
     out = []
     for rule in rules:
+        only_children(rule, ("ID", "MaxAgeSeconds"), ("AllowedOrigin", "AllowedMethod",
+                                                      "AllowedHeader", "ExposeHeader"))
         origins = [(e.text or "").strip() for e in find_all(rule, "AllowedOrigin")]
         methods = [(e.text or "").strip() for e in find_all(rule, "AllowedMethod")]
         if not origins or not methods:
@@ -116,14 +121,21 @@ def cors_xml(rules: list[dict[str, Any]]) -> bytes:
 
 
 def parse_encryption(body: bytes) -> dict[str, Any]:
-    """ServerSideEncryptionConfiguration -> {algorithm, kms_key_id, bucket_key_enabled}."""
+    """ServerSideEncryptionConfiguration -> {algorithm, kms_key_id, bucket_key_enabled,
+    blocked}; `blocked` lists the encryption types new objects may not use (BlockedEncryption
+    Types: SSE-C or NONE), enforced by `gateway.s3.sse.for_request`. An unknown or repeated
+    element is MalformedXML, never dropped."""
     root = parse_document(body, "ServerSideEncryptionConfiguration")
+    only_children(root, (), ("Rule",))
     rules = find_all(root, "Rule")
     if len(rules) != 1:
         raise malformed(f"{len(rules)} encryption rules; exactly 1 allowed")
+    only_children(rules[0], ("ApplyServerSideEncryptionByDefault", "BucketKeyEnabled",
+                             "BlockedEncryptionTypes"))
     defaults = find_all(rules[0], "ApplyServerSideEncryptionByDefault")
     if len(defaults) != 1:
         raise malformed("Rule needs ApplyServerSideEncryptionByDefault")
+    only_children(defaults[0], ("SSEAlgorithm", "KMSMasterKeyID"))
     algorithm = find_text(defaults[0], "SSEAlgorithm")
     if algorithm not in SSE_ALGORITHMS:
         raise malformed(f"SSEAlgorithm {algorithm!r}")
@@ -135,7 +147,22 @@ def parse_encryption(body: bytes) -> dict[str, Any]:
     bke = (find_text(rules[0], "BucketKeyEnabled") or "false").strip()
     if bke not in ("true", "false"):
         raise malformed(f"BucketKeyEnabled {bke!r}")
-    return {"algorithm": algorithm, "kms_key_id": key_id, "bucket_key_enabled": bke == "true"}
+    return {"algorithm": algorithm, "kms_key_id": key_id, "bucket_key_enabled": bke == "true",
+            "blocked": _blocked_types(rules[0])}
+
+
+def _blocked_types(rule: Any) -> list[str]:
+    """BlockedEncryptionTypes' EncryptionType values, each once, in the order sent."""
+    out: list[str] = []
+    for elem in find_all(rule, "BlockedEncryptionTypes"):
+        only_children(elem, (), ("EncryptionType",))
+        for t in find_all(elem, "EncryptionType"):
+            value = (t.text or "").strip()
+            if value not in BLOCKABLE_TYPES:
+                raise malformed(f"EncryptionType {value!r}")
+            if value not in out:
+                out.append(value)
+    return out
 
 
 def encryption_xml(conf: dict[str, Any]) -> bytes:
@@ -147,6 +174,10 @@ def encryption_xml(conf: dict[str, Any]) -> bytes:
     if conf.get("kms_key_id"):
         _add(d, "KMSMasterKeyID", conf["kms_key_id"])
     _add(rule, "BucketKeyEnabled", bool(conf.get("bucket_key_enabled")))
+    if conf.get("blocked"):
+        blocked = _add(rule, "BlockedEncryptionTypes")
+        for value in conf["blocked"]:
+            _add(blocked, "EncryptionType", value)
     return xml_document(root)
 
 

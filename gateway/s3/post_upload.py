@@ -32,6 +32,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.s3 import authz, checksums, sse
+from gateway.s3.body import content_md5_hex
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request
 from gateway.s3.handlers.access import write_acl
@@ -243,7 +244,7 @@ def _headers(fields: dict[str, str]) -> CIMultiDict[str]:
             out["x-amz-tagging"] = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}"
                                             for k, v in tags.items())
         elif name in ("content-type", "cache-control", "content-disposition",
-                      "content-encoding", "expires") or name.startswith("x-amz-"):
+                      "content-encoding", "expires", "content-md5") or name.startswith("x-amz-"):
             out[name] = value
     return out
 
@@ -303,6 +304,7 @@ async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     given = checksums.from_headers(rq.headers)
+    md5 = content_md5_hex(rq.headers.get("Content-MD5"))  # AWS checks the file against it
     running = [checksums.Checksum(alg) for alg in given]
     opts.digests = running
     size = 0
@@ -320,6 +322,9 @@ async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
         if size < limits.low:
             raise S3Error("EntityTooSmall", ProposedSize=str(size),
                           MinSizeAllowed=str(limits.low))
+        if md5 is not None and md5 != v.etag:
+            raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we "
+                          "received.")
         got = {c.algorithm: c.value() for c in running}
         for alg, value in given.items():
             if got.get(alg) != value:

@@ -82,6 +82,15 @@ _BUCKET_SUBRESOURCES: dict[str, dict[str, str]] = {
         "POST": "CreateBucketMetadataTableConfiguration",
         "DELETE": "DeleteBucketMetadataTableConfiguration",
     },
+    "metadataConfiguration": {
+        "GET": "GetBucketMetadataConfiguration",
+        "POST": "CreateBucketMetadataConfiguration",
+        "DELETE": "DeleteBucketMetadataConfiguration",
+    },
+    "metadataInventoryTable": {"PUT": "UpdateBucketMetadataInventoryTableConfiguration"},
+    "metadataJournalTable": {"PUT": "UpdateBucketMetadataJournalTableConfiguration"},
+    "abac": _crud("BucketAbac", delete=False),
+    "session": {"GET": "CreateSession"},
 }
 
 # Configurations addressed by `id`; GET without one lists them all.
@@ -115,6 +124,10 @@ _OBJECT_SUBRESOURCES: dict[str, dict[str, str]] = {
     "attributes": {"GET": "GetObjectAttributes"},
     "torrent": {"GET": "GetObjectTorrent"},
     "select": {"POST": "SelectObjectContent"},
+    # Last: a subresource above wins. Unrouted, these were a PutObject of the request's body
+    # (an empty one for a rename), replacing the object they name.
+    "renameObject": {"PUT": "RenameObject"},
+    "encryption": {"PUT": "UpdateObjectEncryption"},
 }
 
 _OBJECT_PLAIN = {

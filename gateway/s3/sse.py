@@ -194,7 +194,11 @@ async def for_request(rq: Any) -> SseChoice:
     the pipeline read), and the KMS key of an SSE-KMS write looked up in the tenant's keys
     (recorded by id and ARN)."""
     b = rq.existing_bucket()
-    choice = for_write(rq.headers, rq.tenant, rq.cfg.region, b.config.get("encryption"))
+    default = b.config.get("encryption")
+    choice = for_write(rq.headers, rq.tenant, rq.cfg.region, default)
+    if choice.customer_key is not None and "SSE-C" in (default or {}).get("blocked", ()):
+        # BlockedEncryptionTypes: new SSE-C objects are refused; existing ones stay readable
+        raise S3Error("AccessDenied")
     if choice.record.get("algorithm", "").startswith("aws:kms"):
         svc = rq.cluster.objects.kms
         try:

@@ -18,6 +18,7 @@ from xml.etree import ElementTree as ET
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
+from gateway.s3.checksums import UNCHECKED
 from gateway.s3.errors import S3Error
 from gateway.s3.http import ascii_digits
 from gateway.s3.xml import (
@@ -33,6 +34,9 @@ from gateway.s3.xml import (
     TAG_VALUE_CHARS_MAX,
 )
 from storage.conditions import DeleteConditions, etag_value
+
+# CompletedPart digests of algorithms no part is stored with (gateway.s3.checksums)
+UNCHECKED_PART_CHECKSUMS = tuple(f"Checksum{a}" for a in UNCHECKED)
 
 
 def local_name(tag: str) -> str:
@@ -120,18 +124,37 @@ def find_text(elem: ET.Element, name: str) -> str | None:
     return None
 
 
-def parse_create_bucket(body: bytes) -> str | None:
-    """CreateBucketConfiguration -> LocationConstraint (None for an empty body or none)."""
+class BucketCreation(NamedTuple):
+    """What a CreateBucketConfiguration asks for: the region (None: the endpoint's) and the
+    bucket's first tags (empty: none)."""
+
+    region: str | None = None
+    tags: dict[str, str] = {}
+
+
+BUCKET_TAGS_MAX = 50
+
+
+def parse_create_bucket(body: bytes) -> BucketCreation:
+    """CreateBucketConfiguration -> BucketCreation. An unknown or repeated element is
+    MalformedXML; `Location` and `Bucket` describe a directory bucket (S3 Express), which is
+    not offered: 501 NotImplemented, never a general-purpose bucket made in their place."""
     if not body.strip():
-        return None
+        return BucketCreation()
     root = parse_document(body, "CreateBucketConfiguration")
-    return find_text(root, "LocationConstraint") or None
+    only_children(root, ("LocationConstraint", "Location", "Bucket", "Tags"))
+    if find_all(root, "Location") or find_all(root, "Bucket"):
+        raise S3Error("NotImplemented", "Directory buckets are not supported.")
+    tags = find_all(root, "Tags")
+    return BucketCreation(find_text(root, "LocationConstraint") or None,
+                          _tag_set(tags[0], BUCKET_TAGS_MAX) if tags else {})
 
 
 def parse_versioning(body: bytes) -> str:
     """VersioningConfiguration -> 'Enabled' or 'Suspended'. MfaDelete Enabled is refused
     (501 NotImplemented): there is no MFA here to demand, and accepting it would ignore it."""
     root = parse_document(body, "VersioningConfiguration")
+    only_children(root, ("Status", "MfaDelete"))
     status = find_text(root, "Status")
     if status not in ("Enabled", "Suspended"):
         raise malformed(f"versioning status {status!r}")
@@ -146,11 +169,20 @@ def parse_versioning(body: bytes) -> str:
 def parse_tagging(body: bytes, max_tags: int = OBJECT_TAGS_MAX) -> dict[str, str]:
     """Tagging -> {key: value}; `max_tags` is 10 for objects, 50 for buckets."""
     root = parse_document(body, "Tagging")
+    only_children(root, ("TagSet",))
     tag_sets = find_all(root, "TagSet")
     if len(tag_sets) != 1:
         raise malformed("expected one TagSet")
+    return _tag_set(tag_sets[0], max_tags)
+
+
+def _tag_set(elem: ET.Element, max_tags: int) -> dict[str, str]:
+    """The `Tag` children of a TagSet (or of CreateBucketConfiguration's Tags) -> {key:
+    value}, each checked as S3 checks a tag."""
+    only_children(elem, (), ("Tag",))
     tags: dict[str, str] = {}
-    for tag in find_all(tag_sets[0], "Tag"):
+    for tag in find_all(elem, "Tag"):
+        only_children(tag, ("Key", "Value"))
         key, value = find_text(tag, "Key"), find_text(tag, "Value")
         if key is None or value is None:
             raise malformed("Tag needs Key and Value")
@@ -199,9 +231,11 @@ def parse_delete_objects(
 ) -> tuple[bool, list[DeleteEntry]]:
     """Delete -> (quiet, [DeleteEntry]); 1 to 1000 objects."""
     root = parse_document(body, "Delete", limit_bytes)
+    only_children(root, ("Quiet",), ("Object",))
     quiet = (find_text(root, "Quiet") or "false").strip().lower() == "true"
     objects: list[DeleteEntry] = []
     for obj in find_all(root, "Object"):
+        only_children(obj, ("Key", "VersionId", "ETag", "LastModifiedTime", "Size"))
         key = find_text(obj, "Key")
         if key is None:
             raise malformed("Object without Key")
@@ -220,8 +254,14 @@ def parse_complete_multipart(
     Parts must be strictly ascending (`InvalidPartOrder`); numbers are 1 to 10000.
     """
     root = parse_document(body, "CompleteMultipartUpload", limit_bytes)
+    only_children(root, (), ("Part",))
     parts: list[tuple[int, str, dict[str, str]]] = []
     for part in find_all(root, "Part"):
+        for name in UNCHECKED_PART_CHECKSUMS:
+            if find_all(part, name):  # a digest no part can carry here (checksums.UNCHECKED)
+                raise S3Error("NotImplemented", f"{name} is not supported.")
+        only_children(part, ("PartNumber", "ETag",
+                             *(f"Checksum{a}" for a in CHECKSUM_ALGORITHMS)))
         number_text, etag = find_text(part, "PartNumber"), find_text(part, "ETag")
         if number_text is None or etag is None:
             raise malformed("Part needs PartNumber and ETag")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import botocore.session
 import pytest
 
 from gateway.s3.errors import S3Error
@@ -261,3 +262,42 @@ def test_invalid_bucket_names(name: str) -> None:
         validate_bucket_name(name)
     assert info.value.code == "InvalidBucketName"
     assert info.value.extra == {"BucketName": name}
+
+
+# --- every operation botocore's S3 model names is routed to that name --------------------
+
+_S3_MODEL = botocore.session.get_session().get_service_model("s3")
+# Older names of one request, answered as the current operation AWS answers it with.
+_ALIASES = {"GetBucketLifecycle": "GetBucketLifecycleConfiguration",
+            "PutBucketLifecycle": "PutBucketLifecycleConfiguration",
+            "GetBucketNotification": "GetBucketNotificationConfiguration",
+            "PutBucketNotification": "PutBucketNotificationConfiguration",
+            "ListDirectoryBuckets": "ListBuckets"}
+_OTHER_ENDPOINT = {"WriteGetObjectResponse"}  # S3 Object Lambda's own host, not a bucket
+
+
+def _model_request(op: str) -> tuple[str, str, dict[str, str], bool]:
+    """The method, path, query and copy-source flag botocore sends for `op` (required query
+    members given a placeholder value)."""
+    model = _S3_MODEL.operation_model(op)
+    path, _, fixed = model.http["requestUri"].partition("?")
+    path = path.replace("{Bucket}", "b").replace("{Key+}", "k")
+    query = _query(fixed)
+    shape = model.input_shape
+    for name in shape.required_members:
+        member = shape.members[name]
+        if member.serialization.get("location") == "querystring":
+            query[member.serialization["name"]] = "1"
+    copy = "x-amz-copy-source" in {m.serialization.get("name") for m in shape.members.values()}
+    return model.http["method"], path, query, copy
+
+
+@pytest.mark.parametrize("op", sorted(set(_S3_MODEL.operation_names) - _OTHER_ENDPOINT))
+def test_every_modelled_operation_is_routed_to_its_name(op: str) -> None:
+    """A subresource the router does not know falls through to the plain operation of its
+    method: `PUT /b/k?renameObject` or `?encryption` was a PutObject replacing the object
+    with the request's body. Every operation must be routed to itself, so one the gateway
+    does not implement is answered 501 NotImplemented, never run as another."""
+    method, path, query, copy = _model_request(op)
+    ep = parse_endpoint(method, path, query, PATH_HOST, DOMAIN, has_copy_source=copy)
+    assert ep.op == _ALIASES.get(op, op)

@@ -145,14 +145,33 @@ def test_parse_complete_multipart_rejects(parts: str, code: str) -> None:
 
 
 def test_parse_create_bucket() -> None:
-    assert xml_parse.parse_create_bucket(b"") is None
+    none = xml_parse.BucketCreation(None, {})
+    assert xml_parse.parse_create_bucket(b"") == none
     body = (
         f"<CreateBucketConfiguration {NS}>"
         "<LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>"
     ).encode()
-    assert xml_parse.parse_create_bucket(body) == "eu-west-1"
-    assert xml_parse.parse_create_bucket(b"<CreateBucketConfiguration/>") is None
+    assert xml_parse.parse_create_bucket(body) == ("eu-west-1", {})
+    assert xml_parse.parse_create_bucket(b"<CreateBucketConfiguration/>") == none
     assert _code(b"<Bucket/>", xml_parse.parse_create_bucket) == "MalformedXML"
+
+
+def test_parse_create_bucket_tags_and_directory_buckets() -> None:
+    """Tags (in AWS's model since 2025) were ignored with any other unknown element; a
+    directory bucket's Location or Bucket made a general-purpose bucket."""
+    def doc(inner: str) -> bytes:
+        return f"<CreateBucketConfiguration {NS}>{inner}</CreateBucketConfiguration>".encode()
+
+    tags = "<Tags><Tag><Key>a</Key><Value>1</Value></Tag><Tag><Key>b</Key><Value/></Tag></Tags>"
+    assert xml_parse.parse_create_bucket(doc(tags)) == (None, {"a": "1", "b": ""})
+    assert _code(doc("<Tags><Tag><Key>aws:x</Key><Value>1</Value></Tag></Tags>"),
+                 xml_parse.parse_create_bucket) == "InvalidTag"
+    for inner in ("<Location><Type>AvailabilityZone</Type><Name>z</Name></Location>",
+                  "<Bucket><Type>Directory</Type></Bucket>"):
+        assert _code(doc(inner), xml_parse.parse_create_bucket) == "NotImplemented"
+    for inner in ("<LocationConstrant>eu-west-1</LocationConstrant>",
+                  "<LocationConstraint>a</LocationConstraint>" * 2, tags * 2):
+        assert _code(doc(inner), xml_parse.parse_create_bucket) == "MalformedXML"
 
 
 def test_parse_versioning() -> None:

@@ -26,7 +26,7 @@ from gateway.s3.handlers import (
 from gateway.s3.handlers.batch import read_small_body
 from gateway.s3.handlers.tagging import addressed_version
 from gateway.s3.xml import S3_NAMESPACE
-from gateway.s3.xml_parse import find_all, find_text, parse_document
+from gateway.s3.xml_parse import find_all, find_text, only_children, parse_document
 from storage.records import Bucket
 
 OWNERSHIP_MODES = ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter")
@@ -153,7 +153,10 @@ def _doc(root_tag: str) -> ET.Element:
 @operation("PutBucketOwnershipControls")
 async def put_ownership(rq: S3Request) -> web.StreamResponse:
     root = parse_document(await read_small_body(rq), "OwnershipControls")
+    only_children(root, (), ("Rule",))
     rules = find_all(root, "Rule")
+    for r in rules:
+        only_children(r, ("ObjectOwnership",))
     modes = [find_text(r, "ObjectOwnership") for r in rules]
     if len(modes) != 1 or modes[0] not in OWNERSHIP_MODES:
         raise S3Error("MalformedXML")
@@ -183,6 +186,7 @@ clearing_operation("DeleteBucketOwnershipControls", "ownership")
 @operation("PutPublicAccessBlock")
 async def put_public_access_block(rq: S3Request) -> web.StreamResponse:
     root = parse_document(await read_small_body(rq), "PublicAccessBlockConfiguration")
+    only_children(root, PAB_FLAGS)  # a misspelt flag would read as false: blocking nothing
     conf = {}
     for flag in PAB_FLAGS:
         text = find_text(root, flag)

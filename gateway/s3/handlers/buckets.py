@@ -61,11 +61,28 @@ async def list_buckets(rq: S3Request) -> web.StreamResponse:
         prefix=p.get("prefix"), continuation=page_token(page[-1].name) if more else None))
 
 
+NAMESPACE_HEADER = "x-amz-bucket-namespace"
+
+
+def _check_namespace(value: str | None) -> None:
+    """x-amz-bucket-namespace: `global` is the one namespace here; an account-regional
+    bucket (named with the account and region, `-an`) is not offered: 501, never a global
+    bucket made in its place."""
+    if value is None or value == "global":
+        return
+    if value == "account-regional":
+        raise S3Error("NotImplemented", Header=NAMESPACE_HEADER)
+    raise S3Error("InvalidArgument", f"Invalid {NAMESPACE_HEADER} header",
+                  ArgumentName=NAMESPACE_HEADER, ArgumentValue=value)
+
+
 @operation("CreateBucket")
 async def create_bucket(rq: S3Request) -> web.StreamResponse:
     validate_bucket_name(rq.bucket)
+    _check_namespace(rq.headers.get(NAMESPACE_HEADER))
     body = await read_xml_body(rq)
-    region = xml_parse.parse_create_bucket(body) if body.strip() else None
+    asked = xml_parse.parse_create_bucket(body)
+    region = asked.region
     if region and region != rq.cfg.region:
         raise S3Error("IllegalLocationConstraintException",
                       f"The {region} location constraint is incompatible for the region "
@@ -74,12 +91,13 @@ async def create_bucket(rq: S3Request) -> web.StreamResponse:
 
     locked = rq.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower() == "true"
     access = await create_bucket_config(rq)
+    config: dict[str, object] = {"tagging": asked.tags} if asked.tags else {}
+    if locked:  # Object Lock at creation turns versioning on for good (storage/object_lock.py)
+        config["object_lock"] = {"enabled": True, "rule": None}
     try:
-        # Object Lock at creation turns versioning on for good (see storage/object_lock.py).
         await rq.cluster.buckets.create(
             rq.tenant, rq.bucket, region or rq.cfg.region,
-            versioning="Enabled" if locked else "",
-            config={"object_lock": {"enabled": True, "rule": None}} if locked else None)
+            versioning="Enabled" if locked else "", config=config or None)
     except BucketExists as exc:
         if exc.owned_by_caller and rq.cfg.region == "us-east-1":
             # us-east-1 answers 200 to a repeated create by the owner and resets the bucket
@@ -144,7 +162,8 @@ async def get_bucket_tagging(rq: S3Request) -> web.StreamResponse:
 
 @operation("PutBucketTagging")
 async def put_bucket_tagging(rq: S3Request) -> web.StreamResponse:
-    tags = xml_parse.parse_tagging(await read_xml_body(rq, MISSING_DIGEST), max_tags=50)
+    tags = xml_parse.parse_tagging(await read_xml_body(rq, MISSING_DIGEST),
+                                   max_tags=xml_parse.BUCKET_TAGS_MAX)
     await rq.cluster.buckets.update(rq.tenant, rq.bucket, tagging=tags)
     return web.Response(status=204)
 

@@ -19,11 +19,11 @@ from gateway.s3.handlers.copy import copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
-from gateway.s3.http import ascii_digits, iso_time, strict_int
+from gateway.s3.http import ascii_digits, iso_time, parse_http_date, strict_int
 from storage import multipart as mp
 from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
-from storage.multipart_checksums import COMPOSITE
+from storage.multipart_checksums import COMPOSITE, FULL_OBJECT
 from storage.multipart_records import ListedPart, Part, Upload, UploadOptions
 from storage.records import ObjectVersion
 
@@ -268,6 +268,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
     # every upload now has (a default CRC when none is named).
     _part_customer_key(rq, up)
+    _check_checksum_type(rq.headers.get("x-amz-checksum-type"), up)
     asked = await _asked(rq)
     with _errors(upload_id):
         try:
@@ -277,6 +278,19 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
         except mp.UploadNotFound:  # completed meanwhile (a race, here or on another gateway)
             v = await _made(rq, upload_id, asked)
     return await _completed(rq, v)
+
+
+def _check_checksum_type(raw: str | None, up: Upload) -> None:
+    """A completion's x-amz-checksum-type must be the upload's (AWS: BadDigest otherwise);
+    an upload made without a checksum algorithm has no type to match."""
+    if raw is None:
+        return
+    have = up.checksum_type if up.checksum_algorithm else None
+    if raw.upper() not in (COMPOSITE, FULL_OBJECT):
+        raise S3Error("InvalidRequest", "Value for x-amz-checksum-type header is invalid.")
+    if raw.upper() != have:
+        raise S3Error("BadDigest", f"The upload was created using the {have or 'no'} "
+                      "checksum mode. The complete request must use the same checksum mode.")
 
 
 @dataclass
@@ -335,10 +349,25 @@ async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
                         headers=headers)
 
 
+INITIATED_HEADER = "x-amz-if-match-initiated-time"
+
+
 @operation("AbortMultipartUpload")
 async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
+    """With x-amz-if-match-initiated-time, only the upload begun at that second is aborted
+    (412 otherwise, as S3 documents it); an upload's start never changes, so a check before
+    the abort holds for it."""
     upload_id = rq.upload_id
+    raw = rq.headers.get(INITIATED_HEADER)
+    when = parse_http_date(raw) if raw is not None else None
+    if raw is not None and when is None:
+        raise S3Error("InvalidArgument", f"Invalid {INITIATED_HEADER}.",
+                      ArgumentName=INITIATED_HEADER, ArgumentValue=raw)
     with _errors(upload_id):
+        if when is not None:
+            up, _ = await service(rq).get(rq.existing_bucket(), rq.key, upload_id)
+            if int(up.initiated) != int(when):
+                raise S3Error("PreconditionFailed", Condition=INITIATED_HEADER)
         await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
     return web.Response(status=204)
 

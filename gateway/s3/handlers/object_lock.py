@@ -133,6 +133,7 @@ def lock_headers(v: ObjectVersion) -> dict[str, str]:
 def parse_configuration(body: bytes) -> dict[str, Any] | None:
     """ObjectLockConfiguration -> the default rule ({"mode", "days"|"years"}) or None."""
     root = xml_parse.parse_document(body, "ObjectLockConfiguration")
+    xml_parse.only_children(root, ("ObjectLockEnabled", "Rule"))
     if xml_parse.find_text(root, "ObjectLockEnabled") != "Enabled":
         raise xml_parse.malformed("ObjectLockEnabled must be Enabled")
     rules = xml_parse.find_all(root, "Rule")
@@ -141,7 +142,9 @@ def parse_configuration(body: bytes) -> dict[str, Any] | None:
     retention = xml_parse.find_all(rules[0], "DefaultRetention")
     if len(rules) > 1 or len(retention) != 1:
         raise xml_parse.malformed("one Rule with one DefaultRetention")
+    xml_parse.only_children(rules[0], ("DefaultRetention",))
     d = retention[0]
+    xml_parse.only_children(d, ("Mode", "Days", "Years"))
     mode = xml_parse.find_text(d, "Mode")
     days, years = xml_parse.find_text(d, "Days"), xml_parse.find_text(d, "Years")
     if mode not in ol.MODES or (days is None) == (years is None):
@@ -222,6 +225,7 @@ async def _version_lock(rq: S3Request, field: str) -> dict[str, Any]:
 
 def parse_retention(body: bytes) -> tuple[str | None, float | None]:
     root = xml_parse.parse_document(body, "Retention")
+    xml_parse.only_children(root, ("Mode", "RetainUntilDate"))
     mode, until_raw = xml_parse.find_text(root, "Mode"), xml_parse.find_text(root, "RetainUntilDate")
     if mode is None and until_raw is None:
         return None, None
@@ -260,6 +264,7 @@ async def get_retention(rq: S3Request) -> web.StreamResponse:
 @operation("PutObjectLegalHold")
 async def put_legal_hold(rq: S3Request) -> web.StreamResponse:
     root = xml_parse.parse_document(await read_xml_body(rq), "LegalHold")
+    xml_parse.only_children(root, ("Status",))
     status = xml_parse.find_text(root, "Status")
     if status not in ("ON", "OFF"):
         raise xml_parse.malformed("LegalHold Status must be ON or OFF")
