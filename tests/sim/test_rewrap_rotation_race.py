@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from storage import keys_rotation as kr
 from storage.keyspace import rewrap_key
 from storage.workers import WorkerState
@@ -23,7 +25,8 @@ async def _until_idle(r: Rewrapper) -> None:
     raise AssertionError("the rewrap worker never went idle")
 
 
-async def test_a_pass_inside_a_rotation_does_not_end_the_rewrap(tmp_path: Path) -> None:
+async def test_a_pass_inside_a_rotation_does_not_end_the_rewrap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = Sim(tmp_path, 5)
     await s.open(tmp_path)
     try:
@@ -31,11 +34,12 @@ async def test_a_pass_inside_a_rotation_does_not_end_the_rewrap(tmp_path: Path) 
         r = Rewrapper(s.meta, s.tenants)
         rotate = s.tenants.rotate
 
-        async def rotate_after_a_whole_pass(tenant: str, *args: object) -> int:
+        async def rotate_after_a_whole_pass(
+                tenant: str, marks: dict[bytes, bytes] | None = None) -> int:
             await _until_idle(r)  # the worker runs in the gap, as another gateway's may
-            return await rotate(tenant, *args)  # type: ignore[arg-type]
+            return await rotate(tenant, marks)
 
-        s.tenants.rotate = rotate_after_a_whole_pass  # type: ignore[method-assign]
+        monkeypatch.setattr(s.tenants, "rotate", rotate_after_a_whole_pass)
         version = await kr.rotate(s.meta, s.tenants, "t")
         assert (await s.tenants.get("t")).current_kek == version == 2
         assert await s.meta.get(rewrap_key("t")) is not None, "the rewrap was ended early"
