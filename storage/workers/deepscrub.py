@@ -92,7 +92,9 @@ class DeepScrubber:
         self._next_pass = 0.0
         self.stats = DeepScrubStats()
         self._loaded = False
-        self._published = 0.0  # monotonic time of the last progress write
+        # monotonic time of the last progress write; none yet, so the first step writes (a
+        # 0.0 start skipped it while the machine had been up less than PUBLISH_S)
+        self._published = float("-inf")
 
     async def step(self) -> WorkerState:
         if self.settings.rate_bytes_s <= 0 or time.monotonic() < self._next_pass:
