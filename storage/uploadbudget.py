@@ -46,6 +46,20 @@ UPLOAD_WAIT_S: ContextVar[float | None] = ContextVar("upload_wait_s", default=No
 QUEUED_FRAMES = 4  # frames each node's sender queue holds (storage.stripes.QUEUE_FRAMES)
 HELD_SEGMENTS = 4  # plaintext segments a streaming write holds: segmenter's two, encoding, hash lag
 HELD_FRAME_SETS = QUEUED_FRAMES + 3  # queued, being sent, waiting to be queued, being encoded
+MiB = 1024 * 1024
+# One body's receive buffering at most: gateway/s3/bodyrecv.py's READY_BLOCKS full blocks
+# and the one filling (1 MiB each), or a widened aiohttp read (storage/widereads.py: about
+# three times WIDE_READ_BYTES); tests/unit/test_write_hold.py checks both against it.
+RECEIVE_BYTES = 3 * MiB
+BOUNDARY_BYTES = MiB  # a receive block a segment boundary cuts is held by both segments
+WRITE_SLOTS = HELD_FRAME_SETS - 1  # segments a streaming write may have in flight at most
+
+
+def slot_bytes(input_segment: int, k: int, width: int) -> int:
+    """What one segment in flight holds (`storage.writehold`): its plaintext, cut from
+    receive blocks (one of them shared with the next segment), and its frame set."""
+    frames = width * (FRAME_HEAD_BYTES + block_size(input_segment + TAG_BYTES, k))
+    return input_segment + BOUNDARY_BYTES + frames
 
 
 def write_footprint(input_segment: int, segments: int, k: int, width: int,
@@ -157,6 +171,14 @@ class UploadBudget:
             if timer is not None:
                 timer.cancel()
         return n
+
+    def try_acquire(self, nbytes: int) -> bool:
+        """Reserve `nbytes` only if it fits now and no write waits in line (a running
+        write's extra depth never goes ahead of a write waiting to be admitted)."""
+        if self.in_use + nbytes > self.limit or any(not w[1].done() for w in self._waiters):
+            return False
+        self._grant(nbytes)
+        return True
 
     @staticmethod
     def _expire(fut: asyncio.Future[None]) -> None:
