@@ -41,12 +41,14 @@ from storage.uploadbudget import (
     UPLOAD_WAIT_S,
     WRITE_SLOTS,
     UploadBudget,
+    frame_set_bytes,
+    largest_frame_set,
     largest_write,
-    slot_bytes,
+    segment_bytes,
     worker_share,
     write_footprint,
 )
-from storage.writehold import SegmentSlot, WriteHold
+from storage.writehold import Users, WriteHold
 
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
@@ -77,7 +79,8 @@ class StripeStore:
         # what all of this process's writes may hold at once (segments, frames in flight):
         # its share of the gateway's setting when it is one of `workers` gateway processes
         self.uploads = UploadBudget(worker_share(cfg.gateway.upload_budget_bytes, workers,
-                                                 largest_write(cfg)))
+                                                 largest_write(cfg)),
+                                    reserve=largest_frame_set(cfg))
 
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
@@ -108,14 +111,14 @@ class StripeStore:
     def _hold(self, codec: StripeCodec, profile: Profile, segs: int,
               size_hint: int | None) -> WriteHold:
         """A write's share of the upload budget: a one-segment write's body and frames as
-        one slot; a streaming write's receive buffers and one slot per segment in flight."""
+        one slot; a streaming write's receive buffers and one slot per segment being cut
+        or coded (its frames are counted apart, `WriteHold.take_frames`)."""
         k, width = codec.codec.k, profile.width
         if segs == 1:
             return WriteHold(self.uploads, 0, write_footprint(codec.input_segment, 1, k,
                                                               width, size_hint), 1)
         slots = WRITE_SLOTS if segs < 0 else min(WRITE_SLOTS, segs)
-        return WriteHold(self.uploads, RECEIVE_BYTES, slot_bytes(codec.input_segment, k, width),
-                         slots)
+        return WriteHold(self.uploads, RECEIVE_BYTES, segment_bytes(codec.input_segment), slots)
 
     async def _write(self, codec: StripeCodec, profile: Profile, source: AsyncIterator[bytes],
                      digests: Sequence[object], size_hint: int | None,
@@ -143,7 +146,9 @@ class StripeStore:
         senders: list[_ShardSender] | None = None
         total = 0
         count = 0
-        coded: list[tuple[asyncio.Future[list[bytes | memoryview]], SegmentSlot]] = []
+        sends: deque[asyncio.Task[None]] = deque()  # frames to the senders, in order
+        coding: set[asyncio.Future[list[bytes | memoryview]]] = set()  # jobs on the pool
+        frame_set = frame_set_bytes(codec.input_segment, codec.codec.k, profile.width)
         hashes: deque[asyncio.Task[None]] = deque()  # digest jobs not yet awaited, in order
         lag = max(2, HASH_LAG_BYTES // codec.segment_size)  # segments: 4 of 1 MiB, 2 of 4 MiB
 
@@ -154,7 +159,7 @@ class StripeStore:
                         d.update(piece)  # type: ignore[attr-defined]
 
         async def _hash_after(prev: asyncio.Task[None] | None, data: Pieces,
-                              slot: SegmentSlot) -> None:
+                              slot: Users) -> None:
             """Feed one segment to the digests once the segment before it was fed: MD5 is
             serial per object, so it runs beside the coding (its own pool), not after it."""
             try:
@@ -165,21 +170,24 @@ class StripeStore:
                 del data
                 slot.drop()
 
-        async def _dispatch() -> None:
-            """The oldest coded segment's frames to the senders; its slot is freed once
-            every sender is through with its frame."""
+        async def _send(prev: asyncio.Task[None] | None,
+                        job: asyncio.Future[list[bytes | memoryview]], users: Users) -> None:
+            """One segment's frames to the senders as soon as it is coded (after the
+            segment before it: frames go out in order); their room in the budget is given
+            back once every sender is through with its frame."""
             assert senders is not None
-            job, slot = coded.pop(0)
             try:
-                frames = await job
+                if prev is not None:
+                    await prev
+                frames = await asyncio.shield(job)  # a cancelled send leaves the coding be
                 del job
-                slot.add(min(len(senders), len(frames)))
+                users.add(min(len(senders), len(frames)))
                 with STAGES.time("shard_write"):
-                    await asyncio.gather(*(s.send(f, slot.drop) for s, f in zip(
+                    await asyncio.gather(*(s.send(f, users.drop) for s, f in zip(
                         senders, frames, strict=False)))
                 del frames
             finally:
-                slot.drop()
+                users.drop()
             alive = sum(s.alive for s in senders)
             if alive < quorum:
                 raise QuorumNotReached(quorum, alive, profile.width,
@@ -188,10 +196,7 @@ class StripeStore:
         pieces = _segments(source, codec.input_segment)
         try:
             while True:
-                if not hold.try_take():  # no slot free: send what is coded, wait for one
-                    while coded:
-                        await _dispatch()
-                    await hold.take()
+                await hold.take()  # a slot (own, or one the budget spares) before reading
                 try:
                     data, last = await anext(pieces)
                 except StopAsyncIteration:
@@ -204,9 +209,17 @@ class StripeStore:
                                      segs, self._stall_s, length)
                         for i, node in enumerate(targets)
                     ]
-                slot = SegmentSlot(hold, 1 + bool(digests))  # the coding's, the digests'
-                coded.append((loop.run_in_executor(self._cpu, codec.encode_frames, headers,
-                                                   count, last, data), slot))
+                slot = Users(1 + bool(digests), hold.free)  # the coding's, the digests'
+                give_back = (hold.try_frames(frame_set)  # else once other frames are sent
+                             or await hold.take_frames(frame_set))
+                job = loop.run_in_executor(self._cpu, codec.encode_frames, headers, count,
+                                           last, data)
+                coding.add(job)
+                job.add_done_callback(coding.discard)
+                job.add_done_callback(lambda _, slot=slot: slot.drop())  # coded: let go
+                sends.append(asyncio.ensure_future(
+                    _send(sends[-1] if sends else None, job, Users(1, give_back))))
+                del job
                 if digests:
                     hashes.append(asyncio.ensure_future(
                         _hash_after(hashes[-1] if hashes else None, data, slot)))
@@ -215,10 +228,10 @@ class StripeStore:
                 total += sum(map(len, data)) - (codec.input_segment - codec.segment_size)
                 count += 1
                 del data, slot  # the coding and digests hold the segment, not this loop
-                while len(coded) > 1:
-                    await _dispatch()
-            while coded:
-                await _dispatch()
+                while sends and sends[0].done():
+                    await sends.popleft()  # a failed one raises here
+            while sends:
+                await sends.popleft()
             while hashes:
                 await hashes.popleft()
             if senders is None:
@@ -226,16 +239,16 @@ class StripeStore:
             with STAGES.time("shard_write"):
                 oks = await asyncio.gather(*(s.finish() for s in senders))
         except BaseException as exc:
-            for h in hashes:
-                h.cancel()
-            await asyncio.gather(*hashes, return_exceptions=True)
+            for t in (*sends, *hashes):
+                t.cancel()
+            await asyncio.gather(*sends, *hashes, return_exceptions=True)
             failed = [s.node.id for s in senders or [] if s.error is not None]
             for s in senders or []:
                 if s.error is not None:  # so a retry's placement avoids the failed node
                     self._health.report_failure(s.node.id, s.error)
                 await s.cancel()
-            if coded:  # a coding thread holds its segment until it ends: wait for it
-                await asyncio.wait([job for job, _ in coded])
+            if coding:  # a coding thread holds its segment until it ends: wait for it
+                await asyncio.wait(list(coding))
             if failed and isinstance(exc, QuorumNotReached):
                 await self._health.confirm(failed)  # settled before the client retries
             raise

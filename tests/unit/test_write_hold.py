@@ -1,11 +1,13 @@
 """A write's share of the upload budget (`storage/writehold.py`): its minimum reserved at
-admission, extra segment slots only while free, each given back as its segment is freed.
-A stateful test drives many writes through admission, segments taken and freed, failures
-and cancellations, and checks the accounting after every step."""
+admission, extra segment slots only while free, each given back as its segment is freed,
+frames counted from the coding reserve. A stateful test drives many writes through
+admission, segments and frames taken and freed, and cancellations, and checks the
+accounting after every step."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import hypothesis.strategies as st
 from hypothesis import settings
@@ -15,7 +17,7 @@ from gateway.s3.bodyrecv import BLOCK_BYTES, READY_BLOCKS
 from storage.errors import Overloaded
 from storage.uploadbudget import RECEIVE_BYTES, UploadBudget
 from storage.widereads import WIDE_READ_BYTES
-from storage.writehold import SegmentSlot, WriteHold
+from storage.writehold import Users, WriteHold
 
 MiB = 1024 * 1024
 
@@ -34,7 +36,7 @@ def test_a_slow_write_holds_its_minimum_not_the_depth_it_used() -> None:
         slots = []
         for _ in range(4):  # a fast stretch: four segments in flight
             await hold.take()
-            slots.append(SegmentSlot(hold, 1))
+            slots.append(Users(1, hold.free))
         assert budget.in_use == 43 * MiB and hold.extra == 3
         for s in slots:
             s.drop()
@@ -71,7 +73,7 @@ def test_a_write_with_no_slot_waits_for_its_own_not_the_budget() -> None:
         other = await budget.acquire(10 * MiB)  # the rest of the budget is someone else's
         await hold.admit(None)
         await hold.take()
-        slot = SegmentSlot(hold, 1)
+        slot = Users(1, hold.free)
         nxt = asyncio.create_task(hold.take())
         await asyncio.sleep(0)
         assert not nxt.done()
@@ -85,30 +87,58 @@ def test_a_write_with_no_slot_waits_for_its_own_not_the_budget() -> None:
     asyncio.run(main())
 
 
+def test_frames_always_have_room_however_full_admissions_are() -> None:
+    async def main() -> None:
+        budget = UploadBudget(40 * MiB, reserve=10 * MiB)
+        holds = [WriteHold(budget, 0, 10 * MiB, 1) for _ in range(4)]
+        for h in holds[:3]:
+            await h.admit(None)
+        fourth = asyncio.create_task(holds[3].admit(None))  # 30 of 30 admitted: it waits
+        await asyncio.sleep(0)
+        assert not fourth.done() and budget.in_use == 30 * MiB
+        give_back = await asyncio.wait_for(holds[0].take_frames(10 * MiB), 30)
+        assert budget.in_use == 40 * MiB  # the reserve: a held segment can be coded
+        assert holds[1].try_frames(MiB) is None
+        waiting = asyncio.create_task(holds[1].take_frames(10 * MiB))
+        await asyncio.sleep(0)
+        holds[2].close()  # frames waiting go ahead of the admission waiting
+        await asyncio.wait_for(waiting, 30)
+        assert not fourth.done()
+        give_back()
+        for h in holds[:3]:
+            h.close()
+        await asyncio.wait_for(fourth, 30)
+        holds[3].close()
+        assert budget.in_use == 0
+
+    asyncio.run(main())
+
+
 class HoldMachine(RuleBasedStateMachine):
     """Writes admitted, taking and freeing segment slots, failing and being cancelled, on
     a budget of a few slots; the loop is stepped by hand between rules."""
 
     LIMIT = 40
+    RESERVE = 8
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.budget = UploadBudget(self.LIMIT)
-        self.writes: dict[int, tuple[WriteHold, asyncio.Task[None], list[SegmentSlot]]] = {}
+        self.budget = UploadBudget(self.LIMIT, reserve=self.RESERVE)
+        self.writes: dict[int, tuple[WriteHold, asyncio.Task[None], list[Callable[[], None]]]] = {}
         self.next = 0
 
     def _step(self) -> None:
         for _ in range(3):
             self.loop.run_until_complete(asyncio.sleep(0))
 
-    def _drop(self, slot: SegmentSlot) -> None:
-        """A sender lets go of a segment's frame (on the loop, as senders do)."""
-        self.loop.call_soon(slot.drop)
+    def _drop(self, let_go: Callable[[], None]) -> None:
+        """A segment is coded or its frames sent (on the loop, as in the gateway)."""
+        self.loop.call_soon(let_go)
         self._step()
 
-    async def _write(self, hold: WriteHold, segments: int, slots: list[SegmentSlot],
-                     wait_s: float | None) -> None:
+    async def _write(self, hold: WriteHold, segments: int, frames: int,
+                     slots: list[Callable[[], None]], wait_s: float | None) -> None:
         try:
             await hold.admit(wait_s)
         except Overloaded:
@@ -116,18 +146,21 @@ class HoldMachine(RuleBasedStateMachine):
         try:
             for _ in range(segments):
                 await hold.take()
-                slots.append(SegmentSlot(hold, 1))
+                slots.append(Users(1, hold.free).drop)
+                slots.append(hold.try_frames(frames) or await hold.take_frames(frames))
             while slots:  # the end waits for its segments to be sent
                 await asyncio.sleep(0)
         finally:
             hold.close()
 
     @rule(receive=st.integers(0, 8), slot=st.integers(1, 30), depth=st.integers(1, 6),
-          segments=st.integers(0, 8), deadline=st.booleans())
-    def start(self, receive: int, slot: int, depth: int, segments: int, deadline: bool) -> None:
+          segments=st.integers(0, 8), frames=st.integers(0, 12), deadline=st.booleans())
+    def start(self, receive: int, slot: int, depth: int, segments: int, frames: int,
+              deadline: bool) -> None:
         hold = WriteHold(self.budget, receive, slot, depth)
-        slots: list[SegmentSlot] = []
-        task = self.loop.create_task(self._write(hold, segments, slots, 0 if deadline else None))
+        slots: list[Callable[[], None]] = []
+        task = self.loop.create_task(self._write(hold, segments, frames, slots,
+                                                 0 if deadline else None))
         self.writes[self.next] = (hold, task, slots)
         self.next += 1
         self._step()
@@ -159,6 +192,8 @@ class HoldMachine(RuleBasedStateMachine):
         assert 0 <= b.in_use <= b.limit
         live = sum(h.held for h, t, _ in self.writes.values())
         assert b.in_use == live  # every byte reserved is a live write's, none lost
+        frames = sum(h.frames for h, _, _ in self.writes.values())
+        assert b.in_use - frames <= b.limit - b.reserve  # the reserve is for frames only
         for h, _, _ in self.writes.values():
             assert 0 <= h.busy <= 1 + h.extra
 
