@@ -1,17 +1,22 @@
 """A process-wide byte budget for the upload data path (segments and frames in flight).
 
-Each stripe write holds a few segments, their encoded frames and the frames queued to
-every node (about 58 MiB for a part coded in 4 MiB segments, a single-segment object about
-2.5 times its size): with no cap, N concurrent large uploads hold N times that.
-`UploadBudget` admits a write only once its whole footprint (`write_footprint`) fits under
-the process's limit (a gateway worker's share of the gateway's setting, `worker_share`);
-later writes wait their turn in arrival order before a byte of their body is read (so the client's socket, not the gateway's memory, holds what they have not
-sent yet).
+Each stripe write holds its body's receive buffers, a few segments and the frames they
+are coded into (up to ~60 MiB for a part coded in 4 MiB segments, a single-segment object
+about 2.5 times its size): with no cap, N concurrent large uploads hold N times that.
+`UploadBudget` admits a write only once its minimum fits under the process's limit (a
+gateway worker's share of the gateway's setting, `worker_share`): the receive buffers and
+one segment for a streaming write (`storage/writehold.py`, ~8 MiB with 4 MiB segments),
+the whole footprint (`write_footprint`) for a single-segment one. Later writes wait their
+turn in arrival order before a byte of their body is read (so the client's socket, not
+the gateway's memory, holds what they have not sent yet). An admitted write counts each
+further segment and each frame set while it holds it and gives it back when freed.
 
-No deadlock: a write reserves everything it will hold in one step before it starts and
-never asks again, so it never waits while holding part of the budget; a footprint larger
-than the whole limit is cut to the limit, so a single write always gets in once the writes
-before it finish.
+No deadlock: admissions wait holding nothing; a running write takes more segments only
+while they are free (`try_acquire`, never ahead of a waiting write) and otherwise waits
+for its own to be freed, and the frames of a segment about to be coded come from the
+`reserve` (one largest frame set admissions never take) when the rest is in use, so a
+write holding a segment can always code and send it. A minimum larger than the limit less
+the reserve is cut to it, so a single write always gets in once the writes before it end.
 
 No starvation by slow clients: a holder's body may arrive slowly (only silence is cut), so
 (1) a small write (at most a sixteenth of the limit) that fits goes ahead of a waiting large
