@@ -26,7 +26,7 @@ from storage.uploadbudget import UploadBudget
 
 class WriteHold:
     """`receive` + one `slot` bytes reserved at admission, up to `slots` slots in all,
-    and the frames of the segments being coded and sent."""
+    and the frames of up to `slots` segments being coded and sent."""
 
     def __init__(self, budget: UploadBudget, receive: int, slot: int, slots: int) -> None:
         self._budget = budget
@@ -37,6 +37,7 @@ class WriteHold:
         self.extra = 0  # slots taken beyond the base one
         self.busy = 0  # slots holding a segment
         self.frames = 0  # bytes of frames held
+        self.frame_sets = 0  # ... in this many frame sets
         self._freed: asyncio.Event | None = None
         self._closed = False
 
@@ -81,27 +82,38 @@ class WriteHold:
     def try_frames(self, nbytes: int) -> Callable[[], None] | None:
         """Room for a segment's frames if there is some now: the function that gives it
         back (call it once every holder let go), else None."""
+        if self.frame_sets >= self._max:
+            return None
         n = self._budget.try_acquire_frames(nbytes)
         return None if n is None else self._frames_taken(n)
 
     async def take_frames(self, nbytes: int) -> Callable[[], None]:
-        """Room for a segment's frames, waiting (ahead of admissions) for other frames to
-        be sent; the function that gives it back."""
+        """Room for a segment's frames, waiting for this write's own to be sent while it
+        has `slots` frame sets out, then (ahead of admissions) for other frames to be
+        sent; the function that gives it back."""
+        while self.frame_sets >= self._max:
+            self._freed = asyncio.Event()
+            await self._freed.wait()
         return self._frames_taken(await self._budget.acquire_frames(nbytes))
 
     def _frames_taken(self, n: int) -> Callable[[], None]:
         self.frames += n
+        self.frame_sets += 1
 
         def give_back() -> None:
             if not self._closed:
                 self.frames -= n
+                self.frame_sets -= 1
                 self._budget.release(n)
+                if self._freed is not None:
+                    self._freed.set()
         return give_back
 
     def close(self) -> None:
         """The write ended (any way): everything it holds goes back to the budget. Call it
         once nothing of the write holds a buffer any more (its coding and senders ended)."""
         held, self.base, self.extra, self.busy, self.frames = self.held, 0, 0, 0, 0
+        self.frame_sets = 0
         self._closed = True
         if held:
             self._budget.release(held)

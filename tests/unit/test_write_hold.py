@@ -114,6 +114,26 @@ def test_frames_always_have_room_however_full_admissions_are() -> None:
     asyncio.run(main())
 
 
+def test_a_write_has_at_most_its_depth_of_frame_sets_out() -> None:
+    async def main() -> None:
+        budget = UploadBudget(100 * MiB, reserve=10 * MiB)
+        hold = WriteHold(budget, 0, MiB, 2)
+        await hold.admit(None)
+        first = hold.try_frames(5 * MiB)
+        assert first is not None and hold.try_frames(5 * MiB) is not None
+        assert hold.try_frames(5 * MiB) is None  # room in the budget, but two are out
+        third = asyncio.create_task(hold.take_frames(5 * MiB))
+        await asyncio.sleep(0)
+        assert not third.done()
+        first()  # one was sent: the third may be coded
+        await asyncio.wait_for(third, 30)
+        assert hold.frame_sets == 2 and budget.in_use == MiB + 10 * MiB
+        hold.close()
+        assert budget.in_use == 0
+
+    asyncio.run(main())
+
+
 class HoldMachine(RuleBasedStateMachine):
     """Writes admitted, taking and freeing segment slots, failing and being cancelled, on
     a budget of a few slots; the loop is stepped by hand between rules."""
