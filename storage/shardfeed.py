@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from storage.buffers import Lent
 from storage.config import NodeSpec
@@ -23,20 +23,24 @@ QUEUE_FRAMES = QUEUED_FRAMES  # per node sender; the upload budget counts them
 
 
 Pieces = list[bytes | Lent | memoryview]  # one segment as the chunks it came in, in order
+Done = Callable[[], None]
+_Item = tuple[bytes | memoryview, Done | None]  # a frame and who to tell once it is sent
 
 
 async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[Pieces, bool]]:
-    """Re-chunk a byte stream into `size`-byte segments, flagging the last (one lookahead).
+    """Re-chunk a byte stream into `size`-byte segments, flagging the last.
 
     A segment is the list of its pieces: the chunks as they came, split with memoryviews
     where a segment boundary falls inside one, never joined (the encoder encrypts each
     piece into place and the digests take them one by one): no byte of a `bytes` or `Lent`
     chunk is copied here; any other chunk (a reusable buffer) is copied once, since pieces
-    are held until they are coded and hashed.
+    are held until they are coded and hashed. A full segment is handed on as soon as one
+    byte past it arrives (or the stream ends), so no more than the segment being cut is
+    held here beyond those handed on (the upload budget counts a slot per segment).
     """
     parts: Pieces = []
     have = 0
-    held: Pieces | None = None
+    held: Pieces | None = None  # a full segment that may be the last
 
     def take() -> Pieces:
         nonlocal have
@@ -61,22 +65,29 @@ async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tup
             continue
         if type(chunk) is not bytes and type(chunk) is not Lent:  # pieces are kept until
             chunk = bytes(chunk)  # coded and hashed: a reused buffer could change by then
+        if held is not None:  # a byte past it came: not the last
+            out, held = held, None
+            yield out, False
+            del out
         parts.append(chunk)
-        have += len(chunk)
-        while have >= size:
-            if held is not None:
-                yield held, False
+        del chunk
+        have += len(parts[-1])
+        while have > size:
+            yield take(), False
+        if have == size:
             held = take()
-    if have:
-        if held is not None:
-            yield held, False
-        yield parts, True
-    elif held is not None:
+    if held is not None:
         yield held, True
+    elif have:
+        yield parts, True
 
 
 class ShardSender:
-    """One streaming PUT of one shard, fed frame by frame through a bounded queue."""
+    """One streaming PUT of one shard, fed frame by frame through a bounded queue.
+
+    A frame may come with `done`, called once the sender is through with it (written to
+    the node's connection, or dropped because the node failed or the write ended): the
+    stripe write's upload budget counts a segment's frames until each sender let go."""
 
     def __init__(self, client: NodeTransport, node: NodeSpec, sid: str, header: bytes,
                  segments: int, stall_s: float, length: int | None = None, *,
@@ -84,14 +95,26 @@ class ShardSender:
         self.node = node
         self._replace = replace  # repair/rebalance: may replace what the node holds
         self.error: str | None = None
-        self._q: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
+        self._q: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
         self._stall_s = stall_s
         self._header = header
+        self._current: Done | None = None  # `done` of the frame the request is sending
+        self._ended = False  # the request is over: nothing more is read from the queue
+        self._lost = False  # ... and a frame was left in it or sent after it
         self._task = asyncio.create_task(self._run(client, sid, segments, length))
 
     async def _body(self) -> AsyncIterator[bytes | memoryview]:
         while (item := await self._q.get()) is not None:
-            yield item
+            frame, self._current = item
+            item = None  # nothing here keeps the frame once the request is through with it
+            yield frame
+            frame = None
+            self._let_go()
+
+    def _let_go(self) -> None:
+        done, self._current = self._current, None
+        if done is not None:
+            done()
 
     async def _run(self, client: NodeTransport, sid: str, segments: int,
                    length: int | None) -> None:
@@ -100,29 +123,55 @@ class ShardSender:
                                    replace=self._replace)
         except StorageError as exc:
             self.error = str(exc)
+        finally:
+            self._ended = True
+            self._let_go()
+            self._drop_queued()
 
     @property
     def alive(self) -> bool:
-        return self.error is None and not (self._task.done() and self._q.qsize())
+        return self.error is None and not (self._task.done() and self._lost)
 
-    async def send(self, frame: bytes | memoryview | None) -> None:
-        if self.error is not None:
+    async def send(self, frame: bytes | memoryview | None, done: Done | None = None) -> None:
+        """Queue `frame` (None: the end) for the node, waiting while its queue is full; a
+        node stalled for the stall limit is dropped. `done`: see the class."""
+        if self.error is not None or self._ended:
+            if frame is not None:
+                self._lost = self._lost or self.error is None
+            if done is not None:
+                done()
             return
         if self._header and frame is not None:
             frame, self._header = self._header + frame, b""  # one write for small shards
+        item: _Item | None = None if frame is None else (frame, done)
+        frame = None
         try:
-            self._q.put_nowait(frame)
+            self._q.put_nowait(item)
             return
         except asyncio.QueueFull:
             pass
-        put = asyncio.ensure_future(self._q.put(frame))
-        done, _ = await asyncio.wait({put, self._task}, timeout=self._stall_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if put not in done:
+        put = asyncio.ensure_future(self._q.put(item))
+        item = None
+        done_, _ = await asyncio.wait({put, self._task}, timeout=self._stall_s,
+                                      return_when=asyncio.FIRST_COMPLETED)
+        if put not in done_:
             put.cancel()
             if self.error is None:
                 self.error = f"node {self.node.id} stalled for {self._stall_s:.0f}s"
             self._task.cancel()
+            if done is not None:  # never queued
+                done()
+        elif self._ended:  # queued as the request ended (its end emptied the queue)
+            self._drop_queued()
+
+    def _drop_queued(self) -> None:
+        """Frames no request will send (it ended): let them go."""
+        while not self._q.empty():
+            item = self._q.get_nowait()
+            if item is not None:
+                self._lost = True
+                if item[1] is not None:
+                    item[1]()
 
     async def finish(self) -> bool:
         await self.send(None)
@@ -139,8 +188,6 @@ class ShardSender:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
-
-
 
 
 async def read_parts(source: AsyncIterator[bytes], limit: int,

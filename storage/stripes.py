@@ -37,12 +37,18 @@ from storage.shards.slot import ShardSlot
 from storage.shards.transport import NodeTransport
 from storage.telemetry import STAGES, stage
 from storage.uploadbudget import (
+    RECEIVE_BYTES,
     UPLOAD_WAIT_S,
+    WRITE_SLOTS,
     UploadBudget,
+    frame_set_bytes,
+    largest_frame_set,
     largest_write,
+    segment_bytes,
     worker_share,
     write_footprint,
 )
+from storage.writehold import Users, WriteHold
 
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
@@ -73,7 +79,8 @@ class StripeStore:
         # what all of this process's writes may hold at once (segments, frames in flight):
         # its share of the gateway's setting when it is one of `workers` gateway processes
         self.uploads = UploadBudget(worker_share(cfg.gateway.upload_budget_bytes, workers,
-                                                 largest_write(cfg)))
+                                                 largest_write(cfg)),
+                                    reserve=largest_frame_set(cfg))
 
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
@@ -88,21 +95,34 @@ class StripeStore:
         """Encode and store a stream as one stripe; returns once the write quorum holds.
 
         The stream is plaintext, or sealed segments for a codec without a cipher; the
-        result's `size` counts plaintext bytes either way. The write first reserves all the
-        memory it may hold from the process's upload budget (waiting its turn before
-        reading a byte of `source`), and never asks for more: no write waits holding some.
+        result's `size` counts plaintext bytes either way. The write is admitted once the
+        least it needs fits in the process's upload budget (waiting its turn before reading
+        a byte of `source`), then counts each segment it holds against it
+        (`storage/writehold.py`): no write waits on the budget holding part of it.
         """
         segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
-        held = await self.uploads.acquire(write_footprint(codec.input_segment, segs,
-                                                          codec.codec.k, profile.width,
-                                                          size_hint), UPLOAD_WAIT_S.get())
+        hold = self._hold(codec, profile, segs, size_hint)
+        await hold.admit(UPLOAD_WAIT_S.get())
         try:
-            return await self._write(codec, profile, source, digests, size_hint)
+            return await self._write(codec, profile, source, digests, size_hint, hold)
         finally:
-            self.uploads.release(held)
+            hold.close()
+
+    def _hold(self, codec: StripeCodec, profile: Profile, segs: int,
+              size_hint: int | None) -> WriteHold:
+        """A write's share of the upload budget: a one-segment write's body and frames as
+        one slot; a streaming write's receive buffers and one slot per segment being cut
+        or coded (its frames are counted apart, `WriteHold.take_frames`)."""
+        k, width = codec.codec.k, profile.width
+        if segs == 1:
+            return WriteHold(self.uploads, 0, write_footprint(codec.input_segment, 1, k,
+                                                              width, size_hint), 1)
+        slots = WRITE_SLOTS if segs < 0 else min(WRITE_SLOTS, segs)
+        return WriteHold(self.uploads, RECEIVE_BYTES, segment_bytes(codec.input_segment), slots)
 
     async def _write(self, codec: StripeCodec, profile: Profile, source: AsyncIterator[bytes],
-                     digests: Sequence[object], size_hint: int | None) -> WriteResult:
+                     digests: Sequence[object], size_hint: int | None,
+                     hold: WriteHold) -> WriteResult:
         loop = asyncio.get_running_loop()
         quorum = self._cfg.write_quorum(profile)
         targets = place_for_write(codec.stripe_id, profile, self._health.placeable(), quorum)
@@ -126,7 +146,9 @@ class StripeStore:
         senders: list[_ShardSender] | None = None
         total = 0
         count = 0
-        encoding: asyncio.Future[list[bytes | memoryview]] | None = None
+        sends: deque[asyncio.Task[None]] = deque()  # frames to the senders, in order
+        coding: set[asyncio.Future[list[bytes | memoryview]]] = set()  # jobs on the pool
+        frame_set = frame_set_bytes(codec.input_segment, codec.codec.k, profile.width)
         hashes: deque[asyncio.Task[None]] = deque()  # digest jobs not yet awaited, in order
         lag = max(2, HASH_LAG_BYTES // codec.segment_size)  # segments: 4 of 1 MiB, 2 of 4 MiB
 
@@ -136,25 +158,50 @@ class StripeStore:
                     for piece in data:
                         d.update(piece)  # type: ignore[attr-defined]
 
-        async def _hash_after(prev: asyncio.Task[None] | None, data: Pieces) -> None:
+        async def _hash_after(prev: asyncio.Task[None] | None, data: Pieces,
+                              slot: Users) -> None:
             """Feed one segment to the digests once the segment before it was fed: MD5 is
             serial per object, so it runs beside the coding (its own pool), not after it."""
-            if prev is not None:
-                await prev
-            await loop.run_in_executor(self._hashing, _feed, data)
+            try:
+                if prev is not None:
+                    await prev
+                await loop.run_in_executor(self._hashing, _feed, data)
+            finally:
+                del data
+                slot.drop()
 
-        async def _dispatch(frames: list[bytes | memoryview]) -> None:
+        async def _send(prev: asyncio.Task[None] | None,
+                        job: asyncio.Future[list[bytes | memoryview]], users: Users) -> None:
+            """One segment's frames to the senders as soon as it is coded (after the
+            segment before it: frames go out in order); their room in the budget is given
+            back once every sender is through with its frame."""
             assert senders is not None
-            with STAGES.time("shard_write"):
-                await asyncio.gather(*(s.send(f) for s, f in zip(senders, frames,
-                                                                  strict=False)))
+            try:
+                if prev is not None:
+                    await prev
+                frames = await asyncio.shield(job)  # a cancelled send leaves the coding be
+                del job
+                users.add(min(len(senders), len(frames)))
+                with STAGES.time("shard_write"):
+                    await asyncio.gather(*(s.send(f, users.drop) for s, f in zip(
+                        senders, frames, strict=False)))
+                del frames
+            finally:
+                users.drop()
             alive = sum(s.alive for s in senders)
             if alive < quorum:
                 raise QuorumNotReached(quorum, alive, profile.width,
                                        [s.error for s in senders if s.error])
 
+        pieces = _segments(source, codec.input_segment)
         try:
-            async for data, last in _segments(source, codec.input_segment):
+            while True:
+                await hold.take()  # a slot (own, or one the budget spares) before reading
+                try:
+                    data, last = await anext(pieces)
+                except StopAsyncIteration:
+                    hold.free()  # taken for a segment that never came
+                    break
                 if senders is None:
                     senders = [
                         _ShardSender(self._client, node,
@@ -162,20 +209,29 @@ class StripeStore:
                                      segs, self._stall_s, length)
                         for i, node in enumerate(targets)
                     ]
+                slot = Users(1 + bool(digests), hold.free)  # the coding's, the digests'
+                give_back = (hold.try_frames(frame_set)  # else once other frames are sent
+                             or await hold.take_frames(frame_set))
                 job = loop.run_in_executor(self._cpu, codec.encode_frames, headers, count,
                                            last, data)
+                coding.add(job)
+                job.add_done_callback(coding.discard)
+                job.add_done_callback(lambda _, slot=slot: slot.drop())  # coded: let go
+                sends.append(asyncio.ensure_future(
+                    _send(sends[-1] if sends else None, job, Users(1, give_back))))
+                del job
                 if digests:
                     hashes.append(asyncio.ensure_future(
-                        _hash_after(hashes[-1] if hashes else None, data)))
+                        _hash_after(hashes[-1] if hashes else None, data, slot)))
                     while len(hashes) > lag:  # bound the segments held for hashing
                         await hashes.popleft()
-                if encoding is not None:
-                    await _dispatch(await encoding)
-                encoding = job
                 total += sum(map(len, data)) - (codec.input_segment - codec.segment_size)
                 count += 1
-            if encoding is not None:
-                await _dispatch(await encoding)
+                del data, slot  # the coding and digests hold the segment, not this loop
+                while sends and sends[0].done():
+                    await sends.popleft()  # a failed one raises here
+            while sends:
+                await sends.popleft()
             while hashes:
                 await hashes.popleft()
             if senders is None:
@@ -183,16 +239,16 @@ class StripeStore:
             with STAGES.time("shard_write"):
                 oks = await asyncio.gather(*(s.finish() for s in senders))
         except BaseException as exc:
-            if encoding is not None:
-                encoding.cancel()
-            for h in hashes:
-                h.cancel()
-            await asyncio.gather(*hashes, return_exceptions=True)
+            for t in (*sends, *hashes):
+                t.cancel()
+            await asyncio.gather(*sends, *hashes, return_exceptions=True)
             failed = [s.node.id for s in senders or [] if s.error is not None]
             for s in senders or []:
                 if s.error is not None:  # so a retry's placement avoids the failed node
                     self._health.report_failure(s.node.id, s.error)
                 await s.cancel()
+            if coding:  # a coding thread holds its segment until it ends: wait for it
+                await asyncio.wait(list(coding))
             if failed and isinstance(exc, QuorumNotReached):
                 await self._health.confirm(failed)  # settled before the client retries
             raise

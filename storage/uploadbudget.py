@@ -1,17 +1,22 @@
 """A process-wide byte budget for the upload data path (segments and frames in flight).
 
-Each stripe write holds a few segments, their encoded frames and the frames queued to
-every node (about 58 MiB for a part coded in 4 MiB segments, a single-segment object about
-2.5 times its size): with no cap, N concurrent large uploads hold N times that.
-`UploadBudget` admits a write only once its whole footprint (`write_footprint`) fits under
-the process's limit (a gateway worker's share of the gateway's setting, `worker_share`);
-later writes wait their turn in arrival order before a byte of their body is read (so the client's socket, not the gateway's memory, holds what they have not
-sent yet).
+Each stripe write holds its body's receive buffers, a few segments and the frames they
+are coded into (up to ~60 MiB for a part coded in 4 MiB segments, a single-segment object
+about 2.5 times its size): with no cap, N concurrent large uploads hold N times that.
+`UploadBudget` admits a write only once its minimum fits under the process's limit (a
+gateway worker's share of the gateway's setting, `worker_share`): the receive buffers and
+one segment for a streaming write (`storage/writehold.py`, ~8 MiB with 4 MiB segments),
+the whole footprint (`write_footprint`) for a single-segment one. Later writes wait their
+turn in arrival order before a byte of their body is read (so the client's socket, not
+the gateway's memory, holds what they have not sent yet). An admitted write counts each
+further segment and each frame set while it holds it and gives it back when freed.
 
-No deadlock: a write reserves everything it will hold in one step before it starts and
-never asks again, so it never waits while holding part of the budget; a footprint larger
-than the whole limit is cut to the limit, so a single write always gets in once the writes
-before it finish.
+No deadlock: admissions wait holding nothing; a running write takes more segments only
+while they are free (`try_acquire`, never ahead of a waiting write) and otherwise waits
+for its own to be freed, and the frames of a segment about to be coded come from the
+`reserve` (one largest frame set admissions never take) when the rest is in use, so a
+write holding a segment can always code and send it. A minimum larger than the limit less
+the reserve is cut to it, so a single write always gets in once the writes before it end.
 
 No starvation by slow clients: a holder's body may arrive slowly (only silence is cut), so
 (1) a small write (at most a sixteenth of the limit) that fits goes ahead of a waiting large
@@ -46,6 +51,24 @@ UPLOAD_WAIT_S: ContextVar[float | None] = ContextVar("upload_wait_s", default=No
 QUEUED_FRAMES = 4  # frames each node's sender queue holds (storage.stripes.QUEUE_FRAMES)
 HELD_SEGMENTS = 4  # plaintext segments a streaming write holds: segmenter's two, encoding, hash lag
 HELD_FRAME_SETS = QUEUED_FRAMES + 3  # queued, being sent, waiting to be queued, being encoded
+MiB = 1024 * 1024
+# One body's receive buffering at most: gateway/s3/bodyrecv.py's READY_BLOCKS full blocks
+# and the one filling (1 MiB each), or a widened aiohttp read (storage/widereads.py: about
+# three times WIDE_READ_BYTES); tests/unit/test_write_hold.py checks both against it.
+RECEIVE_BYTES = 3 * MiB
+BOUNDARY_BYTES = MiB  # a receive block a segment boundary cuts is held by both segments
+WRITE_SLOTS = HELD_FRAME_SETS - 1  # segments a streaming write may have in flight at most
+
+
+def segment_bytes(input_segment: int) -> int:
+    """What one segment being cut or coded holds (`storage.writehold`): its plaintext, cut
+    from receive blocks, one of them shared with the next segment."""
+    return input_segment + BOUNDARY_BYTES
+
+
+def frame_set_bytes(input_segment: int, k: int, width: int) -> int:
+    """The frames one segment is coded into (one buffer, a frame per shard)."""
+    return width * (FRAME_HEAD_BYTES + block_size(input_segment + TAG_BYTES, k))
 
 
 def write_footprint(input_segment: int, segments: int, k: int, width: int,
@@ -55,11 +78,18 @@ def write_footprint(input_segment: int, segments: int, k: int, width: int,
     in flight. A single-segment write of `size` bytes holds its body and one frame set."""
     if segments == 1:
         body = input_segment if size is None else min(max(size, 0), input_segment)
-        return body + width * (FRAME_HEAD_BYTES + block_size(body + TAG_BYTES, k))
-    frames = width * (FRAME_HEAD_BYTES + block_size(input_segment + TAG_BYTES, k))
+        return body + frame_set_bytes(body, k, width)
+    frames = frame_set_bytes(input_segment, k, width)
     depth = HELD_SEGMENTS if segments < 0 else min(HELD_SEGMENTS, segments)
     sets = HELD_FRAME_SETS if segments < 0 else min(HELD_FRAME_SETS, segments)
     return depth * input_segment + sets * frames
+
+
+def largest_frame_set(cfg: Config) -> int:
+    """The frame set of the largest segment of the widest-coded profile: the coding
+    reserve (`UploadBudget.reserve`) holds one, so a segment can always be coded."""
+    segment = max(cfg.segment_size, cfg.large_segment_size) + TAG_BYTES
+    return max(frame_set_bytes(segment, p.k, p.width) for p in cfg.profiles.values())
 
 
 def largest_write(cfg: Config) -> int:
@@ -84,12 +114,18 @@ def worker_share(total: int, workers: int, one_write: int) -> int:
 class UploadBudget:
     """At most `limit` bytes reserved at once by the writes of this process, granted in
     arrival order, except that a small footprint that fits passes a waiting large one
-    during its first `pass_s` seconds; a wait given a deadline ends in `Overloaded`."""
+    during its first `pass_s` seconds; a wait given a deadline ends in `Overloaded`.
 
-    def __init__(self, limit: int = UPLOAD_BUDGET_BYTES, pass_s: float = PASS_S) -> None:
+    `reserve` bytes are kept for the frames of segments being coded (`acquire_frames`):
+    admissions and extra depth never take them, so a write holding a segment always gets
+    the room to code it once other writes' frames have been sent (no deadlock)."""
+
+    def __init__(self, limit: int = UPLOAD_BUDGET_BYTES, pass_s: float = PASS_S,
+                 reserve: int = 0) -> None:
         if limit < 1:
             raise ValueError("upload budget must be positive")
         self.limit = limit
+        self.reserve = min(max(reserve, 0), limit // 2)
         self.pass_s = pass_s
         self.small = limit // SMALL_SHARE
         self.refused = 0  # writes refused after waiting their deadline
@@ -97,6 +133,12 @@ class UploadBudget:
         self.peak = 0  # most bytes reserved at once since start
         self.waited = 0  # writes that had to wait for the budget
         self._waiters: deque[tuple[int, asyncio.Future[None], float]] = deque()
+        self._coding: deque[tuple[int, asyncio.Future[None]]] = deque()  # frames waiting
+
+    @property
+    def _ceiling(self) -> int:
+        """What admissions and extra depth may fill: all but the coding reserve."""
+        return self.limit - self.reserve
 
     def _grant(self, n: int) -> None:
         self.in_use += n
@@ -104,18 +146,28 @@ class UploadBudget:
 
     def _may_pass(self, n: int) -> bool:
         """Whether a small write that fits may go ahead of the waiters now."""
-        if n > self.small or self.in_use + n > self.limit:
+        if n > self.small or self.in_use + n > self._ceiling:
             return False
         head = next((w for w in self._waiters if not w[1].done()), None)
         return head is None or asyncio.get_running_loop().time() - head[2] < self.pass_s
 
     def _wake(self) -> None:
+        while self._coding:  # frames first: their write holds a segment already
+            n, fut = self._coding[0]
+            if fut.done():
+                self._coding.popleft()
+                continue
+            if self.in_use + n > self.limit:
+                return  # nothing else goes ahead of a segment waiting to be coded
+            self._coding.popleft()
+            self._grant(n)
+            fut.set_result(None)
         while self._waiters:
             n, fut, _ = self._waiters[0]
             if fut.done():  # cancelled or timed out while waiting
                 self._waiters.popleft()
                 continue
-            if self.in_use + n > self.limit:
+            if self.in_use + n > self._ceiling:
                 break
             self._waiters.popleft()
             self._grant(n)
@@ -127,10 +179,12 @@ class UploadBudget:
                 w[1].set_result(None)
 
     async def acquire(self, nbytes: int, wait_s: float | None = None) -> int:
-        """Reserve `nbytes` (cut to the limit), waiting in line (at most `wait_s` if given);
-        returns what was reserved. Raises `Overloaded` when the wait runs out."""
-        n = min(max(nbytes, 0), self.limit)
-        if self.in_use + n <= self.limit and (not self._waiters or self._may_pass(n)):
+        """Reserve `nbytes` (cut to the limit less the reserve), waiting in line (at most
+        `wait_s` if given); returns what was reserved. Raises `Overloaded` when the wait
+        runs out."""
+        n = min(max(nbytes, 0), self._ceiling)
+        if (self.in_use + n <= self._ceiling and not self._coding
+                and (not self._waiters or self._may_pass(n))):
             self._grant(n)
             return n
         loop = asyncio.get_running_loop()
@@ -145,17 +199,56 @@ class UploadBudget:
             self._wake()  # a timed-out head may have held back smaller ones
             raise
         except BaseException:
-            if not fut.done():
-                fut.cancel()
-                self._wake()  # a cancelled head may have held back smaller ones
-            elif not fut.cancelled() and fut.exception() is None:
-                self.release(n)  # granted as the wait was cancelled: give it back
-            else:  # refused in the same moment (exception now retrieved): never granted
-                self._wake()
+            self._abandon(fut, n)
             raise
         finally:
             if timer is not None:
                 timer.cancel()
+        return n
+
+    def _abandon(self, fut: asyncio.Future[None], n: int) -> None:
+        """A wait ended by a cancellation: nothing stays reserved for it."""
+        if not fut.done():
+            fut.cancel()
+            self._wake()  # a cancelled head may have held back smaller ones
+        elif not fut.cancelled() and fut.exception() is None:
+            self.release(n)  # granted as the wait was cancelled: give it back
+        else:  # refused in the same moment (exception now retrieved): never granted
+            self._wake()
+
+    def try_acquire(self, nbytes: int) -> bool:
+        """Reserve `nbytes` only if it fits now and nobody waits (a running write's extra
+        depth never goes ahead of a write waiting to be admitted or to code)."""
+        if (self.in_use + nbytes > self._ceiling or self._coding
+                or any(not w[1].done() for w in self._waiters)):
+            return False
+        self._grant(nbytes)
+        return True
+
+    def try_acquire_frames(self, nbytes: int) -> int | None:
+        """`acquire_frames` if it needs no wait (what was reserved), else None."""
+        n = min(max(nbytes, 0), self.reserve)
+        if self._coding or self.in_use + n > self.limit:
+            return None
+        self._grant(n)
+        return n
+
+    async def acquire_frames(self, nbytes: int) -> int:
+        """Reserve `nbytes` for the frames of a segment about to be coded, the reserve
+        included, ahead of admissions, waiting as long as it takes (frames wait only for
+        other frames to be sent). Cut to the reserve (no reserve: frames are not counted),
+        so one always fits once no frames are held."""
+        n = min(max(nbytes, 0), self.reserve)
+        if not self._coding and self.in_use + n <= self.limit:
+            self._grant(n)
+            return n
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._coding.append((n, fut))
+        try:
+            await fut
+        except BaseException:
+            self._abandon(fut, n)
+            raise
         return n
 
     @staticmethod

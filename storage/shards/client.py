@@ -47,6 +47,7 @@ async def _sealed(body: AsyncIterator[bytes | memoryview], sealer: auth.BodySeal
         else:
             sealer.update(chunk)
         yield chunk
+        chunk = b""  # sent: not kept while the next one is awaited (the budget counts it)
     yield sealer.trailer()
 
 

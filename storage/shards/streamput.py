@@ -68,6 +68,7 @@ class StreamPutter:
                     if size > left:
                         raise FetchError(node.id, "body longer than its Content-Length")
                     await loop.sock_sendall(sock, chunk)
+                    chunk = b""  # sent: not kept while the next one is awaited (budgeted)
                     left -= size
             except OSError as exc:  # the node may have answered, then closed
                 got = _answer_now(sock)

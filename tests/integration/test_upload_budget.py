@@ -1,22 +1,26 @@
 """Many concurrent large uploads against a gateway with a small upload budget
-(`[gateway] upload_budget_bytes`, `storage/uploadbudget.py`): every upload completes
-(a write reserves its whole footprint before reading its body and never waits holding
-part of it, so there is no deadlock), the bytes reserved never pass the budget, and the
-gateway's peak resident memory grows by about the budget, not by one footprint per upload
-(without the budget, 16 uploads of 16 MiB at once raised it by ~300 MiB, with a 64 MiB
-budget by ~31 MiB)."""
+(`[gateway] upload_budget_bytes`, `storage/uploadbudget.py`, `storage/writehold.py`):
+every upload completes (a write is admitted with the least it needs and never waits on the
+budget holding part of it, so there is no deadlock), the bytes reserved never pass the
+budget, and the gateway's peak resident memory grows by about the budget, not by one
+footprint per upload (without the budget, 16 uploads of 16 MiB at once raised it by
+~300 MiB, with a 64 MiB budget by ~31 MiB). Slow clients hold only their minimum, not the
+footprint of a whole write, so they do not keep other uploads out."""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.integration.cluster import LocalCluster, fetch
+from tests.integration.cluster import LocalCluster, fetch, wait_for
 
 MiB = 1024 * 1024
 BUDGET_MB = 64
@@ -76,3 +80,59 @@ def test_concurrent_large_uploads_all_finish_within_the_budget(cluster: LocalClu
     assert grown < BUDGET_MB * MiB + SLACK, f"gateway peak RSS grew {grown / MiB:.0f} MiB"
     got = s3.get_object(Bucket="budget", Key=f"o{UPLOADS - 1}")["Body"].read()
     assert hashlib.md5(got).hexdigest() == md5
+
+
+SLOW = 4  # slow 8 MiB UploadParts at once: 4 minimums fit in 64 MiB, 4 whole footprints not
+PART = 8 * MiB
+
+
+def _slow_part(url: str, body: bytes, go: threading.Event) -> tuple[int, str]:
+    """PUT `body` to a presigned UploadPart URL: the first 2 MiB, then (once `go` is set)
+    the rest, as a client on a slow link would; (status, ETag)."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    try:
+        conn.putrequest("PUT", f"{u.path}?{u.query}", skip_accept_encoding=True)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:2 * MiB])
+        go.wait(60)
+        conn.send(body[2 * MiB:])
+        r = conn.getresponse()
+        r.read()
+        return r.status, (r.getheader("ETag") or "").strip('"')
+    finally:
+        conn.close()
+
+
+def test_slow_parts_hold_their_minimum_and_keep_no_upload_out(cluster: LocalCluster) -> None:
+    s3 = cluster.client()
+    s3.create_bucket(Bucket="slowparts")
+    up = s3.create_multipart_upload(Bucket="slowparts", Key="big")["UploadId"]
+    body = os.urandom(PART)
+    url = [s3.generate_presigned_url("upload_part", Params={
+        "Bucket": "slowparts", "Key": "big", "UploadId": up, "PartNumber": i + 1})
+        for i in range(SLOW)]
+    go = threading.Event()
+    start = _budget(cluster)
+    assert start["in_use"] == 0
+    with ThreadPoolExecutor(SLOW) as pool:
+        try:
+            first = pool.submit(_slow_part, url[0], body, go)
+            one = wait_for(lambda: _budget(cluster)["in_use"], "the first part admitted")
+            rest = [pool.submit(_slow_part, u, body, go) for u in url[1:]]
+            now = wait_for(lambda: (b := _budget(cluster))["waits"] > start["waits"]
+                           or b["in_use"] >= SLOW * one and b, "every slow part admitted")
+            assert now is not True, "a slow part waited for the budget"
+            assert now["in_use"] == SLOW * one  # each holds its minimum while it trickles
+            small = os.urandom(MiB)  # and a small upload goes in beside them
+            s3.put_object(Bucket="slowparts", Key="small", Body=small)
+        finally:
+            go.set()
+        got = [first.result(), *(f.result() for f in rest)]
+    md5 = hashlib.md5(body).hexdigest()
+    assert got == [(200, md5)] * SLOW
+    assert _budget(cluster)["in_use"] == 0
+    s3.complete_multipart_upload(Bucket="slowparts", Key="big", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": i + 1, "ETag": md5} for i in range(SLOW)]})
+    assert s3.get_object(Bucket="slowparts", Key="big")["Body"].read() == body * SLOW
