@@ -90,7 +90,7 @@ def create_s3_server(server: S3Server) -> web.Server:
 
     return web.Server(server.handle, request_factory=make_request, loop=loop, access_log=None,
                       max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES,
-                      keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+                      keepalive_timeout=KEEPALIVE_TIMEOUT_S, auto_decompress=False)
 
 
 def s3_runner(server: S3Server) -> web.ServerRunner:
