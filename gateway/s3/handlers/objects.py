@@ -24,7 +24,13 @@ from gateway.s3.handlers.object_lock import (
 from gateway.s3.handlers.restore import readable_version, restore_headers
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.header_values import check_header_values
-from gateway.s3.http import check_conditions, http_date, parse_http_date, parse_range
+from gateway.s3.http import (
+    ascii_digits,
+    check_conditions,
+    http_date,
+    parse_http_date,
+    parse_range,
+)
 from gateway.s3.request_keys import ABORTED_MID_BODY
 from gateway.s3.rfc2047 import decode_value, encode_value
 from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
@@ -373,12 +379,11 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
                           ArgumentValue=lm_raw)
         lm = int(t)
     size = None
-    if size_raw is not None:
-        try:
-            size = int(size_raw)
-        except ValueError:
+    if size_raw is not None:  # a Long of ASCII digits (int() also took '1_0', '١٢', ' 10')
+        if not ascii_digits(size_raw) or int(size_raw) >= 1 << 63:
             raise S3Error("InvalidArgument", "Invalid x-amz-if-match-size.",
-                          ArgumentName="x-amz-if-match-size", ArgumentValue=size_raw) from None
+                          ArgumentName="x-amz-if-match-size", ArgumentValue=size_raw)
+        size = int(size_raw)
     return DeleteConditions(if_match=im, last_modified=lm, size=size)
 
 
