@@ -412,3 +412,28 @@ def test_logging_status_with_an_unknown_element_is_malformed(w: dict[str, Any],
     r = _signed_put(w, f"/{b}?logging", body)
     assert r.status_code == 400 and b"<Code>MalformedXML</Code>" in r.content, r.content
     assert "LoggingEnabled" not in s3.get_bucket_logging(Bucket=b)
+
+
+def test_acl_document_with_an_unknown_element_is_malformed(w: dict[str, Any]) -> None:
+    """A misspelt <Grant> (or another element the schema does not have) in a PutBucketAcl
+    body was dropped and the other grants applied: MalformedACLError now (AWS's code for an
+    ACL document), the ACL unchanged."""
+    s3, b = w["s3"], f"atk-api-acl-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=b, ObjectOwnership="ObjectWriter")
+    before = s3.get_bucket_acl(Bucket=b)
+    owner = before["Owner"]["ID"]
+    xsi = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    grant = (f'<Grant><Grantee {xsi} xsi:type="CanonicalUser"><ID>{owner}</ID></Grantee>'
+             "<Permission>FULL_CONTROL</Permission></Grant>")
+    public = (f'<Grant><Grantee {xsi} xsi:type="Group"><URI>http://acs.amazonaws.com/groups/'
+              "global/AllUsers</URI></Grantee><Permission>READ</Permission></Grant>")
+    for acl in (grant + public.replace("Grant>", "Grnt>"),
+                grant + public.replace("<Permission>", "<Permision>Read</Permision>"
+                                       "<Permission>"),
+                grant.replace("</ID>", "</ID><Name>x</Name>")):
+        body = _doc("AccessControlPolicy", f"<Owner><ID>{owner}</ID></Owner>"
+                    f"<AccessControlList>{acl}</AccessControlList>")
+        r = _signed_put(w, f"/{b}?acl", body)
+        assert r.status_code == 400 and b"<Code>MalformedACLError</Code>" in r.content, \
+            r.content
+    assert s3.get_bucket_acl(Bucket=b)["Grants"] == before["Grants"]
