@@ -20,7 +20,7 @@ from xml.etree import ElementTree as ET
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.request_keys import OWNERS
 from gateway.s3.xml import S3_NAMESPACE
-from gateway.s3.xml_parse import find_all, find_text, local_name, parse_document
+from gateway.s3.xml_parse import find_all, find_text, local_name, only_children, parse_document
 from storage.records import ObjectVersion
 from storage.tenants import TenantService
 
@@ -161,9 +161,27 @@ def _ordered(grants: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     return [g for g in grants if g[0] == "group"] + [g for g in grants if g[0] != "group"]
 
 
+def _schema(root: ET.Element) -> None:
+    """MalformedACLError (AWS's code for an ACL document) for an element AccessControlPolicy's
+    schema does not have: a misspelt Grant was dropped and the other grants applied."""
+    try:
+        only_children(root, ("Owner", "AccessControlList"))
+        for owner in find_all(root, "Owner"):
+            only_children(owner, ("ID", "DisplayName"))
+        for acl in find_all(root, "AccessControlList"):
+            only_children(acl, (), ("Grant",))
+            for grant in find_all(acl, "Grant"):
+                only_children(grant, ("Grantee", "Permission"))
+                for grantee in find_all(grant, "Grantee"):
+                    only_children(grantee, ("ID", "DisplayName", "EmailAddress", "URI"))
+    except S3Error:
+        raise S3Error("MalformedACLError") from None
+
+
 async def from_xml(body: bytes, tenants: TenantService, owner: str) -> Acl:
     """Parse an AccessControlPolicy; its Owner, when given, must be the resource's owner."""
     root = parse_document(body, "AccessControlPolicy")
+    _schema(root)
     owners = find_all(root, "Owner")
     if owners:
         oid = find_text(owners[0], "ID")

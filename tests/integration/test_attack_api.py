@@ -393,3 +393,47 @@ def test_complete_checksum_type_must_be_the_uploads(w: dict[str, Any], alg: str,
     assert _err(complete, ctype=asked) == (400, "BadDigest")
     assert _absent(w, key)
     assert complete(made)["ChecksumType"] == made
+
+
+@pytest.mark.parametrize("enabled", [
+    "<TargetBucket>{t}</TargetBucket><TargetPrefix>p/</TargetPrefix><TargetObjectKeyFormat>"
+    "<PartitionedPrefix><PartitionDateSorce>DeliveryTime</PartitionDateSorce>"
+    "</PartitionedPrefix></TargetObjectKeyFormat>",
+    "<TargetBucket>{t}</TargetBucket><TargetPrefix>p/</TargetPrefix><TargetGrant/>",
+], ids=["PartitionDateSource", "TargetGrants"])
+def test_logging_status_with_an_unknown_element_is_malformed(w: dict[str, Any],
+                                                            enabled: str) -> None:
+    """A misspelt element of BucketLoggingStatus was dropped (a misspelt
+    PartitionDateSource logged by EventTime): MalformedXML now, logging left off."""
+    s3, b = w["s3"], f"atk-api-log-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=b)
+    body = _doc("BucketLoggingStatus",
+                "<LoggingEnabled>" + enabled.format(t=w["bucket"]) + "</LoggingEnabled>")
+    r = _signed_put(w, f"/{b}?logging", body)
+    assert r.status_code == 400 and b"<Code>MalformedXML</Code>" in r.content, r.content
+    assert "LoggingEnabled" not in s3.get_bucket_logging(Bucket=b)
+
+
+def test_acl_document_with_an_unknown_element_is_malformed(w: dict[str, Any]) -> None:
+    """A misspelt <Grant> (or another element the schema does not have) in a PutBucketAcl
+    body was dropped and the other grants applied: MalformedACLError now (AWS's code for an
+    ACL document), the ACL unchanged."""
+    s3, b = w["s3"], f"atk-api-acl-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=b, ObjectOwnership="ObjectWriter")
+    before = s3.get_bucket_acl(Bucket=b)
+    owner = before["Owner"]["ID"]
+    xsi = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    grant = (f'<Grant><Grantee {xsi} xsi:type="CanonicalUser"><ID>{owner}</ID></Grantee>'
+             "<Permission>FULL_CONTROL</Permission></Grant>")
+    public = (f'<Grant><Grantee {xsi} xsi:type="Group"><URI>http://acs.amazonaws.com/groups/'
+              "global/AllUsers</URI></Grantee><Permission>READ</Permission></Grant>")
+    for acl in (grant + public.replace("Grant>", "Grnt>"),
+                grant + public.replace("<Permission>", "<Permision>Read</Permision>"
+                                       "<Permission>"),
+                grant.replace("</ID>", "</ID><Name>x</Name>")):
+        body = _doc("AccessControlPolicy", f"<Owner><ID>{owner}</ID></Owner>"
+                    f"<AccessControlList>{acl}</AccessControlList>")
+        r = _signed_put(w, f"/{b}?acl", body)
+        assert r.status_code == 400 and b"<Code>MalformedACLError</Code>" in r.content, \
+            r.content
+    assert s3.get_bucket_acl(Bucket=b)["Grants"] == before["Grants"]

@@ -27,7 +27,14 @@ from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.batch import read_small_body
 from gateway.s3.xml import S3_NAMESPACE
-from gateway.s3.xml_parse import find_all, find_text, local_name, malformed, parse_document
+from gateway.s3.xml_parse import (
+    find_all,
+    find_text,
+    local_name,
+    malformed,
+    only_children,
+    parse_document,
+)
 from storage.errors import NotFound
 from storage.records import Bucket
 
@@ -49,24 +56,31 @@ def parse_logging(body: bytes) -> dict[str, Any] | None:
     grants still as (kind, value, permission) with kind id / emailAddress / uri."""
     body = body.replace(_DOC_NAMESPACE.encode(), S3_NAMESPACE.encode())
     root = parse_document(body, "BucketLoggingStatus")
+    only_children(root, ("LoggingEnabled",))
     enabled = _only_child(root, "LoggingEnabled")
     if enabled is None:
         return None
+    only_children(enabled, ("TargetBucket", "TargetPrefix", "TargetGrants",
+                            "TargetObjectKeyFormat"))
     target, prefix = find_text(enabled, "TargetBucket"), find_text(enabled, "TargetPrefix")
     if not target or prefix is None:
         raise malformed("LoggingEnabled needs TargetBucket and TargetPrefix")
     conf: dict[str, Any] = {"target_bucket": target, "target_prefix": prefix, "grants": [],
                             "key_format": "simple"}
     grants = _only_child(enabled, "TargetGrants")
+    if grants is not None:
+        only_children(grants, (), ("Grant",))
     for g in find_all(grants, "Grant") if grants is not None else []:
         conf["grants"].append(_grant(g))
     fmt = _only_child(enabled, "TargetObjectKeyFormat")
     if fmt is not None:
+        only_children(fmt, ("SimplePrefix", "PartitionedPrefix"))
         simple, part = _only_child(fmt, "SimplePrefix"), _only_child(fmt, "PartitionedPrefix")
         if (simple is None) == (part is None):
             raise malformed("TargetObjectKeyFormat needs SimplePrefix or PartitionedPrefix")
         conf["explicit_format"] = True
         if part is not None:
+            only_children(part, ("PartitionDateSource",))
             source = find_text(part, "PartitionDateSource") or "EventTime"
             if source not in DATE_SOURCES:
                 raise malformed(f"PartitionDateSource {source!r}")
