@@ -10,8 +10,11 @@ meanwhile; the completed object could then be unreadable.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ from storage.shards.ids import shard_id
 from tests.integration.cluster import LocalCluster, stop_processes, wait_for
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3600",
-        "TESSERA_ORPHAN_GRACE_S": "5", "TESSERA_SCRUB_PAUSE_S": "0.5"}
+        "TESSERA_ORPHAN_GRACE_S": "5", "TESSERA_SCRUB_PAUSE_S": "0.5",
+        "TESSERA_REBALANCE_INTERVAL_S": "0.5"}
 DEADLINE_S = 45.0
 BUCKET = "open"
 
@@ -121,3 +125,31 @@ def test_status_counts_an_open_upload_part_short_of_shards(oc: LocalCluster) -> 
     wait_for(lambda: all(n["state"] == "up" for n in status(c)["nodes"]),
              "every node up again", DEADLINE_S)
     complete_and_read(c, "counted", up, body)
+
+
+def node_cli(c: LocalCluster, *args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "ops.cli", "node", *args],
+                       env={**os.environ, **c.env}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_drain_moves_an_open_upload_part(oc: LocalCluster) -> None:
+    """Last in the module: it leaves a node drained. The drain moves the open part's shard
+    off the node too (was: reported drained while the node still held it)."""
+    c = oc
+    up, body, p = open_part(c, "drained", seed=3)
+    index, victim = next((i, n) for i, n in enumerate(p.nodes) if n)
+    node_cli(c, "drain", victim)
+
+    def drained() -> bool:
+        rows = {n["id"]: n for n in json.loads(node_cli(c, "list", "--json"))["nodes"]}
+        return (rows[victim].get("drain") or {}).get("drained") is True
+
+    wait_for(drained, "the drain to finish", DEADLINE_S)
+    wait_for(lambda: victim not in part_record(c, up).nodes, "the part's shard moved off",
+             DEADLINE_S)
+    assert present(c, part_record(c, up)) == p.k + p.m
+    wait_for(lambda: not shard_path(c, victim, p, index).exists(),
+             "the drained copy collected", DEADLINE_S)
+    complete_and_read(c, "drained", up, body)
