@@ -26,11 +26,13 @@ from storage.clusterstatus import fully_redundant
 from storage.keyspace import part_key
 from storage.multipart_records import Part
 from storage.shards.ids import shard_id
+from storage.testing.lies import lie_about
 from tests.integration.cluster import LocalCluster, stop_processes, wait_for
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3600",
         "TESSERA_ORPHAN_GRACE_S": "5", "TESSERA_SCRUB_PAUSE_S": "0.5",
-        "TESSERA_REBALANCE_INTERVAL_S": "0.5"}
+        "TESSERA_REBALANCE_INTERVAL_S": "0.5", "TESSERA_DEEP_SCRUB_RATE_MBPS": "64",
+        "TESSERA_DEEP_SCRUB_PAUSE_S": "0.5"}
 DEADLINE_S = 45.0
 BUCKET = "open"
 
@@ -125,6 +127,31 @@ def test_status_counts_an_open_upload_part_short_of_shards(oc: LocalCluster) -> 
     wait_for(lambda: all(n["state"] == "up" for n in status(c)["nodes"]),
              "every node up again", DEADLINE_S)
     complete_and_read(c, "counted", up, body)
+
+
+def test_deep_scrub_finds_a_lie_in_an_open_upload_part(oc: LocalCluster) -> None:
+    """A parity shard of an open part rewritten with other bytes under valid checksums:
+    no read meets it (the upload is open), so only the deep scrub can; it must, and repair
+    must rewrite it with the part's key (was: parts were never scrubbed)."""
+    c = oc
+    up, body, p = open_part(c, "lying", seed=4)
+    index = p.k  # a parity shard
+    node = p.nodes[index]
+    assert node is not None
+    path = shard_path(c, node, p, index)
+    original = path.read_bytes()
+    lie = lie_about(path, seed=4, segments=None)
+    assert lie != original
+
+    def honest_again() -> bool:
+        now = part_record(c, up)
+        n = now.nodes[index]
+        return bool(n) and shard_path(c, str(n), now, index).is_file() and \
+            shard_path(c, str(n), now, index).read_bytes() == original
+
+    wait_for(honest_again, "the deep scrub to find the lie and repair to rewrite it",
+             DEADLINE_S)
+    complete_and_read(c, "lying", up, body)
 
 
 def node_cli(c: LocalCluster, *args: str) -> str:
