@@ -348,3 +348,32 @@ async def test_keyless_repair_of_named_liars_is_outvoted_by_their_honest_blocks(
     for i in range(6):
         assert bytes(s.sim.files[p.nodes[i]][sids[i]]) == originals[i], i
     assert await s.read("x") == s.data["x"]
+
+
+async def test_orphan_age_is_taken_on_the_node_clock(sim_factory) -> None:
+    """A shard file's age is its node's clock now less its mtime (the node's clock too).
+    The sweep took the gateway's clock less the node's mtime: a node two hours behind had
+    the shards of a write still in flight (no stripe index entry until its commit) deleted
+    as orphans at once, under a one-hour grace; one two hours ahead kept real orphans."""
+    import os
+
+    s = await sim_factory(21)
+    repair = RepairWorker(s.cfg, s.meta, s.sim, s.health, s.pool,
+                          RepairSettings(rate_bytes_s=0, down_grace_s=0, sweep_interval_s=0,
+                                         orphan_grace_s=3600))
+    await s.put("x", SEGMENT)
+    p = (await s.manifests())[0].part
+    body = bytes(s.sim.files[p.nodes[0]][shard_id(p.stripe_id, 0)])
+    behind, ahead = sorted(set(s.sim.files) - set(p.nodes))[:2]
+    s.sim.clock_offset = {behind: -7200.0, ahead: 7200.0}
+    in_flight = shard_id(os.urandom(16), 0)  # written just now, its write not committed yet
+    s.sim.files[behind][in_flight] = bytearray(body)
+    s.sim.mtime[(behind, in_flight)] = s.sim.now(behind)
+    orphan = shard_id(os.urandom(16), 0)  # an aborted write's, 4000 s ago
+    s.sim.files[ahead][orphan] = bytearray(body)
+    s.sim.mtime[(ahead, orphan)] = s.sim.now(ahead) - 4000
+    await s.health.probe_once()
+    await repair.sweep_step()  # a pass start: the volume stripes are known
+    await repair._collect_orphans()
+    assert in_flight in s.sim.files[behind], "a write in flight was swept as an orphan"
+    assert orphan not in s.sim.files[ahead], "an orphan past the grace was kept"
