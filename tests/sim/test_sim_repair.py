@@ -377,3 +377,45 @@ async def test_orphan_age_is_taken_on_the_node_clock(sim_factory) -> None:
     await repair._collect_orphans()
     assert in_flight in s.sim.files[behind], "a write in flight was swept as an orphan"
     assert orphan not in s.sim.files[ahead], "an orphan past the grace was kept"
+
+
+async def test_repair_of_an_open_part_racing_its_completion(sim_factory, monkeypatch) -> None:
+    """Repair commits an open part's rebuilt shard after CompleteMultipartUpload read the
+    part's old nodes and before it commits: the completion must fail its compare (the
+    repair rewrote the upload record) and read the part again, so the object names the
+    rebuilt shard and not the lost one (the part record alone changing went unnoticed)."""
+    from storage.multipart import MultipartService
+    from storage.multipart_records import ListedPart, UploadOptions
+
+    s = await sim_factory(23)
+    mp = s.cluster.multipart
+    up = await mp.create(s.bucket, "mp", UploadOptions())
+    body = s.rnd.randbytes(2 * SEGMENT + 5)
+
+    async def src():
+        yield body
+
+    part = await mp.upload_part(s.bucket, "mp", up.upload_id, 1, src(), [], len(body))
+    lost = part.nodes[0]
+    assert lost is not None
+    s.sim.down.add(lost)  # its shard 0 is rebuilt on another node
+    real = MultipartService._assemble
+    raced: list[bool] = []
+
+    async def assemble_then_repair(self, *a, **k):
+        out = await real(self, *a, **k)
+        if not raced:
+            raced.append(True)
+            await s.health.probe_once()
+            for _ in range(10):  # the sweep finds the part short, repair commits shard 0
+                await s.repair.step()
+            assert s.repair.stats.shards_rebuilt == 1
+        return out
+
+    monkeypatch.setattr(MultipartService, "_assemble", assemble_then_repair)
+    await mp.complete(s.bucket, "mp", up.upload_id, [ListedPart(1, part.etag)])
+    assert raced
+    p = (await s.objects.head(s.bucket, "mp")).parts[0]
+    assert p.nodes[0] != lost, "the object names the lost shard"
+    assert shard_id(p.stripe_id, 0) in s.sim.files[str(p.nodes[0])]
+    assert await s.read("mp") == body
