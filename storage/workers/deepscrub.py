@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from storage.archive import readable
 from storage.config import Config, NodeSpec
 from storage.datakeys import SSEC_HMAC
 from storage.erasure import ErasureCodec
@@ -170,9 +171,14 @@ class DeepScrubber:
         """The stripe's codec: with the object's (or the open upload's) cipher where the
         cluster has its key."""
         part = man.part
-        if man.kind in ("object", "part"):
-            v = ObjectVersion.decode(man.items[0].value) if man.kind == "object" else \
+        if man.kind in ("object", "part", "restored"):
+            v = ObjectVersion.decode(man.items[0].value) if man.kind != "part" else \
                 Upload.decode(man.items[1].value).shell()
+            if man.kind == "restored":  # the copy's own key and identity
+                copy = readable(v)
+                if copy is None or copy is v:
+                    return None
+                v = copy
             cipher = None
             if SSEC_HMAC not in v.sse:
                 try:

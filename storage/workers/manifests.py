@@ -35,10 +35,11 @@ from storage.workers.gcfence import Fence, read_fence, refused
 COMMIT_TRIES = 24  # CAS attempts of one commit while its stripe's nodes stay unchanged
 COMMIT_JITTER_S = 0.02  # the first retry's pause (at most; random), doubling up to ...
 COMMIT_JITTER_MAX_S = 0.25  # ... this: all tries take at most ~5 s
-# Stripe index states whose shards are kept at k+m (repair, rebalance, status): live
-# stripes, and the parts of an upload still open (acknowledged by UploadPart; an upload may
-# stay open for hours, and its parts become the object's stripes as they are).
-KEPT_STATES = ("live", "part")
+# Stripe index states whose shards are kept at k+m (repair, rebalance, status, the deep
+# scrub): live stripes, the parts of an upload still open (acknowledged by UploadPart; an
+# upload may stay open for hours, and its parts become the object's stripes as they are)
+# and the restored copy of an archived version (what its GETs read for days).
+KEPT_STATES = ("live", "part", "restored")
 
 
 class Commit(enum.Enum):
@@ -57,7 +58,9 @@ class Manifest:
     """Every metadata record naming one stripe's shards, and that stripe's layout.
 
     For an object: the O/ and V/ records of its version. For a block-volume extent: its one
-    VX/ pointer (`kind` "extent"). For a part of an open upload (`kind` "part"): its part
+    VX/ pointer (`kind` "extent"). For a restored copy of an archived version (`kind`
+    "restored"): the version's records, the layout from its `restore` parts. For a part of
+    an open upload (`kind` "part"): its part
     record, then its upload record (a move rewrites the latter unchanged, so a completion
     that read the part's old nodes fails its compare and reads the part again).
     """
@@ -80,10 +83,11 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     if x is None:
         return None
     ref = unpack(x.value)
-    if ref.get("state") == "part":
+    state = ref.get("state")
+    if state == "part":
         return await _part_manifest(meta, ref, stripe_id)
-    if ref.get("state") != "live":
-        return str(ref.get("state", "unknown"))
+    if state not in ("live", "restored"):
+        return str(state or "unknown")
     if ref.get("kind") == "extent":
         vx = await meta.get(bytes(ref["vx"]))
         if vx is None or bytes(unpack(vx.value).get("stripe") or b"") != stripe_id:
@@ -99,10 +103,17 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
             items.append(it)
     for it in items:
         v = ObjectVersion.decode(it.value)
-        for part in v.parts:
+        parts = v.parts if state == "live" else _restored_parts(v)
+        for part in parts:
             if part.stripe_id == stripe_id:
-                return Manifest(items=items, part=part)
+                return Manifest(items=items, part=part,
+                                kind="object" if state == "live" else "restored")
     return "gone"
+
+
+def _restored_parts(v: ObjectVersion) -> list[PartLayout]:
+    """The layouts of an archived version's restored copy (none while not restored)."""
+    return [PartLayout(**p) for p in v.restore.get("parts") or []]
 
 
 async def _part_manifest(meta: MetadataStore, ref: dict, stripe_id: bytes) -> Manifest | str:
@@ -130,6 +141,11 @@ def _moved(man: Manifest, it: Item, nodes: list[str | None]) -> bytes:
         part.nodes = list(nodes)
         return part.encode()
     v = ObjectVersion.decode(it.value)
+    if man.kind == "restored":
+        for r in v.restore.get("parts") or []:
+            if bytes(r["stripe_id"]) == man.part.stripe_id:
+                r["nodes"] = list(nodes)
+        return v.encode()
     for p in v.parts:
         if p.stripe_id == man.part.stripe_id:
             p.nodes = list(nodes)
