@@ -129,6 +129,31 @@ def test_status_counts_an_open_upload_part_short_of_shards(oc: LocalCluster) -> 
     complete_and_read(c, "counted", up, body)
 
 
+def test_open_part_survives_m_failures_after_status_says_redundant(oc: LocalCluster) -> None:
+    """The end to end loss: a part loses a shard; once status reports full redundancy (a
+    whole sweep pass since), two more nodes die, within m=2. The upload completes (200) and
+    its object must read back. Before: status said redundant at once (the part was never
+    looked at), the part was left at k-2 and the completed object answered 503."""
+    c = oc
+    up, body, p = open_part(c, "m-failures", seed=5)
+    victim = next(i for i, n in enumerate(p.nodes) if n)
+    shard_path(c, str(p.nodes[victim]), p, victim).unlink()
+    since = max(0.0, float(status(c)["time"]) - 0.001)
+    wait_for(lambda: fully_redundant(status(c), since), "full redundancy", DEADLINE_S)
+    now = part_record(c, up)
+    dead = [n for i, n in enumerate(now.nodes) if n and i != victim][:2]
+    for n in dead:
+        c.kill(n)
+    try:
+        wait_for(lambda: all(r["state"] != "up" for r in status(c)["nodes"] if r["id"] in dead),
+                 "the two nodes seen down", DEADLINE_S)
+        complete_and_read(c, "m-failures", up, body)
+    finally:
+        oc_restarted.extend(c.restart_node(n) for n in dead)
+        wait_for(lambda: all(r["state"] == "up" for r in status(c)["nodes"]),
+                 "every node up again", DEADLINE_S)
+
+
 def test_deep_scrub_finds_a_lie_in_an_open_upload_part(oc: LocalCluster) -> None:
     """A parity shard of an open part rewritten with other bytes under valid checksums:
     no read meets it (the upload is open), so only the deep scrub can; it must, and repair
