@@ -12,6 +12,7 @@ import errno
 import hmac
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,8 +454,9 @@ class ShardWriter:
 
 
 def stat_file(path: Path, sid: str) -> dict[str, int | float]:
-    """Size, frame count, header fields and mtime of a shard file (ShardCorrupt if its
-    header is unusable, NotFound if it is absent)."""
+    """Size, frame count, header fields, mtime and age of a shard file (ShardCorrupt if its
+    header is unusable, NotFound if it is absent). The age is this host's clock less the
+    mtime (also this host's): no other host's clock enters it (the orphan sweep's grace)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -467,7 +469,7 @@ def stat_file(path: Path, sid: str) -> dict[str, int | float]:
     h = layout.header
     return {"size": layout.size, "segments": layout.segments, "k": h.k, "m": h.m,
             "index": h.index, "segment_size": h.segment_size, "block_size": h.block_size,
-            "mtime": st.st_mtime}
+            "mtime": st.st_mtime, "age_s": time.time() - st.st_mtime}
 
 
 def verify_file(path: Path, sid: str) -> list[int]:

@@ -8,8 +8,11 @@ the GCM tag can tell), a frozen node (SIGSTOP/SIGCONT), the gateway killed in th
 cluster is then restarted over the same directory), a zone partitioned (its node addresses
 stop answering: iptables DROP, root only) and a node whose disk is full (it runs on a full
 tmpfs for a while; root only); on request (`--faults zone_then_kills`) a zone outage
-followed, once the zone is back, by one node killed in each other zone. Then it heals,
-waits for repair and
+followed, once the zone is back, by one node killed in each other zone, and
+(`--faults crash_cluster`) every process of the cluster killed -9 at once, then started
+again over the same directory. The workload also keeps multipart uploads open across the
+faults (parts acknowledged, completed later; those still open are completed after healing,
+and one that cannot be is a loss). Then it heals, waits for repair and
 checks every key against a model of what was acknowledged: acknowledged writes read back
 byte-identical, acknowledged deletes stay deleted, an unacknowledged write is either absent
 or complete, every stripe is back to k+m healthy shards, zone-safely, and no shard that was
@@ -48,10 +51,12 @@ FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kil
           "partition_zone", "fill_disk", "lying_shard")
 WEIGHTS = (3, 1, 2, 2, 2, 1, 1, 1, 2)
 # Faults run only when asked for (`--faults`): a zone outage, then, once the zone is back,
-# two more nodes killed (one in each other zone) while the workload goes on.
-OPT_IN = {"zone_then_kills": 1}
+# two more nodes killed (one in each other zone) while the workload goes on; and every
+# process of the cluster killed -9 at once (a crash of the whole site), then started again.
+OPT_IN = {"zone_then_kills": 1, "crash_cluster": 1}
 ALL_FAULTS = (*FAULTS, *OPT_IN)
 HEADER_BYTES = 44
+OPEN_UPLOADS_MAX = 4  # uploads the workload keeps open at once (then it completes one)
 LIE_TRIES = 64  # shard files a lying_shard fault tries before it gives up (a gone one is skipped)
 
 
@@ -216,6 +221,37 @@ class ChaosCluster:
         self.stopped.clear()
         self.start()
 
+    def crash(self) -> None:
+        """SIGKILL every process of the cluster at once: `tessera up`, its gateway and its
+        workers, the node forkers and nodes, the nodes the nemesis restarted (each found by
+        this data directory in its command line); nothing stops cleanly. `start` brings
+        the cluster up again over the same directory."""
+        pids = self.processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for p in self.nodes.values():
+            p.wait()
+        if self.up is not None:
+            self.up.wait()
+        for pid in pids:  # gone before the next start binds their ports
+            wait_gone(pid)
+        self.nodes.clear()
+        self.stopped.clear()
+        self.up = None
+
+    def processes(self) -> list[int]:
+        """The pids of every process whose command line names this data directory."""
+        marks = (f"{self.data}/tessera.toml".encode(), f"--data\0{self.data}\0".encode())
+        out = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                with contextlib.suppress(OSError):
+                    cmd = (d / "cmdline").read_bytes()
+                    if any(m in cmd for m in marks):
+                        out.append(int(d.name))
+        return sorted(out)
+
     def shard_files(self) -> list[Path]:
         return sorted(p for p in (self.data / "nodes").glob("*/shards/*/*/*") if p.is_file())
 
@@ -252,6 +288,10 @@ class Workload:
         self.model = model
         self.keys = [f"k{i:03d}" for i in range(keys)]
         self.version: Counter = Counter()
+        # Uploads with every part acknowledged and not completed yet: (key, upload id,
+        # body). Their parts sit through the faults as parts; `finish` completes the rest.
+        self.open: list[tuple[str, str, bytes]] = []
+        self.tried: set[str] = set()  # uploads a completion was sent for
         self.stop = threading.Event()
         self.lock = threading.Lock()  # held across one operation (the nemesis may restart)
 
@@ -263,7 +303,12 @@ class Workload:
     def one(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        op = self.rnd.choices(("put", "get", "delete", "multipart"), (5, 6, 2, 1))[0]
+        op = self.rnd.choices(("put", "get", "delete", "multipart", "open", "complete"),
+                              (5, 6, 2, 1, 1, 1))[0]
+        if not self.report.ops["open"]:
+            op = "open"  # one upload open from the start: its parts sit through the faults
+        elif op == "open" and len(self.open) >= OPEN_UPLOADS_MAX:
+            op = "complete"
         key = self.rnd.choice(self.keys)
         size = self.rnd.choice((0, 1, 4096, 300_000, 1_500_000, 3_000_000))
         self.report.ops[op] += 1
@@ -281,6 +326,13 @@ class Workload:
                 self.model.unsure(key, digest(body))
                 if self._multipart(s3, key, body):
                     self.model.acked(key, digest(body))
+            elif op == "open":
+                self.version[key] += 1
+                body = content(self.seed, key, self.version[key], 5 * 2**20 + size)
+                self._open(s3, key, body)
+            elif op == "complete":
+                if self.open:
+                    self._complete(s3, *self.open[0])
             elif op == "delete":
                 self.model.unsure(key, None)
                 s3.delete_object(Bucket=BUCKET, Key=key)
@@ -296,6 +348,49 @@ class Workload:
                     self.report.wrong.append(f"{key}: read {len(got or b'')} unexpected bytes")
         except (ClientError, BotoCoreError, OSError):
             self.report.unavailable += 1
+
+    def _open(self, s3: Any, key: str, body: bytes) -> None:
+        """Start an upload and upload its parts (5 MiB, then the rest); left open."""
+        up = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        cut = 5 * 2**20
+        for n, chunk in enumerate((body[:cut], body[cut:]), start=1):
+            if chunk or n == 1:
+                s3.upload_part(Bucket=BUCKET, Key=key, UploadId=up, PartNumber=n, Body=chunk)
+        self.open.append((key, up, body))
+
+    def _complete(self, s3: Any, key: str, up: str, body: bytes) -> None:
+        """Complete an open upload from its listed parts; it leaves `open` once
+        acknowledged, or once a retry finds it gone (an earlier attempt, whose answer did
+        not arrive, completed it: the key may hold its body, as the model says)."""
+        from botocore.exceptions import ClientError
+
+        self.model.unsure(key, digest(body))
+        retry = up in self.tried
+        self.tried.add(up)
+        try:
+            parts = s3.list_parts(Bucket=BUCKET, Key=key, UploadId=up).get("Parts", [])
+            s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=up,
+                                         MultipartUpload={"Parts": [
+                                             {"PartNumber": p["PartNumber"], "ETag": p["ETag"]}
+                                             for p in parts]})
+        except ClientError as exc:
+            if retry and exc.response["Error"]["Code"] == "NoSuchUpload":
+                self.open.remove((key, up, body))
+                return
+            raise
+        self.model.acked(key, digest(body))
+        self.open.remove((key, up, body))
+
+    def finish(self) -> None:
+        """Complete every upload still open (after healing): a failure is a lost part."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        s3 = self.c.s3(attempts=3)
+        for key, up, body in list(self.open):
+            try:
+                self._complete(s3, key, up, body)
+            except (ClientError, BotoCoreError) as exc:
+                self.report.lost.append(f"{key}: open upload {up[:12]} did not complete: {exc}")
 
     def _multipart(self, s3: Any, key: str, body: bytes) -> bool:
         from botocore.exceptions import ClientError
@@ -376,6 +471,10 @@ class Nemesis:
             self._partition_zone(f, [n for n, z in zones.items() if z == f.target])
         elif f.kind == "fill_disk":
             self._fill_disk(f)
+        elif f.kind == "crash_cluster":
+            self.c.crash()  # in the middle of whatever the workload is doing
+            with self.w.lock:  # the workload pauses while the cluster starts again
+                self.c.start()
 
     def _outage(self, victims: list[str], hold: float) -> None:
         """Kill `victims`, keep them down for `hold` seconds, restart them."""
@@ -480,6 +579,19 @@ class Nemesis:
             self.c.restart_all()
             if key not in self.w.keys:
                 self.w.keys.append(key)
+
+
+def wait_gone(pid: int, timeout: float = 30.0) -> None:
+    """Until process `pid` no longer runs (a zombie of another parent counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
+            return
+        if state == "Z":
+            return
+        time.sleep(0.05)
 
 
 def zone_of(data: Path, nid: str) -> str:

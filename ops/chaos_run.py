@@ -168,6 +168,7 @@ def run(duration: float, seed: int, data: Path | None, keep: bool, repair_timeou
         report.redundant = doc is not None
         if doc is not None:
             report.repaired_shards = int(doc["repair"].get("shards_rebuilt", 0))
+        w.finish()  # the uploads left open: their parts sat through the faults
         verify(c, model, report)
     finally:
         c.stop()

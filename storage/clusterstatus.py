@@ -22,7 +22,7 @@ from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
 from storage.lying import read_integrity
 from storage.membership import load_members
 from storage.records import unpack
-from storage.workers.manifests import load_manifest
+from storage.workers.manifests import KEPT_STATES, load_manifest
 from storage.workers.rebalance import read_stats as read_rebalance_stats
 from storage.workers.repair import read_stats
 
@@ -47,7 +47,7 @@ async def _stripe_health(cluster: Cluster) -> dict[str, Any]:
             for z in sorted({n.zone for n in cluster.health.nodes})}
     items = await cluster.meta.range(*space(STRIPE), limit=SCAN_LIMIT + 1)
     for item in items[:SCAN_LIMIT]:
-        if unpack(item.value).get("state") != "live":
+        if unpack(item.value).get("state") not in KEPT_STATES:
             continue
         man = await load_manifest(cluster.meta, stripe_of(item.key))
         if man is None or isinstance(man, str) or not man.part.size:

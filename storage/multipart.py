@@ -159,7 +159,7 @@ class MultipartService:
                     storage_class=opts.storage_class, tags=opts.tags, sse=opts.sse,
                     checksum_algorithm=opts.checksum_algorithm, checksum_type=ctype,
                     acl=opts.acl, lock=dict(opts.lock))
-        shell = self._shell(up)
+        shell = up.shell()
         self._objects.data_keys.seal_dek(shell, kek, keys.new_dek(), opts.sse_c_key,
                                          await self._objects.data_keys.kms_wrapping_for(shell))
         up.dek, up.sse = shell.dek, shell.sse
@@ -170,14 +170,6 @@ class MultipartService:
             if await self._meta.txn(Txn(compares=compares, puts={ukey: up.encode()})):
                 return up
             b = await self._objects.buckets.get(tenant, bucket)  # changed (or deleted) meanwhile
-
-    @staticmethod
-    def _shell(up: Upload, version_id: str = "") -> ObjectVersion:
-        """An object version carrying the upload's identity and key (the AAD binding)."""
-        return ObjectVersion(bucket=up.bucket, key=up.key, version_id=version_id,
-                             tenant=up.tenant, size=0, etag="", last_modified=0.0,
-                             dek=up.dek, kek_version=up.kek_version, sse=up.sse,
-                             identity_version=up.identity_version)
 
     async def get(self, b: Bucket, key: str, upload_id: str) -> tuple[Upload, int]:
         """The upload record and its revision; UploadNotFound if absent."""
@@ -201,7 +193,7 @@ class MultipartService:
         if not 1 <= number <= PART_NUMBER_MAX:
             raise InvalidInput("part number out of range")
         up, _ = await self.get(b, key, upload_id)
-        shell = self._shell(up)
+        shell = up.shell()
         cipher = await self._objects.data_keys.cipher_for(shell, sse_c_key)
         md5 = hashlib.md5()
         age = self._objects.write_age()
@@ -334,7 +326,7 @@ class MultipartService:
                         expected: dict[str, str]) -> tuple[ObjectVersion, Txn]:
         """Merge the listed parts with the stored ones (both in part-number order)."""
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
-        v = self._shell(up, version_id)
+        v = up.shell(version_id)
         v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
         v.storage_class, v.tags, v.sse, v.acl = up.storage_class, up.tags, up.sse, up.acl
         v.lock = object_lock.initial(b.config, dict(up.lock), time.time())

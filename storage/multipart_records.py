@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.objects import ObjectAttributes
-from storage.records import PartLayout, Record
+from storage.records import ObjectVersion, PartLayout, Record
 
 
 @dataclass
@@ -37,6 +37,14 @@ class Upload(Record):
     acl: dict[str, Any] = field(default_factory=dict)
     changes: int = 0  # bumped by every part change, see the module docstring
     lock: dict[str, Any] = field(default_factory=dict)  # Object Lock headers of the create
+
+    def shell(self, version_id: str = "") -> ObjectVersion:
+        """An object version carrying the upload's identity and key (the AAD binding): its
+        parts are sealed, read back and checked (the deep scrub) under it."""
+        return ObjectVersion(bucket=self.bucket, key=self.key, version_id=version_id,
+                             tenant=self.tenant, size=0, etag="", last_modified=0.0,
+                             dek=self.dek, kek_version=self.kek_version, sse=self.sse,
+                             identity_version=self.identity_version)
 
 
 @dataclass

@@ -16,7 +16,8 @@ clock = time.monotonic  # a module attribute so tests can move time without slee
 
 def commit_limit_s(grace_s: float) -> float:
     """Seconds after its first shard a write may still commit: the grace less a margin
-    (shard mtimes are the nodes' clocks) of 10%, at least 60 s for a grace of 10 min or more."""
+    (a shard's age is taken on its node's clock, which may run or be stepped apart from this
+    monotonic one) of 10%, at least 60 s for a grace of 10 min or more."""
     margin = 0.1 * grace_s if grace_s < 600 else max(0.1 * grace_s, 60.0)
     return grace_s - margin
 

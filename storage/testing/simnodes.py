@@ -31,7 +31,8 @@ class SimNodes:
 
     def __init__(self, nodes: list[NodeSpec]) -> None:
         self.files: dict[str, dict[str, bytearray]] = {n.id: {} for n in nodes}
-        self.mtime: dict[tuple[str, str], float] = {}
+        self.mtime: dict[tuple[str, str], float] = {}  # on the node's clock
+        self.clock_offset: dict[str, float] = {}  # a node's clock minus the true time
         self.down: set[str] = set()
         self.quarantine: dict[str, list[dict[str, Any]]] = {n.id: [] for n in nodes}
         self.started = {n.id: 1.0 for n in nodes}  # each node's start (a restart: change it)
@@ -48,6 +49,10 @@ class SimNodes:
 
     def wipe(self, node_id: str) -> None:
         self.files[node_id].clear()
+
+    def now(self, node_id: str) -> float:
+        """The time on a node's clock (off by `clock_offset`, as a host's can be)."""
+        return time.time() + self.clock_offset.get(node_id, 0.0)
 
     def where(self, sid: str) -> list[str]:
         return [n for n, fs in self.files.items() if sid in fs]
@@ -103,7 +108,7 @@ class SimNodes:
         if old is not None and old != buf and not replace:  # as a real node: no clobbering
             raise NodeError(node.id, f"PUT 409 shard {sid} exists with other content", 409)
         self.files[node.id][sid] = buf
-        self.mtime[(node.id, sid)] = time.time()
+        self.mtime[(node.id, sid)] = self.now(node.id)
 
     async def delete_shard(self, node: NodeSpec, sid: str) -> None:
         self._check(node)
@@ -120,8 +125,9 @@ class SimNodes:
             raise NodeError(node.id, "GET 409 corrupt header", 409) from None
         frame = 8 + h.block_size
         segments = -(-(len(data) - 44) // frame)
+        mtime = self.mtime.get((node.id, sid), 0.0)
         return {"size": len(data), "segments": segments, "index": h.index, "k": h.k,
-                "m": h.m, "mtime": self.mtime.get((node.id, sid), 0.0)}
+                "m": h.m, "mtime": mtime, "age_s": self.now(node.id) - mtime}
 
     async def list_shards(self, node: NodeSpec, after: str = "", limit: int = 1000) -> list[str]:
         self._check(node)

@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from storage.archive import readable
 from storage.config import Config, NodeSpec
 from storage.datakeys import SSEC_HMAC
 from storage.erasure import ErasureCodec
@@ -31,6 +32,7 @@ from storage.health import HealthTracker
 from storage.keyspace import STRIPE, next_key, space, stripe_of
 from storage.lying import LyingShards, read_integrity, update_integrity
 from storage.metadata import Item, MetadataStore
+from storage.multipart_records import Upload
 from storage.objects import ObjectService
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
 from storage.records import ObjectVersion, unpack
@@ -39,7 +41,7 @@ from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 from storage.workers import WorkerState
-from storage.workers.manifests import Manifest, load_manifest
+from storage.workers.manifests import KEPT_STATES, Manifest, load_manifest
 
 log = logging.getLogger("tessera.deepscrub")
 MIB = 2**20
@@ -130,7 +132,7 @@ class DeepScrubber:
         await update_integrity(self._meta, put)
 
     async def _scrub_item(self, item: Item) -> None:
-        if unpack(item.value).get("state") != "live":
+        if unpack(item.value).get("state") not in KEPT_STATES:
             return
         await self._throttle.consume(STRIPE_FLOOR_BYTES)
         stripe_id = stripe_of(item.key)
@@ -166,10 +168,17 @@ class DeepScrubber:
         return await self._codec(man)
 
     async def _codec(self, man: Manifest) -> StripeCodec | None:
-        """The stripe's codec: with the object's cipher where the cluster has its key."""
+        """The stripe's codec: with the object's (or the open upload's) cipher where the
+        cluster has its key."""
         part = man.part
-        if man.kind == "object":
-            v = ObjectVersion.decode(man.items[0].value)
+        if man.kind in ("object", "part", "restored"):
+            v = ObjectVersion.decode(man.items[0].value) if man.kind != "part" else \
+                Upload.decode(man.items[1].value).shell()
+            if man.kind == "restored":  # the copy's own key and identity
+                copy = readable(v)
+                if copy is None or copy is v:
+                    return None
+                v = copy
             cipher = None
             if SSEC_HMAC not in v.sse:
                 try:

@@ -1,5 +1,6 @@
 """The manifest of a stripe: every metadata record naming its shards (an object version's
-O/ and V/ records, or a block-volume extent's VX/ pointer), how repair, the rebalancer and
+O/ and V/ records, a block-volume extent's VX/ pointer, or an open multipart upload's part
+record with its upload record), how repair, the rebalancer and
 the deep scrub find it (`load_manifest`), and how they move its shards (`commit_shard_moves`:
 compare-and-swap on every record, or the new copies go to garbage collection).
 """
@@ -19,18 +20,26 @@ from storage.keyspace import (
     gc_key,
     next_key,
     object_key,
+    part_key,
     space,
     span,
     stripe_index_key,
+    upload_key,
     version_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
+from storage.multipart_records import Part
 from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.workers.gcfence import Fence, read_fence, refused
 
 COMMIT_TRIES = 24  # CAS attempts of one commit while its stripe's nodes stay unchanged
 COMMIT_JITTER_S = 0.02  # the first retry's pause (at most; random), doubling up to ...
 COMMIT_JITTER_MAX_S = 0.25  # ... this: all tries take at most ~5 s
+# Stripe index states whose shards are kept at k+m (repair, rebalance, status, the deep
+# scrub): live stripes, the parts of an upload still open (acknowledged by UploadPart; an
+# upload may stay open for hours, and its parts become the object's stripes as they are)
+# and the restored copy of an archived version (what its GETs read for days).
+KEPT_STATES = ("live", "part", "restored")
 
 
 class Commit(enum.Enum):
@@ -49,7 +58,11 @@ class Manifest:
     """Every metadata record naming one stripe's shards, and that stripe's layout.
 
     For an object: the O/ and V/ records of its version. For a block-volume extent: its one
-    VX/ pointer (`kind` "extent").
+    VX/ pointer (`kind` "extent"). For a restored copy of an archived version (`kind`
+    "restored"): the version's records, the layout from its `restore` parts. For a part of
+    an open upload (`kind` "part"): its part
+    record, then its upload record (a move rewrites the latter unchanged, so a completion
+    that read the part's old nodes fails its compare and reads the part again).
     """
 
     items: list[Item]
@@ -70,8 +83,11 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     if x is None:
         return None
     ref = unpack(x.value)
-    if ref.get("state") != "live":
-        return str(ref.get("state", "unknown"))
+    state = ref.get("state")
+    if state == "part":
+        return await _part_manifest(meta, ref, stripe_id)
+    if state not in ("live", "restored"):
+        return str(state or "unknown")
     if ref.get("kind") == "extent":
         vx = await meta.get(bytes(ref["vx"]))
         if vx is None or bytes(unpack(vx.value).get("stripe") or b"") != stripe_id:
@@ -87,10 +103,53 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
             items.append(it)
     for it in items:
         v = ObjectVersion.decode(it.value)
-        for part in v.parts:
+        parts = v.parts if state == "live" else _restored_parts(v)
+        for part in parts:
             if part.stripe_id == stripe_id:
-                return Manifest(items=items, part=part)
+                return Manifest(items=items, part=part,
+                                kind="object" if state == "live" else "restored")
     return "gone"
+
+
+def _restored_parts(v: ObjectVersion) -> list[PartLayout]:
+    """The layouts of an archived version's restored copy (none while not restored)."""
+    return [PartLayout(**p) for p in v.restore.get("parts") or []]
+
+
+async def _part_manifest(meta: MetadataStore, ref: dict, stripe_id: bytes) -> Manifest | str:
+    """The manifest of an open upload's part ("gone" once completed, aborted or replaced)."""
+    item = await meta.get(part_key(str(ref["upload"]), int(ref["part"])))
+    up = await meta.get(upload_key(str(ref["bucket"]), str(ref["key"]), str(ref["upload"])))
+    if item is None or up is None:
+        return "gone"
+    part = Part.decode(item.value)
+    if part.stripe_id != stripe_id:
+        return "gone"
+    return Manifest(items=[item, up], part=part.layout(), kind="part")
+
+
+def _moved(man: Manifest, it: Item, nodes: list[str | None]) -> bytes:
+    """Record `it` of `man` with the stripe's shards at `nodes`."""
+    if man.kind == "extent":
+        pointer = unpack(it.value)
+        pointer["nodes"] = nodes
+        return pack(pointer)
+    if man.kind == "part":
+        if it is not man.items[0]:
+            return it.value  # the upload record: rewritten as is (a new revision)
+        part = Part.decode(it.value)
+        part.nodes = list(nodes)
+        return part.encode()
+    v = ObjectVersion.decode(it.value)
+    if man.kind == "restored":
+        for r in v.restore.get("parts") or []:
+            if bytes(r["stripe_id"]) == man.part.stripe_id:
+                r["nodes"] = list(nodes)
+        return v.encode()
+    for p in v.parts:
+        if p.stripe_id == man.part.stripe_id:
+            p.nodes = list(nodes)
+    return v.encode()
 
 
 async def volume_stripes(meta: MetadataStore) -> set[bytes]:
@@ -149,16 +208,7 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
         for i, nid in written.items():
             nodes[i] = nid
         for it in man.items:
-            if man.kind == "extent":
-                pointer = unpack(it.value)
-                pointer["nodes"] = nodes
-                puts[it.key] = pack(pointer)
-            else:
-                v = ObjectVersion.decode(it.value)
-                for p in v.parts:
-                    if p.stripe_id == stripe_id:
-                        p.nodes = list(nodes)
-                puts[it.key] = v.encode()
+            puts[it.key] = _moved(man, it, nodes)
             compares[it.key] = it.revision
         replaced = {i: old[i] for i in written
                     if i < len(old) and old[i] is not None and old[i] != written[i]}

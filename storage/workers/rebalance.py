@@ -40,7 +40,13 @@ from storage.workers.base import (
     read_counters,
 )
 from storage.workers.gcfence import read_fence
-from storage.workers.manifests import Commit, Manifest, commit_shard_moves, load_manifest
+from storage.workers.manifests import (
+    KEPT_STATES,
+    Commit,
+    Manifest,
+    commit_shard_moves,
+    load_manifest,
+)
 
 log = logging.getLogger("tessera.rebalance")
 STATS_KEY = system_key("rebalance")
@@ -166,7 +172,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         items = await self._meta.range(self._cursor, space(STRIPE)[1], limit=self.settings.batch)
         jobs: list[_Move] = []
         for item in items:
-            if unpack(item.value).get("state") != "live":
+            if unpack(item.value).get("state") not in KEPT_STATES:
                 continue
             man = await load_manifest(self._meta, stripe_of(item.key))
             if not isinstance(man, Manifest) or not man.part.size:

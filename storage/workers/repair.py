@@ -53,6 +53,7 @@ from storage.workers.base import (
 )
 from storage.workers.gcfence import Fence, copy_name, read_fence
 from storage.workers.manifests import (
+    KEPT_STATES,
     Commit,
     Manifest,
     collect_copies,
@@ -372,7 +373,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
 
         async def check(item: Item) -> None:
             ref = unpack(item.value)
-            if ref.get("state") != "live":
+            if ref.get("state") not in KEPT_STATES:
                 return
             async with gate:
                 stripe_id = stripe_of(item.key)

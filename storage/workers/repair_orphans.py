@@ -26,6 +26,16 @@ from storage.workers.manifests import Manifest, collect_copies, load_manifest
 log = logging.getLogger("tessera.repair")
 
 
+def shard_age(st: dict[str, Any], now: float) -> float:
+    """A shard file's age from its node's stat: the node's own `age_s` (its clock less the
+    mtime its clock set), so a node whose clock is hours off the gateway's neither loses a
+    write in flight to the sweep nor keeps orphans; `now` less the mtime from a node that
+    does not report it (an older one)."""
+    if "age_s" in st:
+        return float(st["age_s"])
+    return now - float(st.get("mtime", now))
+
+
 class RepairHousekeeping:
     """Quarantine polling and orphan collection (a base of `RepairWorker`)."""
 
@@ -97,7 +107,7 @@ class RepairHousekeeping:
                 st = await self._client.stat_shard(node, sid)
             except StorageError:
                 continue
-            if st is None or now - float(st.get("mtime", now)) < self.settings.orphan_grace_s:
+            if st is None or shard_age(st, now) < self.settings.orphan_grace_s:
                 continue
             if isinstance(man, Manifest):  # a stale copy: a commit may name it again, so
                 # it goes through the collector's fence (storage/workers/gcfence.py)

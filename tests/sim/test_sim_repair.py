@@ -348,3 +348,74 @@ async def test_keyless_repair_of_named_liars_is_outvoted_by_their_honest_blocks(
     for i in range(6):
         assert bytes(s.sim.files[p.nodes[i]][sids[i]]) == originals[i], i
     assert await s.read("x") == s.data["x"]
+
+
+async def test_orphan_age_is_taken_on_the_node_clock(sim_factory) -> None:
+    """A shard file's age is its node's clock now less its mtime (the node's clock too).
+    The sweep took the gateway's clock less the node's mtime: a node two hours behind had
+    the shards of a write still in flight (no stripe index entry until its commit) deleted
+    as orphans at once, under a one-hour grace; one two hours ahead kept real orphans."""
+    import os
+
+    s = await sim_factory(21)
+    repair = RepairWorker(s.cfg, s.meta, s.sim, s.health, s.pool,
+                          RepairSettings(rate_bytes_s=0, down_grace_s=0, sweep_interval_s=0,
+                                         orphan_grace_s=3600))
+    await s.put("x", SEGMENT)
+    p = (await s.manifests())[0].part
+    body = bytes(s.sim.files[p.nodes[0]][shard_id(p.stripe_id, 0)])
+    behind, ahead = sorted(set(s.sim.files) - set(p.nodes))[:2]
+    s.sim.clock_offset = {behind: -7200.0, ahead: 7200.0}
+    in_flight = shard_id(os.urandom(16), 0)  # written just now, its write not committed yet
+    s.sim.files[behind][in_flight] = bytearray(body)
+    s.sim.mtime[(behind, in_flight)] = s.sim.now(behind)
+    orphan = shard_id(os.urandom(16), 0)  # an aborted write's, 4000 s ago
+    s.sim.files[ahead][orphan] = bytearray(body)
+    s.sim.mtime[(ahead, orphan)] = s.sim.now(ahead) - 4000
+    await s.health.probe_once()
+    await repair.sweep_step()  # a pass start: the volume stripes are known
+    await repair._collect_orphans()
+    assert in_flight in s.sim.files[behind], "a write in flight was swept as an orphan"
+    assert orphan not in s.sim.files[ahead], "an orphan past the grace was kept"
+
+
+async def test_repair_of_an_open_part_racing_its_completion(sim_factory, monkeypatch) -> None:
+    """Repair commits an open part's rebuilt shard after CompleteMultipartUpload read the
+    part's old nodes and before it commits: the completion must fail its compare (the
+    repair rewrote the upload record) and read the part again, so the object names the
+    rebuilt shard and not the lost one (the part record alone changing went unnoticed)."""
+    from storage.multipart import MultipartService
+    from storage.multipart_records import ListedPart, UploadOptions
+
+    s = await sim_factory(23)
+    mp = s.cluster.multipart
+    up = await mp.create(s.bucket, "mp", UploadOptions())
+    body = s.rnd.randbytes(2 * SEGMENT + 5)
+
+    async def src():
+        yield body
+
+    part = await mp.upload_part(s.bucket, "mp", up.upload_id, 1, src(), [], len(body))
+    lost = part.nodes[0]
+    assert lost is not None
+    s.sim.down.add(lost)  # its shard 0 is rebuilt on another node
+    real = MultipartService._assemble
+    raced: list[bool] = []
+
+    async def assemble_then_repair(self, *a, **k):
+        out = await real(self, *a, **k)
+        if not raced:
+            raced.append(True)
+            await s.health.probe_once()
+            for _ in range(10):  # the sweep finds the part short, repair commits shard 0
+                await s.repair.step()
+            assert s.repair.stats.shards_rebuilt == 1
+        return out
+
+    monkeypatch.setattr(MultipartService, "_assemble", assemble_then_repair)
+    await mp.complete(s.bucket, "mp", up.upload_id, [ListedPart(1, part.etag)])
+    assert raced
+    p = (await s.objects.head(s.bucket, "mp")).parts[0]
+    assert p.nodes[0] != lost, "the object names the lost shard"
+    assert shard_id(p.stripe_id, 0) in s.sim.files[str(p.nodes[0])]
+    assert await s.read("mp") == body
