@@ -182,9 +182,11 @@ class VolumeHandle:
     # extent I/O ------------------------------------------------------------------------------
 
     async def _cipher(self, p: Pointer, tenant: str) -> SegmentCipher:
+        _, kek = await self.svc.tenants.kek(tenant, p.kek_version)  # asked every time: a
+        # shred stops an open volume's reads within TenantService's bound, its memo below
+        # (ciphers of the extents it read or wrote) notwithstanding
         c = self._ciphers.get(p.stripe)
         if c is None:
-            _, kek = await self.svc.tenants.kek(tenant, p.kek_version)
             c = SegmentCipher(keys.unwrap_dek(kek, tenant, extent_identity(tenant, p), p.dek))
             if len(self._ciphers) > 4096:
                 self._ciphers.clear()

@@ -151,3 +151,41 @@ def test_shredded_tenant_serves_nothing_anonymously(w: dict[str, Any]) -> None:
 def test_copy_made_by_another_tenant_before_the_shred_survives(w: dict[str, Any]) -> None:
     got = w["b"].get_object(Bucket=w["own"], Key="copy")["Body"].read()
     assert got == f"new {SECRET}".encode()
+
+
+async def _volume_reads_after_shred(cluster: LocalCluster, name: str, data: bytes) -> str:
+    """Write and read back a volume through one open handle (as the block driver holds it),
+    shred the tenant, and read again through that same handle."""
+    from storage.errors import KeyUnavailable
+    from storage.volumes import VolumeService
+
+    c = await Cluster.open(load_config(cluster.data / "tessera.toml"), probe=False)
+    try:
+        h = await VolumeService(c.cfg, c.meta, c.tenants, c.stripes).open(name, "vol",
+                                                                          holder="test")
+        try:
+            await h.write(0, data)
+            assert await h.read(0, len(data)) == data
+            await asyncio.to_thread(admin_request, "POST", f"/tenants/{name}/shred",
+                                    {"confirm": name, "wait_s": 0}, env=cluster.env)
+            try:
+                got = await h.read(0, len(data))
+            except KeyUnavailable:
+                return "KeyUnavailable"
+            return "plaintext" if got == data else "other bytes"
+        finally:
+            await h.close()
+    finally:
+        await c.close()
+
+
+def test_an_open_volume_reads_nothing_after_the_shred(cluster: LocalCluster,
+                                                      paused_reclaim: None) -> None:
+    """A volume handle open across the shred (a mounted volume's daemon) keeps no key:
+    the ciphers it kept for the extents it wrote and read open nothing any more."""
+    name = f"shvol-{uuid.uuid4().hex[:8]}"
+    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    admin_request("POST", f"/tenants/{name}/volumes", {"name": "vol", "size": "16M"},
+                  env=cluster.env)
+    data = SECRET.encode() * (2 * 1024 * 1024 // len(SECRET))
+    assert asyncio.run(_volume_reads_after_shred(cluster, name, data)) == "KeyUnavailable"
