@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
-from storage.errors import InvalidInput, NotFound, QuorumNotReached, StorageError
+from storage.errors import (
+    InvalidInput,
+    KeyUnavailable,
+    NotFound,
+    QuorumNotReached,
+    StorageError,
+)
 from storage.keyspace import (
     extent_prefix,
     gc_key,
@@ -63,6 +69,7 @@ class VolumeHandle:
         self._renewer: asyncio.Task[None] | None = None
         self._proc = local_process()
         self.fenced = False
+        self.revoked = False  # its tenant was shredded: the caches above it serve nothing
         self.journal_seq = 0  # the journal sequence in use after attach (see volume_journal)
 
     # lease ---------------------------------------------------------------------------------
@@ -124,10 +131,21 @@ class VolumeHandle:
             await asyncio.sleep(self.ttl / 3)
             try:
                 await self.renew()
+                await self.check_revoked()
             except Fenced:
                 return
             except StorageError:
                 continue
+
+    async def check_revoked(self) -> None:
+        """Raise KeyUnavailable once the volume's tenant is shredded (seen within
+        SHORT_TTL_S; the renewal loop asks every third of the lease): the block driver's
+        caches in front of this handle (clean extents, overlay pages: plaintext) then serve
+        nothing either, as the extents' own reads (`_cipher`) do not."""
+        if not self.revoked and not await self.svc.tenants.active(self.vol.tenant):
+            self.revoked = True
+        if self.revoked:
+            raise KeyUnavailable(f"the keys of tenant {self.vol.tenant!r} were destroyed")
 
     async def close(self) -> None:
         """Detach: stop renewing and mark the lease released if it is still ours.
@@ -182,9 +200,11 @@ class VolumeHandle:
     # extent I/O ------------------------------------------------------------------------------
 
     async def _cipher(self, p: Pointer, tenant: str) -> SegmentCipher:
+        _, kek = await self.svc.tenants.kek(tenant, p.kek_version)  # asked every time: a
+        # shred stops an open volume's reads within TenantService's bound, its memo below
+        # (ciphers of the extents it read or wrote) notwithstanding
         c = self._ciphers.get(p.stripe)
         if c is None:
-            _, kek = await self.svc.tenants.kek(tenant, p.kek_version)
             c = SegmentCipher(keys.unwrap_dek(kek, tenant, extent_identity(tenant, p), p.dek))
             if len(self._ciphers) > 4096:
                 self._ciphers.clear()

@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from storage.errors import StorageError
+from storage.errors import KeyUnavailable, StorageError
 from storage.volume_folding import _MISS, PAGE, PARALLEL_FOLDS, Folding
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import Segment, append, is_zero
@@ -172,6 +172,8 @@ class JournaledVolume(Folding):
     def try_read(self, offset: int, length: int) -> bytes | None:
         """Read from any thread without a trip to the loop: the bytes when overlay pages and
         cached stored extents hold all of them, else None (the caller awaits `read`)."""
+        if self.vol.revoked:
+            return None  # `read` answers: KeyUnavailable
         end = min(offset + length, self.vol.vol.size)
         out = []
         pos = offset
@@ -198,6 +200,12 @@ class JournaledVolume(Folding):
         return b"".join(out)
 
     async def read(self, offset: int, length: int) -> bytes:
+        try:
+            await self.vol.check_revoked()
+        except KeyUnavailable:
+            with self._mutex:
+                self._clean.clear()
+            raise
         end = min(offset + length, self.vol.vol.size)
         out = []
         pos = offset

@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections import OrderedDict
 
+from storage.errors import KeyUnavailable
 from storage.volumes import VolumeHandle
 from storage.waits import wait_event
 
@@ -105,6 +106,11 @@ class ExtentCache:
             self._clean.popitem(last=False)
 
     async def read(self, offset: int, length: int) -> bytes:
+        try:
+            await self.vol.check_revoked()
+        except KeyUnavailable:
+            self._clean.clear()
+            raise
         end = min(offset + length, self.vol.vol.size)
         if offset >= end:
             return b""

@@ -205,7 +205,8 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     foreign_objects = bool(b.config.get("foreign_objects"))
     owner_check = is_owner and op in OWNER_CHECKED_OPS and foreign_objects
     need_object = key is not None and ((level == "object" and (not is_owner or owner_check))
-                                       or (bool(sts) and foreign_objects and level != "bucket")
+                                       or (bool(sts) and foreign_objects and not is_owner
+                                           and level != "bucket")
                                        or "existingobjecttag" in str(text).lower())
     version = await _version(cluster, b, key, version_id) if need_object and key else None
     enforced = ownership(b) == "BucketOwnerEnforced"
@@ -220,29 +221,30 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
                                   public_allows=not restrict)
         if verdict == "Deny":
             raise S3Error("AccessDenied")
-        if verdict == "Allow" and not owner_check and (
-                level == "bucket" or _policy_reaches(b, version, who, enforced)):
+        if verdict == "Allow" and not owner_check and _policy_grants(
+                b, level, key, version, who, enforced):
             return b.tenant
     if is_owner and not owner_check:
         return b.tenant
-    if not level or (enforced and not is_owner):
-        raise S3Error("AccessDenied")
     ignore = pab.get("IgnorePublicAcls", False)
     bucket_acl = Acl.of(b.config.get("acl"), b.tenant)
-    if level == "bucket":
-        if bucket_acl.allows(who, perm, ignore_public=ignore):
-            request[ACL_REQUIRED] = True  # the access log's "ACL required" field
-            return b.tenant
-        raise S3Error("AccessDenied")
-    if version is None:
+    if level == "object" and version is None:
         # A missing object: 404 to those who may list the bucket, 403 to others (AWS).
-        if is_owner or bucket_acl.allows(who, "READ", ignore_public=ignore):
+        if is_owner or (not enforced and bucket_acl.allows(who, "READ", ignore_public=ignore)):
             return b.tenant
         if sts and policy.evaluate(sts, "s3:ListBucket", policy.resource_of(bucket, None), ids,
                                    {**ctx, "s3:prefix": [key or ""]},
                                    public_allows=not restrict) == "Allow":
             return b.tenant
         raise S3Error("AccessDenied")
+    if not level or (enforced and not is_owner):
+        raise S3Error("AccessDenied")
+    if level == "bucket":
+        if bucket_acl.allows(who, perm, ignore_public=ignore):
+            request[ACL_REQUIRED] = True  # the access log's "ACL required" field
+            return b.tenant
+        raise S3Error("AccessDenied")
+    assert version is not None
     obj_acl = Acl.of(version.acl, b.tenant)
     if enforced or (who is not None and obj_acl.owner == who
                     and (is_owner or perm in ("READ_ACP", "WRITE_ACP"))):
@@ -253,13 +255,19 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     raise S3Error("AccessDenied")
 
 
-def _policy_reaches(b: Bucket, version: ObjectVersion | None, who: str | None,
-                    enforced: bool) -> bool:
-    """Whether the bucket policy may grant on `version`: only on objects the bucket's tenant
-    owns (AWS: a bucket policy's permissions "don't apply to objects that are owned by other
-    AWS accounts"; their owners grant through the object's ACL), or to the object's owner.
-    Under BucketOwnerEnforced the bucket's tenant owns every object."""
-    if version is None or enforced:
+def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,
+                   who: str | None, enforced: bool) -> bool:
+    """Whether a policy Allow grants the operation. On an object, only one the bucket's
+    tenant owns (AWS: a bucket policy's permissions "don't apply to objects that are owned
+    by other AWS accounts"; their owners grant through the object's ACL), or to the object's
+    owner; under BucketOwnerEnforced the bucket's tenant owns every object. A missing object
+    (the object's own operations read it first) is answered by the missing-object rule: 404
+    only to who may list the bucket, 403 to a caller allowed s3:GetObject alone (AWS)."""
+    if level == "bucket" or key is None:
+        return True
+    if version is None:
+        return level != "object"
+    if enforced:
         return True
     owner = Acl.of(version.acl, b.tenant).owner
     return owner in (b.tenant, who)

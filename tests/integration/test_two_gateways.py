@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize
 
 from ops.admincli import admin_request
-from tests.integration.cluster import ZONE_HOSTS, LocalCluster, free_port
+from tests.integration.cluster import ZONE_HOSTS, LocalCluster, fetch, free_port
 from tests.integration.test_s3_model import S3Model
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
@@ -264,6 +264,27 @@ class TwoGatewayModel(S3Model):
     @initialize(seed=st.integers(0, 2**32 - 1))
     def route(self, seed: int) -> None:
         self.s3.rnd.seed(seed)
+
+
+def test_a_shred_holds_on_the_other_gateway_once_answered(gw2_cluster: LocalCluster) -> None:
+    """Shredded through the first gateway's admin API: the second gateway, which opened the
+    tenant's key a moment before, serves none of its data once the shred is answered."""
+    c, name = gw2_cluster, f"shred2gw-{os.getpid()}-{random.randrange(1 << 30):x}"
+    admin_request("POST", "/tenants", {"name": name}, env=c.env)
+    cred = admin_request("POST", "/keys", {"tenant": name}, env=c.env)
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{c.port}",
+                      aws_access_key_id=cred["access_key_id"],
+                      aws_secret_access_key=cred["secret_access_key"],
+                      region_name=c.env["AWS_DEFAULT_REGION"],
+                      config=BotoConfig(retries={"max_attempts": 1}))
+    s3.create_bucket(Bucket=name, ACL="public-read")
+    s3.put_object(Bucket=name, Key="o", Body=b"victim plaintext", ACL="public-read")
+    other = f"http://127.0.0.1:{c.port + 1}/{name}/o"
+    assert fetch(other) == (200, b"victim plaintext")
+    admin_request("POST", f"/tenants/{name}/shred", {"confirm": name, "wait_s": 0}, env=c.env)
+    for _ in range(4):  # each a new connection, to any of the gateway's processes
+        status, body = fetch(other)
+        assert status in (403, 404) and b"victim" not in body, (status, body)
 
 
 def test_two_gateways_match_the_model(gw2_cluster: LocalCluster) -> None:
