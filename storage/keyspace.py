@@ -373,6 +373,18 @@ def system_key(name: str) -> bytes:
     return pack(SYSTEM, name)
 
 
+# Tenant and access-key records: what a gateway authenticates and authorizes with. Every
+# store that writes one also advances a change stamp every process reads per request
+# (`auth_stamp` of the stores), so a revoked key is refused at once by every gateway.
+_AUTH_PREFIXES = (pack(TENANT), pack(ACCESS_KEY))
+AUTH_CHANGE = pack(SYSTEM, "auth-change")  # etcd: its mod_revision is the stamp
+
+
+def is_auth_record(key: bytes) -> bool:
+    """Whether `key` is a tenant or access-key record (see AUTH_CHANGE)."""
+    return key.startswith(_AUTH_PREFIXES)
+
+
 # --- the layout record ------------------------------------------------------------------------
 
 

@@ -23,17 +23,22 @@ class SharedReads:
 
     def __init__(self, meta: MetadataStore) -> None:
         self._meta = meta
-        self._inflight: dict[bytes, asyncio.Task[Item | None]] = {}
+        self._inflight: dict[bytes, tuple[int, asyncio.Task[Item | None]]] = {}
         self._generations: dict[bytes, int] = {}  # keys changed here: times forgotten
         self.reads = 0  # reads actually sent (tests)
 
-    async def get(self, key: bytes) -> Item | None:
-        task = self._inflight.get(key)
-        if task is None:
+    async def get(self, key: bytes, tag: int = 0) -> Item | None:
+        """`meta.get(key)`, joining a read in flight only if it was started with the same
+        `tag` (the TenantService passes the auth change stamp it read just before: a read
+        begun under an older stamp may predate a revoke)."""
+        entry = self._inflight.get(key)
+        if entry is None or entry[0] != tag:
             self.reads += 1
             task = asyncio.get_running_loop().create_task(self._meta.get(key))
-            self._inflight[key] = task
+            self._inflight[key] = (tag, task)
             task.add_done_callback(lambda t, k=key: self._done(k, t))
+        else:
+            task = entry[1]
         return await asyncio.shield(task)
 
     def generation(self, key: bytes) -> int:
@@ -47,7 +52,8 @@ class SharedReads:
         self._generations[key] = self._generations.get(key, 0) + 1
 
     def _done(self, key: bytes, task: asyncio.Task[Item | None]) -> None:
-        if self._inflight.get(key) is task:
+        entry = self._inflight.get(key)
+        if entry is not None and entry[1] is task:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved: every waiter that is still there got it

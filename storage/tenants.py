@@ -12,6 +12,7 @@ import re
 import secrets
 import string
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from storage.crypto import aead, keys, labels
@@ -23,8 +24,18 @@ from storage.sharedreads import SharedReads
 
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
-SHORT_TTL_S = 5.0  # access keys, identities, public access blocks: revocation takes effect soon
+SHORT_TTL_S = 5.0  # identities; access keys and public access blocks also while the stamp holds
 _CANONICAL_ID = re.compile(r"[A-Za-z0-9$._:-]{1,128}")
+# The auth change stamp one request read (empty until its first check): every check of the
+# request (credential, public access block) shares one read of it, as fresh as the request.
+_REQUEST_STAMP: ContextVar[list[int] | None] = ContextVar("tessera_auth_stamp", default=None)
+
+
+def begin_request() -> None:
+    """Start a request's scope (called by the S3 server per request, in its own task): its
+    auth checks share one read of the auth change stamp, made after the request arrived.
+    Outside such a scope (admin API, workers) every check reads the stamp afresh."""
+    _REQUEST_STAMP.set([])
 
 
 def _valid_tenant_name(name: str) -> bool:
@@ -48,10 +59,13 @@ class TenantService:
         self._kek_cache: dict[tuple[str, int], tuple[float, bytes, bytes]] = {}
         self._kek_checked: dict[str, float] = {}  # tenant -> named-version hits valid until
         self._forgotten: dict[str, int] = {}  # tenant -> times its keys were dropped
-        self._secret_cache: dict[str, tuple[float, Credential | None]] = {}
+        # access key / tenant -> (expiry, auth change stamp read before the record, value):
+        # used only while the store's stamp (`auth_stamp`) is unchanged, so a key revoked
+        # or a public access block changed through any gateway is obeyed by the next request
+        self._secret_cache: dict[str, tuple[float, int, Credential | None]] = {}
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
-        self._pab_cache: dict[str, tuple[float, dict[str, bool]]] = {}
+        self._pab_cache: dict[str, tuple[float, int, dict[str, bool]]] = {}
         self._active_cache: dict[str, tuple[float, bool]] = {}
         # tenant -> (expiry, current KEK version, revision of the record it was read from)
         self._current_cache: dict[str, tuple[float, int, int]] = {}
@@ -127,32 +141,43 @@ class TenantService:
                 return t
 
     async def public_access_block(self, name: str) -> dict[str, bool]:
-        """The tenant-level public access block flags, briefly cached."""
-        now = time.monotonic()
+        """The tenant-level public access block flags, cached while the auth stamp holds."""
+        now, stamp = time.monotonic(), await self._stamp()
         hit = self._pab_cache.get(name)
-        if hit and hit[0] > now:
-            return hit[1]
-        await self._refresh(name, now)
-        return self._pab_cache[name][1]
+        if hit and hit[0] > now and hit[1] == stamp:
+            return hit[2]
+        await self._refresh(name, now, stamp)
+        return self._pab_cache[name][2]
 
-    async def _read(self, key: bytes) -> Item | None:
-        """A shared read of a record these caches keep, again if this process changed it
-        meanwhile (a read begun before a revoke or shred must not be cached after it)."""
+    async def _stamp(self) -> int:
+        """The store's auth change stamp, read once per request (see `begin_request`)."""
+        held = _REQUEST_STAMP.get()
+        if held:
+            return held[0]
+        stamp = await self._meta.auth_stamp()
+        if held is not None:
+            held.append(stamp)
+        return stamp
+
+    async def _read(self, key: bytes, stamp: int) -> Item | None:
+        """A shared read of a record these caches keep, begun after the auth change stamp
+        `stamp` was read, again if this process changed it meanwhile (a read begun before
+        a revoke or shred must not be cached after it)."""
         while True:
             before = self._reads.generation(key)
-            item = await self._reads.get(key)
+            item = await self._reads.get(key, stamp)
             if self._reads.generation(key) == before:
                 return item
 
-    async def _refresh(self, name: str, now: float) -> None:
-        """Read the tenant record once for the short-lived caches (identity, public access
-        block and state: every request to a bucket needs them)."""
-        item = await self._read(tenant_key(name))
+    async def _refresh(self, name: str, now: float, stamp: int) -> None:
+        """Read the tenant record once for the caches (identity, public access block and
+        state: every request to a bucket needs them), after reading the auth stamp `stamp`."""
+        item = await self._read(tenant_key(name), stamp)
         t = Tenant.decode(item.value) if item is not None else None
         flags = dict(t.public_access_block) if t is not None else {}
         ident = ((t.canonical_id or name, t.display_name or name) if t is not None
                  else (name, name))
-        self._pab_cache[name] = (now + SHORT_TTL_S, flags)
+        self._pab_cache[name] = (now + SHORT_TTL_S, stamp, flags)
         self._ident_cache[name] = (now + SHORT_TTL_S, ident)
         self._active_cache[name] = (now + SHORT_TTL_S, t is not None and t.state == "active")
 
@@ -163,7 +188,7 @@ class TenantService:
         hit = self._active_cache.get(name)
         if hit and hit[0] > now:
             return hit[1]
-        await self._refresh(name, now)
+        await self._refresh(name, now, await self._stamp())
         return self._active_cache[name][1]
 
     async def identity(self, name: str) -> tuple[str, str]:
@@ -173,7 +198,7 @@ class TenantService:
         hit = self._ident_cache.get(name)
         if hit and hit[0] > now:
             return hit[1]
-        await self._refresh(name, now)
+        await self._refresh(name, now, await self._stamp())
         return self._ident_cache[name][1]
 
     async def by_canonical_id(self, canonical_id: str) -> Tenant | None:
@@ -240,7 +265,7 @@ class TenantService:
             kek = self._kek_cache.get((tenant, hit[1]))
             if kek and kek[0] > now:
                 return hit[1], kek[1], hit[2]
-        item = await self._read(tenant_key(tenant))
+        item = await self._read(tenant_key(tenant), await self._stamp())
         if item is None:
             raise NotFound(f"tenant {tenant!r} does not exist")
         t = Tenant.decode(item.value)
@@ -352,19 +377,22 @@ class TenantService:
         return keys.pack_fields(labels.ROOT_WRAPS_SECRET_V1, [ak])
 
     async def credential(self, access_key: str) -> Credential | None:
-        """The active credential for an access key id, or None."""
-        now = time.monotonic()
+        """The active credential for an access key id, or None: cached while the store's
+        auth change stamp holds (one shared counter read on SQLite, one linearizable etcd
+        read shared by concurrent requests), so a key revoked through any gateway or
+        worker is refused by the next request everywhere."""
+        now, stamp = time.monotonic(), await self._stamp()
         hit = self._secret_cache.get(access_key)
-        if hit and hit[0] > now:
-            return hit[1]
-        item = await self._read(access_key_key(access_key))
+        if hit and hit[0] > now and hit[1] == stamp:
+            return hit[2]
+        item = await self._read(access_key_key(access_key), stamp)
         cred = None
         if item is not None:
             rec = AccessKey.decode(item.value)
             if rec.state == "active":
                 sk = aead.unwrap(self._secret_kek, rec.secret, self._secret_aad(access_key))
                 cred = Credential(access_key, sk.decode(), rec.tenant, rec.role)
-        self._secret_cache[access_key] = (now + SHORT_TTL_S, cred)
+        self._secret_cache[access_key] = (now + SHORT_TTL_S, stamp, cred)
         return cred
 
     async def list_keys(self, tenant: str | None = None) -> list[AccessKey]:

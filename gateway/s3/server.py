@@ -52,6 +52,7 @@ from storage.cluster import Cluster
 from storage.conditions import PreconditionFailed
 from storage.config import GatewayConfig
 from storage.records import Bucket
+from storage.tenants import begin_request
 from storage.uploadbudget import UPLOAD_WAIT_S
 from storage.uploadbudget import WAIT_S as UPLOAD_REQUEST_WAIT_S
 
@@ -129,6 +130,7 @@ class S3Server:
         flow = Flow(request)
         request[REQUEST_ID] = flow.rid
         UPLOAD_WAIT_S.set(UPLOAD_REQUEST_WAIT_S)  # a client waits for upload memory this long
+        begin_request()  # one auth change stamp read serves every check of this request
         try:
             resp = await self._run(flow)
         except asyncio.CancelledError:

@@ -27,10 +27,12 @@ import grpc
 import msgpack
 
 from storage.errors import StorageError
-from storage.keyspace import lease_key, unpack
+from storage.keyspace import AUTH_CHANGE, is_auth_record, lease_key, unpack
 from storage.metadata import Item, Txn, prefix_end
 from storage.metadata.etcd_batch import TxnBatcher, b64, compare_rev, item_of, unb64
 from storage.metadata.etcd_grpc import GrpcKV, member_unwell, try_elsewhere
+from storage.metadata.etcd_stamp import WatchedStamp
+from storage.metadata.etcd_wire import txn_request
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 log = logging.getLogger("tessera.metadata.etcd")
@@ -91,6 +93,7 @@ class EtcdStore:
         self._lookup: asyncio.Task[None] | None = None  # a leader lookup after an election
         self._kv = GrpcKV(endpoints)
         self._batcher = TxnBatcher(self._txn_call)
+        self._stamp = WatchedStamp(self._read_stamp, self._stamp_changes)
 
     @classmethod
     async def open(cls, endpoints: tuple[str, ...] | list[str]) -> EtcdStore:
@@ -252,7 +255,11 @@ class EtcdStore:
         return item_of(data.kvs[0]) if data.kvs else None
 
     async def put(self, key: bytes, value: bytes) -> int:
-        data = await self._rpc("Put", pb.PutRequest(key=key, value=value), idempotent=False)
+        if is_auth_record(key):
+            data = await self._rpc("Txn", txn_request({}, {key: value, AUTH_CHANGE: b""}, (), ()),
+                                   idempotent=False)
+        else:
+            data = await self._rpc("Put", pb.PutRequest(key=key, value=value), idempotent=False)
         return int(data.header.revision)
 
     async def scrub(self) -> None:
@@ -267,8 +274,28 @@ class EtcdStore:
                 raise
 
     async def delete(self, key: bytes) -> bool:
+        if is_auth_record(key):
+            answer = await self._rpc("Txn", txn_request({}, {AUTH_CHANGE: b""}, (key,), ()),
+                                     idempotent=False)
+            return int(answer.responses[1].response_delete_range.deleted) > 0
         data = await self._rpc("DeleteRange", pb.DeleteRangeRequest(key=key), idempotent=False)
         return int(data.deleted) > 0
+
+    async def auth_stamp(self) -> int:
+        """A number that changes whenever any gateway writes a tenant or access-key record:
+        the mod_revision of AUTH_CHANGE, which every such write puts in its own
+        transaction; from memory, kept current by a watch (`etcd_stamp.py`)."""
+        return await self._stamp.get()
+
+    async def _read_stamp(self) -> int:
+        item = await self.get(AUTH_CHANGE)
+        return item.revision if item is not None else 0
+
+    async def _stamp_changes(self, on_created: Callable[[], None],
+                             on_broken: Callable[[], None]) -> AsyncIterator[list[int]]:
+        async for events in self.watch_prefix(AUTH_CHANGE, on_created=on_created,
+                                              on_broken=on_broken):
+            yield [e.revision for e in events]
 
     async def range(self, start: bytes, end: bytes, limit: int = 1000,
                     reverse: bool = False) -> list[Item]:
@@ -302,10 +329,14 @@ class EtcdStore:
     async def txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
                           ) -> tuple[bool, dict[bytes, Item | None]]:
         """One etcd Txn: the puts and deletes on success, ranges of `reads` on failure;
-        concurrent ones share a request (storage/metadata/etcd_batch.py)."""
+        concurrent ones share a request (storage/metadata/etcd_batch.py). One that writes a
+        tenant or access-key record also puts AUTH_CHANGE (see `auth_stamp`)."""
+        if any(map(is_auth_record, (*txn.puts, *txn.deletes))):
+            txn = Txn(txn.compares, {**txn.puts, AUTH_CHANGE: b""}, txn.deletes)
         return await self._batcher.run(txn, reads)
 
     async def close(self) -> None:
+        await self._stamp.close()
         await self._batcher.close()
         for key, (holder, _) in list(self._leases.items()):
             name = unpack(key)[1]
@@ -385,7 +416,8 @@ class EtcdStore:
     # --- watch ----------------------------------------------------------------------
 
     async def watch_prefix(self, prefix: bytes, start_revision: int = 0,
-                           on_created: Callable[[], None] | None = None
+                           on_created: Callable[[], None] | None = None,
+                           on_broken: Callable[[], None] | None = None
                            ) -> AsyncIterator[list[WatchEvent]]:
         """Yield batches of changes under `prefix` as they commit, forever.
 
@@ -393,7 +425,8 @@ class EtcdStore:
         no change is missed (unless etcd compacted past it: then it restarts from now and
         the caller should re-read the prefix, which it is told by an empty batch).
         `on_created` is called each time etcd confirms a stream (from then on, no change
-        under `prefix` goes unseen).
+        under `prefix` goes unseen), `on_broken` each time a stream ends (changes may then
+        come late, until the next one is confirmed).
         """
         next_rev = start_revision
         failures = 0
@@ -425,6 +458,8 @@ class EtcdStore:
                             yield events
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.info("etcd watch on %s broke: %s", ep, exc)
+            if on_broken is not None:
+                on_broken()
             failures += 1
             at = (at + 1) % len(self._endpoints)
             if failures >= len(self._endpoints):

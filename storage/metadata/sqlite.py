@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from storage.keyspace import BUCKET, OBJECT, pack
+from storage.keyspace import BUCKET, OBJECT, is_auth_record, pack
 from storage.metadata import Item, Txn
 from storage.metadata.sharedgen import SharedGeneration
 
@@ -43,7 +43,7 @@ CACHE_MAX = 4096  # bucket records kept; beyond, the cache starts over
 OBJECT_CACHE_MAX = 1024  # object records kept (values up to OBJECT_CACHE_BYTES only)
 OBJECT_CACHE_BYTES = 16384  # an inline 4 KiB object's record is ~4.7 KB
 
-_BUCKETS, _OBJECTS = 1, 2  # which counters a write advances (a bit each)
+_BUCKETS, _OBJECTS, _AUTH = 1, 2, 4  # which counters a write advances (a bit each)
 _Op = Callable[[sqlite3.Connection, Callable[[], int]], Any]
 _Pending = tuple[_Op, "asyncio.Future[Any]", int]  # op, its caller's future, counter bits
 
@@ -65,6 +65,8 @@ def _kinds(keys: tuple[bytes, ...]) -> int:
             bits |= _BUCKETS
         elif k.startswith(CACHED_OBJECTS):
             bits |= _OBJECTS
+        elif is_auth_record(k):
+            bits |= _AUTH
     return bits
 
 
@@ -83,7 +85,8 @@ class SqliteStore:
                  wpool: ThreadPoolExecutor, rpool: ThreadPoolExecutor,
                  point: sqlite3.Connection | None = None,
                  generation: SharedGeneration | None = None,
-                 objects: SharedGeneration | None = None) -> None:
+                 objects: SharedGeneration | None = None,
+                 auth: SharedGeneration | None = None) -> None:
         self._w = writer
         self._r = reader
         self._point = point  # used only from the event loop thread
@@ -96,6 +99,8 @@ class SqliteStore:
         self._cache: dict[bytes, tuple[int, float, Item | None]] = {}  # key -> gen, expiry, item
         self._ogen = objects  # None: no object record cached
         self._ocache: dict[bytes, tuple[int, float, Item | None]] = {}
+        self._agen = auth  # None: no process but this one uses the file (tests)
+        self._alocal = 0  # auth writes of this store, when there is no shared counter
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -111,7 +116,8 @@ class SqliteStore:
         w, r, point = await asyncio.get_running_loop().run_in_executor(wpool, _open)
         base = Path(path).resolve()  # one counter per file, however named
         return cls(w, r, wpool, rpool, point, SharedGeneration(f"{base}.bucketgen", base),
-                   SharedGeneration(f"{base}.objectgen", base))
+                   SharedGeneration(f"{base}.objectgen", base),
+                   SharedGeneration(f"{base}.authgen", base))
 
     # reads -------------------------------------------------------------------------------
 
@@ -210,6 +216,15 @@ class SqliteStore:
             self._gen.bump()
         if bits & _OBJECTS and self._ogen is not None:
             self._ogen.bump()
+        if bits & _AUTH:
+            if self._agen is not None:
+                self._agen.bump()
+            self._alocal += 1
+
+    async def auth_stamp(self) -> int:
+        """A number that has changed once any process wrote a tenant or access-key record
+        by a write that returned before this call (a shared counter: no read of the file)."""
+        return self._agen.value() if self._agen is not None else self._alocal
 
     def _apply(self, batch: list[_Pending]) -> list[Any]:
         """Commit `batch` in one transaction; each result is its op's return value or the
@@ -318,7 +333,7 @@ class SqliteStore:
         if self._point is not None:
             self._point.close()
         await loop.run_in_executor(self._wpool, self._w.close)
-        for gen in (self._gen, self._ogen):
+        for gen in (self._gen, self._ogen, self._agen):
             if gen is not None:
                 gen.close()
         self._wpool.shutdown(wait=True)

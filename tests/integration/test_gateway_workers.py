@@ -30,6 +30,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from ops.admincli import admin_request
 from storage.config import load_config
 from tests.integration.cluster import LocalCluster, fetch
 
@@ -173,13 +174,14 @@ def _server_pid(conn: http.client.HTTPConnection, pids: list[int]) -> int | None
 
 
 def _request(c: LocalCluster, conn: http.client.HTTPConnection, method: str, path: str,
-             body: bytes = b"") -> tuple[int, bytes]:
-    """One SigV4-signed request on this very connection (so on its worker)."""
+             body: bytes = b"", creds: Credentials | None = None) -> tuple[int, bytes]:
+    """One SigV4-signed request on this very connection (so on its worker), signed with
+    `creds` (default: the cluster's tenant key)."""
     url = f"{c.endpoint}{path}"
     req = AWSRequest(method=method, url=url, data=body,
                      headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
-    SigV4Auth(Credentials(c.env["AWS_ACCESS_KEY_ID"], c.env["AWS_SECRET_ACCESS_KEY"]), "s3",
-              c.env["AWS_DEFAULT_REGION"]).add_auth(req)
+    creds = creds or Credentials(c.env["AWS_ACCESS_KEY_ID"], c.env["AWS_SECRET_ACCESS_KEY"])
+    SigV4Auth(creds, "s3", c.env["AWS_DEFAULT_REGION"]).add_auth(req)
     conn.request(method, path, body=body or None, headers=dict(req.headers))
     r = conn.getresponse()
     return r.status, r.read()
@@ -238,6 +240,30 @@ def test_an_object_change_one_worker_made_is_seen_by_the_other(cluster: LocalClu
         assert _request(cluster, w1, "GET", path) == (200, body)  # a cached read
     assert _request(cluster, w0, "DELETE", path)[0] == 204
     assert _request(cluster, w1, "GET", path)[0] == 404
+
+
+def test_a_key_revoked_through_one_worker_is_refused_by_the_other_at_once(
+        cluster: LocalCluster) -> None:
+    """Each worker caches access keys (`storage/tenants.py`), valid only while the store's
+    auth change stamp (`<file>.authgen`) holds: a key revoked through worker 0's admin API
+    is refused by worker 1's very next request, though worker 1 used it just before."""
+    pids = [cluster.pid("gateway"), *_workers(cluster.pid("gateway"))]
+    with contextlib.suppress(ClientError):
+        cluster.client().create_bucket(Bucket=BUCKET)
+    keys = admin_request("GET", "/keys", env=cluster.env)
+    tenant = next(k["tenant"] for k in keys["keys"]
+                  if k["access_key_id"] == cluster.env["AWS_ACCESS_KEY_ID"])
+    new = admin_request("POST", "/keys", {"tenant": tenant}, env=cluster.env)
+    creds = Credentials(new["access_key_id"], new["secret_access_key"])
+    w0, w1 = (_connection_to(cluster, p, pids) for p in pids)
+    for conn in (w0, w1, w1):  # both workers have it cached
+        assert _request(cluster, conn, "HEAD", f"/{BUCKET}", creds=creds)[0] == 200
+    admin_request("DELETE", f"/keys/{new['access_key_id']}", env=cluster.env)
+    for conn in (w1, w0):
+        status, body = _request(cluster, conn, "PUT", f"/{BUCKET}/after-revoke", b"x",
+                                creds=creds)
+        assert (status, b"<Code>InvalidAccessKeyId</Code>" in body) == (403, True), body
+    assert _request(cluster, w1, "GET", f"/{BUCKET}/after-revoke")[0] == 404
 
 
 def test_a_death_one_worker_met_is_avoided_by_the_other(cluster: LocalCluster) -> None:

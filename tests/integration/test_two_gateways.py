@@ -125,6 +125,32 @@ def test_read_after_write_across_gateways(gw2_cluster: LocalCluster) -> None:
     assert e.value.response["Error"]["Code"] == "404"
 
 
+def test_a_key_revoked_through_one_gateway_is_refused_by_the_other_at_once(
+        gw2_cluster: LocalCluster) -> None:
+    """Each gateway caches access keys, valid only while the auth change stamp (the
+    mod_revision of one etcd key every tenant or access-key write puts) holds: a key
+    revoked through gateway 1's admin API is refused by gateway 2's very next request."""
+    c = gw2_cluster
+    _client(c, c.port).create_bucket(Bucket="revoked")
+    keys = admin_request("GET", "/keys", env=c.env)["keys"]
+    tenant = next(k["tenant"] for k in keys if k["access_key_id"] == c.env["AWS_ACCESS_KEY_ID"])
+    new = admin_request("POST", "/keys", {"tenant": tenant}, env=c.env)
+    gw1, gw2 = (boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
+                             aws_access_key_id=new["access_key_id"],
+                             aws_secret_access_key=new["secret_access_key"],
+                             region_name=c.env["AWS_DEFAULT_REGION"],
+                             config=BotoConfig(retries={"max_attempts": 1}))
+                for port in (c.port, c.port + 1))
+    for gw in (gw1, gw2, gw2):  # both gateways have it cached
+        gw.head_bucket(Bucket="revoked")
+    admin_request("DELETE", f"/keys/{new['access_key_id']}", env=c.env)
+    for gw in (gw2, gw1):
+        with pytest.raises(ClientError) as refused:
+            gw.put_object(Bucket="revoked", Key="after", Body=b"x")
+        assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    assert "Contents" not in _client(c, c.port + 1).list_objects_v2(Bucket="revoked")
+
+
 def test_versioning_coherent_across_gateways(gw2_cluster: LocalCluster) -> None:
     gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
     gw1.create_bucket(Bucket="vers")

@@ -198,12 +198,12 @@ async def test_counters_take_the_databases_owner_and_mode(tmp_path: Path) -> Non
     db = tmp_path / "meta.db"
     store = await SqliteStore.open(db)
     await store.close()
-    for suffix in (".bucketgen", ".objectgen"):
+    for suffix in (".bucketgen", ".objectgen", ".authgen"):
         Path(f"{db}{suffix}").unlink()
     os.chown(db, 65534, 65534)
     db.chmod(0o660)
     store = await SqliteStore.open(db)
     await store.close()
-    for suffix in (".bucketgen", ".objectgen"):
+    for suffix in (".bucketgen", ".objectgen", ".authgen"):
         st = os.stat(f"{db}{suffix}")
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o660)

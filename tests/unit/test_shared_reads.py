@@ -166,3 +166,49 @@ async def test_a_read_begun_before_a_revoke_is_not_cached_after_it(tmp_path: Pat
         assert await tenants.credential(cred.access_key) is None
     finally:
         await store.inner.close()
+
+
+class HoldingStore(CountingStore):
+    """Reads at once but hands the result back only once `gate` is set: a read that began
+    (and saw the record) before a change made elsewhere, still in flight after it."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        super().__init__(inner)
+        self.read = asyncio.Event()  # a read saw the record
+
+    async def get(self, key: bytes) -> Item | None:
+        item = await self.inner.get(key)
+        self.read.set()
+        await self.gate.wait()
+        return item
+
+
+async def test_a_revoke_elsewhere_is_not_hidden_by_a_read_in_flight(tmp_path: Path) -> None:
+    """A key revoked through another process (its own store on the same file) while this
+    one's read of the key is in flight: a request that arrives after the revoke returned
+    does not join that read (it began under the old auth change stamp), and the stale
+    answer is not cached for the next one."""
+    path = str(tmp_path / "meta.db")
+    store = HoldingStore(await SqliteStore.open(path))
+    other = await SqliteStore.open(path)
+    try:
+        root = FileRootKey(tmp_path / "root.key")
+        here = TenantService(store, root)  # type: ignore[arg-type]
+        there = TenantService(other, root)
+        await there.load()
+        await here.load()
+        await there.create("t1")
+        cred = await there.create_key("t1")
+        store.gate.clear()
+        early = asyncio.create_task(here.credential(cred.access_key))  # reads "active"
+        await store.read.wait()
+        await there.revoke_key(cred.access_key)
+        late = asyncio.create_task(here.credential(cred.access_key))
+        await asyncio.sleep(0)
+        store.gate.set()
+        assert (await early) is not None  # concurrent with the revoke: either answer
+        assert await late is None
+        assert await here.credential(cred.access_key) is None
+    finally:
+        await store.inner.close()
+        await other.close()

@@ -61,11 +61,23 @@ async def test_rotation_elsewhere_then_put_commits_and_reads(
     assert got == b"two"
 
 
-async def test_shred_elsewhere_fails_the_next_put(gateways: tuple[Any, TenantService]) -> None:
+async def test_shred_elsewhere_fails_the_next_put(gateways: tuple[Any, TenantService],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     s3, other = gateways
+    authenticated: dict[str, Any] = {}
+    real = TenantService.credential
+
+    async def before_the_shred(self: TenantService, access_key: str) -> Any:
+        """The credential as it was before the shred: the PUT below is one that was
+        authenticated before the shred committed and commits after it."""
+        if access_key not in authenticated:
+            authenticated[access_key] = await real(self, access_key)
+        return authenticated[access_key]
+
+    monkeypatch.setattr(TenantService, "credential", before_the_shred)
     await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="a", Body=b"one")  # caches the KEK
-    # gateway A still has the (revoked) access key in its auth cache and the KEK in its KEK
-    # cache: only the commit's compare of the tenant record can refuse this PUT
+    # gateway A has the KEK in its KEK cache and authenticated before the shred revoked the
+    # key: only the commit's compare of the tenant record can refuse this PUT
     await other.shred("t")
     with pytest.raises(ClientError) as refused:
         await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="late", Body=b"late")
