@@ -9,6 +9,7 @@ workers move to the survivor once their leases expire.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -17,8 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,11 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize
+from hypothesis.stateful import initialize, rule
 
 from ops.admincli import admin_request
 from tests.integration.cluster import ZONE_HOSTS, LocalCluster, fetch, free_port
-from tests.integration.test_s3_model import S3Model
+from tests.integration.test_s3_model import Model, S3Model, Version, _err, bodies, keys
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
 
@@ -277,19 +280,112 @@ class TwoGateways:
         return getattr(self.rnd.choice(self.clients), name)
 
 
+@dataclass
+class SwitchableModel(Model):
+    """The model once versioning was switched mid-run: while `suspended`, a write replaces
+    the key's "null" version (a PUT's object, a DELETE's marker) and keeps the others."""
+
+    suspended: bool = False
+
+    def add(self, key: str, v: Version) -> None:
+        if not self.suspended:
+            super().add(key, v)
+            return
+        kept = [x for x in self.objects.get(key, []) if x.vid != "null"]
+        self.objects[key] = [*kept, Version("null", v.body, v.etag)]
+
+
+def _deny_gets(bucket: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*"}]})
+
+
 class TwoGatewayModel(S3Model):
     """tests/integration/test_s3_model.py's model of S3, each call through a random gateway:
-    read-after-write, listings and versions must hold across them."""
+    read-after-write, listings and versions must hold across them. Bucket settings change
+    mid-run too, through one gateway, and the other's next request must obey them (each
+    gateway keeps bucket records in memory): versioning enabled or suspended (every later
+    write through either gateway follows it), a bucket policy denying GETs, an Object Lock
+    default retention."""
 
     s3: Any = None
 
     def __init__(self) -> None:
         super().__init__()
         self.s3.rnd.seed(0)  # the calls before `route` too are the same in a replay
+        self.lock_bucket = ""
 
     @initialize(seed=st.integers(0, 2**32 - 1))
     def route(self, seed: int) -> None:
         self.s3.rnd.seed(seed)
+
+    def _pair(self) -> tuple[Any, Any]:
+        """Two different gateways' clients, in a seeded order."""
+        a, b = self.s3.rnd.sample(self.s3.clients, 2)
+        return a, b
+
+    @rule(enabled=st.booleans())
+    def switch_versioning(self, enabled: bool) -> None:
+        if not self.model.versioned and not enabled:
+            return  # never versioned: Suspended would be a third state of its own
+        self.s3.put_bucket_versioning(Bucket=self.name, VersioningConfiguration={
+            "Status": "Enabled" if enabled else "Suspended"})
+        if not isinstance(self.model, SwitchableModel):
+            self.model = SwitchableModel(True, self.model.objects)
+        self.model.versioned, self.model.suspended = True, not enabled
+
+    @rule(key=keys)
+    def delete(self, key: str) -> None:
+        r = self.s3.delete_object(Bucket=self.name, Key=key)
+        if not self.model.versioned:
+            self.model.add(key, Version("null", None))
+            return
+        assert r["DeleteMarker"] is True
+        vid = r.get("VersionId", "null")
+        assert vid == "null" if getattr(self.model, "suspended", False) else vid != "null"
+        self._added(key, Version(vid, None))
+
+    @rule(key=keys)
+    def policy_denies_then_allows(self, key: str) -> None:
+        a, b = self._pair()
+        a.put_bucket_policy(Bucket=self.name, Policy=_deny_gets(self.name))
+        with pytest.raises(ClientError) as e:
+            b.get_object(Bucket=self.name, Key=key)
+        assert _err(e.value) == (403, "AccessDenied")
+        b.delete_bucket_policy(Bucket=self.name)
+        cur = self.model.current(key)
+        if cur is None:
+            with pytest.raises(ClientError) as e:
+                a.get_object(Bucket=self.name, Key=key)
+            assert _err(e.value) == (404, "NoSuchKey")
+        else:
+            assert a.get_object(Bucket=self.name, Key=key)["Body"].read() == cur.body
+
+    @rule(body=bodies)
+    def lock_default_on_then_off(self, body: bytes) -> None:
+        """Each gateway holds the lock bucket's record from a PUT of its own; the default
+        retention is set through one and removed through the other, and every PUT of a new
+        key after each change (a commit on the cached record) obeys it."""
+        a, b = self._pair()
+        if not self.lock_bucket:
+            self.lock_bucket = "lock-" + uuid.uuid4().hex[:16]
+            a.create_bucket(Bucket=self.lock_bucket, ObjectLockEnabledForBucket=True)
+        lb = self.lock_bucket
+
+        def mode(put: Any, head: Any) -> str | None:
+            key = uuid.uuid4().hex
+            vid = put.put_object(Bucket=lb, Key=key, Body=body)["VersionId"]
+            return head.head_object(Bucket=lb, Key=key, VersionId=vid).get("ObjectLockMode")
+
+        assert mode(a, b) is None and mode(b, a) is None
+        a.put_object_lock_configuration(Bucket=lb, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+        assert mode(b, a) == "GOVERNANCE" and mode(a, b) == "GOVERNANCE"
+        b.put_object_lock_configuration(Bucket=lb, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled"})
+        assert mode(a, b) is None and mode(b, a) is None
 
 
 def test_a_shred_holds_on_the_other_gateway_once_answered(gw2_cluster: LocalCluster) -> None:
@@ -314,7 +410,9 @@ def test_a_shred_holds_on_the_other_gateway_once_answered(gw2_cluster: LocalClus
 
 
 def test_two_gateways_match_the_model(gw2_cluster: LocalCluster) -> None:
-    """Bounded for CI; a long run: TWO_GW_MODEL_EXAMPLES=100 TWO_GW_MODEL_STEPS=60."""
+    """Bounded for CI; a long run: TWO_GW_MODEL_EXAMPLES=100 TWO_GW_MODEL_STEPS=60. With the
+    bucket guard of the commit disabled (storage/buckets.py `guard`), the Object Lock rule
+    fails: a PUT through the gateway holding the old record skipped the new retention."""
     TwoGatewayModel.s3 = TwoGateways([_client(gw2_cluster, gw2_cluster.port + i)
                                       for i in (0, 1)])
     TwoGatewayModel.TestCase.settings = settings(
