@@ -20,6 +20,7 @@ from storage.keyspace import (
     tenant_bucket_key,
     tenant_bucket_prefix,
     unpack,
+    version_left_prefix,
     version_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
@@ -179,6 +180,9 @@ class BucketService:
             if await self._meta.range(*span(prefix), limit=1):
                 await self.update(b.tenant, name, **{DELETING: None})
                 raise BucketNotEmpty(name)
+        while left := await self._meta.range(*span(version_left_prefix(name)), limit=100):
+            await self._meta.txn(Txn(deletes=tuple(i.key for i in left)))  # no delete can
+            # add one now: it would commit under `guard`, which refuses the marked record
         await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
         self.forget(name)
 

@@ -60,6 +60,7 @@ BUCKET = "B"
 TENANT_BUCKET = "TB"
 OBJECT = "O"
 VERSION = "V"
+VERSION_LEFT = "VG"  # where a deleted version sat in its key's history (listing markers)
 INLINE_BODY = "IB"
 UPLOAD = "U"
 PART = "P"
@@ -202,6 +203,16 @@ def version_prefix(bucket: str, key: str | None = None) -> bytes:
 
 def version_key(bucket: str, key: str, vsort: str) -> bytes:
     return pack(VERSION, bucket, key, vsort)
+
+
+def version_left_prefix(bucket: str) -> bytes:
+    return pack(VERSION_LEFT, bucket)
+
+
+def version_left_key(bucket: str, key: str, version_id: str) -> bytes:
+    """The record of where deleted version `version_id` of `key` sat in the history: a
+    ListObjectVersions page that ended at it resumes exactly after it (storage/listing.py)."""
+    return pack(VERSION_LEFT, bucket, key, version_id)
 
 
 def inline_body_prefix(bucket: str, key: str | None = None) -> bytes:

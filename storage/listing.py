@@ -6,6 +6,8 @@ same however large the bucket; a delimiter's common prefix is skipped over in on
 
 from __future__ import annotations
 
+import msgpack
+
 from storage.keyspace import (
     last_text,
     next_key,
@@ -15,6 +17,7 @@ from storage.keyspace import (
     span,
     text_span,
     version_key,
+    version_left_key,
     version_prefix,
 )
 from storage.metadata import Item, MetadataStore
@@ -25,6 +28,13 @@ NULL_VERSION = "null"
 # How long after its id was made a version's commit is looked for (a write that takes longer
 # is refused at its commit: `repair.orphan_grace_s`, a day by default).
 MARKER_SEARCH_NS = 2 * 86400 * 10**9
+LEFT_FORMAT_VERSION = 1
+
+
+def left_record(history_key: bytes) -> bytes:
+    """The value of a `version_left_key` record: the history key the deleted version had
+    (put by the delete, in its own transaction: storage/object_edits.py)."""
+    return msgpack.packb({"fv": LEFT_FORMAT_VERSION, "at": history_key}, use_bin_type=True)
 
 
 class Listing:
@@ -162,9 +172,11 @@ class Listing:
         first, a few reads; if not there (committed before its id's time by a release that
         did not hold commit >= made, or long after), through the whole history in bounded
         batches, as any other id ("null", those of older releases). If gone (deleted between
-        two pages), a timed id resumes at its time, with the versions committed before it
-        (one committed later, while the marker's write was in flight, is skipped); another
-        id resumes past the whole history."""
+        two pages), right after the place its delete recorded (`version_left_key`): resuming
+        at its id's time instead skipped a version committed while the marker's write was in
+        flight (committed after the id was made, before the marker). Without that record
+        (deleted by an older release), a timed id resumes at its time, another id past the
+        whole history."""
         start, end = span(version_prefix(bucket, key))
         tail = b"." + version_marker.encode() + b"\x00"
 
@@ -192,8 +204,12 @@ class Listing:
                 if named(item):
                     return next_key(item.key)
             if len(batch) < 1000:
-                return gone
+                break
             start = next_key(batch[-1].key)
+        left = await self._meta.get(version_left_key(bucket, key, version_marker))
+        if left is not None:
+            return next_key(bytes(msgpack.unpackb(left.value, raw=False)["at"]))
+        return gone
 
     async def _merge_unversioned(self, bucket: str, prefix: str, key_marker: str,
                                  found: list[ObjectVersion], more: bool, max_keys: int,

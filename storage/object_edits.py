@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from storage.buckets import BucketService
 from storage.conditions import DeleteConditions
 from storage.errors import ObjectNotFound
-from storage.keyspace import object_key, span, version_key, version_prefix
-from storage.listing import NULL_VERSION
+from storage.keyspace import object_key, span, version_key, version_left_key, version_prefix
+from storage.listing import NULL_VERSION, left_record
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket, ObjectVersion
 from storage.version_ids import commit_sort, new_version_id
@@ -139,6 +139,8 @@ class ObjectEdits:
                         protect(ver)
                     deletes.append(item.key)
                     compares[item.key] = item.revision
+                    # where it sat: a listing page that ended at it resumes right after
+                    puts[version_left_key(bucket, key, version_id)] = left_record(item.key)
                     retired.append(ver)
                     result = DeleteResult(version_id=version_id, delete_marker=ver.delete_marker)
                     if cur_v is not None and cur_v.version_id == version_id:

@@ -47,6 +47,7 @@ from storage.keyspace import (
     tenant_key,
     unpack,
     upload_prefix,
+    version_left_prefix,
     version_prefix,
     volume_lease_key,
     volume_prefix,
@@ -123,13 +124,14 @@ async def _bucket_step(meta: MetadataStore, tenant: str, name: str, grace_s: flo
                 batch.stripe(p.stripe_id, p.nodes)
         await batch.commit(meta)
         return
-    for prefix in (version_prefix(name), object_prefix(name), access_log_prefix(name)):
+    dropped = (access_log_prefix(name), version_left_prefix(name))
+    for prefix in (version_prefix(name), object_prefix(name), *dropped):
         records = await meta.range(*span(prefix), limit=BATCH)
         if records:
             batch = _Batch(grace_s)
             for rec in records:
-                if prefix == access_log_prefix(name):
-                    batch.drop(rec)  # undelivered access-log records of the bucket
+                if prefix in dropped:
+                    batch.drop(rec)  # undelivered access-log records, deleted versions' places
                 else:
                     batch.version(rec)
             await batch.commit(meta)

@@ -24,6 +24,10 @@ class CountingStore:
         self.ranges += 1
         return await self.inner.range(start, end, limit, reverse)
 
+    async def get(self, key: bytes) -> Item | None:
+        """Not a range (a deleted marker's recorded place: storage/listing.py)."""
+        return await self.inner.get(key)
+
 
 async def test_full_page_is_one_range_read(tmp_path: Path) -> None:
     store = await SqliteStore.open(tmp_path / "meta.db")

@@ -1,0 +1,165 @@
+"""ListObjectVersions paged while versions are put and deleted between the pages: every
+version that existed before the first page and was not deleted meanwhile is listed exactly
+once, none twice (storage/listing.py `_past_version`).
+
+The history is ordered by commit time; a version's id says when it was made, earlier (its
+write was in flight). A page ending at version V whose write was in flight while W
+committed lists V before W; once V is deleted, resuming at V's id time skipped W. The
+machine makes such versions on purpose: a PUT's id is made at the time another PUT began
+(`storage.objects.new_version_id` patched for that one call). The real gateway over
+in-memory nodes (SQLite metadata), driven by boto3 from a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+
+import storage.objects as objects_mod
+from storage.keyspace import span, version_left_prefix
+from storage.testing.simnodes import SimNodes
+from storage.version_ids import new_version_id
+from tests.inproc import served_s3, sim_config, sim_s3, wired_cluster
+
+KEYS = st.sampled_from(["a", "b", "b/c"])
+
+
+class Paging(RuleBasedStateMachine):
+    s3: Any = None
+
+    @initialize()
+    def bucket(self) -> None:
+        self.name = "p" + uuid.uuid4().hex[:16]
+        self.s3.create_bucket(Bucket=self.name)
+        self.s3.put_bucket_versioning(Bucket=self.name,
+                                      VersioningConfiguration={"Status": "Enabled"})
+        self.live: set[tuple[str, str]] = set()  # (key, version id)
+        self.began: list[int] = []  # when each PUT began (ns): times some later commit follows
+
+    def _put(self, key: str, made_earlier: int | None) -> None:
+        self.began.append(time.time_ns())
+        real = objects_mod.new_version_id
+        if made_earlier is not None and self.began[:-1]:
+            made = self.began[made_earlier % (len(self.began) - 1)]
+            objects_mod.new_version_id = lambda now_ns=None: new_version_id(made)  # type: ignore[assignment]
+        try:
+            vid = self.s3.put_object(Bucket=self.name, Key=key, Body=b"x")["VersionId"]
+        finally:
+            objects_mod.new_version_id = real  # type: ignore[assignment]
+        self.live.add((key, vid))
+
+    def _delete(self, pick: int) -> tuple[str, str] | None:
+        if not self.live:
+            return None
+        key, vid = sorted(self.live)[pick % len(self.live)]
+        self.s3.delete_object(Bucket=self.name, Key=key, VersionId=vid)
+        self.live.discard((key, vid))
+        return key, vid
+
+    @rule(key=KEYS, made_earlier=st.none() | st.integers(0, 50))
+    def put(self, key: str, made_earlier: int | None) -> None:
+        self._put(key, made_earlier)
+
+    @rule(pick=st.integers(0, 50))
+    def delete(self, pick: int) -> None:
+        self._delete(pick)
+
+    @rule(size=st.integers(1, 3), between=st.lists(
+        st.tuples(st.booleans(), KEYS, st.none() | st.integers(0, 50), st.integers(0, 50)),
+        max_size=4))
+    def page_through(self, size: int, between: list[tuple[bool, str, int | None, int]]
+                     ) -> None:
+        """Page with `size` per page; after each page one of `between` (a put, or a delete,
+        often of the version the page ended at) runs, as another client's would."""
+        before = set(self.live)
+        deleted: set[tuple[str, str]] = set()
+        seen: list[tuple[str, str]] = []
+        kwargs: dict[str, str] = {}
+        todo = list(between)
+        while True:
+            page = self.s3.list_object_versions(Bucket=self.name, MaxKeys=size, **kwargs)
+            rows = [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+            seen += rows
+            if not page["IsTruncated"]:
+                break
+            kwargs = {"KeyMarker": page["NextKeyMarker"],
+                      "VersionIdMarker": page["NextVersionIdMarker"]}
+            if todo:
+                is_put, key, made_earlier, pick = todo.pop(0)
+                if is_put:
+                    self._put(key, made_earlier)
+                elif rows and pick % 2:  # the version the page ended at
+                    self.s3.delete_object(Bucket=self.name, Key=rows[-1][0],
+                                          VersionId=rows[-1][1])
+                    self.live.discard(rows[-1])
+                    deleted.add(rows[-1])
+                elif (gone := self._delete(pick)) is not None:
+                    deleted.add(gone)
+        assert len(seen) == len(set(seen)), f"listed twice: {seen}"
+        missing = before - deleted - set(seen)
+        assert not missing, f"skipped {missing}; listed {seen}"
+
+
+async def test_versions_are_listed_once_across_pages(tmp_path: Path) -> None:
+    cfg = sim_config(tmp_path, 4096)
+    async with sim_s3(tmp_path, cfg, SimNodes(list(cfg.nodes)), "unused") as s3:
+        Paging.s3 = s3
+        await asyncio.to_thread(
+            run_state_machine_as_test, Paging, settings=settings(
+                max_examples=30, stateful_step_count=20, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow]))
+
+
+async def test_a_version_committed_while_the_marker_was_in_flight_is_listed(
+        tmp_path: Path) -> None:
+    """The case itself, without search: V's id is made, W commits, V commits; a page of one
+    ends at V, V is deleted, and the next page still lists W (and the version before)."""
+    cfg = sim_config(tmp_path, 4096)
+    async with sim_s3(tmp_path, cfg, SimNodes(list(cfg.nodes)), "b") as s3:
+        def run() -> None:
+            s3.put_bucket_versioning(Bucket="b", VersioningConfiguration={"Status": "Enabled"})
+            first = s3.put_object(Bucket="b", Key="k", Body=b"first")["VersionId"]
+            made = time.time_ns()  # V's id is made here; its write is in flight ...
+            w = s3.put_object(Bucket="b", Key="k", Body=b"W")["VersionId"]  # ... W commits
+            real = objects_mod.new_version_id
+            objects_mod.new_version_id = lambda now_ns=None: new_version_id(made)  # type: ignore[assignment]
+            try:
+                v = s3.put_object(Bucket="b", Key="k", Body=b"V")["VersionId"]
+            finally:
+                objects_mod.new_version_id = real  # type: ignore[assignment]
+            page = s3.list_object_versions(Bucket="b", MaxKeys=1)
+            assert [x["VersionId"] for x in page["Versions"]] == [v]
+            s3.delete_object(Bucket="b", Key="k", VersionId=v)
+            rest = s3.list_object_versions(Bucket="b", KeyMarker=page["NextKeyMarker"],
+                                           VersionIdMarker=page["NextVersionIdMarker"])
+            assert [x["VersionId"] for x in rest["Versions"]] == [w, first]
+
+        await asyncio.to_thread(run)
+
+
+async def test_the_places_of_deleted_versions_go_with_the_bucket(tmp_path: Path) -> None:
+    """Each version deleted leaves its place (`version_left_key`); DeleteBucket removes them
+    with the bucket (a bucket of the same name made later starts with none)."""
+    cfg = sim_config(tmp_path, 4096)
+    async with wired_cluster(tmp_path, cfg, SimNodes(list(cfg.nodes))) as cluster:
+        cred = await cluster.tenants.create_key("t")
+        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
+            def fill_and_empty() -> None:
+                s3.create_bucket(Bucket="gone")
+                s3.put_bucket_versioning(Bucket="gone",
+                                         VersioningConfiguration={"Status": "Enabled"})
+                for i in range(3):
+                    vid = s3.put_object(Bucket="gone", Key=f"k{i}", Body=b"x")["VersionId"]
+                    s3.delete_object(Bucket="gone", Key=f"k{i}", VersionId=vid)
+
+            await asyncio.to_thread(fill_and_empty)
+            left = span(version_left_prefix("gone"))
+            assert len(await cluster.meta.range(*left)) == 3
+            await asyncio.to_thread(s3.delete_bucket, Bucket="gone")
+            assert await cluster.meta.range(*left) == []
