@@ -85,7 +85,12 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     ref = unpack(x.value)
     state = ref.get("state")
     if state == "part":
-        return await _part_manifest(meta, ref, stripe_id)
+        man = await _part_manifest(meta, ref, stripe_id)
+        if man == "gone":  # completed meanwhile (its X entry now live)? never a false "gone":
+            again = await meta.get(stripe_index_key(stripe_id))  # the orphan sweep deletes it
+            if again is None or again.revision != x.revision:
+                return await load_manifest(meta, stripe_id)
+        return man
     if state not in ("live", "restored"):
         return str(state or "unknown")
     if ref.get("kind") == "extent":
