@@ -128,7 +128,7 @@ class RequestBody:
             out.append(self._sha256)
         return out
 
-    async def __aiter__(self) -> AsyncIterator[bytes | Lent]:
+    async def __aiter__(self) -> AsyncIterator[bytes | Lent | memoryview]:
         with contextlib.ExitStack() as wide:
             if self.length is None or self.length >= WIDE_BODY_BYTES:
                 wide.enter_context(wide_reads(self._request.transport, self._request.content))
@@ -181,7 +181,7 @@ class RequestBody:
                 if dropping is not None:
                     request[BODY_TAKEN] = dropping
 
-    async def _chunks(self) -> AsyncIterator[bytes | Lent]:
+    async def _chunks(self) -> AsyncIterator[bytes | Lent | memoryview]:
         async with contextlib.aclosing(self._wire()) as wire:
             async for chunk in wire:
                 if self._decoder is not None:
@@ -189,9 +189,9 @@ class RequestBody:
                         pieces = self._decoder.feed(chunk)
                     except SigV4Error as exc:
                         raise S3Error(exc.code, exc.message) from None
-                    for p in pieces:
-                        self._count(len(p))
-                        yield bytes(p)
+                    for p in pieces:  # views of the wire's bytes or Lent blocks: held
+                        self._count(len(p))  # as they are (shardfeed.holdable), not copied
+                        yield p
                 else:
                     self._count(len(chunk))
                     yield chunk

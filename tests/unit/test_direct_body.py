@@ -13,6 +13,7 @@ import hashlib
 import socket
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from botocore.awsrequest import AWSRequest
 
 import gateway.s3.body as body_mod
 from gateway.s3 import bodyrecv
+from storage import stripes
 from storage.buffers import LendingPool, Lent
 from storage.testing.simnodes import SimNodes
 from tests.inproc import sim_config, sim_s3
@@ -328,6 +330,49 @@ async def test_an_error_mid_body_is_answered_after_the_body_not_reset(s3: Any) -
     assert bodyrecv.QUIET.active == 0
     keys = await asyncio.to_thread(s3.list_objects_v2, Bucket=BUCKET)
     assert keys.get("Contents", []) == []
+
+
+async def test_an_aws_chunked_body_is_held_in_its_blocks_uncopied(
+        s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An aws-chunked body (what boto3 sends with a checksum) received directly reaches the
+    segments as views of the receive blocks between the chunk framing, not as copies, and
+    its trailer checksum is still checked: the object is its bytes, a wrong CRC refused."""
+    held: dict[type, int] = {}
+    cut = stripes._segments
+
+    async def watching(source: Any, size: int) -> AsyncIterator[Any]:
+        async for data, last in cut(source, size):
+            for p in data:
+                base = type(p.obj) if type(p) is memoryview else type(p)
+                held[base] = held.get(base, 0) + len(p)
+            yield data, last
+
+    monkeypatch.setattr(stripes, "_segments", watching)
+    data = _body("chunky", 3 * 1024 * 1024 + 5)
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    answer = await asyncio.to_thread(_chunked_put, s3, "chunky", data, crc)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:400]
+    assert await _get(s3, "chunky") == data
+    assert held.get(Lent, 0) >= len(data) - 512 * 1024, held  # all but what aiohttp had
+    bad = await asyncio.to_thread(_chunked_put, s3, "wrong", data, "AAAAAA==")
+    assert bad.startswith(b"HTTP/1.1 400") and b"<Code>BadDigest</Code>" in bad, bad[:400]
+
+
+def _chunked_put(s3: Any, key: str, data: bytes, crc: str) -> bytes:
+    """PUT `data` as an unsigned aws-chunked body (64 KiB chunks, a CRC32 trailer)."""
+    wire = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n"
+                    for c in (data[i:i + BLOCK] for i in range(0, len(data), BLOCK)))
+    wire += f"0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n".encode()
+    url = f"{s3.meta.endpoint_url}/{BUCKET}/{key}"
+    req = AWSRequest(method="PUT", url=url, headers={
+        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+        "x-amz-trailer": "x-amz-checksum-crc32",
+        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
+    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
+    netloc = urlsplit(url).netloc
+    head = [f"PUT /{BUCKET}/{key} HTTP/1.1", f"Host: {netloc}", f"Content-Length: {len(wire)}"]
+    head += [f"{k}: {v}" for k, v in req.headers.items()]
+    return _exchange(netloc, head, wire)
 
 
 def test_a_block_is_lent_again_only_once_nothing_holds_it() -> None:
