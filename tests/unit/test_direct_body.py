@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import botocore.auth
 import pytest
+import urllib3.util.connection
 from botocore.awsrequest import AWSRequest
 
 import gateway.s3.body as body_mod
@@ -242,6 +243,36 @@ async def test_large_puts_and_parts_keep_the_connection(s3: Any) -> None:
     assert await _get(s3, "mp") == bodies["p1"] + bodies["p2"]
     keys = await asyncio.to_thread(s3.list_objects_v2, Bucket=BUCKET)
     assert [o["Key"] for o in keys["Contents"]] == ["a", "b", "c", "mp"]
+
+
+async def test_boto3_uploads_parts_over_one_connection(
+        s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3 (urllib3) sends a multipart upload's large parts, and then a large PUT, over
+    the one TCP connection it opened (counted where urllib3 connects): none of them is
+    answered `Connection: close`, so none makes it connect again."""
+    connects = 0
+    connect = urllib3.util.connection.create_connection
+
+    def counting(*args: Any, **kwargs: Any) -> socket.socket:
+        nonlocal connects
+        connects += 1
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", counting)
+    parts = [_body(f"part{n}", (5 if n < 2 else 1) * 1024 * 1024 + n) for n in range(3)]
+
+    def upload() -> int:
+        up = s3.create_multipart_upload(Bucket=BUCKET, Key="sdk")["UploadId"]
+        done = [{"PartNumber": n + 1, "ETag": s3.upload_part(
+            Bucket=BUCKET, Key="sdk", UploadId=up, PartNumber=n + 1, Body=p)["ETag"]}
+            for n, p in enumerate(parts)]
+        s3.complete_multipart_upload(Bucket=BUCKET, Key="sdk", UploadId=up,
+                                     MultipartUpload={"Parts": done})
+        s3.put_object(Bucket=BUCKET, Key="whole", Body=parts[0])
+        return connects
+
+    assert await asyncio.to_thread(upload) == 1
+    assert await _get(s3, "sdk") == b"".join(parts)
 
 
 async def test_a_body_given_up_mid_way_ends_the_connection(s3: Any, nodes: SimNodes) -> None:
