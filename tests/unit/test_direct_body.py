@@ -275,6 +275,27 @@ async def test_boto3_uploads_parts_over_one_connection(
     assert await _get(s3, "sdk") == b"".join(parts)
 
 
+async def test_without_a_fresh_parser_the_connection_closes_after_the_answer(
+        s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If this aiohttp's handler cannot be given a fresh parser (its internals changed),
+    a large PUT still succeeds and its connection closes after the answer, as before."""
+    def changed(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("unexpected keyword argument")
+
+    monkeypatch.setattr(bodyrecv, "HttpRequestParser", changed)
+    b = _body("no-parser", 1024 * 1024 + 1)
+
+    def put() -> tuple[int, dict[str, str], bytes, bool]:
+        c = _Conn(urlsplit(s3.meta.endpoint_url).netloc)
+        with c.sock:
+            c.sock.sendall(c.request("PUT", _url(s3, "put_object", Key="np"), b))
+            return (*c.answer(), c.closed())
+
+    status, h, _, closed = await asyncio.to_thread(put)
+    assert status == 200 and h.get("connection") == "close" and closed
+    assert await _get(s3, "np") == b
+
+
 async def test_a_body_given_up_mid_way_ends_the_connection(s3: Any, nodes: SimNodes) -> None:
     """A body the gateway stops reading (its first 4 MiB segment found too few nodes up)
     is not whole on the connection: the answer, sent while the client still sends, says
