@@ -27,16 +27,29 @@ Done = Callable[[], None]
 _Item = tuple[bytes | memoryview, Done | None]  # a frame and who to tell once it is sent
 
 
+def holdable(chunk: bytes | Lent | memoryview | bytearray) -> bytes | Lent | memoryview:
+    """`chunk` as a piece that may be held until it is coded and hashed: a `bytes` or a
+    `Lent` block, or a view of one (an aws-chunked body's data between its framing), as it
+    is, since their bytes never change while referred to; anything else (a reusable
+    buffer) copied once."""
+    if type(chunk) is bytes or type(chunk) is Lent:
+        return chunk
+    if type(chunk) is memoryview and type(chunk.obj) in (bytes, Lent):
+        return chunk
+    return bytes(chunk)
+
+
 async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tuple[Pieces, bool]]:
     """Re-chunk a byte stream into `size`-byte segments, flagging the last.
 
     A segment is the list of its pieces: the chunks as they came, split with memoryviews
     where a segment boundary falls inside one, never joined (the encoder encrypts each
     piece into place and the digests take them one by one): no byte of a `bytes` or `Lent`
-    chunk is copied here; any other chunk (a reusable buffer) is copied once, since pieces
-    are held until they are coded and hashed. A full segment is handed on as soon as one
-    byte past it arrives (or the stream ends), so no more than the segment being cut is
-    held here beyond those handed on (the upload budget counts a slot per segment).
+    chunk (or a view of one) is copied here; any other chunk (a reusable buffer) is copied
+    once, since pieces are held until they are coded and hashed (`holdable`). A full
+    segment is handed on as soon as one byte past it arrives (or the stream ends), so no
+    more than the segment being cut is held here beyond those handed on (the upload budget
+    counts a slot per segment).
     """
     parts: Pieces = []
     have = 0
@@ -63,8 +76,7 @@ async def segments(source: AsyncIterator[bytes], size: int) -> AsyncIterator[tup
     async for chunk in source:
         if not chunk:
             continue
-        if type(chunk) is not bytes and type(chunk) is not Lent:  # pieces are kept until
-            chunk = bytes(chunk)  # coded and hashed: a reused buffer could change by then
+        chunk = holdable(chunk)
         if held is not None:  # a byte past it came: not the last
             out, held = held, None
             yield out, False
@@ -191,15 +203,14 @@ class ShardSender:
 
 
 async def read_parts(source: AsyncIterator[bytes], limit: int,
-                     ) -> tuple[list[bytes | Lent], int, AsyncIterator[bytes] | None]:
+                     ) -> tuple[list[bytes | Lent | memoryview], int, AsyncIterator[bytes] | None]:
     """Up to `limit` bytes of a stream, not joined: the chunks read (bytes), their total
     length, and the rest of the stream (None when it ended within `limit`; else the chunks
     hold more than `limit` bytes)."""
-    parts: list[bytes | Lent] = []
+    parts: list[bytes | Lent | memoryview] = []
     have = 0
     async for chunk in source:
-        if type(chunk) is not bytes and type(chunk) is not Lent:  # held until used: a
-            chunk = bytes(chunk)  # reused buffer could change
+        chunk = holdable(chunk)  # held until used
         parts.append(chunk)
         have += len(chunk)
         if have > limit:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.s3 import checksums
-from gateway.s3.bodyrecv import DirectBody, direct_transport, drop_rest, take_connection
+from gateway.s3.bodyrecv import DirectBody, direct_transport, drop_rest
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
 from gateway.s3.request_keys import BODY_DONE, BODY_REPLAY, BODY_TAKEN
@@ -128,7 +128,7 @@ class RequestBody:
             out.append(self._sha256)
         return out
 
-    async def __aiter__(self) -> AsyncIterator[bytes | Lent]:
+    async def __aiter__(self) -> AsyncIterator[bytes | Lent | memoryview]:
         with contextlib.ExitStack() as wide:
             if self.length is None or self.length >= WIDE_BODY_BYTES:
                 wide.enter_context(wide_reads(self._request.transport, self._request.content))
@@ -151,9 +151,8 @@ class RequestBody:
                 if not chunk and t is not None and request.content_length:
                     left = request.content_length - taken
                     if left > 0:  # the rest straight into pooled blocks (gateway/s3/bodyrecv.py)
-                        take_connection(request)
-                        request[BODY_TAKEN] = True
-                        direct = DirectBody(t, t.get_protocol(), left, request.content)
+                        direct = request[BODY_TAKEN] = DirectBody(t, t.get_protocol(), left,
+                                                                  request.content)
                         direct.install()
                         try:
                             async with contextlib.aclosing(
@@ -177,11 +176,12 @@ class RequestBody:
                 taken += len(chunk)
                 yield chunk
         finally:  # given up with bytes still coming: dropped within bodyrecv's bounds
-            if t is not None and not request.get(BODY_TAKEN) and not content.is_eof():
-                request[BODY_TAKEN] = True
-                drop_rest(request, t)
+            if t is not None and request.get(BODY_TAKEN) is None and not content.is_eof():
+                dropping = drop_rest(request, t)
+                if dropping is not None:
+                    request[BODY_TAKEN] = dropping
 
-    async def _chunks(self) -> AsyncIterator[bytes | Lent]:
+    async def _chunks(self) -> AsyncIterator[bytes | Lent | memoryview]:
         async with contextlib.aclosing(self._wire()) as wire:
             async for chunk in wire:
                 if self._decoder is not None:
@@ -189,9 +189,9 @@ class RequestBody:
                         pieces = self._decoder.feed(chunk)
                     except SigV4Error as exc:
                         raise S3Error(exc.code, exc.message) from None
-                    for p in pieces:
-                        self._count(len(p))
-                        yield bytes(p)
+                    for p in pieces:  # views of the wire's bytes or Lent blocks: held
+                        self._count(len(p))  # as they are (shardfeed.holdable), not copied
+                        yield p
                 else:
                     self._count(len(chunk))
                     yield chunk

@@ -9,9 +9,12 @@ over: the transport `recv_into`s 1 MiB `Lent` blocks from `POOL`, and each full 
 handed on as it is (the segment cutter and digests hold it like `bytes`; the pool refills it
 only once nothing refers to it). Exactly the announced bytes are read, never one more.
 
-aiohttp's parser still believes the body is pending, so the connection is not reused: the
-answer carries `Connection: close` and the connection closes after it (`take_connection`);
-anything the client sends past the body is read and dropped meanwhile.
+aiohttp's parser, which saw the head and the body's start only, still expects the rest: once
+exactly the announced bytes are in, the connection gets a fresh parser (`_fresh_parser`, built
+as aiohttp builds its own) before aiohttp reads from it again, so the connection is kept
+alive and a request sent right behind the body is parsed as one. A body not wholly received
+(given up, cut, timed out) ends the connection: the answer carries `Connection: close`
+(`take_connection`, from `server.py`) and anything the client sends meanwhile is dropped.
 A body the handler gives up on (a bad chunk or digest, a storage error) is read on and
 dropped (at most DRAIN_BYTES, for DRAIN_S, as aiohttp lingers) before aiohttp gets the
 connection back and closes it: closing on unread bytes would reset the connection under
@@ -28,7 +31,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
+from aiohttp.http import HttpRequestParser
 
 from storage.buffers import LendingPool, Lent
 
@@ -84,30 +88,56 @@ def direct_transport(request: web.BaseRequest, wire_length: int | None) -> Any:
 
 
 def take_connection(request: web.BaseRequest) -> None:
-    """The connection ends after this request's answer: its parser is past the body's
-    start only (`server.py` marks the answer `Connection: close`)."""
+    """The connection ends after this request's answer: its body was not wholly received,
+    so its parser is past the body's start only (`server.py` marks the answer
+    `Connection: close`)."""
     proto = request.protocol
     if proto is not None:
         proto.close()  # no further request is read; closed once the answer is out
     # aiohttp lingers (reads on) until the body's end, fed by `DirectBody` once it is read
 
 
-def drop_rest(request: web.BaseRequest, transport: Any) -> None:
+def drop_rest(request: web.BaseRequest, transport: Any) -> DirectBody | None:
     """The handler gave up on a body aiohttp was still receiving (an error in what aiohttp
     had buffered before the rest could be taken directly): the rest is read and dropped
     within DRAIN_S and DRAIN_BYTES as a direct body's is, not for aiohttp's own linger
-    (10 s, however many bytes come). The connection closes after the answer."""
+    (10 s, however many bytes come). The connection closes after the answer. Returns the
+    `DirectBody` dropping it (None: nothing left to drop)."""
     left = (request.content_length or 0) - request.content.total_bytes
     if left <= 0 or transport.is_closing():
-        return
+        return None
     take_connection(request)
-    DirectBody(transport, transport.get_protocol(), left, request.content).drop()
+    dropping = DirectBody(transport, transport.get_protocol(), left, request.content)
+    dropping.drop()
+    return dropping
+
+
+def _fresh_parser(proto: Any) -> bool:
+    """Give aiohttp's connection handler `proto` a new request parser, made with the
+    arguments aiohttp's `RequestHandler.__init__` makes its own with (its limits, its
+    server's `auto_decompress`): the old one, fed the head and the body's start only,
+    would take the next request for body bytes. False if this aiohttp's handler lacks
+    what that takes (the connection then closes after the answer)."""
+    try:
+        kwargs = proto._manager._kwargs
+        parser = HttpRequestParser(
+            proto, proto._loop, proto._read_bufsize, max_line_size=proto.max_line_size,
+            max_field_size=proto.max_field_size, max_headers=proto.max_headers,
+            payload_exception=web_protocol.RequestPayloadError,
+            auto_decompress=kwargs.get("auto_decompress", True),
+            max_msg_queue_size=web_protocol.MAX_MSG_QUEUE_SIZE)
+    except (AttributeError, TypeError):
+        return False
+    proto._parser = parser
+    return True
 
 
 class DirectBody(asyncio.BufferedProtocol):
     """The rest of one body (`left` bytes), received into pooled blocks; `blocks()` yields
     them in order (a full block as its `Lent`, the short last one as `bytes`). `content`,
-    the request's stream, gets its EOF when the connection goes back to aiohttp."""
+    the request's stream, gets its EOF when the connection goes back to aiohttp;
+    `reusable` says whether it went back whole (every body byte received, a fresh parser)
+    and may carry the next request."""
 
     def __init__(self, transport: Any, inner: Any, left: int, content: Any) -> None:
         self._t = transport
@@ -122,7 +152,9 @@ class DirectBody(asyncio.BufferedProtocol):
         self._paused = False
         self._draining: asyncio.TimerHandle | None = None  # set while dropping the rest
         self._last = 0.0  # loop time of the last bytes received (the idle limit's start)
+        self._given_up = False  # the handler stopped reading before the body's end
         self.installed = False
+        self.reusable = False
 
     def install(self) -> None:
         """Take the transport's reading over (the caller drained aiohttp's buffer first)."""
@@ -143,15 +175,19 @@ class DirectBody(asyncio.BufferedProtocol):
 
     def _restore(self) -> None:
         """The body is read (or given up): aiohttp gets the connection back, and its
-        stream its EOF (its lingering read ends; it closes the connection after the
-        answer). Its handler no longer parses (`take_connection`): bytes past the body are
-        read and dropped."""
+        stream its EOF (its lingering read ends). Read whole for the handler, the
+        connection parses on with a fresh parser; else aiohttp closes it after the answer
+        and drops what comes meanwhile."""
         if self._draining is not None:
             self._draining.cancel()
             self._draining = None
         if self.installed:
             self.installed = False
             if not self._t.is_closing():
+                if not self._left and not self._given_up and _fresh_parser(self._inner):
+                    self.reusable = True
+                else:
+                    self._inner.close()
                 self._t.set_protocol(self._inner)
                 self._t.resume_reading()
         if not self._content.is_eof():
@@ -160,9 +196,12 @@ class DirectBody(asyncio.BufferedProtocol):
     def _abandon(self, timed_out: bool) -> None:
         """The handler stopped reading: its blocks go back to the pool, and the rest of the
         body is read and dropped (within DRAIN_S and DRAIN_BYTES), unless the client stalled
-        or went away (nothing to wait for)."""
+        or went away (nothing to wait for). The connection then ends after the answer."""
         self._ready.clear()
         self._block = None
+        if self._left:
+            self._given_up = True
+            self._inner.close()
         if (not self.installed or timed_out or self._error is not None
                 or self._left > DRAIN_BYTES):
             self._restore()

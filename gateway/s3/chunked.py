@@ -31,6 +31,10 @@ class ChunkedDecoder:
     Unsigned bodies release payload as soon as it arrives; signed bodies hold one chunk
     (at most ``max_chunk_size`` bytes) until its signature verifies. ``trailer_names`` are
     the names announced in ``x-amz-trailer`` (None when the mode carries no trailer).
+
+    Payload pieces are views of the fed data, never copies: fed `bytes` or `Lent` blocks
+    (what the direct receive hands on) never change while a view refers to them, so a
+    view may be held like `bytes`; any other fed buffer is copied once on the way in.
     """
 
     def __init__(
@@ -57,7 +61,8 @@ class ChunkedDecoder:
         self._remaining = 0
         self._chunk_sig = ""
         self._hasher = hashlib.sha256()
-        self._held = bytearray()
+        self._held: list[memoryview] = []  # a signed chunk's data, views of the fed data
+        self._held_bytes = 0
         self._previous = auth.signature if (signed and auth is not None) else ""
         self._crlf = bytearray()
         self._trailers: dict[str, str] = {}
@@ -118,12 +123,13 @@ class ChunkedDecoder:
                 self._remaining -= take
                 if self._signed:
                     self._hasher.update(piece)
-                    self._held += piece
+                    self._held.append(piece)
+                    self._held_bytes += take
                     if self._remaining == 0:
                         self._verify_chunk()
-                        self._decoded += len(self._held)
-                        out.append(memoryview(self._held))
-                        self._held = bytearray()  # the released buffer is never touched again
+                        self._decoded += self._held_bytes
+                        out += self._held
+                        self._held, self._held_bytes = [], 0
                 else:
                     out.append(piece)
                     self._decoded += take

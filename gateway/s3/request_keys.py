@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.s3.bodyrecv import DirectBody
     from gateway.s3.replay import BodyReplay
     from gateway.s3.router import Endpoint
     from storage.records import Bucket
@@ -20,8 +21,8 @@ CORS_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("cors_headers")
 CONTINUED: web.RequestKey[bool] = web.RequestKey("s3_continued")  # 100 Continue sent
 BODY_REPLAY: web.RequestKey[BodyReplay] = web.RequestKey("s3_body_replay")
 BODY_DONE: web.RequestKey[float] = web.RequestKey("s3_body_done")  # perf_counter
-# the body was received past aiohttp (gateway/s3/bodyrecv.py): the connection closes after
-BODY_TAKEN: web.RequestKey[bool] = web.RequestKey("s3_body_taken")
+# the body received past aiohttp (gateway/s3/bodyrecv.py): if not whole, the connection ends
+BODY_TAKEN: web.RequestKey[DirectBody] = web.RequestKey("s3_body_taken")
 FIRST_BYTE: web.RequestKey[float] = web.RequestKey("s3_first_byte")  # perf_counter
 REQUESTER_ID: web.RequestKey[str] = web.RequestKey("s3_requester_id")
 ERROR_CODE: web.RequestKey[str] = web.RequestKey("s3_error_code")

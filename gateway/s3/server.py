@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway import logs
 from gateway.metrics import Metrics
 from gateway.s3 import access_log, authz, cors, post_upload, sigv2
+from gateway.s3.bodyrecv import take_connection
 from gateway.s3.context import RequestContext, resolve_bucket
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
@@ -90,6 +91,16 @@ class Flow:
     bucket_record: Bucket | None = None
 
 
+def _body_received(request: web.BaseRequest) -> bool:
+    """Whether the request's whole body came in (read or not), so an error answer can
+    leave the connection to the next request: a body taken past aiohttp's parser must have
+    been whole (`DirectBody.reusable`), any other must have reached its end in aiohttp."""
+    direct = request.get(BODY_TAKEN)
+    if direct is not None:
+        return direct.reusable
+    return request.content.is_eof()
+
+
 class S3Server:
     def __init__(self, cluster: Cluster, cfg: GatewayConfig, metrics: Metrics,
                  access_logs: AccessLogBuffer | None = None) -> None:
@@ -141,8 +152,10 @@ class S3Server:
                     request.transport is None or request.transport.is_closing()):
                 return self._client_gone(flow)
             resp = self._error_response(flow, exc)
-        if request.get(BODY_TAKEN):  # read past aiohttp's parser (bodyrecv.py): no request
-            resp.force_close()  # can follow on this connection
+        direct = request.get(BODY_TAKEN)  # received past aiohttp's parser (bodyrecv.py):
+        if direct is not None and not direct.reusable:  # not whole, no request can follow
+            take_connection(request)
+            resp.force_close()
         self._account(flow, resp)
         return resp
 
@@ -269,7 +282,7 @@ class S3Server:
                                 content_type="application/xml", headers=headers)
         else:
             resp = web.Response(status=err.status, headers=headers)
-        if request.method not in ("GET", "HEAD") and request.content_length:
+        if not _body_received(request):
             # Do not read a large unread body just to keep the connection: close it.
             resp.force_close()
         return resp

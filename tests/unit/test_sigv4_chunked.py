@@ -17,6 +17,8 @@ from botocore.credentials import Credentials
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.sigv4 import AuthResult, authenticate
 from gateway.s3.sigv4_fields import SigV4Error
+from storage.buffers import Lent
+from storage.shardfeed import holdable
 from tests.unit.sigv4_support import (
     AK,
     EMPTY,
@@ -167,6 +169,27 @@ def test_unsigned_chunks_stream_mid_chunk() -> None:
     out = decoder.feed(b"56789\r\n0\r\n\r\n")
     assert b"".join(out) == b"56789"
     assert decoder.finish() == {}
+
+
+@pytest.mark.parametrize("mode", _modes()[:3], ids=lambda m: m[0])
+def test_payload_is_views_of_the_fed_blocks(mode: tuple[str, bool, list[str] | None, bool],
+                                            ) -> None:
+    """Fed `Lent` blocks (the direct receive's), the payload comes out as views of them,
+    signed chunks too (held until verified, then released as they are): no byte copied,
+    and `shardfeed.holdable` keeps each view as it is."""
+    auth, body = _body_for(mode)
+    _, signed, names, _ = mode
+    for cut in range(1, len(body)):
+        blocks = [Lent(body[:cut]), Lent(body[cut:])]
+        decoder = ChunkedDecoder(auth, signed, names)
+        pieces = [p for blk in blocks for p in decoder.feed(blk)]
+        assert decoder.finish() == ({"x-amz-checksum-crc32": CRC} if names else {})
+        assert b"".join(pieces) == PAYLOAD
+        assert all(type(p) is memoryview and any(p.obj is blk for blk in blocks)
+                   for p in pieces), [type(p.obj) for p in pieces]
+        assert all(holdable(p) is p for p in pieces)
+    reused = bytearray(b"abc")  # a view of a buffer that may change is copied
+    assert type(holdable(memoryview(reused))) is bytes and type(holdable(reused)) is bytes
 
 
 def test_mutable_input_buffers_are_not_aliased() -> None:
