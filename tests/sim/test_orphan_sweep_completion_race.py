@@ -1,4 +1,4 @@
-"""the orphan sweep meeting an open part's completion (its stripe goes from
+"""The orphan sweep meeting an open part's completion (its stripe goes from
 `state=part` to `state=live` between the sweep's read of the X entry and its read of the
 part record). The sweep must not delete a shard the completed object names."""
 
