@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from nodes.app import create_app
@@ -147,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tessera node: {exc}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(serve(settings))
+    try:  # on uvloop: the loop's own share of each request (reads, hand-offs, timers) in C,
+        # ~10% of the nodes' user CPU under 1 MiB PUTs (session 15's pairs)
+        uvloop.run(serve(settings))
     except OSError as exc:
         print(f"tessera node: cannot serve on {settings.host}:{settings.port}: {exc.strerror}",
               file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from aiohttp import web
 
@@ -142,30 +142,61 @@ async def get_shard(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+WAIT_SLICE_S = 1.0  # a wait for the socket to drain looks at the transport this often
+
+
 async def send_file(loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport,
                     file: BinaryIO, offset: int, count: int) -> int:
-    """`loop.sendfile` of `count` bytes of `file` from `offset`, but first straight
-    `os.sendfile` calls while the connection's socket takes the bytes and nothing is
-    queued before them: a shard window usually fits the socket buffer whole, and asyncio's
-    sendfile machinery (reading paused and resumed, a writer registered, futures, a seek)
-    costs more per request than the call itself. What the socket does not take goes
-    through `loop.sendfile`, which waits for it to drain. A file shorter than asked ends
-    the sending early, as `loop.sendfile` does: the bytes sent are returned."""
+    """`count` bytes of `file` from `offset` by `os.sendfile` (page cache to socket, no copy
+    in this process), after whatever the transport still holds. A shard window usually fits
+    the socket buffer whole: the calls go straight from the loop. When the socket is full
+    (or the transport still holds bytes queued before ours) the loop waits until it is
+    writable (`_writable`) and goes on. One way on every event loop: uvloop, which the
+    node runs on, has no `loop.sendfile` (NotImplementedError), and asyncio's costs more
+    per request than the calls (reading paused and resumed, a writer, futures, a seek).
+    A file shorter than asked ends the sending early: the bytes sent are returned.
+    ConnectionResetError when the transport closes first."""
     sock = transport.get_extra_info("socket")
+    if sock is None:  # (uvloop's transports are no asyncio.WriteTransport instances)
+        raise ConnectionResetError("no socket under the transport")
+    writing = cast(asyncio.WriteTransport, transport)
+    fd, out = file.fileno(), sock.fileno()
     sent = 0
-    if sock is not None and isinstance(transport, asyncio.WriteTransport) \
-            and transport.get_write_buffer_size() == 0 and not transport.is_closing():
-        fd, out = file.fileno(), sock.fileno()
-        while count:
-            try:
-                n = os.sendfile(out, fd, offset, count)
-            except (BlockingIOError, InterruptedError):
-                break
-            if n == 0:
-                return sent  # the file ended
-            offset += n
-            count -= n
-            sent += n
-    if count:
-        sent += await loop.sendfile(transport, file, offset, count)
+    while count:
+        if transport.is_closing():
+            raise ConnectionResetError("client went away")
+        if writing.get_write_buffer_size():  # bytes queued before ours go out first
+            await _writable(loop, out)
+            continue
+        try:
+            n = os.sendfile(out, fd, offset, count)
+        except (BlockingIOError, InterruptedError):
+            await _writable(loop, out)
+            continue
+        if n == 0:
+            return sent  # the file ended
+        offset += n
+        count -= n
+        sent += n
     return sent
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, out: int) -> None:
+    """Until the socket `out` is writable, or WAIT_SLICE_S passed (the caller looks at its
+    transport again: one closed meanwhile ends the sending). Watched through a duplicate
+    descriptor: a loop refuses a writer on a descriptor its transport owns."""
+    dup = os.dup(out)
+    woken: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    timer = loop.call_later(WAIT_SLICE_S, wake)
+    loop.add_writer(dup, wake)
+    try:
+        await woken
+    finally:
+        timer.cancel()
+        loop.remove_writer(dup)
+        os.close(dup)

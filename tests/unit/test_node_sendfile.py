@@ -1,6 +1,8 @@
-"""The node's shard sender (`nodes.shardget.send_file`): straight `os.sendfile` calls while
-the socket takes the bytes, asyncio's `loop.sendfile` only for what it does not, and in
-every case the exact bytes in order, after anything already queued on the transport."""
+"""The node's shard sender (`nodes.shardget.send_file`): straight `os.sendfile` calls from
+the loop while the socket takes the bytes, a wait for the socket to drain when it does not
+(no `loop.sendfile`: uvloop, the node's loop, has none), and in every case the exact bytes
+in order, after anything already queued on the transport. Every test runs on asyncio's
+loop and on uvloop."""
 
 from __future__ import annotations
 
@@ -12,8 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
+from nodes import shardget
 from nodes.shardget import send_file
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    return (uvloop.EventLoopPolicy() if request.param == "uvloop"
+            else asyncio.DefaultEventLoopPolicy())
 
 
 class _Server(asyncio.Protocol):
@@ -25,27 +35,17 @@ class _Server(asyncio.Protocol):
 
 
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[asyncio.Transport, asyncio.StreamReader, list[int]]]:
-    """A server-side transport, the client's reader, and the counts `loop.sendfile` got."""
+async def pair() -> AsyncIterator[tuple[asyncio.Transport, asyncio.StreamReader]]:
+    """A server-side transport and the client's reader."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[asyncio.Transport] = loop.create_future()
     server = await loop.create_server(lambda: _Server(ready), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     transport = await ready
-    calls: list[int] = []
-    real = loop.sendfile
-
-    async def counting(t: Any, f: Any, offset: int = 0, count: int | None = None,
-                       **kw: Any) -> int:
-        calls.append(count or 0)
-        return await real(t, f, offset, count, **kw)
-
-    loop.sendfile = counting  # type: ignore[method-assign]
     try:
-        yield transport, reader, calls
+        yield transport, reader
     finally:
-        loop.sendfile = real  # type: ignore[method-assign]
         transport.close()
         writer.close()
         server.close()
@@ -59,42 +59,80 @@ def _file(tmp_path: Path, size: int) -> tuple[Any, bytes]:
     return open(path, "rb", buffering=0), data  # noqa: SIM115 - closed by the test
 
 
-async def test_a_window_the_socket_takes_goes_out_without_asyncio_sendfile(
-        pair: tuple[asyncio.Transport, asyncio.StreamReader, list[int]],
-        tmp_path: Path) -> None:
-    transport, reader, calls = pair
+def _small_buffer(transport: asyncio.Transport) -> None:
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                  16 * 1024)
+
+
+async def test_a_window_the_socket_takes_goes_out(
+        pair: tuple[asyncio.Transport, asyncio.StreamReader], tmp_path: Path) -> None:
+    transport, reader = pair
     f, data = _file(tmp_path, 300_000)
     with f:
-        await send_file(asyncio.get_running_loop(), transport, f, 1000, 64 * 1024)
-        assert calls == []
+        assert await send_file(asyncio.get_running_loop(), transport, f, 1000,
+                               64 * 1024) == 64 * 1024
         assert await reader.readexactly(64 * 1024) == data[1000:1000 + 64 * 1024]
 
 
-async def test_what_the_socket_does_not_take_follows_through_asyncio_in_order(
-        pair: tuple[asyncio.Transport, asyncio.StreamReader, list[int]],
-        tmp_path: Path) -> None:
-    transport, reader, calls = pair
-    sock = transport.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+async def test_what_the_socket_does_not_take_follows_once_it_drains(
+        pair: tuple[asyncio.Transport, asyncio.StreamReader], tmp_path: Path) -> None:
+    transport, reader = pair
+    _small_buffer(transport)
     f, data = _file(tmp_path, 2 * 1024 * 1024)
     with f:
-        transport.write(b"head")  # queued before the file's bytes, whatever the socket took
         sending = asyncio.create_task(
             send_file(asyncio.get_running_loop(), transport, f, 7, len(data) - 7))
-        got = await reader.readexactly(4 + len(data) - 7)
-        await sending
-    assert got == b"head" + data[7:]
-    assert calls and sum(calls) <= len(data) - 7  # the rest went through loop.sendfile
+        got = await reader.readexactly(len(data) - 7)
+        assert await sending == len(data) - 7
+    assert got == data[7:]
+
+
+async def test_bytes_the_transport_holds_go_out_before_the_file(
+        pair: tuple[asyncio.Transport, asyncio.StreamReader], tmp_path: Path) -> None:
+    transport, reader = pair
+    _small_buffer(transport)
+    head = os.urandom(1024 * 1024)
+    f, data = _file(tmp_path, 1024 * 1024)
+    with f:
+        transport.write(head)  # more than the socket takes: the transport queues the rest
+        assert transport.get_write_buffer_size() > 0
+        sending = asyncio.create_task(
+            send_file(asyncio.get_running_loop(), transport, f, 0, len(data)))
+        got = await reader.readexactly(len(head) + len(data))
+        assert await sending == len(data)
+    assert got == head + data
+
+
+async def test_a_transport_closed_while_waiting_ends_the_sending(
+        pair: tuple[asyncio.Transport, asyncio.StreamReader], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    transport, _ = pair
+    monkeypatch.setattr(shardget, "WAIT_SLICE_S", 0.05)
+    waiting = asyncio.Event()
+    real = shardget._writable
+
+    async def seen(loop: asyncio.AbstractEventLoop, out: int) -> None:
+        waiting.set()
+        await real(loop, out)
+
+    monkeypatch.setattr(shardget, "_writable", seen)
+    _small_buffer(transport)
+    f, _ = _file(tmp_path, 8 * 1024 * 1024)
+    with f:  # the reader never reads: the socket fills and the sender waits
+        sending = asyncio.create_task(
+            send_file(asyncio.get_running_loop(), transport, f, 0, 8 * 1024 * 1024))
+        await asyncio.wait_for(waiting.wait(), 10)
+        transport.abort()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(sending, 10)
 
 
 async def test_a_file_shorter_than_asked_ends_the_sending(
-        pair: tuple[asyncio.Transport, asyncio.StreamReader, list[int]],
-        tmp_path: Path) -> None:
-    transport, reader, calls = pair
+        pair: tuple[asyncio.Transport, asyncio.StreamReader], tmp_path: Path) -> None:
+    transport, reader = pair
     f, data = _file(tmp_path, 5000)
     with f:
-        await asyncio.wait_for(
-            send_file(asyncio.get_running_loop(), transport, f, 1000, 10_000), 10)
+        assert await asyncio.wait_for(
+            send_file(asyncio.get_running_loop(), transport, f, 1000, 10_000), 10) == 4000
     transport.close()
     assert await reader.read() == data[1000:]
-    assert calls == []
