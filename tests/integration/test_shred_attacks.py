@@ -207,3 +207,46 @@ def test_an_open_volume_reads_nothing_after_the_shred(cluster: LocalCluster,
     assert asyncio.run(_volume_reads_after_shred(cluster, name, data)) == {
         "handle": "KeyUnavailable", "extent cache": "KeyUnavailable",
         "journaled": "KeyUnavailable", "journaled, no await": "None"}
+
+
+async def _no_await_reads_after_shred(cluster: LocalCluster, name: str, data: bytes) -> str:
+    """Only the driver's no-await path reads after the shred (an idle mount whose reads
+    the overlay and clean cache answer): the lease renewal loop must stop it by itself."""
+    import time
+
+    from storage.volume_overlay import JournaledVolume
+    from storage.volumes import VolumeService
+
+    c = await Cluster.open(load_config(cluster.data / "tessera.toml"), probe=False)
+    try:
+        h = await VolumeService(c.cfg, c.meta, c.tenants, c.stripes).open(
+            name, "vol", holder="test", lease_ttl_s=3.0)
+        try:
+            await h.write(0, data)
+            jv = JournaledVolume(h)
+            assert await jv.read(0, len(data)) == data
+            await asyncio.to_thread(admin_request, "POST", f"/tenants/{name}/shred",
+                                    {"confirm": name, "wait_s": 0}, env=cluster.env)
+            # bound: lease ttl/3 + SHORT_TTL_S (b637968); polled, generously
+            deadline = time.monotonic() + 60.0
+            while (got := jv.try_read(0, len(data))) is not None:
+                if time.monotonic() > deadline:
+                    return "plaintext" if got == data else "other bytes"
+                await asyncio.sleep(0.2)
+            return "None"
+        finally:
+            await h.close()
+    finally:
+        await c.close()
+
+
+def test_an_idle_mount_no_await_path_stops_after_the_shred(cluster: LocalCluster,
+                                                          paused_reclaim: None) -> None:
+    """review15f: the renewal loop's check_revoked is what stops `try_read` when no awaited
+    read comes; test_an_open_volume_reads_nothing_after_the_shred passes without it."""
+    name = f"shvol2-{uuid.uuid4().hex[:8]}"
+    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    admin_request("POST", f"/tenants/{name}/volumes", {"name": "vol", "size": "16M"},
+                  env=cluster.env)
+    data = SECRET.encode() * (2 * 1024 * 1024 // len(SECRET))
+    assert asyncio.run(_no_await_reads_after_shred(cluster, name, data)) == "None"
