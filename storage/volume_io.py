@@ -70,6 +70,7 @@ class VolumeHandle:
         self._proc = local_process()
         self.fenced = False
         self.revoked = False  # its tenant was shredded: the caches above it serve nothing
+        self._active_until = 0.0  # monotonic: the tenant was last seen active + the lease ttl
         self.journal_seq = 0  # the journal sequence in use after attach (see volume_journal)
 
     # lease ---------------------------------------------------------------------------------
@@ -142,10 +143,26 @@ class VolumeHandle:
         SHORT_TTL_S; the renewal loop asks every third of the lease): the block driver's
         caches in front of this handle (clean extents, overlay pages: plaintext) then serve
         nothing either, as the extents' own reads (`_cipher`) do not."""
-        if not self.revoked and not await self.svc.tenants.active(self.vol.tenant):
-            self.revoked = True
+        if not self.revoked:
+            try:
+                active = await self.svc.tenants.active(self.vol.tenant)
+            except StorageError:
+                if not self._still_trusted():
+                    raise
+                active = True
+            else:
+                if active:
+                    self._active_until = time.monotonic() + self.ttl
+            self.revoked = not active
         if self.revoked:
             raise KeyUnavailable(f"the keys of tenant {self.vol.tenant!r} were destroyed")
+
+    def _still_trusted(self) -> bool:
+        """Whether the tenant record, unreadable now (an etcd election, a slow store), was
+        seen active within the lease ttl: a shred needs the store too, and a daemon cut off
+        from it longer than that has lost its lease anyway; until then the caches and the
+        ciphers kept serve (EIO here makes ext4 abort its journal)."""
+        return time.monotonic() < self._active_until
 
     async def close(self) -> None:
         """Detach: stop renewing and mark the lease released if it is still ours.
@@ -200,10 +217,18 @@ class VolumeHandle:
     # extent I/O ------------------------------------------------------------------------------
 
     async def _cipher(self, p: Pointer, tenant: str) -> SegmentCipher:
-        _, kek = await self.svc.tenants.kek(tenant, p.kek_version)  # asked every time: a
-        # shred stops an open volume's reads within TenantService's bound, its memo below
-        # (ciphers of the extents it read or wrote) notwithstanding
         c = self._ciphers.get(p.stripe)
+        try:  # asked every time: a shred stops an open volume's reads within
+            # TenantService's bound, its memo (ciphers of the extents it read or wrote)
+            # notwithstanding
+            _, kek = await self.svc.tenants.kek(tenant, p.kek_version)
+        except (KeyUnavailable, NotFound):  # shredded, or reclaimed since
+            raise
+        except StorageError:
+            if c is not None and self._still_trusted():
+                return c  # the store is unreachable: see `_still_trusted`
+            raise
+        self._active_until = time.monotonic() + self.ttl
         if c is None:
             c = SegmentCipher(keys.unwrap_dek(kek, tenant, extent_identity(tenant, p), p.dek))
             if len(self._ciphers) > 4096:
