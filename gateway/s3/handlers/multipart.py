@@ -158,6 +158,17 @@ def _part_customer_key(rq: S3Request, up: Upload | ObjectVersion) -> bytes | Non
     return ckey
 
 
+def _completion_customer_key(rq: S3Request, made: Upload | ObjectVersion,
+                             with_checksum: bool) -> None:
+    """AWS asks a completion of an SSE-C upload for the key only when the upload was made
+    with a checksum algorithm (clients before s3transfer 0.7.0, such as Debian's aws CLI
+    2.9, never send it); a key that is sent must still be the upload's."""
+    if (sse.is_customer(made) and not with_checksum  # type: ignore[arg-type]
+            and sse.customer_key(rq.headers) is None):
+        return
+    _part_customer_key(rq, made)
+
+
 async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, Upload,
                                                bytes | None]:
     """What every part request names: part number, upload (checked), and its SSE-C key."""
@@ -263,11 +274,10 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
             except S3Error:  # no such upload: that is the answer, whatever the body
                 raise mp.UploadNotFound(upload_id) from None
             v = await _made(rq, upload_id, asked)
-            _part_customer_key(rq, v)  # a repeat needs the upload's SSE-C key, as the first
+            # a repeat asks for the SSE-C key exactly as the first completion did
+            _completion_customer_key(rq, v, with_checksum=bool(v.checksums))
             return await _completed(rq, v)
-    # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
-    # every upload now has (a default CRC when none is named).
-    _part_customer_key(rq, up)
+    _completion_customer_key(rq, up, with_checksum=up.checksum_algorithm is not None)
     _check_checksum_type(rq.headers.get("x-amz-checksum-type"), up)
     asked = await _asked(rq)
     with _errors(upload_id):
