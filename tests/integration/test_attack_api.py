@@ -112,6 +112,28 @@ def test_digest_of_an_algorithm_we_do_not_compute_is_refused(w: dict[str, Any],
         s3.abort_multipart_upload(Bucket=b, Key=key, UploadId=up)
 
 
+@pytest.mark.parametrize("alg", ["SHA512", "MD5", "XXHASH128"])
+def test_create_multipart_upload_with_an_algorithm_we_do_not_compute(w: dict[str, Any],
+                                                                    alg: str) -> None:
+    """ChecksumAlgorithm=SHA512 on CreateMultipartUpload was 400 InvalidRequest while the
+    same algorithm on PutObject is 501 NotImplemented: one answer now (501, no upload); an
+    algorithm AWS does not know stays 400 InvalidRequest."""
+    s3, b = w["s3"], w["bucket"]
+    assert _err(s3.create_multipart_upload, Bucket=b, Key=f"mpu-{alg}",
+                ChecksumAlgorithm=alg) == (501, "NotImplemented")
+    assert not s3.list_multipart_uploads(Bucket=b).get("Uploads")
+
+    def bogus(params: Any, **_: Any) -> None:
+        params["headers"]["x-amz-checksum-algorithm"] = "FOO"
+
+    s3.meta.events.register("before-call.s3.CreateMultipartUpload", bogus)
+    try:
+        assert _err(s3.create_multipart_upload, Bucket=b, Key="mpu-foo") == (
+            400, "InvalidRequest")
+    finally:
+        s3.meta.events.unregister("before-call.s3.CreateMultipartUpload", bogus)
+
+
 @pytest.mark.parametrize("alg", ["SHA512", "XXHASH64"])
 def test_trailer_of_an_algorithm_we_do_not_compute_is_refused(w: dict[str, Any],
                                                               alg: str) -> None:

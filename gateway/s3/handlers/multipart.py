@@ -104,6 +104,8 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
     po.sse = choice.record
     alg = rq.headers.get("x-amz-checksum-algorithm")
     ctype = rq.headers.get("x-amz-checksum-type")
+    if alg is not None and alg.upper() in checksums.UNCHECKED:  # as PutObject answers it
+        checksums.refuse_unchecked(f"x-amz-checksum-{alg.lower()}")
     if alg is not None and alg.upper() not in checksums.ALGORITHMS:
         raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please "
                       "try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, "
