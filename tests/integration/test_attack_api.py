@@ -349,6 +349,22 @@ def test_abort_if_match_initiated_time_is_a_condition(w: dict[str, Any]) -> None
     assert _err(s3.list_parts, Bucket=b, Key="abort-cond", UploadId=up)[0] == 404
 
 
+def test_abort_if_match_initiated_time_of_a_missing_upload_is_204(w: dict[str, Any]) -> None:
+    """AWS documents AbortMultipartUpload with x-amz-if-match-initiated-time as 204 when the
+    upload does not exist (it was 404 NoSuchUpload); without the header it stays 404."""
+    s3, b = w["s3"], w["bucket"]
+    up = s3.create_multipart_upload(Bucket=b, Key="abort-gone")["UploadId"]
+    started = next(u["Initiated"] for u in s3.list_multipart_uploads(Bucket=b)["Uploads"]
+                   if u["UploadId"] == up)
+    s3.abort_multipart_upload(Bucket=b, Key="abort-gone", UploadId=up)
+    for when in (started, started - timedelta(days=1)):
+        res = s3.abort_multipart_upload(Bucket=b, Key="abort-gone", UploadId=up,
+                                        IfMatchInitiatedTime=when)
+        assert res["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert _err(s3.abort_multipart_upload, Bucket=b, Key="abort-gone",
+                UploadId=up) == (404, "NoSuchUpload")
+
+
 def test_account_regional_bucket_namespace_is_refused(w: dict[str, Any]) -> None:
     """CreateBucket with x-amz-bucket-namespace: account-regional made a bucket in the one
     (global) namespace, 200: 501 NotImplemented now, an unknown value 400, and no bucket;

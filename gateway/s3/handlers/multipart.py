@@ -367,8 +367,8 @@ INITIATED_HEADER = "x-amz-if-match-initiated-time"
 @operation("AbortMultipartUpload")
 async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
     """With x-amz-if-match-initiated-time, only the upload begun at that second is aborted
-    (412 otherwise, as S3 documents it); an upload's start never changes, so a check before
-    the abort holds for it."""
+    (412 otherwise) and a missing upload is 204, as S3 documents it; an upload's start never
+    changes, so a check before the abort holds for it."""
     upload_id = rq.upload_id
     raw = rq.headers.get(INITIATED_HEADER)
     when = parse_http_date(raw) if raw is not None else None
@@ -376,11 +376,15 @@ async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
         raise S3Error("InvalidArgument", f"Invalid {INITIATED_HEADER}.",
                       ArgumentName=INITIATED_HEADER, ArgumentValue=raw)
     with _errors(upload_id):
-        if when is not None:
-            up, _ = await service(rq).get(rq.existing_bucket(), rq.key, upload_id)
-            if int(up.initiated) != int(when):
-                raise S3Error("PreconditionFailed", Condition=INITIATED_HEADER)
-        await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
+        try:
+            if when is not None:
+                up, _ = await service(rq).get(rq.existing_bucket(), rq.key, upload_id)
+                if int(up.initiated) != int(when):
+                    raise S3Error("PreconditionFailed", Condition=INITIATED_HEADER)
+            await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
+        except mp.UploadNotFound:
+            if when is None:
+                raise
     return web.Response(status=204)
 
 
