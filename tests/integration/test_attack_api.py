@@ -112,6 +112,28 @@ def test_digest_of_an_algorithm_we_do_not_compute_is_refused(w: dict[str, Any],
         s3.abort_multipart_upload(Bucket=b, Key=key, UploadId=up)
 
 
+@pytest.mark.parametrize("alg", ["SHA512", "MD5", "XXHASH128"])
+def test_create_multipart_upload_with_an_algorithm_we_do_not_compute(w: dict[str, Any],
+                                                                    alg: str) -> None:
+    """ChecksumAlgorithm=SHA512 on CreateMultipartUpload was 400 InvalidRequest while the
+    same algorithm on PutObject is 501 NotImplemented: one answer now (501, no upload); an
+    algorithm AWS does not know stays 400 InvalidRequest."""
+    s3, b = w["s3"], w["bucket"]
+    assert _err(s3.create_multipart_upload, Bucket=b, Key=f"mpu-{alg}",
+                ChecksumAlgorithm=alg) == (501, "NotImplemented")
+    assert not s3.list_multipart_uploads(Bucket=b).get("Uploads")
+
+    def bogus(params: Any, **_: Any) -> None:
+        params["headers"]["x-amz-checksum-algorithm"] = "FOO"
+
+    s3.meta.events.register("before-call.s3.CreateMultipartUpload", bogus)
+    try:
+        assert _err(s3.create_multipart_upload, Bucket=b, Key="mpu-foo") == (
+            400, "InvalidRequest")
+    finally:
+        s3.meta.events.unregister("before-call.s3.CreateMultipartUpload", bogus)
+
+
 @pytest.mark.parametrize("alg", ["SHA512", "XXHASH64"])
 def test_trailer_of_an_algorithm_we_do_not_compute_is_refused(w: dict[str, Any],
                                                               alg: str) -> None:
@@ -325,6 +347,22 @@ def test_abort_if_match_initiated_time_is_a_condition(w: dict[str, Any]) -> None
     s3.abort_multipart_upload(Bucket=b, Key="abort-cond", UploadId=up,
                               IfMatchInitiatedTime=started)
     assert _err(s3.list_parts, Bucket=b, Key="abort-cond", UploadId=up)[0] == 404
+
+
+def test_abort_if_match_initiated_time_of_a_missing_upload_is_204(w: dict[str, Any]) -> None:
+    """AWS documents AbortMultipartUpload with x-amz-if-match-initiated-time as 204 when the
+    upload does not exist (it was 404 NoSuchUpload); without the header it stays 404."""
+    s3, b = w["s3"], w["bucket"]
+    up = s3.create_multipart_upload(Bucket=b, Key="abort-gone")["UploadId"]
+    started = next(u["Initiated"] for u in s3.list_multipart_uploads(Bucket=b)["Uploads"]
+                   if u["UploadId"] == up)
+    s3.abort_multipart_upload(Bucket=b, Key="abort-gone", UploadId=up)
+    for when in (started, started - timedelta(days=1)):
+        res = s3.abort_multipart_upload(Bucket=b, Key="abort-gone", UploadId=up,
+                                        IfMatchInitiatedTime=when)
+        assert res["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert _err(s3.abort_multipart_upload, Bucket=b, Key="abort-gone",
+                UploadId=up) == (404, "NoSuchUpload")
 
 
 def test_account_regional_bucket_namespace_is_refused(w: dict[str, Any]) -> None:

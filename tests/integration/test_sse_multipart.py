@@ -51,19 +51,60 @@ def test_sse_c_multipart_roundtrip(cluster) -> None:
     assert _status(e.value)[0] == 403
 
 
+def _ssec_upload(s3, bucket: str, ssec: dict, **create) -> dict:
+    """An SSE-C upload of one part, ready to complete (its CompleteMultipartUpload kwargs)."""
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="obj", **ssec, **create)["UploadId"]
+    alg = create.get("ChecksumAlgorithm")
+    extra = {"ChecksumAlgorithm": alg} if alg else {}
+    res = s3.upload_part(Bucket=bucket, Key="obj", UploadId=uid, PartNumber=1,
+                         Body=b"only part", **ssec, **extra)
+    part = {"PartNumber": 1, "ETag": res["ETag"]}
+    if alg:
+        part[f"Checksum{alg}"] = res[f"Checksum{alg}"]
+    return {"Bucket": bucket, "Key": "obj", "UploadId": uid,
+            "MultipartUpload": {"Parts": [part]}}
+
+
+def test_completion_asks_the_sse_c_key_only_of_a_checksum_upload(cluster) -> None:
+    """AWS needs the SSE-C key at completion only for an upload made with a checksum
+    algorithm: without one, a completion without the key succeeds (Debian's aws CLI 2.9 never
+    sends it), and a key that is sent must be the upload's; a repeat answers the same."""
+    s3 = cluster.client()
+    s3.create_bucket(Bucket="ssec-mpu-nokey")
+    key, other = os.urandom(32), os.urandom(32)
+    ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    wrong = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": other}
+    done = _ssec_upload(s3, "ssec-mpu-nokey", ssec)
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(**done, **wrong)
+    assert _status(e.value) == (400, "InvalidRequest")
+    first = s3.complete_multipart_upload(**done)
+    assert s3.complete_multipart_upload(**done)["ETag"] == first["ETag"]  # a repeat, as AWS
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(**done, **wrong)
+    assert _status(e.value) == (400, "InvalidRequest")
+    got = s3.get_object(Bucket="ssec-mpu-nokey", Key="obj", **ssec)["Body"].read()
+    assert got == b"only part"
+    # With a checksum algorithm the key stays required, first time and on a repeat.
+    done = _ssec_upload(s3, "ssec-mpu-nokey", ssec, ChecksumAlgorithm="CRC32")
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(**done)
+    assert _status(e.value) == (400, "InvalidRequest")
+    s3.complete_multipart_upload(**done, **ssec)
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(**done)
+    assert _status(e.value) == (400, "InvalidRequest") and "ETag" not in e.value.response
+
+
 def test_repeated_completion_checks_the_sse_c_key(cluster) -> None:
-    """A repeated CompleteMultipartUpload of an SSE-C upload (answered 200 with the object
-    it made) needs the upload's key like the first: without it 400, with another 400, and
-    no answer describes the object to a caller without the key."""
+    """A repeated CompleteMultipartUpload of an SSE-C upload made with a checksum algorithm
+    (answered 200 with the object it made) needs the upload's key like the first: without it
+    400, with another 400, and no answer describes the object to a caller without the key."""
     s3 = cluster.client()
     s3.create_bucket(Bucket="ssec-mpu-again")
     key, other = os.urandom(32), os.urandom(32)
     ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
-    uid = s3.create_multipart_upload(Bucket="ssec-mpu-again", Key="obj", **ssec)["UploadId"]
-    etag = s3.upload_part(Bucket="ssec-mpu-again", Key="obj", UploadId=uid, PartNumber=1,
-                          Body=b"only part", **ssec)["ETag"]
-    done = {"Bucket": "ssec-mpu-again", "Key": "obj", "UploadId": uid,
-            "MultipartUpload": {"Parts": [{"PartNumber": 1, "ETag": etag}]}}
+    done = _ssec_upload(s3, "ssec-mpu-again", ssec, ChecksumAlgorithm="SHA256")
     first = s3.complete_multipart_upload(**done, **ssec)
     for wrong in ({}, {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": other}):
         with pytest.raises(ClientError) as e:

@@ -1,10 +1,15 @@
 """Every request header and query parameter AWS documents (botocore's S3 model) for an
-operation the gateway implements is either read by the gateway (applied, or refused with
-AWS's error: the integration tests of tests/integration/test_attack_api.py and the S3
-modules check which) or listed below as one AWS itself ignores in the situations this
-gateway can be in. A name AWS adds to its model (x-amz-checksum-sha512 and four more
-algorithms, x-amz-bucket-namespace, x-amz-if-match-initiated-time were) fails here until
-someone decides what the gateway does with it, instead of being accepted and ignored."""
+operation the gateway implements is either named somewhere in the gateway's S3 code or
+listed below as one AWS itself ignores in the situations this gateway can be in. A name AWS
+adds to its model (x-amz-checksum-sha512 and four more algorithms, x-amz-bucket-namespace,
+x-amz-if-match-initiated-time were) fails here until someone decides what the gateway does
+with it, instead of being accepted and ignored.
+
+What it does not check: that the named operation reads the name. The text of all of
+gateway/s3 counts (comments and response code too), so a name one operation reads and
+another ignores passes (x-amz-checksum-type, read by CreateMultipartUpload, passed while
+CompleteMultipartUpload ignored it). Whether each operation applies or refuses a name is
+for the integration tests (tests/integration/test_attack_api.py and the S3 modules)."""
 
 from __future__ import annotations
 

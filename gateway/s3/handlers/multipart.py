@@ -104,6 +104,8 @@ async def create_multipart_upload(rq: S3Request) -> web.StreamResponse:
     po.sse = choice.record
     alg = rq.headers.get("x-amz-checksum-algorithm")
     ctype = rq.headers.get("x-amz-checksum-type")
+    if alg is not None and alg.upper() in checksums.UNCHECKED:  # as PutObject answers it
+        checksums.refuse_unchecked(f"x-amz-checksum-{alg.lower()}")
     if alg is not None and alg.upper() not in checksums.ALGORITHMS:
         raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please "
                       "try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, "
@@ -156,6 +158,17 @@ def _part_customer_key(rq: S3Request, up: Upload | ObjectVersion) -> bytes | Non
     if not customer_key_matches(up, ckey):  # type: ignore[arg-type]
         raise S3Error("InvalidRequest", _SSEC_MISMATCH)
     return ckey
+
+
+def _completion_customer_key(rq: S3Request, made: Upload | ObjectVersion,
+                             with_checksum: bool) -> None:
+    """AWS asks a completion of an SSE-C upload for the key only when the upload was made
+    with a checksum algorithm (clients before s3transfer 0.7.0, such as Debian's aws CLI
+    2.9, never send it); a key that is sent must still be the upload's."""
+    if (sse.is_customer(made) and not with_checksum  # type: ignore[arg-type]
+            and sse.customer_key(rq.headers) is None):
+        return
+    _part_customer_key(rq, made)
 
 
 async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, Upload,
@@ -263,11 +276,10 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
             except S3Error:  # no such upload: that is the answer, whatever the body
                 raise mp.UploadNotFound(upload_id) from None
             v = await _made(rq, upload_id, asked)
-            _part_customer_key(rq, v)  # a repeat needs the upload's SSE-C key, as the first
+            # a repeat asks for the SSE-C key exactly as the first completion did
+            _completion_customer_key(rq, v, with_checksum=bool(v.checksums))
             return await _completed(rq, v)
-    # AWS needs the SSE-C key to complete an upload made with a checksum algorithm, which
-    # every upload now has (a default CRC when none is named).
-    _part_customer_key(rq, up)
+    _completion_customer_key(rq, up, with_checksum=up.checksum_algorithm is not None)
     _check_checksum_type(rq.headers.get("x-amz-checksum-type"), up)
     asked = await _asked(rq)
     with _errors(upload_id):
@@ -355,8 +367,8 @@ INITIATED_HEADER = "x-amz-if-match-initiated-time"
 @operation("AbortMultipartUpload")
 async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
     """With x-amz-if-match-initiated-time, only the upload begun at that second is aborted
-    (412 otherwise, as S3 documents it); an upload's start never changes, so a check before
-    the abort holds for it."""
+    (412 otherwise) and a missing upload is 204, as S3 documents it; an upload's start never
+    changes, so a check before the abort holds for it."""
     upload_id = rq.upload_id
     raw = rq.headers.get(INITIATED_HEADER)
     when = parse_http_date(raw) if raw is not None else None
@@ -364,11 +376,15 @@ async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
         raise S3Error("InvalidArgument", f"Invalid {INITIATED_HEADER}.",
                       ArgumentName=INITIATED_HEADER, ArgumentValue=raw)
     with _errors(upload_id):
-        if when is not None:
-            up, _ = await service(rq).get(rq.existing_bucket(), rq.key, upload_id)
-            if int(up.initiated) != int(when):
-                raise S3Error("PreconditionFailed", Condition=INITIATED_HEADER)
-        await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
+        try:
+            if when is not None:
+                up, _ = await service(rq).get(rq.existing_bucket(), rq.key, upload_id)
+                if int(up.initiated) != int(when):
+                    raise S3Error("PreconditionFailed", Condition=INITIATED_HEADER)
+            await service(rq).abort(rq.existing_bucket(), rq.key, upload_id)
+        except mp.UploadNotFound:
+            if when is None:
+                raise
     return web.Response(status=204)
 
 
