@@ -52,7 +52,8 @@ FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kil
 WEIGHTS = (3, 1, 2, 2, 2, 1, 1, 1, 2)
 # Faults run only when asked for (`--faults`): a zone outage, then, once the zone is back,
 # two more nodes killed (one in each other zone) while the workload goes on; and every
-# process of the cluster killed -9 at once (a crash of the whole site), then started again.
+# process of the cluster killed -9 at once, then started again (the kernel and its page
+# cache live on: this is not a power loss, and it does not test fsync).
 OPT_IN = {"zone_then_kills": 1, "crash_cluster": 1}
 ALL_FAULTS = (*FAULTS, *OPT_IN)
 HEADER_BYTES = 44
@@ -126,6 +127,25 @@ class Report:
     redundant: bool = False
     lies: list[tuple[Path, bytes]] = field(default_factory=list)  # shard files made to lie
     lies_left: list[str] = field(default_factory=list)  # ...still named with their lie
+
+
+def descendants(roots: set[int]) -> set[int]:
+    """`roots` and every process descended from one of them (from /proc's parent pids)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (d / "stat").read_text()  # "pid (comm) state ppid ...": comm may hold ")"
+                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+                    int(d.name))
+    out: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, ()))
+    return out
 
 
 class ChaosCluster:
@@ -223,9 +243,8 @@ class ChaosCluster:
 
     def crash(self) -> None:
         """SIGKILL every process of the cluster at once: `tessera up`, its gateway and its
-        workers, the node forkers and nodes, the nodes the nemesis restarted (each found by
-        this data directory in its command line); nothing stops cleanly. `start` brings
-        the cluster up again over the same directory."""
+        workers, the node forker and nodes, the nodes the nemesis restarted (`processes`);
+        nothing stops cleanly. `start` brings the cluster up again over the same directory."""
         pids = self.processes()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -241,16 +260,18 @@ class ChaosCluster:
         self.up = None
 
     def processes(self) -> list[int]:
-        """The pids of every process whose command line names this data directory."""
-        marks = (f"{self.data}/tessera.toml".encode(), f"--data\0{self.data}\0".encode())
-        out = []
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit() and int(d.name) != os.getpid():
-                with contextlib.suppress(OSError):
-                    cmd = (d / "cmdline").read_bytes()
-                    if any(m in cmd for m in marks):
-                        out.append(int(d.name))
-        return sorted(out)
+        """The pids of this cluster's processes: the `tessera up` and the nodes this object
+        started, the gateway, node forker and nodes the directory's run/*.pid files name
+        (checked against their command line: a reused pid is not ours), and every
+        descendant of those. Never one that only names the directory on its command line
+        (a `sudo`, `timeout` or `nohup` wrapping `tessera chaos --data DIR` itself)."""
+        from ops.localcluster import left_running
+
+        roots = set(left_running(self.data, wait_s=0))
+        roots.update(p.pid for p in self.nodes.values() if p.poll() is None)
+        if self.up is not None and self.up.poll() is None:
+            roots.add(self.up.pid)
+        return sorted(descendants(roots))
 
     def shard_files(self) -> list[Path]:
         return sorted(p for p in (self.data / "nodes").glob("*/shards/*/*/*") if p.is_file())

@@ -131,6 +131,13 @@ def _restored_stripes(r: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"stripe_id": p["stripe_id"], "nodes": p["nodes"]} for p in r.get("parts", [])]
 
 
+def _retire(stripes: list[dict[str, Any]]) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """A restored copy's stripes retired: their GC entries, their `X` keys to delete."""
+    puts = {gc_key(time.time_ns(), s["stripe_id"]): pack({"nodes": s["nodes"]})
+            for s in stripes if s["nodes"]}
+    return puts, [stripe_index_key(s["stripe_id"]) for s in stripes]
+
+
 @dataclass
 class Change:
     """What a mutation does to a version's records, plus queue/index keys in the same txn."""
@@ -383,20 +390,19 @@ class ArchiveService:
         now = time.time()
         items = await self._due(RESTORE_EXPIRY, int(now * 1e9), limit)
         for item in items:
-            stripes = unpack(item.value).get("stripes", [])
-            gc_puts = {gc_key(time.time_ns(), s["stripe_id"]): pack({"nodes": s["nodes"]})
-                       for s in stripes if s["nodes"]}
-            x_deletes = [stripe_index_key(s["stripe_id"]) for s in stripes]
             bucket, key, vid = archive_job_of(item.key)
 
-            def clear(v: ObjectVersion, key_: bytes = item.key, puts: dict = gc_puts,
-                      dels: list = x_deletes) -> Change | None:
+            def clear(v: ObjectVersion, key_: bytes = item.key) -> Change | None:
                 if v.restore.get("expiry_key") != key_:
                     return None
+                # the copy's nodes as the record under compare names them (repair may have
+                # moved a shard since the restore wrote `AE`)
+                puts, dels = _retire(_restored_stripes(v.restore))
                 return Change(fields={"restore": {}}, puts=puts, deletes=[key_, *dels])
 
             if await self.mutate(bucket, key, vid, clear) is None:
                 # the version is gone or has moved on: only the copy's stripes remain
+                gc_puts, x_deletes = _retire(unpack(item.value).get("stripes", []))
                 await self._meta.txn(Txn(compares={item.key: item.revision}, puts=gc_puts,
                                          deletes=(item.key, *x_deletes)))
             self.stats.restores_expired += 1

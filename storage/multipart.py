@@ -24,7 +24,7 @@ from storage import object_lock
 from storage.conditions import WriteConditions
 from storage.crypto import keys
 from storage.datakeys import etag_for, etag_hides_md5
-from storage.errors import InvalidInput, NotFound, StaleRecord
+from storage.errors import InvalidInput, NotFound, Overloaded, StaleRecord
 from storage.keyspace import (
     gc_key,
     next_key,
@@ -50,6 +50,10 @@ from storage.write_age import WriteAge
 PART_NUMBER_MAX = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024
 BATCH = 1000
+# Reads of the parts one completion makes before it answers 503 SlowDown (SDKs retry it
+# with backoff): each repair or rebalance move of a part's shard rewrites the upload record,
+# so during a drain of a large upload's nodes every read could be stale by its commit.
+COMPLETE_TRIES = 8
 
 PartFinalizer = Callable[[Part], Awaitable[None]]
 
@@ -276,12 +280,13 @@ class MultipartService:
         """Make the listed parts one object version; unlisted parts are retired.
 
         Raises InvalidPart, PartTooSmall, ChecksumMismatch, SizeMismatch (the parts' total is
-        not `expected_size`), UploadNotFound, or Conflict when a conditional write's
-        precondition does not hold.
+        not `expected_size`), UploadNotFound, Conflict when a conditional write's
+        precondition does not hold, or Overloaded (503 SlowDown) when the upload's record
+        changed under each of `COMPLETE_TRIES` attempts (its parts being moved meanwhile).
         """
         if not listed:
             raise InvalidInput("no parts")
-        while True:
+        for _ in range(COMPLETE_TRIES):
             up, rev = await self.get(b, key, upload_id)
             try:
                 v, extra = await self._assemble(up, b, listed, expected or {})
@@ -299,6 +304,9 @@ class MultipartService:
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
             return v
+        # Parts kept moving (repair, rebalance) faster than they could be read and committed:
+        # nothing committed, the upload stays open; the client's retry comes after its backoff.
+        raise Overloaded(f"upload {upload_id} changed under {COMPLETE_TRIES} completions")
 
     async def _upload_revision(self, b: Bucket, key: str, upload_id: str) -> int | None:
         """The upload record's revision now (None: completed or aborted)."""
