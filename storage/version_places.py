@@ -18,7 +18,7 @@ from storage.keyspace import next_key, span, version_left_prefix
 from storage.metadata import MetadataStore, Txn
 
 FORMAT_VERSION = 1
-PAGE = 500
+PAGE = 100  # records per read and per delete transaction (under etcd's default 128 ops)
 
 
 def left_record(history_key: bytes, deleted_ns: int) -> bytes:
