@@ -80,8 +80,8 @@ class Cluster:
         objects = ObjectService(cfg, meta, tenants, buckets, stripes, gc_grace_s=grace)
         multipart = MultipartService(meta, tenants, objects, gc_grace_s=grace)
         archive = ArchiveService(cfg, meta, tenants, objects)
-        lifecycle = LifecycleEngine(meta, objects, archive, multipart,
-                                    LifecycleClock(meta, cfg))
+        lifecycle = LifecycleEngine(meta, objects, archive, multipart, LifecycleClock(meta, cfg),
+                                    cfg.lifecycle.version_place_retention_s)
         volumes = VolumeService(cfg, meta, tenants, stripes, gc_grace_s=grace)
         return cls(cfg, meta, tenants, buckets, objects, stripes, health, nodes, session, cpu,
                    hashing, multipart, archive, lifecycle, volumes)

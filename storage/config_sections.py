@@ -110,8 +110,14 @@ class LifecycleSettings:
     """[lifecycle]: bucket lifecycle rules' clock (see storage/lifecycle_clock.py)."""
 
     day_seconds: float = 0.0  # length of a lifecycle "day"; 0 = [archive] day_seconds
+    # how long a deleted version's place is kept for ListObjectVersions markers (real seconds;
+    # storage/version_places.py)
+    version_place_retention_s: float = 86400.0
 
     def __post_init__(self) -> None:
+        if self.version_place_retention_s < 0:
+            raise ConfigError("[lifecycle] version_place_retention_s must be >= 0, got "
+                              f"{self.version_place_retention_s:g}")
         if self.day_seconds and not 0.1 <= self.day_seconds <= 86400:
             raise ConfigError("[lifecycle] day_seconds must be 0 (the [archive] day) or between "
                               f"0.1 and 86400 s (a real day), got {self.day_seconds:g}")

@@ -195,6 +195,12 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "whatever this says. Change it on a running cluster with `tessera config set "
     "lifecycle.day_seconds N` (stored in the metadata, read by every gateway at once; "
     "`tessera config unset` returns to this value).",
+    ("lifecycle", "version_place_retention_s"): "How long (real seconds) a deleted version's "
+    "place in its key's history is kept: a ListObjectVersions page that ended at a version "
+    "deleted within this long resumes exactly after it; later, at the time in its id (a "
+    "version committed while that version's write was in flight can then be skipped). Each "
+    "lifecycle pass drops older places, so a bucket keeps about this long's worth of "
+    "deletes (~100 bytes each); longer covers slower listers and costs metadata.",
     ("access_log", "flush_interval_s"): "Server access logs (PutBucketLogging): a source "
     "bucket's records are delivered into its target bucket at most this long after they are "
     "staged. Shorter gives fresher logs in more, smaller log objects.",

@@ -5,6 +5,10 @@ What is due for which version is decided by `storage.lifecycle_rules` (pure); th
 is read from `storage.lifecycle_clock` at the start of each pass, so a changed day applies at
 the next pass. Object Lock is respected: a version under retention or legal hold is never
 removed (an expiration of a current version only adds a delete marker, as in S3).
+
+The pass also drops, in every bucket (rules or not), the places of versions deleted more than
+`[lifecycle] version_place_retention_s` ago (storage/version_places.py, the one sweeper of
+those records while the bucket lives).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from storage import object_lock
 from storage.archive import ArchiveService
 from storage.conditions import DeleteConditions
+from storage.config_sections import LifecycleSettings
 from storage.errors import NotFound, StorageError
 from storage.keyspace import BUCKET, next_key, object_prefix, space, span, version_prefix
 from storage.lifecycle_clock import LifecycleClock
@@ -28,6 +33,7 @@ from storage.lifecycle_rules import (
 )
 from storage.metadata import MetadataStore
 from storage.records import Bucket, ObjectVersion
+from storage.version_places import prune as prune_places
 
 if TYPE_CHECKING:
     from storage.multipart import MultipartService
@@ -48,6 +54,7 @@ class LifecycleReport:
     noncurrent_expired: int = 0
     noncurrent_transitioned: int = 0
     uploads_aborted: int = 0
+    places_dropped: int = 0  # deleted versions' places past their retention
     errors: int = 0
 
 
@@ -94,16 +101,20 @@ def min_size_mode(b: Bucket) -> str:
 
 
 class LifecycleEngine:
-    """One pass over every bucket with lifecycle rules, applying what is due."""
+    """One pass over every bucket with lifecycle rules, applying what is due (and dropping
+    every bucket's deleted-version places past their retention)."""
 
     def __init__(self, meta: MetadataStore, objects: ObjectService, archive: ArchiveService,
-                 multipart: MultipartService, clock: LifecycleClock) -> None:
+                 multipart: MultipartService, clock: LifecycleClock,
+                 place_retention_s: float = LifecycleSettings.version_place_retention_s,
+                 ) -> None:
         self._meta = meta
         self._objects = objects
         self._archive = archive
         self._multipart = multipart
         self.clock = clock
         self.day_s = clock.configured
+        self.place_retention_s = place_retention_s
 
     async def run_once(self, now: float | None = None) -> LifecycleReport:
         now = time.time() if now is None else now
@@ -115,6 +126,8 @@ class LifecycleEngine:
             for item in items:
                 b = Bucket.decode(item.value)
                 b.revision = item.revision  # deletes compare it (BucketService.guard)
+                rep.places_dropped += await prune_places(
+                    self._meta, b.name, int((now - self.place_retention_s) * 1e9))
                 rules = b.config.get("lifecycle")
                 if rules:
                     rep.buckets += 1

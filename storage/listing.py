@@ -6,8 +6,6 @@ same however large the bucket; a delimiter's common prefix is skipped over in on
 
 from __future__ import annotations
 
-import msgpack
-
 from storage.keyspace import (
     last_text,
     next_key,
@@ -23,18 +21,12 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore
 from storage.records import Bucket, ObjectVersion
 from storage.version_ids import made_at
+from storage.version_places import left_place
 
 NULL_VERSION = "null"
 # How long after its id was made a version's commit is looked for (a write that takes longer
 # is refused at its commit: `repair.orphan_grace_s`, a day by default).
 MARKER_SEARCH_NS = 2 * 86400 * 10**9
-LEFT_FORMAT_VERSION = 1
-
-
-def left_record(history_key: bytes) -> bytes:
-    """The value of a `version_left_key` record: the history key the deleted version had
-    (put by the delete, in its own transaction: storage/object_edits.py)."""
-    return msgpack.packb({"fv": LEFT_FORMAT_VERSION, "at": history_key}, use_bin_type=True)
 
 
 class Listing:
@@ -175,8 +167,9 @@ class Listing:
         two pages), right after the place its delete recorded (`version_left_key`): resuming
         at its id's time instead skipped a version committed while the marker's write was in
         flight (committed after the id was made, before the marker). Without that record
-        (deleted by an older release), a timed id resumes at its time, another id past the
-        whole history."""
+        (dropped after `[lifecycle] version_place_retention_s`, or deleted by an older
+        release), a timed id resumes at its time (and may skip such a version), another id
+        past the whole history: the listing still ends."""
         start, end = span(version_prefix(bucket, key))
         tail = b"." + version_marker.encode() + b"\x00"
 
@@ -208,7 +201,7 @@ class Listing:
             start = next_key(batch[-1].key)
         left = await self._meta.get(version_left_key(bucket, key, version_marker))
         if left is not None:
-            return next_key(bytes(msgpack.unpackb(left.value, raw=False)["at"]))
+            return next_key(left_place(left.value))
         return gone
 
     async def _merge_unversioned(self, bucket: str, prefix: str, key_marker: str,

@@ -14,10 +14,11 @@ from storage.buckets import BucketService
 from storage.conditions import DeleteConditions
 from storage.errors import ObjectNotFound
 from storage.keyspace import object_key, span, version_key, version_left_key, version_prefix
-from storage.listing import NULL_VERSION, left_record
+from storage.listing import NULL_VERSION
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket, ObjectVersion
 from storage.version_ids import commit_sort, new_version_id
+from storage.version_places import left_record
 
 
 @dataclass
@@ -140,7 +141,8 @@ class ObjectEdits:
                     deletes.append(item.key)
                     compares[item.key] = item.revision
                     # where it sat: a listing page that ended at it resumes right after
-                    puts[version_left_key(bucket, key, version_id)] = left_record(item.key)
+                    puts[version_left_key(bucket, key, version_id)] = left_record(
+                        item.key, time.time_ns())  # (kept a retention: version_places)
                     retired.append(ver)
                     result = DeleteResult(version_id=version_id, delete_marker=ver.delete_marker)
                     if cur_v is not None and cur_v.version_id == version_id:
