@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from storage.crypto import aead, keys, labels
-from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound
+from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound, StorageError
 from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
@@ -161,6 +161,17 @@ class TenantService:
             held.append(stamp)
         return stamp
 
+    async def _stamp_if_readable(self) -> int | None:
+        """The auth change stamp, or None while the store cannot tell it (an etcd watch
+        down and the store unreachable): the tenant state and KEK caches then hold for
+        SHORT_TTL_S alone, the bound `settled` waits where the stamp can lag, so a store
+        blip does not fail reads (a mounted volume's: ext4 aborts on EIO) a cache can
+        answer. SQLite's stamp is a memory read and never fails."""
+        try:
+            return await self._stamp()
+        except StorageError:
+            return None
+
     async def _read(self, key: bytes, stamp: int) -> tuple[float, Item | None]:
         """A shared read of a record these caches keep, begun after the auth change stamp
         `stamp` was read, again if this process changed it meanwhile (a read begun before
@@ -189,11 +200,11 @@ class TenantService:
         """Whether the tenant exists and is not shredded, cached while the auth change
         stamp holds (a shred anywhere changes it: obeyed from the next request, as its
         keys stop answering) and SHORT_TTL_S at most."""
-        now, stamp = time.monotonic(), await self._stamp()
+        now, stamp = time.monotonic(), await self._stamp_if_readable()
         hit = self._active_cache.get(name)
-        if hit and hit[0] > now and hit[1] == stamp:
+        if hit and hit[0] > now and stamp in (None, hit[1]):
             return hit[2]
-        await self._refresh(name, stamp)
+        await self._refresh(name, await self._stamp() if stamp is None else stamp)
         return self._active_cache[name][2]
 
     async def identity(self, name: str) -> tuple[str, str]:
@@ -230,9 +241,10 @@ class TenantService:
         from the next request, and the shredded tenant's keys are then dropped from this
         process's memory. Opening with the root key is skipped when the record still holds
         the wrapped blob the cached key was opened from."""
-        now, stamp = time.monotonic(), await self._stamp()
+        now, stamp = time.monotonic(), await self._stamp_if_readable()
         checked = self._kek_checked.get(tenant)
-        if version is not None and checked and checked[0] > now and checked[1] == stamp:
+        fresh = checked is not None and checked[0] > now and stamp in (None, checked[1])
+        if version is not None and fresh:
             hit = self._kek_cache.get((tenant, version))
             if hit and hit[0] > now:
                 return version, hit[1]
@@ -242,8 +254,8 @@ class TenantService:
             self._forget_keks(tenant)
             raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
         keep = self._forgotten.get(tenant, 0) == forgotten  # no shred here while it read:
-        if keep:  # a record read before a shred must not bring its keys back to the cache
-            self._kek_checked[tenant] = (now + SHORT_TTL_S, stamp)
+        if keep and stamp is not None:  # a record read before a shred must not bring its
+            self._kek_checked[tenant] = (now + SHORT_TTL_S, stamp)  # keys back to the cache
         v = t.current_kek if version is None else version
         if v not in t.keks:
             raise KeyUnavailable(f"key version {v} of tenant {tenant!r} is gone")

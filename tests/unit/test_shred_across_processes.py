@@ -14,7 +14,7 @@ import pytest
 from storage import sharedreads as sharedreads_mod
 from storage import tenants as tenants_mod
 from storage.crypto.keys import FileRootKey
-from storage.errors import KeyUnavailable
+from storage.errors import KeyUnavailable, StorageError
 from storage.metadata import Item
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import SHORT_TTL_S, TenantService
@@ -134,3 +134,33 @@ async def test_a_read_in_flight_across_a_shred_does_not_cache_the_keys_again(
             await svc.kek("t", v)
     finally:
         await meta.close()
+
+
+class UnreadableStamp(LaggingStamp):
+    """An etcd store whose stamp watch is down and which cannot be reached (an election)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        super().__init__(inner)
+        self.down = False
+
+    async def auth_stamp(self) -> int:
+        if self.down:
+            raise StorageError("etcd unreachable")
+        return 0
+
+
+async def test_an_unreadable_stamp_leaves_the_caches_to_their_ttl(tmp_path: Path) -> None:
+    """While the stamp cannot be read, the tenant state and KEK cached within SHORT_TTL_S
+    still answer (a mounted volume's reads go on through a store blip, review15f): the
+    stamp only shortens the TTL's bound, which `settled` waits on such a store."""
+    store = UnreadableStamp(await SqliteStore.open(str(tmp_path / "meta.db")))
+    try:
+        svc = TenantService(store, FileRootKey(tmp_path / "root.key"))  # type: ignore[arg-type]
+        await svc.load()
+        await svc.create("t")
+        v, kek = await svc.kek("t")
+        assert await svc.kek("t", v) == (v, kek) and await svc.active("t")
+        store.down = True
+        assert await svc.kek("t", v) == (v, kek) and await svc.active("t")
+    finally:
+        await store.inner.close()
