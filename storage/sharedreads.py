@@ -14,6 +14,7 @@ whose read began before the change can tell not to cache what it got.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from storage.metadata import Item, MetadataStore
 
@@ -23,7 +24,8 @@ class SharedReads:
 
     def __init__(self, meta: MetadataStore) -> None:
         self._meta = meta
-        self._inflight: dict[bytes, tuple[int, asyncio.Task[Item | None]]] = {}
+        # key -> (tag, when the read began (monotonic), the read)
+        self._inflight: dict[bytes, tuple[int, float, asyncio.Task[Item | None]]] = {}
         self._generations: dict[bytes, int] = {}  # keys changed here: times forgotten
         self.reads = 0  # reads actually sent (tests)
 
@@ -31,15 +33,22 @@ class SharedReads:
         """`meta.get(key)`, joining a read in flight only if it was started with the same
         `tag` (the TenantService passes the auth change stamp it read just before: a read
         begun under an older stamp may predate a revoke)."""
+        return (await self.read(key, tag))[1]
+
+    async def read(self, key: bytes, tag: int = 0) -> tuple[float, Item | None]:
+        """`get`, with the time.monotonic() at which the read it got began (a joined read
+        may have begun before the caller asked): what it says may be stale from then on,
+        so a cache of it expires counting from there."""
         entry = self._inflight.get(key)
         if entry is None or entry[0] != tag:
             self.reads += 1
+            began = time.monotonic()
             task = asyncio.get_running_loop().create_task(self._meta.get(key))
-            self._inflight[key] = (tag, task)
+            self._inflight[key] = (tag, began, task)
             task.add_done_callback(lambda t, k=key: self._done(k, t))
         else:
-            task = entry[1]
-        return await asyncio.shield(task)
+            _, began, task = entry
+        return began, await asyncio.shield(task)
 
     def generation(self, key: bytes) -> int:
         """How often this process changed `key`: a read may be cached only if this is the
@@ -53,7 +62,7 @@ class SharedReads:
 
     def _done(self, key: bytes, task: asyncio.Task[Item | None]) -> None:
         entry = self._inflight.get(key)
-        if entry is not None and entry[1] is task:
+        if entry is not None and entry[2] is task:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved: every waiter that is still there got it

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from storage.crypto import aead, keys, labels
-from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound
+from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound, StorageError
 from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
@@ -24,7 +24,7 @@ from storage.sharedreads import SharedReads
 
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
-SHORT_TTL_S = 5.0  # identities; access keys and public access blocks also while the stamp holds
+SHORT_TTL_S = 5.0  # identities; keys, access keys, tenant state also only while the stamp holds
 _CANONICAL_ID = re.compile(r"[A-Za-z0-9$._:-]{1,128}")
 # The auth change stamp one request read (empty until its first check): every check of the
 # request (credential, public access block) shares one read of it, as fresh as the request.
@@ -57,16 +57,18 @@ class TenantService:
         self._reads = SharedReads(meta)  # cache misses under load: one read per record
         # (tenant, version) -> (expiry, KEK, the wrapped blob it was opened from)
         self._kek_cache: dict[tuple[str, int], tuple[float, bytes, bytes]] = {}
-        self._kek_checked: dict[str, float] = {}  # tenant -> named-version hits valid until
+        # tenant -> (named-version hits valid until, auth change stamp read before the look)
+        self._kek_checked: dict[str, tuple[float, int]] = {}
         self._forgotten: dict[str, int] = {}  # tenant -> times its keys were dropped
         # access key / tenant -> (expiry, auth change stamp read before the record, value):
-        # used only while the store's stamp (`auth_stamp`) is unchanged, so a key revoked
-        # or a public access block changed through any gateway is obeyed by the next request
+        # used only while the store's stamp (`auth_stamp`) is unchanged, so a key revoked,
+        # a public access block changed or a tenant shredded through any gateway is obeyed
+        # by the next request; the expiry counts from when the read began
         self._secret_cache: dict[str, tuple[float, int, Credential | None]] = {}
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
         self._pab_cache: dict[str, tuple[float, int, dict[str, bool]]] = {}
-        self._active_cache: dict[str, tuple[float, bool]] = {}
+        self._active_cache: dict[str, tuple[float, int, bool]] = {}
         # tenant -> (expiry, current KEK version, revision of the record it was read from)
         self._current_cache: dict[str, tuple[float, int, int]] = {}
 
@@ -146,7 +148,7 @@ class TenantService:
         hit = self._pab_cache.get(name)
         if hit and hit[0] > now and hit[1] == stamp:
             return hit[2]
-        await self._refresh(name, now, stamp)
+        await self._refresh(name, stamp)
         return self._pab_cache[name][2]
 
     async def _stamp(self) -> int:
@@ -159,37 +161,51 @@ class TenantService:
             held.append(stamp)
         return stamp
 
-    async def _read(self, key: bytes, stamp: int) -> Item | None:
+    async def _stamp_if_readable(self) -> int | None:
+        """The auth change stamp, or None while the store cannot tell it (an etcd watch
+        down and the store unreachable): the tenant state and KEK caches then hold for
+        SHORT_TTL_S alone, the bound `settled` waits where the stamp can lag, so a store
+        blip does not fail reads (a mounted volume's: ext4 aborts on EIO) a cache can
+        answer. SQLite's stamp is a memory read and never fails."""
+        try:
+            return await self._stamp()
+        except StorageError:
+            return None
+
+    async def _read(self, key: bytes, stamp: int) -> tuple[float, Item | None]:
         """A shared read of a record these caches keep, begun after the auth change stamp
         `stamp` was read, again if this process changed it meanwhile (a read begun before
-        a revoke or shred must not be cached after it)."""
+        a revoke or shred must not be cached after it); with the time.monotonic() the
+        read began, from which a cache of it counts its SHORT_TTL_S (`settled`)."""
         while True:
             before = self._reads.generation(key)
-            item = await self._reads.get(key, stamp)
+            began, item = await self._reads.read(key, stamp)
             if self._reads.generation(key) == before:
-                return item
+                return began, item
 
-    async def _refresh(self, name: str, now: float, stamp: int) -> None:
+    async def _refresh(self, name: str, stamp: int) -> None:
         """Read the tenant record once for the caches (identity, public access block and
         state: every request to a bucket needs them), after reading the auth stamp `stamp`."""
-        item = await self._read(tenant_key(name), stamp)
+        began, item = await self._read(tenant_key(name), stamp)
         t = Tenant.decode(item.value) if item is not None else None
         flags = dict(t.public_access_block) if t is not None else {}
         ident = ((t.canonical_id or name, t.display_name or name) if t is not None
                  else (name, name))
-        self._pab_cache[name] = (now + SHORT_TTL_S, stamp, flags)
-        self._ident_cache[name] = (now + SHORT_TTL_S, ident)
-        self._active_cache[name] = (now + SHORT_TTL_S, t is not None and t.state == "active")
+        until = began + SHORT_TTL_S
+        self._pab_cache[name] = (until, stamp, flags)
+        self._ident_cache[name] = (until, ident)
+        self._active_cache[name] = (until, stamp, t is not None and t.state == "active")
 
     async def active(self, name: str) -> bool:
-        """Whether the tenant exists and is not shredded, briefly cached (a shred through
-        another process is seen within SHORT_TTL_S, as its cached keys stop answering)."""
-        now = time.monotonic()
+        """Whether the tenant exists and is not shredded, cached while the auth change
+        stamp holds (a shred anywhere changes it: obeyed from the next request, as its
+        keys stop answering) and SHORT_TTL_S at most."""
+        now, stamp = time.monotonic(), await self._stamp_if_readable()
         hit = self._active_cache.get(name)
-        if hit and hit[0] > now:
-            return hit[1]
-        await self._refresh(name, now, await self._stamp())
-        return self._active_cache[name][1]
+        if hit and hit[0] > now and stamp in (None, hit[1]):
+            return hit[2]
+        await self._refresh(name, await self._stamp() if stamp is None else stamp)
+        return self._active_cache[name][2]
 
     async def identity(self, name: str) -> tuple[str, str]:
         """(canonical id, display name) of a tenant, briefly cached; the name for both by
@@ -198,7 +214,7 @@ class TenantService:
         hit = self._ident_cache.get(name)
         if hit and hit[0] > now:
             return hit[1]
-        await self._refresh(name, now, await self._stamp())
+        await self._refresh(name, await self._stamp())
         return self._ident_cache[name][1]
 
     async def by_canonical_id(self, canonical_id: str) -> Tenant | None:
@@ -220,12 +236,15 @@ class TenantService:
         The current version is always read from the tenant record (a rotation or a shred
         takes effect at once in every process); a named version (every read names one) is
         answered from the cache only within SHORT_TTL_S of this process's last look at the
-        record, so a shred made through another gateway process stops its reads within
-        that bound, and the shredded tenant's keys are then dropped from this process's
-        memory. Opening with the root key is skipped when the record still holds the
-        wrapped blob the cached key was opened from."""
-        now = time.monotonic()
-        if version is not None and self._kek_checked.get(tenant, 0.0) > now:
+        record and while the auth change stamp read before that look holds, so a shred
+        made through another gateway process (which changes the stamp) stops its reads
+        from the next request, and the shredded tenant's keys are then dropped from this
+        process's memory. Opening with the root key is skipped when the record still holds
+        the wrapped blob the cached key was opened from."""
+        now, stamp = time.monotonic(), await self._stamp_if_readable()
+        checked = self._kek_checked.get(tenant)
+        fresh = checked is not None and checked[0] > now and stamp in (None, checked[1])
+        if version is not None and fresh:
             hit = self._kek_cache.get((tenant, version))
             if hit and hit[0] > now:
                 return version, hit[1]
@@ -235,8 +254,8 @@ class TenantService:
             self._forget_keks(tenant)
             raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
         keep = self._forgotten.get(tenant, 0) == forgotten  # no shred here while it read:
-        if keep:  # a record read before a shred must not bring its keys back to the cache
-            self._kek_checked[tenant] = now + SHORT_TTL_S
+        if keep and stamp is not None:  # a record read before a shred must not bring its
+            self._kek_checked[tenant] = (now + SHORT_TTL_S, stamp)  # keys back to the cache
         v = t.current_kek if version is None else version
         if v not in t.keks:
             raise KeyUnavailable(f"key version {v} of tenant {tenant!r} is gone")
@@ -265,7 +284,7 @@ class TenantService:
             kek = self._kek_cache.get((tenant, hit[1]))
             if kek and kek[0] > now:
                 return hit[1], kek[1], hit[2]
-        item = await self._read(tenant_key(tenant), await self._stamp())
+        _, item = await self._read(tenant_key(tenant), await self._stamp())
         if item is None:
             raise NotFound(f"tenant {tenant!r} does not exist")
         t = Tenant.decode(item.value)
@@ -314,10 +333,15 @@ class TenantService:
         self._forgotten[tenant] = self._forgotten.get(tenant, 0) + 1  # reads in flight
 
     async def settled(self) -> None:
-        """Wait until every process's cached answers about tenants made before now have
-        expired (SHORT_TTL_S): after a shred, no gateway process (this one's siblings, or a
-        gateway on another host) serves the tenant's data or records any more."""
-        await asyncio.sleep(SHORT_TTL_S)
+        """Return once no process can answer from what it cached about tenants before now:
+        after a shred, no gateway process (this one's siblings, or a gateway on another
+        host) serves the tenant's data or records to a request that arrives later. Every
+        such cache holds only while the auth change stamp does; where the store bumps it
+        before the write returns (SQLite: a shared counter), that is at once. Where
+        processes learn it from a watch (etcd), whose event may come late, wait for the
+        outer bound too: SHORT_TTL_S, counted by every cache from when its read began."""
+        if not self._meta.auth_stamp_exact:
+            await asyncio.sleep(SHORT_TTL_S)
 
     async def shred(self, tenant: str) -> None:
         """Destroy every KEK of the tenant and revoke its access keys."""
@@ -385,14 +409,14 @@ class TenantService:
         hit = self._secret_cache.get(access_key)
         if hit and hit[0] > now and hit[1] == stamp:
             return hit[2]
-        item = await self._read(access_key_key(access_key), stamp)
+        began, item = await self._read(access_key_key(access_key), stamp)
         cred = None
         if item is not None:
             rec = AccessKey.decode(item.value)
             if rec.state == "active":
                 sk = aead.unwrap(self._secret_kek, rec.secret, self._secret_aad(access_key))
                 cred = Credential(access_key, sk.decode(), rec.tenant, rec.role)
-        self._secret_cache[access_key] = (now + SHORT_TTL_S, stamp, cred)
+        self._secret_cache[access_key] = (began + SHORT_TTL_S, stamp, cred)
         return cred
 
     async def list_keys(self, tenant: str | None = None) -> list[AccessKey]:

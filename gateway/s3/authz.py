@@ -40,7 +40,6 @@ from storage.cluster import Cluster
 from storage.errors import InvalidInput, NotFound
 from storage.records import Bucket, ObjectVersion
 
-SHREDDED = "The encryption keys of this bucket's owner are no longer available."
 POLICY_OPS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy",
                         "GetBucketPolicyStatus"})
 # operation -> (ACL level, permission) for requesters other than the bucket's tenant.
@@ -187,8 +186,9 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         return requester.tenant  # the handler answers NoSuchBucket
     if not await cluster.tenants.active(b.tenant):
         # Shredded: its records wait for the reclaim worker, and none of them (names, sizes,
-        # ETags, checksums, user metadata, tags, ACLs) is served to anyone meanwhile.
-        raise S3Error("AccessDenied", SHREDDED)
+        # ETags, checksums, user metadata, tags, ACLs) is served to anyone meanwhile; the
+        # answer is AWS's plain one, telling no caller that the owner's keys are gone.
+        raise S3Error("AccessDenied")
     expected = request.headers.get("x-amz-source-expected-bucket-owner" if source
                                    else "x-amz-expected-bucket-owner")
     if expected is not None and expected not in (

@@ -96,9 +96,11 @@ def actual_headers(rules: list[Rule] | None, origin: str, method: str) -> dict[s
     return {}
 
 
-def preflight(request: web.Request, ep: Endpoint, b: Bucket | None) -> web.Response:
+def preflight(request: web.Request, ep: Endpoint, b: Bucket | None,
+              live: bool = True) -> web.Response:
     """Answer an OPTIONS preflight for a bucket or an object (no authentication) from the
-    record `b` of the bucket it addresses (None: no such bucket)."""
+    record `b` of the bucket it addresses (None: no such bucket); a bucket whose tenant is
+    not `live` (shredded) has no usable rule: AWS's "This CORS request is not allowed"."""
     h = request.headers
     if ep.bucket is None:
         raise S3Error("BadRequest", "Insufficient information. Origin request header needed.")
@@ -107,7 +109,7 @@ def preflight(request: web.Request, ep: Endpoint, b: Bucket | None) -> web.Respo
         raise S3Error("BadRequest", "Insufficient information. Origin request header needed.")
     if b is None:
         raise BucketNotFound(ep.bucket)
-    headers = preflight_headers(b.config.get("cors"), origin, method,
+    headers = preflight_headers(b.config.get("cors") if live else [], origin, method,
                                 h.get("Access-Control-Request-Headers"),
                                 "OBJECT" if ep.key is not None else "BUCKET")
     return web.Response(status=200, headers=headers)

@@ -197,9 +197,12 @@ class S3Server:
         request = flow.request
         flow.bucket_record = bucket
         request[BUCKET_RECORD] = flow.bucket_record  # for the access log
+        # A shredded tenant's bucket (its records wait for reclaim) answers nothing from
+        # them, not even its CORS rules: a preflight finds no rule, no answer carries any.
+        live = bucket is None or await self.cluster.tenants.active(bucket.tenant)
         if ep.op == PREFLIGHT:
-            return cors.preflight(request, ep, flow.bucket_record)
-        if "Origin" in request.headers:
+            return cors.preflight(request, ep, flow.bucket_record, live)
+        if "Origin" in request.headers and live:
             request[CORS_HEADERS] = cors.request_cors_headers(request, ep.bucket,
                                                                 flow.bucket_record)
         if ep.op == "PostObject":  # browser upload: its signature is in the form

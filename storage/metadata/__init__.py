@@ -28,6 +28,13 @@ class Txn:
 
 
 class MetadataStore(Protocol):
+    # whether `auth_stamp` has changed for every process once an auth write returned
+    auth_stamp_exact: bool
+
+    async def auth_stamp(self) -> int:
+        """A number that changes whenever a tenant or access-key record is written."""
+        ...
+
     async def get(self, key: bytes) -> Item | None: ...
 
     async def put(self, key: bytes, value: bytes) -> int: ...

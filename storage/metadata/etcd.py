@@ -79,6 +79,9 @@ class EtcdStore:
     # A read is a network round trip: the gateway keeps bucket records, and a PutObject
     # decides on the kept one, its commit comparing the revision (storage/buckets.py).
     cache_buckets = True
+    # `auth_stamp` follows a watch: another gateway may learn of an auth write after it
+    # returned, so TenantService.settled waits the caches' outer bound (SHORT_TTL_S)
+    auth_stamp_exact = False
 
     def __init__(self, endpoints: tuple[str, ...], session: aiohttp.ClientSession,
                  prefix: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from gateway.s3.cors import NOT_ALLOWED
 from ops.admincli import admin_request
 from storage.cluster import Cluster
 from storage.config import load_config
@@ -23,9 +26,22 @@ from storage.leases import Leases
 from tests.integration.cluster import LocalCluster, fetch, wait_for
 
 SECRET = "zq7secretzq7"  # in the victim's bytes, fields and the names only listings show
+ORIGIN = "https://zq7.example"  # the victim's CORS rules allow it
+PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
 
 
 HOLDER = "test_shred_attacks"  # holds the reclaim worker's lease, not a gateway name
+
+
+def _plain(url: str, method: str = "GET", headers: dict[str, str] | None = None,
+           ) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one unsigned HTTP request (a browser's preflight)."""
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
 
 
 async def _reclaim_lease(cluster: LocalCluster, take: bool) -> None:
@@ -85,6 +101,11 @@ def w(cluster: LocalCluster, paused_reclaim: None) -> dict[str, Any]:
         "Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Principal": "*", "Action": "s3:*",
             "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))
+    v.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [
+        {"AllowedOrigins": [ORIGIN], "AllowedMethods": ["GET", "PUT"], "AllowedHeaders": ["*"],
+         "ExposeHeaders": ["x-amz-meta-m"]}]})
+    status, headers, _ = _plain(f"{cluster.endpoint}/{bucket}/{key}", "OPTIONS", PREFLIGHT)
+    assert status == 200 and headers.get("Access-Control-Allow-Origin") == ORIGIN, headers
     own = f"shb-{tag}"
     b.create_bucket(Bucket=own)
     b.copy_object(Bucket=own, Key="copy", CopySource={"Bucket": bucket, "Key": key})
@@ -136,6 +157,9 @@ def test_shredded_tenant_serves_nothing_to_a_grantee(w: dict[str, Any], path: st
         _paths(w)[path](w["b"])
     r = ei.value.response
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 403, r
+    if path != "HeadObject":  # AWS's plain text (a HEAD has no body): no word of the keys
+        assert (r["Error"]["Code"], r["Error"]["Message"]) == ("AccessDenied",
+                                                                "Access Denied"), r
     if path != "ListParts":  # it names the upload's key (echoed as the error's Resource)
         assert SECRET not in str(r), r
 
@@ -146,6 +170,27 @@ def test_shredded_tenant_serves_nothing_anonymously(w: dict[str, Any]) -> None:
                 f"{base}?uploads", f"{base}/{w['key']}?tagging", f"{base}?policy"):
         status, body = fetch(url)
         assert status == 403 and SECRET.encode() not in body, (url, status, body)
+        assert b"<Message>Access Denied</Message>" in body, (url, body)
+
+
+@pytest.mark.parametrize("target", ["object", "bucket"])
+def test_shredded_bucket_answers_no_preflight_from_its_cors_rules(w: dict[str, Any],
+                                                                  target: str) -> None:
+    """Its CORS rules are records of the shredded tenant too: a preflight the rules allowed
+    before the shred is refused as AWS refuses one no rule allows, with no Allow header."""
+    url = f"{w['endpoint']}/{w['bucket']}" + (f"/{w['key']}" if target == "object" else "")
+    status, headers, body = _plain(url, "OPTIONS", PREFLIGHT)
+    assert status == 403, (status, headers, body)
+    assert b"<Code>AccessForbidden</Code>" in body, body
+    assert f"<Message>{NOT_ALLOWED}</Message>".encode() in body, body
+    assert not [h for h in headers if h.lower().startswith("access-control-")], headers
+
+
+def test_shredded_bucket_answers_carry_no_cors_headers(w: dict[str, Any]) -> None:
+    status, headers, body = _plain(f"{w['endpoint']}/{w['bucket']}/{w['key']}", "GET",
+                                   {"Origin": ORIGIN})
+    assert status == 403 and SECRET.encode() not in body, (status, body)
+    assert not [h for h in headers if h.lower().startswith("access-control-")], headers
 
 
 def test_copy_made_by_another_tenant_before_the_shred_survives(w: dict[str, Any]) -> None:

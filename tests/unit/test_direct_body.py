@@ -470,16 +470,40 @@ def test_trim_lets_go_of_idle_blocks_only() -> None:
     assert pool.kept == 1 and pool.take() is not lent  # only the lent one is still kept
 
 
+# The good chunk before the bad header. Direct: more than aiohttp can hold before the
+# handler takes the body over (its stream pauses reading past 2 x 64 KiB, plus one socket
+# read of up to 256 KiB), so the bad header can only come through `bodyrecv.DirectBody`.
+# Buffered: one small send with the head (the smallest chunk aws-chunked allows but the
+# last), so it all arrives with the head, before the handler runs.
+GOOD_CHUNK = {True: 1 << 20, False: 8192}
+
+
+def _drop_rest_spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each call of `drop_rest` (an error found in what aiohttp buffered) took a
+    rest to drop: tells which path found the error."""
+    used: list[bool] = []
+    real = body_mod.drop_rest
+
+    def spy(request: Any, transport: Any) -> Any:
+        dropping = real(request, transport)
+        used.append(dropping is not None)
+        return dropping
+
+    monkeypatch.setattr(body_mod, "drop_rest", spy)
+    return used
+
+
 def _slow_bad_chunked(s3: Any, announced: int, piece: int, gap: float, give_up_s: float,
                       direct: bool) -> tuple[bytes, int, bool, float]:
     """A client that announces `announced` bytes of aws-chunked body and sends one good
-    chunk and a bad chunk header (`direct`: once answered 100 Continue, so mostly received
-    directly, `bodyrecv.DirectBody`; else with the head, so aiohttp has it buffered when
-    the handler gives up), then `piece` bytes every `gap` seconds (reading whatever the
-    gateway answers meanwhile) until the gateway closes the connection or `give_up_s`
-    passed. Returns (what it answered, bytes sent, whether the gateway cut it off, seconds
-    from the bad header to the cut)."""
-    wire = f"{BLOCK:x}\r\n".encode() + _body("slow-bad", BLOCK) + b"\r\nzz\r\n"
+    chunk and a bad chunk header (`direct`: once answered 100 Continue, after a good chunk
+    too big for aiohttp's buffer, so received directly, `bodyrecv.DirectBody`; else with
+    the head, so aiohttp has it buffered when the handler gives up), then `piece` bytes
+    every `gap` seconds (reading whatever the gateway answers meanwhile) until the gateway
+    closes the connection or `give_up_s` passed. Returns (what it answered, bytes sent,
+    whether the gateway cut it off, seconds from the bad header to the cut)."""
+    good = GOOD_CHUNK[direct]
+    wire = f"{good:x}\r\n".encode() + _body("slow-bad", good) + b"\r\nzz\r\n"
     url = f"{s3.meta.endpoint_url}/{BUCKET}/dripping"
     req = AWSRequest(method="PUT", url=url, headers={
         "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(announced),
@@ -536,8 +560,10 @@ async def test_a_body_given_up_is_dropped_for_drain_s_at_most(
     fails this."""
     monkeypatch.setattr(bodyrecv, "DRAIN_S", 0.5)
     monkeypatch.setattr(bodyrecv, "DRAIN_BYTES", 1 << 40)  # the time bound alone acts
+    dropped = _drop_rest_spy(monkeypatch)
     answer, sent, cut, took = await asyncio.to_thread(_slow_bad_chunked, s3, 512 << 20,
                                                       16384, 0.02, 8.0, direct)
+    assert any(dropped) != direct, f"the error was not found on the {'direct' if direct else 'buffered'} path"
     assert cut, f"still draining after {took:.0f} s, {sent} bytes sent"
     if answer:  # read before the close (a reset may discard what the client had not read)
         assert answer.startswith(b"HTTP/1.1 400") and b"<Code>InvalidRequest</Code>" in answer
@@ -553,7 +579,9 @@ async def test_a_body_with_more_than_drain_bytes_left_is_not_drained(
     at once (DRAIN_S is made 30 s here, so only the byte bound can cut it off within 8 s)."""
     monkeypatch.setattr(bodyrecv, "DRAIN_S", 30.0)
     monkeypatch.setattr(bodyrecv, "DRAIN_BYTES", 1 << 20)
+    dropped = _drop_rest_spy(monkeypatch)
     _, sent, cut, took = await asyncio.to_thread(_slow_bad_chunked, s3, 512 << 20, 16384,
                                                  0.02, 8.0, direct)
+    assert any(dropped) != direct, f"the error was not found on the {'direct' if direct else 'buffered'} path"
     assert cut, f"still draining after {took:.0f} s, {sent} bytes sent"
     assert bodyrecv.QUIET.active == 0

@@ -74,10 +74,20 @@ async def test_shred_elsewhere_fails_the_next_put(gateways: tuple[Any, TenantSer
             authenticated[access_key] = await real(self, access_key)
         return authenticated[access_key]
 
+    states: dict[str, bool] = {}
+    real_active = TenantService.active
+
+    async def active_before_the_shred(self: TenantService, name: str) -> bool:
+        """Likewise the tenant's state (authorized before the shred)."""
+        if name not in states:
+            states[name] = await real_active(self, name)
+        return states[name]
+
     monkeypatch.setattr(TenantService, "credential", before_the_shred)
+    monkeypatch.setattr(TenantService, "active", active_before_the_shred)
     await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="a", Body=b"one")  # caches the KEK
-    # gateway A has the KEK in its KEK cache and authenticated before the shred revoked the
-    # key: only the commit's compare of the tenant record can refuse this PUT
+    # gateway A has the KEK in its KEK cache and authenticated and authorized before the
+    # shred revoked the key: only the commit's compare of the tenant record can refuse it
     await other.shred("t")
     with pytest.raises(ClientError) as refused:
         await asyncio.to_thread(s3.put_object, Bucket=BUCKET, Key="late", Body=b"late")
