@@ -13,9 +13,10 @@ etcd-io/etcd#7593, #10819) keeps the stream open and sends nothing. So, while th
 in use, the stamp is also read (linearizable, failing over like every read) about every
 CHECK_S; the memory answers a request only if such a read that began at most MAX_AGE_S ago
 confirmed it. A read that finds the stamp ahead of the watch re-opens the watch (on the
-member the reads now use). So a request never sees a stamp older than MAX_AGE_S before its
-own start; usually the watch's event arrives within milliseconds (etcd queues it when it
-applies the write, before it answers it). While the watch is not established (starting, a
+member the reads now use). So a request is answered with a stamp that includes every auth
+change whose write returned MAX_AGE_S or more before the request asked; usually the watch's
+event arrives within milliseconds (etcd queues it when it applies the write, before it
+answers it), so in practice the next request anywhere sees the change. While the watch is not established (starting, a
 broken stream reconnecting) or not confirmed recently, the stamp is read from etcd per
 request (`freshread.py`): a lost or stuck stream never leaves a stale answer.
 """
