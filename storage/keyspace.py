@@ -385,8 +385,10 @@ def system_key(name: str) -> bytes:
 
 
 # Tenant and access-key records: what a gateway authenticates and authorizes with. Every
-# store that writes one also advances a change stamp every process reads per request
-# (`auth_stamp` of the stores), so a revoked key is refused at once by every gateway.
+# store that writes one also advances a change stamp every process checks per request
+# (`auth_stamp` of the stores: a shared counter file on SQLite, a watched key on etcd,
+# `storage/metadata/etcd_stamp.py`), so a revoked key is refused at once by every SQLite
+# worker and within about a second (usually at once) by every etcd gateway.
 _AUTH_PREFIXES = (pack(TENANT), pack(ACCESS_KEY))
 AUTH_CHANGE = pack(SYSTEM, "auth-change")  # etcd: its mod_revision is the stamp
 

@@ -402,9 +402,10 @@ class TenantService:
 
     async def credential(self, access_key: str) -> Credential | None:
         """The active credential for an access key id, or None: cached while the store's
-        auth change stamp holds (one shared counter read on SQLite, one linearizable etcd
-        read shared by concurrent requests), so a key revoked through any gateway or
-        worker is refused by the next request everywhere."""
+        auth change stamp holds (one shared counter read on SQLite; on etcd, from memory
+        while a confirmed watch stands, `etcd_stamp.py`), so a key revoked through any
+        gateway or worker is refused by the next request in every process on SQLite and
+        within `etcd_stamp.MAX_AGE_S` (usually the next request) on etcd."""
         now, stamp = time.monotonic(), await self._stamp()
         hit = self._secret_cache.get(access_key)
         if hit and hit[0] > now and hit[1] == stamp:

@@ -40,6 +40,10 @@ log = logging.getLogger("tessera.metadata.etcd")
 LEASE_FORMAT_VERSION = 1
 REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
+# a watch on a member that loses its leader (cut off from the cluster) is ended by etcd
+# instead of staying open and silent (etcd-io/etcd#7593, #10819); grpc-gateway passes
+# `Grpc-Metadata-*` headers on as gRPC metadata
+HAS_LEADER = {"Grpc-Metadata-hasleader": "true"}
 STATUS_TIMEOUT = aiohttp.ClientTimeout(total=2.0)  # a leader lookup never waits long on one member
 
 
@@ -442,6 +446,7 @@ class EtcdStore:
             try:
                 async with self._session.post(
                         f"{ep}{self._prefix}/watch", json={"create_request": create},
+                        headers=HAS_LEADER,
                         timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S,
                                                       sock_read=None)) as r:
                     async for line in r.content:

@@ -8,51 +8,74 @@ gateway checks the stamp on every authenticated request; reading it from etcd ea
 to ~4.2 ms of server CPU, most of it the members' ReadIndex) costs too much, so each
 process watches the key and answers from memory while its watch stream stands.
 
-etcd queues a change's watch events when it applies the change, before it answers the
-write; so the event is on its way to every watching gateway before the revoking call
-returns to its client, which must then send its next request (milliseconds of work) to
-reach another gateway: in practice the next request anywhere sees the change. While the
-watch is not established (starting, or a broken stream reconnecting) the stamp is read
-from etcd per request (`freshread.py`), so a lost stream never leaves a stale answer.
+A watch alone can be silently stale: a member that hangs (or is cut off from its cluster,
+etcd-io/etcd#7593, #10819) keeps the stream open and sends nothing. So, while the watch is
+in use, the stamp is also read (linearizable, failing over like every read) about every
+CHECK_S; the memory answers a request only if such a read that began at most MAX_AGE_S ago
+confirmed it. A read that finds the stamp ahead of the watch re-opens the watch (on the
+member the reads now use). So a request is answered with a stamp that includes every auth
+change whose write returned MAX_AGE_S or more before the request asked; usually the watch's
+event arrives within milliseconds (etcd queues it when it applies the write, before it
+answers it), so in practice the next request anywhere sees the change. While the watch is not established (starting, a
+broken stream reconnecting) or not confirmed recently, the stamp is read from etcd per
+request (`freshread.py`): a lost or stuck stream never leaves a stale answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from storage.metadata.freshread import FreshRead
 
 log = logging.getLogger("tessera.metadata.etcd")
 
+CHECK_S = 0.25  # how often a stamp in use is read to confirm the watch
+MAX_AGE_S = 1.0  # the memory answers only if a read begun this recently confirmed it
+IDLE_S = 60.0  # no checks once no request asked for this long (the next one reads)
+
 Watch = Callable[[Callable[[], None], Callable[[], None]], AsyncIterator[list[int]]]
 
 
 class WatchedStamp:
-    """`get()` the stamp: from memory while the watch stands, else read (see module)."""
+    """`get()` the stamp: from memory while the watch stands and a recent read confirmed
+    it, else read (see module)."""
 
     def __init__(self, read: Callable[[], Awaitable[int]], watch: Watch) -> None:
         """`read()` reads the stamp from etcd (linearizable); `watch(on_created, on_broken)`
         yields the revisions of AUTH_CHANGE's changes, calling `on_created` each time a
         stream is confirmed and `on_broken` each time one ends."""
+        self._read = read
         self._fresh = FreshRead(read)
         self._watch = watch
         self._known = 0  # the last stamp seen (read or watched)
         self._live = False  # the watch stands and `_known` was read since it was confirmed
         self._epoch = 0  # streams confirmed: a read for an older one does not make it live
+        self._confirmed = 0.0  # monotonic start of the last read that found `_known` current
+        self._used = 0.0  # monotonic time of the last get()
         self._task: asyncio.Task[None] | None = None
         self._confirm: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
+        self.checks = 0  # confirming reads (tests)
+        self.unconfirmed = 0  # requests that read because no check was recent (tests)
 
     async def get(self) -> int:
+        self._used = now = time.monotonic()
         if self._live:
-            return self._known
+            if now - self._confirmed <= MAX_AGE_S:
+                return self._known
+            self.unconfirmed += 1  # the checks stalled (a slow or hung member): read
+        loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._follow())
+            self._task = loop.create_task(self._follow())
+        if self._checker is None or self._checker.done():
+            self._checker = loop.create_task(self._check_loop())
         return await self._fresh.get()
 
     async def _follow(self) -> None:
-        """Follow the watch for the life of the store."""
+        """Follow the watch for the life of the store (or until a check re-opens it)."""
         try:
             async for revisions in self._watch(self._created, self._broken):
                 self._known = max([self._known, *revisions])
@@ -68,6 +91,7 @@ class WatchedStamp:
         self._confirm = asyncio.get_running_loop().create_task(self._catch_up(self._epoch))
 
     async def _catch_up(self, epoch: int) -> None:
+        began = time.monotonic()
         try:
             stamp = await self._fresh.get()
         except Exception as exc:  # noqa: BLE001 - not live: requests go on reading it
@@ -75,14 +99,46 @@ class WatchedStamp:
             return
         if epoch == self._epoch:  # no break since that stream was confirmed
             self._known = max(self._known, stamp)
+            self._confirmed = began
             self._live = True
 
     def _broken(self) -> None:
         self._live = False
         self._epoch += 1
 
+    async def _check_loop(self) -> None:
+        """While the stamp is in use and the watch live, read it about every CHECK_S (a
+        timer: requests never wait for it unless it falls MAX_AGE_S behind)."""
+        while True:
+            await asyncio.sleep(CHECK_S)
+            if self._live and time.monotonic() - self._used < IDLE_S:
+                await self._check()
+
+    async def _check(self) -> None:
+        """Read the stamp: equal to the watched one confirms the watch until MAX_AGE_S after
+        this read began; ahead of it means the watch missed a change (a hung member, or an
+        event still on its way: then re-opening costs one new stream), so it is re-opened."""
+        epoch, began = self._epoch, time.monotonic()
+        self.checks += 1
+        try:
+            stamp = await self._read()
+        except Exception as exc:  # noqa: BLE001 - unconfirmed: requests read it meanwhile
+            log.info("auth change stamp check failed: %s", exc)
+            return
+        if epoch != self._epoch:
+            return  # a new stream meanwhile: its own catch-up read decides
+        if stamp > self._known:
+            log.warning("auth change watch missed a change (%d > %d); re-opening it",
+                        stamp, self._known)
+            self._known = stamp
+            self._broken()
+            if self._task is not None:
+                self._task.cancel()  # get() starts a new one, on the member reads now use
+            return
+        self._confirmed = began
+
     async def close(self) -> None:
-        for task in (self._task, self._confirm):
+        for task in (self._task, self._confirm, self._checker):
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task])

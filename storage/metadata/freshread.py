@@ -5,8 +5,9 @@ here never gets an answer older than its own call: if a read is in flight when i
 waits for the next one, which starts when that one returns and serves everyone who asked
 meanwhile. So under concurrency one read per round trip serves any number of callers, and
 every answer is as fresh as a read of the caller's own (a write whose call returned before
-the caller asked is seen). The etcd store reads its auth change stamp through this once per
-authenticated request.
+the caller asked is seen). The etcd store reads its auth change stamp through this per
+authenticated request only while its watch is not established or not recently confirmed
+(`etcd_stamp.py`).
 """
 
 from __future__ import annotations

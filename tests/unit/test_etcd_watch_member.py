@@ -31,9 +31,11 @@ class _Session:
 
     def __init__(self) -> None:
         self.urls: list[str] = []
+        self.headers: list[dict[str, str]] = []
 
     def post(self, url: str, **kw: Any) -> _Stream:
         self.urls.append(url)
+        self.headers.append(dict(kw.get("headers") or {}))
         return _Stream(len(self.urls) == 1)
 
 
@@ -49,5 +51,21 @@ async def test_a_broken_watch_leaves_requests_on_the_leader() -> None:
         assert session.urls[0].startswith("http://leader/")
         assert session.urls[1].startswith("http://c/")  # the watch moved on
         assert store.endpoint == "http://leader"  # requests did not
+    finally:
+        task.cancel()
+
+
+async def test_every_watch_asks_to_be_ended_by_a_member_without_a_leader() -> None:
+    """A member cut off from its cluster keeps a watch open and silent unless the client
+    asks for `hasleader` (etcd-io/etcd#7593, #10819); grpc-gateway passes a
+    `Grpc-Metadata-*` header on as that gRPC metadata."""
+    session = _Session()
+    store = EtcdStore(("http://a", "http://b"), session, "/v3")  # type: ignore[arg-type]
+    task = asyncio.ensure_future(anext(store.watch_prefix(b"R")))
+    try:
+        async with asyncio.timeout(10):  # the first stream broke, the second is open
+            while len(session.urls) < 2:
+                await asyncio.sleep(0.01)
+        assert all(h.get("Grpc-Metadata-hasleader") == "true" for h in session.headers)
     finally:
         task.cancel()
