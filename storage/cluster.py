@@ -32,6 +32,7 @@ from storage.multipart import MultipartService
 from storage.objects import ObjectService
 from storage.shards.auth import load_or_create_secret
 from storage.shards.client import NodeClient
+from storage.shards.connpool import MAX_IN_FLIGHT
 from storage.shards.transport import NodeTransport
 from storage.stripes import StripeStore
 from storage.telemetry import TimedStore
@@ -102,7 +103,7 @@ class Cluster:
         tenants = TenantService(meta, FileRootKey(cfg.root_key_path))
         await tenants.load()
         secret = load_or_create_secret(cfg.secret_path)
-        conn = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30)
+        conn = aiohttp.TCPConnector(limit=0, limit_per_host=MAX_IN_FLIGHT, keepalive_timeout=30)
         session = aiohttp.ClientSession(connector=conn, auto_decompress=False)
         nodes = NodeClient(session, secret)
         threads = max(2, cfg.gateway.cpu_threads or (os.cpu_count() or 2))

@@ -113,10 +113,13 @@ class ShardSender:
         self._current: Done | None = None  # `done` of the frame the request is sending
         self._ended = False  # the request is over: nothing more is read from the queue
         self._lost = False  # ... and a frame was left in it or sent after it
+        self._taken = 0.0  # loop time the request last took a frame (or one was queued)
+        self._watch: asyncio.TimerHandle | None = None  # the stall watchdog, while armed
         self._task = asyncio.create_task(self._run(client, sid, segments, length))
 
     async def _body(self) -> AsyncIterator[bytes | memoryview]:
         while (item := await self._q.get()) is not None:
+            self._taken = asyncio.get_running_loop().time()
             frame, self._current = item
             item = None  # nothing here keeps the frame once the request is through with it
             yield frame
@@ -137,8 +140,33 @@ class ShardSender:
             self.error = str(exc)
         finally:
             self._ended = True
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
             self._let_go()
             self._drop_queued()
+
+    def _arm(self) -> None:
+        """A frame was queued: the stall limit runs while frames wait in the queue and the
+        request takes none, whether the queue is full or not, and whether the request is
+        sending or still waiting for a connection (its frames are counted meanwhile, and
+        the writes they hold up may be the ones holding the connections)."""
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().call_at(self._taken + self._stall_s,
+                                                             self._check)
+
+    def _check(self) -> None:
+        self._watch = None
+        if self._q.empty() or self._ended:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._taken + self._stall_s
+        if loop.time() < due:  # taken (or queued into an empty queue) meanwhile
+            self._watch = loop.call_at(due, self._check)
+            return
+        if self.error is None:
+            self.error = f"node {self.node.id} stalled for {self._stall_s:.0f}s"
+        self._task.cancel()  # its end lets every queued frame go
 
     @property
     def alive(self) -> bool:
@@ -158,7 +186,10 @@ class ShardSender:
         item: _Item | None = None if frame is None else (frame, done)
         frame = None
         try:
+            if self._q.empty():  # the oldest queued frame's wait starts now
+                self._taken = asyncio.get_running_loop().time()
             self._q.put_nowait(item)
+            self._arm()
             return
         except asyncio.QueueFull:
             pass

@@ -21,7 +21,7 @@ from storage.blockreads import read_blocks, read_small_blocks
 from storage.buffers import BufferPool
 from storage.config import Config, NodeSpec, Profile
 from storage.crypto.aead import TAG_BYTES
-from storage.errors import IntegrityError, QuorumNotReached, StorageError
+from storage.errors import IntegrityError, Overloaded, QuorumNotReached, StorageError
 from storage.health import HealthTracker
 from storage.lying import LyingShards
 from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
@@ -32,6 +32,7 @@ from storage.shardfeed import chain as _chain
 from storage.shardfeed import read_parts as _read_parts
 from storage.shardfeed import segments as _segments
 from storage.shards.client import SMALL_SHARD_BYTES
+from storage.shards.connpool import MAX_IN_FLIGHT
 from storage.shards.ids import shard_id
 from storage.shards.slot import ShardSlot
 from storage.shards.transport import NodeTransport
@@ -49,6 +50,10 @@ from storage.uploadbudget import (
     write_footprint,
 )
 from storage.writehold import Users, WriteHold
+
+# unknown-length writes at once per process: their chunked shard PUTs share aiohttp's
+# per-node connections (`storage.cluster`'s connector, limit_per_host=MAX_IN_FLIGHT)
+CHUNKED_WRITES = MAX_IN_FLIGHT
 
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
@@ -81,6 +86,12 @@ class StripeStore:
         self.uploads = UploadBudget(worker_share(cfg.gateway.upload_budget_bytes, workers,
                                                  largest_write(cfg)),
                                     reserve=largest_frame_set(cfg))
+        # unknown-length writes running at once: each holds one of aiohttp's connections
+        # per node for its whole body (chunked shard PUTs, at most `CHUNKED_WRITES` per
+        # node); with no more of them than that, none of their senders waits for a
+        # connection that another such write holds while it waits for frame room (which
+        # that sender's queued frames hold): review15c's cycle
+        self._chunked = asyncio.Semaphore(CHUNKED_WRITES)
 
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
@@ -102,11 +113,32 @@ class StripeStore:
         """
         segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
         hold = self._hold(codec, profile, segs, size_hint)
-        await hold.admit(UPLOAD_WAIT_S.get())
+        chunked, wait_s = size_hint is None, UPLOAD_WAIT_S.get()
+        if chunked:
+            wait_s = await self._chunked_turn(wait_s)
         try:
-            return await self._write(codec, profile, source, digests, size_hint, hold)
+            await hold.admit(wait_s)
+            try:
+                return await self._write(codec, profile, source, digests, size_hint, hold)
+            finally:
+                hold.close()
         finally:
-            hold.close()
+            if chunked:
+                self._chunked.release()
+
+    async def _chunked_turn(self, wait_s: float | None) -> float | None:
+        """One of the `CHUNKED_WRITES` turns, in line, at most `wait_s` (then `Overloaded`,
+        as the budget refuses a wait that long); what is left of `wait_s`."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            async with asyncio.timeout(wait_s):
+                await self._chunked.acquire()
+        except TimeoutError:
+            self.uploads.refused += 1
+            raise Overloaded("the gateway's unknown-length uploads are all taken by other "
+                             "uploads for too long; retry later") from None
+        return None if wait_s is None else max(0.0, wait_s - (loop.time() - start))
 
     def _hold(self, codec: StripeCodec, profile: Profile, segs: int,
               size_hint: int | None) -> WriteHold:
