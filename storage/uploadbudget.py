@@ -14,8 +14,9 @@ further segment and each frame set while it holds it and gives it back when free
 No deadlock: admissions wait holding nothing; a running write takes more segments only
 while they are free (`try_acquire`, never ahead of a waiting write) and otherwise waits
 for its own to be freed, and the frames of a segment about to be coded come from the
-`reserve` (one largest frame set admissions never take) when the rest is in use, so a
-write holding a segment can always code and send it. A minimum larger than the limit less
+`reserve` (one largest frame set admissions never take) when the rest is in use and the
+write has no other frame set out (a further one is taken like a further segment, else
+once its own are sent), so a write holding a segment can always code and send it. A minimum larger than the limit less
 the reserve is cut to it, so a single write always gets in once the writes before it end.
 
 No starvation by slow clients: a holder's body may arrive slowly (only silence is cut), so
@@ -225,10 +226,15 @@ class UploadBudget:
         self._grant(nbytes)
         return True
 
-    def try_acquire_frames(self, nbytes: int) -> int | None:
-        """`acquire_frames` if it needs no wait (what was reserved), else None."""
+    def try_acquire_frames(self, nbytes: int, first: bool = True) -> int | None:
+        """`acquire_frames` if it needs no wait (what was reserved), else None. Only a
+        write's `first` frame set out (it has no other) goes ahead of admissions and may
+        use the reserve; any further one is taken like extra depth, under the ceiling and
+        only while nobody waits."""
         n = min(max(nbytes, 0), self.reserve)
-        if self._coding or self.in_use + n > self.limit:
+        if self._coding or self.in_use + n > (self.limit if first else self._ceiling):
+            return None
+        if n and not first and any(not w[1].done() for w in self._waiters):
             return None
         self._grant(n)
         return n

@@ -6,8 +6,9 @@ read); it holds that minimum until it ends. A segment slot covers one segment's 
 (the receive blocks it was cut from) from before the segment is read until it is coded
 and its digests took it. The frames a segment is coded into are counted from just before
 it is coded until every node sender let go of its frame (`frames`): taken from the
-budget's coding reserve when the rest is in use, so a write holding a segment can always
-code it once other frames have been sent. More segment slots (a deeper pipeline) are
+budget's coding reserve when the rest is in use by a write with no other frame set out,
+so a write holding a segment can always code it once its own and other frames have been
+sent; further frame sets, and more segment slots (a deeper pipeline), are
 taken only while they are free and nobody waits (`UploadBudget.try_acquire`), and each
 extra one goes back the moment its segment is freed: a slow client holds its minimum,
 never the depth it used a moment ago. A write that finds no slot (or no room for frames)
@@ -84,14 +85,18 @@ class WriteHold:
         back (call it once every holder let go), else None."""
         if self.frame_sets >= self._max:
             return None
-        n = self._budget.try_acquire_frames(nbytes)
+        n = self._budget.try_acquire_frames(nbytes, first=not self.frame_sets)
         return None if n is None else self._frames_taken(n)
 
     async def take_frames(self, nbytes: int) -> Callable[[], None]:
-        """Room for a segment's frames, waiting for this write's own to be sent while it
-        has `slots` frame sets out, then (ahead of admissions) for other frames to be
-        sent; the function that gives it back."""
-        while self.frame_sets >= self._max:
+        """Room for a segment's frames: while this write has frame sets out, as
+        `try_frames` spares it or else once its own are sent; with none out, ahead of
+        admissions and from the reserve, waiting for other frames to be sent. The
+        function that gives it back."""
+        while self.frame_sets:
+            give_back = self.try_frames(nbytes)
+            if give_back is not None:
+                return give_back
             self._freed = asyncio.Event()
             await self._freed.wait()
         return self._frames_taken(await self._budget.acquire_frames(nbytes))

@@ -114,6 +114,40 @@ def test_frames_always_have_room_however_full_admissions_are() -> None:
     asyncio.run(main())
 
 
+def test_only_a_write_with_no_frame_set_out_goes_ahead_of_admissions() -> None:
+    """A further frame set is taken like extra depth (under the ceiling, nobody waiting);
+    only a write with none out may pass a waiting admission and use the reserve
+    (review15c finding 2)."""
+    async def main() -> None:
+        budget = UploadBudget(40 * MiB, reserve=10 * MiB)  # ceiling 30
+        a, b = WriteHold(budget, 0, 10 * MiB, 6), WriteHold(budget, 0, 10 * MiB, 6)
+        await a.admit(None)
+        await b.admit(None)
+        first = a.try_frames(5 * MiB)  # 25: under the ceiling, nobody waits
+        assert first is not None
+        late = WriteHold(budget, 0, 10 * MiB, 1)
+        admission = asyncio.create_task(late.admit(None))  # 35 > 30: waits
+        await asyncio.sleep(0)
+        assert not admission.done()
+        assert a.try_frames(5 * MiB) is None  # would pass the waiting admission
+        b_frames = b.try_frames(5 * MiB)  # none out: ahead of it, from the reserve
+        assert b_frames is not None and budget.in_use == 30 * MiB
+        second = asyncio.create_task(a.take_frames(5 * MiB))
+        await asyncio.sleep(0)
+        assert not second.done()  # waits for its own set to be sent
+        first()
+        a_frames = await asyncio.wait_for(second, 30)
+        assert budget.in_use == 30 * MiB and not admission.done()
+        b_frames()
+        a_frames()
+        await asyncio.wait_for(admission, 30)
+        for h in (a, b, late):
+            h.close()
+        assert budget.in_use == 0
+
+    asyncio.run(main())
+
+
 def test_a_write_has_at_most_its_depth_of_frame_sets_out() -> None:
     async def main() -> None:
         budget = UploadBudget(100 * MiB, reserve=10 * MiB)
