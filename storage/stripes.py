@@ -182,6 +182,7 @@ class StripeStore:
         coding: set[asyncio.Future[list[bytes | memoryview]]] = set()  # jobs on the pool
         frame_set = frame_set_bytes(codec.input_segment, codec.codec.k, profile.width)
         hashes: deque[asyncio.Task[None]] = deque()  # digest jobs not yet awaited, in order
+        feeding: set[asyncio.Future[None]] = set()  # their threads on the hashing pool
         lag = max(2, HASH_LAG_BYTES // codec.segment_size)  # segments: 4 of 1 MiB, 2 of 4 MiB
 
         def _feed(data: Pieces) -> None:
@@ -194,13 +195,19 @@ class StripeStore:
                               slot: Users) -> None:
             """Feed one segment to the digests once the segment before it was fed: MD5 is
             serial per object, so it runs beside the coding (its own pool), not after it."""
+            job = None
             try:
                 if prev is not None:
                     await prev
-                await loop.run_in_executor(self._hashing, _feed, data)
+                job = loop.run_in_executor(self._hashing, _feed, data)
+                feeding.add(job)
+                job.add_done_callback(feeding.discard)
+                job.add_done_callback(lambda _: slot.drop())  # fed: let go
+                await asyncio.shield(job)  # cancelled: the thread feeds on (waited for)
             finally:
                 del data
-                slot.drop()
+                if job is None:
+                    slot.drop()
 
         async def _send(prev: asyncio.Task[None] | None,
                         job: asyncio.Future[list[bytes | memoryview]], users: Users) -> None:
@@ -279,8 +286,8 @@ class StripeStore:
                 if s.error is not None:  # so a retry's placement avoids the failed node
                     self._health.report_failure(s.node.id, s.error)
                 await s.cancel()
-            if coding:  # a coding thread holds its segment until it ends: wait for it
-                await asyncio.wait(list(coding))
+            if coding or feeding:  # a coding or hashing thread holds its segment: wait
+                await asyncio.wait([*coding, *feeding])
             if failed and isinstance(exc, QuorumNotReached):
                 await self._health.confirm(failed)  # settled before the client retries
             raise
