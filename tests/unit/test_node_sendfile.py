@@ -136,3 +136,36 @@ async def test_a_file_shorter_than_asked_ends_the_sending(
             send_file(asyncio.get_running_loop(), transport, f, 1000, 10_000), 10) == 4000
     transport.close()
     assert await reader.read() == data[1000:]
+
+
+async def test_a_transport_aborted_while_its_socket_stays_full_ends_the_sending(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The socket never drains (a Unix socket pair whose peer never reads: no window opens
+    late, unlike TCP on loopback) and the transport is aborted while the sender waits: the
+    duplicate descriptor keeps the socket open, so no writability wakes the sender; only the
+    wait's slice does (review15h: the TCP test above passes with the slice removed)."""
+    monkeypatch.setattr(shardget, "WAIT_SLICE_S", 0.05)
+    waiting = asyncio.Event()
+    real = shardget._writable
+
+    async def seen(loop: asyncio.AbstractEventLoop, out: int) -> None:
+        waiting.set()
+        await real(loop, out)
+
+    monkeypatch.setattr(shardget, "_writable", seen)
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+        asyncio.Protocol, ours)
+    f, _ = _file(tmp_path, 8 * 1024 * 1024)
+    try:
+        with f:
+            sending = asyncio.create_task(send_file(
+                asyncio.get_running_loop(), transport, f, 0, 8 * 1024 * 1024))
+            await asyncio.wait_for(waiting.wait(), 10)
+            transport.abort()
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(sending, 10)
+    finally:
+        transport.close()
+        peer.close()
