@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+from tests.integration.buckets import drop_bucket
 from tests.integration.cluster import LocalCluster
 
 ALPHABET = ["a", "b", "/", "\x00", "\x01", "\u00ff", "\U0001f600"]
@@ -76,6 +77,10 @@ def _err(e: ClientError) -> tuple[int, str]:
 
 class S3Model(RuleBasedStateMachine):
     s3: Any = None  # set by the test from the shared cluster
+
+    def teardown(self) -> None:
+        if hasattr(self, "name"):  # (keys with NUL left behind upset others' listings)
+            drop_bucket(self.s3, self.name)
 
     @initialize(versioned=st.booleans())
     def bucket(self, versioned: bool) -> None:

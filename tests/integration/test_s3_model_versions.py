@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, precondition, rule
 
+from tests.integration.buckets import drop_bucket
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_s3_model import _err, utf8
 
@@ -64,6 +65,10 @@ class Upload:
 class VersionsModel(RuleBasedStateMachine):
     s3: Any = None  # set by the test from the shared cluster
     uploads = Bundle("uploads")
+
+    def teardown(self) -> None:
+        if hasattr(self, "name"):  # (keys with NUL left behind upset others' listings)
+            drop_bucket(self.s3, self.name)
 
     @initialize()
     def bucket(self) -> None:
