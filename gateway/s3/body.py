@@ -21,6 +21,7 @@ from gateway.s3 import checksums
 from gateway.s3.bodyrecv import DirectBody, direct_transport, drop_rest
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
+from gateway.s3.errors_map import to_s3_error
 from gateway.s3.request_keys import BODY_DONE, BODY_REPLAY, BODY_TAKEN
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_fields import SigV4Error
@@ -188,7 +189,7 @@ class RequestBody:
                     try:
                         pieces = self._decoder.feed(chunk)
                     except SigV4Error as exc:
-                        raise S3Error(exc.code, exc.message) from None
+                        raise to_s3_error(exc, None, None) from None
                     for p in pieces:  # views of the wire's bytes or Lent blocks: held
                         self._count(len(p))  # as they are (shardfeed.holdable), not copied
                         yield p
@@ -201,7 +202,7 @@ class RequestBody:
             try:
                 self.trailers = self._decoder.finish()
             except SigV4Error as exc:
-                raise S3Error(exc.code, exc.message) from None
+                raise to_s3_error(exc, None, None) from None
         if self.length is not None and self.received != self.length:
             raise S3Error("IncompleteBody")
 

@@ -14,6 +14,8 @@ from gateway.s3.sigv4_fields import EMPTY_SHA256, SigV4Error
 from storage.buffers import Lent
 
 DEFAULT_MAX_CHUNK_SIZE = 16 * 1024 * 1024
+MIN_SIGNED_CHUNK_SIZE = 8192  # AWS: every signed chunk but the last is at least 8 KiB
+SMALL_PIECE = 4096  # pieces shorter than this are copied together, never held as views
 TRAILER_SIGNATURE = "x-amz-trailer-signature"
 
 _CHUNK_HEADER = re.compile(rb"([0-9a-fA-F]{1,16})(?:;chunk-signature=([0-9a-f]{64}))?")
@@ -32,9 +34,14 @@ class ChunkedDecoder:
     (at most ``max_chunk_size`` bytes) until its signature verifies. ``trailer_names`` are
     the names announced in ``x-amz-trailer`` (None when the mode carries no trailer).
 
-    Payload pieces are views of the fed data, never copies: fed `bytes` or `Lent` blocks
-    (what the direct receive hands on) never change while a view refers to them, so a
-    view may be held like `bytes`; any other fed buffer is copied once on the way in.
+    Payload pieces of at least `SMALL_PIECE` bytes are views of the fed data, never copies:
+    fed `bytes` or `Lent` blocks (what the direct receive hands on) never change while a
+    view refers to them, so a view may be held like `bytes`; any other fed buffer is copied
+    once on the way in. Shorter pieces (tiny chunks, or a read that cut a chunk) are copied
+    together into one `bytes` of up to `SMALL_PIECE` bytes, released once it fills, the
+    data ends or a signed chunk verifies, so held pieces never cost more memory in objects than they carry in payload.
+    Signed bodies refuse a chunk under `MIN_SIGNED_CHUNK_SIZE` bytes that is not the last
+    (403 InvalidChunkSizeError), as AWS does.
     """
 
     def __init__(
@@ -61,8 +68,10 @@ class ChunkedDecoder:
         self._remaining = 0
         self._chunk_sig = ""
         self._hasher = hashlib.sha256()
-        self._held: list[memoryview] = []  # a signed chunk's data, views of the fed data
-        self._held_bytes = 0
+        self._held = _Pieces()  # a signed chunk's data, not yet verified
+        self._out = _Pieces()  # released data not yet handed out (a short tail)
+        self._chunks = 0  # data chunks started
+        self._last_size = 0  # size of the previous data chunk
         self._previous = auth.signature if (signed and auth is not None) else ""
         self._crlf = bytearray()
         self._trailers: dict[str, str] = {}
@@ -109,7 +118,8 @@ class ChunkedDecoder:
         if not isinstance(data, bytes | Lent):
             data = bytes(data)  # callers may reuse mutable buffers; keep our views stable
         view = memoryview(data)
-        out: list[memoryview] = []
+        out = self._out
+        verified = False  # a signed chunk verified: release all of it now
         pos, end = 0, len(view)
         while pos < end:
             if self._state == _S_HEADER:
@@ -123,16 +133,14 @@ class ChunkedDecoder:
                 self._remaining -= take
                 if self._signed:
                     self._hasher.update(piece)
-                    self._held.append(piece)
-                    self._held_bytes += take
+                    self._held.add(piece)
                     if self._remaining == 0:
                         self._verify_chunk()
-                        self._decoded += self._held_bytes
-                        out += self._held
-                        self._held, self._held_bytes = [], 0
+                        for held in self._held.take(everything=True):
+                            out.add(held)
+                        verified = True
                 else:
-                    out.append(piece)
-                    self._decoded += take
+                    out.add(piece)
                 if self._remaining == 0:
                     self._state = _S_DATA_CRLF
             elif self._state == _S_DATA_CRLF:
@@ -152,7 +160,9 @@ class ChunkedDecoder:
                     self._trailer_line(line)
             else:
                 raise SigV4Error("InvalidRequest", "Unexpected data after the aws-chunked body.")
-        return out
+        released = out.take(everything=verified or self._state in (_S_TRAILER, _S_DONE))
+        self._decoded += sum(len(p) for p in released)
+        return released
 
     def _take_line(
         self, data: bytes, view: memoryview, pos: int, limit: int
@@ -189,6 +199,12 @@ class ChunkedDecoder:
         if self._signed:
             if sig is None:
                 raise SigV4Error("SignatureDoesNotMatch", "The chunk signature is missing.")
+            if size and self._chunks and self._last_size < MIN_SIGNED_CHUNK_SIZE:
+                raise SigV4Error(
+                    "InvalidChunkSizeError",
+                    "Only the last chunk is allowed to have a size less than 8192 bytes",
+                    {"Chunk": str(self._chunks + 1), "BadChunkSize": str(self._last_size)},
+                )
             self._chunk_sig = sig.decode("ascii")
             self._hasher = hashlib.sha256()
         if size == 0:
@@ -196,6 +212,8 @@ class ChunkedDecoder:
                 self._verify_chunk()
             self._state = _S_TRAILER
         else:
+            self._chunks += 1
+            self._last_size = size
             self._remaining = size
             self._state = _S_DATA
 
@@ -295,3 +313,35 @@ class ChunkedDecoder:
                 "The trailer signature we calculated does not match the signature you provided.",
                 {"StringToSign": string_to_sign, "SignatureProvided": signature},
             )
+
+
+class _Pieces:
+    """Payload pieces in order: a piece of `SMALL_PIECE` bytes or more kept as it is (a
+    view), shorter ones copied into a shared tail that becomes one piece when it fills, so
+    a million 1-byte chunks make about 256 pieces, not a million 184-byte views."""
+
+    def __init__(self) -> None:
+        self._done: list[memoryview] = []
+        self._tail = bytearray()
+
+    def add(self, piece: memoryview) -> None:
+        """Append one piece."""
+        if len(piece) >= SMALL_PIECE:
+            self._seal()
+            self._done.append(piece)
+            return
+        self._tail += piece
+        if len(self._tail) >= SMALL_PIECE:
+            self._seal()
+
+    def take(self, everything: bool) -> list[memoryview]:
+        """The finished pieces (with the short tail too when ``everything``), removed."""
+        if everything:
+            self._seal()
+        done, self._done = self._done, []
+        return done
+
+    def _seal(self) -> None:
+        if self._tail:
+            self._done.append(memoryview(bytes(self._tail)))
+            self._tail.clear()

@@ -25,6 +25,7 @@ import urllib3.util.connection
 from botocore.awsrequest import AWSRequest
 
 import gateway.s3.body as body_mod
+import gateway.s3.server as server_mod
 from gateway.s3 import bodyrecv
 from storage import stripes
 from storage.buffers import LendingPool, Lent
@@ -584,4 +585,67 @@ async def test_a_body_with_more_than_drain_bytes_left_is_not_drained(
                                                  0.02, 8.0, direct)
     assert any(dropped) != direct, f"the error was not found on the {'direct' if direct else 'buffered'} path"
     assert cut, f"still draining after {took:.0f} s, {sent} bytes sent"
+    assert bodyrecv.QUIET.active == 0
+
+
+async def test_a_given_up_body_sent_whole_still_closes_the_connection(
+        s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body the handler gave up on (a bad chunk header, received directly) that the
+    client then sends whole is drained to its end, yet the answer carries Connection: close
+    and the connection ends: the request failed mid-body, so what follows on the wire is
+    not trusted as the next request. The drain reaching the body's end must not hand the
+    connection back to aiohttp's parser for reuse."""
+    monkeypatch.setattr(bodyrecv, "DRAIN_S", 60.0)  # only the body's end stops the drain
+    run = server_mod.S3Server._run
+    drained: list[bool] = []
+
+    async def answer_once_drained(self: Any, flow: Any) -> Any:
+        """The failed handler's answer is made once the drain reached the body's end (else
+        the answer may win the race and test nothing)."""
+        try:
+            return await run(self, flow)
+        except Exception:
+            direct = flow.request.get(server_mod.BODY_TAKEN)
+            deadline = time.monotonic() + 20
+            while direct is not None and direct.installed and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # a condition wait: the drain ends on its own
+            drained.append(direct is not None and not direct.installed)
+            raise
+
+    monkeypatch.setattr(server_mod.S3Server, "_run", answer_once_drained)
+    good = GOOD_CHUNK[True]
+    wire = f"{good:x}\r\n".encode() + _body("given-up", good) + b"\r\nzz\r\n"
+    announced = len(wire) + 512 * 1024
+    url = f"{s3.meta.endpoint_url}/{BUCKET}/given-up"
+    req = AWSRequest(method="PUT", url=url, headers={
+        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(announced),
+        "x-amz-trailer": "x-amz-checksum-crc32",
+        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
+    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
+    netloc = urlsplit(url).netloc
+    head = [f"PUT /{BUCKET}/given-up HTTP/1.1", f"Host: {netloc}",
+            f"Content-Length: {announced}", "Expect: 100-continue"]
+    head += [f"{k}: {v}" for k, v in req.headers.items()]
+    host, port = netloc.rsplit(":", 1)
+
+    def client() -> bytes:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += sock.recv(1024)
+            assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), got
+            sock.sendall(wire + b"\0" * (announced - len(wire)))  # the whole body
+            answer = b""
+            while chunk := sock.recv(65536):  # to EOF: the gateway must close
+                answer += chunk
+            return answer
+
+    answer = await asyncio.to_thread(client)
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers = rest.partition(b"\r\n\r\n")[0].lower()
+    assert status_line.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"<Code>InvalidRequest</Code>" in answer
+    assert drained == [True]
+    assert b"connection: close" in headers.split(b"\r\n"), headers
     assert bodyrecv.QUIET.active == 0

@@ -14,7 +14,7 @@ import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from gateway.s3.chunked import ChunkedDecoder
+from gateway.s3.chunked import SMALL_PIECE, ChunkedDecoder
 from gateway.s3.sigv4 import AuthResult, authenticate
 from gateway.s3.sigv4_fields import SigV4Error
 from storage.buffers import Lent
@@ -108,7 +108,8 @@ def streaming_auth(content_sha256: str, extra: dict[str, str] | None = None) -> 
     return authenticate("PUT", "/bucket/stream.bin", [], sent, lookup, now)
 
 
-CHUNKS = [b"hello", b" wor", b"ld!\r\n"]
+FILL = bytes(range(256)) * 32  # every signed chunk but the last is at least 8 KiB (AWS)
+CHUNKS = [b"hello" + FILL, b" wor" + FILL[::-1], b"ld!\r\n"]
 PAYLOAD = b"".join(CHUNKS)
 CRC = base64.b64encode(zlib.crc32(PAYLOAD).to_bytes(4, "big")).decode()
 
@@ -132,6 +133,17 @@ def _body_for(mode: tuple[str, bool, list[str] | None, bool]) -> tuple[AuthResul
     return auth, body
 
 
+def _cuts(body: bytes) -> list[int]:
+    """Offsets worth cutting at: all framing and the 16 bytes at each end of a chunk's
+    data (deep inside the data every cut is alike), plus a sparse sample of the rest."""
+    inner = []
+    for data in CHUNKS:
+        start = body.find(data)
+        inner.append((start + 16, start + len(data) - 16))
+    return [i for i in range(len(body) + 1)
+            if i % 997 == 0 or not any(a <= i <= b for a, b in inner)]
+
+
 @pytest.mark.parametrize("mode", _modes(), ids=lambda m: m[0])
 def test_chunked_split_at_every_offset(mode: tuple[str, bool, list[str] | None, bool]) -> None:
     auth, body = _body_for(mode)
@@ -140,8 +152,9 @@ def test_chunked_split_at_every_offset(mode: tuple[str, bool, list[str] | None, 
     for cut in range(len(body) + 1):
         decoder = ChunkedDecoder(auth, signed, names)
         assert decode_all(decoder, [body[:cut], body[cut:]]) == (PAYLOAD, expected_trailers)
-    for a in range(0, len(body), 7):
-        for b in range(a, len(body), 5):
+    cuts = _cuts(body)
+    for a in cuts[::5]:
+        for b in [c for c in cuts[::3] if c >= a]:
             decoder = ChunkedDecoder(auth, signed, names)
             pieces = [body[:a], body[a:b], body[b:]]
             assert decode_all(decoder, pieces) == (PAYLOAD, expected_trailers)
@@ -161,13 +174,20 @@ def test_chunked_truncated_everywhere(mode: tuple[str, bool, list[str] | None, b
 
 
 def test_unsigned_chunks_stream_mid_chunk() -> None:
+    """Unsigned data is released as it comes, a short piece once SMALL_PIECE bytes of them
+    gathered or the data ended."""
     decoder = ChunkedDecoder(None, False, None)
-    assert b"".join(decoder.feed(b"a;")) == b""
-    out = decoder.feed(b"chunk-signature=" + b"0" * 64 + b"\r\n01234")
-    assert b"".join(out) == b"01234"
-    assert decoder.decoded_bytes == 5
-    out = decoder.feed(b"56789\r\n0\r\n\r\n")
-    assert b"".join(out) == b"56789"
+    assert b"".join(decoder.feed(b"3000;")) == b""
+    out = decoder.feed(b"chunk-signature=" + b"0" * 64 + b"\r\n" + b"a" * 5000)
+    assert b"".join(out) == b"a" * 5000
+    assert decoder.decoded_bytes == 5000
+    assert decoder.feed(b"bcd") == []  # short: gathered, not yet released
+    out = decoder.feed(b"e" * (SMALL_PIECE - 3))
+    assert b"".join(out) == b"bcd" + b"e" * (SMALL_PIECE - 3)
+    assert decoder.decoded_bytes == 5000 + SMALL_PIECE
+    rest = 0x3000 - 5000 - SMALL_PIECE
+    assert b"".join(decoder.feed(b"f" * rest)) == b""
+    assert b"".join(decoder.feed(b"\r\n0\r\n\r\n")) == b"f" * rest
     assert decoder.finish() == {}
 
 
@@ -175,18 +195,21 @@ def test_unsigned_chunks_stream_mid_chunk() -> None:
 def test_payload_is_views_of_the_fed_blocks(mode: tuple[str, bool, list[str] | None, bool],
                                             ) -> None:
     """Fed `Lent` blocks (the direct receive's), the payload comes out as views of them,
-    signed chunks too (held until verified, then released as they are): no byte copied,
-    and `shardfeed.holdable` keeps each view as it is."""
+    signed chunks too (held until verified, then released as they are): no byte of a
+    piece of SMALL_PIECE bytes or more is copied, and `shardfeed.holdable` keeps each view
+    as it is. Shorter pieces come out copied, gathered into one."""
     auth, body = _body_for(mode)
     _, signed, names, _ = mode
-    for cut in range(1, len(body)):
+    for cut in _cuts(body)[1:-1]:
         blocks = [Lent(body[:cut]), Lent(body[cut:])]
         decoder = ChunkedDecoder(auth, signed, names)
         pieces = [p for blk in blocks for p in decoder.feed(blk)]
         assert decoder.finish() == ({"x-amz-checksum-crc32": CRC} if names else {})
         assert b"".join(pieces) == PAYLOAD
-        assert all(type(p) is memoryview and any(p.obj is blk for blk in blocks)
-                   for p in pieces), [type(p.obj) for p in pieces]
+        assert all(type(p) is memoryview for p in pieces)
+        assert all(any(p.obj is blk for blk in blocks) == (len(p) >= SMALL_PIECE)
+                   for p in pieces), [(len(p), type(p.obj)) for p in pieces]
+        assert sum(len(p) < SMALL_PIECE for p in pieces) <= 2
         assert all(holdable(p) is p for p in pieces)
     reused = bytearray(b"abc")  # a view of a buffer that may change is copied
     assert type(holdable(memoryview(reused))) is bytes and type(holdable(reused)) is bytes
@@ -194,11 +217,12 @@ def test_payload_is_views_of_the_fed_blocks(mode: tuple[str, bool, list[str] | N
 
 def test_mutable_input_buffers_are_not_aliased() -> None:
     decoder = ChunkedDecoder(None, False, None)
-    buf = bytearray(b"3\r\nabc")
+    data = b"abc" * SMALL_PIECE  # long enough to come out uncopied (were it a bytes)
+    buf = bytearray(b"%x\r\n" % len(data) + data)
     out = decoder.feed(buf)
     buf[:] = b"zzzzzz"
     buf.clear()
-    assert b"".join(out) == b"abc"
+    assert b"".join(out) == data
 
 
 def test_signed_trailer_forgeries() -> None:
