@@ -11,24 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from storage.records import PartLayout
-from storage.shards.ids import shard_id
 from storage.testing.lies import lie_about
 from tests.integration.cluster import LocalCluster, wait_for
+from tests.integration.test_restored_copy_repair import copy_parts, shard_path
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3600",
         "TESSERA_ORPHAN_GRACE_S": "5", "TESSERA_DEEP_SCRUB_RATE_MBPS": "64",
         "TESSERA_DEEP_SCRUB_PAUSE_S": "0.5"}
 DEADLINE_S = 60.0
-
-
-def copy_parts(c: LocalCluster, key: str) -> list[PartLayout]:
-    return [PartLayout(**p) for p in c.manifest("restored", key).restore.get("parts") or []]
-
-
-def shard_path(c: LocalCluster, node: str, p: PartLayout, index: int) -> Path:
-    sid = shard_id(p.stripe_id, index)
-    return c.data / "nodes" / node / "shards" / sid[:2] / sid[2:4] / sid
 
 
 def test_deep_scrub_finds_a_lie_in_a_restored_copy(tmp_path: Path,

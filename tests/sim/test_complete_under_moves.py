@@ -11,7 +11,10 @@ import pytest
 from storage.errors import Overloaded
 from storage.workers.gcfence import read_fence
 from storage.workers.manifests import Commit, commit_shard_moves
-from tests.sim.test_sim_repair import SEGMENT, sim_factory  # noqa: F401 - the fixture
+from tests.sim.test_sim_repair import (  # noqa: F401 - the fixture
+    open_upload_with_a_part,
+    sim_factory,
+)
 
 MOVES = 50  # moves the "rebalancer" makes, one after each read of the parts
 
@@ -19,17 +22,11 @@ MOVES = 50  # moves the "rebalancer" makes, one after each read of the parts
 async def test_completion_under_endless_part_moves_gives_up_then_succeeds(
         sim_factory, monkeypatch) -> None:  # noqa: F811
     from storage.multipart import MultipartService
-    from storage.multipart_records import ListedPart, UploadOptions
+    from storage.multipart_records import ListedPart
 
     s = await sim_factory(41)
     mp = s.cluster.multipart
-    up = await mp.create(s.bucket, "mp", UploadOptions())
-    body = s.rnd.randbytes(2 * SEGMENT + 5)
-
-    async def src():
-        yield body
-
-    part = await mp.upload_part(s.bucket, "mp", up.upload_id, 1, src(), [], len(body))
+    up, part, body = await open_upload_with_a_part(s)
     real = MultipartService._assemble
     reads: list[int] = []
 

@@ -6,22 +6,19 @@ from __future__ import annotations
 
 from storage.shards.ids import shard_id
 from storage.workers import manifests
-from tests.sim.test_sim_repair import SEGMENT, sim_factory  # noqa: F401 - the fixture
+from tests.sim.test_sim_repair import (  # noqa: F401 - the fixture
+    open_upload_with_a_part,
+    sim_factory,
+)
 
 
 async def test_orphan_sweep_racing_a_completion_keeps_the_object(sim_factory,  # noqa: F811
                                                                   monkeypatch) -> None:
-    from storage.multipart_records import ListedPart, UploadOptions
+    from storage.multipart_records import ListedPart
 
     s = await sim_factory(31)
     mp = s.cluster.multipart
-    up = await mp.create(s.bucket, "mp", UploadOptions())
-    body = s.rnd.randbytes(2 * SEGMENT + 5)
-
-    async def src():
-        yield body
-
-    part = await mp.upload_part(s.bucket, "mp", up.upload_id, 1, src(), [], len(body))
+    up, part, body = await open_upload_with_a_part(s)
     real = manifests._part_manifest
     raced: list[bool] = []
 

@@ -9,8 +9,10 @@ every stripe is back to k+m healthy shards placed zone-safely.
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -385,17 +387,11 @@ async def test_repair_of_an_open_part_racing_its_completion(sim_factory, monkeyp
     repair rewrote the upload record) and read the part again, so the object names the
     rebuilt shard and not the lost one (the part record alone changing went unnoticed)."""
     from storage.multipart import MultipartService
-    from storage.multipart_records import ListedPart, UploadOptions
+    from storage.multipart_records import ListedPart
 
     s = await sim_factory(23)
     mp = s.cluster.multipart
-    up = await mp.create(s.bucket, "mp", UploadOptions())
-    body = s.rnd.randbytes(2 * SEGMENT + 5)
-
-    async def src():
-        yield body
-
-    part = await mp.upload_part(s.bucket, "mp", up.upload_id, 1, src(), [], len(body))
+    up, part, body = await open_upload_with_a_part(s)
     lost = part.nodes[0]
     assert lost is not None
     s.sim.down.add(lost)  # its shard 0 is rebuilt on another node
@@ -419,3 +415,20 @@ async def test_repair_of_an_open_part_racing_its_completion(sim_factory, monkeyp
     assert p.nodes[0] != lost, "the object names the lost shard"
     assert shard_id(p.stripe_id, 0) in s.sim.files[str(p.nodes[0])]
     assert await s.read("mp") == body
+
+
+async def open_upload_with_a_part(s: Any) -> tuple[Any, Any, bytes]:
+    """An upload of key "mp" in the sim's bucket with one part of two segments and a bit
+    (the prologue of the tests that race a completion against repair or the orphan sweep):
+    the upload, its part and the part's bytes."""
+    from storage.multipart_records import UploadOptions
+
+    up = await s.cluster.multipart.create(s.bucket, "mp", UploadOptions())
+    body = s.rnd.randbytes(2 * SEGMENT + 5)
+
+    async def src() -> AsyncIterator[bytes]:
+        yield body
+
+    part = await s.cluster.multipart.upload_part(s.bucket, "mp", up.upload_id, 1, src(), [],
+                                                 len(body))
+    return up, part, body
