@@ -22,8 +22,8 @@ class Metrics:
                                 ["op", "status"], registry=r)
         self.latency = Histogram("tessera_s3_request_seconds", "S3 request latency",
                                  ["op"], buckets=LATENCY_BUCKETS, registry=r)
-        self.bytes_in = Counter("tessera_s3_bytes_in", "Object bytes received", registry=r)
-        self.bytes_out = Counter("tessera_s3_bytes_out", "Object bytes sent", registry=r)
+        self.bytes_in = Counter("tessera_s3_bytes_in", "S3 request body bytes received", registry=r)
+        self.bytes_out = Counter("tessera_s3_bytes_out", "S3 response body bytes sent", registry=r)
         self.tenant_requests = Counter("tessera_tenant_requests",
                                        "Authorized S3 requests by the bucket's tenant",
                                        ["tenant"], registry=r)
@@ -64,6 +64,14 @@ class Metrics:
         """Export the upload budget (`storage.uploadbudget.UploadBudget`): bytes reserved
         now, the most at once, the limit, and how many writes waited for it."""
         self.registry.register(_UploadBudgetCollector(budget))
+
+    def transferred(self, received: int, sent: int) -> None:
+        """Count one request's body bytes: received (its declared length) and sent (the
+        response's length; 0 for HEAD). Once per request, not per chunk."""
+        if received:
+            self.bytes_in.inc(received)
+        if sent:
+            self.bytes_out.inc(sent)
 
     def request(self, op: str, status: int, seconds: float) -> None:
         children = self._req_children.get((op, status))

@@ -316,6 +316,22 @@ def left_running(data_dir: Path, wait_s: float | None = None) -> list[int]:
         time.sleep(0.1)
 
 
+def first_start_note(config: Path, day_seconds: float | None,
+                     inline_max_bytes: int | None) -> str | None:
+    """The note for first-start options given again on a restart: they are ignored, and
+    which tessera.toml key to edit instead (a key the file may not hold yet)."""
+    keys = [(f, k) for f, v, k in (
+        ("--day-seconds", day_seconds, "[archive] day_seconds (lifecycle and restore day; "
+         "also lower [archive] lifecycle_interval_s to a tenth of it)"),
+        ("--inline-max-bytes", inline_max_bytes, "[cluster] inline_max_bytes"))
+        if v is not None]
+    if not keys:
+        return None
+    return (f"note: {', '.join(f for f, _ in keys)} apply at first start only; to change "
+            f"them, stop the cluster and set {'; '.join(k for _, k in keys)} in {config} "
+            "(add the key if missing)")
+
+
 async def _run_locked(data_dir: Path, port: int | None, node_port: int | None,
                       admin_port: int | None, metadata: str, etcd_port: int,
                       etcd_peer_port: int, day_seconds: float | None, gateways: int,
@@ -324,11 +340,9 @@ async def _run_locked(data_dir: Path, port: int | None, node_port: int | None,
     if config.exists():
         for change in move_ports(config, port, admin_port, node_port):
             print(f"ports moved: {change}", flush=True)
-        first_only = [f for f, v in (("--day-seconds", day_seconds),
-                                     ("--inline-max-bytes", inline_max_bytes)) if v is not None]
-        if first_only:
-            print(f"note: {', '.join(first_only)} apply at first start only; edit {config} "
-                  "to change them", flush=True)
+        note = first_start_note(config, day_seconds, inline_max_bytes)
+        if note:
+            print(note, flush=True)
         gw = load_config(config).gateway
         listens = gateway_listens(gw.listen, gw.admin_listen, gateways)
     else:

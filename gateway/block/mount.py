@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -85,7 +86,7 @@ def _run(*cmd: str) -> str:
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         msg = (r.stderr or r.stdout).strip().splitlines()
-        raise MountError(f"{cmd[0]} failed: {msg[-1] if msg else r.returncode}")
+        raise MountError(f"{cmd[0]} failed: {' '.join(msg[-1].split()) if msg else r.returncode}")
     return r.stdout.strip()
 
 
@@ -159,7 +160,9 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
     target = target.resolve()
     if _state_path(data_dir, target).exists():
         raise MountError(f"{target} already has a volume mounted (tessera volume unmount)")
-    target.mkdir(parents=True, exist_ok=True)
+    if fs is not None:
+        check_fs(fs)
+    _make_mount_point(target)
     mount_id = _state_path(data_dir, target).stem  # each mount: its own FUSE dir and log
     fuse_dir = target if fs is None else data_dir / "volumes" / "fuse" / mount_id
     log = data_dir / "volumes" / "logs" / f"{tenant}.{volume}.{mount_id}.log"
@@ -184,7 +187,13 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
     try:
         st.loop = _run("losetup", "--find", "--show", str(fuse_dir / "volume"))
         _save(data_dir, st)
-        if not _has_fs(st.loop):
+        held = _fs_type(st.loop)
+        if held is not None and held != fs:
+            raise MountError(f"volume {volume} holds an {held} file system, not {fs}: "
+                             f"mount it with --fs {held}" if held else
+                             f"volume {volume} holds data that is not a {fs} file system "
+                             "(blkid names no type); not formatted")
+        if held is None:
             # mkfs discards the whole device first: trims of never-written extents, free.
             opts = ["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
             _run(f"mkfs.{fs}", *(opts if fs.startswith("ext") else []), st.loop)
@@ -203,9 +212,44 @@ def _quietly_unmount(data_dir: Path, target: Path) -> None:
         pass
 
 
-def _has_fs(dev: str) -> bool:
-    """True if the device already carries a file system signature (blkid exit 0)."""
-    return subprocess.run(["blkid", "-p", dev], capture_output=True).returncode == 0
+def _fs_type(dev: str) -> str | None:
+    """The file system type the device carries ("ext4"; "" for a signature blkid cannot
+    name), or None if blkid finds none."""
+    r = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", dev], capture_output=True,
+                       text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def supported_filesystems() -> list[str]:
+    """The file systems `--fs` can make: those with a `mkfs.NAME` on PATH."""
+    names = set()
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        try:
+            names.update(p.name[len("mkfs."):] for p in Path(d or ".").glob("mkfs.*"))
+        except OSError:
+            continue
+    return sorted(n for n in names if n)
+
+
+def check_fs(fs: str) -> None:
+    """Refuse, in one line naming the choices, an `--fs` this machine cannot make."""
+    if not fs.isidentifier() or shutil.which(f"mkfs.{fs}") is None:
+        have = ", ".join(supported_filesystems()) or "none: install e2fsprogs"
+        raise MountError(f"unsupported file system {fs!r} (no mkfs.{fs} on this machine); "
+                         f"--fs takes one of: {have}")
+
+
+def _make_mount_point(target: Path) -> None:
+    """Create the mount point's last component if missing, as `mount` needs it; a missing
+    parent is refused (a mistyped path must not make directories up to `/`)."""
+    if target.is_dir():
+        return
+    if target.exists():
+        raise MountError(f"mount point {target} is not a directory")
+    if not target.parent.is_dir():
+        raise MountError(f"mount point {target}: its parent directory {target.parent} does "
+                         "not exist; create it first (mkdir -p) or choose another directory")
+    target.mkdir()
 
 
 def _save(data_dir: Path, st: MountState) -> None:

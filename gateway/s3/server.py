@@ -130,8 +130,11 @@ class S3Server:
             resp = await self._serve(request)
             return resp
         finally:
-            out = resp.content_length if resp is not None else None
-            CLIENTS.end((request.content_length or 0) + (out or 0))
+            received = request.content_length or 0
+            out = (resp.content_length or 0) if resp is not None and request.method != "HEAD" \
+                else 0
+            CLIENTS.end(received + out)
+            self.metrics.transferred(received, out)
             if self.access_logs is not None and resp is not None:  # the access-log step
                 access_log.observe(self.access_logs, request, resp, started_wall, started,
                                    HOST_ID)

@@ -250,11 +250,18 @@ def test_browser_buckets_audit_and_charts(console_cluster: LocalCluster, browser
                   env=console_cluster.env)
     admin_request("POST", "/tenants/default/volumes/webvol/snapshots", {"name": "s1"},
                   env=console_cluster.env)
+    admin_request("POST", "/tenants/default/volumes/webvol/clone",
+                  {"snapshot": "s1", "name": "webclone"}, env=console_cluster.env)
+    gen = admin_request("GET", "/tenants/default/volumes/webclone",
+                        env=console_cluster.env)["base"]["gen"]
     page.click("#tabs button[data-tab=volumes]")
-    vol = page.locator("#volumes tr", has_text="webvol")
+    vol = page.locator("#volumes tr", has_text="webvol").filter(has_not_text="webclone")
     expect(vol).to_contain_text("1.0 GiB", timeout=WAIT_MS)
     expect(vol).to_contain_text("detached")
     expect(vol).to_contain_text("s1")
+    # A clone names its origin as the CLI does ("webvol gen N"), not a bare "@" (newuser15).
+    clone = page.locator("#volumes tr", has_text="webclone")
+    expect(clone.locator("td").last).to_have_text(f"webvol gen {gen}")
     page.click("#tabs button[data-tab=charts]")
     expect(page.locator("#chart-requests path[data-series=requests_s]")).to_have_count(
         1, timeout=WAIT_MS)

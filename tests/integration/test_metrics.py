@@ -115,6 +115,14 @@ def test_put_and_get_move_the_op_histograms_and_stage_timings(traffic: Traffic) 
         b.value("tessera_tenant_requests_total") + 2
 
 
+def test_put_and_get_count_the_object_bytes_in_and_out(traffic: Traffic) -> None:
+    """The console's throughput chart and a dashboard read these counters: a PUT and a GET of
+    SIZE bytes must move each by at least SIZE (newuser15: both stayed 0.0)."""
+    b, a = traffic.before, traffic.after
+    assert a.value("tessera_s3_bytes_in_total") >= b.value("tessera_s3_bytes_in_total") + SIZE
+    assert a.value("tessera_s3_bytes_out_total") >= b.value("tessera_s3_bytes_out_total") + SIZE
+
+
 def _refreshed_after(cluster: LocalCluster, t: float) -> Scrape:
     """The first scrape whose cluster gauges were computed after `t` (polls the refresh)."""
     deadline = time.monotonic() + REFRESH_DEADLINE_S

@@ -503,3 +503,32 @@ def _until_gone(bdi: Path, bound_s: float = 30.0) -> None:
     deadline = time.monotonic() + bound_s
     while bdi.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def test_mount_refusals_say_what_to_do(vol: Vol, tmp_path: Path) -> None:
+    """An --fs this machine cannot make, an --fs other than the one the volume holds and a
+    mount point whose parent is missing: each refused in one line that says what to do,
+    nothing mounted, no directory made (newuser15: a bare mount(8) line, an Errno, and
+    /nonexistent/dir created silently)."""
+    vol.run("create", "refuse", "--size", "64M")
+    vol.mount("refuse", tmp_path / "a", "--fs", "ext4")
+    vol.unmount(tmp_path / "a")
+
+    def refused(*args: str) -> str:
+        r = vol.run("mount", *args, check=False)
+        assert r.returncode == 1, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return r.stderr
+
+    err = refused("--fs", "foo", "refuse", str(tmp_path / "b"))
+    assert "unsupported file system 'foo'" in err and "ext4" in err, err
+    assert not os.path.ismount(tmp_path / "b")
+    if shutil.which("mkfs.xfs"):
+        err = refused("--fs", "xfs", "refuse", str(tmp_path / "c"))
+        assert "holds an ext4 file system, not xfs: mount it with --fs ext4" in err, err
+        assert not os.path.ismount(tmp_path / "c")
+    deep = tmp_path / "missing" / "dir"
+    err = refused("--fs", "ext4", "refuse", str(deep))
+    assert f"parent directory {deep.parent} does not exist" in err, err
+    assert not deep.parent.exists()
+    assert not [s for s in _states(vol) if s.volume == "refuse"]

@@ -365,7 +365,7 @@ async function loadVolumes() {
                      [(v) => human(v.stored_bytes), "stored"],
                      [(v) => v.attached_by ? `${v.attached_by.holder} (until ${when(v.attached_by.expires)})` : "detached", "attached by"],
                      [(v) => v.snapshots.map((s) => s.name).join(", ") || "-", "snapshots"],
-                     [(v) => v.base ? `${v.base.volume || ""}@${v.base.snapshot || ""}` : "-", "clone of"]],
+                     [(v) => v.base ? `${v.base.name} gen ${v.base.gen}` : "-", "clone of"]],
         rows, "no volumes");
 }
 
