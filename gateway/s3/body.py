@@ -88,12 +88,6 @@ class RequestBody:
         self.expected = checksums.from_headers(h)
         alg = h.get("x-amz-sdk-checksum-algorithm")
         announced = set(self.expected)
-        if alg:
-            if alg.upper() not in checksums.ALGORITHMS or (self.expected and
-                                                          alg.upper() not in self.expected):
-                raise S3Error("InvalidRequest", "Value for x-amz-sdk-checksum-algorithm "
-                              "header is invalid.")
-            announced.add(alg.upper())
         trailer_names = h.get("x-amz-trailer", "")
         trailed = False
         for name in trailer_names.split(","):
@@ -103,12 +97,8 @@ class RequestBody:
             if a:
                 announced.add(a)
                 trailed = True
-        if alg and not self.expected and not trailed:  # AWS: 400, the SDKs never send it
-            raise S3Error("InvalidRequest", "x-amz-sdk-checksum-algorithm specified, but no "
-                          "corresponding x-amz-checksum-* or x-amz-trailer headers were found.")
-        if len(announced) > 1:
-            raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header. "
-                          "Multiple checksum Types are not allowed.")
+        checksums.check_announced(alg, "x-amz-sdk-checksum-algorithm", self.expected,
+                                  announced, trailed)
         self.checksums = {a: checksums.Checksum(a) for a in announced}
         self.content_md5 = content_md5_hex(h.get("Content-MD5"))
 

@@ -111,6 +111,24 @@ def from_headers(headers: object, parts: int | None = None) -> dict[str, str]:
     return out
 
 
+def check_announced(alg: str | None, name: str, expected: dict[str, str],
+                    announced: set[str], trailed: bool = False) -> None:
+    """Check a write's declared algorithm (`name`: PutObject's x-amz-sdk-checksum-algorithm
+    header, or POST's x-amz-checksum-algorithm field) against its `expected` digests, as S3
+    does: an unknown algorithm, one other than the digest sent, or one with no digest (nor
+    trailer) is 400 InvalidRequest; more than one algorithm in `announced` is refused too."""
+    if alg:
+        if alg.upper() not in ALGORITHMS or (expected and alg.upper() not in expected):
+            raise S3Error("InvalidRequest", f"Value for {name} header is invalid.")
+        announced.add(alg.upper())
+        if not expected and not trailed:  # AWS: 400, the SDKs never send it
+            raise S3Error("InvalidRequest", f"{name} specified, but no corresponding "
+                          "x-amz-checksum-* or x-amz-trailer headers were found.")
+    if len(announced) > 1:
+        raise S3Error("InvalidRequest", "Expecting a single x-amz-checksum- header. "
+                      "Multiple checksum Types are not allowed.")
+
+
 def algorithm_of_header(name: str) -> str | None:
     name = name.lower()
     for alg, h in HEADER.items():

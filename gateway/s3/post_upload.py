@@ -9,7 +9,8 @@ policy is a JSON document with `expiration` and `conditions`: `{"field": "value"
 `["content-length-range", min, max]`; every form field must be covered by a condition except
 the signature fields, `file`, `policy`, `x-amz-checksum-*` and `x-ignore-*` fields. A form
 without a policy is anonymous. Then the request is authorized as a PutObject
-(`gateway.s3.authz`) and the file is stored like a PUT with the form's fields as headers.
+(`gateway.s3.authz`) and the file is stored like a PUT with the form's fields as headers (checksum and Object
+Lock fields checked and applied as PutObject's headers are).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.s3.body import content_md5_hex
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request
 from gateway.s3.handlers.access import write_acl
+from gateway.s3.handlers.object_lock import lock_from_headers, require_integrity
 from gateway.s3.handlers.objects import put_options
 from gateway.s3.header_values import check_header_values
 from gateway.s3.router import KEY_BYTES_MAX, Endpoint
@@ -304,7 +306,11 @@ async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     given = checksums.from_headers(rq.headers)
+    checksums.check_announced(rq.headers.get("x-amz-checksum-algorithm"),
+                              "x-amz-checksum-algorithm", given, set(given))
     md5 = content_md5_hex(rq.headers.get("Content-MD5"))  # AWS checks the file against it
+    opts.lock = await lock_from_headers(rq)  # the x-amz-object-lock-* fields, as on a PUT
+    require_integrity(rq, opts.lock, bool(md5 or given))
     running = [checksums.Checksum(alg) for alg in given]
     opts.digests = running
     size = 0

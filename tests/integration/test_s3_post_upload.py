@@ -123,3 +123,70 @@ def test_expired_or_malformed_policies(s3: dict[str, Any]) -> None:
         assert r.status_code == status, (change, r.text)
     r = requests.post(s3["url"], data={"key": "k"}, timeout=30)  # not multipart
     assert r.status_code == 400
+
+
+def _form_for(s3: dict[str, Any], bucket: str, **fields: str) -> dict[str, Any]:
+    """A SigV2 form for `bucket` whose policy covers every field given (exact values)."""
+    conds = [{k: v} for k, v in fields.items() if not k.startswith("x-amz-checksum-")]
+    return _v2_form({**s3, "b": bucket}, conds, **fields)
+
+
+def _post_to(s3: dict[str, Any], bucket: str, fields: dict[str, Any],
+             data: bytes = b"hello") -> requests.Response:
+    return requests.post(s3["url"].rsplit("/", 1)[0] + "/" + bucket, data=fields,
+                         files={"file": ("f.txt", data)}, timeout=30)
+
+
+def test_post_object_lock_fields_are_applied(s3: dict[str, Any]) -> None:
+    """x-amz-object-lock-* form fields lock the new version as PutObject's headers do, with
+    PutObject's checks (a digest required, a lock-enabled bucket, valid values)."""
+    c, b = s3["c"], f"postlock-{uuid.uuid4().hex[:8]}"
+    c.create_bucket(Bucket=b, ObjectLockEnabledForBucket=True)
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    md5 = base64.b64encode(hashlib.md5(b"hello").digest()).decode()
+    lock = {"x-amz-object-lock-mode": "GOVERNANCE",
+            "x-amz-object-lock-retain-until-date": until,
+            "x-amz-object-lock-legal-hold": "ON"}
+    r = _post_to(s3, b, _form_for(s3, b, key="locked", **{"Content-MD5": md5}, **lock))
+    assert r.status_code == 204, r.text
+    vid = r.headers["x-amz-version-id"]
+    ret = c.get_object_retention(Bucket=b, Key="locked")["Retention"]
+    assert ret["Mode"] == "GOVERNANCE"
+    assert ret["RetainUntilDate"].strftime("%Y-%m-%dT%H:%M:%SZ") == until
+    assert c.get_object_legal_hold(Bucket=b, Key="locked")["LegalHold"]["Status"] == "ON"
+    # refused, nothing stored: no digest; a bad mode; a mode without a date; no lock bucket
+    r = _post_to(s3, b, _form_for(s3, b, key="nodigest", **lock))
+    assert r.status_code == 400 and b"InvalidRequest" in r.content, r.text
+    bad = {**lock, "x-amz-object-lock-mode": "FOREVER"}
+    r = _post_to(s3, b, _form_for(s3, b, key="badmode", **{"Content-MD5": md5}, **bad))
+    assert r.status_code == 400 and b"InvalidArgument" in r.content, r.text
+    r = _post_to(s3, b, _form_for(s3, b, key="half", **{
+        "Content-MD5": md5, "x-amz-object-lock-mode": "GOVERNANCE"}))
+    assert r.status_code == 400 and b"InvalidArgument" in r.content, r.text
+    r = _post_to(s3, s3["b"], _form_for(s3, s3["b"], key="nolock", **{"Content-MD5": md5},
+                                        **lock))
+    assert r.status_code == 400 and b"InvalidRequest" in r.content, r.text
+    keys = [o["Key"] for o in c.list_objects_v2(Bucket=b).get("Contents", [])]
+    assert keys == ["locked"]
+    c.put_object_legal_hold(Bucket=b, Key="locked", LegalHold={"Status": "OFF"})
+    c.delete_object(Bucket=b, Key="locked", VersionId=vid, BypassGovernanceRetention=True)
+
+
+def test_post_checksum_algorithm_field_is_checked(s3: dict[str, Any]) -> None:
+    """x-amz-checksum-algorithm is checked against the x-amz-checksum-* field as PutObject
+    checks x-amz-sdk-checksum-algorithm: alone, unknown or naming another algorithm is 400."""
+    c, b = s3["c"], s3["b"]
+    sha = base64.b64encode(hashlib.sha256(b"hello").digest()).decode()
+    for key, extra in (("alg-alone", {"x-amz-checksum-algorithm": "SHA256"}),
+                       ("alg-other", {"x-amz-checksum-algorithm": "CRC32",
+                                      "x-amz-checksum-sha256": sha}),
+                       ("alg-bogus", {"x-amz-checksum-algorithm": "MD4"})):
+        r = _post_to(s3, b, _form_for(s3, b, key=key, **extra))
+        assert r.status_code == 400 and b"InvalidRequest" in r.content, (key, r.text)
+        with pytest.raises(c.exceptions.ClientError):
+            c.head_object(Bucket=b, Key=key)
+    r = _post_to(s3, b, _form_for(s3, b, key="alg-ok", **{
+        "x-amz-checksum-algorithm": "SHA256", "x-amz-checksum-sha256": sha}))
+    assert r.status_code == 204, r.text
+    head = c.head_object(Bucket=b, Key="alg-ok", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == sha
