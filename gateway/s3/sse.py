@@ -189,6 +189,15 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
     return ckey
 
 
+def refuse_blocked(default: dict[str, Any] | None, ckey: bytes | None) -> None:
+    """BlockedEncryptionTypes: a write that specifies SSE-C (PutObject, CopyObject, POST,
+    CreateMultipartUpload, UploadPart, UploadPartCopy) into a bucket blocking it is 403
+    AccessDenied, as AWS documents, even for an upload begun before the block; existing SSE-C
+    objects stay readable (reads never come here)."""
+    if ckey is not None and "SSE-C" in (default or {}).get("blocked", ()):
+        raise S3Error("AccessDenied")
+
+
 async def for_request(rq: Any) -> SseChoice:
     """`for_write` for an S3Request, with its bucket's default encryption (from the record
     the pipeline read), and the KMS key of an SSE-KMS write looked up in the tenant's keys
@@ -196,9 +205,7 @@ async def for_request(rq: Any) -> SseChoice:
     b = rq.existing_bucket()
     default = b.config.get("encryption")
     choice = for_write(rq.headers, rq.tenant, rq.cfg.region, default)
-    if choice.customer_key is not None and "SSE-C" in (default or {}).get("blocked", ()):
-        # BlockedEncryptionTypes: new SSE-C objects are refused; existing ones stay readable
-        raise S3Error("AccessDenied")
+    refuse_blocked(default, choice.customer_key)
     if choice.record.get("algorithm", "").startswith("aws:kms"):
         svc = rq.cluster.objects.kms
         try:

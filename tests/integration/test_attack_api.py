@@ -214,6 +214,29 @@ def test_blocked_encryption_types_refuse_new_sse_c_objects(w: dict[str, Any]) ->
     s3.put_object(Bucket=b, Key="new", Body=b"x", **_ssec(key))
 
 
+def test_blocked_sse_c_refuses_parts_of_an_upload_begun_before(w: dict[str, Any]) -> None:
+    """AWS: with SSE-C blocked, any multipart upload request that specifies SSE-C is 403
+    AccessDenied. UploadPart / UploadPartCopy into an SSE-C upload created before the block
+    were still stored; now refused, and accepted again once the block is lifted."""
+    s3, b = w["s3"], f"atk-api-ssecmp-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=b)
+    key = bytes(range(1, 33))
+    s3.put_object(Bucket=b, Key="src", Body=b"s" * 10)
+    up = s3.create_multipart_upload(Bucket=b, Key="mp", **_ssec(key))["UploadId"]
+    rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+            "BlockedEncryptionTypes": {"EncryptionType": ["SSE-C"]}}
+    s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    assert _err(s3.upload_part, Bucket=b, Key="mp", UploadId=up, PartNumber=1, Body=b"p",
+                **_ssec(key)) == (403, "AccessDenied")
+    assert _err(s3.upload_part_copy, Bucket=b, Key="mp", UploadId=up, PartNumber=1,
+                CopySource={"Bucket": b, "Key": "src"}, **_ssec(key)) == (403, "AccessDenied")
+    assert s3.list_parts(Bucket=b, Key="mp", UploadId=up).get("Parts", []) == []
+    rule["BlockedEncryptionTypes"] = {"EncryptionType": ["NONE"]}
+    s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    s3.upload_part(Bucket=b, Key="mp", UploadId=up, PartNumber=1, Body=b"p", **_ssec(key))
+    s3.abort_multipart_upload(Bucket=b, Key="mp", UploadId=up)
+
+
 def test_encryption_configuration_with_an_unknown_element_is_malformed(
         w: dict[str, Any]) -> None:
     """A misspelt or unknown element of ServerSideEncryptionConfiguration (a blocked type

@@ -173,13 +173,16 @@ def _completion_customer_key(rq: S3Request, made: Upload | ObjectVersion,
 
 async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, Upload,
                                                bytes | None]:
-    """What every part request names: part number, upload (checked), and its SSE-C key."""
+    """What every part request names: part number, upload (checked), and its SSE-C key (a
+    part of an SSE-C upload is refused once the bucket blocks SSE-C)."""
     number = _part_number(rq)
     upload_id = rq.upload_id
     svc = service(rq)
     with _errors(upload_id):
         up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
-    return number, upload_id, svc, up, _part_customer_key(rq, up)
+    ckey = _part_customer_key(rq, up)
+    sse.refuse_blocked(rq.existing_bucket().config.get("encryption"), ckey)
+    return number, upload_id, svc, up, ckey
 
 
 @operation("UploadPart")
