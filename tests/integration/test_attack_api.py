@@ -159,6 +159,24 @@ def test_create_bucket_applies_its_tags(w: dict[str, Any]) -> None:
     assert _err(s3.head_bucket, Bucket=bad)[0] == 404
 
 
+def test_repeated_create_bucket_refuses_settings_it_cannot_apply(w: dict[str, Any]) -> None:
+    """us-east-1 answers a repeated CreateBucket by the owner 200 and resets the ACL (all AWS
+    documents). Tags (or Object Lock / Object Ownership) sent with it were dropped after a
+    200; now 409 BucketAlreadyOwnedByYou and the bucket is unchanged; a plain repeat is 200."""
+    s3, b = w["s3"], f"atk-api-again-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=b)
+    s3.create_bucket(Bucket=b)  # the legacy 200
+    tags = [{"Key": "team", "Value": "blue"}]
+    assert _err(s3.create_bucket, Bucket=b, CreateBucketConfiguration={"Tags": tags}) == (
+        409, "BucketAlreadyOwnedByYou")
+    assert _err(s3.get_bucket_tagging, Bucket=b) == (404, "NoSuchTagSet")
+    assert _err(s3.create_bucket, Bucket=b, ObjectLockEnabledForBucket=True) == (
+        409, "BucketAlreadyOwnedByYou")
+    assert _err(s3.get_object_lock_configuration, Bucket=b)[0] == 404
+    assert _err(s3.create_bucket, Bucket=b, ObjectOwnership="BucketOwnerEnforced") == (
+        409, "BucketAlreadyOwnedByYou")
+
+
 @pytest.mark.parametrize("conf", [
     {"Bucket": {"DataRedundancy": "SingleAvailabilityZone", "Type": "Directory"}},
     {"Location": {"Type": "AvailabilityZone", "Name": "use1-az4"}},

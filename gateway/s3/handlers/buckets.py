@@ -76,6 +76,20 @@ def _check_namespace(value: str | None) -> None:
                   ArgumentName=NAMESPACE_HEADER, ArgumentValue=value)
 
 
+def _refuse_repeat_settings(tags: object, locked: bool, access: dict[str, object]) -> None:
+    """A repeated create by the owner resets only the ACL (all AWS documents); Tags, Object
+    Lock or Object Ownership asked of it would be dropped, so it is 409
+    BucketAlreadyOwnedByYou naming them, never a 200 that leaves them unapplied."""
+    extra = [name for name, asked in (("CreateBucketConfiguration Tags", tags),
+                                      ("x-amz-bucket-object-lock-enabled", locked),
+                                      ("x-amz-object-ownership", access.get("ownership")))
+             if asked]
+    if extra:
+        raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named "
+                      "bucket succeeded and you already own it; a repeated create resets only "
+                      f"the bucket ACL and cannot apply {', '.join(extra)}.")
+
+
 @operation("CreateBucket")
 async def create_bucket(rq: S3Request) -> web.StreamResponse:
     validate_bucket_name(rq.bucket)
@@ -101,7 +115,9 @@ async def create_bucket(rq: S3Request) -> web.StreamResponse:
     except BucketExists as exc:
         if exc.owned_by_caller and rq.cfg.region == "us-east-1":
             # us-east-1 answers 200 to a repeated create by the owner and resets the bucket
-            # ACL (AWS's legacy behaviour, documented under CreateBucket)
+            # ACL (AWS's legacy behaviour, documented under CreateBucket); what else such a
+            # create would do to the bucket AWS does not say, so asking for more is refused
+            _refuse_repeat_settings(asked.tags, locked, access)
             await rq.cluster.buckets.update(rq.tenant, rq.bucket, acl=access["acl"])
             return web.Response(status=200, headers={"Location": f"/{rq.bucket}"})
         raise
