@@ -137,7 +137,10 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("[nodes]", "weight"): "Relative share of placements (capacity); the rebalancer evens "
     "usage by it.",
     ("archive", "day_seconds"): "Length of a lifecycle/restore day. Shorter days make "
-    "lifecycle rules and restores happen in seconds (tests, trials).",
+    "lifecycle rules and restores happen in seconds (tests, trials). Written by `tessera up "
+    "--day-seconds N` at first start only; later, edit it here with the cluster stopped (add "
+    "the key if missing). The only setting restore timing follows: `tessera config set "
+    "lifecycle.day_seconds` does not change it.",
     ("archive", "lifecycle_interval_s"): "Pause between lifecycle passes (at most a quarter "
     "of the lifecycle day).",
     ("archive", "expedited_s"): "Expedited restore latency, in real-world seconds scaled by "
@@ -194,7 +197,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "`x-amz-abort-date` headers keep S3's calendar dates (midnight UTC after N real days) "
     "whatever this says. Change it on a running cluster with `tessera config set "
     "lifecycle.day_seconds N` (stored in the metadata, read by every gateway at once; "
-    "`tessera config unset` returns to this value).",
+    "`tessera config unset` returns to this value). It does not change restore timing "
+    "(RestoreObject tiers), which follows `[archive] day_seconds` only.",
     ("lifecycle", "version_place_retention_s"): "How long (real seconds) a deleted version's "
     "place in its key's history is kept: a ListObjectVersions page that ended at a version "
     "deleted within this long resumes exactly after it; later, at the time in its id (a "
