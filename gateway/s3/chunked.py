@@ -14,7 +14,7 @@ from gateway.s3.sigv4_fields import EMPTY_SHA256, SigV4Error
 from storage.buffers import Lent
 
 DEFAULT_MAX_CHUNK_SIZE = 16 * 1024 * 1024
-MIN_SIGNED_CHUNK_SIZE = 8192  # AWS: every signed chunk but the last is at least 8 KiB
+MIN_CHUNK_SIZE = 8192  # AWS: every aws-chunked chunk but the last is at least 8 KiB
 SMALL_PIECE = 4096  # pieces shorter than this are copied together, never held as views
 TRAILER_SIGNATURE = "x-amz-trailer-signature"
 
@@ -40,8 +40,8 @@ class ChunkedDecoder:
     once on the way in. Shorter pieces (tiny chunks, or a read that cut a chunk) are copied
     together into one `bytes` of up to `SMALL_PIECE` bytes, released once it fills, the
     data ends or a signed chunk verifies, so held pieces never cost more memory in objects than they carry in payload.
-    Signed bodies refuse a chunk under `MIN_SIGNED_CHUNK_SIZE` bytes that is not the last
-    (403 InvalidChunkSizeError), as AWS does.
+    A chunk under `MIN_CHUNK_SIZE` bytes that is not the last is refused (403
+    InvalidChunkSizeError), signed or unsigned-trailer, as S3 does.
     """
 
     def __init__(
@@ -196,15 +196,16 @@ class ChunkedDecoder:
                 f"aws-chunked chunk of {size} bytes exceeds the limit of {self._max_chunk}.",
             )
         sig = match.group(2)
+        if size and self._chunks and self._last_size < MIN_CHUNK_SIZE:
+            # signed or not (S3 refuses unsigned-trailer bodies' small chunks too)
+            raise SigV4Error(
+                "InvalidChunkSizeError",
+                "Only the last chunk is allowed to have a size less than 8192 bytes",
+                {"Chunk": str(self._chunks + 1), "BadChunkSize": str(self._last_size)},
+            )
         if self._signed:
             if sig is None:
                 raise SigV4Error("SignatureDoesNotMatch", "The chunk signature is missing.")
-            if size and self._chunks and self._last_size < MIN_SIGNED_CHUNK_SIZE:
-                raise SigV4Error(
-                    "InvalidChunkSizeError",
-                    "Only the last chunk is allowed to have a size less than 8192 bytes",
-                    {"Chunk": str(self._chunks + 1), "BadChunkSize": str(self._last_size)},
-                )
             self._chunk_sig = sig.decode("ascii")
             self._hasher = hashlib.sha256()
         if size == 0:

@@ -117,8 +117,8 @@ def test_aws_chunked_uploads(cluster) -> None:  # type: ignore[no-untyped-def]
     assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in body
     assert _absent(s3, "forged")
 
-    # A signed chunk under 8 KiB that is not the last: 403 InvalidChunkSizeError (AWS),
-    # nothing stored; unsigned tiny chunks are taken (AWS documents no minimum for them).
+    # A chunk under 8 KiB that is not the last, signed or unsigned-trailer: 403
+    # InvalidChunkSizeError (AWS), nothing stored.
     small = [chunks[0], b"s" * 100, chunks[2]]
     status, body = _put(cluster, "small-chunk", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", small)
     assert status == 403 and b"<Code>InvalidChunkSizeError</Code>" in body, body
@@ -128,8 +128,9 @@ def test_aws_chunked_uploads(cluster) -> None:  # type: ignore[no-untyped-def]
     tiny_crc = base64.b64encode(zlib.crc32(data[:3000]).to_bytes(4, "big")).decode()
     status, body = _put(cluster, "tiny", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", tiny,
                         trailer="x-amz-checksum-crc32", trailer_value=tiny_crc)
-    assert status == 200, body
-    assert s3.get_object(Bucket=BUCKET, Key="tiny")["Body"].read() == data[:3000]
+    assert status == 403 and b"<Code>InvalidChunkSizeError</Code>" in body, body
+    assert b"<Chunk>2</Chunk>" in body and b"<BadChunkSize>1</BadChunkSize>" in body, body
+    assert _absent(s3, "tiny")
 
     # A body cut before its final chunk: IncompleteBody, nothing stored.
     status, body = _put(cluster, "truncated", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", chunks,

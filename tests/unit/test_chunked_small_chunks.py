@@ -43,25 +43,34 @@ def test_a_small_last_signed_chunk_is_accepted(sha: str) -> None:
     assert decode_all(decoder, [body]) == (b"tiny", {})
 
 
-def test_unsigned_tiny_chunks_are_accepted() -> None:
-    """AWS documents the minimum for signed chunks only; unsigned ones are not refused."""
+def test_unsigned_tiny_chunks_are_refused() -> None:
+    """S3 refuses a chunk under 8 KiB but the last in unsigned-trailer bodies too
+    (STREAMING-UNSIGNED-PAYLOAD-TRAILER; its InvalidChunkSizeError is quoted in
+    versitygw #1665/#2085): 403 InvalidChunkSizeError naming the chunk."""
     decoder = ChunkedDecoder(None, False, ["x-amz-checksum-crc32"])
     wire = b"1\r\nA\r\n" * 3 + b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n"
-    assert decode_all(decoder, [wire]) == (b"AAA", {"x-amz-checksum-crc32": "AAAAAA=="})
+    with pytest.raises(SigV4Error) as err:
+        decode_all(decoder, [wire])
+    assert err.value.code == "InvalidChunkSizeError"
 
 
 @pytest.mark.parametrize("block", [6, 4096, 1 << 20])
-def test_tiny_unsigned_chunks_come_out_in_few_pieces(block: int) -> None:
-    """64 KiB in 1-byte chunks, fed in Lent blocks of any size, comes out in about
-    64 KiB / SMALL_PIECE pieces, not one per byte."""
-    payload = bytes(range(256)) * 256
-    wire = b"".join(b"1\r\n" + payload[i : i + 1] + b"\r\n" for i in range(len(payload)))
+def test_unsigned_chunks_fed_in_tiny_blocks_come_out_in_few_pieces(block: int) -> None:
+    """64 KiB in 8 KiB chunks and a 1-byte last one, fed in Lent blocks of any size (6-byte
+    blocks cut every chunk into pieces), comes out in about 64 KiB / SMALL_PIECE pieces,
+    not one per block."""
+    payload = bytes(range(256)) * 256 + b"!"
+    sizes = [8192] * 8 + [1]
+    wire, at = b"", 0
+    for n in sizes:
+        wire += f"{n:x}\r\n".encode() + payload[at : at + n] + b"\r\n"
+        at += n
     wire += b"0\r\n\r\n"
     decoder = ChunkedDecoder(None, False, None)
     pieces = [p for i in range(0, len(wire), block) for p in decoder.feed(Lent(wire[i : i + block]))]
     decoder.finish()
     assert b"".join(pieces) == payload
-    assert len(pieces) <= len(payload) // SMALL_PIECE + 1, len(pieces)
+    assert len(pieces) <= len(payload) // SMALL_PIECE + len(sizes) + 1, len(pieces)
 
 
 def test_a_signed_chunk_fed_byte_by_byte_comes_out_in_few_pieces() -> None:
