@@ -162,7 +162,8 @@ def test_create_bucket_applies_its_tags(w: dict[str, Any]) -> None:
 def test_repeated_create_bucket_refuses_settings_it_cannot_apply(w: dict[str, Any]) -> None:
     """us-east-1 answers a repeated CreateBucket by the owner 200 and resets the ACL (all AWS
     documents). Tags (or Object Lock / Object Ownership) sent with it were dropped after a
-    200; now 409 BucketAlreadyOwnedByYou and the bucket is unchanged; a plain repeat is 200."""
+    200; now 409 BucketAlreadyOwnedByYou and the bucket is unchanged; a plain repeat, or one
+    asking for what the bucket already has, is 200."""
     s3, b = w["s3"], f"atk-api-again-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=b)
     s3.create_bucket(Bucket=b)  # the legacy 200
@@ -175,6 +176,15 @@ def test_repeated_create_bucket_refuses_settings_it_cannot_apply(w: dict[str, An
     assert _err(s3.get_object_lock_configuration, Bucket=b)[0] == 404
     assert _err(s3.create_bucket, Bucket=b, ObjectOwnership="BucketOwnerEnforced") == (
         409, "BucketAlreadyOwnedByYou")
+    # asking again for what the bucket already has is a plain repeat (an idempotent "ensure
+    # this bucket" step re-sends its whole create): 200, nothing changed
+    same = {"Bucket": f"{b}-same", "CreateBucketConfiguration": {"Tags": tags},
+            "ObjectLockEnabledForBucket": True, "ObjectOwnership": "BucketOwnerEnforced"}
+    s3.create_bucket(**same)
+    s3.create_bucket(**same)
+    assert s3.get_bucket_tagging(Bucket=same["Bucket"])["TagSet"] == tags
+    assert _err(s3.create_bucket, Bucket=same["Bucket"], CreateBucketConfiguration={
+        "Tags": [{"Key": "team", "Value": "red"}]}) == (409, "BucketAlreadyOwnedByYou")
 
 
 @pytest.mark.parametrize("conf", [

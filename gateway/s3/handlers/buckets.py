@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.s3 import xml, xml_parse
+from gateway.s3 import authz, xml, xml_parse
 from gateway.s3.body import EMPTY_SHA256
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, clearing_operation, operation, xml_response
@@ -12,6 +12,7 @@ from gateway.s3.handlers.access import create_bucket_config
 from gateway.s3.handlers.batch import MISSING_DIGEST, read_small_body
 from gateway.s3.http import iso_time, strict_int
 from gateway.s3.router import validate_bucket_name
+from storage.records import Bucket
 
 MAX_XML_BYTES = 1024 * 1024
 MAX_BUCKETS_PAGE = 10000
@@ -76,14 +77,20 @@ def _check_namespace(value: str | None) -> None:
                   ArgumentName=NAMESPACE_HEADER, ArgumentValue=value)
 
 
-def _refuse_repeat_settings(tags: object, locked: bool, access: dict[str, object]) -> None:
+def _refuse_repeat_settings(b: Bucket, tags: object, locked: bool,
+                            access: dict[str, object]) -> None:
     """A repeated create by the owner resets only the ACL (all AWS documents); Tags, Object
-    Lock or Object Ownership asked of it would be dropped, so it is 409
-    BucketAlreadyOwnedByYou naming them, never a 200 that leaves them unapplied."""
-    extra = [name for name, asked in (("CreateBucketConfiguration Tags", tags),
-                                      ("x-amz-bucket-object-lock-enabled", locked),
-                                      ("x-amz-object-ownership", access.get("ownership")))
-             if asked]
+    Lock or Object Ownership asked of it that the bucket does not already have would be
+    dropped, so it is 409 BucketAlreadyOwnedByYou naming them, never a 200 that leaves them
+    unapplied. Asking again for what the bucket already has stays a 200 (an idempotent
+    "ensure this bucket" step re-sends its whole create)."""
+    lock_on = bool((b.config.get("object_lock") or {}).get("enabled"))
+    mode = access.get("ownership")
+    extra = [name for name, differs in (
+        ("CreateBucketConfiguration Tags", bool(tags) and tags != b.config.get("tagging")),
+        ("x-amz-bucket-object-lock-enabled", locked and not lock_on),
+        ("x-amz-object-ownership", mode is not None and mode != authz.ownership(b)))
+        if differs]
     if extra:
         raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the named "
                       "bucket succeeded and you already own it; a repeated create resets only "
@@ -117,7 +124,8 @@ async def create_bucket(rq: S3Request) -> web.StreamResponse:
             # us-east-1 answers 200 to a repeated create by the owner and resets the bucket
             # ACL (AWS's legacy behaviour, documented under CreateBucket); what else such a
             # create would do to the bucket AWS does not say, so asking for more is refused
-            _refuse_repeat_settings(asked.tags, locked, access)
+            _refuse_repeat_settings(await rq.cluster.buckets.get(rq.tenant, rq.bucket),
+                                    asked.tags, locked, access)
             await rq.cluster.buckets.update(rq.tenant, rq.bucket, acl=access["acl"])
             return web.Response(status=200, headers={"Location": f"/{rq.bucket}"})
         raise
