@@ -38,6 +38,14 @@ def begin_request() -> None:
     _REQUEST_STAMP.set([])
 
 
+def _holds(entry: tuple[float, int, *tuple[object, ...]] | None, now: float,
+           stamp: int | None) -> bool:
+    """Whether a stamped cache entry (expiry, auth change stamp, ...) answers at `now`:
+    before its expiry and under the same stamp (None: the stamp cannot be read now, and
+    the expiry alone bounds it)."""
+    return entry is not None and entry[0] > now and stamp in (None, entry[1])
+
+
 def _valid_tenant_name(name: str) -> bool:
     return 1 <= len(name) <= 63 and all(c.isalnum() or c in "-_" for c in name) and name.isascii()
 
@@ -146,7 +154,7 @@ class TenantService:
         """The tenant-level public access block flags, cached while the auth stamp holds."""
         now, stamp = time.monotonic(), await self._stamp()
         hit = self._pab_cache.get(name)
-        if hit and hit[0] > now and hit[1] == stamp:
+        if _holds(hit, now, stamp):
             return hit[2]
         await self._refresh(name, stamp)
         return self._pab_cache[name][2]
@@ -202,7 +210,7 @@ class TenantService:
         keys stop answering) and SHORT_TTL_S at most."""
         now, stamp = time.monotonic(), await self._stamp_if_readable()
         hit = self._active_cache.get(name)
-        if hit and hit[0] > now and stamp in (None, hit[1]):
+        if _holds(hit, now, stamp):
             return hit[2]
         await self._refresh(name, await self._stamp() if stamp is None else stamp)
         return self._active_cache[name][2]
@@ -243,8 +251,7 @@ class TenantService:
         the wrapped blob the cached key was opened from."""
         now, stamp = time.monotonic(), await self._stamp_if_readable()
         checked = self._kek_checked.get(tenant)
-        fresh = checked is not None and checked[0] > now and stamp in (None, checked[1])
-        if version is not None and fresh:
+        if version is not None and _holds(checked, now, stamp):
             hit = self._kek_cache.get((tenant, version))
             if hit and hit[0] > now:
                 return version, hit[1]
@@ -408,7 +415,7 @@ class TenantService:
         within `etcd_stamp.MAX_AGE_S` (usually the next request) on etcd."""
         now, stamp = time.monotonic(), await self._stamp()
         hit = self._secret_cache.get(access_key)
-        if hit and hit[0] > now and hit[1] == stamp:
+        if _holds(hit, now, stamp):
             return hit[2]
         began, item = await self._read(access_key_key(access_key), stamp)
         cred = None
