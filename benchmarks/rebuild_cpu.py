@@ -33,7 +33,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.repair_speed import cpu_seconds  # noqa: E402
-from ops.chaos import ChaosCluster  # noqa: E402
+from ops.chaos_cluster import ChaosCluster  # noqa: E402
 from storage.buffers import BufferPool  # noqa: E402
 from storage.config import load_config  # noqa: E402
 from storage.keyspace import STRIPE, space, stripe_of  # noqa: E402

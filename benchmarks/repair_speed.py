@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ops.chaos import FAST_ENV, ChaosCluster  # noqa: E402
+from ops.chaos_cluster import FAST_ENV, ChaosCluster  # noqa: E402
 
 
 class Progress:

@@ -22,10 +22,8 @@ from typing import Any
 from ops.chaos import (
     ALL_FAULTS,
     BUCKET,
-    FAST_ENV,
     FAULTS,
     OPT_IN,
-    ChaosCluster,
     Model,
     Nemesis,
     Report,
@@ -34,6 +32,7 @@ from ops.chaos import (
     schedule,
     zone_of,
 )
+from ops.chaos_cluster import FAST_ENV, ChaosCluster
 
 CHAOS_MARK = ".tessera-chaos"  # in a --data directory chaos made (it may take faults)
 

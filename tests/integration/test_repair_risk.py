@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.chaos import FAST_ENV, ChaosCluster
+from ops.chaos_cluster import FAST_ENV, ChaosCluster
 from storage.clusterstatus import fully_redundant
 from storage.config import load_config
 from storage.keyspace import object_key

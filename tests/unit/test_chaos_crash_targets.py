@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.chaos import ChaosCluster
+from ops.chaos_cluster import ChaosCluster
 
 WAIT = "import sys; print('ready', flush=True); sys.stdin.read()"  # until stdin closes
 # One more of these as a child (it shares our stdin, so it ends with us), then its pid.

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.chaos import ChaosCluster, Fault, Nemesis, Report
+from ops.chaos import Fault, Nemesis, Report
+from ops.chaos_cluster import ChaosCluster
 from ops.localcluster import default_config
 
 
