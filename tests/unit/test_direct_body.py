@@ -368,15 +368,7 @@ async def test_an_error_mid_body_is_answered_after_the_body_not_reset(s3: Any) -
     TCP reset, which can lose the answer); the given-up body ended at once, not at GC."""
     data = _body("bad-chunk", 2 * 1024 * 1024)
     wire = f"{BLOCK:x}\r\n".encode() + data[:BLOCK] + b"\r\nzz\r\n" + data[BLOCK:]
-    url = f"{s3.meta.endpoint_url}/{BUCKET}/chunky"
-    req = AWSRequest(method="PUT", url=url, headers={
-        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
-        "x-amz-trailer": "x-amz-checksum-crc32",
-        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
-    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
-    netloc = urlsplit(url).netloc
-    head = [f"PUT /{BUCKET}/chunky HTTP/1.1", f"Host: {netloc}", f"Content-Length: {len(wire)}"]
-    head += [f"{k}: {v}" for k, v in req.headers.items()]
+    netloc, head = _chunked_head(s3, "chunky", len(wire), len(data))
     answer = await asyncio.to_thread(_exchange, netloc, head, wire, False, 0.01, BLOCK)
     assert answer.startswith(b"HTTP/1.1 400") and b"<Code>InvalidRequest</Code>" in answer, \
         answer[:400]
@@ -411,21 +403,29 @@ async def test_an_aws_chunked_body_is_held_in_its_blocks_uncopied(
     assert bad.startswith(b"HTTP/1.1 400") and b"<Code>BadDigest</Code>" in bad, bad[:400]
 
 
+def _chunked_head(s3: Any, key: str, length: int, decoded: int,
+                  extra: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The address and signed head lines of a PUT of an unsigned aws-chunked body of
+    `length` bytes on the wire and `decoded` payload bytes with a CRC32 trailer (`extra`:
+    more header lines, after Content-Length)."""
+    url = f"{s3.meta.endpoint_url}/{BUCKET}/{key}"
+    req = AWSRequest(method="PUT", url=url, headers={
+        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(decoded),
+        "x-amz-trailer": "x-amz-checksum-crc32",
+        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
+    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
+    netloc = urlsplit(url).netloc
+    head = [f"PUT /{BUCKET}/{key} HTTP/1.1", f"Host: {netloc}", f"Content-Length: {length}",
+            *extra]
+    return netloc, head + [f"{k}: {v}" for k, v in req.headers.items()]
+
+
 def _chunked_put(s3: Any, key: str, data: bytes, crc: str) -> bytes:
     """PUT `data` as an unsigned aws-chunked body (64 KiB chunks, a CRC32 trailer)."""
     wire = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n"
                     for c in (data[i:i + BLOCK] for i in range(0, len(data), BLOCK)))
     wire += f"0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n".encode()
-    url = f"{s3.meta.endpoint_url}/{BUCKET}/{key}"
-    req = AWSRequest(method="PUT", url=url, headers={
-        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
-        "x-amz-trailer": "x-amz-checksum-crc32",
-        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
-    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
-    netloc = urlsplit(url).netloc
-    head = [f"PUT /{BUCKET}/{key} HTTP/1.1", f"Host: {netloc}", f"Content-Length: {len(wire)}"]
-    head += [f"{k}: {v}" for k, v in req.headers.items()]
-    return _exchange(netloc, head, wire)
+    return _exchange(*_chunked_head(s3, key, len(wire), len(data)), wire)
 
 
 def test_a_block_is_lent_again_only_once_nothing_holds_it() -> None:
@@ -505,16 +505,8 @@ def _slow_bad_chunked(s3: Any, announced: int, piece: int, gap: float, give_up_s
     whether the gateway cut it off, seconds from the bad header to the cut)."""
     good = GOOD_CHUNK[direct]
     wire = f"{good:x}\r\n".encode() + _body("slow-bad", good) + b"\r\nzz\r\n"
-    url = f"{s3.meta.endpoint_url}/{BUCKET}/dripping"
-    req = AWSRequest(method="PUT", url=url, headers={
-        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(announced),
-        "x-amz-trailer": "x-amz-checksum-crc32",
-        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
-    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
-    netloc = urlsplit(url).netloc
-    head = [f"PUT /{BUCKET}/dripping HTTP/1.1", f"Host: {netloc}",
-            f"Content-Length: {announced}", *(["Expect: 100-continue"] if direct else [])]
-    head += [f"{k}: {v}" for k, v in req.headers.items()]
+    netloc, head = _chunked_head(s3, "dripping", announced, announced,
+                                 ("Expect: 100-continue",) if direct else ())
     host, port = netloc.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         got = b""
@@ -616,16 +608,8 @@ async def test_a_given_up_body_sent_whole_still_closes_the_connection(
     good = GOOD_CHUNK[True]
     wire = f"{good:x}\r\n".encode() + _body("given-up", good) + b"\r\nzz\r\n"
     announced = len(wire) + 512 * 1024
-    url = f"{s3.meta.endpoint_url}/{BUCKET}/given-up"
-    req = AWSRequest(method="PUT", url=url, headers={
-        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(announced),
-        "x-amz-trailer": "x-amz-checksum-crc32",
-        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"})
-    _Streaming(s3._request_signer._credentials, "s3", s3.meta.region_name).add_auth(req)
-    netloc = urlsplit(url).netloc
-    head = [f"PUT /{BUCKET}/given-up HTTP/1.1", f"Host: {netloc}",
-            f"Content-Length: {announced}", "Expect: 100-continue"]
-    head += [f"{k}: {v}" for k, v in req.headers.items()]
+    netloc, head = _chunked_head(s3, "given-up", announced, announced,
+                                 ("Expect: 100-continue",))
     host, port = netloc.rsplit(":", 1)
 
     def client() -> bytes:

@@ -103,10 +103,8 @@ async def test_bytes_the_transport_holds_go_out_before_the_file(
     assert got == head + data
 
 
-async def test_a_transport_closed_while_waiting_ends_the_sending(
-        pair: tuple[asyncio.Transport, asyncio.StreamReader], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    transport, _ = pair
+def _watch_waits(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Short wait slices (0.05 s), and an event set once `send_file` waits for the socket."""
     monkeypatch.setattr(shardget, "WAIT_SLICE_S", 0.05)
     waiting = asyncio.Event()
     real = shardget._writable
@@ -116,6 +114,14 @@ async def test_a_transport_closed_while_waiting_ends_the_sending(
         await real(loop, out)
 
     monkeypatch.setattr(shardget, "_writable", seen)
+    return waiting
+
+
+async def test_a_transport_closed_while_waiting_ends_the_sending(
+        pair: tuple[asyncio.Transport, asyncio.StreamReader], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    transport, _ = pair
+    waiting = _watch_waits(monkeypatch)
     _small_buffer(transport)
     f, _ = _file(tmp_path, 8 * 1024 * 1024)
     with f:  # the reader never reads: the socket fills and the sender waits
@@ -144,15 +150,7 @@ async def test_a_transport_aborted_while_its_socket_stays_full_ends_the_sending(
     late, unlike TCP on loopback) and the transport is aborted while the sender waits: the
     duplicate descriptor keeps the socket open, so no writability wakes the sender; only the
     wait's slice does (review15h: the TCP test above passes with the slice removed)."""
-    monkeypatch.setattr(shardget, "WAIT_SLICE_S", 0.05)
-    waiting = asyncio.Event()
-    real = shardget._writable
-
-    async def seen(loop: asyncio.AbstractEventLoop, out: int) -> None:
-        waiting.set()
-        await real(loop, out)
-
-    monkeypatch.setattr(shardget, "_writable", seen)
+    waiting = _watch_waits(monkeypatch)
     ours, peer = socket.socketpair()
     ours.setblocking(False)
     transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
