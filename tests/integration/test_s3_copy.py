@@ -168,3 +168,23 @@ def test_copy_across_tenants_denied(cluster: LocalCluster) -> None:
         other.copy_object(Bucket=dst_b, Key="stolen", CopySource={"Bucket": src_b,
                                                                   "Key": "secret"})
     assert code(e) == "AccessDenied"
+
+
+def test_copy_object_refuses_a_copy_source_range(cluster: LocalCluster) -> None:
+    """CopyObject has no partial copy (only UploadPartCopy reads x-amz-copy-source-range):
+    a range on it is 501 NotImplemented naming the header, never a whole-object copy."""
+    s3 = cluster.client()
+    bucket = uniq("cp-range")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="src", Body=b"0123456789")
+
+    def add_range(request, **_: object) -> None:  # type: ignore[no-untyped-def]
+        request.headers["x-amz-copy-source-range"] = "bytes=0-3"
+
+    s3.meta.events.register("before-sign.s3.CopyObject", add_range)
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+    assert code(exc) == "NotImplemented"
+    assert exc.value.response["Error"].get("Header") == "x-amz-copy-source-range"
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="dst")

@@ -27,6 +27,10 @@ from storage.errors import BucketNotFound
 from storage.records import ObjectVersion
 
 COPY_SOURCE_MAX = 5 * 1024**3
+# A byte range to copy: UploadPartCopy reads it; AWS's CopyObject documents no such header
+# and its answer to one is undocumented, so CopyObject refuses it (501, as Ceph RGW's
+# RGWCopyObj did) rather than copy the whole object as if the range were honoured.
+COPY_RANGE = "x-amz-copy-source-range"
 _SELF_COPY = ("This copy request is illegal because it is trying to copy an object to itself "
               "without changing the object's metadata, storage class, website redirect "
               "location or encryption attributes.")
@@ -115,6 +119,8 @@ def _directive(rq: S3Request, name: str) -> str:
 
 @operation("CopyObject")
 async def copy_object(rq: S3Request) -> web.StreamResponse:
+    if COPY_RANGE in rq.headers:  # UploadPartCopy's; CopyObject has no partial copy
+        raise S3Error("NotImplemented", Header=COPY_RANGE)
     src, src_versioned = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     meta_dir = _directive(rq, "x-amz-metadata-directive")
