@@ -132,9 +132,27 @@ def parse_encryption(body: bytes) -> dict[str, Any]:
         raise malformed(f"{len(rules)} encryption rules; exactly 1 allowed")
     only_children(rules[0], ("ApplyServerSideEncryptionByDefault", "BucketKeyEnabled",
                              "BlockedEncryptionTypes"))
-    defaults = find_all(rules[0], "ApplyServerSideEncryptionByDefault")
+    algorithm, key_id = _default_encryption(rules[0])
+    blocked = _blocked_types(rules[0])
+    if algorithm is None and not find_all(rules[0], "BlockedEncryptionTypes"):
+        raise malformed("Rule needs ApplyServerSideEncryptionByDefault or "
+                        "BlockedEncryptionTypes")
+    bke = (find_text(rules[0], "BucketKeyEnabled") or "false").strip()
+    if bke not in ("true", "false"):
+        raise malformed(f"BucketKeyEnabled {bke!r}")
+    return {"algorithm": algorithm, "kms_key_id": key_id, "bucket_key_enabled": bke == "true",
+            "blocked": blocked}
+
+
+def _default_encryption(rule: Any) -> tuple[str | None, str | None]:
+    """ApplyServerSideEncryptionByDefault -> (SSEAlgorithm, KMSMasterKeyID). AWS marks it
+    optional (a rule may only block encryption types): without it, (None, None), and new
+    objects that ask for no encryption get the SSE-S3 every bucket has."""
+    defaults = find_all(rule, "ApplyServerSideEncryptionByDefault")
+    if not defaults:
+        return None, None
     if len(defaults) != 1:
-        raise malformed("Rule needs ApplyServerSideEncryptionByDefault")
+        raise malformed("Rule has more than one ApplyServerSideEncryptionByDefault")
     only_children(defaults[0], ("SSEAlgorithm", "KMSMasterKeyID"))
     algorithm = find_text(defaults[0], "SSEAlgorithm")
     if algorithm not in SSE_ALGORITHMS:
@@ -144,11 +162,7 @@ def parse_encryption(body: bytes) -> dict[str, Any]:
         raise invalid_argument("a KMSMasterKeyID is not applicable if the default sse algorithm "
                                "is not aws:kms or aws:kms:dsse",
                                "ApplyServerSideEncryptionByDefault")
-    bke = (find_text(rules[0], "BucketKeyEnabled") or "false").strip()
-    if bke not in ("true", "false"):
-        raise malformed(f"BucketKeyEnabled {bke!r}")
-    return {"algorithm": algorithm, "kms_key_id": key_id, "bucket_key_enabled": bke == "true",
-            "blocked": _blocked_types(rules[0])}
+    return algorithm, key_id
 
 
 def _blocked_types(rule: Any) -> list[str]:
@@ -169,10 +183,11 @@ def encryption_xml(conf: dict[str, Any]) -> bytes:
     """GetBucketEncryption."""
     root = _root("ServerSideEncryptionConfiguration")
     rule = _add(root, "Rule", None)
-    d = _add(rule, "ApplyServerSideEncryptionByDefault", None)
-    _add(d, "SSEAlgorithm", conf["algorithm"])
-    if conf.get("kms_key_id"):
-        _add(d, "KMSMasterKeyID", conf["kms_key_id"])
+    if conf.get("algorithm"):  # a rule may only block types: returned as it was put
+        d = _add(rule, "ApplyServerSideEncryptionByDefault", None)
+        _add(d, "SSEAlgorithm", conf["algorithm"])
+        if conf.get("kms_key_id"):
+            _add(d, "KMSMasterKeyID", conf["kms_key_id"])
     _add(rule, "BucketKeyEnabled", bool(conf.get("bucket_key_enabled")))
     if conf.get("blocked"):
         blocked = _add(rule, "BlockedEncryptionTypes")

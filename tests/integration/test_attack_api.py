@@ -265,6 +265,30 @@ def test_blocked_sse_c_refuses_parts_of_an_upload_begun_before(w: dict[str, Any]
     s3.abort_multipart_upload(Bucket=b, Key="mp", UploadId=up)
 
 
+def test_rule_with_only_blocked_encryption_types(w: dict[str, Any]) -> None:
+    """AWS marks ApplyServerSideEncryptionByDefault optional: a rule that only blocks SSE-C
+    was 400 MalformedXML. Now it is stored and returned as put (no default in it), SSE-C
+    writes are 403, and a write asking for nothing gets the SSE-S3 every bucket has; a rule
+    with neither a default nor blocked types is still MalformedXML."""
+    s3, b = w["s3"], f"atk-api-blk-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_encryption(Bucket=b, ServerSideEncryptionConfiguration={"Rules": [
+        {"BlockedEncryptionTypes": {"EncryptionType": ["SSE-C"]}}]})
+    got = s3.get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert got == [{"BucketKeyEnabled": False,
+                    "BlockedEncryptionTypes": {"EncryptionType": ["SSE-C"]}}]
+    assert _err(s3.put_object, Bucket=b, Key="c", Body=b"x", **_ssec(bytes(range(32)))) == (
+        403, "AccessDenied")
+    assert s3.put_object(Bucket=b, Key="p", Body=b"x")["ServerSideEncryption"] == "AES256"
+    assert s3.head_object(Bucket=b, Key="p")["ServerSideEncryption"] == "AES256"
+    r = _signed_put(w, f"/{b}?encryption", _doc(
+        "ServerSideEncryptionConfiguration", "<Rule><BucketKeyEnabled>false</BucketKeyEnabled>"
+        "</Rule>"))
+    assert r.status_code == 400 and b"<Code>MalformedXML</Code>" in r.content, r.content
+    assert s3.get_bucket_encryption(Bucket=b)["ServerSideEncryptionConfiguration"][
+        "Rules"] == got
+
+
 def test_encryption_configuration_with_an_unknown_element_is_malformed(
         w: dict[str, Any]) -> None:
     """A misspelt or unknown element of ServerSideEncryptionConfiguration (a blocked type
