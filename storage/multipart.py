@@ -40,7 +40,13 @@ from storage.keyspace import (
     upload_prefix,
 )
 from storage.metadata import MetadataStore, Txn
-from storage.multipart_checksums import COMPOSITE, Combiner, checksum_type_for
+from storage.multipart_checksums import (
+    COMPOSITE,
+    DEFAULT_ALGORITHM,
+    FULL_OBJECT,
+    Combiner,
+    checksum_type_for,
+)
 from storage.multipart_records import ListedPart, Part, Upload, UploadOptions
 from storage.objects import NULL_VERSION, ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, pack
@@ -343,6 +349,9 @@ class MultipartService:
         deletes: list[bytes] = [upload_key(up.bucket, up.key, up.upload_id)]
         combiner = (Combiner(up.checksum_algorithm, up.checksum_type or COMPOSITE)
                     if up.checksum_algorithm else None)
+        # S3's default for an upload made without an algorithm: the parts' CRC64NVMEs
+        # combined (FULL_OBJECT); none if a part has none (stored before this default)
+        default = None if combiner is not None else Combiner(DEFAULT_ALGORITHM, FULL_OBJECT)
         idx = 0
         prev: Part | None = None
         async for p in self.iter_parts(up.upload_id):
@@ -362,6 +371,12 @@ class MultipartService:
                     if value is None:
                         raise InvalidPart(p.number, p.etag)
                     combiner.add(value, p.size)
+                elif default is not None:
+                    value = p.checksums.get(DEFAULT_ALGORITHM)
+                    if value is None:
+                        default = None
+                    else:
+                        default.add(value, p.size)
                 v.parts.append(p.layout())
                 v.size += p.size
             else:
@@ -372,6 +387,9 @@ class MultipartService:
         if combiner is not None:
             v.checksums = {combiner.algorithm: combiner.value()}
             v.checksum_type = combiner.ctype
+        elif default is not None and default.count:
+            v.checksums = {DEFAULT_ALGORITHM: default.value()}
+            v.checksum_type = FULL_OBJECT
         wrong = _mismatched(v.checksums, expected)
         if wrong is not None:
             raise ChecksumMismatch(wrong)

@@ -18,6 +18,8 @@ COMPOSITE = "COMPOSITE"
 FULL_OBJECT = "FULL_OBJECT"
 CRC_ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME")
 ALGORITHMS = (*CRC_ALGORITHMS, "SHA1", "SHA256")
+# The checksum S3 gives an upload made without an algorithm (its 2025 default protections)
+DEFAULT_ALGORITHM = "CRC64NVME"
 
 
 def checksum_type_for(algorithm: str | None, requested: str | None) -> str | None:

@@ -102,6 +102,13 @@ class RequestBody:
         self.checksums = {a: checksums.Checksum(a) for a in announced}
         self.content_md5 = content_md5_hex(h.get("Content-MD5"))
 
+    def add_default_checksum(self) -> None:
+        """Compute S3's default checksum (CRC64NVME) when the client asked for none: S3
+        stores one for every object written without a checksum."""
+        if not self.checksums:
+            self.checksums[checksums.DEFAULT_ALGORITHM] = checksums.Checksum(
+                checksums.DEFAULT_ALGORITHM)
+
     @property
     def integrity_declared(self) -> bool:
         """Whether the client sent Content-MD5 or an x-amz-checksum-*: a header, or a trailer

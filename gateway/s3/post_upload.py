@@ -311,7 +311,7 @@ async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
     md5 = content_md5_hex(rq.headers.get("Content-MD5"))  # AWS checks the file against it
     opts.lock = await lock_from_headers(rq)  # the x-amz-object-lock-* fields, as on a PUT
     require_integrity(rq, opts.lock, bool(md5 or given))
-    running = [checksums.Checksum(alg) for alg in given]
+    running = [checksums.Checksum(alg) for alg in given or (checksums.DEFAULT_ALGORITHM,)]
     opts.digests = running
     size = 0
 

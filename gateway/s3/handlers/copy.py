@@ -148,8 +148,8 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
     choice = await sse.for_request(rq)  # the target's encryption: request or bucket default
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = src.size
-    alg = rq.headers.get("x-amz-checksum-algorithm", "").upper() or next(iter(src.checksums),
-                                                                           None)
+    alg = (rq.headers.get("x-amz-checksum-algorithm", "").upper()
+           or next(iter(src.checksums), checksums.DEFAULT_ALGORITHM))
     running = None
     if alg:
         if alg not in checksums.ALGORITHMS:

@@ -197,6 +197,9 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
                           f"checksum Type: {want.lower()}, actual checksum Type: "
                           f"{sent[0].lower()}")
         body.checksums.setdefault(want, checksums.Checksum(want))
+    else:  # S3's default: each part's CRC64NVME, combined into the object's at Complete
+        body.checksums.setdefault(checksums.DEFAULT_ALGORITHM,
+                                  checksums.Checksum(checksums.DEFAULT_ALGORITHM))
 
     async def finalize(part: Part) -> None:
         part.checksums = body.verify(part.etag)
@@ -236,16 +239,15 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     if end - start > PART_SIZE_MAX:
         raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum "
                       f"allowable size for a copy source: {PART_SIZE_MAX}")
-    running = checksums.Checksum(up.checksum_algorithm) if up.checksum_algorithm else None
+    running = checksums.Checksum(up.checksum_algorithm or checksums.DEFAULT_ALGORITHM)
 
     async def finalize(part: Part) -> None:
-        if running is not None:
-            part.checksums = {running.algorithm: running.value()}
+        part.checksums = {running.algorithm: running.value()}
 
     with _errors(upload_id):
         part = await svc.upload_part(rq.existing_bucket(), rq.key, upload_id, number,
                                      rq.cluster.objects.read(src, start, end, sse_c_key=src_key),
-                                     [running] if running else [], end - start, finalize,
+                                     [running], end - start, finalize,
                                      sse_c_key=part_key)
     headers = dict(sse.response_headers(up.sse))
     if src_versioned:
@@ -279,8 +281,11 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
             except S3Error:  # no such upload: that is the answer, whatever the body
                 raise mp.UploadNotFound(upload_id) from None
             v = await _made(rq, upload_id, asked)
-            # a repeat asks for the SSE-C key exactly as the first completion did
-            _completion_customer_key(rq, v, with_checksum=bool(v.checksums))
+            # a repeat asks for the SSE-C key as the first completion did; S3's default
+            # CRC64NVME does not tell an upload made with that algorithm from one made
+            # without any, so then the key is not asked for (the object is made already)
+            _completion_customer_key(rq, v, with_checksum=bool(
+                set(v.checksums) - {checksums.DEFAULT_ALGORITHM}))
             return await _completed(rq, v)
     _completion_customer_key(rq, up, with_checksum=up.checksum_algorithm is not None)
     _check_checksum_type(rq.headers.get("x-amz-checksum-type"), up)
@@ -297,10 +302,10 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
 
 def _check_checksum_type(raw: str | None, up: Upload) -> None:
     """A completion's x-amz-checksum-type must be the upload's (AWS: BadDigest otherwise);
-    an upload made without a checksum algorithm has no type to match."""
+    an upload made without a checksum algorithm has S3's default, a FULL_OBJECT CRC64NVME."""
     if raw is None:
         return
-    have = up.checksum_type if up.checksum_algorithm else None
+    have = up.checksum_type if up.checksum_algorithm else FULL_OBJECT
     if raw.upper() not in (COMPOSITE, FULL_OBJECT):
         raise S3Error("InvalidRequest", "Value for x-amz-checksum-type header is invalid.")
     if raw.upper() != have:

@@ -162,6 +162,7 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     opts.acl = await write_acl(rq)
     opts.lock = await lock_from_headers(rq)
     require_integrity(rq, opts.lock, body.integrity_declared)
+    body.add_default_checksum()
     choice = await sse.for_request(rq)
     opts.sse, opts.sse_c_key = choice.record, choice.customer_key
     opts.size_hint = body.length
