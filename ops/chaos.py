@@ -90,6 +90,14 @@ def content(seed: int, key: str, n: int, size: int) -> bytes:
     return random.Random(f"{seed}/{key}/{n}").randbytes(size)
 
 
+def multipart_etag(body: bytes) -> str:
+    """The ETag of `body` uploaded as the workload's parts (5 MiB, then the rest)."""
+    cut = 5 * 2**20
+    parts = [c for n, c in enumerate((body[:cut], body[cut:]), start=1) if c or n == 1]
+    return hashlib.md5(b"".join(hashlib.md5(c).digest() for c in parts)).hexdigest() + \
+        f"-{len(parts)}"
+
+
 def digest(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
@@ -138,7 +146,10 @@ class Workload:
         # Uploads with every part acknowledged and not completed yet: (key, upload id,
         # body). Their parts sit through the faults as parts; `finish` completes the rest.
         self.open: list[tuple[str, str, bytes]] = []
-        self.tried: set[str] = set()  # uploads a completion was sent for
+        # uploads a completion was sent for -> (the key's write count after the last
+        # attempt, whether only this upload's attempts wrote the key since the first)
+        self.tried: dict[str, tuple[int, bool]] = {}
+        self.writes: Counter = Counter()  # writes (attempted) per key
         self.stop = threading.Event()
         self.lock = threading.Lock()  # held across one operation (the nemesis may restart)
 
@@ -161,6 +172,8 @@ class Workload:
         self.report.ops[op] += 1
         s3 = self.c.s3()
         try:
+            if op in ("put", "multipart", "delete"):
+                self.writes[key] += 1
             if op == "put":
                 self.version[key] += 1
                 body = content(self.seed, key, self.version[key], size)
@@ -207,13 +220,18 @@ class Workload:
 
     def _complete(self, s3: Any, key: str, up: str, body: bytes) -> None:
         """Complete an open upload from its listed parts; it leaves `open` once
-        acknowledged, or once a retry finds it gone (an earlier attempt, whose answer did
-        not arrive, completed it: the key may hold its body, as the model says)."""
+        acknowledged, or once a retry finds it gone. Gone, an earlier attempt whose answer
+        did not arrive must have completed it: the key holds the upload's object (its
+        multipart ETag) unless the key was written since; otherwise the upload's
+        acknowledged parts vanished without their object, a loss."""
         from botocore.exceptions import ClientError
 
         self.model.unsure(key, digest(body))
         retry = up in self.tried
-        self.tried.add(up)
+        last, clean = self.tried.get(up, (self.writes[key], True))
+        self.writes[key] += 1
+        # clean: no other write to the key since this upload's first completion attempt
+        self.tried[up] = (self.writes[key], clean and last == self.writes[key] - 1)
         try:
             parts = s3.list_parts(Bucket=BUCKET, Key=key, UploadId=up).get("Parts", [])
             s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=up,
@@ -223,10 +241,30 @@ class Workload:
         except ClientError as exc:
             if retry and exc.response["Error"]["Code"] == "NoSuchUpload":
                 self.open.remove((key, up, body))
+                self._completed_earlier(s3, key, up, body)
                 return
             raise
         self.model.acked(key, digest(body))
         self.open.remove((key, up, body))
+
+    def _completed_earlier(self, s3: Any, key: str, up: str, body: bytes) -> None:
+        """A retried completion found its upload gone: acknowledged if the key holds the
+        upload's object, lost if it does not and nothing else wrote the key since the
+        first attempt (a write since may have replaced the object: left unsure)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            etag: str | None = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("404", "NoSuchKey"):
+                raise
+            etag = None
+        if etag == multipart_etag(body):
+            self.model.acked(key, digest(body))
+            self.report.ops["completed-earlier"] += 1
+        elif self.tried[up][1]:
+            self.report.lost.append(f"{key}: upload {up[:12]} gone but its object is not "
+                                    f"there (ETag {etag})")
 
     def finish(self) -> None:
         """Complete every upload still open (after healing): a failure is a lost part."""
