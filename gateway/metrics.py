@@ -65,6 +65,12 @@ class Metrics:
         now, the most at once, the limit, and how many writes waited for it."""
         self.registry.register(_UploadBudgetCollector(budget))
 
+    def watch_auth_stamp(self, state: Callable[[], Mapping[str, Any]]) -> None:
+        """Export the etcd auth stamp watch (`storage.metadata.etcd_stamp.WatchedStamp`):
+        `tessera_auth_stamp_unconfirmed` (1 per worker whose watch cannot answer now, summed)
+        and `tessera_auth_stamp_reads_total` (requests that read the stamp from etcd)."""
+        self.registry.register(_AuthStampCollector(state))
+
     def transferred(self, received: int, sent: int) -> None:
         """Count one request's body bytes: received (its declared length) and sent (the
         response's length; 0 for HEAD). Once per request, not per chunk."""
@@ -129,6 +135,26 @@ class _UploadBudgetCollector:
         yield fam
         yield CounterMetricFamily("tessera_upload_budget_waits",
                                   "Writes that waited for the upload budget", value=b.waited)
+
+
+class _AuthStampCollector:
+    """The auth stamp watch's state at scrape time."""
+
+    def __init__(self, state: Callable[[], Mapping[str, Any]]) -> None:
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._state()
+        yield GaugeMetricFamily("tessera_auth_stamp_unconfirmed",
+                                "Gateway workers whose etcd auth stamp watch is not confirmed "
+                                "(each request then reads the stamp)",
+                                value=0.0 if s["confirmed"] else 1.0)
+        yield CounterMetricFamily("tessera_auth_stamp_reads",
+                                  "Requests that read the auth stamp from etcd (the watch "
+                                  "could not answer)", value=float(s["reads"]))
 
 
 def merge_expositions(texts: list[bytes]) -> bytes:

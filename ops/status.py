@@ -96,6 +96,7 @@ def render(doc: dict[str, Any]) -> str:
             f"{inp['zone_afr']}/yr, zone MTTR {inp['zone_mttr_hours']} h",
             "  assumptions: " + "; ".join(d["assumptions"])]
     out += _render_archive(doc.get("archive"))
+    out += _render_auth_stamp(doc.get("auth_stamp"))
     if doc.get("workers"):
         out += ["", "WORKERS (lease holders)",
                 table(doc["workers"], [("worker", "worker"), ("holder", "gateway"),
@@ -150,6 +151,21 @@ def _render_integrity(i: dict[str, Any]) -> list[str]:
             f"  deep scrub:         {ds.get('passes', 0)} passes, {ds.get('stripes_checked', 0)} "
             f"stripes and {human_size(ds.get('bytes_checked', 0))} checked against their "
             f"plaintext, {ds.get('unverifiable', 0)} unverifiable"]
+
+
+def _render_auth_stamp(a: dict[str, Any] | None) -> list[str]:
+    """The AUTH STAMP line (etcd only): whether the watch answers requests, or each request
+    reads the stamp from etcd (a watch that never confirms: slower, not wrong)."""
+    if not a:
+        return []
+    if a["confirmed"]:
+        state = "watch confirmed (requests answered from memory)"
+    else:
+        since = a.get("reading_for_s")
+        state = ("watch NOT confirmed: every request reads the stamp from etcd"
+                 + (f" (for {since:.0f} s)" if since is not None else ""))
+    return ["", "AUTH STAMP (etcd, the gateway worker that answered)",
+            f"  {state}; {a['reads']} requests read it so far"]
 
 
 def _render_archive(a: dict[str, Any] | None) -> list[str]:

@@ -145,6 +145,9 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
         "durability": durability,
         "archive": await class_figures(cluster.meta, SCAN_LIMIT),
         "workers": await _worker_leases(cluster),
+        # etcd: the auth stamp watch of the gateway worker that answered (None on SQLite)
+        "auth_stamp": (cluster.meta.auth_stamp_state()
+                       if hasattr(cluster.meta, "auth_stamp_state") else None),
     }
 
 

@@ -288,6 +288,10 @@ class EtcdStore:
         data = await self._rpc("DeleteRange", pb.DeleteRangeRequest(key=key), idempotent=False)
         return int(data.deleted) > 0
 
+    def auth_stamp_state(self) -> dict[str, object]:
+        """The stamp watch's state in this process (`WatchedStamp.state`)."""
+        return self._stamp.state()
+
     async def auth_stamp(self) -> int:
         """A number that changes whenever any gateway writes a tenant or access-key record:
         the mod_revision of AUTH_CHANGE, which every such write puts in its own

@@ -35,6 +35,7 @@ log = logging.getLogger("tessera.metadata.etcd")
 CHECK_S = 0.25  # how often a stamp in use is read to confirm the watch
 MAX_AGE_S = 1.0  # the memory answers only if a read begun this recently confirmed it
 IDLE_S = 60.0  # no checks once no request asked for this long (the next one reads)
+WARN_AFTER_S = 30.0  # requests reading the stamp this long: one warning (until confirmed)
 
 Watch = Callable[[Callable[[], None], Callable[[], None]], AsyncIterator[list[int]]]
 
@@ -60,6 +61,9 @@ class WatchedStamp:
         self._checker: asyncio.Task[None] | None = None
         self.checks = 0  # confirming reads (tests)
         self.unconfirmed = 0  # requests that read because no check was recent (tests)
+        self.reads = 0  # requests that read the stamp from etcd (the watch could not answer)
+        self._reading_since: float | None = None  # monotonic: first such read since confirmed
+        self._warned = False  # the warning for this stretch of reads was logged
 
     async def get(self) -> int:
         self._used = now = time.monotonic()
@@ -67,12 +71,40 @@ class WatchedStamp:
             if now - self._confirmed <= MAX_AGE_S:
                 return self._known
             self.unconfirmed += 1  # the checks stalled (a slow or hung member): read
+        self._reading(now)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._follow())
         if self._checker is None or self._checker.done():
             self._checker = loop.create_task(self._check_loop())
         return await self._fresh.get()
+
+    def _reading(self, now: float) -> None:
+        """Count a request that reads the stamp; warn once when requests have read it for
+        WARN_AFTER_S (a watch that never confirms costs a read per request, unseen else)."""
+        self.reads += 1
+        if self._reading_since is None:
+            self._reading_since = now
+        elif not self._warned and now - self._reading_since >= WARN_AFTER_S:
+            self._warned = True
+            log.warning("auth change watch not confirmed for %.0f s: every request reads the "
+                        "auth stamp from etcd (%d reads); see `tessera status`",
+                        now - self._reading_since, self.reads)
+
+    def _confirmed_now(self, began: float) -> None:
+        """A read that began at `began` confirmed the watched stamp."""
+        self._confirmed = began
+        self._reading_since = None
+        self._warned = False
+
+    def state(self) -> dict[str, object]:
+        """For metrics and `tessera status`: whether the watch answers requests now, how
+        many requests read the stamp instead, and for how long they have been reading."""
+        now = time.monotonic()
+        since = self._reading_since
+        return {"confirmed": self._live and now - self._confirmed <= MAX_AGE_S,
+                "reads": self.reads,
+                "reading_for_s": round(now - since, 1) if since is not None else None}
 
     async def _follow(self) -> None:
         """Follow the watch for the life of the store (or until a check re-opens it)."""
@@ -99,7 +131,7 @@ class WatchedStamp:
             return
         if epoch == self._epoch:  # no break since that stream was confirmed
             self._known = max(self._known, stamp)
-            self._confirmed = began
+            self._confirmed_now(began)
             self._live = True
 
     def _broken(self) -> None:
@@ -135,7 +167,7 @@ class WatchedStamp:
             if self._task is not None:
                 self._task.cancel()  # get() starts a new one, on the member reads now use
             return
-        self._confirmed = began
+        self._confirmed_now(began)
 
     async def close(self) -> None:
         for task in (self._task, self._confirm, self._checker):
