@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.s3 import checksums
-from gateway.s3.bodyrecv import DirectBody, direct_transport, drop_rest
+from gateway.s3.bodyrecv import DirectBody, direct_transport, drop_chunked, drop_rest
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
 from gateway.s3.errors_map import to_s3_error
@@ -176,6 +176,11 @@ class RequestBody:
         finally:  # given up with bytes still coming: dropped within bodyrecv's bounds
             if t is not None and request.get(BODY_TAKEN) is None and not content.is_eof():
                 dropping = drop_rest(request, t)
+                if dropping is not None:
+                    request[BODY_TAKEN] = dropping
+            elif (replay is None and request.content_length is None
+                  and request.get(BODY_TAKEN) is None and not content.is_eof()):
+                dropping = drop_chunked(request)  # transfer-encoding chunked: no length
                 if dropping is not None:
                     request[BODY_TAKEN] = dropping
 

@@ -79,6 +79,11 @@ def direct_transport(request: web.BaseRequest, wire_length: int | None) -> Any:
         return None
     if "Transfer-Encoding" in request.headers:
         return None
+    return _plain_transport(request)
+
+
+def _plain_transport(request: web.BaseRequest) -> Any:
+    """The request's transport if it is a plain selector socket that is still open."""
     t = request.transport
     if t is None or t.is_closing() or not isinstance(getattr(t, "max_size", None), int):
         return None  # TLS, another event loop's transport, or gone
@@ -108,6 +113,21 @@ def drop_rest(request: web.BaseRequest, transport: Any) -> DirectBody | None:
         return None
     take_connection(request)
     dropping = DirectBody(transport, transport.get_protocol(), left, request.content)
+    dropping.drop()
+    return dropping
+
+
+def drop_chunked(request: web.BaseRequest) -> DirectBody | None:
+    """The handler gave up on a body sent with chunked transfer encoding (no length): the
+    rest is read and dropped like a given-up Content-Length body's, within DRAIN_S and
+    DRAIN_BYTES (its end is unknown: whichever comes first, or the client closing), not for
+    aiohttp's own linger (10 s, however many bytes come). The connection closes after the
+    answer. Returns the `DirectBody` dropping it (None: not a plain socket, aiohttp's)."""
+    t = _plain_transport(request)
+    if t is None:
+        return None
+    take_connection(request)
+    dropping = DirectBody(t, t.get_protocol(), DRAIN_BYTES, request.content)
     dropping.drop()
     return dropping
 

@@ -633,3 +633,62 @@ async def test_a_given_up_body_sent_whole_still_closes_the_connection(
     assert drained == [True]
     assert b"connection: close" in headers.split(b"\r\n"), headers
     assert bodyrecv.QUIET.active == 0
+
+
+def _slow_bad_transfer_chunked(s3: Any, piece: int, gap: float, give_up_s: float
+                               ) -> tuple[bytes, int, bool, float]:
+    """`_slow_bad_chunked` with the body sent in HTTP chunked transfer encoding (no
+    Content-Length): a good aws-chunked chunk and a bad chunk header in the first HTTP
+    chunk, then HTTP chunks of `piece` zero bytes every `gap` seconds until the gateway
+    closes the connection or `give_up_s` passed. Returns (answer, bytes sent, cut, s)."""
+    good = GOOD_CHUNK[False]
+    inner = f"{good:x}\r\n".encode() + _body("slow-te", good) + b"\r\nzz\r\n"
+    wire = f"{len(inner):x}\r\n".encode() + inner + b"\r\n"
+    netloc, head = _chunked_head(s3, "dripping-te", 0, 512 << 20)
+    head = [line for line in head if not line.startswith("Content-Length:")]
+    head.append("Transfer-Encoding: chunked")
+    host, port = netloc.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + wire)
+        sent, bad_at, got = len(wire), time.monotonic(), b""
+        sock.setblocking(False)
+        filler = f"{piece:x}\r\n".encode() + b"\0" * piece + b"\r\n"
+        while time.monotonic() < bad_at + give_up_s:
+            try:
+                while chunk := sock.recv(65536):
+                    got += chunk
+                return got, sent, True, time.monotonic() - bad_at  # EOF: closed
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                return got, sent, True, time.monotonic() - bad_at
+            try:
+                sent += sock.send(filler)
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                return got, sent, True, time.monotonic() - bad_at
+            time.sleep(gap)  # the client's pace (a slow sender is the case under test)
+    return got, sent, False, time.monotonic() - bad_at
+
+
+@pytest.mark.parametrize(("drain_s", "drain_bytes"), [(0.5, 1 << 40), (30.0, 1 << 20)],
+                         ids=["time-bound", "byte-bound"])
+async def test_a_transfer_chunked_body_given_up_is_dropped_within_the_bounds(
+        s3: Any, monkeypatch: pytest.MonkeyPatch, drain_s: float, drain_bytes: int) -> None:
+    """A body sent with Transfer-Encoding: chunked (no Content-Length) that the handler
+    gives up on was left to aiohttp's linger: 10 s of reading, however many bytes. Now it
+    is dropped within DRAIN_S and DRAIN_BYTES like a Content-Length body: a client dripping
+    16 KiB every 20 ms is cut off within 8 s by either bound alone (0.5 s; 1 MiB, about
+    1.3 s of it), and aiohttp's 10 s linger fails both."""
+    monkeypatch.setattr(bodyrecv, "DRAIN_S", drain_s)
+    monkeypatch.setattr(bodyrecv, "DRAIN_BYTES", drain_bytes)
+    answer, sent, cut, took = await asyncio.to_thread(_slow_bad_transfer_chunked, s3,
+                                                      16384, 0.02, 8.0)
+    assert cut, f"still draining after {took:.0f} s, {sent} bytes sent"
+    if answer:  # read before the close (a reset may discard what the client had not read)
+        assert answer.startswith(b"HTTP/1.1 400") and b"<Code>InvalidRequest</Code>" in answer
+        assert b"connection: close" in answer.partition(b"\r\n\r\n")[0].lower()
+    assert bodyrecv.QUIET.active == 0
+    keys = await asyncio.to_thread(s3.list_objects_v2, Bucket=BUCKET)
+    assert keys.get("Contents", []) == []
