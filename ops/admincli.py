@@ -28,6 +28,13 @@ class CliError(Exception):
     """A failure shown to the operator as one line."""
 
 
+# what an operator does about an admin credential the API refused
+_CREDENTIAL_HINTS = {
+    code: f"; {name} is not the cluster's admin credential: load DATA/tessera.env again "
+          "(set -a; . DATA/tessera.env; set +a)"
+    for code, name in (("SignatureDoesNotMatch", ENV_SK), ("InvalidAccessKeyId", ENV_AK))}
+
+
 def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
                   query: dict[str, str] | None = None,
                   env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -62,7 +69,8 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
     except urllib.error.HTTPError as exc:
         try:
             err = json.loads(exc.read())["error"]
-            raise CliError(f"{err['message']} ({err['code']})") from None
+            hint = _CREDENTIAL_HINTS.get(err["code"], "")
+            raise CliError(f"{err['message']} ({err['code']}){hint}") from None
         except (ValueError, KeyError, TypeError):
             raise CliError(f"admin API answered HTTP {exc.code} without an admin error; is "
                            f"{ENV_URL}={env[ENV_URL]} the `admin endpoint` of `tessera up` "

@@ -19,6 +19,11 @@ from typing import Any
 
 from ops.admincli import CliError, admin_request
 
+# a user shortening days to try the archive tier expects restores to speed up too
+RESTORE_NOTE = ("note: restores (RestoreObject tiers) keep [archive] day_seconds, set at first "
+                "start (`tessera up --day-seconds N`); to change it, stop the cluster and edit "
+                "[archive] day_seconds in tessera.toml")
+
 
 def _show(r: dict[str, Any], as_json: bool) -> None:
     if as_json:
@@ -47,6 +52,8 @@ def _config(a: argparse.Namespace) -> int:
         print(f"tessera config {a.action}: {exc}", file=sys.stderr)
         return 1
     _show(r, a.json)
+    if a.action == "set" and a.name == "lifecycle.day_seconds" and not a.json:
+        print(RESTORE_NOTE)
     return 0
 
 

@@ -254,12 +254,28 @@ async def run(data_dir: Path, port: int | None = None, node_port: int | None = N
     if gateways > 1 and metadata != "etcd" and not (data_dir / "etcd" / "members.json").exists():
         raise RuntimeError(f"--gateways {gateways} needs --metadata etcd: SQLite metadata "
                            "lives on one machine and serves a single gateway")
+    fresh = not data_dir.exists()
     lock = lock_data_dir(data_dir)  # before anything reads or rewrites the data directory
     try:
-        return await _run_locked(data_dir, port, node_port, admin_port, metadata, etcd_port,
+        code = await _run_locked(data_dir, port, node_port, admin_port, metadata, etcd_port,
                                  etcd_peer_port, day_seconds, gateways, inline_max_bytes)
     finally:
+        if fresh:
+            _drop_unused(data_dir)
         os.close(lock)
+    print(f"Tessera stopped: every process it started has exited; data kept in {data_dir}",
+          flush=True)
+    return code
+
+
+def _drop_unused(data_dir: Path) -> None:
+    """A directory this start made and left holding only its lock (the start was refused,
+    a port taken): removed, lock and all, while the lock is still held, so a refused start
+    leaves nothing behind."""
+    lock = data_dir / "tessera.lock"
+    if [p.name for p in data_dir.iterdir()] == [lock.name]:
+        lock.unlink()
+        data_dir.rmdir()
 
 
 LEFT_EXIT_S = 10.0  # how long a start waits for a stopped cluster's processes to exit

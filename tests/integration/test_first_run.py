@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -94,6 +95,27 @@ def test_port_in_use_is_one_line(venv: Path, first: LocalCluster, tmp_path: Path
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "address already in use" in lines[0], r.stderr
     assert f"127.0.0.1:{first.port}" in lines[0]
+    # the directory it made for the refused start held only its lock: nothing is left
+    assert not (tmp_path / "other").exists(), list((tmp_path / "other").iterdir())
+
+
+def test_wrong_admin_secret_says_what_to_do(venv: Path, first: LocalCluster) -> None:
+    r = tessera(venv, first, "status", extra_env={"TESSERA_ADMIN_SECRET_KEY": "wrong" * 8})
+    assert r.returncode == 1
+    line = r.stderr.strip()
+    assert "(SignatureDoesNotMatch)" in line and "TESSERA_ADMIN_SECRET_KEY is not the " \
+        "cluster's admin credential" in line and "tessera.env" in line, line
+
+
+def test_config_set_day_seconds_says_restores_keep_their_day(venv: Path,
+                                                             first: LocalCluster) -> None:
+    """A user shortening days to try RestoreObject is told restores do not follow."""
+    r = tessera(venv, first, "config", "set", "lifecycle.day_seconds", "86400")
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "restores (RestoreObject tiers) keep [archive] day_seconds" in r.stdout, r.stdout
+    finally:
+        assert tessera(venv, first, "config", "unset", "lifecycle.day_seconds").returncode == 0
 
 
 def test_probes_at_debug_and_hang_ups_are_not_errors(first: LocalCluster) -> None:
@@ -121,7 +143,13 @@ def test_new_ports_on_an_existing_data_dir_are_applied(fresh_cluster: LocalClust
     s3 = c.client()
     s3.create_bucket(Bucket="moved")
     s3.put_object(Bucket="moved", Key="k", Body=b"same data, new ports")
-    c.stop()
+    assert c.proc is not None
+    c.proc.send_signal(signal.SIGTERM)  # as an operator's kill or Ctrl-C: it says it stopped
+    out, _ = c.proc.communicate(timeout=60)
+    assert c.proc.returncode == 0, out
+    assert f"Tessera stopped: every process it started has exited; data kept in " \
+        f"{c.data.resolve()}" in out, out
+    c.proc = None
     old = c.port
     c.port, c.admin_port = free_port(), free_port()
     c.node_port = free_port([f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)])
