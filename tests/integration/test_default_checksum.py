@@ -47,6 +47,7 @@ def test_put_without_checksum_gets_crc64nvme(w: dict[str, Any]) -> None:
     body = random.Random(3).randbytes(300_000)
     put = s3.put_object(Bucket=b, Key="single", Body=body)
     assert put.get("ChecksumCRC64NVME") == crc64nvme(body)
+    assert put.get("ChecksumType") == "FULL_OBJECT"
     want = crc64nvme(body)
     assert _stored(s3, b, "single") == (want, "FULL_OBJECT", {
         "ChecksumCRC64NVME": want, "ChecksumType": "FULL_OBJECT"})

@@ -181,6 +181,8 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
         headers["x-amz-version-id"] = v.version_id
     for alg, val in stored.items():
         headers[f"x-amz-checksum-{alg.lower()}"] = val
+    if stored:  # AWS: "For PutObject uploads, the checksum type is always FULL_OBJECT"
+        headers["x-amz-checksum-type"] = "FULL_OBJECT"
     headers.update(await expiration_headers(rq, v))
     return web.Response(status=200, headers=headers)
 
