@@ -388,8 +388,9 @@ class MultipartService:
             v.checksums = {combiner.algorithm: combiner.value()}
             v.checksum_type = combiner.ctype
         elif default is not None and default.count:
+            # its type left None (read as FULL_OBJECT): this tells S3's default from an
+            # upload made with CRC64NVME (a repeated SSE-C completion asks for the key then)
             v.checksums = {DEFAULT_ALGORITHM: default.value()}
-            v.checksum_type = FULL_OBJECT
         wrong = _mismatched(v.checksums, expected)
         if wrong is not None:
             raise ChecksumMismatch(wrong)

@@ -15,6 +15,7 @@ from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
+from gateway.s3.handlers.attributes import checksum_type
 from gateway.s3.handlers.copy import copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
@@ -281,11 +282,9 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
             except S3Error:  # no such upload: that is the answer, whatever the body
                 raise mp.UploadNotFound(upload_id) from None
             v = await _made(rq, upload_id, asked)
-            # a repeat asks for the SSE-C key as the first completion did; S3's default
-            # CRC64NVME does not tell an upload made with that algorithm from one made
-            # without any, so then the key is not asked for (the object is made already)
-            _completion_customer_key(rq, v, with_checksum=bool(
-                set(v.checksums) - {checksums.DEFAULT_ALGORITHM}))
+            # a repeat asks for the SSE-C key exactly as the first completion did: S3's
+            # default checksum (an upload made without an algorithm) has no type recorded
+            _completion_customer_key(rq, v, with_checksum=v.checksum_type is not None)
             return await _completed(rq, v)
     _completion_customer_key(rq, up, with_checksum=up.checksum_algorithm is not None)
     _check_checksum_type(rq.headers.get("x-amz-checksum-type"), up)
@@ -365,7 +364,7 @@ async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
     headers.update(await expiration_headers(rq, v))
     location = f"{rq.request.scheme}://{rq.request.host}/{quote(rq.bucket)}/{quote(rq.key)}"
     return xml_response(xml_multipart.complete_multipart_xml(location, rq.bucket, rq.key, v.etag,
-                                                   v.checksums or None, v.checksum_type),
+                                                   v.checksums or None, checksum_type(v)),
                         headers=headers)
 
 
