@@ -20,7 +20,7 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, fetch
 
 MIB = 1024 * 1024
 ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256", "CRC64NVME")
@@ -79,6 +79,30 @@ def test_put_and_get_with_each_algorithm(s3) -> None:
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket=b, Key="bad", Body=data, ChecksumSHA1=_digest("SHA1", b"x"))
     assert _code(exc) == (400, "BadDigest")
+
+
+def test_clients_sending_no_checksum_get_and_validate_crc64nvme(cluster: LocalCluster) -> None:
+    """Clients that send no checksum (boto3 on when_required, a presigned PUT) get S3's default
+    CRC64NVME (test_default_checksum.py has the model) on the direct body path past 4 MiB too,
+    and botocore validates the GET against it. A checksum given is stored alone."""
+    s3 = cluster.client(request_checksum_calculation="when_required", signature_version="s3v4")
+    b = "dflt-none"
+    s3.create_bucket(Bucket=b)
+    small = random.Random(4).randbytes(100_000)
+    large = random.Random(5).randbytes(5 * MIB + 1)  # past 4 MiB: the pooled-block body path
+    for key, data in (("small", small), ("large", large)):
+        put = s3.put_object(Bucket=b, Key=key, Body=data)
+        want = _digest("CRC64NVME", data)
+        assert (put["ChecksumCRC64NVME"], put["ChecksumType"]) == (want, "FULL_OBJECT"), key
+        url = s3.generate_presigned_url("put_object", Params={"Bucket": b, "Key": f"p-{key}"})
+        assert fetch(url, "PUT", data)[0] == 200
+        for k in (key, f"p-{key}"):
+            got = s3.get_object(Bucket=b, Key=k, ChecksumMode="ENABLED")
+            assert (got["ChecksumCRC64NVME"], got["ChecksumType"]) == (want, "FULL_OBJECT"), k
+            assert got["Body"].read() == data  # botocore checked the CRC64NVME on the way
+    s3.put_object(Bucket=b, Key="sha", Body=small, ChecksumSHA256=_digest("SHA256", small))
+    head = s3.head_object(Bucket=b, Key="sha", ChecksumMode="ENABLED")
+    assert "ChecksumCRC64NVME" not in head and head["ChecksumSHA256"] == _digest("SHA256", small)
 
 
 def test_upload_file_composite_and_full_object(s3, tmp_path: Path) -> None:

@@ -266,6 +266,14 @@ const scenarios = {
     const put = await fetch(putUrl, { method: "PUT", body: data,
       headers: { "content-type": "application/x-test" } });
     assert.equal(put.status, 200, await put.text());
+    // No checksum was sent: S3 stores (and answers) a CRC64NVME of its own, which the SDK
+    // then checks on GetObject.
+    const crc = put.headers.get("x-amz-checksum-crc64nvme");
+    assert.ok(crc, "x-amz-checksum-crc64nvme on a PUT without a checksum");
+    assert.equal(put.headers.get("x-amz-checksum-type"), "FULL_OBJECT");
+    const viaSdk = await send("GetObject", { Bucket: b, Key: "p" });
+    assert.equal(viaSdk.ChecksumCRC64NVME, crc);
+    assert.ok((await bodyOf(viaSdk)).equals(data));
     const getUrl = await getSignedUrl(client, new s3lib.GetObjectCommand({ Bucket: b, Key: "p" }),
       { expiresIn: 300 });
     const got = await fetch(getUrl);
