@@ -20,7 +20,7 @@ from tests.integration.cluster import LocalCluster
 JS = Path(__file__).resolve().parents[1] / "clients" / "js"
 SCENARIOS = ("checksums", "upload", "fullobject", "copy", "listing", "presign", "ssec",
              "conditional", "attributes", "tagging", "versioning")
-INSTALL = "node >= 20 and npm (Debian: apt-get install nodejs npm)"
+INSTALL = "node >= 20 and npm (NodeSource's nodejs package: Debian 12's nodejs is 18)"
 
 
 def _tool(name: str) -> str:
