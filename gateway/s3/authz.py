@@ -255,6 +255,28 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     raise S3Error("AccessDenied")
 
 
+async def may_bypass_governance(rq: S3Request, key: str) -> bool:
+    """Whether the caller holds s3:BypassGovernanceRetention on `key`, which AWS requires
+    besides the `x-amz-bypass-governance-retention` header: the bucket's tenant (its root
+    user) unless the bucket policy denies it; anyone else only through a policy Allow (no ACL
+    grant carries it, so a public-read-write bucket gives strangers no bypass)."""
+    b = rq.existing_bucket()
+    requester = await requester_of(rq)
+    is_owner = requester is not None and requester.tenant == b.tenant
+    text = b.config.get("policy")
+    sts = policy.statements(str(text)) if text else []
+    if not sts:
+        return is_owner
+    pab = await public_access_block(rq.cluster, b)
+    restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
+    ids = requester.ids() if requester else frozenset()
+    verdict = policy.evaluate(sts, "s3:BypassGovernanceRetention",
+                              policy.resource_of(b.name, key), ids,
+                              context(rq.request, rq.ep, requester, None),
+                              public_allows=not restrict)
+    return verdict != "Deny" and (is_owner or verdict == "Allow")
+
+
 def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,
                    who: str | None, enforced: bool) -> bool:
     """Whether a policy Allow grants the operation. On an object, only one the bucket's

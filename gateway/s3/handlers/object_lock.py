@@ -56,14 +56,20 @@ def _parse_time(text: str) -> float | None:
     return when.timestamp()
 
 
-def bypass(rq: S3Request) -> bool:
-    """`x-amz-bypass-governance-retention: true`; the owning tenant has the permission."""
-    return rq.headers.get(BYPASS_HEADER, "").strip().lower() == "true"
+async def bypass(rq: S3Request, key: str) -> bool:
+    """`x-amz-bypass-governance-retention: true` from a caller holding
+    s3:BypassGovernanceRetention on `key` (gateway.s3.authz); the header alone bypasses
+    nothing."""
+    from gateway.s3.authz import may_bypass_governance  # authz imports the handlers package
+
+    if rq.headers.get(BYPASS_HEADER, "").strip().lower() != "true":
+        return False
+    return await may_bypass_governance(rq, key)
 
 
-def delete_guard(rq: S3Request) -> Callable[[ObjectVersion], None]:
-    """What a delete calls on each version it would remove for good."""
-    allowed = bypass(rq)
+async def delete_guard(rq: S3Request, key: str) -> Callable[[ObjectVersion], None]:
+    """What a delete of `key` calls on each version it would remove for good."""
+    allowed = await bypass(rq, key)
     now = time.time()
     return lambda v: ol.check_delete(v.lock, allowed, now)
 
@@ -244,7 +250,7 @@ def parse_retention(body: bytes) -> tuple[str | None, float | None]:
 async def put_retention(rq: S3Request) -> web.StreamResponse:
     mode, until = parse_retention(await read_xml_body(rq))
     v = await _locked_version(rq)
-    allowed, now = bypass(rq), time.time()
+    allowed, now = await bypass(rq, rq.key), time.time()
 
     def guard(cur: ObjectVersion) -> None:
         ol.check_retention_change(cur.lock, mode, until, allowed, now)

@@ -1,0 +1,145 @@
+"""Object Lock against callers that should not get past it, through the real S3 pipeline
+(`S3Server` over a wired `Cluster`, in-memory nodes, SQLite) and boto3:
+
+- `x-amz-bypass-governance-retention` is honoured only for a caller holding
+  s3:BypassGovernanceRetention (AWS): the bucket's tenant unless its bucket policy denies
+  it, anyone else only through a policy Allow. An ACL grant (public-read-write) or a policy
+  granting the delete alone gives no bypass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from storage.cluster import Cluster
+from storage.crypto.keys import FileRootKey
+from storage.metadata.sqlite import SqliteStore
+from storage.tenants import TenantService
+from storage.testing.simnodes import SimNodes
+from tests.inproc import served_s3, sim_config
+
+FAR = datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC)
+
+
+@dataclass
+class Gateway:
+    cluster: Cluster
+    owner: Any  # boto3 client of tenant "t", the buckets' owner
+    other: Any  # boto3 client of tenant "u"
+    anonymous: Any
+
+
+def _client(endpoint: str, ak: str | None, sk: str | None) -> Any:
+    extra: dict[str, Any] = {"signature_version": UNSIGNED} if ak is None else {}
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak or "x",
+                        aws_secret_access_key=sk or "x", region_name="us-east-1",
+                        config=BotoConfig(retries={"max_attempts": 1},
+                                          s3={"addressing_style": "path"}, **extra))
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    cfg = sim_config(tmp_path, 4096)
+    meta = await SqliteStore.open(tmp_path / "meta.db")
+    tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))
+    await tenants.load()
+    await tenants.create("t")
+    await tenants.create("u")
+    t_cred, u_cred = await tenants.create_key("t"), await tenants.create_key("u")
+    pool = ThreadPoolExecutor(2)
+    cluster = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)), pool, pool)
+    try:
+        async with served_s3(cluster, cfg, t_cred.access_key, t_cred.secret_key) as s3:
+            url = s3.meta.endpoint_url
+            yield Gateway(cluster, s3, _client(url, u_cred.access_key, u_cred.secret_key),
+                          _client(url, None, None))
+    finally:
+        await meta.close()
+        pool.shutdown()
+
+
+def _code(call: Any, **kw: Any) -> str | None:
+    try:
+        call(**kw)
+    except ClientError as e:
+        return str(e.response["Error"]["Code"])
+    return None
+
+
+async def _run(call: Any, **kw: Any) -> str | None:
+    return await asyncio.to_thread(_code, call, **kw)
+
+
+async def _locked(s3: Any, bucket: str, **create: Any) -> str:
+    """A lock-enabled bucket holding "k" under GOVERNANCE retention; the version id."""
+    await asyncio.to_thread(s3.create_bucket, Bucket=bucket, ObjectLockEnabledForBucket=True,
+                            **create)
+    put = await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="k", Body=b"x",
+                                  ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=FAR)
+    return str(put["VersionId"])
+
+
+async def _versions(s3: Any, bucket: str) -> list[str]:
+    got = await asyncio.to_thread(s3.list_object_versions, Bucket=bucket)
+    return [v["VersionId"] for v in got.get("Versions", [])]
+
+
+async def test_an_acl_grant_gives_no_bypass(gw: Gateway) -> None:
+    vid = await _locked(gw.owner, "pub", ACL="public-read-write")
+    for who in (gw.anonymous, gw.other):
+        assert await _run(who.delete_object, Bucket="pub", Key="k", VersionId=vid,
+                          BypassGovernanceRetention=True) == "AccessDenied"
+        assert await _run(who.delete_objects, Bucket="pub", Delete={"Objects": [
+            {"Key": "k", "VersionId": vid}]}, BypassGovernanceRetention=True) is None
+    assert await _versions(gw.owner, "pub") == [vid]
+    # The WRITE grant still deletes what no lock protects (the bypass header changes nothing).
+    assert await _run(gw.anonymous.delete_object, Bucket="pub", Key="k",
+                      BypassGovernanceRetention=True) is None
+
+
+async def test_a_policy_decides_who_may_bypass(gw: Gateway) -> None:
+    vid = await _locked(gw.owner, "pol")
+    deletes = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::u:root"},
+               "Action": ["s3:DeleteObjectVersion", "s3:PutObjectRetention"],
+               "Resource": "arn:aws:s3:::pol/*"}
+
+    async def policy(*statements: dict[str, Any]) -> None:
+        await asyncio.to_thread(gw.owner.put_bucket_policy, Bucket="pol", Policy=json.dumps(
+            {"Version": "2012-10-17", "Statement": list(statements)}))
+
+    await policy(deletes)
+    shorter = {"Mode": "GOVERNANCE", "RetainUntilDate": FAR - datetime.timedelta(days=1)}
+    assert await _run(gw.other.put_object_retention, Bucket="pol", Key="k", VersionId=vid,
+                      Retention=shorter, BypassGovernanceRetention=True) == "AccessDenied"
+    assert await _run(gw.other.delete_object, Bucket="pol", Key="k", VersionId=vid,
+                      BypassGovernanceRetention=True) == "AccessDenied"
+    # The bucket's tenant, denied the permission by its own bucket policy, has no bypass.
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:BypassGovernanceRetention",
+            "Resource": "arn:aws:s3:::pol/*"}
+    await policy(deletes, deny)
+    assert await _run(gw.owner.put_object_retention, Bucket="pol", Key="k", VersionId=vid,
+                      Retention=shorter, BypassGovernanceRetention=True) == "AccessDenied"
+    assert await _run(gw.owner.delete_object, Bucket="pol", Key="k", VersionId=vid,
+                      BypassGovernanceRetention=True) == "AccessDenied"
+    assert await _versions(gw.owner, "pol") == [vid]
+    # Granted the permission, the other tenant may bypass.
+    await policy(deletes, {**deny, "Effect": "Allow",
+                           "Principal": {"AWS": "arn:aws:iam::u:root"}})
+    assert await _run(gw.other.put_object_retention, Bucket="pol", Key="k", VersionId=vid,
+                      Retention=shorter, BypassGovernanceRetention=True) is None
+    assert await _run(gw.other.delete_object, Bucket="pol", Key="k", VersionId=vid,
+                      BypassGovernanceRetention=True) is None
+    assert await _versions(gw.owner, "pol") == []
