@@ -5,6 +5,9 @@
   s3:BypassGovernanceRetention (AWS): the bucket's tenant unless its bucket policy denies
   it, anyone else only through a policy Allow. An ACL grant (public-read-write) or a policy
   granting the delete alone gives no bypass.
+- PutObjectRetention and PutObjectLegalHold racing each other (two gateways) never undo what
+  the other wrote: each derives the new lock from the version as its compare-and-swap read
+  it. The race is forced: the other edit commits between the handler's read and its commit.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from botocore.exceptions import ClientError
 
 from storage.cluster import Cluster
 from storage.crypto.keys import FileRootKey
+from storage.keyspace import object_key
+from storage.metadata import Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
 from tests.inproc import served_s3, sim_config
 
 FAR = datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC)
+LATER = datetime.datetime(2101, 1, 1, tzinfo=datetime.UTC)
 
 
 @dataclass
@@ -143,3 +149,49 @@ async def test_a_policy_decides_who_may_bypass(gw: Gateway) -> None:
     assert await _run(gw.other.delete_object, Bucket="pol", Key="k", VersionId=vid,
                       BypassGovernanceRetention=True) is None
     assert await _versions(gw.owner, "pol") == []
+
+
+def _race_before_commit(gw: Gateway, bucket: str, key: str, racer: Any) -> list[bool]:
+    """Arm: the next transaction writing `key`'s record runs `racer()` (another gateway's
+    edit, committed) just before it. Returns the list the race appends to once run."""
+    meta = gw.cluster.meta
+    real = meta.txn
+    ran: list[bool] = []
+
+    async def txn(t: Txn) -> Any:
+        if not ran and object_key(bucket, key) in t.puts:
+            ran.append(True)
+            await racer()
+        return await real(t)
+
+    meta.txn = txn  # type: ignore[method-assign]
+    return ran
+
+
+async def test_a_legal_hold_racing_a_retention_keeps_it(gw: Gateway) -> None:
+    vid = await _locked(gw.owner, "race")
+    b = await gw.cluster.buckets.get("t", "race")
+    ran = _race_before_commit(gw, "race", "k", lambda: gw.cluster.objects.update_version(
+        b, "k", vid, lock={"mode": "COMPLIANCE", "until": LATER.timestamp()}))
+    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="race", Key="k",
+                            LegalHold={"Status": "OFF"})
+    assert ran
+    got = await asyncio.to_thread(gw.owner.get_object_retention, Bucket="race", Key="k")
+    assert got["Retention"] == {"Mode": "COMPLIANCE", "RetainUntilDate": LATER}
+    assert await _run(gw.owner.delete_object, Bucket="race", Key="k", VersionId=vid,
+                      BypassGovernanceRetention=True) == "AccessDenied"
+
+
+async def test_a_retention_racing_a_legal_hold_keeps_it(gw: Gateway) -> None:
+    vid = await _locked(gw.owner, "race")
+    b = await gw.cluster.buckets.get("t", "race")
+    ran = _race_before_commit(gw, "race", "k", lambda: gw.cluster.objects.update_version(
+        b, "k", vid, lock={"mode": "GOVERNANCE", "until": FAR.timestamp(),
+                           "legal_hold": "ON"}))
+    await asyncio.to_thread(gw.owner.put_object_retention, Bucket="race", Key="k",
+                            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": LATER})
+    assert ran
+    got = await asyncio.to_thread(gw.owner.get_object_legal_hold, Bucket="race", Key="k")
+    assert got["LegalHold"] == {"Status": "ON"}
+    assert await _run(gw.owner.delete_object, Bucket="race", Key="k", VersionId=vid,
+                      BypassGovernanceRetention=True) == "AccessDenied"

@@ -255,8 +255,9 @@ async def put_retention(rq: S3Request) -> web.StreamResponse:
     def guard(cur: ObjectVersion) -> None:
         ol.check_retention_change(cur.lock, mode, until, allowed, now)
 
-    await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id, guard,
-                                            lock=ol.with_retention(v.lock, mode, until))
+    await rq.cluster.objects.update_version(  # from the lock as the compare-and-swap read it
+        rq.existing_bucket(), rq.key, v.version_id, guard,
+        edit=lambda cur: {"lock": ol.with_retention(cur.lock, mode, until)})
     return web.Response(status=200)
 
 
@@ -275,8 +276,9 @@ async def put_legal_hold(rq: S3Request) -> web.StreamResponse:
     if status not in ("ON", "OFF"):
         raise xml_parse.malformed("LegalHold Status must be ON or OFF")
     v = await _locked_version(rq)
-    await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id,
-                                            lock={**v.lock, "legal_hold": status})
+    await rq.cluster.objects.update_version(  # keeps a retention set meanwhile
+        rq.existing_bucket(), rq.key, v.version_id,
+        edit=lambda cur: {"lock": {**cur.lock, "legal_hold": status}})
     return web.Response(status=200)
 
 
