@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from storage.cluster import Cluster
 from storage.crypto.keys import FileRootKey
-from storage.keyspace import object_key
+from storage.keyspace import bucket_key, object_key
 from storage.metadata import Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
@@ -195,3 +195,65 @@ async def test_a_retention_racing_a_legal_hold_keeps_it(gw: Gateway) -> None:
     assert got["LegalHold"] == {"Status": "ON"}
     assert await _run(gw.owner.delete_object, Bucket="race", Key="k", VersionId=vid,
                       BypassGovernanceRetention=True) == "AccessDenied"
+
+
+def _race_bucket_update(gw: Gateway, bucket: str, racer: Any) -> list[bool]:
+    """Arm: the next transaction writing `bucket`'s record runs `racer()` (another gateway's
+    change of the bucket, committed) just before it."""
+    meta = gw.cluster.meta
+    real = meta.txn
+    ran: list[bool] = []
+
+    async def txn(t: Txn) -> Any:
+        if not ran and bucket_key(bucket) in t.puts:
+            ran.append(True)
+            await racer()
+        return await real(t)
+
+    meta.txn = txn  # type: ignore[method-assign]
+    return ran
+
+
+LOCK_CONF = {"ObjectLockEnabled": "Enabled",
+             "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}}
+
+
+async def test_a_suspend_racing_a_lock_configuration_is_refused(gw: Gateway) -> None:
+    """Object Lock and suspended versioning never hold together, whichever commits first."""
+    await asyncio.to_thread(gw.owner.create_bucket, Bucket="vsus")
+    await asyncio.to_thread(gw.owner.put_bucket_versioning, Bucket="vsus",
+                            VersioningConfiguration={"Status": "Enabled"})
+    ran = _race_bucket_update(gw, "vsus", lambda: gw.cluster.buckets.update(
+        "t", "vsus", object_lock={"enabled": True, "rule": {"mode": "COMPLIANCE", "days": 1}}))
+    assert await _run(gw.owner.put_bucket_versioning, Bucket="vsus", VersioningConfiguration={
+        "Status": "Suspended"}) == "InvalidBucketState"
+    assert ran
+    got = await asyncio.to_thread(gw.owner.get_bucket_versioning, Bucket="vsus")
+    assert got["Status"] == "Enabled"
+
+    await asyncio.to_thread(gw.owner.create_bucket, Bucket="lcon")
+    await asyncio.to_thread(gw.owner.put_bucket_versioning, Bucket="lcon",
+                            VersioningConfiguration={"Status": "Enabled"})
+    ran = _race_bucket_update(gw, "lcon", lambda: gw.cluster.buckets.update(
+        "t", "lcon", versioning="Suspended"))
+    assert await _run(gw.owner.put_object_lock_configuration, Bucket="lcon",
+                      ObjectLockConfiguration=LOCK_CONF) == "InvalidBucketState"
+    assert ran
+    assert await _run(gw.owner.get_object_lock_configuration, Bucket="lcon") == (
+        "ObjectLockConfigurationNotFoundError")
+
+
+async def test_a_write_never_replaces_a_locked_null_version(gw: Gateway) -> None:
+    """Should a lock-enabled bucket still be suspended (a record written before the check
+    above), a PUT over a locked null version is refused and its bytes stay."""
+    await asyncio.to_thread(gw.owner.create_bucket, Bucket="nullv")
+    await gw.cluster.buckets.update("t", "nullv", versioning="Suspended", object_lock={
+        "enabled": True, "rule": {"mode": "COMPLIANCE", "days": 1}})
+    await asyncio.to_thread(gw.owner.put_object, Bucket="nullv", Key="k", Body=b"first")
+    assert await _run(gw.owner.put_object, Bucket="nullv", Key="k", Body=b"second") == (
+        "AccessDenied")
+    assert await _run(gw.owner.copy_object, Bucket="nullv", Key="k",
+                      CopySource={"Bucket": "nullv", "Key": "k"},
+                      MetadataDirective="REPLACE") == "AccessDenied"
+    got = await asyncio.to_thread(gw.owner.get_object, Bucket="nullv", Key="k")
+    assert (got["VersionId"], got["Body"].read()) == ("null", b"first")

@@ -21,7 +21,7 @@ from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.xml import S3_NAMESPACE, format_timestamp
 from storage import object_lock as ol
-from storage.records import ObjectVersion
+from storage.records import Bucket, ObjectVersion
 
 MODE_HEADER = "x-amz-object-lock-mode"
 UNTIL_HEADER = "x-amz-object-lock-retain-until-date"
@@ -189,11 +189,14 @@ def configuration_xml(rule: dict[str, Any] | None) -> bytes:
 @operation("PutObjectLockConfiguration")
 async def put_lock_configuration(rq: S3Request) -> web.StreamResponse:
     rule = parse_configuration(await read_xml_body(rq))
-    b = rq.existing_bucket()
-    if ol.bucket_lock(b.config) is None and b.versioning != "Enabled":
-        raise S3Error("InvalidBucketState", "Versioning must be 'Enabled' on the bucket to "
-                      "apply a Object Lock configuration")
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket,
+    rq.existing_bucket()
+
+    def check(b: Bucket) -> None:  # on the record the update swaps (another gateway's suspend)
+        if ol.bucket_lock(b.config) is None and b.versioning != "Enabled":
+            raise S3Error("InvalidBucketState", "Versioning must be 'Enabled' on the bucket "
+                          "to apply a Object Lock configuration")
+
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, check,
                                     object_lock={"enabled": True, "rule": rule})
     return web.Response(status=200)
 
