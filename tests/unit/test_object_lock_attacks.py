@@ -5,6 +5,8 @@
   s3:BypassGovernanceRetention (AWS): the bucket's tenant unless its bucket policy denies
   it, anyone else only through a policy Allow. An ACL grant (public-read-write) or a policy
   granting the delete alone gives no bypass.
+- A tenant is not shredded while a version is under a legal hold, or under COMPLIANCE
+  retention, or (without the explicit override) under GOVERNANCE retention.
 - PutObjectRetention and PutObjectLegalHold racing each other (two gateways) never undo what
   the other wrote: each derives the new lock from the version as its compare-and-swap read
   it. The race is forced: the other edit commits between the handler's read and its commit.
@@ -27,6 +29,8 @@ from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from storage import keys_rotation as kr
+from storage import object_lock as ol
 from storage.cluster import Cluster
 from storage.crypto.keys import FileRootKey
 from storage.keyspace import bucket_key, object_key
@@ -257,3 +261,45 @@ async def test_a_write_never_replaces_a_locked_null_version(gw: Gateway) -> None
                       MetadataDirective="REPLACE") == "AccessDenied"
     got = await asyncio.to_thread(gw.owner.get_object, Bucket="nullv", Key="k")
     assert (got["VersionId"], got["Body"].read()) == ("null", b"first")
+
+
+async def _shred(gw: Gateway, bypass: bool = False, wait_s: float = 0.0) -> str | None:
+    """Shred tenant "t"; the refusal's message, None when shredded (or scheduled)."""
+    try:
+        await kr.schedule_shred(gw.cluster.meta, gw.cluster.tenants, "t", wait_s, "test",
+                                bypass)
+    except ol.TenantLocked as exc:
+        return str(exc)
+    return None
+
+
+async def test_shred_refused_under_a_legal_hold_or_governance(gw: Gateway) -> None:
+    """Shredding deletes every version: a legal hold refuses it whatever the override, a
+    GOVERNANCE retention unless it is bypassed explicitly."""
+    vid = await _locked(gw.owner, "shred")
+    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="shred", Key="k",
+                            VersionId=vid, LegalHold={"Status": "ON"})
+    for bypass, wait in ((False, 0.0), (True, 0.0), (True, 3600.0 * 24 * 365 * 200)):
+        assert "legal hold" in (await _shred(gw, bypass, wait) or "")
+    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="shred", Key="k",
+                            VersionId=vid, LegalHold={"Status": "OFF"})
+    assert "GOVERNANCE retention until 2100-01-01" in (await _shred(gw) or "")
+    assert await gw.cluster.tenants.active("t")
+    assert await _shred(gw, bypass=True) is None
+    assert not await gw.cluster.tenants.active("t")
+
+
+async def test_shred_refused_by_a_locked_null_version(gw: Gateway) -> None:
+    """A version written before versioning was enabled has only its current record; locked
+    later (COMPLIANCE), it refuses the shred like any other."""
+    await asyncio.to_thread(gw.owner.create_bucket, Bucket="old")
+    await asyncio.to_thread(gw.owner.put_object, Bucket="old", Key="k", Body=b"x")
+    await asyncio.to_thread(gw.owner.put_bucket_versioning, Bucket="old",
+                            VersioningConfiguration={"Status": "Enabled"})
+    await asyncio.to_thread(gw.owner.put_object_lock_configuration, Bucket="old",
+                            ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"})
+    await asyncio.to_thread(gw.owner.put_object_retention, Bucket="old", Key="k",
+                            VersionId="null", Retention={"Mode": "COMPLIANCE",
+                                                         "RetainUntilDate": FAR})
+    assert "COMPLIANCE retention until 2100-01-01" in (await _shred(gw, bypass=True) or "")
+    assert await gw.cluster.tenants.active("t")
