@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,11 +34,13 @@ from storage import keys_rotation as kr
 from storage import object_lock as ol
 from storage.cluster import Cluster
 from storage.crypto.keys import FileRootKey
-from storage.keyspace import bucket_key, object_key
+from storage.keyspace import bucket_key, object_key, shred_key
 from storage.metadata import Txn
 from storage.metadata.sqlite import SqliteStore
+from storage.records import pack, unpack
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
+from storage.workers.keys import HOLD_RECHECK_S, ShredScheduler
 from tests.inproc import served_s3, sim_config
 
 FAR = datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC)
@@ -303,3 +306,27 @@ async def test_shred_refused_by_a_locked_null_version(gw: Gateway) -> None:
                                                          "RetainUntilDate": FAR})
     assert "COMPLIANCE retention until 2100-01-01" in (await _shred(gw, bypass=True) or "")
     assert await gw.cluster.tenants.active("t")
+
+
+async def test_a_due_scheduled_shred_waits_for_locks(gw: Gateway) -> None:
+    """A shred scheduled before the versions were locked, now due: the worker postpones it
+    past a legal hold (rechecked later) and past GOVERNANCE retention, unless the schedule
+    said to bypass it."""
+    vid = await _locked(gw.owner, "sched")
+    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="sched", Key="k",
+                            VersionId=vid, LegalHold={"Status": "ON"})
+    meta, worker = gw.cluster.meta, ShredScheduler(gw.cluster.meta, gw.cluster.tenants)
+    await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test", "bypass_governance": True}))
+    before = time.time()
+    await worker.step()
+    entry = unpack((await meta.get(shred_key("t"))).value)
+    assert entry["due"] >= before + HOLD_RECHECK_S and await gw.cluster.tenants.active("t")
+    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="sched", Key="k",
+                            VersionId=vid, LegalHold={"Status": "OFF"})
+    await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test"}))
+    await worker.step()
+    entry = unpack((await meta.get(shred_key("t"))).value)
+    assert entry["due"] == FAR.timestamp() and await gw.cluster.tenants.active("t")
+    await meta.put(shred_key("t"), pack({**entry, "due": 0.0, "bypass_governance": True}))
+    await worker.step()
+    assert not await gw.cluster.tenants.active("t")
