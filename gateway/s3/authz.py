@@ -255,11 +255,13 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     raise S3Error("AccessDenied")
 
 
-async def may_bypass_governance(rq: S3Request, key: str) -> bool:
-    """Whether the caller holds s3:BypassGovernanceRetention on `key`, which AWS requires
-    besides the `x-amz-bypass-governance-retention` header: the bucket's tenant (its root
-    user) unless the bucket policy denies it; anyone else only through a policy Allow (no ACL
-    grant carries it, so a public-read-write bucket gives strangers no bypass)."""
+async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
+    """Whether the caller holds `action` on object `key` besides the operation it was
+    authorized for: an Object Lock permission AWS checks on top (s3:BypassGovernanceRetention
+    for `x-amz-bypass-governance-retention`, s3:PutObjectRetention / s3:PutObjectLegalHold for
+    the lock headers of a write). The bucket's tenant (its root user) holds it unless the
+    bucket policy denies it; anyone else only through a policy Allow: no ACL grant carries
+    it, so a public-read-write bucket gives strangers none."""
     b = rq.existing_bucket()
     requester = await requester_of(rq)
     is_owner = requester is not None and requester.tenant == b.tenant
@@ -270,8 +272,7 @@ async def may_bypass_governance(rq: S3Request, key: str) -> bool:
     pab = await public_access_block(rq.cluster, b)
     restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
     ids = requester.ids() if requester else frozenset()
-    verdict = policy.evaluate(sts, "s3:BypassGovernanceRetention",
-                              policy.resource_of(b.name, key), ids,
+    verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids,
                               context(rq.request, rq.ep, requester, None),
                               public_allows=not restrict)
     return verdict != "Deny" and (is_owner or verdict == "Allow")

@@ -330,3 +330,38 @@ async def test_a_due_scheduled_shred_waits_for_locks(gw: Gateway) -> None:
     await meta.put(shred_key("t"), pack({**entry, "due": 0.0, "bypass_governance": True}))
     await worker.step()
     assert not await gw.cluster.tenants.active("t")
+
+
+async def test_lock_headers_of_a_write_need_their_permissions(gw: Gateway) -> None:
+    """A write setting a retention needs s3:PutObjectRetention, one setting a legal hold
+    s3:PutObjectLegalHold (AWS); the WRITE grant of a public-read-write bucket carries
+    neither, so a stranger cannot plant versions nobody may delete (nor the tenant shred)."""
+    await asyncio.to_thread(gw.owner.create_bucket, Bucket="plant",
+                            ObjectLockEnabledForBucket=True, ACL="public-read-write")
+    await asyncio.to_thread(gw.owner.put_object, Bucket="plant", Key="src", Body=b"x")
+    retain = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": FAR}
+    hold = {"ObjectLockLegalHoldStatus": "ON"}
+    for who in (gw.anonymous, gw.other):
+        for lock in (retain, hold):
+            assert await _run(who.put_object, Bucket="plant", Key="k", Body=b"x",
+                              **lock) == "AccessDenied"
+            assert await _run(who.create_multipart_upload, Bucket="plant", Key="k",
+                              **lock) == "AccessDenied"
+            assert await _run(who.copy_object, Bucket="plant", Key="k", CopySource={
+                "Bucket": "plant", "Key": "src"}, **lock) == "AccessDenied"
+        assert await _run(who.put_object, Bucket="plant", Key="k", Body=b"x") is None
+    assert len(await _versions(gw.owner, "plant")) == 3  # src and the two plain writes
+    statement = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::u:root"},
+                 "Action": "s3:PutObjectRetention", "Resource": "arn:aws:s3:::plant/*"}
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObjectLegalHold",
+            "Resource": "arn:aws:s3:::plant/*"}
+    await asyncio.to_thread(gw.owner.put_bucket_policy, Bucket="plant", Policy=json.dumps(
+        {"Version": "2012-10-17", "Statement": [statement, deny]}))
+    assert await _run(gw.other.put_object, Bucket="plant", Key="k", Body=b"x",
+                      **retain) is None
+    assert await _run(gw.other.put_object, Bucket="plant", Key="k", Body=b"x",
+                      **hold) == "AccessDenied"
+    assert await _run(gw.owner.put_object, Bucket="plant", Key="k", Body=b"x",
+                      **hold) == "AccessDenied"
+    assert await _run(gw.owner.put_object, Bucket="plant", Key="k", Body=b"x",
+                      **retain) is None

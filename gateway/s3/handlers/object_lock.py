@@ -60,11 +60,15 @@ async def bypass(rq: S3Request, key: str) -> bool:
     """`x-amz-bypass-governance-retention: true` from a caller holding
     s3:BypassGovernanceRetention on `key` (gateway.s3.authz); the header alone bypasses
     nothing."""
-    from gateway.s3.authz import may_bypass_governance  # authz imports the handlers package
-
     if rq.headers.get(BYPASS_HEADER, "").strip().lower() != "true":
         return False
-    return await may_bypass_governance(rq, key)
+    return await _holds(rq, "s3:BypassGovernanceRetention", key)
+
+
+async def _holds(rq: S3Request, action: str, key: str) -> bool:
+    from gateway.s3.authz import holds_permission  # authz imports the handlers package
+
+    return await holds_permission(rq, action, key)
 
 
 async def delete_guard(rq: S3Request, key: str) -> Callable[[ObjectVersion], None]:
@@ -109,6 +113,13 @@ async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
             raise S3Error("InvalidArgument", "Legal Hold must be either of 'ON' or 'OFF'",
                           ArgumentName=HOLD_HEADER, ArgumentValue=hold)
         out["legal_hold"] = hold
+    # AWS: a write that sets a retention needs s3:PutObjectRetention, one that sets a legal
+    # hold s3:PutObjectLegalHold (a stranger with WRITE could otherwise plant versions the
+    # bucket's tenant can never delete, nor its tenant be shredded)
+    for field, action in (("mode", "s3:PutObjectRetention"),
+                          ("legal_hold", "s3:PutObjectLegalHold")):
+        if field in out and not await _holds(rq, action, rq.key):
+            raise S3Error("AccessDenied")
     return out
 
 
