@@ -1,5 +1,5 @@
 """A stateful property test of Object Lock against a model of one key's versions and their
-locks: puts with and without lock headers, deletes of versions by the owner and by an
+locks: puts with and without lock headers (an anonymous one refused), deletes of versions by the owner and by an
 anonymous caller (the bucket is public-read-write), with and without
 `x-amz-bypass-governance-retention`, retention changes, legal holds, a bucket policy that
 denies s3:BypassGovernanceRetention coming and going, delete markers, copies of older
@@ -136,15 +136,21 @@ class LockModel(RuleBasedStateMachine):
     # --- steps ------------------------------------------------------------------------
 
     @rule(body=st.binary(max_size=8), mode=st.sampled_from([None, GOV, COMP]),
-          date=st.integers(0, len(DATES) - 1), hold=st.booleans())
-    def put(self, body: bytes, mode: str | None, date: int, hold: bool) -> None:
+          date=st.integers(0, len(DATES) - 1), hold=st.booleans(),
+          who=st.sampled_from(["owner", "owner", "anonymous"]))
+    def put(self, body: bytes, mode: str | None, date: int, hold: bool, who: str) -> None:
         kw: dict[str, Any] = {}
         if mode:
             kw.update(ObjectLockMode=mode, ObjectLockRetainUntilDate=DATES[date])
         if hold:
             kw["ObjectLockLegalHoldStatus"] = "ON"
-        vid = self.owner.put_object(Bucket=self.name, Key=KEY, Body=body, **kw)["VersionId"]
-        self.versions[vid] = Locked(body, mode, DATES[date] if mode else None, hold)
+        if who == "anonymous" and kw:  # the WRITE grant carries no lock permission
+            assert _code(self.anonymous.put_object, Bucket=self.name, Key=KEY, Body=body,
+                         **kw) == "AccessDenied"
+            return
+        got = self._client(who).put_object(Bucket=self.name, Key=KEY, Body=body, **kw)
+        self.versions[got["VersionId"]] = Locked(body, mode, DATES[date] if mode else None,
+                                                 hold)
 
     @precondition(lambda self: self.versions)
     @rule(data=st.data(), who=st.sampled_from(["owner", "anonymous"]), bypass=st.booleans(),
