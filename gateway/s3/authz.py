@@ -263,12 +263,12 @@ async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
     bucket policy denies it; anyone else only through a policy Allow: no ACL grant carries
     it, so a public-read-write bucket gives strangers none."""
     b = rq.existing_bucket()
-    requester = await requester_of(rq)
-    is_owner = requester is not None and requester.tenant == b.tenant
+    is_owner = rq.requester is not None and rq.requester == b.tenant
     text = b.config.get("policy")
     sts = policy.statements(str(text)) if text else []
     if not sts:
         return is_owner
+    requester = await requester_of(rq)
     pab = await public_access_block(rq.cluster, b)
     restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
     ids = requester.ids() if requester else frozenset()
