@@ -168,6 +168,8 @@ def _tenant(a: argparse.Namespace) -> None:
         body: dict[str, object] = {"confirm": a.confirm}
         if a.wait is not None:
             body["wait_s"] = a.wait
+        if a.bypass_governance_retention:
+            body["bypass_governance_retention"] = True
         r = admin_request("POST", f"/tenants/{q(a.name)}/shred", body)
         text = (f"tenant {a.name}: keys destroyed" if r["state"] == "shredded" else
                 f"tenant {a.name}: keys will be destroyed at {_when(r['due'])} "
@@ -233,6 +235,9 @@ def add_admin_commands(sub: Any) -> None:
                     help="waiting period before the keys are destroyed (default: the "
                          "cluster's [gateway] shred_wait_s, 0 unless configured)")
     sh.add_argument("--cancel", action="store_true", help="cancel a scheduled shred")
+    sh.add_argument("--bypass-governance-retention", action="store_true",
+                    help="shred even though object versions are under GOVERNANCE retention "
+                         "(never past a legal hold or COMPLIANCE retention)")
     t.set_defaults(func=one_line_errors(_tenant))
     k = sub.add_parser("key", help="manage S3 access keys (admin API)")
     ks = k.add_subparsers(dest="action", required=True)

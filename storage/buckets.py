@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from storage.errors import (
@@ -186,14 +187,20 @@ class BucketService:
         await self._meta.txn(Txn(deletes=(bucket_key(name), tenant_bucket_key(b.tenant, name))))
         self.forget(name)
 
-    async def update(self, tenant: str, name: str, **changes: Any) -> Bucket:
-        """Compare-and-swap update of bucket fields (versioning) or config entries."""
+    async def update(self, tenant: str, name: str, check: Callable[[Bucket], None] | None = None,
+                     **changes: Any) -> Bucket:
+        """Compare-and-swap update of bucket fields (versioning) or config entries. `check`
+        sees the record the swap compares and may refuse: a rule over two fields (Object
+        Lock needs versioning Enabled) holds against a change racing through another
+        gateway."""
         while True:
             item = await self._meta.get(bucket_key(name))
             if item is None:
                 raise BucketNotFound(name)
             b = Bucket.decode(item.value)
             self.owned(b, tenant)
+            if check is not None:
+                check(b)
             for k, v in changes.items():
                 if k == "versioning":
                     b.versioning = v

@@ -45,20 +45,23 @@ async def pending_rewraps(meta: MetadataStore) -> list[str]:
 
 
 async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: str,
-                         wait_s: float, by: str) -> float:
-    """Shred now (wait 0) or at now + wait_s; returns the due time (epoch seconds)."""
+                         wait_s: float, by: str, bypass_governance: bool = False) -> float:
+    """Shred now (wait 0) or at now + wait_s; returns the due time (epoch seconds).
+    Refused (TenantLocked) while a version is under a legal hold, or under COMPLIANCE (or,
+    without `bypass_governance`, GOVERNANCE) retention past the due time."""
     t = await tenants.get(tenant)
     if t.state != "active":
         raise KeyUnavailable(f"tenant {tenant!r} is already shredded")
     due = time.time() + max(0.0, wait_s)
-    until = await object_lock.compliance_until(meta, tenant, time.time())
-    if until is not None and until > due:
-        raise object_lock.TenantLocked(tenant, until)
+    locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
+    if locked is not None and (locked.until is None or locked.until > due):
+        raise locked
     if wait_s <= 0:
-        await shred_now(meta, tenants, tenant)
+        await shred_now(meta, tenants, tenant, bypass_governance)
         await tenants.settled()  # answered "shredded" once no process serves the tenant
     else:
-        await meta.put(shred_key(tenant), pack({"due": due, "by": by}))
+        await meta.put(shred_key(tenant), pack({"due": due, "by": by,
+                                                "bypass_governance": bypass_governance}))
     return due
 
 
@@ -73,11 +76,13 @@ async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:
     return None if item is None else float(unpack(item.value)["due"])
 
 
-async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str) -> None:
-    """Destroy the tenant's keys, unless COMPLIANCE-locked versions remain (TenantLocked)."""
-    until = await object_lock.compliance_until(meta, tenant, time.time())
-    if until is not None:
-        raise object_lock.TenantLocked(tenant, until)
+async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str,
+                    bypass_governance: bool = False) -> None:
+    """Destroy the tenant's keys, unless locked versions remain (TenantLocked): see
+    `object_lock.shred_blocker`."""
+    locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
+    if locked is not None:
+        raise locked
     await tenants.shred(tenant)
     await meta.txn(Txn(deletes=(shred_key(tenant), rewrap_key(tenant))))
     scrub = getattr(meta, "scrub", None)  # drop old copies the backend keeps (SQLite WAL)

@@ -163,11 +163,13 @@ class ObjectEdits:
 
     async def update_version(self, b: Bucket, key: str, version_id: str | None,
                              guard: Callable[[ObjectVersion], None] | None = None,
+                             edit: Callable[[ObjectVersion], dict[str, object]] | None = None,
                              **changes: object) -> ObjectVersion:
         """Change metadata fields (tags...) of one version of bucket `b`, current one if
         `version_id` is None, in every record that holds it (current and history), with
         compare-and-swap. `guard` sees the version as read in the same loop and may refuse
-        (Object Lock)."""
+        (Object Lock); `edit` derives more changes from that same read, so a field changed
+        in part (one key of the lock) keeps what a racing edit wrote to the rest of it."""
         bucket = b.name
         while True:
             records = await version_records(self._meta, bucket, key, version_id)
@@ -178,9 +180,10 @@ class ObjectEdits:
                 return updated
             if guard is not None:
                 guard(updated)
+            fields = {**changes, **(edit(updated) if edit is not None else {})}
             compares, puts = {}, {}
             for item, v in records:
-                for name, value in changes.items():
+                for name, value in fields.items():
                     setattr(v, name, value)
                 compares[item.key] = item.revision
                 puts[item.key] = v.encode()

@@ -11,8 +11,8 @@ Pure rules over the records; the gateway parses requests, the object service sto
   by PutObjectRetention / PutObjectLegalHold.
 - A version under a legal hold, or under a retention whose date is still ahead, cannot be
   deleted for good (a delete marker can still be added): AccessDenied. GOVERNANCE yields to
-  `x-amz-bypass-governance-retention: true` from a caller with that permission (a tenant
-  owns all its buckets, so its own requests have it); COMPLIANCE yields to nobody.
+  `x-amz-bypass-governance-retention: true` from a caller with s3:BypassGovernanceRetention
+  (the gateway decides who: gateway/s3/authz.py); COMPLIANCE yields to nobody.
 - A retention can always be lengthened; shortening it, removing it or changing its mode
   needs the GOVERNANCE bypass, and is never possible under COMPLIANCE until it expires.
 """
@@ -26,6 +26,7 @@ from storage.errors import AccessDenied, Conflict
 from storage.keyspace import (
     bucket_key,
     next_key,
+    object_prefix,
     span,
     tenant_bucket_prefix,
     unpack,
@@ -46,34 +47,54 @@ class ObjectLocked(AccessDenied):
 
 
 class TenantLocked(Conflict):
-    """A tenant still holds COMPLIANCE-locked versions: it cannot be shredded before `until`."""
+    """A tenant still holds locked versions: it cannot be shredded while they are locked.
+    `until`: when the lock that blocks ends (None: a legal hold, lifted only by a request)."""
 
-    def __init__(self, tenant: str, until: float) -> None:
-        super().__init__(f"tenant {tenant!r} holds object versions under COMPLIANCE retention "
-                         f"until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))}; "
-                         "it cannot be shredded before then")
+    def __init__(self, tenant: str, until: float | None, what: str = COMPLIANCE) -> None:
+        if until is None:
+            why = ("under a legal hold; it cannot be shredded until the holds are removed "
+                   "(PutObjectLegalHold OFF)")
+        else:
+            when = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))
+            why = f"under {what} retention until {when}; it cannot be shredded before then"
+            if what == GOVERNANCE:
+                why += " unless the governance retention is bypassed explicitly"
+        super().__init__(f"tenant {tenant!r} holds object versions {why}")
         self.until = until
 
 
-async def compliance_until(meta: MetadataStore, tenant: str, now: float) -> float | None:
-    """The latest COMPLIANCE retention date still ahead among the tenant's versions."""
-    latest: float | None = None
+async def shred_blocker(meta: MetadataStore, tenant: str, now: float,
+                        bypass_governance: bool = False) -> TenantLocked | None:
+    """Why the tenant may not be shredded now, or None: a version under a legal hold (the
+    first found), else the latest COMPLIANCE retention still ahead, else (unless bypassed)
+    the latest GOVERNANCE one. Shredding destroys every version, so it is a delete of each."""
+    latest: dict[str, float] = {}
     for entry in await meta.range(*span(tenant_bucket_prefix(tenant)), limit=100000):
         name = unpack(entry.key)[2]
         item = await meta.get(bucket_key(name))
         if item is None or bucket_lock(Bucket.decode(item.value).config) is None:
             continue
-        start, end = span(version_prefix(name))
-        while True:
-            batch = await meta.range(start, end, limit=1000)
-            for rec in batch:
-                lock = ObjectVersion.decode(rec.value).lock
-                if lock.get("mode") == COMPLIANCE and retention_active(lock, now):
-                    latest = max(latest or 0.0, float(lock["until"]))
-            if len(batch) < 1000:
-                break
-            start = next_key(batch[-1].key)
-    return latest
+        # history records, and current ones: a version written before versioning was
+        # enabled (the null version) has only its current record, and can be locked later
+        for prefix in (version_prefix(name), object_prefix(name)):
+            start, end = span(prefix)
+            while True:
+                batch = await meta.range(start, end, limit=1000)
+                for rec in batch:
+                    lock = ObjectVersion.decode(rec.value).lock
+                    if lock.get("legal_hold") == "ON":
+                        return TenantLocked(tenant, None)
+                    if retention_active(lock, now):
+                        mode = str(lock["mode"])
+                        latest[mode] = max(latest.get(mode, 0.0), float(lock["until"]))
+                if len(batch) < 1000:
+                    break
+                start = next_key(batch[-1].key)
+    if COMPLIANCE in latest:
+        return TenantLocked(tenant, latest[COMPLIANCE], COMPLIANCE)
+    if GOVERNANCE in latest and not bypass_governance:
+        return TenantLocked(tenant, latest[GOVERNANCE], GOVERNANCE)
+    return None
 
 
 def bucket_lock(config: dict[str, Any]) -> dict[str, Any] | None:

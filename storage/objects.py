@@ -248,6 +248,8 @@ class ObjectService(ObjectReads, ObjectEdits):
                                          compares, retired)
             elif cur_v is not None:
                 retired.append(cur_v)
+            for gone in retired:  # a write never replaces a locked (null) version
+                object_lock.check_delete(gone.lock, False, time.time())
             for p in v.parts:
                 if p.stripe_id:
                     self.index_part(puts, p, {"state": "live", "bucket": v.bucket, "key": v.key,

@@ -226,8 +226,13 @@ class AdminApi:
         if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
             raise AdminError(400, "InvalidArgument", "wait_s must be a number of seconds >= 0")
         call.audit["wait_s"] = wait
+        bypass = call.body.get("bypass_governance_retention", False)
+        if not isinstance(bypass, bool):
+            raise AdminError(400, "InvalidArgument", "bypass_governance_retention must be "
+                             "true or false")
+        call.audit["bypass_governance_retention"] = bypass
         due = await kr.schedule_shred(self.cluster.meta, self.cluster.tenants, t.name,
-                                      float(wait), call.who)
+                                      float(wait), call.who, bypass)
         state = "shredded" if wait == 0 else "scheduled"
         return 200, {"name": t.name, "state": state, "due": due}
 

@@ -255,6 +255,29 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     raise S3Error("AccessDenied")
 
 
+async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
+    """Whether the caller holds `action` on object `key` besides the operation it was
+    authorized for: an Object Lock permission AWS checks on top (s3:BypassGovernanceRetention
+    for `x-amz-bypass-governance-retention`, s3:PutObjectRetention / s3:PutObjectLegalHold for
+    the lock headers of a write). The bucket's tenant (its root user) holds it unless the
+    bucket policy denies it; anyone else only through a policy Allow: no ACL grant carries
+    it, so a public-read-write bucket gives strangers none."""
+    b = rq.existing_bucket()
+    is_owner = rq.requester is not None and rq.requester == b.tenant
+    text = b.config.get("policy")
+    sts = policy.statements(str(text)) if text else []
+    if not sts:
+        return is_owner
+    requester = await requester_of(rq)
+    pab = await public_access_block(rq.cluster, b)
+    restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
+    ids = requester.ids() if requester else frozenset()
+    verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids,
+                              context(rq.request, rq.ep, requester, None),
+                              public_allows=not restrict)
+    return verdict != "Deny" and (is_owner or verdict == "Allow")
+
+
 def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,
                    who: str | None, enforced: bool) -> bool:
     """Whether a policy Allow grants the operation. On an object, only one the bucket's

@@ -32,6 +32,7 @@ def _stale(v: ObjectVersion, current: int) -> bool:
 
 
 WATCHED_MAX_S = 30.0  # the longest sleep of a watched, idle shred scheduler
+HOLD_RECHECK_S = 3600.0  # a scheduled shred held up by a legal hold looks again this often
 
 
 class Rewrapper:
@@ -160,8 +161,10 @@ class ShredScheduler:
                 self._next_due = min(self._next_due or float("inf"), float(entry["due"]))
             else:
                 try:
-                    await shred_now(self._meta, self._tenants, unpack_key(item.key)[1])
+                    await shred_now(self._meta, self._tenants, unpack_key(item.key)[1],
+                                    bool(entry.get("bypass_governance")))
                 except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out
-                    await self._meta.put(item.key, pack({**entry, "due": exc.until}))
+                    due = now + HOLD_RECHECK_S if exc.until is None else exc.until
+                    await self._meta.put(item.key, pack({**entry, "due": due}))
         await purge_due(self._meta)
         return WorkerState.IDLE

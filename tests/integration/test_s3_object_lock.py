@@ -171,6 +171,30 @@ def test_shred_waits_for_compliance_retention(cluster: LocalCluster) -> None:
     assert shred["state"] == "shredded"
 
 
+
+def test_shred_cli_governance_needs_the_override(cluster: LocalCluster) -> None:
+    """`tessera tenant shred` refuses a tenant holding GOVERNANCE-locked versions unless
+    told `--bypass-governance-retention`, and one holding a legal hold even then."""
+    name = f"gov-{uuid.uuid4().hex[:8]}"
+    assert tessera(cluster, "tenant", "create", name).returncode == 0
+    cred = json.loads(tessera(cluster, "key", "create", "--tenant", name, "--json").stdout)
+    s3 = s3_for(cluster, cred["access_key_id"], cred["secret_access_key"])
+    b = _locked_bucket(s3, f"{name}-b")
+    vid = s3.put_object(Bucket=b, Key="k", Body=b"x", ObjectLockMode="GOVERNANCE",
+                        ObjectLockRetainUntilDate=FAR, ObjectLockLegalHoldStatus="ON",
+                        )["VersionId"]
+    shred = ("tenant", "shred", name, "--confirm", name, "--wait", "0")
+    for extra in ((), ("--bypass-governance-retention",)):
+        r = tessera(cluster, *shred, *extra)
+        assert r.returncode != 0 and "legal hold" in r.stderr, r
+    s3.put_object_legal_hold(Bucket=b, Key="k", VersionId=vid, LegalHold={"Status": "OFF"})
+    r = tessera(cluster, *shred)
+    assert r.returncode != 0 and "GOVERNANCE" in r.stderr, r
+    assert admin_request("GET", f"/tenants/{name}", env=cluster.env)["state"] == "active"
+    r = tessera(cluster, *shred, "--bypass-governance-retention")
+    assert r.returncode == 0, r.stderr
+    assert admin_request("GET", f"/tenants/{name}", env=cluster.env)["state"] == "shredded"
+
 def test_locked_put_needs_content_md5_or_checksum(cluster: LocalCluster, s3) -> None:
     """PutObject with Object Lock parameters, or into a bucket with default retention, is
     400 InvalidRequest without Content-MD5 or an x-amz-checksum-*, as AWS answers."""

@@ -58,7 +58,8 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
         if version_id is not None:  # the DELETE ?versionId= rule, answered per key
             check_version_id(version_id)
         res = await rq.cluster.objects.delete(rq.existing_bucket(), key, version_id,
-                                              entry.conditions, delete_guard(rq))
+                                              entry.conditions,
+                                              await delete_guard(rq, key))
     except Exception as exc:  # noqa: BLE001 - reported per key, as AWS does
         err = to_s3_error(exc, rq.bucket, key)
         return key, version_id, err.code, err.message

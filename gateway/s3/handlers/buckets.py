@@ -167,11 +167,14 @@ async def get_versioning(rq: S3Request) -> web.StreamResponse:
 @operation("PutBucketVersioning")
 async def put_versioning(rq: S3Request) -> web.StreamResponse:
     status = xml_parse.parse_versioning(await read_xml_body(rq))
-    b = rq.existing_bucket()
-    if status == "Suspended" and b.config.get("object_lock"):
-        raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this "
-                      "bucket, so the versioning state cannot be changed.")
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket, versioning=status)
+    rq.existing_bucket()
+
+    def check(b: Bucket) -> None:  # on the record the update swaps (another gateway's lock)
+        if status == "Suspended" and b.config.get("object_lock"):
+            raise S3Error("InvalidBucketState", "An Object Lock configuration is present on "
+                          "this bucket, so the versioning state cannot be changed.")
+
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, check, versioning=status)
     return web.Response(status=200)
 
 

@@ -21,7 +21,7 @@ from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.xml import S3_NAMESPACE, format_timestamp
 from storage import object_lock as ol
-from storage.records import ObjectVersion
+from storage.records import Bucket, ObjectVersion
 
 MODE_HEADER = "x-amz-object-lock-mode"
 UNTIL_HEADER = "x-amz-object-lock-retain-until-date"
@@ -56,14 +56,24 @@ def _parse_time(text: str) -> float | None:
     return when.timestamp()
 
 
-def bypass(rq: S3Request) -> bool:
-    """`x-amz-bypass-governance-retention: true`; the owning tenant has the permission."""
-    return rq.headers.get(BYPASS_HEADER, "").strip().lower() == "true"
+async def bypass(rq: S3Request, key: str) -> bool:
+    """`x-amz-bypass-governance-retention: true` from a caller holding
+    s3:BypassGovernanceRetention on `key` (gateway.s3.authz); the header alone bypasses
+    nothing."""
+    if rq.headers.get(BYPASS_HEADER, "").strip().lower() != "true":
+        return False
+    return await _holds(rq, "s3:BypassGovernanceRetention", key)
 
 
-def delete_guard(rq: S3Request) -> Callable[[ObjectVersion], None]:
-    """What a delete calls on each version it would remove for good."""
-    allowed = bypass(rq)
+async def _holds(rq: S3Request, action: str, key: str) -> bool:
+    from gateway.s3.authz import holds_permission  # authz imports the handlers package
+
+    return await holds_permission(rq, action, key)
+
+
+async def delete_guard(rq: S3Request, key: str) -> Callable[[ObjectVersion], None]:
+    """What a delete of `key` calls on each version it would remove for good."""
+    allowed = await bypass(rq, key)
     now = time.time()
     return lambda v: ol.check_delete(v.lock, allowed, now)
 
@@ -103,6 +113,13 @@ async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
             raise S3Error("InvalidArgument", "Legal Hold must be either of 'ON' or 'OFF'",
                           ArgumentName=HOLD_HEADER, ArgumentValue=hold)
         out["legal_hold"] = hold
+    # AWS: a write that sets a retention needs s3:PutObjectRetention, one that sets a legal
+    # hold s3:PutObjectLegalHold (a stranger with WRITE could otherwise plant versions the
+    # bucket's tenant can never delete, nor its tenant be shredded)
+    for field, action in (("mode", "s3:PutObjectRetention"),
+                          ("legal_hold", "s3:PutObjectLegalHold")):
+        if field in out and not await _holds(rq, action, rq.key):
+            raise S3Error("AccessDenied")
     return out
 
 
@@ -183,11 +200,14 @@ def configuration_xml(rule: dict[str, Any] | None) -> bytes:
 @operation("PutObjectLockConfiguration")
 async def put_lock_configuration(rq: S3Request) -> web.StreamResponse:
     rule = parse_configuration(await read_xml_body(rq))
-    b = rq.existing_bucket()
-    if ol.bucket_lock(b.config) is None and b.versioning != "Enabled":
-        raise S3Error("InvalidBucketState", "Versioning must be 'Enabled' on the bucket to "
-                      "apply a Object Lock configuration")
-    await rq.cluster.buckets.update(rq.tenant, rq.bucket,
+    rq.existing_bucket()
+
+    def check(b: Bucket) -> None:  # on the record the update swaps (another gateway's suspend)
+        if ol.bucket_lock(b.config) is None and b.versioning != "Enabled":
+            raise S3Error("InvalidBucketState", "Versioning must be 'Enabled' on the bucket "
+                          "to apply a Object Lock configuration")
+
+    await rq.cluster.buckets.update(rq.tenant, rq.bucket, check,
                                     object_lock={"enabled": True, "rule": rule})
     return web.Response(status=200)
 
@@ -244,13 +264,14 @@ def parse_retention(body: bytes) -> tuple[str | None, float | None]:
 async def put_retention(rq: S3Request) -> web.StreamResponse:
     mode, until = parse_retention(await read_xml_body(rq))
     v = await _locked_version(rq)
-    allowed, now = bypass(rq), time.time()
+    allowed, now = await bypass(rq, rq.key), time.time()
 
     def guard(cur: ObjectVersion) -> None:
         ol.check_retention_change(cur.lock, mode, until, allowed, now)
 
-    await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id, guard,
-                                            lock=ol.with_retention(v.lock, mode, until))
+    await rq.cluster.objects.update_version(  # from the lock as the compare-and-swap read it
+        rq.existing_bucket(), rq.key, v.version_id, guard,
+        edit=lambda cur: {"lock": ol.with_retention(cur.lock, mode, until)})
     return web.Response(status=200)
 
 
@@ -269,8 +290,9 @@ async def put_legal_hold(rq: S3Request) -> web.StreamResponse:
     if status not in ("ON", "OFF"):
         raise xml_parse.malformed("LegalHold Status must be ON or OFF")
     v = await _locked_version(rq)
-    await rq.cluster.objects.update_version(rq.existing_bucket(), rq.key, v.version_id,
-                                            lock={**v.lock, "legal_hold": status})
+    await rq.cluster.objects.update_version(  # keeps a retention set meanwhile
+        rq.existing_bucket(), rq.key, v.version_id,
+        edit=lambda cur: {"lock": {**cur.lock, "legal_hold": status}})
     return web.Response(status=200)
 
 

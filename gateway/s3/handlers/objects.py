@@ -394,7 +394,8 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 async def delete_object(rq: S3Request) -> web.StreamResponse:
     res = await rq.cluster.objects.delete(rq.existing_bucket(), rq.key,
                                           rq.version_id,
-                                          delete_conditions(rq.headers), delete_guard(rq))
+                                          delete_conditions(rq.headers),
+                                          await delete_guard(rq, rq.key))
     headers = {}
     if res.version_id is not None:
         headers["x-amz-version-id"] = res.version_id
