@@ -20,7 +20,7 @@ import defusedxml.ElementTree as SafeET
 
 from gateway.s3.checksums import UNCHECKED
 from gateway.s3.errors import S3Error
-from gateway.s3.http import ascii_digits
+from gateway.s3.http import ascii_digits, digits_int
 from gateway.s3.xml import (
     CHECKSUM_ALGORITHMS,
     COMPLETE_XML_LIMIT_BYTES,
@@ -71,7 +71,7 @@ def parse_int(text: str | None, what: str, bits: int = 64) -> int | None:
     raw = text.strip(XML_SPACE)
     if not ascii_digits(raw[1:] if raw[:1] in "+-" else raw):
         raise malformed(f"{what} {text!r} is not an integer")
-    value = int(raw)
+    value = -digits_int(raw[1:]) if raw[:1] == "-" else digits_int(raw.removeprefix("+"))
     if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
         raise malformed(f"{what} {text!r} is out of range")
     return value
