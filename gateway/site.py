@@ -1,9 +1,11 @@
-"""A TCP site whose connections must send their first request's headers in time.
+"""A TCP site whose connections must send each request's headers in time and within size.
 
-aiohttp bounds header sizes but puts no deadline on them: a client that opens a connection
-and trickles (or never finishes) its request line would hold it forever. Connections that
-have not started a request after `header_timeout_s` are closed; idle keep-alive
-connections are closed by aiohttp's own keep-alive timeout (set in `gateway.app`).
+aiohttp bounds header lines but puts no deadline on them nor a cap on their sum: a client
+that opens a connection and trickles (or never finishes) its request line would hold it
+forever. Every connection's handler (`storage.headguard.CappedHandler`) closes it when a
+head is not complete `header_timeout_s` after it began (after the connection opened, for
+the first) and refuses heads over `HEAD_MAX_BYTES`; idle keep-alive connections are closed
+by aiohttp's own keep-alive timeout (set in `gateway.app`).
 """
 
 from __future__ import annotations
@@ -16,16 +18,11 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.balance import BalancedAccept, ConnSlots
+from gateway.headlimit import too_large_answer
+from storage.headguard import capped_handler
 
 HEADER_TIMEOUT_S = 20.0
 BACKLOG = 1024
-
-
-def _close_if_no_request(handler: RequestHandler) -> None:
-    started = getattr(handler, "_request_count", 1) or getattr(handler, "_current_request", None)
-    transport = handler.transport
-    if not started and transport is not None and not transport.is_closing():
-        transport.close()
 
 
 class GuardedTCPSite(web.TCPSite):
@@ -35,15 +32,12 @@ class GuardedTCPSite(web.TCPSite):
         self._header_timeout_s = header_timeout_s
 
     def _guarded(self) -> Callable[[], RequestHandler]:
-        """The runner's handler factory, each handler closed if no request starts in time."""
-        loop = asyncio.get_running_loop()
+        """The runner's handler factory: handlers holding heads to size and time."""
         factory = self._runner.server
         assert factory is not None
 
         def make() -> RequestHandler:
-            handler = factory()
-            loop.call_later(self._header_timeout_s, _close_if_no_request, handler)
-            return handler
+            return capped_handler(factory, self._header_timeout_s, too_large_answer)
 
         return make
 

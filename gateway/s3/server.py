@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway import logs
+from gateway.headlimit import head_bytes, too_large
 from gateway.metrics import Metrics
 from gateway.s3 import access_log, authz, cors, post_upload, sigv2
 from gateway.s3.bodyrecv import take_connection
@@ -52,6 +53,7 @@ from storage.activity import CLIENTS
 from storage.cluster import Cluster
 from storage.conditions import PreconditionFailed
 from storage.config import GatewayConfig
+from storage.headguard import HEAD_MAX_BYTES
 from storage.records import Bucket
 from storage.tenants import begin_request
 from storage.uploadbudget import UPLOAD_WAIT_S
@@ -228,6 +230,8 @@ class S3Server:
     def _route(self, flow: Flow) -> Endpoint:
         request = flow.request
         try:
+            if head_bytes(request) > HEAD_MAX_BYTES:
+                raise too_large()
             ep = parse_endpoint(request.method, request.raw_path, request.query, request.host,
                                 self.cfg.virtual_host_domain,
                                 has_copy_source="x-amz-copy-source" in request.headers)

@@ -1,15 +1,18 @@
-"""Outside-attacker checks on request limits: numbers too long for int(), continuation tokens
-that are not a key. Each is a clear S3 error (never a 500) and the server keeps serving."""
+"""Outside-attacker checks on request limits: a request head over its size cap, numbers too
+long for int(), continuation tokens that are not a key. Each is a clear S3 error (never a
+500, never held in memory) and the server keeps serving."""
 
 from __future__ import annotations
 
 import re
+import socket
 import uuid
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from storage.headguard import HEAD_MAX_BYTES
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_attack_headers import signed_raw
 
@@ -33,6 +36,23 @@ def _code(answer: bytes) -> tuple[int, str | None]:
     status = int(answer.split(b" ", 2)[1])
     found = re.search(rb"<Code>([^<]*)</Code>", answer)
     return status, found.group(1).decode() if found else None
+
+
+def _answer_of(port: int, head: bytes) -> bytes:
+    """What the server sends on a connection that sent `head` (and nothing more), up to
+    its closing the connection."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        try:
+            sock.sendall(head)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before all of it was taken: the answer is still there to read
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return answer
 
 
 def test_continuation_token_that_is_not_a_utf8_key_is_invalid_argument(
@@ -73,4 +93,27 @@ def test_delete_if_match_size_past_int_digit_limit_is_invalid_argument(
     answer = signed_raw(w["cluster"], "DELETE", f"/{w['bucket']}/k", "",
                         {"x-amz-if-match-size": NINES.encode()})
     assert _code(answer) == (400, "InvalidArgument")
+    _serving(w)
+
+
+def test_complete_head_over_the_cap_is_request_header_section_too_large(
+        w: dict[str, Any]) -> None:
+    """Nine 8 KB headers: each line within aiohttp's own limits, together over the cap."""
+    lines = {f"x-pad-{i}": b"p" * 8000 for i in range(9)}
+    assert sum(len(v) for v in lines.values()) > HEAD_MAX_BYTES
+    answer = signed_raw(w["cluster"], "GET", f"/{w['bucket']}/k", "", lines)
+    assert _code(answer) == (400, "RequestHeaderSectionTooLarge")
+    assert f"<MaxSizeAllowed>{HEAD_MAX_BYTES}</MaxSizeAllowed>".encode() in answer
+    _serving(w)
+
+
+@pytest.mark.parametrize("port_of", ["port", "admin_port"])
+def test_unfinished_head_over_the_cap_is_refused_before_it_ends(
+        w: dict[str, Any], port_of: str) -> None:
+    """A head still growing past the cap is answered and the connection closed at once
+    (it was held, 0.8 MB here and up to 2 MB a connection, until the header deadline)."""
+    head = b"GET /x HTTP/1.1\r\nHost: x\r\n" + b"".join(  # lines within aiohttp's 8 KB
+        b"x-pad-%d: %s\r\n" % (i, b"p" * 8000) for i in range(100))  # and no blank line
+    answer = _answer_of(getattr(w["cluster"], port_of), head)
+    assert _code(answer) == (400, "RequestHeaderSectionTooLarge")
     _serving(w)

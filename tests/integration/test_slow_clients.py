@@ -1,4 +1,5 @@
-"""Stalled clients: a connection that never finishes its request headers is closed."""
+"""Stalled clients: a connection that never finishes its request headers is closed, for its
+first request as for a later one on the same (keep-alive) connection."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ def test_stalled_headers_are_cut_and_server_keeps_serving(
         assert s.recv(1024) == b""  # closed by the server, not by our timeout
         s.close()
     # well under the 20 s default, so the 2 s set at the first start is what cut them
+    assert time.monotonic() - started < 15
+    # a keep-alive connection whose second head stalls: cut by the same deadline, not
+    # only by the 75 s keep-alive timeout (the recv below would time out at 30 s)
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # answered (403), kept alive
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 403") and b"Connection: close" not in first
+        s.sendall(b"GET /bucket/key HTTP/1.1\r\nHost: x\r\nContent-Le")  # and no more
+        started = time.monotonic()
+        while s.recv(65536):
+            pass  # the rest of the first answer, then the close
     assert time.monotonic() - started < 15
     s3 = c.client()
     s3.create_bucket(Bucket="after-stall")
