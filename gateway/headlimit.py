@@ -1,6 +1,6 @@
-"""The S3 side of the request head cap (`storage.headguard`): AWS's refusal, and the exact
-size of a complete head, checked in the S3 pipeline so that a head over the cap is refused
-the same however its bytes were cut into socket reads."""
+"""The S3 side of the request head cap (`storage.headguard`, `[gateway] max_header_bytes`):
+AWS's refusal, and the exact size of a complete head, checked in the S3 pipeline so that a
+head over the cap is refused the same however its bytes were cut into socket reads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import secrets
 from aiohttp import web
 
 from gateway.s3.errors import S3Error, error_xml
-from storage.headguard import HEAD_MAX_BYTES
 
 
 def head_bytes(request: web.BaseRequest) -> int:
@@ -18,14 +17,14 @@ def head_bytes(request: web.BaseRequest) -> int:
     return line + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2
 
 
-def too_large() -> S3Error:
-    """AWS's refusal of a head over `HEAD_MAX_BYTES`."""
-    return S3Error("RequestHeaderSectionTooLarge", MaxSizeAllowed=str(HEAD_MAX_BYTES))
+def too_large(limit: int) -> S3Error:
+    """AWS's refusal of a head over `limit` bytes."""
+    return S3Error("RequestHeaderSectionTooLarge", MaxSizeAllowed=str(limit))
 
 
-def too_large_answer() -> bytes:
-    """The whole HTTP answer refusing a head over `HEAD_MAX_BYTES` (the connection closes)."""
-    err = too_large()
+def too_large_answer(limit: int) -> bytes:
+    """The whole HTTP answer refusing a head over `limit` bytes (the connection closes)."""
+    err = too_large(limit)
     body = error_xml(err, secrets.token_hex(8).upper(), "tessera")
     head = (f"HTTP/1.1 {err.status} Bad Request\r\nContent-Type: application/xml\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")

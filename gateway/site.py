@@ -4,7 +4,7 @@ aiohttp bounds header lines but puts no deadline on them nor a cap on their sum:
 that opens a connection and trickles (or never finishes) its request line would hold it
 forever. Every connection's handler (`storage.headguard.CappedHandler`) closes it when a
 head is not complete `header_timeout_s` after it began (after the connection opened, for
-the first) and refuses heads over `HEAD_MAX_BYTES`; idle keep-alive connections are closed
+the first) and refuses heads over `max_header_bytes`; idle keep-alive connections are closed
 by aiohttp's own keep-alive timeout (set in `gateway.app`).
 """
 
@@ -22,14 +22,17 @@ from gateway.headlimit import too_large_answer
 from storage.headguard import capped_handler
 
 HEADER_TIMEOUT_S = 20.0
+MAX_HEADER_BYTES = 16 * 1024  # [gateway] max_header_bytes' default
 BACKLOG = 1024
 
 
 class GuardedTCPSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 header_timeout_s: float = HEADER_TIMEOUT_S, backlog: int = BACKLOG) -> None:
+                 header_timeout_s: float = HEADER_TIMEOUT_S,
+                 max_header_bytes: int = MAX_HEADER_BYTES, backlog: int = BACKLOG) -> None:
         super().__init__(runner, host, port, backlog=backlog)
         self._header_timeout_s = header_timeout_s
+        self._max_header_bytes = max_header_bytes
 
     def _guarded(self) -> Callable[[], RequestHandler]:
         """The runner's handler factory: handlers holding heads to size and time."""
@@ -37,7 +40,8 @@ class GuardedTCPSite(web.TCPSite):
         assert factory is not None
 
         def make() -> RequestHandler:
-            return capped_handler(factory, self._header_timeout_s, too_large_answer)
+            return capped_handler(factory, self._header_timeout_s, self._max_header_bytes,
+                                  lambda: too_large_answer(self._max_header_bytes))
 
         return make
 
@@ -53,9 +57,11 @@ class BalancedTCPSite(GuardedTCPSite):
     accepting only while it is this worker's turn (`gateway.balance`)."""
 
     def __init__(self, runner: web.BaseRunner, socks: list[socket.socket], slots: ConnSlots,
-                 *, header_timeout_s: float = HEADER_TIMEOUT_S, grace_s: float = 0.25) -> None:
+                 *, header_timeout_s: float = HEADER_TIMEOUT_S,
+                 max_header_bytes: int = MAX_HEADER_BYTES, grace_s: float = 0.25) -> None:
         host, port = socks[0].getsockname()[:2]
-        super().__init__(runner, host, port, header_timeout_s=header_timeout_s)
+        super().__init__(runner, host, port, header_timeout_s=header_timeout_s,
+                         max_header_bytes=max_header_bytes)
         self._socks = socks
         self._slots = slots
         self._grace_s = grace_s

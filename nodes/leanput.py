@@ -439,7 +439,8 @@ class LeanFront(asyncio.BufferedProtocol):
             self._idle = None
         self._conns.discard(self)
         self._closing = True
-        handler = capped_handler(self._server, HANDED_HEAD_TIMEOUT_S, _head_too_large)
+        handler = capped_handler(self._server, HANDED_HEAD_TIMEOUT_S, HEAD_MAX_BYTES,
+                                 _head_too_large)
         t.set_protocol(handler)
         handler.connection_made(t)
         data = bytes(self._head[:self._have])

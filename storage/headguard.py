@@ -6,7 +6,7 @@ aiohttp bounds each line (`max_field_size`) and the number of header lines (`max
 hold 128 lines of 16 KiB (2 MiB of headers, ~3 MiB of memory) for as long as it trickles
 them, a thousand connections gigabytes. `CappedHandler` counts what a connection sends while
 it is between requests (no request yet, or the last one's body wholly received) and, past
-`HEAD_MAX_BYTES` before a request's head is complete, answers the server's refusal and
+its `max_bytes` before a request's head is complete, answers the server's refusal and
 closes the connection (or only closes it when an earlier request is still being answered on
 it: no answer may be cut into). That bounds memory within one socket read; a server that
 must answer a head over the cap the same whatever the reads measures complete heads itself
@@ -24,23 +24,26 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-HEAD_MAX_BYTES = 64 * 1024  # the request line and header lines of one request, together
+HEAD_MAX_BYTES = 64 * 1024  # a node's cap on one head: its request line and header lines
+# together (the gateway's is `[gateway] max_header_bytes`)
 
 
 class CappedHandler(RequestHandler):
-    """aiohttp's connection handler, holding every request head to `HEAD_MAX_BYTES` (then
+    """aiohttp's connection handler, holding every request head to `max_bytes` (then
     writing `refusal()`, a whole HTTP answer, and closing) and to `head_timeout_s`.
 
     A chunk is counted when it arrives while no request body is pending; the count restarts
     with each request whose head completes. The chunk in which a body ends is not counted
     (it may hold the next head's start): the cap holds within one read of the socket."""
 
-    __slots__ = ("_head_bytes", "_head_timeout_s", "_last_payload", "_refusal", "_seen")
+    __slots__ = ("_head_bytes", "_head_timeout_s", "_last_payload", "_max_bytes", "_refusal",
+                 "_seen")
 
-    def __init__(self, *args: Any, head_timeout_s: float, refusal: Callable[[], bytes],
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, head_timeout_s: float, max_bytes: int,
+                 refusal: Callable[[], bytes], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timeout_s = head_timeout_s
+        self._max_bytes = max_bytes
         self._refusal = refusal
         self._head_bytes = 0
         self._last_payload: Any = None
@@ -63,7 +66,7 @@ class CappedHandler(RequestHandler):
         if not self._head_bytes and self._request_count:
             self._arm()  # the next request's head begins
         self._head_bytes += len(data)
-        if self._head_bytes > HEAD_MAX_BYTES:
+        if self._head_bytes > self._max_bytes:
             self._refuse()
 
     def _arm(self) -> None:
@@ -89,8 +92,8 @@ class CappedHandler(RequestHandler):
         self.force_close()  # the transport sends what was written, then closes
 
 
-def capped_handler(server: web.Server, head_timeout_s: float,
+def capped_handler(server: web.Server, head_timeout_s: float, max_bytes: int,
                    refusal: Callable[[], bytes]) -> RequestHandler:
     """A `CappedHandler` made as `server()` makes aiohttp's own (its handler arguments)."""
     return CappedHandler(server, loop=server._loop, head_timeout_s=head_timeout_s,
-                         refusal=refusal, **server._kwargs)
+                         max_bytes=max_bytes, refusal=refusal, **server._kwargs)

@@ -53,7 +53,6 @@ from storage.activity import CLIENTS
 from storage.cluster import Cluster
 from storage.conditions import PreconditionFailed
 from storage.config import GatewayConfig
-from storage.headguard import HEAD_MAX_BYTES
 from storage.records import Bucket
 from storage.tenants import begin_request
 from storage.uploadbudget import UPLOAD_WAIT_S
@@ -230,8 +229,8 @@ class S3Server:
     def _route(self, flow: Flow) -> Endpoint:
         request = flow.request
         try:
-            if head_bytes(request) > HEAD_MAX_BYTES:
-                raise too_large()
+            if head_bytes(request) > self.cfg.max_header_bytes:
+                raise too_large(self.cfg.max_header_bytes)
             ep = parse_endpoint(request.method, request.raw_path, request.query, request.host,
                                 self.cfg.virtual_host_domain,
                                 has_copy_source="x-amz-copy-source" in request.headers)
