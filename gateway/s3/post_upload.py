@@ -48,7 +48,8 @@ from storage.cluster import Cluster
 from storage.config import GatewayConfig
 from storage.records import Bucket, ObjectVersion
 
-PRE_DATA_MAX = 20 * 1024
+PRE_DATA_MAX = 20 * 1024  # the form's bytes before the file: fields' values, names, heads
+PART_OVERHEAD = 48  # a part's delimiter line and blank line, about (counted, not measured)
 AUTH_FIELDS = frozenset({"awsaccesskeyid", "signature", "policy", "x-amz-signature", "file",
                          "x-amz-security-token"})
 CHUNK = 1 << 20
@@ -95,6 +96,11 @@ async def _read_fields(request: web.Request) -> tuple[dict[str, str], Any, str |
         name = (getattr(part, "name", None) or "").lower()
         if name == "file":
             return fields, part, getattr(part, "filename", None)
+        # Each part's head counts, not only its value: empty fields cost nothing else, and
+        # parsing each costs the event loop ~0.5 ms (10,000 blocked a worker for 6 s).
+        used += PART_OVERHEAD + sum(len(k) + len(v) + 4 for k, v in part.headers.items())
+        if used > PRE_DATA_MAX:
+            raise S3Error("MaxPostPreDataLengthExceededError")
         data = bytearray()
         while chunk := await part.read_chunk(4096):  # type: ignore[union-attr]
             data += chunk

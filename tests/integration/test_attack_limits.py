@@ -1,6 +1,7 @@
 """Outside-attacker checks on request limits: a request head over its size cap, numbers too
-long for int(), continuation tokens that are not a key. Each is a clear S3 error
-(never a 500, never held in memory) and the server keeps serving."""
+long for int(), continuation tokens that are not a key, a POST form of countless empty
+fields. Each is a clear S3 error (never a 500, never held in memory or holding the event
+loop) and the server keeps serving."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 from storage.config import GatewayConfig
@@ -123,3 +125,19 @@ def test_unfinished_head_over_the_cap_is_refused_before_it_ends(
     assert _code(answer) == (400, "RequestHeaderSectionTooLarge")
     _serving(w)
 
+
+def test_post_form_of_many_empty_fields_is_max_post_pre_data_length_exceeded(
+        w: dict[str, Any]) -> None:
+    """Empty fields cost the 20 KB pre-data budget nothing, so a form could carry any number
+    (x-ignore-* ones pass the policy); parsing 10,000 held a worker's event loop 6 s. Each
+    part's head now counts."""
+    form = w["s3"].generate_presigned_post(w["bucket"], "posted")
+    fields = {**form["fields"], **{f"x-ignore-{i}": "" for i in range(5000)}}
+    r = requests.post(form["url"], data=fields, files={"file": ("f", b"body")}, timeout=60)
+    assert r.status_code == 400 and "<Code>MaxPostPreDataLengthExceededError</Code>" in r.text
+    with pytest.raises(ClientError):
+        w["s3"].head_object(Bucket=w["bucket"], Key="posted")
+    few = {**form["fields"], **{f"x-ignore-{i}": "" for i in range(20)}}
+    r = requests.post(form["url"], data=few, files={"file": ("f", b"body")}, timeout=60)
+    assert r.status_code == 204  # an ordinary form still fits
+    _serving(w)
