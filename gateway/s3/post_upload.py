@@ -19,7 +19,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from gateway.s3.router import KEY_BYTES_MAX, Endpoint
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_canonical import signing_key
 from gateway.s3.xml_parse import parse_tagging
+from storage import jsondoc
 from storage.cluster import Cluster
 from storage.config import GatewayConfig
 from storage.records import Bucket, ObjectVersion
@@ -162,7 +162,7 @@ def _authenticate(fields: dict[str, str], secret_of: Any, region: str,
     if not hmac.compare_digest(expected.encode(), given.encode()):
         raise S3Error("SignatureDoesNotMatch")
     try:
-        doc = json.loads(base64.b64decode(policy_b64, validate=True))
+        doc = jsondoc.loads(base64.b64decode(policy_b64, validate=True))
     except (binascii.Error, ValueError):
         raise _bad_policy("Could not parse the policy document") from None
     if not isinstance(doc, dict):

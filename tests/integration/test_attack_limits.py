@@ -5,6 +5,9 @@ loop) and the server keeps serving."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import socket
 import uuid
@@ -140,4 +143,34 @@ def test_post_form_of_many_empty_fields_is_max_post_pre_data_length_exceeded(
     few = {**form["fields"], **{f"x-ignore-{i}": "" for i in range(20)}}
     r = requests.post(form["url"], data=few, files={"file": ("f", b"body")}, timeout=60)
     assert r.status_code == 204  # an ordinary form still fits
+    _serving(w)
+
+
+DEEP = b"[" * 3000 + b"]" * 3000  # past Python's recursion limit for json.loads
+
+
+def test_json_nested_past_the_recursion_limit_is_a_clear_400(w: dict[str, Any]) -> None:
+    """json.loads raises RecursionError, not ValueError, for such a document: a bucket
+    policy, an SSE-KMS encryption context, a POST form's policy and an unauthenticated
+    console login answered 500."""
+    s3, bucket = w["s3"], w["bucket"]
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_policy(Bucket=bucket, Policy=DEEP.decode())
+    assert exc.value.response["Error"]["Code"] == "MalformedPolicy"
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="ctx", Body=b"x", ServerSideEncryption="aws:kms",
+                      SSEKMSEncryptionContext=base64.b64encode(DEEP).decode())
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    policy = base64.b64encode(DEEP).decode()
+    secret = w["cluster"].env["AWS_SECRET_ACCESS_KEY"]
+    signature = base64.b64encode(hmac.new(secret.encode(), policy.encode(),
+                                          hashlib.sha1).digest()).decode()
+    r = requests.post(f"{w['cluster'].endpoint}/{bucket}", timeout=60, files={"file": ("f", b"x")},
+                      data={"key": "posted-deep", "policy": policy, "signature": signature,
+                            "AWSAccessKeyId": w["cluster"].env["AWS_ACCESS_KEY_ID"]})
+    assert r.status_code == 400 and "InternalError" not in r.text
+    admin = f"http://127.0.0.1:{w['cluster'].admin_port}"
+    r = requests.post(f"{admin}/console/api/login", data=DEEP, timeout=60,
+                      headers={"Content-Type": "application/json", "Origin": admin})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "MalformedJSON"
     _serving(w)
