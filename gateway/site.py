@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.balance import BalancedAccept, ConnSlots
-from gateway.headlimit import too_large_answer
+from gateway.s3.headlimit import too_large_answer
 from storage.headguard import capped_handler
 
 HEADER_TIMEOUT_S = 20.0

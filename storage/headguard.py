@@ -10,9 +10,9 @@ its `max_bytes` before a request's head is complete, answers the server's refusa
 closes the connection (or only closes it when an earlier request is still being answered on
 it: no answer may be cut into). That bounds memory within one socket read; a server that
 must answer a head over the cap the same whatever the reads measures complete heads itself
-(the S3 pipeline: `gateway.headlimit`). A head not complete `head_timeout_s` after it began
-(after the connection opened, for the first; after its first byte, for a later one on a
-keep-alive connection) closes the connection.
+(the S3 pipeline: `gateway.s3.headlimit`). A head not complete `head_timeout_s` after it
+began (after the connection opened, for the first; after its first byte, for a later one on
+a keep-alive connection) closes the connection.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway import logs
-from gateway.headlimit import head_bytes, too_large
 from gateway.metrics import Metrics
 from gateway.s3 import access_log, authz, cors, post_upload, sigv2
 from gateway.s3.bodyrecv import take_connection
@@ -23,6 +22,7 @@ from gateway.s3.context import RequestContext, resolve_bucket
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
+from gateway.s3.headlimit import head_bytes, too_large
 from gateway.s3.replay import REPLAY_MAX_BYTES, BodyReplay
 from gateway.s3.request_keys import (
     ABORTED_MID_BODY,
