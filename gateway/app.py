@@ -212,11 +212,13 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
                                                for fd in role.listen_fds],
                                       ConnSlots(role.rundir / "conns", role.index, role.count),
                                       header_timeout_s=cfg.gateway.header_timeout_s,
+                                      max_header_bytes=cfg.gateway.max_header_bytes,
                                       grace_s=cfg.gateway.accept_grace_s).start()
             else:
                 host, port = split_hostport(addr)
                 await GuardedTCPSite(runner, host, port,
-                                     header_timeout_s=cfg.gateway.header_timeout_s).start()
+                                     header_timeout_s=cfg.gateway.header_timeout_s,
+                                     max_header_bytes=cfg.gateway.max_header_bytes).start()
             runners.append(runner)
         if role.index == 0:  # only once the S3 address is ours: a second gateway started
             # on a taken address fails above, before it takes over this one's leases

@@ -1,9 +1,11 @@
-"""A TCP site whose connections must send their first request's headers in time.
+"""A TCP site whose connections must send each request's headers in time and within size.
 
-aiohttp bounds header sizes but puts no deadline on them: a client that opens a connection
-and trickles (or never finishes) its request line would hold it forever. Connections that
-have not started a request after `header_timeout_s` are closed; idle keep-alive
-connections are closed by aiohttp's own keep-alive timeout (set in `gateway.app`).
+aiohttp bounds header lines but puts no deadline on them nor a cap on their sum: a client
+that opens a connection and trickles (or never finishes) its request line would hold it
+forever. Every connection's handler (`storage.headguard.CappedHandler`) closes it when a
+head is not complete `header_timeout_s` after it began (after the connection opened, for
+the first) and refuses heads over `max_header_bytes`; idle keep-alive connections are closed
+by aiohttp's own keep-alive timeout (set in `gateway.app`).
 """
 
 from __future__ import annotations
@@ -16,34 +18,30 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.balance import BalancedAccept, ConnSlots
+from gateway.s3.headlimit import too_large_answer
+from storage.headguard import capped_handler
 
 HEADER_TIMEOUT_S = 20.0
+MAX_HEADER_BYTES = 16 * 1024  # [gateway] max_header_bytes' default
 BACKLOG = 1024
-
-
-def _close_if_no_request(handler: RequestHandler) -> None:
-    started = getattr(handler, "_request_count", 1) or getattr(handler, "_current_request", None)
-    transport = handler.transport
-    if not started and transport is not None and not transport.is_closing():
-        transport.close()
 
 
 class GuardedTCPSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 header_timeout_s: float = HEADER_TIMEOUT_S, backlog: int = BACKLOG) -> None:
+                 header_timeout_s: float = HEADER_TIMEOUT_S,
+                 max_header_bytes: int = MAX_HEADER_BYTES, backlog: int = BACKLOG) -> None:
         super().__init__(runner, host, port, backlog=backlog)
         self._header_timeout_s = header_timeout_s
+        self._max_header_bytes = max_header_bytes
 
     def _guarded(self) -> Callable[[], RequestHandler]:
-        """The runner's handler factory, each handler closed if no request starts in time."""
-        loop = asyncio.get_running_loop()
+        """The runner's handler factory: handlers holding heads to size and time."""
         factory = self._runner.server
         assert factory is not None
 
         def make() -> RequestHandler:
-            handler = factory()
-            loop.call_later(self._header_timeout_s, _close_if_no_request, handler)
-            return handler
+            return capped_handler(factory, self._header_timeout_s, self._max_header_bytes,
+                                  lambda: too_large_answer(self._max_header_bytes))
 
         return make
 
@@ -59,9 +57,11 @@ class BalancedTCPSite(GuardedTCPSite):
     accepting only while it is this worker's turn (`gateway.balance`)."""
 
     def __init__(self, runner: web.BaseRunner, socks: list[socket.socket], slots: ConnSlots,
-                 *, header_timeout_s: float = HEADER_TIMEOUT_S, grace_s: float = 0.25) -> None:
+                 *, header_timeout_s: float = HEADER_TIMEOUT_S,
+                 max_header_bytes: int = MAX_HEADER_BYTES, grace_s: float = 0.25) -> None:
         host, port = socks[0].getsockname()[:2]
-        super().__init__(runner, host, port, header_timeout_s=header_timeout_s)
+        super().__init__(runner, host, port, header_timeout_s=header_timeout_s,
+                         max_header_bytes=max_header_bytes)
         self._socks = socks
         self._slots = slots
         self._grace_s = grace_s

@@ -17,7 +17,8 @@ Anything else on the connection — another method or path, a query (but a GET's
 HTTP/1.0, a head this parser does not fully accept, a request whose signature already
 fails (no body is buffered for it) — is handed to aiohttp's request handler with every
 byte received so far, and the connection stays with aiohttp from then on: nothing aiohttp
-would refuse is accepted here.
+would refuse is accepted here. aiohttp's handler there holds each head to a size and a time
+(`storage.headguard`): it has no deadline on a head of its own.
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ from nodes.handlers import (
 )
 from nodes.leanget import lean_get
 from nodes.leanstream import BodyStream, give_stream, stream_put, take_stream
+from storage.headguard import HEAD_MAX_BYTES, capped_handler
 from storage.shards.auth import TRAILER_BYTES
 from storage.shards.format import HEADER_BYTES
 from storage.widereads import WideBudget
 
 LEAN_MAX_BODY = 1024 * 1024 + 64 * 1024 + TRAILER_BYTES  # a shard of up to ~1 MiB, whole
 HEAD_MAX = 8192  # a longer head goes to aiohttp (which has its own limits)
+HANDED_HEAD_TIMEOUT_S = 20.0  # a head aiohttp took over must be complete within this
+# (and under `storage.headguard.HEAD_MAX_BYTES`), as must each later head on the connection
 KEEPALIVE_S = 75.0  # idle connections closed after this, as aiohttp's default; a body
 # that makes no progress for as long is cut (one that keeps arriving never is)
 BODY_BUDGET_BYTES = 64 * 1024 * 1024  # bodies buffered at once, before their signature is
@@ -181,6 +185,16 @@ class _DateCache:
 
 
 _date = _DateCache()
+
+
+def _head_too_large() -> bytes:
+    """The answer to a head over `HEAD_MAX_BYTES` (the connection then closes)."""
+    body = json.dumps({"error": "too_large",
+                       "message": f"request head over {HEAD_MAX_BYTES} bytes"}).encode()
+    return (f"HTTP/1.1 431 {HTTPStatus(431).phrase}\r\n"
+            "Content-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nDate: {_date()}\r\nConnection: close\r\n\r\n"
+            ).encode("latin-1") + body
 
 
 class LeanFront(asyncio.BufferedProtocol):
@@ -425,7 +439,8 @@ class LeanFront(asyncio.BufferedProtocol):
             self._idle = None
         self._conns.discard(self)
         self._closing = True
-        handler = self._server()
+        handler = capped_handler(self._server, HANDED_HEAD_TIMEOUT_S, HEAD_MAX_BYTES,
+                                 _head_too_large)
         t.set_protocol(handler)
         handler.connection_made(t)
         data = bytes(self._head[:self._have])

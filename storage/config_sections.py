@@ -66,8 +66,8 @@ class GatewayConfig:
     virtual_host_domain: str | None = None
     max_skew_s: int = 900
     max_object_size: int = 5 * 1024**4
-    max_header_bytes: int = 16 * 1024
-    header_timeout_s: float = 20.0  # a connection must send its first request's headers
+    max_header_bytes: int = 16 * 1024  # one request head: request line and header lines
+    header_timeout_s: float = 20.0  # each request's headers must be complete within this
     shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys
     cpu_threads: int = 2
     # segments and frames all uploads of the gateway (all its workers, each an equal share,

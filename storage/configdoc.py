@@ -73,10 +73,12 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("gateway", "max_skew_s"): "Largest accepted clock difference of a signed request (AWS: "
     "900 s).",
     ("gateway", "max_object_size"): "Largest object accepted (AWS: 5 TiB).",
-    ("gateway", "max_header_bytes"): "Largest request header block; bigger ones are refused "
-    "before any work.",
-    ("gateway", "header_timeout_s"): "A connection must send its request headers within this "
-    "time; protects against clients that stall connections open.",
+    ("gateway", "max_header_bytes"): "Largest request head (request line and header lines "
+    "together); bigger ones are refused before any work (400 RequestHeaderSectionTooLarge), "
+    "and a connection still sending one is closed.",
+    ("gateway", "header_timeout_s"): "A request's headers must be complete within this time "
+    "of their first byte (of the connection's opening, for its first request); protects "
+    "against clients that stall connections open.",
     ("gateway", "shred_wait_s"): "Default waiting period before a tenant shred destroys its "
     "keys (a window to cancel); 0 shreds at once.",
     ("gateway", "cpu_threads"): "Threads for hashing, sealing and erasure coding. More uses "

@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from storage import jsondoc
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
 from storage.keyspace import (
@@ -71,7 +72,7 @@ def canonical_context(encoded: str) -> str:
     """An S3 encryption context (base64 of a JSON object of strings) as canonical JSON, the
     form bound into the data key's wrapping; InvalidInput if it is not one."""
     try:
-        doc = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
+        doc = jsondoc.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
     except (ValueError, UnicodeDecodeError, binascii.Error):
         doc = None
     if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):

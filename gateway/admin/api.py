@@ -37,6 +37,7 @@ from aiohttp import web
 from gateway.admin.audit import AuditLog
 from gateway.admin.auth import AdminError, authenticate_admin
 from storage import errors as se
+from storage import jsondoc
 from storage import keys_rotation as kr
 from storage.cluster import Cluster
 from storage.records import Tenant
@@ -335,8 +336,8 @@ def _json_object(raw: bytes) -> dict[str, Any] | AdminError:
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = jsondoc.loads(raw)
+    except ValueError:
         return AdminError(400, "MalformedJSON", "the body is not valid JSON")
     if not utf8_clean(body):
         return AdminError(400, "MalformedJSON", "the body holds an unpaired \\u surrogate "

@@ -13,7 +13,6 @@ Everything else the console shows or changes goes through the ordinary admin API
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -24,6 +23,7 @@ from gateway.admin.api import PREFIX, AdminApi, utf8_clean
 from gateway.admin.auth import AdminError, _read_body, authenticate_admin
 from gateway.console.samples import Sampler
 from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, SessionStore, csrf_ok
+from storage import jsondoc
 from storage.workers.runner import WorkerRunner
 
 STATIC = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
@@ -93,7 +93,7 @@ class ConsoleRoutes:
         if request.content_type != "application/json":
             return _error(415, "UnsupportedMediaType", "log in with a JSON body")
         try:
-            body = json.loads(await _read_body(request))
+            body = jsondoc.loads(await _read_body(request))
         except AdminError as exc:
             return _error(exc.status, exc.code, exc.message)
         except ValueError:

@@ -10,7 +10,6 @@ configuration round-trips through Put and Get.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -25,6 +24,7 @@ from gateway.s3.xml_parse import (
     parse_document,
     parse_int,
 )
+from storage import jsondoc
 
 __all__ = [
     "CORS_METHODS",
@@ -211,7 +211,7 @@ def validate_policy(body: bytes) -> str:
         raise _policy_error("Policy exceeds the maximum allowed document size.")
     try:
         text = body.decode("utf-8")
-        doc = json.loads(text)
+        doc = jsondoc.loads(text)
     except (UnicodeDecodeError, ValueError):
         raise _policy_error("Policies must be valid JSON and the first byte must be '{'") \
             from None

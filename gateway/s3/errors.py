@@ -244,6 +244,10 @@ ERRORS: dict[str, tuple[int, str]] = {
         404,
         "The replication configuration was not found",
     ),
+    "RequestHeaderSectionTooLarge": (
+        400,
+        "Your request header section exceeds the maximum allowed size.",
+    ),
     "RequestIsNotMultiPartContent": (
         400,
         "Bucket POST must be of the enclosure-type multipart/form-data",

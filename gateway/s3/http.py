@@ -46,12 +46,27 @@ def ascii_digits(raw: str) -> bool:
     return _DIGITS.match(raw) is not None
 
 
+DIGITS_MAX = 40  # significant digits read exactly; past them a value saturates (below)
+
+
+def digits_int(raw: str) -> int:
+    """The value of ASCII digits (`ascii_digits`, checked by the caller), leading zeros
+    dropped. Past DIGITS_MAX significant digits it is 10**DIGITS_MAX: larger than every
+    bound a request's number is held to (sizes, offsets, counts, 64-bit limits), so it is
+    refused or clamped as the real value would be. int() itself refuses strings over 4,300
+    digits (CPython's guard against quadratic conversion) with a ValueError that callers
+    did not expect (a 500 for `Range: bytes=0-` and 5,000 nines)."""
+    significant = raw.lstrip("0")
+    return int(significant or "0") if len(significant) <= DIGITS_MAX else 10 ** DIGITS_MAX
+
+
 def strict_int(raw: str) -> int:
     """A query or header integer: an optional '-' and ASCII digits (`ascii_digits`), else
-    ValueError."""
-    if not ascii_digits(raw.removeprefix("-")):
+    ValueError; its value as `digits_int` reads it."""
+    digits = raw.removeprefix("-")
+    if not ascii_digits(digits):
         raise ValueError(f"not an integer: {raw!r}")
-    return int(raw)
+    return -digits_int(digits) if raw.startswith("-") else digits_int(digits)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -69,12 +84,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first == "":
         if last == "":
             return None
-        n = int(last)
+        n = digits_int(last)
         if n <= 0:
             raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size))
         return max(0, size - n), size
-    start = int(first)
-    end = int(last) + 1 if last else size
+    start = digits_int(first)
+    end = digits_int(last) + 1 if last else size
     if start < 0 or (last and end <= start):
         return None
     if start >= size:

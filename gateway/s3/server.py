@@ -22,6 +22,7 @@ from gateway.s3.context import RequestContext, resolve_bucket
 from gateway.s3.errors import S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
+from gateway.s3.headlimit import head_bytes, too_large
 from gateway.s3.replay import REPLAY_MAX_BYTES, BodyReplay
 from gateway.s3.request_keys import (
     ABORTED_MID_BODY,
@@ -228,6 +229,8 @@ class S3Server:
     def _route(self, flow: Flow) -> Endpoint:
         request = flow.request
         try:
+            if head_bytes(request) > self.cfg.max_header_bytes:
+                raise too_large(self.cfg.max_header_bytes)
             ep = parse_endpoint(request.method, request.raw_path, request.query, request.host,
                                 self.cfg.virtual_host_domain,
                                 has_copy_source="x-amz-copy-source" in request.headers)

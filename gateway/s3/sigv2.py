@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from gateway.s3.http import ascii_digits
+from gateway.s3.http import ascii_digits, digits_int
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_fields import SigV4Error
 
@@ -158,9 +158,9 @@ def authenticate(method: str, raw_path: str, query: list[tuple[str, str]],
     if expires is None or not ascii_digits(expires):
         raise SigV4Error("AccessDenied", "Query-string authentication requires the Signature, "
                          "Expires and AWSAccessKeyId parameters")
-    if now.timestamp() > int(expires):
+    if now.timestamp() > digits_int(expires):
         raise SigV4Error("AccessDenied", "Request has expired",
-                         {"Expires": datetime.fromtimestamp(int(expires), UTC).strftime(
+                         {"Expires": datetime.fromtimestamp(digits_int(expires), UTC).strftime(
                              "%Y-%m-%dT%H:%M:%SZ"),
                           "ServerTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")})
     secret = lookup_secret(ak)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from gateway.s3.http import digits_int
 from gateway.s3.sigv4_canonical import (
     ALGORITHM,
     canonical_query,
@@ -247,7 +248,7 @@ def _authenticate_presigned(
         raise _expiry_error("X-Amz-Expires must be non-negative")
     if not expires_raw.isdigit() or not expires_raw.isascii():
         raise _query_error("X-Amz-Expires should be a number")
-    expires = int(expires_raw)
+    expires = digits_int(expires_raw)
     if expires > MAX_PRESIGN_EXPIRES_S:
         raise _expiry_error("X-Amz-Expires must be less than a week (in seconds); that is, "
                             "the given X-Amz-Expires must be less than 604800 seconds")

@@ -20,7 +20,7 @@ import defusedxml.ElementTree as SafeET
 
 from gateway.s3.checksums import UNCHECKED
 from gateway.s3.errors import S3Error
-from gateway.s3.http import ascii_digits
+from gateway.s3.http import ascii_digits, digits_int
 from gateway.s3.xml import (
     CHECKSUM_ALGORITHMS,
     COMPLETE_XML_LIMIT_BYTES,
@@ -33,6 +33,7 @@ from gateway.s3.xml import (
     TAG_KEY_CHARS_MAX,
     TAG_VALUE_CHARS_MAX,
 )
+from gateway.s3.xml_bounded import check_shape
 from storage.conditions import DeleteConditions, etag_value
 
 # CompletedPart digests of algorithms no part is stored with (gateway.s3.checksums)
@@ -71,7 +72,7 @@ def parse_int(text: str | None, what: str, bits: int = 64) -> int | None:
     raw = text.strip(XML_SPACE)
     if not ascii_digits(raw[1:] if raw[:1] in "+-" else raw):
         raise malformed(f"{what} {text!r} is not an integer")
-    value = int(raw)
+    value = -digits_int(raw[1:]) if raw[:1] == "-" else digits_int(raw.removeprefix("+"))
     if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
         raise malformed(f"{what} {text!r} is out of range")
     return value
@@ -82,14 +83,16 @@ def parse_document(
 ) -> ET.Element:
     """Parse a request body whose root must be `root_tag` (S3 namespace optional).
 
-    DTDs, entities and external references are refused; bodies over `limit_bytes`, empty
-    bodies, malformed XML and a wrong root all raise `S3Error('MalformedXML')`.
+    DTDs, entities and external references are refused; bodies over `limit_bytes` or over
+    what any S3 document holds (`gateway.s3.xml_bounded`), empty bodies, malformed XML and a
+    wrong root all raise `S3Error('MalformedXML')`.
     """
     if len(body) > limit_bytes:
         raise malformed(f"body of {len(body)} bytes exceeds {limit_bytes}")
     if not body.strip():
         raise malformed("empty body")
     try:
+        check_shape(body)  # OverBudget is a ValueError
         root = SafeET.fromstring(body, forbid_dtd=True)
     except (ET.ParseError, defusedxml.DefusedXmlException, ValueError) as exc:
         raise malformed(str(exc)) from None

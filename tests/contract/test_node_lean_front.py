@@ -196,6 +196,7 @@ async def test_a_badly_signed_put_is_left_to_aiohttp_unbuffered(node: Node) -> N
 
 
 TIGHT = ("import runpy, socket, sys; import nodes.leanput as lean; lean.KEEPALIVE_S = 2.0; "
+         "lean.HANDED_HEAD_TIMEOUT_S = 2.0; "
          "lean.BODY_BUDGET.limit = 600_000; made = lean.LeanFront.connection_made\n"
          "def small(self, t):\n"
          "    t.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)\n"
@@ -207,8 +208,9 @@ TIGHT = ("import runpy, socket, sys; import nodes.leanput as lean; lean.KEEPALIV
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory: pytest.TempPathFactory,
           request: pytest.FixtureRequest) -> Node:
-    """A real node process whose lean front keeps idle connections 2 s and buffers at most
-    600,000 bytes of bodies at once (the defaults are 75 s and 64 MiB), its connections'
+    """A real node process whose lean front keeps idle connections 2 s, gives a head
+    aiohttp took over 2 s, and buffers at most 600,000 bytes of bodies at once (the
+    defaults are 75 s, 20 s and 64 MiB), its connections'
     kernel send buffers small (loopback's grow to 4 MiB: a client not reading would have to
     leave ~16,000 answers unread before the node's own buffer filled)."""
     import subprocess
@@ -253,6 +255,25 @@ async def test_a_body_still_arriving_is_not_cut_and_a_stalled_one_is(tight: Node
     sid2, _, _, body2 = make_shard(index=1, frames=1, block_size=65536, last=None)
     await conn.send(put_request(tight, sid2, body2)[:-1000])  # and then nothing
     assert await asyncio.wait_for(reader.read(), 30) == b""  # cut, not held
+    writer.close()
+
+
+async def test_a_head_handed_to_aiohttp_is_held_to_a_deadline_and_a_size(tight: Node) -> None:
+    """A head past the lean front's 8 KiB goes to aiohttp, which had no deadline on it nor a
+    cap on its lines' sum: trickled, it held the connection forever; grown, it held up to
+    2 MiB of the node's memory. Now cut after the deadline (2 s here), and answered 431 and
+    closed past `HEAD_MAX_BYTES`."""
+    start = b"GET /v1/shards/x HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"x-pad-%d: %s\r\n" % (i, b"p" * 1000) for i in range(10))  # 10 KB, no end
+    reader, writer = await asyncio.open_connection(tight.host, tight.port)
+    await Conn(reader, writer).send(start)
+    assert await asyncio.wait_for(reader.read(), 30) == b""  # cut, not held
+    writer.close()
+    grown = start + b"".join(b"x-more-%d: %s\r\n" % (i, b"p" * 8000) for i in range(10))
+    reader, writer = await asyncio.open_connection(tight.host, tight.port)
+    await Conn(reader, writer).send(grown)
+    answer = await asyncio.wait_for(reader.read(), 30)
+    assert answer.startswith(b"HTTP/1.1 431 ") and b'"too_large"' in answer
     writer.close()
 
 

@@ -1,4 +1,6 @@
-"""Stalled clients: a connection that never finishes its request headers is closed."""
+"""Stalled clients: a connection that never finishes its request headers is closed, for its
+first request as for a later one on the same (keep-alive) connection; and a head over the
+configured `max_header_bytes` is refused."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from tests.integration.cluster import LocalCluster
 
 def test_stalled_headers_are_cut_and_server_keeps_serving(
         gateway_set_cluster: Callable[..., LocalCluster]) -> None:
-    c = gateway_set_cluster("header_timeout_s = 2.0")
+    c = gateway_set_cluster("header_timeout_s = 2.0", "max_header_bytes = 4096")
     host, port = urlsplit(c.endpoint).hostname, urlsplit(c.endpoint).port
     stalled = []
     for _ in range(20):
@@ -25,7 +27,23 @@ def test_stalled_headers_are_cut_and_server_keeps_serving(
         s.close()
     # well under the 20 s default, so the 2 s set at the first start is what cut them
     assert time.monotonic() - started < 15
+    # a keep-alive connection whose second head stalls: cut by the same deadline, not
+    # only by the 75 s keep-alive timeout (the recv below would time out at 30 s)
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # answered (403), kept alive
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 403") and b"Connection: close" not in first
+        s.sendall(b"GET /bucket/key HTTP/1.1\r\nHost: x\r\nContent-Le")  # and no more
+        started = time.monotonic()
+        while s.recv(65536):
+            pass  # the rest of the first answer, then the close
+    assert time.monotonic() - started < 15
     s3 = c.client()
     s3.create_bucket(Bucket="after-stall")
     s3.put_object(Bucket="after-stall", Key="k", Body=b"still serving")
     assert s3.get_object(Bucket="after-stall", Key="k")["Body"].read() == b"still serving"
+    with socket.create_connection((host, port), timeout=30) as s:  # the setting is applied
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nx-pad: " + b"p" * 5000 + b"\r\n\r\n")
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"RequestHeaderSectionTooLarge" in answer
+    assert b"<MaxSizeAllowed>4096</MaxSizeAllowed>" in answer

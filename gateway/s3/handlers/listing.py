@@ -80,8 +80,10 @@ def page_token(key: str) -> str:
 
 
 def read_token(token: str) -> str:
+    """The key a continuation token stands for; a token that is not base64 of a UTF-8 key
+    (no key is anything else) is AWS's InvalidArgument, never a key that cannot be packed."""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode("utf-8", "surrogateescape")
+        return base64.urlsafe_b64decode(token.encode()).decode("utf-8")
     except (binascii.Error, ValueError):
         raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
                       ArgumentName="continuation-token", ArgumentValue=token) from None

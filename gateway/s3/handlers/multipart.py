@@ -20,7 +20,7 @@ from gateway.s3.handlers.copy import copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
-from gateway.s3.http import ascii_digits, iso_time, parse_http_date, strict_int
+from gateway.s3.http import ascii_digits, digits_int, iso_time, parse_http_date, strict_int
 from storage import multipart as mp
 from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
@@ -224,7 +224,7 @@ def _copy_range(value: str | None, size: int) -> tuple[int, int]:
                       "form bytes=first-last where first and last are the zero-based offsets "
                       "of the first and last bytes to copy",
                       ArgumentName="x-amz-copy-source-range", ArgumentValue=value)
-    a, b = int(first), int(last)
+    a, b = digits_int(first), digits_int(last)
     if a > b or b >= size:
         raise S3Error("InvalidRange", "The requested range is not valid for the request. "
                       "Try another range.", RangeRequested=value, ActualObjectSize=str(size))
@@ -354,7 +354,7 @@ def _announced_size(raw: str | None) -> int | None:
     raw = raw.strip()
     if not ascii_digits(raw):
         raise S3Error("InvalidRequest", "Value for x-amz-mp-object-size header is invalid.")
-    return int(raw)
+    return digits_int(raw)
 
 
 async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:

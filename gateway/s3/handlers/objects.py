@@ -27,6 +27,7 @@ from gateway.s3.header_values import check_header_values
 from gateway.s3.http import (
     ascii_digits,
     check_conditions,
+    digits_int,
     http_date,
     parse_http_date,
     parse_range,
@@ -232,7 +233,7 @@ def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
 
 def _part_number(rq: S3Request) -> int | None:
     raw = rq.params.get("partNumber")
-    return int(raw) if raw is not None and raw.isdigit() else None
+    return digits_int(raw) if raw is not None and ascii_digits(raw) else None
 
 
 def _check_part_number(rq: S3Request, v: ObjectVersion) -> None:
@@ -383,10 +384,10 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
         lm = int(t)
     size = None
     if size_raw is not None:  # a Long of ASCII digits (int() also took '1_0', '١٢', ' 10')
-        if not ascii_digits(size_raw) or int(size_raw) >= 1 << 63:
+        if not ascii_digits(size_raw) or digits_int(size_raw) >= 1 << 63:
             raise S3Error("InvalidArgument", "Invalid x-amz-if-match-size.",
                           ArgumentName="x-amz-if-match-size", ArgumentValue=size_raw)
-        size = int(size_raw)
+        size = digits_int(size_raw)
     return DeleteConditions(if_match=im, last_modified=lm, size=size)
 
 

@@ -1,0 +1,31 @@
+"""The S3 side of the request head cap (`storage.headguard`, `[gateway] max_header_bytes`):
+AWS's refusal, and the exact size of a complete head, checked in the S3 pipeline so that a
+head over the cap is refused the same however its bytes were cut into socket reads."""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+
+from gateway.s3.errors import S3Error, error_xml
+
+
+def head_bytes(request: web.BaseRequest) -> int:
+    """The size of the request's head as sent: its request line and header lines."""
+    line = len(request.method) + len(request.raw_path) + len(" HTTP/1.1\r\n") + 1
+    return line + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2
+
+
+def too_large(limit: int) -> S3Error:
+    """AWS's refusal of a head over `limit` bytes."""
+    return S3Error("RequestHeaderSectionTooLarge", MaxSizeAllowed=str(limit))
+
+
+def too_large_answer(limit: int) -> bytes:
+    """The whole HTTP answer refusing a head over `limit` bytes (the connection closes)."""
+    err = too_large(limit)
+    body = error_xml(err, secrets.token_hex(8).upper(), "tessera")
+    head = (f"HTTP/1.1 {err.status} Bad Request\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode() + body

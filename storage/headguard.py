@@ -1,0 +1,99 @@
+"""Limits on one HTTP request's head, for every aiohttp server here (gateway and nodes): its
+bytes over all its header lines together, and its time.
+
+aiohttp bounds each line (`max_field_size`) and the number of header lines (`max_headers`,
+128) but not their sum, and puts no deadline on a head: one connection could make a process
+hold 128 lines of 16 KiB (2 MiB of headers, ~3 MiB of memory) for as long as it trickles
+them, a thousand connections gigabytes. `CappedHandler` counts what a connection sends while
+it is between requests (no request yet, or the last one's body wholly received) and, past
+its `max_bytes` before a request's head is complete, answers the server's refusal and
+closes the connection (or only closes it when an earlier request is still being answered on
+it: no answer may be cut into). That bounds memory within one socket read; a server that
+must answer a head over the cap the same whatever the reads measures complete heads itself
+(the S3 pipeline: `gateway.s3.headlimit`). A head not complete `head_timeout_s` after it
+began (after the connection opened, for the first; after its first byte, for a later one on
+a keep-alive connection) closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+HEAD_MAX_BYTES = 64 * 1024  # a node's cap on one head: its request line and header lines
+# together (the gateway's is `[gateway] max_header_bytes`)
+
+
+class CappedHandler(RequestHandler):
+    """aiohttp's connection handler, holding every request head to `max_bytes` (then
+    writing `refusal()`, a whole HTTP answer, and closing) and to `head_timeout_s`.
+
+    A chunk is counted when it arrives while no request body is pending; the count restarts
+    with each request whose head completes. The chunk in which a body ends is not counted
+    (it may hold the next head's start): the cap holds within one read of the socket."""
+
+    __slots__ = ("_head_bytes", "_head_timeout_s", "_last_payload", "_max_bytes", "_refusal",
+                 "_seen")
+
+    def __init__(self, *args: Any, head_timeout_s: float, max_bytes: int,
+                 refusal: Callable[[], bytes], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timeout_s = head_timeout_s
+        self._max_bytes = max_bytes
+        self._refusal = refusal
+        self._head_bytes = 0
+        self._last_payload: Any = None
+        self._seen = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        between = self._last_payload is None or self._last_payload.is_eof()
+        super().data_received(data)
+        if self._request_count != self._seen:  # a head completed in this chunk
+            self._seen = self._request_count
+            self._head_bytes = 0
+            self._last_payload = self._messages[-1][1] if self._messages else None
+            return
+        if not between or not data:
+            return
+        if not self._head_bytes and self._request_count:
+            self._arm()  # the next request's head begins
+        self._head_bytes += len(data)
+        if self._head_bytes > self._max_bytes:
+            self._refuse()
+
+    def _arm(self) -> None:
+        self._loop.call_later(self._head_timeout_s, self._late, self._request_count)
+
+    def _late(self, count: int) -> None:
+        """The head armed for at `count` requests is not complete in time: close, unless a
+        request is still being answered (then look again a period later)."""
+        transport = self.transport
+        if self._request_count != count or transport is None or transport.is_closing():
+            return
+        if self._request_in_progress or self._messages:
+            self._arm()
+            return
+        transport.close()
+
+    def _refuse(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._request_in_progress and not self._messages:
+            transport.write(self._refusal())
+        self.force_close()  # the transport sends what was written, then closes
+
+
+def capped_handler(server: web.Server, head_timeout_s: float, max_bytes: int,
+                   refusal: Callable[[], bytes]) -> RequestHandler:
+    """A `CappedHandler` made as `server()` makes aiohttp's own (its handler arguments)."""
+    return CappedHandler(server, loop=server._loop, head_timeout_s=head_timeout_s,
+                         max_bytes=max_bytes, refusal=refusal, **server._kwargs)

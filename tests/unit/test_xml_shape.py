@@ -1,0 +1,44 @@
+"""Request bodies bigger in shape than any S3 document are refused before the XML parser
+runs (gateway/s3/xml_bounded.py): parsing them whole held the event loop for seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.s3 import xml_parse
+from gateway.s3.errors import S3Error
+
+ATTRS = b"<Delete><Object " + b" ".join(b'a%d="1"' % i for i in range(20_000)) + b"/></Delete>"
+
+
+@pytest.mark.parametrize("body", [
+    b"<Delete>" + b"<x/>" * 250_000 + b"</Delete>",  # more elements than 10,000 parts have
+    b"<Delete>" + b"<a>" * 150_000 + b"</a>" * 150_000 + b"</Delete>",  # nested as deep
+    ATTRS,  # one start tag of 20,000 attributes: 190 KB without a '>'
+], ids=["elements", "nesting", "attributes"])
+def test_bodies_bigger_than_any_s3_document_are_refused_unparsed(
+        monkeypatch: pytest.MonkeyPatch, body: bytes) -> None:
+    def parsed(*_: Any, **__: Any) -> None:
+        raise AssertionError("the body was handed to the XML parser")
+
+    monkeypatch.setattr(xml_parse.SafeET, "fromstring", parsed)
+    with pytest.raises(S3Error) as exc:
+        xml_parse.parse_delete_objects(body)
+    assert exc.value.code == "MalformedXML"
+
+
+def test_s3_documents_at_their_largest_pass() -> None:
+    parts = b"<CompleteMultipartUpload>" + b"".join(
+        b"<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag><ChecksumCRC32>AAAAAA==</ChecksumCRC32>"
+        b"<ChecksumSHA256>%s</ChecksumSHA256></Part>" % (i, b"a" * 32, b"B" * 44)
+        for i in range(1, 10_001)) + b"</CompleteMultipartUpload>"
+    assert len(xml_parse.parse_complete_multipart(parts)) == 10_000
+    key = "&" * 1024  # 5 KiB escaped
+    objects = b"<Delete><Quiet>true</Quiet>" + b"".join(
+        b"<Object><Key>%s</Key><VersionId>v</VersionId><ETag>e</ETag>"
+        b"<LastModifiedTime>2026-01-01T00:00:00Z</LastModifiedTime><Size>1</Size></Object>"
+        % (b"&amp;" * 1024) for _ in range(1000)) + b"</Delete>"
+    quiet, entries = xml_parse.parse_delete_objects(objects)
+    assert quiet and len(entries) == 1000 and entries[0].key == key
