@@ -281,14 +281,21 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
                 asked = await _asked(rq)
             except S3Error:  # no such upload: that is the answer, whatever the body
                 raise mp.UploadNotFound(upload_id) from None
-            v = await _made(rq, upload_id, asked)
+            keyless = sse.customer_key(rq.headers) is None
+            # without a key, whether asserted checksums match is told only of a non-SSE-C
+            # object (else the answer would confirm a guess of its plaintext's checksum)
+            v = await _made(rq, upload_id, _unasserted(asked) if keyless else asked)
             # a repeat asks for the SSE-C key exactly as the first completion did: S3's
             # default checksum (an upload made without an algorithm) has no type recorded
             _completion_customer_key(rq, v, with_checksum=v.checksum_type is not None)
+            _refuse_keyless_assertion(rq, v, asked)
+            if keyless and _asserts(asked):
+                v = await _made(rq, upload_id, asked)
             return await _completed(rq, v)
     _completion_customer_key(rq, up, with_checksum=up.checksum_algorithm is not None)
     _check_checksum_type(rq.headers.get("x-amz-checksum-type"), up)
     asked = await _asked(rq)
+    _refuse_keyless_assertion(rq, up, asked)
     with _errors(upload_id):
         try:
             v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, asked.listed,
@@ -357,14 +364,41 @@ def _announced_size(raw: str | None) -> int | None:
     return digits_int(raw)
 
 
+def _asserts(asked: _Asked) -> bool:
+    """Whether a completion asserts a checksum: of the object, or of a listed part."""
+    return bool(asked.expected) or any(p.checksums for p in asked.listed)
+
+
+def _unasserted(asked: _Asked) -> _Asked:
+    """The completion without its checksum assertions."""
+    return _Asked([ListedPart(p.number, p.etag, {}) for p in asked.listed], {}, asked.size)
+
+
+def _refuse_keyless_assertion(rq: S3Request, made: Upload | ObjectVersion,
+                              asked: _Asked) -> None:
+    """An SSE-C upload's checksums are digests of its plaintext: a completion without the
+    key may not assert one (BadDigest or success would confirm a guess), as AWS asks for
+    the key wherever there is a checksum."""
+    if (sse.is_customer(made) and sse.customer_key(rq.headers) is None  # type: ignore[arg-type]
+            and _asserts(asked)):
+        raise S3Error("InvalidRequest", _SSEC_MISSING)
+
+
+def _keyless_sse_c(rq: S3Request, made: Upload | ObjectVersion) -> bool:
+    """An SSE-C upload (or its object) asked about without the key: its checksums are
+    digests of the plaintext, not shown then."""
+    return sse.is_customer(made) and sse.customer_key(rq.headers) is None  # type: ignore[arg-type]
+
+
 async def _completed(rq: S3Request, v: ObjectVersion) -> web.Response:
     headers = dict(sse.response_headers(v.sse))
     if v.version_id != "null":
         headers["x-amz-version-id"] = v.version_id
     headers.update(await expiration_headers(rq, v))
     location = f"{rq.request.scheme}://{rq.request.host}/{quote(rq.bucket)}/{quote(rq.key)}"
+    shown = None if _keyless_sse_c(rq, v) else v.checksums or None
     return xml_response(xml_multipart.complete_multipart_xml(location, rq.bucket, rq.key, v.etag,
-                                                   v.checksums or None, checksum_type(v)),
+                                                   shown, checksum_type(v) if shown else None),
                         headers=headers)
 
 
@@ -406,8 +440,11 @@ async def list_parts(rq: S3Request) -> web.StreamResponse:
     with _errors(upload_id):
         up, parts, truncated = await service(rq).list_parts(rq.existing_bucket(), rq.key,
                                                             upload_id, marker, max_parts)
+    if sse.is_customer(up) and sse.customer_key(rq.headers) is not None:  # type: ignore[arg-type]
+        _part_customer_key(rq, up)  # a key that is sent must be the upload's
+    hide = _keyless_sse_c(rq, up)
     entries = [xml_multipart.PartEntry(p.number, iso_time(p.modified), p.etag, p.size,
-                             p.checksums or None) for p in parts]
+                             None if hide else p.checksums or None) for p in parts]
     owner = await rq.cluster.tenants.identity(str(up.acl.get("owner") or up.tenant))
     return xml_response(xml_multipart.list_parts_xml(
         rq.bucket, rq.key, upload_id, entries, part_number_marker=marker,
