@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from storage import inline_bodies
 from storage.errors import (
     AccessDenied,
     BucketBusy,
@@ -56,9 +57,14 @@ class BucketService:
             raise BucketExists(name, owned_by_caller=owner == tenant)
         return b
 
-    async def get_any(self, name: str) -> Bucket:
-        """The bucket record whoever owns it (internal use: workers, admin)."""
-        item = await self._meta.get(bucket_key(name))
+    async def get_any(self, name: str, current: str | None = None) -> Bucket:
+        """The bucket record whoever owns it (internal use: workers, admin). `current`: the
+        key whose current record the request reads first (GET, HEAD, DeleteObject), read in
+        the same request on a store that allows it (`inline_bodies.read_ahead`)."""
+        if current is not None and inline_bodies.enabled(self._meta):
+            item = await inline_bodies.read_ahead(self._meta, bucket_key(name), name, current)
+        else:
+            item = await self._meta.get(bucket_key(name))
         if self._cache is not None:
             self._remember(name, item)
         if item is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextvars import ContextVar
 
 from storage.errors import ObjectNotFound
 from storage.keyspace import inline_body_key, inline_body_prefix, object_key, span
@@ -29,6 +30,11 @@ from storage.metadata import Item, MetadataStore
 from storage.records import ObjectVersion
 
 CURRENT_BODIES = 4  # bodies read with a current record (more than one: an overwrite's race)
+# A current record read ahead with its bucket's (`read_ahead`): (record key, the record or
+# None, its first bodies), taken by the request's first read of that key (`take_ahead`). Set in
+# the request's own task (aiohttp runs each request in one), so it never reaches another.
+_AHEAD: ContextVar[tuple[bytes, Item | None, list[Item]] | None] = ContextVar(
+    "tessera_read_ahead", default=None)
 
 
 def enabled(meta: MetadataStore) -> bool:
@@ -84,19 +90,48 @@ async def resolve(meta: MetadataStore, v: ObjectVersion,
     return v
 
 
+async def read_ahead(meta: MetadataStore, other: bytes, bucket: str, key: str) -> Item | None:
+    """Record `other` (the bucket's), read in one request with `bucket`/`key`'s current
+    record and first bodies, which this request's next read of that key then takes
+    instead of reading again (`take_ahead`): a GET or HEAD costs one round trip, not two. One
+    snapshot at the request's start, as the two reads in turn were (both linearizable,
+    both within the request). Only on a store keeping bodies apart (`enabled`)."""
+    okey = object_key(bucket, key)
+    [item, current], bodies = await meta.get_and_range(  # type: ignore[attr-defined]
+        (other, okey), *span(inline_body_prefix(bucket, key)), CURRENT_BODIES)
+    _AHEAD.set((okey, current, bodies))
+    return item
+
+
+def take_ahead(okey: bytes) -> tuple[Item | None, list[Item]] | None:
+    """Record `okey` (None: absent) and its first bodies as this request read them ahead
+    (`read_ahead`), once: a later read of it in this request reads anew. None: not read
+    ahead."""
+    ahead = _AHEAD.get()
+    if ahead is None or ahead[0] != okey:
+        return None
+    _AHEAD.set(None)
+    return ahead[1], ahead[2]
+
+
 async def read_current(meta: MetadataStore, bucket: str, key: str
                        ) -> tuple[Item | None, ObjectVersion | None]:
     """The current record of `bucket`/`key` and its version with bodies resolved.
 
     On a store keeping bodies apart, the record and the first bodies under the key are
-    read together (one request, one snapshot); elsewhere this is the plain read."""
+    read together (one request, one snapshot; or taken once from `read_ahead`);
+    elsewhere this is the plain read."""
     okey = object_key(bucket, key)
     if not enabled(meta):
         item = await meta.get(okey)
         return item, ObjectVersion.decode(item.value) if item is not None else None
+    ahead = take_ahead(okey)
     for attempt in range(3):
-        item, bodies = await meta.get_and_range(  # type: ignore[attr-defined]
-            okey, *span(inline_body_prefix(bucket, key)), CURRENT_BODIES)
+        if attempt == 0 and ahead is not None:
+            item, bodies = ahead
+        else:
+            [item], bodies = await meta.get_and_range(  # type: ignore[attr-defined]
+                (okey,), *span(inline_body_prefix(bucket, key)), CURRENT_BODIES)
         if item is None:
             return None, None
         v = ObjectVersion.decode(item.value)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from storage import inline_bodies
 from storage.buckets import BucketService
 from storage.conditions import DeleteConditions
 from storage.errors import ObjectNotFound
@@ -80,8 +81,10 @@ class ObjectEdits:
         tenant, bucket = b.tenant, b.name
         okey = object_key(bucket, key)
         cond = conditions or DeleteConditions()
+        ahead = inline_bodies.take_ahead(okey)  # read with the bucket's record (etcd)
         while True:
-            cur = await self._meta.get(okey)
+            cur = ahead[0] if ahead is not None else await self._meta.get(okey)
+            ahead = None  # (a retry reads anew)
             cur_v = ObjectVersion.decode(cur.value) if cur else None
             compares = {okey: cur.revision if cur else 0}
             puts: dict[bytes, bytes] = {}

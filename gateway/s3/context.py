@@ -23,14 +23,21 @@ from storage.config import GatewayConfig
 from storage.errors import BucketNotFound
 from storage.records import Bucket
 
+# Operations that read the addressed key's current record first (no versionId): the
+# pipeline reads it with the bucket's, in one request (`inline_bodies.read_ahead`).
+READS_CURRENT = frozenset({"GetObject", "HeadObject", "DeleteObject"})
 
-async def resolve_bucket(cluster: Cluster, ep: Endpoint) -> Bucket | None:
+
+async def resolve_bucket(cluster: Cluster, ep: Endpoint, ahead: bool = False) -> Bucket | None:
     """The record of the bucket a request addresses (None: no bucket, or it does not exist):
-    the one read of it the request makes."""
+    the one read of it the request makes. `ahead` (the pipeline's read): a GET, HEAD or
+    DeleteObject of the current version reads the object's record in the same request."""
     if ep.bucket is None:
         return None
+    current = (ep.key if ahead and ep.op in READS_CURRENT and "versionId" not in ep.params
+               else None)
     try:
-        return await cluster.buckets.get_any(ep.bucket)
+        return await cluster.buckets.get_any(ep.bucket, current)
     except BucketNotFound:
         return None
 

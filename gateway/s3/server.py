@@ -169,7 +169,7 @@ class S3Server:
         ep = self._route(flow)
         cached = self._cached_bucket(flow.request, ep)
         if cached is None:
-            return await self._steps(flow, ep, await resolve_bucket(self.cluster, ep))
+            return await self._steps(flow, ep, await resolve_bucket(self.cluster, ep, ahead=True))
         replay = flow.request[BODY_REPLAY] = BodyReplay(flow.request.content)
         try:
             return await self._steps(flow, ep, cached)

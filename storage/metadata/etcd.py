@@ -320,18 +320,19 @@ class EtcdStore:
         data = await self._rpc("Range", request, idempotent=True)
         return [item_of(kv) for kv in data.kvs]
 
-    async def get_and_range(self, key: bytes, start: bytes, end: bytes, limit: int
-                            ) -> tuple[Item | None, list[Item]]:
-        """`get(key)` and `range(start, end, limit)` in one request: a read-only txn, one
-        linearizable snapshot (a current record and its inline bodies)."""
+    async def get_and_range(self, keys: tuple[bytes, ...], start: bytes, end: bytes, limit: int
+                            ) -> tuple[list[Item | None], list[Item]]:
+        """`get` of each of `keys` and `range(start, end, limit)` in one request: a read-only
+        txn, one linearizable snapshot (a bucket's record, an object's current record and its
+        inline bodies)."""
         request = pb.TxnRequest(success=[
-            pb.RequestOp(request_range=pb.RangeRequest(key=key)),
+            *(pb.RequestOp(request_range=pb.RangeRequest(key=key)) for key in keys),
             pb.RequestOp(request_range=pb.RangeRequest(key=start, range_end=end, limit=limit))])
         data = await self._rpc("Txn", request, idempotent=True)
-        if len(data.responses) != 2:
-            raise EtcdError(f"etcd txn: {len(data.responses)} answers to 2 reads")
-        first, second = (a.response_range.kvs for a in data.responses)
-        return (item_of(first[0]) if first else None), [item_of(kv) for kv in second]
+        if len(data.responses) != len(keys) + 1:
+            raise EtcdError(f"etcd txn: {len(data.responses)} answers to {len(keys) + 1} reads")
+        *gets, last = (a.response_range.kvs for a in data.responses)
+        return [item_of(kvs[0]) if kvs else None for kvs in gets], [item_of(kv) for kv in last]
 
     async def txn(self, txn: Txn) -> bool:
         done, _ = await self.txn_or_read(txn, ())

@@ -41,8 +41,8 @@ async def test_no_kv_call_goes_through_the_json_gateway(etcd: EtcdStore, ns: byt
     assert not done and seen[ns + b"b"].value == b"2"  # type: ignore[union-attr]
     items = await etcd.range(ns, ns + b"\xff", reverse=True)
     assert [i.key for i in items] == [ns + b"b", ns + b"a"]
-    first, rest = await etcd.get_and_range(ns + b"a", ns, ns + b"\xff", 10)
-    assert first is not None and first.revision == rev and len(rest) == 2
+    [first, none], rest = await etcd.get_and_range((ns + b"a", ns + b"c"), ns, ns + b"\xff", 10)
+    assert first is not None and first.revision == rev and none is None and len(rest) == 2
     assert await etcd.delete(ns + b"a") and not await etcd.delete(ns + b"a")
     await etcd.scrub()
 

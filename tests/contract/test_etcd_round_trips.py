@@ -19,6 +19,8 @@ is checked against a fresh read.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import http.client
 import json
 import os
 import secrets
@@ -28,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from storage import tenants as tenants_mod
@@ -65,6 +70,11 @@ class RecordingStore:
                     reverse: bool = False) -> list[Item]:
         self._note("range", start)
         return await self.inner.range(start, end, limit, reverse)
+
+    async def get_and_range(self, keys: tuple[bytes, ...], start: bytes, end: bytes,
+                            limit: int) -> tuple[list[Item | None], list[Item]]:
+        self._note("get_and_range", keys[0])
+        return await self.inner.get_and_range(keys, start, end, limit)
 
     async def put(self, key: bytes, value: bytes) -> int:
         self._note("put", key)
@@ -163,6 +173,75 @@ async def test_round_trips_per_4k_put(gateway: tuple[Any, RecordingStore], bucke
     assert (store.calls, _sent(store) - before) == ([("txn", "O"), ("get", "B")], 2)
     got = await asyncio.to_thread(lambda: s3.get_object(Bucket=bucket, Key="new")["Body"].read())
     assert got == body
+
+
+async def test_round_trips_per_get_head_delete(gateway: tuple[Any, RecordingStore],
+                                               bucket: str) -> None:
+    """A GET, HEAD or DeleteObject of the current version reads the bucket's record, the
+    object's and its first bodies in one request (`inline_bodies.read_ahead`); the delete
+    then commits (a key already gone: nothing to commit)."""
+    s3, store = gateway
+    body = os.urandom(4096)
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="g", Body=body)
+    await asyncio.to_thread(s3.get_object, Bucket=bucket, Key="g")  # warm caches
+
+    def get(**kw: Any) -> bytes:
+        return s3.get_object(**kw)["Body"].read()  # type: ignore[no-any-return]
+
+    def missing(refuse: Any, **kw: Any) -> int:
+        with pytest.raises(ClientError) as refused:
+            refuse(**kw)
+        return int(refused.value.response["ResponseMetadata"]["HTTPStatusCode"])
+
+    one = [("get_and_range", "B")]
+    assert await _measure(store, get, Bucket=bucket, Key="g") == (one, 1)
+    assert await _measure(store, s3.head_object, Bucket=bucket, Key="g") == (one, 1)
+    assert await asyncio.to_thread(get, Bucket=bucket, Key="g") == body
+    assert await _measure(store, missing, refuse=s3.head_object, Bucket=bucket,
+                          Key="none") == (one, 1)
+    assert await asyncio.to_thread(missing, s3.get_object, Bucket=bucket, Key="none") == 404
+    assert await _measure(store, s3.delete_object, Bucket=bucket, Key="g") == (
+        [("get_and_range", "B"), ("txn", "O")], 2)
+    assert await _measure(store, s3.delete_object, Bucket=bucket, Key="g") == (one, 1)
+    assert await asyncio.to_thread(missing, s3.head_object, Bucket=bucket, Key="g") == 404
+
+
+async def test_a_read_ahead_never_outlives_its_request(gateway: tuple[Any, RecordingStore],
+                                                       bucket: str) -> None:
+    """A GET refused by authentication after its object's record was read ahead with the
+    bucket's (the bucket is resolved first) leaves nothing behind: a later request on the
+    same connection that reads the object (a CopyObject's source, after an overwrite)
+    reads it anew, never the refused request's record."""
+    s3, _ = gateway
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="src", Body=b"old")
+    creds = s3._request_signer._credentials.get_frozen_credentials()  # noqa: SLF001
+    host = s3.meta.endpoint_url.removeprefix("http://")
+
+    def send(conn: http.client.HTTPConnection, method: str, path: str, secret: str,
+             headers: dict[str, str]) -> int:
+        req = AWSRequest(method, f"http://{host}{path}", data=b"", headers={
+            **headers, "x-amz-content-sha256": hashlib.sha256(b"").hexdigest()})
+        SigV4Auth(Credentials(creds.access_key, secret), "s3", "us-east-1").add_auth(req)
+        conn.request(method, path, body=b"", headers=dict(req.headers))
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+
+    def on_one_connection() -> tuple[int, int]:
+        conn = http.client.HTTPConnection(host, timeout=30)
+        try:  # refused by authentication: nothing read the object's record read ahead
+            refused = send(conn, "GET", f"/{bucket}/src", "wrong" + creds.secret_key, {})
+            s3.put_object(Bucket=bucket, Key="src", Body=b"new")  # (another connection)
+            copied = send(conn, "PUT", f"/{bucket}/dst", creds.secret_key,
+                          {"x-amz-copy-source": f"/{bucket}/src"})
+            return refused, copied
+        finally:
+            conn.close()
+
+    assert await asyncio.to_thread(on_one_connection) == (403, 200)
+    got = await asyncio.to_thread(lambda: s3.get_object(Bucket=bucket, Key="dst")["Body"]
+                                  .read())
+    assert got == b"new"
 
 
 async def test_round_trips_per_listing_page(gateway: tuple[Any, RecordingStore],
