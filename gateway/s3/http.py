@@ -69,6 +69,12 @@ def strict_int(raw: str) -> int:
     return -digits_int(digits) if raw.startswith("-") else digits_int(digits)
 
 
+def _digits_below(a: str, b: str) -> bool:
+    """Whether ASCII digits `a` are a smaller number than `b`, however many digits."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """[start, end) of a single `bytes=` range; None means the whole object.
 
@@ -88,10 +94,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         if n <= 0:
             raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size))
         return max(0, size - n), size
+    if last and _digits_below(last, first):  # exact: digits_int saturates past 40 digits
+        return None
     start = digits_int(first)
     end = digits_int(last) + 1 if last else size
-    if start < 0 or (last and end <= start):
-        return None
     if start >= size:
         raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size),
                       headers={"Content-Range": f"bytes */{size}"})

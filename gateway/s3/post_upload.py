@@ -28,6 +28,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -49,7 +50,10 @@ from storage.config import GatewayConfig
 from storage.records import Bucket, ObjectVersion
 
 PRE_DATA_MAX = 20 * 1024  # the form's bytes before the file: fields' values, names, heads
-PART_OVERHEAD = 48  # a part's delimiter line and blank line, about (counted, not measured)
+PART_FRAMING = 8  # a part's bytes besides its boundary and header lines: '--' and CRLF
+# around the boundary, the blank line ending its head and the CRLF ending its value
+PART_MIN = 48  # what a part costs at least: a form field's Content-Disposition line alone is
+# more, so only parts no browser sends (no head, a one-letter boundary) are counted up to it
 AUTH_FIELDS = frozenset({"awsaccesskeyid", "signature", "policy", "x-amz-signature", "file",
                          "x-amz-security-token"})
 CHUNK = 1 << 20
@@ -85,6 +89,8 @@ async def _read_fields(request: web.Request) -> tuple[dict[str, str], Any, str |
         raise S3Error("MalformedPOSTRequest") from None
     fields: dict[str, str] = {}
     used = 0
+    framing = PART_FRAMING + len(parse_mimetype(request.headers.get("Content-Type", ""))
+                                 .parameters.get("boundary", ""))
     while True:
         try:
             part = await reader.next()
@@ -98,7 +104,9 @@ async def _read_fields(request: web.Request) -> tuple[dict[str, str], Any, str |
             return fields, part, getattr(part, "filename", None)
         # Each part's head counts, not only its value: empty fields cost nothing else, and
         # parsing each costs the event loop ~0.5 ms (10,000 blocked a worker for 6 s).
-        used += PART_OVERHEAD + sum(len(k) + len(v) + 4 for k, v in part.headers.items())
+        # Counted as sent (AWS's limit is on the form's bytes before the file), so that a
+        # form under it is never refused for how its boundary is spelled.
+        used += max(PART_MIN, framing + sum(len(k) + len(v) + 4 for k, v in part.headers.items()))
         if used > PRE_DATA_MAX:
             raise S3Error("MaxPostPreDataLengthExceededError")
         data = bytearray()
