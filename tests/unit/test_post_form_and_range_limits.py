@@ -1,4 +1,4 @@
-"""review16c: request limits that must not refuse what AWS accepts.
+"""Request limits that must not refuse what AWS accepts.
 
 A POST form's pre-data is AWS's 20,480 bytes of the form before the file; a form under it
 (as boto3's `generate_presigned_post` with `requests` builds one) must be read, one over it
