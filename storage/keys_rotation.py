@@ -77,13 +77,15 @@ async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:
 
 
 async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str,
-                    bypass_governance: bool = False) -> None:
+                    bypass_governance: bool = False, schedule_rev: int | None = None) -> None:
     """Destroy the tenant's keys, unless locked versions remain (TenantLocked): see
-    `object_lock.shred_blocker`."""
+    `object_lock.shred_blocker`. `schedule_rev`: the revision of the scheduled shred being
+    run; a cancel committed meanwhile wins (StaleRecord)."""
     locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
     if locked is not None:
         raise locked
-    await tenants.shred(tenant)
+    await tenants.shred(tenant, None if schedule_rev is None
+                        else {shred_key(tenant): schedule_rev})
     await meta.txn(Txn(deletes=(shred_key(tenant), rewrap_key(tenant))))
     scrub = getattr(meta, "scrub", None)  # drop old copies the backend keeps (SQLite WAL)
     if scrub is not None:

@@ -16,7 +16,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from storage.crypto import aead, keys, labels
-from storage.errors import Conflict, InvalidInput, KeyUnavailable, NotFound, StorageError
+from storage.errors import (
+    Conflict,
+    InvalidInput,
+    KeyUnavailable,
+    NotFound,
+    StaleRecord,
+    StorageError,
+)
 from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
@@ -350,15 +357,24 @@ class TenantService:
         if not self._meta.auth_stamp_exact:
             await asyncio.sleep(SHORT_TTL_S)
 
-    async def shred(self, tenant: str) -> None:
-        """Destroy every KEK of the tenant and revoke its access keys."""
-        item = await self._meta.get(tenant_key(tenant))
-        if item is None:
-            raise NotFound(f"tenant {tenant!r} does not exist")
-        t = Tenant.decode(item.value)
-        t.keks = {}
-        t.state = "shredded"
-        await self._meta.put(item.key, t.encode())
+    async def shred(self, tenant: str, compares: dict[bytes, int] | None = None) -> None:
+        """Destroy every KEK of the tenant and revoke its access keys. With `compares` (a
+        scheduled shred's record and the revision it was read at), only if those records
+        are unchanged, in the same transaction: else StaleRecord (the shred was cancelled)."""
+        while True:
+            item = await self._meta.get(tenant_key(tenant))
+            if item is None:
+                raise NotFound(f"tenant {tenant!r} does not exist")
+            t = Tenant.decode(item.value)
+            t.keks = {}
+            t.state = "shredded"
+            if await self._meta.txn(Txn(compares={**(compares or {}), item.key: item.revision},
+                                        puts={item.key: t.encode()})):
+                break
+            for k, rev in (compares or {}).items():
+                cur = await self._meta.get(k)
+                if (cur.revision if cur else 0) != rev:
+                    raise StaleRecord(f"the shred of tenant {tenant!r} was cancelled")
         self._forget_keks(tenant)
         self._active_cache.pop(tenant, None)
         self._reads.forget(item.key)

@@ -10,7 +10,7 @@ import time
 
 from storage import object_lock
 from storage.crypto import keys
-from storage.errors import KeyUnavailable, NotFound
+from storage.errors import KeyUnavailable, NotFound, StaleRecord
 from storage.keys_rotation import shred_now
 from storage.keyspace import OBJECT, REWRAP, SHRED, VERSION, next_key, rewrap_key, space
 from storage.keyspace import unpack as unpack_key
@@ -162,9 +162,13 @@ class ShredScheduler:
             else:
                 try:
                     await shred_now(self._meta, self._tenants, unpack_key(item.key)[1],
-                                    bool(entry.get("bypass_governance")))
+                                    bool(entry.get("bypass_governance")), item.revision)
+                except StaleRecord:
+                    continue  # cancelled (or rescheduled) while the locks were scanned
                 except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out
                     due = now + HOLD_RECHECK_S if exc.until is None else exc.until
-                    await self._meta.put(item.key, pack({**entry, "due": due}))
+                    # compare-and-swap: a cancel committed during the scan stays cancelled
+                    await self._meta.txn(Txn(compares={item.key: item.revision},
+                                             puts={item.key: pack({**entry, "due": due})}))
         await purge_due(self._meta)
         return WorkerState.IDLE
