@@ -81,3 +81,21 @@ async def test_owner_lock_headers_under_a_bucket_policy(gw: Gateway) -> None:  #
     assert await _run(gw.owner.put_object, Bucket="own", Key="a", Body=b"z") is None
     got = await asyncio.to_thread(gw.owner.list_object_versions, Bucket="own", Prefix="a")
     assert len(got["Versions"]) == 2
+
+
+async def test_restrict_public_buckets_drops_a_public_bypass(gw: Gateway) -> None:  # noqa: F811
+    """A public policy Allow of s3:BypassGovernanceRetention counts for nobody under
+    RestrictPublicBuckets (planting `public_allows=True` in holds_permission passed every
+    other Object Lock test)."""
+    public = {"Effect": "Allow", "Principal": "*", "Action": "s3:BypassGovernanceRetention",
+              "Resource": "arn:aws:s3:::rpb/*"}
+    vid = await _locked(gw.owner, "rpb", ACL="public-read-write")
+    await asyncio.to_thread(gw.owner.put_bucket_policy, Bucket="rpb", Policy=json.dumps(
+        {"Version": "2012-10-17", "Statement": [public]}))
+    await asyncio.to_thread(gw.owner.put_public_access_block, Bucket="rpb",
+                            PublicAccessBlockConfiguration={"RestrictPublicBuckets": True})
+    assert await _run(gw.anonymous.delete_object, Bucket="rpb", Key="k", VersionId=vid,
+                      BypassGovernanceRetention=True) == "AccessDenied"
+    await asyncio.to_thread(gw.owner.delete_public_access_block, Bucket="rpb")
+    assert await _run(gw.anonymous.delete_object, Bucket="rpb", Key="k", VersionId=vid,
+                      BypassGovernanceRetention=True) is None  # the public Allow holds now
