@@ -1,4 +1,4 @@
-"""review16b probes of the atklock16 Object Lock changes (in-process S3 pipeline, boto3)."""
+"""The shred scheduler against a cancel during its lock scan, and RestrictPublicBuckets against a public Allow of the governance bypass (in-process S3 pipeline, boto3)."""
 
 from __future__ import annotations
 
