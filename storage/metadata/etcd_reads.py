@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from storage.errors import StorageError
-from storage.metadata.etcd_batch import MAX_OPS, _own_copy
+from storage.metadata.etcd_batch import MAX_OPS, REFUSED_WHOLE, _own_copy
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 # sends one read-only Txn (retried on other members: it changes nothing)
@@ -71,6 +71,15 @@ class ReadBatcher:
                     if len(data.responses) != len(request.success):
                         raise StorageError(f"etcd txn: {len(data.responses)} answers to "
                                            f"{len(request.success)} reads")
+                except StorageError as exc:
+                    if len(batch) == 1 or not any(r in str(exc) for r in REFUSED_WHOLE):
+                        self._fail(batch, exc)
+                        continue
+                    # refused as a whole (a member's own --max-txn-ops or request size is
+                    # lower than ours): each caller's ranges go alone, as the writes do
+                    for ranges, answer in batch:
+                        await self._alone(ranges, answer)
+                    continue
                 except BaseException as exc:  # every caller learns what a lone read would
                     for i, (_, answer) in enumerate(batch):
                         _settle(answer, exc if i == 0 else _own_copy(exc))
@@ -85,6 +94,27 @@ class ReadBatcher:
                     at += len(ranges)
         finally:
             self._flight = None
+
+    @staticmethod
+    def _fail(batch: list[tuple[list[pb.RangeRequest], asyncio.Future[list[pb.RangeResponse]]]],
+              exc: BaseException) -> None:
+        for i, (_, answer) in enumerate(batch):
+            _settle(answer, exc if i == 0 else _own_copy(exc))
+
+    async def _alone(self, ranges: list[pb.RangeRequest],
+                     answer: asyncio.Future[list[pb.RangeResponse]]) -> None:
+        """One caller's ranges in a request of their own (after a batch was refused)."""
+        try:
+            data = await self._call(pb.TxnRequest(
+                success=[pb.RequestOp(request_range=r) for r in ranges]))
+            if len(data.responses) != len(ranges):
+                raise StorageError(f"etcd txn: {len(data.responses)} answers to "
+                                   f"{len(ranges)} reads")
+        except Exception as exc:  # noqa: BLE001 - that caller's own error
+            _settle(answer, exc)
+            return
+        if not answer.done():
+            answer.set_result([a.response_range for a in data.responses])
 
     async def close(self) -> None:
         """Wait for the request in flight (its callers get its answer or its error)."""

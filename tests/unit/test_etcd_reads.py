@@ -124,3 +124,30 @@ async def test_a_cancelled_caller_leaves_the_others_their_answers() -> None:
     assert values(await first) == [b"a"] and values(await kept) == [b"kept"]
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_a_batch_refused_as_a_whole_is_sent_caller_by_caller() -> None:
+    """A member with a lower --max-txn-ops than MAX_OPS (etcd: "too many operations in txn
+    request", the whole request refused before anything ran) must not fail every read
+    asked meanwhile: each caller's ranges go alone, as TxnBatcher does for writes
+    (REFUSED_WHOLE). Real etcd with --max-txn-ops 64 failed 40 of 40 concurrent
+    read-aheads before."""
+    member = FakeMember()
+    limit = 4
+
+    async def call(request: pb.TxnRequest) -> pb.TxnResponse:
+        if len(request.success) > limit:
+            member.requests.append(request)
+            raise StorageError("etcd Txn failed on m: INVALID_ARGUMENT: etcdserver: too many "
+                               "operations in txn request")
+        return await member.call(request)
+
+    reads = ReadBatcher(call)
+    first = asyncio.create_task(reads.run(ranges(b"a")))
+    await settle(lambda: member.requests)
+    queued = [asyncio.create_task(reads.run(ranges(b"b%d" % i, b"c%d" % i))) for i in range(4)]
+    await settle()
+    member.release.set()
+    assert values(await first) == [b"a"]
+    for i, task in enumerate(queued):
+        assert values(await task) == [b"b%d" % i, b"c%d" % i]
