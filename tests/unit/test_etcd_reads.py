@@ -151,3 +151,32 @@ async def test_a_batch_refused_as_a_whole_is_sent_caller_by_caller() -> None:
     assert values(await first) == [b"a"]
     for i, task in enumerate(queued):
         assert values(await task) == [b"b%d" % i, b"c%d" % i]
+
+
+async def test_a_read_asked_while_one_is_in_flight_never_takes_its_answer() -> None:
+    """Linearizability: a read asked after a write returned, while a read of the same key
+    sent before that write is still in flight, must go in a request of its own, sent after
+    it was asked, and see the write (joining the request in flight, as tenant caches' shared
+    reads do, would answer it with the value from before the write)."""
+    state = {b"k": b"old"}
+    member = FakeMember()
+
+    async def call(request: pb.TxnRequest) -> pb.TxnResponse:
+        seen = [state.get(op.request_range.key) for op in request.success]  # read at send
+        member.requests.append(request)
+        await member.release.wait()
+        return pb.TxnResponse(succeeded=True, responses=[
+            pb.ResponseOp(response_range=pb.RangeResponse(kvs=[pb.KeyValue(
+                key=op.request_range.key, value=v)] if v is not None else []))
+            for op, v in zip(request.success, seen, strict=True)])
+
+    reads = ReadBatcher(call)
+    first = asyncio.create_task(reads.run(ranges(b"k")))
+    await settle(lambda: member.requests)
+    state[b"k"] = b"new"  # a write acknowledged now, through any gateway
+    later = asyncio.create_task(reads.run(ranges(b"k")))
+    await settle()
+    member.release.set()
+    assert values(await first) == [b"old"]
+    assert values(await later) == [b"new"]
+    assert len(member.requests) == 2
