@@ -328,3 +328,33 @@ async def test_bucket_deleted_elsewhere(gateway: tuple[Any, RecordingStore], buc
     with pytest.raises(ClientError) as refused:
         await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="late", Body=BODY)
     assert refused.value.response["Error"]["Code"] == "NoSuchBucket"
+
+
+async def test_a_delete_that_lost_its_commit_reads_anew(gateway: tuple[Any, RecordingStore],
+                                                        bucket: str) -> None:
+    """A DeleteObject whose commit loses to an overwrite made after its read-ahead retries
+    on a fresh read (`ahead = None` in `ObjectEdits.delete`): the overwrite is deleted,
+    once. Kept reusing the read-ahead record, its compare would fail for ever."""
+    s3, store = gateway
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="raced", Body=b"first")
+    commits: list[Txn] = []
+    plain = store.txn
+
+    async def racing(txn: Txn) -> bool:
+        if any(k.startswith(b"O") for k in txn.compares):
+            commits.append(txn)
+            assert len(commits) <= 3, "the delete keeps committing on a stale record"
+            if len(commits) == 1:  # the overwrite lands between the read and the commit
+                await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="raced",
+                                        Body=b"second")
+        return await plain(txn)
+
+    store.txn = racing  # type: ignore[method-assign]
+    try:
+        await asyncio.to_thread(s3.delete_object, Bucket=bucket, Key="raced")
+    finally:
+        del store.txn
+    assert len(commits) == 2
+    with pytest.raises(ClientError) as gone:
+        await asyncio.to_thread(s3.head_object, Bucket=bucket, Key="raced")
+    assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
