@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +127,21 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
             assert alive(c) == before
         finally:
             c.stop()
+
+
+def test_a_gateway_on_a_full_disk_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    # Its workers' shared maps (connections, health, activity) are new files under
+    # <data>/run at every start: on a full disk they were sparse, and the first store into
+    # one killed the gateway with SIGBUS (status -7, no word of why).
+    c = LocalCluster(tmp_path / "data").start()
+    c.stop()
+    with small_disk(c.data / "run", 1) as run:
+        fill(run)
+        p = subprocess.run([sys.executable, "-m", "gateway", "--config",
+                            str(c.data / "tessera.toml"), "--workers", "2"],
+                           capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("tessera gateway: cannot start: no space on the file system of "
+                           f"{run}/"), last
+    assert last.endswith("free space there, then start again"), last
