@@ -145,3 +145,33 @@ def test_a_gateway_on_a_full_disk_refuses_to_start_in_one_line(tmp_path: Path) -
     assert last.startswith("tessera gateway: cannot start: no space on the file system of "
                            f"{run}/"), last
     assert last.endswith("free space there, then start again"), last
+
+
+def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
+        tmp_path: Path) -> None:
+    # The whole machine's disk full (as another lane's benchmark data did): every node's
+    # data directory on one file system, filled.
+    c = LocalCluster(tmp_path / "data").start()
+    c.stop()
+    with small_disk(c.data / "nodes", 256) as nodes_disk:
+        try:
+            c.start()
+            s3 = c.client()
+            s3.create_bucket(Bucket="full")
+            before = alive(c)
+            acked, _ = writes(s3, range(0, 5))
+            assert len(acked) == 5
+            filler = fill(nodes_disk)
+            more, refused = writes(s3, range(5, 15))
+            acked |= more
+            assert alive(c) == before
+            assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
+            filler.unlink()
+            more, refused = writes(s3, range(15, 20))
+            assert (len(more), refused) == (5, [])
+            acked |= more
+            for key, want in acked.items():
+                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            assert alive(c) == before
+        finally:
+            c.stop()
