@@ -175,3 +175,34 @@ def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
             assert alive(c) == before
         finally:
             c.stop()
+
+
+def test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers(tmp_path: Path) -> None:
+    # Everything on one file system, as on the machine whose disk filled: the nodes'
+    # shards, the metadata, the logs, the audit log, the gateway workers' shared maps.
+    (tmp_path / "data").mkdir()
+    with small_disk(tmp_path / "data", 512) as disk:
+        c = LocalCluster(disk, up_args=["--workers", "2"])
+        try:
+            c.start()
+            s3 = c.client()
+            s3.create_bucket(Bucket="full")
+            before = alive(c)
+            acked, _ = writes(s3, range(0, 5))
+            assert len(acked) == 5
+            filler = fill(disk)
+            more, refused = writes(s3, range(5, 15))
+            acked |= more
+            for key, want in acked.items():  # reads go on while the disk is full
+                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            assert alive(c) == before
+            assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
+            filler.unlink()
+            more, refused = writes(s3, range(15, 20))
+            assert (len(more), refused) == (5, [])
+            acked |= more
+            for key, want in acked.items():
+                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            assert alive(c) == before
+        finally:
+            c.stop()
