@@ -20,6 +20,7 @@ from storage.errors import ConfigError
 from storage.filemodes import restrict_umask, secure_tree
 from storage.malloc import GATEWAY_ARENAS, GATEWAY_TRIM_BYTES, tune_malloc
 from storage.parentdeath import die_with_parent
+from storage.sharedmap import NoSpaceForMap
 
 
 def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole,
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from gateway.app import serve
             asyncio.run(serve(cfg))
+    except NoSpaceForMap as exc:  # before OSError: the address is not the problem
+        print(f"tessera gateway: cannot start: {exc.strerror}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"tessera gateway: cannot start on S3 {cfg.gateway.listen}, admin "
               f"{cfg.gateway.admin_listen}: {exc}; is another gateway running? (--listen, "

@@ -1,5 +1,9 @@
 """Reading one shard file: its header, then whole frames verified before they leave
-(`ShardReadStream`), either as bytes or checked in place and sent with sendfile.
+(`ShardReadStream`), either as bytes or checked and sent with sendfile.
+
+Shard files are read with pread, never mapped: a file that shrinks under a mapping (a
+truncating fault, a lying disk) raises SIGBUS on the next access past its new end and kills
+the node; a short pread is a ShardCorrupt ("file shrank") and a quarantine.
 
 The layout, frame check and durable write of a shard file are `nodes.shardfile`'s.
 """
@@ -8,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import mmap
 import os
+import threading
 from pathlib import Path
 
 from nodes.pagecache import resident
@@ -25,11 +29,11 @@ from storage.errors import InvalidInput, InvalidRange, NotFound, ShardCorrupt
 from storage.shards.format import FRAME_HEAD, FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader
 
 SEND_WINDOW_BYTES = 8 * 1024 * 1024  # frames checked per thread hop before sendfile
-MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # one fault-in call, not one per page
 INLINE_WINDOW_BYTES = 1024 * 1024  # a first window this small, all in the page cache, is
 # checked on the event loop (a hot shard's): the worker-thread hop cost more than the check
 RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # a read that fails rather than wait for the disk
 _resident = bytearray(INLINE_WINDOW_BYTES)  # the event loop's copy of a resident window
+_scratch = threading.local()  # each worker thread's copy of the window it checks
 
 
 class ShardReadStream:
@@ -197,7 +201,7 @@ class ShardReadStream:
         """Check the next frames (about `max_bytes` of them) in place, for sending with
         sendfile: (file offset, bytes that verified, the error that stopped it or None).
         (offset, 0, None) when every frame asked for was checked. The frames are read
-        through a mapping of the file (page cache, no copy), off the event loop."""
+        into a worker thread's scratch buffer, off the event loop."""
         if self._next >= self.end or self._layout is None:
             return (self._layout.frame_end(self.end - 1) if self._layout and self.end > 0
                     else 0), 0, None
@@ -225,13 +229,11 @@ class ShardReadStream:
                 self._fd, start, stop - start))  # type: ignore[arg-type]
             if window is not None:
                 return window
-        mm, base = self._map(start, stop)
-        with mm:
-            view = memoryview(mm)
-            try:
-                good, err = self._check(n, view, base, start)
-            finally:
-                view.release()
+        view = self._read_window(start, stop)
+        try:
+            good, err = self._check(n, view, start, start)
+        finally:
+            view.release()
         self._next += n
         return start, good, err
 
@@ -251,16 +253,27 @@ class ShardReadStream:
                     layout.frame_end(last) - off - FRAME_HEAD_BYTES):
                 return None
         if populate:
-            self._map(start, stop)[0].close()  # (its pages stay in the page cache)
+            self._read_window(start, stop).release()  # (its pages stay in the page cache)
         self._next += n
         return start, stop - start, None
 
-    def _map(self, start: int, stop: int) -> tuple[mmap.mmap, int]:
-        """The file's bytes [start, stop) mapped and read in with one MAP_POPULATE call, and
-        the map's base offset (mappings start on an allocation-granularity boundary)."""
-        base = start - start % mmap.ALLOCATIONGRANULARITY
-        return mmap.mmap(self._fd, stop - base, prot=mmap.PROT_READ,  # type: ignore[arg-type]
-                         flags=mmap.MAP_SHARED | MAP_POPULATE, offset=base), base
+    def _read_window(self, start: int, stop: int) -> memoryview:
+        """The file's bytes [start, stop) as far as the file holds them (shorter if it shrank),
+        read into this thread's scratch buffer (a view of it: release before the next call)."""
+        assert self._fd is not None
+        buf: bytearray | None = getattr(_scratch, "buf", None)
+        if buf is None or len(buf) < stop - start:
+            buf = _scratch.buf = bytearray(stop - start)
+        view = memoryview(buf)[:stop - start]
+        got = 0
+        while got < len(view):
+            n = os.preadv(self._fd, [view[got:]], start + got)
+            if n <= 0:
+                break
+            got += n
+        short = view[:got]
+        view.release()
+        return short
 
     def _verify_resident(self, max_bytes: int) -> tuple[int, int, ShardCorrupt | None] | None:
         """`_verify_window_sync` on the calling thread, from a copy of the window, when it

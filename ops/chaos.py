@@ -10,7 +10,8 @@ stop answering: iptables DROP, root only) and a node whose disk is full (it runs
 tmpfs for a while; root only); on request (`--faults zone_then_kills`) a zone outage
 followed, once the zone is back, by one node killed in each other zone, and
 (`--faults crash_cluster`) every process of the cluster killed -9 at once, then started
-again over the same directory. The workload also keeps multipart uploads open across the
+again over the same directory, and (`--faults fill_meta`) the metadata directory's file
+system full for a while under the running cluster (root only). The workload also keeps multipart uploads open across the
 faults (parts acknowledged, completed later; those still open are completed after healing,
 and one that cannot be is a loss). Then it heals, waits for repair and
 checks every key against a model of what was acknowledged: acknowledged writes read back
@@ -48,7 +49,7 @@ WEIGHTS = (3, 1, 2, 2, 2, 1, 1, 1, 2)
 # two more nodes killed (one in each other zone) while the workload goes on; and every
 # process of the cluster killed -9 at once, then started again (the kernel and its page
 # cache live on: this is not a power loss, and it does not test fsync).
-OPT_IN = {"zone_then_kills": 1, "crash_cluster": 1}
+OPT_IN = {"zone_then_kills": 1, "crash_cluster": 1, "fill_meta": 1}
 ALL_FAULTS = (*FAULTS, *OPT_IN)
 HEADER_BYTES = 44
 OPEN_UPLOADS_MAX = 4  # uploads the workload keeps open at once (then it completes one)
@@ -78,6 +79,8 @@ def schedule(seed: int, duration: float, node_ids: list[str], zones: list[str],
         target = rnd.choice(zones) if zonal else rnd.choice(node_ids)
         if kind == "kill_gateway":
             target = "gateway"
+        elif kind == "fill_meta":
+            target = "metadata"
         elif kind in ("bitflip", "delete_shard", "lying_shard"):
             target = "random shard"
         hold = rnd.uniform(1.5, 4.0)
@@ -356,6 +359,8 @@ class Nemesis:
             self._partition_zone(f, [n for n, z in zones.items() if z == f.target])
         elif f.kind == "fill_disk":
             self._fill_disk(f)
+        elif f.kind == "fill_meta":
+            self._fill_meta(f)
         elif f.kind == "crash_cluster":
             self.c.crash()  # in the middle of whatever the workload is doing
             with self.w.lock:  # the workload pauses while the cluster starts again
@@ -445,6 +450,33 @@ class Nemesis:
         finally:
             shutil.rmtree(holder, ignore_errors=True)
 
+    def _fill_meta(self, f: Fault) -> None:
+        """The metadata's file system full for `hold` seconds while the workload goes on
+        (its writes are refused), then freed: writes resume with no restart, and no process
+        died meanwhile. The directory goes onto a tmpfs and back with the cluster stopped
+        and the workload paused (the two restarts are not the fault)."""
+        meta, keep = self.c.data / "meta", self.c.data / "meta.keep"
+        with self.w.lock:
+            self.c.restart_all(lambda: _onto_tmpfs(meta, keep, 32 * 2**20))
+        if not os.path.ismount(meta):
+            self.report.faults["fill_meta skipped (cannot mount)"] += 1
+            return
+        try:
+            pids = self.c.processes()
+            filler = meta / "filler"
+            with contextlib.suppress(OSError), open(filler, "wb") as fh:
+                while True:  # until ENOSPC
+                    fh.write(bytes(1 << 16))
+                    fh.flush()
+            time.sleep(f.hold)
+            died = [p for p in pids if not _running(p)]
+            if died:
+                self.report.wrong.append(f"fill_meta: processes {died} died on a full disk")
+            filler.unlink()
+        finally:
+            with self.w.lock:
+                self.c.restart_all(lambda: _off_tmpfs(meta, keep))
+
     def _kill_gateway_mid_upload(self, f: Fault) -> None:
         with self.w.lock:  # the workload pauses: the cluster is restarted under it
             key = f"upload-{f.pick % 1000:03d}"
@@ -464,6 +496,37 @@ class Nemesis:
             self.c.restart_all()
             if key not in self.w.keys:
                 self.w.keys.append(key)
+
+
+def _onto_tmpfs(path: Path, keep: Path, spare: int) -> None:
+    """`path`'s files moved onto a tmpfs mounted over it, `spare` bytes more than they
+    take; left where they are when the mount fails (not root)."""
+    used = sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+    path.rename(keep)
+    path.mkdir(mode=0o700)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={used + spare},mode=0700",
+                       "tmpfs", str(path)], capture_output=True).returncode != 0:
+        path.rmdir()
+        keep.rename(path)
+        return
+    shutil.copytree(keep, path, symlinks=True, dirs_exist_ok=True)
+
+
+def _off_tmpfs(path: Path, keep: Path) -> None:
+    """`_onto_tmpfs` undone: the tmpfs's files back in `path`, the mount gone."""
+    shutil.rmtree(keep)
+    shutil.copytree(path, keep, symlinks=True)
+    subprocess.run(["umount", str(path)], check=True)
+    path.rmdir()
+    keep.rename(path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def zone_of(data: Path, nid: str) -> str:

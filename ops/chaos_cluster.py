@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,16 @@ class ChaosCluster:
                 self.up.wait()
         self.up = None
 
-    def restart_all(self) -> None:
+    def restart_all(self, step: Callable[[], None] | None = None) -> None:
+        """Stop every process and start the cluster again; `step` runs while all are
+        stopped (the cluster starts again whatever it raises)."""
         self.stop()
         self.stopped.clear()
-        self.start()
+        try:
+            if step is not None:
+                step()
+        finally:
+            self.start()
 
     def crash(self) -> None:
         """SIGKILL every process of the cluster at once: `tessera up`, its gateway and its

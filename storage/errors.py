@@ -88,6 +88,11 @@ class Overloaded(StorageError):
     """The request waited too long for a shared resource (upload memory); retry later."""
 
 
+class StorageFull(StorageError):
+    """A disk a write needs (the metadata store's) is full: the write is refused whole and
+    succeeds again once space is freed, with no restart (S3 503 ServiceUnavailable)."""
+
+
 class WriteExpired(StorageError):
     """A write ran longer than the orphan grace before its commit: its first shards may
     have been swept, so it is not committed (S3 RequestTimeout; the client retries)."""

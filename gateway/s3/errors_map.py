@@ -53,6 +53,10 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         log.error("stored data failed verification: %s", exc)
         return S3Error("ServiceUnavailable", "Too few intact copies of this object's data "
                        "could be read; retry later.")
+    if isinstance(exc, se.StorageFull):  # retried by SDKs; writes resume once space is freed
+        log.error("write refused: %s", exc)
+        return S3Error("ServiceUnavailable", "The storage this request writes to is full; "
+                       "retry later.")
     if isinstance(exc, se.WriteExpired):
         return S3Error("RequestTimeout")
     if isinstance(exc, se.Overloaded):

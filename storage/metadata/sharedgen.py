@@ -12,9 +12,10 @@ without a lock.
 from __future__ import annotations
 
 import fcntl
-import mmap
 import os
 import struct
+
+from storage.sharedmap import map_fd
 
 _WORD = struct.Struct("<Q")
 
@@ -38,9 +39,11 @@ class SharedGeneration:
                     os.fchown(self._fd, ref.st_uid, ref.st_gid)
         except FileExistsError:
             self._fd = os.open(path, os.O_RDWR)
-        if os.fstat(self._fd).st_size < _WORD.size:
-            os.ftruncate(self._fd, _WORD.size)
-        self._map = mmap.mmap(self._fd, _WORD.size)
+        try:
+            self._map = map_fd(self._fd, _WORD.size, path)  # blocks allocated: no SIGBUS
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def value(self) -> int:
         """The current count (a stable value: two equal reads in a row)."""

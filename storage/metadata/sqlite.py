@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from storage.errors import StorageFull
 from storage.keyspace import BUCKET, OBJECT, is_auth_record, pack
 from storage.metadata import Item, Txn
 from storage.metadata.sharedgen import SharedGeneration
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
 MAX_BATCH = 512
+SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)  # "database or disk is full"
 CACHED = pack(BUCKET)  # the keys kept in memory between reads: bucket records ...
 CACHED_OBJECTS = pack(OBJECT)  # ... and current object records, each kind with its counter
 CACHE_TTL_S = 2.0  # a cached record's longest life (only a writer killed between its
@@ -238,6 +240,10 @@ class SqliteStore:
                 return self._apply_once(batch, failed)
             except _OpFailed as f:  # rolled back: once more without it (at most once per op)
                 failed[f.index] = f.error
+            except sqlite3.OperationalError as exc:  # rolled back: nothing of it committed
+                if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+                    raise StorageFull(f"the metadata store's disk is full ({exc})") from None
+                raise
 
     def _apply_once(self, batch: list[_Pending], failed: dict[int, Exception]) -> list[Any]:
         """One attempt at the batch's transaction, skipping the ops in `failed`.

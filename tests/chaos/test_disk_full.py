@@ -1,0 +1,208 @@
+"""Full disks while boto3 clients write, on a running cluster with no restart: a node's data
+directory, then the metadata directory, each on a small tmpfs filled to ENOSPC. Every
+acknowledged write reads back intact, a write that cannot be stored gets an S3 error, no
+process dies, and once space is freed writes succeed again without a restart."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.integration.cluster import LocalCluster
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="full disks are tmpfs mounts: "
+                                "root only; CI runs as root")
+
+BODY = 300 * 1024  # a few segments' worth, under the gateway's single-PUT inline limit
+
+
+def body(i: int) -> bytes:
+    return (i.to_bytes(4, "big") * (BODY // 4))
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, mib: int) -> Iterator[Path]:
+    """`path`'s contents moved onto a tmpfs of `mib` MiB mounted over it (the processes
+    using it must be stopped), and back when done."""
+    keep = path.with_name(path.name + ".keep")
+    path.rename(keep)
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0700", "tmpfs",
+                    str(path)], check=True)
+    try:
+        shutil.copytree(keep, path, symlinks=True, dirs_exist_ok=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+        shutil.rmtree(keep, ignore_errors=True)
+
+
+def fill(path: Path) -> Path:
+    """Write a file in `path` until its file system is full; the file."""
+    filler = path / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb") as fh:
+        while True:
+            fh.write(bytes(1 << 16))
+            fh.flush()
+    return filler
+
+
+def shard_count(node: Path) -> int:
+    return sum(1 for p in (node / "shards").rglob("*") if p.is_file())
+
+
+def alive(c: LocalCluster) -> dict[str, bool]:
+    """Every cluster process named in run/, and whether it is still running."""
+    out = {}
+    for p in sorted((c.data / "run").glob("*.pid")):
+        pid = int(p.read_text())
+        try:
+            os.kill(pid, 0)
+            out[p.stem] = True
+        except ProcessLookupError:
+            out[p.stem] = False
+    return out
+
+
+def writes(s3, keys: range) -> tuple[dict[str, bytes], list[tuple[int, str]]]:  # type: ignore[no-untyped-def]
+    """PUT each key: (acknowledged key -> body, (status, code) of each refused PUT)."""
+    acked, refused = {}, []
+    for i in keys:
+        try:
+            s3.put_object(Bucket="full", Key=f"k{i}", Body=body(i))
+            acked[f"k{i}"] = body(i)
+        except ClientError as exc:
+            refused.append((exc.response["ResponseMetadata"]["HTTPStatusCode"],
+                            exc.response["Error"]["Code"]))
+    return acked, refused
+
+
+def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
+        tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path / "data").start()
+    c.stop()  # the node's and the metadata's directories go onto small file systems
+    with small_disk(c.data / "nodes" / "n1", 64) as node_disk, \
+            small_disk(c.data / "meta", 64) as meta_disk:
+        try:
+            c.start()
+            s3 = c.client()
+            s3.create_bucket(Bucket="full")
+            before = alive(c)
+            assert before and all(before.values()), before
+            acked, _ = writes(s3, range(0, 5))
+            assert len(acked) == 5
+
+            filler = fill(node_disk)  # a node's disk full: the writes go on without it
+            shards = shard_count(node_disk)
+            more, refused_node = writes(s3, range(5, 25))
+            acked |= more
+            assert alive(c) == before
+            assert shard_count(node_disk) == shards  # it really stored nothing
+            assert set(refused_node) <= {(503, "ServiceUnavailable")}, refused_node
+            filler.unlink()
+            more, refused = writes(s3, range(25, 30))
+            assert (len(more), refused) == (5, [])
+            acked |= more
+
+            filler = fill(meta_disk)  # the metadata's disk full: writes refused
+            more, refused_meta = writes(s3, range(30, 40))
+            acked |= more
+            assert alive(c) == before
+            assert refused_meta and set(refused_meta) == {(503, "ServiceUnavailable")}
+            filler.unlink()
+            more, refused = writes(s3, range(40, 45))
+            assert (len(more), refused) == (5, [])
+            acked |= more
+
+            for key, want in acked.items():
+                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            assert alive(c) == before
+        finally:
+            c.stop()
+
+
+def test_a_gateway_on_a_full_disk_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    # Its workers' shared maps (connections, health, activity) are new files under
+    # <data>/run at every start: on a full disk they were sparse, and the first store into
+    # one killed the gateway with SIGBUS (status -7, no word of why).
+    c = LocalCluster(tmp_path / "data").start()
+    c.stop()
+    with small_disk(c.data / "run", 1) as run:
+        fill(run)
+        p = subprocess.run([sys.executable, "-m", "gateway", "--config",
+                            str(c.data / "tessera.toml"), "--workers", "2"],
+                           capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("tessera gateway: cannot start: no space on the file system of "
+                           f"{run}/"), last
+    assert last.endswith("free space there, then start again"), last
+
+
+def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
+        tmp_path: Path) -> None:
+    # The whole machine's disk full (as another lane's benchmark data did): every node's
+    # data directory on one file system, filled.
+    c = LocalCluster(tmp_path / "data").start()
+    c.stop()
+    with small_disk(c.data / "nodes", 256) as nodes_disk:
+        try:
+            c.start()
+            s3 = c.client()
+            s3.create_bucket(Bucket="full")
+            before = alive(c)
+            acked, _ = writes(s3, range(0, 5))
+            assert len(acked) == 5
+            filler = fill(nodes_disk)
+            more, refused = writes(s3, range(5, 15))
+            acked |= more
+            assert alive(c) == before
+            assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
+            filler.unlink()
+            more, refused = writes(s3, range(15, 20))
+            assert (len(more), refused) == (5, [])
+            acked |= more
+            for key, want in acked.items():
+                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            assert alive(c) == before
+        finally:
+            c.stop()
+
+
+def test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers(tmp_path: Path) -> None:
+    # Everything on one file system, as on the machine whose disk filled: the nodes'
+    # shards, the metadata, the logs, the audit log, the gateway workers' shared maps.
+    (tmp_path / "data").mkdir()
+    with small_disk(tmp_path / "data", 512) as disk:
+        c = LocalCluster(disk, up_args=["--workers", "2"])
+        try:
+            c.start()
+            s3 = c.client()
+            s3.create_bucket(Bucket="full")
+            before = alive(c)
+            acked, _ = writes(s3, range(0, 5))
+            assert len(acked) == 5
+            filler = fill(disk)
+            more, refused = writes(s3, range(5, 15))
+            acked |= more
+            for key, want in acked.items():  # reads go on while the disk is full
+                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            assert alive(c) == before
+            assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
+            filler.unlink()
+            more, refused = writes(s3, range(15, 20))
+            assert (len(more), refused) == (5, [])
+            acked |= more
+            for key, want in acked.items():
+                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            assert alive(c) == before
+        finally:
+            c.stop()
