@@ -68,3 +68,23 @@ async def test_unconfirmed_watch_is_counted_warned_once_and_shown(
         assert "watch confirmed" in "\n".join(_render_auth_stamp(stamp.state()))
     finally:
         await stamp.close()
+
+
+async def test_an_idle_healthy_watch_is_not_reported_unconfirmed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 16a: a healthy watch on a worker no request used for IDLE_S (its checks stop,
+    by design) is not "NOT confirmed: every request reads the stamp": the gauge meant to
+    find a watch that never confirms must not read 1 for every idle worker."""
+    etcd = _Etcd()
+    etcd.confirm.set()  # a healthy member: the stream is confirmed at once
+    stamp = WatchedStamp(etcd.read, etcd.watch)
+    try:
+        assert await stamp.get() == 7
+        while not stamp.state()["confirmed"]:
+            await asyncio.sleep(0)
+        later = etcd_stamp.time.monotonic() + etcd_stamp.IDLE_S + 1
+        monkeypatch.setattr(etcd_stamp.time, "monotonic", lambda: later)
+        state = stamp.state()
+        assert state["reading_for_s"] is None and state["confirmed"] is True, state
+    finally:
+        await stamp.close()
