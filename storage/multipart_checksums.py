@@ -18,7 +18,9 @@ COMPOSITE = "COMPOSITE"
 FULL_OBJECT = "FULL_OBJECT"
 CRC_ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME")
 ALGORITHMS = (*CRC_ALGORITHMS, "SHA1", "SHA256")
-# The checksum S3 gives an upload made without an algorithm (its 2025 default protections)
+# What S3 computes and stores (a FULL_OBJECT checksum) for an object, or a multipart upload,
+# written without any checksum since its default integrity protections (2025). The one
+# definition: gateway/s3/checksums re-exports it.
 DEFAULT_ALGORITHM = "CRC64NVME"
 
 

@@ -16,11 +16,9 @@ import crc32c as _crc32c
 
 from gateway.s3.errors import S3Error
 from storage import isal
+from storage.multipart_checksums import DEFAULT_ALGORITHM as DEFAULT_ALGORITHM
 
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
-# What S3 computes and stores (a FULL_OBJECT checksum) for an object, or a multipart upload,
-# written without any checksum since its default integrity protections (2025).
-DEFAULT_ALGORITHM = "CRC64NVME"
 HEADER = {a: f"x-amz-checksum-{a.lower()}" for a in ALGORITHMS}
 # Algorithms AWS documents that are not computed here: a digest sent in one of their headers
 # (or named as a trailer) is refused, never accepted unchecked.
