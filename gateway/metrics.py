@@ -67,7 +67,8 @@ class Metrics:
 
     def watch_auth_stamp(self, state: Callable[[], Mapping[str, Any]]) -> None:
         """Export the etcd auth stamp watch (`storage.metadata.etcd_stamp.WatchedStamp`):
-        `tessera_auth_stamp_unconfirmed` (1 per worker whose watch cannot answer now, summed)
+        `tessera_auth_stamp_unconfirmed` (1 per worker whose requests read the stamp now
+        because the watch is not confirmed, summed; an idle worker reads nothing: 0)
         and `tessera_auth_stamp_reads_total` (requests that read the stamp from etcd)."""
         self.registry.register(_AuthStampCollector(state))
 
@@ -149,9 +150,9 @@ class _AuthStampCollector:
     def collect(self) -> Iterator[Metric]:
         s = self._state()
         yield GaugeMetricFamily("tessera_auth_stamp_unconfirmed",
-                                "Gateway workers whose etcd auth stamp watch is not confirmed "
-                                "(each request then reads the stamp)",
-                                value=0.0 if s["confirmed"] else 1.0)
+                                "Gateway workers whose requests read the etcd auth stamp now "
+                                "(the watch is not confirmed; idle workers are not counted)",
+                                value=1.0 if s["state"] == "reading" else 0.0)
         yield CounterMetricFamily("tessera_auth_stamp_reads",
                                   "Requests that read the auth stamp from etcd (the watch "
                                   "could not answer)", value=float(s["reads"]))

@@ -154,16 +154,22 @@ def _render_integrity(i: dict[str, Any]) -> list[str]:
 
 
 def _render_auth_stamp(a: dict[str, Any] | None) -> list[str]:
-    """The AUTH STAMP line (etcd only): whether the watch answers requests, or each request
-    reads the stamp from etcd (a watch that never confirms: slower, not wrong)."""
+    """The AUTH STAMP line (etcd only): whether the watch answers requests, or requests read
+    the stamp from etcd (a watch that never confirms: slower, not wrong; "NOT confirmed"
+    once they have for WARN_AFTER_S, as the log's one warning), or the worker is idle."""
     if not a:
         return []
-    if a["confirmed"]:
+    since = a.get("reading_for_s")
+    for_s = f" (for {since:.0f} s)" if since is not None else ""
+    if a["state"] == "confirmed":
         state = "watch confirmed (requests answered from memory)"
+    elif a["state"] == "idle":
+        state = ("idle: no request reads the stamp now (the next one reads it once and "
+                 "resumes the watch's checks)")
+    elif a.get("warned"):
+        state = "watch NOT confirmed: every request reads the stamp from etcd" + for_s
     else:
-        since = a.get("reading_for_s")
-        state = ("watch NOT confirmed: every request reads the stamp from etcd"
-                 + (f" (for {since:.0f} s)" if since is not None else ""))
+        state = "confirming the watch: requests read the stamp from etcd meanwhile" + for_s
     return ["", "AUTH STAMP (etcd, the gateway worker that answered)",
             f"  {state}; {a['reads']} requests read it so far"]
 

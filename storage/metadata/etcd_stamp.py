@@ -98,12 +98,23 @@ class WatchedStamp:
         self._warned = False
 
     def state(self) -> dict[str, object]:
-        """For metrics and `tessera status`: whether the watch answers requests now, how
-        many requests read the stamp instead, and for how long they have been reading."""
+        """For metrics and `tessera status`: `state` is "confirmed" (the watch answers
+        requests from memory now), "reading" (requests read the stamp from etcd: a stretch
+        of such reads is open and a request came within IDLE_S) or "idle" (no request reads
+        it now: none yet, none for IDLE_S so the checks paused, or none since the last
+        confirmation lapsed; the next one reads it once and resumes the checks). Only
+        "reading" costs anything. `warned`: the reads went on WARN_AFTER_S (one log line)."""
         now = time.monotonic()
         since = self._reading_since
-        return {"confirmed": self._live and now - self._confirmed <= MAX_AGE_S,
-                "reads": self.reads,
+        confirmed = self._live and now - self._confirmed <= MAX_AGE_S
+        if confirmed:
+            state = "confirmed"
+        elif since is not None and self._used and now - self._used < IDLE_S:
+            state = "reading"
+        else:
+            state = "idle"
+        return {"state": state, "confirmed": confirmed, "reads": self.reads,
+                "warned": self._warned,
                 "reading_for_s": round(now - since, 1) if since is not None else None}
 
     async def _follow(self) -> None:

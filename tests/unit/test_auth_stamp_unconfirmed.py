@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 
 import pytest
 
@@ -52,6 +53,7 @@ async def test_unconfirmed_watch_is_counted_warned_once_and_shown(
         assert len(warned) == 1, [r.getMessage() for r in caplog.records]
         state = stamp.state()
         assert state["confirmed"] is False and state["reads"] == 5 == etcd.reads
+        assert state["state"] == "reading"
         text = metrics.render().decode()
         assert "tessera_auth_stamp_unconfirmed 1.0" in text
         assert "tessera_auth_stamp_reads_total 5.0" in text
@@ -73,18 +75,31 @@ async def test_unconfirmed_watch_is_counted_warned_once_and_shown(
 async def test_an_idle_healthy_watch_is_not_reported_unconfirmed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Review 16a: a healthy watch on a worker no request used for IDLE_S (its checks stop,
-    by design) is not "NOT confirmed: every request reads the stamp": the gauge meant to
-    find a watch that never confirms must not read 1 for every idle worker."""
+    by design), or none used yet, is not "NOT confirmed: every request reads the stamp":
+    nothing reads it. The gauge meant to find a watch that never confirms must not read 1
+    for every idle worker (summed over SO_REUSEPORT workers it would be ~their count), and
+    `tessera status` says idle."""
     etcd = _Etcd()
     etcd.confirm.set()  # a healthy member: the stream is confirmed at once
     stamp = WatchedStamp(etcd.read, etcd.watch)
+    metrics = Metrics()
+    metrics.watch_auth_stamp(stamp.state)
+
+    def shown_idle() -> None:
+        assert "tessera_auth_stamp_unconfirmed 0.0" in metrics.render().decode()
+        state = stamp.state()
+        line = "\n".join(_render_auth_stamp(state))
+        assert "idle" in line and "NOT confirmed" not in line, line
+        assert state["state"] == "idle" and state["reading_for_s"] is None, state
+
     try:
+        shown_idle()  # a worker before its first request
         assert await stamp.get() == 7
         while not stamp.state()["confirmed"]:
             await asyncio.sleep(0)
+        assert stamp.state()["state"] == "confirmed"
         later = etcd_stamp.time.monotonic() + etcd_stamp.IDLE_S + 1
-        monkeypatch.setattr(etcd_stamp.time, "monotonic", lambda: later)
-        state = stamp.state()
-        assert state["reading_for_s"] is None and state["confirmed"] is True, state
+        monkeypatch.setattr(etcd_stamp, "time", SimpleNamespace(monotonic=lambda: later))
+        shown_idle()  # IDLE_S without a request: the checks paused
     finally:
         await stamp.close()
