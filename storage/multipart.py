@@ -46,6 +46,7 @@ from storage.multipart_checksums import (
     FULL_OBJECT,
     Combiner,
     checksum_type_for,
+    stored_type,
 )
 from storage.multipart_records import ListedPart, Part, Upload, UploadOptions
 from storage.objects import NULL_VERSION, ObjectService, new_version_id
@@ -97,6 +98,16 @@ class ChecksumMismatch(InvalidInput):
         self.algorithm = algorithm
 
 
+class ChecksumTypeMismatch(InvalidInput):
+    """The checksum type the client asserted at Complete (x-amz-checksum-type) is not the
+    one the object gets: `have` (None: it gets no checksum, e.g. S3's default could not be
+    formed because a part was stored before it). Refused (AWS: BadDigest), never ignored."""
+
+    def __init__(self, have: str | None) -> None:
+        super().__init__(f"the object's checksum type is {have or 'none'}")
+        self.have = have
+
+
 class SizeMismatch(InvalidInput):
     """The object size the client announced at Complete (x-amz-mp-object-size) is not the
     listed parts' total."""
@@ -117,11 +128,15 @@ def _mismatched(have: dict[str, str], expected: dict[str, str]) -> str | None:
 
 
 def _describes(v: ObjectVersion, listed: Sequence[ListedPart], expected: dict[str, str],
-               expected_size: int | None) -> bool:
-    """Whether completing with `listed` (and the whole-object checksums and size the client
-    announced) would have made exactly `v`: the same parts with the same ETags and
-    checksums, so the same multipart ETag (`_assemble`'s arithmetic), checksums and size."""
+               expected_size: int | None, expected_type: str | None = None) -> bool:
+    """Whether completing with `listed` (and the whole-object checksums, checksum type and
+    size the client announced) would have made exactly `v`: the same parts with the same
+    ETags and checksums, so the same multipart ETag (`_assemble`'s arithmetic), checksums,
+    checksum type and size."""
     if len(v.parts) != len(listed) or (expected_size is not None and expected_size != v.size):
+        return False
+    if expected_type is not None and expected_type != stored_type(v.checksums,
+                                                                  v.checksum_type):
         return False
     for want, part in zip(listed, v.parts, strict=True):
         if want.number != part.number or not _is_part(want, part.etag, part.checksums):
@@ -282,10 +297,12 @@ class MultipartService:
     async def complete(self, b: Bucket, key: str, upload_id: str, listed: Sequence[ListedPart],
                        conditions: WriteConditions | None = None,
                        expected: dict[str, str] | None = None,
-                       expected_size: int | None = None) -> ObjectVersion:
+                       expected_size: int | None = None,
+                       expected_type: str | None = None) -> ObjectVersion:
         """Make the listed parts one object version; unlisted parts are retired.
 
-        Raises InvalidPart, PartTooSmall, ChecksumMismatch, SizeMismatch (the parts' total is
+        Raises InvalidPart, PartTooSmall, ChecksumMismatch, ChecksumTypeMismatch (the object
+        would not get checksum type `expected_type`), SizeMismatch (the parts' total is
         not `expected_size`), UploadNotFound, Conflict when a conditional write's
         precondition does not hold, or Overloaded (503 SlowDown) when the upload's record
         changed under each of `COMPLETE_TRIES` attempts (its parts being moved meanwhile).
@@ -295,7 +312,7 @@ class MultipartService:
         for _ in range(COMPLETE_TRIES):
             up, rev = await self.get(b, key, upload_id)
             try:
-                v, extra = await self._assemble(up, b, listed, expected or {})
+                v, extra = await self._assemble(up, b, listed, expected or {}, expected_type)
             except InvalidInput:
                 # Its parts are not read in one snapshot: a completion or abort (here or on
                 # another gateway) that deletes them meanwhile is not the client's bad part.
@@ -321,7 +338,8 @@ class MultipartService:
 
     async def finished(self, b: Bucket, key: str, upload_id: str,
                        listed: Sequence[ListedPart], expected: dict[str, str] | None = None,
-                       expected_size: int | None = None) -> ObjectVersion | None:
+                       expected_size: int | None = None,
+                       expected_type: str | None = None) -> ObjectVersion | None:
         """The current version of `key` if upload `upload_id` made it and it is exactly the
         object this completion asks for (`_describes`): a repeated completion is answered
         200 with it. Else None: NoSuchUpload, S3's answer for a completed upload.
@@ -334,10 +352,12 @@ class MultipartService:
         v = ObjectVersion.decode(items[0].value)
         if v.upload_id != upload_id or v.delete_marker:
             return None
-        return v if _describes(v, listed, expected or {}, expected_size) else None
+        return (v if _describes(v, listed, expected or {}, expected_size, expected_type)
+                else None)
 
     async def _assemble(self, up: Upload, b: Bucket, listed: Sequence[ListedPart],
-                        expected: dict[str, str]) -> tuple[ObjectVersion, Txn]:
+                        expected: dict[str, str], expected_type: str | None = None
+                        ) -> tuple[ObjectVersion, Txn]:
         """Merge the listed parts with the stored ones (both in part-number order)."""
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
         v = up.shell(version_id)
@@ -394,6 +414,9 @@ class MultipartService:
         wrong = _mismatched(v.checksums, expected)
         if wrong is not None:
             raise ChecksumMismatch(wrong)
+        have = stored_type(v.checksums, v.checksum_type)
+        if expected_type is not None and expected_type != have:
+            raise ChecksumTypeMismatch(have)
         v.last_modified = time.time()
         return v, Txn(compares={}, puts=puts, deletes=tuple(deletes))
 

@@ -24,6 +24,12 @@ ALGORITHMS = (*CRC_ALGORITHMS, "SHA1", "SHA256")
 DEFAULT_ALGORITHM = "CRC64NVME"
 
 
+def stored_type(checksums: dict[str, str], checksum_type: str | None) -> str | None:
+    """An object version's checksum type from its stored fields: COMPOSITE or FULL_OBJECT,
+    None without a checksum (a checksum with no type recorded is S3's default, FULL_OBJECT)."""
+    return (checksum_type or FULL_OBJECT) if checksums else None
+
+
 def checksum_type_for(algorithm: str | None, requested: str | None) -> str | None:
     """The checksum type an upload gets; raises InvalidInput for unsupported pairs."""
     if algorithm is None:

@@ -17,6 +17,7 @@ from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.http import http_date, strict_int
 from gateway.s3.xml import CHECKSUM_ALGORITHMS, S3_NAMESPACE
+from storage.multipart_checksums import stored_type
 from storage.records import ObjectVersion
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
@@ -29,7 +30,7 @@ def is_multipart(v: ObjectVersion) -> bool:
 
 def checksum_type(v: ObjectVersion) -> str | None:
     """The version's checksum type (COMPOSITE or FULL_OBJECT), None without a checksum."""
-    return (v.checksum_type or "FULL_OBJECT") if v.checksums else None
+    return stored_type(v.checksums, v.checksum_type)
 
 
 def checksum_headers(v: ObjectVersion, part_number: int | None = None) -> dict[str, str]:

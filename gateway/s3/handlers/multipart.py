@@ -56,6 +56,8 @@ def _errors(upload_id: str = "") -> Iterator[None]:
     except mp.ChecksumMismatch as e:
         raise S3Error("BadDigest", f"The {e.algorithm} you specified did not match the "
                       "calculated checksum.") from None
+    except mp.ChecksumTypeMismatch as e:
+        raise S3Error("BadDigest", _type_mismatch(e.have)) from None
     except mp.SizeMismatch as e:
         raise S3Error("InvalidRequest", f"The provided x-amz-mp-object-size ({e.announced}) "
                       f"does not match the object's size ({e.size}).") from None
@@ -293,39 +295,55 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
                 v = await _made(rq, upload_id, asked)
             return await _completed(rq, v)
     _completion_customer_key(rq, up, with_checksum=up.checksum_algorithm is not None)
-    _check_checksum_type(rq.headers.get("x-amz-checksum-type"), up)
+    _check_checksum_type(_asserted_type(rq), up)
     asked = await _asked(rq)
     _refuse_keyless_assertion(rq, up, asked)
     with _errors(upload_id):
         try:
             v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, asked.listed,
                                    write_conditions(rq.headers), expected=asked.expected,
-                                   expected_size=asked.size)
+                                   expected_size=asked.size, expected_type=asked.ctype)
         except mp.UploadNotFound:  # completed meanwhile (a race, here or on another gateway)
             v = await _made(rq, upload_id, asked)
     return await _completed(rq, v)
 
 
-def _check_checksum_type(raw: str | None, up: Upload) -> None:
-    """A completion's x-amz-checksum-type must be the upload's (AWS: BadDigest otherwise);
-    an upload made without a checksum algorithm has S3's default, a FULL_OBJECT CRC64NVME."""
+def _asserted_type(rq: S3Request) -> str | None:
+    """The checksum type a completion asserts (x-amz-checksum-type), None if it asserts none."""
+    raw = rq.headers.get("x-amz-checksum-type")
     if raw is None:
-        return
-    have = up.checksum_type if up.checksum_algorithm else FULL_OBJECT
+        return None
     if raw.upper() not in (COMPOSITE, FULL_OBJECT):
         raise S3Error("InvalidRequest", "Value for x-amz-checksum-type header is invalid.")
-    if raw.upper() != have:
-        raise S3Error("BadDigest", f"The upload was created using the {have or 'no'} "
-                      "checksum mode. The complete request must use the same checksum mode.")
+    return raw.upper()
+
+
+def _check_checksum_type(asserted: str | None, up: Upload) -> None:
+    """A completion's x-amz-checksum-type must be the upload's (AWS: BadDigest otherwise);
+    an upload made without a checksum algorithm has S3's default, a FULL_OBJECT CRC64NVME
+    (unless a part predates it: storage refuses that when the parts are read)."""
+    if asserted is None:
+        return
+    have = up.checksum_type if up.checksum_algorithm else FULL_OBJECT
+    if asserted != have:
+        raise S3Error("BadDigest", _type_mismatch(have))
+
+
+def _type_mismatch(have: str | None) -> str:
+    """AWS's message for a completion whose checksum type is not the upload's."""
+    return (f"The upload was created using the {have or 'no'} checksum mode. The complete "
+            "request must use the same checksum mode.")
 
 
 @dataclass
 class _Asked:
-    """What a CompleteMultipartUpload asks for: its parts, whole-object checksums, size."""
+    """What a CompleteMultipartUpload asks for: its parts, whole-object checksums, size,
+    checksum type."""
 
     listed: list[ListedPart]
     expected: dict[str, str]
     size: int | None
+    ctype: str | None = None
 
 
 async def _asked(rq: S3Request) -> _Asked:
@@ -339,7 +357,7 @@ async def _asked(rq: S3Request) -> _Asked:
         raise
     listed = [ListedPart(n, etag, cks) for n, etag, cks in parsed]
     return _Asked(listed, checksums.from_headers(rq.headers, parts=len(listed)),
-                  _announced_size(rq.headers.get("x-amz-mp-object-size")))
+                  _announced_size(rq.headers.get("x-amz-mp-object-size")), _asserted_type(rq))
 
 
 async def _made(rq: S3Request, upload_id: str, asked: _Asked) -> ObjectVersion:
@@ -347,7 +365,7 @@ async def _made(rq: S3Request, upload_id: str, asked: _Asked) -> ObjectVersion:
     completion is answered 200 with it; else UploadNotFound (NoSuchUpload, S3's answer
     for a completed upload), never 200 with an object the request did not describe."""
     done = await service(rq).finished(rq.existing_bucket(), rq.key, upload_id, asked.listed,
-                                      asked.expected, asked.size)
+                                      asked.expected, asked.size, asked.ctype)
     if done is None:
         raise mp.UploadNotFound(upload_id)
     return done
@@ -370,8 +388,10 @@ def _asserts(asked: _Asked) -> bool:
 
 
 def _unasserted(asked: _Asked) -> _Asked:
-    """The completion without its checksum assertions."""
-    return _Asked([ListedPart(p.number, p.etag, {}) for p in asked.listed], {}, asked.size)
+    """The completion without its checksum assertions (its type kept: it tells no more
+    than a listing's ChecksumAlgorithm does)."""
+    return _Asked([ListedPart(p.number, p.etag, {}) for p in asked.listed], {}, asked.size,
+                  asked.ctype)
 
 
 def _refuse_keyless_assertion(rq: S3Request, made: Upload | ObjectVersion,
