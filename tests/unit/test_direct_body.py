@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import select
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 import botocore.auth
 import pytest
 import urllib3.util.connection
+from aiohttp import web_protocol
 from botocore.awsrequest import AWSRequest
 
 import gateway.s3.body as body_mod
@@ -635,12 +637,13 @@ async def test_a_given_up_body_sent_whole_still_closes_the_connection(
     assert bodyrecv.QUIET.active == 0
 
 
-def _slow_bad_transfer_chunked(s3: Any, piece: int, gap: float, give_up_s: float
-                               ) -> tuple[bytes, int, bool, float]:
-    """`_slow_bad_chunked` with the body sent in HTTP chunked transfer encoding (no
-    Content-Length): a good aws-chunked chunk and a bad chunk header in the first HTTP
-    chunk, then HTTP chunks of `piece` zero bytes every `gap` seconds until the gateway
-    closes the connection or `give_up_s` passed. Returns (answer, bytes sent, cut, s)."""
+def _bad_transfer_chunked(s3: Any, piece: int, gap: float, give_up_s: float,
+                          give_up_bytes: int) -> tuple[bytes, int, bool]:
+    """A body sent in HTTP chunked transfer encoding (no Content-Length): a good aws-chunked
+    chunk and a bad chunk header in the first HTTP chunk, then HTTP chunks of `piece` zero
+    bytes, one every `gap` seconds (0: as fast as the socket takes them), until the gateway
+    closes the connection or `give_up_bytes` were sent or `give_up_s` passed.
+    Returns (answer, bytes sent, cut: the gateway closed it)."""
     good = GOOD_CHUNK[False]
     inner = f"{good:x}\r\n".encode() + _body("slow-te", good) + b"\r\nzz\r\n"
     wire = f"{len(inner):x}\r\n".encode() + inner + b"\r\n"
@@ -650,42 +653,64 @@ def _slow_bad_transfer_chunked(s3: Any, piece: int, gap: float, give_up_s: float
     host, port = netloc.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + wire)
-        sent, bad_at, got = len(wire), time.monotonic(), b""
+        sent, end, got = len(wire), time.monotonic() + give_up_s, b""
         sock.setblocking(False)
-        filler = f"{piece:x}\r\n".encode() + b"\0" * piece + b"\r\n"
-        while time.monotonic() < bad_at + give_up_s:
+        filler = memoryview(f"{piece:x}\r\n".encode() + b"\0" * piece + b"\r\n")
+        pending = filler[:0]  # the rest of an HTTP chunk partly sent (its framing kept)
+        while sent < give_up_bytes and time.monotonic() < end:
+            readable, writable, _ = select.select([sock], [sock], [], 1.0)
             try:
-                while chunk := sock.recv(65536):
-                    got += chunk
-                return got, sent, True, time.monotonic() - bad_at  # EOF: closed
-            except BlockingIOError:
-                pass
-            except ConnectionResetError:
-                return got, sent, True, time.monotonic() - bad_at
-            try:
-                sent += sock.send(filler)
-            except BlockingIOError:
+                if readable:
+                    while chunk := sock.recv(65536):
+                        got += chunk
+                    return got, sent, True  # EOF: closed
+                if writable:
+                    if not pending:
+                        if gap:
+                            time.sleep(gap)  # the client's pace (a slow sender is the case)
+                        pending = filler
+                    n = sock.send(pending)
+                    pending, sent = pending[n:], sent + n
+            except (BlockingIOError, InterruptedError):
                 pass
             except (BrokenPipeError, ConnectionResetError):
-                return got, sent, True, time.monotonic() - bad_at
-            time.sleep(gap)  # the client's pace (a slow sender is the case under test)
-    return got, sent, False, time.monotonic() - bad_at
+                return got, sent, True
+    return got, sent, False
 
 
-@pytest.mark.parametrize(("drain_s", "drain_bytes"), [(0.5, 1 << 40), (30.0, 1 << 20)],
+def _unbounded_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp's own linger (10 s of reading a body the handler left) made unbounded, so
+    that only the gateway's bounds can cut a body: the test then needs no race between
+    those bounds and aiohttp's 10 s (the old code's cut) and decides by a condition."""
+    init = web_protocol.RequestHandler.__init__
+
+    def lingering_forever(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **{**kwargs, "lingering_time": 1e9})
+
+    monkeypatch.setattr(web_protocol.RequestHandler, "__init__", lingering_forever)
+
+
+@pytest.mark.parametrize(("drain_s", "drain_bytes", "piece", "gap", "give_up_s", "give_up_bytes"),
+                         [(0.5, 1 << 40, 16384, 0.02, 120.0, 1 << 40),
+                          (1e9, 1 << 20, 1 << 18, 0.0, 600.0, 256 << 20)],
                          ids=["time-bound", "byte-bound"])
 async def test_a_transfer_chunked_body_given_up_is_dropped_within_the_bounds(
-        s3: Any, monkeypatch: pytest.MonkeyPatch, drain_s: float, drain_bytes: int) -> None:
+        s3: Any, monkeypatch: pytest.MonkeyPatch, drain_s: float, drain_bytes: int,
+        piece: int, gap: float, give_up_s: float, give_up_bytes: int) -> None:
     """A body sent with Transfer-Encoding: chunked (no Content-Length) that the handler
     gives up on was left to aiohttp's linger: 10 s of reading, however many bytes. Now it
-    is dropped within DRAIN_S and DRAIN_BYTES like a Content-Length body: a client dripping
-    16 KiB every 20 ms is cut off within 8 s by either bound alone (0.5 s; 1 MiB, about
-    1.3 s of it), and aiohttp's 10 s linger fails both."""
+    is dropped within DRAIN_S and DRAIN_BYTES like a Content-Length body. aiohttp's linger
+    is unbounded here, so the old code never cuts the body, and each bound alone must:
+    time-bound, a client dripping 16 KiB every 20 ms is cut after DRAIN_S = 0.5 s (it
+    gives up after 120 s: a 240x margin); byte-bound (DRAIN_S unbounded), a client
+    sending as fast as it can is cut after DRAIN_BYTES = 1 MiB (plus what socket buffers
+    hold), before it has sent 256 MiB: no clock at all."""
     monkeypatch.setattr(bodyrecv, "DRAIN_S", drain_s)
     monkeypatch.setattr(bodyrecv, "DRAIN_BYTES", drain_bytes)
-    answer, sent, cut, took = await asyncio.to_thread(_slow_bad_transfer_chunked, s3,
-                                                      16384, 0.02, 8.0)
-    assert cut, f"still draining after {took:.0f} s, {sent} bytes sent"
+    _unbounded_linger(monkeypatch)
+    answer, sent, cut = await asyncio.to_thread(_bad_transfer_chunked, s3, piece, gap,
+                                                give_up_s, give_up_bytes)
+    assert cut, f"still draining after {sent} bytes sent"
     if answer:  # read before the close (a reset may discard what the client had not read)
         assert answer.startswith(b"HTTP/1.1 400") and b"<Code>InvalidRequest</Code>" in answer
         assert b"connection: close" in answer.partition(b"\r\n\r\n")[0].lower()
