@@ -83,3 +83,18 @@ async def test_other_writes_leave_it_and_a_live_stamp_costs_no_request(
     # loaded box) or its periodic check (`etcd_stamp.CHECK_S`) was late
     assert st._fresh.reads == reads or st._epoch != epoch or st.unconfirmed != unconfirmed  # noqa: SLF001
     assert await b._read_stamp() == stamp  # noqa: SLF001 - nothing changed it meanwhile
+
+
+async def test_a_store_no_request_used_is_idle_not_unconfirmed(
+        two: tuple[EtcdStore, EtcdStore]) -> None:
+    """Review 16a: on a real etcd, a store before any request reads nothing and shows
+    "idle" (the gauge of unconfirmed workers 0), then "confirmed" once its watch stands;
+    it showed "not confirmed" before its first request."""
+    _, b = two
+    assert b.auth_stamp_state()["state"] == "idle"
+    await _live(b)
+    until = time.monotonic() + 60.0
+    while b.auth_stamp_state()["state"] != "confirmed":  # the checks confirm it (a condition)
+        assert time.monotonic() < until, b.auth_stamp_state()
+        await b.auth_stamp()
+        await asyncio.sleep(0.02)
