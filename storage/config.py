@@ -60,6 +60,8 @@ __all__ = [
     "validate_layout", "with_env_overrides",
 ]
 
+HEAD_MIN_BYTES = 8 * 1024  # [gateway] max_header_bytes' floor: AWS's own cap on a head
+
 
 @dataclass(frozen=True)
 class Config:
@@ -257,6 +259,11 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < MiB:
         raise ConfigError("[gateway] upload_budget_bytes must be a whole number >= 1048576 "
                           f"(1 MiB), got {budget!r}")
+    head = gw.get("max_header_bytes", GatewayConfig.max_header_bytes)  # below AWS's 8 KiB,
+    # ordinary requests of every SDK would be refused
+    if isinstance(head, bool) or not isinstance(head, int) or head < HEAD_MIN_BYTES:
+        raise ConfigError(f"[gateway] max_header_bytes must be a whole number >= "
+                          f"{HEAD_MIN_BYTES} (AWS's 8 KiB), got {head!r}")
     meta = dict(raw.get("metadata", {}))
     _check_keys("metadata", meta, _META_KEYS)
     profiles = {name: _profile(name, p) for name, p in dict(raw.get("profiles", {})).items()}

@@ -246,3 +246,13 @@ def test_settings_refuse_nan_inf_and_values_past_their_ceiling(
     silently), inf made the busy rate never back off."""
     refused({**raw(), section: {key: value}}, rf"\[{section}\] {key} must be a number >= ")
     assert getattr(config_from_mapping({**raw(), section: {key: 50.0}}), section) is not None
+
+
+@pytest.mark.parametrize("value", [0, 100, 8191, "16384", 16384.0, True])
+def test_max_header_bytes_below_aws_cap_or_not_whole_is_refused(value: Any) -> None:
+    """A cap under 8 KiB (AWS's own) was taken and then refused every ordinary request."""
+    refused(raw(gateway={"max_header_bytes": value}),
+            r"\[gateway\] max_header_bytes must be a whole number >= 8192")
+    for ok in (8192, 16384, 65536):
+        assert config_from_mapping(raw(gateway={"max_header_bytes": ok})
+                                   ).gateway.max_header_bytes == ok
