@@ -7,25 +7,53 @@ ones or one start tag of 700,000 attributes (expat alone spends ~2 s on that), a
 hundreds of MB of elements, before the schema checks refused it. `check_shape` refuses, at
 the speed of a byte scan, a body with more '<' than any S3 document has (`TAGS_MAX`: the
 start and end tags of 10,000 completed parts, each with its children; a '<' in text must be
-escaped) or a run of `MARKUP_RUN_MAX` bytes without a '>' (no S3 start tag is that long:
-the longest text, an escaped 1,024-byte key, is a few KiB).
+escaped, and one inside a CDATA section, comment or processing instruction is not markup and
+is not counted) or a run of `MARKUP_RUN_MAX` bytes without a '>' (no S3 start tag is that
+long: the longest text, an escaped 1,024-byte key, is a few KiB).
 """
 
 from __future__ import annotations
 
+import re
+
 TAGS_MAX = 200_000
 MARKUP_RUN_MAX = 64 * 1024
+
+
+# what opens a section whose '<' are text, and what closes it
+VERBATIM = {b"<![CDATA[": b"]]>", b"<!--": b"-->", b"<?": b"?>"}
+OPENER = re.compile(b"|".join(re.escape(opener) for opener in VERBATIM))
 
 
 class OverBudget(ValueError):
     """The body is bigger in shape than any S3 document."""
 
 
+def markup_over(body: bytes, most: int) -> bool:
+    """Whether `body` has more than `most` '<' outside CDATA sections, comments and
+    processing instructions (a section's opening '<' counts: so does an unclosed section's
+    every '<'). Each section found costs a search and two counts and is one '<' of markup,
+    so the scan stops after at most `most` + 1 of them."""
+    tags = 0
+    at = 0
+    while (opened := OPENER.search(body, at)) is not None:
+        start = opened.start()
+        tags += body.count(b"<", at, start) + 1
+        close = body.find(VERBATIM[opened[0]], opened.end())
+        if close < 0:  # never closed: every '<' after the opener counts too
+            return tags + body.count(b"<", start + 1) > most
+        if tags > most:
+            return True
+        at = close + len(VERBATIM[opened[0]])
+    return tags + body.count(b"<", at) > most
+
+
 def check_shape(body: bytes) -> None:
-    """OverBudget if `body` has more than TAGS_MAX '<' or MARKUP_RUN_MAX bytes without '>'."""
+    """OverBudget if `body` has more than TAGS_MAX '<' of markup or MARKUP_RUN_MAX bytes
+    without '>'."""
     tags = body.count(b"<")
-    if tags > TAGS_MAX:
-        raise OverBudget(f"{tags} tags, over {TAGS_MAX}")
+    if tags > TAGS_MAX and markup_over(body, TAGS_MAX):
+        raise OverBudget(f"{tags} '<', over {TAGS_MAX} of them markup")
     run = 0  # bytes since the last '>' before the current piece
     for at in range(0, len(body), MARKUP_RUN_MAX):  # a run inside one piece is short enough
         end = min(at + MARKUP_RUN_MAX, len(body))
