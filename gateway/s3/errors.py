@@ -170,9 +170,12 @@ ERRORS: dict[str, tuple[int, str]] = {
     "MalformedPolicy": (400, "Policies must be valid JSON and the first byte must be '{'"),
     "MalformedXML": (400, _MALFORMED_XML),
     "MaxMessageLengthExceeded": (400, "Your request was too big."),
-    "MaxPostPreDataLengthExceededError": (
+    # AWS's answer as sent (waynehoover/s3_direct_upload#45, Vydia/react-native-background-
+    # upload#55, with MaxPostPreDataLengthBytes), not its error table's
+    # "MaxPostPreDataLengthExceededError"; the message's spelling is AWS's
+    "MaxPostPreDataLengthExceeded": (
         400,
-        "Your POST request fields preceding the upload file were too large.",
+        "Your POST request fields preceeding the upload file was too large.",
     ),
     "MetadataTooLarge": (
         400,

@@ -108,17 +108,22 @@ async def _read_fields(request: web.Request) -> tuple[dict[str, str], Any, str |
         # form under it is never refused for how its boundary is spelled.
         used += max(PART_MIN, framing + sum(len(k) + len(v) + 4 for k, v in part.headers.items()))
         if used > PRE_DATA_MAX:
-            raise S3Error("MaxPostPreDataLengthExceededError")
+            raise _pre_data_too_large()
         data = bytearray()
         while chunk := await part.read_chunk(4096):  # type: ignore[union-attr]
             data += chunk
             used += len(chunk)
             if used > PRE_DATA_MAX:
-                raise S3Error("MaxPostPreDataLengthExceededError")
+                raise _pre_data_too_large()
         try:
             fields[name] = data.decode("utf-8")
         except UnicodeDecodeError:
             raise S3Error("MalformedPOSTRequest") from None
+
+
+def _pre_data_too_large() -> S3Error:
+    """AWS's refusal of a form over PRE_DATA_MAX bytes before its file, naming the limit."""
+    return S3Error("MaxPostPreDataLengthExceeded", MaxPostPreDataLengthBytes=str(PRE_DATA_MAX))
 
 
 def _authenticate(fields: dict[str, str], secret_of: Any, region: str,

@@ -137,7 +137,8 @@ def test_post_form_of_many_empty_fields_is_max_post_pre_data_length_exceeded(
     form = w["s3"].generate_presigned_post(w["bucket"], "posted")
     fields = {**form["fields"], **{f"x-ignore-{i}": "" for i in range(5000)}}
     r = requests.post(form["url"], data=fields, files={"file": ("f", b"body")}, timeout=60)
-    assert r.status_code == 400 and "<Code>MaxPostPreDataLengthExceededError</Code>" in r.text
+    assert r.status_code == 400 and "<Code>MaxPostPreDataLengthExceeded</Code>" in r.text
+    assert "<MaxPostPreDataLengthBytes>20480</MaxPostPreDataLengthBytes>" in r.text
     with pytest.raises(ClientError):
         w["s3"].head_object(Bucket=w["bucket"], Key="posted")
     few = {**form["fields"], **{f"x-ignore-{i}": "" for i in range(20)}}

@@ -55,7 +55,8 @@ async def test_form_over_the_pre_data_limit_is_refused() -> None:
     assert pre > PRE_DATA_MAX  # 20,544
     with pytest.raises(S3Error) as err:
         await _read(body)
-    assert err.value.code == "MaxPostPreDataLengthExceededError"
+    assert err.value.code == "MaxPostPreDataLengthExceeded"  # as AWS sends it
+    assert err.value.extra == {"MaxPostPreDataLengthBytes": "20480"}
 
 
 def test_range_with_last_below_first_is_ignored_past_forty_digits() -> None:
