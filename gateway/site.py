@@ -4,7 +4,8 @@ aiohttp bounds header lines but puts no deadline on them nor a cap on their sum:
 that opens a connection and trickles (or never finishes) its request line would hold it
 forever. Every connection's handler (`storage.headguard.CappedHandler`) closes it when a
 head is not complete `header_timeout_s` after it began (after the connection opened, for
-the first) and refuses heads over `max_header_bytes`; idle keep-alive connections are closed
+the first) and refuses heads over `max_header_bytes` with the listener's own answer
+(`refusal`: S3's XML, the admin API's JSON); idle keep-alive connections are closed
 by aiohttp's own keep-alive timeout (set in `gateway.app`).
 """
 
@@ -18,7 +19,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.balance import BalancedAccept, ConnSlots
-from gateway.s3.headlimit import too_large_answer
 from storage.headguard import capped_handler
 
 HEADER_TIMEOUT_S = 20.0
@@ -29,10 +29,12 @@ BACKLOG = 1024
 class GuardedTCPSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
                  header_timeout_s: float = HEADER_TIMEOUT_S,
-                 max_header_bytes: int = MAX_HEADER_BYTES, backlog: int = BACKLOG) -> None:
+                 max_header_bytes: int = MAX_HEADER_BYTES,
+                 refusal: Callable[[int], bytes], backlog: int = BACKLOG) -> None:
         super().__init__(runner, host, port, backlog=backlog)
         self._header_timeout_s = header_timeout_s
         self._max_header_bytes = max_header_bytes
+        self._refusal = refusal  # the cap -> the listener's own answer refusing a head
 
     def _guarded(self) -> Callable[[], RequestHandler]:
         """The runner's handler factory: handlers holding heads to size and time."""
@@ -41,7 +43,7 @@ class GuardedTCPSite(web.TCPSite):
 
         def make() -> RequestHandler:
             return capped_handler(factory, self._header_timeout_s, self._max_header_bytes,
-                                  lambda: too_large_answer(self._max_header_bytes))
+                                  lambda: self._refusal(self._max_header_bytes))
 
         return make
 
@@ -58,10 +60,11 @@ class BalancedTCPSite(GuardedTCPSite):
 
     def __init__(self, runner: web.BaseRunner, socks: list[socket.socket], slots: ConnSlots,
                  *, header_timeout_s: float = HEADER_TIMEOUT_S,
-                 max_header_bytes: int = MAX_HEADER_BYTES, grace_s: float = 0.25) -> None:
+                 max_header_bytes: int = MAX_HEADER_BYTES, refusal: Callable[[int], bytes],
+                 grace_s: float = 0.25) -> None:
         host, port = socks[0].getsockname()[:2]
         super().__init__(runner, host, port, header_timeout_s=header_timeout_s,
-                         max_header_bytes=max_header_bytes)
+                         max_header_bytes=max_header_bytes, refusal=refusal)
         self._socks = socks
         self._slots = slots
         self._grace_s = grace_s

@@ -47,7 +47,7 @@ from nodes.handlers import (
 )
 from nodes.leanget import lean_get
 from nodes.leanstream import BodyStream, give_stream, stream_put, take_stream
-from storage.headguard import HEAD_MAX_BYTES, capped_handler
+from storage.headguard import HEAD_MAX_BYTES, capped_handler, closing_answer
 from storage.shards.auth import TRAILER_BYTES
 from storage.shards.format import HEADER_BYTES
 from storage.widereads import WideBudget
@@ -191,10 +191,7 @@ def _head_too_large() -> bytes:
     """The answer to a head over `HEAD_MAX_BYTES` (the connection then closes)."""
     body = json.dumps({"error": "too_large",
                        "message": f"request head over {HEAD_MAX_BYTES} bytes"}).encode()
-    return (f"HTTP/1.1 431 {HTTPStatus(431).phrase}\r\n"
-            "Content-Type: application/json; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nDate: {_date()}\r\nConnection: close\r\n\r\n"
-            ).encode("latin-1") + body
+    return closing_answer(431, "application/json; charset=utf-8", body)
 
 
 class LeanFront(asyncio.BufferedProtocol):

@@ -8,7 +8,10 @@ them, a thousand connections gigabytes. `CappedHandler` counts what a connection
 it is between requests (no request yet, or the last one's body wholly received) and, past
 its `max_bytes` before a request's head is complete, answers the server's refusal and
 closes the connection (or only closes it when an earlier request is still being answered on
-it: no answer may be cut into). That bounds memory within one socket read; a server that
+it: no answer may be cut into). After its refusal it reads on and drops what the client
+still sends (at most `DROP_BYTES`, for `DROP_S`) until the client closes: closing on unread
+bytes would reset the connection, and a client still sending its head would see the reset,
+not the refusal. That bounds memory within one socket read; a server that
 must answer a head over the cap the same whatever the reads measures complete heads itself
 (the S3 pipeline: `gateway.s3.headlimit`). A head not complete `head_timeout_s` after it
 began (after the connection opened, for the first; after its first byte, for a later one on
@@ -18,7 +21,9 @@ a keep-alive connection) closes the connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import email.utils
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +31,18 @@ from aiohttp.web_protocol import RequestHandler
 
 HEAD_MAX_BYTES = 64 * 1024  # a node's cap on one head: its request line and header lines
 # together (the gateway's is `[gateway] max_header_bytes`)
+DROP_BYTES = 1024 * 1024  # after a refusal, what the client still sends is read and dropped
+DROP_S = 10.0  # up to this many bytes and for this long (aiohttp's lingering time), at most
+
+
+def closing_answer(status: int, content_type: str, body: bytes,
+                   headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A whole HTTP/1.1 answer, written raw before any request exists, after which the
+    connection closes: its status line, Content-Type, Content-Length, Date, `headers`."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Content-Type: {content_type}",
+             f"Content-Length: {len(body)}", f"Date: {email.utils.formatdate(usegmt=True)}",
+             *(f"{k}: {v}" for k, v in headers), "Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1") + body
 
 
 class CappedHandler(RequestHandler):
@@ -36,8 +53,8 @@ class CappedHandler(RequestHandler):
     with each request whose head completes. The chunk in which a body ends is not counted
     (it may hold the next head's start): the cap holds within one read of the socket."""
 
-    __slots__ = ("_head_bytes", "_head_timeout_s", "_last_payload", "_max_bytes", "_refusal",
-                 "_seen")
+    __slots__ = ("_dropped", "_head_bytes", "_head_timeout_s", "_last_payload", "_max_bytes",
+                 "_refusal", "_seen")
 
     def __init__(self, *args: Any, head_timeout_s: float, max_bytes: int,
                  refusal: Callable[[], bytes], **kwargs: Any) -> None:
@@ -48,12 +65,18 @@ class CappedHandler(RequestHandler):
         self._head_bytes = 0
         self._last_payload: Any = None
         self._seen = 0
+        self._dropped = -1  # bytes read and dropped since the refusal (-1: none yet)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._dropped >= 0:  # refused: read, drop, close past the bound
+            self._dropped += len(data)
+            if self._dropped > DROP_BYTES and self.transport is not None:
+                self.transport.close()
+            return
         between = self._last_payload is None or self._last_payload.is_eof()
         super().data_received(data)
         if self._request_count != self._seen:  # a head completed in this chunk
@@ -87,9 +110,14 @@ class CappedHandler(RequestHandler):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not self._request_in_progress and not self._messages:
-            transport.write(self._refusal())
-        self.force_close()  # the transport sends what was written, then closes
+        if self._request_in_progress or self._messages:
+            self.force_close()  # no refusal: it would cut into the answer being written
+            return
+        transport.write(self._refusal())
+        if transport.can_write_eof():
+            transport.write_eof()  # the answer is whole: the client may close
+        self._dropped = 0  # aiohttp's handler waits on; the client's close ends it
+        self._loop.call_later(DROP_S, transport.close)
 
 
 def capped_handler(server: web.Server, head_timeout_s: float, max_bytes: int,

@@ -347,6 +347,9 @@ class S3Error(Exception):
         return f"S3Error({self.code!r}, status={self.status}, message={self.message!r})"
 
 
+HOST_ID = "tessera"  # the HostId of every answer (x-amz-id-2)
+
+
 def error_xml(err: S3Error, request_id: str, host_id: str) -> bytes:
     """Render `err` as AWS's `<Error>` document; empty bytes when the status has no body."""
     if not err.has_body:

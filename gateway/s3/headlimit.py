@@ -8,7 +8,8 @@ import secrets
 
 from aiohttp import web
 
-from gateway.s3.errors import S3Error, error_xml
+from gateway.s3.errors import HOST_ID, S3Error, error_xml
+from storage.headguard import closing_answer
 
 
 def head_bytes(request: web.BaseRequest) -> int:
@@ -23,9 +24,9 @@ def too_large(limit: int) -> S3Error:
 
 
 def too_large_answer(limit: int) -> bytes:
-    """The whole HTTP answer refusing a head over `limit` bytes (the connection closes)."""
+    """The whole HTTP answer refusing a head over `limit` bytes (the connection closes),
+    with the headers of every S3 answer (request id, Date)."""
     err = too_large(limit)
-    body = error_xml(err, secrets.token_hex(8).upper(), "tessera")
-    head = (f"HTTP/1.1 {err.status} Bad Request\r\nContent-Type: application/xml\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return head.encode() + body
+    rid = secrets.token_hex(8).upper()
+    return closing_answer(err.status, "application/xml", error_xml(err, rid, HOST_ID),
+                          [("x-amz-request-id", rid), ("x-amz-id-2", HOST_ID)])

@@ -19,7 +19,7 @@ from gateway.metrics import Metrics
 from gateway.s3 import access_log, authz, cors, post_upload, sigv2
 from gateway.s3.bodyrecv import take_connection
 from gateway.s3.context import RequestContext, resolve_bucket
-from gateway.s3.errors import S3Error, error_xml
+from gateway.s3.errors import HOST_ID, S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import Handler, load_all
 from gateway.s3.headlimit import head_bytes, too_large
@@ -67,7 +67,6 @@ REFUSALS: tuple[type[BaseException], ...] = (
 
 log = logging.getLogger("tessera.access")
 _CRED_RE = re.compile(r"Credential=([^/,\s]+)/")
-HOST_ID = "tessera"
 
 
 def _access_key_of(request: web.Request) -> str | None:
