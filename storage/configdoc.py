@@ -74,7 +74,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "900 s).",
     ("gateway", "max_object_size"): "Largest object accepted (AWS: 5 TiB).",
     ("gateway", "max_header_bytes"): "Largest request head (request line and header lines "
-    "together); bigger ones are refused before any work (400 RequestHeaderSectionTooLarge), "
+    "together); bigger ones are refused before any work (S3: 400 RequestHeaderSectionTooLarge; "
+    "admin listener: 431 JSON), "
     "and a connection still sending one is closed. At least 8192 (AWS's own cap).",
     ("gateway", "header_timeout_s"): "A request's headers must be complete within this time "
     "of their first byte (of the connection's opening, for its first request); protects "
