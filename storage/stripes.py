@@ -64,8 +64,12 @@ CHUNKED_WRITES = MAX_IN_FLIGHT
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
 # the kept frame buffers (storage.pipeline.FRAME_BUFFERS) are let go once no streaming write
-# ran in this process for this long
-FRAME_TRIM = IdleTrim(FRAME_BUFFERS.trim, 2.0)
+# ran in this process for this long: back-to-back writes keep them (a client's next request
+# comes within milliseconds), while a GET burst after the writes does not find up to
+# FRAME_POOL_BYTES per process still resident (2 s of it put 64 MiB PUT-then-GET peaks at
+# 311-317 MiB of the 300 MiB aim, gateway_memory.py)
+FRAME_IDLE_S = 0.25
+FRAME_TRIM = IdleTrim(FRAME_BUFFERS.trim, FRAME_IDLE_S)
 DamageReport = Callable[[bytes, int, str], None]
 # the write feed lives in storage/shardfeed.py; these names are re-exported from here
 __all__ = ["POOL_BYTES", "QUEUE_FRAMES", "StripeStore", "WriteResult", "_ShardSender"]
