@@ -9,9 +9,13 @@ buffers taken from this pool and given back once their bytes have left the proce
 
 from __future__ import annotations
 
+import asyncio
+import mmap
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 
 class BufferPool:
@@ -53,32 +57,44 @@ class Lent(bytearray):
     __slots__ = ()
 
 
-class LendingPool:
+B = TypeVar("B", Lent, mmap.mmap)
+
+
+class LendingPool(Generic[B]):
     """Blocks of `size` bytes reused once nothing but the pool refers to them.
 
     A block is never given back: the pool keeps (at most `keep` of) the blocks it made and
     lends one again only when its reference count shows that no view, queue, coroutine or
     thread still holds it (CPython counts references exactly; a memoryview slice holds its
     base). So a buffer still read by a coding thread or a send is never refilled, and a
-    consumer that keeps a block only delays its reuse. Thread-safe.
+    consumer that keeps a block only delays its reuse. Thread-safe. `make` makes a block of
+    `size` bytes (a `Lent`, or a private anonymous mapping: see `LendingPools`).
     """
 
-    def __init__(self, size: int, keep: int) -> None:
+    def __init__(self, size: int, keep: int, make: Callable[[int], B] = Lent) -> None:  # type: ignore[assignment]
         self.size = size
         self._keep = keep
-        self._blocks: list[Lent] = []
+        self._make = make
+        self._blocks: list[B] = []
         self._lock = threading.Lock()
 
-    def take(self) -> Lent:
+    def take(self) -> B:
         """A block nothing else refers to (old contents: callers overwrite what they use)."""
+        block = self.lend()
+        return self._make(self.size) if block is None else block
+
+    def lend(self) -> B | None:
+        """A kept block nothing else refers to, or a new one while fewer than `keep` are
+        kept; None when all `keep` are lent out."""
         with self._lock:
             blocks = self._blocks
             for i in range(len(blocks)):
                 if sys.getrefcount(blocks[i]) == _IDLE_REFS:
                     return blocks[i]
-            block = Lent(self.size)
-            if len(blocks) < self._keep:
-                blocks.append(block)
+            if len(blocks) >= self._keep:
+                return None
+            block = self._make(self.size)
+            blocks.append(block)
             return block
 
     def trim(self) -> None:
@@ -92,6 +108,67 @@ class LendingPool:
     def kept(self) -> int:
         """Blocks the pool owns (lent out or idle)."""
         return len(self._blocks)
+
+
+class LendingPools:
+    """A `LendingPool` per block size, keeping `keep_bytes` of blocks per size at most: for
+    buffers whose size is set by a configuration (a full segment's frame set), not by a
+    request. Each block is a private anonymous mapping: its pages are faulted in once and
+    reused after, and given back to the kernel the moment the block is let go (`trim`),
+    rather than left as free holes in malloc's heap. Thread-safe."""
+
+    def __init__(self, keep_bytes: int) -> None:
+        self._keep_bytes = keep_bytes
+        self._pools: dict[int, LendingPool[mmap.mmap]] = {}
+        self._lock = threading.Lock()
+
+    def lend(self, size: int) -> mmap.mmap | None:
+        """A block of `size` bytes nothing else refers to (old contents), or None when the
+        blocks of that size the pool may keep are all lent out."""
+        pool = self._pools.get(size)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.setdefault(
+                    size, LendingPool(size, max(1, self._keep_bytes // size), _mapping))
+        return pool.lend()
+
+    def trim(self) -> None:
+        """Let go of every idle block (see `LendingPool.trim`)."""
+        for pool in list(self._pools.values()):
+            pool.trim()
+
+    @property
+    def kept(self) -> int:
+        """Bytes of blocks kept (lent out or idle)."""
+        return sum(p.kept * p.size for p in list(self._pools.values()))
+
+
+def _mapping(size: int) -> mmap.mmap:
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+class IdleTrim:
+    """Counts the users of a pool on one event loop; calls `trim` once none was active for
+    `idle_s` seconds (kept blocks are for bursts, not for an idle process)."""
+
+    def __init__(self, trim: Callable[[], None], idle_s: float) -> None:
+        self.active = 0
+        self._trim_pool = trim
+        self._idle_s = idle_s
+        self._handle: asyncio.TimerHandle | None = None
+
+    def begin(self) -> None:
+        self.active += 1
+
+    def end(self) -> None:
+        self.active -= 1
+        if not self.active and self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self._idle_s, self._trim)
+
+    def _trim(self) -> None:
+        self._handle = None
+        if not self.active:
+            self._trim_pool()
 
 
 _probe = [Lent(1)]

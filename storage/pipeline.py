@@ -10,11 +10,13 @@ returns them still sealed): how an SSE-C object is re-coded without its customer
 from __future__ import annotations
 
 import ctypes
+import mmap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from time import perf_counter
 
+from storage.buffers import LendingPools
 from storage.crypto.aead import TAG_BYTES, SegmentCipher
 from storage.crypto.keys import segment_aad
 from storage.erasure import ErasureCodec, block_size
@@ -34,6 +36,16 @@ from storage.telemetry import stage
 _NEW_BYTEARRAY = ctypes.pythonapi.PyByteArray_FromStringAndSize
 _NEW_BYTEARRAY.restype = ctypes.py_object
 _NEW_BYTEARRAY.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+
+
+# A streaming write's full segments' frame buffers, reused once no frame of theirs is
+# referred to any more: a new multi-megabyte buffer per segment cost page faults (malloc's
+# heap gave the pages back between segments, and the kernel mapped and zeroed them again:
+# ~100k faults per GB in the gateway under 64 MiB PUTs). At most this many bytes are kept
+# per buffer size, three 4 MiB segments' frame sets (~6.3 MiB each at 4+2); the rest
+# come from malloc as before. `StripeStore` lets the idle ones go (stripes.FRAME_TRIM).
+FRAME_POOL_BYTES = 20 * 1024 * 1024
+FRAME_BUFFERS = LendingPools(FRAME_POOL_BYTES)
 
 
 def uninitialized(n: int) -> bytearray:
@@ -161,7 +173,12 @@ class StripeCodec:
         step = lead + FRAME_HEAD_BYTES + b + tail
         first = lead + FRAME_HEAD_BYTES  # where slot 0's block starts
         width = len(headers)
-        buf = uninitialized(step * width + TAG_BYTES)  # slack: see update_into below
+        size = step * width + TAG_BYTES  # slack: see update_into below
+        buf: bytearray | mmap.mmap | None = None
+        if plen == self.segment_size and not lead and not tail:  # a streaming write's
+            buf = FRAME_BUFFERS.lend(size)
+        if buf is None:  # a short segment (sizes vary), a one-segment stripe's slots, or
+            buf = uninitialized(size)  # every kept buffer in use
         view = memoryview(buf)
         enc = self.cipher.sealer(index, segment_aad(self.identity, self.part, index, last))  # type: ignore[union-attr]
         blk = off = 0  # where the next plaintext byte goes: data block, offset in it

@@ -18,13 +18,19 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from storage.blockreads import read_blocks, read_small_blocks
-from storage.buffers import BufferPool
+from storage.buffers import BufferPool, IdleTrim
 from storage.config import Config, NodeSpec, Profile
 from storage.crypto.aead import TAG_BYTES
 from storage.errors import IntegrityError, Overloaded, QuorumNotReached, StorageError
 from storage.health import HealthTracker
 from storage.lying import LyingShards
-from storage.pipeline import StripeCodec, segment_count, segment_length, shard_file_bytes
+from storage.pipeline import (
+    FRAME_BUFFERS,
+    StripeCodec,
+    segment_count,
+    segment_length,
+    shard_file_bytes,
+)
 from storage.placement import place_for_write
 from storage.shardfeed import QUEUE_FRAMES, Pieces
 from storage.shardfeed import ShardSender as _ShardSender  # rebuild, rebalance import it here
@@ -57,6 +63,13 @@ CHUNKED_WRITES = MAX_IN_FLIGHT
 
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
+# the kept frame buffers (storage.pipeline.FRAME_BUFFERS) are let go once no streaming write
+# ran in this process for this long: back-to-back writes keep them (a client's next request
+# comes within milliseconds), while a GET burst after the writes does not find up to
+# FRAME_POOL_BYTES per process still resident (2 s of it put 64 MiB PUT-then-GET peaks at
+# 311-317 MiB of the 300 MiB aim, gateway_memory.py)
+FRAME_IDLE_S = 0.25
+FRAME_TRIM = IdleTrim(FRAME_BUFFERS.trim, FRAME_IDLE_S)
 DamageReport = Callable[[bytes, int, str], None]
 # the write feed lives in storage/shardfeed.py; these names are re-exported from here
 __all__ = ["POOL_BYTES", "QUEUE_FRAMES", "StripeStore", "WriteResult", "_ShardSender"]
@@ -233,6 +246,7 @@ class StripeStore:
                                        [s.error for s in senders if s.error])
 
         pieces = _segments(source, codec.input_segment)
+        FRAME_TRIM.begin()
         try:
             while True:
                 await hold.take()  # a slot (own, or one the budget spares) before reading
@@ -291,6 +305,8 @@ class StripeStore:
             if failed and isinstance(exc, QuorumNotReached):
                 await self._health.confirm(failed)  # settled before the client retries
             raise
+        finally:
+            FRAME_TRIM.end()
         return await self._settle(codec, profile, quorum, total, count,
                                   [(s.node, None if ok else (s.error or "failed"))
                                    for s, ok in zip(senders, oks, strict=True)])

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web, web_protocol
 from aiohttp.http import HttpRequestParser
 
-from storage.buffers import LendingPool, Lent
+from storage.buffers import IdleTrim, LendingPool, Lent
 
 BLOCK_BYTES = 1024 * 1024  # one pooled receive block
 DIRECT_BODY_BYTES = 4 * 1024 * 1024  # bodies from this size on are received directly
@@ -47,28 +47,7 @@ DRAIN_BYTES = 128 * 1024 * 1024  # ... and only if no more than this is left of 
 _SCRATCH = memoryview(bytearray(256 * 1024))  # where dropped bytes land (one loop's, shared)
 
 
-class _Quiet:
-    """Counts the bodies being received; `POOL.trim()` once none was for IDLE_TRIM_S."""
-
-    def __init__(self) -> None:
-        self.active = 0
-        self._handle: asyncio.TimerHandle | None = None
-
-    def begin(self) -> None:
-        self.active += 1
-
-    def end(self) -> None:
-        self.active -= 1
-        if not self.active and self._handle is None:
-            self._handle = asyncio.get_running_loop().call_later(IDLE_TRIM_S, self._trim)
-
-    def _trim(self) -> None:
-        self._handle = None
-        if not self.active:
-            POOL.trim()
-
-
-QUIET = _Quiet()  # the process's (one event loop)
+QUIET = IdleTrim(POOL.trim, IDLE_TRIM_S)  # the process's (one event loop)
 
 
 def direct_transport(request: web.BaseRequest, wire_length: int | None) -> Any:

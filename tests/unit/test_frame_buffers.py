@@ -1,0 +1,85 @@
+"""A streaming write's full segments are coded into kept frame buffers (`pipeline.
+FRAME_BUFFERS`): one is lent again only once no frame of it is referred to, never while a
+send may still read it, and the idle ones are let go after a quiet spell (`IdleTrim`)."""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import os
+
+import pytest
+
+from storage import pipeline
+from storage.buffers import IdleTrim, LendingPools
+from storage.crypto.aead import SegmentCipher
+from storage.erasure import ErasureCodec
+from storage.pipeline import StripeCodec
+
+SEGMENT = 65536
+
+
+@pytest.fixture
+def pools(monkeypatch: pytest.MonkeyPatch) -> LendingPools:
+    fresh = LendingPools(4 * 1024 * 1024)
+    monkeypatch.setattr(pipeline, "FRAME_BUFFERS", fresh, raising=False)
+    return fresh
+
+
+def _codec() -> StripeCodec:
+    return StripeCodec(SegmentCipher(os.urandom(32)), ErasureCodec(4, 2), "bucket/key/v1", 1,
+                       os.urandom(16), SEGMENT)
+
+
+def test_full_segments_reuse_a_kept_buffer_only_once_its_frames_are_gone(
+        pools: LendingPools) -> None:
+    codec = _codec()
+    headers = codec.headers()
+    first = codec.encode_frames(headers, 0, False, os.urandom(SEGMENT))
+    owner = first[0].obj  # type: ignore[union-attr]
+    assert isinstance(owner, mmap.mmap)  # a kept mapping, not a fresh heap buffer
+    assert all(f.obj is owner for f in first)  # type: ignore[union-attr]
+    sent = [bytes(f) for f in first]
+    held = codec.encode_frames(headers, 1, False, os.urandom(SEGMENT))
+    assert held[0].obj is not owner  # type: ignore[union-attr]  # first's frames still held
+    assert [bytes(f) for f in first] == sent  # ... so their bytes were not rewritten
+    address = id(owner)
+    del first, owner, held
+    again = codec.encode_frames(headers, 2, False, os.urandom(SEGMENT))
+    assert id(again[0].obj) == address  # type: ignore[union-attr]  # let go: lent again
+    assert pools.kept == 2 * len(again[0].obj)  # type: ignore[union-attr]
+
+
+def test_short_segments_and_one_segment_slots_are_not_kept(pools: LendingPools) -> None:
+    codec = _codec()
+    headers = codec.headers()
+    short = codec.encode_frames(headers, 0, True, os.urandom(SEGMENT - 1))
+    assert type(short[0].obj) is bytearray  # type: ignore[union-attr]
+    slots = codec.encode_slots(headers, [os.urandom(SEGMENT)])
+    assert type(slots[0].view.obj) is bytearray
+    assert pools.kept == 0
+
+
+def test_a_pool_keeps_at_most_its_bytes_and_trim_lets_the_idle_ones_go() -> None:
+    pools = LendingPools(3 * 1000)
+    held = [pools.lend(1000) for _ in range(3)]
+    assert all(b is not None for b in held) and pools.lend(1000) is None  # all lent out
+    held.pop()
+    pools.trim()  # the idle one goes; the two lent stay kept
+    assert pools.kept == 2000
+    del held
+    pools.trim()
+    assert pools.kept == 0
+
+
+async def test_idle_trim_runs_once_no_user_was_active_for_its_spell() -> None:
+    trimmed = asyncio.Event()
+    quiet = IdleTrim(trimmed.set, 0.01)
+    quiet.begin()
+    quiet.begin()
+    quiet.end()
+    assert quiet.active == 1 and quiet._handle is None  # one user still active: none due
+    quiet.end()
+    async with asyncio.timeout(30):
+        await trimmed.wait()
+    assert quiet.active == 0
