@@ -162,11 +162,14 @@ async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
-    from gateway.block.mount import quiesce
+    from gateway.block.mount import quiesce, snapshot_mounted
 
     if a.snap_cmd == "create":
-        flushed = await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
-        g = await svc.snapshot(t, a.name, a.snap, flushed=flushed)
+        if await asyncio.to_thread(snapshot_mounted, c.cfg.data_dir, t, a.name, a.snap):
+            g = (await svc.get(t, a.name)).snapshot_gen(a.snap)  # its writer took it
+        else:
+            flushed = await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
+            g = await svc.snapshot(t, a.name, a.snap, flushed=flushed)
         _done(a, f"snapshot {a.name}@{a.snap} (generation {g})",
               {"volume": a.name, "snapshot": a.snap, "generation": g})
     elif a.snap_cmd == "delete":

@@ -90,8 +90,8 @@ class Folding:
                 await self._fold_write(idx, snap, jseq)
             finally:
                 self._folding.discard(idx)
-        async with self._space:
-            self._space.notify_all()
+                async with self._space:  # writers at the bound, and `snapshot`, wait on it
+                    self._space.notify_all()
 
     async def _fold_write(self, idx: int, snap: dict[int, bytes], jseq: int) -> None:
         """Commit extent idx as its stored bytes with snap's pages, drop them, retire."""

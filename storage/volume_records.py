@@ -107,6 +107,12 @@ class Pointer:
 
 
 
+def check_snapshot_name(snap: str) -> None:
+    """Refuse a snapshot name the volume record cannot hold (InvalidInput)."""
+    if not NAME_RE.match(snap):
+        raise InvalidInput("snapshot names are 1-63 letters, digits, '.', '_' or '-'")
+
+
 def lease_live(rec: dict[str, Any], now: float) -> bool:
     """An attach lease record still binds: not released, not expired, and its holder is not
     a process known to be gone from this host."""

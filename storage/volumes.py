@@ -53,6 +53,7 @@ from storage.volume_records import (
     Pointer,
     Volume,
     VolumeAttached,
+    check_snapshot_name,
     decode_pointer,
     lease_live,
     parse_size,
@@ -198,8 +199,7 @@ class VolumeService:
         paused past its lease) are replayed here, attached as the next mount would, and
         frozen before detaching.
         """
-        if not NAME_RE.match(snap):
-            raise InvalidInput("snapshot names are 1-63 letters, digits, '.', '_' or '-'")
+        check_snapshot_name(snap)
         while True:
             vol = await self.get(tenant, name)
             if not await self.meta.range(*span(journal_prefix(vol.id)), limit=1):

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call, _str_field
 from gateway.admin.auth import AdminError
-from gateway.block.mount import quiesce
+from gateway.block.mount import quiesce, snapshot_mounted
 from storage import errors as se
 from storage.volumes import MiB, Volume, VolumeAttached, parse_size
 
@@ -168,13 +168,19 @@ class VolumesApi:
         v = await self._volume(call)
         snap = _str_field(call.body, "name")
         call.audit["snapshot"] = snap
-        try:  # a mount on this host flushes first, as `tessera volume snapshot create` does
-            flushed = await asyncio.to_thread(quiesce, self.svc.cfg.data_dir, v.tenant, v.name)
-        except OSError as exc:
-            raise AdminError(409, "QuiesceFailed", f"cannot flush the mount of volume "
-                             f"{v.name!r} on this host ({exc}); unmount it or retry") from None
         with _refusals("SnapshotAlreadyExists"):
-            g = await self.svc.snapshot(v.tenant, v.name, snap, flushed=flushed)
+            try:  # a mount on this host takes it (or flushes first), as the CLI does
+                if await asyncio.to_thread(snapshot_mounted, self.svc.cfg.data_dir, v.tenant,
+                                           v.name, snap):
+                    g = (await self.svc.get(v.tenant, v.name)).snapshot_gen(snap)
+                else:
+                    flushed = await asyncio.to_thread(quiesce, self.svc.cfg.data_dir,
+                                                      v.tenant, v.name)
+                    g = await self.svc.snapshot(v.tenant, v.name, snap, flushed=flushed)
+            except OSError as exc:
+                raise AdminError(409, "QuiesceFailed", f"cannot flush the mount of volume "
+                                 f"{v.name!r} on this host ({exc}); unmount it or "
+                                 "retry") from None
         created = (await self.svc.get(v.tenant, v.name)).snapshots.get(g, {}).get("created")
         return 201, {"volume": v.name, "name": snap, "generation": g, "created": created}
 

@@ -67,6 +67,13 @@ class ExtentCache:
         """Every write is in its extent once flushed (no journal here)."""
         await self.flush()
 
+    async def snapshot(self, name: str) -> int:
+        """Flush, then freeze snapshot `name` (its generation). Extents commit in barrier
+        order here, so whatever lands between the two is a crash-consistent point too."""
+        await self.flush()
+        v = self.vol.vol
+        return await self.vol.svc.snapshot(v.tenant, v.name, name)
+
     @property
     def dirty_bytes(self) -> int:
         return len(self._dirty) * self.es

@@ -37,10 +37,11 @@ from gateway.block.mount import (
     DEFAULT_MAX_DIRTY_MIB,
     DETACHED_MARK,
     NO_JOURNAL_MAX_DIRTY_MIB,
+    SNAPSHOT_XATTR,
 )
 from storage.cluster import Cluster
 from storage.config import load_config
-from storage.errors import StorageError
+from storage.errors import Conflict, InvalidInput, StorageError
 from storage.malloc import tune_malloc
 from storage.volume_overlay import JournaledVolume
 from storage.volumes import LEASE_TTL_S, VolumeHandle
@@ -228,12 +229,23 @@ class VolumeFS(mfusepy.Operations):
 
     def setxattr(self, path: str, name: str, value: bytes, options: int,
                  position: int = 0) -> int:
-        """Only the checkpoint attribute: fold every journaled write into its extent."""
-        if path != FILE_PATH or name != CHECKPOINT_XATTR:
+        """Two attributes: the checkpoint folds every journaled write into its extent; the
+        snapshot attribute (value: the snapshot's name) takes a snapshot at one point in
+        time, which only the writer can (see `JournaledVolume.snapshot`)."""
+        if path != FILE_PATH or name not in (CHECKPOINT_XATTR, SNAPSHOT_XATTR):
             raise mfusepy.FuseOSError(errno.ENOTSUP)
         try:
-            self.runner.call(self.cache.checkpoint())
-        except StorageError as exc:
+            if name == SNAPSHOT_XATTR:
+                self.runner.call(self.cache.snapshot(value.decode()))
+            else:
+                self.runner.call(self.cache.checkpoint())
+        except Conflict as exc:
+            log.info("snapshot refused: %s", exc)
+            raise mfusepy.FuseOSError(errno.EEXIST) from None
+        except InvalidInput as exc:
+            log.info("snapshot refused: %s", exc)
+            raise mfusepy.FuseOSError(errno.EINVAL) from None
+        except (StorageError, UnicodeDecodeError) as exc:
             log.error("checkpoint failed: %s", exc)
             raise mfusepy.FuseOSError(errno.EIO) from None
         return 0

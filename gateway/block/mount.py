@@ -22,12 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB, set_budget
+from storage.errors import Conflict
 from storage.pids import pid_alive
+from storage.volume_records import check_snapshot_name
 
 READY_TIMEOUT_S = 60.0
 DETACHED_MARK = "detached: every write committed"  # the daemon's last log line, clean exits
 EXIT_TIMEOUT_S = 300.0
 CHECKPOINT_XATTR = "user.tessera.checkpoint"  # set on `volume`: fold the journal into extents
+SNAPSHOT_XATTR = "user.tessera.snapshot"  # set on `volume` to a name: the writer snapshots
 # Written bytes a daemon holds in its journal's overlay before folding them into extents:
 # its memory grows by about this much, and the larger it is, the more writes each fold (one
 # whole extent rewritten) carries. 256 against 128: fio's random 4 KiB writes over 128 MiB,
@@ -326,6 +329,33 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> list[int]:
             os.close(fd)
         flushed.append(st.pid)
     return flushed
+
+
+def snapshot_mounted(data_dir: Path, tenant: str, name: str, snap: str) -> bool:
+    """If the volume's writer runs here, have it take snapshot `snap` itself: True once it
+    did. Only the writer can freeze at one point in time (a fold after `quiesce` and before
+    the freeze could commit a later write without an earlier one still in its journal).
+    False: no writer here, or one from before the snapshot attribute (then `quiesce`)."""
+    check_snapshot_name(snap)
+    for st in mounted_states(data_dir):
+        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid):
+            continue
+        if st.fs:
+            os.sync()  # the file system's dirty pages down to the volume first
+        fd = os.open(Path(st.fuse_dir) / "volume", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.setxattr(fd, SNAPSHOT_XATTR, snap.encode())
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return False
+            if exc.errno == errno.EEXIST:
+                raise Conflict(f"volume {name!r} already has a snapshot {snap!r}") from None
+            raise
+        finally:
+            os.close(fd)
+        return True
+    return False
 
 
 def _daemon_running(pid: int) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.block.mount import CHECKPOINT_XATTR
+from gateway.block.mount import CHECKPOINT_XATTR, SNAPSHOT_XATTR
 from gateway.block.writeback import bdi_dir
 from storage.cluster import Cluster
 from storage.config import load_config
@@ -247,6 +248,45 @@ def test_snapshot_clone_isolated(vol: Vol, tmp_path: Path) -> None:
     vol.mount("copy", cmnt, "--fs", "ext4")
     verify_tree(cmnt, {**before, **clone_only})
     vol.unmount(cmnt)
+
+
+def test_snapshot_of_a_mount_is_taken_by_its_writer(vol: Vol, tmp_path: Path) -> None:
+    """The writer freezes a snapshot of its mount itself (a fold between a separate quiesce
+    and the freeze could commit a later write without an earlier journaled one)."""
+    vol.run("create", "snapw", "--size", "8M")
+    raw = tmp_path / "raw"
+    vol.mount("snapw", raw)
+    with open(raw / "volume", "r+b") as f:
+        f.write(b"A" * 4096)  # a random page: journaled
+        f.flush()
+        os.fsync(f.fileno())
+        f.seek(2 << 20)
+        f.write(b"B" * (1 << 20))  # a whole extent: written directly
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(raw / "volume", os.O_RDONLY)
+    try:
+        os.setxattr(fd, SNAPSHOT_XATTR, b"s1")  # the daemon takes it (ENOTSUP before)
+        with pytest.raises(OSError) as exc:
+            os.setxattr(fd, SNAPSHOT_XATTR, b"s1")
+        assert exc.value.errno == errno.EEXIST
+    finally:
+        os.close(fd)
+    r = vol.run("snapshot", "create", "snapw", "s1", check=False)  # the CLI asks it too
+    assert r.returncode == 1 and "already has a snapshot 's1'" in r.stderr, r.stderr
+    vol.run("snapshot", "create", "snapw", "s2")
+    names = [x["name"] for x in json.loads(vol.run("snapshot", "list", "snapw", "--json").stdout)]
+    assert names == ["s1", "s2"]
+    vol.unmount(raw)
+    for snap in ("s1", "s2"):
+        vol.run("clone", f"snapw@{snap}", f"snapw-{snap}")
+        craw = tmp_path / f"c-{snap}"
+        vol.mount(f"snapw-{snap}", craw)
+        with open(craw / "volume", "rb") as f:
+            assert f.read(4096) == b"A" * 4096
+            f.seek(2 << 20)
+            assert f.read(1 << 20) == b"B" * (1 << 20)
+        vol.unmount(craw)
 
 
 def test_thin_provisioning(vol: Vol, tmp_path: Path) -> None:
