@@ -80,6 +80,7 @@ VOLUME = "VOL"
 EXTENT = "VX"
 VOLUME_LEASE = "VL"
 JOURNAL = "VJ"
+JOURNAL_HEAD = "VJH"  # bumped by every journal append: a snapshot sees one land
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
@@ -356,6 +357,12 @@ def volume_lease_key(vid: str) -> bytes:
 
 def journal_prefix(vid: str) -> bytes:
     return pack(JOURNAL, vid)
+
+
+def journal_head_key(vid: str) -> bytes:
+    """A volume's journal head `{seq}`, written by every append: a snapshot that found the
+    journal empty compares its revision, so an append landing before the freeze is seen."""
+    return pack(JOURNAL_HEAD, vid)
 
 
 def journal_key(vid: str, seq: int) -> bytes:

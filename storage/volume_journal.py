@@ -26,7 +26,14 @@ from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidInput, NotFound, QuorumNotReached
-from storage.keyspace import gc_key, journal_key, journal_prefix, repair_key, stripe_index_key
+from storage.keyspace import (
+    gc_key,
+    journal_head_key,
+    journal_key,
+    journal_prefix,
+    repair_key,
+    stripe_index_key,
+)
 from storage.pipeline import StripeCodec, segment_count
 from storage.records import pack, unpack
 from storage.shards.ids import new_stripe_id
@@ -149,7 +156,7 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
             if attempt == WRITE_ATTEMPTS - 1:
                 raise
     s.nodes = res.nodes
-    puts = {s.key(): pack(asdict(s)),
+    puts = {s.key(): pack(asdict(s)), journal_head_key(vid): pack({"seq": seq}),
             stripe_index_key(s.stripe): pack({"state": "live", "kind": "extent", "vx": s.key()})}
     try:
         await h.fenced_txn(puts)

@@ -29,6 +29,7 @@ from storage.errors import Conflict, InvalidInput, NotFound
 from storage.keyspace import (
     extent_prefix,
     gc_key,
+    journal_head_key,
     journal_prefix,
     span,
     stripe_index_key,
@@ -143,7 +144,8 @@ class VolumeService:
         if lease and lease_live(lease, time.time()):
             raise VolumeAttached(f"volume {name!r} is attached by {lease['holder']}")
         if not await self.meta.txn(Txn(compares={item.key: item.revision},
-                                       deletes=(item.key, volume_lease_key(vol.id)))):
+                                       deletes=(item.key, volume_lease_key(vol.id),
+                                                journal_head_key(vol.id)))):
             raise Conflict(f"volume {name!r} changed while being deleted; retry")
         await self._retire_all(vol.id)
         if vol.base:
@@ -202,8 +204,15 @@ class VolumeService:
         check_snapshot_name(snap)
         while True:
             vol = await self.get(tenant, name)
+            head = await self.meta.get(journal_head_key(vol.id))
             if not await self.meta.range(*span(journal_prefix(vol.id)), limit=1):
-                return await self._freeze(tenant, name, snap)
+                # Unless no append landed meanwhile (a live writer elsewhere may append a
+                # page and then commit a later write to an extent before the freeze).
+                g = await self._freeze(tenant, name, snap, (journal_head_key(vol.id),
+                                                           head.revision if head else 0))
+                if g is not None:
+                    return g
+                continue
             lease = await self.attached_by(vol.id)
             if lease is not None:
                 if flushed is None or any(lease.get("proc") == local_process(p)
@@ -222,18 +231,26 @@ class VolumeService:
             finally:
                 await h.close()
 
-    async def _freeze(self, tenant: str, name: str, snap: str) -> int:
-        frozen = 0
-
-        def freeze(v: Volume) -> None:
-            nonlocal frozen
+    async def _freeze(self, tenant: str, name: str, snap: str,
+                      head: tuple[bytes, int] | None = None) -> int | None:
+        """Add the snapshot at the volume's generation (returned) and bump it; with `head`
+        (journal head key, revision), None when that key changed (an append landed)."""
+        while True:
+            v, item = await self._get(tenant, name)
             if any(s["name"] == snap for s in v.snapshots.values()):
                 raise Conflict(f"volume {name!r} already has a snapshot {snap!r}")
             frozen = v.gen
             v.snapshots[v.gen] = {"name": snap, "created": time.time()}
             v.gen += 1
-        await self._update(tenant, name, freeze)
-        return frozen
+            cmp = {item.key: item.revision}
+            if head is not None:
+                cmp[head[0]] = head[1]
+            if await self.meta.txn(Txn(compares=cmp, puts={item.key: v.encode()})):
+                return frozen
+            if head is not None:
+                cur = await self.meta.get(head[0])
+                if (cur.revision if cur else 0) != head[1]:
+                    return None
 
     async def delete_snapshot(self, tenant: str, name: str, snap: str) -> None:
         cur = await self.get(tenant, name)

@@ -34,6 +34,7 @@ from storage.keyspace import (
     bucket_key,
     extent_prefix,
     gc_key,
+    journal_head_key,
     journal_prefix,
     kms_alias_prefix,
     kms_key_prefix,
@@ -156,7 +157,7 @@ async def _volume_step(meta: MetadataStore, item: Item, grace_s: float) -> None:
             await batch.commit(meta)
             return
     batch.drop(item)
-    batch.deletes.append(volume_lease_key(vol.id))
+    batch.deletes.extend((volume_lease_key(vol.id), journal_head_key(vol.id)))
     await batch.commit(meta)
 
 

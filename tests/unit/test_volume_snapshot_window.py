@@ -1,4 +1,5 @@
-"""A snapshot of a live journaled writer is point-in-time: the writer freezes it itself.
+"""A snapshot of a live journaled writer is point-in-time: the writer freezes it itself, and
+a snapshot of a writer elsewhere sees an append that lands before its freeze.
 
 The snapshot used to be quiesce (fold the journal) then, separately, freeze the extent map.
 A writer that fsynced a random page (journal only) and then a sequential extent (written
@@ -8,7 +9,11 @@ earlier one: a state the disk never had (ext4 metadata pointing at data it lacks
 
 from __future__ import annotations
 
+import pytest
+
+from storage.keyspace import journal_prefix
 from storage.volume_overlay import JournaledVolume
+from storage.volume_records import VolumeAttached
 from storage.volumes import VolumeService
 from tests.unit.test_volume_journal import SIZE, with_service
 
@@ -31,5 +36,42 @@ def test_writes_between_quiesce_and_freeze_leave_a_prefix() -> None:
         ro = await svc.open("t", "v", holder="ro", snapshot="s")
         assert await ro.read(2 * MiB, 4096) == b"B" * 4096
         assert await ro.read(0, 4096) == b"A" * 4096  # fsynced before B: held too
+
+    with_service(body)
+
+
+def test_an_append_landing_before_the_freeze_is_seen() -> None:
+    """A writer on another host (nobody here can flush it): the snapshot found its journal
+    empty, then the writer journaled a page and wrote a later extent directly before the
+    freeze. The freeze compares the journal head, so it retries and refuses (journal not
+    empty) instead of freezing the later write without the earlier one."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        w = JournaledVolume(await svc.open("t", "v", holder="elsewhere"))
+        await w.write(0, b"0" * 4096)
+        await w.checkpoint()
+        vid = w.vol.vol.id
+        meta_range = svc.meta.range
+        raced = False
+
+        async def racing_range(start: bytes, end: bytes, limit: int = 0):  # type: ignore[no-untyped-def]
+            nonlocal raced
+            out = await meta_range(start, end, limit=limit)
+            if start == journal_prefix(vid) and not raced:  # between the check and the freeze
+                raced = True
+                await w.write(0, b"A" * 4096)
+                await w.flush()
+                await w.write(2 * MiB, b"B" * MiB)
+                await w.flush()
+            return out
+        svc.meta.range = racing_range  # type: ignore[method-assign]
+        try:
+            with pytest.raises(VolumeAttached, match="cannot be flushed"):
+                await svc.snapshot("t", "v", "s", flushed=[])
+        finally:
+            svc.meta.range = meta_range  # type: ignore[method-assign]
+        assert raced and (await svc.get("t", "v")).snapshots == {}
+        await w.stop()
+        await w.vol.close()
 
     with_service(body)
