@@ -101,6 +101,12 @@ class VolumeHandle:
                 break
         self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
 
+    async def lease_guard(self) -> tuple[bytes, int]:
+        """The lease key and its revision once renewed now (Fenced if it is not ours): a
+        transaction comparing them commits only while this handle still holds the lease."""
+        await self.renew()
+        return volume_lease_key(self.vol.id), self._lease_rev
+
     def _ours(self, item: Item | None) -> bool:
         """The lease record still names this handle: same holder and same token."""
         cur = unpack(item.value) if item is not None else None

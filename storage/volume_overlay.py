@@ -31,7 +31,7 @@ from storage.errors import KeyUnavailable, StorageError
 from storage.volume_folding import _MISS, PAGE, PARALLEL_FOLDS, Folding
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import Segment, append, is_zero
-from storage.volume_records import Fenced
+from storage.volume_records import Fenced, check_snapshot_name
 from storage.waits import wait_event
 
 SYNC_DELAY_S = 0.2  # background journal appends: pending pages wait at most this long
@@ -125,8 +125,13 @@ class JournaledVolume(Folding):
                     snap = dict(self.pages.get(idx, {}))
                 if snap:
                     await self._fold_write(idx, snap, self.seq)
-            v = self.vol.vol
-            return await self.vol.svc.snapshot(v.tenant, v.name, name)
+            check_snapshot_name(name)
+            while True:  # the freeze compares our lease: a writer fenced meanwhile freezes
+                v = self.vol.vol  # nothing (its successor's journal is not in the extents)
+                g = await self.vol.svc.freeze(v.tenant, v.name, name,
+                                              await self.vol.lease_guard())
+                if g is not None:
+                    return g
 
     @property
     def dirty_bytes(self) -> int:

@@ -208,7 +208,7 @@ class VolumeService:
             if not await self.meta.range(*span(journal_prefix(vol.id)), limit=1):
                 # Unless no append landed meanwhile (a live writer elsewhere may append a
                 # page and then commit a later write to an extent before the freeze).
-                g = await self._freeze(tenant, name, snap, (journal_head_key(vol.id),
+                g = await self.freeze(tenant, name, snap, (journal_head_key(vol.id),
                                                            head.revision if head else 0))
                 if g is not None:
                     return g
@@ -217,7 +217,7 @@ class VolumeService:
             if lease is not None:
                 if flushed is None or any(lease.get("proc") == local_process(p)
                                           for p in flushed):
-                    return await self._freeze(tenant, name, snap)
+                    return await self.freeze(tenant, name, snap)
                 raise VolumeAttached(
                     f"volume {name!r} is attached by {lease['holder']}, which cannot be "
                     "flushed from here (another host, or a stopped process), and its journal "
@@ -227,14 +227,15 @@ class VolumeService:
             except VolumeAttached:
                 continue  # a writer attached meanwhile
             try:
-                return await self._freeze(tenant, name, snap)
+                return await self.freeze(tenant, name, snap)
             finally:
                 await h.close()
 
-    async def _freeze(self, tenant: str, name: str, snap: str,
-                      head: tuple[bytes, int] | None = None) -> int | None:
-        """Add the snapshot at the volume's generation (returned) and bump it; with `head`
-        (journal head key, revision), None when that key changed (an append landed)."""
+    async def freeze(self, tenant: str, name: str, snap: str,
+                     guard: tuple[bytes, int] | None = None) -> int | None:
+        """Add the snapshot at the volume's generation (returned) and bump it. `guard`: a key
+        and the revision it must still have (a journal head: no append landed; a writer's
+        lease: still its own); None when it changed, and nothing is frozen."""
         while True:
             v, item = await self._get(tenant, name)
             if any(s["name"] == snap for s in v.snapshots.values()):
@@ -243,13 +244,13 @@ class VolumeService:
             v.snapshots[v.gen] = {"name": snap, "created": time.time()}
             v.gen += 1
             cmp = {item.key: item.revision}
-            if head is not None:
-                cmp[head[0]] = head[1]
+            if guard is not None:
+                cmp[guard[0]] = guard[1]
             if await self.meta.txn(Txn(compares=cmp, puts={item.key: v.encode()})):
                 return frozen
-            if head is not None:
-                cur = await self.meta.get(head[0])
-                if (cur.revision if cur else 0) != head[1]:
+            if guard is not None:
+                cur = await self.meta.get(guard[0])
+                if (cur.revision if cur else 0) != guard[1]:
                     return None
 
     async def delete_snapshot(self, tenant: str, name: str, snap: str) -> None:

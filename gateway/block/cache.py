@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 
 from storage.errors import KeyUnavailable
+from storage.volume_records import check_snapshot_name
 from storage.volumes import VolumeHandle
 from storage.waits import wait_event
 
@@ -71,8 +72,12 @@ class ExtentCache:
         """Flush, then freeze snapshot `name` (its generation). Extents commit in barrier
         order here, so whatever lands between the two is a crash-consistent point too."""
         await self.flush()
-        v = self.vol.vol
-        return await self.vol.svc.snapshot(v.tenant, v.name, name)
+        check_snapshot_name(name)
+        while True:  # only while the lease is ours (see `JournaledVolume.snapshot`)
+            v = self.vol.vol
+            g = await self.vol.svc.freeze(v.tenant, v.name, name, await self.vol.lease_guard())
+            if g is not None:
+                return g
 
     @property
     def dirty_bytes(self) -> int:

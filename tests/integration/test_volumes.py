@@ -250,12 +250,14 @@ def test_snapshot_clone_isolated(vol: Vol, tmp_path: Path) -> None:
     vol.unmount(cmnt)
 
 
-def test_snapshot_of_a_mount_is_taken_by_its_writer(vol: Vol, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["journal", "no-journal"])
+def test_snapshot_of_a_mount_is_taken_by_its_writer(vol: Vol, tmp_path: Path, mode: str) -> None:
     """The writer freezes a snapshot of its mount itself (a fold between a separate quiesce
     and the freeze could commit a later write without an earlier journaled one)."""
-    vol.run("create", "snapw", "--size", "8M")
+    name = f"snapw-{mode}"
+    vol.run("create", name, "--size", "8M")
     raw = tmp_path / "raw"
-    vol.mount("snapw", raw)
+    vol.mount(name, raw, *(["--no-journal"] if mode == "no-journal" else []))
     with open(raw / "volume", "r+b") as f:
         f.write(b"A" * 4096)  # a random page: journaled
         f.flush()
@@ -272,16 +274,16 @@ def test_snapshot_of_a_mount_is_taken_by_its_writer(vol: Vol, tmp_path: Path) ->
         assert exc.value.errno == errno.EEXIST
     finally:
         os.close(fd)
-    r = vol.run("snapshot", "create", "snapw", "s1", check=False)  # the CLI asks it too
+    r = vol.run("snapshot", "create", name, "s1", check=False)  # the CLI asks it too
     assert r.returncode == 1 and "already has a snapshot 's1'" in r.stderr, r.stderr
-    vol.run("snapshot", "create", "snapw", "s2")
-    names = [x["name"] for x in json.loads(vol.run("snapshot", "list", "snapw", "--json").stdout)]
+    vol.run("snapshot", "create", name, "s2")
+    names = [x["name"] for x in json.loads(vol.run("snapshot", "list", name, "--json").stdout)]
     assert names == ["s1", "s2"]
     vol.unmount(raw)
     for snap in ("s1", "s2"):
-        vol.run("clone", f"snapw@{snap}", f"snapw-{snap}")
+        vol.run("clone", f"{name}@{snap}", f"{name}-{snap}")
         craw = tmp_path / f"c-{snap}"
-        vol.mount(f"snapw-{snap}", craw)
+        vol.mount(f"{name}-{snap}", craw)
         with open(craw / "volume", "rb") as f:
             assert f.read(4096) == b"A" * 4096
             f.seek(2 << 20)

@@ -13,9 +13,9 @@ import pytest
 
 from storage.keyspace import journal_prefix
 from storage.volume_overlay import JournaledVolume
-from storage.volume_records import VolumeAttached
+from storage.volume_records import Fenced, VolumeAttached
 from storage.volumes import VolumeService
-from tests.unit.test_volume_journal import SIZE, with_service
+from tests.unit.test_volume_journal import SIZE, crash, with_service
 
 MiB = 1 << 20
 
@@ -73,5 +73,28 @@ def test_an_append_landing_before_the_freeze_is_seen() -> None:
         assert raced and (await svc.get("t", "v")).snapshots == {}
         await w.stop()
         await w.vol.close()
+
+    with_service(body)
+
+
+def test_a_fenced_writer_freezes_nothing() -> None:
+    """A writer paused past its lease and resumed is asked for a snapshot: its successor's
+    fsynced writes are in the successor's journal, not in extents, so the old writer's freeze
+    (which compares its own lease now) is refused instead of freezing without them."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        old = JournaledVolume(await svc.open("t", "v", holder="old"))
+        await crash(svc, old)  # SIGSTOP past the lease
+        new = JournaledVolume(await svc.open("t", "v", holder="new"))
+        await new.write(0, b"N" * 4096)
+        await new.flush()  # fsynced: in the new writer's journal only
+        with pytest.raises(Fenced):
+            await old.snapshot("s")
+        assert (await svc.get("t", "v")).snapshots == {}
+        await new.snapshot("s")
+        ro = await svc.open("t", "v", holder="ro", snapshot="s")
+        assert await ro.read(0, 4096) == b"N" * 4096
+        await new.stop()
+        await new.vol.close()
 
     with_service(body)
