@@ -26,6 +26,7 @@ from storage.records import Bucket
 # Operations that read the addressed key's current record first (no versionId): the
 # pipeline reads it with the bucket's, in one request (`inline_bodies.read_ahead`).
 READS_CURRENT = frozenset({"GetObject", "HeadObject", "DeleteObject"})
+READS_BODIES = frozenset({"GetObject"})  # of those, the one that uses the inline bodies
 
 
 async def resolve_bucket(cluster: Cluster, ep: Endpoint, ahead: bool = False) -> Bucket | None:
@@ -37,7 +38,7 @@ async def resolve_bucket(cluster: Cluster, ep: Endpoint, ahead: bool = False) ->
     current = (ep.key if ahead and ep.op in READS_CURRENT and "versionId" not in ep.params
                else None)
     try:
-        return await cluster.buckets.get_any(ep.bucket, current)
+        return await cluster.buckets.get_any(ep.bucket, current, ep.op in READS_BODIES)
     except BucketNotFound:
         return None
 

@@ -41,19 +41,24 @@ async def test_timed_store_times_every_call_and_passes_the_rest_through(tmp_path
 
 @pytest.mark.asyncio
 async def test_timed_store_times_the_read_ahead() -> None:
-    """etcd's `get_and_range` (the one metadata read of a GET, HEAD or DeleteObject on etcd)
-    is timed like `get`, not passed through untimed."""
+    """etcd's `get_and_range` and `get_many` (the one metadata read of a GET, HEAD or
+    DeleteObject on etcd) are timed like `get`, not passed through untimed."""
 
     class Inner:  # stands for EtcdStore's read (no etcd in a unit test)
         async def get_and_range(self, keys: tuple[bytes, ...], start: bytes, end: bytes,
                                 limit: int) -> tuple[list[Item | None], list[Item]]:
             return [None] * len(keys), []
 
+        async def get_many(self, keys: tuple[bytes, ...]) -> list[Item | None]:
+            return [None] * len(keys)
+
     before = METADATA.snapshot()
     store = TimedStore(Inner())  # type: ignore[arg-type]
     assert await store.get_and_range((b"a", b"b"), b"c", b"d", 4) == ([None, None], [])
-    after = METADATA.snapshot()["get_and_range"][0][-1]
-    assert after == before.get("get_and_range", ([0], 0.0))[0][-1] + 1
+    assert await store.get_many((b"a", b"b")) == [None, None]
+    after = METADATA.snapshot()
+    for op in ("get_and_range", "get_many"):
+        assert after[op][0][-1] == before.get(op, ([0], 0.0))[0][-1] + 1, op
 
 
 def test_gateway_exports_stage_and_metadata_histograms() -> None:
