@@ -57,12 +57,15 @@ class BucketService:
             raise BucketExists(name, owned_by_caller=owner == tenant)
         return b
 
-    async def get_any(self, name: str, current: str | None = None) -> Bucket:
+    async def get_any(self, name: str, current: str | None = None, bodies: bool = False
+                      ) -> Bucket:
         """The bucket record whoever owns it (internal use: workers, admin). `current`: the
         key whose current record the request reads first (GET, HEAD, DeleteObject), read in
-        the same request on a store that allows it (`inline_bodies.read_ahead`)."""
+        the same request on a store that allows it (`inline_bodies.read_ahead`), with its
+        first inline bodies if `bodies` (a GET's)."""
         if current is not None and inline_bodies.enabled(self._meta):
-            item = await inline_bodies.read_ahead(self._meta, bucket_key(name), name, current)
+            item = await inline_bodies.read_ahead(self._meta, bucket_key(name), name, current,
+                                                  bodies)
         else:
             item = await self._meta.get(bucket_key(name))
         if self._cache is not None:

@@ -31,9 +31,9 @@ from storage.records import ObjectVersion
 
 CURRENT_BODIES = 4  # bodies read with a current record (more than one: an overwrite's race)
 # A current record read ahead with its bucket's (`read_ahead`): (record key, the record or
-# None, its first bodies), taken by the request's first read of that key (`take_ahead`). Set in
+# None, its first bodies or None: not read), taken by the request's first read of that key (`take_ahead`). Set in
 # the request's own task (aiohttp runs each request in one), so it never reaches another.
-_AHEAD: ContextVar[tuple[bytes, Item | None, list[Item]] | None] = ContextVar(
+_AHEAD: ContextVar[tuple[bytes, Item | None, list[Item] | None] | None] = ContextVar(
     "tessera_read_ahead", default=None)
 
 
@@ -90,23 +90,31 @@ async def resolve(meta: MetadataStore, v: ObjectVersion,
     return v
 
 
-async def read_ahead(meta: MetadataStore, other: bytes, bucket: str, key: str) -> Item | None:
+async def read_ahead(meta: MetadataStore, other: bytes, bucket: str, key: str,
+                     bodies: bool) -> Item | None:
     """Record `other` (the bucket's), read in one request with `bucket`/`key`'s current
-    record and first bodies, which this request's next read of that key then takes
-    instead of reading again (`take_ahead`): a GET or HEAD costs one round trip, not two. One
-    snapshot at the request's start, as the two reads in turn were (both linearizable,
-    both within the request). Only on a store keeping bodies apart (`enabled`)."""
+    record and, if `bodies` (a GET's), its first bodies, which this request's next read of
+    that key then takes instead of reading again (`take_ahead`): a GET or HEAD costs one
+    round trip, not two. A HEAD or DeleteObject uses no body, so reads none (the read
+    comes before authentication: a refused request makes etcd ship no body it would not
+    have shipped anyway). One snapshot at the request's start, as the two reads in turn
+    were (both linearizable, both within the request). Only on a store keeping bodies apart
+    (`enabled`)."""
     okey = object_key(bucket, key)
-    [item, current], bodies = await meta.get_and_range(  # type: ignore[attr-defined]
-        (other, okey), *span(inline_body_prefix(bucket, key)), CURRENT_BODIES)
-    _AHEAD.set((okey, current, bodies))
+    if bodies:
+        [item, current], found = await meta.get_and_range(  # type: ignore[attr-defined]
+            (other, okey), *span(inline_body_prefix(bucket, key)), CURRENT_BODIES)
+    else:
+        [item, current] = await meta.get_many((other, okey))  # type: ignore[attr-defined]
+        found = None
+    _AHEAD.set((okey, current, found))
     return item
 
 
-def take_ahead(okey: bytes) -> tuple[Item | None, list[Item]] | None:
-    """Record `okey` (None: absent) and its first bodies as this request read them ahead
-    (`read_ahead`), once: a later read of it in this request reads anew. None: not read
-    ahead."""
+def take_ahead(okey: bytes) -> tuple[Item | None, list[Item] | None] | None:
+    """Record `okey` (None: absent) and its first bodies (None: not read) as this request
+    read them ahead (`read_ahead`), once: a later read of it in this request reads anew.
+    None: not read ahead."""
     ahead = _AHEAD.get()
     if ahead is None or ahead[0] != okey:
         return None
@@ -114,9 +122,10 @@ def take_ahead(okey: bytes) -> tuple[Item | None, list[Item]] | None:
     return ahead[1], ahead[2]
 
 
-async def read_current(meta: MetadataStore, bucket: str, key: str
+async def read_current(meta: MetadataStore, bucket: str, key: str, bodies: bool = True
                        ) -> tuple[Item | None, ObjectVersion | None]:
-    """The current record of `bucket`/`key` and its version with bodies resolved.
+    """The current record of `bucket`/`key` and its version, with bodies resolved if
+    `bodies` (else left unresolved: a HEAD's, whose answer uses none).
 
     On a store keeping bodies apart, the record and the first bodies under the key are
     read together (one request, one snapshot; or taken once from `read_ahead`);
@@ -126,17 +135,21 @@ async def read_current(meta: MetadataStore, bucket: str, key: str
         item = await meta.get(okey)
         return item, ObjectVersion.decode(item.value) if item is not None else None
     ahead = take_ahead(okey)
+    if not bodies:
+        item = ahead[0] if ahead is not None else await meta.get(okey)
+        return item, ObjectVersion.decode(item.value) if item is not None else None
     for attempt in range(3):
+        found: list[Item] | None
         if attempt == 0 and ahead is not None:
-            item, bodies = ahead
+            item, found = ahead  # (found None: read ahead without bodies, read one by one)
         else:
-            [item], bodies = await meta.get_and_range(  # type: ignore[attr-defined]
+            [item], found = await meta.get_and_range(  # type: ignore[attr-defined]
                 (okey,), *span(inline_body_prefix(bucket, key)), CURRENT_BODIES)
         if item is None:
             return None, None
         v = ObjectVersion.decode(item.value)
         try:
-            return item, await resolve(meta, v, {b.key: b.value for b in bodies})
+            return item, await resolve(meta, v, {b.key: b.value for b in found or ()})
         except ObjectNotFound:
             if attempt == 2:  # a record whose body is missing: say so, do not spin
                 raise

@@ -41,16 +41,18 @@ class ObjectReads:
         return await self._meta.range(*span(version_prefix(bucket, key)), limit=100000)
 
     async def head(self, b: Bucket, key: str, version_id: str | None = None,
-                   shared: bool = False) -> ObjectVersion:
+                   shared: bool = False, bodies: bool = True) -> ObjectVersion:
         """The current (or named) version in bucket `b`; a delete marker is returned, not
         raised. `shared`: the caller only reads the version (GET, HEAD), so the current
-        one may be the instance decoded for an earlier read of the same record."""
+        one may be the instance decoded for an earlier read of the same record. `bodies`
+        False: the current version's inline bodies kept apart may be left unresolved (a
+        HeadObject's answer uses none; `read` resolves them if asked)."""
         bucket = b.name
         if version_id is None:
             if shared and not inline_bodies.enabled(self._meta):
                 current = await self._current_shared(bucket, key)
             else:
-                _, current = await inline_bodies.read_current(self._meta, bucket, key)
+                _, current = await inline_bodies.read_current(self._meta, bucket, key, bodies)
             if current is None:
                 raise ObjectNotFound(bucket, key)
             return current

@@ -125,6 +125,20 @@ class TimedStore:
         with METADATA.time("get"):
             return await self.inner.get(key)
 
+    async def get_and_range(self, keys: tuple[bytes, ...], start: bytes, end: bytes, limit: int
+                            ) -> tuple[list[Item | None], list[Item]]:
+        """etcd's read of several records and a range in one request (a GET's, HEAD's or
+        DeleteObject's read-ahead: the only metadata read of such a request)."""
+        with METADATA.time("get_and_range"):
+            return await self.inner.get_and_range(  # type: ignore[attr-defined]
+                keys, start, end, limit)
+
+    async def get_many(self, keys: tuple[bytes, ...]) -> list[Item | None]:
+        """etcd's read of several records in one request (a HEAD's or DeleteObject's
+        read-ahead)."""
+        with METADATA.time("get_many"):
+            return await self.inner.get_many(keys)  # type: ignore[attr-defined]
+
     async def put(self, key: bytes, value: bytes) -> int:
         with METADATA.time("put"):
             return await self.inner.put(key, value)

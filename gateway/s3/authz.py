@@ -151,8 +151,8 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
 
 async def _version(cluster: Cluster, b: Bucket, key: str, vid: str | None,
                    ) -> ObjectVersion | None:
-    try:
-        v = await cluster.objects.head(b, key, vid)
+    try:  # its owner, ACL and tags: no inline body (a HEAD's read-ahead reads none)
+        v = await cluster.objects.head(b, key, vid, bodies=False)
     except (NotFound, InvalidInput):
         return None
     return None if v.delete_marker else v

@@ -26,18 +26,22 @@ from storage.records import Bucket
 # Operations that read the addressed key's current record first (no versionId): the
 # pipeline reads it with the bucket's, in one request (`inline_bodies.read_ahead`).
 READS_CURRENT = frozenset({"GetObject", "HeadObject", "DeleteObject"})
+READS_BODIES = frozenset({"GetObject"})  # of those, the one that uses the inline bodies
 
 
-async def resolve_bucket(cluster: Cluster, ep: Endpoint, ahead: bool = False) -> Bucket | None:
+async def resolve_bucket(cluster: Cluster, ep: Endpoint, ahead: bool = False,
+                         bodies: bool = True) -> Bucket | None:
     """The record of the bucket a request addresses (None: no bucket, or it does not exist):
     the one read of it the request makes. `ahead` (the pipeline's read): a GET, HEAD or
-    DeleteObject of the current version reads the object's record in the same request."""
+    DeleteObject of the current version reads the object's record in the same request, a
+    GET its first inline bodies too unless not `bodies`."""
     if ep.bucket is None:
         return None
     current = (ep.key if ahead and ep.op in READS_CURRENT and "versionId" not in ep.params
                else None)
     try:
-        return await cluster.buckets.get_any(ep.bucket, current)
+        return await cluster.buckets.get_any(ep.bucket, current,
+                                             bodies and ep.op in READS_BODIES)
     except BucketNotFound:
         return None
 

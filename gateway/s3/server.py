@@ -78,6 +78,13 @@ def _access_key_of(request: web.Request) -> str | None:
     return cred.split("/", 1)[0] if cred else None
 
 
+def _signer(request: web.Request) -> str | None:
+    """The access key a request names in its signature (V2 or V4; None: anonymous)."""
+    if sigv2.is_sigv2(request.headers, request.query):
+        return sigv2.access_key_of(request.headers, request.query)
+    return _access_key_of(request)
+
+
 @dataclass
 class Flow:
     """What the pipeline knows of a request so far (for error mapping and accounting)."""
@@ -168,7 +175,11 @@ class S3Server:
         ep = self._route(flow)
         cached = self._cached_bucket(flow.request, ep)
         if cached is None:
-            return await self._steps(flow, ep, await resolve_bucket(self.cluster, ep, ahead=True))
+            # an anonymous GET's read-ahead takes no bodies: authorization reads the object
+            # (a requester not the owner) and takes it, so its bodies would go unused
+            bucket = await resolve_bucket(self.cluster, ep, ahead=True,
+                                          bodies=_signer(flow.request) is not None)
+            return await self._steps(flow, ep, bucket)
         replay = flow.request[BODY_REPLAY] = BodyReplay(flow.request.content)
         try:
             return await self._steps(flow, ep, cached)
@@ -246,8 +257,7 @@ class S3Server:
                             ) -> tuple[AuthResult, authz.Requester | None]:
         """Check the signature (SigV4 or V2, headers or query): who signed, if anyone."""
         v2 = sigv2.is_sigv2(request.headers, request.query)
-        ak = sigv2.access_key_of(request.headers, request.query) if v2 else \
-            _access_key_of(request)
+        ak = _signer(request)
         cred = await self.cluster.tenants.credential(ak) if ak else None
 
         def secret(a: str) -> str | None:

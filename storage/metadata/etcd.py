@@ -327,6 +327,12 @@ class EtcdStore:
         data = await self._rpc("Range", request, idempotent=True)
         return [item_of(kv) for kv in data.kvs]
 
+    async def get_many(self, keys: tuple[bytes, ...]) -> list[Item | None]:
+        """`get` of each of `keys` in one request (a read-only txn, one linearizable
+        snapshot): a bucket's record and an object's current one, no bodies."""
+        return [item_of(a.kvs[0]) if a.kvs else None
+                for a in await self._reads.run([pb.RangeRequest(key=key) for key in keys])]
+
     async def get_and_range(self, keys: tuple[bytes, ...], start: bytes, end: bytes, limit: int
                             ) -> tuple[list[Item | None], list[Item]]:
         """`get` of each of `keys` and `range(start, end, limit)` in one request: a read-only

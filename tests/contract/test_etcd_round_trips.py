@@ -29,9 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore import UNSIGNED
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
@@ -75,6 +78,10 @@ class RecordingStore:
                             limit: int) -> tuple[list[Item | None], list[Item]]:
         self._note("get_and_range", keys[0])
         return await self.inner.get_and_range(keys, start, end, limit)
+
+    async def get_many(self, keys: tuple[bytes, ...]) -> list[Item | None]:
+        self._note("get_many", keys[0])
+        return await self.inner.get_many(keys)
 
     async def put(self, key: bytes, value: bytes) -> int:
         self._note("put", key)
@@ -177,9 +184,11 @@ async def test_round_trips_per_4k_put(gateway: tuple[Any, RecordingStore], bucke
 
 async def test_round_trips_per_get_head_delete(gateway: tuple[Any, RecordingStore],
                                                bucket: str) -> None:
-    """A GET, HEAD or DeleteObject of the current version reads the bucket's record, the
-    object's and its first bodies in one request (`inline_bodies.read_ahead`); the delete
-    then commits (a key already gone: nothing to commit)."""
+    """A GET, HEAD or DeleteObject of the current version reads the bucket's record and the
+    object's in one request (`inline_bodies.read_ahead`), a GET its first bodies too (a HEAD
+    or DeleteObject uses none: the read comes before authentication, so no request makes
+    etcd ship bodies nobody uses); the delete then commits (a key already gone: nothing to
+    commit)."""
     s3, store = gateway
     body = os.urandom(4096)
     await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="g", Body=body)
@@ -193,17 +202,54 @@ async def test_round_trips_per_get_head_delete(gateway: tuple[Any, RecordingStor
             refuse(**kw)
         return int(refused.value.response["ResponseMetadata"]["HTTPStatusCode"])
 
-    one = [("get_and_range", "B")]
-    assert await _measure(store, get, Bucket=bucket, Key="g") == (one, 1)
-    assert await _measure(store, s3.head_object, Bucket=bucket, Key="g") == (one, 1)
+    with_bodies, records = [("get_and_range", "B")], [("get_many", "B")]
+    assert await _measure(store, get, Bucket=bucket, Key="g") == (with_bodies, 1)
+    assert await _measure(store, s3.head_object, Bucket=bucket, Key="g") == (records, 1)
+    head = await asyncio.to_thread(s3.head_object, Bucket=bucket, Key="g")
+    assert head["ContentLength"] == len(body)
+    assert head["ETag"] == '"' + hashlib.md5(body).hexdigest() + '"'  # noqa: S324
     assert await asyncio.to_thread(get, Bucket=bucket, Key="g") == body
     assert await _measure(store, missing, refuse=s3.head_object, Bucket=bucket,
-                          Key="none") == (one, 1)
+                          Key="none") == (records, 1)
     assert await asyncio.to_thread(missing, s3.get_object, Bucket=bucket, Key="none") == 404
     assert await _measure(store, s3.delete_object, Bucket=bucket, Key="g") == (
-        [("get_and_range", "B"), ("txn", "O")], 2)
-    assert await _measure(store, s3.delete_object, Bucket=bucket, Key="g") == (one, 1)
+        [("get_many", "B"), ("txn", "O")], 2)
+    assert await _measure(store, s3.delete_object, Bucket=bucket, Key="g") == (records, 1)
     assert await asyncio.to_thread(missing, s3.head_object, Bucket=bucket, Key="g") == 404
+
+
+async def test_round_trips_per_anonymous_head_and_get(gateway: tuple[Any, RecordingStore]
+                                                      ) -> None:
+    """An anonymous HEAD or GET of an object a bucket policy makes public: authorization
+    reads the object's record (its owner, ACL, tags) and takes the read-ahead, which holds
+    no body and needs none; the handler then reads the record again (a GET's with its
+    bodies). Two round trips, and an anonymous request (a private bucket's too: refused
+    after the read-ahead) makes etcd ship no body it does not use."""
+    s3, store = gateway
+    name = "rt-anon-" + secrets.token_hex(4)
+    await asyncio.to_thread(s3.create_bucket, Bucket=name)
+    try:
+        public = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+             "Resource": f"arn:aws:s3:::{name}/*"}]}
+        await asyncio.to_thread(s3.put_bucket_policy, Bucket=name, Policy=json.dumps(public))
+        await asyncio.to_thread(s3.put_object, Bucket=name, Key="p", Body=b"x" * 4096)
+        anon = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
+                            config=Config(signature_version=UNSIGNED))
+        await asyncio.to_thread(lambda: anon.get_object(Bucket=name, Key="p")["Body"].read())
+        await asyncio.to_thread(anon.head_object, Bucket=name, Key="p")  # (warm caches)
+        calls, trips = await _measure(store, anon.head_object, Bucket=name, Key="p")
+        assert (calls, trips) == ([("get_many", "B"), ("get", "O")], 2)
+        # a GET too: its read-ahead would be taken by authorization, so it reads no body
+        calls, trips = await _measure(store, lambda **kw: anon.get_object(**kw)["Body"].read(),
+                                      Bucket=name, Key="p")
+        assert (calls, trips) == ([("get_many", "B"), ("get_and_range", "O")], 2)
+        got = await asyncio.to_thread(lambda: anon.get_object(Bucket=name, Key="p")["Body"]
+                                      .read())
+        assert got == b"x" * 4096
+    finally:
+        await asyncio.to_thread(s3.delete_object, Bucket=name, Key="p")
+        await asyncio.to_thread(s3.delete_bucket, Bucket=name)
 
 
 async def test_a_read_ahead_never_outlives_its_request(gateway: tuple[Any, RecordingStore],

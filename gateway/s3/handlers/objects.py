@@ -188,7 +188,10 @@ async def put_object(rq: S3Request) -> web.StreamResponse:
     return web.Response(status=200, headers=headers)
 
 
-async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
+async def version_for_read(rq: S3Request, bodies: bool = True
+                           ) -> tuple[ObjectVersion, bool]:
+    """The version a GET or HEAD answers (`bodies` False: a HEAD's, its inline bodies
+    possibly unresolved), and whether the bucket is versioned."""
     b = rq.existing_bucket()
     if "x-amz-server-side-encryption" in rq.headers:
         # AWS: SSE-S3/KMS need no header to read; sending one on GET/HEAD is 400.
@@ -198,7 +201,8 @@ async def version_for_read(rq: S3Request) -> tuple[ObjectVersion, bool]:
                       ArgumentValue=rq.headers["x-amz-server-side-encryption"])
     vid = rq.version_id
     try:
-        v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid, shared=True)
+        v = await rq.cluster.objects.head(rq.existing_bucket(), rq.key, vid, shared=True,
+                                          bodies=bodies)
     except ObjectNotFound:
         if vid is not None:
             raise
@@ -257,7 +261,7 @@ def _part_range(rq: S3Request, v: ObjectVersion, headers: dict[str, str],
 
 @operation("HeadObject")
 async def head_object(rq: S3Request) -> web.StreamResponse:
-    v, versioned = await version_for_read(rq)
+    v, versioned = await version_for_read(rq, bodies=False)
     _check_part_number(rq, v)
     sse.key_for_read(rq.headers, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
