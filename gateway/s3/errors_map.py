@@ -45,6 +45,9 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
     if isinstance(exc, se.KeyUnavailable):
         return S3Error("AccessDenied", "The encryption key of this object is no longer "
                        "available.")
+    if isinstance(exc, se.TenantShredding):  # its shred gives up on a lock, or goes ahead
+        return S3Error("ServiceUnavailable", "The owner of this bucket is being shredded; "
+                       "writes are refused until that ends. Retry later.")
     if isinstance(exc, se.QuorumNotReached | se.DataUnavailable):
         log.error("storage unavailable: %s", exc)
         return S3Error("ServiceUnavailable", "Too few storage nodes are reachable to serve "
