@@ -9,6 +9,7 @@ from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.conditions import PreconditionFailed
+from storage.object_lock import ObjectLocked
 
 log = logging.getLogger("tessera.gateway")
 
@@ -32,6 +33,8 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         return S3Error("BucketNotEmpty", BucketName=exc.bucket)
     if isinstance(exc, se.BucketBusy):
         return S3Error("OperationAborted")
+    if isinstance(exc, ObjectLocked):  # AWS's words (moto's aws-verified DeleteObjects tests)
+        return S3Error("AccessDenied", "Access Denied because object protected by object lock.")
     if isinstance(exc, se.AccessDenied):
         return S3Error("AccessDenied")
     if isinstance(exc, se.InvalidRange):
