@@ -10,10 +10,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 
+from gateway.s3 import policy
 from tests.unit.test_object_lock_attacks import Gateway, _locked, gw  # noqa: F401
 
 LOCKED = "Access Denied because object protected by object lock."
@@ -38,3 +41,29 @@ async def test_a_locked_version_is_refused_with_aws_words(gw: Gateway) -> None: 
     assert await asyncio.to_thread(_message, gw.other.get_object, Bucket="words",
                                    Key="k") == ("AccessDenied", "Access Denied")
 
+
+async def test_a_bypass_batch_parses_the_policy_once(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    await asyncio.to_thread(gw.owner.create_bucket, Bucket="batch",
+                            ObjectLockEnabledForBucket=True)
+    await asyncio.to_thread(gw.owner.put_bucket_policy, Bucket="batch", Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::u:root"},
+            "Action": "s3:GetObject", "Resource": "arn:aws:s3:::batch/*"}]}))
+    real, parsed = policy.statements, []
+
+    def counting(text: str | None) -> list[dict[str, Any]]:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(policy, "statements", counting)
+
+    async def delete(keys: int) -> int:
+        parsed.clear()
+        got = await asyncio.to_thread(
+            gw.owner.delete_objects, Bucket="batch", BypassGovernanceRetention=True,
+            Delete={"Objects": [{"Key": f"k{i}"} for i in range(keys)]})
+        assert len(got["Deleted"]) == keys
+        return len(parsed)
+
+    assert await delete(20) == await delete(1)
