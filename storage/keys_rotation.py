@@ -53,13 +53,13 @@ async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: st
     if t.state == SHREDDED:  # "shredding" left by a shred that died: this one resolves it
         raise KeyUnavailable(f"tenant {tenant!r} is already shredded")
     due = time.time() + max(0.0, wait_s)
-    locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
-    if locked is not None and (locked.until is None or locked.until > due):
-        raise locked
-    if wait_s <= 0:
+    if wait_s <= 0:  # shred_now scans (fenced), and sets a refused tenant active again
         await shred_now(meta, tenants, tenant, bypass_governance)
         await tenants.settled()  # answered "shredded" once no process serves the tenant
     else:
+        locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
+        if locked is not None and (locked.until is None or locked.until > due):
+            raise locked
         await meta.put(shred_key(tenant), pack({"due": due, "by": by,
                                                 "bypass_governance": bypass_governance}))
     return due

@@ -78,3 +78,18 @@ async def test_a_refused_shred_lets_writes_in_again(gw: Gateway) -> None:  # noq
     assert (await gw.cluster.tenants.get("t")).state == "active"
     assert await WRITES["put"](gw.owner, state) is None
     assert await WRITES["retention"](gw.owner, state) is None
+
+
+async def test_a_shred_left_fenced_is_resolved_by_shredding_again(gw: Gateway) -> None:  # noqa: F811
+    """A shred that died between its fence and its end leaves the tenant refusing writes;
+    the next shred ends that either way (here: a legal hold refuses it, writes come back)."""
+    state = await _bucket(gw)
+    assert await WRITES["hold"](gw.owner, state) is None
+    await gw.cluster.tenants.fence("t")
+    assert await WRITES["put"](gw.owner, state) == "ServiceUnavailable"
+    assert await asyncio.to_thread(
+        lambda: gw.owner.get_object(Bucket="lockb", Key="k")["Body"].read()) == b"x"
+    with pytest.raises(ol.TenantLocked):
+        await kr.schedule_shred(gw.cluster.meta, gw.cluster.tenants, "t", 0, "test")
+    assert (await gw.cluster.tenants.get("t")).state == "active"
+    assert await WRITES["put"](gw.owner, state) is None
