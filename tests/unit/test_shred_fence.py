@@ -7,12 +7,16 @@ the write is made from inside the scan, after it has read every record."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from storage import keys_rotation as kr
 from storage import object_lock as ol
+from storage.crypto.keys import FileRootKey
+from storage.metadata.sqlite import SqliteStore
+from storage.tenants import TenantService
 from tests.unit.test_object_lock_attacks import FAR, Gateway, _run, gw  # noqa: F401
 
 LOCK = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": FAR}
@@ -44,10 +48,19 @@ WRITES = {
 }
 
 
+@pytest.mark.parametrize("via", ["here", "elsewhere"])
 @pytest.mark.parametrize("write", sorted(WRITES))
 async def test_a_lock_set_during_the_shred_scan_is_refused(
-        gw: Gateway, monkeypatch: pytest.MonkeyPatch, write: str) -> None:  # noqa: F811
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,  # noqa: F811
+        write: str, via: str) -> None:
+    """`elsewhere`: the shred runs in another process (its own store on the SQLite file, its
+    own caches), while the gateway's caches still hold the tenant as it was before."""
     state = await _bucket(gw)
+    meta, tenants = gw.cluster.meta, gw.cluster.tenants
+    if via == "elsewhere":
+        meta = await SqliteStore.open(tmp_path / "meta.db")
+        tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))
+        await tenants.load()
     real = ol.shred_blocker
     answers: list[str | None] = []
 
@@ -59,10 +72,13 @@ async def test_a_lock_set_during_the_shred_scan_is_refused(
 
     monkeypatch.setattr(ol, "shred_blocker", scan)
     try:
-        await kr.shred_now(gw.cluster.meta, gw.cluster.tenants, "t")
+        await kr.shred_now(meta, tenants, "t")
         shredded = True
     except ol.TenantLocked:
         shredded = False
+    finally:
+        if via == "elsewhere":
+            await meta.close()
     assert answers, "the write was not made during the scan"
     assert not (shredded and answers[0] is None), \
         f"the {write} was acknowledged, then shredded with the tenant"
