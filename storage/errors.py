@@ -116,6 +116,11 @@ class KeyUnavailable(StorageError):
     """The key needed to decrypt is gone (tenant shredded) or cannot be unwrapped."""
 
 
+class TenantShredding(StorageError):
+    """The tenant is being shredded (its lock scan runs): writes to its buckets are refused
+    until the shred destroys its keys or, finding locked versions, gives up."""
+
+
 class InvalidInput(StorageError):
     """A caller-supplied value is malformed (bad name, size, range)."""
 

@@ -25,7 +25,7 @@ from storage.keyspace import unpack as unpack_key
 from storage.kms import rewrap_keys
 from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
-from storage.tenants import TenantService
+from storage.tenants import SHREDDED, TenantService
 
 
 async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:
@@ -50,16 +50,16 @@ async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: st
     Refused (TenantLocked) while a version is under a legal hold, or under COMPLIANCE (or,
     without `bypass_governance`, GOVERNANCE) retention past the due time."""
     t = await tenants.get(tenant)
-    if t.state != "active":
+    if t.state == SHREDDED:  # "shredding" left by a shred that died: this one resolves it
         raise KeyUnavailable(f"tenant {tenant!r} is already shredded")
     due = time.time() + max(0.0, wait_s)
-    locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
-    if locked is not None and (locked.until is None or locked.until > due):
-        raise locked
-    if wait_s <= 0:
+    if wait_s <= 0:  # shred_now scans (fenced), and sets a refused tenant active again
         await shred_now(meta, tenants, tenant, bypass_governance)
         await tenants.settled()  # answered "shredded" once no process serves the tenant
     else:
+        locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
+        if locked is not None and (locked.until is None or locked.until > due):
+            raise locked
         await meta.put(shred_key(tenant), pack({"due": due, "by": by,
                                                 "bypass_governance": bypass_governance}))
     return due
@@ -80,12 +80,26 @@ async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str,
                     bypass_governance: bool = False, schedule_rev: int | None = None) -> None:
     """Destroy the tenant's keys, unless locked versions remain (TenantLocked): see
     `object_lock.shred_blocker`. `schedule_rev`: the revision of the scheduled shred being
-    run; a cancel committed meanwhile wins (StaleRecord)."""
-    locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
-    if locked is not None:
-        raise locked
-    await tenants.shred(tenant, None if schedule_rev is None
-                        else {shred_key(tenant): schedule_rev})
+    run; a cancel committed meanwhile wins (StaleRecord).
+
+    The tenant is fenced first (`TenantService.fence`: no write to its buckets commits),
+    then scanned, then shredded only if the record is still as fenced; so a lock set by a
+    write racing the shred either committed before the scan (which sees it) or is refused.
+    A refused or failed shred puts the tenant back to "active"."""
+    compares = None if schedule_rev is None else {shred_key(tenant): schedule_rev}
+    fenced = await tenants.fence(tenant)
+    try:
+        while True:
+            locked = await object_lock.shred_blocker(meta, tenant, time.time(),
+                                                     bypass_governance)
+            if locked is not None:
+                raise locked
+            if await tenants.shred(tenant, compares, fenced):
+                break
+            fenced = await tenants.fence(tenant)  # changed meanwhile: fence, scan again
+    except BaseException:
+        await tenants.unfence(tenant)
+        raise
     await meta.txn(Txn(deletes=(shred_key(tenant), rewrap_key(tenant))))
     scrub = getattr(meta, "scrub", None)  # drop old copies the backend keeps (SQLite WAL)
     if scrub is not None:

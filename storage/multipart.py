@@ -322,8 +322,9 @@ class MultipartService:
             if expected_size is not None and v.size != expected_size:
                 raise SizeMismatch(expected_size, v.size)
             extra.compares[upload_key(b.name, key, upload_id)] = rev
+            tenant_rev = await self._tenants.revision(b.tenant)  # no commit while shredding
             try:
-                await self._objects.commit(v, b, conditions, extra=extra)
+                await self._objects.commit(v, b, conditions, extra=extra, tenant_rev=tenant_rev)
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
             return v

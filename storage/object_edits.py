@@ -14,10 +14,18 @@ from storage import inline_bodies
 from storage.buckets import BucketService
 from storage.conditions import DeleteConditions
 from storage.errors import ObjectNotFound
-from storage.keyspace import object_key, span, version_key, version_left_key, version_prefix
+from storage.keyspace import (
+    object_key,
+    span,
+    tenant_key,
+    version_key,
+    version_left_key,
+    version_prefix,
+)
 from storage.listing import NULL_VERSION
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket, ObjectVersion
+from storage.tenants import TenantService
 from storage.version_ids import commit_sort, new_version_id
 from storage.version_places import left_record
 
@@ -53,6 +61,7 @@ class ObjectEdits:
     """DELETE and metadata edits of `ObjectService`."""
 
     _meta: MetadataStore
+    _tenants: TenantService
     buckets: BucketService
 
     async def _versions_raw(self, bucket: str, key: str) -> list:
@@ -174,6 +183,8 @@ class ObjectEdits:
         (Object Lock); `edit` derives more changes from that same read, so a field changed
         in part (one key of the lock) keeps what a racing edit wrote to the rest of it."""
         bucket = b.name
+        tkey = tenant_key(b.tenant)  # compared: no edit commits while a shred scans
+        tenant_rev = await self._tenants.revision(b.tenant)
         while True:
             records = await version_records(self._meta, bucket, key, version_id)
             if not records:
@@ -184,7 +195,7 @@ class ObjectEdits:
             if guard is not None:
                 guard(updated)
             fields = {**changes, **(edit(updated) if edit is not None else {})}
-            compares, puts = {}, {}
+            compares, puts = {tkey: tenant_rev}, {}
             for item, v in records:
                 for name, value in fields.items():
                     setattr(v, name, value)
@@ -192,3 +203,6 @@ class ObjectEdits:
                 puts[item.key] = v.encode()
             if await self._meta.txn(Txn(compares=compares, puts=puts)):
                 return updated
+            seen = await self._meta.get(tkey)
+            if seen is None or seen.revision != tenant_rev:
+                tenant_rev = self._tenants.revalidate(b.tenant, None, seen)

@@ -23,12 +23,14 @@ from storage.errors import (
     NotFound,
     StaleRecord,
     StorageError,
+    TenantShredding,
 )
 from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
 from storage.sharedreads import SharedReads
 
+SHREDDED, SHREDDING = "shredded", "shredding"  # tenant states besides "active"
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
 SHORT_TTL_S = 5.0  # identities; keys, access keys, tenant state also only while the stamp holds
@@ -209,10 +211,10 @@ class TenantService:
         until = began + SHORT_TTL_S
         self._pab_cache[name] = (until, stamp, flags)
         self._ident_cache[name] = (until, ident)
-        self._active_cache[name] = (until, stamp, t is not None and t.state == "active")
+        self._active_cache[name] = (until, stamp, t is not None and t.state != SHREDDED)
 
     async def active(self, name: str) -> bool:
-        """Whether the tenant exists and is not shredded, cached while the auth change
+        """Whether the tenant exists and is not shredded (one being shredded still is), cached while the auth change
         stamp holds (a shred anywhere changes it: obeyed from the next request, as its
         keys stop answering) and SHORT_TTL_S at most."""
         now, stamp = time.monotonic(), await self._stamp_if_readable()
@@ -235,13 +237,13 @@ class TenantService:
     async def by_canonical_id(self, canonical_id: str) -> Tenant | None:
         """The active tenant with this S3 canonical id (by default its name), or None."""
         for t in await self.list():
-            if t.state == "active" and (t.canonical_id or t.name) == canonical_id:
+            if t.state != SHREDDED and (t.canonical_id or t.name) == canonical_id:
                 return t
         return None
 
     async def by_email(self, email: str) -> Tenant | None:
         for t in await self.list():
-            if t.state == "active" and t.email and t.email.lower() == email.lower():
+            if t.state != SHREDDED and t.email and t.email.lower() == email.lower():
                 return t
         return None
 
@@ -264,7 +266,7 @@ class TenantService:
                 return version, hit[1]
         forgotten = self._forgotten.get(tenant, 0)
         t = await self.get(tenant)
-        if t.state != "active" or not t.keks:
+        if t.state == SHREDDED or not t.keks:
             self._forget_keks(tenant)
             raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
         keep = self._forgotten.get(tenant, 0) == forgotten  # no shred here while it read:
@@ -307,8 +309,12 @@ class TenantService:
 
     def revalidate(self, tenant: str, version: int | None, item: Item | None) -> int:
         """The revision of tenant record `item` (fresh from the store) if KEK `version` (the
-        current one if None) is usable in it, else KeyUnavailable; refreshes the cache."""
+        current one if None) is usable in it, else KeyUnavailable (TenantShredding while a
+        shred scans: no write commits then); refreshes the cache."""
         t = Tenant.decode(item.value) if item is not None else None
+        if t is not None and t.state == SHREDDING:
+            self._current_cache.pop(tenant, None)
+            raise TenantShredding(f"tenant {tenant!r} is being shredded")
         if t is None or t.state != "active" or not t.keks:
             self._current_cache.pop(tenant, None)
             raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
@@ -318,6 +324,17 @@ class TenantService:
         self._current_cache[tenant] = (time.monotonic() + CACHE_TTL_S, t.current_kek,
                                        item.revision)
         return item.revision
+
+    async def revision(self, tenant: str) -> int:
+        """The revision of the tenant record while the tenant takes writes (KeyUnavailable,
+        TenantShredding otherwise), cached like `current_kek`'s: a write that changes a
+        version compares it in its transaction, so it cannot commit once a shred fenced
+        the tenant (`fence`), whatever the cache held."""
+        hit = self._current_cache.get(tenant)
+        if hit and hit[0] > time.monotonic():
+            return hit[2]
+        _, item = await self._read(tenant_key(tenant), await self._stamp())
+        return self.revalidate(tenant, None, item)
 
     async def rotate(self, tenant: str, marks: dict[bytes, bytes] | None = None) -> int:
         """Add a new KEK version and make it current; old versions stay until rewrapped.
@@ -357,17 +374,58 @@ class TenantService:
         if not self._meta.auth_stamp_exact:
             await asyncio.sleep(SHORT_TTL_S)
 
-    async def shred(self, tenant: str, compares: dict[bytes, int] | None = None) -> None:
-        """Destroy every KEK of the tenant and revoke its access keys. With `compares` (a
-        scheduled shred's record and the revision it was read at), only if those records
-        are unchanged, in the same transaction: else StaleRecord (the shred was cancelled)."""
+    async def fence(self, tenant: str) -> int:
+        """Put the tenant in the "shredding" state, in which no write to its buckets
+        commits: every commit or edit of a version compares the tenant record's revision
+        (`revision`, `current_kek`) and refuses it in this state (TenantShredding). Returns
+        the revision of the record seen fenced: while it stands, nothing is written, so a
+        lock scan begun after this sees every lock the tenant will have. The state is in
+        the tenant record, so it bumps the auth change stamp like a shred. (A shredded
+        tenant stays so: shredding it again only rewrites the record.)"""
         while True:
             item = await self._meta.get(tenant_key(tenant))
             if item is None:
                 raise NotFound(f"tenant {tenant!r} does not exist")
             t = Tenant.decode(item.value)
+            if t.state != "active":  # fenced (by us or a concurrent shred), or shredded
+                self._current_cache.pop(tenant, None)
+                return item.revision
+            t.state = SHREDDING
+            await self._meta.txn(Txn(compares={item.key: item.revision},
+                                     puts={item.key: t.encode()}))
+            self._reads.forget(item.key)
+
+    async def unfence(self, tenant: str) -> None:
+        """Back from "shredding" to "active": the shred was refused or cancelled."""
+        while True:
+            item = await self._meta.get(tenant_key(tenant))
+            if item is None:
+                return
+            t = Tenant.decode(item.value)
+            if t.state != SHREDDING:
+                return
+            t.state = "active"
+            if await self._meta.txn(Txn(compares={item.key: item.revision},
+                                        puts={item.key: t.encode()})):
+                self._reads.forget(item.key)
+                return
+
+    async def shred(self, tenant: str, compares: dict[bytes, int] | None = None,
+                    fenced: int | None = None) -> bool:
+        """Destroy every KEK of the tenant and revoke its access keys. With `compares` (a
+        scheduled shred's record and the revision it was read at), only if those records
+        are unchanged, in the same transaction: else StaleRecord (the shred was cancelled).
+        With `fenced` (the revision `fence` returned), only if the tenant record is still
+        at it: else False (it changed, maybe unfenced meanwhile: fence and scan again)."""
+        while True:
+            item = await self._meta.get(tenant_key(tenant))
+            if item is None:
+                raise NotFound(f"tenant {tenant!r} does not exist")
+            if fenced is not None and item.revision != fenced:
+                return False
+            t = Tenant.decode(item.value)
             t.keks = {}
-            t.state = "shredded"
+            t.state = SHREDDED
             if await self._meta.txn(Txn(compares={**(compares or {}), item.key: item.revision},
                                         puts={item.key: t.encode()})):
                 break
@@ -380,6 +438,7 @@ class TenantService:
         self._reads.forget(item.key)
         for ak in await self.list_keys(tenant):
             await self.revoke_key(ak.access_key)
+        return True
 
     # access keys -------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from gateway.s3 import policy
 from gateway.s3.acl import Acl
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request
-from gateway.s3.request_keys import ACL_REQUIRED
+from gateway.s3.request_keys import ACL_REQUIRED, HOLDS_POLICY
 from gateway.s3.router import NO_BUCKET_OPS, Endpoint
 from storage.cluster import Cluster
 from storage.errors import InvalidInput, NotFound
@@ -265,15 +265,21 @@ async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
     b = rq.existing_bucket()
     is_owner = rq.requester is not None and rq.requester == b.tenant
     text = b.config.get("policy")
-    sts = policy.statements(str(text)) if text else []
+    if not text:
+        return is_owner
+    memo = rq.request.get(HOLDS_POLICY)
+    if memo is None or memo[0] != text:  # once per request (DeleteObjects: up to 1000 keys)
+        requester = await requester_of(rq)
+        pab = await public_access_block(rq.cluster, b)
+        memo = (text, policy.statements(str(text)),
+                requester.ids() if requester else frozenset(),
+                context(rq.request, rq.ep, requester, None),
+                pab.get("RestrictPublicBuckets", False) and not is_owner)
+        rq.request[HOLDS_POLICY] = memo
+    _, sts, ids, ctx, restrict = memo
     if not sts:
         return is_owner
-    requester = await requester_of(rq)
-    pab = await public_access_block(rq.cluster, b)
-    restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
-    ids = requester.ids() if requester else frozenset()
-    verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids,
-                              context(rq.request, rq.ep, requester, None),
+    verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx,
                               public_allows=not restrict)
     return verdict != "Deny" and (is_owner or verdict == "Allow")
 

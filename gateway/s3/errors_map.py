@@ -9,6 +9,7 @@ from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.conditions import PreconditionFailed
+from storage.object_lock import ObjectLocked
 
 log = logging.getLogger("tessera.gateway")
 
@@ -32,6 +33,8 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         return S3Error("BucketNotEmpty", BucketName=exc.bucket)
     if isinstance(exc, se.BucketBusy):
         return S3Error("OperationAborted")
+    if isinstance(exc, ObjectLocked):  # AWS's words (moto's aws-verified DeleteObjects tests)
+        return S3Error("AccessDenied", "Access Denied because object protected by object lock.")
     if isinstance(exc, se.AccessDenied):
         return S3Error("AccessDenied")
     if isinstance(exc, se.InvalidRange):
@@ -45,6 +48,9 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
     if isinstance(exc, se.KeyUnavailable):
         return S3Error("AccessDenied", "The encryption key of this object is no longer "
                        "available.")
+    if isinstance(exc, se.TenantShredding):  # its shred gives up on a lock, or goes ahead
+        return S3Error("ServiceUnavailable", "The owner of this bucket is being shredded; "
+                       "writes are refused until that ends. Retry later.")
     if isinstance(exc, se.QuorumNotReached | se.DataUnavailable):
         log.error("storage unavailable: %s", exc)
         return S3Error("ServiceUnavailable", "Too few storage nodes are reachable to serve "

@@ -4,7 +4,7 @@ misspelt where it is read. Most are written for the access log (gateway/s3/acces
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,5 +30,8 @@ ACL_REQUIRED: web.RequestKey[bool] = web.RequestKey("s3_acl_required")
 # DeleteObjects' per-key records: (key, version id, error code or None)
 LOG_BATCH: web.RequestKey[list[tuple[str, str | None, str | None]]] = \
     web.RequestKey("s3_log_batch")
+# the bucket policy as authz.holds_permission evaluates it, parsed once per request:
+# (policy text, statements, requester ids, condition keys, RestrictPublicBuckets applies)
+HOLDS_POLICY: web.RequestKey[tuple[Any, ...]] = web.RequestKey("s3_holds_policy")
 OWNERS: web.RequestKey[dict[str, tuple[str, str]]] = web.RequestKey("owners")  # listings
 ABORTED_MID_BODY: web.RequestKey[bool] = web.RequestKey("aborted_mid_body")
