@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tessera gateway: cannot start: {exc.strerror}", file=sys.stderr)
         return 1
     except OSError as exc:
+        if a.worker_dir is not None and not a.worker_dir.exists():
+            return 1  # worker 0 stopped and removed our run directory: it says why
         print(f"tessera gateway: cannot start on S3 {cfg.gateway.listen}, admin "
               f"{cfg.gateway.admin_listen}: {exc}; is another gateway running? (--listen, "
               "--admin-listen)", file=sys.stderr)
