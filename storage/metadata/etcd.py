@@ -26,7 +26,7 @@ import aiohttp
 import grpc
 import msgpack
 
-from storage.errors import StorageError
+from storage.errors import StorageError, StorageFull
 from storage.keyspace import AUTH_CHANGE, is_auth_record, lease_key, unpack
 from storage.metadata import Item, Txn, prefix_end
 from storage.metadata.etcd_batch import TxnBatcher, b64, compare_rev, item_of, unb64
@@ -35,6 +35,8 @@ from storage.metadata.etcd_reads import ReadBatcher
 from storage.metadata.etcd_stamp import WatchedStamp
 from storage.metadata.etcd_wire import txn_request
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
+
+NOSPACE = "mvcc: database space exceeded"  # etcd past --quota-backend-bytes (or its disk)
 
 log = logging.getLogger("tessera.metadata.etcd")
 
@@ -243,6 +245,10 @@ class EtcdStore:
                 answer = await self._kv.call(idx, rpc, request, REQUEST_TIMEOUT_S)
             except grpc.RpcError as exc:
                 msg = f"{exc.code().name}: {exc.details()}"
+                if NOSPACE in (exc.details() or ""):  # the quota's alarm: every member refuses
+                    raise StorageFull(f"etcd {rpc} refused: {msg} (the alarm stays until the "
+                                      "keyspace is compacted, defragmented and disarmed)"
+                                      ) from None
                 if not try_elsewhere(exc, idempotent):
                     if member_unwell(exc):  # (a write): the next call tries the next member
                         self._current = (idx + 1) % n  # and the leader is looked up again
