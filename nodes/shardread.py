@@ -34,6 +34,7 @@ INLINE_WINDOW_BYTES = 1024 * 1024  # a first window this small, all in the page 
 RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)  # a read that fails rather than wait for the disk
 _resident = bytearray(INLINE_WINDOW_BYTES)  # the event loop's copy of a resident window
 _scratch = threading.local()  # each worker thread's copy of the window it checks
+POPULATE_CHUNK_BYTES = 256 * 1024  # read-ahead into the page cache, a cache-sized piece at a time
 
 
 class ShardReadStream:
@@ -253,9 +254,24 @@ class ShardReadStream:
                     layout.frame_end(last) - off - FRAME_HEAD_BYTES):
                 return None
         if populate:
-            self._read_window(start, stop).release()  # (its pages stay in the page cache)
+            self._populate(start, stop)
         self._next += n
         return start, stop - start, None
+
+    def _populate(self, start: int, stop: int) -> None:
+        """The file's bytes [start, stop) read into the page cache (sendfile then does not
+        wait for the disk), through a small buffer that stays in the CPU cache: nothing
+        keeps them, so no window-sized copy is made or held."""
+        assert self._fd is not None
+        buf: bytearray | None = getattr(_scratch, "small", None)
+        if buf is None:
+            buf = _scratch.small = bytearray(POPULATE_CHUNK_BYTES)
+        with memoryview(buf) as view:
+            while start < stop:
+                n = os.preadv(self._fd, [view[:stop - start]], start)
+                if n <= 0:
+                    return  # shrank: the last frame's check or sendfile's short count says so
+                start += n
 
     def _read_window(self, start: int, stop: int) -> memoryview:
         """The file's bytes [start, stop) as far as the file holds them (shorter if it shrank),

@@ -136,3 +136,20 @@ async def test_a_truncated_last_frame_still_gets_the_full_check(
     first = got[0]
     assert isinstance(first[2], ShardCorrupt) and "length" in str(first[2])
     assert first[1] == 2 * (BLOCK + FRAME_HEAD_BYTES)  # the two whole frames before it
+
+
+async def test_reading_a_window_into_the_page_cache_keeps_no_copy_of_it(
+        tmp_path: Path, pool: CountingPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The window is only read in for sendfile: a worker thread must not keep a buffer the
+    # window's size (8 MiB windows times the pool's threads, held for the node's life).
+    store, sid, body = stored(tmp_path, frames=40)
+    monkeypatch.setattr(shardread, "resident", lambda fd, off, n: False)
+    window = 20 * (BLOCK + FRAME_HEAD_BYTES)
+    got, _ = await read_all(store, sid, pool, window, reader_checks=True)
+    assert sum(good for _, good, _ in got) == len(body) - HEADER_BYTES
+
+    def held() -> int:
+        return sum(len(getattr(shardread._scratch, name, b""))
+                   for name in ("buf", "small"))
+
+    assert pool.submit(held).result() < window
