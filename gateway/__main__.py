@@ -35,9 +35,12 @@ def _worker_argv(argv: list[str] | None, a: argparse.Namespace, role: WorkerRole
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tessera gateway", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="tessera gateway",
+                                description="Run one gateway: the S3 API and the admin API.")
     p.add_argument("--config", type=Path, required=True, help="cluster TOML file")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="least severe level logged (default INFO)")
     p.add_argument("--log-file", type=Path, help="write logs (and stderr) to this file, "
                    "rotated by size ($TESSERA_LOG_MAX_BYTES, $TESSERA_LOG_BACKUPS)")
     p.add_argument("--listen", help="S3 HOST:PORT, overriding [gateway] listen (several "

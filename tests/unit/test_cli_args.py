@@ -92,3 +92,27 @@ def test_chaos_may_use_new_empty_or_its_own_directories(tmp_path: Path) -> None:
     assert chaos_may_use(tmp_path / "empty")
     (tmp_path / "file").write_text("x")
     assert not chaos_may_use(tmp_path / "file")
+
+
+def test_gateway_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """`tessera gateway --help` says what --log-level takes and prints no "(default: None)"
+    (newuser16: the defaults formatter appended it twice to --workers)."""
+    from gateway.__main__ import main as gateway_main
+
+    with pytest.raises(SystemExit) as exc:
+        gateway_main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "(default: None)" not in out, out
+    assert "least severe level logged" in out, out
+
+
+def test_gateway_unknown_log_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A level logging does not know was a ValueError traceback from logging at start."""
+    from gateway.__main__ import main as gateway_main
+
+    with pytest.raises(SystemExit) as exc:
+        gateway_main(["--config", "x.toml", "--log-level", "loud"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: argument --log-level" in err[-1], err
