@@ -265,6 +265,9 @@ def test_browser_buckets_audit_and_charts(console_cluster: LocalCluster, browser
     page.click("#tabs button[data-tab=charts]")
     expect(page.locator("#chart-requests path[data-series=requests_s]")).to_have_count(
         1, timeout=WAIT_MS)
+    # Legends name the series in words, not the JSON keys (newuser16: "requests_s" at 6 px).
+    expect(page.locator("#chart-requests text.t0")).to_have_text("\u25a0 requests/s")
+    expect(page.locator("#chart-latency text.t1")).to_have_text("\u25a0 p95")
     page.context.close()
 
 

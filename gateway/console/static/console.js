@@ -406,8 +406,11 @@ async function loadAudit(ev) {
 
 const SVG = "http://www.w3.org/2000/svg";
 
-function chart(target, samples, keys, fmt) {
-  const W = 600, H = 160, P = 30;
+// The chart is drawn in about the CSS pixels of its panel (a third of a wide window), so its
+// 11-unit text is read at ~10 px; a 600-unit box shrank it to ~6 px (newuser16).
+function chart(target, samples, series, fmt) {
+  const W = 400, H = 120, P = 30;
+  const keys = series.map(([k]) => k);
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const pts = samples.filter((s) => keys.some((k) => s[k] !== null));
@@ -433,16 +436,16 @@ function chart(target, samples, keys, fmt) {
     svg.append(t);
   }
   const t = document.createElementNS(SVG, "text");
-  t.setAttribute("x", W - 60);
+  t.setAttribute("x", W - 70);
   t.setAttribute("y", H - 2);
-  t.textContent = `${pts.length} samples`;
+  t.textContent = `${pts.length} sample${pts.length === 1 ? "" : "s"}`;
   svg.append(t);
-  keys.forEach((k, i) => {
+  series.forEach(([, label], i) => {
     const legend = document.createElementNS(SVG, "text");
-    legend.setAttribute("x", P + 10 + 150 * i);
+    legend.setAttribute("x", P + 10 + 100 * i);
     legend.setAttribute("y", H - 2);
     legend.setAttribute("class", "t" + i);
-    legend.textContent = "\u25A0 " + k;
+    legend.textContent = "\u25A0 " + label;
     svg.append(legend);
   });
   $(target).replaceChildren(svg);
@@ -450,9 +453,12 @@ function chart(target, samples, keys, fmt) {
 
 async function loadSeries() {
   const {samples} = await admin("GET", "/metrics/series");
-  chart("#chart-requests", samples, ["requests_s", "errors_s"], (v) => v.toFixed(1));
-  chart("#chart-bytes", samples, ["bytes_in_s", "bytes_out_s"], (v) => human(v) + "/s");
-  chart("#chart-latency", samples, ["latency_mean_ms", "latency_p95_ms"], (v) => v.toFixed(1) + " ms");
+  chart("#chart-requests", samples, [["requests_s", "requests/s"], ["errors_s", "errors/s"]],
+        (v) => v.toFixed(1));
+  chart("#chart-bytes", samples, [["bytes_in_s", "in"], ["bytes_out_s", "out"]],
+        (v) => human(v) + "/s");
+  chart("#chart-latency", samples, [["latency_mean_ms", "mean"], ["latency_p95_ms", "p95"]],
+        (v) => v.toFixed(1) + " ms");
 }
 
 // --- wiring -----------------------------------------------------------------------------------
