@@ -52,6 +52,18 @@ def _kms(a: argparse.Namespace) -> None:
         _emit(a, r, table([r], STATE_COLS))
 
 
+def _window_days(text: str) -> int:
+    """`--days` as AWS KMS's PendingWindowInDays, 7-30: a usage error naming the flag, not
+    the admin API's field name after a round trip (newuser16)."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of days {text!r}") from None
+    if not 7 <= days <= 30:
+        raise argparse.ArgumentTypeError(f"{days} is not from 7 to 30 days")
+    return days
+
+
 def add_kms_parser(sub: Any) -> None:
     """Add the `kms` subcommand to the `tessera` parser."""
     js = argparse.ArgumentParser(add_help=False)
@@ -78,7 +90,7 @@ def add_kms_parser(sub: Any) -> None:
         p = ks.add_parser(action, help=text, parents=[js])
         p.add_argument("name", help="the key: its alias (as given to create), id or ARN")
         if action == "delete":
-            p.add_argument("--days", type=int, default=30,
+            p.add_argument("--days", type=_window_days, default=30,
                            help="waiting period in days, 7 to 30 (default 30), as AWS KMS")
             p.add_argument("--wait-s", type=float, default=None, dest="wait_s",
                            help="waiting period in seconds instead (0: delete now)")

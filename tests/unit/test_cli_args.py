@@ -31,6 +31,8 @@ def _keep_umask() -> Iterator[None]:
     ["up", "--node-port", "0"],
     ["up", "--admin-port", "x"],
     ["up", "--etcd-peer-port", "-1"],
+    ["kms", "delete", "orders", "--days", "3"],
+    ["kms", "delete", "orders", "--days", "31"],
 ])
 def test_out_of_range_is_a_usage_error(argv: list[str], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
