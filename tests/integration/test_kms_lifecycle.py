@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.admincli import admin_request
+from ops.admincli import CliError, admin_request
 from storage.keyspace import kms_key_key
 from storage.kms import KmsKey
 from tests.integration.cluster import LocalCluster, wait_for
@@ -102,7 +102,10 @@ def test_scheduled_deletion_cancel_and_deletion(kc: LocalCluster) -> None:
     s3.put_object(Bucket=tenant, Key="o", Body=b"secret", ServerSideEncryption="aws:kms",
                   SSEKMSKeyId=k["key_id"])
     r = kms(kc, "delete", "gone", "--tenant", tenant, "--days", "3")
-    assert r.returncode == 1 and "7 to 30" in r.stderr, r.stderr
+    assert r.returncode == 2 and "argument --days: 3 is not from 7 to 30" in r.stderr, r.stderr
+    with pytest.raises(CliError, match="7 to 30.*ValidationException"):  # the API checks too
+        admin_request("POST", f"/tenants/{tenant}/kms-keys/schedule-deletion",
+                      {"key": "gone", "pending_window_days": 3}, env=kc.env)
     r = kms(kc, "delete", "gone", "--tenant", tenant, "--days", "7", "--json")
     assert r.returncode == 0, r.stderr
     view = json.loads(r.stdout)
