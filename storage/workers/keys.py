@@ -17,7 +17,7 @@ from storage.keyspace import unpack as unpack_key
 from storage.kms import purge_due
 from storage.metadata import MetadataStore, Txn
 from storage.records import ObjectVersion, pack, unpack
-from storage.tenants import TenantService
+from storage.tenants import SHREDDED, TenantService
 from storage.workers import WorkerState
 
 BATCH = 256
@@ -92,7 +92,7 @@ class Rewrapper:
             t = await self._tenants.get(tenant)
         except NotFound:
             return None
-        return t.current_kek if t.state == "active" else None
+        return None if t.state == SHREDDED else t.current_kek  # "shredding" may be refused
 
     async def _rewrap(self, key: bytes, revision: int, v: ObjectVersion, target: int) -> bool:
         """CAS-rewrap one manifest record; False if it changed under us (next pass)."""
@@ -160,9 +160,15 @@ class ShredScheduler:
             if float(entry["due"]) > now:
                 self._next_due = min(self._next_due or float("inf"), float(entry["due"]))
             else:
+                tenant, bypass = unpack_key(item.key)[1], bool(entry.get("bypass_governance"))
                 try:
-                    await shred_now(self._meta, self._tenants, unpack_key(item.key)[1],
-                                    bool(entry.get("bypass_governance")), item.revision)
+                    # unfenced first: a recheck that a lock refuses anyway (a legal hold:
+                    # hourly) refuses none of the tenant's writes for the length of its scan
+                    locked = await object_lock.shred_blocker(self._meta, tenant, now, bypass)
+                    if locked is not None:
+                        await self._tenants.unfence(tenant)  # one a dead run left fenced
+                        raise locked
+                    await shred_now(self._meta, self._tenants, tenant, bypass, item.revision)
                 except StaleRecord:
                     continue  # cancelled (or rescheduled) while the locks were scanned
                 except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out
