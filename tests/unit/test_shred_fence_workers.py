@@ -1,4 +1,4 @@
-"""review16h: the shred fence (tenant state "shredding") against the rest of the system.
+"""The shred fence (tenant state "shredding") against the rest of the system.
 
 - A rewrap pass that runs while a shred scans must not end the tenant's rewrap: the shred
   may be refused (a lock) and the tenant keeps its data keys wrapped under the old KEK.
