@@ -98,3 +98,30 @@ def test_a_fenced_writer_freezes_nothing() -> None:
         await new.vol.close()
 
     with_service(body)
+
+
+def test_writes_landing_after_the_writers_own_fold_are_in_its_snapshot() -> None:
+    """The writer's snapshot folds again under its append lock before freezing: a page
+    fsynced after its bulk fold and then a later extent written directly both land in it
+    (without that last fold the snapshot held B without A)."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        w = JournaledVolume(await svc.open("t", "v", holder="w"))
+        await w.write(0, b"0" * 4096)
+        bulk = w.checkpoint
+
+        async def racing_checkpoint() -> None:  # writes land between the fold and the freeze
+            await bulk()
+            await w.write(0, b"A" * 4096)  # a random page: journaled
+            await w.flush()
+            await w.write(2 * MiB, b"B" * MiB)  # a whole extent: written directly
+            await w.flush()
+        w.checkpoint = racing_checkpoint  # type: ignore[method-assign]
+        await w.snapshot("s")
+        await w.stop()
+        await w.vol.close()
+        ro = await svc.open("t", "v", holder="ro", snapshot="s")
+        assert await ro.read(2 * MiB, 4096) == b"B" * 4096
+        assert await ro.read(0, 4096) == b"A" * 4096
+
+    with_service(body)
