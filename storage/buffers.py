@@ -148,26 +148,45 @@ def _mapping(size: int) -> mmap.mmap:
 
 
 class IdleTrim:
-    """Counts the users of a pool on one event loop; calls `trim` once none was active for
-    `idle_s` seconds (kept blocks are for bursts, not for an idle process)."""
+    """Counts the users of a pool; calls `trim` once none was active for `idle_s` seconds
+    since the last one ended (kept blocks are for bursts, not for an idle process).
+
+    The timer is due `idle_s` after the first idle moment and, if a user came and went
+    since, is moved to `idle_s` after the last end, so back-to-back users keep the pool.
+    It lives on the loop of the `end` that set it; an `end` on another loop (the first one
+    closed or stopped: test and tool processes run several) sets a new one there, and a
+    stale one firing later does nothing. One loop at a time: `active` is not locked.
+    """
 
     def __init__(self, trim: Callable[[], None], idle_s: float) -> None:
         self.active = 0
         self._trim_pool = trim
         self._idle_s = idle_s
+        self._last_end = 0.0  # loop.time() (monotonic) of the last end()
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def begin(self) -> None:
         self.active += 1
 
     def end(self) -> None:
         self.active -= 1
-        if not self.active and self._handle is None:
-            self._handle = asyncio.get_running_loop().call_later(self._idle_s, self._trim)
+        loop = asyncio.get_running_loop()
+        self._last_end = loop.time()
+        if not self.active and (self._handle is None or self._loop is not loop):
+            self._loop = loop
+            self._handle = loop.call_later(self._idle_s, self._due, loop)
 
-    def _trim(self) -> None:
+    def _due(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            return  # a timer left on a loop no longer used: the current loop's one counts
         self._handle = None
-        if not self.active:
+        if self.active:
+            return  # the last of them to end sets the timer again
+        left = self._last_end + self._idle_s - loop.time()
+        if left > 0:
+            self._handle = loop.call_later(left, self._due, loop)
+        else:
             self._trim_pool()
 
 

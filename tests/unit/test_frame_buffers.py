@@ -83,3 +83,57 @@ async def test_idle_trim_runs_once_no_user_was_active_for_its_spell() -> None:
     async with asyncio.timeout(30):
         await trimmed.wait()
     assert quiet.active == 0
+
+
+async def test_idle_trim_waits_its_spell_after_the_last_user_ended() -> None:
+    """Uploads end at 0.0 and 0.23 (the second began at 0.2): the trim is due at 0.48,
+    not at 0.25 (the first idle moment's timer is moved, not obeyed). The loop's clock is
+    set by hand and the due timer run directly: no sleeps."""
+    loop = asyncio.get_running_loop()
+    now = [1000.0]
+    loop.time = lambda: now[0]  # type: ignore[method-assign]
+    trims: list[float] = []
+    quiet = IdleTrim(lambda: trims.append(now[0]), 0.25)
+    try:
+        quiet.begin()
+        quiet.end()  # t=0: idle, a timer due at 0.25
+        now[0] += 0.2
+        quiet.begin()
+        now[0] += 0.03
+        quiet.end()  # t=0.23: the last end
+        now[0] = 1000.25
+        handle = quiet._handle
+        assert handle is not None and handle.when() == pytest.approx(1000.25)
+        handle._run()  # the timer fires at 0.25: only 0.02 s since the last end
+        assert trims == []
+        handle = quiet._handle
+        assert handle is not None and handle.when() == pytest.approx(1000.48)
+        now[0] = 1000.48
+        handle._run()
+        assert trims == [pytest.approx(1000.48)]
+    finally:
+        if quiet._handle is not None:
+            quiet._handle.cancel()
+        del loop.time  # the loop's own clock again
+
+
+def test_idle_trim_still_trims_after_the_loop_that_set_its_timer_closed() -> None:
+    """A process that runs several loops (tools, tests): the first loop closes with the
+    timer pending; a later loop's idle moment must still trim."""
+    done: list[asyncio.Event] = []  # the running loop's event, set by the trim
+    quiet = IdleTrim(lambda: done[-1].set(), 0.01)
+
+    async def upload() -> None:
+        done.append(asyncio.Event())
+        quiet.begin()
+        quiet.end()
+
+    asyncio.run(upload())  # closes its loop, the timer never fired
+    assert not done[0].is_set()
+
+    async def upload_and_wait() -> None:
+        await upload()
+        async with asyncio.timeout(30):  # a bound on a hang, not a synchronization
+            await done[-1].wait()
+
+    asyncio.run(upload_and_wait())
