@@ -111,36 +111,58 @@ class LendingPool(Generic[B]):
 
 
 class LendingPools:
-    """A `LendingPool` per block size, keeping `keep_bytes` of blocks per size at most: for
+    """Blocks of any size, at most `keep_bytes` of them kept in all (lent out or idle): for
     buffers whose size is set by a configuration (a full segment's frame set), not by a
-    request. Each block is a private anonymous mapping: its pages are faulted in once and
-    reused after, and given back to the kernel the moment the block is let go (`trim`),
-    rather than left as free holes in malloc's heap. Thread-safe."""
+    request. A block of a new size takes the room of idle blocks of other sizes (they are
+    let go) when the cap is reached; a size no room can be made for gets None (the caller
+    allocates). Reuse follows `LendingPool`: a block is lent again only once nothing but
+    the pool refers to it. Each block is a private anonymous mapping: its pages are faulted
+    in once and reused after, and given back to the kernel the moment the block is let go
+    (`trim`), rather than left as free holes in malloc's heap. Thread-safe."""
 
     def __init__(self, keep_bytes: int) -> None:
         self._keep_bytes = keep_bytes
-        self._pools: dict[int, LendingPool[mmap.mmap]] = {}
+        self._blocks: list[mmap.mmap] = []
         self._lock = threading.Lock()
 
     def lend(self, size: int) -> mmap.mmap | None:
-        """A block of `size` bytes nothing else refers to (old contents), or None when the
-        blocks of that size the pool may keep are all lent out."""
-        pool = self._pools.get(size)
-        if pool is None:
-            with self._lock:
-                pool = self._pools.setdefault(
-                    size, LendingPool(size, max(1, self._keep_bytes // size), _mapping))
-        return pool.lend()
+        """A block of `size` bytes nothing else refers to (old contents), or None when no
+        idle one of that size is kept and a new one does not fit under the cap even with
+        the idle blocks of other sizes let go."""
+        with self._lock:
+            blocks = self._blocks  # indexed, never bound to a name: see _IDLE_REFS
+            kept = idle = 0
+            for i in range(len(blocks)):
+                n = len(blocks[i])
+                if sys.getrefcount(blocks[i]) == _IDLE_REFS:
+                    if n == size:
+                        return blocks[i]
+                    idle += n
+                kept += n
+            if kept - idle + size > self._keep_bytes:
+                return None  # lent blocks leave no room for it
+            i = 0
+            while kept + size > self._keep_bytes:  # oldest idle blocks of other sizes go
+                if sys.getrefcount(blocks[i]) == _IDLE_REFS:
+                    kept -= len(blocks.pop(i))
+                else:
+                    i += 1
+            block = _mapping(size)
+            blocks.append(block)
+            return block
 
     def trim(self) -> None:
-        """Let go of every idle block (see `LendingPool.trim`)."""
-        for pool in list(self._pools.values()):
-            pool.trim()
+        """Let go of every idle block (malloc reuses their memory); lent ones stay kept."""
+        with self._lock:
+            blocks = self._blocks
+            self._blocks = [blocks[i] for i in range(len(blocks))
+                            if sys.getrefcount(blocks[i]) != _IDLE_REFS]
 
     @property
     def kept(self) -> int:
         """Bytes of blocks kept (lent out or idle)."""
-        return sum(p.kept * p.size for p in list(self._pools.values()))
+        with self._lock:
+            return sum(len(b) for b in self._blocks)
 
 
 def _mapping(size: int) -> mmap.mmap:

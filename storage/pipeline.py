@@ -42,8 +42,10 @@ _NEW_BYTEARRAY.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
 # referred to any more: a new multi-megabyte buffer per segment cost page faults (malloc's
 # heap gave the pages back between segments, and the kernel mapped and zeroed them again:
 # ~100k faults per GB in the gateway under 64 MiB PUTs). At most this many bytes are kept
-# per buffer size, three 4 MiB segments' frame sets (~6.3 MiB each at 4+2); the rest
-# come from malloc as before. `StripeStore` lets the idle ones go (stripes.FRAME_TRIM).
+# per process, all sizes (profiles, segment sizes) together: three 4 MiB segments' frame
+# sets (~6.3 MiB each at 4+2); the rest come from malloc as before. Not counted in the
+# upload budget while idle (a lent one is, as the write's frame set); `StripeStore` lets
+# the idle ones go 0.25 s after the last streaming write (stripes.FRAME_TRIM).
 FRAME_POOL_BYTES = 20 * 1024 * 1024
 FRAME_BUFFERS = LendingPools(FRAME_POOL_BYTES)
 

@@ -72,6 +72,22 @@ def test_a_pool_keeps_at_most_its_bytes_and_trim_lets_the_idle_ones_go() -> None
     assert pools.kept == 0
 
 
+def test_one_byte_cap_holds_across_block_sizes() -> None:
+    """Each profile and segment size has its own frame-set size: the cap is for all of them
+    together, and a new size takes the room of idle blocks of other sizes."""
+    pools = LendingPools(3 * 1000)
+    held = [pools.lend(1000) for _ in range(3)]
+    assert pools.lend(500) is None  # all the room is lent out: the caller allocates
+    held.pop()  # one idle 1000-byte block
+    small = pools.lend(500)
+    assert small is not None and len(small) == 500
+    assert pools.kept == 2500  # the idle 1000 went to make room
+    assert pools.lend(3001) is None  # larger than the cap: never kept
+    del held
+    again = pools.lend(1000)  # an idle one of this size is lent again
+    assert again is not None and pools.kept == 2500
+
+
 async def test_idle_trim_runs_once_no_user_was_active_for_its_spell() -> None:
     trimmed = asyncio.Event()
     quiet = IdleTrim(trimmed.set, 0.01)
