@@ -150,6 +150,27 @@ def test_a_gateway_on_a_full_disk_refuses_to_start_in_one_line(tmp_path: Path) -
     assert said[0].endswith("free space there, then start again"), said
 
 
+def test_a_gateway_restarted_on_a_full_metadata_disk_says_so_in_one_line(
+        tmp_path: Path) -> None:
+    # SQLite's first opener truncates <db>-shm and must grow it: on a full disk that is
+    # SQLITE_IOERR_SHMSIZE, and the gateway died with a "disk I/O error" traceback.
+    c = LocalCluster(tmp_path / "data").start()
+    c.stop()
+    with small_disk(c.data / "meta", 8) as meta:
+        fill(meta)
+        p = subprocess.run([sys.executable, "-m", "gateway", "--config",
+                            str(c.data / "tessera.toml"), "--workers", "2"],
+                           capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
+    said = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("tessera gateway:")]
+    assert len(said) == 1, p.stderr[-3000:]
+    assert said[0].startswith("tessera gateway: cannot start: the metadata store's disk is "
+                              "full (disk I/O error: SQLITE_IOERR_SHMSIZE on "
+                              f"{meta}/"), said
+    assert said[0].endswith("free space on its file system, then start again"), said
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+
+
 def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
         tmp_path: Path) -> None:
     # The whole machine's disk full (as another lane's benchmark data did): every node's
