@@ -16,7 +16,7 @@ from pathlib import Path
 from gateway import logs
 from gateway.balance import WorkerRole, shared_sockets, spawn_workers, split_hostport
 from storage.config import Config, load_config
-from storage.errors import ConfigError
+from storage.errors import ConfigError, StorageFull
 from storage.filemodes import restrict_umask, secure_tree
 from storage.malloc import GATEWAY_ARENAS, GATEWAY_TRIM_BYTES, tune_malloc
 from storage.parentdeath import die_with_parent
@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(cfg))
     except NoSpaceForMap as exc:  # before OSError: the address is not the problem
         print(f"tessera gateway: cannot start: {exc.strerror}", file=sys.stderr)
+        return 1
+    except StorageFull as exc:  # SQLite cannot open the metadata on its full disk
+        if a.worker_index is not None:
+            return 1  # a worker: worker 0 opens the same file and says it once
+        print(f"tessera gateway: cannot start: {exc}, then start again", file=sys.stderr)
         return 1
     except OSError as exc:
         if a.worker_dir is not None and not a.worker_dir.exists():

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from nodes.shardfile import (
+    FrameCheck,
     ShardWriter,
     check_shard_id,
     fsync_dir,
@@ -212,13 +213,11 @@ class DiskShardStore:
     def _stat_sync(self, sid: str, path: Path) -> dict[str, int | float]:
         return stat_file(path, sid)
 
-    async def verify(self, sid: str) -> list[int]:
-        """Indexes of the frames that fail their checks (ShardCorrupt if the header does)."""
+    async def verify(self, sid: str) -> FrameCheck:
+        """The frames that fail their checks and the file read (ShardCorrupt if the header
+        fails)."""
         path = self.path_of(sid)
-        return await asyncio.to_thread(self._verify_sync, sid, path)
-
-    def _verify_sync(self, sid: str, path: Path) -> list[int]:
-        return verify_file(path, sid)
+        return await asyncio.to_thread(verify_file, path, sid)
 
     # -- listing and removal -----------------------------------------------------------
 
@@ -271,23 +270,31 @@ class DiskShardStore:
             return -1
         return size
 
-    async def quarantine(self, sid: str, reason: str) -> Path | None:
-        """Move a shard aside with a JSON sidecar; return its new path (None if absent)."""
+    async def quarantine(self, sid: str, reason: str,
+                         read: tuple[int, int] | None = None) -> Path | None:
+        """Move a shard aside with a JSON sidecar; return its new path (None if absent).
+        `read` is the (st_dev, st_ino) of the file found bad: when the path holds another
+        file by now (a repair put a good copy there), that file stays and None is returned."""
         path = self.path_of(sid)
-        moved = await asyncio.to_thread(self._quarantine_sync, sid, path, reason)
+        moved = await asyncio.to_thread(self._quarantine_sync, sid, path, reason, read)
         if moved is not None:
             self._account(-moved[1], -1)
             return moved[0]
         return None
 
-    def _quarantine_sync(self, sid: str, path: Path, reason: str) -> tuple[Path, int] | None:
+    def _quarantine_sync(self, sid: str, path: Path, reason: str,
+                         read: tuple[int, int] | None) -> tuple[Path, int] | None:
         now = time.time()
         dest = self.quarantine_dir / f"{sid}.{time.time_ns()}"
         try:
-            size = os.stat(path).st_size
-            os.replace(path, dest)
+            os.rename(path, dest)  # rename, then verify: no window where a new copy is lost
         except FileNotFoundError:
             return None
+        st = os.stat(dest)
+        if read is not None and (st.st_dev, st.st_ino) != read:
+            self._put_back(dest, path)
+            return None
+        size = st.st_size
         side = {"shard_id": sid, "reason": reason[:2000], "time": now,
                 "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
                 "size": size, "from": str(path.relative_to(self.root))}
@@ -301,6 +308,18 @@ class DiskShardStore:
         fsync_dir(self.quarantine_dir)
         fsync_dir(path.parent)
         return dest, size
+
+    @staticmethod
+    def _put_back(moved: Path, path: Path) -> None:
+        """Return a file quarantine moved by mistake to `path`, unless a newer one is there
+        already (then the moved one is a superseded copy and goes)."""
+        try:
+            os.link(moved, path)
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(path.parent)
+        os.unlink(moved)
 
     async def quarantined(self) -> list[dict[str, object]]:
         """The sidecars of quarantined shards (for operators and tests)."""

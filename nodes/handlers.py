@@ -136,7 +136,7 @@ async def quarantine(st: NodeState, request_id: str, sid: str, exc: Exception,
                      where: str) -> None:
     """Move a shard that failed a check at `where` aside, counted and logged."""
     st.metrics.checksum_failures.labels(where=where).inc()
-    dest = await st.store.quarantine(sid, str(exc))
+    dest = await st.store.quarantine(sid, str(exc), getattr(exc, "file", None))
     if dest is not None:
         st.metrics.quarantined.inc()
         st.log.warning("shard quarantined", request_id=request_id, shard_id=sid,
@@ -367,15 +367,15 @@ async def verify_shard(request: web.Request) -> web.Response:
     st = _state(request)
     sid = _shard_id(request)
     try:
-        bad = await _disk(st.store.verify(sid))
+        bad, read = await _disk(st.store.verify(sid))
     except NotFound:
         raise ApiError(404, "not_found", f"shard {sid} not found") from None
     except ShardCorrupt as exc:
         await _quarantine(request, sid, exc, "verify")
         raise ApiError(409, "corrupt", str(exc)) from None
     if bad:
-        await _quarantine(request, sid, ShardCorrupt(sid, f"segments {bad} fail their checks"),
-                          "verify")
+        await _quarantine(request, sid,
+                          ShardCorrupt(sid, f"segments {bad} fail their checks", read), "verify")
     return web.json_response({"id": sid, "corrupt_segments": bad, "quarantined": bool(bad)})
 
 

@@ -57,21 +57,21 @@ class Scrubber:
         """Verify one shard, quarantining it when damaged; returns the bytes read."""
         try:
             info = await self._store.stat(sid)
-            bad = await self._store.verify(sid)
+            bad, read = await self._store.verify(sid)
         except NotFound:
             return 0
         except ShardCorrupt as exc:
-            await self._quarantine(sid, str(exc))
+            await self._quarantine(sid, str(exc), exc.file)
             return 0
         if bad:
-            await self._quarantine(sid, f"scrub: segments {bad[:8]} fail their checksums")
+            await self._quarantine(sid, f"scrub: segments {bad[:8]} fail their checksums", read)
         size = int(info.get("size", 0))
         self.progress.shards_verified += 1
         self.progress.bytes_verified += size
         return size
 
-    async def _quarantine(self, sid: str, reason: str) -> None:
-        if await self._store.quarantine(sid, reason) is not None:
+    async def _quarantine(self, sid: str, reason: str, read: tuple[int, int] | None) -> None:
+        if await self._store.quarantine(sid, reason, read) is not None:
             self.progress.corrupt_found += 1
             if callable(self._on_corrupt):
                 self._on_corrupt(sid, reason)

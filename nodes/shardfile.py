@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from nodes.directio import DirectAppender, warm
 from storage.errors import (
@@ -190,6 +190,12 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
+def file_identity(fd: int) -> tuple[int, int]:
+    """(st_dev, st_ino) of an open file: which file a check read, whatever its path holds now."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
 def open_layout(fd: int, sid: str) -> Layout:
     """Read and check the header of an open shard file (ShardCorrupt when unusable)."""
     size = os.fstat(fd).st_size
@@ -197,12 +203,12 @@ def open_layout(fd: int, sid: str) -> Layout:
     try:
         header = ShardHeader.unpack(raw)
     except IntegrityError as exc:
-        raise ShardCorrupt(sid, f"header: {exc}") from None
+        raise ShardCorrupt(sid, f"header: {exc}", file_identity(fd)) from None
     stripe, index = parse_shard_id(sid)
     if header.stripe_id != stripe or header.index != index:
-        raise ShardCorrupt(sid, "header names another shard")
+        raise ShardCorrupt(sid, "header names another shard", file_identity(fd))
     if header.block_size == 0:
-        raise ShardCorrupt(sid, "header has block size 0")
+        raise ShardCorrupt(sid, "header has block size 0", file_identity(fd))
     return Layout(header, size)
 
 
@@ -472,9 +478,16 @@ def stat_file(path: Path, sid: str) -> dict[str, int | float]:
             "mtime": st.st_mtime, "age_s": time.time() - st.st_mtime}
 
 
-def verify_file(path: Path, sid: str) -> list[int]:
-    """Indexes of the frames that fail their checks, read about a MiB at a time and checked
-    in place (ShardCorrupt if the header fails, NotFound if the file is absent)."""
+class FrameCheck(NamedTuple):
+    """What `verify_file` found: the frames that fail, and which file it read."""
+
+    bad: list[int]
+    file: tuple[int, int]
+
+
+def verify_file(path: Path, sid: str) -> FrameCheck:
+    """The frames that fail their checks, read about a MiB at a time and checked in place
+    (ShardCorrupt if the header fails, NotFound if the file is absent)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -494,6 +507,6 @@ def verify_file(path: Path, sid: str) -> list[int]:
                         frame_error(layout, s, buf, off) is not None:
                     bad.append(s)
             seg += n
-        return bad
+        return FrameCheck(bad, file_identity(fd))
     finally:
         os.close(fd)

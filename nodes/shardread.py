@@ -20,6 +20,7 @@ from nodes.pagecache import resident
 from nodes.shardfile import (
     CHUNK_BYTES,
     Layout,
+    file_identity,
     frame_error,
     in_thread,
     open_layout,
@@ -115,6 +116,11 @@ class ShardReadStream:
                 raise NotFound(f"shard {self.shard_id} not found") from None
         return self._fd
 
+    def _corrupt(self, detail: str) -> ShardCorrupt:
+        """A ShardCorrupt naming the file this stream reads (its fd is open)."""
+        assert self._fd is not None
+        return ShardCorrupt(self.shard_id, detail, file_identity(self._fd))
+
     def _open_sync(self) -> bytes:
         self._open_fd()
         layout = open_layout(self._fd, self.shard_id)
@@ -151,11 +157,11 @@ class ShardReadStream:
             off = layout.header.frame_offset(seg) - start
             end = layout.frame_end(seg) - start
             if end > len(buf):
-                err = ShardCorrupt(self.shard_id, f"segment {seg}: file shrank while reading")
+                err = self._corrupt(f"segment {seg}: file shrank while reading")
                 break
             problem = frame_error(layout, seg, buf, off)
             if problem is not None:
-                err = ShardCorrupt(self.shard_id, problem)
+                err = self._corrupt(problem)
                 break
             good = end
         self._next += n
@@ -224,7 +230,7 @@ class ShardReadStream:
         n, start, stop = self._window(max_bytes)
         if stop <= start:
             self._next = self.end
-            return start, 0, ShardCorrupt(self.shard_id, f"segment {self._next}: truncated")
+            return start, 0, self._corrupt(f"segment {self._next}: truncated")
         if self.reader_checks:
             window = self._unchecked(n, start, stop, populate=not resident(
                 self._fd, start, stop - start))  # type: ignore[arg-type]
@@ -336,10 +342,10 @@ class ShardReadStream:
             off = layout.header.frame_offset(seg) - base
             end = layout.frame_end(seg) - base
             if end > len(view):
-                return good, ShardCorrupt(self.shard_id, f"segment {seg}: file shrank")
+                return good, self._corrupt(f"segment {seg}: file shrank")
             problem = frame_error(layout, seg, view, off)
             if problem is not None:
-                return good, ShardCorrupt(self.shard_id, problem)
+                return good, self._corrupt(problem)
             good = end - (start - base)
         return good, None
 

@@ -24,6 +24,7 @@ any loss. The same seed gives the same fault schedule and the same operation seq
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import hashlib
 import os
 import random
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -463,16 +465,11 @@ class Nemesis:
             return
         try:
             pids = self.c.processes()
-            filler = meta / "filler"
-            with contextlib.suppress(OSError), open(filler, "wb") as fh:
-                while True:  # until ENOSPC
-                    fh.write(bytes(1 << 16))
-                    fh.flush()
-            time.sleep(f.hold)
-            died = [p for p in pids if not _running(p)]
+            with filled(meta):
+                time.sleep(f.hold)
+                died = [p for p in pids if not _running(p)]
             if died:
                 self.report.wrong.append(f"fill_meta: processes {died} died on a full disk")
-            filler.unlink()
         finally:
             with self.w.lock:
                 self.c.restart_all(lambda: _off_tmpfs(meta, keep))
@@ -498,6 +495,21 @@ class Nemesis:
                 self.w.keys.append(key)
 
 
+@contextlib.contextmanager
+def filled(path: Path) -> Iterator[Path]:
+    """`path`'s file system filled to ENOSPC by a file in it, removed on the way out
+    whatever happened meanwhile (left there, it would be copied back with the metadata)."""
+    filler = path / "filler"
+    try:
+        with contextlib.suppress(OSError), open(filler, "wb") as fh:
+            while True:  # until ENOSPC
+                fh.write(bytes(1 << 16))
+                fh.flush()
+        yield filler
+    finally:
+        filler.unlink(missing_ok=True)
+
+
 def _onto_tmpfs(path: Path, keep: Path, spare: int) -> None:
     """`path`'s files moved onto a tmpfs mounted over it, `spare` bytes more than they
     take; left where they are when the mount fails (not root)."""
@@ -509,16 +521,43 @@ def _onto_tmpfs(path: Path, keep: Path, spare: int) -> None:
         path.rmdir()
         keep.rename(path)
         return
-    shutil.copytree(keep, path, symlinks=True, dirs_exist_ok=True)
+    try:
+        shutil.copytree(keep, path, symlinks=True, dirs_exist_ok=True)
+    except BaseException:  # back as it was: the files on the disk, no mount
+        subprocess.run(["umount", str(path)], check=True)
+        path.rmdir()
+        keep.rename(path)
+        raise
 
 
 def _off_tmpfs(path: Path, keep: Path) -> None:
-    """`_onto_tmpfs` undone: the tmpfs's files back in `path`, the mount gone."""
-    shutil.rmtree(keep)
-    shutil.copytree(path, keep, symlinks=True)
+    """`_onto_tmpfs` undone: the tmpfs's files back in `path`, the mount gone. They are
+    copied to the disk and checked before the mount goes and before the disk's older copy
+    `keep` is removed: a failed copy leaves both, never the only copy in RAM."""
+    new = path.with_name(path.name + ".new")
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(path, new, symlinks=True)
+    differ = _tree_differences(path, new)
+    if differ:
+        raise RuntimeError(f"copying {path} off its tmpfs changed {differ[:5]}: the tmpfs "
+                           f"stays mounted, the older disk copy is {keep}")
     subprocess.run(["umount", str(path)], check=True)
     path.rmdir()
-    keep.rename(path)
+    new.rename(path)
+    shutil.rmtree(keep)
+
+
+def _tree_differences(a: Path, b: Path) -> list[str]:
+    """Relative paths whose presence or bytes differ between two directory trees."""
+    names = {p.relative_to(a) for p in a.rglob("*")} | {p.relative_to(b) for p in b.rglob("*")}
+    out = []
+    for rel in sorted(names):
+        x, y = a / rel, b / rel
+        if x.is_dir() and y.is_dir():
+            continue
+        if not (x.is_file() and y.is_file() and filecmp.cmp(x, y, shallow=False)):
+            out.append(str(rel))
+    return out
 
 
 def _running(pid: int) -> bool:

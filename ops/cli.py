@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.configcli import add_config_parser
 
     add_config_parser(sub)
+    from ops.metadatacli import add_metadata_parser
+
+    add_metadata_parser(sub)
     return p
 
 

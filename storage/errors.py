@@ -107,9 +107,14 @@ class IntegrityError(StorageError):
 
 
 class ShardCorrupt(IntegrityError):
-    def __init__(self, shard_id: str, detail: str) -> None:
+    """A shard file fails its checks. `file` is the (st_dev, st_ino) of the file that was read
+    when the reader knows it, so quarantine moves that file and not a copy put there since."""
+
+    def __init__(self, shard_id: str, detail: str,
+                 file: tuple[int, int] | None = None) -> None:
         super().__init__(f"shard {shard_id} corrupt: {detail}")
         self.shard_id = shard_id
+        self.file = file
 
 
 class KeyUnavailable(StorageError):

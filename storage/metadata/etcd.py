@@ -129,6 +129,30 @@ class EtcdStore:
         return store
 
     @property
+    def endpoints(self) -> tuple[str, ...]:
+        """Every member's client URL, as configured."""
+        return self._endpoints
+
+    async def cluster_call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a maintenance call that acts on the cluster (alarms) to whichever member
+        answers (it is safe to repeat)."""
+        return await self._call(path, body, idempotent=True)
+
+    async def member_call(self, endpoint: str, path: str, body: dict[str, Any]
+                          ) -> dict[str, Any]:
+        """POST to one member's JSON gateway, no failover: the maintenance calls that act
+        on a member (defragment, status) and not on the cluster."""
+        try:
+            async with self._session.post(f"{endpoint}{self._prefix}{path}", json=body) as r:
+                data = await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise EtcdError(f"etcd {path} on {endpoint}: {exc or type(exc).__name__}") from None
+        if r.status != 200 or not isinstance(data, dict) or "error" in data:
+            msg = data.get("error") or data.get("message") if isinstance(data, dict) else None
+            raise EtcdError(f"etcd {path} on {endpoint}: {msg or f'HTTP {r.status}'}")
+        return data  # type: ignore[no-any-return]
+
+    @property
     def endpoint(self) -> str:
         """The member requests go to now (the leader, unless it became unreachable)."""
         return self._endpoints[self._current]
@@ -246,8 +270,8 @@ class EtcdStore:
             except grpc.RpcError as exc:
                 msg = f"{exc.code().name}: {exc.details()}"
                 if NOSPACE in (exc.details() or ""):  # the quota's alarm: every member refuses
-                    raise StorageFull(f"etcd {rpc} refused: {msg} (the alarm stays until the "
-                                      "keyspace is compacted, defragmented and disarmed)"
+                    raise StorageFull(f"etcd {rpc} refused: {msg} (free space, then `tessera "
+                                      "metadata recover-space`: compact, defragment, disarm)"
                                       ) from None
                 if not try_elsewhere(exc, idempotent):
                     if member_unwell(exc):  # (a write): the next call tries the next member

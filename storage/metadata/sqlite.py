@@ -17,9 +17,10 @@ counter, as in etcd, so a compare-and-swap works across keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 """
 MAX_BATCH = 512
 SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)  # "database or disk is full"
+# growing the WAL index (<db>-shm) failed: on a full disk, the first opener of a database
+# (it truncates -shm) cannot read it at all, and a running one cannot grow its WAL index
+SQLITE_IOERR_SHMSIZE = getattr(sqlite3, "SQLITE_IOERR_SHMSIZE", 4874)
+_NO_SPACE = (SQLITE_FULL, SQLITE_IOERR_SHMSIZE)
 CACHED = pack(BUCKET)  # the keys kept in memory between reads: bucket records ...
 CACHED_OBJECTS = pack(OBJECT)  # ... and current object records, each kind with its counter
 CACHE_TTL_S = 2.0  # a cached record's longest life (only a writer killed between its
@@ -72,6 +77,20 @@ def _kinds(keys: tuple[bytes, ...]) -> int:
     return bits
 
 
+@contextlib.contextmanager
+def _full_is_storage_full(path: str | Path) -> Iterator[None]:
+    """SQLite's "no space" errors as StorageFull (503 to S3 clients, one line at a start),
+    naming what is full and what to do; other SQLite errors pass unchanged."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) not in _NO_SPACE:
+            raise
+        raise StorageFull(f"the metadata store's disk is full ({exc}: "
+                          f"{getattr(exc, 'sqlite_errorname', '')} on {path}): free space on "
+                          "its file system") from None
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -94,6 +113,7 @@ class SqliteStore:
                  auth: SharedGeneration | None = None) -> None:
         self._w = writer
         self._r = reader
+        self._path = writer.execute("PRAGMA database_list").fetchone()[2]  # for messages
         self._point = point  # used only from the event loop thread
         self._wpool = wpool
         self._rpool = rpool
@@ -118,7 +138,8 @@ class SqliteStore:
             w.executescript(_SCHEMA)
             return w, _connect(str(path)), _connect(str(path))
 
-        w, r, point = await asyncio.get_running_loop().run_in_executor(wpool, _open)
+        with _full_is_storage_full(path):
+            w, r, point = await asyncio.get_running_loop().run_in_executor(wpool, _open)
         base = Path(path).resolve()  # one counter per file, however named
         return cls(w, r, wpool, rpool, point, SharedGeneration(f"{base}.bucketgen", base),
                    SharedGeneration(f"{base}.objectgen", base),
@@ -127,9 +148,14 @@ class SqliteStore:
     # reads -------------------------------------------------------------------------------
 
     async def _read(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._rpool, fn)
+        with _full_is_storage_full(self._path):
+            return await asyncio.get_running_loop().run_in_executor(self._rpool, fn)
 
     async def get(self, key: bytes) -> Item | None:
+        with _full_is_storage_full(self._path):
+            return await self._get(key)
+
+    async def _get(self, key: bytes) -> Item | None:
         if self._point is not None:
             if self._gen is not None and key.startswith(CACHED):
                 return self._cached_get(key, self._gen, self._point, self._cache, CACHE_MAX,
@@ -240,10 +266,9 @@ class SqliteStore:
                 return self._apply_once(batch, failed)
             except _OpFailed as f:  # rolled back: once more without it (at most once per op)
                 failed[f.index] = f.error
-            except sqlite3.OperationalError as exc:  # rolled back: nothing of it committed
-                if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
-                    raise StorageFull(f"the metadata store's disk is full ({exc})") from None
-                raise
+            except sqlite3.OperationalError:  # rolled back: nothing of it committed
+                with _full_is_storage_full(self._path):
+                    raise
 
     def _apply_once(self, batch: list[_Pending], failed: dict[int, Exception]) -> list[Any]:
         """One attempt at the batch's transaction, skipping the ops in `failed`.

@@ -203,7 +203,7 @@ async def test_store_put_read_range_stat(tmp_path: Path) -> None:
     assert stream.segments == 7 and stream.body_bytes == len(got)
     st = await store.stat(sid)
     assert (st["size"], st["segments"], st["k"], st["m"], st["index"]) == (len(raw), 7, 4, 2, 1)
-    assert await store.verify(sid) == []
+    assert (await store.verify(sid)).bad == []
     usage = await store.usage()
     assert usage["shards"] == 1 and usage["used_bytes"] == len(raw) and usage["free_bytes"] > 0
 
@@ -232,7 +232,7 @@ async def test_store_detects_and_quarantines_corruption(tmp_path: Path) -> None:
     raw[h.frame_offset(2) + FRAME_HEAD_BYTES + 3] ^= 0x10  # bit rot in block 2
     raw[h.frame_offset(4) + 1] ^= 0x01  # damaged length field of frame 4
     path.write_bytes(bytes(raw[:-1]))  # and a torn last frame
-    assert await store.verify(sid) == [2, 4, 5]
+    assert (await store.verify(sid)).bad == [2, 4, 5]
     pieces = []
     with pytest.raises(ShardCorrupt, match="segment 2"):
         async for piece in store.open_read(sid):

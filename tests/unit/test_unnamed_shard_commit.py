@@ -75,7 +75,7 @@ async def test_whole_shard_is_never_named_before_its_commit(
     assert os.listdir(tmp_path / "tmp") == []
     usage = await store.usage()
     assert (usage["shards"], usage["used_bytes"]) == (1, len(raw))
-    assert await store.verify(sid) == []
+    assert (await store.verify(sid)).bad == []
 
 
 async def test_same_bytes_again_succeed_other_bytes_are_refused(tmp_path: Path) -> None:
