@@ -160,7 +160,7 @@ def _tenant(a: argparse.Namespace) -> None:
     elif a.action == "shred":
         if a.cancel:
             r = admin_request("DELETE", f"/tenants/{q(a.name)}/shred")
-            _emit(a, r, f"tenant {a.name}: scheduled shred cancelled")
+            _emit(a, r, f"tenant {a.name}: shred cancelled (state {r['state']})")
             return
         if a.confirm != a.name:
             raise CliError(f"shredding destroys every object of {a.name} forever; repeat with "
@@ -234,7 +234,8 @@ def add_admin_commands(sub: Any) -> None:
     sh.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                     help="waiting period before the keys are destroyed (default: the "
                          "cluster's [gateway] shred_wait_s, 0 unless configured)")
-    sh.add_argument("--cancel", action="store_true", help="cancel a scheduled shred")
+    sh.add_argument("--cancel", action="store_true", help="cancel a scheduled shred, or end the "
+                    "'shredding' state a shred that died left (writes 503)")
     sh.add_argument("--bypass-governance-retention", action="store_true",
                     help="shred even though object versions are under GOVERNANCE retention "
                          "(never past a legal hold or COMPLIANCE retention)")

@@ -65,10 +65,17 @@ async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: st
     return due
 
 
-async def cancel_shred(meta: MetadataStore, tenant: str) -> None:
-    if await meta.get(shred_key(tenant)) is None:
-        raise NotFound(f"no shred of tenant {tenant!r} is scheduled")
-    await meta.delete(shred_key(tenant))
+async def cancel_shred(meta: MetadataStore, tenants: TenantService, tenant: str) -> None:
+    """Drop the scheduled shred and end a fence ("shredding", left by a shred that died
+    after fencing): the tenant takes writes, rotation and new access keys again. Safe next
+    to a shred still running: the unfence changes the tenant record, so its
+    `TenantService.shred(fenced=)` fails and it fences and scans again (a scheduled one,
+    its record deleted here, stops: StaleRecord). NotFound if there was nothing to cancel."""
+    scheduled = await meta.get(shred_key(tenant)) is not None
+    if scheduled:
+        await meta.delete(shred_key(tenant))
+    if not await tenants.unfence(tenant) and not scheduled:
+        raise NotFound(f"no shred of tenant {tenant!r} is scheduled or in progress")
 
 
 async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:

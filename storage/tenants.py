@@ -67,6 +67,15 @@ class Credential:
     role: str
 
 
+def _require_active(t: Tenant) -> None:
+    """Refuse to give a tenant not "active" a new KEK or access key: TenantShredding while
+    a shred is fenced (the operator may wait or cancel it), KeyUnavailable once shredded."""
+    if t.state == SHREDDING:
+        raise TenantShredding(f"a shred of tenant {t.name!r} is in progress; wait or cancel "
+                              f"it with tessera tenant shred {t.name} --cancel")
+    if t.state != "active":
+        raise KeyUnavailable(f"tenant {t.name!r} is shredded")
+
 class TenantService:
     def __init__(self, meta: MetadataStore, root: keys.RootKeyProvider) -> None:
         self._meta = meta
@@ -345,8 +354,7 @@ class TenantService:
             if item is None:
                 raise NotFound(f"tenant {tenant!r} does not exist")
             t = Tenant.decode(item.value)
-            if t.state != "active":
-                raise KeyUnavailable(f"tenant {tenant!r} is shredded")
+            _require_active(t)
             v = max(t.keks) + 1
             t.keks[v] = keys.new_kek(self._root, tenant, v)
             t.current_kek = v
@@ -395,20 +403,21 @@ class TenantService:
                                      puts={item.key: t.encode()}))
             self._reads.forget(item.key)
 
-    async def unfence(self, tenant: str) -> None:
-        """Back from "shredding" to "active": the shred was refused or cancelled."""
+    async def unfence(self, tenant: str) -> bool:
+        """Back from "shredding" to "active": the shred was refused or cancelled. Returns
+        whether this call ended a fence."""
         while True:
             item = await self._meta.get(tenant_key(tenant))
             if item is None:
-                return
+                return False
             t = Tenant.decode(item.value)
             if t.state != SHREDDING:
-                return
+                return False
             t.state = "active"
             if await self._meta.txn(Txn(compares={item.key: item.revision},
                                         puts={item.key: t.encode()})):
                 self._reads.forget(item.key)
-                return
+                return True
 
     async def shred(self, tenant: str, compares: dict[bytes, int] | None = None,
                     fenced: int | None = None) -> bool:
@@ -446,9 +455,7 @@ class TenantService:
                          access_key: str | None = None, secret_key: str | None = None,
                          ) -> Credential:
         if role == "tenant":
-            t = await self.get(tenant)
-            if t.state != "active":
-                raise KeyUnavailable(f"tenant {tenant!r} is shredded")
+            _require_active(await self.get(tenant))
         ak = access_key or ("TK" + "".join(secrets.choice(_AK_ALPHABET) for _ in range(18)))
         sk = secret_key or secrets.token_urlsafe(30)[:40]
         wrapped = aead.wrap(self._secret_kek, sk.encode(), self._secret_aad(ak))

@@ -239,7 +239,8 @@ class AdminApi:
 
     async def shred_cancel(self, call: Call) -> tuple[int, Any]:
         t = await self._tenant(call)
-        await kr.cancel_shred(self.cluster.meta, t.name)
+        await kr.cancel_shred(self.cluster.meta, self.cluster.tenants, t.name)
+        t = await self._tenant(call)  # "active" again if it was fenced
         return 200, {"name": t.name, "state": t.state, "shred_due": None}
 
     async def _tenant(self, call: Call, param: str = "name") -> Tenant:
@@ -366,4 +367,6 @@ def _map_storage_error(exc: se.StorageError) -> tuple[int, Any]:
         return 400, _error_body("InvalidArgument", str(exc))
     if isinstance(exc, se.KeyUnavailable):
         return 409, _error_body("TenantShredded", str(exc))
+    if isinstance(exc, se.TenantShredding):  # rotation or a new key while fenced
+        return 409, _error_body("TenantShredding", str(exc))
     return 503, _error_body("Unavailable", str(exc))

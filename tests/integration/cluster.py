@@ -226,11 +226,15 @@ class LocalCluster:
         (self.data / "run" / f"{node_id}.pid").write_text(f"{p.pid}\n")
         return p
 
+    @property
+    def db_path(self) -> Path:
+        """The cluster's SQLite metadata file."""
+        cfg = tomllib.loads((self.data / "tessera.toml").read_text())
+        return self.data / cfg.get("metadata", {}).get("path", "meta/tessera.db")
+
     def db_get(self, key: bytes) -> bytes | None:
         """One raw metadata value, read from the SQLite file (read-only, beside the gateway)."""
-        cfg = tomllib.loads((self.data / "tessera.toml").read_text())
-        db = self.data / cfg.get("metadata", {}).get("path", "meta/tessera.db")
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
         try:
             row = conn.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +16,11 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from ops.admincli import CliError, admin_request
+from storage.crypto.keys import FileRootKey
+from storage.metadata.sqlite import SqliteStore
+from storage.tenants import TenantService
 from tests.integration.cluster import LocalCluster
+from tests.integration.test_at_rest import new_tenant
 
 
 def tessera(cluster: LocalCluster, *args: str, env: dict[str, str] | None = None,
@@ -115,6 +120,40 @@ def test_admin_api_refuses_tenant_keys_and_bad_signatures(cluster: LocalCluster)
     with pytest.raises(ClientError) as ce:
         s3.list_buckets()
     assert ce.value.response["Error"]["Code"] == "AccessDenied"
+
+
+async def _fence(cluster: LocalCluster, name: str) -> None:
+    """What a shred that died after fencing leaves: the tenant "shredding" (set from this
+    process, on the cluster's SQLite file beside the gateway, as another gateway would)."""
+    meta = await SqliteStore.open(cluster.db_path)
+    try:
+        await TenantService(meta, FileRootKey(cluster.data / "secrets" / "root.key")).fence(name)
+    finally:
+        await meta.close()
+
+
+def test_cancel_ends_the_fence_a_dead_shred_left(cluster: LocalCluster) -> None:
+    """A tenant left "shredding" refuses writes (503), rotation and new keys, each saying how
+    to leave it; `tenant shred --cancel` makes it active again without shredding it."""
+    name, s3, _ = new_tenant(cluster, "fenced")
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="k", Body=b"kept")
+    asyncio.run(_fence(cluster, name))
+    with pytest.raises(ClientError) as ce:
+        s3.put_object(Bucket=name, Key="n", Body=b"new")
+    assert ce.value.response["Error"]["Code"] == "ServiceUnavailable"
+    hint = f"wait or cancel it with tessera tenant shred {name} --cancel"
+    for args in (("tenant", "rotate-key", name), ("key", "create", "--tenant", name)):
+        r = tessera(cluster, *args)
+        assert r.returncode != 0 and hint in r.stderr, r.stderr
+    r = tessera(cluster, "tenant", "shred", name, "--cancel", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "active"
+    s3.put_object(Bucket=name, Key="n", Body=b"new")
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"kept"
+    assert tessera(cluster, "tenant", "rotate-key", name).returncode == 0
+    r = tessera(cluster, "tenant", "shred", name, "--cancel")
+    assert r.returncode != 0 and "NotFound" in r.stderr, "a cancel with nothing to cancel"
 
 
 def test_shred_needs_confirmation_and_honours_wait(cluster: LocalCluster) -> None:

@@ -15,7 +15,10 @@ import pytest
 from storage import keys_rotation as kr
 from storage import object_lock as ol
 from storage.crypto.keys import FileRootKey
+from storage.errors import NotFound, TenantShredding
+from storage.keyspace import shred_key
 from storage.metadata.sqlite import SqliteStore
+from storage.records import pack
 from storage.tenants import TenantService
 from tests.unit.test_object_lock_attacks import FAR, Gateway, _run, gw  # noqa: F401
 
@@ -109,3 +112,53 @@ async def test_a_shred_left_fenced_is_resolved_by_shredding_again(gw: Gateway) -
         await kr.schedule_shred(gw.cluster.meta, gw.cluster.tenants, "t", 0, "test")
     assert (await gw.cluster.tenants.get("t")).state == "active"
     assert await WRITES["put"](gw.owner, state) is None
+
+
+async def test_a_shred_left_fenced_is_cancelled_without_shredding(gw: Gateway) -> None:  # noqa: F811
+    """A scheduled shred that died after its fence leaves the tenant "shredding" with no lock
+    to refuse a new shred: `tenant shred --cancel` ends the fence, and rotation and new
+    access keys say why they are refused until then (not "shredded")."""
+    state = await _bucket(gw)
+    meta, tenants = gw.cluster.meta, gw.cluster.tenants
+    await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test"}))
+    await tenants.fence("t")
+    assert await WRITES["put"](gw.owner, state) == "ServiceUnavailable"
+    for refused in (kr.rotate(meta, tenants, "t"), tenants.create_key("t")):
+        with pytest.raises(TenantShredding, match="in progress; wait or cancel it with "
+                           "tessera tenant shred t --cancel"):
+            await refused
+    await kr.cancel_shred(meta, tenants, "t")
+    assert (await tenants.get("t")).state == "active"
+    assert await meta.get(shred_key("t")) is None
+    assert await WRITES["put"](gw.owner, state) is None
+    assert await kr.rotate(meta, tenants, "t") == 2
+    assert (await tenants.create_key("t")).tenant == "t"
+    await tenants.fence("t")  # an immediate shred that died: nothing scheduled
+    await kr.cancel_shred(meta, tenants, "t")
+    assert (await tenants.get("t")).state == "active"
+    with pytest.raises(NotFound):  # nothing left to cancel
+        await kr.cancel_shred(meta, tenants, "t")
+
+
+async def test_a_cancel_during_a_running_shred_cannot_let_a_lock_be_shredded(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`--cancel` unfences beside an immediate shred that is still scanning; a legal hold
+    set after its scan then commits, so the shred must fence, scan again and be refused."""
+    state = await _bucket(gw)
+    real = ol.shred_blocker
+    answers: list[str | None] = []
+
+    async def scan(meta: Any, tenant: str, now: float, bypass: bool = False) -> Any:
+        found = await real(meta, tenant, now, bypass)
+        if not answers:
+            await kr.cancel_shred(gw.cluster.meta, gw.cluster.tenants, "t")
+            answers.append(await WRITES["hold"](gw.owner, state))
+        return found
+
+    monkeypatch.setattr(ol, "shred_blocker", scan)
+    with pytest.raises(ol.TenantLocked):
+        await kr.shred_now(gw.cluster.meta, gw.cluster.tenants, "t")
+    assert answers == [None], "the hold was not acknowledged after the cancel"
+    assert (await gw.cluster.tenants.get("t")).state == "active"
+    assert await asyncio.to_thread(
+        lambda: gw.owner.get_object(Bucket="lockb", Key="k")["Body"].read()) == b"x"

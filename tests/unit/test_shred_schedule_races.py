@@ -12,11 +12,12 @@ from storage import keys_rotation as kr
 from storage import object_lock as ol
 from storage.keyspace import shred_key
 from storage.records import pack
+from storage.tenants import TenantService
 from storage.workers.keys import ShredScheduler
 from tests.unit.test_object_lock_attacks import FAR, Gateway, _locked, _run, gw  # noqa: F401
 
 
-def _cancel_during_scan(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+def _cancel_during_scan(monkeypatch: pytest.MonkeyPatch, tenants: TenantService) -> list[bool]:
     """The operator's `tenant shred --cancel` commits while the worker scans for locks."""
     real = ol.shred_blocker
     ran: list[bool] = []
@@ -24,7 +25,7 @@ def _cancel_during_scan(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     async def scan(meta: Any, tenant: str, now: float, bypass: bool = False) -> Any:
         if not ran:
             ran.append(True)
-            await kr.cancel_shred(meta, tenant)
+            await kr.cancel_shred(meta, tenants, tenant)
         return await real(meta, tenant, now, bypass)
 
     monkeypatch.setattr(ol, "shred_blocker", scan)
@@ -38,7 +39,7 @@ async def test_a_cancelled_shred_stays_cancelled_while_held(
                             VersionId=vid, LegalHold={"Status": "ON"})
     meta = gw.cluster.meta
     await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test"}))
-    ran = _cancel_during_scan(monkeypatch)
+    ran = _cancel_during_scan(monkeypatch, gw.cluster.tenants)
     await ShredScheduler(meta, gw.cluster.tenants).step()
     assert ran
     assert await meta.get(shred_key("t")) is None, "the worker re-scheduled a cancelled shred"
@@ -48,7 +49,7 @@ async def test_a_cancelled_shred_is_not_run(
         gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     meta = gw.cluster.meta
     await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test"}))
-    ran = _cancel_during_scan(monkeypatch)
+    ran = _cancel_during_scan(monkeypatch, gw.cluster.tenants)
     await ShredScheduler(meta, gw.cluster.tenants).step()
     assert ran
     assert await gw.cluster.tenants.active("t"), "the tenant was shredded after the cancel"
