@@ -46,6 +46,11 @@ class ObjectLocked(AccessDenied):
     """The version is protected by Object Lock (retention or legal hold)."""
 
 
+class DeleteLocked(ObjectLocked):
+    """A DeleteObject or DeleteObjects of a locked version: AWS answers it with its own
+    message (gateway.s3.errors_map), where its other lock refusals are a plain AccessDenied."""
+
+
 class TenantLocked(Conflict):
     """A tenant still holds locked versions: it cannot be shredded while they are locked.
     `until`: when the lock that blocks ends (None: a legal hold, lifted only by a request)."""
@@ -125,14 +130,14 @@ def retention_active(lock: dict[str, Any], now: float) -> bool:
     return bool(lock.get("mode")) and float(lock.get("until") or 0) > now
 
 
-def check_delete(lock: dict[str, Any], bypass: bool, now: float) -> None:
-    """Raise ObjectLocked unless a version with `lock` may be deleted for good."""
+def check_delete(lock: dict[str, Any], bypass: bool, now: float,
+                 refusal: type[ObjectLocked] = ObjectLocked) -> None:
+    """Raise `refusal` unless a version with `lock` may be deleted for good."""
     if lock.get("legal_hold") == "ON":
-        raise ObjectLocked("the object version is under a legal hold")
+        raise refusal("the object version is under a legal hold")
     if retention_active(lock, now):
         if lock["mode"] == COMPLIANCE or not bypass:
-            raise ObjectLocked("the object version is under retention until "
-                               f"{lock['until']}")
+            raise refusal(f"the object version is under retention until {lock['until']}")
 
 
 def check_retention_change(lock: dict[str, Any], mode: str | None, until: float | None,

@@ -9,7 +9,7 @@ from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.conditions import PreconditionFailed
-from storage.object_lock import ObjectLocked
+from storage.object_lock import DeleteLocked
 
 log = logging.getLogger("tessera.gateway")
 
@@ -33,7 +33,8 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         return S3Error("BucketNotEmpty", BucketName=exc.bucket)
     if isinstance(exc, se.BucketBusy):
         return S3Error("OperationAborted")
-    if isinstance(exc, ObjectLocked):  # AWS's words (moto's aws-verified DeleteObjects tests)
+    if isinstance(exc, DeleteLocked):  # AWS's words for deletes (moto's aws-verified tests,
+        # aws CLI output); none known for its other lock refusals: plain "Access Denied"
         return S3Error("AccessDenied", "Access Denied because object protected by object lock.")
     if isinstance(exc, se.AccessDenied):
         return S3Error("AccessDenied")

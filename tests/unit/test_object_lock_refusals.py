@@ -3,7 +3,8 @@
 - with AWS's words: AccessDenied "Access Denied because object protected by object lock."
   (moto's tests/test_s3/test_s3_lock.py, marked aws_verified, asserts that message for a
   DeleteObjects entry; the aws CLI prints the same for DeleteObject), while a refusal for
-  want of permission stays the plain "Access Denied";
+  want of permission, and the lock refusals no AWS output shows words for (a shortened
+  retention, a write over a locked null version), stay the plain "Access Denied";
 - DeleteObjects with `x-amz-bypass-governance-retention` reads and parses the bucket policy
   once per request, not once per key."""
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -40,6 +42,23 @@ async def test_a_locked_version_is_refused_with_aws_words(gw: Gateway) -> None: 
     # no lock involved: the plain refusal
     assert await asyncio.to_thread(_message, gw.other.get_object, Bucket="words",
                                    Key="k") == ("AccessDenied", "Access Denied")
+
+
+async def test_other_lock_refusals_keep_the_plain_words(gw: Gateway) -> None:  # noqa: F811
+    """AWS's lock message is known only for deletes: a retention shortened without the
+    bypass, and (a state AWS cannot reach) a write over a locked null version, keep the
+    plain "Access Denied" rather than words no AWS output shows for them."""
+    vid = await _locked(gw.owner, "plain")
+    assert await asyncio.to_thread(
+        _message, gw.owner.put_object_retention, Bucket="plain", Key="k", VersionId=vid,
+        Retention={"Mode": "GOVERNANCE", "RetainUntilDate": datetime(2030, 1, 1, tzinfo=UTC)},
+    ) == ("AccessDenied", "Access Denied")
+    await asyncio.to_thread(gw.owner.create_bucket, Bucket="nullv")
+    await gw.cluster.buckets.update("t", "nullv", versioning="Suspended", object_lock={
+        "enabled": True, "rule": {"mode": "COMPLIANCE", "days": 1}})
+    await asyncio.to_thread(gw.owner.put_object, Bucket="nullv", Key="k", Body=b"first")
+    assert await asyncio.to_thread(_message, gw.owner.put_object, Bucket="nullv", Key="k",
+                                   Body=b"second") == ("AccessDenied", "Access Denied")
 
 
 async def test_a_bypass_batch_parses_the_policy_once(

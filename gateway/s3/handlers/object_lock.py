@@ -75,7 +75,7 @@ async def delete_guard(rq: S3Request, key: str) -> Callable[[ObjectVersion], Non
     """What a delete of `key` calls on each version it would remove for good."""
     allowed = await bypass(rq, key)
     now = time.time()
-    return lambda v: ol.check_delete(v.lock, allowed, now)
+    return lambda v: ol.check_delete(v.lock, allowed, now, ol.DeleteLocked)
 
 
 # --- headers of writes and reads ------------------------------------------------------------
