@@ -31,6 +31,7 @@ from storage.config import (
     load_config,
 )
 from storage.filemodes import secure_tree
+from storage.starterdeath import watch_starters
 
 ZONES = ("az1", "az2", "az3")
 NODES_PER_ZONE = 3
@@ -413,6 +414,7 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch_starters(loop, stop.set)  # a SIGKILLed test run stops its clusters too
     try:
         # the first start's tenant and keys are written while the nodes start (they need no
         # metadata); the gateway, which reads them, starts after both
