@@ -31,12 +31,14 @@ import threading
 from pathlib import Path
 
 
-def report_and_hang(cluster, extra_pids=(), mounts=(), loops=()):
-    run = cluster.data / "run"
-    pids = [cluster.proc.pid, *(int(p.read_text()) for p in run.glob("*.pid")), *extra_pids]
+def cluster_pids(cluster):
+    return [cluster.proc.pid, *(int(p.read_text()) for p in (cluster.data / "run").glob("*.pid"))]
+
+
+def report_and_hang(pids, mounts=(), loops=()):
     out = Path(os.environ["REPORT"])
-    out.with_suffix(".tmp").write_text(json.dumps({"pids": pids, "mounts": list(mounts),
-                                                     "loops": list(loops)}))
+    out.with_suffix(".tmp").write_text(json.dumps({"pids": list(pids), "mounts": list(mounts),
+                                                   "loops": list(loops)}))
     out.with_suffix(".tmp").rename(out)
     threading.Event().wait()  # until killed
 '''
@@ -44,7 +46,7 @@ def report_and_hang(cluster, extra_pids=(), mounts=(), loops=()):
 CLUSTER_TEST = INNER_HEAD + '''
 
 def test_start_cluster_and_hang(fresh_cluster):
-    report_and_hang(fresh_cluster)
+    report_and_hang(cluster_pids(fresh_cluster))
 '''
 
 VOLUME_TEST = INNER_HEAD + '''
@@ -58,7 +60,16 @@ def test_mount_ext4_and_hang(fresh_cluster, tmp_path):
     (tmp_path / "mnt" / "f").write_bytes(b"x" * 65536)  # dirty in ext4's page cache
     st = json.loads(next((fresh_cluster.data / "volumes" / "mounts").glob("*.json"))
                     .read_text())
-    report_and_hang(fresh_cluster, [st["pid"]], [st["target"], st["fuse_dir"]], [st["loop"]])
+    report_and_hang([*cluster_pids(fresh_cluster), st["pid"]], [st["target"], st["fuse_dir"]],
+                    [st["loop"]])
+'''
+
+ETCD_TEST = INNER_HEAD + '''
+
+def test_start_etcd_and_hang(tmp_path):
+    from tests.contract.conftest import start_etcd
+
+    report_and_hang([p.pid for p in start_etcd(tmp_path).procs.values()])
 '''
 
 
@@ -106,7 +117,7 @@ def _run_and_kill(tmp_path: Path, inner_test: str) -> None:
         assert inner.poll() is None, "the inner pytest exited before its cluster was up"
         started = json.loads(report.read_text())
         pids, mounts, loops = started["pids"], started["mounts"], started["loops"]
-        assert len(pids) > 2 and all(map(_alive, pids)), pids
+        assert len(pids) >= 3 and all(map(_alive, pids)), pids
         assert all(map(_mounted, mounts)), mounts
         inner.kill()
         inner.wait()
@@ -138,3 +149,9 @@ def test_sigkilled_pytest_leaves_no_volume_mount(tmp_path: Path) -> None:
     """The FUSE daemon sees the test run end too: ext4 and the loop device over its file are
     undone, then its own FUSE mount, and it exits (as do the cluster's processes)."""
     _run_and_kill(tmp_path, VOLUME_TEST)
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="needs the etcd binary")
+def test_sigkilled_pytest_leaves_no_etcd(tmp_path: Path) -> None:
+    """etcd members a test starts itself (tests/contract) die with the test run too."""
+    _run_and_kill(tmp_path, ETCD_TEST)
