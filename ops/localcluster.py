@@ -468,14 +468,18 @@ def gateway_listens(listen: str, admin_listen: str, count: int) -> list[tuple[st
     return [(f"{host}:{int(port) + i}", f"{ahost}:{int(aport) + i}") for i in range(count)]
 
 
-async def _stop_all(children: list[Child]) -> None:
+async def _stop_all(children: list[Child], grace_s: float = 15) -> None:
+    """SIGTERM every child, then SIGKILL those still running `grace_s` after: one grace for
+    all (waited child by child, each stuck child used to add its own 15 s)."""
     for c in reversed(children):
         if c.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 c.proc.terminate()
+    deadline = asyncio.get_running_loop().time() + grace_s
     for c in children:
         try:
-            await asyncio.wait_for(c.proc.wait(), 15)
+            left = max(0.1, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait_for(c.proc.wait(), left)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 c.proc.kill()
