@@ -31,6 +31,7 @@ from storage.config import (
     load_config,
 )
 from storage.filemodes import secure_tree
+from storage.starterdeath import watch_starters
 
 ZONES = ("az1", "az2", "az3")
 NODES_PER_ZONE = 3
@@ -413,6 +414,7 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch_starters(loop, stop.set)  # a SIGKILLed test run stops its clusters too
     try:
         # the first start's tenant and keys are written while the nodes start (they need no
         # metadata); the gateway, which reads them, starts after both
@@ -466,14 +468,18 @@ def gateway_listens(listen: str, admin_listen: str, count: int) -> list[tuple[st
     return [(f"{host}:{int(port) + i}", f"{ahost}:{int(aport) + i}") for i in range(count)]
 
 
-async def _stop_all(children: list[Child]) -> None:
+async def _stop_all(children: list[Child], grace_s: float = 15) -> None:
+    """SIGTERM every child, then SIGKILL those still running `grace_s` after: one grace for
+    all (waited child by child, each stuck child used to add its own 15 s)."""
     for c in reversed(children):
         if c.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 c.proc.terminate()
+    deadline = asyncio.get_running_loop().time() + grace_s
     for c in children:
         try:
-            await asyncio.wait_for(c.proc.wait(), 15)
+            left = max(0.1, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait_for(c.proc.wait(), left)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 c.proc.kill()

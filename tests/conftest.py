@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from storage.starterdeath import ENV as EXIT_WITH_PID
+from storage.starterdeath import with_starter
 from tests.integration.cluster import LocalCluster
 from tests.xdist_groups import (  # noqa: F401 - hooks
     pytest_collection_modifyitems,
@@ -19,6 +23,13 @@ from tests.xdist_groups import (  # noqa: F401 - hooks
 settings.register_profile("tessera", deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("tessera")
+
+# Every `tessera up` and FUSE daemon a test starts (in sessions of their own) stops when this
+# process (pytest, or an xdist worker, and its pytest) exits, however it exits, even SIGKILL.
+os.environ[EXIT_WITH_PID] = with_starter(os.getpid())
+# SIGTERM (`timeout`, a CI runner's cancel) ends the run as Ctrl-C does: fixtures finalize.
+if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:

@@ -38,11 +38,14 @@ from gateway.block.mount import (
     DETACHED_MARK,
     NO_JOURNAL_MAX_DIRTY_MIB,
     SNAPSHOT_XATTR,
+    release_file_systems,
 )
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import Conflict, InvalidInput, StorageError
 from storage.malloc import tune_malloc
+from storage.starterdeath import ENV as STARTER_ENV
+from storage.starterdeath import watch_starters
 from storage.volume_overlay import JournaledVolume
 from storage.volumes import LEASE_TTL_S, VolumeHandle
 
@@ -310,6 +313,18 @@ def serve(runner: LoopThread, cfg_path: Path, tenant: str, name: str, mountpoint
     return 0
 
 
+def _stop_for_starter(data_dir: Path) -> None:
+    """The process that started this mount's run (a test run) is gone: undo the file system
+    and loop device over our FUSE file, then stop as on SIGTERM (libfuse unmounts, we detach).
+    On a thread of its own: the loop must keep serving the file system's last writes."""
+    def stop() -> None:
+        log.warning("the process named in $%s exited: unmounting", STARTER_ENV)
+        release_file_systems(data_dir, os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop, name="starter-gone", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gateway.block.fuse")
     p.add_argument("--config", required=True)
@@ -331,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("could not set PR_SET_IO_FLUSHER (errno %d)", ctypes.get_errno())
     holder = f"{socket.gethostname()}:{os.getpid()}"
     runner = LoopThread()
+    data_dir = load_config(Path(a.config)).data_dir
+    runner.loop.call_soon_threadsafe(watch_starters, runner.loop,
+                                     lambda: _stop_for_starter(data_dir))
     try:
         return serve(runner, Path(a.config), a.tenant, a.volume, Path(a.mountpoint), holder,
                      a.lease_ttl, dirty << 20, not a.no_journal)

@@ -215,6 +215,19 @@ def _quietly_unmount(data_dir: Path, target: Path) -> None:
         pass
 
 
+def release_file_systems(data_dir: Path, pid: int) -> None:
+    """Lazily unmount the file systems and detach the loop devices that mounts made over the
+    FUSE file of daemon `pid`, so its own FUSE mount can go: for a daemon whose starter is
+    gone (`TESSERA_EXIT_WITH_PID`), as nobody will run `unmount` for it."""
+    for st in mounted_states(data_dir):
+        if st.pid != pid:
+            continue
+        if st.fs:
+            subprocess.run(["umount", "-l", st.target], capture_output=True)
+        if st.loop:
+            subprocess.run(["losetup", "-d", st.loop], capture_output=True)
+
+
 def _fs_type(dev: str) -> str | None:
     """The file system type the device carries ("ext4"; "" for a signature blkid cannot
     name), or None if blkid finds none."""

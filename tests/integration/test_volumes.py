@@ -29,6 +29,7 @@ from storage.cluster import Cluster
 from storage.config import load_config
 from storage.errors import Conflict, DataUnavailable
 from storage.volumes import Fenced, VolumeAttached, VolumeService, extent_prefix
+from tests.integration.killed_run import VOLUME_TEST, run_and_kill
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"),
@@ -574,3 +575,9 @@ def test_mount_refusals_say_what_to_do(vol: Vol, tmp_path: Path) -> None:
     assert f"parent directory {deep.parent} does not exist" in err, err
     assert not deep.parent.exists()
     assert not [s for s in _states(vol) if s.volume == "refuse"]
+
+
+def test_sigkilled_pytest_leaves_no_volume_mount(tmp_path: Path) -> None:
+    """The FUSE daemon sees the test run end too: ext4 and the loop device over its file are
+    undone, then its own FUSE mount, and it exits (as do the cluster's processes)."""
+    run_and_kill(tmp_path, VOLUME_TEST)
