@@ -69,6 +69,9 @@ ENV_CONFIG = "TESSERA_CONFIG"
 ENV_ADMIN_URL = "TESSERA_ADMIN_URL"
 ENV_ADMIN_ACCESS_KEY = "TESSERA_ADMIN_ACCESS_KEY"
 ENV_ADMIN_SECRET_KEY = "TESSERA_ADMIN_SECRET_KEY"
+# Not a config key: the pids whose exit stops `tessera up` and the block daemon
+# (storage/starterdeath.py; the test suite names its own).
+ENV_EXIT_WITH_PID = "TESSERA_EXIT_WITH_PID"
 
 
 def config_path(given: str | Path | None, env: Mapping[str, str] | None = None) -> Path:

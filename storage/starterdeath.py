@@ -14,7 +14,7 @@ import contextlib
 import os
 from collections.abc import Callable
 
-ENV = "TESSERA_EXIT_WITH_PID"
+from storage.config_env import ENV_EXIT_WITH_PID as ENV
 
 
 def starters(environ: dict[str, str] | None = None) -> list[int]:
