@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import config as c
+from storage.config_env import ENV_EXIT_WITH_PID
 
 
 # (section, key) -> (dataclass, field name): where each TOML key's default lives.
@@ -257,6 +258,10 @@ ENV_VARS: list[EnvVar] = [
     EnvVar(c.ENV_ADMIN_ACCESS_KEY, _const("from tessera.env"),
            "Admin credential the operator CLI signs with (SigV4)."),
     EnvVar(c.ENV_ADMIN_SECRET_KEY, _const("from tessera.env"), "Its secret."),
+    EnvVar(ENV_EXIT_WITH_PID, _const("unset"),
+           "Comma-separated pids: `tessera up` and the block daemon shut down cleanly when "
+           "any of them exits (the test suite names its own, so a killed run leaves no "
+           "cluster or mount)."),
     *(_override(o) for o in c.ENV_OVERRIDES),
 ]
 
