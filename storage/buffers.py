@@ -100,9 +100,7 @@ class LendingPool(Generic[B]):
     def trim(self) -> None:
         """Let go of the idle blocks (malloc reuses their memory); lent ones stay kept."""
         with self._lock:
-            blocks = self._blocks
-            self._blocks = [blocks[i] for i in range(len(blocks))
-                            if sys.getrefcount(blocks[i]) != _IDLE_REFS]
+            self._blocks = _lent(self._blocks)
 
     @property
     def kept(self) -> int:
@@ -154,15 +152,19 @@ class LendingPools:
     def trim(self) -> None:
         """Let go of every idle block (malloc reuses their memory); lent ones stay kept."""
         with self._lock:
-            blocks = self._blocks
-            self._blocks = [blocks[i] for i in range(len(blocks))
-                            if sys.getrefcount(blocks[i]) != _IDLE_REFS]
+            self._blocks = _lent(self._blocks)
 
     @property
     def kept(self) -> int:
         """Bytes of blocks kept (lent out or idle)."""
         with self._lock:
             return sum(len(b) for b in self._blocks)
+
+
+def _lent(blocks: list[B]) -> list[B]:
+    """The blocks of `blocks` something besides the pool refers to (the idle ones dropped);
+    `LendingPool.trim` and `LendingPools.trim` keep these."""
+    return [blocks[i] for i in range(len(blocks)) if sys.getrefcount(blocks[i]) != _IDLE_REFS]
 
 
 def _mapping(size: int) -> mmap.mmap:
