@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 from aiohttp import web
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 
 from gateway.app import s3_runner
 from gateway.metrics import Metrics
@@ -24,6 +25,15 @@ from storage.crypto.keys import FileRootKey
 from storage.metadata.sqlite import SqliteStore
 from storage.shards.transport import NodeTransport
 from storage.tenants import TenantService
+
+
+def error_code(call: Any, **kw: Any) -> str | None:
+    """The S3 error code `call(**kw)` (a boto3 method) is refused with; None if it succeeds."""
+    try:
+        call(**kw)
+    except ClientError as e:
+        return str(e.response["Error"]["Code"])
+    return None
 
 
 def sim_config(data: Path, inline_max_bytes: int) -> Config:

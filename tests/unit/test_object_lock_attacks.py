@@ -19,7 +19,6 @@ import datetime
 import json
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,20 +27,16 @@ import boto3
 import pytest
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 
 from storage import keys_rotation as kr
 from storage import object_lock as ol
 from storage.cluster import Cluster
-from storage.crypto.keys import FileRootKey
 from storage.keyspace import bucket_key, object_key, shred_key
 from storage.metadata import Txn
-from storage.metadata.sqlite import SqliteStore
 from storage.records import pack, unpack
-from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
 from storage.workers.keys import HOLD_RECHECK_S, ShredScheduler
-from tests.inproc import served_s3, sim_config
+from tests.inproc import error_code, served_s3, sim_config, wired_cluster
 
 FAR = datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC)
 LATER = datetime.datetime(2101, 1, 1, tzinfo=datetime.UTC)
@@ -66,34 +61,18 @@ def _client(endpoint: str, ak: str | None, sk: str | None) -> Any:
 @pytest.fixture
 async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
     cfg = sim_config(tmp_path, 4096)
-    meta = await SqliteStore.open(tmp_path / "meta.db")
-    tenants = TenantService(meta, FileRootKey(tmp_path / "root.key"))
-    await tenants.load()
-    await tenants.create("t")
-    await tenants.create("u")
-    t_cred, u_cred = await tenants.create_key("t"), await tenants.create_key("u")
-    pool = ThreadPoolExecutor(2)
-    cluster = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)), pool, pool)
-    try:
+    async with wired_cluster(tmp_path, cfg, SimNodes(list(cfg.nodes))) as cluster:
+        tenants = cluster.tenants
+        await tenants.create("u")
+        t_cred, u_cred = await tenants.create_key("t"), await tenants.create_key("u")
         async with served_s3(cluster, cfg, t_cred.access_key, t_cred.secret_key) as s3:
             url = s3.meta.endpoint_url
             yield Gateway(cluster, s3, _client(url, u_cred.access_key, u_cred.secret_key),
                           _client(url, None, None))
-    finally:
-        await meta.close()
-        pool.shutdown()
-
-
-def _code(call: Any, **kw: Any) -> str | None:
-    try:
-        call(**kw)
-    except ClientError as e:
-        return str(e.response["Error"]["Code"])
-    return None
 
 
 async def _run(call: Any, **kw: Any) -> str | None:
-    return await asyncio.to_thread(_code, call, **kw)
+    return await asyncio.to_thread(error_code, call, **kw)
 
 
 async def _locked(s3: Any, bucket: str, **create: Any) -> str:

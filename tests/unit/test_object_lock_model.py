@@ -21,7 +21,6 @@ import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,12 @@ from typing import Any
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from storage.cluster import Cluster
-from storage.crypto.keys import FileRootKey
-from storage.metadata.sqlite import SqliteStore
-from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3, sim_config
+from tests.inproc import error_code, served_s3, sim_config, wired_cluster
 
 UTC = datetime.UTC
 DATES = [datetime.datetime(y, 1, 1, tzinfo=UTC) for y in (2090, 2095, 2100)]
@@ -60,19 +54,10 @@ class Locked:
 @contextlib.asynccontextmanager
 async def _gateway(data: Path) -> AsyncIterator[Any]:
     cfg = sim_config(data, 4096)
-    meta = await SqliteStore.open(data / "meta.db")
-    tenants = TenantService(meta, FileRootKey(data / "root.key"))
-    await tenants.load()
-    await tenants.create("t")
-    cred = await tenants.create_key("t")
-    pool = ThreadPoolExecutor(2)
-    cluster = Cluster.wire(cfg, meta, tenants, SimNodes(list(cfg.nodes)), pool, pool)
-    try:
+    async with wired_cluster(data, cfg, SimNodes(list(cfg.nodes))) as cluster:
+        cred = await cluster.tenants.create_key("t")
         async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
             yield s3
-    finally:
-        await meta.close()
-        pool.shutdown()
 
 
 @contextlib.contextmanager
@@ -89,14 +74,6 @@ def _served(data: Path) -> Iterator[Any]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
-
-
-def _code(call: Any, **kw: Any) -> str | None:
-    try:
-        call(**kw)
-    except ClientError as e:
-        return str(e.response["Error"]["Code"])
-    return None
 
 
 class LockModel(RuleBasedStateMachine):
@@ -145,7 +122,7 @@ class LockModel(RuleBasedStateMachine):
         if hold:
             kw["ObjectLockLegalHoldStatus"] = "ON"
         if who == "anonymous" and kw:  # the WRITE grant carries no lock permission
-            assert _code(self.anonymous.put_object, Bucket=self.name, Key=KEY, Body=body,
+            assert error_code(self.anonymous.put_object, Bucket=self.name, Key=KEY, Body=body,
                          **kw) == "AccessDenied"
             return
         got = self._client(who).put_object(Bucket=self.name, Key=KEY, Body=body, **kw)
@@ -164,7 +141,7 @@ class LockModel(RuleBasedStateMachine):
             errors = [e["Code"] for e in got.get("Errors", [])]
             code = errors[0] if errors else None
         else:
-            code = _code(s3.delete_object, Bucket=self.name, Key=KEY, VersionId=vid,
+            code = error_code(s3.delete_object, Bucket=self.name, Key=KEY, VersionId=vid,
                          BypassGovernanceRetention=bypass)
         if self._deletable(self.versions[vid], who, bypass):
             assert code is None
@@ -179,7 +156,7 @@ class LockModel(RuleBasedStateMachine):
         vid = self._pick(data)
         v = self.versions[vid]
         until = DATES[date]
-        code = _code(self.owner.put_object_retention, Bucket=self.name, Key=KEY, VersionId=vid,
+        code = error_code(self.owner.put_object_retention, Bucket=self.name, Key=KEY, VersionId=vid,
                      Retention={"Mode": mode, "RetainUntilDate": until},
                      BypassGovernanceRetention=bypass)
         keeps = (not self._retained(v) or (mode == v.mode and v.until is not None
@@ -212,7 +189,7 @@ class LockModel(RuleBasedStateMachine):
 
     @rule(who=st.sampled_from(["owner", "anonymous"]))
     def delete_marker(self, who: str) -> None:
-        assert _code(self._client(who).delete_object, Bucket=self.name, Key=KEY) is None
+        assert error_code(self._client(who).delete_object, Bucket=self.name, Key=KEY) is None
 
     @precondition(lambda self: self.versions)
     @rule(data=st.data())
@@ -224,7 +201,7 @@ class LockModel(RuleBasedStateMachine):
 
     @rule()
     def suspend(self) -> None:
-        assert _code(self.owner.put_bucket_versioning, Bucket=self.name,
+        assert error_code(self.owner.put_bucket_versioning, Bucket=self.name,
                      VersioningConfiguration={"Status": "Suspended"}) == "InvalidBucketState"
 
     # --- what must hold ---------------------------------------------------------------
