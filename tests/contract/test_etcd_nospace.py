@@ -31,14 +31,19 @@ class SmallEtcd(EtcdCluster):
         return [*super()._args(m), "--quota-backend-bytes", str(QUOTA)]
 
 
-async def test_a_write_past_etcds_quota_is_storage_full_and_a_503(tmp_path: Path) -> None:
+def _small_etcd(tmp_path: Path) -> EtcdCluster:
+    """A one-member etcd with the small quota, started on free ports of ETCD_HOSTS[0]."""
     host = ETCD_HOSTS[0]
     client = free_port([host])
     peer = free_port([host])
     while peer == client:
         peer = free_port([host])
-    cluster = SmallEtcd(tmp_path / "data", default_members(client, peer, (host,)),
-                        tmp_path / "logs").start()
+    return SmallEtcd(tmp_path / "data", default_members(client, peer, (host,)),
+                     tmp_path / "logs").start()
+
+
+async def test_a_write_past_etcds_quota_is_storage_full_and_a_503(tmp_path: Path) -> None:
+    cluster = _small_etcd(tmp_path)
     try:
         store = await EtcdStore.open(cluster.endpoints)
         try:
@@ -67,13 +72,7 @@ async def test_freeing_space_is_not_enough_recover_space_brings_writes_back(
         tmp_path: Path) -> None:
     # etcd keeps its NOSPACE alarm after keys are deleted: writes stay refused until the
     # history is compacted, every member defragmented and the alarm disarmed.
-    host = ETCD_HOSTS[0]
-    client = free_port([host])
-    peer = free_port([host])
-    while peer == client:
-        peer = free_port([host])
-    cluster = SmallEtcd(tmp_path / "data", default_members(client, peer, (host,)),
-                        tmp_path / "logs").start()
+    cluster = _small_etcd(tmp_path)
     try:
         store = await EtcdStore.open(cluster.endpoints)
         try:
