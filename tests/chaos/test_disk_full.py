@@ -107,6 +107,34 @@ def writes(s3, keys: range) -> tuple[dict[str, bytes], list[tuple[int, str]]]:  
     return acked, refused
 
 
+def freed(s3, filler: Path, keys: range) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    """Remove `filler`, then PUT `keys`: every one is acknowledged; key -> body."""
+    filler.unlink()
+    more, refused = writes(s3, keys)
+    assert (len(more), refused) == (len(keys), [])
+    return more
+
+
+def read_back(s3, acked: dict[str, bytes]) -> None:  # type: ignore[no-untyped-def]
+    """Every acknowledged key reads back as written."""
+    for key, want in acked.items():
+        assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+
+
+def refused_start(c: LocalCluster) -> tuple[str, str]:
+    """A gateway (2 workers) started on `c`'s configuration exits 1 having said one line
+    starting "tessera gateway:": that line and its whole stderr."""
+    p = subprocess.run([sys.executable, "-m", "gateway", "--config",
+                        str(c.data / "tessera.toml"), "--workers", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
+    # worker 0 says why; the workers it started (their run directory removed under them)
+    # must not blame the address after it, in whatever order the processes print
+    said = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("tessera gateway:")]
+    assert len(said) == 1, (said, p.stderr[-3000:])
+    return said[0], p.stderr
+
+
 def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
         tmp_path: Path, small_disk: SmallDisk) -> None:
     c = LocalCluster(tmp_path / "data").start()
@@ -129,23 +157,16 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
             assert alive(c) == before
             assert shard_count(node_disk) == shards  # it really stored nothing
             assert set(refused_node) <= {(503, "ServiceUnavailable")}, refused_node
-            filler.unlink()
-            more, refused = writes(s3, range(25, 30))
-            assert (len(more), refused) == (5, [])
-            acked |= more
+            acked |= freed(s3, filler, range(25, 30))
 
             filler = fill(meta_disk)  # the metadata's disk full: writes refused
             more, refused_meta = writes(s3, range(30, 40))
             acked |= more
             assert alive(c) == before
             assert refused_meta and set(refused_meta) == {(503, "ServiceUnavailable")}
-            filler.unlink()
-            more, refused = writes(s3, range(40, 45))
-            assert (len(more), refused) == (5, [])
-            acked |= more
+            acked |= freed(s3, filler, range(40, 45))
 
-            for key, want in acked.items():
-                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            read_back(s3, acked)
             assert alive(c) == before
         finally:
             c.stop()
@@ -160,17 +181,10 @@ def test_a_gateway_on_a_full_disk_refuses_to_start_in_one_line(
     c.stop()
     with small_disk(c.data / "run", 1) as run:
         fill(run)
-        p = subprocess.run([sys.executable, "-m", "gateway", "--config",
-                            str(c.data / "tessera.toml"), "--workers", "2"],
-                           capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
-    # worker 0 says why; the workers it started (their run directory removed under them)
-    # must not blame the address after it, in whatever order the processes print
-    said = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("tessera gateway:")]
-    assert len(said) == 1, said
-    assert said[0].startswith("tessera gateway: cannot start: no space on the file system "
-                              f"of {run}/"), said
-    assert said[0].endswith("free space there, then start again"), said
+        said, _ = refused_start(c)
+    assert said.startswith("tessera gateway: cannot start: no space on the file system "
+                           f"of {run}/"), said
+    assert said.endswith("free space there, then start again"), said
 
 
 def test_a_gateway_restarted_on_a_full_metadata_disk_says_so_in_one_line(
@@ -181,17 +195,12 @@ def test_a_gateway_restarted_on_a_full_metadata_disk_says_so_in_one_line(
     c.stop()
     with small_disk(c.data / "meta", 8) as meta:
         fill(meta)
-        p = subprocess.run([sys.executable, "-m", "gateway", "--config",
-                            str(c.data / "tessera.toml"), "--workers", "2"],
-                           capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
-    said = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("tessera gateway:")]
-    assert len(said) == 1, p.stderr[-3000:]
-    assert said[0].startswith("tessera gateway: cannot start: the metadata store's disk is "
-                              "full (disk I/O error: SQLITE_IOERR_SHMSIZE on "
-                              f"{meta}/"), said
-    assert said[0].endswith("free space on its file system, then start again"), said
-    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+        said, stderr = refused_start(c)
+    assert said.startswith("tessera gateway: cannot start: the metadata store's disk is "
+                           "full (disk I/O error: SQLITE_IOERR_SHMSIZE on "
+                           f"{meta}/"), said
+    assert said.endswith("free space on its file system, then start again"), said
+    assert "Traceback" not in stderr, stderr[-3000:]
 
 
 def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
@@ -213,12 +222,8 @@ def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
             acked |= more
             assert alive(c) == before
             assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
-            filler.unlink()
-            more, refused = writes(s3, range(15, 20))
-            assert (len(more), refused) == (5, [])
-            acked |= more
-            for key, want in acked.items():
-                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            acked |= freed(s3, filler, range(15, 20))
+            read_back(s3, acked)
             assert alive(c) == before
         finally:
             c.stop()
@@ -241,16 +246,11 @@ def test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers(
             filler = fill(disk)
             more, refused = writes(s3, range(5, 15))
             acked |= more
-            for key, want in acked.items():  # reads go on while the disk is full
-                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            read_back(s3, acked)  # reads go on while the disk is full
             assert alive(c) == before
             assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
-            filler.unlink()
-            more, refused = writes(s3, range(15, 20))
-            assert (len(more), refused) == (5, [])
-            acked |= more
-            for key, want in acked.items():
-                assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
+            acked |= freed(s3, filler, range(15, 20))
+            read_back(s3, acked)
             assert alive(c) == before
         finally:
             c.stop()
