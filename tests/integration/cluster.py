@@ -193,6 +193,16 @@ class LocalCluster:
             region_name=self.env["AWS_DEFAULT_REGION"],
             config=BotoConfig(retries={"max_attempts": 1}, **config))
 
+    def cli_env(self) -> dict[str, str]:
+        """An environment for the aws CLI against this cluster: the process environment
+        without the caller's AWS settings, plus the cluster's keys, no config files, one
+        attempt."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})
+        env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+                   AWS_MAX_ATTEMPTS="1")
+        return env
+
     def tenant_client(self, name: str, profile: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         """A SigV4 boto3 client for a new tenant `name` (its admin fields set to `profile`)."""
         from ops.admincli import admin_request

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import subprocess
 import sys
@@ -17,18 +16,9 @@ from tests.integration.cluster import LocalCluster
 MIB = 1024 * 1024
 
 
-def _env(cluster: LocalCluster) -> dict[str, str]:
-    """The process environment without the caller's AWS settings, plus the cluster's keys."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({k: v for k, v in cluster.env.items() if k.startswith("AWS_")})
-    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-               AWS_MAX_ATTEMPTS="1")
-    return env
-
-
 @pytest.fixture
 def aws(cluster: LocalCluster):
-    env = _env(cluster)
+    env = cluster.cli_env()
 
     def run(*args: str, check: bool = True) -> str:
         cmd = [sys.executable, "-m", "awscli", "--endpoint-url", cluster.endpoint, *args]

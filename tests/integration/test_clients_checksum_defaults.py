@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import random
 import subprocess
 import sys
@@ -154,16 +153,8 @@ def test_conditional_writes(s3) -> None:
     assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"two"
 
 
-def _env(cluster: LocalCluster) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({k: v for k, v in cluster.env.items() if k.startswith("AWS_")})
-    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-               AWS_MAX_ATTEMPTS="1")
-    return env
-
-
 def _cli(cmd: list[str], cluster: LocalCluster, *args: str) -> str:
-    p = subprocess.run([*cmd, "--endpoint-url", cluster.endpoint, *args], env=_env(cluster),
+    p = subprocess.run([*cmd, "--endpoint-url", cluster.endpoint, *args], env=cluster.cli_env(),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, f"{' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p.stdout
