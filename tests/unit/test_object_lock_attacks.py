@@ -84,6 +84,14 @@ async def _locked(s3: Any, bucket: str, **create: Any) -> str:
     return str(put["VersionId"])
 
 
+async def _held(s3: Any, bucket: str) -> str:
+    """`_locked`'s bucket and version "k", also under a legal hold; the version id."""
+    vid = await _locked(s3, bucket)
+    await asyncio.to_thread(s3.put_object_legal_hold, Bucket=bucket, Key="k",
+                            VersionId=vid, LegalHold={"Status": "ON"})
+    return vid
+
+
 async def _versions(s3: Any, bucket: str) -> list[str]:
     got = await asyncio.to_thread(s3.list_object_versions, Bucket=bucket)
     return [v["VersionId"] for v in got.get("Versions", [])]
@@ -258,9 +266,7 @@ async def _shred(gw: Gateway, bypass: bool = False, wait_s: float = 0.0) -> str 
 async def test_shred_refused_under_a_legal_hold_or_governance(gw: Gateway) -> None:
     """Shredding deletes every version: a legal hold refuses it whatever the override, a
     GOVERNANCE retention unless it is bypassed explicitly."""
-    vid = await _locked(gw.owner, "shred")
-    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="shred", Key="k",
-                            VersionId=vid, LegalHold={"Status": "ON"})
+    vid = await _held(gw.owner, "shred")
     for bypass, wait in ((False, 0.0), (True, 0.0), (True, 3600.0 * 24 * 365 * 200)):
         assert "legal hold" in (await _shred(gw, bypass, wait) or "")
     await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="shred", Key="k",
@@ -291,9 +297,7 @@ async def test_a_due_scheduled_shred_waits_for_locks(gw: Gateway) -> None:
     """A shred scheduled before the versions were locked, now due: the worker postpones it
     past a legal hold (rechecked later) and past GOVERNANCE retention, unless the schedule
     said to bypass it."""
-    vid = await _locked(gw.owner, "sched")
-    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="sched", Key="k",
-                            VersionId=vid, LegalHold={"Status": "ON"})
+    vid = await _held(gw.owner, "sched")
     meta, worker = gw.cluster.meta, ShredScheduler(gw.cluster.meta, gw.cluster.tenants)
     await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test", "bypass_governance": True}))
     before = time.time()

@@ -26,7 +26,7 @@ from storage.tenants import TenantService
 from storage.workers.keys import Rewrapper, ShredScheduler
 from tests.sim.test_rewrap_rotation_race import _until_idle
 from tests.sim.test_sim_repair import SEGMENT, Sim
-from tests.unit.test_object_lock_attacks import FAR, Gateway, _locked, _run, gw  # noqa: F401
+from tests.unit.test_object_lock_attacks import FAR, Gateway, _held, _run, gw  # noqa: F401
 
 
 async def test_a_rewrap_pass_during_a_refused_shred_keeps_the_rewrap(tmp_path: Path) -> None:
@@ -98,9 +98,7 @@ async def test_writes_survive_tenant_record_updates_elsewhere(
 
 async def test_a_scheduled_shred_rechecking_a_hold_lets_writes_in(
         gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    vid = await _locked(gw.owner, "sched")
-    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="sched", Key="k",
-                            VersionId=vid, LegalHold={"Status": "ON"})
+    await _held(gw.owner, "sched")
     meta = gw.cluster.meta
     await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test", "bypass_governance": False}))
     real = ol.shred_blocker

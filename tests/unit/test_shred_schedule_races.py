@@ -14,7 +14,7 @@ from storage.keyspace import shred_key
 from storage.records import pack
 from storage.tenants import TenantService
 from storage.workers.keys import ShredScheduler
-from tests.unit.test_object_lock_attacks import FAR, Gateway, _locked, _run, gw  # noqa: F401
+from tests.unit.test_object_lock_attacks import FAR, Gateway, _held, _locked, _run, gw  # noqa: F401
 
 
 def _cancel_during_scan(monkeypatch: pytest.MonkeyPatch, tenants: TenantService) -> list[bool]:
@@ -34,9 +34,7 @@ def _cancel_during_scan(monkeypatch: pytest.MonkeyPatch, tenants: TenantService)
 
 async def test_a_cancelled_shred_stays_cancelled_while_held(
         gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    vid = await _locked(gw.owner, "held")
-    await asyncio.to_thread(gw.owner.put_object_legal_hold, Bucket="held", Key="k",
-                            VersionId=vid, LegalHold={"Status": "ON"})
+    await _held(gw.owner, "held")
     meta = gw.cluster.meta
     await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test"}))
     ran = _cancel_during_scan(monkeypatch, gw.cluster.tenants)
