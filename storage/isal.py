@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,17 @@ def _candidates() -> list[str]:
     return found
 
 
+def _over_buffer(crc: Any, data: Buffer, value: int) -> int:
+    """ISA-L's checksum `crc(value, pointer, length)` over `data`'s bytes, without a copy:
+    the buffer is held only for the call."""
+    view = _PyBuffer()
+    _get_buffer(data, ctypes.byref(view), _PYBUF_SIMPLE)
+    try:
+        return int(crc(value, view.buf, view.len))
+    finally:
+        _release_buffer(ctypes.byref(view))
+
+
 class IsaL:
     """The few ISA-L entry points the codec uses, with their C signatures."""
 
@@ -119,22 +131,12 @@ class IsaL:
     def crc32(self, data: Buffer, value: int = 0) -> int:
         """`zlib.crc32(data, value)` (the gzip polynomial, same results, chainable) with
         ISA-L's carry-less-multiply kernel: ~8x zlib's speed on this machine."""
-        view = _PyBuffer()
-        _get_buffer(data, ctypes.byref(view), _PYBUF_SIMPLE)
-        try:
-            return self._crc32(value, view.buf, view.len)  # type: ignore[misc]
-        finally:
-            _release_buffer(ctypes.byref(view))
+        return _over_buffer(self._crc32, data, value)
 
     def crc64nvme(self, data: Buffer, value: int = 0) -> int:
         """S3's CRC64NVME of `data` continuing from `value` (awscrt's crc64nvme, same
         results), without loading awscrt's ~5 MiB library into the worker."""
-        view = _PyBuffer()
-        _get_buffer(data, ctypes.byref(view), _PYBUF_SIMPLE)
-        try:
-            return self._crc64(value, view.buf, view.len)  # type: ignore[misc]
-        finally:
-            _release_buffer(ctypes.byref(view))
+        return _over_buffer(self._crc64, data, value)
 
     def tables(self, k: int, rows: int, coefficients: bytes) -> ctypes.Array[ctypes.c_char]:
         """Expanded multiplication tables for a `rows` x `k` coefficient matrix."""
