@@ -121,18 +121,36 @@ def read_back(s3, acked: dict[str, bytes]) -> None:  # type: ignore[no-untyped-d
         assert s3.get_object(Bucket="full", Key=key)["Body"].read() == want, key
 
 
-def refused_start(c: LocalCluster) -> tuple[str, str]:
-    """A gateway (2 workers) started on `c`'s configuration exits 1 having said one line
-    starting "tessera gateway:": that line and its whole stderr."""
-    p = subprocess.run([sys.executable, "-m", "gateway", "--config",
-                        str(c.data / "tessera.toml"), "--workers", "2"],
-                       capture_output=True, text=True, timeout=120)
+def started(c: LocalCluster):  # type: ignore[no-untyped-def]
+    """Start `c`, create bucket "full" and PUT k0-k4, all acknowledged: (boto3 client,
+    `alive(c)` before the writes, acknowledged key -> body)."""
+    c.start()
+    s3 = c.client()
+    s3.create_bucket(Bucket="full")
+    before = alive(c)
+    acked, _ = writes(s3, range(0, 5))
+    assert len(acked) == 5
+    return s3, before, acked
+
+
+def refused_start(tmp_path: Path, small_disk: SmallDisk, under: str,
+                  mib: int) -> tuple[Path, str, str]:
+    """A new cluster's data directory `under` on a small disk of `mib` MiB, filled: a
+    gateway (2 workers) started on its configuration exits 1 having said one line starting
+    "tessera gateway:". (The disk's mount point, that line, the whole stderr.)"""
+    c = LocalCluster(tmp_path / "data").start()
+    c.stop()
+    with small_disk(c.data / under, mib) as disk:
+        fill(disk)
+        p = subprocess.run([sys.executable, "-m", "gateway", "--config",
+                            str(c.data / "tessera.toml"), "--workers", "2"],
+                           capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
     # worker 0 says why; the workers it started (their run directory removed under them)
     # must not blame the address after it, in whatever order the processes print
     said = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("tessera gateway:")]
     assert len(said) == 1, (said, p.stderr[-3000:])
-    return said[0], p.stderr
+    return disk, said[0], p.stderr
 
 
 def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
@@ -142,13 +160,8 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
     with small_disk(c.data / "nodes" / "n1", 64) as node_disk, \
             small_disk(c.data / "meta", 64) as meta_disk:
         try:
-            c.start()
-            s3 = c.client()
-            s3.create_bucket(Bucket="full")
-            before = alive(c)
+            s3, before, acked = started(c)
             assert before and all(before.values()), before
-            acked, _ = writes(s3, range(0, 5))
-            assert len(acked) == 5
 
             filler = fill(node_disk)  # a node's disk full: the writes go on without it
             shards = shard_count(node_disk)
@@ -177,11 +190,7 @@ def test_a_gateway_on_a_full_disk_refuses_to_start_in_one_line(
     # Its workers' shared maps (connections, health, activity) are new files under
     # <data>/run at every start: on a full disk they were sparse, and the first store into
     # one killed the gateway with SIGBUS (status -7, no word of why).
-    c = LocalCluster(tmp_path / "data").start()
-    c.stop()
-    with small_disk(c.data / "run", 1) as run:
-        fill(run)
-        said, _ = refused_start(c)
+    run, said, _ = refused_start(tmp_path, small_disk, "run", 1)
     assert said.startswith("tessera gateway: cannot start: no space on the file system "
                            f"of {run}/"), said
     assert said.endswith("free space there, then start again"), said
@@ -191,11 +200,7 @@ def test_a_gateway_restarted_on_a_full_metadata_disk_says_so_in_one_line(
         tmp_path: Path, small_disk: SmallDisk) -> None:
     # SQLite's first opener truncates <db>-shm and must grow it: on a full disk that is
     # SQLITE_IOERR_SHMSIZE, and the gateway died with a "disk I/O error" traceback.
-    c = LocalCluster(tmp_path / "data").start()
-    c.stop()
-    with small_disk(c.data / "meta", 8) as meta:
-        fill(meta)
-        said, stderr = refused_start(c)
+    meta, said, stderr = refused_start(tmp_path, small_disk, "meta", 8)
     assert said.startswith("tessera gateway: cannot start: the metadata store's disk is "
                            "full (disk I/O error: SQLITE_IOERR_SHMSIZE on "
                            f"{meta}/"), said
@@ -211,12 +216,7 @@ def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
     c.stop()
     with small_disk(c.data / "nodes", 256) as nodes_disk:
         try:
-            c.start()
-            s3 = c.client()
-            s3.create_bucket(Bucket="full")
-            before = alive(c)
-            acked, _ = writes(s3, range(0, 5))
-            assert len(acked) == 5
+            s3, before, acked = started(c)
             filler = fill(nodes_disk)
             more, refused = writes(s3, range(5, 15))
             acked |= more
@@ -237,12 +237,7 @@ def test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers(
     with small_disk(tmp_path / "data", 512) as disk:
         c = LocalCluster(disk, up_args=["--workers", "2"])
         try:
-            c.start()
-            s3 = c.client()
-            s3.create_bucket(Bucket="full")
-            before = alive(c)
-            acked, _ = writes(s3, range(0, 5))
-            assert len(acked) == 5
+            s3, before, acked = started(c)
             filler = fill(disk)
             more, refused = writes(s3, range(5, 15))
             acked |= more
