@@ -133,6 +133,17 @@ def started(c: LocalCluster):  # type: ignore[no-untyped-def]
     return s3, before, acked
 
 
+def refused_while_full(c: LocalCluster, s3, disk: Path, keys: range,  # type: ignore[no-untyped-def]
+                       before: dict[str, bool]) -> tuple[Path, dict[str, bytes]]:
+    """Fill `disk`, then PUT `keys`: some are refused, every refusal a 503
+    ServiceUnavailable, and no process died. (The filler file, the acknowledged ones.)"""
+    filler = fill(disk)
+    more, refused = writes(s3, keys)
+    assert alive(c) == before
+    assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
+    return filler, more
+
+
 def refused_start(tmp_path: Path, small_disk: SmallDisk, under: str,
                   mib: int) -> tuple[Path, str, str]:
     """A new cluster's data directory `under` on a small disk of `mib` MiB, filled: a
@@ -172,11 +183,9 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
             assert set(refused_node) <= {(503, "ServiceUnavailable")}, refused_node
             acked |= freed(s3, filler, range(25, 30))
 
-            filler = fill(meta_disk)  # the metadata's disk full: writes refused
-            more, refused_meta = writes(s3, range(30, 40))
+            # the metadata's disk full: writes refused
+            filler, more = refused_while_full(c, s3, meta_disk, range(30, 40), before)
             acked |= more
-            assert alive(c) == before
-            assert refused_meta and set(refused_meta) == {(503, "ServiceUnavailable")}
             acked |= freed(s3, filler, range(40, 45))
 
             read_back(s3, acked)
@@ -217,11 +226,8 @@ def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
     with small_disk(c.data / "nodes", 256) as nodes_disk:
         try:
             s3, before, acked = started(c)
-            filler = fill(nodes_disk)
-            more, refused = writes(s3, range(5, 15))
+            filler, more = refused_while_full(c, s3, nodes_disk, range(5, 15), before)
             acked |= more
-            assert alive(c) == before
-            assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
             acked |= freed(s3, filler, range(15, 20))
             read_back(s3, acked)
             assert alive(c) == before
@@ -238,12 +244,9 @@ def test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers(
         c = LocalCluster(disk, up_args=["--workers", "2"])
         try:
             s3, before, acked = started(c)
-            filler = fill(disk)
-            more, refused = writes(s3, range(5, 15))
+            filler, more = refused_while_full(c, s3, disk, range(5, 15), before)
             acked |= more
             read_back(s3, acked)  # reads go on while the disk is full
-            assert alive(c) == before
-            assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
             acked |= freed(s3, filler, range(15, 20))
             read_back(s3, acked)
             assert alive(c) == before
