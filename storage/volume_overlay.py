@@ -118,8 +118,8 @@ class JournaledVolume(Folding):
 
         Called from the FUSE daemon's setxattr, this holds the kernel call for the whole of
         it, and the kernel holds the `volume` file's inode lock meanwhile: every write and
-        fsync on the mount waits until the snapshot returns (up to `max_dirty` of journal
-        to fold), not only for the last fold under the append lock.
+        fsync on the mount waits until the snapshot returns (one whole-extent rewrite per
+        extent the journal touches), not only for the last fold under the append lock.
         """
         await self.checkpoint()  # the bulk of it (inside setxattr: writes to the file wait)
         async with self._sync_lock:  # no append, direct extent, trim or fold snapshot now
