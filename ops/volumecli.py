@@ -162,13 +162,15 @@ async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
-    from gateway.block.mount import quiesce, snapshot_mounted
+    from gateway.block.mount import old_daemon_warning, quiesce, snapshot_mounted
 
     if a.snap_cmd == "create":
         if await asyncio.to_thread(snapshot_mounted, c.cfg.data_dir, t, a.name, a.snap):
             g = (await svc.get(t, a.name)).snapshot_gen(a.snap)  # its writer took it
         else:
             flushed = await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
+            if flushed:  # a writer here that could fold but not snapshot: the old race
+                print(old_daemon_warning(a.name), file=sys.stderr)
             g = await svc.snapshot(t, a.name, a.snap, flushed=flushed)
         _done(a, f"snapshot {a.name}@{a.snap} (generation {g})",
               {"volume": a.name, "snapshot": a.snap, "generation": g})

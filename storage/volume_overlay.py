@@ -115,8 +115,13 @@ class JournaledVolume(Folding):
         fsynced write stayed in the journal: the snapshot then held the later write without
         the earlier one, a state the disk never had. Here the last fold and the freeze run
         under the append lock, with no fold in flight: nothing commits in between.
+
+        Called from the FUSE daemon's setxattr, this holds the kernel call for the whole of
+        it, and the kernel holds the `volume` file's inode lock meanwhile: every write and
+        fsync on the mount waits until the snapshot returns (one whole-extent rewrite per
+        extent the journal touches), not only for the last fold under the append lock.
         """
-        await self.checkpoint()  # the bulk of it while writes still flow
+        await self.checkpoint()  # the bulk of it (inside setxattr: writes to the file wait)
         async with self._sync_lock:  # no append, direct extent, trim or fold snapshot now
             async with self._space:
                 await self._space.wait_for(lambda: not self._folding)

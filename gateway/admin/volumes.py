@@ -21,6 +21,7 @@ local CLI operations: they need FUSE on the host that uses the volume.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,9 +30,11 @@ from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call, _str_field
 from gateway.admin.auth import AdminError
-from gateway.block.mount import quiesce, snapshot_mounted
+from gateway.block.mount import old_daemon_warning, quiesce, snapshot_mounted
 from storage import errors as se
 from storage.volumes import MiB, Volume, VolumeAttached, parse_size
+
+log = logging.getLogger("tessera.admin")
 
 VOLUMES = "/tenants/{tenant}/volumes"
 VOLUME = VOLUMES + "/{volume}"
@@ -176,6 +179,8 @@ class VolumesApi:
                 else:
                     flushed = await asyncio.to_thread(quiesce, self.svc.cfg.data_dir,
                                                       v.tenant, v.name)
+                    if flushed:
+                        log.warning("%s", old_daemon_warning(v.name))
                     g = await self.svc.snapshot(v.tenant, v.name, snap, flushed=flushed)
             except OSError as exc:
                 raise AdminError(409, "QuiesceFailed", f"cannot flush the mount of volume "

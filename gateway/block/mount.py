@@ -344,6 +344,15 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> list[int]:
     return flushed
 
 
+def old_daemon_warning(name: str) -> str:
+    """The one line said when a snapshot of volume `name` fell back to `quiesce` + freeze
+    because its daemon here predates the snapshot attribute: a write fsynced between that
+    fold and the freeze can be in it while an earlier one is not (not point-in-time)."""
+    return (f"warning: the mount of volume {name!r} here runs a daemon without writer-taken "
+            "snapshots; this snapshot may not be point-in-time (remount the volume for "
+            "point-in-time snapshots)")
+
+
 def snapshot_mounted(data_dir: Path, tenant: str, name: str, snap: str) -> bool:
     """If the volume's writer runs here, have it take snapshot `snap` itself: True once it
     did. Only the writer can freeze at one point in time (a fold after `quiesce` and before

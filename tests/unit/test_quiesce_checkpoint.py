@@ -45,3 +45,30 @@ def test_checkpoint_taken_is_flushed(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(mount.os, "setxattr", lambda _fd, name, _v: taken.append(name))
     assert mount.quiesce(data, "t", "v") == [os.getpid()]
     assert taken == [mount.CHECKPOINT_XATTR]
+
+
+@pytest.mark.parametrize("flushed", [[], [4242]])
+def test_cli_warns_when_a_snapshot_falls_back(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str],
+                                              flushed: list[int]) -> None:
+    """A writer here without the snapshot attribute (quiesce flushed it) gives a snapshot
+    that may not be point-in-time: the CLI says so on one line; no writer here, no warning."""
+    import argparse
+    import asyncio
+    from types import SimpleNamespace
+
+    from ops import volumecli
+
+    monkeypatch.setattr(mount, "snapshot_mounted", lambda *_a: False)
+    monkeypatch.setattr(mount, "quiesce", lambda *_a: flushed)
+
+    class Svc:
+        async def snapshot(self, *_a: object, flushed: list[int]) -> int:
+            return 3
+
+    a = argparse.Namespace(snap_cmd="create", name="v", snap="s1", json=False)
+    c = SimpleNamespace(cfg=SimpleNamespace(data_dir=Path("/nonexistent")))
+    asyncio.run(volumecli._snapshot(a, c, Svc(), "t"))
+    out, err = capsys.readouterr()
+    assert out == "snapshot v@s1 (generation 3)\n"
+    assert err == (mount.old_daemon_warning("v") + "\n" if flushed else "")
