@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -144,18 +145,26 @@ def refused_while_full(c: LocalCluster, s3, disk: Path, keys: range,  # type: ig
     return filler, more
 
 
-def refused_start(tmp_path: Path, small_disk: SmallDisk, under: str,
+def refused_start(small_disk: SmallDisk, under: str,
                   mib: int) -> tuple[Path, str, str]:
     """A new cluster's data directory `under` on a small disk of `mib` MiB, filled: a
     gateway (2 workers) started on its configuration exits 1 having said one line starting
     "tessera gateway:". (The disk's mount point, that line, the whole stderr.)"""
-    c = LocalCluster(tmp_path / "data").start()
-    c.stop()
-    with small_disk(c.data / under, mib) as disk:
-        fill(disk)
-        p = subprocess.run([sys.executable, "-m", "gateway", "--config",
-                            str(c.data / "tessera.toml"), "--workers", "2"],
-                           capture_output=True, text=True, timeout=120)
+    # a short base: the workers' run directory is <data>/run only while that path is at
+    # most 80 bytes (gateway/__main__.py _run_parent; their Unix sockets), else the system
+    # temp directory, which is not the small disk (an xdist worker's tmp_path is too long)
+    base = Path(tempfile.mkdtemp(prefix="tdf-", dir="/tmp"))
+    try:
+        c = LocalCluster(base / "data").start()
+        c.stop()
+        assert len(str((c.data / "run").resolve())) <= 80
+        with small_disk(c.data / under, mib) as disk:
+            fill(disk)
+            p = subprocess.run([sys.executable, "-m", "gateway", "--config",
+                                str(c.data / "tessera.toml"), "--workers", "2"],
+                               capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     assert p.returncode == 1, (p.returncode, p.stderr[-3000:])
     # worker 0 says why; the workers it started (their run directory removed under them)
     # must not blame the address after it, in whatever order the processes print
@@ -195,21 +204,21 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
 
 
 def test_a_gateway_on_a_full_disk_refuses_to_start_in_one_line(
-        tmp_path: Path, small_disk: SmallDisk) -> None:
+        small_disk: SmallDisk) -> None:
     # Its workers' shared maps (connections, health, activity) are new files under
     # <data>/run at every start: on a full disk they were sparse, and the first store into
     # one killed the gateway with SIGBUS (status -7, no word of why).
-    run, said, _ = refused_start(tmp_path, small_disk, "run", 1)
+    run, said, _ = refused_start(small_disk, "run", 1)
     assert said.startswith("tessera gateway: cannot start: no space on the file system "
                            f"of {run}/"), said
     assert said.endswith("free space there, then start again"), said
 
 
 def test_a_gateway_restarted_on_a_full_metadata_disk_says_so_in_one_line(
-        tmp_path: Path, small_disk: SmallDisk) -> None:
+        small_disk: SmallDisk) -> None:
     # SQLite's first opener truncates <db>-shm and must grow it: on a full disk that is
     # SQLITE_IOERR_SHMSIZE, and the gateway died with a "disk I/O error" traceback.
-    meta, said, stderr = refused_start(tmp_path, small_disk, "meta", 8)
+    meta, said, stderr = refused_start(small_disk, "meta", 8)
     assert said.startswith("tessera gateway: cannot start: the metadata store's disk is "
                            "full (disk I/O error: SQLITE_IOERR_SHMSIZE on "
                            f"{meta}/"), said
