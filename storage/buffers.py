@@ -15,7 +15,7 @@ import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 
 class BufferPool:
@@ -57,44 +57,35 @@ class Lent(bytearray):
     __slots__ = ()
 
 
-B = TypeVar("B", Lent, mmap.mmap)
+_Block = TypeVar("_Block", Lent, mmap.mmap)
 
 
-class LendingPool(Generic[B]):
+class LendingPool:
     """Blocks of `size` bytes reused once nothing but the pool refers to them.
 
     A block is never given back: the pool keeps (at most `keep` of) the blocks it made and
     lends one again only when its reference count shows that no view, queue, coroutine or
     thread still holds it (CPython counts references exactly; a memoryview slice holds its
     base). So a buffer still read by a coding thread or a send is never refilled, and a
-    consumer that keeps a block only delays its reuse. Thread-safe. `make` makes a block of
-    `size` bytes (a `Lent`, or a private anonymous mapping: see `LendingPools`).
+    consumer that keeps a block only delays its reuse. Thread-safe.
     """
 
-    def __init__(self, size: int, keep: int, make: Callable[[int], B] = Lent) -> None:  # type: ignore[assignment]
+    def __init__(self, size: int, keep: int) -> None:
         self.size = size
         self._keep = keep
-        self._make = make
-        self._blocks: list[B] = []
+        self._blocks: list[Lent] = []
         self._lock = threading.Lock()
 
-    def take(self) -> B:
+    def take(self) -> Lent:
         """A block nothing else refers to (old contents: callers overwrite what they use)."""
-        block = self.lend()
-        return self._make(self.size) if block is None else block
-
-    def lend(self) -> B | None:
-        """A kept block nothing else refers to, or a new one while fewer than `keep` are
-        kept; None when all `keep` are lent out."""
         with self._lock:
             blocks = self._blocks
             for i in range(len(blocks)):
                 if sys.getrefcount(blocks[i]) == _IDLE_REFS:
                     return blocks[i]
-            if len(blocks) >= self._keep:
-                return None
-            block = self._make(self.size)
-            blocks.append(block)
+            block = Lent(self.size)
+            if len(blocks) < self._keep:
+                blocks.append(block)
             return block
 
     def trim(self) -> None:
@@ -161,7 +152,7 @@ class LendingPools:
             return sum(len(b) for b in self._blocks)
 
 
-def _lent(blocks: list[B]) -> list[B]:
+def _lent(blocks: list[_Block]) -> list[_Block]:
     """The blocks of `blocks` something besides the pool refers to (the idle ones dropped);
     `LendingPool.trim` and `LendingPools.trim` keep these."""
     return [blocks[i] for i in range(len(blocks)) if sys.getrefcount(blocks[i]) != _IDLE_REFS]
