@@ -87,9 +87,15 @@ class ConsoleRoutes:
 
     async def login(self, request: web.Request) -> web.Response:
         remote = request.remote or "-"
-        if self.sessions.login_blocked(remote):
+        if not self.sessions.login_begin(remote):
             return _error(429, "TooManyFailedLogins", "too many failed logins from this "
                           "address; wait five minutes")
+        try:
+            return await self._login(request, remote)
+        finally:
+            self.sessions.login_end(remote)
+
+    async def _login(self, request: web.Request, remote: str) -> web.Response:
         if request.content_type != "application/json":
             return _error(415, "UnsupportedMediaType", "log in with a JSON body")
         try:

@@ -46,6 +46,7 @@ class SessionStore:
         self._clock = clock
         self._by_digest: dict[bytes, Session] = {}
         self._failures: dict[str, list[float]] = {}
+        self._checking: dict[str, int] = {}  # login attempts admitted and not yet ended
 
     @staticmethod
     def _digest(token: str) -> bytes:
@@ -102,14 +103,29 @@ class SessionStore:
 
     # failed logins ---------------------------------------------------------------------------
 
-    def login_blocked(self, remote: str) -> bool:
+    def login_begin(self, remote: str) -> bool:
+        """Admit one login attempt from `remote` unless its failures in the window plus its
+        attempts still being checked reach LOGIN_FAILURES; an admitted attempt must end with
+        `login_end`. Checked and counted in one step, before the handler awaits anything:
+        a check alone let a burst of concurrent guesses all pass before any failed."""
         now = self._clock()
         recent = [t for t in self._failures.get(remote, []) if now - t < LOGIN_WINDOW_S]
         if recent:
             self._failures[remote] = recent
         else:
             self._failures.pop(remote, None)
-        return len(recent) >= LOGIN_FAILURES
+        if len(recent) + self._checking.get(remote, 0) >= LOGIN_FAILURES:
+            return False
+        self._checking[remote] = self._checking.get(remote, 0) + 1
+        return True
+
+    def login_end(self, remote: str) -> None:
+        """An admitted attempt is over (its failure, if it failed, already recorded)."""
+        left = self._checking.get(remote, 0) - 1
+        if left > 0:
+            self._checking[remote] = left
+        else:
+            self._checking.pop(remote, None)
 
     def login_failed(self, remote: str) -> None:
         if len(self._failures) > 10_000:  # bound memory under a spray from many addresses

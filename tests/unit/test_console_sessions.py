@@ -72,11 +72,29 @@ def test_failed_logins_are_throttled_per_address_for_a_window() -> None:
     clock = Clock()
     store = cs.SessionStore(idle_s=60, max_s=100, clock=clock)
     for _ in range(cs.LOGIN_FAILURES):
-        assert not store.login_blocked("10.0.0.1")
+        assert store.login_begin("10.0.0.1")
         store.login_failed("10.0.0.1")
-    assert store.login_blocked("10.0.0.1") and not store.login_blocked("10.0.0.2")
+        store.login_end("10.0.0.1")
+    assert not store.login_begin("10.0.0.1")
+    assert store.login_begin("10.0.0.2")
+    store.login_end("10.0.0.2")
     clock.now += cs.LOGIN_WINDOW_S + 1
-    assert not store.login_blocked("10.0.0.1")
+    assert store.login_begin("10.0.0.1")
+
+
+def test_attempts_being_checked_count_against_the_limit() -> None:
+    """A burst of concurrent logins: each admitted attempt holds a place until it ends, so no
+    more than LOGIN_FAILURES guesses from one address are ever checked in a window."""
+    store = cs.SessionStore(idle_s=60, max_s=100, clock=Clock())
+    for _ in range(cs.LOGIN_FAILURES):
+        assert store.login_begin("10.0.0.1")  # none has ended (or failed) yet
+    assert not store.login_begin("10.0.0.1")
+    store.login_end("10.0.0.1")  # one succeeded: its place is free again
+    assert store.login_begin("10.0.0.1")
+    for _ in range(cs.LOGIN_FAILURES):
+        store.login_failed("10.0.0.1")
+        store.login_end("10.0.0.1")
+    assert not store.login_begin("10.0.0.1")
 
 
 def test_rates_and_p95_from_counter_differences() -> None:
