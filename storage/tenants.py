@@ -514,6 +514,10 @@ class TenantService:
         recs = [AccessKey.decode(i.value) for i in items]
         return [r for r in recs if tenant is None or r.tenant == tenant]
 
+    async def key_issued(self, access_key: str) -> bool:
+        """Whether `access_key` names a key issued here, active or revoked (one record read)."""
+        return await self._meta.get(access_key_key(access_key)) is not None
+
     async def revoke_key(self, access_key: str) -> None:
         item = await self._meta.get(access_key_key(access_key))
         if item is None:

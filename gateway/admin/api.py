@@ -34,8 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.audit import AuditLog
-from gateway.admin.auth import AdminError, authenticate_admin
+from gateway.admin.audit import AuditLog, refused_who
+from gateway.admin.auth import AdminError, authenticate_admin, claimed_key
 from storage import errors as se
 from storage import jsondoc
 from storage import keys_rotation as kr
@@ -105,7 +105,8 @@ class AdminApi:
                 cred, raw = await authenticate_admin(request, self.cluster.tenants,
                                                      self.cluster.cfg.gateway.max_skew_s)
             except AdminError as exc:
-                await self.audit.record(_claimed_key(request), action, f"denied:{exc.code}",
+                who = await refused_who(self.cluster.tenants, claimed_key(request))
+                await self.audit.record(who, action, f"denied:{exc.code}",
                                         {**request.match_info, **_via(request)}, remote)
                 return _error(exc.status, exc.code, exc.message)
             body = _json_object(raw)
@@ -314,12 +315,6 @@ def _via(request: web.Request) -> dict[str, str]:
     if COOKIE in request.cookies and "Authorization" not in request.headers:
         return {"via": "console"}
     return {}
-
-
-def _claimed_key(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
-    i = auth.find("Credential=")
-    return auth[i + 11:].split("/", 1)[0][:40] if i >= 0 else "anonymous"
 
 
 def utf8_clean(doc: Any) -> bool:

@@ -2,6 +2,10 @@
 
 Each entry says who (access key id), what (action and target), when and the result. Request
 bodies are never written whole: only fields named in `SAFE_FIELDS`, so no secret reaches it.
+A refused request is written under the access key it claims only when that key was issued
+(`refused_who`): a string that names no key is often a secret typed or configured in the
+access key's place, as AWS CloudTrail writes HIDDEN_DUE_TO_SECURITY_REASONS for a console
+sign-in whose user name does not exist.
 """
 
 from __future__ import annotations
@@ -11,10 +15,26 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from storage.tenants import TenantService
 
 SAFE_FIELDS = ("tenant", "name", "access_key", "wait_s", "version", "role", "volume", "snapshot",
                "size", "clone", "node", "zone", "address", "via", "key_id", "key", "state")
+
+UNKNOWN_KEY = "unknown-key"  # who a refused request claiming no issued key is audited as
+MAX_KEY_ID = 128  # longer claims are never looked up
+
+
+async def refused_who(tenants: TenantService, claimed: str | None) -> str:
+    """Who to audit a refused request as: "anonymous" when it claims no access key, the key
+    when it was issued here (active or revoked), else UNKNOWN_KEY, never the claimed text."""
+    if not claimed:
+        return "anonymous"
+    if len(claimed) <= MAX_KEY_ID and claimed.isascii() and await tenants.key_issued(claimed):
+        return claimed
+    return UNKNOWN_KEY
 
 
 class AuditLog:

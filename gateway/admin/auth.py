@@ -39,7 +39,7 @@ async def authenticate_admin(request: web.Request, tenants: TenantService,
                              max_skew_s: int) -> tuple[Credential, bytes]:
     """Verify the signature (or console session) and the admin role; return the credential
     and the body."""
-    ak = _access_key(request)
+    ak = claimed_key(request)
     token = request.cookies.get(COOKIE)
     if ak is None and token is not None and "Authorization" not in request.headers:
         return await _session_admin(request, tenants, token)
@@ -94,7 +94,7 @@ async def _session_admin(request: web.Request, tenants: TenantService,
     return cred, await _read_body(request)
 
 
-def _access_key(request: web.Request) -> str | None:
+def claimed_key(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
     marker = "Credential="
     i = auth.find(marker)

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, utf8_clean
+from gateway.admin.audit import refused_who
 from gateway.admin.auth import AdminError, _read_body, authenticate_admin
 from gateway.console.samples import Sampler
 from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, SessionStore, csrf_ok
@@ -115,7 +116,8 @@ class ConsoleRoutes:
         same = hmac.compare_digest(good.encode(), sk.encode("utf-8", "surrogateescape"))
         if not same or cred is None or cred.role != "admin":
             self.sessions.login_failed(remote)
-            await self.api.audit.record(ak[:40], "console.login", "denied:InvalidCredentials",
+            who = await refused_who(self.cluster.tenants, ak)
+            await self.api.audit.record(who, "console.login", "denied:InvalidCredentials",
                                         {"via": "console"}, request.remote)
             return _error(403, "InvalidCredentials", "wrong access key or secret key, or not "
                           "an admin key")

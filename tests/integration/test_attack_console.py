@@ -5,14 +5,19 @@ the audit log (nor the console's audit tab, which shows it)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections import Counter
 
 import aiohttp
+import pytest
+import requests
 
+from gateway.admin.audit import UNKNOWN_KEY
 from gateway.console.sessions import LOGIN_FAILURES
-from tests.integration.cluster import LocalCluster
+from ops.admincli import CliError, admin_request
+from tests.integration.cluster import LocalCluster, files_holding
 
 BURST = 100
 
@@ -38,3 +43,44 @@ def test_a_burst_of_concurrent_guesses_is_held_to_the_failure_limit(
     url = f"http://127.0.0.1:{cluster.admin_port}/console/api/login"
     got = asyncio.run(_burst(url, source))
     assert got[403] <= LOGIN_FAILURES and got[403] + got[429] == BURST, got
+
+
+def _audit(c: LocalCluster) -> list[dict]:
+    return [json.loads(line) for line in
+            (c.data / "audit" / "audit.log").read_text().splitlines()]
+
+
+def test_a_secret_in_the_access_key_field_never_reaches_the_audit_log(
+        cluster: LocalCluster) -> None:
+    """Fields swapped at the login form, or in a client's configuration (the secret as the
+    access key id of a SigV4 signature): the refusal is audited under "unknown-key", not the
+    text that names no key, which went to the audit log and the console's audit tab. A wrong
+    secret for a real key is still audited under that key."""
+    source = f"127.{random.randrange(100, 250)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    ak, sk = cluster.env["TESSERA_ADMIN_ACCESS_KEY"], cluster.env["TESSERA_ADMIN_SECRET_KEY"]
+    with requests.Session() as s:  # from an address of its own: no other test's limit
+        s.mount("http://", _SourceAdapter(source))
+        url = f"http://127.0.0.1:{cluster.admin_port}/console/api/login"
+        swapped = s.post(url, json={"access_key": sk, "secret_key": ak}, timeout=30)
+        wrong = s.post(url, json={"access_key": ak, "secret_key": "not-" + sk[4:]}, timeout=30)
+    assert swapped.status_code == wrong.status_code == 403
+    with pytest.raises(CliError, match="InvalidAccessKeyId|SignatureDoesNotMatch"):
+        admin_request("GET", "/tenants", env={**cluster.env, "TESSERA_ADMIN_ACCESS_KEY": sk,
+                                              "TESSERA_ADMIN_SECRET_KEY": ak})
+    assert files_holding(cluster.data / "audit", [sk.encode()]) == []
+    logins = [e for e in _audit(cluster) if e.get("remote") == source]
+    assert [e["who"] for e in logins] == [UNKNOWN_KEY, ak]
+    assert any(e["action"] == "tenant.list" and e["who"] == UNKNOWN_KEY
+               and e["result"].startswith("denied:") for e in _audit(cluster))
+
+
+class _SourceAdapter(requests.adapters.HTTPAdapter):
+    """Connections from a given loopback address."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]

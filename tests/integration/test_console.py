@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -273,15 +274,16 @@ def test_browser_buckets_audit_and_charts(console_cluster: LocalCluster, browser
 
 def test_browser_shows_attacker_text_as_text(console_cluster: LocalCluster,
                                              browser: Browser) -> None:
-    """An outsider controls the access key a failed login is audited under: the audit tab
-    shows it as text, never as markup (no element made, no script run)."""
+    """An outsider controls the route parameters a refused admin request is audited with:
+    the audit tab shows them as text, never as markup (no element made, no script run)."""
     payload = "<img src=x onerror=window.xss=1>"
-    r = requests.post(base(console_cluster) + "/console/api/login",
-                      json={"access_key": payload, "secret_key": "x"}, timeout=30)
-    assert r.status_code == 403, r.text
+    r = requests.get(base(console_cluster) + "/admin/v1/tenants/" + quote(payload, safe=""),
+                     timeout=30)
+    assert r.status_code == 401, r.text
     page = browser_login(browser, console_cluster)
     page.click("#tabs button[data-tab=audit]")
-    page.fill("#audit-action", "console.login")
+    page.fill("#audit-action", "tenant.show")
+    page.fill("#audit-result", "denied:")
     page.click("#audit-form button[type=submit]")
     expect(page.locator("#audit tr", has_text=payload)).to_have_count(1, timeout=WAIT_MS)
     assert page.locator("#audit img").count() == 0
