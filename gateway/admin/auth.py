@@ -5,19 +5,25 @@ The admin API reuses the S3 SigV4 verifier; only credentials whose role is "admi
 Tenant keys get 403, unsigned or badly signed requests 401/403, with a JSON error body.
 An unsigned request carrying the console's session cookie acts as the admin key that logged in
 (`gateway.console.sessions`): the session must be live, the key still an active admin key, a
-change (any method but GET/HEAD) must carry the session's CSRF token in `X-CSRF-Token`, and a
-browser's `Origin`, when sent, must be this listener. Every refusal there is 403.
+change (any method but GET/HEAD) must carry the session's CSRF token in `X-CSRF-Token`, and no
+request may come from another origin's page (`sessions.from_another_origin`: Fetch Metadata,
+and a change's `Origin`). Every refusal there is 403.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, csrf_ok
+from gateway.console.sessions import (
+    COOKIE,
+    CSRF_HEADER,
+    SESSIONS,
+    csrf_ok,
+    from_another_origin,
+)
 from gateway.s3.sigv4 import authenticate
 from gateway.s3.sigv4_fields import SigV4Error
 from storage.tenants import Credential, TenantService
@@ -76,10 +82,9 @@ async def _session_admin(request: web.Request, tenants: TenantService,
     if session is None:
         raise AdminError(403, "InvalidSession", "the console session has expired or does not "
                          "exist; log in again")
+    if from_another_origin(request):
+        raise AdminError(403, "CrossOrigin", "the request comes from another site")
     if request.method not in ("GET", "HEAD"):
-        origin = request.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc != request.host:
-            raise AdminError(403, "CrossOrigin", "the request comes from another site")
         if not csrf_ok(session, request.headers.get(CSRF_HEADER)):
             raise AdminError(403, "InvalidCSRFToken", f"a change needs the session's "
                              f"{CSRF_HEADER} header")

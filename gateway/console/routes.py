@@ -23,7 +23,14 @@ from gateway.admin.api import PREFIX, AdminApi, utf8_clean
 from gateway.admin.audit import refused_who
 from gateway.admin.auth import AdminError, _read_body, authenticate_admin
 from gateway.console.samples import Sampler
-from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSIONS, SessionStore, csrf_ok
+from gateway.console.sessions import (
+    COOKIE,
+    CSRF_HEADER,
+    SESSIONS,
+    SessionStore,
+    csrf_ok,
+    from_another_origin,
+)
 from storage import jsondoc
 from storage.workers.runner import WorkerRunner
 
@@ -134,6 +141,8 @@ class ConsoleRoutes:
                 "idle_s": self.sessions.idle_s}
 
     async def session(self, request: web.Request) -> web.Response:
+        if from_another_origin(request):
+            return _error(403, "CrossOrigin", "the request comes from another site")
         s = self.sessions.find(request.cookies.get(COOKIE))
         if s is None:
             return _error(403, "InvalidSession", "not logged in")

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -131,6 +132,20 @@ class SessionStore:
         if len(self._failures) > 10_000:  # bound memory under a spray from many addresses
             self._failures.clear()
         self._failures.setdefault(remote, []).append(self._clock())
+
+
+def from_another_origin(request: web.Request) -> bool:
+    """Whether a browser says this request was made by a page of another origin: Fetch
+    Metadata's `Sec-Fetch-Site` is anything but same-origin or none (the user's own
+    navigation), or a change's `Origin` is not this listener. Same-site is not enough: a
+    page on another port of this host (an HTML object the S3 port serves) is same-site, so
+    SameSite=Strict sends it the session cookie, and its reads ran as the admin."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    return request.method not in ("GET", "HEAD") and origin is not None and \
+        urlsplit(origin).netloc != request.host
 
 
 def csrf_ok(session: Session, given: str | None) -> bool:

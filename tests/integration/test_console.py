@@ -5,9 +5,13 @@ watch a killed node's card turn unhealthy, log out."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import shutil
+import threading
+import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -16,6 +20,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from ops.admincli import admin_request
+from ops.localports import free_port
 from tests.integration.cluster import LocalCluster, files_holding, wait_for
 
 CHROMIUM = os.environ.get("TESSERA_CHROMIUM", "/usr/bin/chromium")
@@ -288,6 +293,61 @@ def test_browser_shows_attacker_text_as_text(console_cluster: LocalCluster,
     expect(page.locator("#audit tr", has_text=payload)).to_have_count(1, timeout=WAIT_MS)
     assert page.locator("#audit img").count() == 0
     assert page.evaluate("window.xss") is None
+    page.context.close()
+
+
+@contextlib.contextmanager
+def hostile_page(html: str) -> Iterator[str]:
+    """Serve `html` at the URL yielded, from this process on a port of 127.0.0.1 of its own:
+    another origin than the console, but the same site (as the S3 port is)."""
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port(["127.0.0.1"])), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_browser_a_same_site_page_cannot_act_with_the_session(console_cluster: LocalCluster,
+                                                              browser: Browser) -> None:
+    """A page on another port of the console's host is the same site, so the browser sends
+    it the SameSite=Strict cookie: its reads ran as the logged-in admin (audited "ok" via the
+    console; only CORS kept the answer from the page). Fetch Metadata refuses them now."""
+    page = browser_login(browser, console_cluster)
+    probe = "probe" + uuid.uuid4().hex[:8]
+    html = f"""<script>
+      fetch("{base(console_cluster)}/admin/v1/tenants/{probe}",
+            {{credentials: "include", mode: "no-cors"}})
+        .then(() => fetch("{base(console_cluster)}/console/api/session",
+                          {{credentials: "include", mode: "no-cors"}}))
+        .finally(() => {{ window.done = true; }});
+    </script>"""
+    with hostile_page(html) as url:
+        evil = page.context.new_page()
+        evil.goto(url)
+        evil.wait_for_function("window.done === true", timeout=WAIT_MS)
+    results = [e["result"] for e in audit(console_cluster)
+               if e["action"] == "tenant.show" and e.get("name") == probe]
+    assert results == ["denied:CrossOrigin"]  # was ["error:NoSuchTenant"]: it ran
+    page.reload()  # the console's own page still works with the same session
+    expect(page.locator("#app")).to_be_visible(timeout=WAIT_MS)
+    page.click("#tabs button[data-tab=tenants]")
+    expect(page.locator(".tenant").first).to_be_visible(timeout=WAIT_MS)
     page.context.close()
 
 

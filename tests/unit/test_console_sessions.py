@@ -237,3 +237,20 @@ def merge_two(a: Metrics, b: Metrics) -> bytes:
     from gateway.metrics import merge_expositions
 
     return merge_expositions([a.render(), b.render()])
+
+
+def test_requests_from_another_origin_are_told_apart() -> None:
+    """Fetch Metadata names the requesting page's site; a change's Origin must be this host."""
+    from aiohttp.test_utils import make_mocked_request
+
+    def foreign(method: str, **headers: str) -> bool:
+        return cs.from_another_origin(make_mocked_request(
+            method, "/admin/v1/keys", headers={"Host": "127.0.0.1:9001", **headers}))
+
+    assert not foreign("GET") and not foreign("POST")  # no browser metadata: scripts, curl
+    assert not foreign("GET", **{"Sec-Fetch-Site": "same-origin"})
+    assert not foreign("GET", **{"Sec-Fetch-Site": "none"})  # typed into the address bar
+    assert foreign("GET", **{"Sec-Fetch-Site": "same-site"})  # another port of this host
+    assert foreign("GET", **{"Sec-Fetch-Site": "cross-site"})
+    assert not foreign("POST", Origin="http://127.0.0.1:9001")
+    assert foreign("POST", Origin="http://127.0.0.1:9000") and foreign("POST", Origin="null")
