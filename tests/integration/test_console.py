@@ -296,6 +296,27 @@ def test_browser_shows_attacker_text_as_text(console_cluster: LocalCluster,
     page.context.close()
 
 
+def test_browser_shows_a_tenants_object_key_as_text(console_cluster: LocalCluster,
+                                                    browser: Browser) -> None:
+    """A tenant chooses its object keys, and the queues tab lists pending restores by key:
+    markup, quotes, '&', a right-to-left override and an astral character read back exactly
+    as text (no element made, no script run). A Bulk restore stays pending for hours."""
+    key = "<img src=x onerror=window.xss=1>\"'&amp;\u202e\U0001f600"
+    s3 = console_cluster.client()
+    s3.create_bucket(Bucket="console-keys")
+    s3.put_object(Bucket="console-keys", Key=key, Body=b"k", StorageClass="GLACIER")
+    s3.restore_object(Bucket="console-keys", Key=key,
+                      RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Bulk"}})
+    page = browser_login(browser, console_cluster)
+    page.click("#tabs button[data-tab=queues]")
+    row = page.locator("#restores tr", has_text="console-keys")
+    expect(row).to_have_count(1, timeout=WAIT_MS)
+    expect(row.locator("td").nth(1)).to_have_text(key)
+    assert page.locator("#restores img").count() == 0
+    assert page.evaluate("window.xss") is None
+    page.context.close()
+
+
 @contextlib.contextmanager
 def hostile_page(html: str) -> Iterator[str]:
     """Serve `html` at the URL yielded, from this process on a port of 127.0.0.1 of its own:
