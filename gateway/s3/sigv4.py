@@ -316,9 +316,22 @@ def _check_signature(
                 "AWSAccessKeyId": access_key,
                 "StringToSign": to_sign,
                 "SignatureProvided": provided,
-                "CanonicalRequest": canonical,
+                "CanonicalRequest": shown_canonical(canonical),
             },
         )
+
+
+WITHHELD = "(withheld)"
+
+
+def shown_canonical(canonical: str) -> str:
+    """The canonical request as a SignatureDoesNotMatch error shows it: a signed Cookie
+    header's value withheld. The browser adds the cookies of the whole host, every port, so
+    a page served by this S3 port that listed `cookie` in SignedHeaders read the web
+    console's HttpOnly session back from the error (`gateway.console`). Only header lines
+    can start "cookie:" (the query line is percent-encoded)."""
+    return "\n".join("cookie:" + WITHHELD if line.startswith("cookie:") else line
+                     for line in canonical.split("\n"))
 
 
 def _query_error(message: str) -> SigV4Error:

@@ -317,6 +317,47 @@ def test_browser_shows_a_tenants_object_key_as_text(console_cluster: LocalCluste
     page.context.close()
 
 
+STEAL = """<!doctype html><script>
+(async () => {
+  const d = new Date().toISOString().replace(/[-:]/g, "").replace(/[.][0-9]+/, "");
+  const r = await fetch("/console-steal/nothing", {credentials: "include", headers: {
+    "x-amz-date": d, "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+    "Authorization": "AWS4-HMAC-SHA256 Credential=AKID/" + d.slice(0, 8) +
+      "/REGION/s3/aws4_request, SignedHeaders=cookie;host;x-amz-content-sha256;x-amz-date, " +
+      "Signature=" + "0".repeat(64)}});
+  window.answer = r.status + " " + await r.text();
+})();
+</script>"""
+
+
+def test_browser_a_tenants_page_cannot_read_the_session_cookie(console_cluster: LocalCluster,
+                                                               browser: Browser) -> None:
+    """A tenant's HTML object on the S3 port, opened by a logged-in admin: the browser sends
+    it the console's cookie too (cookies are per host, not per port), and its request listed
+    `cookie` in SignedHeaders, so the SignatureDoesNotMatch error's CanonicalRequest handed
+    it the HttpOnly session, with which anyone anywhere got the CSRF token and every admin
+    action. The error withholds the cookie now."""
+    c = console_cluster
+    s3 = c.client()
+    s3.create_bucket(Bucket="console-steal")
+    html = STEAL.replace("AKID", c.env["AWS_ACCESS_KEY_ID"]).replace(
+        "REGION", c.env["AWS_DEFAULT_REGION"])
+    s3.put_object(Bucket="console-steal", Key="page.html", Body=html.encode(),
+                  ContentType="text/html")
+    link = s3.generate_presigned_url("get_object", Params={"Bucket": "console-steal",
+                                                           "Key": "page.html"})
+    page = browser_login(browser, c)
+    token = [x["value"] for x in page.context.cookies() if x["name"] == "tessera_console"][0]
+    evil = page.context.new_page()
+    evil.goto(link)
+    evil.wait_for_function("window.answer !== undefined", timeout=WAIT_MS)
+    answer = evil.evaluate("window.answer")
+    assert answer.startswith("403 ") and "<Code>SignatureDoesNotMatch</Code>" in answer
+    assert token not in answer
+    assert "cookie:(withheld)" in answer
+    page.context.close()
+
+
 @contextlib.contextmanager
 def hostile_page(html: str) -> Iterator[str]:
     """Serve `html` at the URL yielded, from this process on a port of 127.0.0.1 of its own:

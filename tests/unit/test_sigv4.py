@@ -410,3 +410,22 @@ def test_missing_or_bad_date() -> None:
 def test_sigv2_presigned_is_refused() -> None:
     query = [("AWSAccessKeyId", EX_AK), ("Expires", "1"), ("Signature", "abc")]
     expect_error("InvalidRequest", lambda: authenticate("GET", "/b/k", query, {}, lookup, EX_NOW))
+
+
+def test_a_signed_cookie_is_withheld_from_the_error() -> None:
+    """A page the S3 port serves can list `cookie` in SignedHeaders: the browser adds the
+    host's cookies (the web console's HttpOnly session too) and the page reads the error.
+    The other lines of the canonical request are shown as computed."""
+    headers = {
+        "Host": "127.0.0.1:9000",
+        "Cookie": "tessera_console=SESSIONTOKEN",
+        "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+        "x-amz-date": "20130524T000000Z",
+        "Authorization": example_auth("cookie;host;x-amz-content-sha256;x-amz-date", "0" * 64),
+    }
+    err = expect_error("SignatureDoesNotMatch",
+                       lambda: authenticate("GET", "/b/k", [], headers, lookup, EX_NOW))
+    shown = err.details["CanonicalRequest"]
+    assert "SESSIONTOKEN" not in shown and "SESSIONTOKEN" not in str(err.details)
+    assert shown.split("\n")[3:6] == ["cookie:(withheld)", "host:127.0.0.1:9000",
+                                      "x-amz-content-sha256:UNSIGNED-PAYLOAD"]
