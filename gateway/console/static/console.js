@@ -387,8 +387,11 @@ async function loadQueues() {
   table("#copies", cols("expires", "expires"), q.copies, "no restored copies");
 }
 
+let auditAsked = 0;  // the latest audit listing asked for: an older answer arriving later is dropped
+
 async function loadAudit(ev) {
   if (ev) ev.preventDefault();
+  const asked = ++auditAsked;
   const params = new URLSearchParams();
   for (const f of ["who", "action", "result", "tenant"]) {
     const v = $("#audit-" + f).value.trim();
@@ -396,6 +399,7 @@ async function loadAudit(ev) {
   }
   params.set("limit", "200");
   const {entries} = await admin("GET", "/audit?" + params.toString());
+  if (asked !== auditAsked) return;  // the tab's unfiltered load must not replace a filter's rows
   const detail = (e) => Object.entries(e).filter(([k]) => !["ts", "who", "action", "result", "remote"].includes(k))
     .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
   table("#audit", [[(e) => when(e.ts), "when"], ["who", "who"], ["action", "action"],
