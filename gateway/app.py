@@ -15,11 +15,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gateway.admin.headlimit import malformed_answer as admin_malformed
 from gateway.admin.headlimit import too_large_answer as admin_head_refusal
 from gateway.balance import ConnSlots, WorkerRole, split_hostport
 from gateway.metrics import Metrics, merge_expositions
 from gateway.metrics_cluster import ClusterGauges
 from gateway.s3.access_log import may_deliver
+from gateway.s3.headlimit import malformed_answer as s3_malformed
 from gateway.s3.headlimit import too_large_answer as s3_head_refusal
 from gateway.s3.request_keys import CORS_HEADERS, FIRST_BYTE, REQUEST_ID
 from gateway.s3.server import S3Server
@@ -206,6 +208,7 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
                                         handle_signals=False), role.socket(role.index)))
         for i, (runner, addr) in enumerate(sites):
             refusal = s3_head_refusal if i == 0 else admin_head_refusal  # each its own kind
+            malformed = s3_malformed if i == 0 else admin_malformed
             await runner.setup()
             if isinstance(addr, Path):
                 await web.UnixSite(runner, str(addr)).start()
@@ -216,14 +219,15 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
                                       ConnSlots(role.rundir / "conns", role.index, role.count),
                                       header_timeout_s=cfg.gateway.header_timeout_s,
                                       max_header_bytes=cfg.gateway.max_header_bytes,
-                                      refusal=refusal, grace_s=cfg.gateway.accept_grace_s
+                                      refusal=refusal, malformed=malformed,
+                                      grace_s=cfg.gateway.accept_grace_s
                                       ).start()
             else:
                 host, port = split_hostport(addr)
                 await GuardedTCPSite(runner, host, port,
                                      header_timeout_s=cfg.gateway.header_timeout_s,
                                      max_header_bytes=cfg.gateway.max_header_bytes,
-                                     refusal=refusal).start()
+                                     refusal=refusal, malformed=malformed).start()
             runners.append(runner)
         if role.index == 0:  # only once the S3 address is ours: a second gateway started
             # on a taken address fails above, before it takes over this one's leases

@@ -5,7 +5,8 @@ that opens a connection and trickles (or never finishes) its request line would 
 forever. Every connection's handler (`storage.headguard.CappedHandler`) closes it when a
 head is not complete `header_timeout_s` after it began (after the connection opened, for
 the first) and refuses heads over `max_header_bytes` with the listener's own answer
-(`refusal`: S3's XML, the admin API's JSON); idle keep-alive connections are closed
+(`refusal`: S3's XML, the admin API's JSON) and answers heads aiohttp's parser refuses
+the same way (`malformed`); idle keep-alive connections are closed
 by aiohttp's own keep-alive timeout (set in `gateway.app`).
 """
 
@@ -19,7 +20,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.balance import BalancedAccept, ConnSlots
-from storage.headguard import capped_handler
+from storage.headguard import Malformed, capped_handler, plain_malformed
 
 HEADER_TIMEOUT_S = 20.0
 MAX_HEADER_BYTES = 16 * 1024  # [gateway] max_header_bytes' default
@@ -30,11 +31,13 @@ class GuardedTCPSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
                  header_timeout_s: float = HEADER_TIMEOUT_S,
                  max_header_bytes: int = MAX_HEADER_BYTES,
-                 refusal: Callable[[int], bytes], backlog: int = BACKLOG) -> None:
+                 refusal: Callable[[int], bytes], malformed: Malformed = plain_malformed,
+                 backlog: int = BACKLOG) -> None:
         super().__init__(runner, host, port, backlog=backlog)
         self._header_timeout_s = header_timeout_s
         self._max_header_bytes = max_header_bytes
         self._refusal = refusal  # the cap -> the listener's own answer refusing a head
+        self._malformed = malformed  # its answer to a head the parser refuses
 
     def _guarded(self) -> Callable[[], RequestHandler]:
         """The runner's handler factory: handlers holding heads to size and time."""
@@ -43,7 +46,8 @@ class GuardedTCPSite(web.TCPSite):
 
         def make() -> RequestHandler:
             return capped_handler(factory, self._header_timeout_s, self._max_header_bytes,
-                                  lambda: self._refusal(self._max_header_bytes))
+                                  lambda: self._refusal(self._max_header_bytes),
+                                  self._malformed)
 
         return make
 
@@ -61,10 +65,11 @@ class BalancedTCPSite(GuardedTCPSite):
     def __init__(self, runner: web.BaseRunner, socks: list[socket.socket], slots: ConnSlots,
                  *, header_timeout_s: float = HEADER_TIMEOUT_S,
                  max_header_bytes: int = MAX_HEADER_BYTES, refusal: Callable[[int], bytes],
-                 grace_s: float = 0.25) -> None:
+                 malformed: Malformed = plain_malformed, grace_s: float = 0.25) -> None:
         host, port = socks[0].getsockname()[:2]
         super().__init__(runner, host, port, header_timeout_s=header_timeout_s,
-                         max_header_bytes=max_header_bytes, refusal=refusal)
+                         max_header_bytes=max_header_bytes, refusal=refusal,
+                         malformed=malformed)
         self._socks = socks
         self._slots = slots
         self._grace_s = grace_s

@@ -16,23 +16,48 @@ must answer a head over the cap the same whatever the reads measures complete he
 (the S3 pipeline: `gateway.s3.headlimit`). A head not complete `head_timeout_s` after it
 began (after the connection opened, for the first; after its first byte, for a later one on
 a keep-alive connection) closes the connection.
+
+A head aiohttp's parser refuses (a garbage request line, a line over its limit, more than its
+header count, an invalid header byte, bad chunked framing) is answered by the listener's own
+`malformed` answer (S3's XML error, the admin API's JSON) and logged as one line, not as
+aiohttp's plain text and ERROR traceback: it is the client's error, and the connection closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
+import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger(__name__)
 
 HEAD_MAX_BYTES = 64 * 1024  # a node's cap on one head: its request line and header lines
 # together (the gateway's is `[gateway] max_header_bytes`)
 DROP_BYTES = 1024 * 1024  # after a refusal, what the client still sends is read and dropped
 DROP_S = 10.0  # up to this many bytes and for this long (aiohttp's lingering time), at most
+
+
+Malformed = Callable[[HttpProcessingError], web.StreamResponse]
+
+
+def parse_error_summary(exc: HttpProcessingError) -> str:
+    """What aiohttp's parser refused, in one short line without the bytes it quotes (they
+    may be a header's value: an Authorization, a cookie)."""
+    first = (exc.message or type(exc).__name__).strip().split("\n", 1)[0]
+    return re.split(r":\s*(?:b['\"]|bytearray\()|\s+['\"]", first, maxsplit=1)[0].rstrip(":")[:120]
+
+
+def plain_malformed(exc: HttpProcessingError) -> web.StreamResponse:
+    """The default answer to a head the parser refused: 400 with a one-line text."""
+    return web.Response(status=400, text=parse_error_summary(exc) + "\n")
 
 
 def closing_answer(status: int, content_type: str, body: bytes,
@@ -53,15 +78,17 @@ class CappedHandler(RequestHandler):
     with each request whose head completes. The chunk in which a body ends is not counted
     (it may hold the next head's start): the cap holds within one read of the socket."""
 
-    __slots__ = ("_dropped", "_head_bytes", "_head_timeout_s", "_last_payload", "_max_bytes",
-                 "_refusal", "_seen")
+    __slots__ = ("_dropped", "_head_bytes", "_head_timeout_s", "_last_payload", "_malformed",
+                 "_max_bytes", "_refusal", "_seen")
 
     def __init__(self, *args: Any, head_timeout_s: float, max_bytes: int,
-                 refusal: Callable[[], bytes], **kwargs: Any) -> None:
+                 refusal: Callable[[], bytes], malformed: Malformed = plain_malformed,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timeout_s = head_timeout_s
         self._max_bytes = max_bytes
         self._refusal = refusal
+        self._malformed = malformed
         self._head_bytes = 0
         self._last_payload: Any = None
         self._seen = 0
@@ -92,6 +119,24 @@ class CappedHandler(RequestHandler):
         if self._head_bytes > self._max_bytes:
             self._refuse()
 
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """A head the parser refused: the listener's `malformed` answer and one log line
+        (aiohttp's own is plain text and a traceback); any other error as aiohttp does."""
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        # non-HTTP bytes (TLS to a plain port) on a first request: routine on any port
+        level = (logging.DEBUG if self._request_count == 1 and isinstance(exc, BadHttpMethod)
+                 else logging.WARNING)
+        log.log(level, "refused an unparsable request from %s: %s", request.remote,
+                parse_error_summary(exc))
+        if request.writer.output_size > 0:  # as aiohttp: an answer already began
+            raise ConnectionError("an answer was already sent on this connection")
+        resp = self._malformed(exc)
+        resp.force_close()
+        return resp
+
     def _arm(self) -> None:
         self._loop.call_later(self._head_timeout_s, self._late, self._request_count)
 
@@ -121,7 +166,9 @@ class CappedHandler(RequestHandler):
 
 
 def capped_handler(server: web.Server, head_timeout_s: float, max_bytes: int,
-                   refusal: Callable[[], bytes]) -> RequestHandler:
+                   refusal: Callable[[], bytes],
+                   malformed: Malformed = plain_malformed) -> RequestHandler:
     """A `CappedHandler` made as `server()` makes aiohttp's own (its handler arguments)."""
     return CappedHandler(server, loop=server._loop, head_timeout_s=head_timeout_s,
-                         max_bytes=max_bytes, refusal=refusal, **server._kwargs)
+                         max_bytes=max_bytes, refusal=refusal, malformed=malformed,
+                         **server._kwargs)

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from storage.config import GatewayConfig
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_attack_headers import signed_raw
+from tests.integration.test_hardening import wait_for_line
 
 NINES = "9" * 5000  # past CPython's 4,300-digit guard of int()
 HEAD_MAX_BYTES = GatewayConfig().max_header_bytes  # the test cluster's (the default)
@@ -143,6 +144,69 @@ def test_unfinished_head_over_the_cap_on_the_admin_port_is_json(w: dict[str, Any
     assert headers[":status"] == "431" and headers["content-type"].startswith("application/json")
     assert json.loads(body)["error"]["code"] == "RequestHeaderSectionTooLarge"
     assert "x-amz-request-id" not in headers and headers["date"].endswith(" GMT")
+    _serving(w)
+
+
+UNPARSABLE = {  # heads aiohttp's parser refuses before any handler runs -> AWS's code
+    "garbage": (b"\x16\x03\x01\x02\x00\r\n\r\n", "BadRequest"),
+    "request line": (b"GET / HTTP/1.1 junk\r\nHost: x\r\n\r\n", "BadRequest"),
+    "request line too long": (b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                              "RequestHeaderSectionTooLarge"),
+    "too many headers": (b"GET / HTTP/1.1\r\nHost: x\r\n"
+                         + b"".join(b"x-h%d: v\r\n" % i for i in range(200)) + b"\r\n",
+                         "RequestHeaderSectionTooLarge"),
+    "invalid header byte": (b"GET / HTTP/1.1\r\nHost: x\r\nBad\x01Name: v\r\n\r\n",
+                            "BadRequest"),
+    "chunked framing": (b"PUT /b/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"zz\r\nabc\r\n0\r\n\r\n", "BadRequest"),
+}
+
+
+def _answer_to(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of the one answer to `head` (the server closes after it)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    top, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+    assert int(headers["content-length"]) == len(body)
+    return int(status_line.split(" ")[1]), headers, body
+
+
+def test_heads_the_parser_refuses_are_aws_errors_logged_in_one_line(
+        w: dict[str, Any]) -> None:
+    """Garbage, a request line or header count past aiohttp's limits, an invalid header
+    byte, bad chunked framing: AWS's 400 XML (request id, Date), one warning line each in
+    the log and no traceback (they were aiohttp's plain text and an ERROR traceback)."""
+    log = w["cluster"].data / "logs" / "gateway.log"
+    mark = log.stat().st_size
+    for name, (head, code) in UNPARSABLE.items():
+        status, headers, body = _answer_to(w["cluster"].port, head)
+        assert (status, _code(b"HTTP/1.1 400 x\r\n\r\n" + body)[1]) == (400, code), name
+        assert headers["content-type"] == "application/xml", name
+        assert f"<RequestId>{headers['x-amz-request-id']}</RequestId>".encode() in body
+        assert headers["date"].endswith(" GMT")
+        _serving(w)
+    # the last one logged (lines come in order): then all of them are in the log
+    wait_for_line(log, mark, re.compile("refused an unparsable request.*chunk size"))
+    with open(log, "rb") as f:
+        f.seek(mark)
+        lines = f.read().decode(errors="replace").splitlines()
+    refused = [json.loads(line) for line in lines if "unparsable request" in line]
+    assert len(refused) == len(UNPARSABLE) - 1  # the TLS-like garbage: debug level
+    assert {line["level"] for line in refused} == {"warning"}
+    assert not any("Traceback" in line or '"aiohttp.server"' in line for line in lines)
+    assert not any("aaaaaaaa" in line or "Bad\\u0001Name" in line for line in refused)
+
+
+def test_head_the_parser_refuses_on_the_admin_port_is_json(w: dict[str, Any]) -> None:
+    status, headers, body = _answer_to(w["cluster"].admin_port,
+                                       UNPARSABLE["request line"][0])
+    assert status == 400 and headers["content-type"].startswith("application/json")
+    assert json.loads(body)["error"] == {"code": "BadRequest", "message": "Bad status line"}
     _serving(w)
 
 
