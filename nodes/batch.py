@@ -34,7 +34,14 @@ from nodes.disk import is_disk_full
 from nodes.handlers import NODE, STATS, ApiError, NodeState, _quarantine
 from nodes.shardfile import UNCHANGED, ShardExists, check_shard_id
 from nodes.smallio import put_many_sync, read_whole_sync
-from storage.errors import IntegrityError, InvalidInput, InvalidRange, NotFound, ShardCorrupt
+from storage.errors import (
+    NODE_DISK_FULL,
+    IntegrityError,
+    InvalidInput,
+    InvalidRange,
+    NotFound,
+    ShardCorrupt,
+)
 from storage.shards.auth import BODY_HEADER, body_digest
 from storage.shards.format import FrameLayoutError, FrameScanner
 
@@ -110,7 +117,7 @@ async def _stat_ops(st: NodeState, request: web.Request, stats: list[tuple[int, 
             await _quarantine(request, sid, ans, "stat")
             results[i] = _err(409, "corrupt", str(ans))
         else:
-            results[i] = (_err(507, "disk_full", "no space left on the node's disk")
+            results[i] = (_err(507, "disk_full", NODE_DISK_FULL)
                           if is_disk_full(ans) else
                           _err(500, "io_error", f"storage I/O error ({ans.strerror})"))
 
@@ -147,7 +154,7 @@ async def _get_all(st: NodeState, request: web.Request, gets: list[tuple[int, di
             results[i] = _err(413, "too_large", str(ans))
         else:
             assert isinstance(ans, OSError)
-            results[i] = (_err(507, "disk_full", "no space left on the node's disk")
+            results[i] = (_err(507, "disk_full", NODE_DISK_FULL)
                           if is_disk_full(ans) else
                           _err(500, "io_error", f"storage I/O error ({ans.strerror})"))
 
@@ -222,7 +229,7 @@ async def _put_all(st: NodeState, puts: list[tuple[int, str, bytes, int, bool]],
             results[i] = _err(409, "shard_exists", str(out))
             continue
         if isinstance(out, OSError):
-            results[i] = (_err(507, "disk_full", "no space left on the node's disk")
+            results[i] = (_err(507, "disk_full", NODE_DISK_FULL)
                           if is_disk_full(out) else
                           _err(500, "io_error", f"storage I/O error ({out.strerror})"))
             continue

@@ -21,6 +21,7 @@ from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
 from nodes.shardfile import CHUNK_BYTES, BodyMismatch, ShardExists, ShardWriter, check_shard_id
 from storage.errors import (
+    NODE_DISK_FULL,
     IntegrityError,
     InvalidInput,
     NotFound,
@@ -324,7 +325,7 @@ async def _disk(aw: Any) -> Any:
         return await aw
     except OSError as exc:
         if is_disk_full(exc):
-            raise ApiError(507, "disk_full", "no space left on the node's disk") from None
+            raise ApiError(507, "disk_full", NODE_DISK_FULL) from None
         raise ApiError(500, "io_error", f"storage I/O error ({exc.strerror})") from None
 
 

@@ -70,6 +70,9 @@ class AccessDenied(StorageError):
     """The caller's tenant may not touch this resource."""
 
 
+NODE_DISK_FULL = "no space left on the node's disk"  # a node's word for ENOSPC (its 507)
+
+
 class QuorumNotReached(StorageError):
     """Too few shards could be written or read; carries every cause for the log."""
 
@@ -82,6 +85,12 @@ class QuorumNotReached(StorageError):
         self.succeeded = succeeded
         self.total = total
         self.causes = causes
+
+    @property
+    def full(self) -> bool:
+        """Whether full node disks are why: with room on them the quorum was reached."""
+        full = sum(NODE_DISK_FULL in cause for cause in self.causes)
+        return full > 0 and self.succeeded + full >= self.needed
 
 
 class Overloaded(StorageError):

@@ -12,6 +12,7 @@ from storage.conditions import PreconditionFailed
 from storage.object_lock import DeleteLocked
 
 log = logging.getLogger("tessera.gateway")
+STORAGE_FULL = "The storage this request writes to is full; retry later."
 
 
 def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Error:
@@ -52,6 +53,9 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
     if isinstance(exc, se.TenantShredding):  # its shred gives up on a lock, or goes ahead
         return S3Error("ServiceUnavailable", "The owner of this bucket is being shredded; "
                        "writes are refused until that ends. Retry later.")
+    if isinstance(exc, se.QuorumNotReached) and exc.full:  # nodes answer, but have no room
+        log.error("write refused, storage nodes full: %s", exc)
+        return S3Error("ServiceUnavailable", STORAGE_FULL)
     if isinstance(exc, se.QuorumNotReached | se.DataUnavailable):
         log.error("storage unavailable: %s", exc)
         return S3Error("ServiceUnavailable", "Too few storage nodes are reachable to serve "
@@ -62,8 +66,7 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
                        "could be read; retry later.")
     if isinstance(exc, se.StorageFull):  # retried by SDKs; writes resume once space is freed
         log.error("write refused: %s", exc)
-        return S3Error("ServiceUnavailable", "The storage this request writes to is full; "
-                       "retry later.")
+        return S3Error("ServiceUnavailable", STORAGE_FULL)
     if isinstance(exc, se.WriteExpired):
         return S3Error("RequestTimeout")
     if isinstance(exc, se.Overloaded):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from storage.activity import CLIENTS
 from storage.config import WorkerSettings
+from storage.errors import StorageFull
 from storage.leases import Lease, Leases
 from storage.testing.archive_holds import install_from_env
 from storage.workers import Worker, WorkerState
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from storage.workers.accesslog import MayDeliver
 
 log = logging.getLogger("tessera.workers")
+# a worker's steps on a full disk: paused twice as long each time (from its idle pause), up
+# to the max, and logged in one line each, until one goes through
+FULL_PAUSE_MIN_S, FULL_PAUSE_MAX_S = 0.01, 60.0
 DEFAULT_LEASE_TTL_S = WorkerSettings.lease_ttl_s
 
 
@@ -118,13 +122,20 @@ class WorkerRunner:
     async def _steps(self, worker: Worker, waiter: Waiter | None) -> None:
         idle_s = getattr(worker, "idle_s", self.idle_s)  # per-worker pause
         floor = getattr(worker, "min_pause_s", 0.0)  # watched: the least time between wakes
+        full_pause = 0.0
         while True:
             if waiter is not None:
                 waiter.arm()  # a change made during the step wakes the next pause
             try:
                 state = await worker.step()
+                full_pause = 0.0
             except asyncio.CancelledError:
                 raise
+            except StorageFull as exc:  # no fault of the worker: no traceback, no busy loop
+                full_pause = min(FULL_PAUSE_MAX_S, max(idle_s, FULL_PAUSE_MIN_S, full_pause * 2))
+                log.warning("worker %s paused for %.2f s: %s", worker.name, full_pause, exc)
+                await asyncio.sleep(full_pause)
+                continue
             except Exception:  # noqa: BLE001 - a worker must survive its own failures
                 log.exception("worker %s failed a step", worker.name)
                 state = WorkerState.IDLE

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from gateway.s3.errors_map import STORAGE_FULL
 from tests.integration.cluster import LocalCluster
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="full disks are tmpfs mounts: "
@@ -95,8 +96,9 @@ def alive(c: LocalCluster) -> dict[str, bool]:
     return out
 
 
-def writes(s3, keys: range) -> tuple[dict[str, bytes], list[tuple[int, str]]]:  # type: ignore[no-untyped-def]
-    """PUT each key: (acknowledged key -> body, (status, code) of each refused PUT)."""
+def writes(s3, keys: range) -> tuple[dict[str, bytes], list[tuple[int, str, str]]]:  # type: ignore[no-untyped-def]
+    """PUT each key: (acknowledged key -> body, (status, code, message) of each refused
+    PUT)."""
     acked, refused = {}, []
     for i in keys:
         try:
@@ -104,7 +106,7 @@ def writes(s3, keys: range) -> tuple[dict[str, bytes], list[tuple[int, str]]]:  
             acked[f"k{i}"] = body(i)
         except ClientError as exc:
             refused.append((exc.response["ResponseMetadata"]["HTTPStatusCode"],
-                            exc.response["Error"]["Code"]))
+                            exc.response["Error"]["Code"], exc.response["Error"]["Message"]))
     return acked, refused
 
 
@@ -137,11 +139,13 @@ def started(c: LocalCluster):  # type: ignore[no-untyped-def]
 def refused_while_full(c: LocalCluster, s3, disk: Path, keys: range,  # type: ignore[no-untyped-def]
                        before: dict[str, bool]) -> tuple[Path, dict[str, bytes]]:
     """Fill `disk`, then PUT `keys`: some are refused, every refusal a 503
-    ServiceUnavailable, and no process died. (The filler file, the acknowledged ones.)"""
+    ServiceUnavailable saying the storage is full (it said "Too few storage nodes are
+    reachable" when the nodes' disks were), and no process died. (The filler file, the
+    acknowledged ones.)"""
     filler = fill(disk)
     more, refused = writes(s3, keys)
     assert alive(c) == before
-    assert refused and set(refused) == {(503, "ServiceUnavailable")}, refused
+    assert refused and set(refused) == {(503, "ServiceUnavailable", STORAGE_FULL)}, refused
     return filler, more
 
 
@@ -189,7 +193,7 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
             acked |= more
             assert alive(c) == before
             assert shard_count(node_disk) == shards  # it really stored nothing
-            assert set(refused_node) <= {(503, "ServiceUnavailable")}, refused_node
+            assert {r[:2] for r in refused_node} <= {(503, "ServiceUnavailable")}, refused_node
             acked |= freed(s3, filler, range(25, 30))
 
             # the metadata's disk full: writes refused
