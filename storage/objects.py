@@ -315,7 +315,12 @@ class ObjectService(ObjectReads, ObjectEdits):
                     deletes.append(stripe_index_key(p.stripe_id))
 
     async def discard_parts(self, parts: list[PartLayout]) -> None:
-        """Queue the stripes of an uncommitted write for collection now."""
+        """Queue the stripes of an uncommitted write for collection now; when the metadata
+        store is full (so the commit was refused too, and no record names them), delete
+        their shards from the nodes at once instead: no queue entry can be written, and the
+        orphan sweep would leave them on the nodes for its grace period."""
+        from storage.errors import StorageFull
+
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = []
         now = time.time_ns()
@@ -323,5 +328,12 @@ class ObjectService(ObjectReads, ObjectEdits):
             if p.stripe_id:
                 puts[gc_key(now, p.stripe_id)] = pack({"nodes": p.nodes})
                 deletes.append(stripe_index_key(p.stripe_id))
-        if puts:
+        if not puts:
+            return
+        try:
             await self._meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
+        except StorageFull:
+            for p in parts:
+                if p.stripe_id:  # a node not reached keeps its shard for the orphan sweep
+                    await self._stripes.delete(p.stripe_id, p.nodes)
+            raise

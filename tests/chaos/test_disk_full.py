@@ -207,6 +207,28 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
             c.stop()
 
 
+def test_shards_of_writes_the_full_metadata_disk_refused_are_removed(
+        tmp_path: Path, small_disk: SmallDisk) -> None:
+    # The shards go to the nodes before the commit: a commit the full metadata disk
+    # refuses could queue nothing for collection either, and they stayed on the nodes
+    # until the orphan sweep's grace ran out.
+    c = LocalCluster(tmp_path / "data").start()
+    c.stop()
+    nodes = sorted((c.data / "nodes").iterdir())
+    with small_disk(c.data / "meta", 64) as meta_disk:
+        try:
+            s3, before, acked = started(c)
+            per_object = sum(map(shard_count, nodes)) / len(acked)
+            assert per_object >= 4, per_object  # shards on the nodes (not inline)
+            filler, more = refused_while_full(c, s3, meta_disk, range(5, 15), before)
+            acked |= more
+            assert sum(map(shard_count, nodes)) == per_object * len(acked)
+            acked |= freed(s3, filler, range(15, 20))
+            read_back(s3, acked)
+        finally:
+            c.stop()
+
+
 def test_a_gateway_on_a_full_disk_refuses_to_start_in_one_line(
         small_disk: SmallDisk) -> None:
     # Its workers' shared maps (connections, health, activity) are new files under
