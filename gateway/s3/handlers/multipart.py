@@ -255,8 +255,11 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     headers = dict(sse.response_headers(up.sse))
     if src_versioned:
         headers["x-amz-copy-source-version-id"] = src.version_id
+    # AWS documents CopyPartResult's checksum only for the algorithm the upload was created
+    # with: S3's default one (kept for the completion) is not answered here
+    shown = part.checksums if up.checksum_algorithm else None
     return xml_response(xml.copy_part_result_xml(part.etag, iso_time(part.modified),
-                                                 part.checksums or None), headers=headers)
+                                                 shown or None), headers=headers)
 
 
 # --- complete / abort ----------------------------------------------------------------------
