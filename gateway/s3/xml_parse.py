@@ -16,8 +16,8 @@ from typing import NamedTuple
 from xml.etree import ElementTree as ET
 
 import defusedxml
-import defusedxml.ElementTree as SafeET
 
+from gateway.s3 import xml_bounded
 from gateway.s3.checksums import UNCHECKED
 from gateway.s3.errors import S3Error
 from gateway.s3.http import ascii_digits, digits_int
@@ -33,7 +33,6 @@ from gateway.s3.xml import (
     TAG_KEY_CHARS_MAX,
     TAG_VALUE_CHARS_MAX,
 )
-from gateway.s3.xml_bounded import check_shape
 from storage.conditions import DeleteConditions, etag_value
 
 # CompletedPart digests of algorithms no part is stored with (gateway.s3.checksums)
@@ -92,8 +91,7 @@ def parse_document(
     if not body.strip():
         raise malformed("empty body")
     try:
-        check_shape(body)  # OverBudget is a ValueError
-        root = SafeET.fromstring(body, forbid_dtd=True)
+        root = xml_bounded.parse(body)  # OverBudget is a ValueError
     except (ET.ParseError, defusedxml.DefusedXmlException, ValueError) as exc:
         raise malformed(str(exc)) from None
     namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
