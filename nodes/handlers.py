@@ -421,7 +421,8 @@ async def health(request: web.Request) -> web.Response:
                               "used_bytes": usage["used_bytes"],
                               "free_bytes": usage["free_bytes"],
                               "total_bytes": usage["total_bytes"], "shards": usage["shards"],
-                              "started": st.started})
+                              "started": st.started,
+                              "now": time.time()})  # gateways judge Object Lock by it
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ those records while the bucket lives).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -214,9 +215,12 @@ class LifecycleEngine:
             if act is not None:
                 await self._apply(b, v, act, rep, current=False)
 
-    @staticmethod
-    def _locked(v: ObjectVersion) -> None:
-        object_lock.check_delete(v.lock, False, time.time())
+    async def _lock_guard(self, b: Bucket) -> Callable[[ObjectVersion], None]:
+        """What a removal for good calls on the version: refused while it is locked, by
+        the clock Object Lock is judged by (`storage.lock_clock`) in a bucket with it."""
+        now = (await self._objects.lock_clock.now() if object_lock.bucket_lock(b.config)
+               else time.time())
+        return lambda v: object_lock.check_delete(v.lock, False, now)
 
     async def _apply(self, b: Bucket, v: ObjectVersion, act: Action, rep: LifecycleReport,
                      current: bool) -> None:
@@ -230,7 +234,7 @@ class LifecycleEngine:
             elif act.kind == "remove_marker":
                 cond = Unchanged(seen=v, must="alone")
                 await self._objects.delete(b, v.key, v.version_id, conditions=cond,
-                                           protect=self._locked)
+                                           protect=await self._lock_guard(b))
                 rep.delete_markers_removed += bool(cond.applied and cond.applied[-1])
             elif current:  # unversioned: removed; versioned: under a delete marker
                 cond = Unchanged(seen=v)
@@ -239,7 +243,7 @@ class LifecycleEngine:
             else:
                 cond = Unchanged(seen=v, must="noncurrent")
                 await self._objects.delete(b, v.key, v.version_id, conditions=cond,
-                                           protect=self._locked)
+                                           protect=await self._lock_guard(b))
                 rep.noncurrent_expired += bool(cond.applied and cond.applied[-1])
         except (NotFound, object_lock.ObjectLocked):
             return  # gone meanwhile, or kept by Object Lock (lifecycle never bypasses it)

@@ -34,6 +34,7 @@ from storage.keyspace import (
 )
 from storage.kms import KmsService
 from storage.listing import NULL_VERSION, Listing
+from storage.lock_clock import LockClock
 from storage.metadata import MetadataStore, Txn
 from storage.object_edits import ObjectEdits
 from storage.object_reads import ObjectReads
@@ -83,6 +84,8 @@ class ObjectService(ObjectReads, ObjectEdits):
         self._tenants = tenants
         self.buckets = buckets
         self._stripes = stripes
+        # Object Lock expiry is judged by a clock never ahead of the nodes' (storage.lock_clock)
+        self.lock_clock = LockClock(stripes.transport, stripes.cluster_nodes)
         self.gc_grace_s = gc_grace_s  # retired stripes wait this long (reads in flight)
         self.listing = Listing(meta)
         self.kms = KmsService(meta, tenants, cfg.gateway.region)
@@ -248,8 +251,11 @@ class ObjectService(ObjectReads, ObjectEdits):
                                          compares, retired)
             elif cur_v is not None:
                 retired.append(cur_v)
-            for gone in retired:  # a write never replaces a locked (null) version
-                object_lock.check_delete(gone.lock, False, time.time())
+            if retired:  # a write never replaces a locked (null) version
+                now = (await self.lock_clock.now() if object_lock.bucket_lock(b.config)
+                       else time.time())
+                for gone in retired:
+                    object_lock.check_delete(gone.lock, False, now)
             for p in v.parts:
                 if p.stripe_id:
                     self.index_part(puts, p, {"state": "live", "bucket": v.bucket, "key": v.key,

@@ -106,6 +106,11 @@ class StripeStore:
         # that sender's queued frames hold): review15c's cycle
         self._chunked = asyncio.Semaphore(CHUNKED_WRITES)
 
+    @property
+    def transport(self) -> NodeTransport:
+        """The node transport shards go through."""
+        return self._client
+
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
         return self._health.nodes

@@ -9,6 +9,7 @@ from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.conditions import PreconditionFailed
+from storage.lock_clock import ClockUnverified
 from storage.object_lock import DeleteLocked
 
 log = logging.getLogger("tessera.gateway")
@@ -67,6 +68,10 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
     if isinstance(exc, se.StorageFull):  # retried by SDKs; writes resume once space is freed
         log.error("write refused: %s", exc)
         return S3Error("ServiceUnavailable", STORAGE_FULL)
+    if isinstance(exc, ClockUnverified):  # too few nodes answer to vouch for the time
+        log.error("object lock: %s", exc)
+        return S3Error("ServiceUnavailable", "Too few storage nodes answer to judge this "
+                       "object's retention now; retry later.")
     if isinstance(exc, se.WriteExpired):
         return S3Error("RequestTimeout")
     if isinstance(exc, se.Overloaded):

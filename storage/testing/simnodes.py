@@ -137,7 +137,8 @@ class SimNodes:
         self._check(node)
         fs = self.files[node.id]
         return {"used_bytes": sum(len(b) for b in fs.values()), "free_bytes": 1 << 40,
-                "shards": len(fs), "started": self.started[node.id]}
+                "shards": len(fs), "started": self.started[node.id],
+                "now": self.now(node.id)}
 
     async def quarantined(self, node: NodeSpec, since: float = 0.0) -> list[dict[str, Any]]:
         self._check(node)

@@ -74,8 +74,17 @@ async def _holds(rq: S3Request, action: str, key: str) -> bool:
 async def delete_guard(rq: S3Request, key: str) -> Callable[[ObjectVersion], None]:
     """What a delete of `key` calls on each version it would remove for good."""
     allowed = await bypass(rq, key)
-    now = time.time()
+    now = await lock_now(rq)
     return lambda v: ol.check_delete(v.lock, allowed, now, ol.DeleteLocked)
+
+
+async def lock_now(rq: S3Request) -> float:
+    """The time a lock's end is judged by: in a bucket with Object Lock, a clock never
+    ahead of the storage nodes' (`storage.lock_clock`; a fast gateway clock deleted
+    locked versions early), elsewhere (no version there is locked) this gateway's."""
+    if ol.bucket_lock(rq.existing_bucket().config) is None:
+        return time.time()
+    return await rq.cluster.objects.lock_clock.now()
 
 
 # --- headers of writes and reads ------------------------------------------------------------
@@ -264,7 +273,7 @@ def parse_retention(body: bytes) -> tuple[str | None, float | None]:
 async def put_retention(rq: S3Request) -> web.StreamResponse:
     mode, until = parse_retention(await read_xml_body(rq))
     v = await _locked_version(rq)
-    allowed, now = await bypass(rq, rq.key), time.time()
+    allowed, now = await bypass(rq, rq.key), await lock_now(rq)
 
     def guard(cur: ObjectVersion) -> None:
         ol.check_retention_change(cur.lock, mode, until, allowed, now)

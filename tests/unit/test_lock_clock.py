@@ -1,0 +1,91 @@
+"""Object Lock retention judged by a clock never ahead of the storage nodes' (storage.
+lock_clock): a gateway whose clock runs an hour fast deleted a version still locked by the
+nodes' (true) clocks; now it is refused until most nodes' clocks say the retention ended.
+
+The gateway and the S3 client run in this process; its `time.time` is shifted an hour ahead
+(as a gateway host's clock can be) while the simulated nodes' clocks are shifted back by as
+much, so they tell the true time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from storage import lock_clock
+from storage.testing.simnodes import SimNodes
+from tests.inproc import sim_config, sim_s3
+
+HOUR = 3600.0
+
+
+def _code(exc: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(exc.value.response["Error"]["Code"])
+
+
+async def test_a_fast_gateway_clock_does_not_end_a_retention_early(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = sim_config(tmp_path, 4096)
+    nodes = SimNodes(list(cfg.nodes))
+    monkeypatch.setattr(lock_clock, "REFRESH_S", 0.0)  # the nodes' clocks read at each use
+    async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
+        def call(name: str, **kw: Any) -> Any:
+            return asyncio.to_thread(getattr(s3, name), **kw)
+
+        await call("create_bucket", Bucket="locked", ObjectLockEnabledForBucket=True)
+        until = datetime.fromtimestamp(time.time() + 600, UTC)  # ten minutes from now
+        put = await call("put_object", Bucket="locked", Key="k", Body=b"kept",
+                         ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
+                         ChecksumAlgorithm="CRC32")
+        version = put["VersionId"]
+
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + HOUR)  # this host: an hour fast
+        for n in cfg.nodes:
+            nodes.clock_offset[n.id] = -HOUR  # the nodes: the true time
+
+        with pytest.raises(ClientError) as refused:
+            await call("delete_object", Bucket="locked", Key="k", VersionId=version)
+        assert _code(refused) == "AccessDenied"  # the old code deleted it (its own clock)
+        with pytest.raises(ClientError) as refused:  # nor shortened: still COMPLIANCE
+            await call("put_object_retention", Bucket="locked", Key="k", VersionId=version,
+                       Retention={"Mode": "GOVERNANCE",
+                                  "RetainUntilDate": datetime.fromtimestamp(real() + HOUR
+                                                                            + 60, UTC)})
+        assert _code(refused) == "AccessDenied"
+        got = await call("get_object", Bucket="locked", Key="k", VersionId=version)
+        assert await asyncio.to_thread(got["Body"].read) == b"kept"
+
+        for n in cfg.nodes[:4]:  # four of nine nodes say it ended: not most of them
+            nodes.clock_offset[n.id] = 0.0
+        with pytest.raises(ClientError) as refused:
+            await call("delete_object", Bucket="locked", Key="k", VersionId=version)
+        assert _code(refused) == "AccessDenied"
+
+        nodes.clock_offset[cfg.nodes[4].id] = 0.0  # five of nine: the retention has ended
+        await call("delete_object", Bucket="locked", Key="k", VersionId=version)
+
+
+async def test_no_time_from_most_nodes_refuses_judging_a_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without most nodes' clocks the time is not vouched for: 503, never the gateway's own
+    clock alone."""
+    cfg = sim_config(tmp_path, 4096)
+    nodes = SimNodes(list(cfg.nodes))
+    async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
+        await asyncio.to_thread(s3.create_bucket, Bucket="locked",
+                                ObjectLockEnabledForBucket=True)
+        await asyncio.to_thread(s3.put_object, Bucket="locked", Key="k", Body=b"x")
+        for n in cfg.nodes[:5]:
+            nodes.down.add(n.id)
+        with pytest.raises(ClientError) as refused:
+            await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k")
+        assert _code(refused) == "ServiceUnavailable"
+        for n in cfg.nodes[:5]:
+            nodes.down.discard(n.id)
+        await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k")
