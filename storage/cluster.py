@@ -152,7 +152,7 @@ class Cluster:
                        clients_busy=clients_busy),
             scrubber,
             Rewrapper(self.meta, self.tenants),
-            ShredScheduler(self.meta, self.tenants),
+            ShredScheduler(self.meta, self.tenants, self.objects.lock_clock.now),
             TenantReclaimer(self.meta, self.cfg.workers.gc_grace_s),
             RestoreWorker(self.archive),
             LifecycleWorker(self.lifecycle, self.cfg.archive.lifecycle_interval_s),

@@ -17,6 +17,7 @@ stopped serving the tenant (`TenantService.settled`).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from storage import object_lock
 from storage.errors import KeyUnavailable, NotFound
@@ -44,17 +45,27 @@ async def pending_rewraps(meta: MetadataStore) -> list[str]:
     return [unpack_key(i.key)[1] for i in items]
 
 
+LockNow = Callable[[], Awaitable[float]]  # the time a retention's end is judged by
+
+
+async def wall_now() -> float:
+    """This process's clock, as a `LockNow`."""
+    return time.time()
+
+
 async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: str,
-                         wait_s: float, by: str, bypass_governance: bool = False) -> float:
+                         wait_s: float, by: str, bypass_governance: bool = False,
+                         lock_now: LockNow = wall_now) -> float:
     """Shred now (wait 0) or at now + wait_s; returns the due time (epoch seconds).
     Refused (TenantLocked) while a version is under a legal hold, or under COMPLIANCE (or,
-    without `bypass_governance`, GOVERNANCE) retention past the due time."""
+    without `bypass_governance`, GOVERNANCE) retention past the due time. `lock_now`: the
+    clock retentions are judged by (the gateway's: `storage.lock_clock`)."""
     t = await tenants.get(tenant)
     if t.state == SHREDDED:  # "shredding" left by a shred that died: this one resolves it
         raise KeyUnavailable(f"tenant {tenant!r} is already shredded")
     due = time.time() + max(0.0, wait_s)
     if wait_s <= 0:  # shred_now scans (fenced), and sets a refused tenant active again
-        await shred_now(meta, tenants, tenant, bypass_governance)
+        await shred_now(meta, tenants, tenant, bypass_governance, lock_now=lock_now)
         await tenants.settled()  # answered "shredded" once no process serves the tenant
     else:
         locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
@@ -84,7 +95,8 @@ async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:
 
 
 async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str,
-                    bypass_governance: bool = False, schedule_rev: int | None = None) -> None:
+                    bypass_governance: bool = False, schedule_rev: int | None = None,
+                    lock_now: LockNow = wall_now) -> None:
     """Destroy the tenant's keys, unless locked versions remain (TenantLocked): see
     `object_lock.shred_blocker`. `schedule_rev`: the revision of the scheduled shred being
     run; a cancel committed meanwhile wins (StaleRecord).
@@ -97,7 +109,7 @@ async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str,
     fenced = await tenants.fence(tenant)
     try:
         while True:
-            locked = await object_lock.shred_blocker(meta, tenant, time.time(),
+            locked = await object_lock.shred_blocker(meta, tenant, await lock_now(),
                                                      bypass_governance)
             if locked is not None:
                 raise locked

@@ -11,7 +11,7 @@ import time
 from storage import object_lock
 from storage.crypto import keys
 from storage.errors import KeyUnavailable, NotFound, StaleRecord
-from storage.keys_rotation import shred_now
+from storage.keys_rotation import LockNow, shred_now, wall_now
 from storage.keyspace import OBJECT, REWRAP, SHRED, VERSION, next_key, rewrap_key, space
 from storage.keyspace import unpack as unpack_key
 from storage.kms import purge_due
@@ -140,9 +140,11 @@ class ShredScheduler:
     # the earliest one falls due, at most WATCHED_MAX_S (KMS key deletions are days away)
     wake_prefix = space(SHRED)[0]
 
-    def __init__(self, meta: MetadataStore, tenants: TenantService) -> None:
+    def __init__(self, meta: MetadataStore, tenants: TenantService,
+                 lock_now: LockNow = wall_now) -> None:
         self._meta = meta
         self._tenants = tenants
+        self._lock_now = lock_now  # the clock retentions are judged by (storage.lock_clock)
         self._next_due = 0.0  # the earliest scheduled shred not yet due (0: none)
 
     @property
@@ -164,11 +166,13 @@ class ShredScheduler:
                 try:
                     # unfenced first: a recheck that a lock refuses anyway (a legal hold:
                     # hourly) refuses none of the tenant's writes for the length of its scan
-                    locked = await object_lock.shred_blocker(self._meta, tenant, now, bypass)
+                    locked = await object_lock.shred_blocker(self._meta, tenant,
+                                                             await self._lock_now(), bypass)
                     if locked is not None:
                         await self._tenants.unfence(tenant)  # one a dead run left fenced
                         raise locked
-                    await shred_now(self._meta, self._tenants, tenant, bypass, item.revision)
+                    await shred_now(self._meta, self._tenants, tenant, bypass, item.revision,
+                                    lock_now=self._lock_now)
                 except StaleRecord:
                     continue  # cancelled (or rescheduled) while the locks were scanned
                 except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out

@@ -89,3 +89,35 @@ async def test_no_time_from_most_nodes_refuses_judging_a_lock(
         for n in cfg.nodes[:5]:
             nodes.down.discard(n.id)
         await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k")
+
+
+async def test_a_fast_gateway_clock_does_not_shred_a_tenant_early(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shred scheduled past the end of a COMPLIANCE retention, run by the shred worker of
+    a gateway whose clock is an hour fast before the retention ended: refused and put off
+    (the old worker judged the retention by its own clock and destroyed the tenant's keys)."""
+    from storage import keys_rotation as kr
+    from storage.tenants import SHREDDED
+    from tests.inproc import served_s3, wired_cluster
+
+    cfg = sim_config(tmp_path, 4096)
+    nodes = SimNodes(list(cfg.nodes))
+    monkeypatch.setattr(lock_clock, "REFRESH_S", 0.0)
+    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
+        cred = await cluster.tenants.create_key("t")
+        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
+            await asyncio.to_thread(s3.create_bucket, Bucket="locked",
+                                    ObjectLockEnabledForBucket=True)
+            await asyncio.to_thread(
+                s3.put_object, Bucket="locked", Key="k", Body=b"kept",
+                ObjectLockMode="COMPLIANCE", ChecksumAlgorithm="CRC32",
+                ObjectLockRetainUntilDate=datetime.fromtimestamp(time.time() + 600, UTC))
+        await kr.schedule_shred(cluster.meta, cluster.tenants, "t", 700, "test")
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + HOUR)  # due, by this clock
+        for n in cfg.nodes:
+            nodes.clock_offset[n.id] = -HOUR
+        shred = next(w for w in cluster.workers() if w.name == "shred")
+        await shred.step()
+        assert (await cluster.tenants.get("t")).state != SHREDDED
+        assert await kr.pending_shred(cluster.meta, "t") is not None  # put off, not dropped
