@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -65,6 +65,11 @@ class VolumeHandle:
         self._vol_rev = 0
         self._own: dict[int, Pointer] = {}  # newest own pointer per extent
         self._base: dict[int, Pointer] = {}  # origin pointers visible to a clone
+        # Journal writes a snapshot read here holds over an extent it does not own (its own
+        # extents, or its origin's), in order (storage/volume_held.py); with `levels`, the
+        # (volume, generation, pointers) a read goes through, nearest first.
+        self.patches: dict[int, dict[tuple[int, int], bytes]] = {}  # {(offset, length): bytes}
+        self.levels: list[tuple[Volume, int, dict[int, Pointer]]] = []
         self._ciphers: dict[bytes, SegmentCipher] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._proc = local_process()
@@ -197,10 +202,15 @@ class VolumeHandle:
         self._vol_rev = vol_item.revision
         self._own = await self._map_of(self.vol.id, self.read_only_gen)
         self._base = {}
+        self.levels = []
+        if self.read_only_gen is not None:
+            self.levels.append((self.vol, self.read_only_gen, self._own))
         v = self.vol
         while v.base:  # a clone of a clone reads through the whole chain
             parent = await self.svc.get(v.base["tenant"], v.base["name"])
-            for idx, p in (await self._map_of(parent.id, v.base["gen"])).items():
+            level = await self._map_of(parent.id, v.base["gen"])
+            self.levels.append((parent, v.base["gen"], level))
+            for idx, p in level.items():
                 self._base.setdefault(idx, p)
             v = parent
 
@@ -212,13 +222,17 @@ class VolumeHandle:
                 out[p.index] = p  # keys ascend by generation: the last one wins
         return out
 
+    def own_extents(self) -> list[int]:
+        """The extents this volume stores itself (not through its origin)."""
+        return list(self._own)
+
     def pointer(self, idx: int) -> Pointer | None:
         p = self._own.get(idx)
         return p if p is not None else self._base.get(idx)
 
     def allocated(self) -> int:
         return sum(1 for i in range(self.vol.extents)
-                   if (p := self.pointer(i)) is not None and not p.trim)
+                   if (p := self.pointer(i)) is not None and not p.trim or i in self.patches)
 
     # extent I/O ------------------------------------------------------------------------------
 
@@ -255,6 +269,17 @@ class VolumeHandle:
 
         An allocated extent that cannot be rebuilt raises (DataUnavailable): never zeros.
         """
+        own = idx in self._own and self.read_only_gen is None  # a writer's own extent: whole
+        patches = None if own else self.patches.get(idx)
+        stored = await self._read_stored(idx)
+        if not patches:
+            return stored
+        buf = bytearray(stored if stored is not None else bytes(self.extent_len(idx)))
+        for (off, _), data in patches.items():
+            buf[off:off + len(data)] = data[:max(0, len(buf) - off)]
+        return bytes(buf)
+
+    async def _read_stored(self, idx: int) -> bytes | None:
         p = self.pointer(idx)
         if p is None or p.trim:
             return None
@@ -380,11 +405,18 @@ class VolumeHandle:
 
     async def fenced_txn(self, puts: dict[bytes, bytes], deletes: tuple[bytes, ...] = ()) -> None:
         """Commit a transaction only while this handle holds the lease (else Fenced)."""
+        await self.fenced_build(lambda: (puts, deletes))
+
+    async def fenced_build(self, build: Callable[[], tuple[dict[bytes, bytes],
+                                                          tuple[bytes, ...]]]) -> None:
+        """`fenced_txn` of what `build()` returns, built again from the volume record as it
+        is after each failed compare (a snapshot taken meanwhile may change it)."""
         while True:
             if self.fenced:
                 raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
+            puts, deletes = build()
             if await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},
                                            puts=puts, deletes=deletes)):
                 return
