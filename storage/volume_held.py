@@ -13,21 +13,20 @@ sequence (the rule of `volume_journal.recover`).
 The writer folds on in the background, at the next generation; `volume_journal.retire`
 moves a folded segment that a snapshot needs to `(VJK, volume id, seq)` instead of
 deleting it. `patches` replays the held segments for a snapshot read or a clone (through
-the clone chain); a writer (a clone attached) writes them into its own extents first
-(`materialize`), so its write path never meets them. `free` retires the kept segments no
-snapshot needs any more (a snapshot deleted).
+the clone chain), held in memory by the handle: a clone's writer reads through them until it
+stores an extent whole (a fold, a direct write, a trim), which drops that extent's patches.
+`free` retires the kept segments no snapshot needs any more (a snapshot deleted).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from storage.keyspace import journal_prefix, kept_journal_prefix
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore
 from storage.volume_io import VolumeHandle
-from storage.volume_journal import RECOVER_PARALLEL, Segment, is_zero, read_entries, scan_segments
+from storage.volume_journal import Segment, read_entries, scan_segments
 from storage.volume_records import Volume, scan_prefix
 
 if TYPE_CHECKING:
@@ -84,22 +83,6 @@ async def patches(h: VolumeHandle, own: set[int]) -> Patches:
             out.update(level)
         resolved |= pointers.keys()
     return out
-
-
-async def materialize(h: VolumeHandle) -> None:
-    """Write every patched extent into the writer's own extents (a clone's attach), so its
-    overlay and folds read stored extents only; drops the patches as it goes."""
-    sem = asyncio.Semaphore(RECOVER_PARALLEL)
-
-    async def one(idx: int) -> None:
-        async with sem:
-            data = await h.read_extent(idx)
-            if data is None or is_zero(data):
-                await h.trim_extent(idx)
-            else:
-                await h.write_extent(idx, data)
-            h.patches.pop(idx, None)
-    await asyncio.gather(*(one(i) for i in sorted(h.patches)))
 
 
 async def free(svc: VolumeService, vol: Volume) -> None:

@@ -226,6 +226,11 @@ class VolumeHandle:
         """The extents this volume stores itself (not through its origin)."""
         return list(self._own)
 
+    def holds_data(self, idx: int) -> bool:
+        """Whether extent idx reads as anything but zeros without a write here: a pointer
+        (its own or an origin's) or journal pages a snapshot under it holds (`patches`)."""
+        return self.pointer(idx) is not None or idx in self.patches
+
     def pointer(self, idx: int) -> Pointer | None:
         p = self._own.get(idx)
         return p if p is not None else self._base.get(idx)
@@ -269,8 +274,7 @@ class VolumeHandle:
 
         An allocated extent that cannot be rebuilt raises (DataUnavailable): never zeros.
         """
-        own = idx in self._own and self.read_only_gen is None  # a writer's own extent: whole
-        patches = None if own else self.patches.get(idx)
+        patches = self.patches.get(idx)  # a writer drops them with its first own pointer
         stored = await self._read_stored(idx)
         if not patches:
             return stored
@@ -356,7 +360,7 @@ class VolumeHandle:
 
     async def trim_extent(self, idx: int, jseq: int = 0) -> None:
         """Punch a whole extent: it reads as zeros and (unless a snapshot holds it) frees."""
-        if self.pointer(idx) is None and not jseq:
+        if not self.holds_data(idx) and not jseq:
             return
         await self._commit(Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, trim=True,
                                    jseq=jseq or self.jseq_of(idx)))
@@ -377,7 +381,7 @@ class VolumeHandle:
             # Leave no record only where no older pointer can exist (generation 1: never a
             # snapshot); otherwise deleting ours would bring an older extent back to life.
             hole = (p.trim and not keep_prev and p.index not in self._base and p.gen == 1
-                    and not p.jseq)
+                    and not p.jseq and p.index not in self.patches)
             if prev is not None and not keep_prev:
                 if prev.key() != p.key() or hole:
                     deletes.append(prev.key())
@@ -400,6 +404,7 @@ class VolumeHandle:
                     self._own.pop(p.index, None)
                 else:
                     self._own[p.index] = p
+                    self.patches.pop(p.index, None)  # stored whole now: nothing shows through
                 return
             await self._resync()
 
@@ -478,6 +483,6 @@ class VolumeHandle:
             n = min(self.extent_len(idx) - off, end - pos)
             if off == 0 and n == self.extent_len(idx):
                 await self.trim_extent(idx)
-            elif self.pointer(idx) is not None:
+            elif self.holds_data(idx):
                 await self.write(pos, bytes(n))
             pos += n

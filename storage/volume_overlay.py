@@ -338,7 +338,7 @@ class JournaledVolume(Folding):
         while pos < end:
             idx, off = divmod(pos, self.es)
             n = min(self.vol.extent_len(idx) - off, end - pos)
-            if idx in self.pages or self.vol.pointer(idx) is not None:
+            if idx in self.pages or self.vol.holds_data(idx):
                 if n == self.vol.extent_len(idx):
                     await self._trim(idx)
                 else:
@@ -479,7 +479,7 @@ class JournaledVolume(Folding):
         if idx in self._clean:
             return self._clean[idx]
         p = self.vol.pointer(idx)
-        return None if p is None or p.trim else _MISS
+        return None if (p is None or p.trim) and idx not in self.vol.patches else _MISS
 
     async def _write_direct(self, idx: int, base: bytes | None, snap: dict[int, bytes],
                             seq: int) -> None:

@@ -337,7 +337,7 @@ class VolumeService:
                 if progress:
                     progress(idx, vol.extents)
                 p = h.pointer(idx)
-                if p is not None and p.vid != vol.id:
+                if idx in h.patches or p is not None and p.vid != vol.id:
                     data = await h.read_extent(idx)
                     if data is not None:
                         await h.write_extent(idx, data)
@@ -363,9 +363,8 @@ class VolumeService:
         try:
             await h.load_map()
             h.patches = await held.patches(h, set() if snapshot else set(h.own_extents()))
-            if snapshot is None:
-                await held.materialize(h)  # an origin's snapshot journal, under ours
-                h.journal_seq = await recover(h)  # a writer that died left segments: fold
+            if snapshot is None:  # a writer that died left journal segments: fold them in
+                h.journal_seq = await recover(h)
         except BaseException:
             await h.close()
             raise

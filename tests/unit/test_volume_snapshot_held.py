@@ -134,8 +134,8 @@ def test_clones_of_a_held_snapshot_read_it_and_never_change_it() -> None:
         want = await read_snap(svc, "v", "s")
         assert want[37 * PAGE:38 * PAGE] == b"a" * PAGE and want[:PAGE] == b"e" * PAGE
         await svc.clone("t", "v", "s", "c")
-        ro = await svc.open("t", "c", holder="ro-clone")  # a writer: it takes the journal in
-        assert await ro.read(0, SIZE) == want
+        ro = await svc.open("t", "c", holder="ro-clone")  # attached, reading through them
+        assert await ro.read(0, SIZE) == want and ro.own_extents() == []
         await ro.close()
         c = JournaledVolume(await svc.open("t", "c", holder="c"))
         await c.write(37 * PAGE, b"c" * PAGE)
@@ -209,5 +209,59 @@ def test_a_killed_writer_after_a_snapshot_keeps_what_it_holds() -> None:
         assert await read_snap(svc, "v", "s") == want
         await svc.delete("t", "v")  # deleting the volume frees them too
         assert await kept(svc, h.vol.id) == []
+
+    with_service(body)
+
+
+def test_a_clone_writer_reads_through_the_held_journal_until_it_stores_extents() -> None:
+    """A clone's writer keeps its origin snapshot's journal pages (no extent written at
+    attach): a partial write, a hole, a sequential run and a fold all see them, a flatten
+    copies them, and the snapshot can then go (its kept segments with it)."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        w = JournaledVolume(await svc.open("t", "v", holder="w"))
+        await w.write(0, b"e" * MiB)  # written directly, then journaled pages over it
+        await w.flush()
+        for off, data in pages(b"a"):
+            await w.write(off, data)
+        await w.snapshot("s")
+        await w.checkpoint()  # the segments the snapshot holds are kept now
+        await w.stop()
+        await w.vol.close()
+        model = bytearray(await read_snap(svc, "v", "s"))
+        await svc.clone("t", "v", "s", "c")
+        h = await svc.open("t", "c", holder="c")
+        assert h.own_extents() == [] and sorted(h.patches) == [0, 1, 2]
+        c = JournaledVolume(h)
+        c.start()
+        await c.write(37 * PAGE + 10, b"x" * 100)  # a partial page: read through the patches
+        model[37 * PAGE + 10:37 * PAGE + 110] = b"x" * 100
+        await c.zero(MiB, MiB)  # extent 1 holds only journal pages: a hole now
+        model[MiB:2 * MiB] = bytes(MiB)
+        await c.write(2 * MiB, b"q" * (MiB // 4))  # a run, not every page: not direct
+        model[2 * MiB:2 * MiB + MiB // 4] = b"q" * (MiB // 4)
+        await c.flush()
+        assert await c.read(0, SIZE) == bytes(model)
+        await c.stop()  # folds: extents stored whole, their patches dropped
+        assert h.patches == {}
+        await h.close()
+        again = await svc.open("t", "c", holder="c2")
+        assert await again.read(0, SIZE) == bytes(model)
+        await again.close()
+        await svc.delete("t", "c")
+        await svc.clone("t", "v", "s", "f")  # a flatten copies the journal pages too
+        await svc.flatten("t", "f")
+        await svc.delete_snapshot("t", "v", "s")
+        assert await kept(svc, (await svc.get("t", "v")).id) == []
+        f = await svc.open("t", "f", holder="f")
+        assert await f.read(0, SIZE) == await read_snap_model(svc)
+        await f.close()
+
+    async def read_snap_model(svc: VolumeService) -> bytes:
+        v = await svc.open("t", "v", holder="v")  # nothing written since the snapshot
+        try:
+            return await v.read(0, SIZE)
+        finally:
+            await v.close()
 
     with_service(body)
