@@ -43,6 +43,8 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (VX, volume id, extent:010, gen:010)  extent pointer of a volume
     (VL, volume id)                       attach lease of a volume
     (VJ, volume id, seq:020)              journal segment of a volume (small writes not yet folded)
+    (VJK, volume id, seq:020)             journal segment folded by its writer but held by a
+                                          snapshot (storage/volume_held.py)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
     (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
@@ -80,6 +82,7 @@ VOLUME = "VOL"
 EXTENT = "VX"
 VOLUME_LEASE = "VL"
 JOURNAL = "VJ"
+JOURNAL_KEPT = "VJK"  # folded journal segments a snapshot still replays
 JOURNAL_HEAD = "VJH"  # bumped by every journal append: a snapshot sees one land
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
@@ -368,6 +371,15 @@ def journal_head_key(vid: str) -> bytes:
 def journal_key(vid: str, seq: int) -> bytes:
     """A volume's journal segment record; sequence numbers sort numerically (20 digits)."""
     return pack(JOURNAL, vid, f"{seq:020d}")
+
+
+def kept_journal_prefix(vid: str) -> bytes:
+    return pack(JOURNAL_KEPT, vid)
+
+
+def kept_journal_key(vid: str, seq: int) -> bytes:
+    """A journal segment its writer folded that a snapshot still needs (same record)."""
+    return pack(JOURNAL_KEPT, vid, f"{seq:020d}")
 
 
 # --- archive queues -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -65,6 +65,11 @@ class VolumeHandle:
         self._vol_rev = 0
         self._own: dict[int, Pointer] = {}  # newest own pointer per extent
         self._base: dict[int, Pointer] = {}  # origin pointers visible to a clone
+        # Journal writes a snapshot read here holds over an extent it does not own (its own
+        # extents, or its origin's), in order (storage/volume_held.py); with `levels`, the
+        # (volume, generation, pointers) a read goes through, nearest first.
+        self.patches: dict[int, dict[tuple[int, int], bytes]] = {}  # {(offset, length): bytes}
+        self.levels: list[tuple[Volume, int, dict[int, Pointer]]] = []
         self._ciphers: dict[bytes, SegmentCipher] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._proc = local_process()
@@ -197,10 +202,15 @@ class VolumeHandle:
         self._vol_rev = vol_item.revision
         self._own = await self._map_of(self.vol.id, self.read_only_gen)
         self._base = {}
+        self.levels = []
+        if self.read_only_gen is not None:
+            self.levels.append((self.vol, self.read_only_gen, self._own))
         v = self.vol
         while v.base:  # a clone of a clone reads through the whole chain
             parent = await self.svc.get(v.base["tenant"], v.base["name"])
-            for idx, p in (await self._map_of(parent.id, v.base["gen"])).items():
+            level = await self._map_of(parent.id, v.base["gen"])
+            self.levels.append((parent, v.base["gen"], level))
+            for idx, p in level.items():
                 self._base.setdefault(idx, p)
             v = parent
 
@@ -212,13 +222,22 @@ class VolumeHandle:
                 out[p.index] = p  # keys ascend by generation: the last one wins
         return out
 
+    def own_extents(self) -> list[int]:
+        """The extents this volume stores itself (not through its origin)."""
+        return list(self._own)
+
+    def holds_data(self, idx: int) -> bool:
+        """Whether extent idx reads as anything but zeros without a write here: a pointer
+        (its own or an origin's) or journal pages a snapshot under it holds (`patches`)."""
+        return self.pointer(idx) is not None or idx in self.patches
+
     def pointer(self, idx: int) -> Pointer | None:
         p = self._own.get(idx)
         return p if p is not None else self._base.get(idx)
 
     def allocated(self) -> int:
         return sum(1 for i in range(self.vol.extents)
-                   if (p := self.pointer(i)) is not None and not p.trim)
+                   if (p := self.pointer(i)) is not None and not p.trim or i in self.patches)
 
     # extent I/O ------------------------------------------------------------------------------
 
@@ -255,6 +274,16 @@ class VolumeHandle:
 
         An allocated extent that cannot be rebuilt raises (DataUnavailable): never zeros.
         """
+        patches = self.patches.get(idx)  # a writer drops them with its first own pointer
+        stored = await self._read_stored(idx)
+        if not patches:
+            return stored
+        buf = bytearray(stored if stored is not None else bytes(self.extent_len(idx)))
+        for (off, _), data in patches.items():
+            buf[off:off + len(data)] = data[:max(0, len(buf) - off)]
+        return bytes(buf)
+
+    async def _read_stored(self, idx: int) -> bytes | None:
         p = self.pointer(idx)
         if p is None or p.trim:
             return None
@@ -331,7 +360,7 @@ class VolumeHandle:
 
     async def trim_extent(self, idx: int, jseq: int = 0) -> None:
         """Punch a whole extent: it reads as zeros and (unless a snapshot holds it) frees."""
-        if self.pointer(idx) is None and not jseq:
+        if not self.holds_data(idx) and not jseq:
             return
         await self._commit(Pointer(vid=self.vol.id, index=idx, gen=self.vol.gen, trim=True,
                                    jseq=jseq or self.jseq_of(idx)))
@@ -352,7 +381,7 @@ class VolumeHandle:
             # Leave no record only where no older pointer can exist (generation 1: never a
             # snapshot); otherwise deleting ours would bring an older extent back to life.
             hole = (p.trim and not keep_prev and p.index not in self._base and p.gen == 1
-                    and not p.jseq)
+                    and not p.jseq and p.index not in self.patches)
             if prev is not None and not keep_prev:
                 if prev.key() != p.key() or hole:
                     deletes.append(prev.key())
@@ -375,16 +404,24 @@ class VolumeHandle:
                     self._own.pop(p.index, None)
                 else:
                     self._own[p.index] = p
+                    self.patches.pop(p.index, None)  # stored whole now: nothing shows through
                 return
             await self._resync()
 
     async def fenced_txn(self, puts: dict[bytes, bytes], deletes: tuple[bytes, ...] = ()) -> None:
         """Commit a transaction only while this handle holds the lease (else Fenced)."""
+        await self.fenced_build(lambda: (puts, deletes))
+
+    async def fenced_build(self, build: Callable[[], tuple[dict[bytes, bytes],
+                                                          tuple[bytes, ...]]]) -> None:
+        """`fenced_txn` of what `build()` returns, built again from the volume record as it
+        is after each failed compare (a snapshot taken meanwhile may change it)."""
         while True:
             if self.fenced:
                 raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
+            puts, deletes = build()
             if await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},
                                            puts=puts, deletes=deletes)):
                 return
@@ -446,6 +483,6 @@ class VolumeHandle:
             n = min(self.extent_len(idx) - off, end - pos)
             if off == 0 and n == self.extent_len(idx):
                 await self.trim_extent(idx)
-            elif self.pointer(idx) is not None:
+            elif self.holds_data(idx):
                 await self.write(pos, bytes(n))
             pos += n

@@ -7,7 +7,8 @@ tenant, volume, "journal", sequence number, stripe), and committed as a record
 writer's appends are refused. Sequence numbers grow per volume; an extent pointer's `jseq`
 says which journal sequence it already folds in, so replay applies a segment to an extent
 only when the segment is newer. `recover` (run on every attach) replays what a crashed
-writer left, in sequence order, folds it into extents and retires the segments.
+writer left, in sequence order, folds it into extents and retires the segments. A retired
+segment that a snapshot replays is kept (storage/volume_held.py).
 
 Segment plaintext (format version 1, little-endian):
     magic b"TVJ1" | count u32 | count x (offset u64 | length u32 | bytes)
@@ -21,6 +22,7 @@ import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
@@ -31,14 +33,20 @@ from storage.keyspace import (
     journal_head_key,
     journal_key,
     journal_prefix,
+    kept_journal_key,
+    kept_journal_prefix,
     repair_key,
     stripe_index_key,
 )
+from storage.metadata import MetadataStore
 from storage.pipeline import StripeCodec, segment_count
 from storage.records import pack, unpack
 from storage.shards.ids import new_stripe_id
 from storage.volume_io import VolumeHandle
 from storage.volume_records import WRITE_ATTEMPTS, Fenced, scan_prefix
+
+if TYPE_CHECKING:
+    from storage.volumes import VolumeService
 
 MAGIC = b"TVJ1"
 RECOVER_PARALLEL = 8  # extents folded at once when replaying a crashed writer's journal
@@ -170,34 +178,51 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
 
 async def segments(h: VolumeHandle) -> list[Segment]:
     """Every journal segment record of the volume, in sequence order."""
-    out = []
-    async for it in scan_prefix(h.svc.meta, journal_prefix(h.vol.id)):
+    return [s async for s in scan_segments(h.svc.meta, journal_prefix(h.vol.id))]
+
+
+async def scan_segments(meta: MetadataStore, prefix: bytes) -> AsyncIterator[Segment]:
+    """The segment records under `prefix` (live or kept), in sequence order."""
+    async for it in scan_prefix(meta, prefix):
         d = unpack(it.value)
         d.pop("fv", None)
-        out.append(Segment(**d))
-    return out
+        yield Segment(**d)
 
 
-async def read_entries(h: VolumeHandle, s: Segment) -> list[Entry]:
+async def read_entries(svc: VolumeService, tenant: str, s: Segment) -> list[Entry]:
     """A segment's entries; a segment that cannot be rebuilt raises (never zeros)."""
-    tenant = h.vol.tenant
-    _, kek = await h.svc.tenants.kek(tenant, s.kek_version)
+    _, kek = await svc.tenants.kek(tenant, s.kek_version)
     cipher = SegmentCipher(keys.unwrap_dek(kek, tenant, _identity(tenant, s), s.dek))
     out = bytearray()
     last = segment_count(s.size, s.segment_size) - 1
-    async for chunk in h.svc.stripes.read(_codec(s, cipher, tenant), s.nodes, s.size, 0, last):
+    async for chunk in svc.stripes.read(_codec(s, cipher, tenant), s.nodes, s.size, 0, last):
         out += chunk
     return decode_entries(bytes(out[:s.size]))
 
 
 async def retire(h: VolumeHandle, segs: list[Segment]) -> None:
-    """Drop folded segments: records and stripe index entries go, stripes to the GC queue."""
+    """Drop folded segments: records and stripe index entries go, stripes to the GC queue;
+    a segment a snapshot replays is kept instead (its record moves to `kept_journal_key`,
+    its stripe index entry follows it), decided on the volume record the commit compares."""
     for i in range(0, len(segs), 100):
         batch = segs[i:i + 100]
-        due = time.time_ns() + int(h.svc.gc_grace_s * 1e9)
-        puts = {gc_key(due, s.stripe): pack({"nodes": s.nodes}) for s in batch}
-        deletes = tuple(k for s in batch for k in (s.key(), stripe_index_key(s.stripe)))
-        await h.fenced_txn(puts, deletes)
+
+        def build(batch: list[Segment] = batch) -> tuple[dict[bytes, bytes], tuple[bytes, ...]]:
+            due = time.time_ns() + int(h.svc.gc_grace_s * 1e9)
+            puts: dict[bytes, bytes] = {}
+            deletes: list[bytes] = []
+            for s in batch:
+                deletes.append(s.key())
+                if h.vol.holds_segment(s.seq):
+                    kept = kept_journal_key(s.vid, s.seq)
+                    puts[kept] = pack(asdict(s))
+                    puts[stripe_index_key(s.stripe)] = pack(
+                        {"state": "live", "kind": "extent", "vx": kept})
+                else:
+                    puts[gc_key(due, s.stripe)] = pack({"nodes": s.nodes})
+                    deletes.append(stripe_index_key(s.stripe))
+            return puts, tuple(deletes)
+        await h.fenced_build(build)
 
 
 def apply(base: bytes | None, size: int, writes: list[tuple[int, bytes]]) -> bytes:
@@ -216,13 +241,14 @@ async def recover(h: VolumeHandle) -> int:
     largest sequence number in use, so the next segment is numbered above it.
     """
     segs = await segments(h)
-    floor = max([h.journal_floor()] + [s.seq for s in segs])
+    kept = [s.seq async for s in scan_segments(h.svc.meta, kept_journal_prefix(h.vol.id))]
+    floor = max([h.journal_floor()] + [s.seq for s in segs] + kept)  # never a seq reused
     if not segs:
         return floor
     es = h.vol.extent_size
     pending: dict[int, list[tuple[int, bytes]]] = {}
     for s in segs:
-        for off, data in await read_entries(h, s):
+        for off, data in await read_entries(h.svc, h.vol.tenant, s):
             pos = 0
             while pos < len(data):
                 idx, eo = divmod(off + pos, es)

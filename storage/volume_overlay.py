@@ -101,7 +101,8 @@ class JournaledVolume(Folding):
             self._tasks = []
 
     async def checkpoint(self) -> None:
-        """Fold every journaled page into its extent (snapshots freeze extents only)."""
+        """Fold every journaled page into its extent (`quiesce`: the fallback snapshot of a
+        daemon from before the snapshot attribute freezes extents only)."""
         await self.flush()
         while self.pages:
             await self._fold_many(list(self.pages))
@@ -110,31 +111,26 @@ class JournaledVolume(Folding):
     async def snapshot(self, name: str) -> int:
         """Take snapshot `name` of this volume at one point in time; returns its generation.
 
-        A snapshot freezes extents only. Folding first and freezing after (two steps) let a
-        write fsynced in between reach an extent (a direct or folded one) while an earlier
-        fsynced write stayed in the journal: the snapshot then held the later write without
-        the earlier one, a state the disk never had. Here the last fold and the freeze run
-        under the append lock, with no fold in flight: nothing commits in between.
-
-        Called from the FUSE daemon's setxattr, this holds the kernel call for the whole of
-        it, and the kernel holds the `volume` file's inode lock meanwhile: every write and
-        fsync on the mount waits until the snapshot returns (one whole-extent rewrite per
-        extent the journal touches), not only for the last fold under the append lock.
+        Under the append lock (no append, direct extent or trim meanwhile) the snapshot
+        freezes the extent map together with the journal range it replays over it: every
+        segment from the oldest one not yet folded to the last sequence spent. It is then
+        what an attach after a crash right there would read: every write appended (so every
+        one fsynced) before it, none appended after. Nothing is folded for it: the writer
+        folds on in the background, at the next generation, and the segments the snapshot
+        needs are kept when retired (storage/volume_held.py). Folding the journal first, as
+        this did, held the daemon's setxattr, and with it every write and fsync on the
+        mount, for one whole-extent rewrite per extent the journal touched (13-50 s).
         """
-        await self.checkpoint()  # the bulk of it (inside setxattr: writes to the file wait)
-        async with self._sync_lock:  # no append, direct extent, trim or fold snapshot now
-            async with self._space:
-                await self._space.wait_for(lambda: not self._folding)
-            for idx in list(self.pages):
-                with self._mutex:
-                    snap = dict(self.pages.get(idx, {}))
-                if snap:
-                    await self._fold_write(idx, snap, self.seq)
-            check_snapshot_name(name)
+        check_snapshot_name(name)
+        await self.flush()  # writes accepted before the call: appended, most of them here
+        async with self._sync_lock:
+            hi = self.seq
+            lo = min(self.live, default=hi + 1)
             while True:  # the freeze compares our lease: a writer fenced meanwhile freezes
                 v = self.vol.vol  # nothing (its successor's journal is not in the extents)
                 g = await self.vol.svc.freeze(v.tenant, v.name, name,
-                                              await self.vol.lease_guard())
+                                              await self.vol.lease_guard(),
+                                              (lo, hi) if lo <= hi else None)
                 if g is not None:
                     return g
 
@@ -342,7 +338,7 @@ class JournaledVolume(Folding):
         while pos < end:
             idx, off = divmod(pos, self.es)
             n = min(self.vol.extent_len(idx) - off, end - pos)
-            if idx in self.pages or self.vol.pointer(idx) is not None:
+            if idx in self.pages or self.vol.holds_data(idx):
                 if n == self.vol.extent_len(idx):
                     await self._trim(idx)
                 else:
@@ -483,7 +479,7 @@ class JournaledVolume(Folding):
         if idx in self._clean:
             return self._clean[idx]
         p = self.vol.pointer(idx)
-        return None if p is None or p.trim else _MISS
+        return None if (p is None or p.trim) and idx not in self.vol.patches else _MISS
 
     async def _write_direct(self, idx: int, base: bytes | None, snap: dict[int, bytes],
                             seq: int) -> None:

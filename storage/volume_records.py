@@ -6,6 +6,7 @@ Keys (built by `storage.keyspace`; see storage/volumes.py for the model):
     (VL, volume id)                           attach lease {holder, token, expires, proc,
                                               released}: kept after release (tokens grow)
     (VJ, volume id, seq:020d)                 journal segment (see storage/volume_journal.py)
+    (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Volume:
     created: float
     profile: str
     gen: int = 1
-    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)  # gen -> {name, created}
+    # gen -> {name, created, journal: [lo, hi] (the segments it replays, if any)}
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
     base: dict[str, Any] | None = None  # {"tenant", "name", "id", "gen"} of a clone's origin
     clones: list[str] = field(default_factory=list)  # "tenant/name" of clones of our snapshots
 
@@ -81,6 +83,18 @@ class Volume:
             if s["name"] == name:
                 return g
         raise NotFound(f"volume {self.name!r} has no snapshot {name!r}")
+
+    def held_journal(self, gen: int) -> tuple[int, int] | None:
+        """The journal sequences [lo, hi] snapshot `gen` replays over its extents (None:
+        its extents hold it all, as every snapshot taken before this existed)."""
+        rng = self.snapshots[gen].get("journal")
+        return (int(rng[0]), int(rng[1])) if rng else None
+
+    def holds_segment(self, seq: int) -> bool:
+        """Whether a snapshot replays journal segment `seq`: its writer may fold it, but the
+        segment stays (kept, storage/volume_held.py) until no such snapshot is left."""
+        return any(lo <= seq <= hi for g in self.snapshots
+                   if (r := self.held_journal(g)) is not None for lo, hi in [r])
 
 
 @dataclass

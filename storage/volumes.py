@@ -15,6 +15,7 @@ Key layout:
     (VX, volume id, extent:010d, gen:010d)    extent pointer (stripe, nodes, key) or trim
     (VL, volume id)                           attach lease {holder, token, expires}
     (VJ, volume id, seq:020d)                 journal segment (storage/volume_journal.py)
+    (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from storage import volume_held as held
 from storage.config import Config
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.keyspace import (
@@ -31,6 +33,7 @@ from storage.keyspace import (
     gc_key,
     journal_head_key,
     journal_prefix,
+    kept_journal_prefix,
     span,
     stripe_index_key,
     volume_key,
@@ -153,17 +156,19 @@ class VolumeService:
 
     async def _retire_all(self, vid: str) -> None:
         batch: list[Item] = []
-        async for it in scan_prefix(self.meta, journal_prefix(vid)):
-            batch.append(it)  # journal segments are laid out like extent pointers
+        for prefix in (journal_prefix(vid), kept_journal_prefix(vid)):
+            async for it in scan_prefix(self.meta, prefix):
+                batch.append(it)  # journal segments are laid out like extent pointers
         async for it in scan_prefix(self.meta, extent_prefix(vid)):
             batch.append(it)
             if len(batch) >= 256:
-                await self._retire_items(batch)
+                await self.retire_items(batch)
                 batch = []
         if batch:
-            await self._retire_items(batch)
+            await self.retire_items(batch)
 
-    async def _retire_items(self, items: list[Item]) -> None:
+    async def retire_items(self, items: list[Item]) -> None:
+        """Delete extent pointers or journal segment records; their stripes to GC."""
         puts: dict[bytes, bytes] = {}
         deletes = [i.key for i in items]
         for it in items:  # extent pointers and journal segments alike
@@ -232,16 +237,20 @@ class VolumeService:
                 await h.close()
 
     async def freeze(self, tenant: str, name: str, snap: str,
-                     guard: tuple[bytes, int] | None = None) -> int | None:
+                     guard: tuple[bytes, int] | None = None,
+                     journal: tuple[int, int] | None = None) -> int | None:
         """Add the snapshot at the volume's generation (returned) and bump it. `guard`: a key
         and the revision it must still have (a journal head: no append landed; a writer's
-        lease: still its own); None when it changed, and nothing is frozen."""
+        lease: still its own); None when it changed, and nothing is frozen. `journal`: the
+        segments [lo, hi] the snapshot replays over its extents (storage/volume_held.py)."""
         while True:
             v, item = await self._get(tenant, name)
             if any(s["name"] == snap for s in v.snapshots.values()):
                 raise Conflict(f"volume {name!r} already has a snapshot {snap!r}")
             frozen = v.gen
             v.snapshots[v.gen] = {"name": snap, "created": time.time()}
+            if journal is not None:
+                v.snapshots[v.gen]["journal"] = list(journal)
             v.gen += 1
             cmp = {item.key: item.revision}
             if guard is not None:
@@ -272,6 +281,7 @@ class VolumeService:
             del v.snapshots[g]
         vol = await self._update(tenant, name, drop)
         await self._collect(vol)
+        await held.free(self, vol)
 
     async def _collect(self, vol: Volume) -> None:
         """Retire pointers no snapshot needs any more (never the newest of an extent)."""
@@ -293,7 +303,7 @@ class VolumeService:
         if group:
             judge(group)
         for i in range(0, len(dead), 256):
-            await self._retire_items(dead[i:i + 256])
+            await self.retire_items(dead[i:i + 256])
 
     async def clone(self, tenant: str, name: str, snap: str, new_name: str) -> Volume:
         parent = await self.get(tenant, name)
@@ -327,7 +337,7 @@ class VolumeService:
                 if progress:
                     progress(idx, vol.extents)
                 p = h.pointer(idx)
-                if p is not None and p.vid != vol.id:
+                if idx in h.patches or p is not None and p.vid != vol.id:
                     data = await h.read_extent(idx)
                     if data is not None:
                         await h.write_extent(idx, data)
@@ -352,6 +362,7 @@ class VolumeService:
             h.read_only_gen = vol.snapshot_gen(snapshot)
         try:
             await h.load_map()
+            h.patches = await held.patches(h, set() if snapshot else set(h.own_extents()))
             if snapshot is None:  # a writer that died left journal segments: fold them in
                 h.journal_seq = await recover(h)
         except BaseException:

@@ -176,7 +176,7 @@ class ExtentCache:
         while pos < end:
             idx, off = divmod(pos, self.es)
             n = min(self.vol.extent_len(idx) - off, end - pos)
-            if idx in self._dirty or self.vol.pointer(idx) is not None:
+            if idx in self._dirty or self.vol.holds_data(idx):
                 await self.write(pos, bytes(n))
             pos += n
 

@@ -36,6 +36,7 @@ from storage.keyspace import (
     gc_key,
     journal_head_key,
     journal_prefix,
+    kept_journal_prefix,
     kms_alias_prefix,
     kms_key_prefix,
     object_prefix,
@@ -146,7 +147,7 @@ async def _volume_step(meta: MetadataStore, item: Item, grace_s: float) -> None:
     with none left, its lease and record."""
     vol = Volume.decode(item.value)
     batch = _Batch(grace_s)
-    for prefix in (journal_prefix(vol.id), extent_prefix(vol.id)):
+    for prefix in (journal_prefix(vol.id), kept_journal_prefix(vol.id), extent_prefix(vol.id)):
         pointers = await meta.range(*span(prefix), limit=BATCH)
         if pointers:
             for ptr in pointers:

@@ -100,24 +100,29 @@ def test_a_fenced_writer_freezes_nothing() -> None:
     with_service(body)
 
 
-def test_writes_landing_after_the_writers_own_fold_are_in_its_snapshot() -> None:
-    """The writer's snapshot folds again under its append lock before freezing: a page
-    fsynced after its bulk fold and then a later extent written directly both land in it
-    (without that last fold the snapshot held B without A)."""
+def test_writes_landing_after_the_writers_own_flush_are_in_its_snapshot() -> None:
+    """The writer's snapshot freezes under its append lock with the journal range it replays:
+    a page fsynced after the snapshot's own flush (journal only) and then a later extent
+    written directly both land in it (a freeze of extents alone held B without A)."""
     async def body(svc: VolumeService) -> None:
         await svc.create("t", "v", SIZE)
         w = JournaledVolume(await svc.open("t", "v", holder="w"))
         await w.write(0, b"0" * 4096)
-        bulk = w.checkpoint
+        first = w.flush
+        raced = False
 
-        async def racing_checkpoint() -> None:  # writes land between the fold and the freeze
-            await bulk()
-            await w.write(0, b"A" * 4096)  # a random page: journaled
-            await w.flush()
-            await w.write(2 * MiB, b"B" * MiB)  # a whole extent: written directly
-            await w.flush()
-        w.checkpoint = racing_checkpoint  # type: ignore[method-assign]
+        async def racing_flush(compact: tuple[int, ...] = ()) -> None:
+            nonlocal raced
+            await first(compact)
+            if not raced:  # writes land between the snapshot's flush and its freeze
+                raced = True
+                await w.write(0, b"A" * 4096)  # a random page: journaled
+                await first()
+                await w.write(2 * MiB, b"B" * MiB)  # a whole extent: written directly
+                await first()
+        w.flush = racing_flush  # type: ignore[method-assign]
         await w.snapshot("s")
+        assert raced
         await w.stop()
         await w.vol.close()
         ro = await svc.open("t", "v", holder="ro", snapshot="s")

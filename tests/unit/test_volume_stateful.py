@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+from storage.keyspace import kept_journal_prefix
+from storage.keyspace import unpack as unpack_key
 from storage.volume_overlay import JournaledVolume
-from storage.volume_records import Fenced
+from storage.volume_records import Fenced, scan_prefix
 from tests.unit.test_replay_check import check_replay
 from tests.unit.test_volume_journal import Sim, crash
 
@@ -45,6 +47,8 @@ class VolumeMachine(RuleBasedStateMachine):
         self.zombie: JournaledVolume | None = None  # a crashed writer, paused not dead
         self.crashed = False
         self.snaps: dict[str, bytes] = {}
+        self.snapshots_taken = 0
+        self.cloned: set[str] = set()  # snapshots with a clone (not deleted then)
         self.clones = 0
         self.rnd = random.Random(0)
 
@@ -119,6 +123,13 @@ class VolumeMachine(RuleBasedStateMachine):
         self.run(self.jv._fold_many([extent]))
 
     @precondition(lambda self: self.jv is not None)
+    @rule(extent=st.integers(0, 2))
+    def compact(self, extent: int) -> None:
+        """Re-journal an extent's pages: older segments retire without a fold."""
+        assert self.jv is not None
+        self.run(self.jv._compact([extent]))
+
+    @precondition(lambda self: self.jv is not None)
     @rule()
     def detach(self) -> None:
         assert self.jv is not None
@@ -155,8 +166,9 @@ class VolumeMachine(RuleBasedStateMachine):
     @rule()
     def snapshot_live(self) -> None:
         assert self.jv is not None
-        name = f"s{len(self.snaps)}"
-        self.run(self.jv.snapshot(name))  # the writer folds and freezes (its mount's path)
+        name = f"s{self.snapshots_taken}"
+        self.snapshots_taken += 1
+        self.run(self.jv.snapshot(name))  # the writer freezes with its journal (mount's path)
         self.barrier()
         self.snaps[name] = bytes(self.model)
         assert self.read_snapshot(name) == self.snaps[name]
@@ -164,7 +176,8 @@ class VolumeMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.crashed and len(self.snaps) < 4)
     @rule()
     def snapshot_after_crash(self) -> None:
-        name = f"s{len(self.snaps)}"
+        name = f"s{self.snapshots_taken}"
+        self.snapshots_taken += 1
         self.run(self.svc.snapshot("t", "v", name, flushed=[]))
         got = self.read_snapshot(name)
         check_replay(got, self.synced, self.since)  # every fsynced write is in it
@@ -190,6 +203,7 @@ class VolumeMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def clone(self, data: st.DataObject) -> None:
         snap = data.draw(st.sampled_from(sorted(self.snaps)))
+        self.cloned.add(snap)
         name = f"c{self.clones}"
         self.clones += 1
         self.run(self.svc.clone("t", "v", snap, name))
@@ -202,6 +216,26 @@ class VolumeMachine(RuleBasedStateMachine):
             await c.write(0, b"c" * PAGE)  # the clone diverges; nothing else may notice
             await c.close()
         self.run(go())
+
+    @precondition(lambda self: set(self.snaps) - self.cloned)
+    @rule(data=st.data())
+    def delete_snapshot(self, data: st.DataObject) -> None:
+        """Deleting a snapshot frees the journal segments only it held; the others still
+        read what they froze (checked at teardown)."""
+        snap = data.draw(st.sampled_from(sorted(set(self.snaps) - self.cloned)))
+        self.run(self.svc.delete_snapshot("t", "v", snap))
+        del self.snaps[snap]
+
+        async def kept() -> list[int]:
+            vol = await self.svc.get("t", "v")
+            seqs = [int(unpack_key(i.key)[2])
+                    async for i in scan_prefix(self.svc.meta, kept_journal_prefix(vol.id))]
+            assert all(vol.holds_segment(q) for q in seqs), (seqs, vol.snapshots)
+            return seqs
+        if not self.snaps:
+            assert self.run(kept()) == []
+        else:
+            self.run(kept())
 
     @precondition(lambda self: self.jv is None and not self.crashed and self.size < 5 * MiB)
     @rule()

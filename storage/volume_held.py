@@ -1,0 +1,95 @@
+"""The journal a snapshot holds: segments its writer had not folded when it froze, replayed
+by every read of the snapshot and kept until no snapshot needs them.
+
+A writer's snapshot (`JournaledVolume.snapshot`) freezes the extent map and records the
+journal range [lo, hi] it needs (lo: its oldest unfolded segment, hi: the last sequence
+spent) instead of folding the journal first. It costs one metadata transaction under the
+append lock, not one whole-extent rewrite per extent the journal touches, so the writes it
+holds up (the kernel holds the file's inode lock during the setxattr) wait that long only.
+Its content is what an attach after a crash at the freeze reads: the extents, then the
+segments in sequence order, each applied to the extents whose pointer folds in an older
+sequence (the rule of `volume_journal.recover`).
+
+The writer folds on in the background, at the next generation; `volume_journal.retire`
+moves a folded segment that a snapshot needs to `(VJK, volume id, seq)` instead of
+deleting it. `patches` replays the held segments for a snapshot read or a clone (through
+the clone chain), held in memory by the handle: a clone's writer reads through them until it
+stores an extent whole (a fold, a direct write, a trim), which drops that extent's patches.
+`free` retires the kept segments no snapshot needs any more (a snapshot deleted).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from storage.keyspace import journal_prefix, kept_journal_prefix
+from storage.keyspace import unpack as unpack_key
+from storage.metadata import Item, MetadataStore
+from storage.volume_io import VolumeHandle
+from storage.volume_journal import Segment, read_entries, scan_segments
+from storage.volume_records import Volume, scan_prefix
+
+if TYPE_CHECKING:
+    from storage.volumes import VolumeService
+
+# extent -> {(offset in it, length): bytes} in the order they apply; a later write of the
+# same range replaces the earlier one (a page written over and over is held once)
+Patches = dict[int, dict[tuple[int, int], bytes]]
+
+
+def _put(w: dict[tuple[int, int], bytes], key: tuple[int, int], data: bytes) -> None:
+    w.pop(key, None)  # re-inserted: it applies after everything before it
+    w[key] = data
+
+
+async def held_segments(meta: MetadataStore, vid: str, rng: tuple[int, int]) -> list[Segment]:
+    """The segments [lo, hi] of volume `vid`, live or kept, in sequence order. Live ones are
+    scanned first: a segment retired (moved to kept) between the scans is in the second."""
+    lo, hi = rng
+    found: dict[int, Segment] = {}
+    for prefix in (journal_prefix(vid), kept_journal_prefix(vid)):
+        async for s in scan_segments(meta, prefix):
+            if lo <= s.seq <= hi:
+                found.setdefault(s.seq, s)
+    return [found[q] for q in sorted(found)]
+
+
+async def patches(h: VolumeHandle, own: set[int]) -> Patches:
+    """The journal writes the snapshots `h` reads through hold, per extent, in the order
+    they apply: a nearer level's over a farther one's. `own`: extents the handle's writer
+    owns (stored whole, so nothing below shows through)."""
+    out: Patches = {}
+    resolved = set(own)
+    es, n = h.vol.extent_size, h.vol.extents
+    for vol, gen, pointers in h.levels:
+        rng = vol.held_journal(gen) if gen in vol.snapshots else None
+        if rng is not None:
+            level: Patches = {}
+            for s in await held_segments(h.svc.meta, vol.id, rng):
+                for off, data in await read_entries(h.svc, vol.tenant, s):
+                    pos = 0
+                    while pos < len(data):
+                        idx, eo = divmod(off + pos, es)
+                        k = min(es - eo, len(data) - pos)
+                        p = pointers.get(idx)
+                        if idx < n and idx not in resolved and s.seq > (p.jseq if p else 0):
+                            _put(level.setdefault(idx, {}), (eo, k), data[pos:pos + k])
+                        pos += k
+            for idx, nearer in out.items():  # what a nearer level holds applies after
+                if idx in level:
+                    for key, data in nearer.items():
+                        _put(level[idx], key, data)
+                    out[idx] = level.pop(idx)
+            out.update(level)
+        resolved |= pointers.keys()
+    return out
+
+
+async def free(svc: VolumeService, vol: Volume) -> None:
+    """Retire the kept segments of `vol` that none of its snapshots replays any more."""
+    dead: list[Item] = []
+    async for it in scan_prefix(svc.meta, kept_journal_prefix(vol.id)):
+        if not vol.holds_segment(int(unpack_key(it.key)[2])):
+            dead.append(it)
+    for i in range(0, len(dead), 256):
+        await svc.retire_items(dead[i:i + 256])
