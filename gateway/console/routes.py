@@ -96,8 +96,10 @@ class ConsoleRoutes:
     async def login(self, request: web.Request) -> web.Response:
         remote = request.remote or "-"
         if not self.sessions.login_begin(remote):
-            return _error(429, "TooManyFailedLogins", "too many failed logins from this "
-                          "address; wait five minutes")
+            resp = _error(429, "TooManyFailedLogins", "too many failed logins from this "
+                          "address; try again after Retry-After seconds")
+            resp.headers["Retry-After"] = str(self.sessions.login_retry_s(remote))
+            return resp
         try:
             return await self._login(request, remote)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -119,6 +120,17 @@ class SessionStore:
             return False
         self._checking[remote] = self._checking.get(remote, 0) + 1
         return True
+
+    def login_retry_s(self, remote: str) -> int:
+        """Whole seconds until `login_begin` may admit `remote` again, for a 429's Retry-After
+        (RFC 9110 10.2.3): when enough of its failures have left the window; 1 when only
+        attempts still being checked hold the places (they end in moments)."""
+        now = self._clock()
+        recent = [t for t in self._failures.get(remote, []) if now - t < LOGIN_WINDOW_S]
+        i = len(recent) + self._checking.get(remote, 0) - LOGIN_FAILURES
+        if not 0 <= i < len(recent):
+            return 1
+        return max(1, math.ceil(recent[i] + LOGIN_WINDOW_S - now))
 
     def login_end(self, remote: str) -> None:
         """An admitted attempt is over (its failure, if it failed, already recorded)."""

@@ -15,24 +15,26 @@ import pytest
 import requests
 
 from gateway.admin.audit import UNKNOWN_KEY
-from gateway.console.sessions import LOGIN_FAILURES
+from gateway.console.sessions import LOGIN_FAILURES, LOGIN_WINDOW_S
 from ops.admincli import CliError, admin_request
 from tests.integration.cluster import LocalCluster, files_holding
 
 BURST = 100
 
 
-async def _burst(url: str, source: str) -> Counter[int]:
+async def _burst(url: str, source: str) -> tuple[Counter[int], set[str | None]]:
     """BURST wrong logins at once from the loopback address `source`, each naming an access
-    key no cache holds, so every check awaits the metadata store."""
+    key no cache holds, so every check awaits the metadata store: the statuses, and the
+    Retry-After values of the 429s."""
     conn = aiohttp.TCPConnector(limit=0, local_addr=(source, 0))
     async with aiohttp.ClientSession(connector=conn) as s:
-        async def guess() -> int:
+        async def guess() -> tuple[int, str | None]:
             body = {"access_key": "AK" + uuid.uuid4().hex[:18].upper(), "secret_key": "guess"}
             async with s.post(url, json=body) as r:
-                return r.status
+                return r.status, r.headers.get("Retry-After")
 
-        return Counter(await asyncio.gather(*[guess() for _ in range(BURST)]))
+        got = await asyncio.gather(*[guess() for _ in range(BURST)])
+        return Counter(st for st, _ in got), {ra for st, ra in got if st == 429}
 
 
 def test_a_burst_of_concurrent_guesses_is_held_to_the_failure_limit(
@@ -41,8 +43,12 @@ def test_a_burst_of_concurrent_guesses_is_held_to_the_failure_limit(
     100 concurrent guesses from one address were all checked (100 x 403, not 10)."""
     source = f"127.{random.randrange(100, 250)}.{random.randrange(256)}.{random.randrange(1, 255)}"
     url = f"http://127.0.0.1:{cluster.admin_port}/console/api/login"
-    got = asyncio.run(_burst(url, source))
+    got, retry_after = asyncio.run(_burst(url, source))
     assert got[403] <= LOGIN_FAILURES and got[403] + got[429] == BURST, got
+    # each 429 says when to come back (RFC 6585 4): a whole number of seconds in the window
+    assert retry_after and all(ra is not None and ra.isdigit()
+                               and 1 <= int(ra) <= LOGIN_WINDOW_S for ra in retry_after), \
+        retry_after
 
 
 def _audit(c: LocalCluster) -> list[dict]:

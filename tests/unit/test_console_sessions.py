@@ -97,6 +97,26 @@ def test_attempts_being_checked_count_against_the_limit() -> None:
     assert not store.login_begin("10.0.0.1")
 
 
+def test_a_refusal_says_when_to_retry() -> None:
+    """Retry-After is the wait until the oldest failure that keeps the limit reached leaves
+    the window (whole seconds, at least 1), not a fixed guess."""
+    clock = Clock()
+    store = cs.SessionStore(idle_s=60, max_s=100, clock=clock)
+    for _ in range(cs.LOGIN_FAILURES):
+        assert store.login_begin("10.0.0.1")
+        store.login_failed("10.0.0.1")
+        store.login_end("10.0.0.1")
+        clock.now += 10
+    assert not store.login_begin("10.0.0.1")
+    wait = store.login_retry_s("10.0.0.1")
+    assert wait == cs.LOGIN_WINDOW_S - 10 * cs.LOGIN_FAILURES
+    clock.now += wait - 1
+    assert not store.login_begin("10.0.0.1")
+    clock.now += 1
+    assert store.login_begin("10.0.0.1")  # admitted exactly when Retry-After said
+    assert store.login_retry_s("10.0.0.2") == 1  # nothing recorded: no long wait
+
+
 def test_rates_and_p95_from_counter_differences() -> None:
     a = Totals(t=100.0)
     b = Totals(t=110.0, requests=50, errors=5, bytes_in=1000, bytes_out=2000, latency_sum=2.5,
