@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 SAFE_FIELDS = ("tenant", "name", "access_key", "wait_s", "version", "role", "volume", "snapshot",
                "size", "clone", "node", "zone", "address", "via", "key_id", "key", "state")
 
+MAX_FIELD = 256  # characters of a string field written; a request names nothing longer that
+# exists (names are at most 256), and an unauthenticated refusal's route parameters are the
+# caller's text: uncapped, one 8 KB request line wrote 8-16 KB (control characters escape
+# to six bytes) and fsynced it, an easy way to fill the disk without a key.
 UNKNOWN_KEY = "unknown-key"  # who a refused request claiming no issued key is audited as
 MAX_KEY_ID = 128  # longer claims are never looked up
 
@@ -35,6 +39,13 @@ async def refused_who(tenants: TenantService, claimed: str | None) -> str:
     if len(claimed) <= MAX_KEY_ID and claimed.isascii() and await tenants.key_issued(claimed):
         return claimed
     return UNKNOWN_KEY
+
+
+def capped(value: Any) -> Any:
+    """A string field as written: at most MAX_FIELD characters, then how long it was."""
+    if isinstance(value, str) and len(value) > MAX_FIELD:
+        return f"{value[:MAX_FIELD]}...[{len(value)} chars]"
+    return value
 
 
 class AuditLog:
@@ -58,7 +69,7 @@ class AuditLog:
             entry["remote"] = remote
         for k, v in (details or {}).items():
             if k in SAFE_FIELDS and v is not None:
-                entry[k] = v
+                entry[k] = capped(v)
         line = (json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n").encode()
         async with self._lock:
             await asyncio.to_thread(self._write, line)
