@@ -28,6 +28,7 @@ from gateway.console.sessions import (
     CSRF_HEADER,
     SESSIONS,
     SessionStore,
+    came_over_tls,
     csrf_ok,
     from_another_origin,
 )
@@ -91,7 +92,8 @@ class ConsoleRoutes:
         return web.Response(body=self.files[name], content_type=STATIC[name], charset="utf-8")
 
     def _cookie_args(self, request: web.Request) -> dict[str, Any]:
-        return {"path": "/", "httponly": True, "samesite": "Strict", "secure": request.secure}
+        return {"path": "/", "httponly": True, "samesite": "Strict",
+                "secure": came_over_tls(request)}
 
     async def login(self, request: web.Request) -> web.Response:
         remote = request.remote or "-"

@@ -160,6 +160,20 @@ def from_another_origin(request: web.Request) -> bool:
         urlsplit(origin).netloc != request.host
 
 
+def came_over_tls(request: web.Request) -> bool:
+    """Whether the browser reached us over TLS: directly, or through a proxy that says so
+    (`X-Forwarded-Proto: https`, or `Forwarded: proto=https`, the first hop's). It only ever
+    adds the cookie's Secure flag, so a client claiming it falsely harms only its own
+    cookie; without it, a session behind a TLS proxy was sent over plain HTTP too."""
+    if request.secure:
+        return True
+    xfp = request.headers.get("X-Forwarded-Proto", "").split(",", 1)[0].strip().lower()
+    fwd = request.headers.get("Forwarded", "").split(",", 1)[0]
+    protos = [p.split("=", 1)[1].strip().strip('"').lower() for p in fwd.split(";")
+              if p.strip().lower().startswith("proto=")]
+    return xfp == "https" or protos == ["https"]
+
+
 def csrf_ok(session: Session, given: str | None) -> bool:
     """Constant-time check of the CSRF header against the session's token."""
     return given is not None and hmac.compare_digest(session.csrf.encode(),

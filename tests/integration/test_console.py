@@ -91,13 +91,23 @@ def test_console_page_is_served_with_security_headers(console_cluster: LocalClus
 
 
 def test_login_sets_a_strict_httponly_cookie(console_cluster: LocalCluster) -> None:
-    r = requests.post(base(console_cluster) + "/console/api/login", json={
-        "access_key": console_cluster.env["TESSERA_ADMIN_ACCESS_KEY"],
-        "secret_key": console_cluster.env["TESSERA_ADMIN_SECRET_KEY"]}, timeout=30)
+    """Secure too when a TLS proxy in front says the browser came over https (the gateway
+    itself sees plain HTTP), so the session never travels unencrypted."""
+    def login(**headers: str) -> requests.Response:
+        return requests.post(base(console_cluster) + "/console/api/login", json={
+            "access_key": console_cluster.env["TESSERA_ADMIN_ACCESS_KEY"],
+            "secret_key": console_cluster.env["TESSERA_ADMIN_SECRET_KEY"]}, headers=headers,
+            timeout=30)
+
+    r = login()
     assert r.status_code == 200
     cookie = r.headers["Set-Cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert "; secure" not in cookie  # plain HTTP to loopback: a Secure cookie is not wanted
     assert "secret" not in r.text.lower()  # the answer names who, never the secret
+    for proxied in ({"X-Forwarded-Proto": "https"}, {"Forwarded": "for=192.0.2.1;proto=https"}):
+        r = login(**proxied)
+        assert r.status_code == 200 and "; secure" in r.headers["Set-Cookie"].lower(), proxied
 
 
 def test_wrong_secret_or_tenant_key_cannot_log_in(console_cluster: LocalCluster) -> None:

@@ -274,3 +274,19 @@ def test_requests_from_another_origin_are_told_apart() -> None:
     assert foreign("GET", **{"Sec-Fetch-Site": "cross-site"})
     assert not foreign("POST", Origin="http://127.0.0.1:9001")
     assert foreign("POST", Origin="http://127.0.0.1:9000") and foreign("POST", Origin="null")
+
+
+def test_a_cookie_is_secure_when_the_browser_came_over_tls() -> None:
+    """Behind a TLS proxy the gateway sees plain HTTP: the proxy's X-Forwarded-Proto or
+    Forwarded proto (the first hop's) says https, and the session cookie must be Secure."""
+    from aiohttp.test_utils import make_mocked_request
+
+    def tls(**headers: str) -> bool:
+        return cs.came_over_tls(make_mocked_request("POST", "/console/api/login",
+                                                    headers=headers))
+
+    assert not tls() and not tls(**{"X-Forwarded-Proto": "http"})
+    assert tls(**{"X-Forwarded-Proto": "https"}) and tls(**{"X-Forwarded-Proto": "HTTPS, http"})
+    assert tls(Forwarded='for=192.0.2.1;proto=https;by=203.0.113.7')
+    assert tls(Forwarded='proto="https", proto=http')
+    assert not tls(Forwarded="for=192.0.2.1;proto=http")
