@@ -143,6 +143,11 @@ def test_changes_without_session_or_csrf_are_refused(console_cluster: LocalClust
                headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "CrossOrigin"
     assert s.post(base(console_cluster) + "/console/api/logout", timeout=30).status_code == 403
+    # another origin's page of this site (the S3 port) never reads the session's CSRF token
+    r = s.get(base(console_cluster) + "/console/api/session", timeout=30,
+              headers={"Sec-Fetch-Site": "same-site"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "CrossOrigin"
+    assert csrf not in r.text
     names = [t["name"] for t in s.get(url, timeout=30).json()["tenants"]]
     assert "nosession" not in names and "nocsrf" not in names
     # the right token: the same admin route, audited as the admin key, via the console
