@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,9 @@ from storage.volume_records import (
     lease_live,
     scan_prefix,
 )
+
+# a fenced transaction's puts, deletes and compares (besides the lease and volume record)
+Built = tuple[dict[bytes, bytes], tuple[bytes, ...], dict[bytes, int]]
 
 if TYPE_CHECKING:
     from storage.volumes import VolumeService
@@ -410,19 +413,22 @@ class VolumeHandle:
 
     async def fenced_txn(self, puts: dict[bytes, bytes], deletes: tuple[bytes, ...] = ()) -> None:
         """Commit a transaction only while this handle holds the lease (else Fenced)."""
-        await self.fenced_build(lambda: (puts, deletes))
+        async def build() -> Built:
+            return puts, deletes, {}
+        await self.fenced_build(build)
 
-    async def fenced_build(self, build: Callable[[], tuple[dict[bytes, bytes],
-                                                          tuple[bytes, ...]]]) -> None:
-        """`fenced_txn` of what `build()` returns, built again from the volume record as it
-        is after each failed compare (a snapshot taken meanwhile may change it)."""
+    async def fenced_build(self, build: Callable[[], Awaitable[Built]]) -> None:
+        """`fenced_txn` of what `build()` returns (puts, deletes, more compares), built again
+        from the volume record as it is after each failed compare (a snapshot taken
+        meanwhile may change it) and from the records it read itself."""
         while True:
             if self.fenced:
                 raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
-            puts, deletes = build()
-            if await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},
+            puts, deletes, more = await build()
+            if await self.svc.meta.txn(Txn(compares={**more, vk: self._vol_rev,
+                                                     lk: self._lease_rev},
                                            puts=puts, deletes=deletes)):
                 return
             await self._resync()

@@ -42,7 +42,7 @@ from storage.metadata import MetadataStore
 from storage.pipeline import StripeCodec, segment_count
 from storage.records import pack, unpack
 from storage.shards.ids import new_stripe_id
-from storage.volume_io import VolumeHandle
+from storage.volume_io import Built, VolumeHandle
 from storage.volume_records import WRITE_ATTEMPTS, Fenced, scan_prefix
 
 if TYPE_CHECKING:
@@ -207,21 +207,28 @@ async def retire(h: VolumeHandle, segs: list[Segment]) -> None:
     for i in range(0, len(segs), 100):
         batch = segs[i:i + 100]
 
-        def build(batch: list[Segment] = batch) -> tuple[dict[bytes, bytes], tuple[bytes, ...]]:
+        async def build(batch: list[Segment] = batch) -> Built:
+            # The records as they are now: repair or a drain may have moved a shard since
+            # the append (a kept record must name where the shards are, and GC the same).
             due = time.time_ns() + int(h.svc.gc_grace_s * 1e9)
             puts: dict[bytes, bytes] = {}
             deletes: list[bytes] = []
+            compares: dict[bytes, int] = {}
             for s in batch:
+                it = await h.svc.meta.get(s.key())
+                compares[s.key()] = it.revision if it is not None else 0
+                if it is None:
+                    continue
                 deletes.append(s.key())
                 if h.vol.holds_segment(s.seq):
                     kept = kept_journal_key(s.vid, s.seq)
-                    puts[kept] = pack(asdict(s))
+                    puts[kept] = it.value
                     puts[stripe_index_key(s.stripe)] = pack(
                         {"state": "live", "kind": "extent", "vx": kept})
                 else:
-                    puts[gc_key(due, s.stripe)] = pack({"nodes": s.nodes})
+                    puts[gc_key(due, s.stripe)] = pack({"nodes": unpack(it.value)["nodes"]})
                     deletes.append(stripe_index_key(s.stripe))
-            return puts, tuple(deletes)
+            return puts, tuple(deletes), compares
         await h.fenced_build(build)
 
 
