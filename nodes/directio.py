@@ -26,6 +26,10 @@ from collections.abc import Sequence
 ALIGN = 4096  # file offsets, lengths and the buffer's address: any logical block size <= 4 KiB
 BUFFER_BYTES = 1024 * 1024  # one device write per MiB
 POOL_MAX = 32  # free buffers a node process keeps (32 MiB); more are unmapped on return
+DIRECT_MIN_BYTES = 2 * BUFFER_BYTES  # shard PUT bodies from this size on (or of unknown
+# length) are written around the page cache: the shards of objects from 8 MiB (4 MiB
+# segments). Smaller ones stay buffered: the 1.25-2 MiB shards of 5-8 MiB objects (1 MiB
+# segments) gained no PUT CPU written direct, and their GETs right after cost ~1.5x
 _POOL: deque[mmap.mmap] = deque()  # append/pop are atomic: writer threads share it
 
 
@@ -44,6 +48,14 @@ def give_buffer(buf: mmap.mmap) -> None:
     else:
         with contextlib.suppress(BufferError):  # still exported somewhere: the GC unmaps it
             buf.close()
+
+
+def writes_direct(length: int | None) -> bool:
+    """Whether a shard PUT body of `length` bytes (None: chunked, unknown) is written with
+    O_DIRECT. Not only the shards of objects from 16 MiB (4 MiB and more): the 2-4 MiB
+    shards of 8-16 MiB objects went through the page cache too, and its copy into fresh
+    pages made an 8 MiB PUT cost the nodes ~4x the CPU per byte of a 64 MiB one."""
+    return length is None or length >= DIRECT_MIN_BYTES
 
 
 def _set_direct(fd: int, on: bool) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from nodes.directio import writes_direct
 from nodes.disk import DiskShardStore, is_disk_full
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
@@ -258,7 +259,7 @@ async def put_shard(request: web.Request) -> web.Response:
     writer.digest = st.verifier.body_mac(request.headers)
     wide = contextlib.ExitStack()
     large = request.content_length is None or request.content_length >= WIDE_BODY_BYTES
-    writer.direct = large  # around the page cache: see nodes.directio
+    writer.direct = writes_direct(request.content_length)  # around the page cache
     big = st.big_batch_streams < BIG_BATCH_STREAMS
     batch_bytes = STREAM_BATCH_BYTES if big else CHUNK_BYTES
     st.big_batch_streams += big

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from nodes.directio import BUFFER_BYTES, give_buffer, take_buffer
+from nodes.directio import BUFFER_BYTES, give_buffer, take_buffer, writes_direct
 from nodes.handlers import (
     ApiError,
     NodeState,
@@ -40,7 +40,7 @@ from nodes.handlers import (
     put_target,
 )
 from storage.shards.auth import TRAILER_BYTES
-from storage.widereads import WIDE_BODY_BYTES, WideBudget
+from storage.widereads import WideBudget
 
 if TYPE_CHECKING:
     from nodes.leanput import LeanRequest
@@ -232,7 +232,7 @@ async def _stream_put(st: NodeState, stats: RequestStats, req: LeanRequest,
     checks = PutChecks(st, target.stripe, target.index, target.expect)
     writer = await _disk(st.store.begin_put(target.sid))
     writer.digest = st.verifier.body_mac(req.headers)
-    writer.direct = req.length >= WIDE_BODY_BYTES  # around the page cache: nodes.directio
+    writer.direct = writes_direct(req.length)  # around the page cache: nodes.directio
     committed = False
     loop = asyncio.get_running_loop()
     try:

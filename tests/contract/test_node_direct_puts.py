@@ -12,7 +12,7 @@ import os
 import pytest
 
 from nodes.directio import BUFFER_BYTES
-from storage.widereads import WIDE_BODY_BYTES
+from nodes.leanput import LEAN_MAX_BODY
 from tests.contract.node_harness import Api, Node, api, http, make_shard, node, shard_path
 from tests.pagecache import resident_pages
 
@@ -32,16 +32,18 @@ def _cached(path: os.PathLike[str], offset: int, n: int) -> bool:
 
 
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv2 RWF_NOWAIT")
+@pytest.mark.parametrize("frames", [5, 3])  # ~4 MiB: a 16 MiB object's shard; ~2 MiB: an 8 MiB one's
 async def test_a_large_streamed_shard_is_written_around_the_page_cache(
-        api: Api, node: Node) -> None:
+        api: Api, node: Node, frames: int) -> None:
     small_sid, _, _, small = make_shard(index=2, frames=3, block_size=64 * 1024, last=None)
     assert (await api.call("PUT", f"/v1/shards/{small_sid}", data=small))[0] == 201
     if not _cached(shard_path(node, small_sid), 0, len(small)):
         pytest.skip("this file system keeps no written pages cached")
-    sid, _, _, body = make_shard(index=4, frames=5, block_size=BUFFER_BYTES, last=777)  # parity
-    assert len(body) >= WIDE_BODY_BYTES
+    sid, _, _, body = make_shard(index=4, frames=frames, block_size=BUFFER_BYTES,
+                                 last=777)  # parity
+    assert len(body) > LEAN_MAX_BODY  # streamed, not taken whole
     status, _, answer = await api.call("PUT", f"/v1/shards/{sid}", data=body,
-                                       headers={"X-Tessera-Segments": "5"})
+                                       headers={"X-Tessera-Segments": str(frames)})
     assert status == 201, answer
     path = shard_path(node, sid)
     if _cached(path, 0, BUFFER_BYTES):
