@@ -9,9 +9,9 @@ Order (AWS's, with tenants as accounts and access keys as their root users):
 3. The bucket's tenant may do everything else in its buckets (objects there are sealed under
    its keys whoever wrote them), except reading an object another tenant owns, or its ACL:
    that needs the object's ACL to grant it, as on AWS.
-4. Anyone else (another tenant, or anonymous): allowed by a policy Allow naming them (a
-   public Allow is ignored under RestrictPublicBuckets; on an object another tenant owns
-   only its owner is; Get/Put/DeleteBucketPolicy are the bucket account's alone, so an
+4. Anyone else (another tenant, or anonymous): nothing when RestrictPublicBuckets is on
+   and the policy is public; else allowed by a policy Allow naming them (on an object
+   another tenant owns only its owner is; Get/Put/DeleteBucketPolicy are the bucket account's alone, so an
    Allow of them answers 405 MethodNotAllowed), else by an ACL grant: the bucket's
    ACL for bucket-level permissions (READ lists, WRITE writes and deletes objects,
    READ_ACP/WRITE_ACP the bucket ACL), the object's ACL for reads and object ACL access
@@ -221,40 +221,49 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     # owns (ACL operations on them); everyone else needs them for every object operation.
     foreign_objects = bool(b.config.get("foreign_objects"))
     owner_check = is_owner and op in OWNER_CHECKED_OPS and foreign_objects
-    need_object = key is not None and ((level == "object" and (not is_owner or owner_check))
-                                       or (bool(sts) and foreign_objects and not is_owner
-                                           and level != "bucket")
+    ids = requester.ids() if requester else frozenset()
+
+    def lists(ctx: dict[str, Sequence[str]]) -> str | None:
+        """The policy's verdict on s3:ListBucket with s3:prefix = the key: who may list
+        the bucket is told a key is missing (404), others get 403 (AWS)."""
+        return policy.evaluate(sts, "s3:ListBucket", policy.resource_of(bucket, None), ids,
+                               {**ctx, "s3:prefix": [key or ""]}) if sts else None
+
+    # The bucket's tenant denied s3:ListBucket is not told whether a key exists either.
+    unlisted = is_owner and level == "object" and bool(sts) and lists(
+        context(request, ep, requester, None, fields)) == "Deny"
+    need_object = key is not None and ((level == "object" and (
+        not is_owner or owner_check or unlisted)) or (bool(sts) and foreign_objects
+                                                      and not is_owner and level != "bucket")
                                        or "existingobjecttag" in str(text).lower())
     version = await _version(cluster, b, key, version_id) if need_object and key else None
     enforced = ownership(b) == "BucketOwnerEnforced"
     who = requester.tenant if requester else None
     pab = await public_access_block(cluster, b)
-    restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
-    ids = requester.ids() if requester else frozenset()
+    restrict = not is_owner and _restricted(pab, sts)
     ctx = (context(request, ep, requester, version.tags if version else None, fields)
            if sts else {})
     if sts:
         action = policy.action_of(Endpoint(op, bucket, key, params))
-        verdict = policy.evaluate(sts, action, policy.resource_of(bucket, key), ids, ctx,
-                                  public_allows=not restrict)
+        verdict = policy.evaluate(sts, action, policy.resource_of(bucket, key), ids, ctx)
         if verdict == "Deny":
             raise S3Error("AccessDenied")
+        if restrict:
+            raise S3Error("AccessDenied")  # neither the policy nor an ACL grants anything
         if verdict == "Allow" and op in ACCOUNT_ONLY_OPS:
             raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="BUCKET")
         if verdict == "Allow" and not owner_check and _policy_grants(
                 b, level, key, version, who, enforced):
             return b.tenant
-    if is_owner and not owner_check:
+    if is_owner and not owner_check and not (unlisted and version is None):
         return b.tenant
     ignore = pab.get("IgnorePublicAcls", False)
     bucket_acl = Acl.of(b.config.get("acl"), b.tenant)
     if level == "object" and version is None:
         # A missing object: 404 to those who may list the bucket, 403 to others (AWS).
-        if is_owner or (not enforced and bucket_acl.allows(who, "READ", ignore_public=ignore)):
-            return b.tenant
-        if sts and policy.evaluate(sts, "s3:ListBucket", policy.resource_of(bucket, None), ids,
-                                   {**ctx, "s3:prefix": [key or ""]},
-                                   public_allows=not restrict) == "Allow":
+        listing = lists(ctx)
+        if listing != "Deny" and (is_owner or listing == "Allow" or (
+                not enforced and bucket_acl.allows(who, "READ", ignore_public=ignore))):
             return b.tenant
         raise S3Error("AccessDenied")
     if not level or (enforced and not is_owner):
@@ -309,14 +318,23 @@ async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
         memo = (text, _statements(rq.request, str(text)),
                 requester.ids() if requester else frozenset(),
                 context(rq.request, rq.ep, requester, None, rq.headers),
-                pab.get("RestrictPublicBuckets", False) and not is_owner)
+                not is_owner and _restricted(pab, _statements(rq.request, str(text))))
         rq.request[HOLDS_POLICY] = memo
     _, sts, ids, ctx, restrict = memo
     if not sts:
         return is_owner
-    verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx,
-                              public_allows=not restrict)
-    return verdict != "Deny" and (is_owner or verdict == "Allow")
+    verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx)
+    return verdict != "Deny" and (is_owner or (verdict == "Allow" and not restrict))
+
+
+def _restricted(pab: dict[str, bool], sts: list[dict[str, Any]]) -> bool:
+    """RestrictPublicBuckets on a bucket whose policy is public: then only the bucket's
+    account has access (AWS: "public and cross-account access within any public bucket
+    policy, including non-public delegation to specific accounts, is blocked"), and no
+    ACL grant gives any either ("restricts access to this bucket to only ... users within
+    this account")."""
+    return bool(pab.get("RestrictPublicBuckets")) and any(
+        policy.statement_is_public(st) for st in sts)
 
 
 def _statements(request: web.Request, text: str) -> list[dict[str, Any]]:

@@ -192,16 +192,15 @@ def applies(st: dict[str, Any], action: str, resource: str, ids: frozenset[str],
 
 
 def evaluate(sts: Iterable[dict[str, Any]], action: str, resource: str, ids: frozenset[str],
-             ctx: cond.Context, *, public_allows: bool = True) -> str | None:
-    """"Deny", "Allow" or None for one request; `public_allows=False` ignores Allow
-    statements that make the policy public (RestrictPublicBuckets)."""
+             ctx: cond.Context) -> str | None:
+    """"Deny", "Allow" or None for one request."""
     allowed = False
     for st in sts:
         if not applies(st, action, resource, ids, ctx):
             continue
         if st.get("Effect") == "Deny":
             return "Deny"
-        if st.get("Effect") == "Allow" and (public_allows or not statement_is_public(st)):
+        if st.get("Effect") == "Allow":
             allowed = True
     return "Allow" if allowed else None
 
