@@ -157,3 +157,56 @@ def test_post_form_fields_are_the_condition_keys(w: dict[str, Any], field: str,
     assert r.status_code == 403, r.text
     assert "<Code>AccessDenied</Code>" in r.text
     assert _keys(a, bucket) == set()
+
+
+def test_a_caller_denied_listing_is_not_told_a_key_is_missing(w: dict[str, Any]) -> None:
+    """403, not 404, for a missing key to whom s3:ListBucket is denied: the bucket's tenant
+    and a tenant the bucket ACL grants READ alike (AWS: 404 needs s3:ListBucket)."""
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w)
+    a.put_bucket_acl(Bucket=bucket, GrantFullControl=f"id={'a' * 56 + w['tag']}",
+                     GrantRead=f"id={'b' * 56 + w['tag']}")
+    a.put_object(Bucket=bucket, Key="there", Body=b"1")
+    assert _code(lambda: b.get_object(Bucket=bucket, Key="gone")) == (404, "NoSuchKey")
+    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+        "Effect": "Deny", "Principal": "*", "Action": "s3:ListBucket",
+        "Resource": f"arn:aws:s3:::{bucket}"}))
+    for c in (a, b):
+        assert _code(lambda c=c: c.get_object(Bucket=bucket, Key="gone")) == (
+            403, "AccessDenied")
+        assert _code(lambda c=c: c.head_object(Bucket=bucket, Key="gone"))[0] == 403
+    assert a.get_object(Bucket=bucket, Key="there")["Body"].read() == b"1"
+
+
+def test_restrict_public_buckets_leaves_only_the_bucket_account(w: dict[str, Any]) -> None:
+    """RestrictPublicBuckets on a bucket with a public policy: another tenant named in the
+    policy, and a public-read object, are closed to everyone but the bucket's tenant (AWS:
+    "including non-public delegation to specific accounts, is blocked")."""
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="open", Body=b"1", ACL="public-read")
+    a.put_object(Bucket=bucket, Key="named", Body=b"2")
+    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+        "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/named"}, {
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/nothing-here"}))
+    for key in ("open", "named"):
+        assert b.get_object(Bucket=bucket, Key=key)["Body"].read()
+    a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "RestrictPublicBuckets": True})
+    for key in ("open", "named"):
+        assert _code(lambda key=key: b.get_object(Bucket=bucket, Key=key)) == (
+            403, "AccessDenied")
+        assert a.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_action_names_are_case_insensitive(w: dict[str, Any]) -> None:
+    """IAM action names, service prefix included, match in any case (AWS)."""
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"1")
+    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+        "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "S3:getobject",
+        "Resource": f"arn:aws:s3:::{bucket}/*"}))
+    assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
