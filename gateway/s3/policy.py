@@ -109,7 +109,14 @@ def validate(text: str, bucket: str) -> None:
     doc = json.loads(text)
     if not set(doc) <= {"Version", "Id", "Statement"}:
         raise _malformed("Policy has invalid top-level fields")
+    # Version 2012-10-17 substitutes policy variables (`${aws:username}`, ...) in Resource
+    # and Condition values; they are not evaluated here, so such a policy is refused rather
+    # than matched against the literal text (2008-10-17 keeps them literal, as here).
+    variables = doc.get("Version") == "2012-10-17"
     for st in statements(text):
+        if variables and "${" in json.dumps([st.get("Resource"), st.get("NotResource"),
+                                             st.get("Condition")]):
+            raise _malformed("Policy variables are not supported")
         unknown = set(st) - allowed
         if unknown:
             raise _malformed(f"Unknown field {sorted(unknown)[0]}")

@@ -210,3 +210,24 @@ def test_action_names_are_case_insensitive(w: dict[str, Any]) -> None:
         "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "S3:getobject",
         "Resource": f"arn:aws:s3:::{bucket}/*"}))
     assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
+
+
+@pytest.mark.parametrize("where", ["Resource", "Condition"])
+def test_policy_variables_are_refused_not_taken_literally(w: dict[str, Any],
+                                                          where: str) -> None:
+    """A 2012-10-17 policy's `${aws:username}` is a variable AWS substitutes; the gateway
+    does not evaluate variables, so it refuses the policy (MalformedPolicy) rather than
+    match the literal text; in a 2008-10-17 policy the text is literal, as on AWS."""
+    a = w["a"]
+    bucket = _bucket(w)
+    st = {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket",
+          "Resource": f"arn:aws:s3:::{bucket}"}
+    if where == "Resource":
+        st = {**st, "Action": "s3:GetObject",
+              "Resource": f"arn:aws:s3:::{bucket}/home/${{aws:username}}/*"}
+    else:
+        st["Condition"] = {"StringLike": {"s3:prefix": "home/${aws:username}/*"}}
+    assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, st))) == (
+        400, "MalformedPolicy")
+    a.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2008-10-17",
+                                                         "Statement": [st]}))
