@@ -9,9 +9,10 @@ Order (AWS's, with tenants as accounts and access keys as their root users):
 3. The bucket's tenant may do everything else in its buckets (objects there are sealed under
    its keys whoever wrote them), except reading an object another tenant owns, or its ACL:
    that needs the object's ACL to grant it, as on AWS.
-4. Anyone else (another tenant, or anonymous): allowed by a policy Allow naming them (a
-   public Allow is ignored under RestrictPublicBuckets; on an object another tenant owns
-   only its owner is), else by an ACL grant: the bucket's
+4. Anyone else (another tenant, or anonymous): nothing when RestrictPublicBuckets is on
+   and the policy is public; else allowed by a policy Allow naming them (on an object
+   another tenant owns only its owner is; Get/Put/DeleteBucketPolicy are the bucket account's alone, so an
+   Allow of them answers 405 MethodNotAllowed), else by an ACL grant: the bucket's
    ACL for bucket-level permissions (READ lists, WRITE writes and deletes objects,
    READ_ACP/WRITE_ACP the bucket ACL), the object's ACL for reads and object ACL access
    (the object's owner holds its ACL). Public grants are ignored under IgnorePublicAcls and
@@ -23,7 +24,7 @@ owner of what it writes).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,12 @@ from gateway.s3 import policy
 from gateway.s3.acl import Acl
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request
-from gateway.s3.request_keys import ACL_REQUIRED, HOLDS_POLICY
+from gateway.s3.request_keys import (
+    ACL_REQUIRED,
+    HOLDS_POLICY,
+    KEY_REQUESTER,
+    POLICY_STATEMENTS,
+)
 from gateway.s3.router import NO_BUCKET_OPS, Endpoint
 from storage.cluster import Cluster
 from storage.errors import InvalidInput, NotFound
@@ -42,6 +48,9 @@ from storage.records import Bucket, ObjectVersion
 
 POLICY_OPS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy",
                         "GetBucketPolicyStatus"})
+# Only the bucket's account may read or change its policy: another account the policy allows
+# them gets 405 MethodNotAllowed (AWS), one it does not allow 403.
+ACCOUNT_ONLY_OPS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"})
 # operation -> (ACL level, permission) for requesters other than the bucket's tenant.
 ACL_PERMISSIONS: dict[str, tuple[str, str]] = {
     "ListObjects": ("bucket", "READ"), "ListObjectsV2": ("bucket", "READ"),
@@ -96,9 +105,13 @@ def ownership(b: Bucket) -> str:
 
 
 def context(request: web.Request, ep: Endpoint, requester: Requester | None,
-            tags: dict[str, str] | None) -> dict[str, Sequence[str]]:
-    """The condition keys of a request (lower-cased names; absent keys are not present)."""
+            tags: dict[str, str] | None, fields: Mapping[str, str] | None = None,
+            ) -> dict[str, Sequence[str]]:
+    """The condition keys of a request (lower-cased names; absent keys are not present).
+    `fields` are a POST upload's form fields as headers (`acl` as x-amz-acl, ...): there
+    they, not the HTTP request's headers, are what the s3: keys describe."""
     h = request.headers
+    amz = h if fields is None else fields
     now = time.time()
     ctx: dict[str, Sequence[str]] = {
         "aws:securetransport": ["true" if request.secure else "false"],
@@ -122,8 +135,8 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
                  "x-amz-metadata-directive", "x-amz-storage-class", "x-amz-content-sha256",
                  "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
                  "x-amz-object-lock-legal-hold"):
-        if name in h:
-            ctx["s3:" + name.replace("x-amz-object-lock-", "object-lock-")] = [h[name]]
+        if name in amz:
+            ctx["s3:" + name.replace("x-amz-object-lock-", "object-lock-")] = [amz[name]]
     for name in ("prefix", "delimiter", "max-keys"):
         if name in ep.params and ep.key is None:
             ctx["s3:" + name] = [ep.params[name]]
@@ -137,10 +150,10 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
         ctx["s3:authtype"] = ["REST-QUERY-STRING"]
         ctx["s3:signatureversion"] = ["AWS4-HMAC-SHA256" if "X-Amz-Signature" in ep.params
                                       else "AWS"]
-    if "x-amz-tagging" in h:
+    if "x-amz-tagging" in amz:
         from urllib.parse import parse_qsl
 
-        req_tags = parse_qsl(h["x-amz-tagging"], keep_blank_values=True)
+        req_tags = parse_qsl(amz["x-amz-tagging"], keep_blank_values=True)
         for k, v in req_tags:
             ctx["s3:requestobjecttag/" + k.lower()] = [v]
         ctx["s3:requestobjecttagkeys"] = [k for k, _ in req_tags]
@@ -161,16 +174,18 @@ async def _version(cluster: Cluster, b: Bucket, key: str, vid: str | None,
 async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
                     requester: Requester | None, b: Bucket | None, *, op: str | None = None,
                     bucket: str | None = None, key: str | None = None,
-                    version_id: str | None = None) -> str:
+                    version_id: str | None = None, source: bool = False,
+                    fields: Mapping[str, str] | None = None) -> str:
     """The tenant to run the request as, or S3Error (AccessDenied, NoSuchBucket).
 
     `b` is the record of the bucket addressed, as the caller read it (None: it does not
     exist); this reads no bucket record. `op`, `bucket`, `key` and `version_id` override the
-    endpoint's (a copy's source read).
+    endpoint's (a copy's source read, `source`, checked against
+    x-amz-source-expected-bucket-owner; a key of DeleteObjects). `fields`: a POST upload's
+    form, the source of its condition keys (`context`).
     """
     op = op or ep.op
     params = ep.params
-    source = bucket is not None  # a copy's source: x-amz-source-expected-bucket-owner
     if bucket is None:
         bucket, key = ep.bucket, ep.key
         version_id = ep.params.get("versionId")
@@ -198,43 +213,57 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     if is_owner and op in POLICY_OPS:
         return b.tenant
     text = b.config.get("policy")
-    sts = policy.statements(str(text)) if text else []
+    sts = _statements(request, str(text)) if text else []
+    if op == "DeleteObjects" and sts:
+        return b.tenant  # the policy binds each key: `authorize_key` in the handler
     level, perm = ACL_PERMISSIONS.get(op, ("", ""))
     # The bucket's tenant needs the object's own grants only for objects another tenant
     # owns (ACL operations on them); everyone else needs them for every object operation.
     foreign_objects = bool(b.config.get("foreign_objects"))
     owner_check = is_owner and op in OWNER_CHECKED_OPS and foreign_objects
-    need_object = key is not None and ((level == "object" and (not is_owner or owner_check))
-                                       or (bool(sts) and foreign_objects and not is_owner
-                                           and level != "bucket")
+    ids = requester.ids() if requester else frozenset()
+
+    def lists(ctx: dict[str, Sequence[str]]) -> str | None:
+        """The policy's verdict on s3:ListBucket with s3:prefix = the key: who may list
+        the bucket is told a key is missing (404), others get 403 (AWS)."""
+        return policy.evaluate(sts, "s3:ListBucket", policy.resource_of(bucket, None), ids,
+                               {**ctx, "s3:prefix": [key or ""]}) if sts else None
+
+    # The bucket's tenant denied s3:ListBucket is not told whether a key exists either.
+    unlisted = is_owner and level == "object" and bool(sts) and lists(
+        context(request, ep, requester, None, fields)) == "Deny"
+    need_object = key is not None and ((level == "object" and (
+        not is_owner or owner_check or unlisted)) or (bool(sts) and foreign_objects
+                                                      and not is_owner and level != "bucket")
                                        or "existingobjecttag" in str(text).lower())
     version = await _version(cluster, b, key, version_id) if need_object and key else None
     enforced = ownership(b) == "BucketOwnerEnforced"
     who = requester.tenant if requester else None
     pab = await public_access_block(cluster, b)
-    restrict = pab.get("RestrictPublicBuckets", False) and not is_owner
-    ids = requester.ids() if requester else frozenset()
-    ctx = context(request, ep, requester, version.tags if version else None) if sts else {}
+    restrict = not is_owner and _restricted(pab, sts)
+    ctx = (context(request, ep, requester, version.tags if version else None, fields)
+           if sts else {})
     if sts:
         action = policy.action_of(Endpoint(op, bucket, key, params))
-        verdict = policy.evaluate(sts, action, policy.resource_of(bucket, key), ids, ctx,
-                                  public_allows=not restrict)
+        verdict = policy.evaluate(sts, action, policy.resource_of(bucket, key), ids, ctx)
         if verdict == "Deny":
             raise S3Error("AccessDenied")
+        if restrict:
+            raise S3Error("AccessDenied")  # neither the policy nor an ACL grants anything
+        if verdict == "Allow" and op in ACCOUNT_ONLY_OPS:
+            raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="BUCKET")
         if verdict == "Allow" and not owner_check and _policy_grants(
                 b, level, key, version, who, enforced):
             return b.tenant
-    if is_owner and not owner_check:
+    if is_owner and not owner_check and not (unlisted and version is None):
         return b.tenant
     ignore = pab.get("IgnorePublicAcls", False)
     bucket_acl = Acl.of(b.config.get("acl"), b.tenant)
     if level == "object" and version is None:
         # A missing object: 404 to those who may list the bucket, 403 to others (AWS).
-        if is_owner or (not enforced and bucket_acl.allows(who, "READ", ignore_public=ignore)):
-            return b.tenant
-        if sts and policy.evaluate(sts, "s3:ListBucket", policy.resource_of(bucket, None), ids,
-                                   {**ctx, "s3:prefix": [key or ""]},
-                                   public_allows=not restrict) == "Allow":
+        listing = lists(ctx)
+        if listing != "Deny" and (is_owner or listing == "Allow" or (
+                not enforced and bucket_acl.allows(who, "READ", ignore_public=ignore))):
             return b.tenant
         raise S3Error("AccessDenied")
     if not level or (enforced and not is_owner):
@@ -255,6 +284,21 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     raise S3Error("AccessDenied")
 
 
+async def authorize_key(rq: S3Request, key: str, version_id: str | None) -> None:
+    """AccessDenied unless the caller may delete this key of a DeleteObjects request. AWS
+    authorizes every key as its own s3:DeleteObject (or s3:DeleteObjectVersion), so a policy
+    Deny or Allow of some keys binds exactly those; without a policy the request's own check
+    (the bucket's tenant, or a bucket ACL WRITE grant) already decided for every key."""
+    b = rq.existing_bucket()
+    if not b.config.get("policy"):
+        return
+    requester = rq.request.get(KEY_REQUESTER)
+    if requester is None:  # once per request, not per key
+        requester = rq.request[KEY_REQUESTER] = (await requester_of(rq),)
+    await authorize(rq.cluster, rq.request, rq.ep, requester[0], b, op="DeleteObject",
+                    bucket=b.name, key=key, version_id=version_id)
+
+
 async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
     """Whether the caller holds `action` on object `key` besides the operation it was
     authorized for: an Object Lock permission AWS checks on top (s3:BypassGovernanceRetention
@@ -271,17 +315,35 @@ async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
     if memo is None or memo[0] != text:  # once per request (DeleteObjects: up to 1000 keys)
         requester = await requester_of(rq)
         pab = await public_access_block(rq.cluster, b)
-        memo = (text, policy.statements(str(text)),
+        memo = (text, _statements(rq.request, str(text)),
                 requester.ids() if requester else frozenset(),
-                context(rq.request, rq.ep, requester, None),
-                pab.get("RestrictPublicBuckets", False) and not is_owner)
+                context(rq.request, rq.ep, requester, None, rq.headers),
+                not is_owner and _restricted(pab, _statements(rq.request, str(text))))
         rq.request[HOLDS_POLICY] = memo
     _, sts, ids, ctx, restrict = memo
     if not sts:
         return is_owner
-    verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx,
-                              public_allows=not restrict)
-    return verdict != "Deny" and (is_owner or verdict == "Allow")
+    verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx)
+    return verdict != "Deny" and (is_owner or (verdict == "Allow" and not restrict))
+
+
+def _restricted(pab: dict[str, bool], sts: list[dict[str, Any]]) -> bool:
+    """RestrictPublicBuckets on a bucket whose policy is public: then only the bucket's
+    account has access (AWS: "public and cross-account access within any public bucket
+    policy, including non-public delegation to specific accounts, is blocked"), and no
+    ACL grant gives any either ("restricts access to this bucket to only ... users within
+    this account")."""
+    return bool(pab.get("RestrictPublicBuckets")) and any(
+        policy.statement_is_public(st) for st in sts)
+
+
+def _statements(request: web.Request, text: str) -> list[dict[str, Any]]:
+    """The policy's statements, parsed once per request (DeleteObjects checks up to 1000
+    keys against it)."""
+    memo = request.get(POLICY_STATEMENTS)
+    if memo is None or memo[0] != text:
+        memo = request[POLICY_STATEMENTS] = (text, policy.statements(text))
+    return memo[1]
 
 
 def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,

@@ -198,7 +198,9 @@ def encryption_xml(conf: dict[str, Any]) -> bytes:
 
 # --- bucket policy -------------------------------------------------------------------------
 
-_ACTION = re.compile(r"^(\*|[a-z0-9-]+:[A-Za-z0-9*?]+)$")
+# service:action; both parts are case-insensitive in IAM ("IAM:listaccesskeys" is
+# iam:ListAccessKeys), and `policy.applies` compares them so.
+_ACTION = re.compile(r"^(\*|[A-Za-z0-9-]+:[A-Za-z0-9*?]+)$")
 
 
 def _policy_error(message: str) -> S3Error:

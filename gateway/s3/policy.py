@@ -12,6 +12,7 @@ caller (`gateway.s3.authz`) combines it with ownership and ACLs.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -108,7 +109,14 @@ def validate(text: str, bucket: str) -> None:
     doc = json.loads(text)
     if not set(doc) <= {"Version", "Id", "Statement"}:
         raise _malformed("Policy has invalid top-level fields")
+    # Version 2012-10-17 substitutes policy variables (`${aws:username}`, ...) in Resource
+    # and Condition values; they are not evaluated here, so such a policy is refused rather
+    # than matched against the literal text (2008-10-17 keeps them literal, as here).
+    variables = doc.get("Version") == "2012-10-17"
     for st in statements(text):
+        if variables and "${" in json.dumps([st.get("Resource"), st.get("NotResource"),
+                                             st.get("Condition")]):
+            raise _malformed("Policy variables are not supported")
         unknown = set(st) - allowed
         if unknown:
             raise _malformed(f"Unknown field {sorted(unknown)[0]}")
@@ -191,30 +199,62 @@ def applies(st: dict[str, Any], action: str, resource: str, ids: frozenset[str],
 
 
 def evaluate(sts: Iterable[dict[str, Any]], action: str, resource: str, ids: frozenset[str],
-             ctx: cond.Context, *, public_allows: bool = True) -> str | None:
-    """"Deny", "Allow" or None for one request; `public_allows=False` ignores Allow
-    statements that make the policy public (RestrictPublicBuckets)."""
+             ctx: cond.Context) -> str | None:
+    """"Deny", "Allow" or None for one request."""
     allowed = False
     for st in sts:
         if not applies(st, action, resource, ids, ctx):
             continue
         if st.get("Effect") == "Deny":
             return "Deny"
-        if st.get("Effect") == "Allow" and (public_allows or not statement_is_public(st)):
+        if st.get("Effect") == "Allow":
             allowed = True
     return "Allow" if allowed else None
 
 
+# Operators that hold only for a key present with one of the values listed. Negated ones,
+# `...IfExists` and `ForAllValues:` also hold for other or absent values: they pin nothing.
+_PINNING_OPS = frozenset({"StringEquals", "StringEqualsIgnoreCase", "StringLike", "ArnEquals",
+                          "ArnLike", "IpAddress"})
+
+
+def _narrow(cidr: str) -> bool:
+    """A source range AWS counts as fixed: /8 or narrower for IPv4, /32 for IPv6."""
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return net.prefixlen >= (8 if net.version == 4 else 32)
+
+
+def _pins(op: str, key: str, value: Any) -> bool:
+    """Whether one condition limits a statement to fixed values of a key AWS accepts as
+    making it non-public (no wildcard, no policy variable, no IP range wider than /8)."""
+    qualifier, base, if_exists = cond.split(op)
+    k = key.lower()
+    if if_exists or qualifier == "ForAllValues" or base not in _PINNING_OPS \
+            or k not in _NON_PUBLIC_KEYS:
+        return False
+    values = cond.values(value)
+    if k == "aws:sourceip":
+        return base == "IpAddress" and all(_narrow(v) for v in values)
+    wild = ("*", "?") if base.endswith("Like") else ()
+    return base != "IpAddress" and not any(
+        "${" in v or any(c in v for c in wild) for v in values)
+
+
 def statement_is_public(st: dict[str, Any]) -> bool:
-    """An Allow to everyone ("*") not pinned by a fixed-value condition, as AWS defines it."""
+    """An Allow to everyone ("*") not pinned by a fixed-value condition, as AWS defines it
+    ("The meaning of public": a condition pins only with fixed values of aws:SourceIp,
+    aws:SourceArn, aws:SourceAccount, aws:PrincipalAccount, aws:userid, ...)."""
     if st.get("Effect") != "Allow":
         return False
     if "NotPrincipal" in st:
         return True
     if not _principal_matches(st.get("Principal"), frozenset()):
         return False
-    for keys in (st.get("Condition") or {}).values():
-        if isinstance(keys, dict) and any(k.lower() in _NON_PUBLIC_KEYS for k in keys):
+    for op, keys in (st.get("Condition") or {}).items():
+        if isinstance(keys, dict) and any(_pins(op, k, v) for k, v in keys.items()):
             return False
     return True
 

@@ -119,7 +119,7 @@ def _malformed(message: str) -> S3Error:
     return S3Error("MalformedPolicy", message)
 
 
-def _split(op: str) -> tuple[str, str, bool]:
+def split(op: str) -> tuple[str, str, bool]:
     """'ForAnyValue:StringLikeIfExists' -> ('ForAnyValue', 'StringLike', True)."""
     qualifier, _, base = op.rpartition(":")
     if_exists = base.endswith("IfExists") and base != "IfExists"
@@ -128,7 +128,7 @@ def _split(op: str) -> tuple[str, str, bool]:
     return qualifier, base, if_exists
 
 
-def _values(v: Any) -> list[str]:
+def values(v: Any) -> list[str]:
     items = v if isinstance(v, list) else [v]
     out = []
     for item in items:
@@ -151,7 +151,7 @@ def validate(block: Any) -> None:
     if not isinstance(block, dict) or not block:
         raise _malformed("Invalid Condition block")
     for op, keys in block.items():
-        qualifier, base, _ = _split(op)
+        qualifier, base, _ = split(op)
         if qualifier not in ("", "ForAnyValue", "ForAllValues"):
             raise _malformed(f"Invalid Condition type : {op}")
         if base not in _OPS and base != "Null":
@@ -161,7 +161,7 @@ def validate(block: Any) -> None:
         for key, value in keys.items():
             if not known_key(key):
                 raise _malformed(f"Policy has an invalid condition key: {key}")
-            vals = _values(value)
+            vals = values(value)
             if base == "Null" and any(v.lower() not in ("true", "false") for v in vals):
                 raise _malformed("Null conditions take true or false")
             if base == "Bool" and any(v.lower() not in ("true", "false") for v in vals):
@@ -171,9 +171,9 @@ def validate(block: Any) -> None:
 def holds(block: dict[str, Any], ctx: Context) -> bool:
     """Whether every condition of a (validated) block holds for the request context."""
     for op, keys in block.items():
-        qualifier, base, if_exists = _split(op)
+        qualifier, base, if_exists = split(op)
         for key, value in keys.items():
-            if not _one(qualifier, base, if_exists, _values(value), ctx.get(key.lower())):
+            if not _one(qualifier, base, if_exists, values(value), ctx.get(key.lower())):
                 return False
     return True
 

@@ -305,7 +305,7 @@ async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: 
         requester = authz.Requester(cred.tenant, cid, ak)
     headers = _headers(fields)
     ep = Endpoint("PostObject", ep.bucket, key, {}, ep.virtual_host)
-    tenant = await authz.authorize(cluster, request, ep, requester, b)
+    tenant = await authz.authorize(cluster, request, ep, requester, b, fields=headers)
     auth = AuthResult(access_key=ak or "", region=cfg.region, service="s3", signed_headers=(),
                       payload_mode="unsigned", signature="", signing_key=b"", amz_date="",
                       scope="", presigned=False, anonymous=ak is None)

@@ -33,5 +33,9 @@ LOG_BATCH: web.RequestKey[list[tuple[str, str | None, str | None]]] = \
 # the bucket policy as authz.holds_permission evaluates it, parsed once per request:
 # (policy text, statements, requester ids, condition keys, RestrictPublicBuckets applies)
 HOLDS_POLICY: web.RequestKey[tuple[Any, ...]] = web.RequestKey("s3_holds_policy")
+# (policy text, its statements): the bucket policy parsed once per request
+POLICY_STATEMENTS: web.RequestKey[tuple[str, list[Any]]] = web.RequestKey("s3_policy_sts")
+# (authz.Requester or None,): who signed, looked up once for DeleteObjects' per-key checks
+KEY_REQUESTER: web.RequestKey[tuple[Any, ...]] = web.RequestKey("s3_key_requester")
 OWNERS: web.RequestKey[dict[str, tuple[str, str]]] = web.RequestKey("owners")  # listings
 ABORTED_MID_BODY: web.RequestKey[bool] = web.RequestKey("aborted_mid_body")

@@ -13,7 +13,7 @@ import hashlib
 
 from aiohttp import web
 
-from gateway.s3 import xml, xml_parse
+from gateway.s3 import authz, xml, xml_parse
 from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.errors_map import to_s3_error
@@ -57,6 +57,7 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
             raise S3Error("KeyTooLongError")
         if version_id is not None:  # the DELETE ?versionId= rule, answered per key
             check_version_id(version_id)
+        await authz.authorize_key(rq, key, version_id)
         res = await rq.cluster.objects.delete(rq.existing_bucket(), key, version_id,
                                               entry.conditions,
                                               await delete_guard(rq, key))

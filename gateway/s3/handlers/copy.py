@@ -92,7 +92,8 @@ async def copy_source(rq: S3Request) -> tuple[ObjectVersion, bool]:
     src = (rq.bucket_record if bucket == rq.bucket  # a copy within a bucket reads it once
            else await resolve_bucket(rq.cluster, Endpoint("GetObject", bucket, key)))
     owner = await authz.authorize(rq.cluster, rq.request, rq.ep, await authz.requester_of(rq),
-                                  src, op="GetObject", bucket=bucket, key=key, version_id=vid)
+                                  src, op="GetObject", bucket=bucket, key=key, version_id=vid,
+                                  source=True)
     if src is None:
         raise BucketNotFound(bucket)
     b = BucketService.owned(src, owner)
