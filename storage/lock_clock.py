@@ -30,6 +30,7 @@ from storage.shards.transport import NodeTransport
 
 REFRESH_S = 30.0  # the nodes' clocks are read again after this long
 PROBE_TIMEOUT_S = 2.0
+FAILED_HOLD_S = 1.0  # a failed reading answers callers this long (no probe round each)
 
 
 class ClockUnverified(StorageError):
@@ -45,8 +46,7 @@ class LockClock:
         self._base: float | None = None  # the nodes' median clock minus the monotonic clock
         self._read_at = 0.0  # monotonic time of that reading
         self._reading: asyncio.Lock | None = None
-        self._readings = 0  # readings made (a caller that waited on one shares its outcome)
-        self._failed: ClockUnverified | None = None  # the last reading's failure
+        self._failed: tuple[float, ClockUnverified] | None = None  # (monotonic, why)
 
     async def now(self) -> float:
         """The smaller of this process's clock and the nodes' (ClockUnverified if most
@@ -54,17 +54,15 @@ class LockClock:
         if self._base is None or time.monotonic() - self._read_at > REFRESH_S:
             if self._reading is None:
                 self._reading = asyncio.Lock()
-            seen = self._readings
             async with self._reading:  # one reading for every caller waiting on it
-                if self._readings != seen and self._failed is not None:
-                    raise ClockUnverified(str(self._failed))  # shared: not one per waiter
                 if self._base is None or time.monotonic() - self._read_at > REFRESH_S:
+                    if self._failed and time.monotonic() - self._failed[0] < FAILED_HOLD_S:
+                        raise ClockUnverified(str(self._failed[1]))  # (callers queued on it)
                     try:
                         await self._read()
-                    except ClockUnverified as exc:  # (a cancelled reading counts as none)
-                        self._failed, self._readings = exc, self._readings + 1
+                    except ClockUnverified as exc:
+                        self._failed = (time.monotonic(), exc)
                         raise
-                    self._failed, self._readings = None, self._readings + 1
         assert self._base is not None
         return min(time.time(), self._base + time.monotonic())
 

@@ -5,11 +5,14 @@ each as long as the probe timeout for a blackholed node)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from storage import lock_clock
 from storage.config import NodeSpec
 from storage.shards.client import NodeError
+from storage.testing.simnodes import SimNodes
+from tests.inproc import sim_config, sim_s3
 
 
 class _Nodes:
@@ -36,3 +39,23 @@ async def test_callers_waiting_on_a_failed_reading_do_not_each_probe_again() -> 
     assert all(isinstance(g, lock_clock.ClockUnverified) for g in got)
     assert nodes.calls <= 2 * len(specs), f"{nodes.calls} health probes for 20 callers"
 
+
+
+async def test_a_delete_objects_with_most_nodes_down_probes_them_once(
+        tmp_path: Path) -> None:
+    """DeleteObjects judges each key's lock (16 at a time): with most nodes down every key
+    made its own round of probes (and, with a blackholed node, waited its timeout)."""
+    cfg = sim_config(tmp_path, 4096)
+    nodes = SimNodes(list(cfg.nodes))
+    async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
+        await asyncio.to_thread(s3.create_bucket, Bucket="locked",
+                                ObjectLockEnabledForBucket=True)
+        for n in cfg.nodes[:5]:
+            nodes.down.add(n.id)
+        before = nodes.requests
+        got = await asyncio.to_thread(
+            s3.delete_objects, Bucket="locked",
+            Delete={"Objects": [{"Key": f"k{i}"} for i in range(64)], "Quiet": False})
+        assert {e["Code"] for e in got.get("Errors", [])} == {"ServiceUnavailable"}
+        probes = nodes.requests - before
+        assert probes <= 2 * len(cfg.nodes), f"{probes} node requests for one DeleteObjects"
