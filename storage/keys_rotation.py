@@ -17,7 +17,6 @@ stopped serving the tenant (`TenantService.settled`).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 from storage import object_lock
 from storage.errors import KeyUnavailable, NotFound
@@ -25,6 +24,7 @@ from storage.keyspace import REWRAP, rewrap_key, shred_key, space
 from storage.keyspace import unpack as unpack_key
 from storage.kms import rewrap_keys
 from storage.metadata import MetadataStore, Txn
+from storage.object_lock import LockNow
 from storage.records import pack, unpack
 from storage.tenants import SHREDDED, TenantService
 
@@ -43,9 +43,6 @@ async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> in
 async def pending_rewraps(meta: MetadataStore) -> list[str]:
     items = await meta.range(*space(REWRAP), limit=100000)
     return [unpack_key(i.key)[1] for i in items]
-
-
-LockNow = Callable[[], Awaitable[float]]  # the time a retention's end is judged by
 
 
 async def wall_now() -> float:
@@ -68,7 +65,7 @@ async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: st
         await shred_now(meta, tenants, tenant, bypass_governance, lock_now=lock_now)
         await tenants.settled()  # answered "shredded" once no process serves the tenant
     else:
-        locked = await object_lock.shred_blocker(meta, tenant, time.time(), bypass_governance)
+        locked = await object_lock.shred_blocker(meta, tenant, lock_now, bypass_governance)
         if locked is not None and (locked.until is None or locked.until > due):
             raise locked
         await meta.put(shred_key(tenant), pack({"due": due, "by": by,
@@ -109,7 +106,7 @@ async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str,
     fenced = await tenants.fence(tenant)
     try:
         while True:
-            locked = await object_lock.shred_blocker(meta, tenant, await lock_now(),
+            locked = await object_lock.shred_blocker(meta, tenant, lock_now,
                                                      bypass_governance)
             if locked is not None:
                 raise locked

@@ -20,6 +20,7 @@ Pure rules over the records; the gateway parses requests, the object service sto
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from storage.errors import AccessDenied, Conflict
@@ -68,17 +69,25 @@ class TenantLocked(Conflict):
         self.until = until
 
 
-async def shred_blocker(meta: MetadataStore, tenant: str, now: float,
+LockNow = Callable[[], Awaitable[float]]  # the time a retention's end is judged by
+
+
+async def shred_blocker(meta: MetadataStore, tenant: str, lock_now: LockNow,
                         bypass_governance: bool = False) -> TenantLocked | None:
     """Why the tenant may not be shredded now, or None: a version under a legal hold (the
     first found), else the latest COMPLIANCE retention still ahead, else (unless bypassed)
-    the latest GOVERNANCE one. Shredding destroys every version, so it is a delete of each."""
+    the latest GOVERNANCE one. Shredding destroys every version, so it is a delete of each.
+    `lock_now` is asked once, at the first bucket with Object Lock (none: never asked, so
+    a tenant without locks is shredded while the nodes' clocks cannot be read)."""
     latest: dict[str, float] = {}
+    now: float | None = None
     for entry in await meta.range(*span(tenant_bucket_prefix(tenant)), limit=100000):
         name = unpack(entry.key)[2]
         item = await meta.get(bucket_key(name))
         if item is None or bucket_lock(Bucket.decode(item.value).config) is None:
             continue
+        if now is None:
+            now = await lock_now()
         # history records, and current ones: a version written before versioning was
         # enabled (the null version) has only its current record, and can be locked later
         for prefix in (version_prefix(name), object_prefix(name)):

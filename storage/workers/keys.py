@@ -167,7 +167,7 @@ class ShredScheduler:
                     # unfenced first: a recheck that a lock refuses anyway (a legal hold:
                     # hourly) refuses none of the tenant's writes for the length of its scan
                     locked = await object_lock.shred_blocker(self._meta, tenant,
-                                                             await self._lock_now(), bypass)
+                                                             self._lock_now, bypass)
                     if locked is not None:
                         await self._tenants.unfence(tenant)  # one a dead run left fenced
                         raise locked

@@ -59,3 +59,23 @@ async def test_a_delete_objects_with_most_nodes_down_probes_them_once(
         assert {e["Code"] for e in got.get("Errors", [])} == {"ServiceUnavailable"}
         probes = nodes.requests - before
         assert probes <= 2 * len(cfg.nodes), f"{probes} node requests for one DeleteObjects"
+
+
+async def test_shredding_a_tenant_without_object_lock_needs_no_node_clock(
+        tmp_path: Path) -> None:
+    """A shred judges retentions only in buckets with Object Lock; a tenant with none is
+    shredded (metadata only) while most nodes are down, as before the lock clock."""
+    from storage import keys_rotation as kr
+    from storage.tenants import SHREDDED
+    from tests.inproc import wired_cluster
+
+    cfg = sim_config(tmp_path, 4096)
+    nodes = SimNodes(list(cfg.nodes))
+    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
+        await cluster.tenants.create_key("t")
+        await cluster.buckets.create("t", "plain")
+        for n in cfg.nodes[:5]:
+            nodes.down.add(n.id)
+        await kr.schedule_shred(cluster.meta, cluster.tenants, "t", 0, "test",
+                                lock_now=cluster.objects.lock_clock.now)  # as the admin API
+        assert (await cluster.tenants.get("t")).state == SHREDDED
