@@ -81,15 +81,19 @@ async def test_no_time_from_most_nodes_refuses_judging_a_lock(
     async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
         await asyncio.to_thread(s3.create_bucket, Bucket="locked",
                                 ObjectLockEnabledForBucket=True)
-        await asyncio.to_thread(s3.put_object, Bucket="locked", Key="k", Body=b"x")
+        put = await asyncio.to_thread(s3.put_object, Bucket="locked", Key="k", Body=b"x")
         for n in cfg.nodes[:5]:
             nodes.down.add(n.id)
         with pytest.raises(ClientError) as refused:
-            await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k")
+            await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k",
+                                    VersionId=put["VersionId"])
         assert _code(refused) == "ServiceUnavailable"
+        # a delete marker removes no version and judges no lock (review17b): not refused
+        await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k")
         for n in cfg.nodes[:5]:
             nodes.down.discard(n.id)
-        await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k")
+        await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k",
+                                VersionId=put["VersionId"])
 
 
 async def test_a_fast_gateway_clock_does_not_shred_a_tenant_early(

@@ -50,12 +50,14 @@ async def test_a_delete_objects_with_most_nodes_down_probes_them_once(
     async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
         await asyncio.to_thread(s3.create_bucket, Bucket="locked",
                                 ObjectLockEnabledForBucket=True)
+        vid = (await asyncio.to_thread(s3.put_object, Bucket="locked", Key="k",
+                                       Body=b"x"))["VersionId"]
         for n in cfg.nodes[:5]:
             nodes.down.add(n.id)
         before = nodes.requests
         got = await asyncio.to_thread(
-            s3.delete_objects, Bucket="locked",
-            Delete={"Objects": [{"Key": f"k{i}"} for i in range(64)], "Quiet": False})
+            s3.delete_objects, Bucket="locked", Delete={"Quiet": False, "Objects": [
+                {"Key": f"k{i}", "VersionId": vid} for i in range(64)]})
         assert {e["Code"] for e in got.get("Errors", [])} == {"ServiceUnavailable"}
         probes = nodes.requests - before
         assert probes <= 2 * len(cfg.nodes), f"{probes} node requests for one DeleteObjects"

@@ -60,7 +60,7 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
         await authz.authorize_key(rq, key, version_id)
         res = await rq.cluster.objects.delete(rq.existing_bucket(), key, version_id,
                                               entry.conditions,
-                                              await delete_guard(rq, key))
+                                              await delete_guard(rq, key, version_id))
     except Exception as exc:  # noqa: BLE001 - reported per key, as AWS does
         err = to_s3_error(exc, rq.bucket, key)
         return key, version_id, err.code, err.message

@@ -71,10 +71,17 @@ async def _holds(rq: S3Request, action: str, key: str) -> bool:
     return await holds_permission(rq, action, key)
 
 
-async def delete_guard(rq: S3Request, key: str) -> Callable[[ObjectVersion], None]:
-    """What a delete of `key` calls on each version it would remove for good."""
+async def delete_guard(rq: S3Request, key: str,
+                       version_id: str | None) -> Callable[[ObjectVersion], None]:
+    """What a delete of `key` (`version_id`) calls on each version it would remove for
+    good. Without a version id, in a bucket with Object Lock (versioning on, never
+    suspended) the delete only adds a marker and judges no lock: the nodes' clocks are not
+    read for it (and if it ever removed a version, any retention would count as running)."""
     allowed = await bypass(rq, key)
-    now = await lock_now(rq)
+    if version_id is None and ol.bucket_lock(rq.existing_bucket().config) is not None:
+        now = 0.0
+    else:
+        now = await lock_now(rq)
     return lambda v: ol.check_delete(v.lock, allowed, now, ol.DeleteLocked)
 
 

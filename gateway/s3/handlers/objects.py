@@ -400,7 +400,7 @@ async def delete_object(rq: S3Request) -> web.StreamResponse:
     res = await rq.cluster.objects.delete(rq.existing_bucket(), rq.key,
                                           rq.version_id,
                                           delete_conditions(rq.headers),
-                                          await delete_guard(rq, rq.key))
+                                          await delete_guard(rq, rq.key, rq.version_id))
     headers = {}
     if res.version_id is not None:
         headers["x-amz-version-id"] = res.version_id
