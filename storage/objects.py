@@ -340,6 +340,9 @@ class ObjectService(ObjectReads, ObjectEdits):
             await self._meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
         except StorageFull:
             for p in parts:
-                if p.stripe_id:  # a node not reached keeps its shard for the orphan sweep
-                    await self._stripes.delete(p.stripe_id, p.nodes)
+                # a stripe with an index entry is named by a commit that applied although
+                # it raised (a timeout, a cancellation): the GC queue's rule, left to it
+                if p.stripe_id and await self._meta.get(stripe_index_key(p.stripe_id)) is None:
+                    await self._stripes.delete(p.stripe_id, p.nodes)  # (a node not reached
+                    # keeps its shard for the orphan sweep)
             raise
