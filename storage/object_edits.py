@@ -69,7 +69,7 @@ class ObjectEdits:
 
     async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
                             puts: dict[bytes, bytes], deletes: list[bytes],
-                            compares: dict[bytes, int], retired: list[ObjectVersion]) -> None:
+                            compares: dict[bytes, int], retired: list[ObjectVersion]) -> int:
         raise NotImplementedError
 
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
@@ -114,13 +114,13 @@ class ObjectEdits:
                 marker = ObjectVersion(bucket=bucket, key=key, version_id=marker_id,
                                        tenant=tenant, size=0, etag="",
                                        last_modified=time.time(), delete_marker=True)
-                await self._replace_null(marker, cur_v, marker_id == NULL_VERSION, puts,
-                                         deletes, compares, retired)
+                newest = await self._replace_null(marker, cur_v, marker_id == NULL_VERSION,
+                                                  puts, deletes, compares, retired)
                 if protect is not None:
                     for r in retired:
                         protect(r)
                 puts[okey] = marker.encode()
-                puts[version_key(bucket, key, commit_sort(marker_id))] = (
+                puts[version_key(bucket, key, commit_sort(marker_id, newest))] = (
                     marker.encode())
                 result = DeleteResult(version_id=marker_id, delete_marker=True)
             else:

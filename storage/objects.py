@@ -30,6 +30,7 @@ from storage.keyspace import (
     repair_key,
     stripe_index_key,
     tenant_key,
+    unpack,
     version_key,
 )
 from storage.kms import KmsService
@@ -45,7 +46,7 @@ from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.telemetry import STAGES
 from storage.tenants import TenantService
-from storage.version_ids import commit_sort, new_version_id, version_sort
+from storage.version_ids import commit_sort, new_version_id, sorted_at, version_sort
 from storage.write_age import WriteAge
 
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
@@ -246,9 +247,10 @@ class ObjectService(ObjectReads, ObjectEdits):
                 compares[tkey] = tenant_rev
             retired: list[ObjectVersion] = []
             if b.versioning:
-                puts[version_key(v.bucket, v.key, commit_sort(v.version_id))] = puts[okey]
-                await self._replace_null(v, cur_v, v.version_id == NULL_VERSION, puts, deletes,
-                                         compares, retired)
+                newest = await self._replace_null(v, cur_v, v.version_id == NULL_VERSION, puts,
+                                                  deletes, compares, retired)
+                puts[version_key(v.bucket, v.key, commit_sort(v.version_id, newest))] = (
+                    puts[okey])
             elif cur_v is not None:
                 retired.append(cur_v)
             if retired:  # a write never replaces a locked (null) version
@@ -286,14 +288,18 @@ class ObjectService(ObjectReads, ObjectEdits):
 
     async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
                             puts: dict[bytes, bytes], deletes: list[bytes],
-                            compares: dict[bytes, int], retired: list[ObjectVersion]) -> None:
+                            compares: dict[bytes, int], retired: list[ObjectVersion]) -> int:
         """In a versioned bucket: retire the null version if `replace`, else keep it listed.
+        Returns the time (ns) the key's newest version is listed at (0: none), which the new
+        version must be listed after (`commit_sort`).
 
         An object written before versioning was enabled has only its current record; it
         becomes the "null" version and must not vanish when a newer version is written.
         """
         in_history = False
+        newest = 0
         for item in await self._versions_raw(v.bucket, v.key):
+            newest = newest or sorted_at(unpack(item.key)[-1])  # (newest first)
             old = ObjectVersion.decode(item.value)
             if old.version_id == NULL_VERSION:
                 in_history = True
@@ -307,6 +313,8 @@ class ObjectService(ObjectReads, ObjectEdits):
             else:
                 ts = int(cur_v.last_modified * 1e9)
                 puts[version_key(v.bucket, v.key, version_sort(ts, NULL_VERSION))] = cur_v.encode()
+                newest = max(newest, ts)
+        return newest
 
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
                 deletes: list[bytes]) -> None:

@@ -53,11 +53,23 @@ def version_sort(ts_ns: int, version_id: str) -> str:
     return f"{(1 << 64) - ts_ns:020d}.{version_id}"
 
 
-def commit_sort(version_id: str) -> str:
+def commit_sort(version_id: str, after_ns: int = 0) -> str:
     """Sort key of a version committed now: listed at its commit time, never before its id's
     time (the clock may step back between making the id and committing), so a page resuming
-    from it as a marker finds it among the versions committed since its id was made."""
-    return version_sort(max(time.time_ns(), made_at(version_id) or 0), version_id)
+    from it as a marker finds it among the versions committed since its id was made; and
+    always after `after_ns`, the time the key's newest version is listed at: a version is
+    newer than every version committed before it even when this process's clock is behind
+    the one that listed those (another gateway's, or this one's before it stepped back).
+    Otherwise it was listed below them, ListObjectVersions called the older one latest, and
+    deleting the current version made the older one current again: an older body, or a
+    deleted key, came back."""
+    return version_sort(max(time.time_ns(), made_at(version_id) or 0, after_ns + 1),
+                        version_id)
+
+
+def sorted_at(vsort: str) -> int:
+    """The time (ns) `vsort` (a version_sort key) lists its version at."""
+    return (1 << 64) - int(vsort.split(".", 1)[0])
 
 
 def well_formed_version_id(version_id: str) -> bool:
