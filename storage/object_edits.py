@@ -142,6 +142,10 @@ class ObjectEdits:
                             protect(cur_v)
                         deletes.append(okey)
                         retired.append(cur_v)
+                        # (the null version of a key written before versioning was enabled,
+                        # in its current record alone): named in the answer like any version
+                        result = DeleteResult(version_id=version_id,
+                                              delete_marker=cur_v.delete_marker)
                     else:
                         return gone
                 else:

@@ -280,3 +280,17 @@ def test_versions_page_ending_on_a_common_prefix(s3) -> None:
                                   KeyMarker=page["NextKeyMarker"])
     assert [v["Key"] for v in nxt["Versions"]] == ["c"] and not nxt["IsTruncated"]
     assert "CommonPrefixes" not in nxt
+
+
+def test_deleting_the_null_version_kept_only_as_current_names_it(s3) -> None:
+    """A key written before versioning was enabled is its "null" version, kept in its current
+    record alone until a newer version is written; deleting it by id answers
+    x-amz-version-id: null like any version delete (the header was missing)."""
+    b = "versioning-null-only"
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="k", Body=b"before")
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    res = s3.delete_object(Bucket=b, Key="k", VersionId="null")
+    assert res["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert res["VersionId"] == "null" and "DeleteMarker" not in res
+    assert _versions(s3, b) == []
