@@ -44,7 +44,7 @@ from storage.volume_records import (
     VolumeAttached,
     decode_pointer,
     extent_identity,
-    lease_live,
+    lease_holds,
     scan_prefix,
 )
 
@@ -94,14 +94,16 @@ class VolumeHandle:
         while True:
             item = await self.svc.meta.get(k)
             cur = unpack(item.value) if item else None
-            now = time.time()
-            if cur and lease_live(cur, now):
+            if cur and await lease_holds(self.svc.meta, item, self.ttl):
+                left = cur["expires"] - time.time()
                 raise VolumeAttached(
                     f"volume {self.vol.name!r} is already attached by {cur['holder']} "
-                    f"(lease expires in {cur['expires'] - now:.0f}s); unmount it there first")
+                    + (f"(lease expires in {left:.0f}s)" if 0 < left <= self.ttl * 2 else
+                       "(it renews its lease; its clock and this host's disagree)")
+                    + "; unmount it there first")
             token = int(cur["token"] if cur else 0) + 1
-            rec = pack({"holder": self.holder, "token": token, "expires": now + self.ttl,
-                        "proc": self._proc})
+            rec = pack({"holder": self.holder, "token": token, "expires": time.time() + self.ttl,
+                        "ttl": self.ttl, "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision if item else 0},
                                            puts={k: rec})):
                 self.token = token
@@ -133,7 +135,7 @@ class VolumeHandle:
             if self.fenced or item is None or not self._ours(item):
                 raise self._lost()
             rec = pack({"holder": self.holder, "token": self.token,
-                        "expires": time.time() + self.ttl, "proc": self._proc})
+                        "expires": time.time() + self.ttl, "ttl": self.ttl, "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec})):
                 after = await self.svc.meta.get(k)
                 if after is None or not self._ours(after):

@@ -3,15 +3,17 @@
 Keys (built by `storage.keyspace`; see storage/volumes.py for the model):
     (VOL, tenant, name)                       volume record (snapshots and clones inside)
     (VX, volume id, extent:010d, gen:010d)    extent pointer (stripe, nodes, key) or trim
-    (VL, volume id)                           attach lease {holder, token, expires, proc,
-                                              released}: kept after release (tokens grow)
+    (VL, volume id)                           attach lease {holder, token, expires, ttl,
+                                              proc, released}: kept after release (tokens grow)
     (VJ, volume id, seq:020d)                 journal segment (see storage/volume_journal.py)
     (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -129,9 +131,45 @@ def check_snapshot_name(snap: str) -> None:
 
 def lease_live(rec: dict[str, Any], now: float) -> bool:
     """An attach lease record still binds: not released, not expired, and its holder is not
-    a process known to be gone from this host."""
+    a process known to be gone from this host. By the wall clocks of its holder and of the
+    caller: for what a status shows; a decision to take the volume from its holder is
+    `lease_holds`'."""
     return (not rec.get("released") and float(rec.get("expires", 0)) > now
             and not dead_local_process(rec.get("proc")))
+
+
+async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEASE_TTL_S,
+                      ) -> bool:
+    """Whether the attach lease record `item` (as just read) still binds its holder, decided
+    without trusting the holder's clock against this one's.
+
+    Released, or held by a process gone from this host: no. Live by this clock and expiring
+    within its ttl of now (both clocks agree to a ttl): yes, at once. Otherwise (expired by
+    this clock, or said to run longer than a renewal gives: the clocks disagree, or the
+    holder died) the record is watched on this process's monotonic clock for its ttl (the
+    record's own, else `ttl_s`): a holder that renews it (every third of the ttl) holds it;
+    one that leaves it unchanged that long does not. Before, a host whose clock ran a ttl
+    ahead took a live writer's volume at once (its fsyncs failed EIO) and a delete through
+    it removed an attached volume; a holder whose clock ran ahead kept others out long after
+    it died. The caller compares `item`'s revision when it writes, so a renewal after the
+    last look fails its transaction."""
+    if item is None:
+        return False
+    rec = unpack(item.value)
+    if rec.get("released") or dead_local_process(rec.get("proc")):
+        return False
+    ttl = float(rec.get("ttl") or ttl_s)
+    left = float(rec.get("expires", 0)) - time.time()
+    if 0 < left <= ttl + 1.0:
+        return True
+    deadline = time.monotonic() + ttl
+    while (wait := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(wait, ttl / 6))  # a renewal comes every ttl / 3
+        now = await meta.get(item.key)
+        if now is None or now.revision != item.revision:
+            # renewed or taken meanwhile: held, unless released (gone: deleted with it)
+            return now is not None and not unpack(now.value).get("released")
+    return False
 
 
 def extent_identity(tenant: str, p: Pointer) -> str:

@@ -59,6 +59,7 @@ from storage.volume_records import (
     VolumeAttached,
     check_snapshot_name,
     decode_pointer,
+    lease_holds,
     lease_live,
     parse_size,
     scan_prefix,
@@ -143,10 +144,14 @@ class VolumeService:
         if vol.clones:
             raise Conflict(f"volume {name!r} has clones ({', '.join(vol.clones)}): "
                            "flatten or delete them first")
-        lease = await self.lease(vol.id)
-        if lease and lease_live(lease, time.time()):
-            raise VolumeAttached(f"volume {name!r} is attached by {lease['holder']}")
-        if not await self.meta.txn(Txn(compares={item.key: item.revision},
+        lease = await self.meta.get(volume_lease_key(vol.id))
+        if await lease_holds(self.meta, lease):
+            raise VolumeAttached(f"volume {name!r} is attached by "
+                                 f"{unpack(lease.value)['holder']}")  # type: ignore[union-attr]
+        # the lease compared too: a writer that attached since the look is not deleted under
+        if not await self.meta.txn(Txn(compares={item.key: item.revision,
+                                                 volume_lease_key(vol.id):
+                                                     lease.revision if lease else 0},
                                        deletes=(item.key, volume_lease_key(vol.id),
                                                 journal_head_key(vol.id)))):
             raise Conflict(f"volume {name!r} changed while being deleted; retry")

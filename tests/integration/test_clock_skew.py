@@ -32,13 +32,19 @@ pytestmark = pytest.mark.skipif(not FAKETIME.exists(), reason="libfaketime is no
                                 "(Debian package faketime)")
 
 
+def skewed_env(skew: str) -> dict[str, str]:
+    """This process's environment for a child whose clocks run `skew` ("+120s") off: wall
+    and monotonic clocks alike (with FAKETIME_DONT_FAKE_MONOTONIC libfaketime 0.9.10 fails
+    Python's time.sleep with EINVAL)."""
+    return {**os.environ, "LD_PRELOAD": str(FAKETIME), "FAKETIME": skew}
+
+
 class SkewedGateway:
     """A gateway process of `cluster` (same config) whose wall clock is `skew` off."""
 
     def __init__(self, cluster: LocalCluster, skew: str) -> None:
         self.cluster, self.port = cluster, free_port()
-        env = {**os.environ, "LD_PRELOAD": str(FAKETIME), "FAKETIME": skew,
-               "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        env = skewed_env(skew)
         log = cluster.data / "logs" / "skewed-gateway.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--config", str(cluster.data / "tessera.toml"),

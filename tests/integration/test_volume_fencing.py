@@ -231,3 +231,35 @@ def test_ext4_crash_with_snapshots_during_writes(mvol: Vol, tmp_path: Path) -> N
     verify_tree(cm, before_snap["s2"])
     mvol.unmount(cm)
     fsck_clean(mvol, "crashsnap-c", tmp_path)
+
+
+def test_a_host_whose_clock_runs_ahead_cannot_take_or_delete_an_attached_volume(
+        mvol: Vol, tmp_path: Path) -> None:
+    """The writer holds the lease (ttl 3 s) and renews it; a second host's clock runs a
+    minute ahead (libfaketime), so by its clock the lease expired long ago. Its mount and its
+    delete are refused all the same (the lease is seen renewed on its own monotonic clock),
+    and the writer keeps committing. Before, that host attached at once (the writer's fsync
+    failed EIO) and deleted the attached volume."""
+    from tests.integration.test_clock_skew import FAKETIME, skewed_env
+
+    if not FAKETIME.exists():
+        pytest.skip("libfaketime is not installed (Debian package faketime)")
+    mvol.run("create", "skewed", "--size", "16M")
+    a, b = tmp_path / "a", tmp_path / "b"
+    mvol.mount("skewed", a, "--lease-ttl", "3")
+    t_a = token(mvol, "skewed")
+    ahead = Vol(mvol.cluster)
+    ahead.env = {**skewed_env("+60s"), **mvol.cluster.env}
+    try:
+        r = ahead.run("mount", "skewed", str(b), check=False)
+        if r.returncode == 0:
+            ahead.mounts.append(b)
+        assert r.returncode == 1 and "already attached" in r.stderr, r.stderr + r.stdout
+        r = ahead.run("delete", "skewed", check=False)
+        assert r.returncode == 1 and "is attached by" in r.stderr, r.stderr + r.stdout
+        assert token(mvol, "skewed") == t_a
+        write_at(a / "volume", b"still mine", 4096)  # fsync: EIO if it had been fenced
+        assert read_at(a / "volume", 10, 4096) == b"still mine"
+    finally:
+        ahead.cleanup()
+    mvol.unmount(a)

@@ -91,12 +91,13 @@ def with_service(body: Callable[[VolumeService], Awaitable[None]]) -> None:
 
 
 async def crash(svc: VolumeService, jv: JournaledVolume) -> None:
-    """The writer dies: nothing is flushed or folded, the lease is left to expire."""
+    """The writer dies: nothing is flushed or folded, the lease is left to expire (and
+    its ttl made 1 ms: the next attach watches it unrenewed that long, not 30 s)."""
     if jv.vol._renewer:
         jv.vol._renewer.cancel()
     k = volume_lease_key(jv.vol.vol.id)
     rec = unpack((await svc.meta.get(k)).value)  # type: ignore[union-attr]
-    rec["expires"] = 0.0
+    rec["expires"], rec["ttl"] = 0.0, 0.001
     await svc.meta.put(k, pack(rec))
 
 
