@@ -60,6 +60,9 @@ class NodeError(StorageError):
         self.status = status
 
 
+HEALTH_REASON_BYTES = 512  # of a refused health probe's answer, kept as the node's last error
+
+
 def _put_refused(node: NodeSpec, status: int, answer: bytes) -> NodeError:
     """The NodeError of a whole-shard PUT the node answered with another status than 201."""
     return NodeError(node.id, f"PUT {status} {answer.decode('utf-8', 'replace')}", status)
@@ -247,8 +250,10 @@ class NodeClient:
         try:
             async with self._session.get(node.url + path, headers=self._headers(node, "GET", path),
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
-                if r.status != 200:
-                    raise NodeError(node.id, f"health {r.status}", r.status)
+                if r.status != 200:  # with the node's reason: "request outside the replay
+                    # window" says a clock is off, which "health 401" alone did not
+                    said = (await r.content.read(HEALTH_REASON_BYTES)).decode("utf-8", "replace")
+                    raise NodeError(node.id, f"health {r.status} {said}".rstrip(), r.status)
                 return await r.json()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise NodeError(node.id, f"{type(exc).__name__}: {exc}") from None

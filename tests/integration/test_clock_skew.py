@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.cluster import LocalCluster, free_port, stop_processes
+from ops.admincli import admin_request
+from tests.integration.cluster import LocalCluster, free_port, stop_processes, wait_for
 
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 SKEW = "+120s"
@@ -71,17 +72,20 @@ class SkewedGateway:
 
 
 @pytest.fixture(scope="module")
-def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, object]]:
-    """(client of the gateway with the right clock, client of the one 120 s ahead)."""
+def skew_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     cluster = LocalCluster(tmp_path_factory.mktemp("skew")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def gateways(skew_cluster: LocalCluster) -> Iterator[tuple[object, object]]:
+    """(client of the gateway with the right clock, client of the one 120 s ahead)."""
+    skewed = SkewedGateway(skew_cluster, SKEW)
     try:
-        skewed = SkewedGateway(cluster, SKEW)
-        try:
-            yield cluster.client(), skewed.client()
-        finally:
-            skewed.stop()
+        yield skew_cluster.client(), skewed.client()
     finally:
-        cluster.stop()
+        skewed.stop()
 
 
 def _versioned_bucket(s3) -> str:  # type: ignore[no-untyped-def]
@@ -143,3 +147,35 @@ def test_a_delete_marker_written_through_a_slower_clock_is_the_latest(gateways) 
     v0 = fast.put_object(Bucket=bucket, Key="k", Body=b"v0")["VersionId"]
     marker = s3.delete_object(Bucket=bucket, Key="k")["VersionId"]
     assert _listed(s3, bucket) == [(marker, True), (v0, False)]
+
+
+def test_a_node_whose_clock_is_outside_the_window_is_down_and_says_why(
+        skew_cluster: LocalCluster) -> None:
+    """A node whose clock runs 400 s behind refuses every gateway request (the node request
+    window is 300 s): the cluster serves without it, and the node's last error in the
+    status names the window, so the operator looks at its clock (it said "health 401").
+    Last in the module: the node stays down."""
+    c = skew_cluster
+    c.kill("n9")
+    node = subprocess.Popen(
+        [sys.executable, "-m", "nodes", "--config", str(c.data / "tessera.toml"), "--id", "n9"],
+        env=skewed_env("-400s"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True)
+    try:
+        assert node.stdout is not None
+        line = node.stdout.readline()
+        assert "ready" in line, line
+
+        def said() -> str:
+            nodes = admin_request("GET", "/status", env=c.env)["nodes"]
+            n9 = next(n for n in nodes if n["id"] == "n9")
+            return n9["state"] != "up" and n9["last_error"] or ""
+        wait_for(lambda: "replay window" in said(), "n9 down for its clock", timeout=120)
+        s3 = c.client()
+        s3.create_bucket(Bucket="skewed-node")
+        body = os.urandom(1 << 20)  # erasure-coded over the other nodes
+        s3.put_object(Bucket="skewed-node", Key="k", Body=body)
+        assert s3.get_object(Bucket="skewed-node", Key="k")["Body"].read() == body
+    finally:
+        node.kill()
+        node.wait()
