@@ -105,8 +105,11 @@ def s3_runner(server: S3Server) -> web.ServerRunner:
 def create_admin_app(cluster: Cluster, metrics: Metrics,
                      peers: Sequence[Path] = ()) -> web.Application:
     from gateway.admin.api import AdminApi
+    from gateway.admin.hosts import allowed_names, host_guard
 
-    app = web.Application(client_max_size=1024 * 1024)
+    g = cluster.cfg.gateway  # every answer, aiohttp's own 404s too, first checks Host
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[
+        host_guard(allowed_names(g.admin_hosts, g.admin_listen))])
     api = AdminApi(cluster)
     from gateway.admin.status import register_status
 

@@ -264,6 +264,12 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     if isinstance(head, bool) or not isinstance(head, int) or head < HEAD_MIN_BYTES:
         raise ConfigError(f"[gateway] max_header_bytes must be a whole number >= "
                           f"{HEAD_MIN_BYTES} (AWS's 8 KiB), got {head!r}")
+    hosts = gw.get("admin_hosts", [])
+    if not isinstance(hosts, list | tuple) or not all(
+            isinstance(h, str) and h.strip() and "/" not in h for h in hosts):
+        raise ConfigError("[gateway] admin_hosts must be a list of host names (e.g. "
+                          f'["admin.example.com"], or ["*"] for any), got {hosts!r}')
+    gw["admin_hosts"] = tuple(hosts)
     meta = dict(raw.get("metadata", {}))
     _check_keys("metadata", meta, _META_KEYS)
     profiles = {name: _profile(name, p) for name, p in dict(raw.get("profiles", {})).items()}

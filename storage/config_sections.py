@@ -62,6 +62,9 @@ class NodeSpec:
 class GatewayConfig:
     listen: str = "127.0.0.1:9000"
     admin_listen: str = "127.0.0.1:9001"
+    # names (beside IP literals and localhost) the admin listener answers to in Host:
+    # gateway/admin/hosts.py, against DNS rebinding; "*" answers any
+    admin_hosts: tuple[str, ...] = ()
     region: str = "us-east-1"
     virtual_host_domain: str | None = None
     max_skew_s: int = 900

@@ -67,6 +67,11 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("gateway", "listen"): "S3 API address (HOST:PORT).",
     ("gateway", "admin_listen"): "Admin API address (HOST:PORT); keep it reachable by operators "
     "only.",
+    ("gateway", "admin_hosts"): "Host names the admin listener (admin API, console, "
+    "/metrics, /health) answers to, beside IP literals, localhost, *.localhost and "
+    "admin_listen's own host; any other Host is refused 421 HostNotAllowed, so a web page "
+    "that rebinds its DNS name to this address cannot read it. Add the names operators, "
+    "scrapers or a TLS proxy forwarding the original Host use; [\"*\"] answers any Host.",
     ("gateway", "region"): "Region the gateway answers as and that SigV4 credentials must "
     "name.",
     ("gateway", "virtual_host_domain"): "Domain for virtual-hosted-style requests "

@@ -1,6 +1,7 @@
 """Outside-attacker checks on the web console's login: a burst of concurrent guesses is held
 to the per-address failure limit, and a secret typed into the access-key field never reaches
-the audit log (nor the console's audit tab, which shows it)."""
+the audit log (nor the console's audit tab, which shows it); a name rebound to the admin
+listener (DNS rebinding) gets no answer."""
 
 from __future__ import annotations
 
@@ -78,6 +79,46 @@ def test_a_secret_in_the_access_key_field_never_reaches_the_audit_log(
     assert [e["who"] for e in logins] == [UNKNOWN_KEY, ak]
     assert any(e["action"] == "tenant.list" and e["who"] == UNKNOWN_KEY
                and e["result"].startswith("denied:") for e in _audit(cluster))
+
+
+REBOUND = "rebind.attacker.example"  # a name a web page pointed at the admin listener
+
+
+def test_a_rebound_host_name_is_refused_on_every_admin_route(cluster: LocalCluster) -> None:
+    """DNS rebinding: a page the operator opens points its own name at 127.0.0.1 and reads
+    the admin listener same-origin (its Host is the page's name). /metrics (tenant names and
+    traffic), /health (the node list) and the console answered it; now only addresses,
+    localhost and configured names are answered. The CLI and scrapers keep working."""
+    port = cluster.admin_port
+    source = f"127.{random.randrange(100, 250)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    with requests.Session() as s:  # from an address of its own: no other test's limit
+        s.mount("http://", _SourceAdapter(source))
+        url = f"http://127.0.0.1:{port}"
+        for method, path in [("GET", "/metrics"), ("GET", "/health"), ("GET", "/console/"),
+                             ("GET", "/console/api/session"), ("GET", "/admin/v1/tenants"),
+                             ("HEAD", "/metrics"), ("GET", "/no/such/route")]:
+            r = s.request(method, url + path, headers={"Host": f"{REBOUND}:{port}"},
+                          timeout=30)
+            assert r.status_code == 421, (path, r.status_code, r.text[:200])
+            if method == "GET":
+                err = r.json()["error"]
+                assert err["code"] == "HostNotAllowed" and "admin_hosts" in err["message"]
+                assert "tessera_" not in r.text and "zone" not in r.text
+        # failed logins through the rebound name were counted against the operator's own
+        # address: ten locked the console login out for everyone there
+        bad = {"access_key": cluster.env["TESSERA_ADMIN_ACCESS_KEY"], "secret_key": "guess"}
+        for _ in range(LOGIN_FAILURES + 2):
+            r = s.post(url + "/console/api/login", json=bad, timeout=30,
+                       headers={"Host": REBOUND, "Origin": f"http://{REBOUND}:{port}"})
+            assert r.status_code == 421, r.text
+        good = {"access_key": cluster.env["TESSERA_ADMIN_ACCESS_KEY"],
+                "secret_key": cluster.env["TESSERA_ADMIN_SECRET_KEY"]}
+        assert s.post(url + "/console/api/login", json=good, timeout=30).status_code == 200
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}",
+                     f"console.localhost:{port}"):
+            r = s.get(url + "/metrics", headers={"Host": host}, timeout=30)
+            assert r.status_code == 200 and "tessera_" in r.text, host
+    assert admin_request("GET", "/tenants", env=cluster.env)  # the CLI's address URL
 
 
 class _SourceAdapter(requests.adapters.HTTPAdapter):

@@ -419,6 +419,38 @@ def test_browser_a_tenants_page_cannot_read_the_session_cookie(console_cluster: 
     page.context.close()
 
 
+def test_browser_a_rebound_name_cannot_read_the_admin_listener(console_cluster: LocalCluster,
+                                                              browser: Browser) -> None:
+    """DNS rebinding, in Chromium: a page's name now resolves to 127.0.0.1 (the resolver
+    rule stands for the attacker's DNS answer changing), so a script of that origin reaches
+    the admin listener same-origin. It read /metrics (tenant names and traffic) and /health
+    (the node list); the Host allowlist refuses its requests 421 now."""
+    port = console_cluster.admin_port
+    rebound = browser.browser_type.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--host-resolver-rules=MAP rebind.attacker.example 127.0.0.1"])
+    try:
+        page = rebound.new_context(bypass_csp=True).new_page()  # the attacker's page's own
+        # CSP, not the listener's answer, decides what its script may fetch
+        page.goto(f"http://rebind.attacker.example:{port}/console/")
+        got = page.evaluate("""async () => {
+            const out = {};
+            for (const p of ["/metrics", "/health", "/console/api/session", "/console/"]) {
+                const r = await fetch(p);
+                out[p] = [r.status, await r.text()];
+            }
+            return out;
+        }""")
+    finally:
+        rebound.close()
+    for path, (status, text) in got.items():
+        assert status == 421 and "HostNotAllowed" in text, (path, status, text[:200])
+        assert "tessera_" not in text and "zone" not in text
+    page = browser_login(browser, console_cluster)  # by address: the console still works
+    expect(page.locator("#app")).to_be_visible(timeout=WAIT_MS)
+    page.context.close()
+
+
 @contextlib.contextmanager
 def hostile_page(html: str) -> Iterator[str]:
     """Serve `html` at the URL yielded, from this process on a port of 127.0.0.1 of its own:

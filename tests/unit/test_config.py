@@ -256,3 +256,12 @@ def test_max_header_bytes_below_aws_cap_or_not_whole_is_refused(value: Any) -> N
     for ok in (8192, 16384, 65536):
         assert config_from_mapping(raw(gateway={"max_header_bytes": ok})
                                    ).gateway.max_header_bytes == ok
+
+
+def test_admin_hosts_is_a_list_of_names() -> None:
+    """[gateway] admin_hosts (the admin listener's Host allowlist, gateway/admin/hosts.py)."""
+    cfg = config_from_mapping(raw(gateway={"admin_hosts": ["a.example"]}), Path("/tmp/t"))
+    assert cfg.gateway.admin_hosts == ("a.example",)
+    assert config_from_mapping(raw(), Path("/tmp/t")).gateway.admin_hosts == ()
+    for bad in ("a.example", [1], [""], ["http://a.example/"]):
+        refused(raw(gateway={"admin_hosts": bad}), "admin_hosts")
