@@ -7,7 +7,7 @@ An unsigned request carrying the console's session cookie acts as the admin key 
 (`gateway.console.sessions`): the session must be live, the key still an active admin key, a
 change (any method but GET/HEAD) must carry the session's CSRF token in `X-CSRF-Token`, and no
 request may come from another origin's page (`sessions.from_another_origin`: Fetch Metadata,
-and a change's `Origin`). Every refusal there is 403.
+and `Origin` on every method). Every refusal there is 403.
 """
 
 from __future__ import annotations

@@ -149,15 +149,17 @@ class SessionStore:
 def from_another_origin(request: web.Request) -> bool:
     """Whether a browser says this request was made by a page of another origin: Fetch
     Metadata's `Sec-Fetch-Site` is anything but same-origin or none (the user's own
-    navigation), or a change's `Origin` is not this listener. Same-site is not enough: a
-    page on another port of this host (an HTML object the S3 port serves) is same-site, so
-    SameSite=Strict sends it the session cookie, and its reads ran as the admin."""
+    navigation), or its `Origin` is not this listener. Same-site is not enough: a page on
+    another port of this host (an HTML object the S3 port serves) is same-site, so
+    SameSite=Strict sends it the session cookie, and its reads ran as the admin. `Origin`
+    is checked on every method, reads too, for browsers that send no Fetch Metadata
+    (Safari before 16.4, older Firefox): they send Origin on every cross-origin fetch,
+    and a same-origin one carries none or this listener's."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return True
     origin = request.headers.get("Origin")
-    return request.method not in ("GET", "HEAD") and origin is not None and \
-        urlsplit(origin).netloc != request.host
+    return origin is not None and urlsplit(origin).netloc != request.host
 
 
 def came_over_tls(request: web.Request) -> bool:

@@ -148,6 +148,13 @@ def test_changes_without_session_or_csrf_are_refused(console_cluster: LocalClust
               headers={"Sec-Fetch-Site": "same-site"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "CrossOrigin"
     assert csrf not in r.text
+    # a browser without Fetch Metadata (Safari before 16.4) still sends another page's
+    # Origin: its reads are refused on it too, the admin routes' and the session's
+    for path in ("/console/api/session", "/admin/v1/tenants"):
+        r = s.get(base(console_cluster) + path, timeout=30,
+                  headers={"Origin": "http://127.0.0.1:9"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "CrossOrigin", path
+        assert csrf not in r.text and "tenants" not in r.json()
     names = [t["name"] for t in s.get(url, timeout=30).json()["tenants"]]
     assert "nosession" not in names and "nocsrf" not in names
     # the right token: the same admin route, audited as the admin key, via the console

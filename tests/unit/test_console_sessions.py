@@ -260,7 +260,8 @@ def merge_two(a: Metrics, b: Metrics) -> bytes:
 
 
 def test_requests_from_another_origin_are_told_apart() -> None:
-    """Fetch Metadata names the requesting page's site; a change's Origin must be this host."""
+    """Fetch Metadata names the requesting page's site; a request's Origin, when it has one,
+    must be this host, whatever its method."""
     from aiohttp.test_utils import make_mocked_request
 
     def foreign(method: str, **headers: str) -> bool:
@@ -274,6 +275,10 @@ def test_requests_from_another_origin_are_told_apart() -> None:
     assert foreign("GET", **{"Sec-Fetch-Site": "cross-site"})
     assert not foreign("POST", Origin="http://127.0.0.1:9001")
     assert foreign("POST", Origin="http://127.0.0.1:9000") and foreign("POST", Origin="null")
+    # browsers without Fetch Metadata (Safari < 16.4) still send Origin cross-origin: reads
+    # are refused on it too, not only changes
+    assert not foreign("GET", Origin="http://127.0.0.1:9001")
+    assert foreign("GET", Origin="http://127.0.0.1:9000") and foreign("HEAD", Origin="null")
 
 
 def test_a_cookie_is_secure_when_the_browser_came_over_tls() -> None:
