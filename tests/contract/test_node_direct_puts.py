@@ -11,9 +11,19 @@ import os
 
 import pytest
 
-from nodes.directio import BUFFER_BYTES
+from nodes.directio import BUFFER_BYTES, DIRECT_MIN_BYTES
 from nodes.leanput import LEAN_MAX_BODY
-from tests.contract.node_harness import Api, Node, api, http, make_shard, node, shard_path
+from storage.widereads import WIDE_BODY_BYTES
+from tests.contract.node_harness import (
+    Api,
+    Node,
+    api,
+    http,
+    make_shard,
+    node,
+    shard_path,
+    wait_for_log,
+)
 from tests.pagecache import resident_pages
 
 __all__ = ["api", "http", "node"]  # fixtures, used by name
@@ -73,4 +83,33 @@ async def test_a_large_data_shard_is_read_back_into_the_page_cache_after_its_com
         await asyncio.sleep(0.05)
     else:
         pytest.fail("the data shard's pages were not read back into the page cache")
+    assert path.read_bytes() == body
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv2 RWF_NOWAIT")
+async def test_aiohttps_streamed_handler_writes_a_2_mib_shard_around_the_page_cache(
+        api: Api, node: Node) -> None:
+    """`Expect: 100-continue` hands the PUT to aiohttp (`handlers.put_shard`), which must
+    take the same rule as the lean front (`directio.writes_direct`), not a threshold of
+    its own: a ~2 MiB parity shard's bulk stays out of the page cache there too."""
+    small_sid, _, _, small = make_shard(index=2, frames=3, block_size=64 * 1024, last=None)
+    assert (await api.call("PUT", f"/v1/shards/{small_sid}", data=small))[0] == 201
+    if not _cached(shard_path(node, small_sid), 0, len(small)):
+        pytest.skip("this file system keeps no written pages cached")
+    sid, _, _, body = make_shard(index=4, frames=3, block_size=BUFFER_BYTES, last=777)
+    assert DIRECT_MIN_BYTES < len(body) < WIDE_BODY_BYTES  # the range the rule widened
+    rid = "direct-aiohttp-" + sid[:8]
+    status, _, answer = await api.call(
+        "PUT", f"/v1/shards/{sid}", data=body, expect100=True,
+        headers={"X-Tessera-Segments": "3", "X-Request-Id": rid})
+    assert status == 201, answer
+    rec = await wait_for_log(node, rid)
+    assert rec.get("front") != "lean", rec  # aiohttp's handler took it
+    path = shard_path(node, sid)
+    if _cached(path, 0, BUFFER_BYTES):
+        try:  # only a file system without O_DIRECT may cache the bulk
+            os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+        except OSError:
+            pytest.skip("no O_DIRECT on this file system")
+        pytest.fail("aiohttp's handler wrote a 2 MiB shard through the page cache")
     assert path.read_bytes() == body
