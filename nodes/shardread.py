@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import threading
 from pathlib import Path
@@ -320,11 +321,15 @@ class ShardReadStream:
     def _resident(self, offset: int, nbytes: int) -> memoryview | None:
         """The file's `nbytes` from `offset` (a view of the loop's scratch buffer) when all
         are in the page cache; None when reading them would wait for the disk (EAGAIN from
-        RWF_NOWAIT) or the file is shorter (the thread's read reports that)."""
+        RWF_NOWAIT), the file system has no RWF_NOWAIT (tmpfs: EOPNOTSUPP) or the file is
+        shorter (the thread's read reports that)."""
         view = memoryview(_resident)[:nbytes]
         try:
             got = os.preadv(self._open_fd(), [view], offset, RWF_NOWAIT)
-        except BlockingIOError:
+        except OSError as exc:  # EAGAIN: not cached; EOPNOTSUPP: no RWF_NOWAIT (tmpfs)
+            if exc.errno not in (errno.EAGAIN, errno.EOPNOTSUPP):
+                view.release()
+                raise
             got = -1
         if got != nbytes:
             view.release()
