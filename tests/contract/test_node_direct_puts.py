@@ -118,3 +118,19 @@ async def test_aiohttps_streamed_handler_writes_a_2_mib_shard_around_the_page_ca
             pytest.skip("no O_DIRECT on this file system")
         pytest.fail("aiohttp's handler wrote a 2 MiB shard through the page cache")
     assert path.read_bytes() == body
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv2 RWF_NOWAIT")
+@pytest.mark.parametrize("expect100", [False, True])  # the lean front; aiohttp's handler
+async def test_a_streamed_shard_below_the_rule_stays_in_the_page_cache(
+        api: Api, node: Node, expect100: bool) -> None:
+    """The other side of `writes_direct`: a ~1.5 MiB streamed shard (a 5-8 MiB object's,
+    whose GETs right after its PUT cost ~1.5x when written direct) is written buffered."""
+    sid, _, _, body = make_shard(index=4, frames=4, block_size=512 * 1024, last=777)
+    assert LEAN_MAX_BODY < len(body) < DIRECT_MIN_BYTES
+    status, _, answer = await api.call(
+        "PUT", f"/v1/shards/{sid}", data=body, expect100=expect100,
+        headers={"X-Tessera-Segments": "4"})
+    assert status == 201, answer
+    path = shard_path(node, sid)
+    assert _cached(path, 0, len(body)), "a shard below the rule skipped the page cache"
