@@ -295,7 +295,13 @@ async def authorize_key(rq: S3Request, key: str, version_id: str | None) -> None
     requester = rq.request.get(KEY_REQUESTER)
     if requester is None:  # once per request, not per key
         requester = rq.request[KEY_REQUESTER] = (await requester_of(rq),)
-    await authorize(rq.cluster, rq.request, rq.ep, requester[0], b, op="DeleteObject",
+    # The key's own endpoint: its VersionId (the XML's) is its s3:VersionId, and the
+    # request URL's versionId/prefix name no key (they would be every key's condition keys).
+    params = {k: v for k, v in rq.ep.params.items() if k != "versionId"}
+    if version_id is not None:
+        params["versionId"] = version_id
+    ep = Endpoint("DeleteObject", b.name, key, params, rq.ep.virtual_host)
+    await authorize(rq.cluster, rq.request, ep, requester[0], b, op="DeleteObject",
                     bucket=b.name, key=key, version_id=version_id)
 
 
