@@ -251,7 +251,8 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
         if restrict:
             raise S3Error("AccessDenied")  # neither the policy nor an ACL grants anything
         if verdict == "Allow" and op in ACCOUNT_ONLY_OPS:
-            raise S3Error("MethodNotAllowed", Method=request.method, ResourceType="BUCKET")
+            raise S3Error("MethodNotAllowed", Method=request.method,
+                          ResourceType="BUCKETPOLICY")  # as AWS answers it
         if verdict == "Allow" and not owner_check and _policy_grants(
                 b, level, key, version, who, enforced):
             return b.tenant
