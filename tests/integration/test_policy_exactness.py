@@ -125,6 +125,8 @@ def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
     {"IpAddress": {"aws:SourceIp": "203.0.113.0/24"}},
     {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
     {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+    {"StringEquals": {"aws:PrincipalAccount": "123456789012"}},  # review17e
+    {"ArnEquals": {"aws:SourceArn": "arn:aws:cloudfront::123456789012:distribution/E1"}},
 ])
 def test_pinned_conditions_make_a_policy_non_public(w: dict[str, Any],
                                                     condition: dict[str, Any]) -> None:
