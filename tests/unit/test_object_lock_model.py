@@ -18,7 +18,9 @@ import contextlib
 import datetime
 import json
 import os
+import random
 import threading
+import types
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from storage import version_ids
 from storage.testing.simnodes import SimNodes
 from tests.inproc import error_code, served_s3, sim_config, wired_cluster
 
@@ -79,6 +83,7 @@ def _served(data: Path) -> Iterator[Any]:
 class LockModel(RuleBasedStateMachine):
     owner: Any = None
     anonymous: Any = None
+    picks: list[int] | None = None  # where each picked version stands in the order made
 
     @initialize()
     def bucket(self) -> None:
@@ -108,7 +113,13 @@ class LockModel(RuleBasedStateMachine):
         return self.owner if who == "owner" else self.anonymous
 
     def _pick(self, data: st.DataObject) -> str:
-        return data.draw(st.sampled_from(sorted(self.versions)), label="version")
+        """A version, drawn from the model's versions in the order they were made: the ids
+        the gateway gives them (its clock and random bytes) sort differently from run to run,
+        and a draw over them would replay as another version (FlakyStrategyDefinition)."""
+        vid = data.draw(st.sampled_from(list(self.versions)), label="version")
+        if self.picks is not None:
+            self.picks.append(list(self.versions).index(vid))
+        return vid
 
     # --- steps ------------------------------------------------------------------------
 
@@ -220,14 +231,51 @@ class LockModel(RuleBasedStateMachine):
             assert got.get("ObjectLockLegalHoldStatus", "OFF") == ("ON" if v.hold else "OFF")
 
 
-def test_object_lock_matches_its_model(tmp_path: Path) -> None:
-    with _served(tmp_path) as s3:
+def _run(data: Path, examples: int = EXAMPLES) -> None:
+    with _served(data) as s3:
         LockModel.owner = s3
         LockModel.anonymous = boto3.client(
             "s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
             config=BotoConfig(signature_version=UNSIGNED, retries={"max_attempts": 1},
                               s3={"addressing_style": "path"}))
         LockModel.TestCase.settings = settings(
-            max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None, derandomize=True,
+            max_examples=examples, stateful_step_count=STEPS, deadline=None, database=None,
+            derandomize=True,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
         LockModel.TestCase().runTest()
+
+
+def test_object_lock_matches_its_model(tmp_path: Path) -> None:
+    _run(tmp_path)
+
+
+def _scrambled_clock(seed: int) -> Any:
+    """A stand-in for version ids' `time`: each reading steps forward by a random (seeded)
+    amount up to 2**40 ns, so the ids' base64 text sorts in an order unrelated to the order
+    they were made, and another one under another seed."""
+    steps = random.Random(seed)
+    now = [1_800_000_000 * 10**9]
+
+    def time_ns() -> int:
+        now[0] += steps.randrange(1, 1 << 40)
+        return now[0]
+
+    return types.SimpleNamespace(time_ns=time_ns)
+
+
+def test_the_model_picks_the_same_versions_whatever_order_their_ids_sort_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two derandomized runs make the same draws, so under two version-id clocks they must
+    pick the same versions (by when they were made). The real clock's ids sort out of that
+    order now and then ('GO7fXXx...' was made before 'GO7fXX9...'), and a pick among the
+    sorted ids then replayed as another version: hypothesis failed the run with
+    FlakyStrategyDefinition, hiding whatever it had found."""
+    traces = []
+    for seed in (1, 2):
+        with monkeypatch.context() as m:
+            m.setattr(version_ids, "time", _scrambled_clock(seed))
+            m.setattr(LockModel, "picks", [])
+            (tmp_path / str(seed)).mkdir()
+            _run(tmp_path / str(seed), examples=8)
+            traces.append(LockModel.picks)
+    assert traces[0] and traces[0] == traces[1]

@@ -79,7 +79,9 @@ class Paging(RuleBasedStateMachine):
     def _delete(self, pick: int) -> tuple[str, str, str] | None:
         if not self.live:
             return None
-        gone = sorted(self.live)[pick % len(self.live)]
+        # By key and ETag (each PUT's body is its own, made in draw order), not version id:
+        # ids sort by the clock and random bytes, so a replay would delete another version.
+        gone = sorted(self.live, key=lambda v: (v[0], v[2]))[pick % len(self.live)]
         self.s3.delete_object(Bucket=self.name, Key=gone[0], VersionId=gone[1])
         self.live.discard(gone)
         return gone
