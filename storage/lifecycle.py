@@ -14,7 +14,7 @@ those records while the bucket lives).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -215,12 +215,16 @@ class LifecycleEngine:
             if act is not None:
                 await self._apply(b, v, act, rep, current=False)
 
-    async def _lock_guard(self, b: Bucket) -> Callable[[ObjectVersion], None]:
-        """What a removal for good calls on the version: refused while it is locked, by
-        the clock Object Lock is judged by (`storage.lock_clock`) in a bucket with it."""
-        now = (await self._objects.lock_clock.now() if object_lock.bucket_lock(b.config)
-               else time.time())
-        return lambda v: object_lock.check_delete(v.lock, False, now)
+    async def _remove(self, b: Bucket, v: ObjectVersion, cond: Unchanged) -> None:
+        """Remove version `v` for good, refused while it is locked: retentions judged by the
+        lock clock (`storage.lock_clock`), its nodes read only for one this process's clock
+        says has ended (`object_lock.judged`; lifecycle never bypasses a lock)."""
+        def run(now: float | None) -> Awaitable[object]:
+            return self._objects.delete(b, v.key, v.version_id, conditions=cond,
+                                        protect=lambda x: object_lock.check_delete(
+                                            x.lock, False, now))
+
+        await object_lock.judged(run, self._objects.lock_clock.now)
 
     async def _apply(self, b: Bucket, v: ObjectVersion, act: Action, rep: LifecycleReport,
                      current: bool) -> None:
@@ -233,8 +237,7 @@ class LifecycleEngine:
                         rep.noncurrent_transitioned += 1
             elif act.kind == "remove_marker":
                 cond = Unchanged(seen=v, must="alone")
-                await self._objects.delete(b, v.key, v.version_id, conditions=cond,
-                                           protect=await self._lock_guard(b))
+                await self._remove(b, v, cond)
                 rep.delete_markers_removed += bool(cond.applied and cond.applied[-1])
             elif current:  # unversioned: removed; versioned: under a delete marker
                 cond = Unchanged(seen=v)
@@ -242,8 +245,7 @@ class LifecycleEngine:
                 rep.expired += bool(cond.applied and cond.applied[-1])
             else:
                 cond = Unchanged(seen=v, must="noncurrent")
-                await self._objects.delete(b, v.key, v.version_id, conditions=cond,
-                                           protect=await self._lock_guard(b))
+                await self._remove(b, v, cond)
                 rep.noncurrent_expired += bool(cond.applied and cond.applied[-1])
         except (NotFound, object_lock.ObjectLocked):
             return  # gone meanwhile, or kept by Object Lock (lifecycle never bypasses it)

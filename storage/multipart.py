@@ -364,7 +364,7 @@ class MultipartService:
         v = up.shell(version_id)
         v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
         v.storage_class, v.tags, v.sse, v.acl = up.storage_class, up.tags, up.sse, up.acl
-        v.lock = object_lock.initial(b.config, dict(up.lock), time.time())
+        v.lock = await object_lock.initial(b.config, dict(up.lock), self._objects.lock_clock.floor)
         v.upload_id = up.upload_id
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = [upload_key(up.bucket, up.key, up.upload_id)]

@@ -15,13 +15,17 @@ Pure rules over the records; the gateway parses requests, the object service sto
   (the gateway decides who: gateway/s3/authz.py); COMPLIANCE yields to nobody.
 - A retention can always be lengthened; shortening it, removing it or changing its mode
   needs the GOVERNANCE bypass, and is never possible under COMPLIANCE until it expires.
+- Whether a retention has ended is judged by the lock clock (`storage.lock_clock`), never
+  ahead of this process's clock: a rule given `now=None` judges by `time.time()` and raises
+  `NeedsLockClock` only for a retention that clock says has ended (the one answer the lock
+  clock can change); `judged` then runs the operation again with the lock clock's time.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from storage.errors import AccessDenied, Conflict
 from storage.keyspace import (
@@ -36,6 +40,7 @@ from storage.keyspace import (
 from storage.metadata import MetadataStore
 from storage.records import Bucket, ObjectVersion
 
+LockNow = Callable[[], Awaitable[float]]  # the time a retention's end is judged by
 GOVERNANCE = "GOVERNANCE"
 COMPLIANCE = "COMPLIANCE"
 MODES = (GOVERNANCE, COMPLIANCE)
@@ -50,6 +55,25 @@ class ObjectLocked(AccessDenied):
 class DeleteLocked(ObjectLocked):
     """A DeleteObject or DeleteObjects of a locked version: AWS answers it with its own
     message (gateway.s3.errors_map), where its other lock refusals are a plain AccessDenied."""
+
+
+class NeedsLockClock(Exception):  # noqa: N818 - a signal to `judged`, not an error
+    """A rule judging by this process's clock alone (`now=None`) found a retention ended:
+    only the lock clock can say so. Raised before anything is written; `judged` catches it."""
+
+
+T = TypeVar("T")
+
+
+async def judged(run: Callable[[float | None], Awaitable[T]], lock_now: LockNow) -> T:
+    """`run(None)`: retentions judged by this process's clock, which answers as the lock
+    clock would for each one still running by it (the lock clock is never ahead of it), so
+    the nodes' clocks are not read; if a retention it judged has ended by it (NeedsLockClock),
+    `run` again with the lock clock's time."""
+    try:
+        return await run(None)
+    except NeedsLockClock:
+        return await run(await lock_now())
 
 
 class TenantLocked(Conflict):
@@ -68,8 +92,6 @@ class TenantLocked(Conflict):
         super().__init__(f"tenant {tenant!r} holds object versions {why}")
         self.until = until
 
-
-LockNow = Callable[[], Awaitable[float]]  # the time a retention's end is judged by
 
 
 async def shred_blocker(meta: MetadataStore, tenant: str, lock_now: LockNow,
@@ -127,38 +149,53 @@ def default_retention(config: dict[str, Any], now: float) -> dict[str, Any]:
     return {"mode": rule["mode"], "until": now + days * DAY_S}
 
 
-def initial(config: dict[str, Any], requested: dict[str, Any], now: float,
-            ) -> dict[str, Any]:
-    """A new version's lock: what the request set, else the bucket's default retention."""
-    if requested.get("mode"):
+async def initial(config: dict[str, Any], requested: dict[str, Any], start: LockNow,
+                  ) -> dict[str, Any]:
+    """A new version's lock: what the request set, else the bucket's default retention,
+    counted from `start()` (asked only then: `LockClock.floor`, never earlier than the
+    nodes' time, so a slow gateway clock does not end a default lock early)."""
+    if requested.get("mode") or not (bucket_lock(config) or {}).get("rule"):
         return requested
-    return {**default_retention(config, now), **requested}
+    return {**default_retention(config, await start()), **requested}
 
 
-def retention_active(lock: dict[str, Any], now: float) -> bool:
-    return bool(lock.get("mode")) and float(lock.get("until") or 0) > now
+def retention_active(lock: dict[str, Any], now: float | None) -> bool:
+    """Whether the lock's retention is still ahead of `now` (None: see NeedsLockClock)."""
+    if not lock.get("mode"):
+        return False
+    until = float(lock.get("until") or 0)
+    if now is None:
+        if until > time.time():
+            return True  # by the lock clock too (never ahead of this one)
+        raise NeedsLockClock
+    return until > now
 
 
-def check_delete(lock: dict[str, Any], bypass: bool, now: float,
+def check_delete(lock: dict[str, Any], bypass: bool, now: float | None,
                  refusal: type[ObjectLocked] = ObjectLocked) -> None:
-    """Raise `refusal` unless a version with `lock` may be deleted for good."""
+    """Raise `refusal` unless a version with `lock` may be deleted for good (`now`: see
+    `retention_active`; not needed for a bypassed GOVERNANCE retention)."""
     if lock.get("legal_hold") == "ON":
         raise refusal("the object version is under a legal hold")
+    if lock.get("mode") == GOVERNANCE and bypass:
+        return
     if retention_active(lock, now):
-        if lock["mode"] == COMPLIANCE or not bypass:
-            raise refusal(f"the object version is under retention until {lock['until']}")
+        raise refusal(f"the object version is under retention until {lock['until']}")
 
 
 def check_retention_change(lock: dict[str, Any], mode: str | None, until: float | None,
-                           bypass: bool, now: float) -> None:
-    """Raise ObjectLocked unless the retention may become (mode, until); None = removed."""
-    if not retention_active(lock, now):
+                           bypass: bool, now: float | None) -> None:
+    """Raise ObjectLocked unless the retention may become (mode, until); None = removed.
+    Lengthening, or a bypassed GOVERNANCE one, judges no time (`now`: see
+    `retention_active`)."""
+    old_mode = lock.get("mode")
+    if not old_mode:
         return
-    old_mode, old_until = lock["mode"], float(lock["until"])
-    loosened = mode is None or mode != old_mode or until is None or until < old_until
-    if not loosened:
+    loosened = (mode is None or mode != old_mode or until is None
+                or until < float(lock.get("until") or 0))
+    if not loosened or (old_mode == GOVERNANCE and bypass):
         return
-    if old_mode == COMPLIANCE or not bypass:
+    if retention_active(lock, now):
         raise ObjectLocked("the retention of this object version cannot be shortened, "
                            "removed or changed in mode")
 

@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from storage import inline_bodies, object_lock
@@ -114,7 +115,8 @@ class ObjectService(ObjectReads, ObjectEdits):
                           headers=opts.headers, storage_class=opts.storage_class,
                           tags=opts.tags, sse=opts.sse, identity_version=ident_version,
                           acl=opts.acl,
-                          lock=object_lock.initial(b.config, dict(opts.lock), time.time()))
+                          lock=await object_lock.initial(b.config, dict(opts.lock),
+                                                         self.lock_clock.floor))
         dek = keys.new_dek()
         kms_wrapping = await self.data_keys.kms_wrapping_for(v)
         self.data_keys.seal_dek(v, kek, dek, opts.sse_c_key, kms_wrapping)
@@ -254,10 +256,8 @@ class ObjectService(ObjectReads, ObjectEdits):
             elif cur_v is not None:
                 retired.append(cur_v)
             if retired:  # a write never replaces a locked (null) version
-                now = (await self.lock_clock.now() if object_lock.bucket_lock(b.config)
-                       else time.time())
-                for gone in retired:
-                    object_lock.check_delete(gone.lock, False, now)
+                await object_lock.judged(partial(_check_retired, retired),
+                                         self.lock_clock.now)
             for p in v.parts:
                 if p.stripe_id:
                     self.index_part(puts, p, {"state": "live", "bucket": v.bucket, "key": v.key,
@@ -354,3 +354,9 @@ class ObjectService(ObjectReads, ObjectEdits):
                     await self._stripes.delete(p.stripe_id, p.nodes)  # (a node not reached
                     # keeps its shard for the orphan sweep)
             raise
+
+
+async def _check_retired(retired: list[ObjectVersion], now: float | None) -> None:
+    """Refuse (ObjectLocked) a write that would remove a locked version for good."""
+    for gone in retired:
+        object_lock.check_delete(gone.lock, False, now)

@@ -73,27 +73,36 @@ async def test_a_fast_gateway_clock_does_not_end_a_retention_early(
 
 async def test_no_time_from_most_nodes_refuses_judging_a_lock(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without most nodes' clocks the time is not vouched for: 503, never the gateway's own
-    clock alone."""
+    """Without most nodes' clocks the time is not vouched for: 503 for a retention this
+    gateway's clock says has ended, never the gateway's own clock alone. A delete that needs
+    no such judgement (a delete marker, an unlocked version) is not refused."""
     cfg = sim_config(tmp_path, 4096)
     nodes = SimNodes(list(cfg.nodes))
     monkeypatch.setattr(lock_clock, "FAILED_HOLD_S", 0.0)  # read again as the nodes return
     async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
-        await asyncio.to_thread(s3.create_bucket, Bucket="locked",
-                                ObjectLockEnabledForBucket=True)
-        put = await asyncio.to_thread(s3.put_object, Bucket="locked", Key="k", Body=b"x")
+        def call(name: str, **kw: Any) -> Any:
+            return asyncio.to_thread(getattr(s3, name), **kw)
+
+        await call("create_bucket", Bucket="locked", ObjectLockEnabledForBucket=True)
+        plain = await call("put_object", Bucket="locked", Key="plain", Body=b"x")
+        put = await call("put_object", Bucket="locked", Key="k", Body=b"x",
+                         ObjectLockMode="COMPLIANCE", ChecksumAlgorithm="CRC32",
+                         ObjectLockRetainUntilDate=datetime.fromtimestamp(time.time() + 600,
+                                                                          UTC))
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + HOUR)  # ended, by this clock
         for n in cfg.nodes[:5]:
             nodes.down.add(n.id)
         with pytest.raises(ClientError) as refused:
-            await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k",
-                                    VersionId=put["VersionId"])
+            await call("delete_object", Bucket="locked", Key="k", VersionId=put["VersionId"])
         assert _code(refused) == "ServiceUnavailable"
         # a delete marker removes no version and judges no lock (review17b): not refused
-        await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k")
+        await call("delete_object", Bucket="locked", Key="k")
+        # nor an unlocked version (mend17c: no reading at all)
+        await call("delete_object", Bucket="locked", Key="plain", VersionId=plain["VersionId"])
         for n in cfg.nodes[:5]:
             nodes.down.discard(n.id)
-        await asyncio.to_thread(s3.delete_object, Bucket="locked", Key="k",
-                                VersionId=put["VersionId"])
+        await call("delete_object", Bucket="locked", Key="k", VersionId=put["VersionId"])
 
 
 async def test_a_fast_gateway_clock_does_not_shred_a_tenant_early(
@@ -117,7 +126,8 @@ async def test_a_fast_gateway_clock_does_not_shred_a_tenant_early(
                 s3.put_object, Bucket="locked", Key="k", Body=b"kept",
                 ObjectLockMode="COMPLIANCE", ChecksumAlgorithm="CRC32",
                 ObjectLockRetainUntilDate=datetime.fromtimestamp(time.time() + 600, UTC))
-        await kr.schedule_shred(cluster.meta, cluster.tenants, "t", 700, "test")
+        await kr.schedule_shred(cluster.meta, cluster.tenants, "t", 700, "test",
+                                cluster.objects.lock_clock.now)
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() + HOUR)  # due, by this clock
         for n in cfg.nodes:

@@ -5,8 +5,12 @@ each as long as the probe timeout for a blackholed node)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from storage import lock_clock
 from storage.config import NodeSpec
@@ -42,22 +46,27 @@ async def test_callers_waiting_on_a_failed_reading_do_not_each_probe_again() -> 
 
 
 async def test_a_delete_objects_with_most_nodes_down_probes_them_once(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """DeleteObjects judges each key's lock (16 at a time): with most nodes down every key
-    made its own round of probes (and, with a blackholed node, waited its timeout)."""
+    made its own round of probes (and, with a blackholed node, waited its timeout). Each key
+    here has a retention this gateway's clock says has ended, so each needs the nodes."""
     cfg = sim_config(tmp_path, 4096)
     nodes = SimNodes(list(cfg.nodes))
     async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
         await asyncio.to_thread(s3.create_bucket, Bucket="locked",
                                 ObjectLockEnabledForBucket=True)
-        vid = (await asyncio.to_thread(s3.put_object, Bucket="locked", Key="k",
-                                       Body=b"x"))["VersionId"]
+        until = datetime.fromtimestamp(time.time() + 600, UTC)
+        puts = await asyncio.gather(*(asyncio.to_thread(
+            s3.put_object, Bucket="locked", Key=f"k{i}", Body=b"x", ObjectLockMode="COMPLIANCE",
+            ObjectLockRetainUntilDate=until, ChecksumAlgorithm="CRC32") for i in range(32)))
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600.0)  # ended, by this clock
         for n in cfg.nodes[:5]:
             nodes.down.add(n.id)
         before = nodes.requests
         got = await asyncio.to_thread(
             s3.delete_objects, Bucket="locked", Delete={"Quiet": False, "Objects": [
-                {"Key": f"k{i}", "VersionId": vid} for i in range(64)]})
+                {"Key": f"k{i}", "VersionId": p["VersionId"]} for i, p in enumerate(puts)]})
         assert {e["Code"] for e in got.get("Errors", [])} == {"ServiceUnavailable"}
         probes = nodes.requests - before
         assert probes <= 2 * len(cfg.nodes), f"{probes} node requests for one DeleteObjects"
@@ -79,5 +88,5 @@ async def test_shredding_a_tenant_without_object_lock_needs_no_node_clock(
         for n in cfg.nodes[:5]:
             nodes.down.add(n.id)
         await kr.schedule_shred(cluster.meta, cluster.tenants, "t", 0, "test",
-                                lock_now=cluster.objects.lock_clock.now)  # as the admin API
+                                cluster.objects.lock_clock.now)  # as the admin API
         assert (await cluster.tenants.get("t")).state == SHREDDED

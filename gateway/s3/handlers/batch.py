@@ -18,7 +18,7 @@ from gateway.s3.body import RequestBody
 from gateway.s3.errors import S3Error
 from gateway.s3.errors_map import to_s3_error
 from gateway.s3.handlers import S3Request, operation, xml_response
-from gateway.s3.handlers.object_lock import delete_guard
+from gateway.s3.handlers.object_lock import delete_judged
 from gateway.s3.request_keys import LOG_BATCH
 from gateway.s3.router import KEY_BYTES_MAX, check_version_id
 
@@ -58,9 +58,7 @@ async def _delete_one(rq: S3Request, entry: xml_parse.DeleteEntry,
         if version_id is not None:  # the DELETE ?versionId= rule, answered per key
             check_version_id(version_id)
         await authz.authorize_key(rq, key, version_id)
-        res = await rq.cluster.objects.delete(rq.existing_bucket(), key, version_id,
-                                              entry.conditions,
-                                              await delete_guard(rq, key, version_id))
+        res = await delete_judged(rq, key, version_id, entry.conditions)
     except Exception as exc:  # noqa: BLE001 - reported per key, as AWS does
         err = to_s3_error(exc, rq.bucket, key)
         return key, version_id, err.code, err.message

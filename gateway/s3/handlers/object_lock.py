@@ -9,7 +9,7 @@ GET/HEAD) and answers AWS's error for each refusal.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -21,6 +21,8 @@ from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.xml import S3_NAMESPACE, format_timestamp
 from storage import object_lock as ol
+from storage.conditions import DeleteConditions
+from storage.object_edits import DeleteResult
 from storage.records import Bucket, ObjectVersion
 
 MODE_HEADER = "x-amz-object-lock-mode"
@@ -71,27 +73,22 @@ async def _holds(rq: S3Request, action: str, key: str) -> bool:
     return await holds_permission(rq, action, key)
 
 
-async def delete_guard(rq: S3Request, key: str,
-                       version_id: str | None) -> Callable[[ObjectVersion], None]:
-    """What a delete of `key` (`version_id`) calls on each version it would remove for
-    good. Without a version id, in a bucket with Object Lock (versioning on, never
-    suspended) the delete only adds a marker and judges no lock: the nodes' clocks are not
-    read for it (and if it ever removed a version, any retention would count as running)."""
+async def delete_judged(rq: S3Request, key: str, version_id: str | None,
+                        conditions: DeleteConditions | None) -> DeleteResult:
+    """DeleteObject(s) of `key` (`version_id`), each version it would remove for good
+    refused while locked. Retentions are judged by the lock clock (`storage.lock_clock`),
+    whose nodes are read only for a retention this gateway's clock says has ended
+    (`object_lock.judged`): a delete marker, an unlocked version or one locked by this
+    clock too reads none."""
     allowed = await bypass(rq, key)
-    if version_id is None and ol.bucket_lock(rq.existing_bucket().config) is not None:
-        now = 0.0
-    else:
-        now = await lock_now(rq)
-    return lambda v: ol.check_delete(v.lock, allowed, now, ol.DeleteLocked)
+    b = rq.existing_bucket()
 
+    def run(now: float | None) -> Awaitable[DeleteResult]:
+        return rq.cluster.objects.delete(
+            b, key, version_id, conditions,
+            lambda v: ol.check_delete(v.lock, allowed, now, ol.DeleteLocked))
 
-async def lock_now(rq: S3Request) -> float:
-    """The time a lock's end is judged by: in a bucket with Object Lock, a clock never
-    ahead of the storage nodes' (`storage.lock_clock`; a fast gateway clock deleted
-    locked versions early), elsewhere (no version there is locked) this gateway's."""
-    if ol.bucket_lock(rq.existing_bucket().config) is None:
-        return time.time()
-    return await rq.cluster.objects.lock_clock.now()
+    return await ol.judged(run, rq.cluster.objects.lock_clock.now)
 
 
 # --- headers of writes and reads ------------------------------------------------------------
@@ -280,14 +277,15 @@ def parse_retention(body: bytes) -> tuple[str | None, float | None]:
 async def put_retention(rq: S3Request) -> web.StreamResponse:
     mode, until = parse_retention(await read_xml_body(rq))
     v = await _locked_version(rq)
-    allowed, now = await bypass(rq, rq.key), await lock_now(rq)
+    allowed = await bypass(rq, rq.key)
 
-    def guard(cur: ObjectVersion) -> None:
-        ol.check_retention_change(cur.lock, mode, until, allowed, now)
+    def run(now: float | None) -> Awaitable[ObjectVersion]:  # the lock as the compare-and-swap read it
+        return rq.cluster.objects.update_version(
+            rq.existing_bucket(), rq.key, v.version_id,
+            lambda cur: ol.check_retention_change(cur.lock, mode, until, allowed, now),
+            edit=lambda cur: {"lock": ol.with_retention(cur.lock, mode, until)})
 
-    await rq.cluster.objects.update_version(  # from the lock as the compare-and-swap read it
-        rq.existing_bucket(), rq.key, v.version_id, guard,
-        edit=lambda cur: {"lock": ol.with_retention(cur.lock, mode, until)})
+    await ol.judged(run, rq.cluster.objects.lock_clock.now)  # (lengthening reads no clock)
     return web.Response(status=200)
 
 

@@ -16,7 +16,7 @@ from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.attributes import checksum_headers
 from gateway.s3.handlers.lifecycle_headers import expiration_headers
 from gateway.s3.handlers.object_lock import (
-    delete_guard,
+    delete_judged,
     lock_from_headers,
     lock_headers,
     require_integrity,
@@ -397,10 +397,7 @@ def delete_conditions(headers) -> DeleteConditions | None:  # type: ignore[no-un
 
 @operation("DeleteObject")
 async def delete_object(rq: S3Request) -> web.StreamResponse:
-    res = await rq.cluster.objects.delete(rq.existing_bucket(), rq.key,
-                                          rq.version_id,
-                                          delete_conditions(rq.headers),
-                                          await delete_guard(rq, rq.key, rq.version_id))
+    res = await delete_judged(rq, rq.key, rq.version_id, delete_conditions(rq.headers))
     headers = {}
     if res.version_id is not None:
         headers["x-amz-version-id"] = res.version_id
