@@ -45,24 +45,19 @@ async def pending_rewraps(meta: MetadataStore) -> list[str]:
     return [unpack_key(i.key)[1] for i in items]
 
 
-async def wall_now() -> float:
-    """This process's clock, as a `LockNow`."""
-    return time.time()
-
-
 async def schedule_shred(meta: MetadataStore, tenants: TenantService, tenant: str,
-                         wait_s: float, by: str, bypass_governance: bool = False,
-                         lock_now: LockNow = wall_now) -> float:
+                         wait_s: float, by: str, lock_now: LockNow,
+                         bypass_governance: bool = False) -> float:
     """Shred now (wait 0) or at now + wait_s; returns the due time (epoch seconds).
     Refused (TenantLocked) while a version is under a legal hold, or under COMPLIANCE (or,
     without `bypass_governance`, GOVERNANCE) retention past the due time. `lock_now`: the
-    clock retentions are judged by (the gateway's: `storage.lock_clock`)."""
+    clock retentions are judged by (`LockClock.now`: required, one way to judge them)."""
     t = await tenants.get(tenant)
     if t.state == SHREDDED:  # "shredding" left by a shred that died: this one resolves it
         raise KeyUnavailable(f"tenant {tenant!r} is already shredded")
     due = time.time() + max(0.0, wait_s)
     if wait_s <= 0:  # shred_now scans (fenced), and sets a refused tenant active again
-        await shred_now(meta, tenants, tenant, bypass_governance, lock_now=lock_now)
+        await shred_now(meta, tenants, tenant, lock_now, bypass_governance)
         await tenants.settled()  # answered "shredded" once no process serves the tenant
     else:
         locked = await object_lock.shred_blocker(meta, tenant, lock_now, bypass_governance)
@@ -92,8 +87,8 @@ async def pending_shred(meta: MetadataStore, tenant: str) -> float | None:
 
 
 async def shred_now(meta: MetadataStore, tenants: TenantService, tenant: str,
-                    bypass_governance: bool = False, schedule_rev: int | None = None,
-                    lock_now: LockNow = wall_now) -> None:
+                    lock_now: LockNow, bypass_governance: bool = False,
+                    schedule_rev: int | None = None) -> None:
     """Destroy the tenant's keys, unless locked versions remain (TenantLocked): see
     `object_lock.shred_blocker`. `schedule_rev`: the revision of the scheduled shred being
     run; a cancel committed meanwhile wins (StaleRecord).

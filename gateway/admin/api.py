@@ -234,8 +234,8 @@ class AdminApi:
                              "true or false")
         call.audit["bypass_governance_retention"] = bypass
         due = await kr.schedule_shred(self.cluster.meta, self.cluster.tenants, t.name,
-                                      float(wait), call.who, bypass,
-                                      lock_now=self.cluster.objects.lock_clock.now)
+                                      float(wait), call.who,
+                                      self.cluster.objects.lock_clock.now, bypass)
         state = "shredded" if wait == 0 else "scheduled"
         return 200, {"name": t.name, "state": state, "due": due}
 

@@ -11,7 +11,7 @@ import time
 from storage import object_lock
 from storage.crypto import keys
 from storage.errors import KeyUnavailable, NotFound, StaleRecord
-from storage.keys_rotation import LockNow, shred_now, wall_now
+from storage.keys_rotation import LockNow, shred_now
 from storage.keyspace import OBJECT, REWRAP, SHRED, VERSION, next_key, rewrap_key, space
 from storage.keyspace import unpack as unpack_key
 from storage.kms import purge_due
@@ -141,7 +141,7 @@ class ShredScheduler:
     wake_prefix = space(SHRED)[0]
 
     def __init__(self, meta: MetadataStore, tenants: TenantService,
-                 lock_now: LockNow = wall_now) -> None:
+                 lock_now: LockNow) -> None:
         self._meta = meta
         self._tenants = tenants
         self._lock_now = lock_now  # the clock retentions are judged by (storage.lock_clock)
@@ -171,8 +171,8 @@ class ShredScheduler:
                     if locked is not None:
                         await self._tenants.unfence(tenant)  # one a dead run left fenced
                         raise locked
-                    await shred_now(self._meta, self._tenants, tenant, bypass, item.revision,
-                                    lock_now=self._lock_now)
+                    await shred_now(self._meta, self._tenants, tenant, self._lock_now,
+                                    bypass, item.revision)
                 except StaleRecord:
                     continue  # cancelled (or rescheduled) while the locks were scanned
                 except object_lock.TenantLocked as exc:  # locked meanwhile: wait it out

@@ -161,6 +161,11 @@ async def test_gc_sleeps_until_its_next_entry_is_due_or_one_is_queued(
         await etcd.txn(Txn(deletes=(later_key,)))
 
 
+async def time_now() -> float:
+    """A `LockNow` (no shred is due in the test that passes it: never asked)."""
+    return time.time()
+
+
 async def test_the_shred_scheduler_sleeps_until_a_shred_is_due(
         etcd: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Watched, it does not read the schedule every second: it pauses until the earliest
@@ -169,7 +174,7 @@ async def test_the_shred_scheduler_sleeps_until_a_shred_is_due(
     key = shred_key("wk" + secrets.token_hex(4))
     await etcd.put(key, pack_record({"due": time.time() + 600}))
     try:
-        scheduler = ShredScheduler(etcd, None)  # type: ignore[arg-type]
+        scheduler = ShredScheduler(etcd, None, time_now)  # type: ignore[arg-type]
         assert scheduler.watched_idle_s == HOUR  # nothing read yet
         assert await scheduler.step() is WorkerState.IDLE
         assert 500 < scheduler.watched_idle_s <= 600

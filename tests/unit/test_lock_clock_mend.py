@@ -5,6 +5,7 @@ earlier than the nodes' (a slow gateway clock ended default locks early)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from storage import keys_rotation as kr
 from storage import lock_clock
 from storage.config import NodeSpec
 from storage.testing.simnodes import SimNodes
+from storage.workers.keys import ShredScheduler
 from tests.inproc import sim_config, sim_s3
 
 HOUR = 3600.0
@@ -127,3 +130,10 @@ async def test_a_slow_gateway_clock_does_not_end_a_default_retention_early(
             assert until >= before + 86400 - 1, (
                 f"{key}: a one-day default retention ends {before + 86400 - until:.0f} s early")
 
+
+def test_the_shred_functions_take_the_lock_clock_explicitly() -> None:
+    """One way to judge a retention: no shred entry point falls back to this process's own
+    clock when a caller forgets the lock clock (they defaulted to it)."""
+    for fn in (kr.shred_now, kr.schedule_shred, ShredScheduler.__init__):
+        param = inspect.signature(fn).parameters["lock_now"]
+        assert param.default is inspect.Parameter.empty, fn.__qualname__

@@ -257,7 +257,7 @@ async def _shred(gw: Gateway, bypass: bool = False, wait_s: float = 0.0) -> str 
     """Shred tenant "t"; the refusal's message, None when shredded (or scheduled)."""
     try:
         await kr.schedule_shred(gw.cluster.meta, gw.cluster.tenants, "t", wait_s, "test",
-                                bypass)
+                                gw.cluster.objects.lock_clock.now, bypass)
     except ol.TenantLocked as exc:
         return str(exc)
     return None
@@ -298,7 +298,8 @@ async def test_a_due_scheduled_shred_waits_for_locks(gw: Gateway) -> None:
     past a legal hold (rechecked later) and past GOVERNANCE retention, unless the schedule
     said to bypass it."""
     vid = await _held(gw.owner, "sched")
-    meta, worker = gw.cluster.meta, ShredScheduler(gw.cluster.meta, gw.cluster.tenants)
+    meta, worker = gw.cluster.meta, ShredScheduler(gw.cluster.meta, gw.cluster.tenants,
+                                                   gw.cluster.objects.lock_clock.now)
     await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test", "bypass_governance": True}))
     before = time.time()
     await worker.step()

@@ -75,7 +75,7 @@ async def test_a_lock_set_during_the_shred_scan_is_refused(
 
     monkeypatch.setattr(ol, "shred_blocker", scan)
     try:
-        await kr.shred_now(meta, tenants, "t")
+        await kr.shred_now(meta, tenants, "t", gw.cluster.objects.lock_clock.now)
         shredded = True
     except ol.TenantLocked:
         shredded = False
@@ -93,7 +93,8 @@ async def test_a_refused_shred_lets_writes_in_again(gw: Gateway) -> None:  # noq
     state = await _bucket(gw)
     assert await WRITES["hold"](gw.owner, state) is None
     with pytest.raises(ol.TenantLocked):
-        await kr.shred_now(gw.cluster.meta, gw.cluster.tenants, "t")
+        await kr.shred_now(gw.cluster.meta, gw.cluster.tenants, "t",
+                           gw.cluster.objects.lock_clock.now)
     assert (await gw.cluster.tenants.get("t")).state == "active"
     assert await WRITES["put"](gw.owner, state) is None
     assert await WRITES["retention"](gw.owner, state) is None
@@ -109,7 +110,8 @@ async def test_a_shred_left_fenced_is_resolved_by_shredding_again(gw: Gateway) -
     assert await asyncio.to_thread(
         lambda: gw.owner.get_object(Bucket="lockb", Key="k")["Body"].read()) == b"x"
     with pytest.raises(ol.TenantLocked):
-        await kr.schedule_shred(gw.cluster.meta, gw.cluster.tenants, "t", 0, "test")
+        await kr.schedule_shred(gw.cluster.meta, gw.cluster.tenants, "t", 0, "test",
+                                gw.cluster.objects.lock_clock.now)
     assert (await gw.cluster.tenants.get("t")).state == "active"
     assert await WRITES["put"](gw.owner, state) is None
 
@@ -157,7 +159,8 @@ async def test_a_cancel_during_a_running_shred_cannot_let_a_lock_be_shredded(
 
     monkeypatch.setattr(ol, "shred_blocker", scan)
     with pytest.raises(ol.TenantLocked):
-        await kr.shred_now(gw.cluster.meta, gw.cluster.tenants, "t")
+        await kr.shred_now(gw.cluster.meta, gw.cluster.tenants, "t",
+                           gw.cluster.objects.lock_clock.now)
     assert answers == [None], "the hold was not acknowledged after the cancel"
     assert (await gw.cluster.tenants.get("t")).state == "active"
     assert await asyncio.to_thread(

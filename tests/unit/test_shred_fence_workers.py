@@ -110,6 +110,6 @@ async def test_a_scheduled_shred_rechecking_a_hold_lets_writes_in(
         return await real(meta, tenant, now, bypass)
 
     monkeypatch.setattr(ol, "shred_blocker", scan)
-    await ShredScheduler(meta, gw.cluster.tenants).step()
+    await ShredScheduler(meta, gw.cluster.tenants, gw.cluster.objects.lock_clock.now).step()
     assert await gw.cluster.tenants.active("t")
     assert answers == [None], "a write was refused by a shred that a legal hold postpones"

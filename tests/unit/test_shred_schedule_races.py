@@ -38,7 +38,7 @@ async def test_a_cancelled_shred_stays_cancelled_while_held(
     meta = gw.cluster.meta
     await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test"}))
     ran = _cancel_during_scan(monkeypatch, gw.cluster.tenants)
-    await ShredScheduler(meta, gw.cluster.tenants).step()
+    await ShredScheduler(meta, gw.cluster.tenants, gw.cluster.objects.lock_clock.now).step()
     assert ran
     assert await meta.get(shred_key("t")) is None, "the worker re-scheduled a cancelled shred"
 
@@ -48,7 +48,7 @@ async def test_a_cancelled_shred_is_not_run(
     meta = gw.cluster.meta
     await meta.put(shred_key("t"), pack({"due": 0.0, "by": "test"}))
     ran = _cancel_during_scan(monkeypatch, gw.cluster.tenants)
-    await ShredScheduler(meta, gw.cluster.tenants).step()
+    await ShredScheduler(meta, gw.cluster.tenants, gw.cluster.objects.lock_clock.now).step()
     assert ran
     assert await gw.cluster.tenants.active("t"), "the tenant was shredded after the cancel"
 
