@@ -185,12 +185,11 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     form, the source of its condition keys (`context`).
     """
     op = op or ep.op
-    params = ep.params
     if bucket is None:
         bucket, key = ep.bucket, ep.key
         version_id = ep.params.get("versionId")
-    else:
-        params = {"versionId": version_id} if version_id else {}
+    else:  # the condition keys (s3:VersionId, ...) are this key's, not the request URL's
+        ep = key_endpoint(ep, op, bucket, key, version_id)
     if bucket is None or op in NO_BUCKET_OPS:
         if requester is None:
             raise S3Error("AccessDenied")
@@ -215,7 +214,11 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     text = b.config.get("policy")
     sts = _statements(request, str(text)) if text else []
     if op == "DeleteObjects" and sts:
-        return b.tenant  # the policy binds each key: `authorize_key` in the handler
+        # The policy binds each key (`authorize_key` in the handler); a caller nothing could
+        # let delete any key is refused here, before its body is read and its keys checked.
+        if is_owner or await _may_delete_any(cluster, b, sts, requester):
+            return b.tenant
+        raise S3Error("AccessDenied")
     level, perm = ACL_PERMISSIONS.get(op, ("", ""))
     # The bucket's tenant needs the object's own grants only for objects another tenant
     # owns (ACL operations on them); everyone else needs them for every object operation.
@@ -244,7 +247,7 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     ctx = (context(request, ep, requester, version.tags if version else None, fields)
            if sts else {})
     if sts:
-        action = policy.action_of(Endpoint(op, bucket, key, params))
+        action = policy.action_of(Endpoint(op, bucket, key, ep.params))
         verdict = policy.evaluate(sts, action, policy.resource_of(bucket, key), ids, ctx)
         if verdict == "Deny":
             raise S3Error("AccessDenied")
@@ -285,6 +288,19 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     raise S3Error("AccessDenied")
 
 
+def key_endpoint(ep: Endpoint, op: str, bucket: str, key: str | None,
+                 version_id: str | None) -> Endpoint:
+    """The endpoint one key of a request is authorized as (a DeleteObjects entry, a copy's
+    source, the key an Object Lock permission is checked on): its VersionId is its
+    s3:VersionId, not the request URL's `versionId` (which names no entry of a batch, nor a
+    copy's source); the URL's other parameters stay (a presigned URL's signature is every
+    key's s3:authtype), and with a key set the URL's prefix/delimiter are no condition keys."""
+    params = {k: v for k, v in ep.params.items() if k != "versionId"}
+    if version_id is not None:
+        params["versionId"] = version_id
+    return Endpoint(op, bucket, key, params, ep.virtual_host)
+
+
 async def authorize_key(rq: S3Request, key: str, version_id: str | None) -> None:
     """AccessDenied unless the caller may delete this key of a DeleteObjects request. AWS
     authorizes every key as its own s3:DeleteObject (or s3:DeleteObjectVersion), so a policy
@@ -296,19 +312,15 @@ async def authorize_key(rq: S3Request, key: str, version_id: str | None) -> None
     requester = rq.request.get(KEY_REQUESTER)
     if requester is None:  # once per request, not per key
         requester = rq.request[KEY_REQUESTER] = (await requester_of(rq),)
-    # The key's own endpoint: its VersionId (the XML's) is its s3:VersionId, and the
-    # request URL's versionId/prefix name no key (they would be every key's condition keys).
-    params = {k: v for k, v in rq.ep.params.items() if k != "versionId"}
-    if version_id is not None:
-        params["versionId"] = version_id
-    ep = Endpoint("DeleteObject", b.name, key, params, rq.ep.virtual_host)
-    await authorize(rq.cluster, rq.request, ep, requester[0], b, op="DeleteObject",
+    await authorize(rq.cluster, rq.request, rq.ep, requester[0], b, op="DeleteObject",
                     bucket=b.name, key=key, version_id=version_id)
 
 
-async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
-    """Whether the caller holds `action` on object `key` besides the operation it was
-    authorized for: an Object Lock permission AWS checks on top (s3:BypassGovernanceRetention
+async def holds_permission(rq: S3Request, action: str, key: str,
+                           version_id: str | None) -> bool:
+    """Whether the caller holds `action` on object `key` (version `version_id`, its
+    s3:VersionId) besides the operation it was authorized for: an Object Lock permission AWS
+    checks on top (s3:BypassGovernanceRetention
     for `x-amz-bypass-governance-retention`, s3:PutObjectRetention / s3:PutObjectLegalHold for
     the lock headers of a write). The bucket's tenant (its root user) holds it unless the
     bucket policy denies it; anyone else only through a policy Allow: no ACL grant carries
@@ -322,16 +334,35 @@ async def holds_permission(rq: S3Request, action: str, key: str) -> bool:
     if memo is None or memo[0] != text:  # once per request (DeleteObjects: up to 1000 keys)
         requester = await requester_of(rq)
         pab = await public_access_block(rq.cluster, b)
-        memo = (text, _statements(rq.request, str(text)),
-                requester.ids() if requester else frozenset(),
-                context(rq.request, rq.ep, requester, None, rq.headers),
-                not is_owner and _restricted(pab, _statements(rq.request, str(text))))
+        sts = _statements(rq.request, str(text))
+        memo = (text, sts, requester, not is_owner and _restricted(pab, sts))
         rq.request[HOLDS_POLICY] = memo
-    _, sts, ids, ctx, restrict = memo
+    _, sts, requester, restrict = memo
     if not sts:
         return is_owner
+    ctx = context(rq.request, key_endpoint(rq.ep, rq.ep.op, b.name, key, version_id),
+                  requester, None, rq.headers)
+    ids = requester.ids() if requester else frozenset()
     verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx)
     return verdict != "Deny" and (is_owner or (verdict == "Allow" and not restrict))
+
+
+async def _may_delete_any(cluster: Cluster, b: Bucket, sts: list[dict[str, Any]],
+                          requester: Requester | None) -> bool:
+    """Whether a DeleteObjects by someone other than the bucket's tenant could delete any
+    key: a policy Allow naming it of s3:DeleteObject(Version), or the bucket ACL's WRITE;
+    neither under RestrictPublicBuckets with a public policy, nor an ACL under
+    BucketOwnerEnforced."""
+    pab = await public_access_block(cluster, b)
+    if _restricted(pab, sts):
+        return False
+    ids = requester.ids() if requester else frozenset()
+    if any(policy.may_allow(st, ("s3:DeleteObject", "s3:DeleteObjectVersion"), ids)
+           for st in sts):
+        return True
+    return ownership(b) != "BucketOwnerEnforced" and Acl.of(b.config.get("acl"), b.tenant).allows(
+        requester.tenant if requester else None, "WRITE",
+        ignore_public=pab.get("IgnorePublicAcls", False))
 
 
 def _restricted(pab: dict[str, bool], sts: list[dict[str, Any]]) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -69,8 +70,13 @@ _VERSIONED = {"GetObject": "s3:GetObjectVersion", "HeadObject": "s3:GetObjectVer
               "DeleteObjectTagging": "s3:DeleteObjectVersionTagging"}
 # Condition keys whose fixed values keep a policy from being public (AWS's definition).
 _NON_PUBLIC_KEYS = frozenset({"aws:sourceip", "aws:sourcearn", "aws:sourceaccount",
-                              "aws:sourcevpc", "aws:sourcevpce", "aws:principalaccount",
-                              "aws:userid", "aws:principalarn", "aws:principalorgid"})
+                              "aws:sourcevpc", "aws:sourcevpce", "aws:sourceowner",
+                              "aws:principalaccount", "aws:userid", "aws:principalarn",
+                              "aws:principalorgid",
+                              "s3:x-amz-server-side-encryption-aws-kms-key-id"})
+# A role's sessions (AWS: a fixed aws:userid "outside the pattern AROLEID:*" counts, and so
+# does that pattern): a role id, then any session name.
+_ROLE_SESSIONS = re.compile(r"AROA[A-Z0-9]+:\*")
 
 
 def action_of(ep: Endpoint) -> str:
@@ -198,6 +204,19 @@ def applies(st: dict[str, Any], action: str, resource: str, ids: frozenset[str],
     return "Condition" not in st or cond.holds(st["Condition"], ctx)
 
 
+def may_allow(st: dict[str, Any], actions: Iterable[str], ids: frozenset[str]) -> bool:
+    """Whether an Allow statement could grant one of `actions` to these principals on some
+    resource of its bucket, whatever the request (its Resource and Condition not judged)."""
+    if st.get("Effect") != "Allow":
+        return False
+    if "Principal" in st and not _principal_matches(st["Principal"], ids):
+        return False
+    if "NotPrincipal" in st and _principal_matches(st["NotPrincipal"], ids):
+        return False
+    return any(_any_glob(st["Action"], a, ignore_case=True) if "Action" in st
+               else not _any_glob(st.get("NotAction"), a, ignore_case=True) for a in actions)
+
+
 def evaluate(sts: Iterable[dict[str, Any]], action: str, resource: str, ids: frozenset[str],
              ctx: cond.Context) -> str | None:
     """"Deny", "Allow" or None for one request."""
@@ -240,7 +259,8 @@ def _pins(op: str, key: str, value: Any) -> bool:
         return base == "IpAddress" and all(_narrow(v) for v in values)
     wild = ("*", "?") if base.endswith("Like") else ()
     return base != "IpAddress" and not any(
-        "${" in v or any(c in v for c in wild) for v in values)
+        "${" in v or (any(c in v for c in wild) and not (
+            k == "aws:userid" and _ROLE_SESSIONS.fullmatch(v))) for v in values)
 
 
 def statement_is_public(st: dict[str, Any]) -> bool:

@@ -22,7 +22,17 @@ from gateway.s3.errors import S3Error
 
 Context = Mapping[str, Sequence[str]]
 
-# Condition keys the gateway fills in (lower-cased); prefixes take a tag key after them.
+# Common AWS keys no request here carries (no VPC endpoints, organizations, MFA sessions,
+# services calling on a principal's behalf): stored, and judged as AWS judges a request
+# without them (a condition on one holds only negated, under ...IfExists or Null true).
+ABSENT_KEYS = frozenset(k.lower() for k in (
+    "aws:SourceVpc", "aws:SourceVpce", "aws:VpcSourceIp", "aws:SourceOwner",
+    "aws:PrincipalOrgID", "aws:PrincipalOrgPaths", "aws:SourceOrgID", "aws:SourceOrgPaths",
+    "aws:MultiFactorAuthPresent", "aws:MultiFactorAuthAge", "aws:CalledVia",
+    "aws:CalledViaFirst", "aws:CalledViaLast",
+))
+# Condition keys the gateway fills in (lower-cased), and the absent ones; prefixes take a
+# tag key after them.
 KEYS = frozenset(k.lower() for k in (
     "aws:SecureTransport", "aws:SourceIp", "aws:Referer", "aws:UserAgent", "aws:CurrentTime",
     "aws:EpochTime", "aws:PrincipalType", "aws:PrincipalAccount", "aws:userid",
@@ -35,7 +45,7 @@ KEYS = frozenset(k.lower() for k in (
     "s3:prefix", "s3:delimiter", "s3:max-keys", "s3:VersionId", "s3:RequestObjectTagKeys",
     "s3:signatureversion", "s3:authType", "s3:object-lock-mode",
     "s3:object-lock-retain-until-date", "s3:object-lock-legal-hold",
-))
+)) | ABSENT_KEYS
 KEY_PREFIXES = ("s3:existingobjecttag/", "s3:requestobjecttag/")
 
 

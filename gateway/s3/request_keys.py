@@ -31,7 +31,7 @@ ACL_REQUIRED: web.RequestKey[bool] = web.RequestKey("s3_acl_required")
 LOG_BATCH: web.RequestKey[list[tuple[str, str | None, str | None]]] = \
     web.RequestKey("s3_log_batch")
 # the bucket policy as authz.holds_permission evaluates it, parsed once per request:
-# (policy text, statements, requester ids, condition keys, RestrictPublicBuckets applies)
+# (policy text, statements, requester, RestrictPublicBuckets applies)
 HOLDS_POLICY: web.RequestKey[tuple[Any, ...]] = web.RequestKey("s3_holds_policy")
 # (policy text, its statements): the bucket policy parsed once per request
 POLICY_STATEMENTS: web.RequestKey[tuple[str, list[Any]]] = web.RequestKey("s3_policy_sts")

@@ -108,6 +108,8 @@ def test_policy_operations_stay_with_the_bucket_account(w: dict[str, Any], op: s
     {"StringLike": {"aws:PrincipalAccount": "*"}},
     {"StringNotEquals": {"aws:PrincipalAccount": "nobody"}},
     {"StringEqualsIfExists": {"aws:SourceAccount": "x"}},
+    {"StringLike": {"aws:userid": "*:*"}},  # mend17p: only a fixed role id's sessions pin
+    {"StringLike": {"aws:userid": "AROA*:*"}},
 ])
 def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
                                                    condition: dict[str, Any]) -> None:
@@ -127,6 +129,12 @@ def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
     {"StringEquals": {"aws:SourceAccount": "123456789012"}},
     {"StringEquals": {"aws:PrincipalAccount": "123456789012"}},  # review17e
     {"ArnEquals": {"aws:SourceArn": "arn:aws:cloudfront::123456789012:distribution/E1"}},
+    # mend17p: AWS's list also names these (a role's sessions "AROLEID:*" included)
+    {"StringLike": {"aws:userid": "AROAEXAMPLEID123:*"}},
+    {"StringEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id":
+                      "arn:aws:kms:us-east-1:123456789012:key/k1"}},
+    {"StringEquals": {"aws:SourceVpce": "vpce-1a2b3c4d"}},
+    {"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}},
 ])
 def test_pinned_conditions_make_a_policy_non_public(w: dict[str, Any],
                                                     condition: dict[str, Any]) -> None:

@@ -58,19 +58,19 @@ def _parse_time(text: str) -> float | None:
     return when.timestamp()
 
 
-async def bypass(rq: S3Request, key: str) -> bool:
+async def bypass(rq: S3Request, key: str, version_id: str | None) -> bool:
     """`x-amz-bypass-governance-retention: true` from a caller holding
     s3:BypassGovernanceRetention on `key` (gateway.s3.authz); the header alone bypasses
     nothing."""
     if rq.headers.get(BYPASS_HEADER, "").strip().lower() != "true":
         return False
-    return await _holds(rq, "s3:BypassGovernanceRetention", key)
+    return await _holds(rq, "s3:BypassGovernanceRetention", key, version_id)
 
 
-async def _holds(rq: S3Request, action: str, key: str) -> bool:
+async def _holds(rq: S3Request, action: str, key: str, version_id: str | None) -> bool:
     from gateway.s3.authz import holds_permission  # authz imports the handlers package
 
-    return await holds_permission(rq, action, key)
+    return await holds_permission(rq, action, key, version_id)
 
 
 async def delete_judged(rq: S3Request, key: str, version_id: str | None,
@@ -80,7 +80,7 @@ async def delete_judged(rq: S3Request, key: str, version_id: str | None,
     whose nodes are read only for a retention this gateway's clock says has ended
     (`object_lock.judged`): a delete marker, an unlocked version or one locked by this
     clock too reads none."""
-    allowed = await bypass(rq, key)
+    allowed = await bypass(rq, key, version_id)
     b = rq.existing_bucket()
 
     def run(now: float | None) -> Awaitable[DeleteResult]:
@@ -131,7 +131,7 @@ async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
     # bucket's tenant can never delete, nor its tenant be shredded)
     for field, action in (("mode", "s3:PutObjectRetention"),
                           ("legal_hold", "s3:PutObjectLegalHold")):
-        if field in out and not await _holds(rq, action, rq.key):
+        if field in out and not await _holds(rq, action, rq.key, rq.version_id):
             raise S3Error("AccessDenied")
     return out
 
@@ -277,7 +277,7 @@ def parse_retention(body: bytes) -> tuple[str | None, float | None]:
 async def put_retention(rq: S3Request) -> web.StreamResponse:
     mode, until = parse_retention(await read_xml_body(rq))
     v = await _locked_version(rq)
-    allowed = await bypass(rq, rq.key)
+    allowed = await bypass(rq, rq.key, rq.version_id)
 
     def run(now: float | None) -> Awaitable[ObjectVersion]:  # the lock as the compare-and-swap read it
         return rq.cluster.objects.update_version(

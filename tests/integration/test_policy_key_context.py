@@ -1,0 +1,167 @@
+"""mend17p: every per-key authorization sees that key's own condition keys, and what a
+DeleteObjects caller with no possible grant gets; policies on condition keys no request here
+carries (VPC endpoints, organizations, MFA) are stored and judged as AWS judges a request
+without them.
+
+A DeleteObjects entry's VersionId is its s3:VersionId for the Object Lock bypass check as
+for the delete itself; a copy's source versionId is the s3:VersionId of the source read (not
+the destination URL's)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from tests.integration.cluster import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def w(cluster: LocalCluster) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    out: dict[str, Any] = {"tag": tag, "n": 0, "endpoint": cluster.endpoint}
+    for t in ("a", "b"):
+        out[t] = cluster.tenant_client(f"pk-{t}-{tag}", {"canonical_id": t * 56 + tag})
+        out["name_" + t] = f"pk-{t}-{tag}"
+    out["anon"] = boto3.client("s3", endpoint_url=cluster.endpoint, region_name="us-east-1",
+                               config=BotoConfig(signature_version=UNSIGNED,
+                                                 retries={"max_attempts": 1},
+                                                 s3={"addressing_style": "path"}))
+    return out
+
+
+def _bucket(w: dict[str, Any], **kw: Any) -> str:
+    w["n"] += 1
+    name = f"pk-{w['tag']}-{w['n']}"
+    w["a"].create_bucket(Bucket=name, **kw)
+    return name
+
+
+def _policy(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def _code(fn: Any) -> tuple[int, str]:
+    with pytest.raises(ClientError) as ei:
+        fn()
+    r = ei.value.response
+    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
+
+
+def _versions(a: Any, bucket: str) -> set[str]:
+    return {v["VersionId"] for v in a.list_object_versions(Bucket=bucket).get("Versions", [])}
+
+
+def test_delete_objects_bypass_is_checked_on_the_entry_version(w: dict[str, Any]) -> None:
+    """A Deny of s3:BypassGovernanceRetention on version V1 holds through DeleteObjects
+    (the URL carries no versionId: the old check saw none, so the Deny never matched)."""
+    a = w["a"]
+    bucket = _bucket(w, ObjectLockEnabledForBucket=True)
+    until = datetime.now(UTC) + timedelta(days=1)
+    v1, v2 = (a.put_object(Bucket=bucket, Key="k", Body=body, ObjectLockMode="GOVERNANCE",
+                           ObjectLockRetainUntilDate=until)["VersionId"] for body in (b"1", b"2"))
+    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:BypassGovernanceRetention",
+        "Resource": f"arn:aws:s3:::{bucket}/k",
+        "Condition": {"StringEquals": {"s3:VersionId": v1}}}))
+    r = a.delete_objects(Bucket=bucket, BypassGovernanceRetention=True,
+                         Delete={"Objects": [{"Key": "k", "VersionId": v1}]})
+    assert [e["Code"] for e in r.get("Errors", [])] == ["AccessDenied"], r
+    assert v1 in _versions(a, bucket)
+    # the Deny names V1 only: V2's bypass stands, through DeleteObjects as through DELETE
+    r = a.delete_objects(Bucket=bucket, BypassGovernanceRetention=True,
+                         Delete={"Objects": [{"Key": "k", "VersionId": v2}]})
+    assert r.get("Errors", []) == [] and _versions(a, bucket) == {v1}
+    a.delete_bucket_policy(Bucket=bucket)
+    a.delete_object(Bucket=bucket, Key="k", VersionId=v1, BypassGovernanceRetention=True)
+
+
+def test_a_copy_source_version_is_its_s3_version_id(w: dict[str, Any]) -> None:
+    """A Deny of s3:GetObjectVersion on V1 refuses a copy of source V1, as it refuses
+    GET ?versionId=V1; a copy of V2 still works."""
+    a = w["a"]
+    bucket = _bucket(w)
+    a.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    v1, v2 = (a.put_object(Bucket=bucket, Key="k", Body=body)["VersionId"]
+              for body in (b"1", b"2"))
+    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:GetObjectVersion",
+        "Resource": f"arn:aws:s3:::{bucket}/k",
+        "Condition": {"StringEquals": {"s3:VersionId": v1}}}))
+    assert _code(lambda: a.get_object(Bucket=bucket, Key="k", VersionId=v1)) == (
+        403, "AccessDenied")
+    assert _code(lambda: a.copy_object(Bucket=bucket, Key="c", CopySource={
+        "Bucket": bucket, "Key": "k", "VersionId": v1})) == (403, "AccessDenied")
+    a.copy_object(Bucket=bucket, Key="c", CopySource={"Bucket": bucket, "Key": "k",
+                                                      "VersionId": v2})
+    assert a.get_object(Bucket=bucket, Key="c")["Body"].read() == b"2"
+
+
+def _raw_delete_objects(w: dict[str, Any], bucket: str) -> requests.Response:
+    body = (b'<Delete><Object><Key>k</Key></Object></Delete>')
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    return requests.post(f"{w['endpoint']}/{bucket}?delete", data=body,
+                         headers={"Content-MD5": md5}, timeout=60)
+
+
+def test_delete_objects_with_no_possible_grant_is_refused_whole(w: dict[str, Any]) -> None:
+    """On a bucket whose policy lets a caller delete nothing (and no ACL grants it WRITE),
+    DeleteObjects answers 403 before reading the body, not 200 with a per-key error."""
+    a, b = w["a"], w["b"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"1")
+    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*"}))
+    assert _code(lambda: b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
+                 ) == (403, "AccessDenied")
+    r = _raw_delete_objects(w, bucket)
+    assert r.status_code == 403 and b"<Code>AccessDenied</Code>" in r.content, r.content
+    # a grant that could apply keeps the per-key answers: bucket WRITE through the ACL,
+    # or a policy Allow of s3:DeleteObject on some keys
+    a.put_bucket_acl(Bucket=bucket, GrantFullControl=f"id={'a' * 56 + w['tag']}",
+                     GrantWrite=f"id={'b' * 56 + w['tag']}")
+    r2 = b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
+    assert [d["Key"] for d in r2.get("Deleted", [])] == ["k"], r2
+    a.put_bucket_acl(Bucket=bucket, ACL="private")
+    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+        "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "s3:Delete*",
+        "Resource": f"arn:aws:s3:::{bucket}/other/*"}))
+    r3 = b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
+    assert [e["Code"] for e in r3.get("Errors", [])] == ["AccessDenied"], r3
+
+
+@pytest.mark.parametrize("condition,holds", [
+    ({"StringEquals": {"aws:SourceVpce": "vpce-1a2b3c4d"}}, False),
+    ({"StringNotEquals": {"aws:SourceVpce": "vpce-1a2b3c4d"}}, True),
+    ({"StringEqualsIfExists": {"aws:SourceVpc": "vpc-111"}}, True),
+    ({"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}, False),
+    ({"Null": {"aws:PrincipalOrgID": "true"}}, True),
+    ({"Null": {"aws:SourceVpc": "false"}}, False),
+    ({"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}}, True),
+])
+def test_absent_condition_keys_are_stored_and_judged_missing(
+        w: dict[str, Any], condition: dict[str, Any], holds: bool) -> None:
+    """"Deny unless aws:SourceVpce" and its kin are stored (AWS accepts them) and judged as
+    AWS judges a request without the key: the Deny applies exactly when the condition holds
+    for a missing key."""
+    a = w["a"]
+    bucket = _bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"1")
+    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition}))
+    if holds:
+        assert _code(lambda: a.get_object(Bucket=bucket, Key="k")) == (403, "AccessDenied")
+    else:
+        assert a.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
