@@ -98,9 +98,10 @@ class ConsoleRoutes:
     async def login(self, request: web.Request) -> web.Response:
         remote = request.remote or "-"
         if not self.sessions.login_begin(remote):
+            wait_s = self.sessions.login_retry_s(remote)
             resp = _error(429, "TooManyFailedLogins", "too many failed logins from this "
-                          "address; try again after Retry-After seconds")
-            resp.headers["Retry-After"] = str(self.sessions.login_retry_s(remote))
+                          f"address; try again in {wait_s} s")
+            resp.headers["Retry-After"] = str(wait_s)
             return resp
         try:
             return await self._login(request, remote)

@@ -23,19 +23,21 @@ from tests.integration.cluster import LocalCluster, files_holding
 BURST = 100
 
 
-async def _burst(url: str, source: str) -> tuple[Counter[int], set[str | None]]:
+async def _burst(url: str, source: str) -> tuple[Counter[int], set[tuple[str | None, str]]]:
     """BURST wrong logins at once from the loopback address `source`, each naming an access
     key no cache holds, so every check awaits the metadata store: the statuses, and the
-    Retry-After values of the 429s."""
+    Retry-After values of the 429s with their error messages."""
     conn = aiohttp.TCPConnector(limit=0, local_addr=(source, 0))
     async with aiohttp.ClientSession(connector=conn) as s:
-        async def guess() -> tuple[int, str | None]:
+        async def guess() -> tuple[int, str | None, str]:
             body = {"access_key": "AK" + uuid.uuid4().hex[:18].upper(), "secret_key": "guess"}
             async with s.post(url, json=body) as r:
-                return r.status, r.headers.get("Retry-After")
+                doc = await r.json()
+                return r.status, r.headers.get("Retry-After"), doc["error"]["message"]
 
         got = await asyncio.gather(*[guess() for _ in range(BURST)])
-        return Counter(st for st, _ in got), {ra for st, ra in got if st == 429}
+        return (Counter(st for st, _, _ in got),
+                {(ra, msg) for st, ra, msg in got if st == 429})
 
 
 def test_a_burst_of_concurrent_guesses_is_held_to_the_failure_limit(
@@ -48,8 +50,10 @@ def test_a_burst_of_concurrent_guesses_is_held_to_the_failure_limit(
     assert got[403] <= LOGIN_FAILURES and got[403] + got[429] == BURST, got
     # each 429 says when to come back (RFC 6585 4): a whole number of seconds in the window
     assert retry_after and all(ra is not None and ra.isdigit()
-                               and 1 <= int(ra) <= LOGIN_WINDOW_S for ra in retry_after), \
+                               and 1 <= int(ra) <= LOGIN_WINDOW_S for ra, _ in retry_after), \
         retry_after
+    # the console shows the message, not the header: it names the same wait in seconds
+    assert all(f"try again in {ra} s" in msg for ra, msg in retry_after), retry_after
 
 
 def _audit(c: LocalCluster) -> list[dict]:

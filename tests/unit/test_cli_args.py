@@ -109,6 +109,20 @@ def test_gateway_help_explains_every_option(capsys: pytest.CaptureFixture[str]) 
     assert "least severe level logged" in out, out
 
 
+def test_node_help_names_the_membership_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """`tessera node --help` printed only the options of running a node: `tessera --help`
+    promises `node list|add|drain|activate|remove`, and nothing under `node` said so
+    (newuser17)."""
+    from nodes.__main__ import settings_from_args
+    from ops.nodecli import ACTIONS
+
+    with pytest.raises(SystemExit) as exc:
+        settings_from_args(["--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "tessera node " + "|".join(ACTIONS) in out, out
+
+
 def test_gateway_unknown_log_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """A level logging does not know was a ValueError traceback from logging at start."""
     from gateway.__main__ import main as gateway_main
