@@ -10,6 +10,7 @@ both are re-exported here, and the overrides are applied by `load_config` and no
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -47,6 +48,11 @@ from storage.config_sections import (
     WorkerSettings,
 )
 from storage.errors import ConfigError
+
+# an [gateway] admin_hosts entry that can match a Host (gateway/admin/hosts.py): a name or
+# IPv4 address, or a bracketed IPv6 one, with an optional port; "*.example.com" or a name
+# with a space loaded and then matched nothing
+_ADMIN_HOST = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?")
 
 # the sections and the environment overrides are defined apart and re-exported here, so
 # `from storage.config import X` keeps working for every name
@@ -266,9 +272,11 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
                           f"{HEAD_MIN_BYTES} (AWS's 8 KiB), got {head!r}")
     hosts = gw.get("admin_hosts", [])
     if not isinstance(hosts, list | tuple) or not all(
-            isinstance(h, str) and h.strip() and "/" not in h for h in hosts):
-        raise ConfigError("[gateway] admin_hosts must be a list of host names (e.g. "
-                          f'["admin.example.com"], or ["*"] for any), got {hosts!r}')
+            isinstance(h, str) and (h == "*" or _ADMIN_HOST.fullmatch(h)) for h in hosts):
+        raise ConfigError("[gateway] admin_hosts must be a list of host names, each one exact "
+                          "(letters, digits, '-', '.', '_', an optional :port; no wildcard "
+                          'but a lone "*", which answers any Host), e.g. '
+                          f'["admin.example.com"], got {hosts!r}')
     gw["admin_hosts"] = tuple(hosts)
     meta = dict(raw.get("metadata", {}))
     _check_keys("metadata", meta, _META_KEYS)

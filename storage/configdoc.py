@@ -71,7 +71,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "/metrics, /health) answers to, beside IP literals, localhost, *.localhost and "
     "admin_listen's own host; any other Host is refused 421 HostNotAllowed, so a web page "
     "that rebinds its DNS name to this address cannot read it. Add the names operators, "
-    "scrapers or a TLS proxy forwarding the original Host use; [\"*\"] answers any Host.",
+    "scrapers or a TLS proxy forwarding the original Host use; [\"*\"] answers any Host. "
+    "Each entry is an exact name or address (an optional :port is ignored): there are no "
+    "wildcards such as *.example.com, and such an entry is refused at startup.",
     ("gateway", "region"): "Region the gateway answers as and that SigV4 credentials must "
     "name.",
     ("gateway", "virtual_host_domain"): "Domain for virtual-hosted-style requests "

@@ -21,7 +21,11 @@ if TYPE_CHECKING:
     from storage.tenants import TenantService
 
 SAFE_FIELDS = ("tenant", "name", "access_key", "wait_s", "version", "role", "volume", "snapshot",
-               "size", "clone", "node", "zone", "address", "via", "key_id", "key", "state")
+               "size", "clone", "node", "zone", "address", "via", "key_id", "key", "state",
+               # how a change was made, not a secret: a shred that bypasses governance
+               # retention, the four Block Public Access flags, and a runtime setting's value
+               # (`config set` accepts only numbers, for settings that are not secrets)
+               "bypass_governance_retention", "public_access_block", "value")
 
 MAX_FIELD = 256  # characters of a string field written; a request names nothing longer that
 # exists (names are at most 256), and an unauthenticated refusal's route parameters are the

@@ -11,15 +11,20 @@ from the operator's own address (which lock them out). Its requests carry the pa
 - `localhost` or a `*.localhost` name (RFC 6761: browsers resolve these to loopback
   themselves, never through DNS);
 - the host of `[gateway] admin_listen` when it is a name (the operator bound to it);
-- a name in `[gateway] admin_hosts` (case-insensitive, without port); `"*"` there answers
-  any Host (for a proxy in front that checks Host itself).
+- a name in `[gateway] admin_hosts` (case-insensitive, exact: no wildcard but a lone `"*"`,
+  which answers any Host, for a proxy in front that checks Host itself).
 
-It applies on every address the listener binds, not only loopback: rebinding reaches a LAN
-address as easily as 127.0.0.1. Tools that use an address (the `tessera` CLI, Prometheus
-targets, tests) are unaffected; a deployment that reaches the listener by name, directly or
-through a TLS proxy forwarding the original Host (`proxy_set_header Host $host`), adds that
-name to `admin_hosts`; a proxy that sends the upstream address as Host needs nothing. A
-request without Host (HTTP/1.0 tools; every browser sends one) is answered.
+A value that is not `host[:port]` or `[v6][:port]` (a port of digits, no `%` zone) is
+refused. It applies on every address the listener binds, not only loopback: rebinding
+reaches a LAN address as easily as 127.0.0.1. Tools that use an address (the `tessera` CLI,
+Prometheus targets, tests) are unaffected. A deployment that reaches the listener by name,
+directly or through a TLS proxy, adds that name to `admin_hosts`, and a proxy must forward
+the browser's original Host (nginx `proxy_set_header Host $host;`, Caddy does by default,
+Apache `ProxyPreserveHost On`). A proxy that sends the upstream address as Host passes this
+guard but breaks the console: the browser's `Origin` names the public name, which is not the
+`Host` the listener sees (`request_host`), so every console change is refused 403
+CrossOrigin. Do not rewrite `Origin` in the proxy instead; forward Host. A request without
+Host (HTTP/1.0 tools; every browser sends one) is answered.
 """
 
 from __future__ import annotations
@@ -36,13 +41,35 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def host_name(header: str) -> str:
-    """The host of a Host header value, without port or brackets, lower case, no final dot."""
+    """The host of a Host header value, without port or brackets, lower case, no final dot;
+    "" when the value is not `host[:port]` or `[v6]:port` (RFC 9110 7.2: the port is
+    digits). Strict on purpose: `[::1]evil.example` was read as `::1` and answered, and
+    aiohttp then failed on it with a 500; a `%` zone (`[fe80::1%25x]`) names no origin a
+    browser can have."""
     h = header.strip()
     if h.startswith("["):  # [v6]:port
-        return h[1:h.find("]")].lower() if "]" in h else h.lower()
-    if h.count(":") == 1:
-        h = h.split(":", 1)[0]
+        end = h.find("]")
+        rest = h[end + 1:]
+        if end < 0 or "%" in h or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return ""
+        return h[1:end].lower()
+    if "%" in h or "[" in h or "]" in h:
+        return ""
+    if h.count(":") > 1:  # an IPv6 literal without brackets
+        return ""
+    if ":" in h:
+        h, port = h.split(":", 1)
+        if port and not port.isdigit():
+            return ""
     return h.lower().rstrip(".")
+
+
+def request_host(request: web.Request) -> str:
+    """The Host this listener's guard checked: the Host header, never aiohttp's
+    `request.host`, which follows an absolute-form target (`GET http://evil.example/ ...`
+    with `Host: 127.0.0.1` gives `evil.example`). The Origin check compares with this, so
+    the listener has one idea of its host."""
+    return request.headers.get(hdrs.HOST, "")
 
 
 def _is_ip(name: str) -> bool:
@@ -55,7 +82,7 @@ def _is_ip(name: str) -> bool:
 
 def allowed_names(admin_hosts: Iterable[str], admin_listen: str) -> frozenset[str]:
     """The configured names the listener answers to (beside IP literals and localhost)."""
-    names = {host_name(n) for n in admin_hosts}
+    names = {host_name(n) for n in admin_hosts} - {""}
     listen_host = host_name(admin_listen)
     if listen_host and not _is_ip(listen_host):
         names.add(listen_host)
@@ -67,7 +94,7 @@ def host_allowed(header: str, names: frozenset[str]) -> bool:
     if ANY in names:
         return True
     name = host_name(header)
-    return (_is_ip(name) or name == "localhost" or name.endswith(".localhost")
+    return bool(name) and (_is_ip(name) or name == "localhost" or name.endswith(".localhost")
             or name in names)
 
 
@@ -80,7 +107,7 @@ def host_guard(names: frozenset[str]) -> Callable[[web.Request, Handler],
         given = request.headers.getall(hdrs.HOST, [])
         for value in given:
             if not host_allowed(value, names):
-                shown = host_name(value)[:253]
+                shown = (host_name(value) or value.strip())[:253]
                 return web.json_response({"error": {
                     "code": "HostNotAllowed",
                     "message": f"this admin listener does not answer to the host name "

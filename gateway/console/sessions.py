@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.admin.hosts import request_host
+
 COOKIE = "tessera_console"
 CSRF_HEADER = "X-CSRF-Token"
 MAX_SESSIONS = 1000  # the oldest session goes first when more are opened
@@ -154,12 +156,19 @@ def from_another_origin(request: web.Request) -> bool:
     SameSite=Strict sends it the session cookie, and its reads ran as the admin. `Origin`
     is checked on every method, reads too, for browsers that send no Fetch Metadata
     (Safari before 16.4, older Firefox): they send Origin on every cross-origin fetch,
-    and a same-origin one carries none or this listener's."""
+    and a same-origin one carries none or this listener's. `Origin: null` is same-origin
+    only when `Sec-Fetch-Site: same-origin` says so (a header no page can set): a browser
+    following Fetch sends null on its own origin's changes under a strict Referrer-Policy
+    (Firefox's fetch, Chrome's form posts), while an opaque origin (a sandboxed frame, a
+    data: page) sends null with cross-site. The host compared is the Host header the
+    admin Host guard checked (`hosts.request_host`), not aiohttp's `request.host`."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return True
     origin = request.headers.get("Origin")
-    return origin is not None and urlsplit(origin).netloc != request.host
+    if origin is None or (origin == "null" and site == "same-origin"):
+        return False
+    return urlsplit(origin).netloc.lower() != request_host(request).lower()
 
 
 def came_over_tls(request: web.Request) -> bool:

@@ -173,6 +173,39 @@ def test_changes_without_session_or_csrf_are_refused(console_cluster: LocalClust
     assert r.status_code in (401, 403)
 
 
+def test_firefoxs_own_changes_are_not_refused_as_cross_origin(
+        console_cluster: LocalCluster) -> None:
+    """The listener sent `Referrer-Policy: no-referrer`, under which Fetch makes a
+    same-origin POST/PATCH/DELETE carry `Origin: null` (Firefox's fetch, Chrome's form
+    posts), and every console change from Firefox was refused 403 CrossOrigin. The policy is
+    now same-origin (a same-origin request states its real Origin, other origins still get
+    no referrer), and null counts as same-origin only beside `Sec-Fetch-Site: same-origin`.
+    The requests carry what Firefox sends for the console's own fetch()."""
+    r = requests.get(base(console_cluster) + "/console/", timeout=30)
+    assert r.headers["Referrer-Policy"] == "same-origin"
+    s, csrf = login_session(console_cluster)
+    firefox = {"X-CSRF-Token": csrf, "Origin": "null", "Sec-Fetch-Site": "same-origin",
+               "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty",
+               "Referer": base(console_cluster) + "/console/",
+               "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 "
+                             "Firefox/140.0"}
+    url = base(console_cluster) + "/admin/v1/tenants"
+    name = f"firefox-{uuid.uuid4().hex[:8]}"
+    r = s.post(url, json={"name": name}, headers=firefox, timeout=30)
+    assert r.status_code == 201, r.text
+    r = s.patch(f"{url}/{name}", json={"public_access_block": {"BlockPublicAcls": True}},
+                headers=firefox, timeout=30)
+    assert r.status_code == 200, r.text
+    r = s.delete(f"{url}/{name}", headers=firefox, timeout=30)
+    assert r.status_code in (200, 204), r.text
+    # null from anything but a same-origin request stays foreign
+    for site in (None, "cross-site", "same-site", "none"):
+        headers = {**firefox, "Sec-Fetch-Site": site} if site else {
+            k: v for k, v in firefox.items() if k != "Sec-Fetch-Site"}
+        r = s.post(url, json={"name": f"{name}-x"}, headers=headers, timeout=30)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "CrossOrigin", site
+
+
 def _cookie(s: requests.Session) -> str | None:
     return s.cookies.get("tessera_console")
 

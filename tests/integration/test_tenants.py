@@ -191,3 +191,27 @@ def test_audit_log_records_actions_without_secrets(cluster: LocalCluster) -> Non
                for e in entries)
     assert cred["secret_access_key"] not in log
     assert cluster.env["TESSERA_ADMIN_SECRET_KEY"] not in log
+
+
+def test_audit_log_keeps_how_a_change_was_made(cluster: LocalCluster) -> None:
+    """A shred that bypasses governance retention, the Block Public Access flags a tenant
+    update set, and the value `config set` gave were computed for the audit log and then
+    dropped (not in SAFE_FIELDS): a governance-bypassing shred read like any other."""
+    name = uniq("audit-how")
+    assert tessera(cluster, "tenant", "create", name).returncode == 0
+    flags = {"BlockPublicAcls": True, "RestrictPublicBuckets": False}
+    admin_request("PATCH", f"/tenants/{name}", {"public_access_block": flags}, env=cluster.env)
+    admin_request("POST", f"/tenants/{name}/shred", {
+        "confirm": name, "wait_s": 600, "bypass_governance_retention": True}, env=cluster.env)
+    admin_request("DELETE", f"/tenants/{name}/shred", env=cluster.env)
+    setting = "repair.busy_lag_ms"
+    current = admin_request("GET", "/config", env=cluster.env)["settings"][setting]["value"]
+    admin_request("PUT", f"/config/{setting}", {"value": current}, env=cluster.env)
+    admin_request("DELETE", f"/config/{setting}", env=cluster.env)
+    entries = [json.loads(line) for line in
+               (cluster.data / "audit" / "audit.log").read_text().splitlines()]
+    mine = {e["action"]: e for e in entries if e.get("tenant", e.get("name")) == name}
+    assert mine["tenant.update"]["public_access_block"] == flags
+    assert mine["tenant.shred"]["bypass_governance_retention"] is True
+    sets = [e for e in entries if e["action"] == "config.set" and e.get("name") == setting]
+    assert sets and sets[-1]["value"] == current

@@ -21,7 +21,10 @@ def test_addresses_localhost_and_configured_names_are_answered(host: str) -> Non
 
 @pytest.mark.parametrize("host", [
     "rebind.evil.example:9001", "rebind.evil.example", "localhost.evil.example",
-    "evil-localhost:9001", "127.0.0.1.nip.io:9001", "127.1:9001", "", "example.com"])
+    "evil-localhost:9001", "127.0.0.1.nip.io:9001", "127.1:9001", "", "example.com",
+    # not host[:port]: read as ::1 / 127.0.0.1 before, and aiohttp then answered 500
+    "[::1]evil.example", "[::1]evil.example:9001", "[::1]:evil", "[fe80::1%25x]",
+    "[fe80::1%25evil.example]:9001", "fe80::1%x", "::1", "[::1", "127.0.0.1:evil"])
 def test_other_names_are_refused(host: str) -> None:
     assert not host_allowed(host, allowed_names(["admin.example.com"], "0.0.0.0:9001"))
 
@@ -46,3 +49,6 @@ async def test_a_refused_host_gets_a_json_421_naming_the_setting() -> None:
         assert r.status == 200 and await r.text() == "ok"
         r = await client.get("/nowhere", headers={"Host": "rebind.evil.example"})
         assert r.status == 421  # before routing: aiohttp's own 404 tells nothing either
+        for odd in ("[::1]evil.example", "[fe80::1%25x]"):
+            r = await client.get("/metrics", headers={"Host": odd})
+            assert r.status == 421 and odd in (await r.json())["error"]["message"], odd

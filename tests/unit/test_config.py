@@ -265,3 +265,10 @@ def test_admin_hosts_is_a_list_of_names() -> None:
     assert config_from_mapping(raw(), Path("/tmp/t")).gateway.admin_hosts == ()
     for bad in ("a.example", [1], [""], ["http://a.example/"]):
         refused(raw(gateway={"admin_hosts": bad}), "admin_hosts")
+    # entries that can never match a Host loaded, and their name was then refused 421
+    for bad in (["*.example.com"], ["admin example"], [" a.example"], ["a.*"], ["**"],
+                ["[fe80::1%25x]"]):
+        refused(raw(gateway={"admin_hosts": bad}), "admin_hosts")
+    ok = ["*", "admin.example.com:443", "[::1]:9001", "10.0.0.5", "gw_1"]
+    assert config_from_mapping(raw(gateway={"admin_hosts": ok}),
+                               Path("/tmp/t")).gateway.admin_hosts == tuple(ok)

@@ -281,6 +281,43 @@ def test_requests_from_another_origin_are_told_apart() -> None:
     assert foreign("GET", Origin="http://127.0.0.1:9000") and foreign("HEAD", Origin="null")
 
 
+def test_origin_null_is_same_origin_only_when_fetch_metadata_says_so() -> None:
+    """Firefox's fetch (and Chrome's form posts) send `Origin: null` on a same-origin change
+    under a strict Referrer-Policy, with `Sec-Fetch-Site: same-origin`: every console change
+    from Firefox was refused. An opaque origin (sandboxed frame, data: page, a redirect
+    through another site) sends null with cross-site, and null alone stays foreign."""
+    from aiohttp.test_utils import make_mocked_request
+
+    def foreign(method: str, **headers: str) -> bool:
+        return cs.from_another_origin(make_mocked_request(
+            method, "/admin/v1/tenants", headers={"Host": "127.0.0.1:9001", **headers}))
+
+    firefox = {"Origin": "null", "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors",
+               "Sec-Fetch-Dest": "empty"}
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert not foreign(method, **firefox), method
+    assert foreign("POST", Origin="null")
+    assert foreign("POST", **{**firefox, "Sec-Fetch-Site": "cross-site"})
+    assert foreign("POST", **{**firefox, "Sec-Fetch-Site": "same-site"})
+    assert foreign("POST", **{**firefox, "Sec-Fetch-Site": "none"})
+
+
+def test_the_origin_is_compared_with_the_host_the_guard_checked() -> None:
+    """An absolute-form target (`POST http://evil.example/... HTTP/1.1`, `Host: 127.0.0.1`)
+    makes aiohttp's request.host `evil.example`, while the Host guard checked the Host
+    header: an Origin of the target's host passed the Origin check, the listener's own
+    was refused. Both now compare with the Host header."""
+    from aiohttp.test_utils import make_mocked_request
+
+    def foreign(origin: str) -> bool:
+        return cs.from_another_origin(make_mocked_request(
+            "POST", "http://evil.example/admin/v1/tenants",
+            headers={"Host": "127.0.0.1:9001", "Origin": origin}))
+
+    assert foreign("http://evil.example")
+    assert not foreign("http://127.0.0.1:9001")
+
+
 def test_a_cookie_is_secure_when_the_browser_came_over_tls() -> None:
     """Behind a TLS proxy the gateway sees plain HTTP: the proxy's X-Forwarded-Proto or
     Forwarded proto (the first hop's) says https, and the session cookie must be Secure."""
