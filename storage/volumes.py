@@ -223,7 +223,11 @@ class VolumeService:
                 if g is not None:
                     return g
                 continue
-            lease = await self.attached_by(vol.id)
+            # held as a taker judges it (`lease_holds`), not by the wall clocks: a live writer
+            # whose clock is a ttl behind this one's looked free here, `open` below found it
+            # held, and the loop ran forever
+            item = await self.meta.get(volume_lease_key(vol.id))
+            lease = unpack(item.value) if await lease_holds(self.meta, item) else None
             if lease is not None:
                 if flushed is None or any(lease.get("proc") == local_process(p)
                                           for p in flushed):

@@ -263,3 +263,57 @@ def test_a_host_whose_clock_runs_ahead_cannot_take_or_delete_an_attached_volume(
     finally:
         ahead.cleanup()
     mvol.unmount(a)
+
+
+SNAPSHOT_ELSEWHERE = r'''
+import asyncio, os, sys
+from pathlib import Path
+from storage.cluster import Cluster
+from storage.config import load_config
+async def go() -> None:
+    c = await Cluster.open(load_config(Path(sys.argv[1])))
+    try:
+        cred = await c.tenants.credential(os.environ["AWS_ACCESS_KEY_ID"])
+        try:  # flushed=[]: no daemon of this host quiesced, as on another host
+            print("SNAPSHOT", await c.volumes.snapshot(cred.tenant, sys.argv[2], "s1", flushed=[]))
+        except Exception as e:
+            print("REFUSED", type(e).__name__, e)
+    finally:
+        await c.close()
+asyncio.run(go())
+'''
+
+
+def test_a_snapshot_from_a_host_whose_clock_runs_ahead_is_refused_not_looping(
+        mvol: Vol, tmp_path: Path) -> None:
+    """A live writer (ttl 3 s) with fsynced writes in its journal; a snapshot from a host
+    whose clock runs a minute ahead (libfaketime) and has no daemon of its own to flush is
+    refused (the writer cannot be flushed from there). Before, its wall clock called the
+    lease free, `open` found it held, and the snapshot retried forever (review17f)."""
+    from tests.integration.test_clock_skew import FAKETIME, skewed_env
+
+    if not FAKETIME.exists():
+        pytest.skip("libfaketime is not installed (Debian package faketime)")
+    mvol.run("create", "skewsnap", "--size", "16M")
+    a = tmp_path / "a"
+    mvol.mount("skewsnap", a, "--lease-ttl", "3")
+    stop = threading.Event()
+
+    def writer() -> None:  # keeps the journal holding segments
+        i = 0
+        while not stop.is_set():
+            write_at(a / "volume", os.urandom(4096), 4096 * (i % 64))
+            i += 1
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", SNAPSHOT_ELSEWHERE, str(mvol.cluster.data / "tessera.toml"),
+             "skewsnap"], env={**skewed_env("+60s"), **mvol.cluster.env},
+            capture_output=True, text=True, timeout=120)  # (it looped until killed)
+    finally:
+        stop.set()
+        t.join()
+    assert "REFUSED VolumeAttached" in r.stdout and "cannot be flushed" in r.stdout, (
+        r.stdout + r.stderr[-2000:])
+    mvol.unmount(a)
