@@ -210,14 +210,14 @@ class VolumeHandle:
         self.levels = []
         if self.read_only_gen is not None:
             self.levels.append((self.vol, self.read_only_gen, self._own))
-        v = self.vol
-        while v.base:  # a clone of a clone reads through the whole chain
-            parent = await self.svc.get(v.base["tenant"], v.base["name"])
-            level = await self._map_of(parent.id, v.base["gen"])
-            self.levels.append((parent, v.base["gen"], level))
+        b = self.vol.base_at(self.read_only_gen)
+        while b:  # a clone of a clone reads through the whole chain
+            parent = await self.svc.get(b["tenant"], b["name"])
+            level = await self._map_of(parent.id, b["gen"])
+            self.levels.append((parent, b["gen"], level))
             for idx, p in level.items():
                 self._base.setdefault(idx, p)
-            v = parent
+            b = parent.base_at(b["gen"])
 
     async def _map_of(self, vid: str, upto: int | None) -> dict[int, Pointer]:
         out: dict[int, Pointer] = {}

@@ -59,7 +59,8 @@ class Volume:
     created: float
     profile: str
     gen: int = 1
-    # gen -> {name, created, journal: [lo, hi] (the segments it replays, if any)}
+    # gen -> {name, created, journal: [lo, hi] (the segments it replays, if any), base: the
+    # origin it reads through when the volume was flattened after it (`base_at`)}
     snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
     base: dict[str, Any] | None = None  # {"tenant", "name", "id", "gen"} of a clone's origin
     clones: list[str] = field(default_factory=list)  # "tenant/name" of clones of our snapshots
@@ -85,6 +86,21 @@ class Volume:
             if s["name"] == name:
                 return g
         raise NotFound(f"volume {self.name!r} has no snapshot {name!r}")
+
+    def base_at(self, gen: int | None) -> dict[str, Any] | None:
+        """The origin snapshot generation `gen` reads through (None: the live volume). A
+        flatten cuts the volume's own link but keeps it for the snapshots taken before."""
+        snap = self.snapshots.get(gen) if gen is not None else None
+        return snap["base"] if snap is not None and "base" in snap else self.base
+
+    def origins(self) -> list[dict[str, Any]]:
+        """Every origin snapshot this volume or one of its snapshots reads through: each
+        holds the origin's snapshot (it cannot be deleted while it is listed here)."""
+        out: list[dict[str, Any]] = []
+        for b in [self.base, *(s.get("base") for s in self.snapshots.values())]:
+            if b is not None and b not in out:
+                out.append(b)
+        return out
 
     def held_journal(self, gen: int) -> tuple[int, int] | None:
         """The journal sequences [lo, hi] snapshot `gen` replays over its extents (None:
