@@ -47,6 +47,7 @@ from storage.volume_records import (
     lease_holds,
     scan_prefix,
 )
+from storage.volume_spill import PageSpill
 
 # a fenced transaction's puts, deletes and compares (besides the lease and volume record)
 Built = tuple[dict[bytes, bytes], tuple[bytes, ...], dict[bytes, int]]
@@ -71,7 +72,9 @@ class VolumeHandle:
         # Journal writes a snapshot read here holds over an extent it does not own (its own
         # extents, or its origin's), in order (storage/volume_held.py); with `levels`, the
         # (volume, generation, pointers) a read goes through, nearest first.
-        self.patches: dict[int, dict[tuple[int, int], bytes]] = {}  # {(offset, length): bytes}
+        # {(offset, length): position in `spill`} (storage/volume_spill.py)
+        self.patches: dict[int, dict[tuple[int, int], int]] = {}
+        self.spill: PageSpill | None = None
         self.levels: list[tuple[Volume, int, dict[int, Pointer]]] = []
         self._ciphers: dict[bytes, SegmentCipher] = {}
         self._renewer: asyncio.Task[None] | None = None
@@ -187,6 +190,10 @@ class VolumeHandle:
         renewal that lands between the read and the write (the renewer's txn outlives its
         cancel) is retried over, else the lease would stay held until it expired.
         """
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
+            self.patches = {}
         if self._renewer:
             self._renewer.cancel()
             self._renewer = None
@@ -284,8 +291,9 @@ class VolumeHandle:
         if not patches:
             return stored
         buf = bytearray(stored if stored is not None else bytes(self.extent_len(idx)))
-        for (off, _), data in patches.items():
-            buf[off:off + len(data)] = data[:max(0, len(buf) - off)]
+        assert self.spill is not None
+        for (off, n), at in patches.items():
+            buf[off:off + n] = self.spill.get(at, n)[:max(0, len(buf) - off)]
         return bytes(buf)
 
     async def _read_stored(self, idx: int) -> bytes | None:
