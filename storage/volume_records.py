@@ -49,6 +49,13 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) << (10 * " KMGTP".index(m.group(2).upper() or " "))
 
 
+# The volume record's format (`fv`; absent or 1: before it was checked). 2: a snapshot entry
+# may carry `journal` (a held range, storage/volume_held.py) and `base` (its origin kept by a
+# flatten); code reading 1 ignores both and misreads such snapshots (extents only) with no
+# error, so there is no downgrade below 2 (ARCHITECTURE, metadata keys). A newer one is refused.
+VOLUME_FORMAT_VERSION = 2
+
+
 @dataclass
 class Volume:
     id: str
@@ -68,12 +75,17 @@ class Volume:
     def encode(self) -> bytes:
         d = asdict(self)
         d["snapshots"] = {int(k): v for k, v in self.snapshots.items()}
+        d["fv"] = VOLUME_FORMAT_VERSION
         return pack(d)
 
     @classmethod
     def decode(cls, raw: bytes) -> Volume:
         d = unpack(raw)
-        d.pop("fv", None)
+        fv = int(d.pop("fv", 1))
+        if fv > VOLUME_FORMAT_VERSION:
+            raise StorageError(
+                f"volume {d.get('name')!r} has record format {fv}, newer than this code reads "
+                f"({VOLUME_FORMAT_VERSION}): its snapshots would be misread; upgrade Tessera")
         d["snapshots"] = {int(k): v for k, v in d.get("snapshots", {}).items()}
         return cls(**d)
 

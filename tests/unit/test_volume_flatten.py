@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import pytest
 
-from storage.errors import Conflict
+from storage import volume_records
+from storage.errors import Conflict, StorageError
+from storage.records import pack, unpack
 from storage.volume_overlay import JournaledVolume
+from storage.volume_records import Volume
 from storage.volumes import VolumeService
 from tests.unit.test_volume_journal import SIZE, with_service
 from tests.unit.test_volume_snapshot_held import PAGE, kept, read_snap
+
+VOLUME_FORMAT_VERSION = getattr(volume_records, "VOLUME_FORMAT_VERSION", 2)
 
 
 def test_a_flatten_keeps_the_older_snapshots_of_the_clone() -> None:
@@ -72,3 +77,14 @@ def test_deleting_a_flattened_clone_with_old_snapshots_unlinks_it() -> None:
         assert (await svc.get("t", "v")).clones == []
         await svc.delete_snapshot("t", "v", "s")
     with_service(body)
+
+
+def test_a_volume_record_of_a_newer_format_is_refused_not_misread() -> None:
+    v = Volume(id="x", tenant="t", name="v", size=SIZE, extent_size=1 << 20, created=0.0,
+               profile="standard")
+    assert unpack(v.encode())["fv"] == VOLUME_FORMAT_VERSION >= 2  # older code reads 1
+    assert Volume.decode(v.encode()) == v
+    newer = unpack(v.encode())
+    newer["fv"] = VOLUME_FORMAT_VERSION + 1
+    with pytest.raises(StorageError, match="newer than this code"):
+        Volume.decode(pack(newer))
