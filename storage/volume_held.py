@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, TypeVar
 
 from storage.keyspace import journal_prefix, kept_journal_prefix
@@ -102,23 +103,24 @@ async def patches(h: VolumeHandle, own: set[int]) -> Patches:
             async def read(s: Segment, tenant: str = vol.tenant) -> tuple[Segment, list[Entry]]:
                 return s, await read_entries(h.svc, tenant, s)
             segs = await held_segments(h.svc.meta, vol.id, rng)
-            async for s, entries in in_order(segs, read, HELD_PARALLEL):
-                if h.spill is None:
-                    h.spill = PageSpill()
-                keep: list[bytes] = []  # one spill write per segment
-                at = h.spill.size
-                for off, data in entries:
-                    pos = 0
-                    while pos < len(data):
-                        idx, eo = divmod(off + pos, es)
-                        k = min(es - eo, len(data) - pos)
-                        p = pointers.get(idx)
-                        if idx < n and idx not in resolved and s.seq > (p.jseq if p else 0):
-                            keep.append(data[pos:pos + k])
-                            _put(level.setdefault(idx, {}), (eo, k), at)
-                            at += k
-                        pos += k
-                h.spill.put(b"".join(keep))
+            async with aclosing(in_order(segs, read, HELD_PARALLEL)) as stream:
+                async for s, entries in stream:
+                    if h.spill is None:
+                        h.spill = PageSpill()
+                    keep: list[bytes] = []  # one spill write per segment
+                    at = h.spill.size
+                    for off, data in entries:
+                        pos = 0
+                        while pos < len(data):
+                            idx, eo = divmod(off + pos, es)
+                            k = min(es - eo, len(data) - pos)
+                            p = pointers.get(idx)
+                            if idx < n and idx not in resolved and s.seq > (p.jseq if p else 0):
+                                keep.append(data[pos:pos + k])
+                                _put(level.setdefault(idx, {}), (eo, k), at)
+                                at += k
+                            pos += k
+                    h.spill.put(b"".join(keep))
             for idx, nearer in out.items():  # what a nearer level holds applies after
                 if idx in level:
                     for key, data in nearer.items():
