@@ -47,6 +47,7 @@ from storage.volume_records import (
     lease_holds,
     scan_prefix,
 )
+from storage.volume_spill import PageSpill
 
 # a fenced transaction's puts, deletes and compares (besides the lease and volume record)
 Built = tuple[dict[bytes, bytes], tuple[bytes, ...], dict[bytes, int]]
@@ -71,7 +72,9 @@ class VolumeHandle:
         # Journal writes a snapshot read here holds over an extent it does not own (its own
         # extents, or its origin's), in order (storage/volume_held.py); with `levels`, the
         # (volume, generation, pointers) a read goes through, nearest first.
-        self.patches: dict[int, dict[tuple[int, int], bytes]] = {}  # {(offset, length): bytes}
+        # {(offset, length): position in `spill`} (storage/volume_spill.py)
+        self.patches: dict[int, dict[tuple[int, int], int]] = {}
+        self.spill: PageSpill | None = None
         self.levels: list[tuple[Volume, int, dict[int, Pointer]]] = []
         self._ciphers: dict[bytes, SegmentCipher] = {}
         self._renewer: asyncio.Task[None] | None = None
@@ -187,6 +190,10 @@ class VolumeHandle:
         renewal that lands between the read and the write (the renewer's txn outlives its
         cancel) is retried over, else the lease would stay held until it expired.
         """
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
+            self.patches = {}
         if self._renewer:
             self._renewer.cancel()
             self._renewer = None
@@ -210,14 +217,14 @@ class VolumeHandle:
         self.levels = []
         if self.read_only_gen is not None:
             self.levels.append((self.vol, self.read_only_gen, self._own))
-        v = self.vol
-        while v.base:  # a clone of a clone reads through the whole chain
-            parent = await self.svc.get(v.base["tenant"], v.base["name"])
-            level = await self._map_of(parent.id, v.base["gen"])
-            self.levels.append((parent, v.base["gen"], level))
+        b = self.vol.base_at(self.read_only_gen)
+        while b:  # a clone of a clone reads through the whole chain
+            parent = await self.svc.get(b["tenant"], b["name"])
+            level = await self._map_of(parent.id, b["gen"])
+            self.levels.append((parent, b["gen"], level))
             for idx, p in level.items():
                 self._base.setdefault(idx, p)
-            v = parent
+            b = parent.base_at(b["gen"])
 
     async def _map_of(self, vid: str, upto: int | None) -> dict[int, Pointer]:
         out: dict[int, Pointer] = {}
@@ -284,8 +291,9 @@ class VolumeHandle:
         if not patches:
             return stored
         buf = bytearray(stored if stored is not None else bytes(self.extent_len(idx)))
-        for (off, _), data in patches.items():
-            buf[off:off + len(data)] = data[:max(0, len(buf) - off)]
+        assert self.spill is not None
+        for (off, n), at in patches.items():
+            buf[off:off + n] = self.spill.get(at, n)[:max(0, len(buf) - off)]
         return bytes(buf)
 
     async def _read_stored(self, idx: int) -> bytes | None:

@@ -49,6 +49,13 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) << (10 * " KMGTP".index(m.group(2).upper() or " "))
 
 
+# The volume record's format (`fv`; absent or 1: before it was checked). 2: a snapshot entry
+# may carry `journal` (a held range, storage/volume_held.py) and `base` (its origin kept by a
+# flatten); code reading 1 ignores both and misreads such snapshots (extents only) with no
+# error, so there is no downgrade below 2 (ARCHITECTURE, metadata keys). A newer one is refused.
+VOLUME_FORMAT_VERSION = 2
+
+
 @dataclass
 class Volume:
     id: str
@@ -59,7 +66,8 @@ class Volume:
     created: float
     profile: str
     gen: int = 1
-    # gen -> {name, created, journal: [lo, hi] (the segments it replays, if any)}
+    # gen -> {name, created, journal: [lo, hi] (the segments it replays, if any), base: the
+    # origin it reads through when the volume was flattened after it (`base_at`)}
     snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
     base: dict[str, Any] | None = None  # {"tenant", "name", "id", "gen"} of a clone's origin
     clones: list[str] = field(default_factory=list)  # "tenant/name" of clones of our snapshots
@@ -67,12 +75,17 @@ class Volume:
     def encode(self) -> bytes:
         d = asdict(self)
         d["snapshots"] = {int(k): v for k, v in self.snapshots.items()}
+        d["fv"] = VOLUME_FORMAT_VERSION
         return pack(d)
 
     @classmethod
     def decode(cls, raw: bytes) -> Volume:
         d = unpack(raw)
-        d.pop("fv", None)
+        fv = int(d.pop("fv", 1))
+        if fv > VOLUME_FORMAT_VERSION:
+            raise StorageError(
+                f"volume {d.get('name')!r} has record format {fv}, newer than this code reads "
+                f"({VOLUME_FORMAT_VERSION}): its snapshots would be misread; upgrade Tessera")
         d["snapshots"] = {int(k): v for k, v in d.get("snapshots", {}).items()}
         return cls(**d)
 
@@ -85,6 +98,21 @@ class Volume:
             if s["name"] == name:
                 return g
         raise NotFound(f"volume {self.name!r} has no snapshot {name!r}")
+
+    def base_at(self, gen: int | None) -> dict[str, Any] | None:
+        """The origin snapshot generation `gen` reads through (None: the live volume). A
+        flatten cuts the volume's own link but keeps it for the snapshots taken before."""
+        snap = self.snapshots.get(gen) if gen is not None else None
+        return snap["base"] if snap is not None and "base" in snap else self.base
+
+    def origins(self) -> list[dict[str, Any]]:
+        """Every origin snapshot this volume or one of its snapshots reads through: each
+        holds the origin's snapshot (it cannot be deleted while it is listed here)."""
+        out: list[dict[str, Any]] = []
+        for b in [self.base, *(s.get("base") for s in self.snapshots.values())]:
+            if b is not None and b not in out:
+                out.append(b)
+        return out
 
     def held_journal(self, gen: int) -> tuple[int, int] | None:
         """The journal sequences [lo, hi] snapshot `gen` replays over its extents (None:

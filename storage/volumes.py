@@ -156,8 +156,8 @@ class VolumeService:
                                                 journal_head_key(vol.id)))):
             raise Conflict(f"volume {name!r} changed while being deleted; retry")
         await self._retire_all(vol.id)
-        if vol.base:
-            await self._unlink_clone(vol)
+        for b in vol.origins():
+            await self._unlink_clone(vol, b)
 
     async def _retire_all(self, vid: str) -> None:
         batch: list[Item] = []
@@ -185,15 +185,15 @@ class VolumeService:
                 deletes.append(stripe_index_key(stripe))
         await self.meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
 
-    async def _unlink_clone(self, vol: Volume) -> None:
-        assert vol.base is not None
+    async def _unlink_clone(self, vol: Volume, base: dict[str, Any]) -> None:
+        """Drop `vol` from the clones of origin `base` (it no longer reads through it)."""
         me = f"{vol.tenant}/{vol.name}"
 
         def drop(p: Volume) -> None:
             if me in p.clones:
                 p.clones.remove(me)
         try:
-            await self._update(vol.base["tenant"], vol.base["name"], drop)
+            await self._update(base["tenant"], base["name"], drop)
         except NotFound:
             pass
 
@@ -278,19 +278,26 @@ class VolumeService:
         for c in cur.clones:
             ct, _, cn = c.partition("/")
             item = await self.meta.get(volume_key(ct, cn))
-            base = Volume.decode(item.value).base if item is not None else None
-            if base is not None and base.get("id") == cur.id and base.get("gen") != g0:
+            bases = [b for b in Volume.decode(item.value).origins()
+                     if b.get("id") == cur.id] if item is not None else []
+            if bases and all(b.get("gen") != g0 for b in bases):
                 others.add(c)
+
+        gone: list[dict[str, Any] | None] = [None]  # the origin it read through, if flattened
 
         def drop(v: Volume) -> None:
             g = v.snapshot_gen(snap)
+            gone[0] = v.snapshots[g].get("base")
             for c in v.clones:
                 if g != g0 or c not in others:  # a clone linked meanwhile: stay safe
-                    raise Conflict(f"snapshot {snap!r} has clone {c}: flatten or delete it first")
+                    raise Conflict(f"snapshot {snap!r} has clone {c} (or a snapshot of it "
+                                   "taken before a flatten): delete them first")
             del v.snapshots[g]
         vol = await self._update(tenant, name, drop)
         await self._collect(vol)
         await held.free(self, vol)
+        if gone[0] is not None and gone[0] not in vol.origins():
+            await self._unlink_clone(vol, gone[0])  # the last reader of that origin went
 
     async def _collect(self, vol: Volume) -> None:
         """Retire pointers no snapshot needs any more (never the newest of an extent)."""
@@ -350,11 +357,16 @@ class VolumeService:
                     data = await h.read_extent(idx)
                     if data is not None:
                         await h.write_extent(idx, data)
-            await self._unlink_clone(vol)
+            old = vol.base
 
             def cut(v: Volume) -> None:
+                for s in v.snapshots.values():  # taken before: they still read through it
+                    s.setdefault("base", v.base)
                 v.base = None
-            return await self._update(tenant, name, cut)
+            vol = await self._update(tenant, name, cut)
+            if old not in vol.origins():
+                await self._unlink_clone(vol, old)
+            return vol
         finally:
             await h.close()
 
