@@ -72,8 +72,10 @@ _VERSIONED = {"GetObject": "s3:GetObjectVersion", "HeadObject": "s3:GetObjectVer
 _NON_PUBLIC_KEYS = frozenset({"aws:sourceip", "aws:sourcearn", "aws:sourceaccount",
                               "aws:sourcevpc", "aws:sourcevpce", "aws:sourceowner",
                               "aws:principalaccount", "aws:userid", "aws:principalarn",
-                              "aws:principalorgid",
-                              "s3:x-amz-server-side-encryption-aws-kms-key-id"})
+                              "aws:principalorgid"})
+# (not s3:x-amz-server-side-encryption-aws-kms-key-id, which AWS lists: there the caller also
+# needs kms:Encrypt on that key; here the owner's key is used for any caller who names it, so a
+# "pin" to its ARN would let anyone write through Block Public Access (review17h))
 # A role's sessions (AWS: a fixed aws:userid "outside the pattern AROLEID:*" counts, and so
 # does that pattern): a role id, then any session name.
 _ROLE_SESSIONS = re.compile(r"AROA[A-Z0-9]+:\*")

@@ -110,6 +110,9 @@ def test_policy_operations_stay_with_the_bucket_account(w: dict[str, Any], op: s
     {"StringEqualsIfExists": {"aws:SourceAccount": "x"}},
     {"StringLike": {"aws:userid": "*:*"}},  # mend17p: only a fixed role id's sessions pin
     {"StringLike": {"aws:userid": "AROA*:*"}},
+    # any caller can name the owner's KMS key and have it used (no kms:Encrypt check): no pin
+    {"StringEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id":
+                      "arn:aws:kms:us-east-1:123456789012:key/k1"}},
 ])
 def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
                                                    condition: dict[str, Any]) -> None:
@@ -131,8 +134,6 @@ def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
     {"ArnEquals": {"aws:SourceArn": "arn:aws:cloudfront::123456789012:distribution/E1"}},
     # mend17p: AWS's list also names these (a role's sessions "AROLEID:*" included)
     {"StringLike": {"aws:userid": "AROAEXAMPLEID123:*"}},
-    {"StringEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id":
-                      "arn:aws:kms:us-east-1:123456789012:key/k1"}},
     {"StringEquals": {"aws:SourceVpce": "vpce-1a2b3c4d"}},
     {"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}},
 ])
