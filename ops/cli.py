@@ -157,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (StorageError, RuntimeError, OSError) as exc:
+    except OSError as exc:  # a path the operator gave, said with what to do
+        from ops.pathcheck import explain
+
+        print(f"tessera {args.command}: {explain(exc)}", file=sys.stderr)
+        return 1
+    except (StorageError, RuntimeError) as exc:
         print(f"tessera {args.command}: {exc}", file=sys.stderr)
         return 1
 

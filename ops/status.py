@@ -18,28 +18,13 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-CLOCK_HINT = ("its clock is off from this gateway's by more than [cluster] "
-              "node_request_window_s; sync the hosts' clocks (NTP)")
-
-
 def _why_not_up(nodes: list[dict[str, Any]]) -> list[str]:
     """One line per node that is not up, with the last error its health probe got (a node
     whose process runs but whose clock is off showed only "down" in the table)."""
-    lines = []
-    for n in nodes:
-        err = n.get("last_error") or ""
-        if n.get("state") == "up" or not err:
-            continue
-        try:  # a node's refusal is `node ID: health 401 {"error": ..., "message": ...}`
-            msg = json.loads(err[err.index("{"):])["message"]
-            why = f"{err[:err.index('{')].strip()}, {msg}"
-        except (ValueError, KeyError, TypeError):
-            why = err
-        why = why.removeprefix(f"node {n['id']}: ")
-        if "replay window" in err:
-            why += f": {CLOCK_HINT}"
-        lines.append(f"  {n['id']} {n['state']}: {why}")
-    return lines
+    from storage.node_reason import node_reason
+
+    return [f"  {n['id']} {n['state']}: {node_reason(n['id'], n['last_error'])}"
+            for n in nodes if n.get("state") != "up" and n.get("last_error")]
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from storage.errors import AccessDenied, ConfigError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from storage.cluster import Cluster
-    from storage.volumes import VolumeService
+    from storage.volumes import Volume, VolumeService
 
 # The storage stack is imported by the commands that run (`_run`), not to build the parser:
 # every `tessera` command builds it, and most (admin, status) need none of it.
@@ -119,12 +120,41 @@ async def _list(a, c, svc, t):  # type: ignore[no-untyped-def]
     from gateway.admin.volumes import volume_dict
 
     vols = await svc.list(t)
+    known = {(v.tenant, v.name): v for v in vols}
+    snaps = [await _origin_snapshot(svc, v, known) for v in vols]
     if a.json:
-        print(json.dumps([volume_dict(v) for v in vols]))
+        print(json.dumps([_with_snapshot(volume_dict(v), s) for v, s in zip(vols, snaps,
+                                                                           strict=True)]))
         return
     _table([[v.name, _human(v.size), _human(v.extent_size), str(len(v.snapshots)),
-             v.base["name"] + "@" + str(v.base["gen"]) if v.base else "-"] for v in vols],
+             f"{v.base['name']}@{s}" if v.base else "-"] for v, s in zip(vols, snaps, strict=True)],
            ["NAME", "SIZE", "EXTENT", "SNAPSHOTS", "ORIGIN"])
+
+
+async def _origin_snapshot(svc: VolumeService, v: Volume,
+                           known: dict[tuple[str, str], Volume] | None = None) -> str:
+    """The name the user gave the snapshot a clone was made from (the base record keeps only
+    its generation, which `list` showed as `vol1@2` for a snapshot named `s2`); the generation
+    as `gen N` if the origin or its snapshot is gone."""
+    if not v.base:
+        return ""
+    key = (v.base["tenant"], v.base["name"])
+    origin = (known or {}).get(key)
+    if origin is None:
+        try:
+            origin = await svc.get(*key)
+        except NotFound:
+            origin = None
+    snap = origin.snapshots.get(int(v.base["gen"])) if origin and origin.id == v.base["id"] \
+        else None
+    return str(snap["name"]) if snap else f"gen {v.base['gen']}"
+
+
+def _with_snapshot(d: dict[str, Any], snap: str) -> dict[str, Any]:
+    """A volume's JSON with its origin snapshot's name beside the generation."""
+    if d.get("base"):
+        d["base"] = {**d["base"], "snapshot": snap}
+    return d
 
 
 async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
@@ -133,7 +163,8 @@ async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
     v = await svc.get(t, a.name)
     stored = await svc.stored_bytes(t, a.name)
     lease = await svc.attached_by(v.id)
-    d = volume_dict(v, stored, lease)
+    snap = await _origin_snapshot(svc, v)
+    d = _with_snapshot(volume_dict(v, stored, lease), snap)
     if a.json:
         print(json.dumps(d))
         return
@@ -143,7 +174,8 @@ async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
     print(f"{'extent size:':14}{_human(v.extent_size)}")
     print(f"{'written:':14}{_human(stored)} (before erasure overhead)")
     print(f"{'snapshots:':14}{', '.join(s['name'] for s in d['snapshots']) or '-'}")
-    print(f"{'origin:':14}{v.base['name'] + ' gen ' + str(v.base['gen']) if v.base else '-'}")
+    origin = f"{v.base['name']}@{snap} (generation {v.base['gen']})" if v.base else "-"
+    print(f"{'origin:':14}{origin}")
     print(f"{'clones:':14}{', '.join(v.clones) or '-'}")
     print(f"{'attached:':14}{lease['holder'] + ' token ' + str(lease['token']) if lease else '-'}")
 
@@ -185,8 +217,6 @@ async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
         if a.json:
             print(json.dumps(rows))
         else:
-            import time
-
             _table([[r["name"], str(r["generation"]),
                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))]
                     for r in rows], ["NAME", "GENERATION", "CREATED"])
@@ -203,37 +233,57 @@ async def _clone(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 class _Progress:
-    def __init__(self, label: str) -> None:
+    """A one-line progress bar on a terminal's stderr, in MiB with the rate so far: the count
+    of extents it showed (`48/48`) said neither what nor how fast."""
+
+    def __init__(self, label: str, total_bytes: int, extent_size: int) -> None:
         self.label = label
+        self.total_bytes = total_bytes
+        self.extent_size = extent_size
         self.tty = sys.stderr.isatty()
+        self.start = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
+        """Extent `done` (0-based) of `total` is being handled."""
         if self.tty and total and (done % 16 == 0 or done == total - 1):
-            bar = int(30 * (done + 1) / total)
-            sys.stderr.write(f"\r{self.label} [{'#' * bar}{' ' * (30 - bar)}] "
-                             f"{done + 1}/{total}")
+            sys.stderr.write(f"\r{self.line(done, total, time.monotonic() - self.start)}")
             sys.stderr.flush()
             if done == total - 1:
                 sys.stderr.write("\n")
 
+    def line(self, done: int, total: int, elapsed: float) -> str:
+        """The bar after extent `done` of `total`, `elapsed` seconds in."""
+        bar = int(30 * (done + 1) / total)
+        moved = min((done + 1) * self.extent_size, self.total_bytes)
+        rate = f"{moved / MiB / elapsed:.1f} MiB/s" if elapsed > 0 else "- MiB/s"
+        return (f"{self.label} [{'#' * bar}{' ' * (30 - bar)}] {moved / MiB:.1f}/"
+                f"{self.total_bytes / MiB:.1f} MiB, {rate}")
+
 
 async def _flatten(a, c, svc, t):  # type: ignore[no-untyped-def]
-    await svc.flatten(t, a.name, _Progress(f"flatten {a.name}"))
+    v = await svc.get(t, a.name)
+    await svc.flatten(t, a.name, _Progress(f"flatten {a.name}", v.size, v.extent_size))
     _done(a, f"volume {a.name} no longer depends on its origin", {"flattened": a.name})
 
 
 async def _export(a, c, svc, t):  # type: ignore[no-untyped-def]
-    h = await svc.open(t, a.name, holder="export", snapshot=a.snapshot)
-    prog = _Progress(f"export {a.name}")
-    with open(a.file, "wb") as f:
-        for idx in range(h.vol.extents):
-            prog(idx, h.vol.extents)
-            data = await h.read_extent(idx)
-            if data is None:
-                f.seek(h.extent_len(idx), 1)
-            else:
-                f.write(data)
-        f.truncate(h.vol.size)
+    v = await svc.get(t, a.name)  # a misspelt volume or snapshot leaves the file alone
+    if a.snapshot:
+        v.snapshot_gen(a.snapshot)
+    with open(a.file, "wb") as f:  # before the attach: a bad path leaves no lease behind
+        h = await svc.open(t, a.name, holder="export", snapshot=a.snapshot)
+        prog = _Progress(f"export {a.name}", h.vol.size, h.vol.extent_size)
+        try:
+            for idx in range(h.vol.extents):
+                prog(idx, h.vol.extents)
+                data = await h.read_extent(idx)
+                if data is None:
+                    f.seek(h.extent_len(idx), 1)
+                else:
+                    f.write(data)
+            f.truncate(h.vol.size)
+        finally:
+            await h.close()
     _done(a, f"exported {a.name} to {a.file}", {"exported": a.name, "file": a.file})
 
 
@@ -243,7 +293,7 @@ async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
     if size > v.size:
         raise InvalidInput(f"{a.file} ({size} bytes) is larger than the volume")
     h = await svc.open(t, a.name, holder=f"import:{os.getpid()}")
-    prog = _Progress(f"import {a.name}")
+    prog = _Progress(f"import {a.name}", size, v.extent_size)
     try:
         with open(a.file, "rb") as f:
             for idx in range(-(-size // v.extent_size)):

@@ -21,6 +21,7 @@ from storage.health import UP
 from storage.keyspace import GC, REPAIR, STRIPE, space, stripe_of
 from storage.lying import read_integrity
 from storage.membership import load_members
+from storage.node_reason import node_reason
 from storage.records import unpack
 from storage.workers.manifests import KEPT_STATES, load_manifest
 from storage.workers.rebalance import read_stats as read_rebalance_stats
@@ -85,7 +86,8 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
                       "drain": (rebalance.get("draining") or {}).get(n.id),
                       "state": s.state, "since": s.since, "used_bytes": s.used_bytes,
                       "free_bytes": s.free_bytes, "shards": s.shards,
-                      "last_error": s.last_error if s.state != UP else ""})
+                      "last_error": s.last_error if s.state != UP else "",
+                      "reason": node_reason(n.id, s.last_error) if s.state != UP else ""})
         z = zones.setdefault(n.zone, {"zone": n.zone, "nodes": 0, "up": 0, "used_bytes": 0,
                                       "free_bytes": 0, "shards": 0})
         z["nodes"] += 1

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from ops.admincli import admin_request
 from ops.localports import free_port
+from storage.node_reason import node_reason
 from tests.integration.cluster import LocalCluster, files_holding, wait_for
 
 CHROMIUM = os.environ.get("TESSERA_CHROMIUM", "/usr/bin/chromium")
@@ -561,7 +562,30 @@ def test_browser_cluster_map_shows_a_killed_node(console_cluster: LocalCluster,
     console_cluster.kill(victim)  # SIGKILL by the PID `tessera up` recorded
     expect(card).to_have_attribute("data-state", "down", timeout=WAIT_MS)
     expect(card).to_contain_text("down")
+    err = card.locator(".error")  # the readable reason, not `node ID: ...` as the probe had it
+    expect(err).to_be_visible()
+    assert err.inner_text().strip() and not err.inner_text().startswith(f"node {victim}:")
     expect(page.locator(".node[data-state=up]")).to_have_count(14)
     page.click("#tabs button[data-tab=durability]")
     expect(page.locator("#zone-loss tr")).to_have_count(4, timeout=WAIT_MS)  # header + 3 zones
+    page.context.close()
+
+
+def test_browser_node_card_says_why_in_words_and_counts_in_the_right_number(
+        console_cluster: LocalCluster, browser: Browser) -> None:
+    """A node refused on its clock: the card showed the probe's raw text with the node's JSON
+    inside, and "scrub: 1 passes" (newuser17). The card is built by the page's own nodeCard
+    from a status entry as the gateway sends it."""
+    page = browser_login(browser, console_cluster)
+    expect(page.locator("#zones .node")).to_have_count(15, timeout=WAIT_MS)
+    raw = 'node n9: health 401 {"error": "unauthorized", "message": "request outside the replay window"}'
+    entry = {"id": "n9", "zone": "az1", "address": "127.0.0.1:1", "state": "down",
+             "membership": "active", "used_bytes": 0, "free_bytes": 1 << 30, "shards": 1,
+             "scrub": {"passes": 1, "shards_verified": 1, "corrupt_found": 0, "quarantined": 0},
+             "last_error": raw, "reason": node_reason("n9", raw)}
+    lines = page.evaluate("(n) => [...nodeCard(n).children].map((e) => e.textContent)", entry)
+    text = "\n".join(lines)
+    assert "1 shard" in lines and "scrub: 1 pass, 1 verified" in text, lines
+    assert '{"error"' not in text and "node n9:" not in text, text
+    assert "request outside the replay window" in text and "NTP" in text, text
     page.context.close()

@@ -577,6 +577,45 @@ def test_mount_refusals_say_what_to_do(vol: Vol, tmp_path: Path) -> None:
     assert not [s for s in _states(vol) if s.volume == "refuse"]
 
 
+def test_origin_is_the_snapshots_name_and_a_bad_export_path_says_what_to_do(
+        vol: Vol, tmp_path: Path) -> None:
+    """`list` showed a clone's origin as `vol@2` (the generation) for a snapshot the user named
+    `s2`; export to a missing directory printed a raw `[Errno 2] ...` and left the volume's
+    attach lease held (newuser17)."""
+    vol.run("create", "named", "--size", "8M")
+    vol.run("snapshot", "create", "named", "s1")
+    vol.run("snapshot", "create", "named", "s2")
+    vol.run("clone", "named@s2", "named-copy")
+    rows = [ln.split() for ln in vol.run("list").stdout.splitlines()]
+    assert ["named-copy", "8.0", "MiB", "1.0", "MiB", "0", "named@s2"] in rows, rows
+    (doc,) = [d for d in json.loads(vol.run("list", "--json").stdout) if d["name"] == "named-copy"]
+    assert doc["base"]["snapshot"] == "s2" and doc["base"]["gen"] == 2, doc
+    assert "origin:       named@s2 (generation 2)" in vol.run("show", "named-copy").stdout
+
+    target = tmp_path / "nonexistent" / "dir" / "x.raw"
+    r = vol.run("export", "named", str(target), check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "Errno" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert f"directory {tmp_path / 'nonexistent'} does not exist" in r.stderr, r.stderr
+    assert not target.parent.exists()
+    assert asyncio.run(_lease_left(vol, "named")) is None  # was held on, to its ttl
+    image = tmp_path / "named.raw"
+    vol.run("export", "named", str(image))
+    assert image.stat().st_size == 8 * 1024 * 1024
+    assert asyncio.run(_lease_left(vol, "named")) is None
+
+
+async def _lease_left(vol: Vol, name: str) -> dict | None:
+    """The attach lease record of `name` unless released: what another host would see as held
+    until its ttl (this host sees the holder process gone)."""
+    c, svc = await _open(vol)
+    try:
+        rec = await svc.lease((await svc.get("default", name)).id)
+        return rec if rec and not rec.get("released") else None
+    finally:
+        await c.close()
+
+
 def test_sigkilled_pytest_leaves_no_volume_mount(tmp_path: Path) -> None:
     """The FUSE daemon sees the test run end too: ext4 and the loop device over its file are
     undone, then its own FUSE mount, and it exits (as do the cluster's processes)."""

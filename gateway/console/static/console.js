@@ -28,6 +28,11 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// "1 pass", "2 passes": a count with its noun in the right number.
+function count(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 function human(n) {
   if (n === null || n === undefined) return "-";
   const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -167,7 +172,7 @@ function nodeCard(n) {
   const pct = total ? Math.round(100 * n.used_bytes / total) : 0;
   const sc = n.scrub || {};
   const scrub = Object.keys(sc).length
-    ? `scrub: ${sc.passes || 0} passes, ${sc.shards_verified || 0} verified, ` +
+    ? `scrub: ${count(sc.passes || 0, "pass", "passes")}, ${sc.shards_verified || 0} verified, ` +
       `${sc.corrupt_found || 0} corrupt found; ${sc.quarantined ?? "?"} quarantined`
     : "scrub: no report";
   const bar = el("div", {class: "bar"}, el("span", {}));
@@ -179,9 +184,9 @@ function nodeCard(n) {
     el("div", {class: "figures mono"}, n.address),
     bar,
     el("div", {class: "figures"}, `${human(n.used_bytes)} used, ${human(n.free_bytes)} free`),
-    el("div", {class: "figures"}, `${n.shards} shards`),
+    el("div", {class: "figures"}, count(n.shards, "shard", "shards")),
     el("div", {class: "figures"}, scrub),
-    n.last_error ? el("div", {class: "figures error"}, n.last_error) : null);
+    n.last_error ? el("div", {class: "figures error"}, n.reason || n.last_error) : null);
 }
 
 function renderCluster(doc) {
