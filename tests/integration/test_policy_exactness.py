@@ -5,7 +5,6 @@ Public Access counts as a public policy."""
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -13,36 +12,13 @@ import requests
 from botocore.exceptions import ClientError
 
 from tests.integration.cluster import LocalCluster
+from tests.integration.tenant_pair import new_bucket, policy, refusal, two_tenants
 
 
 @pytest.fixture(scope="module")
 def w(cluster: LocalCluster) -> dict[str, Any]:
     """Owner tenant `a` and another tenant `b`, each with its own canonical id."""
-    tag = uuid.uuid4().hex[:8]
-    out: dict[str, Any] = {"tag": tag, "n": 0}
-    for t in ("a", "b"):
-        name = f"pe-{t}-{tag}"
-        out[t] = cluster.tenant_client(name, {"canonical_id": t * 56 + tag})
-        out["name_" + t] = name
-    return out
-
-
-def _bucket(w: dict[str, Any]) -> str:
-    w["n"] += 1
-    name = f"pe-{w['tag']}-{w['n']}"
-    w["a"].create_bucket(Bucket=name)
-    return name
-
-
-def _policy(bucket: str, *statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
-
-
-def _code(fn: Any) -> tuple[int, str]:
-    with pytest.raises(ClientError) as ei:
-        fn()
-    r = ei.value.response
-    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
+    return two_tenants(cluster, "pe")
 
 
 def _keys(c: Any, bucket: str) -> set[str]:
@@ -51,10 +27,10 @@ def _keys(c: Any, bucket: str) -> set[str]:
 
 def test_delete_objects_obeys_a_deny_on_some_keys(w: dict[str, Any]) -> None:
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     for k in ("keep/x", "free/y"):
         a.put_object(Bucket=bucket, Key=k, Body=b"1")
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
         "Resource": f"arn:aws:s3:::{bucket}/keep/*"}))
     r = a.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "keep/x"},
@@ -66,10 +42,10 @@ def test_delete_objects_obeys_a_deny_on_some_keys(w: dict[str, Any]) -> None:
 
 def test_delete_objects_grants_by_key_to_another_tenant(w: dict[str, Any]) -> None:
     a, b = w["a"], w["b"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     for k in ("pub/x", "priv/y"):
         a.put_object(Bucket=bucket, Key=k, Body=b"1")
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "s3:DeleteObject",
         "Resource": f"arn:aws:s3:::{bucket}/pub/*"}))
     r = b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "pub/x"},
@@ -82,17 +58,17 @@ def test_delete_objects_grants_by_key_to_another_tenant(w: dict[str, Any]) -> No
 @pytest.mark.parametrize("op", ["put", "get", "delete"])
 def test_policy_operations_stay_with_the_bucket_account(w: dict[str, Any], op: str) -> None:
     a, b = w["a"], w["b"]
-    bucket = _bucket(w)
-    text = _policy(bucket, {"Effect": "Allow", "Principal": {"AWS": w["name_b"]},
+    bucket = new_bucket(w)
+    text = policy({"Effect": "Allow", "Principal": {"AWS": w["name_b"]},
                             "Action": "s3:*", "Resource": [f"arn:aws:s3:::{bucket}",
                                                            f"arn:aws:s3:::{bucket}/*"]})
     a.put_bucket_policy(Bucket=bucket, Policy=text)
-    calls = {"put": lambda: b.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+    calls = {"put": lambda: b.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": "*", "Action": "s3:*",
         "Resource": f"arn:aws:s3:::{bucket}/*"})),
         "get": lambda: b.get_bucket_policy(Bucket=bucket),
         "delete": lambda: b.delete_bucket_policy(Bucket=bucket)}
-    assert _code(calls[op]) == (405, "MethodNotAllowed")
+    assert refusal(calls[op]) == (405, "MethodNotAllowed")
     with pytest.raises(ClientError) as ei:  # AWS's body names the policy (filestack-js#55)
         calls[op]()
     err = ei.value.response["Error"]
@@ -117,12 +93,12 @@ def test_policy_operations_stay_with_the_bucket_account(w: dict[str, Any], op: s
 def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
                                                    condition: dict[str, Any]) -> None:
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicPolicy": True})
-    text = _policy(bucket, {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+    text = policy({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
                             "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition})
-    assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=text)) == (
+    assert refusal(lambda: a.put_bucket_policy(Bucket=bucket, Policy=text)) == (
         403, "AccessDenied")
 
 
@@ -140,10 +116,10 @@ def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
 def test_pinned_conditions_make_a_policy_non_public(w: dict[str, Any],
                                                     condition: dict[str, Any]) -> None:
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicPolicy": True})
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
         "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition}))
     assert a.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is False
@@ -158,13 +134,13 @@ def test_post_form_fields_are_the_condition_keys(w: dict[str, Any], field: str,
     """A POST upload's form fields are its request's condition keys (AWS): a policy that
     denies an ACL or storage class denies it in a form as in a PUT header."""
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     value = list(condition.values())[0]
     value = str(list(value.values())[0])
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
         "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition}))
-    assert _code(lambda: a.put_object(Bucket=bucket, Key="put", Body=b"x", **(
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="put", Body=b"x", **(
         {"ACL": value} if field == "acl" else {"StorageClass": value}))) == (403, "AccessDenied")
     form = a.generate_presigned_post(bucket, "post", Fields={field: value},
                                      Conditions=[{field: value}])
@@ -179,18 +155,18 @@ def test_a_caller_denied_listing_is_not_told_a_key_is_missing(w: dict[str, Any])
     """403, not 404, for a missing key to whom s3:ListBucket is denied: the bucket's tenant
     and a tenant the bucket ACL grants READ alike (AWS: 404 needs s3:ListBucket)."""
     a, b = w["a"], w["b"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_bucket_acl(Bucket=bucket, GrantFullControl=f"id={'a' * 56 + w['tag']}",
                      GrantRead=f"id={'b' * 56 + w['tag']}")
     a.put_object(Bucket=bucket, Key="there", Body=b"1")
-    assert _code(lambda: b.get_object(Bucket=bucket, Key="gone")) == (404, "NoSuchKey")
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+    assert refusal(lambda: b.get_object(Bucket=bucket, Key="gone")) == (404, "NoSuchKey")
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Deny", "Principal": "*", "Action": "s3:ListBucket",
         "Resource": f"arn:aws:s3:::{bucket}"}))
     for c in (a, b):
-        assert _code(lambda c=c: c.get_object(Bucket=bucket, Key="gone")) == (
+        assert refusal(lambda c=c: c.get_object(Bucket=bucket, Key="gone")) == (
             403, "AccessDenied")
-        assert _code(lambda c=c: c.head_object(Bucket=bucket, Key="gone"))[0] == 403
+        assert refusal(lambda c=c: c.head_object(Bucket=bucket, Key="gone"))[0] == 403
     assert a.get_object(Bucket=bucket, Key="there")["Body"].read() == b"1"
 
 
@@ -199,10 +175,10 @@ def test_restrict_public_buckets_leaves_only_the_bucket_account(w: dict[str, Any
     policy, and a public-read object, are closed to everyone but the bucket's tenant (AWS:
     "including non-public delegation to specific accounts, is blocked")."""
     a, b = w["a"], w["b"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="open", Body=b"1", ACL="public-read")
     a.put_object(Bucket=bucket, Key="named", Body=b"2")
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "s3:GetObject",
         "Resource": f"arn:aws:s3:::{bucket}/named"}, {
         "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
@@ -212,7 +188,7 @@ def test_restrict_public_buckets_leaves_only_the_bucket_account(w: dict[str, Any
     a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "RestrictPublicBuckets": True})
     for key in ("open", "named"):
-        assert _code(lambda key=key: b.get_object(Bucket=bucket, Key=key)) == (
+        assert refusal(lambda key=key: b.get_object(Bucket=bucket, Key=key)) == (
             403, "AccessDenied")
         assert a.get_object(Bucket=bucket, Key=key)["Body"].read()
 
@@ -220,9 +196,9 @@ def test_restrict_public_buckets_leaves_only_the_bucket_account(w: dict[str, Any
 def test_action_names_are_case_insensitive(w: dict[str, Any]) -> None:
     """IAM action names, service prefix included, match in any case (AWS)."""
     a, b = w["a"], w["b"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="k", Body=b"1")
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, {
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "S3:getobject",
         "Resource": f"arn:aws:s3:::{bucket}/*"}))
     assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
@@ -235,7 +211,7 @@ def test_policy_variables_are_refused_not_taken_literally(w: dict[str, Any],
     does not evaluate variables, so it refuses the policy (MalformedPolicy) rather than
     match the literal text; in a 2008-10-17 policy the text is literal, as on AWS."""
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     st = {"Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket",
           "Resource": f"arn:aws:s3:::{bucket}"}
     if where == "Resource":
@@ -243,7 +219,7 @@ def test_policy_variables_are_refused_not_taken_literally(w: dict[str, Any],
               "Resource": f"arn:aws:s3:::{bucket}/home/${{aws:username}}/*"}
     else:
         st["Condition"] = {"StringLike": {"s3:prefix": "home/${aws:username}/*"}}
-    assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, st))) == (
+    assert refusal(lambda: a.put_bucket_policy(Bucket=bucket, Policy=policy(st))) == (
         400, "MalformedPolicy")
     a.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2008-10-17",
                                                          "Statement": [st]}))

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,41 +19,20 @@ import pytest
 import requests
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 
 from tests.integration.cluster import LocalCluster
+from tests.integration.tenant_pair import new_bucket, policy, refusal, two_tenants
 
 
 @pytest.fixture(scope="module")
 def w(cluster: LocalCluster) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
-    out: dict[str, Any] = {"tag": tag, "n": 0, "endpoint": cluster.endpoint}
-    for t in ("a", "b"):
-        out[t] = cluster.tenant_client(f"pk-{t}-{tag}", {"canonical_id": t * 56 + tag})
-        out["name_" + t] = f"pk-{t}-{tag}"
+    """Tenants `a` (the owner) and `b`, and an anonymous client."""
+    out = two_tenants(cluster, "pk")
     out["anon"] = boto3.client("s3", endpoint_url=cluster.endpoint, region_name="us-east-1",
                                config=BotoConfig(signature_version=UNSIGNED,
                                                  retries={"max_attempts": 1},
                                                  s3={"addressing_style": "path"}))
     return out
-
-
-def _bucket(w: dict[str, Any], **kw: Any) -> str:
-    w["n"] += 1
-    name = f"pk-{w['tag']}-{w['n']}"
-    w["a"].create_bucket(Bucket=name, **kw)
-    return name
-
-
-def _policy(*statements: dict[str, Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
-
-
-def _code(fn: Any) -> tuple[int, str]:
-    with pytest.raises(ClientError) as ei:
-        fn()
-    r = ei.value.response
-    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
 
 
 def _versions(a: Any, bucket: str) -> set[str]:
@@ -66,11 +43,11 @@ def test_delete_objects_bypass_is_checked_on_the_entry_version(w: dict[str, Any]
     """A Deny of s3:BypassGovernanceRetention on version V1 holds through DeleteObjects
     (the URL carries no versionId: the old check saw none, so the Deny never matched)."""
     a = w["a"]
-    bucket = _bucket(w, ObjectLockEnabledForBucket=True)
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
     until = datetime.now(UTC) + timedelta(days=1)
     v1, v2 = (a.put_object(Bucket=bucket, Key="k", Body=body, ObjectLockMode="GOVERNANCE",
                            ObjectLockRetainUntilDate=until)["VersionId"] for body in (b"1", b"2"))
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Deny", "Principal": "*", "Action": "s3:BypassGovernanceRetention",
         "Resource": f"arn:aws:s3:::{bucket}/k",
         "Condition": {"StringEquals": {"s3:VersionId": v1}}}))
@@ -90,17 +67,17 @@ def test_a_copy_source_version_is_its_s3_version_id(w: dict[str, Any]) -> None:
     """A Deny of s3:GetObjectVersion on V1 refuses a copy of source V1, as it refuses
     GET ?versionId=V1; a copy of V2 still works."""
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     v1, v2 = (a.put_object(Bucket=bucket, Key="k", Body=body)["VersionId"]
               for body in (b"1", b"2"))
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Deny", "Principal": "*", "Action": "s3:GetObjectVersion",
         "Resource": f"arn:aws:s3:::{bucket}/k",
         "Condition": {"StringEquals": {"s3:VersionId": v1}}}))
-    assert _code(lambda: a.get_object(Bucket=bucket, Key="k", VersionId=v1)) == (
+    assert refusal(lambda: a.get_object(Bucket=bucket, Key="k", VersionId=v1)) == (
         403, "AccessDenied")
-    assert _code(lambda: a.copy_object(Bucket=bucket, Key="c", CopySource={
+    assert refusal(lambda: a.copy_object(Bucket=bucket, Key="c", CopySource={
         "Bucket": bucket, "Key": "k", "VersionId": v1})) == (403, "AccessDenied")
     a.copy_object(Bucket=bucket, Key="c", CopySource={"Bucket": bucket, "Key": "k",
                                                       "VersionId": v2})
@@ -118,12 +95,12 @@ def test_delete_objects_with_no_possible_grant_is_refused_whole(w: dict[str, Any
     """On a bucket whose policy lets a caller delete nothing (and no ACL grants it WRITE),
     DeleteObjects answers 403 before reading the body, not 200 with a per-key error."""
     a, b = w["a"], w["b"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="k", Body=b"1")
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
         "Resource": f"arn:aws:s3:::{bucket}/*"}))
-    assert _code(lambda: b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
+    assert refusal(lambda: b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
                  ) == (403, "AccessDenied")
     r = _raw_delete_objects(w, bucket)
     assert r.status_code == 403 and b"<Code>AccessDenied</Code>" in r.content, r.content
@@ -134,7 +111,7 @@ def test_delete_objects_with_no_possible_grant_is_refused_whole(w: dict[str, Any
     r2 = b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
     assert [d["Key"] for d in r2.get("Deleted", [])] == ["k"], r2
     a.put_bucket_acl(Bucket=bucket, ACL="private")
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "s3:Delete*",
         "Resource": f"arn:aws:s3:::{bucket}/other/*"}))
     r3 = b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
@@ -156,12 +133,12 @@ def test_absent_condition_keys_are_stored_and_judged_missing(
     AWS judges a request without the key: the Deny applies exactly when the condition holds
     for a missing key."""
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="k", Body=b"1")
-    a.put_bucket_policy(Bucket=bucket, Policy=_policy({
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
         "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition}))
     if holds:
-        assert _code(lambda: a.get_object(Bucket=bucket, Key="k")) == (403, "AccessDenied")
+        assert refusal(lambda: a.get_object(Bucket=bucket, Key="k")) == (403, "AccessDenied")
     else:
         assert a.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from ops.admincli import admin_request
 from tests.integration.cluster import LocalCluster, fetch, wait_for
+from tests.integration.tenant_pair import new_bucket, refusal
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
@@ -29,21 +30,7 @@ def w(cluster: LocalCluster) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     ida, idb = "a" * 56 + tag, "b" * 56 + tag
     return {"a": _client(cluster, f"acl-a-{tag}", ida), "b": _client(cluster, f"acl-b-{tag}", idb),
-            "ida": ida, "idb": idb, "tag": tag, "n": 0, "endpoint": cluster.endpoint}
-
-
-def _bucket(w: dict[str, Any], **kw: Any) -> str:
-    w["n"] += 1
-    name = f"acl-{w['tag']}-{w['n']}"
-    w["a"].create_bucket(Bucket=name, **kw)
-    return name
-
-
-def _code(fn: Any) -> tuple[int, str]:
-    with pytest.raises(ClientError) as ei:
-        fn()
-    r = ei.value.response
-    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]
+            "ida": ida, "idb": idb, "prefix": "acl", "tag": tag, "n": 0, "endpoint": cluster.endpoint}
 
 
 def _anon(url: str, method: str = "GET", data: bytes | None = None) -> int:
@@ -57,7 +44,7 @@ def _grants(resp: dict[str, Any]) -> set[tuple[str, str]]:
 
 def test_canned_acls_apply_and_are_reported(w: dict[str, Any]) -> None:
     a, b = w["a"], w["b"]
-    bucket = _bucket(w, ACL="public-read")
+    bucket = new_bucket(w, ACL="public-read")
     acl = a.get_bucket_acl(Bucket=bucket)
     assert acl["Owner"] == {"ID": w["ida"], "DisplayName": a_name(w)}
     assert _grants(acl) == {(ALL_USERS, "READ"), (w["ida"], "FULL_CONTROL")}
@@ -69,14 +56,14 @@ def test_canned_acls_apply_and_are_reported(w: dict[str, Any]) -> None:
     assert _anon(f"{base}?list-type=2") == 200  # bucket READ lists
     assert _anon(f"{base}/new", "PUT", b"x") == 403  # no WRITE
     assert b.get_object(Bucket=bucket, Key="pub")["Body"].read() == b"p"
-    assert _code(lambda: b.get_object(Bucket=bucket, Key="priv"))[0] == 403
-    assert _code(lambda: b.put_object(Bucket=bucket, Key="x", Body=b"x"))[0] == 403
+    assert refusal(lambda: b.get_object(Bucket=bucket, Key="priv"))[0] == 403
+    assert refusal(lambda: b.put_object(Bucket=bucket, Key="x", Body=b"x"))[0] == 403
     # back to private: the public grants are gone, and so is the access
     a.put_bucket_acl(Bucket=bucket, ACL="private")
     a.put_object_acl(Bucket=bucket, Key="pub", ACL="private")
     assert _grants(a.get_object_acl(Bucket=bucket, Key="pub")) == {(w["ida"], "FULL_CONTROL")}
     assert _anon(f"{base}/pub") == 403
-    assert _code(lambda: b.list_objects_v2(Bucket=bucket))[0] == 403
+    assert refusal(lambda: b.list_objects_v2(Bucket=bucket))[0] == 403
 
 
 def a_name(w: dict[str, Any]) -> str:
@@ -85,7 +72,7 @@ def a_name(w: dict[str, Any]) -> str:
 
 def test_authenticated_read_and_public_write(w: dict[str, Any]) -> None:
     a, b = w["a"], w["b"]
-    bucket = _bucket(w, ACL="authenticated-read")
+    bucket = new_bucket(w, ACL="authenticated-read")
     base = f"{w['endpoint']}/{bucket}"
     assert b.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
     assert _anon(f"{base}?list-type=2") == 403
@@ -93,10 +80,10 @@ def test_authenticated_read_and_public_write(w: dict[str, Any]) -> None:
     b.put_object(Bucket=bucket, Key="from-b", Body=b"b")  # WRITE: another tenant writes
     # b owns what it wrote; the bucket's tenant needs b's grant to read its ACL
     assert b.get_object_acl(Bucket=bucket, Key="from-b")["Owner"]["ID"] == w["idb"]
-    assert _code(lambda: a.get_object_acl(Bucket=bucket, Key="from-b"))[0] == 403
+    assert refusal(lambda: a.get_object_acl(Bucket=bucket, Key="from-b"))[0] == 403
     # ... and to read the object itself (AWS: only the object's ACL grants reads of it)
-    assert _code(lambda: a.get_object(Bucket=bucket, Key="from-b")) == (403, "AccessDenied")
-    assert _code(lambda: a.head_object(Bucket=bucket, Key="from-b"))[0] == 403
+    assert refusal(lambda: a.get_object(Bucket=bucket, Key="from-b")) == (403, "AccessDenied")
+    assert refusal(lambda: a.head_object(Bucket=bucket, Key="from-b"))[0] == 403
     a.put_object(Bucket=bucket, Key="own", Body=b"o")   # its own objects stay readable
     assert a.get_object(Bucket=bucket, Key="own")["Body"].read() == b"o"
     b.put_object(Bucket=bucket, Key="readable", Body=b"r", ACL="bucket-owner-read")
@@ -114,7 +101,7 @@ def test_authenticated_read_and_public_write(w: dict[str, Any]) -> None:
 def test_presigned_expiry_out_of_range_is_403(w: dict[str, Any]) -> None:
     """X-Amz-Expires over a week or negative: never valid, 403 with AWS's message."""
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="k", Body=b"k")
     creds = a._request_signer._credentials
     for expires, says in ((609901, b"less than a week"), (-7, b"must be non-negative")):
@@ -130,11 +117,11 @@ def test_presigned_expiry_out_of_range_is_403(w: dict[str, Any]) -> None:
 
 def test_explicit_grants_by_header_and_xml(w: dict[str, Any]) -> None:
     a, b = w["a"], w["b"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="k", Body=b"v", GrantRead=f'id="{w["idb"]}"')
     assert _grants(a.get_object_acl(Bucket=bucket, Key="k")) == {(w["idb"], "READ")}
     assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
-    assert _code(lambda: b.get_object_acl(Bucket=bucket, Key="k"))[0] == 403
+    assert refusal(lambda: b.get_object_acl(Bucket=bucket, Key="k"))[0] == 403
     policy = {"Owner": {"ID": w["ida"]}, "Grants": [
         {"Grantee": {"ID": w["ida"], "Type": "CanonicalUser"}, "Permission": "FULL_CONTROL"},
         {"Grantee": {"EmailAddress": f"acl-b-{w['tag']}@example.com",
@@ -143,48 +130,48 @@ def test_explicit_grants_by_header_and_xml(w: dict[str, Any]) -> None:
     assert _grants(a.get_bucket_acl(Bucket=bucket)) == {(w["ida"], "FULL_CONTROL"),
                                                          (w["idb"], "WRITE")}
     b.put_object(Bucket=bucket, Key="w", Body=b"w")
-    assert _code(lambda: b.list_objects_v2(Bucket=bucket))[0] == 403
+    assert refusal(lambda: b.list_objects_v2(Bucket=bucket))[0] == 403
     # errors: unknown id, unknown email, canned plus grants, unknown canned ACL
     bad = {"Owner": {"ID": w["ida"]}, "Grants": [
         {"Grantee": {"ID": "nobody" + w["tag"], "Type": "CanonicalUser"},
          "Permission": "READ"}]}
-    assert _code(lambda: a.put_bucket_acl(Bucket=bucket, AccessControlPolicy=bad)) == (
+    assert refusal(lambda: a.put_bucket_acl(Bucket=bucket, AccessControlPolicy=bad)) == (
         400, "InvalidArgument")
     bad["Grants"][0]["Grantee"] = {"EmailAddress": "no@where.invalid",
                                    "Type": "AmazonCustomerByEmail"}
-    assert _code(lambda: a.put_bucket_acl(Bucket=bucket, AccessControlPolicy=bad)) == (
+    assert refusal(lambda: a.put_bucket_acl(Bucket=bucket, AccessControlPolicy=bad)) == (
         400, "UnresolvableGrantByEmailAddress")
-    assert _code(lambda: a.put_object(Bucket=bucket, Key="x", ACL="public-read",
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="x", ACL="public-read",
                                       GrantRead=f"id={w['idb']}")) == (400, "InvalidRequest")
-    assert _code(lambda: a.put_object(Bucket=bucket, Key="x", ACL="public-ready"))[0] == 400
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="x", ACL="public-ready"))[0] == 400
 
 
 def test_ownership_controls_and_public_access_block(w: dict[str, Any]) -> None:
     a, b = w["a"], w["b"]
-    bucket = _bucket(w, ObjectOwnership="BucketOwnerEnforced")
+    bucket = new_bucket(w, ObjectOwnership="BucketOwnerEnforced")
     assert a.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"] == [
         {"ObjectOwnership": "BucketOwnerEnforced"}]
-    assert _code(lambda: a.put_bucket_acl(Bucket=bucket, ACL="public-read")) == (
+    assert refusal(lambda: a.put_bucket_acl(Bucket=bucket, ACL="public-read")) == (
         400, "AccessControlListNotSupported")
-    assert _code(lambda: a.put_object(Bucket=bucket, Key="k", ACL="public-read")) == (
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="k", ACL="public-read")) == (
         400, "AccessControlListNotSupported")
     a.put_object(Bucket=bucket, Key="k", ACL="bucket-owner-full-control")
     a.delete_bucket_ownership_controls(Bucket=bucket)
-    assert _code(lambda: a.get_bucket_ownership_controls(Bucket=bucket)) == (
+    assert refusal(lambda: a.get_bucket_ownership_controls(Bucket=bucket)) == (
         404, "OwnershipControlsNotFoundError")
     a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": False, "BlockPublicPolicy": True,
         "RestrictPublicBuckets": False})
-    assert _code(lambda: a.put_object(Bucket=bucket, Key="p", ACL="public-read"))[0] == 403
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="p", ACL="public-read"))[0] == 403
     public = json.dumps({"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
         "Resource": f"arn:aws:s3:::{bucket}/*"}]})
-    assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=public))[0] == 403
+    assert refusal(lambda: a.put_bucket_policy(Bucket=bucket, Policy=public))[0] == 403
     a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "RestrictPublicBuckets": True})
     a.put_bucket_policy(Bucket=bucket, Policy=public)
     assert a.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is False
-    assert _code(lambda: b.get_object(Bucket=bucket, Key="k"))[0] == 403
+    assert refusal(lambda: b.get_object(Bucket=bucket, Key="k"))[0] == 403
     a.delete_public_access_block(Bucket=bucket)
     assert a.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"] is True
     assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b""
@@ -192,7 +179,7 @@ def test_ownership_controls_and_public_access_block(w: dict[str, Any]) -> None:
 
 def test_policy_principals_and_conditions(w: dict[str, Any]) -> None:
     a, b = w["a"], w["b"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="doc", Body=b"d", Tagging="class=open")
     a.put_object(Bucket=bucket, Key="secret", Body=b"s", Tagging="class=closed")
     res = f"arn:aws:s3:::{bucket}/*"
@@ -206,29 +193,29 @@ def test_policy_principals_and_conditions(w: dict[str, Any]) -> None:
     ]}
     a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     assert b.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"d"
-    assert _code(lambda: b.get_object(Bucket=bucket, Key="secret"))[0] == 403
+    assert refusal(lambda: b.get_object(Bucket=bucket, Key="secret"))[0] == 403
     # the Deny's condition holds only without the ACL header; the owner is bound too
-    assert _code(lambda: b.put_object(Bucket=bucket, Key="n", Body=b"n"))[0] == 403
+    assert refusal(lambda: b.put_object(Bucket=bucket, Key="n", Body=b"n"))[0] == 403
     b.put_object(Bucket=bucket, Key="n", Body=b"n", ACL="bucket-owner-full-control")
     assert a.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"d"
-    assert _code(lambda: a.get_object(Bucket=bucket, Key="secret"))[0] == 403
+    assert refusal(lambda: a.get_object(Bucket=bucket, Key="secret"))[0] == 403
     assert _anon(f"{w['endpoint']}/{bucket}/doc") == 403  # names b only
     for bad in ({"StringEquals": {"s3:no-such-key": "x"}},
                 {"StringFancy": {"aws:Referer": "x"}}):
         doc = {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*",
                               "Resource": res, "Condition": bad}]}
-        assert _code(lambda d=doc: a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(d))
+        assert refusal(lambda d=doc: a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(d))
                      ) == (400, "MalformedPolicy")
     doc = {"Statement": [{"Effect": "Allow", "NotPrincipal": {"AWS": "x"}, "Action": "s3:*",
                           "Resource": res}]}
-    assert _code(lambda: a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(doc))) == (
+    assert refusal(lambda: a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(doc))) == (
         400, "MalformedPolicy")
     assert json.loads(a.get_bucket_policy(Bucket=bucket)["Policy"]) == policy
 
 
 def test_tenant_identity_in_owner_fields(w: dict[str, Any]) -> None:
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="k", Body=b"v")
     owner = {"ID": w["ida"], "DisplayName": a_name(w)}
     assert a.list_buckets()["Owner"] == owner
@@ -245,7 +232,7 @@ def _raw_status(endpoint: str, request: bytes) -> bytes:
 
 
 def test_expect_100_continue_only_after_authorization(w: dict[str, Any]) -> None:
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     req = (f"PUT /{bucket}/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
            "Expect: 100-continue\r\n\r\n").encode()
     assert _raw_status(w["endpoint"], req) == b"403"  # refused before the body is sent
@@ -258,12 +245,12 @@ def test_expect_100_continue_only_after_authorization(w: dict[str, Any]) -> None
 
 def test_expected_bucket_owner(w: dict[str, Any]) -> None:
     a, b = w["a"], w["b"]
-    bucket = _bucket(w, ACL="public-read")
+    bucket = new_bucket(w, ACL="public-read")
     a.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["ida"])
-    assert _code(lambda: a.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["idb"])) == (
+    assert refusal(lambda: a.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["idb"])) == (
         403, "AccessDenied")
     b.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["ida"])
-    assert _code(lambda: b.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["idb"]))[0] == 403
+    assert refusal(lambda: b.list_objects_v2(Bucket=bucket, ExpectedBucketOwner=w["idb"]))[0] == 403
 
 
 def test_expected_source_bucket_owner_within_one_bucket(w: dict[str, Any]) -> None:
@@ -271,18 +258,18 @@ def test_expected_source_bucket_owner_within_one_bucket(w: dict[str, Any]) -> No
     x-amz-expected-bucket-owner for its destination (the source's header was ignored when
     both buckets were the same)."""
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     a.put_object(Bucket=bucket, Key="src", Body=b"s")
     src = {"Bucket": bucket, "Key": "src"}
-    assert _code(lambda: a.copy_object(Bucket=bucket, Key="dst", CopySource=src,
+    assert refusal(lambda: a.copy_object(Bucket=bucket, Key="dst", CopySource=src,
                                        ExpectedSourceBucketOwner=w["idb"])) == (403, "AccessDenied")
-    assert _code(lambda: a.copy_object(Bucket=bucket, Key="dst", CopySource=src,
+    assert refusal(lambda: a.copy_object(Bucket=bucket, Key="dst", CopySource=src,
                                        ExpectedBucketOwner=w["idb"],
                                        ExpectedSourceBucketOwner=w["ida"])) == (403, "AccessDenied")
     a.copy_object(Bucket=bucket, Key="dst", CopySource=src, ExpectedBucketOwner=w["ida"],
                   ExpectedSourceBucketOwner=w["ida"])
     up = a.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
-    assert _code(lambda: a.upload_part_copy(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1,
+    assert refusal(lambda: a.upload_part_copy(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1,
                                             CopySource=src, ExpectedSourceBucketOwner=w["idb"])
                  ) == (403, "AccessDenied")
     a.upload_part_copy(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, CopySource=src,
@@ -294,7 +281,7 @@ def test_tenant_level_public_access_block(cluster: LocalCluster, w: dict[str, An
     """Each gateway worker caches a tenant's flags for a few seconds (as on AWS, a change
     propagates rather than applying at once), so the checks poll until it has."""
     a = w["a"]
-    bucket = _bucket(w)
+    bucket = new_bucket(w)
     name = f"acl-a-{w['tag']}"
     flags = {"BlockPublicAcls": True, "BlockPublicPolicy": True}
     public = json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*",
