@@ -19,26 +19,15 @@ import time
 import uuid
 from pathlib import Path
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tests.integration.cluster import LocalCluster, wait_for
-from tests.integration.test_two_gateways import gw2_cluster, pytestmark  # noqa: F401
+from tests.integration.test_two_gateways import gateway_client, gw2_cluster, pytestmark  # noqa: F401
 from tests.lincheck import Op, check
 
 KEYS = ("k0", "k1", "k2")
 CLIENTS = 4
 OPS_PER_PHASE = 60  # calls answered (any way) in each phase, over all clients
-
-
-def _client(c: LocalCluster, port: int):  # noqa: ANN202 - boto3 client
-    return boto3.client(
-        "s3", endpoint_url=f"http://127.0.0.1:{port}",
-        aws_access_key_id=c.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=c.env["AWS_SECRET_ACCESS_KEY"],
-        region_name=c.env["AWS_DEFAULT_REGION"],
-        config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=5))
 
 
 class Recorder:
@@ -66,7 +55,7 @@ class Recorder:
 
     def _run(self, i: int) -> None:
         rng = random.Random(i)
-        clients = [_client(self.c, self.c.port), _client(self.c, self.c.port + 1)]
+        clients = [gateway_client(self.c, p, timeout_s=5) for p in (self.c.port, self.c.port + 1)]
         while not self.stop.is_set():
             s3, key, kind = rng.choice(clients), rng.choice(KEYS), rng.random()
             start = time.monotonic()
@@ -130,7 +119,7 @@ def test_per_key_linearizable_while_etcd_members_pause(
         gw2_cluster: LocalCluster) -> None:  # noqa: F811 - the fixture imported above
     c = gw2_cluster
     bucket = f"lin-{uuid.uuid4().hex[:10]}"
-    _client(c, c.port).create_bucket(Bucket=bucket)
+    gateway_client(c, c.port, timeout_s=5).create_bucket(Bucket=bucket)
     members = ("etcd-az1", "etcd-az2", "etcd-az3")
     with Recorder(c, bucket) as rec:
         rec.wait_ops(OPS_PER_PHASE, "calls before any pause")

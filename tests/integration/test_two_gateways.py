@@ -82,13 +82,17 @@ def gw2_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
         mp.undo()
 
 
-def _client(c: LocalCluster, port: int):  # noqa: ANN202 - boto3 client
+def gateway_client(c: LocalCluster, port: int, timeout_s: float | None = None):  # noqa: ANN202
+    """A boto3 client of the cluster's tenant for the gateway on `port`, with no retries
+    (and connect/read timeouts of `timeout_s`, where given)."""
+    limits = {} if timeout_s is None else {"connect_timeout": timeout_s,
+                                           "read_timeout": timeout_s}
     return boto3.client(
         "s3", endpoint_url=f"http://127.0.0.1:{port}",
         aws_access_key_id=c.env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=c.env["AWS_SECRET_ACCESS_KEY"],
         region_name=c.env["AWS_DEFAULT_REGION"],
-        config=BotoConfig(retries={"max_attempts": 1}))
+        config=BotoConfig(retries={"max_attempts": 1}, **limits))
 
 
 def _status(c: LocalCluster, admin_port: int) -> dict:
@@ -112,7 +116,7 @@ def test_sqlite_refuses_two_gateways(tmp_path: Path) -> None:
 
 
 def test_read_after_write_across_gateways(gw2_cluster: LocalCluster) -> None:
-    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1, gw2 = gateway_client(gw2_cluster, gw2_cluster.port), gateway_client(gw2_cluster, gw2_cluster.port + 1)
     gw1.create_bucket(Bucket="across")
     assert "across" in [b["Name"] for b in gw2.list_buckets()["Buckets"]]
     for i in range(20):
@@ -138,7 +142,7 @@ def test_a_key_revoked_through_one_gateway_is_refused_by_the_other_within_a_seco
     (usually at once, by the watch's event; when is a race, so the test waits the bound
     out). Before the stamp, gateway 2 answered from its 5 s cache."""
     c = gw2_cluster
-    _client(c, c.port).create_bucket(Bucket="revoked")
+    gateway_client(c, c.port).create_bucket(Bucket="revoked")
     keys = admin_request("GET", "/keys", env=c.env)["keys"]
     tenant = next(k["tenant"] for k in keys if k["access_key_id"] == c.env["AWS_ACCESS_KEY_ID"])
     new = admin_request("POST", "/keys", {"tenant": tenant}, env=c.env)
@@ -156,11 +160,11 @@ def test_a_key_revoked_through_one_gateway_is_refused_by_the_other_within_a_seco
         with pytest.raises(ClientError) as refused:
             gw.put_object(Bucket="revoked", Key="after", Body=b"x")
         assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
-    assert "Contents" not in _client(c, c.port + 1).list_objects_v2(Bucket="revoked")
+    assert "Contents" not in gateway_client(c, c.port + 1).list_objects_v2(Bucket="revoked")
 
 
 def test_versioning_coherent_across_gateways(gw2_cluster: LocalCluster) -> None:
-    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1, gw2 = gateway_client(gw2_cluster, gw2_cluster.port), gateway_client(gw2_cluster, gw2_cluster.port + 1)
     gw1.create_bucket(Bucket="vers")
     gw2.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Enabled"})
     assert gw1.get_bucket_versioning(Bucket="vers")["Status"] == "Enabled"
@@ -185,7 +189,7 @@ def test_versioning_coherent_across_gateways(gw2_cluster: LocalCluster) -> None:
 
 
 def test_multipart_started_on_one_completed_on_other(gw2_cluster: LocalCluster) -> None:
-    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1, gw2 = gateway_client(gw2_cluster, gw2_cluster.port), gateway_client(gw2_cluster, gw2_cluster.port + 1)
     gw1.create_bucket(Bucket="mpu")
     up = gw1.create_multipart_upload(Bucket="mpu", Key="big")["UploadId"]
     parts = [bytes([i]) * (5 * 1024 * 1024) for i in (1, 2)] + [b"tail"]
@@ -225,7 +229,7 @@ def test_one_upload_completed_on_both_gateways_at_once(gw2_cluster: LocalCluster
     """Both completions answer 200 with the one object (a repeated completion does, as on
     S3): the one that loses the race never says NoSuchUpload, nor InvalidPart because the
     winner deleted the parts while it read them."""
-    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1, gw2 = gateway_client(gw2_cluster, gw2_cluster.port), gateway_client(gw2_cluster, gw2_cluster.port + 1)
     gw1.create_bucket(Bucket="mpu-race")
     for i in range(8):
         key, body = f"race/{i}", f"body {i} ".encode() * 100
@@ -247,7 +251,7 @@ def test_racing_completions_of_other_objects_never_both_200(gw2_cluster: LocalCl
     with the winner's object (review14d: A got 200 with B's one-part object); exactly one
     gets 200, with the object stored, and the other NoSuchUpload (S3's for a completed
     upload) or InvalidPart."""
-    gw1, gw2 = _client(gw2_cluster, gw2_cluster.port), _client(gw2_cluster, gw2_cluster.port + 1)
+    gw1, gw2 = gateway_client(gw2_cluster, gw2_cluster.port), gateway_client(gw2_cluster, gw2_cluster.port + 1)
     gw1.create_bucket(Bucket="mpu-other")
     big = os.urandom(5 * 1024 * 1024)
     for i in range(6):
@@ -418,7 +422,7 @@ def test_two_gateways_match_the_model(gw2_cluster: LocalCluster) -> None:
     """Bounded for CI; a long run: TWO_GW_MODEL_EXAMPLES=100 TWO_GW_MODEL_STEPS=60. With the
     bucket guard of the commit disabled (storage/buckets.py `guard`), the Object Lock rule
     fails: a PUT through the gateway holding the old record skipped the new retention."""
-    TwoGatewayModel.s3 = TwoGateways([_client(gw2_cluster, gw2_cluster.port + i)
+    TwoGatewayModel.s3 = TwoGateways([gateway_client(gw2_cluster, gw2_cluster.port + i)
                                       for i in (0, 1)])
     TwoGatewayModel.TestCase.settings = settings(
         max_examples=int(os.environ.get("TWO_GW_MODEL_EXAMPLES", "3")),
@@ -450,7 +454,7 @@ def test_workers_leased_once_and_taken_over(gw2_cluster: LocalCluster) -> None:
         time.sleep(0.2)
     took = time.monotonic() - killed_at
     assert took < LEASE_TTL_S * 3, took
-    gw2 = _client(gw2_cluster, gw2_port)
+    gw2 = gateway_client(gw2_cluster, gw2_port)
     gw2.put_object(Bucket="across", Key="after-takeover", Body=b"still serving")
     assert gw2.get_object(Bucket="across", Key="after-takeover")["Body"].read() == \
         b"still serving"
