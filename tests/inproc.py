@@ -4,8 +4,9 @@ client for it: for tests that count what the request path does to the metadata s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,14 @@ def error_code(call: Any, **kw: Any) -> str | None:
     except ClientError as e:
         return str(e.response["Error"]["Code"])
     return None
+
+
+def in_thread(s3: Any) -> Callable[..., Awaitable[Any]]:
+    """`call(name, **kw)`: boto3 method `name` of `s3` run in a thread, so that a gateway
+    served in this event loop can answer it."""
+    def call(name: str, **kw: Any) -> Awaitable[Any]:
+        return asyncio.to_thread(getattr(s3, name), **kw)
+    return call
 
 
 def sim_config(data: Path, inline_max_bytes: int) -> Config:

@@ -19,9 +19,18 @@ from botocore.exceptions import ClientError
 
 from storage import lock_clock
 from storage.testing.simnodes import SimNodes
-from tests.inproc import sim_config, sim_s3
+from tests.inproc import in_thread, sim_config, sim_s3
 
 HOUR = 3600.0
+
+
+async def put_locked(call: Any, body: bytes, mode: str, until: float) -> dict[str, Any]:
+    """Bucket "locked" (Object Lock on) and key "k" in it retained in `mode` until `until`
+    (epoch seconds); the PUT's answer."""
+    await call("create_bucket", Bucket="locked", ObjectLockEnabledForBucket=True)
+    return await call("put_object", Bucket="locked", Key="k", Body=body, ObjectLockMode=mode,
+                      ChecksumAlgorithm="CRC32",
+                      ObjectLockRetainUntilDate=datetime.fromtimestamp(until, UTC))
 
 
 def _code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -34,14 +43,8 @@ async def test_a_fast_gateway_clock_does_not_end_a_retention_early(
     nodes = SimNodes(list(cfg.nodes))
     monkeypatch.setattr(lock_clock, "REFRESH_S", 0.0)  # the nodes' clocks read at each use
     async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
-        def call(name: str, **kw: Any) -> Any:
-            return asyncio.to_thread(getattr(s3, name), **kw)
-
-        await call("create_bucket", Bucket="locked", ObjectLockEnabledForBucket=True)
-        until = datetime.fromtimestamp(time.time() + 600, UTC)  # ten minutes from now
-        put = await call("put_object", Bucket="locked", Key="k", Body=b"kept",
-                         ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
-                         ChecksumAlgorithm="CRC32")
+        call = in_thread(s3)
+        put = await put_locked(call, b"kept", "COMPLIANCE", time.time() + 600)  # ten minutes
         version = put["VersionId"]
 
         real = time.time
@@ -80,15 +83,9 @@ async def test_no_time_from_most_nodes_refuses_judging_a_lock(
     nodes = SimNodes(list(cfg.nodes))
     monkeypatch.setattr(lock_clock, "FAILED_HOLD_S", 0.0)  # read again as the nodes return
     async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
-        def call(name: str, **kw: Any) -> Any:
-            return asyncio.to_thread(getattr(s3, name), **kw)
-
-        await call("create_bucket", Bucket="locked", ObjectLockEnabledForBucket=True)
+        call = in_thread(s3)
+        put = await put_locked(call, b"x", "COMPLIANCE", time.time() + 600)
         plain = await call("put_object", Bucket="locked", Key="plain", Body=b"x")
-        put = await call("put_object", Bucket="locked", Key="k", Body=b"x",
-                         ObjectLockMode="COMPLIANCE", ChecksumAlgorithm="CRC32",
-                         ObjectLockRetainUntilDate=datetime.fromtimestamp(time.time() + 600,
-                                                                          UTC))
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() + HOUR)  # ended, by this clock
         for n in cfg.nodes[:5]:
@@ -120,12 +117,7 @@ async def test_a_fast_gateway_clock_does_not_shred_a_tenant_early(
     async with wired_cluster(tmp_path, cfg, nodes) as cluster:
         cred = await cluster.tenants.create_key("t")
         async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            await asyncio.to_thread(s3.create_bucket, Bucket="locked",
-                                    ObjectLockEnabledForBucket=True)
-            await asyncio.to_thread(
-                s3.put_object, Bucket="locked", Key="k", Body=b"kept",
-                ObjectLockMode="COMPLIANCE", ChecksumAlgorithm="CRC32",
-                ObjectLockRetainUntilDate=datetime.fromtimestamp(time.time() + 600, UTC))
+            await put_locked(in_thread(s3), b"kept", "COMPLIANCE", time.time() + 600)
         await kr.schedule_shred(cluster.meta, cluster.tenants, "t", 700, "test",
                                 cluster.objects.lock_clock.now)
         real = time.time

@@ -18,7 +18,8 @@ from storage import lock_clock
 from storage.config import NodeSpec
 from storage.testing.simnodes import SimNodes
 from storage.workers.keys import ShredScheduler
-from tests.inproc import sim_config, sim_s3
+from tests.inproc import in_thread, sim_config, sim_s3
+from tests.unit.test_lock_clock import put_locked
 
 HOUR = 3600.0
 SPECS = [NodeSpec(id=f"n{i}", zone=f"z{i % 3}", address=f"127.0.0.1:{i + 1}") for i in range(9)]
@@ -80,15 +81,10 @@ async def test_judgements_the_gateway_clock_settles_read_no_node_clock(
     monkeypatch.setattr(nodes, "health", health)
     monkeypatch.setattr(lock_clock, "REFRESH_S", 0.0)  # any reading would ask the nodes
     async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
-        def call(name: str, **kw: Any) -> Any:
-            return asyncio.to_thread(getattr(s3, name), **kw)
-
-        await call("create_bucket", Bucket="locked", ObjectLockEnabledForBucket=True)
-        plain = await call("put_object", Bucket="locked", Key="plain", Body=b"x")
+        call = in_thread(s3)
         until = time.time() + 600
-        put = await call("put_object", Bucket="locked", Key="k", Body=b"kept",
-                         ObjectLockMode="GOVERNANCE", ChecksumAlgorithm="CRC32",
-                         ObjectLockRetainUntilDate=datetime.fromtimestamp(until, UTC))
+        put = await put_locked(call, b"kept", "GOVERNANCE", until)
+        plain = await call("put_object", Bucket="locked", Key="plain", Body=b"x")
         asked.clear()
         await call("delete_object", Bucket="locked", Key="plain", VersionId=plain["VersionId"])
         with pytest.raises(Exception) as refused:
@@ -110,9 +106,7 @@ async def test_a_slow_gateway_clock_does_not_end_a_default_retention_early(
     nodes = SimNodes(list(cfg.nodes))
     real = time.time
     async with sim_s3(tmp_path, cfg, nodes, "plain") as s3:
-        def call(name: str, **kw: Any) -> Any:
-            return asyncio.to_thread(getattr(s3, name), **kw)
-
+        call = in_thread(s3)
         await call("create_bucket", Bucket="locked", ObjectLockEnabledForBucket=True)
         await call("put_object_lock_configuration", Bucket="locked", ObjectLockConfiguration={
             "ObjectLockEnabled": "Enabled",
