@@ -62,6 +62,18 @@ def test_csrf_token_must_match_exactly() -> None:
     assert other.csrf != s.csrf and not cs.csrf_ok(s, other.csrf)
 
 
+def fail_logins(store: cs.SessionStore, addr: str, clock: Clock | None = None,
+                step_s: float = 0.0) -> None:
+    """LOGIN_FAILURES failed logins from `addr`, each admitted, then `step_s` apart on
+    `clock`."""
+    for _ in range(cs.LOGIN_FAILURES):
+        assert store.login_begin(addr)
+        store.login_failed(addr)
+        store.login_end(addr)
+        if clock is not None:
+            clock.now += step_s
+
+
 def test_sessions_are_bounded_and_tokens_unique() -> None:
     store = cs.SessionStore(idle_s=60, max_s=100, clock=Clock())
     tokens = {store.open("AK")[0] for _ in range(cs.MAX_SESSIONS + 5)}
@@ -71,10 +83,7 @@ def test_sessions_are_bounded_and_tokens_unique() -> None:
 def test_failed_logins_are_throttled_per_address_for_a_window() -> None:
     clock = Clock()
     store = cs.SessionStore(idle_s=60, max_s=100, clock=clock)
-    for _ in range(cs.LOGIN_FAILURES):
-        assert store.login_begin("10.0.0.1")
-        store.login_failed("10.0.0.1")
-        store.login_end("10.0.0.1")
+    fail_logins(store, "10.0.0.1")
     assert not store.login_begin("10.0.0.1")
     assert store.login_begin("10.0.0.2")
     store.login_end("10.0.0.2")
@@ -102,11 +111,7 @@ def test_a_refusal_says_when_to_retry() -> None:
     the window (whole seconds, at least 1), not a fixed guess."""
     clock = Clock()
     store = cs.SessionStore(idle_s=60, max_s=100, clock=clock)
-    for _ in range(cs.LOGIN_FAILURES):
-        assert store.login_begin("10.0.0.1")
-        store.login_failed("10.0.0.1")
-        store.login_end("10.0.0.1")
-        clock.now += 10
+    fail_logins(store, "10.0.0.1", clock, step_s=10)
     assert not store.login_begin("10.0.0.1")
     wait = store.login_retry_s("10.0.0.1")
     assert wait == cs.LOGIN_WINDOW_S - 10 * cs.LOGIN_FAILURES
