@@ -76,18 +76,24 @@ class Sim:
         self.pool.shutdown()
 
 
-def with_service(body: Callable[[VolumeService], Awaitable[None]]) -> None:
-    """Run `body` against a volume service over simulated nodes in a temporary directory."""
+def with_sim(body: Callable[[Sim, VolumeService], Awaitable[None]]) -> None:
+    """Run `body` against a Sim (its nodes, cluster, pool) and its volume service in a
+    temporary directory, closed after."""
     async def go(tmp: Path) -> None:
         sim = Sim(tmp)
         svc = await sim.open()
         try:
-            await body(svc)
+            await body(sim, svc)
         finally:
             await sim.close()
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(Path(d)))
+
+
+def with_service(body: Callable[[VolumeService], Awaitable[None]]) -> None:
+    """Run `body` against a volume service over simulated nodes in a temporary directory."""
+    with_sim(lambda _sim, svc: body(svc))
 
 
 async def crash(svc: VolumeService, jv: JournaledVolume) -> None:

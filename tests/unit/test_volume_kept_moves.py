@@ -4,60 +4,65 @@ of the live segment (VJ) in between, and the replaced copy is collected."""
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-from pathlib import Path
+from typing import Any
 
 from storage.keyspace import kept_journal_prefix
 from storage.records import unpack
 from storage.shards.ids import parse_shard_id
 from storage.volume_overlay import JournaledVolume
 from storage.volume_records import scan_prefix
+from storage.volumes import VolumeService
 from storage.workers.gc import GarbageCollector
 from storage.workers.gcfence import read_fence
 from storage.workers.manifests import commit_shard_moves, load_manifest
-from tests.unit.test_volume_journal import SIZE, Sim
+from tests.unit.test_volume_journal import SIZE, Sim, with_sim
 
 PAGE = 4096
 
 
-def test_a_kept_segment_keeps_a_shard_moved_before_the_fold() -> None:
-    async def go(tmp: Path) -> None:
-        sim = Sim(tmp)
-        svc = await sim.open()
-        nodes = sim.cluster.nodes
-        try:
-            await svc.create("t", "v", SIZE)
-            w = JournaledVolume(await svc.open("t", "v", holder="w"))
-            await w.write(5 * PAGE, b"s" * PAGE)
-            await w.flush()  # fsynced: one journal segment, not folded
-            await w.snapshot("s")
-            seg, _ = next(iter(w.live.values()))
-            old = list(seg.nodes)
-            # repair (or a drain) moves shard 0 of the live segment to a spare node
-            sid = next(s for s in nodes.files[old[0]] if parse_shard_id(s) == (seg.stripe, 0))
-            spare = next(n for n in nodes.files if n not in old)
-            nodes.files[spare][sid] = bytearray(nodes.files[old[0]][sid])
-            fence = await read_fence(svc.meta, seg.stripe)
-            ok, _ = await commit_shard_moves(svc.meta, seg.stripe, old, {0: spare}, fence)
-            assert ok
-            gc = GarbageCollector(svc.meta, sim.cluster.stripes)
-            for _ in range(5):
-                await gc.step()  # the replaced copy on the old node is collected
-            assert sid not in nodes.files[old[0]]
-            await w.checkpoint()  # the fold retires the segment: the snapshot keeps it
-            kept = [unpack(i.value) async for i in scan_prefix(svc.meta, kept_journal_prefix(w.vol.vol.id))]
-            assert len(kept) == 1
-            man = await load_manifest(svc.meta, seg.stripe)
-            assert list(man.part.nodes)[0] == spare, (  # type: ignore[union-attr]
-                f"kept record names {list(man.part.nodes)}, shard 0 is on {spare} only")
-            await w.stop()
-            await w.vol.close()
-        finally:
-            await sim.close()
+async def snapshot_one_segment(svc: VolumeService) -> tuple[JournaledVolume, Any]:
+    """Volume "v" with one page fsynced (one journal segment, not folded) and snapshot "s"
+    taken: its writer and that live segment."""
+    await svc.create("t", "v", SIZE)
+    w = JournaledVolume(await svc.open("t", "v", holder="w"))
+    await w.write(5 * PAGE, b"s" * PAGE)
+    await w.flush()
+    await w.snapshot("s")
+    seg, _ = next(iter(w.live.values()))
+    return w, seg
 
-    with tempfile.TemporaryDirectory() as d:
-        asyncio.run(go(Path(d)))
+
+async def kept_records(svc: VolumeService, w: JournaledVolume) -> list[dict[str, Any]]:
+    """The kept journal segment records (VJK) of `w`'s volume."""
+    return [unpack(i.value) async for i in scan_prefix(svc.meta, kept_journal_prefix(w.vol.vol.id))]
+
+
+def test_a_kept_segment_keeps_a_shard_moved_before_the_fold() -> None:
+    async def body(sim: Sim, svc: VolumeService) -> None:
+        nodes = sim.cluster.nodes
+        w, seg = await snapshot_one_segment(svc)
+        old = list(seg.nodes)
+        # repair (or a drain) moves shard 0 of the live segment to a spare node
+        sid = next(s for s in nodes.files[old[0]] if parse_shard_id(s) == (seg.stripe, 0))
+        spare = next(n for n in nodes.files if n not in old)
+        nodes.files[spare][sid] = bytearray(nodes.files[old[0]][sid])
+        fence = await read_fence(svc.meta, seg.stripe)
+        ok, _ = await commit_shard_moves(svc.meta, seg.stripe, old, {0: spare}, fence)
+        assert ok
+        gc = GarbageCollector(svc.meta, sim.cluster.stripes)
+        for _ in range(5):
+            await gc.step()  # the replaced copy on the old node is collected
+        assert sid not in nodes.files[old[0]]
+        await w.checkpoint()  # the fold retires the segment: the snapshot keeps it
+        kept = await kept_records(svc, w)
+        assert len(kept) == 1
+        man = await load_manifest(svc.meta, seg.stripe)
+        assert list(man.part.nodes)[0] == spare, (  # type: ignore[union-attr]
+            f"kept record names {list(man.part.nodes)}, shard 0 is on {spare} only")
+        await w.stop()
+        await w.vol.close()
+
+    with_sim(body)
 
 
 def test_a_snapshot_reads_after_its_kept_segment_is_repaired() -> None:
@@ -71,49 +76,38 @@ def test_a_snapshot_reads_after_its_kept_segment_is_repaired() -> None:
     from storage.shards.ids import shard_id
     from storage.workers.repair import RepairWorker
 
-    async def go(tmp: Path) -> None:
-        sim = Sim(tmp)
-        svc = await sim.open()
+    async def body(sim: Sim, svc: VolumeService) -> None:
         nodes = sim.cluster.nodes
-        try:
-            await svc.create("t", "v", SIZE)
-            w = JournaledVolume(await svc.open("t", "v", holder="w"))
-            await w.write(5 * PAGE, b"s" * PAGE)
-            await w.flush()
-            await w.snapshot("s")
-            seg, _ = next(iter(w.live.values()))
-            await w.write(5 * PAGE, b"x" * PAGE)
-            await w.checkpoint()  # folded: the snapshot keeps the segment
-            await w.stop()
-            await w.vol.close()
-            kept = [unpack(i.value) async for i in scan_prefix(svc.meta, kept_journal_prefix(w.vol.vol.id))]
-            assert [k["seq"] for k in kept] == [seg.seq]
-            zone = {n.id: n.zone for n in sim.cfg.nodes}
-            gone = (0, next(i for i, n in enumerate(seg.nodes) if zone[n] != zone[seg.nodes[0]]))
-            for i in gone:  # two nodes (of two zones) die with their shards
-                nodes.wipe(seg.nodes[i])
-                nodes.down.add(seg.nodes[i])
-            await sim.cluster.health.probe_once()
-            rep = RepairWorker(sim.cfg, svc.meta, nodes, sim.cluster.health, sim.pool,
-                               RepairSettings(rate_bytes_s=0, down_grace_s=0,
-                                              sweep_interval_s=0, orphan_grace_s=0))
-            for _ in range(40):
-                await rep.step()
-                if not await svc.meta.range(*space(REPAIR), limit=1) and \
-                        rep.stats.last_sweep_end and rep._sweep_cursor == space(STRIPE)[0]:
-                    break
-            man = await load_manifest(svc.meta, seg.stripe)
-            assert man is not None, "the kept segment's stripe has no index entry"
-            p = man.part
-            assert None not in p.nodes and not set(p.nodes) & {seg.nodes[i] for i in gone}, p.nodes
-            for i, nid in enumerate(p.nodes):
-                assert shard_id(p.stripe_id, i) in nodes.files[nid], (i, nid)
-            for i in [i for i in range(len(p.nodes)) if i not in gone][:2]:  # two more go: still decodes
-                nodes.lose(p.nodes[i], shard_id(p.stripe_id, i))
-            ro = await svc.open("t", "v", holder="ro", snapshot="s")
-            assert await ro.read(5 * PAGE, PAGE) == b"s" * PAGE
-        finally:
-            await sim.close()
+        w, seg = await snapshot_one_segment(svc)
+        await w.write(5 * PAGE, b"x" * PAGE)
+        await w.checkpoint()  # folded: the snapshot keeps the segment
+        await w.stop()
+        await w.vol.close()
+        kept = await kept_records(svc, w)
+        assert [k["seq"] for k in kept] == [seg.seq]
+        zone = {n.id: n.zone for n in sim.cfg.nodes}
+        gone = (0, next(i for i, n in enumerate(seg.nodes) if zone[n] != zone[seg.nodes[0]]))
+        for i in gone:  # two nodes (of two zones) die with their shards
+            nodes.wipe(seg.nodes[i])
+            nodes.down.add(seg.nodes[i])
+        await sim.cluster.health.probe_once()
+        rep = RepairWorker(sim.cfg, svc.meta, nodes, sim.cluster.health, sim.pool,
+                           RepairSettings(rate_bytes_s=0, down_grace_s=0,
+                                          sweep_interval_s=0, orphan_grace_s=0))
+        for _ in range(40):
+            await rep.step()
+            if not await svc.meta.range(*space(REPAIR), limit=1) and \
+                    rep.stats.last_sweep_end and rep._sweep_cursor == space(STRIPE)[0]:
+                break
+        man = await load_manifest(svc.meta, seg.stripe)
+        assert man is not None, "the kept segment's stripe has no index entry"
+        p = man.part
+        assert None not in p.nodes and not set(p.nodes) & {seg.nodes[i] for i in gone}, p.nodes
+        for i, nid in enumerate(p.nodes):
+            assert shard_id(p.stripe_id, i) in nodes.files[nid], (i, nid)
+        for i in [i for i in range(len(p.nodes)) if i not in gone][:2]:  # two more go: still decodes
+            nodes.lose(p.nodes[i], shard_id(p.stripe_id, i))
+        ro = await svc.open("t", "v", holder="ro", snapshot="s")
+        assert await ro.read(5 * PAGE, PAGE) == b"s" * PAGE
 
-    with tempfile.TemporaryDirectory() as d:
-        asyncio.run(go(Path(d)))
+    with_sim(body)
