@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.keyspace import kept_journal_prefix
-from storage.records import unpack
 from storage.shards.ids import parse_shard_id
 from storage.volume_overlay import JournaledVolume
-from storage.volume_records import scan_prefix
 from storage.volumes import VolumeService
 from storage.workers.gc import GarbageCollector
 from storage.workers.gcfence import read_fence
 from storage.workers.manifests import commit_shard_moves, load_manifest
-from tests.unit.test_volume_journal import SIZE, Sim, with_sim
+from tests.unit.test_volume_journal import Sim, with_sim
+from tests.unit.test_volume_snapshot_held import detach, kept, new_writer
 
 PAGE = 4096
 
@@ -23,18 +21,12 @@ PAGE = 4096
 async def snapshot_one_segment(svc: VolumeService) -> tuple[JournaledVolume, Any]:
     """Volume "v" with one page fsynced (one journal segment, not folded) and snapshot "s"
     taken: its writer and that live segment."""
-    await svc.create("t", "v", SIZE)
-    w = JournaledVolume(await svc.open("t", "v", holder="w"))
+    w = await new_writer(svc)
     await w.write(5 * PAGE, b"s" * PAGE)
     await w.flush()
     await w.snapshot("s")
     seg, _ = next(iter(w.live.values()))
     return w, seg
-
-
-async def kept_records(svc: VolumeService, w: JournaledVolume) -> list[dict[str, Any]]:
-    """The kept journal segment records (VJK) of `w`'s volume."""
-    return [unpack(i.value) async for i in scan_prefix(svc.meta, kept_journal_prefix(w.vol.vol.id))]
 
 
 def test_a_kept_segment_keeps_a_shard_moved_before_the_fold() -> None:
@@ -54,13 +46,12 @@ def test_a_kept_segment_keeps_a_shard_moved_before_the_fold() -> None:
             await gc.step()  # the replaced copy on the old node is collected
         assert sid not in nodes.files[old[0]]
         await w.checkpoint()  # the fold retires the segment: the snapshot keeps it
-        kept = await kept_records(svc, w)
-        assert len(kept) == 1
+        held = await kept(svc, w.vol.vol.id)
+        assert len(held) == 1
         man = await load_manifest(svc.meta, seg.stripe)
         assert list(man.part.nodes)[0] == spare, (  # type: ignore[union-attr]
             f"kept record names {list(man.part.nodes)}, shard 0 is on {spare} only")
-        await w.stop()
-        await w.vol.close()
+        await detach(w)
 
     with_sim(body)
 
@@ -81,10 +72,9 @@ def test_a_snapshot_reads_after_its_kept_segment_is_repaired() -> None:
         w, seg = await snapshot_one_segment(svc)
         await w.write(5 * PAGE, b"x" * PAGE)
         await w.checkpoint()  # folded: the snapshot keeps the segment
-        await w.stop()
-        await w.vol.close()
-        kept = await kept_records(svc, w)
-        assert [k["seq"] for k in kept] == [seg.seq]
+        await detach(w)
+        held = await kept(svc, w.vol.vol.id)
+        assert [k["seq"] for k in held] == [seg.seq]
         zone = {n.id: n.zone for n in sim.cfg.nodes}
         gone = (0, next(i for i, n in enumerate(seg.nodes) if zone[n] != zone[seg.nodes[0]]))
         for i in gone:  # two nodes (of two zones) die with their shards

@@ -25,6 +25,7 @@ PAGE = 4096
 
 
 async def kept(svc: VolumeService, vid: str) -> list[dict[str, Any]]:
+    """The kept journal segment records (VJK) of volume `vid`."""
     return [unpack(i.value) async for i in scan_prefix(svc.meta, kept_journal_prefix(vid))]
 
 
@@ -38,12 +39,28 @@ def pages(tag: bytes) -> list[tuple[int, bytes]]:
     return [(i * 37 * PAGE % SIZE, tag * PAGE) for i in range(1, 24)]
 
 
+async def new_writer(svc: VolumeService) -> JournaledVolume:
+    """Volume "v" of tenant "t", created and attached by a journaled writer "w"."""
+    await svc.create("t", "v", SIZE)
+    return JournaledVolume(await svc.open("t", "v", holder="w"))
+
+
+async def write_pages(w: JournaledVolume, tag: bytes) -> None:
+    """`pages(tag)` written through `w` (journaled, not fsynced)."""
+    for off, data in pages(tag):
+        await w.write(off, data)
+
+
+async def detach(w: JournaledVolume) -> None:
+    """Stop `w`'s folder and close its volume."""
+    await w.stop()
+    await w.vol.close()
+
+
 def test_a_snapshot_writes_no_extent_and_holds_the_journal() -> None:
     async def body(svc: VolumeService) -> None:
-        await svc.create("t", "v", SIZE)
-        w = JournaledVolume(await svc.open("t", "v", holder="w"))
-        for off, data in pages(b"a"):
-            await w.write(off, data)
+        w = await new_writer(svc)
+        await write_pages(w, b"a")
         await w.flush()  # fsynced: in the journal only
         before = bytearray(SIZE)
         for off, data in pages(b"a"):
@@ -74,8 +91,7 @@ def test_a_snapshot_writes_no_extent_and_holds_the_journal() -> None:
             x = unpack((await svc.meta.get(stripe_index_key(s["stripe"]))).value)  # type: ignore[union-attr]
             assert bytes(x["vx"]).startswith(kept_journal_prefix(vol.id))
         assert await read_snap(svc, "v", "s") == bytes(before)
-        await w.stop()
-        await w.vol.close()
+        await detach(w)
         assert await read_snap(svc, "v", "s") == bytes(before)
         h = await svc.open("t", "v", holder="next")  # the volume itself moved on
         assert await h.read(37 * PAGE, PAGE) == b"b" * PAGE
@@ -88,8 +104,7 @@ def test_a_snapshot_does_not_wait_for_a_fold_in_flight() -> None:
     """A fold suspended before its commit (a slow extent write) lets the snapshot freeze;
     the fold then commits at the next generation and the snapshot keeps what it froze."""
     async def body(svc: VolumeService) -> None:
-        await svc.create("t", "v", SIZE)
-        w = JournaledVolume(await svc.open("t", "v", holder="w"))
+        w = await new_writer(svc)
         await w.write(0, b"a" * PAGE)
         await w.write(MiB, b"a" * PAGE)
         await w.flush()
@@ -114,8 +129,7 @@ def test_a_snapshot_does_not_wait_for_a_fold_in_flight() -> None:
         await fold
         w.vol.write_extent = real_write  # type: ignore[method-assign]
         svc.freeze = real_freeze  # type: ignore[method-assign]
-        await w.stop()
-        await w.vol.close()
+        await detach(w)
         got = await read_snap(svc, "v", "s")
         assert got[:PAGE] == b"b" * PAGE and got[MiB:MiB + PAGE] == b"a" * PAGE
 
@@ -124,12 +138,10 @@ def test_a_snapshot_does_not_wait_for_a_fold_in_flight() -> None:
 
 def test_clones_of_a_held_snapshot_read_it_and_never_change_it() -> None:
     async def body(svc: VolumeService) -> None:
-        await svc.create("t", "v", SIZE)
-        w = JournaledVolume(await svc.open("t", "v", holder="w"))
+        w = await new_writer(svc)
         await w.write(0, b"e" * MiB)  # an extent written directly, then pages over it
         await w.flush()
-        for off, data in pages(b"a"):
-            await w.write(off, data)
+        await write_pages(w, b"a")
         await w.snapshot("s")
         want = await read_snap(svc, "v", "s")
         assert want[37 * PAGE:38 * PAGE] == b"a" * PAGE and want[:PAGE] == b"e" * PAGE
@@ -141,8 +153,7 @@ def test_clones_of_a_held_snapshot_read_it_and_never_change_it() -> None:
         await c.write(37 * PAGE, b"c" * PAGE)
         await c.snapshot("cs")  # a snapshot of the clone holds its own journal
         await c.write(37 * PAGE, b"d" * PAGE)
-        await c.stop()
-        await c.vol.close()
+        await detach(c)
         await svc.clone("t", "c", "cs", "cc")  # a clone of a clone reads through both
         cc = await svc.open("t", "cc", holder="cc")
         assert await cc.read(37 * PAGE, PAGE) == b"c" * PAGE
@@ -150,8 +161,7 @@ def test_clones_of_a_held_snapshot_read_it_and_never_change_it() -> None:
         await cc.close()
         await w.checkpoint()
         await w.write(0, b"z" * PAGE)
-        await w.stop()
-        await w.vol.close()
+        await detach(w)
         assert await read_snap(svc, "v", "s") == want  # the clones changed nothing
         assert (await read_snap(svc, "c", "cs"))[37 * PAGE:38 * PAGE] == b"c" * PAGE
 
@@ -160,13 +170,10 @@ def test_clones_of_a_held_snapshot_read_it_and_never_change_it() -> None:
 
 def test_deleting_the_snapshot_frees_the_segments_it_held() -> None:
     async def body(svc: VolumeService) -> None:
-        await svc.create("t", "v", SIZE)
-        w = JournaledVolume(await svc.open("t", "v", holder="w"))
-        for off, data in pages(b"a"):
-            await w.write(off, data)
+        w = await new_writer(svc)
+        await write_pages(w, b"a")
         await w.snapshot("s1")
-        for off, data in pages(b"b"):
-            await w.write(off, data)
+        await write_pages(w, b"b")
         await w.snapshot("s2")
         await w.checkpoint()
         vid = w.vol.vol.id
@@ -182,8 +189,7 @@ def test_deleting_the_snapshot_frees_the_segments_it_held() -> None:
             assert await svc.meta.get(stripe_index_key(s["stripe"])) is None
         queued = {bytes(i.key) async for i in scan_prefix(svc.meta, pack(GC))}
         assert all(any(s["stripe"].hex().encode() in k for k in queued) for s in held)
-        await w.stop()
-        await w.vol.close()
+        await detach(w)
 
     with_service(body)
 
@@ -192,10 +198,8 @@ def test_a_killed_writer_after_a_snapshot_keeps_what_it_holds() -> None:
     """kill -9 after the snapshot: the next attach replays the journal, retires the
     segments (kept: the snapshot holds them) and numbers new segments above them."""
     async def body(svc: VolumeService) -> None:
-        await svc.create("t", "v", SIZE)
-        w = JournaledVolume(await svc.open("t", "v", holder="w"))
-        for off, data in pages(b"a"):
-            await w.write(off, data)
+        w = await new_writer(svc)
+        await write_pages(w, b"a")
         await w.snapshot("s")
         want = await read_snap(svc, "v", "s")
         await w.write(37 * PAGE, b"b" * PAGE)
@@ -218,16 +222,13 @@ def test_a_clone_writer_reads_through_the_held_journal_until_it_stores_extents()
     attach): a partial write, a hole, a sequential run and a fold all see them, a flatten
     copies them, and the snapshot can then go (its kept segments with it)."""
     async def body(svc: VolumeService) -> None:
-        await svc.create("t", "v", SIZE)
-        w = JournaledVolume(await svc.open("t", "v", holder="w"))
+        w = await new_writer(svc)
         await w.write(0, b"e" * MiB)  # written directly, then journaled pages over it
         await w.flush()
-        for off, data in pages(b"a"):
-            await w.write(off, data)
+        await write_pages(w, b"a")
         await w.snapshot("s")
         await w.checkpoint()  # the segments the snapshot holds are kept now
-        await w.stop()
-        await w.vol.close()
+        await detach(w)
         model = bytearray(await read_snap(svc, "v", "s"))
         await svc.clone("t", "v", "s", "c")
         h = await svc.open("t", "c", holder="c")
