@@ -46,6 +46,17 @@ def _cached(path: os.PathLike[str], offset: int, n: int) -> bool:
         os.close(fd)
 
 
+def assert_bulk_uncached(path: os.PathLike[str], failure: str) -> None:
+    """Fail with `failure` if the shard's first BUFFER_BYTES are in the page cache (skip
+    where the file system has no O_DIRECT, the only place a cached bulk is allowed)."""
+    if _cached(path, 0, BUFFER_BYTES):
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+        except OSError:
+            pytest.skip("no O_DIRECT on this file system")
+        pytest.fail(failure)
+
+
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv2 RWF_NOWAIT")
 @pytest.mark.parametrize("frames", [5, 3])  # ~4 MiB: a 16 MiB object's shard; ~2 MiB: an 8 MiB one's
 async def test_a_large_streamed_shard_is_written_around_the_page_cache(
@@ -61,15 +72,11 @@ async def test_a_large_streamed_shard_is_written_around_the_page_cache(
                                        headers={"X-Tessera-Segments": str(frames)})
     assert status == 201, answer
     path = shard_path(node, sid)
-    if _cached(path, 0, BUFFER_BYTES):
-        try:  # only a file system without O_DIRECT may cache the bulk
-            os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
-        except OSError:
-            pytest.skip("no O_DIRECT on this file system")
-        pytest.fail("the bulk of a large shard went through the page cache")
+    assert_bulk_uncached(path, "the bulk of a large shard went through the page cache")
     status, _, got = await api.call("GET", f"/v1/shards/{sid}")
     assert status == 200 and got == body
     assert path.read_bytes() == body
+
 
 
 async def test_a_large_data_shard_is_read_back_into_the_page_cache_after_its_commit(
@@ -111,12 +118,7 @@ async def test_aiohttps_streamed_handler_writes_a_2_mib_shard_around_the_page_ca
     rec = await wait_for_log(node, rid)
     assert rec.get("front") != "lean", rec  # aiohttp's handler took it
     path = shard_path(node, sid)
-    if _cached(path, 0, BUFFER_BYTES):
-        try:  # only a file system without O_DIRECT may cache the bulk
-            os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
-        except OSError:
-            pytest.skip("no O_DIRECT on this file system")
-        pytest.fail("aiohttp's handler wrote a 2 MiB shard through the page cache")
+    assert_bulk_uncached(path, "aiohttp's handler wrote a 2 MiB shard through the page cache")
     assert path.read_bytes() == body
 
 
