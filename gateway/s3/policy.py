@@ -188,16 +188,26 @@ def _any_glob(globs: Any, value: str, ignore_case: bool = False) -> bool:
                for g in _as_list(globs))
 
 
+def _takes_in(st: dict[str, Any], ids: frozenset[str]) -> bool:
+    """Whether the statement's Principal (if any) names one of `ids` and its NotPrincipal
+    (if any) names none."""
+    if "Principal" in st and not _principal_matches(st["Principal"], ids):
+        return False
+    return not ("NotPrincipal" in st and _principal_matches(st["NotPrincipal"], ids))
+
+
+def _covers(st: dict[str, Any], action: str) -> bool:
+    """Whether the statement's Action (if any) names `action` and its NotAction (if any)
+    does not (case-insensitive, with wildcards)."""
+    if "Action" in st and not _any_glob(st["Action"], action, ignore_case=True):
+        return False
+    return not ("NotAction" in st and _any_glob(st["NotAction"], action, ignore_case=True))
+
+
 def applies(st: dict[str, Any], action: str, resource: str, ids: frozenset[str],
             ctx: cond.Context) -> bool:
     """Whether one statement matches the request (principal, action, resource, condition)."""
-    if "Principal" in st and not _principal_matches(st["Principal"], ids):
-        return False
-    if "NotPrincipal" in st and _principal_matches(st["NotPrincipal"], ids):
-        return False
-    if "Action" in st and not _any_glob(st["Action"], action, ignore_case=True):
-        return False
-    if "NotAction" in st and _any_glob(st["NotAction"], action, ignore_case=True):
+    if not _takes_in(st, ids) or not _covers(st, action):
         return False
     if "Resource" in st and not _any_glob(st["Resource"], resource):
         return False
@@ -211,12 +221,7 @@ def may_allow(st: dict[str, Any], actions: Iterable[str], ids: frozenset[str]) -
     resource of its bucket, whatever the request (its Resource and Condition not judged)."""
     if st.get("Effect") != "Allow":
         return False
-    if "Principal" in st and not _principal_matches(st["Principal"], ids):
-        return False
-    if "NotPrincipal" in st and _principal_matches(st["NotPrincipal"], ids):
-        return False
-    return any(_any_glob(st["Action"], a, ignore_case=True) if "Action" in st
-               else not _any_glob(st.get("NotAction"), a, ignore_case=True) for a in actions)
+    return _takes_in(st, ids) and any(_covers(st, a) for a in actions)
 
 
 def evaluate(sts: Iterable[dict[str, Any]], action: str, resource: str, ids: frozenset[str],
