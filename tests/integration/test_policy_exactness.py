@@ -21,6 +21,14 @@ def w(cluster: LocalCluster) -> dict[str, Any]:
     return two_tenants(cluster, "pe")
 
 
+def _blocking_public_policies(w: dict[str, Any]) -> str:
+    """A new bucket of `a` whose Block Public Access refuses public policies."""
+    bucket = new_bucket(w)
+    w["a"].put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicPolicy": True})
+    return bucket
+
+
 def _keys(c: Any, bucket: str) -> set[str]:
     return {o["Key"] for o in c.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
@@ -60,8 +68,8 @@ def test_policy_operations_stay_with_the_bucket_account(w: dict[str, Any], op: s
     a, b = w["a"], w["b"]
     bucket = new_bucket(w)
     text = policy({"Effect": "Allow", "Principal": {"AWS": w["name_b"]},
-                            "Action": "s3:*", "Resource": [f"arn:aws:s3:::{bucket}",
-                                                           f"arn:aws:s3:::{bucket}/*"]})
+                  "Action": "s3:*", "Resource": [f"arn:aws:s3:::{bucket}",
+                                                 f"arn:aws:s3:::{bucket}/*"]})
     a.put_bucket_policy(Bucket=bucket, Policy=text)
     calls = {"put": lambda: b.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": "*", "Action": "s3:*",
@@ -93,11 +101,9 @@ def test_policy_operations_stay_with_the_bucket_account(w: dict[str, Any], op: s
 def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
                                                    condition: dict[str, Any]) -> None:
     a = w["a"]
-    bucket = new_bucket(w)
-    a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicPolicy": True})
+    bucket = _blocking_public_policies(w)
     text = policy({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-                            "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition})
+                  "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition})
     assert refusal(lambda: a.put_bucket_policy(Bucket=bucket, Policy=text)) == (
         403, "AccessDenied")
 
@@ -116,9 +122,7 @@ def test_unpinned_conditions_leave_a_policy_public(w: dict[str, Any],
 def test_pinned_conditions_make_a_policy_non_public(w: dict[str, Any],
                                                     condition: dict[str, Any]) -> None:
     a = w["a"]
-    bucket = new_bucket(w)
-    a.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicPolicy": True})
+    bucket = _blocking_public_policies(w)
     a.put_bucket_policy(Bucket=bucket, Policy=policy({
         "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
         "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition}))

@@ -101,7 +101,7 @@ def test_delete_objects_with_no_possible_grant_is_refused_whole(w: dict[str, Any
         "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
         "Resource": f"arn:aws:s3:::{bucket}/*"}))
     assert refusal(lambda: b.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k"}]})
-                 ) == (403, "AccessDenied")
+                   ) == (403, "AccessDenied")
     r = _raw_delete_objects(w, bucket)
     assert r.status_code == 403 and b"<Code>AccessDenied</Code>" in r.content, r.content
     # a grant that could apply keeps the per-key answers: bucket WRITE through the ACL,

@@ -142,7 +142,7 @@ def test_explicit_grants_by_header_and_xml(w: dict[str, Any]) -> None:
     assert refusal(lambda: a.put_bucket_acl(Bucket=bucket, AccessControlPolicy=bad)) == (
         400, "UnresolvableGrantByEmailAddress")
     assert refusal(lambda: a.put_object(Bucket=bucket, Key="x", ACL="public-read",
-                                      GrantRead=f"id={w['idb']}")) == (400, "InvalidRequest")
+                                        GrantRead=f"id={w['idb']}")) == (400, "InvalidRequest")
     assert refusal(lambda: a.put_object(Bucket=bucket, Key="x", ACL="public-ready"))[0] == 400
 
 
@@ -205,7 +205,7 @@ def test_policy_principals_and_conditions(w: dict[str, Any]) -> None:
         doc = {"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*",
                               "Resource": res, "Condition": bad}]}
         assert refusal(lambda d=doc: a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(d))
-                     ) == (400, "MalformedPolicy")
+                       ) == (400, "MalformedPolicy")
     doc = {"Statement": [{"Effect": "Allow", "NotPrincipal": {"AWS": "x"}, "Action": "s3:*",
                           "Resource": res}]}
     assert refusal(lambda: a.put_bucket_policy(Bucket=bucket, Policy=json.dumps(doc))) == (
@@ -262,15 +262,15 @@ def test_expected_source_bucket_owner_within_one_bucket(w: dict[str, Any]) -> No
     a.put_object(Bucket=bucket, Key="src", Body=b"s")
     src = {"Bucket": bucket, "Key": "src"}
     assert refusal(lambda: a.copy_object(Bucket=bucket, Key="dst", CopySource=src,
-                                       ExpectedSourceBucketOwner=w["idb"])) == (403, "AccessDenied")
+                                         ExpectedSourceBucketOwner=w["idb"])) == (403, "AccessDenied")
     assert refusal(lambda: a.copy_object(Bucket=bucket, Key="dst", CopySource=src,
-                                       ExpectedBucketOwner=w["idb"],
-                                       ExpectedSourceBucketOwner=w["ida"])) == (403, "AccessDenied")
+                                         ExpectedBucketOwner=w["idb"],
+                                         ExpectedSourceBucketOwner=w["ida"])) == (403, "AccessDenied")
     a.copy_object(Bucket=bucket, Key="dst", CopySource=src, ExpectedBucketOwner=w["ida"],
                   ExpectedSourceBucketOwner=w["ida"])
     up = a.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
     assert refusal(lambda: a.upload_part_copy(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1,
-                                            CopySource=src, ExpectedSourceBucketOwner=w["idb"])
+                                              CopySource=src, ExpectedSourceBucketOwner=w["idb"])
                  ) == (403, "AccessDenied")
     a.upload_part_copy(Bucket=bucket, Key="mp", UploadId=up, PartNumber=1, CopySource=src,
                        ExpectedSourceBucketOwner=w["ida"])
