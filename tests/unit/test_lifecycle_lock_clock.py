@@ -5,19 +5,15 @@ nodes' (true) clocks. No other test reached this path with a fast clock."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from storage import lock_clock
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3, sim_config, wired_cluster
-
-HOUR = 3600.0
+from tests.inproc import in_thread, served_s3, sim_config, wired_cluster
+from tests.unit.test_lock_clock import HOUR, put_locked
 
 
 async def test_a_fast_gateway_clock_does_not_let_lifecycle_expire_a_locked_version(
@@ -28,14 +24,8 @@ async def test_a_fast_gateway_clock_does_not_let_lifecycle_expire_a_locked_versi
     async with wired_cluster(tmp_path, cfg, nodes) as cluster:
         cred = await cluster.tenants.create_key("t")
         async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            def call(name: str, **kw: Any) -> Any:
-                return asyncio.to_thread(getattr(s3, name), **kw)
-
-            await call("create_bucket", Bucket="locked", ObjectLockEnabledForBucket=True)
-            until = datetime.fromtimestamp(time.time() + 600, UTC)
-            old = (await call("put_object", Bucket="locked", Key="k", Body=b"kept",
-                              ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
-                              ChecksumAlgorithm="CRC32"))["VersionId"]
+            call = in_thread(s3)
+            old = (await put_locked(call, b"kept", "COMPLIANCE", time.time() + 600))["VersionId"]
             await call("put_object", Bucket="locked", Key="k", Body=b"new")
             await call("put_bucket_lifecycle_configuration", Bucket="locked",
                        LifecycleConfiguration={"Rules": [{
