@@ -14,25 +14,22 @@ import pytest
 from storage import volume_records
 from storage.errors import Conflict, StorageError
 from storage.records import pack, unpack
-from storage.volume_overlay import JournaledVolume
 from storage.volume_records import Volume
 from storage.volumes import VolumeService
 from tests.unit.test_volume_journal import SIZE, with_service
-from tests.unit.test_volume_snapshot_held import PAGE, kept, read_snap
+from tests.unit.test_volume_snapshot_held import PAGE, detach, kept, new_writer, read_snap
 
 VOLUME_FORMAT_VERSION = getattr(volume_records, "VOLUME_FORMAT_VERSION", 2)
 
 
 def test_a_flatten_keeps_the_older_snapshots_of_the_clone() -> None:
     async def body(svc: VolumeService) -> None:
-        await svc.create("t", "v", SIZE)
-        w = JournaledVolume(await svc.open("t", "v", holder="w"))
+        w = await new_writer(svc)
         await w.write(0, b"A" * PAGE)  # held in the journal by the snapshot
         await w.write(SIZE - PAGE, b"Z" * PAGE)
         await w.flush()
         await w.snapshot("s")
-        await w.stop()
-        await w.vol.close()
+        await detach(w)
         await svc.clone("t", "v", "s", "c")
         h = await svc.open("t", "c", holder="c")
         await h.write(PAGE, b"B" * PAGE)  # the clone's own extent 0, over the origin's

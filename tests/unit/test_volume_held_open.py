@@ -13,18 +13,16 @@ import tracemalloc
 from typing import Any
 
 from storage import volume_held
-from storage.volume_overlay import JournaledVolume
 from storage.volumes import VolumeService
 from tests.unit.test_volume_journal import SIZE, with_service
-from tests.unit.test_volume_snapshot_held import PAGE
+from tests.unit.test_volume_snapshot_held import PAGE, detach, new_writer
 
 PAGES = 512  # 2 MiB of unique pages held by the snapshot (of 3 MiB)
 
 
 async def held_clone(svc: VolumeService) -> bytes:
     """v@s holds PAGES unique journal pages in many segments; c is its clone. Returns v@s."""
-    await svc.create("t", "v", SIZE)
-    w = JournaledVolume(await svc.open("t", "v", holder="w"), max_dirty=64 << 20)
+    w = await new_writer(svc, max_dirty=64 << 20)
     want = bytearray(SIZE)
     rnd = random.Random(7)
     for i, pg in enumerate(rnd.sample(range(SIZE // PAGE), PAGES)):
@@ -35,8 +33,7 @@ async def held_clone(svc: VolumeService) -> bytes:
             await w.flush()  # one segment each
     await w.flush()
     await w.snapshot("s")
-    await w.stop()
-    await w.vol.close()
+    await detach(w)
     await svc.clone("t", "v", "s", "c")
     return bytes(want)
 

@@ -39,10 +39,11 @@ def pages(tag: bytes) -> list[tuple[int, bytes]]:
     return [(i * 37 * PAGE % SIZE, tag * PAGE) for i in range(1, 24)]
 
 
-async def new_writer(svc: VolumeService) -> JournaledVolume:
-    """Volume "v" of tenant "t", created and attached by a journaled writer "w"."""
+async def new_writer(svc: VolumeService, **kw: Any) -> JournaledVolume:
+    """Volume "v" of tenant "t", created and attached by a journaled writer "w" (given
+    JournaledVolume's keyword arguments `kw`)."""
     await svc.create("t", "v", SIZE)
-    return JournaledVolume(await svc.open("t", "v", holder="w"))
+    return JournaledVolume(await svc.open("t", "v", holder="w"), **kw)
 
 
 async def write_pages(w: JournaledVolume, tag: bytes) -> None:
