@@ -157,15 +157,6 @@ def check_snapshot_name(snap: str) -> None:
         raise InvalidInput("snapshot names are 1-63 letters, digits, '.', '_' or '-'")
 
 
-def lease_live(rec: dict[str, Any], now: float) -> bool:
-    """An attach lease record still binds: not released, not expired, and its holder is not
-    a process known to be gone from this host. By the wall clocks of its holder and of the
-    caller: for what a status shows; a decision to take the volume from its holder is
-    `lease_holds`'."""
-    return (not rec.get("released") and float(rec.get("expires", 0)) > now
-            and not dead_local_process(rec.get("proc")))
-
-
 async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEASE_TTL_S,
                       ) -> bool:
     """Whether the attach lease record `item` (as just read) still binds its holder, decided

@@ -60,7 +60,6 @@ from storage.volume_records import (
     check_snapshot_name,
     decode_pointer,
     lease_holds,
-    lease_live,
     parse_size,
     scan_prefix,
 )
@@ -135,9 +134,13 @@ class VolumeService:
         return unpack(item.value) if item else None
 
     async def attached_by(self, vid: str) -> dict[str, Any] | None:
-        """The lease record of the writer attached right now, or None."""
-        rec = await self.lease(vid)
-        return rec if rec and lease_live(rec, time.time()) else None
+        """The lease record of the writer attached right now, or None: decided as a taker
+        decides (`lease_holds`), so what `show` and the mount pre-check say is what a mount
+        would find (by the wall clocks, a host whose clock ran a ttl ahead called a live
+        writer's lease free, and its mount started a daemon only to be refused a ttl later).
+        A lease that looks expired or clock-skewed is watched for up to its ttl."""
+        item = await self.meta.get(volume_lease_key(vid))
+        return unpack(item.value) if await lease_holds(self.meta, item) else None
 
     async def delete(self, tenant: str, name: str) -> None:
         vol, item = await self._get(tenant, name)

@@ -53,9 +53,19 @@ class SkewedGateway:
              f"127.0.0.1:{free_port()}", "--log-file", str(log)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)
+        try:  # (its own session: nothing else would stop it if this raised)
+            assert self.proc.stdout is not None
+            first = self.proc.stdout.readline()  # its first line says it is ready, or why not
+            assert "gateway ready" in first, first + self._rest()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _rest(self) -> str:
+        """What it printed after its first line, once it is stopped (it may still run)."""
+        self.stop()
         assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()  # its first line says it is ready, or why not
-        assert "gateway ready" in first, first + self.proc.stdout.read()
+        return self.proc.stdout.read()
 
     def client(self):  # type: ignore[no-untyped-def]
         real = self.cluster.endpoint

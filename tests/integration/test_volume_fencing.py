@@ -235,26 +235,35 @@ def test_ext4_crash_with_snapshots_during_writes(mvol: Vol, tmp_path: Path) -> N
 
 def test_a_host_whose_clock_runs_ahead_cannot_take_or_delete_an_attached_volume(
         mvol: Vol, tmp_path: Path) -> None:
-    """The writer holds the lease (ttl 3 s) and renews it; a second host's clock runs a
-    minute ahead (libfaketime), so by its clock the lease expired long ago. Its mount and its
-    delete are refused all the same (the lease is seen renewed on its own monotonic clock),
-    and the writer keeps committing. Before, that host attached at once (the writer's fsync
-    failed EIO) and deleted the attached volume."""
+    """The writer holds the lease (ttl 10 s: a renewal every 3.3 s, so a stall of seconds on
+    a loaded box does not let the taker in) and renews it; a second host's clock runs a
+    minute ahead (libfaketime), so by its clock the lease expired long ago. Its `show` names
+    the writer; its mount is refused in one line before any daemon starts (the pre-check
+    judges the lease as a taker does: seen renewed on its own monotonic clock); its delete
+    is refused; and the writer keeps committing. Before, that host attached at once (the writer's fsync failed EIO) and
+    deleted the attached volume; then its pre-check called the lease free and a daemon
+    started, only to be refused a ttl later."""
     from tests.integration.test_clock_skew import FAKETIME, skewed_env
 
     if not FAKETIME.exists():
         pytest.skip("libfaketime is not installed (Debian package faketime)")
     mvol.run("create", "skewed", "--size", "16M")
     a, b = tmp_path / "a", tmp_path / "b"
-    mvol.mount("skewed", a, "--lease-ttl", "3")
+    mvol.mount("skewed", a, "--lease-ttl", "10")
     t_a = token(mvol, "skewed")
+    logs = mvol.cluster.data / "volumes" / "logs"
+    daemons = set(logs.glob("*.skewed.*.log"))  # one log per mount's daemon
     ahead = Vol(mvol.cluster)
     ahead.env = {**skewed_env("+60s"), **mvol.cluster.env}
     try:
+        shown = json.loads(ahead.run("show", "skewed", "--json").stdout)
+        assert shown["attached_by"]["token"] == t_a, shown  # as a mount would find it
         r = ahead.run("mount", "skewed", str(b), check=False)
         if r.returncode == 0:
             ahead.mounts.append(b)
         assert r.returncode == 1 and "already attached" in r.stderr, r.stderr + r.stdout
+        assert "(lease token" in r.stderr, r.stderr  # the pre-check's refusal, not a daemon's
+        assert set(logs.glob("*.skewed.*.log")) == daemons  # no daemon was started
         r = ahead.run("delete", "skewed", check=False)
         assert r.returncode == 1 and "is attached by" in r.stderr, r.stderr + r.stdout
         assert token(mvol, "skewed") == t_a
@@ -286,7 +295,7 @@ asyncio.run(go())
 
 def test_a_snapshot_from_a_host_whose_clock_runs_ahead_is_refused_not_looping(
         mvol: Vol, tmp_path: Path) -> None:
-    """A live writer (ttl 3 s) with fsynced writes in its journal; a snapshot from a host
+    """A live writer (ttl 10 s, so a stall of seconds does not let the snapshot in) with fsynced writes in its journal; a snapshot from a host
     whose clock runs a minute ahead (libfaketime) and has no daemon of its own to flush is
     refused (the writer cannot be flushed from there). Before, its wall clock called the
     lease free, `open` found it held, and the snapshot retried forever (review17f)."""
@@ -296,7 +305,7 @@ def test_a_snapshot_from_a_host_whose_clock_runs_ahead_is_refused_not_looping(
         pytest.skip("libfaketime is not installed (Debian package faketime)")
     mvol.run("create", "skewsnap", "--size", "16M")
     a = tmp_path / "a"
-    mvol.mount("skewsnap", a, "--lease-ttl", "3")
+    mvol.mount("skewsnap", a, "--lease-ttl", "10")
     stop = threading.Event()
 
     def writer() -> None:  # keeps the journal holding segments
