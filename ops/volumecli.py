@@ -162,7 +162,7 @@ async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
 
     v = await svc.get(t, a.name)
     stored = await svc.stored_bytes(t, a.name)
-    lease = await svc.attached_by(v.id)
+    lease = await svc.attached_at_a_glance(v.id)
     snap = await _origin_snapshot(svc, v)
     d = _with_snapshot(volume_dict(v, stored, lease), snap)
     if a.json:
@@ -177,7 +177,11 @@ async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
     origin = f"{v.base['name']}@{snap} (generation {v.base['gen']})" if v.base else "-"
     print(f"{'origin:':14}{origin}")
     print(f"{'clones:':14}{', '.join(v.clones) or '-'}")
-    print(f"{'attached:':14}{lease['holder'] + ' token ' + str(lease['token']) if lease else '-'}")
+    attached = f"{lease['holder']} token {lease['token']}" if lease else "-"
+    if lease and lease.get("unconfirmed"):
+        attached += (" (not renewed by this host's clock: its writer may have stopped; a mount "
+                     "or delete waits one lease ttl to be sure)")
+    print(f"{'attached:':14}{attached}")
 
 
 async def _delete(a, c, svc, t):  # type: ignore[no-untyped-def]

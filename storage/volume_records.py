@@ -157,6 +157,22 @@ def check_snapshot_name(snap: str) -> None:
         raise InvalidInput("snapshot names are 1-63 letters, digits, '.', '_' or '-'")
 
 
+def lease_at_a_glance(item: Item | None, ttl_s: float = LEASE_TTL_S) -> bool | None:
+    """What `lease_holds` can tell from one read without watching: False (none, released,
+    holder gone from this host), True (live by both clocks), or None (only watching the
+    record for its ttl can tell: the clocks disagree or the holder died elsewhere)."""
+    if item is None:
+        return False
+    rec = unpack(item.value)
+    if rec.get("released") or dead_local_process(rec.get("proc")):
+        return False
+    ttl = float(rec.get("ttl") or ttl_s)
+    left = float(rec.get("expires", 0)) - time.time()
+    if 0 < left <= ttl + 1.0:
+        return True
+    return None
+
+
 async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEASE_TTL_S,
                       ) -> bool:
     """Whether the attach lease record `item` (as just read) still binds its holder, decided
@@ -172,15 +188,11 @@ async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEA
     it removed an attached volume; a holder whose clock ran ahead kept others out long after
     it died. The caller compares `item`'s revision when it writes, so a renewal after the
     last look fails its transaction."""
-    if item is None:
-        return False
-    rec = unpack(item.value)
-    if rec.get("released") or dead_local_process(rec.get("proc")):
-        return False
-    ttl = float(rec.get("ttl") or ttl_s)
-    left = float(rec.get("expires", 0)) - time.time()
-    if 0 < left <= ttl + 1.0:
-        return True
+    first = lease_at_a_glance(item, ttl_s)
+    if first is not None:
+        return first
+    assert item is not None
+    ttl = float(unpack(item.value).get("ttl") or ttl_s)
     deadline = time.monotonic() + ttl
     while (wait := deadline - time.monotonic()) > 0:
         await asyncio.sleep(min(wait, ttl / 6))  # a renewal comes every ttl / 3

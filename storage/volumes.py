@@ -59,6 +59,7 @@ from storage.volume_records import (
     VolumeAttached,
     check_snapshot_name,
     decode_pointer,
+    lease_at_a_glance,
     lease_holds,
     parse_size,
     scan_prefix,
@@ -135,12 +136,24 @@ class VolumeService:
 
     async def attached_by(self, vid: str) -> dict[str, Any] | None:
         """The lease record of the writer attached right now, or None: decided as a taker
-        decides (`lease_holds`), so what `show` and the mount pre-check say is what a mount
+        decides (`lease_holds`), so what the mount pre-check says is what a mount
         would find (by the wall clocks, a host whose clock ran a ttl ahead called a live
         writer's lease free, and its mount started a daemon only to be refused a ttl later).
         A lease that looks expired or clock-skewed is watched for up to its ttl."""
         item = await self.meta.get(volume_lease_key(vid))
         return unpack(item.value) if await lease_holds(self.meta, item) else None
+
+    async def attached_at_a_glance(self, vid: str) -> dict[str, Any] | None:
+        """What `show` reports without waiting: the live writer's lease record, or one whose
+        liveness only a ttl's watch could settle (a writer that died on another host, or
+        clocks that disagree), marked `unconfirmed`; None when nobody holds it. A mount or
+        delete still decides by `attached_by`, which watches."""
+        item = await self.meta.get(volume_lease_key(vid))
+        held = lease_at_a_glance(item)
+        if held is False or item is None:
+            return None
+        rec = unpack(item.value)
+        return rec if held else {**rec, "unconfirmed": True}
 
     async def delete(self, tenant: str, name: str) -> None:
         vol, item = await self._get(tenant, name)

@@ -50,7 +50,8 @@ def volume_dict(v: Volume, stored: int | None = None, lease: dict | None = None)
     if stored is not None:
         d["stored_bytes"] = stored
     if lease is not None:
-        d["attached_by"] = {k: lease[k] for k in ("holder", "token", "expires") if k in lease}
+        d["attached_by"] = {k: lease[k] for k in ("holder", "token", "expires", "unconfirmed")
+                            if k in lease}
     return d
 
 
@@ -145,7 +146,7 @@ class VolumesApi:
     async def show(self, call: Call) -> tuple[int, Any]:
         v = await self._volume(call)
         stored = await self.svc.stored_bytes(v.tenant, v.name)
-        lease = await self.svc.attached_by(v.id)
+        lease = await self.svc.attached_at_a_glance(v.id)
         return 200, {"attached_by": None, **volume_dict(v, stored, lease)}
 
     async def delete(self, call: Call) -> tuple[int, Any]:

@@ -144,3 +144,37 @@ def test_detach_racing_a_renewal_still_releases_the_lease() -> None:
         assert h2.token == h.token + 1
         await h2.close()
     with_service(body)
+
+
+def test_show_reports_a_lease_only_a_watch_could_settle_without_waiting() -> None:
+    """A writer that died on another host (or whose clock disagrees) leaves a lease that only
+    a ttl's watch can settle. A mount or delete waits that watch (`attached_by`); `show`
+    must not: it reports the holder marked unconfirmed at once (it blocked a whole ttl, past
+    the admin client's 30 s timeout, before)."""
+    import time
+
+    from storage.records import pack
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        h = await svc.open("t", "v", holder="w")
+        key = volume_lease_key(h.vol.id)
+        rec = unpack((await svc.meta.get(key)).value)  # type: ignore[union-attr]
+        stale = {**rec, "expires": time.time() - 5.0, "ttl": 3600.0,
+                 "proc": {"pid": 1, "host": "another-host"}}
+        await svc.meta.put(key, pack(stale))
+        gets = 0
+        real_get = svc.meta.get
+
+        async def counting_get(k: bytes):  # type: ignore[no-untyped-def]
+            nonlocal gets
+            gets += k == key
+            return await real_get(k)
+        svc.meta.get = counting_get  # type: ignore[method-assign]
+        seen = await asyncio.wait_for(svc.attached_at_a_glance(h.vol.id), 600)
+        svc.meta.get = real_get  # type: ignore[method-assign]
+        assert seen is not None and seen["holder"] == "w" and seen["unconfirmed"] is True
+        assert gets == 1  # one read, no watch
+        await svc.meta.put(key, pack({**rec, "released": True}))
+        assert await svc.attached_at_a_glance(h.vol.id) is None
+    with_service(body)
