@@ -1,0 +1,347 @@
+"""One disk's packs (issue 17): whole shards appended as records (`nodes.packformat`) to
+`<root>/packs/<seq:016x>.pack`, made durable by a group commit, found through an in-memory
+index that a restart rebuilds by scanning the packs.
+
+Why: a shard file costs a new inode, a directory entry and two fsyncs; a record appended to
+an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 against
+0.10-0.18 ms of CPU per 256 KiB shard, and none of ext4's inode-allocation stalls).
+
+- **Group commit.** One committer thread per store takes every request pending, decides
+  each (a PUT of an id already held: same bytes -> UNCHANGED, other bytes -> ShardExists
+  unless `replace`), writes all their records with one pwritev and makes them durable with
+  one fdatasync. Only then does the index change and do the callers' futures resolve: a
+  shard is never acknowledged before its bytes are on disk. A failed write or sync fails the
+  whole group and cuts the pack back to where the group began (if even that fails the pack
+  is left and a new one started; a restart's scan sees what was really written).
+- **Index.** shard id -> `PackLoc` (pack, body offset, length, write time) of its newest
+  PUT, a TOMBSTONE removing it; live bytes are counted per pack for compaction.
+- **Restart.** Packs are scanned in order (`packformat.scan`). A torn tail (bytes after the
+  last complete record, never acknowledged) is copied to `quarantine/` first, then the pack
+  is truncated. Damage inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
+- A new pack is fsynced with its directory once, not once per shard. Packs are sealed (no
+  more appends) at `seal_bytes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from nodes import packformat as pf
+from nodes.shardfile import UNCHANGED, ShardExists, check_shard_id, fsync_dir, read_exact
+
+SEAL_BYTES = 256 * 1024 * 1024
+PACK_NAME = re.compile(r"^([0-9a-f]{16})\.pack\Z")
+_IOV = 512  # iovecs per pwritev (IOV_MAX is 1024 on Linux)
+
+
+class PackLoc(NamedTuple):
+    """Where the newest PUT of a shard is: its body's bytes [offset, offset+length)."""
+
+    seq: int
+    offset: int
+    length: int
+    time_ns: int
+
+
+@dataclass
+class Damage:
+    """What a restart's scan found wrong inside one pack (for scrub and operators)."""
+
+    seq: int
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    bad: list[pf.Record] = field(default_factory=list)
+    torn: tuple[int, int] | None = None  # [end, size) set aside and cut off
+
+
+@dataclass
+class _Request:
+    kind: int
+    sid: str
+    body: list[bytes | memoryview]
+    replace: bool
+    future: concurrent.futures.Future[int]
+    length: int = 0
+
+
+def pack_name(seq: int) -> str:
+    return f"{seq:016x}.pack"
+
+
+class PackStore:
+    """The packs below `root` (`open` before use, `close` after)."""
+
+    def __init__(self, root: Path | str, seal_bytes: int = SEAL_BYTES) -> None:
+        self.root = Path(root)
+        self.pack_dir = self.root / "packs"
+        self.quarantine_dir = self.root / "quarantine"
+        self.seal_bytes = seal_bytes
+        self.index: dict[str, PackLoc] = {}
+        self.live: dict[int, int] = {}  # seq -> bytes of its live records (with overhead)
+        self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
+        self.damage: list[Damage] = []
+        self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
+        self._fds: dict[int, int] = {}  # seq -> open fd (read; the active one read-write)
+        self._fd_lock = threading.Lock()  # readers' threads and the committer open fds
+        self._active = -1
+        self._pending: list[_Request] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    # -- start and stop ------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Scan every pack, rebuild the index, set torn tails aside; start the committer."""
+        for d in (self.root, self.pack_dir, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        seqs = sorted(int(m.group(1), 16) for n in os.listdir(self.pack_dir)
+                      if (m := PACK_NAME.match(n)))
+        for seq in seqs:
+            self._recover(seq)
+        if seqs and self.sizes[seqs[-1]] < self.seal_bytes:
+            self._active = seqs[-1]
+        else:
+            self._new_pack(seqs[-1] + 1 if seqs else 1)
+        self._thread = threading.Thread(target=self._run, name="pack-commit", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the committer after the requests already queued; close every fd."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _fd(self, seq: int) -> int:
+        fd = self._fds.get(seq)
+        if fd is None:
+            with self._fd_lock:
+                fd = self._fds.get(seq)
+                if fd is None:
+                    fd = os.open(self.pack_dir / pack_name(seq), os.O_RDWR | os.O_CLOEXEC)
+                    self._fds[seq] = fd
+        return fd
+
+    def _recover(self, seq: int) -> None:
+        fd = self._fd(seq)
+        size = os.fstat(fd).st_size
+        got = pf.scan(lambda off, n: os.pread(fd, n, off), size)
+        for rec in got.records:
+            self._apply(seq, rec)
+        harm = Damage(seq, got.gaps, got.bad)
+        if got.end < size:
+            self._set_aside(seq, fd, got.end, size)
+            harm.torn = (got.end, size)
+        self.sizes[seq] = got.end
+        self.live.setdefault(seq, 0)
+        if harm.gaps or harm.bad or harm.torn:
+            self.damage.append(harm)
+
+    def _set_aside(self, seq: int, fd: int, start: int, end: int) -> None:
+        """Copy a torn tail to quarantine (durably), then cut the pack back to `start`."""
+        dest = self.quarantine_dir / f"{pack_name(seq)}.{start}.{time.time_ns()}.torn"
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            pos = start
+            while pos < end:
+                chunk = os.pread(fd, min(pf.SEARCH_CHUNK, end - pos), pos)
+                if not chunk:
+                    break
+                os.write(out, chunk)
+                pos += len(chunk)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        fsync_dir(self.quarantine_dir)
+        os.ftruncate(fd, start)
+        os.fsync(fd)
+
+    def _new_pack(self, seq: int) -> None:
+        fd = os.open(self.pack_dir / pack_name(seq),
+                     os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.fsync(fd)
+        fsync_dir(self.pack_dir)  # once per pack, not once per shard
+        self._fds[seq] = fd
+        self.sizes[seq] = 0
+        self.live[seq] = 0
+        self._active = seq
+
+    # -- the index -----------------------------------------------------------------------
+
+    def _apply(self, seq: int, rec: pf.Record) -> None:
+        """Make `rec` (durable in pack `seq`) the newest word on its shard."""
+        sid = rec.shard_id
+        old = self.index.pop(sid, None)
+        if old is not None:
+            self.live[old.seq] -= old.length + pf.OVERHEAD
+        if rec.kind == pf.PUT:
+            self.index[sid] = PackLoc(seq, rec.body_offset, rec.body_len, rec.time_ns)
+            self.live[seq] = self.live.get(seq, 0) + rec.body_len + pf.OVERHEAD
+
+    def locate(self, sid: str) -> PackLoc | None:
+        return self.index.get(sid)
+
+    def read(self, loc: PackLoc, start: int = 0, n: int | None = None) -> bytes:
+        """Bytes [start, start+n) of a located shard's body (blocking: a worker thread)."""
+        n = loc.length - start if n is None else min(n, loc.length - start)
+        return read_exact(self._fd(loc.seq), max(n, 0), loc.offset + start)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def put(self, sid: str, body: list[bytes | memoryview], *,
+                  replace: bool = False) -> int:
+        """Store a whole shard durably: the size it replaced, -1 when new, or UNCHANGED."""
+        check_shard_id(sid)
+        return await self._submit(pf.PUT, sid, body, replace)
+
+    async def delete(self, sid: str) -> bool:
+        """Remove a shard (a durable TOMBSTONE); False when no pack holds it."""
+        check_shard_id(sid)
+        return await self._submit(pf.TOMBSTONE, sid, [], False) >= 0
+
+    async def _submit(self, kind: int, sid: str, body: list[bytes | memoryview],
+                      replace: bool) -> int:
+        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+        req = _Request(kind, sid, body, replace, fut, sum(len(p) for p in body))
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("pack store is closed")
+            self._pending.append(req)
+            self._cond.notify()
+        return await asyncio.wrap_future(fut)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                batch, self._pending = self._pending, []
+                if not batch and self._closing:
+                    return
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # a bug here must not leave callers waiting
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(exc)
+
+    def _commit(self, batch: list[_Request]) -> None:
+        """Decide, write, fdatasync and index one group; then answer every request in it."""
+        answers: list[tuple[_Request, int | BaseException]] = []
+        writes: list[tuple[_Request, int]] = []  # request, answer once durable
+        pending: dict[str, _Request] = {}  # ids written by this group so far
+        for req in batch:
+            try:
+                answer = self._decide(req, pending)
+            except Exception as exc:  # noqa: BLE001 - handed to the request's caller
+                answers.append((req, exc))
+                continue
+            if answer is None:
+                answers.append((req, UNCHANGED if req.kind == pf.PUT else -1))
+            else:
+                writes.append((req, answer))
+                pending[req.sid] = req
+        if writes:
+            try:
+                self._write(writes)
+            except Exception as exc:  # noqa: BLE001 - every write of the group failed
+                answers += [(req, exc) for req, _ in writes]
+            else:
+                answers += writes
+        for req, result in answers:  # after the fdatasync: the answers may go out
+            if isinstance(result, BaseException):
+                req.future.set_exception(result)
+            else:
+                req.future.set_result(result)
+
+    def _decide(self, req: _Request, pending: dict[str, _Request]) -> int | None:
+        """What writing `req` would answer, or None when nothing is to be written."""
+        prior = pending.get(req.sid)
+        held = self.index.get(req.sid)
+        if req.kind == pf.TOMBSTONE:
+            if prior is not None:
+                return 0 if prior.kind == pf.PUT else None
+            return None if held is None else 0
+        if prior is not None and prior.kind == pf.PUT:
+            if req.replace:
+                return prior.length
+            if _same(b"".join(prior.body), req.body):
+                return None
+            raise ShardExists(req.sid)
+        if held is None or (prior is not None and prior.kind == pf.TOMBSTONE):
+            return -1
+        if req.replace:
+            return held.length
+        if held.length == req.length and _same(self.read(held), req.body):
+            return None
+        raise ShardExists(req.sid)
+
+    def _write(self, writes: list[tuple[_Request, int]]) -> None:
+        if self.sizes[self._active] >= self.seal_bytes:
+            self._new_pack(self._active + 1)
+        seq, fd = self._active, self._fd(self._active)
+        start = self.sizes[seq]
+        now = time.time_ns()
+        parts: list[bytes | memoryview] = []
+        recs: list[pf.Record] = []
+        off = start
+        for req, _ in writes:
+            stripe, index = check_shard_id(req.sid)
+            rec = pf.Record(req.kind, stripe, index, now, off, req.length)
+            parts += pf.encode(req.kind, stripe, index, now, req.body)
+            recs.append(rec)
+            off = rec.end
+        try:
+            _pwritev_all(fd, parts, start)
+            os.fdatasync(fd)
+            self.syncs += 1
+        except BaseException:
+            self._cut_back(seq, fd, start)
+            raise
+        self.sizes[seq] = off
+        for rec in recs:
+            self._apply(seq, rec)
+
+    def _cut_back(self, seq: int, fd: int, start: int) -> None:
+        """Undo a failed group: truncate to where it began; failing that, retire the pack
+        (it is scanned as it really is at the next restart) and write on in a new one."""
+        try:
+            os.ftruncate(fd, start)
+            os.fdatasync(fd)
+        except OSError:
+            self.sizes[seq] = self.seal_bytes  # never appended to again
+            with contextlib.suppress(OSError):
+                self._new_pack(seq + 1)
+
+
+def _same(held: bytes, body: list[bytes | memoryview]) -> bool:
+    return hmac.compare_digest(held, b"".join(body))
+
+
+def _pwritev_all(fd: int, parts: list[bytes | memoryview], offset: int) -> None:
+    """os.pwritev of every part at `offset`, resuming after short writes."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        n = os.pwritev(fd, views[:_IOV], offset)
+        offset += n
+        while n and views:
+            if n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][n:]
+                n = 0
