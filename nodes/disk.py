@@ -32,6 +32,7 @@ from pathlib import Path
 
 from nodes.shardfile import (
     FrameCheck,
+    ShardLocation,
     ShardWriter,
     check_shard_id,
     fsync_dir,
@@ -100,6 +101,11 @@ class DiskShardStore:
     def shard_path(self, sid: str) -> str:
         """`path_of` as a string, for a shard id the caller has already checked."""
         return f"{self._shard_prefix}{sid[0:2]}/{sid[2:4]}/{sid}"
+
+    def locate(self, sid: str) -> ShardLocation:
+        """Where the bytes of shard `sid` (an id the caller has checked) are read from: the
+        one place every reader asks (`open_read`, `stat`, `verify`, batch reads)."""
+        return ShardLocation(self.shard_path(sid))
 
     def _make_dirs(self, leaf: Path | str) -> None:
         """Create the fan-out directories of `leaf`, fsyncing a parent once per new child."""
@@ -200,24 +206,22 @@ class DiskShardStore:
     def open_read(self, sid: str, first: int = 0, count: int | None = None) -> ShardReadStream:
         """Header bytes, then frames [first, first+count) verified; see ShardReadStream."""
         check_shard_id(sid)
-        return ShardReadStream(sid, self.shard_path(sid), first, count)
+        return ShardReadStream(sid, self.locate(sid), first, count)
 
     async def stat(self, sid: str) -> dict[str, int | float]:
-        path = self.path_of(sid)
-        return await asyncio.to_thread(self._stat_sync, sid, path)
+        check_shard_id(sid)
+        return await asyncio.to_thread(self.stat_sync, sid)
 
     def stat_sync(self, sid: str) -> dict[str, int | float]:
         """`stat` without the thread hop, for callers already on a worker thread."""
-        return self._stat_sync(sid, self.path_of(sid))
-
-    def _stat_sync(self, sid: str, path: Path) -> dict[str, int | float]:
-        return stat_file(path, sid)
+        check_shard_id(sid)
+        return stat_file(self.locate(sid), sid)
 
     async def verify(self, sid: str) -> FrameCheck:
         """The frames that fail their checks and the file read (ShardCorrupt if the header
         fails)."""
-        path = self.path_of(sid)
-        return await asyncio.to_thread(verify_file, path, sid)
+        check_shard_id(sid)
+        return await asyncio.to_thread(lambda: verify_file(self.locate(sid), sid))
 
     # -- listing and removal -----------------------------------------------------------
 

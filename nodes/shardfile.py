@@ -196,10 +196,24 @@ def file_identity(fd: int) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def open_layout(fd: int, sid: str) -> Layout:
-    """Read and check the header of an open shard file (ShardCorrupt when unusable)."""
-    size = os.fstat(fd).st_size
-    raw = read_exact(fd, HEADER_BYTES, 0)
+class ShardLocation(NamedTuple):
+    """Where a shard's bytes are: [base, base+size) of the file at `path`. A shard file is
+    `ShardLocation(path)` (from 0 to its end); a packed shard (`nodes.packstore`) is a range
+    of its pack, with the record's write time as `mtime`. Every reader (reads, sendfile
+    windows, stat, verify) takes one, so there is one read path for both."""
+
+    path: str | Path
+    base: int = 0
+    size: int | None = None  # None: to the file's end
+    mtime: float | None = None  # None: the file's
+
+
+def open_layout(fd: int, sid: str, base: int = 0, size: int | None = None) -> Layout:
+    """Read and check the header of an open shard (its bytes from `base`, `size` of them or
+    to the file's end; ShardCorrupt when unusable)."""
+    if size is None:
+        size = os.fstat(fd).st_size - base
+    raw = read_exact(fd, HEADER_BYTES, base)
     try:
         header = ShardHeader.unpack(raw)
     except IntegrityError as exc:
@@ -459,23 +473,23 @@ class ShardWriter:
         await self.abort()
 
 
-def stat_file(path: Path, sid: str) -> dict[str, int | float]:
-    """Size, frame count, header fields, mtime and age of a shard file (ShardCorrupt if its
+def stat_file(where: ShardLocation, sid: str) -> dict[str, int | float]:
+    """Size, frame count, header fields, mtime and age of a shard (ShardCorrupt if its
     header is unusable, NotFound if it is absent). The age is this host's clock less the
     mtime (also this host's): no other host's clock enters it (the orphan sweep's grace)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(where.path, os.O_RDONLY)
     except FileNotFoundError:
         raise NotFound(f"shard {sid} not found") from None
     try:
-        st = os.fstat(fd)
-        layout = open_layout(fd, sid)
+        mtime = os.fstat(fd).st_mtime if where.mtime is None else where.mtime
+        layout = open_layout(fd, sid, where.base, where.size)
     finally:
         os.close(fd)
     h = layout.header
     return {"size": layout.size, "segments": layout.segments, "k": h.k, "m": h.m,
             "index": h.index, "segment_size": h.segment_size, "block_size": h.block_size,
-            "mtime": st.st_mtime, "age_s": time.time() - st.st_mtime}
+            "mtime": mtime, "age_s": time.time() - mtime}
 
 
 class FrameCheck(NamedTuple):
@@ -485,22 +499,22 @@ class FrameCheck(NamedTuple):
     file: tuple[int, int]
 
 
-def verify_file(path: Path, sid: str) -> FrameCheck:
+def verify_file(where: ShardLocation, sid: str) -> FrameCheck:
     """The frames that fail their checks, read about a MiB at a time and checked in place
     (ShardCorrupt if the header fails, NotFound if the file is absent)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(where.path, os.O_RDONLY)
     except FileNotFoundError:
         raise NotFound(f"shard {sid} not found") from None
     try:
-        layout = open_layout(fd, sid)
+        layout = open_layout(fd, sid, where.base, where.size)
         per_chunk = max(1, CHUNK_BYTES // layout.frame_bytes)
         bad: list[int] = []
         seg = 0
         while seg < layout.segments:
             n = min(per_chunk, layout.segments - seg)
             start = layout.header.frame_offset(seg)
-            buf = read_exact(fd, layout.frame_end(seg + n - 1) - start, start)
+            buf = read_exact(fd, layout.frame_end(seg + n - 1) - start, where.base + start)
             for s in range(seg, seg + n):
                 off = layout.header.frame_offset(s) - start
                 if layout.frame_end(s) - start > len(buf) or \

@@ -77,8 +77,8 @@ async def send_body(st: NodeState, stats: RequestStats, stream: ShardReadStream,
     signal left is to drop the connection before Content-Length bytes."""
     loop = asyncio.get_running_loop()
     offset, good, err = window
-    if offset == HEADER_BYTES and good:  # from frame 0: the file's own (checked) header
-        offset, good, head = 0, good + HEADER_BYTES, b""
+    if offset == stream.base + HEADER_BYTES and good:  # from frame 0: the shard's own
+        offset, good, head = stream.base, good + HEADER_BYTES, b""  # (checked) header
     try:
         if head:
             await write(head)

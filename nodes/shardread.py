@@ -15,12 +15,12 @@ import contextlib
 import errno
 import os
 import threading
-from pathlib import Path
 
 from nodes.pagecache import resident
 from nodes.shardfile import (
     CHUNK_BYTES,
     Layout,
+    ShardLocation,
     file_identity,
     frame_error,
     in_thread,
@@ -55,7 +55,7 @@ class ShardReadStream:
     that frame falls back to the full check.
     """
 
-    def __init__(self, sid: str, path: Path | str, first: int, count: int | None) -> None:
+    def __init__(self, sid: str, where: ShardLocation, first: int, count: int | None) -> None:
         if first < 0 or (count is not None and count < 0):
             raise InvalidInput("first and count must be non-negative")
         self.shard_id = sid
@@ -65,7 +65,10 @@ class ShardReadStream:
         self.body_bytes = 0
         self.first = first
         self.end = first
-        self._path = path
+        self._path = where.path
+        self._size = where.size
+        self.base = where.base  # file offset of the shard's byte 0: shard offsets + base
+        # are the file's (every pread and every window handed to sendfile)
         self._count = count
         self._fd: int | None = None
         self._layout: Layout | None = None
@@ -124,7 +127,7 @@ class ShardReadStream:
 
     def _open_sync(self) -> bytes:
         self._open_fd()
-        layout = open_layout(self._fd, self.shard_id)
+        layout = open_layout(self._fd, self.shard_id, self.base, self._size)
         self.header, self.size, self.segments = layout.header, layout.size, layout.segments
         if self.first > self.segments:
             raise InvalidRange(self.segments)
@@ -151,7 +154,7 @@ class ShardReadStream:
         n = max(1, min(self.end - self._next, CHUNK_BYTES // layout.frame_bytes))
         start = layout.header.frame_offset(self._next)
         want = layout.frame_end(self._next + n - 1) - start
-        buf = read_exact(self._fd, want, start)
+        buf = read_exact(self._fd, want, self.base + start)
         good = 0
         err: ShardCorrupt | None = None
         for seg in range(self._next, self._next + n):
@@ -211,8 +214,8 @@ class ShardReadStream:
         (offset, 0, None) when every frame asked for was checked. The frames are read
         into a worker thread's scratch buffer, off the event loop."""
         if self._next >= self.end or self._layout is None:
-            return (self._layout.frame_end(self.end - 1) if self._layout and self.end > 0
-                    else 0), 0, None
+            return self.base + (self._layout.frame_end(self.end - 1)
+                                if self._layout and self.end > 0 else 0), 0, None
         if self.reader_checks:  # a resident window needs no thread: nothing to compute
             window = self._verify_resident(max_bytes)
             if window is not None:
@@ -220,7 +223,7 @@ class ShardReadStream:
         return await asyncio.to_thread(self._verify_window_sync, max_bytes)
 
     def _window(self, max_bytes: int) -> tuple[int, int, int]:
-        """(frames, file offset of the first, end offset) of the next window to check."""
+        """(frames, shard offset of the first, end offset) of the next window to check."""
         layout = self._layout
         assert layout is not None and self._fd is not None
         n = max(1, min(self.end - self._next, max_bytes // layout.frame_bytes))
@@ -231,10 +234,10 @@ class ShardReadStream:
         n, start, stop = self._window(max_bytes)
         if stop <= start:
             self._next = self.end
-            return start, 0, self._corrupt(f"segment {self._next}: truncated")
+            return self.base + start, 0, self._corrupt(f"segment {self._next}: truncated")
         if self.reader_checks:
             window = self._unchecked(n, start, stop, populate=not resident(
-                self._fd, start, stop - start))  # type: ignore[arg-type]
+                self._fd, self.base + start, stop - start))  # type: ignore[arg-type]
             if window is not None:
                 return window
         view = self._read_window(start, stop)
@@ -243,7 +246,7 @@ class ShardReadStream:
         finally:
             view.release()
         self._next += n
-        return start, good, err
+        return self.base + start, good, err
 
     def _unchecked(self, n: int, start: int, stop: int, populate: bool,
                    ) -> tuple[int, int, ShardCorrupt | None] | None:
@@ -256,17 +259,17 @@ class ShardReadStream:
         last = self._next + n - 1
         if last == layout.segments - 1:
             off = layout.header.frame_offset(last)
-            raw = os.pread(self._fd, FRAME_HEAD_BYTES, off)
+            raw = os.pread(self._fd, FRAME_HEAD_BYTES, self.base + off)
             if len(raw) < FRAME_HEAD_BYTES or FRAME_HEAD.unpack(raw)[0] != (
                     layout.frame_end(last) - off - FRAME_HEAD_BYTES):
                 return None
         if populate:
             self._populate(start, stop)
         self._next += n
-        return start, stop - start, None
+        return self.base + start, stop - start, None
 
     def _populate(self, start: int, stop: int) -> None:
-        """The file's bytes [start, stop) read into the page cache (sendfile then does not
+        """The shard's bytes [start, stop) read into the page cache (sendfile then does not
         wait for the disk), through a small buffer that stays in the CPU cache: nothing
         keeps them, so no window-sized copy is made or held."""
         assert self._fd is not None
@@ -275,13 +278,13 @@ class ShardReadStream:
             buf = _scratch.small = bytearray(POPULATE_CHUNK_BYTES)
         with memoryview(buf) as view:
             while start < stop:
-                n = os.preadv(self._fd, [view[:stop - start]], start)
+                n = os.preadv(self._fd, [view[:stop - start]], self.base + start)
                 if n <= 0:
                     return  # shrank: the last frame's check or sendfile's short count says so
                 start += n
 
     def _read_window(self, start: int, stop: int) -> memoryview:
-        """The file's bytes [start, stop) as far as the file holds them (shorter if it shrank),
+        """The shard's bytes [start, stop) as far as the file holds them (shorter if it shrank),
         read into this thread's scratch buffer (a view of it: release before the next call)."""
         assert self._fd is not None
         buf: bytearray | None = getattr(_scratch, "buf", None)
@@ -290,7 +293,7 @@ class ShardReadStream:
         view = memoryview(buf)[:stop - start]
         got = 0
         while got < len(view):
-            n = os.preadv(self._fd, [view[got:]], start + got)
+            n = os.preadv(self._fd, [view[got:]], self.base + start + got)
             if n <= 0:
                 break
             got += n
@@ -303,7 +306,7 @@ class ShardReadStream:
         is small and every byte of it is in the page cache; None (nothing done) if not."""
         n, start, stop = self._window(max_bytes)
         if self.reader_checks and start < stop:
-            if not resident(self._open_fd(), start, stop - start):
+            if not resident(self._open_fd(), self.base + start, stop - start):
                 return None
             return self._unchecked(n, start, stop, populate=False)
         if not start < stop <= start + INLINE_WINDOW_BYTES:
@@ -316,16 +319,16 @@ class ShardReadStream:
         finally:
             view.release()
         self._next += n
-        return start, good, err
+        return self.base + start, good, err
 
     def _resident(self, offset: int, nbytes: int) -> memoryview | None:
-        """The file's `nbytes` from `offset` (a view of the loop's scratch buffer) when all
+        """The shard's `nbytes` from `offset` (a view of the loop's scratch buffer) when all
         are in the page cache; None when reading them would wait for the disk (EAGAIN from
         RWF_NOWAIT), the file system has no RWF_NOWAIT (tmpfs: EOPNOTSUPP) or the file is
         shorter (the thread's read reports that)."""
         view = memoryview(_resident)[:nbytes]
         try:
-            got = os.preadv(self._open_fd(), [view], offset, RWF_NOWAIT)
+            got = os.preadv(self._open_fd(), [view], self.base + offset, RWF_NOWAIT)
         except OSError as exc:  # EAGAIN: not cached; EOPNOTSUPP: no RWF_NOWAIT (tmpfs)
             if exc.errno not in (errno.EAGAIN, errno.EOPNOTSUPP):
                 view.release()
@@ -338,7 +341,7 @@ class ShardReadStream:
 
     def _check(self, n: int, view: memoryview, base: int, start: int,
                ) -> tuple[int, ShardCorrupt | None]:
-        """Check the next `n` frames in `view` (file bytes from offset `base`): (bytes from
+        """Check the next `n` frames in `view` (shard bytes from offset `base`): (bytes from
         `start` that verified, the error that stopped it or None)."""
         layout = self._layout
         assert layout is not None

@@ -22,7 +22,6 @@ from nodes.shardfile import (
     install_new,
     write_all,
 )
-from nodes.shardread import ShardReadStream
 from storage.errors import InvalidInput
 
 
@@ -134,7 +133,7 @@ def read_whole_sync(store: DiskShardStore, sid: str, first: int, count: int | No
     Raises NotFound, InvalidRange or ShardCorrupt as `ShardReadStream` does, InvalidInput
     when the answer would exceed `max_bytes`. Runs in a worker thread.
     """
-    stream = ShardReadStream(sid, store.path_of(sid), first, count)
+    stream = store.open_read(sid, first, count)
     try:
         parts = [stream._open_sync()]
         if stream.body_bytes > max_bytes:

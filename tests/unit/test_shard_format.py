@@ -329,7 +329,7 @@ async def test_store_cleans_stale_temp_files_at_start(tmp_path: Path) -> None:
 def test_stat_reports_the_age_on_the_node_clock(tmp_path: Path) -> None:
     """The orphan sweep's grace is measured with this: the node's clock less the mtime its
     own clock set, never another host's clock against this mtime."""
-    from nodes.shardfile import stat_file
+    from nodes.shardfile import ShardLocation, stat_file
 
     h = make_header()
     sid = shard_id(h.stripe_id, h.index)
@@ -337,6 +337,6 @@ def test_stat_reports_the_age_on_the_node_clock(tmp_path: Path) -> None:
     path.write_bytes(shard_bytes(h, make_blocks(h, 2)))
     hour_ago = time.time() - 3600
     os.utime(path, (hour_ago, hour_ago))
-    st = stat_file(path, sid)
+    st = stat_file(ShardLocation(path), sid)
     assert st["mtime"] == pytest.approx(hour_ago)
     assert 3600 <= st["age_s"] < 3600 + 600
