@@ -25,7 +25,7 @@ from nodes.app import create_app
 from nodes.handlers import DEFAULT_MAX_SHARD_BYTES, NODE
 from nodes.leanput import LeanListener
 from nodes.logs import JsonLog, log_to_stderr
-from storage.config import ScrubSettings, env_settings, load_config
+from storage.config import PackSettings, ScrubSettings, env_settings, load_config
 from storage.errors import ConfigError
 from storage.filemodes import restrict_umask
 from storage.malloc import tune_malloc
@@ -45,6 +45,7 @@ class NodeSettings:
     window_s: int
     max_shard_bytes: int
     scrub: ScrubSettings = ScrubSettings()
+    packs: PackSettings = PackSettings()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -84,9 +85,10 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     a = p.parse_args(argv)
     listen, zone, data, secret, window = a.listen, a.zone, a.data, None, a.window
     scrub: ScrubSettings = env_settings("scrub")  # without --config: defaults + environment
+    packs: PackSettings = env_settings("packs")
     if a.config is not None:
         cfg = load_config(a.config)
-        scrub = cfg.scrub
+        scrub, packs = cfg.scrub, cfg.packs
         try:
             spec = cfg.node(a.id)
         except KeyError:
@@ -110,12 +112,12 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
         scrub = replace(scrub, rate_bytes_s=a.scrub_rate * 2**20)
     return NodeSettings(node_id=a.id, zone=zone, host=host, port=port, data_dir=Path(data),
                         secret=secret, window_s=window or 300,
-                        max_shard_bytes=a.max_shard_bytes, scrub=scrub)
+                        max_shard_bytes=a.max_shard_bytes, scrub=scrub, packs=packs)
 
 
 async def serve(s: NodeSettings) -> None:
     app = create_app(s.node_id, s.zone, s.data_dir, s.secret, s.window_s,
-                     max_shard_bytes=s.max_shard_bytes, scrub=s.scrub)
+                     max_shard_bytes=s.max_shard_bytes, scrub=s.scrub, packs=s.packs)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     stop = asyncio.Event()

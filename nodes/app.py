@@ -31,7 +31,7 @@ from nodes.handlers import (
 )
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
-from storage.config import ScrubSettings, env_settings
+from storage.config import PackSettings, ScrubSettings, env_settings
 from storage.shards.auth import Verifier, Watermark
 
 UNAUTHENTICATED_PATHS = frozenset({"/metrics"})
@@ -134,13 +134,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s: int,
                *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-               scrub: ScrubSettings | None = None) -> web.Application:
-    """A node serving the shards below `data_dir` (created if needed); `scrub` defaults to
-    [scrub]'s defaults with their environment overrides."""
+               scrub: ScrubSettings | None = None,
+               packs: PackSettings | None = None) -> web.Application:
+    """A node serving the shards below `data_dir` (created if needed); `scrub` and `packs`
+    default to their sections' defaults with their environment overrides."""
     if len(secret) < 16:
         raise ValueError("the cluster secret must be at least 16 bytes")
     app = web.Application(middlewares=[observe, authenticate], client_max_size=CLIENT_MAX_SIZE)
-    store = DiskShardStore(Path(data_dir))
+    store = DiskShardStore(Path(data_dir), packs=packs or env_settings("packs"))
     Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     verifier = Verifier(secret, window_s, node_id,
                         watermark=Watermark(Path(data_dir) / "replay-watermark"))
@@ -152,7 +153,11 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
         await store.start()
         await asyncio.sleep(verifier.start_delay())  # past the last life's watermark
 
+    async def on_cleanup(app: web.Application) -> None:
+        await store.close()
+
     app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
     add_routes(app)
     add_batch_route(app)
     from nodes.scrubber import install as install_scrubber

@@ -8,6 +8,8 @@ Layout below the node's data directory:
                                           (a whole shard committed at once has no name here:
                                           an O_TMPFILE file in its own directory, linked in)
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
+    packs/<seq>.pack                      whole shards up to [packs] max_shard_bytes, appended
+                                          (`nodes.packstore`; off by default until complete)
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
 fan-out directories are made durable in their parent the first time; the 256 first-level ones
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import heapq
 import json
 import os
 import secrets
@@ -30,6 +33,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from nodes.packstore import PackLoc, PackStore
 from nodes.shardfile import (
     FrameCheck,
     ShardLocation,
@@ -41,6 +45,7 @@ from nodes.shardfile import (
     write_all,
 )
 from nodes.shardread import ShardReadStream
+from storage.config import PackSettings
 from storage.errors import InvalidInput
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
@@ -74,7 +79,8 @@ class RecentShards:
 class DiskShardStore:
     """The shard files of one node, below `root`."""
 
-    def __init__(self, root: Path, temp_max_age_s: float = TEMP_MAX_AGE_S) -> None:
+    def __init__(self, root: Path, temp_max_age_s: float = TEMP_MAX_AGE_S,
+                 packs: PackSettings | None = None) -> None:
         self.root = Path(root)
         self.shard_dir = self.root / "shards"
         self.tmp_dir = self.root / "tmp"
@@ -91,8 +97,16 @@ class DiskShardStore:
         # (`ShardWriter._commit_unnamed_sync`); cleared when the filesystem refuses it
         for d in (self.root, self.shard_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings = packs or PackSettings()
+        self.pack_max = settings.max_shard_bytes  # 0: no new shard is packed
+        self.packs: PackStore | None = None  # opened by `start` when packing is on or packs
+        self._pack_seal = settings.seal_bytes  # written before are there to read
 
     # -- paths and bookkeeping ---------------------------------------------------------
+
+    def packs_for(self, size: int) -> PackStore | None:
+        """The packs a whole shard of `size` bytes is appended to, or None (a file)."""
+        return self.packs if 0 < size <= self.pack_max else None
 
     def path_of(self, sid: str) -> Path:
         check_shard_id(sid)
@@ -105,6 +119,11 @@ class DiskShardStore:
     def locate(self, sid: str) -> ShardLocation:
         """Where the bytes of shard `sid` (an id the caller has checked) are read from: the
         one place every reader asks (`open_read`, `stat`, `verify`, batch reads)."""
+        if self.packs is not None:
+            loc = self.packs.locate(sid)
+            if loc is not None:
+                return ShardLocation(self.packs.path_of(loc.seq), loc.offset, loc.length,
+                                     loc.time_ns / 1e9)
         return ShardLocation(self.shard_path(sid))
 
     def _make_dirs(self, leaf: Path | str) -> None:
@@ -132,7 +151,25 @@ class DiskShardStore:
         await asyncio.to_thread(secure_tree, self.root, [self.shard_dir])  # shards: in _count
         await asyncio.to_thread(self._clean_temp_sync, self._temp_max_age_s)
         await asyncio.to_thread(self._first_level_sync)
+        await asyncio.to_thread(self._open_packs_sync)
         await self._count()
+
+    def _open_packs_sync(self) -> None:
+        """Open the packs (scan, index, torn tails aside) when packing is on, or when packs
+        from a life with it on are there: their shards stay readable with it off."""
+        pack_dir = self.root / "packs"
+        if self.packs is not None or not (self.pack_max > 0 or (
+                pack_dir.is_dir() and any(pack_dir.glob("*.pack")))):
+            return
+        packs = PackStore(self.root, self._pack_seal)
+        packs.open()
+        self.packs = packs
+
+    async def close(self) -> None:
+        """Stop the packs' committer (after the groups queued) and close their files."""
+        packs, self.packs = self.packs, None
+        if packs is not None:
+            await asyncio.to_thread(packs.close)
 
     def _first_level_sync(self) -> None:
         """Make every first-level fan-out directory and one fsync of `shards/` cover all
@@ -190,6 +227,10 @@ class DiskShardStore:
                     if _valid(name):
                         used += st.st_size
                         count += 1
+        if self.packs is not None:
+            index = self.packs.index
+            used += sum(loc.length for loc in list(index.values()))
+            count += len(index)
         return used, count
 
     # -- writing -------------------------------------------------------------------------
@@ -232,6 +273,13 @@ class DiskShardStore:
         return await asyncio.to_thread(self._list_sync, after, limit)
 
     def _list_sync(self, after: str, limit: int) -> list[str]:
+        files = self._list_files_sync(after, limit)
+        if self.packs is None:
+            return files
+        packed = heapq.nsmallest(limit, (s for s in list(self.packs.index) if s > after))
+        return sorted(set(files).union(packed))[:limit]
+
+    def _list_files_sync(self, after: str, limit: int) -> list[str]:
         out: list[str] = []
 
         def subdirs(d: Path, prefix: str) -> list[str]:
@@ -256,14 +304,29 @@ class DiskShardStore:
         return out
 
     async def delete(self, sid: str) -> bool:
-        """Remove a shard; False when it was not there (not fsynced: a revived delete is
-        harmless, garbage collection repeats it)."""
+        """Remove a shard; False when it was not there (a file's unlink is not fsynced: a
+        revived delete is harmless, garbage collection repeats it; a packed shard's
+        tombstone is durable like any record)."""
         path = self.path_of(sid)
+        loc = self.packs.locate(sid) if self.packs is not None else None
+        gone = False
+        if loc is not None and self.packs is not None and await self.packs.delete(sid):
+            self._account(-loc.length, -1)
+            gone = True
         size = await asyncio.to_thread(self._unlink_sync, path)
-        if size < 0:
-            return False
-        self._account(-size, -1)
-        return True
+        if size >= 0:
+            self._account(-size, -1)
+            gone = True
+        return gone
+
+    def drop_file(self, path: Path | str) -> int:
+        """Remove a shard file a packed copy replaced (durably: its directory fsynced); its
+        size, or -1 if it was gone (the commit accounts it as the size replaced). Blocking:
+        a worker thread."""
+        size = self._unlink_sync(Path(path))
+        if size >= 0:
+            fsync_dir(os.path.dirname(path))
+        return size
 
     @staticmethod
     def _unlink_sync(path: Path) -> int:
@@ -280,6 +343,10 @@ class DiskShardStore:
         `read` is the (st_dev, st_ino) of the file found bad: when the path holds another
         file by now (a repair put a good copy there), that file stays and None is returned."""
         path = self.path_of(sid)
+        packs = self.packs
+        loc = packs.locate(sid) if packs is not None else None
+        if packs is not None and loc is not None:
+            return await self._quarantine_packed(packs, sid, loc, reason, read)
         moved = await asyncio.to_thread(self._quarantine_sync, sid, path, reason, read)
         if moved is not None:
             self._account(-moved[1], -1)
@@ -312,6 +379,47 @@ class DiskShardStore:
         fsync_dir(self.quarantine_dir)
         fsync_dir(path.parent)
         return dest, size
+
+    async def _quarantine_packed(self, packs: PackStore, sid: str, loc: PackLoc, reason: str,
+                                 read: tuple[int, int] | None) -> Path | None:
+        """A packed shard's bytes copied to quarantine (durably, with its sidecar), then a
+        tombstone. `read` names the pack the bad bytes were read from: a copy since put in
+        another pack stays. (Not yet told apart: a newer copy in the same pack; issue 17
+        step 6.)"""
+        pack = packs.path_of(loc.seq)
+
+        def copy() -> Path | None:
+            st = os.stat(pack)
+            if read is not None and (st.st_dev, st.st_ino) != read:
+                return None
+            now = time.time()
+            dest = self.quarantine_dir / f"{sid}.{time.time_ns()}"
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                write_all(fd, packs.read(loc))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            side = {"shard_id": sid, "reason": reason[:2000], "time": now,
+                    "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                    "size": loc.length,
+                    "from": f"{pack.relative_to(self.root)}@{loc.offset}"}
+            sidecar = dest.with_name(dest.name + ".json")
+            fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                write_all(fd, json.dumps(side, sort_keys=True).encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self.quarantine_dir)
+            return dest
+
+        dest = await asyncio.to_thread(copy)
+        if dest is None or packs.locate(sid) != loc:
+            return None
+        if await packs.delete(sid):
+            self._account(-loc.length, -1)
+        return dest
 
     @staticmethod
     def _put_back(moved: Path, path: Path) -> None:

@@ -195,6 +195,9 @@ class PackStore:
     def locate(self, sid: str) -> PackLoc | None:
         return self.index.get(sid)
 
+    def path_of(self, seq: int) -> Path:
+        return self.pack_dir / pack_name(seq)
+
     def read(self, loc: PackLoc, start: int = 0, n: int | None = None) -> bytes:
         """Bytes [start, start+n) of a located shard's body (blocking: a worker thread)."""
         n = loc.length - start if n is None else min(n, loc.length - start)

@@ -37,6 +37,7 @@ from storage.shards.ids import parse_shard_id, shard_id
 
 if TYPE_CHECKING:
     from nodes.disk import DiskShardStore
+    from nodes.packstore import PackStore
 
 CHUNK_BYTES = 1024 * 1024
 T = TypeVar("T")
@@ -322,6 +323,17 @@ class ShardWriter:
 
         parts = tail if isinstance(tail, list) else [tail]
         tail_bytes = sum(len(p) for p in parts)
+        packs = self._store.packs_for(tail_bytes) if self._fd is None and not self.direct \
+            else None
+        if packs is not None:
+            try:
+                replaced = await self._commit_packed(packs, parts, expect_digest, replace)
+            except BaseException:
+                await self._discard()
+                raise
+            if replaced is not None:
+                return self._committed(tail_bytes, replaced)
+            expect_digest = None  # checked there already
 
         def _finish() -> int:
             expect = expect_digest
@@ -351,6 +363,10 @@ class ShardWriter:
         except BaseException:
             await self._discard()
             raise
+        return self._committed(tail_bytes, replaced)
+
+    def _committed(self, tail_bytes: int, replaced: int) -> int:
+        """The bookkeeping of a commit that made the shard durable (`install_new`'s result)."""
         self.bytes_written += tail_bytes
         self._done = True
         if replaced == UNCHANGED:
@@ -362,6 +378,38 @@ class ShardWriter:
         self._store.recent.touch(self.shard_id)  # just written: its reads may skip a hop
         return self.bytes_written
 
+    def _check_body(self, parts: list[bytes | memoryview], expect_digest: bytes | None) -> None:
+        """Feed `parts` to the body MAC and check it (BodyMismatch) before any disk write."""
+        if expect_digest is None:
+            return
+        if self.digest is not None:
+            for p in parts:
+                self.digest.update(p)
+        if self.digest is None or not hmac.compare_digest(self.digest.digest(), expect_digest):
+            raise BodyMismatch("body does not match its signed MAC")
+        self.digest = None  # fed already: a fallback must not feed it twice
+
+    async def _commit_packed(self, packs: PackStore, parts: list[bytes | memoryview],
+                             expect_digest: bytes | None, replace: bool) -> int | None:
+        """A whole shard appended to the disk's packs (`nodes.packstore`), its MAC checked
+        first; `install_new`'s result once durable. None (nothing written) when a shard file
+        holds the id already and this is no rewrite: the file's own commit decides then
+        (same bytes or ShardExists), as before packing. A rewrite of a shard file removes
+        the file once the packed copy is durable (never neither)."""
+        def check() -> bool:
+            self._check_body(parts, expect_digest)
+            return os.path.exists(self.path)
+
+        had_file = await in_thread(check)
+        if had_file and not replace:
+            return None
+        replaced = await packs.put(self.shard_id, parts, replace=replace)
+        if had_file:
+            size = await in_thread(lambda: self._store.drop_file(self.path))
+            if replaced == -1 and size >= 0:
+                replaced = size
+        return replaced
+
     def _commit_unnamed_sync(self, parts: list[bytes | memoryview],
                              expect_digest: bytes | None) -> int | None:
         """A whole shard's durable commit without a named temp file: the body MAC checked
@@ -371,14 +419,7 @@ class ShardWriter:
         filesystem frees it): per shard two syscalls and a random name fewer, and in the
         journal no `tmp/` entry made and removed. None (nothing done) when the filesystem
         or /proc cannot do it: the caller writes a named temp file instead."""
-        if expect_digest is not None:
-            if self.digest is not None:
-                for p in parts:
-                    self.digest.update(p)
-            if self.digest is None or not hmac.compare_digest(self.digest.digest(),
-                                                             expect_digest):
-                raise BodyMismatch("body does not match its signed MAC")
-            self.digest = None  # fed already: the named fallback must not feed it twice
+        self._check_body(parts, expect_digest)
         parent = os.path.dirname(self.path)
         self._store._make_dirs(parent)
         result = -1

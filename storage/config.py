@@ -41,6 +41,7 @@ from storage.config_sections import (
     LogSettings,
     MiB,
     NodeSpec,
+    PackSettings,
     Profile,
     RebalanceSettings,
     RepairSettings,
@@ -61,7 +62,7 @@ __all__ = [
     "ENV_ADMIN_SECRET_KEY", "ENV_ADMIN_URL", "ENV_CONFIG", "ENV_OVERRIDES", "NODE_ID",
     "NODE_ROLES", "SETTINGS_SECTIONS", "AccessLogSettings", "ArchiveSettings", "Config",
     "ConfigError", "EnvOverride", "GatewayConfig", "LifecycleSettings", "LogSettings", "MiB",
-    "NodeSpec", "Profile", "RebalanceSettings", "RepairSettings", "ScrubSettings",
+    "NodeSpec", "PackSettings", "Profile", "RebalanceSettings", "RepairSettings", "ScrubSettings",
     "WorkerSettings", "config_from_mapping", "config_path", "env_settings", "load_config",
     "validate_layout", "with_env_overrides",
 ]
@@ -92,6 +93,7 @@ class Config:
     repair: RepairSettings = field(default_factory=RepairSettings)
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
+    packs: PackSettings = field(default_factory=PackSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
@@ -136,7 +138,8 @@ class Config:
 
 # [section] -> the dataclass of its numeric knobs (each field a key, each value >= 0).
 SETTINGS_SECTIONS: dict[str, type] = {"repair": RepairSettings, "rebalance": RebalanceSettings,
-                                      "scrub": ScrubSettings, "workers": WorkerSettings,
+                                      "scrub": ScrubSettings, "packs": PackSettings,
+                                      "workers": WorkerSettings,
                                       "lifecycle": LifecycleSettings,
                                       "access_log": AccessLogSettings}
 _TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata",

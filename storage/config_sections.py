@@ -170,6 +170,15 @@ class ScrubSettings:
 
 
 @dataclass(frozen=True)
+class PackSettings:
+    """[packs]: whole shards appended to each node's pack files instead of a file each
+    (issue 17, `nodes.packstore`; 0 bytes = off, the default until packing is complete)."""
+
+    max_shard_bytes: int = 0  # whole shards up to this size are packed; 0 = every shard a file
+    seal_bytes: int = 256 * MiB  # a pack takes no more appends once this large
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """[workers]: what all gateways' background workers share."""
 

@@ -198,6 +198,10 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("scrub", "rate_bytes_s"): "Each node's checksum scrub rate (0 = off; also `python -m "
     "nodes --scrub-rate`). Faster finds bit rot sooner and takes disk time from clients.",
     ("scrub", "pause_s"): "Rest between two scrub passes of a node.",
+    ("packs", "max_shard_bytes"): "Whole shards up to this many bytes are appended to the "
+    "node's pack files (one group-committed fdatasync for many shards, no inode each) "
+    "instead of a file each; 0 = off. Not complete yet (issue 17): leave it 0.",
+    ("packs", "seal_bytes"): "A pack file takes no more appends once it is this large.",
     ("workers", "gc_grace_s"): "Age before an aborted or replaced version's shards are "
     "collected; must exceed the longest upload.",
     ("workers", "lease_ttl_s"): "Background-worker lease TTL: a dead gateway's workers move "

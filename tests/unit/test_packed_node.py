@@ -1,0 +1,229 @@
+"""A node with packing on ([packs] max_shard_bytes, issue 17 step 4): whole shards up to the
+limit go to its packs, not a file each, and read, stat, list, delete, replace and restart
+as shard files do; larger shards and shard files from before stay files and readable."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from nodes.app import create_app
+from nodes.disk import DiskShardStore
+from nodes.handlers import NODE
+from nodes.leanput import LeanListener
+from storage.config import PackSettings
+from storage.shards.auth import sign
+from storage.shards.format import HEADER_BYTES, ShardHeader, pack_frame
+from tests.contract.node_harness import make_shard
+from tests.unit.test_node_get_abort import SECRET, _exchange, _split
+
+BLOCK = 64 * 1024
+PACK_MAX = 1 << 20
+
+
+class Node:
+    """An in-process node (lean front before aiohttp) that can be restarted on its data."""
+
+    def __init__(self, data: Path, pack_max: int) -> None:
+        self.data, self.pack_max = data, pack_max
+        self.host, self.port = "", 0
+
+    async def start(self) -> None:
+        app = create_app("n1", "az1", self.data, SECRET, 60,
+                         packs=PackSettings(max_shard_bytes=self.pack_max))
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        self.listener = LeanListener(app[NODE], self.runner)
+        self.host, self.port = await self.listener.start("127.0.0.1", 0)
+        self.store: DiskShardStore = app[NODE].store
+
+    async def stop(self) -> None:
+        await self.listener.stop(5)
+        await self.runner.cleanup()
+
+    async def call(self, method: str, path: str, body: bytes = b"",
+                   headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        if headers:
+            answer = await self._raw(method, path, headers)
+        else:
+            answer = await _exchange(self.host, self.port, method, path, body)
+        head, rest = _split(answer)
+        return int(head.split()[1]), rest
+
+    async def _raw(self, method: str, path: str, extra: dict[str, str]) -> bytes:
+        import asyncio
+        headers = {**sign(SECRET, method, path, "n1"), **extra}
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write((f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          "Content-Length: 0\r\n"
+                          + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                          + "\r\n").encode())
+            return await asyncio.wait_for(reader.read(), 30)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    n = Node(tmp_path / "data", PACK_MAX)
+    await n.start()
+    try:
+        yield n
+    finally:
+        await n.stop()
+
+
+def same_header_other_bytes(h: ShardHeader, frames: int) -> bytes:
+    return h.pack() + b"".join(pack_frame(h, i, os.urandom(BLOCK)) for i in range(frames))
+
+
+def packs_of(n: Node) -> list[Path]:
+    return sorted((n.data / "packs").glob("*.pack"))
+
+
+async def put(n: Node, body: bytes, sid: str) -> tuple[int, bytes]:
+    return await n.call("PUT", f"/v1/shards/{sid}", body)
+
+
+async def test_a_whole_shard_is_packed_and_reads_back(node: Node) -> None:
+    sid, h, _, body = make_shard(frames=4, block_size=BLOCK, last=None)
+    status, doc = await put(node, body, sid)
+    assert status == 201, doc
+    assert not Path(node.store.shard_path(sid)).exists()
+    assert len(packs_of(node)) == 1 and node.store.packs is not None
+    assert sid in node.store.packs.index
+    for first in (0, 2):
+        status, got = await node.call("GET", f"/v1/shards/{sid}?first={first}&count=4")
+        assert status == 200 and got == body[:HEADER_BYTES] + body[h.frame_offset(first):]
+    status, got = await node.call("GET", f"/v1/shards/{sid}/stat")
+    info = json.loads(got)
+    assert status == 200 and info["size"] == len(body) and info["segments"] == 4
+    assert 0 <= info["age_s"] < 3600
+    status, got = await node.call("GET", "/v1/shards")
+    assert status == 200 and sid in json.loads(got)["shards"]
+    status, got = await node.call("POST", f"/v1/shards/{sid}/verify")
+    assert status == 200 and json.loads(got)["corrupt_segments"] == []
+
+
+async def test_same_bytes_again_other_bytes_refused_replace_and_delete(node: Node) -> None:
+    sid, h, blocks, body = make_shard(frames=2, block_size=BLOCK, last=None)
+    assert (await put(node, body, sid))[0] == 201
+    assert (await put(node, body, sid))[0] == 201  # a retry of the same bytes
+    other = same_header_other_bytes(h, 2)
+    status, doc = await put(node, other, sid)
+    assert status == 409 and b"shard_exists" in doc
+    status, got = await node.call("GET", f"/v1/shards/{sid}?first=0&count=2")
+    assert got == body
+    status, doc = await node.call("DELETE", f"/v1/shards/{sid}")
+    assert status in (200, 204), doc
+    assert (await node.call("GET", f"/v1/shards/{sid}?first=0&count=2"))[0] == 404
+    assert sid not in node.store.packs.index  # type: ignore[union-attr]
+
+
+async def test_restart_keeps_packed_shards_and_deletes(tmp_path: Path) -> None:
+    n = Node(tmp_path / "data", PACK_MAX)
+    await n.start()
+    shards = [make_shard(frames=3, block_size=BLOCK, last=None) for _ in range(5)]
+    try:
+        for sid, _, _, body in shards:
+            assert (await put(n, body, sid))[0] == 201
+        await n.call("DELETE", f"/v1/shards/{shards[0][0]}")
+    finally:
+        await n.stop()
+    n = Node(tmp_path / "data", PACK_MAX)
+    await n.start()
+    try:
+        assert (await n.call("GET", f"/v1/shards/{shards[0][0]}?first=0&count=3"))[0] == 404
+        for sid, _, _, body in shards[1:]:
+            assert await n.call("GET", f"/v1/shards/{sid}?first=0&count=3") == (200, body)
+        usage = await n.store.usage()
+        assert usage["shards"] == 4
+    finally:
+        await n.stop()
+
+
+async def test_files_from_before_and_packs_after_a_switch(tmp_path: Path) -> None:
+    """Shard files written with packing off stay readable with it on; packed shards stay
+    readable with it off again; a shard above the limit is still a file."""
+    data = tmp_path / "data"
+    old = Node(data, 0)
+    await old.start()
+    sid_a, _, _, body_a = make_shard(frames=2, block_size=BLOCK, last=None)
+    try:
+        assert (await put(old, body_a, sid_a))[0] == 201
+        assert Path(old.store.shard_path(sid_a)).exists() and old.store.packs is None
+    finally:
+        await old.stop()
+    on = Node(data, 3 * BLOCK)
+    await on.start()
+    sid_b, _, _, body_b = make_shard(frames=2, block_size=BLOCK, last=None)
+    sid_c, _, _, body_c = make_shard(frames=5, block_size=BLOCK, last=None)  # > 3 blocks
+    try:
+        assert await on.call("GET", f"/v1/shards/{sid_a}?first=0&count=2") == (200, body_a)
+        assert (await put(on, body_a, sid_a))[0] == 201  # same bytes: the file decides
+        assert Path(on.store.shard_path(sid_a)).exists()
+        assert (await put(on, body_b, sid_b))[0] == 201
+        assert (await put(on, body_c, sid_c))[0] == 201
+        assert not Path(on.store.shard_path(sid_b)).exists()
+        assert Path(on.store.shard_path(sid_c)).exists()
+        status, got = await on.call("GET", "/v1/shards")
+        assert {sid_a, sid_b, sid_c} <= set(json.loads(got)["shards"])
+    finally:
+        await on.stop()
+    off = Node(data, 0)
+    await off.start()
+    try:
+        for sid, body, n in ((sid_a, body_a, 2), (sid_b, body_b, 2), (sid_c, body_c, 5)):
+            assert await off.call("GET", f"/v1/shards/{sid}?first=0&count={n}") == (200, body)
+    finally:
+        await off.stop()
+
+
+async def test_a_repair_rewrite_of_a_shard_file_moves_it_into_a_pack(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    old = Node(data, 0)
+    await old.start()
+    sid, h, _, body = make_shard(frames=2, block_size=BLOCK, last=None)
+    try:
+        assert (await put(old, body, sid))[0] == 201
+    finally:
+        await old.stop()
+    n = Node(data, PACK_MAX)
+    await n.start()
+    try:
+        new_body = same_header_other_bytes(h, 2)
+        status, doc = await _put_replace(n, sid, new_body)
+        assert status == 201, doc
+        assert not Path(n.store.shard_path(sid)).exists()
+        assert await n.call("GET", f"/v1/shards/{sid}?first=0&count=2") == (200, new_body)
+        assert (await n.store.usage())["shards"] == 1
+    finally:
+        await n.stop()
+
+
+async def _put_replace(n: Node, sid: str, body: bytes) -> tuple[int, bytes]:
+    """A PUT with the rewrite flag a repair sends."""
+    import asyncio
+
+    from nodes.handlers import REPLACE_HEADER
+    from storage.shards.auth import seal
+    path = f"/v1/shards/{sid}"
+    headers = sign(SECRET, "PUT", path, "n1", headers={REPLACE_HEADER: "1"}, trailer=True)
+    sealed = seal(SECRET, headers, body)
+    reader, writer = await asyncio.open_connection(n.host, n.port)
+    try:
+        writer.write((f"PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      f"Content-Length: {len(sealed)}\r\n"
+                      + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                      + "\r\n").encode() + sealed)
+        answer = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    head, rest = _split(answer)
+    return int(head.split()[1]), rest
