@@ -338,7 +338,7 @@ class DiskShardStore:
         return size
 
     async def quarantine(self, sid: str, reason: str,
-                         read: tuple[int, int] | None = None) -> Path | None:
+                         read: tuple[int, ...] | None = None) -> Path | None:
         """Move a shard aside with a JSON sidecar; return its new path (None if absent).
         `read` is the (st_dev, st_ino) of the file found bad: when the path holds another
         file by now (a repair put a good copy there), that file stays and None is returned."""
@@ -354,7 +354,7 @@ class DiskShardStore:
         return None
 
     def _quarantine_sync(self, sid: str, path: Path, reason: str,
-                         read: tuple[int, int] | None) -> tuple[Path, int] | None:
+                         read: tuple[int, ...] | None) -> tuple[Path, int] | None:
         now = time.time()
         dest = self.quarantine_dir / f"{sid}.{time.time_ns()}"
         try:
@@ -381,16 +381,15 @@ class DiskShardStore:
         return dest, size
 
     async def _quarantine_packed(self, packs: PackStore, sid: str, loc: PackLoc, reason: str,
-                                 read: tuple[int, int] | None) -> Path | None:
+                                 read: tuple[int, ...] | None) -> Path | None:
         """A packed shard's bytes copied to quarantine (durably, with its sidecar), then a
-        tombstone. `read` names the pack the bad bytes were read from: a copy since put in
-        another pack stays. (Not yet told apart: a newer copy in the same pack; issue 17
-        step 6.)"""
+        tombstone. `read` names the record the bad bytes were read from (pack and offset):
+        a copy put since (a repair's, anywhere) stays."""
         pack = packs.path_of(loc.seq)
 
         def copy() -> Path | None:
             st = os.stat(pack)
-            if read is not None and (st.st_dev, st.st_ino) != read:
+            if read is not None and (st.st_dev, st.st_ino, loc.offset) != read:
                 return None
             now = time.time()
             dest = self.quarantine_dir / f"{sid}.{time.time_ns()}"

@@ -70,7 +70,7 @@ class Scrubber:
         self.progress.bytes_verified += size
         return size
 
-    async def _quarantine(self, sid: str, reason: str, read: tuple[int, int] | None) -> None:
+    async def _quarantine(self, sid: str, reason: str, read: tuple[int, ...] | None) -> None:
         if await self._store.quarantine(sid, reason, read) is not None:
             self.progress.corrupt_found += 1
             if callable(self._on_corrupt):

@@ -191,10 +191,13 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def file_identity(fd: int) -> tuple[int, int]:
-    """(st_dev, st_ino) of an open file: which file a check read, whatever its path holds now."""
+def file_identity(fd: int, base: int = 0) -> tuple[int, ...]:
+    """Which shard a check read, whatever its path or index says now: (st_dev, st_ino) of
+    an open shard file; with the offset too for a range of a pack (`base` > 0: a record's
+    body never starts at 0), so quarantine sets aside that record and not a newer copy
+    appended to the same pack since."""
     st = os.fstat(fd)
-    return st.st_dev, st.st_ino
+    return (st.st_dev, st.st_ino) if base == 0 else (st.st_dev, st.st_ino, base)
 
 
 class ShardLocation(NamedTuple):
@@ -218,12 +221,12 @@ def open_layout(fd: int, sid: str, base: int = 0, size: int | None = None) -> La
     try:
         header = ShardHeader.unpack(raw)
     except IntegrityError as exc:
-        raise ShardCorrupt(sid, f"header: {exc}", file_identity(fd)) from None
+        raise ShardCorrupt(sid, f"header: {exc}", file_identity(fd, base)) from None
     stripe, index = parse_shard_id(sid)
     if header.stripe_id != stripe or header.index != index:
-        raise ShardCorrupt(sid, "header names another shard", file_identity(fd))
+        raise ShardCorrupt(sid, "header names another shard", file_identity(fd, base))
     if header.block_size == 0:
-        raise ShardCorrupt(sid, "header has block size 0", file_identity(fd))
+        raise ShardCorrupt(sid, "header has block size 0", file_identity(fd, base))
     return Layout(header, size)
 
 
@@ -537,7 +540,7 @@ class FrameCheck(NamedTuple):
     """What `verify_file` found: the frames that fail, and which file it read."""
 
     bad: list[int]
-    file: tuple[int, int]
+    file: tuple[int, ...]
 
 
 def verify_file(where: ShardLocation, sid: str) -> FrameCheck:
@@ -562,6 +565,6 @@ def verify_file(where: ShardLocation, sid: str) -> FrameCheck:
                         frame_error(layout, s, buf, off) is not None:
                     bad.append(s)
             seg += n
-        return FrameCheck(bad, file_identity(fd))
+        return FrameCheck(bad, file_identity(fd, where.base))
     finally:
         os.close(fd)

@@ -123,7 +123,7 @@ class ShardReadStream:
     def _corrupt(self, detail: str) -> ShardCorrupt:
         """A ShardCorrupt naming the file this stream reads (its fd is open)."""
         assert self._fd is not None
-        return ShardCorrupt(self.shard_id, detail, file_identity(self._fd))
+        return ShardCorrupt(self.shard_id, detail, file_identity(self._fd, self.base))
 
     def _open_sync(self) -> bytes:
         self._open_fd()

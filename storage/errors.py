@@ -117,10 +117,11 @@ class IntegrityError(StorageError):
 
 class ShardCorrupt(IntegrityError):
     """A shard file fails its checks. `file` is the (st_dev, st_ino) of the file that was read
-    when the reader knows it, so quarantine moves that file and not a copy put there since."""
+    when the reader knows it (and the offset, for a packed shard: `nodes.shardfile.
+    file_identity`), so quarantine moves that shard and not a copy put there since."""
 
     def __init__(self, shard_id: str, detail: str,
-                 file: tuple[int, int] | None = None) -> None:
+                 file: tuple[int, ...] | None = None) -> None:
         super().__init__(f"shard {shard_id} corrupt: {detail}")
         self.shard_id = shard_id
         self.file = file
