@@ -10,7 +10,7 @@ import pytest
 
 from nodes.disk import DiskShardStore
 from nodes.scrubber import SHARD_FLOOR_BYTES, Scrubber
-from storage.config import ScrubSettings, env_settings
+from storage.config import PackSettings, ScrubSettings, env_settings
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
 
@@ -77,3 +77,40 @@ def test_settings_from_defaults_and_env() -> None:
     env = {"TESSERA_SCRUB_RATE_MBPS": "0", "TESSERA_SCRUB_PAUSE_S": "5"}
     s = env_settings("scrub", env)
     assert s.rate_bytes_s == 0 and s.pause_s == 5
+
+
+async def test_scrub_pass_finds_rot_in_a_packed_shard(tmp_path: Path) -> None:
+    """Packed shards (issue 17) are listed, verified and quarantined by the same pass: the
+    rotten record set aside (copied, tombstoned), the pack's other shards kept."""
+    store = DiskShardStore(tmp_path, packs=PackSettings(max_shard_bytes=1 << 20))
+    await store.start()
+    try:
+        stripe = bytes(range(16))
+        sids = []
+        for i in range(4):
+            h = ShardHeader(k=4, m=2, index=i, segment_size=4096, block_size=1028,
+                            stripe_id=stripe)
+            rnd = random.Random(i)
+            body = h.pack() + b"".join(pack_frame(h, s, rnd.randbytes(1028)) for s in range(3))
+            sid = shard_id(stripe, i)
+            w = await store.begin_put(sid)
+            await w.commit([body])  # whole: packed
+            sids.append(sid)
+        assert not store.path_of(sids[0]).exists()
+        where = store.locate(sids[2])
+        with open(where.path, "r+b") as f:
+            f.seek(where.base + 44 + 8 + 1028 + 8 + 5)
+            b = f.read(1)
+            f.seek(where.base + 44 + 8 + 1028 + 8 + 5)
+            f.write(bytes([b[0] ^ 0x01]))
+        reported: list[str] = []
+        s = Scrubber(store, ScrubSettings(rate_bytes_s=50 * 2**20, pause_s=0),
+                     on_corrupt=lambda sid, reason: reported.append(sid))
+        await s.run_pass()
+        assert reported == [sids[2]]
+        assert sorted(await store.list()) == sorted(sids[:2] + sids[3:])
+        assert [e["shard_id"] for e in await store.quarantined()] == [sids[2]]
+        await s.run_pass()
+        assert s.progress.corrupt_found == 1 and s.progress.shards_this_pass == 3
+    finally:
+        await store.close()
