@@ -5,6 +5,7 @@ as shard files do; larger shards and shard files from before stay files and read
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from nodes import packformat as pf
 from nodes.app import create_app
 from nodes.disk import DiskShardStore
 from nodes.handlers import NODE
@@ -280,3 +282,32 @@ async def test_quarantine_spares_a_copy_appended_since_the_bad_read(node: Node) 
     assert now_at.path == bad_at.path and now_at.base != bad_at.base  # same pack, later
     assert await node.store.quarantine(sid, "frame 1", check.file) is None
     assert await node.call("GET", f"/v1/shards/{sid}?first=0&count=2") == (200, repaired)
+
+
+async def test_a_torn_tail_at_restart_is_set_aside_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A node that died in mid-append: at its restart the acknowledged shards read back,
+    the torn bytes are in quarantine and a "pack damage" warning names them."""
+    n = Node(tmp_path / "data", PACK_MAX)
+    await n.start()
+    sid, _, _, body = make_shard(frames=2, block_size=BLOCK, last=None)
+    try:
+        assert (await put(n, body, sid))[0] == 201
+    finally:
+        await n.stop()
+    pack = packs_of(n)[-1]
+    size = pack.stat().st_size
+    with open(pack, "ab") as f:
+        f.write(pf.encode_head(pf.PUT, bytes(16), 1, 1, 5000) + b"half a shard")
+    caplog.set_level(logging.WARNING)
+    n = Node(tmp_path / "data", PACK_MAX)
+    await n.start()
+    try:
+        assert await n.call("GET", f"/v1/shards/{sid}?first=0&count=2") == (200, body)
+        assert pack.stat().st_size == size
+        assert len(list(n.store.quarantine_dir.glob("*.torn"))) == 1
+        lines = [json.loads(r.getMessage()) for r in caplog.records
+                 if "pack damage" in r.getMessage()]
+        assert len(lines) == 1 and lines[0]["torn"] == [size, size + 48 + 12]
+    finally:
+        await n.stop()
