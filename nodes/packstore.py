@@ -235,6 +235,12 @@ class PackStore:
                 batch, self._pending = self._pending, []
                 if not batch and self._closing:
                     return
+            # A caller that gave up (its task cancelled) before now is left out: nothing
+            # written for it. From here on a cancel no longer reaches the future, so its
+            # answer can always be set (the write itself goes on, as a file's would).
+            batch = [req for req in batch if req.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             try:
                 self._commit(batch)
             except BaseException as exc:  # a bug here must not leave callers waiting

@@ -88,6 +88,28 @@ def test_one_group_one_fdatasync(store: PackStore) -> None:
     assert all(read(store, s) == body_of(s) for s in SIDS)
 
 
+def test_a_caller_cancelled_before_its_group_is_left_out(store: PackStore) -> None:
+    """A request whose caller gave up (a dropped client) before the committer took it is
+    not written; the rest of its group is written and answered as if it were not there."""
+    async def go() -> list:
+        with store._cond:
+            tasks = [asyncio.ensure_future(store.put(s, [body_of(s)])) for s in SIDS[:3]]
+            while len(store._pending) < 3:
+                await asyncio.sleep(0)  # a yield to the tasks, not a wait for time
+            tasks[1].cancel()
+            await asyncio.sleep(0)
+        return await asyncio.gather(*tasks, return_exceptions=True)
+    got = asyncio.run(go())
+    assert got[0] == got[2] == -1 and isinstance(got[1], asyncio.CancelledError)
+    assert store.locate(SIDS[1]) is None
+    assert read(store, SIDS[0]) == body_of(SIDS[0]) and read(store, SIDS[2]) == body_of(SIDS[2])
+    again = reopen(store)
+    try:
+        assert again.locate(SIDS[1]) is None
+    finally:
+        again.close()
+
+
 def test_same_id_in_one_group(store: PackStore) -> None:
     """Within a group, requests act in order: a same-bytes PUT is UNCHANGED, other bytes
     are ShardExists unless replace, a delete then a PUT makes it new again."""
