@@ -141,7 +141,8 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
     if len(secret) < 16:
         raise ValueError("the cluster secret must be at least 16 bytes")
     app = web.Application(middlewares=[observe, authenticate], client_max_size=CLIENT_MAX_SIZE)
-    store = DiskShardStore(Path(data_dir), packs=packs or env_settings("packs"))
+    packs = packs or env_settings("packs")
+    store = DiskShardStore(Path(data_dir), packs=packs)
     Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     verifier = Verifier(secret, window_s, node_id,
                         watermark=Watermark(Path(data_dir) / "replay-watermark"))
@@ -169,4 +170,7 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
     from nodes.scrubber import install as install_scrubber
 
     install_scrubber(app, store, scrub or env_settings("scrub"))
+    from nodes.packcompact import install as install_compactor
+
+    install_compactor(app, store, packs, app[NODE].log)
     return app

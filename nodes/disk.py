@@ -40,6 +40,7 @@ from nodes.shardfile import (
     ShardWriter,
     check_shard_id,
     fsync_dir,
+    read_exact,
     stat_file,
     verify_file,
     write_all,
@@ -101,6 +102,7 @@ class DiskShardStore:
         self.pack_max = settings.max_shard_bytes  # 0: no new shard is packed
         self.packs: PackStore | None = None  # opened by `start` when packing is on or packs
         self._pack_seal = settings.seal_bytes  # written before are there to read
+        self._pack_ratio = settings.compact_ratio
 
     # -- paths and bookkeeping ---------------------------------------------------------
 
@@ -161,7 +163,7 @@ class DiskShardStore:
         if self.packs is not None or not (self.pack_max > 0 or (
                 pack_dir.is_dir() and any(pack_dir.glob("*.pack")))):
             return
-        packs = PackStore(self.root, self._pack_seal)
+        packs = PackStore(self.root, self._pack_seal, self._pack_ratio)
         packs.open()
         self.packs = packs
 
@@ -388,14 +390,22 @@ class DiskShardStore:
         pack = packs.path_of(loc.seq)
 
         def copy() -> Path | None:
-            st = os.stat(pack)
-            if read is not None and (st.st_dev, st.st_ino, loc.offset) != read:
+            try:  # compaction may have moved the record and unlinked its pack since
+                src = os.open(pack, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
                 return None
+            try:
+                st = os.fstat(src)
+                if read is not None and (st.st_dev, st.st_ino, loc.offset) != read:
+                    return None
+                data = read_exact(src, loc.length, loc.offset)
+            finally:
+                os.close(src)
             now = time.time()
             dest = self.quarantine_dir / f"{sid}.{time.time_ns()}"
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                write_all(fd, packs.read(loc))
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -20,6 +20,15 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
   is truncated. Damage inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
 - A new pack is fsynced with its directory once, not once per shard. Packs are sealed (no
   more appends) at `seal_bytes`.
+- **Compaction.** A sealed pack whose live bytes fall below `compact_ratio` of its size is
+  copied forward by the committer itself, between groups, a step (`STEP_BYTES`) at a time:
+  its live records (original write time kept) and the tombstones still needed are appended
+  to the active pack and made durable by the same fdatasync as any group, only then does the
+  index move; when none of the pack is live any more it is unlinked and its directory
+  fsynced. A tombstone for X is carried while X is not indexed and a pack older than the
+  compacted one exists (it may hold a PUT of X that would otherwise return at a restart).
+  Each step is one durable group, so a crash between any two steps leaves the old records
+  or their durable copies, never neither; the newer copy wins a restart's scan by order.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -40,6 +50,8 @@ from nodes import packformat as pf
 from nodes.shardfile import UNCHANGED, ShardExists, check_shard_id, fsync_dir, read_exact
 
 SEAL_BYTES = 256 * 1024 * 1024
+COMPACT_RATIO = 0.5
+STEP_BYTES = 4 * 1024 * 1024  # bytes a compaction step copies (then the PUTs queued go first)
 PACK_NAME = re.compile(r"^([0-9a-f]{16})\.pack\Z")
 _IOV = 512  # iovecs per pwritev (IOV_MAX is 1024 on Linux)
 
@@ -73,6 +85,18 @@ class _Request:
     length: int = 0
 
 
+@dataclass
+class _Job:
+    """Committer work done in steps between groups (compaction): `steps` yields after each
+    step and returns its answer; `pace` bytes/s keeps a background job's disk share small."""
+
+    steps: Generator[int, None, int]
+    future: concurrent.futures.Future[int]
+    pace: float | None = None
+    not_before: float = 0.0
+    started: bool = False
+
+
 def pack_name(seq: int) -> str:
     return f"{seq:016x}.pack"
 
@@ -80,20 +104,26 @@ def pack_name(seq: int) -> str:
 class PackStore:
     """The packs below `root` (`open` before use, `close` after)."""
 
-    def __init__(self, root: Path | str, seal_bytes: int = SEAL_BYTES) -> None:
+    def __init__(self, root: Path | str, seal_bytes: int = SEAL_BYTES,
+                 compact_ratio: float = COMPACT_RATIO) -> None:
         self.root = Path(root)
         self.pack_dir = self.root / "packs"
         self.quarantine_dir = self.root / "quarantine"
         self.seal_bytes = seal_bytes
+        self.compact_ratio = compact_ratio
         self.index: dict[str, PackLoc] = {}
         self.live: dict[int, int] = {}  # seq -> bytes of its live records (with overhead)
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
         self.damage: list[Damage] = []
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
+        self.compacted = 0  # packs compaction removed
+        self.hook: Callable[[str, int], None] | None = None  # tests: crash points by name
         self._fds: dict[int, int] = {}  # seq -> open fd (read; the active one read-write)
         self._fd_lock = threading.Lock()  # readers' threads and the committer open fds
         self._active = -1
+        self._active_of_last = -1  # the pack `_append` last wrote to
         self._pending: list[_Request] = []
+        self._jobs: list[_Job] = []
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -199,9 +229,19 @@ class PackStore:
         return self.pack_dir / pack_name(seq)
 
     def read(self, loc: PackLoc, start: int = 0, n: int | None = None) -> bytes:
-        """Bytes [start, start+n) of a located shard's body (blocking: a worker thread)."""
+        """Bytes [start, start+n) of a located shard's body (blocking: a worker thread).
+        It opens the pack itself: compaction may close the committer's fd and unlink the
+        pack at any time (FileNotFoundError then: the shard has moved or gone)."""
         n = loc.length - start if n is None else min(n, loc.length - start)
-        return read_exact(self._fd(loc.seq), max(n, 0), loc.offset + start)
+        fd = os.open(self.path_of(loc.seq), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return read_exact(fd, max(n, 0), loc.offset + start)
+        finally:
+            os.close(fd)
+
+    def _read_held(self, loc: PackLoc) -> bytes:
+        """A located body read by the committer (its fds stay open while it runs)."""
+        return read_exact(self._fd(loc.seq), loc.length, loc.offset)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -231,10 +271,21 @@ class PackStore:
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
-                    self._cond.wait()
+                    wait = self._job_wait()
+                    if wait is not None and wait <= 0:
+                        break
+                    self._cond.wait(wait)
                 batch, self._pending = self._pending, []
                 if not batch and self._closing:
+                    for job in self._jobs:  # a compaction left half done is safe
+                        if job.started:
+                            job.future.set_exception(RuntimeError("pack store closed"))
+                        else:
+                            job.future.cancel()
                     return
+            if not batch:
+                self._job_step()
+                continue
             # A caller that gave up (its task cancelled) before now is left out: nothing
             # written for it. From here on a cancel no longer reaches the future, so its
             # answer can always be set (the write itself goes on, as a file's would).
@@ -247,6 +298,134 @@ class PackStore:
                 for req in batch:
                     if not req.future.done():
                         req.future.set_exception(exc)
+
+    # -- compaction ----------------------------------------------------------------------
+
+    async def compact(self, pace: float | None = None, max_packs: int | None = None) -> int:
+        """Compact the sealed packs below `compact_ratio` live (at most `max_packs`) in the
+        committer, between groups, `pace` bytes/s at most; the bytes copied forward."""
+        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("pack store is closed")
+            self._jobs.append(_Job(self._compaction(max_packs), fut, pace))
+            self._cond.notify()
+        return await asyncio.wrap_future(fut)
+
+    def candidates(self) -> list[int]:
+        """Sealed packs (not the active one) whose live bytes are below the ratio."""
+        return sorted(seq for seq, size in list(self.sizes.items()) if seq != self._active
+                      and (self.live.get(seq, 0) == 0
+                           or self.live.get(seq, 0) < self.compact_ratio * size))
+
+    def _job_wait(self) -> float | None:
+        """Seconds until the first job may take its next step (None: no job)."""
+        if not self._jobs:
+            return None
+        return self._jobs[0].not_before - time.monotonic()
+
+    def _job_step(self) -> None:
+        if not self._jobs:
+            return
+        job = self._jobs[0]
+        if not job.started:
+            job.started = True
+            if not job.future.set_running_or_notify_cancel():
+                with self._cond:
+                    self._jobs.pop(0)  # its caller gave up before it began
+                return
+        done: int | BaseException | None = None
+        try:
+            n = next(job.steps)
+        except StopIteration as stop:
+            done = stop.value
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            done = exc
+        else:
+            if job.pace:
+                job.not_before = time.monotonic() + n / job.pace
+        if done is None:
+            return
+        with self._cond:
+            self._jobs.pop(0)
+        if isinstance(done, BaseException):
+            job.future.set_exception(done)
+        else:
+            job.future.set_result(done)
+
+    def _compaction(self, max_packs: int | None) -> Generator[int, None, int]:
+        """Copy each candidate's needed records forward a step at a time, then unlink it
+        (a step yields the bytes it copied; the total is returned)."""
+        copied = 0
+        for count, seq in enumerate(self.candidates()):
+            if max_packs is not None and count >= max_packs:
+                break
+            if seq not in self.sizes or seq == self._active:
+                continue
+            recs = self._records(seq)
+            i = 0
+            while i < len(recs):
+                step: list[pf.Record] = []
+                size = 0
+                while i < len(recs) and size < STEP_BYTES:
+                    rec = recs[i]
+                    i += 1
+                    if self._needed(seq, rec):
+                        step.append(rec)
+                        size += rec.body_len + pf.OVERHEAD
+                if step:
+                    self._copy_forward(seq, step)
+                    copied += size
+                    yield size
+            self._drop(seq)
+            yield 0
+        return copied
+
+    def _records(self, seq: int) -> list[pf.Record]:
+        """A sealed pack's complete records in order."""
+        fd = self._fd(seq)
+        return pf.scan(lambda off, n: os.pread(fd, n, off), self.sizes[seq]).records
+
+    def _needed(self, seq: int, rec: pf.Record) -> bool:
+        """Whether compacting pack `seq` must copy `rec` forward: a PUT the index still
+        points at, or a tombstone whose shard is not indexed while an older pack exists."""
+        if rec.kind == pf.PUT:
+            loc = self.index.get(rec.shard_id)
+            return loc is not None and loc.seq == seq and loc.offset == rec.body_offset
+        if rec.kind == pf.TOMBSTONE:
+            return rec.shard_id not in self.index and any(s < seq for s in self.sizes)
+        return False
+
+    def _copy_forward(self, seq: int, recs: list[pf.Record]) -> None:
+        fd = self._fd(seq)
+        items = [(rec.kind, rec.stripe, rec.index, rec.time_ns,
+                  [read_exact(fd, rec.body_len, rec.body_offset)] if rec.body_len else [])
+                 for rec in recs]
+        new = self._append(items)
+        self._hook("copied", seq)
+        for rec in new:
+            self._apply(self._active_of_last, rec)
+
+    def _drop(self, seq: int) -> None:
+        """Unlink a pack compaction emptied (nothing in it is live or needed any more)."""
+        self._hook("drop", seq)
+        with self._fd_lock:
+            fd = self._fds.pop(seq, None)
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path_of(seq))
+        self._hook("unlinked", seq)
+        fsync_dir(self.pack_dir)
+        self.sizes.pop(seq, None)
+        self.live.pop(seq, None)
+        self.compacted += 1
+
+    def _hook(self, point: str, seq: int) -> None:
+        if self.hook is not None:
+            self.hook(point, seq)
+
+    # -- group commit --------------------------------------------------------------------
 
     def _commit(self, batch: list[_Request]) -> None:
         """Decide, write, fdatasync and index one group; then answer every request in it."""
@@ -295,35 +474,47 @@ class PackStore:
             return -1
         if req.replace:
             return held.length
-        if held.length == req.length and _same(self.read(held), req.body):
+        if held.length == req.length and _same(self._read_held(held), req.body):
             return None
         raise ShardExists(req.sid)
 
     def _write(self, writes: list[tuple[_Request, int]]) -> None:
+        now = time.time_ns()
+        items = []
+        for req, _ in writes:
+            stripe, index = check_shard_id(req.sid)
+            items.append((req.kind, stripe, index, now, req.body))
+        for rec in self._append(items):
+            self._apply(self._active_of_last, rec)
+
+    def _append(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]]
+                ) -> list[pf.Record]:
+        """Write records (kind, stripe, index, time, body) to the active pack with one
+        pwritev and make them durable with one fdatasync (cut back on failure); the records
+        written, all in pack `_active_of_last`."""
         if self.sizes[self._active] >= self.seal_bytes:
             self._new_pack(self._active + 1)
         seq, fd = self._active, self._fd(self._active)
         start = self.sizes[seq]
-        now = time.time_ns()
         parts: list[bytes | memoryview] = []
         recs: list[pf.Record] = []
         off = start
-        for req, _ in writes:
-            stripe, index = check_shard_id(req.sid)
-            rec = pf.Record(req.kind, stripe, index, now, off, req.length)
-            parts += pf.encode(req.kind, stripe, index, now, req.body)
+        for kind, stripe, index, time_ns, body in items:
+            rec = pf.Record(kind, stripe, index, time_ns, off, sum(len(p) for p in body))
+            parts += pf.encode(kind, stripe, index, time_ns, body)
             recs.append(rec)
             off = rec.end
         try:
             _pwritev_all(fd, parts, start)
+            self._hook("written", seq)
             os.fdatasync(fd)
             self.syncs += 1
         except BaseException:
             self._cut_back(seq, fd, start)
             raise
         self.sizes[seq] = off
-        for rec in recs:
-            self._apply(seq, rec)
+        self._active_of_last = seq
+        return recs
 
     def _cut_back(self, seq: int, fd: int, start: int) -> None:
         """Undo a failed group: truncate to where it began; failing that, retire the pack

@@ -176,6 +176,15 @@ class PackSettings:
 
     max_shard_bytes: int = 0  # whole shards up to this size are packed; 0 = every shard a file
     seal_bytes: int = 256 * MiB  # a pack takes no more appends once this large
+    compact_ratio: float = 0.5  # a sealed pack with less of it live is copied forward
+    compact_interval_s: float = 60.0  # how often a node looks for packs to compact
+    compact_rate_bytes_s: int = 16 * MiB  # live bytes a node's compaction copies per second
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.compact_ratio <= 1.0 or self.compact_interval_s <= 0 \
+                or self.compact_rate_bytes_s <= 0 or self.seal_bytes <= 0:
+            raise ConfigError("[packs] compact_ratio must be in [0, 1]; compact_interval_s, "
+                              "compact_rate_bytes_s and seal_bytes above 0")
 
 
 @dataclass(frozen=True)

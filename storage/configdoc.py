@@ -202,6 +202,12 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "node's pack files (one group-committed fdatasync for many shards, no inode each) "
     "instead of a file each; 0 = off. Not complete yet (issue 17): leave it 0.",
     ("packs", "seal_bytes"): "A pack file takes no more appends once it is this large.",
+    ("packs", "compact_ratio"): "A sealed pack with less than this share of its bytes live "
+    "(not deleted or replaced) is compacted: its live records are copied forward and the pack "
+    "is removed. Higher reclaims space sooner and rewrites more bytes.",
+    ("packs", "compact_interval_s"): "How often each node looks for packs to compact.",
+    ("packs", "compact_rate_bytes_s"): "Bytes a node's background compaction copies per "
+    "second at most; client writes go between its steps.",
     ("workers", "gc_grace_s"): "Age before an aborted or replaced version's shards are "
     "collected; must exceed the longest upload.",
     ("workers", "lease_ttl_s"): "Background-worker lease TTL: a dead gateway's workers move "
