@@ -123,9 +123,10 @@ class DiskShardStore:
         one place every reader asks (`open_read`, `stat`, `verify`, batch reads)."""
         if self.packs is not None:
             loc = self.packs.locate(sid)
-            if loc is not None:
+            if loc is not None:  # compaction may move it: a reader that finds the pack
+                # gone asks again (`shardfile.open_location`)
                 return ShardLocation(self.packs.path_of(loc.seq), loc.offset, loc.length,
-                                     loc.time_ns / 1e9)
+                                     loc.time_ns / 1e9, lambda: self.locate(sid))
         return ShardLocation(self.shard_path(sid))
 
     def _make_dirs(self, leaf: Path | str) -> None:

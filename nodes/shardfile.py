@@ -210,6 +210,26 @@ class ShardLocation(NamedTuple):
     base: int = 0
     size: int | None = None  # None: to the file's end
     mtime: float | None = None  # None: the file's
+    relocate: Callable[[], ShardLocation] | None = None  # a packed shard: where it is now
+
+
+RELOCATES = 8  # a shard compaction moves while it is being opened: located again this often
+
+
+def open_location(where: ShardLocation, sid: str) -> tuple[int, ShardLocation]:
+    """An fd open on the file `where` names, and the location it holds the shard at
+    (NotFound when absent). A pack found gone was unlinked by compaction after the shard
+    was located, and only once its records were durable elsewhere: locate again (else a
+    false 404); an fd open before the unlink keeps reading the old pack's bytes."""
+    for _ in range(RELOCATES):
+        try:
+            return os.open(where.path, os.O_RDONLY | os.O_CLOEXEC), where
+        except FileNotFoundError:
+            again = where.relocate() if where.relocate is not None else None
+            if again is None or (again.path, again.base) == (where.path, where.base):
+                break
+            where = again
+    raise NotFound(f"shard {sid} not found")
 
 
 def open_layout(fd: int, sid: str, base: int = 0, size: int | None = None) -> Layout:
@@ -521,10 +541,7 @@ def stat_file(where: ShardLocation, sid: str) -> dict[str, int | float]:
     """Size, frame count, header fields, mtime and age of a shard (ShardCorrupt if its
     header is unusable, NotFound if it is absent). The age is this host's clock less the
     mtime (also this host's): no other host's clock enters it (the orphan sweep's grace)."""
-    try:
-        fd = os.open(where.path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise NotFound(f"shard {sid} not found") from None
+    fd, where = open_location(where, sid)
     try:
         mtime = os.fstat(fd).st_mtime if where.mtime is None else where.mtime
         layout = open_layout(fd, sid, where.base, where.size)
@@ -546,10 +563,7 @@ class FrameCheck(NamedTuple):
 def verify_file(where: ShardLocation, sid: str) -> FrameCheck:
     """The frames that fail their checks, read about a MiB at a time and checked in place
     (ShardCorrupt if the header fails, NotFound if the file is absent)."""
-    try:
-        fd = os.open(where.path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise NotFound(f"shard {sid} not found") from None
+    fd, where = open_location(where, sid)
     try:
         layout = open_layout(fd, sid, where.base, where.size)
         per_chunk = max(1, CHUNK_BYTES // layout.frame_bytes)

@@ -25,9 +25,10 @@ from nodes.shardfile import (
     frame_error,
     in_thread,
     open_layout,
+    open_location,
     read_exact,
 )
-from storage.errors import InvalidInput, InvalidRange, NotFound, ShardCorrupt
+from storage.errors import InvalidInput, InvalidRange, ShardCorrupt
 from storage.shards.format import FRAME_HEAD, FRAME_HEAD_BYTES, HEADER_BYTES, ShardHeader
 
 SEND_WINDOW_BYTES = 8 * 1024 * 1024  # frames checked per thread hop before sendfile
@@ -65,7 +66,7 @@ class ShardReadStream:
         self.body_bytes = 0
         self.first = first
         self.end = first
-        self._path = where.path
+        self._where = where
         self._size = where.size
         self.base = where.base  # file offset of the shard's byte 0: shard offsets + base
         # are the file's (every pread and every window handed to sendfile)
@@ -114,10 +115,8 @@ class ShardReadStream:
 
     def _open_fd(self) -> int:
         if self._fd is None:
-            try:
-                self._fd = os.open(self._path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise NotFound(f"shard {self.shard_id} not found") from None
+            self._fd, where = open_location(self._where, self.shard_id)
+            self._where, self._size, self.base = where, where.size, where.base
         return self._fd
 
     def _corrupt(self, detail: str) -> ShardCorrupt:
