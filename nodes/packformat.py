@@ -11,6 +11,17 @@ A pack (`<disk>/packs/<seq:016x>.pack`) is a sequence of records, nothing else:
                    empty for a TOMBSTONE
     trailer  4 B   the head's crc32c again: the record is complete
 
+A sealed pack ends with a FOOTER record (written once, at the seal) listing every record
+before it, so a restart reads one record, not every head and trailer:
+
+    body     count (4 B), per record 38 B (kind, index, stripe, write time, head offset,
+             body length), crc32c of the above (4 B), the footer head's offset (8 B), "TPKF"
+    trailer  as any record's
+
+The pack's last 16 bytes (head offset, "TPKF", trailer) find it; `read_footer` checks its
+head, trailer, body crc and that the records it lists tile the pack up to it, and gives None
+for anything less (the caller scans instead). A scan sees a footer as a complete record.
+
 Appends are made durable by one fdatasync per group of records, and a PUT is acknowledged only
 after it, so only the tail of the newest pack can hold a torn record. `scan` keeps every
 complete record; the tail from the first point after which no complete record follows is torn
@@ -34,7 +45,12 @@ MAGIC = b"TPKR"
 VERSION = 1
 PUT = 1
 TOMBSTONE = 2
-KINDS = frozenset({PUT, TOMBSTONE})
+FOOTER = 3  # a sealed pack's list of its records (last record; no shard)
+KINDS = frozenset({PUT, TOMBSTONE, FOOTER})
+FOOTER_MAGIC = b"TPKF"
+NO_STRIPE = bytes(16)
+_ENTRY = struct.Struct(">BB16sQQI")  # kind, index, stripe, time ns, head offset, body length
+_FOOT_END = struct.Struct(">Q4s")  # the footer head's offset, FOOTER_MAGIC
 _HEAD = struct.Struct(">4sBBH16sHHQQ")  # magic, version, kind, 0, stripe, index, 0, ns, len
 _CRC = struct.Struct(">I")
 HEAD_BYTES = _HEAD.size + _CRC.size  # 48
@@ -74,6 +90,7 @@ def encode_head(kind: int, stripe: bytes, index: int, time_ns: int, body_len: in
     """The 48-byte head of a record (ValueError for fields no record may hold)."""
     if kind not in KINDS or len(stripe) != 16 or not 0 <= index <= 255 \
             or not 0 <= body_len <= MAX_BODY or (kind == TOMBSTONE and body_len) \
+            or (kind == FOOTER and (stripe != NO_STRIPE or index)) \
             or not 0 <= time_ns < 1 << 64:
         raise ValueError("bad pack record fields")
     raw = _HEAD.pack(MAGIC, VERSION, kind, 0, stripe, index, 0, time_ns, body_len)
@@ -101,7 +118,8 @@ def decode_head(raw: bytes | memoryview, offset: int) -> Record | None:
         return None
     magic, version, kind, r1, stripe, index, r2, ns, n = _HEAD.unpack_from(raw)
     if magic != MAGIC or version != VERSION or kind not in KINDS or r1 or r2 \
-            or index > 255 or n > MAX_BODY or (kind == TOMBSTONE and n):
+            or index > 255 or n > MAX_BODY or (kind == TOMBSTONE and n) \
+            or (kind == FOOTER and (stripe != NO_STRIPE or index)):
         return None
     return Record(kind, stripe, index, ns, offset, n)
 
@@ -169,6 +187,47 @@ def scan(read_at: ReadAt, size: int, start: int = 0) -> Scan:
         off = nxt
     out.end = off
     return out
+
+
+def encode_footer(records: list[Record], offset: int, time_ns: int) -> bytes:
+    """The FOOTER record listing `records` (the pack's, in order), its head at `offset`."""
+    raw = _CRC.pack(len(records)) + b"".join(
+        _ENTRY.pack(r.kind, r.index, r.stripe, r.time_ns, r.offset, r.body_len)
+        for r in records)
+    body = raw + _CRC.pack(crc32c.crc32c(raw)) + _FOOT_END.pack(offset, FOOTER_MAGIC)
+    head = encode_head(FOOTER, NO_STRIPE, 0, time_ns, len(body))
+    return head + body + trailer_of(head)
+
+
+def read_footer(read_at: ReadAt, size: int) -> list[Record] | None:
+    """The records a pack's footer lists, or None when it has no footer that checks."""
+    tail_bytes = _FOOT_END.size + TRAILER_BYTES
+    if size < OVERHEAD + _FOOT_END.size + 2 * _CRC.size:  # a footer listing nothing
+        return None
+    offset, magic = _FOOT_END.unpack(read_at(size - tail_bytes, _FOOT_END.size))
+    if magic != FOOTER_MAGIC or offset >= size:
+        return None
+    head, whole = read_record(read_at, offset, size)
+    if head is None or not whole or head.kind != FOOTER or head.end != size:
+        return None
+    body = read_at(head.body_offset, head.body_len)
+    raw = body[:-(_CRC.size + _FOOT_END.size)]
+    if len(body) != head.body_len or len(raw) < _CRC.size \
+            or body[len(raw):len(raw) + _CRC.size] != _CRC.pack(crc32c.crc32c(raw)):
+        return None
+    (count,) = _CRC.unpack_from(raw)
+    if len(raw) != _CRC.size + count * _ENTRY.size:
+        return None
+    out: list[Record] = []
+    at = 0
+    for i in range(count):
+        kind, index, stripe, ns, off, n = _ENTRY.unpack_from(raw, _CRC.size + i * _ENTRY.size)
+        rec = Record(kind, stripe, index, ns, off, n)
+        if kind not in (PUT, TOMBSTONE) or off != at or (kind == TOMBSTONE and n):
+            return None  # the records must tile the pack up to the footer
+        out.append(rec)
+        at = rec.end
+    return out if at == offset else None
 
 
 def bytes_reader(data: bytes | bytearray | memoryview) -> ReadAt:

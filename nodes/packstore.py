@@ -15,11 +15,13 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
   is left and a new one started; a restart's scan sees what was really written).
 - **Index.** shard id -> `PackLoc` (pack, body offset, length, write time) of its newest
   PUT, a TOMBSTONE removing it; live bytes are counted per pack for compaction.
-- **Restart.** Packs are scanned in order (`packformat.scan`). A torn tail (bytes after the
-  last complete record, never acknowledged) is copied to `quarantine/` first, then the pack
-  is truncated. Damage inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
+- **Restart.** Packs are indexed in order, from a sealed pack's footer, else by a scan
+  (`packformat.scan`). A torn tail (bytes after the last complete record, never
+  acknowledged) is copied to `quarantine/` first, then the pack is truncated. Damage inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
 - A new pack is fsynced with its directory once, not once per shard. Packs are sealed (no
-  more appends) at `seal_bytes`.
+  more appends) at `seal_bytes`, ending with a footer listing their records: a restart
+  reads that, and scans only packs without one that checks (the active pack, a damaged
+  footer, a pack sealed by a failed write).
 - **Compaction.** A sealed pack whose live bytes fall below `compact_ratio` of its size is
   copied forward by the committer itself, between groups, a step (`STEP_BYTES`) at a time:
   its live records (original write time kept) and the tombstones still needed are appended
@@ -117,6 +119,9 @@ class PackStore:
         self.damage: list[Damage] = []
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
         self.compacted = 0  # packs compaction removed
+        self.footers_written = 0  # sealed packs given a footer
+        self.footers_read = 0  # packs a restart indexed from their footer, not a scan
+        self._active_recs: list[pf.Record] = []  # the active pack's records (its footer)
         self.hook: Callable[[str, int], None] | None = None  # tests: crash points by name
         self._fds: dict[int, int] = {}  # seq -> open fd (read; the active one read-write)
         self._fd_lock = threading.Lock()  # readers' threads and the committer open fds
@@ -136,10 +141,12 @@ class PackStore:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         seqs = sorted(int(m.group(1), 16) for n in os.listdir(self.pack_dir)
                       if (m := PACK_NAME.match(n)))
+        last: list[pf.Record] | None = None
         for seq in seqs:
-            self._recover(seq)
-        if seqs and self.sizes[seqs[-1]] < self.seal_bytes:
-            self._active = seqs[-1]
+            last = self._recover(seq)
+        if seqs and last is not None and self.sizes[seqs[-1]] < self.seal_bytes:
+            self._active = seqs[-1]  # appends go on after its last record
+            self._active_recs = last
         else:
             self._new_pack(seqs[-1] + 1 if seqs else 1)
         self._thread = threading.Thread(target=self._run, name="pack-commit", daemon=True)
@@ -166,11 +173,25 @@ class PackStore:
                     self._fds[seq] = fd
         return fd
 
-    def _recover(self, seq: int) -> None:
+    def _recover(self, seq: int) -> list[pf.Record] | None:
+        """Index pack `seq`: from its footer when it has one that checks (sealed: None is
+        returned), else by a scan (its records returned: the last pack's go on)."""
         fd = self._fd(seq)
         size = os.fstat(fd).st_size
-        got = pf.scan(lambda off, n: os.pread(fd, n, off), size)
-        for rec in got.records:
+
+        def read_at(off: int, n: int) -> bytes:
+            return os.pread(fd, n, off)
+        listed = pf.read_footer(read_at, size)
+        if listed is not None:
+            self.footers_read += 1
+            for rec in listed:
+                self._apply(seq, rec)
+            self.sizes[seq] = size
+            self.live.setdefault(seq, 0)
+            return None
+        got = pf.scan(read_at, size)
+        recs = [rec for rec in got.records if rec.kind != pf.FOOTER]
+        for rec in recs:
             self._apply(seq, rec)
         harm = Damage(seq, got.gaps, got.bad)
         if got.end < size:
@@ -180,6 +201,7 @@ class PackStore:
         self.live.setdefault(seq, 0)
         if harm.gaps or harm.bad or harm.torn:
             self.damage.append(harm)
+        return recs
 
     def _set_aside(self, seq: int, fd: int, start: int, end: int) -> None:
         """Copy a torn tail to quarantine (durably), then cut the pack back to `start`."""
@@ -209,11 +231,29 @@ class PackStore:
         self.sizes[seq] = 0
         self.live[seq] = 0
         self._active = seq
+        self._active_recs = []
+
+    def _seal(self, seq: int) -> None:
+        """End the full active pack with its footer (durable), so a restart need not scan
+        it. A failed write only costs that scan: the pack is cut back and sealed anyway."""
+        fd, start = self._fd(seq), self.sizes[seq]
+        footer = pf.encode_footer(self._active_recs, start, time.time_ns())
+        try:
+            _pwritev_all(fd, [footer], start)
+            os.fdatasync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            return
+        self.sizes[seq] = start + len(footer)
+        self.footers_written += 1
 
     # -- the index -----------------------------------------------------------------------
 
     def _apply(self, seq: int, rec: pf.Record) -> None:
         """Make `rec` (durable in pack `seq`) the newest word on its shard."""
+        if rec.kind == pf.FOOTER:
+            return
         sid = rec.shard_id
         old = self.index.pop(sid, None)
         if old is not None:
@@ -382,9 +422,16 @@ class PackStore:
         return copied
 
     def _records(self, seq: int) -> list[pf.Record]:
-        """A sealed pack's complete records in order."""
+        """A sealed pack's records in order: from its footer, else by a scan."""
         fd = self._fd(seq)
-        return pf.scan(lambda off, n: os.pread(fd, n, off), self.sizes[seq]).records
+
+        def read_at(off: int, n: int) -> bytes:
+            return os.pread(fd, n, off)
+        listed = pf.read_footer(read_at, self.sizes[seq])
+        if listed is None:
+            listed = [r for r in pf.scan(read_at, self.sizes[seq]).records
+                      if r.kind != pf.FOOTER]
+        return listed
 
     def _needed(self, seq: int, rec: pf.Record) -> bool:
         """Whether compacting pack `seq` must copy `rec` forward: a PUT the index still
@@ -493,6 +540,7 @@ class PackStore:
         pwritev and make them durable with one fdatasync (cut back on failure); the records
         written, all in pack `_active_of_last`."""
         if self.sizes[self._active] >= self.seal_bytes:
+            self._seal(self._active)
             self._new_pack(self._active + 1)
         seq, fd = self._active, self._fd(self._active)
         start = self.sizes[seq]
@@ -514,6 +562,7 @@ class PackStore:
             raise
         self.sizes[seq] = off
         self._active_of_last = seq
+        self._active_recs += recs
         return recs
 
     def _cut_back(self, seq: int, fd: int, start: int) -> None:

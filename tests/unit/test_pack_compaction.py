@@ -167,7 +167,7 @@ def test_puts_queued_during_a_compaction_go_between_its_steps(
     """A step copies at most STEP_BYTES, then the groups queued meanwhile are written first:
     a PUT queued while the first step runs is durable before the second step starts."""
     monkeypatch.setattr(packstore, "STEP_BYTES", 1)  # one record a step
-    s = PackStore(tmp_path, seal_bytes=3 * (150 + pf.OVERHEAD), compact_ratio=0.9)
+    s = PackStore(tmp_path, seal_bytes=3 * (150 + pf.OVERHEAD), compact_ratio=0.6)
     s.open()
     seen: list[tuple[str, bool]] = []
     late = SIDS[11]

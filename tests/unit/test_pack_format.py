@@ -46,7 +46,8 @@ def test_golden_head() -> None:
 
 
 @pytest.mark.parametrize("args", [
-    (3, bytes(16), 0, 0, 0),  # unknown kind
+    (4, bytes(16), 0, 0, 0),  # unknown kind
+    (pf.FOOTER, bytes(range(16)), 0, 0, 0),  # a footer names no shard
     (pf.PUT, bytes(15), 0, 0, 0),  # short stripe id
     (pf.PUT, bytes(16), 256, 0, 0),  # index out of range
     (pf.PUT, bytes(16), 0, 0, pf.MAX_BODY + 1),
@@ -168,3 +169,46 @@ def test_search_crosses_chunk_boundaries(monkeypatch: pytest.MonkeyPatch) -> Non
         got = scan_bytes(damaged)
         assert [r.index for r in got.records] == [0, 2], pad
         assert got.gaps == [(b.offset, b.offset + pad)]
+
+
+# -- the footer of a sealed pack ---------------------------------------------------------
+
+
+def sealed(recs: list[tuple[int, bytes, int, int, bytes]]) -> tuple[bytes, list[pf.Record]]:
+    data, expect = build(recs)
+    return data + pf.encode_footer(expect, len(data), 42), expect
+
+
+@given(records_st)
+def test_a_footer_lists_the_packs_records(recs: list[tuple[int, bytes, int, int, bytes]]
+                                          ) -> None:
+    data, expect = sealed(recs)
+    assert pf.read_footer(pf.bytes_reader(data), len(data)) == expect
+    got = scan_bytes(data)  # a scan sees the footer as one more complete record
+    assert got.records[:-1] == expect and got.records[-1].kind == pf.FOOTER
+    assert got.end == len(data) and not got.gaps and not got.bad
+
+
+@given(records_st.filter(bool), st.data())
+def test_any_flip_in_a_footer_makes_it_unusable(recs: list[tuple[int, bytes, int, int, bytes]],
+                                                data: st.DataObject) -> None:
+    """A footer is trusted only whole: a bit flipped anywhere in it (head, entries, crc,
+    offset, magic, trailer) gives None, and the caller scans."""
+    raw, _ = sealed(recs)
+    start = len(build(recs)[0])
+    at = data.draw(st.integers(start, len(raw) - 1))
+    bad = bytearray(raw)
+    bad[at] ^= 1 << data.draw(st.integers(0, 7))
+    assert pf.read_footer(pf.bytes_reader(bytes(bad)), len(bad)) is None
+
+
+def test_no_footer_a_cut_footer_or_one_that_does_not_tile() -> None:
+    recs = [(pf.PUT, bytes(range(16)), i, i, os.urandom(50 + i)) for i in range(5)]
+    data, expect = build(recs)
+    assert pf.read_footer(pf.bytes_reader(data), len(data)) is None  # the active pack
+    full, _ = sealed(recs)
+    for cut in range(len(data), len(full)):
+        assert pf.read_footer(pf.bytes_reader(full[:cut]), cut) is None
+    for listed in (expect[1:], expect[:-1], expect[:2] + expect[3:]):
+        holed = data + pf.encode_footer(listed, len(data), 1)
+        assert pf.read_footer(pf.bytes_reader(holed), len(holed)) is None
