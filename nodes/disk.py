@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import heapq
 import json
 import os
 import secrets
@@ -279,7 +278,7 @@ class DiskShardStore:
         files = self._list_files_sync(after, limit)
         if self.packs is None:
             return files
-        packed = heapq.nsmallest(limit, (s for s in list(self.packs.index) if s > after))
+        packed = self.packs.index.after(after, limit)
         return sorted(set(files).union(packed))[:limit]
 
     def _list_files_sync(self, after: str, limit: int) -> list[str]:

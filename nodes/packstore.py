@@ -14,7 +14,8 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
   whole group and cuts the pack back to where the group began (if even that fails the pack
   is left and a new one started; a restart's scan sees what was really written).
 - **Index.** shard id -> `PackLoc` (pack, body offset, length, write time) of its newest
-  PUT, a TOMBSTONE removing it; live bytes are counted per pack for compaction.
+  PUT, a TOMBSTONE removing it (`nodes.packindex`: sorted arrays plus recent changes);
+  live bytes are counted per pack for compaction.
 - **Restart.** Packs are indexed in order, from a sealed pack's footer, else by a scan
   (`packformat.scan`). A torn tail (bytes after the last complete record, never
   acknowledged) is copied to `quarantine/` first, then the pack is truncated. Damage inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
@@ -46,9 +47,9 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from nodes import packformat as pf
+from nodes.packindex import PackIndex, PackLoc
 from nodes.shardfile import UNCHANGED, ShardExists, check_shard_id, fsync_dir, read_exact
 
 SEAL_BYTES = 256 * 1024 * 1024
@@ -56,15 +57,6 @@ COMPACT_RATIO = 0.5
 STEP_BYTES = 4 * 1024 * 1024  # bytes a compaction step copies (then the PUTs queued go first)
 PACK_NAME = re.compile(r"^([0-9a-f]{16})\.pack\Z")
 _IOV = 512  # iovecs per pwritev (IOV_MAX is 1024 on Linux)
-
-
-class PackLoc(NamedTuple):
-    """Where the newest PUT of a shard is: its body's bytes [offset, offset+length)."""
-
-    seq: int
-    offset: int
-    length: int
-    time_ns: int
 
 
 @dataclass
@@ -113,7 +105,7 @@ class PackStore:
         self.quarantine_dir = self.root / "quarantine"
         self.seal_bytes = seal_bytes
         self.compact_ratio = compact_ratio
-        self.index: dict[str, PackLoc] = {}
+        self.index = PackIndex()  # sorted and compact: ~43 B a shard once merged
         self.live: dict[int, int] = {}  # seq -> bytes of its live records (with overhead)
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
         self.damage: list[Damage] = []
@@ -142,8 +134,9 @@ class PackStore:
         seqs = sorted(int(m.group(1), 16) for n in os.listdir(self.pack_dir)
                       if (m := PACK_NAME.match(n)))
         last: list[pf.Record] | None = None
-        for seq in seqs:
-            last = self._recover(seq)
+        with self.index.bulk():
+            for seq in seqs:
+                last = self._recover(seq)
         if seqs and last is not None and self.sizes[seqs[-1]] < self.seal_bytes:
             self._active = seqs[-1]  # appends go on after its last record
             self._active_recs = last
