@@ -230,9 +230,8 @@ class DiskShardStore:
                         used += st.st_size
                         count += 1
         if self.packs is not None:
-            index = self.packs.index
-            used += sum(loc.length for loc in list(index.values()))
-            count += len(index)
+            used += self.packs.index.total_length()
+            count += len(self.packs.index)
         return used, count
 
     # -- writing -------------------------------------------------------------------------

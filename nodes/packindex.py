@@ -135,6 +135,16 @@ class PackIndex(MutableMapping[str, PackLoc]):
             del self._changes[sid]
         self._maybe_merge()
 
+    def total_length(self) -> int:
+        """The sum of every location's length (a node's usage) without a lookup each."""
+        changes = dict(self._changes)
+        base = self._base
+        total = sum(base.length)
+        for sid, loc in changes.items():
+            i = base.find(key_of(sid)) if len(base) else -1
+            total += (0 if loc is None else loc.length) - (base.length[i] if i >= 0 else 0)
+        return total
+
     @contextlib.contextmanager
     def bulk(self) -> Iterator[None]:
         """Many changes in a row (a restart's load): merged rarely, then once at the end

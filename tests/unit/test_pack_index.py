@@ -38,6 +38,7 @@ def test_matches_a_dict(merge_min: int, ops: list[tuple[bool, str, PackLoc]], af
         apply(ops[:len(ops) // 2])
     apply(ops[len(ops) // 2:])
     assert dict(idx) == model and list(idx) == sorted(model)
+    assert idx.total_length() == sum(loc.length for loc in model.values())
     assert all(idx.get(sid) == model.get(sid) and (sid in idx) == (sid in model)
                for _, sid, _ in ops)
     assert idx.after(after, limit) == sorted(s for s in model if s > after)[:limit]
