@@ -255,3 +255,26 @@ def test_kill_9_anywhere_in_a_compaction_recovers(tmp_path: Path, point: str, nt
     finally:
         s.close()
     assert os.listdir(tmp_path / "quarantine") == []  # no torn tail: pwritev had returned
+
+
+def test_a_paced_compaction_waits_between_steps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At `pace` bytes/s a step of n bytes is followed by n/pace s before the next: a lower
+    bound only (a slow box cannot fail it), which an unpaced committer breaks."""
+    monkeypatch.setattr(packstore, "STEP_BYTES", 1)  # one record a step
+    s = PackStore(tmp_path, seal_bytes=3 * (150 + pf.OVERHEAD), compact_ratio=0.9)
+    s.open()
+    import time
+    at: list[float] = []
+    s.hook = lambda point, seq: at.append(time.monotonic()) if point == "copied" else None
+
+    async def go() -> None:
+        for sid in SIDS[:4]:
+            await s.put(sid, [body_of(sid)])
+        await s.delete(SIDS[0])  # pack 1: two live records, two steps of 202 B
+        await s.compact(pace=202 / 0.3)
+    try:
+        asyncio.run(go())
+    finally:
+        s.close()
+    assert len(at) == 2 and at[1] - at[0] >= 0.3
