@@ -105,6 +105,15 @@ class HeldShard:
         else:
             cur.write_bytes(bytes(raw))
 
+    def stat(self) -> os.stat_result:
+        """The file's stat; for a packed shard one with its size and the pack's times."""
+        cur = self.now()
+        st = os.stat(cur.path)
+        if not cur.packed:
+            return st
+        return os.stat_result((st.st_mode, st.st_ino, st.st_dev, 1, st.st_uid, st.st_gid,
+                               cur.size, int(st.st_atime), int(st.st_mtime), int(st.st_ctime)))
+
     def exists(self) -> bool:
         return locate(self.root).get(self.sid) is not None
 
