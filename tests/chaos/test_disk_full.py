@@ -194,6 +194,9 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
             acked |= more
             assert alive(c) == before
             assert shard_count(node_disk) == shards  # it really stored nothing
+            # and it lists nothing its disk does not hold (a packed append that failed is
+            # neither acknowledged nor indexed)
+            assert c.listed("n1") <= {s.sid for s in held(node_disk)}
             assert {r[:2] for r in refused_node} <= {(503, "ServiceUnavailable")}, refused_node
             acked |= freed(s3, filler, range(25, 30))
 
