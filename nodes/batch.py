@@ -222,9 +222,25 @@ async def batch(request: web.Request) -> web.Response:
 
 async def _put_all(st: NodeState, puts: list[tuple[int, str, bytes, int, bool]],
                    results: list[dict[str, Any] | None]) -> None:
-    outcomes = await asyncio.to_thread(put_many_sync, st.store,
-                                       [(sid, data, rep) for _, sid, data, _, rep in puts])
+    # Shards packing takes are appended to the packs (one group commit for them all);
+    # the rest, and any a shard file already decides, are written as files in one hop.
+    outcomes: list[int | BaseException | None] = [None] * len(puts)
+    takes = [n for n, put in enumerate(puts) if st.store.packs_for(len(put[2])) is not None]
+    if takes:
+        packed = await asyncio.gather(*(st.store.put_packed(puts[n][1], [puts[n][2]],
+                                                            replace=puts[n][4])
+                                        for n in takes), return_exceptions=True)
+        for n, got in zip(takes, packed, strict=True):
+            outcomes[n] = got
+    files = [n for n, out in enumerate(outcomes) if out is None]
+    if files:
+        written = await asyncio.to_thread(put_many_sync, st.store,
+                                          [puts[n][1:3] + (puts[n][4],) for n in files])
+        for n, out in zip(files, written, strict=True):
+            outcomes[n] = out
     for (i, sid, data, segments, _), out in zip(puts, outcomes, strict=True):
+        if isinstance(out, BaseException) and not isinstance(out, (ShardExists, OSError)):
+            raise out
         if isinstance(out, ShardExists):
             results[i] = _err(409, "shard_exists", str(out))
             continue

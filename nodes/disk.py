@@ -30,6 +30,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from nodes.packstore import PackLoc, PackStore
@@ -39,6 +40,7 @@ from nodes.shardfile import (
     ShardWriter,
     check_shard_id,
     fsync_dir,
+    in_thread,
     read_exact,
     stat_file,
     verify_file,
@@ -319,6 +321,35 @@ class DiskShardStore:
             self._account(-size, -1)
             gone = True
         return gone
+
+    async def put_packed(self, sid: str, parts: list[bytes | memoryview], *, replace: bool,
+                         check: Callable[[], None] | None = None) -> int | None:
+        """A whole shard appended to the disk's packs (`nodes.packstore`): `install_new`'s
+        result once durable, or None (nothing written) when packing does not take this size,
+        or a shard file holds the id already and this is no rewrite: the file's own commit
+        decides then (same bytes or ShardExists), as before packing. A rewrite of a shard
+        file removes the file once the packed copy is durable (never neither). `check` (the
+        body's MAC) runs first, in the same worker-thread hop as the file probe. The one
+        way a whole shard is packed: streamed PUTs (`ShardWriter`) and batches alike."""
+        packs = self.packs_for(sum(len(p) for p in parts))
+        if packs is None:
+            return None
+        path = self.shard_path(sid)
+
+        def probe() -> bool:
+            if check is not None:
+                check()
+            return os.path.exists(path)
+
+        had_file = await in_thread(probe)
+        if had_file and not replace:
+            return None
+        replaced = await packs.put(sid, parts, replace=replace)
+        if had_file:
+            size = await in_thread(lambda: self.drop_file(path))
+            if replaced == -1 and size >= 0:
+                replaced = size
+        return replaced
 
     def drop_file(self, path: Path | str) -> int:
         """Remove a shard file a packed copy replaced (durably: its directory fsynced); its

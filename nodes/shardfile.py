@@ -37,7 +37,6 @@ from storage.shards.ids import parse_shard_id, shard_id
 
 if TYPE_CHECKING:
     from nodes.disk import DiskShardStore
-    from nodes.packstore import PackStore
 
 CHUNK_BYTES = 1024 * 1024
 T = TypeVar("T")
@@ -346,11 +345,10 @@ class ShardWriter:
 
         parts = tail if isinstance(tail, list) else [tail]
         tail_bytes = sum(len(p) for p in parts)
-        packs = self._store.packs_for(tail_bytes) if self._fd is None and not self.direct \
-            else None
-        if packs is not None:
+        if self._fd is None and not self.direct \
+                and self._store.packs_for(tail_bytes) is not None:
             try:
-                replaced = await self._commit_packed(packs, parts, expect_digest, replace)
+                replaced = await self._commit_packed(parts, expect_digest, replace)
             except BaseException:
                 await self._discard()
                 raise
@@ -412,26 +410,13 @@ class ShardWriter:
             raise BodyMismatch("body does not match its signed MAC")
         self.digest = None  # fed already: a fallback must not feed it twice
 
-    async def _commit_packed(self, packs: PackStore, parts: list[bytes | memoryview],
+    async def _commit_packed(self, parts: list[bytes | memoryview],
                              expect_digest: bytes | None, replace: bool) -> int | None:
-        """A whole shard appended to the disk's packs (`nodes.packstore`), its MAC checked
-        first; `install_new`'s result once durable. None (nothing written) when a shard file
-        holds the id already and this is no rewrite: the file's own commit decides then
-        (same bytes or ShardExists), as before packing. A rewrite of a shard file removes
-        the file once the packed copy is durable (never neither)."""
-        def check() -> bool:
-            self._check_body(parts, expect_digest)
-            return os.path.exists(self.path)
-
-        had_file = await in_thread(check)
-        if had_file and not replace:
-            return None
-        replaced = await packs.put(self.shard_id, parts, replace=replace)
-        if had_file:
-            size = await in_thread(lambda: self._store.drop_file(self.path))
-            if replaced == -1 and size >= 0:
-                replaced = size
-        return replaced
+        """A whole shard appended to the disk's packs, its MAC checked first
+        (`DiskShardStore.put_packed`); None when a shard file decides instead."""
+        return await self._store.put_packed(
+            self.shard_id, parts, replace=replace,
+            check=lambda: self._check_body(parts, expect_digest))
 
     def _commit_unnamed_sync(self, parts: list[bytes | memoryview],
                              expect_digest: bytes | None) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Protocol
 
 from storage.shards.format import (
     FRAME_HEAD,
@@ -36,9 +37,24 @@ def lie(raw: bytes, seed: object = 0, segments: int | None = 1) -> bytes:
     return bytes(out)
 
 
-def lie_about(path: Path, seed: int = 0, segments: int | None = 1) -> bytes:
-    """Make the shard file at `path` lie (`lie`), in place; returns its new content."""
+class ShardBytes(Protocol):
+    """A shard as tests hold it: a file's Path, or a packed record (tests.held_shards)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def read_bytes(self) -> bytes: ...
+
+    def write_bytes(self, data: bytes) -> object: ...
+
+
+def lie_about(path: Path | ShardBytes, seed: int = 0, segments: int | None = 1) -> bytes:
+    """Make the shard at `path` lie (`lie`), in place; returns its new content. A packed
+    shard's record is rewritten in place by its own `write_bytes` (same length)."""
     raw = lie(path.read_bytes(), f"{seed}/{path.name}", segments)
+    if not isinstance(path, Path):
+        path.write_bytes(raw)
+        return raw
     tmp = path.with_name(path.name + ".lie")
     tmp.write_bytes(raw)
     os.replace(tmp, path)  # a node reading meanwhile sees the old or the new file, whole

@@ -22,6 +22,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway.s3.errors_map import STORAGE_FULL
+from tests.held_shards import held
 from tests.integration.cluster import LocalCluster
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="full disks are tmpfs mounts: "
@@ -80,7 +81,7 @@ def fill(path: Path) -> Path:
 
 
 def shard_count(node: Path) -> int:
-    return sum(1 for p in (node / "shards").rglob("*") if p.is_file())
+    return len(held(node))  # shard files and packed shards (tests.held_shards)
 
 
 def alive(c: LocalCluster) -> dict[str, bool]:
@@ -193,6 +194,9 @@ def test_full_disks_lose_no_acknowledged_write_and_recover_without_restart(
             acked |= more
             assert alive(c) == before
             assert shard_count(node_disk) == shards  # it really stored nothing
+            # and it lists nothing its disk does not hold (a packed append that failed is
+            # neither acknowledged nor indexed)
+            assert c.listed("n1") <= {s.sid for s in held(node_disk)}
             assert {r[:2] for r in refused_node} <= {(503, "ServiceUnavailable")}, refused_node
             acked |= freed(s3, filler, range(25, 30))
 

@@ -23,6 +23,7 @@ from ops.localports import free_port  # below the ephemeral range (its docstring
 from storage.shards.auth import load_or_create_secret, seal, sign
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import new_stripe_id, shard_id
+from tests.held_shards import HeldShard, http_delete, shard_at
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 300.0  # a bound on a hung start, not on a slow one: a start at load 50-60
@@ -141,8 +142,10 @@ def make_shard(index: int = 1, frames: int = 5, block_size: int = 4096,
     return shard_id(h.stripe_id, index), h, blocks, body
 
 
-def shard_path(node: Node, sid: str) -> Path:
-    return node.data / "shards" / sid[:2] / sid[2:4] / sid
+def shard_path(node: Node, sid: str) -> HeldShard:
+    """Shard `sid` where the node reads it: its packed record, else its file (which may not
+    exist); used like the file's Path (`tests.held_shards`)."""
+    return shard_at(node.data, sid, http_delete(node.url, node.secret, "n1"))
 
 
 def tree(root: Path) -> dict[str, tuple[int, int]]:
@@ -197,10 +200,7 @@ async def put_shard(api: Api, body: bytes, sid: str) -> None:
 
 
 def flip(node: Node, sid: str, offset: int) -> None:
-    path = shard_path(node, sid)
-    raw = bytearray(path.read_bytes())
-    raw[offset] ^= 0x20
-    path.write_bytes(bytes(raw))
+    shard_path(node, sid).flip(offset, 0x20)
 
 
 def quarantined(node: Node, sid: str) -> list[dict[str, object]]:

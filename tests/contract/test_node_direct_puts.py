@@ -63,7 +63,8 @@ async def test_a_large_streamed_shard_is_written_around_the_page_cache(
         api: Api, node: Node, frames: int) -> None:
     small_sid, _, _, small = make_shard(index=2, frames=3, block_size=64 * 1024, last=None)
     assert (await api.call("PUT", f"/v1/shards/{small_sid}", data=small))[0] == 201
-    if not _cached(shard_path(node, small_sid), 0, len(small)):
+    probe = shard_path(node, small_sid)  # its file, or its record in a pack
+    if not _cached(probe.path, probe.base, len(small)):
         pytest.skip("this file system keeps no written pages cached")
     sid, _, _, body = make_shard(index=4, frames=frames, block_size=BUFFER_BYTES,
                                  last=777)  # parity
@@ -106,7 +107,8 @@ async def test_aiohttps_streamed_handler_writes_a_2_mib_shard_around_the_page_ca
     its own: a ~2 MiB parity shard's bulk stays out of the page cache there too."""
     small_sid, _, _, small = make_shard(index=2, frames=3, block_size=64 * 1024, last=None)
     assert (await api.call("PUT", f"/v1/shards/{small_sid}", data=small))[0] == 201
-    if not _cached(shard_path(node, small_sid), 0, len(small)):
+    probe = shard_path(node, small_sid)  # its file, or its record in a pack
+    if not _cached(probe.path, probe.base, len(small)):
         pytest.skip("this file system keeps no written pages cached")
     sid, _, _, body = make_shard(index=4, frames=3, block_size=BUFFER_BYTES, last=777)
     assert DIRECT_MIN_BYTES < len(body) < WIDE_BODY_BYTES  # the range the rule widened

@@ -4,7 +4,6 @@ refuses with EOPNOTSUPP rather than EAGAIN; that must mean "read it in the threa
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -71,4 +70,4 @@ async def test_a_shard_written_on_tmpfs_reads_back(tmpfs_node: Node, frames: int
         assert status == 200, got[:300]
         assert got == body
         assert shard_path(tmpfs_node, sid).read_bytes() == body
-        assert os.path.getsize(shard_path(tmpfs_node, sid)) == len(body)
+        assert shard_path(tmpfs_node, sid).size == len(body)

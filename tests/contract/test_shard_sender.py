@@ -20,6 +20,7 @@ from storage.shards.client import NodeClient, NodeError
 from storage.shards.format import pack_frame
 from storage.shards.slot import HEAD_ROOM, ShardSlot
 from tests.contract.node_harness import free_port, make_shard, start_node, stop_node
+from tests.held_shards import shard_at
 
 
 class RealNode:
@@ -44,7 +45,8 @@ class RealNode:
         self.proc = self._start()
 
     def shard_file(self, sid: str) -> bytes:
-        return (self.base / "data" / "shards" / sid[0:2] / sid[2:4] / sid).read_bytes()
+        """The bytes the node stored for `sid` (its file, or its packed record)."""
+        return shard_at(self.base / "data", sid).read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -23,6 +24,7 @@ from botocore.config import Config as BotoConfig
 from ops.localports import free_port
 from storage.keyspace import object_key
 from storage.records import ObjectVersion
+from tests.held_shards import HeldShard, OnlineDelete, held, http_delete, shard_at
 
 READY_TIMEOUT_S = 300.0  # a bound on a hung start: at load 80 a start can take over 90 s
 ZONE_HOSTS = [f"127.0.{z}.{i}" for z in (1, 2, 3) for i in (1, 2, 3, 11, 12)]
@@ -257,9 +259,49 @@ class LocalCluster:
         assert raw is not None, f"no manifest for {bucket}/{key}"
         return ObjectVersion.decode(raw)
 
-    def shard_files(self) -> dict[str, list[Path]]:
-        """Shard files per node id."""
-        out = {}
-        for d in sorted((self.data / "nodes").iterdir()):
-            out[d.name] = sorted(p for p in (d / "shards").rglob("*") if p.is_file())
-        return out
+    def _node_access(self, node_id: str) -> tuple[str, bytes] | None:
+        """(url, cluster secret) of node `node_id`, or None for a node the config lacks."""
+        from storage.shards.auth import load_or_create_secret
+
+        cfg = tomllib.loads((self.data / "tessera.toml").read_text())
+        address = {n["id"]: n["address"] for n in cfg.get("nodes", [])}
+        if node_id not in address:
+            return None
+        return (f"http://{address[node_id]}",
+                load_or_create_secret(self.data / "secrets" / "cluster.key"))
+
+    def _online_delete(self, node_id: str) -> OnlineDelete | None:
+        """A signed DELETE to node `node_id` (None for a node the config does not list)."""
+        access = self._node_access(node_id)
+        return None if access is None else http_delete(*access, node_id)
+
+    def listed(self, node_id: str) -> set[str]:
+        """The shard ids node `node_id` says it holds (its list API, every page): what its
+        own index knows, not what its disk happens to hold."""
+        from storage.shards.auth import sign
+
+        access = self._node_access(node_id)
+        assert access is not None, node_id
+        url, secret = access
+        out: set[str] = set()
+        after = ""
+        while True:
+            path = f"/v1/shards?after={after}&limit=1000"
+            req = urllib.request.Request(url + path, headers=sign(secret, "GET", path, node_id))
+            with urllib.request.urlopen(req, timeout=60) as r:
+                doc = json.loads(r.read())
+            out.update(doc["shards"])
+            if not doc["truncated"] or not doc["shards"]:
+                return out
+            after = doc["shards"][-1]
+
+    def shard_files(self) -> dict[str, list[HeldShard]]:
+        """The shards each node holds (files, or records in its packs), per node id; each
+        is lost through the node when it answers, else on its disk (`tests.held_shards`)."""
+        return {d.name: held(d, self._online_delete(d.name))
+                for d in sorted((self.data / "nodes").iterdir())}
+
+    def shard(self, node_id: str, sid: str) -> HeldShard:
+        """Shard `sid` where node `node_id` reads it: its packed record, else its file's path
+        (which may not exist), used like that Path."""
+        return shard_at(self.data / "nodes" / node_id, sid, self._online_delete(node_id))

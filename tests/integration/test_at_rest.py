@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from ops.admincli import admin_request
 from storage.keyspace import tenant_key
 from storage.records import Tenant
+from tests.held_shards import HeldShard
 from tests.integration.cluster import LocalCluster, files_holding, wait_for
 
 MARKER = b"KNOWN-PLAINTEXT-7f3a9c-"
@@ -83,9 +84,9 @@ def test_known_plaintext_and_secrets_appear_nowhere(cluster: LocalCluster,
 # --- shard swaps ---------------------------------------------------------------------------
 
 
-def _shard_path(cluster: LocalCluster, node: str, stripe: bytes, index: int) -> Path:
-    sid = f"{stripe.hex()}.{index}"
-    return cluster.data / "nodes" / node / "shards" / sid[0:2] / sid[2:4] / sid
+def _shard_path(cluster: LocalCluster, node: str, stripe: bytes, index: int) -> HeldShard:
+    """The shard where the node reads it (a file, or a packed record), used like a Path."""
+    return cluster.shard(node, f"{stripe.hex()}.{index}")
 
 
 def test_swapped_shard_files_are_detected_and_served_from_parity(

@@ -129,12 +129,7 @@ def test_corrupt_shard_rebuilt_and_beyond_budget_fails_cleanly(dur: Durable) -> 
     files = sorted(f for fs in dur.shard_files().values() for f in fs)
     rnd = random.Random(3)
     victim = rnd.choice(files)
-    size = victim.stat().st_size
-    with open(victim, "r+b") as f:  # flip one bit inside the first frame's block
-        f.seek(min(size - 1, 44 + 8 + 100))
-        b = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([b[0] ^ 0x10]))
+    victim.flip(min(victim.size - 1, 44 + 8 + 100), 0x10)  # one bit in the first block
     _check(s3, data)  # reads route around the damage, never wrong bytes
     dur.wait("the scrubber or a read to quarantine the shard",
              lambda: dur.status()["scrub"]["corrupt_found"] >= 1
@@ -167,7 +162,6 @@ def test_corrupt_shard_rebuilt_and_beyond_budget_fails_cleanly(dur: Durable) -> 
 def test_volume_extents_are_repaired_too(dur: Durable, tmp_path: Path) -> None:
     """Block-volume stripes are indexed like object stripes: a wiped node's extent shards
     are rebuilt, and the volume exports byte-identical afterwards."""
-    import os
     import random
     import sys
 

@@ -382,11 +382,7 @@ def test_restart_keeps_every_object(cluster: LocalCluster,
     assert node is not None
     (path,) = [f for f in cluster.shard_files()[node]
                if f.name == f"{part.stripe_id.hex()}.0"]
-    with path.open("r+b") as f:
-        f.seek(path.stat().st_size // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0x04]))
+    path.flip(path.size // 2, 0x04)
     assert_identical(s3, "restart", f"k/{big}", small_bodies[big])
 
 

@@ -13,7 +13,6 @@ import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,8 @@ import pytest
 from ops.admincli import admin_request
 from storage.records import ObjectVersion
 from storage.shards.ids import shard_id
-from storage.testing.lies import lie_about
+from storage.testing.lies import lie
+from tests.held_shards import HeldShard
 from tests.integration.cluster import LocalCluster
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "2",
@@ -39,10 +39,6 @@ def wait(what: str, cond: Callable[[], Any], timeout: float = DEADLINE_S) -> Any
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def shard_path(c: LocalCluster, node: str, sid: str) -> Path:
-    return c.data / "nodes" / node / "shards" / sid[:2] / sid[2:4] / sid
-
-
 def lying_found(c: LocalCluster, where: str) -> float:
     """`tessera_lying_shards_found_total{where}` from the gateway's /metrics."""
     url = f"http://127.0.0.1:{c.admin_port}/metrics"
@@ -55,14 +51,17 @@ def status(c: LocalCluster) -> dict[str, Any]:
     return admin_request("GET", "/status", env=c.env)
 
 
-def make_liar(c: LocalCluster, v: ObjectVersion, index: int) -> tuple[Path, bytes, bytes]:
-    """Rewrite shard `index` of the version's first part: (path, original, lie)."""
+def make_liar(c: LocalCluster, v: ObjectVersion, index: int) -> tuple[HeldShard, bytes, bytes]:
+    """Rewrite shard `index` of the version's first part (its file, or its packed record):
+    (the shard, original, lie)."""
     part = v.parts[0]
     node = part.nodes[index]
     assert node is not None
-    path = shard_path(c, node, shard_id(part.stripe_id, index))
-    original = path.read_bytes()
-    return path, original, lie_about(path, seed=index, segments=None)
+    shard = c.shard(node, shard_id(part.stripe_id, index))
+    original = shard.read_bytes()
+    told = lie(original, f"{index}/{shard.name}", segments=None)
+    shard.write_bytes(told)
+    return shard, original, told
 
 
 def rebuilt_shard(c: LocalCluster, bucket: str, key: str, index: int) -> bytes | None:
@@ -71,9 +70,9 @@ def rebuilt_shard(c: LocalCluster, bucket: str, key: str, index: int) -> bytes |
     node = part.nodes[index]
     if node is None:
         return None
-    p = shard_path(c, node, shard_id(part.stripe_id, index))
+    shard = c.shard(node, shard_id(part.stripe_id, index))
     try:
-        return p.read_bytes()
+        return shard.read_bytes()
     except FileNotFoundError:
         return None
 
@@ -112,8 +111,8 @@ def test_get_survives_lying_shard_and_repair_rewrites_it(reads: LocalCluster,
     v = c.manifest(bucket, key)
     before = lying_found(c, "read")
     # Shard 1 is a data shard, one of the k a read asks first.
-    path, original, lie = make_liar(c, v, 1)
-    assert lie != original and len(lie) == len(original)
+    path, original, told = make_liar(c, v, 1)
+    assert told != original and len(told) == len(original)
 
     for _ in range(2):  # every GET answers the right bytes (was: 500, forever)
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
@@ -127,7 +126,7 @@ def test_get_survives_lying_shard_and_repair_rewrites_it(reads: LocalCluster,
     # original file again, wherever it now lives; the lie is gone from the live layout.
     wait("repair to rewrite the lying shard",
          lambda: rebuilt_shard(c, bucket, key, 1) == original)
-    assert not (path.exists() and path.read_bytes() == lie)
+    assert not (path.exists() and path.read_bytes() == told)
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
 
 
@@ -156,11 +155,11 @@ def test_deep_scrub_finds_lies_no_client_reads(scrubbed: LocalCluster) -> None:
     wait("the deep scrub to find both lies", lambda: int(
         (status(c).get("integrity") or {}).get("lying_found", {}).get("scrub", 0)) >= 2)
     assert lying_found(c, "scrub") >= 2
-    for key, (index, path, original, lie) in liars.items():
+    for key, (index, path, original, told) in liars.items():
         wait(f"repair to rewrite {key}'s lying shard",
              lambda key=key, index=index, original=original:
              rebuilt_shard(c, "quiet", key, index) == original)
-        assert not (path.exists() and path.read_bytes() == lie)
+        assert not (path.exists() and path.read_bytes() == told)
     assert lying_found(c, "read") == 0  # no client read was involved
     for key, body in bodies.items():
         assert s3.get_object(Bucket="quiet", Key=key)["Body"].read() == body

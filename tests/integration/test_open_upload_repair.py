@@ -16,7 +16,6 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from storage.keyspace import part_key
 from storage.multipart_records import Part
 from storage.shards.ids import shard_id
 from storage.testing.lies import lie_about
+from tests.held_shards import HeldShard
 from tests.integration.cluster import LocalCluster, stop_processes, wait_for
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3600",
@@ -73,9 +73,9 @@ def part_record(c: LocalCluster, upload_id: str) -> Part:
     return Part.decode(raw)
 
 
-def shard_path(c: LocalCluster, node: str, p: Part, index: int) -> Path:
-    sid = shard_id(p.stripe_id, index)
-    return c.data / "nodes" / node / "shards" / sid[:2] / sid[2:4] / sid
+def shard_path(c: LocalCluster, node: str, p: Part, index: int) -> HeldShard:
+    """The shard where the node reads it (a file, or a packed record), used like a Path."""
+    return c.shard(node, shard_id(p.stripe_id, index))
 
 
 def present(c: LocalCluster, p: Part) -> int:

@@ -18,6 +18,7 @@ import pytest
 from ops.admincli import admin_request
 from storage.records import PartLayout
 from storage.shards.ids import shard_id
+from tests.held_shards import HeldShard
 from tests.integration.cluster import LocalCluster, wait_for
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3600",
@@ -30,9 +31,9 @@ def copy_parts(c: LocalCluster, key: str) -> list[PartLayout]:
     return [PartLayout(**p) for p in c.manifest("restored", key).restore.get("parts") or []]
 
 
-def shard_path(c: LocalCluster, node: str, p: PartLayout, index: int) -> Path:
-    sid = shard_id(p.stripe_id, index)
-    return c.data / "nodes" / node / "shards" / sid[:2] / sid[2:4] / sid
+def shard_path(c: LocalCluster, node: str, p: PartLayout, index: int) -> HeldShard:
+    """The shard where the node reads it (a file, or a packed record), used like a Path."""
+    return c.shard(node, shard_id(p.stripe_id, index))
 
 
 def present(c: LocalCluster, p: PartLayout) -> int:

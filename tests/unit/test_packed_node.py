@@ -311,3 +311,31 @@ async def test_a_torn_tail_at_restart_is_set_aside_and_logged(
         assert len(lines) == 1 and lines[0]["torn"] == [size, size + 48 + 12]
     finally:
         await n.stop()
+
+
+async def test_batched_puts_are_packed_and_a_shard_file_still_decides(node: Node) -> None:
+    """Small stripes' shards come in batches (`/v1/batch`): with packing on they are packed
+    like single PUTs (were: always a file each), by the same rule (`put_packed`)."""
+    from nodes.batch import _put_all
+
+    st = node.runner.app[NODE]
+    shards = [make_shard(index=i, frames=2, block_size=BLOCK, last=None) for i in range(3)]
+    (a, _, _, body_a), (b, _, _, body_b), (f, hf, _, body_f) = shards
+    held = Path(node.store.shard_path(f))  # a shard file from before packing was on
+    held.parent.mkdir(parents=True, exist_ok=True)
+    held.write_bytes(same_header_other_bytes(hf, 2))
+    results: list[dict[str, object] | None] = [None] * 3
+    await _put_all(st, [(0, a, body_a, 2, False), (1, b, body_b, 2, False),
+                        (2, f, body_f, 2, False)], results)
+    assert [r["status"] for r in results if r] == [201, 201, 409]  # the file decides f
+    packs = node.store.packs
+    assert packs is not None and a in packs.index and b in packs.index
+    assert f not in packs.index
+    assert not Path(node.store.shard_path(a)).exists()
+    for sid, body in ((a, body_a), (b, body_b)):
+        status, got = await node.call("GET", f"/v1/shards/{sid}?first=0&count=2")
+        assert status == 200 and got == body
+    again: list[dict[str, object] | None] = [None] * 2
+    await _put_all(st, [(0, a, body_a, 2, False), (1, f, body_f, 2, True)], again)
+    assert [r["status"] for r in again if r] == [201, 201]  # a retry; a rewrite of f packs it
+    assert f in packs.index and not held.exists()
