@@ -68,7 +68,7 @@ class GatewayConfig:
     region: str = "us-east-1"
     virtual_host_domain: str | None = None
     max_skew_s: int = 900
-    max_object_size: int = 5 * 1024**4
+    max_object_size: int = 5 * 1024**3  # one PutObject or POST upload (AWS: 5 GiB)
     max_header_bytes: int = 16 * 1024  # one request head: request line and header lines
     header_timeout_s: float = 20.0  # each request's headers must be complete within this
     shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys

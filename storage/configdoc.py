@@ -80,7 +80,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "(BUCKET.domain); unset: path style only.",
     ("gateway", "max_skew_s"): "Largest accepted clock difference of a signed request (AWS: "
     "900 s).",
-    ("gateway", "max_object_size"): "Largest object accepted (AWS: 5 TiB).",
+    ("gateway", "max_object_size"): "Largest object one PutObject or POST upload carries; a "
+    "bigger one is refused with 400 EntityTooLarge (AWS: 5 GiB). Bigger objects go by "
+    "multipart upload (10,000 parts of at most 5 GiB, as AWS).",
     ("gateway", "max_header_bytes"): "Largest request head (request line and header lines "
     "together); bigger ones are refused before any work (S3: 400 RequestHeaderSectionTooLarge; "
     "admin listener: 431 JSON), "
