@@ -34,6 +34,7 @@ TRANSITION_CLASSES = ("GLACIER", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERI
 # AWS: objects stay at least 30 days in S3 before a transition to an IA class (Days >= 30)
 IA_CLASSES = ("STANDARD_IA", "ONEZONE_IA")
 IA_MIN_DAYS = 30
+NEWER_NONCURRENT_MAX = 100  # AWS: "You can specify up to 100 noncurrent versions to retain"
 
 
 def _date(text: str, action: str) -> str:
@@ -57,6 +58,27 @@ def _days(elem: ET.Element, name: str, action: str, minimum: int) -> int | None:
         word = "positive" if minimum > 0 else "nonnegative"
         raise invalid_argument(f"'{name}' for {action} action must be a {word} integer", name,
                                str(value))
+    return value
+
+
+def _required_days(elem: ET.Element, name: str, action: str, minimum: int) -> int:
+    """A Days-like element the action cannot do without: absent, it is refused as AWS does
+    (InvalidArgument saying the value must be a positive / nonnegative integer), never stored
+    as an action that would never fall due."""
+    value = _days(elem, name, action, minimum)
+    if value is None:
+        word = "positive" if minimum > 0 else "nonnegative"
+        raise invalid_argument(f"'{name}' for {action} action must be a {word} integer", name)
+    return value
+
+
+def _newer_noncurrent(elem: ET.Element, action: str) -> int | None:
+    """NewerNoncurrentVersions: 1 to 100 versions kept (AWS's documented bound)."""
+    value = _days(elem, "NewerNoncurrentVersions", action, 1)
+    if value is not None and value > NEWER_NONCURRENT_MAX:
+        raise invalid_argument(f"'NewerNoncurrentVersions' for {action} action must be "
+                               f"between 1 and {NEWER_NONCURRENT_MAX}",
+                               "NewerNoncurrentVersions", str(value))
     return value
 
 
@@ -130,13 +152,13 @@ def _transition(elem: ET.Element, noncurrent: bool) -> dict[str, Any]:
     if sc not in TRANSITION_CLASSES:
         raise malformed(f"{action} StorageClass {sc!r}")
     name = "NoncurrentDays" if noncurrent else "Days"
-    days = _days(elem, name, action, 0)
+    days = _required_days(elem, name, action, 0) if noncurrent else _days(elem, name, action, 0)
     if sc in IA_CLASSES and days is not None and days < IA_MIN_DAYS:
         raise invalid_argument(f"'{name}' in {action} action must be greater than or equal to "
                                f"{IA_MIN_DAYS} for storageClass '{sc}'", name, str(days))
     if noncurrent:
         return {"noncurrent_days": days,
-                "newer_noncurrent_versions": _days(elem, "NewerNoncurrentVersions", action, 1),
+                "newer_noncurrent_versions": _newer_noncurrent(elem, action),
                 "storage_class": sc}
     date = find_text(elem, "Date")
     if (days is None) == (date is None):
@@ -224,13 +246,11 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     nce = find_all(rule, "NoncurrentVersionExpiration")
     if nce:
         only_children(nce[0], ("NoncurrentDays", "NewerNoncurrentVersions"))
-        days = _days(nce[0], "NoncurrentDays", "NoncurrentVersionExpiration", 1)
-        if days is None:
-            raise malformed("NoncurrentVersionExpiration needs NoncurrentDays")
         out["noncurrent_expiration"] = {
-            "noncurrent_days": days,
-            "newer_noncurrent_versions": _days(nce[0], "NewerNoncurrentVersions",
-                                               "NoncurrentVersionExpiration", 1)}
+            "noncurrent_days": _required_days(nce[0], "NoncurrentDays",
+                                              "NoncurrentVersionExpiration", 1),
+            "newer_noncurrent_versions": _newer_noncurrent(nce[0],
+                                                           "NoncurrentVersionExpiration")}
     out["noncurrent_transitions"] = _transitions(rule, True)
     abort = find_all(rule, "AbortIncompleteMultipartUpload")
     if abort:

@@ -88,6 +88,53 @@ def test_refused_actions() -> None:
     assert code_of(doc(nv.format(0))) == "InvalidArgument"
 
 
+
+def error_of(body: bytes) -> S3Error:
+    with pytest.raises(S3Error) as ei:
+        parse_lifecycle(body)
+    return ei.value
+
+
+@pytest.mark.parametrize("action,extra", [
+    ("NoncurrentVersionTransition", "<StorageClass>GLACIER</StorageClass>"),
+    ("NoncurrentVersionExpiration", ""),
+    ("NoncurrentVersionExpiration", "<NewerNoncurrentVersions>2</NewerNoncurrentVersions>"),
+])
+def test_noncurrent_actions_need_noncurrent_days(action: str, extra: str) -> None:
+    """Without NoncurrentDays a noncurrent action would never fall due: refused as AWS does
+    (InvalidArgument, "'NoncurrentDays' for NoncurrentVersionExpiration action must be a
+    positive integer"), not stored to be ignored, and never a 500 (a transition without it
+    beside an expiration compared None with a number)."""
+    body = doc(f"<Filter/><{action}>{extra}</{action}>")
+    err = error_of(body)
+    word = "positive" if action == "NoncurrentVersionExpiration" else "nonnegative"
+    assert (err.code, err.message) == (
+        "InvalidArgument", f"'NoncurrentDays' for {action} action must be a {word} integer")
+    both = doc("<Filter/><NoncurrentVersionTransition><StorageClass>GLACIER</StorageClass>"
+               "</NoncurrentVersionTransition><NoncurrentVersionExpiration><NoncurrentDays>5"
+               "</NoncurrentDays></NoncurrentVersionExpiration>")
+    assert error_of(both).code == "InvalidArgument"
+
+
+@pytest.mark.parametrize("action,extra", [
+    ("NoncurrentVersionExpiration", ""),
+    ("NoncurrentVersionTransition", "<StorageClass>GLACIER</StorageClass>"),
+])
+def test_newer_noncurrent_versions_at_most_100(action: str, extra: str) -> None:
+    """AWS: "You can specify up to 100 noncurrent versions to retain"."""
+    def body(n: int) -> bytes:
+        return doc(f"<Filter/><{action}><NoncurrentDays>1</NoncurrentDays>"
+                   f"<NewerNoncurrentVersions>{n}</NewerNoncurrentVersions>{extra}</{action}>")
+    key = "noncurrent_expiration" if action == "NoncurrentVersionExpiration" else \
+        "noncurrent_transitions"
+    got = parse_lifecycle(body(100))[0][key]
+    assert (got if isinstance(got, dict) else got[0])["newer_noncurrent_versions"] == 100
+    err = error_of(body(101))
+    assert (err.code, err.message) == (
+        "InvalidArgument", f"'NewerNoncurrentVersions' for {action} action must be between 1 "
+        "and 100")
+
+
 # --- the matcher against a model ------------------------------------------------------------
 
 KEYS = st.text(alphabet="ab/", max_size=4)
