@@ -23,6 +23,7 @@ from gateway.s3.xml_parse import (
     parse_document,
     parse_int,
 )
+from storage.archive import CLASS_RANK
 
 __all__ = ["lifecycle_xml", "parse_lifecycle"]
 
@@ -183,22 +184,52 @@ def _filter_label(r: dict[str, Any]) -> str:
     return f"({' and '.join(parts)})" if parts else "(prefix=)"
 
 
+def _check_order(items: list[dict[str, Any]], action: str, field: str, key: str,
+                 label: str) -> None:
+    """Down AWS's waterfall (storage.archive.CLASS_RANK) each class of one rule's transitions
+    comes strictly later than the warmer ones: a colder class first would leave the warmer
+    transition never applied."""
+    ranked = sorted(items, key=lambda t: CLASS_RANK[t["storage_class"]])
+    for warm, cold in zip(ranked, ranked[1:], strict=False):
+        if cold[key] <= warm[key]:
+            raise invalid_argument(
+                f"'{field}' in the {action} action for StorageClass '{cold['storage_class']}' "
+                f"for filter '{label}' must be greater than '{field}' in the {action} action "
+                f"for StorageClass '{warm['storage_class']}' for filter '{label}'", field,
+                str(cold[key]))
+
+
 def _check_actions(r: dict[str, Any]) -> None:
-    """AWS's checks across one rule's actions: each class once per transition kind, and an
-    expiration later than every transition it would otherwise pre-empt."""
+    """AWS's checks across one rule's actions: transitions all by Days or all by Date, each
+    class once per transition kind and colder classes later, and an expiration of the same
+    kind (Days or Date) later than every transition it would otherwise pre-empt."""
     label = _filter_label(r)
+    by_date = {t["date"] is not None for t in r["transitions"]}
+    if len(by_date) > 1:
+        raise S3Error("InvalidRequest", "Found mixed 'Date' and 'Days' based Transition actions "
+                      f"in lifecycle rule for filter '{label}'")
     for action, key in (("Transition", "transitions"),
                         ("NoncurrentVersionTransition", "noncurrent_transitions")):
         classes = [t["storage_class"] for t in r[key]]
         if len(set(classes)) != len(classes):
             raise S3Error("InvalidRequest", f"'StorageClass' must be different for '{action}' "
                           f"actions in same 'Rule' with filter '{label}'")
-    exp_days = (r["expiration"] or {}).get("days")
-    if exp_days is not None and any(t["days"] is not None and t["days"] >= exp_days
-                                    for t in r["transitions"]):
-        raise invalid_argument(f"'Days' in the Expiration action for filter '{label}' must be "
-                               "greater than 'Days' in the Transition action", "Days",
-                               str(exp_days))
+    field = "Date" if True in by_date else "Days"
+    _check_order(r["transitions"], "Transition", field, field.lower(), label)
+    _check_order(r["noncurrent_transitions"], "NoncurrentVersionTransition", "NoncurrentDays",
+                 "noncurrent_days", label)
+    exp = r["expiration"] or {}
+    exp_field = "Days" if exp.get("days") is not None else \
+        "Date" if exp.get("date") is not None else None
+    if exp_field and r["transitions"]:
+        if exp_field != field:
+            raise S3Error("InvalidRequest", "Found mixed 'Date' and 'Days' based Expiration and "
+                          f"Transition actions in lifecycle rule for filter '{label}'")
+        when = exp[exp_field.lower()]
+        if any(t[exp_field.lower()] >= when for t in r["transitions"]):
+            raise invalid_argument(f"'{exp_field}' in the Expiration action for filter "
+                                   f"'{label}' must be greater than '{exp_field}' in the "
+                                   "Transition action", exp_field, str(when))
     nc_days = (r["noncurrent_expiration"] or {}).get("noncurrent_days")
     if nc_days is not None and any(t["noncurrent_days"] >= nc_days
                                    for t in r["noncurrent_transitions"]):

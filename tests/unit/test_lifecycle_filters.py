@@ -135,6 +135,71 @@ def test_newer_noncurrent_versions_at_most_100(action: str, extra: str) -> None:
         "and 100")
 
 
+
+def transition(days_or_date: str, sc: str, tag: str = "Transition") -> str:
+    when = f"<Date>{days_or_date}</Date>" if "-" in days_or_date else \
+        f"<{'NoncurrentDays' if tag != 'Transition' else 'Days'}>{days_or_date}" \
+        f"</{'NoncurrentDays' if tag != 'Transition' else 'Days'}>"
+    return f"<{tag}>{when}<StorageClass>{sc}</StorageClass></{tag}>"
+
+
+D1, D2 = "2030-01-01T00:00:00Z", "2030-02-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("body,code,message", [
+    (transition("10", "GLACIER") + transition(D2, "DEEP_ARCHIVE"), "InvalidRequest",
+     "Found mixed 'Date' and 'Days' based Transition actions in lifecycle rule for filter "
+     "'(prefix=)'"),
+    (transition("10", "GLACIER") + f"<Expiration><Date>{D2}</Date></Expiration>",
+     "InvalidRequest", "Found mixed 'Date' and 'Days' based Expiration and Transition actions "
+     "in lifecycle rule for filter '(prefix=)'"),
+    (transition(D1, "GLACIER") + "<Expiration><Days>100</Days></Expiration>", "InvalidRequest",
+     "Found mixed 'Date' and 'Days' based Expiration and Transition actions in lifecycle rule "
+     "for filter '(prefix=)'"),
+    (transition("10", "GLACIER") + transition("40", "STANDARD_IA"), "InvalidArgument",
+     "'Days' in the Transition action for StorageClass 'GLACIER' for filter '(prefix=)' must "
+     "be greater than 'Days' in the Transition action for StorageClass 'STANDARD_IA' for "
+     "filter '(prefix=)'"),
+    (transition("60", "ONEZONE_IA") + transition("60", "INTELLIGENT_TIERING"),
+     "InvalidArgument", "'Days' in the Transition action for StorageClass 'ONEZONE_IA' for "
+     "filter '(prefix=)' must be greater than 'Days' in the Transition action for StorageClass "
+     "'INTELLIGENT_TIERING' for filter '(prefix=)'"),
+    (transition(D2, "GLACIER") + transition(D1, "DEEP_ARCHIVE"), "InvalidArgument",
+     "'Date' in the Transition action for StorageClass 'DEEP_ARCHIVE' for filter '(prefix=)' "
+     "must be greater than 'Date' in the Transition action for StorageClass 'GLACIER' for "
+     "filter '(prefix=)'"),
+    (transition("1", "GLACIER", "NoncurrentVersionTransition")
+     + transition("5", "GLACIER_IR", "NoncurrentVersionTransition"), "InvalidArgument",
+     "'NoncurrentDays' in the NoncurrentVersionTransition action for StorageClass 'GLACIER' for "
+     "filter '(prefix=)' must be greater than 'NoncurrentDays' in the "
+     "NoncurrentVersionTransition action for StorageClass 'GLACIER_IR' for filter '(prefix=)'"),
+    (transition(D2, "GLACIER") + f"<Expiration><Date>{D1}</Date></Expiration>",
+     "InvalidArgument", "'Date' in the Expiration action for filter '(prefix=)' must be greater "
+     "than 'Date' in the Transition action"),
+])
+def test_transition_timing_across_one_rule(body: str, code: str, message: str) -> None:
+    """AWS's checks across a rule's transitions (the texts AWS sends): all by Days or all by
+    Date, the expiration of the same kind, colder classes strictly later; a colder class
+    first would leave the warmer transition (or, with an earlier expiration date, every
+    transition) accepted and never applied."""
+    err = error_of(doc("<Filter/>" + body))
+    assert (err.code, err.message) == (code, message)
+
+
+def test_transition_timing_in_waterfall_order_is_accepted() -> None:
+    rules = parse_lifecycle(doc(
+        "<Filter/>" + transition("30", "STANDARD_IA") + transition("60", "INTELLIGENT_TIERING")
+        + transition("90", "ONEZONE_IA") + transition("120", "GLACIER")
+        + transition("0", "GLACIER_IR", "NoncurrentVersionTransition")
+        + transition("7", "DEEP_ARCHIVE", "NoncurrentVersionTransition")
+        + "<Expiration><Days>121</Days></Expiration>"))
+    assert [t["storage_class"] for t in rules[0]["transitions"]] == \
+        ["STANDARD_IA", "INTELLIGENT_TIERING", "ONEZONE_IA", "GLACIER"]
+    dated = parse_lifecycle(doc("<Filter/>" + transition(D1, "GLACIER")
+                                + f"<Expiration><Date>{D2}</Date></Expiration>"))
+    assert dated[0]["expiration"]["date"] == "2030-02-01T00:00:00.000Z"
+
+
 # --- the matcher against a model ------------------------------------------------------------
 
 KEYS = st.text(alphabet="ab/", max_size=4)
