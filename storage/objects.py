@@ -319,14 +319,22 @@ class ObjectService(ObjectReads, ObjectEdits):
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
                 deletes: list[bytes]) -> None:
         """Queue the stripes of replaced versions for collection after a grace period (and
-        delete their inline bodies kept apart: no reader needs them once the record is gone)."""
+        delete their inline bodies kept apart: no reader needs them once the record is gone).
+        An archived version's restored copy goes with it: its expiry entry (`AE`) is dropped
+        and its stripes queued too, as on S3, where deleting the object deletes the copy
+        (it stayed on the nodes until the restore's expiry, Days up to 2^31-1 away)."""
         due = time.time_ns() + int(self.gc_grace_s * 1e9)
         for old in versions:
             inline_bodies.retire(old, deletes)
-            for p in old.parts:
-                if p.stripe_id and p.nodes:
-                    puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
-                    deletes.append(stripe_index_key(p.stripe_id))
+            stripes = [(p.stripe_id, p.nodes) for p in old.parts]
+            if old.restore.get("expiry_key"):
+                deletes.append(old.restore["expiry_key"])
+                stripes += [(p.get("stripe_id"), p.get("nodes"))
+                            for p in old.restore.get("parts") or []]
+            for stripe_id, nodes in stripes:
+                if stripe_id and nodes:
+                    puts[gc_key(due, stripe_id)] = pack({"nodes": nodes})
+                    deletes.append(stripe_index_key(stripe_id))
 
     async def discard_parts(self, parts: list[PartLayout]) -> None:
         """Queue the stripes of an uncommitted write for collection now; when the metadata
