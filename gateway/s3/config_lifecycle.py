@@ -290,7 +290,9 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
         if days is None:
             raise malformed("AbortIncompleteMultipartUpload needs DaysAfterInitiation")
         if flt["tags"]:
-            raise invalid_argument("AbortIncompleteMultipartUpload cannot be specified with Tags.")
+            # AWS: 400 InvalidRequest (an upload has no tags until it completes)
+            raise S3Error("InvalidRequest",
+                          "AbortIncompleteMultipartUpload cannot be specified with Tags.")
         out["abort_incomplete_mpu_days"] = days
     if not (out["expiration"] or out["transitions"] or out["noncurrent_expiration"]
             or out["noncurrent_transitions"] or out["abort_incomplete_mpu_days"]):

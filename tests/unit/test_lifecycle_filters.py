@@ -78,7 +78,7 @@ def test_refused_actions() -> None:
     assert code_of(doc("<Filter/>")) == "InvalidRequest"  # no action
     assert code_of(doc(f"<Filter>{TAG}</Filter><AbortIncompleteMultipartUpload>"
                        "<DaysAfterInitiation>1</DaysAfterInitiation>"
-                       "</AbortIncompleteMultipartUpload>")) == "InvalidArgument"
+                       "</AbortIncompleteMultipartUpload>")) == "InvalidRequest"  # AWS's
     assert code_of(doc("<Filter/><Expiration><Days>1</Days><ExpiredObjectDeleteMarker>true"
                        "</ExpiredObjectDeleteMarker></Expiration>")) == "MalformedXML"
     nv = ("<Filter/><NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays>"
