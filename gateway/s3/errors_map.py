@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
 from gateway.s3.errors import S3Error
+from gateway.s3.headlimit import PARSE_ERROR
 from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.conditions import PreconditionFailed
+from storage.headguard import parse_error_summary
 from storage.lock_clock import ClockUnverified
 from storage.object_lock import DeleteLocked
 
@@ -78,6 +83,15 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         return S3Error("SlowDown", str(exc))
     if isinstance(exc, se.InvalidInput):
         return S3Error("InvalidArgument", str(exc))
+    if isinstance(exc, RequestPayloadError):
+        # The body's HTTP framing (chunked transfer coding) broke after its head was parsed:
+        # the client's error, answered as a head the parser refuses is (400 BadRequest), in
+        # one line without the bytes the parser quotes.
+        cause = exc.__cause__
+        log.warning("refused a request body with broken framing on %s/%s: %s", bucket, key,
+                    parse_error_summary(cause) if isinstance(cause, HttpProcessingError)
+                    else str(exc)[:120])
+        return S3Error("BadRequest", PARSE_ERROR)
     if isinstance(exc, PreconditionFailed):
         return S3Error("PreconditionFailed", Condition=exc.condition)
     if isinstance(exc, se.Conflict):
