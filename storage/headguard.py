@@ -69,6 +69,15 @@ def parse_error_summary(exc: HttpProcessingError) -> str:
     return re.split(r":\s*(?:b['\"]|bytearray\()|\s+['\"]", first, maxsplit=1)[0].rstrip(":")[:120]
 
 
+def payload_error_summary(exc: BaseException) -> str:
+    """What broke a body's framing (a `RequestPayloadError` from its stream), in one short
+    line without the bytes the parser quotes."""
+    cause = exc.__cause__
+    if isinstance(cause, HttpProcessingError):
+        return parse_error_summary(cause)
+    return str(exc).strip().split("\n", 1)[0][:120]
+
+
 def plain_malformed(exc: HttpProcessingError) -> web.StreamResponse:
     """The default answer to a head the parser refused: 400 with a one-line text."""
     return web.Response(status=400, text=parse_error_summary(exc) + "\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.s3.errors import S3Error
@@ -13,7 +12,7 @@ from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.conditions import PreconditionFailed
-from storage.headguard import parse_error_summary
+from storage.headguard import payload_error_summary
 from storage.lock_clock import ClockUnverified
 from storage.object_lock import DeleteLocked
 
@@ -87,10 +86,8 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         # The body's HTTP framing (chunked transfer coding) broke after its head was parsed:
         # the client's error, answered as a head the parser refuses is (400 BadRequest), in
         # one line without the bytes the parser quotes.
-        cause = exc.__cause__
         log.warning("refused a request body with broken framing on %s/%s: %s", bucket, key,
-                    parse_error_summary(cause) if isinstance(cause, HttpProcessingError)
-                    else str(exc)[:120])
+                    payload_error_summary(exc))
         return S3Error("BadRequest", PARSE_ERROR)
     if isinstance(exc, PreconditionFailed):
         return S3Error("PreconditionFailed", Condition=exc.condition)

@@ -18,7 +18,8 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from storage.config import GatewayConfig
+from gateway.s3.sigv4_sign import sign_headers
+from storage.config import ENV_ADMIN_ACCESS_KEY, ENV_ADMIN_SECRET_KEY, GatewayConfig
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_attack_headers import signed_raw
 from tests.integration.test_hardening import wait_for_line
@@ -231,14 +232,7 @@ def test_chunked_framing_broken_in_a_later_read_is_bad_request_in_one_line(
     head = (f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1:{cluster.port}\r\n"
             "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").encode()
     for name, (body, _) in LATER_FRAMING.items():
-        with socket.create_connection(("127.0.0.1", cluster.port), timeout=60) as sock:
-            sock.sendall(head)
-            interim = b""
-            while not interim.endswith(b"\r\n\r\n"):
-                interim += sock.recv(1)
-            assert interim.startswith(b"HTTP/1.1 100"), name
-            sock.sendall(body)
-            answer = _until_closed(sock)
+        answer = _after_continue(cluster.port, head, body)
         assert _code(answer) == (400, "BadRequest"), (name, answer[:300])
         _serving(w)
     with pytest.raises(ClientError) as missing:
@@ -254,6 +248,42 @@ def test_chunked_framing_broken_in_a_later_read_is_bad_request_in_one_line(
                                                       strict=True))
     assert not any("Traceback" in line or '"aiohttp.server"' in line for line in lines)
     assert not any("hello" in line or "abcXX" in line for line in refused)
+
+
+def _after_continue(port: int, head: bytes, body: bytes) -> bytes:
+    """The answer to `head`, whose `body` is sent once the server answered 100 Continue."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += sock.recv(1)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(body)
+        return _until_closed(sock)
+
+
+def test_chunked_framing_broken_in_a_later_read_on_the_admin_port_is_json(
+        w: dict[str, Any]) -> None:
+    """The admin API's answer to the same: its 400 JSON and one warning line (the body read
+    waited until the client gave up)."""
+    env, port = w["cluster"].env, w["cluster"].admin_port
+    signed = sign_headers("POST", f"http://127.0.0.1:{port}/admin/v1/tenants", {}, b"",
+                          env[ENV_ADMIN_ACCESS_KEY], env[ENV_ADMIN_SECRET_KEY])
+    head = ("POST /admin/v1/tenants HTTP/1.1\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+            + "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").encode()
+    log = w["cluster"].data / "logs" / "gateway.log"
+    mark = log.stat().st_size
+    answer = _after_continue(port, head, LATER_FRAMING["chunk size"][0])
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.split(b" ", 2)[1] == b"400", answer[:300]
+    assert json.loads(body)["error"]["code"] == "BadRequest"
+    _serving(w)
+    line = wait_for_line(log, mark, re.compile("admin request body with broken framing"))
+    assert json.loads(line)["level"] == "warning" and "zz" not in line
+    with open(log, "rb") as f:
+        f.seek(mark)
+        assert b"Traceback" not in f.read()
 
 
 def test_head_the_parser_refuses_on_the_admin_port_is_json(w: dict[str, Any]) -> None:
