@@ -12,8 +12,10 @@ import asyncio
 import hmac
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -329,9 +331,21 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
             raise MountError(f"volume {a.name!r}: the attach lease is held by {who}, not by "
                              f"the daemon this mount started (pid {pid}); not mounted")
 
-    st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
-                                 Path(a.dir), a.fs, a.lease_ttl, confirm, not a.no_journal,
-                                 a.max_dirty_mib, a.kernel_dirty_mib)
+    # Ctrl-C (or SIGTERM, taken as one) cancels this task; the mount (in a thread) is told to
+    # stop its daemon if it is not ready yet, and the command ends once it has (asyncio.run
+    # waits for the thread), exiting 130.
+    stop = threading.Event()
+    loop.add_signal_handler(signal.SIGTERM, signal.raise_signal, signal.SIGINT)
+    try:
+        st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
+                                     Path(a.dir), a.fs, a.lease_ttl, confirm,
+                                     not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib,
+                                     stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 
