@@ -131,9 +131,11 @@ def _last_line(path: Path) -> str:
 
 def spawn_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Path,
                  lease_ttl_s: float | None = None, journal: bool = True,
-                 max_dirty_mib: int | None = None) -> subprocess.Popen[bytes]:
+                 max_dirty_mib: int | None = None,
+                 lease_watched: int = 0) -> subprocess.Popen[bytes]:
     """Spawn the FUSE daemon in its own session (`wait_ready` waits for its mount).
-    `max_dirty_mib`: the daemon's bound on written bytes held in memory (its default: None)."""
+    `max_dirty_mib`: the daemon's bound on written bytes held in memory (its default: None).
+    `lease_watched`: a lease revision already watched a ttl unrenewed (`VolumeService.open`)."""
     fuse_dir.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "gateway.block.fuse", "--config", str(config),
@@ -144,6 +146,8 @@ def spawn_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Pa
         cmd.append("--no-journal")
     if max_dirty_mib is not None:
         cmd += ["--max-dirty-mib", str(max_dirty_mib)]
+    if lease_watched:
+        cmd += ["--lease-watched", str(lease_watched)]
     # The daemon runs the very code this command runs (cwd "/" keeps no directory busy).
     code_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH", "")
@@ -195,11 +199,12 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
           confirm: Callable[[int], None] | None = None, journal: bool = True,
           max_dirty_mib: int | None = None,
           kernel_dirty_mib: int = DEFAULT_KERNEL_DIRTY_MIB,
-          stop: threading.Event | None = None) -> MountState:
+          stop: threading.Event | None = None, lease_watched: int = 0) -> MountState:
     """Start the daemon on a FUSE directory of this mount's own; `confirm(pid)` (raising
     to refuse) runs once it is up, before any loop device or file system is set up.
     `kernel_dirty_mib`: the kernel's write-back budget for the mount (0: its default).
-    `stop`, set by the caller (its command interrupted), stops a daemon not yet ready."""
+    `stop`, set by the caller (its command interrupted), stops a daemon not yet ready.
+    `lease_watched`: for the daemon (`spawn_daemon`)."""
     target = target.resolve()
     if _state_path(data_dir, target).exists():
         raise MountError(f"{target} already has a volume mounted (tessera volume unmount)")
@@ -217,7 +222,7 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
     _save(data_dir, st)
     try:
         proc = spawn_daemon(config, tenant, volume, fuse_dir, daemon_log, lease_ttl_s,
-                            journal, max_dirty_mib)
+                            journal, max_dirty_mib, lease_watched)
         pid = st.pid = proc.pid
         _save(data_dir, st)
         wait_ready(proc, fuse_dir, daemon_log, stop)

@@ -125,3 +125,43 @@ def test_a_killed_mount_command_leaves_a_mount_unmount_undoes(vol: Vol,
             subprocess.run(["fusermount3", "-u", "-z", str(target)], capture_output=True)
         if not _gone(daemon):
             os.kill(daemon, signal.SIGKILL)
+
+
+async def _leave_dead_elsewhere(vol: Vol, name: str, ttl: float) -> None:
+    """`name`'s attach lease names a writer on another host that stopped renewing it (its
+    record's ttl `ttl`): only a watch of that long can tell it is gone."""
+    from storage.keyspace import volume_lease_key
+    from storage.records import pack, unpack
+    from tests.integration.test_volumes import _open
+
+    c, svc = await _open(vol)
+    try:
+        await svc.create("default", name, 16 << 20)
+        h = await svc.open("default", name, holder="elsewhere:1")
+        await h.close()
+        key = volume_lease_key(h.vol.id)
+        rec = unpack((await c.meta.get(key)).value)  # type: ignore[union-attr]
+        await c.meta.put(key, pack({**rec, "released": False, "expires": time.time() - 5.0,
+                                    "ttl": ttl, "proc": {"pid": 1, "host": "another-host"}}))
+    finally:
+        await c.close()
+
+
+def test_mount_and_delete_say_what_they_wait_for(vol: Vol, tmp_path: Path) -> None:
+    """A volume whose writer died on another host: mount and delete say whose lease they
+    watch, for how long, and what is left, instead of waiting silently; the mount's daemon
+    takes the lease its command watched without a second watch."""
+    import asyncio
+
+    name = f"wat-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_leave_dead_elsewhere(vol, name, 2.0))
+    target = tmp_path / "m"
+    r = vol.run("mount", name, str(target))
+    vol.mounts.append(target)
+    assert ("attach lease names elsewhere:1" in r.stderr and "watching the lease up to 2s"
+            in r.stderr and "before mounting it" in r.stderr), r.stderr
+    vol.unmount(target)
+    asyncio.run(_leave_dead_elsewhere(vol, name + "d", 2.0))
+    r = vol.run("delete", name + "d")
+    assert "watching the lease up to 2s" in r.stderr and "before deleting it" in r.stderr
+    assert "no renewal yet" in r.stderr, r.stderr
