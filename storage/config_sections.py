@@ -187,6 +187,14 @@ class AccessLogSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """[audit]: the admin audit log's rotation (gateway/admin/audit.py)."""
+
+    max_bytes: int = 64 * MiB  # audit.log is renamed audit.log.1 before it would pass this
+    backups: int = 8  # rotated files kept (audit.log.1 the newest); older ones are deleted
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """Log rotation. Environment only: a process logs before it reads its config."""
 

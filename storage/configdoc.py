@@ -224,6 +224,13 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("access_log", "stage_interval_s"): "Access-log records wait at most this long in a "
     "gateway's memory before they are written to the metadata store (a crash loses at most "
     "this much; a clean shutdown loses nothing).",
+    ("audit", "max_bytes"): "The admin audit log (DATA/audit/audit.log, one fsynced JSON line "
+    "per admin action) is rotated before it would grow past this: renamed audit.log.1 (older "
+    "ones shift up) and a new one begun, so the audit log takes at most about "
+    "max_bytes x (backups + 1) of disk (an entry's string fields are capped at 256 "
+    "characters).",
+    ("audit", "backups"): "Rotated audit files kept (audit.log.1 the newest); the oldest past "
+    "this is deleted. GET /admin/v1/audit reads the current file only.",
     ("access_log", "max_buffered"): "Access-log records a gateway holds in memory; past "
     "this, new records are dropped and counted (the metadata store is not keeping up).",
 }

@@ -28,6 +28,12 @@ rclone before 1.59 sends it on every single-part upload (a presigned PUT whose s
 repeat Go's own Content-Length), which the parser (llhttp, and aiohttp's singleton check) refuses
 outright. Differing values are left for the parser to refuse (request smuggling). A head is held
 back from the parser until it is whole only once it has shown a Content-Length line.
+
+A body's chunked framing the parser refuses in a later socket read, once the request's
+handler runs, is that request's body error (`RequestPayloadError` from its stream, as
+aiohttp's pure-Python parser raises it), not a second request's: aiohttp's C parser queued it
+as one, which no answer could reach while the handler waited out its idle limit for body
+bytes that never come; the connection closes after the handler's answer.
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.helpers import set_exception
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,15 @@ def parse_error_summary(exc: HttpProcessingError) -> str:
     may be a header's value: an Authorization, a cookie)."""
     first = (exc.message or type(exc).__name__).strip().split("\n", 1)[0]
     return re.split(r":\s*(?:b['\"]|bytearray\()|\s+['\"]", first, maxsplit=1)[0].rstrip(":")[:120]
+
+
+def payload_error_summary(exc: BaseException) -> str:
+    """What broke a body's framing (a `RequestPayloadError` from its stream), in one short
+    line without the bytes the parser quotes."""
+    cause = exc.__cause__
+    if isinstance(cause, HttpProcessingError):
+        return parse_error_summary(cause)
+    return str(exc).strip().split("\n", 1)[0][:120]
 
 
 def plain_malformed(exc: HttpProcessingError) -> web.StreamResponse:
@@ -150,6 +166,9 @@ class CappedHandler(RequestHandler):
                     fed = single_content_length(fed, end)
         if fed:
             super().data_received(fed)
+        if not between and self._messages and isinstance(self._messages[-1][0], _ErrInfo):
+            self._body_refused()
+            return
         if self._request_count != self._seen:  # a head completed in this chunk
             self._seen = self._request_count
             self._head_bytes = 0
@@ -180,6 +199,15 @@ class CappedHandler(RequestHandler):
         resp = self._malformed(exc)
         resp.force_close()
         return resp
+
+    def _body_refused(self) -> None:
+        """The parser refused the pending body's framing (in a read after its head): the
+        error goes to that body's stream, where its handler reads, instead of waiting as a
+        request of its own; nothing more is read as requests from this connection."""
+        err, _ = self._messages.pop()
+        self._request_count -= 1
+        set_exception(self._last_payload, RequestPayloadError(str(err.message)), err.exc)
+        self.close()
 
     def _arm(self) -> None:
         self._loop.call_later(self._head_timeout_s, self._late, self._request_count)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -173,8 +173,13 @@ def lease_at_a_glance(item: Item | None, ttl_s: float = LEASE_TTL_S) -> bool | N
     return None
 
 
+# Told what a `lease_holds` watch waits for: the lease record as read, and the seconds left
+# of the watch (at its start, then after each look).
+Watching = Callable[[Item, float], None]
+
+
 async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEASE_TTL_S,
-                      ) -> bool:
+                      watching: Watching | None = None) -> bool:
     """Whether the attach lease record `item` (as just read) still binds its holder, decided
     without trusting the holder's clock against this one's.
 
@@ -187,7 +192,8 @@ async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEA
     ahead took a live writer's volume at once (its fsyncs failed EIO) and a delete through
     it removed an attached volume; a holder whose clock ran ahead kept others out long after
     it died. The caller compares `item`'s revision when it writes, so a renewal after the
-    last look fails its transaction."""
+    last look fails its transaction. `watching` is told when a watch starts and how long it
+    has left after each look (a command says what it waits for, not a silent ttl)."""
     first = lease_at_a_glance(item, ttl_s)
     if first is not None:
         return first
@@ -195,6 +201,8 @@ async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEA
     ttl = float(unpack(item.value).get("ttl") or ttl_s)
     deadline = time.monotonic() + ttl
     while (wait := deadline - time.monotonic()) > 0:
+        if watching is not None:
+            watching(item, wait)
         await asyncio.sleep(min(wait, ttl / 6))  # a renewal comes every ttl / 3
         now = await meta.get(item.key)
         if now is None or now.revision != item.revision:

@@ -57,6 +57,7 @@ from storage.volume_records import (
     Pointer,
     Volume,
     VolumeAttached,
+    Watching,
     check_snapshot_name,
     decode_pointer,
     lease_at_a_glance,
@@ -134,14 +135,17 @@ class VolumeService:
         item = await self.meta.get(volume_lease_key(vid))
         return unpack(item.value) if item else None
 
-    async def attached_by(self, vid: str) -> dict[str, Any] | None:
+    async def attached_by(self, vid: str, watching: Watching | None = None,
+                          ) -> dict[str, Any] | None:
         """The lease record of the writer attached right now, or None: decided as a taker
         decides (`lease_holds`), so what the mount pre-check says is what a mount
         would find (by the wall clocks, a host whose clock ran a ttl ahead called a live
         writer's lease free, and its mount started a daemon only to be refused a ttl later).
-        A lease that looks expired or clock-skewed is watched for up to its ttl."""
+        A lease that looks expired or clock-skewed is watched for up to its ttl (`watching`
+        is told, `lease_holds`)."""
         item = await self.meta.get(volume_lease_key(vid))
-        return unpack(item.value) if await lease_holds(self.meta, item) else None
+        return unpack(item.value) if await lease_holds(self.meta, item,
+                                                       watching=watching) else None
 
     async def attached_at_a_glance(self, vid: str) -> dict[str, Any] | None:
         """What `show` reports without waiting: the live writer's lease record, or one whose
@@ -155,13 +159,15 @@ class VolumeService:
         rec = unpack(item.value)
         return rec if held else {**rec, "unconfirmed": True}
 
-    async def delete(self, tenant: str, name: str) -> None:
+    async def delete(self, tenant: str, name: str, watching: Watching | None = None) -> None:
+        """Delete a volume no writer holds (a lease only a watch can settle is watched for
+        its ttl; `watching` is told, `lease_holds`)."""
         vol, item = await self._get(tenant, name)
         if vol.clones:
             raise Conflict(f"volume {name!r} has clones ({', '.join(vol.clones)}): "
                            "flatten or delete them first")
         lease = await self.meta.get(volume_lease_key(vol.id))
-        if await lease_holds(self.meta, lease):
+        if await lease_holds(self.meta, lease, watching=watching):
             raise VolumeAttached(f"volume {name!r} is attached by "
                                  f"{unpack(lease.value)['holder']}")  # type: ignore[union-attr]
         # the lease compared too: a writer that attached since the look is not deleted under
@@ -389,12 +395,14 @@ class VolumeService:
     # attach --------------------------------------------------------------------------------
 
     async def open(self, tenant: str, name: str, holder: str, lease_ttl_s: float = LEASE_TTL_S,
-                   snapshot: str | None = None) -> VolumeHandle:
-        """Attach for I/O (takes the lease), or open a snapshot read-only (no lease)."""
+                   snapshot: str | None = None, watched: int = 0) -> VolumeHandle:
+        """Attach for I/O (takes the lease), or open a snapshot read-only (no lease).
+        `watched`: the revision of a lease record the caller already watched for its ttl
+        without a renewal (`attached_by`): still that revision, it is not watched again."""
         vol = await self.get(tenant, name)
         h = VolumeHandle(self, vol, holder, lease_ttl_s)
         if snapshot is None:
-            await h.acquire()
+            await h.acquire(watched)
         else:
             h.read_only_gen = vol.snapshot_gen(snapshot)
         try:
