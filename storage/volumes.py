@@ -33,9 +33,9 @@ from storage.keyspace import (
     gc_key,
     journal_head_key,
     journal_prefix,
-    kept_journal_prefix,
     span,
     stripe_index_key,
+    volume_gone_key,
     volume_key,
     volume_lease_key,
     volume_prefix,
@@ -46,6 +46,7 @@ from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.tenants import TenantService
+from storage.volume_gone import gone_volume_step
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import recover
 from storage.volume_records import (
@@ -63,6 +64,7 @@ from storage.volume_records import (
     lease_holds,
     parse_size,
     scan_prefix,
+    unlink_clone,
 )
 
 __all__ = ["LEASE_TTL_S", "Fenced", "MiB", "Pointer", "Volume", "VolumeAttached",
@@ -99,8 +101,9 @@ class VolumeService:
                                        puts={item.key: vol.encode()})):
                 return vol
 
-    async def create(self, tenant: str, name: str, size: int, extent_size: int = 1 * MiB,
-                     profile: str | None = None) -> Volume:
+    async def _new(self, tenant: str, name: str, size: int, extent_size: int,
+                   profile: str | None) -> Volume:
+        """A new volume's record (not stored), its name, size and extent size checked."""
         if not NAME_RE.match(name):
             raise InvalidInput("volume names are 1-63 letters, digits, '.', '_' or '-'")
         if size <= 0 or size % 4096 or size > MAX_VOLUME_BYTES:
@@ -110,8 +113,12 @@ class VolumeService:
             raise InvalidInput(f"extent size must be 1-4 MiB and a multiple of {seg} bytes")
         await self.tenants.kek(tenant)  # the tenant exists and has a live key
         prof = self.cfg.profile(profile)
-        vol = Volume(id=secrets.token_hex(16), tenant=tenant, name=name, size=size,
-                     extent_size=extent_size, created=time.time(), profile=prof.name)
+        return Volume(id=secrets.token_hex(16), tenant=tenant, name=name, size=size,
+                      extent_size=extent_size, created=time.time(), profile=prof.name)
+
+    async def create(self, tenant: str, name: str, size: int, extent_size: int = 1 * MiB,
+                     profile: str | None = None) -> Volume:
+        vol = await self._new(tenant, name, size, extent_size, profile)
         k = volume_key(tenant, name)
         if not await self.meta.txn(Txn(compares={k: 0}, puts={k: vol.encode()})):
             raise Conflict(f"volume {name!r} already exists")
@@ -164,29 +171,21 @@ class VolumeService:
         if await lease_holds(self.meta, lease):
             raise VolumeAttached(f"volume {name!r} is attached by "
                                  f"{unpack(lease.value)['holder']}")  # type: ignore[union-attr]
-        # the lease compared too: a writer that attached since the look is not deleted under
+        # the lease compared too: a writer that attached since the look is not deleted under.
+        # The record moves to (VD, id) in the same transaction, and leaves it only once its
+        # pointers are retired and its origins unlinked: a delete killed in between is
+        # finished by the reclaim worker (`storage/workers/reclaim.py`)
+        gone = volume_gone_key(vol.id)
         if not await self.meta.txn(Txn(compares={item.key: item.revision,
                                                  volume_lease_key(vol.id):
-                                                     lease.revision if lease else 0},
+                                                     lease.revision if lease else 0,
+                                                 gone: 0},
+                                       puts={gone: item.value},
                                        deletes=(item.key, volume_lease_key(vol.id),
                                                 journal_head_key(vol.id)))):
             raise Conflict(f"volume {name!r} changed while being deleted; retry")
-        await self._retire_all(vol.id)
-        for b in vol.origins():
-            await self._unlink_clone(vol, b)
-
-    async def _retire_all(self, vid: str) -> None:
-        batch: list[Item] = []
-        for prefix in (journal_prefix(vid), kept_journal_prefix(vid)):
-            async for it in scan_prefix(self.meta, prefix):
-                batch.append(it)  # journal segments are laid out like extent pointers
-        async for it in scan_prefix(self.meta, extent_prefix(vid)):
-            batch.append(it)
-            if len(batch) >= 256:
-                await self.retire_items(batch)
-                batch = []
-        if batch:
-            await self.retire_items(batch)
+        while (left := await self.meta.get(gone)) is not None:
+            await gone_volume_step(self.meta, left, self.gc_grace_s)
 
     async def retire_items(self, items: list[Item]) -> None:
         """Delete extent pointers or journal segment records; their stripes to GC."""
@@ -203,15 +202,7 @@ class VolumeService:
 
     async def _unlink_clone(self, vol: Volume, base: dict[str, Any]) -> None:
         """Drop `vol` from the clones of origin `base` (it no longer reads through it)."""
-        me = f"{vol.tenant}/{vol.name}"
-
-        def drop(p: Volume) -> None:
-            if me in p.clones:
-                p.clones.remove(me)
-        try:
-            await self._update(base["tenant"], base["name"], drop)
-        except NotFound:
-            pass
+        await unlink_clone(self.meta, vol, base)
 
     # snapshots and clones -------------------------------------------------------------------
 
@@ -338,24 +329,24 @@ class VolumeService:
             await self.retire_items(dead[i:i + 256])
 
     async def clone(self, tenant: str, name: str, snap: str, new_name: str) -> Volume:
+        """A new volume reading through snapshot `snap` of `name`: its record and its link
+        in the origin's clones are written in one transaction (a process killed meanwhile
+        leaves both or neither)."""
         parent = await self.get(tenant, name)
-        g = parent.snapshot_gen(snap)
-        await self.create(tenant, new_name, parent.size, parent.extent_size,
-                          parent.profile)
-        me = f"{tenant}/{new_name}"
-
-        def link(v: Volume) -> None:
-            v.snapshot_gen(snap)  # still there
-            v.clones.append(me)
-
-        def base(v: Volume) -> None:
-            v.base = {"tenant": tenant, "name": name, "id": parent.id, "gen": g}
-        try:
-            await self._update(tenant, name, link)
-        except BaseException:
-            await self.meta.delete(volume_key(tenant, new_name))
-            raise
-        return await self._update(tenant, new_name, base)
+        vol = await self._new(tenant, new_name, parent.size, parent.extent_size,
+                              parent.profile)
+        k, me = volume_key(tenant, new_name), f"{tenant}/{new_name}"
+        while True:
+            parent, item = await self._get(tenant, name)
+            vol.base = {"tenant": tenant, "name": name, "id": parent.id,
+                        "gen": parent.snapshot_gen(snap)}  # (still there)
+            if me not in parent.clones:
+                parent.clones.append(me)
+            if await self.meta.txn(Txn(compares={item.key: item.revision, k: 0},
+                                       puts={item.key: parent.encode(), k: vol.encode()})):
+                return vol
+            if await self.meta.get(k) is not None:
+                raise Conflict(f"volume {new_name!r} already exists")
 
     async def flatten(self, tenant: str, name: str,
                       progress: Any = None) -> Volume:
