@@ -47,6 +47,7 @@ from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.telemetry import STAGES
 from storage.tenants import TenantService
+from storage.testing.crash_points import die_at
 from storage.version_ids import commit_sort, new_version_id, sorted_at, version_sort
 from storage.write_age import WriteAge
 
@@ -269,10 +270,12 @@ class ObjectService(ObjectReads, ObjectEdits):
                 deletes.extend(extra.deletes)
             if age is not None:
                 age.check()
+            die_at("before-commit", v.key)  # (a test hook; nothing without its variable)
             with STAGES.time("metadata_commit"):
                 done, seen = await self._meta.txn_or_read(
                     Txn(compares=compares, puts=puts, deletes=tuple(deletes)), reads)
             if done:
+                die_at("after-commit", v.key)
                 return
             if extra is not None:
                 for k, rev in extra.compares.items():
