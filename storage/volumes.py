@@ -64,7 +64,6 @@ from storage.volume_records import (
     lease_holds,
     parse_size,
     scan_prefix,
-    unlink_clone,
 )
 
 __all__ = ["LEASE_TTL_S", "Fenced", "MiB", "Pointer", "Volume", "VolumeAttached",
@@ -93,12 +92,31 @@ class VolumeService:
         return (await self._get(tenant, name))[0]
 
     async def _update(self, tenant: str, name: str, change: Any) -> Volume:
-        """Read-modify-CAS loop on a volume record; `change(vol)` mutates or raises."""
+        """Read-modify-CAS loop on a volume record; `change(vol)` mutates or raises.
+
+        An origin the change leaves the volume no longer reading through (a flatten's cut,
+        the last snapshot kept from before it deleted) drops the volume from its clones in
+        the same transaction: a process killed after the change must not leave the origin
+        listing it for good (then neither the origin nor its snapshot could be deleted)."""
+        me = f"{tenant}/{name}"
         while True:
             vol, item = await self._get(tenant, name)
+            before = vol.origins()
             change(vol)
-            if await self.meta.txn(Txn(compares={item.key: item.revision},
-                                       puts={item.key: vol.encode()})):
+            compares = {item.key: item.revision}
+            puts = {item.key: vol.encode()}
+            for b in before:
+                if b in vol.origins():
+                    continue
+                origin = await self.meta.get(volume_key(b["tenant"], b["name"]))
+                if origin is None:
+                    continue
+                o = Volume.decode(origin.value)
+                if o.id == b.get("id") and me in o.clones:
+                    o.clones.remove(me)
+                    compares[origin.key] = origin.revision
+                    puts[origin.key] = o.encode()
+            if await self.meta.txn(Txn(compares=compares, puts=puts)):
                 return vol
 
     async def _new(self, tenant: str, name: str, size: int, extent_size: int,
@@ -200,10 +218,6 @@ class VolumeService:
                 deletes.append(stripe_index_key(stripe))
         await self.meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
 
-    async def _unlink_clone(self, vol: Volume, base: dict[str, Any]) -> None:
-        """Drop `vol` from the clones of origin `base` (it no longer reads through it)."""
-        await unlink_clone(self.meta, vol, base)
-
     # snapshots and clones -------------------------------------------------------------------
 
     async def snapshot(self, tenant: str, name: str, snap: str,
@@ -290,21 +304,16 @@ class VolumeService:
             if bases and all(b.get("gen") != g0 for b in bases):
                 others.add(c)
 
-        gone: list[dict[str, Any] | None] = [None]  # the origin it read through, if flattened
-
         def drop(v: Volume) -> None:
             g = v.snapshot_gen(snap)
-            gone[0] = v.snapshots[g].get("base")
             for c in v.clones:
                 if g != g0 or c not in others:  # a clone linked meanwhile: stay safe
                     raise Conflict(f"snapshot {snap!r} has clone {c} (or a snapshot of it "
                                    "taken before a flatten): delete them first")
             del v.snapshots[g]
-        vol = await self._update(tenant, name, drop)
+        vol = await self._update(tenant, name, drop)  # (unlinks an origin none reads now)
         await self._collect(vol)
         await held.free(self, vol)
-        if gone[0] is not None and gone[0] not in vol.origins():
-            await self._unlink_clone(vol, gone[0])  # the last reader of that origin went
 
     async def _collect(self, vol: Volume) -> None:
         """Retire pointers no snapshot needs any more (never the newest of an extent)."""
@@ -364,16 +373,12 @@ class VolumeService:
                     data = await h.read_extent(idx)
                     if data is not None:
                         await h.write_extent(idx, data)
-            old = vol.base
 
             def cut(v: Volume) -> None:
                 for s in v.snapshots.values():  # taken before: they still read through it
                     s.setdefault("base", v.base)
                 v.base = None
-            vol = await self._update(tenant, name, cut)
-            if old not in vol.origins():
-                await self._unlink_clone(vol, old)
-            return vol
+            return await self._update(tenant, name, cut)  # (unlinks the origin with it)
         finally:
             await h.close()
 

@@ -25,6 +25,7 @@ import pytest
 from storage.errors import NotFound
 from storage.keyspace import extent_prefix, journal_prefix, kept_journal_prefix, span, volume_key
 from storage.metadata import Txn
+from storage.volume_records import Volume
 from storage.volumes import VolumeService
 from storage.workers import WorkerState
 from storage.workers.reclaim import TenantReclaimer
@@ -121,4 +122,30 @@ def test_a_clone_killed_after_its_first_step_is_whole_or_absent(
         h = await svc.open("t", "c", holder="r")
         assert await h.read(0, PAGE) == b"A" * PAGE
         await h.close()
+    with_service(body)
+
+
+def test_a_flatten_killed_after_its_cut_leaves_the_origin_free(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flatten cut the clone's link to its origin, then dropped it from the origin's clones,
+    one transaction each: killed between, the origin listed for good a clone that no longer
+    read through it, so neither the origin's snapshot nor the origin could ever be deleted
+    (deleting the clone unlinks only the origins it still reads through)."""
+    async def body(svc: VolumeService) -> None:
+        await origin_with_clone(svc)
+
+        def cut(t: Txn) -> bool:
+            raw = t.puts.get(volume_key("t", "c"))
+            return raw is not None and Volume.decode(raw).base is None
+
+        kill_after(svc, monkeypatch, cut)
+        with pytest.raises(Killed):
+            await svc.flatten("t", "c")
+        await restarted_workers(svc)
+        c = await svc.get("t", "c")
+        assert c.base is None
+        assert (await svc.get("t", "v")).clones == []
+        await svc.delete_snapshot("t", "v", "s")
+        await svc.delete("t", "c")
+        await svc.delete("t", "v")
     with_service(body)
