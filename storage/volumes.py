@@ -35,6 +35,7 @@ from storage.keyspace import (
     journal_prefix,
     span,
     stripe_index_key,
+    volume_collect_key,
     volume_gone_key,
     volume_key,
     volume_lease_key,
@@ -91,20 +92,22 @@ class VolumeService:
     async def get(self, tenant: str, name: str) -> Volume:
         return (await self._get(tenant, name))[0]
 
-    async def _update(self, tenant: str, name: str, change: Any) -> Volume:
+    async def _update(self, tenant: str, name: str, change: Any,
+                      also: dict[bytes, bytes] | None = None) -> Volume:
         """Read-modify-CAS loop on a volume record; `change(vol)` mutates or raises.
 
         An origin the change leaves the volume no longer reading through (a flatten's cut,
         the last snapshot kept from before it deleted) drops the volume from its clones in
         the same transaction: a process killed after the change must not leave the origin
-        listing it for good (then neither the origin nor its snapshot could be deleted)."""
+        listing it for good (then neither the origin nor its snapshot could be deleted).
+        `also`: further records put in that transaction."""
         me = f"{tenant}/{name}"
         while True:
             vol, item = await self._get(tenant, name)
             before = vol.origins()
             change(vol)
             compares = {item.key: item.revision}
-            puts = {item.key: vol.encode()}
+            puts = {item.key: vol.encode(), **(also or {})}
             for b in before:
                 if b in vol.origins():
                     continue
@@ -311,9 +314,29 @@ class VolumeService:
                     raise Conflict(f"snapshot {snap!r} has clone {c} (or a snapshot of it "
                                    "taken before a flatten): delete them first")
             del v.snapshots[g]
-        vol = await self._update(tenant, name, drop)  # (unlinks an origin none reads now)
+        # (unlinks an origin none reads now); the collect marker, in the same transaction,
+        # has the reclaim worker retire what the snapshot kept if this process dies first
+        mark = volume_collect_key(cur.id)
+        vol = await self._update(tenant, name, drop,
+                                 also={mark: pack({"tenant": tenant, "name": name})})
+        marked = await self.meta.get(mark)
         await self._collect(vol)
         await held.free(self, vol)
+        if marked is not None:  # (unless another delete marked it again meanwhile)
+            await self.meta.txn(Txn(compares={mark: marked.revision}, deletes=(mark,)))
+
+    async def finish_collect(self, item: Item) -> None:
+        """Retire what the snapshots deleted from a volume kept, for its collect marker
+        `item` (left by a snapshot delete that was killed), then drop the marker."""
+        ref = unpack(item.value)
+        try:
+            vol = await self.get(str(ref["tenant"]), str(ref["name"]))
+        except NotFound:
+            vol = None  # deleted since: its delete retired everything
+        if vol is not None and vol.id == unpack_key(item.key)[1]:
+            await self._collect(vol)
+            await held.free(self, vol)
+        await self.meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
 
     async def _collect(self, vol: Volume) -> None:
         """Retire pointers no snapshot needs any more (never the newest of an extent)."""

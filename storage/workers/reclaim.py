@@ -19,19 +19,21 @@ crash resumes where it stopped, and a batch that raced another writer is redone)
 then the tenant record is marked `reclaimed`, and `tessera tenant delete` succeeds.
 
 Before any of that, each step finishes a volume delete that was killed part way (its `VD`
-record: `storage/volume_gone.py`).
+record: `storage/volume_gone.py`), then a snapshot delete that was (its `VC` marker:
+`VolumeService.finish_collect`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storage import inline_bodies
 from storage.keyspace import (
     ACCESS_KEY,
     TENANT,
+    VOLUME_COLLECT,
     VOLUME_GONE,
     access_key_key,
     access_log_prefix,
@@ -61,6 +63,9 @@ from storage.records import AccessKey, Bucket, ObjectVersion, Tenant, pack
 from storage.volume_gone import gone_volume_step, retire_pointers_step
 from storage.volume_records import Volume
 from storage.workers import WorkerState
+
+if TYPE_CHECKING:
+    from storage.volumes import VolumeService
 
 log = logging.getLogger("tessera.reclaim")
 BATCH = 200
@@ -193,9 +198,11 @@ class TenantReclaimer:
     wake_prefix = space(TENANT)[0]
     watched_idle_s = 30.0
 
-    def __init__(self, meta: MetadataStore, gc_grace_s: float) -> None:
+    def __init__(self, meta: MetadataStore, gc_grace_s: float,
+                 volumes: VolumeService | None = None) -> None:
         self._meta = meta
         self._grace_s = gc_grace_s
+        self._volumes = volumes
         self.reclaimed = 0
 
     async def step(self) -> WorkerState:
@@ -203,6 +210,11 @@ class TenantReclaimer:
         if gone:  # a volume delete killed before it was done: finish it
             await gone_volume_step(self._meta, gone[0], self._grace_s)
             return WorkerState.BUSY
+        if self._volumes is not None:
+            marked = await self._meta.range(*space(VOLUME_COLLECT), limit=1)
+            if marked:  # a snapshot delete killed before it retired what it kept
+                await self._volumes.finish_collect(marked[0])
+                return WorkerState.BUSY
         for item in await self._meta.range(*space(TENANT), limit=100_000):
             t = Tenant.decode(item.value)
             if t.state != "shredded" or t.reclaimed:

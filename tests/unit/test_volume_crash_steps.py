@@ -61,7 +61,7 @@ async def volume_records(svc: VolumeService, vid: str) -> list[Any]:
 
 async def restarted_workers(svc: VolumeService) -> None:
     """The reclaim worker of the restarted gateway, run until it is idle."""
-    w = TenantReclaimer(svc.meta, 0.0)
+    w = TenantReclaimer(svc.meta, 0.0, svc)
     for _ in range(100):
         if await w.step() == WorkerState.IDLE:
             return
@@ -148,4 +148,35 @@ def test_a_flatten_killed_after_its_cut_leaves_the_origin_free(
         await svc.delete_snapshot("t", "v", "s")
         await svc.delete("t", "c")
         await svc.delete("t", "v")
+    with_service(body)
+
+
+def test_a_snapshot_delete_killed_after_its_record_update_still_retires_pointers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """delete_snapshot drops the snapshot from the record, then retires the extent pointers
+    only it kept: killed between, those pointers (and their shards) stayed until some later
+    snapshot delete or the volume's delete, which may never come."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        for data in (b"A", b"B"):  # extent 0 written, snapshotted, then overwritten
+            h = await svc.open("t", "v", holder="w")
+            await h.write(0, data * PAGE)
+            await h.close()
+            if data == b"A":
+                await svc.snapshot("t", "v", "s")
+        vid = (await svc.get("t", "v")).id
+        assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 2
+
+        def dropped(t: Txn) -> bool:
+            raw = t.puts.get(volume_key("t", "v"))
+            return raw is not None and not Volume.decode(raw).snapshots
+
+        kill_after(svc, monkeypatch, dropped)
+        with pytest.raises(Killed):
+            await svc.delete_snapshot("t", "v", "s")
+        await restarted_workers(svc)
+        assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 1
+        h = await svc.open("t", "v", holder="r")
+        assert await h.read(0, PAGE) == b"B" * PAGE
+        await h.close()
     with_service(body)
