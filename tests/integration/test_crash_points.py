@@ -2,7 +2,8 @@
 storage/testing/crash_points.py) at the two points of a PUT that matter: with the version's
 shards written and its commit not sent, the PUT never happened (no key, no listing entry,
 its shards swept as orphans); with the commit applied and no answer given, it happened
-whole (every byte reads back). `tessera fsck` finds nothing wrong after either, and names
+whole (every byte reads back). The same after-commit kill for CompleteMultipartUpload (the
+client's retry is answered 200 with the object's ETag) and CopyObject. `tessera fsck` finds nothing wrong after either, and names
 the first one's shards as orphans until the sweep collects them."""
 
 from __future__ import annotations
@@ -56,11 +57,31 @@ def test_a_put_killed_before_or_after_its_commit_is_none_or_all(
     chaos.restart_gateway()
     with pytest.raises((BotoCoreError, ClientError)):
         s3.put_object(Bucket="crashes", Key="crash/after", Body=BODY[::-1])
+    chaos.restart_gateway()
+    # CompleteMultipartUpload killed after its commit: the client's retry is answered 200
+    up = s3.create_multipart_upload(Bucket="crashes", Key="crash/mpu")["UploadId"]
+    etag = s3.upload_part(Bucket="crashes", Key="crash/mpu", UploadId=up, PartNumber=1,
+                          Body=BODY)["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    with pytest.raises((BotoCoreError, ClientError)):
+        s3.complete_multipart_upload(Bucket="crashes", Key="crash/mpu", UploadId=up,
+                                     MultipartUpload=parts)
+    chaos.restart_gateway()
+    # CopyObject killed after its commit: the copy is whole
+    with pytest.raises((BotoCoreError, ClientError)):
+        s3.copy_object(Bucket="crashes", Key="crash/copy",
+                       CopySource={"Bucket": "crashes", "Key": "kept"})
     monkeypatch.delenv(ENV)
     chaos.restart_gateway()
+    done = s3.complete_multipart_upload(Bucket="crashes", Key="crash/mpu", UploadId=up,
+                                        MultipartUpload=parts)
+    assert s3.head_object(Bucket="crashes", Key="crash/mpu")["ETag"] == done["ETag"]
+    assert s3.get_object(Bucket="crashes", Key="crash/mpu")["Body"].read() == BODY
+    assert s3.get_object(Bucket="crashes", Key="crash/copy")["Body"].read() == BODY
+    assert not s3.list_multipart_uploads(Bucket="crashes").get("Uploads")
 
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket="crashes")["Contents"]]
-    assert listed == ["crash/after", "kept"]
+    assert listed == ["crash/after", "crash/copy", "crash/mpu", "kept"]
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket="crashes", Key="crash/before")
     assert e.value.response["Error"]["Code"] == "NoSuchKey"
