@@ -47,6 +47,7 @@ from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.telemetry import STAGES
 from storage.tenants import TenantService
+from storage.testing.crash_points import die_at
 from storage.version_ids import commit_sort, new_version_id, sorted_at, version_sort
 from storage.write_age import WriteAge
 
@@ -269,10 +270,12 @@ class ObjectService(ObjectReads, ObjectEdits):
                 deletes.extend(extra.deletes)
             if age is not None:
                 age.check()
+            die_at("before-commit", v.key)  # (a test hook; nothing without its variable)
             with STAGES.time("metadata_commit"):
                 done, seen = await self._meta.txn_or_read(
                     Txn(compares=compares, puts=puts, deletes=tuple(deletes)), reads)
             if done:
+                die_at("after-commit", v.key)
                 return
             if extra is not None:
                 for k, rev in extra.compares.items():
@@ -337,23 +340,27 @@ class ObjectService(ObjectReads, ObjectEdits):
                     deletes.append(stripe_index_key(stripe_id))
 
     async def discard_parts(self, parts: list[PartLayout]) -> None:
-        """Queue the stripes of an uncommitted write for collection now; when the metadata
-        store is full (so the commit was refused too, and no record names them), delete
-        their shards from the nodes at once instead: no queue entry can be written, and the
-        orphan sweep would leave them on the nodes for its grace period."""
+        """Queue the stripes of a write whose commit failed for collection now; when the
+        metadata store is full (so the commit was refused too, and no record names them),
+        delete their shards from the nodes at once instead: no queue entry can be written,
+        and the orphan sweep would leave them on the nodes for its grace period.
+
+        A failed commit may have applied all the same (a timeout or a broken connection
+        after sending, a cancellation while the store's commit went on), so the stripes'
+        index entries are left as they are: the collector deletes no copy of a stripe
+        whose index entry and manifest name it, and a write that never committed has no
+        entry to leave."""
         from storage.errors import StorageFull
 
         puts: dict[bytes, bytes] = {}
-        deletes: list[bytes] = []
         now = time.time_ns()
         for p in parts:
             if p.stripe_id:
                 puts[gc_key(now, p.stripe_id)] = pack({"nodes": p.nodes})
-                deletes.append(stripe_index_key(p.stripe_id))
         if not puts:
             return
         try:
-            await self._meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
+            await self._meta.txn(Txn(puts=puts))
         except StorageFull:
             for p in parts:
                 # a stripe with an index entry is named by a commit that applied although

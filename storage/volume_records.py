@@ -7,6 +7,8 @@ Keys (built by `storage.keyspace`; see storage/volumes.py for the model):
                                               proc, released}: kept after release (tokens grow)
     (VJ, volume id, seq:020d)                 journal segment (see storage/volume_journal.py)
     (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
+    (VD, volume id)                           a deleted volume's record while its pointers
+                                              are retired (storage/workers/reclaim.py)
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from typing import Any
 
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
-from storage.keyspace import extent_key, next_key, span
+from storage.keyspace import extent_key, next_key, span, volume_key
 from storage.leases import dead_local_process
-from storage.metadata import Item, MetadataStore
+from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 
 MiB = 1 << 20
@@ -233,3 +235,24 @@ def decode_pointer(raw: bytes) -> Pointer:
     d = unpack(raw)
     d.pop("fv", None)
     return Pointer(**d)
+
+
+async def unlink_clone(meta: MetadataStore, vol: Volume, base: dict[str, Any]) -> None:
+    """Drop `vol` from the clones of origin `base` (it no longer reads through it), unless
+    the volume now of its name reads through `base` (one made since under the same name:
+    a killed delete finished later must not unlink it)."""
+    me = f"{vol.tenant}/{vol.name}"
+    now = await meta.get(volume_key(vol.tenant, vol.name))
+    if now is not None and base in Volume.decode(now.value).origins():
+        return
+    while True:
+        item = await meta.get(volume_key(base["tenant"], base["name"]))
+        if item is None:
+            return
+        origin = Volume.decode(item.value)
+        if me not in origin.clones:
+            return
+        origin.clones.remove(me)
+        if await meta.txn(Txn(compares={item.key: item.revision},
+                              puts={item.key: origin.encode()})):
+            return
