@@ -99,6 +99,18 @@ async def _list(rq: S3Request, prefix: str, delimiter: str, after: str, max_keys
                                                  after, max_keys)
 
 
+async def _list_versions(rq: S3Request, prefix: str, key_marker: str, vid_marker: str,
+                         max_keys: int, delimiter: str,
+                         ) -> tuple[list[ObjectVersion], list[str], bool, str]:
+    """One page of versions; max-keys=0 is an empty, untruncated page, as `_list` answers
+    it (a truncated page without a NextKeyMarker sent a client back to the start)."""
+    if max_keys == 0:
+        rq.existing_bucket()
+        return [], [], False, ""
+    return await rq.cluster.objects.listing.list_versions(
+        rq.existing_bucket(), prefix, key_marker, vid_marker, max_keys, delimiter)
+
+
 @operation("ListObjectsV2")
 async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
     p = rq.params
@@ -156,8 +168,8 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
                       "key marker.", ArgumentName="version-id-marker", ArgumentValue=vid_marker)
     if vid_marker:  # a malformed one is refused as S3 does, not taken as a position
         check_version_id(vid_marker, "version-id-marker")
-    versions, prefixes, more, last_key = await rq.cluster.objects.listing.list_versions(
-        rq.existing_bucket(), prefix, key_marker, vid_marker, max_keys, delimiter)
+    versions, prefixes, more, last_key = await _list_versions(rq, prefix, key_marker,
+                                                            vid_marker, max_keys, delimiter)
     await resolve_owners(rq, versions)
     entries = []
     seen: set[str] = set()
