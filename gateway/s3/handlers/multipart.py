@@ -301,6 +301,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     _check_checksum_type(_asserted_type(rq), up)
     asked = await _asked(rq)
     _refuse_keyless_assertion(rq, up, asked)
+    _require_part_checksums(up, asked)
     with _errors(upload_id):
         try:
             v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, asked.listed,
@@ -330,6 +331,20 @@ def _check_checksum_type(asserted: str | None, up: Upload) -> None:
     have = up.checksum_type if up.checksum_algorithm else FULL_OBJECT
     if asserted != have:
         raise S3Error("BadDigest", _type_mismatch(have))
+
+
+def _require_part_checksums(up: Upload, asked: _Asked) -> None:
+    """A COMPOSITE upload (made with a checksum algorithm) is completed only with each
+    listed part's checksum of that algorithm, as S3 answers (400 InvalidRequest): the
+    object's checksum is the digest of exactly those part checksums."""
+    alg = up.checksum_algorithm
+    if not alg or (up.checksum_type or COMPOSITE) != COMPOSITE:
+        return
+    for p in asked.listed:
+        if alg not in p.checksums:
+            raise S3Error("InvalidRequest", f"The upload was created using a {alg.lower()} "
+                          "checksum. The complete request must include the checksum for "
+                          f"each part. It was missing for part {p.number} in the request.")
 
 
 def _type_mismatch(have: str | None) -> str:
