@@ -1,4 +1,5 @@
-"""A listing asked for a page of zero entries (max-keys=0, max-uploads=0, max-parts=0): an
+"""A listing asked for a page of zero entries (max-keys=0, max-uploads=0, max-parts=0, and
+GetObjectAttributes' x-amz-max-parts: 0): an
 empty page that is not truncated, as ListObjects answers it (and S3, per ceph/s3-tests'
 test_bucket_list_maxkeys_zero). A truncated page must name where the next one starts; one
 that is truncated without a NextKeyMarker (NextPartNumberMarker) sends a client that follows
@@ -59,3 +60,21 @@ def test_list_parts_max_parts_zero(s3: Any, bucket: str) -> None:
     assert r["MaxParts"] == 0
     with pytest.raises(s3.exceptions.NoSuchUpload):  # the upload is still looked up
         s3.list_parts(Bucket=bucket, Key="k", UploadId=uid + "x", MaxParts=0)
+
+
+def test_object_attributes_max_parts_zero(s3: Any, bucket: str) -> None:
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    parts = []
+    for n, body in ((1, b"p" * 5 * 1024 * 1024), (2, b"q")):
+        r = s3.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=n, Body=body)
+        parts.append({"PartNumber": n, "ETag": r["ETag"]})
+    s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid,
+                                 MultipartUpload={"Parts": parts})
+    got = s3.get_object_attributes(Bucket=bucket, Key="k", ObjectAttributes=["ObjectParts"],
+                                   MaxParts=0)["ObjectParts"]
+    assert got["IsTruncated"] is False
+    assert "Parts" not in got and "NextPartNumberMarker" not in got
+    assert got["TotalPartsCount"] == 2
+    page = s3.get_object_attributes(Bucket=bucket, Key="k", ObjectAttributes=["ObjectParts"],
+                                    MaxParts=1)["ObjectParts"]
+    assert page["IsTruncated"] is True and page["NextPartNumberMarker"] == 1

@@ -102,7 +102,8 @@ def attributes_xml(v: ObjectVersion, names: list[str], max_parts: int, marker: i
         if page:
             _add(elem, "NextPartNumberMarker", page[-1].number)
         _add(elem, "MaxParts", max_parts)
-        _add(elem, "IsTruncated", len(after) > max_parts)
+        # a page of none (x-amz-max-parts: 0) is not truncated: it names no part to go on from
+        _add(elem, "IsTruncated", 0 < max_parts < len(after))
         for p in page:
             part = ET.SubElement(elem, "Part")
             _add(part, "PartNumber", p.number)
