@@ -13,7 +13,7 @@ from gateway.s3.acl import owner_of, resolve_owners
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.restore import restore_status
-from gateway.s3.http import iso_time, strict_int
+from gateway.s3.http import count_param, iso_time
 from gateway.s3.request_keys import OWNERS
 from gateway.s3.router import check_version_id
 from storage.records import ObjectVersion
@@ -23,16 +23,7 @@ OPTIONAL_ATTRIBUTES = "x-amz-optional-object-attributes"
 
 
 def _max_keys(rq: S3Request) -> int:
-    raw = rq.params.get("max-keys", str(MAX_KEYS))
-    try:
-        n = strict_int(raw)
-    except ValueError:
-        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer "
-                      "range", ArgumentName="max-keys", ArgumentValue=raw) from None
-    if n < 0:
-        raise S3Error("InvalidArgument", "Argument max-keys must be an integer between 0 "
-                      "and 2147483647", ArgumentName="max-keys", ArgumentValue=raw)
-    return min(n, MAX_KEYS)
+    return count_param(rq.params, "max-keys", MAX_KEYS, MAX_KEYS)
 
 
 def _encoding(rq: S3Request) -> str | None:
