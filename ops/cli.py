@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.metadatacli import add_metadata_parser
 
     add_metadata_parser(sub)
+    from ops.fsckcli import add_fsck_parser
+
+    add_fsck_parser(sub)
     return p
 
 

@@ -12,8 +12,10 @@ import asyncio
 import hmac
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from gateway.block.mount import DEFAULT_MAX_DIRTY_MIB, NO_JOURNAL_MAX_DIRTY_MIB
 from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB
 from storage.config import config_path, load_config
 from storage.errors import AccessDenied, ConfigError, InvalidInput, NotFound
+from storage.records import unpack
 
 if TYPE_CHECKING:
     from storage.cluster import Cluster
@@ -184,8 +187,31 @@ async def _show(a, c, svc, t):  # type: ignore[no-untyped-def]
     print(f"{'attached:':14}{attached}")
 
 
+class _LeaseWatch:
+    """Says on stderr what a command waits for while it watches a volume's attach lease (a
+    writer that died on another host, or clocks that disagree: only a ttl without renewal
+    tells), and how long is left; remembers the record's revision (`revision`)."""
+
+    def __init__(self, name: str, then: str) -> None:
+        self.name = name
+        self.then = then  # what the command does once the lease is found lapsed
+        self.revision = 0
+
+    def __call__(self, item: Any, left: float) -> None:
+        if item.revision != self.revision:
+            self.revision = item.revision
+            rec = unpack(item.value)
+            print(f"volume {self.name}: its attach lease names {rec.get('holder')} (token "
+                  f"{rec.get('token')}), which this host cannot see renew it (a writer that "
+                  "died on another host, or clocks that disagree); watching the lease up to "
+                  f"{left:.0f}s for a renewal before {self.then}", file=sys.stderr, flush=True)
+        else:
+            print(f"volume {self.name}: no renewal yet, {left:.0f}s left", file=sys.stderr,
+                  flush=True)
+
+
 async def _delete(a, c, svc, t):  # type: ignore[no-untyped-def]
-    await svc.delete(t, a.name)
+    await svc.delete(t, a.name, _LeaseWatch(a.name, "deleting it"))
     _done(a, f"deleted volume {a.name}", {"deleted": a.name})
 
 
@@ -314,7 +340,8 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
     from storage.volumes import VolumeAttached
 
     v = await svc.get(t, a.name)
-    held = await _after_snapshot(svc, v.id, a.name)
+    watch = _LeaseWatch(a.name, "mounting it")
+    held = await _after_snapshot(svc, v.id, a.name, watch)
     if held is not None:  # refuse before anything is started or mounted
         raise VolumeAttached(f"volume {a.name!r} is already attached by {held['holder']} "
                              f"(lease token {held['token']}); unmount it there first")
@@ -329,21 +356,34 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
             raise MountError(f"volume {a.name!r}: the attach lease is held by {who}, not by "
                              f"the daemon this mount started (pid {pid}); not mounted")
 
-    st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
-                                 Path(a.dir), a.fs, a.lease_ttl, confirm, not a.no_journal,
-                                 a.max_dirty_mib, a.kernel_dirty_mib)
+    # Ctrl-C (or SIGTERM, taken as one) cancels this task; the mount (in a thread) is told to
+    # stop its daemon if it is not ready yet, and the command ends once it has (asyncio.run
+    # waits for the thread), exiting 130.
+    stop = threading.Event()
+    loop.add_signal_handler(signal.SIGTERM, signal.raise_signal, signal.SIGINT)
+    try:
+        st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
+                                     Path(a.dir), a.fs, a.lease_ttl, confirm,
+                                     not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib,
+                                     stop, watch.revision)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 
 
-async def _after_snapshot(svc: VolumeService, vid: str, name: str) -> dict[str, Any] | None:
+async def _after_snapshot(svc: VolumeService, vid: str, name: str,
+                          watching: _LeaseWatch) -> dict[str, Any] | None:
     """Who holds the volume once a snapshot holding it (replaying a crashed writer's journal,
     then detaching) is done: waited for, up to SNAPSHOT_WAIT_S; it used to fail the mount."""
     from storage.volumes import VolumeAttached
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SNAPSHOT_WAIT_S
-    held = await svc.attached_by(vid)
+    held = await svc.attached_by(vid, watching)
     if held is not None and str(held["holder"]).startswith("snapshot:"):
         print(f"volume {name} is held by {held['holder']} while it replays the journal; "
               "waiting", file=sys.stderr, flush=True)
@@ -354,7 +394,7 @@ async def _after_snapshot(svc: VolumeService, vid: str, name: str) -> dict[str, 
                 f"{SNAPSHOT_WAIT_S:.0f}s (a snapshot replaying its journal): mount again when "
                 f"`tessera volume show {name}` shows it detached")
         await asyncio.sleep(0.2)
-        held = await svc.attached_by(vid)
+        held = await svc.attached_by(vid, watching)
     return held
 
 

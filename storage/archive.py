@@ -56,9 +56,19 @@ RETRY_S = 5.0
 
 log = logging.getLogger("tessera.archive")
 
-# colder is larger: a lifecycle transition only ever moves an object to a colder class
-CLASS_RANK = {"STANDARD": 0, "REDUCED_REDUNDANCY": 0, "STANDARD_IA": 1, "ONEZONE_IA": 1,
-              "INTELLIGENT_TIERING": 1, "GLACIER_IR": 2, "GLACIER": 3, "DEEP_ARCHIVE": 4}
+# colder is larger: a lifecycle transition only ever moves an object down AWS's waterfall,
+# STANDARD -> STANDARD_IA -> INTELLIGENT_TIERING -> ONEZONE_IA -> GLACIER_IR -> GLACIER ->
+# DEEP_ARCHIVE, except ONEZONE_IA -> GLACIER_IR, which AWS does not support
+CLASS_RANK = {"STANDARD": 0, "REDUCED_REDUNDANCY": 0, "STANDARD_IA": 1,
+              "INTELLIGENT_TIERING": 2, "ONEZONE_IA": 3, "GLACIER_IR": 4, "GLACIER": 5,
+              "DEEP_ARCHIVE": 6}
+UNSUPPORTED_TRANSITIONS = frozenset({("ONEZONE_IA", "GLACIER_IR")})
+
+
+def may_transition(current: str, target: str) -> bool:
+    """Whether a lifecycle transition moves a version of class `current` to `target`."""
+    return CLASS_RANK.get(target, 0) > CLASS_RANK.get(current, 0) and \
+        (current, target) not in UNSUPPORTED_TRANSITIONS
 
 
 class NotArchived(InvalidInput):
@@ -415,8 +425,7 @@ class ArchiveService:
         the profile says so) and relabel it; the head stays where it is. An SSE-C version's
         ciphertext is re-coded as it is (no key here, so no compression). False if the
         version changed meanwhile or is not moved."""
-        if v.delete_marker or CLASS_RANK.get(storage_class, 0) <= \
-                CLASS_RANK.get(v.storage_class, 0):
+        if v.delete_marker or not may_transition(v.storage_class, storage_class):
             return False
         profile = self._cfg.profile_for_class(storage_class)
         ssec = SSEC_HMAC in v.sse

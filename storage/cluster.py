@@ -153,7 +153,7 @@ class Cluster:
             scrubber,
             Rewrapper(self.meta, self.tenants),
             ShredScheduler(self.meta, self.tenants, self.objects.lock_clock.now),
-            TenantReclaimer(self.meta, self.cfg.workers.gc_grace_s),
+            TenantReclaimer(self.meta, self.cfg.workers.gc_grace_s, self.volumes),
             RestoreWorker(self.archive),
             LifecycleWorker(self.lifecycle, self.cfg.archive.lifecycle_interval_s),
             AccessLogDelivery(self, self.cfg.access_log.flush_interval_s, may_deliver),

@@ -36,6 +36,7 @@ from storage.config_sections import (
     NODE_ROLES,
     AccessLogSettings,
     ArchiveSettings,
+    AuditSettings,
     GatewayConfig,
     LifecycleSettings,
     LogSettings,
@@ -60,7 +61,7 @@ _ADMIN_HOST = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?")
 __all__ = [
     "DEFAULT_BUSY_RATE", "DEFAULT_INLINE_MAX_BYTES", "DEFAULT_RATE", "ENV_ADMIN_ACCESS_KEY",
     "ENV_ADMIN_SECRET_KEY", "ENV_ADMIN_URL", "ENV_CONFIG", "ENV_OVERRIDES", "NODE_ID",
-    "NODE_ROLES", "SETTINGS_SECTIONS", "AccessLogSettings", "ArchiveSettings", "Config",
+    "NODE_ROLES", "SETTINGS_SECTIONS", "AccessLogSettings", "ArchiveSettings", "AuditSettings", "Config",
     "ConfigError", "EnvOverride", "GatewayConfig", "LifecycleSettings", "LogSettings", "MiB",
     "NodeSpec", "PackSettings", "Profile", "RebalanceSettings", "RepairSettings", "ScrubSettings",
     "WorkerSettings", "config_from_mapping", "config_path", "env_settings", "load_config",
@@ -97,6 +98,7 @@ class Config:
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     access_log: AccessLogSettings = field(default_factory=AccessLogSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -141,7 +143,8 @@ SETTINGS_SECTIONS: dict[str, type] = {"repair": RepairSettings, "rebalance": Reb
                                       "scrub": ScrubSettings, "packs": PackSettings,
                                       "workers": WorkerSettings,
                                       "lifecycle": LifecycleSettings,
-                                      "access_log": AccessLogSettings}
+                                      "access_log": AccessLogSettings,
+                                      "audit": AuditSettings}
 _TOP_KEYS = {"data_dir", "cluster", "gateway", "profiles", "nodes", "storage_classes", "metadata",
              "archive", *SETTINGS_SECTIONS}
 _ARCHIVE_KEYS = set(ArchiveSettings.__dataclass_fields__)

@@ -68,7 +68,7 @@ class GatewayConfig:
     region: str = "us-east-1"
     virtual_host_domain: str | None = None
     max_skew_s: int = 900
-    max_object_size: int = 5 * 1024**4
+    max_object_size: int = 5 * 1024**3  # one PutObject or POST upload (AWS: 5 GiB)
     max_header_bytes: int = 16 * 1024  # one request head: request line and header lines
     header_timeout_s: float = 20.0  # each request's headers must be complete within this
     shred_wait_s: float = 0.0  # default waiting period before a tenant shred destroys keys
@@ -202,6 +202,14 @@ class AccessLogSettings:
     flush_interval_s: float = 60.0  # a source bucket's records wait at most this long
     stage_interval_s: float = 1.0  # records buffered in a gateway's memory at most this long
     max_buffered: int = 100000  # records a gateway holds in memory; more are dropped (counted)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """[audit]: the admin audit log's rotation (gateway/admin/audit.py)."""
+
+    max_bytes: int = 64 * MiB  # audit.log is renamed audit.log.1 before it would pass this
+    backups: int = 8  # rotated files kept (audit.log.1 the newest); older ones are deleted
 
 
 @dataclass(frozen=True)

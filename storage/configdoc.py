@@ -80,7 +80,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "(BUCKET.domain); unset: path style only.",
     ("gateway", "max_skew_s"): "Largest accepted clock difference of a signed request (AWS: "
     "900 s).",
-    ("gateway", "max_object_size"): "Largest object accepted (AWS: 5 TiB).",
+    ("gateway", "max_object_size"): "Largest object one PutObject or POST upload carries; a "
+    "bigger one is refused with 400 EntityTooLarge (AWS: 5 GiB). Bigger objects go by "
+    "multipart upload (10,000 parts of at most 5 GiB, as AWS).",
     ("gateway", "max_header_bytes"): "Largest request head (request line and header lines "
     "together); bigger ones are refused before any work (S3: 400 RequestHeaderSectionTooLarge; "
     "admin listener: 431 JSON), "
@@ -232,6 +234,13 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("access_log", "stage_interval_s"): "Access-log records wait at most this long in a "
     "gateway's memory before they are written to the metadata store (a crash loses at most "
     "this much; a clean shutdown loses nothing).",
+    ("audit", "max_bytes"): "The admin audit log (DATA/audit/audit.log, one fsynced JSON line "
+    "per admin action) is rotated before it would grow past this: renamed audit.log.1 (older "
+    "ones shift up) and a new one begun, so the audit log takes at most about "
+    "max_bytes x (backups + 1) of disk (an entry's string fields are capped at 256 "
+    "characters).",
+    ("audit", "backups"): "Rotated audit files kept (audit.log.1 the newest); the oldest past "
+    "this is deleted. GET /admin/v1/audit reads the current file only.",
     ("access_log", "max_buffered"): "Access-log records a gateway holds in memory; past "
     "this, new records are dropped and counted (the metadata store is not keeping up).",
 }

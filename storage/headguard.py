@@ -21,6 +21,19 @@ A head aiohttp's parser refuses (a garbage request line, a line over its limit, 
 header count, an invalid header byte, bad chunked framing) is answered by the listener's own
 `malformed` answer (S3's XML error, the admin API's JSON) and logged as one line, not as
 aiohttp's plain text and ERROR traceback: it is the client's error, and the connection closes.
+
+A head that repeats Content-Length with one same value reaches the parser with that line once
+(`single_content_length`): RFC 9110 section 8.6 allows a recipient to take it, AWS does, and
+rclone before 1.59 sends it on every single-part upload (a presigned PUT whose signed headers
+repeat Go's own Content-Length), which the parser (llhttp, and aiohttp's singleton check) refuses
+outright. Differing values are left for the parser to refuse (request smuggling). A head is held
+back from the parser until it is whole only once it has shown a Content-Length line.
+
+A body's chunked framing the parser refuses in a later socket read, once the request's
+handler runs, is that request's body error (`RequestPayloadError` from its stream, as
+aiohttp's pure-Python parser raises it), not a second request's: aiohttp's C parser queued it
+as one, which no answer could reach while the handler waited out its idle limit for body
+bytes that never come; the connection closes after the handler's answer.
 """
 
 from __future__ import annotations
@@ -34,8 +47,9 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.helpers import set_exception
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +69,15 @@ def parse_error_summary(exc: HttpProcessingError) -> str:
     return re.split(r":\s*(?:b['\"]|bytearray\()|\s+['\"]", first, maxsplit=1)[0].rstrip(":")[:120]
 
 
+def payload_error_summary(exc: BaseException) -> str:
+    """What broke a body's framing (a `RequestPayloadError` from its stream), in one short
+    line without the bytes the parser quotes."""
+    cause = exc.__cause__
+    if isinstance(cause, HttpProcessingError):
+        return parse_error_summary(cause)
+    return str(exc).strip().split("\n", 1)[0][:120]
+
+
 def plain_malformed(exc: HttpProcessingError) -> web.StreamResponse:
     """The default answer to a head the parser refused: 400 with a one-line text."""
     return web.Response(status=400, text=parse_error_summary(exc) + "\n")
@@ -70,6 +93,31 @@ def closing_answer(status: int, content_type: str, body: bytes,
     return "\r\n".join(lines).encode("latin-1") + body
 
 
+def single_content_length(buf: bytes, end: int) -> bytes:
+    """`buf` (a request head ending at `end`, where its blank line begins, and what follows)
+    with any Content-Length line that repeats the first one's value dropped; unchanged when
+    the values differ, are not a number or a header line is folded."""
+    head = buf[:end]
+    if head.lower().count(b"\ncontent-length:") < 2:
+        return buf
+    lines = head.split(b"\r\n")
+    value: bytes | None = None
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            return buf  # obs-fold: leave the whole head to the parser
+        name, colon, rest = line.partition(b":")
+        if colon and name.lower() == b"content-length":
+            v = rest.strip(b" \t")
+            if not v.isdigit() or (value is not None and v != value):
+                return buf
+            if value is not None:
+                continue
+            value = v
+        kept.append(line)
+    return b"\r\n".join(kept) + buf[end:]
+
+
 class CappedHandler(RequestHandler):
     """aiohttp's connection handler, holding every request head to `max_bytes` (then
     writing `refusal()`, a whole HTTP answer, and closing) and to `head_timeout_s`.
@@ -78,8 +126,8 @@ class CappedHandler(RequestHandler):
     with each request whose head completes. The chunk in which a body ends is not counted
     (it may hold the next head's start): the cap holds within one read of the socket."""
 
-    __slots__ = ("_dropped", "_head_bytes", "_head_timeout_s", "_last_payload", "_malformed",
-                 "_max_bytes", "_refusal", "_seen")
+    __slots__ = ("_dropped", "_head_bytes", "_head_timeout_s", "_held", "_last_payload",
+                 "_malformed", "_max_bytes", "_refusal", "_seen")
 
     def __init__(self, *args: Any, head_timeout_s: float, max_bytes: int,
                  refusal: Callable[[], bytes], malformed: Malformed = plain_malformed,
@@ -93,6 +141,7 @@ class CappedHandler(RequestHandler):
         self._last_payload: Any = None
         self._seen = 0
         self._dropped = -1  # bytes read and dropped since the refusal (-1: none yet)
+        self._held = b""  # a head not yet whole that has a Content-Length line
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -105,7 +154,21 @@ class CappedHandler(RequestHandler):
                 self.transport.close()
             return
         between = self._last_payload is None or self._last_payload.is_eof()
-        super().data_received(data)
+        fed = data
+        if between:  # `data` begins or continues a request head
+            fed = self._held + data if self._held else data
+            end = fed.find(b"\r\n\r\n")
+            if end < 0 and (self._held or b"content-length" in fed.lower()):
+                self._held, fed = fed, b""  # its Content-Length may be repeated: wait
+            else:
+                self._held = b""
+                if end >= 0:
+                    fed = single_content_length(fed, end)
+        if fed:
+            super().data_received(fed)
+        if not between and self._messages and isinstance(self._messages[-1][0], _ErrInfo):
+            self._body_refused()
+            return
         if self._request_count != self._seen:  # a head completed in this chunk
             self._seen = self._request_count
             self._head_bytes = 0
@@ -136,6 +199,15 @@ class CappedHandler(RequestHandler):
         resp = self._malformed(exc)
         resp.force_close()
         return resp
+
+    def _body_refused(self) -> None:
+        """The parser refused the pending body's framing (in a read after its head): the
+        error goes to that body's stream, where its handler reads, instead of waiting as a
+        request of its own; nothing more is read as requests from this connection."""
+        err, _ = self._messages.pop()
+        self._request_count -= 1
+        set_exception(self._last_payload, RequestPayloadError(str(err.message)), err.exc)
+        self.close()
 
     def _arm(self) -> None:
         self._loop.call_later(self._head_timeout_s, self._late, self._request_count)

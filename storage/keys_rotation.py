@@ -31,7 +31,8 @@ from storage.tenants import SHREDDED, TenantService
 
 async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:
     """New KEK version for the tenant; DEKs are rewrapped by the `Rewrapper` worker, the
-    tenant's KMS keys (`storage.kms`) here."""
+    tenant's KMS keys (`storage.kms`) here (and again by the worker before it ends the
+    rewrap, for a rotation killed right after its commit)."""
     await tenants.get(tenant)
     # One transaction: a marker put first let a whole rewrap pass run before the rotation,
     # find nothing stale under the old current version and clear it for good.

@@ -84,6 +84,8 @@ VOLUME_LEASE = "VL"
 JOURNAL = "VJ"
 JOURNAL_KEPT = "VJK"  # folded journal segments a snapshot still replays
 JOURNAL_HEAD = "VJH"  # bumped by every journal append: a snapshot sees one land
+VOLUME_GONE = "VD"  # a deleted volume whose pointers are still being retired
+VOLUME_COLLECT = "VC"  # a volume whose deleted snapshot's pointers are still being retired
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
@@ -356,6 +358,18 @@ def extent_key(vid: str, index: int, gen: int) -> bytes:
 
 def volume_lease_key(vid: str) -> bytes:
     return pack(VOLUME_LEASE, vid)
+
+
+def volume_gone_key(vid: str) -> bytes:
+    """A deleted volume's record, kept from its delete until its extent pointers and journal
+    segments are retired and its origins no longer list it (a killed delete resumes)."""
+    return pack(VOLUME_GONE, vid)
+
+
+def volume_collect_key(vid: str) -> bytes:
+    """A volume one of whose snapshots was deleted, until the pointers and kept journal
+    segments only that snapshot needed are retired (a killed snapshot delete resumes)."""
+    return pack(VOLUME_COLLECT, vid)
 
 
 def journal_prefix(vid: str) -> bytes:

@@ -7,7 +7,9 @@ Pure functions over the plain rule dicts `gateway.s3.config_lifecycle.parse_life
 at the time the version became noncurrent) plus Days, rounded up to the next day boundary
 (midnight UTC with real days; the day length is `storage.lifecycle_clock`'s); an action with
 Date is due at that date. Expiration wins over transition; among transitions the coldest due
-class wins, and a version only ever moves to a colder class (waterfall).
+class wins, and a version only ever moves to a colder class (AWS's waterfall:
+STANDARD_IA, INTELLIGENT_TIERING, ONEZONE_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE in that order,
+but never ONEZONE_IA to GLACIER_IR).
 
 Small objects (AWS's TransitionDefaultMinimumObjectSize): with `varies_by_storage_class` (the
 default here) objects under 128 KiB are not moved to STANDARD_IA, ONEZONE_IA,
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from storage.archive import CLASS_RANK, round_up_to_day
+from storage.archive import CLASS_RANK, may_transition, round_up_to_day
 from storage.records import ObjectVersion
 
 SMALL_OBJECT_BYTES = 128 * 1024
@@ -65,7 +67,7 @@ def due_at(days: int | None, date: str | None, since: float, day_s: float) -> fl
 
 
 def _may_move(rule: dict[str, Any], size: int, target: str, current: str, mode: str) -> bool:
-    if CLASS_RANK.get(target, 0) <= CLASS_RANK.get(current, 0):
+    if not may_transition(current, target):
         return False
     f = rule.get("filter") or {}
     if size >= SMALL_OBJECT_BYTES or f.get("size_gt") is not None or \

@@ -283,8 +283,11 @@ class MultipartService:
 
     async def list_parts(self, b: Bucket, key: str, upload_id: str, marker: int = 0, max_parts: int = 1000,
                          ) -> tuple[Upload, list[Part], bool]:
-        """One page of parts after `marker`: (upload, parts, truncated)."""
+        """One page of parts after `marker`: (upload, parts, truncated); a page of none
+        (max-parts=0) is not truncated, as an empty listing page is not on S3."""
         up, _ = await self.get(b, key, upload_id)
+        if max_parts == 0:
+            return up, [], False
         start, end = span(part_prefix(upload_id))
         if marker:
             start = next_key(part_key(upload_id, marker))
@@ -457,8 +460,11 @@ class MultipartService:
                            delimiter: str = "", key_marker: str = "",
                            upload_id_marker: str = "", max_uploads: int = 1000,
                            ) -> tuple[list[Upload], list[str], bool]:
-        """One page of uploads in progress: (uploads, common prefixes, truncated)."""
+        """One page of uploads in progress: (uploads, common prefixes, truncated); a page of
+        none (max-uploads=0) is not truncated, as an empty listing page is not on S3."""
         tenant, bucket = b.tenant, b.name
+        if max_uploads == 0:
+            return [], [], False
         base = upload_prefix(bucket)
         start, end = text_span(base, prefix)
         if key_marker:

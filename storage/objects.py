@@ -47,6 +47,7 @@ from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
 from storage.telemetry import STAGES
 from storage.tenants import TenantService
+from storage.testing.crash_points import die_at
 from storage.version_ids import commit_sort, new_version_id, sorted_at, version_sort
 from storage.write_age import WriteAge
 
@@ -269,10 +270,12 @@ class ObjectService(ObjectReads, ObjectEdits):
                 deletes.extend(extra.deletes)
             if age is not None:
                 age.check()
+            die_at("before-commit", v.key)  # (a test hook; nothing without its variable)
             with STAGES.time("metadata_commit"):
                 done, seen = await self._meta.txn_or_read(
                     Txn(compares=compares, puts=puts, deletes=tuple(deletes)), reads)
             if done:
+                die_at("after-commit", v.key)
                 return
             if extra is not None:
                 for k, rev in extra.compares.items():
@@ -319,33 +322,45 @@ class ObjectService(ObjectReads, ObjectEdits):
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
                 deletes: list[bytes]) -> None:
         """Queue the stripes of replaced versions for collection after a grace period (and
-        delete their inline bodies kept apart: no reader needs them once the record is gone)."""
+        delete their inline bodies kept apart: no reader needs them once the record is gone).
+        An archived version's restored copy goes with it: its expiry entry (`AE`) is dropped
+        and its stripes queued too, as on S3, where deleting the object deletes the copy
+        (it stayed on the nodes until the restore's expiry, Days up to 2^31-1 away)."""
         due = time.time_ns() + int(self.gc_grace_s * 1e9)
         for old in versions:
             inline_bodies.retire(old, deletes)
-            for p in old.parts:
-                if p.stripe_id and p.nodes:
-                    puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
-                    deletes.append(stripe_index_key(p.stripe_id))
+            stripes = [(p.stripe_id, p.nodes) for p in old.parts]
+            if old.restore.get("expiry_key"):
+                deletes.append(old.restore["expiry_key"])
+                stripes += [(p.get("stripe_id"), p.get("nodes"))
+                            for p in old.restore.get("parts") or []]
+            for stripe_id, nodes in stripes:
+                if stripe_id and nodes:
+                    puts[gc_key(due, stripe_id)] = pack({"nodes": nodes})
+                    deletes.append(stripe_index_key(stripe_id))
 
     async def discard_parts(self, parts: list[PartLayout]) -> None:
-        """Queue the stripes of an uncommitted write for collection now; when the metadata
-        store is full (so the commit was refused too, and no record names them), delete
-        their shards from the nodes at once instead: no queue entry can be written, and the
-        orphan sweep would leave them on the nodes for its grace period."""
+        """Queue the stripes of a write whose commit failed for collection now; when the
+        metadata store is full (so the commit was refused too, and no record names them),
+        delete their shards from the nodes at once instead: no queue entry can be written,
+        and the orphan sweep would leave them on the nodes for its grace period.
+
+        A failed commit may have applied all the same (a timeout or a broken connection
+        after sending, a cancellation while the store's commit went on), so the stripes'
+        index entries are left as they are: the collector deletes no copy of a stripe
+        whose index entry and manifest name it, and a write that never committed has no
+        entry to leave."""
         from storage.errors import StorageFull
 
         puts: dict[bytes, bytes] = {}
-        deletes: list[bytes] = []
         now = time.time_ns()
         for p in parts:
             if p.stripe_id:
                 puts[gc_key(now, p.stripe_id)] = pack({"nodes": p.nodes})
-                deletes.append(stripe_index_key(p.stripe_id))
         if not puts:
             return
         try:
-            await self._meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
+            await self._meta.txn(Txn(puts=puts))
         except StorageFull:
             for p in parts:
                 # a stripe with an index entry is named by a commit that applied although

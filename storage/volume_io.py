@@ -86,18 +86,20 @@ class VolumeHandle:
 
     # lease ---------------------------------------------------------------------------------
 
-    async def acquire(self) -> None:
+    async def acquire(self, watched: int = 0) -> None:
         """Take the attach lease with a token larger than any this volume has seen.
 
         The record outlives its holders (a release only marks it released), so tokens never
         repeat. A live lease of another process refuses, unless that process is gone from
-        this very host (then there is nobody to wait for).
+        this very host (then there is nobody to wait for). A record still at revision
+        `watched` (one its caller watched a ttl unrenewed) is not watched a second time.
         """
         k = volume_lease_key(self.vol.id)
         while True:
             item = await self.svc.meta.get(k)
             cur = unpack(item.value) if item else None
-            if cur and await lease_holds(self.svc.meta, item, self.ttl):
+            stale = bool(watched) and item is not None and item.revision == watched
+            if cur and not stale and await lease_holds(self.svc.meta, item, self.ttl):
                 left = cur["expires"] - time.time()
                 raise VolumeAttached(
                     f"volume {self.vol.name!r} is already attached by {cur['holder']} "

@@ -7,6 +7,8 @@ Keys (built by `storage.keyspace`; see storage/volumes.py for the model):
                                               proc, released}: kept after release (tokens grow)
     (VJ, volume id, seq:020d)                 journal segment (see storage/volume_journal.py)
     (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
+    (VD, volume id)                           a deleted volume's record while its pointers
+                                              are retired (storage/workers/reclaim.py)
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
-from storage.keyspace import extent_key, next_key, span
+from storage.keyspace import extent_key, next_key, span, volume_key
 from storage.leases import dead_local_process
-from storage.metadata import Item, MetadataStore
+from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 
 MiB = 1 << 20
@@ -173,8 +175,13 @@ def lease_at_a_glance(item: Item | None, ttl_s: float = LEASE_TTL_S) -> bool | N
     return None
 
 
+# Told what a `lease_holds` watch waits for: the lease record as read, and the seconds left
+# of the watch (at its start, then after each look).
+Watching = Callable[[Item, float], None]
+
+
 async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEASE_TTL_S,
-                      ) -> bool:
+                      watching: Watching | None = None) -> bool:
     """Whether the attach lease record `item` (as just read) still binds its holder, decided
     without trusting the holder's clock against this one's.
 
@@ -187,7 +194,8 @@ async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEA
     ahead took a live writer's volume at once (its fsyncs failed EIO) and a delete through
     it removed an attached volume; a holder whose clock ran ahead kept others out long after
     it died. The caller compares `item`'s revision when it writes, so a renewal after the
-    last look fails its transaction."""
+    last look fails its transaction. `watching` is told when a watch starts and how long it
+    has left after each look (a command says what it waits for, not a silent ttl)."""
     first = lease_at_a_glance(item, ttl_s)
     if first is not None:
         return first
@@ -195,6 +203,8 @@ async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEA
     ttl = float(unpack(item.value).get("ttl") or ttl_s)
     deadline = time.monotonic() + ttl
     while (wait := deadline - time.monotonic()) > 0:
+        if watching is not None:
+            watching(item, wait)
         await asyncio.sleep(min(wait, ttl / 6))  # a renewal comes every ttl / 3
         now = await meta.get(item.key)
         if now is None or now.revision != item.revision:
@@ -225,3 +235,24 @@ def decode_pointer(raw: bytes) -> Pointer:
     d = unpack(raw)
     d.pop("fv", None)
     return Pointer(**d)
+
+
+async def unlink_clone(meta: MetadataStore, vol: Volume, base: dict[str, Any]) -> None:
+    """Drop `vol` from the clones of origin `base` (it no longer reads through it), unless
+    the volume now of its name reads through `base` (one made since under the same name:
+    a killed delete finished later must not unlink it)."""
+    me = f"{vol.tenant}/{vol.name}"
+    now = await meta.get(volume_key(vol.tenant, vol.name))
+    if now is not None and base in Volume.decode(now.value).origins():
+        return
+    while True:
+        item = await meta.get(volume_key(base["tenant"], base["name"]))
+        if item is None:
+            return
+        origin = Volume.decode(item.value)
+        if me not in origin.clones:
+            return
+        origin.clones.remove(me)
+        if await meta.txn(Txn(compares={item.key: item.revision},
+                              puts={item.key: origin.encode()})):
+            return

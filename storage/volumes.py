@@ -33,9 +33,10 @@ from storage.keyspace import (
     gc_key,
     journal_head_key,
     journal_prefix,
-    kept_journal_prefix,
     span,
     stripe_index_key,
+    volume_collect_key,
+    volume_gone_key,
     volume_key,
     volume_lease_key,
     volume_prefix,
@@ -46,6 +47,7 @@ from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.tenants import TenantService
+from storage.volume_gone import gone_volume_step
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import recover
 from storage.volume_records import (
@@ -57,6 +59,7 @@ from storage.volume_records import (
     Pointer,
     Volume,
     VolumeAttached,
+    Watching,
     check_snapshot_name,
     decode_pointer,
     lease_at_a_glance,
@@ -90,17 +93,39 @@ class VolumeService:
     async def get(self, tenant: str, name: str) -> Volume:
         return (await self._get(tenant, name))[0]
 
-    async def _update(self, tenant: str, name: str, change: Any) -> Volume:
-        """Read-modify-CAS loop on a volume record; `change(vol)` mutates or raises."""
+    async def _update(self, tenant: str, name: str, change: Any,
+                      also: dict[bytes, bytes] | None = None) -> Volume:
+        """Read-modify-CAS loop on a volume record; `change(vol)` mutates or raises.
+
+        An origin the change leaves the volume no longer reading through (a flatten's cut,
+        the last snapshot kept from before it deleted) drops the volume from its clones in
+        the same transaction: a process killed after the change must not leave the origin
+        listing it for good (then neither the origin nor its snapshot could be deleted).
+        `also`: further records put in that transaction."""
+        me = f"{tenant}/{name}"
         while True:
             vol, item = await self._get(tenant, name)
+            before = vol.origins()
             change(vol)
-            if await self.meta.txn(Txn(compares={item.key: item.revision},
-                                       puts={item.key: vol.encode()})):
+            compares = {item.key: item.revision}
+            puts = {item.key: vol.encode(), **(also or {})}
+            for b in before:
+                if b in vol.origins():
+                    continue
+                origin = await self.meta.get(volume_key(b["tenant"], b["name"]))
+                if origin is None:
+                    continue
+                o = Volume.decode(origin.value)
+                if o.id == b.get("id") and me in o.clones:
+                    o.clones.remove(me)
+                    compares[origin.key] = origin.revision
+                    puts[origin.key] = o.encode()
+            if await self.meta.txn(Txn(compares=compares, puts=puts)):
                 return vol
 
-    async def create(self, tenant: str, name: str, size: int, extent_size: int = 1 * MiB,
-                     profile: str | None = None) -> Volume:
+    async def _new(self, tenant: str, name: str, size: int, extent_size: int,
+                   profile: str | None) -> Volume:
+        """A new volume's record (not stored), its name, size and extent size checked."""
         if not NAME_RE.match(name):
             raise InvalidInput("volume names are 1-63 letters, digits, '.', '_' or '-'")
         if size <= 0 or size % 4096 or size > MAX_VOLUME_BYTES:
@@ -110,8 +135,12 @@ class VolumeService:
             raise InvalidInput(f"extent size must be 1-4 MiB and a multiple of {seg} bytes")
         await self.tenants.kek(tenant)  # the tenant exists and has a live key
         prof = self.cfg.profile(profile)
-        vol = Volume(id=secrets.token_hex(16), tenant=tenant, name=name, size=size,
-                     extent_size=extent_size, created=time.time(), profile=prof.name)
+        return Volume(id=secrets.token_hex(16), tenant=tenant, name=name, size=size,
+                      extent_size=extent_size, created=time.time(), profile=prof.name)
+
+    async def create(self, tenant: str, name: str, size: int, extent_size: int = 1 * MiB,
+                     profile: str | None = None) -> Volume:
+        vol = await self._new(tenant, name, size, extent_size, profile)
         k = volume_key(tenant, name)
         if not await self.meta.txn(Txn(compares={k: 0}, puts={k: vol.encode()})):
             raise Conflict(f"volume {name!r} already exists")
@@ -134,14 +163,17 @@ class VolumeService:
         item = await self.meta.get(volume_lease_key(vid))
         return unpack(item.value) if item else None
 
-    async def attached_by(self, vid: str) -> dict[str, Any] | None:
+    async def attached_by(self, vid: str, watching: Watching | None = None,
+                          ) -> dict[str, Any] | None:
         """The lease record of the writer attached right now, or None: decided as a taker
         decides (`lease_holds`), so what the mount pre-check says is what a mount
         would find (by the wall clocks, a host whose clock ran a ttl ahead called a live
         writer's lease free, and its mount started a daemon only to be refused a ttl later).
-        A lease that looks expired or clock-skewed is watched for up to its ttl."""
+        A lease that looks expired or clock-skewed is watched for up to its ttl (`watching`
+        is told, `lease_holds`)."""
         item = await self.meta.get(volume_lease_key(vid))
-        return unpack(item.value) if await lease_holds(self.meta, item) else None
+        return unpack(item.value) if await lease_holds(self.meta, item,
+                                                       watching=watching) else None
 
     async def attached_at_a_glance(self, vid: str) -> dict[str, Any] | None:
         """What `show` reports without waiting: the live writer's lease record, or one whose
@@ -155,38 +187,32 @@ class VolumeService:
         rec = unpack(item.value)
         return rec if held else {**rec, "unconfirmed": True}
 
-    async def delete(self, tenant: str, name: str) -> None:
+    async def delete(self, tenant: str, name: str, watching: Watching | None = None) -> None:
+        """Delete a volume no writer holds (a lease only a watch can settle is watched for
+        its ttl; `watching` is told, `lease_holds`)."""
         vol, item = await self._get(tenant, name)
         if vol.clones:
             raise Conflict(f"volume {name!r} has clones ({', '.join(vol.clones)}): "
                            "flatten or delete them first")
         lease = await self.meta.get(volume_lease_key(vol.id))
-        if await lease_holds(self.meta, lease):
+        if await lease_holds(self.meta, lease, watching=watching):
             raise VolumeAttached(f"volume {name!r} is attached by "
                                  f"{unpack(lease.value)['holder']}")  # type: ignore[union-attr]
-        # the lease compared too: a writer that attached since the look is not deleted under
+        # the lease compared too: a writer that attached since the look is not deleted under.
+        # The record moves to (VD, id) in the same transaction, and leaves it only once its
+        # pointers are retired and its origins unlinked: a delete killed in between is
+        # finished by the reclaim worker (`storage/workers/reclaim.py`)
+        gone = volume_gone_key(vol.id)
         if not await self.meta.txn(Txn(compares={item.key: item.revision,
                                                  volume_lease_key(vol.id):
-                                                     lease.revision if lease else 0},
+                                                     lease.revision if lease else 0,
+                                                 gone: 0},
+                                       puts={gone: item.value},
                                        deletes=(item.key, volume_lease_key(vol.id),
                                                 journal_head_key(vol.id)))):
             raise Conflict(f"volume {name!r} changed while being deleted; retry")
-        await self._retire_all(vol.id)
-        for b in vol.origins():
-            await self._unlink_clone(vol, b)
-
-    async def _retire_all(self, vid: str) -> None:
-        batch: list[Item] = []
-        for prefix in (journal_prefix(vid), kept_journal_prefix(vid)):
-            async for it in scan_prefix(self.meta, prefix):
-                batch.append(it)  # journal segments are laid out like extent pointers
-        async for it in scan_prefix(self.meta, extent_prefix(vid)):
-            batch.append(it)
-            if len(batch) >= 256:
-                await self.retire_items(batch)
-                batch = []
-        if batch:
-            await self.retire_items(batch)
+        while (left := await self.meta.get(gone)) is not None:
+            await gone_volume_step(self.meta, left, self.gc_grace_s)
 
     async def retire_items(self, items: list[Item]) -> None:
         """Delete extent pointers or journal segment records; their stripes to GC."""
@@ -200,18 +226,6 @@ class VolumeService:
                     {"nodes": p["nodes"]})
                 deletes.append(stripe_index_key(stripe))
         await self.meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
-
-    async def _unlink_clone(self, vol: Volume, base: dict[str, Any]) -> None:
-        """Drop `vol` from the clones of origin `base` (it no longer reads through it)."""
-        me = f"{vol.tenant}/{vol.name}"
-
-        def drop(p: Volume) -> None:
-            if me in p.clones:
-                p.clones.remove(me)
-        try:
-            await self._update(base["tenant"], base["name"], drop)
-        except NotFound:
-            pass
 
     # snapshots and clones -------------------------------------------------------------------
 
@@ -299,21 +313,36 @@ class VolumeService:
             if bases and all(b.get("gen") != g0 for b in bases):
                 others.add(c)
 
-        gone: list[dict[str, Any] | None] = [None]  # the origin it read through, if flattened
-
         def drop(v: Volume) -> None:
             g = v.snapshot_gen(snap)
-            gone[0] = v.snapshots[g].get("base")
             for c in v.clones:
                 if g != g0 or c not in others:  # a clone linked meanwhile: stay safe
                     raise Conflict(f"snapshot {snap!r} has clone {c} (or a snapshot of it "
                                    "taken before a flatten): delete them first")
             del v.snapshots[g]
-        vol = await self._update(tenant, name, drop)
+        # (unlinks an origin none reads now); the collect marker, in the same transaction,
+        # has the reclaim worker retire what the snapshot kept if this process dies first
+        mark = volume_collect_key(cur.id)
+        vol = await self._update(tenant, name, drop,
+                                 also={mark: pack({"tenant": tenant, "name": name})})
+        marked = await self.meta.get(mark)
         await self._collect(vol)
         await held.free(self, vol)
-        if gone[0] is not None and gone[0] not in vol.origins():
-            await self._unlink_clone(vol, gone[0])  # the last reader of that origin went
+        if marked is not None:  # (unless another delete marked it again meanwhile)
+            await self.meta.txn(Txn(compares={mark: marked.revision}, deletes=(mark,)))
+
+    async def finish_collect(self, item: Item) -> None:
+        """Retire what the snapshots deleted from a volume kept, for its collect marker
+        `item` (left by a snapshot delete that was killed), then drop the marker."""
+        ref = unpack(item.value)
+        try:
+            vol = await self.get(str(ref["tenant"]), str(ref["name"]))
+        except NotFound:
+            vol = None  # deleted since: its delete retired everything
+        if vol is not None and vol.id == unpack_key(item.key)[1]:
+            await self._collect(vol)
+            await held.free(self, vol)
+        await self.meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
 
     async def _collect(self, vol: Volume) -> None:
         """Retire pointers no snapshot needs any more (never the newest of an extent)."""
@@ -338,24 +367,24 @@ class VolumeService:
             await self.retire_items(dead[i:i + 256])
 
     async def clone(self, tenant: str, name: str, snap: str, new_name: str) -> Volume:
+        """A new volume reading through snapshot `snap` of `name`: its record and its link
+        in the origin's clones are written in one transaction (a process killed meanwhile
+        leaves both or neither)."""
         parent = await self.get(tenant, name)
-        g = parent.snapshot_gen(snap)
-        await self.create(tenant, new_name, parent.size, parent.extent_size,
-                          parent.profile)
-        me = f"{tenant}/{new_name}"
-
-        def link(v: Volume) -> None:
-            v.snapshot_gen(snap)  # still there
-            v.clones.append(me)
-
-        def base(v: Volume) -> None:
-            v.base = {"tenant": tenant, "name": name, "id": parent.id, "gen": g}
-        try:
-            await self._update(tenant, name, link)
-        except BaseException:
-            await self.meta.delete(volume_key(tenant, new_name))
-            raise
-        return await self._update(tenant, new_name, base)
+        vol = await self._new(tenant, new_name, parent.size, parent.extent_size,
+                              parent.profile)
+        k, me = volume_key(tenant, new_name), f"{tenant}/{new_name}"
+        while True:
+            parent, item = await self._get(tenant, name)
+            vol.base = {"tenant": tenant, "name": name, "id": parent.id,
+                        "gen": parent.snapshot_gen(snap)}  # (still there)
+            if me not in parent.clones:
+                parent.clones.append(me)
+            if await self.meta.txn(Txn(compares={item.key: item.revision, k: 0},
+                                       puts={item.key: parent.encode(), k: vol.encode()})):
+                return vol
+            if await self.meta.get(k) is not None:
+                raise Conflict(f"volume {new_name!r} already exists")
 
     async def flatten(self, tenant: str, name: str,
                       progress: Any = None) -> Volume:
@@ -373,28 +402,26 @@ class VolumeService:
                     data = await h.read_extent(idx)
                     if data is not None:
                         await h.write_extent(idx, data)
-            old = vol.base
 
             def cut(v: Volume) -> None:
                 for s in v.snapshots.values():  # taken before: they still read through it
                     s.setdefault("base", v.base)
                 v.base = None
-            vol = await self._update(tenant, name, cut)
-            if old not in vol.origins():
-                await self._unlink_clone(vol, old)
-            return vol
+            return await self._update(tenant, name, cut)  # (unlinks the origin with it)
         finally:
             await h.close()
 
     # attach --------------------------------------------------------------------------------
 
     async def open(self, tenant: str, name: str, holder: str, lease_ttl_s: float = LEASE_TTL_S,
-                   snapshot: str | None = None) -> VolumeHandle:
-        """Attach for I/O (takes the lease), or open a snapshot read-only (no lease)."""
+                   snapshot: str | None = None, watched: int = 0) -> VolumeHandle:
+        """Attach for I/O (takes the lease), or open a snapshot read-only (no lease).
+        `watched`: the revision of a lease record the caller already watched for its ttl
+        without a renewal (`attached_by`): still that revision, it is not watched again."""
         vol = await self.get(tenant, name)
         h = VolumeHandle(self, vol, holder, lease_ttl_s)
         if snapshot is None:
-            await h.acquire()
+            await h.acquire(watched)
         else:
             h.read_only_gen = vol.snapshot_gen(snapshot)
         try:

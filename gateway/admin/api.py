@@ -64,7 +64,8 @@ class Call:
 class AdminApi:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.audit = AuditLog(cluster.cfg.data_dir / "audit" / "audit.log")
+        self.audit = AuditLog(cluster.cfg.data_dir / "audit" / "audit.log",
+                              cluster.cfg.audit.max_bytes, cluster.cfg.audit.backups)
         self.volumes = cluster.volumes
 
     def register(self, app: web.Application) -> None:

@@ -53,17 +53,51 @@ def capped(value: Any) -> Any:
 
 
 class AuditLog:
-    """Appends entries to `<data_dir>/audit/audit.log` (O_APPEND, fsync per entry)."""
+    """Appends entries to `<data_dir>/audit/audit.log` (O_APPEND, fsync per entry).
 
-    def __init__(self, path: Path) -> None:
+    Size-capped (`[audit]`): before an entry would take the file past `max_bytes` it becomes
+    audit.log.1 (audit.log.N becomes N+1, the one past `backups` is deleted) and a new file
+    begins, the renames made durable (the directory fsynced) before the entry is written.
+    Entries were capped (MAX_FIELD) but the file grew without end. One writer per file: the
+    admin API runs in the gateway's first process only."""
+
+    def __init__(self, path: Path, max_bytes: int = 64 << 20, backups: int = 8) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
         self._lock = asyncio.Lock()
 
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def rotated(self, n: int) -> Path:
+        """The path of the n-th rotated file (1: the newest)."""
+        return self.path.with_name(f"{self.path.name}.{n}")
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self.rotated(self.backups).unlink(missing_ok=True)
+        for n in range(self.backups - 1, 0, -1):
+            if self.rotated(n).exists():
+                os.replace(self.rotated(n), self.rotated(n + 1))
+        os.replace(self.path, self.rotated(1))
+        self._fd = self._open()
+        self._size = 0
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
     def _write(self, line: bytes) -> None:
+        if self._size and self._size + len(line) > self.max_bytes:
+            self._rotate()
         os.write(self._fd, line)
         os.fsync(self._fd)
+        self._size += len(line)
 
     async def record(self, who: str, action: str, result: str,
                      details: dict[str, Any] | None = None, remote: str | None = None) -> None:

@@ -13,9 +13,11 @@ and `Origin` on every method). Every refusal there is 403.
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.console.sessions import (
     COOKIE,
@@ -26,7 +28,10 @@ from gateway.console.sessions import (
 )
 from gateway.s3.sigv4 import authenticate
 from gateway.s3.sigv4_fields import SigV4Error
+from storage.headguard import payload_error_summary
 from storage.tenants import Credential, TenantService
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -114,7 +119,15 @@ async def _read_body(request: web.Request) -> bytes:
         raise AdminError(413, "EntityTooLarge", f"admin bodies are at most {MAX_BODY_BYTES} bytes")
     out = bytearray()
     while True:
-        chunk = await request.content.read(16 * 1024)
+        try:
+            chunk = await request.content.read(16 * 1024)
+        except RequestPayloadError as exc:  # its chunked framing broke (storage.headguard)
+            request.content.feed_eof()  # read no more (aiohttp's linger would raise it again)
+            request.protocol.close()  # type: ignore[union-attr]
+            log.warning("refused an admin request body with broken framing: %s",
+                        payload_error_summary(exc))
+            raise AdminError(400, "BadRequest", "An error occurred when parsing the HTTP "
+                             "request.") from None
         if not chunk:
             return bytes(out)
         out += chunk

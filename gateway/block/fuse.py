@@ -259,11 +259,13 @@ class VolumeFS(mfusepy.Operations):
 
 
 async def _attach(cfg_path: Path, tenant: str, name: str, holder: str, lease_ttl_s: float,
-                  max_dirty: int, journal: bool) -> tuple[Cluster, VolumeHandle, Cache]:
+                  max_dirty: int, journal: bool, lease_watched: int = 0,
+                  ) -> tuple[Cluster, VolumeHandle, Cache]:
     cluster = await Cluster.open(load_config(cfg_path))
     try:
         svc = cluster.volumes
-        handle = await svc.open(tenant, name, holder=holder, lease_ttl_s=lease_ttl_s)
+        handle = await svc.open(tenant, name, holder=holder, lease_ttl_s=lease_ttl_s,
+                                watched=lease_watched)
     except BaseException:
         await cluster.close()
         raise
@@ -295,9 +297,11 @@ async def _detach(cluster: Cluster, handle: VolumeHandle, cache: Cache) -> None:
 
 
 def serve(runner: LoopThread, cfg_path: Path, tenant: str, name: str, mountpoint: Path,
-          holder: str, lease_ttl_s: float, max_dirty: int, journal: bool = True) -> int:
+          holder: str, lease_ttl_s: float, max_dirty: int, journal: bool = True,
+          lease_watched: int = 0) -> int:
     cluster, handle, cache = runner.call(
-        _attach(cfg_path, tenant, name, holder, lease_ttl_s, max_dirty, journal))
+        _attach(cfg_path, tenant, name, holder, lease_ttl_s, max_dirty, journal,
+                lease_watched))
     try:
         banner = f"volume {name} attached at {mountpoint} (lease token {handle.token})"
         fs = VolumeFS(runner, cache, banner)
@@ -332,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volume", required=True)
     p.add_argument("--mountpoint", required=True)
     p.add_argument("--lease-ttl", type=float, default=LEASE_TTL_S)
+    p.add_argument("--lease-watched", type=int, default=0,
+                   help="revision of a lease record the mount command watched a ttl unrenewed")
     p.add_argument("--max-dirty-mib", type=int, default=None,
                    help=f"default {DEFAULT_MAX_DIRTY_MIB} ({NO_JOURNAL_MAX_DIRTY_MIB} with "
                         f"--no-journal)")
@@ -351,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                                      lambda: _stop_for_starter(data_dir))
     try:
         return serve(runner, Path(a.config), a.tenant, a.volume, Path(a.mountpoint), holder,
-                     a.lease_ttl, dirty << 20, not a.no_journal)
+                     a.lease_ttl, dirty << 20, not a.no_journal, a.lease_watched)
     except (StorageError, OSError, RuntimeError) as exc:
         print(f"tessera volume mount: {exc}", file=sys.stderr, flush=True)
         return 1

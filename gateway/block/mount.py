@@ -4,18 +4,24 @@
 is a mount point, and for a file system sets up a loop device over `<dir>/volume`, runs
 mkfs on first use and mounts it. The steps are recorded in a state file under the data
 directory so `unmount DIR` can undo them in reverse and wait for the daemon to flush and exit.
+The daemon is recorded as soon as it is started: a mount command interrupted while it waits
+stops it, and one killed leaves a record `unmount DIR` undoes (before, a daemon that mounted
+after its command was gone was mounted with no record).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -56,6 +62,10 @@ class MountState:
     loop: str | None = None
     log: str = ""
     log_offset: int = 0
+    # Recorded before its daemon is ready, so a mount command interrupted while it waits
+    # (Ctrl-C, killed) leaves a mount `unmount DIR` can undo, never one nobody knows of:
+    # True until the daemon has mounted (records from before this field were saved ready).
+    starting: bool = False
 
 
 def require_fuse() -> None:
@@ -119,11 +129,13 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def start_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Path,
+def spawn_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Path,
                  lease_ttl_s: float | None = None, journal: bool = True,
-                 max_dirty_mib: int | None = None) -> int:
-    """Spawn the FUSE daemon and wait until `fuse_dir` is mounted; returns its pid.
-    `max_dirty_mib`: the daemon's bound on written bytes held in memory (its default: None)."""
+                 max_dirty_mib: int | None = None,
+                 lease_watched: int = 0) -> subprocess.Popen[bytes]:
+    """Spawn the FUSE daemon in its own session (`wait_ready` waits for its mount).
+    `max_dirty_mib`: the daemon's bound on written bytes held in memory (its default: None).
+    `lease_watched`: a lease revision already watched a ttl unrenewed (`VolumeService.open`)."""
     fuse_dir.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "gateway.block.fuse", "--config", str(config),
@@ -134,32 +146,65 @@ def start_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Pa
         cmd.append("--no-journal")
     if max_dirty_mib is not None:
         cmd += ["--max-dirty-mib", str(max_dirty_mib)]
+    if lease_watched:
+        cmd += ["--lease-watched", str(lease_watched)]
     # The daemon runs the very code this command runs (cwd "/" keeps no directory busy).
     code_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "PYTHONPATH": code_root + (os.pathsep + path if path else "")}
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd="/", env=env)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], fuse_dir: Path, log: Path,
+               stop: threading.Event | None = None) -> None:
+    """Wait until the daemon `proc` has mounted `fuse_dir` (MountError if it exits first,
+    takes longer than READY_TIMEOUT_S, or `stop` is set: its command was interrupted)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            raise MountError("mount interrupted before its FUSE daemon was ready; stopped it")
         if proc.poll() is not None:
             raise MountError(_last_line(log) or f"FUSE daemon exited with {proc.returncode}")
         if os.path.ismount(fuse_dir) and (fuse_dir / "volume").exists():
-            return proc.pid
+            return
         time.sleep(0.05)
     proc.kill()
     raise MountError(f"FUSE daemon did not mount {fuse_dir} within {READY_TIMEOUT_S:.0f}s")
+
+
+def _stop_starting(st: MountState, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Stop the daemon of a mount that never became ready (its command was interrupted or
+    failed): SIGTERM (before its mount it exits at once, after it libfuse unmounts and the
+    daemon detaches, nothing having been written), then SIGKILL past `timeout_s`; a FUSE
+    mount it left is unmounted."""
+    if _alive(st.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(st.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(st.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGKILL)
+            while _alive(st.pid):
+                time.sleep(0.05)
+    if _fuse_mounted(st.fuse_dir):
+        subprocess.run(["fusermount3", "-u", "-z", st.fuse_dir], capture_output=True)
 
 
 def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, target: Path,
           fs: str | None, lease_ttl_s: float | None = None,
           confirm: Callable[[int], None] | None = None, journal: bool = True,
           max_dirty_mib: int | None = None,
-          kernel_dirty_mib: int = DEFAULT_KERNEL_DIRTY_MIB) -> MountState:
+          kernel_dirty_mib: int = DEFAULT_KERNEL_DIRTY_MIB,
+          stop: threading.Event | None = None, lease_watched: int = 0) -> MountState:
     """Start the daemon on a FUSE directory of this mount's own; `confirm(pid)` (raising
     to refuse) runs once it is up, before any loop device or file system is set up.
-    `kernel_dirty_mib`: the kernel's write-back budget for the mount (0: its default)."""
+    `kernel_dirty_mib`: the kernel's write-back budget for the mount (0: its default).
+    `stop`, set by the caller (its command interrupted), stops a daemon not yet ready.
+    `lease_watched`: for the daemon (`spawn_daemon`)."""
     target = target.resolve()
     if _state_path(data_dir, target).exists():
         raise MountError(f"{target} already has a volume mounted (tessera volume unmount)")
@@ -168,13 +213,25 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
     _make_mount_point(target)
     mount_id = _state_path(data_dir, target).stem  # each mount: its own FUSE dir and log
     fuse_dir = target if fs is None else data_dir / "volumes" / "fuse" / mount_id
-    log = data_dir / "volumes" / "logs" / f"{tenant}.{volume}.{mount_id}.log"
-    log_offset = log.stat().st_size if log.exists() else 0
-    pid = start_daemon(config, tenant, volume, fuse_dir, log, lease_ttl_s, journal,
-                       max_dirty_mib)
+    daemon_log = data_dir / "volumes" / "logs" / f"{tenant}.{volume}.{mount_id}.log"
+    log_offset = daemon_log.stat().st_size if daemon_log.exists() else 0
+    # recorded before the daemon exists (pid 0: not known yet), so no moment of this
+    # command's leaves a daemon no record names
     st = MountState(volume=volume, tenant=tenant, target=str(target), fuse_dir=str(fuse_dir),
-                    pid=pid, fs=fs, log=str(log), log_offset=log_offset)
+                    pid=0, fs=fs, log=str(daemon_log), log_offset=log_offset, starting=True)
     _save(data_dir, st)
+    try:
+        proc = spawn_daemon(config, tenant, volume, fuse_dir, daemon_log, lease_ttl_s,
+                            journal, max_dirty_mib, lease_watched)
+        pid = st.pid = proc.pid
+        _save(data_dir, st)
+        wait_ready(proc, fuse_dir, daemon_log, stop)
+        st.starting = False
+        _save(data_dir, st)
+    except BaseException:  # a failed start, or Ctrl-C: no daemon left mounted unrecorded
+        _stop_starting(st)
+        _state_path(data_dir, target).unlink(missing_ok=True)
+        raise
     try:
         if confirm is not None:
             confirm(pid)
@@ -282,6 +339,11 @@ def unmount(data_dir: Path, target: Path, timeout_s: float = EXIT_TIMEOUT_S) -> 
     if not sp.exists():
         raise MountError(f"no tessera volume is mounted on {target}")
     st = MountState(**json.loads(sp.read_text()))
+    if st.starting and not _fuse_mounted(st.fuse_dir):
+        # its mount command was stopped while the daemon started: nothing was written
+        _stop_starting(st)
+        sp.unlink()
+        return st
     if st.fs and os.path.ismount(target):
         _run("umount", str(target))
     if st.loop:
@@ -320,8 +382,9 @@ def quiesce(data_dir: Path, tenant: str, name: str) -> list[int]:
     """
     flushed: list[int] = []
     for st in mounted_states(data_dir):
-        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid):
-            continue  # a daemon that died or was fenced holds nothing to push down
+        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid) or (
+                st.starting and not os.path.ismount(st.fuse_dir)):
+            continue  # a daemon that died, was fenced or is starting holds nothing to push
         if st.fs:
             fd = os.open(st.target, os.O_RDONLY)
             try:
@@ -360,7 +423,8 @@ def snapshot_mounted(data_dir: Path, tenant: str, name: str, snap: str) -> bool:
     False: no writer here, or one from before the snapshot attribute (then `quiesce`)."""
     check_snapshot_name(snap)
     for st in mounted_states(data_dir):
-        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid):
+        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid) or (
+                st.starting and not os.path.ismount(st.fuse_dir)):
             continue
         if st.fs:
             os.sync()  # the file system's dirty pages down to the volume first

@@ -189,7 +189,10 @@ def may_deliver(target: Bucket, prefix: str, source_bucket: str, source_tenant: 
     text = target.config.get("policy")
     sts = policy.statements(str(text)) if text else []
     ctx: Mapping[str, Any] = {"aws:sourcearn": [policy.resource_of(source_bucket, None)],
-                              "aws:sourceaccount": [source_owner_id]}
+                              "aws:sourceaccount": [source_owner_id],
+                              "aws:principalisawsservice": ["true"],
+                              "aws:viaawsservice": ["false"],
+                              "aws:requestedregion": [target.region]}
     verdict = policy.evaluate(sts, "s3:PutObject", policy.resource_of(target.name, prefix),
                               SERVICE_IDS, ctx) if sts else None
     if target.tenant == source_tenant:

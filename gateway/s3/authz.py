@@ -105,11 +105,15 @@ def ownership(b: Bucket) -> str:
 
 
 def context(request: web.Request, ep: Endpoint, requester: Requester | None,
-            tags: dict[str, str] | None, fields: Mapping[str, str] | None = None,
-            ) -> dict[str, Sequence[str]]:
+            tags: dict[str, str] | None, region: str,
+            fields: Mapping[str, str] | None = None) -> dict[str, Sequence[str]]:
     """The condition keys of a request (lower-cased names; absent keys are not present).
     `fields` are a POST upload's form fields as headers (`acl` as x-amz-acl, ...): there
-    they, not the HTTP request's headers, are what the s3: keys describe."""
+    they, not the HTTP request's headers, are what the s3: keys describe. `region` is the
+    gateway's (aws:RequestedRegion). Principal keys, tenants being accounts signing as their
+    root users: aws:PrincipalArn is `arn:aws:iam::<canonical id>:root`, and with
+    aws:PrincipalIsAWSService (false) present on signed requests only, as on AWS; no service
+    calls on a caller's behalf here, so aws:ViaAWSService is always false."""
     h = request.headers
     amz = h if fields is None else fields
     now = time.time()
@@ -118,6 +122,8 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
         "aws:currenttime": [datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
         "aws:epochtime": [str(int(now))],
         "aws:principaltype": ["Anonymous" if requester is None else "Account"],
+        "aws:requestedregion": [region],
+        "aws:viaawsservice": ["false"],
     }
     if request.remote:
         ctx["aws:sourceip"] = [request.remote]
@@ -126,6 +132,8 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
             ctx[key] = [h[name]]
     if requester is not None:
         ctx["aws:principalaccount"] = [requester.canonical_id]
+        ctx["aws:principalarn"] = [f"arn:aws:iam::{requester.canonical_id}:root"]
+        ctx["aws:principalisawsservice"] = ["false"]
         ctx["aws:userid"] = [requester.access_key]
         ctx["aws:username"] = [requester.access_key]
     for name in ("x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
@@ -233,21 +241,25 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
                                {**ctx, "s3:prefix": [key or ""]}) if sts else None
 
     # The bucket's tenant denied s3:ListBucket is not told whether a key exists either.
+    region = cluster.cfg.gateway.region
     unlisted = is_owner and level == "object" and bool(sts) and lists(
-        context(request, ep, requester, None, fields)) == "Deny"
+        context(request, ep, requester, None, region, fields)) == "Deny"
+    action = policy.action_of(Endpoint(op, bucket, key, ep.params))
+    # s3:ExistingObjectTag is in the context of reads and subresource changes only (AWS),
+    # never of a PutObject or DeleteObject: there the object's tags are not read at all.
+    tagged = action in policy.EXISTING_TAG_ACTIONS and "existingobjecttag" in str(text).lower()
     need_object = key is not None and ((level == "object" and (
         not is_owner or owner_check or unlisted)) or (bool(sts) and foreign_objects
                                                       and not is_owner and level != "bucket")
-                                       or "existingobjecttag" in str(text).lower())
+                                       or tagged)
     version = await _version(cluster, b, key, version_id) if need_object and key else None
     enforced = ownership(b) == "BucketOwnerEnforced"
     who = requester.tenant if requester else None
     pab = await public_access_block(cluster, b)
     restrict = not is_owner and _restricted(pab, sts)
-    ctx = (context(request, ep, requester, version.tags if version else None, fields)
-           if sts else {})
+    ctx = (context(request, ep, requester, version.tags if version and tagged else None,
+                   region, fields) if sts else {})
     if sts:
-        action = policy.action_of(Endpoint(op, bucket, key, ep.params))
         verdict = policy.evaluate(sts, action, policy.resource_of(bucket, key), ids, ctx)
         if verdict == "Deny":
             raise S3Error("AccessDenied")
@@ -341,7 +353,7 @@ async def holds_permission(rq: S3Request, action: str, key: str,
     if not sts:
         return is_owner
     ctx = context(rq.request, key_endpoint(rq.ep, rq.ep.op, b.name, key, version_id),
-                  requester, None, rq.headers)
+                  requester, None, rq.cfg.region, rq.headers)
     ids = requester.ids() if requester else frozenset()
     verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx)
     return verdict != "Deny" and (is_owner or (verdict == "Allow" and not restrict))

@@ -23,6 +23,7 @@ from gateway.s3.xml_parse import (
     parse_document,
     parse_int,
 )
+from storage.archive import CLASS_RANK
 
 __all__ = ["lifecycle_xml", "parse_lifecycle"]
 
@@ -34,6 +35,7 @@ TRANSITION_CLASSES = ("GLACIER", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERI
 # AWS: objects stay at least 30 days in S3 before a transition to an IA class (Days >= 30)
 IA_CLASSES = ("STANDARD_IA", "ONEZONE_IA")
 IA_MIN_DAYS = 30
+NEWER_NONCURRENT_MAX = 100  # AWS: "You can specify up to 100 noncurrent versions to retain"
 
 
 def _date(text: str, action: str) -> str:
@@ -57,6 +59,27 @@ def _days(elem: ET.Element, name: str, action: str, minimum: int) -> int | None:
         word = "positive" if minimum > 0 else "nonnegative"
         raise invalid_argument(f"'{name}' for {action} action must be a {word} integer", name,
                                str(value))
+    return value
+
+
+def _required_days(elem: ET.Element, name: str, action: str, minimum: int) -> int:
+    """A Days-like element the action cannot do without: absent, it is refused as AWS does
+    (InvalidArgument saying the value must be a positive / nonnegative integer), never stored
+    as an action that would never fall due."""
+    value = _days(elem, name, action, minimum)
+    if value is None:
+        word = "positive" if minimum > 0 else "nonnegative"
+        raise invalid_argument(f"'{name}' for {action} action must be a {word} integer", name)
+    return value
+
+
+def _newer_noncurrent(elem: ET.Element, action: str) -> int | None:
+    """NewerNoncurrentVersions: 1 to 100 versions kept (AWS's documented bound)."""
+    value = _days(elem, "NewerNoncurrentVersions", action, 1)
+    if value is not None and value > NEWER_NONCURRENT_MAX:
+        raise invalid_argument(f"'NewerNoncurrentVersions' for {action} action must be "
+                               f"between 1 and {NEWER_NONCURRENT_MAX}",
+                               "NewerNoncurrentVersions", str(value))
     return value
 
 
@@ -130,13 +153,13 @@ def _transition(elem: ET.Element, noncurrent: bool) -> dict[str, Any]:
     if sc not in TRANSITION_CLASSES:
         raise malformed(f"{action} StorageClass {sc!r}")
     name = "NoncurrentDays" if noncurrent else "Days"
-    days = _days(elem, name, action, 0)
+    days = _required_days(elem, name, action, 0) if noncurrent else _days(elem, name, action, 0)
     if sc in IA_CLASSES and days is not None and days < IA_MIN_DAYS:
         raise invalid_argument(f"'{name}' in {action} action must be greater than or equal to "
                                f"{IA_MIN_DAYS} for storageClass '{sc}'", name, str(days))
     if noncurrent:
         return {"noncurrent_days": days,
-                "newer_noncurrent_versions": _days(elem, "NewerNoncurrentVersions", action, 1),
+                "newer_noncurrent_versions": _newer_noncurrent(elem, action),
                 "storage_class": sc}
     date = find_text(elem, "Date")
     if (days is None) == (date is None):
@@ -161,22 +184,52 @@ def _filter_label(r: dict[str, Any]) -> str:
     return f"({' and '.join(parts)})" if parts else "(prefix=)"
 
 
+def _check_order(items: list[dict[str, Any]], action: str, field: str, key: str,
+                 label: str) -> None:
+    """Down AWS's waterfall (storage.archive.CLASS_RANK) each class of one rule's transitions
+    comes strictly later than the warmer ones: a colder class first would leave the warmer
+    transition never applied."""
+    ranked = sorted(items, key=lambda t: CLASS_RANK[t["storage_class"]])
+    for warm, cold in zip(ranked, ranked[1:], strict=False):
+        if cold[key] <= warm[key]:
+            raise invalid_argument(
+                f"'{field}' in the {action} action for StorageClass '{cold['storage_class']}' "
+                f"for filter '{label}' must be greater than '{field}' in the {action} action "
+                f"for StorageClass '{warm['storage_class']}' for filter '{label}'", field,
+                str(cold[key]))
+
+
 def _check_actions(r: dict[str, Any]) -> None:
-    """AWS's checks across one rule's actions: each class once per transition kind, and an
-    expiration later than every transition it would otherwise pre-empt."""
+    """AWS's checks across one rule's actions: transitions all by Days or all by Date, each
+    class once per transition kind and colder classes later, and an expiration of the same
+    kind (Days or Date) later than every transition it would otherwise pre-empt."""
     label = _filter_label(r)
+    by_date = {t["date"] is not None for t in r["transitions"]}
+    if len(by_date) > 1:
+        raise S3Error("InvalidRequest", "Found mixed 'Date' and 'Days' based Transition actions "
+                      f"in lifecycle rule for filter '{label}'")
     for action, key in (("Transition", "transitions"),
                         ("NoncurrentVersionTransition", "noncurrent_transitions")):
         classes = [t["storage_class"] for t in r[key]]
         if len(set(classes)) != len(classes):
             raise S3Error("InvalidRequest", f"'StorageClass' must be different for '{action}' "
                           f"actions in same 'Rule' with filter '{label}'")
-    exp_days = (r["expiration"] or {}).get("days")
-    if exp_days is not None and any(t["days"] is not None and t["days"] >= exp_days
-                                    for t in r["transitions"]):
-        raise invalid_argument(f"'Days' in the Expiration action for filter '{label}' must be "
-                               "greater than 'Days' in the Transition action", "Days",
-                               str(exp_days))
+    field = "Date" if True in by_date else "Days"
+    _check_order(r["transitions"], "Transition", field, field.lower(), label)
+    _check_order(r["noncurrent_transitions"], "NoncurrentVersionTransition", "NoncurrentDays",
+                 "noncurrent_days", label)
+    exp = r["expiration"] or {}
+    exp_field = "Days" if exp.get("days") is not None else \
+        "Date" if exp.get("date") is not None else None
+    if exp_field and r["transitions"]:
+        if exp_field != field:
+            raise S3Error("InvalidRequest", "Found mixed 'Date' and 'Days' based Expiration and "
+                          f"Transition actions in lifecycle rule for filter '{label}'")
+        when = exp[exp_field.lower()]
+        if any(t[exp_field.lower()] >= when for t in r["transitions"]):
+            raise invalid_argument(f"'{exp_field}' in the Expiration action for filter "
+                                   f"'{label}' must be greater than '{exp_field}' in the "
+                                   "Transition action", exp_field, str(when))
     nc_days = (r["noncurrent_expiration"] or {}).get("noncurrent_days")
     if nc_days is not None and any(t["noncurrent_days"] >= nc_days
                                    for t in r["noncurrent_transitions"]):
@@ -224,13 +277,11 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
     nce = find_all(rule, "NoncurrentVersionExpiration")
     if nce:
         only_children(nce[0], ("NoncurrentDays", "NewerNoncurrentVersions"))
-        days = _days(nce[0], "NoncurrentDays", "NoncurrentVersionExpiration", 1)
-        if days is None:
-            raise malformed("NoncurrentVersionExpiration needs NoncurrentDays")
         out["noncurrent_expiration"] = {
-            "noncurrent_days": days,
-            "newer_noncurrent_versions": _days(nce[0], "NewerNoncurrentVersions",
-                                               "NoncurrentVersionExpiration", 1)}
+            "noncurrent_days": _required_days(nce[0], "NoncurrentDays",
+                                              "NoncurrentVersionExpiration", 1),
+            "newer_noncurrent_versions": _newer_noncurrent(nce[0],
+                                                           "NoncurrentVersionExpiration")}
     out["noncurrent_transitions"] = _transitions(rule, True)
     abort = find_all(rule, "AbortIncompleteMultipartUpload")
     if abort:
@@ -239,7 +290,9 @@ def _rule(rule: ET.Element) -> dict[str, Any]:
         if days is None:
             raise malformed("AbortIncompleteMultipartUpload needs DaysAfterInitiation")
         if flt["tags"]:
-            raise invalid_argument("AbortIncompleteMultipartUpload cannot be specified with Tags.")
+            # AWS: 400 InvalidRequest (an upload has no tags until it completes)
+            raise S3Error("InvalidRequest",
+                          "AbortIncompleteMultipartUpload cannot be specified with Tags.")
         out["abort_incomplete_mpu_days"] = days
     if not (out["expiration"] or out["transitions"] or out["noncurrent_expiration"]
             or out["noncurrent_transitions"] or out["abort_incomplete_mpu_days"]):

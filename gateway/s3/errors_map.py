@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from aiohttp.web_protocol import RequestPayloadError
+
 from gateway.s3.errors import S3Error
+from gateway.s3.headlimit import PARSE_ERROR
 from gateway.s3.sigv4_fields import SigV4Error
 from storage import errors as se
 from storage import kms
 from storage.conditions import PreconditionFailed
+from storage.headguard import payload_error_summary
 from storage.lock_clock import ClockUnverified
 from storage.object_lock import DeleteLocked
 
@@ -78,6 +82,13 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         return S3Error("SlowDown", str(exc))
     if isinstance(exc, se.InvalidInput):
         return S3Error("InvalidArgument", str(exc))
+    if isinstance(exc, RequestPayloadError):
+        # The body's HTTP framing (chunked transfer coding) broke after its head was parsed:
+        # the client's error, answered as a head the parser refuses is (400 BadRequest), in
+        # one line without the bytes the parser quotes.
+        log.warning("refused a request body with broken framing on %s/%s: %s", bucket, key,
+                    payload_error_summary(exc))
+        return S3Error("BadRequest", PARSE_ERROR)
     if isinstance(exc, PreconditionFailed):
         return S3Error("PreconditionFailed", Condition=exc.condition)
     if isinstance(exc, se.Conflict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from gateway.s3.errors import S3Error
@@ -67,6 +68,30 @@ def strict_int(raw: str) -> int:
     if not ascii_digits(digits):
         raise ValueError(f"not an integer: {raw!r}")
     return -digits_int(digits) if raw.startswith("-") else digits_int(digits)
+
+
+INT32_MAX = 2**31 - 1
+
+
+def count_param(params: Mapping[str, str], name: str, default: int, cap: int) -> int:
+    """A listing's count or marker query parameter (max-keys, max-uploads, max-parts,
+    part-number-marker): absent is `default`, a larger one is `cap`. S3 reads it as an int32:
+    one that is not one (not an integer, or past 2147483647) and a negative one are each
+    400 InvalidArgument, with S3's two messages."""
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        n = strict_int(raw)
+    except ValueError:
+        n = None
+    if n is None or n > INT32_MAX or n < -INT32_MAX - 1:
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer "
+                      "range", ArgumentName=name, ArgumentValue=raw)
+    if n < 0:
+        raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and "
+                      f"{INT32_MAX}", ArgumentName=name, ArgumentValue=raw)
+    return min(n, cap)
 
 
 def _digits_below(a: str, b: str) -> bool:

@@ -68,6 +68,19 @@ _VERSIONED = {"GetObject": "s3:GetObjectVersion", "HeadObject": "s3:GetObjectVer
               "GetObjectTagging": "s3:GetObjectVersionTagging",
               "PutObjectTagging": "s3:PutObjectVersionTagging",
               "DeleteObjectTagging": "s3:DeleteObjectVersionTagging"}
+# The actions whose request context holds s3:ExistingObjectTag/<key>: reads of an existing
+# object and of its ACL, tags, retention and legal hold, and changes to those subresources
+# (AWS's Service Authorization Reference). PutObject, DeleteObject and their kin are not
+# among them (AWS: "you cannot create a policy to grant or deny a user permissions to delete
+# or overwrite an object based on its existing tags"): there the key is absent.
+EXISTING_TAG_ACTIONS = frozenset({
+    "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAcl", "s3:GetObjectVersionAcl",
+    "s3:GetObjectAttributes", "s3:GetObjectVersionAttributes", "s3:GetObjectTagging",
+    "s3:GetObjectVersionTagging", "s3:PutObjectAcl", "s3:PutObjectVersionAcl",
+    "s3:PutObjectTagging", "s3:PutObjectVersionTagging", "s3:DeleteObjectTagging",
+    "s3:DeleteObjectVersionTagging", "s3:GetObjectRetention", "s3:PutObjectRetention",
+    "s3:GetObjectLegalHold", "s3:PutObjectLegalHold",
+})
 # Condition keys whose fixed values keep a policy from being public (AWS's definition).
 _NON_PUBLIC_KEYS = frozenset({"aws:sourceip", "aws:sourcearn", "aws:sourceaccount",
                               "aws:sourcevpc", "aws:sourcevpce", "aws:sourceowner",

@@ -36,7 +36,8 @@ ABSENT_KEYS = frozenset(k.lower() for k in (
 KEYS = frozenset(k.lower() for k in (
     "aws:SecureTransport", "aws:SourceIp", "aws:Referer", "aws:UserAgent", "aws:CurrentTime",
     "aws:EpochTime", "aws:PrincipalType", "aws:PrincipalAccount", "aws:userid",
-    "aws:username", "aws:SourceArn", "aws:SourceAccount",
+    "aws:username", "aws:SourceArn", "aws:SourceAccount", "aws:PrincipalArn",
+    "aws:PrincipalIsAWSService", "aws:ViaAWSService", "aws:RequestedRegion",
     "s3:x-amz-acl", "s3:x-amz-grant-read", "s3:x-amz-grant-write", "s3:x-amz-grant-read-acp",
     "s3:x-amz-grant-write-acp", "s3:x-amz-grant-full-control",
     "s3:x-amz-server-side-encryption", "s3:x-amz-server-side-encryption-aws-kms-key-id",

@@ -333,14 +333,17 @@ async def _store(rq: PostRequest, part: Any, limits: _Limits) -> ObjectVersion:
     running = [checksums.Checksum(alg) for alg in given or (checksums.DEFAULT_ALGORITHM,)]
     opts.digests = running
     size = 0
+    # AWS's 5 GB cap on one POST upload holds whatever the policy's content-length-range says
+    cap = rq.cfg.max_object_size
+    high = cap if limits.high is None else min(limits.high, cap)
 
     async def body() -> AsyncIterator[bytes]:
         nonlocal size
         while chunk := await part.read_chunk(CHUNK):
             size += len(chunk)
-            if limits.high is not None and size > limits.high:
+            if size > high:
                 raise S3Error("EntityTooLarge", ProposedSize=str(size),
-                              MaxSizeAllowed=str(limits.high))
+                              MaxSizeAllowed=str(high))
             yield chunk
 
     async def finalize(v: ObjectVersion) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway import logs
 from gateway.metrics import Metrics
@@ -162,6 +163,11 @@ class S3Server:
                     request.transport is None or request.transport.is_closing()):
                 return self._client_gone(flow)
             resp = self._error_response(flow, exc)
+            if isinstance(exc, RequestPayloadError) and not request.content.is_eof():
+                # broken body framing: nothing more is read from this body (aiohttp's
+                # lingering read would raise it again, as an ERROR traceback)
+                take_connection(request)
+                request.content.feed_eof()
         direct = request.get(BODY_TAKEN)  # received past aiohttp's parser (bodyrecv.py):
         if direct is not None and not direct.reusable:  # not whole, no request can follow
             take_connection(request)

@@ -197,22 +197,21 @@ def _encoder(encoding_type: str | None) -> Encoder:
 def list_buckets_xml(
     owner_id: str,
     owner_name: str,
-    buckets: Iterable[tuple[str, datetime]],
+    buckets: Iterable[tuple[str, datetime, str | None]],
     prefix: str | None = None,
     continuation: str | None = None,
-    *,
-    bucket_region: str | None = None,
 ) -> bytes:
-    """ListAllMyBucketsResult; `continuation` is the token for the next page, if any."""
+    """ListAllMyBucketsResult of (name, created, region or None to leave BucketRegion out);
+    `continuation` is the token for the next page, if any."""
     root = _root("ListAllMyBucketsResult")
     _add_owner(root, "Owner", (owner_id, owner_name))
     container = _add(root, "Buckets")
-    for name, created in buckets:
+    for name, created, region in buckets:
         bucket = _add(container, "Bucket")
         _add(bucket, "Name", name)
         _add(bucket, "CreationDate", created)
-        if bucket_region is not None:
-            _add(bucket, "BucketRegion", bucket_region)
+        if region is not None:
+            _add(bucket, "BucketRegion", region)
     if continuation is not None:
         _add(root, "ContinuationToken", continuation)
     if prefix is not None:

@@ -6,6 +6,7 @@ operations that give them work (rotate, schedule a shred) are in `storage/keys_r
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from storage import object_lock
@@ -14,7 +15,7 @@ from storage.errors import KeyUnavailable, NotFound, StaleRecord
 from storage.keys_rotation import LockNow, shred_now
 from storage.keyspace import OBJECT, REWRAP, SHRED, VERSION, next_key, rewrap_key, space
 from storage.keyspace import unpack as unpack_key
-from storage.kms import purge_due
+from storage.kms import purge_due, rewrap_keys
 from storage.metadata import MetadataStore, Txn
 from storage.records import ObjectVersion, pack, unpack
 from storage.tenants import SHREDDED, TenantService
@@ -125,6 +126,12 @@ class Rewrapper:
     async def _finish_pass(self) -> None:
         for tenant, rev in self._pass_tenants.items():
             if tenant not in self._left:
+                # The rotation rewraps the tenant's KMS keys right after its commit; a
+                # process killed in between left them under the old KEK: done here too,
+                # before the marker that says the rotation is complete goes
+                if await self._current(tenant) is not None:
+                    with contextlib.suppress(KeyUnavailable):  # shredded meanwhile
+                        await rewrap_keys(self._meta, self._tenants, tenant)
                 # Only clear the marker if no rotation happened during the pass.
                 await self._meta.txn(Txn(compares={rewrap_key(tenant): rev},
                                          deletes=(rewrap_key(tenant),)))

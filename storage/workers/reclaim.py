@@ -17,26 +17,29 @@ crash resumes where it stopped, and a batch that raced another writer is redone)
 3. the tenant's named KMS keys and aliases, and its access key records;
 
 then the tenant record is marked `reclaimed`, and `tessera tenant delete` succeeds.
+
+Before any of that, each step finishes a volume delete that was killed part way (its `VD`
+record: `storage/volume_gone.py`), then a snapshot delete that was (its `VC` marker:
+`VolumeService.finish_collect`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storage import inline_bodies
 from storage.keyspace import (
     ACCESS_KEY,
     TENANT,
+    VOLUME_COLLECT,
+    VOLUME_GONE,
     access_key_key,
     access_log_prefix,
     bucket_key,
-    extent_prefix,
     gc_key,
     journal_head_key,
-    journal_prefix,
-    kept_journal_prefix,
     kms_alias_prefix,
     kms_key_prefix,
     object_prefix,
@@ -57,9 +60,12 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.multipart_records import Part
 from storage.records import AccessKey, Bucket, ObjectVersion, Tenant, pack
-from storage.records import unpack as unpack_record
+from storage.volume_gone import gone_volume_step, retire_pointers_step
 from storage.volume_records import Volume
 from storage.workers import WorkerState
+
+if TYPE_CHECKING:
+    from storage.volumes import VolumeService
 
 log = logging.getLogger("tessera.reclaim")
 BATCH = 200
@@ -146,17 +152,9 @@ async def _volume_step(meta: MetadataStore, item: Item, grace_s: float) -> None:
     """One batch of a volume's journal segments, then extent pointers (both name a stripe);
     with none left, its lease and record."""
     vol = Volume.decode(item.value)
+    if await retire_pointers_step(meta, vol.id, grace_s):
+        return
     batch = _Batch(grace_s)
-    for prefix in (journal_prefix(vol.id), kept_journal_prefix(vol.id), extent_prefix(vol.id)):
-        pointers = await meta.range(*span(prefix), limit=BATCH)
-        if pointers:
-            for ptr in pointers:
-                batch.drop(ptr)
-                p = unpack_record(ptr.value)
-                if not p.get("trim") and p.get("stripe"):
-                    batch.stripe(bytes(p["stripe"]), p.get("nodes") or [])
-            await batch.commit(meta)
-            return
     batch.drop(item)
     batch.deletes.extend((volume_lease_key(vol.id), journal_head_key(vol.id)))
     await batch.commit(meta)
@@ -200,12 +198,23 @@ class TenantReclaimer:
     wake_prefix = space(TENANT)[0]
     watched_idle_s = 30.0
 
-    def __init__(self, meta: MetadataStore, gc_grace_s: float) -> None:
+    def __init__(self, meta: MetadataStore, gc_grace_s: float,
+                 volumes: VolumeService | None = None) -> None:
         self._meta = meta
         self._grace_s = gc_grace_s
+        self._volumes = volumes
         self.reclaimed = 0
 
     async def step(self) -> WorkerState:
+        gone = await self._meta.range(*space(VOLUME_GONE), limit=1)
+        if gone:  # a volume delete killed before it was done: finish it
+            await gone_volume_step(self._meta, gone[0], self._grace_s)
+            return WorkerState.BUSY
+        if self._volumes is not None:
+            marked = await self._meta.range(*space(VOLUME_COLLECT), limit=1)
+            if marked:  # a snapshot delete killed before it retired what it kept
+                await self._volumes.finish_collect(marked[0])
+                return WorkerState.BUSY
         for item in await self._meta.range(*space(TENANT), limit=100_000):
             t = Tenant.decode(item.value)
             if t.state != "shredded" or t.reclaimed:

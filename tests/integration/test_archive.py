@@ -206,6 +206,34 @@ def test_restore_states_expiry_and_removal(arch: LocalCluster, s3: Any) -> None:
              timeout=90, what="restored copy's shards to be collected")
 
 
+
+def test_deleting_a_restored_object_removes_its_copy(arch: LocalCluster, s3: Any) -> None:
+    """As on S3, deleting an archived object (or overwriting it) deletes its restored copy:
+    the copy's expiry entry goes in the delete's transaction and its shards are collected,
+    not left on the standard nodes until the restore's expiry (Days=1000 here, 2^31-1 allowed;
+    a copy no request could reach any more)."""
+    def copies() -> set[str]:
+        doc = admin_request("GET", "/queues", env=arch.env)
+        return {c["key"] for c in doc["copies"] if c["bucket"] == "arch"}
+
+    data = os.urandom(200_000)
+    for key in ("rd/deleted", "rd/overwritten"):
+        s3.put_object(Bucket="arch", Key=key, Body=data, StorageClass="GLACIER")
+    before = shard_set(arch)
+    for key in ("rd/deleted", "rd/overwritten"):
+        assert restore(s3, key, days=1000, tier="Expedited") == 202
+        wait_for(lambda key=key: restored(s3, key), what="restore to complete")
+    assert {"rd/deleted", "rd/overwritten"} <= copies()
+    made = new_shards(before, shard_set(arch))
+    assert made
+    s3.delete_object(Bucket="arch", Key="rd/deleted")
+    s3.put_object(Bucket="arch", Key="rd/overwritten", Body=b"new")
+    assert not {"rd/deleted", "rd/overwritten"} & copies()
+    files = {(n, f) for n, fs in made.items() for f in fs}
+    wait_for(lambda: not files & {(n, f) for n, fs in shard_set(arch).items() for f in fs},
+             timeout=90, what="the restored copies' shards to be collected")
+
+
 def test_archive_shards_compressed_and_encrypted(arch: LocalCluster, s3: Any) -> None:
     data = KNOWN * 50_000  # ~2 MiB, very compressible
     before = shard_set(arch)

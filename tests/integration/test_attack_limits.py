@@ -18,7 +18,8 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from storage.config import GatewayConfig
+from gateway.s3.sigv4_sign import sign_headers
+from storage.config import ENV_ADMIN_ACCESS_KEY, ENV_ADMIN_SECRET_KEY, GatewayConfig
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_attack_headers import signed_raw
 from tests.integration.test_hardening import wait_for_line
@@ -200,6 +201,89 @@ def test_heads_the_parser_refuses_are_aws_errors_logged_in_one_line(
     assert {line["level"] for line in refused} == {"warning"}
     assert not any("Traceback" in line or '"aiohttp.server"' in line for line in lines)
     assert not any("aaaaaaaa" in line or "Bad\\u0001Name" in line for line in refused)
+
+
+LATER_FRAMING = {  # chunked bodies whose framing breaks after the handler began reading
+    "chunk size": (b"5\r\nhello\r\nzz\r\nabc\r\n0\r\n\r\n", "Invalid character in chunk size"),
+    "chunk end": (b"5\r\nhello\r\n3\r\nabcXX0\r\n\r\n", "Expected LF after chunk data"),
+}
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_chunked_framing_broken_in_a_later_read_is_bad_request_in_one_line(
+        w: dict[str, Any]) -> None:
+    """The body's transfer-coding framing breaks in a socket read after the head (sent only
+    once the gateway answered 100 Continue, so the handler is reading): AWS's 400 BadRequest
+    as for a head the parser refuses, one warning line and no traceback, nothing stored, the
+    server serving on. aiohttp's C parser queued it as a request of its own: the handler
+    waited 20 s for body bytes and answered RequestTimeout, then aiohttp logged a traceback."""
+    cluster, s3 = w["cluster"], w["s3"]
+    log = cluster.data / "logs" / "gateway.log"
+    mark = log.stat().st_size
+    key = f"framing-{uuid.uuid4().hex[:8]}"
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": w["bucket"], "Key": key})
+    target = url.split(f":{cluster.port}", 1)[1]
+    head = (f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1:{cluster.port}\r\n"
+            "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").encode()
+    for name, (body, _) in LATER_FRAMING.items():
+        answer = _after_continue(cluster.port, head, body)
+        assert _code(answer) == (400, "BadRequest"), (name, answer[:300])
+        _serving(w)
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket=w["bucket"], Key=key)
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    wait_for_line(log, mark, re.compile("broken framing.*" + LATER_FRAMING["chunk end"][1]))
+    with open(log, "rb") as f:
+        f.seek(mark)
+        lines = f.read().decode(errors="replace").splitlines()
+    refused = [json.loads(line) for line in lines if "broken framing" in line]
+    assert [r["level"] for r in refused] == ["warning", "warning"]
+    assert all(why in r["msg"] for r, (_, why) in zip(refused, LATER_FRAMING.values(),
+                                                      strict=True))
+    assert not any("Traceback" in line or '"aiohttp.server"' in line for line in lines)
+    assert not any("hello" in line or "abcXX" in line for line in refused)
+
+
+def _after_continue(port: int, head: bytes, body: bytes) -> bytes:
+    """The answer to `head`, whose `body` is sent once the server answered 100 Continue."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += sock.recv(1)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(body)
+        return _until_closed(sock)
+
+
+def test_chunked_framing_broken_in_a_later_read_on_the_admin_port_is_json(
+        w: dict[str, Any]) -> None:
+    """The admin API's answer to the same: its 400 JSON and one warning line (the body read
+    waited until the client gave up)."""
+    env, port = w["cluster"].env, w["cluster"].admin_port
+    signed = sign_headers("POST", f"http://127.0.0.1:{port}/admin/v1/tenants", {}, b"",
+                          env[ENV_ADMIN_ACCESS_KEY], env[ENV_ADMIN_SECRET_KEY])
+    head = ("POST /admin/v1/tenants HTTP/1.1\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+            + "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").encode()
+    log = w["cluster"].data / "logs" / "gateway.log"
+    mark = log.stat().st_size
+    answer = _after_continue(port, head, LATER_FRAMING["chunk size"][0])
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.split(b" ", 2)[1] == b"400", answer[:300]
+    assert json.loads(body)["error"]["code"] == "BadRequest"
+    _serving(w)
+    line = wait_for_line(log, mark, re.compile("admin request body with broken framing"))
+    assert json.loads(line)["level"] == "warning" and "zz" not in line
+    with open(log, "rb") as f:
+        f.seek(mark)
+        assert b"Traceback" not in f.read()
 
 
 def test_head_the_parser_refuses_on_the_admin_port_is_json(w: dict[str, Any]) -> None:

@@ -121,3 +121,22 @@ def test_rclone_copy_sync_check_delete(rclone, cluster: LocalCluster, tmp_path: 
     assert _lsf(rclone, f"T:{BUCKET}/data") == sorted(k for k in files if not k.startswith("docs/"))
     rclone("purge", f"T:{BUCKET}")
     assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_rclone_presigned_single_part_uploads(rclone, cluster: LocalCluster,
+                                              tmp_path: Path) -> None:
+    """rclone before 1.59 (Debian 11's and Ubuntu 22.04's 1.53) uploads every single-part
+    object with a presigned PUT whose signed headers repeat Content-Length beside Go's own
+    (`content-length: N` and `Content-Length: N`); AWS takes it. `--s3-use-presigned-request`
+    makes today's rclone do the same."""
+    src = tmp_path / "src"
+    files = {"a.txt": b"presigned", "empty": b"", "dir/\u00fc +b.bin": os.urandom(100_000)}
+    _tree(src, files)
+    bucket = "rclone-presigned"
+    rclone("mkdir", f"T:{bucket}")
+    rclone("copy", "--s3-use-presigned-request", str(src), f"T:{bucket}")
+    s3 = cluster.client()
+    for key, data in files.items():
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data, key
+    assert "0 differences found" in rclone("check", "--download", str(src), f"T:{bucket}").stderr
+    rclone("purge", f"T:{bucket}")

@@ -208,9 +208,9 @@ def test_refusals_are_aws_errors(s3: Any) -> None:
 
 def test_transition_refusals_are_aws_errors(s3: Any) -> None:
     """AWS: an IA class needs Days >= 30 (objects stay 30 days in S3 first); a rule moves
-    to each class once; an expiration comes after the transitions it would pre-empt (the
-    messages name the rule's filter); STANDARD is no transition target (not in the schema's
-    enum)."""
+    to each class once, by Days or by Date, each colder class later; an expiration comes
+    after the transitions it would pre-empt (the messages name the rule's filter); STANDARD
+    is no transition target (not in the schema's enum)."""
     s3.create_bucket(Bucket="badtr")
     cases = [
         ({"Transitions": [{"Days": 29, "StorageClass": "STANDARD_IA"}]}, "InvalidArgument",
@@ -233,6 +233,16 @@ def test_transition_refusals_are_aws_errors(s3: Any) -> None:
          "filter '(prefix=)' must be greater than 'NoncurrentDays' in the "
          "NoncurrentVersionTransition action"),
         ({"Transitions": [{"Days": 1, "StorageClass": "STANDARD"}]}, "MalformedXML", None),
+        ({"Transitions": [{"Days": 30, "StorageClass": "STANDARD_IA"},
+                          {"Days": 0, "StorageClass": "GLACIER_IR"}]}, "InvalidArgument",
+         "'Days' in the Transition action for StorageClass 'GLACIER_IR' for filter '(prefix=)' "
+         "must be greater than 'Days' in the Transition action for StorageClass 'STANDARD_IA' "
+         "for filter '(prefix=)'"),
+        ({"Transitions": [{"Days": 1, "StorageClass": "GLACIER"},
+                          {"Date": datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC),
+                           "StorageClass": "DEEP_ARCHIVE"}]}, "InvalidRequest",
+         "Found mixed 'Date' and 'Days' based Transition actions in lifecycle rule for filter "
+         "'(prefix=)'"),
     ]
     for actions, code, message in cases:
         with pytest.raises(ClientError) as ei:
@@ -249,8 +259,10 @@ def test_transition_refusals_are_aws_errors(s3: Any) -> None:
     assert "for filter '(prefix=p/ and tag={key=k, value=v} and objectsizegreaterthan=10)'" \
         in ei.value.response["Error"]["Message"]
     lifecycle(s3, "badtr", {"ID": "ok", "Status": "Enabled", "Filter": {}, "Transitions": [
-        {"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 0, "StorageClass": "GLACIER_IR"},
-        {"Days": 1, "StorageClass": "INTELLIGENT_TIERING"}], "Expiration": {"Days": 31}})
+        {"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 60, "StorageClass": "GLACIER_IR"},
+        {"Days": 31, "StorageClass": "INTELLIGENT_TIERING"}], "Expiration": {"Days": 61}},
+        {"ID": "zero", "Status": "Enabled", "Filter": {"Prefix": "z/"}, "Transitions": [
+            {"Days": 0, "StorageClass": "GLACIER_IR"}]})
 
 
 def test_day_seconds_is_bounded(cluster: LocalCluster) -> None:

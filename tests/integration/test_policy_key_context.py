@@ -3,6 +3,10 @@ DeleteObjects caller with no possible grant gets; policies on condition keys no 
 carries (VPC endpoints, organizations, MFA) are stored and judged as AWS judges a request
 without them.
 
+lows18: s3:ExistingObjectTag is in the context of reads and subresource changes only, never
+of PutObject/DeleteObject (AWS); aws:PrincipalArn, aws:PrincipalIsAWSService,
+aws:ViaAWSService and aws:RequestedRegion carry their AWS meaning.
+
 A DeleteObjects entry's VersionId is its s3:VersionId for the Object Lock bypass check as
 for the delete itself; a copy's source versionId is the s3:VersionId of the source read (not
 the destination URL's)."""
@@ -142,3 +146,75 @@ def test_absent_condition_keys_are_stored_and_judged_missing(
         assert refusal(lambda: a.get_object(Bucket=bucket, Key="k")) == (403, "AccessDenied")
     else:
         assert a.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
+
+
+def test_existing_object_tag_binds_reads_and_tagging_not_put_or_delete(
+        w: dict[str, Any]) -> None:
+    """AWS: "you cannot create a policy to grant or deny a user permissions to delete or
+    overwrite an object based on its existing tags": for PutObject and DeleteObject the key is
+    absent (a StringEquals on it never holds, a StringNotEquals always does), while a read or
+    a tagging change sees the object's tags."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    for k in ("closed", "closed2"):
+        a.put_object(Bucket=bucket, Key=k, Body=b"1", Tagging="class=closed")
+    res = f"arn:aws:s3:::{bucket}/*"
+    a.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Deny", "Principal": "*", "Resource": res,
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging"],
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "closed"}}}))
+    assert refusal(lambda: a.get_object(Bucket=bucket, Key="closed")) == (403, "AccessDenied")
+    assert refusal(lambda: a.put_object_tagging(
+        Bucket=bucket, Key="closed", Tagging={"TagSet": []})) == (403, "AccessDenied")
+    a.put_object(Bucket=bucket, Key="closed", Body=b"2", Tagging="class=closed")
+    a.delete_object(Bucket=bucket, Key="closed")
+    r = a.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "closed2"}]})
+    assert [d["Key"] for d in r.get("Deleted", [])] == ["closed2"]
+    assert "Contents" not in a.list_objects_v2(Bucket=bucket)
+    # negated: the Deny applies to every write, the key being absent there
+    a.put_object(Bucket=bucket, Key="open", Body=b"1", Tagging="class=open")
+    a.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Deny", "Principal": "*", "Resource": res, "Action": "s3:PutObject",
+         "Condition": {"StringNotEquals": {"s3:ExistingObjectTag/class": "open"}}}))
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="open", Body=b"2")) == (
+        403, "AccessDenied")
+
+
+@pytest.mark.parametrize("key", ["aws:PrincipalArn", "aws:PrincipalIsAWSService",
+                                 "aws:ViaAWSService", "aws:RequestedRegion"])
+def test_principal_and_region_keys_have_their_aws_meaning(w: dict[str, Any], key: str) -> None:
+    """A tenant is an account signing as its root user: aws:PrincipalArn is
+    arn:aws:iam::<canonical id>:root and aws:PrincipalIsAWSService false, both absent for
+    anonymous callers; aws:ViaAWSService is false and aws:RequestedRegion the gateway's region
+    for every caller. A Deny unless the caller's own value is given binds others only."""
+    a, b, anon = w["a"], w["b"], w["anon"]
+    mine = {"aws:PrincipalArn": f"arn:aws:iam::{'a' * 56 + w['tag']}:root",
+            "aws:PrincipalIsAWSService": "false", "aws:ViaAWSService": "false",
+            "aws:RequestedRegion": "us-east-1"}[key]
+    other = {"aws:PrincipalArn": f"arn:aws:iam::{'b' * 56 + w['tag']}:root",
+             "aws:PrincipalIsAWSService": "true", "aws:ViaAWSService": "true",
+             "aws:RequestedRegion": "eu-west-1"}[key]
+    bucket = new_bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"1")
+    res = f"arn:aws:s3:::{bucket}/*"
+    a.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": res},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": res,
+         "Condition": {"StringNotEquals": {key: mine}}}))
+    assert a.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
+    denied_b = key == "aws:PrincipalArn"
+    got_b = refusal(lambda: b.get_object(Bucket=bucket, Key="k")) if denied_b else None
+    assert got_b in (None, (403, "AccessDenied"))
+    if not denied_b:
+        assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
+    # anonymous: principal keys absent (StringNotEquals holds: denied), the others present
+    signed_only = key in ("aws:PrincipalArn", "aws:PrincipalIsAWSService")
+    if signed_only:
+        assert refusal(lambda: anon.get_object(Bucket=bucket, Key="k"))[0] == 403
+    else:
+        assert anon.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
+    a.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": res,
+         "Condition": {"StringEquals": {key: other}}}))
+    assert a.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
+    assert a.get_bucket_policy(Bucket=bucket)["Policy"]

@@ -118,8 +118,14 @@ def test_list_buckets_pages(cluster) -> None:
     assert s3.list_buckets(MaxBuckets=1)["Buckets"] == []
     for suffix in ("a", "b", "c"):
         s3.create_bucket(Bucket=f"{name}-{suffix}")
+    region = cluster.env["AWS_DEFAULT_REGION"]
+    # BucketRegion on each bucket when the request has one of the paging parameters (AWS)
+    assert all("BucketRegion" not in x for x in s3.list_buckets()["Buckets"])
     r = s3.list_buckets(MaxBuckets=2)
     assert [x["Name"] for x in r["Buckets"]] == [f"{name}-a", f"{name}-b"]
+    assert [x["BucketRegion"] for x in r["Buckets"]] == [region, region]
+    r2 = s3.list_buckets(BucketRegion=region)
+    assert [x["BucketRegion"] for x in r2["Buckets"]] == [region] * 3
     r = s3.list_buckets(MaxBuckets=2, ContinuationToken=r["ContinuationToken"])
     assert [x["Name"] for x in r["Buckets"]] == [f"{name}-c"] and "ContinuationToken" not in r
     r = s3.list_buckets(Prefix=f"{name}-b")

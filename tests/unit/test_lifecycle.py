@@ -80,6 +80,33 @@ def test_waterfall_and_small_objects() -> None:
     assert current_action([r], version(size=1000), 1e6, DAY) == Action("transition", "GLACIER")
 
 
+
+def test_waterfall_through_the_warm_classes() -> None:
+    """AWS's waterfall: STANDARD_IA -> INTELLIGENT_TIERING -> ONEZONE_IA -> GLACIER_IR, and
+    ONEZONE_IA -> GLACIER_IR is the one colder move AWS does not make. A rule moving objects
+    to STANDARD_IA at 30 days and ONEZONE_IA at 60 moves them on at 60 (they stayed in
+    STANDARD_IA when the IA classes shared a rank)."""
+    def t(days: int, sc: str) -> dict[str, Any]:
+        return {"days": days, "date": None, "storage_class": sc}
+
+    r = rule(transitions=[t(30, "STANDARD_IA"), t(60, "ONEZONE_IA")])
+    assert current_action([r], version(lm=1000.0), 1000.0 + 31 * DAY, DAY) == \
+        Action("transition", "STANDARD_IA")
+    ia = version(lm=1000.0, storage_class="STANDARD_IA")
+    assert current_action([r], ia, 1000.0 + 31 * DAY, DAY) is None
+    assert current_action([r], ia, 1000.0 + 61 * DAY, DAY) == Action("transition", "ONEZONE_IA")
+    assert current_action([r], version(lm=1000.0), 1000.0 + 61 * DAY, DAY) == \
+        Action("transition", "ONEZONE_IA")  # both due: the colder one
+    order = ["STANDARD_IA", "INTELLIGENT_TIERING", "ONEZONE_IA", "GLACIER_IR", "GLACIER",
+             "DEEP_ARCHIVE"]
+    for i, src in enumerate(["STANDARD", *order]):
+        for dst in order:
+            want = order.index(dst) >= i and (src, dst) != ("ONEZONE_IA", "GLACIER_IR")
+            got = current_action([rule(transitions=[t(30, dst)])],
+                                 version(lm=1000.0, storage_class=src), 1e6, DAY)
+            assert (got == Action("transition", dst)) == want, (src, dst)
+
+
 def test_delete_marker_and_noncurrent() -> None:
     eodm = rule(expiration={"days": None, "date": None, "expired_object_delete_marker": True})
     marker = version(delete_marker=True, size=0)

@@ -78,7 +78,7 @@ def test_refused_actions() -> None:
     assert code_of(doc("<Filter/>")) == "InvalidRequest"  # no action
     assert code_of(doc(f"<Filter>{TAG}</Filter><AbortIncompleteMultipartUpload>"
                        "<DaysAfterInitiation>1</DaysAfterInitiation>"
-                       "</AbortIncompleteMultipartUpload>")) == "InvalidArgument"
+                       "</AbortIncompleteMultipartUpload>")) == "InvalidRequest"  # AWS's
     assert code_of(doc("<Filter/><Expiration><Days>1</Days><ExpiredObjectDeleteMarker>true"
                        "</ExpiredObjectDeleteMarker></Expiration>")) == "MalformedXML"
     nv = ("<Filter/><NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays>"
@@ -86,6 +86,118 @@ def test_refused_actions() -> None:
     assert parse_lifecycle(doc(nv.format(3)))[0]["noncurrent_expiration"] == {
         "noncurrent_days": 1, "newer_noncurrent_versions": 3}
     assert code_of(doc(nv.format(0))) == "InvalidArgument"
+
+
+
+def error_of(body: bytes) -> S3Error:
+    with pytest.raises(S3Error) as ei:
+        parse_lifecycle(body)
+    return ei.value
+
+
+@pytest.mark.parametrize("action,extra", [
+    ("NoncurrentVersionTransition", "<StorageClass>GLACIER</StorageClass>"),
+    ("NoncurrentVersionExpiration", ""),
+    ("NoncurrentVersionExpiration", "<NewerNoncurrentVersions>2</NewerNoncurrentVersions>"),
+])
+def test_noncurrent_actions_need_noncurrent_days(action: str, extra: str) -> None:
+    """Without NoncurrentDays a noncurrent action would never fall due: refused as AWS does
+    (InvalidArgument, "'NoncurrentDays' for NoncurrentVersionExpiration action must be a
+    positive integer"), not stored to be ignored, and never a 500 (a transition without it
+    beside an expiration compared None with a number)."""
+    body = doc(f"<Filter/><{action}>{extra}</{action}>")
+    err = error_of(body)
+    word = "positive" if action == "NoncurrentVersionExpiration" else "nonnegative"
+    assert (err.code, err.message) == (
+        "InvalidArgument", f"'NoncurrentDays' for {action} action must be a {word} integer")
+    both = doc("<Filter/><NoncurrentVersionTransition><StorageClass>GLACIER</StorageClass>"
+               "</NoncurrentVersionTransition><NoncurrentVersionExpiration><NoncurrentDays>5"
+               "</NoncurrentDays></NoncurrentVersionExpiration>")
+    assert error_of(both).code == "InvalidArgument"
+
+
+@pytest.mark.parametrize("action,extra", [
+    ("NoncurrentVersionExpiration", ""),
+    ("NoncurrentVersionTransition", "<StorageClass>GLACIER</StorageClass>"),
+])
+def test_newer_noncurrent_versions_at_most_100(action: str, extra: str) -> None:
+    """AWS: "You can specify up to 100 noncurrent versions to retain"."""
+    def body(n: int) -> bytes:
+        return doc(f"<Filter/><{action}><NoncurrentDays>1</NoncurrentDays>"
+                   f"<NewerNoncurrentVersions>{n}</NewerNoncurrentVersions>{extra}</{action}>")
+    key = "noncurrent_expiration" if action == "NoncurrentVersionExpiration" else \
+        "noncurrent_transitions"
+    got = parse_lifecycle(body(100))[0][key]
+    assert (got if isinstance(got, dict) else got[0])["newer_noncurrent_versions"] == 100
+    err = error_of(body(101))
+    assert (err.code, err.message) == (
+        "InvalidArgument", f"'NewerNoncurrentVersions' for {action} action must be between 1 "
+        "and 100")
+
+
+
+def transition(days_or_date: str, sc: str, tag: str = "Transition") -> str:
+    when = f"<Date>{days_or_date}</Date>" if "-" in days_or_date else \
+        f"<{'NoncurrentDays' if tag != 'Transition' else 'Days'}>{days_or_date}" \
+        f"</{'NoncurrentDays' if tag != 'Transition' else 'Days'}>"
+    return f"<{tag}>{when}<StorageClass>{sc}</StorageClass></{tag}>"
+
+
+D1, D2 = "2030-01-01T00:00:00Z", "2030-02-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("body,code,message", [
+    (transition("10", "GLACIER") + transition(D2, "DEEP_ARCHIVE"), "InvalidRequest",
+     "Found mixed 'Date' and 'Days' based Transition actions in lifecycle rule for filter "
+     "'(prefix=)'"),
+    (transition("10", "GLACIER") + f"<Expiration><Date>{D2}</Date></Expiration>",
+     "InvalidRequest", "Found mixed 'Date' and 'Days' based Expiration and Transition actions "
+     "in lifecycle rule for filter '(prefix=)'"),
+    (transition(D1, "GLACIER") + "<Expiration><Days>100</Days></Expiration>", "InvalidRequest",
+     "Found mixed 'Date' and 'Days' based Expiration and Transition actions in lifecycle rule "
+     "for filter '(prefix=)'"),
+    (transition("10", "GLACIER") + transition("40", "STANDARD_IA"), "InvalidArgument",
+     "'Days' in the Transition action for StorageClass 'GLACIER' for filter '(prefix=)' must "
+     "be greater than 'Days' in the Transition action for StorageClass 'STANDARD_IA' for "
+     "filter '(prefix=)'"),
+    (transition("60", "ONEZONE_IA") + transition("60", "INTELLIGENT_TIERING"),
+     "InvalidArgument", "'Days' in the Transition action for StorageClass 'ONEZONE_IA' for "
+     "filter '(prefix=)' must be greater than 'Days' in the Transition action for StorageClass "
+     "'INTELLIGENT_TIERING' for filter '(prefix=)'"),
+    (transition(D2, "GLACIER") + transition(D1, "DEEP_ARCHIVE"), "InvalidArgument",
+     "'Date' in the Transition action for StorageClass 'DEEP_ARCHIVE' for filter '(prefix=)' "
+     "must be greater than 'Date' in the Transition action for StorageClass 'GLACIER' for "
+     "filter '(prefix=)'"),
+    (transition("1", "GLACIER", "NoncurrentVersionTransition")
+     + transition("5", "GLACIER_IR", "NoncurrentVersionTransition"), "InvalidArgument",
+     "'NoncurrentDays' in the NoncurrentVersionTransition action for StorageClass 'GLACIER' for "
+     "filter '(prefix=)' must be greater than 'NoncurrentDays' in the "
+     "NoncurrentVersionTransition action for StorageClass 'GLACIER_IR' for filter '(prefix=)'"),
+    (transition(D2, "GLACIER") + f"<Expiration><Date>{D1}</Date></Expiration>",
+     "InvalidArgument", "'Date' in the Expiration action for filter '(prefix=)' must be greater "
+     "than 'Date' in the Transition action"),
+])
+def test_transition_timing_across_one_rule(body: str, code: str, message: str) -> None:
+    """AWS's checks across a rule's transitions (the texts AWS sends): all by Days or all by
+    Date, the expiration of the same kind, colder classes strictly later; a colder class
+    first would leave the warmer transition (or, with an earlier expiration date, every
+    transition) accepted and never applied."""
+    err = error_of(doc("<Filter/>" + body))
+    assert (err.code, err.message) == (code, message)
+
+
+def test_transition_timing_in_waterfall_order_is_accepted() -> None:
+    rules = parse_lifecycle(doc(
+        "<Filter/>" + transition("30", "STANDARD_IA") + transition("60", "INTELLIGENT_TIERING")
+        + transition("90", "ONEZONE_IA") + transition("120", "GLACIER")
+        + transition("0", "GLACIER_IR", "NoncurrentVersionTransition")
+        + transition("7", "DEEP_ARCHIVE", "NoncurrentVersionTransition")
+        + "<Expiration><Days>121</Days></Expiration>"))
+    assert [t["storage_class"] for t in rules[0]["transitions"]] == \
+        ["STANDARD_IA", "INTELLIGENT_TIERING", "ONEZONE_IA", "GLACIER"]
+    dated = parse_lifecycle(doc("<Filter/>" + transition(D1, "GLACIER")
+                                + f"<Expiration><Date>{D2}</Date></Expiration>"))
+    assert dated[0]["expiration"]["date"] == "2030-02-01T00:00:00.000Z"
 
 
 # --- the matcher against a model ------------------------------------------------------------

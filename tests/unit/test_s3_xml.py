@@ -50,7 +50,7 @@ def test_format_timestamp() -> None:
 
 
 def test_list_buckets_golden() -> None:
-    body = s3xml.list_buckets_xml(OWNER[0], "alice", [("b1", WHEN), ("b.2", WHEN)])
+    body = s3xml.list_buckets_xml(OWNER[0], "alice", [("b1", WHEN, None), ("b.2", WHEN, None)])
     assert body.decode() == (
         f"{DECL}<ListAllMyBucketsResult {NS}>"
         f"<Owner><ID>{OWNER[0]}</ID><DisplayName>alice</DisplayName></Owner>"
@@ -66,11 +66,11 @@ def test_list_buckets_golden() -> None:
 
 
 def test_list_buckets_paged() -> None:
-    body = s3xml.list_buckets_xml(
-        "id", "", [], prefix="a", continuation="tok", bucket_region="eu-west-1"
-    )
+    body = s3xml.list_buckets_xml("id", "", [("a1", WHEN, "eu-west-1")], prefix="a",
+                                  continuation="tok")
     parsed = botocore_parse("ListBuckets", body)
     assert parsed["Owner"] == {"ID": "id"}
+    assert parsed["Buckets"][0]["BucketRegion"] == "eu-west-1"
     assert parsed["ContinuationToken"] == "tok"
     assert parsed["Prefix"] == "a"
 

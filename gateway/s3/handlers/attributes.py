@@ -34,11 +34,19 @@ def checksum_type(v: ObjectVersion) -> str | None:
 
 
 def checksum_headers(v: ObjectVersion, part_number: int | None = None) -> dict[str, str]:
-    """x-amz-checksum-* and x-amz-checksum-type of the object, or of one of its parts."""
+    """x-amz-checksum-* and x-amz-checksum-type of the object, or of one of its parts.
+
+    A part (GET/HEAD ?partNumber=) of a COMPOSITE object has its own checksum of the
+    object's algorithm; one of a FULL_OBJECT object of several parts has none (S3 answers
+    none: the type would claim a whole-object checksum), and the only part of a one-part
+    FULL_OBJECT object has the object's. A part's checksums of other algorithms (a client's
+    CRC32 beside S3's default CRC64NVME) are not the object's and are not shown."""
     values = v.checksums
     if part_number is not None and is_multipart(v):
         part = next((p for p in v.parts if p.number == part_number), None)
-        values = part.checksums if part is not None else {}
+        whole_only = checksum_type(v) == "FULL_OBJECT" and len(v.parts) > 1
+        values = ({} if part is None or whole_only else
+                  {a: c for a, c in part.checksums.items() if a in v.checksums})
     out = {checksums.HEADER[a]: val for a, val in values.items() if a in checksums.HEADER}
     ctype = checksum_type(v)
     if out and ctype:
@@ -102,7 +110,8 @@ def attributes_xml(v: ObjectVersion, names: list[str], max_parts: int, marker: i
         if page:
             _add(elem, "NextPartNumberMarker", page[-1].number)
         _add(elem, "MaxParts", max_parts)
-        _add(elem, "IsTruncated", len(after) > max_parts)
+        # a page of none (x-amz-max-parts: 0) is not truncated: it names no part to go on from
+        _add(elem, "IsTruncated", 0 < max_parts < len(after))
         for p in page:
             part = ET.SubElement(elem, "Part")
             _add(part, "PartNumber", p.number)

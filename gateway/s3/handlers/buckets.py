@@ -57,8 +57,11 @@ async def list_buckets(rq: S3Request) -> web.StreamResponse:
                and (region is None or b.region == region)]
     page, more = buckets[:limit], len(buckets) > limit
     owner_id, owner_name = await rq.cluster.tenants.identity(rq.tenant)
+    # AWS: each bucket's BucketRegion "if the request contains at least one valid parameter"
+    paged = any(k in p for k in ("max-buckets", "continuation-token", "prefix", "bucket-region"))
     return xml_response(xml.list_buckets_xml(
-        owner_id, owner_name, [(b.name, iso_time(b.created)) for b in page],
+        owner_id, owner_name,
+        [(b.name, iso_time(b.created), b.region if paged else None) for b in page],
         prefix=p.get("prefix"), continuation=page_token(page[-1].name) if more else None))
 
 

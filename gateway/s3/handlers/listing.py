@@ -13,7 +13,7 @@ from gateway.s3.acl import owner_of, resolve_owners
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.restore import restore_status
-from gateway.s3.http import iso_time, strict_int
+from gateway.s3.http import count_param, iso_time
 from gateway.s3.request_keys import OWNERS
 from gateway.s3.router import check_version_id
 from storage.records import ObjectVersion
@@ -23,16 +23,7 @@ OPTIONAL_ATTRIBUTES = "x-amz-optional-object-attributes"
 
 
 def _max_keys(rq: S3Request) -> int:
-    raw = rq.params.get("max-keys", str(MAX_KEYS))
-    try:
-        n = strict_int(raw)
-    except ValueError:
-        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer "
-                      "range", ArgumentName="max-keys", ArgumentValue=raw) from None
-    if n < 0:
-        raise S3Error("InvalidArgument", "Argument max-keys must be an integer between 0 "
-                      "and 2147483647", ArgumentName="max-keys", ArgumentValue=raw)
-    return min(n, MAX_KEYS)
+    return count_param(rq.params, "max-keys", MAX_KEYS, MAX_KEYS)
 
 
 def _encoding(rq: S3Request) -> str | None:
@@ -99,6 +90,18 @@ async def _list(rq: S3Request, prefix: str, delimiter: str, after: str, max_keys
                                                  after, max_keys)
 
 
+async def _list_versions(rq: S3Request, prefix: str, key_marker: str, vid_marker: str,
+                         max_keys: int, delimiter: str,
+                         ) -> tuple[list[ObjectVersion], list[str], bool, str]:
+    """One page of versions; max-keys=0 is an empty, untruncated page, as `_list` answers
+    it (a truncated page without a NextKeyMarker sent a client back to the start)."""
+    if max_keys == 0:
+        rq.existing_bucket()
+        return [], [], False, ""
+    return await rq.cluster.objects.listing.list_versions(
+        rq.existing_bucket(), prefix, key_marker, vid_marker, max_keys, delimiter)
+
+
 @operation("ListObjectsV2")
 async def list_objects_v2(rq: S3Request) -> web.StreamResponse:
     p = rq.params
@@ -156,8 +159,8 @@ async def list_object_versions(rq: S3Request) -> web.StreamResponse:
                       "key marker.", ArgumentName="version-id-marker", ArgumentValue=vid_marker)
     if vid_marker:  # a malformed one is refused as S3 does, not taken as a position
         check_version_id(vid_marker, "version-id-marker")
-    versions, prefixes, more, last_key = await rq.cluster.objects.listing.list_versions(
-        rq.existing_bucket(), prefix, key_marker, vid_marker, max_keys, delimiter)
+    versions, prefixes, more, last_key = await _list_versions(rq, prefix, key_marker,
+                                                            vid_marker, max_keys, delimiter)
     await resolve_owners(rq, versions)
     entries = []
     seen: set[str] = set()

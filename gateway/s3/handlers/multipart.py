@@ -20,7 +20,14 @@ from gateway.s3.handlers.copy import copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
-from gateway.s3.http import ascii_digits, digits_int, iso_time, parse_http_date, strict_int
+from gateway.s3.http import (
+    ascii_digits,
+    count_param,
+    digits_int,
+    iso_time,
+    parse_http_date,
+    strict_int,
+)
 from storage import multipart as mp
 from storage.datakeys import customer_key_matches
 from storage.errors import InvalidInput
@@ -73,21 +80,6 @@ def _part_number(rq: S3Request) -> int:
         raise S3Error("InvalidArgument", _PART_NUMBER_MSG, ArgumentName="partNumber",
                       ArgumentValue=raw)
     return n
-
-
-def _int_param(rq: S3Request, name: str, default: int, cap: int) -> int:
-    raw = rq.params.get(name)
-    if raw is None:
-        return default
-    try:
-        n = strict_int(raw)
-    except ValueError:
-        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer "
-                      "range", ArgumentName=name, ArgumentValue=raw) from None
-    if n < 0:
-        raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and "
-                      "2147483647", ArgumentName=name, ArgumentValue=raw)
-    return min(n, cap)
 
 
 def _checksum_headers(values: dict[str, str], ctype: str | None = None) -> dict[str, str]:
@@ -301,6 +293,7 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
     _check_checksum_type(_asserted_type(rq), up)
     asked = await _asked(rq)
     _refuse_keyless_assertion(rq, up, asked)
+    _require_part_checksums(up, asked)
     with _errors(upload_id):
         try:
             v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, asked.listed,
@@ -330,6 +323,20 @@ def _check_checksum_type(asserted: str | None, up: Upload) -> None:
     have = up.checksum_type if up.checksum_algorithm else FULL_OBJECT
     if asserted != have:
         raise S3Error("BadDigest", _type_mismatch(have))
+
+
+def _require_part_checksums(up: Upload, asked: _Asked) -> None:
+    """A COMPOSITE upload (made with a checksum algorithm) is completed only with each
+    listed part's checksum of that algorithm, as S3 answers (400 InvalidRequest): the
+    object's checksum is the digest of exactly those part checksums."""
+    alg = up.checksum_algorithm
+    if not alg or (up.checksum_type or COMPOSITE) != COMPOSITE:
+        return
+    for p in asked.listed:
+        if alg not in p.checksums:
+            raise S3Error("InvalidRequest", f"The upload was created using a {alg.lower()} "
+                          "checksum. The complete request must include the checksum for "
+                          f"each part. It was missing for part {p.number} in the request.")
 
 
 def _type_mismatch(have: str | None) -> str:
@@ -458,8 +465,8 @@ async def abort_multipart_upload(rq: S3Request) -> web.StreamResponse:
 @operation("ListParts")
 async def list_parts(rq: S3Request) -> web.StreamResponse:
     upload_id = rq.upload_id
-    max_parts = _int_param(rq, "max-parts", LIST_MAX, LIST_MAX)
-    marker = _int_param(rq, "part-number-marker", 0, mp.PART_NUMBER_MAX)
+    max_parts = count_param(rq.params, "max-parts", LIST_MAX, LIST_MAX)
+    marker = count_param(rq.params, "part-number-marker", 0, mp.PART_NUMBER_MAX)
     with _errors(upload_id):
         up, parts, truncated = await service(rq).list_parts(rq.existing_bucket(), rq.key,
                                                             upload_id, marker, max_parts)
@@ -480,7 +487,7 @@ async def list_parts(rq: S3Request) -> web.StreamResponse:
 @operation("ListMultipartUploads")
 async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
     p = rq.params
-    max_uploads = _int_param(rq, "max-uploads", LIST_MAX, LIST_MAX)
+    max_uploads = count_param(rq.params, "max-uploads", LIST_MAX, LIST_MAX)
     enc = p.get("encoding-type")
     if enc is not None and enc != "url":
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",

@@ -249,14 +249,16 @@ def _check_part_number(rq: S3Request, v: ObjectVersion) -> None:
 
 
 def _part_range(rq: S3Request, v: ObjectVersion, headers: dict[str, str],
-                ) -> tuple[int, int] | None:
-    """GET/HEAD `?partNumber=N`: that part's byte range (see handlers/multipart.py)."""
+                ) -> tuple[int, int]:
+    """GET/HEAD `?partNumber=N`: that part's byte range [start, end) (see
+    handlers/multipart.py); empty for an empty part (or object), which is answered 200
+    with no body and no Content-Range (no byte range names it), never the whole object."""
     from gateway.s3.handlers.multipart import part_range
 
     start, end, count = part_range(v, rq.params["partNumber"], rq.headers.get("Range"))
     if count is not None:
         headers["x-amz-mp-parts-count"] = str(count)
-    return (start, end) if end > start else None
+    return start, end
 
 
 @operation("HeadObject")
@@ -269,7 +271,9 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
     size = v.size
     status = 200
     if "partNumber" in rq.params:
-        rng = _part_range(rq, v, headers)
+        start, end = _part_range(rq, v, headers)
+        rng = (start, end) if end > start else None
+        size = end - start
     else:
         rng = parse_range(rq.headers.get("Range"), v.size) if v.size else None
     if rng is not None:
@@ -299,10 +303,11 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     if range_header and v.size == 0 and range_header.startswith("bytes="):
         raise S3Error("InvalidRange", RangeRequested=range_header, ActualObjectSize="0")
     if "partNumber" in rq.params:
-        rng = _part_range(rq, v, headers)
+        start, end = _part_range(rq, v, headers)
+        rng = (start, end) if end > start else None
     else:
         rng = parse_range(range_header, v.size)
-    start, end = rng if rng is not None else (0, v.size)
+        start, end = rng if rng is not None else (0, v.size)
     status = 206 if rng is not None else 200
     if rng is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{v.size}"

@@ -1,0 +1,182 @@
+"""atkcrash18: a process killed between the steps of a volume delete or clone leaves either
+the whole operation or none of it, and its garbage is collected.
+
+The kill is modelled at the metadata store: the transaction named applies, and the process
+does nothing more (the `Killed` exception unwinds it without any handler running a
+further store write, as SIGKILL would). Then the background workers run, as in the
+restarted gateway.
+
+- Delete used to remove the record, then retire the extent pointers and journal segments,
+  then unlink the clone from its origin, each its own transaction: killed after the first,
+  the pointers (and their stripes' shards) stayed forever, named by no volume, and the
+  origin still listed the clone, so neither the origin nor its snapshot could be deleted.
+- Clone used to create the record, link it into the origin, then set its base, one
+  transaction each: killed after the first, a volume of the clone's name existed that read
+  zeros instead of the snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from storage.errors import NotFound
+from storage.keyspace import extent_prefix, journal_prefix, kept_journal_prefix, span, volume_key
+from storage.metadata import Txn
+from storage.volume_records import Volume
+from storage.volumes import VolumeService
+from storage.workers import WorkerState
+from storage.workers.reclaim import TenantReclaimer
+from tests.unit.test_volume_journal import SIZE, with_service
+from tests.unit.test_volume_snapshot_held import PAGE
+
+
+class Killed(BaseException):
+    """The process died here (SIGKILL): nothing after this point runs."""
+
+
+def kill_after(svc: VolumeService, monkeypatch: pytest.MonkeyPatch,
+               when: Callable[[Txn], bool]) -> None:
+    """The first transaction `when` picks applies, then the process dies."""
+    real = svc.meta.txn
+
+    async def txn(t: Txn) -> bool:
+        done = await real(t)
+        if done and when(t):
+            monkeypatch.setattr(svc.meta, "txn", real)
+            raise Killed
+        return done
+
+    monkeypatch.setattr(svc.meta, "txn", txn)
+
+
+async def volume_records(svc: VolumeService, vid: str) -> list[Any]:
+    out: list[Any] = []
+    for prefix in (extent_prefix(vid), journal_prefix(vid), kept_journal_prefix(vid)):
+        out += await svc.meta.range(*span(prefix), limit=1000)
+    return out
+
+
+async def restarted_workers(svc: VolumeService) -> None:
+    """The reclaim worker of the restarted gateway, run until it is idle."""
+    w = TenantReclaimer(svc.meta, 0.0, svc)
+    for _ in range(100):
+        if await w.step() == WorkerState.IDLE:
+            return
+    raise AssertionError("the reclaim worker never went idle")
+
+
+async def origin_with_clone(svc: VolumeService) -> str:
+    """Volume v with snapshot s, clone c of it with extents of its own; c's id."""
+    await svc.create("t", "v", SIZE)
+    h = await svc.open("t", "v", holder="w")
+    await h.write(0, b"A" * PAGE)
+    await h.close()
+    await svc.snapshot("t", "v", "s")
+    await svc.clone("t", "v", "s", "c")
+    h = await svc.open("t", "c", holder="c")
+    await h.write(SIZE - PAGE, b"C" * PAGE)
+    await h.close()
+    return (await svc.get("t", "c")).id
+
+
+def test_a_delete_killed_after_its_first_step_is_finished_by_the_workers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body(svc: VolumeService) -> None:
+        cid = await origin_with_clone(svc)
+        assert await volume_records(svc, cid)
+        kill_after(svc, monkeypatch, lambda t: volume_key("t", "c") in t.deletes)
+        with pytest.raises(Killed):
+            await svc.delete("t", "c")
+        with pytest.raises(NotFound):  # the delete happened: the name is gone
+            await svc.get("t", "c")
+        await restarted_workers(svc)
+        assert await volume_records(svc, cid) == []  # no pointer of it is left
+        assert (await svc.get("t", "v")).clones == []
+        await svc.delete_snapshot("t", "v", "s")  # nothing holds the snapshot any more
+        await svc.delete("t", "v")
+    with_service(body)
+
+
+def test_a_clone_killed_after_its_first_step_is_whole_or_absent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        h = await svc.open("t", "v", holder="w")
+        await h.write(0, b"A" * PAGE)
+        await h.close()
+        await svc.snapshot("t", "v", "s")
+        kill_after(svc, monkeypatch, lambda t: volume_key("t", "c") in t.puts)
+        with pytest.raises(Killed):
+            await svc.clone("t", "v", "s", "c")
+        await restarted_workers(svc)
+        try:
+            c = await svc.get("t", "c")
+        except NotFound:
+            assert (await svc.get("t", "v")).clones == []
+            return
+        assert (await svc.get("t", "v")).clones == ["t/c"]
+        assert c.base is not None
+        h = await svc.open("t", "c", holder="r")
+        assert await h.read(0, PAGE) == b"A" * PAGE
+        await h.close()
+    with_service(body)
+
+
+def test_a_flatten_killed_after_its_cut_leaves_the_origin_free(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flatten cut the clone's link to its origin, then dropped it from the origin's clones,
+    one transaction each: killed between, the origin listed for good a clone that no longer
+    read through it, so neither the origin's snapshot nor the origin could ever be deleted
+    (deleting the clone unlinks only the origins it still reads through)."""
+    async def body(svc: VolumeService) -> None:
+        await origin_with_clone(svc)
+
+        def cut(t: Txn) -> bool:
+            raw = t.puts.get(volume_key("t", "c"))
+            return raw is not None and Volume.decode(raw).base is None
+
+        kill_after(svc, monkeypatch, cut)
+        with pytest.raises(Killed):
+            await svc.flatten("t", "c")
+        await restarted_workers(svc)
+        c = await svc.get("t", "c")
+        assert c.base is None
+        assert (await svc.get("t", "v")).clones == []
+        await svc.delete_snapshot("t", "v", "s")
+        await svc.delete("t", "c")
+        await svc.delete("t", "v")
+    with_service(body)
+
+
+def test_a_snapshot_delete_killed_after_its_record_update_still_retires_pointers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """delete_snapshot drops the snapshot from the record, then retires the extent pointers
+    only it kept: killed between, those pointers (and their shards) stayed until some later
+    snapshot delete or the volume's delete, which may never come."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        for data in (b"A", b"B"):  # extent 0 written, snapshotted, then overwritten
+            h = await svc.open("t", "v", holder="w")
+            await h.write(0, data * PAGE)
+            await h.close()
+            if data == b"A":
+                await svc.snapshot("t", "v", "s")
+        vid = (await svc.get("t", "v")).id
+        assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 2
+
+        def dropped(t: Txn) -> bool:
+            raw = t.puts.get(volume_key("t", "v"))
+            return raw is not None and not Volume.decode(raw).snapshots
+
+        kill_after(svc, monkeypatch, dropped)
+        with pytest.raises(Killed):
+            await svc.delete_snapshot("t", "v", "s")
+        await restarted_workers(svc)
+        assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 1
+        h = await svc.open("t", "v", holder="r")
+        assert await h.read(0, PAGE) == b"B" * PAGE
+        await h.close()
+    with_service(body)
