@@ -456,8 +456,9 @@ class DiskShardStore:
         dest = await asyncio.to_thread(copy)
         if dest is None or packs.locate(sid) != loc:
             return None
-        if await packs.delete(sid):
-            self._account(-loc.length, -1)
+        if not await packs.delete(sid, expect=loc):
+            return None  # a copy put since the bad read stays (its bytes kept aside anyway)
+        self._account(-loc.length, -1)
         return dest
 
     @staticmethod

@@ -77,6 +77,7 @@ class _Request:
     replace: bool
     future: concurrent.futures.Future[int]
     length: int = 0
+    expect: PackLoc | None = None  # a TOMBSTONE only while the shard is still there
 
 
 @dataclass
@@ -248,12 +249,14 @@ class PackStore:
         if rec.kind == pf.FOOTER:
             return
         sid = rec.shard_id
-        old = self.index.pop(sid, None)
+        old = self.index.get(sid)
         if old is not None:
             self.live[old.seq] -= old.length + pf.OVERHEAD
-        if rec.kind == pf.PUT:
+        if rec.kind == pf.PUT:  # one assignment: a reader never finds it absent meanwhile
             self.index[sid] = PackLoc(seq, rec.body_offset, rec.body_len, rec.time_ns)
             self.live[seq] = self.live.get(seq, 0) + rec.body_len + pf.OVERHEAD
+        elif old is not None:
+            del self.index[sid]
 
     def locate(self, sid: str) -> PackLoc | None:
         return self.index.get(sid)
@@ -284,15 +287,17 @@ class PackStore:
         check_shard_id(sid)
         return await self._submit(pf.PUT, sid, body, replace)
 
-    async def delete(self, sid: str) -> bool:
-        """Remove a shard (a durable TOMBSTONE); False when no pack holds it."""
+    async def delete(self, sid: str, expect: PackLoc | None = None) -> bool:
+        """Remove a shard (a durable TOMBSTONE); False when no pack holds it, or with
+        `expect`, when the shard is no longer that record (decided in the committer: a
+        quarantine never deletes a copy written after its bad read)."""
         check_shard_id(sid)
-        return await self._submit(pf.TOMBSTONE, sid, [], False) >= 0
+        return await self._submit(pf.TOMBSTONE, sid, [], False, expect) >= 0
 
     async def _submit(self, kind: int, sid: str, body: list[bytes | memoryview],
-                      replace: bool) -> int:
+                      replace: bool, expect: PackLoc | None = None) -> int:
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
-        req = _Request(kind, sid, body, replace, fut, sum(len(p) for p in body))
+        req = _Request(kind, sid, body, replace, fut, sum(len(p) for p in body), expect)
         with self._cond:
             if self._closing:
                 raise RuntimeError("pack store is closed")
@@ -501,6 +506,8 @@ class PackStore:
         prior = pending.get(req.sid)
         held = self.index.get(req.sid)
         if req.kind == pf.TOMBSTONE:
+            if req.expect is not None and (prior is not None or held != req.expect):
+                return None
             if prior is not None:
                 return 0 if prior.kind == pf.PUT else None
             return None if held is None else 0
