@@ -40,7 +40,6 @@ from storage.keyspace import (
     urgent_repair_span,
 )
 from storage.metadata import Item, MetadataStore, Txn
-from storage.pipeline import StripeCodec
 from storage.placement import place
 from storage.rebuild import Reference, SourcesDisagree, rebuild_shards
 from storage.records import pack, unpack
@@ -130,9 +129,6 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         # Set by the gateway (the deep scrub's check of one stripe, with the object's key):
         # called when a rebuild's sources disagree, it reports the lying ones.
         self.verify_stripe: Callable[[bytes], Awaitable[object]] | None = None
-        # Set by the gateway too: a stripe's codec with the object's key (None without one),
-        # so a stripe with named liars is rebuilt from blocks that authenticate.
-        self.stripe_codec: Callable[[Manifest], Awaitable[StripeCodec | None]] | None = None
         # Stripes at risk are rebuilt at the full rate, never the busy rate.
         self._urgent = Throttle(self.settings.rate_bytes_s)
         self._queue_cursor = space(REPAIR)[0]
@@ -240,6 +236,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         ref = await self._reference(man, a)
         reference, keyless = ref if ref is not None else (None, False)
         usable = {**a.healthy, **(a.lying if reference is not None else {})}
+        guard = await self._guard(man, len(usable)) if reference is None else None
         if len(usable) < part.k:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -269,7 +266,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         rebuild = asyncio.ensure_future(rebuild_shards(
             self._client, self._cpu, part, sources, targets, throttle or self._throttle,
             reference=reference, trusted=set(a.healthy) if keyless else None, pool=self._pool,
-            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES))
+            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES, guard=guard))
         self._rebuilding[part.stripe_id] = (rebuild, man, a)  # a node's return may stop it
         try:
             res = await rebuild
