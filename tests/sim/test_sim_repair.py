@@ -467,3 +467,40 @@ async def test_rebalance_rebuild_from_k_sources_never_copies_a_lie(sim_factory) 
     assert now.nodes == p.nodes
     await s.heal()  # the nodes are back: five honest shards, the read names the liar
     assert await s.read("x") == s.data["x"]
+
+
+async def test_a_liar_lying_again_within_a_minute_is_named_at_once(sim_factory) -> None:
+    """Shard 0 lies, a read names it, repair rewrites it in place. Within the minute it lies
+    again while shard 1 is lost: the rebuild of 1 meets the lie (SourcesDisagree) and the
+    deep scrub's check finds it, but `LyingShards` reports a (stripe, index, node) once a
+    minute, so nothing named it: the entry waited 30 s, retried, met the lie again, and the
+    stripe stayed a shard short for about a minute. Repair now names what the check found."""
+    from storage.lying import LyingShards
+    from storage.testing.lies import lie
+    from storage.workers.deepscrub import DeepScrubber, DeepScrubSettings
+
+    s = await sim_factory(29)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+    scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,
+                         s.stripes.lies, DeepScrubSettings(rate_bytes_s=0))
+    s.repair.verify_stripe, s.repair.stripe_codec = scrub.check_stripe, scrub.codec
+    await s.put("x", 3 * SEGMENT + 7)
+    p = (await s.objects.head(s.bucket, "x")).parts[0]
+    sids = [shard_id(p.stripe_id, i) for i in range(6)]
+    originals = [bytes(s.sim.files[p.nodes[i]][sids[i]]) for i in range(6)]
+    s.sim.files[p.nodes[0]][sids[0]] = bytearray(lie(originals[0], "first", None))
+    assert await s.read("x") == s.data["x"]  # names shard 0
+    await s.stripes.lies.settle()
+    await s.heal()
+    now = (await s.objects.head(s.bucket, "x")).parts[0]
+    assert now.nodes[0] == p.nodes[0]  # rewritten in place (the scenario needs it)
+    assert bytes(s.sim.files[p.nodes[0]][sids[0]]) == originals[0]
+    s.sim.files[p.nodes[0]][sids[0]] = bytearray(lie(originals[0], "again", 1))
+    s.sim.lose(p.nodes[1], sids[1])
+    await s.heal()
+    await s.stripes.lies.settle()
+    await s.heal()
+    await s.check_redundant()
+    now = (await s.objects.head(s.bucket, "x")).parts[0]
+    for i in range(6):
+        assert bytes(s.sim.files[now.nodes[i]][sids[i]]) == originals[i], i
