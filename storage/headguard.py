@@ -206,6 +206,15 @@ class CappedHandler(RequestHandler):
         request of its own; nothing more is read as requests from this connection."""
         err, _ = self._messages.pop()
         self._request_count -= 1
+        if self._current_request is None:
+            # answered already (before its body was read): only aiohttp's linger reads the
+            # stream now, and an error there is an ERROR traceback quoting the client's bytes
+            log.warning("refused a lingering request body with broken framing: %s",
+                        parse_error_summary(err.exc) if isinstance(
+                            err.exc, HttpProcessingError) else "framing error")
+            self._last_payload.feed_eof()
+            self.force_close()
+            return
         set_exception(self._last_payload, RequestPayloadError(str(err.message)), err.exc)
         self.close()
 

@@ -351,3 +351,30 @@ def test_json_nested_past_the_recursion_limit_is_a_clear_400(w: dict[str, Any]) 
                       headers={"Content-Type": "application/json", "Origin": admin})
     assert r.status_code == 400 and r.json()["error"]["code"] == "MalformedJSON"
     _serving(w)
+
+
+def test_framing_broken_while_aiohttp_lingers_after_an_early_answer_logs_no_traceback(
+        w: dict[str, Any]) -> None:
+    """review18c: the gateway answers before reading the body (a PUT to a missing bucket,
+    404 without 100 Continue), then the client's chunked framing breaks while aiohttp
+    lingers over the unread body. No ERROR traceback quoting the client's bytes may follow
+    (headguard's `_body_refused` put the error on a stream only aiohttp's linger reads;
+    before it, aiohttp lingered and closed quietly)."""
+    cluster = w["cluster"]
+    log = cluster.data / "logs" / "gateway.log"
+    mark = log.stat().st_size
+    head = (f"PUT /nosuchbucket-linger/k HTTP/1.1\r\nHost: 127.0.0.1:{cluster.port}\r\n"
+            "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=60) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"</Error>" not in answer:
+            answer += sock.recv(65536)
+        assert _code(answer) == (404, "NoSuchBucket"), answer[:300]
+        sock.sendall(b"5\r\nhello\r\nzz\r\nabc\r\n0\r\n\r\n")
+        _until_closed(sock)
+    _serving(w)
+    with open(log, "rb") as f:
+        f.seek(mark)
+        text = f.read().decode(errors="replace")
+    assert "Traceback" not in text and '"aiohttp.server"' not in text
