@@ -166,7 +166,10 @@ class CappedHandler(RequestHandler):
                     fed = single_content_length(fed, end)
         if fed:
             super().data_received(fed)
-        if not between and self._messages and isinstance(self._messages[-1][0], _ErrInfo):
+        # the pending body's framing broke (a body that ended in this read is whole: an
+        # error after it is the next request's own, answered 400 as aiohttp queued it)
+        if (not between and not self._last_payload.is_eof() and self._messages
+                and isinstance(self._messages[-1][0], _ErrInfo)):
             self._body_refused()
             return
         if self._request_count != self._seen:  # a head completed in this chunk
