@@ -1,0 +1,55 @@
+"""`CappedHandler` takes a head repeating one Content-Length however the head is cut into
+reads (what the socket hands over is not what the client wrote: the integration test's
+separate writes arrive as one read). The reads are fed to the handler one by one here, so
+each boundary is the one named."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from aiohttp import web
+
+from storage.headguard import capped_handler, closing_answer
+
+HEAD = (b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: close\r\n"
+        b"content-length: 5\r\n\r\nhello")
+
+
+async def _answer(pieces: list[bytes]) -> bytes:
+    async def echo(request: web.BaseRequest) -> web.Response:
+        return web.Response(body=await request.read())
+
+    server = web.Server(echo)
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    loop = asyncio.get_running_loop()
+    handler = capped_handler(server, 20.0, 16384,
+                             lambda: closing_answer(400, "text/plain", b"big"))
+    transport, _ = await loop.connect_accepted_socket(lambda: handler, ours)
+    try:
+        for piece in pieces:  # one read each, in this order
+            handler.data_received(piece)
+        out = b""
+        async with asyncio.timeout(30):
+            while chunk := await loop.sock_recv(theirs, 65536):
+                out += chunk
+        return out
+    finally:
+        transport.close()
+        theirs.close()
+        await server.shutdown()
+
+
+@pytest.mark.parametrize("cut", [len(b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Len"),
+                                 HEAD.index(b"content-length") + 3,
+                                 HEAD.index(b"\r\n\r\n") + 2])
+def test_a_head_cut_anywhere_in_two_reads(cut: int) -> None:
+    out = asyncio.run(_answer([HEAD[:cut], HEAD[cut:]]))
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"hello"), out
+
+
+def test_a_head_read_byte_by_byte() -> None:
+    out = asyncio.run(_answer([HEAD[i:i + 1] for i in range(len(HEAD))]))
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"hello"), out
