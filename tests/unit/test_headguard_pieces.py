@@ -6,6 +6,7 @@ each boundary is the one named."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 
 import pytest
@@ -43,6 +44,9 @@ async def _answer(pieces: list[bytes]) -> bytes:
 
 
 @pytest.mark.parametrize("cut", [len(b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Len"),
+                                 len(b"PUT /k HTTP/1.1\r\nHost: h\r\n"),
+                                 len(b"PUT /k HTTP/1.1\r\nHost: h\r"),
+                                 HEAD.index(b"\r\n\r\n") + 3,
                                  HEAD.index(b"content-length") + 3,
                                  HEAD.index(b"\r\n\r\n") + 2])
 def test_a_head_cut_anywhere_in_two_reads(cut: int) -> None:
@@ -53,3 +57,18 @@ def test_a_head_cut_anywhere_in_two_reads(cut: int) -> None:
 def test_a_head_read_byte_by_byte() -> None:
     out = asyncio.run(_answer([HEAD[i:i + 1] for i in range(len(HEAD))]))
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"hello"), out
+
+
+BARE_LF = b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\ncontent-length: 5\n"
+
+
+@pytest.mark.parametrize("pieces", [
+    [BARE_LF[:30], BARE_LF[30:]],  # no blank line ever comes: 400, not a wait for the timeout
+    [BARE_LF[:30], BARE_LF[30:] + b"\n" + b"x" * 70000],  # 400, not 431: a body is no head
+    [b"\x16\x03\x01\x02\x00\x01"],  # TLS on a plain port, no line end (as before)
+])
+def test_a_malformed_head_is_refused_at_once(pieces: list[bytes]) -> None:
+    """The parser gets what it refuses without waiting for a blank line (the head timeout,
+    20 s, is shorter than the wait for an answer: a held head gets none)."""
+    out = asyncio.run(_answer(pieces))
+    assert re.match(rb"HTTP/1\.[01] 400 ", out) and not out.endswith(b"big"), out
