@@ -72,3 +72,18 @@ def test_a_malformed_head_is_refused_at_once(pieces: list[bytes]) -> None:
     20 s, is shorter than the wait for an answer: a held head gets none)."""
     out = asyncio.run(_answer(pieces))
     assert re.match(rb"HTTP/1\.[01] 400 ", out) and not out.endswith(b"big"), out
+
+
+def test_every_cut_of_a_head_in_two_and_three_reads() -> None:
+    """Each place a head can be cut: one same value is taken, differing values refused."""
+    differing = HEAD.replace(b"content-length: 5", b"content-length: 6")
+
+    async def all_cuts() -> None:
+        for cut in range(1, len(HEAD)):
+            out = await _answer([HEAD[:cut], HEAD[cut:]])
+            assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"hello"), (cut, out)
+            out = await _answer([HEAD[:cut], HEAD[cut:cut + 7], HEAD[cut + 7:]])
+            assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"hello"), (cut, out)
+            out = await _answer([differing[:cut], differing[cut:]])
+            assert re.match(rb"HTTP/1\.[01] 400 ", out), (cut, out)
+    asyncio.run(all_cuts())
