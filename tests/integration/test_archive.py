@@ -234,6 +234,29 @@ def test_deleting_a_restored_object_removes_its_copy(arch: LocalCluster, s3: Any
              timeout=90, what="the restored copies' shards to be collected")
 
 
+def test_copies_of_a_restored_object_outlive_its_restored_copy(arch: LocalCluster,
+                                                              s3: Any) -> None:
+    """Review18b: what was copied out of a restored copy (CopyObject to another key, and the
+    in-place copy to STANDARD that retires the archived version with its restored copy) is
+    its own data: once the restored copy's shards are collected both copies still read back
+    whole."""
+    data = os.urandom(300_000)
+    s3.put_object(Bucket="arch", Key="rc/src", Body=data, StorageClass="GLACIER")
+    before = shard_set(arch)
+    assert restore(s3, "rc/src", days=1000, tier="Expedited") == 202
+    wait_for(lambda: restored(s3, "rc/src"), what="restore to complete")
+    made = new_shards(before, shard_set(arch))
+    assert made
+    s3.copy_object(Bucket="arch", Key="rc/other", CopySource={"Bucket": "arch", "Key": "rc/src"})
+    s3.copy_object(Bucket="arch", Key="rc/src", CopySource={"Bucket": "arch", "Key": "rc/src"},
+                   StorageClass="STANDARD")
+    files = {(n, f) for n, fs in made.items() for f in fs}
+    wait_for(lambda: not files & {(n, f) for n, fs in shard_set(arch).items() for f in fs},
+             timeout=90, what="the restored copy's shards to be collected")
+    for key in ("rc/other", "rc/src"):
+        assert s3.get_object(Bucket="arch", Key=key)["Body"].read() == data, key
+
+
 def test_archive_shards_compressed_and_encrypted(arch: LocalCluster, s3: Any) -> None:
     data = KNOWN * 50_000  # ~2 MiB, very compressible
     before = shard_set(arch)
