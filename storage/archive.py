@@ -48,6 +48,7 @@ from storage.object_edits import version_records
 from storage.objects import ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, PartLayout, pack, unpack
 from storage.tenants import TenantService
+from storage.version_retire import restored_stripes
 
 ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 TIERS = ("Expedited", "Standard", "Bulk")
@@ -135,10 +136,6 @@ def readable(v: ObjectVersion, now: float | None = None) -> ObjectVersion | None
 
 def _ident_key(name: str, when: float, v: ObjectVersion) -> bytes:
     return archive_job_key(name, int(when * 1e9), v.bucket, v.key, v.version_id)
-
-
-def _restored_stripes(r: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"stripe_id": p["stripe_id"], "nodes": p["nodes"]} for p in r.get("parts", [])]
 
 
 def _retire(stripes: list[dict[str, Any]]) -> tuple[dict[bytes, bytes], list[bytes]]:
@@ -243,7 +240,7 @@ class ArchiveService:
                 ek = _ident_key(RESTORE_EXPIRY, expiry, v)
                 if ek != r["expiry_key"]:
                     ch.deletes.append(r["expiry_key"])
-                    ch.puts[ek] = pack({"stripes": _restored_stripes(r)})
+                    ch.puts[ek] = pack({"stripes": restored_stripes(r)})
                 r.update(days=days, expiry=expiry, expiry_key=ek)
                 ch.fields["restore"], ch.result = r, Outcome.ALREADY_RESTORED
                 return ch
@@ -335,7 +332,7 @@ class ArchiveService:
             ek = _ident_key(RESTORE_EXPIRY, expiry, cur)
             r["expiry_key"] = ek
             ch = Change(fields={"restore": r}, deletes=[item.key])
-            ch.puts[ek] = pack({"stripes": _restored_stripes(r)})
+            ch.puts[ek] = pack({"stripes": restored_stripes(r)})
             for p in new_parts:
                 self._objects.index_part(ch.puts, p, {
                     "state": "restored", "bucket": cur.bucket, "key": cur.key,
@@ -407,7 +404,7 @@ class ArchiveService:
                     return None
                 # the copy's nodes as the record under compare names them (repair may have
                 # moved a shard since the restore wrote `AE`)
-                puts, dels = _retire(_restored_stripes(v.restore))
+                puts, dels = _retire(restored_stripes(v.restore))
                 return Change(fields={"restore": {}}, puts=puts, deletes=[key_, *dels])
 
             if await self.mutate(bucket, key, vid, clear) is None:

@@ -145,11 +145,13 @@ class Cluster:
                               clients_busy=clients_busy)
         repair.verify_stripe = scrubber.check_stripe  # a rebuild whose sources disagree
         repair.stripe_codec = scrubber.codec  # rebuilds a stripe with liars from its key
+        rebalance = Rebalancer(self.cfg, self.meta, self.nodes, self.health, self.cpu,
+                               clients_busy=clients_busy)
+        rebalance.stripe_codec = scrubber.codec  # checks a rebuild from k sources
         return [
             GarbageCollector(self.meta, self.stripes),
             repair,
-            Rebalancer(self.cfg, self.meta, self.nodes, self.health, self.cpu,
-                       clients_busy=clients_busy),
+            rebalance,
             scrubber,
             Rewrapper(self.meta, self.tenants),
             ShredScheduler(self.meta, self.tenants, self.objects.lock_clock.now),

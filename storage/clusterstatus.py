@@ -84,7 +84,8 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
         nodes.append({"id": n.id, "zone": n.zone, "address": n.address, "role": n.role,
                       "membership": members.get(n.id, "active"),
                       "drain": (rebalance.get("draining") or {}).get(n.id),
-                      "state": s.state, "since": s.since, "used_bytes": s.used_bytes,
+                      "state": s.state, "since": time.time() - s.for_s(),  # wall clock
+                      "used_bytes": s.used_bytes,
                       "free_bytes": s.free_bytes, "shards": s.shards,
                       "last_error": s.last_error if s.state != UP else "",
                       "reason": node_reason(n.id, s.last_error) if s.state != UP else ""})

@@ -26,8 +26,13 @@ A head that repeats Content-Length with one same value reaches the parser with t
 (`single_content_length`): RFC 9110 section 8.6 allows a recipient to take it, AWS does, and
 rclone before 1.59 sends it on every single-part upload (a presigned PUT whose signed headers
 repeat Go's own Content-Length), which the parser (llhttp, and aiohttp's singleton check) refuses
-outright. Differing values are left for the parser to refuse (request smuggling). A head is held
-back from the parser until it is whole only once it has shown a Content-Length line.
+outright. Differing values are left for the parser to refuse (request smuggling). The parser
+gets a head's lines as they come, up to its first Content-Length line; from there the head is
+held back until it is whole (`HeadHold`), however the reads cut it. A partial line is held only
+while it could still become that Content-Length line (at most its first 15 bytes), so a head
+the parser refuses before it (a garbage request line, TLS on a plain port) is refused at once,
+and a bare LF in the held part hands it to the parser at once too (the parser refuses it, and
+the blank line this hold waits for may never come).
 
 A body's chunked framing the parser refuses in a later socket read, once the request's
 handler runs, is that request's body error (`RequestPayloadError` from its stream, as
@@ -93,17 +98,18 @@ def closing_answer(status: int, content_type: str, body: bytes,
     return "\r\n".join(lines).encode("latin-1") + body
 
 
-def single_content_length(buf: bytes, end: int) -> bytes:
+def single_content_length(buf: bytes, end: int, request_line: bool = True) -> bytes:
     """`buf` (a request head ending at `end`, where its blank line begins, and what follows)
     with any Content-Length line that repeats the first one's value dropped; unchanged when
-    the values differ, are not a number or a header line is folded."""
+    the values differ, are not a number or a header line is folded. Without `request_line`,
+    `buf` begins at a header line (the lines before it went to the parser already)."""
     head = buf[:end]
-    if head.lower().count(b"\ncontent-length:") < 2:
+    if (b"\n" + head if not request_line else head).lower().count(b"\ncontent-length:") < 2:
         return buf
     lines = head.split(b"\r\n")
     value: bytes | None = None
-    kept = [lines[0]]
-    for line in lines[1:]:
+    kept = lines[:1] if request_line else []
+    for line in lines[1:] if request_line else lines:
         if line[:1] in (b" ", b"\t"):
             return buf  # obs-fold: leave the whole head to the parser
         name, colon, rest = line.partition(b":")
@@ -118,6 +124,89 @@ def single_content_length(buf: bytes, end: int) -> bytes:
     return b"\r\n".join(kept) + buf[end:]
 
 
+CL_NAME = b"content-length:"
+
+
+class HeadHold:
+    """What of a request head the parser may have yet: its lines as they come, up to the
+    first Content-Length line; from there, nothing until the head is whole, then the rest
+    with a repeated Content-Length dropped (`single_content_length`). Each read is looked at
+    once (a held part grows in a `bytearray` and only its new bytes are searched), so a head
+    trickled a byte at a time costs what one read of it would."""
+
+    __slots__ = ("_held", "_line", "_lines", "_open", "_passing")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """A new head begins."""
+        self._lines = 0  # lines of this head the parser has whole
+        self._open = False  # the current line's start went to the parser: the rest may too
+        self._line = b""  # the current line's start, while it could be a Content-Length line
+        self._held: bytearray | None = None  # from the first Content-Length line on
+        self._passing = False  # a bare LF: the parser refuses this head, nothing to hold
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes the parser may have now, `data` being the head's next read (and, once
+        the head ends in it, what follows the head)."""
+        if self._passing:
+            return data
+        if self._held is not None:
+            return self._more(data)
+        if not (self._lines or self._open or self._line):  # a head begins with this read
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:  # and is whole in it: the common case
+                return single_content_length(data, end)
+        buf = self._line + data if self._line else data
+        self._line = b""
+        out = bytearray()
+        pos = 0
+        while (nl := buf.find(b"\n", pos)) >= 0:
+            if self._open:  # the rest of a line begun in an earlier read
+                self._open = False
+            elif self._lines and buf[pos:nl] in (b"\r", b""):  # the blank line: head ends
+                self.reset()
+                return bytes(out) + buf[pos:]
+            elif self._lines and buf[pos:pos + len(CL_NAME)].lower() == CL_NAME:
+                self._held = bytearray()
+                return bytes(out) + self._more(buf[pos:])
+            out += buf[pos:nl + 1]
+            self._lines += 1
+            pos = nl + 1
+        rest = buf[pos:]
+        if rest and not self._open and self._lines:
+            low = rest[:len(CL_NAME)].lower()
+            if low == CL_NAME:
+                self._held = bytearray()
+                return bytes(out) + self._more(rest)
+            if rest == b"\r" or CL_NAME.startswith(low):  # may be the blank line or a CL
+                self._line = rest
+                return bytes(out)
+        if rest:
+            self._open = True
+        return bytes(out) + rest
+
+    def _more(self, data: bytes) -> bytes:
+        """Hold `data` after the held part; the head with a repeated Content-Length dropped
+        once its blank line is in, or the whole held part at a bare LF."""
+        held = self._held
+        assert held is not None
+        start = len(held)
+        held += data
+        nl = held.find(b"\n", start)
+        while nl >= 0:  # never at 0: the held part begins with "content-length:"
+            if held[nl - 1] != 0x0D:  # a bare LF: the parser's to refuse, now
+                self.reset()
+                self._passing = True
+                return bytes(held)
+            if held[nl - 3:nl + 1] == b"\r\n\r\n":
+                self.reset()
+                return single_content_length(bytes(held), nl - 3, request_line=False)
+            nl = held.find(b"\n", nl + 1)
+        return b""
+
+
 class CappedHandler(RequestHandler):
     """aiohttp's connection handler, holding every request head to `max_bytes` (then
     writing `refusal()`, a whole HTTP answer, and closing) and to `head_timeout_s`.
@@ -126,7 +215,7 @@ class CappedHandler(RequestHandler):
     with each request whose head completes. The chunk in which a body ends is not counted
     (it may hold the next head's start): the cap holds within one read of the socket."""
 
-    __slots__ = ("_dropped", "_head_bytes", "_head_timeout_s", "_held", "_last_payload",
+    __slots__ = ("_dropped", "_head_bytes", "_head_timeout_s", "_hold", "_last_payload",
                  "_malformed", "_max_bytes", "_refusal", "_seen")
 
     def __init__(self, *args: Any, head_timeout_s: float, max_bytes: int,
@@ -141,7 +230,7 @@ class CappedHandler(RequestHandler):
         self._last_payload: Any = None
         self._seen = 0
         self._dropped = -1  # bytes read and dropped since the refusal (-1: none yet)
-        self._held = b""  # a head not yet whole that has a Content-Length line
+        self._hold = HeadHold()  # the head's part the parser may not have yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -154,23 +243,18 @@ class CappedHandler(RequestHandler):
                 self.transport.close()
             return
         between = self._last_payload is None or self._last_payload.is_eof()
-        fed = data
-        if between:  # `data` begins or continues a request head
-            fed = self._held + data if self._held else data
-            end = fed.find(b"\r\n\r\n")
-            if end < 0 and (self._held or b"content-length" in fed.lower()):
-                self._held, fed = fed, b""  # its Content-Length may be repeated: wait
-            else:
-                self._held = b""
-                if end >= 0:
-                    fed = single_content_length(fed, end)
+        fed = self._hold.feed(data) if between else data  # `data` begins/continues a head
         if fed:
             super().data_received(fed)
-        if not between and self._messages and isinstance(self._messages[-1][0], _ErrInfo):
+        # the pending body's framing broke (a body that ended in this read is whole: an
+        # error after it is the next request's own, answered 400 as aiohttp queued it)
+        if (not between and not self._last_payload.is_eof() and self._messages
+                and isinstance(self._messages[-1][0], _ErrInfo)):
             self._body_refused()
             return
         if self._request_count != self._seen:  # a head completed in this chunk
             self._seen = self._request_count
+            self._hold.reset()
             self._head_bytes = 0
             self._last_payload = self._messages[-1][1] if self._messages else None
             return
@@ -206,6 +290,15 @@ class CappedHandler(RequestHandler):
         request of its own; nothing more is read as requests from this connection."""
         err, _ = self._messages.pop()
         self._request_count -= 1
+        if self._current_request is None:
+            # answered already (before its body was read): only aiohttp's linger reads the
+            # stream now, and an error there is an ERROR traceback quoting the client's bytes
+            log.warning("refused a lingering request body with broken framing: %s",
+                        parse_error_summary(err.exc) if isinstance(
+                            err.exc, HttpProcessingError) else "framing error")
+            self._last_payload.feed_eof()
+            self.force_close()
+            return
         set_exception(self._last_payload, RequestPayloadError(str(err.message)), err.exc)
         self.close()
 

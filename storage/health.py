@@ -37,6 +37,9 @@ log = logging.getLogger("tessera.health")
 class NodeState:
     state: str = UP
     failures: int = 0
+    # monotonic time of the last state change: the down grace and the out timer never
+    # follow a step of the wall clock (an NTP step back delayed the rebuild of a dead
+    # node's shards by the step; one forward marked a node down for a moment out)
     since: float = 0.0
     last_error: str = ""
     used_bytes: int = 0
@@ -46,6 +49,10 @@ class NodeState:
     answered: float = 0.0  # monotonic time of the last successful request (not a probe)
     probed: float = 0.0  # monotonic time of the last successful probe (disk figures)
 
+    def for_s(self) -> float:
+        """Seconds in the current state (monotonic: the host's clock steps do not count)."""
+        return time.monotonic() - self.since
+
 
 class HealthTracker:
     def __init__(self, nodes: Sequence[NodeSpec], client: NodeTransport,
@@ -54,7 +61,7 @@ class HealthTracker:
         self._client = client
         self._interval = probe_interval_s
         self._out_after = out_after_s
-        self._states = {n.id: NodeState(since=time.time()) for n in nodes}
+        self._states = {n.id: NodeState(since=time.monotonic()) for n in nodes}
         self._placeable: set[str] | None = None  # None: every node (no membership overlay)
         self._task: asyncio.Task[None] | None = None
         self._shared: SharedHealth | None = None
@@ -130,7 +137,7 @@ class HealthTracker:
         for nid in [nid for nid in self._states if nid not in ids]:
             del self._states[nid]
         for n in nodes:
-            self._states.setdefault(n.id, NodeState(since=time.time()))
+            self._states.setdefault(n.id, NodeState(since=time.monotonic()))
         self._placeable = set(placeable)
         self._seen = -1  # adopt what the shared page says of the new nodes too
 
@@ -145,7 +152,7 @@ class HealthTracker:
                 else SUSPECT
             if s.state in (UP, SUSPECT):
                 if new != s.state:
-                    s.state, s.since = new, time.time()
+                    s.state, s.since = new, time.monotonic()
                 self._publish(node_id, s)  # the failure count too: two workers' add up
 
     def report_success(self, node_id: str, probe: bool = False) -> None:
@@ -162,7 +169,7 @@ class HealthTracker:
         with self._locked():
             s.failures = 0
             if s.state != UP:
-                s.state, s.since = UP, time.time()
+                s.state, s.since = UP, time.monotonic()
             self._publish(node_id, s)
 
     async def confirm(self, node_ids: Iterable[str]) -> None:
@@ -201,8 +208,7 @@ class HealthTracker:
             except NodeError as exc:
                 self.report_failure(n.id, str(exc))
                 s = self._states.get(n.id)  # (none: removed from the map meanwhile)
-                if s is not None and s.state == DOWN and \
-                        time.time() - s.since > self._out_after:
+                if s is not None and s.state == DOWN and s.for_s() > self._out_after:
                     with self._locked():
                         if s.state == DOWN:
                             s.state = OUT

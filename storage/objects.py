@@ -49,6 +49,7 @@ from storage.telemetry import STAGES
 from storage.tenants import TenantService
 from storage.testing.crash_points import die_at
 from storage.version_ids import commit_sort, new_version_id, sorted_at, version_sort
+from storage.version_retire import retire_version
 from storage.write_age import WriteAge
 
 Finalizer = Callable[[ObjectVersion], Awaitable[None]]
@@ -321,23 +322,13 @@ class ObjectService(ObjectReads, ObjectEdits):
 
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
                 deletes: list[bytes]) -> None:
-        """Queue the stripes of replaced versions for collection after a grace period (and
-        delete their inline bodies kept apart: no reader needs them once the record is gone).
-        An archived version's restored copy goes with it: its expiry entry (`AE`) is dropped
-        and its stripes queued too, as on S3, where deleting the object deletes the copy
-        (it stayed on the nodes until the restore's expiry, Days up to 2^31-1 away)."""
+        """Retire replaced versions for good (`version_retire`): their stripes collected after
+        a grace period, an archived version's restore job dropped and its restored copy
+        handed to the restore-expiry queue as due then too, as on S3, where deleting the
+        object deletes the copy (2 ops per version, whatever its part count)."""
         due = time.time_ns() + int(self.gc_grace_s * 1e9)
         for old in versions:
-            inline_bodies.retire(old, deletes)
-            stripes = [(p.stripe_id, p.nodes) for p in old.parts]
-            if old.restore.get("expiry_key"):
-                deletes.append(old.restore["expiry_key"])
-                stripes += [(p.get("stripe_id"), p.get("nodes"))
-                            for p in old.restore.get("parts") or []]
-            for stripe_id, nodes in stripes:
-                if stripe_id and nodes:
-                    puts[gc_key(due, stripe_id)] = pack({"nodes": nodes})
-                    deletes.append(stripe_index_key(stripe_id))
+            retire_version(old, due, puts, deletes)
 
     async def discard_parts(self, parts: list[PartLayout]) -> None:
         """Queue the stripes of a write whose commit failed for collection now; when the

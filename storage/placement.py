@@ -49,17 +49,22 @@ def place(stripe_id: bytes, profile: Profile, nodes: Sequence[NodeSpec],
 
 
 def place_for_write(stripe_id: bytes, profile: Profile, nodes: Sequence[NodeSpec],
-                    quorum: int) -> list[NodeSpec]:
-    """Placement for a new stripe: zone-safe, unless the zones that are up cannot take quorum.
+                    ) -> list[NodeSpec]:
+    """Placement for a new stripe: zone-safe, unless the zones that are up cannot take all
+    k+m shards.
 
     With a whole zone down, at most m shards per zone may leave fewer slots than the write
     quorum (4+2 on three zones keeps only 4). Refusing every write during a zone outage is
     worse than a stripe that is briefly zone-unsafe, so the remaining shards spill onto the
     best-ranked other healthy nodes (still distinct nodes); the caller queues the stripe
-    for repair, which restores zone safety once the zone is back.
+    for repair, which restores zone safety once the zone is back. The same when the
+    zone-safe slots reach the quorum but not k+m (two nodes of a zone down, one up): a
+    stripe left a shard short survived one more failure instead of m, and a spilled shard
+    never makes it worse (for any set of failed nodes it keeps at least as many shards,
+    whole zones included).
     """
     chosen = place(stripe_id, profile, nodes)
-    if len(chosen) >= quorum:
+    if len(chosen) >= profile.width:
         return chosen
     taken = {n.id for n in chosen}
     spill = [n for n in rank(stripe_id, [n for n in nodes if n.role == profile.role])

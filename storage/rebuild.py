@@ -6,7 +6,9 @@ that were lost, then streams those as complete shard files (header + frames) to 
 The GCM tag is not checked here (no key); per-frame checksums guard every block read, and
 when a spare source exists k+1 blocks are read and must agree on one codeword: a lying
 source (valid checksums, wrong bytes) stops the rebuild with `SourcesDisagree` instead of
-spreading its lie into the rebuilt shards.
+spreading its lie into the rebuilt shards. A segment read from k sources only (m shards
+lost, or a spare that failed) has nothing to compare with: given a `guard` (the stripe's
+keyed reference, where the cluster holds the key) it must authenticate instead.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def _rebuild_from(reference: Reference, codec: ErasureCodec, seg: int, last: boo
 def _rebuild_whole_files(reference: Reference | None, codec: ErasureCodec,
                          headers: Sequence[ShardHeader], part: PartLayout,
                          segments: list[dict[int, bytes]], wanted: list[int],
-                         trusted: set[int] | None) -> tuple[dict[int, bytes], int, set[int]]:
+                         trusted: set[int] | None, guard: Reference | None = None,
+                         ) -> tuple[dict[int, bytes], int, set[int]]:
     """Every segment of a stripe rebuilt as in the streaming path, in one thread-pool job:
     the wanted shard files (header + frames), their frame bytes, and the liars found."""
     frames: dict[int, list[bytes]] = {i: [headers[i].pack()] for i in wanted}
@@ -106,6 +109,9 @@ def _rebuild_whole_files(reference: Reference | None, codec: ErasureCodec,
                                            blocks, wanted, trusted)
             liars.update(wrong)
             framed = _framed(headers, seg, rebuilt)
+        elif guard is not None and len(blocks) <= codec.k:  # no spare block
+            framed = _framed(headers, seg, _rebuild_from(
+                guard, codec, seg, seg == nsegs - 1, plain_len, blocks, wanted)[0])
         else:
             framed = _rebuild_frames(codec, headers, seg, blocks, plain_len + TAG_BYTES, wanted)
         for i in wanted:
@@ -118,7 +124,7 @@ async def _rebuild_whole(client: NodeTransport, cpu: Executor, part: PartLayout,
                          sources: Sequence[tuple[int, NodeSpec]],
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None,
                          reference: Reference | None, trusted: set[int] | None,
-                         size: int) -> RebuildResult:
+                         size: int, guard: Reference | None = None) -> RebuildResult:
     """`rebuild_shards` for shards of `size` bytes or less: each source shard read whole and
     each rebuilt shard written whole on the transport's bulk lane (`read_small` /
     `put_small` with `bulk`), so the reads and writes of the stripes repaired at once share
@@ -138,7 +144,8 @@ async def _rebuild_whole(client: NodeTransport, cpu: Executor, part: PartLayout,
         client, headers, sources, part.k, 0, nsegs - 1, failed_source, spare=spare,
         bulk=size)]
     files, nbytes, liars = await asyncio.get_running_loop().run_in_executor(
-        cpu, _rebuild_whole_files, reference, codec, headers, part, segments, wanted, trusted)
+        cpu, _rebuild_whole_files, reference, codec, headers, part, segments, wanted, trusted,
+        guard)
     del segments
 
     async def put(i: int) -> str | None:
@@ -184,7 +191,8 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          stall_s: float = 20.0, reference: Reference | None = None,
                          trusted: set[int] | None = None,
                          pool: BufferPool | None = None,
-                         whole_bytes: int = 0, gather_bytes: int = 0) -> RebuildResult:
+                         whole_bytes: int = 0, gather_bytes: int = 0,
+                         guard: Reference | None = None) -> RebuildResult:
     """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
 
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
@@ -197,11 +205,14 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     reused buffers (`read_blocks`), given back as soon as a segment's frames are built.
     Shards of `whole_bytes` or less are read and written whole (`_rebuild_whole`); those
     of `gather_bytes` or less are read as streams and each rebuilt shard is written whole.
+    `guard` (a keyed reference): a segment read from only k sources is rebuilt from the
+    sealed segment it authenticates, SourcesDisagree when it does not (no spare block can
+    show a liar among k, and a rebuild from one would spread its lie to every new shard).
     """
     length = shard_file_bytes(part.size, part.segment_size, part.k)
     if length <= whole_bytes:
         return await _rebuild_whole(client, cpu, part, sources, targets, throttle, reference,
-                                    trusted, length)
+                                    trusted, length, guard)
     codec = ErasureCodec(part.k, part.m)
     headers = part_headers(part)
     nsegs = segment_count(part.size, part.segment_size)
@@ -235,6 +246,11 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                         cpu, _rebuild_from, reference, codec, seg, seg == nsegs - 1, plain_len,
                         blocks, wanted, trusted)
                     liars.update(wrong)
+                    frames = _framed(headers, seg, rebuilt)
+                elif guard is not None and len(blocks) <= codec.k:  # no spare block
+                    rebuilt, _ = await loop.run_in_executor(
+                        cpu, _rebuild_from, guard, codec, seg, seg == nsegs - 1, plain_len,
+                        blocks, wanted)
                     frames = _framed(headers, seg, rebuilt)
                 else:
                     frames = await loop.run_in_executor(cpu, _rebuild_frames, codec, headers, seg,

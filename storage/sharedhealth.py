@@ -8,7 +8,8 @@ page's states before it decides, so one worker's discovery holds for all at once
 worker 0 runs the periodic probe.
 
 Layout: a header (sequence number, slots in use) and one slot per node (id, state, failure
-count, wall-clock time of the last state change). Writers hold an exclusive `flock` (state
+count, `time.monotonic()` of the last state change: the processes share the host's clock,
+and the page is made anew by each gateway start). Writers hold an exclusive `flock` (state
 changes are rare); readers take a consistent copy without a lock, as a seqlock: the
 sequence is odd while a writer is inside, and a copy is kept only if it did not move.
 """
@@ -30,7 +31,7 @@ _HEAD = struct.Struct("<QI4x")  # sequence, slots in use
 _SLOT = struct.Struct(f"<{ID_BYTES}sB3xId")  # node id, state code, failures, since
 READ_TRIES = 1000  # a consistent copy is almost always the first one
 
-Entry = tuple[str, int, float]  # state, failures, since (wall clock)
+Entry = tuple[str, int, float]  # state, failures, since (time.monotonic)
 
 
 class SharedHealth:

@@ -175,7 +175,7 @@ class StripeStore:
                      hold: WriteHold) -> WriteResult:
         loop = asyncio.get_running_loop()
         quorum = self._cfg.write_quorum(profile)
-        targets = place_for_write(codec.stripe_id, profile, self._health.placeable(), quorum)
+        targets = place_for_write(codec.stripe_id, profile, self._health.placeable())
         if len(targets) < quorum:
             raise QuorumNotReached(quorum, len(targets), profile.width,
                                    ["not enough healthy nodes to place the stripe"])

@@ -11,6 +11,7 @@ sign-in whose user name does not exist.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import time
@@ -58,8 +59,10 @@ class AuditLog:
     Size-capped (`[audit]`): before an entry would take the file past `max_bytes` it becomes
     audit.log.1 (audit.log.N becomes N+1, the one past `backups` is deleted) and a new file
     begins, the renames made durable (the directory fsynced) before the entry is written.
-    Entries were capped (MAX_FIELD) but the file grew without end. One writer per file: the
-    admin API runs in the gateway's first process only."""
+    Entries were capped (MAX_FIELD) but the file grew without end. Several gateways may
+    share one data directory (`tessera up --gateways N`): each write holds an flock on
+    `audit.log.lock`, follows a rotation another process made (reopens the current file)
+    and takes the size from the file itself."""
 
     def __init__(self, path: Path, max_bytes: int = 64 << 20, backups: int = 8) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -67,7 +70,8 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self._fd = self._open()
-        self._size = os.fstat(self._fd).st_size
+        self._lockfd = os.open(path.with_name(path.name + ".lock"),
+                               os.O_RDWR | os.O_CREAT, 0o600)
         self._lock = asyncio.Lock()
 
     def _open(self) -> int:
@@ -85,7 +89,6 @@ class AuditLog:
                 os.replace(self.rotated(n), self.rotated(n + 1))
         os.replace(self.path, self.rotated(1))
         self._fd = self._open()
-        self._size = 0
         dfd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -93,11 +96,22 @@ class AuditLog:
             os.close(dfd)
 
     def _write(self, line: bytes) -> None:
-        if self._size and self._size + len(line) > self.max_bytes:
-            self._rotate()
-        os.write(self._fd, line)
-        os.fsync(self._fd)
-        self._size += len(line)
+        fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+        try:
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if not current:  # another gateway rotated it: append to the current file
+                os.close(self._fd)
+                self._fd = self._open()
+            size = os.fstat(self._fd).st_size
+            if size and size + len(line) > self.max_bytes:
+                self._rotate()
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+        finally:
+            fcntl.flock(self._lockfd, fcntl.LOCK_UN)
 
     async def record(self, who: str, action: str, result: str,
                      details: dict[str, Any] | None = None, remote: str | None = None) -> None:
@@ -114,3 +128,4 @@ class AuditLog:
 
     def close(self) -> None:
         os.close(self._fd)
+        os.close(self._lockfd)

@@ -178,8 +178,9 @@ def _stop_starting(st: MountState, timeout_s: float = READY_TIMEOUT_S) -> None:
     """Stop the daemon of a mount that never became ready (its command was interrupted or
     failed): SIGTERM (before its mount it exits at once, after it libfuse unmounts and the
     daemon detaches, nothing having been written), then SIGKILL past `timeout_s`; a FUSE
-    mount it left is unmounted."""
-    if _alive(st.pid):
+    mount it left is unmounted. A pid that is no longer this mount's daemon (the record
+    outlived it: a reboot, a daemon that died) is another process's: left alone."""
+    if _alive(st.pid) and _is_daemon_of(st):
         with contextlib.suppress(ProcessLookupError):
             os.kill(st.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -192,6 +193,16 @@ def _stop_starting(st: MountState, timeout_s: float = READY_TIMEOUT_S) -> None:
                 time.sleep(0.05)
     if _fuse_mounted(st.fuse_dir):
         subprocess.run(["fusermount3", "-u", "-z", st.fuse_dir], capture_output=True)
+
+
+def _is_daemon_of(st: MountState) -> bool:
+    """Whether `st.pid` runs this mount's FUSE daemon (its command line names the module and
+    the mount's FUSE directory), not a process that reused a dead daemon's pid."""
+    try:
+        args = Path(f"/proc/{st.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"gateway.block.fuse" in args and os.fsencode(st.fuse_dir) in args
 
 
 def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, target: Path,

@@ -210,8 +210,11 @@ class RequestBody:
 
     def _count(self, n: int) -> None:
         self.received += n
-        if (self.length is not None and self.received > self.length) or self.received > self._max:
+        if self.length is not None and self.received > self.length:
             raise S3Error("IncompleteBody", "The request body is longer than announced.")
+        if self.received > self._max:  # no length announced (chunked): the cap, as announced
+            raise S3Error("EntityTooLarge", ProposedSize=str(self.received),
+                          MaxSizeAllowed=str(self._max))
 
     def verify(self, md5_hex: str) -> dict[str, str]:
         """Check every digest the client sent; return the checksums to store."""

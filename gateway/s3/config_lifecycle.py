@@ -184,19 +184,39 @@ def _filter_label(r: dict[str, Any]) -> str:
     return f"({' and '.join(parts)})" if parts else "(prefix=)"
 
 
+# Days a class keeps an object before a later transition of the same rule, where AWS says so:
+# 30 in STANDARD_IA / ONEZONE_IA (AWS knowledge center: "Objects that are in the S3
+# Standard-IA storage class must be in this class for 30 days before they transition to S3
+# Glacier"), 90 in GLACIER_IR (AWS's answer to IA 30 / GLACIER_IR 60 / DEEP_ARCHIVE 90: "Days
+# in the Transition action for StorageClass DEEP_ARCHIVE must be 90 days more than Transition
+# for StorageClass GLACIER_IR"). No source found for INTELLIGENT_TIERING or GLACIER (-> DEEP_ARCHIVE).
+MIN_DAYS_BEFORE_NEXT = {"STANDARD_IA": 30, "ONEZONE_IA": 30, "GLACIER_IR": 90}
+
+
 def _check_order(items: list[dict[str, Any]], action: str, field: str, key: str,
                  label: str) -> None:
     """Down AWS's waterfall (storage.archive.CLASS_RANK) each class of one rule's transitions
-    comes strictly later than the warmer ones: a colder class first would leave the warmer
-    transition never applied."""
+    comes strictly later than the warmer ones (a colder class first would leave the warmer
+    transition never applied), and a Days transition at least the warmer class's minimum
+    stay later (`MIN_DAYS_BEFORE_NEXT`). Two NoncurrentVersionTransitions on the same day
+    keeping different numbers of newer versions are both applicable: accepted."""
     ranked = sorted(items, key=lambda t: CLASS_RANK[t["storage_class"]])
     for warm, cold in zip(ranked, ranked[1:], strict=False):
+        if key == "noncurrent_days" and cold[key] == warm[key] and \
+                cold.get("newer_noncurrent_versions") != warm.get("newer_noncurrent_versions"):
+            continue
         if cold[key] <= warm[key]:
             raise invalid_argument(
                 f"'{field}' in the {action} action for StorageClass '{cold['storage_class']}' "
                 f"for filter '{label}' must be greater than '{field}' in the {action} action "
                 f"for StorageClass '{warm['storage_class']}' for filter '{label}'", field,
                 str(cold[key]))
+        gap = MIN_DAYS_BEFORE_NEXT.get(warm["storage_class"], 0)
+        if key == "days" and cold[key] - warm[key] < gap:
+            raise invalid_argument(
+                f"Days in the Transition action for StorageClass {cold['storage_class']} must "
+                f"be {gap} days more than Transition for StorageClass {warm['storage_class']}",
+                field, str(cold[key]))
 
 
 def _check_actions(r: dict[str, Any]) -> None:

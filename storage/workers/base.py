@@ -4,26 +4,33 @@ Their collaborators (config, metadata, node client, health, CPU pool), the pacin
 shard bytes they write (`storage/throttle.py`: full rate while clients are idle, while they
 are active a rate that adapts to the event loop's lag above a small floor, judged by
 `storage/activity.py`), and their cumulative counters
-under `(S, name)`, restored when a gateway takes over the worker.
+under `(S, name)`, restored when a gateway takes over the worker. Also the key's check of
+a rebuild that may read only k sources (`_guard`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import fields
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from storage import pacing_settings
 from storage.adaptive_rate import AdaptiveRate
 from storage.buffers import BufferPool
 from storage.config import DEFAULT_BUSY_RATE, DEFAULT_RATE, Config
+from storage.errors import StorageError
 from storage.health import HealthTracker
 from storage.metadata import MetadataStore
 from storage.records import unpack
 from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
+
+if TYPE_CHECKING:
+    from storage.pipeline import StripeCodec
+    from storage.rebuild import Reference
+    from storage.workers.manifests import Manifest
 
 MIB = 2**20
 PACING_S = 2.0  # the published pacing figures are refreshed at most this often
@@ -52,6 +59,9 @@ class ShardWorker(Generic[Stats]):
     name: str
     stats_key: bytes
     stats_type: type[Stats]
+    # Set by the gateway (`Cluster.workers`): a stripe's codec with the object's key (None
+    # without one), for the keyed checks of rebuilds (`_guard`; repair's rebuilds of liars).
+    stripe_codec: Callable[[Manifest], Awaitable[StripeCodec | None]] | None = None
 
     def __init__(self, cfg: Config, meta: MetadataStore, client: NodeTransport,
                  health: HealthTracker, cpu: Executor, rate_bytes_s: float,
@@ -72,6 +82,20 @@ class ShardWorker(Generic[Stats]):
         self._pacing_next = 0.0
         self._override_next = 0.0
         self._pool = BufferPool(POOL_BYTES)  # rebuild source frames are received into these
+
+    async def _guard(self, man: Manifest, usable: int) -> Reference | None:
+        """The key's check for a rebuild from `usable` sources that may read only k of them
+        (k or k+1: one failed read leaves no spare block to compare with). Without it a
+        liar nobody has named yet is decoded into every rebuilt shard and committed: the
+        stripe is then lost for good, though its lost shards' nodes may come back. None
+        with a spare to spare, or without the key (SSE-C objects, volumes: unchecked)."""
+        if usable > man.part.k + 1 or self.stripe_codec is None:
+            return None
+        try:
+            codec = await self.stripe_codec(man)
+        except StorageError:
+            return None
+        return codec.reference if codec is not None and codec.cipher is not None else None
 
     async def _refresh_pacing(self) -> None:
         """At most every PACING_S: the busy lag bound in force (`tessera config set

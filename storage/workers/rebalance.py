@@ -320,9 +320,11 @@ class Rebalancer(ShardWorker[RebalanceStats]):
 
     # moving ------------------------------------------------------------------------------------
 
-    async def _move_one(self, part: PartLayout, index: int, src_id: str,
+    async def _move_one(self, man: Manifest, index: int, src_id: str,
                         dst: NodeSpec) -> tuple[int, str]:
-        """Copy (or, failing that, rebuild) one shard onto `dst`; (bytes, how)."""
+        """Copy (or, failing that, rebuild) one shard onto `dst`; (bytes, how). A rebuild
+        from k sources is checked with the key (`_guard`)."""
+        part = man.part
         src = next((n for n in self._health.nodes if n.id == src_id), None)
         if src is not None and self._health.is_usable(src_id):
             try:
@@ -335,7 +337,8 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         sources = [(i, by_id[n]) for i, n in enumerate(part.nodes)
                    if i != index and n and n in by_id and self._health.is_usable(n)]
         res = await rebuild_shards(self._client, self._cpu, part, sources, {index: dst},
-                                   self._throttle, pool=self._pool)
+                                   self._throttle, pool=self._pool,
+                                   guard=await self._guard(man, len(sources)))
         if index not in res.written:
             raise StorageError(res.failed.get(index, "rebuild failed"))
         return res.bytes_written, "rebuilt"
@@ -349,7 +352,7 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         async def one(i: int, src_id: str, dst: NodeSpec) -> None:
             nonlocal nbytes
             try:
-                n, how = await self._move_one(part, i, src_id, dst)
+                n, how = await self._move_one(job.man, i, src_id, dst)
             except StorageError as exc:
                 self.stats.failed += 1
                 log.warning("could not move shard %d of stripe %s to %s: %s", i,

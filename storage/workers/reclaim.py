@@ -29,7 +29,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from storage import inline_bodies
 from storage.keyspace import (
     ACCESS_KEY,
     TENANT,
@@ -60,6 +59,7 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.multipart_records import Part
 from storage.records import AccessKey, Bucket, ObjectVersion, Tenant, pack
+from storage.version_retire import retire_version
 from storage.volume_gone import gone_volume_step, retire_pointers_step
 from storage.volume_records import Volume
 from storage.workers import WorkerState
@@ -91,18 +91,10 @@ class _Batch:
         self.deletes.append(item.key)
 
     def version(self, item: Item) -> None:
-        """A version record, its stripes, and its restore job or restored copy."""
+        """A version record with what goes with it (`version_retire`: its stripes, restore
+        job, restored copy)."""
         self.drop(item)
-        v = ObjectVersion.decode(item.value)
-        for p in v.parts:
-            self.stripe(p.stripe_id, p.nodes)
-        inline_bodies.retire(v, self.deletes)
-        r = v.restore
-        for p in r.get("parts") or []:
-            self.stripe(p["stripe_id"], p["nodes"])
-        for k in ("queue_key", "expiry_key"):
-            if r.get(k):
-                self.deletes.append(r[k])
+        retire_version(ObjectVersion.decode(item.value), self.due, self.puts, self.deletes)
 
     async def commit(self, meta: MetadataStore) -> bool:
         return await meta.txn(Txn(compares=self.compares, puts=self.puts,

@@ -40,10 +40,9 @@ from storage.keyspace import (
     urgent_repair_span,
 )
 from storage.metadata import Item, MetadataStore, Txn
-from storage.pipeline import StripeCodec
 from storage.placement import place
 from storage.rebuild import Reference, SourcesDisagree, rebuild_shards
-from storage.records import pack, unpack
+from storage.records import PartLayout, pack, unpack
 from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
 from storage.workers import WorkerState
@@ -129,10 +128,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
                          self.settings.busy_lag_ms)
         # Set by the gateway (the deep scrub's check of one stripe, with the object's key):
         # called when a rebuild's sources disagree, it reports the lying ones.
-        self.verify_stripe: Callable[[bytes], Awaitable[object]] | None = None
-        # Set by the gateway too: a stripe's codec with the object's key (None without one),
-        # so a stripe with named liars is rebuilt from blocks that authenticate.
-        self.stripe_codec: Callable[[Manifest], Awaitable[StripeCodec | None]] | None = None
+        self.verify_stripe: Callable[[bytes], Awaitable[list[int]]] | None = None
         # Stripes at risk are rebuilt at the full rate, never the busy rate.
         self._urgent = Throttle(self.settings.rate_bytes_s)
         self._queue_cursor = space(REPAIR)[0]
@@ -240,6 +236,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         ref = await self._reference(man, a)
         reference, keyless = ref if ref is not None else (None, False)
         usable = {**a.healthy, **(a.lying if reference is not None else {})}
+        guard = await self._guard(man, len(usable)) if reference is None else None
         if len(usable) < part.k:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -269,7 +266,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         rebuild = asyncio.ensure_future(rebuild_shards(
             self._client, self._cpu, part, sources, targets, throttle or self._throttle,
             reference=reference, trusted=set(a.healthy) if keyless else None, pool=self._pool,
-            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES))
+            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES, guard=guard))
         self._rebuilding[part.stripe_id] = (rebuild, man, a)  # a node's return may stop it
         try:
             res = await rebuild
@@ -286,9 +283,13 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             self.stats.sources_disagree += 1
             self._dirty = True
             log.warning("stripe %s: %s", part.stripe_id.hex(), exc)
-            await self._defer(item, entry, str(exc))
-            if self.verify_stripe is not None:  # names the liars: an urgent entry, retry now
-                await self.verify_stripe(part.stripe_id)
+            found = await self.verify_stripe(part.stripe_id) \
+                if self.verify_stripe is not None else []
+            # The check's liars go into this entry, due now: the check's own reports
+            # (`LyingShards`) skip a shard reported in the last minute, so a liar rewritten
+            # and lying again soon after would wait for that minute, its stripe unrepaired.
+            if not await self._name_liars(item, entry, part, set(found) - set(a.lying)):
+                await self._defer(item, entry, str(exc))
             return False
         finally:
             self._rebuilding.pop(part.stripe_id, None)
@@ -313,17 +314,27 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
                      "at risk" if self.at_risk(part, a) else "safe")
             await self._publish(min_interval_s=0.5)  # progress while a batch runs
             complete = len(res.written) == len(a.missing) and not a.unknown
-            more = {str(i): part.nodes[i] for i in res.liars - set(a.missing)
-                    if i < len(part.nodes) and part.nodes[i]}
-            if more:  # liars no one had named yet: rewrite them next
-                lying = {**(entry.get("lying") or {}), **more}
-                await self._meta.txn(Txn(compares={item.key: item.revision}, puts={
-                    item.key: pack({**entry, "lying": lying, "retry_at": 0})}))
+            # liars no one had named yet (found on the way): rewrite them next
+            if await self._name_liars(item, entry, part, res.liars - set(a.missing)):
+                pass
             elif complete:
                 await self._drop(item)
             else:
                 await self._defer(item, entry, "partially repaired")
         return committed
+
+    async def _name_liars(self, item: Item, entry: dict, part: PartLayout,
+                          liars: set[int]) -> bool:
+        """Name `liars` (shard indexes of the manifest as read) in the stripe's entry and
+        make it due now, so the next attempt rewrites them; False if there are none."""
+        more = {str(i): part.nodes[i] for i in liars
+                if i < len(part.nodes) and part.nodes[i]}
+        if not more:
+            return False
+        lying = {**(entry.get("lying") or {}), **more}
+        await self._meta.txn(Txn(compares={item.key: item.revision}, puts={
+            item.key: pack({**entry, "lying": lying, "retry_at": 0})}))
+        return True
 
     async def _reference(self, man: Manifest, a: Assessment) -> tuple[Reference, bool] | None:
         """How to rebuild a stripe with named liars: segment by segment from the blocks that

@@ -9,7 +9,6 @@ the stripes repaired first and at full rate.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -50,7 +49,7 @@ class RepairAssessor:
         if s is None or s.state == OUT:
             return True
         if s.state == DOWN:
-            return True if time.time() - s.since > self.settings.down_grace_s else None
+            return True if s.for_s() > self.settings.down_grace_s else None
         return False
 
     async def assess(self, part: PartLayout,

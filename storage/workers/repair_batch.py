@@ -116,7 +116,7 @@ class RepairBatches:
     def _newly_lost(self) -> bool:
         """A down node passed its grace since last looked: its shards now count as lost."""
         lost = {nid for nid, s in self._health.states.items() if s.state == DOWN and
-                time.time() - s.since > self.settings.down_grace_s}
+                s.for_s() > self.settings.down_grace_s}
         new = bool(lost - self._lost_seen)
         self._lost_seen = lost
         return new

@@ -209,9 +209,9 @@ def test_restore_states_expiry_and_removal(arch: LocalCluster, s3: Any) -> None:
 
 def test_deleting_a_restored_object_removes_its_copy(arch: LocalCluster, s3: Any) -> None:
     """As on S3, deleting an archived object (or overwriting it) deletes its restored copy:
-    the copy's expiry entry goes in the delete's transaction and its shards are collected,
-    not left on the standard nodes until the restore's expiry (Days=1000 here, 2^31-1 allowed;
-    a copy no request could reach any more)."""
+    the copy's expiry entry is made due at once (+ GC grace) in the delete's transaction and
+    its shards are collected, not left on the standard nodes until the restore's expiry
+    (Days=1000 here, 2^31-1 allowed; a copy no request could reach any more)."""
     def copies() -> set[str]:
         doc = admin_request("GET", "/queues", env=arch.env)
         return {c["key"] for c in doc["copies"] if c["bucket"] == "arch"}
@@ -228,10 +228,35 @@ def test_deleting_a_restored_object_removes_its_copy(arch: LocalCluster, s3: Any
     assert made
     s3.delete_object(Bucket="arch", Key="rd/deleted")
     s3.put_object(Bucket="arch", Key="rd/overwritten", Body=b"new")
-    assert not {"rd/deleted", "rd/overwritten"} & copies()
+    # the copies' expiry entries are due now (+ GC grace) and the expiry worker retires them
+    wait_for(lambda: not {"rd/deleted", "rd/overwritten"} & copies(), timeout=90,
+             what="the restored copies' expiry entries to be retired")
     files = {(n, f) for n, fs in made.items() for f in fs}
     wait_for(lambda: not files & {(n, f) for n, fs in shard_set(arch).items() for f in fs},
              timeout=90, what="the restored copies' shards to be collected")
+
+
+def test_copies_of_a_restored_object_outlive_its_restored_copy(arch: LocalCluster,
+                                                              s3: Any) -> None:
+    """Review18b: what was copied out of a restored copy (CopyObject to another key, and the
+    in-place copy to STANDARD that retires the archived version with its restored copy) is
+    its own data: once the restored copy's shards are collected both copies still read back
+    whole."""
+    data = os.urandom(300_000)
+    s3.put_object(Bucket="arch", Key="rc/src", Body=data, StorageClass="GLACIER")
+    before = shard_set(arch)
+    assert restore(s3, "rc/src", days=1000, tier="Expedited") == 202
+    wait_for(lambda: restored(s3, "rc/src"), what="restore to complete")
+    made = new_shards(before, shard_set(arch))
+    assert made
+    s3.copy_object(Bucket="arch", Key="rc/other", CopySource={"Bucket": "arch", "Key": "rc/src"})
+    s3.copy_object(Bucket="arch", Key="rc/src", CopySource={"Bucket": "arch", "Key": "rc/src"},
+                   StorageClass="STANDARD")
+    files = {(n, f) for n, fs in made.items() for f in fs}
+    wait_for(lambda: not files & {(n, f) for n, fs in shard_set(arch).items() for f in fs},
+             timeout=90, what="the restored copy's shards to be collected")
+    for key in ("rc/other", "rc/src"):
+        assert s3.get_object(Bucket="arch", Key=key)["Body"].read() == data, key
 
 
 def test_archive_shards_compressed_and_encrypted(arch: LocalCluster, s3: Any) -> None:

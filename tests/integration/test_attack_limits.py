@@ -351,3 +351,47 @@ def test_json_nested_past_the_recursion_limit_is_a_clear_400(w: dict[str, Any]) 
                       headers={"Content-Type": "application/json", "Origin": admin})
     assert r.status_code == 400 and r.json()["error"]["code"] == "MalformedJSON"
     _serving(w)
+
+
+def test_framing_broken_while_aiohttp_lingers_after_an_early_answer_logs_no_traceback(
+        w: dict[str, Any]) -> None:
+    """review18c: the gateway answers before reading the body (a PUT to a missing bucket,
+    404 without 100 Continue), then the client's chunked framing breaks while aiohttp
+    lingers over the unread body. No ERROR traceback quoting the client's bytes may follow
+    (headguard's `_body_refused` put the error on a stream only aiohttp's linger reads;
+    before it, aiohttp lingered and closed quietly)."""
+    cluster = w["cluster"]
+    log = cluster.data / "logs" / "gateway.log"
+    mark = log.stat().st_size
+    head = (f"PUT /nosuchbucket-linger/k HTTP/1.1\r\nHost: 127.0.0.1:{cluster.port}\r\n"
+            "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=60) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"</Error>" not in answer:
+            answer += sock.recv(65536)
+        assert _code(answer) == (404, "NoSuchBucket"), answer[:300]
+        sock.sendall(b"5\r\nhello\r\nzz\r\nabc\r\n0\r\n\r\n")
+        _until_closed(sock)
+    _serving(w)
+    with open(log, "rb") as f:
+        f.seek(mark)
+        text = f.read().decode(errors="replace")
+    assert "Traceback" not in text and '"aiohttp.server"' not in text
+
+
+def test_a_whole_body_followed_by_an_unparsable_pipelined_head_is_still_stored(
+        w: dict[str, Any]) -> None:
+    """review18c: one socket read holds the end of a valid chunked body and a pipelined
+    request head the parser refuses. The error is the next request's (its own 400); it was
+    set on the finished body's stream, so the valid upload was answered 400 BadRequest."""
+    cluster, s3 = w["cluster"], w["s3"]
+    key = f"pipelined-{uuid.uuid4().hex[:8]}"
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": w["bucket"], "Key": key})
+    target = url.split(f":{cluster.port}", 1)[1]
+    head = (f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1:{cluster.port}\r\n"
+            "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").encode()
+    answer = _after_continue(cluster.port, head,
+                             b"5\r\nhello\r\n0\r\n\r\nGET /\x01 HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert s3.get_object(Bucket=w["bucket"], Key=key)["Body"].read() == b"hello"

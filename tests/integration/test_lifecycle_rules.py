@@ -243,6 +243,11 @@ def test_transition_refusals_are_aws_errors(s3: Any) -> None:
                            "StorageClass": "DEEP_ARCHIVE"}]}, "InvalidRequest",
          "Found mixed 'Date' and 'Days' based Transition actions in lifecycle rule for filter "
          "'(prefix=)'"),
+        ({"Transitions": [{"Days": 30, "StorageClass": "STANDARD_IA"},
+                          {"Days": 60, "StorageClass": "GLACIER_IR"},
+                          {"Days": 90, "StorageClass": "DEEP_ARCHIVE"}]}, "InvalidArgument",
+         "Days in the Transition action for StorageClass DEEP_ARCHIVE must be 90 days more "
+         "than Transition for StorageClass GLACIER_IR"),
     ]
     for actions, code, message in cases:
         with pytest.raises(ClientError) as ei:
@@ -259,8 +264,8 @@ def test_transition_refusals_are_aws_errors(s3: Any) -> None:
     assert "for filter '(prefix=p/ and tag={key=k, value=v} and objectsizegreaterthan=10)'" \
         in ei.value.response["Error"]["Message"]
     lifecycle(s3, "badtr", {"ID": "ok", "Status": "Enabled", "Filter": {}, "Transitions": [
-        {"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 60, "StorageClass": "GLACIER_IR"},
-        {"Days": 31, "StorageClass": "INTELLIGENT_TIERING"}], "Expiration": {"Days": 61}},
+        {"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 90, "StorageClass": "GLACIER_IR"},
+        {"Days": 60, "StorageClass": "INTELLIGENT_TIERING"}], "Expiration": {"Days": 91}},
         {"ID": "zero", "Status": "Enabled", "Filter": {"Prefix": "z/"}, "Transitions": [
             {"Days": 0, "StorageClass": "GLACIER_IR"}]})
 

@@ -1,6 +1,8 @@
 """A request head repeating Content-Length (what rclone < 1.59 sends on every single-part
 upload): one same value is taken, even when the head arrives in pieces; differing values are
-refused (request smuggling)."""
+refused (request smuggling). The pieces here are separate segments (TCP_NODELAY, the first
+Content-Length line a byte a segment), but how the server's reads cut them is up to its
+scheduling: tests/unit/test_headguard_pieces.py feeds every cut to the handler itself."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from tests.integration.cluster import LocalCluster
 
 
 def _exchange(cluster: LocalCluster, pieces: list[bytes]) -> bytes:
-    """Send `pieces` one write each on a fresh connection; the whole answer."""
+    """Send `pieces` one segment each (no Nagle coalescing) on a fresh connection; the whole
+    answer."""
     u = urlsplit(cluster.endpoint)
     with socket.create_connection((u.hostname, u.port), timeout=60) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for p in pieces:
             s.sendall(p)
         out = b""
@@ -29,9 +33,12 @@ def test_repeated_content_length(cluster: LocalCluster) -> None:
                                                                    "Key": "k"}))
     target = f"{url.path}?{url.query}".encode()
     line = b"PUT " + target + b" HTTP/1.1\r\nHost: " + url.netloc.encode() + b"\r\n"
-    same = line + b"Content-Length: 5\r\nconnection: close\r\ncon"
-    answer = _exchange(cluster, [same, b"tent-length: 5\r\n\r\n", b"hello"])
-    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    first = b"Content-Length: 5\r\n"  # cut before it, inside it, after it: every read
+    rest = [b"connection: close\r\ncon", b"tent-length: 5\r\n\r\n", b"hello"]
+    for _ in range(20):  # each a fresh chance for the server's reads to cut the head there
+        answer = _exchange(cluster, [line, *(first[i:i + 1] for i in range(len(first))),
+                                     *rest])
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert s3.get_object(Bucket="repeat-cl", Key="k")["Body"].read() == b"hello"
 
     differing = line + b"Content-Length: 5\r\ncontent-length: 6\r\nconnection: close\r\n\r\n"

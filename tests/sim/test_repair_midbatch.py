@@ -71,7 +71,7 @@ async def test_return_mid_batch_stops_the_moot_rebuild_and_ends_the_step(
         victim = part.nodes[0]
         s.sim.down.add(victim)
         s.health.states[victim].state = DOWN
-        s.health.states[victim].since = time.time() - 1  # past its grace (0 s): lost
+        s.health.states[victim].since = time.monotonic() - 1  # past its grace (0 s): lost
         await s.repair.enqueue(part.stripe_id, "test: a read met the down node", urgent=True)
         held, release = _hold_writes(s, part.stripe_id)
         step = asyncio.create_task(s.repair.step())
@@ -144,7 +144,7 @@ async def test_new_failure_mid_batch_starts_urgent_work_beside_the_running_rebui
             s.repair.settings = replace(SETTINGS, down_grace_s=3600)
             s.sim.down.add(other)
             s.health.states[other].state = DOWN
-            s.health.states[other].since = time.time()
+            s.health.states[other].since = time.monotonic()
         s.sim.lose(x.nodes[1], shard_id(x.stripe_id, 1))
         await s.repair.enqueue(x.stripe_id, "test: x lost shard 1", urgent=True)
         held, release = _hold_writes(s, x.stripe_id)
@@ -155,7 +155,7 @@ async def test_new_failure_mid_batch_starts_urgent_work_beside_the_running_rebui
         s.sim.lose(y.nodes[2], shard_id(y.stripe_id, 2))
         await s.repair.enqueue(y.stripe_id, "test: y lost shard 2", urgent=True)
         if change == "past grace":  # its shards now count as lost
-            s.health.states[other].since = time.time() - 7200
+            s.health.states[other].since = time.monotonic() - 7200
         else:
             s.sim.down.add(other)
             s.health.states[other].state = DOWN

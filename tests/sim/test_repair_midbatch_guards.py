@@ -81,7 +81,7 @@ async def _lose_first_node(s, part, state: str, what: str) -> str:  # noqa: ANN0
     victim = part.nodes[0]
     s.sim.down.add(victim)
     s.health.states[victim].state = state
-    s.health.states[victim].since = time.time() - 1
+    s.health.states[victim].since = time.monotonic() - 1
     await s.repair.enqueue(part.stripe_id, f"test: its node is {what}", urgent=True)
     return victim
 

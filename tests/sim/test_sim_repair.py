@@ -432,3 +432,75 @@ async def open_upload_with_a_part(s: Any) -> tuple[Any, Any, bytes]:
     part = await s.cluster.multipart.upload_part(s.bucket, "mp", up.upload_id, 1, src(), [],
                                                  len(body))
     return up, part, body
+
+
+async def test_rebalance_rebuild_from_k_sources_never_copies_a_lie(sim_factory) -> None:
+    """A drain whose source node is down rebuilds the shard instead of copying it. With
+    another shard's node down too only k sources are left, one of them lying in segment 0
+    (nobody has named it): with no spare block to compare with, the rebuild decoded the lie
+    into the moved shard and committed it (the stripe then agreed on a codeword that never
+    authenticates). It is now checked with the key: refused, nothing committed."""
+    from storage.health import DOWN
+    from storage.workers.deepscrub import DeepScrubber, DeepScrubSettings
+    from storage.workers.rebalance import Rebalancer, _Move
+
+    s = await sim_factory(23)
+    await s.put("x", 3 * SEGMENT + 7)
+    man = next(iter(await s.manifests()))
+    p = man.part
+    sids = [shard_id(p.stripe_id, i) for i in range(6)]
+    originals = [bytes(s.sim.files[p.nodes[i]][sids[i]]) for i in range(6)]
+    s.sim.files[p.nodes[2]][sids[2]] = bytearray(_lie_in_segment(originals[2], 0, 2))
+    s.sim.down.update({p.nodes[0], p.nodes[1]})  # 0 is the drained shard's node
+    await s.health.probe_once()
+    assert {s.health.states[n].state for n in p.nodes[:2]} == {DOWN}
+    dst = next(n for n in s.cfg.nodes if n.id not in p.nodes and
+               n.zone == s.cfg.node(p.nodes[0]).zone)
+    rebalance = Rebalancer(s.cfg, s.meta, s.sim, s.health, s.pool)
+    rebalance.stripe_codec = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,
+                                          s.stripes.lies, DeepScrubSettings(rate_bytes_s=0)).codec
+    await rebalance._execute(_Move(man, {0: (str(p.nodes[0]), dst)}), {})
+    now = (await s.objects.head(s.bucket, "x")).parts[0]
+    if now.nodes[0] != p.nodes[0]:
+        assert bytes(s.sim.files[str(now.nodes[0])][sids[0]]) == originals[0], \
+            "the drain committed a shard rebuilt from a lying source"
+    assert now.nodes == p.nodes
+    await s.heal()  # the nodes are back: five honest shards, the read names the liar
+    assert await s.read("x") == s.data["x"]
+
+
+async def test_a_liar_lying_again_within_a_minute_is_named_at_once(sim_factory) -> None:
+    """Shard 0 lies, a read names it, repair rewrites it in place. Within the minute it lies
+    again while shard 1 is lost: the rebuild of 1 meets the lie (SourcesDisagree) and the
+    deep scrub's check finds it, but `LyingShards` reports a (stripe, index, node) once a
+    minute, so nothing named it: the entry waited 30 s, retried, met the lie again, and the
+    stripe stayed a shard short for about a minute. Repair now names what the check found."""
+    from storage.lying import LyingShards
+    from storage.testing.lies import lie
+    from storage.workers.deepscrub import DeepScrubber, DeepScrubSettings
+
+    s = await sim_factory(29)
+    s.stripes.lies = LyingShards(s.meta, s.sim)
+    scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool,
+                         s.stripes.lies, DeepScrubSettings(rate_bytes_s=0))
+    s.repair.verify_stripe, s.repair.stripe_codec = scrub.check_stripe, scrub.codec
+    await s.put("x", 3 * SEGMENT + 7)
+    p = (await s.objects.head(s.bucket, "x")).parts[0]
+    sids = [shard_id(p.stripe_id, i) for i in range(6)]
+    originals = [bytes(s.sim.files[p.nodes[i]][sids[i]]) for i in range(6)]
+    s.sim.files[p.nodes[0]][sids[0]] = bytearray(lie(originals[0], "first", None))
+    assert await s.read("x") == s.data["x"]  # names shard 0
+    await s.stripes.lies.settle()
+    await s.heal()
+    now = (await s.objects.head(s.bucket, "x")).parts[0]
+    assert now.nodes[0] == p.nodes[0]  # rewritten in place (the scenario needs it)
+    assert bytes(s.sim.files[p.nodes[0]][sids[0]]) == originals[0]
+    s.sim.files[p.nodes[0]][sids[0]] = bytearray(lie(originals[0], "again", 1))
+    s.sim.lose(p.nodes[1], sids[1])
+    await s.heal()
+    await s.stripes.lies.settle()
+    await s.heal()
+    await s.check_redundant()
+    now = (await s.objects.head(s.bucket, "x")).parts[0]
+    for i in range(6):
+        assert bytes(s.sim.files[now.nodes[i]][sids[i]]) == originals[i], i

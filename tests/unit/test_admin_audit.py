@@ -60,3 +60,29 @@ def test_the_log_rotates_at_its_cap_and_keeps_its_backups(tmp_path: Path) -> Non
     names = [e["name"] for f in files for e in _entries(f)]
     assert names == [f"t{i:04d}" for i in range(n - len(names), n)]  # the newest, in order
     assert len(names) < n  # the oldest files were deleted
+
+
+def test_two_gateways_sharing_a_data_dir_lose_no_entry_newer_than_the_oldest_kept(
+        tmp_path: Path) -> None:
+    """review18c: `tessera up --gateways 2` runs two gateways on one config, so two AuditLogs
+    append to one audit.log. One's rotation renamed the file the other still held open; the
+    other wrote on into audit.log.N and, once that was rotated out, into a deleted file:
+    acknowledged entries newer than the oldest one kept were gone."""
+    path = tmp_path / "audit" / "audit.log"
+    logs = [AuditLog(path, max_bytes=4096, backups=2) for _ in range(2)]
+
+    async def write() -> None:
+        for i in range(200):
+            for g, log in enumerate(logs):
+                await log.record(f"gw{g}", "tenant.create", "ok", {"name": f"t{i:04d}"})
+
+    try:
+        asyncio.run(write())
+    finally:
+        for log in logs:
+            log.close()
+    kept = {(e["who"], int(e["name"][1:])) for f in path.parent.iterdir() for e in _entries(f)}
+    oldest = min(i for _, i in kept)
+    lost = [(g, i) for g in ("gw0", "gw1") for i in range(oldest + 1, 200)
+            if (g, i) not in kept]
+    assert not lost, f"{len(lost)} entries lost, first {lost[:3]}"

@@ -200,6 +200,50 @@ def test_transition_timing_in_waterfall_order_is_accepted() -> None:
     assert dated[0]["expiration"]["date"] == "2030-02-01T00:00:00.000Z"
 
 
+@pytest.mark.parametrize("days,refused", [
+    ((30, 60, 90), ("DEEP_ARCHIVE", 90, "GLACIER_IR")),  # AWS's own answer to this rule
+    ((30, 90, 179), ("DEEP_ARCHIVE", 90, "GLACIER_IR")),
+    ((30, 59, 200), ("GLACIER_IR", 30, "STANDARD_IA")),
+    ((30, 90, 180), None),  # the rule AWS then accepted
+])
+def test_a_transition_comes_the_warmer_class_minimum_stay_later(
+        days: tuple[int, int, int], refused: tuple[str, int, str] | None) -> None:
+    """Review18b: AWS wants a Days transition at least the warmer class's minimum stay after
+    it (30 days in STANDARD_IA / ONEZONE_IA, 90 in GLACIER_IR); Tessera accepted IA 30 /
+    GLACIER_IR 60 / DEEP_ARCHIVE 90 and moved objects after 30 days in GLACIER_IR."""
+    ia, gir, da = days
+    body = doc("<Filter/>" + transition(str(ia), "STANDARD_IA") + transition(str(gir), "GLACIER_IR")
+               + transition(str(da), "DEEP_ARCHIVE"))
+    if refused is None:
+        assert len(parse_lifecycle(body)[0]["transitions"]) == 3
+        return
+    cold, gap, warm = refused
+    err = error_of(body)
+    assert (err.code, err.message) == (
+        "InvalidArgument", f"Days in the Transition action for StorageClass {cold} must be "
+        f"{gap} days more than Transition for StorageClass {warm}")
+    oz = doc("<Filter/>" + transition("30", "ONEZONE_IA") + transition("45", "GLACIER"))
+    assert "must be 30 days more than Transition for StorageClass ONEZONE_IA" in \
+        error_of(oz).message
+
+
+def test_noncurrent_transitions_on_one_day_keeping_different_versions_are_accepted() -> None:
+    """Review18b: the same NoncurrentDays with different NewerNoncurrentVersions is a
+    meaningful rule (keep 2 newer in STANDARD, 3 more in STANDARD_IA, the rest in GLACIER)
+    and no AWS source refuses it; it was InvalidArgument. The same day and the same number
+    kept (the warmer one could never apply) is still refused."""
+    def nct(sc: str, newer: int | None) -> str:
+        kept = "" if newer is None else f"<NewerNoncurrentVersions>{newer}</NewerNoncurrentVersions>"
+        return (f"<NoncurrentVersionTransition><NoncurrentDays>30</NoncurrentDays>{kept}"
+                f"<StorageClass>{sc}</StorageClass></NoncurrentVersionTransition>")
+    rules = parse_lifecycle(doc("<Filter/>" + nct("STANDARD_IA", 2) + nct("GLACIER", 5)))
+    assert [(t["storage_class"], t["newer_noncurrent_versions"])
+            for t in rules[0]["noncurrent_transitions"]] == [("STANDARD_IA", 2), ("GLACIER", 5)]
+    for same in ((2, 2), (None, None)):
+        err = error_of(doc("<Filter/>" + nct("STANDARD_IA", same[0]) + nct("GLACIER", same[1])))
+        assert err.code == "InvalidArgument"
+
+
 # --- the matcher against a model ------------------------------------------------------------
 
 KEYS = st.text(alphabet="ab/", max_size=4)

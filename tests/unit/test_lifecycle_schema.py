@@ -47,9 +47,9 @@ def test_unknown_or_repeated_elements_are_malformed(body: bytes) -> None:
 
 
 def test_every_action_together_still_parses_and_round_trips() -> None:
-    body = doc("<Expiration><Days>40</Days></Expiration>"
+    body = doc("<Expiration><Days>70</Days></Expiration>"
                "<Transition><Days>30</Days><StorageClass>STANDARD_IA</StorageClass></Transition>"
-               "<Transition><Days>35</Days><StorageClass>GLACIER</StorageClass></Transition>"
+               "<Transition><Days>60</Days><StorageClass>GLACIER</StorageClass></Transition>"
                "<NoncurrentVersionExpiration><NoncurrentDays>9</NoncurrentDays>"
                "<NewerNoncurrentVersions>2</NewerNoncurrentVersions>"
                "</NoncurrentVersionExpiration>"

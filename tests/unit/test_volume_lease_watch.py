@@ -68,3 +68,23 @@ def test_a_record_already_watched_is_taken_without_a_second_watch() -> None:
         finally:
             await h.close()
     with_service(body)
+
+
+def test_a_record_renewed_since_the_watch_is_not_taken() -> None:
+    """review18c: `watched` skips the second watch only for the very record watched. A holder
+    that renewed meanwhile (a new revision: alive after all) still refuses the mount; with
+    `watched` trusted whatever the revision, two writers would hold the volume at once."""
+    from storage.volume_records import VolumeAttached
+
+    async def body(svc: VolumeService) -> None:
+        key, item = await _dead_elsewhere(svc, "v", 3600.0)
+        rec = unpack(item.value)
+        await svc.meta.put(key, pack({**rec, "expires": time.time() + 3600.0}))  # renewed
+        try:
+            h = await asyncio.wait_for(svc.open("t", "v", holder="m", watched=item.revision),
+                                       120)
+        except VolumeAttached:
+            return
+        await h.close()
+        raise AssertionError("a lease renewed since the watch was taken over")
+    with_service(body)

@@ -101,3 +101,19 @@ def test_delete_condition_sizes_are_xml_longs(size: str) -> None:
     assert code(parse_delete_objects, body) == "MalformedXML"
     good = body.replace(size.encode("utf-8"), b"\t12 ")
     assert parse_delete_objects(good)[1][0].conditions.size == 12  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("extra", [
+    "<Type>SELECT</Type><SelectParameters><Expression>x</Expression></SelectParameters>",
+    "<Days>1</Days><OutputLocation><S3><BucketName>b</BucketName><Prefix>p</Prefix></S3>"
+    "</OutputLocation>",
+    "<Days>1</Days><SelectParameters><Expression>x</Expression></SelectParameters>",
+    "<Days>1</Days><Type>SELECT</Type>",
+])
+def test_select_restore_elements_are_refused_not_ignored(extra: str) -> None:
+    """Review18b: an OutputLocation or SelectParameters was accepted and a plain restore run
+    with them ignored, and a SELECT request without Days (AWS: Days "must not be provided
+    for select requests") was MalformedXML; each is NotImplemented."""
+    with pytest.raises(S3Error) as ei:
+        parse_restore(f"<RestoreRequest>{extra}</RestoreRequest>".encode())
+    assert ei.value.code == "NotImplemented"
