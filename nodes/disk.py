@@ -35,12 +35,15 @@ from pathlib import Path
 
 from nodes.packstore import PackLoc, PackStore
 from nodes.shardfile import (
+    UNCHANGED,
     FrameCheck,
+    ShardExists,
     ShardLocation,
     ShardWriter,
     check_shard_id,
     fsync_dir,
     in_thread,
+    open_location,
     read_exact,
     stat_file,
     verify_file,
@@ -48,7 +51,7 @@ from nodes.shardfile import (
 )
 from nodes.shardread import ShardReadStream
 from storage.config import PackSettings
-from storage.errors import InvalidInput
+from storage.errors import InvalidInput, NotFound
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
 
@@ -322,15 +325,61 @@ class DiskShardStore:
             gone = True
         return gone
 
+    # -- the whole-shard commit rule, for a shard held as a file, a packed record or both --
+    #
+    # One rule, whichever way a PUT is written (packed: `put_packed`; a file: `ShardWriter`
+    # and `smallio.put_many_sync`, whatever the size, mode or packing setting):
+    # - a PUT that is no rewrite is decided by the copy reads are served from (the packed
+    #   one when a pack holds the id, `locate`): same bytes -> UNCHANGED, nothing written;
+    #   other bytes -> ShardExists (409);
+    # - a rewrite (`replace`) makes its own copy durable first, then removes the other one
+    #   durably (a packed copy: a TOMBSTONE, `supersede_packed_sync`; a file: `drop_file`),
+    #   and only then is it acknowledged: reads and a restart find the new bytes, and a
+    #   crash in between leaves the old copy or the new one, never neither.
+
+    def packed_copy(self, sid: str) -> PackLoc | None:
+        """The packed record of `sid` that reads are served from, or None."""
+        packs = self.packs
+        return packs.locate(sid) if packs is not None else None
+
+    def decide_over_packed_sync(self, sid: str, same: Callable[[int, int, int], bool]
+                                ) -> int | None:
+        """A shard-file PUT that is no rewrite, of an id a pack holds: UNCHANGED when
+        `same(fd, base, length)` (the new bytes against that range of the open pack) holds,
+        else ShardExists; None when no pack holds the id any more (the file's own commit
+        decides). Blocking: a worker thread."""
+        try:
+            fd, where = open_location(self.locate(sid), sid)
+        except NotFound:
+            return None
+        try:
+            if where.base == 0 or where.size is None:  # a file now: its commit decides
+                return None
+            if same(fd, where.base, where.size):
+                return UNCHANGED
+        finally:
+            os.close(fd)
+        raise ShardExists(sid)
+
+    def supersede_packed_sync(self, sid: str, loc: PackLoc, replaced: int) -> int:
+        """A rewrite's shard file is durable: tombstone the packed copy `loc` it replaces
+        (durably, before the rewrite is acknowledged). `replaced` is `install_new`'s
+        result, returned with the packed copy's size when the file was new. A packed copy
+        written since `loc` (a later PUT) is left: it is the newer word. Blocking."""
+        packs = self.packs
+        if packs is None or not packs.delete_sync(sid, expect=loc):
+            return replaced
+        return loc.length if replaced == -1 else replaced
+
     async def put_packed(self, sid: str, parts: list[bytes | memoryview], *, replace: bool,
                          check: Callable[[], None] | None = None) -> int | None:
         """A whole shard appended to the disk's packs (`nodes.packstore`): `install_new`'s
         result once durable, or None (nothing written) when packing does not take this size,
-        or a shard file holds the id already and this is no rewrite: the file's own commit
-        decides then (same bytes or ShardExists), as before packing. A rewrite of a shard
-        file removes the file once the packed copy is durable (never neither). `check` (the
-        body's MAC) runs first, in the same worker-thread hop as the file probe. The one
-        way a whole shard is packed: streamed PUTs (`ShardWriter`) and batches alike."""
+        or a shard file holds the id already and this is no rewrite: the shard-file commit
+        decides then, by the rule above (the packed copy, if any, else the file). A rewrite
+        of a shard file removes the file once the packed copy is durable (never neither).
+        `check` (the body's MAC) runs first, in the same worker-thread hop as the file
+        probe. The one way a whole shard is packed: streamed PUTs and batches alike."""
         packs = self.packs_for(sum(len(p) for p in parts))
         if packs is None:
             return None

@@ -294,8 +294,18 @@ class PackStore:
         check_shard_id(sid)
         return await self._submit(pf.TOMBSTONE, sid, [], False, expect) >= 0
 
+    def delete_sync(self, sid: str, expect: PackLoc | None = None) -> bool:
+        """`delete` from a worker thread (blocking until the tombstone is durable): a shard
+        file's commit superseding a packed copy (`DiskShardStore.supersede_packed_sync`)."""
+        check_shard_id(sid)
+        return self._enqueue(pf.TOMBSTONE, sid, [], False, expect).result() >= 0
+
     async def _submit(self, kind: int, sid: str, body: list[bytes | memoryview],
                       replace: bool, expect: PackLoc | None = None) -> int:
+        return await asyncio.wrap_future(self._enqueue(kind, sid, body, replace, expect))
+
+    def _enqueue(self, kind: int, sid: str, body: list[bytes | memoryview],
+                 replace: bool, expect: PackLoc | None) -> concurrent.futures.Future[int]:
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
         req = _Request(kind, sid, body, replace, fut, sum(len(p) for p in body), expect)
         with self._cond:
@@ -303,7 +313,7 @@ class PackStore:
                 raise RuntimeError("pack store is closed")
             self._pending.append(req)
             self._cond.notify()
-        return await asyncio.wrap_future(fut)
+        return fut
 
     def _run(self) -> None:
         while True:

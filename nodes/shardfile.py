@@ -45,6 +45,20 @@ _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}  # O_TMPFILE not su
 _NO_LINK = {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL}  # nor its link
 
 
+def _same_range(path: Path | str, fd: int, base: int, n: int) -> bool:
+    """True when the file at `path` holds exactly bytes [base, base+n) of open `fd`."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size != n:
+            return False
+        pos = 0
+        while pos < n:
+            want = min(CHUNK_BYTES, n - pos)
+            if not hmac.compare_digest(f.read(want), read_exact(fd, want, base + pos)):
+                return False
+            pos += want
+    return True
+
+
 def in_thread(fn: Callable[[], T]) -> Awaitable[T]:
     """Run `fn` on the loop's default worker pool: `asyncio.to_thread` without its copy of
     the context (nothing below reads context variables), one hop a request for small shards."""
@@ -359,7 +373,8 @@ class ShardWriter:
         def _finish() -> int:
             expect = expect_digest
             if self._fd is None and not self.direct and not replace and \
-                    self._store.unnamed_temp:  # the whole shard is `tail`: one file, unnamed
+                    self._store.unnamed_temp and self._store.packed_copy(
+                        self.shard_id) is None:  # the whole shard is `tail`: one file, unnamed
                 done = self._commit_unnamed_sync(parts, expect)
                 if done is not None:
                     return done
@@ -476,13 +491,25 @@ class ShardWriter:
         first writer (a sender's retry races its own first attempt) may have linked it
         without its directory fsync yet, and our 201 must not come before that entry is
         durable. A direct-written data shard is read back into the page cache (`warm`)
-        only once it is installed and durable."""
+        only once it is installed and durable. An id a pack holds follows the store's one
+        whole-shard commit rule (`DiskShardStore.decide_over_packed_sync`, then
+        `supersede_packed_sync` for a rewrite, before it is acknowledged)."""
+        packed = self._store.packed_copy(self.shard_id)
         try:
+            if packed is not None and not replace:
+                decided = self._store.decide_over_packed_sync(
+                    self.shard_id, lambda pfd, base, n: _same_range(self.tmp_path, pfd, base, n))
+                if decided is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.tmp_path)
+                    return decided
             os.fsync(fd)
             parent = os.path.dirname(self.path)
             self._store._make_dirs(parent)
             replaced = install_new(self.tmp_path, self.path, self.shard_id, replace)
             fsync_dir(parent)
+            if packed is not None and replace:
+                replaced = self._store.supersede_packed_sync(self.shard_id, packed, replaced)
             if replaced != UNCHANGED and self.warm and self._appender is not None:
                 warm(fd)
         finally:

@@ -10,16 +10,20 @@ Reads verify every frame, as `ShardReadStream` does.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import secrets
+from functools import partial
 from pathlib import Path
 
 from nodes.disk import DiskShardStore
+from nodes.packstore import PackLoc
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
     fsync_dir,
     install_new,
+    read_exact,
     write_all,
 )
 from storage.errors import InvalidInput
@@ -37,7 +41,20 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes, bool]],
     """
     results: list[int | OSError | ShardExists] = [-1] * len(items)
     staged: list[tuple[int, Path, Path, int]] = []  # (item, tmp path, final path, fd)
-    for i, (sid, data, _replace) in enumerate(items):
+    superseded: dict[int, PackLoc] = {}  # rewrites of a packed copy: tombstoned at the end
+    for i, (sid, data, replace) in enumerate(items):
+        packed = store.packed_copy(sid)  # the store's one whole-shard commit rule
+        if packed is not None and not replace:
+            try:
+                decided = store.decide_over_packed_sync(sid, partial(_same_bytes, data))
+            except (OSError, ShardExists) as exc:
+                results[i] = exc
+                continue
+            if decided is not None:
+                results[i] = decided
+                continue
+        elif packed is not None:
+            superseded[i] = packed
         tmp = store.tmp_dir / f"{sid}.{secrets.token_hex(6)}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -94,7 +111,19 @@ def put_many_sync(store: DiskShardStore, items: list[tuple[str, bytes, bool]],
                 synced[path.parent] = exc
         if synced[path.parent] is not None:
             results[i] = synced[path.parent]  # type: ignore[assignment]
+    for i, packed in superseded.items():  # the files are durable: now the packed copies go
+        done_i = results[i]
+        if isinstance(done_i, int) and done_i != UNCHANGED:
+            try:
+                results[i] = store.supersede_packed_sync(items[i][0], packed, done_i)
+            except OSError as exc:
+                results[i] = exc
     return results
+
+
+def _same_bytes(data: bytes, fd: int, base: int, n: int) -> bool:
+    """True when `data` is exactly bytes [base, base+n) of open `fd`."""
+    return len(data) == n and hmac.compare_digest(read_exact(fd, n, base), data)
 
 
 def _make_missing_dirs(store: DiskShardStore, leaves: list[Path]) -> list[str]:
