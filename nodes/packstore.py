@@ -44,6 +44,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ from nodes.shardfile import UNCHANGED, ShardExists, check_shard_id, fsync_dir, r
 
 SEAL_BYTES = 256 * 1024 * 1024
 COMPACT_RATIO = 0.5
+FD_CACHE = 16  # sealed packs' fds the committer keeps open (compaction, same-bytes checks)
 STEP_BYTES = 4 * 1024 * 1024  # bytes a compaction step copies (then the PUTs queued go first)
 PACK_NAME = re.compile(r"^([0-9a-f]{16})\.pack\Z")
 _IOV = 512  # iovecs per pwritev (IOV_MAX is 1024 on Linux)
@@ -116,8 +118,10 @@ class PackStore:
         self.footers_read = 0  # packs a restart indexed from their footer, not a scan
         self._active_recs: list[pf.Record] = []  # the active pack's records (its footer)
         self.hook: Callable[[str, int], None] | None = None  # tests: crash points by name
-        self._fds: dict[int, int] = {}  # seq -> open fd (read; the active one read-write)
-        self._fd_lock = threading.Lock()  # readers' threads and the committer open fds
+        # seq -> open fd (read-write), least recently used first: the active pack's and at
+        # most FD_CACHE others (a node with thousands of packs holds a few fds, not one each)
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._fd_lock = threading.Lock()  # `close` and the committer
         self._active = -1
         self._active_of_last = -1  # the pack `_append` last wrote to
         self._pending: list[_Request] = []
@@ -158,19 +162,39 @@ class PackStore:
         self._fds.clear()
 
     def _fd(self, seq: int) -> int:
-        fd = self._fds.get(seq)
-        if fd is None:
-            with self._fd_lock:
-                fd = self._fds.get(seq)
-                if fd is None:
-                    fd = os.open(self.pack_dir / pack_name(seq), os.O_RDWR | os.O_CLOEXEC)
-                    self._fds[seq] = fd
+        """An fd open on pack `seq` (the committer's, or `open`'s before it starts): kept in
+        a small LRU; the one it pushes out is never the active pack's, and is closed only
+        here, in the committer, which is done with it (every use reads at once)."""
+        with self._fd_lock:
+            fd = self._fds.get(seq)
+            if fd is not None:
+                self._fds.move_to_end(seq)
+                return fd
+            fd = os.open(self.pack_dir / pack_name(seq), os.O_RDWR | os.O_CLOEXEC)
+            self._fds[seq] = fd
+            self._trim_fds()
         return fd
+
+    def _trim_fds(self) -> None:
+        """Close the least recently used fds beyond FD_CACHE (never the active pack's)."""
+        while len(self._fds) > FD_CACHE + 1:
+            old = next((s for s in self._fds if s != self._active), None)
+            if old is None:
+                return
+            os.close(self._fds.pop(old))
 
     def _recover(self, seq: int) -> list[pf.Record] | None:
         """Index pack `seq`: from its footer when it has one that checks (sealed: None is
         returned), else by a scan (its records returned: the last pack's go on)."""
         fd = self._fd(seq)
+        try:
+            return self._recover_fd(seq, fd)
+        finally:  # a sealed pack's fd is not kept for the store's life (see `_fd`)
+            with self._fd_lock:
+                if seq in self._fds:
+                    os.close(self._fds.pop(seq))
+
+    def _recover_fd(self, seq: int, fd: int) -> list[pf.Record] | None:
         size = os.fstat(fd).st_size
 
         def read_at(off: int, n: int) -> bytes:
@@ -221,10 +245,12 @@ class PackStore:
                      os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         os.fsync(fd)
         fsync_dir(self.pack_dir)  # once per pack, not once per shard
-        self._fds[seq] = fd
+        with self._fd_lock:
+            self._fds[seq] = fd
+            self._active = seq
+            self._trim_fds()
         self.sizes[seq] = 0
         self.live[seq] = 0
-        self._active = seq
         self._active_recs = []
 
     def _seal(self, seq: int) -> None:
