@@ -204,7 +204,10 @@ def read_footer(read_at: ReadAt, size: int) -> list[Record] | None:
     tail_bytes = _FOOT_END.size + TRAILER_BYTES
     if size < OVERHEAD + _FOOT_END.size + 2 * _CRC.size:  # a footer listing nothing
         return None
-    offset, magic = _FOOT_END.unpack(read_at(size - tail_bytes, _FOOT_END.size))
+    end = read_at(size - tail_bytes, _FOOT_END.size)
+    if len(end) != _FOOT_END.size:  # `size` past the pack's real end
+        return None
+    offset, magic = _FOOT_END.unpack(end)
     if magic != FOOTER_MAGIC or offset >= size:
         return None
     head, whole = read_record(read_at, offset, size)

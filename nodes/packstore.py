@@ -112,6 +112,8 @@ class PackStore:
         self.live: dict[int, int] = {}  # seq -> bytes of its live records (with overhead)
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
         self.damage: list[Damage] = []
+        self._unlinked: set[int] = set()  # packs unlinked, their directory not yet fsynced
+        self._retired: set[int] = set()  # packs a failed cut-back left: never appended to
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
         self.compacted = 0  # packs compaction removed
         self.footers_written = 0  # sealed packs given a footer
@@ -223,7 +225,14 @@ class PackStore:
 
     def _set_aside(self, seq: int, fd: int, start: int, end: int) -> None:
         """Copy a torn tail to quarantine (durably), then cut the pack back to `start`."""
-        dest = self.quarantine_dir / f"{pack_name(seq)}.{start}.{time.time_ns()}.torn"
+        self._keep_aside(seq, fd, start, end, "torn")
+        os.ftruncate(fd, start)
+        os.fsync(fd)
+
+    def _keep_aside(self, seq: int, fd: int, start: int, end: int, why: str) -> None:
+        """Copy bytes [start, end) of pack `seq` to `quarantine/<pack>.<start>.<ns>.<why>`,
+        durably (file and directory fsynced): bytes no index names are never just lost."""
+        dest = self.quarantine_dir / f"{pack_name(seq)}.{start}.{time.time_ns()}.{why}"
         out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             pos = start
@@ -237,8 +246,6 @@ class PackStore:
         finally:
             os.close(out)
         fsync_dir(self.quarantine_dir)
-        os.ftruncate(fd, start)
-        os.fsync(fd)
 
     def _new_pack(self, seq: int) -> None:
         fd = os.open(self.pack_dir / pack_name(seq),
@@ -431,12 +438,13 @@ class PackStore:
         """Copy each candidate's needed records forward a step at a time, then unlink it
         (a step yields the bytes it copied; the total is returned)."""
         copied = 0
+        self._sync_unlinks()  # a failed fsync of an earlier run's unlink, retried first
         for count, seq in enumerate(self.candidates()):
             if max_packs is not None and count >= max_packs:
                 break
             if seq not in self.sizes or seq == self._active:
                 continue
-            recs = self._records(seq)
+            recs, harm = self._records(seq)
             i = 0
             while i < len(recs):
                 step: list[pf.Record] = []
@@ -451,21 +459,27 @@ class PackStore:
                     self._copy_forward(seq, step)
                     copied += size
                     yield size
+            for start, end in harm:  # damage no index names: kept, never silently dropped
+                self._keep_aside(seq, self._fd(seq), start, end, "damaged")
             self._drop(seq)
             yield 0
         return copied
 
-    def _records(self, seq: int) -> list[pf.Record]:
-        """A sealed pack's records in order: from its footer, else by a scan."""
+    def _records(self, seq: int) -> tuple[list[pf.Record], list[tuple[int, int]]]:
+        """A sealed pack's records in order (from its footer, else by a scan), and the
+        byte ranges of its damage (a scan's gaps and bad records, and a restart's)."""
         fd = self._fd(seq)
 
         def read_at(off: int, n: int) -> bytes:
             return os.pread(fd, n, off)
+        harm = {(a, b) for d in self.damage if d.seq == seq for a, b in d.gaps}
+        harm |= {(r.offset, r.end) for d in self.damage if d.seq == seq for r in d.bad}
         listed = pf.read_footer(read_at, self.sizes[seq])
         if listed is None:
-            listed = [r for r in pf.scan(read_at, self.sizes[seq]).records
-                      if r.kind != pf.FOOTER]
-        return listed
+            got = pf.scan(read_at, self.sizes[seq])
+            listed = [r for r in got.records if r.kind != pf.FOOTER]
+            harm |= set(got.gaps) | {(r.offset, r.end) for r in got.bad}
+        return listed, sorted(harm)
 
     def _needed(self, seq: int, rec: pf.Record) -> bool:
         """Whether compacting pack `seq` must copy `rec` forward: a PUT the index still
@@ -474,7 +488,8 @@ class PackStore:
             loc = self.index.get(rec.shard_id)
             return loc is not None and loc.seq == seq and loc.offset == rec.body_offset
         if rec.kind == pf.TOMBSTONE:
-            return rec.shard_id not in self.index and any(s < seq for s in self.sizes)
+            return rec.shard_id not in self.index and any(
+                s < seq for s in (*self.sizes, *self._unlinked))
         return False
 
     def _copy_forward(self, seq: int, recs: list[pf.Record]) -> None:
@@ -497,10 +512,20 @@ class PackStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_of(seq))
         self._hook("unlinked", seq)
-        fsync_dir(self.pack_dir)
-        self.sizes.pop(seq, None)
-        self.live.pop(seq, None)
+        self.sizes.pop(seq, None)  # gone: never read again (a failed fsync below wedged
+        self.live.pop(seq, None)  # every later run on this pack's FileNotFoundError)
+        self.damage = [d for d in self.damage if d.seq != seq]  # kept aside before
+        self._retired.discard(seq)
+        self._unlinked.add(seq)
         self.compacted += 1
+        self._sync_unlinks()
+
+    def _sync_unlinks(self) -> None:
+        """Make the unlinks done durable (fsync `packs/`); until then an unlinked pack still
+        counts as existing for the tombstone rule (`_needed`): a crash may bring it back."""
+        if self._unlinked:
+            fsync_dir(self.pack_dir)
+            self._unlinked.clear()
 
     def _hook(self, point: str, seq: int) -> None:
         if self.hook is not None:
@@ -575,7 +600,9 @@ class PackStore:
         """Write records (kind, stripe, index, time, body) to the active pack with one
         pwritev and make them durable with one fdatasync (cut back on failure); the records
         written, all in pack `_active_of_last`."""
-        if self.sizes[self._active] >= self.seal_bytes:
+        if self._active in self._retired:
+            self._new_pack(self._active + 1)
+        elif self.sizes[self._active] >= self.seal_bytes:
             self._seal(self._active)
             self._new_pack(self._active + 1)
         seq, fd = self._active, self._fd(self._active)
@@ -608,7 +635,9 @@ class PackStore:
             os.ftruncate(fd, start)
             os.fdatasync(fd)
         except OSError:
-            self.sizes[seq] = self.seal_bytes  # never appended to again
+            self._retired.add(seq)  # never appended to again; its size is what it holds
+            with contextlib.suppress(OSError):
+                self.sizes[seq] = os.fstat(fd).st_size
             with contextlib.suppress(OSError):
                 self._new_pack(seq + 1)
 

@@ -181,10 +181,14 @@ class PackSettings:
     compact_rate_bytes_s: int = 16 * MiB  # live bytes a node's compaction copies per second
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.compact_ratio <= 1.0 or self.compact_interval_s <= 0 \
-                or self.compact_rate_bytes_s <= 0 or self.seal_bytes <= 0:
-            raise ConfigError("[packs] compact_ratio must be in [0, 1]; compact_interval_s, "
-                              "compact_rate_bytes_s and seal_bytes above 0")
+        if not 0.0 <= self.compact_ratio < 1.0:  # a pack's size counts its footer: at 1.0
+            # a fully live pack is below the ratio and copied forward at every interval
+            raise ConfigError(f"[packs] compact_ratio must be at least 0 and below 1 "
+                              f"(got {self.compact_ratio})")
+        if self.compact_interval_s <= 0 or self.compact_rate_bytes_s <= 0 \
+                or self.seal_bytes <= 0:
+            raise ConfigError("[packs] compact_interval_s, compact_rate_bytes_s and "
+                              "seal_bytes must be above 0")
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("packs", "seal_bytes"): "A pack file takes no more appends once it is this large.",
     ("packs", "compact_ratio"): "A sealed pack with less than this share of its bytes live "
     "(not deleted or replaced) is compacted: its live records are copied forward and the pack "
-    "is removed. Higher reclaims space sooner and rewrites more bytes.",
+    "is removed. Higher reclaims space sooner and rewrites more bytes; at least 0, below 1.",
     ("packs", "compact_interval_s"): "How often each node looks for packs to compact.",
     ("packs", "compact_rate_bytes_s"): "Bytes a node's background compaction copies per "
     "second at most; client writes go between its steps.",
