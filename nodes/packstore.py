@@ -32,6 +32,10 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
   compacted one exists (it may hold a PUT of X that would otherwise return at a restart).
   Each step is one durable group, so a crash between any two steps leaves the old records
   or their durable copies, never neither; the newer copy wins a restart's scan by order.
+  Damaged ranges no index names (a scan's gaps and bad records) are copied to `quarantine/`
+  before their pack is unlinked; a failed disk call fails the run, and the next run resumes.
+- **fds.** The committer keeps the active pack's fd and at most `FD_CACHE` others (LRU);
+  readers open a pack by path and close it: a node's fds do not grow with its packs.
 """
 
 from __future__ import annotations
