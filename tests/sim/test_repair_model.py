@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -26,6 +28,8 @@ from storage.shards.ids import shard_id
 from storage.testing.lies import lie
 from storage.workers.deepscrub import DeepScrubber, DeepScrubSettings
 from tests.sim.test_sim_repair import SEGMENT, Sim
+
+T = TypeVar("T")
 
 KEYS = ["a", "b", "c"]
 SIZES = [1, 1000, SEGMENT, 3 * SEGMENT + 7]
@@ -49,7 +53,7 @@ class RepairModel(RuleBasedStateMachine):
         self.deleted: set[str] = set()
         self.n = 0
 
-    def run(self, coro):  # type: ignore[no-untyped-def]
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
