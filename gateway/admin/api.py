@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.audit import AuditLog, refused_who
+from gateway.admin.audit import AuditTrail, refused_who
 from gateway.admin.auth import AdminError, authenticate_admin, claimed_key
 from storage import errors as se
 from storage import jsondoc
@@ -64,8 +64,9 @@ class Call:
 class AdminApi:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.audit = AuditLog(cluster.cfg.data_dir / "audit" / "audit.log",
-                              cluster.cfg.audit.max_bytes, cluster.cfg.audit.backups)
+        a = cluster.cfg.audit
+        self.audit = AuditTrail(cluster.cfg.data_dir / "audit", a.max_bytes, a.backups,
+                                a.refused_max_bytes, a.refused_backups)
         self.volumes = cluster.volumes
 
     def register(self, app: web.Application) -> None:

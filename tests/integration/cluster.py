@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -80,6 +81,15 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
             continue
         hits += [f"{p}: {n[:12]!r}" for n in needles if n in data]
     return hits
+
+
+def audit_log(data: Path) -> list[dict]:
+    """The current admin audit entries, oldest first: audit.log (actions) and
+    audit-refused.log (refused requests) merged by time."""
+    files = [data / "audit" / "audit.log", data / "audit" / "audit-refused.log"]
+    entries = [json.loads(line) for f in files if f.exists()
+               for line in f.read_text().splitlines()]
+    return sorted(entries, key=lambda e: e["ts"])
 
 
 def fetch(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
