@@ -111,7 +111,9 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
     `fields` are a POST upload's form fields as headers (`acl` as x-amz-acl, ...): there
     they, not the HTTP request's headers, are what the s3: keys describe. `region` is the
     gateway's (aws:RequestedRegion). Principal keys, tenants being accounts signing as their
-    root users: aws:PrincipalArn is `arn:aws:iam::<canonical id>:root`, and with
+    root users: aws:PrincipalArn is `arn:aws:iam::<canonical id>:root` (absent when the id
+    holds ':', which would put part of it in the ARN's resource component, where another
+    tenant's pattern such as `arn:aws:iam::111:*` would match it), and with
     aws:PrincipalIsAWSService (false) present on signed requests only, as on AWS; no service
     calls on a caller's behalf here, so aws:ViaAWSService is always false."""
     h = request.headers
@@ -132,7 +134,8 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
             ctx[key] = [h[name]]
     if requester is not None:
         ctx["aws:principalaccount"] = [requester.canonical_id]
-        ctx["aws:principalarn"] = [f"arn:aws:iam::{requester.canonical_id}:root"]
+        if ":" not in requester.canonical_id:
+            ctx["aws:principalarn"] = [f"arn:aws:iam::{requester.canonical_id}:root"]
         ctx["aws:principalisawsservice"] = ["false"]
         ctx["aws:userid"] = [requester.access_key]
         ctx["aws:username"] = [requester.access_key]
