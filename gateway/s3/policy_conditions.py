@@ -203,6 +203,13 @@ def holds(block: dict[str, Any], ctx: Context) -> bool:
     return True
 
 
+def holds_when_absent(op: str, value: Any) -> bool:
+    """Whether one condition (`op` and its policy value) holds for a request whose context
+    lacks the key: false for a positive operator, so its statement never applies then."""
+    qualifier, base, if_exists = split(op)
+    return _one(qualifier, base, if_exists, values(value), None)
+
+
 def _one(qualifier: str, base: str, if_exists: bool, policy: list[str],
          got: Sequence[str] | None) -> bool:
     if base == "Null":
