@@ -1,7 +1,8 @@
 """The admin API (JSON over HTTP on the admin listener): tenants, their keys and access keys.
 
 Every route except /health needs a SigV4 signature by an admin-role key (see `auth`); every
-authenticated action is written to the append-only audit log (who, what, when, result).
+authenticated action is written to the audit log (who, what, when, result; refused requests to
+its own capped file, `audit.AuditTrail`).
 
     GET    /health
     GET    /admin/v1/tenants                       list
