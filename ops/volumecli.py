@@ -336,7 +336,7 @@ async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
-    from gateway.block.mount import MountError, mount
+    from gateway.block.mount import MountError, MountInterrupted, mount
     from storage.volumes import VolumeAttached
 
     v = await svc.get(t, a.name)
@@ -357,20 +357,38 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
                              f"the daemon this mount started (pid {pid}); not mounted")
 
     # Ctrl-C (or SIGTERM, taken as one) cancels this task; the mount (in a thread) is told to
-    # stop its daemon if it is not ready yet, and the command ends once it has (asyncio.run
-    # waits for the thread), exiting 130.
+    # stop and this command waits for it: a mount not completed is undone (exit 130, nothing
+    # mounted); one completed before it saw the interrupt stays mounted and the command says
+    # so and succeeds. The exit code always says whether the volume is mounted (review18c L4:
+    # an interrupt after the daemon was ready exited 130 with the volume mounted).
     stop = threading.Event()
     loop.add_signal_handler(signal.SIGTERM, signal.raise_signal, signal.SIGINT)
+    work = asyncio.ensure_future(asyncio.to_thread(
+        mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id, Path(a.dir), a.fs,
+        a.lease_ttl, confirm, not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib, stop,
+        watch.revision))
+    interrupted = False
     try:
-        st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
-                                     Path(a.dir), a.fs, a.lease_ttl, confirm,
-                                     not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib,
-                                     stop, watch.revision)
-    except asyncio.CancelledError:
-        stop.set()
-        raise
+        while True:
+            try:
+                st = await asyncio.shield(work)
+                break
+            except asyncio.CancelledError:
+                stop.set()  # the mount ends (undone if not complete); take its outcome
+                interrupted = True
+    except MountInterrupted:
+        print(f"volume {a.name}: mount interrupted; nothing is mounted", file=sys.stderr,
+              flush=True)
+        raise asyncio.CancelledError from None
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+    if interrupted:  # the mount had completed: kept; the interrupt is taken as answered
+        task = asyncio.current_task()
+        if task is not None:
+            while task.cancelling():
+                task.uncancel()
+        print(f"volume {a.name}: interrupted after the mount had completed; it stays mounted "
+              f"(`tessera volume unmount {a.dir}` undoes it)", file=sys.stderr, flush=True)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 
