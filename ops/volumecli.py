@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.block.mount import DEFAULT_MAX_DIRTY_MIB, NO_JOURNAL_MAX_DIRTY_MIB
 from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB
+from ops.progress import MiB
+from ops.progress import Progress as _Progress
 from storage.config import config_path, load_config
 from storage.errors import AccessDenied, ConfigError, InvalidInput, NotFound
 from storage.records import unpack
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
 # The storage stack is imported by the commands that run (`_run`), not to build the parser:
 # every `tessera` command builds it, and most (admin, status) need none of it.
 Action = Callable[[argparse.Namespace, "Cluster", "VolumeService", str], Awaitable[Any]]
-MiB = 1 << 20
 # How long a mount waits for a snapshot that holds the attach lease while it replays a gone
 # writer's journal (volumes.snapshot) before it gives up with what to do.
 SNAPSHOT_WAIT_S = 120.0
@@ -260,34 +261,6 @@ async def _clone(a, c, svc, t):  # type: ignore[no-untyped-def]
 
     v = await svc.clone(t, name, snap, a.name)
     _done(a, f"cloned {name}@{snap} to volume {v.name}", volume_dict(v))
-
-
-class _Progress:
-    """A one-line progress bar on a terminal's stderr, in MiB with the rate so far: the count
-    of extents it showed (`48/48`) said neither what nor how fast."""
-
-    def __init__(self, label: str, total_bytes: int, extent_size: int) -> None:
-        self.label = label
-        self.total_bytes = total_bytes
-        self.extent_size = extent_size
-        self.tty = sys.stderr.isatty()
-        self.start = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        """Extent `done` (0-based) of `total` is being handled."""
-        if self.tty and total and (done % 16 == 0 or done == total - 1):
-            sys.stderr.write(f"\r{self.line(done, total, time.monotonic() - self.start)}")
-            sys.stderr.flush()
-            if done == total - 1:
-                sys.stderr.write("\n")
-
-    def line(self, done: int, total: int, elapsed: float) -> str:
-        """The bar after extent `done` of `total`, `elapsed` seconds in."""
-        bar = int(30 * (done + 1) / total)
-        moved = min((done + 1) * self.extent_size, self.total_bytes)
-        rate = f"{moved / MiB / elapsed:.1f} MiB/s" if elapsed > 0 else "- MiB/s"
-        return (f"{self.label} [{'#' * bar}{' ' * (30 - bar)}] {moved / MiB:.1f}/"
-                f"{self.total_bytes / MiB:.1f} MiB, {rate}")
 
 
 async def _flatten(a, c, svc, t):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from ops.fsckcli import render
 from storage.fsck import fsck
 from storage.keyspace import extent_key, object_key, part_key, stripe_index_key
 from storage.records import ObjectVersion, pack
@@ -34,7 +35,7 @@ async def test_fsck_is_clean_then_names_each_damage(tmp_path: Path) -> None:
                                     UploadId=up["UploadId"], Body=BODY)
         clean = await fsck(cluster.meta, nodes, cfg.nodes)
         assert clean.errors == 0 and not clean.findings, clean.lines()
-        assert clean.counts["stripes named"] == 4
+        assert clean.counts["stripes indexed"] == 4 and clean.status() == 0
 
         async def stripe(key: str) -> tuple[bytes, list[str | None]]:
             item = await cluster.meta.get(object_key("bkt", key))
@@ -64,8 +65,9 @@ async def test_fsck_is_clean_then_names_each_damage(tmp_path: Path) -> None:
         assert f["parts-without-upload"] == ["upload no-such-upload: 1 part(s)"]
         assert f["volume-leftovers"] == ["volume no-such-volume: 1 record(s)"]
         assert f["orphan-shards"] == [f"stripe {STRAY.hex()}: 1 shard(s)"]
-        assert got.errors == 5
-        assert any(line.startswith("ERROR unreadable: 1") for line in got.lines())
+        assert got.errors == 5 and got.status() == 1
+        assert any(line.split() == ["ERROR", "unreadable", "1"]
+                   for line in render(got).splitlines())
 
 
 def _parts(upload_id: str) -> tuple[bytes, bytes]:
