@@ -136,6 +136,8 @@ class _Records:
         self.unindexed: set[bytes] = set()  # named without X (not orphans either)
         self.counts: dict[str, int] = defaultdict(int)
         self.legacy = 0  # extents written before extents were indexed (no X, not checked)
+        self.vnext: AsyncIterator[Item] | None = None  # the history cursor (_in_history)
+        self.vhead: Item | None = None
 
     async def _changed(self, it: Item) -> bool:
         """Whether record `it` changed or went since it was read (then count it)."""
@@ -156,8 +158,23 @@ class _Records:
         else:
             self.report.add("unindexed", f"stripe {stripe.hex()} of {where}")
 
+    async def _in_history(self, bucket: str, key: str, vid: str) -> bool:
+        """`_listed` from a cursor over the whole history space (`V`), which is in the same
+        (bucket, key) order as the current versions (`O`) the pass meets: no read per key."""
+        if self.vnext is None:
+            self.vnext = _pages(self.meta, *ks.space(ks.VERSION))
+            self.vhead = await anext(self.vnext, None)
+        prefix, seen, found = ks.version_prefix(bucket, key), False, False
+        while self.vhead is not None and (self.vhead.key < prefix
+                                          or self.vhead.key.startswith(prefix)):
+            if self.vhead.key.startswith(prefix):
+                seen = True
+                found = found or ObjectVersion.decode(self.vhead.value).version_id == vid
+            self.vhead = await anext(self.vnext, None)
+        return found or not seen
+
     async def _listed(self, bucket: str, key: str, vid: str) -> bool:
-        """Whether `vid` is in the key's version history, or it has none."""
+        """Whether `vid` is in the key's version history, or it has none (a fresh read)."""
         empty = True
         async for it in _pages(self.meta, *ks.span(ks.version_prefix(bucket, key))):
             empty = False
@@ -174,7 +191,8 @@ class _Records:
             name = f"{key[1]}/{key[2]}@{v.version_id}"
             for sid, where in _version_stripes(v, name):
                 await self._indexed(it, sid, where, True)
-            if kind == ks.OBJECT and not await self._listed(key[1], key[2], v.version_id):
+            if kind == ks.OBJECT and not await self._in_history(key[1], key[2],
+                                                                v.version_id):
                 if not await self._changed(it) and not await self._listed(
                         key[1], key[2], v.version_id):
                     self.report.add("version-not-listed",
