@@ -88,6 +88,14 @@ class RepairModel(RuleBasedStateMachine):
             self.run(self.s.put(key, size))  # (Sim.put records the body once acknowledged)
         except QuorumNotReached:  # not acknowledged: the old version stays current
             return
+        # Acknowledged at the write quorum (k+1): a target that failed (a node dead but only
+        # suspect so far) leaves its index unwritten, and that counts against the budget
+        # until a heal, as a lost shard does.
+        for p in self.run(self.s.objects.head(self.s.bucket, key)).parts:
+            short = {i for i in range(p.k + p.m) if i >= len(p.nodes) or not p.nodes[i] or
+                     shard_id(p.stripe_id, i) not in self.s.sim.files[p.nodes[i]]}
+            if short:
+                self.damaged.setdefault(p.stripe_id, set()).update(short)
         self.deleted.discard(key)
 
     @rule(key=st.sampled_from(KEYS))
