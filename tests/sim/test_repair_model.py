@@ -45,10 +45,6 @@ NODES = [f"n{i}" for i in range(1, 10)]
 class RepairModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        count = itertools.count()
-        self.random_ids = storage.objects.new_stripe_id
-        storage.objects.new_stripe_id = lambda: hashlib.blake2b(
-            str(next(count)).encode(), digest_size=16).digest()  # restored at teardown
         self.loop = asyncio.new_event_loop()
         self.tmp = tempfile.TemporaryDirectory(prefix="repair-model-")
         self.s = Sim(Path(self.tmp.name), seed=0)
@@ -63,6 +59,11 @@ class RepairModel(RuleBasedStateMachine):
         self.damaged: dict[bytes, set[int]] = {}  # stripe -> indexes damaged since a heal
         self.deleted: set[str] = set()
         self.n = 0
+        # Restored at teardown; patched last, so a failed start leaves the generator alone.
+        count = itertools.count()
+        self.random_ids = storage.objects.new_stripe_id
+        storage.objects.new_stripe_id = lambda: hashlib.blake2b(
+            str(next(count)).encode(), digest_size=16).digest()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
