@@ -45,6 +45,12 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (VJ, volume id, seq:020)              journal segment of a volume (small writes not yet folded)
     (VJK, volume id, seq:020)             journal segment folded by its writer but held by a
                                           snapshot (storage/volume_held.py)
+    (VJH, volume id)                      journal head, bumped by every append (volume_journal)
+    (VD, volume id)                       a deleted volume's record while its pointers are
+                                          retired (storage/volume_gone.py; owner: VolumeService
+                                          .delete, finished by the reclaim worker)
+    (VC, volume id, token)                a snapshot delete's collect marker (owner:
+                                          VolumeService.delete_snapshot / finish_collect)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
     (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
@@ -366,10 +372,11 @@ def volume_gone_key(vid: str) -> bytes:
     return pack(VOLUME_GONE, vid)
 
 
-def volume_collect_key(vid: str) -> bytes:
+def volume_collect_key(vid: str, token: str) -> bytes:
     """A volume one of whose snapshots was deleted, until the pointers and kept journal
-    segments only that snapshot needed are retired (a killed snapshot delete resumes)."""
-    return pack(VOLUME_COLLECT, vid)
+    segments only that snapshot needed are retired (a killed snapshot delete resumes).
+    `token` is fresh per delete: two deletes on one volume never drop each other's marker."""
+    return pack(VOLUME_COLLECT, vid, token)
 
 
 def journal_prefix(vid: str) -> bytes:

@@ -16,6 +16,8 @@ Key layout:
     (VL, volume id)                           attach lease {holder, token, expires}
     (VJ, volume id, seq:020d)                 journal segment (storage/volume_journal.py)
     (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
+    (VD, volume id)                           a deleted volume while its pointers are retired
+    (VC, volume id, token)                    a snapshot delete's collect marker
 """
 
 from __future__ import annotations
@@ -322,14 +324,14 @@ class VolumeService:
             del v.snapshots[g]
         # (unlinks an origin none reads now); the collect marker, in the same transaction,
         # has the reclaim worker retire what the snapshot kept if this process dies first
-        mark = volume_collect_key(cur.id)
+        # A marker of this delete's own (a fresh token): a concurrent delete on the volume
+        # puts its own, so neither drops the other's when it finishes.
+        mark = volume_collect_key(cur.id, secrets.token_hex(8))
         vol = await self._update(tenant, name, drop,
                                  also={mark: pack({"tenant": tenant, "name": name})})
-        marked = await self.meta.get(mark)
         await self._collect(vol)
         await held.free(self, vol)
-        if marked is not None:  # (unless another delete marked it again meanwhile)
-            await self.meta.txn(Txn(compares={mark: marked.revision}, deletes=(mark,)))
+        await self.meta.txn(Txn(deletes=(mark,)))
 
     async def finish_collect(self, item: Item) -> None:
         """Retire what the snapshots deleted from a volume kept, for its collect marker

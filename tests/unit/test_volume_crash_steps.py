@@ -180,3 +180,49 @@ def test_a_snapshot_delete_killed_after_its_record_update_still_retires_pointers
         assert await h.read(0, PAGE) == b"B" * PAGE
         await h.close()
     with_service(body)
+
+
+def test_two_snapshot_deletes_on_one_volume_keep_each_others_marker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """review18d (6): both deletes used the one `(VC, volume id)` marker, and the first read
+    its revision after its record update: a second delete that marked it in between had its
+    mark dropped by the first, and then, killed before it retired its pointers, left them
+    (and their shards) with no marker for the reclaim worker to finish."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        for data in (b"A", b"B", b"C"):  # extent 0: gen 0 (s1), gen 1 (s2), gen 2 (live)
+            h = await svc.open("t", "v", holder="w")
+            await h.write(0, data * PAGE)
+            await h.close()
+            if data != b"C":
+                await svc.snapshot("t", "v", "s1" if data == b"A" else "s2")
+        vid = (await svc.get("t", "v")).id
+        assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 3
+        real = svc.meta.txn
+        state = {"second": False}
+
+        def snaps(t: Txn) -> set[str] | None:
+            raw = t.puts.get(volume_key("t", "v"))
+            if raw is None:
+                return None
+            return {s["name"] for s in Volume.decode(raw).snapshots.values()}
+
+        async def txn(t: Txn) -> bool:
+            done = await real(t)
+            if done and snaps(t) == {"s2"} and not state["second"]:
+                state["second"] = True  # s1's delete updated the record: s2's runs now
+                with pytest.raises(Killed):
+                    await svc.delete_snapshot("t", "v", "s2")
+            elif done and snaps(t) == set() and state["second"]:
+                raise Killed  # s2's delete dies after its record update
+            return done
+
+        monkeypatch.setattr(svc.meta, "txn", txn)
+        await svc.delete_snapshot("t", "v", "s1")
+        monkeypatch.setattr(svc.meta, "txn", real)
+        await restarted_workers(svc)
+        assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 1
+        h = await svc.open("t", "v", holder="r")
+        assert await h.read(0, PAGE) == b"C" * PAGE
+        await h.close()
+    with_service(body)
