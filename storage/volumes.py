@@ -32,11 +32,9 @@ from storage.config import Config
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.keyspace import (
     extent_prefix,
-    gc_key,
     journal_head_key,
     journal_prefix,
     span,
-    stripe_index_key,
     volume_collect_key,
     volume_gone_key,
     volume_key,
@@ -49,7 +47,7 @@ from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.tenants import TenantService
-from storage.volume_gone import gone_volume_step
+from storage.volume_gone import gone_volume_step, retire
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import recover
 from storage.volume_records import (
@@ -216,19 +214,6 @@ class VolumeService:
         while (left := await self.meta.get(gone)) is not None:
             await gone_volume_step(self.meta, left, self.gc_grace_s)
 
-    async def retire_items(self, items: list[Item]) -> None:
-        """Delete extent pointers or journal segment records; their stripes to GC."""
-        puts: dict[bytes, bytes] = {}
-        deletes = [i.key for i in items]
-        for it in items:  # extent pointers and journal segments alike
-            p = unpack(it.value)
-            if not p.get("trim") and p.get("stripe"):
-                stripe = bytes(p["stripe"])
-                puts[gc_key(time.time_ns() + int(self.gc_grace_s * 1e9), stripe)] = pack(
-                    {"nodes": p["nodes"]})
-                deletes.append(stripe_index_key(stripe))
-        await self.meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
-
     # snapshots and clones -------------------------------------------------------------------
 
     async def snapshot(self, tenant: str, name: str, snap: str,
@@ -366,7 +351,7 @@ class VolumeService:
         if group:
             judge(group)
         for i in range(0, len(dead), 256):
-            await self.retire_items(dead[i:i + 256])
+            await retire(self.meta, dead[i:i + 256], self.gc_grace_s)
 
     async def clone(self, tenant: str, name: str, snap: str, new_name: str) -> Volume:
         """A new volume reading through snapshot `snap` of `name`: its record and its link
