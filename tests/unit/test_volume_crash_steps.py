@@ -226,3 +226,59 @@ def test_two_snapshot_deletes_on_one_volume_keep_each_others_marker(
         assert await h.read(0, PAGE) == b"C" * PAGE
         await h.close()
     with_service(body)
+
+
+def test_a_marker_whose_step_keeps_failing_backs_off_and_blocks_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """review18d (8): the reclaim worker ran the first `VD` marker's step before anything
+    else, every step: one whose step kept raising stopped every other volume delete and
+    every tenant reclaim for good (and was retried each second). Now it waits out a
+    doubling back-off while the rest goes on."""
+    from storage.keyspace import tenant_key, volume_gone_key
+    from storage.records import Tenant
+    from storage.workers import reclaim
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "w", SIZE)
+        h = await svc.open("t", "w", holder="w")
+        await h.write(0, b"W" * PAGE)
+        await h.close()
+        wid = (await svc.get("t", "w")).id
+        kill_after(svc, monkeypatch, lambda t: volume_key("t", "w") in t.deletes)
+        with pytest.raises(Killed):
+            await svc.delete("t", "w")  # a real VD left by a kill, after the bad one
+        bad = volume_gone_key("!bad")  # sorts first
+        await svc.meta.put(bad, (await svc.meta.get(volume_gone_key(wid))).value)  # type: ignore[union-attr]
+        await svc.meta.put(tenant_key("z"), Tenant(name="z", created=0.0,
+                                                   state="shredded").encode())
+        real = reclaim.gone_volume_step
+        calls: list[bytes] = []
+
+        async def step(meta: Any, item: Any, grace_s: float) -> None:
+            if item.key == bad:
+                calls.append(item.key)
+                raise RuntimeError("this marker's step always fails")
+            await real(meta, item, grace_s)
+
+        monkeypatch.setattr(reclaim, "gone_volume_step", step)
+        now = [0.0]
+        w = TenantReclaimer(svc.meta, 0.0, svc, clock=lambda: now[0])
+        for _ in range(100):
+            if await w.step() == WorkerState.IDLE:
+                break
+        else:
+            raise AssertionError("the reclaim worker never went idle")
+        assert await volume_records(svc, wid) == []  # the other delete was finished
+        assert await svc.meta.get(volume_gone_key(wid)) is None
+        assert w.reclaimed == 1  # and the tenant reclaimed
+        assert len(calls) == 1  # the failing one tried once, then backed off
+        now[0] = 1.5  # past its first pause (1 s): tried again, the pause doubles (2 s)
+        await w.step()
+        assert len(calls) == 2
+        now[0] = 3.0
+        await w.step()
+        assert len(calls) == 2
+        now[0] = 3.6
+        await w.step()
+        assert len(calls) == 3
+    with_service(body)
