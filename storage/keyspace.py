@@ -30,6 +30,11 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (R, !, stripe hex)                    urgent repair entry (stripe at risk), read first
     (G, due ns:020, stripe hex)           garbage-collection queue entry (shards to delete)
     (X, stripe hex)                       stripe index: the live stripes and their owner
+    (XD, stripe hex)                      tombstone of a discarded write's stripe {until}: a
+                                          commit indexing the stripe compares it absent, so
+                                          one applied late (etcd) after the discard fails;
+                                          the collector drops it at `until` (ObjectService
+                                          .discard_parts, storage/workers/gc.py)
     (GF, stripe hex)                      collection fence of a live stripe: which copies a
                                           delete claimed, at what generation, which are
                                           being deleted (storage/workers/gcfence.py)
@@ -78,6 +83,7 @@ REPAIR = "R"
 GC = "G"
 GC_FENCE = "GF"
 STRIPE = "X"
+STRIPE_DISCARDED = "XD"  # a discarded write's stripe: no commit may index it any more
 LEASE = "L"
 MEMBER = "M"
 REWRAP = "RW"
@@ -299,6 +305,11 @@ def kms_alias_key(tenant: str, alias: str) -> bytes:
 
 def stripe_index_key(stripe_id: bytes) -> bytes:
     return pack(STRIPE, stripe_id.hex())
+
+
+def discarded_key(stripe_id: bytes) -> bytes:
+    """The tombstone of a stripe whose write's commit failed and was discarded."""
+    return pack(STRIPE_DISCARDED, stripe_id.hex())
 
 
 def repair_key(stripe_id: bytes) -> bytes:
