@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from storage.keyspace import GC, discarded_key, object_key, space, stripe_of
+from storage.keyspace import GC, discarded_key, object_key, part_key, space, stripe_of
 from storage.metadata import MetadataStore, Txn, open_store
+from storage.multipart_records import UploadOptions
 from storage.objects import PutOptions
 from storage.records import pack, unpack
 from storage.testing.simnodes import SimNodes
@@ -112,3 +113,35 @@ async def test_a_discarded_writes_tombstone_is_collected_after_the_grace(
         assert [i for i in await store.range(*space(GC), limit=10_000)
                 if stripe_of(i.key) == stripe] == []
     await discarded_write(store, keydir, monkeypatch, then)
+
+
+async def test_an_upload_part_commit_applied_after_its_discard_fails(
+        store: MetadataStore, keydir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for UploadPart: a part record applied late would name deleted shards, and
+    CompleteMultipartUpload would then make an object of them."""
+    cfg = sim_config(keydir, 0)
+    tenant, bucket = f"t{secrets.token_hex(4)}", f"b{secrets.token_hex(4)}"
+    async with wired_cluster(keydir, cfg, SimNodes(list(cfg.nodes)), store,
+                             tenant) as cluster:
+        b = await cluster.buckets.create(tenant, bucket)
+        up = await cluster.multipart.create(b, "k", UploadOptions())
+        pkey = part_key(up.upload_id, 1)
+        real = store.txn
+        held: list[Txn] = []
+
+        async def lost(txn: Txn) -> bool:
+            if pkey in txn.puts and not held:
+                held.append(txn)
+                raise TimeoutError("the commit's answer never came")
+            return await real(txn)
+
+        monkeypatch.setattr(store, "txn", lost)
+        with pytest.raises(TimeoutError):
+            await cluster.multipart.upload_part(b, "k", up.upload_id, 1, body(), [],
+                                                len(BODY))
+        monkeypatch.undo()
+        gc = GarbageCollector(store, cluster.stripes)
+        await gc.step()  # the discard's entry is due now: every copy deleted
+        assert gc.deleted == 1
+        assert not await real(held[0])  # the late part commit is refused
+        assert await store.get(pkey) is None
