@@ -8,7 +8,10 @@ Keys (built by `storage.keyspace`; see storage/volumes.py for the model):
     (VJ, volume id, seq:020d)                 journal segment (see storage/volume_journal.py)
     (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
     (VD, volume id)                           a deleted volume's record while its pointers
-                                              are retired (storage/workers/reclaim.py)
+                                              are retired (storage/volume_gone.py; owner:
+                                              VolumeService.delete)
+    (VC, volume id, token)                    a snapshot delete's collect marker, one per
+                                              delete (owner: VolumeService.delete_snapshot)
 """
 
 from __future__ import annotations
