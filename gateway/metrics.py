@@ -29,6 +29,7 @@ class Metrics:
                                        ["tenant"], registry=r)
         from gateway.metrics_export import (
             AccessLogCollector,
+            AuditCollector,
             LifecycleCollector,
             TimingsCollector,
         )
@@ -41,6 +42,7 @@ class Metrics:
                                     "Metadata store call latency by method", "op", METADATA))
         r.register(LifecycleCollector())
         r.register(AccessLogCollector())
+        r.register(AuditCollector())
         # The labelled children, looked up once each (`labels()` hashes and locks per call).
         self._req_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._tenant_children: dict[str, Any] = {}

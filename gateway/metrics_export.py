@@ -7,7 +7,14 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from storage.lifecycle import LifecycleReport
-from storage.telemetry import ACCESS_LOG_COUNTS, ACCESS_LOG_OUTCOMES, LIFECYCLE, Timings
+from storage.telemetry import (
+    ACCESS_LOG_COUNTS,
+    ACCESS_LOG_OUTCOMES,
+    AUDIT_COUNTS,
+    AUDIT_FILES,
+    LIFECYCLE,
+    Timings,
+)
 
 
 class TimingsCollector:
@@ -65,6 +72,25 @@ class AccessLogCollector:
         yield CounterMetricFamily("tessera_access_log_objects",
                                   "Server access log objects delivered into target buckets",
                                   value=counts.get("objects", 0.0))
+
+
+class AuditCollector:
+    """`tessera_audit_entries_total{file}` and `tessera_audit_rotations_total{file}`: admin
+    audit entries this gateway wrote and files it rotated, by file ("actions": audit.log,
+    "refused": audit-refused.log). Refused rotations are a flood of refused admin requests;
+    they never rotate the actions file."""
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        counts = AUDIT_COUNTS.snapshot()
+        for what, doc in (("entries", "Admin audit entries written, by file"),
+                          ("rotations", "Admin audit files rotated, by file")):
+            fam = CounterMetricFamily(f"tessera_audit_{what}", doc, labels=["file"])
+            for f in AUDIT_FILES:
+                fam.add_metric([f], counts.get(f"{f}_{what}", 0.0))
+            yield fam
 
 
 ACTIONS = tuple(f for f in LifecycleReport.__dataclass_fields__ if f != "buckets")

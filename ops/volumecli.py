@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.block.mount import DEFAULT_MAX_DIRTY_MIB, NO_JOURNAL_MAX_DIRTY_MIB
 from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB
+from ops.progress import MiB
+from ops.progress import Progress as _Progress
 from storage.config import config_path, load_config
 from storage.errors import AccessDenied, ConfigError, InvalidInput, NotFound
 from storage.records import unpack
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
 # The storage stack is imported by the commands that run (`_run`), not to build the parser:
 # every `tessera` command builds it, and most (admin, status) need none of it.
 Action = Callable[[argparse.Namespace, "Cluster", "VolumeService", str], Awaitable[Any]]
-MiB = 1 << 20
 # How long a mount waits for a snapshot that holds the attach lease while it replays a gone
 # writer's journal (volumes.snapshot) before it gives up with what to do.
 SNAPSHOT_WAIT_S = 120.0
@@ -262,34 +263,6 @@ async def _clone(a, c, svc, t):  # type: ignore[no-untyped-def]
     _done(a, f"cloned {name}@{snap} to volume {v.name}", volume_dict(v))
 
 
-class _Progress:
-    """A one-line progress bar on a terminal's stderr, in MiB with the rate so far: the count
-    of extents it showed (`48/48`) said neither what nor how fast."""
-
-    def __init__(self, label: str, total_bytes: int, extent_size: int) -> None:
-        self.label = label
-        self.total_bytes = total_bytes
-        self.extent_size = extent_size
-        self.tty = sys.stderr.isatty()
-        self.start = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        """Extent `done` (0-based) of `total` is being handled."""
-        if self.tty and total and (done % 16 == 0 or done == total - 1):
-            sys.stderr.write(f"\r{self.line(done, total, time.monotonic() - self.start)}")
-            sys.stderr.flush()
-            if done == total - 1:
-                sys.stderr.write("\n")
-
-    def line(self, done: int, total: int, elapsed: float) -> str:
-        """The bar after extent `done` of `total`, `elapsed` seconds in."""
-        bar = int(30 * (done + 1) / total)
-        moved = min((done + 1) * self.extent_size, self.total_bytes)
-        rate = f"{moved / MiB / elapsed:.1f} MiB/s" if elapsed > 0 else "- MiB/s"
-        return (f"{self.label} [{'#' * bar}{' ' * (30 - bar)}] {moved / MiB:.1f}/"
-                f"{self.total_bytes / MiB:.1f} MiB, {rate}")
-
-
 async def _flatten(a, c, svc, t):  # type: ignore[no-untyped-def]
     v = await svc.get(t, a.name)
     await svc.flatten(t, a.name, _Progress(f"flatten {a.name}", v.size, v.extent_size))
@@ -336,7 +309,7 @@ async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
-    from gateway.block.mount import MountError, mount
+    from gateway.block.mount import MountError, MountInterrupted, mount
     from storage.volumes import VolumeAttached
 
     v = await svc.get(t, a.name)
@@ -357,20 +330,38 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
                              f"the daemon this mount started (pid {pid}); not mounted")
 
     # Ctrl-C (or SIGTERM, taken as one) cancels this task; the mount (in a thread) is told to
-    # stop its daemon if it is not ready yet, and the command ends once it has (asyncio.run
-    # waits for the thread), exiting 130.
+    # stop and this command waits for it: a mount not completed is undone (exit 130, nothing
+    # mounted); one completed before it saw the interrupt stays mounted and the command says
+    # so and succeeds. The exit code always says whether the volume is mounted (review18c L4:
+    # an interrupt after the daemon was ready exited 130 with the volume mounted).
     stop = threading.Event()
     loop.add_signal_handler(signal.SIGTERM, signal.raise_signal, signal.SIGINT)
+    work = asyncio.ensure_future(asyncio.to_thread(
+        mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id, Path(a.dir), a.fs,
+        a.lease_ttl, confirm, not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib, stop,
+        watch.revision))
+    interrupted = False
     try:
-        st = await asyncio.to_thread(mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id,
-                                     Path(a.dir), a.fs, a.lease_ttl, confirm,
-                                     not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib,
-                                     stop, watch.revision)
-    except asyncio.CancelledError:
-        stop.set()
-        raise
+        while True:
+            try:
+                st = await asyncio.shield(work)
+                break
+            except asyncio.CancelledError:
+                stop.set()  # the mount ends (undone if not complete); take its outcome
+                interrupted = True
+    except MountInterrupted:
+        print(f"volume {a.name}: mount interrupted; nothing is mounted", file=sys.stderr,
+              flush=True)
+        raise asyncio.CancelledError from None
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+    if interrupted:  # the mount had completed: kept; the interrupt is taken as answered
+        task = asyncio.current_task()
+        if task is not None:
+            while task.cancelling():
+                task.uncancel()
+        print(f"volume {a.name}: interrupted after the mount had completed; it stays mounted "
+              f"(`tessera volume unmount {a.dir}` undoes it)", file=sys.stderr, flush=True)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
     print(f"volume {a.name} mounted on {where}" + (f" ({st.fs} on {st.loop})" if st.fs else ""))
 

@@ -152,6 +152,7 @@ class Change:
     fields: dict[str, Any] = field(default_factory=dict)
     puts: dict[bytes, bytes] = field(default_factory=dict)
     deletes: list[bytes] = field(default_factory=list)
+    compares: dict[bytes, int] = field(default_factory=dict)  # (fresh stripes' tombstones)
     result: Any = None
 
 
@@ -196,7 +197,7 @@ class ArchiveService:
             change = fn(records[0][1])
             if change is None:
                 return None
-            compares: dict[bytes, int] = {}
+            compares = dict(change.compares)
             puts = dict(change.puts)
             for item, v in records:
                 for name, value in change.fields.items():
@@ -336,7 +337,7 @@ class ArchiveService:
             for p in new_parts:
                 self._objects.index_part(ch.puts, p, {
                     "state": "restored", "bucket": cur.bucket, "key": cur.key,
-                    "version": cur.version_id, "part": p.number})
+                    "version": cur.version_id, "part": p.number}, ch.compares)
             return ch
 
         res = await self.mutate(bucket, key, vid, finish)
@@ -469,7 +470,7 @@ class ArchiveService:
                 for p in new_parts:
                     self._objects.index_part(ch.puts, p, {
                         "state": "live", "bucket": cur.bucket, "key": cur.key,
-                        "version": cur.version_id, "part": p.number})
+                        "version": cur.version_id, "part": p.number}, ch.compares)
             return ch
 
         if await self.mutate(v.bucket, v.key, v.version_id, swap) is None:

@@ -215,7 +215,7 @@ def _archive(raw: Mapping[str, Any]) -> ArchiveSettings:
 
 
 _AT_LEAST = {"parallel": 1, "batch": 1, "sweep_batch": 1, "lease_ttl_s": 1, "max_bytes": 4096,
-             "backups": 1, "max_buffered": 1, "flush_interval_s": 0.1,
+             "backups": 1, "refused_max_bytes": 4096, "refused_backups": 1, "max_buffered": 1, "flush_interval_s": 0.1,
              "stage_interval_s": 0.05}  # keys whose floor is above 0
 _AT_MOST = {"busy_lag_ms": MAX_BUSY_LAG_MS}  # keys with a ceiling
 

@@ -214,6 +214,8 @@ class AuditSettings:
 
     max_bytes: int = 64 * MiB  # audit.log is renamed audit.log.1 before it would pass this
     backups: int = 8  # rotated files kept (audit.log.1 the newest); older ones are deleted
+    refused_max_bytes: int = 16 * MiB  # audit-refused.log (refused requests) rotates past this
+    refused_backups: int = 2  # rotated audit-refused.log files kept
 
 
 @dataclass(frozen=True)

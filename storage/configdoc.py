@@ -235,12 +235,20 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "gateway's memory before they are written to the metadata store (a crash loses at most "
     "this much; a clean shutdown loses nothing).",
     ("audit", "max_bytes"): "The admin audit log (DATA/audit/audit.log, one fsynced JSON line "
-    "per admin action) is rotated before it would grow past this: renamed audit.log.1 (older "
+    "per admin action that got past its refusal; refused requests go to audit-refused.log) "
+    "is rotated before it would grow past this: renamed audit.log.1 (older "
     "ones shift up) and a new one begun, so the audit log takes at most about "
     "max_bytes x (backups + 1) of disk (an entry's string fields are capped at 256 "
     "characters).",
     ("audit", "backups"): "Rotated audit files kept (audit.log.1 the newest); the oldest past "
-    "this is deleted. GET /admin/v1/audit reads the current file only.",
+    "this is deleted. GET /admin/v1/audit reads the current files only.",
+    ("audit", "refused_max_bytes"): "Refused admin and console requests (unauthenticated, "
+    "a bad signature, not an admin key, a bad session: results `denied:`) are written to "
+    "DATA/audit/audit-refused.log, rotated past this size on its own, so a flood of them, "
+    "which needs no key, never rotates the record of real admin actions away. Rotations are "
+    "counted in tessera_audit_rotations_total{file=\"refused\"}.",
+    ("audit", "refused_backups"): "Rotated audit-refused.log files kept "
+    "(audit-refused.log.1 the newest); the oldest past this is deleted.",
     ("access_log", "max_buffered"): "Access-log records a gateway holds in memory; past "
     "this, new records are dropped and counted (the metadata store is not keeping up).",
 }

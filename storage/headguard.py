@@ -244,8 +244,8 @@ class CappedHandler(RequestHandler):
             return
         between = self._last_payload is None or self._last_payload.is_eof()
         fed = self._hold.feed(data) if between else data  # `data` begins/continues a head
-        if fed:
-            super().data_received(fed)
+        if fed or not data:  # aiohttp calls with b"" itself to re-parse what it buffered
+            super().data_received(fed)  # while reading was paused: that call must reach it
         # the pending body's framing broke (a body that ended in this read is whole: an
         # error after it is the next request's own, answered 400 as aiohttp queued it)
         if (not between and not self._last_payload.is_eof() and self._messages

@@ -30,6 +30,11 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (R, !, stripe hex)                    urgent repair entry (stripe at risk), read first
     (G, due ns:020, stripe hex)           garbage-collection queue entry (shards to delete)
     (X, stripe hex)                       stripe index: the live stripes and their owner
+    (XD, stripe hex)                      tombstone of a discarded write's stripe {until}: a
+                                          commit indexing the stripe compares it absent, so
+                                          one applied late (etcd) after the discard fails;
+                                          the collector drops it at `until` (ObjectService
+                                          .discard_parts, storage/workers/gc.py)
     (GF, stripe hex)                      collection fence of a live stripe: which copies a
                                           delete claimed, at what generation, which are
                                           being deleted (storage/workers/gcfence.py)
@@ -45,6 +50,12 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
     (VJ, volume id, seq:020)              journal segment of a volume (small writes not yet folded)
     (VJK, volume id, seq:020)             journal segment folded by its writer but held by a
                                           snapshot (storage/volume_held.py)
+    (VJH, volume id)                      journal head, bumped by every append (volume_journal)
+    (VD, volume id)                       a deleted volume's record while its pointers are
+                                          retired (storage/volume_gone.py; owner: VolumeService
+                                          .delete, finished by the reclaim worker)
+    (VC, volume id, token)                a snapshot delete's collect marker (owner:
+                                          VolumeService.delete_snapshot / finish_collect)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
     (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
@@ -72,6 +83,7 @@ REPAIR = "R"
 GC = "G"
 GC_FENCE = "GF"
 STRIPE = "X"
+STRIPE_DISCARDED = "XD"  # a discarded write's stripe: no commit may index it any more
 LEASE = "L"
 MEMBER = "M"
 REWRAP = "RW"
@@ -295,6 +307,11 @@ def stripe_index_key(stripe_id: bytes) -> bytes:
     return pack(STRIPE, stripe_id.hex())
 
 
+def discarded_key(stripe_id: bytes) -> bytes:
+    """The tombstone of a stripe whose write's commit failed and was discarded."""
+    return pack(STRIPE_DISCARDED, stripe_id.hex())
+
+
 def repair_key(stripe_id: bytes) -> bytes:
     return pack(REPAIR, stripe_id.hex())
 
@@ -366,10 +383,11 @@ def volume_gone_key(vid: str) -> bytes:
     return pack(VOLUME_GONE, vid)
 
 
-def volume_collect_key(vid: str) -> bytes:
+def volume_collect_key(vid: str, token: str) -> bytes:
     """A volume one of whose snapshots was deleted, until the pointers and kept journal
-    segments only that snapshot needed are retired (a killed snapshot delete resumes)."""
-    return pack(VOLUME_COLLECT, vid)
+    segments only that snapshot needed are retired (a killed snapshot delete resumes).
+    `token` is fresh per delete: two deletes on one volume never drop each other's marker."""
+    return pack(VOLUME_COLLECT, vid, token)
 
 
 def journal_prefix(vid: str) -> bytes:

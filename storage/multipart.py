@@ -249,13 +249,13 @@ class MultipartService:
             cur.changes += 1
             old = await self._meta.get(pkey)
             puts = {ukey: cur.encode(), pkey: part.encode()}
+            compares = {ukey: uitem.revision, pkey: old.revision if old else 0}
             self._objects.index_part(puts, part.layout(), {
                 "state": "part", "upload": up.upload_id, "bucket": up.bucket, "key": up.key,
-                "part": part.number})
+                "part": part.number}, compares)
             deletes: list[bytes] = []
             if old is not None:
                 self._retire_part(Part.decode(old.value), puts, deletes, self._gc_grace_s)
-            compares = {ukey: uitem.revision, pkey: old.revision if old else 0}
             age.check()  # its shards may have been swept as orphans: not committed
             if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
                 return
@@ -327,7 +327,8 @@ class MultipartService:
             extra.compares[upload_key(b.name, key, upload_id)] = rev
             tenant_rev = await self._tenants.revision(b.tenant)  # no commit while shredding
             try:
-                await self._objects.commit(v, b, conditions, extra=extra, tenant_rev=tenant_rev)
+                await self._objects.commit(v, b, conditions, extra=extra, tenant_rev=tenant_rev,
+                                           fresh=False)
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
             return v

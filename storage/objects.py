@@ -26,6 +26,7 @@ from storage.datakeys import DataKeys, etag_for, identity
 from storage.erasure import ErasureCodec
 from storage.keyspace import (
     bucket_key,
+    discarded_key,
     gc_key,
     object_key,
     repair_key,
@@ -200,12 +201,16 @@ class ObjectService(ObjectReads, ObjectEdits):
         return part
 
     def index_part(self, puts: dict[bytes, bytes], part: PartLayout, entry: dict[str, Any],
-                   ) -> None:
+                   compares: dict[bytes, int] | None) -> None:
         """Add to `puts` (the transaction that commits `part`) its stripe index entry and, when
         the write left the stripe degraded (a shard missing, or not zone-safe), its repair
         queue entry: repair never meets an entry whose stripe is not indexed yet, and a write
-        that never commits queues nothing (its shards are orphans the sweep collects)."""
+        that never commits queues nothing (its shards are orphans the sweep collects).
+        `compares` (None only when the stripe was indexed before: a multipart completion)
+        gets the stripe's discard tombstone compared absent (`discard_parts`)."""
         puts[stripe_index_key(part.stripe_id)] = pack(entry)
+        if compares is not None:
+            compares[discarded_key(part.stripe_id)] = 0
         if part.size and (None in part.nodes
                           or not zone_safe(part.nodes, self._stripes.cluster_nodes(), part.m)):
             puts[repair_key(part.stripe_id)] = pack(
@@ -213,7 +218,8 @@ class ObjectService(ObjectReads, ObjectEdits):
 
     async def commit(self, v: ObjectVersion, b: Bucket,
                      conditions: WriteConditions | None = None, extra: Txn | None = None,
-                     tenant_rev: int = 0, age: WriteAge | None = None) -> None:
+                     tenant_rev: int = 0, age: WriteAge | None = None,
+                     fresh: bool = True) -> None:
         """Atomically make `v` current in bucket `b`, retiring what it replaces
         (compare-and-swap loop).
 
@@ -229,7 +235,11 @@ class ObjectService(ObjectReads, ObjectEdits):
         hold atomically. `extra` is applied in the same transaction (a multipart upload's
         records); if one of its compared records changed, `StaleRecord` is raised instead
         of retrying. `age` (a write's first shard) raises WriteExpired before any attempt
-        made after the orphan grace: the sweep may have deleted those shards.
+        made after the orphan grace: the sweep may have deleted those shards. `fresh`: `v`'s
+        stripes were written for this commit (False: a multipart completion's parts,
+        indexed by their own commits); each one's discard tombstone is compared absent, so
+        a commit applied after `discard_parts` ran (late, on etcd) fails instead of
+        listing a version whose shards the collector deleted.
         """
         from storage.errors import BucketChanged, StaleRecord
 
@@ -263,7 +273,8 @@ class ObjectService(ObjectReads, ObjectEdits):
             for p in v.parts:
                 if p.stripe_id:
                     self.index_part(puts, p, {"state": "live", "bucket": v.bucket, "key": v.key,
-                                              "version": v.version_id, "part": p.number})
+                                              "version": v.version_id, "part": p.number},
+                                    compares if fresh else None)
             self._retire(retired, puts, deletes)
             if extra is not None:
                 compares.update(extra.compares)
@@ -337,21 +348,29 @@ class ObjectService(ObjectReads, ObjectEdits):
         and the orphan sweep would leave them on the nodes for its grace period.
 
         A failed commit may have applied all the same (a timeout or a broken connection
-        after sending, a cancellation while the store's commit went on), so the stripes'
-        index entries are left as they are: the collector deletes no copy of a stripe
-        whose index entry and manifest name it, and a write that never committed has no
-        entry to leave."""
+        after sending, a cancellation while the store's commit went on), or may still
+        apply (an etcd proposal a member forwards late). So each stripe is discarded only
+        if it has no index entry (compared absent: an applied commit's stripes are its
+        version's), and with a tombstone (`XD`) that every commit indexing the stripe
+        compares absent: a late commit then fails. The tombstone outlives the orphan grace
+        (no write older than that commits, `WriteAge`); the collector drops it then."""
         from storage.errors import StorageFull
 
-        puts: dict[bytes, bytes] = {}
         now = time.time_ns()
-        for p in parts:
-            if p.stripe_id:
-                puts[gc_key(now, p.stripe_id)] = pack({"nodes": p.nodes})
-        if not puts:
+        until = now + int(self._cfg.repair.orphan_grace_s * 1e9)
+        each = [Txn(compares={stripe_index_key(p.stripe_id): 0},
+                    puts={discarded_key(p.stripe_id): pack({"until": until}),
+                          gc_key(now, p.stripe_id): pack({"nodes": p.nodes,
+                                                          "discarded": until})})
+                for p in parts if p.stripe_id]
+        if not each:
             return
         try:
-            await self._meta.txn(Txn(puts=puts))
+            whole = Txn(compares={k: 0 for t in each for k in t.compares},
+                        puts={k: v for t in each for k, v in t.puts.items()})
+            if not await self._meta.txn(whole) and len(each) > 1:
+                for t in each:  # a stripe indexed (its commit applied) is left as it is
+                    await self._meta.txn(t)
         except StorageFull:
             for p in parts:
                 # a stripe with an index entry is named by a commit that applied although

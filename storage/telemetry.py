@@ -101,6 +101,10 @@ LIFECYCLE = Counters()  # lifecycle actions this process applied, by kind ("pass
 ACCESS_LOG_COUNTS = Counters()
 ACCESS_LOG_OUTCOMES = ("staged", "delivered", "dropped_buffer_full", "dropped_target",
                        "dropped_failures")
+# admin audit entries written and files rotated, by file: "actions_entries",
+# "actions_rotations", "refused_entries", "refused_rotations" (gateway/admin/audit.py)
+AUDIT_COUNTS = Counters()
+AUDIT_FILES = ("actions", "refused")
 
 
 def stage(name: str, seconds: float) -> None:

@@ -27,27 +27,34 @@ from storage.volume_records import Volume, unlink_clone
 BATCH = 200
 
 
+async def retire(meta: MetadataStore, items: list[Item], grace_s: float) -> bool:
+    """Delete extent pointers or journal segment records in one transaction, each stripe
+    they name queued for collection after `grace_s` with its index entry removed (the one
+    copy of this rule: snapshot deletes, volume deletes and tenant reclaims use it). Each
+    record's revision is compared: False, and nothing done, when one changed meanwhile."""
+    due = time.time_ns() + int(grace_s * 1e9)
+    puts: dict[bytes, bytes] = {}
+    deletes: list[bytes] = []
+    for it in items:
+        deletes.append(it.key)
+        p = unpack(it.value)
+        if not p.get("trim") and p.get("stripe"):
+            stripe = bytes(p["stripe"])
+            if any(p.get("nodes") or []):
+                puts[gc_key(due, stripe)] = pack({"nodes": list(p["nodes"])})
+            deletes.append(stripe_index_key(stripe))
+    return await meta.txn(Txn(compares={it.key: it.revision for it in items}, puts=puts,
+                              deletes=tuple(deletes)))
+
+
 async def retire_pointers_step(meta: MetadataStore, vid: str, grace_s: float) -> bool:
     """Retire one batch of volume `vid`'s journal segments, then extent pointers; False when
     none is left."""
     for prefix in (journal_prefix(vid), kept_journal_prefix(vid), extent_prefix(vid)):
         pointers = await meta.range(*span(prefix), limit=BATCH)
-        if not pointers:
-            continue
-        due = time.time_ns() + int(grace_s * 1e9)
-        puts: dict[bytes, bytes] = {}
-        deletes: list[bytes] = []
-        for ptr in pointers:
-            deletes.append(ptr.key)
-            p = unpack(ptr.value)
-            if not p.get("trim") and p.get("stripe"):
-                stripe = bytes(p["stripe"])
-                if any(p.get("nodes") or []):
-                    puts[gc_key(due, stripe)] = pack({"nodes": list(p["nodes"])})
-                deletes.append(stripe_index_key(stripe))
-        await meta.txn(Txn(compares={ptr.key: ptr.revision for ptr in pointers}, puts=puts,
-                           deletes=tuple(deletes)))
-        return True
+        if pointers:
+            await retire(meta, pointers, grace_s)
+            return True
     return False
 
 

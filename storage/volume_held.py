@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 from storage.keyspace import journal_prefix, kept_journal_prefix
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore
+from storage.volume_gone import retire
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import Entry, Segment, read_entries, scan_segments
 from storage.volume_records import Volume, scan_prefix
@@ -138,4 +139,4 @@ async def free(svc: VolumeService, vol: Volume) -> None:
         if not vol.holds_segment(int(unpack_key(it.key)[2])):
             dead.append(it)
     for i in range(0, len(dead), 256):
-        await svc.retire_items(dead[i:i + 256])
+        await retire(svc.meta, dead[i:i + 256], svc.gc_grace_s)

@@ -8,7 +8,10 @@ Keys (built by `storage.keyspace`; see storage/volumes.py for the model):
     (VJ, volume id, seq:020d)                 journal segment (see storage/volume_journal.py)
     (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
     (VD, volume id)                           a deleted volume's record while its pointers
-                                              are retired (storage/workers/reclaim.py)
+                                              are retired (storage/volume_gone.py; owner:
+                                              VolumeService.delete)
+    (VC, volume id, token)                    a snapshot delete's collect marker, one per
+                                              delete (owner: VolumeService.delete_snapshot)
 """
 
 from __future__ import annotations
@@ -239,20 +242,24 @@ def decode_pointer(raw: bytes) -> Pointer:
 
 async def unlink_clone(meta: MetadataStore, vol: Volume, base: dict[str, Any]) -> None:
     """Drop `vol` from the clones of origin `base` (it no longer reads through it), unless
-    the volume now of its name reads through `base` (one made since under the same name:
-    a killed delete finished later must not unlink it)."""
+    the volume now of its name reads through that origin (one made since under the same
+    name, from any of its snapshots: the origin lists clones by name, once). The name's
+    record is compared with the origin's, so a clone made meanwhile is seen."""
     me = f"{vol.tenant}/{vol.name}"
-    now = await meta.get(volume_key(vol.tenant, vol.name))
-    if now is not None and base in Volume.decode(now.value).origins():
-        return
+    name_key = volume_key(vol.tenant, vol.name)
     while True:
+        now = await meta.get(name_key)
+        if now is not None and any(o.get("id") == base.get("id")
+                                   for o in Volume.decode(now.value).origins()):
+            return
         item = await meta.get(volume_key(base["tenant"], base["name"]))
         if item is None:
             return
         origin = Volume.decode(item.value)
-        if me not in origin.clones:
+        if origin.id != base.get("id", origin.id) or me not in origin.clones:
             return
         origin.clones.remove(me)
-        if await meta.txn(Txn(compares={item.key: item.revision},
+        if await meta.txn(Txn(compares={item.key: item.revision,
+                                        name_key: now.revision if now else 0},
                               puts={item.key: origin.encode()})):
             return

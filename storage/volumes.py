@@ -16,6 +16,8 @@ Key layout:
     (VL, volume id)                           attach lease {holder, token, expires}
     (VJ, volume id, seq:020d)                 journal segment (storage/volume_journal.py)
     (VJK, volume id, seq:020d)                folded segment a snapshot holds (volume_held)
+    (VD, volume id)                           a deleted volume while its pointers are retired
+    (VC, volume id, token)                    a snapshot delete's collect marker
 """
 
 from __future__ import annotations
@@ -30,11 +32,9 @@ from storage.config import Config
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.keyspace import (
     extent_prefix,
-    gc_key,
     journal_head_key,
     journal_prefix,
     span,
-    stripe_index_key,
     volume_collect_key,
     volume_gone_key,
     volume_key,
@@ -47,7 +47,7 @@ from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
 from storage.tenants import TenantService
-from storage.volume_gone import gone_volume_step
+from storage.volume_gone import gone_volume_step, retire
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import recover
 from storage.volume_records import (
@@ -214,19 +214,6 @@ class VolumeService:
         while (left := await self.meta.get(gone)) is not None:
             await gone_volume_step(self.meta, left, self.gc_grace_s)
 
-    async def retire_items(self, items: list[Item]) -> None:
-        """Delete extent pointers or journal segment records; their stripes to GC."""
-        puts: dict[bytes, bytes] = {}
-        deletes = [i.key for i in items]
-        for it in items:  # extent pointers and journal segments alike
-            p = unpack(it.value)
-            if not p.get("trim") and p.get("stripe"):
-                stripe = bytes(p["stripe"])
-                puts[gc_key(time.time_ns() + int(self.gc_grace_s * 1e9), stripe)] = pack(
-                    {"nodes": p["nodes"]})
-                deletes.append(stripe_index_key(stripe))
-        await self.meta.txn(Txn(puts=puts, deletes=tuple(deletes)))
-
     # snapshots and clones -------------------------------------------------------------------
 
     async def snapshot(self, tenant: str, name: str, snap: str,
@@ -322,14 +309,14 @@ class VolumeService:
             del v.snapshots[g]
         # (unlinks an origin none reads now); the collect marker, in the same transaction,
         # has the reclaim worker retire what the snapshot kept if this process dies first
-        mark = volume_collect_key(cur.id)
+        # A marker of this delete's own (a fresh token): a concurrent delete on the volume
+        # puts its own, so neither drops the other's when it finishes.
+        mark = volume_collect_key(cur.id, secrets.token_hex(8))
         vol = await self._update(tenant, name, drop,
                                  also={mark: pack({"tenant": tenant, "name": name})})
-        marked = await self.meta.get(mark)
         await self._collect(vol)
         await held.free(self, vol)
-        if marked is not None:  # (unless another delete marked it again meanwhile)
-            await self.meta.txn(Txn(compares={mark: marked.revision}, deletes=(mark,)))
+        await self.meta.txn(Txn(deletes=(mark,)))
 
     async def finish_collect(self, item: Item) -> None:
         """Retire what the snapshots deleted from a volume kept, for its collect marker
@@ -364,7 +351,7 @@ class VolumeService:
         if group:
             judge(group)
         for i in range(0, len(dead), 256):
-            await self.retire_items(dead[i:i + 256])
+            await retire(self.meta, dead[i:i + 256], self.gc_grace_s)
 
     async def clone(self, tenant: str, name: str, snap: str, new_name: str) -> Volume:
         """A new volume reading through snapshot `snap` of `name`: its record and its link

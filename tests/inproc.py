@@ -23,6 +23,7 @@ from ops.localports import free_port
 from storage.cluster import Cluster
 from storage.config import Config, config_from_mapping
 from storage.crypto.keys import FileRootKey
+from storage.metadata import MetadataStore
 from storage.metadata.sqlite import SqliteStore
 from storage.shards.transport import NodeTransport
 from storage.tenants import TenantService
@@ -74,18 +75,21 @@ async def served_s3(cluster: Cluster, cfg: Config, access_key: str,
 
 
 @contextlib.asynccontextmanager
-async def wired_cluster(data: Path, cfg: Config, nodes: NodeTransport) -> AsyncIterator[Cluster]:
-    """A `Cluster` over `nodes` (simulated ones, say) with SQLite metadata in `data` and
-    tenant "t", in the test's own event loop."""
-    meta = await SqliteStore.open(data / "meta.db")
-    tenants = TenantService(meta, FileRootKey(data / "root.key"))
+async def wired_cluster(data: Path, cfg: Config, nodes: NodeTransport,
+                        meta: MetadataStore | None = None,
+                        tenant: str = "t") -> AsyncIterator[Cluster]:
+    """A `Cluster` over `nodes` (simulated ones, say) with SQLite metadata in `data` (or
+    `meta`, which the caller closes) and tenant `tenant`, in the test's own event loop."""
+    store = meta or await SqliteStore.open(data / "meta.db")
+    tenants = TenantService(store, FileRootKey(data / "root.key"))
     await tenants.load()
-    await tenants.create("t")
+    await tenants.create(tenant)
     pool = ThreadPoolExecutor(2)
     try:
-        yield Cluster.wire(cfg, meta, tenants, nodes, pool, pool)
+        yield Cluster.wire(cfg, store, tenants, nodes, pool, pool)
     finally:
-        await meta.close()
+        if meta is None:
+            await store.close()
         pool.shutdown()
 
 

@@ -1,7 +1,8 @@
 """The admin API (JSON over HTTP on the admin listener): tenants, their keys and access keys.
 
 Every route except /health needs a SigV4 signature by an admin-role key (see `auth`); every
-authenticated action is written to the append-only audit log (who, what, when, result).
+authenticated action is written to the audit log (who, what, when, result; refused requests to
+its own capped file, `audit.AuditTrail`).
 
     GET    /health
     GET    /admin/v1/tenants                       list
@@ -34,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.audit import AuditLog, refused_who
+from gateway.admin.audit import AuditTrail, refused_who
 from gateway.admin.auth import AdminError, authenticate_admin, claimed_key
 from storage import errors as se
 from storage import jsondoc
@@ -64,8 +65,9 @@ class Call:
 class AdminApi:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.audit = AuditLog(cluster.cfg.data_dir / "audit" / "audit.log",
-                              cluster.cfg.audit.max_bytes, cluster.cfg.audit.backups)
+        a = cluster.cfg.audit
+        self.audit = AuditTrail(cluster.cfg.data_dir / "audit", a.max_bytes, a.backups,
+                                a.refused_max_bytes, a.refused_backups)
         self.volumes = cluster.volumes
 
     def register(self, app: web.Application) -> None:

@@ -1,5 +1,11 @@
 """Append-only audit log of admin actions: one JSON line per action, fsynced.
 
+Two files (`AuditTrail`): `audit.log` holds every request that got past its refusal (the
+actions, and what they answered), `audit-refused.log` the refused ones (`denied:` results:
+unauthenticated, unsigned, a wrong signature, not an admin key, a bad console session). Each
+rotates by its own volume, so a flood of refused requests, which anyone can send, rotates
+only the refused file and never deletes the record of a real admin action (review18c M2).
+
 Each entry says who (access key id), what (action and target), when and the result. Request
 bodies are never written whole: only fields named in `SAFE_FIELDS`, so no secret reaches it.
 A refused request is written under the access key it claims only when that key was issued
@@ -17,6 +23,8 @@ import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from storage.telemetry import AUDIT_COUNTS
 
 if TYPE_CHECKING:
     from storage.tenants import TenantService
@@ -64,9 +72,11 @@ class AuditLog:
     `audit.log.lock`, follows a rotation another process made (reopens the current file)
     and takes the size from the file itself."""
 
-    def __init__(self, path: Path, max_bytes: int = 64 << 20, backups: int = 8) -> None:
+    def __init__(self, path: Path, max_bytes: int = 64 << 20, backups: int = 8,
+                 kind: str = "actions") -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
+        self.kind = kind  # the metrics label: "actions" or "refused"
         self.max_bytes = max_bytes
         self.backups = backups
         self._fd = self._open()
@@ -94,6 +104,7 @@ class AuditLog:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        AUDIT_COUNTS.add(f"{self.kind}_rotations")
 
     def _write(self, line: bytes) -> None:
         fcntl.flock(self._lockfd, fcntl.LOCK_EX)
@@ -125,7 +136,37 @@ class AuditLog:
         line = (json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n").encode()
         async with self._lock:
             await asyncio.to_thread(self._write, line)
+        AUDIT_COUNTS.add(f"{self.kind}_entries")
 
     def close(self) -> None:
         os.close(self._fd)
         os.close(self._lockfd)
+
+
+REFUSED = "denied:"  # the result prefix of a refused request
+
+
+class AuditTrail:
+    """The admin audit: actions in `<dir>/audit.log`, refused requests in
+    `<dir>/audit-refused.log`, each an `AuditLog` with its own cap and backups."""
+
+    def __init__(self, directory: Path, max_bytes: int = 64 << 20, backups: int = 8,
+                 refused_max_bytes: int = 16 << 20, refused_backups: int = 2) -> None:
+        self.actions = AuditLog(directory / "audit.log", max_bytes, backups, "actions")
+        self.refused = AuditLog(directory / "audit-refused.log", refused_max_bytes,
+                                refused_backups, "refused")
+
+    @property
+    def paths(self) -> tuple[Path, Path]:
+        """The two current files (GET /admin/v1/audit lists both, merged by time)."""
+        return self.actions.path, self.refused.path
+
+    async def record(self, who: str, action: str, result: str,
+                     details: dict[str, Any] | None = None, remote: str | None = None) -> None:
+        """Write one entry to the refused file if `result` is a refusal, else the actions."""
+        log = self.refused if result.startswith(REFUSED) else self.actions
+        await log.record(who, action, result, details, remote)
+
+    def close(self) -> None:
+        self.actions.close()
+        self.refused.close()

@@ -97,13 +97,8 @@ class InventoryApi:
                              "Unix time") from None
         want = {k: q[k] for k in ("who", "tenant", "via") if q.get(k)}
         prefixes = {k: q[k] for k in ("action", "result") if q.get(k)}
-        lines = await asyncio.to_thread(_tail, self.api.audit.path, AUDIT_TAIL_BYTES)
         out = []
-        for line in reversed(lines):
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
+        for e in await asyncio.to_thread(_audit_tail, self.api.audit.paths):
             if float(e.get("ts", 0)) < since:
                 continue
             if any(str(e.get(k, "")) != v for k, v in want.items()):
@@ -141,6 +136,22 @@ def _jobs(items: list[Any], when: str) -> list[dict[str, Any]]:
         rows.append({"bucket": bucket, "key": key, "version_id": vid,
                      when: int(unpack(item.key)[1]) / 1e9})
     return rows
+
+
+def _audit_tail(paths: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """The entries among the last AUDIT_TAIL_BYTES of each audit file (the actions and the
+    refused requests), newest first: one listing, as when both were one file."""
+    entries = []
+    for path in paths:
+        for line in reversed(_tail(path, AUDIT_TAIL_BYTES)):  # newest first, kept on ties
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(e, dict):
+                entries.append(e)
+    entries.sort(key=lambda e: float(e.get("ts", 0) or 0), reverse=True)
+    return entries
 
 
 def _tail(path: Path, limit: int) -> list[str]:

@@ -51,6 +51,18 @@ class MountError(RuntimeError):
     """A mount step failed; the message says which and why, in one line."""
 
 
+class MountInterrupted(MountError):
+    """The mount command was interrupted (Ctrl-C) before its mount completed: undone."""
+
+
+def _check_stop(stop: threading.Event | None) -> None:
+    """MountInterrupted if the command was interrupted: each step after the daemon is ready
+    checks it, so an interrupt before the mount completed leaves nothing mounted (review18c
+    L4: one after `wait_ready` was not looked at; the command exited 130, mounted)."""
+    if stop is not None and stop.is_set():
+        raise MountInterrupted("mount interrupted; undone, nothing is mounted")
+
+
 @dataclass
 class MountState:
     volume: str
@@ -164,7 +176,8 @@ def wait_ready(proc: subprocess.Popen[bytes], fuse_dir: Path, log: Path,
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if stop is not None and stop.is_set():
-            raise MountError("mount interrupted before its FUSE daemon was ready; stopped it")
+            raise MountInterrupted("mount interrupted before its FUSE daemon was ready; "
+                                   "stopped it, nothing is mounted")
         if proc.poll() is not None:
             raise MountError(_last_line(log) or f"FUSE daemon exited with {proc.returncode}")
         if os.path.ismount(fuse_dir) and (fuse_dir / "volume").exists():
@@ -179,30 +192,47 @@ def _stop_starting(st: MountState, timeout_s: float = READY_TIMEOUT_S) -> None:
     failed): SIGTERM (before its mount it exits at once, after it libfuse unmounts and the
     daemon detaches, nothing having been written), then SIGKILL past `timeout_s`; a FUSE
     mount it left is unmounted. A pid that is no longer this mount's daemon (the record
-    outlived it: a reboot, a daemon that died) is another process's: left alone."""
-    if _alive(st.pid) and _is_daemon_of(st):
+    outlived it: a reboot, a daemon that died) is another process's: left alone. A record of
+    pid 0 (its command killed between the spawn and the save naming the pid) is matched to
+    its daemon by command line (`_daemon_of_record`)."""
+    pid = _daemon_of_record(st)
+    if pid:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(st.pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _alive(st.pid) and time.monotonic() < deadline:
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(st.pid):
+        if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(st.pid, signal.SIGKILL)
-            while _alive(st.pid):
+                os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
                 time.sleep(0.05)
     if _fuse_mounted(st.fuse_dir):
         subprocess.run(["fusermount3", "-u", "-z", st.fuse_dir], capture_output=True)
 
 
-def _is_daemon_of(st: MountState) -> bool:
-    """Whether `st.pid` runs this mount's FUSE daemon (its command line names the module and
-    the mount's FUSE directory), not a process that reused a dead daemon's pid."""
+def _is_daemon_of(st: MountState, pid: int | None = None) -> bool:
+    """Whether `pid` (default `st.pid`) runs this mount's FUSE daemon (its command line
+    names the module and the mount's FUSE directory), not a process that reused a dead
+    daemon's pid."""
     try:
-        args = Path(f"/proc/{st.pid}/cmdline").read_bytes().split(b"\0")
+        args = Path(f"/proc/{pid or st.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     return b"gateway.block.fuse" in args and os.fsencode(st.fuse_dir) in args
+
+
+def _daemon_of_record(st: MountState) -> int:
+    """The live daemon of a mount record (0: none): its pid if recorded, else (pid 0: the
+    command was killed before it saved the pid, and the daemon may still go on to mount)
+    the process whose command line is this mount's daemon's. Before, a pid-0 record was
+    dropped by `unmount` while its daemon mounted, unrecorded (review18c L4)."""
+    if st.pid:
+        return st.pid if _alive(st.pid) and _is_daemon_of(st) else 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and _is_daemon_of(st, int(entry.name)):
+            return int(entry.name)
+    return 0
 
 
 def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, target: Path,
@@ -246,18 +276,17 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
     try:
         if confirm is not None:
             confirm(pid)
-    except BaseException:
-        _quietly_unmount(data_dir, target)
-        raise
-    if kernel_dirty_mib:
-        why = set_budget(fuse_dir, kernel_dirty_mib)
-        if why is not None:
-            log.warning("kernel write-back budget of %d MiB not set: %s", kernel_dirty_mib, why)
-    if fs is None:
-        return st
-    try:
+        if kernel_dirty_mib:
+            why = set_budget(fuse_dir, kernel_dirty_mib)
+            if why is not None:
+                log.warning("kernel write-back budget of %d MiB not set: %s",
+                            kernel_dirty_mib, why)
+        _check_stop(stop)
+        if fs is None:
+            return st
         st.loop = _run("losetup", "--find", "--show", str(fuse_dir / "volume"))
         _save(data_dir, st)
+        _check_stop(stop)
         held = _fs_type(st.loop)
         if held is not None and held != fs:
             raise MountError(f"volume {volume} holds an {held} file system, not {fs}: "
@@ -268,7 +297,8 @@ def mount(config: Path, data_dir: Path, tenant: str, volume: str, vid: str, targ
             # mkfs discards the whole device first: trims of never-written extents, free.
             opts = ["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
             _run(f"mkfs.{fs}", *(opts if fs.startswith("ext") else []), st.loop)
-        _run("mount", "-t", fs, st.loop, str(target))
+            _check_stop(stop)
+        _run("mount", "-t", fs, st.loop, str(target))  # done: an interrupt now keeps it
     except BaseException:
         _quietly_unmount(data_dir, target)
         raise
@@ -350,6 +380,8 @@ def unmount(data_dir: Path, target: Path, timeout_s: float = EXIT_TIMEOUT_S) -> 
     if not sp.exists():
         raise MountError(f"no tessera volume is mounted on {target}")
     st = MountState(**json.loads(sp.read_text()))
+    if not st.pid:  # killed before it saved the pid: wait for the daemon it started
+        st.pid = _daemon_of_record(st)
     if st.starting and not _fuse_mounted(st.fuse_dir):
         # its mount command was stopped while the daemon started: nothing was written
         _stop_starting(st)

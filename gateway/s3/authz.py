@@ -23,10 +23,12 @@ owner of what it writes).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +47,8 @@ from gateway.s3.router import NO_BUCKET_OPS, Endpoint
 from storage.cluster import Cluster
 from storage.errors import InvalidInput, NotFound
 from storage.records import Bucket, ObjectVersion
+
+log = logging.getLogger(__name__)
 
 POLICY_OPS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy",
                         "GetBucketPolicyStatus"})
@@ -111,7 +115,9 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
     `fields` are a POST upload's form fields as headers (`acl` as x-amz-acl, ...): there
     they, not the HTTP request's headers, are what the s3: keys describe. `region` is the
     gateway's (aws:RequestedRegion). Principal keys, tenants being accounts signing as their
-    root users: aws:PrincipalArn is `arn:aws:iam::<canonical id>:root`, and with
+    root users: aws:PrincipalArn is `arn:aws:iam::<canonical id>:root` (absent when the id
+    holds ':', which would put part of it in the ARN's resource component, where another
+    tenant's pattern such as `arn:aws:iam::111:*` would match it), and with
     aws:PrincipalIsAWSService (false) present on signed requests only, as on AWS; no service
     calls on a caller's behalf here, so aws:ViaAWSService is always false."""
     h = request.headers
@@ -132,7 +138,8 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
             ctx[key] = [h[name]]
     if requester is not None:
         ctx["aws:principalaccount"] = [requester.canonical_id]
-        ctx["aws:principalarn"] = [f"arn:aws:iam::{requester.canonical_id}:root"]
+        if ":" not in requester.canonical_id:
+            ctx["aws:principalarn"] = [f"arn:aws:iam::{requester.canonical_id}:root"]
         ctx["aws:principalisawsservice"] = ["false"]
         ctx["aws:userid"] = [requester.access_key]
         ctx["aws:username"] = [requester.access_key]
@@ -220,7 +227,7 @@ async def authorize(cluster: Cluster, request: web.Request, ep: Endpoint,
     if is_owner and op in POLICY_OPS:
         return b.tenant
     text = b.config.get("policy")
-    sts = _statements(request, str(text)) if text else []
+    sts = _statements(request, b.name, str(text)) if text else []
     if op == "DeleteObjects" and sts:
         # The policy binds each key (`authorize_key` in the handler); a caller nothing could
         # let delete any key is refused here, before its body is read and its keys checked.
@@ -346,7 +353,7 @@ async def holds_permission(rq: S3Request, action: str, key: str,
     if memo is None or memo[0] != text:  # once per request (DeleteObjects: up to 1000 keys)
         requester = await requester_of(rq)
         pab = await public_access_block(rq.cluster, b)
-        sts = _statements(rq.request, str(text))
+        sts = _statements(rq.request, b.name, str(text))
         memo = (text, sts, requester, not is_owner and _restricted(pab, sts))
         rq.request[HOLDS_POLICY] = memo
     _, sts, requester, restrict = memo
@@ -387,13 +394,25 @@ def _restricted(pab: dict[str, bool], sts: list[dict[str, Any]]) -> bool:
         policy.statement_is_public(st) for st in sts)
 
 
-def _statements(request: web.Request, text: str) -> list[dict[str, Any]]:
+def _statements(request: web.Request, bucket: str, text: str) -> list[dict[str, Any]]:
     """The policy's statements, parsed once per request (DeleteObjects checks up to 1000
     keys against it)."""
     memo = request.get(POLICY_STATEMENTS)
     if memo is None or memo[0] != text:
         memo = request[POLICY_STATEMENTS] = (text, policy.statements(text))
+        _warn_void_tag_denies(bucket, text)
     return memo[1]
+
+
+@lru_cache(maxsize=1024)
+def _warn_void_tag_denies(bucket: str, text: str) -> None:
+    """One warning per bucket policy this process loads whose Deny on an object write or
+    delete is keyed on s3:ExistingObjectTag: enforced before lows18, void now, as on AWS
+    (review18c L3: owners who relied on it were not told)."""
+    for what in policy.void_tag_denies(policy.statements(text)):
+        log.warning("bucket %s: policy %s; AWS never puts s3:ExistingObjectTag in a "
+                    "PutObject or DeleteObject request, so this Deny never applies to them "
+                    "(it did before this release)", bucket, what)
 
 
 def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,

@@ -81,6 +81,8 @@ EXISTING_TAG_ACTIONS = frozenset({
     "s3:DeleteObjectVersionTagging", "s3:GetObjectRetention", "s3:PutObjectRetention",
     "s3:GetObjectLegalHold", "s3:PutObjectLegalHold",
 })
+# Object writes and deletes: AWS never puts s3:ExistingObjectTag in their context.
+TAGLESS_WRITES = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion")
 # Condition keys whose fixed values keep a policy from being public (AWS's definition).
 _NON_PUBLIC_KEYS = frozenset({"aws:sourceip", "aws:sourcearn", "aws:sourceaccount",
                               "aws:sourcevpc", "aws:sourcevpce", "aws:sourceowner",
@@ -227,6 +229,27 @@ def applies(st: dict[str, Any], action: str, resource: str, ids: frozenset[str],
     if "NotResource" in st and _any_glob(st["NotResource"], resource):
         return False
     return "Condition" not in st or cond.holds(st["Condition"], ctx)
+
+
+def void_tag_denies(sts: Iterable[dict[str, Any]]) -> list[str]:
+    """The Deny statements that name an object write or delete (`TAGLESS_WRITES`) under a
+    condition on s3:ExistingObjectTag that fails when the key is absent: they never deny
+    those actions, as on AWS (lows18 took the key out of their context; before, such a Deny
+    was enforced here). Described for one warning (`authz`)."""
+    out = []
+    for i, st in enumerate(sts):
+        block = st.get("Condition")
+        if st.get("Effect") != "Deny" or not isinstance(block, dict):
+            continue
+        tag_keys = sorted(k for op, keys in block.items() if isinstance(keys, dict)
+                          for k, v in keys.items()
+                          if k.lower().startswith("s3:existingobjecttag/")
+                          and not cond.holds_when_absent(op, v))
+        acts = [a for a in TAGLESS_WRITES if _covers(st, a)]
+        if tag_keys and acts:
+            out.append(f"statement {st.get('Sid', i)!r} denies {', '.join(acts)} if "
+                       f"{', '.join(tag_keys)}")
+    return out
 
 
 def may_allow(st: dict[str, Any], actions: Iterable[str], ids: frozenset[str]) -> bool:

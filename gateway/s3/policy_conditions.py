@@ -64,6 +64,20 @@ def glob_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
     return _glob(pattern, ignore_case).fullmatch(value) is not None
 
 
+ARN_PARTS = 6  # arn:partition:service:region:account:resource (the resource may hold ':')
+
+
+def arn_match(pattern: str, value: str) -> bool:
+    """ArnEquals/ArnLike as AWS defines them: each of the six colon-separated components
+    is compared on its own, wildcards matching within a component (so `*` in the account
+    never spans into the resource); a value or pattern with fewer components matches
+    nothing (review18c L5: the whole string was globbed, and `arn:aws:iam::111:*` matched
+    `arn:aws:iam::111:x:root`)."""
+    pp, vp = pattern.split(":", ARN_PARTS - 1), value.split(":", ARN_PARTS - 1)
+    return (len(pp) == len(vp) == ARN_PARTS
+            and all(glob_match(p, v) for p, v in zip(pp, vp, strict=True)))
+
+
 def _num(v: str) -> float | None:
     try:
         return float(v)
@@ -119,10 +133,10 @@ _OPS: dict[str, tuple[Callable[[str, str], bool], bool]] = {
     "Bool": (lambda p, v: p.lower() == v.lower(), False),
     "IpAddress": (_ip, False),
     "NotIpAddress": (_ip, True),
-    "ArnEquals": (lambda p, v: glob_match(p, v), False),
-    "ArnLike": (lambda p, v: glob_match(p, v), False),
-    "ArnNotEquals": (lambda p, v: glob_match(p, v), True),
-    "ArnNotLike": (lambda p, v: glob_match(p, v), True),
+    "ArnEquals": (arn_match, False),
+    "ArnLike": (arn_match, False),
+    "ArnNotEquals": (arn_match, True),
+    "ArnNotLike": (arn_match, True),
 }
 
 
@@ -187,6 +201,13 @@ def holds(block: dict[str, Any], ctx: Context) -> bool:
             if not _one(qualifier, base, if_exists, values(value), ctx.get(key.lower())):
                 return False
     return True
+
+
+def holds_when_absent(op: str, value: Any) -> bool:
+    """Whether one condition (`op` and its policy value) holds for a request whose context
+    lacks the key: false for a positive operator, so its statement never applies then."""
+    qualifier, base, if_exists = split(op)
+    return _one(qualifier, base, if_exists, values(value), None)
 
 
 def _one(qualifier: str, base: str, if_exists: bool, policy: list[str],

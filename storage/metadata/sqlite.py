@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from storage.errors import StorageFull
+from storage.errors import ConfigError, StorageFull
 from storage.keyspace import BUCKET, OBJECT, is_auth_record, pack
 from storage.metadata import Item, Txn
 from storage.metadata.sharedgen import SharedGeneration
@@ -144,6 +144,28 @@ class SqliteStore:
         return cls(w, r, wpool, rpool, point, SharedGeneration(f"{base}.bucketgen", base),
                    SharedGeneration(f"{base}.objectgen", base),
                    SharedGeneration(f"{base}.authgen", base))
+
+    @classmethod
+    async def open_readonly(cls, path: str | Path) -> SqliteStore:
+        """The store of an existing file, for reading only (`tessera fsck`): no directory,
+        schema, cache-counter file or database is created, and a missing file is a
+        `ConfigError` naming it; a write raises sqlite3's read-only error."""
+        if not Path(path).is_file():
+            raise ConfigError(f"metadata database {path} not found")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-ro")
+
+        def _open() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+            uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+            conns = [sqlite3.connect(uri, uri=True, check_same_thread=False,
+                                     isolation_level=None) for _ in range(2)]
+            return conns[0], conns[1]
+
+        try:
+            r, point = await asyncio.get_running_loop().run_in_executor(pool, _open)
+        except sqlite3.Error as exc:
+            pool.shutdown(wait=False)
+            raise ConfigError(f"metadata database {path}: {exc}") from None
+        return cls(r, r, pool, pool, point)
 
     # reads -------------------------------------------------------------------------------
 

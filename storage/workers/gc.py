@@ -8,7 +8,9 @@ of a commit it gave up, and the copies a commit replaced; placement is determini
 stripe, so a later commit may name the very same (index, node) again. Per entry:
 
 1. read the stripe's X entry; with none, delete the copies (no commit can name a copy of
-   a stripe with no index entry) and the stripe's fence with the entry;
+   a stripe with no index entry) and the stripe's fence with the entry; a discarded
+   write's entry (`discarded`: `ObjectService.discard_parts`) is requeued, with no copies,
+   until its tombstone (`XD`) may go, and then drops it;
 2. else read its manifest (a live one) and leave out every (index, node) it names;
 3. claim the rest on the stripe's fence, comparing the X entry and the manifest records
    read in 2 (a change: back to 1), delete them, and drop the claim's pending mark in the
@@ -34,7 +36,15 @@ from __future__ import annotations
 
 import time
 
-from storage.keyspace import GC, GC_FENCE, gc_key, space, stripe_index_key, stripe_of
+from storage.keyspace import (
+    GC,
+    GC_FENCE,
+    discarded_key,
+    gc_key,
+    space,
+    stripe_index_key,
+    stripe_of,
+)
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
@@ -99,7 +109,9 @@ class GarbageCollector:
         """One due entry (module docstring): claim, delete, settle."""
         stripe_id = stripe_of(item.key)
         owner = item.key.hex()
-        nodes = list(unpack(item.value)["nodes"])
+        entry = unpack(item.value)
+        nodes = list(entry["nodes"])
+        until = entry.get("discarded")  # a discarded write's: its tombstone goes at `until`
         for _ in range(CLAIM_TRIES):
             x = await self._meta.get(stripe_index_key(stripe_id))
             if x is None:
@@ -113,12 +125,19 @@ class GarbageCollector:
             return
         failed = await self._stripes.delete(stripe_id, nodes) if any(nodes) else []
         done = Txn(deletes=(item.key,))
+        kept = {} if until is None else {"discarded": until}
         carry = None
         if failed:  # maybe still deleting (a timed-out request): the retry keeps them claimed
             left = [n if n in failed else None for n in nodes]
             retry = gc_key(time.time_ns() + int(RETRY_S * 1e9), stripe_id)
-            done = Txn(puts={retry: pack({"nodes": left})}, deletes=(item.key,))
+            done = Txn(puts={retry: pack({"nodes": left, **kept})}, deletes=(item.key,))
             carry = (retry.hex(), [copy_name(i, n) for i, n in enumerate(left) if n])
+        elif until is not None and time.time_ns() < until:  # its tombstone waits: requeued
+            done = Txn(puts={gc_key(until, stripe_id): pack({"nodes": [None] * len(nodes),
+                                                             **kept})},
+                       deletes=(item.key,))
+        elif until is not None:  # no late commit can apply any more (`discard_parts`)
+            done = Txn(deletes=(item.key, discarded_key(stripe_id)))
         await settle(self._meta, stripe_id, owner, done, indexed=x is not None, carry=carry)
         if not failed:
             self.deleted += 1

@@ -108,7 +108,7 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
             items.append(it)
     for it in items:
         v = ObjectVersion.decode(it.value)
-        parts = v.parts if state == "live" else _restored_parts(v)
+        parts = v.parts if state == "live" else restored_parts(v)
         for part in parts:
             if part.stripe_id == stripe_id:
                 return Manifest(items=items, part=part,
@@ -116,7 +116,7 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
     return "gone"
 
 
-def _restored_parts(v: ObjectVersion) -> list[PartLayout]:
+def restored_parts(v: ObjectVersion) -> list[PartLayout]:
     """The layouts of an archived version's restored copy (none while not restored)."""
     return [PartLayout(**p) for p in v.restore.get("parts") or []]
 

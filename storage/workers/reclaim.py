@@ -20,13 +20,16 @@ then the tenant record is marked `reclaimed`, and `tessera tenant delete` succee
 
 Before any of that, each step finishes a volume delete that was killed part way (its `VD`
 record: `storage/volume_gone.py`), then a snapshot delete that was (its `VC` marker:
-`VolumeService.finish_collect`).
+`VolumeService.finish_collect`). A marker whose step raises is logged and skipped for a
+back-off that doubles per failure (`BACKOFF_FIRST_S` to `BACKOFF_MAX_S`): the other markers
+and the tenant reclaims go on meanwhile, instead of that one marker failing every step.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from storage.keyspace import (
@@ -41,6 +44,7 @@ from storage.keyspace import (
     journal_head_key,
     kms_alias_prefix,
     kms_key_prefix,
+    next_key,
     object_prefix,
     part_prefix,
     space,
@@ -69,6 +73,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tessera.reclaim")
 BATCH = 200
+BACKOFF_FIRST_S = 1.0  # a failing VD/VC marker's first pause; doubled per failure
+BACKOFF_MAX_S = 300.0
 
 
 class _Batch:
@@ -191,22 +197,53 @@ class TenantReclaimer:
     watched_idle_s = 30.0
 
     def __init__(self, meta: MetadataStore, gc_grace_s: float,
-                 volumes: VolumeService | None = None) -> None:
+                 volumes: VolumeService | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._meta = meta
         self._grace_s = gc_grace_s
         self._volumes = volumes
+        self._clock = clock
+        self._failing: dict[bytes, tuple[int, float]] = {}  # marker -> (failures, retry at)
         self.reclaimed = 0
 
-    async def step(self) -> WorkerState:
-        gone = await self._meta.range(*space(VOLUME_GONE), limit=1)
-        if gone:  # a volume delete killed before it was done: finish it
-            await gone_volume_step(self._meta, gone[0], self._grace_s)
-            return WorkerState.BUSY
+    async def _finish_marker(self) -> bool:
+        """One step of a volume delete (`VD`), else of a snapshot delete (`VC`), that a kill
+        left; False when none is due (a failing marker waits out its back-off)."""
+        kinds: list[tuple[str, Callable[[Item], Any]]] = [
+            (VOLUME_GONE, lambda it: gone_volume_step(self._meta, it, self._grace_s))]
         if self._volumes is not None:
-            marked = await self._meta.range(*space(VOLUME_COLLECT), limit=1)
-            if marked:  # a snapshot delete killed before it retired what it kept
-                await self._volumes.finish_collect(marked[0])
-                return WorkerState.BUSY
+            kinds.append((VOLUME_COLLECT, self._volumes.finish_collect))
+        now = self._clock()
+        seen: set[bytes] = set()
+        for kind, finish in kinds:
+            start, end = space(kind)
+            while items := await self._meta.range(start, end, limit=BATCH):
+                for item in items:
+                    seen.add(item.key)
+                    failed = self._failing.get(item.key)
+                    if failed is not None and failed[1] > now:
+                        continue
+                    try:
+                        await finish(item)
+                    except Exception:
+                        n = failed[0] + 1 if failed else 1
+                        self._failing[item.key] = (
+                            n, now + min(BACKOFF_FIRST_S * 2 ** (n - 1), BACKOFF_MAX_S))
+                        log.warning("finishing %r failed (%d times); retried later",
+                                    unpack(item.key), n, exc_info=True)
+                        continue
+                    self._failing.pop(item.key, None)
+                    return True
+                if len(items) < BATCH:
+                    break
+                start = next_key(items[-1].key)
+        # markers finished elsewhere (a delete's own loop) are forgotten: the map stays bounded
+        self._failing = {k: v for k, v in self._failing.items() if k in seen}
+        return False
+
+    async def step(self) -> WorkerState:
+        if await self._finish_marker():  # a volume or snapshot delete killed before its end
+            return WorkerState.BUSY
         for item in await self._meta.range(*space(TENANT), limit=100_000):
             t = Tenant.decode(item.value)
             if t.state != "shredded" or t.reclaimed:

@@ -84,6 +84,15 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
     return hits
 
 
+def audit_log(data: Path) -> list[dict]:
+    """The current admin audit entries, oldest first: audit.log (actions) and
+    audit-refused.log (refused requests) merged by time."""
+    files = [data / "audit" / "audit.log", data / "audit" / "audit-refused.log"]
+    entries = [json.loads(line) for f in files if f.exists()
+               for line in f.read_text().splitlines()]
+    return sorted(entries, key=lambda e: e["ts"])
+
+
 def fetch(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, bytes]:
     """Status and body of one plain (unsigned unless the URL is presigned) HTTP request."""
     req = urllib.request.Request(url, method=method, data=data)

@@ -24,7 +24,7 @@ from botocore.credentials import Credentials
 from storage.cluster import Cluster
 from storage.config import load_config
 from storage.volumes import VolumeService
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, audit_log
 
 MiB = 1 << 20
 
@@ -233,8 +233,7 @@ def test_volume_routes_need_an_admin_signature(cluster: LocalCluster) -> None:
     code, out = call(cluster, "DELETE", f"{base}/x", creds=wrong)
     assert code == 403 and out["error"]["code"] == "SignatureDoesNotMatch"
     assert ok(cluster, "GET", base) == {"volumes": []}  # nothing was created
-    log = [json.loads(line) for line in
-           (cluster.data / "audit" / "audit.log").read_text().splitlines()]
+    log = audit_log(cluster.data)
     mine = [e for e in log if e.get("tenant") == t and e["action"].startswith("volume.")]
     assert {(e["action"], e["result"], e["who"]) for e in mine} >= {
         ("volume.list", "denied:MissingAuthentication", "anonymous"),

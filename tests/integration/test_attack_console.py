@@ -6,7 +6,6 @@ listener (DNS rebinding) gets no answer."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import uuid
 from collections import Counter
@@ -18,7 +17,7 @@ import requests
 from gateway.admin.audit import UNKNOWN_KEY
 from gateway.console.sessions import LOGIN_FAILURES, LOGIN_WINDOW_S
 from ops.admincli import CliError, admin_request
-from tests.integration.cluster import LocalCluster, files_holding
+from tests.integration.cluster import LocalCluster, audit_log, files_holding
 
 BURST = 100
 
@@ -57,8 +56,7 @@ def test_a_burst_of_concurrent_guesses_is_held_to_the_failure_limit(
 
 
 def _audit(c: LocalCluster) -> list[dict]:
-    return [json.loads(line) for line in
-            (c.data / "audit" / "audit.log").read_text().splitlines()]
+    return audit_log(c.data)
 
 
 def test_a_secret_in_the_access_key_field_never_reaches_the_audit_log(

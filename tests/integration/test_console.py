@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import json
 import os
 import shutil
 import threading
@@ -22,7 +21,7 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from ops.admincli import admin_request
 from ops.localports import free_port
 from storage.node_reason import node_reason
-from tests.integration.cluster import LocalCluster, files_holding, wait_for
+from tests.integration.cluster import LocalCluster, audit_log, files_holding, wait_for
 
 CHROMIUM = os.environ.get("TESSERA_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 60_000  # generous: the machine is shared; every wait ends on a page condition
@@ -61,8 +60,7 @@ def login_session(c: LocalCluster) -> tuple[requests.Session, str]:
 
 
 def audit(c: LocalCluster) -> list[dict]:
-    return [json.loads(line) for line in
-            (c.data / "audit" / "audit.log").read_text().splitlines()]
+    return audit_log(c.data)
 
 
 def browser_login(browser: Browser, c: LocalCluster) -> Page:

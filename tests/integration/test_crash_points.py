@@ -38,6 +38,9 @@ def fsck(c: LocalCluster) -> dict[str, Any]:
 def chaos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Chaos]:
     monkeypatch.setenv("TESSERA_ORPHAN_GRACE_S", "10")
     monkeypatch.setenv("TESSERA_REPAIR_SWEEP_S", "0.5")
+    # one worker in the gateways restart_gateway starts too (`python -m gateway` has one per
+    # core): else a CompleteMultipartUpload retried on the worker still alive answers 200
+    monkeypatch.setenv("TESSERA_GATEWAY_WORKERS", "1")
     monkeypatch.setenv(ENV, "before-commit:crash/")
     ch = Chaos(LocalCluster(tmp_path / "data", up_args=["--workers", "1"]).start())
     try:

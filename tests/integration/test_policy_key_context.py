@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
+import tomllib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +26,7 @@ import pytest
 import requests
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 
 from tests.integration.cluster import LocalCluster
 from tests.integration.tenant_pair import new_bucket, policy, refusal, two_tenants
@@ -218,3 +222,37 @@ def test_principal_and_region_keys_have_their_aws_meaning(w: dict[str, Any], key
          "Condition": {"StringEquals": {key: other}}}))
     assert a.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
     assert a.get_bucket_policy(Bucket=bucket)["Policy"]
+
+
+def test_a_deny_on_writes_keyed_on_existing_tags_is_warned_once(
+        w: dict[str, Any], cluster: LocalCluster) -> None:
+    """review18c L3: a stored Deny of s3:PutObject/s3:DeleteObject under a (positive)
+    s3:ExistingObjectTag condition was enforced before lows18 and is void now, as on AWS:
+    the gateway says so in its log when it loads the policy, once per gateway process (not
+    per request), naming the bucket and the statement; a negated condition, which still
+    applies to every write, and a Deny on reads only are not warned about."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    log = cluster.data / "logs" / "gateway.log"
+    mark = log.stat().st_size
+    res = f"arn:aws:s3:::{bucket}/*"
+    a.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Sid": "KeepClosed", "Effect": "Deny", "Principal": "*", "Resource": res,
+         "Action": ["s3:GetObject", "s3:DeleteObject"],
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "closed"}}},
+        {"Sid": "OnlyOpen", "Effect": "Deny", "Principal": "*", "Resource": res,
+         "Action": "s3:PutObject",
+         "Condition": {"StringNotEquals": {"s3:ExistingObjectTag/class": "x"},
+                       "StringEqualsIfExists": {"s3:ExistingObjectTag/y": "1"}}}))
+    for i in range(6):
+        with pytest.raises(ClientError):  # the negated Deny refuses every PUT
+            a.put_object(Bucket=bucket, Key=f"k{i}", Body=b"1")
+    lines = [json.loads(line) for line in log.read_bytes()[mark:].splitlines()
+             if line.startswith(b"{")]
+    warned = [e for e in lines if f"bucket {bucket}: policy" in e["msg"]]
+    cfg = tomllib.loads((cluster.data / "tessera.toml").read_text())
+    processes = cfg.get("gateway", {}).get("workers") or os.cpu_count() or 1
+    assert 1 <= len(warned) <= min(processes, 5), warned  # not once per request (6)
+    assert all(e["level"] == "warning" and "'KeepClosed' denies s3:DeleteObject if "
+               "s3:ExistingObjectTag/class" in e["msg"] for e in warned), warned
+    assert not any("OnlyOpen" in e["msg"] for e in lines)

@@ -9,12 +9,15 @@ Needs root, /dev/fuse and fuse3, as tests/integration/test_volumes.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,3 +168,78 @@ def test_mount_and_delete_say_what_they_wait_for(vol: Vol, tmp_path: Path) -> No
     r = vol.run("delete", name + "d")
     assert "watching the lease up to 2s" in r.stderr and "before deleting it" in r.stderr
     assert "no renewal yet" in r.stderr, r.stderr
+
+
+def test_ctrl_c_after_the_daemon_is_ready_leaves_exit_code_and_mount_agreeing(
+        vol: Vol, tmp_path: Path) -> None:
+    """review18c L4: Ctrl-C once the FUSE daemon is ready (the command then confirms the
+    lease, sets up the loop device, makes and mounts ext4) was not looked at: the command
+    exited 130 and the volume ended up mounted. Now the exit code says what is left: 130
+    with nothing mounted or recorded (an interrupt before the mount completed undoes it),
+    or 0 with the volume mounted and a message saying the interrupt came too late."""
+    name = f"rdy-{uuid.uuid4().hex[:6]}"
+    vol.run("create", name, "--size", "16M")
+    target = tmp_path / "m"
+    before = {s.target for s in _states(vol)}
+    cli = subprocess.Popen([sys.executable, "-m", "ops.cli", "volume", "mount", "--fs", "ext4",
+                            name, str(target)], env=vol.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    fuse: list[str] = []
+
+    def ready() -> bool:  # the daemon's FUSE mount exists: wait_ready has returned or will
+        assert cli.poll() is None, cli.communicate()
+        fuse.extend(s.fuse_dir for s in _states(vol) if s.target not in before
+                    and os.path.ismount(s.fuse_dir))
+        return bool(fuse)
+    _wait(ready, "the FUSE daemon to be ready")
+    cli.send_signal(signal.SIGINT)
+    out, err = cli.communicate(timeout=DEADLINE_S)
+    try:
+        recorded = str(target.resolve()) in [s.target for s in _states(vol)]
+        if cli.returncode == 0:
+            assert os.path.ismount(target) and recorded, err
+            assert "stays mounted" in err and "mounted on" in out
+            vol.mounts.append(target)
+        else:
+            assert cli.returncode == 130, err
+            assert not os.path.ismount(target), "exit 130, yet the volume is mounted"
+            assert not recorded and not os.path.ismount(fuse[0])
+            assert "nothing is mounted" in err
+            vol.mount(name, target, "--fs", "ext4")  # its lease was let go
+        vol.unmount(target)
+    finally:
+        if os.path.ismount(target):
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_an_interrupt_after_the_daemon_is_ready_undoes_the_mount(vol: Vol,
+                                                                 tmp_path: Path) -> None:
+    """The step after readiness sees the interrupt (here set while the lease is confirmed,
+    as a Ctrl-C then would): `mount` undoes the FUSE mount, stops the daemon, drops the
+    record and raises MountInterrupted; before, it went on and returned the mount made."""
+    from gateway.block.mount import MountError, mount, unmount
+
+    name = f"stp-{uuid.uuid4().hex[:6]}"
+    vol.run("create", name, "--size", "16M")
+    shown = json.loads(vol.run("show", name, "--json").stdout)
+    config = Path(vol.cluster.data) / "tessera.toml"
+    data = Path(tomllib.loads(config.read_text())["data_dir"])
+    target = tmp_path / "m"
+    stop = threading.Event()
+    daemons: list[int] = []
+
+    def confirm(pid: int) -> None:  # the interrupt arrives once the daemon is ready
+        daemons.append(pid)
+        stop.set()
+    try:
+        with pytest.raises(MountError, match="interrupted"):
+            mount(config, data, shown["tenant"], name, shown["id"], target, None,
+                  confirm=confirm, stop=stop)
+        assert daemons and _gone(daemons[0])
+        assert not os.path.ismount(target)
+        assert str(target.resolve()) not in [s.target for s in _states(vol)]
+    finally:
+        if str(target.resolve()) in [s.target for s in _states(vol)]:
+            unmount(data, target)
+    vol.mount(name, target)  # its lease was let go: the volume mounts again at once
+    vol.unmount(target)

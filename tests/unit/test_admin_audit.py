@@ -86,3 +86,38 @@ def test_two_gateways_sharing_a_data_dir_lose_no_entry_newer_than_the_oldest_kep
     lost = [(g, i) for g in ("gw0", "gw1") for i in range(oldest + 1, 200)
             if (g, i) not in kept]
     assert not lost, f"{len(lost)} entries lost, first {lost[:3]}"
+
+
+def test_refused_requests_rotate_their_own_file_and_are_counted(tmp_path: Path) -> None:
+    """review18c M2: refused requests (results `denied:`) need no key. They go to
+    audit-refused.log, capped and rotated on its own, so however many there are, the
+    actions file keeps every action; both files' entries and rotations are counted."""
+    from gateway.admin.audit import AuditTrail
+    from storage.telemetry import AUDIT_COUNTS
+
+    before = AUDIT_COUNTS.snapshot()
+    trail = AuditTrail(tmp_path / "audit", max_bytes=4096, backups=1,
+                       refused_max_bytes=4096, refused_backups=1)
+
+    async def write() -> None:
+        await trail.record("admin", "tenant.create", "ok", {"name": "kept"})
+        for i in range(200):
+            await trail.record("anonymous", "tenant.show", "denied:MissingAuthentication",
+                               {"name": f"x{i}"}, "127.0.0.1")
+        await trail.record("admin", "tenant.delete", "error:NoSuchTenant", {"name": "gone"})
+
+    try:
+        asyncio.run(write())
+    finally:
+        trail.close()
+    actions = _entries(trail.actions.path)
+    assert [(e["action"], e["result"]) for e in actions] == [
+        ("tenant.create", "ok"), ("tenant.delete", "error:NoSuchTenant")]
+    assert not trail.actions.rotated(1).exists()
+    refused = _entries(trail.refused.path) + _entries(trail.refused.rotated(1))
+    assert refused and all(e["result"].startswith("denied:") for e in refused)
+    assert not trail.refused.rotated(2).exists()  # its own backups: older ones deleted
+    after = AUDIT_COUNTS.snapshot()
+    grew = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert grew["actions_entries"] == 2 and grew["refused_entries"] == 200
+    assert grew["refused_rotations"] >= 4 and grew.get("actions_rotations", 0) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from ops.fsckcli import render
 from storage.fsck import fsck
 from storage.keyspace import extent_key, object_key, part_key, stripe_index_key
 from storage.records import ObjectVersion, pack
@@ -34,7 +35,7 @@ async def test_fsck_is_clean_then_names_each_damage(tmp_path: Path) -> None:
                                     UploadId=up["UploadId"], Body=BODY)
         clean = await fsck(cluster.meta, nodes, cfg.nodes)
         assert clean.errors == 0 and not clean.findings, clean.lines()
-        assert clean.counts["stripes named"] == 4
+        assert clean.counts["stripes indexed"] == 4 and clean.status() == 0
 
         async def stripe(key: str) -> tuple[bytes, list[str | None]]:
             item = await cluster.meta.get(object_key("bkt", key))
@@ -64,10 +65,39 @@ async def test_fsck_is_clean_then_names_each_damage(tmp_path: Path) -> None:
         assert f["parts-without-upload"] == ["upload no-such-upload: 1 part(s)"]
         assert f["volume-leftovers"] == ["volume no-such-volume: 1 record(s)"]
         assert f["orphan-shards"] == [f"stripe {STRAY.hex()}: 1 shard(s)"]
-        assert got.errors == 5
-        assert any(line.startswith("ERROR unreadable: 1") for line in got.lines())
+        assert got.errors == 5 and got.status() == 1
+        assert any(line.split() == ["ERROR", "unreadable", "1"]
+                   for line in render(got).splitlines())
 
 
 def _parts(upload_id: str) -> tuple[bytes, bytes]:
     from storage.keyspace import part_prefix, span
     return span(part_prefix(upload_id))
+
+
+async def test_a_current_version_missing_from_its_history_is_named(tmp_path: Path) -> None:
+    """mend18d: the history is read by one cursor alongside the current versions (no read per
+    key): keys before and after the damaged one, with and without history, stay clean."""
+    from storage.keyspace import span, version_prefix
+
+    cfg = sim_config(tmp_path, 0)
+    nodes = SimNodes(list(cfg.nodes))
+    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
+        cred = await cluster.tenants.create_key("t")
+        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
+            await asyncio.to_thread(s3.create_bucket, Bucket="plain")
+            await asyncio.to_thread(s3.put_object, Bucket="plain", Key="p", Body=b"p")
+            await asyncio.to_thread(s3.create_bucket, Bucket="ver")
+            await asyncio.to_thread(s3.put_bucket_versioning, Bucket="ver",
+                                    VersioningConfiguration={"Status": "Enabled"})
+            for key in ("a", "b", "c", "b"):
+                await asyncio.to_thread(s3.put_object, Bucket="ver", Key=key, Body=b"x")
+        assert (await fsck(cluster.meta, nodes, cfg.nodes)).status() == 0
+        cur = await cluster.meta.get(object_key("ver", "b"))
+        vid = ObjectVersion.decode(cur.value).version_id  # type: ignore[union-attr]
+        for it in await cluster.meta.range(*span(version_prefix("ver", "b")), limit=10):
+            if ObjectVersion.decode(it.value).version_id == vid:
+                await cluster.meta.delete(it.key)
+        got = await fsck(cluster.meta, nodes, cfg.nodes)
+        assert dict(got.totals) == {"version-not-listed": 1}, got.as_json()
+        assert got.findings["version-not-listed"] == [f"ver/b current version {vid}"]

@@ -180,3 +180,105 @@ def test_a_snapshot_delete_killed_after_its_record_update_still_retires_pointers
         assert await h.read(0, PAGE) == b"B" * PAGE
         await h.close()
     with_service(body)
+
+
+def test_two_snapshot_deletes_on_one_volume_keep_each_others_marker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """review18d (6): both deletes used the one `(VC, volume id)` marker, and the first read
+    its revision after its record update: a second delete that marked it in between had its
+    mark dropped by the first, and then, killed before it retired its pointers, left them
+    (and their shards) with no marker for the reclaim worker to finish."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        for data in (b"A", b"B", b"C"):  # extent 0: gen 0 (s1), gen 1 (s2), gen 2 (live)
+            h = await svc.open("t", "v", holder="w")
+            await h.write(0, data * PAGE)
+            await h.close()
+            if data != b"C":
+                await svc.snapshot("t", "v", "s1" if data == b"A" else "s2")
+        vid = (await svc.get("t", "v")).id
+        assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 3
+        real = svc.meta.txn
+        state = {"second": False}
+
+        def snaps(t: Txn) -> set[str] | None:
+            raw = t.puts.get(volume_key("t", "v"))
+            if raw is None:
+                return None
+            return {s["name"] for s in Volume.decode(raw).snapshots.values()}
+
+        async def txn(t: Txn) -> bool:
+            done = await real(t)
+            if done and snaps(t) == {"s2"} and not state["second"]:
+                state["second"] = True  # s1's delete updated the record: s2's runs now
+                with pytest.raises(Killed):
+                    await svc.delete_snapshot("t", "v", "s2")
+            elif done and snaps(t) == set() and state["second"]:
+                raise Killed  # s2's delete dies after its record update
+            return done
+
+        monkeypatch.setattr(svc.meta, "txn", txn)
+        await svc.delete_snapshot("t", "v", "s1")
+        monkeypatch.setattr(svc.meta, "txn", real)
+        await restarted_workers(svc)
+        assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 1
+        h = await svc.open("t", "v", holder="r")
+        assert await h.read(0, PAGE) == b"C" * PAGE
+        await h.close()
+    with_service(body)
+
+
+def test_a_marker_whose_step_keeps_failing_backs_off_and_blocks_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """review18d (8): the reclaim worker ran the first `VD` marker's step before anything
+    else, every step: one whose step kept raising stopped every other volume delete and
+    every tenant reclaim for good (and was retried each second). Now it waits out a
+    doubling back-off while the rest goes on."""
+    from storage.keyspace import tenant_key, volume_gone_key
+    from storage.records import Tenant
+    from storage.workers import reclaim
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "w", SIZE)
+        h = await svc.open("t", "w", holder="w")
+        await h.write(0, b"W" * PAGE)
+        await h.close()
+        wid = (await svc.get("t", "w")).id
+        kill_after(svc, monkeypatch, lambda t: volume_key("t", "w") in t.deletes)
+        with pytest.raises(Killed):
+            await svc.delete("t", "w")  # a real VD left by a kill, after the bad one
+        bad = volume_gone_key("!bad")  # sorts first
+        await svc.meta.put(bad, (await svc.meta.get(volume_gone_key(wid))).value)  # type: ignore[union-attr]
+        await svc.meta.put(tenant_key("z"), Tenant(name="z", created=0.0,
+                                                   state="shredded").encode())
+        real = reclaim.gone_volume_step
+        calls: list[bytes] = []
+
+        async def step(meta: Any, item: Any, grace_s: float) -> None:
+            if item.key == bad:
+                calls.append(item.key)
+                raise RuntimeError("this marker's step always fails")
+            await real(meta, item, grace_s)
+
+        monkeypatch.setattr(reclaim, "gone_volume_step", step)
+        now = [0.0]
+        w = TenantReclaimer(svc.meta, 0.0, svc, clock=lambda: now[0])
+        for _ in range(100):
+            if await w.step() == WorkerState.IDLE:
+                break
+        else:
+            raise AssertionError("the reclaim worker never went idle")
+        assert await volume_records(svc, wid) == []  # the other delete was finished
+        assert await svc.meta.get(volume_gone_key(wid)) is None
+        assert w.reclaimed == 1  # and the tenant reclaimed
+        assert len(calls) == 1  # the failing one tried once, then backed off
+        now[0] = 1.5  # past its first pause (1 s): tried again, the pause doubles (2 s)
+        await w.step()
+        assert len(calls) == 2
+        now[0] = 3.0
+        await w.step()
+        assert len(calls) == 2
+        now[0] = 3.6
+        await w.step()
+        assert len(calls) == 3
+    with_service(body)
