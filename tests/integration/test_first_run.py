@@ -224,3 +224,20 @@ def test_a_second_gateway_or_node_on_taken_ports_is_one_line(venv: Path,
     node = tessera(venv, None, "node", "--config", config, "--id", "n1")
     assert node.returncode == 1 and node.stderr.startswith("tessera node: cannot serve on"), \
         node.stderr
+
+
+@pytest.mark.parametrize("args", [("status",), ("node", "list"), ("tenant", "list")])
+def test_output_to_a_reader_that_left_ends_quietly(venv: Path, first: LocalCluster,
+                                                   args: tuple[str, ...]) -> None:
+    """`tessera status | head -1`: once the reader is gone, exit 141 (as SIGPIPE would) with
+    nothing on stderr, never a traceback or an `[Errno 32] Broken pipe` error line."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(first.env)
+    env["PATH"] = f"{venv}:{env.get('PATH', '')}"
+    p = subprocess.Popen(["tessera", *args], env=env, cwd=venv, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the reader leaves before the first line is written
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141, err
+    assert err == ""
