@@ -241,3 +241,17 @@ def test_output_to_a_reader_that_left_ends_quietly(venv: Path, first: LocalClust
     err = p.stderr.read()
     assert p.wait(timeout=60) == 141, err
     assert err == ""
+
+
+def test_a_child_that_exits_is_named_with_how_to_restart_it(
+        fresh_cluster: LocalCluster) -> None:
+    """`tessera up` does not restart a node that died: its warning says so, and what to do."""
+    proc = fresh_cluster.proc
+    assert proc is not None and proc.stdout is not None
+    fresh_cluster.kill("n5")
+    line = ""
+    while "exited with status" not in line:
+        line = proc.stdout.readline()
+        assert line, "tessera up exited"
+    assert line.startswith("warning: n5 exited with status -9; see "), line
+    assert "stays down" in line and "stopped (Ctrl-C) and started again" in line, line
