@@ -20,7 +20,7 @@ from storage import pacing_settings
 from storage.adaptive_rate import AdaptiveRate
 from storage.buffers import BufferPool
 from storage.config import DEFAULT_BUSY_RATE, DEFAULT_RATE, Config
-from storage.errors import StorageError
+from storage.errors import KeyCheckUnavailable, StorageError
 from storage.health import HealthTracker
 from storage.metadata import MetadataStore
 from storage.records import unpack
@@ -29,7 +29,7 @@ from storage.throttle import Throttle
 
 if TYPE_CHECKING:
     from storage.pipeline import StripeCodec
-    from storage.rebuild import Reference
+    from storage.rebuild import Guard, Reference
     from storage.workers.manifests import Manifest
 
 MIB = 2**20
@@ -83,19 +83,29 @@ class ShardWorker(Generic[Stats]):
         self._override_next = 0.0
         self._pool = BufferPool(POOL_BYTES)  # rebuild source frames are received into these
 
-    async def _guard(self, man: Manifest, usable: int) -> Reference | None:
-        """The key's check for a rebuild from `usable` sources that may read only k of them
-        (k or k+1: one failed read leaves no spare block to compare with). Without it a
-        liar nobody has named yet is decoded into every rebuilt shard and committed: the
-        stripe is then lost for good, though its lost shards' nodes may come back. None
-        with a spare to spare, or without the key (SSE-C objects, volumes: unchecked)."""
-        if usable > man.part.k + 1 or self.stripe_codec is None:
+    def _guard(self, man: Manifest) -> Guard | None:
+        """The key's check for a rebuild's segments read from only k sources (m shards
+        lost, or a spare whose read failed): without it a liar nobody has named yet is
+        decoded into every rebuilt shard and committed, and the stripe is then lost for good
+        though its lost shards' nodes may come back. Looked up once, and only when a segment
+        needs it (the common one-lost-shard rebuild reads a spare and never asks). None
+        (unchecked) without a key: SSE-C objects, a shredded tenant. A failed lookup (the
+        store or the KMS) raises KeyCheckUnavailable: the stripe is deferred."""
+        if self.stripe_codec is None:
             return None
-        try:
-            codec = await self.stripe_codec(man)
-        except StorageError:
-            return None
-        return codec.reference if codec is not None and codec.cipher is not None else None
+        resolve, memo = self.stripe_codec, []
+
+        async def check() -> Reference | None:
+            if not memo:
+                try:
+                    codec = await resolve(man)
+                except StorageError as exc:
+                    raise KeyCheckUnavailable(f"the key's check could not be looked up: {exc}"
+                                              ) from exc
+                memo.append(codec.reference if codec is not None and codec.cipher is not None
+                            else None)
+            return memo[0]
+        return check
 
     async def _refresh_pacing(self) -> None:
         """At most every PACING_S: the busy lag bound in force (`tessera config set

@@ -26,7 +26,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 
 from storage.config import Config, NodeSpec, RepairSettings
-from storage.errors import DataUnavailable, StorageError
+from storage.errors import DataUnavailable, KeyCheckUnavailable, StorageError
 from storage.health import UP, HealthTracker
 from storage.keyspace import (
     REPAIR,
@@ -236,7 +236,6 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         ref = await self._reference(man, a)
         reference, keyless = ref if ref is not None else (None, False)
         usable = {**a.healthy, **(a.lying if reference is not None else {})}
-        guard = await self._guard(man, len(usable)) if reference is None else None
         if len(usable) < part.k:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -266,7 +265,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         rebuild = asyncio.ensure_future(rebuild_shards(
             self._client, self._cpu, part, sources, targets, throttle or self._throttle,
             reference=reference, trusted=set(a.healthy) if keyless else None, pool=self._pool,
-            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES, guard=guard))
+            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES,
+            guard=self._guard(man) if reference is None else None))
         self._rebuilding[part.stripe_id] = (rebuild, man, a)  # a node's return may stop it
         try:
             res = await rebuild
@@ -277,6 +277,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         except DataUnavailable as exc:
             self.stats.unrepairable += 1
             self._dirty = True
+            await self._defer(item, entry, str(exc))
+            return False
+        except KeyCheckUnavailable as exc:  # retried later: never rebuilt unchecked
+            log.warning("stripe %s: %s", part.stripe_id.hex(), exc)
             await self._defer(item, entry, str(exc))
             return False
         except SourcesDisagree as exc:  # a source lies: find it (with the key), then rebuild
@@ -338,7 +342,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
 
     async def _reference(self, man: Manifest, a: Assessment) -> tuple[Reference, bool] | None:
         """How to rebuild a stripe with named liars: segment by segment from the blocks that
-        authenticate (the liars' honest blocks included). Without the key (SSE-C, volumes)
+        authenticate (the liars' honest blocks included). Without the key (SSE-C, shredded)
         the codeword more than k blocks agree on is the reference, so a liar nobody has
         named yet cannot spread into the rebuilt shards; a segment with no such codeword
         (a lost shard besides a liar) is rebuilt from the shards not named, when they are k

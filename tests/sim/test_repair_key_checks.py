@@ -1,0 +1,141 @@
+"""The key's check of a rebuild from exactly k sources (`ShardWorker._guard`): volume
+extents have a key too, a failed key lookup defers the stripe, and the key is looked up only
+when a segment has no spare block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage.errors import StorageError
+from storage.health import DOWN
+from storage.shards.ids import shard_id
+from storage.workers.deepscrub import DeepScrubber, DeepScrubSettings
+from storage.workers.manifests import Manifest, load_manifest
+from tests.sim.test_sim_repair import SEGMENT, Sim, _lie_in_segment
+
+
+async def _sim(tmp_path: Path, seed: int) -> tuple[Sim, DeepScrubber]:
+    s = Sim(tmp_path, seed)
+    await s.open(tmp_path)
+    scrub = DeepScrubber(s.cfg, s.meta, s.objects, s.sim, s.health, s.pool, s.stripes.lies,
+                         DeepScrubSettings(rate_bytes_s=0))
+    s.repair.stripe_codec = scrub.codec  # as `Cluster.workers` wires it
+    return s, scrub
+
+
+async def _extent(s: Sim) -> tuple[Manifest, bytes]:
+    """A volume whose extent 0 is written: its stripe's manifest and the extent's bytes."""
+    await s.cluster.volumes.create("t", "v", 2 << 20)
+    h = await s.cluster.volumes.open("t", "v", "test")
+    data = s.rnd.randbytes(1 << 20)
+    await h.write_extent(0, data)
+    p = h._own[0]
+    await h.close()
+    man = await load_manifest(s.meta, p.stripe)
+    assert isinstance(man, Manifest) and man.kind == "extent"
+    return man, data
+
+
+def _shards(s: Sim, man: Manifest) -> list[bytes]:
+    p = man.part
+    return [bytes(s.sim.files[str(p.nodes[i])][shard_id(p.stripe_id, i)])
+            for i in range(p.k + p.m)]
+
+
+async def _lie_and_lose_two(s: Sim, man: Manifest) -> list[bytes]:
+    """Shard 2 lies in segment 0; the nodes of shards 0 and 1 go down: k sources left."""
+    p = man.part
+    originals = _shards(s, man)
+    s.sim.files[str(p.nodes[2])][shard_id(p.stripe_id, 2)] = bytearray(
+        _lie_in_segment(originals[2], 0, 2))
+    s.sim.down.update({str(p.nodes[0]), str(p.nodes[1])})
+    await s.health.probe_once()
+    assert {s.health.states[str(n)].state for n in p.nodes[:2]} == {DOWN}
+    return originals
+
+
+async def _committed_lie(s: Sim, man: Manifest, originals: list[bytes]) -> list[int]:
+    """The indexes whose committed shard differs from the original (rebuilt from the lie)."""
+    now = await load_manifest(s.meta, man.part.stripe_id)
+    assert isinstance(now, Manifest)
+    p = now.part
+    return [i for i in range(p.k + p.m) if p.nodes[i] != man.part.nodes[i] and
+            bytes(s.sim.files[str(p.nodes[i])][shard_id(p.stripe_id, i)]) != originals[i]]
+
+
+async def test_a_volume_extent_rebuilt_from_k_sources_is_checked_with_its_key(
+        tmp_path: Path) -> None:
+    """An extent's pointer holds its data key wrapped by the tenant's: the check of a
+    rebuild from k sources took the extent for keyless, so a liar among the k was decoded
+    into the rebuilt shards and committed (ext4 then reads EIO once the nodes return). Now
+    the rebuild is refused and nothing is committed; after the return the liar is named."""
+    s, _ = await _sim(tmp_path, 41)
+    try:
+        man, data = await _extent(s)
+        codec = await s.repair.stripe_codec(man)  # type: ignore[misc]
+        assert codec is not None and codec.cipher is not None, "no key for the extent"
+        originals = await _lie_and_lose_two(s, man)
+        for _ in range(3):
+            await s.repair.step()
+        assert await _committed_lie(s, man, originals) == [], \
+            "repair committed an extent shard rebuilt from a lying source"
+        await s.heal()
+        h = await s.cluster.volumes.open("t", "v", "test2")
+        try:
+            assert await h.read_extent(0) == data
+        finally:
+            await h.close()
+    finally:
+        await s.close()
+
+
+async def test_a_failed_key_lookup_defers_the_rebuild(tmp_path: Path,
+                                                      monkeypatch) -> None:
+    """A metadata or KMS error while the key's check is looked up gave the old unchecked
+    rebuild from k sources (it committed the lie): now the stripe is deferred, retried."""
+    s, _ = await _sim(tmp_path, 43)
+    try:
+        await s.put("x", 3 * SEGMENT + 7)
+        man = next(m for m in await s.manifests() if m.kind == "object")
+        originals = await _lie_and_lose_two(s, man)
+
+        async def fails(*_a: object, **_k: object) -> object:
+            raise StorageError("metadata store unreachable")
+        monkeypatch.setattr(s.objects.data_keys, "cipher_for", fails)
+        for _ in range(3):
+            await s.repair.step()
+        assert await _committed_lie(s, man, originals) == [], \
+            "a failed key lookup let the rebuild from k sources go unchecked"
+        monkeypatch.undo()
+        await s.heal()
+        assert await s.read("x") == s.data["x"]
+    finally:
+        await s.close()
+
+
+async def test_the_key_is_looked_up_only_for_a_segment_without_a_spare(
+        tmp_path: Path) -> None:
+    """The common rebuild (one shard lost, a spare to compare with) never asks for the key
+    (a tenant KEK read, an etcd round trip per stripe); a rebuild from k sources does."""
+    s, scrub = await _sim(tmp_path, 47)
+    try:
+        asked: list[bytes] = []
+
+        async def counted(man: Manifest):  # type: ignore[no-untyped-def]
+            asked.append(man.part.stripe_id)
+            return await scrub.codec(man)
+        s.repair.stripe_codec = counted
+        await s.put("x", 3 * SEGMENT + 7)
+        man = next(m for m in await s.manifests() if m.kind == "object")
+        p = man.part
+        assert s.sim.lose(str(p.nodes[0]), shard_id(p.stripe_id, 0))
+        await s.heal()
+        await s.check_redundant()
+        assert asked == [], "the key was looked up for a rebuild with a spare"
+        for i in (0, 1):
+            assert s.sim.lose(str(p.nodes[i]), shard_id(p.stripe_id, i))
+        await s.heal()
+        await s.check_redundant()
+        assert asked == [p.stripe_id]
+    finally:
+        await s.close()
