@@ -82,6 +82,8 @@ SWEEP_BURST_S = 60.0  # the paced sweep's burst: this many seconds of sweep_rate
 # under way, or a collector that died until another reruns its entry): rebuilding now would
 # only be refused at the commit, again and again, ahead of every other entry.
 PENDING_RETRY_S = 5.0
+REFUSED_RETRY_S = RETRY_S  # a refused rebuild's first retry, doubling per refusal ...
+REFUSED_MAX_S = 3600.0  # ... up to this
 
 
 @dataclass
@@ -96,6 +98,7 @@ class RepairStats:
     orphans_deleted: int = 0
     quarantine_reports: int = 0
     sources_disagree: int = 0  # rebuilds stopped because a source lied
+    rebuilds_refused: int = 0  # of those, with nobody to name (`_refused`), each retry
     sweep_passes: int = 0
     sweep_checked: int = 0
     last_sweep_start: float = 0.0
@@ -293,7 +296,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             # (`LyingShards`) skip a shard reported in the last minute, so a liar rewritten
             # and lying again soon after would wait for that minute, its stripe unrepaired.
             if not await self._name_liars(item, entry, part, set(found) - set(a.lying)):
-                await self._defer(item, entry, str(exc))
+                await self._refused(item, entry, str(exc))
             return False
         finally:
             self._rebuilding.pop(part.stripe_id, None)
@@ -327,6 +330,18 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
                 await self._defer(item, entry, "partially repaired")
         return committed
 
+    async def _refused(self, item: Item, entry: dict, reason: str) -> None:
+        """A rebuild refused with nobody to name: the sources read (k of them, or k+1 the
+        check could not sort out) do not authenticate, and a liar among k cannot be named
+        until another shard returns. Retried with a per-stripe back-off (REFUSED_RETRY_S
+        doubling up to REFUSED_MAX_S: not a full-rate read of the stripe every 30 s
+        forever); a node's return still makes it due at once (`_due`)."""
+        n = int(entry.get("refused", 0)) + 1
+        self.stats.rebuilds_refused += 1
+        self._dirty = True
+        await self._defer(item, {**entry, "refused": n}, f"rebuild refused: {reason}",
+                          min(REFUSED_RETRY_S * 2 ** (n - 1), REFUSED_MAX_S))
+
     async def _name_liars(self, item: Item, entry: dict, part: PartLayout,
                           liars: set[int]) -> bool:
         """Name `liars` (shard indexes of the manifest as read) in the stripe's entry and
@@ -337,7 +352,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             return False
         lying = {**(entry.get("lying") or {}), **more}
         await self._meta.txn(Txn(compares={item.key: item.revision}, puts={
-            item.key: pack({**entry, "lying": lying, "retry_at": 0})}))
+            item.key: pack({**{k: v for k, v in entry.items() if k != "refused"},
+                            "lying": lying, "retry_at": 0})}))
         return True
 
     async def _reference(self, man: Manifest, a: Assessment) -> tuple[Reference, bool] | None:

@@ -139,3 +139,36 @@ async def test_the_key_is_looked_up_only_for_a_segment_without_a_spare(
         assert asked == [p.stripe_id]
     finally:
         await s.close()
+
+
+async def test_a_refused_rebuild_backs_off_per_stripe_and_is_counted(tmp_path: Path) -> None:
+    """k sources left, one lying, nobody able to name it: the rebuild is refused. It was
+    retried every 30 s forever (a full-rate read of the stripe each time), counted only as
+    `sources_disagree`, which `tessera status` explained as "the deep scrub named it". Now
+    each refusal doubles the stripe's retry delay and counts as `rebuilds_refused`."""
+    from storage.keyspace import urgent_repair_key
+    from storage.metadata import Txn
+    from storage.records import pack, unpack
+
+    s, scrub = await _sim(tmp_path, 53)
+    s.repair.verify_stripe = scrub.check_stripe
+    try:
+        man, _ = await _extent(s)
+        originals = await _lie_and_lose_two(s, man)
+        key = urgent_repair_key(man.part.stripe_id)
+        await s.meta.put(key, pack({"reason": "test", "queued": 0.0}))
+        delays = []
+        for _ in range(3):
+            await s.repair.step()
+            item = await s.meta.get(key)
+            assert item is not None
+            e = unpack(item.value)
+            delays.append(round(e["retry_at"] - e["deferred_at"]))
+            # the delay has passed: due again (the same entry, its count kept)
+            await s.meta.txn(Txn(compares={key: item.revision},
+                                 puts={key: pack({**e, "retry_at": 0})}))
+        assert delays == [30, 60, 120], delays
+        assert s.repair.stats.rebuilds_refused == 3
+        assert await _committed_lie(s, man, originals) == []
+    finally:
+        await s.close()
