@@ -86,6 +86,14 @@ REFUSED_RETRY_S = RETRY_S  # a refused rebuild's first retry, doubling per refus
 REFUSED_MAX_S = 3600.0  # ... up to this
 
 
+def _waiting(a: Assessment) -> set[int]:
+    """Indexes a rebuild does not read whose node may yet hold them: down (within its
+    grace, or lost past it), or judged lost while down by an assessment made before the
+    node came back. Not the named liars, nor shards gone from a node that was up
+    (`absent`): nothing better can come back for those."""
+    return {i for i in a.missing if i not in a.absent and i not in a.lying} | set(a.unknown)
+
+
 @dataclass
 class RepairStats:
     """Counters published under `(S, repair)` for `tessera status`."""
@@ -269,7 +277,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             self._client, self._cpu, part, sources, targets, throttle or self._throttle,
             reference=reference, trusted=set(a.healthy) if keyless else None, pool=self._pool,
             whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES,
-            guard=self._guard(man) if reference is None else None))
+            guard=self._guard(man, _waiting(a)) if reference is None else None))
         self._rebuilding[part.stripe_id] = (rebuild, man, a)  # a node's return may stop it
         try:
             res = await rebuild

@@ -172,3 +172,47 @@ async def test_a_refused_rebuild_backs_off_per_stripe_and_is_counted(tmp_path: P
         assert await _committed_lie(s, man, originals) == []
     finally:
         await s.close()
+
+
+async def test_an_sse_c_stripe_at_k_waits_for_its_down_nodes(tmp_path: Path) -> None:
+    """SSE-C: the cluster has no key, so a rebuild from exactly k sources cannot be
+    checked. While the lost shards' nodes are only DOWN it was rebuilt anyway and a liar
+    among the k was committed (the honest copies on the returning nodes then orphans, the
+    object unreadable for good). Now it is refused while a holder is DOWN; once the nodes
+    return the liar is outvoted; a holder OUT (gone for good) lets the rebuild go ahead."""
+    from dataclasses import replace
+
+    from storage.health import OUT
+    from storage.keyspace import urgent_repair_key
+    from storage.records import pack
+
+    s, scrub = await _sim(tmp_path, 59)
+    s.repair.verify_stripe = scrub.check_stripe
+
+    async def keyless(man: Manifest):  # type: ignore[no-untyped-def]
+        codec = await scrub.codec(man)  # as for SSE-C data: no cipher
+        return None if codec is None else replace(codec, cipher=None)
+    s.repair.stripe_codec = keyless
+    try:
+        await s.put("x", 3 * SEGMENT + 7)
+        man = next(m for m in await s.manifests() if m.kind == "object")
+        originals = await _lie_and_lose_two(s, man)
+        for _ in range(3):
+            await s.repair.step()
+        assert await _committed_lie(s, man, originals) == [], \
+            "an SSE-C stripe was rebuilt unchecked from k sources while its nodes were down"
+        assert s.repair.stats.rebuilds_refused >= 1
+        await s.heal()
+        assert await s.read("x") == s.data["x"]
+        # gone for good: the rebuild from k goes ahead (nothing better can come back)
+        p = (await load_manifest(s.meta, man.part.stripe_id)).part  # type: ignore[union-attr]
+        s.sim.down.update({str(p.nodes[0]), str(p.nodes[1])})
+        await s.health.probe_once()
+        for n in p.nodes[:2]:
+            s.health.states[str(n)].state = OUT
+        await s.meta.put(urgent_repair_key(p.stripe_id), pack({"reason": "test", "queued": 0.0}))
+        await s.repair.step()
+        now = (await load_manifest(s.meta, p.stripe_id)).part  # type: ignore[union-attr]
+        assert now.nodes[:2] != p.nodes[:2], "an SSE-C stripe with OUT holders was not rebuilt"
+    finally:
+        await s.close()
