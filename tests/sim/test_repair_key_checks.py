@@ -216,3 +216,30 @@ async def test_an_sse_c_stripe_at_k_waits_for_its_down_nodes(tmp_path: Path) -> 
         assert now.nodes[:2] != p.nodes[:2], "an SSE-C stripe with OUT holders was not rebuilt"
     finally:
         await s.close()
+
+
+async def test_the_deep_scrub_checks_volume_stripes_under_their_key(tmp_path: Path) -> None:
+    """With the key, the deep scrub's check of an extent's and a journal segment's stripe
+    finds no liar among honest shards (a wrong key identity would name them all) and
+    names the one that lies."""
+    from storage.volume_journal import append
+
+    s, scrub = await _sim(tmp_path, 61)
+    try:
+        man, _ = await _extent(s)
+        h = await s.cluster.volumes.open("t", "v", "test2")
+        seg = await append(h, 1, [(4096, s.rnd.randbytes(3 * SEGMENT))])
+        await h.close()
+        jman = await load_manifest(s.meta, seg.stripe)
+        assert isinstance(jman, Manifest) and jman.kind == "extent"
+        for m in (man, jman):
+            codec = await scrub.codec(m)
+            assert codec is not None and codec.cipher is not None
+            assert await scrub.check_stripe(m.part.stripe_id) == []
+            p = m.part
+            sid = shard_id(p.stripe_id, 3)
+            good = bytes(s.sim.files[str(p.nodes[3])][sid])
+            s.sim.files[str(p.nodes[3])][sid] = bytearray(_lie_in_segment(good, 0, 3))
+            assert await scrub.check_stripe(p.stripe_id) == [3]
+    finally:
+        await s.close()
