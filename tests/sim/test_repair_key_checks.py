@@ -243,3 +243,28 @@ async def test_the_deep_scrub_checks_volume_stripes_under_their_key(tmp_path: Pa
             assert await scrub.check_stripe(p.stripe_id) == [3]
     finally:
         await s.close()
+
+
+async def test_a_node_return_drops_the_sweeps_stale_assessments(tmp_path: Path) -> None:
+    """The sweep's assessment of a stripe, made while two of its nodes were down, was
+    reused after they returned (`RepairWorker._fresh`, within FRESH_S): the step rebuilt
+    their shards again from the k others, in place on the returned nodes (with the key the
+    liar among the k stops it; for SSE-C it overwrote their honest copies with the lie).
+    A return drops those assessments: the step sees all six shards and rebuilds nothing."""
+    s, scrub = await _sim(tmp_path, 67)
+    s.repair.verify_stripe = scrub.check_stripe
+    try:
+        await s.put("x", 3 * SEGMENT + 7)
+        man = next(m for m in await s.manifests() if m.kind == "object")
+        await _lie_and_lose_two(s, man)
+        for _ in range(3):
+            await s.repair.step()
+        stopped = s.repair.stats.sources_disagree
+        assert stopped >= 1
+        s.sim.down.clear()
+        await s.health.probe_once()
+        await s.repair.step()
+        assert s.repair.stats.sources_disagree == stopped, \
+            "a rebuild after the nodes' return used the assessment made while they were down"
+    finally:
+        await s.close()
