@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import select
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -144,9 +146,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (`tessera status | head` after head exits)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):  # stdout closed or not a real file descriptor
+        return False
+
+
+def _quiet_after_closed_stdout() -> int:
+    """Exit as a SIGPIPE'd tool does (141, nothing on stderr) once the reader of stdout left.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not raise again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
-    restrict_umask()  # data dirs, logs and keys made by any command are owner-only
+    """Run one `tessera` command; a reader of stdout that left early (`| head`) ends it quietly."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe is a warning
+        return rc
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return _quiet_after_closed_stdout()
+        print(f"tessera {argv[0] if argv else ''}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
+    """Dispatch `argv` to its command; errors a user can act on are one line (exit 1)."""
+    restrict_umask()  # data dirs, logs and keys made by any command are owner-only
     if argv and argv[0] == "gateway":
         return _exec_module("gateway", argv[1:])
     if argv and argv[0] == "node":
@@ -160,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # main() tells a closed stdout from a peer that hung up
     except OSError as exc:  # a path the operator gave, said with what to do
         from ops.pathcheck import explain
 

@@ -455,7 +455,9 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
                 if t in waits:
                     c = waits.pop(t)
                     print(f"warning: {c.name} exited with status {c.proc.returncode}; see "
-                          f"{c.log}", file=sys.stderr, flush=True)
+                          f"{c.log}; it stays down (the rest keep serving) until this "
+                          "`tessera up` is stopped (Ctrl-C) and started again",
+                          file=sys.stderr, flush=True)
         return 0
     finally:
         await _stop_all(children)

@@ -73,7 +73,12 @@ def render(doc: dict[str, Any]) -> str:
             f"{r.get('stripes_repaired', 0)} stripes ({human_size(r.get('bytes_rebuilt', 0))})",
             f"  unrepairable now:  {r.get('unrepairable', 0)}",
             f"  sources disagreed: {r.get('sources_disagree', 0)} (a lying source stopped a "
-            "rebuild; the deep scrub named it)",
+            "rebuild; with a spare shard to compare, the deep scrub's check names it and "
+            "the stripe is rebuilt next)",
+            f"  rebuilds refused:  {r.get('rebuilds_refused', 0)} (of those: the k remaining "
+            "shards do not authenticate; a liar among them cannot be named until another "
+            "shard returns. Bring a down node back (its stripes are retried at once); "
+            "retries back off per stripe to 1 h; NODES above shows which are down)",
             f"  orphans deleted:   {r.get('orphans_deleted', 0)}",
             pacing_line(r.get("pacing"), " (safe stripes; stripes at risk: idle rate)"),
             f"  sweep passes:      {r.get('sweep_passes', 0)} (last full pass, shards "

@@ -265,6 +265,10 @@ async def _clone(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 async def _flatten(a, c, svc, t):  # type: ignore[no-untyped-def]
     v = await svc.get(t, a.name)
+    if not v.base:  # never a clone, or flattened already: nothing is copied
+        _done(a, f"volume {a.name} is not a clone: it has no origin to stop depending on",
+              {"flattened": a.name})
+        return
     await svc.flatten(t, a.name, _Progress(f"flatten {a.name}", v.size, v.extent_size))
     _done(a, f"volume {a.name} no longer depends on its origin", {"flattened": a.name})
 

@@ -131,6 +131,11 @@ class KeyUnavailable(StorageError):
     """The key needed to decrypt is gone (tenant shredded) or cannot be unwrapped."""
 
 
+class KeyCheckUnavailable(StorageError):
+    """A rebuild's segment read from only k sources needs the key's check, and looking the
+    key up failed (metadata store or KMS): the stripe is deferred, never rebuilt unchecked."""
+
+
 class TenantShredding(StorageError):
     """The tenant is being shredded (its lock scan runs): writes to its buckets are refused
     until the shred destroys its keys or, finding locked versions, gives up."""

@@ -87,6 +87,7 @@ class ObjectService(ObjectReads, ObjectEdits):
         self._meta = meta
         self._decoded = {}
         self._tenants = tenants
+        self.tenants = tenants  # the workers' keyed checks of volume stripes
         self.buckets = buckets
         self._stripes = stripes
         # Object Lock expiry is judged by a clock never ahead of the nodes' (storage.lock_clock)

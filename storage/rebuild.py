@@ -8,14 +8,15 @@ when a spare source exists k+1 blocks are read and must agree on one codeword: a
 source (valid checksums, wrong bytes) stops the rebuild with `SourcesDisagree` instead of
 spreading its lie into the rebuilt shards. A segment read from k sources only (m shards
 lost, or a spare that failed) has nothing to compare with: given a `guard` (the stripe's
-keyed reference, where the cluster holds the key) it must authenticate instead.
+keyed reference, where the cluster holds the key, looked up only when a segment needs it)
+it must authenticate instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from storage.buffers import BufferPool
 from storage.config import NodeSpec
 from storage.crypto.aead import TAG_BYTES
 from storage.erasure import ErasureCodec
-from storage.errors import IntegrityError, StorageError
+from storage.errors import IntegrityError, KeyCheckUnavailable, StorageError
 from storage.pipeline import segment_count, segment_length, shard_file_bytes, shard_headers
 from storage.records import PartLayout
 from storage.shards.format import ShardHeader, pack_frame
@@ -71,6 +72,9 @@ def part_headers(part: PartLayout) -> list[ShardHeader]:
 
 # (segment, last, plaintext length, blocks) -> (sealed segment, indexes that disagree)
 Reference = Callable[[int, bool, int, dict[int, bytes]], tuple[bytes, list[int]]]
+# The key's check of a rebuild, looked up when a segment first has no spare block (None
+# without a key: unchecked); raises KeyCheckUnavailable when the lookup failed.
+Guard = Callable[[], Awaitable[Reference | None]]
 
 
 def _rebuild_from(reference: Reference, codec: ErasureCodec, seg: int, last: bool,
@@ -124,7 +128,7 @@ async def _rebuild_whole(client: NodeTransport, cpu: Executor, part: PartLayout,
                          sources: Sequence[tuple[int, NodeSpec]],
                          targets: Mapping[int, NodeSpec], throttle: Throttle | None,
                          reference: Reference | None, trusted: set[int] | None,
-                         size: int, guard: Reference | None = None) -> RebuildResult:
+                         size: int, guard: Guard | None = None) -> RebuildResult:
     """`rebuild_shards` for shards of `size` bytes or less: each source shard read whole and
     each rebuilt shard written whole on the transport's bulk lane (`read_small` /
     `put_small` with `bulk`), so the reads and writes of the stripes repaired at once share
@@ -143,9 +147,11 @@ async def _rebuild_whole(client: NodeTransport, cpu: Executor, part: PartLayout,
     segments = [blocks async for _, blocks in read_small_blocks(
         client, headers, sources, part.k, 0, nsegs - 1, failed_source, spare=spare,
         bulk=size)]
+    check = await guard() if guard is not None and reference is None and any(
+        len(b) <= part.k for b in segments) else None  # the key only where a segment needs it
     files, nbytes, liars = await asyncio.get_running_loop().run_in_executor(
         cpu, _rebuild_whole_files, reference, codec, headers, part, segments, wanted, trusted,
-        guard)
+        check)
     del segments
 
     async def put(i: int) -> str | None:
@@ -192,7 +198,7 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          trusted: set[int] | None = None,
                          pool: BufferPool | None = None,
                          whole_bytes: int = 0, gather_bytes: int = 0,
-                         guard: Reference | None = None) -> RebuildResult:
+                         guard: Guard | None = None) -> RebuildResult:
     """Stream rebuilt shards `targets` (index -> node) from `sources` (index, node).
 
     Sources are tried in order; one that fails mid-stream is replaced by the next. Raises
@@ -205,8 +211,9 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
     reused buffers (`read_blocks`), given back as soon as a segment's frames are built.
     Shards of `whole_bytes` or less are read and written whole (`_rebuild_whole`); those
     of `gather_bytes` or less are read as streams and each rebuilt shard is written whole.
-    `guard` (a keyed reference): a segment read from only k sources is rebuilt from the
-    sealed segment it authenticates, SourcesDisagree when it does not (no spare block can
+    `guard` (the keyed reference, looked up when first needed): a segment read from only k
+    sources is rebuilt from the sealed segment it authenticates, SourcesDisagree when it
+    does not (no spare block can
     show a liar among k, and a rebuild from one would spread its lie to every new shard).
     """
     length = shard_file_bytes(part.size, part.segment_size, part.k)
@@ -247,9 +254,10 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                         blocks, wanted, trusted)
                     liars.update(wrong)
                     frames = _framed(headers, seg, rebuilt)
-                elif guard is not None and len(blocks) <= codec.k:  # no spare block
+                elif guard is not None and len(blocks) <= codec.k and \
+                        (check := await guard()) is not None:  # no spare block: the key's
                     rebuilt, _ = await loop.run_in_executor(
-                        cpu, _rebuild_from, guard, codec, seg, seg == nsegs - 1, plain_len,
+                        cpu, _rebuild_from, check, codec, seg, seg == nsegs - 1, plain_len,
                         blocks, wanted)
                     frames = _framed(headers, seg, rebuilt)
                 else:
@@ -286,4 +294,4 @@ async def rebuild_shards(client: NodeTransport, cpu: Executor, part: PartLayout,
                          bad_sources=bad, liars=liars)
 
 
-__all__ = ["Reference", "RebuildResult", "SourcesDisagree", "part_headers", "rebuild_shards"]
+__all__ = ["Guard", "KeyCheckUnavailable", "Reference", "RebuildResult", "SourcesDisagree", "part_headers", "rebuild_shards"]

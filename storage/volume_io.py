@@ -275,7 +275,9 @@ class VolumeHandle:
             self._ciphers[p.stripe] = c
         return c
 
-    def _codec(self, p: Pointer, cipher: SegmentCipher, tenant: str) -> StripeCodec:
+    @staticmethod
+    def _codec(p: Pointer, cipher: SegmentCipher, tenant: str) -> StripeCodec:
+        """An extent's codec (also the workers' keyed check: storage/volume_stripe_keys.py)."""
         return StripeCodec(cipher=cipher, codec=ErasureCodec(p.k, p.m),
                            identity=extent_identity(tenant, p), part=p.index, stripe_id=p.stripe,
                            segment_size=p.segment_size)

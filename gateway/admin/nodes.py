@@ -145,6 +145,14 @@ class NodesApi:
             raise AdminError(409, "NodeNotEmpty", f"node {nid!r} cannot be reached and has not "
                              f"been drained; run `tessera node drain {nid}` and wait until "
                              "`tessera node list` shows 0 shards left")
+        if shards and drained:  # what is left no stripe names: it waits for collection
+            cfg = self.cluster.cfg
+            raise AdminError(409, "NodeNotEmpty", f"node {nid!r} is drained but still holds "
+                             f"{shards} shards no stripe uses any more, which the collector "
+                             f"deletes after [workers] gc_grace_s ({cfg.workers.gc_grace_s:g} "
+                             "s; orphans of unfinished writes after [repair] orphan_grace_s, "
+                             f"{cfg.repair.orphan_grace_s:g} s); run `tessera node remove "
+                             f"{nid}` again once `tessera node list` shows 0 shards")
         if shards:
             left = ((stats.get("draining") or {}).get(nid) or {}).get("left")
             hint = (f"the drain is in progress ({left} referenced shards left)"

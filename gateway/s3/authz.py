@@ -28,7 +28,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -400,16 +399,25 @@ def _statements(request: web.Request, bucket: str, text: str) -> list[dict[str, 
     memo = request.get(POLICY_STATEMENTS)
     if memo is None or memo[0] != text:
         memo = request[POLICY_STATEMENTS] = (text, policy.statements(text))
-        _warn_void_tag_denies(bucket, text)
+        _warn_void_tag_denies(bucket, text, memo[1])
     return memo[1]
 
 
-@lru_cache(maxsize=1024)
-def _warn_void_tag_denies(bucket: str, text: str) -> None:
+_WARNED: set[tuple[str, str]] = set()  # (bucket, policy text) already warned about
+_WARNED_MAX = 1024
+
+
+def _warn_void_tag_denies(bucket: str, text: str, sts: list[dict[str, Any]]) -> None:
     """One warning per bucket policy this process loads whose Deny on an object write or
     delete is keyed on s3:ExistingObjectTag: enforced before lows18, void now, as on AWS
-    (review18c L3: owners who relied on it were not told)."""
-    for what in policy.void_tag_denies(policy.statements(text)):
+    (review18c L3: owners who relied on it were not told). Takes the statements the request
+    parsed already (a policy is parsed once per request)."""
+    if (bucket, text) in _WARNED:
+        return
+    if len(_WARNED) >= _WARNED_MAX:
+        _WARNED.clear()
+    _WARNED.add((bucket, text))
+    for what in policy.void_tag_denies(sts):
         log.warning("bucket %s: policy %s; AWS never puts s3:ExistingObjectTag in a "
                     "PutObject or DeleteObject request, so this Deny never applies to them "
                     "(it did before this release)", bucket, what)

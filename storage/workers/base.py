@@ -11,7 +11,7 @@ a rebuild that may read only k sources (`_guard`).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -20,8 +20,8 @@ from storage import pacing_settings
 from storage.adaptive_rate import AdaptiveRate
 from storage.buffers import BufferPool
 from storage.config import DEFAULT_BUSY_RATE, DEFAULT_RATE, Config
-from storage.errors import StorageError
-from storage.health import HealthTracker
+from storage.errors import IntegrityError, KeyCheckUnavailable, StorageError
+from storage.health import OUT, HealthTracker
 from storage.metadata import MetadataStore
 from storage.records import unpack
 from storage.shards.transport import NodeTransport
@@ -29,7 +29,7 @@ from storage.throttle import Throttle
 
 if TYPE_CHECKING:
     from storage.pipeline import StripeCodec
-    from storage.rebuild import Reference
+    from storage.rebuild import Guard, Reference
     from storage.workers.manifests import Manifest
 
 MIB = 2**20
@@ -37,6 +37,14 @@ PACING_S = 2.0  # the published pacing figures are refreshed at most this often
 POOL_BYTES = 64 * MIB  # free source-frame buffers a worker keeps for its rebuilds at most
 
 Stats = TypeVar("Stats")
+
+
+def _wait_for_return(_seg: int, _last: bool, _plain_len: int, _blocks: dict[int, bytes],
+                     ) -> tuple[bytes, list[int]]:
+    """The check of a keyless (SSE-C) segment read from k sources while a shard holder
+    may return (not OUT): refused (the rebuild stops with SourcesDisagree and backs off)."""
+    raise IntegrityError("no key to check a rebuild from k sources (SSE-C) while a lost "
+                         "shard's node may return: waiting for it, or for it to be OUT")
 
 
 async def read_counters(meta: MetadataStore, key: bytes) -> dict[str, Any]:
@@ -83,19 +91,43 @@ class ShardWorker(Generic[Stats]):
         self._override_next = 0.0
         self._pool = BufferPool(POOL_BYTES)  # rebuild source frames are received into these
 
-    async def _guard(self, man: Manifest, usable: int) -> Reference | None:
-        """The key's check for a rebuild from `usable` sources that may read only k of them
-        (k or k+1: one failed read leaves no spare block to compare with). Without it a
-        liar nobody has named yet is decoded into every rebuilt shard and committed: the
-        stripe is then lost for good, though its lost shards' nodes may come back. None
-        with a spare to spare, or without the key (SSE-C objects, volumes: unchecked)."""
-        if usable > man.part.k + 1 or self.stripe_codec is None:
+    def _guard(self, man: Manifest, waiting: Collection[int] = ()) -> Guard | None:
+        """The key's check for a rebuild's segments read from only k sources (m shards
+        lost, or a spare whose read failed): without it a liar nobody has named yet is
+        decoded into every rebuilt shard and committed, and the stripe is then lost for good
+        though its lost shards' nodes may come back. Looked up once, and only when a segment
+        needs it (the common one-lost-shard rebuild reads a spare and never asks). Without
+        a key (SSE-C) nothing can check: refused (`_wait_for_return`) while the node of an
+        index in `waiting` (not read, and not known gone: down, or judged lost by an
+        assessment its node's return has made stale) is anything but OUT, since it may hold
+        an honest copy; unchecked once all are OUT (gone for good). None
+        (unchecked) for a shredded tenant. A failed lookup (the store or the KMS) raises
+        KeyCheckUnavailable: the stripe is deferred."""
+        if self.stripe_codec is None:
             return None
-        try:
-            codec = await self.stripe_codec(man)
-        except StorageError:
-            return None
-        return codec.reference if codec is not None and codec.cipher is not None else None
+        resolve, memo = self.stripe_codec, []
+
+        async def check() -> Reference | None:
+            if not memo:
+                try:
+                    codec = await resolve(man)
+                except StorageError as exc:
+                    raise KeyCheckUnavailable(f"the key's check could not be looked up: {exc}"
+                                              ) from exc
+                if codec is not None and codec.cipher is not None:
+                    memo.append(codec.reference)
+                elif codec is not None and self._may_return(man, waiting):
+                    memo.append(_wait_for_return)
+                else:
+                    memo.append(None)
+            return memo[0]
+        return check
+
+    def _may_return(self, man: Manifest, waiting: Collection[int]) -> bool:
+        """Whether the node of an index in `waiting` is in the cluster and not OUT."""
+        states, nodes = self._health.states, man.part.nodes
+        return any(i < len(nodes) and nodes[i] is not None and nodes[i] in states and
+                   states[str(nodes[i])].state != OUT for i in waiting)
 
     async def _refresh_pacing(self) -> None:
         """At most every PACING_S: the busy lag bound in force (`tessera config set

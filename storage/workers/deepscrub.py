@@ -7,8 +7,9 @@ each live stripe at a bounded byte rate (`[gateway] deep_scrub_rate_mbps`, or
 its environment override; 0 = off) and, per segment, decodes and authenticates it and
 re-encodes it: a shard whose block differs from the authenticated codeword lies
 (`StripeCodec.audit`). Findings go to `LyingShards` (quarantine on the node, urgent repair,
-counters). Where the cluster holds no key (SSE-C objects, block-volume extents) the
-reference is the codeword k+1 shards agree on. After a full pass it rests
+counters). Block-volume extents and journal segments are checked with the data key their
+record wraps (`storage/volume_stripe_keys.py`). Where the cluster holds no key (SSE-C
+objects) the reference is the codeword k+1 shards agree on. After a full pass it rests
 `deep_scrub_pause_s`. Every stripe looked at costs at least STRIPE_FLOOR_BYTES of the rate
 (a manifest load and k+m reads cost CPU however small the stripe): a million small or empty
 objects are scrubbed at a bounded stripe rate, not at full speed.
@@ -27,7 +28,7 @@ from storage.archive import readable
 from storage.config import Config, NodeSpec
 from storage.datakeys import SSEC_HMAC
 from storage.erasure import ErasureCodec
-from storage.errors import IntegrityError, StorageError
+from storage.errors import IntegrityError, KeyUnavailable, NotFound, StorageError
 from storage.health import HealthTracker
 from storage.keyspace import STRIPE, next_key, space, stripe_of
 from storage.lying import LyingShards, read_integrity, update_integrity
@@ -40,6 +41,7 @@ from storage.shards.client import SMALL_SHARD_BYTES
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
 from storage.throttle import Throttle
+from storage.volume_stripe_keys import VolumeTenants, volume_stripe_codec
 from storage.workers import WorkerState
 from storage.workers.manifests import KEPT_STATES, Manifest, load_manifest
 
@@ -89,6 +91,7 @@ class DeepScrubber:
         self._health = health
         self._cpu = cpu
         self._lies = lies
+        self._volumes = VolumeTenants(meta)
         self._throttle = Throttle(self.settings.rate_bytes_s)
         self._cursor = space(STRIPE)[0]
         self._next_pass = 0.0
@@ -164,12 +167,27 @@ class DeepScrubber:
             return []
 
     async def codec(self, man: Manifest) -> StripeCodec | None:
-        """The stripe's codec (repair's, for a stripe with liars)."""
-        return await self._codec(man)
+        """The stripe's codec (repair's and rebalance's keyed checks): with its cipher where
+        the cluster holds the key; cipher None for SSE-C; None when the key is gone
+        (shredded) or the volume is. Any other StorageError (the metadata store or the KMS
+        failed) is raised: the caller defers the stripe rather than rebuild it unchecked."""
+        try:
+            return await self._keyed_codec(man)
+        except (KeyUnavailable, NotFound) as exc:  # shredded: nothing left to protect
+            log.info("no key for stripe %s: %s", man.part.stripe_id.hex(), exc)
+            return None
 
     async def _codec(self, man: Manifest) -> StripeCodec | None:
-        """The stripe's codec: with the object's (or the open upload's) cipher where the
-        cluster has its key."""
+        """The scrub's own: `codec`, None (skipped this pass) on any error."""
+        try:
+            return await self.codec(man)
+        except StorageError as exc:
+            log.info("deep scrub: no key for stripe %s: %s", man.part.stripe_id.hex(), exc)
+            return None
+
+    async def _keyed_codec(self, man: Manifest) -> StripeCodec | None:
+        """The stripe's codec: with the object's (the open upload's, the volume stripe's)
+        cipher where the cluster has its key."""
         part = man.part
         if man.kind in ("object", "part", "restored"):
             v = ObjectVersion.decode(man.items[0].value) if man.kind != "part" else \
@@ -181,12 +199,10 @@ class DeepScrubber:
                 v = copy
             cipher = None
             if SSEC_HMAC not in v.sse:
-                try:
-                    cipher = await self._objects.data_keys.cipher_for(v)
-                except StorageError as exc:  # a shredded tenant: nothing left to protect
-                    log.info("deep scrub: no key for stripe %s: %s", part.stripe_id.hex(), exc)
-                    return None
+                cipher = await self._objects.data_keys.cipher_for(v)
             return self._objects.codec_for(v, part, cipher)
+        if man.kind == "extent":  # an extent or journal segment: its record wraps the key
+            return await volume_stripe_codec(self._objects.tenants, self._volumes, man.items[0])
         return StripeCodec(cipher=None, codec=ErasureCodec(part.k, part.m), identity="",
                            part=part.number, stripe_id=part.stripe_id,
                            segment_size=part.segment_size)

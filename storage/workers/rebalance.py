@@ -338,7 +338,8 @@ class Rebalancer(ShardWorker[RebalanceStats]):
                    if i != index and n and n in by_id and self._health.is_usable(n)]
         res = await rebuild_shards(self._client, self._cpu, part, sources, {index: dst},
                                    self._throttle, pool=self._pool,
-                                   guard=await self._guard(man, len(sources)))
+                                   guard=self._guard(man, [i for i, n in enumerate(part.nodes)
+                                                           if n and not self._health.is_usable(n)]))
         if index not in res.written:
             raise StorageError(res.failed.get(index, "rebuild failed"))
         return res.bytes_written, "rebuilt"

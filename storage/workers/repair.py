@@ -26,7 +26,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 
 from storage.config import Config, NodeSpec, RepairSettings
-from storage.errors import DataUnavailable, StorageError
+from storage.errors import DataUnavailable, KeyCheckUnavailable, StorageError
 from storage.health import UP, HealthTracker
 from storage.keyspace import (
     REPAIR,
@@ -82,6 +82,16 @@ SWEEP_BURST_S = 60.0  # the paced sweep's burst: this many seconds of sweep_rate
 # under way, or a collector that died until another reruns its entry): rebuilding now would
 # only be refused at the commit, again and again, ahead of every other entry.
 PENDING_RETRY_S = 5.0
+REFUSED_RETRY_S = RETRY_S  # a refused rebuild's first retry, doubling per refusal ...
+REFUSED_MAX_S = 3600.0  # ... up to this
+
+
+def _waiting(a: Assessment) -> set[int]:
+    """Indexes a rebuild does not read whose node may yet hold them: down (within its
+    grace, or lost past it), or judged lost while down by an assessment made before the
+    node came back. Not the named liars, nor shards gone from a node that was up
+    (`absent`): nothing better can come back for those."""
+    return {i for i in a.missing if i not in a.absent and i not in a.lying} | set(a.unknown)
 
 
 @dataclass
@@ -96,6 +106,7 @@ class RepairStats:
     orphans_deleted: int = 0
     quarantine_reports: int = 0
     sources_disagree: int = 0  # rebuilds stopped because a source lied
+    rebuilds_refused: int = 0  # of those, with nobody to name (`_refused`), each retry
     sweep_passes: int = 0
     sweep_checked: int = 0
     last_sweep_start: float = 0.0
@@ -236,7 +247,6 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         ref = await self._reference(man, a)
         reference, keyless = ref if ref is not None else (None, False)
         usable = {**a.healthy, **(a.lying if reference is not None else {})}
-        guard = await self._guard(man, len(usable)) if reference is None else None
         if len(usable) < part.k:
             self.stats.unrepairable += 1
             self._dirty = True
@@ -266,7 +276,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         rebuild = asyncio.ensure_future(rebuild_shards(
             self._client, self._cpu, part, sources, targets, throttle or self._throttle,
             reference=reference, trusted=set(a.healthy) if keyless else None, pool=self._pool,
-            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES, guard=guard))
+            whole_bytes=WHOLE_SHARD_BYTES, gather_bytes=GATHER_SHARD_BYTES,
+            guard=self._guard(man, _waiting(a)) if reference is None else None))
         self._rebuilding[part.stripe_id] = (rebuild, man, a)  # a node's return may stop it
         try:
             res = await rebuild
@@ -279,6 +290,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             self._dirty = True
             await self._defer(item, entry, str(exc))
             return False
+        except KeyCheckUnavailable as exc:  # retried later: never rebuilt unchecked
+            log.warning("stripe %s: %s", part.stripe_id.hex(), exc)
+            await self._defer(item, entry, str(exc))
+            return False
         except SourcesDisagree as exc:  # a source lies: find it (with the key), then rebuild
             self.stats.sources_disagree += 1
             self._dirty = True
@@ -289,7 +304,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             # (`LyingShards`) skip a shard reported in the last minute, so a liar rewritten
             # and lying again soon after would wait for that minute, its stripe unrepaired.
             if not await self._name_liars(item, entry, part, set(found) - set(a.lying)):
-                await self._defer(item, entry, str(exc))
+                await self._refused(item, entry, str(exc))
             return False
         finally:
             self._rebuilding.pop(part.stripe_id, None)
@@ -323,6 +338,18 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
                 await self._defer(item, entry, "partially repaired")
         return committed
 
+    async def _refused(self, item: Item, entry: dict, reason: str) -> None:
+        """A rebuild refused with nobody to name: the sources read (k of them, or k+1 the
+        check could not sort out) do not authenticate, and a liar among k cannot be named
+        until another shard returns. Retried with a per-stripe back-off (REFUSED_RETRY_S
+        doubling up to REFUSED_MAX_S: not a full-rate read of the stripe every 30 s
+        forever); a node's return still makes it due at once (`_due`)."""
+        n = int(entry.get("refused", 0)) + 1
+        self.stats.rebuilds_refused += 1
+        self._dirty = True
+        await self._defer(item, {**entry, "refused": n}, f"rebuild refused: {reason}",
+                          min(REFUSED_RETRY_S * 2 ** (n - 1), REFUSED_MAX_S))
+
     async def _name_liars(self, item: Item, entry: dict, part: PartLayout,
                           liars: set[int]) -> bool:
         """Name `liars` (shard indexes of the manifest as read) in the stripe's entry and
@@ -333,12 +360,13 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             return False
         lying = {**(entry.get("lying") or {}), **more}
         await self._meta.txn(Txn(compares={item.key: item.revision}, puts={
-            item.key: pack({**entry, "lying": lying, "retry_at": 0})}))
+            item.key: pack({**{k: v for k, v in entry.items() if k != "refused"},
+                            "lying": lying, "retry_at": 0})}))
         return True
 
     async def _reference(self, man: Manifest, a: Assessment) -> tuple[Reference, bool] | None:
         """How to rebuild a stripe with named liars: segment by segment from the blocks that
-        authenticate (the liars' honest blocks included). Without the key (SSE-C, volumes)
+        authenticate (the liars' honest blocks included). Without the key (SSE-C, shredded)
         the codeword more than k blocks agree on is the reference, so a liar nobody has
         named yet cannot spread into the rebuilt shards; a segment with no such codeword
         (a lost shard besides a liar) is rebuilt from the shards not named, when they are k

@@ -107,6 +107,9 @@ class RepairBatches:
         if back:
             log.info("a node returned or restarted: sweeping now")
             self._changed_at = time.time()
+            # the sweep's assessments made before it count the returned node's shards
+            # lost: reused, a rebuild from the others would rewrite them in place
+            self._fresh.clear()
             self._unpaced = True  # until the pass that sees the return whole has ended
             self._next_sweep = 0.0
             if self._sweep_cursor != space(STRIPE)[0]:  # what this pass already checked

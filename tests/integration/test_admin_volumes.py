@@ -346,3 +346,19 @@ def test_cli_json_is_json_for_every_changing_command(cluster: LocalCluster,
         assert r.returncode == 0, (step, r.stderr)
         assert isinstance(json.loads(r.stdout), dict), (step, r.stdout)
     assert json.loads(volume_cli(cluster, t, "list", "--json").stdout) == []
+
+
+def test_cli_flatten_says_whether_there_was_an_origin(cluster: LocalCluster) -> None:
+    """Flattening a volume that is no clone (or no longer one) says so, never that it 'no
+    longer depends on its origin' as if extents had been copied."""
+    t = new_tenant(cluster)
+    for step in (("create", "f1", "--size", "8M"), ("snapshot", "create", "f1", "s1"),
+                 ("clone", "f1@s1", "f2")):
+        assert volume_cli(cluster, t, *step).returncode == 0
+    r = volume_cli(cluster, t, "flatten", "f1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "volume f1 is not a clone: it has no origin to stop depending on"
+    r = volume_cli(cluster, t, "flatten", "f2")
+    assert r.stdout.strip() == "volume f2 no longer depends on its origin", r.stdout
+    r = volume_cli(cluster, t, "flatten", "f2")
+    assert "volume f2 is not a clone" in r.stdout, r.stdout

@@ -224,3 +224,34 @@ def test_a_second_gateway_or_node_on_taken_ports_is_one_line(venv: Path,
     node = tessera(venv, None, "node", "--config", config, "--id", "n1")
     assert node.returncode == 1 and node.stderr.startswith("tessera node: cannot serve on"), \
         node.stderr
+
+
+@pytest.mark.parametrize("args", [("status",), ("node", "list"), ("tenant", "list")])
+def test_output_to_a_reader_that_left_ends_quietly(venv: Path, first: LocalCluster,
+                                                   args: tuple[str, ...]) -> None:
+    """`tessera status | head -1`: once the reader is gone, exit 141 (as SIGPIPE would) with
+    nothing on stderr, never a traceback or an `[Errno 32] Broken pipe` error line."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(first.env)
+    env["PATH"] = f"{venv}:{env.get('PATH', '')}"
+    p = subprocess.Popen(["tessera", *args], env=env, cwd=venv, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the reader leaves before the first line is written
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141, err
+    assert err == ""
+
+
+def test_a_child_that_exits_is_named_with_how_to_restart_it(
+        fresh_cluster: LocalCluster) -> None:
+    """`tessera up` does not restart a node that died: its warning says so, and what to do."""
+    proc = fresh_cluster.proc
+    assert proc is not None and proc.stdout is not None
+    fresh_cluster.kill("n5")
+    line = ""
+    while "exited with status" not in line:
+        line = proc.stdout.readline()
+        assert line, "tessera up exited"
+    assert line.startswith("warning: n5 exited with status -9; see "), line
+    assert "stays down" in line and "stopped (Ctrl-C) and started again" in line, line

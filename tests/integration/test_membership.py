@@ -39,6 +39,17 @@ def mc(members: None, fresh_cluster: LocalCluster) -> Iterator[LocalCluster]:
     yield fresh_cluster
 
 
+@pytest.fixture
+def slow_gc(members: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_GC_GRACE_S", "3600")
+
+
+@pytest.fixture
+def mc_slow_gc(slow_gc: None, fresh_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """fresh_cluster with the fast environment whose collector waits an hour."""
+    yield fresh_cluster
+
+
 def node_cli(c: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ops.cli", "node", *args],
                           env={**os.environ, **c.env}, capture_output=True, text=True,
@@ -187,3 +198,26 @@ def test_add_node_takes_new_writes_and_rebalanced_shards(mc: LocalCluster) -> No
     finally:
         stop_processes([proc])  # TERM; KILL if its graceful shutdown outlasts 10 s
 
+
+
+def test_remove_of_a_drained_node_says_its_shards_await_collection(
+        mc_slow_gc: LocalCluster) -> None:
+    """Drained, but deleted objects' shards are not collected yet: the refusal says the
+    drain is done and what to wait for, not that it is 'in progress' with '0 shards left'."""
+    s3 = mc_slow_gc.client()
+    s3.create_bucket(Bucket="members")
+    for key in put_objects(s3, "members", 4, seed=7):
+        s3.delete_object(Bucket="members", Key=key)  # its shards wait an hour for the GC
+    files = mc_slow_gc.shard_files()
+    victim = max((n for n in files if n.startswith("n")), key=lambda n: len(files[n]))
+    assert files[victim]
+    assert node_cli(mc_slow_gc, "drain", victim).returncode == 0
+    wait(mc_slow_gc, "the drain to finish",
+         lambda: (node_rows(mc_slow_gc)[victim].get("drain") or {}).get("drained") is True)
+    assert mc_slow_gc.shard_files()[victim]  # nothing to move, nothing collected yet
+    r = node_cli(mc_slow_gc, "remove", victim)
+    line = r.stderr.strip()
+    assert r.returncode == 1 and "\n" not in line, line
+    assert f"node '{victim}' is drained but still holds" in line, line
+    assert "gc_grace_s (3600 s" in line and "in progress" not in line, line
+    assert "again once `tessera node list` shows 0 shards" in line, line

@@ -24,6 +24,7 @@ def _worker(states: dict[str, str]) -> RepairWorker:
     w._next_sweep = 1e18
     w._sweep_again = False
     w._seen_out = set()
+    w._fresh = {}
     return w
 
 
