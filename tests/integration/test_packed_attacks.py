@@ -171,6 +171,7 @@ def test_torn_pack_tail_is_set_aside_at_restart(packed: Durable) -> None:
     quarantine = c.data / "nodes" / VICTIM / "quarantine"
     aside = [p.read_bytes() for p in quarantine.glob(f"{packs[-1].name}.*.torn")]
     assert aside == [torn]
+    wait_for(lambda: _up(d), "the gateway to see the victim up again", DEADLINE_S)
     # The node appends after the cut: new shards land, and survive another kill -9.
     more = _put_some(s3, "torn", 6, seed=8)
     after = _on_node(c, "torn", sorted(more), VICTIM)
@@ -186,6 +187,12 @@ def _restart(d: Durable, kill: bool = True) -> None:
         d.c.kill(VICTIM)
     wait_for(lambda: _dead(d.c.pid(VICTIM)), "the victim to die", DEADLINE_S)
     d.restart(VICTIM)
+
+
+def _up(d: Durable) -> bool:
+    """The gateway places shards on the victim again (its health says up): a write right
+    after the restart may still go around it."""
+    return any(n["id"] == VICTIM and n["state"] == "up" for n in d.status()["nodes"])
 
 
 def _dead(pid: int) -> bool:
