@@ -133,19 +133,15 @@ def test_a_killed_mount_command_leaves_a_mount_unmount_undoes(vol: Vol,
 async def _leave_dead_elsewhere(vol: Vol, name: str, ttl: float) -> None:
     """`name`'s attach lease names a writer on another host that stopped renewing it (its
     record's ttl `ttl`): only a watch of that long can tell it is gone."""
-    from storage.keyspace import volume_lease_key
-    from storage.records import pack, unpack
     from tests.integration.test_volumes import _open
+    from tests.unit.test_volume_lease_watch import lease_dead_elsewhere
 
     c, svc = await _open(vol)
     try:
         await svc.create("default", name, 16 << 20)
         h = await svc.open("default", name, holder="elsewhere:1")
         await h.close()
-        key = volume_lease_key(h.vol.id)
-        rec = unpack((await c.meta.get(key)).value)  # type: ignore[union-attr]
-        await c.meta.put(key, pack({**rec, "released": False, "expires": time.time() - 5.0,
-                                    "ttl": ttl, "proc": {"pid": 1, "host": "another-host"}}))
+        await lease_dead_elsewhere(c.meta, h.vol.id, ttl)
     finally:
         await c.close()
 
