@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.pids import pid_running
 from tests.integration.test_volumes import Vol, _states
 
 pytestmark = pytest.mark.skipif(
@@ -62,14 +63,6 @@ def _daemon_of(pid: int) -> int | None:
     return None
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def _start_mount(vol: Vol, name: str, target: Path) -> tuple[subprocess.Popen[str], int]:
     """A mount command, and its daemon's pid once the daemon process exists (not ready)."""
     cli = subprocess.Popen([sys.executable, "-m", "ops.cli", "volume", "mount", name,
@@ -96,7 +89,7 @@ def test_ctrl_c_while_the_daemon_starts_leaves_nothing_mounted(vol: Vol,
     _, err = cli.communicate(timeout=DEADLINE_S)
     try:
         assert cli.returncode == 130, err
-        assert _gone(daemon)
+        assert not pid_running(daemon)
         assert not os.path.ismount(target)
         assert str(target.resolve()) not in [s.target for s in _states(vol)]
     finally:
@@ -116,17 +109,17 @@ def test_a_killed_mount_command_leaves_a_mount_unmount_undoes(vol: Vol,
     cli.communicate(timeout=DEADLINE_S)
     try:
         # the daemon, in a session of its own, mounts on or fails: either way it is known
-        _wait(lambda: os.path.ismount(target) or _gone(daemon), "the daemon to mount")
+        _wait(lambda: os.path.ismount(target) or not pid_running(daemon), "the daemon to mount")
         assert str(target.resolve()) in [s.target for s in _states(vol)]
         r = vol.run("unmount", str(target), check=False)
         assert r.returncode == 0, r.stderr
         assert not os.path.ismount(target)
-        assert _gone(daemon)
+        assert not pid_running(daemon)
         assert str(target.resolve()) not in [s.target for s in _states(vol)]
     finally:
         if os.path.ismount(target):
             subprocess.run(["fusermount3", "-u", "-z", str(target)], capture_output=True)
-        if not _gone(daemon):
+        if pid_running(daemon):
             os.kill(daemon, signal.SIGKILL)
 
 
@@ -231,7 +224,7 @@ def test_an_interrupt_after_the_daemon_is_ready_undoes_the_mount(vol: Vol,
         with pytest.raises(MountError, match="interrupted"):
             mount(config, data, shown["tenant"], name, shown["id"], target, None,
                   confirm=confirm, stop=stop)
-        assert daemons and _gone(daemons[0])
+        assert daemons and not pid_running(daemons[0])
         assert not os.path.ismount(target)
         assert str(target.resolve()) not in [s.target for s in _states(vol)]
     finally:
