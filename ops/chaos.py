@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.chaos_cluster import ChaosCluster
+from storage.pids import pid_alive
 
 BUCKET = "chaos"
 FAULTS = ("kill_node", "zone_down", "bitflip", "delete_shard", "slow_node", "kill_gateway",
@@ -467,7 +468,7 @@ class Nemesis:
             pids = self.c.processes()
             with filled(meta):
                 time.sleep(f.hold)
-                died = [p for p in pids if not _running(p)]
+                died = [p for p in pids if not pid_alive(p)]
             if died:
                 self.report.wrong.append(f"fill_meta: processes {died} died on a full disk")
         finally:
@@ -558,14 +559,6 @@ def _tree_differences(a: Path, b: Path) -> list[str]:
         if not (x.is_file() and y.is_file() and filecmp.cmp(x, y, shallow=False)):
             out.append(str(rel))
     return out
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def zone_of(data: Path, nid: str) -> str:

@@ -1,8 +1,10 @@
-"""Whether a process id names a live process, without signalling it (kill with signal 0)."""
+"""Whether a process id names a live process, without signalling it (kill with signal 0),
+or one that has not exited (its /proc state is not zombie)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def pid_alive(pid: int) -> bool:
@@ -19,4 +21,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["pid_alive"]
+def pid_running(pid: int) -> bool:
+    """True while `pid` exists and has not exited: a zombie (exited, its parent has not
+    reaped it yet) counts as gone, unlike `pid_alive`. Linux: reads /proc/PID/stat."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+__all__ = ["pid_alive", "pid_running"]

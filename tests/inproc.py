@@ -94,12 +94,22 @@ async def wired_cluster(data: Path, cfg: Config, nodes: NodeTransport,
 
 
 @contextlib.asynccontextmanager
-async def sim_s3(data: Path, cfg: Config, nodes: NodeTransport,
-                 bucket: str) -> AsyncIterator[Any]:
-    """A boto3 client for a gateway over `nodes` (simulated ones, say) with SQLite metadata
-    in `data`, tenant "t" and `bucket` created."""
+async def sim_cluster_s3(data: Path, cfg: Config, nodes: NodeTransport,
+                         bucket: str) -> AsyncIterator[tuple[Cluster, Any]]:
+    """The wired `Cluster` over `nodes` (SQLite metadata in `data`, tenant "t", `bucket`
+    created) and a boto3 client for the gateway serving it: for tests that write through
+    S3 and then read or damage what the cluster holds."""
     async with wired_cluster(data, cfg, nodes) as cluster:
         cred = await cluster.tenants.create_key("t")
         await cluster.buckets.create("t", bucket)
         async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            yield s3
+            yield cluster, s3
+
+
+@contextlib.asynccontextmanager
+async def sim_s3(data: Path, cfg: Config, nodes: NodeTransport,
+                 bucket: str) -> AsyncIterator[Any]:
+    """A boto3 client for a gateway over `nodes` (simulated ones, say) with SQLite metadata
+    in `data`, tenant "t" and `bucket` created."""
+    async with sim_cluster_s3(data, cfg, nodes, bucket) as (_, s3):
+        yield s3

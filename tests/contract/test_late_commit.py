@@ -11,7 +11,6 @@ drops the tombstone once no such commit can apply (the orphan grace). Run on eve
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,26 +19,16 @@ from typing import Any
 import pytest
 
 from storage.keyspace import GC, discarded_key, object_key, part_key, space, stripe_of
-from storage.metadata import MetadataStore, Txn, open_store
+from storage.metadata import MetadataStore, Txn
 from storage.multipart_records import UploadOptions
 from storage.objects import PutOptions
 from storage.records import pack, unpack
 from storage.testing.simnodes import SimNodes
 from storage.workers.gc import GarbageCollector
+from tests.contract.test_metadata_contract import store  # noqa: F401 - fixture
 from tests.inproc import sim_config, wired_cluster
 
 BODY = b"z" * 70000  # erasure-coded (inline is off), one stripe
-BACKENDS = ["sqlite"] + (["etcd"] if os.environ.get("TESSERA_ETCD_ENDPOINTS") else [])
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    endpoints = tuple(e for e in os.environ.get("TESSERA_ETCD_ENDPOINTS", "").split(",") if e)
-    s = await open_store(request.param, str(tmp_path / "meta" / "t.db"), endpoints)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +42,8 @@ async def body() -> AsyncIterator[bytes]:
     yield BODY
 
 
-async def discarded_write(store: MetadataStore, keydir: Path, monkeypatch: pytest.MonkeyPatch,
-                          then: Any) -> None:
+async def discarded_write(store: MetadataStore, keydir: Path,  # noqa: F811
+                          monkeypatch: pytest.MonkeyPatch, then: Any) -> None:
     """A PUT whose commit request is lost (not applied yet: held back), discarded; then
     `then(cluster, okey, late)` with `late()` applying the held-back commit."""
     cfg = sim_config(keydir, 0)
@@ -84,7 +73,8 @@ async def discarded_write(store: MetadataStore, keydir: Path, monkeypatch: pytes
 
 
 async def test_a_commit_applied_after_its_discard_was_collected_fails(
-        store: MetadataStore, keydir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: MetadataStore, keydir: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
     async def then(cluster: Any, okey: bytes, late: Any) -> None:
         gc = GarbageCollector(store, cluster.stripes)
         await gc.step()  # the discard's entry is due now: every copy deleted
@@ -95,7 +85,8 @@ async def test_a_commit_applied_after_its_discard_was_collected_fails(
 
 
 async def test_a_discarded_writes_tombstone_is_collected_after_the_grace(
-        store: MetadataStore, keydir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: MetadataStore, keydir: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
     async def then(cluster: Any, okey: bytes, late: Any) -> None:
         mine = [i for i in await store.range(*space(GC), limit=10_000)
                 if "discarded" in unpack(i.value) and any(unpack(i.value)["nodes"])]
@@ -116,7 +107,8 @@ async def test_a_discarded_writes_tombstone_is_collected_after_the_grace(
 
 
 async def test_an_upload_part_commit_applied_after_its_discard_fails(
-        store: MetadataStore, keydir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: MetadataStore, keydir: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The same for UploadPart: a part record applied late would name deleted shards, and
     CompleteMultipartUpload would then make an object of them."""
     cfg = sim_config(keydir, 0)

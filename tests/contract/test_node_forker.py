@@ -14,6 +14,7 @@ import pytest
 
 from ops.localcluster import _start_nodes, default_config
 from ops.localports import free_port
+from storage.pids import pid_running
 from tests.integration.cluster import ZONE_HOSTS
 
 LINE = re.compile(r"(forked \S+ \d+|node \S+ ready on http://\S+|exited \S+ -?\d+)")
@@ -27,18 +28,10 @@ def _config(tmp_path: Path) -> Path:
     return config
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def _kill_all(forker: subprocess.Popen, pids: dict[str, int]) -> None:
     """A test's cleanup: every node still alive and the forker, killed and reaped."""
     for pid in pids.values():
-        if _alive(pid):
+        if pid_running(pid):
             os.kill(pid, signal.SIGKILL)
     if forker.poll() is None:
         forker.kill()
@@ -90,7 +83,7 @@ def _running_with(config: Path) -> list[int]:
     for d in Path("/proc").iterdir():
         try:
             if d.name.isdigit() and str(config).encode() in (d / "cmdline").read_bytes() \
-                    and _alive(int(d.name)):
+                    and pid_running(int(d.name)):
                 pids.append(int(d.name))
         except OSError:
             continue

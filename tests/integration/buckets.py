@@ -1,7 +1,11 @@
-"""Removing a test's bucket from a shared cluster, whatever its keys hold."""
+"""A test's own bucket on a shared cluster: made under a unique name, and removed whatever
+its keys hold."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -15,3 +19,15 @@ def drop_bucket(s3: Any, name: str) -> None:
         for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
             s3.delete_object(Bucket=name, Key=v["Key"], VersionId=v["VersionId"])
     s3.delete_bucket(Bucket=name)
+
+
+@contextlib.contextmanager
+def fresh_bucket(s3: Any, prefix: str) -> Iterator[str]:
+    """A new bucket named `prefix`-<random>, dropped (with all it holds) when the block ends:
+    tests on the session's shared cluster never see each other's keys."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    try:
+        yield name
+    finally:
+        drop_bucket(s3, name)

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from storage.pids import pid_running
+
 REPO = Path(__file__).resolve().parents[2]
 GONE_WITHIN_S = 45  # `tessera up` stops its children; each gets up to 15 s to exit cleanly
 
@@ -66,15 +68,6 @@ def test_start_etcd_and_hang(tmp_path):
 '''
 
 
-def _alive(pid: int) -> bool:
-    """`pid` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def _wait_for(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
@@ -110,12 +103,12 @@ def run_and_kill(tmp_path: Path, inner_test: str) -> None:
         assert inner.poll() is None, "the inner pytest exited before its cluster was up"
         started = json.loads(report.read_text())
         pids, mounts, loops = started["pids"], started["mounts"], started["loops"]
-        assert len(pids) >= 3 and all(map(_alive, pids)), pids
+        assert len(pids) >= 3 and all(map(pid_running, pids)), pids
         assert all(map(_mounted, mounts)), mounts
         inner.kill()
         inner.wait()
-        _wait_for(lambda: not any(map(_alive, pids)), GONE_WITHIN_S,
-                  f"left running after pytest was killed: {[p for p in pids if _alive(p)]}")
+        _wait_for(lambda: not any(map(pid_running, pids)), GONE_WITHIN_S,
+                  f"left running after pytest was killed: {[p for p in pids if pid_running(p)]}")
         _wait_for(lambda: not any(map(_mounted, mounts)), GONE_WITHIN_S,
                   f"left mounted after pytest was killed: {[m for m in mounts if _mounted(m)]}")
     finally:

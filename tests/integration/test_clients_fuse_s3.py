@@ -56,6 +56,13 @@ def _mounted(argv: list[str], mnt: Path) -> Iterator[Path]:
     assert proc.returncode == 0, log.read_text(errors="replace")
 
 
+def _key_file(cluster: LocalCluster, path: Path) -> Path:
+    """`path` holding "ACCESS_KEY:SECRET_KEY" (owner-only, as s3fs and s3backer demand)."""
+    path.write_text(f"{cluster.env['AWS_ACCESS_KEY_ID']}:{cluster.env['AWS_SECRET_ACCESS_KEY']}")
+    path.chmod(0o600)
+    return path
+
+
 @pytest.mark.skipif(not FUSE or shutil.which("s3fs") is None,
                     reason="s3fs-fuse needs root, /dev/fuse and the s3fs package")
 def test_s3fs_fuse(cluster: LocalCluster, tmp_path: Path) -> None:
@@ -65,9 +72,7 @@ def test_s3fs_fuse(cluster: LocalCluster, tmp_path: Path) -> None:
     with ThreadPoolExecutor(8) as pool:  # past one listing page (1,000 keys)
         list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"many/f+{i:04d} \u00fc",
                                               Body=b"x"), range(1100)))
-    creds = tmp_path / "passwd"
-    creds.write_text(f"{cluster.env['AWS_ACCESS_KEY_ID']}:{cluster.env['AWS_SECRET_ACCESS_KEY']}")
-    creds.chmod(0o600)
+    creds = _key_file(cluster, tmp_path / "passwd")
     mnt = tmp_path / "mnt"
     argv = ["s3fs", bucket, str(mnt), "-f", "-o", f"passwd_file={creds}", "-o",
             f"url={cluster.endpoint}", "-o", "use_path_request_style", "-o", "multipart_size=5"]
@@ -99,9 +104,7 @@ def test_s3backer(cluster: LocalCluster, tmp_path: Path) -> None:
     s3 = cluster.client()
     bucket = "s3backer"
     s3.create_bucket(Bucket=bucket)
-    access = tmp_path / "access"
-    access.write_text(f"{cluster.env['AWS_ACCESS_KEY_ID']}:{cluster.env['AWS_SECRET_ACCESS_KEY']}")
-    access.chmod(0o600)
+    access = _key_file(cluster, tmp_path / "access")
     opts = [f"--accessFile={access}", f"--baseURL={cluster.endpoint}/", "--blockSize=64k",
             "--size=16M", "--prefix=vol/", "--blockHashPrefix"]
     mnt = tmp_path / "mnt"

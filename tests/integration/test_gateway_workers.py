@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 
 from ops.admincli import admin_request
 from storage.config import load_config
+from storage.pids import pid_running
 from tests.integration.cluster import LocalCluster, fetch
 
 BUCKET = "worker-health"
@@ -65,13 +66,6 @@ def _workers(parent: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"--worker-index" in cmd:
             out.append(int(d))
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _metric(text: str, line_start: str) -> float:
@@ -329,7 +323,7 @@ def test_workers_exit_with_worker_zero(cluster: LocalCluster) -> None:
     assert children
     os.kill(parent, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while any(_alive(p) for p in children):
+    while any(pid_running(p) for p in children):
         assert time.monotonic() < deadline, "a gateway worker outlived worker 0"
         time.sleep(0.1)
 

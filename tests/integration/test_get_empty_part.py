@@ -5,23 +5,20 @@ mismatch). Other parts are still their 206 byte ranges."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.buckets import drop_bucket
+from tests.integration.buckets import fresh_bucket
 
 PART = 5 * 1024 * 1024
 
 
 @pytest.fixture
 def bucket(s3: Any) -> Iterator[str]:
-    name = f"empty-part-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    drop_bucket(s3, name)
+    with fresh_bucket(s3, "empty-part") as name:
+        yield name
 
 
 def test_an_empty_last_part_is_read_as_empty(s3: Any, bucket: str) -> None:

@@ -5,24 +5,21 @@ an integer or within integer range" (S3's answer for max-uploads=2157483647), no
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.buckets import drop_bucket
+from tests.integration.buckets import fresh_bucket
 
 TOO_BIG = 2**31
 
 
 @pytest.fixture
 def bucket(s3: Any) -> Iterator[str]:
-    name = f"int32-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    drop_bucket(s3, name)
+    with fresh_bucket(s3, "int32") as name:
+        yield name
 
 
 def _refused(call: Callable[..., Any], name: str, **kw: Any) -> None:

@@ -7,21 +7,18 @@ IsTruncated back to the start of the listing forever."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.buckets import drop_bucket
+from tests.integration.buckets import fresh_bucket
 
 
 @pytest.fixture
 def bucket(s3: Any) -> Iterator[str]:
-    name = f"zero-pages-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    drop_bucket(s3, name)
+    with fresh_bucket(s3, "zero-pages") as name:
+        yield name
 
 
 @pytest.mark.parametrize("versioning", [None, "Enabled", "Suspended"])

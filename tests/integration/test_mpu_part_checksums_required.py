@@ -8,24 +8,21 @@ complete without part checksums."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.buckets import drop_bucket
+from tests.integration.buckets import fresh_bucket
 
 PART = 5 * 1024 * 1024
 
 
 @pytest.fixture
 def bucket(s3: Any) -> Iterator[str]:
-    name = f"part-cks-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    drop_bucket(s3, name)
+    with fresh_bucket(s3, "part-cks") as name:
+        yield name
 
 
 def _upload(s3: Any, bucket: str, key: str, alg: str | None, ctype: str | None,

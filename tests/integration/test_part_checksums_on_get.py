@@ -6,13 +6,12 @@ part's digest; a one-part FULL_OBJECT object's part shows the object's checksum.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.buckets import drop_bucket
+from tests.integration.buckets import fresh_bucket
 
 PART = 5 * 1024 * 1024
 CHECKSUMS = ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1",
@@ -21,10 +20,8 @@ CHECKSUMS = ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSH
 
 @pytest.fixture
 def bucket(s3: Any) -> Iterator[str]:
-    name = f"part-get-cks-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    yield name
-    drop_bucket(s3, name)
+    with fresh_bucket(s3, "part-get-cks") as name:
+        yield name
 
 
 def _object(s3: Any, bucket: str, key: str, bodies: list[bytes], **create: str,

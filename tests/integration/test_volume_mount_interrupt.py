@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.pids import pid_running
 from tests.integration.test_volumes import Vol, _states
 
 pytestmark = pytest.mark.skipif(
@@ -62,14 +63,6 @@ def _daemon_of(pid: int) -> int | None:
     return None
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def _start_mount(vol: Vol, name: str, target: Path) -> tuple[subprocess.Popen[str], int]:
     """A mount command, and its daemon's pid once the daemon process exists (not ready)."""
     cli = subprocess.Popen([sys.executable, "-m", "ops.cli", "volume", "mount", name,
@@ -96,7 +89,7 @@ def test_ctrl_c_while_the_daemon_starts_leaves_nothing_mounted(vol: Vol,
     _, err = cli.communicate(timeout=DEADLINE_S)
     try:
         assert cli.returncode == 130, err
-        assert _gone(daemon)
+        assert not pid_running(daemon)
         assert not os.path.ismount(target)
         assert str(target.resolve()) not in [s.target for s in _states(vol)]
     finally:
@@ -116,36 +109,32 @@ def test_a_killed_mount_command_leaves_a_mount_unmount_undoes(vol: Vol,
     cli.communicate(timeout=DEADLINE_S)
     try:
         # the daemon, in a session of its own, mounts on or fails: either way it is known
-        _wait(lambda: os.path.ismount(target) or _gone(daemon), "the daemon to mount")
+        _wait(lambda: os.path.ismount(target) or not pid_running(daemon), "the daemon to mount")
         assert str(target.resolve()) in [s.target for s in _states(vol)]
         r = vol.run("unmount", str(target), check=False)
         assert r.returncode == 0, r.stderr
         assert not os.path.ismount(target)
-        assert _gone(daemon)
+        assert not pid_running(daemon)
         assert str(target.resolve()) not in [s.target for s in _states(vol)]
     finally:
         if os.path.ismount(target):
             subprocess.run(["fusermount3", "-u", "-z", str(target)], capture_output=True)
-        if not _gone(daemon):
+        if pid_running(daemon):
             os.kill(daemon, signal.SIGKILL)
 
 
 async def _leave_dead_elsewhere(vol: Vol, name: str, ttl: float) -> None:
     """`name`'s attach lease names a writer on another host that stopped renewing it (its
     record's ttl `ttl`): only a watch of that long can tell it is gone."""
-    from storage.keyspace import volume_lease_key
-    from storage.records import pack, unpack
     from tests.integration.test_volumes import _open
+    from tests.unit.test_volume_lease_watch import lease_dead_elsewhere
 
     c, svc = await _open(vol)
     try:
         await svc.create("default", name, 16 << 20)
         h = await svc.open("default", name, holder="elsewhere:1")
         await h.close()
-        key = volume_lease_key(h.vol.id)
-        rec = unpack((await c.meta.get(key)).value)  # type: ignore[union-attr]
-        await c.meta.put(key, pack({**rec, "released": False, "expires": time.time() - 5.0,
-                                    "ttl": ttl, "proc": {"pid": 1, "host": "another-host"}}))
+        await lease_dead_elsewhere(c.meta, h.vol.id, ttl)
     finally:
         await c.close()
 
@@ -235,7 +224,7 @@ def test_an_interrupt_after_the_daemon_is_ready_undoes_the_mount(vol: Vol,
         with pytest.raises(MountError, match="interrupted"):
             mount(config, data, shown["tenant"], name, shown["id"], target, None,
                   confirm=confirm, stop=stop)
-        assert daemons and _gone(daemons[0])
+        assert daemons and not pid_running(daemons[0])
         assert not os.path.ismount(target)
         assert str(target.resolve()) not in [s.target for s in _states(vol)]
     finally:

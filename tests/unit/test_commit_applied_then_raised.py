@@ -24,7 +24,7 @@ from storage.metadata import Txn
 from storage.records import ObjectVersion
 from storage.testing.simnodes import SimNodes
 from storage.workers.gc import GarbageCollector
-from tests.inproc import served_s3, sim_config, wired_cluster
+from tests.inproc import sim_cluster_s3, sim_config
 
 BODY = b"y" * 70000  # erasure-coded (inline is off), one small stripe
 
@@ -33,32 +33,29 @@ async def test_a_commit_that_applied_then_raised_keeps_its_versions_shards(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = sim_config(tmp_path, 0)
     nodes = SimNodes(list(cfg.nodes))
-    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
-        cred = await cluster.tenants.create_key("t")
-        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            await asyncio.to_thread(s3.create_bucket, Bucket="bkt")
-            okey = object_key("bkt", "k")
-            real = cluster.meta.txn_or_read
+    async with sim_cluster_s3(tmp_path, cfg, nodes, "bkt") as (cluster, s3):
+        okey = object_key("bkt", "k")
+        real = cluster.meta.txn_or_read
 
-            async def applied_then_timed_out(txn: Txn, reads: tuple[bytes, ...]) -> Any:
-                out = await real(txn, reads)
-                if okey in txn.puts and out[0]:
-                    raise TimeoutError("the commit applied; its answer was lost")
-                return out
+        async def applied_then_timed_out(txn: Txn, reads: tuple[bytes, ...]) -> Any:
+            out = await real(txn, reads)
+            if okey in txn.puts and out[0]:
+                raise TimeoutError("the commit applied; its answer was lost")
+            return out
 
-            monkeypatch.setattr(cluster.meta, "txn_or_read", applied_then_timed_out)
-            with pytest.raises(ClientError):
-                await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="k", Body=BODY)
-            monkeypatch.undo()
-            item = await cluster.meta.get(okey)
-            assert item is not None  # the version is there: the commit did apply
-            v = ObjectVersion.decode(item.value)
-            assert await cluster.meta.get(stripe_index_key(v.parts[0].stripe_id)) is not None
-            # the discard found the stripe indexed (its commit applied): no tombstone, and
-            # nothing the collector runs now deletes a copy of it
-            assert await cluster.meta.get(discarded_key(v.parts[0].stripe_id)) is None
-            gc = GarbageCollector(cluster.meta, cluster.stripes)
-            await gc.step()
-            assert gc.deleted == 0
-            got = await asyncio.to_thread(s3.get_object, Bucket="bkt", Key="k")
-            assert await asyncio.to_thread(got["Body"].read) == BODY
+        monkeypatch.setattr(cluster.meta, "txn_or_read", applied_then_timed_out)
+        with pytest.raises(ClientError):
+            await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="k", Body=BODY)
+        monkeypatch.undo()
+        item = await cluster.meta.get(okey)
+        assert item is not None  # the version is there: the commit did apply
+        v = ObjectVersion.decode(item.value)
+        assert await cluster.meta.get(stripe_index_key(v.parts[0].stripe_id)) is not None
+        # the discard found the stripe indexed (its commit applied): no tombstone, and
+        # nothing the collector runs now deletes a copy of it
+        assert await cluster.meta.get(discarded_key(v.parts[0].stripe_id)) is None
+        gc = GarbageCollector(cluster.meta, cluster.stripes)
+        await gc.step()
+        assert gc.deleted == 0
+        got = await asyncio.to_thread(s3.get_object, Bucket="bkt", Key="k")
+        assert await asyncio.to_thread(got["Body"].read) == BODY

@@ -15,7 +15,7 @@ from storage.keyspace import extent_key, object_key, part_key, stripe_index_key
 from storage.records import ObjectVersion, pack
 from storage.shards.ids import shard_id
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3, sim_config, wired_cluster
+from tests.inproc import sim_cluster_s3, sim_config
 
 BODY = b"z" * 70000  # one small stripe
 NOBODY, STRAY = b"\x01" * 16, b"\x03" * 16
@@ -24,15 +24,12 @@ NOBODY, STRAY = b"\x01" * 16, b"\x03" * 16
 async def test_fsck_is_clean_then_names_each_damage(tmp_path: Path) -> None:
     cfg = sim_config(tmp_path, 0)
     nodes = SimNodes(list(cfg.nodes))
-    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
-        cred = await cluster.tenants.create_key("t")
-        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            await asyncio.to_thread(s3.create_bucket, Bucket="bkt")
-            for key in ("a", "b", "c"):
-                await asyncio.to_thread(s3.put_object, Bucket="bkt", Key=key, Body=BODY)
-            up = await asyncio.to_thread(s3.create_multipart_upload, Bucket="bkt", Key="m")
-            await asyncio.to_thread(s3.upload_part, Bucket="bkt", Key="m", PartNumber=1,
-                                    UploadId=up["UploadId"], Body=BODY)
+    async with sim_cluster_s3(tmp_path, cfg, nodes, "bkt") as (cluster, s3):
+        for key in ("a", "b", "c"):
+            await asyncio.to_thread(s3.put_object, Bucket="bkt", Key=key, Body=BODY)
+        up = await asyncio.to_thread(s3.create_multipart_upload, Bucket="bkt", Key="m")
+        await asyncio.to_thread(s3.upload_part, Bucket="bkt", Key="m", PartNumber=1,
+                                UploadId=up["UploadId"], Body=BODY)
         clean = await fsck(cluster.meta, nodes, cfg.nodes)
         assert clean.errors == 0 and not clean.findings, clean.lines()
         assert clean.counts["stripes indexed"] == 4 and clean.status() == 0
@@ -82,16 +79,13 @@ async def test_a_current_version_missing_from_its_history_is_named(tmp_path: Pat
 
     cfg = sim_config(tmp_path, 0)
     nodes = SimNodes(list(cfg.nodes))
-    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
-        cred = await cluster.tenants.create_key("t")
-        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            await asyncio.to_thread(s3.create_bucket, Bucket="plain")
-            await asyncio.to_thread(s3.put_object, Bucket="plain", Key="p", Body=b"p")
-            await asyncio.to_thread(s3.create_bucket, Bucket="ver")
-            await asyncio.to_thread(s3.put_bucket_versioning, Bucket="ver",
-                                    VersioningConfiguration={"Status": "Enabled"})
-            for key in ("a", "b", "c", "b"):
-                await asyncio.to_thread(s3.put_object, Bucket="ver", Key=key, Body=b"x")
+    async with sim_cluster_s3(tmp_path, cfg, nodes, "plain") as (cluster, s3):
+        await asyncio.to_thread(s3.put_object, Bucket="plain", Key="p", Body=b"p")
+        await asyncio.to_thread(s3.create_bucket, Bucket="ver")
+        await asyncio.to_thread(s3.put_bucket_versioning, Bucket="ver",
+                                VersioningConfiguration={"Status": "Enabled"})
+        for key in ("a", "b", "c", "b"):
+            await asyncio.to_thread(s3.put_object, Bucket="ver", Key=key, Body=b"x")
         assert (await fsck(cluster.meta, nodes, cfg.nodes)).status() == 0
         cur = await cluster.meta.get(object_key("ver", "b"))
         vid = ObjectVersion.decode(cur.value).version_id  # type: ignore[union-attr]

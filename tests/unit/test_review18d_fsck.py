@@ -15,7 +15,7 @@ from storage.keyspace import STRIPE, object_key, space, stripe_index_key
 from storage.records import ObjectVersion
 from storage.shards.ids import shard_id
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3, sim_config, wired_cluster
+from tests.inproc import sim_cluster_s3, sim_config
 
 BODY = b"z" * 70000
 
@@ -23,11 +23,8 @@ BODY = b"z" * 70000
 async def test_fsck_with_every_node_unreachable_is_not_a_clean_bill(tmp_path: Path) -> None:
     cfg = sim_config(tmp_path, 0)
     nodes = SimNodes(list(cfg.nodes))
-    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
-        cred = await cluster.tenants.create_key("t")
-        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            await asyncio.to_thread(s3.create_bucket, Bucket="bkt")
-            await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="a", Body=BODY)
+    async with sim_cluster_s3(tmp_path, cfg, nodes, "bkt") as (cluster, s3):
+        await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="a", Body=BODY)
         item = await cluster.meta.get(object_key("bkt", "a"))
         p = ObjectVersion.decode(item.value).parts[0]  # type: ignore[union-attr]
         for i, n in enumerate(p.nodes):  # every copy of the object is gone for good ...
@@ -46,26 +43,23 @@ async def test_a_put_during_the_pass_is_not_an_error(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = sim_config(tmp_path, 0)
     nodes = SimNodes(list(cfg.nodes))
-    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
-        cred = await cluster.tenants.create_key("t")
-        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            await asyncio.to_thread(s3.create_bucket, Bucket="bkt")
-            await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="a", Body=BODY)
-            monkeypatch.setattr(storage.fsck, "PAGE", 1)
-            real = cluster.meta.range
-            fired: list[bool] = []
+    async with sim_cluster_s3(tmp_path, cfg, nodes, "bkt") as (cluster, s3):
+        await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="a", Body=BODY)
+        monkeypatch.setattr(storage.fsck, "PAGE", 1)
+        real = cluster.meta.range
+        fired: list[bool] = []
 
-            async def range_(start: bytes, end: bytes, limit: int = 0) -> Any:
-                if start >= b"P" and not fired:  # the pass is past the O records
-                    fired.append(True)
-                    await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="a",
-                                            Body=BODY[::-1])  # an ordinary overwrite
-                return await real(start, end, limit=limit)
+        async def range_(start: bytes, end: bytes, limit: int = 0) -> Any:
+            if start >= b"P" and not fired:  # the pass is past the O records
+                fired.append(True)
+                await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="a",
+                                        Body=BODY[::-1])  # an ordinary overwrite
+            return await real(start, end, limit=limit)
 
-            monkeypatch.setattr(cluster.meta, "range", range_)
-            got = await fsck(cluster.meta, nodes, cfg.nodes)
-            assert fired
-            assert got.errors == 0, got.as_json()  # was unindexed + dangling-index: exit 1
+        monkeypatch.setattr(cluster.meta, "range", range_)
+        got = await fsck(cluster.meta, nodes, cfg.nodes)
+        assert fired
+        assert got.errors == 0, got.as_json()  # was unindexed + dangling-index: exit 1
 
 
 async def test_findings_racing_a_write_are_rechecked_not_errors(
@@ -76,36 +70,33 @@ async def test_findings_racing_a_write_are_rechecked_not_errors(
     `dangling-index`: the fresh read of the record / entry shows it changed."""
     cfg = sim_config(tmp_path, 0)
     nodes = SimNodes(list(cfg.nodes))
-    async with wired_cluster(tmp_path, cfg, nodes) as cluster:
-        cred = await cluster.tenants.create_key("t")
-        async with served_s3(cluster, cfg, cred.access_key, cred.secret_key) as s3:
-            await asyncio.to_thread(s3.create_bucket, Bucket="bkt")
-            for key in ("a", "b"):
-                await asyncio.to_thread(s3.put_object, Bucket="bkt", Key=key, Body=BODY)
-            stripes = {}
-            for key in ("a", "b"):
-                item = await cluster.meta.get(object_key("bkt", key))
-                stripes[key] = ObjectVersion.decode(item.value).parts[0].stripe_id  # type: ignore[union-attr]
-            real_get, real_range = cluster.meta.get, cluster.meta.range
-            fired: list[str] = []
+    async with sim_cluster_s3(tmp_path, cfg, nodes, "bkt") as (cluster, s3):
+        for key in ("a", "b"):
+            await asyncio.to_thread(s3.put_object, Bucket="bkt", Key=key, Body=BODY)
+        stripes = {}
+        for key in ("a", "b"):
+            item = await cluster.meta.get(object_key("bkt", key))
+            stripes[key] = ObjectVersion.decode(item.value).parts[0].stripe_id  # type: ignore[union-attr]
+        real_get, real_range = cluster.meta.get, cluster.meta.range
+        fired: list[str] = []
 
-            async def get(key: bytes) -> Any:
-                if key == stripe_index_key(stripes["a"]) and "a" not in fired:
-                    fired.append("a")  # the record is read; now it is overwritten
-                    await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="a",
-                                            Body=BODY[::-1])
-                if key == object_key("bkt", "b") and "X" in fired and "b" not in fired:
-                    fired.append("b")  # the second pass reads b's manifest: b is deleted
-                    await asyncio.to_thread(s3.delete_object, Bucket="bkt", Key="b")
-                return await real_get(key)
+        async def get(key: bytes) -> Any:
+            if key == stripe_index_key(stripes["a"]) and "a" not in fired:
+                fired.append("a")  # the record is read; now it is overwritten
+                await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="a",
+                                        Body=BODY[::-1])
+            if key == object_key("bkt", "b") and "X" in fired and "b" not in fired:
+                fired.append("b")  # the second pass reads b's manifest: b is deleted
+                await asyncio.to_thread(s3.delete_object, Bucket="bkt", Key="b")
+            return await real_get(key)
 
-            async def range_(start: bytes, end: bytes, limit: int = 0) -> Any:
-                if start.startswith(space(STRIPE)[0]):
-                    fired.append("X")  # the second pass (index entries and shards) began
-                return await real_range(start, end, limit=limit)
+        async def range_(start: bytes, end: bytes, limit: int = 0) -> Any:
+            if start.startswith(space(STRIPE)[0]):
+                fired.append("X")  # the second pass (index entries and shards) began
+            return await real_range(start, end, limit=limit)
 
-            monkeypatch.setattr(cluster.meta, "get", get)
-            monkeypatch.setattr(cluster.meta, "range", range_)
-            got = await fsck(cluster.meta, nodes, cfg.nodes)
-            assert [f for f in fired if f != "X"] == ["a", "b"]
-            assert got.errors == 0 and got.changed == 2, got.as_json()
+        monkeypatch.setattr(cluster.meta, "get", get)
+        monkeypatch.setattr(cluster.meta, "range", range_)
+        got = await fsck(cluster.meta, nodes, cfg.nodes)
+        assert [f for f in fired if f != "X"] == ["a", "b"]
+        assert got.errors == 0 and got.changed == 2, got.as_json()

@@ -11,24 +11,18 @@ from storage.keyspace import volume_key
 from storage.volumes import VolumeService
 from tests.unit.test_volume_crash_steps import Killed, kill_after, restarted_workers
 from tests.unit.test_volume_journal import SIZE, with_service
-from tests.unit.test_volume_snapshot_held import PAGE
-
-
-async def _write(svc: VolumeService, name: str, data: bytes) -> None:
-    h = await svc.open("t", name, holder="w")
-    await h.write(0, data * PAGE)
-    await h.close()
+from tests.unit.test_volume_snapshot_held import PAGE, read_page, write_page
 
 
 def test_finished_delete_keeps_a_same_named_clone_of_another_snapshot(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async def body(svc: VolumeService) -> None:
         await svc.create("t", "v", SIZE)
-        await _write(svc, "v", b"A")
+        await write_page(svc, "v", b"A")
         await svc.snapshot("t", "v", "s1")
-        await _write(svc, "v", b"B")
+        await write_page(svc, "v", b"B")
         await svc.snapshot("t", "v", "s2")
-        await _write(svc, "v", b"C")
+        await write_page(svc, "v", b"C")
         await svc.clone("t", "v", "s1", "c")
         kill_after(svc, monkeypatch, lambda t: volume_key("t", "c") in t.deletes)
         with pytest.raises(Killed):
@@ -38,7 +32,5 @@ def test_finished_delete_keeps_a_same_named_clone_of_another_snapshot(
         assert (await svc.get("t", "v")).clones == ["t/c"]
         with pytest.raises(Conflict):  # c reads through s2: it must not be deletable
             await svc.delete_snapshot("t", "v", "s2")
-        h = await svc.open("t", "c", holder="r")
-        assert await h.read(0, PAGE) == b"B" * PAGE
-        await h.close()
+        assert await read_page(svc, "c") == b"B" * PAGE
     with_service(body)

@@ -30,7 +30,7 @@ from storage.volumes import VolumeService
 from storage.workers import WorkerState
 from storage.workers.reclaim import TenantReclaimer
 from tests.unit.test_volume_journal import SIZE, with_service
-from tests.unit.test_volume_snapshot_held import PAGE
+from tests.unit.test_volume_snapshot_held import PAGE, read_page, write_page
 
 
 class Killed(BaseException):
@@ -71,14 +71,10 @@ async def restarted_workers(svc: VolumeService) -> None:
 async def origin_with_clone(svc: VolumeService) -> str:
     """Volume v with snapshot s, clone c of it with extents of its own; c's id."""
     await svc.create("t", "v", SIZE)
-    h = await svc.open("t", "v", holder="w")
-    await h.write(0, b"A" * PAGE)
-    await h.close()
+    await write_page(svc, "v", b"A")
     await svc.snapshot("t", "v", "s")
     await svc.clone("t", "v", "s", "c")
-    h = await svc.open("t", "c", holder="c")
-    await h.write(SIZE - PAGE, b"C" * PAGE)
-    await h.close()
+    await write_page(svc, "c", b"C", SIZE - PAGE, holder="c")
     return (await svc.get("t", "c")).id
 
 
@@ -104,9 +100,7 @@ def test_a_clone_killed_after_its_first_step_is_whole_or_absent(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async def body(svc: VolumeService) -> None:
         await svc.create("t", "v", SIZE)
-        h = await svc.open("t", "v", holder="w")
-        await h.write(0, b"A" * PAGE)
-        await h.close()
+        await write_page(svc, "v", b"A")
         await svc.snapshot("t", "v", "s")
         kill_after(svc, monkeypatch, lambda t: volume_key("t", "c") in t.puts)
         with pytest.raises(Killed):
@@ -119,9 +113,7 @@ def test_a_clone_killed_after_its_first_step_is_whole_or_absent(
             return
         assert (await svc.get("t", "v")).clones == ["t/c"]
         assert c.base is not None
-        h = await svc.open("t", "c", holder="r")
-        assert await h.read(0, PAGE) == b"A" * PAGE
-        await h.close()
+        assert await read_page(svc, "c") == b"A" * PAGE
     with_service(body)
 
 
@@ -159,9 +151,7 @@ def test_a_snapshot_delete_killed_after_its_record_update_still_retires_pointers
     async def body(svc: VolumeService) -> None:
         await svc.create("t", "v", SIZE)
         for data in (b"A", b"B"):  # extent 0 written, snapshotted, then overwritten
-            h = await svc.open("t", "v", holder="w")
-            await h.write(0, data * PAGE)
-            await h.close()
+            await write_page(svc, "v", data)
             if data == b"A":
                 await svc.snapshot("t", "v", "s")
         vid = (await svc.get("t", "v")).id
@@ -176,9 +166,7 @@ def test_a_snapshot_delete_killed_after_its_record_update_still_retires_pointers
             await svc.delete_snapshot("t", "v", "s")
         await restarted_workers(svc)
         assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 1
-        h = await svc.open("t", "v", holder="r")
-        assert await h.read(0, PAGE) == b"B" * PAGE
-        await h.close()
+        assert await read_page(svc, "v") == b"B" * PAGE
     with_service(body)
 
 
@@ -191,9 +179,7 @@ def test_two_snapshot_deletes_on_one_volume_keep_each_others_marker(
     async def body(svc: VolumeService) -> None:
         await svc.create("t", "v", SIZE)
         for data in (b"A", b"B", b"C"):  # extent 0: gen 0 (s1), gen 1 (s2), gen 2 (live)
-            h = await svc.open("t", "v", holder="w")
-            await h.write(0, data * PAGE)
-            await h.close()
+            await write_page(svc, "v", data)
             if data != b"C":
                 await svc.snapshot("t", "v", "s1" if data == b"A" else "s2")
         vid = (await svc.get("t", "v")).id
@@ -222,9 +208,7 @@ def test_two_snapshot_deletes_on_one_volume_keep_each_others_marker(
         monkeypatch.setattr(svc.meta, "txn", real)
         await restarted_workers(svc)
         assert len(await svc.meta.range(*span(extent_prefix(vid, 0)), limit=10)) == 1
-        h = await svc.open("t", "v", holder="r")
-        assert await h.read(0, PAGE) == b"C" * PAGE
-        await h.close()
+        assert await read_page(svc, "v") == b"C" * PAGE
     with_service(body)
 
 
@@ -240,9 +224,7 @@ def test_a_marker_whose_step_keeps_failing_backs_off_and_blocks_nothing(
 
     async def body(svc: VolumeService) -> None:
         await svc.create("t", "w", SIZE)
-        h = await svc.open("t", "w", holder="w")
-        await h.write(0, b"W" * PAGE)
-        await h.close()
+        await write_page(svc, "w", b"W")
         wid = (await svc.get("t", "w")).id
         kill_after(svc, monkeypatch, lambda t: volume_key("t", "w") in t.deletes)
         with pytest.raises(Killed):

@@ -17,7 +17,14 @@ from storage.records import pack, unpack
 from storage.volume_records import Volume
 from storage.volumes import VolumeService
 from tests.unit.test_volume_journal import SIZE, with_service
-from tests.unit.test_volume_snapshot_held import PAGE, detach, kept, new_writer, read_snap
+from tests.unit.test_volume_snapshot_held import (
+    PAGE,
+    detach,
+    kept,
+    new_writer,
+    read_snap,
+    write_page,
+)
 
 VOLUME_FORMAT_VERSION = getattr(volume_records, "VOLUME_FORMAT_VERSION", 2)
 
@@ -31,9 +38,7 @@ def test_a_flatten_keeps_the_older_snapshots_of_the_clone() -> None:
         await w.snapshot("s")
         await detach(w)
         await svc.clone("t", "v", "s", "c")
-        h = await svc.open("t", "c", holder="c")
-        await h.write(PAGE, b"B" * PAGE)  # the clone's own extent 0, over the origin's
-        await h.close()
+        await write_page(svc, "c", b"B", PAGE, holder="c")  # the clone's own, over the origin's
         await svc.snapshot("t", "c", "cs")
         want = await read_snap(svc, "c", "cs")
         assert want[:2 * PAGE] == b"A" * PAGE + b"B" * PAGE and want[-PAGE:] == b"Z" * PAGE
@@ -62,9 +67,7 @@ def test_a_flatten_keeps_the_older_snapshots_of_the_clone() -> None:
 def test_deleting_a_flattened_clone_with_old_snapshots_unlinks_it() -> None:
     async def body(svc: VolumeService) -> None:
         await svc.create("t", "v", SIZE)
-        h = await svc.open("t", "v", holder="w")
-        await h.write(0, b"A" * PAGE)
-        await h.close()
+        await write_page(svc, "v", b"A")
         await svc.snapshot("t", "v", "s")
         await svc.clone("t", "v", "s", "c")
         await svc.snapshot("t", "c", "cs")

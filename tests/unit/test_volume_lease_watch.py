@@ -13,22 +13,30 @@ import time
 from typing import Any
 
 from storage.keyspace import volume_lease_key
-from storage.metadata import Item
+from storage.metadata import Item, MetadataStore
 from storage.records import pack, unpack
 from storage.volumes import VolumeService
 from tests.unit.test_volume_journal import SIZE, with_service
 
 
+async def lease_dead_elsewhere(meta: MetadataStore, vid: str, ttl: float) -> bytes:
+    """Volume `vid`'s (released) attach lease rewritten to name a writer on another host
+    that stopped renewing it (expired by this clock; its record's ttl `ttl`): only a watch
+    that long can tell it is gone. Returns the lease key."""
+    key = volume_lease_key(vid)
+    rec = unpack((await meta.get(key)).value)  # type: ignore[union-attr]
+    await meta.put(key, pack({**rec, "released": False, "expires": time.time() - 5.0,
+                              "ttl": ttl, "proc": {"pid": 1, "host": "another-host"}}))
+    return key
+
+
 async def _dead_elsewhere(svc: VolumeService, name: str, ttl: float) -> tuple[bytes, Item]:
-    """Volume `name` whose attach lease names a writer on another host that stopped renewing
-    it (expired by this clock; its record's ttl `ttl`). Returns the lease key and record."""
+    """Volume `name` whose attach lease is `lease_dead_elsewhere`. Returns the lease key and
+    record."""
     await svc.create("t", name, SIZE)
     h = await svc.open("t", name, holder="w")
     await h.close()
-    key = volume_lease_key(h.vol.id)
-    rec = unpack((await svc.meta.get(key)).value)  # type: ignore[union-attr]
-    await svc.meta.put(key, pack({**rec, "released": False, "expires": time.time() - 5.0,
-                                  "ttl": ttl, "proc": {"pid": 1, "host": "another-host"}}))
+    key = await lease_dead_elsewhere(svc.meta, h.vol.id, ttl)
     item = await svc.meta.get(key)
     assert item is not None
     return key, item

@@ -29,6 +29,24 @@ async def kept(svc: VolumeService, vid: str) -> list[dict[str, Any]]:
     return [unpack(i.value) async for i in scan_prefix(svc.meta, kept_journal_prefix(vid))]
 
 
+async def write_page(svc: VolumeService, name: str, tag: bytes, at: int = 0,
+                     holder: str = "w") -> None:
+    """One page of `tag` written at `at` of volume `name` of tenant "t", through an attach
+    of its own (open, write, close)."""
+    h = await svc.open("t", name, holder=holder)
+    await h.write(at, tag * PAGE)
+    await h.close()
+
+
+async def read_page(svc: VolumeService, name: str, at: int = 0, holder: str = "r") -> bytes:
+    """The page at `at` of volume `name` of tenant "t", read through an attach of its own."""
+    h = await svc.open("t", name, holder=holder)
+    try:
+        return await h.read(at, PAGE)
+    finally:
+        await h.close()
+
+
 async def read_snap(svc: VolumeService, name: str, snap: str) -> bytes:
     ro = await svc.open("t", name, holder="ro", snapshot=snap)
     return await ro.read(0, ro.vol.size)
