@@ -149,7 +149,7 @@ def spawn_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Pa
     `max_dirty_mib`: the daemon's bound on written bytes held in memory (its default: None).
     `lease_watched`: a lease revision already watched a ttl unrenewed (`VolumeService.open`)."""
     fuse_dir.mkdir(parents=True, exist_ok=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "gateway.block.fuse", "--config", str(config),
            "--tenant", tenant, "--volume", volume, "--mountpoint", str(fuse_dir)]
     if lease_ttl_s is not None:
@@ -164,7 +164,8 @@ def spawn_daemon(config: Path, tenant: str, volume: str, fuse_dir: Path, log: Pa
     code_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "PYTHONPATH": code_root + (os.pathsep + path if path else "")}
-    with open(log, "ab") as out:
+    # owner-only, whatever the umask of the shell that ran the command (the data dir is)
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd="/", env=env)
 

@@ -18,7 +18,8 @@ import pytest
 
 from ops.localcluster import _start_nodes, _stop_all
 from ops.nodeforks import ForkedProc
-from tests.contract.test_node_forker import _alive, _config, _kill_all
+from storage.pids import pid_running as _alive
+from tests.contract.test_node_forker import _config, _kill_all
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFETY_S = 60  # a bound on a wait that ends on an event, never a synchronization
