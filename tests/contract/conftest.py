@@ -51,6 +51,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def etcd_root_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One root key (`root.key` in this directory) for every test that keeps tenants in the
+    session's etcd: `TenantService.load` unwraps the store-wide access-secret key that the
+    first of them created, so they must all hold the same root key, whatever their order."""
+    return tmp_path_factory.mktemp("etcd-root")
+
+
 @pytest.fixture
 async def etcd() -> AsyncIterator[EtcdStore]:
     """A client of the contract session's etcd cluster (its tests skip without one)."""

@@ -113,9 +113,9 @@ def bucket() -> str:
 
 
 @pytest.fixture(scope="module")
-def root_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One root key for the module: it wraps the system key both tests' gateways load."""
-    return tmp_path_factory.mktemp("rt") / "root.key"
+def root_key(etcd_root_dir: Path) -> Path:
+    """The etcd session's one root key: it wraps the system key every gateway here loads."""
+    return etcd_root_dir / "root.key"
 
 
 @pytest.fixture

@@ -32,10 +32,10 @@ BODY = b"z" * 70000  # erasure-coded (inline is off), one stripe
 
 
 @pytest.fixture(scope="session")
-def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One root key for the session: an etcd store keeps the earlier tests' tenants, which
-    `TenantService.load` unwraps."""
-    return tmp_path_factory.mktemp("rootkey")
+def keydir(etcd_root_dir: Path) -> Path:
+    """The etcd session's one root key directory: an etcd store keeps the other tests'
+    system key, which `TenantService.load` unwraps."""
+    return etcd_root_dir
 
 
 async def body() -> AsyncIterator[bytes]:
