@@ -132,8 +132,13 @@ def test_bit_flip_in_packed_record_is_found_by_scrub_and_repaired(
     c = d.c
     s3 = c.client()
     s3.create_bucket(Bucket="rot")
-    data = _put_some(s3, "rot", 4, seed=5)
-    held = [s for s in c.shard_files()[VICTIM] if s.packed]
+    data: dict[str, bytes] = {}
+    held: list[Any] = []
+    for seed in range(5, 15):  # placement hashes random stripe ids: put until the victim
+        data.update(_put_some(s3, "rot", 4, seed=seed))  # holds two (11% miss after 4)
+        held = [s for s in c.shard_files()[VICTIM] if s.packed]
+        if len(held) >= 2:
+            break
     assert len(held) >= 2, "the victim should hold several packed shards"
     target = random.Random(5).choice(held)
     neighbours = {s.sid for s in held} - {target.sid}
