@@ -447,16 +447,7 @@ class DiskShardStore:
             self._put_back(dest, path)
             return None
         size = st.st_size
-        side = {"shard_id": sid, "reason": reason[:2000], "time": now,
-                "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                "size": size, "from": str(path.relative_to(self.root))}
-        sidecar = dest.with_name(dest.name + ".json")
-        fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            write_all(fd, json.dumps(side, sort_keys=True).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_sidecar(dest, sid, reason, now, size, str(path.relative_to(self.root)))
         fsync_dir(self.quarantine_dir)
         fsync_dir(path.parent)
         return dest, size
@@ -482,23 +473,9 @@ class DiskShardStore:
                 os.close(src)
             now = time.time()
             dest = self.quarantine_dir / f"{sid}.{time.time_ns()}"
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            side = {"shard_id": sid, "reason": reason[:2000], "time": now,
-                    "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                    "size": loc.length,
-                    "from": f"{pack.relative_to(self.root)}@{loc.offset}"}
-            sidecar = dest.with_name(dest.name + ".json")
-            fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                write_all(fd, json.dumps(side, sort_keys=True).encode() + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_new(dest, data)
+            _write_sidecar(dest, sid, reason, now, loc.length,
+                           f"{pack.relative_to(self.root)}@{loc.offset}")
             fsync_dir(self.quarantine_dir)
             return dest
 
@@ -553,3 +530,22 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 __all__ = ["DiskShardStore", "is_disk_full"]
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """A new owner-only file holding `data`, fsynced (its directory is the caller's)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_sidecar(dest: Path, sid: str, reason: str, now: float, size: int,
+                   origin: str) -> None:
+    """The JSON note beside a quarantined shard `dest`: what it was, why and whence."""
+    side = {"shard_id": sid, "reason": reason[:2000], "time": now,
+            "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "size": size, "from": origin}
+    _write_new(dest.with_name(dest.name + ".json"), json.dumps(side, sort_keys=True).encode() + b"\n")

@@ -55,14 +55,20 @@ from pathlib import Path
 
 from nodes import packformat as pf
 from nodes.packindex import PackIndex, PackLoc
-from nodes.shardfile import UNCHANGED, ShardExists, check_shard_id, fsync_dir, read_exact
+from nodes.shardfile import (
+    UNCHANGED,
+    ShardExists,
+    check_shard_id,
+    fsync_dir,
+    read_exact,
+    writev_all,
+)
 
 SEAL_BYTES = 256 * 1024 * 1024
 COMPACT_RATIO = 0.5
 FD_CACHE = 16  # sealed packs' fds the committer keeps open (compaction, same-bytes checks)
 STEP_BYTES = 4 * 1024 * 1024  # bytes a compaction step copies (then the PUTs queued go first)
 PACK_NAME = re.compile(r"^([0-9a-f]{16})\.pack\Z")
-_IOV = 512  # iovecs per pwritev (IOV_MAX is 1024 on Linux)
 
 
 @dataclass
@@ -270,7 +276,7 @@ class PackStore:
         fd, start = self._fd(seq), self.sizes[seq]
         footer = pf.encode_footer(self._active_recs, start, time.time_ns())
         try:
-            _pwritev_all(fd, [footer], start)
+            writev_all(fd, [footer], start)
             os.fdatasync(fd)
         except OSError:
             with contextlib.suppress(OSError):
@@ -620,7 +626,7 @@ class PackStore:
             recs.append(rec)
             off = rec.end
         try:
-            _pwritev_all(fd, parts, start)
+            writev_all(fd, parts, start)
             self._hook("written", seq)
             os.fdatasync(fd)
             self.syncs += 1
@@ -648,18 +654,3 @@ class PackStore:
 
 def _same(held: bytes, body: list[bytes | memoryview]) -> bool:
     return hmac.compare_digest(held, b"".join(body))
-
-
-def _pwritev_all(fd: int, parts: list[bytes | memoryview], offset: int) -> None:
-    """os.pwritev of every part at `offset`, resuming after short writes."""
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
-    while views:
-        n = os.pwritev(fd, views[:_IOV], offset)
-        offset += n
-        while n and views:
-            if n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            else:
-                views[0] = views[0][n:]
-                n = 0

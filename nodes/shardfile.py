@@ -182,11 +182,16 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[n:]
 
 
-def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
-    """os.writev of every part, resuming after short writes (at most IOV_MAX at a time)."""
+def writev_all(fd: int, parts: list[bytes | memoryview], offset: int | None = None) -> None:
+    """os.writev of every part (os.pwritev at `offset` when given), resuming after short
+    writes, at most IOV_MAX / 2 iovecs at a time."""
     views = [memoryview(p).cast("B") for p in parts if len(p)]
     while views:
-        n = os.writev(fd, views[:512])
+        if offset is None:
+            n = os.writev(fd, views[:512])
+        else:
+            n = os.pwritev(fd, views[:512], offset)
+            offset += n
         while n and views:
             if n >= len(views[0]):
                 n -= len(views[0])
@@ -307,7 +312,7 @@ class ShardWriter:
             elif len(parts) == 1:
                 write_all(fd, parts[0])
             else:
-                _writev_all(fd, parts)
+                writev_all(fd, parts)
 
     def _check_open(self) -> None:
         if self._done:
@@ -335,7 +340,7 @@ class ShardWriter:
             if self._appender is not None:
                 self._appender.append_aligned(parts)
             else:
-                _writev_all(fd, list(parts))
+                writev_all(fd, list(parts))
             self.bytes_written += sum(map(len, parts))
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -457,7 +462,7 @@ class ShardWriter:
                 self._store.unnamed_temp = False
                 return None
             try:
-                _writev_all(fd, parts)
+                writev_all(fd, parts)
                 os.fsync(fd)
                 try:  # linkat(..., AT_SYMLINK_FOLLOW): dst_dir_fd makes os.link use it
                     os.link(f"/proc/self/fd/{fd}", os.path.basename(self.path),
