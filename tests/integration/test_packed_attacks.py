@@ -160,8 +160,13 @@ def test_torn_pack_tail_is_set_aside_at_restart(packed: Durable) -> None:
     c = d.c
     s3 = c.client()
     s3.create_bucket(Bucket="torn")
-    data = _put_some(s3, "torn", 6, seed=7)
-    before = _on_node(c, "torn", sorted(data), VICTIM)
+    data: dict[str, bytes] = {}
+    before: set[str] = set()
+    for seed in range(7, 17):  # placement hashes random stripe ids: put until the victim
+        data.update(_put_some(s3, "torn", 6, seed=seed))  # holds one (0.14% miss after 6)
+        before = _on_node(c, "torn", sorted(data), VICTIM)
+        if before:
+            break
     assert before
     c.kill(VICTIM)
     wait_for(lambda: _dead(c.pid(VICTIM)), "the victim to die", DEADLINE_S)
@@ -178,8 +183,13 @@ def test_torn_pack_tail_is_set_aside_at_restart(packed: Durable) -> None:
     assert aside == [torn]
     wait_for(lambda: _up(d), "the gateway to see the victim up again", DEADLINE_S)
     # The node appends after the cut: new shards land, and survive another kill -9.
-    more = _put_some(s3, "torn", 6, seed=8)
-    after = _on_node(c, "torn", sorted(more), VICTIM)
+    more: dict[str, bytes] = {}
+    after: set[str] = set()
+    for seed in range(100, 110):  # as above: put until the victim holds a new one
+        more.update(_put_some(s3, "torn", 6, seed=seed))
+        after = _on_node(c, "torn", sorted(more), VICTIM)
+        if after:
+            break
     assert after
     _restart(d)
     assert before | after <= c.listed(VICTIM)
