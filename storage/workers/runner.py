@@ -3,7 +3,9 @@
 With `leases` set, each worker runs only while this process holds the worker's lease
 (`storage/leases.py`, `(L, worker name)`): the runner takes it, renews it every third of its
 TTL, and stops the worker's loop as soon as the lease is lost or cannot be renewed for a whole
-TTL; another gateway sharing the metadata then takes it over once it expires.
+TTL; another gateway sharing the metadata then takes it over once it expires. Each step runs
+within the lease (`storage/workers/stepfence.py`): a process paused past the TTL does not go on
+with its step when it resumes.
 
 A worker with a `wake_prefix` (key prefix whose changes give it work) is, on a store that
 watches (etcd), woken by those changes and otherwise polls only every `watched_idle_s`
@@ -27,6 +29,7 @@ from storage.errors import StorageFull
 from storage.leases import Lease, Leases
 from storage.testing.archive_holds import install_from_env
 from storage.workers import Worker, WorkerState
+from storage.workers.stepfence import LeaseRanOut, StepFence
 from storage.workers.wakes import WATCHED_PAUSE_S, Waiter, Wakes
 
 if TYPE_CHECKING:
@@ -72,9 +75,11 @@ class WorkerRunner:
             log.info("worker %s: lease taken by %s (token %d)", worker.name, self.holder,
                      lease.token)
             self.held[worker.name] = lease
-            loop = asyncio.create_task(self._loop(worker), name=f"worker-{worker.name}-loop")
+            fence = StepFence(lease)
+            loop = asyncio.create_task(self._loop(worker, fence),
+                                       name=f"worker-{worker.name}-loop")
             try:
-                await self._hold(lease, loop)
+                await self._hold(fence, loop)
             finally:
                 self.held.pop(worker.name, None)
                 loop.cancel()
@@ -83,9 +88,11 @@ class WorkerRunner:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.wait_for(self.leases.release(lease), 2.0)
 
-    async def _hold(self, lease: Lease, loop: asyncio.Task[None]) -> None:
-        """Renew `lease` until it is lost (or stays unrenewed for a TTL); then return."""
+    async def _hold(self, fence: StepFence, loop: asyncio.Task[None]) -> None:
+        """Renew the lease until it is lost (or stays unrenewed for a TTL) or the worker's
+        loop ends (its step outlived the lease); then return."""
         assert self.leases is not None
+        lease = fence.lease
         while lease.valid() and not loop.done():
             left = lease.ttl_s - (time.monotonic() - lease.renewed_at)
             await asyncio.sleep(max(0.05, min(lease.ttl_s / 3, left - 0.05)))
@@ -94,6 +101,7 @@ class WorkerRunner:
                 if not await asyncio.wait_for(self.leases.renew(lease), max(0.05, left)):
                     log.warning("worker %s: lease lost; stopping it here", lease.name)
                     return
+                fence.renewed()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep trying until the TTL runs out
@@ -102,7 +110,7 @@ class WorkerRunner:
             log.warning("worker %s: lease not renewed for %.1fs; stopping it here",
                         lease.name, lease.ttl_s)
 
-    async def _loop(self, worker: Worker) -> None:
+    async def _loop(self, worker: Worker, fence: StepFence | None = None) -> None:
         prefix = getattr(worker, "wake_prefix", None)
         prefixes = getattr(worker, "wake_prefixes", (prefix,) if prefix is not None else ())
         waiter = None
@@ -113,13 +121,14 @@ class WorkerRunner:
             if waiter is not None and hasattr(worker, "watched"):
                 setattr(worker, "watched", True)  # noqa: B010 - it may then check less often
         try:
-            await self._steps(worker, waiter)
+            await self._steps(worker, waiter, fence)
         finally:
             if waiter is not None and self.wakes is not None:
                 for p in prefixes:
                     self.wakes.drop(p, waiter)
 
-    async def _steps(self, worker: Worker, waiter: Waiter | None) -> None:
+    async def _steps(self, worker: Worker, waiter: Waiter | None,
+                     fence: StepFence | None) -> None:
         idle_s = getattr(worker, "idle_s", self.idle_s)  # per-worker pause
         floor = getattr(worker, "min_pause_s", 0.0)  # watched: the least time between wakes
         full_pause = 0.0
@@ -127,10 +136,17 @@ class WorkerRunner:
             if waiter is not None:
                 waiter.arm()  # a change made during the step wakes the next pause
             try:
-                state = await worker.step()
+                if fence is None:
+                    state = await worker.step()
+                else:  # within the lease (a paused or starved process's lease ran out)
+                    async with fence.step():
+                        state = await worker.step()
                 full_pause = 0.0
             except asyncio.CancelledError:
                 raise
+            except LeaseRanOut:
+                log.warning("worker %s: its lease ran out; stopping it here", worker.name)
+                return
             except StorageFull as exc:  # no fault of the worker: no traceback, no busy loop
                 full_pause = min(FULL_PAUSE_MAX_S, max(idle_s, FULL_PAUSE_MIN_S, full_pause * 2))
                 log.warning("worker %s paused for %.2f s: %s", worker.name, full_pause, exc)
