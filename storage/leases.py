@@ -172,10 +172,11 @@ class Leases:
             await self._expire(name, item.revision, item.value)
 
     async def _expire(self, name: str, revision: int, raw: bytes) -> None:
-        """End a lease now. On etcd the key goes (its next revision is higher anyway); a
-        record keeps its token, expired, so the next holder's token is still larger."""
-        if self._native:
-            await self.meta.txn(Txn(compares={lease_key(name): revision}, deletes=(lease_key(name),)))
+        """End a lease now. On etcd the key goes with its etcd lease (its next revision is
+        higher anyway); a record keeps its token, expired, so the next holder's token is
+        still larger. Either way the holder's renewals fail from then on."""
+        if self._native:  # its etcd lease revoked: the holder's renewals fail as well
+            await self.meta.end_lease(name, revision)  # type: ignore[attr-defined]
             return
         rec = _unpack(raw)
         value = _pack(str(rec.get("holder", "")), int(rec.get("token", 0)), 0.0,

@@ -458,6 +458,20 @@ class EtcdStore:
         await self._revoke(mine[1])
         return True
 
+    async def end_lease(self, name: str, revision: int) -> None:
+        """End `(L, name)` as it is at `revision`, held by another process: revoke the etcd
+        lease the key is attached to, which deletes the key and makes that holder's next
+        keep-alive fail. (Deleting only the key left the holder's renewals succeeding: one
+        still alive went on running the worker beside the next holder.)"""
+        key = lease_key(name)
+        data = await self._rpc("Range", pb.RangeRequest(key=key), idempotent=True)
+        if not data.kvs or data.kvs[0].mod_revision != revision:
+            return  # changed meanwhile: not the lease the caller decided to end
+        if data.kvs[0].lease:
+            await self._revoke(str(data.kvs[0].lease))
+        else:  # (no etcd lease: nothing renews it)
+            await self.txn(Txn(compares={key: revision}, deletes=(key,)))
+
     async def _revoke(self, lease_id: str) -> None:
         try:
             await self._call("/lease/revoke", {"ID": lease_id}, idempotent=True)

@@ -82,6 +82,10 @@ async def test_restarted_holder_succeeds_itself(pair: tuple[MetadataStore, Metad
     # the same gateway (host and address) restarted with a new pid takes over at once ...
     again = await lb.acquire(name, "host/a:1/11", 30, succeeds="host/a:1/")
     assert again is not None and again.token > a.token
+    # the predecessor, were it alive after all (a second host of the same name and address),
+    # can no longer renew: on etcd dropping only the key left its keep-alive succeeding, so
+    # it ran every worker beside its successor for as long as it lived
+    assert await la.renew(a) is False
     # ... but another gateway does not
     assert await la.acquire(name, "host/c:1/12", 30, succeeds="host/c:1/") is None
     await lb.release(again)
