@@ -11,12 +11,21 @@ numbers); the RPC paths are etcd's.
 grpcio's blocking channel is used, each call started with `.future()` and its answer handed
 to the event loop with `call_soon_threadsafe`: no thread per call, and no grpc.aio (whose
 poller thread hung a test run in session 3 when the garbage collector joined it).
+
+grpcio polls a channel's answers on a thread that it starts when the channel's first call
+begins and ends when its last call ends. Batched calls (one Txn, one read in flight) leave
+the channel idle between answers, so nearly every call started a thread (~65 us of the
+~270 us a call cost the gateway, measured on one member). Each channel therefore holds one
+call open: a Watch stream that asks for nothing, so etcd sends nothing on it (`Keeper`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,6 +63,12 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 2_000),
 ]
+
+
+# the call held open on each channel (etcd's Watch: open until we end it, silent without
+# a create request), and how soon one that ended (its member restarted) is opened again
+KEEPER_PATH = "/etcdserverpb.Watch/Watch"
+KEEPER_RETRY_S = 1.0
 
 
 def serialize(request: Any) -> bytes:
@@ -106,8 +121,39 @@ def try_elsewhere(exc: grpc.RpcError, idempotent: bool) -> bool:
                                    grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+class Keeper:
+    """One Watch stream held open on a channel, so grpcio's polling thread for the channel
+    stays up between our calls instead of being started anew for nearly every call.
+
+    The stream sends no request: its request iterator waits on `_ended` (grpcio consumes it
+    on a thread of its own), which is set when the stream ends (a broken connection, the
+    member stopping) or is closed, so no thread outlives its stream."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._ended = threading.Event()
+        self.opened = time.monotonic()
+        stream = channel.stream_stream(KEEPER_PATH, request_serializer=serialize,
+                                       response_deserializer=bytes)
+        self._call = stream(self._nothing())
+        self._call.add_done_callback(lambda _: self._ended.set())
+
+    def _nothing(self) -> Iterator[bytes]:
+        self._ended.wait()
+        return
+        yield b""  # (a generator: grpcio takes the requests from an iterator)
+
+    @property
+    def alive(self) -> bool:
+        return not self._ended.is_set()
+
+    def close(self) -> None:
+        self._ended.set()
+        self._call.cancel()
+
+
 class GrpcKV:
-    """One gRPC channel per etcd member, opened on first use; `call` awaits one unary RPC."""
+    """One gRPC channel per etcd member, opened on first use, each holding one idle call
+    open (`Keeper`); `call` awaits one unary RPC."""
 
     def __init__(self, endpoints: tuple[str, ...]) -> None:
         self._targets = [target_of(e) for e in endpoints]
@@ -116,6 +162,7 @@ class GrpcKV:
         self._closed = False
         self._channels: dict[int, grpc.Channel] = {}
         self._calls: dict[tuple[int, str], grpc.UnaryUnaryMultiCallable] = {}
+        self._keepers: dict[int, Keeper] = {}
 
     def _callable(self, idx: int, rpc: str) -> grpc.UnaryUnaryMultiCallable:
         found = self._calls.get((idx, rpc))
@@ -129,6 +176,7 @@ class GrpcKV:
                                                options=CHANNEL_OPTIONS) if self._tls[idx]
                            else grpc.insecure_channel(self._targets[idx], options=CHANNEL_OPTIONS))
                 self._channels[idx] = channel
+                self._keepers[idx] = Keeper(channel)
             path, _, resp = RPCS[rpc]
             found = channel.unary_unary(path, request_serializer=serialize,
                                         response_deserializer=resp.FromString)
@@ -141,6 +189,10 @@ class GrpcKV:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         pending = self._callable(idx, rpc).future(request, timeout=timeout_s)
+        keeper = self._keepers[idx]
+        if not keeper.alive and time.monotonic() - keeper.opened >= KEEPER_RETRY_S:
+            keeper.close()  # (after the call began: the polling thread stays up meanwhile)
+            self._keepers[idx] = Keeper(self._channels[idx])
 
         def settle(done: grpc.Future) -> None:
             if answer.done():
@@ -166,6 +218,9 @@ class GrpcKV:
 
     def close(self) -> None:
         self._closed = True
+        for keeper in self._keepers.values():
+            keeper.close()
+        self._keepers.clear()
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()

@@ -5,14 +5,19 @@ reach a member goes to the next one."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import threading
 from typing import Any
 
+import grpc
 import pytest
 
-from storage.metadata import Txn
+from storage.metadata import Txn, etcd_grpc
 from storage.metadata.etcd import EtcdStore
+from storage.metadata.etcd_grpc import GrpcKV
+from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 from tests.integration.cluster import free_port
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
@@ -72,3 +77,76 @@ async def test_a_write_that_reached_no_member_goes_to_the_next(ns: bytes) -> Non
         assert await store.delete(ns + b"w")
     finally:
         await store.close()
+
+
+@pytest.fixture
+def thread_starts(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """Every thread started from now on (grpcio starts its own through threading)."""
+    started: list[threading.Thread] = []
+    real = threading.Thread.start
+
+    def counted(self: threading.Thread) -> None:
+        started.append(self)
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    return started
+
+
+async def test_calls_one_after_another_start_no_thread_each(
+        thread_starts: list[threading.Thread]) -> None:
+    """grpcio polls a channel on a thread that lives while a call is open: without a call
+    held open, each call made when none was in flight (the batchers' usual case) started
+    one. Closing ends every thread the client started."""
+    kv = GrpcKV(_endpoints()[:1])
+    get = pb.RangeRequest(key=b"grpc/none")
+    try:
+        await kv.call(0, "Range", get, 10)  # opens the channel (and what it holds open)
+        opened = len(thread_starts)
+        for _ in range(20):
+            await kv.call(0, "Range", get, 10)
+        assert len(thread_starts) == opened, [t.name for t in thread_starts[opened:]]
+    finally:
+        kv.close()
+    for t in thread_starts:
+        t.join(10)
+    assert not [t.name for t in thread_starts if t.is_alive()]
+
+
+async def test_a_held_call_that_ended_is_opened_again(
+        thread_starts: list[threading.Thread], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(etcd_grpc, "KEEPER_RETRY_S", 0.0)
+    kv = GrpcKV(_endpoints()[:1])
+    get = pb.RangeRequest(key=b"grpc/none")
+    try:
+        await kv.call(0, "Range", get, 10)
+        ended = kv._keepers[0]
+        ended.close()  # as when its member restarts
+        await kv.call(0, "Range", get, 10)  # opens another
+        assert kv._keepers[0] is not ended and kv._keepers[0].alive
+        opened = len(thread_starts)
+        for _ in range(10):
+            await kv.call(0, "Range", get, 10)
+        assert len(thread_starts) == opened
+    finally:
+        kv.close()
+    for t in thread_starts:
+        t.join(10)
+    assert not [t.name for t in thread_starts if t.is_alive()]
+
+
+async def test_a_member_that_cannot_be_reached_leaves_no_thread_waiting(
+        thread_starts: list[threading.Thread]) -> None:
+    """The held call fails with its connection; the thread grpcio consumes its (empty)
+    requests on then ends too, before the client is closed."""
+    kv = GrpcKV((f"http://127.0.0.1:{free_port(['127.0.0.1'])}",))
+    try:
+        with pytest.raises(grpc.RpcError):
+            await kv.call(0, "Range", pb.RangeRequest(key=b"x"), 10)
+        keeper, grpcs = kv._keepers[0], list(thread_starts)
+        assert await asyncio.to_thread(keeper._ended.wait, 10)  # (a thread of asyncio's)
+        for t in grpcs:
+            t.join(10)
+        assert grpcs and not [t.name for t in grpcs if t.is_alive()]
+    finally:
+        kv.close()
