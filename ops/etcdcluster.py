@@ -22,6 +22,13 @@ from storage.parentdeath import child_dies_with_us
 
 ETCD_HOSTS = ("127.0.1.10", "127.0.2.10", "127.0.3.10")
 READY_TIMEOUT_S = 60.0
+# Raft entries a member holds in memory (and in WAL files it may not purge) before it writes a
+# snapshot and drops the older ones; it keeps 5,000 past a snapshot for slow followers. etcd
+# 3.4's default, 100,000, is sized for small values: ours carry 4 KiB inline bodies, a batched
+# commit ~27 KiB, so 100,000 entries would hold ~2.7 GB in each member, three on one host.
+# 10,000 bounds that near 400 MB. Measured: members' CPU per Txn unchanged (1.54 vs 1.48 ms);
+# RSS after 12,500 Txns of 2 PutObjects 285-297 -> 209-217 MiB (session 19).
+SNAPSHOT_COUNT = 10_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class EtcdCluster:
             "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
             "--initial-cluster", initial, "--initial-cluster-token", self.token,
             "--initial-cluster-state", "new", "--max-txn-ops", "1024",
+            "--snapshot-count", str(SNAPSHOT_COUNT),
             "--logger", "zap", "--log-outputs", "stderr",
         ]
 
