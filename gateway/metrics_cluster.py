@@ -185,6 +185,14 @@ def _workers(s: dict[str, Any], holder: str) -> Iterator[Metric]:
                    rep.get("bytes_rebuilt", 0))
     yield _counter("tessera_repair_shards_rebuilt", "Shards rebuilt by repair",
                    rep.get("shards_rebuilt", 0))
+    yield _counter("tessera_repair_sources_disagree", "Rebuilds stopped because a source "
+                   "shard did not match the others", rep.get("sources_disagree", 0))
+    yield _counter("tessera_repair_rebuilds_refused", "Rebuilds refused: the k shards left "
+                   "do not authenticate and no liar could be named (each retry counts)",
+                   rep.get("rebuilds_refused", 0))
+    yield _gauge("tessera_repair_stripes_refused_alarm", "Stripes whose rebuild was refused "
+                 "several times in a row (named in tessera status; bounded list)",
+                 len(rep.get("refused_stripes") or []))
     yield _counter("tessera_repair_sweep_checked", "Stripes checked by the repair sweep",
                    rep.get("sweep_checked", 0))
     yield _counter("tessera_rebalance_shards_moved", "Shards moved by rebalance and drains",

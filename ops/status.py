@@ -79,6 +79,7 @@ def render(doc: dict[str, Any]) -> str:
             "shards do not authenticate; a liar among them cannot be named until another "
             "shard returns. Bring a down node back (its stripes are retried at once); "
             "retries back off per stripe to 1 h; NODES above shows which are down)",
+            *_refused_stripes(r.get("refused_stripes") or []),
             f"  orphans deleted:   {r.get('orphans_deleted', 0)}",
             pacing_line(r.get("pacing"), " (safe stripes; stripes at risk: idle rate)"),
             f"  sweep passes:      {r.get('sweep_passes', 0)} (last full pass, shards "
@@ -117,6 +118,13 @@ def render(doc: dict[str, Any]) -> str:
                 table(doc["workers"], [("worker", "worker"), ("holder", "gateway"),
                                        ("token", "fencing token")])]
     return "\n".join(out)
+
+
+def _refused_stripes(alarms: list[dict[str, Any]]) -> list[str]:
+    """One line per stripe whose rebuild keeps being refused (an alarm, not a count)."""
+    return [f"  ALARM stripe {a['stripe']}: rebuild refused {a['refused']} times in a row "
+            f"({a['error']}); with every node up: several lying shards or a wrong key "
+            "identity, see the gateway log" for a in alarms]
 
 
 def pacing_line(p: dict[str, Any] | None, note: str = "") -> str:

@@ -25,15 +25,28 @@ from storage.node_reason import node_reason
 from storage.records import unpack
 from storage.workers.manifests import KEPT_STATES, load_manifest
 from storage.workers.rebalance import read_stats as read_rebalance_stats
-from storage.workers.repair import read_stats
+from storage.workers.repair import read_stats, refused_alarm
 
 SCAN_LIMIT = 5000
 COUNT_LIMIT = 100_000
+ALARMS_SHOWN = 20
 
 
 async def _count(cluster: Cluster, start: bytes, end: bytes) -> tuple[int, bool]:
     items = await cluster.meta.range(start, end, limit=COUNT_LIMIT + 1)
     return min(len(items), COUNT_LIMIT), len(items) > COUNT_LIMIT
+
+
+async def _repair_queue(cluster: Cluster) -> tuple[int, bool, list[dict[str, Any]]]:
+    """The repair backlog (bounded count) and the entries whose rebuild keeps being refused
+    (`workers.repair.refused_alarm`; the first ALARMS_SHOWN)."""
+    items = await cluster.meta.range(*space(REPAIR), limit=COUNT_LIMIT + 1)
+    alarms = []
+    for it in items[:COUNT_LIMIT]:
+        alarm = refused_alarm(it.key, unpack(it.value))
+        if alarm is not None and len(alarms) < ALARMS_SHOWN:
+            alarms.append(alarm)
+    return min(len(items), COUNT_LIMIT), len(items) > COUNT_LIMIT, alarms
 
 
 async def _stripe_health(cluster: Cluster) -> dict[str, Any]:
@@ -109,7 +122,7 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
     for row in nodes:
         sc = scrubs.get(row["id"]) or {}
         row["scrub"] = sc
-    repair_backlog, r_more = await _count(cluster, *space(REPAIR))
+    repair_backlog, r_more, refused = await _repair_queue(cluster)
     gc_backlog, g_more = await _count(cluster, *space(GC))
     stripes = await _stripe_health(cluster)
     repair = await read_stats(cluster.meta)
@@ -134,7 +147,8 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
         "zones": list(zones.values()),
         "nodes": nodes,
         "stripes": stripes,
-        "repair": {"backlog": repair_backlog, "backlog_truncated": r_more, **repair},
+        "repair": {"backlog": repair_backlog, "backlog_truncated": r_more, **repair,
+                   "refused_stripes": refused},
         "gc": {"backlog": gc_backlog, "backlog_truncated": g_more},
         "rebalance": rebalance,
         "scrub": {

@@ -20,7 +20,8 @@ errors (exit status 1):
 
 warnings (the background workers settle them): `degraded` (at least k copies, fewer than
 all), `orphan-shards` (shards no entry names and no GC entry queues; a write in flight makes
-some), `volume-delete-pending`.
+some), `volume-delete-pending`, `rebuild-refused` (a stripe repair refused to rebuild
+`workers.repair.REFUSED_ALARM` times in a row: its k shards read do not authenticate).
 
 Incomplete (exit status 2 when nothing is an error): a node that did not list its shards
 (`unreachable`). Its copies are *unchecked*, never counted present or missing: a stripe
@@ -50,6 +51,7 @@ from storage.records import ObjectVersion, unpack
 from storage.shards.ids import parse_shard_id
 from storage.shards.transport import NodeTransport
 from storage.workers.manifests import Manifest, load_manifest, restored_parts
+from storage.workers.repair import refused_alarm
 
 PAGE = 1000
 KEEP = 1000  # findings kept (and shown by --json) per kind; all are counted
@@ -207,6 +209,11 @@ class _Records:
             self.uploads.add(key[3])
         elif kind == ks.GC:
             self.queued.add(bytes.fromhex(key[2]))
+        elif kind == ks.REPAIR:
+            alarm = refused_alarm(it.key, unpack(it.value))
+            if alarm is not None:
+                self.report.add("rebuild-refused", f"stripe {alarm['stripe']}: rebuild refused "
+                                f"{alarm['refused']} times in a row ({alarm['error']})")
         elif kind == ks.VOLUME:
             self.volumes.add(str(unpack(it.value)["id"]))
         elif kind == ks.VOLUME_GONE:

@@ -84,6 +84,11 @@ SWEEP_BURST_S = 60.0  # the paced sweep's burst: this many seconds of sweep_rate
 PENDING_RETRY_S = 5.0
 REFUSED_RETRY_S = RETRY_S  # a refused rebuild's first retry, doubling per refusal ...
 REFUSED_MAX_S = 3600.0  # ... up to this
+# Refusals of one stripe after which it is named in an error line, `tessera status` and
+# `tessera fsck`: a refusal with every holder up means the k shards read do not
+# authenticate under the stripe's key (several liars, or a wrong key identity), which the
+# counts alone (`rebuilds_refused`) never tied to a stripe.
+REFUSED_ALARM = 3
 
 
 def _waiting(a: Assessment) -> set[int]:
@@ -347,6 +352,11 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         n = int(entry.get("refused", 0)) + 1
         self.stats.rebuilds_refused += 1
         self._dirty = True
+        if n >= REFUSED_ALARM:
+            log.error("stripe %s: rebuild refused %d times in a row (%s): its remaining shards "
+                      "do not authenticate; with every holder up this is several lying shards "
+                      "or a wrong key identity (see `tessera status`, `tessera fsck`)",
+                      stripe_of(item.key).hex(), n, reason)
         await self._defer(item, {**entry, "refused": n}, f"rebuild refused: {reason}",
                           min(REFUSED_RETRY_S * 2 ** (n - 1), REFUSED_MAX_S))
 
@@ -482,6 +492,15 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         self.stats.updated = time.time()
         await self._meta.put(STATS_KEY, pack(asdict(self.stats)))
         self._dirty = False
+
+
+def refused_alarm(key: bytes, entry: dict) -> dict | None:
+    """The alarm of a repair queue entry (`key`, unpacked `entry`) refused `REFUSED_ALARM`
+    times or more in a row: {stripe, refused, error}; None for any other entry."""
+    n = int(entry.get("refused", 0) or 0)
+    if n < REFUSED_ALARM:
+        return None
+    return {"stripe": stripe_of(key).hex(), "refused": n, "error": str(entry.get("error", ""))}
 
 
 async def read_stats(meta: MetadataStore) -> dict:

@@ -93,8 +93,9 @@ class RepairBatches:
             elif s.started and self._started.get(nid, s.started) != s.started:
                 back.add(nid)  # restarted between probes (in any state: seen while suspect
                 # too): what it holds may have changed
-            elif s.state in (DOWN, OUT) and before == UP:
-                gone = True
+            elif s.state in (DOWN, OUT) and before == UP or s.state == OUT and before == DOWN:
+                gone = True  # OUT after DOWN too: a stripe refused while a holder might
+                # return (SSE-C at k, `_guard`) may be rebuilt now, not after its back-off
             if s.state == OUT:
                 self._seen_out.add(nid)
             self._states[nid] = s.state

@@ -146,6 +146,12 @@ def test_cluster_gauges_show_stripes_usage_backlogs_and_leases(
                  "tessera_restore_backlog", "tessera_repair_bytes_rebuilt_total",
                  "tessera_rebalance_bytes_moved_total", "tessera_scrub_shards_verified_total"):
         assert name in s.names(), name
+    # repair's refusals, each with its help and type (final-s18: only in `tessera status`)
+    for fam, kind in (("tessera_repair_rebuilds_refused_total", "counter"),
+                      ("tessera_repair_sources_disagree_total", "counter"),
+                      ("tessera_repair_stripes_refused_alarm", "gauge")):
+        assert re.search(rf"^# HELP {fam} \S", s.text, re.M), fam
+        assert f"# TYPE {fam} {kind}\n" in s.text, fam
     leases = s.samples("tessera_worker_lease")
     assert {x["worker"] for x in leases} >= {"repair", "gc", "rebalance", "lifecycle"}
     pid = cluster.pid("gateway")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from storage.errors import StorageError
 from storage.health import DOWN
 from storage.pipeline import StripeCodec
@@ -144,11 +146,15 @@ async def test_the_key_is_looked_up_only_for_a_segment_without_a_spare(
         await s.close()
 
 
-async def test_a_refused_rebuild_backs_off_per_stripe_and_is_counted(tmp_path: Path) -> None:
+async def test_a_refused_rebuild_backs_off_per_stripe_and_is_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """k sources left, one lying, nobody able to name it: the rebuild is refused. It was
     retried every 30 s forever (a full-rate read of the stripe each time), counted only as
     `sources_disagree`, which `tessera status` explained as "the deep scrub named it". Now
-    each refusal doubles the stripe's retry delay and counts as `rebuilds_refused`."""
+    each refusal doubles the stripe's retry delay and counts as `rebuilds_refused`. A stripe
+    refused again and again (several liars, a wrong key identity) was only a count, tied to
+    no stripe (final-s18): now the third refusal in a row logs an error naming it, and
+    `tessera status` and `tessera fsck` list it."""
     from storage.keyspace import urgent_repair_key
     from storage.metadata import Txn
     from storage.records import pack, unpack
@@ -173,8 +179,39 @@ async def test_a_refused_rebuild_backs_off_per_stripe_and_is_counted(tmp_path: P
         assert delays == [30, 60, 120], delays
         assert s.repair.stats.rebuilds_refused == 3
         assert await _committed_lie(s, man, originals) == []
+        # the third refusal in a row names the stripe: `tessera status` and `tessera fsck`
+        assert any(r.levelname == "ERROR" and man.part.stripe_id.hex() in r.getMessage()
+                   for r in caplog.records), "no error line named the refused stripe"
+        await _assert_alarm_shown(s, man.part.stripe_id.hex())
     finally:
         await s.close()
+
+
+async def _assert_alarm_shown(s: Sim, stripe_hex: str) -> None:
+    """`stripe_hex` is an alarm in the status document, its text and fsck's report."""
+    from ops.status import render
+    from storage.clusterstatus import collect_status
+    from storage.fsck import fsck
+
+    doc = await collect_status(s.cluster)
+    assert [a["stripe"] for a in doc["repair"]["refused_stripes"]] == [stripe_hex]
+    assert f"ALARM stripe {stripe_hex}: rebuild refused 3 times" in render(doc)
+    report = await fsck(s.meta, s.sim, list(s.cfg.nodes))
+    assert any(stripe_hex in f for f in report.findings["rebuild-refused"]), report.findings
+
+
+async def _keyless_sim(tmp_path: Path, seed: int) -> Sim:
+    """A sim whose repair sees every stripe as SSE-C data: a codec without a cipher."""
+    from dataclasses import replace
+
+    s, scrub = await _sim(tmp_path, seed)
+    s.repair.verify_stripe = scrub.check_stripe
+
+    async def keyless(man: Manifest) -> StripeCodec | None:
+        codec = await scrub.codec(man)  # as for SSE-C data: no cipher
+        return None if codec is None else replace(codec, cipher=None)
+    s.repair.stripe_codec = keyless
+    return s
 
 
 async def test_an_sse_c_stripe_at_k_waits_for_its_down_nodes(tmp_path: Path) -> None:
@@ -183,19 +220,11 @@ async def test_an_sse_c_stripe_at_k_waits_for_its_down_nodes(tmp_path: Path) -> 
     among the k was committed (the honest copies on the returning nodes then orphans, the
     object unreadable for good). Now it is refused while a holder is DOWN; once the nodes
     return the liar is outvoted; a holder OUT (gone for good) lets the rebuild go ahead."""
-    from dataclasses import replace
-
     from storage.health import OUT
     from storage.keyspace import urgent_repair_key
     from storage.records import pack
 
-    s, scrub = await _sim(tmp_path, 59)
-    s.repair.verify_stripe = scrub.check_stripe
-
-    async def keyless(man: Manifest) -> StripeCodec | None:
-        codec = await scrub.codec(man)  # as for SSE-C data: no cipher
-        return None if codec is None else replace(codec, cipher=None)
-    s.repair.stripe_codec = keyless
+    s = await _keyless_sim(tmp_path, 59)
     try:
         await s.put("x", 3 * SEGMENT + 7)
         man = next(m for m in await s.manifests() if m.kind == "object")
@@ -278,3 +307,35 @@ async def _part(s: Sim, stripe_id: bytes) -> Any:
     m = await load_manifest(s.meta, stripe_id)
     assert m is not None and m.part is not None
     return m.part
+
+
+async def test_a_refused_sse_c_stripe_is_retried_when_its_nodes_turn_out(
+        tmp_path: Path) -> None:
+    """An SSE-C stripe at k refused while its lost shards' nodes were DOWN waited out its
+    back-off (30 s doubling, ~5 min after a few refusals) after those nodes turned OUT,
+    although nothing then kept it from being rebuilt: DOWN -> OUT did not make deferred
+    entries due. Now it is rebuilt at the next step after the change."""
+    from storage.health import OUT
+    from storage.keyspace import urgent_repair_key
+    from storage.records import pack, unpack
+
+    s = await _keyless_sim(tmp_path, 67)
+    try:
+        await s.put("x", 3 * SEGMENT + 7)
+        man = next(m for m in await s.manifests() if m.kind == "object")
+        p = man.part
+        await _lie_and_lose_two(s, man)
+        key = urgent_repair_key(p.stripe_id)
+        await s.meta.put(key, pack({"reason": "test", "queued": 0.0}))
+        await s.repair.step()
+        item = await s.meta.get(key)
+        assert item is not None and unpack(item.value).get("refused") == 1
+        assert s.repair.stats.rebuilds_refused == 1
+        for n in p.nodes[:2]:
+            s.health.states[str(n)].state = OUT  # their down grace and out time passed
+        await s.repair.step()
+        now = await _part(s, p.stripe_id)
+        assert now.nodes[:2] != p.nodes[:2], \
+            "a refused SSE-C stripe waited its back-off after its nodes turned OUT"
+    finally:
+        await s.close()
