@@ -28,6 +28,14 @@ class CliError(Exception):
     """A failure shown to the operator as one line."""
 
 
+_CONFIG_ENV: list[dict[str, str] | None] = [None]  # this command's `--config` (`use_config`)
+
+
+def use_config(config: str | None) -> None:
+    """Send this process's admin requests to the cluster of `--config FILE` (if given)."""
+    _CONFIG_ENV[0] = config_env(config)
+
+
 # what an operator does about an admin credential the API refused
 _CREDENTIAL_HINTS = {
     code: f"; {name} is not the cluster's admin credential: load DATA/tessera.env again "
@@ -35,13 +43,45 @@ _CREDENTIAL_HINTS = {
     for code, name in (("SignatureDoesNotMatch", ENV_SK), ("InvalidAccessKeyId", ENV_AK))}
 
 
+def config_env(config: str | None) -> dict[str, str] | None:
+    """The admin endpoint and credential of the cluster `--config FILE` describes (None
+    without one: the environment's): the URL from its `[gateway] admin_listen`, the
+    credential from the `tessera.env` `tessera up` wrote beside its data, else the
+    environment's. A CliError naming the file when it cannot be read."""
+    if not config:
+        return None
+    from pathlib import Path
+
+    from storage.config import load_config
+    from storage.errors import ConfigError
+
+    try:
+        cfg = load_config(Path(config))
+    except (ConfigError, OSError, ValueError) as exc:  # ValueError: TOML that does not parse
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(f"--config {config}: {why}") from None
+    env = dict(os.environ)
+    try:
+        text = (cfg.data_dir / "tessera.env").read_text()
+    except OSError:
+        text = ""  # a cluster not made by `tessera up`: the credential from the environment
+    saved = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    for name in (ENV_AK, ENV_SK):
+        if saved.get(name):
+            env[name] = saved[name]
+    env[ENV_URL] = f"http://{cfg.gateway.admin_listen}"
+    return env
+
+
 def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
                   query: dict[str, str] | None = None,
                   env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Sign and send one admin API request; the parsed JSON answer or CliError."""
+    """Sign and send one admin API request; the parsed JSON answer or CliError. `env`
+    replaces the environment (`config_env`); by default, `--config` of the command being
+    run (`use_config`) or the environment."""
     from gateway.s3.sigv4_sign import sign_headers
 
-    env = dict(os.environ if env is None else env)
+    env = dict(env if env is not None else _CONFIG_ENV[0] or os.environ)
     missing = [n for n in (ENV_URL, ENV_AK, ENV_SK) if not env.get(n)]
     if missing:
         raise CliError(f"{', '.join(missing)} not set; load the cluster's tessera.env "
@@ -151,6 +191,7 @@ def _tenant(a: argparse.Namespace) -> None:
                     f"{r['display_name']!r}, email {r['email']!r}, public access block "
                     f"{','.join(blocked) or 'none'}")
     elif a.action == "delete":
+        _confirm_tenant_delete(a)
         r = admin_request("DELETE", f"/tenants/{q(a.name)}")
         _emit(a, r, f"tenant {a.name} deleted")
     elif a.action == "rotate-key":
@@ -177,6 +218,31 @@ def _tenant(a: argparse.Namespace) -> None:
         _emit(a, r, text)
 
 
+def _confirm_tenant_delete(a: argparse.Namespace) -> None:
+    """A tenant with KMS keys is deleted only when confirmed (`--yes`, or `y` on a
+    terminal): deleting it destroys its keys, so whatever is still encrypted under them can
+    never be read again (newuser18: it went without a word)."""
+    if a.yes:
+        return
+    keys = admin_request("GET", f"/tenants/{urllib.parse.quote(a.name)}/kms-keys")["keys"]
+    if not keys:
+        return
+    names = ", ".join(",".join(k.get("aliases") or []) or k["key_id"] for k in keys)
+    what = (f"tenant {a.name} still has {len(keys)} KMS key(s) ({names}); deleting the "
+            "tenant destroys them and revokes its access keys: anything still encrypted "
+            "under them (SSE-KMS objects copied elsewhere, metadata backups) can never be "
+            "decrypted again")
+    if not sys.stdin.isatty():
+        raise CliError(f"{what}; repeat with --yes to delete it")
+    print(what, file=sys.stderr)
+    try:
+        answer = input(f"delete tenant {a.name} and its KMS keys? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError("not deleted")
+
+
 def _key(a: argparse.Namespace) -> None:
     if a.action == "create":
         r = admin_request("POST", "/keys", {"tenant": a.tenant})
@@ -197,6 +263,7 @@ def one_line_errors(fn: Any) -> Any:
     """`fn(args)` as a subcommand: a CliError becomes one line on stderr and exit status 1."""
     def run(a: argparse.Namespace) -> int:
         try:
+            use_config(getattr(a, "config", None))
             fn(a)
         except CliError as exc:
             print(f"tessera {a.command} {a.action}: {exc}", file=sys.stderr)
@@ -206,17 +273,30 @@ def one_line_errors(fn: Any) -> Any:
     return run
 
 
+def config_option() -> argparse.ArgumentParser:
+    """The `--config` option of the commands that speak to the admin API (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", help="the cluster's tessera.toml: its admin endpoint, and the "
+                   "admin credential in the tessera.env beside its data (default: "
+                   f"${ENV_URL}, ${ENV_AK} and ${ENV_SK})")
+    return p
+
+
 def add_admin_commands(sub: Any) -> None:
     """Add the `tenant` and `key` subcommands to the `tessera` parser."""
-    js = argparse.ArgumentParser(add_help=False)
+    js = argparse.ArgumentParser(add_help=False, parents=[config_option()])
     js.add_argument("--json", action="store_true", help="print JSON instead of a table")
     t = sub.add_parser("tenant", help="manage tenants (admin API)")
     ts = t.add_subparsers(dest="action", required=True)
     for name, hlp in (("create", "create a tenant"), ("show", "show one tenant"),
-                      ("delete", "delete a tenant that owns no buckets (a shredded one once reclaimed)"),
+                      ("delete", "delete a tenant that owns no buckets (a shredded one once "
+                       "reclaimed), its KMS keys and access keys"),
                       ("rotate-key", "new key version; rewrap object keys in background")):
         p = ts.add_parser(name, help=hlp, parents=[js])
         p.add_argument("name")
+        if name == "delete":
+            p.add_argument("--yes", action="store_true", help="delete a tenant that still has "
+                           "KMS keys without asking (they are destroyed with it)")
     ts.add_parser("list", help="list tenants", parents=[js])
     up = ts.add_parser("update", help="set a tenant's S3 identity (ACL owner and grantee)",
                        parents=[js])

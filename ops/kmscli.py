@@ -19,7 +19,7 @@ import argparse
 import urllib.parse
 from typing import Any
 
-from ops.admincli import _emit, admin_request, one_line_errors, table
+from ops.admincli import _emit, admin_request, config_option, one_line_errors, table
 
 KMS_COLS = [("key_id", "key id"), ("aliases", "aliases"), ("arn", "arn"),
             ("state", "state"), ("created", "created")]
@@ -66,7 +66,7 @@ def _window_days(text: str) -> int:
 
 def add_kms_parser(sub: Any) -> None:
     """Add the `kms` subcommand to the `tessera` parser."""
-    js = argparse.ArgumentParser(add_help=False)
+    js = argparse.ArgumentParser(add_help=False, parents=[config_option()])
     js.add_argument("--json", action="store_true", help="print JSON instead of a table")
     js.add_argument("--tenant", default="default", help="the tenant that owns the keys")
     k = sub.add_parser("kms", help="manage a tenant's named KMS keys for SSE-KMS (admin API)")

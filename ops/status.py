@@ -212,9 +212,10 @@ def _render_archive(a: dict[str, Any] | None) -> list[str]:
 
 
 def status_command(a: argparse.Namespace) -> int:
-    from ops.admincli import CliError, admin_request
+    from ops.admincli import CliError, admin_request, use_config
 
     try:
+        use_config(a.config)
         doc = admin_request("GET", "/status")
     except CliError as exc:
         print(f"tessera status: {exc}", file=sys.stderr)
@@ -224,7 +225,10 @@ def status_command(a: argparse.Namespace) -> int:
 
 
 def add_status_command(sub: Any) -> None:
-    p = sub.add_parser("status", help="cluster health, redundancy, backlogs and durability")
+    from ops.admincli import config_option
+
+    p = sub.add_parser("status", help="cluster health, redundancy, backlogs and durability",
+                       parents=[config_option()])
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=status_command)
 

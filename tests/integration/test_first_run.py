@@ -55,7 +55,7 @@ def tessera(venv: Path, c: LocalCluster | None, *args: str, timeout: float = 60,
     env.update(extra_env or {})
     env["PATH"] = f"{venv}:{env.get('PATH', '')}"
     return subprocess.run(["tessera", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=venv)
+                          timeout=timeout, cwd=venv, stdin=subprocess.DEVNULL)
 
 
 def test_install_alone_gives_a_working_operator_cli(venv: Path, first: LocalCluster) -> None:
@@ -255,3 +255,40 @@ def test_a_child_that_exits_is_named_with_how_to_restart_it(
         assert line, "tessera up exited"
     assert line.startswith("warning: n5 exited with status -9; see "), line
     assert "stays down" in line and "stopped (Ctrl-C) and started again" in line, line
+
+
+def test_status_and_admin_commands_take_config(venv: Path, first: LocalCluster) -> None:
+    """`tessera status --config FILE`, as fsck, volume and lifecycle take it (newuser18: an
+    argparse error): the admin endpoint from the file, the credential from the tessera.env
+    beside its data; nothing from the environment. A wrong file is one line."""
+    bare = {k: "" for k in first.env}  # none of tessera.env's variables set
+    config = str(first.data / "tessera.toml")
+    r = tessera(venv, None, "status", "--config", config, extra_env=bare)
+    assert r.returncode == 0 and r.stdout.startswith("profile "), r.stderr
+    for args in (("tenant", "list"), ("kms", "list"), ("status", "--json")):
+        r = tessera(venv, None, *args, "--config", config, extra_env=bare)
+        assert r.returncode == 0, (args, r.stderr)
+    r = tessera(venv, None, "status", "--config", str(first.data / "missing.toml"),
+                extra_env=bare)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "missing.toml" in r.stderr, \
+        r.stderr
+
+
+def test_tenant_delete_asks_when_the_tenant_has_kms_keys(venv: Path,
+                                                         first: LocalCluster) -> None:
+    """Deleting a tenant destroys its KMS keys (newuser18: without a word). Now it says so
+    and, without a terminal to ask on, refuses unless `--yes`; a tenant without KMS keys is
+    deleted as before."""
+    assert tessera(venv, first, "tenant", "create", "t19kms").returncode == 0
+    assert tessera(venv, first, "kms", "create", "k19", "--tenant", "t19kms").returncode == 0
+    r = tessera(venv, first, "tenant", "delete", "t19kms")
+    assert r.returncode == 1, r.stdout
+    assert "still has 1 KMS key(s) (alias/k19" in r.stderr and "--yes" in r.stderr \
+        and r.stderr.count("\n") == 1, r.stderr
+    assert tessera(venv, first, "tenant", "show", "t19kms").returncode == 0  # still there
+    r = tessera(venv, first, "tenant", "delete", "t19kms", "--yes")
+    assert r.returncode == 0 and "deleted" in r.stdout, r.stderr
+    assert tessera(venv, first, "tenant", "show", "t19kms").returncode == 1
+    assert tessera(venv, first, "tenant", "create", "t19plain").returncode == 0
+    r = tessera(venv, first, "tenant", "delete", "t19plain")
+    assert r.returncode == 0, r.stderr
