@@ -273,12 +273,15 @@ def one_line_errors(fn: Any) -> Any:
     return run
 
 
+CONFIG_HELP = ("the cluster's tessera.toml: its admin endpoint, and the admin credential in "
+               f"the tessera.env beside its data (default: ${ENV_URL}, ${ENV_AK} and "
+               f"${ENV_SK})")
+
+
 def config_option() -> argparse.ArgumentParser:
     """The `--config` option of the commands that speak to the admin API (a parent parser)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--config", help="the cluster's tessera.toml: its admin endpoint, and the "
-                   "admin credential in the tessera.env beside its data (default: "
-                   f"${ENV_URL}, ${ENV_AK} and ${ENV_SK})")
+    p.add_argument("--config", help=CONFIG_HELP)
     return p
 
 

@@ -1,7 +1,19 @@
 """`tessera node list|add|drain|activate|remove`: cluster membership over the admin API.
 
 (`tessera node --config FILE --id ID` without one of these actions still runs a node.)
-Credentials come from the environment as for `tessera tenant` (see ops/admincli.py).
+Credentials come from the environment as for `tessera tenant` (see ops/admincli.py), or
+from `--config FILE`.
+
+`tessera node drain ID --wait [--timeout S]` shows the drain's progress on stderr until the
+node holds nothing (it can then be removed). Exit status: 0 the node holds no shard; 1 an
+error (the admin API refused or is unreachable, or the drain was cancelled); 3 `--timeout`
+passed first (the drain goes on); 130 interrupted (the drain goes on in the background).
+
+`tessera node remove ID --force` removes a drained node that still holds shards no stripe
+needs (orphans of unfinished writes, which wait `[repair] orphan_grace_s` (a day) for the
+collector; stale copies of moved shards). It says first how many it abandons and asks on a
+terminal (`--yes` for scripts); it refuses while any shard on the node is still named by a
+stripe or cannot be vouched for, so no acknowledged byte is dropped.
 """
 
 from __future__ import annotations
@@ -9,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.parse
 from typing import Any
 
@@ -55,23 +68,120 @@ def build_parser() -> argparse.ArgumentParser:
                        ("remove", "remove a drained, empty node from the cluster map")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("id")
+    sub.choices["drain"].add_argument(
+        "--wait", action="store_true", help="show progress until the node holds nothing "
+        "(exit 0; 3 when --timeout passes first; 130 on Ctrl-C: the drain goes on)")
+    sub.choices["drain"].add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                                      help="with --wait: give up waiting after this long")
+    sub.choices["remove"].add_argument(
+        "--force", action="store_true", help="remove a drained node that still holds shards "
+        "no stripe needs (orphans awaiting [repair] orphan_grace_s); says what it abandons "
+        "first and refuses if any shard is still needed")
+    sub.choices["remove"].add_argument("--yes", action="store_true",
+                                       help="with --force: do not ask")
+    from ops.admincli import CONFIG_HELP
+
     for sp in sub.choices.values():
         sp.add_argument("--json", action="store_true", help="print JSON")
+        sp.add_argument("--config", help=CONFIG_HELP)
     return p
 
 
-def run(a: argparse.Namespace) -> None:
-    from ops.admincli import admin_request
+WAIT_POLL_S = 1.0  # how often `drain --wait` reads the node's progress
+TIMED_OUT = 3
 
+
+def _row(nid: str) -> dict[str, Any]:
+    from ops.admincli import CliError, admin_request
+
+    for r in admin_request("GET", "/nodes")["nodes"]:
+        if r["id"] == nid:
+            return r
+    raise CliError(f"node {nid} left the cluster map while draining")
+
+
+def wait_drained(nid: str, timeout: float | None) -> int:
+    """Poll node `nid` until it is drained and holds no shard: a progress line on stderr
+    each time it changes (one rewritten line on a terminal). The exit status."""
+    from ops.admincli import CliError
+
+    start = time.monotonic()
+    last = ""
+    tty = sys.stderr.isatty()
+    while True:
+        r = _row(nid)
+        if r.get("membership") != "draining":
+            raise CliError(f"node {nid} is {r.get('membership')} now: the drain was cancelled")
+        d = r.get("drain") or {}
+        shards = int(r.get("shards") or 0)
+        if d.get("drained") and shards == 0:
+            line = f"node {nid}: drained, holds no shard ({d.get('moved', 0)} moved); remove " \
+                   f"it with `tessera node remove {nid}`"
+        elif d.get("drained"):
+            line = (f"node {nid}: drained ({d.get('moved', 0)} moved); {shards} shard(s) no "
+                    "stripe uses await collection ([workers] gc_grace_s; orphans of unfinished "
+                    f"writes [repair] orphan_grace_s: `tessera node remove {nid} --force` "
+                    "removes it now)")
+        else:
+            line = f"node {nid}: draining, {progress(r)}, {shards} shard(s) on the node"
+        if line != last:
+            sys.stderr.write(f"\r{line}\x1b[K" if tty else line + "\n")
+            sys.stderr.flush()
+            last = line
+        if d.get("drained") and shards == 0:
+            if tty:
+                sys.stderr.write("\n")
+            return 0
+        if timeout is not None and time.monotonic() - start >= timeout:
+            if tty:
+                sys.stderr.write("\n")
+            print(f"tessera node drain: {nid} still holds {shards} shard(s) after "
+                  f"{timeout:g} s; the drain goes on (`tessera node list`)", file=sys.stderr)
+            return TIMED_OUT
+        time.sleep(WAIT_POLL_S)
+
+
+def _confirm_force(a: argparse.Namespace, plan: dict[str, Any]) -> None:
+    """Say what `remove --force` abandons; ask on a terminal unless --yes."""
+    from ops.admincli import CliError
+
+    what = (f"removing node {a.id} abandons {plan['abandoned']} shard file(s) on it that no "
+            f"stripe needs ({plan['orphans']} orphans of unfinished writes or deletes, "
+            f"{plan['stale']} stale copies of moved shards); nothing acknowledged is on it")
+    if a.yes:
+        print(what, file=sys.stderr)
+        return
+    if not sys.stdin.isatty():
+        raise CliError(f"{what}; repeat with --yes to remove it")
+    print(what, file=sys.stderr)
+    try:
+        answer = input(f"remove node {a.id}? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise CliError("not removed")
+
+
+def run(a: argparse.Namespace) -> int:
+    from ops.admincli import admin_request, use_config
+
+    use_config(a.config)
     q = urllib.parse.quote
     if a.action == "list":
         r = admin_request("GET", "/nodes", query={"all": "1"} if a.all else None)
         print(json.dumps(r, indent=2, sort_keys=True) if a.json else render(r["nodes"]))
-        return
+        return 0
     if a.action == "add":
         r = admin_request("POST", "/nodes", {"id": a.id, "zone": a.zone, "address": a.address,
                                              "role": a.role, "weight": a.weight})
         text = f"node {a.id} added in zone {a.zone} at {a.address}; it takes new shards now"
+    elif a.action == "remove" and a.force:
+        path = f"/nodes/{q(a.id, safe='')}"
+        plan = admin_request("DELETE", path, query={"force": "1", "dry_run": "1"})["force"]
+        _confirm_force(a, plan)
+        r = admin_request("DELETE", path, query={"force": "1"})
+        text = f"node {a.id} removed from the cluster map ({r['force']['abandoned']} " \
+               "unneeded shard file(s) left on its disk)"
     elif a.action == "remove":
         r = admin_request("DELETE", f"/nodes/{q(a.id, safe='')}")
         text = f"node {a.id} removed from the cluster map"
@@ -79,6 +189,10 @@ def run(a: argparse.Namespace) -> None:
         r = admin_request("POST", f"/nodes/{q(a.id, safe='')}/{a.action}")
         text = render([r])
     print(json.dumps(r, indent=2, sort_keys=True) if a.json else text)
+    if a.action == "drain" and a.wait:
+        sys.stdout.flush()
+        return wait_drained(a.id, a.timeout)
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -86,11 +200,15 @@ def main(argv: list[str]) -> int:
 
     a = build_parser().parse_args(argv)
     try:
-        run(a)
+        return run(a)
     except CliError as exc:
         print(f"tessera node {a.action}: {exc}", file=sys.stderr)
         return 1
-    return 0
+    except KeyboardInterrupt:
+        if a.action == "drain":
+            print(f"\ntessera node drain: stopped waiting; the drain of {a.id} goes on "
+                  "(`tessera node list`)", file=sys.stderr)
+        return 130
 
 
 def is_membership_command(argv: list[str]) -> bool:

@@ -5,6 +5,8 @@
     POST   /admin/v1/nodes/{id}/drain       stop new placements; the rebalancer moves shards off
     POST   /admin/v1/nodes/{id}/activate    cancel a drain
     DELETE /admin/v1/nodes/{id}             remove (refused while the node holds shards)
+    DELETE /admin/v1/nodes/{id}?force=1[&dry_run=1]   remove a draining node that still holds
+                                            shards no stripe needs (`force_plan`)
 
 Signed and audited like every admin route (`AdminApi._wrap`). Changes apply to this gateway at
 once and to other processes within the membership refresh interval.
@@ -128,11 +130,67 @@ class NodesApi:
             await self._refresh()
         return 200, await self.view(m, await read_stats(self.cluster.meta))
 
+    async def force_plan(self, m: ms.Member) -> dict[str, Any]:
+        """What removing draining node `m` now would abandon, from every shard it lists:
+        copies no stripe needs (orphans of unfinished writes or deletes, stale copies of
+        moved shards, which the collectors would delete after their grace) are abandoned
+        on its disk. An AdminError when a shard is still needed or cannot be vouched for
+        (named by a stripe, a write settling, a volume extent): nothing acknowledged is
+        ever dropped, so the drain (or the write) must finish first."""
+        from storage.workers.manifests import volume_stripes
+        from storage.workers.repair_orphans import NAMED, ORPHAN, STALE, shard_owner
+
+        nid = m.spec.id
+        if m.state != ms.DRAINING:
+            raise AdminError(409, "NodeNotDrained", f"node {nid!r} is not draining; --force "
+                             "only removes a drained node's leftovers: run `tessera node "
+                             f"drain {nid} --wait` first")
+        c = self.cluster
+        vols = await volume_stripes(c.meta)
+        counts: dict[str, int] = {}
+        needed: list[str] = []
+        after = ""
+        while True:
+            try:
+                ids = await c.nodes.list_shards(m.spec, after=after, limit=1000)
+            except StorageError as exc:
+                raise AdminError(409, "NodeUnreachable", f"node {nid!r} did not list its "
+                                 f"shards ({exc}); --force needs to see what it would "
+                                 "abandon: bring it back, or wait until `tessera node list` "
+                                 "shows it drained (a drained node may go unreachable)") from None
+            for sid in ids:
+                owner, _ = await shard_owner(c.meta, sid, nid, vols)
+                counts[owner] = counts.get(owner, 0) + 1
+                if owner not in (ORPHAN, STALE) and len(needed) < 10:
+                    needed.append(f"{sid} ({owner})")
+            if len(ids) < 1000:
+                break
+            after = ids[-1]
+        kept = sum(v for k, v in counts.items() if k not in (ORPHAN, STALE))
+        if kept:
+            why = {NAMED: "named by a stripe: the drain has not moved it yet"}
+            raise AdminError(409, "NodeNotEmpty", f"node {nid!r} still holds {kept} shard(s) "
+                             "that data needs or that cannot be vouched for ("
+                             + ", ".join(f"{n} {why.get(k, k)}" for k, n in counts.items()
+                                         if k not in (ORPHAN, STALE))
+                             + f"; e.g. {', '.join(needed)}); --force would drop them: wait "
+                             f"for the drain (`tessera node drain {nid} --wait`)")
+        return {"id": nid, "orphans": counts.get(ORPHAN, 0), "stale": counts.get(STALE, 0),
+                "abandoned": counts.get(ORPHAN, 0) + counts.get(STALE, 0)}
+
     async def remove(self, call: Call) -> tuple[int, Any]:
         m = await self._member(call)
         nid = m.spec.id
         if m.state == ms.REMOVED:
             return 200, m.to_dict()
+        if call.request.query.get("force") in ("1", "true"):
+            plan = await self.force_plan(m)
+            call.audit["force"] = plan
+            if call.request.query.get("dry_run") in ("1", "true"):
+                return 200, {**m.to_dict(), "force": plan, "dry_run": True}
+            m = await ms.set_state(self.cluster.meta, self.cluster.cfg, nid, ms.REMOVED)
+            await self._refresh()
+            return 200, {**m.to_dict(), "force": plan}
         stats = await read_stats(self.cluster.meta)
         drained = m.state == ms.DRAINING and nid in (stats.get("drained") or [])
         if m.state == ms.ACTIVE:

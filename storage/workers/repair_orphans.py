@@ -36,6 +36,31 @@ def shard_age(st: dict[str, Any], now: float) -> float:
     return now - float(st.get("mtime", now))
 
 
+NAMED, STALE, ORPHAN, OWNED, VOLUME = "named", "stale", "orphan", "owned", "volume"
+
+
+async def shard_owner(meta: MetadataStore, sid: str, node_id: str,
+                      volume_stripes: set[bytes] | None) -> tuple[str, Manifest | None]:
+    """Who needs shard `sid` on node `node_id`, with its stripe's manifest when it has one:
+    NAMED (its stripe's manifest names this copy), STALE (a live stripe names another
+    node at that index: a moved or rebuilt copy), ORPHAN (no stripe names it, or the id
+    does not parse), OWNED (an index entry in a state owned elsewhere: a write settling),
+    VOLUME (a block volume extent without an index entry; also any stripe when
+    `volume_stripes` is unknown (None), as nothing then vouches it is not one)."""
+    try:
+        stripe_id, index = parse_shard_id(sid)
+    except ValueError:
+        return ORPHAN, None
+    man = await load_manifest(meta, stripe_id)
+    if isinstance(man, str):
+        return (ORPHAN, None) if man == "gone" else (OWNED, None)
+    if man is None:
+        return (VOLUME, None) if volume_stripes is None or stripe_id in volume_stripes \
+            else (ORPHAN, None)
+    nodes = man.part.nodes
+    return (NAMED if index < len(nodes) and nodes[index] == node_id else STALE), man
+
+
 class RepairHousekeeping:
     """Quarantine polling and orphan collection (a base of `RepairWorker`)."""
 
@@ -93,16 +118,9 @@ class RepairHousekeeping:
                 stripe_id, index = parse_shard_id(sid)
             except ValueError:
                 continue
-            man = await load_manifest(self._meta, stripe_id)
-            if isinstance(man, str) and man != "gone":
-                continue  # a multipart part, a restored copy...: owned elsewhere
-            if man is None and (self._volume_stripes is None
-                                or stripe_id in self._volume_stripes):
-                continue  # a block volume extent (volumes keep no X/ entry)
-            if isinstance(man, Manifest):
-                nodes = man.part.nodes
-                if index < len(nodes) and nodes[index] == node.id:
-                    continue
+            owner, man = await shard_owner(self._meta, sid, node.id, self._volume_stripes)
+            if owner not in (STALE, ORPHAN):
+                continue  # named, owned elsewhere (a write settling), or a volume extent
             try:
                 st = await self._client.stat_shard(node, sid)
             except StorageError:

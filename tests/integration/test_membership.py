@@ -50,10 +50,23 @@ def mc_slow_gc(slow_gc: None, fresh_cluster: LocalCluster) -> Iterator[LocalClus
     yield fresh_cluster
 
 
-def node_cli(c: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def mc_stalled(members: None, stalled_env: None,
+               fresh_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """A fresh cluster whose rebalancer moves 1 byte a second: a drain never finishes."""
+    yield fresh_cluster
+
+
+@pytest.fixture
+def stalled_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TESSERA_REBALANCE_RATE_MBPS", "TESSERA_REBALANCE_BUSY_RATE_MBPS"):
+        monkeypatch.setenv(name, str(1 / (1 << 20)))
+
+
+def node_cli(c: LocalCluster, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ops.cli", "node", *args],
                           env={**os.environ, **c.env}, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def node_rows(c: LocalCluster) -> dict[str, dict[str, Any]]:
@@ -117,9 +130,14 @@ def test_drain_moves_every_shard_then_remove(mc: LocalCluster) -> None:
     assert "draining" in r.stdout
     # no new placement on a draining node
     during = put_objects(s3, "members", 4, seed=2)
-    wait(mc, "the drain to finish",
-         lambda: (node_rows(mc)[victim].get("drain") or {}).get("drained") is True)
-    wait(mc, "the moved copies to be collected", lambda: not mc.shard_files()[victim])
+    # --wait shows progress until the node holds nothing (moved copies collected too)
+    r = node_cli(mc, "drain", victim, "--wait", "--timeout", str(2 * DEADLINE_S),
+                 timeout=3 * DEADLINE_S)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[-1].startswith(f"node {victim}: drained, holds no shard"), r.stderr
+    assert f"`tessera node remove {victim}`" in lines[-1]
+    assert not mc.shard_files()[victim]
     row = node_rows(mc)[victim]
     assert row["membership"] == "draining" and row["drain"]["left"] == 0
     assert row["drain"]["moved"] > 0  # (repair may relocate some of the held shards itself)
@@ -221,3 +239,37 @@ def test_remove_of_a_drained_node_says_its_shards_await_collection(
     assert f"node '{victim}' is drained but still holds" in line, line
     assert "gc_grace_s (3600 s" in line and "in progress" not in line, line
     assert "again once `tessera node list` shows 0 shards" in line, line
+    # --wait says what it waits for, and gives up at --timeout with 3 (the drain goes on)
+    r = node_cli(mc_slow_gc, "drain", victim, "--wait", "--timeout", "1")
+    assert r.returncode == 3, r.stderr
+    assert "await collection" in r.stderr and f"`tessera node remove {victim} --force`" \
+        in r.stderr and "the drain goes on" in r.stderr, r.stderr
+    # --force says what it abandons first; without a terminal it needs --yes
+    r = node_cli(mc_slow_gc, "remove", victim, "--force")
+    held = len(mc_slow_gc.shard_files()[victim])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert f"removing node {victim} abandons {held} shard file(s)" in r.stderr \
+        and "nothing acknowledged is on it" in r.stderr and "--yes" in r.stderr, r.stderr
+    assert node_rows(mc_slow_gc)[victim]["membership"] == "draining"
+    r = node_cli(mc_slow_gc, "remove", victim, "--force", "--yes")
+    assert r.returncode == 0 and "removed from the cluster map" in r.stdout, r.stderr
+    assert victim not in node_rows(mc_slow_gc)
+
+
+def test_force_remove_refuses_while_a_stripe_names_the_node(mc_stalled: LocalCluster) -> None:
+    """`remove --force` never drops an acknowledged shard: on an active node it is refused
+    (drain first), and on a draining node whose shards are still named by stripes (the
+    drain cannot move them: 1 byte/s) it is refused, naming why; the data stays whole."""
+    s3 = mc_stalled.client()
+    s3.create_bucket(Bucket="members")
+    data = put_objects(s3, "members", 4, seed=11)
+    files = mc_stalled.shard_files()
+    victim = max((n for n in files if n.startswith("n")), key=lambda n: len(files[n]))
+    r = node_cli(mc_stalled, "remove", victim, "--force", "--yes")
+    assert r.returncode == 1 and "is not draining" in r.stderr, r.stderr
+    assert node_cli(mc_stalled, "drain", victim).returncode == 0
+    r = node_cli(mc_stalled, "remove", victim, "--force", "--yes")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "named by a stripe" in r.stderr and "--force would drop them" in r.stderr, r.stderr
+    assert node_rows(mc_stalled)[victim]["membership"] == "draining"
+    check(s3, "members", data)
