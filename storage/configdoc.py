@@ -241,7 +241,7 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "max_bytes x (backups + 1) of disk (an entry's string fields are capped at 256 "
     "characters).",
     ("audit", "backups"): "Rotated audit files kept (audit.log.1 the newest); the oldest past "
-    "this is deleted. GET /admin/v1/audit reads the current files only.",
+    "this is deleted. GET /admin/v1/audit lists the rotated files too, newest first.",
     ("audit", "refused_max_bytes"): "Refused admin and console requests (unauthenticated, "
     "a bad signature, not an admin key, a bad session: results `denied:`) are written to "
     "DATA/audit/audit-refused.log, rotated past this size on its own, so a flood of them, "

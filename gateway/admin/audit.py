@@ -91,6 +91,10 @@ class AuditLog:
         """The path of the n-th rotated file (1: the newest)."""
         return self.path.with_name(f"{self.path.name}.{n}")
 
+    def files(self) -> list[Path]:
+        """The current file, then the rotated ones kept, newest first."""
+        return [self.path, *(self.rotated(n) for n in range(1, self.backups + 1))]
+
     def _rotate(self) -> None:
         os.close(self._fd)
         self.rotated(self.backups).unlink(missing_ok=True)
@@ -158,8 +162,12 @@ class AuditTrail:
 
     @property
     def paths(self) -> tuple[Path, Path]:
-        """The two current files (GET /admin/v1/audit lists both, merged by time)."""
+        """The two current files."""
         return self.actions.path, self.refused.path
+
+    def files(self) -> list[list[Path]]:
+        """Each log's files, newest first (GET /admin/v1/audit lists both, merged by time)."""
+        return [self.actions.files(), self.refused.files()]
 
     async def record(self, who: str, action: str, result: str,
                      details: dict[str, Any] | None = None, remote: str | None = None) -> None:

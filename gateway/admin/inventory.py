@@ -3,7 +3,8 @@ and object counts, the archive tier's queues and the lifecycle worker's counts, 
 
     GET /admin/v1/buckets[?tenant=T]     buckets, objects and bytes of current versions
     GET /admin/v1/queues                 restore jobs pending, restored copies, lifecycle passes
-    GET /admin/v1/audit[?who=&action=&result=&tenant=&since=&limit=]   newest entries first
+    GET /admin/v1/audit[?who=&action=&result=&tenant=&since=&limit=]   newest entries first,
+                                         rotated files too (`audit_read`)
 
 Every figure comes from a bounded scan (`SCAN_LIMIT` records) and says when it was cut short.
 Signed (or a console session) and audited like every admin route (`AdminApi._wrap`).
@@ -12,14 +13,12 @@ Signed (or a console session) and audited like every admin route (`AdminApi._wra
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call
+from gateway.admin.audit_read import list_entries
 from gateway.admin.auth import AdminError
 from storage.keyspace import (
     BUCKET,
@@ -37,7 +36,6 @@ from storage.telemetry import LIFECYCLE
 
 SCAN_LIMIT = 100_000  # object records read per /buckets answer, all buckets together
 QUEUE_ROWS = 100  # queue entries listed (the counts go further)
-AUDIT_TAIL_BYTES = 4 * 1024 * 1024  # the audit answer reads at most this much of the log's end
 PAGE = 1000
 
 
@@ -97,17 +95,11 @@ class InventoryApi:
                              "Unix time") from None
         want = {k: q[k] for k in ("who", "tenant", "via") if q.get(k)}
         prefixes = {k: q[k] for k in ("action", "result") if q.get(k)}
-        out = []
-        for e in await asyncio.to_thread(_audit_tail, self.api.audit.paths):
-            if float(e.get("ts", 0)) < since:
-                continue
-            if any(str(e.get(k, "")) != v for k, v in want.items()):
-                continue
-            if any(not str(e.get(k, "")).startswith(v) for k, v in prefixes.items()):
-                continue
-            out.append(e)
-            if len(out) >= limit:
-                break
+        def match(e: dict[str, Any]) -> bool:
+            return all(str(e.get(k, "")) == v for k, v in want.items()) and \
+                all(str(e.get(k, "")).startswith(v) for k, v in prefixes.items())
+
+        out = await asyncio.to_thread(list_entries, self.api.audit.files(), match, limit, since)
         return 200, {"entries": out}
 
 
@@ -136,36 +128,6 @@ def _jobs(items: list[Any], when: str) -> list[dict[str, Any]]:
         rows.append({"bucket": bucket, "key": key, "version_id": vid,
                      when: int(unpack(item.key)[1]) / 1e9})
     return rows
-
-
-def _audit_tail(paths: tuple[Path, ...]) -> list[dict[str, Any]]:
-    """The entries among the last AUDIT_TAIL_BYTES of each audit file (the actions and the
-    refused requests), newest first: one listing, as when both were one file."""
-    entries = []
-    for path in paths:
-        for line in reversed(_tail(path, AUDIT_TAIL_BYTES)):  # newest first, kept on ties
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(e, dict):
-                entries.append(e)
-    entries.sort(key=lambda e: float(e.get("ts", 0) or 0), reverse=True)
-    return entries
-
-
-def _tail(path: Path, limit: int) -> list[str]:
-    """The complete lines among the last `limit` bytes of a file."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[1:] if size > limit else lines
 
 
 def register_inventory(app: web.Application, api: AdminApi) -> None:

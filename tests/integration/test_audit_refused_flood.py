@@ -58,3 +58,14 @@ def test_a_flood_of_refused_requests_keeps_the_real_admin_actions(
     assert status == 200
     m = re.search(r'^tessera_audit_entries_total\{file="refused"\} (\S+)$', text.decode(), re.M)
     assert m and float(m.group(1)) >= FLOOD
+    # rotated actions are listed too (final-s18: the listing read only the current files)
+    for i in range(40):  # ~150 bytes each: audit.log rotates at least once
+        admin_request("POST", "/tenants", {"name": f"rot-{i}"}, env=c.env)
+    rotated = [json.loads(line) for line in
+               (c.data / "audit" / "audit.log.1").read_text().splitlines()]
+    assert any(e["action"] == "tenant.create" for e in rotated)
+    listed = admin_request("GET", "/audit", query={"limit": "1000", "action": "tenant.create"},
+                           env=c.env)["entries"]
+    on_disk = [e for e in _kept(c.data / "audit") if e["action"] == "tenant.create"]
+    assert sorted(e["tenant"] for e in listed) == sorted(e["tenant"] for e in on_disk), \
+        "entries of a rotated audit file were not listed"
