@@ -312,6 +312,13 @@ async def _import(a, c, svc, t):  # type: ignore[no-untyped-def]
     _done(a, f"imported {a.file} into {a.name}", {"imported": a.file, "volume": a.name})
 
 
+def still_stopping(name: str) -> None:
+    """What a Ctrl-C while an interrupted mount stops says (the first one was heard)."""
+    print(f"volume {name}: still stopping the mount: waiting for it to undo what it started "
+          "(or to keep a mount that had completed), so the exit status says what is left",
+          file=sys.stderr, flush=True)
+
+
 async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
     from gateway.block.mount import MountError, MountInterrupted, mount
     from storage.volumes import VolumeAttached
@@ -333,37 +340,36 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
             raise MountError(f"volume {a.name!r}: the attach lease is held by {who}, not by "
                              f"the daemon this mount started (pid {pid}); not mounted")
 
-    # Ctrl-C (or SIGTERM, taken as one) cancels this task; the mount (in a thread) is told to
-    # stop and this command waits for it: a mount not completed is undone (exit 130, nothing
-    # mounted); one completed before it saw the interrupt stays mounted and the command says
-    # so and succeeds. The exit code always says whether the volume is mounted (review18c L4:
-    # an interrupt after the daemon was ready exited 130 with the volume mounted).
+    # Ctrl-C (or SIGTERM, taken as one) tells the mount (in a thread) to stop, and this
+    # command waits for it: a mount not completed is undone (exit 130, nothing mounted); one
+    # completed before it saw the interrupt stays mounted and the command says so and
+    # succeeds. The exit code always says whether the volume is mounted (review18c L4: an
+    # interrupt after the daemon was ready exited 130 with the volume mounted). A second
+    # Ctrl-C only says what is waited for: asyncio.run's own handler raised
+    # KeyboardInterrupt, so the command left (130) with its thread still mounting, its lease
+    # confirmation waiting on a loop that no longer ran.
     stop = threading.Event()
-    loop.add_signal_handler(signal.SIGTERM, signal.raise_signal, signal.SIGINT)
-    work = asyncio.ensure_future(asyncio.to_thread(
-        mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id, Path(a.dir), a.fs,
-        a.lease_ttl, confirm, not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib, stop,
-        watch.revision))
-    interrupted = False
+
+    def interrupt() -> None:
+        if stop.is_set():
+            still_stopping(a.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
     try:
-        while True:
-            try:
-                st = await asyncio.shield(work)
-                break
-            except asyncio.CancelledError:
-                stop.set()  # the mount ends (undone if not complete); take its outcome
-                interrupted = True
+        st = await asyncio.to_thread(
+            mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id, Path(a.dir), a.fs,
+            a.lease_ttl, confirm, not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib, stop,
+            watch.revision)
     except MountInterrupted:
         print(f"volume {a.name}: mount interrupted; nothing is mounted", file=sys.stderr,
               flush=True)
-        raise asyncio.CancelledError from None
+        return 130
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-    if interrupted:  # the mount had completed: kept; the interrupt is taken as answered
-        task = asyncio.current_task()
-        if task is not None:
-            while task.cancelling():
-                task.uncancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if stop.is_set():  # the mount had completed: kept; the interrupt is taken as answered
         print(f"volume {a.name}: interrupted after the mount had completed; it stays mounted "
               f"(`tessera volume unmount {a.dir}` undoes it)", file=sys.stderr, flush=True)
     where = st.target if st.fs else str(Path(st.fuse_dir) / "volume")
