@@ -28,6 +28,7 @@ from storage.keyspace import (
     gc_key,
     repair_key,
     stripe_index_key,
+    urgent_repair_key,
     volume_key,
     volume_lease_key,
 )
@@ -367,8 +368,8 @@ class VolumeHandle:
         # Anything else (cancelled, a metadata error) may have committed all the same: never
         # collect a stripe that a pointer may name; the orphan sweep takes it if none does.
         if None in res.nodes:
-            await self.svc.meta.put(repair_key(p.stripe), pack({"volume": self.vol.id,
-                                                                "reason": "write"}))
+            await self.svc.meta.put(urgent_repair_key(p.stripe),
+                                    pack({"volume": self.vol.id, "reason": "write"}))
         self._ciphers[p.stripe] = SegmentCipher(dek)
 
     def jseq_of(self, idx: int) -> int:

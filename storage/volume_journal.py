@@ -35,8 +35,8 @@ from storage.keyspace import (
     journal_prefix,
     kept_journal_key,
     kept_journal_prefix,
-    repair_key,
     stripe_index_key,
+    urgent_repair_key,
 )
 from storage.metadata import MetadataStore
 from storage.pipeline import StripeCodec, segment_count
@@ -172,7 +172,7 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
         await h.svc.meta.put(gc_key(time.time_ns(), s.stripe), pack({"nodes": s.nodes}))
         raise
     if None in res.nodes:
-        await h.svc.meta.put(repair_key(s.stripe), pack({"volume": vid, "reason": "write"}))
+        await h.svc.meta.put(urgent_repair_key(s.stripe), pack({"volume": vid, "reason": "write"}))
     return s
 
 
