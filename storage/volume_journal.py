@@ -29,6 +29,7 @@ from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidInput, NotFound, QuorumNotReached
 from storage.keyspace import (
+    discarded_key,
     gc_key,
     journal_head_key,
     journal_key,
@@ -166,8 +167,17 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
     s.nodes = res.nodes
     puts = {s.key(): pack(asdict(s)), journal_head_key(vid): pack({"seq": seq}),
             stripe_index_key(s.stripe): pack({"state": "live", "kind": "extent", "vx": s.key()})}
+    tried = False
+
+    async def build() -> Built:
+        # the fresh stripe's discard tombstone compared absent, as object commits do
+        nonlocal tried
+        if tried:
+            await h.refuse_discarded(s.stripe)
+        tried = True
+        return puts, (), {discarded_key(s.stripe): 0}
     try:
-        await h.fenced_txn(puts)
+        await h.fenced_build(build)
     except (Fenced, NotFound):
         await h.svc.meta.put(gc_key(time.time_ns(), s.stripe), pack({"nodes": s.nodes}))
         raise
