@@ -28,12 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import objects as objects_module
+from storage import volume_io, volume_journal
 from storage.cluster import Cluster
 from storage.config import NodeSpec, config_from_mapping
 from storage.errors import ObjectNotFound, QuorumNotReached
 from storage.keyspace import repair_key, urgent_repair_key
 from storage.objects import PutOptions
-from storage.placement import zone_safe
+from storage.placement import place_for_write, zone_safe
 from storage.shards.client import NodeError
 from storage.shards.ids import shard_id
 from storage.shards.slot import ShardSlot
@@ -173,4 +174,31 @@ def test_fewer_than_k_plus_m_nodes_acknowledges_at_quorum_and_queues_urgent(
             assert await c.meta.get(urgent_repair_key(p.stripe_id)) is not None
             assert await c.meta.get(repair_key(p.stripe_id)) is None
             assert await _read(c, b, "k") == data
+    _run(scenario())
+
+
+def test_volume_extent_and_journal_writes_take_spares_too(tmp_path: Path) -> None:
+    """Block volume extent and journal segment writes go through the same write: a target
+    failing (its best-ranked node, so surely a target) leaves k+m shards all the same."""
+    stripe = bytes(range(16))
+
+    async def scenario() -> None:
+        cfg = _cfg(tmp_path)
+        victim = place_for_write(stripe, cfg.profile("standard"), list(cfg.nodes))[0].id
+        sim = FaultyNodes(list(cfg.nodes), {victim: (1, "refuse")})
+        async with wired_cluster(tmp_path, cfg, sim) as c:  # type: ignore[arg-type]
+            svc = c.volumes
+            await svc.create("t", "v", 2 << 20)
+            h = await svc.open("t", "v", holder="h")
+            with mock.patch.object(volume_io, "new_stripe_id", lambda: stripe):
+                await h.write_extent(0, b"x" * h.extent_len(0))
+            seg_stripe = next(s for s in (bytes([i]) * 16 for i in range(256))  # a target too
+                              if victim in {n.id for n in place_for_write(
+                                  s, cfg.profile("standard"), list(cfg.nodes))})
+            with mock.patch.object(volume_journal, "new_stripe_id", lambda: seg_stripe):
+                seg = await volume_journal.append(h, 1, [(0, b"abc")])
+            for nodes in (h.pointer(0).nodes, seg.nodes):  # type: ignore[union-attr]
+                assert None not in nodes and victim not in nodes, nodes
+                assert len(set(nodes)) == K + M and zone_safe(nodes, cfg.nodes, M)
+            assert victim in sim.failed and c.stripes.spared == 2
     _run(scenario())
