@@ -67,6 +67,11 @@ class Metrics:
         now, the most at once, the limit, and how many writes waited for it."""
         self.registry.register(_UploadBudgetCollector(budget))
 
+    def watch_writes(self, stripes: Any) -> None:
+        """Export `tessera_write_shards_spared_total` and `tessera_writes_degraded_total`
+        (`storage.stripes.StripeStore`'s counts)."""
+        self.registry.register(_WriteShortfallCollector(stripes))
+
     def watch_auth_stamp(self, state: Callable[[], Mapping[str, Any]]) -> None:
         """Export the etcd auth stamp watch (`storage.metadata.etcd_stamp.WatchedStamp`):
         `tessera_auth_stamp_unconfirmed` (1 per worker whose requests read the stamp now
@@ -138,6 +143,25 @@ class _UploadBudgetCollector:
         yield fam
         yield CounterMetricFamily("tessera_upload_budget_waits",
                                   "Writes that waited for the upload budget", value=b.waited)
+
+
+class _WriteShortfallCollector:
+    """Shard writes that failed on the way to an acknowledgement, at scrape time."""
+
+    def __init__(self, stripes: Any) -> None:
+        self._stripes = stripes
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stripes
+        yield CounterMetricFamily("tessera_write_shards_spared",
+                                  "Shards whose target failed during a write, sent to a spare "
+                                  "node before the write was acknowledged", value=s.spared)
+        yield CounterMetricFamily("tessera_writes_degraded",
+                                  "Writes acknowledged with fewer than k+m shards (no usable "
+                                  "spare node; queued first for repair)", value=s.degraded)
 
 
 class _AuthStampCollector:

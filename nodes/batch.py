@@ -44,6 +44,7 @@ from storage.errors import (
 )
 from storage.shards.auth import BODY_HEADER, body_digest
 from storage.shards.format import FrameLayoutError, FrameScanner
+from storage.testing import node_faults
 
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # whole request body
 MAX_BATCH_OPS = 256
@@ -191,6 +192,8 @@ async def batch(request: web.Request) -> web.Response:
                 results[i] = checked
             elif not isinstance(op.get("replace", False), bool):
                 results[i] = _err(400, "bad_request", "replace must be a boolean")
+            elif (refused := node_faults.shard_put(st.node_id)) is not None:  # a test's only
+                results[i] = _err(500, "injected_fault", refused)
             else:
                 puts.append((i, sid, data, checked, op.get("replace", False)))
         elif kind == "get":

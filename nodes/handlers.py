@@ -30,6 +30,7 @@ from storage.errors import (
 )
 from storage.shards.auth import BODY_MODE_HEADER, BODY_TRAILER, TRAILER_BYTES, Verifier
 from storage.shards.format import FrameLayoutError, FrameScanner
+from storage.testing import node_faults
 from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
 SEGMENTS_HEADER = "X-Tessera-Segments"
@@ -221,6 +222,8 @@ def put_target(st: NodeState, raw_id: str, headers: Any, content_length: int | N
                        f"({BODY_MODE_HEADER}: {BODY_TRAILER})")
     if content_length is not None and content_length > st.max_shard_bytes + TRAILER_BYTES:
         raise ApiError(413, "too_large", f"shard larger than {st.max_shard_bytes} bytes")
+    if (refused := node_faults.shard_put(st.node_id)) is not None:  # a test's fault only
+        raise ApiError(500, "injected_fault", refused)
     return PutTarget(raw_id, stripe, index, expect, replace)
 
 

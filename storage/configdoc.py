@@ -55,8 +55,9 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "part): a 64 MiB object is coded in 16 segments instead of 64, a quarter of the frames, "
     "tags and checksums on the gateway and the nodes.",
     ("cluster", "write_quorum_extra"): "Shards beyond k that must be fsynced before a PUT is "
-    "acknowledged. 0 acknowledges with no spare redundancy (faster under node trouble); more "
-    "makes each acknowledged write survive more failures before repair.",
+    "acknowledged when fewer than k+m nodes can take one (otherwise a failed target's shard "
+    "goes to a spare first, and all k+m are). 0 acknowledges with no spare redundancy then; "
+    "m refuses (503) every write that cannot place all k+m shards.",
     ("cluster", "node_request_window_s"): "How old a signed gateway-to-node request may be. "
     "Shorter narrows replay; too short fails on clock skew between hosts.",
     ("cluster", "inline_max_bytes"): "Objects up to this many bytes are sealed (AES-GCM, as "

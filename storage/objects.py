@@ -33,6 +33,7 @@ from storage.keyspace import (
     stripe_index_key,
     tenant_key,
     unpack,
+    urgent_repair_key,
     version_key,
 )
 from storage.kms import KmsService
@@ -204,16 +205,18 @@ class ObjectService(ObjectReads, ObjectEdits):
     def index_part(self, puts: dict[bytes, bytes], part: PartLayout, entry: dict[str, Any],
                    compares: dict[bytes, int] | None) -> None:
         """Add to `puts` (the transaction that commits `part`) its stripe index entry and, when
-        the write left the stripe degraded (a shard missing, or not zone-safe), its repair
-        queue entry: repair never meets an entry whose stripe is not indexed yet, and a write
+        the write left the stripe degraded, its repair queue entry (a shard missing: the
+        urgent queue, read first; only not zone-safe: the queue): repair never meets an entry whose stripe is not indexed yet, and a write
         that never commits queues nothing (its shards are orphans the sweep collects).
         `compares` (None only when the stripe was indexed before: a multipart completion)
         gets the stripe's discard tombstone compared absent (`discard_parts`)."""
         puts[stripe_index_key(part.stripe_id)] = pack(entry)
         if compares is not None:
             compares[discarded_key(part.stripe_id)] = 0
-        if part.size and (None in part.nodes
-                          or not zone_safe(part.nodes, self._stripes.cluster_nodes(), part.m)):
+        if part.size and None in part.nodes:  # acknowledged short: no spare could take it
+            puts[urgent_repair_key(part.stripe_id)] = pack(
+                {"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
+        elif part.size and not zone_safe(part.nodes, self._stripes.cluster_nodes(), part.m):
             puts[repair_key(part.stripe_id)] = pack(
                 {"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
 

@@ -63,13 +63,29 @@ def place_for_write(stripe_id: bytes, profile: Profile, nodes: Sequence[NodeSpec
     never makes it worse (for any set of failed nodes it keeps at least as many shards,
     whole zones included).
     """
-    chosen = place(stripe_id, profile, nodes)
-    if len(chosen) >= profile.width:
+    return place_spares(stripe_id, profile, nodes, (), (), profile.width)
+
+
+def place_spares(stripe_id: bytes, profile: Profile, nodes: Sequence[NodeSpec],
+                 held: Sequence[NodeSpec], exclude: Collection[str], count: int,
+                 ) -> list[NodeSpec]:
+    """Up to `count` more nodes for a stripe whose shards `held` already sit on: the
+    best-ranked ones that keep every zone at m shards or fewer, then (when those are too
+    few) the best-ranked other nodes, as `place_for_write` spills. `exclude`: nodes not to
+    use (the held ones are never used again). A write whose target failed sends that shard
+    here before it is acknowledged (`StripeStore`), so it holds k+m shards whenever the
+    cluster has k+m usable nodes."""
+    counts: dict[str, int] = {}
+    for n in held:
+        counts[n.zone] = counts.get(n.zone, 0) + 1
+    skip = {*exclude, *(n.id for n in held)}
+    chosen = place(stripe_id, profile, nodes, skip, counts, count)
+    if len(chosen) >= count:
         return chosen
-    taken = {n.id for n in chosen}
+    taken = skip | {n.id for n in chosen}
     spill = [n for n in rank(stripe_id, [n for n in nodes if n.role == profile.role])
              if n.id not in taken]
-    return chosen + spill[: profile.width - len(chosen)]
+    return chosen + spill[: count - len(chosen)]
 
 
 def zone_safe(node_ids: Sequence[str | None], nodes: Sequence[NodeSpec], m: int) -> bool:

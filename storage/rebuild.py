@@ -28,10 +28,10 @@ from storage.erasure import ErasureCodec
 from storage.errors import IntegrityError, KeyCheckUnavailable, StorageError
 from storage.pipeline import segment_count, segment_length, shard_file_bytes, shard_headers
 from storage.records import PartLayout
+from storage.shardfeed import ShardSender as _ShardSender
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
-from storage.stripes import _ShardSender
 from storage.throttle import Throttle
 
 

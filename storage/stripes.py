@@ -2,7 +2,9 @@
 
 Writes stream every shard to its node in one request while segments are encoded on a
 thread pool, with bounded queues so memory stays flat whatever the size; a node that fails
-or stalls is dropped and the write continues as long as the write quorum still holds.
+or stalls is dropped and the write continues as long as the write quorum still holds; the
+shard it did not take then goes to a spare node before the write is acknowledged
+(`_fill`), so an acknowledged stripe holds k+m shards whenever k+m nodes can take them.
 Reads pull k shards (data shards first, so decoding is a join), replace a failing shard
 with another one mid-stream, and never return a segment whose GCM tag does not verify.
 """
@@ -31,7 +33,9 @@ from storage.pipeline import (
     segment_length,
     shard_file_bytes,
 )
-from storage.placement import place_for_write
+from storage.placement import place_for_write, place_spares
+from storage.rebuild import rebuild_shards
+from storage.records import PartLayout
 from storage.shardfeed import QUEUE_FRAMES, Pieces
 from storage.shardfeed import ShardSender as _ShardSender  # rebuild, rebalance import it here
 from storage.shardfeed import chain as _chain
@@ -71,6 +75,8 @@ HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the codi
 FRAME_IDLE_S = 0.25
 FRAME_TRIM = IdleTrim(FRAME_BUFFERS.trim, FRAME_IDLE_S)
 DamageReport = Callable[[bytes, int, str], None]
+# (shard index -> spare node, where the stripe's shards are now) -> index -> None or error
+Resend = Callable[[dict[int, NodeSpec], list[str | None]], Awaitable[dict[int, str | None]]]
 # the write feed lives in storage/shardfeed.py; these names are re-exported from here
 __all__ = ["POOL_BYTES", "QUEUE_FRAMES", "StripeStore", "WriteResult", "_ShardSender"]
 
@@ -105,6 +111,8 @@ class StripeStore:
         # connection that another such write holds while it waits for frame room (which
         # that sender's queued frames hold): review15c's cycle
         self._chunked = asyncio.Semaphore(CHUNKED_WRITES)
+        self.spared = 0  # shards a failed target did not take, sent to a spare before the ack
+        self.degraded = 0  # writes acknowledged with fewer than k+m shards (no spare left)
 
     @property
     def transport(self) -> NodeTransport:
@@ -314,12 +322,15 @@ class StripeStore:
             FRAME_TRIM.end()
         return await self._settle(codec, profile, quorum, total, count,
                                   [(s.node, None if ok else (s.error or "failed"))
-                                   for s, ok in zip(senders, oks, strict=True)])
+                                   for s, ok in zip(senders, oks, strict=True)],
+                                  self._rebuilder(codec, total))
 
     async def _settle(self, codec: StripeCodec, profile: Profile, quorum: int, total: int,
-                      count: int, outcomes: list[tuple[NodeSpec, str | None]]) -> WriteResult:
-        """Report each shard write to the health tracker; the result if the write quorum
-        holds on at least two zones, else delete what was written and raise."""
+                      count: int, outcomes: list[tuple[NodeSpec, str | None]],
+                      resend: Resend) -> WriteResult:
+        """Report each shard write to the health tracker; send each shard a target did not
+        take to a spare (`_fill`, through `resend`); the result if the write quorum holds
+        on at least two zones, else delete what was written and raise."""
         for node, error in outcomes:
             if error is None:
                 self._health.report_success(node.id)
@@ -327,6 +338,8 @@ class StripeStore:
                 self._health.report_failure(node.id, error)
         nodes: list[str | None] = [n.id if e is None else None for n, e in outcomes]
         nodes += [None] * (profile.width - len(nodes))
+        if None in nodes:
+            await self._fill(codec, profile, nodes, [n.id for n, e in outcomes if e], resend)
         written = [n for n in nodes if n]
         zones = {self._nodes_by_id()[n].zone for n in written}
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
@@ -336,7 +349,59 @@ class StripeStore:
                 await self.delete(codec.stripe_id, nodes)
             raise QuorumNotReached(quorum, len(written), profile.width,
                                    [e for _, e in outcomes if e])
+        if len(written) < profile.width:
+            self.degraded += 1  # acknowledged short: its commit queues it as urgent repair
         return WriteResult(size=total, segments=count, nodes=nodes)
+
+    async def _fill(self, codec: StripeCodec, profile: Profile, nodes: list[str | None],
+                    failed: Sequence[str], resend: Resend) -> None:
+        """Put each shard missing from `nodes` (its target failed or stalled, or there was
+        none) on a spare node before the write is acknowledged, updating `nodes` in place:
+        the best-ranked usable node that keeps the zone rule (`place_spares`; another one
+        when none does, as the first placement spills). A spare that fails too is replaced
+        by the next, at most m rounds. Without this a write acknowledged at the write quorum
+        (k+1) survived one more failure instead of m until repair ran."""
+        by_id = self._nodes_by_id()
+        tried = set(failed)
+        for _ in range(profile.m):
+            missing = [i for i, n in enumerate(nodes) if n is None]
+            held = [by_id[n] for n in nodes if n is not None and n in by_id]
+            spares = place_spares(codec.stripe_id, profile, self._health.placeable(), held,
+                                  tried, len(missing)) if missing else []
+            if not spares:
+                return
+            targets = dict(zip(missing, spares, strict=False))
+            tried.update(n.id for n in spares)
+            errors = await resend(targets, list(nodes))
+            for i, node in targets.items():
+                error = errors.get(i, "not sent")
+                if error is None:
+                    self._health.report_success(node.id)
+                    nodes[i] = node.id
+                    self.spared += 1
+                else:
+                    self._health.report_failure(node.id, error)
+
+    def _rebuilder(self, codec: StripeCodec, size: int) -> Resend:
+        """A streamed stripe's resend: its shards are not kept (memory stays flat whatever
+        the size), so a missing one is rebuilt from the k or more just written, as repair
+        does (`rebuild_shards`: k+1 sources must agree when there are that many). Nothing
+        is read or coded unless a target failed."""
+        async def resend(targets: dict[int, NodeSpec],
+                         nodes: list[str | None]) -> dict[int, str | None]:
+            by_id = self._nodes_by_id()
+            part = PartLayout(number=0, size=size, etag="", stripe_id=codec.stripe_id,
+                              k=codec.codec.k, m=codec.codec.m,
+                              segment_size=codec.segment_size, nodes=nodes)
+            sources = [(i, by_id[n]) for i, n in enumerate(nodes) if n is not None]
+            try:
+                res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
+                                           stall_s=self._stall_s, pool=self.pool)
+            except StorageError as exc:
+                return dict.fromkeys(targets, str(exc)[:200] or "rebuild failed")
+            return {i: None if i in res.written else res.failed.get(i, "failed")
+                    for i in targets}
+        return resend
 
     async def _write_small(self, codec: StripeCodec, profile: Profile,
                            targets: Sequence[NodeSpec], quorum: int, data: bytes,
@@ -350,17 +415,30 @@ class StripeStore:
                     d.update(data)  # type: ignore[attr-defined]
         headers = codec.headers()
         frames = codec.encode(headers, 0, True, data)
-        errors = await self._put_whole(self._client.put_small, codec, targets,
-                                       [h.pack() + f for h, f in zip(headers, frames,
-                                                                     strict=True)])
+        shards = [h.pack() + f for h, f in zip(headers, frames, strict=True)]
+        errors = await self._put_whole(self._client.put_small, codec,
+                                       list(enumerate(targets)), shards)
         return await self._settle(codec, profile, quorum, len(data), 1,
-                                  list(zip(targets, errors, strict=True)))
+                                  list(zip(targets, errors, strict=True)),
+                                  self._resender(self._client.put_small, codec, shards))
+
+    def _resender(self, put: Callable[..., Awaitable[object]], codec: StripeCodec,
+                  shards: Sequence[bytes | ShardSlot]) -> Resend:
+        """A one-segment stripe's resend: its whole shards are still in memory, so a missing
+        one goes to its spare as it went to its first target (`put`)."""
+        async def resend(targets: dict[int, NodeSpec],
+                         _nodes: list[str | None]) -> dict[int, str | None]:
+            pairs = list(targets.items())
+            errors = await self._put_whole(put, codec, pairs, shards)
+            return {i: e for (i, _), e in zip(pairs, errors, strict=True)}
+        return resend
 
     async def _put_whole(self, put: Callable[..., Awaitable[object]], codec: StripeCodec,
-                         targets: Sequence[NodeSpec], shards: Sequence[bytes | ShardSlot],
-                         ) -> list[str | None]:
+                         targets: Sequence[tuple[int, NodeSpec]],
+                         shards: Sequence[bytes | ShardSlot]) -> list[str | None]:
         """Each whole shard file (header + its one frame) to its node through `put`
-        (`put_small`: batched; `put_shard`: one request); per target, None or the error."""
+        (`put_small`: batched; `put_shard`: one request); `targets` (shard index, node);
+        per target, None or the error."""
         async def one(i: int, node: NodeSpec) -> str | None:
             try:
                 async with asyncio.timeout(self._stall_s):  # no extra task, unlike wait_for
@@ -372,7 +450,7 @@ class StripeStore:
             return None
 
         with STAGES.time("shard_write"):
-            return list(await asyncio.gather(*(one(i, n) for i, n in enumerate(targets))))
+            return list(await asyncio.gather(*(one(i, n) for i, n in targets)))
 
     async def _write_whole(self, codec: StripeCodec, profile: Profile,
                            targets: Sequence[NodeSpec], quorum: int, parts: list[bytes],
@@ -400,14 +478,16 @@ class StripeStore:
         slots = await loop.run_in_executor(self._cpu, _code)
         put_shards = getattr(self._client, "put_shards", None)  # simulated nodes: one each
         if put_shards is None:
-            errors = await self._put_whole(self._client.put_shard, codec, targets, slots)
+            errors = await self._put_whole(self._client.put_shard, codec,
+                                           list(enumerate(targets)), slots)
         else:
             with STAGES.time("shard_write"):
                 errors = await put_shards([(n, shard_id(codec.stripe_id, i), slots[i])
                                            for i, n in enumerate(targets)], self._stall_s)
         total = have - (codec.input_segment - codec.segment_size)
         return await self._settle(codec, profile, quorum, total, 1,
-                                  list(zip(targets, errors, strict=True)))
+                                  list(zip(targets, errors, strict=True)),
+                                  self._resender(self._client.put_shard, codec, slots))
 
     async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,
                    first: int, last: int, on_damage: DamageReport | None = None,

@@ -22,12 +22,15 @@ from storage.errors import (
     NotFound,
     QuorumNotReached,
     StorageError,
+    WriteExpired,
 )
 from storage.keyspace import (
+    discarded_key,
     extent_prefix,
     gc_key,
     repair_key,
     stripe_index_key,
+    urgent_repair_key,
     volume_key,
     volume_lease_key,
 )
@@ -367,8 +370,8 @@ class VolumeHandle:
         # Anything else (cancelled, a metadata error) may have committed all the same: never
         # collect a stripe that a pointer may name; the orphan sweep takes it if none does.
         if None in res.nodes:
-            await self.svc.meta.put(repair_key(p.stripe), pack({"volume": self.vol.id,
-                                                                "reason": "write"}))
+            await self.svc.meta.put(urgent_repair_key(p.stripe),
+                                    pack({"volume": self.vol.id, "reason": "write"}))
         self._ciphers[p.stripe] = SegmentCipher(dek)
 
     def jseq_of(self, idx: int) -> int:
@@ -414,8 +417,11 @@ class VolumeHandle:
                         {"state": "live", "kind": "extent", "vx": p.key()})
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
-            ok = await self.svc.meta.txn(Txn(compares={vk: self._vol_rev, lk: self._lease_rev},
-                                             puts=puts, deletes=tuple(deletes)))
+            compares = {vk: self._vol_rev, lk: self._lease_rev}
+            if not p.trim:  # a fresh stripe: never indexed once its write was discarded
+                compares[discarded_key(p.stripe)] = 0
+            ok = await self.svc.meta.txn(Txn(compares=compares, puts=puts,
+                                             deletes=tuple(deletes)))
             if ok:
                 if hole:
                     self._own.pop(p.index, None)
@@ -423,16 +429,22 @@ class VolumeHandle:
                     self._own[p.index] = p
                     self.patches.pop(p.index, None)  # stored whole now: nothing shows through
                 return
+            if not p.trim:
+                await self.refuse_discarded(p.stripe)
             await self._resync()
 
-    async def fenced_txn(self, puts: dict[bytes, bytes], deletes: tuple[bytes, ...] = ()) -> None:
-        """Commit a transaction only while this handle holds the lease (else Fenced)."""
-        async def build() -> Built:
-            return puts, deletes, {}
-        await self.fenced_build(build)
+    async def refuse_discarded(self, stripe: bytes) -> None:
+        """After a failed commit indexing the fresh `stripe`: WriteExpired when its write was
+        discarded (its `XD` tombstone exists: the collector may have deleted its shards),
+        instead of committing again and again against a compare that cannot hold. The same
+        rule as object commits (`ObjectService.index_part`)."""
+        if await self.svc.meta.get(discarded_key(stripe)) is not None:
+            raise WriteExpired(f"stripe {stripe.hex()} was discarded: its write is not "
+                               "committed")
 
     async def fenced_build(self, build: Callable[[], Awaitable[Built]]) -> None:
-        """`fenced_txn` of what `build()` returns (puts, deletes, more compares), built again
+        """Commit what `build()` returns (puts, deletes, more compares) only while this
+        handle holds the lease (else Fenced), built again
         from the volume record as it is after each failed compare (a snapshot taken
         meanwhile may change it) and from the records it read itself."""
         while True:

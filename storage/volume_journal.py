@@ -29,14 +29,15 @@ from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
 from storage.errors import InvalidInput, NotFound, QuorumNotReached
 from storage.keyspace import (
+    discarded_key,
     gc_key,
     journal_head_key,
     journal_key,
     journal_prefix,
     kept_journal_key,
     kept_journal_prefix,
-    repair_key,
     stripe_index_key,
+    urgent_repair_key,
 )
 from storage.metadata import MetadataStore
 from storage.pipeline import StripeCodec, segment_count
@@ -166,13 +167,22 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
     s.nodes = res.nodes
     puts = {s.key(): pack(asdict(s)), journal_head_key(vid): pack({"seq": seq}),
             stripe_index_key(s.stripe): pack({"state": "live", "kind": "extent", "vx": s.key()})}
+    tried = False
+
+    async def build() -> Built:
+        # the fresh stripe's discard tombstone compared absent, as object commits do
+        nonlocal tried
+        if tried:
+            await h.refuse_discarded(s.stripe)
+        tried = True
+        return puts, (), {discarded_key(s.stripe): 0}
     try:
-        await h.fenced_txn(puts)
+        await h.fenced_build(build)
     except (Fenced, NotFound):
         await h.svc.meta.put(gc_key(time.time_ns(), s.stripe), pack({"nodes": s.nodes}))
         raise
     if None in res.nodes:
-        await h.svc.meta.put(repair_key(s.stripe), pack({"volume": vid, "reason": "write"}))
+        await h.svc.meta.put(urgent_repair_key(s.stripe), pack({"volume": vid, "reason": "write"}))
     return s
 
 

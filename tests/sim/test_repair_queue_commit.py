@@ -16,13 +16,16 @@ async def _body(data: bytes):
 
 
 async def _degraded_sim(tmp_path: Path) -> Sim:
-    """4+2 over 3 zones of 3 nodes, acknowledged at k shards; two nodes of zone az1 fail
-    writes while the gateway still thinks them up. Every stripe has 2 shards in az1, so at
-    least one is missing and the PUT still commits."""
+    """4+2 over 3 zones of 3 nodes, acknowledged at k shards; zone az1 is down (and known
+    down) and node n4 of az2 fails writes while the gateway still thinks it up. Only five
+    nodes can take a shard, so no spare is left for n4's shard: one is missing and the PUT
+    still commits."""
     s = Sim(tmp_path, 7)
     s.cfg = dataclasses.replace(s.cfg, write_quorum_extra=0)
     await s.open(tmp_path)
-    s.sim.down |= {"n1", "n2"}
+    s.sim.down |= {"n1", "n2", "n3", "n4"}
+    for nid in ("n1", "n2", "n3"):
+        s.health.report_failure(nid, "Connect call failed (simulated)")
     return s
 
 
