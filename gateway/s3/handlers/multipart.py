@@ -187,10 +187,12 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
     want = up.checksum_algorithm
     if want:
         sent = [a for a in body.checksums if a != want]
-        if sent:
+        if sent or (not body.checksums and _is_composite(up)):
+            # a COMPOSITE object's checksum is made of the parts' checksums the client sent:
+            # S3 refuses a part without one ("null"); a FULL_OBJECT part's it computes
             raise S3Error("InvalidRequest", "Checksum Type mismatch occurred, expected "
                           f"checksum Type: {want.lower()}, actual checksum Type: "
-                          f"{sent[0].lower()}")
+                          f"{sent[0].lower() if sent else 'null'}")
         body.checksums.setdefault(want, checksums.Checksum(want))
     else:  # S3's default: each part's CRC64NVME, combined into the object's at Complete
         body.checksums.setdefault(checksums.DEFAULT_ALGORITHM,
@@ -330,13 +332,19 @@ def _require_part_checksums(up: Upload, asked: _Asked) -> None:
     listed part's checksum of that algorithm, as S3 answers (400 InvalidRequest): the
     object's checksum is the digest of exactly those part checksums."""
     alg = up.checksum_algorithm
-    if not alg or (up.checksum_type or COMPOSITE) != COMPOSITE:
+    if not alg or not _is_composite(up):
         return
     for p in asked.listed:
         if alg not in p.checksums:
             raise S3Error("InvalidRequest", f"The upload was created using a {alg.lower()} "
                           "checksum. The complete request must include the checksum for "
                           f"each part. It was missing for part {p.number} in the request.")
+
+
+def _is_composite(up: Upload) -> bool:
+    """Whether an upload made with a checksum algorithm has a COMPOSITE checksum (its
+    default type for every algorithm but CRC64NVME, recorded at creation)."""
+    return (up.checksum_type or COMPOSITE) == COMPOSITE
 
 
 def _type_mismatch(have: str | None) -> str:
