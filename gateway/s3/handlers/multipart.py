@@ -16,7 +16,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.attributes import checksum_type
-from gateway.s3.handlers.copy import copy_source
+from gateway.s3.handlers.copy import check_copy_size, copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
@@ -233,9 +233,7 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     src, src_versioned = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)
-    if end - start > PART_SIZE_MAX:
-        raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum "
-                      f"allowable size for a copy source: {PART_SIZE_MAX}")
+    check_copy_size(end - start)
     running = checksums.Checksum(up.checksum_algorithm or checksums.DEFAULT_ALGORITHM)
 
     async def finalize(part: Part) -> None:
