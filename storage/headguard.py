@@ -128,7 +128,8 @@ CL_NAME = b"content-length:"
 _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _VALUE = rb"[^\x00-\x08\x0a-\x1f]*"  # what the parser refuses in a value: control bytes but HT
 _WHOLE_LINE = re.compile(rb"(" + _TCHAR + rb"+):(" + _VALUE + rb")")
-_LINE_START = re.compile(_TCHAR + rb"*(?::" + _VALUE + rb")?")
+_NAME_PART = re.compile(_TCHAR + rb"*")
+_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f]")
 
 
 class HeadHold:
@@ -138,7 +139,7 @@ class HeadHold:
     once (a held part grows in a `bytearray` and only its new bytes are searched), so a head
     trickled a byte at a time costs what one read of it would."""
 
-    __slots__ = ("_held", "_length", "_line", "_lines", "_open", "_passing")
+    __slots__ = ("_held", "_in_value", "_length", "_line", "_lines", "_open", "_passing")
 
     def __init__(self) -> None:
         self.reset()
@@ -151,6 +152,7 @@ class HeadHold:
         self._held: bytearray | None = None  # from the first Content-Length line on
         self._passing = False  # a line the parser refuses: nothing to hold of this head
         self._length: bytes | None = None  # the held part's first Content-Length value
+        self._in_value = False  # the unfinished held line's colon came
 
     def feed(self, data: bytes) -> bytes:
         """The bytes the parser may have now, `data` being the head's next read (and, once
@@ -208,29 +210,40 @@ class HeadHold:
             if held[nl - 3:nl + 1] == b"\r\n\r\n":
                 self.reset()
                 return single_content_length(bytes(held), nl - 3, request_line=False)
-            if not self._fits(held[line:nl - 1], whole=True):
+            if not self._fits(held[line:nl - 1]):
                 return self._pass()
             line = nl + 1
             nl = held.find(b"\n", line)
-        rest = held[line:]
-        if not self._fits(rest[:-1] if rest.endswith(b"\r") else rest, whole=False):
+        if line >= start:  # the unfinished line began in this read
+            self._in_value = False
+        new = held[max(line, start):]  # its bytes not looked at yet (a trickle costs one look)
+        if not self._start_fits(new[:-1] if new.endswith(b"\r") else new):
             return self._pass()
         return b""
 
-    def _fits(self, line: bytes | bytearray, whole: bool) -> bool:
-        """Whether a held header line (without its CRLF; only its start when not `whole`)
-        is one the parser may take: a token name, a colon, a value without control bytes,
-        and a Content-Length the first one's number (folded lines are the parser's to
-        judge: passed on too)."""
-        m = (_WHOLE_LINE if whole else _LINE_START).fullmatch(line)
+    def _fits(self, line: bytes | bytearray) -> bool:
+        """Whether a whole held header line (without its CRLF) is one the parser may take:
+        a token name, a colon, a value without control bytes, and a Content-Length the first
+        one's number (a folded line is the parser's to judge: passed on)."""
+        m = _WHOLE_LINE.fullmatch(line)
         if m is None:
             return False
-        if whole and m[1].lower() == b"content-length":
+        if m[1].lower() == b"content-length":
             value = m[2].strip(b" \t")
             if not value.isdigit() or self._length not in (None, value):
                 return False
             self._length = bytes(value)
         return True
+
+    def _start_fits(self, more: bytes | bytearray) -> bool:
+        """Whether the unfinished line, `more` its newest bytes, may still become one the
+        parser takes (name bytes tokens up to a colon, value bytes no control bytes)."""
+        if not self._in_value:
+            name, colon, more = more.partition(b":")
+            if not _NAME_PART.fullmatch(name):
+                return False
+            self._in_value = bool(colon)
+        return not _VALUE_BAD.search(more)
 
     def _pass(self) -> bytes:
         """The held part, now: the parser refuses it as it comes (the blank line this hold
