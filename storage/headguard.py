@@ -125,6 +125,11 @@ def single_content_length(buf: bytes, end: int, request_line: bool = True) -> by
 
 
 CL_NAME = b"content-length:"
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_VALUE = rb"[^\x00-\x08\x0a-\x1f]*"  # what the parser refuses in a value: control bytes but HT
+_WHOLE_LINE = re.compile(rb"(" + _TCHAR + rb"+):(" + _VALUE + rb")")
+_NAME_PART = re.compile(_TCHAR + rb"*")
+_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f]")
 
 
 class HeadHold:
@@ -134,7 +139,7 @@ class HeadHold:
     once (a held part grows in a `bytearray` and only its new bytes are searched), so a head
     trickled a byte at a time costs what one read of it would."""
 
-    __slots__ = ("_held", "_line", "_lines", "_open", "_passing")
+    __slots__ = ("_held", "_in_value", "_length", "_line", "_lines", "_open", "_passing")
 
     def __init__(self) -> None:
         self.reset()
@@ -145,7 +150,9 @@ class HeadHold:
         self._open = False  # the current line's start went to the parser: the rest may too
         self._line = b""  # the current line's start, while it could be a Content-Length line
         self._held: bytearray | None = None  # from the first Content-Length line on
-        self._passing = False  # a bare LF: the parser refuses this head, nothing to hold
+        self._passing = False  # a line the parser refuses: nothing to hold of this head
+        self._length: bytes | None = None  # the held part's first Content-Length value
+        self._in_value = False  # the unfinished held line's colon came
 
     def feed(self, data: bytes) -> bytes:
         """The bytes the parser may have now, `data` being the head's next read (and, once
@@ -189,22 +196,62 @@ class HeadHold:
 
     def _more(self, data: bytes) -> bytes:
         """Hold `data` after the held part; the head with a repeated Content-Length dropped
-        once its blank line is in, or the whole held part at a bare LF."""
+        once its blank line is in, or the whole held part as soon as it shows a line the
+        parser refuses (a bare LF, a malformed line, a differing Content-Length)."""
         held = self._held
         assert held is not None
         start = len(held)
         held += data
+        line = held.rfind(b"\n", 0, start) + 1  # where the line `data` continues began
         nl = held.find(b"\n", start)
         while nl >= 0:  # never at 0: the held part begins with "content-length:"
             if held[nl - 1] != 0x0D:  # a bare LF: the parser's to refuse, now
-                self.reset()
-                self._passing = True
-                return bytes(held)
+                return self._pass()
             if held[nl - 3:nl + 1] == b"\r\n\r\n":
                 self.reset()
                 return single_content_length(bytes(held), nl - 3, request_line=False)
-            nl = held.find(b"\n", nl + 1)
+            if not self._fits(held[line:nl - 1]):
+                return self._pass()
+            line = nl + 1
+            nl = held.find(b"\n", line)
+        if line >= start:  # the unfinished line began in this read
+            self._in_value = False
+        new = held[max(line, start):]  # its bytes not looked at yet (a trickle costs one look)
+        if not self._start_fits(new[:-1] if new.endswith(b"\r") else new):
+            return self._pass()
         return b""
+
+    def _fits(self, line: bytes | bytearray) -> bool:
+        """Whether a whole held header line (without its CRLF) is one the parser may take:
+        a token name, a colon, a value without control bytes, and a Content-Length the first
+        one's number (a folded line is the parser's to judge: passed on)."""
+        m = _WHOLE_LINE.fullmatch(line)
+        if m is None:
+            return False
+        if m[1].lower() == b"content-length":
+            value = m[2].strip(b" \t")
+            if not value.isdigit() or self._length not in (None, value):
+                return False
+            self._length = bytes(value)
+        return True
+
+    def _start_fits(self, more: bytes | bytearray) -> bool:
+        """Whether the unfinished line, `more` its newest bytes, may still become one the
+        parser takes (name bytes tokens up to a colon, value bytes no control bytes)."""
+        if not self._in_value:
+            name, colon, more = more.partition(b":")
+            if not _NAME_PART.fullmatch(name):
+                return False
+            self._in_value = bool(colon)
+        return not _VALUE_BAD.search(more)
+
+    def _pass(self) -> bytes:
+        """The held part, now: the parser refuses it as it comes (the blank line this hold
+        waits for may never come), and the rest of the head goes to it as it comes too."""
+        held = bytes(self._held or b"")
+        self.reset()
+        self._passing = True
+        return held
 
 
 class CappedHandler(RequestHandler):

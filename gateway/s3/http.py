@@ -73,11 +73,14 @@ def strict_int(raw: str) -> int:
 INT32_MAX = 2**31 - 1
 
 
+_NEGATIVE_NAME = {"max-keys": "maxKeys"}  # S3's name for it in the negative one's message
+
+
 def count_param(params: Mapping[str, str], name: str, default: int, cap: int) -> int:
     """A listing's count or marker query parameter (max-keys, max-uploads, max-parts,
     part-number-marker): absent is `default`, a larger one is `cap`. S3 reads it as an int32:
     one that is not one (not an integer, or past 2147483647) and a negative one are each
-    400 InvalidArgument, with S3's two messages."""
+    400 InvalidArgument, with S3's two messages (the second names max-keys `maxKeys`)."""
     raw = params.get(name)
     if raw is None:
         return default
@@ -89,8 +92,9 @@ def count_param(params: Mapping[str, str], name: str, default: int, cap: int) ->
         raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer "
                       "range", ArgumentName=name, ArgumentValue=raw)
     if n < 0:
-        raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and "
-                      f"{INT32_MAX}", ArgumentName=name, ArgumentValue=raw)
+        arg = _NEGATIVE_NAME.get(name, name)
+        raise S3Error("InvalidArgument", f"Argument {arg} must be an integer between 0 and "
+                      f"{INT32_MAX}", ArgumentName=arg, ArgumentValue=raw)
     return min(n, cap)
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import socket
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import pytest
 import requests
@@ -179,3 +181,27 @@ def test_user_metadata_limit_counts_utf8_bytes(w: dict[str, Any]) -> None:
     # sent back RFC 2047 encoded, as AWS documents for a value that is not US-ASCII
     assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-meta-a"] == (
         "=?UTF-8?B?" + base64.b64encode(fits).decode() + "?=")
+
+
+@pytest.mark.parametrize("param", ["ResponseContentType", "ResponseContentDisposition",
+                                   "ResponseCacheControl", "ResponseContentLanguage",
+                                   "ResponseContentEncoding"])
+def test_response_override_past_iso_8859_1_is_s3s_invalid_argument(
+        w: dict[str, Any], param: str) -> None:
+    """S3 sends an override in ISO-8859-1 and refuses one it cannot represent there (a
+    "’", U+2019) with 400 InvalidArgument "Header value cannot be represented using
+    ISO-8859-1." naming the parameter (the error dataverse#4524 and grid#1716 quote); the
+    gateway sent it as UTF-8 bytes. A value ISO-8859-1 holds ("ü") is still served."""
+    name = "response-" + "-".join(p.lower() for p in re.findall("[A-Z][a-z]*", param)[1:])
+    value = 'attachment; filename="a’b.txt"'
+    url = w["s3"].generate_presigned_url(
+        "get_object", Params={"Bucket": w["bucket"], "Key": "k", param: value})
+    r = requests.get(url, timeout=60)
+    assert r.status_code == 400, r.text
+    err = ET.fromstring(r.content)
+    assert [err.findtext(t) for t in ("Code", "Message", "ArgumentName", "ArgumentValue")] == [
+        "InvalidArgument", "Header value cannot be represented using ISO-8859-1.", name, value]
+    url = w["s3"].generate_presigned_url(
+        "get_object", Params={"Bucket": w["bucket"], "Key": "k", param: "gr\u00fcn"})
+    assert requests.get(url, timeout=60).status_code == 200
+    _serving(w)

@@ -46,3 +46,24 @@ def test_past_int32_is_refused(s3: Any, bucket: str) -> None:
     assert s3.list_objects_v2(Bucket=bucket, MaxKeys=TOO_BIG - 1)["MaxKeys"] == 1000
     parts = s3.list_parts(Bucket=bucket, Key="k", UploadId=uid, MaxParts=TOO_BIG - 1)
     assert [p["PartNumber"] for p in parts["Parts"]] == [1]
+
+
+def test_negative_counts_have_s3s_messages(s3: Any, bucket: str) -> None:
+    """A negative max-keys is 400 InvalidArgument "Argument maxKeys must be an integer
+    between 0 and 2147483647" (S3 names it maxKeys there; MinIO's and fake-s3's AWS-copied
+    texts); max-uploads and max-parts keep their own names. The gateway said "Argument
+    max-keys ..."."""
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    for call, name, kw in ((s3.list_objects, "maxKeys", {"MaxKeys": -1}),
+                           (s3.list_objects_v2, "maxKeys", {"MaxKeys": -1}),
+                           (s3.list_object_versions, "maxKeys", {"MaxKeys": -1}),
+                           (s3.list_multipart_uploads, "max-uploads", {"MaxUploads": -1}),
+                           (s3.list_parts, "max-parts", {"Key": "k", "UploadId": uid,
+                                                         "MaxParts": -1})):
+        with pytest.raises(ClientError) as e:
+            call(Bucket=bucket, **kw)
+        err = e.value.response["Error"]
+        assert (e.value.response["ResponseMetadata"]["HTTPStatusCode"], err["Code"]) == (
+            400, "InvalidArgument")
+        assert err["Message"] == f"Argument {name} must be an integer between 0 and 2147483647"
+        assert (err["ArgumentName"], err["ArgumentValue"]) == (name, "-1")

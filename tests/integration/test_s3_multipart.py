@@ -338,3 +338,34 @@ def test_aws_cli_cp_and_list_uploads(cluster: LocalCluster, tmp_path: Path) -> N
     assert r.returncode == 0, r.stderr
     assert uid in r.stdout and "pending" in r.stdout
     s3.abort_multipart_upload(Bucket=bucket, Key="pending", UploadId=uid)
+
+
+def test_repeated_complete_with_if_none_match(s3) -> None:  # type: ignore[no-untyped-def]
+    """A completion repeated with `If-None-Match: *` after it made the object is answered as
+    S3 answers it (Swift's s3api test_if_none_match_star_mpu, run against AWS; moto#8380):
+    200 with the same part list (the retry of a completion whose answer was lost: its
+    condition held when it committed), 404 NoSuchUpload with another; a new upload to the
+    key is refused 412 PreconditionFailed."""
+    bucket = uniq("mp-inm")
+    s3.create_bucket(Bucket=bucket)
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    parts = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key="k", UploadId=uid,
+                                                      PartNumber=n, Body=b"x" * 5 * MiB)["ETag"]}
+             for n in (1, 2, 3)]
+    first = s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid, IfNoneMatch="*",
+                                         MultipartUpload={"Parts": parts[:2]})
+    for other in (parts, parts[:1]):
+        with pytest.raises(ClientError) as e:
+            s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid,
+                                         IfNoneMatch="*", MultipartUpload={"Parts": other})
+        assert code(e) == "NoSuchUpload"
+    again = s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid, IfNoneMatch="*",
+                                         MultipartUpload={"Parts": parts[:2]})
+    assert again["ETag"] == first["ETag"]
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="k", UploadId=uid, PartNumber=1, Body=b"")["ETag"]
+    with pytest.raises(ClientError) as e:
+        s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=uid, IfNoneMatch="*",
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert code(e) == "PreconditionFailed"
+    assert s3.head_object(Bucket=bucket, Key="k")["ContentLength"] == 10 * MiB

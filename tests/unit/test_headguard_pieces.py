@@ -61,6 +61,7 @@ def test_a_head_read_byte_by_byte() -> None:
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"hello"), out
 
 
+CL_HEAD = b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
 BARE_LF = b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\ncontent-length: 5\n"
 
 
@@ -68,6 +69,12 @@ BARE_LF = b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Length: 5\ncontent-length: 5\n
     [BARE_LF[:30], BARE_LF[30:]],  # no blank line ever comes: 400, not a wait for the timeout
     [BARE_LF[:30], BARE_LF[30:] + b"\n" + b"x" * 70000],  # 400, not 431: a body is no head
     [b"\x16\x03\x01\x02\x00\x01"],  # TLS on a plain port, no line end (as before)
+    # a line the parser refuses after the first Content-Length (held until the blank line
+    # before: no answer but the head timeout's close), in one read or cut inside the line
+    *([CL_HEAD + bad[:cut], bad[cut:]] for bad in (
+        b"Bad Name: v\r\n", b"NoColon\r\n", b"X-A: a\x01b\r\n", b"X-A: a\rb\r\n",
+        b"content-length: 6\r\n", b"X-A: a\x00") for cut in (0, 3)),
+    [CL_HEAD.replace(b": 5", b": 5x")],
 ])
 def test_a_malformed_head_is_refused_at_once(pieces: list[bytes]) -> None:
     """The parser gets what it refuses without waiting for a blank line (the head timeout,

@@ -1,9 +1,10 @@
 """GetObjectAttributes, and the checksum headers of GET/HEAD (whole object or one part).
 
 GetObjectAttributes answers from the manifest alone (no data is read): ETag, Checksum
-(with its type), ObjectParts (multipart objects only, paged by `x-amz-max-parts` and
-`x-amz-part-number-marker`), StorageClass and ObjectSize, whichever
-`x-amz-object-attributes` names.
+(with its type), ObjectParts (multipart objects only: the parts, paged by `x-amz-max-parts`
+and `x-amz-part-number-marker`, of a COMPOSITE one; only their count of any other, as S3
+answers a FULL_OBJECT one), StorageClass and ObjectSize, whichever `x-amz-object-attributes`
+names.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.http import http_date, strict_int
 from gateway.s3.xml import CHECKSUM_ALGORITHMS, S3_NAMESPACE
-from storage.multipart_checksums import stored_type
+from storage.multipart_checksums import COMPOSITE, stored_type
 from storage.records import ObjectVersion
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
@@ -103,25 +104,31 @@ def attributes_xml(v: ObjectVersion, names: list[str], max_parts: int, marker: i
         _add(elem, "ChecksumType", checksum_type(v))
     if "ObjectParts" in names and is_multipart(v):
         elem = ET.SubElement(root, "ObjectParts")
-        after = [p for p in v.parts if p.number > marker]
-        page = after[:max_parts]
         _add(elem, "PartsCount", len(v.parts))  # botocore reads PartsCount
-        _add(elem, "PartNumberMarker", marker)
-        if page:
-            _add(elem, "NextPartNumberMarker", page[-1].number)
-        _add(elem, "MaxParts", max_parts)
-        # a page of none (x-amz-max-parts: 0) is not truncated: it names no part to go on from
-        _add(elem, "IsTruncated", 0 < max_parts < len(after))
-        for p in page:
-            part = ET.SubElement(elem, "Part")
-            _add(part, "PartNumber", p.number)
-            _add(part, "Size", p.plaintext_size)
-            _add_checksums(part, p.checksums)
+        if checksum_type(v) == COMPOSITE:  # S3 lists the parts of a COMPOSITE object only:
+            _add_parts(elem, v, max_parts, marker)  # no other's part has its own checksum
     if "StorageClass" in names:
         _add(root, "StorageClass", v.storage_class)
     if "ObjectSize" in names:
         _add(root, "ObjectSize", v.size)
     return xml_document(root)
+
+
+def _add_parts(elem: ET.Element, v: ObjectVersion, max_parts: int, marker: int) -> None:
+    """One page of the object's parts (after part `marker`, at most `max_parts`)."""
+    after = [p for p in v.parts if p.number > marker]
+    page = after[:max_parts]
+    _add(elem, "PartNumberMarker", marker)
+    if page:
+        _add(elem, "NextPartNumberMarker", page[-1].number)
+    _add(elem, "MaxParts", max_parts)
+    # a page of none (x-amz-max-parts: 0) is not truncated: it names no part to go on from
+    _add(elem, "IsTruncated", 0 < max_parts < len(after))
+    for p in page:
+        part = ET.SubElement(elem, "Part")
+        _add(part, "PartNumber", p.number)
+        _add(part, "Size", p.plaintext_size)
+        _add_checksums(part, p.checksums)
 
 
 @operation("GetObjectAttributes")

@@ -16,7 +16,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.attributes import checksum_type
-from gateway.s3.handlers.copy import copy_source
+from gateway.s3.handlers.copy import check_copy_size, copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import put_options, write_conditions
@@ -187,10 +187,12 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
     want = up.checksum_algorithm
     if want:
         sent = [a for a in body.checksums if a != want]
-        if sent:
+        if sent or (not body.checksums and _is_composite(up)):
+            # a COMPOSITE object's checksum is made of the parts' checksums the client sent:
+            # S3 refuses a part without one ("null"); a FULL_OBJECT part's it computes
             raise S3Error("InvalidRequest", "Checksum Type mismatch occurred, expected "
                           f"checksum Type: {want.lower()}, actual checksum Type: "
-                          f"{sent[0].lower()}")
+                          f"{sent[0].lower() if sent else 'null'}")
         body.checksums.setdefault(want, checksums.Checksum(want))
     else:  # S3's default: each part's CRC64NVME, combined into the object's at Complete
         body.checksums.setdefault(checksums.DEFAULT_ALGORITHM,
@@ -231,9 +233,7 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     src, src_versioned = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)
-    if end - start > PART_SIZE_MAX:
-        raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum "
-                      f"allowable size for a copy source: {PART_SIZE_MAX}")
+    check_copy_size(end - start)
     running = checksums.Checksum(up.checksum_algorithm or checksums.DEFAULT_ALGORITHM)
 
     async def finalize(part: Part) -> None:
@@ -330,13 +330,19 @@ def _require_part_checksums(up: Upload, asked: _Asked) -> None:
     listed part's checksum of that algorithm, as S3 answers (400 InvalidRequest): the
     object's checksum is the digest of exactly those part checksums."""
     alg = up.checksum_algorithm
-    if not alg or (up.checksum_type or COMPOSITE) != COMPOSITE:
+    if not alg or not _is_composite(up):
         return
     for p in asked.listed:
         if alg not in p.checksums:
             raise S3Error("InvalidRequest", f"The upload was created using a {alg.lower()} "
                           "checksum. The complete request must include the checksum for "
                           f"each part. It was missing for part {p.number} in the request.")
+
+
+def _is_composite(up: Upload) -> bool:
+    """Whether an upload made with a checksum algorithm has a COMPOSITE checksum (its
+    default type for every algorithm but CRC64NVME, recorded at creation)."""
+    return (up.checksum_type or COMPOSITE) == COMPOSITE
 
 
 def _type_mismatch(have: str | None) -> str:

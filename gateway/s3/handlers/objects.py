@@ -222,6 +222,9 @@ async def version_for_read(rq: S3Request, bodies: bool = True
 
 
 def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
+    """The response-* query parameters as response headers. S3 sends a header's value in
+    ISO-8859-1: one it cannot represent there (a "’") is 400 InvalidArgument, as S3
+    answers it (dataverse#4524, grid#1716 quote its error)."""
     for p, h in (("response-content-type", "Content-Type"),
                  ("response-content-language", "Content-Language"),
                  ("response-expires", "Expires"), ("response-cache-control", "Cache-Control"),
@@ -231,6 +234,12 @@ def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
             if rq.auth.anonymous:
                 raise S3Error("InvalidRequest", "Request specific response headers cannot be "
                               "used for anonymous GET requests.")
+            try:
+                rq.params[p].encode("latin-1")
+            except UnicodeEncodeError:
+                raise S3Error("InvalidArgument", "Header value cannot be represented using "
+                              "ISO-8859-1.", ArgumentName=p, ArgumentValue=rq.params[p],
+                              ) from None
             check_header_values([(h, rq.params[p])])
             headers[h] = rq.params[p]
 
