@@ -47,13 +47,11 @@ def content_md5_hex(value: str | None) -> str | None:
 
 
 def _refuse_transfer_coding(request: web.BaseRequest) -> None:
-    """A plain body in an HTTP transfer coding (`Transfer-Encoding: chunked`, its length
-    unknown) is 501 NotImplemented naming the header, before a body byte is read, as S3
-    answers a PutObject or UploadPart so sent (S3 takes a transfer coding only around an
-    aws-chunked body, whose length x-amz-decoded-content-length announces: its SigV4
-    streaming documentation). What the client still sends is dropped within bodyrecv's
-    bounds (not aiohttp's linger: 10 s, however many bytes) and the connection closes after
-    the answer."""
+    """S3 takes no HTTP transfer coding (a body of unknown length, `Transfer-Encoding:
+    chunked`): 501 NotImplemented naming the header, before a body byte is read, as AWS
+    answers a PutObject or UploadPart so sent. What the client still sends is dropped
+    within bodyrecv's bounds (not aiohttp's linger: 10 s, however many bytes) and the
+    connection closes after the answer."""
     if "Transfer-Encoding" not in request.headers:
         return
     if request.get(BODY_TAKEN) is None and not request.content.is_eof():
@@ -66,14 +64,13 @@ def _refuse_transfer_coding(request: web.BaseRequest) -> None:
 class RequestBody:
     def __init__(self, request: web.BaseRequest, auth: AuthResult, max_size: int) -> None:
         h = request.headers
+        _refuse_transfer_coding(request)
         mode = auth.payload_mode
         self._request = request
         self._decoder: ChunkedDecoder | None = None
         self.trailers: dict[str, str] = {}
         self.received = 0
         streaming = mode.startswith("streaming")
-        if not streaming:  # aws-chunked may come in a transfer coding: its length is announced
-            _refuse_transfer_coding(request)
         raw_len = h.get("x-amz-decoded-content-length") if streaming else h.get("Content-Length")
         if raw_len is None and streaming and "Content-Length" not in h and not request.body_exists:
             raw_len = "0"
@@ -191,11 +188,6 @@ class RequestBody:
         finally:  # given up with bytes still coming: dropped within bodyrecv's bounds
             if t is not None and request.get(BODY_TAKEN) is None and not content.is_eof():
                 dropping = drop_rest(request, t)
-                if dropping is not None:
-                    request[BODY_TAKEN] = dropping
-            elif (replay is None and request.content_length is None
-                  and request.get(BODY_TAKEN) is None and not content.is_eof()):
-                dropping = drop_chunked(request)  # aws-chunked in a transfer coding
                 if dropping is not None:
                     request[BODY_TAKEN] = dropping
 

@@ -1,11 +1,10 @@
-"""A PutObject or UploadPart whose plain body comes in `Transfer-Encoding: chunked` (its
-length unknown: curl's `-T -`, a JS SDK v3 stream without a length) is 501 NotImplemented "A
-header you provided implies functionality that is not implemented" naming the header, as S3
-answers it (<Header>Transfer-Encoding</Header>, seen by knox#43, awssum#30, iRODS's S3 plugin
-against AWS in 2026), nothing stored. The gateway stored such a body (up to its size cap). An
-aws-chunked body may come in a transfer coding (S3's SigV4 streaming documentation: then
-without Content-Length, its length in x-amz-decoded-content-length, as botocore, the AWS CLI
-and the JS and C++ SDKs send a stream): that is taken, as before."""
+"""A PutObject or UploadPart sent with `Transfer-Encoding: chunked` (a body of unknown
+length: curl's `-T -`, a JS SDK v3 stream without a length) is 501 NotImplemented "A header
+you provided implies functionality that is not implemented" naming the header, as S3
+answers it (<Header>Transfer-Encoding</Header>, seen by knox#43, awssum#30, iRODS's S3
+plugin against AWS), nothing stored. The gateway stored such a body (up to its size cap).
+Clients that know a body's length send Content-Length (aws-chunked uploads too), so the
+clients named in the README never send it."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from tests.integration.buckets import fresh_bucket
 
@@ -52,23 +50,3 @@ def test_chunked_put_and_part_are_not_implemented(s3: Any, bucket: str) -> None:
     # the same bodies with their length are taken (the server serves on)
     s3.put_object(Bucket=bucket, Key="k", Body=b"o" * 100_000)
     assert s3.get_object(Bucket=bucket, Key="k")["ContentLength"] == 100_000
-
-
-def test_a_signed_plain_body_in_a_transfer_coding_is_not_implemented(
-        cluster: Any, bucket: str) -> None:
-    """boto3 over plain HTTP signs a plain body (x-amz-content-sha256 its hash, no
-    aws-chunked); sent in chunked transfer coding (s3-tests'
-    test_object_write_with_chunked_transfer_encoding adds the header) it is refused like
-    curl's. aws-chunked in a transfer coding is taken: the JS SDK's streams
-    (test_clients_js.py, checksums) and test_direct_body.py's dripping body send it."""
-    s3 = cluster.client()
-
-    def chunked(request: Any, **_: Any) -> None:
-        request.headers.add_header("Transfer-Encoding", "chunked")
-
-    s3.meta.events.register_first("before-sign.s3.PutObject", chunked)
-    with pytest.raises(ClientError) as e:
-        s3.put_object(Bucket=bucket, Key="te", Body=b"bar")
-    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
-    assert e.value.response["Error"]["Code"] == "NotImplemented"
-    assert cluster.client().list_objects_v2(Bucket=bucket)["KeyCount"] == 0
