@@ -46,25 +46,9 @@ def content_md5_hex(value: str | None) -> str | None:
     return raw.hex()
 
 
-def _refuse_transfer_coding(request: web.BaseRequest) -> None:
-    """S3 takes no HTTP transfer coding (a body of unknown length, `Transfer-Encoding:
-    chunked`): 501 NotImplemented naming the header, before a body byte is read, as AWS
-    answers a PutObject or UploadPart so sent. What the client still sends is dropped
-    within bodyrecv's bounds (not aiohttp's linger: 10 s, however many bytes) and the
-    connection closes after the answer."""
-    if "Transfer-Encoding" not in request.headers:
-        return
-    if request.get(BODY_TAKEN) is None and not request.content.is_eof():
-        dropping = drop_chunked(request)
-        if dropping is not None:
-            request[BODY_TAKEN] = dropping
-    raise S3Error("NotImplemented", Header="Transfer-Encoding")
-
-
 class RequestBody:
     def __init__(self, request: web.BaseRequest, auth: AuthResult, max_size: int) -> None:
         h = request.headers
-        _refuse_transfer_coding(request)
         mode = auth.payload_mode
         self._request = request
         self._decoder: ChunkedDecoder | None = None
@@ -75,16 +59,20 @@ class RequestBody:
         if raw_len is None and streaming and "Content-Length" not in h and not request.body_exists:
             raw_len = "0"
         if raw_len is None:
-            raise S3Error("MissingContentLength")
-        try:
-            self.length = int(raw_len)
-        except ValueError:
-            raise S3Error("InvalidArgument", "Content-Length is not a number") from None
-        if self.length < 0:
-            raise S3Error("InvalidArgument", "Content-Length is negative")
-        if self.length > max_size:
+            if request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                raise S3Error("MissingContentLength")
+            self.length: int | None = None
+        else:
+            try:
+                self.length = int(raw_len)
+            except ValueError:
+                raise S3Error("InvalidArgument", "Content-Length is not a number") from None
+            if self.length < 0:
+                raise S3Error("InvalidArgument", "Content-Length is negative")
+        if self.length is not None and self.length > max_size:
             raise S3Error("EntityTooLarge", ProposedSize=str(self.length),
                           MaxSizeAllowed=str(max_size))
+        self._max = max_size
         if streaming:
             trailer = h.get("x-amz-trailer")
             names = [n.strip() for n in trailer.split(",")] if trailer else None
@@ -140,7 +128,7 @@ class RequestBody:
 
     async def __aiter__(self) -> AsyncIterator[bytes | Lent | memoryview]:
         with contextlib.ExitStack() as wide:
-            if self.length >= WIDE_BODY_BYTES:
+            if self.length is None or self.length >= WIDE_BODY_BYTES:
                 wide.enter_context(wide_reads(self._request.transport, self._request.content))
             async with contextlib.aclosing(self._chunks()) as chunks:  # closed with this
                 async for chunk in chunks:  # one, so an abandoned direct body ends at once
@@ -190,6 +178,11 @@ class RequestBody:
                 dropping = drop_rest(request, t)
                 if dropping is not None:
                     request[BODY_TAKEN] = dropping
+            elif (replay is None and request.content_length is None
+                  and request.get(BODY_TAKEN) is None and not content.is_eof()):
+                dropping = drop_chunked(request)  # transfer-encoding chunked: no length
+                if dropping is not None:
+                    request[BODY_TAKEN] = dropping
 
     async def _chunks(self) -> AsyncIterator[bytes | Lent | memoryview]:
         async with contextlib.aclosing(self._wire()) as wire:
@@ -212,13 +205,16 @@ class RequestBody:
                 self.trailers = self._decoder.finish()
             except SigV4Error as exc:
                 raise to_s3_error(exc, None, None) from None
-        if self.received != self.length:
+        if self.length is not None and self.received != self.length:
             raise S3Error("IncompleteBody")
 
     def _count(self, n: int) -> None:
         self.received += n
-        if self.received > self.length:
+        if self.length is not None and self.received > self.length:
             raise S3Error("IncompleteBody", "The request body is longer than announced.")
+        if self.received > self._max:  # no length announced (chunked): the cap, as announced
+            raise S3Error("EntityTooLarge", ProposedSize=str(self.received),
+                          MaxSizeAllowed=str(self._max))
 
     def verify(self, md5_hex: str) -> dict[str, str]:
         """Check every digest the client sent; return the checksums to store."""
