@@ -25,6 +25,7 @@ import asyncio
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,13 @@ class Keeper:
         self._call.cancel()
 
 
+def end_keepers(keepers: dict[int, Keeper]) -> None:
+    """Close every held call (on close, or when the client is collected unclosed)."""
+    for keeper in keepers.values():
+        keeper.close()
+    keepers.clear()
+
+
 class GrpcKV:
     """One gRPC channel per etcd member, opened on first use, each holding one idle call
     open (`Keeper`); `call` awaits one unary RPC."""
@@ -163,6 +171,9 @@ class GrpcKV:
         self._channels: dict[int, grpc.Channel] = {}
         self._calls: dict[tuple[int, str], grpc.UnaryUnaryMultiCallable] = {}
         self._keepers: dict[int, Keeper] = {}
+        # a client dropped unclosed ends its held calls: each one's thread would otherwise
+        # wait for ever, keeping its channel, connection and Watch stream alive
+        self._end_keepers = weakref.finalize(self, end_keepers, self._keepers)
 
     def _callable(self, idx: int, rpc: str) -> grpc.UnaryUnaryMultiCallable:
         found = self._calls.get((idx, rpc))
@@ -218,9 +229,7 @@ class GrpcKV:
 
     def close(self) -> None:
         self._closed = True
-        for keeper in self._keepers.values():
-            keeper.close()
-        self._keepers.clear()
+        self._end_keepers()
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()

@@ -6,6 +6,7 @@ reach a member goes to the next one."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import threading
@@ -150,3 +151,17 @@ async def test_a_member_that_cannot_be_reached_leaves_no_thread_waiting(
         assert grpcs and not [t.name for t in grpcs if t.is_alive()]
     finally:
         kv.close()
+
+
+async def test_a_client_dropped_unclosed_ends_its_held_calls(
+        thread_starts: list[threading.Thread]) -> None:
+    """A client dropped without close() (a store an error path never closed) ends the calls it
+    held open: their threads (and connections) went with it before it held any, and a held
+    call's thread otherwise waited for ever, keeping the channel and its connection alive."""
+    kv = GrpcKV(_endpoints()[:1])
+    await kv.call(0, "Range", pb.RangeRequest(key=b"grpc/none"), 10)
+    del kv
+    gc.collect()
+    for t in thread_starts:
+        t.join(10)
+    assert thread_starts and not [t.name for t in thread_starts if t.is_alive()]
