@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.parentdeath import child_dies_with_us
+from storage.parentdeath import dies_with_us_prefix
 
 ETCD_HOSTS = ("127.0.1.10", "127.0.2.10", "127.0.3.10")
 READY_TIMEOUT_S = 60.0
@@ -100,9 +100,9 @@ class EtcdCluster:
         m = next(x for x in self.members if x.name == name)
         with open(self.log_dir / f"{m.name}.log", "ab") as log:
             # SIGTERM (a clean stop) when its starter dies unstopped: pytest SIGKILLed
-            p = subprocess.Popen(self._args(m), stdout=log, stderr=log,
-                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                 preexec_fn=child_dies_with_us(signal.SIGTERM))
+            p = subprocess.Popen(dies_with_us_prefix(signal.SIGTERM) + self._args(m),
+                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
         self.procs[m.name] = p
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
