@@ -213,7 +213,10 @@ async def test_concurrent_puts_share_one_commit(gateway: tuple[Any, RecordingSto
         return await run(txn, reads)
 
     async def held(body: bytes) -> Any:
-        await all_in.wait()  # the first commit waits for the others to queue behind it
+        try:  # the first commit waits for the others to queue behind it
+            await asyncio.wait_for(all_in.wait(), 120)
+        except TimeoutError:
+            raise AssertionError(f"only {arrived} of {n} PUTs reached the batcher") from None
         return await call(body)
 
     monkeypatch.setattr(batcher, "run", counted)
