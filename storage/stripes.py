@@ -34,7 +34,7 @@ from storage.pipeline import (
     shard_file_bytes,
 )
 from storage.placement import place_for_write, place_spares
-from storage.rebuild import rebuild_shards
+from storage.rebuild import Reference, rebuild_shards
 from storage.records import PartLayout
 from storage.shardfeed import QUEUE_FRAMES, Pieces
 from storage.shardfeed import ShardSender as _ShardSender  # rebuild, rebalance import it here
@@ -385,8 +385,13 @@ class StripeStore:
     def _rebuilder(self, codec: StripeCodec, size: int) -> Resend:
         """A streamed stripe's resend: its shards are not kept (memory stays flat whatever
         the size), so a missing one is rebuilt from the k or more just written, as repair
-        does (`rebuild_shards`: k+1 sources must agree when there are that many). Nothing
-        is read or coded unless a target failed."""
+        does (`rebuild_shards`: k+1 sources must agree when there are that many; a
+        segment read from only k is authenticated with the write's own key, `guard`, and
+        without a key the rebuild is not tried: a lying source among k would be copied into
+        every rebuilt shard). Nothing is read or coded unless a target failed."""
+        async def guard() -> Reference | None:
+            return codec.reference
+
         async def resend(targets: dict[int, NodeSpec],
                          nodes: list[str | None]) -> dict[int, str | None]:
             by_id = self._nodes_by_id()
@@ -394,9 +399,12 @@ class StripeStore:
                               k=codec.codec.k, m=codec.codec.m,
                               segment_size=codec.segment_size, nodes=nodes)
             sources = [(i, by_id[n]) for i, n in enumerate(nodes) if n is not None]
+            if len(sources) <= part.k and codec.cipher is None:
+                return dict.fromkeys(targets, "k sources and no key: a rebuild is unchecked")
             try:
                 res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
-                                           stall_s=self._stall_s, pool=self.pool)
+                                           stall_s=self._stall_s, pool=self.pool,
+                                           guard=guard)
             except StorageError as exc:
                 return dict.fromkeys(targets, str(exc)[:200] or "rebuild failed")
             return {i: None if i in res.written else res.failed.get(i, "failed")
