@@ -34,7 +34,9 @@ SAFE_FIELDS = ("tenant", "name", "access_key", "wait_s", "version", "role", "vol
                # how a change was made, not a secret: a shred that bypasses governance
                # retention, the four Block Public Access flags, and a runtime setting's value
                # (`config set` accepts only numbers, for settings that are not secrets)
-               "bypass_governance_retention", "public_access_block", "value")
+               "bypass_governance_retention", "public_access_block", "value",
+               # `node remove --force`: what it abandons (counts), and whether it was the plan
+               "force", "dry_run")
 
 MAX_FIELD = 256  # characters of a string field written; a request names nothing longer that
 # exists (names are at most 256), and an unauthenticated refusal's route parameters are the

@@ -187,6 +187,7 @@ class NodesApi:
             plan = await self.force_plan(m)
             call.audit["force"] = plan
             if call.request.query.get("dry_run") in ("1", "true"):
+                call.audit["dry_run"] = True  # audited "ok" like the removal: say it was not one
                 return 200, {**m.to_dict(), "force": plan, "dry_run": True}
             m = await ms.set_state(self.cluster.meta, self.cluster.cfg, nid, ms.REMOVED)
             await self._refresh()

@@ -251,6 +251,12 @@ def test_remove_of_a_drained_node_says_its_shards_await_collection(
     assert f"removing node {victim} abandons {held} shard file(s)" in r.stderr \
         and "nothing acknowledged is on it" in r.stderr and "--yes" in r.stderr, r.stderr
     assert node_rows(mc_slow_gc)[victim]["membership"] == "draining"
+    # the audit log does not record that refused remove as a removal (review19c)
+    audit = admin_request("GET", "/audit", query={"action": "node.remove"},
+                          env=mc_slow_gc.env)["entries"]
+    forced = [e for e in audit if e.get("result") == "ok" and "force" in e]
+    assert forced and all(e.get("dry_run") is True for e in forced), audit
+    assert forced[0]["force"]["abandoned"] == held, forced
     r = node_cli(mc_slow_gc, "remove", victim, "--force", "--yes")
     assert r.returncode == 0 and "removed from the cluster map" in r.stdout, r.stderr
     assert victim not in node_rows(mc_slow_gc)
