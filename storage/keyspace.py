@@ -39,6 +39,9 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
                                           delete claimed, at what generation, which are
                                           being deleted (storage/workers/gcfence.py)
     (L, name)                             lease of a background worker
+    (LF, name)                            its fence on SQLite, rewritten by each acquire (not
+                                          by renewals): a step's commits compare it
+                                          (storage/metadata/fence.py)
     (M, node id)                          cluster-map overlay (membership)
     (RW, tenant)                          KEK rotation: DEKs still to rewrap
     (KMS, tenant, key id)                 named KMS key (material wrapped by the tenant KEK)
@@ -85,6 +88,7 @@ GC_FENCE = "GF"
 STRIPE = "X"
 STRIPE_DISCARDED = "XD"  # a discarded write's stripe: no commit may index it any more
 LEASE = "L"
+LEASE_FENCE = "LF"  # a worker lease's fence (SQLite): changes only when it is acquired
 MEMBER = "M"
 REWRAP = "RW"
 KMS_KEY = "KMS"
@@ -348,6 +352,10 @@ def stripe_of(key: bytes) -> bytes:
 
 def lease_key(name: str) -> bytes:
     return pack(LEASE, name)
+
+
+def lease_fence_key(name: str) -> bytes:
+    return pack(LEASE_FENCE, name)
 
 
 def member_key(node_id: str) -> bytes:

@@ -9,7 +9,9 @@ the lease changes hands) and expires unless its holder renews it. Two implementa
   with compare-and-swap on its revision; expiry is wall-clock time, so processes sharing the
   store must have roughly synchronised clocks (they share one machine for SQLite).
 
-Either way a holder also counts time itself: `Lease.valid()` turns False once a TTL has
+Each lease also names a fence its worker's steps commit under (`Lease.fence_key`,
+storage/metadata/fence.py): the store refuses a step's transaction once the lease changed
+hands. Either way a holder also counts time itself: `Lease.valid()` turns False once a TTL has
 passed since the last renewal it *saw* succeed, so a process cut off from the metadata stops
 its worker before anyone else can take the lease over (the TTL elapses on the other side no
 sooner than here).
@@ -25,7 +27,7 @@ from typing import Any
 
 import msgpack
 
-from storage.keyspace import LEASE, lease_key, space
+from storage.keyspace import LEASE, lease_fence_key, lease_key, space
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
 
@@ -52,6 +54,10 @@ class Lease:
     token: int
     renewed_at: float  # time.monotonic() of the last successful acquire/renew
     revision: int = 0  # SQLite record revision at our last write
+    # what a step's commits compare (storage/metadata/fence.py): a key whose revision changes
+    # only when the lease is acquired or ends, never by a renewal (b"": nothing to compare)
+    fence_key: bytes = b""
+    fence_revision: int = 0
 
     def valid(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) - self.renewed_at < self.ttl_s
@@ -146,8 +152,11 @@ class Leases:
             if not await self.meta.acquire_lease(name, holder, whole):  # type: ignore[attr-defined]
                 return None
             item = await self.meta.get(lease_key(name))
-            token = item.revision if item is not None else 0
-            return Lease(name, holder, float(whole), token, start)
+            if item is None or _unpack(item.value).get("holder") != holder:
+                return None  # ended (or taken) at once: not ours after all
+            # a keep-alive leaves the key's mod revision as it is: it is the token and fence
+            return Lease(name, holder, float(whole), item.revision, start,
+                         fence_key=lease_key(name), fence_revision=item.revision)
         item = await self.meta.get(lease_key(name))
         rec = _unpack(item.value) if item is not None else {}
         token = int(rec.get("token", 0))
@@ -157,11 +166,14 @@ class Leases:
             token += 1  # changes hands: fence off the previous holder
         value = _pack(holder, token, time.time() + ttl_s, ttl_s)
         cmp = {lease_key(name): item.revision if item is not None else 0}
-        if not await self.meta.txn(Txn(compares=cmp, puts={lease_key(name): value})):
+        # renewals rewrite the record: the fence is a key only acquiring writes (same txn)
+        puts = {lease_key(name): value, lease_fence_key(name): msgpack.packb(token)}
+        if not await self.meta.txn(Txn(compares=cmp, puts=puts)):
             return None
         after = await self.meta.get(lease_key(name))
         rev = after.revision if after is not None and after.value == value else 0
-        return Lease(name, holder, ttl_s, token, start, rev)
+        return Lease(name, holder, ttl_s, token, start, rev,
+                     fence_key=lease_fence_key(name), fence_revision=rev)
 
     async def _drop_predecessor(self, name: str, holder: str, succeeds: str) -> None:
         item = await self.meta.get(lease_key(name))
@@ -179,9 +191,11 @@ class Leases:
             await self.meta.end_lease(name, revision)  # type: ignore[attr-defined]
             return
         rec = _unpack(raw)
-        value = _pack(str(rec.get("holder", "")), int(rec.get("token", 0)), 0.0,
-                      float(rec.get("ttl", 0)))
-        await self.meta.txn(Txn(compares={lease_key(name): revision}, puts={lease_key(name): value}))
+        token = int(rec.get("token", 0))
+        value = _pack(str(rec.get("holder", "")), token, 0.0, float(rec.get("ttl", 0)))
+        # the fence rewritten too: the holder's steps' commits are refused from now on
+        await self.meta.txn(Txn(compares={lease_key(name): revision}, puts={
+            lease_key(name): value, lease_fence_key(name): msgpack.packb(token)}))
 
     async def renew(self, lease: Lease) -> bool:
         """Extend `lease`; False when it is lost (expired or taken). Errors propagate."""

@@ -35,6 +35,7 @@ from storage.metadata.etcd_reads import ReadBatcher
 from storage.metadata.etcd_stamp import WatchedStamp
 from storage.metadata.etcd_wire import txn_request
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
+from storage.metadata.fence import check, fenced
 
 NOSPACE = "mvcc: database space exceeded"  # etcd past --quota-backend-bytes (or its disk)
 
@@ -384,7 +385,8 @@ class EtcdStore:
         tenant or access-key record also puts AUTH_CHANGE (see `auth_stamp`)."""
         if any(map(is_auth_record, (*txn.puts, *txn.deletes))):
             txn = Txn(txn.compares, {**txn.puts, AUTH_CHANGE: b""}, txn.deletes)
-        return await self._batcher.run(txn, reads)
+        sent, asked, f = fenced(txn, reads)  # a leased worker's step: its lease compared too
+        return check(f, *await self._batcher.run(sent, asked), reads)
 
     async def close(self) -> None:
         await self._stamp.close()

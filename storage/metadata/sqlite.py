@@ -28,6 +28,7 @@ from typing import Any
 from storage.errors import ConfigError, StorageFull
 from storage.keyspace import BUCKET, OBJECT, is_auth_record, pack
 from storage.metadata import Item, Txn
+from storage.metadata.fence import check, fenced
 from storage.metadata.sharedgen import SharedGeneration
 
 _SCHEMA = """
@@ -356,6 +357,11 @@ class SqliteStore:
 
     async def txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
                           ) -> tuple[bool, dict[bytes, Item | None]]:
+        sent, asked, f = fenced(txn, reads)  # a leased worker's step: its lease compared too
+        return check(f, *await self._txn_or_read(sent, asked), reads)
+
+    async def _txn_or_read(self, txn: Txn, reads: tuple[bytes, ...]
+                           ) -> tuple[bool, dict[bytes, Item | None]]:
         def op(c: sqlite3.Connection, next_rev: Callable[[], int]
                ) -> tuple[bool, dict[bytes, Item | None]]:
             for key, rev in txn.compares.items():

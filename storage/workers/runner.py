@@ -5,7 +5,8 @@ With `leases` set, each worker runs only while this process holds the worker's l
 TTL, and stops the worker's loop as soon as the lease is lost or cannot be renewed for a whole
 TTL; another gateway sharing the metadata then takes it over once it expires. Each step runs
 within the lease (`storage/workers/stepfence.py`): a process paused past the TTL does not go on
-with its step when it resumes.
+with its step when it resumes, and the store refuses the step's commits (and its sub-tasks')
+once another process holds the lease (`storage/metadata/fence.py`).
 
 A worker with a `wake_prefix` (key prefix whose changes give it work) is, on a store that
 watches (etcd), woken by those changes and otherwise polls only every `watched_idle_s`
@@ -27,6 +28,7 @@ from storage.activity import CLIENTS
 from storage.config import WorkerSettings
 from storage.errors import StorageFull
 from storage.leases import Lease, Leases
+from storage.metadata.fence import LeaseFenced
 from storage.testing.archive_holds import install_from_env
 from storage.workers import Worker, WorkerState
 from storage.workers.stepfence import LeaseRanOut, StepFence
@@ -146,6 +148,9 @@ class WorkerRunner:
                 raise
             except LeaseRanOut:
                 log.warning("worker %s: its lease ran out; stopping it here", worker.name)
+                return
+            except LeaseFenced as exc:  # the store refused a commit: another holds the lease
+                log.warning("worker %s: %s; stopping it here", worker.name, exc)
                 return
             except StorageFull as exc:  # no fault of the worker: no traceback, no busy loop
                 full_pause = min(FULL_PAUSE_MAX_S, max(idle_s, FULL_PAUSE_MIN_S, full_pause * 2))

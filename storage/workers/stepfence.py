@@ -7,8 +7,14 @@ step going on and started more, while another gateway already held the lease and
 worker, until its own renewal came back refused. With the lease's end as the step's deadline
 (moved on at each renewal), a resumed process's event loop fires that deadline before the
 step gets any answer that arrived during the pause, so the step is cancelled at the await it
-was in, and the next one does not start. A request the step had sent before the pause may
-still apply: no store-side fence covers it, the workers' own compare-and-swaps do.
+was in, and the next one does not start.
+
+Cancelling the step's task does not reach everything it set going: a sub-task woken in the
+same loop iteration (repair_batch's rebuilds), a request sent before the pause, a step whose
+`asyncio.wait_for` swallowed the cancellation (Python 3.11). So each step also runs under its
+lease's store-side fence (storage/metadata/fence.py): its commits, and its sub-tasks', compare
+the lease and are refused once another process holds it; none is sent once it ran out here.
+A step that returns although its deadline passed (a swallowed cancellation) ends the loop too.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from storage.leases import Lease
+from storage.metadata.fence import FENCE, Fence
 
 
 class LeaseRanOut(Exception):
@@ -48,6 +55,8 @@ class StepFence:
         if not self.lease.valid():
             raise LeaseRanOut(self.lease.name)
         timeout = asyncio.timeout_at(self._end())
+        fence = Fence(self.lease, self.lease.fence_key, self.lease.fence_revision)
+        token = FENCE.set(fence)  # copied into every task the step creates
         try:
             async with timeout:
                 self._timeout = timeout
@@ -57,4 +66,8 @@ class StepFence:
                 raise LeaseRanOut(self.lease.name) from None
             raise  # the step's own
         finally:
+            fence.active = False  # a task it left behind commits unfenced (not as this step)
+            FENCE.reset(token)
             self._timeout = None
+        if timeout.expired():  # its cancellation was swallowed (asyncio.wait_for on 3.11)
+            raise LeaseRanOut(self.lease.name)

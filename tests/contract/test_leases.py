@@ -11,14 +11,18 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from storage.leases import Leases
-from storage.metadata import MetadataStore, open_store
+from storage.metadata import MetadataStore, Txn, open_store
+from storage.metadata.fence import FENCE, Fence, LeaseFenced
 from tests.contract.test_metadata_contract import BACKENDS
+
+T = TypeVar("T")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -89,3 +93,47 @@ async def test_restarted_holder_succeeds_itself(pair: tuple[MetadataStore, Metad
     # ... but another gateway does not
     assert await la.acquire(name, "host/c:1/12", 30, succeeds="host/c:1/") is None
     await lb.release(again)
+
+
+async def _under(fence: Fence, call: Coroutine[Any, Any, T]) -> T:
+    """Await `call` as a leased worker's step does: under `fence` (storage/metadata/fence.py),
+    in a task of its own, as the runner's step loop and its sub-tasks are."""
+    token = FENCE.set(fence)
+    try:
+        task = asyncio.create_task(call)  # copies the fence, as a step's sub-task does
+    finally:
+        FENCE.reset(token)
+    return await task
+
+
+async def test_a_stale_holders_step_commits_are_refused_by_the_store(
+        pair: tuple[MetadataStore, MetadataStore], name: str) -> None:
+    """The store-side fence: once another process holds the lease, every transaction of the
+    old holder's step (sub-tasks included) is refused by the store, although the old holder
+    still counts its lease valid (it has not heard); a keep-alive changes nothing compared."""
+    (ma, mb), key = pair, f"fence-test/{name}".encode()
+    la, lb = Leases(ma), Leases(mb)
+    a = await la.acquire(name, "host/a:1/10", 30)
+    assert a is not None and a.fence_key
+    fa = Fence(a, a.fence_key, a.fence_revision)
+    assert await la.renew(a) is True  # etcd: a keep-alive; SQLite: the record rewritten
+    assert await _under(fa, ma.txn(Txn(compares={key: 0}, puts={key: b"a1"})))
+    item = await ma.get(key)
+    assert item is not None
+    # a plain compare-and-swap lost under the fence is still a plain False, the caller's reads
+    assert await _under(fa, ma.txn_or_read(Txn(compares={key: 0}, puts={key: b"x"}), (key,))) \
+        == (False, {key: item})
+    b = await lb.acquire(name, "host/a:1/11", 30, succeeds="host/a:1/")  # taken over at once
+    assert b is not None and a.valid()  # a has not heard: its own clock still says valid
+    with pytest.raises(LeaseFenced):
+        await _under(fa, ma.txn(Txn(compares={key: item.revision}, puts={key: b"a2"})))
+    with pytest.raises(LeaseFenced):
+        await _under(fa, ma.txn_or_read(Txn(deletes=(key,)), (key,)))
+    assert (await mb.get(key)) == item  # neither applied
+    fb = Fence(b, b.fence_key, b.fence_revision)
+    assert await _under(fb, mb.txn(Txn(compares={key: item.revision}, puts={key: b"b1"})))
+    assert await ma.txn(Txn(puts={key: b"plain"}))  # not in a step: not fenced
+    await lb.release(b)
+    with pytest.raises(LeaseFenced):  # the lease ended: b's own step is refused too
+        await _under(fb, mb.txn(Txn(puts={key: b"b2"})))
+    await ma.txn(Txn(deletes=(key,)))
