@@ -56,7 +56,7 @@ def fenced(txn: Txn, reads: tuple[bytes, ...]) -> tuple[Txn, tuple[bytes, ...], 
     if f is None or not f.active:
         return txn, reads, None
     if not f.lease.valid():
-        raise LeaseFenced(f"worker {f.lease.name}: its lease ran out; commit not sent")
+        raise LeaseFenced("its lease ran out: commit not sent")
     if not f.key:
         return txn, reads, f
     extra = () if f.key in reads else (f.key,)
@@ -70,7 +70,7 @@ def check(f: Fence | None, done: bool, seen: dict[bytes, Item | None],
         return done, seen
     item = seen.get(f.key)
     if (item.revision if item is not None else 0) != f.revision:
-        raise LeaseFenced(f"worker {f.lease.name}: its lease is held elsewhere; commit refused")
+        raise LeaseFenced("its lease is held elsewhere: commit refused")
     if f.key not in reads:
         seen = {k: v for k, v in seen.items() if k != f.key}
     return done, seen
