@@ -37,6 +37,7 @@ from storage.accesslog import AccessLogBuffer
 from storage.errors import NotFound
 from storage.keyspace import ACCESS_LOG, component, space
 from storage.metadata import Item, Txn
+from storage.metadata.fence import LeaseFenced
 from storage.objects import PutOptions
 from storage.records import Bucket, pack, unpack
 from storage.telemetry import ACCESS_LOG_COUNTS
@@ -137,6 +138,8 @@ class AccessLogDelivery:
                 try:
                     await self._deliver(bucket, group)
                     self._failures.pop(bucket, None)
+                except LeaseFenced:
+                    raise  # not the target's failure: another gateway delivers them now
                 except Exception:  # noqa: BLE001 - kept staged, retried a little later
                     await self._failed(bucket, group)
             if bucket in self._retry_at:
