@@ -126,10 +126,11 @@ def single_content_length(buf: bytes, end: int, request_line: bool = True) -> by
 
 CL_NAME = b"content-length:"
 _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
-_VALUE = rb"[^\x00-\x08\x0a-\x1f]*"  # what the parser refuses in a value: control bytes but HT
+_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"  # what the parser refuses in a value: control bytes
+# (DEL too) but HT
 _WHOLE_LINE = re.compile(rb"(" + _TCHAR + rb"+):(" + _VALUE + rb")")
 _NAME_PART = re.compile(_TCHAR + rb"*")
-_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f]")
+_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class HeadHold:
@@ -139,7 +140,8 @@ class HeadHold:
     once (a held part grows in a `bytearray` and only its new bytes are searched), so a head
     trickled a byte at a time costs what one read of it would."""
 
-    __slots__ = ("_held", "_in_value", "_length", "_line", "_lines", "_open", "_passing")
+    __slots__ = ("_held", "_in_value", "_length", "_line", "_line_at", "_lines", "_open",
+                 "_passing")
 
     def __init__(self) -> None:
         self.reset()
@@ -153,6 +155,7 @@ class HeadHold:
         self._passing = False  # a line the parser refuses: nothing to hold of this head
         self._length: bytes | None = None  # the held part's first Content-Length value
         self._in_value = False  # the unfinished held line's colon came
+        self._line_at = 0  # where in the held part its unfinished line begins
 
     def feed(self, data: bytes) -> bytes:
         """The bytes the parser may have now, `data` being the head's next read (and, once
@@ -202,7 +205,7 @@ class HeadHold:
         assert held is not None
         start = len(held)
         held += data
-        line = held.rfind(b"\n", 0, start) + 1  # where the line `data` continues began
+        line = self._line_at  # where the line `data` continues began (kept: no search back)
         nl = held.find(b"\n", start)
         while nl >= 0:  # never at 0: the held part begins with "content-length:"
             if held[nl - 1] != 0x0D:  # a bare LF: the parser's to refuse, now
@@ -216,6 +219,9 @@ class HeadHold:
             nl = held.find(b"\n", line)
         if line >= start:  # the unfinished line began in this read
             self._in_value = False
+        elif start < len(held) and held[start - 1] == 0x0D:  # a CR the last read ended with
+            return self._pass()  # is followed by no LF: a bare CR in the line
+        self._line_at = line
         new = held[max(line, start):]  # its bytes not looked at yet (a trickle costs one look)
         if not self._start_fits(new[:-1] if new.endswith(b"\r") else new):
             return self._pass()
