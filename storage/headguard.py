@@ -31,8 +31,9 @@ gets a head's lines as they come, up to its first Content-Length line; from ther
 held back until it is whole (`HeadHold`), however the reads cut it. A partial line is held only
 while it could still become that Content-Length line (at most its first 15 bytes), so a head
 the parser refuses before it (a garbage request line, TLS on a plain port) is refused at once,
-and a bare LF in the held part hands it to the parser at once too (the parser refuses it, and
-the blank line this hold waits for may never come).
+and a line of the held part the parser refuses (a bare LF or CR, a name not a token, no colon,
+a control byte in a value, a differing Content-Length) hands it to the parser at once too (the
+blank line this hold waits for may never come).
 
 A body's chunked framing the parser refuses in a later socket read, once the request's
 handler runs, is that request's body error (`RequestPayloadError` from its stream, as
