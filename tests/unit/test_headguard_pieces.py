@@ -124,3 +124,26 @@ def test_any_cut_answers_as_one_read(lines: list[bytes], at: int, eol: bytes,
     def status(out: bytes) -> bytes:
         return out.split(b"\r\n", 1)[0].split(b" ", 1)[-1]
     assert status(asyncio.run(_answer(pieces))) == status(asyncio.run(_answer([head])))
+
+
+@pytest.mark.parametrize("before", [b"", CL_HEAD, CL_HEAD + b"X-A: v", CL_HEAD + b"X-A: v\r"])
+def test_aiohttps_empty_reparse_call_reaches_the_parser(
+        before: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp calls data_received(b"") itself to re-parse what it buffered while reading
+    was paused (dd4abf6: a node's streamed PUT stalled when the hold swallowed it); it must
+    reach aiohttp's own data_received whatever the hold has, and not end the hold."""
+    from aiohttp.web_protocol import RequestHandler
+    seen: list[bytes] = []
+    monkeypatch.setattr(RequestHandler, "data_received",
+                        lambda self, data: seen.append(bytes(data)))
+
+    async def run() -> None:
+        server = web.Server(lambda r: web.Response())
+        handler = capped_handler(server, 20.0, 16384,
+                                 lambda: closing_answer(400, "text/plain", b"big"))
+        handler.data_received(before)
+        seen.clear()
+        handler.data_received(b"")
+        assert seen == [b""]
+        await server.shutdown()
+    asyncio.run(run())
