@@ -30,7 +30,6 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
-from nodes import faults as node_faults
 from nodes.disk import is_disk_full
 from nodes.handlers import NODE, STATS, ApiError, NodeState, _quarantine
 from nodes.shardfile import UNCHANGED, ShardExists, check_shard_id
@@ -45,6 +44,7 @@ from storage.errors import (
 )
 from storage.shards.auth import BODY_HEADER, body_digest
 from storage.shards.format import FrameLayoutError, FrameScanner
+from storage.testing import node_faults
 
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # whole request body
 MAX_BATCH_OPS = 256

@@ -16,7 +16,6 @@ from typing import Any
 
 from aiohttp import web
 
-from nodes import faults as node_faults
 from nodes.directio import writes_direct
 from nodes.disk import DiskShardStore, is_disk_full
 from nodes.logs import JsonLog
@@ -31,6 +30,7 @@ from storage.errors import (
 )
 from storage.shards.auth import BODY_MODE_HEADER, BODY_TRAILER, TRAILER_BYTES, Verifier
 from storage.shards.format import FrameLayoutError, FrameScanner
+from storage.testing import node_faults
 from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
 SEGMENTS_HEADER = "X-Tessera-Segments"

@@ -1,7 +1,7 @@
 """Acknowledged writes survive ANY m further failures, on real processes.
 
 A storage node is made to fail every shard write from its first while it still answers its
-health probe (`nodes/faults.py`), or to die (SIGKILL) on its Nth shard write;
+health probe (`storage/testing/node_faults.py`), or to die (SIGKILL) on its Nth shard write;
 PUTs of every write path (batched small shards, whole 1 MiB shards, streamed multi-segment
 shards), a multipart upload and a CopyObject go on through boto3. Each acknowledged
 object must name k+m distinct nodes, none the failed one, zone-safely (its failed shard was
