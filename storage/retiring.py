@@ -17,8 +17,9 @@ a process killed in between leaves the marker, which the reclaim worker finishes
 gone for S3 from the first transaction on; only its collection is spread out.
 
 Markers:
-- `{"version": record, "due": ns}`: a retired version; each step queues a batch of its
-  stripes for collection at `due` and deletes their `X` entries. A step repeated after a
+- `{"stripes": [[stripe id, nodes], ...], "due": ns}`: a retired version's stripes (or an
+  expired restored copy's); each step queues a batch of them for collection at `due` and
+  deletes their `X` entries. A step repeated after a
   crash writes the same keys again (the same GC key, a delete of a deleted key): harmless.
 - `{"upload": id, "kept": [part numbers], "due": ns}`: a completed (`kept` = the parts the
   object is made of) or aborted (`kept` empty) upload; each step deletes a batch of its part
@@ -39,17 +40,27 @@ from storage.records import ObjectVersion, pack, unpack
 
 log = logging.getLogger("tessera.retiring")
 
-INLINE_PARTS = 128  # at most this many parts: retired in the removal's own transaction
-STEP_PARTS = 200  # parts per step: at most 2 operations each (a GC put, an X delete)
+# Both fit etcd's default --max-txn-ops (128), not only the 1024 of Tessera's own members: an
+# abort of INLINE_PARTS parts is 3 ops each (+1), a step at most 3 per part (P, G, X).
+INLINE_PARTS = 40  # at most this many parts: retired in the removal's own transaction
+STEP_PARTS = 40  # parts per step
 
 
 def new_key(bucket: str, key: str) -> bytes:
     return retiring_key(bucket, key, secrets.token_hex(8))
 
 
+def stripes_marker(bucket: str, key: str, stripes: list[tuple[bytes, list[Any]]],
+                   due_ns: int) -> tuple[bytes, bytes]:
+    """The marker (key, value) that queues `stripes` ((stripe id, nodes) of a removed
+    version or restored copy) for collection at `due_ns` and deletes their `X` entries."""
+    return new_key(bucket, key), pack({"stripes": [list(s) for s in stripes], "due": due_ns})
+
+
 def version_marker(v: ObjectVersion, due_ns: int) -> tuple[bytes, bytes]:
     """The marker (key, value) that retires version `v`'s stripes after its removal."""
-    return new_key(v.bucket, v.key), pack({"version": v.encode(), "due": due_ns})
+    return stripes_marker(v.bucket, v.key, [(p.stripe_id, list(p.nodes)) for p in v.parts
+                                            if p.stripe_id], due_ns)
 
 
 def upload_marker(bucket: str, key: str, upload_id: str, kept: list[int],
@@ -67,16 +78,15 @@ def _queue(stripe_id: bytes, nodes: list[Any], due: int, puts: dict[bytes, bytes
         deletes.append(stripe_index_key(stripe_id))
 
 
-async def _version_steps(meta: MetadataStore, item: Item, m: dict[str, Any]) -> bool:
-    v = ObjectVersion.decode(m["version"])
+async def _stripe_steps(meta: MetadataStore, item: Item, m: dict[str, Any]) -> bool:
     due = int(m["due"])
     compares = {item.key: item.revision}
-    parts = [p for p in v.parts if p.stripe_id]
-    for at in range(0, len(parts), STEP_PARTS):
+    stripes = m["stripes"]
+    for at in range(0, len(stripes), STEP_PARTS):
         puts: dict[bytes, bytes] = {}
         deletes: list[bytes] = []
-        for p in parts[at:at + STEP_PARTS]:
-            _queue(p.stripe_id, p.nodes, due, puts, deletes)
+        for stripe_id, nodes in stripes[at:at + STEP_PARTS]:
+            _queue(bytes(stripe_id), nodes, due, puts, deletes)
         if not await meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
             return False  # finished (or being finished) by another process
     return True
@@ -106,7 +116,7 @@ async def _upload_steps(meta: MetadataStore, item: Item, m: dict[str, Any]) -> b
 async def finish(meta: MetadataStore, item: Item) -> None:
     """Every remaining step of the retirement marker `item`, then the marker's delete."""
     m = unpack(item.value)
-    steps = _version_steps if "version" in m else _upload_steps
+    steps = _stripe_steps if "stripes" in m else _upload_steps
     if await steps(meta, item, m):
         await meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
 

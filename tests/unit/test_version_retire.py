@@ -99,3 +99,17 @@ def test_a_pending_restore_job_goes_with_the_version() -> None:
     for remove in (_object_service_ops, _reclaim_ops):
         _, _, deletes = remove(v)
         assert v.restore["queue_key"] in deletes, remove.__name__
+
+
+def test_an_expired_restored_copy_of_many_parts_goes_in_steps() -> None:
+    """The restore-expiry worker's retirement of a 600-stripe copy: 2 ops per stripe in one
+    transaction was over etcd's 1024; now one retirement marker naming every stripe with
+    its nodes (`storage/retiring.py` works through it in steps)."""
+    from storage import archive
+
+    stripes = [{"stripe_id": p.stripe_id, "nodes": p.nodes} for p in _parts(2)]
+    puts, deletes, markers = archive._retire("b", "big", stripes)
+    assert _etcd_ops(puts, deletes) == 1 and list(puts) == markers
+    value = unpack_record(puts[markers[0]])
+    assert [(bytes(s), n) for s, n in value["stripes"]] == [
+        (p.stripe_id, NODES) for p in _parts(2)]
