@@ -45,6 +45,10 @@ from tests.integration.cluster import LocalCluster, fetch, wait_for
 from tests.integration.test_clock_skew import FAKETIME
 
 DAY = 86400.0
+# Shard files' mtimes are the kernel's real time, not the faked one: after a move of a day
+# a shard written a second ago looks a day old, and the orphan sweep (grace 1 day) deleted
+# a transition's new shards before their commit named them. A year: no move reaches it.
+ORPHAN_GRACE_S = 365 * 86400
 PASS_EVERY_S = 2  # the gateway's lifecycle pause (real seconds: the offset holds between moves)
 BODY = 200 * 1024  # over the 128 KiB below which S3 transitions nothing by default
 LATENCY = {("GLACIER", "Expedited"): 300.0, ("GLACIER", "Standard"): 4 * 3600.0,
@@ -91,7 +95,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, clock: Clock) -> Iterator[
     os.environ.update(faked)  # (only `tessera up`, started now, inherits it)
     try:
         c = LocalCluster(tmp_path_factory.mktemp("archive-clock-cluster"), first_config=lambda
-                         text: text + f"\n[archive]\nlifecycle_interval_s = {PASS_EVERY_S}\n")
+                         text: text + f"\n[archive]\nlifecycle_interval_s = {PASS_EVERY_S}\n"
+                         f"\n[repair]\norphan_grace_s = {ORPHAN_GRACE_S}\n")
         c.start()
     finally:
         for k, v in saved.items():
