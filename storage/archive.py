@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from storage import inline_bodies
+from storage import inline_bodies, retiring
 from storage.config import ArchiveSettings, Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
@@ -138,11 +138,18 @@ def _ident_key(name: str, when: float, v: ObjectVersion) -> bytes:
     return archive_job_key(name, int(when * 1e9), v.bucket, v.key, v.version_id)
 
 
-def _retire(stripes: list[dict[str, Any]]) -> tuple[dict[bytes, bytes], list[bytes]]:
-    """A restored copy's stripes retired: their GC entries, their `X` keys to delete."""
+def _retire(bucket: str, key: str, stripes: list[dict[str, Any]]
+            ) -> tuple[dict[bytes, bytes], list[bytes], list[bytes]]:
+    """A restored copy's stripes retired: their GC entries, their `X` keys to delete; or,
+    past `retiring.INLINE_PARTS` stripes, a retirement marker (etcd's txn limit), whose key
+    is returned last for `retiring.finish_now`."""
+    if len(stripes) > retiring.INLINE_PARTS:
+        marker, value = retiring.stripes_marker(
+            bucket, key, [(s["stripe_id"], s["nodes"]) for s in stripes], time.time_ns())
+        return {marker: value}, [], [marker]
     puts = {gc_key(time.time_ns(), s["stripe_id"]): pack({"nodes": s["nodes"]})
             for s in stripes if s["nodes"]}
-    return puts, [stripe_index_key(s["stripe_id"]) for s in stripes]
+    return puts, [stripe_index_key(s["stripe_id"]) for s in stripes], []
 
 
 @dataclass
@@ -400,19 +407,25 @@ class ArchiveService:
         for item in items:
             bucket, key, vid = archive_job_of(item.key)
 
-            def clear(v: ObjectVersion, key_: bytes = item.key) -> Change | None:
+            markers: list[bytes] = []
+
+            def clear(v: ObjectVersion, key_: bytes = item.key,
+                      markers: list[bytes] = markers) -> Change | None:
                 if v.restore.get("expiry_key") != key_:
                     return None
                 # the copy's nodes as the record under compare names them (repair may have
                 # moved a shard since the restore wrote `AE`)
-                puts, dels = _retire(restored_stripes(v.restore))
+                puts, dels, markers[:] = _retire(v.bucket, v.key, restored_stripes(v.restore))
                 return Change(fields={"restore": {}}, puts=puts, deletes=[key_, *dels])
 
             if await self.mutate(bucket, key, vid, clear) is None:
                 # the version is gone or has moved on: only the copy's stripes remain
-                gc_puts, x_deletes = _retire(unpack(item.value).get("stripes", []))
-                await self._meta.txn(Txn(compares={item.key: item.revision}, puts=gc_puts,
-                                         deletes=(item.key, *x_deletes)))
+                gc_puts, x_deletes, markers[:] = _retire(
+                    bucket, key, unpack(item.value).get("stripes", []))
+                if not await self._meta.txn(Txn(compares={item.key: item.revision},
+                                                puts=gc_puts, deletes=(item.key, *x_deletes))):
+                    markers.clear()
+            await retiring.finish_now(self._meta, markers)
             self.stats.restores_expired += 1
         return len(items)
 

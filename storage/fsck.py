@@ -218,6 +218,8 @@ class _Records:
             self.volumes.add(str(unpack(it.value)["id"]))
         elif kind == ks.VOLUME_GONE:
             self.gone.add(key[1])
+        elif kind == ks.RETIRING and "upload" in (m := unpack(it.value)):
+            self.uploads.add(str(m["upload"]))  # its part records go in steps (`retiring`)
         elif kind in POINTERS:
             self.pointers[key[1]] += 1
             p = unpack(it.value)

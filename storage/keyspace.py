@@ -59,6 +59,11 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
                                           .delete, finished by the reclaim worker)
     (VC, volume id, token)                a snapshot delete's collect marker (owner:
                                           VolumeService.delete_snapshot / finish_collect)
+    (RT, bucket, key, token)              a version or upload of more than `retiring.INLINE_PARTS`
+                                          parts whose stripes and part records are still being
+                                          retired in bounded steps (storage/retiring.py; owner:
+                                          ObjectService / MultipartService, finished by the
+                                          reclaim worker after a crash)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
     (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
@@ -102,6 +107,7 @@ JOURNAL_KEPT = "VJK"  # folded journal segments a snapshot still replays
 JOURNAL_HEAD = "VJH"  # bumped by every journal append: a snapshot sees one land
 VOLUME_GONE = "VD"  # a deleted volume whose pointers are still being retired
 VOLUME_COLLECT = "VC"  # a volume whose deleted snapshot's pointers are still being retired
+RETIRING = "RT"  # a many-part version or upload whose stripes are still being retired
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
@@ -389,6 +395,12 @@ def volume_gone_key(vid: str) -> bytes:
     """A deleted volume's record, kept from its delete until its extent pointers and journal
     segments are retired and its origins no longer list it (a killed delete resumes)."""
     return pack(VOLUME_GONE, vid)
+
+
+def retiring_key(bucket: str, key: str, token: str) -> bytes:
+    """A many-part version's or upload's retirement still in progress (`storage.retiring`);
+    `token` is fresh per retirement: two null versions retired in turn keep their own."""
+    return pack(RETIRING, bucket, key, token)
 
 
 def volume_collect_key(vid: str, token: str) -> bytes:

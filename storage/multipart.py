@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from storage import object_lock
+from storage import object_lock, retiring
 from storage.conditions import WriteConditions
 from storage.crypto import keys
 from storage.datakeys import etag_for, etag_hides_md5
@@ -315,7 +315,8 @@ class MultipartService:
         for _ in range(COMPLETE_TRIES):
             up, rev = await self.get(b, key, upload_id)
             try:
-                v, extra = await self._assemble(up, b, listed, expected or {}, expected_type)
+                v, extra, markers = await self._assemble(up, b, listed, expected or {},
+                                                         expected_type)
             except InvalidInput:
                 # Its parts are not read in one snapshot: a completion or abort (here or on
                 # another gateway) that deletes them meanwhile is not the client's bad part.
@@ -331,6 +332,7 @@ class MultipartService:
                                            fresh=False)
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
+            await retiring.finish_now(self._meta, markers)
             return v
         # Parts kept moving (repair, rebalance) faster than they could be read and committed:
         # nothing committed, the upload stays open; the client's retry comes after its backoff.
@@ -362,8 +364,10 @@ class MultipartService:
 
     async def _assemble(self, up: Upload, b: Bucket, listed: Sequence[ListedPart],
                         expected: dict[str, str], expected_type: str | None = None
-                        ) -> tuple[ObjectVersion, Txn]:
-        """Merge the listed parts with the stored ones (both in part-number order)."""
+                        ) -> tuple[ObjectVersion, Txn, list[bytes]]:
+        """Merge the listed parts with the stored ones (both in part-number order): the
+        version, what its commit also applies, and the retirement marker (`retiring`) of
+        an upload of more than `retiring.INLINE_PARTS` parts, to finish once it applied."""
         version_id = new_version_id() if b.versioning == "Enabled" else NULL_VERSION
         v = up.shell(version_id)
         v.content_type, v.user_meta, v.headers = up.content_type, up.user_meta, up.headers
@@ -379,8 +383,10 @@ class MultipartService:
         default = None if combiner is not None else Combiner(DEFAULT_ALGORITHM, FULL_OBJECT)
         idx = 0
         prev: Part | None = None
+        records: list[bytes] = []  # every part record, deleted with the upload ...
+        unlisted: list[Part] = []  # ... these parts' stripes retired
         async for p in self.iter_parts(up.upload_id):
-            deletes.append(part_key(up.upload_id, p.number))
+            records.append(part_key(up.upload_id, p.number))
             if idx < len(listed) and listed[idx].number < p.number:
                 raise InvalidPart(listed[idx].number, listed[idx].etag)
             if idx < len(listed) and listed[idx].number == p.number:
@@ -405,9 +411,19 @@ class MultipartService:
                 v.parts.append(p.layout())
                 v.size += p.size
             else:
-                self._retire_part(p, puts, deletes, 0.0)
+                unlisted.append(p)
         if idx < len(listed):
             raise InvalidPart(listed[idx].number, listed[idx].etag)
+        markers = []
+        if len(records) > retiring.INLINE_PARTS:  # in bounded steps after the commit
+            marker, value = retiring.upload_marker(up.bucket, up.key, up.upload_id,
+                                                   [p.number for p in v.parts], time.time_ns())
+            puts[marker] = value
+            markers.append(marker)
+        else:
+            deletes.extend(records)
+            for p in unlisted:
+                self._retire_part(p, puts, deletes, 0.0)
         v.etag = _multipart_etag([p.etag for p in v.parts])
         if combiner is not None:
             v.checksums = {combiner.algorithm: combiner.value()}
@@ -423,20 +439,31 @@ class MultipartService:
         if expected_type is not None and expected_type != have:
             raise ChecksumTypeMismatch(have)
         v.last_modified = time.time()
-        return v, Txn(compares={}, puts=puts, deletes=tuple(deletes))
+        return v, Txn(compares={}, puts=puts, deletes=tuple(deletes)), markers
 
     async def abort(self, b: Bucket, key: str, upload_id: str) -> None:
-        """Delete the upload and retire every part's stripe."""
+        """Delete the upload and retire every part's stripe (an upload of more than
+        `retiring.INLINE_PARTS` parts: its record goes at once, its parts in bounded steps)."""
         while True:
             _, rev = await self.get(b, key, upload_id)
             ukey = upload_key(b.name, key, upload_id)
             puts: dict[bytes, bytes] = {}
             deletes: list[bytes] = [ukey]
-            async for p in self.iter_parts(upload_id):
-                deletes.append(part_key(upload_id, p.number))
-                self._retire_part(p, puts, deletes, 0.0)
+            parts = await self._meta.range(*span(part_prefix(upload_id)),
+                                           limit=retiring.INLINE_PARTS + 1)
+            markers = []
+            if len(parts) > retiring.INLINE_PARTS:
+                marker, value = retiring.upload_marker(b.name, key, upload_id, [],
+                                                       time.time_ns())
+                puts[marker] = value
+                markers.append(marker)
+            else:
+                for it in parts:
+                    deletes.append(it.key)
+                    self._retire_part(Part.decode(it.value), puts, deletes, 0.0)
             if await self._meta.txn(Txn(compares={ukey: rev}, puts=puts,
                                         deletes=tuple(deletes))):
+                await retiring.finish_now(self._meta, markers)
                 return
 
     async def abort_all(self, b: Bucket) -> int:

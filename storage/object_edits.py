@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from storage import inline_bodies
+from storage import inline_bodies, retiring
 from storage.buckets import BucketService
 from storage.conditions import DeleteConditions
 from storage.errors import ObjectNotFound
@@ -167,9 +167,10 @@ class ObjectEdits:
                             puts[okey] = rest[0][1].encode()
                         else:
                             deletes.append(okey)
-            self._retire([r for r in retired if not r.delete_marker], puts, deletes)
+            markers = self._retire([r for r in retired if not r.delete_marker], puts, deletes)
             self.buckets.guard(b, compares)
             if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
+                await retiring.finish_now(self._meta, markers)
                 return result
             b = await self.buckets.get(tenant, bucket)  # it may be what changed
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from storage import inline_bodies, object_lock
+from storage import inline_bodies, object_lock, retiring
 from storage.buckets import BucketService
 from storage.conditions import WriteConditions
 from storage.config import Config
@@ -274,12 +274,13 @@ class ObjectService(ObjectReads, ObjectEdits):
             if retired:  # a write never replaces a locked (null) version
                 await object_lock.judged(partial(_check_retired, retired),
                                          self.lock_clock.now)
-            for p in v.parts:
+            for p in v.parts if fresh or len(v.parts) <= retiring.INLINE_PARTS else ():
+                # (a many-part completion's parts keep their "part" entries: `retiring`)
                 if p.stripe_id:
                     self.index_part(puts, p, {"state": "live", "bucket": v.bucket, "key": v.key,
                                               "version": v.version_id, "part": p.number},
                                     compares if fresh else None)
-            self._retire(retired, puts, deletes)
+            markers = self._retire(retired, puts, deletes)
             if extra is not None:
                 compares.update(extra.compares)
                 puts.update(extra.puts)
@@ -292,6 +293,7 @@ class ObjectService(ObjectReads, ObjectEdits):
                     Txn(compares=compares, puts=puts, deletes=tuple(deletes)), reads)
             if done:
                 die_at("after-commit", v.key)
+                await retiring.finish_now(self._meta, markers)
                 return
             if extra is not None:
                 for k, rev in extra.compares.items():
@@ -336,14 +338,16 @@ class ObjectService(ObjectReads, ObjectEdits):
         return newest
 
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
-                deletes: list[bytes]) -> None:
+                deletes: list[bytes]) -> list[bytes]:
         """Retire replaced versions for good (`version_retire`): their stripes collected after
         a grace period, an archived version's restore job dropped and its restored copy
         handed to the restore-expiry queue as due then too, as on S3, where deleting the
-        object deletes the copy (2 ops per version, whatever its part count)."""
+        object deletes the copy (2 ops per version, whatever its part count). Returns the
+        retirement markers of many-part versions, for `retiring.finish_now` once the
+        transaction applied (each costs the transaction 1 op, not 2 per part)."""
         due = time.time_ns() + int(self.gc_grace_s * 1e9)
-        for old in versions:
-            retire_version(old, due, puts, deletes)
+        markers = [retire_version(old, due, puts, deletes) for old in versions]
+        return [m for m in markers if m is not None]
 
     async def discard_parts(self, parts: list[PartLayout]) -> None:
         """Queue the stripes of a write whose commit failed for collection now; when the

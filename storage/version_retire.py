@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage import inline_bodies
+from storage import inline_bodies, retiring
 from storage.keyspace import RESTORE_EXPIRY, archive_job_key, gc_key, stripe_index_key
 from storage.records import ObjectVersion, pack
 
@@ -29,15 +29,22 @@ def restored_stripes(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def retire_version(v: ObjectVersion, due_ns: int, puts: dict[bytes, bytes],
-                   deletes: list[bytes]) -> None:
+                   deletes: list[bytes]) -> bytes | None:
     """Add to a transaction what retiring `v` (its record deleted by the caller) takes,
-    everything due for collection at `due_ns`."""
+    everything due for collection at `due_ns`. A version of more than
+    `retiring.INLINE_PARTS` parts gets a retirement marker instead of its stripes' queue
+    entries: its key is returned, for `retiring.finish_now` once the transaction applied."""
     inline_bodies.retire(v, deletes)
-    for p in v.parts:
-        if p.stripe_id:
-            if any(p.nodes):
-                puts[gc_key(due_ns, p.stripe_id)] = pack({"nodes": list(p.nodes)})
-            deletes.append(stripe_index_key(p.stripe_id))
+    marker = None
+    if len(v.parts) > retiring.INLINE_PARTS:
+        marker, value = retiring.version_marker(v, due_ns)
+        puts[marker] = value
+    else:
+        for p in v.parts:
+            if p.stripe_id:
+                if any(p.nodes):
+                    puts[gc_key(due_ns, p.stripe_id)] = pack({"nodes": list(p.nodes)})
+                deletes.append(stripe_index_key(p.stripe_id))
     r = v.restore
     if r.get("queue_key"):
         deletes.append(r["queue_key"])  # the restore job: its worker would find no version
@@ -48,3 +55,4 @@ def retire_version(v: ObjectVersion, due_ns: int, puts: dict[bytes, bytes],
             puts[due] = pack({"stripes": stripes})
         if r["expiry_key"] != due:  # (a put and a delete of one key: etcd refuses the txn)
             deletes.append(r["expiry_key"])
+    return marker

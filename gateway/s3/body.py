@@ -46,6 +46,25 @@ def content_md5_hex(value: str | None) -> str | None:
     return raw.hex()
 
 
+def sha256_mismatch(expected: str, computed: str) -> S3Error:
+    return S3Error("XAmzContentSHA256Mismatch", ClientComputedContentSHA256=expected,
+                   S3ComputedContentSHA256=computed)
+
+
+def check_whole_body(request: web.BaseRequest, auth: AuthResult, body: bytes) -> None:
+    """The signed payload SHA-256 and Content-MD5 of a body read whole apart from
+    `RequestBody` (CompleteMultipartUpload, whose x-amz-checksum-* headers describe the
+    object, not the body): a body the signature does not cover is refused, as on S3."""
+    if auth.payload_mode.startswith("sha256:"):
+        got = hashlib.sha256(body).hexdigest()
+        if got != auth.payload_mode[7:]:
+            raise sha256_mismatch(auth.payload_mode[7:], got)
+    md5 = content_md5_hex(request.headers.get("Content-MD5"))
+    if md5 is not None and md5 != hashlib.md5(body).hexdigest():
+        raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we "
+                      "received.")
+
+
 class RequestBody:
     def __init__(self, request: web.BaseRequest, auth: AuthResult, max_size: int) -> None:
         h = request.headers
@@ -219,9 +238,7 @@ class RequestBody:
     def verify(self, md5_hex: str) -> dict[str, str]:
         """Check every digest the client sent; return the checksums to store."""
         if self._sha256 is not None and self._sha256.hexdigest() != self._expected_sha256:
-            raise S3Error("XAmzContentSHA256Mismatch",
-                          ClientComputedContentSHA256=self._expected_sha256 or "",
-                          S3ComputedContentSHA256=self._sha256.hexdigest())
+            raise sha256_mismatch(self._expected_sha256 or "", self._sha256.hexdigest())
         if self.content_md5 is not None and self.content_md5 != md5_hex:
             raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we "
                           "received.")

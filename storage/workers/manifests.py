@@ -12,6 +12,7 @@ import contextlib
 import enum
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from storage.keyspace import (
@@ -98,13 +99,20 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
         if vx is None or bytes(unpack(vx.value).get("stripe") or b"") != stripe_id:
             return "gone"
         return Manifest(items=[vx], part=_extent_layout(vx.value), kind="extent")
-    bucket, key, vid = ref["bucket"], ref["key"], ref["version"]
+    return await _version_manifest(meta, ref["bucket"], ref["key"],
+                                   lambda v: v.version_id == ref["version"], stripe_id, state)
+
+
+async def _version_manifest(meta: MetadataStore, bucket: str, key: str,
+                            match: Callable[[ObjectVersion], bool], stripe_id: bytes,
+                            state: str) -> Manifest | str:
+    """The manifest of a stripe of the version of `bucket`/`key` that `match` picks."""
     items: list[Item] = []
     cur = await meta.get(object_key(bucket, key))
-    if cur is not None and ObjectVersion.decode(cur.value).version_id == vid:
+    if cur is not None and match(ObjectVersion.decode(cur.value)):
         items.append(cur)
     for it in await meta.range(*span(version_prefix(bucket, key)), limit=100000):
-        if ObjectVersion.decode(it.value).version_id == vid:
+        if match(ObjectVersion.decode(it.value)):
             items.append(it)
     for it in items:
         v = ObjectVersion.decode(it.value)
@@ -122,10 +130,16 @@ def restored_parts(v: ObjectVersion) -> list[PartLayout]:
 
 
 async def _part_manifest(meta: MetadataStore, ref: dict, stripe_id: bytes) -> Manifest | str:
-    """The manifest of an open upload's part ("gone" once completed, aborted or replaced)."""
+    """The manifest of an open upload's part ("gone" once completed, aborted or replaced).
+    A part of a completed upload of more than `retiring.INLINE_PARTS` parts keeps its
+    "part" entry: its manifest is then the version that upload made, if any."""
     item = await meta.get(part_key(str(ref["upload"]), int(ref["part"])))
     up = await meta.get(upload_key(str(ref["bucket"]), str(ref["key"]), str(ref["upload"])))
-    if item is None or up is None:
+    if up is None:
+        return await _version_manifest(meta, str(ref["bucket"]), str(ref["key"]),
+                                       lambda v: v.upload_id == ref["upload"], stripe_id,
+                                       "live")
+    if item is None:
         return "gone"
     part = Part.decode(item.value)
     if part.stripe_id != stripe_id:

@@ -19,7 +19,8 @@ crash resumes where it stopped, and a batch that raced another writer is redone)
 then the tenant record is marked `reclaimed`, and `tessera tenant delete` succeeds.
 
 Before any of that, each step finishes a volume delete that was killed part way (its `VD`
-record: `storage/volume_gone.py`), then a snapshot delete that was (its `VC` marker:
+record: `storage/volume_gone.py`), a many-part version's or upload's retirement that was
+(its `RT` marker: `storage/retiring.py`), then a snapshot delete that was (its `VC` marker:
 `VolumeService.finish_collect`). A marker whose step raises is logged and skipped for a
 back-off that doubles per failure (`BACKOFF_FIRST_S` to `BACKOFF_MAX_S`): the other markers
 and the tenant reclaims go on meanwhile, instead of that one marker failing every step.
@@ -32,8 +33,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from storage import retiring
 from storage.keyspace import (
     ACCESS_KEY,
+    RETIRING,
     TENANT,
     VOLUME_COLLECT,
     VOLUME_GONE,
@@ -46,7 +49,6 @@ from storage.keyspace import (
     kms_key_prefix,
     next_key,
     object_prefix,
-    part_prefix,
     space,
     span,
     stripe_index_key,
@@ -61,7 +63,6 @@ from storage.keyspace import (
     volume_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
-from storage.multipart_records import Part
 from storage.records import AccessKey, Bucket, ObjectVersion, Tenant, pack
 from storage.version_retire import retire_version
 from storage.volume_gone import gone_volume_step, retire_pointers_step
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tessera.reclaim")
 BATCH = 200
+BATCH_OPS = 512  # a batch stops taking version records here (etcd: --max-txn-ops 1024) ...
+BATCH_BYTES = 512 * 1024  # ... or here (a request of at most 1.5 MiB)
 BACKOFF_FIRST_S = 1.0  # a failing VD/VC marker's first pause; doubled per failure
 BACKOFF_MAX_S = 300.0
 
@@ -91,6 +94,11 @@ class _Batch:
             if any(nodes):
                 self.puts[gc_key(self.due, stripe_id)] = pack({"nodes": list(nodes)})
             self.deletes.append(stripe_index_key(stripe_id))
+
+    def full(self) -> bool:
+        """Whether the batch has grown to `BATCH_OPS` operations or `BATCH_BYTES`."""
+        return (len(self.puts) + len(self.deletes) >= BATCH_OPS
+                or sum(map(len, self.puts.values())) >= BATCH_BYTES)
 
     def drop(self, item: Item) -> None:
         self.compares[item.key] = item.revision
@@ -124,10 +132,10 @@ async def _bucket_step(meta: MetadataStore, tenant: str, name: str, grace_s: flo
         for up in uploads:
             batch.drop(up)
             upload_id = unpack(up.key)[-1]
-            for part in await meta.range(*span(part_prefix(upload_id)), limit=100_000):
-                batch.drop(part)
-                p = Part.decode(part.value)
-                batch.stripe(p.stripe_id, p.nodes)
+            # its parts in `retiring`'s bounded steps (the worker's marker pass finishes them)
+            marker, value = retiring.upload_marker(name, unpack(up.key)[2], upload_id, [],
+                                                   batch.due)
+            batch.puts[marker] = value
         await batch.commit(meta)
         return
     dropped = (access_log_prefix(name), version_left_prefix(name))
@@ -136,6 +144,8 @@ async def _bucket_step(meta: MetadataStore, tenant: str, name: str, grace_s: flo
         if records:
             batch = _Batch(grace_s)
             for rec in records:
+                if batch.full():
+                    break  # (many-part versions' markers carry their records)
                 if prefix in dropped:
                     batch.drop(rec)  # undelivered access-log records, deleted versions' places
                 else:
@@ -210,7 +220,8 @@ class TenantReclaimer:
         """One step of a volume delete (`VD`), else of a snapshot delete (`VC`), that a kill
         left; False when none is due (a failing marker waits out its back-off)."""
         kinds: list[tuple[str, Callable[[Item], Any]]] = [
-            (VOLUME_GONE, lambda it: gone_volume_step(self._meta, it, self._grace_s))]
+            (VOLUME_GONE, lambda it: gone_volume_step(self._meta, it, self._grace_s)),
+            (RETIRING, lambda it: retiring.finish(self._meta, it))]
         if self._volumes is not None:
             kinds.append((VOLUME_COLLECT, self._volumes.finish_collect))
         now = self._clock()

@@ -4,7 +4,9 @@ Review18b: a DELETE (overwrite, lifecycle expiry) of a restored archived object 
 restored copy's every stripe in the delete's own transaction (4 ops per part instead of 2),
 so a 300-part restored object's delete went over etcd's `--max-txn-ops` (1024 here) and was
 refused until the restore expired. The copy is now handed to the restore-expiry queue in 2
-ops, by the one helper both removers (ObjectService, the reclaim worker) use.
+ops, by the one helper both removers (ObjectService, the reclaim worker) use; the version's
+own 600 stripes go to a retirement marker (`storage/retiring.py`), so the whole removal is a
+few ops.
 """
 
 from __future__ import annotations
@@ -78,8 +80,11 @@ def test_a_restored_copy_costs_two_ops_in_the_removal() -> None:
         assert old_ae in deletes
         ae = [k for k in puts if k.startswith(b"AE\x00")]
         assert len(ae) == 1 and ae[0] != old_ae
-        due = {int(unpack(k)[1]) for k in puts if k.startswith(b"G\x00")}
+        due = {int(unpack(k)[1]) for k in puts if k.startswith(b"G\x00")} | {
+            int(unpack_record(value)["due"]) for k, value in puts.items()
+            if k.startswith(b"RT\x00")}  # (the version's own stripes: `retiring`'s marker)
         assert due == {int(unpack(ae[0])[1])}
+        assert plain <= 3, (remove.__name__, plain)  # 600 parts: a marker, not 2 ops each
         stripes = unpack_record(puts[ae[0]])["stripes"]
         assert [s["stripe_id"] for s in stripes] == [p.stripe_id for p in _parts(2)]
         assert all(s["nodes"] == NODES for s in stripes)
@@ -94,3 +99,17 @@ def test_a_pending_restore_job_goes_with_the_version() -> None:
     for remove in (_object_service_ops, _reclaim_ops):
         _, _, deletes = remove(v)
         assert v.restore["queue_key"] in deletes, remove.__name__
+
+
+def test_an_expired_restored_copy_of_many_parts_goes_in_steps() -> None:
+    """The restore-expiry worker's retirement of a 600-stripe copy: 2 ops per stripe in one
+    transaction was over etcd's 1024; now one retirement marker naming every stripe with
+    its nodes (`storage/retiring.py` works through it in steps)."""
+    from storage import archive
+
+    stripes = [{"stripe_id": p.stripe_id, "nodes": p.nodes} for p in _parts(2)]
+    puts, deletes, markers = archive._retire("b", "big", stripes)
+    assert _etcd_ops(puts, deletes) == 1 and list(puts) == markers
+    value = unpack_record(puts[markers[0]])
+    assert [(bytes(s), n) for s, n in value["stripes"]] == [
+        (p.stripe_id, NODES) for p in _parts(2)]
