@@ -16,9 +16,9 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
 - **Index.** shard id -> `PackLoc` (pack, body offset, length, write time) of its newest
   PUT, a TOMBSTONE removing it (`nodes.packindex`: sorted arrays plus recent changes);
   live bytes are counted per pack for compaction.
-- **Restart.** Packs are indexed in order, from a sealed pack's footer, else by a scan
-  (`packformat.scan`). A torn tail (bytes after the last complete record, never
-  acknowledged) is copied to `quarantine/` first, then the pack is truncated. Damage inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
+- **Restart.** Packs are indexed in order, each as `nodes.packrecovery` finds it (a sealed
+  pack's footer, else a scan; a torn tail copied to `quarantine/`, then cut off). Damage
+  inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
 - A new pack is fsynced with its directory once, not once per shard. Packs are sealed (no
   more appends) at `seal_bytes`, ending with a footer listing their records: a restart
   reads that, and scans only packs without one that checks (the active pack, a damaged
@@ -45,16 +45,16 @@ import concurrent.futures
 import contextlib
 import hmac
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from nodes import packformat as pf
 from nodes.packindex import PackIndex, PackLoc
+from nodes.packrecovery import PACK_NAME, Damage, keep_aside, pack_name, recover
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
@@ -68,19 +68,6 @@ SEAL_BYTES = 256 * 1024 * 1024
 COMPACT_RATIO = 0.5
 FD_CACHE = 16  # sealed packs' fds the committer keeps open (compaction, same-bytes checks)
 STEP_BYTES = 4 * 1024 * 1024  # bytes a compaction step copies (then the PUTs queued go first)
-PACK_NAME = re.compile(r"^([0-9a-f]{16})\.pack\Z")
-
-
-@dataclass
-class Damage:
-    """What a restart's scan found wrong inside one pack (for scrub and operators)."""
-
-    seq: int
-    gaps: list[tuple[int, int]] = field(default_factory=list)
-    bad: list[pf.Record] = field(default_factory=list)
-    torn: tuple[int, int] | None = None  # [end, size) set aside and cut off
-
-
 @dataclass
 class _Request:
     kind: int
@@ -102,10 +89,6 @@ class _Job:
     pace: float | None = None
     not_before: float = 0.0
     started: bool = False
-
-
-def pack_name(seq: int) -> str:
-    return f"{seq:016x}.pack"
 
 
 class PackStore:
@@ -207,55 +190,17 @@ class PackStore:
                     os.close(self._fds.pop(seq))
 
     def _recover_fd(self, seq: int, fd: int) -> list[pf.Record] | None:
-        size = os.fstat(fd).st_size
-
-        def read_at(off: int, n: int) -> bytes:
-            return os.pread(fd, n, off)
-        listed = pf.read_footer(read_at, size)
-        if listed is not None:
-            self.footers_read += 1
-            for rec in listed:
-                self._apply(seq, rec)
-            self.sizes[seq] = size
-            self.live.setdefault(seq, 0)
-            return None
-        got = pf.scan(read_at, size)
-        recs = [rec for rec in got.records if rec.kind != pf.FOOTER]
-        for rec in recs:
+        got = recover(seq, fd, self.quarantine_dir)
+        for rec in got.records:
             self._apply(seq, rec)
-        harm = Damage(seq, got.gaps, got.bad)
-        if got.end < size:
-            self._set_aside(seq, fd, got.end, size)
-            harm.torn = (got.end, size)
-        self.sizes[seq] = got.end
+        self.sizes[seq] = got.size
         self.live.setdefault(seq, 0)
-        if harm.gaps or harm.bad or harm.torn:
-            self.damage.append(harm)
-        return recs
-
-    def _set_aside(self, seq: int, fd: int, start: int, end: int) -> None:
-        """Copy a torn tail to quarantine (durably), then cut the pack back to `start`."""
-        self._keep_aside(seq, fd, start, end, "torn")
-        os.ftruncate(fd, start)
-        os.fsync(fd)
-
-    def _keep_aside(self, seq: int, fd: int, start: int, end: int, why: str) -> None:
-        """Copy bytes [start, end) of pack `seq` to `quarantine/<pack>.<start>.<ns>.<why>`,
-        durably (file and directory fsynced): bytes no index names are never just lost."""
-        dest = self.quarantine_dir / f"{pack_name(seq)}.{start}.{time.time_ns()}.{why}"
-        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            pos = start
-            while pos < end:
-                chunk = os.pread(fd, min(pf.SEARCH_CHUNK, end - pos), pos)
-                if not chunk:
-                    break
-                os.write(out, chunk)
-                pos += len(chunk)
-            os.fsync(out)
-        finally:
-            os.close(out)
-        fsync_dir(self.quarantine_dir)
+        if got.damage is not None:
+            self.damage.append(got.damage)
+        if got.sealed:
+            self.footers_read += 1
+            return None
+        return got.records
 
     def _new_pack(self, seq: int) -> None:
         fd = os.open(self.pack_dir / pack_name(seq),
@@ -470,7 +415,7 @@ class PackStore:
                     copied += size
                     yield size
             for start, end in harm:  # damage no index names: kept, never silently dropped
-                self._keep_aside(seq, self._fd(seq), start, end, "damaged")
+                keep_aside(self.quarantine_dir, seq, self._fd(seq), start, end, "damaged")
             self._drop(seq)
             yield 0
         return copied

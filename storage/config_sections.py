@@ -172,9 +172,9 @@ class ScrubSettings:
 @dataclass(frozen=True)
 class PackSettings:
     """[packs]: whole shards appended to each node's pack files instead of a file each
-    (issue 17, `nodes.packstore`; 0 bytes = off, the default until packing is complete)."""
+    (issue 17, `nodes.packstore`; on by default since session 19, 0 bytes = off)."""
 
-    max_shard_bytes: int = 0  # whole shards up to this size are packed; 0 = every shard a file
+    max_shard_bytes: int = MiB  # whole shards up to this size are packed; 0 = every shard a file
     seal_bytes: int = 256 * MiB  # a pack takes no more appends once this large
     compact_ratio: float = 0.5  # a sealed pack with less of it live is copied forward
     compact_interval_s: float = 60.0  # how often a node looks for packs to compact

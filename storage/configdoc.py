@@ -203,7 +203,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("scrub", "pause_s"): "Rest between two scrub passes of a node.",
     ("packs", "max_shard_bytes"): "Whole shards up to this many bytes are appended to the "
     "node's pack files (one group-committed fdatasync for many shards, no inode each) "
-    "instead of a file each; 0 = off. Not complete yet (issue 17): leave it 0.",
+    "instead of a file each; 0 = off (every shard a file). Shard files from before stay "
+    "readable, and packs stay readable with it off.",
     ("packs", "seal_bytes"): "A pack file takes no more appends once it is this large.",
     ("packs", "compact_ratio"): "A sealed pack with less than this share of its bytes live "
     "(not deleted or replaced) is compacted: its live records are copied forward and the pack "

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodes import packformat as pf
-from nodes.packstore import PACK_NAME, PackStore
+from nodes.packrecovery import PACK_NAME
+from nodes.packstore import PackStore
 from storage.shards.ids import parse_shard_id, relative_path
 
 # (sid) -> True when the node answered a DELETE of it; False when it could not be reached

@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from ops.admincli import admin_request
 from storage.config import load_config
 from storage.shards.ids import shard_id
 from storage.testing.lies import lie_about
+from tests.held_shards import HeldShard
 from tests.integration.cluster import LocalCluster, stop_processes, wait_for
 
 # The sweep runs once at the start and then only when a node returns or restarts, and a
@@ -55,9 +55,9 @@ def ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.stop()
 
 
-def shard_path(c: LocalCluster, node: str, stripe_id: bytes, index: int) -> Path:
-    sid = shard_id(stripe_id, index)
-    return c.data / "nodes" / node / "shards" / sid[:2] / sid[2:4] / sid
+def shard_path(c: LocalCluster, node: str, stripe_id: bytes, index: int) -> HeldShard:
+    """The shard where the node reads it (packed record or file: `tests.held_shards`)."""
+    return c.shard(node, shard_id(stripe_id, index))
 
 
 def status(c: LocalCluster) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def test_rebuild_from_k_sources_never_copies_a_liar(ns: LocalCluster, size: int)
 
     def honest() -> bool:  # the liar rewritten: every shard the manifest names is original
         now = c.manifest(BUCKET, key).parts[0]
-        return all(n and shard_path(c, n, part.stripe_id, i).is_file() and
+        return all(n and shard_path(c, n, part.stripe_id, i).exists() and
                    shard_path(c, n, part.stripe_id, i).read_bytes() == originals[i]
                    for i, n in enumerate(now.nodes))
 

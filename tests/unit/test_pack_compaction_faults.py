@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import nodes.packstore as ps
-from nodes.packstore import PackStore, pack_name
+from nodes.packrecovery import pack_name
+from nodes.packstore import PackStore
 from storage.config import PackSettings
 from storage.errors import ConfigError
 from tests.contract.node_harness import make_shard

@@ -1,5 +1,5 @@
 """A disk's packs (nodes.packstore): group commit, durable before acknowledged, the index
-rebuilt by a restart, torn tails set aside, kill -9 in mid-append, and a stateful model of
+rebuilt by a restart, kill -9 in mid-append, and a stateful model of
 puts, replaces, deletes and restarts against a dict."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nodes import packformat as pf
 from nodes import packstore
+from nodes.packrecovery import pack_name
 from nodes.packstore import PackStore
 from nodes.shardfile import UNCHANGED, ShardExists
 
@@ -171,30 +172,6 @@ def test_failed_sync_is_not_acknowledged(store: PackStore,
     try:
         assert again.locate(SIDS[0]) is None and read(again, SIDS[1]) == b"kept"
         assert again.damage == []
-    finally:
-        again.close()
-
-
-def test_torn_tail_set_aside_then_appended_after(store: PackStore) -> None:
-    asyncio.run(store.put(SIDS[0], [b"first"]))
-    seq = store._active
-    path = store.pack_dir / packstore.pack_name(seq)
-    good = path.stat().st_size
-    torn = b"".join(pf.encode(pf.PUT, bytes(16), 1, 1, [b"never acknowledged"]))[:-3]
-    with open(path, "ab") as f:
-        f.write(torn)
-    again = reopen(store)
-    try:
-        assert read(again, SIDS[0]) == b"first"
-        assert path.stat().st_size == good
-        assert [(d.seq, d.torn) for d in again.damage] == [(seq, (good, good + len(torn)))]
-        aside = list(again.quarantine_dir.glob("*.torn"))
-        assert len(aside) == 1 and aside[0].read_bytes() == torn
-        asyncio.run(again.put(SIDS[1], [b"second"]))
-        third = reopen(again)
-        assert read(third, SIDS[0]) == b"first" and read(third, SIDS[1]) == b"second"
-        assert third.damage == []
-        third.close()
     finally:
         again.close()
 
@@ -351,7 +328,7 @@ class PackModel(RuleBasedStateMachine):
                 return
             shutil.copytree(self.root, snap)  # the committer, the only writer, waits here
             if at == "written":
-                name = packstore.pack_name(seq)
+                name = pack_name(seq)
                 start, end = self.store.sizes[seq], os.path.getsize(self.store.path_of(seq))
                 os.truncate(snap / "packs" / name, start + int((end - start) * cut))
         self.store.hook = hook

@@ -31,13 +31,13 @@ PACK_MAX = 1 << 20
 class Node:
     """An in-process node (lean front before aiohttp) that can be restarted on its data."""
 
-    def __init__(self, data: Path, pack_max: int) -> None:
+    def __init__(self, data: Path, pack_max: int | None) -> None:  # None: the default
         self.data, self.pack_max = data, pack_max
         self.host, self.port = "", 0
 
     async def start(self) -> None:
-        app = create_app("n1", "az1", self.data, SECRET, 60,
-                         packs=PackSettings(max_shard_bytes=self.pack_max))
+        packs = None if self.pack_max is None else PackSettings(max_shard_bytes=self.pack_max)
+        app = create_app("n1", "az1", self.data, SECRET, 60, packs=packs)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         self.listener = LeanListener(app[NODE], self.runner)
@@ -185,6 +185,35 @@ async def test_files_from_before_and_packs_after_a_switch(tmp_path: Path) -> Non
             assert await off.call("GET", f"/v1/shards/{sid}?first=0&count={n}") == (200, body)
     finally:
         await off.stop()
+
+
+async def test_by_default_a_node_packs_and_reads_its_shard_files_from_before(
+        tmp_path: Path) -> None:
+    """The upgrade: a data directory of shard files (packing off, the old default) under a
+    node with the default settings: the files read back, new small shards are packed."""
+    data = tmp_path / "data"
+    old = Node(data, 0)
+    await old.start()
+    files = [make_shard(frames=2, block_size=BLOCK, last=None) for _ in range(3)]
+    try:
+        for sid, _, _, body in files:
+            assert (await put(old, body, sid))[0] == 201
+    finally:
+        await old.stop()
+    n = Node(data, None)
+    await n.start()
+    sid_new, _, _, body_new = make_shard(frames=2, block_size=BLOCK, last=None)
+    try:
+        for sid, _, _, body in files:
+            assert await n.call("GET", f"/v1/shards/{sid}?first=0&count=2") == (200, body)
+            assert Path(n.store.shard_path(sid)).exists()
+        assert (await put(n, body_new, sid_new))[0] == 201
+        assert n.store.packs is not None and sid_new in n.store.packs.index
+        assert not Path(n.store.shard_path(sid_new)).exists()
+        status, got = await n.call("GET", "/v1/shards")
+        assert {sid_new, *(f[0] for f in files)} <= set(json.loads(got)["shards"])
+    finally:
+        await n.stop()
 
 
 async def test_a_repair_rewrite_of_a_shard_file_moves_it_into_a_pack(tmp_path: Path) -> None:

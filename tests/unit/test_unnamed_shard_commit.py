@@ -15,9 +15,14 @@ import pytest
 
 from nodes.disk import DiskShardStore
 from nodes.shardfile import BodyMismatch, ShardExists
+from storage.config import PackSettings
 from storage.errors import NotFound
 from storage.shards.format import ShardHeader, pack_frame
 from storage.shards.ids import shard_id
+
+# The shard-file path these tests are about (whole shards above [packs] max_shard_bytes,
+# or packing off): small shards would go to a pack by default.
+FILES_ONLY = PackSettings(max_shard_bytes=0)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="no O_TMPFILE here")
 
@@ -59,7 +64,7 @@ class _Opens:
 
 async def test_whole_shard_is_never_named_before_its_commit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = DiskShardStore(tmp_path)
+    store = DiskShardStore(tmp_path, packs=FILES_ONLY)
     await store.start()
     opens = _Opens(monkeypatch)
     links: list[tuple[Any, ...]] = []
@@ -79,7 +84,7 @@ async def test_whole_shard_is_never_named_before_its_commit(
 
 
 async def test_same_bytes_again_succeed_other_bytes_are_refused(tmp_path: Path) -> None:
-    store = DiskShardStore(tmp_path)
+    store = DiskShardStore(tmp_path, packs=FILES_ONLY)
     await store.start()
     sid, raw = _shard()
     stripe = bytes.fromhex(sid.split(".")[0])
@@ -97,7 +102,7 @@ async def test_same_bytes_again_succeed_other_bytes_are_refused(tmp_path: Path) 
 
 async def test_a_body_failing_its_mac_touches_no_disk(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = DiskShardStore(tmp_path)
+    store = DiskShardStore(tmp_path, packs=FILES_ONLY)
     await store.start()
     opens = _Opens(monkeypatch)
     sid, raw = _shard()
@@ -112,7 +117,7 @@ async def test_a_body_failing_its_mac_touches_no_disk(
 @pytest.mark.parametrize("good", [True, False])
 async def test_without_o_tmpfile_named_temp_files_and_the_same_checks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, good: bool) -> None:
-    store = DiskShardStore(tmp_path)
+    store = DiskShardStore(tmp_path, packs=FILES_ONLY)
     await store.start()
     opens = _Opens(monkeypatch, refuse_tmpfile=True)
     sid, raw = _shard()
@@ -145,7 +150,7 @@ async def test_no_proc_or_a_refused_proc_link_falls_back_to_named_temp_files(
     """No /proc (ENOENT), or a sandbox (gVisor) or FUSE filesystem refusing linkat through
     /proc/self/fd (EPERM, EXDEV, EACCES): the shard is committed the named way and the
     store remembers it (before, a refused link failed every whole-shard PUT)."""
-    store = DiskShardStore(tmp_path)
+    store = DiskShardStore(tmp_path, packs=FILES_ONLY)
     await store.start()
     real_link, real_isdir = os.link, os.path.isdir
 
@@ -175,7 +180,7 @@ async def test_an_identical_shard_already_there_is_acknowledged_only_after_a_dir
     """A sender's retry can race its own first attempt: the first writer may have linked
     the shard and not yet fsynced its directory. The duplicate's success (UNCHANGED) used
     to skip the directory fsync, so its 201 could come before the entry was durable."""
-    store = DiskShardStore(tmp_path)
+    store = DiskShardStore(tmp_path, packs=FILES_ONLY)
     await store.start()
     store.unnamed_temp = unnamed
     sid, raw = _shard()
