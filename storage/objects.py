@@ -29,11 +29,9 @@ from storage.keyspace import (
     discarded_key,
     gc_key,
     object_key,
-    repair_key,
     stripe_index_key,
     tenant_key,
     unpack,
-    urgent_repair_key,
     version_key,
 )
 from storage.kms import KmsService
@@ -43,7 +41,6 @@ from storage.metadata import MetadataStore, Txn
 from storage.object_edits import ObjectEdits
 from storage.object_reads import ObjectReads
 from storage.pipeline import StripeCodec
-from storage.placement import zone_safe
 from storage.records import Bucket, ObjectVersion, PartLayout, pack
 from storage.shards.ids import new_stripe_id
 from storage.stripes import StripeStore
@@ -213,12 +210,9 @@ class ObjectService(ObjectReads, ObjectEdits):
         puts[stripe_index_key(part.stripe_id)] = pack(entry)
         if compares is not None:
             compares[discarded_key(part.stripe_id)] = 0
-        if part.size and None in part.nodes:  # acknowledged short: no spare could take it
-            puts[urgent_repair_key(part.stripe_id)] = pack(
-                {"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
-        elif part.size and not zone_safe(part.nodes, self._stripes.cluster_nodes(), part.m):
-            puts[repair_key(part.stripe_id)] = pack(
-                {"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
+        queue = self._stripes.repair_entry(part.stripe_id, part.nodes, part.m) if part.size else None
+        if queue is not None:
+            puts[queue] = pack({"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
 
     async def commit(self, v: ObjectVersion, b: Bucket,
                      conditions: WriteConditions | None = None, extra: Txn | None = None,

@@ -25,6 +25,7 @@ from storage.config import Config, NodeSpec, Profile
 from storage.crypto.aead import TAG_BYTES
 from storage.errors import IntegrityError, Overloaded, QuorumNotReached, StorageError
 from storage.health import HealthTracker
+from storage.keyspace import repair_key, urgent_repair_key
 from storage.lying import LyingShards
 from storage.pipeline import (
     FRAME_BUFFERS,
@@ -33,7 +34,7 @@ from storage.pipeline import (
     segment_length,
     shard_file_bytes,
 )
-from storage.placement import place_for_write, place_spares
+from storage.placement import place_for_write, place_spares, zone_safe
 from storage.rebuild import Reference, rebuild_shards
 from storage.records import PartLayout
 from storage.shardfeed import QUEUE_FRAMES, Pieces
@@ -122,6 +123,18 @@ class StripeStore:
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
         return self._health.nodes
+
+    def repair_entry(self, stripe_id: bytes, nodes: Sequence[str | None], m: int) -> bytes | None:
+        """The repair queue key the commit of a just-written stripe must put, or None: a shard
+        missing (acknowledged short, no spare could take it) is urgent, read first; complete
+        but not zone-safe (a first placement or a spare that spilled) goes to the queue. The
+        one check every writer's commit (objects, volume extents, journal segments) uses, so
+        repair meets such a stripe at once rather than at the background sweep's pace."""
+        if None in nodes:
+            return urgent_repair_key(stripe_id)
+        if not zone_safe(nodes, self.cluster_nodes(), m):
+            return repair_key(stripe_id)
+        return None
 
     def _nodes_by_id(self) -> dict[str, NodeSpec]:
         return {n.id: n for n in self._health.nodes}  # the live cluster map (membership)

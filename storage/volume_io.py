@@ -30,7 +30,6 @@ from storage.keyspace import (
     gc_key,
     repair_key,
     stripe_index_key,
-    urgent_repair_key,
     volume_key,
     volume_lease_key,
 )
@@ -369,9 +368,9 @@ class VolumeHandle:
             raise
         # Anything else (cancelled, a metadata error) may have committed all the same: never
         # collect a stripe that a pointer may name; the orphan sweep takes it if none does.
-        if None in res.nodes:
-            await self.svc.meta.put(urgent_repair_key(p.stripe),
-                                    pack({"volume": self.vol.id, "reason": "write"}))
+        queue = self.svc.stripes.repair_entry(p.stripe, res.nodes, p.m)
+        if queue is not None:  # short (urgent) or a zone over m (a spill): as objects queue
+            await self.svc.meta.put(queue, pack({"volume": self.vol.id, "reason": "write"}))
         self._ciphers[p.stripe] = SegmentCipher(dek)
 
     def jseq_of(self, idx: int) -> int:

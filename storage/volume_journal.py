@@ -37,7 +37,6 @@ from storage.keyspace import (
     kept_journal_key,
     kept_journal_prefix,
     stripe_index_key,
-    urgent_repair_key,
 )
 from storage.metadata import MetadataStore
 from storage.pipeline import StripeCodec, segment_count
@@ -181,8 +180,9 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
     except (Fenced, NotFound):
         await h.svc.meta.put(gc_key(time.time_ns(), s.stripe), pack({"nodes": s.nodes}))
         raise
-    if None in res.nodes:
-        await h.svc.meta.put(urgent_repair_key(s.stripe), pack({"volume": vid, "reason": "write"}))
+    queue = h.svc.stripes.repair_entry(s.stripe, res.nodes, s.m)
+    if queue is not None:  # short (urgent) or a zone over m (a spill): as objects queue
+        await h.svc.meta.put(queue, pack({"volume": vid, "reason": "write"}))
     return s
 
 

@@ -202,3 +202,29 @@ def test_volume_extent_and_journal_writes_take_spares_too(tmp_path: Path) -> Non
                 assert len(set(nodes)) == K + M and zone_safe(nodes, cfg.nodes, M)
             assert victim in sim.failed and c.stripes.spared == 2
     _run(scenario())
+
+
+def test_volume_writes_spilled_over_a_zone_are_queued_for_repair(tmp_path: Path) -> None:
+    """A zone down (three of nine nodes): every volume extent and journal segment stripe is
+    complete (six shards) but holds three in a zone, more than m. Its commit queues it for
+    repair (`StripeStore.repair_entry`, the check object commits use), not urgent (nothing
+    missing); before, volume commits queued only short stripes and left this to the sweep."""
+    async def scenario() -> None:
+        cfg = _cfg(tmp_path)
+        sim = FaultyNodes(list(cfg.nodes), {})
+        sim.down = {"n1", "n2", "n3"}
+        async with wired_cluster(tmp_path, cfg, sim) as c:  # type: ignore[arg-type]
+            for nid in sim.down:  # the health tracker knows them down (as after probes)
+                for _ in range(10):
+                    c.stripes._health.report_failure(nid, "down")
+            svc = c.volumes
+            await svc.create("t", "v", 2 << 20)
+            h = await svc.open("t", "v", holder="h")
+            await h.write_extent(0, b"x" * h.extent_len(0))
+            seg = await volume_journal.append(h, 1, [(0, b"abc")])
+            for stripe, nodes in ((h.pointer(0).stripe, h.pointer(0).nodes),  # type: ignore[union-attr]
+                                  (seg.stripe, seg.nodes)):
+                assert None not in nodes and not zone_safe(nodes, cfg.nodes, M), nodes
+                assert await c.meta.get(repair_key(stripe)) is not None, nodes
+                assert await c.meta.get(urgent_repair_key(stripe)) is None
+    _run(scenario())
