@@ -373,9 +373,16 @@ class StripeStore:
         the best-ranked usable node that keeps the zone rule (`place_spares`; another one
         when none does, as the first placement spills). A spare that fails too is replaced
         by the next, at most m rounds. Without this a write acknowledged at the write quorum
-        (k+1) survived one more failure instead of m until repair ran."""
+        (k+1) survived one more failure instead of m until repair ran.
+
+        The whole fill has one deadline, the stall limit: spares that stall too cannot keep
+        the client waiting (1 + m) stall limits after its body (past boto3's 60 s read
+        timeout). Past it the fill stops, and `_settle` acknowledges at the quorum (short:
+        queued urgent) or refuses below it; a spare cut off mid-shard leaves an orphan copy
+        the manifest does not name, which the sweep collects."""
         by_id = self._nodes_by_id()
         tried = set(failed)
+        deadline = asyncio.get_running_loop().time() + self._stall_s
         for _ in range(profile.m):
             missing = [i for i, n in enumerate(nodes) if n is None]
             held = [by_id[n] for n in nodes if n is not None and n in by_id]
@@ -385,7 +392,15 @@ class StripeStore:
                 return
             targets = dict(zip(missing, spares, strict=False))
             tried.update(n.id for n in spares)
-            errors = await resend(targets, list(nodes))
+            try:
+                async with asyncio.timeout_at(deadline):
+                    errors = await resend(targets, list(nodes))
+            except TimeoutError:
+                for node in targets.values():
+                    self._health.report_failure(
+                        node.id, f"spare {node.id} did not confirm within the fill's "
+                                 f"{self._stall_s:.0f}s")
+                return
             for i, node in targets.items():
                 error = errors.get(i, "not sent")
                 if error is None:

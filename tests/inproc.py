@@ -77,16 +77,18 @@ async def served_s3(cluster: Cluster, cfg: Config, access_key: str,
 @contextlib.asynccontextmanager
 async def wired_cluster(data: Path, cfg: Config, nodes: NodeTransport,
                         meta: MetadataStore | None = None,
-                        tenant: str = "t") -> AsyncIterator[Cluster]:
+                        tenant: str = "t", stall_s: float | None = None,
+                        ) -> AsyncIterator[Cluster]:
     """A `Cluster` over `nodes` (simulated ones, say) with SQLite metadata in `data` (or
-    `meta`, which the caller closes) and tenant `tenant`, in the test's own event loop."""
+    `meta`, which the caller closes) and tenant `tenant`, in the test's own event loop;
+    `stall_s` the shard write stall limit (default the StripeStore's)."""
     store = meta or await SqliteStore.open(data / "meta.db")
     tenants = TenantService(store, FileRootKey(data / "root.key"))
     await tenants.load()
     await tenants.create(tenant)
     pool = ThreadPoolExecutor(2)
     try:
-        yield Cluster.wire(cfg, store, tenants, nodes, pool, pool)
+        yield Cluster.wire(cfg, store, tenants, nodes, pool, pool, stall_s=stall_s)
     finally:
         if meta is None:
             await store.close()

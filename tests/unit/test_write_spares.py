@@ -34,7 +34,7 @@ from storage.config import NodeSpec, config_from_mapping
 from storage.errors import ObjectNotFound, QuorumNotReached
 from storage.keyspace import repair_key, urgent_repair_key
 from storage.objects import PutOptions
-from storage.placement import place_for_write, zone_safe
+from storage.placement import place_for_write, place_spares, zone_safe
 from storage.shards.client import NodeError
 from storage.shards.ids import shard_id
 from storage.shards.slot import ShardSlot
@@ -48,8 +48,9 @@ SIZES = {"small": 10_000, "whole": 1 << 20, "streamed": 3 * (1 << 20) + 77}
 
 class FaultyNodes(SimNodes):
     """Simulated nodes of which some fail from their Nth shard write on: refusing it before
-    its body is taken ("refuse") or after its first chunk ("midway", a connection lost
-    mid-body). Shard writes are counted per node."""
+    its body is taken ("refuse"), after its first chunk ("midway", a connection lost
+    mid-body), or never answering it ("stall", until the writer gives up). Shard writes are
+    counted per node."""
 
     def __init__(self, nodes: list[NodeSpec], faults: dict[str, tuple[int, str]]) -> None:
         super().__init__(nodes)
@@ -65,6 +66,8 @@ class FaultyNodes(SimNodes):
         fault = self.faults.get(node.id)
         if fault is not None and self.puts[node.id] >= fault[0]:
             self.failed.add(node.id)
+            if fault[1] == "stall":
+                await asyncio.Event().wait()  # ends only when the writer's timeout cancels it
             if fault[1] == "midway" and not isinstance(body, (bytes, ShardSlot)):
                 async for _ in body:
                     break
@@ -227,4 +230,34 @@ def test_volume_writes_spilled_over_a_zone_are_queued_for_repair(tmp_path: Path)
                 assert None not in nodes and not zone_safe(nodes, cfg.nodes, M), nodes
                 assert await c.meta.get(repair_key(stripe)) is not None, nodes
                 assert await c.meta.get(urgent_repair_key(stripe)) is None
+    _run(scenario())
+
+
+def test_stalling_spares_are_bounded_by_one_deadline(tmp_path: Path) -> None:
+    """A target stalls, and so does the spare its shard goes to: the whole fill has one
+    deadline (the stall limit), so the write is acknowledged at the quorum (five shards,
+    degraded, urgent) once it passes, instead of trying a second spare after another stall
+    limit ((1 + m) stall limits in all before the ack). The second spare gets no write."""
+    stripe = bytes(range(16))
+
+    async def scenario() -> None:
+        cfg = _cfg(tmp_path)
+        prof = cfg.profile("standard")
+        targets = place_for_write(stripe, prof, list(cfg.nodes))
+        victim = targets[0]
+        spare = place_spares(stripe, prof, list(cfg.nodes), targets[1:], {victim.id}, 1)[0]
+        second = place_spares(stripe, prof, list(cfg.nodes), targets[1:],
+                              {victim.id, spare.id}, 1)[0]
+        sim = FaultyNodes(list(cfg.nodes), {victim.id: (1, "stall"), spare.id: (1, "stall")})
+        async with wired_cluster(tmp_path, cfg, sim, stall_s=0.5) as c:  # type: ignore[arg-type]
+            b = await c.buckets.create("t", "bk")
+            data = random.Random(2).randbytes(SIZES["whole"])
+            with mock.patch.object(objects_module, "new_stripe_id", lambda: stripe):
+                await c.objects.put(b, "k", _body(data), PutOptions(size_hint=len(data)))
+            p = (await c.objects.head(b, "k")).parts[0]
+            assert p.nodes.count(None) == 1, p.nodes
+            assert sim.puts[spare.id] == 1 and sim.puts[second.id] == 0, sim.puts
+            assert c.stripes.degraded == 1
+            assert await c.meta.get(urgent_repair_key(p.stripe_id)) is not None
+            assert await _read(c, b, "k") == data
     _run(scenario())
