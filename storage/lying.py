@@ -30,6 +30,7 @@ from typing import Any
 from storage.config import NodeSpec
 from storage.keyspace import system_key, urgent_repair_key
 from storage.metadata import MetadataStore, Txn
+from storage.metadata.fence import outside_step
 from storage.records import pack, unpack
 from storage.shards.ids import shard_id
 from storage.shards.transport import NodeTransport
@@ -66,8 +67,8 @@ class LyingShards:
         self.found[where] = self.found.get(where, 0) + 1
         log.warning("lying shard %s on node %s (found by %s, segment %d)",
                     shard_id(stripe_id, index), node.id, where, segment)
-        task = asyncio.get_running_loop().create_task(
-            self.record(stripe_id, index, node, where, segment))
+        task = asyncio.get_running_loop().create_task(  # the process's finding, not a step's
+            self.record(stripe_id, index, node, where, segment), context=outside_step())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True

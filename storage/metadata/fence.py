@@ -20,7 +20,7 @@ False) nothing is sent at all. Unconditional `put`/`delete` are not fenced (work
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,6 +48,14 @@ class Fence:
 
 
 FENCE: ContextVar[Fence | None] = ContextVar("tessera_step_fence", default=None)
+
+
+def outside_step() -> Context:
+    """A copy of the current context outside any step: for a task a step starts on behalf of
+    the whole process (a finding every reader shares), whose commits are not the step's."""
+    ctx = copy_context()
+    ctx.run(FENCE.set, None)
+    return ctx
 
 
 def fenced(txn: Txn, reads: tuple[bytes, ...]) -> tuple[Txn, tuple[bytes, ...], Fence | None]:
