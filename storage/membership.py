@@ -77,8 +77,12 @@ async def get_member(meta: MetadataStore, cfg: Config, node_id: str) -> Member:
     raise NotFound(f"node {node_id!r} is not in the cluster map")
 
 
-async def set_state(meta: MetadataStore, cfg: Config, node_id: str, state: str) -> Member:
-    """Change a node's membership state (compare-and-swap on its record)."""
+async def set_state(meta: MetadataStore, cfg: Config, node_id: str, state: str,
+                    expect: Member | None = None) -> Member:
+    """Change a node's membership state (compare-and-swap on its record). With `expect`,
+    only while the record is still in that member's state since that same moment: a
+    decision taken on what `expect` showed (a forced removal's plan) is never applied over
+    a change made meanwhile (an `activate`, or a drain begun again)."""
     if state not in STATES:
         raise InvalidInput(f"membership state must be one of {STATES}")
     key = member_key(node_id)
@@ -88,6 +92,11 @@ async def set_state(meta: MetadataStore, cfg: Config, node_id: str, state: str) 
             raise Conflict(f"node {node_id!r} was removed")
         item = await meta.get(key)
         rec = unpack(item.value) if item else {}
+        now = (str(rec.get("state", ACTIVE)), float(rec.get("since", 0.0)))
+        if expect is not None and now != (expect.state, expect.since):  # the txn compares
+            # this very record's revision, so what is checked here is what is replaced
+            raise Conflict(f"node {node_id!r} changed meanwhile (now {now[0]}, was "
+                           f"{expect.state}); check `tessera node list` and try again")
         rec = {**rec, "state": state, "since": time.time()}
         if await meta.txn(Txn(compares={key: item.revision if item else 0},
                               puts={key: pack(rec)})):

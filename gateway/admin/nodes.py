@@ -14,12 +14,14 @@ once and to other processes within the membership refresh interval.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call
 from gateway.admin.auth import AdminError
+from gateway.admin.unsettled import Unsettled
 from storage import membership as ms
 from storage.config import NodeSpec, validate_layout
 from storage.errors import ConfigError, StorageError
@@ -149,6 +151,7 @@ class NodesApi:
         vols = await volume_stripes(c.meta)
         counts: dict[str, int] = {}
         needed: list[str] = []
+        unsettled = Unsettled(c.cfg.repair.orphan_grace_s)
         after = ""
         while True:
             try:
@@ -161,6 +164,8 @@ class NodesApi:
             for sid in ids:
                 owner, _ = await shard_owner(c.meta, sid, nid, vols)
                 counts[owner] = counts.get(owner, 0) + 1
+                if owner == ORPHAN:
+                    await unsettled.check(c, m.spec, sid)
                 if owner not in (ORPHAN, STALE) and len(needed) < 10:
                     needed.append(f"{sid} ({owner})")
             if len(ids) < 1000:
@@ -175,8 +180,28 @@ class NodesApi:
                                          if k not in (ORPHAN, STALE))
                              + f"; e.g. {', '.join(needed)}); --force would drop them: wait "
                              f"for the drain (`tessera node drain {nid} --wait`)")
+        await self._check_drained(m)
+        await unsettled.refuse(c.meta, nid)
         return {"id": nid, "orphans": counts.get(ORPHAN, 0), "stale": counts.get(STALE, 0),
                 "abandoned": counts.get(ORPHAN, 0) + counts.get(STALE, 0)}
+
+    async def _check_drained(self, m: ms.Member) -> None:
+        """--force needs the drain done (a rebalancer pass found nothing named on the node)
+        and older than the longest interval at which any gateway re-reads the cluster map
+        (`WATCHED_REFRESH_S`): until then a gateway may still place new writes on it."""
+        nid = m.spec.id
+        stats = await read_stats(self.cluster.meta)
+        d = (stats.get("draining") or {}).get(nid) or {}
+        if nid not in (stats.get("drained") or []) or float(d.get("since", m.since)) != m.since:
+            raise AdminError(409, "NodeNotDrained", f"node {nid!r} is still being drained; "
+                             f"--force waits until it is drained: `tessera node drain {nid} "
+                             "--wait`, then try again")
+        wait_s = m.since + ms.WATCHED_REFRESH_S - time.time()
+        if wait_s > 0:
+            raise AdminError(409, "NodeNotDrained", f"node {nid!r} has been draining for less "
+                             f"than {ms.WATCHED_REFRESH_S:g} s, the interval at which every "
+                             "gateway re-reads the cluster map, so a gateway may still place "
+                             f"writes on it; try again in {wait_s:.0f} s")
 
     async def remove(self, call: Call) -> tuple[int, Any]:
         m = await self._member(call)
@@ -189,7 +214,9 @@ class NodesApi:
             if call.request.query.get("dry_run") in ("1", "true"):
                 call.audit["dry_run"] = True  # audited "ok" like the removal: say it was not one
                 return 200, {**m.to_dict(), "force": plan, "dry_run": True}
-            m = await ms.set_state(self.cluster.meta, self.cluster.cfg, nid, ms.REMOVED)
+            # only if still draining since the moment the plan saw (not activated meanwhile)
+            m = await ms.set_state(self.cluster.meta, self.cluster.cfg, nid, ms.REMOVED,
+                                   expect=m)
             await self._refresh()
             return 200, {**m.to_dict(), "force": plan}
         stats = await read_stats(self.cluster.meta)

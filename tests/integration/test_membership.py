@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from ops.admincli import admin_request
 from storage.clusterstatus import fully_redundant
+from storage.membership import WATCHED_REFRESH_S
 from tests.integration.cluster import LocalCluster, free_port, stop_processes
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REBALANCE_INTERVAL_S": "0.5",
@@ -230,6 +232,12 @@ def test_remove_of_a_drained_node_says_its_shards_await_collection(
     victim = max((n for n in files if n.startswith("n")), key=lambda n: len(files[n]))
     assert files[victim]
     assert node_cli(mc_slow_gc, "drain", victim).returncode == 0
+    # --force waits for the drain, and for every gateway to have re-read the map (review19c)
+    r = node_cli(mc_slow_gc, "remove", victim, "--force", "--yes")
+    assert r.returncode == 1 and ("still being drained" in r.stderr
+                                  or "a gateway may still place writes on it" in r.stderr), \
+        r.stderr
+    assert node_rows(mc_slow_gc)[victim]["membership"] == "draining"
     wait(mc_slow_gc, "the drain to finish",
          lambda: (node_rows(mc_slow_gc)[victim].get("drain") or {}).get("drained") is True)
     assert mc_slow_gc.shard_files()[victim]  # nothing to move, nothing collected yet
@@ -244,6 +252,19 @@ def test_remove_of_a_drained_node_says_its_shards_await_collection(
     assert r.returncode == 3, r.stderr
     assert "await collection" in r.stderr and f"`tessera node remove {victim} --force`" \
         in r.stderr and "the drain goes on" in r.stderr, r.stderr
+    since = node_rows(mc_slow_gc)[victim]["since"]
+    wait(mc_slow_gc, "every gateway's cluster map to have dropped the draining node",
+         lambda: time.time() > since + WATCHED_REFRESH_S + 1)
+    # a shard no stripe names yet, just written (a write not committed yet), is not dropped
+    young = mc_slow_gc.shard(victim, "f" * 32 + ".0").path
+    young.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(mc_slow_gc.shard_files()[victim][0].path, young)
+    r = node_cli(mc_slow_gc, "remove", victim, "--force", "--yes")
+    assert r.returncode == 1 and "younger than [repair] orphan_grace_s (3600 s)" in r.stderr \
+        and "try again in" in r.stderr and young.name in r.stderr, r.stderr
+    assert node_rows(mc_slow_gc)[victim]["membership"] == "draining"
+    young.unlink(missing_ok=True)  # the node may have quarantined it (its header names
+    # another shard)
     # --force says what it abandons first; without a terminal it needs --yes
     r = node_cli(mc_slow_gc, "remove", victim, "--force")
     held = len(mc_slow_gc.shard_files()[victim])
