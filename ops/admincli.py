@@ -191,8 +191,9 @@ def _tenant(a: argparse.Namespace) -> None:
                     f"{r['display_name']!r}, email {r['email']!r}, public access block "
                     f"{','.join(blocked) or 'none'}")
     elif a.action == "delete":
-        _confirm_tenant_delete(a)
-        r = admin_request("DELETE", f"/tenants/{q(a.name)}")
+        confirmed = _confirm_tenant_delete(a)
+        r = admin_request("DELETE", f"/tenants/{q(a.name)}",
+                          query=None if confirmed is None else {"kms_keys": confirmed})
         _emit(a, r, f"tenant {a.name} deleted")
     elif a.action == "rotate-key":
         r = admin_request("POST", f"/tenants/{q(a.name)}/rotate-key")
@@ -218,15 +219,19 @@ def _tenant(a: argparse.Namespace) -> None:
         _emit(a, r, text)
 
 
-def _confirm_tenant_delete(a: argparse.Namespace) -> None:
+def _confirm_tenant_delete(a: argparse.Namespace) -> str | None:
     """A tenant with KMS keys is deleted only when confirmed (`--yes`, or `y` on a
     terminal): deleting it destroys its keys, so whatever is still encrypted under them can
-    never be read again (newuser18: it went without a word)."""
+    never be read again (newuser18: it went without a word). The ids of the keys confirmed
+    (comma-joined; "" for none), which the delete sends so that the gateway refuses it if
+    the set changed meanwhile (review19c L6); None with --yes (no question asked)."""
+    from ops.confirm import ask
+
     if a.yes:
-        return
-    keys = admin_request("GET", f"/tenants/{urllib.parse.quote(a.name)}/kms-keys")["keys"]
+        return None
+    keys = admin_request("GET", f"/tenants/{urllib.parse.quote(a.name, safe='')}/kms-keys")["keys"]
     if not keys:
-        return
+        return ""
     names = ", ".join(",".join(k.get("aliases") or []) or k["key_id"] for k in keys)
     what = (f"tenant {a.name} still has {len(keys)} KMS key(s) ({names}); deleting the "
             "tenant destroys them and revokes its access keys: anything still encrypted "
@@ -235,12 +240,9 @@ def _confirm_tenant_delete(a: argparse.Namespace) -> None:
     if not sys.stdin.isatty():
         raise CliError(f"{what}; repeat with --yes to delete it")
     print(what, file=sys.stderr)
-    try:
-        answer = input(f"delete tenant {a.name} and its KMS keys? [y/N] ")
-    except EOFError:
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
+    if not ask(f"delete tenant {a.name} and its KMS keys?"):
         raise CliError("not deleted")
+    return ",".join(sorted(k["key_id"] for k in keys))
 
 
 def _key(a: argparse.Namespace) -> None:

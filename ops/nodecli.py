@@ -144,6 +144,7 @@ def wait_drained(nid: str, timeout: float | None) -> int:
 def _confirm_force(a: argparse.Namespace, plan: dict[str, Any]) -> None:
     """Say what `remove --force` abandons; ask on a terminal unless --yes."""
     from ops.admincli import CliError
+    from ops.confirm import ask
 
     what = (f"removing node {a.id} abandons {plan['abandoned']} shard file(s) on it that no "
             f"stripe needs ({plan['orphans']} orphans of unfinished writes or deletes, "
@@ -154,11 +155,7 @@ def _confirm_force(a: argparse.Namespace, plan: dict[str, Any]) -> None:
     if not sys.stdin.isatty():
         raise CliError(f"{what}; repeat with --yes to remove it")
     print(what, file=sys.stderr)
-    try:
-        answer = input(f"remove node {a.id}? [y/N] ")
-    except EOFError:
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
+    if not ask(f"remove node {a.id}?"):
         raise CliError("not removed")
 
 

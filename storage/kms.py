@@ -338,9 +338,18 @@ class KmsService:
             k.state, k.deletion_date = DISABLED, 0.0
         return await self._change(tenant, ref, fn)
 
-    async def forget(self, tenant: str) -> int:
-        """Delete every key and alias of a tenant that is being deleted; the count of keys."""
+    async def forget(self, tenant: str, expect: set[str] | None = None) -> int:
+        """Delete every key and alias of a tenant that is being deleted; the count of keys.
+        With `expect` (the key ids an operator confirmed), Conflict unless the tenant's keys
+        are exactly those: only the keys read here are deleted, so one made later is never
+        destroyed unconfirmed."""
         keys_ = await self._meta.range(*span(kms_key_prefix(tenant)), limit=100000)
+        if expect is not None:
+            have = {KmsKey.decode(i.value).key_id for i in keys_}
+            if have != expect:
+                raise Conflict(f"tenant {tenant!r}'s KMS keys changed since they were listed "
+                               f"(now {len(have)}: {', '.join(sorted(have)) or 'none'}); "
+                               "nothing was deleted: run the delete again")
         aliases = await self._meta.range(*span(kms_alias_prefix(tenant)), limit=100000)
         if keys_ or aliases:
             await self._meta.txn(Txn(deletes=tuple(i.key for i in [*keys_, *aliases])))

@@ -8,7 +8,7 @@ its own capped file, `audit.AuditTrail`).
     GET    /admin/v1/tenants                       list
     POST   /admin/v1/tenants            {"name"}   create
     GET    /admin/v1/tenants/{name}                show
-    DELETE /admin/v1/tenants/{name}                delete (only a tenant without buckets; a
+    DELETE /admin/v1/tenants/{name}[?kms_keys=ID,..]  delete (only a tenant without buckets; a
                                                    shredded one once reclaimed)
     PATCH  /admin/v1/tenants/{name} {"canonical_id", "display_name", "email",
                                      "public_access_block": {flag: bool}}  S3 identity
@@ -207,12 +207,14 @@ class AdminApi:
         if await self.volumes.list(t.name):
             raise AdminError(409, "TenantNotEmpty", f"tenant {t.name!r} still owns volumes; "
                              "delete them first (or shred the tenant)")
+        confirmed = call.request.query.get("kms_keys")  # the ids the operator confirmed
+        expect = None if confirmed is None else {k for k in confirmed.split(",") if k}
+        await self.cluster.objects.kms.forget(t.name, expect)  # first: Conflict changes nothing
         for k in await self.cluster.tenants.list_keys(t.name):
             if k.state == "active":
                 await self.cluster.tenants.revoke_key(k.access_key)
         from storage.keyspace import tenant_key
 
-        await self.cluster.objects.kms.forget(t.name)
         await self.cluster.meta.delete(tenant_key(t.name))
         return 200, {"name": t.name, "deleted": True}
 
