@@ -28,6 +28,11 @@ class CliError(Exception):
     """A failure shown to the operator as one line."""
 
 
+class Unavailable(CliError):
+    """The admin API could not be reached or answered 502/503/504: perhaps only for now
+    (a gateway restarting); a command that polls may try again (`node drain --wait`)."""
+
+
 _CONFIG_ENV: list[dict[str, str] | None] = [None]  # this command's `--config` (`use_config`)
 
 
@@ -107,17 +112,18 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
         with urllib.request.urlopen(http_req, timeout=TIMEOUT_S) as resp:  # noqa: S310
             return json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
+        kind = Unavailable if exc.code in (502, 503, 504) else CliError
         try:
             err = json.loads(exc.read())["error"]
             hint = _CREDENTIAL_HINTS.get(err["code"], "")
-            raise CliError(f"{err['message']} ({err['code']}){hint}") from None
+            raise kind(f"{err['message']} ({err['code']}){hint}") from None
         except (ValueError, KeyError, TypeError):
-            raise CliError(f"admin API answered HTTP {exc.code} without an admin error; is "
+            raise kind(f"admin API answered HTTP {exc.code} without an admin error; is "
                            f"{ENV_URL}={env[ENV_URL]} the `admin endpoint` of `tessera up` "
                            "(not the S3 endpoint)?") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CliError(f"cannot reach the admin API at {env[ENV_URL]} ({reason}); is the "
+        raise Unavailable(f"cannot reach the admin API at {env[ENV_URL]} ({reason}); is the "
                        "cluster running (tessera up)?") from None
 
 

@@ -6,14 +6,18 @@ from `--config FILE`.
 
 `tessera node drain ID --wait [--timeout S]` shows the drain's progress on stderr until the
 node holds nothing (it can then be removed). Exit status: 0 the node holds no shard; 1 an
-error (the admin API refused or is unreachable, or the drain was cancelled); 3 `--timeout`
-passed first (the drain goes on); 130 interrupted (the drain goes on in the background).
+error (the admin API refused, or stayed unreachable for `OUTAGE_S` (60 s) of retries, or
+the drain was cancelled); 3 `--timeout` passed first (the drain goes on); 130 interrupted
+(the drain goes on in the background).
 
 `tessera node remove ID --force` removes a drained node that still holds shards no stripe
 needs (orphans of unfinished writes, which wait `[repair] orphan_grace_s` (a day) for the
 collector; stale copies of moved shards). It says first how many it abandons and asks on a
 terminal (`--yes` for scripts); it refuses while any shard on the node is still named by a
-stripe or cannot be vouched for, so no acknowledged byte is dropped.
+stripe or cannot be vouched for, until a rebalancer pass found the node drained and every
+gateway has re-read the cluster map since the drain began, and while a shard no stripe
+names yet is younger than `[repair] orphan_grace_s` (a write that may still commit), so no
+acknowledged byte is dropped; the removal applies only if the node is still draining.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 WAIT_POLL_S = 1.0  # how often `drain --wait` reads the node's progress
+OUTAGE_S = 60.0  # how long `drain --wait` rides out an unreachable admin API (a restart)
+BACKOFF_MAX_S = 8.0  # its longest pause between two tries
 TIMED_OUT = 3
 
 
@@ -100,6 +106,28 @@ def _row(nid: str) -> dict[str, Any]:
     raise CliError(f"node {nid} left the cluster map while draining")
 
 
+def _row_riding_out(nid: str) -> dict[str, Any]:
+    """`_row`, tried again with backoff (1 s doubling to `BACKOFF_MAX_S`) for up to
+    `OUTAGE_S` while the admin API is unavailable (review19c L7: a gateway restart ended
+    the wait with exit 1 while the drain went on); said on stderr; then the error."""
+    from ops.admincli import Unavailable
+
+    start = time.monotonic()
+    pause = 1.0
+    while True:
+        try:
+            return _row(nid)
+        except Unavailable as exc:
+            waited = time.monotonic() - start
+            if waited + pause > OUTAGE_S:
+                raise Unavailable(f"{exc}; gave up after {waited:.0f} s of retries (the drain "
+                                  "goes on: `tessera node list`)") from None
+            print(f"tessera node drain: {exc}; trying again in {pause:g} s (for up to "
+                  f"{OUTAGE_S:g} s)", file=sys.stderr)
+            time.sleep(pause)
+            pause = min(pause * 2, BACKOFF_MAX_S)
+
+
 def wait_drained(nid: str, timeout: float | None) -> int:
     """Poll node `nid` until it is drained and holds no shard: a progress line on stderr
     each time it changes (one rewritten line on a terminal). The exit status."""
@@ -109,7 +137,7 @@ def wait_drained(nid: str, timeout: float | None) -> int:
     last = ""
     tty = sys.stderr.isatty()
     while True:
-        r = _row(nid)
+        r = _row_riding_out(nid)
         if r.get("membership") != "draining":
             raise CliError(f"node {nid} is {r.get('membership')} now: the drain was cancelled")
         d = r.get("drain") or {}
