@@ -57,6 +57,7 @@ def config_env(config: str | None) -> dict[str, str] | None:
         return None
     from pathlib import Path
 
+    from ops.envfile import read_env
     from storage.config import load_config
     from storage.errors import ConfigError
 
@@ -67,10 +68,9 @@ def config_env(config: str | None) -> dict[str, str] | None:
         raise CliError(f"--config {config}: {why}") from None
     env = dict(os.environ)
     try:
-        text = (cfg.data_dir / "tessera.env").read_text()
+        saved = read_env(cfg.data_dir)
     except OSError:
-        text = ""  # a cluster not made by `tessera up`: the credential from the environment
-    saved = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        saved = {}  # a cluster not made by `tessera up`: the credential from the environment
     for name in (ENV_AK, ENV_SK):
         if saved.get(name):
             env[name] = saved[name]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ops.envfile import read_env
 from ops.localports import free_port
 
 FAST_ENV = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3",
@@ -75,8 +76,7 @@ class ChaosCluster:
             if "cluster ready" in line:
                 break
         threading.Thread(target=lambda: [None for _ in self.up.stdout], daemon=True).start()
-        self.env = dict(line.split("=", 1) for line in
-                        (self.data / "tessera.env").read_text().splitlines() if "=" in line)
+        self.env = read_env(self.data)
 
     def node_ids(self) -> list[str]:
         return sorted(p.name for p in (self.data / "nodes").iterdir())

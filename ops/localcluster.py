@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ops.envfile import env_path, read_env, write_env
 from ops.etcdcluster import EtcdCluster, EtcdMember, default_members
 from ops.localports import check_free, move_ports
 from ops.nodeforks import ForkedProc, start_forker, until_ready
@@ -215,9 +216,8 @@ async def _drain(stream: asyncio.StreamReader) -> None:
 async def bootstrap(config: Path) -> dict[str, str]:
     """First start: default tenant, its access key and the admin credential."""
     cfg = load_config(config)
-    env_path = cfg.data_dir / "tessera.env"
-    if env_path.exists():
-        return dict(line.split("=", 1) for line in env_path.read_text().splitlines() if "=" in line)
+    if env_path(cfg.data_dir).exists():
+        return read_env(cfg.data_dir)
     from storage.cluster import Cluster  # here: `tessera up` imports it beside the nodes' start
 
     cluster = await Cluster.open(cfg, probe=False)
@@ -237,9 +237,7 @@ async def bootstrap(config: Path) -> dict[str, str]:
         ENV_ADMIN_SECRET_KEY: admin.secret_key,
         ENV_CONFIG: str(config),
     }
-    fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(f"{k}={v}\n" for k, v in env.items()))
+    write_env(cfg.data_dir, env)
     return env
 
 

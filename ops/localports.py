@@ -16,6 +16,7 @@ import socket
 from collections import deque
 from pathlib import Path
 
+from ops.envfile import env_path, read_env, write_env
 from storage.config import ENV_ADMIN_URL, Config, load_config
 
 _LISTEN = re.compile(r'^(\s*(?:listen|admin_listen|address)\s*=\s*")([^"]*):(\d+)(".*)$')
@@ -58,18 +59,11 @@ def move_ports(config: Path, port: int | None, admin_port: int | None,
         tmp.unlink()
         return []
     os.replace(tmp, config)
-    env = after.data_dir / "tessera.env"
-    if env.exists():
+    if env_path(after.data_dir).exists():
+        env = read_env(after.data_dir)
         urls = {"AWS_ENDPOINT_URL": f"http://{after.gateway.listen}",
                 ENV_ADMIN_URL: f"http://{after.gateway.admin_listen}"}
-        out = []
-        for line in env.read_text().splitlines():
-            k = line.split("=", 1)[0]
-            out.append(f"{k}={urls[k]}" if k in urls else line)
-        fd = os.open(f"{env}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(f"{line}\n" for line in out))
-        os.replace(f"{env}.tmp", env)
+        write_env(after.data_dir, {**env, **{k: v for k, v in urls.items() if k in env}})
     return changes
 
 

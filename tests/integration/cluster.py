@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 
+from ops.envfile import read_env
 from ops.localports import free_port
 from storage.keyspace import object_key
 from storage.records import ObjectVersion
@@ -165,9 +166,7 @@ class LocalCluster:
         else:
             self.stop()
             raise RuntimeError("tessera up not ready:\n" + "".join(out))
-        self.env = dict(
-            line.split("=", 1) for line in (self.data / "tessera.env").read_text().splitlines()
-        )
+        self.env = read_env(self.data)
         return self
 
     def _write_first_config(self, edit: Callable[[str], str]) -> None:
