@@ -87,13 +87,22 @@ class Disk:
         os.setxattr(self.base / "fuse" / "disk", CUT_XATTR, b"1")
 
     def detach(self) -> None:
-        if self.mounted:
-            if subprocess.run(["umount", str(self.mnt)], capture_output=True).returncode:
-                _run("umount", "-l", str(self.mnt))
+        """Unmount, free the loop device, stop the FUSE disk: each step runs even when an
+        earlier one failed or was interrupted (a second call finishes what the first left)."""
+        try:
+            if self.mounted and os.path.ismount(self.mnt):
+                if subprocess.run(["umount", str(self.mnt)], capture_output=True).returncode:
+                    _run("umount", "-l", str(self.mnt))
             self.mounted = False
-        if self.loop:
-            subprocess.run(["losetup", "-d", self.loop], capture_output=True)
-            self.loop = ""
+        finally:
+            try:
+                if self.loop:
+                    subprocess.run(["losetup", "-d", self.loop], capture_output=True)
+                    self.loop = ""
+            finally:
+                self._stop_fuse()
+
+    def _stop_fuse(self) -> None:
         if self.fuse is not None:
             subprocess.run(["fusermount3", "-u", str(self.base / "fuse")], capture_output=True)
             try:

@@ -54,16 +54,19 @@ def start_node(base: Path, args: list[str]) -> tuple[subprocess.Popen[str], str,
                                 stdout=subprocess.PIPE, stderr=err, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.poll() is not None:
-            stop_node(proc)
-            pytest.fail(f"node did not become ready:\n{log.read_text()[-3000:]}")
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if ready:
-            line = proc.stdout.readline()
-            if line.startswith("node ") and " ready on " in line:
-                return proc, line.split(" ready on ", 1)[1].strip(), log
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                pytest.fail(f"node did not become ready:\n{log.read_text()[-3000:]}")
+            ready, _, _ = select.select([proc.stdout], [], [], left)
+            if ready:
+                line = proc.stdout.readline()
+                if line.startswith("node ") and " ready on " in line:
+                    return proc, line.split(" ready on ", 1)[1].strip(), log
+    except BaseException:  # not ready, or the run interrupted (SIGTERM, Ctrl-C): no orphan
+        stop_node(proc)
+        raise
 
 
 def stop_node(proc: subprocess.Popen[str]) -> int:
