@@ -38,16 +38,14 @@ _NEW_BYTEARRAY.restype = ctypes.py_object
 _NEW_BYTEARRAY.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
 
 
-# A streaming write's full segments' frame buffers, and the shard slots of a one-segment
-# stripe of a full segment (a 1 MiB object), reused once no frame of theirs is referred to
-# any more: a new multi-megabyte buffer per segment cost page faults (malloc's heap gave the
-# pages back between segments, and the kernel mapped and zeroed them again: ~100k faults
-# per GB in the gateway under 64 MiB PUTs; 24k-235k under 1 MiB PUTs c=4 with one gateway
-# worker, whose writes in flight pass its heap's trim line, `malloc.GATEWAY_TRIM_BYTES`). At most this many bytes are kept
+# A streaming write's full segments' frame buffers, reused once no frame of theirs is
+# referred to any more: a new multi-megabyte buffer per segment cost page faults (malloc's
+# heap gave the pages back between segments, and the kernel mapped and zeroed them again:
+# ~100k faults per GB in the gateway under 64 MiB PUTs). At most this many bytes are kept
 # per process, all sizes (profiles, segment sizes) together: three 4 MiB segments' frame
 # sets (~6.3 MiB each at 4+2); the rest come from malloc as before. Not counted in the
 # upload budget while idle (a lent one is, as the write's frame set); `StripeStore` lets
-# the idle ones go 0.25 s after the last such write (stripes.FRAME_TRIM).
+# the idle ones go 0.25 s after the last streaming write (stripes.FRAME_TRIM).
 FRAME_POOL_BYTES = 20 * 1024 * 1024
 FRAME_BUFFERS = LendingPools(FRAME_POOL_BYTES)
 
@@ -179,10 +177,10 @@ class StripeCodec:
         width = len(headers)
         size = step * width + TAG_BYTES  # slack: see update_into below
         buf: bytearray | mmap.mmap | None = None
-        if plen == self.segment_size:  # a streaming write's full segment, or the slots
-            buf = FRAME_BUFFERS.lend(size)  # of a one-segment stripe of a full segment
-        if buf is None:  # a short segment (sizes vary), or every kept buffer in use
-            buf = uninitialized(size)
+        if plen == self.segment_size and not lead and not tail:  # a streaming write's
+            buf = FRAME_BUFFERS.lend(size)
+        if buf is None:  # a short segment (sizes vary), a one-segment stripe's slots, or
+            buf = uninitialized(size)  # every kept buffer in use
         view = memoryview(buf)
         enc = self.cipher.sealer(index, segment_aad(self.identity, self.part, index, last))  # type: ignore[union-attr]
         blk = off = 0  # where the next plaintext byte goes: data block, offset in it

@@ -68,8 +68,8 @@ CHUNKED_WRITES = MAX_IN_FLIGHT
 
 POOL_BYTES = 48 * 1024 * 1024  # free read buffers kept per gateway process at most
 HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the coding
-# the kept frame buffers (storage.pipeline.FRAME_BUFFERS) are let go once no write using them
-# (streaming, or one-segment of a full segment) ran in this process for this long: back-to-back writes keep them (a client's next request
+# the kept frame buffers (storage.pipeline.FRAME_BUFFERS) are let go once no streaming write
+# ran in this process for this long: back-to-back writes keep them (a client's next request
 # comes within milliseconds), while a GET burst after the writes does not find up to
 # FRAME_POOL_BYTES per process still resident (2 s of it put 64 MiB PUT-then-GET peaks at
 # 311-317 MiB of the 300 MiB aim, gateway_memory.py)
@@ -511,23 +511,19 @@ class StripeStore:
                         d.update(p)  # type: ignore[attr-defined]
             return slots
 
-        FRAME_TRIM.begin()  # a full segment's slots are a kept buffer (FRAME_BUFFERS), lent
-        try:  # again once nothing (a send, a resend) holds a view of it
-            slots = await loop.run_in_executor(self._cpu, _code)
-            put_shards = getattr(self._client, "put_shards", None)  # simulated nodes
-            if put_shards is None:
-                errors = await self._put_whole(self._client.put_shard, codec,
-                                               list(enumerate(targets)), slots)
-            else:
-                with STAGES.time("shard_write"):
-                    errors = await put_shards([(n, shard_id(codec.stripe_id, i), slots[i])
-                                               for i, n in enumerate(targets)], self._stall_s)
-            total = have - (codec.input_segment - codec.segment_size)
-            return await self._settle(codec, profile, quorum, total, 1,
-                                      list(zip(targets, errors, strict=True)),
-                                      self._resender(self._client.put_shard, codec, slots))
-        finally:
-            FRAME_TRIM.end()
+        slots = await loop.run_in_executor(self._cpu, _code)
+        put_shards = getattr(self._client, "put_shards", None)  # simulated nodes: one each
+        if put_shards is None:
+            errors = await self._put_whole(self._client.put_shard, codec,
+                                           list(enumerate(targets)), slots)
+        else:
+            with STAGES.time("shard_write"):
+                errors = await put_shards([(n, shard_id(codec.stripe_id, i), slots[i])
+                                           for i, n in enumerate(targets)], self._stall_s)
+        total = have - (codec.input_segment - codec.segment_size)
+        return await self._settle(codec, profile, quorum, total, 1,
+                                  list(zip(targets, errors, strict=True)),
+                                  self._resender(self._client.put_shard, codec, slots))
 
     async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,
                    first: int, last: int, on_damage: DamageReport | None = None,
