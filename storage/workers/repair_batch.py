@@ -27,7 +27,8 @@ frees, so rebuilds slow down when commits back up (the commits of a multipart ob
 stripes all compare-and-swap one version record, and pile-ups there mean retries).
 
 Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all,
-and so does the first commit the store refuses for the lease (LeaseFenced); a metadata error while re-planning is logged and the rebuilds under way go on.
+and so does the first commit the store refuses for the lease (LeaseFenced: the batch starts
+no more rebuilds, as each commit would be refused too); a metadata error while re-planning is logged and the rebuilds under way go on.
 """
 
 from __future__ import annotations
@@ -249,6 +250,11 @@ class RepairBatches:
                     return await self._repair(item, man, a,
                                               self._throttle if safe else self._urgent,
                                               committing)
+                except LeaseFenced:  # another process holds the lease: every other commit
+                    for t in running:  # would be refused too, so stop them all now
+                        if t is not asyncio.current_task():
+                            t.cancel()
+                    raise
                 finally:
                     self._busy.discard(sid)
             finally:
@@ -276,8 +282,7 @@ class RepairBatches:
                     elif t.result():
                         self._progress = True
                 if isinstance(error, LeaseFenced):
-                    break  # another process holds the lease: start no more (the finally
-                    # cancels the rest), as each would rebuild only to have its commit refused
+                    break  # (the fenced stripe cancelled the others): start no more
                 now = time.monotonic()
                 if more and len(running) <= self.settings.parallel * WHOLE_SHARE and \
                         (not running or now >= next_refill) and now < roll_end:
