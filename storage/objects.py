@@ -8,6 +8,7 @@ the manifest: placement is never recomputed on the read path.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -38,6 +39,7 @@ from storage.kms import KmsService
 from storage.listing import NULL_VERSION, Listing
 from storage.lock_clock import LockClock
 from storage.metadata import MetadataStore, Txn
+from storage.metadata.fence import outside_step
 from storage.object_edits import ObjectEdits
 from storage.object_reads import ObjectReads
 from storage.pipeline import StripeCodec
@@ -355,7 +357,14 @@ class ObjectService(ObjectReads, ObjectEdits):
         if it has no index entry (compared absent: an applied commit's stripes are its
         version's), and with a tombstone (`XD`) that every commit indexing the stripe
         compares absent: a late commit then fails. The tombstone outlives the orphan grace
-        (no write older than that commits, `WriteAge`); the collector drops it then."""
+        (no write older than that commits, `WriteAge`); the collector drops it then.
+
+        It runs outside any worker step's fence (`fence.outside_step`): a stale worker's
+        write (its commit refused for the lease) still queues its stripes, and these
+        compare-and-swaps need no lease (no commit names the stripes, or they stay)."""
+        await asyncio.create_task(self._discard(parts), context=outside_step())
+
+    async def _discard(self, parts: list[PartLayout]) -> None:
         from storage.errors import StorageFull
 
         now = time.time_ns()

@@ -36,6 +36,7 @@ from typing import Any
 from storage.keyspace import gc_key, part_prefix, retiring_key, span, stripe_index_key
 from storage.keyspace import unpack as key_parts
 from storage.metadata import Item, MetadataStore, Txn
+from storage.metadata.fence import LeaseFenced
 from storage.records import ObjectVersion, pack, unpack
 
 log = logging.getLogger("tessera.retiring")
@@ -129,5 +130,7 @@ async def finish_now(meta: MetadataStore, keys: list[bytes]) -> None:
             item = await meta.get(key)
             if item is not None:
                 await finish(meta, item)
+        except LeaseFenced:
+            raise  # a stale worker's step (its commit applied): the next ones are refused too
         except Exception:  # noqa: BLE001 - the worker finishes it
             log.warning("retiring %r left to the reclaim worker", key_parts(key), exc_info=True)

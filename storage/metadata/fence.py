@@ -16,6 +16,8 @@ each store's `txn_or_read` adds the compare `{fence key: revision}`:
 A fenced transaction whose fence no longer holds raises `LeaseFenced` (never a plain False:
 a compare-and-swap retry loop would spin on it). Once the lease ran out locally (`valid()`
 False) nothing is sent at all. Unconditional `put`/`delete` are not fenced (worker counters).
+The fence holds only while the step runs (`Fence.active`): a task that outlives the step
+commits unfenced. A task run in `outside_step()`'s context is not fenced at all.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from storage.keyspace import (
     version_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
+from storage.metadata.fence import LeaseFenced
 from storage.multipart_records import Part
 from storage.records import ObjectVersion, PartLayout, pack, unpack
 from storage.workers.gcfence import Fence, read_fence, refused
@@ -203,7 +204,9 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
     this stripe's nodes are unchanged came from another part of the same record (the other
     stripes of a multipart object share one version record): it retries after a short random
     pause (bounded, `COMMIT_TRIES`) rather than throw the rebuild away. Replaced copies are
-    queued for GC. Returns (how it ended, CAS conflicts met). Repair and the rebalancer share it.
+    queued for GC. A commit the store refused for the worker's lease (LeaseFenced: another
+    process holds it now) queues the new copies for collection, as a given-up one does, and
+    re-raises. Returns (how it ended, CAS conflicts met). Repair and the rebalancer share it.
     """
     conflicts = 0
     for attempt in range(COMMIT_TRIES):
@@ -234,8 +237,12 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
         if replaced:  # the lost, corrupt or moved copies, should their node still hold them
             puts[gc_key(time.time_ns(), stripe_id)] = pack(
                 {"nodes": [replaced.get(i) for i in range(len(old))]})
-        if await meta.txn(Txn(compares=compares, puts=puts)):
-            return Commit.DONE, conflicts
+        try:
+            if await meta.txn(Txn(compares=compares, puts=puts)):
+                return Commit.DONE, conflicts
+        except LeaseFenced:  # another process holds the worker's lease: nothing applied, and
+            await collect_copies(meta, stripe_id, written)  # (an unfenced put) no retry
+            raise
         conflicts += 1
     await collect_copies(meta, stripe_id, written)
     return Commit.GAVE_UP, conflicts

@@ -23,7 +23,8 @@ record: `storage/volume_gone.py`), a many-part version's or upload's retirement 
 (its `RT` marker: `storage/retiring.py`), then a snapshot delete that was (its `VC` marker:
 `VolumeService.finish_collect`). A marker whose step raises is logged and skipped for a
 back-off that doubles per failure (`BACKOFF_FIRST_S` to `BACKOFF_MAX_S`): the other markers
-and the tenant reclaims go on meanwhile, instead of that one marker failing every step.
+and the tenant reclaims go on meanwhile, instead of that one marker failing every step. A
+commit refused for the worker's lease (LeaseFenced) is no marker's failure: it ends the step.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from storage.keyspace import (
     volume_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
+from storage.metadata.fence import LeaseFenced
 from storage.records import AccessKey, Bucket, ObjectVersion, Tenant, pack
 from storage.version_retire import retire_version
 from storage.volume_gone import gone_volume_step, retire_pointers_step
@@ -236,6 +238,8 @@ class TenantReclaimer:
                         continue
                     try:
                         await finish(item)
+                    except LeaseFenced:
+                        raise  # not this marker's failure: another process holds the lease
                     except Exception:
                         n = failed[0] + 1 if failed else 1
                         self._failing[item.key] = (

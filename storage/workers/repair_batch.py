@@ -26,8 +26,9 @@ commits of a batch run at once: a stripe whose commit finds no slot keeps its la
 frees, so rebuilds slow down when commits back up (the commits of a multipart object's
 stripes all compare-and-swap one version record, and pile-ups there mean retries).
 
-Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all;
-a metadata error while re-planning is logged and the rebuilds under way go on.
+Everything runs inside the worker's step: stopping the worker (a lost lease) cancels it all,
+and so does the first commit the store refuses for the lease (LeaseFenced: the batch starts
+no more rebuilds, as each commit would be refused too); a metadata error while re-planning is logged and the rebuilds under way go on.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from storage.errors import StorageError
 from storage.health import DOWN, OUT, UP
 from storage.keyspace import STRIPE, space, stripe_of, urgent_repair_span
 from storage.metadata import Item
+from storage.metadata.fence import LeaseFenced
 from storage.pipeline import segment_count
 from storage.records import PartLayout, unpack
 from storage.shards.ids import shard_id
@@ -248,6 +250,11 @@ class RepairBatches:
                     return await self._repair(item, man, a,
                                               self._throttle if safe else self._urgent,
                                               committing)
+                except LeaseFenced:  # another process holds the lease: every other commit
+                    for t in running:  # would be refused too, so stop them all now
+                        if t is not asyncio.current_task():
+                            t.cancel()
+                    raise
                 finally:
                     self._busy.discard(sid)
             finally:
@@ -274,6 +281,8 @@ class RepairBatches:
                         error = error or t.exception()
                     elif t.result():
                         self._progress = True
+                if isinstance(error, LeaseFenced):
+                    break  # (the fenced stripe cancelled the others): start no more
                 now = time.monotonic()
                 if more and len(running) <= self.settings.parallel * WHOLE_SHARE and \
                         (not running or now >= next_refill) and now < roll_end:

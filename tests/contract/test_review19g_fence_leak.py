@@ -16,21 +16,28 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from storage import retiring
 from storage.cluster import Cluster
 from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
-from storage.keyspace import urgent_repair_key
-from storage.leases import Leases
+from storage.keyspace import GC, discarded_key, space, urgent_repair_key
+from storage.keyspace import unpack as key_parts
+from storage.leases import Lease, Leases
 from storage.metadata import MetadataStore, open_store
 from storage.metadata.fence import LeaseFenced
 from storage.objects import PutOptions
+from storage.records import unpack
 from storage.shards.ids import shard_id
 from storage.tenants import TenantService
 from storage.testing.lies import lie
 from storage.testing.simnodes import SimNodes
+from storage.workers.gcfence import read_fence
+from storage.workers.manifests import commit_shard_moves
+from storage.workers.reclaim import TenantReclaimer
 from storage.workers.stepfence import StepFence
 from tests.contract.test_metadata_contract import BACKENDS
 
@@ -153,3 +160,89 @@ async def test_a_lie_a_stale_step_found_is_still_queued_by_a_client_read(
     await read()  # a client reads the same object
     await cluster.stripes.lies.settle()
     assert await cluster.meta.get(urgent_repair_key(p.stripe_id)) is not None
+
+
+# mend19g: what a stale step leaves behind when the store refuses its commits -------------
+
+async def _taken_over(cluster: Cluster, other: MetadataStore) -> Lease:
+    """A lease another process took over while its old holder still counts it valid."""
+    name = "stale-" + os.urandom(4).hex()
+    lease = await Leases(cluster.meta).acquire(name, "host/a:1/10", 60)
+    assert lease is not None
+    assert await Leases(other).acquire(name, "host/a:1/11", 60, succeeds="host/a:1/")
+    assert lease.valid()
+    return lease
+
+
+async def _queued(meta: MetadataStore, stripe_id: bytes) -> list[dict[str, Any]]:
+    """The GC queue's entries for `stripe_id`."""
+    return [unpack(it.value) for it in await meta.range(*space(GC), limit=100_000)
+            if key_parts(it.key)[-1] == stripe_id.hex()]
+
+
+async def test_a_refused_repair_commit_queues_its_written_copies(
+        world: tuple[Cluster, MetadataStore, SimNodes, str]) -> None:
+    """commit_shard_moves refused for the lease must queue the copies it was given, as a
+    given-up commit does: no manifest will name them (on the old code: only the orphan
+    sweep, after its grace, finds them)."""
+    cluster, other, _, tenant = world
+    bucket = await cluster.buckets.get(tenant, "b" + tenant)
+    size = 2 * SEGMENT + 3
+    await cluster.objects.put(bucket, "r", _body(os.urandom(size)), PutOptions(size_hint=size))
+    p = (await cluster.objects.head(bucket, "r")).parts[0]
+    spare = next(n.id for n in cluster.cfg.nodes if n.id not in p.nodes)
+    lease = await _taken_over(cluster, other)
+    fence = await read_fence(cluster.meta, p.stripe_id)
+    with pytest.raises(LeaseFenced):
+        async with StepFence(lease).step():
+            await commit_shard_moves(cluster.meta, p.stripe_id, list(p.nodes), {0: spare}, fence)
+    assert (await cluster.objects.head(bucket, "r")).parts[0].nodes == p.nodes
+    assert [e["nodes"] for e in await _queued(cluster.meta, p.stripe_id)] == [[spare]]
+
+
+async def test_a_stale_steps_refused_put_queues_its_stripes(
+        world: tuple[Cluster, MetadataStore, SimNodes, str]) -> None:
+    """A PUT in a stale step (access-log delivery, an archive copy) whose commit the store
+    refuses discards its stripes; that discard must not be refused too (on the old code it
+    was: the stripes waited for the orphan sweep)."""
+    cluster, other, _, tenant = world
+    bucket = await cluster.buckets.get(tenant, "b" + tenant)
+    before = len(await cluster.meta.range(*space(GC), limit=100_000))
+    lease = await _taken_over(cluster, other)
+    size = 3 * SEGMENT + 1
+    with pytest.raises(LeaseFenced):
+        async with StepFence(lease).step():
+            await cluster.objects.put(bucket, "w", _body(os.urandom(size)),
+                                      PutOptions(size_hint=size))
+    queued = await cluster.meta.range(*space(GC), limit=100_000)
+    assert len(queued) == before + 1
+    assert "discarded" in unpack(queued[-1].value)
+    assert await cluster.meta.get(discarded_key(bytes.fromhex(key_parts(queued[-1].key)[-1])))
+
+
+async def _two_markers(meta: MetadataStore) -> list[bytes]:
+    keys = []
+    for i in range(2):
+        k, v = retiring.stripes_marker("b", f"k{i}", [(os.urandom(16), ["n1"])], 0)
+        await meta.put(k, v)
+        keys.append(k)
+    return keys
+
+
+async def test_reclaim_stops_at_a_refused_marker(
+        world: tuple[Cluster, MetadataStore, SimNodes, str]) -> None:
+    """A marker's commit refused for the lease is not the marker's failure: the step ends
+    with LeaseFenced (the runner stops the worker) rather than back off that marker and try
+    every other one (on the old code: logged, backed off, the step went on)."""
+    cluster, other, _, _ = world
+    keys = await _two_markers(cluster.meta)
+    lease = await _taken_over(cluster, other)
+    worker = TenantReclaimer(cluster.meta, 0)
+    with pytest.raises(LeaseFenced):
+        async with StepFence(lease).step():
+            await worker.step()
+    assert all([await cluster.meta.get(k) for k in keys])
+    # and a request's own finishing (retiring.finish_now) in a stale step stops there too
+    with pytest.raises(LeaseFenced):
+        async with StepFence(lease).step():
+            await retiring.finish_now(cluster.meta, keys)
