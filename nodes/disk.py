@@ -1,5 +1,6 @@
-"""A node's local shard storage: one file per shard, written durably, read and verified in pieces
-(one file's format, write and read are in `nodes.shardfile`).
+"""A node's local shard storage: whole shards up to [packs] max_shard_bytes appended to packs
+(`nodes.packstore`), larger ones (and those from before packing) one file per shard, written
+durably, read and verified in pieces (one file's format, write and read are in `nodes.shardfile`).
 
 Layout below the node's data directory:
 
@@ -9,7 +10,7 @@ Layout below the node's data directory:
                                           an O_TMPFILE file in its own directory, linked in)
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
     packs/<seq>.pack                      whole shards up to [packs] max_shard_bytes, appended
-                                          (`nodes.packstore`; off by default until complete)
+                                          (`nodes.packstore`; 1 MiB by default, 0: none)
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
 fan-out directories are made durable in their parent the first time; the 256 first-level ones

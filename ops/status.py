@@ -158,7 +158,7 @@ def _render_rebalance(rb: dict[str, Any] | None, nodes: list[dict[str, Any]]) ->
         left = "drained" if n["id"] in (rb.get("drained") or []) else (
             "counting" if d.get("left") is None else f"{d['left']} shards left")
         out.append(f"  draining {n['id']}: {left}, {d.get('moved', 0)} moved, "
-                   f"{n.get('shards', 0)} shard files on the node")
+                   f"{n.get('shards', 0)} shards on the node")
     return out
 
 
