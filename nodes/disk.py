@@ -52,7 +52,7 @@ from nodes.shardfile import (
 )
 from nodes.shardread import ShardReadStream
 from storage.config import PackSettings
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, NotFound, ShardCorrupt
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
 
@@ -155,7 +155,8 @@ class DiskShardStore:
 
     async def start(self) -> None:
         """Remove stale temp files, make every file private (0600, directories 0700, in
-        data dirs made before that rule too) and count what is stored (once, before serving)."""
+        data dirs made before that rule too) and count what is stored (once, before serving;
+        a shard file a whole packed copy shadows is removed then, `_shadowed_sync`)."""
         await asyncio.to_thread(secure_tree, self.root, [self.shard_dir])  # shards: in _count
         await asyncio.to_thread(self._clean_temp_sync, self._temp_max_age_s)
         await asyncio.to_thread(self._first_level_sync)
@@ -227,18 +228,46 @@ class DiskShardStore:
         for dirpath, _dirs, files in os.walk(self.shard_dir):
             with contextlib.suppress(FileNotFoundError):
                 tighten(dirpath, os.stat(dirpath))
+            dropped = False
             for name in files:
                 path = os.path.join(dirpath, name)
                 with contextlib.suppress(FileNotFoundError):
                     st = os.lstat(path)
                     tighten(path, st)  # the walk that counts also keeps shards private
-                    if _valid(name):
-                        used += st.st_size
-                        count += 1
+                    if not _valid(name):
+                        continue
+                    if self._shadowed_sync(name, path):
+                        dropped = True
+                        continue
+                    used += st.st_size
+                    count += 1
+            if dropped:
+                with contextlib.suppress(OSError):  # best effort, as the unlink was; a
+                    fsync_dir(dirpath)  # revived file only comes back to be dropped again
         if self.packs is not None:
             used += self.packs.index.total_length()
             count += len(self.packs.index)
         return used, count
+
+    def _shadowed_sync(self, sid: str, path: str) -> bool:
+        """Remove shard file `path` when a pack holds a whole copy of `sid` too (True): a
+        power cut undid the file's unlink, or a crash fell between a rewrite's two steps
+        (`put_packed`, `supersede_packed_sync`). Reads take the packed copy, so the file
+        is never served or scrubbed, yet it was counted twice and would be served once the
+        packed copy is quarantined. A packed copy that fails its checks keeps the file (it
+        may be the only good copy; scrub quarantines the packed one). At start only."""
+        if self.packs is None or sid not in self.packs.index:
+            return False
+        try:
+            if verify_file(self.locate(sid), sid).bad:
+                return False
+        except (ShardCorrupt, NotFound, OSError):
+            return False
+        try:
+            os.unlink(path)
+        except OSError:  # read-only or gone: counted as before (gone: not at all)
+            return not os.path.exists(path)
+        return True
 
     # -- writing -------------------------------------------------------------------------
 
