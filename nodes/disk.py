@@ -245,7 +245,7 @@ class DiskShardStore:
                 with contextlib.suppress(OSError):  # best effort, as the unlink was; a
                     fsync_dir(dirpath)  # revived file only comes back to be dropped again
         if self.packs is not None:
-            used += self.packs.index.total_length()
+            used += self.packs.held_bytes
             count += len(self.packs.index)
         return used, count
 
@@ -543,7 +543,10 @@ class DiskShardStore:
         if not self._counted:
             await self._count()
         st = await asyncio.to_thread(os.statvfs, self.root)
-        return {"used_bytes": self._used_bytes, "shards": self._shards,
+        packs, disk = self.packs, self._used_bytes
+        if packs is not None:  # packs hold deleted records until compaction: used_bytes
+            disk += packs.disk_bytes() - packs.held_bytes  # counts live shards only
+        return {"used_bytes": self._used_bytes, "disk_bytes": disk, "shards": self._shards,
                 "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize}
 
 
