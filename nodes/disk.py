@@ -1,5 +1,6 @@
-"""A node's local shard storage: one file per shard, written durably, read and verified in pieces
-(one file's format, write and read are in `nodes.shardfile`).
+"""A node's local shard storage: whole shards up to [packs] max_shard_bytes appended to packs
+(`nodes.packstore`), larger ones (and those from before packing) one file per shard, written
+durably, read and verified in pieces (one file's format, write and read are in `nodes.shardfile`).
 
 Layout below the node's data directory:
 
@@ -9,7 +10,7 @@ Layout below the node's data directory:
                                           an O_TMPFILE file in its own directory, linked in)
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
     packs/<seq>.pack                      whole shards up to [packs] max_shard_bytes, appended
-                                          (`nodes.packstore`; off by default until complete)
+                                          (`nodes.packstore`; 1 MiB by default, 0: none)
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
 fan-out directories are made durable in their parent the first time; the 256 first-level ones
@@ -51,7 +52,7 @@ from nodes.shardfile import (
 )
 from nodes.shardread import ShardReadStream
 from storage.config import PackSettings
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, NotFound, ShardCorrupt
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
 
@@ -154,7 +155,8 @@ class DiskShardStore:
 
     async def start(self) -> None:
         """Remove stale temp files, make every file private (0600, directories 0700, in
-        data dirs made before that rule too) and count what is stored (once, before serving)."""
+        data dirs made before that rule too) and count what is stored (once, before serving;
+        a shard file a whole packed copy shadows is removed then, `_shadowed_sync`)."""
         await asyncio.to_thread(secure_tree, self.root, [self.shard_dir])  # shards: in _count
         await asyncio.to_thread(self._clean_temp_sync, self._temp_max_age_s)
         await asyncio.to_thread(self._first_level_sync)
@@ -226,18 +228,46 @@ class DiskShardStore:
         for dirpath, _dirs, files in os.walk(self.shard_dir):
             with contextlib.suppress(FileNotFoundError):
                 tighten(dirpath, os.stat(dirpath))
+            dropped = False
             for name in files:
                 path = os.path.join(dirpath, name)
                 with contextlib.suppress(FileNotFoundError):
                     st = os.lstat(path)
                     tighten(path, st)  # the walk that counts also keeps shards private
-                    if _valid(name):
-                        used += st.st_size
-                        count += 1
+                    if not _valid(name):
+                        continue
+                    if self._shadowed_sync(name, path):
+                        dropped = True
+                        continue
+                    used += st.st_size
+                    count += 1
+            if dropped:
+                with contextlib.suppress(OSError):  # best effort, as the unlink was; a
+                    fsync_dir(dirpath)  # revived file only comes back to be dropped again
         if self.packs is not None:
-            used += self.packs.index.total_length()
+            used += self.packs.held_bytes
             count += len(self.packs.index)
         return used, count
+
+    def _shadowed_sync(self, sid: str, path: str) -> bool:
+        """Remove shard file `path` when a pack holds a whole copy of `sid` too (True): a
+        power cut undid the file's unlink, or a crash fell between a rewrite's two steps
+        (`put_packed`, `supersede_packed_sync`). Reads take the packed copy, so the file
+        is never served or scrubbed, yet it was counted twice and would be served once the
+        packed copy is quarantined. A packed copy that fails its checks keeps the file (it
+        may be the only good copy; scrub quarantines the packed one). At start only."""
+        if self.packs is None or sid not in self.packs.index:
+            return False
+        try:
+            if verify_file(self.locate(sid), sid).bad:
+                return False
+        except (ShardCorrupt, NotFound, OSError):
+            return False
+        try:
+            os.unlink(path)
+        except OSError:  # read-only or gone: counted as before (gone: not at all)
+            return not os.path.exists(path)
+        return True
 
     # -- writing -------------------------------------------------------------------------
 
@@ -513,7 +543,10 @@ class DiskShardStore:
         if not self._counted:
             await self._count()
         st = await asyncio.to_thread(os.statvfs, self.root)
-        return {"used_bytes": self._used_bytes, "shards": self._shards,
+        packs, disk = self.packs, self._used_bytes
+        if packs is not None:  # packs hold deleted records until compaction: used_bytes
+            disk += packs.disk_bytes() - packs.held_bytes  # counts live shards only
+        return {"used_bytes": self._used_bytes, "disk_bytes": disk, "shards": self._shards,
                 "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize}
 
 

@@ -423,6 +423,7 @@ async def health(request: web.Request) -> web.Response:
     usage = await _disk(st.store.usage())
     return web.json_response({"node_id": st.node_id, "zone": st.zone, "status": "ok",
                               "used_bytes": usage["used_bytes"],
+                              "disk_bytes": usage["disk_bytes"],
                               "free_bytes": usage["free_bytes"],
                               "total_bytes": usage["total_bytes"], "shards": usage["shards"],
                               "started": st.started,

@@ -104,6 +104,7 @@ class PackStore:
         self.index = PackIndex()  # sorted and compact: ~43 B a shard once merged
         self.live: dict[int, int] = {}  # seq -> bytes of its live records (with overhead)
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
+        self.held_bytes = 0  # the bodies of the shards the index holds (their live bytes)
         self.damage: list[Damage] = []
         self._unlinked: set[int] = set()  # packs unlinked, their directory not yet fsynced
         self._retired: set[int] = set()  # packs a failed cut-back left: never appended to
@@ -240,14 +241,21 @@ class PackStore:
         old = self.index.get(sid)
         if old is not None:
             self.live[old.seq] -= old.length + pf.OVERHEAD
+            self.held_bytes -= old.length
         if rec.kind == pf.PUT:  # one assignment: a reader never finds it absent meanwhile
             self.index[sid] = PackLoc(seq, rec.body_offset, rec.body_len, rec.time_ns)
             self.live[seq] = self.live.get(seq, 0) + rec.body_len + pf.OVERHEAD
+            self.held_bytes += rec.body_len
         elif old is not None:
             del self.index[sid]
 
     def locate(self, sid: str) -> PackLoc | None:
         return self.index.get(sid)
+
+    def disk_bytes(self) -> int:
+        """The packs' size on disk: live shards, and what compaction has not yet reclaimed
+        (deleted and replaced records, tombstones, record heads and footers)."""
+        return sum(self.sizes.values())
 
     def path_of(self, seq: int) -> Path:
         return self.pack_dir / pack_name(seq)

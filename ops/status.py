@@ -27,6 +27,13 @@ def _why_not_up(nodes: list[dict[str, Any]]) -> list[str]:
             for n in nodes if n.get("state") != "up" and n.get("last_error")]
 
 
+def _on_disk(row: dict[str, Any]) -> str:
+    """What a node's (a zone's) shards take on disk: more than "used" (live shards) while
+    packs hold deleted records compaction has not reclaimed yet (a gateway before this
+    field: "used")."""
+    return human_size(row.get("disk_bytes", row["used_bytes"]))
+
+
 def render(doc: dict[str, Any]) -> str:
     """The human-readable report of a status document."""
     from ops.admincli import table
@@ -34,9 +41,9 @@ def render(doc: dict[str, Any]) -> str:
     p = doc["profile"]
     out = [f"profile {p['name']}: k={p['k']} m={p['m']}", "", "ZONES"]
     out.append(table([{**z, "used": human_size(z["used_bytes"]), "free": human_size(z["free_bytes"]),
-                       "up": f"{z['up']}/{z['nodes']}"} for z in doc["zones"]],
+                       "disk": _on_disk(z), "up": f"{z['up']}/{z['nodes']}"} for z in doc["zones"]],
                      [("zone", "zone"), ("up", "nodes up"), ("shards", "shards"),
-                      ("used", "used"), ("free", "free")]))
+                      ("used", "used"), ("disk", "on disk"), ("free", "free")]))
     out += ["", "NODES"]
     rows = []
     for n in doc["nodes"]:
@@ -46,11 +53,12 @@ def render(doc: dict[str, Any]) -> str:
             total = max(1, int(sc.get("shards_total_at_start", 0)))
             pct = min(100, 100 * int(sc.get("shards_this_pass", 0)) // total)
             prog = f"pass {sc.get('passes', 0)} +{pct}%" if sc.get("enabled") else "off"
-        rows.append({**n, "used": human_size(n["used_bytes"]), "scrub": prog,
+        rows.append({**n, "used": human_size(n["used_bytes"]), "disk": _on_disk(n), "scrub": prog,
                      "corrupt": sc.get("corrupt_found", "-")})
     out.append(table(rows, [("id", "node"), ("zone", "zone"), ("address", "address"),
                             ("membership", "membership"),
                             ("state", "state"), ("shards", "shards"), ("used", "used"),
+                            ("disk", "on disk"),
                             ("scrub", "scrub"), ("corrupt", "corrupt found")]))
     out += _why_not_up(doc["nodes"])
     st = doc["stripes"]
@@ -158,7 +166,7 @@ def _render_rebalance(rb: dict[str, Any] | None, nodes: list[dict[str, Any]]) ->
         left = "drained" if n["id"] in (rb.get("drained") or []) else (
             "counting" if d.get("left") is None else f"{d['left']} shards left")
         out.append(f"  draining {n['id']}: {left}, {d.get('moved', 0)} moved, "
-                   f"{n.get('shards', 0)} shard files on the node")
+                   f"{n.get('shards', 0)} shards on the node")
     return out
 
 

@@ -98,15 +98,16 @@ async def collect_status(cluster: Cluster) -> dict[str, Any]:
                       "membership": members.get(n.id, "active"),
                       "drain": (rebalance.get("draining") or {}).get(n.id),
                       "state": s.state, "since": time.time() - s.for_s(),  # wall clock
-                      "used_bytes": s.used_bytes,
+                      "used_bytes": s.used_bytes, "disk_bytes": s.disk_bytes,
                       "free_bytes": s.free_bytes, "shards": s.shards,
                       "last_error": s.last_error if s.state != UP else "",
                       "reason": node_reason(n.id, s.last_error) if s.state != UP else ""})
         z = zones.setdefault(n.zone, {"zone": n.zone, "nodes": 0, "up": 0, "used_bytes": 0,
-                                      "free_bytes": 0, "shards": 0})
+                                      "disk_bytes": 0, "free_bytes": 0, "shards": 0})
         z["nodes"] += 1
         z["up"] += s.state == UP
         z["used_bytes"] += s.used_bytes
+        z["disk_bytes"] += s.disk_bytes
         z["free_bytes"] += s.free_bytes
         z["shards"] += s.shards
 

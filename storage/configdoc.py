@@ -61,8 +61,8 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("cluster", "node_request_window_s"): "How old a signed gateway-to-node request may be. "
     "Shorter narrows replay; too short fails on clock skew between hosts.",
     ("cluster", "inline_max_bytes"): "Objects up to this many bytes are sealed (AES-GCM, as "
-    "any segment) inside their metadata record instead of k+m shard files: one metadata "
-    "write instead of k+m fsynced files, several times less CPU per small object. Their "
+    "any segment) inside their metadata record instead of k+m shards: one metadata "
+    "write instead of k+m fsynced shard writes, several times less CPU per small object. Their "
     "durability is the metadata store's, which is already the floor of every object (a lost "
     "manifest is a lost object). 0 turns it off; at most 65536 (metadata records stay small).",
     ("gateway", "listen"): "S3 API address (HOST:PORT).",
@@ -182,7 +182,7 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "many stripes sweep as fast as before; 0 = unlimited). Bounds the idle cost of a large "
     "cluster; while a node is down or out, and when one changes state or restarts, the "
     "sweep runs unpaced. Higher finds a shard lost on an up node sooner at a CPU cost.",
-    ("repair", "orphan_grace_s"): "Unreferenced shard files younger than this are kept "
+    ("repair", "orphan_grace_s"): "Unreferenced shards younger than this are kept "
     "(uploads in flight); a write not committed within this less 10% is refused "
     "(S3 RequestTimeout), since its first shards may already be swept.",
     ("repair", "parallel"): "Stripes rebuilt at once.",

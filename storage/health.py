@@ -42,7 +42,8 @@ class NodeState:
     # node's shards by the step; one forward marked a node down for a moment out)
     since: float = 0.0
     last_error: str = ""
-    used_bytes: int = 0
+    used_bytes: int = 0  # the node's live shards
+    disk_bytes: int = 0  # what its shards take on disk (packs: until compaction reclaims)
     free_bytes: int = 0
     shards: int = 0
     started: float = 0.0  # the node process's start it reports (a restart changes it)
@@ -221,10 +222,12 @@ class HealthTracker:
             try:
                 used, free = int(h.get("used_bytes", 0)), int(h.get("free_bytes", 0))
                 shards, started = int(h.get("shards", 0)), float(h.get("started", 0.0))
+                disk = int(h.get("disk_bytes", used))  # a node before it: files only
             except (AttributeError, TypeError, ValueError):
                 log.warning("node %s answered a malformed health document", n.id)
                 return
             s.used_bytes, s.free_bytes, s.shards, s.started = used, free, shards, started
+            s.disk_bytes = disk
             s.probed = time.monotonic()
 
         self._sync()

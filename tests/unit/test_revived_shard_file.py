@@ -77,3 +77,72 @@ async def test_a_revived_file_alone_is_listed_old_and_deleted(tmp_path: Path) ->
         assert (await on.call("GET", f"/v1/shards/{sid}?first=0&count=2"))[0] == 404
     finally:
         await on.stop()
+
+
+async def _file_beside_packed(tmp_path: Path) -> tuple[Path, str, bytes, Path]:
+    """A node's data dir where shard `sid` is packed and a revived file of it sits beside
+    (a power cut undid the file's unlink); returns (data dir, sid, packed body, file)."""
+    data = tmp_path / "data"
+    sid, h, _, body = make_shard(frames=2, block_size=BLOCK, last=None)
+    old = Node(data, 0)
+    await old.start()
+    try:
+        assert (await put(old, same_header_other_bytes(h, 2), sid))[0] == 201
+        kept = tmp_path / "kept"
+        shutil.copy2(old.store.shard_path(sid), kept)
+        assert (await old.call("DELETE", f"/v1/shards/{sid}"))[0] in (200, 204)
+    finally:
+        await old.stop()
+    on = Node(data, PACK_MAX)
+    await on.start()
+    try:
+        assert (await put(on, body, sid))[0] == 201
+    finally:
+        await on.stop()
+    path = Path(on.store.shard_path(sid))
+    os.link(kept, path)
+    return data, sid, body, path
+
+
+async def test_a_file_a_whole_packed_copy_shadows_is_removed_at_start(tmp_path: Path) -> None:
+    """review19i L2: the file is dropped at start (the packed copy checked first), so it is
+    counted once and cannot be served after the packed copy is quarantined."""
+    data, sid, body, path = await _file_beside_packed(tmp_path)
+    on = Node(data, PACK_MAX)
+    await on.start()
+    try:
+        assert not path.exists()
+        usage = await on.store.usage()
+        assert (usage["shards"], usage["used_bytes"]) == (1, len(body))
+        assert await on.call("GET", f"/v1/shards/{sid}?first=0&count=2") == (200, body)
+    finally:
+        await on.stop()
+
+
+async def test_a_file_beside_a_damaged_packed_copy_is_kept(tmp_path: Path) -> None:
+    """The packed copy fails its checks: the file may be the only good copy, so it stays."""
+    data, sid, _, path = await _file_beside_packed(tmp_path)
+    probe = Node(data, PACK_MAX)
+    await probe.start()
+    try:
+        packs = probe.store.packs
+        assert packs is not None
+        loc = packs.locate(sid)
+        assert loc is not None
+        pack = packs.path_of(loc.seq)
+    finally:
+        await probe.stop()
+    assert not path.exists()  # that start removed it: plant it again, then spoil the pack
+    shutil.copy2(tmp_path / "kept", path)
+    with open(pack, "r+b") as f:
+        f.seek(loc.offset + loc.length - 8)
+        byte = f.read(1)
+        f.seek(loc.offset + loc.length - 8)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    on = Node(data, PACK_MAX)
+    await on.start()
+    try:
+        assert path.exists()
+        assert (await on.store.usage())["shards"] == 2
+    finally:
+        await on.stop()
