@@ -200,16 +200,20 @@ def run(a: argparse.Namespace) -> int:
         r = admin_request("POST", "/nodes", {"id": a.id, "zone": a.zone, "address": a.address,
                                              "role": a.role, "weight": a.weight})
         text = f"node {a.id} added in zone {a.zone} at {a.address}; it takes new shards now"
-    elif a.action == "remove" and a.force:
-        path = f"/nodes/{q(a.id, safe='')}"
-        plan = admin_request("DELETE", path, query={"force": "1", "dry_run": "1"})["force"]
-        _confirm_force(a, plan)
-        r = admin_request("DELETE", path, query={"force": "1"})
-        text = f"node {a.id} removed from the cluster map ({r['force']['abandoned']} " \
-               "unneeded shard file(s) left on its disk)"
     elif a.action == "remove":
-        r = admin_request("DELETE", f"/nodes/{q(a.id, safe='')}")
-        text = f"node {a.id} removed from the cluster map"
+        path = f"/nodes/{q(a.id, safe='')}"
+        r = admin_request("DELETE", path, query={"force": "1", "dry_run": "1"} if a.force
+                          else None)
+        if a.force and not r.get("already_removed"):
+            _confirm_force(a, r["force"])
+            r = admin_request("DELETE", path, query={"force": "1"})
+        if r.get("already_removed"):
+            text = f"node {a.id} was already removed from the cluster map; nothing changed"
+        elif a.force:
+            text = f"node {a.id} removed from the cluster map ({r['force']['abandoned']} " \
+                   "unneeded shard file(s) left on its disk)"
+        else:
+            text = f"node {a.id} removed from the cluster map"
     else:
         r = admin_request("POST", f"/nodes/{q(a.id, safe='')}/{a.action}")
         text = render([r])

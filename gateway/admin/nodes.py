@@ -206,8 +206,9 @@ class NodesApi:
     async def remove(self, call: Call) -> tuple[int, Any]:
         m = await self._member(call)
         nid = m.spec.id
-        if m.state == ms.REMOVED:
-            return 200, m.to_dict()
+        if m.state == ms.REMOVED:  # idempotent, but says nothing changed (--force too)
+            call.audit["already_removed"] = True
+            return 200, {**m.to_dict(), "already_removed": True}
         if call.request.query.get("force") in ("1", "true"):
             plan = await self.force_plan(m)
             call.audit["force"] = plan

@@ -161,6 +161,11 @@ def test_drain_moves_every_shard_then_remove(mc: LocalCluster) -> None:
     check(s3, "members", after)
     assert not mc.shard_files()[victim]
     assert "removed" in node_cli(mc, "list", "--all").stdout
+    for args in (("remove", victim), ("remove", victim, "--force", "--yes")):
+        r = node_cli(mc, *args)  # again: says nothing changed (--force crashed, newuser19)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert r.stdout.strip() == f"node {victim} was already removed from the cluster " \
+            "map; nothing changed", r.stdout
     for args in (("activate", victim), ("drain", victim)):  # removal is final, and says so
         r = node_cli(mc, *args)
         assert r.returncode == 1 and "`tessera node add`" in r.stderr, r.stderr
