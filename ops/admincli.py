@@ -90,7 +90,8 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
     missing = [n for n in (ENV_URL, ENV_AK, ENV_SK) if not env.get(n)]
     if missing:
         raise CliError(f"{', '.join(missing)} not set; load the cluster's tessera.env "
-                       "(set -a; . DATA/tessera.env; set +a)")
+                       "(set -a; . DATA/tessera.env; set +a) or pass --config "
+                       "DATA/tessera.toml")
     base = env[ENV_URL].rstrip("/")
     parts = urllib.parse.urlsplit(base)
     try:

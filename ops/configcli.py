@@ -17,7 +17,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from ops.admincli import CliError, admin_request
+from ops.admincli import CliError, admin_request, config_option, use_config
 
 # a user shortening days to try the archive tier expects restores to speed up too
 RESTORE_NOTE = ("note: restores (RestoreObject tiers) keep [archive] day_seconds, set at first "
@@ -36,6 +36,7 @@ def _show(r: dict[str, Any], as_json: bool) -> None:
 
 def _config(a: argparse.Namespace) -> int:
     try:
+        use_config(a.config)
         if a.action == "get":
             r = admin_request("GET", "/config")
         else:
@@ -58,7 +59,7 @@ def _config(a: argparse.Namespace) -> int:
 
 
 def add_config_parser(sub: Any) -> None:
-    js = argparse.ArgumentParser(add_help=False)
+    js = argparse.ArgumentParser(add_help=False, parents=[config_option()])
     js.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("config", help="settings a running cluster changes without a restart")
     cs = p.add_subparsers(dest="action", required=True)

@@ -132,3 +132,20 @@ def test_gateway_unknown_log_level_is_a_usage_error(capsys: pytest.CaptureFixtur
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "error: argument --log-level" in err[-1], err
+
+
+@pytest.mark.parametrize("argv", [["config", "get"], ["status"], ["node", "list"]])
+def test_every_admin_command_takes_config_and_says_so(
+        argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the admin environment the one-line error offers `--config`, which every admin
+    command accepts (`tessera config` did not: an argparse usage error; newuser19)."""
+    for name in ("TESSERA_ADMIN_URL", "TESSERA_ADMIN_ACCESS_KEY", "TESSERA_ADMIN_SECRET_KEY",
+                 "TESSERA_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "or pass --config DATA/tessera.toml" in err, err
+    assert main([*argv, "--config", str(tmp_path / "nope.toml")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.toml" in err and "not found" in err, err
