@@ -204,10 +204,13 @@ def run(a: argparse.Namespace) -> int:
         path = f"/nodes/{q(a.id, safe='')}"
         r = admin_request("DELETE", path, query={"force": "1", "dry_run": "1"} if a.force
                           else None)
-        if a.force and not r.get("already_removed"):
+        # a gateway from before `already_removed` answers a removed node without a plan
+        already = bool(r.get("already_removed")) or (a.force and "force" not in r)
+        if a.force and not already:
             _confirm_force(a, r["force"])
             r = admin_request("DELETE", path, query={"force": "1"})
-        if r.get("already_removed"):
+            already = bool(r.get("already_removed"))
+        if already:
             text = f"node {a.id} was already removed from the cluster map; nothing changed"
         elif a.force:
             text = f"node {a.id} removed from the cluster map ({r['force']['abandoned']} " \
