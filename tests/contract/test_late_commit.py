@@ -25,6 +25,7 @@ from storage.objects import PutOptions
 from storage.records import pack, unpack
 from storage.testing.simnodes import SimNodes
 from storage.workers.gc import GarbageCollector
+from tests.contract.conftest import empty_gc_queue
 from tests.contract.test_metadata_contract import store  # noqa: F401 - fixture
 from tests.inproc import sim_config, wired_cluster
 
@@ -45,7 +46,10 @@ async def body() -> AsyncIterator[bytes]:
 async def discarded_write(store: MetadataStore, keydir: Path,  # noqa: F811
                           monkeypatch: pytest.MonkeyPatch, then: Any) -> None:
     """A PUT whose commit request is lost (not applied yet: held back), discarded; then
-    `then(cluster, okey, late)` with `late()` applying the held-back commit."""
+    `then(cluster, okey, late)` with `late()` applying the held-back commit. The queue
+    starts empty: entries earlier modules left due in this worker's etcd would be collected
+    by `then`'s pass too."""
+    await empty_gc_queue(store)
     cfg = sim_config(keydir, 0)
     tenant, bucket = f"t{secrets.token_hex(4)}", f"b{secrets.token_hex(4)}"
     async with wired_cluster(keydir, cfg, SimNodes(list(cfg.nodes)), store,
