@@ -271,18 +271,26 @@ def test_a_death_one_worker_met_is_avoided_by_the_other(cluster: LocalCluster) -
     for n in cfg.nodes:
         if n.zone == "az3":
             cluster.kill(n.id)
-    # Worker 1 learns the deaths from its own failed PUTs: each fails on the dead nodes it
-    # placed shards on (and marks them down); one succeeds only once it knows all three
-    # (with two known, the third is the only usable node left in az3 and is always chosen).
-    failed = 0
-    while _request(cluster, w1, "PUT", f"/{BUCKET}/learn-{failed}", body)[0] == 503:
-        failed += 1
-        assert failed <= 3, "worker 1 kept placing shards on nodes it had seen die"
-    assert failed >= 1  # nobody knew at first: two of its six shards went to the dead zone
+    # Worker 1 learns the deaths from its own PUTs: each fails on the dead nodes it placed
+    # shards on (marking them down) and either sends those shards to spares before its ack
+    # or, when it cannot, fails (503); once it knows all three, a PUT needs no spare.
+    needed = []
+    for i in range(4):
+        spared = _spared(cluster)
+        status = _request(cluster, w1, "PUT", f"/{BUCKET}/learn-{i}", body)[0]
+        assert status in (200, 503)
+        needed.append(status == 503 or _spared(cluster) > spared)
+        if not needed[-1]:
+            break
+    assert needed[0], "nobody knew at first: two of its six shards went to the dead zone"
+    assert not needed[-1], "worker 1 kept placing shards on nodes it had seen die"
     # Worker 0 never contacted a dead node and will not probe for an hour: its first PUT
-    # must place around them (4+2 spills onto the two live zones) from the shared view.
+    # must place around them (4+2 spills onto the two live zones) from the shared view,
+    # with no shard sent to a dead node and then to a spare.
+    spared = _spared(cluster)
     status, text = _request(cluster, w0, "PUT", f"/{BUCKET}/second", body)
     assert status == 200, text
+    assert _spared(cluster) == spared
     assert _request(cluster, w0, "GET", f"/{BUCKET}/second")[1] == body
     assert _request(cluster, w0, "GET", f"/{BUCKET}/before")[1] == body
 
@@ -388,3 +396,12 @@ def test_two_workers_listen_on_every_address_once_their_cluster_is_open(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _spared(c: LocalCluster) -> float:
+    """Shards the gateway's workers (summed) sent to a spare after a target failed."""
+    status, text = fetch(c.env["TESSERA_ADMIN_URL"] + "/metrics")
+    assert status == 200
+    m = re.search(r"^tessera_write_shards_spared_total (\S+)$", text.decode(), re.M)
+    assert m is not None, "no tessera_write_shards_spared_total"
+    return float(m.group(1))
