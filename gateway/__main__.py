@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.app import serve
             asyncio.run(serve(cfg))
     except NoSpaceForMap as exc:  # before OSError: the address is not the problem
+        if a.worker_index is not None:
+            return 1  # a worker: worker 0 maps the same run directory's files and says it once
         print(f"tessera gateway: cannot start: {exc.strerror}", file=sys.stderr)
         return 1
     except StorageFull as exc:  # SQLite cannot open the metadata on its full disk
