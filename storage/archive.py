@@ -215,6 +215,23 @@ class ArchiveService:
                                         deletes=tuple(change.deletes))):
                 return records[0][1], change.result
 
+    async def _swap_in(self, bucket: str, key: str, version_id: str | None,
+                       fn: Callable[[ObjectVersion], Change | None],
+                       new_parts: list[PartLayout]) -> tuple[ObjectVersion, Any] | None:
+        """`mutate` for a change that puts freshly written `new_parts` in: when it is
+        declined or raises (etcd refusing the txn, the store unreachable, a cancellation),
+        the copy is discarded at once rather than left to the day-long orphan sweep, which
+        a retried lifecycle pass would feed a whole copy each hour. `discard_parts` spares
+        a stripe already indexed, so a commit that applied all the same keeps its parts."""
+        try:
+            res = await self.mutate(bucket, key, version_id, fn)
+        except BaseException:
+            await self._objects.discard_parts(new_parts)
+            raise
+        if res is None:
+            await self._objects.discard_parts(new_parts)
+        return res
+
     # RestoreObject -------------------------------------------------------------------------
 
     async def request_restore(self, b: Bucket, key: str, version_id: str | None, days: int,
@@ -347,9 +364,8 @@ class ArchiveService:
                     "version": cur.version_id, "part": p.number}, ch.compares)
             return ch
 
-        res = await self.mutate(bucket, key, vid, finish)
+        res = await self._swap_in(bucket, key, vid, finish, new_parts)
         if res is None:
-            await self._objects.discard_parts(new_parts)
             return False
         self.stats.restores_completed += 1
         return True
@@ -465,6 +481,8 @@ class ArchiveService:
             fields.update(parts=new_parts, dek=wrapped, kek_version=kek_version,
                           identity_version=target.identity_version)
 
+        markers: list[bytes] = []  # the old stripes' retirement marker, once swapped
+
         def swap(cur: ObjectVersion) -> Change | None:
             if [p.stripe_id for p in cur.parts] != stripes or cur.storage_class != v.storage_class:
                 return None
@@ -473,12 +491,18 @@ class ArchiveService:
                             "orphan grace", cur.bucket, cur.key, storage_class)
                 return None
             ch = Change(fields=dict(fields))
+            markers.clear()
             if not same:
                 due = time.time_ns() + int(self._objects.gc_grace_s * 1e9)
-                for p in cur.parts:
-                    if p.stripe_id and p.nodes:
-                        ch.puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
-                        ch.deletes.append(stripe_index_key(p.stripe_id))
+                if len(cur.parts) > retiring.INLINE_PARTS:  # etcd's txn limit: in steps
+                    marker, value = retiring.version_marker(cur, due)
+                    ch.puts[marker] = value
+                    markers.append(marker)
+                else:
+                    for p in cur.parts:
+                        if p.stripe_id and p.nodes:
+                            ch.puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
+                            ch.deletes.append(stripe_index_key(p.stripe_id))
                 inline_bodies.retire(cur, ch.deletes)  # its parts are replaced
                 for p in new_parts:
                     self._objects.index_part(ch.puts, p, {
@@ -486,9 +510,9 @@ class ArchiveService:
                         "version": cur.version_id, "part": p.number}, ch.compares)
             return ch
 
-        if await self.mutate(v.bucket, v.key, v.version_id, swap) is None:
-            await self._objects.discard_parts(new_parts)
+        if await self._swap_in(v.bucket, v.key, v.version_id, swap, new_parts) is None:
             return False
+        await retiring.finish_now(self._meta, markers)
         self.stats.transitioned += 1
         return True
 

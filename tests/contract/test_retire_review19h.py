@@ -23,7 +23,7 @@ from storage import multipart as mp
 from storage import retiring
 from storage.cluster import Cluster
 from storage.config import config_from_mapping
-from storage.keyspace import part_prefix, span
+from storage.keyspace import part_prefix, span, stripe_index_key
 from storage.metadata import MetadataStore
 from storage.workers.manifests import Manifest, load_manifest
 from storage.workers.reclaim import TenantReclaimer
@@ -113,12 +113,13 @@ async def test_unsigned_payload_and_content_md5_on_completion(
     assert e.value.response["Error"]["Code"] == "BadDigest"
 
 
-async def test_a_many_part_transition_on_etcd_fails_and_leaves_its_copy(
+async def test_a_many_part_transition_commits_and_retires_the_old_stripes(
         served: tuple[Any, Cluster, str]) -> None:  # noqa: F811
-    """Review19h: the archive transition of an object of more than ~341 parts is 3 etcd ops
+    """Review19h: the archive transition of an object of more than ~341 parts was 3 etcd ops
     a part in one txn (old stripes' G put + X delete, new stripes' X put): over 1024 the
-    txn raises, and the copy `_rewrite_parts` wrote is not discarded (orphans until the
-    orphan grace; every lifecycle pass writes another). Expected to FAIL on etcd today."""
+    txn raised, and the copy `_rewrite_parts` wrote was not discarded (orphans until the
+    orphan grace; every lifecycle pass wrote another). Failed on etcd before mend19h; the
+    old stripes now go through a retirement marker."""
     s3, cluster, bucket = served
     meta = cluster.meta
     parts = 400
@@ -126,13 +127,7 @@ async def test_a_many_part_transition_on_etcd_fails_and_leaves_its_copy(
     await asyncio.to_thread(s3.complete_multipart_upload, Bucket=bucket, Key="t", UploadId=up,
                             MultipartUpload={"Parts": listed})
     v = await _version(meta, bucket, "t")
-    cfg = cluster.cfg  # GLACIER on its own profile (every service holds this Config)
-    other = config_from_mapping({"data_dir": str(cfg.data_dir), "nodes": [
-        {"id": n.id, "zone": n.zone, "address": n.address} for n in cfg.nodes],
-        "profiles": {"standard": {"k": 4, "m": 2},
-                     "archive": {"k": 4, "m": 2, "compress": True}}}, cfg.data_dir)
-    object.__setattr__(cfg, "profiles", {**cfg.profiles, "archive": other.profiles["archive"]})
-    object.__setattr__(cfg, "storage_classes", {"GLACIER": "archive"})
+    _archive_profile(cluster)  # (every service holds this Config)
     nodes = cluster.nodes
     before = sum(len(fs) for fs in nodes.files.values())
     try:
@@ -141,3 +136,86 @@ async def test_a_many_part_transition_on_etcd_fails_and_leaves_its_copy(
         moved = repr(exc)
     after = sum(len(fs) for fs in nodes.files.values())
     assert moved is True, (moved, f"shards {before} -> {after}")
+    await _assert_retired(meta, bucket, [p.stripe_id for p in v.parts])
+    now = await _version(meta, bucket, "t")
+    assert now.storage_class == "GLACIER" and len(now.parts) == parts
+    for p in now.parts:
+        assert await meta.get(stripe_index_key(p.stripe_id)) is not None, p.number
+
+
+def _archive_profile(cluster: Cluster) -> None:
+    """GLACIER on its own compressing profile, so a transition rewrites the data."""
+    cfg = cluster.cfg
+    other = config_from_mapping({"data_dir": str(cfg.data_dir), "nodes": [
+        {"id": n.id, "zone": n.zone, "address": n.address} for n in cfg.nodes],
+        "profiles": {"standard": {"k": 4, "m": 2},
+                     "archive": {"k": 4, "m": 2, "compress": True}}}, cfg.data_dir)
+    object.__setattr__(cfg, "profiles", {**cfg.profiles, "archive": other.profiles["archive"]})
+    object.__setattr__(cfg, "storage_classes", {"GLACIER": "archive"})
+
+
+def _refused(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make the archive's next commit raise (as etcd refusing an oversized txn does) and
+    return the list the copy's parts land in as `_rewrite_parts` writes them."""
+    archive = cluster.archive
+    written: list[Any] = []
+    rewrite = archive._rewrite_parts  # noqa: SLF001
+
+    async def noted(*a: Any, **kw: Any) -> Any:
+        parts = await rewrite(*a, **kw)
+        written.extend(parts)
+        return parts
+
+    async def refused(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("etcdserver: too many operations in txn request")
+
+    monkeypatch.setattr(archive, "_rewrite_parts", noted)
+    monkeypatch.setattr(archive, "mutate", refused)
+    return written
+
+
+async def _assert_discarded(meta: MetadataStore, parts: list[Any]) -> None:
+    from storage.keyspace import discarded_key
+
+    assert parts
+    for p in parts:
+        assert await meta.get(stripe_index_key(p.stripe_id)) is None, p.number
+        assert await meta.get(discarded_key(p.stripe_id)) is not None, (
+            f"part {p.number}: the rewritten copy was left to the orphan sweep")
+
+
+async def test_a_failed_transition_commit_discards_its_copy(
+        served: tuple[Any, Cluster, str],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mend19h: the commit of a transition raising (not declining) discarded nothing."""
+    s3, cluster, bucket = served
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="f", Body=b"x" * 5000)
+    v = await _version(cluster.meta, bucket, "f")
+    _archive_profile(cluster)
+    written = _refused(cluster, monkeypatch)
+    with pytest.raises(RuntimeError):
+        await cluster.archive.transition(v, "GLACIER")
+    await _assert_discarded(cluster.meta, written)
+
+
+async def test_a_failed_restore_completion_discards_its_copy(
+        served: tuple[Any, Cluster, str],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mend19h: the restore completion's commit raising left the restored copy behind."""
+    from storage.keyspace import RESTORE_QUEUE, space
+
+    s3, cluster, bucket = served
+    meta = cluster.meta
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="r", Body=b"y" * 5000)
+    _archive_profile(cluster)
+    assert await cluster.archive.transition(await _version(meta, bucket, "r"), "GLACIER")
+    await asyncio.to_thread(s3.restore_object, Bucket=bucket, Key="r",
+                            RestoreRequest={"Days": 1, "GlacierJobParameters": {
+                                "Tier": "Standard"}})
+    v = await _version(meta, bucket, "r")
+    job = await meta.get(v.restore["queue_key"])
+    assert job is not None and job in await meta.range(*space(RESTORE_QUEUE), limit=10_000)
+    written = _refused(cluster, monkeypatch)
+    with pytest.raises(RuntimeError):
+        await cluster.archive._complete(job)  # noqa: SLF001
+    await _assert_discarded(meta, written)
