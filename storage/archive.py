@@ -216,21 +216,92 @@ class ArchiveService:
                 return records[0][1], change.result
 
     async def _swap_in(self, bucket: str, key: str, version_id: str | None,
-                       fn: Callable[[ObjectVersion], Change | None],
-                       new_parts: list[PartLayout]) -> tuple[ObjectVersion, Any] | None:
-        """`mutate` for a change that puts freshly written `new_parts` in: when it is
-        declined or raises (etcd refusing the txn, the store unreachable, a cancellation),
-        the copy is discarded at once rather than left to the day-long orphan sweep, which
-        a retried lifecycle pass would feed a whole copy each hour. `discard_parts` spares
-        a stripe already indexed, so a commit that applied all the same keeps its parts."""
+                       fn: Callable[[ObjectVersion, Change], Change | None],
+                       new_parts: list[PartLayout], state: str,
+                       ) -> tuple[ObjectVersion, Any] | None:
+        """`mutate` for a change that puts freshly written `new_parts` in, indexed as
+        `state` ("live": the version's parts; "restored": its restored copy).
+
+        `fn(cur, ch)` fills `ch` (its index entries already in it) or declines. Up to
+        `retiring.INLINE_PARTS` parts are indexed in the swap's own transaction (1 put + 1
+        compare each). More are indexed first in steps (`_stage`) and the swap compares
+        the first one's entry unchanged: it stays one small transaction whatever the
+        part count (etcd's `--max-txn-ops`). A staged entry the version does not name yet
+        resolves "gone", which the orphan sweep acts on only past the orphan grace, and
+        no swap commits past it (`WriteAge`).
+
+        When the swap is declined or raises (etcd refusing the txn, the store
+        unreachable, a cancellation), the copy is discarded at once (`_unstage`) rather
+        than left to the day-long orphan sweep, which a retried lifecycle pass would feed
+        a whole copy each hour."""
+        def entry(p: PartLayout) -> dict[str, Any]:
+            return {"state": state, "bucket": bucket, "key": key, "version": version_id,
+                    "part": p.number}
+
+        staged = len(new_parts) > retiring.INLINE_PARTS
+        guard: dict[bytes, int] = {}
+
+        def change(cur: ObjectVersion) -> Change | None:
+            ch = Change(compares=dict(guard))
+            if not staged:
+                for p in new_parts:
+                    self._objects.index_part(ch.puts, p, entry(p), ch.compares)
+            return fn(cur, ch)
+
         try:
-            res = await self.mutate(bucket, key, version_id, fn)
+            if staged:
+                guard = await self._stage(new_parts, entry)
+            res = await self.mutate(bucket, key, version_id, change)
         except BaseException:
-            await self._objects.discard_parts(new_parts)
+            await self._unstage(bucket, key, version_id, new_parts, state, guard)
             raise
         if res is None:
-            await self._objects.discard_parts(new_parts)
+            await self._unstage(bucket, key, version_id, new_parts, state, guard)
         return res
+
+    async def _stage(self, parts: list[PartLayout],
+                     entry: Callable[[PartLayout], dict[str, Any]]) -> dict[bytes, int]:
+        """Index `parts` ahead of their swap, `retiring.STEP_PARTS` a transaction (each
+        comparing the stripes' discard tombstones absent); returns the compare that binds
+        the swap to the first entry."""
+        for at in range(0, len(parts), retiring.STEP_PARTS):
+            puts: dict[bytes, bytes] = {}
+            compares: dict[bytes, int] = {}
+            for p in parts[at:at + retiring.STEP_PARTS]:
+                self._objects.index_part(puts, p, entry(p), compares)
+            if not await self._meta.txn(Txn(compares=compares, puts=puts)):
+                raise Conflict("a rewritten stripe was discarded before it was indexed")
+        first = stripe_index_key(parts[0].stripe_id)
+        item = await self._meta.get(first)
+        if item is None:
+            raise Conflict("a staged index entry vanished")
+        return {first: item.revision}
+
+    async def _unstage(self, bucket: str, key: str, version_id: str | None,
+                       parts: list[PartLayout], state: str, guard: dict[bytes, int]) -> None:
+        """Discard a copy whose swap did not happen. Staged index entries are deleted
+        first (`discard_parts` spares an indexed stripe), the first one in a transaction
+        comparing the version's records unchanged: a swap that applied all the same (a
+        timeout after sending) keeps its parts, and one still to apply fails on the
+        first entry's compare."""
+        ids = {p.stripe_id for p in parts}
+        while guard:
+            records = await self._records(bucket, key, version_id)
+            cur = records[0][1] if records else None
+            named = [] if cur is None else [p.stripe_id for p in cur.parts] if \
+                state == "live" else [s["stripe_id"] for s in restored_stripes(cur.restore)]
+            if ids.intersection(named):
+                return  # the swap applied: the copy is the version's
+            first = next(iter(guard))
+            compares = {**guard, **{it.key: it.revision for it, _ in records}}
+            if await self._meta.txn(Txn(compares=compares, deletes=(first,))):
+                break
+            if (await self._meta.get(first)) is None:
+                break
+        rest = [stripe_index_key(p.stripe_id) for p in parts[1:]] if guard else []
+        for at in range(0, len(rest), retiring.STEP_PARTS * 2):
+            await self._meta.txn(Txn(deletes=tuple(rest[at:at + retiring.STEP_PARTS * 2])))
+        await self._objects.discard_parts(parts)
 
     # RestoreObject -------------------------------------------------------------------------
 
@@ -343,7 +414,7 @@ class ArchiveService:
             new_parts, copy = await self._copy_hot(v)
         stripes = [p.stripe_id for p in v.parts]
 
-        def finish(cur: ObjectVersion) -> Change | None:
+        def finish(cur: ObjectVersion, ch: Change) -> Change | None:
             if cur.restore.get("queue_key") != item.key or \
                     [p.stripe_id for p in cur.parts] != stripes:
                 return None
@@ -356,15 +427,12 @@ class ArchiveService:
             r.pop("due", None)
             ek = _ident_key(RESTORE_EXPIRY, expiry, cur)
             r["expiry_key"] = ek
-            ch = Change(fields={"restore": r}, deletes=[item.key])
+            ch.fields["restore"] = r
+            ch.deletes.append(item.key)
             ch.puts[ek] = pack({"stripes": restored_stripes(r)})
-            for p in new_parts:
-                self._objects.index_part(ch.puts, p, {
-                    "state": "restored", "bucket": cur.bucket, "key": cur.key,
-                    "version": cur.version_id, "part": p.number}, ch.compares)
             return ch
 
-        res = await self._swap_in(bucket, key, vid, finish, new_parts)
+        res = await self._swap_in(bucket, key, vid, finish, new_parts, "restored")
         if res is None:
             return False
         self.stats.restores_completed += 1
@@ -483,14 +551,14 @@ class ArchiveService:
 
         markers: list[bytes] = []  # the old stripes' retirement marker, once swapped
 
-        def swap(cur: ObjectVersion) -> Change | None:
+        def swap(cur: ObjectVersion, ch: Change) -> Change | None:
             if [p.stripe_id for p in cur.parts] != stripes or cur.storage_class != v.storage_class:
                 return None
             if not same and age.expired():  # its first shards may have been swept: stay put
                 log.warning("transition of %s/%s to %s not swapped: copy outlived the "
                             "orphan grace", cur.bucket, cur.key, storage_class)
                 return None
-            ch = Change(fields=dict(fields))
+            ch.fields.update(fields)
             markers.clear()
             if not same:
                 due = time.time_ns() + int(self._objects.gc_grace_s * 1e9)
@@ -504,13 +572,9 @@ class ArchiveService:
                             ch.puts[gc_key(due, p.stripe_id)] = pack({"nodes": p.nodes})
                             ch.deletes.append(stripe_index_key(p.stripe_id))
                 inline_bodies.retire(cur, ch.deletes)  # its parts are replaced
-                for p in new_parts:
-                    self._objects.index_part(ch.puts, p, {
-                        "state": "live", "bucket": cur.bucket, "key": cur.key,
-                        "version": cur.version_id, "part": p.number}, ch.compares)
             return ch
 
-        if await self._swap_in(v.bucket, v.key, v.version_id, swap, new_parts) is None:
+        if await self._swap_in(v.bucket, v.key, v.version_id, swap, new_parts, "live") is None:
             return False
         await retiring.finish_now(self._meta, markers)
         self.stats.transitioned += 1

@@ -270,13 +270,15 @@ class ObjectService(ObjectReads, ObjectEdits):
             if retired:  # a write never replaces a locked (null) version
                 await object_lock.judged(partial(_check_retired, retired),
                                          self.lock_clock.now)
+            indexed = 0
             for p in v.parts if fresh or len(v.parts) <= retiring.INLINE_PARTS else ():
                 # (a many-part completion's parts keep their "part" entries: `retiring`)
                 if p.stripe_id:
+                    indexed += 1
                     self.index_part(puts, p, {"state": "live", "bucket": v.bucket, "key": v.key,
                                               "version": v.version_id, "part": p.number},
                                     compares if fresh else None)
-            markers = self._retire(retired, puts, deletes)
+            markers = self._retire(retired, puts, deletes, indexed)
             if extra is not None:
                 compares.update(extra.compares)
                 puts.update(extra.puts)
@@ -334,15 +336,24 @@ class ObjectService(ObjectReads, ObjectEdits):
         return newest
 
     def _retire(self, versions: list[ObjectVersion], puts: dict[bytes, bytes],
-                deletes: list[bytes]) -> list[bytes]:
+                deletes: list[bytes], indexed: int = 0) -> list[bytes]:
         """Retire replaced versions for good (`version_retire`): their stripes collected after
         a grace period, an archived version's restore job dropped and its restored copy
         handed to the restore-expiry queue as due then too, as on S3, where deleting the
         object deletes the copy (2 ops per version, whatever its part count). Returns the
         retirement markers of many-part versions, for `retiring.finish_now` once the
-        transaction applied (each costs the transaction 1 op, not 2 per part)."""
+        transaction applied (each costs the transaction 1 op, not 2 per part).
+
+        The parts retired inline share `retiring.INLINE_PARTS` with the `indexed` parts
+        the transaction indexes (a <=40-part completion over a 40-part version was ~165
+        ops, over etcd's default 128): a version past what is left goes by marker."""
         due = time.time_ns() + int(self.gc_grace_s * 1e9)
-        markers = [retire_version(old, due, puts, deletes) for old in versions]
+        budget = retiring.INLINE_PARTS - indexed
+        markers = []
+        for old in versions:
+            markers.append(retire_version(old, due, puts, deletes, max(budget, 0)))
+            if markers[-1] is None:
+                budget -= len(old.parts)
         return [m for m in markers if m is not None]
 
     async def discard_parts(self, parts: list[PartLayout]) -> None:

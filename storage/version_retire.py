@@ -29,14 +29,16 @@ def restored_stripes(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def retire_version(v: ObjectVersion, due_ns: int, puts: dict[bytes, bytes],
-                   deletes: list[bytes]) -> bytes | None:
+                   deletes: list[bytes], inline_parts: int = retiring.INLINE_PARTS,
+                   ) -> bytes | None:
     """Add to a transaction what retiring `v` (its record deleted by the caller) takes,
-    everything due for collection at `due_ns`. A version of more than
-    `retiring.INLINE_PARTS` parts gets a retirement marker instead of its stripes' queue
-    entries: its key is returned, for `retiring.finish_now` once the transaction applied."""
+    everything due for collection at `due_ns`. A version of more than `inline_parts`
+    parts (what the transaction has room for) gets a retirement marker instead of its
+    stripes' queue entries: its key is returned, for `retiring.finish_now` once the
+    transaction applied."""
     inline_bodies.retire(v, deletes)
     marker = None
-    if len(v.parts) > retiring.INLINE_PARTS:
+    if len(v.parts) > inline_parts:
         marker, value = retiring.version_marker(v, due_ns)
         puts[marker] = value
     else:

@@ -184,12 +184,23 @@ async def _assert_discarded(meta: MetadataStore, parts: list[Any]) -> None:
             f"part {p.number}: the rewritten copy was left to the orphan sweep")
 
 
+async def _put(s3: Any, bucket: str, key: str, parts: int) -> None:
+    """One object: a plain PUT (parts 0) or a completed upload of `parts` parts."""
+    if not parts:
+        await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=key, Body=b"x" * 5000)
+        return
+    up, listed = await _upload(s3, bucket, key, [bytes([n % 251]) * 100 for n in range(parts)])
+    await asyncio.to_thread(s3.complete_multipart_upload, Bucket=bucket, Key=key, UploadId=up,
+                            MultipartUpload={"Parts": listed})
+
+
+@pytest.mark.parametrize("parts", [0, PARTS])  # indexed in the swap / staged ahead of it
 async def test_a_failed_transition_commit_discards_its_copy(
         served: tuple[Any, Cluster, str],  # noqa: F811
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, parts: int) -> None:
     """Mend19h: the commit of a transition raising (not declining) discarded nothing."""
     s3, cluster, bucket = served
-    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="f", Body=b"x" * 5000)
+    await _put(s3, bucket, "f", parts)
     v = await _version(cluster.meta, bucket, "f")
     _archive_profile(cluster)
     written = _refused(cluster, monkeypatch)
@@ -198,24 +209,82 @@ async def test_a_failed_transition_commit_discards_its_copy(
     await _assert_discarded(cluster.meta, written)
 
 
+@pytest.mark.parametrize("parts", [0, PARTS])
 async def test_a_failed_restore_completion_discards_its_copy(
         served: tuple[Any, Cluster, str],  # noqa: F811
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, parts: int) -> None:
     """Mend19h: the restore completion's commit raising left the restored copy behind."""
-    from storage.keyspace import RESTORE_QUEUE, space
-
     s3, cluster, bucket = served
     meta = cluster.meta
-    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="r", Body=b"y" * 5000)
+    await _put(s3, bucket, "r", parts)
     _archive_profile(cluster)
     assert await cluster.archive.transition(await _version(meta, bucket, "r"), "GLACIER")
-    await asyncio.to_thread(s3.restore_object, Bucket=bucket, Key="r",
-                            RestoreRequest={"Days": 1, "GlacierJobParameters": {
-                                "Tier": "Standard"}})
-    v = await _version(meta, bucket, "r")
-    job = await meta.get(v.restore["queue_key"])
-    assert job is not None and job in await meta.range(*space(RESTORE_QUEUE), limit=10_000)
+    job = await _restore_job(s3, cluster, bucket, "r")
     written = _refused(cluster, monkeypatch)
     with pytest.raises(RuntimeError):
         await cluster.archive._complete(job)  # noqa: SLF001
     await _assert_discarded(meta, written)
+
+
+async def _restore_job(s3: Any, cluster: Cluster, bucket: str, key: str) -> Any:
+    """RestoreObject of an archived `key`: its queued job (AR entry)."""
+    await asyncio.to_thread(s3.restore_object, Bucket=bucket, Key=key,
+                            RestoreRequest={"Days": 1, "GlacierJobParameters": {
+                                "Tier": "Standard"}})
+    v = await _version(cluster.meta, bucket, key)
+    job = await cluster.meta.get(v.restore["queue_key"])
+    assert job is not None
+    return job
+
+
+async def test_a_1100_part_object_is_archived_and_restored(
+        served: tuple[Any, Cluster, str]) -> None:  # noqa: F811
+    """Mend19h: past ~1000 parts even the new copy's index entries (1 put + 1 compare each)
+    were over etcd's --max-txn-ops in the transition's and the restore completion's one
+    transaction; they are now indexed ahead in steps and the swap is one small txn."""
+    s3, cluster, bucket = served
+    meta = cluster.meta
+    parts = 1100
+    await _put(s3, bucket, "h", parts)
+    v = await _version(meta, bucket, "h")
+    _archive_profile(cluster)
+    assert await cluster.archive.transition(v, "GLACIER") is True
+    await _assert_retired(meta, bucket, [p.stripe_id for p in v.parts])
+    job = await _restore_job(s3, cluster, bucket, "h")
+    assert await cluster.archive._complete(job) is True  # noqa: SLF001
+    now = await _version(meta, bucket, "h")
+    assert now.storage_class == "GLACIER" and now.restore["state"] == "done"
+    copy = now.restore["parts"]
+    assert len(now.parts) == len(copy) == parts
+    for stripe, state in [(p.stripe_id, "live") for p in now.parts] + [
+            (p["stripe_id"], "restored") for p in copy]:
+        man = await load_manifest(meta, stripe)
+        assert isinstance(man, Manifest), (state, man)
+    got = await asyncio.to_thread(lambda: s3.get_object(Bucket=bucket, Key="h")["Body"].read())
+    assert got == b"".join(bytes([n % 251]) * 100 for n in range(parts))
+
+
+async def test_a_40_part_completion_over_a_40_part_version_fits_128_ops(
+        served: tuple[Any, Cluster, str],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review19h low 2: "completions of <=40 parts fit etcd's default 128 ops" left out the
+    version they replace (its 40 G puts + 40 X deletes inline): ~165 ops. The inline
+    budget is now shared, so the replaced version goes by marker."""
+    s3, cluster, bucket = served
+    meta = cluster.meta
+    await _put(s3, bucket, "o", retiring.INLINE_PARTS)
+    old = await _version(meta, bucket, "o")
+    up, listed = await _upload(s3, bucket, "o", [b"n" * 100] * retiring.INLINE_PARTS)
+    sizes: list[tuple[int, int]] = []
+    txn_or_read = meta.txn_or_read
+
+    async def counted(txn: Any, *a: Any, **kw: Any) -> Any:
+        sizes.append((len(txn.puts) + len(txn.deletes), len(txn.compares)))
+        return await txn_or_read(txn, *a, **kw)
+
+    monkeypatch.setattr(meta, "txn_or_read", counted)
+    await asyncio.to_thread(s3.complete_multipart_upload, Bucket=bucket, Key="o", UploadId=up,
+                            MultipartUpload={"Parts": listed})
+    monkeypatch.setattr(meta, "txn_or_read", txn_or_read)
+    assert sizes and all(ops <= 128 and compares <= 128 for ops, compares in sizes), sizes
+    await _assert_retired(meta, bucket, [p.stripe_id for p in old.parts])
