@@ -20,7 +20,9 @@ errors (exit status 1):
 
 warnings (the background workers settle them): `degraded` (at least k copies, fewer than
 all), `orphan-shards` (shards no entry names and no GC entry queues; a write in flight makes
-some), `volume-delete-pending`, `rebuild-refused` (a stripe repair refused to rebuild
+some), `volume-delete-pending`, `retirement-pending` (the `X` entry of a removed version's
+stripe that a pending retirement marker (`RT`, `storage/retiring.py`) deletes in its steps),
+`rebuild-refused` (a stripe repair refused to rebuild
 `workers.repair.REFUSED_ALARM` times in a row: its k shards read do not authenticate).
 
 Incomplete (exit status 2 when nothing is an error): a node that did not list its shards
@@ -135,6 +137,7 @@ class _Records:
         self.gone: set[str] = set()
         self.pointers: dict[str, int] = defaultdict(int)
         self.queued: set[bytes] = set()  # GC queue entries (not orphans)
+        self.retiring: set[bytes] = set()  # stripes a pending retirement marker names
         self.unindexed: set[bytes] = set()  # named without X (not orphans either)
         self.counts: dict[str, int] = defaultdict(int)
         self.legacy = 0  # extents written before extents were indexed (no X, not checked)
@@ -220,6 +223,8 @@ class _Records:
             self.gone.add(key[1])
         elif kind == ks.RETIRING and "upload" in (m := unpack(it.value)):
             self.uploads.add(str(m["upload"]))  # its part records go in steps (`retiring`)
+        elif kind == ks.RETIRING:  # a removed version's stripes: their X entries go in steps
+            self.retiring.update(bytes(s[0]) for s in unpack(it.value).get("stripes", []))
         elif kind in POINTERS:
             self.pointers[key[1]] += 1
             p = unpack(it.value)
@@ -367,7 +372,11 @@ class _Stripes:
             if again is None or again.revision != x.revision:
                 report.changed += 1
             elif not isinstance(man := await self._manifest(stripe), Manifest):
-                report.add("dangling-index", f"stripe {stripe.hex()}")
+                if stripe in self.records.retiring:  # in progress (`retiring`), not damage
+                    report.add("retirement-pending", f"stripe {stripe.hex()}: its version "
+                               "is removed, its index entry goes with the marker's steps")
+                else:
+                    report.add("dangling-index", f"stripe {stripe.hex()}")
                 return
         if not isinstance(man, Manifest):
             return  # gone meanwhile, or a state whose copies are not kept (archived, ...)

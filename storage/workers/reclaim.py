@@ -219,8 +219,9 @@ class TenantReclaimer:
         self.reclaimed = 0
 
     async def _finish_marker(self) -> bool:
-        """One step of a volume delete (`VD`), else of a snapshot delete (`VC`), that a kill
-        left; False when none is due (a failing marker waits out its back-off)."""
+        """One step of a marker a kill left: a volume delete (`VD`), a many-part version's
+        or upload's retirement (`RT`, `retiring.finish`), else a snapshot delete (`VC`);
+        False when none is due (a failing marker waits out its back-off)."""
         kinds: list[tuple[str, Callable[[Item], Any]]] = [
             (VOLUME_GONE, lambda it: gone_volume_step(self._meta, it, self._grace_s)),
             (RETIRING, lambda it: retiring.finish(self._meta, it))]

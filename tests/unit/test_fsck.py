@@ -95,3 +95,26 @@ async def test_a_current_version_missing_from_its_history_is_named(tmp_path: Pat
         got = await fsck(cluster.meta, nodes, cfg.nodes)
         assert dict(got.totals) == {"version-not-listed": 1}, got.as_json()
         assert got.findings["version-not-listed"] == [f"ver/b current version {vid}"]
+
+
+async def test_a_pending_retirement_is_not_a_dangling_index(tmp_path: Path) -> None:
+    """Review19h low 4: a removed version whose `X` entries a pending retirement marker
+    deletes in its steps was reported as `dangling-index` (an error) until the steps ran."""
+    from storage import retiring
+    from storage.metadata import Txn
+    from storage.object_edits import version_records
+
+    cfg = sim_config(tmp_path, 0)
+    nodes = SimNodes(list(cfg.nodes))
+    async with sim_cluster_s3(tmp_path, cfg, nodes, "bkt") as (cluster, s3):
+        await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="d", Body=BODY)
+        records = await version_records(cluster.meta, "bkt", "d", None)
+        v = records[0][1]
+        marker, value = retiring.version_marker(v, 0)  # as a removal cut short leaves it
+        assert await cluster.meta.txn(Txn(puts={marker: value},
+                                          deletes=tuple(it.key for it, _ in records)))
+        got = await fsck(cluster.meta, nodes, cfg.nodes)
+        assert got.errors == 0, got.as_json()
+        assert got.findings["retirement-pending"] == [
+            f"stripe {v.parts[0].stripe_id.hex()}: its version is removed, its index entry "
+            "goes with the marker's steps"]
