@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from storage.lifecycle import LifecycleReport
 from storage.telemetry import (
@@ -13,6 +18,7 @@ from storage.telemetry import (
     AUDIT_COUNTS,
     AUDIT_FILES,
     LIFECYCLE,
+    LIFECYCLE_PASS_STARTED,
     Timings,
 )
 
@@ -36,7 +42,8 @@ class TimingsCollector:
 
 class LifecycleCollector:
     """`tessera_lifecycle_passes_total` and `tessera_lifecycle_actions_total{action}`: what the
-    lifecycle passes run by this gateway applied (0 on gateways not holding its lease)."""
+    lifecycle passes run by this gateway applied (0 on gateways not holding its lease);
+    `tessera_lifecycle_last_pass_started_seconds`: when the last pass it finished began."""
 
     def describe(self) -> list[Metric]:
         return list(self.collect())
@@ -45,6 +52,9 @@ class LifecycleCollector:
         counts = LIFECYCLE.snapshot()
         yield CounterMetricFamily("tessera_lifecycle_passes", "Lifecycle passes this gateway ran",
                                   value=counts.get("passes", 0.0))
+        yield GaugeMetricFamily("tessera_lifecycle_last_pass_started_seconds",
+                                "Wall-clock start (Unix s) of the last lifecycle pass this "
+                                "gateway finished (0: none)", value=LIFECYCLE_PASS_STARTED.get())
         fam = CounterMetricFamily("tessera_lifecycle_actions",
                                   "Lifecycle actions this gateway applied, by kind",
                                   labels=["action"])

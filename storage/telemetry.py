@@ -92,9 +92,28 @@ class Counters:
             return dict(self._data)
 
 
+class Latest:
+    """One most recent value (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0.0
+
+    def set(self, value: float) -> None:
+        with self._lock:
+            self._value = value
+
+    def get(self) -> float:
+        with self._lock:
+            return self._value
+
+
 STAGES = Timings()
 METADATA = Timings()
 LIFECYCLE = Counters()  # lifecycle actions this process applied, by kind ("passes" too)
+# when (wall clock, s) the last lifecycle pass this process finished began: a pass begun
+# after a clock change is one that saw it (tests moving a faked clock wait for one)
+LIFECYCLE_PASS_STARTED = Latest()
 # access-log records by outcome: staged, delivered, dropped_buffer_full (the gateway's queue
 # was full), dropped_target (target gone or closed to the delivery), dropped_failures (too
 # many failed deliveries); and "objects": log objects written

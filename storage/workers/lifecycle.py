@@ -15,7 +15,7 @@ import time
 from storage.keyspace import system_key
 from storage.lifecycle import LifecycleEngine, LifecycleReport
 from storage.lifecycle_clock import DAY_SECONDS
-from storage.telemetry import LIFECYCLE
+from storage.telemetry import LIFECYCLE, LIFECYCLE_PASS_STARTED
 from storage.workers import WorkerState
 
 log = logging.getLogger("tessera.lifecycle")
@@ -58,9 +58,11 @@ class LifecycleWorker:
         if now < self._next:
             return WorkerState.IDLE
         self._started, self._next = now, now + self._interval_s  # also if the pass fails
+        began = time.time()
         self.last = await self._engine.run_once()
         self._next = now + self._pause(self._engine.day_s)
         LIFECYCLE.add("passes")
+        LIFECYCLE_PASS_STARTED.set(began)
         for kind, count in dataclasses.asdict(self.last).items():
             if kind != "buckets" and count:
                 LIFECYCLE.add(kind, count)

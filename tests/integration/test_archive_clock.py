@@ -142,14 +142,23 @@ def next_midnight(t: float) -> float:
     return math.ceil(t / DAY) * DAY
 
 
+def last_pass_started(c: LocalCluster) -> float:
+    """When the last lifecycle pass the gateway finished began (its faked clock; the
+    latest over its workers)."""
+    status, text = fetch(c.env["TESSERA_ADMIN_URL"] + "/metrics")
+    assert status == 200
+    return max([float(line.rsplit(" ", 1)[1]) for line in text.decode().splitlines()
+                if line.startswith("tessera_lifecycle_last_pass_started_seconds")] or [0.0])
+
+
 def day_pass(c: LocalCluster, clock: Clock, when: float) -> None:
-    """Move the clock on to `when` and wait for a whole lifecycle pass begun after it: two
-    more passes finished (one may have begun before the move; the pass the jump itself
-    brings may be cut short, its worker's lease timed out by the jump, and not count)."""
-    before = passes(c)
+    """Move the clock on to `when` and wait for a whole lifecycle pass begun after it: one
+    that began at `when` or later by the cluster's clock (`Clock.to` never moves back, so
+    every pass begun before the move began before `when`; a pass the jump cuts short, its
+    worker's lease timed out by the jump, does not finish and is not counted)."""
     clock.to(when)
-    wait_for(lambda: passes(c) >= before + 2, what="a lifecycle pass after the clock moved",
-             timeout=120)
+    wait_for(lambda: last_pass_started(c) >= when,
+             what="a lifecycle pass begun after the clock moved", timeout=120)
 
 
 def state(s3: Any, bucket: str, key: str) -> tuple[str, str | None, bool]:

@@ -90,3 +90,35 @@ async def test_tenant_usage_sweeps_in_pages_up_to_its_limit(tmp_path: Path) -> N
         assert truncated and usage == {"t1": {"objects": 4, "bytes": 60}}
     finally:
         await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_lifecycle_pass_exports_when_it_began() -> None:
+    """Review19h low 3: tests moving a faked clock wait for a pass that BEGAN after the
+    move; the gauge carries the start of the last finished pass, not its end."""
+    import time
+    from types import SimpleNamespace
+
+    from storage.lifecycle import LifecycleReport
+    from storage.telemetry import LIFECYCLE_PASS_STARTED
+    from storage.workers.lifecycle import LifecycleWorker
+
+    seen: list[float] = []
+
+    async def run_once() -> LifecycleReport:
+        seen.append(time.time())
+        assert LIFECYCLE_PASS_STARTED.get() < seen[0]  # not set until the pass finished
+        return LifecycleReport()
+
+    async def day_seconds() -> float:
+        return 86400.0
+
+    engine = SimpleNamespace(run_once=run_once, day_s=86400.0,
+                             clock=SimpleNamespace(day_seconds=day_seconds))
+    await LifecycleWorker(engine, 3600.0).step()  # type: ignore[arg-type]
+    assert seen and LIFECYCLE_PASS_STARTED.get() <= seen[0]
+    assert LIFECYCLE_PASS_STARTED.get() > seen[0] - 60
+    text = Metrics().render().decode()
+    line = [x for x in text.splitlines()
+            if x.startswith("tessera_lifecycle_last_pass_started_seconds ")]
+    assert line and float(line[0].split()[1]) == LIFECYCLE_PASS_STARTED.get()
