@@ -253,10 +253,10 @@ class ArchiveService:
                 guard = await self._stage(new_parts, entry)
             res = await self.mutate(bucket, key, version_id, change)
         except BaseException:
-            await self._unstage(bucket, key, version_id, new_parts, state, guard)
+            await self._unstage(bucket, key, version_id, new_parts, state, staged, guard)
             raise
         if res is None:
-            await self._unstage(bucket, key, version_id, new_parts, state, guard)
+            await self._unstage(bucket, key, version_id, new_parts, state, staged, guard)
         return res
 
     async def _stage(self, parts: list[PartLayout],
@@ -278,12 +278,13 @@ class ArchiveService:
         return {first: item.revision}
 
     async def _unstage(self, bucket: str, key: str, version_id: str | None,
-                       parts: list[PartLayout], state: str, guard: dict[bytes, int]) -> None:
+                       parts: list[PartLayout], state: str, staged: bool,
+                       guard: dict[bytes, int]) -> None:
         """Discard a copy whose swap did not happen. Staged index entries are deleted
         first (`discard_parts` spares an indexed stripe), the first one in a transaction
         comparing the version's records unchanged: a swap that applied all the same (a
         timeout after sending) keeps its parts, and one still to apply fails on the
-        first entry's compare."""
+        first entry's compare. Staging cut short (no `guard`): no swap was tried."""
         ids = {p.stripe_id for p in parts}
         while guard:
             records = await self._records(bucket, key, version_id)
@@ -296,9 +297,10 @@ class ArchiveService:
             compares = {**guard, **{it.key: it.revision for it, _ in records}}
             if await self._meta.txn(Txn(compares=compares, deletes=(first,))):
                 break
-            if (await self._meta.get(first)) is None:
+            if (again := await self._meta.get(first)) is None:
                 break
-        rest = [stripe_index_key(p.stripe_id) for p in parts[1:]] if guard else []
+            guard = {first: again.revision}  # (changed: a swap comparing the old one fails)
+        rest = [stripe_index_key(p.stripe_id) for p in parts] if staged else []
         for at in range(0, len(rest), retiring.STEP_PARTS * 2):
             await self._meta.txn(Txn(deletes=tuple(rest[at:at + retiring.STEP_PARTS * 2])))
         await self._objects.discard_parts(parts)
