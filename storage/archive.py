@@ -17,6 +17,7 @@ midnight UTC for real days), and tier latencies are scaled by `day_seconds / 864
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -44,6 +45,7 @@ from storage.keyspace import (
 )
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
+from storage.metadata.fence import outside_step
 from storage.object_edits import version_records
 from storage.objects import ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, PartLayout, pack, unpack
@@ -284,7 +286,16 @@ class ArchiveService:
         first (`discard_parts` spares an indexed stripe), the first one in a transaction
         comparing the version's records unchanged: a swap that applied all the same (a
         timeout after sending) keeps its parts, and one still to apply fails on the
-        first entry's compare. Staging cut short (no `guard`): no swap was tried."""
+        first entry's compare. Staging cut short (no `guard`): no swap was tried.
+
+        Outside any worker step's fence, as `discard_parts` is: a stale worker's copy is
+        still cleaned up, and these compare-and-swaps need no lease."""
+        await asyncio.create_task(self._unstage_now(bucket, key, version_id, parts, state,
+                                                    staged, guard), context=outside_step())
+
+    async def _unstage_now(self, bucket: str, key: str, version_id: str | None,
+                           parts: list[PartLayout], state: str, staged: bool,
+                           guard: dict[bytes, int]) -> None:
         ids = {p.stripe_id for p in parts}
         while guard:
             records = await self._records(bucket, key, version_id)
