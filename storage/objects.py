@@ -388,11 +388,14 @@ class ObjectService(ObjectReads, ObjectEdits):
         if not each:
             return
         try:
-            whole = Txn(compares={k: 0 for t in each for k in t.compares},
-                        puts={k: v for t in each for k, v in t.puts.items()})
-            if not await self._meta.txn(whole) and len(each) > 1:
-                for t in each:  # a stripe indexed (its commit applied) is left as it is
-                    await self._meta.txn(t)
+            # in groups of STEP_PARTS (3 ops a stripe): etcd refuses a txn over --max-txn-ops
+            for at in range(0, len(each), retiring.STEP_PARTS):
+                group = each[at:at + retiring.STEP_PARTS]
+                whole = Txn(compares={k: 0 for t in group for k in t.compares},
+                            puts={k: v for t in group for k, v in t.puts.items()})
+                if not await self._meta.txn(whole) and len(group) > 1:
+                    for t in group:  # a stripe indexed (its commit applied) is left as it is
+                        await self._meta.txn(t)
         except StorageFull:
             for p in parts:
                 # a stripe with an index entry is named by a commit that applied although
