@@ -21,6 +21,9 @@ import stat
 import sys
 import threading
 
+import gateway.block  # noqa: F401 - libfuse 3 before mfusepy loads one (test_block_libfuse)
+
+# isort: split
 import mfusepy
 
 PAGE = 4096

@@ -14,7 +14,7 @@ from typing import Any
 
 from storage import keyspace as ks
 from tests.integration.cluster import LocalCluster
-from tests.vectors.layout1 import to_layout1
+from tests.vectors.layout1 import in_layout1, to_layout1
 
 PART = 5 * 1024 * 1024
 
@@ -27,7 +27,7 @@ def rewrite_to_layout1(db: Path) -> int:
         revs = {k: rev for k, _, rev in rows}
         layout1 = to_layout1([(k, v) for k, v, _ in rows])
         new_of_old = dict(zip((o for o, _ in layout1),
-                              (k for k, _, _ in rows if ks.unpack(k)[0] != ks.LAYOUT),
+                              (k for k, _, _ in rows if in_layout1(k)),
                               strict=True))
         with conn:
             conn.execute("DELETE FROM kv")

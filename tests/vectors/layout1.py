@@ -51,6 +51,16 @@ def old_value(key: bytes, raw: bytes) -> bytes:
     return msgpack.packb(d, use_bin_type=True)
 
 
+# Records layout 1 never had: the layout record itself, and kinds added since (a worker
+# lease's fence, written at each acquire; a discarded write's tombstone).
+_LATER = {ks.LAYOUT, ks.LEASE_FENCE, ks.STRIPE_DISCARDED}
+
+
+def in_layout1(key: bytes) -> bool:
+    """Whether layout 1 had a record of this key's kind."""
+    return ks.unpack(key)[0] not in _LATER
+
+
 def to_layout1(rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Every record as df444a3 stored it; the layout record does not exist there."""
-    return [(old_key(k), old_value(k, v)) for k, v in rows if ks.unpack(k)[0] != ks.LAYOUT]
+    """Every record as df444a3 stored it; records of kinds it did not have are left out."""
+    return [(old_key(k), old_value(k, v)) for k, v in rows if in_layout1(k)]
