@@ -295,6 +295,84 @@ def started(gw2_cluster: LocalCluster) -> Iterator[list[subprocess.Popen[Any]]]:
         p.wait()
 
 
+def _leases(c: LocalCluster, admin_port: int) -> dict[str, tuple[int, int]]:
+    """worker -> (holding gateway's pid, fencing token), as the store has them. The pid, not
+    the address in the holder (host/address/pid): a gateway restarted by an earlier test
+    may name the same address as the other (ci19b: the paused one was taken for the other)."""
+    return {w["worker"]: (int(w["holder"].rsplit("/", 1)[1]), int(w["token"]))
+            for w in _status(c, admin_port)["workers"]}
+
+
+FENCED = "deepscrub"  # a worker that polls every second unwatched (DeepScrubber.idle_s)
+STOPPED = re.compile(r"worker (\S+): (.*); stopping it here")
+
+
+def _stopped(log: Path, offset: int) -> dict[str, str]:
+    """worker -> why it was first stopped, from the gateway log's lines past `offset`."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    out: dict[str, str] = {}
+    for m in STOPPED.finditer(text):
+        out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def test_a_gateway_paused_past_its_leases_is_fenced(
+        gw2_cluster: LocalCluster,  # noqa: F811 - the fixture imported above
+        started: list[subprocess.Popen[Any]]) -> None:
+    """A gateway holding worker leases is stopped (SIGSTOP) past their TTL: the other takes
+    those workers over with larger tokens and serves on; resumed, the stale holder gives each
+    of them up (logged) instead of taking it back, and reads what was written meanwhile.
+
+    The step fence (storage/workers/stepfence.py) stops deepscrub's loop on resume: it polls
+    every second unwatched, so its pause ends during the stop, and the fence refuses its next
+    step at once, before the refused renewal (a round trip) tells the gateway the lease is
+    lost. Without the fence that step ran beside the other gateway's ("lease lost" only).
+
+    It runs before the kill test: after that one, a lease whose acquisition etcd applied
+    while answering an error (leader changed) is named in the store for a TTL by a gateway
+    that runs no such worker, so nothing of it is there to stop (ci19b)."""
+    c = gw2_cluster
+    gws = {c.pid("gateway"): ("gateway", c.port, c.admin_port),
+           c.pid("gateway2"): ("gateway2", c.port + 1, c.admin_port + 1)}
+    before = _leases(c, c.admin_port)
+    assert set(before) >= WORKERS
+    held_by = before[FENCED][0]  # (the first gateway started, unless a test moved it)
+    mine = {w for w, (gw, _) in before.items() if gw == held_by}
+    name, port, _ = gws[held_by]
+    [(other_pid, (other, other_port, other_admin))] = [
+        (p, g) for p, g in gws.items() if p != held_by]
+    log = c.data / "logs" / f"{name}.log"
+    logged = log.stat().st_size  # only lines logged from now on count
+    paused = _tree(c.pid(name))
+    try:
+        for pid in paused:
+            _signal(pid, signal.SIGSTOP)
+        wait_for(lambda: all(gw == other_pid for gw, _ in _leases(c, other_admin).values())
+                 and set(_leases(c, other_admin)) >= set(before),
+                 f"{other} taking every worker over", timeout=60)
+        s3 = gateway_client(c, other_port, timeout_s=10)
+        s3.create_bucket(Bucket=(bucket := f"paused-{uuid.uuid4().hex[:8]}"))
+        s3.put_object(Bucket=bucket, Key="during", Body=b"written while paused")
+    finally:
+        for pid in paused:
+            _signal(pid, signal.SIGCONT)
+    taken = _leases(c, other_admin)
+    assert all(taken[w][1] > before[w][1] for w in mine), (before, taken)  # fencing tokens
+    # resumed, the stale holder stops the worker whose pause had ended, by its fence first
+    # (one may log twice: its fence and then its refused renewal). Not every lease it held
+    # need log: a worker it was still (re)acquiring when paused holds no runner to stop
+    # (ci19b: waiting for all of `mine` timed out under load) ...
+    wait_for(lambda: FENCED in _stopped(log, logged), f"{name} stopping {FENCED}", timeout=60)
+    assert _stopped(log, logged)[FENCED].startswith("its lease ran out"), _stopped(log, logged)
+    # ... and takes none back: the store still names the other gateway, tokens unchanged
+    assert _leases(c, c.admin_port) == _leases(c, other_admin) == taken
+    resumed = gateway_client(c, port, timeout_s=10)
+    assert resumed.get_object(Bucket=bucket, Key="during")["Body"].read() == \
+        b"written while paused"
+
+
 def test_gateways_consistent_while_members_and_a_gateway_are_killed(
         gw2_cluster: LocalCluster,  # noqa: F811 - the fixture imported above
         started: list[subprocess.Popen[Any]]) -> None:
@@ -378,77 +456,6 @@ def _gets(s3: Any, bucket: str, key: str) -> bytes | None:
 def _keys(s3: Any, bucket: str) -> set[str]:
     return {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
             for o in page.get("Contents", [])}
-
-
-def _leases(c: LocalCluster, admin_port: int) -> dict[str, tuple[str, int]]:
-    """worker -> (holding gateway's S3 address, fencing token), as the store has them."""
-    return {w["worker"]: (w["holder"].split("/")[1], int(w["token"]))
-            for w in _status(c, admin_port)["workers"]}
-
-
-FENCED = "deepscrub"  # a worker that polls every second unwatched (DeepScrubber.idle_s)
-STOPPED = re.compile(r"worker (\S+): (.*); stopping it here")
-
-
-def _stopped(log: Path, offset: int) -> dict[str, str]:
-    """worker -> why it was first stopped, from the gateway log's lines past `offset`."""
-    with log.open("rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
-    out: dict[str, str] = {}
-    for m in STOPPED.finditer(text):
-        out.setdefault(m.group(1), m.group(2))
-    return out
-
-
-def test_a_gateway_paused_past_its_leases_is_fenced(
-        gw2_cluster: LocalCluster,  # noqa: F811 - the fixture imported above
-        started: list[subprocess.Popen[Any]]) -> None:
-    """A gateway holding worker leases is stopped (SIGSTOP) past their TTL: the other takes
-    those workers over with larger tokens and serves on; resumed, the stale holder gives each
-    of them up (logged) instead of taking it back, and reads what was written meanwhile.
-
-    The step fence (storage/workers/stepfence.py) stops deepscrub's loop on resume: it polls
-    every second unwatched, so its pause ends during the stop, and the fence refuses its next
-    step at once, before the refused renewal (a round trip) tells the gateway the lease is
-    lost. Without the fence that step ran beside the other gateway's ("lease lost" only)."""
-    c = gw2_cluster
-    addr = {f"127.0.0.1:{c.port}": ("gateway", c.admin_port),
-            f"127.0.0.1:{c.port + 1}": ("gateway2", c.admin_port + 1)}
-    before = _leases(c, c.admin_port)
-    assert set(before) >= WORKERS
-    held_by = before[FENCED][0]  # (the first gateway started, unless a test moved it)
-    mine = {w for w, (gw, _) in before.items() if gw == held_by}
-    name, _ = addr[held_by]
-    [(other, other_admin)] = [(n, a) for h, (n, a) in addr.items() if h != held_by]
-    other_addr = next(h for h in addr if h != held_by)
-    log = c.data / "logs" / f"{name}.log"
-    logged = log.stat().st_size  # only lines logged from now on count
-    paused = _tree(c.pid(name))
-    try:
-        for pid in paused:
-            _signal(pid, signal.SIGSTOP)
-        wait_for(lambda: all(gw == other_addr for gw, _ in _leases(c, other_admin).values())
-                 and set(_leases(c, other_admin)) >= set(before),
-                 f"{other} taking every worker over", timeout=60)
-        s3 = gateway_client(c, int(other_addr.rsplit(":", 1)[1]), timeout_s=10)
-        s3.create_bucket(Bucket=(bucket := f"paused-{uuid.uuid4().hex[:8]}"))
-        s3.put_object(Bucket=bucket, Key="during", Body=b"written while paused")
-    finally:
-        for pid in paused:
-            _signal(pid, signal.SIGCONT)
-    taken = _leases(c, other_admin)
-    assert all(taken[w][1] > before[w][1] for w in mine), (before, taken)  # fencing tokens
-    # resumed, the stale holder stops each worker it held (one may log twice: its fence
-    # and then its refused renewal), the fence first where the worker's pause had ended ...
-    wait_for(lambda: set(_stopped(log, logged)) >= mine, f"{name} giving its leases up",
-             timeout=60)
-    assert _stopped(log, logged)[FENCED].startswith("its lease ran out"), _stopped(log, logged)
-    # ... and takes none back: the store still names the other gateway, tokens unchanged
-    assert _leases(c, c.admin_port) == _leases(c, other_admin) == taken
-    resumed = gateway_client(c, int(held_by.rsplit(":", 1)[1]), timeout_s=10)
-    assert resumed.get_object(Bucket=bucket, Key="during")["Body"].read() == \
-        b"written while paused"
 
 
 def test_the_checks_find_what_they_look_for() -> None:
