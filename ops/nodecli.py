@@ -142,7 +142,9 @@ def wait_drained(nid: str, timeout: float | None) -> int:
             raise CliError(f"node {nid} is {r.get('membership')} now: the drain was cancelled")
         d = r.get("drain") or {}
         shards = int(r.get("shards") or 0)
-        if d.get("drained") and shards == 0:
+        # a count the gateway has from the node's last answer: none from a node not up
+        empty = shards == 0 and r.get("state") == "up"
+        if d.get("drained") and empty:
             line = f"node {nid}: drained, holds no shard ({d.get('moved', 0)} moved); remove " \
                    f"it with `tessera node remove {nid}`"
         elif d.get("drained"):
@@ -156,7 +158,7 @@ def wait_drained(nid: str, timeout: float | None) -> int:
             sys.stderr.write(f"\r{line}\x1b[K" if tty else line + "\n")
             sys.stderr.flush()
             last = line
-        if d.get("drained") and shards == 0:
+        if d.get("drained") and empty:
             if tty:
                 sys.stderr.write("\n")
             return 0

@@ -62,8 +62,15 @@ class NodesApi:
                "shards": s.shards if s else 0, "used_bytes": s.used_bytes if s else 0,
                "free_bytes": s.free_bytes if s else 0}
         if m.state == ms.DRAINING:
+            drained = m.spec.id in (stats.get("drained") or [])
             row["drain"] = {"left": d.get("left"), "moved": int(d.get("moved", 0)),
-                            "drained": m.spec.id in (stats.get("drained") or [])}
+                            "drained": drained}
+            if drained:  # `node drain --wait` ends on this count: the node's own, not the
+                try:     # health tracker's last one (stale: a drained node holding shards
+                    health = await self.cluster.nodes.health(m.spec)  # read 0)
+                    row["shards"] = int(health.get("shards", 0))
+                except StorageError:
+                    pass
         return row
 
     async def list(self, call: Call) -> tuple[int, Any]:
