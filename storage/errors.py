@@ -88,7 +88,10 @@ class QuorumNotReached(StorageError):
 
     @property
     def full(self) -> bool:
-        """Whether full node disks are why: with room on them the quorum was reached."""
+        """Whether full node disks are why: with room on them the quorum was reached. A
+        write's causes are one per shard it could not place, naming every node tried for
+        it (`storage.spares`), so a shard counts as refused for room when any of its
+        attempts met a full disk (its target stalled, its spare was full)."""
         full = sum(NODE_DISK_FULL in cause for cause in self.causes)
         return full > 0 and self.succeeded + full >= self.needed
 

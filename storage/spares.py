@@ -56,7 +56,12 @@ class Spares:
         """Report each shard write to the health tracker; send each shard a target did not
         take to a spare (`_fill`, through `resend`); the result if the write quorum holds
         on at least two zones (where the stripe's shards are), else delete what was written
-        and raise."""
+        and raise.
+
+        A refusal names one cause per shard left unwritten, with every node tried for it
+        (its first target's error, then each spare's): `QuorumNotReached.full` then says
+        "storage full" when full disks alone kept the quorum from holding, whichever
+        attempt met them (a stalled target whose spare was full counts as full)."""
         for node, error in outcomes:
             if error is None:
                 self._health.report_success(node.id)
@@ -64,17 +69,21 @@ class Spares:
                 self._health.report_failure(node.id, error)
         nodes: list[str | None] = [n.id if e is None else None for n, e in outcomes]
         nodes += [None] * (profile.width - len(nodes))
+        tried_on = {i: [e] for i, (_, e) in enumerate(outcomes) if e}  # index -> errors
+        failed = [n.id for n, e in outcomes if e]
         if None in nodes:
-            await self._fill(codec, profile, nodes, [n.id for n, e in outcomes if e], resend)
+            failed += await self._fill(codec, profile, nodes, failed, resend, tried_on)
         written = [n for n in nodes if n]
         zones = {self._nodes_by_id()[n].zone for n in written}
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
             try:
-                await self._health.confirm(n.id for n, e in outcomes if e)  # before the retry
+                await self._health.confirm(failed)  # before the client's retry
             finally:  # a client gone during the probe leaves no shards behind either
                 await self._delete(codec.stripe_id, nodes)
+            causes = [", then ".join(tried_on.get(i) or ["no node to place it on"])
+                      for i, n in enumerate(nodes) if n is None]
             raise QuorumNotReached(quorum, len(written), profile.width,
-                                   [e for _, e in outcomes if e])
+                                   causes or [f"its shards span {len(zones)} zone(s)"])
         if len(written) < profile.width:
             self.degraded += 1  # acknowledged short: its commit queues it as urgent repair
         return nodes
@@ -92,13 +101,16 @@ class Spares:
         return None
 
     async def _fill(self, codec: StripeCodec, profile: Profile, nodes: list[str | None],
-                    failed: Sequence[str], resend: Resend) -> None:
+                    failed: Sequence[str], resend: Resend,
+                    tried_on: dict[int, list[str]]) -> list[str]:
         """Put each shard missing from `nodes` (its target failed or stalled, or there was
         none) on a spare node before the write is acknowledged, updating `nodes` in place:
         the best-ranked usable node that keeps the zone rule (`place_spares`; another one
         when none does, as the first placement spills). A spare that fails too is replaced
         by the next, at most m rounds. Without this a write acknowledged at the write quorum
-        (k+1) survived one more failure instead of m until repair ran.
+        (k+1) survived one more failure instead of m until repair ran. Each failed spare's
+        error is added to `tried_on` (shard index -> its attempts' errors); the spares that
+        failed are returned (the refusal probes them, as its first targets).
 
         The whole fill has one deadline, the stall limit: spares that stall too cannot keep
         the client waiting (1 + m) stall limits after its body (past boto3's 60 s read
@@ -107,6 +119,7 @@ class Spares:
         the manifest does not name, which the sweep collects."""
         by_id = self._nodes_by_id()
         tried = set(failed)
+        spares_failed: list[str] = []
         deadline = asyncio.get_running_loop().time() + self._stall_s
         for _ in range(profile.m):
             missing = [i for i, n in enumerate(nodes) if n is None]
@@ -114,18 +127,20 @@ class Spares:
             spares = place_spares(codec.stripe_id, profile, self._health.placeable(), held,
                                   tried, len(missing)) if missing else []
             if not spares:
-                return
+                return spares_failed
             targets = dict(zip(missing, spares, strict=False))
             tried.update(n.id for n in spares)
             try:
                 async with asyncio.timeout_at(deadline):
                     errors = await resend(targets, list(nodes))
             except TimeoutError:
-                for node in targets.values():
-                    self._health.report_failure(
-                        node.id, f"spare {node.id} did not confirm within the fill's "
-                                 f"{self._stall_s:.0f}s")
-                return
+                for i, node in targets.items():
+                    error = (f"spare {node.id} did not confirm within the fill's "
+                             f"{self._stall_s:.0f}s")
+                    self._health.report_failure(node.id, error)
+                    tried_on.setdefault(i, []).append(error)
+                    spares_failed.append(node.id)
+                return spares_failed
             for i, node in targets.items():
                 error = errors.get(i, "not sent")
                 if error is None:
@@ -134,6 +149,9 @@ class Spares:
                     self.spared += 1
                 else:
                     self._health.report_failure(node.id, error)
+                    tried_on.setdefault(i, []).append(f"spare {node.id}: {error}")
+                    spares_failed.append(node.id)
+        return spares_failed
 
     def rebuilder(self, codec: StripeCodec, size: int) -> Resend:
         """A streamed stripe's resend: its shards are not kept (memory stays flat whatever
