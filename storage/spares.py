@@ -60,8 +60,8 @@ class Spares:
 
         A refusal names one cause per shard left unwritten, with every node tried for it
         (its first target's error, then each spare's): `QuorumNotReached.full` then says
-        "storage full" when full disks alone kept the quorum from holding, whichever
-        attempt met them (a stalled target whose spare was full counts as full)."""
+        "storage full" when the nodes that answered "no space", first targets and spares
+        alike, would have made up the quorum (a stalled target and a full spare: full)."""
         for node, error in outcomes:
             if error is None:
                 self._health.report_success(node.id)
@@ -149,7 +149,9 @@ class Spares:
                     self.spared += 1
                 else:
                     self._health.report_failure(node.id, error)
-                    tried_on.setdefault(i, []).append(f"spare {node.id}: {error}")
+                    tried_on.setdefault(i, []).append(  # (a node's error names it)
+                        f"spare {error}" if error.startswith(f"node {node.id}:")
+                        else f"spare {node.id}: {error}")
                     spares_failed.append(node.id)
         return spares_failed
 

@@ -6,9 +6,10 @@ reachable" when another node failed at the same time (seen in CI under load: the
 `test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers`).
 
 Simulated nodes, 9 in 3 zones, profile 4+2 (write quorum 5): every shard write is refused
-with the node's 507 full-disk answer, except the first attempt on shards 0 and 1, which
-fail as an unreachable node does. The first targets then give 4 full refusals (one short of
-the quorum's 5); the spares tried for shards 0 and 1 are full, which makes 6.
+with the node's 507 full-disk answer, except the first attempt on two of the shards, which
+fails as an unreachable node does. The first targets then give 4 full refusals (one short
+of the quorum's 5); the three spares are full, which makes 7, whether or not a spare was
+tried for the shards whose targets were unreachable (shards 0-2 get the three spares).
 """
 
 from __future__ import annotations
@@ -66,23 +67,24 @@ def _cfg(tmp: Path) -> Any:
                                 "profiles": {"standard": {"k": 4, "m": 2}}}, tmp)
 
 
+@pytest.mark.parametrize("unreachable", [(0, 1), (4, 5)], ids=["spared", "not-spared"])
 @pytest.mark.parametrize("kind", sorted(SIZES))
-def test_a_refusal_on_full_disks_says_full_when_a_spare_met_one_for_the_other_failure(
-        tmp_path: Path, kind: str) -> None:
+def test_a_refusal_on_full_disks_says_full_though_other_nodes_failed_too(
+        tmp_path: Path, kind: str, unreachable: tuple[int, int]) -> None:
     async def scenario() -> QuorumNotReached:
         cfg = _cfg(tmp_path)
-        sim = FullNodes(list(cfg.nodes), unreachable={0, 1})
+        sim = FullNodes(list(cfg.nodes), unreachable=set(unreachable))
         async with wired_cluster(tmp_path, cfg, sim) as c:  # type: ignore[arg-type]
             b = await c.buckets.create("t", "bk")
             with pytest.raises(QuorumNotReached) as exc:
                 await c.objects.put(b, "k", _body(bytes(SIZES[kind])),
                                     PutOptions(size_hint=SIZES[kind]))
             # what the test stands on: the first targets were 4 full and 2 unreachable,
-            # and the spares for shards 0 and 1 were tried (and full)
-            first = sim.attempts[:6]
+            # then the three other nodes were tried as spares (and were full)
+            first, spares = sim.attempts[:6], sim.attempts[6:]
             assert sorted(a[2] for a in first) == ["full"] * 4 + ["unreachable"] * 2, first
-            spared = {a[1] for a in sim.attempts[6:]}
-            assert {0, 1} <= spared, sim.attempts
+            assert [a[2] for a in spares] == ["full"] * 3, spares
+            assert len({a[0] for a in sim.attempts}) == 9, sim.attempts
             return exc.value
 
     refused = asyncio.run(scenario())
@@ -91,8 +93,8 @@ def test_a_refusal_on_full_disks_says_full_when_a_spare_met_one_for_the_other_fa
     assert (err.status, err.code, err.message) == (503, "ServiceUnavailable", STORAGE_FULL)
     # one cause per shard left unwritten, naming each node tried for it
     assert len(refused.causes) == 6, refused.causes
-    assert all(NODE_DISK_FULL in c for c in refused.causes), refused.causes
-    assert sum("spare" in c for c in refused.causes) >= 2, refused.causes
+    assert sum(c.count(NODE_DISK_FULL) for c in refused.causes) == 7, refused.causes
+    assert sum(c.count(", then spare node n") for c in refused.causes) == 3, refused.causes
 
 
 def test_a_refusal_with_too_few_nodes_answering_is_not_called_full(tmp_path: Path) -> None:
