@@ -190,7 +190,7 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
     metrics = Metrics()
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
     metrics.watch_uploads(cluster.stripes.uploads)
-    metrics.watch_writes(cluster.stripes)
+    metrics.watch_writes(cluster.stripes.spares)
     if hasattr(cluster.meta, "auth_stamp_state"):  # etcd: the stamp follows a watch
         metrics.watch_auth_stamp(cluster.meta.auth_stamp_state)
     access_logs = AccessLogBuffer(cluster, cfg.access_log.max_buffered)

@@ -67,10 +67,10 @@ class Metrics:
         now, the most at once, the limit, and how many writes waited for it."""
         self.registry.register(_UploadBudgetCollector(budget))
 
-    def watch_writes(self, stripes: Any) -> None:
+    def watch_writes(self, spares: Any) -> None:
         """Export `tessera_write_shards_spared_total` and `tessera_writes_degraded_total`
-        (`storage.stripes.StripeStore`'s counts)."""
-        self.registry.register(_WriteShortfallCollector(stripes))
+        (`storage.spares.Spares`'s counts)."""
+        self.registry.register(_WriteShortfallCollector(spares))
 
     def watch_auth_stamp(self, state: Callable[[], Mapping[str, Any]]) -> None:
         """Export the etcd auth stamp watch (`storage.metadata.etcd_stamp.WatchedStamp`):
@@ -148,14 +148,14 @@ class _UploadBudgetCollector:
 class _WriteShortfallCollector:
     """Shard writes that failed on the way to an acknowledgement, at scrape time."""
 
-    def __init__(self, stripes: Any) -> None:
-        self._stripes = stripes
+    def __init__(self, spares: Any) -> None:
+        self._spares = spares
 
     def describe(self) -> list[Metric]:
         return list(self.collect())
 
     def collect(self) -> Iterator[Metric]:
-        s = self._stripes
+        s = self._spares
         yield CounterMetricFamily("tessera_write_shards_spared",
                                   "Shards whose target failed during a write, sent to a spare "
                                   "node before the write was acknowledged", value=s.spared)

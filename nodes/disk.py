@@ -40,7 +40,6 @@ from nodes.shardfile import (
     FrameCheck,
     ShardExists,
     ShardLocation,
-    ShardWriter,
     check_shard_id,
     fsync_dir,
     in_thread,
@@ -51,6 +50,7 @@ from nodes.shardfile import (
     write_all,
 )
 from nodes.shardread import ShardReadStream
+from nodes.shardwrite import ShardWriter
 from storage.config import PackSettings
 from storage.errors import InvalidInput, NotFound, ShardCorrupt
 from storage.filemodes import secure_tree, tighten

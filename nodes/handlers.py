@@ -20,7 +20,8 @@ from nodes.directio import writes_direct
 from nodes.disk import DiskShardStore, is_disk_full
 from nodes.logs import JsonLog
 from nodes.metrics import NodeMetrics
-from nodes.shardfile import CHUNK_BYTES, BodyMismatch, ShardExists, ShardWriter, check_shard_id
+from nodes.shardfile import CHUNK_BYTES, ShardExists, check_shard_id
+from nodes.shardwrite import BodyMismatch, ShardWriter
 from storage.errors import (
     NODE_DISK_FULL,
     IntegrityError,

@@ -17,7 +17,6 @@ midnight UTC for real days), and tier latencies are scaled by `day_seconds / 864
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import math
@@ -29,6 +28,7 @@ from typing import Any
 
 from storage import inline_bodies, retiring
 from storage.config import ArchiveSettings, Config
+from storage.copy_staging import CopyStaging
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.datakeys import SSEC_HMAC
@@ -45,7 +45,6 @@ from storage.keyspace import (
 )
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
-from storage.metadata.fence import outside_step
 from storage.object_edits import version_records
 from storage.objects import ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, PartLayout, pack, unpack
@@ -179,6 +178,8 @@ class ArchiveService:
         self._meta = meta
         self._tenants = tenants
         self._objects = objects
+        # a many-part copy's index entries, written ahead of its swap or discarded without it
+        self.staging = CopyStaging(meta, objects)
         self.settings = cfg.archive
         self.stats = ArchiveStats()
         self._retry_at: dict[bytes, float] = {}
@@ -226,14 +227,14 @@ class ArchiveService:
 
         `fn(cur, ch)` fills `ch` (its index entries already in it) or declines. Up to
         `retiring.INLINE_PARTS` parts are indexed in the swap's own transaction (1 put + 1
-        compare each). More are indexed first in steps (`_stage`) and the swap compares
+        compare each). More are indexed first in steps (`CopyStaging.stage`) and the swap compares
         the first one's entry unchanged: it stays one small transaction whatever the
         part count (etcd's `--max-txn-ops`). A staged entry the version does not name yet
         resolves "gone", which the orphan sweep acts on only past the orphan grace, and
         no swap commits past it (`WriteAge`).
 
         When the swap is declined or raises (etcd refusing the txn, the store
-        unreachable, a cancellation), the copy is discarded at once (`_unstage`) rather
+        unreachable, a cancellation), the copy is discarded at once (`CopyStaging.unstage`) rather
         than left to the day-long orphan sweep, which a retried lifecycle pass would feed
         a whole copy each hour."""
         def entry(p: PartLayout) -> dict[str, Any]:
@@ -252,69 +253,16 @@ class ArchiveService:
 
         try:
             if staged:
-                guard = await self._stage(new_parts, entry)
+                guard = await self.staging.stage(new_parts, entry)
             res = await self.mutate(bucket, key, version_id, change)
         except BaseException:
-            await self._unstage(bucket, key, version_id, new_parts, state, staged, guard)
+            await self.staging.unstage(bucket, key, version_id, new_parts, state, staged,
+                                       guard)
             raise
         if res is None:
-            await self._unstage(bucket, key, version_id, new_parts, state, staged, guard)
+            await self.staging.unstage(bucket, key, version_id, new_parts, state, staged,
+                                       guard)
         return res
-
-    async def _stage(self, parts: list[PartLayout],
-                     entry: Callable[[PartLayout], dict[str, Any]]) -> dict[bytes, int]:
-        """Index `parts` ahead of their swap, `retiring.STEP_PARTS` a transaction (each
-        comparing the stripes' discard tombstones absent); returns the compare that binds
-        the swap to the first entry."""
-        for at in range(0, len(parts), retiring.STEP_PARTS):
-            puts: dict[bytes, bytes] = {}
-            compares: dict[bytes, int] = {}
-            for p in parts[at:at + retiring.STEP_PARTS]:
-                self._objects.index_part(puts, p, entry(p), compares)
-            if not await self._meta.txn(Txn(compares=compares, puts=puts)):
-                raise Conflict("a rewritten stripe was discarded before it was indexed")
-        first = stripe_index_key(parts[0].stripe_id)
-        item = await self._meta.get(first)
-        if item is None:
-            raise Conflict("a staged index entry vanished")
-        return {first: item.revision}
-
-    async def _unstage(self, bucket: str, key: str, version_id: str | None,
-                       parts: list[PartLayout], state: str, staged: bool,
-                       guard: dict[bytes, int]) -> None:
-        """Discard a copy whose swap did not happen. Staged index entries are deleted
-        first (`discard_parts` spares an indexed stripe), the first one in a transaction
-        comparing the version's records unchanged: a swap that applied all the same (a
-        timeout after sending) keeps its parts, and one still to apply fails on the
-        first entry's compare. Staging cut short (no `guard`): no swap was tried.
-
-        Outside any worker step's fence, as `discard_parts` is: a stale worker's copy is
-        still cleaned up, and these compare-and-swaps need no lease."""
-        await asyncio.create_task(self._unstage_now(bucket, key, version_id, parts, state,
-                                                    staged, guard), context=outside_step())
-
-    async def _unstage_now(self, bucket: str, key: str, version_id: str | None,
-                           parts: list[PartLayout], state: str, staged: bool,
-                           guard: dict[bytes, int]) -> None:
-        ids = {p.stripe_id for p in parts}
-        while guard:
-            records = await self._records(bucket, key, version_id)
-            cur = records[0][1] if records else None
-            named = [] if cur is None else [p.stripe_id for p in cur.parts] if \
-                state == "live" else [s["stripe_id"] for s in restored_stripes(cur.restore)]
-            if ids.intersection(named):
-                return  # the swap applied: the copy is the version's
-            first = next(iter(guard))
-            compares = {**guard, **{it.key: it.revision for it, _ in records}}
-            if await self._meta.txn(Txn(compares=compares, deletes=(first,))):
-                break
-            if (again := await self._meta.get(first)) is None:
-                break
-            guard = {first: again.revision}  # (changed: a swap comparing the old one fails)
-        rest = [stripe_index_key(p.stripe_id) for p in parts] if staged else []
-        for at in range(0, len(rest), retiring.STEP_PARTS * 2):
-            await self._meta.txn(Txn(deletes=tuple(rest[at:at + retiring.STEP_PARTS * 2])))
-        await self._objects.discard_parts(parts)
 
     # RestoreObject -------------------------------------------------------------------------
 

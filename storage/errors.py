@@ -88,8 +88,13 @@ class QuorumNotReached(StorageError):
 
     @property
     def full(self) -> bool:
-        """Whether full node disks are why: with room on them the quorum was reached."""
-        full = sum(NODE_DISK_FULL in cause for cause in self.causes)
+        """Whether full node disks are why: with room on them the quorum was reached. A
+        write's causes are one per shard it could not place, naming every node tried for
+        it, its first target's error then each spare's (`storage.spares`; each node is
+        tried once per write): every node that answered "no space" counts, so a target
+        that stalled is made up for by a spare that was full, whichever shard it was
+        tried for (with room, each of them would have taken one of the missing shards)."""
+        full = sum(cause.count(NODE_DISK_FULL) for cause in self.causes)
         return full > 0 and self.succeeded + full >= self.needed
 
 

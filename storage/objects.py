@@ -212,7 +212,7 @@ class ObjectService(ObjectReads, ObjectEdits):
         puts[stripe_index_key(part.stripe_id)] = pack(entry)
         if compares is not None:
             compares[discarded_key(part.stripe_id)] = 0
-        queue = self._stripes.repair_entry(part.stripe_id, part.nodes, part.m) if part.size else None
+        queue = self._stripes.spares.repair_entry(part.stripe_id, part.nodes, part.m) if part.size else None
         if queue is not None:
             puts[queue] = pack({"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
 

@@ -4,7 +4,8 @@ Writes stream every shard to its node in one request while segments are encoded 
 thread pool, with bounded queues so memory stays flat whatever the size; a node that fails
 or stalls is dropped and the write continues as long as the write quorum still holds; the
 shard it did not take then goes to a spare node before the write is acknowledged
-(`_fill`), so an acknowledged stripe holds k+m shards whenever k+m nodes can take them.
+(`storage/spares.py`), so an acknowledged stripe holds k+m shards whenever k+m nodes can
+take them.
 Reads pull k shards (data shards first, so decoding is a join), replace a failing shard
 with another one mid-stream, and never return a segment whose GCM tag does not verify.
 """
@@ -25,7 +26,6 @@ from storage.config import Config, NodeSpec, Profile
 from storage.crypto.aead import TAG_BYTES
 from storage.errors import IntegrityError, Overloaded, QuorumNotReached, StorageError
 from storage.health import HealthTracker
-from storage.keyspace import repair_key, urgent_repair_key
 from storage.lying import LyingShards
 from storage.pipeline import (
     FRAME_BUFFERS,
@@ -34,9 +34,7 @@ from storage.pipeline import (
     segment_length,
     shard_file_bytes,
 )
-from storage.placement import place_for_write, place_spares, zone_safe
-from storage.rebuild import Reference, rebuild_shards
-from storage.records import PartLayout
+from storage.placement import place_for_write
 from storage.shardfeed import QUEUE_FRAMES, Pieces
 from storage.shardfeed import ShardSender as _ShardSender  # rebuild, rebalance import it here
 from storage.shardfeed import chain as _chain
@@ -47,6 +45,7 @@ from storage.shards.connpool import MAX_IN_FLIGHT
 from storage.shards.ids import shard_id
 from storage.shards.slot import ShardSlot
 from storage.shards.transport import NodeTransport
+from storage.spares import Resend, Spares
 from storage.telemetry import STAGES, stage
 from storage.uploadbudget import (
     RECEIVE_BYTES,
@@ -76,8 +75,6 @@ HASH_LAG_BYTES = 4 * 1024 * 1024  # how far the digests may fall behind the codi
 FRAME_IDLE_S = 0.25
 FRAME_TRIM = IdleTrim(FRAME_BUFFERS.trim, FRAME_IDLE_S)
 DamageReport = Callable[[bytes, int, str], None]
-# (shard index -> spare node, where the stripe's shards are now) -> index -> None or error
-Resend = Callable[[dict[int, NodeSpec], list[str | None]], Awaitable[dict[int, str | None]]]
 # the write feed lives in storage/shardfeed.py; these names are re-exported from here
 __all__ = ["POOL_BYTES", "QUEUE_FRAMES", "StripeStore", "WriteResult", "_ShardSender"]
 
@@ -112,8 +109,8 @@ class StripeStore:
         # connection that another such write holds while it waits for frame room (which
         # that sender's queued frames hold): review15c's cycle
         self._chunked = asyncio.Semaphore(CHUNKED_WRITES)
-        self.spared = 0  # shards a failed target did not take, sent to a spare before the ack
-        self.degraded = 0  # writes acknowledged with fewer than k+m shards (no spare left)
+        # where the shards a write's first targets did not take go before the ack
+        self.spares = Spares(cfg, client, health, cpu, stall_s, self.pool, self.delete)
 
     @property
     def transport(self) -> NodeTransport:
@@ -123,18 +120,6 @@ class StripeStore:
     def cluster_nodes(self) -> tuple[NodeSpec, ...]:
         """The live cluster map (config nodes merged with the membership overlay)."""
         return self._health.nodes
-
-    def repair_entry(self, stripe_id: bytes, nodes: Sequence[str | None], m: int) -> bytes | None:
-        """The repair queue key the commit of a just-written stripe must put, or None: a shard
-        missing (acknowledged short, no spare could take it) is urgent, read first; complete
-        but not zone-safe (a first placement or a spare that spilled) goes to the queue. The
-        one check every writer's commit (objects, volume extents, journal segments) uses, so
-        repair meets such a stripe at once rather than at the background sweep's pace."""
-        if None in nodes:
-            return urgent_repair_key(stripe_id)
-        if not zone_safe(nodes, self.cluster_nodes(), m):
-            return repair_key(stripe_id)
-        return None
 
     def _nodes_by_id(self) -> dict[str, NodeSpec]:
         return {n.id: n for n in self._health.nodes}  # the live cluster map (membership)
@@ -333,111 +318,11 @@ class StripeStore:
             raise
         finally:
             FRAME_TRIM.end()
-        return await self._settle(codec, profile, quorum, total, count,
-                                  [(s.node, None if ok else (s.error or "failed"))
-                                   for s, ok in zip(senders, oks, strict=True)],
-                                  self._rebuilder(codec, total))
-
-    async def _settle(self, codec: StripeCodec, profile: Profile, quorum: int, total: int,
-                      count: int, outcomes: list[tuple[NodeSpec, str | None]],
-                      resend: Resend) -> WriteResult:
-        """Report each shard write to the health tracker; send each shard a target did not
-        take to a spare (`_fill`, through `resend`); the result if the write quorum holds
-        on at least two zones, else delete what was written and raise."""
-        for node, error in outcomes:
-            if error is None:
-                self._health.report_success(node.id)
-            else:
-                self._health.report_failure(node.id, error)
-        nodes: list[str | None] = [n.id if e is None else None for n, e in outcomes]
-        nodes += [None] * (profile.width - len(nodes))
-        if None in nodes:
-            await self._fill(codec, profile, nodes, [n.id for n, e in outcomes if e], resend)
-        written = [n for n in nodes if n]
-        zones = {self._nodes_by_id()[n].zone for n in written}
-        if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
-            try:
-                await self._health.confirm(n.id for n, e in outcomes if e)  # before the retry
-            finally:  # a client gone during the probe leaves no shards behind either
-                await self.delete(codec.stripe_id, nodes)
-            raise QuorumNotReached(quorum, len(written), profile.width,
-                                   [e for _, e in outcomes if e])
-        if len(written) < profile.width:
-            self.degraded += 1  # acknowledged short: its commit queues it as urgent repair
+        nodes = await self.spares.settle(codec, profile, quorum,
+                                         [(s.node, None if ok else (s.error or "failed"))
+                                          for s, ok in zip(senders, oks, strict=True)],
+                                         self.spares.rebuilder(codec, total))
         return WriteResult(size=total, segments=count, nodes=nodes)
-
-    async def _fill(self, codec: StripeCodec, profile: Profile, nodes: list[str | None],
-                    failed: Sequence[str], resend: Resend) -> None:
-        """Put each shard missing from `nodes` (its target failed or stalled, or there was
-        none) on a spare node before the write is acknowledged, updating `nodes` in place:
-        the best-ranked usable node that keeps the zone rule (`place_spares`; another one
-        when none does, as the first placement spills). A spare that fails too is replaced
-        by the next, at most m rounds. Without this a write acknowledged at the write quorum
-        (k+1) survived one more failure instead of m until repair ran.
-
-        The whole fill has one deadline, the stall limit: spares that stall too cannot keep
-        the client waiting (1 + m) stall limits after its body (past boto3's 60 s read
-        timeout). Past it the fill stops, and `_settle` acknowledges at the quorum (short:
-        queued urgent) or refuses below it; a spare cut off mid-shard leaves an orphan copy
-        the manifest does not name, which the sweep collects."""
-        by_id = self._nodes_by_id()
-        tried = set(failed)
-        deadline = asyncio.get_running_loop().time() + self._stall_s
-        for _ in range(profile.m):
-            missing = [i for i, n in enumerate(nodes) if n is None]
-            held = [by_id[n] for n in nodes if n is not None and n in by_id]
-            spares = place_spares(codec.stripe_id, profile, self._health.placeable(), held,
-                                  tried, len(missing)) if missing else []
-            if not spares:
-                return
-            targets = dict(zip(missing, spares, strict=False))
-            tried.update(n.id for n in spares)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    errors = await resend(targets, list(nodes))
-            except TimeoutError:
-                for node in targets.values():
-                    self._health.report_failure(
-                        node.id, f"spare {node.id} did not confirm within the fill's "
-                                 f"{self._stall_s:.0f}s")
-                return
-            for i, node in targets.items():
-                error = errors.get(i, "not sent")
-                if error is None:
-                    self._health.report_success(node.id)
-                    nodes[i] = node.id
-                    self.spared += 1
-                else:
-                    self._health.report_failure(node.id, error)
-
-    def _rebuilder(self, codec: StripeCodec, size: int) -> Resend:
-        """A streamed stripe's resend: its shards are not kept (memory stays flat whatever
-        the size), so a missing one is rebuilt from the k or more just written, as repair
-        does (`rebuild_shards`: k+1 sources must agree when there are that many; a
-        segment read from only k is authenticated with the write's own key, `guard`, and
-        without a key the rebuild is not tried: a lying source among k would be copied into
-        every rebuilt shard). Nothing is read or coded unless a target failed."""
-        async def guard() -> Reference | None:
-            return codec.reference
-
-        async def resend(targets: dict[int, NodeSpec],
-                         nodes: list[str | None]) -> dict[int, str | None]:
-            by_id = self._nodes_by_id()
-            part = PartLayout(number=0, size=size, etag="", stripe_id=codec.stripe_id,
-                              k=codec.codec.k, m=codec.codec.m,
-                              segment_size=codec.segment_size, nodes=nodes)
-            sources = [(i, by_id[n]) for i, n in enumerate(nodes) if n is not None]
-            if len(sources) <= part.k and codec.cipher is None:
-                return dict.fromkeys(targets, "k sources and no key: a rebuild is unchecked")
-            try:
-                res = await rebuild_shards(self._client, self._cpu, part, sources, targets,
-                                           stall_s=self._stall_s, pool=self.pool,
-                                           guard=guard)
-            except StorageError as exc:
-                return dict.fromkeys(targets, str(exc)[:200] or "rebuild failed")
-            return {i: None if i in res.written else res.failed.get(i, "failed")
-                    for i in targets}
-        return resend
 
     async def _write_small(self, codec: StripeCodec, profile: Profile,
                            targets: Sequence[NodeSpec], quorum: int, data: bytes,
@@ -454,9 +339,10 @@ class StripeStore:
         shards = [h.pack() + f for h, f in zip(headers, frames, strict=True)]
         errors = await self._put_whole(self._client.put_small, codec,
                                        list(enumerate(targets)), shards)
-        return await self._settle(codec, profile, quorum, len(data), 1,
-                                  list(zip(targets, errors, strict=True)),
-                                  self._resender(self._client.put_small, codec, shards))
+        nodes = await self.spares.settle(codec, profile, quorum,
+                                         list(zip(targets, errors, strict=True)),
+                                         self._resender(self._client.put_small, codec, shards))
+        return WriteResult(size=len(data), segments=1, nodes=nodes)
 
     def _resender(self, put: Callable[..., Awaitable[object]], codec: StripeCodec,
                   shards: Sequence[bytes | ShardSlot]) -> Resend:
@@ -521,9 +407,10 @@ class StripeStore:
                 errors = await put_shards([(n, shard_id(codec.stripe_id, i), slots[i])
                                            for i, n in enumerate(targets)], self._stall_s)
         total = have - (codec.input_segment - codec.segment_size)
-        return await self._settle(codec, profile, quorum, total, 1,
-                                  list(zip(targets, errors, strict=True)),
-                                  self._resender(self._client.put_shard, codec, slots))
+        nodes = await self.spares.settle(codec, profile, quorum,
+                                         list(zip(targets, errors, strict=True)),
+                                         self._resender(self._client.put_shard, codec, slots))
+        return WriteResult(size=total, segments=1, nodes=nodes)
 
     async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,
                    first: int, last: int, on_damage: DamageReport | None = None,

@@ -368,7 +368,7 @@ class VolumeHandle:
             raise
         # Anything else (cancelled, a metadata error) may have committed all the same: never
         # collect a stripe that a pointer may name; the orphan sweep takes it if none does.
-        queue = self.svc.stripes.repair_entry(p.stripe, res.nodes, p.m)
+        queue = self.svc.stripes.spares.repair_entry(p.stripe, res.nodes, p.m)
         if queue is not None:  # short (urgent) or a zone over m (a spill): as objects queue
             await self.svc.meta.put(queue, pack({"volume": self.vol.id, "reason": "write"}))
         self._ciphers[p.stripe] = SegmentCipher(dek)

@@ -180,7 +180,7 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
     except (Fenced, NotFound):
         await h.svc.meta.put(gc_key(time.time_ns(), s.stripe), pack({"nodes": s.nodes}))
         raise
-    queue = h.svc.stripes.repair_entry(s.stripe, res.nodes, s.m)
+    queue = h.svc.stripes.spares.repair_entry(s.stripe, res.nodes, s.m)
     if queue is not None:  # short (urgent) or a zone over m (a spill): as objects queue
         await h.svc.meta.put(queue, pack({"volume": vid, "reason": "write"}))
     return s

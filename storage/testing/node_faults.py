@@ -2,7 +2,7 @@
 after, so an integration test can fail a write's target exactly mid-write instead of racing
 a kill (tests/integration/test_write_spares.py).
 
-$TESSERA_TEST_NODE_FAULT=NODE_ID:N:MODE, MODE one of
+$TESSERA_TEST_NODE_FAULT=NODE_ID:N:MODE[,NODE_ID:N:MODE...] (one fault per node), MODE one of
 - `fail`: the node refuses that shard write and every later one (500), while it still
   answers its health probe (a node that looks up but cannot write: a full or broken disk);
 - `die`: the node SIGKILLs itself when that shard write arrives (its request unanswered).
@@ -36,14 +36,14 @@ def _parse(value: str) -> _Fault | None:
     return _Fault(node, int(nth), mode)
 
 
-_FAULT = _parse(os.environ.get(ENV, ""))
+_FAULTS = {f.node: f for f in map(_parse, os.environ.get(ENV, "").split(",")) if f}
 
 
 def shard_put(node_id: str) -> str | None:
     """Count one shard write on node `node_id`: the reason to refuse it when the environment
     says this node fails from here on (or SIGKILL this process when it says it dies)."""
-    f = _FAULT
-    if f is None or f.node != node_id:
+    f = _FAULTS.get(node_id) if _FAULTS else None
+    if f is None:
         return None
     f.seen += 1
     if f.seen < f.nth:

@@ -275,9 +275,14 @@ def test_every_node_disk_full_refuses_writes_and_recovers_without_restart(
 
 
 def test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers(
-        tmp_path: Path, small_disk: SmallDisk) -> None:
+        tmp_path: Path, small_disk: SmallDisk, monkeypatch: pytest.MonkeyPatch) -> None:
     # Everything on one file system, as on the machine whose disk filled: the nodes'
     # shards, the metadata, the logs, the audit log, the gateway workers' shared maps.
+    # Two nodes (of nine) refuse every shard write for another reason all along, as nodes
+    # that stall under load do: a refusal whose first targets include both had 4 "no
+    # space" answers, one short of the write quorum, and said "Too few storage nodes are
+    # reachable" (ci19c, when two nodes stalled); the spares' "no space" counts too now.
+    monkeypatch.setenv("TESSERA_TEST_NODE_FAULT", "n1:1:fail,n5:1:fail")
     (tmp_path / "data").mkdir()
     with small_disk(tmp_path / "data", 512) as disk:
         c = LocalCluster(disk, up_args=["--workers", "2"])

@@ -1,4 +1,4 @@
-"""Review19j probes of mend19h's archive cleanup (`ArchiveService._swap_in` / `_unstage`).
+"""Review19j probes of mend19h's archive cleanup (`ArchiveService._swap_in` / `CopyStaging.unstage`).
 
 - a transition or restore completion whose swap APPLIED but raised (a timeout after
   sending): the cleanup must leave the version's new stripes indexed and untombstoned, and
@@ -159,7 +159,7 @@ async def test_a_transition_killed_mid_staging_leaves_the_object_readable(
         return parts
 
     monkeypatch.setattr(archive, "_rewrite_parts", noted)
-    monkeypatch.setattr(archive, "_unstage", no_cleanup)
+    monkeypatch.setattr(archive.staging, "unstage", no_cleanup)
     with pytest.raises(SystemExit):
         await archive.transition(v, "GLACIER")
     monkeypatch.setattr(meta, "txn", real_txn)

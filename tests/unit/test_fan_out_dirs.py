@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import nodes.disk
-import nodes.shardfile
+import nodes.shardwrite
 from nodes.disk import FIRST_LEVEL, DiskShardStore
 from tests.unit.test_shard_format import make_blocks, make_header, put, read_all
 
@@ -21,7 +21,7 @@ class Counted:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.mkdirs: list[str] = []
         self.fsyncs: list[str] = []
-        real_mkdir, real_fsync_dir = os.mkdir, nodes.shardfile.fsync_dir
+        real_mkdir, real_fsync_dir = os.mkdir, nodes.shardwrite.fsync_dir
 
         def mkdir(path: str, mode: int = 0o777) -> None:
             self.mkdirs.append(os.fspath(path))
@@ -33,7 +33,7 @@ class Counted:
 
         monkeypatch.setattr(nodes.disk.os, "mkdir", mkdir)
         monkeypatch.setattr(nodes.disk, "fsync_dir", fsync_dir)
-        monkeypatch.setattr(nodes.shardfile, "fsync_dir", fsync_dir)
+        monkeypatch.setattr(nodes.shardwrite, "fsync_dir", fsync_dir)
 
 
 async def test_start_makes_every_first_level_directory_durable_at_once(

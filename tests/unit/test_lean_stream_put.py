@@ -20,7 +20,7 @@ from nodes.directio import BUFFER_BYTES
 from nodes.handlers import NODE, ApiError
 from nodes.leanput import LeanListener
 from nodes.leanstream import BATCH_BUFS, MAX_BUFS, BodyStream
-from nodes.shardfile import ShardWriter
+from nodes.shardwrite import ShardWriter
 from storage.shards.auth import TRAILER_BYTES, seal, sign
 from tests.contract.node_harness import make_shard
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nodes import packformat as pf
-from nodes import packstore
+from nodes import packsteps
 from nodes.packstore import PackStore
 
 SIDS = [f"{i:032x}.{i % 6}" for i in range(1, 13)]
@@ -166,7 +166,7 @@ def test_puts_queued_during_a_compaction_go_between_its_steps(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A step copies at most STEP_BYTES, then the groups queued meanwhile are written first:
     a PUT queued while the first step runs is durable before the second step starts."""
-    monkeypatch.setattr(packstore, "STEP_BYTES", 1)  # one record a step
+    monkeypatch.setattr(packsteps, "STEP_BYTES", 1)  # one record a step
     s = PackStore(tmp_path, seal_bytes=3 * (150 + pf.OVERHEAD), compact_ratio=0.6)
     s.open()
     seen: list[tuple[str, bool]] = []
@@ -261,7 +261,7 @@ def test_a_paced_compaction_waits_between_steps(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """At `pace` bytes/s a step of n bytes is followed by n/pace s before the next: a lower
     bound only (a slow box cannot fail it), which an unpaced committer breaks."""
-    monkeypatch.setattr(packstore, "STEP_BYTES", 1)  # one record a step
+    monkeypatch.setattr(packsteps, "STEP_BYTES", 1)  # one record a step
     s = PackStore(tmp_path, seal_bytes=3 * (150 + pf.OVERHEAD), compact_ratio=0.9)
     s.open()
     import time

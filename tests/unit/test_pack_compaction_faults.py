@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import nodes.packstore as ps
+import nodes.packsteps as steps
 from nodes.packrecovery import pack_name
 from nodes.packstore import PackStore
 from storage.config import PackSettings
@@ -67,7 +67,7 @@ def test_a_failed_directory_fsync_after_an_unlink_does_not_wedge_compaction(
         asyncio.run(_put_all(s, shards))
         asyncio.run(_delete_all(s, [sid for sid, _ in shards[:4]]))
         assert len(s.candidates()) >= 2
-        real = ps.fsync_dir
+        real = steps.fsync_dir
         failed: list[str] = []
 
         def flaky(p: Path | str) -> None:
@@ -75,7 +75,7 @@ def test_a_failed_directory_fsync_after_an_unlink_does_not_wedge_compaction(
                 failed.append(str(p))
                 raise OSError(5, "EIO")
             real(p)
-        monkeypatch.setattr(ps, "fsync_dir", flaky)
+        monkeypatch.setattr(steps, "fsync_dir", flaky)
         with pytest.raises(OSError):
             asyncio.run(s.compact())
         asyncio.run(s.compact())  # the next run recovers (it raised FileNotFoundError)

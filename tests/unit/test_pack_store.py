@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nodes import packformat as pf
-from nodes import packstore
+from nodes import packsteps, packstore
 from nodes.packrecovery import pack_name
 from nodes.packstore import PackStore
 from nodes.shardfile import UNCHANGED, ShardExists
@@ -258,8 +258,8 @@ class PackModel(RuleBasedStateMachine):
         self.store = PackStore(self.root, seal_bytes=400, compact_ratio=0.3)
         self.store.open()
         self.model: dict[str, bytes] = {}
-        self._step = packstore.STEP_BYTES
-        packstore.STEP_BYTES = 200  # steps of one or two records: several per compaction
+        self._step = packsteps.STEP_BYTES
+        packsteps.STEP_BYTES = 200  # steps of one or two records: several per compaction
 
     def _expect(self, op: tuple[str, str, bytes, bool]) -> object:
         kind, sid, body, replace = op
@@ -353,7 +353,7 @@ class PackModel(RuleBasedStateMachine):
         assert {k: v for k, v in self.store.live.items() if v} == live
 
     def teardown(self) -> None:
-        packstore.STEP_BYTES = self._step
+        packsteps.STEP_BYTES = self._step
         self.store.close()
         self._tmp.cleanup()
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from nodes import packformat as pf
-from nodes import packstore
+from nodes import packsteps
 from nodes.packstore import PackStore, _Request
 from nodes.shardfile import UNCHANGED, ShardExists
 
@@ -30,8 +30,8 @@ class BetweenSteps(RuleBasedStateMachine):
         self.store = PackStore(self.root, seal_bytes=400, compact_ratio=0.6)
         self.store.open()
         self.model: dict[str, bytes] = {}
-        self._step = packstore.STEP_BYTES
-        packstore.STEP_BYTES = 150
+        self._step = packsteps.STEP_BYTES
+        packsteps.STEP_BYTES = 150
 
     def _expect(self, op: tuple[str, str, bytes, bool]) -> object:
         kind, sid, body, replace = op
@@ -113,7 +113,7 @@ class BetweenSteps(RuleBasedStateMachine):
             assert loc is not None and self.store.read(loc) == body
 
     def teardown(self) -> None:
-        packstore.STEP_BYTES = self._step
+        packsteps.STEP_BYTES = self._step
         self.store.close()
         self._tmp.cleanup()
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from nodes.handlers import STREAM_BATCH_BYTES
-from nodes.shardfile import ShardWriter
+from nodes.shardwrite import ShardWriter
 from tests.contract.test_node_api import make_shard
 from tests.unit import test_node_get_abort as served
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from nodes.disk import DiskShardStore
-from nodes.shardfile import BodyMismatch, ShardExists
+from nodes.shardfile import ShardExists
+from nodes.shardwrite import BodyMismatch
 from storage.config import PackSettings
 from storage.errors import NotFound
 from storage.shards.format import ShardHeader, pack_frame

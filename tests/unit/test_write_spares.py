@@ -1,5 +1,5 @@
 """An acknowledged write holds k+m shards whenever k+m nodes can take them: a target that
-fails mid-write has its shard sent to a spare before the ack (storage/stripes.py `_fill`).
+fails mid-write has its shard sent to a spare before the ack (storage/spares.py `Spares._fill`).
 
 A property over failure points, on the real object service over simulated nodes: which
 node fails, on which of its shard writes, refusing the request or breaking it mid-body,
@@ -149,7 +149,7 @@ def test_acknowledged_write_survives_any_m_more_failures(
                     objects[f"k{i}"] = data
                 for key, data in objects.items():
                     await _check_any_m_down(c, sim, b, key, data)
-                assert c.stripes.degraded == 0
+                assert c.stripes.spares.degraded == 0
     with mock.patch.object(objects_module, "new_stripe_id",
                            lambda: rnd.randbytes(16)):  # placement: one per example
         _run(scenario())
@@ -173,7 +173,7 @@ def test_fewer_than_k_plus_m_nodes_acknowledges_at_quorum_and_queues_urgent(
             v = await c.objects.head(b, "k")
             p = v.parts[0]
             assert sum(n is not None for n in p.nodes) == K + 1
-            assert c.stripes.degraded == 1
+            assert c.stripes.spares.degraded == 1
             assert await c.meta.get(urgent_repair_key(p.stripe_id)) is not None
             assert await c.meta.get(repair_key(p.stripe_id)) is None
             assert await _read(c, b, "k") == data
@@ -203,14 +203,14 @@ def test_volume_extent_and_journal_writes_take_spares_too(tmp_path: Path) -> Non
             for nodes in (h.pointer(0).nodes, seg.nodes):  # type: ignore[union-attr]
                 assert None not in nodes and victim not in nodes, nodes
                 assert len(set(nodes)) == K + M and zone_safe(nodes, cfg.nodes, M)
-            assert victim in sim.failed and c.stripes.spared == 2
+            assert victim in sim.failed and c.stripes.spares.spared == 2
     _run(scenario())
 
 
 def test_volume_writes_spilled_over_a_zone_are_queued_for_repair(tmp_path: Path) -> None:
     """A zone down (three of nine nodes): every volume extent and journal segment stripe is
     complete (six shards) but holds three in a zone, more than m. Its commit queues it for
-    repair (`StripeStore.repair_entry`, the check object commits use), not urgent (nothing
+    repair (`Spares.repair_entry`, the check object commits use), not urgent (nothing
     missing); before, volume commits queued only short stripes and left this to the sweep."""
     async def scenario() -> None:
         cfg = _cfg(tmp_path)
@@ -257,7 +257,7 @@ def test_stalling_spares_are_bounded_by_one_deadline(tmp_path: Path) -> None:
             p = (await c.objects.head(b, "k")).parts[0]
             assert p.nodes.count(None) == 1, p.nodes
             assert sim.puts[spare.id] == 1 and sim.puts[second.id] == 0, sim.puts
-            assert c.stripes.degraded == 1
+            assert c.stripes.spares.degraded == 1
             assert await c.meta.get(urgent_repair_key(p.stripe_id)) is not None
             assert await _read(c, b, "k") == data
     _run(scenario())

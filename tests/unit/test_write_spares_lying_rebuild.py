@@ -2,8 +2,8 @@
 acknowledge shards that a lying source made wrong.
 
 Two targets of a streamed (multi-segment) stripe fail at commit, after taking the whole
-body: the write quorum (k+1) is not met, but `_settle` calls `_fill` before the quorum
-check, and `_rebuilder` rebuilds the two missing shards from the k just written with no
+body: the write quorum (k+1) is not met, but `Spares.settle` calls `_fill` before the quorum
+check, and `Spares.rebuilder` rebuilds the two missing shards from the k just written with no
 comparison (k+1 sources) and no key check, although the gateway holds the key. One of
 those k sources answers that one read with wrong bytes under valid checksums (a lying
 shard, the threat ARCHITECTURE names). On main before durable19 the write was refused
