@@ -216,6 +216,7 @@ class ArchiveService:
             if await self._meta.txn(Txn(compares=compares, puts=puts,
                                         deletes=tuple(change.deletes))):
                 return records[0][1], change.result
+            await self._objects.recheck_nodes(compares)  # (a node named removed meanwhile)
 
     async def _swap_in(self, bucket: str, key: str, version_id: str | None,
                        fn: Callable[[ObjectVersion, Change], Change | None],
@@ -272,6 +273,7 @@ class ArchiveService:
             for p in parts[at:at + retiring.STEP_PARTS]:
                 self._objects.index_part(puts, p, entry(p), compares)
             if not await self._meta.txn(Txn(compares=compares, puts=puts)):
+                await self._objects.recheck_nodes(compares)  # NodeRemoved, or:
                 raise Conflict("a rewritten stripe was discarded before it was indexed")
         first = stripe_index_key(parts[0].stripe_id)
         item = await self._meta.get(first)

@@ -124,6 +124,11 @@ class StripeStore:
         """The live cluster map (config nodes merged with the membership overlay)."""
         return self._health.nodes
 
+    @property
+    def health(self) -> HealthTracker:
+        """The live cluster map: commits compare its nodes' membership records."""
+        return self._health
+
     def repair_entry(self, stripe_id: bytes, nodes: Sequence[str | None], m: int) -> bytes | None:
         """The repair queue key the commit of a just-written stripe must put, or None: a shard
         missing (acknowledged short, no spare could take it) is urgent, read first; complete
@@ -354,7 +359,10 @@ class StripeStore:
         if None in nodes:
             await self._fill(codec, profile, nodes, [n.id for n, e in outcomes if e], resend)
         written = [n for n in nodes if n]
-        zones = {self._nodes_by_id()[n].zone for n in written}
+        # (a target removed from the map meanwhile is still known by its spec: its commit
+        # refuses the write, `commit_nodes`)
+        by_id = {**{n.id: n for n, _ in outcomes}, **self._nodes_by_id()}
+        zones = {by_id[n].zone for n in written}
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
             try:
                 await self._health.confirm(n.id for n, e in outcomes if e)  # before the retry
