@@ -76,8 +76,10 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     p.add_argument("--data", type=Path, help="the node's data directory")
     p.add_argument("--secret-file", type=Path, help="cluster secret (hex) file")
     p.add_argument("--window", type=int, help="request signature window in seconds")
-    p.add_argument("--max-shard-bytes", type=int, default=DEFAULT_MAX_SHARD_BYTES,
-                   help=f"largest shard file accepted (default {DEFAULT_MAX_SHARD_BYTES})")
+    p.add_argument("--shard-size-limit", type=int, default=DEFAULT_MAX_SHARD_BYTES,
+                   metavar="BYTES", help="largest shard this node accepts, in bytes (default "
+                   f"{DEFAULT_MAX_SHARD_BYTES}); not [packs] max_shard_bytes, the size up to "
+                   "which shards are packed")
     p.add_argument("--log-file", type=Path, help="write logs (and stderr) to this file, rotated "
                    "by size ($TESSERA_LOG_MAX_BYTES, $TESSERA_LOG_BACKUPS)")
     p.add_argument("--scrub-rate", type=float, default=None, metavar="MBPS",
@@ -112,7 +114,7 @@ def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
         scrub = replace(scrub, rate_bytes_s=a.scrub_rate * 2**20)
     return NodeSettings(node_id=a.id, zone=zone, host=host, port=port, data_dir=Path(data),
                         secret=secret, window_s=window or 300,
-                        max_shard_bytes=a.max_shard_bytes, scrub=scrub, packs=packs)
+                        max_shard_bytes=a.shard_size_limit, scrub=scrub, packs=packs)
 
 
 async def serve(s: NodeSettings) -> None:

@@ -68,11 +68,30 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Every (sub)command parser shows defaults (add_subparsers reuses the parser class)."""
+    """Every (sub)command parser shows defaults (add_subparsers reuses the parser class); a
+    command given without its action (`tessera config`) prints its help and what to do
+    next, exit 2 (argparse's "the following arguments are required" said neither)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
+        self._actions_of: argparse._SubParsersAction | None = None  # type: ignore[type-arg]
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs["required"] = False  # a missing action is answered in parse_known_args
+        self._actions_of = super().add_subparsers(**kwargs)
+        return self._actions_of
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        ns, rest = super().parse_known_args(args, namespace)
+        sp = self._actions_of
+        if sp is not None and getattr(ns, sp.dest, None) is None:
+            names = list(sp.choices)
+            self.print_help(sys.stderr)
+            self.exit(2, f"\n{self.prog}: no {'command' if self.prog == 'tessera' else 'action'}"
+                         f" given: add one of {', '.join(names)} (e.g. `{self.prog} "
+                         f"{names[0]} --help`)\n")
+        return ns, rest
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -319,6 +319,12 @@ def still_stopping(name: str) -> None:
           file=sys.stderr, flush=True)
 
 
+def still_mounted(name: str, where: str) -> None:
+    """What a Ctrl-C after the mount completed says: nothing is left to stop."""
+    print(f"volume {name}: the mount has completed and stays mounted; there is nothing to "
+          f"interrupt (`tessera volume unmount {where}` undoes it)", file=sys.stderr, flush=True)
+
+
 async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
     from gateway.block.mount import MountError, MountInterrupted, mount
     from storage.volumes import VolumeAttached
@@ -355,20 +361,28 @@ async def _mount(a, c, svc, t):  # type: ignore[no-untyped-def]
             still_stopping(a.name)
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.getsignal(sig) for sig in sigs}  # asyncio.run's own for SIGINT
+    for sig in sigs:
         loop.add_signal_handler(sig, interrupt)
     try:
         st = await asyncio.to_thread(
             mount, _config_path(a), c.cfg.data_dir, t, a.name, v.id, Path(a.dir), a.fs,
             a.lease_ttl, confirm, not a.no_journal, a.max_dirty_mib, a.kernel_dirty_mib, stop,
             watch.revision)
-    except MountInterrupted:
+    except BaseException as exc:
+        for sig in sigs:  # the handlers from before back (remove_signal_handler alone put
+            loop.remove_signal_handler(sig)  # Python's default in: a traceback, review19c L5)
+            signal.signal(sig, before[sig])
+        if not isinstance(exc, MountInterrupted):
+            raise
         print(f"volume {a.name}: mount interrupted; nothing is mounted", file=sys.stderr,
               flush=True)
         return 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    # mounted: a Ctrl-C until the command ends is answered in one line; SIGTERM ends it
+    loop.add_signal_handler(signal.SIGINT, still_mounted, a.name, a.dir)
+    loop.remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, before[signal.SIGTERM])
     if stop.is_set():  # the mount had completed: kept; the interrupt is taken as answered
         print(f"volume {a.name}: interrupted after the mount had completed; it stays mounted "
               f"(`tessera volume unmount {a.dir}` undoes it)", file=sys.stderr, flush=True)

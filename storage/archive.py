@@ -217,6 +217,7 @@ class ArchiveService:
             if await self._meta.txn(Txn(compares=compares, puts=puts,
                                         deletes=tuple(change.deletes))):
                 return records[0][1], change.result
+            await self._objects.recheck_nodes(compares)  # (a node named removed meanwhile)
 
     async def _swap_in(self, bucket: str, key: str, version_id: str | None,
                        fn: Callable[[ObjectVersion, Change], Change | None],

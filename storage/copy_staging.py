@@ -45,6 +45,7 @@ class CopyStaging:
             for p in parts[at:at + retiring.STEP_PARTS]:
                 self._objects.index_part(puts, p, entry(p), compares)
             if not await self._meta.txn(Txn(compares=compares, puts=puts)):
+                await self._objects.recheck_nodes(compares)  # NodeRemoved, or:
                 raise Conflict("a rewritten stripe was discarded before it was indexed")
         first = stripe_index_key(parts[0].stripe_id)
         item = await self._meta.get(first)

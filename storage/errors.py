@@ -112,6 +112,12 @@ class WriteExpired(StorageError):
     have been swept, so it is not committed (S3 RequestTimeout; the client retries)."""
 
 
+class NodeRemoved(StorageError):
+    """A node a write's stripe was written to left the cluster map (`tessera node remove`)
+    before the write's commit: the write is not committed, so no version names a removed
+    node (S3 503 ServiceUnavailable; the client retries and the retry places anew)."""
+
+
 class DataUnavailable(StorageError):
     """Fewer than k intact shards of a segment can be read: the data cannot be rebuilt now."""
 

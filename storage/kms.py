@@ -37,7 +37,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from storage import jsondoc
@@ -52,6 +52,7 @@ from storage.keyspace import (
     kms_key_prefix,
     space,
     span,
+    tenant_key,
 )
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
@@ -195,8 +196,26 @@ class KmsService:
         kk = kms_key_key(tenant, key_id)
         ref = {"key_id": key_id}
         puts = {kk: k.encode(), **{kms_alias_key(tenant, n): pack(ref) for n in names}}
-        if await self._meta.txn(Txn(compares={key: 0 for key in puts}, puts=puts)):
-            return k
+        # the tenant record rewritten as it is (its revision moves), compared unchanged: a
+        # `delete_tenant` that listed the keys before this one fails instead of leaving it
+        # under a deleted tenant, and no key is made once the tenant is gone
+        tk = tenant_key(tenant)
+        for _ in range(8):
+            trec = await self._meta.get(tk)
+            if trec is None:
+                raise NotFound(f"tenant {tenant!r} does not exist")
+            if await self._meta.txn(Txn(compares={**{key: 0 for key in puts},
+                                                  tk: trec.revision},
+                                        puts={**puts, tk: trec.value})):
+                return k
+            again = await self._meta.get(tk)
+            if again is None or again.revision == trec.revision:
+                break  # deleted meanwhile, or a key/alias compare failed
+        else:
+            raise Conflict(f"tenant {tenant!r} kept changing while the key was made; nothing "
+                           "was made: try again")
+        if await self._meta.get(tk) is None:
+            raise NotFound(f"tenant {tenant!r} was deleted; no key was made")
         if await self._meta.get(kk) is not None:
             raise Conflict(f"KMS key {key_id} already exists")
         taken = [n for n in names if await self._meta.get(kms_alias_key(tenant, n))]
@@ -338,24 +357,40 @@ class KmsService:
             k.state, k.deletion_date = DISABLED, 0.0
         return await self._change(tenant, ref, fn)
 
-    async def forget(self, tenant: str, expect: set[str] | None = None) -> int:
-        """Delete every key and alias of a tenant that is being deleted; the count of keys.
-        With `expect` (the key ids an operator confirmed), Conflict unless the tenant's keys
-        are exactly those: only the keys read here are deleted, so one made later is never
-        destroyed unconfirmed."""
-        keys_ = await self._meta.range(*span(kms_key_prefix(tenant)), limit=100000)
-        if expect is not None:
-            have = {KmsKey.decode(i.value).key_id for i in keys_}
-            if have != expect:
-                raise Conflict(f"tenant {tenant!r}'s KMS keys changed since they were listed "
-                               f"(now {len(have)}: {', '.join(sorted(have)) or 'none'}); "
-                               "nothing was deleted: run the delete again")
-        aliases = await self._meta.range(*span(kms_alias_prefix(tenant)), limit=100000)
-        if keys_ or aliases:
-            await self._meta.txn(Txn(deletes=tuple(i.key for i in [*keys_, *aliases])))
-        self._material = {k: v for k, v in self._material.items() if k[0] != tenant}
-        self._aliases = {k: v for k, v in self._aliases.items() if k[0] != tenant}
-        return len(keys_)
+    async def delete_tenant(self, tenant: str, expect: set[str] | None = None,
+                            first: Callable[[], Awaitable[None]] | None = None) -> int:
+        """Delete the tenant record together with every KMS key and alias of the tenant, in
+        one transaction that compares the record unchanged (a key's creation rewrites it):
+        a key made meanwhile makes it fail, so none is ever left under a deleted tenant.
+        With `expect` (the key ids an operator confirmed), Conflict unless the tenant's
+        keys are exactly those, and that transaction is not sent. `first` runs once, after
+        the first check and before the transaction (the access keys' revocation). Returns
+        how many keys went."""
+        tk = tenant_key(tenant)
+        for _ in range(8):
+            trec = await self._meta.get(tk)
+            if trec is None:
+                raise NotFound(f"tenant {tenant!r} does not exist")
+            keys_ = await self._meta.range(*span(kms_key_prefix(tenant)), limit=100000)
+            if expect is not None:
+                have = {KmsKey.decode(i.value).key_id for i in keys_}
+                if have != expect:
+                    done = ("nothing was deleted" if first is not None else "its access keys "
+                            "were revoked, the tenant and its KMS keys were not deleted")
+                    raise Conflict(f"tenant {tenant!r}'s KMS keys changed since they were "
+                                   f"listed (now {len(have)}: {', '.join(sorted(have)) or 'none'})"
+                                   f"; {done}: run the delete again")
+            if first is not None:
+                await first()
+                first = None
+            aliases = await self._meta.range(*span(kms_alias_prefix(tenant)), limit=100000)
+            gone = (tk, *(i.key for i in [*keys_, *aliases]))
+            if await self._meta.txn(Txn(compares={tk: trec.revision}, deletes=gone)):
+                self._material = {k: v for k, v in self._material.items() if k[0] != tenant}
+                self._aliases = {k: v for k, v in self._aliases.items() if k[0] != tenant}
+                return len(keys_)
+        raise Conflict(f"tenant {tenant!r} kept changing while it was deleted; nothing was "
+                       "deleted: run the delete again")
 
     async def wrapping_key(self, tenant: str, key_id: str, bucket: str | None) -> bytes:
         """What wraps a data key: the KMS key, or with S3 Bucket Keys the bucket's key."""

@@ -41,6 +41,7 @@ class Member:
     state: str = ACTIVE
     since: float = 0.0
     added: bool = False  # joined at run time (not in the config file)
+    revision: int = 0  # its `M` record's revision (0: none, a config node never changed)
 
     def to_dict(self) -> dict:
         s = self.spec
@@ -51,12 +52,14 @@ class Member:
 
 async def load_members(meta: MetadataStore, cfg: Config) -> list[Member]:
     """The config's nodes merged with the `M` overlay, removed nodes included."""
-    records = {unpack_key(it.key)[1]: unpack(it.value)
-               for it in await meta.range(*space(MEMBER), limit=10000)}
+    items = await meta.range(*space(MEMBER), limit=10000)
+    records = {unpack_key(it.key)[1]: unpack(it.value) for it in items}
+    revs = {unpack_key(it.key)[1]: it.revision for it in items}
     out: list[Member] = []
     for n in cfg.nodes:
         r = records.pop(n.id, {})
-        out.append(Member(n, str(r.get("state", ACTIVE)), float(r.get("since", 0.0))))
+        out.append(Member(n, str(r.get("state", ACTIVE)), float(r.get("since", 0.0)),
+                          revision=revs.get(n.id, 0)))
     for nid, r in sorted(records.items()):
         try:
             spec = NodeSpec(id=nid, zone=str(r["zone"]), address=str(r["address"]),
@@ -66,7 +69,7 @@ async def load_members(meta: MetadataStore, cfg: Config) -> list[Member]:
             log.warning("ignoring malformed membership record for %s", nid)
             continue
         out.append(Member(spec, str(r.get("state", ACTIVE)), float(r.get("since", 0.0)),
-                          added=True))
+                          added=True, revision=revs[nid]))
     return out
 
 
@@ -144,7 +147,8 @@ def apply(health: HealthTracker, members: list[Member]) -> None:
     """Make the health tracker's node list the effective cluster map."""
     live = [m for m in members if m.state != REMOVED]
     health.set_nodes([m.spec for m in live],
-                     placeable={m.spec.id for m in live if m.state == ACTIVE})
+                     placeable={m.spec.id for m in live if m.state == ACTIVE},
+                     revisions={m.spec.id: m.revision for m in live})
 
 
 async def refresh(meta: MetadataStore, cfg: Config, health: HealthTracker) -> list[Member]:

@@ -259,6 +259,7 @@ class MultipartService:
             age.check()  # its shards may have been swept as orphans: not committed
             if await self._meta.txn(Txn(compares=compares, puts=puts, deletes=tuple(deletes))):
                 return
+            await self._objects.recheck_nodes(compares)  # (a node removed meanwhile)
 
     @staticmethod
     def _retire_part(p: Part, puts: dict[bytes, bytes], deletes: list[bytes],

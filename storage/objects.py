@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from storage import inline_bodies, object_lock, retiring
+from storage import commit_nodes, inline_bodies, object_lock, retiring
 from storage.buckets import BucketService
 from storage.conditions import WriteConditions
 from storage.config import Config
@@ -208,13 +208,21 @@ class ObjectService(ObjectReads, ObjectEdits):
         urgent queue, read first; only not zone-safe: the queue): repair never meets an entry whose stripe is not indexed yet, and a write
         that never commits queues nothing (its shards are orphans the sweep collects).
         `compares` (None only when the stripe was indexed before: a multipart completion)
-        gets the stripe's discard tombstone compared absent (`discard_parts`)."""
+        gets the stripe's discard tombstone compared absent (`discard_parts`) and the
+        membership records of the nodes it names (`commit_nodes.guard`: NodeRemoved for a
+        node removed since the write placed it; after a failed commit, `recheck_nodes`)."""
         puts[stripe_index_key(part.stripe_id)] = pack(entry)
         if compares is not None:
             compares[discarded_key(part.stripe_id)] = 0
+            commit_nodes.guard(self._stripes.health, part.nodes, compares)
         queue = self._stripes.spares.repair_entry(part.stripe_id, part.nodes, part.m) if part.size else None
         if queue is not None:
             puts[queue] = pack({"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
+
+    async def recheck_nodes(self, compares: dict[bytes, int]) -> None:
+        """After a failed commit whose `compares` `index_part` filled: the map re-read when a
+        named node's membership record moved; NodeRemoved when that node is removed."""
+        await commit_nodes.recheck(self._meta, self._cfg, self._stripes.health, compares)
 
     async def commit(self, v: ObjectVersion, b: Bucket,
                      conditions: WriteConditions | None = None, extra: Txn | None = None,
@@ -286,13 +294,17 @@ class ObjectService(ObjectReads, ObjectEdits):
             if age is not None:
                 age.check()
             die_at("before-commit", v.key)  # (a test hook; nothing without its variable)
+            members = commit_nodes.guarded(compares)
             with STAGES.time("metadata_commit"):
                 done, seen = await self._meta.txn_or_read(
-                    Txn(compares=compares, puts=puts, deletes=tuple(deletes)), reads)
+                    Txn(compares=compares, puts=puts, deletes=tuple(deletes)),
+                    reads + tuple(members))
             if done:
                 die_at("after-commit", v.key)
                 await retiring.finish_now(self._meta, markers)
                 return
+            if any((seen[k].revision if seen[k] else 0) != rev for k, rev in members.items()):
+                await self.recheck_nodes(members)  # (a removal applied meanwhile)
             if extra is not None:
                 for k, rev in extra.compares.items():
                     item = await self._meta.get(k)

@@ -74,7 +74,10 @@ class Spares:
         if None in nodes:
             failed += await self._fill(codec, profile, nodes, failed, resend, tried_on)
         written = [n for n in nodes if n]
-        zones = {self._nodes_by_id()[n].zone for n in written}
+        # (a target removed from the map meanwhile is still known by its spec: its commit
+        # refuses the write, `commit_nodes`)
+        by_id = {**{n.id: n for n, _ in outcomes}, **self._nodes_by_id()}
+        zones = {by_id[n].zone for n in written}
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
             try:
                 await self._health.confirm(failed)  # before the client's retry

@@ -121,6 +121,11 @@ class StripeStore:
         """The live cluster map (config nodes merged with the membership overlay)."""
         return self._health.nodes
 
+    @property
+    def health(self) -> HealthTracker:
+        """The live cluster map: commits compare its nodes' membership records."""
+        return self._health
+
     def _nodes_by_id(self) -> dict[str, NodeSpec]:
         return {n.id: n for n in self._health.nodes}  # the live cluster map (membership)
 

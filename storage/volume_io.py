@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from storage import commit_nodes
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
 from storage.errors import (
     InvalidInput,
     KeyUnavailable,
+    NodeRemoved,
     NotFound,
     QuorumNotReached,
     StorageError,
@@ -362,9 +364,12 @@ class VolumeHandle:
         p.nodes = res.nodes
         try:
             await self._commit(p)
-        except (Fenced, NotFound):
+        except (Fenced, NotFound, NodeRemoved) as exc:
             # The commit surely failed (a compare did): nothing points at the new stripe.
             await self.svc.meta.put(gc_key(time.time_ns(), p.stripe), pack({"nodes": p.nodes}))
+            if isinstance(exc, NodeRemoved):  # placed on a node removed meanwhile: written
+                # again on the map as `_commit` re-read it (each retry needs a new removal)
+                return await self.write_extent(idx, data, jseq)
             raise
         # Anything else (cancelled, a metadata error) may have committed all the same: never
         # collect a stripe that a pointer may name; the orphan sweep takes it if none does.
@@ -417,8 +422,9 @@ class VolumeHandle:
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
             compares = {vk: self._vol_rev, lk: self._lease_rev}
-            if not p.trim:  # a fresh stripe: never indexed once its write was discarded
-                compares[discarded_key(p.stripe)] = 0
+            if not p.trim:  # a fresh stripe: never indexed once its write was discarded,
+                compares[discarded_key(p.stripe)] = 0  # nor naming a node removed since
+                commit_nodes.guard(self.svc.stripes.health, p.nodes, compares)
             ok = await self.svc.meta.txn(Txn(compares=compares, puts=puts,
                                              deletes=tuple(deletes)))
             if ok:
@@ -430,6 +436,8 @@ class VolumeHandle:
                 return
             if not p.trim:
                 await self.refuse_discarded(p.stripe)
+                await commit_nodes.recheck(self.svc.meta, self.svc.cfg, self.svc.stripes.health,
+                                           compares)
             await self._resync()
 
     async def refuse_discarded(self, stripe: bytes) -> None:

@@ -24,10 +24,11 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from storage import commit_nodes
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
-from storage.errors import InvalidInput, NotFound, QuorumNotReached
+from storage.errors import InvalidInput, NodeRemoved, NotFound, QuorumNotReached
 from storage.keyspace import (
     discarded_key,
     gc_key,
@@ -137,15 +138,32 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
     `extents`, when the caller knows them, are the sorted extents the entries touch.
 
     Returns once both hold: then the writes are durable. A fenced writer's record is
-    refused (Fenced) and its stripe goes to the GC queue.
+    refused (Fenced) and its stripe goes to the GC queue. A stripe placed on a node removed
+    from the cluster map before the commit (`commit_nodes`) goes there too, and the entries
+    are written again on the map as it is now: a flush is not failed for a removal.
     """
-    tenant, vid = h.vol.tenant, h.vol.id
     es = h.vol.extent_size
     body = encode_entries(entries)
-    prof = h.svc.cfg.profile(h.vol.profile)
     touched = extents if extents is not None else sorted(
         {off // es for off, data in entries} | {
             (off + len(data) - 1) // es for off, data in entries if data})
+    for attempt in range(WRITE_ATTEMPTS):
+        s = await _store(h, seq, body, touched)
+        try:
+            await _commit(h, s)
+        except NodeRemoved:
+            await h.svc.meta.put(gc_key(time.time_ns(), s.stripe), pack({"nodes": s.nodes}))
+            if attempt == WRITE_ATTEMPTS - 1:
+                raise
+            continue
+        return s
+    raise AssertionError("unreachable")
+
+
+async def _store(h: VolumeHandle, seq: int, body: bytes, touched: list[int]) -> Segment:
+    """Write `body` as a fresh stripe at write quorum (placed anew on each attempt)."""
+    tenant, vid = h.vol.tenant, h.vol.id
+    prof = h.svc.cfg.profile(h.vol.profile)
     for attempt in range(WRITE_ATTEMPTS):
         kek_version, kek = await h.svc.tenants.kek(tenant)
         s = Segment(vid=vid, seq=seq, stripe=new_stripe_id(), size=len(body), k=prof.k,
@@ -164,26 +182,34 @@ async def append(h: VolumeHandle, seq: int, entries: list[Entry],
             if attempt == WRITE_ATTEMPTS - 1:
                 raise
     s.nodes = res.nodes
-    puts = {s.key(): pack(asdict(s)), journal_head_key(vid): pack({"seq": seq}),
+    return s
+
+
+async def _commit(h: VolumeHandle, s: Segment) -> None:
+    """Commit segment `s`'s record (fenced), its stripe indexed and, when short, queued."""
+    vid = h.vol.id
+    puts = {s.key(): pack(asdict(s)), journal_head_key(vid): pack({"seq": s.seq}),
             stripe_index_key(s.stripe): pack({"state": "live", "kind": "extent", "vx": s.key()})}
-    tried = False
+    last: dict[bytes, int] = {}
 
     async def build() -> Built:
-        # the fresh stripe's discard tombstone compared absent, as object commits do
-        nonlocal tried
-        if tried:
+        # the fresh stripe's discard tombstone compared absent, as object commits do, and
+        # the membership records of the nodes it names (`commit_nodes`)
+        nonlocal last
+        if last:
             await h.refuse_discarded(s.stripe)
-        tried = True
-        return puts, (), {discarded_key(s.stripe): 0}
+            await commit_nodes.recheck(h.svc.meta, h.svc.cfg, h.svc.stripes.health, last)
+        last = {discarded_key(s.stripe): 0}
+        commit_nodes.guard(h.svc.stripes.health, s.nodes, last)
+        return puts, (), dict(last)
     try:
         await h.fenced_build(build)
     except (Fenced, NotFound):
         await h.svc.meta.put(gc_key(time.time_ns(), s.stripe), pack({"nodes": s.nodes}))
         raise
-    queue = h.svc.stripes.spares.repair_entry(s.stripe, res.nodes, s.m)
+    queue = h.svc.stripes.spares.repair_entry(s.stripe, s.nodes, s.m)
     if queue is not None:  # short (urgent) or a zone over m (a spill): as objects queue
         await h.svc.meta.put(queue, pack({"volume": vid, "reason": "write"}))
-    return s
 
 
 async def segments(h: VolumeHandle) -> list[Segment]:

@@ -209,13 +209,14 @@ class AdminApi:
                              "delete them first (or shred the tenant)")
         confirmed = call.request.query.get("kms_keys")  # the ids the operator confirmed
         expect = None if confirmed is None else {k for k in confirmed.split(",") if k}
-        await self.cluster.objects.kms.forget(t.name, expect)  # first: Conflict changes nothing
-        for k in await self.cluster.tenants.list_keys(t.name):
-            if k.state == "active":
-                await self.cluster.tenants.revoke_key(k.access_key)
-        from storage.keyspace import tenant_key
 
-        await self.cluster.meta.delete(tenant_key(t.name))
+        async def revoke() -> None:  # before the record goes: no live key of a gone tenant
+            for k in await self.cluster.tenants.list_keys(t.name):
+                if k.state == "active":
+                    await self.cluster.tenants.revoke_key(k.access_key)
+        # the record and its KMS keys in one transaction (a Conflict on the confirmed keys
+        # before the revocation changes nothing)
+        await self.cluster.objects.kms.delete_tenant(t.name, expect, revoke)
         return 200, {"name": t.name, "deleted": True}
 
     async def tenant_rotate(self, call: Call) -> tuple[int, Any]:

@@ -167,9 +167,9 @@ class AuditTrail:
         """The two current files."""
         return self.actions.path, self.refused.path
 
-    def files(self) -> list[list[Path]]:
+    def files(self) -> dict[str, list[Path]]:
         """Each log's files, newest first (GET /admin/v1/audit lists both, merged by time)."""
-        return [self.actions.files(), self.refused.files()]
+        return {"audit": self.actions.files(), "refused": self.refused.files()}
 
     async def record(self, who: str, action: str, result: str,
                      details: dict[str, Any] | None = None, remote: str | None = None) -> None:

@@ -3,10 +3,12 @@
 Each log (actions, refused requests) is read backwards in blocks from its current file into
 `.1`, `.2`, ... (the rotation's order, `AuditLog.files`), the two merged by time, so a
 listing goes on past a rotation (it read only the current files' last 4 MiB: after a
-rotation the listing began again empty). Memory is a block per log; the bytes read per
-listing are capped (`SCAN_MAX_BYTES`), so a filter that matches nothing ends there. A
-rotation during a read may show an entry twice or skip a file's worth: a listing, not a
-proof (the files are).
+rotation the listing began again empty). Memory is a block per log. The bytes read per
+listing are capped per log (`SCAN_MAX_BYTES` each), so a filter that matches nothing ends
+there, and a flood of refused requests (which need no key) cannot spend the budget of the
+real actions' log; a listing that a cap ended says so (`Listing.cut_short`). A rotation
+during a read may show an entry twice or skip a file's worth: a listing, not a proof (the
+files are).
 """
 
 from __future__ import annotations
@@ -16,15 +18,24 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 BLOCK = 64 * 1024
-SCAN_MAX_BYTES = 64 * 1024 * 1024  # read per listing at most, over every file
+SCAN_MAX_BYTES = 64 * 1024 * 1024  # read per listing and per log at most, over its files
+
+
+class Listing(NamedTuple):
+    """A listing's entries, and the logs whose byte cap ended their read (older entries of
+    them may match but were not read)."""
+
+    entries: list[dict[str, Any]]
+    cut_short: list[str]
 
 
 def lines_newest_first(paths: Iterable[Path], budget: list[int]) -> Iterator[bytes]:
     """The complete lines of `paths` (newest file first), last line first, while
-    `budget[0]` (bytes, shared with other readers) lasts."""
+    `budget[0]` (bytes) lasts; `budget[0]` is left below 0 when it ran out with bytes
+    still unread."""
     for path in paths:
         try:
             f = open(path, "rb")  # noqa: SIM115 - closed below; a missing backup is skipped
@@ -35,6 +46,7 @@ def lines_newest_first(paths: Iterable[Path], budget: list[int]) -> Iterator[byt
             rest = b""
             while pos > 0:
                 if budget[0] <= 0:
+                    budget[0] = -1  # cut short: bytes were left
                     return
                 n = min(BLOCK, pos)
                 pos -= n
@@ -65,14 +77,13 @@ def _ts(e: dict[str, Any]) -> float:
         return 0.0
 
 
-def list_entries(logs: Iterable[list[Path]], match: Callable[[dict[str, Any]], bool],
-                 limit: int, since: float = 0.0,
-                 scan_max: int = SCAN_MAX_BYTES) -> list[dict[str, Any]]:
+def list_entries(logs: dict[str, list[Path]], match: Callable[[dict[str, Any]], bool],
+                 limit: int, since: float = 0.0, scan_max: int = SCAN_MAX_BYTES) -> Listing:
     """Up to `limit` entries that `match`, newest first, none older than `since`, from
-    every log's files (each list newest file first)."""
-    budget = [scan_max]
-    merged = heapq.merge(*(_entries(lines_newest_first(files, budget)) for files in logs),
-                         key=lambda e: -_ts(e))
+    every log's files (each list newest file first), each log read up to `scan_max` bytes."""
+    budgets = {name: [scan_max] for name in logs}
+    merged = heapq.merge(*(_entries(lines_newest_first(files, budgets[name]))
+                           for name, files in logs.items()), key=lambda e: -_ts(e))
     out: list[dict[str, Any]] = []
     for e in merged:
         if _ts(e) < since:
@@ -81,4 +92,4 @@ def list_entries(logs: Iterable[list[Path]], match: Callable[[dict[str, Any]], b
             out.append(e)
             if len(out) >= limit:
                 break
-    return out
+    return Listing(out, [name for name, b in budgets.items() if b[0] < 0])

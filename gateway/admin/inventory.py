@@ -4,7 +4,8 @@ and object counts, the archive tier's queues and the lifecycle worker's counts, 
     GET /admin/v1/buckets[?tenant=T]     buckets, objects and bytes of current versions
     GET /admin/v1/queues                 restore jobs pending, restored copies, lifecycle passes
     GET /admin/v1/audit[?who=&action=&result=&tenant=&since=&limit=]   newest entries first,
-                                         rotated files too (`audit_read`)
+                                         rotated files too (`audit_read`); `truncated` and
+                                         `cut_short` (the logs a byte cap ended)
 
 Every figure comes from a bounded scan (`SCAN_LIMIT` records) and says when it was cut short.
 Signed (or a console session) and audited like every admin route (`AdminApi._wrap`).
@@ -18,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call
+from gateway.admin.audit import REFUSED
 from gateway.admin.audit_read import list_entries
 from gateway.admin.auth import AdminError
 from storage.keyspace import (
@@ -99,8 +101,14 @@ class InventoryApi:
             return all(str(e.get(k, "")) == v for k, v in want.items()) and \
                 all(str(e.get(k, "")).startswith(v) for k, v in prefixes.items())
 
-        out = await asyncio.to_thread(list_entries, self.api.audit.files(), match, limit, since)
-        return 200, {"entries": out}
+        logs = self.api.audit.files()
+        result = prefixes.get("result")
+        if result is not None and not (REFUSED.startswith(result) or result.startswith(REFUSED)):
+            del logs["refused"]  # no refused entry can match: its read costs nothing
+        got = await asyncio.to_thread(list_entries, logs, match, limit, since)
+        # cut short: a log's byte cap ended its read; older matching entries were not read
+        return 200, {"entries": got.entries, "truncated": bool(got.cut_short),
+                     "cut_short": got.cut_short}
 
 
 async def _usage(meta: Any, bucket: str, budget: int) -> tuple[int, int, int, bool]:

@@ -76,6 +76,10 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         log.error("object lock: %s", exc)
         return S3Error("ServiceUnavailable", "Too few storage nodes answer to judge this "
                        "object's retention now; retry later.")
+    if isinstance(exc, se.NodeRemoved):  # the commit named a node removed meanwhile
+        log.warning("write not committed: %s", exc)
+        return S3Error("ServiceUnavailable", "A storage node this write was placed on was "
+                       "removed from the cluster meanwhile; retry.")
     if isinstance(exc, se.WriteExpired):
         return S3Error("RequestTimeout")
     if isinstance(exc, se.Overloaded):

@@ -89,7 +89,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     proc, url, log = start_node(base, [
         "--id", "n1", "--listen", f"127.0.0.1:{port}", "--zone", "az1", "--data", str(data),
         "--secret-file", str(secret_file), "--window", str(WINDOW_S),
-        "--max-shard-bytes", str(MAX_SHARD_BYTES)])
+        "--shard-size-limit", str(MAX_SHARD_BYTES)])
     request.addfinalizer(lambda: stop_node(proc))
     assert url == f"http://127.0.0.1:{port}"
     return Node(url=url, host="127.0.0.1", port=port, data=data, base=base, secret=secret,

@@ -47,7 +47,7 @@ def tmpfs_node() -> Iterator[Node]:
         proc, url, log = start_node(base, [
             "--id", "n1", "--listen", f"127.0.0.1:{port}", "--zone", "az1", "--data",
             str(data), "--secret-file", str(secret_file), "--window", "60",
-            "--max-shard-bytes", str(16 * 1024 * 1024)])
+            "--shard-size-limit", str(16 * 1024 * 1024)])
         try:
             yield Node(url=url, host="127.0.0.1", port=port, data=data, base=base,
                        secret=secret, proc=proc, log=log)

@@ -305,3 +305,47 @@ def test_force_remove_refuses_while_a_stripe_names_the_node(mc_stalled: LocalClu
     assert "named by a stripe" in r.stderr and "--force would drop them" in r.stderr, r.stderr
     assert node_rows(mc_stalled)[victim]["membership"] == "draining"
     check(s3, "members", data)
+
+
+def test_a_write_placed_on_a_node_removed_before_its_commit_is_not_committed(
+        mc: LocalCluster) -> None:
+    """A PUT placed on a node that `tessera node remove` takes out of the map before the PUT
+    commits is refused (503, nothing committed), never acknowledged naming the removed node
+    (one shard short from its first moment). The PUT is held by its own body: the test sends
+    part of it, waits until every target node has the shard stream's temporary file (so the
+    placement is made), removes one of them (an empty active node), then sends the rest."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    s3 = mc.client()
+    s3.create_bucket(Bucket="members")
+    # 6 segments of 4 MiB: each shard 6 MiB, so a node starts its temporary file (after its
+    # first 4 MiB batch) while the last segment is held back
+    body = random.Random(5).randbytes(24 << 20)
+    url = urlsplit(s3.generate_presigned_url(
+        "put_object", Params={"Bucket": "members", "Key": "held"}, ExpiresIn=600))
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        conn.putrequest("PUT", f"{url.path}?{url.query}", skip_accept_encoding=True)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:-1024])  # the last segment held back
+
+        def streaming() -> list[str]:
+            return sorted(d.name for d in (mc.data / "nodes").iterdir()
+                          if any((d / "tmp").glob("*")))
+        wait(mc, "the held PUT's shard streams on its 6 targets",
+             lambda: len(streaming()) == 6)
+        victim = streaming()[0]
+        r = node_cli(mc, "remove", victim)
+        assert r.returncode == 0 and "removed from the cluster map" in r.stdout, r.stderr
+        conn.send(body[-1024:])
+        resp = conn.getresponse()
+        answer = resp.read().decode()
+    finally:
+        conn.close()
+    assert resp.status == 503 and "removed from the cluster" in answer, (resp.status, answer)
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_object(Bucket="members", Key="held")
+    s3.put_object(Bucket="members", Key="held", Body=body)  # placed anew: the map as it is
+    assert s3.get_object(Bucket="members", Key="held")["Body"].read() == body

@@ -31,7 +31,7 @@ def test_rotated_files_are_listed_newest_first(tmp_path: Path) -> None:
     _write(audit, 60, refused_every=7)
     audit.close()
     assert (tmp_path / "audit.log.3").exists()  # rotated several times
-    got = list_entries(audit.files(), lambda e: True, 1000)
+    got = list_entries(audit.files(), lambda e: True, 1000).entries
     assert [e["ts"] for e in got] == sorted((e["ts"] for e in got), reverse=True)
     ids = [_i(e) for e in got]
     for log in (0, 1):  # each log's entries in order, newest first
@@ -46,9 +46,9 @@ def test_rotated_files_are_listed_newest_first(tmp_path: Path) -> None:
     # limit and filters go across files; `since` stops at older entries
     evens = [i for i in ids if i % 7 and i % 2 == 0][:5]
     assert [_i(e) for e in list_entries(audit.files(), lambda e: _i(e) % 7 and _i(e) % 2 == 0,
-                                        5)] == evens
+                                        5).entries] == evens
     ts = sorted(e["ts"] for e in got)
-    newer = list_entries(audit.files(), lambda e: True, 1000, since=ts[len(ts) // 2])
+    newer = list_entries(audit.files(), lambda e: True, 1000, since=ts[len(ts) // 2]).entries
     assert [e for e in newer] == [e for e in got if e["ts"] >= ts[len(ts) // 2]]
 
 
@@ -59,7 +59,30 @@ def test_a_line_across_blocks_and_the_byte_budget(tmp_path: Path) -> None:
     lines = [json.dumps({"ts": i, "i": i, "pad": "y" * (BLOCK // 3 * (i % 4))})
              for i in range(40)]
     log.write_text("".join(x + "\n" for x in lines))
-    got = list_entries([[log]], lambda e: True, 1000)
-    assert [e["i"] for e in got] == list(range(39, -1, -1))
-    few = list_entries([[log]], lambda e: True, 1000, scan_max=3 * BLOCK)
-    assert 0 < len(few) < 40 and [e["i"] for e in few] == list(range(39, 39 - len(few), -1))
+    got = list_entries({"a": [log]}, lambda e: True, 1000)
+    assert [e["i"] for e in got.entries] == list(range(39, -1, -1)) and got.cut_short == []
+    few = list_entries({"a": [log]}, lambda e: True, 1000, scan_max=3 * BLOCK)
+    assert 0 < len(few.entries) < 40 and few.cut_short == ["a"]
+    assert [e["i"] for e in few.entries] == list(range(39, 39 - len(few.entries), -1))
+    whole = list_entries({"a": [log]}, lambda e: True, 1000, scan_max=log.stat().st_size)
+    assert len(whole.entries) == 40 and whole.cut_short == []  # read to the end: not cut
+
+
+def test_a_refused_flood_does_not_spend_the_actions_budget(tmp_path: Path) -> None:
+    """review19c L4: both logs drew on one byte budget, newest first, so a flood of refused
+    requests (they need no key) newer than every admin action used it up and a filter for
+    real actions found none, without saying the read was cut short. Each log has its own
+    cap now, and a cut one is named."""
+    actions, refused = tmp_path / "audit.log", tmp_path / "audit-refused.log"
+    actions.write_text("".join(json.dumps({"ts": i, "action": "tenant.create" if i < 3 else
+                                           "bucket.list", "result": "ok", "pad": "p" * 100})
+                               + "\n" for i in range(2000)))  # several blocks
+    refused.write_text("".join(json.dumps({"ts": 10_000 + i, "action": "x", "who": "anonymous",
+                                           "result": "denied:AccessDenied", "pad": "p" * 200})
+                               + "\n" for i in range(2000)))
+    cap = 8 * BLOCK  # the flood (all newer than every action) is larger than the cap
+    assert refused.stat().st_size > cap > actions.stat().st_size > 2 * BLOCK
+    got = list_entries({"audit": [actions], "refused": [refused]},
+                       lambda e: e["action"] == "tenant.create", 1000, scan_max=cap)
+    assert [e["ts"] for e in got.entries] == [2, 1, 0], "the flood hid the admin actions"
+    assert got.cut_short == ["refused"]

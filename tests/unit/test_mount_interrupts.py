@@ -65,8 +65,13 @@ def _twice(_tmp_path: Path, stop: threading.Event, heard: threading.Event) -> An
     raise mount_mod.MountInterrupted("mount interrupted; undone, nothing is mounted")
 
 
+def _mounted(tmp_path: Path, _stop: threading.Event, _heard: threading.Event) -> Any:
+    """The mount completes; the Ctrl-C comes after it (the child sends it)."""
+    return _state(tmp_path)
+
+
 CASES: dict[str, Callable[[Path, threading.Event, threading.Event], Any]] = {
-    "completed": _completed, "twice": _twice}
+    "completed": _completed, "twice": _twice, "after": _mounted}
 
 
 def _child(case: str, tmp_path: Path) -> None:
@@ -88,15 +93,28 @@ def _child(case: str, tmp_path: Path) -> None:
         return SimpleNamespace(id="vid")
 
     volumecli.still_stopping = still  # type: ignore[assignment]
+    answered = threading.Event()
+    said_mounted = volumecli.still_mounted
+
+    def mounted(name: str, where: str) -> None:
+        said_mounted(name, where)
+        answered.set()
+    volumecli.still_mounted = mounted  # type: ignore[assignment]
     volumecli._after_snapshot = no_snapshot  # type: ignore[assignment]
     mount_mod.mount = lambda *args: CASES[case](tmp_path, args[12], heard)  # type: ignore
     c = SimpleNamespace(cfg=SimpleNamespace(data_dir=tmp_path))
     out: dict[str, Any] = {}
+
+    async def command() -> Any:
+        res = await volumecli._mount(_args(tmp_path), c, SimpleNamespace(get=get), "t")
+        if case == "after":  # a Ctrl-C once the mount completed, before the command ends
+            _interrupt()
+            assert await asyncio.to_thread(answered.wait, WAIT_S), "the Ctrl-C was not heard"
+        return res
     try:
-        out["result"] = asyncio.run(volumecli._mount(_args(tmp_path), c,
-                                                     SimpleNamespace(get=get), "t"))
+        out["result"] = asyncio.run(command())
     except KeyboardInterrupt:
-        out["error"] = "a Ctrl-C ended the command while its mount was still running"
+        out["error"] = "a Ctrl-C ended the command (KeyboardInterrupt) instead of being answered"
     out["said"] = said
     (tmp_path / "result.json").write_text(json.dumps(out))
 
@@ -135,6 +153,19 @@ def test_a_second_ctrl_c_waits_for_the_mount_to_be_undone(tmp_path: Path) -> Non
     out, _, err = _run("twice", tmp_path)
     assert out["result"] == 130 and out["said"] == ["v1"]
     assert "mount interrupted; nothing is mounted" in err
+
+
+def test_a_ctrl_c_after_the_mount_completed_is_answered_in_one_line(tmp_path: Path) -> None:
+    """review19c L5: once the mount thread returned, `_mount` removed its handlers and so put
+    Python's default SIGINT handler in (not asyncio.run's): a Ctrl-C before the command
+    ended raised KeyboardInterrupt wherever the coroutine was. Now it is answered in one
+    line (the volume stays mounted) and the command succeeds."""
+    out, stdout, err = _run("after", tmp_path)
+    assert out["result"] is None
+    assert "volume v1 mounted on" in stdout
+    lines = [line for line in err.splitlines() if line]
+    assert lines == [f"volume v1: the mount has completed and stays mounted; there is nothing "
+                     f"to interrupt (`tessera volume unmount {tmp_path / 'm'}` undoes it)"], err
 
 
 if __name__ == "__main__":

@@ -403,8 +403,11 @@ async function loadAudit(ev) {
     if (v) params.set(f, v);
   }
   params.set("limit", "200");
-  const {entries} = await admin("GET", "/audit?" + params.toString());
+  const {entries, cut_short: cut} = await admin("GET", "/audit?" + params.toString());
   if (asked !== auditAsked) return;  // the tab's unfiltered load must not replace a filter's rows
+  $("#audit-note").textContent = cut && cut.length
+    ? `cut short: the read cap of the ${cut.join(" and ")} log was reached; older entries were not read (narrow the filter, or read the files in DATA/audit)`
+    : "";
   const detail = (e) => Object.entries(e).filter(([k]) => !["ts", "who", "action", "result", "remote"].includes(k))
     .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
   table("#audit", [[(e) => when(e.ts), "when"], ["who", "who"], ["action", "action"],
