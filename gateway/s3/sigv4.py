@@ -97,13 +97,8 @@ def authenticate(
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     authorization = single_header(hdrs, "authorization")
     qnames = {name for name, _ in query}
+    require_one_mechanism(authorization, qnames)
     has_presign = bool(qnames & _PRESIGN_MARKERS)
-    if authorization is not None and has_presign:
-        raise SigV4Error(
-            "InvalidArgument",
-            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
-            "Signature query string parameter or the Authorization header should be specified",
-        )
     if authorization is not None:
         return _authenticate_header(
             method, raw_path, query, hdrs, authorization, lookup_secret, now, max_skew_s
@@ -127,6 +122,23 @@ def authenticate(
         presigned=False,
         anonymous=True,
     )
+
+
+def require_one_mechanism(authorization: str | None, qnames: set[str]) -> None:
+    """Refuse a request that carries more than one signature: of the Authorization header
+    (V2 or V4), the V4 presigned query (X-Amz-Algorithm...) and the V2 one (Signature with
+    AWSAccessKeyId), only one is checked, so a second would be accepted and ignored. AWS
+    answers 400 InvalidArgument naming the Authorization header."""
+    used = (authorization is not None) + bool(qnames & _PRESIGN_MARKERS) + (
+        "Signature" in qnames and "AWSAccessKeyId" in qnames)
+    if used > 1:
+        raise SigV4Error(
+            "InvalidArgument",
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+            "Signature query string parameter or the Authorization header should be specified",
+            {"ArgumentName": "Authorization", "ArgumentValue": authorization}
+            if authorization is not None else None,
+        )
 
 
 def _authenticate_header(
