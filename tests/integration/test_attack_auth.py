@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from botocore.auth import HmacV1Auth
+from botocore.auth import HmacV1Auth, S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
@@ -170,3 +170,50 @@ def test_a_node_request_signed_for_one_node_is_refused_by_another(
 
     assert status(n1) == (200, "")
     assert status(n2) == (401, "bad signature")
+
+
+class _UnsignedPayload(S3SigV4Auth):
+    """botocore's SigV4 header signer, signing UNSIGNED-PAYLOAD in place of the body hash."""
+
+    def payload(self, request: Any) -> str:
+        return "UNSIGNED-PAYLOAD"
+
+
+def _admin_keys(cluster: LocalCluster, tenant: str) -> set[str]:
+    from ops.admincli import admin_request
+
+    listed = admin_request("GET", "/keys", None, env=cluster.env)["keys"]
+    return {k["access_key_id"] for k in listed if k["tenant"] == tenant}
+
+
+def test_admin_requests_take_no_presigned_url_and_no_unsigned_body(
+        cluster: LocalCluster, w: dict[str, Any]) -> None:
+    """An admin presigned URL lasted a week, replayed, and signed no body: a `POST /keys`
+    URL minted keys for whichever tenant its holder named. UNSIGNED-PAYLOAD let whoever
+    relayed a header-signed admin request pick its body. Both are refused now."""
+    env = cluster.env
+    ak, sk = env["TESSERA_ADMIN_ACCESS_KEY"], env["TESSERA_ADMIN_SECRET_KEY"]
+    url = env["TESSERA_ADMIN_URL"].rstrip("/") + "/admin/v1/keys"
+    before = _admin_keys(cluster, w["name_b"])
+
+    req = AWSRequest(method="POST", url=url)
+    S3SigV4QueryAuth(Credentials(ak, sk), "s3", "us-east-1", expires=604800).add_auth(req)
+    r = requests.post(req.url, json={"tenant": w["name_b"]}, timeout=30)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "AccessDenied", r.text
+    req = AWSRequest(method="GET", url=url)
+    S3SigV4QueryAuth(Credentials(ak, sk), "s3", "us-east-1", expires=60).add_auth(req)
+    assert requests.get(req.url, timeout=30).status_code == 403
+
+    body = json.dumps({"tenant": w["name_b"]}).encode()
+    req = AWSRequest(method="POST", url=url, data=body,
+                     headers={"Content-Type": "application/json"})
+    _UnsignedPayload(Credentials(ak, sk), "s3", "us-east-1").add_auth(req)
+    assert req.headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    r = requests.post(url, data=body, headers=dict(req.headers.items()), timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidRequest", r.text
+    assert _admin_keys(cluster, w["name_b"]) == before
+
+    headers = sign_headers("POST", url, {"Content-Type": "application/json"}, body, ak, sk)
+    r = requests.post(url, data=body, headers=headers, timeout=30)  # signed body: served
+    assert r.status_code == 201, r.text
+    assert _admin_keys(cluster, w["name_b"]) == before | {r.json()["access_key_id"]}
