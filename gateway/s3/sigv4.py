@@ -98,6 +98,7 @@ def authenticate(
     authorization = single_header(hdrs, "authorization")
     qnames = {name for name, _ in query}
     require_one_mechanism(authorization, qnames)
+    refuse_session_token("x-amz-security-token" in hdrs, qnames)
     has_presign = bool(qnames & _PRESIGN_MARKERS)
     if authorization is not None:
         return _authenticate_header(
@@ -139,6 +140,14 @@ def require_one_mechanism(authorization: str | None, qnames: set[str]) -> None:
             {"ArgumentName": "Authorization", "ArgumentValue": authorization}
             if authorization is not None else None,
         )
+
+
+def refuse_session_token(in_headers: bool, qnames: set[str]) -> None:
+    """A session token (x-amz-security-token, or the same name in a presigned URL's query)
+    names temporary credentials, which this service never issues: AWS answers a token sent
+    with a long-term key 400 InvalidToken, where ignoring it served the request."""
+    if in_headers or any(name.lower() == "x-amz-security-token" for name in qnames):
+        raise SigV4Error("InvalidToken", "The provided token is malformed or otherwise invalid.")
 
 
 def _authenticate_header(

@@ -217,3 +217,32 @@ def test_admin_requests_take_no_presigned_url_and_no_unsigned_body(
     r = requests.post(url, data=body, headers=headers, timeout=30)  # signed body: served
     assert r.status_code == 201, r.text
     assert _admin_keys(cluster, w["name_b"]) == before | {r.json()["access_key_id"]}
+
+
+def test_a_session_token_is_invalid_token_not_ignored(w: dict[str, Any]) -> None:
+    """This service issues no temporary credentials; a request carrying a session token
+    (header, presigned query or POST form field) with a tenant's long-term key was served
+    as if the token were not there. AWS answers it 400 InvalidToken."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"x")
+    ak, sk = _keys(a)
+    for version in ("s3v4", "s3"):
+        c = boto3.client("s3", endpoint_url=w["endpoint"], aws_access_key_id=ak,
+                         aws_secret_access_key=sk, aws_session_token="not-a-token",
+                         region_name="us-east-1",
+                         config=BotoConfig(signature_version=version,
+                                           retries={"max_attempts": 1}))
+        assert refusal(lambda c=c: c.get_object(Bucket=bucket, Key="k")) == (
+            400, "InvalidToken")
+        assert refusal(lambda c=c: c.put_object(Bucket=bucket, Key="t", Body=b"y")) == (
+            400, "InvalidToken")
+        url = c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
+        r = requests.get(url, timeout=30)
+        assert r.status_code == 400 and "<Code>InvalidToken</Code>" in r.text, (version, url)
+    form = a.generate_presigned_post(bucket, "posted", Fields={"x-amz-security-token": "t"},
+                                     Conditions=[{"x-amz-security-token": "t"}])
+    r = requests.post(form["url"], data=form["fields"], files={"file": b"z"}, timeout=30)
+    assert r.status_code == 400 and "<Code>InvalidToken</Code>" in r.text, r.text
+    listed = a.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [o["Key"] for o in listed] == ["k"]
