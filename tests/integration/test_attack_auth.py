@@ -246,3 +246,34 @@ def test_a_session_token_is_invalid_token_not_ignored(w: dict[str, Any]) -> None
     assert r.status_code == 400 and "<Code>InvalidToken</Code>" in r.text, r.text
     listed = a.list_objects_v2(Bucket=bucket)["Contents"]
     assert [o["Key"] for o in listed] == ["k"]
+
+
+def test_a_credential_scoped_to_another_region_is_refused(w: dict[str, Any],
+                                                          cluster: LocalCluster) -> None:
+    """A signature whose credential scope names another region than the endpoint's was
+    served (the scope was accepted and ignored). AWS answers 400 with the region to sign
+    for in <Region>: AuthorizationHeaderMalformed for a header, and
+    AuthorizationQueryParametersError for a presigned URL."""
+    bucket = new_bucket(w)
+    ak, sk = _keys(w["a"])
+    ours = cluster.env["AWS_DEFAULT_REGION"]
+    other = "eu-west-3" if ours != "eu-west-3" else "us-west-2"
+    c = boto3.client("s3", endpoint_url=w["endpoint"], aws_access_key_id=ak,
+                     aws_secret_access_key=sk, region_name=other,
+                     config=BotoConfig(signature_version="s3v4", retries={"max_attempts": 1}))
+    url = f"{w['endpoint']}/{bucket}"
+    r = requests.get(url, headers=sign_headers("GET", url, {}, b"", ak, sk, region=other),
+                     timeout=30)
+    assert r.status_code == 400, r.text
+    assert "<Code>AuthorizationHeaderMalformed</Code>" in r.text, r.text
+    assert (f"<Message>The authorization header is malformed; the region '{other}' is "
+            f"wrong; expecting '{ours}'</Message>") in r.text, r.text
+    assert f"<Region>{ours}</Region>" in r.text, r.text
+    r = requests.get(c.generate_presigned_url("list_objects_v2", Params={"Bucket": bucket}),
+                     timeout=30)
+    assert r.status_code == 400, r.text
+    assert "<Code>AuthorizationQueryParametersError</Code>" in r.text, r.text
+    assert f"<Region>{ours}</Region>" in r.text, r.text
+    r = requests.get(url, headers=sign_headers("GET", url, {}, b"", ak, sk, region=ours),
+                     timeout=30)
+    assert r.status_code == 200, r.text
