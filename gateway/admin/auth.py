@@ -2,7 +2,10 @@
 web console session.
 
 The admin API reuses the S3 SigV4 verifier; only credentials whose role is "admin" pass.
-Tenant keys get 403, unsigned or badly signed requests 401/403, with a JSON error body.
+Tenant keys get 403, unsigned or badly signed requests 401/403, with a JSON error body. Only
+the Authorization header is taken (a presigned URL is 403: it lasts up to a week, replays, and
+signs no body), and a body must be signed by its SHA-256 (x-amz-content-sha256), never
+UNSIGNED-PAYLOAD: an admin body creates keys and changes settings.
 An unsigned request carrying the console's session cookie acts as the admin key that logged in
 (`gateway.console.sessions`): the session must be live, the key still an active admin key, a
 change (any method but GET/HEAD) must carry the session's CSRF token in `X-CSRF-Token`, and no
@@ -68,14 +71,18 @@ async def authenticate_admin(request: web.Request, tenants: TenantService,
         raise AdminError(401, "MissingAuthentication", "admin requests must be signed")
     if cred.role != "admin":
         raise AdminError(403, "AccessDenied", "this access key is not an admin key")
+    if auth.presigned:  # a week-long, replayable URL whose body nothing signs
+        raise AdminError(403, "AccessDenied", "admin requests are signed in the "
+                         "Authorization header, not in the query string")
     body = await _read_body(request)
     mode = auth.payload_mode
     if mode.startswith("sha256:"):
         if hashlib.sha256(body).hexdigest() != mode[7:]:
             raise AdminError(400, "XAmzContentSHA256Mismatch",
                              "the body does not match x-amz-content-sha256")
-    elif body and mode != "unsigned":
-        raise AdminError(400, "InvalidRequest", "admin bodies must be plain JSON")
+    elif body:  # UNSIGNED-PAYLOAD or aws-chunked: whoever relays the request picks the body
+        raise AdminError(400, "InvalidRequest", "admin bodies must be plain JSON whose "
+                         "SHA-256 is signed as x-amz-content-sha256")
     return cred, body
 
 

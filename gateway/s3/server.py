@@ -277,7 +277,7 @@ class S3Server:
         else:
             auth = authenticate(request.method, request.raw_path, list(request.query.items()),
                                 request.headers, secret, datetime.now(UTC),
-                                self.cfg.max_skew_s)
+                                self.cfg.max_skew_s, self.cfg.region)
         if auth.anonymous:
             return auth, None
         if cred is None or cred.role != "tenant":

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from gateway.s3.http import ascii_digits, digits_int
-from gateway.s3.sigv4 import AuthResult
+from gateway.s3.sigv4 import AuthResult, refuse_session_token, require_one_mechanism
 from gateway.s3.sigv4_fields import SigV4Error
 
 SUBRESOURCES = frozenset({
@@ -126,6 +126,9 @@ def authenticate(method: str, raw_path: str, query: list[tuple[str, str]],
                  now: datetime, max_skew_s: int, virtual_bucket: str | None) -> AuthResult:
     """Verify a SigV2 request (header or query); SigV4Error carries AWS's error code."""
     auth = headers.get("Authorization")
+    qnames = {name for name, _ in query}
+    require_one_mechanism(auth, qnames)
+    refuse_session_token(any(k.lower() == "x-amz-security-token" for k in headers), qnames)
     if auth is not None:
         ak, sep, given = auth[4:].strip().rpartition(":")
         if not sep or not ak or not given:

@@ -87,30 +87,29 @@ def authenticate(
     lookup_secret: Callable[[str], str | None],
     now: datetime,
     max_skew_s: int = 900,
+    region: str | None = None,
 ) -> AuthResult:
     """Verify a request's SigV4 header or presigned-query auth; anonymous if it has none.
 
     ``query`` holds percent-decoded pairs in wire order (as ``request.query`` gives them);
-    ``headers`` may be a dict or a multidict and is looked up case-insensitively.
+    ``headers`` may be a dict or a multidict and is looked up case-insensitively. With
+    ``region``, a credential scoped to another region is refused as AWS refuses it.
     """
     hdrs = normalize_headers(headers)
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     authorization = single_header(hdrs, "authorization")
     qnames = {name for name, _ in query}
+    require_one_mechanism(authorization, qnames)
+    refuse_session_token("x-amz-security-token" in hdrs, qnames)
     has_presign = bool(qnames & _PRESIGN_MARKERS)
-    if authorization is not None and has_presign:
-        raise SigV4Error(
-            "InvalidArgument",
-            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
-            "Signature query string parameter or the Authorization header should be specified",
-        )
     if authorization is not None:
         return _authenticate_header(
-            method, raw_path, query, hdrs, authorization, lookup_secret, now, max_skew_s
+            method, raw_path, query, hdrs, authorization, lookup_secret, now, max_skew_s,
+            region,
         )
     if has_presign:
         return _authenticate_presigned(
-            method, raw_path, query, hdrs, lookup_secret, now, max_skew_s
+            method, raw_path, query, hdrs, lookup_secret, now, max_skew_s, region
         )
     if "Signature" in qnames and "AWSAccessKeyId" in qnames:
         raise unsupported_mechanism()
@@ -129,6 +128,31 @@ def authenticate(
     )
 
 
+def require_one_mechanism(authorization: str | None, qnames: set[str]) -> None:
+    """Refuse a request that carries more than one signature: of the Authorization header
+    (V2 or V4), the V4 presigned query (X-Amz-Algorithm...) and the V2 one (Signature with
+    AWSAccessKeyId), only one is checked, so a second would be accepted and ignored. AWS
+    answers 400 InvalidArgument naming the Authorization header."""
+    used = (authorization is not None) + bool(qnames & _PRESIGN_MARKERS) + (
+        "Signature" in qnames and "AWSAccessKeyId" in qnames)
+    if used > 1:
+        raise SigV4Error(
+            "InvalidArgument",
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+            "Signature query string parameter or the Authorization header should be specified",
+            {"ArgumentName": "Authorization", "ArgumentValue": authorization}
+            if authorization is not None else None,
+        )
+
+
+def refuse_session_token(in_headers: bool, qnames: set[str]) -> None:
+    """A session token (x-amz-security-token, or the same name in a presigned URL's query)
+    names temporary credentials, which this service never issues: AWS answers a token sent
+    with a long-term key 400 InvalidToken, where ignoring it served the request."""
+    if in_headers or any(name.lower() == "x-amz-security-token" for name in qnames):
+        raise SigV4Error("InvalidToken", "The provided token is malformed or otherwise invalid.")
+
+
 def _authenticate_header(
     method: str,
     raw_path: str,
@@ -138,6 +162,7 @@ def _authenticate_header(
     lookup_secret: Callable[[str], str | None],
     now: datetime,
     max_skew_s: int,
+    expected_region: str | None,
 ) -> AuthResult:
     """Authorization-header flavour of :func:`authenticate`."""
     algorithm, _, rest = authorization.strip().partition(" ")
@@ -158,6 +183,8 @@ def _authenticate_header(
     access_key, date, region, service = parse_credential(
         credential, "AuthorizationHeaderMalformed"
     )
+    _check_region(region, expected_region, "AuthorizationHeaderMalformed",
+                  "The authorization header is malformed;")
     if not _SIGNATURE.fullmatch(signature):
         raise SigV4Error(
             "AuthorizationHeaderMalformed",
@@ -216,6 +243,7 @@ def _authenticate_presigned(
     lookup_secret: Callable[[str], str | None],
     now: datetime,
     max_skew_s: int,
+    expected_region: str | None,
 ) -> AuthResult:
     """Presigned-URL (query string) flavour of :func:`authenticate`."""
     params: dict[str, str] = {}
@@ -235,6 +263,8 @@ def _authenticate_presigned(
     access_key, date, region, service = parse_credential(
         params["X-Amz-Credential"], "AuthorizationQueryParametersError"
     )
+    _check_region(region, expected_region, "AuthorizationQueryParametersError",
+                  "Error parsing the X-Amz-Credential parameter;")
     amz_date = params["X-Amz-Date"]
     when = parse_amz_date(amz_date)
     if when is None:
@@ -299,6 +329,15 @@ def _authenticate_presigned(
         presigned=True,
         anonymous=False,
     )
+
+
+def _check_region(region: str, expected: str | None, code: str, lead: str) -> None:
+    """A credential scoped to another region than the endpoint's: AWS refuses it (400, with
+    the region to sign for in <Region>, which SDKs read to sign again), where accepting it
+    took a scope the request did not claim."""
+    if expected is not None and region != expected:
+        raise SigV4Error(code, f"{lead} the region '{region}' is wrong; expecting "
+                         f"'{expected}'", {"Region": expected})
 
 
 def _check_signature(

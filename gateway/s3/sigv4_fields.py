@@ -32,7 +32,7 @@ class SigV4Error(Exception):
     Codes: AccessDenied, SignatureDoesNotMatch, InvalidAccessKeyId,
     AuthorizationHeaderMalformed, AuthorizationQueryParametersError, RequestTimeTooSkewed,
     MissingSecurityHeader, XAmzContentSHA256Mismatch, IncompleteBody, InvalidRequest,
-    InvalidArgument. ``details`` holds non-secret debugging fields (for example the
+    InvalidArgument, InvalidToken. ``details`` holds non-secret debugging fields (for example the
     canonical request and string to sign, as AWS returns them).
     """
 

@@ -39,8 +39,16 @@ class _StreamingAuth(botocore.auth.S3SigV4Auth):
 def _put(cluster, key: str, mode: str, chunks: list[bytes], *, trailer: str | None = None,
          trailer_value: str | None = None, sign_trailer: bool = False,
          mutate=None) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    return _put_to(cluster, BUCKET, key, mode, chunks, trailer=trailer,
+                   trailer_value=trailer_value, sign_trailer=sign_trailer, mutate=mutate)
+
+
+def _put_to(cluster, bucket: str, key: str, mode: str, chunks: list[bytes], *,  # type: ignore[no-untyped-def]
+            trailer: str | None = None, trailer_value: str | None = None,
+            sign_trailer: bool = False, mutate=None) -> tuple[int, bytes]:
+    """One aws-chunked PUT of `chunks` to bucket/key, signed in `mode` (see `_put`)."""
     env = cluster.env
-    url = f"{cluster.endpoint}/{BUCKET}/{key}"
+    url = f"{cluster.endpoint}/{bucket}/{key}"
     total = sum(len(c) for c in chunks)
     headers = {"X-Amz-Content-SHA256": mode, "Content-Encoding": "aws-chunked",
                "x-amz-decoded-content-length": str(total)}
@@ -53,7 +61,7 @@ def _put(cluster, key: str, mode: str, chunks: list[bytes], *, trailer: str | No
     host = urlsplit(cluster.endpoint).netloc
     sent.setdefault("Host", host)
     now = datetime.strptime(sent["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    auth = authenticate("PUT", f"/{BUCKET}/{key}", [], sent,
+    auth = authenticate("PUT", f"/{bucket}/{key}", [], sent,
                         lambda _: env["AWS_SECRET_ACCESS_KEY"], now)
     signed = mode.startswith("STREAMING-AWS4")
     trailers = [(trailer, trailer_value or "")] if trailer else None
@@ -63,7 +71,7 @@ def _put(cluster, key: str, mode: str, chunks: list[bytes], *, trailer: str | No
     sent["Content-Length"] = str(len(body))
     conn = http.client.HTTPConnection(host, timeout=30)
     try:
-        conn.request("PUT", f"/{BUCKET}/{key}", body=body, headers=sent)
+        conn.request("PUT", f"/{bucket}/{key}", body=body, headers=sent)
         r = conn.getresponse()
         return r.status, r.read()
     finally:
@@ -139,3 +147,42 @@ def test_aws_chunked_uploads(cluster) -> None:  # type: ignore[no-untyped-def]
     assert _absent(s3, "truncated")
     # The server kept serving throughout.
     assert s3.get_object(Bucket=BUCKET, Key="signed")["Body"].read() == data
+
+
+def test_forged_final_chunk_or_trailer_signature_stores_nothing(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Every chunk verified but the last: a forged final (empty) chunk signature, a trailer
+    signature that is wrong or missing, or a trailer value changed after signing each end
+    the upload with 403 SignatureDoesNotMatch, and no object is stored."""
+    s3 = cluster.client()
+    s3.create_bucket(Bucket=BUCKET + "-seal")
+    rng = random.Random(5)
+    chunks = [rng.randbytes(64 * 1024), rng.randbytes(100)]
+    data = b"".join(chunks)
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+
+    def last_signature(marker: bytes, forged: bytes) -> object:
+        def swap(b: bytes) -> bytes:
+            i = b.rindex(marker) + len(marker)
+            return b[:i] + forged + b[i + 64:]
+        return swap
+
+    def changed_crc(b: bytes) -> bytes:
+        return b.replace(crc.encode(), base64.b64encode(b"\1\2\3\4"))
+
+    cases = {
+        "final-chunk": dict(sign_trailer=True,
+                            mutate=last_signature(b"0;chunk-signature=", b"0" * 64)),
+        "trailer-wrong": dict(sign_trailer=True,
+                              mutate=last_signature(b"x-amz-trailer-signature:", b"1" * 64)),
+        "trailer-missing": dict(sign_trailer=False),
+        "trailer-changed": dict(sign_trailer=True, mutate=changed_crc),
+    }
+    for key, kw in cases.items():
+        status, body = _put_to(cluster, BUCKET + "-seal", key, mode, chunks,
+                               trailer="x-amz-checksum-crc32", trailer_value=crc, **kw)
+        assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in body, (key, body)
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET + "-seal")
+    status, body = _put_to(cluster, BUCKET + "-seal", "sealed", mode, chunks,
+                           trailer="x-amz-checksum-crc32", trailer_value=crc, sign_trailer=True)
+    assert status == 200, body
