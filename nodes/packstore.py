@@ -203,6 +203,7 @@ class PackStore(PackCompaction):
         footer = pf.encode_footer(self._active_recs, start, time.time_ns())
         try:
             writev_all(fd, [footer], start)
+            self._hook("footer", seq)
             os.fdatasync(fd)
         except OSError:
             with contextlib.suppress(OSError):
@@ -210,6 +211,7 @@ class PackStore(PackCompaction):
             return
         self.sizes[seq] = start + len(footer)
         self.footers_written += 1
+        self._hook("sealed", seq)
 
     # -- the index -----------------------------------------------------------------------
 
