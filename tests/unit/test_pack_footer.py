@@ -1,16 +1,21 @@
 """Sealed packs' footers (nodes.packstore, issue 17): a restart indexes a sealed pack from
 its footer, not by reading every record, with the same index and live counts; a footer that
-does not check is ignored and the pack scanned."""
+does not check is ignored and the pack scanned; a pack is sealed once, even when the pack
+after it fails to open."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from nodes import packformat as pf
 from nodes.packstore import PackStore
+from tests.contract.node_harness import make_shard
 
 SIDS = [f"{i:032x}.{i % 6}" for i in range(1, 41)]
 
@@ -96,5 +101,47 @@ def test_a_pack_whose_footer_write_failed_is_sealed_and_scanned(tmp_path: Path) 
         assert again.footers_read == 1 and again.damage == []  # pack 1 scanned
         assert [again.read(again.locate(x)) for x in SIDS[:5]] == \
             [bytes([c]) * 200 for c in b"abcde"]  # type: ignore[arg-type]
+    finally:
+        again.close()
+
+
+async def test_a_seal_whose_next_pack_fails_to_open_is_not_sealed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seal wrote the footer, opening the next pack failed (ENOSPC): the PUTs after it
+    wrote a footer each onto the sealed pack, and its restart could no longer use any."""
+    store = PackStore(tmp_path, seal_bytes=20_000)
+    store.open()
+    real = PackStore._new_pack
+    fails = [2]
+
+    def new_pack(self: PackStore, seq: int) -> None:
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(errno.ENOSPC, "no space for a new pack")
+        real(self, seq)
+    try:
+        kept = {}
+        for _ in range(3):  # the third fills pack 1 past the seal
+            sid, _, _, body = make_shard(frames=2, block_size=4096, last=None)
+            await store.put(sid, [body])
+            kept[sid] = body
+        monkeypatch.setattr(PackStore, "_new_pack", new_pack)
+        for _ in range(2):
+            sid, _, _, body = make_shard(frames=2, block_size=4096, last=None)
+            with pytest.raises(OSError):
+                await store.put(sid, [body])
+        sid, _, _, body = make_shard(frames=2, block_size=4096, last=None)
+        await store.put(sid, [body])
+        kept[sid] = body
+        assert store.footers_written == 1
+    finally:
+        await asyncio.to_thread(store.close)
+    again = PackStore(tmp_path, seal_bytes=20_000)
+    again.open()
+    try:
+        assert again.footers_read == 1 and again.damage == []
+        for sid, want in kept.items():
+            loc = again.locate(sid)
+            assert loc is not None and again.read(loc) == want
     finally:
         again.close()
