@@ -83,6 +83,11 @@ async def test_a_full_disk_of_packs_frees_space_by_deletes_and_compaction(disk: 
         assert refused == []  # a full node must still take deletes
         for sid in deleted:
             del held[sid]
+        assert not store.reserve.armed  # given up for the tombstones: until compaction
+        extra, _, _, body = make_shard(frames=16, block_size=4096, last=None)  # takes it
+        with pytest.raises(OSError) as refused_put:  # back, the space freed is not for
+            await store.put(extra, [body])  # new shards
+        assert refused_put.value.errno == errno.ENOSPC
         before = store.disk_bytes()
         assert store.candidates()
         await store.compact()  # must not fail for want of space
