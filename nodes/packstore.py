@@ -129,6 +129,13 @@ class PackStore(PackCompaction):
             self._active = seqs[-1]  # appends go on after its last record
             self._active_recs = last
         else:
+            if seqs and last is not None:  # full, but the crash came before its seal: the
+                self._active, self._active_recs = seqs[-1], last  # footer now, or every
+                self._seal(seqs[-1])  # restart would scan it again
+                with self._fd_lock:  # a sealed pack's fd is not kept (see `_recover`)
+                    fd = self._fds.pop(seqs[-1], None)
+                if fd is not None:
+                    os.close(fd)
             self._new_pack(seqs[-1] + 1 if seqs else 1)
         self._thread = threading.Thread(target=self._run, name="pack-commit", daemon=True)
         self._thread.start()

@@ -145,3 +145,30 @@ async def test_a_seal_whose_next_pack_fails_to_open_is_not_sealed_again(
             assert loc is not None and again.read(loc) == want
     finally:
         again.close()
+
+
+async def test_a_full_pack_a_crash_left_unsealed_gets_its_footer_at_restart(
+        tmp_path: Path) -> None:
+    """A pack is sealed by the append after the one that filled it: a crash in between left
+    it full without a footer, and every restart scanned it again (a 256 MiB read)."""
+    store = PackStore(tmp_path, seal_bytes=20_000)
+    store.open()
+    kept = {}
+    try:
+        for _ in range(3):  # the third fills pack 1 past the seal; nothing seals it
+            sid, _, _, body = make_shard(frames=2, block_size=4096, last=None)
+            await store.put(sid, [body])
+            kept[sid] = body
+        assert store.footers_written == 0
+    finally:
+        await asyncio.to_thread(store.close)
+    for footers_read in (0, 1):  # the first restart scans it and seals it; the next reads
+        again = PackStore(tmp_path, seal_bytes=20_000)  # its footer
+        again.open()
+        try:
+            assert (again.footers_read, again.damage) == (footers_read, [])
+            for sid, want in kept.items():
+                loc = again.locate(sid)
+                assert loc is not None and loc.seq == 1 and again.read(loc) == want
+        finally:
+            again.close()
