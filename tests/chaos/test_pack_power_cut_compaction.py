@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-import nodes.packstore as ps
+from nodes import packsteps
 from nodes.packstore import PackStore
 from tests.contract.node_harness import make_shard
 from tests.power_cut import NEEDS, Disk, made_disk
@@ -194,7 +194,7 @@ CASES = [  # (point, nth, keep): keep None loses the whole cache, else a subset 
 async def test_a_power_cut_in_compaction_or_a_seal_loses_no_acknowledged_word(
         disk: Disk, point: str, nth: int, keep: int | None,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ps, "STEP_BYTES", STEP)
+    monkeypatch.setattr(packsteps, "STEP_BYTES", STEP)
     disk.attach(volatile=True)
     root = disk.mnt / "node"
     run = Run(disk, point, nth, keep)
