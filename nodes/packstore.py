@@ -198,10 +198,19 @@ class PackStore(PackCompaction):
         return got.records
 
     def _new_pack(self, seq: int) -> None:
-        fd = os.open(self.pack_dir / pack_name(seq),
-                     os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.fsync(fd)
-        fsync_dir(self.pack_dir)  # once per pack, not once per shard
+        """Create pack `seq` (empty, durable) and make it the active one. One that fails to
+        be made durable is removed again: else its name would stay taken (O_EXCL) and every
+        later try fail until a restart."""
+        path = self.pack_dir / pack_name(seq)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.fsync(fd)
+            fsync_dir(self.pack_dir)  # once per pack, not once per shard
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         with self._fd_lock:
             self._fds[seq] = fd
             self._active = seq

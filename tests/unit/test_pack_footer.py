@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import nodes.packstore as ps
 from nodes import packformat as pf
 from nodes.packstore import PackStore
 from tests.contract.node_harness import make_shard
@@ -172,3 +173,32 @@ async def test_a_full_pack_a_crash_left_unsealed_gets_its_footer_at_restart(
                 assert loc is not None and loc.seq == 1 and again.read(loc) == want
         finally:
             again.close()
+
+
+async def test_a_new_pack_that_fails_its_fsync_is_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seal's next pack was created but its directory fsync failed (EIO): the file kept
+    the name, so every later append failed on O_EXCL (FileExistsError) until a restart."""
+    store = PackStore(tmp_path, seal_bytes=20_000)
+    store.open()
+    real = ps.fsync_dir
+    fails = [1]
+
+    def flaky(path: Path | str) -> None:
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(errno.EIO, "fsync failed")
+        real(path)
+    try:
+        for _ in range(3):  # the third fills pack 1 past the seal
+            sid, _, _, body = make_shard(frames=2, block_size=4096, last=None)
+            await store.put(sid, [body])
+        monkeypatch.setattr(ps, "fsync_dir", flaky)
+        sid, _, _, body = make_shard(frames=2, block_size=4096, last=None)
+        with pytest.raises(OSError):
+            await store.put(sid, [body])
+        await store.put(sid, [body])  # the same append again: pack 2 made this time
+        loc = store.locate(sid)
+        assert loc is not None and loc.seq == 2 and store.read(loc) == body
+    finally:
+        await asyncio.to_thread(store.close)
