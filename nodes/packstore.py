@@ -361,13 +361,16 @@ class PackStore(PackCompaction):
         answers: list[tuple[_Request, int | BaseException]] = []
         writes: list[tuple[_Request, int]] = []  # request, answer once durable
         pending: dict[str, _Request] = {}  # ids written by this group so far
+        riders: list[tuple[_Request, _Request]] = []  # nothing to write, given a write before
         for req in batch:
             try:
                 answer = self._decide(req, pending)
             except Exception as exc:  # noqa: BLE001 - handed to the request's caller
                 answers.append((req, exc))
                 continue
-            if answer is None:
+            if answer is None and req.sid in pending:  # e.g. the same PUT twice: it holds
+                riders.append((req, pending[req.sid]))  # only if that write does
+            elif answer is None:
                 answers.append((req, UNCHANGED if req.kind == pf.PUT else -1))
             else:
                 writes.append((req, answer))
@@ -383,6 +386,10 @@ class PackStore(PackCompaction):
                 answers += self._tombstones_anyway(writes, exc)
             else:
                 answers += writes
+        if riders:
+            failed = {id(req): res for req, res in answers if isinstance(res, BaseException)}
+            answers += [(req, failed.get(id(prior), UNCHANGED if req.kind == pf.PUT else -1))
+                        for req, prior in riders]
         for req, result in answers:  # after the fdatasync: the answers may go out
             if isinstance(result, BaseException):
                 req.future.set_exception(result)
