@@ -11,6 +11,8 @@ Layout below the node's data directory:
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
     packs/<seq>.pack                      whole shards up to [packs] max_shard_bytes, appended
                                           (`nodes.packstore`; 1 MiB by default, 0: none)
+    packs/reserve                         8 MiB kept back for tombstones and compaction on a
+                                          full disk (`nodes.packreserve`)
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
 fan-out directories are made durable in their parent the first time; the 256 first-level ones
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import secrets
@@ -34,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from nodes.packreserve import is_disk_full
 from nodes.packstore import PackLoc, PackStore
 from nodes.shardfile import (
     UNCHANGED,
@@ -556,10 +558,6 @@ def _valid(name: str) -> bool:
     except InvalidInput:
         return False
     return True
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 __all__ = ["DiskShardStore", "is_disk_full"]

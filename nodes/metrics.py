@@ -34,6 +34,10 @@ class NodeMetrics:
         self.quarantined = Counter("tessera_node_quarantined_shards", "Shards moved to quarantine",
                                    registry=r)
         self.used_bytes = Gauge("tessera_node_used_bytes", "Bytes in stored shards", registry=r)
+        self.disk_bytes = Gauge(  # packs keep deleted and replaced records until compaction
+            "tessera_node_disk_bytes",
+            "Bytes the node's shard storage takes on disk (shard files and pack files)",
+            registry=r)
         self.free_bytes = Gauge("tessera_node_free_bytes", "Free bytes on the data disk",
                                 registry=r)
         self.shards = Gauge("tessera_node_shards", "Stored shards", registry=r)
@@ -55,6 +59,7 @@ class NodeMetrics:
 
     def render(self, usage: dict[str, int]) -> bytes:
         self.used_bytes.set(usage["used_bytes"])
+        self.disk_bytes.set(usage.get("disk_bytes", usage["used_bytes"]))
         self.free_bytes.set(usage["free_bytes"])
         self.shards.set(usage["shards"])
         return generate_latest(self.registry)

@@ -33,6 +33,7 @@ from nodes.shardfile import fsync_dir, read_exact
 
 if TYPE_CHECKING:
     from nodes.packindex import PackIndex
+    from nodes.packreserve import Reserve
 
 STEP_BYTES = 4 * 1024 * 1024  # bytes a compaction step copies (then the PUTs queued go first)
 
@@ -71,14 +72,15 @@ class PackCompaction:
     _jobs: list[StepJob]
     _cond: threading.Condition
     _closing: bool
+    reserve: Reserve
 
     if TYPE_CHECKING:  # the store's own steps these use
         def _fd(self, seq: int) -> int: ...
         def _apply(self, seq: int, rec: pf.Record) -> None: ...
         def _hook(self, point: str, seq: int) -> None: ...
         def path_of(self, seq: int) -> Path: ...
-        def _append(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]]
-                    ) -> list[pf.Record]: ...
+        def _append(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]],
+                    reclaim: bool = False) -> list[pf.Record]: ...
 
     async def compact(self, pace: float | None = None, max_packs: int | None = None) -> int:
         """Compact the sealed packs below `compact_ratio` live (at most `max_packs`) in the
@@ -195,7 +197,7 @@ class PackCompaction:
         items = [(rec.kind, rec.stripe, rec.index, rec.time_ns,
                   [read_exact(fd, rec.body_len, rec.body_offset)] if rec.body_len else [])
                  for rec in recs]
-        new = self._append(items)
+        new = self._append(items, reclaim=True)  # on a full disk: from the reserve
         self._hook("copied", seq)
         for rec in new:
             self._apply(self._active_of_last, rec)
@@ -217,6 +219,8 @@ class PackCompaction:
         self._unlinked.add(seq)
         self.compacted += 1
         self._sync_unlinks()
+        with contextlib.suppress(OSError):  # space came back: keep some of it back again
+            self.reserve.arm()
 
     def _sync_unlinks(self) -> None:
         """Make the unlinks done durable (fsync `packs/`); until then an unlinked pack still

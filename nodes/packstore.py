@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import hmac
 import os
 import threading
@@ -47,7 +48,8 @@ from pathlib import Path
 from nodes import packformat as pf
 from nodes.packindex import PackIndex, PackLoc
 from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover
-from nodes.packsteps import PackCompaction, StepJob
+from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
+from nodes.packsteps import STEP_BYTES, PackCompaction, StepJob
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
@@ -60,6 +62,7 @@ from nodes.shardfile import (
 SEAL_BYTES = 256 * 1024 * 1024
 COMPACT_RATIO = 0.5
 FD_CACHE = 16  # sealed packs' fds the committer keeps open (compaction, same-bytes checks)
+RESERVE_BYTES = 2 * STEP_BYTES  # kept back for tombstones and compaction (`nodes.packreserve`)
 @dataclass
 class _Request:
     kind: int
@@ -75,19 +78,22 @@ class PackStore(PackCompaction):
     """The packs below `root` (`open` before use, `close` after)."""
 
     def __init__(self, root: Path | str, seal_bytes: int = SEAL_BYTES,
-                 compact_ratio: float = COMPACT_RATIO) -> None:
+                 compact_ratio: float = COMPACT_RATIO,
+                 reserve_bytes: int = RESERVE_BYTES) -> None:
         self.root = Path(root)
         self.pack_dir = self.root / "packs"
         self.quarantine_dir = self.root / "quarantine"
         self.seal_bytes = seal_bytes
         self.compact_ratio = compact_ratio
+        self.reserve = Reserve(self.pack_dir / RESERVE_NAME, reserve_bytes)
         self.index = PackIndex()  # sorted and compact: ~43 B a shard once merged
         self.live: dict[int, int] = {}  # seq -> bytes of its live records (with overhead)
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
         self.held_bytes = 0  # the bodies of the shards the index holds (their live bytes)
         self.damage: list[Damage] = []
         self._unlinked: set[int] = set()  # packs unlinked, their directory not yet fsynced
-        self._retired: set[int] = set()  # packs a failed cut-back left: never appended to
+        self._retired: set[int] = set()  # never appended to again: sealed, or left by a
+        # failed cut-back
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
         self.compacted = 0  # packs compaction removed
         self.footers_written = 0  # sealed packs given a footer
@@ -112,6 +118,7 @@ class PackStore(PackCompaction):
         """Scan every pack, rebuild the index, set torn tails aside; start the committer."""
         for d in (self.root, self.pack_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.reserve.arm()  # a disk too full for it: PUTs wait until space is freed
         seqs = sorted(int(m.group(1), 16) for n in os.listdir(self.pack_dir)
                       if (m := PACK_NAME.match(n)))
         last: list[pf.Record] | None = None
@@ -122,6 +129,13 @@ class PackStore(PackCompaction):
             self._active = seqs[-1]  # appends go on after its last record
             self._active_recs = last
         else:
+            if seqs and last is not None:  # full, but the crash came before its seal: the
+                self._active, self._active_recs = seqs[-1], last  # footer now, or every
+                self._seal(seqs[-1])  # restart would scan it again
+                with self._fd_lock:  # a sealed pack's fd is not kept (see `_recover`)
+                    fd = self._fds.pop(seqs[-1], None)
+                if fd is not None:
+                    os.close(fd)
             self._new_pack(seqs[-1] + 1 if seqs else 1)
         self._thread = threading.Thread(target=self._run, name="pack-commit", daemon=True)
         self._thread.start()
@@ -184,10 +198,19 @@ class PackStore(PackCompaction):
         return got.records
 
     def _new_pack(self, seq: int) -> None:
-        fd = os.open(self.pack_dir / pack_name(seq),
-                     os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.fsync(fd)
-        fsync_dir(self.pack_dir)  # once per pack, not once per shard
+        """Create pack `seq` (empty, durable) and make it the active one. One that fails to
+        be made durable is removed again: else its name would stay taken (O_EXCL) and every
+        later try fail until a restart."""
+        path = self.pack_dir / pack_name(seq)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.fsync(fd)
+            fsync_dir(self.pack_dir)  # once per pack, not once per shard
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
         with self._fd_lock:
             self._fds[seq] = fd
             self._active = seq
@@ -203,13 +226,17 @@ class PackStore(PackCompaction):
         footer = pf.encode_footer(self._active_recs, start, time.time_ns())
         try:
             writev_all(fd, [footer], start)
+            self._hook("footer", seq)
             os.fdatasync(fd)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
+            self._retired.add(seq)
             return
         self.sizes[seq] = start + len(footer)
         self.footers_written += 1
+        self._retired.add(seq)  # a new pack that fails to open must not seal it again
+        self._hook("sealed", seq)
 
     # -- the index -----------------------------------------------------------------------
 
@@ -334,24 +361,35 @@ class PackStore(PackCompaction):
         answers: list[tuple[_Request, int | BaseException]] = []
         writes: list[tuple[_Request, int]] = []  # request, answer once durable
         pending: dict[str, _Request] = {}  # ids written by this group so far
+        riders: list[tuple[_Request, _Request]] = []  # nothing to write, given a write before
         for req in batch:
             try:
                 answer = self._decide(req, pending)
             except Exception as exc:  # noqa: BLE001 - handed to the request's caller
                 answers.append((req, exc))
                 continue
-            if answer is None:
+            if answer is None and req.sid in pending:  # e.g. the same PUT twice: it holds
+                riders.append((req, pending[req.sid]))  # only if that write does
+            elif answer is None:
                 answers.append((req, UNCHANGED if req.kind == pf.PUT else -1))
             else:
                 writes.append((req, answer))
                 pending[req.sid] = req
+        if writes and any(req.kind == pf.PUT for req, _ in writes) and not self._room_for_puts():
+            full = OSError(errno.ENOSPC, "disk full: space kept back for deletes")
+            answers += [(req, full) for req, _ in writes if req.kind == pf.PUT]
+            writes = [(req, a) for req, a in writes if req.kind != pf.PUT]
         if writes:
             try:
                 self._write(writes)
             except Exception as exc:  # noqa: BLE001 - every write of the group failed
-                answers += [(req, exc) for req, _ in writes]
+                answers += self._tombstones_anyway(writes, exc)
             else:
                 answers += writes
+        if riders:
+            failed = {id(req): res for req, res in answers if isinstance(res, BaseException)}
+            answers += [(req, failed.get(id(prior), UNCHANGED if req.kind == pf.PUT else -1))
+                        for req, prior in riders]
         for req, result in answers:  # after the fdatasync: the answers may go out
             if isinstance(result, BaseException):
                 req.future.set_exception(result)
@@ -382,17 +420,51 @@ class PackStore(PackCompaction):
             return None
         raise ShardExists(req.sid)
 
-    def _write(self, writes: list[tuple[_Request, int]]) -> None:
+    def _room_for_puts(self) -> bool:
+        """Whether PUTs may write: the reserve is held, or could be taken back now (a disk
+        error here is left to the write itself to meet and answer)."""
+        try:
+            return self.reserve.arm()
+        except OSError:
+            return True
+
+    def _tombstones_anyway(self, writes: list[tuple[_Request, int]], exc: Exception
+                           ) -> list[tuple[_Request, int | BaseException]]:
+        """A group that failed: every request's answer is `exc`, but on a full disk its
+        tombstones are written again alone, from the reserve (freeing space takes space)."""
+        tombs = [(req, a) for req, a in writes if req.kind == pf.TOMBSTONE]
+        failed: list[tuple[_Request, int | BaseException]] = [
+            (req, exc) for req, _ in writes if not (is_disk_full(exc) and req.kind == pf.TOMBSTONE)]
+        if not is_disk_full(exc) or not tombs:
+            return failed
+        try:
+            self._write(tombs, reclaim=True)
+        except Exception as again:  # noqa: BLE001 - the tombstones failed too
+            return failed + [(req, again) for req, _ in tombs]
+        return failed + list(tombs)
+
+    def _write(self, writes: list[tuple[_Request, int]], reclaim: bool = False) -> None:
         now = time.time_ns()
         items = []
         for req, _ in writes:
             stripe, index = check_shard_id(req.sid)
             items.append((req.kind, stripe, index, now, req.body))
-        for rec in self._append(items):
+        for rec in self._append(items, reclaim):
             self._apply(self._active_of_last, rec)
 
-    def _append(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]]
-                ) -> list[pf.Record]:
+    def _append(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]],
+                reclaim: bool = False) -> list[pf.Record]:
+        """`_append_once`; when it finds the disk full and the records free space (`reclaim`:
+        tombstones, a compaction step), once more after giving up the reserve."""
+        try:
+            return self._append_once(items)
+        except OSError as exc:
+            if not (reclaim and is_disk_full(exc) and self.reserve.release()):
+                raise
+        return self._append_once(items)
+
+    def _append_once(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]]
+                     ) -> list[pf.Record]:
         """Write records (kind, stripe, index, time, body) to the active pack with one
         pwritev and make them durable with one fdatasync (cut back on failure); the records
         written, all in pack `_active_of_last`."""

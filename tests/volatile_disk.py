@@ -7,7 +7,8 @@ power cut loses every write not yet flushed. This machine's kernel has no device
 the file system's cache flushes (fsync, fdatasync, a journal commit) into FUSE fsyncs, which
 are the only moments cached writes reach the backing image. Setting the xattr `user.cut`
 is the power cut: the cache is dropped and every later write is discarded (a dead disk
-takes nothing), so the backing image then holds exactly what a flush made durable.
+takes nothing), so the backing image then holds exactly what a flush made durable, or (value
+`keep:<seed>`) that plus an arbitrary subset of the sectors written since the last flush.
 
 Run: `python -m tests.volatile_disk IMAGE MOUNTPOINT` (prints `ready` when mounted; stops on
 `fusermount3 -u MOUNTPOINT` or SIGTERM).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import stat
 import sys
 import threading
@@ -27,6 +29,7 @@ import gateway.block  # noqa: F401 - libfuse 3 before mfusepy loads one (test_bl
 import mfusepy
 
 PAGE = 4096
+SECTOR = 512  # what a drive writes whole: a page may reach the platters in part
 FILE_PATH = "/disk"
 CUT_XATTR = "user.cut"
 
@@ -120,12 +123,27 @@ class VolatileDisk(mfusepy.Operations):
 
     def setxattr(self, path: str, name: str, value: bytes, options: int,
                  position: int = 0) -> int:
+        """The cut. Value `keep:<seed>`: before the cache is lost, a random subset of its
+        512-byte sectors (chosen by the seed, any of them, in no order) reaches the image,
+        as a drive that wrote part of its cache back in its own order would leave it (only
+        a flush orders writes); any other value: none does."""
         if path != FILE_PATH or name != CUT_XATTR:
             raise mfusepy.FuseOSError(errno.ENOTSUP)
         with self._mu:
+            if bytes(value).startswith(b"keep:"):
+                self._keep_some(random.Random(bytes(value)[5:]))
             self.cut = True
             self.cache.clear()
         return 0
+
+    def _keep_some(self, rng: random.Random) -> None:
+        """Write about half of the cached sectors to the image (and fsync it)."""
+        for n in sorted(self.cache):
+            page = self.cache[n]
+            for at in range(0, PAGE, SECTOR):
+                if rng.random() < 0.5:
+                    os.pwrite(self.fd, page[at:at + SECTOR], n * PAGE + at)
+        os.fsync(self.fd)
 
     def statfs(self, path: str) -> dict[str, int]:
         return {"f_bsize": PAGE, "f_frsize": PAGE, "f_blocks": self.size // PAGE,

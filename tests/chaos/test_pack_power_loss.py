@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,99 +29,19 @@ import pytest
 from nodes.packstore import PackStore
 from ops.localports import free_port
 from storage.shards.auth import load_or_create_secret
-from tests.contract.node_harness import (
-    REPO,
-    Api,
-    Node,
-    make_shard,
-    start_node,
-    stop_node,
-)
-from tests.volatile_disk import CUT_XATTR
+from tests.contract.node_harness import Api, Node, make_shard, start_node, stop_node
+from tests.power_cut import NEEDS, Disk, made_disk
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(os.path.exists(d) for d in ("/dev/fuse", "/dev/loop-control"))
-    or not all(shutil.which(t) for t in ("losetup", "mkfs.ext4", "fusermount3")),
-    reason="loop devices, mounts and FUSE: root, /dev/fuse and /dev/loop-control; CI has them")
+pytestmark = NEEDS
 
 PACK_MAX = 1 << 20
 IMAGE_BYTES = 384 * 1024 * 1024
 WRITERS = 6
 
 
-def _run(*args: str) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
-
-
-@dataclass
-class Disk:
-    """An ext4 image mounted at `mnt`, first through the volatile disk, later directly."""
-
-    base: Path
-    image: Path
-    mnt: Path
-    fuse: subprocess.Popen[str] | None = None
-    loop: str = ""
-    mounted: bool = False
-
-    def attach(self, volatile: bool) -> None:
-        target = str(self.image)
-        if volatile:
-            (self.base / "fuse").mkdir(exist_ok=True)
-            self.fuse = subprocess.Popen(
-                [sys.executable, "-m", "tests.volatile_disk", str(self.image),
-                 str(self.base / "fuse")], cwd=REPO, stdout=subprocess.PIPE, text=True)
-            assert self.fuse.stdout is not None
-            assert self.fuse.stdout.readline().strip() == "ready"
-            target = str(self.base / "fuse" / "disk")
-        self.loop = _run("losetup", "--find", "--show", target)
-        _run("mount", "-t", "ext4", self.loop, str(self.mnt))
-        self.mounted = True
-
-    def cut(self) -> None:
-        """The power cut: the disk's cache is lost and it takes no more writes."""
-        os.setxattr(self.base / "fuse" / "disk", CUT_XATTR, b"1")
-
-    def detach(self) -> None:
-        """Unmount, free the loop device, stop the FUSE disk: each step runs even when an
-        earlier one failed or was interrupted (a second call finishes what the first left)."""
-        try:
-            if self.mounted and os.path.ismount(self.mnt):
-                if subprocess.run(["umount", str(self.mnt)], capture_output=True).returncode:
-                    _run("umount", "-l", str(self.mnt))
-            self.mounted = False
-        finally:
-            try:
-                if self.loop:
-                    subprocess.run(["losetup", "-d", self.loop], capture_output=True)
-                    self.loop = ""
-            finally:
-                self._stop_fuse()
-
-    def _stop_fuse(self) -> None:
-        if self.fuse is not None:
-            subprocess.run(["fusermount3", "-u", str(self.base / "fuse")], capture_output=True)
-            try:
-                self.fuse.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.fuse.kill()
-                self.fuse.wait()
-            self.fuse = None
-
-
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Disk]:
-    image = tmp_path / "disk.img"
-    with open(image, "wb") as f:
-        f.truncate(IMAGE_BYTES)
-    _run("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0",
-         str(image))
-    d = Disk(tmp_path, image, tmp_path / "mnt")
-    d.mnt.mkdir()
-    try:
-        yield d
-    finally:
-        d.detach()
+    yield from made_disk(tmp_path, IMAGE_BYTES)
 
 
 @dataclass

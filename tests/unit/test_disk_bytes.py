@@ -1,7 +1,8 @@
 """A node reports what its shards take on disk (`disk_bytes`) beside its live shards
 (`used_bytes`): a packed shard's DELETE writes a tombstone and the record stays in its pack
 until compaction, so "used" alone understated the disk's use (review19i L3). The health
-document carries both, the status table shows "on disk"."""
+document and the node's Prometheus metrics carry both, the status table and the console's
+node card show "on disk"."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ async def test_deleted_packed_shards_count_on_disk_until_compaction(tmp_path: Pa
         assert doc["used_bytes"] == len(bodies[2][1]) + len(big)  # live shards only
         assert doc["disk_bytes"] == _on_disk_now(data)  # the deleted ones still take space
         assert doc["disk_bytes"] > doc["used_bytes"] + len(bodies[0][1]) + len(bodies[1][1])
+        status, got = await node.call("GET", "/metrics")  # Prometheus: both, as in health
+        assert status == 200
+        gauges = _gauges(got.decode())
+        assert gauges["tessera_node_disk_bytes"] == doc["disk_bytes"]
+        assert gauges["tessera_node_used_bytes"] == doc["used_bytes"]
     finally:
         await node.stop()
     again = Node(data, PACK_MAX)  # a restart counts the same
@@ -48,6 +54,13 @@ async def test_deleted_packed_shards_count_on_disk_until_compaction(tmp_path: Pa
         assert usage["disk_bytes"] == _on_disk_now(data)
     finally:
         await again.stop()
+
+
+def _gauges(text: str) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus text exposition, by name."""
+    return {name: float(value) for name, value in
+            (line.split(" ", 1) for line in text.splitlines()
+             if line and not line.startswith("#") and "{" not in line)}
 
 
 def test_status_shows_on_disk_and_falls_back_to_used() -> None:

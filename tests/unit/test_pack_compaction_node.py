@@ -4,6 +4,8 @@ the node's compactor reclaims packs while every live shard keeps answering."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from pathlib import Path
 
 import pytest
@@ -86,5 +88,63 @@ async def test_the_nodes_compactor_reclaims_packs_and_every_shard_still_answers(
         for i, (sid, _, _, body) in enumerate(shards):
             status, got = await n.call("GET", f"/v1/shards/{sid}")
             assert (status, got) == ((200, body) if i % 3 == 1 else (404, got)), sid
+    finally:
+        await n.stop()
+
+
+async def test_reads_deletes_and_compaction_of_the_same_packs_at_once(tmp_path: Path) -> None:
+    """Readers GET shards of the packs being compacted while their neighbours are deleted
+    and the compactor runs again and again: a kept shard always answers 200 with its bytes,
+    a deleted one its bytes or 404 (never other bytes, a 500 or a short body), and after a
+    restart the node holds exactly the kept shards."""
+    n = SmallPackNode(tmp_path / "data", PACK_MAX)
+    await n.start()
+    shards = {sid: body for sid, _, _, body in
+              (make_shard(frames=2, block_size=BLOCK, last=None) for _ in range(30))}
+    ids = sorted(shards)
+    doomed = [sid for i, sid in enumerate(ids) if i % 3]
+    kept = [sid for i, sid in enumerate(ids) if not i % 3]
+    reads = [0]
+    done = asyncio.Event()
+
+    async def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        while not done.is_set():
+            sid = rng.choice(ids)
+            status, got = await n.call("GET", f"/v1/shards/{sid}")
+            if sid in kept or status != 404:
+                assert (status, got == shards[sid]) == (200, True), (sid, status)
+            reads[0] += 1
+
+    async def deleter() -> None:
+        for sid in doomed:
+            assert (await n.call("DELETE", f"/v1/shards/{sid}"))[0] == 204
+
+    async def compactor(deleting: asyncio.Task[None]) -> int:
+        copied = 0
+        packs = n.store.packs
+        assert packs is not None
+        while not deleting.done() or packs.candidates():
+            copied += await n.app[COMPACTOR].run_once()
+            await asyncio.sleep(0)
+        return copied
+
+    try:
+        for sid in ids:
+            assert (await put(n, shards[sid], sid))[0] == 201
+        readers = [asyncio.create_task(reader(i)) for i in range(3)]
+        deleting = asyncio.create_task(deleter())
+        try:
+            copied = await compactor(deleting)
+            await deleting
+        finally:
+            done.set()
+            await asyncio.gather(*readers)
+        assert copied > 0 and reads[0] > len(ids)
+        await n.stop()
+        await n.start()
+        for sid in ids:
+            status, got = await n.call("GET", f"/v1/shards/{sid}")
+            assert (status, got) == ((200, shards[sid]) if sid in kept else (404, got)), sid
     finally:
         await n.stop()

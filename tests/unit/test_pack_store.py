@@ -361,3 +361,36 @@ class PackModel(RuleBasedStateMachine):
 # Each step fdatasyncs: 40 runs of 20 steps keep it to seconds on a loaded box.
 TestPackModel = PackModel.TestCase
 TestPackModel.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
+
+
+def test_the_same_put_twice_in_a_failed_group_is_not_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two PUTs of one shard with the same bytes in one group (a resent request): the second
+    was answered UNCHANGED at once, as if the first were stored, also when the group's write
+    then failed: a shard acknowledged with nothing on disk."""
+    s = PackStore(tmp_path)
+    s.open()
+    real = packstore.writev_all
+    fails = [1]
+
+    def failing(fd: int, parts: list[bytes | memoryview], offset: int) -> None:
+        if fails[0]:
+            fails[0] -= 1
+            raise OSError(errno.EIO, "write failed")
+        real(fd, parts, offset)
+    monkeypatch.setattr(packstore, "writev_all", failing)
+    try:
+        sid = SIDS[0]
+        with s._cond:  # both queued before the committer takes either: one group
+            first = s._enqueue(pf.PUT, sid, [b"body"], False, None)
+            again = s._enqueue(pf.PUT, sid, [b"body"], False, None)
+        for fut in (first, again):
+            with pytest.raises(OSError):
+                fut.result(timeout=30)
+        assert s.locate(sid) is None
+        with s._cond:  # and when the write succeeds, both are answered as before
+            first = s._enqueue(pf.PUT, sid, [b"body"], False, None)
+            again = s._enqueue(pf.PUT, sid, [b"body"], False, None)
+        assert (first.result(timeout=30), again.result(timeout=30)) == (-1, UNCHANGED)
+    finally:
+        s.close()

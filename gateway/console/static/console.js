@@ -184,6 +184,7 @@ function nodeCard(n) {
     el("div", {class: "figures mono"}, n.address),
     bar,
     el("div", {class: "figures"}, `${human(n.used_bytes)} used, ${human(n.free_bytes)} free`),
+    el("div", {class: "figures"}, `${human(n.disk_bytes ?? n.used_bytes)} on disk`),
     el("div", {class: "figures"}, count(n.shards, "shard", "shards")),
     el("div", {class: "figures"}, scrub),
     n.last_error ? el("div", {class: "figures error"}, n.reason || n.last_error) : null);
