@@ -20,6 +20,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from storage.metadata import Item, Txn, prefix_end
 from storage.metadata.etcd_batch import TxnBatcher, b64, compare_rev, item_of, unb64
 from storage.metadata.etcd_grpc import GrpcKV, member_unwell, try_elsewhere
 from storage.metadata.etcd_reads import ReadBatcher
+from storage.metadata.etcd_share import CommitServer, Run, SharedCommits
 from storage.metadata.etcd_stamp import WatchedStamp
 from storage.metadata.etcd_wire import txn_request
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
@@ -104,6 +106,8 @@ class EtcdStore:
         self._lookup: asyncio.Task[None] | None = None  # a leader lookup after an election
         self._kv = GrpcKV(endpoints)
         self._batcher = TxnBatcher(self._txn_call)
+        self._commits: Run = self._batcher.run  # or through gateway worker 0 (share_commits)
+        self._sharing: CommitServer | SharedCommits | None = None
         self._reads = ReadBatcher(self._read_call)
         self._stamp = WatchedStamp(self._read_stamp, self._stamp_changes)
 
@@ -386,9 +390,22 @@ class EtcdStore:
         if any(map(is_auth_record, (*txn.puts, *txn.deletes))):
             txn = Txn(txn.compares, {**txn.puts, AUTH_CHANGE: b""}, txn.deletes)
         sent, asked, f = fenced(txn, reads)  # a leased worker's step: its lease compared too
-        return check(f, *await self._batcher.run(sent, asked), reads)
+        return check(f, *await self._commits(sent, asked), reads)
+
+    async def share_commits(self, path: Path, owner: bool) -> None:
+        """Several gateway worker processes: the owner (worker 0) batches every worker's
+        commits, the others send theirs to it at `path` (storage/metadata/etcd_share.py)."""
+        if owner:
+            server = CommitServer(self._batcher.run)
+            await server.start(path)
+            self._sharing = server
+        else:
+            shared = SharedCommits(path, self._batcher.run, EtcdError)
+            self._sharing, self._commits = shared, shared.run
 
     async def close(self) -> None:
+        if self._sharing is not None:
+            await self._sharing.close()
         await self._stamp.close()
         await self._batcher.close()
         await self._reads.close()
