@@ -191,6 +191,8 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
         assert role.rundir is not None
         await cluster.meta.share_commits(role.rundir / "commits.sock", owner=role.index == 0)
     metrics = Metrics()
+    if shared and hasattr(cluster.meta, "share_commits"):
+        metrics.watch_commit_sharing(cluster.meta.commit_sharing_state)
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
     metrics.watch_uploads(cluster.stripes.uploads)
     metrics.watch_writes(cluster.stripes.spares)

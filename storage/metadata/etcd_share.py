@@ -41,7 +41,9 @@ Run = Callable[[Txn, tuple[bytes, ...]], Awaitable[tuple[bool, dict[bytes, Item 
 
 HEAD = struct.Struct("<I")  # each frame: its length, then msgpack
 MAX_FRAME = 8 * 1024 * 1024  # etcd refuses requests over 1.5 MiB; a frame is one commit
-FORWARD_TIMEOUT_S = 15.0  # above etcd's request timeout (10 s) that worker 0 waits itself
+# worker 0 waits up to etcd's request timeout (10 s) per member it tries, a write that found
+# no leader trying each of 3: a commit not answered within this is worker 0 stuck (paused)
+FORWARD_TIMEOUT_S = 35.0
 AWAY_S = 5.0  # after worker 0 could not be reached or did not answer: commits go direct
 
 
@@ -147,11 +149,13 @@ class SharedCommits:
         self._waiting: dict[int, asyncio.Future[list]] = {}  # type: ignore[type-arg]
         self._next = 0
         self._away_until = 0.0
-        self.forwarded = 0  # commits sent to worker 0 (tests)
+        self.forwarded = 0  # commits sent to worker 0
+        self.direct = 0  # commits sent to etcd while worker 0 could not be reached
 
     async def run(self, txn: Txn, reads: tuple[bytes, ...]
                   ) -> tuple[bool, dict[bytes, Item | None]]:
         if not await self._connected():
+            self.direct += 1
             return await self._local(txn, reads)
         assert self._out is not None
         self._next += 1
