@@ -184,10 +184,13 @@ class SharedCommits:
         if time.monotonic() < self._away_until:
             return False
         if self._connecting is None:  # one attempt at a time; the others wait for it
-            self._connecting = asyncio.get_running_loop().create_future()
-            ok = await self._connect()
-            self._connecting.set_result(ok)
-            self._connecting = None
+            attempt = self._connecting = asyncio.get_running_loop().create_future()
+            ok = False
+            try:
+                ok = await self._connect()
+            finally:  # (also when this caller is cancelled: the others go direct)
+                attempt.set_result(ok)
+                self._connecting = None
             return ok
         return await asyncio.shield(self._connecting)
 

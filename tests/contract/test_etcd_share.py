@@ -70,7 +70,11 @@ async def test_two_workers_commits_share_one_request(etcd: EtcdStore, other: Etc
 
     async def held(body: bytes) -> Any:
         calls.append(body)
-        await asyncio.wait_for(all_in.wait(), 60)
+        try:  # the first commit waits for the others to queue behind it
+            await asyncio.wait_for(all_in.wait(), 60)
+        except TimeoutError:
+            raise AssertionError(f"only {arrived} of {n} commits reached worker 0's "
+                                 "batcher") from None
         return await call(body)
 
     monkeypatch.setattr(batcher, "run", counted)
@@ -123,12 +127,17 @@ async def test_a_worker_dying_mid_commit_leaves_worker_0_serving(
 
     monkeypatch.setattr(batcher, "_call", held)
     pending = asyncio.ensure_future(other.txn(_put(ns, 1)))
-    await entered.wait()
-    await other._sharing.close()  # type: ignore[union-attr]  # noqa: SLF001 - its connection
-    # to worker 0 closes with the commit in flight, as when its process dies
-    with pytest.raises(EtcdError, match="outcome unknown"):
-        await pending
-    go.set()
+    try:
+        try:
+            await asyncio.wait_for(entered.wait(), 60)
+        except TimeoutError:
+            raise AssertionError("the commit never reached worker 0's batcher") from None
+        await other._sharing.close()  # type: ignore[union-attr]  # noqa: SLF001 - its
+        # connection to worker 0 closes with the commit in flight, as when its process dies
+        with pytest.raises(EtcdError, match="outcome unknown"):
+            await pending
+    finally:
+        go.set()  # (also on failure: worker 0's store closes at teardown)
     monkeypatch.setattr(batcher, "_call", call)
     assert await etcd.txn(_put(ns, 2))  # (sent after the held batch returned)
     assert (await etcd.get(ns + b"o/1")).value == b"rec1"  # type: ignore[union-attr]
@@ -167,7 +176,11 @@ async def test_worker_0_killed_mid_commit_fails_it_clearly_then_commits_go_direc
         assert await asyncio.to_thread(owner.stdout.readline) == "ready\n"
         await other.share_commits(sock, owner=False)
         pending = asyncio.ensure_future(other.txn(_put(ns, 1)))
-        assert await asyncio.to_thread(owner.stdout.readline) == "commit\n"
+        try:  # (on failure the kill below ends the read)
+            took = await asyncio.wait_for(asyncio.to_thread(owner.stdout.readline), 60)
+        except TimeoutError:
+            raise AssertionError("the commit never reached worker 0") from None
+        assert took == "commit\n"
         owner.send_signal(signal.SIGKILL)
         with pytest.raises(EtcdError, match="outcome unknown"):
             await pending
