@@ -187,7 +187,12 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
     # the upload budget setting is the whole gateway's: each worker process holds its share
     cluster = await Cluster.open(cfg, shared_health=health, probe_loop=role.index == 0,
                                  workers=role.count)
+    if shared and hasattr(cluster.meta, "share_commits"):  # etcd: one batcher (worker 0's)
+        assert role.rundir is not None
+        await cluster.meta.share_commits(role.rundir / "commits.sock", owner=role.index == 0)
     metrics = Metrics()
+    if shared and hasattr(cluster.meta, "share_commits"):
+        metrics.watch_commit_sharing(cluster.meta.commit_sharing_state)
     metrics.watch_integrity(lambda: cluster.stripes.lies.found)
     metrics.watch_uploads(cluster.stripes.uploads)
     metrics.watch_writes(cluster.stripes.spares)

@@ -79,6 +79,13 @@ class Metrics:
         and `tessera_auth_stamp_reads_total` (requests that read the stamp from etcd)."""
         self.registry.register(_AuthStampCollector(state))
 
+    def watch_commit_sharing(self, state: Callable[[], Mapping[str, int]]) -> None:
+        """Export how etcd commits left this worker (`storage.metadata.etcd_share`):
+        `tessera_etcd_commits_forwarded_total` (sent to worker 0's batcher) and
+        `tessera_etcd_commits_direct_total` (sent to etcd itself while worker 0 could not
+        be reached)."""
+        self.registry.register(_CommitSharingCollector(state))
+
     def transferred(self, received: int, sent: int) -> None:
         """Count one request's body bytes: received (its declared length) and sent (the
         response's length; 0 for HEAD). Once per request, not per chunk."""
@@ -182,6 +189,25 @@ class _AuthStampCollector:
         yield CounterMetricFamily("tessera_auth_stamp_reads",
                                   "Requests that read the auth stamp from etcd (the watch "
                                   "could not answer)", value=float(s["reads"]))
+
+
+class _CommitSharingCollector:
+    """The commit sharing's counts at scrape time."""
+
+    def __init__(self, state: Callable[[], Mapping[str, int]]) -> None:
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._state()
+        yield CounterMetricFamily("tessera_etcd_commits_forwarded",
+                                  "etcd commits a gateway worker sent to worker 0's batcher",
+                                  value=float(s["forwarded"]))
+        yield CounterMetricFamily("tessera_etcd_commits_direct",
+                                  "etcd commits a gateway worker sent to etcd itself while "
+                                  "worker 0 could not be reached", value=float(s["direct"]))
 
 
 def merge_expositions(texts: list[bytes]) -> bytes:

@@ -18,8 +18,9 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from storage.metadata import Item, Txn, prefix_end
 from storage.metadata.etcd_batch import TxnBatcher, b64, compare_rev, item_of, unb64
 from storage.metadata.etcd_grpc import GrpcKV, member_unwell, try_elsewhere
 from storage.metadata.etcd_reads import ReadBatcher
+from storage.metadata.etcd_share import CommitServer, SharedCommits
 from storage.metadata.etcd_stamp import WatchedStamp
 from storage.metadata.etcd_wire import txn_request
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
@@ -104,6 +106,7 @@ class EtcdStore:
         self._lookup: asyncio.Task[None] | None = None  # a leader lookup after an election
         self._kv = GrpcKV(endpoints)
         self._batcher = TxnBatcher(self._txn_call)
+        self._sharing: CommitServer | SharedCommits | None = None  # share_commits
         self._reads = ReadBatcher(self._read_call)
         self._stamp = WatchedStamp(self._read_stamp, self._stamp_changes)
 
@@ -386,9 +389,33 @@ class EtcdStore:
         if any(map(is_auth_record, (*txn.puts, *txn.deletes))):
             txn = Txn(txn.compares, {**txn.puts, AUTH_CHANGE: b""}, txn.deletes)
         sent, asked, f = fenced(txn, reads)  # a leased worker's step: its lease compared too
-        return check(f, *await self._batcher.run(sent, asked), reads)
+        shared = self._sharing if isinstance(self._sharing, SharedCommits) else None
+        run = shared.run if shared is not None else self._batcher.run
+        return check(f, *await run(sent, asked), reads)
+
+    async def share_commits(self, path: Path, owner: bool) -> None:
+        """Several gateway worker processes: the owner (worker 0) batches every worker's
+        commits, the others send theirs to it at `path` (storage/metadata/etcd_share.py)."""
+        def run(txn: Txn, reads: tuple[bytes, ...]
+                ) -> Awaitable[tuple[bool, dict[bytes, Item | None]]]:
+            return self._batcher.run(txn, reads)  # (looked up per call: tests wrap it)
+
+        if owner:
+            server = CommitServer(run)
+            await server.start(path)
+            self._sharing = server
+        else:
+            self._sharing = SharedCommits(path, run, EtcdError)
+
+    def commit_sharing_state(self) -> dict[str, int]:
+        """How this worker's commits left it: through worker 0 or straight to etcd."""
+        shared = self._sharing if isinstance(self._sharing, SharedCommits) else None
+        return {"forwarded": shared.forwarded if shared else 0,
+                "direct": shared.direct if shared else 0}
 
     async def close(self) -> None:
+        if self._sharing is not None:
+            await self._sharing.close()
         await self._stamp.close()
         await self._batcher.close()
         await self._reads.close()

@@ -1,0 +1,246 @@
+"""One etcd commit batcher for all of a gateway's worker processes.
+
+etcd's members spend ~1.15 ms of CPU per Txn against ~0.1 ms per commit nested in it
+(benchmarks/README.md, session 19), so the commits per Txn decide their cost. Each worker
+process batching alone splits the gateway's concurrent commits in as many Txns as there are
+workers. Instead worker 0 owns the batcher (`CommitServer`, on a Unix socket in the workers'
+private run directory, 0700: only this user's processes reach it, as the workers' metrics
+sockets) and the other workers send it their commits (`SharedCommits`), one frame each way.
+
+What a caller sees is what its own Txn would have given it:
+- the answer is that of the nested Txn worker 0 sent (`TxnBatcher`'s guarantees: one winner
+  per conditional race, compares and the lease fence evaluated by etcd);
+- an error worker 0 met (etcd unreachable, no leader, full) comes back with its message;
+- a commit sent to worker 0 whose answer never comes (the connection broke, or no answer
+  within FORWARD_TIMEOUT_S) fails with "outcome unknown", as a lone Txn whose connection
+  broke after it was sent: it may have applied;
+- a commit that could not be sent (worker 0 not listening yet, or gone, or unwell within
+  AWAY_S) goes straight to etcd through the worker's own batcher, so a worker keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgpack
+
+from storage.errors import StorageError, StorageFull
+from storage.metadata import Item, Txn
+
+log = logging.getLogger("tessera.metadata.etcd")
+
+# a commit's own Txn: the same call on either side (`TxnBatcher.run`)
+Run = Callable[[Txn, tuple[bytes, ...]], Awaitable[tuple[bool, dict[bytes, Item | None]]]]
+
+HEAD = struct.Struct("<I")  # each frame: its length, then msgpack
+MAX_FRAME = 8 * 1024 * 1024  # etcd refuses requests over 1.5 MiB; a frame is one commit
+# worker 0 waits up to etcd's request timeout (10 s) per member it tries, a write that found
+# no leader trying each of 3: a commit not answered within this is worker 0 stuck (paused)
+FORWARD_TIMEOUT_S = 35.0
+AWAY_S = 5.0  # after worker 0 could not be reached or did not answer: commits go direct
+
+
+def _pack(obj: object) -> bytes:
+    body = msgpack.packb(obj, use_bin_type=True)
+    return HEAD.pack(len(body)) + body
+
+
+async def _frames(reader: asyncio.StreamReader):  # type: ignore[no-untyped-def]
+    """Each frame's decoded object until the stream ends (or carries a frame too big)."""
+    while True:
+        try:
+            (n,) = HEAD.unpack(await reader.readexactly(HEAD.size))
+            if n > MAX_FRAME:
+                raise StorageError(f"commit frame of {n} bytes")
+            body = await reader.readexactly(n)
+        except asyncio.IncompleteReadError:
+            return
+        yield msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
+
+
+class _Out:
+    """Frames written together: those produced in one loop turn go in one write."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._parts: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        if not self._parts:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._parts.append(frame)
+
+    def _flush(self) -> None:
+        parts, self._parts = self._parts, []
+        if not self._writer.is_closing():
+            self._writer.write(b"".join(parts))
+
+
+class CommitServer:
+    """Worker 0's side: runs every frame's commit through `run` (its batcher) and sends
+    the answer back on the same connection."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.commits = 0  # commits other workers sent here (tests)
+
+    async def start(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket of an earlier worker 0
+        self._server = await asyncio.start_unix_server(self._serve, str(path),
+                                                       limit=MAX_FRAME + HEAD.size)
+        os.chmod(path, 0o600)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        out = _Out(writer)
+        try:
+            async for frame in _frames(reader):
+                self.commits += 1
+                task = asyncio.get_running_loop().create_task(self._one(out, frame))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except (StorageError, OSError, ValueError) as exc:  # a peer that sends garbage
+            log.warning("etcd commit sharing: dropping a worker's connection: %s", exc)
+        finally:
+            writer.close()
+
+    async def _one(self, out: _Out, frame: list) -> None:  # type: ignore[type-arg]
+        rid, compares, puts, deletes, reads = frame
+        try:
+            ok, seen = await self._run(Txn(compares, puts, tuple(deletes)), tuple(reads))
+        except StorageFull as exc:
+            out.send(_pack([rid, None, None, ["full", str(exc)]]))
+            return
+        except Exception as exc:  # noqa: BLE001 - the caller's own error, as a lone Txn's
+            out.send(_pack([rid, None, None, ["etcd", str(exc)]]))
+            return
+        out.send(_pack([rid, ok, [(k, None) if i is None else (k, i.value, i.revision)
+                                  for k, i in seen.items()], None]))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._tasks:  # commits in flight: their answers (to live workers) still go out
+            await asyncio.wait(list(self._tasks))
+
+
+class SharedCommits:
+    """Another worker's side: `run` sends a commit to worker 0 at `path`, or, when that
+    cannot be sent, runs it through `local` (this worker's own batcher)."""
+
+    def __init__(self, path: Path, local: Run, error: type[StorageError]) -> None:
+        self._path = path
+        self._local = local
+        self._error = error  # what an unknown outcome raises (EtcdError)
+        self._writer: asyncio.StreamWriter | None = None
+        self._out: _Out | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[bool] | None = None
+        self._waiting: dict[int, asyncio.Future[list]] = {}  # type: ignore[type-arg]
+        self._next = 0
+        self._away_until = 0.0
+        self.forwarded = 0  # commits sent to worker 0
+        self.direct = 0  # commits sent to etcd while worker 0 could not be reached
+
+    async def run(self, txn: Txn, reads: tuple[bytes, ...]
+                  ) -> tuple[bool, dict[bytes, Item | None]]:
+        if not await self._connected():
+            self.direct += 1
+            return await self._local(txn, reads)
+        assert self._out is not None
+        self._next += 1
+        rid = self._next
+        answer: asyncio.Future[list] = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
+        self._waiting[rid] = answer
+        self._out.send(_pack([rid, txn.compares, txn.puts, list(txn.deletes), list(reads)]))
+        self.forwarded += 1
+        try:
+            async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                _, ok, seen, err = await asyncio.shield(answer)
+        except TimeoutError:
+            self._broken(f"no answer within {FORWARD_TIMEOUT_S:.0f} s")
+            raise self._error("etcd commit sent through gateway worker 0: no answer within "
+                              f"{FORWARD_TIMEOUT_S:.0f} s; outcome unknown") from None
+        finally:
+            self._waiting.pop(rid, None)
+        if err is not None:
+            kind, msg = err
+            raise (StorageFull if kind == "full" else self._error)(msg)
+        return ok, {k[0]: (None if len(k) == 2 else Item(k[0], k[1], k[2])) for k in seen}
+
+    async def _connected(self) -> bool:
+        if self._writer is not None and not self._writer.is_closing():
+            return True
+        if time.monotonic() < self._away_until:
+            return False
+        if self._connecting is None:  # one attempt at a time; the others wait for it
+            attempt = self._connecting = asyncio.get_running_loop().create_future()
+            ok = False
+            try:
+                ok = await self._connect()
+            finally:  # (also when this caller is cancelled: the others go direct)
+                attempt.set_result(ok)
+                self._connecting = None
+            return ok
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(self._path),
+                                                                limit=MAX_FRAME + HEAD.size)
+        except OSError as exc:
+            self._away_until = time.monotonic() + AWAY_S
+            log.debug("etcd commit sharing: worker 0 not reachable (%s): committing directly",
+                      exc)
+            return False
+        self._writer, self._out = writer, _Out(writer)
+        self._reading = asyncio.get_running_loop().create_task(self._read(reader, writer))
+        return True
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        why = "worker 0 closed the connection"
+        try:
+            async for frame in _frames(reader):
+                answer = self._waiting.get(frame[0])
+                if answer is not None and not answer.done():
+                    answer.set_result(frame)
+        except (StorageError, OSError, ValueError) as exc:
+            why = str(exc)
+        if self._writer is writer:
+            self._broken(why)
+
+    def _broken(self, why: str) -> None:
+        """Worker 0 is gone or stuck: commits go direct for AWAY_S."""
+        log.warning("etcd commit sharing: %s; committing directly for %.0f s", why, AWAY_S)
+        self._away_until = time.monotonic() + AWAY_S
+        self._drop(why)
+
+    def _drop(self, why: str) -> None:
+        """Close the connection: every commit waiting on it has an unknown outcome."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = self._out = None
+        waiting, self._waiting = self._waiting, {}
+        for answer in waiting.values():
+            if not answer.done():
+                answer.set_exception(self._error(
+                    f"etcd commit sent through gateway worker 0: {why}; outcome unknown"))
+                answer.exception()  # retrieved here: its caller may have gone
+
+    async def close(self) -> None:
+        self._away_until = float("inf")  # nothing more goes to worker 0
+        self._drop("this worker is closing")
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
