@@ -1,4 +1,5 @@
-"""Review20a: the 'storage full' rule (`QuorumNotReached.full`) on a streamed write.
+"""Review20a: the 'storage full' rule (`storage.fullness`) on a streamed write, refused
+mid-stream before any spare is tried.
 
 The same scenario as test_full_refusal_cause (9 nodes, 4+2, every disk full, the first
 attempt on two shards unreachable), for an object of several segments: the refusal must
