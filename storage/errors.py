@@ -74,9 +74,14 @@ NODE_DISK_FULL = "no space left on the node's disk"  # a node's word for ENOSPC 
 
 
 class QuorumNotReached(StorageError):
-    """Too few shards could be written or read; carries every cause for the log."""
+    """Too few shards could be written or read; carries every cause for the log.
 
-    def __init__(self, needed: int, succeeded: int, total: int, causes: list[str]) -> None:
+    `full`: a write refused because the nodes' disks are full (S3 "storage full", not "too
+    few nodes reachable"); the writer decides it by `storage.fullness.refused_for_space`,
+    from what the nodes say of their disks, never from the causes' text."""
+
+    def __init__(self, needed: int, succeeded: int, total: int, causes: list[str],
+                 full: bool = False) -> None:
         super().__init__(
             f"quorum not reached: needed {needed}, succeeded {succeeded} of {total}: "
             + "; ".join(causes[:6])
@@ -85,17 +90,7 @@ class QuorumNotReached(StorageError):
         self.succeeded = succeeded
         self.total = total
         self.causes = causes
-
-    @property
-    def full(self) -> bool:
-        """Whether full node disks are why: with room on them the quorum was reached. A
-        write's causes are one per shard it could not place, naming every node tried for
-        it, its first target's error then each spare's (`storage.spares`; each node is
-        tried once per write): every node that answered "no space" counts, so a target
-        that stalled is made up for by a spare that was full, whichever shard it was
-        tried for (with room, each of them would have taken one of the missing shards)."""
-        full = sum(cause.count(NODE_DISK_FULL) for cause in self.causes)
-        return full > 0 and self.succeeded + full >= self.needed
+        self.full = full
 
 
 class Overloaded(StorageError):

@@ -28,6 +28,7 @@ from storage.sharedhealth import SharedHealth
 UP, SUSPECT, DOWN, OUT = "up", "suspect", "down", "out"
 RETURN_PROBES = 3  # extra probes of down nodes between two full probes (returns seen fast)
 RETURN_PROBE_TIMEOUT_S = 0.5
+DISK_PROBE_TIMEOUT_S = 2.0  # a refused write's look at the nodes' disks (`free_bytes`)
 STATS_ROUNDS = 5  # a node's used/free bytes and shard count are refreshed this often
 
 log = logging.getLogger("tessera.health")
@@ -128,6 +129,30 @@ class HealthTracker:
     def placeable(self) -> list[NodeSpec]:
         """Usable nodes that may take new shards (membership state active, not draining)."""
         return [n for n in self.usable() if self._placeable is None or n.id in self._placeable]
+
+    def members(self, role: str) -> list[NodeSpec]:
+        """The nodes of `role` the cluster map lets take new shards (membership active,
+        not draining), whatever their health."""
+        return [n for n in self.nodes if n.role == role
+                and (self._placeable is None or n.id in self._placeable)]
+
+    async def free_bytes(self, nodes: Sequence[NodeSpec]) -> dict[str, int]:
+        """Node id -> the free bytes on its data disk, as each of `nodes` says now (its
+        health probe, at most `DISK_PROBE_TIMEOUT_S`, all at once; a node that does not
+        answer is left out), kept as its disk figure. Its health state is left as it is:
+        a refused write asks this to name its cause, not to judge the nodes."""
+        async def one(n: NodeSpec) -> tuple[str, int] | None:
+            try:
+                h = await self._client.health(n, DISK_PROBE_TIMEOUT_S)
+                free = int(h["free_bytes"])
+            except (NodeError, KeyError, TypeError, ValueError):
+                return None
+            s = self._states.get(n.id)
+            if s is not None:
+                s.free_bytes = free
+            return n.id, free
+
+        return dict(a for a in await asyncio.gather(*(one(n) for n in nodes)) if a)
 
     def member_revision(self, node_id: str) -> int | None:
         """The revision of `node_id`'s membership record when the map was last applied (0:

@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 from storage.buffers import BufferPool
 from storage.config import Config, NodeSpec, Profile
 from storage.errors import QuorumNotReached, StorageError
+from storage.fullness import refused_for_space
 from storage.health import HealthTracker
 from storage.keyspace import repair_key, urgent_repair_key
 from storage.pipeline import StripeCodec
@@ -52,16 +53,15 @@ class Spares:
 
     async def settle(self, codec: StripeCodec, profile: Profile, quorum: int,
                      outcomes: list[tuple[NodeSpec, str | None]],
-                     resend: Resend) -> list[str | None]:
+                     resend: Resend, need: int) -> list[str | None]:
         """Report each shard write to the health tracker; send each shard a target did not
         take to a spare (`_fill`, through `resend`); the result if the write quorum holds
         on at least two zones (where the stripe's shards are), else delete what was written
         and raise.
 
         A refusal names one cause per shard left unwritten, with every node tried for it
-        (its first target's error, then each spare's): `QuorumNotReached.full` then says
-        "storage full" when the nodes that answered "no space", first targets and spares
-        alike, would have made up the quorum (a stalled target and a full spare: full)."""
+        (its first target's error, then each spare's), and whether full disks are why
+        (`refused_for_space`, shards of `need` bytes: the write path's one rule)."""
         for node, error in outcomes:
             if error is None:
                 self._health.report_success(node.id)
@@ -81,12 +81,15 @@ class Spares:
         if len(written) < quorum or len(zones) < min(2, len(self._cfg.zones)):
             try:
                 await self._health.confirm(failed)  # before the client's retry
+                full = len(written) < quorum and await refused_for_space(
+                    self._health, profile.role, quorum, need, written)
             finally:  # a client gone during the probe leaves no shards behind either
                 await self._delete(codec.stripe_id, nodes)
             causes = [", then ".join(tried_on.get(i) or ["no node to place it on"])
                       for i, n in enumerate(nodes) if n is None]
             raise QuorumNotReached(quorum, len(written), profile.width,
-                                   causes or [f"its shards span {len(zones)} zone(s)"])
+                                   causes or [f"its shards span {len(zones)} zone(s)"],
+                                   full=full)
         if len(written) < profile.width:
             self.degraded += 1  # acknowledged short: its commit queues it as urgent repair
         return nodes

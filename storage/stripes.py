@@ -25,6 +25,7 @@ from storage.buffers import BufferPool, IdleTrim
 from storage.config import Config, NodeSpec, Profile
 from storage.crypto.aead import TAG_BYTES
 from storage.errors import IntegrityError, Overloaded, QuorumNotReached, StorageError
+from storage.fullness import refused_for_space, shard_need
 from storage.health import HealthTracker
 from storage.lying import LyingShards
 from storage.pipeline import (
@@ -188,8 +189,10 @@ class StripeStore:
         quorum = self._cfg.write_quorum(profile)
         targets = place_for_write(codec.stripe_id, profile, self._health.placeable())
         if len(targets) < quorum:
+            full = await refused_for_space(self._health, profile.role, quorum,
+                                           shard_need(codec, size_hint))
             raise QuorumNotReached(quorum, len(targets), profile.width,
-                                   ["not enough healthy nodes to place the stripe"])
+                                   ["not enough healthy nodes to place the stripe"], full=full)
         headers = codec.headers()
         segs = -1 if size_hint is None else segment_count(size_hint, codec.segment_size)
         length = None if size_hint is None else shard_file_bytes(size_hint, codec.segment_size,
@@ -320,13 +323,17 @@ class StripeStore:
                 await asyncio.wait([*coding, *feeding])
             if failed and isinstance(exc, QuorumNotReached):
                 await self._health.confirm(failed)  # settled before the client retries
+                exc.full = await refused_for_space(  # the refusal's cause, as `settle`'s
+                    self._health, profile.role, quorum, shard_need(codec, size_hint or total),
+                    [s.node.id for s in senders or [] if s.error is None])
             raise
         finally:
             FRAME_TRIM.end()
         nodes = await self.spares.settle(codec, profile, quorum,
                                          [(s.node, None if ok else (s.error or "failed"))
                                           for s, ok in zip(senders, oks, strict=True)],
-                                         self.spares.rebuilder(codec, total))
+                                         self.spares.rebuilder(codec, total),
+                                         shard_need(codec, total))
         return WriteResult(size=total, segments=count, nodes=nodes)
 
     async def _write_small(self, codec: StripeCodec, profile: Profile,
@@ -346,7 +353,8 @@ class StripeStore:
                                        list(enumerate(targets)), shards)
         nodes = await self.spares.settle(codec, profile, quorum,
                                          list(zip(targets, errors, strict=True)),
-                                         self._resender(self._client.put_small, codec, shards))
+                                         self._resender(self._client.put_small, codec, shards),
+                                         len(shards[0]))
         return WriteResult(size=len(data), segments=1, nodes=nodes)
 
     def _resender(self, put: Callable[..., Awaitable[object]], codec: StripeCodec,
@@ -414,7 +422,8 @@ class StripeStore:
         total = have - (codec.input_segment - codec.segment_size)
         nodes = await self.spares.settle(codec, profile, quorum,
                                          list(zip(targets, errors, strict=True)),
-                                         self._resender(self._client.put_shard, codec, slots))
+                                         self._resender(self._client.put_shard, codec, slots),
+                                         shard_need(codec, total))
         return WriteResult(size=total, segments=1, nodes=nodes)
 
     async def read(self, codec: StripeCodec, nodes: Sequence[str | None], size: int,

@@ -29,10 +29,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="full disks are tmpfs 
                                 "root only; CI runs as root")
 
 BODY = 300 * 1024  # a few segments' worth, under the gateway's single-PUT inline limit
+BIG = 3 << 20  # three segments: the streamed write path
 
 
-def body(i: int) -> bytes:
-    return (i.to_bytes(4, "big") * (BODY // 4))
+def body(i: int, size: int = BODY) -> bytes:
+    return (i.to_bytes(4, "big") * (size // 4))
 
 
 SmallDisk = Callable[[Path, int], contextlib.AbstractContextManager[Path]]
@@ -97,14 +98,15 @@ def alive(c: LocalCluster) -> dict[str, bool]:
     return out
 
 
-def writes(s3, keys: range) -> tuple[dict[str, bytes], list[tuple[int, str, str]]]:  # type: ignore[no-untyped-def]
-    """PUT each key: (acknowledged key -> body, (status, code, message) of each refused
-    PUT)."""
+def writes(s3, keys: range,  # type: ignore[no-untyped-def]
+           size: int = BODY) -> tuple[dict[str, bytes], list[tuple[int, str, str]]]:
+    """PUT each key, `size` bytes: (acknowledged key -> body, (status, code, message) of
+    each refused PUT)."""
     acked, refused = {}, []
     for i in keys:
         try:
-            s3.put_object(Bucket="full", Key=f"k{i}", Body=body(i))
-            acked[f"k{i}"] = body(i)
+            s3.put_object(Bucket="full", Key=f"k{i}", Body=body(i, size))
+            acked[f"k{i}"] = body(i, size)
         except ClientError as exc:
             refused.append((exc.response["ResponseMetadata"]["HTTPStatusCode"],
                             exc.response["Error"]["Code"], exc.response["Error"]["Message"]))
@@ -138,16 +140,20 @@ def started(c: LocalCluster):  # type: ignore[no-untyped-def]
 
 
 def refused_while_full(c: LocalCluster, s3, disk: Path, keys: range,  # type: ignore[no-untyped-def]
-                       before: dict[str, bool]) -> tuple[Path, dict[str, bytes]]:
-    """Fill `disk`, then PUT `keys`: some are refused, every refusal a 503
-    ServiceUnavailable saying the storage is full (it said "Too few storage nodes are
-    reachable" when the nodes' disks were), and no process died. (The filler file, the
-    acknowledged ones.)"""
+                       before: dict[str, bool], big: range = range(0)
+                       ) -> tuple[Path, dict[str, bytes]]:
+    """Fill `disk`, then PUT `big` (`BIG` bytes each: streamed) and `keys`: some are
+    refused, every refusal a 503 ServiceUnavailable saying the storage is full (it said "Too
+    few storage nodes are reachable" when the nodes' disks were), and no process died. (The
+    filler file, the acknowledged ones.)"""
     filler = fill(disk)
-    more, refused = writes(s3, keys)
+    more, refused = writes(s3, big, BIG)
+    assert len(refused) == len(big), refused  # no room for those on the full disk
+    acked, refused_small = writes(s3, keys)
+    refused += refused_small
     assert alive(c) == before
     assert refused and set(refused) == {(503, "ServiceUnavailable", STORAGE_FULL)}, refused
-    return filler, more
+    return filler, more | acked
 
 
 def refused_start(small_disk: SmallDisk, under: str,
@@ -281,14 +287,17 @@ def test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers(
     # Two nodes (of nine) refuse every shard write for another reason all along, as nodes
     # that stall under load do: a refusal whose first targets include both had 4 "no
     # space" answers, one short of the write quorum, and said "Too few storage nodes are
-    # reachable" (ci19c, when two nodes stalled); the spares' "no space" counts too now.
+    # reachable" (ci19c, when two nodes stalled). A refusal now asks the nodes how full
+    # their disks are (`storage.fullness`), on every write path: two streamed writes come
+    # first, refused mid-stream before any spare is tried (review20a).
     monkeypatch.setenv("TESSERA_TEST_NODE_FAULT", "n1:1:fail,n5:1:fail")
     (tmp_path / "data").mkdir()
     with small_disk(tmp_path / "data", 512) as disk:
         c = LocalCluster(disk, up_args=["--workers", "2"])
         try:
             s3, before, acked = started(c)
-            filler, more = refused_while_full(c, s3, disk, range(5, 15), before)
+            filler, more = refused_while_full(c, s3, disk, range(5, 15), before,
+                                              big=range(100, 102))
             acked |= more
             read_back(s3, acked)  # reads go on while the disk is full
             acked |= freed(s3, filler, range(15, 20))

@@ -1,15 +1,17 @@
 """A write refused while the nodes' disks are full says "storage full" even when some of its
-first targets failed for another reason, as long as the spares tried for those shards were
-full too: the refusal's cause comes from every attempt, first targets and spares
-(`storage/spares.py`; `QuorumNotReached.full`). It said "Too few storage nodes are
-reachable" when another node failed at the same time (seen in CI under load: the chaos test
-`test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers`).
+first targets failed for another reason (seen in CI under load: the chaos test
+`test_a_cluster_whose_one_disk_fills_keeps_serving_and_recovers` said "Too few storage
+nodes are reachable" when another node failed at the same time). The rule
+(`storage.fullness.refused_for_space`): full when the nodes not known full, by what they
+say of their disks, are fewer than the write quorum; the refusal's causes name every node
+tried for each shard left unwritten (`storage/spares.py`).
 
 Simulated nodes, 9 in 3 zones, profile 4+2 (write quorum 5): every shard write is refused
 with the node's 507 full-disk answer, except the first attempt on two of the shards, which
-fails as an unreachable node does. The first targets then give 4 full refusals (one short
-of the quorum's 5); the three spares are full, which makes 7, whether or not a spare was
-tried for the shards whose targets were unreachable (shards 0-2 get the three spares).
+fails as an unreachable node does (that node answers no probe). The first targets then
+give 4 full refusals; the three spares are full too, which makes 7 nodes known full and 2
+not, whether or not a spare was tried for the shards whose targets were unreachable
+(shards 0-2 get the three spares).
 """
 
 from __future__ import annotations
@@ -36,12 +38,19 @@ SIZES = {"small": 10_000, "whole": 1 << 20}  # batched small shards; one whole s
 
 class FullNodes(SimNodes):
     """Every disk full; the first attempt on each of `unreachable` (shard indexes) fails
-    as a node that cannot be reached does. `attempts`: (node, shard index, answer)."""
+    as a node that cannot be reached does, and that node answers no health probe either.
+    The others' probes say their disks have no free byte. `attempts`: (node, shard
+    index, answer)."""
 
     def __init__(self, nodes: list[NodeSpec], unreachable: set[int]) -> None:
         super().__init__(nodes)
         self.unreachable = set(unreachable)
         self.attempts: list[tuple[str, int, str]] = []
+
+    async def health(self, node: NodeSpec, timeout_s: float = 2.0) -> dict[str, Any]:
+        if (node.id, "unreachable") in {(a[0], a[2]) for a in self.attempts}:
+            raise NodeError(node.id, "Cannot connect to host (injected)")
+        return {**await super().health(node, timeout_s), "free_bytes": 0}
 
     async def put_shard(self, node: NodeSpec, sid: str,
                         body: AsyncIterator[bytes | memoryview] | bytes | ShardSlot,
