@@ -277,3 +277,27 @@ def test_a_credential_scoped_to_another_region_is_refused(w: dict[str, Any],
     r = requests.get(url, headers=sign_headers("GET", url, {}, b"", ak, sk, region=ours),
                      timeout=30)
     assert r.status_code == 200, r.text
+
+
+def test_an_sdk_signing_for_another_region_is_sent_to_the_gateways(w: dict[str, Any],
+                                                                   cluster: LocalCluster
+                                                                   ) -> None:
+    """boto3 (and the aws CLI) signing for another region re-sign for the region S3 names:
+    from <Region> in an error body, and for HEAD (no body) only from x-amz-bucket-region,
+    which AWS sends with the refusal. Without the header HeadObject/HeadBucket were a bare
+    400 (so `aws s3 cp s3://b/k .` failed) where AWS serves them after one redirect."""
+    bucket = new_bucket(w)
+    w["a"].put_object(Bucket=bucket, Key="k", Body=b"x")
+    ak, sk = _keys(w["a"])
+    ours = cluster.env["AWS_DEFAULT_REGION"]
+    other = "eu-west-3" if ours != "eu-west-3" else "us-west-2"
+    for op in ("head_object", "head_bucket"):
+        c = boto3.client("s3", endpoint_url=w["endpoint"], aws_access_key_id=ak,
+                         aws_secret_access_key=sk, region_name=other)
+        r = (c.head_object(Bucket=bucket, Key="k") if op == "head_object"
+             else c.head_bucket(Bucket=bucket))
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 200, (op, r)
+    url = f"{w['endpoint']}/{bucket}/k"
+    r = requests.head(url, headers=sign_headers("HEAD", url, {}, b"", ak, sk, region=other),
+                      timeout=30)
+    assert (r.status_code, r.headers.get("x-amz-bucket-region")) == (400, ours), r.headers
