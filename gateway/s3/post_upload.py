@@ -130,7 +130,7 @@ def _authenticate(fields: dict[str, str], secret_of: Any, region: str,
                   ) -> tuple[str | None, dict[str, Any] | None]:
     """(access key, decoded policy) of a signed form; (None, None) for an anonymous one."""
     policy_b64 = fields.get("policy")
-    if "x-amz-security-token" in fields:  # temporary credentials: never issued here
+    if fields.get("x-amz-security-token"):  # temporary credentials: never issued here
         raise S3Error("InvalidToken")
     if policy_b64 is None:
         return None, None

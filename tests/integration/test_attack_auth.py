@@ -248,6 +248,27 @@ def test_a_session_token_is_invalid_token_not_ignored(w: dict[str, Any]) -> None
     assert [o["Key"] for o in listed] == ["k"]
 
 
+def test_an_empty_session_token_is_no_token(w: dict[str, Any]) -> None:
+    """boto3 puts an empty x-amz-security-token field in a presigned POST made with
+    aws_session_token="" (`is not None`, where its header signer tests truthiness): an empty
+    token names no temporary credentials (MinIO treats it as absent) and the form was
+    served before the token refusal; it must stay served, and so must an empty header."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    ak, sk = _keys(a)
+    c = boto3.Session(aws_access_key_id=ak, aws_secret_access_key=sk,
+                      aws_session_token="").client("s3", endpoint_url=w["endpoint"],
+                                                   region_name="us-east-1")
+    form = c.generate_presigned_post(bucket, "posted")
+    assert form["fields"]["x-amz-security-token"] == ""
+    r = requests.post(form["url"], data=form["fields"], files={"file": b"z"}, timeout=30)
+    assert r.status_code == 204, r.text
+    url = f"{w['endpoint']}/{bucket}/posted"
+    r = requests.get(url, headers=sign_headers("GET", url, {"x-amz-security-token": ""}, b"",
+                                               ak, sk), timeout=30)
+    assert (r.status_code, r.content) == (200, b"z"), r.text
+
+
 def test_a_credential_scoped_to_another_region_is_refused(w: dict[str, Any],
                                                           cluster: LocalCluster) -> None:
     """A signature whose credential scope names another region than the endpoint's was
