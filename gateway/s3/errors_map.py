@@ -25,7 +25,11 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
     if isinstance(exc, S3Error):
         return exc
     if isinstance(exc, SigV4Error):
-        return S3Error(exc.code, exc.message, exc.status, **exc.details)
+        # a signing-region refusal names the region in a header too (as AWS does): botocore
+        # reads it to re-sign a HEAD, whose refusal has no body to carry <Region>
+        region = exc.details.get("Region")
+        return S3Error(exc.code, exc.message, exc.status, **exc.details,
+                       headers={"x-amz-bucket-region": region} if region and bucket else None)
     if isinstance(exc, se.BucketNotFound):
         return S3Error("NoSuchBucket", BucketName=exc.bucket)
     if isinstance(exc, se.ObjectNotFound):

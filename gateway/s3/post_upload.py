@@ -130,7 +130,7 @@ def _authenticate(fields: dict[str, str], secret_of: Any, region: str,
                   ) -> tuple[str | None, dict[str, Any] | None]:
     """(access key, decoded policy) of a signed form; (None, None) for an anonymous one."""
     policy_b64 = fields.get("policy")
-    if "x-amz-security-token" in fields:  # temporary credentials: never issued here
+    if fields.get("x-amz-security-token"):  # temporary credentials: never issued here
         raise S3Error("InvalidToken")
     if policy_b64 is None:
         return None, None
@@ -152,10 +152,14 @@ def _authenticate(fields: dict[str, str], secret_of: Any, region: str,
         if not fields["x-amz-date"].startswith(date):
             raise S3Error("InvalidArgument", "Credential date does not match x-amz-date",
                           ArgumentName="x-amz-date", ArgumentValue=fields["x-amz-date"])
+        if cred_region != region:  # AWS's answer to a form signed for another region
+            raise S3Error("InvalidArgument", f"the region '{cred_region}' is wrong; "
+                          f"expecting '{region}'", ArgumentName="X-Amz-Credential",
+                          ArgumentValue=fields["x-amz-credential"], Region=region)
         secret = secret_of(ak)
         if secret is None:
             raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=ak)
-        key = signing_key(secret, date, cred_region or region, "s3")
+        key = signing_key(secret, date, region, "s3")
         expected = hmac.new(key, policy_b64.encode(), hashlib.sha256).hexdigest()
         given = fields["x-amz-signature"]
     else:

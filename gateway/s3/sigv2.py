@@ -128,7 +128,8 @@ def authenticate(method: str, raw_path: str, query: list[tuple[str, str]],
     auth = headers.get("Authorization")
     qnames = {name for name, _ in query}
     require_one_mechanism(auth, qnames)
-    refuse_session_token(any(k.lower() == "x-amz-security-token" for k in headers), qnames)
+    refuse_session_token(",".join(v for k, v in headers.items()
+                                  if k.lower() == "x-amz-security-token"), query)
     if auth is not None:
         ak, sep, given = auth[4:].strip().rpartition(":")
         if not sep or not ak or not given:

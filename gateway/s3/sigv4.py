@@ -100,7 +100,7 @@ def authenticate(
     authorization = single_header(hdrs, "authorization")
     qnames = {name for name, _ in query}
     require_one_mechanism(authorization, qnames)
-    refuse_session_token("x-amz-security-token" in hdrs, qnames)
+    refuse_session_token(single_header(hdrs, "x-amz-security-token"), query)
     has_presign = bool(qnames & _PRESIGN_MARKERS)
     if authorization is not None:
         return _authenticate_header(
@@ -145,11 +145,13 @@ def require_one_mechanism(authorization: str | None, qnames: set[str]) -> None:
         )
 
 
-def refuse_session_token(in_headers: bool, qnames: set[str]) -> None:
+def refuse_session_token(header: str | None, query: list[tuple[str, str]]) -> None:
     """A session token (x-amz-security-token, or the same name in a presigned URL's query)
     names temporary credentials, which this service never issues: AWS answers a token sent
-    with a long-term key 400 InvalidToken, where ignoring it served the request."""
-    if in_headers or any(name.lower() == "x-amz-security-token" for name in qnames):
+    with a long-term key 400 InvalidToken, where ignoring it served the request. An empty
+    one names none (boto3 sends it in a presigned POST made with aws_session_token="";
+    MinIO treats it as absent), so it is no token."""
+    if header or any(value for name, value in query if name.lower() == "x-amz-security-token"):
         raise SigV4Error("InvalidToken", "The provided token is malformed or otherwise invalid.")
 
 
