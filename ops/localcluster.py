@@ -29,6 +29,7 @@ from storage.config import (
     ENV_ADMIN_SECRET_KEY,
     ENV_ADMIN_URL,
     ENV_CONFIG,
+    Config,
     load_config,
 )
 from storage.filemodes import secure_tree
@@ -213,11 +214,29 @@ async def _drain(stream: asyncio.StreamReader) -> None:
         pass
 
 
+def _derived(cfg: Config) -> dict[str, str]:
+    """The tessera.env values the config decides (endpoints, region), not the credentials."""
+    return {"AWS_ENDPOINT_URL": f"http://{cfg.gateway.listen}",
+            "AWS_DEFAULT_REGION": cfg.gateway.region,
+            ENV_ADMIN_URL: f"http://{cfg.gateway.admin_listen}"}
+
+
+def refresh_env(cfg: Config) -> dict[str, str]:
+    """A later start: tessera.env's credentials kept, its endpoints and region rewritten from
+    the config as it is now (a region or port changed in tessera.toml since the first start
+    left clients signing for the old region, each request refused)."""
+    env = read_env(cfg.data_dir)
+    fresh = {**env, **_derived(cfg)}
+    if fresh != env:
+        write_env(cfg.data_dir, fresh)
+    return fresh
+
+
 async def bootstrap(config: Path) -> dict[str, str]:
     """First start: default tenant, its access key and the admin credential."""
     cfg = load_config(config)
     if env_path(cfg.data_dir).exists():
-        return read_env(cfg.data_dir)
+        return refresh_env(cfg)
     from storage.cluster import Cluster  # here: `tessera up` imports it beside the nodes' start
 
     cluster = await Cluster.open(cfg, probe=False)
@@ -228,11 +247,9 @@ async def bootstrap(config: Path) -> dict[str, str]:
     finally:
         await cluster.close()
     env = {
-        "AWS_ENDPOINT_URL": f"http://{cfg.gateway.listen}",
+        **_derived(cfg),
         "AWS_ACCESS_KEY_ID": cred.access_key,
         "AWS_SECRET_ACCESS_KEY": cred.secret_key,
-        "AWS_DEFAULT_REGION": cfg.gateway.region,
-        ENV_ADMIN_URL: f"http://{cfg.gateway.admin_listen}",
         ENV_ADMIN_ACCESS_KEY: admin.access_key,
         ENV_ADMIN_SECRET_KEY: admin.secret_key,
         ENV_CONFIG: str(config),

@@ -1,8 +1,8 @@
 """Ports of a `tessera up` cluster: move them on an existing data directory, check them free.
 
 A data directory remembers its ports in `tessera.toml` (gateway `listen`, `admin_listen`,
-each `[[nodes]]` address) and `tessera.env` (the endpoints clients use). Ports are not part
-of any stored record (manifests name nodes by id), so `tessera up --port P` on an existing
+each `[[nodes]]` address); `tessera.env`'s endpoints are rewritten from it at every start.
+Ports are not part of any stored record (manifests name nodes by id), so `tessera up --port P` on an existing
 directory rewrites those lines and the cluster comes up on the new ports with its data.
 """
 
@@ -16,8 +16,7 @@ import socket
 from collections import deque
 from pathlib import Path
 
-from ops.envfile import env_path, read_env, write_env
-from storage.config import ENV_ADMIN_URL, Config, load_config
+from storage.config import Config, load_config
 
 _LISTEN = re.compile(r'^(\s*(?:listen|admin_listen|address)\s*=\s*")([^"]*):(\d+)(".*)$')
 
@@ -33,7 +32,7 @@ def _set_port(line: str, key_port: dict[str, int | None]) -> str:
 
 def move_ports(config: Path, port: int | None, admin_port: int | None,
                node_port: int | None) -> list[str]:
-    """Rewrite the config's and tessera.env's ports where a new one is given; what changed."""
+    """Rewrite the config's ports where a new one is given; what changed."""
     before = load_config(config)
     wanted = {"listen": port, "admin_listen": admin_port, "address": node_port}
     lines = config.read_text().splitlines(keepends=True)
@@ -58,12 +57,7 @@ def move_ports(config: Path, port: int | None, admin_port: int | None,
     if not changes:
         tmp.unlink()
         return []
-    os.replace(tmp, config)
-    if env_path(after.data_dir).exists():
-        env = read_env(after.data_dir)
-        urls = {"AWS_ENDPOINT_URL": f"http://{after.gateway.listen}",
-                ENV_ADMIN_URL: f"http://{after.gateway.admin_listen}"}
-        write_env(after.data_dir, {**env, **{k: v for k, v in urls.items() if k in env}})
+    os.replace(tmp, config)  # (tessera.env follows at the start: `localcluster.refresh_env`)
     return changes
 
 
