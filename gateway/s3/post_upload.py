@@ -130,8 +130,8 @@ def _authenticate(fields: dict[str, str], secret_of: Any, region: str,
                   ) -> tuple[str | None, dict[str, Any] | None]:
     """(access key, decoded policy) of a signed form; (None, None) for an anonymous one."""
     policy_b64 = fields.get("policy")
-    if fields.get("x-amz-security-token"):  # temporary credentials: never issued here
-        raise S3Error("InvalidToken")
+    if token := fields.get("x-amz-security-token"):  # temporary credentials: never issued
+        raise S3Error("InvalidToken", **{"Token-0": token})
     if policy_b64 is None:
         return None, None
     v4 = "x-amz-algorithm" in fields or "x-amz-credential" in fields

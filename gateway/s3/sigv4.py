@@ -151,8 +151,11 @@ def refuse_session_token(header: str | None, query: list[tuple[str, str]]) -> No
     with a long-term key 400 InvalidToken, where ignoring it served the request. An empty
     one names none (boto3 sends it in a presigned POST made with aws_session_token="";
     MinIO treats it as absent), so it is no token."""
-    if header or any(value for name, value in query if name.lower() == "x-amz-security-token"):
-        raise SigV4Error("InvalidToken", "The provided token is malformed or otherwise invalid.")
+    token = header or next((value for name, value in query
+                            if name.lower() == "x-amz-security-token" and value), None)
+    if token:  # AWS echoes the token it refused as Token-0
+        raise SigV4Error("InvalidToken", "The provided token is malformed or otherwise invalid.",
+                         {"Token-0": token})
 
 
 def _authenticate_header(

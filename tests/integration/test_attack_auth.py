@@ -240,10 +240,12 @@ def test_a_session_token_is_invalid_token_not_ignored(w: dict[str, Any]) -> None
         url = c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
         r = requests.get(url, timeout=30)
         assert r.status_code == 400 and "<Code>InvalidToken</Code>" in r.text, (version, url)
+        assert "<Token-0>not-a-token</Token-0>" in r.text, r.text  # as AWS echoes it
     form = a.generate_presigned_post(bucket, "posted", Fields={"x-amz-security-token": "t"},
                                      Conditions=[{"x-amz-security-token": "t"}])
     r = requests.post(form["url"], data=form["fields"], files={"file": b"z"}, timeout=30)
     assert r.status_code == 400 and "<Code>InvalidToken</Code>" in r.text, r.text
+    assert "<Token-0>t</Token-0>" in r.text, r.text
     listed = a.list_objects_v2(Bucket=bucket)["Contents"]
     assert [o["Key"] for o in listed] == ["k"]
 
