@@ -8,6 +8,7 @@ commit. Extents go through the same encrypt + erasure-code pipeline as objects.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
@@ -59,6 +60,9 @@ Built = tuple[dict[bytes, bytes], tuple[bytes, ...], dict[bytes, int]]
 if TYPE_CHECKING:
     from storage.volumes import VolumeService
 
+log = logging.getLogger("tessera.volumes")
+
+
 class VolumeHandle:
     """An attached volume: extent reads and atomic extent commits, fenced by the lease."""
 
@@ -84,6 +88,7 @@ class VolumeHandle:
         self._renewer: asyncio.Task[None] | None = None
         self._proc = local_process()
         self.fenced = False
+        self._renewed_at = -float("inf")  # monotonic: when the last acquire/renewal began
         self.revoked = False  # its tenant was shredded: the caches above it serve nothing
         self._active_until = 0.0  # monotonic: the tenant was last seen active + the lease ttl
         self.journal_seq = 0  # the journal sequence in use after attach (see volume_journal)
@@ -111,11 +116,13 @@ class VolumeHandle:
                        "(it renews its lease; its clock and this host's disagree)")
                     + "; unmount it there first")
             token = int(cur["token"] if cur else 0) + 1
+            start = time.monotonic()
             rec = pack({"holder": self.holder, "token": token, "expires": time.time() + self.ttl,
                         "ttl": self.ttl, "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision if item else 0},
                                            puts={k: rec})):
                 self.token = token
+                self._renewed_at = start
                 self._lease_rev = (await self.svc.meta.get(k)).revision  # type: ignore[union-attr]
                 break
         self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
@@ -143,6 +150,7 @@ class VolumeHandle:
             item = await self.svc.meta.get(k)
             if self.fenced or item is None or not self._ours(item):
                 raise self._lost()
+            start = time.monotonic()
             rec = pack({"holder": self.holder, "token": self.token,
                         "expires": time.time() + self.ttl, "ttl": self.ttl, "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec})):
@@ -150,7 +158,24 @@ class VolumeHandle:
                 if after is None or not self._ours(after):
                     raise self._lost()
                 self._lease_rev = after.revision
+                self._renewed_at = start
                 return
+
+    def lease_valid(self) -> bool:
+        """Whether the lease is surely still ours by this process's own clock: not fenced,
+        and renewed within its ttl (a taker waits at least that long). A commit compares the
+        lease anyway; this is for what the driver serves from memory (overlay pages, cached
+        extents) and the writes it accepts there: a daemon stopped past its lease and resumed
+        must not answer from them while another writer holds the volume."""
+        if self.read_only_gen is not None:
+            return True  # a snapshot: read-only, no lease
+        return not self.fenced and time.monotonic() - self._renewed_at < self.ttl
+
+    async def check_held(self) -> None:
+        """Return once the lease is surely ours (renewing it now when `lease_valid` cannot
+        tell); Fenced when another writer took it, StorageError when the store cannot say."""
+        if not self.lease_valid():
+            await self.renew()
 
     async def _renew_loop(self) -> None:
         while not self.fenced:
@@ -159,6 +184,8 @@ class VolumeHandle:
                 await self.renew()
                 await self.check_revoked()
             except Fenced:
+                log.warning("volume %s: the attach lease was taken over (fenced): its I/O "
+                            "fails from now on; unmount it here", self.vol.name)
                 return
             except StorageError:
                 continue

@@ -199,8 +199,8 @@ class JournaledVolume(Folding):
     def try_read(self, offset: int, length: int) -> bytes | None:
         """Read from any thread without a trip to the loop: the bytes when overlay pages and
         cached stored extents hold all of them, else None (the caller awaits `read`)."""
-        if self.vol.revoked:
-            return None  # `read` answers: KeyUnavailable
+        if self.vol.revoked or not self.vol.lease_valid():
+            return None  # `read` answers: KeyUnavailable, or Fenced
         end = min(offset + length, self.vol.vol.size)
         out = []
         pos = offset
@@ -227,6 +227,7 @@ class JournaledVolume(Folding):
         return b"".join(out)
 
     async def read(self, offset: int, length: int) -> bytes:
+        await self.vol.check_held()  # Fenced: the overlay is no longer what the volume holds
         try:
             await self.vol.check_revoked()
         except KeyUnavailable:
@@ -250,7 +251,8 @@ class JournaledVolume(Folding):
         write needs the loop (partial pages, the bound reached, an error, past the end)."""
         n = len(data)
         if (offset % PAGE or n % PAGE or not n or offset + n > self.vol.vol.size
-                or self.error is not None or self.npages >= self.max_pages):
+                or self.error is not None or self.npages >= self.max_pages
+                or not self.vol.lease_valid()):
             return None
         with self._mutex:
             for pos in range(offset, offset + n, PAGE):
@@ -305,6 +307,7 @@ class JournaledVolume(Folding):
     async def write(self, offset: int, data: bytes) -> int:
         if self.error is not None:
             raise self.error
+        await self.vol.check_held()
         end = min(offset + len(data), self.vol.vol.size)
         if self.npages >= self.max_pages:
             await self._wait_space()

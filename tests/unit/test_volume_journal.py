@@ -210,6 +210,37 @@ def test_fenced_writer_cannot_append() -> None:
         asyncio.run(go(Path(d)))
 
 
+def test_a_writer_paused_past_its_lease_serves_nothing_from_memory() -> None:
+    """atkblock20: a writer stopped past its lease (here: its last renewal moved a ttl back)
+    answered reads from its overlay and took writes into it after another writer took the
+    volume over. Now it renews first: if the lease is still its own it serves; if not, Fenced
+    (reads and writes), and its in-memory answers (`try_read`, `try_write`) are refused."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        old = JournaledVolume(await svc.open("t", "v", holder="old"))
+        await old.write(0, b"a" * 4096)
+        await old.flush()
+        old.vol._renewed_at -= old.vol.ttl  # stopped for a ttl; nobody took the volume
+        assert old.try_read(0, 4096) is None and old.try_write(4096, b"x" * 4096) is None
+        assert await old.read(0, 4096) == b"a" * 4096  # renewed: still its own
+        assert old.try_read(0, 4096) == b"a" * 4096
+        await crash(svc, old)  # stopped past its lease again, and this time taken over
+        old.vol._renewed_at -= old.vol.ttl
+        new = JournaledVolume(await svc.open("t", "v", holder="new"))
+        await new.write(0, b"b" * 4096)
+        await new.flush()
+        assert old.try_read(0, 4096) is None and old.try_write(0, b"x" * 4096) is None
+        with pytest.raises(Fenced):
+            await old.read(0, 4096)
+        with pytest.raises(Fenced):
+            await old.write(0, b"x" * 4096)
+        assert await new.read(0, 4096) == b"b" * 4096
+        await new.stop()
+        await new.vol.close()
+
+    with_service(body)
+
+
 def test_sequential_extents_skip_the_journal() -> None:
     """Whole extents written in one run are stored once, as extents, at the barrier; small
     writes before and after them go through the journal and replay in the right order."""
