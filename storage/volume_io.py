@@ -359,11 +359,16 @@ class VolumeHandle:
         """Store a whole extent as a new stripe and commit its pointer (fenced).
 
         `jseq`: the journal sequence this extent includes (journal entries up to it that
-        cover this extent are then stale); 0 keeps the previous pointer's."""
+        cover this extent are then stale); 0 keeps the previous pointer's. Bytes short of
+        the extent's length are zeros, as a read pads a stored extent: a short last extent
+        that the volume outgrew (resized while attached) is built over the bytes stored or
+        cached at its old length; refused, it failed every barrier and fold until detach."""
         if self.read_only_gen is not None:
             raise InvalidInput("snapshots are read-only")
-        if len(data) != self.extent_len(idx):
-            raise InvalidInput(f"extent {idx} must be {self.extent_len(idx)} bytes")
+        if len(data) > self.extent_len(idx):
+            raise InvalidInput(f"extent {idx} holds at most {self.extent_len(idx)} bytes")
+        if len(data) < self.extent_len(idx):
+            data += bytes(self.extent_len(idx) - len(data))
         tenant = self.vol.tenant
         prof = self.svc.cfg.profile(self.vol.profile)
         for attempt in range(WRITE_ATTEMPTS):

@@ -241,6 +241,39 @@ def test_a_writer_paused_past_its_lease_serves_nothing_from_memory() -> None:
     with_service(body)
 
 
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_short_last_extent_outgrown_while_attached_still_commits(journal: bool) -> None:
+    """atkblock20: a volume of 1.5 extents, grown while attached. The writer's stored (and
+    cached) last extent is half an extent long; every fold, direct write or commit of it
+    built over those bytes was refused ("extent 1 must be 1048576 bytes"): each fsync of a
+    sequential write there was EIO, folds failed, and the detach too, until a remount."""
+    from gateway.block.cache import ExtentCache
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", MiB + MiB // 2)
+        h = await svc.open("t", "v", holder="w")
+        w = JournaledVolume(h) if journal else ExtentCache(h)
+        w.start()
+        await w.write(MiB, b"A" * 4096)
+        await w.checkpoint()  # extent 1 stored (and cached) 512 KiB long
+        await svc.resize("t", "v", 3 * MiB)  # the admin API or CLI, the mount attached
+        await w.write(MiB + 4096, b"B" * 4096)
+        await w.flush()  # its commit sees the grown record
+        assert h.vol.size == 3 * MiB
+        await w.write(MiB + 8192, b"C" * (MiB // 2 - 8192))  # sequential: written direct
+        await w.flush()
+        await w.write(MiB + 8192, b"D" * 4096)
+        await w.stop()  # folds everything
+        await h.close()
+        r = await svc.open("t", "v", holder="check")
+        got = await r.read(MiB, MiB)
+        assert got == (b"A" * 4096 + b"B" * 4096 + b"D" * 4096
+                       + b"C" * (MiB // 2 - 12288) + bytes(MiB // 2))
+        await r.close()
+
+    with_service(body)
+
+
 def test_sequential_extents_skip_the_journal() -> None:
     """Whole extents written in one run are stored once, as extents, at the barrier; small
     writes before and after them go through the journal and replay in the right order."""
