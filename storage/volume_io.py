@@ -171,6 +171,12 @@ class VolumeHandle:
             return True  # a snapshot: read-only, no lease
         return not self.fenced and time.monotonic() - self._renewed_at < self.ttl
 
+    def check_fenced(self) -> None:
+        """Raise Fenced once this handle lost the lease: it commits nothing, and a barrier
+        can promise nothing (writes that arrived after it learned were refused, EIO)."""
+        if self.fenced:
+            raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+
     async def check_held(self) -> None:
         """Return once the lease is surely ours (renewing it now when `lease_valid` cannot
         tell); Fenced when another writer took it, StorageError when the store cannot say."""
@@ -424,8 +430,7 @@ class VolumeHandle:
     async def _commit(self, p: Pointer) -> None:
         """Put the pointer, retiring what it replaces unless a snapshot still needs it."""
         while True:
-            if self.fenced:
-                raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+            self.check_fenced()
             if not p.trim and not p.seal_gen and p.gen != self.vol.gen:
                 p.seal_gen = p.gen  # sealed before a snapshot bumped the generation
             p.gen = self.vol.gen
@@ -487,8 +492,7 @@ class VolumeHandle:
         from the volume record as it is after each failed compare (a snapshot taken
         meanwhile may change it) and from the records it read itself."""
         while True:
-            if self.fenced:
-                raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+            self.check_fenced()
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
             puts, deletes, more = await build()

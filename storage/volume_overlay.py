@@ -385,6 +385,7 @@ class JournaledVolume(Folding):
         this segment hold all they are), so those segments retire without a fold."""
         if self.error is not None:
             raise self.error
+        self.vol.check_fenced()
         async with self._sync_lock:
             if not self.npending and not compact:
                 return

@@ -211,6 +211,7 @@ class ExtentCache:
 
     async def flush(self) -> None:
         """Durability barrier: commit every extent dirty now (and anything re-dirtied)."""
+        self.vol.check_fenced()
         while self._dirty:
             targets = list(self._dirty)
             results = await asyncio.gather(*(self._commit(i) for i in targets),
