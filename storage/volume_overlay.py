@@ -320,12 +320,15 @@ class JournaledVolume(Folding):
             n = min(po + PAGE, elen) - off
             n = min(n, end - pos)
             if off == po and n == min(PAGE, elen - po):
-                page = bytes(mv[pos - offset:pos - offset + n])
+                self._put(idx, po, bytes(mv[pos - offset:pos - offset + n]))
             else:  # a partial page: read-modify-write it
-                cur = bytearray(await self._extent_range(idx, po, min(po + PAGE, elen)))
-                cur[off - po:off - po + n] = mv[pos - offset:pos - offset + n]
-                page = bytes(cur)
-            self._put(idx, po, page)
+                base = await self._extent_range(idx, po, min(po + PAGE, elen))
+                with self._mutex:  # over the page as it is now: a whole page `try_write`
+                    # put from another thread since the read is kept, not overwritten with
+                    # the older bytes read (an acknowledged write lost)
+                    cur = bytearray(self.pages.get(idx, {}).get(po) or base)
+                    cur[off - po:off - po + n] = mv[pos - offset:pos - offset + n]
+                    self._put_locked(idx, po, bytes(cur))
             pos += n
         self._last_write = time.monotonic()
         self._nudge()

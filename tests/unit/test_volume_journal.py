@@ -274,6 +274,41 @@ def test_a_short_last_extent_outgrown_while_attached_still_commits(journal: bool
     with_service(body)
 
 
+def test_a_whole_page_written_during_a_partial_pages_read_is_kept() -> None:
+    """atkblock20: a partial-page write reads the page (from the nodes, when neither the
+    overlay nor the clean cache has it), then put the read bytes with its own over them. A
+    whole-page write put meanwhile by another libfuse thread (`try_write`, no hop to the
+    loop; O_DIRECT sub-page and page writes in flight together) was overwritten with the
+    older bytes: acknowledged, and fsynced if its fsync came first, yet gone. Here that
+    thread's write lands right when the read returns."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="w"))
+        await jv.write(0, b"o" * 4096)
+        await jv.checkpoint()  # stored in its extent...
+        with jv._mutex:
+            jv._clean.clear()  # ... and not cached: the partial write reads the nodes
+        read = jv._extent_range
+
+        async def racing_read(idx: int, lo: int, hi: int) -> bytes:
+            got = await read(idx, lo, hi)
+            assert jv.try_write(0, b"W" * 4096) == 4096  # another thread, right then
+            return got
+        jv._extent_range = racing_read  # type: ignore[method-assign]
+        await jv.write(512, b"p" * 512)
+        jv._extent_range = read  # type: ignore[method-assign]
+        await jv.flush()
+        want = b"W" * 512 + b"p" * 512 + b"W" * 3072  # the whole page, then the part
+        assert await jv.read(0, 4096) == want
+        await jv.stop()
+        await jv.vol.close()
+        h = await svc.open("t", "v", holder="check")
+        assert await h.read(0, 4096) == want
+        await h.close()
+
+    with_service(body)
+
+
 def test_sequential_extents_skip_the_journal() -> None:
     """Whole extents written in one run are stored once, as extents, at the barrier; small
     writes before and after them go through the journal and replay in the right order."""
