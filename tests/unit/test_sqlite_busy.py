@@ -8,7 +8,9 @@ from a live writer), and `tessera volume mount` printed a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,51 @@ async def test_a_lock_held_past_the_busy_timeout_is_overloaded(
     item = await store.get(b"k")
     assert item is not None and item.value == b"3"
     await store.close()
+
+
+async def test_a_volume_writer_keeps_renewing_its_lease_through_a_lock_held_that_long(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attached writer's renewal loop meets the lock (its renewal's commit waits the
+    busy timeout) and goes on renewing once it is free. On a cluster, the same 7 s lock
+    killed an idle mount's renewals for good: a second mount took the volume over a ttl
+    later and the first mount's next fsync was EIO."""
+    from tests.unit.test_volume_journal import Sim
+
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.2, raising=False)
+    sim = Sim(tmp_path)
+    svc = await sim.open()
+    try:
+        await svc.create("t", "v", 1 << 20)
+        h = await svc.open("t", "v", holder="w", lease_ttl_s=0.6)  # renews every 0.2 s
+        refused: list[BaseException] = []
+        txn = svc.meta.txn
+
+        async def watched(t):  # type: ignore[no-untyped-def]
+            try:
+                return await txn(t)
+            except BaseException as exc:
+                refused.append(exc)
+                raise
+        svc.meta.txn = watched  # type: ignore[method-assign]
+        other = sqlite3.connect(tmp_path / "meta.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            await wait_until(lambda: bool(refused))  # a renewal met the lock
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert isinstance(refused[0], Overloaded), refused[0]
+        renewed = h._lease_rev
+        await wait_until(lambda: h._lease_rev != renewed)  # renewing again
+        assert h._renewer is not None and not h._renewer.done()
+        await h.close()
+    finally:
+        await sim.close()
+
+
+async def wait_until(cond, limit_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """Until `cond()` holds (checked every 10 ms; a deadline, not a sleep to sync)."""
+    deadline = time.monotonic() + limit_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
