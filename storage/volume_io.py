@@ -89,6 +89,7 @@ class VolumeHandle:
         self._proc = local_process()
         self.fenced = False
         self._renewed_at = -float("inf")  # monotonic: when the last acquire/renewal began
+        self._renewal: asyncio.Future[None] | None = None  # the one `check_held` waits on
         self.revoked = False  # its tenant was shredded: the caches above it serve nothing
         self._active_until = 0.0  # monotonic: the tenant was last seen active + the lease ttl
         self.journal_seq = 0  # the journal sequence in use after attach (see volume_journal)
@@ -179,9 +180,14 @@ class VolumeHandle:
 
     async def check_held(self) -> None:
         """Return once the lease is surely ours (renewing it now when `lease_valid` cannot
-        tell); Fenced when another writer took it, StorageError when the store cannot say."""
-        if not self.lease_valid():
-            await self.renew()
+        tell); Fenced when another writer took it, StorageError when the store cannot say.
+        Concurrent callers share one renewal: after a pause, every request in flight (64
+        write-backs) would otherwise race a renewal each, all but one failing its compare."""
+        if self.lease_valid():
+            return
+        if self._renewal is None or self._renewal.done():
+            self._renewal = asyncio.ensure_future(self.renew())
+        await asyncio.shield(self._renewal)
 
     async def _renew_loop(self) -> None:
         while not self.fenced:

@@ -241,6 +241,30 @@ def test_a_writer_paused_past_its_lease_serves_nothing_from_memory() -> None:
     with_service(body)
 
 
+def test_requests_after_a_pause_share_one_lease_renewal() -> None:
+    """After a pause past the lease every request in flight (the driver lets 64 write-backs
+    be) asks for a renewal at once: they wait on one, not one each (each a store
+    transaction, all but one failing its compare and retrying)."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="w"))
+        renew = jv.vol.renew
+        calls = []
+
+        async def counted() -> None:
+            calls.append(1)
+            await renew()
+        jv.vol.renew = counted  # type: ignore[method-assign]
+        jv.vol._renewed_at -= jv.vol.ttl
+        await asyncio.gather(*(jv.write(i * 4096, b"r" * 4096) for i in range(32)),
+                             *(jv.read(i * 4096, 4096) for i in range(32)))
+        assert len(calls) == 1
+        await jv.stop()
+        await jv.vol.close()
+
+    with_service(body)
+
+
 @pytest.mark.parametrize("journal", [True, False])
 def test_a_short_last_extent_outgrown_while_attached_still_commits(journal: bool) -> None:
     """atkblock20: a volume of 1.5 extents, grown while attached. The writer's stored (and
