@@ -220,12 +220,12 @@ def test_a_writer_paused_past_its_lease_serves_nothing_from_memory() -> None:
         old = JournaledVolume(await svc.open("t", "v", holder="old"))
         await old.write(0, b"a" * 4096)
         await old.flush()
-        old.vol._renewed_at -= old.vol.ttl  # stopped for a ttl; nobody took the volume
+        old.vol._renewed_at = getattr(old.vol, "_renewed_at", 0.0) - old.vol.ttl  # stopped for a ttl; nobody took the volume
         assert old.try_read(0, 4096) is None and old.try_write(4096, b"x" * 4096) is None
         assert await old.read(0, 4096) == b"a" * 4096  # renewed: still its own
         assert old.try_read(0, 4096) == b"a" * 4096
         await crash(svc, old)  # stopped past its lease again, and this time taken over
-        old.vol._renewed_at -= old.vol.ttl
+        old.vol._renewed_at = getattr(old.vol, "_renewed_at", 0.0) - old.vol.ttl
         new = JournaledVolume(await svc.open("t", "v", holder="new"))
         await new.write(0, b"b" * 4096)
         await new.flush()
@@ -237,6 +237,29 @@ def test_a_writer_paused_past_its_lease_serves_nothing_from_memory() -> None:
         assert await new.read(0, 4096) == b"b" * 4096
         await new.stop()
         await new.vol.close()
+
+    with_service(body)
+
+
+def test_a_no_journal_writer_paused_past_its_lease_serves_nothing_either() -> None:
+    """The same for `mount --no-journal`'s extent cache: once taken over, its cached extent
+    is not served, a write is refused, and its barrier fails."""
+    from gateway.block.cache import ExtentCache
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        old = ExtentCache(await svc.open("t", "v", holder="old"))
+        await old.write(0, b"a" * 4096)
+        await old.flush()
+        assert await old.read(0, 4096) == b"a" * 4096  # cached now
+        await crash(svc, old)  # type: ignore[arg-type]
+        old.vol._renewed_at = getattr(old.vol, "_renewed_at", 0.0) - old.vol.ttl
+        new = await svc.open("t", "v", holder="new")
+        await new.write(0, b"b" * 4096)
+        for step in (old.read(0, 4096), old.write(0, b"x" * 4096), old.flush()):
+            with pytest.raises(Fenced):
+                await step
+        await new.close()
 
     with_service(body)
 
