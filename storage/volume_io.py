@@ -8,6 +8,7 @@ commit. Extents go through the same encrypt + erasure-code pipeline as objects.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
@@ -59,6 +60,9 @@ Built = tuple[dict[bytes, bytes], tuple[bytes, ...], dict[bytes, int]]
 if TYPE_CHECKING:
     from storage.volumes import VolumeService
 
+log = logging.getLogger("tessera.volumes")
+
+
 class VolumeHandle:
     """An attached volume: extent reads and atomic extent commits, fenced by the lease."""
 
@@ -84,6 +88,8 @@ class VolumeHandle:
         self._renewer: asyncio.Task[None] | None = None
         self._proc = local_process()
         self.fenced = False
+        self._renewed_at = -float("inf")  # monotonic: when the last acquire/renewal began
+        self._renewal: asyncio.Future[None] | None = None  # the one `check_held` waits on
         self.revoked = False  # its tenant was shredded: the caches above it serve nothing
         self._active_until = 0.0  # monotonic: the tenant was last seen active + the lease ttl
         self.journal_seq = 0  # the journal sequence in use after attach (see volume_journal)
@@ -111,11 +117,13 @@ class VolumeHandle:
                        "(it renews its lease; its clock and this host's disagree)")
                     + "; unmount it there first")
             token = int(cur["token"] if cur else 0) + 1
+            start = time.monotonic()
             rec = pack({"holder": self.holder, "token": token, "expires": time.time() + self.ttl,
                         "ttl": self.ttl, "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision if item else 0},
                                            puts={k: rec})):
                 self.token = token
+                self._renewed_at = start
                 self._lease_rev = (await self.svc.meta.get(k)).revision  # type: ignore[union-attr]
                 break
         self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
@@ -143,6 +151,7 @@ class VolumeHandle:
             item = await self.svc.meta.get(k)
             if self.fenced or item is None or not self._ours(item):
                 raise self._lost()
+            start = time.monotonic()
             rec = pack({"holder": self.holder, "token": self.token,
                         "expires": time.time() + self.ttl, "ttl": self.ttl, "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec})):
@@ -150,7 +159,35 @@ class VolumeHandle:
                 if after is None or not self._ours(after):
                     raise self._lost()
                 self._lease_rev = after.revision
+                self._renewed_at = start
                 return
+
+    def lease_valid(self) -> bool:
+        """Whether the lease is surely still ours by this process's own clock: not fenced,
+        and renewed within its ttl (a taker waits at least that long). A commit compares the
+        lease anyway; this is for what the driver serves from memory (overlay pages, cached
+        extents) and the writes it accepts there: a daemon stopped past its lease and resumed
+        must not answer from them while another writer holds the volume."""
+        if self.read_only_gen is not None:
+            return True  # a snapshot: read-only, no lease
+        return not self.fenced and time.monotonic() - self._renewed_at < self.ttl
+
+    def check_fenced(self) -> None:
+        """Raise Fenced once this handle lost the lease: it commits nothing, and a barrier
+        can promise nothing (writes that arrived after it learned were refused, EIO)."""
+        if self.fenced:
+            raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+
+    async def check_held(self) -> None:
+        """Return once the lease is surely ours (renewing it now when `lease_valid` cannot
+        tell); Fenced when another writer took it, StorageError when the store cannot say.
+        Concurrent callers share one renewal: after a pause, every request in flight (64
+        write-backs) would otherwise race a renewal each, all but one failing its compare."""
+        if self.lease_valid():
+            return
+        if self._renewal is None or self._renewal.done():
+            self._renewal = asyncio.ensure_future(self.renew())
+        await asyncio.shield(self._renewal)
 
     async def _renew_loop(self) -> None:
         while not self.fenced:
@@ -159,6 +196,8 @@ class VolumeHandle:
                 await self.renew()
                 await self.check_revoked()
             except Fenced:
+                log.warning("volume %s: the attach lease was taken over (fenced): its I/O "
+                            "fails from now on; unmount it here", self.vol.name)
                 return
             except StorageError:
                 continue
@@ -332,11 +371,16 @@ class VolumeHandle:
         """Store a whole extent as a new stripe and commit its pointer (fenced).
 
         `jseq`: the journal sequence this extent includes (journal entries up to it that
-        cover this extent are then stale); 0 keeps the previous pointer's."""
+        cover this extent are then stale); 0 keeps the previous pointer's. Bytes short of
+        the extent's length are zeros, as a read pads a stored extent: a short last extent
+        that the volume outgrew (resized while attached) is built over the bytes stored or
+        cached at its old length; refused, it failed every barrier and fold until detach."""
         if self.read_only_gen is not None:
             raise InvalidInput("snapshots are read-only")
-        if len(data) != self.extent_len(idx):
-            raise InvalidInput(f"extent {idx} must be {self.extent_len(idx)} bytes")
+        if len(data) > self.extent_len(idx):
+            raise InvalidInput(f"extent {idx} holds at most {self.extent_len(idx)} bytes")
+        if len(data) < self.extent_len(idx):
+            data += bytes(self.extent_len(idx) - len(data))
         tenant = self.vol.tenant
         prof = self.svc.cfg.profile(self.vol.profile)
         for attempt in range(WRITE_ATTEMPTS):
@@ -392,8 +436,7 @@ class VolumeHandle:
     async def _commit(self, p: Pointer) -> None:
         """Put the pointer, retiring what it replaces unless a snapshot still needs it."""
         while True:
-            if self.fenced:
-                raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+            self.check_fenced()
             if not p.trim and not p.seal_gen and p.gen != self.vol.gen:
                 p.seal_gen = p.gen  # sealed before a snapshot bumped the generation
             p.gen = self.vol.gen
@@ -455,8 +498,7 @@ class VolumeHandle:
         from the volume record as it is after each failed compare (a snapshot taken
         meanwhile may change it) and from the records it read itself."""
         while True:
-            if self.fenced:
-                raise Fenced(f"volume {self.vol.name!r}: attach lease lost (fenced)")
+            self.check_fenced()
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
             puts, deletes, more = await build()

@@ -199,8 +199,8 @@ class JournaledVolume(Folding):
     def try_read(self, offset: int, length: int) -> bytes | None:
         """Read from any thread without a trip to the loop: the bytes when overlay pages and
         cached stored extents hold all of them, else None (the caller awaits `read`)."""
-        if self.vol.revoked:
-            return None  # `read` answers: KeyUnavailable
+        if self.vol.revoked or not self.vol.lease_valid():
+            return None  # `read` answers: KeyUnavailable, or Fenced
         end = min(offset + length, self.vol.vol.size)
         out = []
         pos = offset
@@ -227,6 +227,7 @@ class JournaledVolume(Folding):
         return b"".join(out)
 
     async def read(self, offset: int, length: int) -> bytes:
+        await self.vol.check_held()  # Fenced: the overlay is no longer what the volume holds
         try:
             await self.vol.check_revoked()
         except KeyUnavailable:
@@ -250,7 +251,8 @@ class JournaledVolume(Folding):
         write needs the loop (partial pages, the bound reached, an error, past the end)."""
         n = len(data)
         if (offset % PAGE or n % PAGE or not n or offset + n > self.vol.vol.size
-                or self.error is not None or self.npages >= self.max_pages):
+                or self.error is not None or self.npages >= self.max_pages
+                or not self.vol.lease_valid()):
             return None
         with self._mutex:
             for pos in range(offset, offset + n, PAGE):
@@ -305,6 +307,7 @@ class JournaledVolume(Folding):
     async def write(self, offset: int, data: bytes) -> int:
         if self.error is not None:
             raise self.error
+        await self.vol.check_held()
         end = min(offset + len(data), self.vol.vol.size)
         if self.npages >= self.max_pages:
             await self._wait_space()
@@ -317,12 +320,15 @@ class JournaledVolume(Folding):
             n = min(po + PAGE, elen) - off
             n = min(n, end - pos)
             if off == po and n == min(PAGE, elen - po):
-                page = bytes(mv[pos - offset:pos - offset + n])
+                self._put(idx, po, bytes(mv[pos - offset:pos - offset + n]))
             else:  # a partial page: read-modify-write it
-                cur = bytearray(await self._extent_range(idx, po, min(po + PAGE, elen)))
-                cur[off - po:off - po + n] = mv[pos - offset:pos - offset + n]
-                page = bytes(cur)
-            self._put(idx, po, page)
+                base = await self._extent_range(idx, po, min(po + PAGE, elen))
+                with self._mutex:  # over the page as it is now: a whole page `try_write`
+                    # put from another thread since the read is kept, not overwritten with
+                    # the older bytes read (an acknowledged write lost)
+                    cur = bytearray(self.pages.get(idx, {}).get(po) or base)
+                    cur[off - po:off - po + n] = mv[pos - offset:pos - offset + n]
+                    self._put_locked(idx, po, bytes(cur))
             pos += n
         self._last_write = time.monotonic()
         self._nudge()
@@ -382,6 +388,7 @@ class JournaledVolume(Folding):
         this segment hold all they are), so those segments retire without a fold."""
         if self.error is not None:
             raise self.error
+        self.vol.check_fenced()
         async with self._sync_lock:
             if not self.npending and not compact:
                 return

@@ -118,6 +118,7 @@ class ExtentCache:
             self._clean.popitem(last=False)
 
     async def read(self, offset: int, length: int) -> bytes:
+        await self.vol.check_held()  # Fenced: the cache is no longer what the volume holds
         try:
             await self.vol.check_revoked()
         except KeyUnavailable:
@@ -137,6 +138,7 @@ class ExtentCache:
     async def write(self, offset: int, data: bytes) -> int:
         if self.error is not None:
             raise self.error
+        await self.vol.check_held()
         end = min(offset + len(data), self.vol.vol.size)
         pos = offset
         while pos < end:
@@ -209,6 +211,7 @@ class ExtentCache:
 
     async def flush(self) -> None:
         """Durability barrier: commit every extent dirty now (and anything re-dirtied)."""
+        self.vol.check_fenced()
         while self._dirty:
             targets = list(self._dirty)
             results = await asyncio.gather(*(self._commit(i) for i in targets),

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from storage.errors import ConfigError, StorageFull
+from storage.errors import ConfigError, Overloaded, StorageFull
 from storage.keyspace import BUCKET, OBJECT, is_auth_record, pack
 from storage.metadata import Item, Txn
 from storage.metadata.fence import check, fenced
@@ -43,6 +43,8 @@ SQLITE_FULL = getattr(sqlite3, "SQLITE_FULL", 13)  # "database or disk is full"
 # (it truncates -shm) cannot read it at all, and a running one cannot grow its WAL index
 SQLITE_IOERR_SHMSIZE = getattr(sqlite3, "SQLITE_IOERR_SHMSIZE", 4874)
 _NO_SPACE = (SQLITE_FULL, SQLITE_IOERR_SHMSIZE)
+SQLITE_BUSY = getattr(sqlite3, "SQLITE_BUSY", 5)  # primary code of every BUSY_* extended one
+BUSY_TIMEOUT_S = 5.0  # how long a statement waits for another process's lock (as sqlite3's)
 CACHED = pack(BUCKET)  # the keys kept in memory between reads: bucket records ...
 CACHED_OBJECTS = pack(OBJECT)  # ... and current object records, each kind with its counter
 CACHE_TTL_S = 2.0  # a cached record's longest life (only a writer killed between its
@@ -81,11 +83,20 @@ def _kinds(keys: tuple[bytes, ...]) -> int:
 @contextlib.contextmanager
 def _full_is_storage_full(path: str | Path) -> Iterator[None]:
     """SQLite's "no space" errors as StorageFull (503 to S3 clients, one line at a start),
-    naming what is full and what to do; other SQLite errors pass unchanged."""
+    naming what is full and what to do; "database is locked" (another process held the
+    write lock past the busy timeout: a long commit on a loaded disk, a process stopped in
+    one) as Overloaded, a StorageError its callers retry (a block daemon's lease renewal
+    loop, its journal appender and folder died on the raw error, silently); other SQLite
+    errors pass unchanged."""
     try:
         yield
     except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) not in _NO_SPACE:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == SQLITE_BUSY:
+            # no path in it: S3 clients see this message (SlowDown)
+            raise Overloaded(f"the metadata store is busy: another process held its lock "
+                             f"over {BUSY_TIMEOUT_S:g} s ({exc}); retry") from None
+        if code not in _NO_SPACE:
             raise
         raise StorageFull(f"the metadata store's disk is full ({exc}: "
                           f"{getattr(exc, 'sqlite_errorname', '')} on {path}): free space on "
@@ -93,7 +104,8 @@ def _full_is_storage_full(path: str | Path) -> Iterator[None]:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
+                           isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA secure_delete=ON")  # freed record space is zeroed (crypto-shred)

@@ -7,10 +7,12 @@ what it mounted in a finalizer, even on failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import hashlib
 import json
+import mmap
 import os
 import random
 import shutil
@@ -444,6 +446,61 @@ def test_fencing_and_takeover(vol: Vol) -> None:
         finally:
             await c.close()
     asyncio.run(go())
+
+
+def test_a_writer_resumed_past_its_lease_serves_no_io(vol: Vol, tmp_path: Path) -> None:
+    """atkblock20: a daemon stopped (SIGSTOP) past its lease while another mount took the
+    volume over and wrote to it answered, once resumed, reads from its overlay and cache
+    (the old bytes) and took writes into memory as if it still held the volume: it never
+    counted its lease's time itself, and its fencing reached commits only. Reads and
+    writes reaching it (O_DIRECT: past the kernel's page cache) are now EIO."""
+    from tests.integration.test_volume_fencing import daemon_pid, mount_when_free
+
+    vol.run("create", "paused", "--size", "8M")
+    a, b = tmp_path / "a", tmp_path / "b"
+    vol.mount("paused", a, "--lease-ttl", "2")
+    page = mmap.mmap(-1, 4096)  # O_DIRECT wants an aligned buffer
+    page.write(b"X" * 4096)
+    fd = os.open(a / "volume", os.O_RDWR | os.O_DIRECT)
+    try:
+        assert os.pwritev(fd, [page], 0) == 4096
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    pid_a = daemon_pid(vol, a)
+    os.kill(pid_a, signal.SIGSTOP)
+    try:
+        mount_when_free(vol, "paused", b)
+        fd = os.open(b / "volume", os.O_RDWR)
+        try:
+            os.pwrite(fd, b"Y" * 4096, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        os.kill(pid_a, signal.SIGCONT)
+    fd = os.open(a / "volume", os.O_RDWR | os.O_DIRECT)
+    try:
+        with pytest.raises(OSError) as read_err:
+            got = os.preadv(fd, [page], 0)
+            print(f"the fenced daemon answered {got} bytes: {page[:4]!r}")
+        assert read_err.value.errno == errno.EIO
+        with pytest.raises(OSError) as write_err:
+            os.pwritev(fd, [page], 4096)
+        assert write_err.value.errno == errno.EIO
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    r = vol.run("unmount", str(a), check=False)
+    vol.mounts.remove(a)
+    assert r.returncode == 1 and "may have been lost" in r.stderr, r.stderr
+    fd = os.open(b / "volume", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, 0) == b"Y" * 4096
+        assert os.pread(fd, 4096, 4096) == bytes(4096)
+    finally:
+        os.close(fd)
+    vol.unmount(b)
 
 
 def test_unreadable_extent_is_an_error(vol: Vol) -> None:

@@ -210,6 +210,152 @@ def test_fenced_writer_cannot_append() -> None:
         asyncio.run(go(Path(d)))
 
 
+def test_a_writer_paused_past_its_lease_serves_nothing_from_memory() -> None:
+    """atkblock20: a writer stopped past its lease (here: its last renewal moved a ttl back)
+    answered reads from its overlay and took writes into it after another writer took the
+    volume over. Now it renews first: if the lease is still its own it serves; if not, Fenced
+    (reads and writes), and its in-memory answers (`try_read`, `try_write`) are refused."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        old = JournaledVolume(await svc.open("t", "v", holder="old"))
+        await old.write(0, b"a" * 4096)
+        await old.flush()
+        old.vol._renewed_at = getattr(old.vol, "_renewed_at", 0.0) - old.vol.ttl  # stopped for a ttl; nobody took the volume
+        assert old.try_read(0, 4096) is None and old.try_write(4096, b"x" * 4096) is None
+        assert await old.read(0, 4096) == b"a" * 4096  # renewed: still its own
+        assert old.try_read(0, 4096) == b"a" * 4096
+        await crash(svc, old)  # stopped past its lease again, and this time taken over
+        old.vol._renewed_at = getattr(old.vol, "_renewed_at", 0.0) - old.vol.ttl
+        new = JournaledVolume(await svc.open("t", "v", holder="new"))
+        await new.write(0, b"b" * 4096)
+        await new.flush()
+        assert old.try_read(0, 4096) is None and old.try_write(0, b"x" * 4096) is None
+        with pytest.raises(Fenced):
+            await old.read(0, 4096)
+        with pytest.raises(Fenced):
+            await old.write(0, b"x" * 4096)
+        assert await new.read(0, 4096) == b"b" * 4096
+        await new.stop()
+        await new.vol.close()
+
+    with_service(body)
+
+
+def test_a_no_journal_writer_paused_past_its_lease_serves_nothing_either() -> None:
+    """The same for `mount --no-journal`'s extent cache: once taken over, its cached extent
+    is not served, a write is refused, and its barrier fails."""
+    from gateway.block.cache import ExtentCache
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        old = ExtentCache(await svc.open("t", "v", holder="old"))
+        await old.write(0, b"a" * 4096)
+        await old.flush()
+        assert await old.read(0, 4096) == b"a" * 4096  # cached now
+        await crash(svc, old)  # type: ignore[arg-type]
+        old.vol._renewed_at = getattr(old.vol, "_renewed_at", 0.0) - old.vol.ttl
+        new = await svc.open("t", "v", holder="new")
+        await new.write(0, b"b" * 4096)
+        for step in (old.read(0, 4096), old.write(0, b"x" * 4096), old.flush()):
+            with pytest.raises(Fenced):
+                await step
+        await new.close()
+
+    with_service(body)
+
+
+def test_requests_after_a_pause_share_one_lease_renewal() -> None:
+    """After a pause past the lease every request in flight (the driver lets 64 write-backs
+    be) asks for a renewal at once: they wait on one, not one each (each a store
+    transaction, all but one failing its compare and retrying)."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="w"))
+        renew = jv.vol.renew
+        calls = []
+
+        async def counted() -> None:
+            calls.append(1)
+            await renew()
+        jv.vol.renew = counted  # type: ignore[method-assign]
+        jv.vol._renewed_at -= jv.vol.ttl
+        await asyncio.gather(*(jv.write(i * 4096, b"r" * 4096) for i in range(32)),
+                             *(jv.read(i * 4096, 4096) for i in range(32)))
+        assert len(calls) == 1
+        await jv.stop()
+        await jv.vol.close()
+
+    with_service(body)
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_short_last_extent_outgrown_while_attached_still_commits(journal: bool) -> None:
+    """atkblock20: a volume of 1.5 extents, grown while attached. The writer's stored (and
+    cached) last extent is half an extent long; every fold, direct write or commit of it
+    built over those bytes was refused ("extent 1 must be 1048576 bytes"): each fsync of a
+    sequential write there was EIO, folds failed, and the detach too, until a remount."""
+    from gateway.block.cache import ExtentCache
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", MiB + MiB // 2)
+        h = await svc.open("t", "v", holder="w")
+        w = JournaledVolume(h) if journal else ExtentCache(h)
+        w.start()
+        await w.write(MiB, b"A" * 4096)
+        await w.checkpoint()  # extent 1 stored (and cached) 512 KiB long
+        await svc.resize("t", "v", 3 * MiB)  # the admin API or CLI, the mount attached
+        await w.write(MiB + 4096, b"B" * 4096)
+        await w.flush()  # its commit sees the grown record
+        assert h.vol.size == 3 * MiB
+        await w.write(MiB + 8192, b"C" * (MiB // 2 - 8192))  # sequential: written direct
+        await w.flush()
+        await w.write(MiB + 8192, b"D" * 4096)
+        await w.stop()  # folds everything
+        await h.close()
+        r = await svc.open("t", "v", holder="check")
+        got = await r.read(MiB, MiB)
+        assert got == (b"A" * 4096 + b"B" * 4096 + b"D" * 4096
+                       + b"C" * (MiB // 2 - 12288) + bytes(MiB // 2))
+        await r.close()
+
+    with_service(body)
+
+
+def test_a_whole_page_written_during_a_partial_pages_read_is_kept() -> None:
+    """atkblock20: a partial-page write reads the page (from the nodes, when neither the
+    overlay nor the clean cache has it), then put the read bytes with its own over them. A
+    whole-page write put meanwhile by another libfuse thread (`try_write`, no hop to the
+    loop; O_DIRECT sub-page and page writes in flight together) was overwritten with the
+    older bytes: acknowledged, and fsynced if its fsync came first, yet gone. Here that
+    thread's write lands right when the read returns."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="w"))
+        await jv.write(0, b"o" * 4096)
+        await jv.checkpoint()  # stored in its extent...
+        with jv._mutex:
+            jv._clean.clear()  # ... and not cached: the partial write reads the nodes
+        read = jv._extent_range
+
+        async def racing_read(idx: int, lo: int, hi: int) -> bytes:
+            got = await read(idx, lo, hi)
+            assert jv.try_write(0, b"W" * 4096) == 4096  # another thread, right then
+            return got
+        jv._extent_range = racing_read  # type: ignore[method-assign]
+        await jv.write(512, b"p" * 512)
+        jv._extent_range = read  # type: ignore[method-assign]
+        await jv.flush()
+        want = b"W" * 512 + b"p" * 512 + b"W" * 3072  # the whole page, then the part
+        assert await jv.read(0, 4096) == want
+        await jv.stop()
+        await jv.vol.close()
+        h = await svc.open("t", "v", holder="check")
+        assert await h.read(0, 4096) == want
+        await h.close()
+
+    with_service(body)
+
+
 def test_sequential_extents_skip_the_journal() -> None:
     """Whole extents written in one run are stored once, as extents, at the barrier; small
     writes before and after them go through the journal and replay in the right order."""
