@@ -195,6 +195,10 @@ def _workers(s: dict[str, Any], holder: str) -> Iterator[Metric]:
                  len(rep.get("refused_stripes") or []))
     yield _counter("tessera_repair_sweep_checked", "Stripes checked by the repair sweep",
                    rep.get("sweep_checked", 0))
+    yield _counter("tessera_repair_orphan_checks", "Orphan checks made by the repair worker "
+                   "(a page of each usable node's shards each)", rep.get("orphan_checks", 0))
+    yield _counter("tessera_repair_orphans_deleted", "Shards no manifest names deleted by the "
+                   "orphan check", rep.get("orphans_deleted", 0))
     yield _counter("tessera_rebalance_shards_moved", "Shards moved by rebalance and drains",
                    rb.get("shards_moved", 0))
     yield _counter("tessera_rebalance_bytes_moved", "Bytes moved by rebalance and drains",

@@ -21,14 +21,13 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from storage import inline_bodies, retiring
+from storage import archive_staging, inline_bodies, retiring
 from storage.config import ArchiveSettings, Config
-from storage.copy_staging import CopyStaging
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.datakeys import SSEC_HMAC
@@ -45,6 +44,7 @@ from storage.keyspace import (
 )
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
+from storage.metadata.fence import cleanup_outside_step
 from storage.object_edits import version_records
 from storage.objects import ObjectService, new_version_id
 from storage.records import Bucket, ObjectVersion, PartLayout, pack, unpack
@@ -178,8 +178,6 @@ class ArchiveService:
         self._meta = meta
         self._tenants = tenants
         self._objects = objects
-        # a many-part copy's index entries, written ahead of its swap or discarded without it
-        self.staging = CopyStaging(meta, objects)
         self.settings = cfg.archive
         self.stats = ArchiveStats()
         self._retry_at: dict[bytes, float] = {}
@@ -194,11 +192,14 @@ class ArchiveService:
         return await version_records(self._meta, bucket, key, version_id)
 
     async def mutate(self, bucket: str, key: str, version_id: str | None,
-                     fn: Callable[[ObjectVersion], Change | None]) -> tuple[ObjectVersion, Any] | None:
+                     fn: Callable[[ObjectVersion], Change | None],
+                     holds: Callable[[], Awaitable[bool]] | None = None,
+                     ) -> tuple[ObjectVersion, Any] | None:
         """Apply `fn`'s change to every record of a version with compare-and-swap (retried).
 
-        Returns (the changed version, fn's result), or None if the version does not exist or
-        `fn` declined (returned None).
+        Returns (the changed version, fn's result), or None if the version does not exist,
+        `fn` declined (returned None), or `holds` (asked after a refused attempt: whether
+        the change's own compares can still hold) says no.
         """
         while True:
             records = await self._records(bucket, key, version_id)
@@ -218,6 +219,8 @@ class ArchiveService:
                                         deletes=tuple(change.deletes))):
                 return records[0][1], change.result
             await self._objects.recheck_nodes(compares)  # (a node named removed meanwhile)
+            if holds is not None and not await holds():
+                return None
 
     async def _swap_in(self, bucket: str, key: str, version_id: str | None,
                        fn: Callable[[ObjectVersion, Change], Change | None],
@@ -228,42 +231,65 @@ class ArchiveService:
 
         `fn(cur, ch)` fills `ch` (its index entries already in it) or declines. Up to
         `retiring.INLINE_PARTS` parts are indexed in the swap's own transaction (1 put + 1
-        compare each). More are indexed first in steps (`CopyStaging.stage`) and the swap compares
-        the first one's entry unchanged: it stays one small transaction whatever the
-        part count (etcd's `--max-txn-ops`). A staged entry the version does not name yet
-        resolves "gone", which the orphan sweep acts on only past the orphan grace, and
-        no swap commits past it (`WriteAge`).
+        compare each). More are staged first under a marker (`storage/archive_staging.py`),
+        which the swap compares and deletes: one small transaction whatever the part count
+        (etcd's `--max-txn-ops`).
 
-        When the swap is declined or raises (etcd refusing the txn, the store
-        unreachable, a cancellation), the copy is discarded at once (`CopyStaging.unstage`) rather
-        than left to the day-long orphan sweep, which a retried lifecycle pass would feed
-        a whole copy each hour."""
+        When the swap is declined or raises (etcd refusing the txn, the store unreachable, a
+        cancellation), the copy is discarded at once rather than left to the day-long
+        orphan sweep, which a retried lifecycle pass would feed a whole copy each hour:
+        staged, by undoing the staging (a marker gone means the swap applied: nothing is
+        undone); else through `discard_parts`, which spares a stripe indexed by a swap that
+        applied all the same, and, after a raise, keeps the GC grace: the version may have
+        been removed since, its entries with it."""
         def entry(p: PartLayout) -> dict[str, Any]:
             return {"state": state, "bucket": bucket, "key": key, "version": version_id,
                     "part": p.number}
 
         staged = len(new_parts) > retiring.INLINE_PARTS
-        guard: dict[bytes, int] = {}
+        marker: Item | None = None
 
         def change(cur: ObjectVersion) -> Change | None:
-            ch = Change(compares=dict(guard))
-            if not staged:
+            ch = Change()
+            if marker is not None:
+                ch.compares[marker.key] = marker.revision
+                ch.deletes.append(marker.key)
+            else:
                 for p in new_parts:
                     self._objects.index_part(ch.puts, p, entry(p), ch.compares)
             return fn(cur, ch)
 
+        def index(puts: dict[bytes, bytes], p: PartLayout, compares: dict[bytes, int]) -> None:
+            assert marker is not None
+            self._objects.index_part(puts, p, {**entry(p), "staging": marker.key}, compares)
+
         try:
             if staged:
-                guard = await self.staging.stage(new_parts, entry)
-            res = await self.mutate(bucket, key, version_id, change)
+                marker = await archive_staging.begin(self._meta, new_parts)
+                await archive_staging.stage(self._meta, marker, new_parts, index,
+                                            self._objects.recheck_nodes)
+            res = await self.mutate(bucket, key, version_id, change, None if marker is None
+                                    else lambda: archive_staging.live(self._meta, marker))
         except BaseException:
-            await self.staging.unstage(bucket, key, version_id, new_parts, state, staged,
-                                       guard)
+            await self._unstage(new_parts, marker, staged, raised=True)
             raise
         if res is None:
-            await self.staging.unstage(bucket, key, version_id, new_parts, state, staged,
-                                       guard)
+            await self._unstage(new_parts, marker, staged, raised=False)
         return res
+
+    async def _unstage(self, parts: list[PartLayout], marker: Item | None, staged: bool,
+                       raised: bool) -> None:
+        """Discard a copy whose swap did not happen (`_swap_in`), shielded from the
+        caller's cancellation and outside any worker step's fence: a stale worker's copy
+        is cleaned up too, and a second cancel does not stop the cleanup half way."""
+        if not staged:
+            await self._objects.discard_parts(
+                parts, self._objects.gc_grace_s if raised else 0.0)
+        elif marker is not None:  # (staging killed before its marker: orphans only)
+            await cleanup_outside_step(archive_staging.undo(
+                self._meta, marker.key, self._cfg.repair.orphan_grace_s))
+        else:
+            await self._objects.discard_parts(parts)
 
     # RestoreObject -------------------------------------------------------------------------
 

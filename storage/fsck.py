@@ -22,6 +22,8 @@ warnings (the background workers settle them): `degraded` (at least k copies, fe
 all), `orphan-shards` (shards no entry names and no GC entry queues; a write in flight makes
 some), `volume-delete-pending`, `retirement-pending` (the `X` entry of a removed version's
 stripe that a pending retirement marker (`RT`, `storage/retiring.py`) deletes in its steps),
+`archive-staging` (the `X` entry of a many-part archive copy staged ahead of its swap:
+`storage/archive_staging.py`),
 `rebuild-refused` (a stripe repair refused to rebuild
 `workers.repair.REFUSED_ALARM` times in a row: its k shards read do not authenticate).
 
@@ -378,6 +380,9 @@ class _Stripes:
                 else:
                     report.add("dangling-index", f"stripe {stripe.hex()}")
                 return
+        if man == "staging":  # an archive copy indexed ahead of its swap (archive_staging)
+            report.add("archive-staging", f"stripe {stripe.hex()}: staged for an archive "
+                       "copy not swapped in yet (the swap, or the reclaim worker, settles it)")
         if not isinstance(man, Manifest):
             return  # gone meanwhile, or a state whose copies are not kept (archived, ...)
         await self.copies(stripe, man, copies)

@@ -64,6 +64,10 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
                                           retired in bounded steps (storage/retiring.py; owner:
                                           ObjectService / MultipartService, finished by the
                                           reclaim worker after a crash)
+    (SG, token)                           a many-part archive copy whose index entries are
+                                          staged ahead of its swap, naming its stripes
+                                          (storage/archive_staging.py; the swap deletes it,
+                                          an undo or the reclaim worker cleans up after it)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
     (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
@@ -108,6 +112,7 @@ JOURNAL_HEAD = "VJH"  # bumped by every journal append: a snapshot sees one land
 VOLUME_GONE = "VD"  # a deleted volume whose pointers are still being retired
 VOLUME_COLLECT = "VC"  # a volume whose deleted snapshot's pointers are still being retired
 RETIRING = "RT"  # a many-part version or upload whose stripes are still being retired
+STAGING = "SG"  # a many-part archive copy indexed ahead of its swap (storage/archive_staging)
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
@@ -401,6 +406,12 @@ def retiring_key(bucket: str, key: str, token: str) -> bytes:
     """A many-part version's or upload's retirement still in progress (`storage.retiring`);
     `token` is fresh per retirement: two null versions retired in turn keep their own."""
     return pack(RETIRING, bucket, key, token)
+
+
+def staging_key(token: str) -> bytes:
+    """A many-part archive copy's staged index entries (`storage.archive_staging`); `token`
+    is fresh per copy."""
+    return pack(STAGING, token)
 
 
 def volume_collect_key(vid: str, token: str) -> bytes:

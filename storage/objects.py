@@ -8,7 +8,6 @@ the manifest: placement is never recomputed on the read path.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -28,7 +27,6 @@ from storage.erasure import ErasureCodec
 from storage.keyspace import (
     bucket_key,
     discarded_key,
-    gc_key,
     object_key,
     stripe_index_key,
     tenant_key,
@@ -39,7 +37,7 @@ from storage.kms import KmsService
 from storage.listing import NULL_VERSION, Listing
 from storage.lock_clock import LockClock
 from storage.metadata import MetadataStore, Txn
-from storage.metadata.fence import outside_step
+from storage.metadata.fence import cleanup_outside_step
 from storage.object_edits import ObjectEdits
 from storage.object_reads import ObjectReads
 from storage.pipeline import StripeCodec
@@ -368,7 +366,7 @@ class ObjectService(ObjectReads, ObjectEdits):
                 budget -= len(old.parts)
         return [m for m in markers if m is not None]
 
-    async def discard_parts(self, parts: list[PartLayout]) -> None:
+    async def discard_parts(self, parts: list[PartLayout], after_s: float = 0.0) -> None:
         """Queue the stripes of a write whose commit failed for collection now; when the
         metadata store is full (so the commit was refused too, and no record names them),
         delete their shards from the nodes at once instead: no queue entry can be written,
@@ -382,20 +380,25 @@ class ObjectService(ObjectReads, ObjectEdits):
         compares absent: a late commit then fails. The tombstone outlives the orphan grace
         (no write older than that commits, `WriteAge`); the collector drops it then.
 
+        The shards go `after_s` from now: 0 when the commit surely did not apply; the GC
+        grace when it may have applied and its version been removed since (retirement
+        deleted the index entries, so the compare above cannot tell): reads of that version
+        in flight keep the grace retirement gave them.
+
         It runs outside any worker step's fence (`fence.outside_step`): a stale worker's
         write (its commit refused for the lease) still queues its stripes, and these
-        compare-and-swaps need no lease (no commit names the stripes, or they stay)."""
-        await asyncio.create_task(self._discard(parts), context=outside_step())
+        compare-and-swaps need no lease (no commit names the stripes, or they stay). It is
+        shielded from the caller's cancellation (`fence.cleanup_outside_step`)."""
+        await cleanup_outside_step(self._discard(parts, after_s))
 
-    async def _discard(self, parts: list[PartLayout]) -> None:
+    async def _discard(self, parts: list[PartLayout], after_s: float) -> None:
         from storage.errors import StorageFull
 
         now = time.time_ns()
         until = now + int(self._cfg.repair.orphan_grace_s * 1e9)
+        due = now + int(after_s * 1e9)
         each = [Txn(compares={stripe_index_key(p.stripe_id): 0},
-                    puts={discarded_key(p.stripe_id): pack({"until": until}),
-                          gc_key(now, p.stripe_id): pack({"nodes": p.nodes,
-                                                          "discarded": until})})
+                    puts=retiring.discard_puts(p.stripe_id, p.nodes, due, until))
                 for p in parts if p.stripe_id]
         if not each:
             return

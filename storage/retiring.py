@@ -33,7 +33,14 @@ import logging
 import secrets
 from typing import Any
 
-from storage.keyspace import gc_key, part_prefix, retiring_key, span, stripe_index_key
+from storage.keyspace import (
+    discarded_key,
+    gc_key,
+    part_prefix,
+    retiring_key,
+    span,
+    stripe_index_key,
+)
 from storage.keyspace import unpack as key_parts
 from storage.metadata import Item, MetadataStore, Txn
 from storage.metadata.fence import LeaseFenced
@@ -69,6 +76,15 @@ def upload_marker(bucket: str, key: str, upload_id: str, kept: list[int],
     """The marker (key, value) that deletes an upload's part records after its completion
     or abort, queueing the stripes of the parts not in `kept`."""
     return new_key(bucket, key), pack({"upload": upload_id, "kept": kept, "due": due_ns})
+
+
+def discard_puts(stripe_id: bytes, nodes: list[Any], due_ns: int, until_ns: int,
+                 ) -> dict[bytes, bytes]:
+    """A discarded write's stripe (no commit named it): its tombstone (`XD`, which every
+    commit indexing the stripe compares absent, until `until_ns`) and its GC entry at
+    `due_ns` (requeued by the collector until the tombstone may go)."""
+    return {discarded_key(stripe_id): pack({"until": until_ns}),
+            gc_key(due_ns, stripe_id): pack({"nodes": list(nodes), "discarded": until_ns})}
 
 
 def _queue(stripe_id: bytes, nodes: list[Any], due: int, puts: dict[bytes, bytes],

@@ -22,9 +22,11 @@ commits unfenced. A task run in `outside_step()`'s context is not fenced at all.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from storage.metadata import Item, Txn
 
@@ -58,6 +60,19 @@ def outside_step() -> Context:
     ctx = copy_context()
     ctx.run(FENCE.set, None)
     return ctx
+
+
+_CLEANUPS: set[asyncio.Task[Any]] = set()  # running cleanups (the loop keeps weak references)
+
+
+async def cleanup_outside_step(coro: Coroutine[Any, Any, Any]) -> None:
+    """Run a cleanup (`coro`) as a task outside any step's fence, shielded: a cancellation of
+    the caller (a shutdown, a nested timeout, a second cancel while the first one's cleanup
+    runs) ends the caller's wait, not the cleanup, which would otherwise stop half way."""
+    task = asyncio.create_task(coro, context=outside_step())
+    _CLEANUPS.add(task)
+    task.add_done_callback(_CLEANUPS.discard)
+    await asyncio.shield(task)
 
 
 def fenced(txn: Txn, reads: tuple[bytes, ...]) -> tuple[Txn, tuple[bytes, ...], Fence | None]:

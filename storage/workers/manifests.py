@@ -12,7 +12,7 @@ import contextlib
 import enum
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from storage.keyspace import (
@@ -80,7 +80,9 @@ def _extent_layout(raw: bytes) -> PartLayout:
 
 
 async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | None | str:
-    """The live manifest of a stripe, None when it has no index entry, else its X/ state."""
+    """The live manifest of a stripe, None when it has no index entry, else its X/ state
+    ("gone" when no record names it; "staging" for an archive copy's entry staged ahead of
+    a swap that has not applied yet: `storage/archive_staging.py`)."""
     x = await meta.get(stripe_index_key(stripe_id))
     if x is None:
         return None
@@ -100,8 +102,17 @@ async def load_manifest(meta: MetadataStore, stripe_id: bytes) -> Manifest | Non
         if vx is None or bytes(unpack(vx.value).get("stripe") or b"") != stripe_id:
             return "gone"
         return Manifest(items=[vx], part=_extent_layout(vx.value), kind="extent")
-    return await _version_manifest(meta, ref["bucket"], ref["key"],
-                                   lambda v: v.version_id == ref["version"], stripe_id, state)
+
+    def version() -> Awaitable[Manifest | str]:
+        return _version_manifest(meta, ref["bucket"], ref["key"],
+                                 lambda v: v.version_id == ref["version"], stripe_id, state)
+
+    man = await version()
+    if man == "gone" and ref.get("staging"):  # staged ahead of its swap (archive_staging)
+        if await meta.get(bytes(ref["staging"])) is not None:
+            return "staging"
+        man = await version()  # (the swap may have applied, deleting the marker, meanwhile)
+    return man
 
 
 async def _version_manifest(meta: MetadataStore, bucket: str, key: str,

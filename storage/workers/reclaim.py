@@ -20,8 +20,9 @@ then the tenant record is marked `reclaimed`, and `tessera tenant delete` succee
 
 Before any of that, each step finishes a volume delete that was killed part way (its `VD`
 record: `storage/volume_gone.py`), a many-part version's or upload's retirement that was
-(its `RT` marker: `storage/retiring.py`), then a snapshot delete that was (its `VC` marker:
-`VolumeService.finish_collect`). A marker whose step raises is logged and skipped for a
+(its `RT` marker: `storage/retiring.py`), a many-part archive copy's staging that no swap
+will take (its `SG` marker: `storage/archive_staging.py`), then a snapshot delete that was
+(its `VC` marker: `VolumeService.finish_collect`). A marker whose step raises is logged and skipped for a
 back-off that doubles per failure (`BACKOFF_FIRST_S` to `BACKOFF_MAX_S`): the other markers
 and the tenant reclaims go on meanwhile, instead of that one marker failing every step. A
 commit refused for the worker's lease (LeaseFenced) is no marker's failure: it ends the step.
@@ -34,10 +35,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from storage import retiring
+from storage import archive_staging, retiring
 from storage.keyspace import (
     ACCESS_KEY,
     RETIRING,
+    STAGING,
     TENANT,
     VOLUME_COLLECT,
     VOLUME_GONE,
@@ -210,21 +212,26 @@ class TenantReclaimer:
 
     def __init__(self, meta: MetadataStore, gc_grace_s: float,
                  volumes: VolumeService | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 orphan_grace_s: float = 86400.0) -> None:
         self._meta = meta
         self._grace_s = gc_grace_s
         self._volumes = volumes
         self._clock = clock
+        self._staging = archive_staging.Sweep(meta, orphan_grace_s, clock)
         self._failing: dict[bytes, tuple[int, float]] = {}  # marker -> (failures, retry at)
         self.reclaimed = 0
 
     async def _finish_marker(self) -> bool:
         """One step of a marker a kill left: a volume delete (`VD`), a many-part version's
-        or upload's retirement (`RT`, `retiring.finish`), else a snapshot delete (`VC`);
-        False when none is due (a failing marker waits out its back-off)."""
+        or upload's retirement (`RT`, `retiring.finish`), an archive copy's staging nobody
+        will swap in (`SG`, `archive_staging.Sweep`: only once abandoned, or seen unchanged
+        for the orphan grace), else a snapshot delete (`VC`); False when none is due (a
+        failing marker waits out its back-off)."""
         kinds: list[tuple[str, Callable[[Item], Any]]] = [
             (VOLUME_GONE, lambda it: gone_volume_step(self._meta, it, self._grace_s)),
-            (RETIRING, lambda it: retiring.finish(self._meta, it))]
+            (RETIRING, lambda it: retiring.finish(self._meta, it)),
+            (STAGING, self._staging.finish)]
         if self._volumes is not None:
             kinds.append((VOLUME_COLLECT, self._volumes.finish_collect))
         now = self._clock()
@@ -238,7 +245,8 @@ class TenantReclaimer:
                     if failed is not None and failed[1] > now:
                         continue
                     try:
-                        await finish(item)
+                        if await finish(item) is False:
+                            continue  # not due (a staging that may still be live)
                     except LeaseFenced:
                         raise  # not this marker's failure: another process holds the lease
                     except Exception:
@@ -255,6 +263,7 @@ class TenantReclaimer:
                 start = next_key(items[-1].key)
         # markers finished elsewhere (a delete's own loop) are forgotten: the map stays bounded
         self._failing = {k: v for k, v in self._failing.items() if k in seen}
+        self._staging.keep(seen)
         return False
 
     async def step(self) -> WorkerState:

@@ -69,7 +69,7 @@ from storage.workers.repair_batch import (
     RepairBatches,
 )
 from storage.workers.repair_lanes import GATHER_SHARD_BYTES, WHOLE_SHARD_BYTES
-from storage.workers.repair_orphans import RepairHousekeeping
+from storage.workers.repair_orphans import OrphanWatch, RepairHousekeeping
 
 log = logging.getLogger("tessera.repair")
 STATS_KEY = system_key("repair")
@@ -109,6 +109,7 @@ class RepairStats:
     unrepairable: int = 0
     commit_conflicts: int = 0
     orphans_deleted: int = 0
+    orphan_checks: int = 0  # orphan checks made (a page of each usable node's shards each)
     quarantine_reports: int = 0
     sources_disagree: int = 0  # rebuilds stopped because a source lied
     rebuilds_refused: int = 0  # of those, with nobody to name (`_refused`), each retry
@@ -160,6 +161,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         self._pass_started = 0.0
         self._volume_stripes: set[bytes] | None = None
         self._orphan_cursor: dict[str, str] = {}
+        self._orphan_watch = OrphanWatch()
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True
         # Node returns (down or out, then up again): a return starts a sweep at once (its

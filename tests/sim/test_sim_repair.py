@@ -376,9 +376,48 @@ async def test_orphan_age_is_taken_on_the_node_clock(sim_factory) -> None:
     s.sim.mtime[(ahead, orphan)] = s.sim.now(ahead) - 4000
     await s.health.probe_once()
     await repair.sweep_step()  # a pass start: the volume stripes are known
+    watched = [0.0]
+    repair._orphan_watch.clock = lambda: watched[0]  # (life20: watched for the grace too)
+    await repair._collect_orphans()
+    assert orphan in s.sim.files[ahead], "an orphan deleted at first sight"
+    watched[0] = 3600.0
     await repair._collect_orphans()
     assert in_flight in s.sim.files[behind], "a write in flight was swept as an orphan"
     assert orphan not in s.sim.files[ahead], "an orphan past the grace was kept"
+
+
+async def test_a_clock_stepped_forward_does_not_sweep_a_write_in_flight(sim_factory) -> None:
+    """A node's clock stepped forward by more than the orphan grace between a write's first
+    shard and its commit (NTP; seen under libfaketime in test_archive_clock) made the fresh
+    shard look a grace old: the sweep deleted it, and the commit, within its WriteAge limit
+    on the writer's monotonic clock, then named it. The sweep now also needs to have
+    watched the shard without an owner for the grace on its own monotonic clock (no step
+    moves it); a real orphan still goes once that has passed."""
+    import os
+
+    s = await sim_factory(22)
+    repair = RepairWorker(s.cfg, s.meta, s.sim, s.health, s.pool,
+                          RepairSettings(rate_bytes_s=0, down_grace_s=0, sweep_interval_s=0,
+                                         orphan_grace_s=3600))
+    await s.put("x", SEGMENT)
+    p = (await s.manifests())[0].part
+    body = bytes(s.sim.files[p.nodes[0]][shard_id(p.stripe_id, 0)])
+    node = sorted(set(s.sim.files) - set(p.nodes))[0]
+    in_flight = shard_id(os.urandom(16), 0)
+    s.sim.files[node][in_flight] = bytearray(body)
+    s.sim.mtime[(node, in_flight)] = s.sim.now(node)
+    await s.health.probe_once()
+    await repair.sweep_step()
+    watched = [0.0]
+    repair._orphan_watch.clock = lambda: watched[0]
+    await repair._collect_orphans()  # seen young: not an orphan yet
+    s.sim.clock_offset = {node: 2 * 86400.0}  # the node's clock steps two days forward
+    watched[0] = 5.0  # (the sweep's next check, seconds later on a clock no step moves)
+    await repair._collect_orphans()
+    assert in_flight in s.sim.files[node], "a write in flight swept after a clock step"
+    watched[0] = 3600.0 + 5.0
+    await repair._collect_orphans()
+    assert in_flight not in s.sim.files[node], "an orphan watched for the grace was kept"
 
 
 async def test_repair_of_an_open_part_racing_its_completion(sim_factory, monkeypatch) -> None:
