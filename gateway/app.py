@@ -30,6 +30,7 @@ from storage.accesslog import AccessLogBuffer
 from storage.activity import CLIENTS, SharedActivity
 from storage.cluster import Cluster
 from storage.config import Config
+from storage.metadata.etcd_share import SOCKET_NAME
 from storage.sharedhealth import SharedHealth
 from storage.workers.accesslog import AccessLogStager
 from storage.workers.runner import WorkerRunner
@@ -189,7 +190,7 @@ async def serve(cfg: Config, ready_line: bool = True, role: WorkerRole | None = 
                                  workers=role.count)
     if shared and hasattr(cluster.meta, "share_commits"):  # etcd: one batcher (worker 0's)
         assert role.rundir is not None
-        await cluster.meta.share_commits(role.rundir / "commits.sock", owner=role.index == 0)
+        await cluster.meta.share_commits(role.rundir / SOCKET_NAME, owner=role.index == 0)
     metrics = Metrics()
     if shared and hasattr(cluster.meta, "share_commits"):
         metrics.watch_commit_sharing(cluster.meta.commit_sharing_state)

@@ -39,11 +39,15 @@ log = logging.getLogger("tessera.metadata.etcd")
 # a commit's own Txn: the same call on either side (`TxnBatcher.run`)
 Run = Callable[[Txn, tuple[bytes, ...]], Awaitable[tuple[bool, dict[bytes, Item | None]]]]
 
+# in the workers' run directory, whose path `gateway.__main__._run_parent` keeps short
+# enough for "w<N>.sock" (108 bytes a Unix socket path): a name no longer than those
+SOCKET_NAME = "txn.sock"
 HEAD = struct.Struct("<I")  # each frame: its length, then msgpack
 MAX_FRAME = 8 * 1024 * 1024  # etcd refuses requests over 1.5 MiB; a frame is one commit
 # worker 0 waits up to etcd's request timeout (10 s) per member it tries, a write that found
 # no leader trying each of 3: a commit not answered within this is worker 0 stuck (paused)
 FORWARD_TIMEOUT_S = 35.0
+PING_S = 5.0  # a (re)connection: worker 0 answers a ping within this, or commits go direct
 AWAY_S = 5.0  # after worker 0 could not be reached or did not answer: commits go direct
 
 
@@ -102,19 +106,34 @@ class CommitServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         out = _Out(writer)
+        mine: set[asyncio.Task[None]] = set()
         try:
             async for frame in _frames(reader):
+                if frame == [0]:  # a ping (`SharedCommits._connect`): this loop runs
+                    out.send(_pack([0]))
+                    continue
                 self.commits += 1
                 task = asyncio.get_running_loop().create_task(self._one(out, frame))
                 self._tasks.add(task)
+                mine.add(task)
                 task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(mine.discard)
         except (StorageError, OSError, ValueError) as exc:  # a peer that sends garbage
             log.warning("etcd commit sharing: dropping a worker's connection: %s", exc)
         finally:
             writer.close()
+            # its sender gave up on them (or is gone): a commit not yet sent to etcd never
+            # will be (`TxnBatcher.run` drops it when cancelled), one in flight still applies
+            for task in mine:
+                task.cancel()
 
     async def _one(self, out: _Out, frame: list) -> None:  # type: ignore[type-arg]
-        rid, compares, puts, deletes, reads = frame
+        rid, compares, puts, deletes, reads, deadline = frame
+        if time.monotonic() >= deadline:  # (CLOCK_MONOTONIC: one clock for every process)
+            # its sender stopped waiting (this worker was paused): never sent, so a commit
+            # its caller was told failed cannot apply long after (the sender is gone)
+            out.send(_pack([rid, None, None, ["etcd", "not sent: its sender stopped waiting"]]))
+            return
         try:
             ok, seen = await self._run(Txn(compares, puts, tuple(deletes)), tuple(reads))
         except StorageFull as exc:
@@ -146,6 +165,7 @@ class SharedCommits:
         self._out: _Out | None = None
         self._reading: asyncio.Task[None] | None = None
         self._connecting: asyncio.Future[bool] | None = None
+        self._pinging: asyncio.StreamWriter | None = None  # the connection being pinged
         self._waiting: dict[int, asyncio.Future[list]] = {}  # type: ignore[type-arg]
         self._next = 0
         self._away_until = 0.0
@@ -154,15 +174,16 @@ class SharedCommits:
 
     async def run(self, txn: Txn, reads: tuple[bytes, ...]
                   ) -> tuple[bool, dict[bytes, Item | None]]:
-        if not await self._connected():
+        out = self._out if await self._connected() else None
+        if out is None:  # (also: connected, and broken again before this caller resumed)
             self.direct += 1
             return await self._local(txn, reads)
-        assert self._out is not None
         self._next += 1
         rid = self._next
         answer: asyncio.Future[list] = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
         self._waiting[rid] = answer
-        self._out.send(_pack([rid, txn.compares, txn.puts, list(txn.deletes), list(reads)]))
+        deadline = time.monotonic() + FORWARD_TIMEOUT_S
+        out.send(_pack([rid, txn.compares, txn.puts, list(txn.deletes), list(reads), deadline]))
         self.forwarded += 1
         try:
             async with asyncio.timeout(FORWARD_TIMEOUT_S):
@@ -203,9 +224,31 @@ class SharedCommits:
             log.debug("etcd commit sharing: worker 0 not reachable (%s): committing directly",
                       exc)
             return False
-        self._writer, self._out = writer, _Out(writer)
+        # a stopped (SIGSTOP) or stuck worker 0 still completes connects (the kernel's
+        # backlog) but would hold every commit sent to it: it answers a ping first
+        pong: asyncio.Future[list] = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
+        self._waiting[0] = pong
+        self._pinging = writer
         self._reading = asyncio.get_running_loop().create_task(self._read(reader, writer))
-        return True
+        out = _Out(writer)
+        out.send(_pack([0]))
+        ok = False
+        try:
+            async with asyncio.timeout(PING_S):
+                await asyncio.shield(pong)
+            ok = True
+        except (TimeoutError, StorageError):
+            log.warning("etcd commit sharing: worker 0 did not answer within %.0f s; "
+                        "committing directly for %.0f s", PING_S, AWAY_S)
+            self._away_until = time.monotonic() + AWAY_S
+        finally:
+            self._waiting.pop(0, None)
+            self._pinging = None
+            if not ok:
+                writer.close()
+        if ok:
+            self._writer, self._out = writer, out
+        return ok
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         why = "worker 0 closed the connection"
@@ -218,6 +261,9 @@ class SharedCommits:
             why = str(exc)
         if self._writer is writer:
             self._broken(why)
+        elif self._pinging is writer and (pong := self._waiting.get(0)) and not pong.done():
+            pong.set_exception(self._error(why))
+            pong.exception()
 
     def _broken(self, why: str) -> None:
         """Worker 0 is gone or stuck: commits go direct for AWAY_S."""
