@@ -18,7 +18,7 @@ from typing import Any
 
 from storage import retiring
 from storage.errors import Conflict
-from storage.keyspace import stripe_index_key
+from storage.keyspace import discarded_key, stripe_index_key
 from storage.metadata import MetadataStore, Txn
 from storage.metadata.fence import outside_step
 from storage.object_edits import version_records
@@ -40,13 +40,18 @@ class CopyStaging:
         comparing the stripes' discard tombstones absent); returns the compare that binds
         the swap to the first entry."""
         for at in range(0, len(parts), retiring.STEP_PARTS):
-            puts: dict[bytes, bytes] = {}
-            compares: dict[bytes, int] = {}
-            for p in parts[at:at + retiring.STEP_PARTS]:
-                self._objects.index_part(puts, p, entry(p), compares)
-            if not await self._meta.txn(Txn(compares=compares, puts=puts)):
-                await self._objects.recheck_nodes(compares)  # NodeRemoved, or:
-                raise Conflict("a rewritten stripe was discarded before it was indexed")
+            step = parts[at:at + retiring.STEP_PARTS]
+            while True:
+                puts: dict[bytes, bytes] = {}
+                compares: dict[bytes, int] = {}
+                for p in step:
+                    self._objects.index_part(puts, p, entry(p), compares)
+                if await self._meta.txn(Txn(compares=compares, puts=puts)):
+                    break
+                await self._objects.recheck_nodes(compares)  # NodeRemoved, or the map re-read
+                for p in step:  # a named node's record moved (a drain): the step again
+                    if await self._meta.get(discarded_key(p.stripe_id)) is not None:
+                        raise Conflict("a rewritten stripe was discarded before it was indexed")
         first = stripe_index_key(parts[0].stripe_id)
         item = await self._meta.get(first)
         if item is None:
