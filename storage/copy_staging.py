@@ -48,8 +48,8 @@ class CopyStaging:
                     self._objects.index_part(puts, p, entry(p), compares)
                 if await self._meta.txn(Txn(compares=compares, puts=puts)):
                     break
-                await self._objects.recheck_nodes(compares)  # NodeRemoved, or the map re-read
-                for p in step:  # a named node's record moved (a drain): the step again
+                await self._objects.recheck_nodes(compares)  # the map re-read after a removal
+                for p in step:  # the epoch moved (a removal) or the map was not read: again
                     if await self._meta.get(discarded_key(p.stripe_id)) is not None:
                         raise Conflict("a rewritten stripe was discarded before it was indexed")
         first = stripe_index_key(parts[0].stripe_id)
