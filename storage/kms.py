@@ -69,12 +69,14 @@ _ALIAS_NAME = re.compile(r"[A-Za-z0-9/_-]{1,250}")
 _ARN = re.compile(r"arn:aws:kms:([a-z0-9-]{1,32}):([A-Za-z0-9_$.-]{1,128}):(key|alias)/(.+)")
 
 
-def _check_not_deleted(tenant: str, trec: Item | None) -> None:
-    """No key for a tenant that is gone or being deleted (NotFound)."""
+def _check_not_deleted(tenant: str, trec: Item | None) -> Item:
+    """The tenant record a key may be made under; NotFound once the tenant is gone or
+    being deleted (`storage.tenant_delete`)."""
     if trec is None:
         raise NotFound(f"tenant {tenant!r} does not exist; no key was made")
     if Tenant.decode(trec.value).state == DELETING:
         raise NotFound(f"tenant {tenant!r} is being deleted; no key was made")
+    return trec
 
 
 def canonical_context(encoded: str) -> str:
@@ -209,9 +211,7 @@ class KmsService:
         # keys, so a create either lands before the mark or fails and sees the mark
         tk = tenant_key(tenant)
         for _ in range(8):
-            trec = await self._meta.get(tk)
-            _check_not_deleted(tenant, trec)
-            assert trec is not None
+            trec = _check_not_deleted(tenant, await self._meta.get(tk))
             if await self._meta.txn(Txn(compares={**{key: 0 for key in puts},
                                                   tk: trec.revision}, puts=puts)):
                 return k
