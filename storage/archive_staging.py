@@ -32,7 +32,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from storage.errors import Conflict
-from storage.keyspace import repair_key, staging_key, stripe_index_key, urgent_repair_key
+from storage.keyspace import (
+    discarded_key,
+    repair_key,
+    staging_key,
+    stripe_index_key,
+    urgent_repair_key,
+)
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import PartLayout, pack, unpack
 from storage.retiring import STEP_PARTS, discard_puts
@@ -53,21 +59,32 @@ async def begin(meta: MetadataStore, parts: list[PartLayout]) -> Item:
     return item
 
 
+STEP_ATTEMPTS = 8  # a staging step retried after the membership epoch moved (removals)
+
+
 async def stage(meta: MetadataStore, marker: Item, parts: list[PartLayout],
                 index: Callable[[dict[bytes, bytes], PartLayout, dict[bytes, int]], None],
                 refused: Callable[[dict[bytes, int]], Awaitable[None]]) -> None:
     """Index `parts` under `marker`, `STEP_PARTS` a transaction, each comparing the marker
     unchanged (`index` adds a part's entry and its compares: the stripe's tombstone, the
-    named nodes' membership records); a refused step is given to `refused` (NodeRemoved
-    for a node removed meanwhile: `ObjectService.recheck_nodes`), else Conflict."""
+    membership epoch); a refused step is given to `refused` (NodeRemoved for a node removed
+    meanwhile: `ObjectService.recheck_nodes`) and tried again unless the marker changed or a
+    stripe was discarded (Conflict): another node's removal moves the epoch too."""
     for at in range(0, len(parts), STEP_PARTS):
-        puts: dict[bytes, bytes] = {}
-        compares = {marker.key: marker.revision}
-        for p in parts[at:at + STEP_PARTS]:
-            index(puts, p, compares)
-        if not await meta.txn(Txn(compares=compares, puts=puts)):
+        step = parts[at:at + STEP_PARTS]
+        for attempt in range(STEP_ATTEMPTS):
+            puts: dict[bytes, bytes] = {}
+            compares = {marker.key: marker.revision}
+            for p in step:
+                index(puts, p, compares)
+            if await meta.txn(Txn(compares=compares, puts=puts)):
+                break
             await refused(compares)
-            raise Conflict("a staged copy was abandoned, or a stripe of it discarded")
+            # the membership epoch moved (a removal elsewhere; the map is re-read now): the
+            # step again, unless the staging was abandoned or a stripe of it discarded
+            discarded = [p for p in step if await meta.get(discarded_key(p.stripe_id))]
+            if discarded or attempt == STEP_ATTEMPTS - 1 or not await live(meta, marker):
+                raise Conflict("a staged copy was abandoned, or a stripe of it discarded")
 
 
 async def live(meta: MetadataStore, marker: Item) -> bool:

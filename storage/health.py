@@ -65,7 +65,9 @@ class HealthTracker:
         self._out_after = out_after_s
         self._states = {n.id: NodeState(since=time.monotonic()) for n in nodes}
         self._placeable: set[str] | None = None  # None: every node (no membership overlay)
-        self._revisions: dict[str, int] = {}  # node id -> its M record's revision (0: none)
+        # the revision of the membership epoch record (`member_epoch_key`) in the snapshot
+        # the map was applied from (0: none yet; -1: the map is not from the store)
+        self.member_epoch = -1
         self._task: asyncio.Task[None] | None = None
         self._shared: SharedHealth | None = None
         self._seen = -1  # the shared page's sequence this tracker last adopted
@@ -154,16 +156,12 @@ class HealthTracker:
 
         return dict(a for a in await asyncio.gather(*(one(n) for n in nodes)) if a)
 
-    def member_revision(self, node_id: str) -> int | None:
-        """The revision of `node_id`'s membership record when the map was last applied (0:
-        no record), or None when the node is not in the cluster map (removed): a write's
-        commit compares it (`storage/commit_nodes.py`)."""
-        if all(n.id != node_id for n in self.nodes):
-            return None
-        return self._revisions.get(node_id, 0)
+    def is_member(self, node_id: str) -> bool:
+        """Whether `node_id` is in the cluster map (not removed, as of the map applied)."""
+        return any(n.id == node_id for n in self.nodes)
 
     def set_nodes(self, nodes: Sequence[NodeSpec], placeable: set[str],
-                  revisions: dict[str, int] | None = None) -> None:
+                  epoch: int = -1) -> None:
         """Replace the cluster map (membership changes); new nodes start up until probed.
         A removed node's state goes with it: it is no longer probed, so a state kept would
         stay down forever (the repair sweep would run unpaced for good, the status would
@@ -175,7 +173,7 @@ class HealthTracker:
         for n in nodes:
             self._states.setdefault(n.id, NodeState(since=time.monotonic()))
         self._placeable = set(placeable)
-        self._revisions = dict(revisions or {})
+        self.member_epoch = epoch  # (-1, a map not read from the store: commits re-read it)
         self._seen = -1  # adopt what the shared page says of the new nodes too
 
     def report_failure(self, node_id: str, reason: str) -> None:

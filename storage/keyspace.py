@@ -373,6 +373,15 @@ def member_key(node_id: str) -> bytes:
     return pack(MEMBER, node_id)
 
 
+MEMBER_EPOCH = "#epoch"  # not a node id (NODE_ID has no '#'): read in the same range as M/
+
+
+def member_epoch_key() -> bytes:
+    """The membership epoch record: rewritten by every node removal, in the removal's own
+    transaction; commits compare it (`storage/commit_nodes.py`)."""
+    return pack(MEMBER, MEMBER_EPOCH)
+
+
 # --- block volumes --------------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from storage import jsondoc
+from storage import jsondoc, tenant_delete
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
 from storage.keyspace import (
@@ -55,9 +55,9 @@ from storage.keyspace import (
     tenant_key,
 )
 from storage.keyspace import unpack as unpack_key
-from storage.metadata import MetadataStore, Txn
-from storage.records import Record, pack, unpack
-from storage.tenants import TenantService
+from storage.metadata import Item, MetadataStore, Txn
+from storage.records import Record, Tenant, pack, unpack
+from storage.tenants import DELETING, TenantService
 
 DEFAULT_ALIAS = "aws/s3"
 DEFAULT_DESCRIPTION = "Default key that protects my S3 objects when no other key is defined"
@@ -67,6 +67,16 @@ WINDOW_DAYS = (7, 30)  # ScheduleKeyDeletion's PendingWindowInDays, as AWS KMS (
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ALIAS_NAME = re.compile(r"[A-Za-z0-9/_-]{1,250}")
 _ARN = re.compile(r"arn:aws:kms:([a-z0-9-]{1,32}):([A-Za-z0-9_$.-]{1,128}):(key|alias)/(.+)")
+
+
+def _check_not_deleted(tenant: str, trec: Item | None) -> Item:
+    """The tenant record a key may be made under; NotFound once the tenant is gone or
+    being deleted (`storage.tenant_delete`)."""
+    if trec is None:
+        raise NotFound(f"tenant {tenant!r} does not exist; no key was made")
+    if Tenant.decode(trec.value).state == DELETING:
+        raise NotFound(f"tenant {tenant!r} is being deleted; no key was made")
+    return trec
 
 
 def canonical_context(encoded: str) -> str:
@@ -196,17 +206,14 @@ class KmsService:
         kk = kms_key_key(tenant, key_id)
         ref = {"key_id": key_id}
         puts = {kk: k.encode(), **{kms_alias_key(tenant, n): pack(ref) for n in names}}
-        # the tenant record rewritten as it is (its revision moves), compared unchanged: a
-        # `delete_tenant` that listed the keys before this one fails instead of leaving it
-        # under a deleted tenant, and no key is made once the tenant is gone
+        # the tenant record compared, not written (parallel creates do not race on it, and
+        # the auth caches stay): a `delete_tenant` marks it "deleting" before it lists the
+        # keys, so a create either lands before the mark or fails and sees the mark
         tk = tenant_key(tenant)
         for _ in range(8):
-            trec = await self._meta.get(tk)
-            if trec is None:
-                raise NotFound(f"tenant {tenant!r} does not exist")
+            trec = _check_not_deleted(tenant, await self._meta.get(tk))
             if await self._meta.txn(Txn(compares={**{key: 0 for key in puts},
-                                                  tk: trec.revision},
-                                        puts={**puts, tk: trec.value})):
+                                                  tk: trec.revision}, puts=puts)):
                 return k
             again = await self._meta.get(tk)
             if again is None or again.revision == trec.revision:
@@ -214,8 +221,7 @@ class KmsService:
         else:
             raise Conflict(f"tenant {tenant!r} kept changing while the key was made; nothing "
                            "was made: try again")
-        if await self._meta.get(tk) is None:
-            raise NotFound(f"tenant {tenant!r} was deleted; no key was made")
+        _check_not_deleted(tenant, await self._meta.get(tk))
         if await self._meta.get(kk) is not None:
             raise Conflict(f"KMS key {key_id} already exists")
         taken = [n for n in names if await self._meta.get(kms_alias_key(tenant, n))]
@@ -359,38 +365,13 @@ class KmsService:
 
     async def delete_tenant(self, tenant: str, expect: set[str] | None = None,
                             first: Callable[[], Awaitable[None]] | None = None) -> int:
-        """Delete the tenant record together with every KMS key and alias of the tenant, in
-        one transaction that compares the record unchanged (a key's creation rewrites it):
-        a key made meanwhile makes it fail, so none is ever left under a deleted tenant.
-        With `expect` (the key ids an operator confirmed), Conflict unless the tenant's
-        keys are exactly those, and that transaction is not sent. `first` runs once, after
-        the first check and before the transaction (the access keys' revocation). Returns
-        how many keys went."""
-        tk = tenant_key(tenant)
-        for _ in range(8):
-            trec = await self._meta.get(tk)
-            if trec is None:
-                raise NotFound(f"tenant {tenant!r} does not exist")
-            keys_ = await self._meta.range(*span(kms_key_prefix(tenant)), limit=100000)
-            if expect is not None:
-                have = {KmsKey.decode(i.value).key_id for i in keys_}
-                if have != expect:
-                    done = ("nothing was deleted" if first is not None else "its access keys "
-                            "were revoked, the tenant and its KMS keys were not deleted")
-                    raise Conflict(f"tenant {tenant!r}'s KMS keys changed since they were "
-                                   f"listed (now {len(have)}: {', '.join(sorted(have)) or 'none'})"
-                                   f"; {done}: run the delete again")
-            if first is not None:
-                await first()
-                first = None
-            aliases = await self._meta.range(*span(kms_alias_prefix(tenant)), limit=100000)
-            gone = (tk, *(i.key for i in [*keys_, *aliases]))
-            if await self._meta.txn(Txn(compares={tk: trec.revision}, deletes=gone)):
-                self._material = {k: v for k, v in self._material.items() if k[0] != tenant}
-                self._aliases = {k: v for k, v in self._aliases.items() if k[0] != tenant}
-                return len(keys_)
-        raise Conflict(f"tenant {tenant!r} kept changing while it was deleted; nothing was "
-                       "deleted: run the delete again")
+        """Delete the tenant with every KMS key and alias of it (`tenant_delete`); with
+        `expect`, Conflict unless its keys are exactly those; `first` (the access keys'
+        revocation) runs once the keys are settled. Returns how many keys went."""
+        n = await tenant_delete.delete(self._meta, tenant, expect, first)
+        self._material = {k: v for k, v in self._material.items() if k[0] != tenant}
+        self._aliases = {k: v for k, v in self._aliases.items() if k[0] != tenant}
+        return n
 
     async def wrapping_key(self, tenant: str, key_id: str, bucket: str | None) -> bytes:
         """What wraps a data key: the KMS key, or with S3 Bucket Keys the bucket's key."""

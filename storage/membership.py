@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from storage.config import NODE_ID, NODE_ROLES, Config, NodeSpec
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.health import HealthTracker
-from storage.keyspace import MEMBER, member_key, space
+from storage.keyspace import MEMBER, member_epoch_key, member_key, space
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
 from storage.records import pack, unpack
@@ -52,7 +52,16 @@ class Member:
 
 async def load_members(meta: MetadataStore, cfg: Config) -> list[Member]:
     """The config's nodes merged with the `M` overlay, removed nodes included."""
+    return (await load_map(meta, cfg))[0]
+
+
+async def load_map(meta: MetadataStore, cfg: Config) -> tuple[list[Member], int]:
+    """`load_members` and the revision of the membership epoch record (0: none), read in
+    one range: the epoch is the one of exactly these members."""
     items = await meta.range(*space(MEMBER), limit=10000)
+    epoch_key = member_epoch_key()
+    epoch = next((it.revision for it in items if it.key == epoch_key), 0)
+    items = [it for it in items if it.key != epoch_key]
     records = {unpack_key(it.key)[1]: unpack(it.value) for it in items}
     revs = {unpack_key(it.key)[1]: it.revision for it in items}
     out: list[Member] = []
@@ -70,7 +79,7 @@ async def load_members(meta: MetadataStore, cfg: Config) -> list[Member]:
             continue
         out.append(Member(spec, str(r.get("state", ACTIVE)), float(r.get("since", 0.0)),
                           added=True, revision=revs[nid]))
-    return out
+    return out, epoch
 
 
 async def get_member(meta: MetadataStore, cfg: Config, node_id: str) -> Member:
@@ -101,8 +110,10 @@ async def set_state(meta: MetadataStore, cfg: Config, node_id: str, state: str,
             raise Conflict(f"node {node_id!r} changed meanwhile (now {now[0]}, was "
                            f"{expect.state}); check `tessera node list` and try again")
         rec = {**rec, "state": state, "since": time.time()}
-        if await meta.txn(Txn(compares={key: item.revision if item else 0},
-                              puts={key: pack(rec)})):
+        puts = {key: pack(rec)}
+        if state == REMOVED:  # commits naming it fail from now on (`commit_nodes`)
+            puts[member_epoch_key()] = pack({"removed": node_id, "at": rec["since"]})
+        if await meta.txn(Txn(compares={key: item.revision if item else 0}, puts=puts)):
             return Member(m.spec, state, rec["since"], m.added)
     raise Conflict(f"node {node_id!r} changed concurrently; try again")
 
@@ -143,17 +154,17 @@ async def add_node(meta: MetadataStore, cfg: Config, spec: NodeSpec) -> Member:
     return Member(spec, ACTIVE, now, added=True)
 
 
-def apply(health: HealthTracker, members: list[Member]) -> None:
-    """Make the health tracker's node list the effective cluster map."""
+def apply(health: HealthTracker, members: list[Member], epoch: int = -1) -> None:
+    """Make the health tracker's node list the effective cluster map (`epoch`: the
+    membership epoch read with `members`, -1 if unknown: commits then re-read the map)."""
     live = [m for m in members if m.state != REMOVED]
     health.set_nodes([m.spec for m in live],
-                     placeable={m.spec.id for m in live if m.state == ACTIVE},
-                     revisions={m.spec.id: m.revision for m in live})
+                     placeable={m.spec.id for m in live if m.state == ACTIVE}, epoch=epoch)
 
 
 async def refresh(meta: MetadataStore, cfg: Config, health: HealthTracker) -> list[Member]:
-    members = await load_members(meta, cfg)
-    apply(health, members)
+    members, epoch = await load_map(meta, cfg)
+    apply(health, members, epoch)
     return members
 
 
@@ -196,4 +207,4 @@ class MembershipWatcher:
 
 
 __all__ = ["ACTIVE", "DRAINING", "REMOVED", "Member", "MembershipWatcher", "add_node", "apply",
-           "check_new_node", "get_member", "load_members", "member_key", "refresh", "set_state"]
+           "check_new_node", "get_member", "load_map", "load_members", "member_key", "refresh", "set_state"]

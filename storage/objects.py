@@ -207,8 +207,8 @@ class ObjectService(ObjectReads, ObjectEdits):
         that never commits queues nothing (its shards are orphans the sweep collects).
         `compares` (None only when the stripe was indexed before: a multipart completion)
         gets the stripe's discard tombstone compared absent (`discard_parts`) and the
-        membership records of the nodes it names (`commit_nodes.guard`: NodeRemoved for a
-        node removed since the write placed it; after a failed commit, `recheck_nodes`)."""
+        membership epoch (`commit_nodes.guard`: NodeRemoved for a named node removed since
+        the write placed it; after a failed commit, `recheck_nodes`)."""
         puts[stripe_index_key(part.stripe_id)] = pack(entry)
         if compares is not None:
             compares[discarded_key(part.stripe_id)] = 0
@@ -218,8 +218,9 @@ class ObjectService(ObjectReads, ObjectEdits):
             puts[queue] = pack({"bucket": entry["bucket"], "key": entry["key"], "reason": "write"})
 
     async def recheck_nodes(self, compares: dict[bytes, int]) -> None:
-        """After a failed commit whose `compares` `index_part` filled: the map re-read when a
-        named node's membership record moved; NodeRemoved when that node is removed."""
+        """After a failed commit whose `compares` `index_part` filled: the map re-read when
+        the membership epoch moved (a removal); the next attempt's guard then refuses a
+        named node removed meanwhile (NodeRemoved)."""
         await commit_nodes.recheck(self._meta, self._cfg, self._stripes.health, compares)
 
     async def commit(self, v: ObjectVersion, b: Bucket,

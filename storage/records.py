@@ -199,7 +199,9 @@ class Tenant(Record):
     created: float
     keks: dict[int, bytes] = field(default_factory=dict)
     current_kek: int = 1
-    state: str = "active"  # active | shredding (writes refused: TenantService.fence) | shredded
+    # active | shredding (writes refused: TenantService.fence) | shredded | deleting (a
+    # `tessera tenant delete` began: storage.tenant_delete)
+    state: str = "active"
     reclaimed: float = 0.0  # when a shredded tenant's records and shards were all reclaimed
     # S3 identity (ACL owner and grantee): canonical id and display name default to the name.
     canonical_id: str = ""

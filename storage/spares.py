@@ -177,7 +177,8 @@ class Spares:
             part = PartLayout(number=0, size=size, etag="", stripe_id=codec.stripe_id,
                               k=codec.codec.k, m=codec.codec.m,
                               segment_size=codec.segment_size, nodes=nodes)
-            sources = [(i, by_id[n]) for i, n in enumerate(nodes) if n is not None]
+            sources = [(i, by_id[n]) for i, n in enumerate(nodes)  # (a source removed from
+                       if n is not None and n in by_id]  # the map meanwhile: not read)
             if len(sources) <= part.k and codec.cipher is None:
                 return dict.fromkeys(targets, "k sources and no key: a rebuild is unchecked")
             try:

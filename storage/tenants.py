@@ -31,6 +31,7 @@ from storage.records import AccessKey, Tenant
 from storage.sharedreads import SharedReads
 
 SHREDDED, SHREDDING = "shredded", "shredding"  # tenant states besides "active"
+DELETING = "deleting"  # `tessera tenant delete` began (storage.tenant_delete); no KMS key made
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
 SHORT_TTL_S = 5.0  # identities; keys, access keys, tenant state also only while the stamp holds
@@ -73,6 +74,8 @@ def _require_active(t: Tenant) -> None:
     if t.state == SHREDDING:
         raise TenantShredding(f"a shred of tenant {t.name!r} is in progress; wait or cancel "
                               f"it with tessera tenant shred {t.name} --cancel")
+    if t.state == DELETING:
+        raise NotFound(f"tenant {t.name!r} is being deleted")
     if t.state != "active":
         raise KeyUnavailable(f"tenant {t.name!r} is shredded")
 

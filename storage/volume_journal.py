@@ -194,7 +194,7 @@ async def _commit(h: VolumeHandle, s: Segment) -> None:
 
     async def build() -> Built:
         # the fresh stripe's discard tombstone compared absent, as object commits do, and
-        # the membership records of the nodes it names (`commit_nodes`)
+        # the membership epoch (`commit_nodes`: NodeRemoved for a named node removed)
         nonlocal last
         if last:
             await h.refuse_discarded(s.stripe)

@@ -214,8 +214,8 @@ class AdminApi:
             for k in await self.cluster.tenants.list_keys(t.name):
                 if k.state == "active":
                     await self.cluster.tenants.revoke_key(k.access_key)
-        # the record and its KMS keys in one transaction (a Conflict on the confirmed keys
-        # before the revocation changes nothing)
+        # marked "deleting" (no KMS key made from then on), the confirmed keys checked (a
+        # mismatch changes nothing), the access keys revoked, then keys, aliases, record
         await self.cluster.objects.kms.delete_tenant(t.name, expect, revoke)
         return 200, {"name": t.name, "deleted": True}
 

@@ -23,7 +23,7 @@ from storage.config import Config, NodeSpec, Profile, RebalanceSettings
 from storage.errors import StorageError
 from storage.health import HealthTracker
 from storage.keyspace import MEMBER, STRIPE, next_key, space, stripe_of, system_key
-from storage.membership import ACTIVE, DRAINING, Member, apply, load_members
+from storage.membership import ACTIVE, DRAINING, Member, apply, load_map
 from storage.metadata import MetadataStore
 from storage.pipeline import segment_count, shard_file_bytes
 from storage.placement import place
@@ -154,8 +154,8 @@ class Rebalancer(ShardWorker[RebalanceStats]):
     async def step(self) -> WorkerState:
         await self._load_stats()
         await self._refresh_pacing()
-        members = await load_members(self._meta, self._cfg)
-        apply(self._health, members)
+        members, epoch = await load_map(self._meta, self._cfg)
+        apply(self._health, members, epoch)
         draining = {m.spec.id: m for m in members if m.state == DRAINING}
         self._forget_undrained(draining)
         if not self._in_pass:

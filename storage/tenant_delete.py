@@ -1,0 +1,108 @@
+"""Deleting a tenant: its record and every KMS key and alias of it, in steps that each fit
+a metadata store's transaction limit (etcd's default --max-txn-ops is 128), resumable.
+
+1. The record is marked "deleting" (compare-and-swap). From then on no KMS key is made:
+   `KmsService.create` compares the record's revision and refuses this state, so the keys
+   listed next are all the tenant will have, and parallel creates before the mark do not
+   race on the record (they only compare it).
+2. With `expect` (the key ids the operator confirmed) the listing must equal them; else
+   the mark is undone (if this delete made it) and Conflict: nothing was deleted.
+3. `first` runs: the access keys' revocation, before the record goes (a same-name tenant
+   made later must not inherit a live key).
+4. The keys and aliases go in pages of at most PAGE deletes, each comparing the record.
+5. The record goes last.
+A delete that stopped after step 1 (a crash, a store error) leaves the record "deleting";
+running the delete again finishes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from storage.errors import Conflict, NotFound
+from storage.keyspace import kms_alias_prefix, kms_key_prefix, span, tenant_key
+from storage.keyspace import unpack as unpack_key
+from storage.metadata import Item, MetadataStore, Txn
+from storage.records import Tenant
+from storage.tenants import DELETING
+
+PAGE = 100  # deletes per transaction: under etcd's default --max-txn-ops (128)
+TRIES = 8
+
+
+async def delete(meta: MetadataStore, tenant: str, expect: set[str] | None,
+                 first: Callable[[], Awaitable[None]] | None) -> int:
+    """Delete `tenant` as above; returns how many KMS keys went."""
+    tk = tenant_key(tenant)
+    item, prev = await _mark(meta, tenant)
+    keys_ = await meta.range(*span(kms_key_prefix(tenant)), limit=100000)
+    if expect is not None:
+        have = {str(unpack_key(i.key)[2]) for i in keys_}
+        if have != expect:
+            undone = prev != DELETING and await _unmark(meta, tk, prev)
+            done = ("nothing was deleted" if undone else "the tenant stays marked deleting "
+                    "(an earlier delete began it): confirm the keys it has now")
+            raise Conflict(f"tenant {tenant!r}'s KMS keys changed since they were listed "
+                           f"(now {len(have)}: {', '.join(sorted(have)) or 'none'}); {done}: "
+                           "run the delete again")
+    if first is not None:
+        await first()
+    aliases = await meta.range(*span(kms_alias_prefix(tenant)), limit=100000)
+    gone = [i.key for i in [*keys_, *aliases]]
+    rev = item.revision
+    for at in range(0, len(gone), PAGE):
+        rev = await _in_step(meta, tenant, rev, gone[at:at + PAGE], at, len(gone))
+    await _in_step(meta, tenant, rev, [tk], len(gone), len(gone))
+    return len(keys_)
+
+
+async def _mark(meta: MetadataStore, tenant: str) -> tuple[Item, str]:
+    """The record marked "deleting" and the state this call changed (DELETING: it was
+    marked already, by an earlier or concurrent delete)."""
+    tk, prev = tenant_key(tenant), DELETING
+    for _ in range(TRIES):
+        item = await meta.get(tk)
+        if item is None:
+            raise NotFound(f"tenant {tenant!r} does not exist")
+        t = Tenant.decode(item.value)
+        if t.state == DELETING:
+            return item, prev
+        was, t.state = t.state, DELETING
+        if await meta.txn(Txn(compares={tk: item.revision}, puts={tk: t.encode()})):
+            prev = was
+    raise Conflict(f"tenant {tenant!r} kept changing while its delete began; nothing was "
+                   "deleted: run the delete again")
+
+
+async def _unmark(meta: MetadataStore, tk: bytes, prev: str) -> bool:
+    """Back from "deleting" to `prev` (a refused confirmation); whether it was done."""
+    for _ in range(TRIES):
+        item = await meta.get(tk)
+        if item is None:
+            return False
+        t = Tenant.decode(item.value)
+        if t.state != DELETING:
+            return False
+        t.state = prev
+        if await meta.txn(Txn(compares={tk: item.revision}, puts={tk: t.encode()})):
+            return True
+    return False
+
+
+async def _in_step(meta: MetadataStore, tenant: str, rev: int, deletes: list[bytes],
+                   done: int, total: int) -> int:
+    """Delete `deletes` comparing the record at `rev` (re-read if only it moved: an edit
+    of a tenant being deleted); the revision it was at. Conflict if the record is gone or
+    no longer "deleting" (another delete finished it, maybe a same-name tenant since)."""
+    tk = tenant_key(tenant)
+    for _ in range(TRIES):
+        if await meta.txn(Txn(compares={tk: rev}, deletes=tuple(deletes))):
+            return rev
+        item = await meta.get(tk)
+        if item is None or Tenant.decode(item.value).state != DELETING:
+            break
+        rev = item.revision
+    raise Conflict(f"tenant {tenant!r} changed while it was deleted (another delete ran?); "
+                   f"its access keys were revoked and {done} of its {total} KMS keys and "
+                   "aliases were deleted: check `tessera tenant show` and run the delete "
+                   "again if it is still there")
