@@ -52,8 +52,8 @@ mine = st.one_of(st.text(st.sampled_from(AWKWARD), min_size=1, max_size=4),
                  st.sampled_from(["a", "a/", "a/b", "a b", "a+b", "%2F", "k%" * 300]))
 any_key = st.one_of(mine, base_keys)
 # a rule's key: usually one the model holds (picked by index), else any
-picks = st.one_of(st.integers(min_value=0), st.integers(min_value=0),
-                  st.integers(min_value=0), any_key)
+picks: st.SearchStrategy[int | str] = st.tuples(
+    st.integers(0, 3), st.integers(min_value=0), any_key).map(lambda t: t[1] if t[0] else t[2])
 small = st.binary(max_size=30)
 etag_choice = st.sampled_from([None, "cur", "other", "*"])
 date_choice = st.sampled_from([None, "before", "at", "after", "junk"])
@@ -157,10 +157,13 @@ class ConditionsModel(VersionsModel):
             self.objects, key=utf8)
         return held[choice % len(held)] if held else "a"
 
-    @rule(key=mine, body=st.one_of(small, st.just(b"")), meta=st.just({}))
-    def put_awkward(self, key: str, body: bytes, meta: dict[str, str]) -> None:
-        """A plain PUT under a key of ' ', '%', '+', '/' (the base rules write others)."""
-        self.put(key, body, meta)
+    @rule(writes=st.lists(st.tuples(mine, st.one_of(small, st.just(b""))), min_size=1,
+                          max_size=3))
+    def put_awkward(self, writes: list[tuple[str, bytes]]) -> None:
+        """Plain PUTs under keys of ' ', '%', '+', '/' (the base rules write others); a few
+        at once, so the reads below more often find a live object."""
+        for key, body in writes:
+            self.put(key, body, {})
 
     def _etag(self, choice: str | None, cur: Version | None) -> str | None:
         if choice is None:
@@ -588,6 +591,46 @@ class ConditionsModel(VersionsModel):
         got = [g for g in got if not (g[1] and g[0] in unsure)]
         want = [w for w in want if not (w[1] and w[0] in unsure)]
         assert got == want, (prefix, delimiter, page, after, v1, got, want)
+
+    @rule(prefix=st.sampled_from(["", ".", "/", "e"]),
+          delimiter=st.sampled_from(["", "/", ".", "e"]), page=st.integers(1, 3))
+    def list_uploads_by_hand(self, prefix: str, delimiter: str, page: int) -> None:
+        """ListMultipartUploads chained through NextKeyMarker/NextUploadIdMarker: by key,
+        a key's uploads oldest first, common prefixes in their place; URL-encoded."""
+        want: list[tuple[str, str | None]] = []
+        for uid, up in sorted(self.open.items(), key=lambda t: utf8(t[1].key)):  # stable
+            if not up.key.startswith(prefix):
+                continue
+            rest = up.key[len(prefix):]
+            if delimiter and delimiter in rest:
+                cp = prefix + rest[: rest.index(delimiter) + len(delimiter)]
+                if (cp, None) not in want:
+                    want.append((cp, None))
+            else:
+                want.append((up.key, uid))
+        got: list[tuple[str, str | None]] = []
+        km, um = "", ""
+        for _ in range(len(want) + 2):
+            q = [("delimiter", delimiter), ("encoding-type", "url"), ("key-marker", km),
+                 ("max-uploads", str(page)), ("prefix", prefix), ("upload-id-marker", um)]
+            root = self._xml("uploads&" + "&".join(
+                f"{n}={quote(v, safe='~')}" for n, v in sorted(q)))
+            entries: list[tuple[str, str | None]] = []
+            for el in root:
+                if el.tag == NS + "Upload":
+                    entries.append((self._dec(el, "Key") or "", self._text(el, "UploadId")))
+                elif el.tag == NS + "CommonPrefixes":
+                    entries.append((self._dec(el, "Prefix") or "", None))
+            entries.sort(key=lambda e: utf8(e[0]))
+            assert len(entries) <= page
+            got += entries
+            if self._text(root, "IsTruncated") != "true":
+                break
+            assert entries
+            km = self._dec(root, "NextKeyMarker") or ""
+            um = self._text(root, "NextUploadIdMarker") or ""
+            assert (km, um or None) == entries[-1], (km, um, entries)
+        assert got == want, (prefix, delimiter, page, got, want)
 
 
 EXAMPLES = int(os.environ.get("S3_MODEL_EXAMPLES", "3"))
