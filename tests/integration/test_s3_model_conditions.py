@@ -43,7 +43,7 @@ from hypothesis.stateful import rule
 from tests.integration.buckets import drop_bucket
 from tests.integration.cluster import LocalCluster
 from tests.integration.test_s3_model import utf8
-from tests.integration.test_s3_model_versions import Version, VersionsModel, md5q
+from tests.integration.test_s3_model_versions import MIN_PART, Version, VersionsModel, md5q
 from tests.integration.test_s3_model_versions import keys as base_keys
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -364,6 +364,45 @@ class ConditionsModel(VersionsModel):
             r = {"VersionId": a.headers["x-amz-version-id"]} \
                 if "x-amz-version-id" in a.headers else {}
             self.add(key, Version(self.written(r), body, md5q(body), {}))
+
+    @rule(uid=VersionsModel.uploads, how=st.sampled_from(["none*", "match-cur",
+                                                           "match-other", "match*"]))
+    def conditional_complete(self, uid: str, how: str) -> None:
+        """CompleteMultipartUpload with If-None-Match: * or If-Match, judged as PutObject's
+        against the key's current object; a refused upload stays open (it may be retried)."""
+        up = self.open.get(uid)
+        parts = sorted(up.parts.items()) if up else []
+        if up is None or not parts or any(len(b) < MIN_PART for _, (b, _) in parts[:-1]):
+            return  # (the base rule `complete` judges these)
+        cur = self.live(up.key)
+        hdrs = {"none*": {"If-None-Match": "*"}, "match*": {"If-Match": "*"},
+                "match-cur": {"If-Match": cur.etag if cur else md5q(b"?")},
+                "match-other": {"If-Match": md5q(b"no such body")}}[how]
+        body = ("<CompleteMultipartUpload>" + "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>"
+            for n, (_, e) in parts) + "</CompleteMultipartUpload>").encode()
+        a = self.raw("POST", self.name, up.key, query=f"uploadId={quote(uid, safe='~')}",
+                     headers=hdrs, body=body)
+        if how == "none*":
+            want = 412 if cur is not None else 200
+        elif cur is None:
+            want = 404
+        else:
+            want = 412 if how == "match-other" else 200
+        assert a.status == want, (up.key, how, a.status, a.body[:300])
+        if want != 200:
+            assert a.code == ("NoSuchKey" if want == 404 else "PreconditionFailed")
+            return
+        assert b"<CompleteMultipartUploadResult" in a.body, a.body[:300]
+        etag = hashlib.md5(b"".join(bytes.fromhex(e.strip('"')) for _, (_, e) in parts))
+        got = re.search(rb"<ETag>([^<]*)</ETag>", a.body)
+        assert got is not None and got.group(1).decode().replace("&quot;", '"') == (
+            f'"{etag.hexdigest()}-{len(parts)}"')
+        del self.open[uid]
+        vid = a.headers.get("x-amz-version-id")
+        self.add(up.key, Version(self.written({"VersionId": vid} if vid else {}),
+                                 b"".join(b for _, (b, _) in parts),
+                                 f'"{etag.hexdigest()}-{len(parts)}"'))
 
     @rule(key=picks, how=st.sampled_from(["cur", "other", "*"]))
     def conditional_delete(self, key: int | str, how: str) -> None:
