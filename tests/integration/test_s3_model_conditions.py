@@ -9,14 +9,18 @@ copies, multipart uploads) whose model it extends.
   Last-Modified, or not a date), judged in RFC 7232 section 6's order, which AWS documents;
 - Range GET and HEAD (first-last, open, suffix, zero suffix, past the end, last before
   first, several ranges, another unit) and ?partNumber= reads;
-- conditional PutObject (If-None-Match: *, If-Match) and DeleteObject (If-Match), and
-  CopyObject with x-amz-copy-source-if-* combinations and tagging directives;
+- GET and HEAD by version id (another key's, null, a delete marker) with preconditions
+  and a Range judged against that version;
+- conditional PutObject and CompleteMultipartUpload (If-None-Match: *, If-Match) and
+  DeleteObject (If-Match), and CopyObject with x-amz-copy-source-if-* combinations and
+  tagging directives;
 - DeleteObjects naming version ids (often another key's), quiet or not;
 - ListObjectVersions paged by hand (KeyMarker/VersionIdMarker, started from the middle
-  of a key's versions), ListObjectsV2 (ContinuationToken + StartAfter) and V1 (NextMarker
-  only with a delimiter), all with EncodingType=url over keys holding ' ', '%', '+', '/'.
+  of a key's versions), ListObjectsV2 (ContinuationToken + StartAfter), V1 (NextMarker
+  only with a delimiter) and ListMultipartUploads (NextKeyMarker/NextUploadIdMarker), all
+  with EncodingType=url over keys holding ' ', '%', '+', '/'.
 
-Bounded for CI (S3_MODEL_EXAMPLES=3 runs of S3_MODEL_STEPS=15 steps); a long run by hand:
+Bounded for CI (S3_MODEL_EXAMPLES=5 runs of S3_MODEL_STEPS=20 steps, about 5 s); by hand:
     S3_MODEL_EXAMPLES=100 S3_MODEL_STEPS=50 python -m pytest -q \\
         tests/integration/test_s3_model_conditions.py
 """
@@ -716,8 +720,8 @@ class ConditionsModel(VersionsModel):
         assert got == want, (prefix, delimiter, page, got, want)
 
 
-EXAMPLES = int(os.environ.get("S3_MODEL_EXAMPLES", "3"))
-STEPS = int(os.environ.get("S3_MODEL_STEPS", "15"))
+EXAMPLES = int(os.environ.get("S3_MODEL_EXAMPLES", "5"))
+STEPS = int(os.environ.get("S3_MODEL_STEPS", "20"))
 
 
 def run_model(cluster: LocalCluster, examples: int = EXAMPLES, steps: int = STEPS) -> None:
