@@ -533,6 +533,44 @@ class ConditionsModel(VersionsModel):
                 if not vs:
                     del self.objects[key]
 
+    @rule(chosen=st.lists(st.tuples(picks, st.sampled_from(["cur", "other", "*"])),
+                          min_size=1, max_size=4))
+    def delete_objects_if_match(self, chosen: list[tuple[int | str, str]]) -> None:
+        """DeleteObjects with an ETag per entry: each judged as DeleteObject's If-Match
+        (conditional_delete) against its key's current version; a mismatch is that entry's
+        Error PreconditionFailed, the others go ahead."""
+        named = {self.pick(k): how for k, how in chosen}
+        if any("\x00" in k or "\x01" in k for k in named):
+            return  # XML 1.0 cannot carry these keys
+        entries = []
+        for key, how in named.items():
+            vs = self.objects.get(key)
+            top = vs[-1] if vs else None
+            etag = {"*": "*", "other": md5q(b"no such body"),
+                    "cur": top.etag if top is not None and top.body is not None
+                    else md5q(b"?")}[how]
+            entries.append({"Key": key, "ETag": etag})
+        r = self.s3.delete_objects(Bucket=self.name, Delete={"Objects": entries})
+        deleted = {d["Key"]: d for d in r.get("Deleted", [])}
+        errors = {e["Key"]: e for e in r.get("Errors", [])}
+        assert len(deleted) + len(errors) == len(entries), r
+        for key, how in named.items():
+            vs = self.objects.get(key)
+            top = vs[-1] if vs else None
+            if top is None or (top.body is None and how == "*"):  # nothing to delete
+                assert key in deleted and "DeleteMarker" not in deleted[key], r
+                continue
+            if top.body is None or how == "other":
+                assert errors.get(key, {}).get("Code") == "PreconditionFailed", (key, how, r)
+                continue
+            d = deleted[key]
+            if self.state == "off":
+                assert "DeleteMarker" not in d, d
+                self.objects.pop(key, None)
+            else:
+                assert d["DeleteMarker"] is True
+                self.add(key, Version(d["DeleteMarkerVersionId"], None))
+
     def _newest_vid(self, key: str) -> str:
         r = self.s3.list_object_versions(Bucket=self.name, Prefix=key, MaxKeys=1000)
         tops = [v for v in r.get("Versions", []) + r.get("DeleteMarkers", [])
