@@ -104,13 +104,26 @@ def _digits_below(a: str, b: str) -> bool:
     return (len(a), a) < (len(b), b)
 
 
+def _unsatisfiable(header: str, size: int) -> S3Error:
+    """416 InvalidRange, with the `Content-Range: bytes */size` RFC 7233 section 4.4 has a
+    416 send (so a client learns the size); every 416 of a Range carries it."""
+    return S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size),
+                   headers={"Content-Range": f"bytes */{size}"})
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """[start, end) of a single `bytes=` range; None means the whole object.
 
     Syntactically invalid or multi-range headers are ignored, as S3 does; a range that
-    starts past the end is InvalidRange.
+    starts past the end, a zero-length suffix, and any `bytes=` range of an empty object
+    (it has no byte to name: S3 answers 416 there, minio#6557) are InvalidRange. GET and
+    HEAD both read the header here, so they answer alike.
     """
-    if not header or not header.startswith("bytes=") or "," in header:
+    if not header or not header.startswith("bytes="):
+        return None
+    if size == 0:
+        raise _unsatisfiable(header, size)
+    if "," in header:
         return None
     found = _RANGE_SPEC.match(header[6:].strip())  # ASCII digits only: int() takes more
     if found is None:
@@ -121,15 +134,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             return None
         n = digits_int(last)
         if n <= 0:
-            raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size))
+            raise _unsatisfiable(header, size)
         return max(0, size - n), size
     if last and _digits_below(last, first):  # exact: digits_int saturates past 40 digits
         return None
     start = digits_int(first)
     end = digits_int(last) + 1 if last else size
     if start >= size:
-        raise S3Error("InvalidRange", RangeRequested=header, ActualObjectSize=str(size),
-                      headers={"Content-Range": f"bytes */{size}"})
+        raise _unsatisfiable(header, size)
     return start, min(end, size)
 
 

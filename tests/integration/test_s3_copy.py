@@ -66,6 +66,36 @@ def test_copy_to_itself(s3) -> None:  # type: ignore[no-untyped-def]
     assert got["Body"].read() == b"same" and got["Metadata"] == {"a": "2"}
 
 
+def test_copy_naming_the_current_version_onto_itself_is_a_restore(
+        cluster: LocalCluster) -> None:
+    """A copy source naming a version is a regular copy even onto its own key and even of
+    the current version (a version restore; AWS and MinIO refuse only a source without
+    versionId); it was 400 InvalidRequest when the named version was the current one. The
+    same copy without versionId is still refused."""
+    s3 = cluster.client()
+    b = uniq("cp-self-v")
+    s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket=b, Key="k", Body=b"unversioned")
+    r = s3.copy_object(Bucket=b, Key="k", CopySource={"Bucket": b, "Key": "k",
+                                                      "VersionId": "null"})
+    assert r.get("CopySourceVersionId", "null") == "null"  # (never versioned: no header)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket=b, Key="k", Body=b"one")["VersionId"]
+    r = s3.copy_object(Bucket=b, Key="k", CopySource={"Bucket": b, "Key": "k",
+                                                      "VersionId": v1})
+    assert r["CopySourceVersionId"] == v1 and r["VersionId"] != v1
+    got = s3.get_object(Bucket=b, Key="k")
+    assert got["Body"].read() == b"one" and got["VersionId"] == r["VersionId"]
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket=b, Key="k", CopySource={"Bucket": b, "Key": "k"})
+    assert code(e) == "InvalidRequest"
+    versions = s3.list_object_versions(Bucket=b)["Versions"]
+    assert [v["VersionId"] for v in versions] == [r["VersionId"], v1, "null"]
+    for v in versions:
+        s3.delete_object(Bucket=b, Key="k", VersionId=v["VersionId"])
+    s3.delete_bucket(Bucket=b)
+
+
 def test_copy_to_itself_changing_only_its_encryption(s3) -> None:  # type: ignore[no-untyped-def]
     """A copy onto itself that names encryption (SSE-S3 to SSE-KMS and back, an SSE-C key
     rotation) is legal, as AWS documents (the refusal names 'encryption attributes', and

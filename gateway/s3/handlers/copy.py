@@ -138,8 +138,11 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
     opts = put_options(rq)
     opts.acl = await write_acl(rq)
     changes = ("x-amz-storage-class", WEBSITE_REDIRECT, sse.H_SSE, sse.H_KMS_KEY, sse.H_C_ALG)
-    same = (src.bucket == rq.bucket and src.key == rq.key
-            and await rq.cluster.objects.is_latest(src))
+    # A copy onto itself must change something, unless the source names a version: that is
+    # a version restore, a regular copy even of the current version (AWS and MinIO refuse
+    # only a source without versionId: versitygw#2418, rustfs#4250, moto#7300).
+    named = parse_copy_source(rq.headers["x-amz-copy-source"])[2] is not None
+    same = not named and src.bucket == rq.bucket and src.key == rq.key
     if same and meta_dir == "COPY" and not any(h in rq.headers for h in changes):
         raise S3Error("InvalidRequest", _SELF_COPY)
     check_copy_size(src.size)

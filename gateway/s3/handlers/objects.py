@@ -284,7 +284,7 @@ async def head_object(rq: S3Request) -> web.StreamResponse:
         rng = (start, end) if end > start else None
         size = end - start
     else:
-        rng = parse_range(rq.headers.get("Range"), v.size) if v.size else None
+        rng = parse_range(rq.headers.get("Range"), v.size)
     if rng is not None:
         headers["Content-Range"] = f"bytes {rng[0]}-{rng[1] - 1}/{v.size}"
         size = rng[1] - rng[0]
@@ -309,8 +309,6 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
     headers = object_headers(v, versioned)
     range_header = rq.headers.get("Range")
-    if range_header and v.size == 0 and range_header.startswith("bytes="):
-        raise S3Error("InvalidRange", RangeRequested=range_header, ActualObjectSize="0")
     if "partNumber" in rq.params:
         start, end = _part_range(rq, v, headers)
         rng = (start, end) if end > start else None
