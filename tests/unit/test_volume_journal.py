@@ -684,3 +684,38 @@ def test_a_write_past_the_old_end_of_an_outgrown_short_extent_lands_where_writte
         await r.close()
 
     with_service(body)
+
+
+def test_a_whole_page_written_and_folded_during_a_partial_pages_read_is_kept() -> None:
+    """review20f: as above, but the other thread's whole page is also folded into its
+    extent (and dropped from the overlay) before the read returns: the merge under the
+    overlay lock finds no page there and puts the bytes read before it over it again."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="w"))
+        await jv.write(0, b"o" * 4096)
+        await jv.checkpoint()
+        with jv._mutex:
+            jv._clean.clear()
+        read = jv._extent_range
+
+        raced: list[bool] = []
+
+        async def racing_read(idx: int, lo: int, hi: int) -> bytes:
+            got = await read(idx, lo, hi)
+            if not raced:  # once
+                raced.append(True)
+                assert jv.try_write(0, b"W" * 4096) == 4096  # another thread, right then
+                await jv.flush()  # its fsync
+                await jv._fold(0)  # and the folder takes it into the extent
+            return got
+        jv._extent_range = racing_read  # type: ignore[method-assign]
+        await jv.write(512, b"p" * 512)
+        jv._extent_range = read  # type: ignore[method-assign]
+        await jv.flush()
+        want = b"W" * 512 + b"p" * 512 + b"W" * 3072
+        assert await jv.read(0, 4096) == want
+        await jv.stop()
+        await jv.vol.close()
+
+    with_service(body)
