@@ -100,7 +100,7 @@ class Folding:
             buf = bytearray(elen)
         else:
             base = await self._stored(idx, displace=False)
-            buf = bytearray(base if base is not None else bytes(elen))
+            buf = bytearray(self.vol.fit(idx, base) if base is not None else bytes(elen))
         for po, page in snap.items():
             buf[po:po + len(page)] = page
         data = bytes(buf)

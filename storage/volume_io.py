@@ -328,6 +328,17 @@ class VolumeHandle:
     def extent_len(self, idx: int) -> int:
         return min(self.vol.extent_size, self.vol.size - idx * self.vol.extent_size)
 
+    def fit(self, idx: int, data: bytes) -> bytes:
+        """Extent idx's bytes at its length now: a short last extent the volume outgrew
+        (resized while attached) reads zeros past its old end, as a stored one does. Every
+        buffer an extent is built in starts from this: a page put past the end of a shorter
+        bytearray is appended at that end instead (a write moved, the place it was written
+        left zeros)."""
+        want = self.extent_len(idx)
+        if len(data) > want:
+            raise InvalidInput(f"extent {idx} holds at most {want} bytes")
+        return data + bytes(want - len(data)) if len(data) < want else data
+
     async def read_extent(self, idx: int) -> bytes | None:
         """The extent's bytes, or None if never written / trimmed (zeros).
 
@@ -358,10 +369,7 @@ class VolumeHandle:
         last = segment_count(p.size, p.segment_size) - 1
         async for chunk in self.svc.stripes.read(codec, p.nodes, p.size, 0, last, damage):
             out += chunk
-        want = self.extent_len(idx)
-        if len(out) < want:  # the volume grew past a short last extent
-            out += bytes(want - len(out))
-        return bytes(out[:want])
+        return self.fit(idx, bytes(out[:self.extent_len(idx)]))
 
     def journal_floor(self) -> int:
         """The largest journal sequence any own extent pointer has folded in."""
@@ -377,10 +385,7 @@ class VolumeHandle:
         cached at its old length; refused, it failed every barrier and fold until detach."""
         if self.read_only_gen is not None:
             raise InvalidInput("snapshots are read-only")
-        if len(data) > self.extent_len(idx):
-            raise InvalidInput(f"extent {idx} holds at most {self.extent_len(idx)} bytes")
-        if len(data) < self.extent_len(idx):
-            data += bytes(self.extent_len(idx) - len(data))
+        data = self.fit(idx, data)
         tenant = self.vol.tenant
         prof = self.svc.cfg.profile(self.vol.profile)
         for attempt in range(WRITE_ATTEMPTS):

@@ -219,6 +219,8 @@ class JournaledVolume(Folding):
                             base = self._clean.get(idx, _MISS)
                             if base is _MISS:
                                 return None
+                            if base is not None:
+                                base = self.vol.fit(idx, base)
                         out.append(bytes(b - a) if base is None else base[a:b])
                     else:
                         out.append(page[a - p:b - p])
@@ -322,13 +324,20 @@ class JournaledVolume(Folding):
             if off == po and n == min(PAGE, elen - po):
                 self._put(idx, po, bytes(mv[pos - offset:pos - offset + n]))
             else:  # a partial page: read-modify-write it
-                base = await self._extent_range(idx, po, min(po + PAGE, elen))
-                with self._mutex:  # over the page as it is now: a whole page `try_write`
-                    # put from another thread since the read is kept, not overwritten with
-                    # the older bytes read (an acknowledged write lost)
-                    cur = bytearray(self.pages.get(idx, {}).get(po) or base)
-                    cur[off - po:off - po + n] = mv[pos - offset:pos - offset + n]
-                    self._put_locked(idx, po, bytes(cur))
+                while True:
+                    epoch = self._epoch.get(idx, 0)
+                    base = await self._extent_range(idx, po, min(po + PAGE, elen))
+                    with self._mutex:  # over the page as it is now: a whole page `try_write`
+                        # put from another thread since the read is kept, not overwritten
+                        # with the older bytes read (an acknowledged write lost); one a fold
+                        # took into the extent meanwhile is read again (review20f)
+                        page = self.pages.get(idx, {}).get(po)
+                        if page is None and self._epoch.get(idx, 0) != epoch:
+                            continue
+                        cur = bytearray(page or base)
+                        cur[off - po:off - po + n] = mv[pos - offset:pos - offset + n]
+                        self._put_locked(idx, po, bytes(cur))
+                    break
             pos += n
         self._last_write = time.monotonic()
         self._nudge()
@@ -495,8 +504,8 @@ class JournaledVolume(Folding):
         pages it took."""
         async with self._direct_sem:
             elen = self.vol.extent_len(idx)
-            buf = bytearray(base if base is not None and len(snap) * PAGE < elen
-                            else bytes(elen))
+            buf = bytearray(self.vol.fit(idx, base) if base is not None
+                            and len(snap) * PAGE < elen else bytes(elen))
             for po, page in snap.items():
                 buf[po:po + len(page)] = page
             data = bytes(buf)

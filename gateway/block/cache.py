@@ -88,11 +88,11 @@ class ExtentCache:
     async def _extent(self, idx: int) -> bytes:
         d = self._dirty.get(idx)
         if d is not None:
-            return bytes(d.buf)
+            return self.vol.fit(idx, bytes(d.buf))
         c = self._clean.get(idx)
         if c is not None:
             self._clean.move_to_end(idx)
-            return c
+            return self.vol.fit(idx, c)
         fut = self._loading.get(idx)
         if fut is not None:
             return await asyncio.shield(fut)
@@ -158,6 +158,8 @@ class ExtentCache:
                 if d is None:
                     d = self._dirty[idx] = _Dirty(buf)
                     self._clean.pop(idx, None)
+            if len(d.buf) < self.vol.extent_len(idx):  # outgrown: see VolumeHandle.fit
+                d.buf += bytes(self.vol.extent_len(idx) - len(d.buf))
             d.buf[off:off + n] = chunk
             d.version += 1
             pos += n

@@ -454,7 +454,11 @@ def test_a_writer_resumed_past_its_lease_serves_no_io(vol: Vol, tmp_path: Path) 
     (the old bytes) and took writes into memory as if it still held the volume: it never
     counted its lease's time itself, and its fencing reached commits only. Reads and
     writes reaching it (O_DIRECT: past the kernel's page cache) are now EIO."""
-    from tests.integration.test_volume_fencing import daemon_pid, mount_when_free
+    from tests.integration.test_volume_fencing import (
+        daemon_pid,
+        mount_when_free,
+        stop_outside_a_commit,
+    )
 
     vol.run("create", "paused", "--size", "8M")
     a, b = tmp_path / "a", tmp_path / "b"
@@ -468,7 +472,7 @@ def test_a_writer_resumed_past_its_lease_serves_no_io(vol: Vol, tmp_path: Path) 
     finally:
         os.close(fd)
     pid_a = daemon_pid(vol, a)
-    os.kill(pid_a, signal.SIGSTOP)
+    stop_outside_a_commit(vol, pid_a)  # (not inside a renewal's SQLite commit: 7b9d2240)
     try:
         mount_when_free(vol, "paused", b)
         fd = os.open(b / "volume", os.O_RDWR)

@@ -650,3 +650,72 @@ def test_writers_blocked_at_the_bound_wait_for_folds_not_for_compactions() -> No
 
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(Path(d)))
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_write_past_the_old_end_of_an_outgrown_short_extent_lands_where_written(
+        journal: bool) -> None:
+    """review20f: after an online grow, the writer's clean copy of its last extent is still
+    the old (short) length; an extent built over it put each page with a bytearray slice,
+    which past the end of a shorter buffer appends instead: a page written beyond the old
+    end but not right after it moved down to the old end (then zero-padded): a fsynced
+    write read back at the wrong offset, the right one zeros."""
+    from gateway.block.cache import ExtentCache
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", MiB + MiB // 2)
+        h = await svc.open("t", "v", holder="w")
+        w = JournaledVolume(h) if journal else ExtentCache(h)
+        w.start()
+        await w.write(MiB, b"A" * 4096)
+        await w.checkpoint()  # extent 1 stored (and cached) 512 KiB long
+        await svc.resize("t", "v", 3 * MiB)
+        await w.write(MiB + 4096, b"B" * 4096)
+        await w.flush()  # its commit sees the grown record
+        assert h.vol.size == 3 * MiB
+        far = MiB + 3 * MiB // 4  # past the old end (MiB + 512 KiB), not right after it
+        await w.write(far, b"F" * 4096)
+        await w.flush()
+        await w.stop()  # folds everything
+        await h.close()
+        r = await svc.open("t", "v", holder="check")
+        assert await r.read(far, 4096) == b"F" * 4096
+        assert await r.read(MiB + MiB // 2, 4096) == bytes(4096)
+        await r.close()
+
+    with_service(body)
+
+
+def test_a_whole_page_written_and_folded_during_a_partial_pages_read_is_kept() -> None:
+    """review20f: as above, but the other thread's whole page is also folded into its
+    extent (and dropped from the overlay) before the read returns: the merge under the
+    overlay lock finds no page there and puts the bytes read before it over it again."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="w"))
+        await jv.write(0, b"o" * 4096)
+        await jv.checkpoint()
+        with jv._mutex:
+            jv._clean.clear()
+        read = jv._extent_range
+
+        raced: list[bool] = []
+
+        async def racing_read(idx: int, lo: int, hi: int) -> bytes:
+            got = await read(idx, lo, hi)
+            if not raced:  # once
+                raced.append(True)
+                assert jv.try_write(0, b"W" * 4096) == 4096  # another thread, right then
+                await jv.flush()  # its fsync
+                await jv._fold(0)  # and the folder takes it into the extent
+            return got
+        jv._extent_range = racing_read  # type: ignore[method-assign]
+        await jv.write(512, b"p" * 512)
+        jv._extent_range = read  # type: ignore[method-assign]
+        await jv.flush()
+        want = b"W" * 512 + b"p" * 512 + b"W" * 3072
+        assert await jv.read(0, 4096) == want
+        await jv.stop()
+        await jv.vol.close()
+
+    with_service(body)
