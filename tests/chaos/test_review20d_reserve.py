@@ -110,3 +110,44 @@ async def test_full_disk_compaction_reaches_an_empty_pack_behind_a_fuller_one(
         assert last not in store.sizes, "an empty pack was never dropped"
     finally:
         await asyncio.to_thread(store.close)
+
+
+@pytest.fixture
+def big_disk(tmp_path: Path) -> Iterator[Disk]:
+    yield from made_disk(tmp_path, 112 * 1024 * 1024)
+
+
+async def test_default_reserve_and_steps_with_32_mib_packs(big_disk: Disk) -> None:
+    """The default reserve (8 MiB) and steps (4 MiB), packs of 32 MiB (the default is 256)
+    40% live: 12.8 MiB to copy before a pack's blocks come back."""
+    disk = big_disk
+    disk.attach(volatile=False)
+    root = disk.mnt / "node"
+    store = PackStore(root, seal_bytes=32 << 20)
+    store.open()
+    (disk.mnt / "filler").touch()
+    try:
+        held: dict[str, bytes] = {}
+        while True:
+            sid, _, _, body = make_shard(frames=64, block_size=4096, last=None)
+            try:
+                await store.put(sid, [body])
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                break
+            held[sid] = body
+        _fill_up(disk.mnt / "filler")
+        for sid in [s for i, s in enumerate(held) if i % 5 < 3]:
+            assert await store.delete(sid)
+        errs = []
+        for _ in range(2):
+            try:
+                await store.compact()
+                errs.append(None)
+            except OSError as exc:
+                errs.append(exc.errno)
+        print("default reserve: compact runs:", errs, "armed:", store.reserve.armed,
+              "candidates:", len(store.candidates()))
+        assert errs == [None, None]
+    finally:
+        await asyncio.to_thread(store.close)
