@@ -53,7 +53,7 @@ from nodes.shardfile import (
 )
 from nodes.shardread import ShardReadStream
 from nodes.shardwrite import ShardWriter
-from storage.config import PackSettings
+from storage.config import PackSettings, env_settings
 from storage.errors import InvalidInput, NotFound, ShardCorrupt
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
@@ -105,11 +105,12 @@ class DiskShardStore:
         # (`ShardWriter._commit_unnamed_sync`); cleared when the filesystem refuses it
         for d in (self.root, self.shard_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        settings = packs or PackSettings()
+        settings = packs or env_settings("packs")  # as `create_app`: defaults + environment
         self.pack_max = settings.max_shard_bytes  # 0: no new shard is packed
         self.packs: PackStore | None = None  # opened by `start` when packing is on or packs
         self._pack_seal = settings.seal_bytes  # written before are there to read
         self._pack_ratio = settings.compact_ratio
+        self._pack_reserve = settings.reserve()
 
     # -- paths and bookkeeping ---------------------------------------------------------
 
@@ -172,7 +173,7 @@ class DiskShardStore:
         if self.packs is not None or not (self.pack_max > 0 or (
                 pack_dir.is_dir() and any(pack_dir.glob("*.pack")))):
             return
-        packs = PackStore(self.root, self._pack_seal, self._pack_ratio)
+        packs = PackStore(self.root, self._pack_seal, self._pack_ratio, self._pack_reserve)
         packs.open()
         self.packs = packs
 

@@ -1,9 +1,12 @@
-"""review20d: the reserve only covers compaction when a candidate pack's live records fit
-in it. A sealed pack below compact_ratio may hold up to ratio*seal_bytes live (default
-128 MiB of a 256 MiB pack, against an 8 MiB reserve): on a full disk the copy-forward runs
-out after the reserve, compaction fails, and the reserve is gone for good (only `_drop`
-re-arms it) - deletes and PUTs then refused forever. Scaled down here: 4 MiB packs, a
-1 MiB reserve, 256 KiB steps (the reserve is 4 steps, as 8 MiB is 2 of the default's)."""
+"""review20d H1: the reserve only covers compaction when a candidate pack's live records
+fit in it. A sealed pack below compact_ratio may hold up to ratio*seal_bytes live (128 MiB
+of a 256 MiB pack, against the 8 MiB reserve it had): on a full disk the copy-forward ran
+out after the reserve, compaction failed, and the reserve was gone for good (only `_drop`
+re-arms it) - PUTs then refused forever. Scaled down here: 4 MiB packs, 256 KiB steps.
+
+mend20d: the reserve is a whole pack by default (`[packs] reserve_bytes`), given up a piece
+at a time (what a write needs), candidates go emptiest first, and one whose records do not
+fit in free space plus the reserve is skipped, not the end of the run."""
 
 from __future__ import annotations
 
@@ -149,5 +152,37 @@ async def test_default_reserve_and_steps_with_32_mib_packs(big_disk: Disk) -> No
         print("default reserve: compact runs:", errs, "armed:", store.reserve.armed,
               "candidates:", len(store.candidates()))
         assert errs == [None, None]
+    finally:
+        await asyncio.to_thread(store.close)
+
+
+async def test_space_freed_for_deletes_is_not_taken_from_compaction(
+        disk: Disk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tombstones on a full disk give up only what they need of the reserve: another writer
+    (a shard file, another node on the file system) that takes the free space after them
+    leaves compaction the rest, which holds a pack's live records (with the whole reserve
+    given up at the first tombstone, that writer took it and compaction met ENOSPC)."""
+    monkeypatch.setattr(packsteps, "STEP_BYTES", 256 * 1024)
+    disk.attach(volatile=False)
+    root = disk.mnt / "node"
+    store = PackStore(root, seal_bytes=4 << 20, reserve_bytes=4 << 20)
+    store.open()
+    (disk.mnt / "filler").touch()
+    try:
+        held = await _fill(store)
+        _fill_up(disk.mnt / "filler")
+        gone = [sid for i, sid in enumerate(held) if i % 5 < 3]  # 40% live per pack
+        for sid in gone:
+            assert await store.delete(sid)
+        _fill_up(disk.mnt / "filler")  # the space the tombstones freed, taken by another
+        assert store.candidates()
+        await store.compact()
+        assert store.candidates() == [] and store.reserve.armed
+        later, _, _, body = make_shard(frames=16, block_size=4096, last=None)
+        await store.put(later, [body])  # the node takes PUTs again
+        kept = {sid for sid in held if sid not in set(gone)}
+        for sid in list(kept)[:20]:
+            loc = store.locate(sid)
+            assert loc is not None and store.read(loc) == held[sid]
     finally:
         await asyncio.to_thread(store.close)

@@ -36,7 +36,7 @@ def body_of(sid: str, size: int = 300) -> bytes:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[PackStore]:
-    s = PackStore(tmp_path)
+    s = PackStore(tmp_path, reserve_bytes=1 << 18)
     s.open()
     yield s
     s.close()
@@ -44,7 +44,8 @@ def store(tmp_path: Path) -> Iterator[PackStore]:
 
 def reopen(s: PackStore, seal_bytes: int | None = None) -> PackStore:
     s.close()
-    n = PackStore(s.root, s.seal_bytes if seal_bytes is None else seal_bytes, s.compact_ratio)
+    n = PackStore(s.root, s.seal_bytes if seal_bytes is None else seal_bytes, s.compact_ratio,
+                  reserve_bytes=s.reserve.size)
     n.open()
     return n
 
@@ -368,7 +369,7 @@ def test_the_same_put_twice_in_a_failed_group_is_not_acknowledged(
     """Two PUTs of one shard with the same bytes in one group (a resent request): the second
     was answered UNCHANGED at once, as if the first were stored, also when the group's write
     then failed: a shard acknowledged with nothing on disk."""
-    s = PackStore(tmp_path)
+    s = PackStore(tmp_path, reserve_bytes=1 << 18)
     s.open()
     real = packstore.writev_all
     fails = [1]
