@@ -258,8 +258,14 @@ class DiskShardStore:
         (`put_packed`, `supersede_packed_sync`). Reads take the packed copy, so the file
         is never served or scrubbed, yet it was counted twice and would be served once the
         packed copy is quarantined. A packed copy that fails its checks keeps the file (it
-        may be the only good copy; scrub quarantines the packed one). At start only."""
-        if self.packs is None or sid not in self.packs.index:
+        may be the only good copy; scrub quarantines the packed one). A file written after
+        the packed record is the acknowledged rewrite whose tombstone was lost (rot, a torn
+        tail): it wins, and the tombstone is written again (`_superseded_sync`). At start
+        only."""
+        loc = None if self.packs is None else self.packs.locate(sid)
+        if loc is None:
+            return False
+        if self._superseded_sync(sid, path, loc):
             return False
         try:
             if verify_file(self.locate(sid), sid).bad:
@@ -270,6 +276,22 @@ class DiskShardStore:
             os.unlink(path)
         except OSError:  # read-only or gone: counted as before (gone: not at all)
             return not os.path.exists(path)
+        return True
+
+    def _superseded_sync(self, sid: str, path: str, loc: PackLoc) -> bool:
+        """Whether shard file `path` was written after the packed record `loc` (same node
+        clock; compaction keeps a record's write time): then it is a rewrite's file whose
+        tombstone of `loc` was lost, `supersede_packed_sync` is done again and the file kept.
+        A file revived by a power cut, or one a packed rewrite had yet to drop, is older."""
+        try:
+            if os.stat(path).st_mtime_ns <= loc.time_ns:
+                return False
+        except OSError:
+            return False
+        try:
+            self.supersede_packed_sync(sid, loc, -1)
+        except OSError:  # counted twice until the next start tries again; reads take the
+            pass  # packed copy meanwhile, as before
         return True
 
     # -- writing -------------------------------------------------------------------------
