@@ -571,8 +571,11 @@ class DiskShardStore:
         packs, disk = self.packs, self._used_bytes
         if packs is not None:  # packs hold deleted records until compaction: used_bytes
             disk += packs.disk_bytes() - packs.held_bytes  # counts live shards only
+        reserve = None if packs is None else packs.reserve  # down: packed PUTs refused (507)
         return {"used_bytes": self._used_bytes, "disk_bytes": disk, "shards": self._shards,
-                "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize}
+                "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize,
+                "reserve_bytes": 0 if reserve is None else reserve.held,
+                "reserve_size": 0 if reserve is None else reserve.size}
 
 
 def _valid(name: str) -> bool:
