@@ -5,13 +5,16 @@ Why: with shards in packs, freeing space takes space. A DELETE appends a tombsto
 compaction gives the blocks back, after copying a pack's live records forward. On a full disk
 both fail (ENOSPC), so a node that filled up could never free anything, however much was
 deleted (a shard file's unlink needs no space). The reserve is taken back as soon as there is
-room again, and while it is down client PUTs are refused once free space falls below its
-size: space freed for deletes and compaction is not eaten by new shards first.
+room again, and while any of it is given up client PUTs of packed shards are refused: space
+freed for deletes and compaction is not eaten by new shards first.
 
-It is given up a piece at a time (what the write that met the full disk needs, and
-`SLACK` for the file system's own blocks), not whole: tombstones written on a full disk must not eat the room a compaction
-needs to copy a pack's live records forward. Sized one pack by default (`[packs]
-reserve_bytes`), it always holds one compaction candidate's records.
+It is given up a piece at a time (what the write that met the full disk needs, and `SLACK`
+for the file system's own blocks), not whole: tombstones written on a full disk must not
+hand the room a compaction needs to whoever writes next. Sized one pack by default (`[packs]
+reserve_bytes`), it holds a compaction candidate's live records (below compact_ratio of a
+pack); a candidate that does not fit (a pack of tombstones over a smaller reserve) is
+skipped (`PackCompaction._compaction`). Nodes sharing one file system share its free
+space: there the reserve guards nothing (test clusters keep a small one).
 
 The reserve is not made durable (a crash may lose it; `arm` runs at every open).
 """

@@ -10,7 +10,9 @@ may hold a PUT of X that would otherwise return at a restart). Each step is one 
 group, so a crash between any two steps leaves the old records or their durable copies,
 never neither; the newer copy wins a restart's scan by order. Damaged ranges no index
 names (a scan's gaps and bad records) are copied to `quarantine/` before their pack is
-unlinked; a failed disk call fails the run, and the next run resumes.
+unlinked; a failed disk call fails the run, and the next run resumes. Candidates go
+emptiest first; on a full disk one that does not fit in free space plus the reserve
+(`nodes.packreserve`) is skipped and one whose copy meets ENOSPC left, the rest still go.
 """
 
 from __future__ import annotations
