@@ -50,6 +50,14 @@ class Reserve:
     def armed(self) -> bool:
         return self.held >= self.size
 
+    def open(self) -> bool:
+        """`arm` at a store's open, after cutting a reserve file left larger than `size` (a
+        life with a larger `[packs] reserve_bytes`, or one of 0 now) down to it."""
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_size > self.size:
+                os.truncate(self.path, self.size)
+        return self.arm()
+
     def arm(self) -> bool:
         """Allocate the whole reserve if it is not: True when it holds its size now. A
         disk too full for it keeps what it held (the blocks a failed allocation took beyond

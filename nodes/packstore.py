@@ -121,7 +121,7 @@ class PackStore(PackCompaction):
         """Scan every pack, rebuild the index, set torn tails aside; start the committer."""
         for d in (self.root, self.pack_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.reserve.arm()  # a disk too full for it: PUTs wait until space is freed
+        self.reserve.open()  # a disk too full for it: PUTs wait until space is freed
         seqs = sorted(int(m.group(1), 16) for n in os.listdir(self.pack_dir)
                       if (m := PACK_NAME.match(n)))
         last: list[pf.Record] | None = None

@@ -395,3 +395,17 @@ def test_the_same_put_twice_in_a_failed_group_is_not_acknowledged(
         assert (first.result(timeout=30), again.result(timeout=30)) == (-1, UNCHANGED)
     finally:
         s.close()
+
+
+async def test_a_smaller_reserve_setting_gives_the_rest_back_at_open(tmp_path: Path) -> None:
+    """A reserve left from a life with a larger `[packs] reserve_bytes` (or the 8 MiB of
+    before) is cut to the new size at open, to nothing at 0: posix_fallocate only grows."""
+    path = tmp_path / "packs" / "reserve"
+    for size, want in ((1 << 20, 1 << 20), (1 << 18, 1 << 18), (0, 0)):
+        s = PackStore(tmp_path, reserve_bytes=size)
+        s.open()
+        try:
+            assert path.stat().st_size == want
+            assert path.stat().st_blocks * 512 <= max(want, 4096) + 4096
+        finally:
+            await asyncio.to_thread(s.close)
