@@ -53,7 +53,7 @@ from nodes.shardfile import (
 )
 from nodes.shardread import ShardReadStream
 from nodes.shardwrite import ShardWriter
-from storage.config import PackSettings
+from storage.config import PackSettings, env_settings
 from storage.errors import InvalidInput, NotFound, ShardCorrupt
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
@@ -105,11 +105,12 @@ class DiskShardStore:
         # (`ShardWriter._commit_unnamed_sync`); cleared when the filesystem refuses it
         for d in (self.root, self.shard_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        settings = packs or PackSettings()
+        settings = packs or env_settings("packs")  # as `create_app`: defaults + environment
         self.pack_max = settings.max_shard_bytes  # 0: no new shard is packed
         self.packs: PackStore | None = None  # opened by `start` when packing is on or packs
         self._pack_seal = settings.seal_bytes  # written before are there to read
         self._pack_ratio = settings.compact_ratio
+        self._pack_reserve = settings.reserve()
 
     # -- paths and bookkeeping ---------------------------------------------------------
 
@@ -172,7 +173,7 @@ class DiskShardStore:
         if self.packs is not None or not (self.pack_max > 0 or (
                 pack_dir.is_dir() and any(pack_dir.glob("*.pack")))):
             return
-        packs = PackStore(self.root, self._pack_seal, self._pack_ratio)
+        packs = PackStore(self.root, self._pack_seal, self._pack_ratio, self._pack_reserve)
         packs.open()
         self.packs = packs
 
@@ -257,8 +258,14 @@ class DiskShardStore:
         (`put_packed`, `supersede_packed_sync`). Reads take the packed copy, so the file
         is never served or scrubbed, yet it was counted twice and would be served once the
         packed copy is quarantined. A packed copy that fails its checks keeps the file (it
-        may be the only good copy; scrub quarantines the packed one). At start only."""
-        if self.packs is None or sid not in self.packs.index:
+        may be the only good copy; scrub quarantines the packed one). A file written after
+        the packed record is the acknowledged rewrite whose tombstone was lost (rot, a torn
+        tail): it wins, and the tombstone is written again (`_superseded_sync`). At start
+        only."""
+        loc = None if self.packs is None else self.packs.locate(sid)
+        if loc is None:
+            return False
+        if self._superseded_sync(sid, path, loc):
             return False
         try:
             if verify_file(self.locate(sid), sid).bad:
@@ -269,6 +276,22 @@ class DiskShardStore:
             os.unlink(path)
         except OSError:  # read-only or gone: counted as before (gone: not at all)
             return not os.path.exists(path)
+        return True
+
+    def _superseded_sync(self, sid: str, path: str, loc: PackLoc) -> bool:
+        """Whether shard file `path` was written after the packed record `loc` (same node
+        clock; compaction keeps a record's write time): then it is a rewrite's file whose
+        tombstone of `loc` was lost, `supersede_packed_sync` is done again and the file kept.
+        A file revived by a power cut, or one a packed rewrite had yet to drop, is older."""
+        try:
+            if os.stat(path).st_mtime_ns <= loc.time_ns:
+                return False
+        except OSError:
+            return False
+        try:
+            self.supersede_packed_sync(sid, loc, -1)
+        except OSError:  # counted twice until the next start tries again; reads take the
+            pass  # packed copy meanwhile, as before
         return True
 
     # -- writing -------------------------------------------------------------------------
@@ -548,8 +571,11 @@ class DiskShardStore:
         packs, disk = self.packs, self._used_bytes
         if packs is not None:  # packs hold deleted records until compaction: used_bytes
             disk += packs.disk_bytes() - packs.held_bytes  # counts live shards only
+        reserve = None if packs is None else packs.reserve  # down: packed PUTs refused (507)
         return {"used_bytes": self._used_bytes, "disk_bytes": disk, "shards": self._shards,
-                "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize}
+                "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize,
+                "reserve_bytes": 0 if reserve is None else reserve.held,
+                "reserve_size": 0 if reserve is None else reserve.size}
 
 
 def _valid(name: str) -> bool:

@@ -427,6 +427,10 @@ async def health(request: web.Request) -> web.Response:
                               "disk_bytes": usage["disk_bytes"],
                               "free_bytes": usage["free_bytes"],
                               "total_bytes": usage["total_bytes"], "shards": usage["shards"],
+                              # the packs' reserve (`nodes.packreserve`): held below size,
+                              # packed PUTs are refused until it is whole again
+                              "reserve_bytes": usage["reserve_bytes"],
+                              "reserve_size": usage["reserve_size"],
                               "started": st.started,
                               "now": time.time()})  # gateways judge Object Lock by it
 

@@ -41,6 +41,13 @@ class NodeMetrics:
         self.free_bytes = Gauge("tessera_node_free_bytes", "Free bytes on the data disk",
                                 registry=r)
         self.shards = Gauge("tessera_node_shards", "Stored shards", registry=r)
+        self.reserve_bytes = Gauge(  # below reserve_size: given up, packed PUTs refused
+            "tessera_node_pack_reserve_bytes",
+            "Bytes the packs' reserve holds now (a full disk gives it up to delete and compact)",
+            registry=r)
+        self.reserve_size = Gauge(
+            "tessera_node_pack_reserve_size_bytes",
+            "Bytes the packs' reserve holds when whole ([packs] reserve_bytes)", registry=r)
         info = Gauge("tessera_node_info", "Identity of this node", ["node_id", "zone"],
                      registry=r)
         info.labels(node_id=node_id, zone=zone).set(1)
@@ -62,4 +69,6 @@ class NodeMetrics:
         self.disk_bytes.set(usage.get("disk_bytes", usage["used_bytes"]))
         self.free_bytes.set(usage["free_bytes"])
         self.shards.set(usage["shards"])
+        self.reserve_bytes.set(usage.get("reserve_bytes", 0))
+        self.reserve_size.set(usage.get("reserve_size", 0))
         return generate_latest(self.registry)

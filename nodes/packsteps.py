@@ -10,7 +10,9 @@ may hold a PUT of X that would otherwise return at a restart). Each step is one 
 group, so a crash between any two steps leaves the old records or their durable copies,
 never neither; the newer copy wins a restart's scan by order. Damaged ranges no index
 names (a scan's gaps and bad records) are copied to `quarantine/` before their pack is
-unlinked; a failed disk call fails the run, and the next run resumes.
+unlinked; a failed disk call fails the run, and the next run resumes. Candidates go
+emptiest first; on a full disk one that does not fit in free space plus the reserve
+(`nodes.packreserve`) is skipped and one whose copy meets ENOSPC left, the rest still go.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from nodes import packformat as pf
 from nodes.packrecovery import Damage, keep_aside
+from nodes.packreserve import is_disk_full
 from nodes.shardfile import fsync_dir, read_exact
 
 if TYPE_CHECKING:
@@ -61,6 +64,7 @@ class PackCompaction:
     damage: list[Damage]
     compact_ratio: float
     compacted: int
+    skipped: int
     pack_dir: Path
     quarantine_dir: Path
     _active: int
@@ -94,10 +98,12 @@ class PackCompaction:
         return await asyncio.wrap_future(fut)
 
     def candidates(self) -> list[int]:
-        """Sealed packs (not the active one) whose live bytes are below the ratio."""
-        return sorted(seq for seq, size in list(self.sizes.items()) if seq != self._active
-                      and (self.live.get(seq, 0) == 0
-                           or self.live.get(seq, 0) < self.compact_ratio * size))
+        """Sealed packs (not the active one) whose live bytes are below the ratio, emptiest
+        first: on a full disk the packs that cost least to copy give their space back first."""
+        return sorted((seq for seq, size in list(self.sizes.items()) if seq != self._active
+                       and (self.live.get(seq, 0) == 0
+                            or self.live.get(seq, 0) < self.compact_ratio * size)),
+                      key=lambda seq: (self.live.get(seq, 0), seq))
 
     def _job_wait(self) -> float | None:
         """Seconds until the first job may take its next step (None: no job)."""
@@ -136,8 +142,12 @@ class PackCompaction:
 
     def _compaction(self, max_packs: int | None) -> Generator[int, None, int]:
         """Copy each candidate's needed records forward a step at a time, then unlink it
-        (a step yields the bytes it copied; the total is returned)."""
+        (a step yields the bytes it copied; the total is returned). A candidate whose needed
+        records do not fit in free space plus the reserve is skipped, and one whose copy
+        finds the disk full is left for the next run: the others (an emptier pack costs
+        nothing to drop) still go. The first such failure is raised at the end."""
         copied = 0
+        failed: OSError | None = None
         self._sync_unlinks()  # a failed fsync of an earlier run's unlink, retried first
         for count, seq in enumerate(self.candidates()):
             if max_packs is not None and count >= max_packs:
@@ -145,25 +155,48 @@ class PackCompaction:
             if seq not in self.sizes or seq == self._active:
                 continue
             recs, harm = self._records(seq)
-            i = 0
-            while i < len(recs):
-                step: list[pf.Record] = []
-                size = 0
-                while i < len(recs) and size < STEP_BYTES:
-                    rec = recs[i]
-                    i += 1
-                    if self._needed(seq, rec):
-                        step.append(rec)
-                        size += rec.body_len + pf.OVERHEAD
-                if step:
-                    self._copy_forward(seq, step)
+            if sum(rec.body_len + pf.OVERHEAD for rec in recs
+                   if self._needed(seq, rec)) > self._room():
+                self.skipped += 1
+                continue
+            try:
+                for size in self._copy_pack(seq, recs):
                     copied += size
                     yield size
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                failed = failed or exc
+                continue
             for start, end in harm:  # damage no index names: kept, never silently dropped
                 keep_aside(self.quarantine_dir, seq, self._fd(seq), start, end, "damaged")
             self._drop(seq)
             yield 0
+        if failed is not None:
+            raise failed
         return copied
+
+    def _copy_pack(self, seq: int, recs: list[pf.Record]) -> Generator[int, None, None]:
+        """Copy pack `seq`'s needed records forward, a step at a time (yields each size)."""
+        i = 0
+        while i < len(recs):
+            step: list[pf.Record] = []
+            size = 0
+            while i < len(recs) and size < STEP_BYTES:
+                rec = recs[i]
+                i += 1
+                if self._needed(seq, rec):
+                    step.append(rec)
+                    size += rec.body_len + pf.OVERHEAD
+            if step:
+                self._copy_forward(seq, step)
+                yield size
+
+    def _room(self) -> int:
+        """Bytes compaction may write now: the file system's free space, and the reserve's
+        while it is held (a copy that meets a full disk gives it up)."""
+        st = os.statvfs(self.pack_dir)
+        return st.f_bavail * st.f_frsize + self.reserve.held
 
     def _records(self, seq: int) -> tuple[list[pf.Record], list[tuple[int, int]]]:
         """A sealed pack's records in order (from its footer, else by a scan), and the

@@ -49,7 +49,7 @@ from nodes import packformat as pf
 from nodes.packindex import PackIndex, PackLoc
 from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
-from nodes.packsteps import STEP_BYTES, PackCompaction, StepJob
+from nodes.packsteps import PackCompaction, StepJob
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
@@ -62,7 +62,6 @@ from nodes.shardfile import (
 SEAL_BYTES = 256 * 1024 * 1024
 COMPACT_RATIO = 0.5
 FD_CACHE = 16  # sealed packs' fds the committer keeps open (compaction, same-bytes checks)
-RESERVE_BYTES = 2 * STEP_BYTES  # kept back for tombstones and compaction (`nodes.packreserve`)
 @dataclass
 class _Request:
     kind: int
@@ -79,13 +78,16 @@ class PackStore(PackCompaction):
 
     def __init__(self, root: Path | str, seal_bytes: int = SEAL_BYTES,
                  compact_ratio: float = COMPACT_RATIO,
-                 reserve_bytes: int = RESERVE_BYTES) -> None:
+                 reserve_bytes: int | None = None) -> None:
         self.root = Path(root)
         self.pack_dir = self.root / "packs"
         self.quarantine_dir = self.root / "quarantine"
         self.seal_bytes = seal_bytes
         self.compact_ratio = compact_ratio
-        self.reserve = Reserve(self.pack_dir / RESERVE_NAME, reserve_bytes)
+        # kept back for tombstones and compaction (`nodes.packreserve`); by default a whole
+        # pack, the most one compaction candidate's needed records can be
+        self.reserve = Reserve(self.pack_dir / RESERVE_NAME,
+                               seal_bytes if reserve_bytes is None else reserve_bytes)
         self.index = PackIndex()  # sorted and compact: ~43 B a shard once merged
         self.live: dict[int, int] = {}  # seq -> bytes of its live records (with overhead)
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
@@ -96,6 +98,7 @@ class PackStore(PackCompaction):
         # failed cut-back
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
         self.compacted = 0  # packs compaction removed
+        self.skipped = 0  # candidates compaction left: their records did not fit the disk
         self.footers_written = 0  # sealed packs given a footer
         self.footers_read = 0  # packs a restart indexed from their footer, not a scan
         self._active_recs: list[pf.Record] = []  # the active pack's records (its footer)
@@ -118,7 +121,7 @@ class PackStore(PackCompaction):
         """Scan every pack, rebuild the index, set torn tails aside; start the committer."""
         for d in (self.root, self.pack_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.reserve.arm()  # a disk too full for it: PUTs wait until space is freed
+        self.reserve.open()  # a disk too full for it: PUTs wait until space is freed
         seqs = sorted(int(m.group(1), 16) for n in os.listdir(self.pack_dir)
                       if (m := PACK_NAME.match(n)))
         last: list[pf.Record] | None = None
@@ -455,13 +458,15 @@ class PackStore(PackCompaction):
     def _append(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]],
                 reclaim: bool = False) -> list[pf.Record]:
         """`_append_once`; when it finds the disk full and the records free space (`reclaim`:
-        tombstones, a compaction step), once more after giving up the reserve."""
-        try:
-            return self._append_once(items)
-        except OSError as exc:
-            if not (reclaim and is_disk_full(exc) and self.reserve.release()):
-                raise
-        return self._append_once(items)
+        tombstones, a compaction step), again after giving up as much of the reserve as
+        they need, until they fit or the reserve is spent."""
+        need = sum(pf.OVERHEAD + sum(len(p) for p in body) for *_, body in items)
+        while True:
+            try:
+                return self._append_once(items)
+            except OSError as exc:
+                if not (reclaim and is_disk_full(exc) and self.reserve.release(need)):
+                    raise
 
     def _append_once(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]]
                      ) -> list[pf.Record]:

@@ -44,6 +44,9 @@ _DRAINS: set[asyncio.Task[None]] = set()  # the children's stdout drains, held u
 ARCHIVE_NODES_PER_ZONE = 2  # a1..a6 on 127.0.Z.11 and 127.0.Z.12, role "archive"
 
 
+LOCAL_RESERVE_BYTES = 1024 * 1024  # [packs] reserve_bytes of a local cluster's nodes
+
+
 def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
                    etcd_endpoints: tuple[str, ...] = (), day_seconds: float | None = None,
                    inline_max_bytes: int | None = None) -> str:
@@ -68,6 +71,11 @@ def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
         'role = "standard"',
         "",
         *_archive_sections(day_seconds),
+        # every node of a local cluster shares one file system, so a reserve per node
+        # (`nodes.packreserve`, one pack each by default) costs disk and guards nothing
+        "[packs]",
+        f"reserve_bytes = {LOCAL_RESERVE_BYTES}",
+        "",
     ]
     n = 0
     for z, zone in enumerate(ZONES, start=1):

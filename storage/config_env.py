@@ -58,6 +58,7 @@ ENV_OVERRIDES: tuple[EnvOverride, ...] = (
     EnvOverride("TESSERA_SCRUB_RATE_MBPS", "scrub", "rate_bytes_s", MiB),
     EnvOverride("TESSERA_SCRUB_PAUSE_S", "scrub", "pause_s"),
     EnvOverride("TESSERA_PACKS_MAX_SHARD_BYTES", "packs", "max_shard_bytes"),
+    EnvOverride("TESSERA_PACKS_RESERVE_BYTES", "packs", "reserve_bytes"),
     EnvOverride("TESSERA_GC_GRACE_S", "workers", "gc_grace_s"),
     EnvOverride("TESSERA_LEASE_TTL_S", "workers", "lease_ttl_s"),
     EnvOverride("TESSERA_ACCESS_LOG_FLUSH_S", "access_log", "flush_interval_s"),

@@ -179,6 +179,9 @@ class PackSettings:
     compact_ratio: float = 0.5  # a sealed pack with less of it live is copied forward
     compact_interval_s: float = 60.0  # how often a node looks for packs to compact
     compact_rate_bytes_s: int = 16 * MiB  # live bytes a node's compaction copies per second
+    # space each disk keeps back so a full disk can still delete and compact
+    # (`nodes.packreserve`); -1 = seal_bytes: a compaction candidate's records always fit
+    reserve_bytes: int = -1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.compact_ratio < 1.0:  # a pack's size counts its footer: at 1.0
@@ -189,6 +192,13 @@ class PackSettings:
                 or self.seal_bytes <= 0:
             raise ConfigError("[packs] compact_interval_s, compact_rate_bytes_s and "
                               "seal_bytes must be above 0")
+        if self.reserve_bytes < -1:
+            raise ConfigError("[packs] reserve_bytes must be 0 or more (-1: seal_bytes)")
+
+    def reserve(self) -> int:
+        """The bytes each disk's pack reserve holds (`reserve_bytes`, -1 meaning a whole
+        pack: the most one compaction candidate's live records and tombstones can be)."""
+        return self.seal_bytes if self.reserve_bytes < 0 else self.reserve_bytes
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,14 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("packs", "compact_interval_s"): "How often each node looks for packs to compact.",
     ("packs", "compact_rate_bytes_s"): "Bytes a node's background compaction copies per "
     "second at most; client writes go between its steps.",
+    ("packs", "reserve_bytes"): "Space each node disk keeps allocated (`packs/reserve`), "
+    "given up a piece at a time only when a DELETE's tombstone or a compaction step finds the "
+    "disk full: freeing packed space takes space. While any of it is given up, packed PUTs "
+    "are refused (507) until it is whole again. -1 = `seal_bytes`: one pack always holds a "
+    "compaction candidate's records, so a full disk can compact (emptiest packs first; one "
+    "that does not fit in free space plus the reserve is skipped). Smaller costs less disk and "
+    "may leave a full disk unable to compact; 0 = none; it guards nothing when nodes share a "
+    "file system (the test suite's keep 256 KiB).",
     ("workers", "gc_grace_s"): "Age before an aborted or replaced version's shards are "
     "collected; must exceed the longest upload.",
     ("workers", "lease_ttl_s"): "Background-worker lease TTL: a dead gateway's workers move "

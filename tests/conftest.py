@@ -27,6 +27,11 @@ settings.load_profile("tessera")
 # Every `tessera up` and FUSE daemon a test starts (in sessions of their own) stops when this
 # process (pytest, or an xdist worker, and its pytest) exits, however it exits, even SIGKILL.
 os.environ[EXIT_WITH_PID] = with_starter(os.getpid())
+# The pack reserve (`nodes.packreserve`, a whole pack by default) of every node a test starts
+# from the environment (clusters, `create_app`, `DiskShardStore`): nodes sharing one file
+# system gain nothing from it, and 15 of 256 MiB per cluster would cost a CI run many GiB.
+# The disk-full tests size their own.
+os.environ.setdefault("TESSERA_PACKS_RESERVE_BYTES", str(256 * 1024))
 # SIGTERM (`timeout`, a CI runner's cancel) ends the run as Ctrl-C does: fixtures finalize.
 if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -144,7 +144,7 @@ async def test_power_loss_keeps_every_acknowledged_packed_shard(
     assert acked.held and acked.deleted
 
     disk.attach(volatile=False)  # what the disk held at the cut; ext4 replays its journal
-    store = PackStore(disk.mnt / "node")
+    store = PackStore(disk.mnt / "node", reserve_bytes=1 << 18)
     store.open()
     try:
         assert [d for d in store.damage if d.gaps or d.bad] == []  # a torn tail at most
@@ -153,7 +153,7 @@ async def test_power_loss_keeps_every_acknowledged_packed_shard(
         assert not any(sid in store.index for sid in acked.deleted)
     finally:
         store.close()
-    again = PackStore(disk.mnt / "node")
+    again = PackStore(disk.mnt / "node", reserve_bytes=1 << 18)
     again.open()
     try:
         assert again.damage == []  # the first recovery left nothing to find

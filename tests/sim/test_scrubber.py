@@ -82,7 +82,7 @@ def test_settings_from_defaults_and_env() -> None:
 async def test_scrub_pass_finds_rot_in_a_packed_shard(tmp_path: Path) -> None:
     """Packed shards (issue 17) are listed, verified and quarantined by the same pass: the
     rotten record set aside (copied, tombstoned), the pack's other shards kept."""
-    store = DiskShardStore(tmp_path, packs=PackSettings(max_shard_bytes=1 << 20))
+    store = DiskShardStore(tmp_path, packs=PackSettings(max_shard_bytes=1 << 20, reserve_bytes=0))
     await store.start()
     try:
         stripe = bytes(range(16))

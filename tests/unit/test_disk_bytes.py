@@ -66,3 +66,30 @@ def _gauges(text: str) -> dict[str, float]:
 def test_status_shows_on_disk_and_falls_back_to_used() -> None:
     assert _on_disk({"used_bytes": 1, "disk_bytes": 5 << 20}) == human_size(5 << 20)
     assert _on_disk({"used_bytes": 3 << 20}) == human_size(3 << 20)  # an older gateway
+
+
+async def test_a_reserve_given_up_shows_in_health_and_metrics(tmp_path: Path) -> None:
+    """review20d L4: while the packs' reserve is given up every packed PUT is refused (507),
+    yet free_bytes shows the space it gave back: the node says how much it holds now and
+    when whole (the suite's nodes keep 256 KiB: TESSERA_PACKS_RESERVE_BYTES)."""
+    node = Node(tmp_path / "data", None)
+    await node.start()
+    try:
+        async def reserve() -> tuple[dict, dict[str, float]]:
+            status, got = await node.call("GET", "/v1/health")
+            assert status == 200
+            status, text = await node.call("GET", "/metrics")
+            assert status == 200
+            return json.loads(got), _gauges(text.decode())
+
+        doc, gauges = await reserve()
+        assert doc["reserve_bytes"] == doc["reserve_size"] == 256 * 1024
+        assert gauges["tessera_node_pack_reserve_bytes"] == 256 * 1024
+        assert gauges["tessera_node_pack_reserve_size_bytes"] == 256 * 1024
+        packs = node.store.packs
+        assert packs is not None and packs.reserve.release(64 * 1024)  # as a full disk does
+        doc, gauges = await reserve()
+        assert doc["reserve_bytes"] == gauges["tessera_node_pack_reserve_bytes"] == packs.reserve.held
+        assert 0 < doc["reserve_bytes"] < doc["reserve_size"]
+    finally:
+        await node.stop()

@@ -37,7 +37,7 @@ def packs(s: PackStore) -> list[str]:
 
 def reopen(s: PackStore) -> PackStore:
     s.close()
-    n = PackStore(s.root, s.seal_bytes, s.compact_ratio)
+    n = PackStore(s.root, s.seal_bytes, s.compact_ratio, s.reserve.size)
     n.open()
     return n
 

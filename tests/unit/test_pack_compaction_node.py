@@ -31,7 +31,7 @@ SEAL = 3 * (SHARD_BYTES + 52)  # three shards a pack
 async def test_a_shard_located_before_its_pack_went_is_read_where_it_moved(
         tmp_path: Path, reader: str) -> None:
     store = DiskShardStore(tmp_path, packs=PackSettings(max_shard_bytes=PACK_MAX,
-                                                        seal_bytes=SEAL))
+                                                        seal_bytes=SEAL, reserve_bytes=0))
     await store.start()
     try:
         assert store.packs is not None
@@ -59,7 +59,8 @@ class SmallPackNode(Node):
 
     async def start(self) -> None:
         app = create_app("n1", "az1", self.data, SECRET, 60, packs=PackSettings(
-            max_shard_bytes=self.pack_max, seal_bytes=SEAL, compact_interval_s=3600))
+            max_shard_bytes=self.pack_max, seal_bytes=SEAL, compact_interval_s=3600,
+            reserve_bytes=0))
         self.app = app
         self.runner = web.AppRunner(app)
         await self.runner.setup()

@@ -21,7 +21,7 @@ STRIPES = [bytes([i]) * 16 for i in range(1, 4)]
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[PackStore]:
-    s = PackStore(tmp_path)
+    s = PackStore(tmp_path, reserve_bytes=1 << 18)
     s.open()
     yield s
     s.close()

@@ -36,7 +36,7 @@ def body_of(sid: str, size: int = 300) -> bytes:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[PackStore]:
-    s = PackStore(tmp_path)
+    s = PackStore(tmp_path, reserve_bytes=1 << 18)
     s.open()
     yield s
     s.close()
@@ -44,7 +44,8 @@ def store(tmp_path: Path) -> Iterator[PackStore]:
 
 def reopen(s: PackStore, seal_bytes: int | None = None) -> PackStore:
     s.close()
-    n = PackStore(s.root, s.seal_bytes if seal_bytes is None else seal_bytes, s.compact_ratio)
+    n = PackStore(s.root, s.seal_bytes if seal_bytes is None else seal_bytes, s.compact_ratio,
+                  reserve_bytes=s.reserve.size)
     n.open()
     return n
 
@@ -368,7 +369,7 @@ def test_the_same_put_twice_in_a_failed_group_is_not_acknowledged(
     """Two PUTs of one shard with the same bytes in one group (a resent request): the second
     was answered UNCHANGED at once, as if the first were stored, also when the group's write
     then failed: a shard acknowledged with nothing on disk."""
-    s = PackStore(tmp_path)
+    s = PackStore(tmp_path, reserve_bytes=1 << 18)
     s.open()
     real = packstore.writev_all
     fails = [1]
@@ -394,3 +395,17 @@ def test_the_same_put_twice_in_a_failed_group_is_not_acknowledged(
         assert (first.result(timeout=30), again.result(timeout=30)) == (-1, UNCHANGED)
     finally:
         s.close()
+
+
+async def test_a_smaller_reserve_setting_gives_the_rest_back_at_open(tmp_path: Path) -> None:
+    """A reserve left from a life with a larger `[packs] reserve_bytes` (or the 8 MiB of
+    before) is cut to the new size at open, to nothing at 0: posix_fallocate only grows."""
+    path = tmp_path / "packs" / "reserve"
+    for size, want in ((1 << 20, 1 << 20), (1 << 18, 1 << 18), (0, 0)):
+        s = PackStore(tmp_path, reserve_bytes=size)
+        s.open()
+        try:
+            assert path.stat().st_size == want
+            assert path.stat().st_blocks * 512 <= max(want, 4096) + 4096
+        finally:
+            await asyncio.to_thread(s.close)

@@ -36,7 +36,8 @@ class Node:
         self.host, self.port = "", 0
 
     async def start(self) -> None:
-        packs = None if self.pack_max is None else PackSettings(max_shard_bytes=self.pack_max)
+        packs = None if self.pack_max is None else PackSettings(max_shard_bytes=self.pack_max,
+                                                                       reserve_bytes=0)
         app = create_app("n1", "az1", self.data, SECRET, 60, packs=packs)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
