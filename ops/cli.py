@@ -208,6 +208,8 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] == "node":
         from ops import nodecli
 
+        if len(argv) == 1:
+            return nodecli.no_action()
         if nodecli.is_membership_command(argv[1:]):  # tessera node list|add|drain|remove
             return nodecli.main(argv[1:])
         return _exec_module("nodes", argv[1:])

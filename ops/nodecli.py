@@ -245,6 +245,18 @@ def main(argv: list[str]) -> int:
         return 130
 
 
+def no_action(stream: Any = None) -> int:
+    """`tessera node` alone printed the node server's usage and "the following arguments are
+    required: --id" (newuser20), though an operator typing it wants the membership actions:
+    print their help, which to add, and how a node is run instead; exit 2 (a usage error)."""
+    out = stream or sys.stderr
+    build_parser().print_help(out)
+    print(f"\ntessera node: no action given: add one of {', '.join(ACTIONS)} (e.g. "
+          "`tessera node list --help`), or run a node: tessera node --config FILE --id ID",
+          file=out)
+    return 2
+
+
 def is_membership_command(argv: list[str]) -> bool:
     """True when `tessera node ARGV` names a membership action (else it runs a node)."""
     return bool(argv) and argv[0] in ACTIONS

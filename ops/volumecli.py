@@ -197,18 +197,23 @@ class _LeaseWatch:
         self.name = name
         self.then = then  # what the command does once the lease is found lapsed
         self.revision = 0
+        self.said = ""  # the last countdown line: one per whole second left, not per poll
 
     def __call__(self, item: Any, left: float) -> None:
         if item.revision != self.revision:
             self.revision = item.revision
+            self.said = ""
             rec = unpack(item.value)
             print(f"volume {self.name}: its attach lease names {rec.get('holder')} (token "
-                  f"{rec.get('token')}), which this host cannot see renew it (a writer that "
-                  "died on another host, or clocks that disagree); watching the lease up to "
-                  f"{left:.0f}s for a renewal before {self.then}", file=sys.stderr, flush=True)
-        else:
-            print(f"volume {self.name}: no renewal yet, {left:.0f}s left", file=sys.stderr,
-                  flush=True)
+                  f"{rec.get('token')}), which this host has not seen renewed (a writer that "
+                  "stopped or died, here or on another host, or clocks that disagree); "
+                  f"watching the lease up to {left:.0f}s for a renewal before {self.then}",
+                  file=sys.stderr, flush=True)
+            return
+        line = f"volume {self.name}: no renewal yet, {left:.0f}s left"
+        if line != self.said:
+            self.said = line
+            print(line, file=sys.stderr, flush=True)
 
 
 async def _delete(a, c, svc, t):  # type: ignore[no-untyped-def]

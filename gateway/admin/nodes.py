@@ -109,7 +109,8 @@ class NodesApi:
             raise AdminError(409, "NodeUnreachable", f"node {spec.id!r} does not answer at "
                              f"{spec.address} with the cluster secret ({exc}); start it first "
                              "(tessera node --id ID --listen HOST:PORT --zone Z --data DIR "
-                             "--secret-file FILE)") from None
+                             "--secret-file FILE, FILE a copy of this cluster's "
+                             f"{self.cluster.cfg.secret_path})") from None
         if h.get("zone") not in (None, spec.zone):
             raise AdminError(409, "ZoneMismatch", f"node {spec.id!r} says it is in zone "
                              f"{h.get('zone')!r}, not {spec.zone!r}")

@@ -106,8 +106,12 @@ class WorkerRunner:
                 fence.renewed()
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:  # str() of it is empty: the log said "cannot renew: " alone
+                log.warning("worker %s: cannot renew its lease: the metadata store did not "
+                            "answer within %.1fs", lease.name, max(0.05, left))
             except Exception as exc:  # noqa: BLE001 - keep trying until the TTL runs out
-                log.warning("worker %s: cannot renew its lease: %s", lease.name, exc)
+                log.warning("worker %s: cannot renew its lease: %s", lease.name,
+                            str(exc) or type(exc).__name__)
         if not lease.valid():
             log.warning("worker %s: lease not renewed for %.1fs; stopping it here",
                         lease.name, lease.ttl_s)

@@ -176,6 +176,19 @@ def test_drain_moves_every_shard_then_remove(mc: LocalCluster) -> None:
     assert any(a[1] == victim and "remove" in a[0] for a in acted), acted
 
 
+def test_add_of_a_node_that_does_not_answer_names_the_secret_file(
+        cluster: LocalCluster) -> None:
+    """`tessera node add` of a node not started yet said to start it with `--secret-file
+    FILE` but not which file (newuser20 had to find DATA/secrets/cluster.key): the refusal
+    names the cluster's secret file. Nothing changes: the shared cluster is enough."""
+    r = node_cli(cluster, "add", "--id", "never-started", "--zone", "az2",
+                 "--address", f"{NEW_HOST}:{free_port()}")
+    assert r.returncode == 1 and "(NodeUnreachable)" in r.stderr, r
+    secret = (cluster.data / "secrets" / "cluster.key").resolve()
+    assert f"a copy of this cluster's {secret}" in r.stderr, r.stderr
+    assert "never-started" not in node_cli(cluster, "list", "--all").stdout
+
+
 def test_add_node_takes_new_writes_and_rebalanced_shards(mc: LocalCluster) -> None:
     s3 = mc.client()
     s3.create_bucket(Bucket="members")

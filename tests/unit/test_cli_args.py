@@ -128,7 +128,8 @@ def test_node_help_names_the_membership_commands(capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize(("argv", "first"), [(["config"], "get"), (["tenant"], "create"),
-                                             (["volume"], "create"), ([], "up")])
+                                             (["volume"], "create"), ([], "up"),
+                                             (["node"], "list")])
 def test_a_command_without_its_action_prints_its_help_and_what_to_do(
         argv: list[str], first: str) -> None:
     """`tessera config` printed argparse's usage line and "error: the following arguments

@@ -10,7 +10,10 @@ during it (from the loop's own queue, as a gRPC answer does via call_soon_thread
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import pytest
 
 from storage.leases import Lease
 from storage.workers import WorkerState
@@ -98,3 +101,28 @@ async def test_no_step_starts_after_the_lease_ran_out() -> None:
     worker = _Worker(waits=False)
     started_after, _ = await _run_stalled(worker)
     assert started_after == 0  # its idle pause ended during the stall: the next step ran
+
+
+class _SilentStore(_Store):
+    """A store that never answers a renewal (a frozen etcd member, a stalled SQLite lock)."""
+
+    async def renew(self, lease: Lease) -> bool:
+        await asyncio.Event().wait()
+        return True
+
+
+async def test_a_renewal_that_times_out_is_logged_with_its_reason(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A renewal the store left unanswered was logged as "cannot renew its lease: " with
+    nothing after it (str() of a TimeoutError is empty; newuser20 saw a page of them in
+    gateway.log): the warning now says the store did not answer, and within how long."""
+    store = _SilentStore()
+    runner = WorkerRunner(idle_s=0.01, leases=store, holder="gw", lease_ttl_s=TTL_S)  # type: ignore[arg-type]
+    caplog.set_level(logging.WARNING, logger="tessera.workers")
+    runner.start(_Worker(waits=False))
+    try:
+        await asyncio.wait_for(store.released.wait(), 30)  # the TTL ran out unrenewed
+    finally:
+        await runner.stop()
+    said = [r.getMessage() for r in caplog.records if "cannot renew" in r.getMessage()]
+    assert said and all("did not answer within" in m for m in said), said
