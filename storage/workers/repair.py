@@ -110,6 +110,8 @@ class RepairStats:
     commit_conflicts: int = 0
     orphans_deleted: int = 0
     orphan_checks: int = 0  # orphan checks made (a page of each usable node's shards each)
+    orphans_watched: int = 0  # shards without an owner the orphan watch holds (a gauge)
+    orphan_watch_oldest_s: float = 0.0  # how long its longest-watched one has been (a gauge)
     quarantine_reports: int = 0
     sources_disagree: int = 0  # rebuilds stopped because a source lied
     rebuilds_refused: int = 0  # of those, with nobody to name (`_refused`), each retry
