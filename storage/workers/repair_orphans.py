@@ -10,7 +10,8 @@ it from deleting a copy a commit names meanwhile (it takes no place in the watch
 
 The watch is in memory: a repair lease holder that restarts (or whose lease moves) more often
 than the grace plus one orphan check never deletes an orphan; `orphans_watched` and
-`orphan_watch_oldest_s` (published stats, gauges) show it.
+`orphan_watch_oldest_s` (published stats, gauges) show it. The walk's position is published
+(`orphan_cursor`), so a restart does not start every node's walk again.
 """
 
 from __future__ import annotations
@@ -158,7 +159,6 @@ class RepairHousekeeping:
     _meta: MetadataStore
     _dirty: bool
     _quarantine_since: dict[str, float]
-    _orphan_cursor: dict[str, str]
     _orphan_watch: OrphanWatch
     _volume_stripes: set[bytes] | None
 
@@ -207,12 +207,12 @@ class RepairHousekeeping:
         due = self._orphan_watch.due(node.id, self.settings.orphan_grace_s)
         for sid in due:
             await self._orphan_check(node, sid, now)
-        after = self._orphan_cursor.get(node.id, "")
+        after = self.stats.orphan_cursor.get(node.id, "")
         try:
             ids = await self._client.list_shards(node, after=after, limit=200)
         except StorageError:
             return
-        self._orphan_cursor[node.id] = ids[-1] if len(ids) == 200 else ""
+        self.stats.orphan_cursor[node.id] = ids[-1] if len(ids) == 200 else ""
         checked = set(due)
         for sid in ids:
             if sid not in checked:

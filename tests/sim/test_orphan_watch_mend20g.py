@@ -83,3 +83,20 @@ async def test_a_stale_copy_takes_no_watch_place(sim_factory) -> None:  # noqa: 
     watched[0] = GRACE_S
     await repair._collect_orphans()  # noqa: SLF001
     assert orphan not in s.sim.files[node], "a stale copy held the watch's only place"
+
+
+async def test_a_new_repair_holder_continues_the_orphan_walk(sim_factory) -> None:  # noqa: F811
+    """The walk's position is published: a restarted (or new) lease holder goes on from it,
+    so a node whose walk is longer than the holder's life still has every shard seen."""
+    s = await sim_factory(44)
+    repair, p, body, _ = await _setup(s)
+    node = sorted(set(s.sim.files) - set(p.nodes))[0]
+    for _ in range(250):  # two pages: 200, then the rest (the walk wraps)
+        _plant(s, node, shard_id(os.urandom(16), 0), body)
+    await repair._collect_orphans()  # noqa: SLF001 - page 1
+    await repair._publish()  # noqa: SLF001
+    again = RepairWorker(s.cfg, s.meta, s.sim, s.health, s.pool, repair.settings)
+    await again._load_stats()  # noqa: SLF001 - as its first step does
+    await again._collect_orphans()  # noqa: SLF001
+    assert again._orphan_watch._walk.get(node) == 1, \
+        "the new holder started the node's walk again at its first shard"  # noqa: SLF001
