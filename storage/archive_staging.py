@@ -21,11 +21,11 @@ marker that exists means a swap that has not applied:
   leased worker's step (lifecycle, restore: storage/workers/stepfence.py) names that step's
   lease and fence (the key and revision its commits compare): once the fence moved or the
   lease has no live holder, the step's holder died or lost the lease and the store refuses
-  its swap, so the marker is abandoned at once, however often processes restart. A marker
-  without a fence (`tessera lifecycle run-once`) is abandoned only once the sweep has seen
-  it, unchanged, for the orphan grace on its own monotonic clock: by then the write is
-  older than any write may commit (`WriteAge`, monotonic too), so nobody stages or swaps it
-  any more. Abandoning early is never unsafe, only wasted work: the abandon fences the swap
+  its swap, so the marker is abandoned at once, however often processes restart. Any marker
+  (the only rule for one without a fence: `tessera lifecycle run-once`; for a fenced one, a
+  live holder whose own undo failed) is abandoned once the sweep has seen it, unchanged, for
+  the orphan grace on its own monotonic clock: by then the write is older than any write may
+  commit (`WriteAge`, monotonic too), so nobody stages or swaps it any more. Abandoning early is never unsafe, only wasted work: the abandon fences the swap
   whenever it happens.
 """
 
