@@ -199,6 +199,13 @@ def _workers(s: dict[str, Any], holder: str) -> Iterator[Metric]:
                    "(a page of each usable node's shards each)", rep.get("orphan_checks", 0))
     yield _counter("tessera_repair_orphans_deleted", "Shards no manifest names deleted by the "
                    "orphan check", rep.get("orphans_deleted", 0))
+    yield _gauge("tessera_repair_orphans_watched", "Shards without an owner the repair worker "
+                 "watches for the orphan grace (in memory: a restart starts it again)",
+                 rep.get("orphans_watched", 0))
+    yield _gauge("tessera_repair_orphan_watch_oldest_seconds", "How long the repair worker has "
+                 "watched its longest-watched shard without an owner (about the orphan grace "
+                 "when orphans are deleted; never reaching it means none is)",
+                 rep.get("orphan_watch_oldest_s", 0.0))
     yield _counter("tessera_rebalance_shards_moved", "Shards moved by rebalance and drains",
                    rb.get("shards_moved", 0))
     yield _counter("tessera_rebalance_bytes_moved", "Bytes moved by rebalance and drains",

@@ -17,11 +17,16 @@ marker that exists means a swap that has not applied:
   deleted and its discard tombstone and GC entry put in one transaction (a staging step
   still in flight compares the tombstone absent and fails), and the marker is deleted last.
   Every step can be repeated, so a cleanup cut short (a kill) is finished later;
-- the reclaim worker (`Sweep`) cleans an abandoned marker at once, and abandons a live one
-  only once it has seen it, unchanged, for the orphan grace on its own monotonic clock: by
-  then the write is older than any write may commit (`WriteAge`, monotonic too), so nobody
-  stages or swaps it any more. No wall clock enters the decision, and none its safety: the
-  abandon fences the swap whenever it happens.
+- the reclaim worker (`Sweep`) cleans an abandoned marker at once. A marker written in a
+  leased worker's step (lifecycle, restore: storage/workers/stepfence.py) names that step's
+  lease and fence (the key and revision its commits compare): once the fence moved or the
+  lease has no live holder, the step's holder died or lost the lease and the store refuses
+  its swap, so the marker is abandoned at once, however often processes restart. Any marker
+  (the only rule for one without a fence: `tessera lifecycle run-once`; for a fenced one, a
+  live holder whose own undo failed) is abandoned once the sweep has seen it, unchanged, for
+  the orphan grace on its own monotonic clock: by then the write is older than any write may
+  commit (`WriteAge`, monotonic too), so nobody stages or swaps it any more. Abandoning early is never unsafe, only wasted work: the abandon fences the swap
+  whenever it happens.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from storage.keyspace import (
     stripe_index_key,
     urgent_repair_key,
 )
+from storage.leases import Leases
 from storage.metadata import Item, MetadataStore, Txn
+from storage.metadata.fence import FENCE
 from storage.records import PartLayout, pack, unpack
 from storage.retiring import STEP_PARTS, discard_puts
 
@@ -49,8 +56,12 @@ CLEAN_STRIPES = 20  # stripes per cleaning step: 5 ops each (3 deletes, 2 puts),
 async def begin(meta: MetadataStore, parts: list[PartLayout]) -> Item:
     """Write the marker of a copy about to be staged; returns it (with its revision)."""
     key = staging_key(secrets.token_hex(8))
-    value = pack({"stripes": [[p.stripe_id, list(p.nodes)] for p in parts if p.stripe_id],
-                  "started": time.time()})  # (for people: no decision reads it)
+    m: dict[str, Any] = {"stripes": [[p.stripe_id, list(p.nodes)] for p in parts if p.stripe_id],
+                         "started": time.time()}  # (for people: no decision reads it)
+    fence = FENCE.get()
+    if fence is not None and fence.active and fence.key:  # in a leased worker's step
+        m["lease"], m["fence"] = fence.lease.name, [fence.key, fence.revision]
+    value = pack(m)
     if not await meta.txn(Txn(compares={key: 0}, puts={key: value})):
         raise Conflict("a staging marker's fresh key exists")
     item = await meta.get(key)
@@ -141,15 +152,17 @@ class Sweep:
     def __init__(self, meta: MetadataStore, orphan_grace_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._meta = meta
+        self._leases = Leases(meta)
         self._grace_s = orphan_grace_s
         self._clock = clock
         self._seen: dict[bytes, tuple[int, float]] = {}  # marker -> (revision, first seen)
 
     async def finish(self, item: Item) -> bool:
-        """Clean the staging `item` if it is abandoned or has been seen unchanged for the
-        orphan grace; False when it is left (still possibly live)."""
+        """Clean the staging `item` if it is abandoned, its step's lease fence moved on, or
+        (without a fence) it has been seen unchanged for the orphan grace; False when it is
+        left (still possibly live)."""
         m: dict[str, Any] = unpack(item.value)
-        if not m.get("abandoned"):
+        if not m.get("abandoned") and not await self._holder_gone(m):
             now = self._clock()
             seen = self._seen.get(item.key)
             if seen is None or seen[0] != item.revision:
@@ -159,6 +172,19 @@ class Sweep:
         await undo(self._meta, item.key, self._grace_s)
         self._seen.pop(item.key, None)
         return True
+
+    async def _holder_gone(self, m: dict[str, Any]) -> bool:
+        """Whether the step that wrote marker `m` can no longer commit: its lease's fence key
+        is gone or at another revision (ended, or taken since), or the lease has no live
+        holder (a dead holder's SQLite record expired). False for a marker without a fence."""
+        fence = m.get("fence")
+        if not fence:
+            return False
+        key, revision = bytes(fence[0]), int(fence[1])
+        now = await self._meta.get(key)
+        if now is None or now.revision != revision:
+            return True
+        return await self._leases.holder(str(m.get("lease", ""))) is None
 
     def keep(self, keys: set[bytes]) -> None:
         """Forget the markers not among `keys` (finished elsewhere): the map stays bounded."""

@@ -47,15 +47,13 @@ def filter_matches(f: dict[str, Any], key: str, size: int, tags: dict[str, str])
 
 
 def matches(rule: dict[str, Any], key: str, size: int, tags: dict[str, str],
-            ignore_size_and_tags: bool = False, ignore_tags: bool = False) -> bool:
+            ignore_size_and_tags: bool = False) -> bool:
     """Whether an Enabled rule's filter (prefix, tags, size bounds) selects this object."""
     if rule.get("status") != "Enabled":
         return False
     f = rule.get("filter") or {}
     if ignore_size_and_tags:
         return key.startswith(f.get("prefix") or "")
-    if ignore_tags:
-        f = {**f, "tags": None}
     return filter_matches(f, key, size, tags)
 
 
@@ -139,12 +137,13 @@ def noncurrent_action(rules: list[dict[str, Any]], v: ObjectVersion, since: floa
     A noncurrent delete marker is an object with no data to the size bounds (AWS User Guide,
     "Examples of S3 Lifecycle configurations", "Expiring noncurrent objects that have no
     data": ObjectSizeLessThan 1 selects "noncurrent delete marker objects"), so a rule with
-    ObjectSizeGreaterThan never expires one. Tag filters are not applied to it: AWS says
-    nothing of tag-filtered noncurrent expiration of delete markers (left as it was)."""
+    ObjectSizeGreaterThan never expires one. A marker has no tags, so a tag filter never
+    selects it (AWS API model, LifecycleRuleFilter Tag: "This tag must exist in the object's
+    tag set in order for the rule to apply"), as for a current marker (`_marker_action`): one reading for both."""
     best: str | None = None
     for r in rules:
-        if not matches(r, v.key, 0 if v.delete_marker else v.size, v.tags,
-                       ignore_tags=v.delete_marker):
+        if not matches(r, v.key, 0 if v.delete_marker else v.size,
+                       {} if v.delete_marker else v.tags):
             continue
         ne = r.get("noncurrent_expiration") or {}
         t = due_at(ne.get("noncurrent_days"), None, since, day_s)

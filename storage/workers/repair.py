@@ -110,6 +110,11 @@ class RepairStats:
     commit_conflicts: int = 0
     orphans_deleted: int = 0
     orphan_checks: int = 0  # orphan checks made (a page of each usable node's shards each)
+    orphans_watched: int = 0  # shards without an owner the orphan watch holds (a gauge)
+    orphan_watch_oldest_s: float = 0.0  # how long its longest-watched one has been (a gauge)
+    # the orphan walk's position on each node: published, so the next holder (a restart, a
+    # lease move) continues the walk rather than starting every node's again at its first shard
+    orphan_cursor: dict = field(default_factory=dict)
     quarantine_reports: int = 0
     sources_disagree: int = 0  # rebuilds stopped because a source lied
     rebuilds_refused: int = 0  # of those, with nobody to name (`_refused`), each retry
@@ -160,7 +165,6 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         self._pass_health: dict[str, int] = {}
         self._pass_started = 0.0
         self._volume_stripes: set[bytes] | None = None
-        self._orphan_cursor: dict[str, str] = {}
         self._orphan_watch = OrphanWatch()
         self._quarantine_since: dict[str, float] = {}
         self._dirty = True

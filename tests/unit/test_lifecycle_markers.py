@@ -11,9 +11,13 @@ Sources (AWS S3 User Guide):
   ExpiredObjectDeleteMarker S3 Lifecycle action, the rule cannot specify a tag-based filter."
   (the error AWS answers is not documented; Tessera answers MalformedXML, unchanged).
 
-Not documented by AWS, left as they are: whether a tag-filtered NoncurrentVersionExpiration
-removes noncurrent delete markers (Tessera: tags are not applied to a marker), and the
-minimum gap between a GLACIER and a DEEP_ARCHIVE transition of one rule (the API reference
+- the filter's definition (API model, `LifecycleRuleFilter` Tag): "This tag must exist in the
+  object's tag set in order for the rule to apply". A marker has no
+  tags, so a tag filter selects no marker, current (ExpiredObjectDeleteMarker, Days) or
+  noncurrent (NoncurrentVersionExpiration): one reading for both (review20g F4; a
+  tag-filtered noncurrent rule removed every noncurrent marker under its prefix before).
+
+Not documented by AWS, left as it is: the minimum gap between a GLACIER and a DEEP_ARCHIVE transition of one rule (the API reference
 says only that some classes have minimum storage durations, and are charged for; Tessera
 enforces none).
 """
@@ -51,6 +55,8 @@ def _marker() -> ObjectVersion:
     ("<And><Prefix>k</Prefix><ObjectSizeGreaterThan>500</ObjectSizeGreaterThan>"
      "<ObjectSizeLessThan>64000</ObjectSizeLessThan></And>", False),
     ("<Prefix>k</Prefix>", True),
+    ("<Tag><Key>t</Key><Value>v</Value></Tag>", False),  # a marker has no tags
+    ("<And><Prefix>k</Prefix><Tag><Key>t</Key><Value>v</Value></Tag></And>", False),
 ])
 def test_size_bounds_see_a_noncurrent_delete_marker_as_no_data(flt: str, expired: bool) -> None:
     """A noncurrent delete marker 31 days old: the size bounds take it as 0 bytes (the
