@@ -11,8 +11,9 @@ Layout below the node's data directory:
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
     packs/<seq>.pack                      whole shards up to [packs] max_shard_bytes, appended
                                           (`nodes.packstore`; 1 MiB by default, 0: none)
-    packs/reserve                         8 MiB kept back for tombstones and compaction on a
-                                          full disk (`nodes.packreserve`)
+    packs/reserve                         [packs] reserve_bytes (one pack by default) kept
+                                          back for tombstones and compaction on a full disk
+                                          (`nodes.packreserve`)
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
 fan-out directories are made durable in their parent the first time; the 256 first-level ones
