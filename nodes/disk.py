@@ -11,8 +11,9 @@ Layout below the node's data directory:
     quarantine/<id>.<ns>[.json]           corrupt shards moved aside, with a JSON reason sidecar
     packs/<seq>.pack                      whole shards up to [packs] max_shard_bytes, appended
                                           (`nodes.packstore`; 1 MiB by default, 0: none)
-    packs/reserve                         8 MiB kept back for tombstones and compaction on a
-                                          full disk (`nodes.packreserve`)
+    packs/reserve                         [packs] reserve_bytes (one pack by default) kept
+                                          back for tombstones and compaction on a full disk
+                                          (`nodes.packreserve`)
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
 fan-out directories are made durable in their parent the first time; the 256 first-level ones
@@ -258,10 +259,10 @@ class DiskShardStore:
         (`put_packed`, `supersede_packed_sync`). Reads take the packed copy, so the file
         is never served or scrubbed, yet it was counted twice and would be served once the
         packed copy is quarantined. A packed copy that fails its checks keeps the file (it
-        may be the only good copy; scrub quarantines the packed one). A file written after
-        the packed record is the acknowledged rewrite whose tombstone was lost (rot, a torn
-        tail): it wins, and the tombstone is written again (`_superseded_sync`). At start
-        only."""
+        may be the only good copy; scrub quarantines the packed one). When the start's scan
+        found damage after the packed record, the file may be the acknowledged rewrite whose
+        tombstone that damage took: it wins, and the tombstone is written again
+        (`_superseded_sync`). At start only."""
         loc = None if self.packs is None else self.packs.locate(sid)
         if loc is None:
             return False
@@ -279,20 +280,43 @@ class DiskShardStore:
         return True
 
     def _superseded_sync(self, sid: str, path: str, loc: PackLoc) -> bool:
-        """Whether shard file `path` was written after the packed record `loc` (same node
-        clock; compaction keeps a record's write time): then it is a rewrite's file whose
-        tombstone of `loc` was lost, `supersede_packed_sync` is done again and the file kept.
-        A file revived by a power cut, or one a packed rewrite had yet to drop, is older."""
-        try:
-            if os.stat(path).st_mtime_ns <= loc.time_ns:
-                return False
-        except OSError:
+        """Whether shard file `path` is a rewrite whose tombstone of the packed record `loc`
+        was lost; then `supersede_packed_sync` is done again and the file kept. A tombstone
+        is fdatasynced before its rewrite is acknowledged and a sealed pack keeps its
+        tombstones, so an acknowledged one can only vanish through damage this start's scan
+        reported after `loc` (`_damaged_after`). No clock is trusted: a file revived by a
+        power cut may carry any mtime (a clock stepped back, a copy without -t). Without
+        such damage the packed copy wins (False). With it, a file that fails its checks is
+        kept but tombstones nothing (True): neither copy is destroyed on a doubt."""
+        if not self._damaged_after(loc):
             return False
+        try:
+            if verify_file(ShardLocation(path), sid).bad:
+                return True
+        except (ShardCorrupt, NotFound, OSError):
+            return True
         try:
             self.supersede_packed_sync(sid, loc, -1)
         except OSError:  # counted twice until the next start tries again; reads take the
             pass  # packed copy meanwhile, as before
         return True
+
+    def _damaged_after(self, loc: PackLoc) -> bool:
+        """Whether the start's pack scan found damage (a gap, a bad record, a torn tail) that
+        could have held a record appended after `loc`: in a later pack, or in `loc`'s pack
+        past its body's start."""
+        assert self.packs is not None
+        for harm in self.packs.damage:
+            if harm.seq > loc.seq:
+                return True
+            if harm.seq != loc.seq:
+                continue
+            ends = [b for _a, b in harm.gaps] + [r.end for r in harm.bad]
+            if harm.torn is not None:
+                ends.append(harm.torn[1])
+            if any(end > loc.offset for end in ends):
+                return True
+        return False
 
     # -- writing -------------------------------------------------------------------------
 

@@ -52,10 +52,14 @@ class Reserve:
 
     def open(self) -> bool:
         """`arm` at a store's open, after cutting a reserve file left larger than `size` (a
-        life with a larger `[packs] reserve_bytes`, or one of 0 now) down to it."""
+        life with a larger `[packs] reserve_bytes`, or one of 0 now) down to it. What the
+        file holds counts as held: a restart on a still-full disk keeps it (only `arm`
+        grows the file, and a failed `arm` cuts it back to what it held)."""
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(self.path).st_size > self.size:
+            have = os.stat(self.path).st_size
+            if have > self.size:
                 os.truncate(self.path, self.size)
+            self.held = min(have, self.size)
         return self.arm()
 
     def arm(self) -> bool:

@@ -52,3 +52,39 @@ async def test_a_lost_tombstone_never_undoes_an_acknowledged_rewrite(tmp_path: P
         assert got == (200, new_body)
     finally:
         await again.stop()
+
+
+async def test_a_rotten_rewrite_file_never_tombstones_the_packed_copy(tmp_path: Path) -> None:
+    """mend20i: with the tombstone lost, a rewrite's file that fails its checks is kept
+    but tombstones nothing: the start never destroys a copy on a doubt."""
+    data = tmp_path / "data"
+    sid, h, _, body = make_shard(frames=2, block_size=BLOCK, last=None)
+    on = Node(data, PACK_MAX)
+    await on.start()
+    try:
+        assert (await put(on, body, sid))[0] == 201  # packed
+    finally:
+        await on.stop()
+    off = Node(data, 0)
+    await off.start()
+    try:
+        assert (await _put_replace(off, sid, same_header_other_bytes(h, 2)))[0] == 201
+    finally:
+        await off.stop()
+    pack = packs_of(off)[-1]
+    raw = bytearray(pack.read_bytes())
+    raw[-5] ^= 0xFF  # the tombstone rots
+    pack.write_bytes(bytes(raw))
+    path = Path(off.store.shard_path(sid))
+    rot = bytearray(path.read_bytes())
+    rot[-3] ^= 0xFF  # and so does the rewrite's file
+    path.write_bytes(bytes(rot))
+    again = Node(data, 0)
+    await again.start()
+    try:
+        packs = again.store.packs
+        print("file kept:", path.exists(), "packed copy indexed:",
+              packs is not None and sid in packs.index)
+        assert path.exists() and packs is not None and sid in packs.index
+    finally:
+        await again.stop()
