@@ -457,17 +457,28 @@ class TenantService:
     async def create_key(self, tenant: str, role: str = "tenant",
                          access_key: str | None = None, secret_key: str | None = None,
                          ) -> Credential:
-        if role == "tenant":
-            _require_active(await self.get(tenant))
         ak = access_key or ("TK" + "".join(secrets.choice(_AK_ALPHABET) for _ in range(18)))
         sk = secret_key or secrets.token_urlsafe(30)[:40]
         wrapped = aead.wrap(self._secret_kek, sk.encode(), self._secret_aad(ak))
         rec = AccessKey(access_key=ak, tenant=tenant, secret=wrapped, created=time.time(),
                         role=role)
-        if not await self._meta.txn(Txn(compares={access_key_key(ak): 0},
-                                        puts={access_key_key(ak): rec.encode()})):
-            raise Conflict(f"access key {ak} already exists")
-        return Credential(ak, sk, tenant, role)
+        akey, tk = access_key_key(ak), tenant_key(tenant)
+        for _ in range(8):
+            compares = {akey: 0}
+            if role == "tenant":  # the tenant record compared, as KMS key creation does: a
+                # `tenant delete` marks it before it revokes the keys it lists, so a key
+                # made meanwhile fails here instead of outliving the tenant
+                item = await self._meta.get(tk)
+                if item is None:
+                    raise NotFound(f"tenant {tenant!r} does not exist")
+                _require_active(Tenant.decode(item.value))
+                compares[tk] = item.revision
+            if await self._meta.txn(Txn(compares=compares, puts={akey: rec.encode()})):
+                return Credential(ak, sk, tenant, role)
+            if await self._meta.get(akey) is not None:
+                raise Conflict(f"access key {ak} already exists")
+        raise Conflict(f"tenant {tenant!r} kept changing while the key was made; nothing was "
+                       "made: try again")
 
     @property
     def _secret_kek(self) -> bytes:
