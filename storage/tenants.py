@@ -23,6 +23,7 @@ from storage.errors import (
     NotFound,
     StaleRecord,
     StorageError,
+    TenantDeleting,
     TenantShredding,
 )
 from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
@@ -68,6 +69,24 @@ class Credential:
     role: str
 
 
+def deleting_message(tenant: str) -> str:
+    """What a refusal says while `tenant` is "deleting" (a cut-short delete leaves it so)."""
+    return (f"tenant {tenant!r} is being deleted (it reads, writes and new keys, buckets or "
+            f"volumes are refused); run `tessera tenant delete {tenant}` again to finish")
+
+
+async def tenant_compare(meta: MetadataStore, tenant: str) -> dict[bytes, int]:
+    """The compare a new bucket or volume of `tenant` commits with: its record at the
+    revision read, which must be "active" (`_require_active`; NotFound when absent). A
+    `tenant delete` marks the record before it re-checks for buckets and volumes, so one
+    made meanwhile either fails its compare or is seen by that check: none outlives it."""
+    item = await meta.get(tenant_key(tenant))
+    if item is None:
+        raise NotFound(f"tenant {tenant!r} does not exist")
+    _require_active(Tenant.decode(item.value))
+    return {item.key: item.revision}
+
+
 def _require_active(t: Tenant) -> None:
     """Refuse to give a tenant not "active" a new KEK or access key: TenantShredding while
     a shred is fenced (the operator may wait or cancel it), KeyUnavailable once shredded."""
@@ -75,7 +94,7 @@ def _require_active(t: Tenant) -> None:
         raise TenantShredding(f"a shred of tenant {t.name!r} is in progress; wait or cancel "
                               f"it with tessera tenant shred {t.name} --cancel")
     if t.state == DELETING:
-        raise NotFound(f"tenant {t.name!r} is being deleted")
+        raise TenantDeleting(deleting_message(t.name))
     if t.state != "active":
         raise KeyUnavailable(f"tenant {t.name!r} is shredded")
 
@@ -327,6 +346,9 @@ class TenantService:
         if t is not None and t.state == SHREDDING:
             self._current_cache.pop(tenant, None)
             raise TenantShredding(f"tenant {tenant!r} is being shredded")
+        if t is not None and t.state == DELETING:  # a cut-short delete: it reads, no writes
+            self._current_cache.pop(tenant, None)
+            raise TenantDeleting(deleting_message(tenant))
         if t is None or t.state != "active" or not t.keks:
             self._current_cache.pop(tenant, None)
             raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
