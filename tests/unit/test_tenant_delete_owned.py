@@ -4,10 +4,12 @@ for them after its mark and undoes the mark if it finds one. Each test FAILS on 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from gateway.s3.errors_map import to_s3_error
 from storage import tenant_delete
@@ -16,11 +18,13 @@ from storage.config import config_from_mapping
 from storage.crypto.keys import FileRootKey
 from storage.errors import StorageError, TenantDeleting, TenantNotEmpty
 from storage.keyspace import tenant_key, volume_key
-from storage.metadata import Txn
+from storage.metadata import Item, Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.records import Tenant
 from storage.tenants import TenantService
+from storage.testing.simnodes import SimNodes
 from storage.volumes import VolumeService
+from tests.inproc import sim_cluster_s3, sim_config
 
 
 async def _setup(tmp_path: Path) -> tuple[SqliteStore, TenantService]:
@@ -151,3 +155,34 @@ async def test_an_edit_of_the_tenant_does_not_fail_a_create(tmp_path: Path) -> N
         assert await buckets.list("acme")
     finally:
         await meta.close()
+
+
+async def test_s3_answers_of_a_deleting_tenant(tmp_path: Path) -> None:
+    """Through boto3: a tenant left "deleting" (its delete cut short before the revocation)
+    reads its objects; CreateBucket, PUT (SSE-S3) and an SSE-KMS PUT needing the default
+    key not yet made are 403 AccessDenied saying the account is being deleted (not 500)."""
+    cfg = sim_config(tmp_path, 0)
+    async with sim_cluster_s3(tmp_path, cfg, SimNodes(list(cfg.nodes)), "bkt") as (c, s3):
+        await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="k", Body=b"x" * 5000)
+        # the mark a delete cut short leaves (a delete itself would refuse: "bkt" is there)
+        await c.meta.txn(Txn(puts={tenant_key("t"): _marked(await c.meta.get(tenant_key("t")))}))
+        got = await asyncio.to_thread(lambda: s3.get_object(Bucket="bkt", Key="k")["Body"].read())
+        assert got == b"x" * 5000
+        for call, kw in ((s3.create_bucket, {"Bucket": "late"}),
+                         (s3.put_object, {"Bucket": "bkt", "Key": "n", "Body": b"y"}),
+                         (s3.put_object, {"Bucket": "bkt", "Key": "n", "Body": b"y",
+                                          "ServerSideEncryption": "aws:kms"})):
+            with pytest.raises(ClientError) as err:
+                await asyncio.to_thread(call, **kw)
+            e = err.value.response
+            assert (e["ResponseMetadata"]["HTTPStatusCode"], e["Error"]["Code"]) == \
+                (403, "AccessDenied"), e
+            assert "being deleted" in e["Error"]["Message"]
+
+
+def _marked(item: Item | None) -> bytes:
+    """The tenant record `item` in the "deleting" state (what a delete's first step writes)."""
+    assert item is not None
+    t = Tenant.decode(item.value)
+    t.state = "deleting"
+    return t.encode()
