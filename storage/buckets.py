@@ -13,6 +13,7 @@ from storage.errors import (
     BucketExists,
     BucketNotEmpty,
     BucketNotFound,
+    NotFound,
 )
 from storage.keyspace import (
     bucket_key,
@@ -27,6 +28,7 @@ from storage.keyspace import (
 )
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket
+from storage.tenants import tenant_compare
 
 DELETING = "deleting"  # config entry: when a DeleteBucket marked the bucket (see `delete`)
 DELETING_S = 60.0  # a mark older than this (its DeleteBucket crashed) no longer blocks writes
@@ -46,16 +48,25 @@ class BucketService:
 
     async def create(self, tenant: str, name: str, region: str | None = None,
                      versioning: str = "", config: dict[str, Any] | None = None) -> Bucket:
+        """A new bucket of `tenant`, whose record is compared (`tenant_compare`): refused
+        (AccessDenied as for an account AWS closed; TenantDeleting, TenantShredding,
+        KeyUnavailable) unless the tenant is active, so none outlives a tenant delete."""
         b = Bucket(name=name, tenant=tenant, created=time.time(), region=region or self._region,
                    versioning=versioning, config=dict(config or {}))
-        ok = await self._meta.txn(Txn(compares={bucket_key(name): 0},
-                                      puts={bucket_key(name): b.encode(),
-                                            tenant_bucket_key(tenant, name): b""}))
-        if not ok:
+        for _ in range(8):  # again only when the tenant record alone moved (an edit)
+            try:
+                owner_rec = await tenant_compare(self._meta, tenant)
+            except NotFound as exc:  # its credential outlived it by a request
+                raise AccessDenied(str(exc)) from exc
+            if await self._meta.txn(Txn(compares={bucket_key(name): 0, **owner_rec},
+                                        puts={bucket_key(name): b.encode(),
+                                              tenant_bucket_key(tenant, name): b""})):
+                return b
             existing = await self._meta.get(bucket_key(name))
-            owner = Bucket.decode(existing.value).tenant if existing else None
-            raise BucketExists(name, owned_by_caller=owner == tenant)
-        return b
+            if existing is not None:
+                raise BucketExists(name, owned_by_caller=Bucket.decode(
+                    existing.value).tenant == tenant)
+        raise BucketBusy(name)  # the tenant record kept changing: S3 OperationAborted, retry
 
     async def get_any(self, name: str, current: str | None = None, bodies: bool = False
                       ) -> Bucket:

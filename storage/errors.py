@@ -137,6 +137,16 @@ class KeyUnavailable(StorageError):
     """The key needed to decrypt is gone (tenant shredded) or cannot be unwrapped."""
 
 
+class TenantDeleting(KeyUnavailable):
+    """A `tessera tenant delete` began (the tenant record is "deleting",
+    storage/tenant_delete.py): nothing new is made for the tenant and its writes are refused
+    (it reads) until the delete is run again to finish."""
+
+
+class TenantNotEmpty(Conflict):
+    """A tenant delete found buckets or volumes the tenant still owns."""
+
+
 class KeyCheckUnavailable(StorageError):
     """A rebuild's segment read from only k sources needs the key's check, and looking the
     key up failed (metadata store or KMS): the stripe is deferred, never rebuilt unchecked."""

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from storage import jsondoc, tenant_delete
 from storage.crypto import keys
-from storage.errors import Conflict, InvalidInput, NotFound, StorageError
+from storage.errors import Conflict, InvalidInput, NotFound, StorageError, TenantDeleting
 from storage.keyspace import (
     KMS_ALIAS,
     KMS_KEY,
@@ -57,7 +57,7 @@ from storage.keyspace import (
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Record, Tenant, pack, unpack
-from storage.tenants import DELETING, TenantService
+from storage.tenants import DELETING, TenantService, deleting_message
 
 DEFAULT_ALIAS = "aws/s3"
 DEFAULT_DESCRIPTION = "Default key that protects my S3 objects when no other key is defined"
@@ -70,12 +70,13 @@ _ARN = re.compile(r"arn:aws:kms:([a-z0-9-]{1,32}):([A-Za-z0-9_$.-]{1,128}):(key|
 
 
 def _check_not_deleted(tenant: str, trec: Item | None) -> Item:
-    """The tenant record a key may be made under; NotFound once the tenant is gone or
-    being deleted (`storage.tenant_delete`)."""
+    """The tenant record a key may be made under; NotFound once the tenant is gone,
+    TenantDeleting (S3 AccessDenied, as an SSE-S3 write gets) while it is being deleted
+    (`storage.tenant_delete`)."""
     if trec is None:
         raise NotFound(f"tenant {tenant!r} does not exist; no key was made")
     if Tenant.decode(trec.value).state == DELETING:
-        raise NotFound(f"tenant {tenant!r} is being deleted; no key was made")
+        raise TenantDeleting(f"{deleting_message(tenant)}; no key was made")
     return trec
 
 

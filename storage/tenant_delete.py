@@ -1,10 +1,11 @@
 """Deleting a tenant: its record and every KMS key and alias of it, in steps that each fit
 a metadata store's transaction limit (etcd's default --max-txn-ops is 128), resumable.
 
-1. The record is marked "deleting" (compare-and-swap). From then on no KMS key is made:
-   `KmsService.create` compares the record's revision and refuses this state, so the keys
-   listed next are all the tenant will have, and parallel creates before the mark do not
-   race on the record (they only compare it).
+1. The record is marked "deleting" (compare-and-swap). From then on no KMS key, access
+   key, bucket or volume is made: their creates compare the record's revision and refuse
+   this state, so the keys listed next are all the tenant will have, and parallel creates
+   before the mark do not race on the record (they only compare it). A bucket or volume
+   made before the mark (after the caller's check) undoes the mark: TenantNotEmpty.
 2. With `expect` (the key ids the operator confirmed) the listing must equal them; else
    the mark is undone (if this delete made it) and Conflict: nothing was deleted.
 3. `first` runs: the access keys' revocation, before the record goes (a same-name tenant
@@ -19,12 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from storage.errors import Conflict, NotFound
-from storage.keyspace import kms_alias_prefix, kms_key_prefix, span, tenant_key
+from storage.errors import Conflict, NotFound, TenantNotEmpty
+from storage.keyspace import (
+    kms_alias_prefix,
+    kms_key_prefix,
+    span,
+    tenant_bucket_prefix,
+    tenant_key,
+    volume_prefix,
+)
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Tenant
-from storage.tenants import DELETING
+from storage.tenants import DELETING, SHREDDED
 
 PAGE = 100  # deletes per transaction: under etcd's default --max-txn-ops (128)
 TRIES = 8
@@ -35,6 +43,7 @@ async def delete(meta: MetadataStore, tenant: str, expect: set[str] | None,
     """Delete `tenant` as above; returns how many KMS keys went."""
     tk = tenant_key(tenant)
     item, prev = await _mark(meta, tenant)
+    await _owns_nothing(meta, tenant, prev)
     keys_ = await meta.range(*span(kms_key_prefix(tenant)), limit=100000)
     if expect is not None:
         have = {str(unpack_key(i.key)[2]) for i in keys_}
@@ -72,6 +81,22 @@ async def _mark(meta: MetadataStore, tenant: str) -> tuple[Item, str]:
             prev = was
     raise Conflict(f"tenant {tenant!r} kept changing while its delete began; nothing was "
                    "deleted: run the delete again")
+
+
+async def _owns_nothing(meta: MetadataStore, tenant: str, prev: str) -> None:
+    """After the mark (no bucket or volume is made from then on: `tenants.tenant_compare`),
+    TenantNotEmpty if the tenant owns one still (made since the caller's check, before the
+    mark); the mark is undone first, so the tenant can delete them."""
+    for what, prefix in (("buckets", tenant_bucket_prefix(tenant)),
+                         ("volumes", volume_prefix(tenant))):
+        if await meta.range(*span(prefix), limit=1):
+            if prev == DELETING:  # marked by an earlier delete: back to what it can be
+                t = await meta.get(tenant_key(tenant))
+                prev = "active" if t is None or Tenant.decode(t.value).keks else SHREDDED
+            undone = await _unmark(meta, tenant_key(tenant), prev)
+            raise TenantNotEmpty(f"tenant {tenant!r} still owns {what} (made while its delete "
+                                 f"began); {'nothing was deleted' if undone else 'it stays marked deleting'}"
+                                 f": delete its {what} first, then run the delete again")
 
 
 async def _unmark(meta: MetadataStore, tk: bytes, prev: str) -> bool:

@@ -23,6 +23,7 @@ from storage.errors import (
     NotFound,
     StaleRecord,
     StorageError,
+    TenantDeleting,
     TenantShredding,
 )
 from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
@@ -68,6 +69,24 @@ class Credential:
     role: str
 
 
+def deleting_message(tenant: str) -> str:
+    """What a refusal says while `tenant` is "deleting" (a cut-short delete leaves it so)."""
+    return (f"tenant {tenant!r} is being deleted (it reads, writes and new keys, buckets or "
+            f"volumes are refused); run `tessera tenant delete {tenant}` again to finish")
+
+
+async def tenant_compare(meta: MetadataStore, tenant: str) -> dict[bytes, int]:
+    """The compare a new bucket or volume of `tenant` commits with: its record at the
+    revision read, which must be "active" (`_require_active`; NotFound when absent). A
+    `tenant delete` marks the record before it re-checks for buckets and volumes, so one
+    made meanwhile either fails its compare or is seen by that check: none outlives it."""
+    item = await meta.get(tenant_key(tenant))
+    if item is None:
+        raise NotFound(f"tenant {tenant!r} does not exist")
+    _require_active(Tenant.decode(item.value))
+    return {item.key: item.revision}
+
+
 def _require_active(t: Tenant) -> None:
     """Refuse to give a tenant not "active" a new KEK or access key: TenantShredding while
     a shred is fenced (the operator may wait or cancel it), KeyUnavailable once shredded."""
@@ -75,7 +94,7 @@ def _require_active(t: Tenant) -> None:
         raise TenantShredding(f"a shred of tenant {t.name!r} is in progress; wait or cancel "
                               f"it with tessera tenant shred {t.name} --cancel")
     if t.state == DELETING:
-        raise NotFound(f"tenant {t.name!r} is being deleted")
+        raise TenantDeleting(deleting_message(t.name))
     if t.state != "active":
         raise KeyUnavailable(f"tenant {t.name!r} is shredded")
 
@@ -327,6 +346,9 @@ class TenantService:
         if t is not None and t.state == SHREDDING:
             self._current_cache.pop(tenant, None)
             raise TenantShredding(f"tenant {tenant!r} is being shredded")
+        if t is not None and t.state == DELETING:  # a cut-short delete: it reads, no writes
+            self._current_cache.pop(tenant, None)
+            raise TenantDeleting(deleting_message(tenant))
         if t is None or t.state != "active" or not t.keks:
             self._current_cache.pop(tenant, None)
             raise KeyUnavailable(f"the keys of tenant {tenant!r} were destroyed")
@@ -457,17 +479,28 @@ class TenantService:
     async def create_key(self, tenant: str, role: str = "tenant",
                          access_key: str | None = None, secret_key: str | None = None,
                          ) -> Credential:
-        if role == "tenant":
-            _require_active(await self.get(tenant))
         ak = access_key or ("TK" + "".join(secrets.choice(_AK_ALPHABET) for _ in range(18)))
         sk = secret_key or secrets.token_urlsafe(30)[:40]
         wrapped = aead.wrap(self._secret_kek, sk.encode(), self._secret_aad(ak))
         rec = AccessKey(access_key=ak, tenant=tenant, secret=wrapped, created=time.time(),
                         role=role)
-        if not await self._meta.txn(Txn(compares={access_key_key(ak): 0},
-                                        puts={access_key_key(ak): rec.encode()})):
-            raise Conflict(f"access key {ak} already exists")
-        return Credential(ak, sk, tenant, role)
+        akey, tk = access_key_key(ak), tenant_key(tenant)
+        for _ in range(8):
+            compares = {akey: 0}
+            if role == "tenant":  # the tenant record compared, as KMS key creation does: a
+                # `tenant delete` marks it before it revokes the keys it lists, so a key
+                # made meanwhile fails here instead of outliving the tenant
+                item = await self._meta.get(tk)
+                if item is None:
+                    raise NotFound(f"tenant {tenant!r} does not exist")
+                _require_active(Tenant.decode(item.value))
+                compares[tk] = item.revision
+            if await self._meta.txn(Txn(compares=compares, puts={akey: rec.encode()})):
+                return Credential(ak, sk, tenant, role)
+            if await self._meta.get(akey) is not None:
+                raise Conflict(f"access key {ak} already exists")
+        raise Conflict(f"tenant {tenant!r} kept changing while the key was made; nothing was "
+                       "made: try again")
 
     @property
     def _secret_kek(self) -> bytes:

@@ -46,7 +46,7 @@ from storage.leases import local_process
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
-from storage.tenants import TenantService
+from storage.tenants import TenantService, tenant_compare
 from storage.volume_gone import gone_volume_step, retire
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import recover
@@ -140,11 +140,18 @@ class VolumeService:
 
     async def create(self, tenant: str, name: str, size: int, extent_size: int = 1 * MiB,
                      profile: str | None = None) -> Volume:
+        """A new volume; the tenant record is compared (`tenant_compare`): none is made
+        unless the tenant is active, so none outlives a tenant delete."""
         vol = await self._new(tenant, name, size, extent_size, profile)
         k = volume_key(tenant, name)
-        if not await self.meta.txn(Txn(compares={k: 0}, puts={k: vol.encode()})):
-            raise Conflict(f"volume {name!r} already exists")
-        return vol
+        for _ in range(8):  # again only when the tenant record alone moved (an edit)
+            owner = await tenant_compare(self.meta, tenant)
+            if await self.meta.txn(Txn(compares={k: 0, **owner}, puts={k: vol.encode()})):
+                return vol
+            if await self.meta.get(k) is not None:
+                raise Conflict(f"volume {name!r} already exists")
+        raise Conflict(f"tenant {tenant!r} kept changing while volume {name!r} was made; "
+                       "nothing was made: try again")
 
     async def list(self, tenant: str) -> list[Volume]:
         return [Volume.decode(i.value)
@@ -367,7 +374,8 @@ class VolumeService:
                         "gen": parent.snapshot_gen(snap)}  # (still there)
             if me not in parent.clones:
                 parent.clones.append(me)
-            if await self.meta.txn(Txn(compares={item.key: item.revision, k: 0},
+            owner = await tenant_compare(self.meta, tenant)  # as `create`
+            if await self.meta.txn(Txn(compares={item.key: item.revision, k: 0, **owner},
                                        puts={item.key: parent.encode(), k: vol.encode()})):
                 return vol
             if await self.meta.get(k) is not None:

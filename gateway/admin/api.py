@@ -363,10 +363,14 @@ def _error(status: int, code: str, message: str) -> web.Response:
 def _map_storage_error(exc: se.StorageError) -> tuple[int, Any]:
     if isinstance(exc, se.NotFound):
         return 404, _error_body("NotFound", str(exc))
+    if isinstance(exc, se.TenantNotEmpty):
+        return 409, _error_body("TenantNotEmpty", str(exc))
     if isinstance(exc, se.Conflict):
         return 409, _error_body("Conflict", str(exc))
     if isinstance(exc, se.InvalidInput):
         return 400, _error_body("InvalidArgument", str(exc))
+    if isinstance(exc, se.TenantDeleting):
+        return 409, _error_body("TenantDeleting", str(exc))
     if isinstance(exc, se.KeyUnavailable):
         return 409, _error_body("TenantShredded", str(exc))
     if isinstance(exc, se.TenantShredding):  # rotation or a new key while fenced

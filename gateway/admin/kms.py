@@ -106,6 +106,8 @@ class KmsApi:
             k = await self.svc.create(t.name, aliases, key_id, description)
         except se.Conflict as exc:
             raise AdminError(409, "AlreadyExists", str(exc)) from None
+        except se.TenantDeleting as exc:
+            raise AdminError(409, "TenantDeleting", str(exc)) from None
         except se.KeyUnavailable as exc:
             raise AdminError(409, "TenantShredded", str(exc)) from None
         call.audit["key_id"] = k.key_id

@@ -56,6 +56,10 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
         return S3Error("KMS.DisabledException", str(exc), status=400)
     if isinstance(exc, kms.KmsInvalidState):
         return S3Error("KMS.KMSInvalidStateException", str(exc), status=400)
+    if isinstance(exc, se.TenantDeleting):  # a cut-short `tenant delete` (AWS: a closed
+        # account's requests are AccessDenied); it reads, and its writes are refused
+        return S3Error("AccessDenied", "The account is being deleted; it can read but its "
+                       "writes are refused.")
     if isinstance(exc, se.KeyUnavailable):
         return S3Error("AccessDenied", "The encryption key of this object is no longer "
                        "available.")

@@ -13,7 +13,7 @@ import pytest
 
 from storage import tenant_delete
 from storage.crypto.keys import FileRootKey
-from storage.errors import Conflict, NotFound
+from storage.errors import Conflict, NotFound, TenantDeleting
 from storage.keyspace import kms_alias_prefix, kms_key_prefix, span, tenant_key
 from storage.kms import KmsService
 from storage.metadata import Txn
@@ -49,7 +49,7 @@ async def test_no_key_is_made_once_the_delete_began(tmp_path: Path) -> None:
     async def meanwhile() -> None:  # another gateway, while the access keys are revoked
         try:
             await other.create("acme", ["late"])
-        except NotFound as exc:
+        except TenantDeleting as exc:
             refused.append(exc)
     try:
         await svc.create("acme", ["early"])
@@ -117,7 +117,7 @@ async def test_many_keys_go_in_pages_and_a_cut_delete_is_finished(tmp_path: Path
         with pytest.raises(ConnectionError):
             await svc.delete_tenant("acme", None, revoke)
         assert revoked and await _state(meta) == "deleting"
-        with pytest.raises(NotFound, match="is being deleted"):
+        with pytest.raises(TenantDeleting, match="is being deleted"):
             await other.create("acme")
         assert await svc.delete_tenant("acme", None, revoke) == 130 - 100  # the rest
         assert await meta.get(tenant_key("acme")) is None

@@ -14,10 +14,12 @@ from aiohttp.test_utils import make_mocked_request
 from gateway.app import S3Request
 from gateway.s3.request_keys import BODY_REPLAY, CORS_HEADERS, FIRST_BYTE
 from storage.buckets import BucketService
+from storage.crypto.keys import FileRootKey
 from storage.keyspace import bucket_key
 from storage.metadata import Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.records import Bucket
+from storage.tenants import TenantService
 
 
 def _s3_request() -> S3Request:
@@ -61,6 +63,9 @@ def test_unset_keys_are_not_looked_up_through_getitem(monkeypatch: pytest.Monkey
 
 async def _service(tmp_path: Path) -> tuple[SqliteStore, BucketService]:
     store = await SqliteStore.open(tmp_path / "m.db")
+    tenants = TenantService(store, FileRootKey(tmp_path / "root.key"))
+    await tenants.load()
+    await tenants.create("t1")  # a bucket is made only for an active tenant
     return store, BucketService(store, "us-east-1")
 
 
