@@ -169,7 +169,11 @@ def locate(root: Path, online_delete: OnlineDelete | None = None) -> dict[str, H
     """Every shard the node below `root` holds: packed (the index wins) and in files."""
     out: dict[str, HeldShard] = {}
     for p in _files(root):
-        out[p.name] = HeldShard(root, p.name, p, 0, p.stat().st_size, False, online_delete)
+        try:
+            size = p.stat().st_size
+        except FileNotFoundError:  # deleted since listed (the node's GC runs meanwhile)
+            continue
+        out[p.name] = HeldShard(root, p.name, p, 0, size, False, online_delete)
     store = pack_index(root)
     for sid, loc in store.index.items():
         out[sid] = HeldShard(root, sid, store.path_of(loc.seq), loc.offset, loc.length, True,
