@@ -203,7 +203,7 @@ async def test_concurrent_puts_share_one_commit(gateway: tuple[Any, RecordingSto
     await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="warm", Body=BODY)  # warm caches
     batcher = store.inner._batcher  # noqa: SLF001
     run, call = batcher.run, batcher._call  # noqa: SLF001
-    arrived, all_in = 0, asyncio.Event()
+    arrived, all_in, requests = 0, asyncio.Event(), 0
 
     async def counted(txn: Txn, reads: tuple[bytes, ...]) -> Any:
         nonlocal arrived
@@ -213,6 +213,8 @@ async def test_concurrent_puts_share_one_commit(gateway: tuple[Any, RecordingSto
         return await run(txn, reads)
 
     async def held(body: bytes) -> Any:
+        nonlocal requests
+        requests += 1  # the batcher's own requests (no stamp check or timer among them)
         try:  # the first commit waits for the others to queue behind it
             await asyncio.wait_for(all_in.wait(), 120)
         except TimeoutError:
@@ -223,14 +225,16 @@ async def test_concurrent_puts_share_one_commit(gateway: tuple[Any, RecordingSto
     monkeypatch.setattr(batcher, "_call", held)
     bodies = {f"c{i}": os.urandom(4096) for i in range(n)}
     store.calls.clear()
-    before = _sent(store)
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(n) as pool:
         await asyncio.gather(*(loop.run_in_executor(
             pool, lambda k=k, b=b: s3.put_object(Bucket=bucket, Key=k, Body=b))
             for k, b in bodies.items()))
     assert store.calls == [("txn", "O")] * n
-    assert _sent(store) - before == 2  # the first alone, then the n - 1 queued behind it
+    # the first alone, then the n - 1 queued behind it: counted at the batcher, not as
+    # round trips less the stamp's timer checks (a check's accounting made that
+    # difference 1 in one clean-clone CI run, ci20c)
+    assert requests == 2, requests
     for k, b in bodies.items():
         got = await asyncio.to_thread(lambda k=k: s3.get_object(Bucket=bucket, Key=k)["Body"]
                                       .read())

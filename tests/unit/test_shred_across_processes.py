@@ -91,6 +91,7 @@ async def test_a_state_cached_from_a_joined_read_expires_counting_from_its_start
         await there.load()
         await there.create("t")
         store.gate.clear()
+        store.read.clear()  # (set by the reads of load/create: wait for early's own read)
         early = asyncio.create_task(here.active("t"))  # its read sees "active"...
         await store.read.wait()
         now[0] += 0.5
