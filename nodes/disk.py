@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nodes.packreserve import is_disk_full
+from nodes.packshadow import file_shadowed
 from nodes.packstore import PackLoc, PackStore
 from nodes.shardfile import (
     UNCHANGED,
@@ -55,7 +56,7 @@ from nodes.shardfile import (
 from nodes.shardread import ShardReadStream
 from nodes.shardwrite import ShardWriter
 from storage.config import PackSettings, env_settings
-from storage.errors import InvalidInput, NotFound, ShardCorrupt
+from storage.errors import InvalidInput, NotFound
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
 
@@ -160,7 +161,7 @@ class DiskShardStore:
     async def start(self) -> None:
         """Remove stale temp files, make every file private (0600, directories 0700, in
         data dirs made before that rule too) and count what is stored (once, before serving;
-        a shard file a whole packed copy shadows is removed then, `_shadowed_sync`)."""
+        a shard file a whole packed copy shadows is removed then, `nodes.packshadow`)."""
         await asyncio.to_thread(secure_tree, self.root, [self.shard_dir])  # shards: in _count
         await asyncio.to_thread(self._clean_temp_sync, self._temp_max_age_s)
         await asyncio.to_thread(self._first_level_sync)
@@ -240,7 +241,7 @@ class DiskShardStore:
                     tighten(path, st)  # the walk that counts also keeps shards private
                     if not _valid(name):
                         continue
-                    if self._shadowed_sync(name, path):
+                    if file_shadowed(self, name, path):
                         dropped = True
                         continue
                     used += st.st_size
@@ -252,71 +253,6 @@ class DiskShardStore:
             used += self.packs.held_bytes
             count += len(self.packs.index)
         return used, count
-
-    def _shadowed_sync(self, sid: str, path: str) -> bool:
-        """Remove shard file `path` when a pack holds a whole copy of `sid` too (True): a
-        power cut undid the file's unlink, or a crash fell between a rewrite's two steps
-        (`put_packed`, `supersede_packed_sync`). Reads take the packed copy, so the file
-        is never served or scrubbed, yet it was counted twice and would be served once the
-        packed copy is quarantined. A packed copy that fails its checks keeps the file (it
-        may be the only good copy; scrub quarantines the packed one). When the start's scan
-        found damage after the packed record, the file may be the acknowledged rewrite whose
-        tombstone that damage took: it wins, and the tombstone is written again
-        (`_superseded_sync`). At start only."""
-        loc = None if self.packs is None else self.packs.locate(sid)
-        if loc is None:
-            return False
-        if self._superseded_sync(sid, path, loc):
-            return False
-        try:
-            if verify_file(self.locate(sid), sid).bad:
-                return False
-        except (ShardCorrupt, NotFound, OSError):
-            return False
-        try:
-            os.unlink(path)
-        except OSError:  # read-only or gone: counted as before (gone: not at all)
-            return not os.path.exists(path)
-        return True
-
-    def _superseded_sync(self, sid: str, path: str, loc: PackLoc) -> bool:
-        """Whether shard file `path` is a rewrite whose tombstone of the packed record `loc`
-        was lost; then `supersede_packed_sync` is done again and the file kept. A tombstone
-        is fdatasynced before its rewrite is acknowledged and a sealed pack keeps its
-        tombstones, so an acknowledged one can only vanish through damage this start's scan
-        reported after `loc` (`_damaged_after`). No clock is trusted: a file revived by a
-        power cut may carry any mtime (a clock stepped back, a copy without -t). Without
-        such damage the packed copy wins (False). With it, a file that fails its checks is
-        kept but tombstones nothing (True): neither copy is destroyed on a doubt."""
-        if not self._damaged_after(loc):
-            return False
-        try:
-            if verify_file(ShardLocation(path), sid).bad:
-                return True
-        except (ShardCorrupt, NotFound, OSError):
-            return True
-        try:
-            self.supersede_packed_sync(sid, loc, -1)
-        except OSError:  # counted twice until the next start tries again; reads take the
-            pass  # packed copy meanwhile, as before
-        return True
-
-    def _damaged_after(self, loc: PackLoc) -> bool:
-        """Whether the start's pack scan found damage (a gap, a bad record, a torn tail) that
-        could have held a record appended after `loc`: in a later pack, or in `loc`'s pack
-        past its body's start."""
-        assert self.packs is not None
-        for harm in self.packs.damage:
-            if harm.seq > loc.seq:
-                return True
-            if harm.seq != loc.seq:
-                continue
-            ends = [b for _a, b in harm.gaps] + [r.end for r in harm.bad]
-            if harm.torn is not None:
-                ends.append(harm.torn[1])
-            if any(end > loc.offset for end in ends):
-                return True
-        return False
 
     # -- writing -------------------------------------------------------------------------
 

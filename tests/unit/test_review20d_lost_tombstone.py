@@ -1,6 +1,6 @@
 """review20d F4: a packed copy superseded by a rewrite's shard file (packing off now, or the
 new copy above the limit) is removed by a TOMBSTONE. If that tombstone is lost (rot, or a
-torn tail), the old packed record is indexed again at the restart - and `_shadowed_sync`
+torn tail), the old packed record is indexed again at the restart - and `nodes.packshadow.file_shadowed`
 then deletes the acknowledged rewrite's FILE and serves the old bytes. The stripe is live
 and names this node, so the orphan sweep never looks at it."""
 
