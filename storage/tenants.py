@@ -484,17 +484,13 @@ class TenantService:
         wrapped = aead.wrap(self._secret_kek, sk.encode(), self._secret_aad(ak))
         rec = AccessKey(access_key=ak, tenant=tenant, secret=wrapped, created=time.time(),
                         role=role)
-        akey, tk = access_key_key(ak), tenant_key(tenant)
+        akey = access_key_key(ak)
         for _ in range(8):
             compares = {akey: 0}
             if role == "tenant":  # the tenant record compared, as KMS key creation does: a
                 # `tenant delete` marks it before it revokes the keys it lists, so a key
                 # made meanwhile fails here instead of outliving the tenant
-                item = await self._meta.get(tk)
-                if item is None:
-                    raise NotFound(f"tenant {tenant!r} does not exist")
-                _require_active(Tenant.decode(item.value))
-                compares[tk] = item.revision
+                compares.update(await tenant_compare(self._meta, tenant))
             if await self._meta.txn(Txn(compares=compares, puts={akey: rec.encode()})):
                 return Credential(ak, sk, tenant, role)
             if await self._meta.get(akey) is not None:
