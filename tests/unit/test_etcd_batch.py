@@ -257,3 +257,31 @@ async def test_after_a_lone_request_a_queued_caller_goes_at_once() -> None:
     await _sent(fake, 2)  # (would hang 2 minutes if it waited)
     fake.gates[1].set()
     assert await asyncio.gather(first, second) == [(True, {}), (True, {})]
+
+
+async def test_after_a_shared_request_a_caller_finding_nothing_in_flight_waits_too() -> None:
+    """Under concurrency the batcher is idle between requests whenever the gateway is busier
+    than etcd: a caller arriving then waits for more as one queued behind a flight does, so
+    the next request is shared instead of a one-commit Txn (~1.15 ms of members' CPU each)."""
+    from storage.metadata.etcd_batch import FILL
+
+    fake = GatedGateway()
+    batcher = TxnBatcher(fake.call, linger_max_s=120.0)
+    _slow_round_trips(batcher, 1000.0)  # the wait is bounded by linger_max_s: 2 minutes
+    first = asyncio.create_task(batcher.run(put(b"first"), ()))
+    await _sent(fake, 1)
+    pair = [asyncio.create_task(batcher.run(put(b"p%d" % i), ())) for i in range(2)]
+    await asyncio.sleep(0)
+    fake.gates[0].set()
+    await _sent(fake, 2)
+    fake.gates[1].set()  # the shared request returns with nobody queued: nothing in flight
+    await asyncio.gather(first, *pair)
+    late = [asyncio.create_task(batcher.run(put(b"late0"), ()))]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(fake.bodies) == 2, "a caller arriving idle under concurrency went out alone"
+    late += [asyncio.create_task(batcher.run(put(b"late%d" % i), ())) for i in range(1, FILL)]
+    await _sent(fake, 3)  # FILL callers queued: sent without waiting out the linger
+    assert len(fake.bodies[2].success) == FILL and batcher.batches == 2
+    fake.gates[2].set()
+    assert all(r == (True, {}) for r in await asyncio.gather(*late))
