@@ -15,6 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from storage import commit_nodes
+from storage.config import Config
+from storage.errors import NodeRemoved
+from storage.health import HealthTracker
 from storage.keyspace import (
     EXTENT,
     gc_fence_key,
@@ -203,8 +207,18 @@ async def volume_stripes(meta: MetadataStore) -> set[bytes]:
         start = next_key(items[-1].key)
 
 
+@dataclass(frozen=True)
+class MapGuard:
+    """The cluster map a move's targets were chosen on (`storage/commit_nodes.py`): a commit
+    naming a target removed from the map since then is refused, as a write's is."""
+
+    cfg: Config
+    health: HealthTracker
+
+
 async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[str | None],
-                             written: dict[int, str], fence: Fence) -> tuple[Commit, int]:
+                             written: dict[int, str], fence: Fence,
+                             guard: MapGuard | None = None) -> tuple[Commit, int]:
     """CAS new shard locations into every record of a stripe's manifest (retry on conflict).
 
     `old` is the node list the caller based its work on; if the manifest changed meanwhile,
@@ -217,7 +231,10 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
     pause (bounded, `COMMIT_TRIES`) rather than throw the rebuild away. Replaced copies are
     queued for GC. A commit the store refused for the worker's lease (LeaseFenced: another
     process holds it now) queues the new copies for collection, as a given-up one does, and
-    re-raises. Returns (how it ended, CAS conflicts met). Repair and the rebalancer share it.
+    re-raises. With `guard` (repair and the rebalancer always give it) the commit compares the
+    membership epoch, as a write's does: a target removed from the cluster map since it was
+    chosen makes it give up (copies queued for collection) instead of naming a node that is
+    gone. Returns (how it ended, CAS conflicts met). Repair and the rebalancer share it.
     """
     conflicts = 0
     for attempt in range(COMMIT_TRIES):
@@ -236,6 +253,12 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
             # sweep queues once past its grace, if no commit names it by then.
             return Commit.REFUSED, conflicts
         compares: dict[bytes, int] = {gc_fence_key(stripe_id): now.revision}
+        if guard is not None:
+            try:
+                commit_nodes.guard(guard.health, written.values(), compares)
+            except NodeRemoved:
+                await collect_copies(meta, stripe_id, written)
+                return Commit.GAVE_UP, conflicts
         puts: dict[bytes, bytes] = {}
         nodes = list(man.part.nodes) + [None] * (man.part.k + man.part.m - len(man.part.nodes))
         for i, nid in written.items():
@@ -255,6 +278,8 @@ async def commit_shard_moves(meta: MetadataStore, stripe_id: bytes, old: list[st
             await collect_copies(meta, stripe_id, written)  # (an unfenced put) no retry
             raise
         conflicts += 1
+        if guard is not None:  # a removal since the map was read: the next try sees it
+            await commit_nodes.recheck(meta, guard.cfg, guard.health, compares)
     await collect_copies(meta, stripe_id, written)
     return Commit.GAVE_UP, conflicts
 

@@ -44,6 +44,7 @@ from storage.workers.manifests import (
     KEPT_STATES,
     Commit,
     Manifest,
+    MapGuard,
     commit_shard_moves,
     load_manifest,
 )
@@ -368,7 +369,8 @@ class Rebalancer(ShardWorker[RebalanceStats]):
         if not written:
             return
         outcome, conflicts = await commit_shard_moves(self._meta, part.stripe_id,
-                                                      list(part.nodes), written, fence)
+                                                      list(part.nodes), written, fence,
+                                                      MapGuard(self._cfg, self._health))
         self.stats.commit_conflicts += conflicts
         self.stats.refused += outcome is Commit.REFUSED
         if outcome is not Commit.DONE:

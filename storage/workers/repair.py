@@ -55,6 +55,7 @@ from storage.workers.manifests import (
     KEPT_STATES,
     Commit,
     Manifest,
+    MapGuard,
     collect_copies,
     commit_shard_moves,
     load_manifest,
@@ -399,7 +400,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
 
     async def _commit(self, stripe_id: bytes, old: list[str | None],
                       written: dict[int, str], fence: Fence) -> Commit:
-        outcome, conflicts = await commit_shard_moves(self._meta, stripe_id, old, written, fence)
+        outcome, conflicts = await commit_shard_moves(self._meta, stripe_id, old, written, fence,
+                                                       MapGuard(self._cfg, self._health))
         self.stats.commit_conflicts += conflicts
         return outcome
 
