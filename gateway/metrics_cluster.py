@@ -200,7 +200,7 @@ def _workers(s: dict[str, Any], holder: str) -> Iterator[Metric]:
     yield _counter("tessera_repair_orphans_deleted", "Shards no manifest names deleted by the "
                    "orphan check", rep.get("orphans_deleted", 0))
     yield _gauge("tessera_repair_orphans_watched", "Shards without an owner the repair worker "
-                 "watches for the orphan grace (in memory: a restart starts it again)",
+                 "watches for the orphan grace (kept in the store: a new holder continues it)",
                  rep.get("orphans_watched", 0))
     yield _gauge("tessera_repair_orphan_watch_oldest_seconds", "How long the repair worker has "
                  "watched its longest-watched shard without an owner (about the orphan grace "

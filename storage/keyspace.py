@@ -68,6 +68,10 @@ Layout (layout version `LAYOUT_VERSION`, written last by `storage.keyspace_migra
                                           staged ahead of its swap, naming its stripes
                                           (storage/archive_staging.py; the swap deletes it,
                                           an undo or the reclaim worker cleans up after it)
+    (OW, node id, shard id)               a shard the repair worker's orphan sweep watches
+                                          without an owner: {since} on the watch clock
+                                          (`S`, `orphan-watch`), so a new lease holder
+                                          continues the watch (storage/workers/orphan_watch.py)
     (AR, due ns:020, bucket, key, vid)    archive restore job
     (AE, expiry ns:020, bucket, key, vid) restored copy to retire
     (AL, bucket, staged ns:020, batch)    server-access-log records of a source bucket, staged
@@ -113,6 +117,7 @@ VOLUME_GONE = "VD"  # a deleted volume whose pointers are still being retired
 VOLUME_COLLECT = "VC"  # a volume whose deleted snapshot's pointers are still being retired
 RETIRING = "RT"  # a many-part version or upload whose stripes are still being retired
 STAGING = "SG"  # a many-part archive copy indexed ahead of its swap (storage/archive_staging)
+ORPHAN_WATCH = "OW"  # a shard the orphan sweep watches without an owner (workers/orphan_watch)
 RESTORE_QUEUE = "AR"
 RESTORE_EXPIRY = "AE"
 SYSTEM = "S"
@@ -415,6 +420,11 @@ def retiring_key(bucket: str, key: str, token: str) -> bytes:
     """A many-part version's or upload's retirement still in progress (`storage.retiring`);
     `token` is fresh per retirement: two null versions retired in turn keep their own."""
     return pack(RETIRING, bucket, key, token)
+
+
+def orphan_watch_key(node_id: str, sid: str) -> bytes:
+    """A shard `sid` on `node_id` the orphan sweep watches (storage/workers/orphan_watch)."""
+    return pack(ORPHAN_WATCH, node_id, sid)
 
 
 def staging_key(token: str) -> bytes:

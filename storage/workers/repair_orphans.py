@@ -3,15 +3,15 @@
 The node scrubbers (and reads) quarantine corrupt shards: their stripes are queued for
 repair. Shards no manifest names (no stripe index entry, or a stale copy the manifest no
 longer names) are deleted once older than the orphan grace and watched by this sweep without
-an owner for as long on its monotonic clock (`OrphanWatch`), one page per node per pass, and
+an owner for as long on monotonic clocks (`OrphanWatch`), one page per node per pass, and
 the shards watched for the grace already re-checked by id at each pass (not a whole walk
 later); a stale copy of a live stripe is queued for the collector instead, whose fence keeps
 it from deleting a copy a commit names meanwhile (it takes no place in the watch).
 
-The watch is in memory: a repair lease holder that restarts (or whose lease moves) more often
-than the grace plus one orphan check never deletes an orphan; `orphans_watched` and
+The watch is kept in the metadata store (storage/workers/orphan_watch.py), so a repair lease
+holder that restarts (or whose lease moves) continues it; `orphans_watched` and
 `orphan_watch_oldest_s` (published stats, gauges) show it. The walk's position is published
-(`orphan_cursor`), so a restart does not start every node's walk again.
+(`orphan_cursor`), so a restart does not start every node's walk again either.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from storage.config import NodeSpec, RepairSettings
@@ -30,6 +29,9 @@ from storage.metadata import MetadataStore
 from storage.shards.ids import parse_shard_id
 from storage.shards.transport import NodeTransport
 from storage.workers.manifests import Manifest, collect_copies, load_manifest
+from storage.workers.orphan_watch import OrphanWatch
+
+__all__ = ["OrphanWatch", "RepairHousekeeping", "shard_age", "shard_owner"]
 
 log = logging.getLogger("tessera.repair")
 
@@ -45,86 +47,6 @@ def shard_age(st: dict[str, Any], now: float) -> float:
 
 
 NAMED, STALE, ORPHAN, OWNED, VOLUME = "named", "stale", "orphan", "owned", "volume"
-WATCH_MAX = 100_000  # shards without an owner remembered at once (20 MB: tracemalloc)
-RECHECK = 200  # watched shards re-checked by id per node per pass once their grace passed
-
-
-class OrphanWatch:
-    """When this sweep first saw each shard without an owner, on its own monotonic clock.
-
-    A shard's age (`shard_age`) is wall-clock time: its node's clock less the mtime. A clock
-    stepped forward between a write's first shard and its commit made fresh shards look
-    old, and the sweep deleted shards the commit then named. A write commits only within
-    `WriteAge`'s limit of its first shard on the writer's monotonic clock, which no step
-    moves; so a shard this sweep has watched without an owner for the grace, on its own
-    monotonic clock, belongs to no write that can still commit. Both must hold for a
-    delete: the wall-clock age (a fresh watch after a restart waits no longer than that
-    once it is past) and the watch (which no wall clock moves).
-
-    Bounded: a shard seen owned, deleted or gone is forgotten, and so is one a node's whole
-    walk (`wrapped`) did not meet, and every shard of a node no longer walked (`keep_nodes`);
-    past `WATCH_MAX` new shards wait for room. Entries are kept per node, in the order first
-    seen, so a node's wrap touches only its own entries, and the shards due (`due`) and the
-    oldest (`oldest_s`) are found at the front."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 limit: int = WATCH_MAX) -> None:
-        self.clock = clock
-        self._limit = limit
-        self._first: dict[str, dict[str, tuple[float, int]]] = {}  # node -> sid -> (seen, walk)
-        self._walk: dict[str, int] = {}  # node -> walks over its shards begun
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def watched_s(self, node_id: str, sid: str) -> float:
-        """Seconds since this sweep first saw `sid` on `node_id` without an owner (0 now)."""
-        now, walk = self.clock(), self._walk.get(node_id, 0)
-        mine = self._first.setdefault(node_id, {})
-        first = mine.get(sid)
-        if first is None:
-            if self._count >= self._limit:
-                return 0.0
-            self._count += 1
-        since = now if first is None else first[0]
-        mine[sid] = (since, walk)
-        return now - since
-
-    def forget(self, node_id: str, sid: str) -> None:
-        mine = self._first.get(node_id)
-        if mine is not None and mine.pop(sid, None) is not None:
-            self._count -= 1
-
-    def wrapped(self, node_id: str) -> None:
-        """A walk over `node_id`'s shards ended: forget its shards the walk did not meet."""
-        walk = self._walk.get(node_id, 0)
-        mine = self._first.get(node_id, {})
-        kept = {sid: v for sid, v in mine.items() if v[1] == walk}
-        self._count -= len(mine) - len(kept)
-        self._first[node_id] = kept
-        self._walk[node_id] = walk + 1
-
-    def keep_nodes(self, node_ids: set[str]) -> None:
-        """Forget the shards of nodes not among `node_ids` (removed, or down: not walked);
-        their watch starts again when they are walked again."""
-        for node_id in [n for n in self._first if n not in node_ids]:
-            self._count -= len(self._first.pop(node_id))
-            self._walk.pop(node_id, None)
-
-    def due(self, node_id: str, grace_s: float, limit: int = RECHECK) -> list[str]:
-        """Up to `limit` of `node_id`'s shards watched for `grace_s` already, oldest first."""
-        until, out = self.clock() - grace_s, []
-        for sid, (since, _) in self._first.get(node_id, {}).items():
-            if since > until or len(out) >= limit:
-                break
-            out.append(sid)
-        return out
-
-    def oldest_s(self) -> float:
-        """How long the longest-watched shard has been watched (0 when none is)."""
-        firsts = [next(iter(m.values()))[0] for m in self._first.values() if m]
-        return self.clock() - min(firsts) if firsts else 0.0
 
 
 async def shard_owner(meta: MetadataStore, sid: str, node_id: str,
@@ -194,8 +116,10 @@ class RepairHousekeeping:
         long already, re-checked by id."""
         now = time.time()
         usable = self._health.usable()
+        await self._orphan_watch.load(self._meta)  # (another holder's, after a restart)
         self._orphan_watch.keep_nodes({node.id for node in usable})
         await asyncio.gather(*(self._orphans_on(node, now) for node in usable))
+        await self._orphan_watch.save(self._meta)
         self.stats.orphan_checks += 1
         self.stats.orphans_watched = len(self._orphan_watch)
         self.stats.orphan_watch_oldest_s = round(self._orphan_watch.oldest_s(), 1)

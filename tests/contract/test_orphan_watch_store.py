@@ -1,0 +1,70 @@
+"""The orphan watch's records (storage/workers/orphan_watch.py) on each metadata backend:
+saved and loaded again by a new holder (more changes than one etcd transaction takes), the
+count continued only from a holder's own write, and a holder whose clock record another
+holder replaced saving nothing and taking the store's watch instead."""
+
+from __future__ import annotations
+
+from storage.keyspace import ORPHAN_WATCH, space
+from storage.metadata import MetadataStore, Txn
+from storage.workers.orphan_watch import CLOCK_KEY, SAVE_OPS, OrphanWatch
+from tests.contract.test_metadata_contract import store  # noqa: F401 - the fixture
+
+
+async def _empty(meta: MetadataStore) -> None:
+    """Drop every watch record (on etcd, the session's cluster keeps earlier tests')."""
+    keys = [it.key for it in await meta.range(*space(ORPHAN_WATCH), limit=100_000)]
+    for i in range(0, len(keys), SAVE_OPS):
+        await meta.txn(Txn(deletes=tuple(keys[i:i + SAVE_OPS])))
+    await meta.delete(CLOCK_KEY)
+
+
+def _watch(t: list[float], origin: float) -> OrphanWatch:
+    return OrphanWatch(clock=lambda: origin + t[0])
+
+
+async def test_a_new_holder_continues_the_stored_watch(store: MetadataStore) -> None:  # noqa: F811
+    await _empty(store)
+    t = [0.0]
+    a = _watch(t, 5e6)
+    await a.load(store)
+    many = [f"{n:032x}.0" for n in range(2 * SAVE_OPS + 7)]
+    for sid in many:
+        a.watched_s("n1", sid)
+    t[0] = 100.0
+    await a.save(store)
+    t[0] = 700.0  # a restarts: 600 s nobody watches
+    b = _watch(t, -3e6)
+    await b.load(store)
+    assert len(b) == len(many) and b.watched_s("n1", many[-1]) == 100.0
+    t[0] = 800.0
+    await b.save(store)  # b counts from its load: 100 + 100
+    c = _watch(t, 42.0)
+    await c.load(store)
+    assert c.watched_s("n1", many[0]) == 200.0
+    for sid in many[1:]:
+        c.forget("n1", sid)
+    await c.save(store)
+    left = await store.range(*space(ORPHAN_WATCH))
+    assert len(left) == 1 and left[0].key.endswith(many[0].encode() + b"\x00")
+    await _empty(store)
+
+
+async def test_a_replaced_holder_saves_nothing_and_takes_the_stored_watch(
+        store: MetadataStore) -> None:  # noqa: F811
+    await _empty(store)
+    t = [0.0]
+    a, b = _watch(t, 1e6), _watch(t, 2e6)
+    await a.load(store)
+    a.watched_s("n1", "aa" * 16 + ".0")
+    await a.save(store)
+    await b.load(store)  # the lease moved to b while a still ran
+    t[0] = 1000.0
+    await b.save(store)
+    a.watched_s("n1", "bb" * 16 + ".0")
+    t[0] = 5000.0
+    await a.save(store)  # refused: b wrote the clock since a read it
+    assert len(await store.range(*space(ORPHAN_WATCH))) == 1, "a replaced holder saved"
+    await a.load(store)  # a takes b's watch: b's 1000 s, none of its own since
+    assert len(a) == 1 and a.watched_s("n1", "aa" * 16 + ".0") == 1000.0
+    await _empty(store)
