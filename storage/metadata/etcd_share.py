@@ -23,10 +23,12 @@ What a caller sees is what its own Txn would have given it:
   stuck within AWAY_S (reconnections are tried in the background meanwhile); a frame over
   MAX_FRAME; or one worker 0 refused because it took it in after its take-in deadline.
 
-Never applied after its caller was told it failed: each frame carries its take-in deadline
+Never taken in after its caller was told it failed: each frame carries its take-in deadline
 (sent + PING_S, CLOCK_MONOTONIC: one clock for every process on the host); worker 0 refuses
 a frame it takes in later ("unsent", never sent to etcd), and a sender that gave up on a
-stopped worker 0 reports "outcome unknown" only once that deadline has passed.
+stopped worker 0 reports "outcome unknown" only once that deadline has passed. (One worker 0
+took in before it stopped, queued in its batcher or at etcd, may still apply when it
+resumes, as a lone Txn's may: etcd evaluates its compares then.)
 """
 
 from __future__ import annotations
