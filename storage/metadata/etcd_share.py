@@ -26,9 +26,12 @@ What a caller sees is what its own Txn would have given it:
 Never taken in after its caller was told it failed: each frame carries its take-in deadline
 (sent + PING_S, CLOCK_MONOTONIC: one clock for every process on the host); worker 0 refuses
 a frame it takes in later ("unsent", never sent to etcd), and a sender that gave up on a
-stopped worker 0 reports "outcome unknown" only once that deadline has passed. (One worker 0
-took in before it stopped, queued in its batcher or at etcd, may still apply when it
-resumes, as a lone Txn's may: etcd evaluates its compares then.)
+stopped worker 0 reports "outcome unknown" only once that deadline has passed. Nor sent to
+etcd after: the frame also carries when its sender stops waiting (sent + FORWARD_TIMEOUT_S),
+and worker 0 drops it then if still queued; a closed connection drops its queued ones. (One
+worker 0 took in before it stopped, and that was in flight to etcd or still queued when it
+resumes before seeing the connection closed, may still apply, as a lone Txn's may: etcd
+evaluates its compares then.)
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ class CommitServer:
                 task.cancel()
 
     async def _one(self, out: _Out, frame: list) -> None:  # type: ignore[type-arg]
-        rid, compares, puts, deletes, reads, deadline = frame
+        rid, compares, puts, deletes, reads, deadline, give_up = frame
         if time.monotonic() >= deadline:  # (CLOCK_MONOTONIC: one clock for every process)
             # taken in too late (this worker was paused): its sender may have stopped waiting
             # and told its caller it failed, so it is never sent; a sender still waiting
@@ -157,7 +160,15 @@ class CommitServer:
             out.send(_pack([rid, None, None, ["unsent", "taken in after its deadline"]]))
             return
         try:
-            ok, seen = await self._run(Txn(compares, puts, tuple(deletes)), tuple(reads))
+            # its sender stops waiting at `give_up` ("outcome unknown"): not sent to etcd by
+            # then, it never will be (`TxnBatcher.run` drops it when cancelled); sent, it
+            # still applies, as a lone Txn's may
+            async with asyncio.timeout(max(0.0, give_up - time.monotonic())):
+                ok, seen = await self._run(Txn(compares, puts, tuple(deletes)), tuple(reads))
+        except TimeoutError:
+            out.send(_pack([rid, None, None, ["etcd", "etcd commit sent through gateway worker "
+                                              "0: no answer in time; outcome unknown"]]))
+            return
         except StorageFull as exc:
             out.send(_pack([rid, None, None, ["full", str(exc)]]))
             return
@@ -213,8 +224,10 @@ class SharedCommits:
         if out is None:  # (also: connected, and broken again before this caller resumed)
             return await self._direct(txn, reads)
         rid = self._next = self._next + 1
-        take_by = time.monotonic() + PING_S
-        frame = _pack([rid, txn.compares, txn.puts, list(txn.deletes), list(reads), take_by])
+        sent = time.monotonic()
+        take_by = sent + PING_S
+        frame = _pack([rid, txn.compares, txn.puts, list(txn.deletes), list(reads), take_by,
+                       sent + FORWARD_TIMEOUT_S])
         if len(frame) - HEAD.size > MAX_FRAME:  # etcd takes or refuses it as this worker's
             return await self._direct(txn, reads)
         answer: asyncio.Future[list] = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
