@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.metadata.etcd_batch import MAX_REQUEST_BYTES  # the members' --max-request-bytes
 from storage.parentdeath import dies_with_us_prefix
 
 ETCD_HOSTS = ("127.0.1.10", "127.0.2.10", "127.0.3.10")
@@ -29,7 +30,6 @@ READY_TIMEOUT_S = 60.0
 # 10,000 bounds that near 400 MB. Measured: members' CPU per Txn unchanged (1.54 vs 1.48 ms);
 # RSS after 12,500 Txns of 2 PutObjects 285-297 -> 209-217 MiB (session 19).
 SNAPSHOT_COUNT = 10_000
-MAX_REQUEST_BYTES = 8 * 1024 * 1024  # --max-request-bytes of the members started here
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,14 @@ MAX_MEMBERS = 48
 MAX_MEMBER_OPS = 64
 MAX_OPS = 128
 MAX_BYTES = 512 * 1024  # raw key + value bytes per batch (etcd refuses requests over 1.5 MiB)
+# The largest request Tessera sends: the --max-request-bytes of the members it starts
+# (ops/etcdcluster.py). etcd compares it with the request wrapped in its Raft entry (a header
+# of an id, the user name and an auth revision: under RAFT_WRAP_BYTES), so a transaction
+# whose own request is bigger than the difference is refused here, before it is sent, with
+# an error that says why; operators' members at etcd's default (1.5 MiB) refuse smaller ones
+# themselves ("request is too large"), each alone.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+RAFT_WRAP_BYTES = 512
 # After a request that carried several callers returns with more already queued (commits
 # arriving concurrently), the next one waits for more: until FILL are queued, for at most
 # half the last request's round trip and LINGER_MAX_S. The members' CPU is mostly per request
@@ -142,6 +150,11 @@ class TxnBatcher:
     async def run(self, txn: Txn, reads: tuple[bytes, ...]
                   ) -> tuple[bool, dict[bytes, Item | None]]:
         p = Pending.of(txn, reads)
+        if len(p.body) > MAX_REQUEST_BYTES - RAFT_WRAP_BYTES:
+            raise StorageError(f"etcd transaction of {len(p.body)} bytes: over the "
+                               f"{MAX_REQUEST_BYTES - RAFT_WRAP_BYTES} bytes one etcd request "
+                               f"may carry (--max-request-bytes {MAX_REQUEST_BYTES} less its "
+                               "Raft entry's header); not sent")
         if p.alone:
             return answer_of(await self._call(p.body), reads)
         self._queue.append(p)

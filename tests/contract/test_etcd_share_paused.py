@@ -7,11 +7,13 @@ against a real worker-0 process and the contract session's etcd:
   its next commit hangs FORWARD_TIMEOUT_S and fails again (instead of going direct);
 - a commit its caller was told had an unknown outcome, and that was never sent to etcd, is
   applied when worker 0 resumes: after the caller read the key as absent (unbounded delay).
-FORWARD_TIMEOUT_S and PING_S are set to 1 s and AWAY_S to 0 (the same paths, faster).
+PING_S is set to 1 s, CHECK_S to 0.05 s and AWAY_S to 0 (the same paths, faster); a stopped
+worker 0 is found by its unanswered ping, never by FORWARD_TIMEOUT_S (left long).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -71,8 +73,8 @@ def owner(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
 
 @pytest.fixture(autouse=True)
 def short(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(etcd_share, "FORWARD_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(etcd_share, "PING_S", 1.0, raising=False)
+    monkeypatch.setattr(etcd_share, "PING_S", 1.0)
+    monkeypatch.setattr(etcd_share, "CHECK_S", 0.05)
     monkeypatch.setattr(etcd_share, "AWAY_S", 0.0)
 
 
@@ -84,8 +86,10 @@ async def test_stopped_worker_0_is_not_reconnected_to(
     assert await other.txn(Txn(puts={ns + b"warm": b"1"}))  # connected to worker 0
     assert other._sharing.forwarded == 1  # type: ignore[union-attr]  # noqa: SLF001
     p.send_signal(signal.SIGSTOP)
-    with pytest.raises(EtcdError, match="outcome unknown"):
-        await other.txn(Txn(compares={ns + b"a": 0}, puts={ns + b"a": b"1"}))
+    with pytest.raises(EtcdError, match="did not answer a ping .*; outcome unknown"):
+        # found by its unanswered ping, not after FORWARD_TIMEOUT_S (35 s)
+        await asyncio.wait_for(
+            other.txn(Txn(compares={ns + b"a": 0}, puts={ns + b"a": b"1"})), 20)
     # worker 0 is still stopped: this commit should go to etcd itself
     assert await other.txn(Txn(compares={ns + b"b": 0}, puts={ns + b"b": b"1"}))
 
@@ -103,6 +107,15 @@ async def test_commit_told_unknown_and_never_sent_is_not_applied_later(
         await other.txn(Txn(compares={key: 0}, puts={key: b"late"}))
     assert await other.get(key) is None  # ... and then saw the key absent
     p.send_signal(signal.SIGCONT)
-    # a later commit through the resumed worker 0 (queued behind the old frame, if run)
-    assert await other.txn(Txn(compares={ns + b"probe": 0}, puts={ns + b"probe": b"1"}))
+    # a later commit through the resumed worker 0 (after the old frame, if it ran it): the
+    # first ones go direct while the worker reconnects in the background
+    shared = other._sharing  # noqa: SLF001
+    assert isinstance(shared, etcd_share.SharedCommits)
+    forwarded, i = shared.forwarded, 0
+    while shared.forwarded == forwarded:
+        i += 1
+        assert await other.txn(Txn(compares={ns + b"probe%d" % i: 0},
+                                   puts={ns + b"probe%d" % i: b"1"}))
+        if shared._connecting is not None:  # noqa: SLF001
+            await shared._connecting  # noqa: SLF001
     assert await other.get(key) is None, "applied after its caller was told it failed"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from storage.errors import StorageError
-from storage.metadata import Txn
+from storage.metadata import Txn, etcd_batch
 from storage.metadata.etcd_batch import MAX_MEMBERS, TxnBatcher
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
@@ -285,3 +285,19 @@ async def test_after_a_shared_request_a_caller_finding_nothing_in_flight_waits_t
     assert len(fake.bodies[2].success) == FILL and batcher.batches == 2
     fake.gates[2].set()
     assert all(r == (True, {}) for r in await asyncio.gather(*late))
+
+
+async def test_a_transaction_over_etcds_request_limit_is_refused_before_sending(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """etcd refuses a request over --max-request-bytes (less its Raft header); the batcher
+    refuses it first, saying why, and sends nothing; one under the limit goes out."""
+    monkeypatch.setattr(etcd_batch, "MAX_REQUEST_BYTES", 8192)
+    fake = FakeGateway()
+    fake.release.set()
+    batcher = TxnBatcher(fake.call)
+    with pytest.raises(StorageError, match=r"etcd transaction of \d+ bytes: over the 7680 "
+                                           r"bytes one etcd request may carry"):
+        await batcher.run(Txn(compares={b"k": 0}, puts={b"k": b"v" * 7700}), ())
+    assert fake.bodies == []
+    assert await batcher.run(Txn(compares={b"k": 0}, puts={b"k": b"v" * 7000}), ()) == (True, {})
+    assert len(fake.bodies) == 1
