@@ -411,19 +411,18 @@ class ConditionsModel(VersionsModel):
     @rule(key=picks, how=st.sampled_from(["cur", "other", "*"]))
     def conditional_delete(self, key: int | str, how: str) -> None:
         """DeleteObject with If-Match (the current version only): a mismatch is 412; no
-        object at all is the 204 of a delete that did nothing (README; AWS's guide names
-        only the 204 and 412 answers); '*' over a current delete marker does nothing."""
+        live current object (none, or a delete marker) is 404 NoSuchKey, '*' too (S3's
+        answer, measured by LocalStack #13894 and ministack #1475)."""
         key = self.pick(key)
         vs = self.objects.get(key)
         top = vs[-1] if vs else None
         im = {"*": "*", "other": md5q(b"no such body"),
               "cur": top.etag if top is not None and top.body is not None else md5q(b"?")}[how]
         a = self.raw("DELETE", self.name, key, headers={"If-Match": im})
-        if top is None or (top.body is None and how == "*"):
-            assert a.status == 204, (key, how, a.status)
-            assert "x-amz-delete-marker" not in a.headers
+        if top is None or top.body is None:
+            assert a.status == 404 and a.code == "NoSuchKey", (key, how, a.status)
             return
-        if top.body is None or how == "other":
+        if how == "other":
             assert a.status == 412 and a.code == "PreconditionFailed", (key, how, a.status)
             return
         assert a.status == 204, (key, how, a.status, a.body[:200])
@@ -557,10 +556,10 @@ class ConditionsModel(VersionsModel):
         for key, how in named.items():
             vs = self.objects.get(key)
             top = vs[-1] if vs else None
-            if top is None or (top.body is None and how == "*"):  # nothing to delete
-                assert key in deleted and "DeleteMarker" not in deleted[key], r
+            if top is None or top.body is None:  # no live current object
+                assert errors.get(key, {}).get("Code") == "NoSuchKey", (key, how, r)
                 continue
-            if top.body is None or how == "other":
+            if how == "other":
                 assert errors.get(key, {}).get("Code") == "PreconditionFailed", (key, how, r)
                 continue
             d = deleted[key]
