@@ -305,7 +305,7 @@ class ConditionsModel(VersionsModel):
     @rule(key=picks, number=st.integers(1, 3), head=st.booleans())
     def part_read(self, key: int | str, number: int, head: bool) -> None:
         """?partNumber=N: an object not uploaded in parts is its own part 1; past the last
-        part is 400 InvalidPart (README: the project's reading of S3)."""
+        part is 416 InvalidPartNumber, as S3 answers."""
         key = self.pick(key)
         cur = self.live(key)
         a = self.raw("HEAD" if head else "GET", self.name, key, query=f"partNumber={number}")
@@ -315,9 +315,9 @@ class ConditionsModel(VersionsModel):
         assert cur.body is not None
         count = int(cur.etag.strip('"').partition("-")[2] or 1)
         if number > count:
-            assert a.status == 400, (number, count, a.status)
+            assert a.status == 416, (number, count, a.status)
             if not head:
-                assert a.code == "InvalidPart"
+                assert a.code == "InvalidPartNumber"
             return
         if count > 1:
             assert a.headers["x-amz-mp-parts-count"] == str(count)
