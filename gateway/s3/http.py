@@ -114,15 +114,17 @@ def _unsatisfiable(header: str, size: int) -> S3Error:
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """[start, end) of a single `bytes=` range; None means the whole object.
 
-    Syntactically invalid or multi-range headers are ignored, as S3 does; a range that
-    starts past the end, a zero-length suffix, and any `bytes=` range of an empty object
-    (it has no byte to name: S3 answers 416 there, minio#6557) are InvalidRange. GET and
-    HEAD both read the header here, so they answer alike.
+    Syntactically invalid or multi-range headers are ignored, as S3 does (on an empty
+    object too); a range that starts at or past the end (on an empty object every
+    `first-` form: S3 answers 416 there, minio#6557, minio-java#636) and a zero-length
+    suffix are InvalidRange. A suffix of n > 0 bytes is satisfiable whatever the size
+    (RFC 9110 section 14.1.1: on an empty representation it is the only satisfiable form),
+    and on an empty object it is the whole, empty object: 200, as LocalStack's range parser
+    answers and Trino's tail read of an empty S3 object expects (floci-io/floci#1141). GET
+    and HEAD both read the header here, so they answer alike.
     """
     if not header or not header.startswith("bytes="):
         return None
-    if size == 0:
-        raise _unsatisfiable(header, size)
     if "," in header:
         return None
     found = _RANGE_SPEC.match(header[6:].strip())  # ASCII digits only: int() takes more
@@ -135,7 +137,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         n = digits_int(last)
         if n <= 0:
             raise _unsatisfiable(header, size)
-        return max(0, size - n), size
+        return None if size == 0 else (max(0, size - n), size)
     if last and _digits_below(last, first):  # exact: digits_int saturates past 40 digits
         return None
     start = digits_int(first)
