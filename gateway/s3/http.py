@@ -147,9 +147,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-def _etag_matches(header: str, etag: str) -> bool:
-    tags = [t.strip() for t in header.split(",")]
-    return any(t == "*" or t.strip('"') == etag for t in tags)
+def _etag_matches(header: str, etag: str, weak: bool = False) -> bool:
+    """Whether the list of entity tags in `header` ("*" or tags) names `etag`. Strong
+    comparison (If-Match): a weak tag `W/"..."` never matches; weak comparison
+    (If-None-Match on GET/HEAD): it matches its opaque value. RFC 7232 sections 2.3.2,
+    3.1 and 3.2, which AWS's GetObject and HeadObject references name for these headers;
+    S3's own ETags are strong."""
+    for t in (t.strip() for t in header.split(",")):
+        if weak and t.startswith("W/"):
+            t = t[2:]
+        if t == "*" or (not t.startswith("W/") and t.strip('"') == etag):
+            return True
+    return False
 
 
 def check_conditions(headers: object, etag: str, last_modified: float, read: bool) -> None:
@@ -164,7 +173,7 @@ def check_conditions(headers: object, etag: str, last_modified: float, read: boo
         t = parse_http_date(ius)
         if t is not None and lm > t:
             raise S3Error("PreconditionFailed", Condition="If-Unmodified-Since")
-    if inm is not None and _etag_matches(inm, etag):
+    if inm is not None and _etag_matches(inm, etag, weak=read):
         if read:
             raise S3Error("NotModified", headers={"ETag": f'"{etag}"'})
         raise S3Error("PreconditionFailed", Condition="If-None-Match")

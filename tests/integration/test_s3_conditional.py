@@ -197,3 +197,17 @@ def test_read_with_if_match_and_if_none_match_follows_rfc9110(s3) -> None:
         assert _err(call, Bucket=b, Key="k", IfMatch='"zz"', IfNoneMatch='"yy"')[0] == 412
         r = call(Bucket=b, Key="k", IfMatch=etag, IfNoneMatch='"yy"')
         assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_read_conditions_with_weak_etags(s3) -> None:
+    """GET/HEAD: `If-None-Match: W/"<etag>"` is a 304 (weak comparison), `If-Match:
+    W/"<etag>"` a 412 (strong comparison), RFC 7232 sections 3.1-3.2, which AWS's
+    GetObject and HeadObject references name."""
+    b = "cond-read-weak"
+    s3.create_bucket(Bucket=b)
+    etag = s3.put_object(Bucket=b, Key="k", Body=b"1")["ETag"]
+    for call in (s3.get_object, s3.head_object):
+        assert _err(call, Bucket=b, Key="k", IfNoneMatch="W/" + etag)[0] == 304
+        assert _err(call, Bucket=b, Key="k", IfMatch="W/" + etag)[0] == 412
+        r = call(Bucket=b, Key="k", IfNoneMatch='W/"other"')
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
