@@ -230,7 +230,7 @@ def _copy_range(value: str | None, size: int) -> tuple[int, int]:
 @operation("UploadPartCopy")
 async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     number, upload_id, svc, up, part_key = await _part_target(rq)
-    src, src_versioned = await copy_source(rq)
+    src, src_versioned, _ = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)
     check_copy_size(end - start)
