@@ -12,10 +12,14 @@ Semantics (AWS's "conditional requests" and DeleteObject reference):
   when the live object has that ETag.
 - `If-Match` on a key with no live object (absent, or a delete marker is current) is
   404 NoSuchKey; `If-Match: *` passes on any live object, `If-Match: <etag>` only on that ETag.
-- Deletes: a key that does not exist is a successful no-op (204) whatever the condition;
-  a mismatch is 412. A current delete marker "exists" for the ETag, time and size
-  comparisons (it has no ETag, so an ETag never matches it) and `If-Match: *` on it is the
-  no-op of a missing key.
+- Deletes of the current object: `If-Match` (`*` or an ETag) on a key with no live object
+  (absent, or a delete marker is current) is 404 NoSuchKey, as AWS answers (measured
+  against S3 by LocalStack #13894 and ministack #1475; AWS's guide: "Conditional delete
+  evaluations only apply to the current version"); the time and size conditions alone on
+  a missing key are the successful no-op (204) AWS documents for them; a mismatch is 412.
+  A current delete marker "exists" for the time and size comparisons.
+- Deletes of one version by id: a version that does not exist is the no-op whatever the
+  condition; `If-Match: *` on a delete-marker version is that no-op too.
 """
 
 from __future__ import annotations
@@ -67,6 +71,12 @@ class DeleteConditions:
     @property
     def empty(self) -> bool:
         return self.if_match is None and self.last_modified is None and self.size is None
+
+    def check_current(self, bucket: str, key: str, current: ObjectVersion | None) -> None:
+        """Raise ObjectNotFound (404 NoSuchKey) when `If-Match` is sent for the current
+        object and the key has none live (absent, or a delete marker is current)."""
+        if self.if_match is not None and (current is None or current.delete_marker):
+            raise ObjectNotFound(bucket, key)
 
     def applies(self, target: ObjectVersion | None) -> bool:
         """True if the delete goes ahead on `target`; False for the no-op of a missing

@@ -83,7 +83,8 @@ class ObjectEdits:
         """Delete the current object (a delete marker when versioned) or one version.
 
         `conditions` are checked against the target (the current record, or the named
-        version) inside the compare-and-swap loop; a missing target is a no-op. `protect`
+        version) inside the compare-and-swap loop; a missing target is a no-op, except that
+        `If-Match` on a key with no live current object raises ObjectNotFound. `protect`
         is called with a version about to be removed for good and may raise (Object Lock).
         Like `commit`, the transaction compares `b`'s revision and re-reads it on conflict.
         """
@@ -100,6 +101,8 @@ class ObjectEdits:
             deletes: list[bytes] = []
             retired: list[ObjectVersion] = []
             result = DeleteResult(version_id=None, delete_marker=False)
+            if version_id is None:
+                cond.check_current(bucket, key, cur_v)
             if not b.versioning:
                 if cur_v is None or not cond.applies(cur_v):
                     return result

@@ -20,11 +20,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from aiohttp import web
 
 from gateway.s3 import policy
+from gateway.s3.copy_source import split_copy_source
 from gateway.s3.request_keys import (
     ACL_REQUIRED,
     BODY_DONE,
@@ -148,7 +149,7 @@ def observe(buffer: AccessLogBuffer, request: web.Request, resp: web.StreamRespo
                                error_code=code or "-", version_id=vid or "-",
                                object_size=None))
     if copy:  # the read of the source
-        src_bucket, _, src_key = unquote(copy.lstrip("/").split("?", 1)[0]).partition("/")
+        src_bucket, src_key, _ = split_copy_source(copy)
         if src_bucket:
             buffer.add(replace(record, bucket=src_bucket, operation="REST.COPY.OBJECT_GET",
                                key=quote(src_key, safe="/") or "-", bytes_sent=0,

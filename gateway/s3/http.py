@@ -114,15 +114,17 @@ def _unsatisfiable(header: str, size: int) -> S3Error:
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """[start, end) of a single `bytes=` range; None means the whole object.
 
-    Syntactically invalid or multi-range headers are ignored, as S3 does; a range that
-    starts past the end, a zero-length suffix, and any `bytes=` range of an empty object
-    (it has no byte to name: S3 answers 416 there, minio#6557) are InvalidRange. GET and
-    HEAD both read the header here, so they answer alike.
+    Syntactically invalid or multi-range headers are ignored, as S3 does (on an empty
+    object too); a range that starts at or past the end (on an empty object every
+    `first-` form: S3 answers 416 there, minio#6557, minio-java#636) and a zero-length
+    suffix are InvalidRange. A suffix of n > 0 bytes is satisfiable whatever the size
+    (RFC 9110 section 14.1.1: on an empty representation it is the only satisfiable form),
+    and on an empty object it is the whole, empty object: 200, as LocalStack's range parser
+    answers and Trino's tail read of an empty S3 object expects (floci-io/floci#1141). GET
+    and HEAD both read the header here, so they answer alike.
     """
     if not header or not header.startswith("bytes="):
         return None
-    if size == 0:
-        raise _unsatisfiable(header, size)
     if "," in header:
         return None
     found = _RANGE_SPEC.match(header[6:].strip())  # ASCII digits only: int() takes more
@@ -135,7 +137,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         n = digits_int(last)
         if n <= 0:
             raise _unsatisfiable(header, size)
-        return max(0, size - n), size
+        return None if size == 0 else (max(0, size - n), size)
     if last and _digits_below(last, first):  # exact: digits_int saturates past 40 digits
         return None
     start = digits_int(first)
@@ -145,9 +147,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-def _etag_matches(header: str, etag: str) -> bool:
-    tags = [t.strip() for t in header.split(",")]
-    return any(t == "*" or t.strip('"') == etag for t in tags)
+def _etag_matches(header: str, etag: str, weak: bool = False) -> bool:
+    """Whether the list of entity tags in `header` ("*" or tags) names `etag`. Strong
+    comparison (If-Match): a weak tag `W/"..."` never matches; weak comparison
+    (If-None-Match on GET/HEAD): it matches its opaque value. RFC 7232 sections 2.3.2,
+    3.1 and 3.2, which AWS's GetObject and HeadObject references name for these headers;
+    S3's own ETags are strong."""
+    for t in (t.strip() for t in header.split(",")):
+        if weak and t.startswith("W/"):
+            t = t[2:]
+        if t == "*" or (not t.startswith("W/") and t.strip('"') == etag):
+            return True
+    return False
 
 
 def check_conditions(headers: object, etag: str, last_modified: float, read: bool) -> None:
@@ -162,7 +173,7 @@ def check_conditions(headers: object, etag: str, last_modified: float, read: boo
         t = parse_http_date(ius)
         if t is not None and lm > t:
             raise S3Error("PreconditionFailed", Condition="If-Unmodified-Since")
-    if inm is not None and _etag_matches(inm, etag):
+    if inm is not None and _etag_matches(inm, etag, weak=read):
         if read:
             raise S3Error("NotModified", headers={"ETag": f'"{etag}"'})
         raise S3Error("PreconditionFailed", Condition="If-None-Match")

@@ -23,6 +23,14 @@ from gateway.s3.http import ascii_digits, digits_int
 from gateway.s3.sigv4 import AuthResult, refuse_session_token, require_one_mechanism
 from gateway.s3.sigv4_fields import SigV4Error
 
+# What the canonical resource signs. AWS documents acl, lifecycle, location, logging,
+# notification, partNumber, policy, requestPayment, uploadId, uploads, versionId, versioning,
+# versions, website and the response-* overrides; botocore (HmacV1Auth.QSAOfInterest) signs
+# more. Every subresource that selects an operation here (gateway/s3/router.py) is signed
+# too, so a signature never carries over to another operation (review14b; Ceph RGW signs
+# policyStatus, publicAccessBlock, encryption and object-lock the same way): a SigV2 client
+# that leaves one unsigned (botocore: retention, legal-hold, encryption, publicAccessBlock,
+# ownershipControls, attributes, policyStatus) is refused and should sign with SigV4.
 SUBRESOURCES = frozenset({
     "accelerate", "acl", "analytics", "cors", "delete", "inventory", "lifecycle", "location",
     "logging", "metrics", "notification", "object-lock", "partNumber", "policy",
@@ -31,6 +39,8 @@ SUBRESOURCES = frozenset({
     "uploads", "versionId", "versioning", "versions", "website", "encryption", "attributes",
     "response-cache-control", "response-content-disposition", "response-content-encoding",
     "response-content-language", "response-content-type", "response-expires",
+    "policyStatus", "intelligent-tiering", "metadataTable", "metadataConfiguration",
+    "metadataInventoryTable", "metadataJournalTable", "abac", "session", "renameObject",
 })
 
 

@@ -218,3 +218,37 @@ def test_copy_object_refuses_a_copy_source_range(cluster: LocalCluster) -> None:
     assert code(exc) == "NotImplemented"
     assert exc.value.response["Error"].get("Header") == "x-amz-copy-source-range"
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="dst")
+
+
+def test_copy_source_header_forms(cluster: LocalCluster) -> None:
+    """`x-amz-copy-source` as clients write it, sent verbatim (a before-sign hook sets the
+    header): with or without a leading '/', a raw or %2B '+', '%2F' inside the key,
+    percent-encoded UTF-8, and `?versionId=` naming an older version; CopyObject and
+    UploadPartCopy read it alike (gateway/s3/copy_source.py)."""
+    s3 = cluster.client()
+    b = uniq("cp-forms")
+    s3.create_bucket(Bucket=b)
+    s3.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
+    old = s3.put_object(Bucket=b, Key="d/über+€", Body=b"old")["VersionId"]
+    s3.put_object(Bucket=b, Key="d/über+€", Body=b"new")
+    raw: dict[str, str] = {}
+
+    def verbatim(request, **_) -> None:  # type: ignore[no-untyped-def]
+        del request.headers["x-amz-copy-source"]  # (setting it would add a second one)
+        request.headers["x-amz-copy-source"] = raw["value"]
+
+    s3.meta.events.register("before-sign.s3.CopyObject", verbatim)
+    s3.meta.events.register("before-sign.s3.UploadPartCopy", verbatim)
+    enc = "d%2F%C3%BCber"
+    for value, want in ((f"{b}/{enc}+%E2%82%AC", b"new"), (f"/{b}/{enc}%2B%E2%82%AC", b"new"),
+                        (f"/{b}/d/%C3%BCber%2B%E2%82%AC?versionId={old}", b"old")):
+        raw["value"] = value
+        s3.copy_object(Bucket=b, Key="dst", CopySource="x/y")
+        assert s3.get_object(Bucket=b, Key="dst")["Body"].read() == want, value
+        up = s3.create_multipart_upload(Bucket=b, Key="mp")["UploadId"]
+        s3.upload_part_copy(Bucket=b, Key="mp", UploadId=up, PartNumber=1, CopySource="x/y")
+        s3.abort_multipart_upload(Bucket=b, Key="mp", UploadId=up)
+    raw["value"] = f"{b}/d/%C3%BCber+%E2%82%AC?partNumber=1"
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket=b, Key="dst", CopySource="x/y")
+    assert code(e) == "InvalidArgument"

@@ -57,8 +57,15 @@ def test_multipart_completion_repeat_and_parts(s3) -> None:
                     **wrong) == (404, "NoSuchUpload"), wrong
     assert _err(s3.complete_multipart_upload, Bucket=b, Key="k", UploadId="nope",
                 MultipartUpload={"Parts": parts}) == (404, "NoSuchUpload")
-    # ?partNumber past the last part: 400 InvalidPart; part checksums and type on GET/HEAD.
-    assert _err(s3.get_object, Bucket=b, Key="k", PartNumber=3) == (400, "InvalidPart")
+    # ?partNumber past the last part: 416 InvalidPartNumber with the number asked and the
+    # parts count (HEAD: the status alone); part checksums and type on GET/HEAD.
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=b, Key="k", PartNumber=3)
+    r = e.value.response
+    assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == (
+        416, "InvalidPartNumber")
+    assert (r["Error"]["PartNumberRequested"], r["Error"]["ActualPartCount"]) == ("3", "2")
+    assert _err(s3.head_object, Bucket=b, Key="k", PartNumber=3)[0] == 416
     p2 = s3.get_object(Bucket=b, Key="k", PartNumber=2, ChecksumMode="ENABLED")
     assert p2["Body"].read() == b"bc" and p2["PartsCount"] == 2
     assert p2["ChecksumCRC32"] == parts[1]["ChecksumCRC32"]
@@ -164,7 +171,7 @@ def test_object_header_details(s3) -> None:
     # A part number past the last part is refused before the SSE-C key is asked for.
     s3.put_object(Bucket=b, Key="ssec", Body=b"x", SSECustomerAlgorithm="AES256",
                   SSECustomerKey="k" * 32)
-    assert _err(s3.get_object, Bucket=b, Key="ssec", PartNumber=2) == (400, "InvalidPart")
+    assert _err(s3.get_object, Bucket=b, Key="ssec", PartNumber=2) == (416, "InvalidPartNumber")
 
 
 def test_website_redirect_location_is_stored_and_copied_only_when_named(s3) -> None:

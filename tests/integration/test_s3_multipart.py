@@ -72,7 +72,7 @@ def test_three_parts_byte_identical(s3) -> None:  # type: ignore[no-untyped-def]
     assert h3["PartsCount"] == 3 and h3["ContentLength"] == MiB
     with pytest.raises(ClientError) as e:
         s3.head_object(Bucket=bucket, Key="big/obj", PartNumber=4)
-    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400  # InvalidPart
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416  # InvalidPartNumber
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 

@@ -81,6 +81,7 @@ def test_errors() -> None:
     ("GET", "http://h/bucket", "object-lock"),
     ("GET", "http://h/bucket", "encryption"),
     ("PUT", "http://h/bucket", "publicAccessBlock"),
+    ("GET", "http://h/bucket", "policyStatus"),
 ])
 def test_a_signature_never_carries_over_to_a_subresource(method: str, url: str,
                                                          sub: str) -> None:
@@ -93,3 +94,13 @@ def test_a_signature_never_carries_over_to_a_subresource(method: str, url: str,
         sigv2.authenticate(method, split.path, [(sub, "")], dict(req.headers.items()),
                            lambda a: SK, _now(), 900, None)
     assert ei.value.code == "SignatureDoesNotMatch"
+
+
+def test_every_routed_subresource_is_signed() -> None:
+    """A query name that selects an operation (gateway/s3/router.py) is in the signed list,
+    so no SigV2 signature (or presigned URL) of one operation is valid for another: a
+    presigned ListObjects URL with `&policyStatus` added was GetBucketPolicyStatus."""
+    from gateway.s3 import router
+
+    routed = set(router._BUCKET_SUBRESOURCES) | set(router._OBJECT_SUBRESOURCES)
+    assert routed - sigv2.SUBRESOURCES == set()

@@ -7,12 +7,13 @@ to AWS's 5 GiB copy limit).
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from typing import NamedTuple
 
 from aiohttp import web
 
 from gateway.s3 import authz, checksums, sse, xml
 from gateway.s3.context import resolve_bucket
+from gateway.s3.copy_source import HEADER, parse_copy_source
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.access import write_acl
@@ -21,7 +22,7 @@ from gateway.s3.handlers.object_lock import lock_from_headers
 from gateway.s3.handlers.objects import WEBSITE_REDIRECT, put_options
 from gateway.s3.handlers.tagging import parse_tagging_header
 from gateway.s3.http import iso_time, parse_http_date
-from gateway.s3.router import Endpoint, check_version_id
+from gateway.s3.router import Endpoint
 from storage.buckets import BucketService
 from storage.errors import BucketNotFound
 from storage.records import ObjectVersion
@@ -34,27 +35,6 @@ COPY_RANGE = "x-amz-copy-source-range"
 _SELF_COPY = ("This copy request is illegal because it is trying to copy an object to itself "
               "without changing the object's metadata, storage class, website redirect "
               "location or encryption attributes.")
-
-
-def parse_copy_source(value: str) -> tuple[str, str, str | None]:
-    """`x-amz-copy-source` -> (bucket, key, version id); the path part is URL-encoded."""
-    path, _, query = value.partition("?")
-    version_id = None
-    if query:
-        name, _, vid = query.partition("=")
-        if name != "versionId":
-            raise S3Error("InvalidArgument", "Unsupported copy source parameter.",
-                          ArgumentName="x-amz-copy-source", ArgumentValue=value)
-        version_id = unquote(vid)
-        check_version_id(version_id)
-    path = unquote(path)
-    if path.startswith("/"):
-        path = path[1:]
-    bucket, _, key = path.partition("/")
-    if not bucket or not key:
-        raise S3Error("InvalidArgument", "Invalid copy source object key",
-                      ArgumentName="x-amz-copy-source", ArgumentValue=value)
-    return bucket, key, version_id
 
 
 def _etag_in(header: str, etag: str) -> bool:
@@ -85,10 +65,19 @@ def check_copy_conditions(headers: object, etag: str, last_modified: float) -> N
                           Condition="x-amz-copy-source-If-Modified-Since")
 
 
-async def copy_source(rq: S3Request) -> tuple[ObjectVersion, bool]:
+class CopySource(NamedTuple):
+    """A copy's source: its version, whether its bucket is versioned, and whether the
+    header named a version (`?versionId=`)."""
+
+    version: ObjectVersion
+    versioned: bool
+    named: bool
+
+
+async def copy_source(rq: S3Request) -> CopySource:
     """The source version, if the requester may read it (policy and ACLs of the source
-    bucket, `gateway.s3.authz`), after its preconditions: (version, versioned)."""
-    bucket, key, vid = parse_copy_source(rq.headers["x-amz-copy-source"])
+    bucket, `gateway.s3.authz`), after its preconditions."""
+    bucket, key, vid = parse_copy_source(rq.headers[HEADER])
     src = (rq.bucket_record if bucket == rq.bucket  # a copy within a bucket reads it once
            else await resolve_bucket(rq.cluster, Endpoint("GetObject", bucket, key)))
     owner = await authz.authorize(rq.cluster, rq.request, rq.ep, await authz.requester_of(rq),
@@ -107,7 +96,7 @@ async def copy_source(rq: S3Request) -> tuple[ObjectVersion, bool]:
     from gateway.s3.handlers.restore import readable_version
 
     readable_version(v)  # an archived source must be restored first (403 InvalidObjectState)
-    return v, bool(b.versioning)
+    return CopySource(v, bool(b.versioning), vid is not None)
 
 
 def check_copy_size(size: int) -> None:
@@ -131,7 +120,7 @@ def _directive(rq: S3Request, name: str) -> str:
 async def copy_object(rq: S3Request) -> web.StreamResponse:
     if COPY_RANGE in rq.headers:  # UploadPartCopy's; CopyObject has no partial copy
         raise S3Error("NotImplemented", Header=COPY_RANGE)
-    src, src_versioned = await copy_source(rq)
+    src, src_versioned, named = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     meta_dir = _directive(rq, "x-amz-metadata-directive")
     tag_dir = _directive(rq, "x-amz-tagging-directive")
@@ -141,7 +130,6 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
     # A copy onto itself must change something, unless the source names a version: that is
     # a version restore, a regular copy even of the current version (AWS and MinIO refuse
     # only a source without versionId: versitygw#2418, rustfs#4250, moto#7300).
-    named = parse_copy_source(rq.headers["x-amz-copy-source"])[2] is not None
     same = not named and src.bucket == rq.bucket and src.key == rq.key
     if same and meta_dir == "COPY" and not any(h in rq.headers for h in changes):
         raise S3Error("InvalidRequest", _SELF_COPY)

@@ -230,7 +230,7 @@ def _copy_range(value: str | None, size: int) -> tuple[int, int]:
 @operation("UploadPartCopy")
 async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     number, upload_id, svc, up, part_key = await _part_target(rq)
-    src, src_versioned = await copy_source(rq)
+    src, src_versioned, _ = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
     start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)
     check_copy_size(end - start)
@@ -533,9 +533,11 @@ async def list_multipart_uploads(rq: S3Request) -> web.StreamResponse:
 # --- GetObject / HeadObject ?partNumber= ---------------------------------------------------
 
 
-def _no_such_part() -> S3Error:
-    """GET/HEAD ?partNumber= past the object's parts: 400 InvalidPart, as S3 answers."""
-    return S3Error("InvalidPart", "One or more of the specified parts could not be found.")
+def _no_such_part(n: int, count: int) -> S3Error:
+    """GET/HEAD ?partNumber= past the object's parts (`count`; 1 for a simple object): 416
+    InvalidPartNumber naming PartNumberRequested and ActualPartCount, as S3 answers
+    (LocalStack's S3 model, MinIO, Swift's s3api; ceph/s3-tests expects RGW's 400)."""
+    return S3Error("InvalidPartNumber", PartNumberRequested=str(n), ActualPartCount=str(count))
 
 
 def part_range(v: ObjectVersion, raw: str, range_header: str | None,
@@ -554,9 +556,9 @@ def part_range(v: ObjectVersion, raw: str, range_header: str | None,
     multipart = "-" in v.etag
     if not multipart:
         if n != 1:
-            raise _no_such_part()
+            raise _no_such_part(n, 1)
         return 0, v.size, None
     if n > len(v.parts):
-        raise _no_such_part()
+        raise _no_such_part(n, len(v.parts))
     start = sum(p.plaintext_size for p in v.parts[: n - 1])
     return start, start + v.parts[n - 1].plaintext_size, len(v.parts)

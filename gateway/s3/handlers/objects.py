@@ -32,6 +32,7 @@ from gateway.s3.http import (
     parse_http_date,
     parse_range,
 )
+from gateway.s3.latin1_headers import send_as_latin1
 from gateway.s3.request_keys import ABORTED_MID_BODY
 from gateway.s3.rfc2047 import decode_value, encode_value
 from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
@@ -224,7 +225,9 @@ async def version_for_read(rq: S3Request, bodies: bool = True
 def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
     """The response-* query parameters as response headers. S3 sends a header's value in
     ISO-8859-1: one it cannot represent there (a "’") is 400 InvalidArgument, as S3
-    answers it (dataverse#4524, grid#1716 quote its error)."""
+    answers it (dataverse#4524, grid#1716 quote its error), and one it can ("ü") leaves
+    as ISO-8859-1 bytes (gateway/s3/latin1_headers.py)."""
+    sent: dict[str, str] = {}
     for p, h in (("response-content-type", "Content-Type"),
                  ("response-content-language", "Content-Language"),
                  ("response-expires", "Expires"), ("response-cache-control", "Cache-Control"),
@@ -242,6 +245,8 @@ def _overrides(rq: S3Request, headers: dict[str, str]) -> None:
                               ) from None
             check_header_values([(h, rq.params[p])])
             headers[h] = rq.params[p]
+            sent[h] = rq.params[p]
+    send_as_latin1(rq.request, sent)
 
 
 def _part_number(rq: S3Request) -> int | None:
