@@ -71,7 +71,7 @@ async def test_a_rebalance_move_to_a_node_removed_since_gives_up(sim_factory) ->
         await ms.set_state(s.meta, s.cfg, spare.id, ms.REMOVED)
         return out
 
-    rebalance._move_one = move_then_remove  # type: ignore[method-assign]
+    setattr(rebalance, "_move_one", move_then_remove)  # noqa: B010 - an instance patch
     await rebalance._execute(_Move(man, {0: (str(p.nodes[0]), spare)}), {})
     now = (await s.objects.head(s.bucket, "k")).parts[0]
     assert list(now.nodes) == list(p.nodes), "the move committed a removed node"
