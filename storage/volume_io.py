@@ -187,6 +187,9 @@ class VolumeHandle:
             return
         if self._renewal is None or self._renewal.done():
             self._renewal = asyncio.ensure_future(self.renew())
+            # retrieved here: when every waiter was cancelled (an unmount, FUSE interrupts)
+            # the shield drops its callback, and a failure would be logged as never retrieved
+            self._renewal.add_done_callback(lambda f: f.cancelled() or f.exception())
         await asyncio.shield(self._renewal)
 
     async def _renew_loop(self) -> None:
