@@ -516,6 +516,12 @@ class VolumeHandle:
                 return
             await self._resync()
 
+    async def refresh(self) -> Volume:
+        """The volume record as stored now (a resize while attached), if the lease is still
+        ours (else Fenced)."""
+        await self._resync()
+        return self.vol
+
     async def _resync(self) -> None:
         """A compare failed: re-read the lease (fenced?) and the volume record (snapshot?)."""
         item = await self.svc.meta.get(volume_lease_key(self.vol.id))
