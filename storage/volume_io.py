@@ -517,9 +517,14 @@ class VolumeHandle:
             await self._resync()
 
     async def refresh(self) -> Volume:
-        """The volume record as stored now (a resize while attached), if the lease is still
-        ours (else Fenced)."""
-        await self._resync()
+        """The volume record as stored now (a resize while attached; Fenced once the lease
+        is lost). Only `vol` is replaced, not the revision commits compare: one being built
+        meanwhile fails its compare and is built again from the record (`_resync`)."""
+        self.check_fenced()
+        vi = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
+        if vi is None:
+            raise NotFound(f"volume {self.vol.name!r} was deleted")
+        self.vol = Volume.decode(vi.value)
         return self.vol
 
     async def _resync(self) -> None:
