@@ -509,8 +509,12 @@ class VolumeHandle:
             self.check_fenced()
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
+            # the record's revision as `build` starts: another commit of this handle may
+            # re-read the record (a snapshot frozen meanwhile) while `build` awaits, and
+            # this one must not then commit what it built from the record before it
+            vol_rev = self._vol_rev
             puts, deletes, more = await build()
-            if await self.svc.meta.txn(Txn(compares={**more, vk: self._vol_rev,
+            if await self.svc.meta.txn(Txn(compares={**more, vk: vol_rev,
                                                      lk: self._lease_rev},
                                            puts=puts, deletes=deletes)):
                 return

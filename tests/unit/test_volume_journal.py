@@ -289,6 +289,34 @@ def test_requests_after_a_pause_share_one_lease_renewal() -> None:
     with_service(body)
 
 
+def test_a_fenced_build_never_commits_against_a_record_it_did_not_see() -> None:
+    """block21: a commit built from the volume record while another commit of the same
+    handle re-read it (a fold racing a writer-taken snapshot: its compare failed, it
+    resynced) compared the revision read after the build, so it committed what it built
+    from the record before the snapshot; a retire so decided dropped journal segments the
+    snapshot replays. It compares the revision its build started from: built again."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="w"))
+        h = jv.vol
+        await jv.write(0, b"a" * 4096)
+        await jv.flush()
+        seen: list[set[int]] = []
+
+        async def build() -> tuple[dict[bytes, bytes], tuple[bytes, ...], dict[bytes, int]]:
+            seen.append(set(h.vol.snapshots))  # what a retire decides by
+            if len(seen) == 1:  # meanwhile: a snapshot, and another commit resyncs
+                await jv.snapshot("s1")
+                await h._resync()
+            return {b"probe": b"x"}, (), {}
+        await h.fenced_build(build)
+        assert len(seen) == 2 and seen[-1] == set(h.vol.snapshots) != seen[0], seen
+        await jv.stop()
+        await h.close()
+
+    with_service(body)
+
+
 def test_a_shared_renewal_nobody_waits_for_any_more_fails_quietly(
         caplog: pytest.LogCaptureFixture) -> None:
     """block21 (review20f F6): every request waiting on the shared renewal was cancelled (an
