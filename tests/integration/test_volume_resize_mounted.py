@@ -76,3 +76,16 @@ def test_an_ext4_mounts_loop_device_takes_the_new_capacity(vol: Vol, tmp_path: P
     os.sync()
     vol.unmount(m)
     fsck_clean(vol, "growfs", tmp_path)
+
+
+def test_a_resize_through_the_admin_api_grows_a_mount_on_its_host(
+        vol: Vol, tmp_path: Path) -> None:  # noqa: F811
+    from tests.integration.test_admin_volumes import ok
+
+    vol.run("create", "growapi", "--size", "8M")
+    a = tmp_path / "a"
+    vol.mount("growapi", a)
+    out = ok(vol.cluster, "POST", "/tenants/default/volumes/growapi/resize", {"size": 16 * MiB})
+    assert (a / "volume").stat().st_size == 16 * MiB
+    assert out["size"] == 16 * MiB and out["mounts_grown"] == [str(a.resolve())], out
+    vol.unmount(a)
