@@ -27,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from storage import leaseclock
 from storage.keyspace import LEASE, lease_fence_key, lease_key, space
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import MetadataStore, Txn
@@ -52,7 +53,7 @@ class Lease:
     holder: str
     ttl_s: float
     token: int
-    renewed_at: float  # time.monotonic() of the last successful acquire/renew
+    renewed_at: float  # leaseclock.now() of the last successful acquire/renew
     revision: int = 0  # SQLite record revision at our last write
     # what a step's commits compare (storage/metadata/fence.py): a key whose revision changes
     # only when the lease is acquired or ends, never by a renewal (b"": nothing to compare)
@@ -60,7 +61,7 @@ class Lease:
     fence_revision: int = 0
 
     def valid(self, now: float | None = None) -> bool:
-        return (time.monotonic() if now is None else now) - self.renewed_at < self.ttl_s
+        return (leaseclock.now() if now is None else now) - self.renewed_at < self.ttl_s
 
 
 def local_process(pid: int | None = None) -> dict[str, Any]:
@@ -144,7 +145,7 @@ class Leases:
         gateway restarted on the same host and address: two live processes cannot both own
         it), so a lease left by such a dead holder is taken at once rather than after expiry.
         """
-        start = time.monotonic()
+        start = leaseclock.now()
         if succeeds:
             await self._drop_predecessor(name, holder, succeeds)
         if self._native:
@@ -199,7 +200,7 @@ class Leases:
 
     async def renew(self, lease: Lease) -> bool:
         """Extend `lease`; False when it is lost (expired or taken). Errors propagate."""
-        start = time.monotonic()
+        start = leaseclock.now()
         if self._native:
             ok = bool(await self.meta.renew(lease.name, lease.holder))  # type: ignore[attr-defined]
         else:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from storage import commit_nodes
+from storage import commit_nodes, leaseclock
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.erasure import ErasureCodec
@@ -88,10 +88,10 @@ class VolumeHandle:
         self._renewer: asyncio.Task[None] | None = None
         self._proc = local_process()
         self.fenced = False
-        self._renewed_at = -float("inf")  # monotonic: when the last acquire/renewal began
+        self._renewed_at = -float("inf")  # leaseclock: when the last acquire/renewal began
         self._renewal: asyncio.Future[None] | None = None  # the one `check_held` waits on
         self.revoked = False  # its tenant was shredded: the caches above it serve nothing
-        self._active_until = 0.0  # monotonic: the tenant was last seen active + the lease ttl
+        self._active_until = 0.0  # leaseclock: the tenant was last seen active + the lease ttl
         self.journal_seq = 0  # the journal sequence in use after attach (see volume_journal)
 
     # lease ---------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class VolumeHandle:
                        "(it renews its lease; its clock and this host's disagree)")
                     + "; unmount it there first")
             token = int(cur["token"] if cur else 0) + 1
-            start = time.monotonic()
+            start = leaseclock.now()
             rec = pack({"holder": self.holder, "token": token, "expires": time.time() + self.ttl,
                         "ttl": self.ttl, "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision if item else 0},
@@ -151,7 +151,7 @@ class VolumeHandle:
             item = await self.svc.meta.get(k)
             if self.fenced or item is None or not self._ours(item):
                 raise self._lost()
-            start = time.monotonic()
+            start = leaseclock.now()
             rec = pack({"holder": self.holder, "token": self.token,
                         "expires": time.time() + self.ttl, "ttl": self.ttl, "proc": self._proc})
             if await self.svc.meta.txn(Txn(compares={k: item.revision}, puts={k: rec})):
@@ -170,7 +170,7 @@ class VolumeHandle:
         must not answer from them while another writer holds the volume."""
         if self.read_only_gen is not None:
             return True  # a snapshot: read-only, no lease
-        return not self.fenced and time.monotonic() - self._renewed_at < self.ttl
+        return not self.fenced and leaseclock.now() - self._renewed_at < self.ttl
 
     def check_fenced(self) -> None:
         """Raise Fenced once this handle lost the lease: it commits nothing, and a barrier
@@ -187,6 +187,9 @@ class VolumeHandle:
             return
         if self._renewal is None or self._renewal.done():
             self._renewal = asyncio.ensure_future(self.renew())
+            # retrieved here: when every waiter was cancelled (an unmount, FUSE interrupts)
+            # the shield drops its callback, and a failure would be logged as never retrieved
+            self._renewal.add_done_callback(lambda f: f.cancelled() or f.exception())
         await asyncio.shield(self._renewal)
 
     async def _renew_loop(self) -> None:
@@ -216,7 +219,7 @@ class VolumeHandle:
                 active = True
             else:
                 if active:
-                    self._active_until = time.monotonic() + self.ttl
+                    self._active_until = leaseclock.now() + self.ttl
             self.revoked = not active
         if self.revoked:
             raise KeyUnavailable(f"the keys of tenant {self.vol.tenant!r} were destroyed")
@@ -226,7 +229,7 @@ class VolumeHandle:
         seen active within the lease ttl: a shred needs the store too, and a daemon cut off
         from it longer than that has lost its lease anyway; until then the caches and the
         ciphers kept serve (EIO here makes ext4 abort its journal)."""
-        return time.monotonic() < self._active_until
+        return leaseclock.now() < self._active_until
 
     async def close(self) -> None:
         """Detach: stop renewing and mark the lease released if it is still ours.
@@ -310,7 +313,7 @@ class VolumeHandle:
             if c is not None and self._still_trusted():
                 return c  # the store is unreachable: see `_still_trusted`
             raise
-        self._active_until = time.monotonic() + self.ttl
+        self._active_until = leaseclock.now() + self.ttl
         if c is None:
             c = SegmentCipher(keys.unwrap_dek(kek, tenant, extent_identity(tenant, p), p.dek))
             if len(self._ciphers) > 4096:
@@ -506,12 +509,27 @@ class VolumeHandle:
             self.check_fenced()
             vk = volume_key(self.vol.tenant, self.vol.name)
             lk = volume_lease_key(self.vol.id)
+            # the record's revision as `build` starts: another commit of this handle may
+            # re-read the record (a snapshot frozen meanwhile) while `build` awaits, and
+            # this one must not then commit what it built from the record before it
+            vol_rev = self._vol_rev
             puts, deletes, more = await build()
-            if await self.svc.meta.txn(Txn(compares={**more, vk: self._vol_rev,
+            if await self.svc.meta.txn(Txn(compares={**more, vk: vol_rev,
                                                      lk: self._lease_rev},
                                            puts=puts, deletes=deletes)):
                 return
             await self._resync()
+
+    async def refresh(self) -> Volume:
+        """The volume record as stored now (a resize while attached; Fenced once the lease
+        is lost). Only `vol` is replaced, not the revision commits compare: one being built
+        meanwhile fails its compare and is built again from the record (`_resync`)."""
+        self.check_fenced()
+        vi = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
+        if vi is None:
+            raise NotFound(f"volume {self.vol.name!r} was deleted")
+        self.vol = Volume.decode(vi.value)
+        return self.vol
 
     async def _resync(self) -> None:
         """A compare failed: re-read the lease (fenced?) and the volume record (snapshot?)."""

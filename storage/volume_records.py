@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from storage import leaseclock
 from storage.crypto import keys
 from storage.errors import Conflict, InvalidInput, NotFound, StorageError
 from storage.keyspace import extent_key, next_key, span, volume_key
@@ -204,8 +205,8 @@ async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEA
         return first
     assert item is not None
     ttl = float(unpack(item.value).get("ttl") or ttl_s)
-    deadline = time.monotonic() + ttl
-    while (wait := deadline - time.monotonic()) > 0:
+    deadline = leaseclock.now() + ttl
+    while (wait := deadline - leaseclock.now()) > 0:
         if watching is not None:
             watching(item, wait)
         await asyncio.sleep(min(wait, ttl / 6))  # a renewal comes every ttl / 3

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call, _str_field
 from gateway.admin.auth import AdminError
-from gateway.block.mount import old_daemon_warning, quiesce, snapshot_mounted
+from gateway.block.mount import grow_mounted, old_daemon_warning, quiesce, snapshot_mounted
 from storage import errors as se
 from storage.volumes import MiB, Volume, VolumeAttached, parse_size
 
@@ -159,7 +159,16 @@ class VolumesApi:
         v = await self._volume(call)
         size = _size(call.body, "size")
         call.audit["size"] = size
-        return 200, volume_dict(await self.svc.resize(v.tenant, v.name, size))
+        grown = await self.svc.resize(v.tenant, v.name, size)
+        # a mount on this host grows with it (the FUSE file, a loop device), as the CLI's
+        mounts = await asyncio.to_thread(grow_mounted, self.svc.cfg.data_dir, v.tenant,
+                                         v.name, grown.size)
+        for st, why in mounts:
+            if why:
+                log.warning("volume %s: the mount at %s keeps its old size until remounted "
+                            "(%s)", v.name, st.target, why)
+        return 200, {**volume_dict(grown),
+                     "mounts_grown": [st.target for st, why in mounts if not why]}
 
     # snapshots and clones ------------------------------------------------------------------
 

@@ -165,8 +165,15 @@ class VolumeFS(mfusepy.Operations):
         return 0
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        """The file is as long as the volume: growing it to the size the volume record has
+        now (`tessera volume resize` of a mounted volume: `mount.grow_mounted`) is how the
+        mount learns it; any other size is EPERM (resize with `tessera volume resize`)."""
         if length != self.size:
-            raise mfusepy.FuseOSError(errno.EPERM)  # resize with `tessera volume resize`
+            if length < self.size or self._io(
+                    "resize", self.cache.vol.refresh()).size != length:
+                raise mfusepy.FuseOSError(errno.EPERM)
+            log.info("volume grown to %d bytes", length)
+            self.size = length
         return 0
 
     def chmod(self, path: str | None, mode: int) -> int:

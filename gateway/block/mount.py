@@ -488,6 +488,29 @@ def snapshot_mounted(data_dir: Path, tenant: str, name: str, snap: str) -> bool:
     return False
 
 
+def grow_mounted(data_dir: Path, tenant: str, name: str,
+                 size: int) -> list[tuple[MountState, str]]:
+    """The volume was resized to `size`: have its mounts here see it (the FUSE file grows
+    to the record's size, and a loop device under a file system takes the new capacity;
+    growing the file system itself is its owner's step, resize2fs). Returns each mount
+    with "" once grown, else why not (it keeps its size until remounted: a daemon from
+    before this, EPERM; a fenced one, EIO). Mounts on other hosts see it when remounted."""
+    out = []
+    for st in mounted_states(data_dir):
+        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid) or (
+                st.starting and not os.path.ismount(st.fuse_dir)):
+            continue
+        try:
+            os.truncate(Path(st.fuse_dir) / "volume", size)
+            if st.loop:
+                _run("losetup", "--set-capacity", st.loop)
+        except (OSError, MountError) as exc:
+            out.append((st, str(exc)))
+            continue
+        out.append((st, ""))
+    return out
+
+
 def _daemon_running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

@@ -103,13 +103,12 @@ def _full_is_storage_full(path: str | Path) -> Iterator[None]:
                           "its file system") from None
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
-                           isolation_level=None)
+def _configure(conn: sqlite3.Connection) -> None:
+    """WAL, full fsync, zeroed free space: every connection of a store (raises on a file
+    that is not SQLite)."""
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA secure_delete=ON")  # freed record space is zeroed (crypto-shred)
-    return conn
 
 
 class SqliteStore:
@@ -142,21 +141,40 @@ class SqliteStore:
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
+        """The store of the file at `path` (created with its schema if missing). A file that
+        cannot be opened (not SQLite, unreadable, a full disk) raises, and whatever was
+        opened by then (connections, counter files, both threads) is closed first: a caller
+        that retries (a daemon's start loop, a test) would otherwise keep them all."""
         wpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-w")
         rpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-r")
+        opened: list[sqlite3.Connection] = []
+        gens: list[SharedGeneration] = []
 
-        def _open() -> tuple[sqlite3.Connection, sqlite3.Connection, sqlite3.Connection]:
+        def _open() -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            w = _connect(str(path))
-            w.executescript(_SCHEMA)
-            return w, _connect(str(path)), _connect(str(path))
+            for _ in range(3):
+                opened.append(conn := sqlite3.connect(
+                    str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False,
+                    isolation_level=None))
+                _configure(conn)
+                if len(opened) == 1:
+                    conn.executescript(_SCHEMA)
 
-        with _full_is_storage_full(path):
-            w, r, point = await asyncio.get_running_loop().run_in_executor(wpool, _open)
-        base = Path(path).resolve()  # one counter per file, however named
-        return cls(w, r, wpool, rpool, point, SharedGeneration(f"{base}.bucketgen", base),
-                   SharedGeneration(f"{base}.objectgen", base),
-                   SharedGeneration(f"{base}.authgen", base))
+        try:
+            with _full_is_storage_full(path):
+                await asyncio.get_running_loop().run_in_executor(wpool, _open)
+            base = Path(path).resolve()  # one counter per file, however named
+            for kind in ("bucketgen", "objectgen", "authgen"):
+                gens.append(SharedGeneration(f"{base}.{kind}", base))
+            return cls(opened[0], opened[1], wpool, rpool, opened[2], *gens)
+        except BaseException:
+            for conn in opened:
+                conn.close()
+            for gen in gens:
+                gen.close()
+            wpool.shutdown(wait=True)
+            rpool.shutdown(wait=True)
+            raise
 
     @classmethod
     async def open_readonly(cls, path: str | Path) -> SqliteStore:

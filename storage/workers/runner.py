@@ -20,10 +20,10 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from storage import leaseclock
 from storage.activity import CLIENTS
 from storage.config import WorkerSettings
 from storage.errors import StorageFull
@@ -96,9 +96,9 @@ class WorkerRunner:
         assert self.leases is not None
         lease = fence.lease
         while lease.valid() and not loop.done():
-            left = lease.ttl_s - (time.monotonic() - lease.renewed_at)
+            left = lease.ttl_s - (leaseclock.now() - lease.renewed_at)
             await asyncio.sleep(max(0.05, min(lease.ttl_s / 3, left - 0.05)))
-            left = lease.ttl_s - (time.monotonic() - lease.renewed_at)
+            left = lease.ttl_s - (leaseclock.now() - lease.renewed_at)
             try:  # a renewal still hanging when the TTL runs out counts as lost
                 if not await asyncio.wait_for(self.leases.renew(lease), max(0.05, left)):
                     log.warning("worker %s: lease lost; stopping it here", lease.name)

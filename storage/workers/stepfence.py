@@ -20,10 +20,10 @@ A step that returns although its deadline passed (a swallowed cancellation) ends
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from storage import leaseclock
 from storage.leases import Lease
 from storage.metadata.fence import FENCE, Fence
 
@@ -40,8 +40,10 @@ class StepFence:
         self._timeout: asyncio.Timeout | None = None
 
     def _end(self) -> float:
-        """The lease's end on the event loop's clock."""
-        left = self.lease.renewed_at + self.lease.ttl_s - time.monotonic()
+        """The lease's end on the event loop's clock (converted from the boot clock now:
+        a suspend during the step delays this timer, the loop's clock stopped, but not the
+        lease's own `valid()`, which the step's commits check before they are sent)."""
+        left = self.lease.renewed_at + self.lease.ttl_s - leaseclock.now()
         return asyncio.get_running_loop().time() + left
 
     def renewed(self) -> None:

@@ -10,6 +10,7 @@ value written after it (a block device promises nothing more for unsynced writes
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import tempfile
 import threading
@@ -286,6 +287,77 @@ def test_requests_after_a_pause_share_one_lease_renewal() -> None:
         await jv.vol.close()
 
     with_service(body)
+
+
+def test_a_fenced_build_never_commits_against_a_record_it_did_not_see() -> None:
+    """block21: a commit built from the volume record while another commit of the same
+    handle re-read it (a fold racing a writer-taken snapshot: its compare failed, it
+    resynced) compared the revision read after the build, so it committed what it built
+    from the record before the snapshot; a retire so decided dropped journal segments the
+    snapshot replays. It compares the revision its build started from: built again."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="w"))
+        h = jv.vol
+        await jv.write(0, b"a" * 4096)
+        await jv.flush()
+        seen: list[set[int]] = []
+
+        async def build() -> tuple[dict[bytes, bytes], tuple[bytes, ...], dict[bytes, int]]:
+            seen.append(set(h.vol.snapshots))  # what a retire decides by
+            if len(seen) == 1:  # meanwhile: a snapshot, and another commit resyncs
+                await jv.snapshot("s1")
+                await h._resync()
+            return {b"probe": b"x"}, (), {}
+        await h.fenced_build(build)
+        assert len(seen) == 2 and seen[-1] == set(h.vol.snapshots) != seen[0], seen
+        await jv.stop()
+        await h.close()
+
+    with_service(body)
+
+
+def test_a_shared_renewal_nobody_waits_for_any_more_fails_quietly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """block21 (review20f F6): every request waiting on the shared renewal was cancelled (an
+    unmount, FUSE interrupts) and the renewal then failed (taken over: Fenced). asyncio's
+    shield had dropped its callback with the last waiter, so nobody retrieved the error and
+    the loop logged "Task exception was never retrieved" with a traceback. The next request
+    still gets Fenced."""
+    import gc
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        jv = JournaledVolume(await svc.open("t", "v", holder="old"))
+        h = jv.vol
+        await crash(svc, jv)
+        new = await svc.open("t", "v", holder="new")  # taken over
+        renew, started, go = h.renew, asyncio.Event(), asyncio.Event()
+
+        async def observed() -> None:  # the renewal's store round trip, held open
+            started.set()
+            await go.wait()
+            await renew()
+        h.renew = observed  # type: ignore[method-assign]
+        h._renewed_at -= h.ttl  # paused past its lease: the next request renews
+        waiters = [asyncio.create_task(h.check_held()) for _ in range(3)]
+        await started.wait()
+        for w in waiters:
+            w.cancel()
+        await asyncio.wait(waiters)
+        go.set()  # the store answers once nobody waits any more
+        renewal = h._renewal
+        assert renewal is not None
+        await asyncio.wait([renewal])
+        del renewal
+        with pytest.raises(Fenced):
+            await h.check_held()  # a new renewal; the failed one is dropped
+        gc.collect()
+        await new.close()
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    with_service(body)
+    assert "never retrieved" not in caplog.text
 
 
 @pytest.mark.parametrize("journal", [True, False])

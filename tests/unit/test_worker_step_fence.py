@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from storage import leaseclock
 from storage.leases import Lease
 from storage.workers import WorkerState
 from storage.workers.runner import WorkerRunner
@@ -33,10 +34,10 @@ class _Store:
 
     async def acquire(self, name: str, holder: str, ttl_s: float, succeeds: str = "") -> Lease | None:
         self.granted += 1
-        return Lease(name, holder, ttl_s, 1, time.monotonic()) if self.granted == 1 else None
+        return Lease(name, holder, ttl_s, 1, leaseclock.now()) if self.granted == 1 else None
 
     async def renew(self, lease: Lease) -> bool:
-        start = time.monotonic()
+        start = leaseclock.now()
         if start - lease.renewed_at >= lease.ttl_s:
             return False  # expired in the store while the holder was stalled
         lease.renewed_at = start

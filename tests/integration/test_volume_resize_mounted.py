@@ -1,0 +1,91 @@
+"""`tessera volume resize` of a mounted volume (block21): the mount sees the new size.
+
+The resize was taken (the record grew, a snapshot and a clone of it had the new size), but
+the mounted file kept the size it had at mount: a write past the old end was ENOSPC, and a
+loop device under a file system kept its capacity, until a remount. Now the command grows
+the mounts of this host: the FUSE file takes the size of the record (the daemon reads it),
+and a loop device the new capacity, so `resize2fs` can grow the file system on line.
+Needs root, /dev/fuse and fuse3, as tests/integration/test_volumes.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.integration.test_volume_fencing import read_at
+from tests.integration.test_volumes import (  # noqa: F401 - same fixtures and requirements
+    Vol,
+    _states,
+    fsck_clean,
+    pytestmark,
+    vol,
+)
+
+MiB = 1 << 20
+
+
+def test_a_raw_mount_grows_and_its_snapshot_holds_the_writes_past_the_old_end(
+        vol: Vol, tmp_path: Path) -> None:  # noqa: F811
+    vol.run("create", "grow", "--size", "16M")
+    a = tmp_path / "a"
+    vol.mount("grow", a)
+    fd = os.open(a / "volume", os.O_RDWR)
+    try:
+        os.pwrite(fd, b"1" * 4096, 16 * MiB - 4096)
+        os.fsync(fd)
+        out = vol.run("resize", "grow", "--size", "32M").stdout
+        assert os.fstat(fd).st_size == 32 * MiB
+        assert "is now 32.0 MiB" in out and "volume is 32.0 MiB too" in out, out
+        os.pwrite(fd, b"2" * 4096, 20 * MiB)  # past the old end
+        os.pwrite(fd, b"3" * 4096, 32 * MiB - 4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    vol.run("snapshot", "create", "grow", "s1")
+    vol.run("clone", "grow@s1", "grow-c")
+    c = tmp_path / "c"
+    vol.mount("grow-c", c)
+    assert (c / "volume").stat().st_size == 32 * MiB
+    for page, offset in ((b"1", 16 * MiB - 4096), (b"2", 20 * MiB), (b"3", 32 * MiB - 4096)):
+        assert read_at(c / "volume", 4096, offset) == page * 4096, offset
+    vol.unmount(c)
+    vol.unmount(a)
+    vol.mount("grow", a)  # and what the volume itself holds
+    assert read_at(a / "volume", 4096, 20 * MiB) == b"2" * 4096
+    vol.unmount(a)
+
+
+def test_an_ext4_mounts_loop_device_takes_the_new_capacity(vol: Vol, tmp_path: Path) -> None:  # noqa: F811
+    """What `resize2fs` (on line) needs: the loop device under the file system is as large
+    as the volume now. (resize2fs itself needs CAP_SYS_RESOURCE for an on-line resize, which
+    a container may not have: not run here.)"""
+    vol.run("create", "growfs", "--size", "64M")
+    m = tmp_path / "m"
+    vol.mount("growfs", m, "--fs", "ext4")
+    (m / "f").write_bytes(b"x" * MiB)
+    out = vol.run("resize", "growfs", "--size", "128M").stdout
+    loop = next(s.loop for s in _states(vol) if s.target == str(m.resolve()))
+    assert loop
+    size = subprocess.run(["blockdev", "--getsize64", loop], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert int(size) == 128 * MiB
+    assert f"resize2fs {loop}" in out, out
+    (m / "g").write_bytes(b"y" * MiB)
+    os.sync()
+    vol.unmount(m)
+    fsck_clean(vol, "growfs", tmp_path)
+
+
+def test_a_resize_through_the_admin_api_grows_a_mount_on_its_host(
+        vol: Vol, tmp_path: Path) -> None:  # noqa: F811
+    from tests.integration.test_admin_volumes import ok
+
+    vol.run("create", "growapi", "--size", "8M")
+    a = tmp_path / "a"
+    vol.mount("growapi", a)
+    out = ok(vol.cluster, "POST", "/tenants/default/volumes/growapi/resize", {"size": 16 * MiB})
+    assert (a / "volume").stat().st_size == 16 * MiB
+    assert out["size"] == 16 * MiB and out["mounts_grown"] == [str(a.resolve())], out
+    vol.unmount(a)
