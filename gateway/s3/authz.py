@@ -36,10 +36,12 @@ from gateway.s3 import policy
 from gateway.s3.acl import Acl
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request
+from gateway.s3.http import iso_instant, parse_iso_instant
 from gateway.s3.request_keys import (
     ACL_REQUIRED,
     HOLDS_POLICY,
     KEY_REQUESTER,
+    LOCK_BODY,
     POLICY_STATEMENTS,
 )
 from gateway.s3.router import NO_BUCKET_OPS, Endpoint
@@ -151,6 +153,10 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
                  "x-amz-object-lock-legal-hold"):
         if name in amz:
             ctx["s3:" + name.replace("x-amz-object-lock-", "object-lock-")] = [amz[name]]
+    until = ctx.get("s3:object-lock-retain-until-date")
+    when = parse_iso_instant(until[0]) if until else None
+    if when is not None:  # the instant the write locks until, in the form Date reads as it
+        ctx["s3:object-lock-retain-until-date"] = [iso_instant(when)]
     for name in ("prefix", "delimiter", "max-keys"):
         if name in ep.params and ep.key is None:
             ctx["s3:" + name] = [ep.params[name]]
@@ -358,8 +364,9 @@ async def holds_permission(rq: S3Request, action: str, key: str,
     _, sts, requester, restrict = memo
     if not sts:
         return is_owner
+    body = rq.request.get(LOCK_BODY)  # a Retention/LegalHold body's keys (object_lock)
     ctx = context(rq.request, key_endpoint(rq.ep, rq.ep.op, b.name, key, version_id),
-                  requester, None, rq.cfg.region, rq.headers)
+                  requester, None, rq.cfg.region, rq.headers if body is None else body[1])
     ids = requester.ids() if requester else frozenset()
     verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx)
     return verdict != "Deny" and (is_owner or (verdict == "Allow" and not restrict))

@@ -1,0 +1,113 @@
+"""atkpolicy21: the Object Lock condition keys a bucket policy judges are the values the
+request applies. s3:object-lock-retain-until-date is the instant the gateway locks the
+object until, read by the one parser the write uses (a header "20990101" locked until 2099
+while the condition read it as epoch seconds, 1970, so a Deny of late dates let it through);
+PutObjectRetention and PutObjectLegalHold carry s3:object-lock-mode,
+s3:object-lock-retain-until-date and s3:object-lock-legal-hold from their XML bodies (AWS's
+Service Authorization Reference lists them for those actions; they were absent, so a Deny
+on them never applied)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.integration.cluster import LocalCluster
+from tests.integration.tenant_pair import new_bucket, policy, refusal, two_tenants
+
+LIMIT = "2030-01-01T00:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def w(cluster: LocalCluster) -> dict[str, Any]:
+    return two_tenants(cluster, "plk")
+
+
+@contextmanager
+def _until_header(client: Any, value: str) -> Iterator[None]:
+    """`client`'s PutObject sends x-amz-retain-until-date as `value` (replaced after boto3's
+    own serializing, before signing)."""
+    def put(request: Any, **_: Any) -> None:
+        del request.headers["x-amz-object-lock-retain-until-date"]  # (set appends)
+        request.headers["x-amz-object-lock-retain-until-date"] = value
+
+    client.meta.events.register("before-sign.s3.PutObject", put)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister("before-sign.s3.PutObject", put)
+
+
+def _late_deny(bucket: str, action: str) -> str:
+    return policy({"Effect": "Deny", "Principal": "*", "Action": action,
+                   "Resource": f"arn:aws:s3:::{bucket}/*",
+                   "Condition": {"DateGreaterThan": {"s3:object-lock-retain-until-date": LIMIT}}})
+
+
+def test_a_retain_until_header_is_judged_as_the_date_it_locks_until(
+        w: dict[str, Any]) -> None:
+    """"20990101" (ISO 8601 basic, which the write accepts) is 2099 to the condition too."""
+    a = w["a"]
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
+    a.put_bucket_policy(Bucket=bucket, Policy=_late_deny(bucket, "s3:PutObject"))
+    with _until_header(a, "20990101"):
+        assert refusal(lambda: a.put_object(
+            Bucket=bucket, Key="k", Body=b"x", ObjectLockMode="GOVERNANCE",
+            ObjectLockRetainUntilDate=datetime(2099, 1, 1, tzinfo=UTC))) \
+            == (403, "AccessDenied")
+    assert "Versions" not in a.list_object_versions(Bucket=bucket)
+    with _until_header(a, "20291231"):  # before the limit: written
+        a.put_object(Bucket=bucket, Key="k", Body=b"x", ObjectLockMode="GOVERNANCE",
+                     ObjectLockRetainUntilDate=datetime(2029, 12, 31, tzinfo=UTC))
+    head = a.head_object(Bucket=bucket, Key="k")
+    assert head["ObjectLockRetainUntilDate"] == datetime(2029, 12, 31, tzinfo=UTC)
+
+
+def test_put_object_retention_is_judged_on_its_body(w: dict[str, Any]) -> None:
+    """A Deny of s3:PutObjectRetention past a date refuses a Retention document past it,
+    and not one before it; a Deny on s3:object-lock-mode binds the document's Mode."""
+    a = w["a"]
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
+    a.put_object(Bucket=bucket, Key="k", Body=b"x")
+    a.put_bucket_policy(Bucket=bucket, Policy=_late_deny(bucket, "s3:PutObjectRetention"))
+    late = {"Mode": "GOVERNANCE", "RetainUntilDate": datetime(2099, 1, 1, tzinfo=UTC)}
+    assert refusal(lambda: a.put_object_retention(Bucket=bucket, Key="k", Retention=late)) \
+        == (403, "AccessDenied")
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    a.put_object_retention(Bucket=bucket, Key="k",
+                           Retention={"Mode": "GOVERNANCE", "RetainUntilDate": soon})
+    assert a.get_object_retention(Bucket=bucket, Key="k")["Retention"]["RetainUntilDate"] \
+        == soon
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObjectRetention",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringEquals": {"s3:object-lock-mode": "COMPLIANCE"}}}))
+    assert refusal(lambda: a.put_object_retention(Bucket=bucket, Key="k", Retention={
+        "Mode": "COMPLIANCE", "RetainUntilDate": soon + timedelta(days=1)})) \
+        == (403, "AccessDenied")
+    a.put_object_retention(Bucket=bucket, Key="k", Retention={
+        "Mode": "GOVERNANCE", "RetainUntilDate": soon + timedelta(days=1)})
+
+
+def test_put_object_legal_hold_is_judged_on_its_body(w: dict[str, Any]) -> None:
+    """A Deny of s3:PutObjectLegalHold when s3:object-lock-legal-hold is ON refuses ON and
+    lets OFF through; an Allow to another tenant on the same key grants only what it names."""
+    a, b = w["a"], w["b"]
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
+    a.put_object(Bucket=bucket, Key="k", Body=b"x")
+    a.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObjectLegalHold",
+         "Resource": f"arn:aws:s3:::{bucket}/*",
+         "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "ON"}}},
+        {"Effect": "Allow", "Principal": {"AWS": w["name_b"]},
+         "Action": "s3:PutObjectLegalHold", "Resource": f"arn:aws:s3:::{bucket}/*",
+         "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "OFF"}}}))
+    for client in (a, b):
+        assert refusal(lambda c=client: c.put_object_legal_hold(
+            Bucket=bucket, Key="k", LegalHold={"Status": "ON"})) == (403, "AccessDenied")
+        client.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "OFF"})
+    assert a.get_object_legal_hold(Bucket=bucket, Key="k")["LegalHold"]["Status"] == "OFF"
