@@ -166,8 +166,13 @@ def _check_principal(p: Any) -> None:
         return
     if not isinstance(p, dict) or not p or not set(p) <= {"AWS", "CanonicalUser", "Service"}:
         raise _malformed("Invalid principal in policy")
-    for v in p.values():
+    for kind, v in p.items():
         if not all(isinstance(x, str) and x for x in _as_list(v)) or not _as_list(v):
+            raise _malformed("Invalid principal in policy")
+        # AWS: "You cannot use a wildcard to match part of a principal name or ARN"; "*"
+        # alone is everyone, except as a service (no service is everyone)
+        if any(("*" in x or "?" in x) and (x != "*" or kind == "Service")
+               for x in _as_list(v)):
             raise _malformed("Invalid principal in policy")
 
 

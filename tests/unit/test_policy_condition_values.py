@@ -56,3 +56,34 @@ def test_unreadable_condition_values_are_refused(condition: dict[str, Any]) -> N
 ])
 def test_readable_condition_values_are_stored(condition: dict[str, Any]) -> None:
     policy.validate(_doc(condition), BUCKET)
+
+
+def _principal_doc(principal: Any) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": principal, "Action": "s3:*",
+        "Resource": f"arn:aws:s3:::{BUCKET}/*"}]})
+
+
+@pytest.mark.parametrize("principal", [
+    {"AWS": "arn:aws:iam::*:root"},
+    {"AWS": ["tenant-b", "arn:aws:iam::tenant-?:root"]},
+    {"AWS": "tenant*"},
+    {"CanonicalUser": "abc*"},
+    {"Service": "*"},
+    {"Service": "logging.s3.*"},
+])
+def test_a_wildcard_inside_a_principal_is_refused(principal: Any) -> None:
+    """AWS: "You cannot use a wildcard to match part of a principal name or ARN" ("Invalid
+    principal in policy"); here such a name matched no one, so a Deny naming
+    `arn:aws:iam::*:root` was stored and applied to nobody."""
+    with pytest.raises(S3Error) as e:
+        policy.validate(_principal_doc(principal), BUCKET)
+    assert e.value.code == "MalformedPolicy"
+
+
+@pytest.mark.parametrize("principal", [
+    "*", {"AWS": "*"}, {"AWS": ["tenant-b", "arn:aws:iam::tenant-c:root"]},
+    {"CanonicalUser": "a" * 64}, {"Service": "logging.s3.amazonaws.com"},
+])
+def test_whole_principals_are_stored(principal: Any) -> None:
+    policy.validate(_principal_doc(principal), BUCKET)
