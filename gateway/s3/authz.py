@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -174,12 +174,21 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
         from urllib.parse import parse_qsl
 
         req_tags = parse_qsl(amz["x-amz-tagging"], keep_blank_values=True)
-        for k, v in req_tags:
-            ctx["s3:requestobjecttag/" + k.lower()] = [v]
+        _tag_keys(ctx, "s3:requestobjecttag/", req_tags)
         ctx["s3:requestobjecttagkeys"] = [k for k, _ in req_tags]
-    for k, v in (tags or {}).items():
-        ctx["s3:existingobjecttag/" + k.lower()] = [v]
+    _tag_keys(ctx, "s3:existingobjecttag/", (tags or {}).items())
     return ctx
+
+
+def _tag_keys(ctx: dict[str, Sequence[str]], prefix: str,
+              tags: Iterable[tuple[str, str]]) -> None:
+    """One condition key per tag key, case-insensitive as condition keys are; tags whose
+    keys differ only in case (S3 keeps both) are all its values, so a condition on
+    Secret=yes sees the `Secret` tag whatever `secret` tag comes beside it."""
+    out: dict[str, list[str]] = {}
+    for k, v in tags:
+        out.setdefault(prefix + k.lower(), []).append(v)
+    ctx.update(out)
 
 
 async def _version(cluster: Cluster, b: Bucket, key: str, vid: str | None,

@@ -1,5 +1,10 @@
-"""atkpolicy21: the Object Lock condition keys a bucket policy judges are the values the
-request applies. s3:object-lock-retain-until-date is the instant the gateway locks the
+"""atkpolicy21: the condition keys a bucket policy judges are the values the request
+applies.
+
+Object tags whose keys differ only in case (S3 keeps both) are all values of the one
+case-insensitive condition key s3:RequestObjectTag/<key> or s3:ExistingObjectTag/<key>: the
+last one alone was, so "secret=no&Secret=yes" slipped past a Deny of Secret=yes.
+ s3:object-lock-retain-until-date is the instant the gateway locks the
 object until, read by the one parser the write uses (a header "20990101" locked until 2099
 while the condition read it as epoch seconds, 1970, so a Deny of late dates let it through);
 PutObjectRetention and PutObjectLegalHold carry s3:object-lock-mode,
@@ -24,7 +29,7 @@ LIMIT = "2030-01-01T00:00:00Z"
 
 @pytest.fixture(scope="module")
 def w(cluster: LocalCluster) -> dict[str, Any]:
-    return two_tenants(cluster, "plk")
+    return two_tenants(cluster, "pav")
 
 
 @contextmanager
@@ -111,3 +116,26 @@ def test_put_object_legal_hold_is_judged_on_its_body(w: dict[str, Any]) -> None:
             Bucket=bucket, Key="k", LegalHold={"Status": "ON"})) == (403, "AccessDenied")
         client.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "OFF"})
     assert a.get_object_legal_hold(Bucket=bucket, Key="k")["LegalHold"]["Status"] == "OFF"
+
+
+def test_tags_differing_in_case_are_all_judged(w: dict[str, Any]) -> None:
+    """A Deny on Secret=yes binds whichever of Secret/secret carries it, requested or
+    existing, in either order."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    res = f"arn:aws:s3:::{bucket}/*"
+    a.put_object(Bucket=bucket, Key="k1", Body=b"1", Tagging="Secret=yes&secret=no")
+    a.put_object(Bucket=bucket, Key="k2", Body=b"2", Tagging="secret=no&Secret=yes")
+    a.put_bucket_policy(Bucket=bucket, Policy=policy(
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": res,
+         "Condition": {"StringEquals": {"s3:RequestObjectTag/Secret": "yes"}}},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": res,
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/Secret": "yes"}}}))
+    for tagging in ("Secret=yes&secret=no", "secret=no&Secret=yes"):
+        assert refusal(lambda t=tagging: a.put_object(
+            Bucket=bucket, Key="n", Body=b"n", Tagging=t)) == (403, "AccessDenied")
+    for key in ("k1", "k2"):
+        assert refusal(lambda k=key: a.get_object(Bucket=bucket, Key=k)) \
+            == (403, "AccessDenied")
+    a.put_object(Bucket=bucket, Key="n", Body=b"n", Tagging="secret=no&Secret=no")
+    assert a.get_object(Bucket=bucket, Key="n")["Body"].read() == b"n"
