@@ -112,7 +112,8 @@ def for_write(headers: Any, tenant: str, region: str,
     if alg is None and bucket_default:
         alg = bucket_default.get("algorithm", "AES256")
         kms_id = kms_id or bucket_default.get("kms_key_id")
-    alg = alg or "AES256"
+    if alg is None:  # an empty header names no method: refused below, not taken as AES256
+        alg = "AES256"  # (s3:x-amz-server-side-encryption judges the header as sent)
     if alg == "AES256":
         if H_CONTEXT in headers:
             raise S3Error("InvalidArgument", "Server Side Encryption with AWS KMS managed key "

@@ -139,3 +139,29 @@ def test_tags_differing_in_case_are_all_judged(w: dict[str, Any]) -> None:
             == (403, "AccessDenied")
     a.put_object(Bucket=bucket, Key="n", Body=b"n", Tagging="secret=no&Secret=no")
     assert a.get_object(Bucket=bucket, Key="n")["Body"].read() == b"n"
+
+
+def test_an_empty_encryption_header_is_refused_not_taken_as_aes256(w: dict[str, Any]) -> None:
+    """A Deny of s3:PutObject when s3:x-amz-server-side-encryption is AES256 (to force
+    aws:kms) held for "AES256" while an empty header was written as AES256: an empty value
+    names no method and is refused, as any other unsupported one."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringEquals": {"s3:x-amz-server-side-encryption": "AES256"}}}))
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="k", Body=b"x",
+                                        ServerSideEncryption="AES256")) == (403, "AccessDenied")
+
+    def empty(request: Any, **_: Any) -> None:
+        request.headers["x-amz-server-side-encryption"] = ""
+
+    a.meta.events.register("before-sign.s3.PutObject", empty)
+    try:
+        assert refusal(lambda: a.put_object(Bucket=bucket, Key="k", Body=b"x")) \
+            == (400, "InvalidArgument")
+    finally:
+        a.meta.events.unregister("before-sign.s3.PutObject", empty)
+    assert "Contents" not in a.list_objects_v2(Bucket=bucket)
+    a.put_object(Bucket=bucket, Key="k", Body=b"x")  # no header: the bucket's default
