@@ -165,3 +165,29 @@ def test_an_empty_encryption_header_is_refused_not_taken_as_aes256(w: dict[str, 
         a.meta.events.unregister("before-sign.s3.PutObject", empty)
     assert "Contents" not in a.list_objects_v2(Bucket=bucket)
     a.put_object(Bucket=bucket, Key="k", Body=b"x")  # no header: the bucket's default
+
+
+def test_an_empty_kms_key_id_is_refused_not_taken_as_the_default_key(
+        w: dict[str, Any]) -> None:
+    """A Deny of aws:kms writes that name no key (Null on
+    s3:x-amz-server-side-encryption-aws-kms-key-id) held when the header was absent, while an
+    empty one, present to the condition, was written under the default key: refused now."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "true"}}}))
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="k", Body=b"x",
+                                        ServerSideEncryption="aws:kms")) == (403, "AccessDenied")
+
+    def empty(request: Any, **_: Any) -> None:
+        request.headers["x-amz-server-side-encryption-aws-kms-key-id"] = ""
+
+    a.meta.events.register("before-sign.s3.PutObject", empty)
+    try:
+        assert refusal(lambda: a.put_object(Bucket=bucket, Key="k", Body=b"x",
+                                            ServerSideEncryption="aws:kms"))[0] == 400
+    finally:
+        a.meta.events.unregister("before-sign.s3.PutObject", empty)
+    assert "Contents" not in a.list_objects_v2(Bucket=bucket)
