@@ -39,6 +39,7 @@ from gateway.s3.handlers import S3Request
 from gateway.s3.http import iso_instant, parse_iso_instant
 from gateway.s3.request_keys import (
     ACL_REQUIRED,
+    FORM_SIGNATURE,
     HOLDS_POLICY,
     KEY_REQUESTER,
     LOCK_BODY,
@@ -170,6 +171,9 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
         ctx["s3:authtype"] = ["REST-QUERY-STRING"]
         ctx["s3:signatureversion"] = ["AWS4-HMAC-SHA256" if "X-Amz-Signature" in ep.params
                                       else "AWS"]
+    elif FORM_SIGNATURE in request:  # a signed browser upload (AWS: "POST")
+        ctx["s3:authtype"] = ["POST"]
+        ctx["s3:signatureversion"] = [request[FORM_SIGNATURE]]
     if "x-amz-tagging" in amz:
         from urllib.parse import parse_qsl
 

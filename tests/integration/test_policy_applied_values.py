@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
 
 from tests.integration.cluster import LocalCluster
 from tests.integration.tenant_pair import new_bucket, policy, refusal, two_tenants
@@ -191,3 +192,24 @@ def test_an_empty_kms_key_id_is_refused_not_taken_as_the_default_key(
     finally:
         a.meta.events.unregister("before-sign.s3.PutObject", empty)
     assert "Contents" not in a.list_objects_v2(Bucket=bucket)
+
+
+@pytest.mark.parametrize("key,value", [("s3:authType", "POST"),
+                                       ("s3:signatureversion", "AWS4-HMAC-SHA256")])
+def test_a_signed_post_upload_has_its_auth_type(w: dict[str, Any], key: str,
+                                                value: str) -> None:
+    """A signed browser upload's s3:authType is POST and its s3:signatureversion the form's
+    (AWS, "bucket-policy-s3-sigv4-conditions"): both were absent, so a Deny of POST uploads
+    never applied. A PUT (REST-HEADER) is not refused by the POST Deny."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": {"StringEquals": {key: value}}}))
+    form = a.generate_presigned_post(bucket, "post")
+    r = requests.post(form["url"], data=form["fields"], files={"file": ("f", b"x")},
+                      timeout=60)
+    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text, r.text
+    assert "Contents" not in a.list_objects_v2(Bucket=bucket)
+    if key == "s3:authType":
+        a.put_object(Bucket=bucket, Key="put", Body=b"x")
