@@ -149,8 +149,7 @@ def validate(text: str, bucket: str) -> None:
                              "Action/NotAction and Resource/NotResource")
         if "NotPrincipal" in st and st.get("Effect") == "Allow":
             raise _malformed("NotPrincipal can only be used with Deny")
-        for p in _as_list(st.get("Principal", st.get("NotPrincipal"))):
-            _check_principal(p)
+        _check_principal(st.get("Principal", st.get("NotPrincipal")))
         for r in _as_list(st.get("Resource", st.get("NotResource"))):
             if not isinstance(r, str) or not (
                     r == "*" or cond.glob_match(r, f"arn:aws:s3:::{bucket}")

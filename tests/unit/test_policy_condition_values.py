@@ -71,6 +71,8 @@ def _principal_doc(principal: Any) -> str:
     {"CanonicalUser": "abc*"},
     {"Service": "*"},
     {"Service": "logging.s3.*"},
+    ["*"],  # a principal is "*" or an object (the grammar's principal_block), never a list
+    [{"AWS": "tenant-b"}],
 ])
 def test_a_wildcard_inside_a_principal_is_refused(principal: Any) -> None:
     """AWS: "You cannot use a wildcard to match part of a principal name or ARN" ("Invalid
