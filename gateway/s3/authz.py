@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,10 +36,13 @@ from gateway.s3 import policy
 from gateway.s3.acl import Acl
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request
+from gateway.s3.http import iso_instant, parse_iso_instant
 from gateway.s3.request_keys import (
     ACL_REQUIRED,
+    FORM_SIGNATURE,
     HOLDS_POLICY,
     KEY_REQUESTER,
+    LOCK_BODY,
     POLICY_STATEMENTS,
 )
 from gateway.s3.router import NO_BUCKET_OPS, Endpoint
@@ -151,6 +154,10 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
                  "x-amz-object-lock-legal-hold"):
         if name in amz:
             ctx["s3:" + name.replace("x-amz-object-lock-", "object-lock-")] = [amz[name]]
+    until = ctx.get("s3:object-lock-retain-until-date")
+    when = parse_iso_instant(until[0]) if until else None
+    if when is not None:  # the instant the write locks until, in the form Date reads as it
+        ctx["s3:object-lock-retain-until-date"] = [iso_instant(when)]
     for name in ("prefix", "delimiter", "max-keys"):
         if name in ep.params and ep.key is None:
             ctx["s3:" + name] = [ep.params[name]]
@@ -164,16 +171,28 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
         ctx["s3:authtype"] = ["REST-QUERY-STRING"]
         ctx["s3:signatureversion"] = ["AWS4-HMAC-SHA256" if "X-Amz-Signature" in ep.params
                                       else "AWS"]
+    elif FORM_SIGNATURE in request:  # a signed browser upload (AWS: "POST")
+        ctx["s3:authtype"] = ["POST"]
+        ctx["s3:signatureversion"] = [request[FORM_SIGNATURE]]
     if "x-amz-tagging" in amz:
         from urllib.parse import parse_qsl
 
         req_tags = parse_qsl(amz["x-amz-tagging"], keep_blank_values=True)
-        for k, v in req_tags:
-            ctx["s3:requestobjecttag/" + k.lower()] = [v]
+        _tag_keys(ctx, "s3:requestobjecttag/", req_tags)
         ctx["s3:requestobjecttagkeys"] = [k for k, _ in req_tags]
-    for k, v in (tags or {}).items():
-        ctx["s3:existingobjecttag/" + k.lower()] = [v]
+    _tag_keys(ctx, "s3:existingobjecttag/", (tags or {}).items())
     return ctx
+
+
+def _tag_keys(ctx: dict[str, Sequence[str]], prefix: str,
+              tags: Iterable[tuple[str, str]]) -> None:
+    """One condition key per tag key, case-insensitive as condition keys are; tags whose
+    keys differ only in case (S3 keeps both) are all its values, so a condition on
+    Secret=yes sees the `Secret` tag whatever `secret` tag comes beside it."""
+    out: dict[str, list[str]] = {}
+    for k, v in tags:
+        out.setdefault(prefix + k.lower(), []).append(v)
+    ctx.update(out)
 
 
 async def _version(cluster: Cluster, b: Bucket, key: str, vid: str | None,
@@ -358,8 +377,9 @@ async def holds_permission(rq: S3Request, action: str, key: str,
     _, sts, requester, restrict = memo
     if not sts:
         return is_owner
+    body = rq.request.get(LOCK_BODY)  # a Retention/LegalHold body's keys (object_lock)
     ctx = context(rq.request, key_endpoint(rq.ep, rq.ep.op, b.name, key, version_id),
-                  requester, None, rq.cfg.region, rq.headers)
+                  requester, None, rq.cfg.region, rq.headers if body is None else body[1])
     ids = requester.ids() if requester else frozenset()
     verdict = policy.evaluate(sts, action, policy.resource_of(b.name, key), ids, ctx)
     return verdict != "Deny" and (is_owner or (verdict == "Allow" and not restrict))

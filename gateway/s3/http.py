@@ -37,6 +37,27 @@ def iso_time(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def parse_iso_instant(text: str) -> float | None:
+    """An ISO 8601 date-time (x-amz-object-lock-retain-until-date, a Retention document's
+    RetainUntilDate) as epoch seconds, UTC when it names no zone; None when it is not one.
+    The one reading of such a value: the lock a write applies and the
+    s3:object-lock-retain-until-date a policy judges (`iso_instant`) both come from it."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def iso_instant(ts: float) -> str:
+    """`ts` as an ISO 8601 UTC date-time ("2030-01-01T00:00:00Z", a fraction only when it
+    has one): the form a policy's Date condition reads unambiguously (all digits would be
+    epoch seconds there)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
 _RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
 

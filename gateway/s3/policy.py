@@ -149,8 +149,7 @@ def validate(text: str, bucket: str) -> None:
                              "Action/NotAction and Resource/NotResource")
         if "NotPrincipal" in st and st.get("Effect") == "Allow":
             raise _malformed("NotPrincipal can only be used with Deny")
-        for p in _as_list(st.get("Principal", st.get("NotPrincipal"))):
-            _check_principal(p)
+        _check_principal(st.get("Principal", st.get("NotPrincipal")))
         for r in _as_list(st.get("Resource", st.get("NotResource"))):
             if not isinstance(r, str) or not (
                     r == "*" or cond.glob_match(r, f"arn:aws:s3:::{bucket}")
@@ -166,8 +165,13 @@ def _check_principal(p: Any) -> None:
         return
     if not isinstance(p, dict) or not p or not set(p) <= {"AWS", "CanonicalUser", "Service"}:
         raise _malformed("Invalid principal in policy")
-    for v in p.values():
+    for kind, v in p.items():
         if not all(isinstance(x, str) and x for x in _as_list(v)) or not _as_list(v):
+            raise _malformed("Invalid principal in policy")
+        # AWS: "You cannot use a wildcard to match part of a principal name or ARN"; "*"
+        # alone is everyone, except as a service (no service is everyone)
+        if any(("*" in x or "?" in x) and (x != "*" or kind == "Service")
+               for x in _as_list(v)):
             raise _malformed("Invalid principal in policy")
 
 

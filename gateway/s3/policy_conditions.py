@@ -78,16 +78,18 @@ def arn_match(pattern: str, value: str) -> bool:
             and all(glob_match(p, v) for p, v in zip(pp, vp, strict=True)))
 
 
+# A number as a policy or request value: ASCII decimal, optional sign, fraction and exponent
+# (float() alone also reads "1_000", "nan", "inf" and other scripts' digits).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _num(v: str) -> float | None:
-    try:
-        return float(v)
-    except ValueError:
-        return None
+    return float(v) if _NUMBER.fullmatch(v) else None
 
 
 def _date(v: str) -> datetime | None:
     try:
-        if re.fullmatch(r"\d+", v):
+        if re.fullmatch(r"[0-9]+", v):
             return datetime.fromtimestamp(int(v), UTC)
         d = datetime.fromisoformat(v.replace("Z", "+00:00"))
         return d if d.tzinfo else d.replace(tzinfo=UTC)
@@ -176,7 +178,7 @@ def validate(block: Any) -> None:
     if not isinstance(block, dict) or not block:
         raise _malformed("Invalid Condition block")
     for op, keys in block.items():
-        qualifier, base, _ = split(op)
+        qualifier, base, if_exists = split(op)
         if qualifier not in ("", "ForAnyValue", "ForAllValues"):
             raise _malformed(f"Invalid Condition type : {op}")
         if base not in _OPS and base != "Null":
@@ -187,10 +189,37 @@ def validate(block: Any) -> None:
             if not known_key(key):
                 raise _malformed(f"Policy has an invalid condition key: {key}")
             vals = values(value)
-            if base == "Null" and any(v.lower() not in ("true", "false") for v in vals):
-                raise _malformed("Null conditions take true or false")
-            if base == "Bool" and any(v.lower() not in ("true", "false") for v in vals):
-                raise _malformed("Bool conditions take true or false")
+            _check_values(op, qualifier, base, if_exists, vals)
+
+
+def _network(v: str) -> object:
+    try:
+        return ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        return None
+
+
+# operator family -> how one policy value of it must read (IAM Access Analyzer's "data type
+# mismatch": a value its operator cannot read never matches, so a Deny on it never applies)
+_READERS: dict[str, Callable[[str], object]] = {
+    "Numeric": _num, "Date": _date, "IpAddress": _network, "NotIpAddress": _network}
+
+
+def _check_values(op: str, qualifier: str, base: str, if_exists: bool,
+                  vals: list[str]) -> None:
+    """MalformedPolicy for a value its operator cannot read, and for the forms IAM Access
+    Analyzer calls errors: Bool or Null with several values, Null with ...IfExists or a set
+    qualifier (Null tests the key's presence, nothing else)."""
+    if base in ("Null", "Bool"):
+        if any(v.lower() not in ("true", "false") for v in vals):
+            raise _malformed(f"{base} conditions take true or false")
+        if len(vals) != 1:
+            raise _malformed(f"{base} conditions take one value: {op}")
+    if base == "Null" and (if_exists or qualifier):
+        raise _malformed(f"Invalid Condition type : {op}")
+    read = next((r for family, r in _READERS.items() if base.startswith(family)), None)
+    if read is not None and any(read(v) is None for v in vals):
+        raise _malformed(f"Invalid Condition value for {op}")
 
 
 def holds(block: dict[str, Any], ctx: Context) -> bool:

@@ -40,6 +40,7 @@ from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.object_lock import lock_from_headers, require_integrity
 from gateway.s3.handlers.objects import put_options
 from gateway.s3.header_values import check_header_values
+from gateway.s3.request_keys import FORM_SIGNATURE
 from gateway.s3.router import KEY_BYTES_MAX, Endpoint
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_canonical import signing_key
@@ -306,6 +307,8 @@ async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: 
                       ArgumentName="key", ArgumentValue=key)
     requester = None
     if ak is not None:
+        request[FORM_SIGNATURE] = ("AWS4-HMAC-SHA256" if "x-amz-algorithm" in fields
+                                   else "AWS")  # its s3:signatureversion (authz.context)
         cred = creds[ak]
         cid, _ = await cluster.tenants.identity(cred.tenant)
         requester = authz.Requester(cred.tenant, cid, ak)

@@ -37,5 +37,11 @@ HOLDS_POLICY: web.RequestKey[tuple[Any, ...]] = web.RequestKey("s3_holds_policy"
 POLICY_STATEMENTS: web.RequestKey[tuple[str, list[Any]]] = web.RequestKey("s3_policy_sts")
 # (authz.Requester or None,): who signed, looked up once for DeleteObjects' per-key checks
 KEY_REQUESTER: web.RequestKey[tuple[Any, ...]] = web.RequestKey("s3_key_requester")
+# a PutObjectRetention/PutObjectLegalHold body, read once before authorization: (what it
+# asks, the request's headers with the x-amz-object-lock-* ones it sets: its condition keys)
+LOCK_BODY: web.RequestKey[tuple[Any, Any]] = web.RequestKey("s3_lock_body")
+# a signed POST upload's signature version ("AWS4-HMAC-SHA256" or "AWS"): with it, its
+# s3:authType is POST (authz.context)
+FORM_SIGNATURE: web.RequestKey[str] = web.RequestKey("s3_form_signature")
 OWNERS: web.RequestKey[dict[str, tuple[str, str]]] = web.RequestKey("owners")  # listings
 ABORTED_MID_BODY: web.RequestKey[bool] = web.RequestKey("aborted_mid_body")

@@ -22,7 +22,7 @@ from gateway.s3.bodyrecv import take_connection
 from gateway.s3.context import RequestContext, resolve_bucket
 from gateway.s3.errors import HOST_ID, S3Error, error_xml
 from gateway.s3.errors_map import to_s3_error
-from gateway.s3.handlers import Handler, load_all
+from gateway.s3.handlers import Handler, load_all, object_lock
 from gateway.s3.headlimit import head_bytes, too_large
 from gateway.s3.replay import REPLAY_MAX_BYTES, BodyReplay
 from gateway.s3.request_keys import (
@@ -230,7 +230,15 @@ class S3Server:
             return await post_upload.serve(self.cluster, self.cfg, request, ep, flow.rid,
                                            flow.bucket_record)
         auth, requester = await self._authenticate(request, ep)
-        tenant = await authz.authorize(self.cluster, request, ep, requester, flow.bucket_record)
+        fields = None
+        if ep.op in object_lock.BODY_KEYED_OPS and flow.bucket_record is not None:
+            # its condition keys are in its body: read (bounded) before it is authorized
+            await self._continue(request)
+            fields = await object_lock.condition_fields(RequestContext(
+                request, ep, auth, flow.bucket_record.tenant, self.cluster, self.cfg,
+                flow.rid, requester.tenant if requester else None, flow.bucket_record))
+        tenant = await authz.authorize(self.cluster, request, ep, requester, flow.bucket_record,
+                                       fields=fields)
         self.metrics.tenant_request(tenant)
         if ep.op in VERSION_ID_OPS and "versionId" in ep.params:
             if flow.bucket_record is None:  # NoSuchBucket comes before the id's form

@@ -111,8 +111,9 @@ def for_write(headers: Any, tenant: str, region: str,
                           "customer_key_md5": md5}, ckey)
     if alg is None and bucket_default:
         alg = bucket_default.get("algorithm", "AES256")
-        kms_id = kms_id or bucket_default.get("kms_key_id")
-    alg = alg or "AES256"
+        kms_id = (bucket_default.get("kms_key_id") or None) if kms_id is None else kms_id
+    if alg is None:  # an empty header names no method: refused below, not taken as AES256
+        alg = "AES256"  # (s3:x-amz-server-side-encryption judges the header as sent)
     if alg == "AES256":
         if H_CONTEXT in headers:
             raise S3Error("InvalidArgument", "Server Side Encryption with AWS KMS managed key "
@@ -124,7 +125,7 @@ def for_write(headers: Any, tenant: str, region: str,
                           ArgumentName=H_KMS_KEY, ArgumentValue=kms_id)
         return SseChoice({"algorithm": "AES256"})
     if alg in ("aws:kms", "aws:kms:dsse"):
-        if kms_id:
+        if kms_id is not None:  # an empty one names no key: refused, not the default key
             try:
                 kms.parse_key_ref(kms_id)
             except kms.KmsNotFound as exc:

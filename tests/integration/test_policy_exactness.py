@@ -227,3 +227,28 @@ def test_policy_variables_are_refused_not_taken_literally(w: dict[str, Any],
         400, "MalformedPolicy")
     a.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2008-10-17",
                                                          "Statement": [st]}))
+
+
+def test_a_directive_is_applied_only_in_the_case_a_condition_reads(w: dict[str, Any]) -> None:
+    """atkpolicy21: a Deny of s3:PutObject when s3:x-amz-metadata-directive is REPLACE held
+    for "REPLACE" while "replace" (upper-cased by the copy) replaced the metadata: a
+    directive is COPY or REPLACE exactly (as MinIO reads it), else InvalidArgument, so the
+    value a condition judges is the one applied."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"1", Metadata={"m": "kept"})
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringEquals": {"s3:x-amz-metadata-directive": "REPLACE"}}}))
+
+    def copy(directive: str) -> Any:
+        return a.copy_object(Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "k"},
+                             MetadataDirective=directive, Metadata={"m": "replaced"})
+
+    assert refusal(lambda: copy("REPLACE")) == (403, "AccessDenied")
+    assert refusal(lambda: copy("replace")) == (400, "InvalidArgument")
+    assert refusal(lambda: a.copy_object(Bucket=bucket, Key="k2", TaggingDirective="copy",
+                                         CopySource={"Bucket": bucket, "Key": "k"})) \
+        == (400, "InvalidArgument")
+    assert a.head_object(Bucket=bucket, Key="k")["Metadata"] == {"m": "kept"}

@@ -13,7 +13,10 @@ is on and the policy is public: then only the bucket's account has access. A mis
 who may list the bucket (s3:ListBucket with s3:prefix = the key, or bucket READ), 403 to
 others. Statements combine Principal/NotPrincipal, Action/NotAction with wildcards,
 Resource/NotResource with `*` and `?`, and conditions on aws:SecureTransport, aws:SourceIp,
-s3:prefix and s3:x-amz-acl (Null, negated operators and ...IfExists included)."""
+s3:prefix and s3:x-amz-acl (Null, negated operators and ...IfExists included), on the time
+(Date and Numeric operators), the principal (aws:PrincipalType, aws:userid,
+aws:PrincipalAccount, aws:PrincipalArn, s3:authType) and the user agent, with ForAnyValue/
+ForAllValues qualifiers."""
 
 from __future__ import annotations
 
@@ -58,6 +61,28 @@ CONDITIONS: list[tuple[dict[str, Any] | None, Any, bool]] = [
     ({"StringEqualsIfExists": {"s3:x-amz-acl": "bucket-owner-full-control"}},
      lambda c: c.get("acl") in (None, "bucket-owner-full-control"), False),
     ({"Null": {"s3:x-amz-acl": "false"}}, lambda c: c.get("acl") is not None, False),
+    # atkpolicy21: date, numeric, set and principal operators; `{cid_X}` is tenant X's
+    # canonical id, put in by `_document`
+    ({"DateGreaterThan": {"aws:CurrentTime": "2001-01-01T00:00:00Z"}}, lambda c: True, False),
+    ({"DateLessThan": {"aws:CurrentTime": "2001-01-01T00:00:00Z"}}, lambda c: False, False),
+    ({"NumericGreaterThan": {"aws:EpochTime": "978307200"}}, lambda c: True, False),
+    ({"NumericLessThanEquals": {"aws:EpochTime": 978307200}}, lambda c: False, False),
+    ({"StringEquals": {"aws:PrincipalType": "Anonymous"}}, lambda c: c["who"] is None, False),
+    ({"Null": {"aws:userid": "true"}}, lambda c: c["who"] is None, False),
+    ({"StringEquals": {"aws:PrincipalAccount": "{cid_b}"}}, lambda c: c["who"] == "b", True),
+    ({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::{cid_a}:*"}},
+     lambda c: c["who"] == "a", False),
+    ({"StringEquals": {"s3:authType": "REST-HEADER"}}, lambda c: c["who"] is not None, False),
+    ({"StringLike": {"aws:UserAgent": "*Boto3/*"}}, lambda c: True, False),
+    ({"ForAnyValue:StringLike": {"s3:prefix": ["x*", "pub*"]}},
+     lambda c: (c.get("prefix") or "").startswith("pub"), False),
+    ({"ForAllValues:StringEquals": {"s3:prefix": "pub/"}},
+     lambda c: c.get("prefix") in (None, "pub/"), False),
+    ({"StringEqualsIgnoreCase": {"s3:x-amz-acl": "BUCKET-OWNER-Full-Control"}},
+     lambda c: c.get("acl") == "bucket-owner-full-control", False),
+    ({"StringNotLikeIfExists": {"s3:prefix": "p?b*"}},
+     lambda c: c.get("prefix") is None or not c["prefix"].startswith("pub"), False),
+    ({"BoolIfExists": {"aws:SecureTransport": "false"}}, lambda c: True, False),
 ]
 ACTIONS = ["s3:GetObject", "s3:Get*", "s3:*", "s3:PutObject", "s3:ListBucket",
            "s3:DeleteObject", "s3:*Object", "S3:getobject", ["s3:GetObject", "s3:ListBucket"],
@@ -116,7 +141,7 @@ class Model:
         res = any(_glob(self._arn(r), resource) for r in _many(s.resource))
         if res == s.not_resource:
             return False
-        return bool(CONDITIONS[s.condition][1](ctx))
+        return bool(CONDITIONS[s.condition][1]({**ctx, "who": who}))
 
     def public(self, s: Stmt) -> bool:
         return s.effect == "Allow" and (s.principal == "*" or s.not_principal) and not (
@@ -218,7 +243,10 @@ def _document(w: dict[str, Any], bucket: str, stmts: list[Stmt]) -> str:
         if CONDITIONS[s.condition][0] is not None:
             d["Condition"] = CONDITIONS[s.condition][0]
         out.append(d)
-    return json.dumps({"Version": "2012-10-17", "Statement": out})
+    text = json.dumps({"Version": "2012-10-17", "Statement": out})
+    for t in ("a", "b"):
+        text = text.replace("{cid_" + t + "}", w["ids"][t])
+    return text
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +361,17 @@ FIXED: list[tuple[list[Stmt], str, bool, bool]] = [
     ([_s("Deny", "*", "s3:ListBucket", "")], "public-read", False, False),
     # action names ignore case
     ([_s("Allow", "*", "S3:getobject", "/*")], "private", False, False),
+    # atkpolicy21: principal keys tell anonymous callers and tenants apart; a fixed
+    # aws:PrincipalAccount pins a "*" Allow (not public under RestrictPublicBuckets)
+    ([_s("Allow", "*", "s3:GetObject", "/priv/*", 17),
+      _s("Deny", "*", "s3:PutObject", "/*", 18)], "public-read-write", False, False),
+    ([_s("Allow", "*", "s3:PutObject", "/*", 19), _s("Allow", "*", "s3:ListBucket", "", 20)],
+     "private", True, False),
+    # the time (Date and Numeric), the signature kind; ForAllValues holds on an absent key
+    ([_s("Allow", "*", "s3:GetObject", "/*", 14), _s("Allow", "*", "s3:ListBucket", "", 15),
+      _s("Deny", "*", "s3:DeleteObject", "/*", 21)], "public-read-write", False, False),
+    ([_s("Deny", "*", "s3:ListBucket", "", 24), _s("Allow", "*", "s3:PutObject", "/*", 25)],
+     "public-read", False, False),
 ]
 
 

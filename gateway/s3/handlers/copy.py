@@ -109,7 +109,9 @@ def check_copy_size(size: int) -> None:
 
 
 def _directive(rq: S3Request, name: str) -> str:
-    value = rq.headers.get(name, "COPY").upper()
+    """COPY or REPLACE, exactly (MinIO's reading): another case is refused, not upper-cased,
+    so s3:x-amz-metadata-directive in a policy judges the value the copy applies."""
+    value = rq.headers.get(name, "COPY")
     if value not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", f"Unknown {name[6:]} directive.",
                       ArgumentName=name, ArgumentValue=value)

@@ -15,10 +15,13 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.s3 import xml_parse
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
+from gateway.s3.http import iso_instant, parse_iso_instant
+from gateway.s3.request_keys import LOCK_BODY
 from gateway.s3.xml import S3_NAMESPACE, format_timestamp
 from storage import object_lock as ol
 from storage.conditions import DeleteConditions
@@ -31,6 +34,11 @@ HOLD_HEADER = "x-amz-object-lock-legal-hold"
 BYPASS_HEADER = "x-amz-bypass-governance-retention"
 MAX_DAYS = 36500  # AWS accepts a default retention of at most 100 years
 _MISSING = "Bucket is missing Object Lock Configuration"
+# The operations whose Object Lock condition keys are in their XML body (AWS's Service
+# Authorization Reference: s3:object-lock-mode and s3:object-lock-retain-until-date for
+# PutObjectRetention, s3:object-lock-legal-hold for PutObjectLegalHold): the body is read
+# before the request is authorized (`condition_fields`).
+BODY_KEYED_OPS = frozenset({"PutObjectRetention", "PutObjectLegalHold"})
 
 
 async def read_xml_body(rq: S3Request) -> bytes:
@@ -46,16 +54,6 @@ def _no_lock() -> S3Error:
 
 def _iso(ts: float) -> str:
     return format_timestamp(datetime.fromtimestamp(ts, UTC))
-
-
-def _parse_time(text: str) -> float | None:
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
 
 
 async def bypass(rq: S3Request, key: str, version_id: str | None) -> bool:
@@ -112,7 +110,7 @@ async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
         if mode not in ol.MODES:
             raise S3Error("InvalidArgument", "Unknown wormMode directive.",
                           ArgumentName=MODE_HEADER, ArgumentValue=mode)
-        until = _parse_time(until_raw)
+        until = parse_iso_instant(until_raw)
         if until is None:
             raise S3Error("InvalidArgument", "The retain until date must be provided in "
                           "ISO 8601 format", ArgumentName=UNTIL_HEADER,
@@ -264,7 +262,7 @@ def parse_retention(body: bytes) -> tuple[str | None, float | None]:
         return None, None
     if mode not in ol.MODES or until_raw is None:
         raise xml_parse.malformed("Retention needs a valid Mode and a RetainUntilDate")
-    until = _parse_time(until_raw)
+    until = parse_iso_instant(until_raw)
     if until is None:
         raise xml_parse.malformed(f"RetainUntilDate {until_raw!r}")
     if until <= time.time():
@@ -273,9 +271,46 @@ def parse_retention(body: bytes) -> tuple[str | None, float | None]:
     return mode, until
 
 
+def parse_legal_hold(body: bytes) -> str:
+    root = xml_parse.parse_document(body, "LegalHold")
+    xml_parse.only_children(root, ("Status",))
+    status = xml_parse.find_text(root, "Status")
+    if status not in ("ON", "OFF"):
+        raise xml_parse.malformed("LegalHold Status must be ON or OFF")
+    return status
+
+
+async def _lock_body(rq: S3Request) -> tuple[Any, CIMultiDict[str]]:
+    """What a `BODY_KEYED_OPS` request's body asks ((mode, until) or a legal hold status),
+    and the request's headers as its condition keys read them: its own x-amz-object-lock-*
+    headers (no part of this operation) replaced by the body's values. Read once."""
+    memo = rq.request.get(LOCK_BODY)
+    if memo is not None:
+        return memo
+    body = await read_xml_body(rq)
+    fields = CIMultiDict(rq.headers)
+    for name in (MODE_HEADER, UNTIL_HEADER, HOLD_HEADER):
+        fields.popall(name, None)
+    asked: Any
+    if rq.op == "PutObjectRetention":
+        asked = mode, until = parse_retention(body)
+        if mode is not None and until is not None:
+            fields[MODE_HEADER], fields[UNTIL_HEADER] = mode, iso_instant(until)
+    else:
+        asked = fields[HOLD_HEADER] = parse_legal_hold(body)
+    memo = rq.request[LOCK_BODY] = (asked, fields)
+    return memo
+
+
+async def condition_fields(rq: S3Request) -> CIMultiDict[str]:
+    """The headers a `BODY_KEYED_OPS` request is authorized on (`gateway.s3.authz.context`):
+    its body is read and parsed first, as AWS must to judge those keys."""
+    return (await _lock_body(rq))[1]
+
+
 @operation("PutObjectRetention")
 async def put_retention(rq: S3Request) -> web.StreamResponse:
-    mode, until = parse_retention(await read_xml_body(rq))
+    mode, until = (await _lock_body(rq))[0]
     v = await _locked_version(rq)
     allowed = await bypass(rq, rq.key, rq.version_id)
 
@@ -298,11 +333,7 @@ async def get_retention(rq: S3Request) -> web.StreamResponse:
 
 @operation("PutObjectLegalHold")
 async def put_legal_hold(rq: S3Request) -> web.StreamResponse:
-    root = xml_parse.parse_document(await read_xml_body(rq), "LegalHold")
-    xml_parse.only_children(root, ("Status",))
-    status = xml_parse.find_text(root, "Status")
-    if status not in ("ON", "OFF"):
-        raise xml_parse.malformed("LegalHold Status must be ON or OFF")
+    status = (await _lock_body(rq))[0]
     v = await _locked_version(rq)
     await rq.cluster.objects.update_version(  # keeps a retention set meanwhile
         rq.existing_bucket(), rq.key, v.version_id,
