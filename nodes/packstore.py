@@ -62,6 +62,7 @@ from nodes.shardfile import (
 SEAL_BYTES = 256 * 1024 * 1024
 COMPACT_RATIO = 0.5
 FD_CACHE = 16  # sealed packs' fds the committer keeps open (compaction, same-bytes checks)
+RELEASE_ROUNDS = 2  # pieces of the reserve one reclaiming write may give up (`_append`)
 @dataclass
 class _Request:
     kind: int
@@ -459,14 +460,19 @@ class PackStore(PackCompaction):
                 reclaim: bool = False) -> list[pf.Record]:
         """`_append_once`; when it finds the disk full and the records free space (`reclaim`:
         tombstones, a compaction step), again after giving up as much of the reserve as
-        they need, until they fit or the reserve is spent."""
+        they need, at most `RELEASE_ROUNDS` times: a disk that freeing blocks does not cure
+        (another writer takes each piece, no inodes left) fails this write (507), not
+        drains the whole reserve one piece per failed write."""
         need = sum(pf.OVERHEAD + sum(len(p) for p in body) for *_, body in items)
+        rounds = 0
         while True:
             try:
                 return self._append_once(items)
             except OSError as exc:
-                if not (reclaim and is_disk_full(exc) and self.reserve.release(need)):
+                if not (reclaim and is_disk_full(exc) and rounds < RELEASE_ROUNDS
+                        and self.reserve.release(need)):
                     raise
+                rounds += 1
 
     def _append_once(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]]
                      ) -> list[pf.Record]:
