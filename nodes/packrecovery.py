@@ -37,10 +37,11 @@ class Damage:
     # each damaged range [a, b) and the ids its records could have been (None: any;
     # `nodes.packdamage`), taken while its bytes were at hand
     held: list[tuple[int, int, Ids]] = field(default_factory=list)
+    missing: bool = False  # the whole pack is gone (`nodes.packdrops`): it could hold anything
 
     def could_hold(self, sid: str, after: int = -1) -> bool:
         """Whether this damage could have held a record of `sid` ending past `after`."""
-        return could_hold(self.held, sid, after)
+        return self.missing or could_hold(self.held, sid, after)
 
 
 @dataclass

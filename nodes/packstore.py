@@ -18,7 +18,8 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
   live bytes are counted per pack for compaction.
 - **Restart.** Packs are indexed in order, each as `nodes.packrecovery` finds it (a sealed
   pack's footer, else a scan; a torn tail copied to `quarantine/`, then cut off). Damage
-  inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
+  inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub, and so is a pack
+  that is gone though compaction never dropped it (`nodes.packdrops`).
 - A new pack is fsynced with its directory once, not once per shard. Packs are sealed (no
   more appends) at `seal_bytes`, ending with a footer listing their records: a restart
   reads that, and scans only packs without one that checks (the active pack, a damaged
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodes import packformat as pf
+from nodes.packdrops import Drops
 from nodes.packindex import PackIndex, PackLoc
 from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
@@ -94,6 +96,8 @@ class PackStore(PackCompaction):
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
         self.held_bytes = 0  # the bodies of the shards the index holds (their live bytes)
         self.damage: list[Damage] = []
+        self.drops = Drops(self.pack_dir)  # packs compaction dropped: others gone are lost
+        self.missing: list[int] = []  # packs a restart found lost (in `damage` too)
         self._unlinked: set[int] = set()  # packs unlinked, their directory not yet fsynced
         self._retired: set[int] = set()  # never appended to again: sealed, or left by a
         # failed cut-back
@@ -125,6 +129,8 @@ class PackStore(PackCompaction):
         self.reserve.open()  # a disk too full for it: PUTs wait until space is freed
         seqs = sorted(int(m.group(1), 16) for n in os.listdir(self.pack_dir)
                       if (m := PACK_NAME.match(n)))
+        self.missing = self.drops.open(seqs)
+        self.damage += [Damage(seq, missing=True) for seq in self.missing]
         last: list[pf.Record] | None = None
         with self.index.bulk():
             for seq in seqs:
