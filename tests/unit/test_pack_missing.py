@@ -6,9 +6,11 @@ rebuilds them), and a pack compaction dropped is never taken for a lost one."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from nodes import packformat as pf
@@ -99,3 +101,37 @@ async def test_a_node_says_a_lost_pack_in_health_and_metrics(tmp_path: Path) -> 
         assert (await node.call("GET", f"/v1/shards/{shards[2][0]}/stat"))[0] == 200
     finally:
         await node.stop()
+
+
+def test_a_drop_that_cannot_be_recorded_empties_the_pack_and_drops_it_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a disk too full even for the drop record, the pack's blocks still go back (it is
+    emptied, its name kept: never taken for a lost pack), and a later run drops it."""
+    s = PackStore(tmp_path, seal_bytes=2 * (200 + pf.OVERHEAD), reserve_bytes=0)
+    s.open()
+    try:
+        for sid in SIDS[:4]:
+            asyncio.run(s.put(sid, [sid.encode() * 6]))
+        first = s.locate(SIDS[0]).seq  # type: ignore[union-attr]
+        for sid in SIDS[:2]:
+            asyncio.run(s.delete(sid))
+
+        def full(seq: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(s.drops, "add", full)
+        asyncio.run(s.compact())
+        path = tmp_path / "packs" / pack_name(first)
+        assert path.exists() and path.stat().st_size == 0
+        monkeypatch.undo()
+        asyncio.run(s.compact())
+        assert not path.exists()
+    finally:
+        s.close()
+    again = PackStore(tmp_path, seal_bytes=s.seal_bytes, reserve_bytes=0)
+    again.open()
+    try:
+        assert again.missing == [] and again.damage == []
+        assert all(again.locate(sid) is not None for sid in SIDS[2:4])
+    finally:
+        again.close()
