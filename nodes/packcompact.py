@@ -1,7 +1,9 @@
 """A node's background pack compaction (issue 17 step 8): every `[packs] compact_interval_s`
 the disk's sealed packs below `compact_ratio` live are compacted by the packs' committer
 (`PackStore.compact`) at no more than `compact_rate_bytes_s`, client writes going between its
-steps. Without it the space of deleted and replaced packed shards is never reclaimed."""
+steps. Without it the space of deleted and replaced packed shards is never reclaimed. Each
+run first punches the dead bodies of packs that are not (yet) worth copying
+(`nodes.packpunch`)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,10 @@ class Compactor:
     async def run_once(self) -> int:
         """One compaction of every pack due now (the loop's step; tests call it directly)."""
         packs = self.store.packs
-        if packs is None or not packs.candidates():
+        if packs is None:
+            return 0
+        await packs.punch()  # dead bodies back in place first: no copy, no room needed
+        if not packs.candidates():
             return 0
         copied = await packs.compact(pace=self.settings.compact_rate_bytes_s)
         self.copied += copied

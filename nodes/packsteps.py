@@ -80,6 +80,8 @@ class PackCompaction:
     _closing: bool
     reserve: Reserve
     drops: Drops
+    holes: dict[int, int]
+    _punched_dead: dict[int, int]
 
     if TYPE_CHECKING:  # the store's own steps these use
         def _fd(self, seq: int) -> int: ...
@@ -250,6 +252,7 @@ class PackCompaction:
         except OSError:  # no room even for that: its blocks go back, its (empty) name
             os.truncate(self.path_of(seq), 0)  # stays until a later run can record it
             self.sizes[seq] = self.live[seq] = 0
+            self.holes.pop(seq, None)
             self.damage = [d for d in self.damage if d.seq != seq]
             with contextlib.suppress(OSError):
                 self.reserve.arm()
@@ -257,6 +260,8 @@ class PackCompaction:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_of(seq))
         self._hook("unlinked", seq)
+        self.holes.pop(seq, None)
+        self._punched_dead.pop(seq, None)
         self.sizes.pop(seq, None)  # gone: never read again (a failed fsync below wedged
         self.live.pop(seq, None)  # every later run on this pack's FileNotFoundError)
         self.damage = [d for d in self.damage if d.seq != seq]  # kept aside before

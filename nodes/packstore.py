@@ -27,6 +27,8 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
 - **Compaction.** A sealed pack whose live bytes fall below `compact_ratio` of its size is
   copied forward by the committer itself, between groups, a step at a time
   (`nodes.packsteps`; when and how fast: `nodes.packcompact`).
+- **Holes.** The bodies of dead PUT records in sealed packs are given back in place
+  (`nodes.packpunch`, before each compaction run), their heads and trailers kept.
 - **fds.** The committer keeps the active pack's fd and at most `FD_CACHE` others (LRU);
   readers open a pack by path and close it: a node's fds do not grow with its packs.
 """
@@ -49,6 +51,7 @@ from pathlib import Path
 from nodes import packformat as pf
 from nodes.packdrops import Drops
 from nodes.packindex import PackIndex, PackLoc
+from nodes.packpunch import PackPunching
 from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
 from nodes.packsteps import PackCompaction, StepJob
@@ -76,7 +79,7 @@ class _Request:
     expect: PackLoc | None = None  # a TOMBSTONE only while the shard is still there
 
 
-class PackStore(PackCompaction):
+class PackStore(PackCompaction, PackPunching):
     """The packs below `root` (`open` before use, `close` after)."""
 
     def __init__(self, root: Path | str, seal_bytes: int = SEAL_BYTES,
@@ -103,6 +106,10 @@ class PackStore(PackCompaction):
         # failed cut-back
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
         self.compacted = 0  # packs compaction removed
+        self.punch_off = False  # the file system cannot punch holes (`nodes.packpunch`)
+        self.holes: dict[int, int] = {}  # seq -> bytes its punched holes gave back
+        self.punched = 0  # bytes punching gave back
+        self._punched_dead: dict[int, int] = {}  # seq -> its dead bytes when last punched
         self.skipped = 0  # candidates compaction left: their records did not fit the disk
         self.footers_written = 0  # sealed packs given a footer
         self.footers_read = 0  # packs a restart indexed from their footer, not a scan
@@ -270,9 +277,9 @@ class PackStore(PackCompaction):
         return self.index.get(sid)
 
     def disk_bytes(self) -> int:
-        """The packs' size on disk: live shards, and what compaction has not yet reclaimed
-        (deleted and replaced records, tombstones, record heads and footers)."""
-        return sum(self.sizes.values())
+        """The packs' size on disk: live shards, and what compaction and hole punching have
+        not yet reclaimed (deleted and replaced records, tombstones, heads and footers)."""
+        return sum(self.sizes.values()) - sum(self.holes.values())
 
     def path_of(self, seq: int) -> Path:
         return self.pack_dir / pack_name(seq)
