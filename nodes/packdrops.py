@@ -54,6 +54,10 @@ class Drops:
             self.ranges = _gaps(existing)
             self._save()
             return []
+        if not existing and ranges:  # every pack gone (a wiped data dir): numbering starts
+            ranges = []  # again at 1, so the old record would hide the new packs' loss
+            self.ranges = ranges
+            self._save()
         self.ranges = ranges
         return _missing(existing, ranges)
 

@@ -17,6 +17,7 @@ from nodes import packformat as pf
 from nodes.app import create_app
 from nodes.handlers import NODE
 from nodes.leanput import LeanListener
+from nodes.packdrops import Drops
 from nodes.packrecovery import pack_name
 from nodes.packstore import PackStore
 from storage.config import PackSettings
@@ -135,3 +136,15 @@ def test_a_drop_that_cannot_be_recorded_empties_the_pack_and_drops_it_later(
         assert all(again.locate(sid) is not None for sid in SIDS[2:4])
     finally:
         again.close()
+
+
+def test_a_record_left_by_packs_all_gone_never_hides_the_new_packs_loss(
+        tmp_path: Path) -> None:
+    """Every pack file removed but `dropped` kept: numbering starts at 1 again, and a later
+    loss of one of the new packs is still reported."""
+    drops = Drops(tmp_path)
+    assert drops.open([]) == []
+    for seq in range(1, 6):
+        drops.add(seq)
+    assert Drops(tmp_path).open([]) == []  # all gone: the record starts over
+    assert Drops(tmp_path).open([1, 3]) == [2]
