@@ -52,12 +52,12 @@ class Drops:
                 log.warning("pack drop record %s fails its check: lost packs cannot be told "
                             "from compacted ones until it is rebuilt (now)", self.path)
             self.ranges = _gaps(existing)
-            self._save()
+            self._save_now()
             return []
         if not existing and ranges:  # every pack gone (a wiped data dir): numbering starts
             ranges = []  # again at 1, so the old record would hide the new packs' loss
             self.ranges = ranges
-            self._save()
+            self._save_now()
         self.ranges = ranges
         return _missing(existing, ranges)
 
@@ -65,6 +65,15 @@ class Drops:
         """Record pack `seq` as dropped, durably (OSError: not recorded)."""
         self.ranges = _merged([*self.ranges, (seq, seq)])
         self._save()
+
+    def _save_now(self) -> None:
+        """`_save` at open: a disk too full (or failing) leaves the record to the next drop,
+        which writes it whole; the store still opens."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.warning("pack drop record %s not written (%s): written at the next drop",
+                        self.path, exc)
 
     def _save(self) -> None:
         body = "".join(f"{lo} {hi}\n" for lo, hi in self.ranges).encode()

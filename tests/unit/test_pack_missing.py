@@ -148,3 +148,18 @@ def test_a_record_left_by_packs_all_gone_never_hides_the_new_packs_loss(
         drops.add(seq)
     assert Drops(tmp_path).open([]) == []  # all gone: the record starts over
     assert Drops(tmp_path).open([1, 3]) == [2]
+
+
+def test_a_full_disk_at_open_never_keeps_a_store_from_opening(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store from before the record, opened on a full disk: it opens (the record is
+    written at the next drop)."""
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "packs").mkdir()
+    for seq in (2, 5):
+        (tmp_path / "packs" / pack_name(seq)).write_bytes(b"")
+    drops = Drops(tmp_path / "packs")
+    monkeypatch.setattr(drops, "_save", full)
+    assert drops.open([2, 5]) == [] and drops.ranges == [(1, 1), (3, 4)]
