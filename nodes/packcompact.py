@@ -2,8 +2,8 @@
 the disk's sealed packs below `compact_ratio` live are compacted by the packs' committer
 (`PackStore.compact`) at no more than `compact_rate_bytes_s`, client writes going between its
 steps. Without it the space of deleted and replaced packed shards is never reclaimed. Each
-run first punches the dead bodies of packs that are not (yet) worth copying
-(`nodes.packpunch`)."""
+run then punches the dead bodies of the packs it left (not yet worth copying, or skipped on a
+full disk) in place (`nodes.packpunch`)."""
 
 from __future__ import annotations
 
@@ -40,12 +40,14 @@ class Compactor:
         packs = self.store.packs
         if packs is None:
             return 0
-        await packs.punch()  # dead bodies back in place first: no copy, no room needed
-        if not packs.candidates():
-            return 0
-        copied = await packs.compact(pace=self.settings.compact_rate_bytes_s)
-        self.copied += copied
-        self.runs += 1
+        copied = 0
+        try:
+            if packs.candidates():
+                copied = await packs.compact(pace=self.settings.compact_rate_bytes_s)
+                self.copied += copied
+                self.runs += 1
+        finally:  # even when compaction found the disk full: punching needs no room
+            await packs.punch()  # dead bodies of the packs left, given back in place
         return copied
 
     async def _loop(self) -> None:

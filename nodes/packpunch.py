@@ -9,8 +9,8 @@ What is punched: the whole file-system blocks inside the BODY of a PUT record th
 longer names (replaced or tombstoned): its head and trailer stay, so a restart's scan and a
 footer still see a complete record (the later record that killed it still wins by order) and
 the punched zeros are never taken for damage; tombstones and footers are never touched. The
-committer does it between groups (`PackStore.punch`, run by the node's compactor before each
-compaction), so the index cannot change under the liveness check: a live record is never
+committer does it between groups (`PackStore.punch`, run by the node's compactor after each
+compaction: the packs compaction drops need no punching), so the index cannot change under the liveness check: a live record is never
 punched. A read already streaming a record that died just before the punch meets zeros,
 fails its frame checksums and is cut short (the gateway reads another shard); never wrong
 bytes. A file system without PUNCH_HOLE (EOPNOTSUPP) turns punching off: compaction only.

@@ -9,8 +9,9 @@ compaction step's copies are durable but before the index moves ("copied"), befo
 a compacted pack's unlink ("drop", "unlinked": its directory not yet fsynced), between a
 footer's write and its fdatasync ("footer"), right after a seal ("sealed"), between a group's
 write and its fdatasync ("written"), after a pack's dead bodies were punched ("punched":
-`nodes.packpunch`, run before compaction as a node's compactor does). Remounted from what the disk held (journal replayed):
-every shard acknowledged before the cut is indexed with its bytes, no acknowledged delete
+`nodes.packpunch`, run after compaction as a node's compactor does). Remounted from what
+the disk held (journal replayed): every shard acknowledged before the cut is indexed with
+its bytes, no acknowledged delete
 returns, and any damage recovery reports lies past what was durable at the cut (bytes never
 acknowledged); with the whole cache lost, only a torn tail, and a second open finds nothing.
 A read during compaction never returns other bytes than the shard's.
@@ -177,9 +178,11 @@ async def _load(store: PackStore, run: Run, seed: int) -> None:
 
 
 async def _punch_and_compact(store: PackStore) -> None:
-    """A node's compactor run: dead bodies punched in place first, then compaction."""
-    await store.punch(min_dead=0)
-    await store.compact()
+    """A node's compactor run: compaction, then the dead bodies left punched in place."""
+    try:
+        await store.compact()
+    finally:
+        await store.punch(min_dead=0)
 
 
 def _beyond_durable(run: Run, store: PackStore) -> list[tuple[int, int, int]]:
