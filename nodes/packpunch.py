@@ -83,9 +83,11 @@ class PackPunching:
         def _records(self, seq: int) -> tuple[list[pf.Record], list[tuple[int, int]]]: ...
         def _hook(self, point: str, seq: int) -> None: ...
 
-    async def punch(self, min_dead: int = PUNCH_MIN) -> int:
-        """Punch the dead bodies of every sealed pack that gained `min_dead` dead bytes since
-        it was last punched (in the committer, between groups); the bytes given back."""
+    async def punch(self, min_dead: int | None = None) -> int:
+        """Punch the dead bodies of every sealed pack that gained `min_dead` (PUNCH_MIN) dead
+        bytes since it was last punched (in the committer, between groups); the bytes given
+        back."""
+        min_dead = PUNCH_MIN if min_dead is None else min_dead
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._cond:
             if self._closing:

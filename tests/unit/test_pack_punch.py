@@ -100,3 +100,35 @@ def test_inner_blocks_stay_inside_the_body() -> None:
     assert packpunch.inner_blocks(48, 4096 + 48, 4096) is None
     assert packpunch.inner_blocks(48, 3 * 4096 + 1, 4096) == (4096, 3 * 4096)
     assert packpunch.inner_blocks(4096, 8192, 4096) == (4096, 8192)
+
+
+async def test_the_nodes_compactor_punches_what_compaction_leaves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pack two thirds live is no compaction candidate: the compactor's run punches its
+    dead shard in place; the disk bytes the node reports drop, every live shard answers."""
+    from nodes.packcompact import COMPACTOR
+    from tests.contract.node_harness import make_shard
+    from tests.unit.test_pack_compaction_node import SmallPackNode
+    from tests.unit.test_packed_node import BLOCK, PACK_MAX, put
+
+    monkeypatch.setattr(packpunch, "PUNCH_MIN", 0)
+    n = SmallPackNode(tmp_path / "data", PACK_MAX)
+    await n.start()
+    shards = [make_shard(frames=2, block_size=BLOCK, last=None) for _ in range(7)]
+    try:
+        for sid, _, _, body in shards:
+            assert (await put(n, body, sid))[0] == 201
+        for sid, *_ in shards[:6:3]:  # one of three in each sealed pack
+            assert (await n.call("DELETE", f"/v1/shards/{sid}"))[0] == 204
+        before = (await n.store.usage())["disk_bytes"]
+        assert await n.app[COMPACTOR].run_once() == 0  # nothing worth copying
+        packs = n.store.packs
+        assert packs is not None and packs.punched >= 2 * (2 * BLOCK - 8192)  # whole blocks
+        after = (await n.store.usage())["disk_bytes"]
+        print("disk bytes before/after:", before, after, "punched:", packs.punched)
+        assert before - after >= 2 * (2 * BLOCK - 8192)
+        for i, (sid, _, _, body) in enumerate(shards):
+            status, got = await n.call("GET", f"/v1/shards/{sid}")
+            assert (status, got) == ((404, got) if i in (0, 3) else (200, body)), sid
+    finally:
+        await n.stop()
