@@ -7,11 +7,10 @@ and made durable by the same fdatasync as any group, only then does the index mo
 none of the pack is live any more it is recorded as dropped (`nodes.packdrops`), unlinked
 and its directory fsynced. A tombstone for X is carried while X is not indexed and a pack
 older than the compacted one exists (it may hold a PUT of X that would otherwise return at
-a restart). Each step is one durable
-group, so a crash between any two steps leaves the old records or their durable copies,
-never neither; the newer copy wins a restart's scan by order. Damaged ranges no index
-names (a scan's gaps and bad records) are copied to `quarantine/` before their pack is
-unlinked; a failed disk call fails the run, and the next run resumes. Candidates go
+a restart). Each step is one durable group, so a crash between any two steps leaves the
+old records or their durable copies, never neither; the newer copy wins a restart's scan by
+order. Damaged ranges no index names (a scan's gaps and bad records) are copied to
+`quarantine/` before their pack is unlinked; a failed disk call fails the run, and the next run resumes. Candidates go
 emptiest first; on a full disk one that does not fit in free space plus the reserve
 (`nodes.packreserve`) is skipped and one whose copy meets ENOSPC left, the rest still go.
 """
@@ -253,6 +252,7 @@ class PackCompaction:
             os.truncate(self.path_of(seq), 0)  # stays until a later run can record it
             self.sizes[seq] = self.live[seq] = 0
             self.holes.pop(seq, None)
+            self._punched_dead.pop(seq, None)
             self.damage = [d for d in self.damage if d.seq != seq]
             with contextlib.suppress(OSError):
                 self.reserve.arm()
