@@ -45,12 +45,11 @@ def test_a_lost_pack_is_reported_and_its_shards_rebuilt(
         for key, body in bodies.items():  # o0's shards in early packs, later ones after
             s3.put_object(Bucket="lost", Key=key, Body=body)
         (part,) = c.manifest("lost", "o0").parts
-        index, node = next((i, str(n)) for i, n in enumerate(part.nodes) if n)
-        sid = shard_id(part.stripe_id, index)
-        held = c.shard(node, sid)
-        assert held.packed
-        packs = sorted((c.data / "nodes" / node / "packs").glob("*.pack"))
-        assert held.path != packs[-1], "no later pack on the node"
+        # a node holding o0's shard and a later pack (one that got a later object's shard)
+        node, sid, held = next(
+            (str(n), sid, h) for i, n in enumerate(part.nodes) if n
+            for sid in [shard_id(part.stripe_id, i)] for h in [c.shard(str(n), sid)]
+            if h.packed and h.path != max((c.data / "nodes" / str(n) / "packs").glob("*.pack")))
         c.kill(node)
         os.unlink(held.path)  # lost while later packs exist
         procs.append(c.restart_node(node))
