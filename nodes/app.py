@@ -153,9 +153,11 @@ def create_app(node_id: str, zone: str, data_dir: Path, secret: bytes, window_s:
     async def on_startup(app: web.Application) -> None:
         await store.start()
         for harm in store.packs.damage if store.packs is not None else ():
-            # Records lost inside a pack are missing shards to the repair sweep; a torn
-            # tail was never acknowledged. Both are said once, here (bytes kept aside).
-            app[NODE].log.warning("pack damage", pack=harm.seq, gaps=harm.gaps[:20],
+            # Records lost inside a pack, or a whole pack gone, are missing shards to the
+            # repair sweep; a torn tail was never acknowledged. Said once, here (bytes kept
+            # aside); health and metrics count them (`pack_damage`, `packs_missing`).
+            app[NODE].log.warning("pack damage", pack=harm.seq, missing=harm.missing,
+                                  gaps=harm.gaps[:20],
                                   bad=[r.offset for r in harm.bad][:20],
                                   torn=list(harm.torn) if harm.torn else None)
         await asyncio.sleep(verifier.start_delay())  # past the last life's watermark

@@ -14,6 +14,8 @@ Layout below the node's data directory:
     packs/reserve                         [packs] reserve_bytes (one pack by default) kept
                                           back for tombstones and compaction on a full disk
                                           (`nodes.packreserve`)
+    packs/dropped                         the pack numbers compaction dropped: another gap
+                                          below the newest pack is a lost pack (`nodes.packdrops`)
 
 A shard is written to a temp file, fsynced, renamed into place and its directory fsynced (new
 fan-out directories are made durable in their parent the first time; the 256 first-level ones
@@ -535,7 +537,11 @@ class DiskShardStore:
         return {"used_bytes": self._used_bytes, "disk_bytes": disk, "shards": self._shards,
                 "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize,
                 "reserve_bytes": 0 if reserve is None else reserve.held,
-                "reserve_size": 0 if reserve is None else reserve.size}
+                "reserve_size": 0 if reserve is None else reserve.size,
+                # packs with damage a restart found (`PackStore.damage`), and of those the
+                # packs gone though compaction never dropped them (`nodes.packdrops`)
+                "pack_damage": 0 if packs is None else len({d.seq for d in packs.damage}),
+                "packs_missing": 0 if packs is None else len(packs.missing)}
 
 
 def _valid(name: str) -> bool:

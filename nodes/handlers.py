@@ -431,6 +431,10 @@ async def health(request: web.Request) -> web.Response:
                               # packed PUTs are refused until it is whole again
                               "reserve_bytes": usage["reserve_bytes"],
                               "reserve_size": usage["reserve_size"],
+                              # damage a restart found in the packs: a lost pack's shards
+                              # are missing (repair rebuilds them); operators look here
+                              "pack_damage": usage["pack_damage"],
+                              "packs_missing": usage["packs_missing"],
                               "started": st.started,
                               "now": time.time()})  # gateways judge Object Lock by it
 

@@ -48,6 +48,14 @@ class NodeMetrics:
         self.reserve_size = Gauge(
             "tessera_node_pack_reserve_size_bytes",
             "Bytes the packs' reserve holds when whole ([packs] reserve_bytes)", registry=r)
+        self.pack_damage = Gauge(
+            "tessera_node_pack_damage",
+            "Packs in which a restart found damage (gaps, bad records, torn tails, or gone)",
+            registry=r)
+        self.packs_missing = Gauge(
+            "tessera_node_packs_missing",
+            "Packs gone though compaction never dropped them: their shards are missing",
+            registry=r)
         info = Gauge("tessera_node_info", "Identity of this node", ["node_id", "zone"],
                      registry=r)
         info.labels(node_id=node_id, zone=zone).set(1)
@@ -71,4 +79,6 @@ class NodeMetrics:
         self.shards.set(usage["shards"])
         self.reserve_bytes.set(usage.get("reserve_bytes", 0))
         self.reserve_size.set(usage.get("reserve_size", 0))
+        self.pack_damage.set(usage.get("pack_damage", 0))
+        self.packs_missing.set(usage.get("packs_missing", 0))
         return generate_latest(self.registry)

@@ -1,7 +1,9 @@
 """A node's background pack compaction (issue 17 step 8): every `[packs] compact_interval_s`
 the disk's sealed packs below `compact_ratio` live are compacted by the packs' committer
 (`PackStore.compact`) at no more than `compact_rate_bytes_s`, client writes going between its
-steps. Without it the space of deleted and replaced packed shards is never reclaimed."""
+steps. Without it the space of deleted and replaced packed shards is never reclaimed. Each
+run then punches the dead bodies of the packs it left (not yet worth copying, or skipped on a
+full disk) in place (`nodes.packpunch`)."""
 
 from __future__ import annotations
 
@@ -36,11 +38,16 @@ class Compactor:
     async def run_once(self) -> int:
         """One compaction of every pack due now (the loop's step; tests call it directly)."""
         packs = self.store.packs
-        if packs is None or not packs.candidates():
+        if packs is None:
             return 0
-        copied = await packs.compact(pace=self.settings.compact_rate_bytes_s)
-        self.copied += copied
-        self.runs += 1
+        copied = 0
+        try:
+            if packs.candidates():
+                copied = await packs.compact(pace=self.settings.compact_rate_bytes_s)
+                self.copied += copied
+                self.runs += 1
+        finally:  # even when compaction found the disk full: punching needs no room
+            await packs.punch()  # dead bodies of the packs left, given back in place
         return copied
 
     async def _loop(self) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nodes import packformat as pf
+from nodes.packdamage import Ids, could_hold, held_ids
 from nodes.shardfile import fsync_dir
 
 PACK_NAME = re.compile(r"^([0-9a-f]{16})\.pack\Z")
@@ -33,6 +34,14 @@ class Damage:
     gaps: list[tuple[int, int]] = field(default_factory=list)
     bad: list[pf.Record] = field(default_factory=list)
     torn: tuple[int, int] | None = None  # [end, size) set aside and cut off
+    # each damaged range [a, b) and the ids its records could have been (None: any;
+    # `nodes.packdamage`), taken while its bytes were at hand
+    held: list[tuple[int, int, Ids]] = field(default_factory=list)
+    missing: bool = False  # the whole pack is gone (`nodes.packdrops`): it could hold anything
+
+    def could_hold(self, sid: str, after: int = -1) -> bool:
+        """Whether this damage could have held a record of `sid` ending past `after`."""
+        return self.missing or could_hold(self.held, sid, after)
 
 
 @dataclass
@@ -57,7 +66,10 @@ def recover(seq: int, fd: int, quarantine_dir: Path) -> Recovered:
         return Recovered(listed, size, True, None)
     got = pf.scan(read_at, size)
     harm = Damage(seq, got.gaps, got.bad)
+    harm.held = [(a, b, held_ids(read_at, a, b)) for a, b in
+                 sorted([*got.gaps, *((r.offset, r.end) for r in got.bad)])]
     if got.end < size:
+        harm.held.append((got.end, size, held_ids(read_at, got.end, size, torn=True)))
         set_aside(quarantine_dir, seq, fd, got.end, size)
         harm.torn = (got.end, size)
     return Recovered([rec for rec in got.records if rec.kind != pf.FOOTER], got.end, False,

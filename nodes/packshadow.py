@@ -47,12 +47,13 @@ def _superseded(store: DiskShardStore, sid: str, path: str, loc: PackLoc) -> boo
     was lost; then `supersede_packed_sync` is done again and the file kept. A tombstone
     is fdatasynced before its rewrite is acknowledged and a sealed pack keeps its
     tombstones, so an acknowledged one can only vanish through damage this start's scan
-    reported after `loc` (`_damaged_after`). No clock is trusted: a file revived by a
-    power cut may carry any mtime (a clock stepped back, a copy without -t). Without
+    reported after `loc` that could have held a record of `sid` (`_damaged_after`). No
+    clock is trusted: a file revived by a power cut may carry any mtime (a clock stepped
+    back, a copy without -t). Without
     such damage the packed copy wins (False). With it, a file that fails its checks is
     kept but tombstones nothing (True): neither copy is destroyed on a doubt."""
     assert store.packs is not None
-    if not _damaged_after(store.packs, loc):
+    if not _damaged_after(store.packs, loc, sid):
         return False
     try:
         if verify_file(ShardLocation(path), sid).bad:
@@ -65,18 +66,14 @@ def _superseded(store: DiskShardStore, sid: str, path: str, loc: PackLoc) -> boo
         pass  # packed copy meanwhile, as before
     return True
 
-def _damaged_after(packs: PackStore, loc: PackLoc) -> bool:
+def _damaged_after(packs: PackStore, loc: PackLoc, sid: str) -> bool:
     """Whether the start's pack scan found damage (a gap, a bad record, a torn tail) that
-    could have held a record appended after `loc`: in a later pack, or in `loc`'s pack
-    past its body's start."""
+    could have held a record of `sid` appended after `loc`: in a later pack, or in `loc`'s
+    pack past its body's start. Damage whose records are all known to be other shards'
+    (`nodes.packdamage`) says nothing about this one: the packed copy still wins."""
     for harm in packs.damage:
-        if harm.seq > loc.seq:
+        if harm.seq > loc.seq and harm.could_hold(sid):
             return True
-        if harm.seq != loc.seq:
-            continue
-        ends = [b for _a, b in harm.gaps] + [r.end for r in harm.bad]
-        if harm.torn is not None:
-            ends.append(harm.torn[1])
-        if any(end > loc.offset for end in ends):
+        if harm.seq == loc.seq and harm.could_hold(sid, loc.offset):
             return True
     return False

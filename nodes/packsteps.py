@@ -4,13 +4,13 @@ A sealed pack whose live bytes fall below `compact_ratio` of its size is copied 
 the committer itself, between groups, a step (`STEP_BYTES`) at a time: its live records
 (original write time kept) and the tombstones still needed are appended to the active pack
 and made durable by the same fdatasync as any group, only then does the index move; when
-none of the pack is live any more it is unlinked and its directory fsynced. A tombstone
-for X is carried while X is not indexed and a pack older than the compacted one exists (it
-may hold a PUT of X that would otherwise return at a restart). Each step is one durable
-group, so a crash between any two steps leaves the old records or their durable copies,
-never neither; the newer copy wins a restart's scan by order. Damaged ranges no index
-names (a scan's gaps and bad records) are copied to `quarantine/` before their pack is
-unlinked; a failed disk call fails the run, and the next run resumes. Candidates go
+none of the pack is live any more it is recorded as dropped (`nodes.packdrops`), unlinked
+and its directory fsynced. A tombstone for X is carried while X is not indexed and a pack
+older than the compacted one exists (it may hold a PUT of X that would otherwise return at
+a restart). Each step is one durable group, so a crash between any two steps leaves the
+old records or their durable copies, never neither; the newer copy wins a restart's scan by
+order. Damaged ranges no index names (a scan's gaps and bad records) are copied to
+`quarantine/` before their pack is unlinked; a failed disk call fails the run, and the next run resumes. Candidates go
 emptiest first; on a full disk one that does not fit in free space plus the reserve
 (`nodes.packreserve`) is skipped and one whose copy meets ENOSPC left, the rest still go.
 """
@@ -35,6 +35,7 @@ from nodes.packreserve import is_disk_full
 from nodes.shardfile import fsync_dir, read_exact
 
 if TYPE_CHECKING:
+    from nodes.packdrops import Drops
     from nodes.packindex import PackIndex
     from nodes.packreserve import Reserve
 
@@ -77,6 +78,9 @@ class PackCompaction:
     _cond: threading.Condition
     _closing: bool
     reserve: Reserve
+    drops: Drops
+    holes: dict[int, int]
+    _punched_dead: dict[int, int]
 
     if TYPE_CHECKING:  # the store's own steps these use
         def _fd(self, seq: int) -> int: ...
@@ -242,9 +246,22 @@ class PackCompaction:
             fd = self._fds.pop(seq, None)
         if fd is not None:
             os.close(fd)
+        try:
+            self.drops.add(seq)  # durable first: a pack gone unrecorded is a lost one
+        except OSError:  # no room even for that: its blocks go back, its (empty) name
+            os.truncate(self.path_of(seq), 0)  # stays until a later run can record it
+            self.sizes[seq] = self.live[seq] = 0
+            self.holes.pop(seq, None)
+            self._punched_dead.pop(seq, None)
+            self.damage = [d for d in self.damage if d.seq != seq]
+            with contextlib.suppress(OSError):
+                self.reserve.arm()
+            return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path_of(seq))
         self._hook("unlinked", seq)
+        self.holes.pop(seq, None)
+        self._punched_dead.pop(seq, None)
         self.sizes.pop(seq, None)  # gone: never read again (a failed fsync below wedged
         self.live.pop(seq, None)  # every later run on this pack's FileNotFoundError)
         self.damage = [d for d in self.damage if d.seq != seq]  # kept aside before

@@ -18,7 +18,8 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
   live bytes are counted per pack for compaction.
 - **Restart.** Packs are indexed in order, each as `nodes.packrecovery` finds it (a sealed
   pack's footer, else a scan; a torn tail copied to `quarantine/`, then cut off). Damage
-  inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub.
+  inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub, and so is a pack
+  that is gone though compaction never dropped it (`nodes.packdrops`).
 - A new pack is fsynced with its directory once, not once per shard. Packs are sealed (no
   more appends) at `seal_bytes`, ending with a footer listing their records: a restart
   reads that, and scans only packs without one that checks (the active pack, a damaged
@@ -26,6 +27,8 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
 - **Compaction.** A sealed pack whose live bytes fall below `compact_ratio` of its size is
   copied forward by the committer itself, between groups, a step at a time
   (`nodes.packsteps`; when and how fast: `nodes.packcompact`).
+- **Holes.** The bodies of dead PUT records in sealed packs are given back in place
+  (`nodes.packpunch`, after each compaction run), their heads and trailers kept.
 - **fds.** The committer keeps the active pack's fd and at most `FD_CACHE` others (LRU);
   readers open a pack by path and close it: a node's fds do not grow with its packs.
 """
@@ -46,7 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodes import packformat as pf
+from nodes.packdrops import Drops
 from nodes.packindex import PackIndex, PackLoc
+from nodes.packpunch import PackPunching
 from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
 from nodes.packsteps import PackCompaction, StepJob
@@ -62,6 +67,7 @@ from nodes.shardfile import (
 SEAL_BYTES = 256 * 1024 * 1024
 COMPACT_RATIO = 0.5
 FD_CACHE = 16  # sealed packs' fds the committer keeps open (compaction, same-bytes checks)
+RELEASE_ROUNDS = 2  # pieces of the reserve one reclaiming write may give up (`_append`)
 @dataclass
 class _Request:
     kind: int
@@ -73,7 +79,7 @@ class _Request:
     expect: PackLoc | None = None  # a TOMBSTONE only while the shard is still there
 
 
-class PackStore(PackCompaction):
+class PackStore(PackCompaction, PackPunching):
     """The packs below `root` (`open` before use, `close` after)."""
 
     def __init__(self, root: Path | str, seal_bytes: int = SEAL_BYTES,
@@ -93,11 +99,17 @@ class PackStore(PackCompaction):
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
         self.held_bytes = 0  # the bodies of the shards the index holds (their live bytes)
         self.damage: list[Damage] = []
+        self.drops = Drops(self.pack_dir)  # packs compaction dropped: others gone are lost
+        self.missing: list[int] = []  # packs a restart found lost (in `damage` too)
         self._unlinked: set[int] = set()  # packs unlinked, their directory not yet fsynced
         self._retired: set[int] = set()  # never appended to again: sealed, or left by a
         # failed cut-back
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
         self.compacted = 0  # packs compaction removed
+        self.punch_off = False  # the file system cannot punch holes (`nodes.packpunch`)
+        self.holes: dict[int, int] = {}  # seq -> bytes its punched holes gave back
+        self.punched = 0  # bytes punching gave back
+        self._punched_dead: dict[int, int] = {}  # seq -> its dead bytes when last punched
         self.skipped = 0  # candidates compaction left: their records did not fit the disk
         self.footers_written = 0  # sealed packs given a footer
         self.footers_read = 0  # packs a restart indexed from their footer, not a scan
@@ -124,6 +136,8 @@ class PackStore(PackCompaction):
         self.reserve.open()  # a disk too full for it: PUTs wait until space is freed
         seqs = sorted(int(m.group(1), 16) for n in os.listdir(self.pack_dir)
                       if (m := PACK_NAME.match(n)))
+        self.missing = self.drops.open(seqs)
+        self.damage += [Damage(seq, missing=True) for seq in self.missing]
         last: list[pf.Record] | None = None
         with self.index.bulk():
             for seq in seqs:
@@ -263,9 +277,9 @@ class PackStore(PackCompaction):
         return self.index.get(sid)
 
     def disk_bytes(self) -> int:
-        """The packs' size on disk: live shards, and what compaction has not yet reclaimed
-        (deleted and replaced records, tombstones, record heads and footers)."""
-        return sum(self.sizes.values())
+        """The packs' size on disk: live shards, and what compaction and hole punching have
+        not yet reclaimed (deleted and replaced records, tombstones, heads and footers)."""
+        return sum(self.sizes.values()) - sum(self.holes.values())
 
     def path_of(self, seq: int) -> Path:
         return self.pack_dir / pack_name(seq)
@@ -459,14 +473,19 @@ class PackStore(PackCompaction):
                 reclaim: bool = False) -> list[pf.Record]:
         """`_append_once`; when it finds the disk full and the records free space (`reclaim`:
         tombstones, a compaction step), again after giving up as much of the reserve as
-        they need, until they fit or the reserve is spent."""
+        they need, at most `RELEASE_ROUNDS` times: a disk that freeing blocks does not cure
+        (another writer takes each piece, no inodes left) fails this write (507), not
+        drains the whole reserve one piece per failed write."""
         need = sum(pf.OVERHEAD + sum(len(p) for p in body) for *_, body in items)
+        rounds = 0
         while True:
             try:
                 return self._append_once(items)
             except OSError as exc:
-                if not (reclaim and is_disk_full(exc) and self.reserve.release(need)):
+                if not (reclaim and is_disk_full(exc) and rounds < RELEASE_ROUNDS
+                        and self.reserve.release(need)):
                     raise
+                rounds += 1
 
     def _append_once(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]]
                      ) -> list[pf.Record]:

@@ -1,0 +1,139 @@
+"""Which pack sequence numbers compaction dropped (`packs/dropped`), so a restart can tell a
+pack compaction removed from one that was lost (deleted by hand, a directory entry gone with
+a disk fault): the second is reported as damage, never taken for a compacted pack.
+
+Why: pack numbers only grow (`PackStore._new_pack` takes the next one; a failed create is
+retried under the same number), so every number below the newest pack's either names a
+pack on disk or one compaction dropped. A number that is neither held records nobody
+copied forward: the shards it held are missing (repair rebuilds them: the node no longer
+has them) and its tombstones are gone (`nodes.packshadow` counts it as damage that could
+have held any id). The record is written (a new file renamed over the old, fsynced with its
+directory) before a pack is unlinked. A store without one (from before this record, or
+new) counts every gap it has as dropped and starts one. A record that fails its check
+reports nothing missing (it cannot tell) and is written again from the packs there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import crc32c
+
+from nodes.shardfile import fsync_dir
+
+log = logging.getLogger(__name__)
+
+DROPS_NAME = "dropped"  # below `packs/`; never a pack name (`packrecovery.PACK_NAME`)
+_HEAD = b"tessera-pack-drops 1 "
+MAX_REPORTED = 10_000  # missing numbers listed at most (a count beyond is still damage)
+
+Ranges = list[tuple[int, int]]  # sorted, disjoint, inclusive [lo, hi]
+
+
+class Drops:
+    """The dropped pack numbers of one store (`open` before use)."""
+
+    def __init__(self, pack_dir: Path) -> None:
+        self.path = pack_dir / DROPS_NAME
+        self.ranges: Ranges = []
+
+    def open(self, existing: list[int]) -> list[int]:
+        """Read the record against the packs `existing` (sorted): the numbers below the
+        newest that are neither there nor dropped (lost packs, at most MAX_REPORTED)."""
+        try:
+            raw: bytes | None = self.path.read_bytes()
+        except FileNotFoundError:
+            raw = None
+        ranges = None if raw is None else _decode(raw)
+        if ranges is None:
+            if raw is not None:
+                log.warning("pack drop record %s fails its check: lost packs cannot be told "
+                            "from compacted ones until it is rebuilt (now)", self.path)
+            self.ranges = _gaps(existing)
+            self._save_now()
+            return []
+        if not existing and ranges:  # every pack gone (a wiped data dir): numbering starts
+            ranges = []  # again at 1, so the old record would hide the new packs' loss
+            self.ranges = ranges
+            self._save_now()
+        self.ranges = ranges
+        return _missing(existing, ranges)
+
+    def add(self, seq: int) -> None:
+        """Record pack `seq` as dropped, durably (OSError: not recorded)."""
+        self.ranges = _merged([*self.ranges, (seq, seq)])
+        self._save()
+
+    def _save_now(self) -> None:
+        """`_save` at open: a disk too full (or failing) leaves the record to the next drop,
+        which writes it whole; the store still opens."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.warning("pack drop record %s not written (%s): written at the next drop",
+                        self.path, exc)
+
+    def _save(self) -> None:
+        body = "".join(f"{lo} {hi}\n" for lo, hi in self.ranges).encode()
+        raw = _HEAD + f"{crc32c.crc32c(body):08x}\n".encode() + body
+        tmp = self.path.with_name(DROPS_NAME + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, raw)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+
+
+def _decode(raw: bytes) -> Ranges | None:
+    head, _, body = raw.partition(b"\n")
+    if not head.startswith(_HEAD) or head[len(_HEAD):] != f"{crc32c.crc32c(body):08x}".encode():
+        return None
+    try:
+        ranges = [(int(a), int(b)) for a, b in (line.split() for line in body.splitlines())]
+    except ValueError:
+        return None
+    return ranges if ranges == _merged(ranges) else None
+
+
+def _merged(ranges: Ranges) -> Ranges:
+    out: Ranges = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _gaps(existing: list[int]) -> Ranges:
+    """The numbers from 1 below the newest pack that no pack has."""
+    out: Ranges = []
+    prev = 0
+    for seq in existing:
+        if seq > prev + 1:
+            out.append((prev + 1, seq - 1))
+        prev = seq
+    return out
+
+
+def _missing(existing: list[int], dropped: Ranges) -> list[int]:
+    """The gaps' numbers not in `dropped` (at most MAX_REPORTED)."""
+    out: list[int] = []
+    i = 0
+    for lo, hi in _gaps(existing):
+        at = lo
+        while at <= hi and len(out) < MAX_REPORTED:
+            while i < len(dropped) and dropped[i][1] < at:
+                i += 1
+            if i < len(dropped) and dropped[i][0] <= at:
+                at = dropped[i][1] + 1
+                continue
+            stop = hi if i >= len(dropped) else min(hi, dropped[i][0] - 1)
+            out.extend(range(at, min(stop, at + MAX_REPORTED - len(out) - 1) + 1))
+            at = stop + 1
+    return out

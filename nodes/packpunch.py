@@ -1,0 +1,141 @@
+"""Hole punching (packs): the blocks of dead records in a pack given back to the file system
+with fallocate(PUNCH_HOLE | KEEP_SIZE), without copying the live records around them.
+
+Why: compaction frees a pack's space only by copying its live records forward, and only once
+the pack is below `compact_ratio` live; a pack at 60 % live keeps its 40 % dead bytes, and a
+full disk must first find room for the copies. Punching frees a dead PUT's body in place.
+
+What is punched: the whole file-system blocks inside the BODY of a PUT record the index no
+longer names (replaced or tombstoned): its head and trailer stay, so a restart's scan and a
+footer still see a complete record (the later record that killed it still wins by order) and
+the punched zeros are never taken for damage; tombstones and footers are never touched. The
+committer does it between groups (`PackStore.punch`, run by the node's compactor after each
+compaction: the packs compaction drops need no punching), so the index cannot change under the liveness check: a live record is never
+punched. A read already streaming a record that died just before the punch meets zeros,
+fails its frame checksums and is cut short (the gateway reads another shard); never wrong
+bytes. A file system without PUNCH_HOLE (EOPNOTSUPP) turns punching off: compaction only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from nodes import packformat as pf
+from nodes.packsteps import StepJob
+
+if TYPE_CHECKING:
+    from nodes.packindex import PackIndex
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+PUNCH_MIN = 1024 * 1024  # dead bytes a pack gains before it is punched again
+_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _fallocate.restype = ctypes.c_int
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate [offset, offset+length) of `fd`, its size kept (OSError on failure)."""
+    if _fallocate is None:
+        raise OSError(errno.ENOSYS, "fallocate is not available")
+    if _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def inner_blocks(start: int, end: int, block: int) -> tuple[int, int] | None:
+    """The whole `block`-aligned range inside [start, end), or None when there is none."""
+    lo = -(-start // block) * block
+    hi = end // block * block
+    return (lo, hi) if hi > lo else None
+
+
+class PackPunching:
+    """`PackStore`'s hole punching (a base class, as `PackCompaction`: it works on the
+    store's own index, fds and packs, on its committer thread)."""
+
+    index: PackIndex
+    live: dict[int, int]
+    sizes: dict[int, int]
+    _active: int
+    _jobs: list[StepJob]
+    _cond: threading.Condition
+    _closing: bool
+    punch_off: bool  # the file system cannot punch holes: compaction only
+    holes: dict[int, int]  # seq -> bytes its punched holes give back (st_blocks measured)
+    punched: int  # bytes punching gave back (st_blocks before and after; cumulative)
+    _punched_dead: dict[int, int]  # seq -> its dead bytes when last punched
+
+    if TYPE_CHECKING:
+        def _fd(self, seq: int) -> int: ...
+        def _records(self, seq: int) -> tuple[list[pf.Record], list[tuple[int, int]]]: ...
+        def _hook(self, point: str, seq: int) -> None: ...
+
+    async def punch(self, min_dead: int | None = None) -> int:
+        """Punch the dead bodies of every sealed pack that gained `min_dead` (PUNCH_MIN) dead
+        bytes since it was last punched (in the committer, between groups); the bytes given
+        back."""
+        min_dead = PUNCH_MIN if min_dead is None else min_dead
+        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("pack store is closed")
+            self._jobs.append(StepJob(self._punching(min_dead), fut))
+            self._cond.notify()
+        return await asyncio.wrap_future(fut)
+
+    def _punching(self, min_dead: int) -> Generator[int, None, int]:
+        total = 0
+        for seq in sorted(self.sizes):
+            if self.punch_off:
+                break
+            dead = self.sizes.get(seq, 0) - self.live.get(seq, 0)
+            if seq == self._active or dead - self._punched_dead.get(seq, 0) < min_dead:
+                continue
+            n = self._punch_pack(seq)
+            total += n
+            yield n
+        return total
+
+    def _punch_pack(self, seq: int) -> int:
+        """Punch pack `seq`'s dead PUT bodies (the committer's, between groups); the bytes
+        the file system got back."""
+        fd = self._fd(seq)
+        before = os.fstat(fd)
+        block = before.st_blksize or 4096
+        recs, _harm = self._records(seq)
+        for rec in recs:
+            if rec.kind != pf.PUT:
+                continue
+            loc = self.index.get(rec.shard_id)
+            if loc is not None and loc.seq == seq and loc.offset == rec.body_offset:
+                continue  # live: never
+            span = inner_blocks(rec.body_offset, rec.body_offset + rec.body_len, block)
+            if span is None:
+                continue
+            try:
+                punch_hole(fd, span[0], span[1] - span[0])
+            except OSError as exc:
+                if exc.errno in _UNSUPPORTED:
+                    self.punch_off = True  # this file system cannot: compaction alone
+                    break
+                raise
+        self._hook("punched", seq)
+        st = os.fstat(fd)
+        self.holes[seq] = max(0, self.sizes[seq] - st.st_blocks * 512)
+        self._punched_dead[seq] = self.sizes[seq] - self.live.get(seq, 0)
+        freed = max(0, (before.st_blocks - st.st_blocks) * 512)
+        self.punched += freed
+        return freed
