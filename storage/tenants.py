@@ -71,8 +71,9 @@ class Credential:
 
 def deleting_message(tenant: str) -> str:
     """What a refusal says while `tenant` is "deleting" (a cut-short delete leaves it so)."""
-    return (f"tenant {tenant!r} is being deleted (it reads, writes and new keys, buckets or "
-            f"volumes are refused); run `tessera tenant delete {tenant}` again to finish")
+    return (f"tenant {tenant!r} is being deleted (its access keys are refused, and so are "
+            f"writes and new keys, buckets or volumes); run `tessera tenant delete {tenant}` "
+            "again to finish")
 
 
 async def tenant_compare(meta: MetadataStore, tenant: str) -> dict[bytes, int]:
@@ -116,7 +117,8 @@ class TenantService:
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
         self._pab_cache: dict[str, tuple[float, int, dict[str, bool]]] = {}
-        self._active_cache: dict[str, tuple[float, int, bool]] = {}
+        # tenant -> (expiry, auth change stamp, its state: None when it has no record)
+        self._state_cache: dict[str, tuple[float, int, str | None]] = {}
         # tenant -> (expiry, current KEK version, revision of the record it was read from)
         self._current_cache: dict[str, tuple[float, int, int]] = {}
 
@@ -242,18 +244,22 @@ class TenantService:
         until = began + SHORT_TTL_S
         self._pab_cache[name] = (until, stamp, flags)
         self._ident_cache[name] = (until, ident)
-        self._active_cache[name] = (until, stamp, t is not None and t.state != SHREDDED)
+        self._state_cache[name] = (until, stamp, t.state if t is not None else None)
 
     async def active(self, name: str) -> bool:
         """Whether the tenant exists and is not shredded (one being shredded still is), cached while the auth change
         stamp holds (a shred anywhere changes it: obeyed from the next request, as its
         keys stop answering) and SHORT_TTL_S at most."""
+        return await self._state(name) not in (None, SHREDDED)
+
+    async def _state(self, name: str) -> str | None:
+        """The tenant's state (None: no record), cached as `active` says."""
         now, stamp = time.monotonic(), await self._stamp_if_readable()
-        hit = self._active_cache.get(name)
+        hit = self._state_cache.get(name)
         if _holds(hit, now, stamp):
             return hit[2]
         await self._refresh(name, await self._stamp() if stamp is None else stamp)
-        return self._active_cache[name][2]
+        return self._state_cache[name][2]
 
     async def identity(self, name: str) -> tuple[str, str]:
         """(canonical id, display name) of a tenant, briefly cached; the name for both by
@@ -468,7 +474,7 @@ class TenantService:
                 if (cur.revision if cur else 0) != rev:
                     raise StaleRecord(f"the shred of tenant {tenant!r} was cancelled")
         self._forget_keks(tenant)
-        self._active_cache.pop(tenant, None)
+        self._state_cache.pop(tenant, None)
         self._reads.forget(item.key)
         for ak in await self.list_keys(tenant):
             await self.revoke_key(ak.access_key)
@@ -526,7 +532,10 @@ class TenantService:
         auth change stamp holds (one shared counter read on SQLite; on etcd, from memory
         while a confirmed watch stands, `etcd_stamp.py`), so a key revoked through any
         gateway or worker is refused by the next request in every process on SQLite and
-        within `etcd_stamp.MAX_AGE_S` (usually the next request) on etcd."""
+        within `etcd_stamp.MAX_AGE_S` (usually the next request) on etcd. A tenant key
+        whose tenant is marked "deleting" (or has no record) is None too: the mark is a
+        tenant record write, which moves the stamp, so its keys stop at once, not at the
+        revoke step (which a cut-short delete never reaches)."""
         now, stamp = time.monotonic(), await self._stamp()
         hit = self._secret_cache.get(access_key)
         if _holds(hit, now, stamp):
@@ -538,6 +547,9 @@ class TenantService:
             if rec.state == "active":
                 sk = aead.unwrap(self._secret_kek, rec.secret, self._secret_aad(access_key))
                 cred = Credential(access_key, sk.decode(), rec.tenant, rec.role)
+        if cred is not None and cred.role == "tenant" and (
+                await self._state(cred.tenant) in (None, DELETING)):
+            cred = None
         self._secret_cache[access_key] = (began + SHORT_TTL_S, stamp, cred)
         return cred
 
