@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import secrets
 import sys
 import urllib.error
 import urllib.parse
@@ -106,6 +107,8 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
         url += "?" + urllib.parse.urlencode(query)
     data = json.dumps(body).encode() if body is not None else b""
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    if method not in ("GET", "HEAD"):  # a signed change is served once (gateway.admin.once):
+        headers["X-Tessera-Nonce"] = secrets.token_hex(8)  # two equal ones in a second differ
     signed = sign_headers(method, url, headers, data, env[ENV_AK], env[ENV_SK])
     http_req = urllib.request.Request(url, data=data if data else None, method=method,
                                       headers=signed)

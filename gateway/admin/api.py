@@ -95,8 +95,7 @@ class AdminApi:
 
     async def _not_found(self, request: web.Request) -> web.Response:
         try:
-            await authenticate_admin(request, self.cluster.tenants,
-                                     self.cluster.cfg.gateway.max_skew_s)
+            await authenticate_admin(request, self.cluster)
         except AdminError as exc:
             return _error(exc.status, exc.code, exc.message)
         return _error(404, "NoSuchRoute", f"no admin route {request.method} {request.path}")
@@ -105,8 +104,7 @@ class AdminApi:
         async def handle(request: web.Request) -> web.Response:
             remote = request.remote
             try:
-                cred, raw = await authenticate_admin(request, self.cluster.tenants,
-                                                     self.cluster.cfg.gateway.max_skew_s)
+                cred, raw = await authenticate_admin(request, self.cluster)
             except AdminError as exc:
                 who = await refused_who(self.cluster.tenants, claimed_key(request))
                 await self.audit.record(who, action, f"denied:{exc.code}",
