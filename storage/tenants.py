@@ -81,7 +81,11 @@ async def tenant_compare(meta: MetadataStore, tenant: str) -> dict[bytes, int]:
     revision read, which must be "active" (`_require_active`; NotFound when absent). A
     `tenant delete` marks the record before it re-checks for buckets and volumes, so one
     made meanwhile either fails its compare or is seen by that check: none outlives it."""
-    item = await meta.get(tenant_key(tenant))
+    return compare_of(tenant, await meta.get(tenant_key(tenant)))
+
+
+def compare_of(tenant: str, item: Item | None) -> dict[bytes, int]:
+    """`tenant_compare` on the record `item` read already (None: absent)."""
     if item is None:
         raise NotFound(f"tenant {tenant!r} does not exist")
     _require_active(Tenant.decode(item.value))
@@ -117,8 +121,9 @@ class TenantService:
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
         self._pab_cache: dict[str, tuple[float, int, dict[str, bool]]] = {}
-        # tenant -> (expiry, auth change stamp, its state: None when it has no record)
-        self._state_cache: dict[str, tuple[float, int, str | None]] = {}
+        # tenant -> (expiry, auth change stamp, its state: None when it has no record, the
+        # record as read)
+        self._state_cache: dict[str, tuple[float, int, str | None, Item | None]] = {}
         # tenant -> (expiry, current KEK version, revision of the record it was read from)
         self._current_cache: dict[str, tuple[float, int, int]] = {}
 
@@ -244,7 +249,7 @@ class TenantService:
         until = began + SHORT_TTL_S
         self._pab_cache[name] = (until, stamp, flags)
         self._ident_cache[name] = (until, ident)
-        self._state_cache[name] = (until, stamp, t.state if t is not None else None)
+        self._state_cache[name] = (until, stamp, t.state if t is not None else None, item)
 
     async def active(self, name: str) -> bool:
         """Whether the tenant exists and is not shredded (one being shredded still is), cached while the auth change
@@ -254,12 +259,20 @@ class TenantService:
 
     async def _state(self, name: str) -> str | None:
         """The tenant's state (None: no record), cached as `active` says."""
+        return (await self._cached(name))[2]
+
+    async def record(self, name: str) -> Item | None:
+        """The tenant's record as cached for `active` (the request's own auth check read it):
+        a guess for a compare-and-swap, which must compare its revision."""
+        return (await self._cached(name))[3]
+
+    async def _cached(self, name: str) -> tuple[float, int, str | None, Item | None]:
         now, stamp = time.monotonic(), await self._stamp_if_readable()
         hit = self._state_cache.get(name)
-        if _holds(hit, now, stamp):
-            return hit[2]
+        if hit is not None and _holds(hit, now, stamp):
+            return hit
         await self._refresh(name, await self._stamp() if stamp is None else stamp)
-        return self._state_cache[name][2]
+        return self._state_cache[name]
 
     async def identity(self, name: str) -> tuple[str, str]:
         """(canonical id, display name) of a tenant, briefly cached; the name for both by

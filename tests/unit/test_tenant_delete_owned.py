@@ -48,16 +48,19 @@ def _volumes(tmp_path: Path, meta: SqliteStore, tenants: TenantService) -> Volum
 
 def _delete_before_txn(meta: SqliteStore) -> None:
     """The next transaction (a create's) waits while another gateway's whole tenant delete
-    runs: the create read the tenant "active" and commits after the delete."""
-    plain: Callable[[Txn], Awaitable[bool]] = meta.txn
+    runs: the create read the tenant "active" and commits after the delete. (SqliteStore's
+    `txn` is its `txn_or_read` without reads: one hook covers both.)"""
+    plain: Callable[[Txn, tuple[bytes, ...]],
+                    Awaitable[tuple[bool, dict[bytes, Item | None]]]] = meta.txn_or_read
     armed = [True]
 
-    async def txn(t: Txn) -> bool:
+    async def txn_or_read(t: Txn, reads: tuple[bytes, ...]
+                          ) -> tuple[bool, dict[bytes, Item | None]]:
         if armed[0]:
             armed[0] = False
             await tenant_delete.delete(meta, "acme", None, None)
-        return await plain(t)
-    meta.txn = txn  # type: ignore[method-assign]
+        return await plain(t, reads)
+    meta.txn_or_read = txn_or_read  # type: ignore[method-assign]
 
 
 async def test_a_bucket_create_racing_the_delete_fails_its_compare(tmp_path: Path) -> None:

@@ -4,16 +4,23 @@ is a tenant record write: it moves the auth change stamp every credential cache 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from storage import tenant_delete
+from storage import tenants as tenants_mod
 from storage.buckets import BucketService
 from storage.crypto.keys import FileRootKey
 from storage.errors import TenantNotEmpty
+from storage.keyspace import bucket_key, tenant_key
+from storage.metadata import Item
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
+from storage.testing.simnodes import SimNodes
+from tests.inproc import sim_cluster_s3, sim_config
 
 
 async def _gateway(tmp_path: Path) -> tuple[SqliteStore, TenantService]:
@@ -63,3 +70,31 @@ async def test_keys_come_back_when_the_delete_is_refused(tmp_path: Path) -> None
     finally:
         await meta_a.close()
         await meta_b.close()
+
+
+async def test_create_bucket_reads_the_tenant_record_once(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """CreateBucket compares the tenant record its auth check just read (cached), instead
+    of reading it again; a create of a name that exists learns so from its failed compare."""
+    monkeypatch.setattr(tenants_mod, "SHORT_TTL_S", 3600.0)  # no expiry inside the request
+    cfg = sim_config(tmp_path, 0)
+    async with sim_cluster_s3(tmp_path, cfg, SimNodes(list(cfg.nodes)), "bkt") as (c, s3):
+        plain, reads = c.meta.get, []
+
+        async def get(key: bytes) -> Item | None:
+            reads.append(key)
+            return await plain(key)
+        c.meta.get = get  # type: ignore[method-assign]
+        await asyncio.to_thread(s3.create_bucket, Bucket="fresh")  # the key's first request
+        assert reads.count(tenant_key("t")) == 1, reads  # the key's tenant state (tenant21)
+        reads.clear()
+        await asyncio.to_thread(s3.create_bucket, Bucket="fresh2")  # auth cached: no read
+        assert reads.count(tenant_key("t")) == 0, reads
+        await c.tenants.create("u")
+        await c.buckets.create("u", "taken")
+        reads.clear()
+        with pytest.raises(ClientError) as err:  # exists (another tenant's name): no re-read
+            await asyncio.to_thread(s3.create_bucket, Bucket="taken")
+        assert err.value.response["Error"]["Code"] == "BucketAlreadyExists"
+        assert reads.count(bucket_key("taken")) == 1, reads  # routing's read only
