@@ -14,6 +14,7 @@ from storage.errors import (
     BucketNotEmpty,
     BucketNotFound,
     NotFound,
+    StorageError,
 )
 from storage.keyspace import (
     bucket_key,
@@ -54,16 +55,22 @@ class BucketService:
         (AccessDenied as for an account AWS closed; TenantDeleting, TenantShredding,
         KeyUnavailable) unless the tenant is active, so none outlives a tenant delete.
         `owner`: the tenant record as the request's auth check cached it (no read here;
-        a stale one fails the compare, whose failure reads the fresh one back)."""
+        a stale one fails the compare, whose failure reads the fresh one back; one that
+        refuses is read afresh before the refusal)."""
         b = Bucket(name=name, tenant=tenant, created=time.time(), region=region or self._region,
                    versioning=versioning, config=dict(config or {}))
         tk = tenant_key(tenant)
-        item = owner if owner is not None else await self._meta.get(tk)
+        item, fresh = (owner, False) if owner is not None else (await self._meta.get(tk), True)
         for _ in range(8):  # again only when the tenant record alone moved (an edit)
             try:
                 owner_rec = compare_of(tenant, item)
-            except NotFound as exc:  # its credential outlived it by a request
-                raise AccessDenied(str(exc)) from exc
+            except StorageError as exc:
+                if not fresh:  # the cached record may predate an unmark or unfence
+                    item, fresh = await self._meta.get(tk), True
+                    continue
+                if isinstance(exc, NotFound):  # its credential outlived it by a request
+                    raise AccessDenied(str(exc)) from exc
+                raise
             done, seen = await self._meta.txn_or_read(
                 Txn(compares={bucket_key(name): 0, **owner_rec},
                     puts={bucket_key(name): b.encode(), tenant_bucket_key(tenant, name): b""}),
@@ -74,7 +81,7 @@ class BucketService:
             if existing is not None:
                 raise BucketExists(name, owned_by_caller=Bucket.decode(
                     existing.value).tenant == tenant)
-            item = seen[tk]
+            item, fresh = seen[tk], True
         raise BucketBusy(name)  # the tenant record kept changing: S3 OperationAborted, retry
 
     async def get_any(self, name: str, current: str | None = None, bodies: bool = False

@@ -18,6 +18,7 @@ from storage.errors import TenantNotEmpty
 from storage.keyspace import bucket_key, tenant_key
 from storage.metadata import Item
 from storage.metadata.sqlite import SqliteStore
+from storage.records import Tenant
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
 from tests.inproc import sim_cluster_s3, sim_config
@@ -98,3 +99,20 @@ async def test_create_bucket_reads_the_tenant_record_once(tmp_path: Path,
             await asyncio.to_thread(s3.create_bucket, Bucket="taken")
         assert err.value.response["Error"]["Code"] == "BucketAlreadyExists"
         assert reads.count(bucket_key("taken")) == 1, reads  # routing's read only
+
+
+async def test_a_stale_cached_refusal_is_read_again(tmp_path: Path) -> None:
+    """The record a CreateBucket is handed (cached before an unmark) says "deleting": the
+    create reads it afresh before refusing, and makes the bucket."""
+    meta, tenants = await _gateway(tmp_path)
+    try:
+        await tenants.create("acme")
+        item = await meta.get(tenant_key("acme"))
+        assert item is not None
+        rec = Tenant.decode(item.value)
+        rec.state = "deleting"
+        stale = Item(item.key, rec.encode(), item.revision)
+        made = await BucketService(meta, "us-east-1").create("acme", "b", owner=stale)
+        assert made.tenant == "acme"
+    finally:
+        await meta.close()
