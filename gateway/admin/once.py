@@ -21,10 +21,10 @@ PRUNE = 32  # expired claims deleted by each new one: more than one claim's wort
 _BASE = pack(SYSTEM, "admin-once")
 
 
-def _until_key(until: int, signature: str = "") -> bytes:
-    """The claim's key: sorted by the second it expires (12 digits sort as numbers)."""
-    head = pack(SYSTEM, "admin-once", f"{until:012d}")
-    return pack(SYSTEM, "admin-once", f"{until:012d}", signature) if signature else head
+def _until_key(until: int, *signature: str) -> bytes:
+    """A claim's key, sorted by the second it expires (12 digits sort as numbers); without
+    the signature, the end of the claims expired before `until`."""
+    return pack(SYSTEM, "admin-once", f"{until:012d}", *signature)
 
 
 async def claim(meta: MetadataStore, signature: str, amz_date: str, max_skew_s: int,
