@@ -19,6 +19,8 @@ import pytest
 import requests
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.s3.sigv4_sign import sign_headers
 from storage.testing.simnodes import SimNodes
@@ -224,4 +226,37 @@ async def test_a_read_grant_does_not_open_an_sse_kms_object(tmp_path: Path) -> N
             assert u.head_object(Bucket="vict", Key="kms")["ContentLength"] == len(SECRET)
             own = w["t"].get_object(Bucket="vict", Key="kms")["Body"].read()
             assert own == SECRET
+        await asyncio.to_thread(run)
+
+
+def _spelled(text: str, picks: list[bool]) -> str:
+    """`text` with the characters `picks` chooses percent-encoded (either case of hex)."""
+    return "".join(f"%{ord(ch):02{'X' if i % 2 else 'x'}}" if pick else ch
+                   for i, (ch, pick) in enumerate(zip(text, picks, strict=True)))
+
+
+async def test_no_spelling_of_a_foreign_copy_source_copies(tmp_path: Path) -> None:
+    """Property: however u spells t's object as x-amz-copy-source (percent-encoded
+    characters, a leading slash, a version id, CopyObject or UploadPartCopy), the answer
+    is a 4xx without t's bytes, and nothing lands in u's bucket or upload."""
+    async with _world(tmp_path) as w:
+        def run() -> None:
+            @settings(max_examples=40)
+            @given(picks=st.lists(st.booleans(), min_size=8, max_size=8),
+                   slash=st.booleans(), version=st.sampled_from(["", "v1", "null", "bad"]),
+                   key=st.sampled_from(["obj", "kms"]), part=st.booleans())
+            def probe(picks: list[bool], slash: bool, version: str, key: str,
+                      part: bool) -> None:
+                name = f"vict/{key}"
+                src = ("/" if slash else "") + _spelled(name, (picks * 2)[:len(name)])
+                if version:
+                    src += f"?versionId={w['v1'] if version == 'v1' else version}"
+                path = (f"/m?partNumber=1&uploadId={w['mine_up']}" if part else "/c")
+                r = _raw(w, "PUT", f"mine.{DOMAIN}", path, b"", {"x-amz-copy-source": src})
+                assert 400 <= r.status_code < 500, (src, r.status_code, r.content[:200])
+                assert SECRET[:16] not in r.content
+            probe()
+            assert w["u"].list_objects_v2(Bucket="mine").get("KeyCount", 0) == 0
+            assert w["u"].list_parts(Bucket="mine", Key="m",
+                                     UploadId=w["mine_up"]).get("Parts", []) == []
         await asyncio.to_thread(run)
