@@ -58,12 +58,12 @@ async def _world(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
                                           VersioningConfiguration={"Status": "Enabled"})
                 v1 = s3t.put_object(Bucket="vict", Key="obj", Body=SECRET)["VersionId"]
                 s3t.put_object(Bucket="vict", Key="obj", Body=SECRET + b"2")
-                s3t.put_object(Bucket="vict", Key="kms", Body=SECRET,
-                               ServerSideEncryption="aws:kms")
+                arn = s3t.put_object(Bucket="vict", Key="kms", Body=SECRET,
+                                     ServerSideEncryption="aws:kms")["SSEKMSKeyId"]
                 up = s3t.create_multipart_upload(Bucket="vict", Key="mp")["UploadId"]
                 s3u.create_bucket(Bucket="mine")
                 mine_up = s3u.create_multipart_upload(Bucket="mine", Key="m")["UploadId"]
-                return {"v1": v1, "up": up, "mine_up": mine_up}
+                return {"v1": v1, "up": up, "mine_up": mine_up, "arn": arn}
             w = await asyncio.to_thread(setup)
             yield {**w, "c": c, "t": s3t, "u": s3u, "endpoint": endpoint, "ku": ku}
 
@@ -259,4 +259,43 @@ async def test_no_spelling_of_a_foreign_copy_source_copies(tmp_path: Path) -> No
             assert w["u"].list_objects_v2(Bucket="mine").get("KeyCount", 0) == 0
             assert w["u"].list_parts(Bucket="mine", Key="m",
                                      UploadId=w["mine_up"]).get("Parts", []) == []
+        await asyncio.to_thread(run)
+
+
+async def test_another_tenants_kms_key_is_access_denied(tmp_path: Path) -> None:
+    """u names t's KMS key by ARN (the account part is the tenant: stable, t's own) for
+    its own writes: 403 AccessDenied whether the key exists or not (no existence oracle),
+    as AWS answers a key of another account the caller may not use; a key id unknown in
+    u's own account is 400 KMS.NotFoundException. A bucket default naming t's key is
+    accepted (AWS does not check it either) and refused when a PUT would use it. Nothing
+    is written."""
+    async with _world(tmp_path) as w:
+        def run() -> None:
+            u, arn = w["u"], w["arn"]
+            assert arn.startswith("arn:aws:kms:us-east-1:t:key/"), arn
+            ghost = arn.rsplit("/", 1)[0] + "/00000000-0000-4000-8000-000000000000"
+            kms = {"ServerSideEncryption": "aws:kms"}
+            u.put_object(Bucket="mine", Key="src", Body=b"u's own")
+            src = {"Bucket": "mine", "Key": "src"}
+            for key in (arn, ghost):
+                _denied(lambda k=key: u.put_object(Bucket="mine", Key="k", Body=b"x", **kms,
+                                                   SSEKMSKeyId=k))
+                _denied(lambda k=key: u.create_multipart_upload(Bucket="mine", Key="k", **kms,
+                                                                SSEKMSKeyId=k))
+                _denied(lambda k=key: u.copy_object(Bucket="mine", Key="k", **kms,
+                                                    SSEKMSKeyId=k, CopySource=src))
+            with pytest.raises(ClientError) as ei:
+                u.put_object(Bucket="mine", Key="k", Body=b"x", **kms,
+                             SSEKMSKeyId=ghost.replace(":t:", ":u:"))
+            r = ei.value.response
+            assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == (
+                400, "KMS.NotFoundException"), r
+            u.put_bucket_encryption(Bucket="mine", ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {
+                    "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": arn}}]})
+            _denied(lambda: u.put_object(Bucket="mine", Key="k", Body=b"x"))
+            listed = u.list_objects_v2(Bucket="mine")["Contents"]
+            assert [o["Key"] for o in listed] == ["src"]
+            ups = u.list_multipart_uploads(Bucket="mine").get("Uploads", [])
+            assert [x["Key"] for x in ups] == ["m"]
         await asyncio.to_thread(run)
