@@ -169,7 +169,8 @@ def _emit(a: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 def _tenant(a: argparse.Namespace) -> None:
     q = urllib.parse.quote
     if a.action == "create":
-        r = admin_request("POST", "/tenants", {"name": a.name})
+        r = admin_request("POST", "/tenants", {"name": a.name,
+                                               **({"reuse_name": True} if a.reuse_name else {})})
         _emit(a, r, table([r], TENANT_COLS))
     elif a.action == "list":
         r = admin_request("GET", "/tenants")
@@ -309,6 +310,10 @@ def add_admin_commands(sub: Any) -> None:
                       ("rotate-key", "new key version; rewrap object keys in background")):
         p = ts.add_parser(name, help=hlp, parents=[js])
         p.add_argument("name")
+        if name == "create":
+            p.add_argument("--reuse-name", action="store_true", help="take the name of a "
+                           "deleted tenant (grants that named it in other tenants' bucket "
+                           "policies and ACLs pass to this one: check them first)")
         if name == "delete":
             p.add_argument("--yes", action="store_true", help="delete a tenant that still has "
                            "KMS keys without asking (they are destroyed with it)")

@@ -26,7 +26,15 @@ from storage.errors import (
     TenantDeleting,
     TenantShredding,
 )
-from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
+from storage.keyspace import (
+    ACCESS_KEY,
+    TENANT,
+    access_key_key,
+    space,
+    system_key,
+    tenant_gone_key,
+    tenant_key,
+)
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
 from storage.sharedreads import SharedReads
@@ -127,13 +135,24 @@ class TenantService:
         # tenant -> (expiry, current KEK version, revision of the record it was read from)
         self._current_cache: dict[str, tuple[float, int, int]] = {}
 
-    async def create(self, name: str) -> Tenant:
+    async def create(self, name: str, reuse: bool = False) -> Tenant:
+        """A new tenant. The name of a deleted one only with `reuse`: grants naming it in
+        other tenants' bucket policies and ACLs pass to the new tenant (AWS never reuses an
+        account id), so the operator must say they were checked."""
         if not _valid_tenant_name(name):
             raise InvalidInput("tenant names are 1-63 letters, digits, '-' or '_'")
         t = Tenant(name=name, created=time.time(),
                    keks={1: keys.new_kek(self._root, name, 1)}, current_kek=1)
-        if not await self._meta.txn(Txn(compares={tenant_key(name): 0},
-                                        puts={tenant_key(name): t.encode()})):
+        gone = tenant_gone_key(name)
+        if not await self._meta.txn(Txn(compares={tenant_key(name): 0,
+                                                  **({} if reuse else {gone: 0})},
+                                        puts={tenant_key(name): t.encode()},
+                                        deletes=(gone,) if reuse else ())):
+            if not reuse and await self._meta.get(gone) is not None:
+                raise Conflict(f"the name {name!r} belonged to a deleted tenant; bucket "
+                               "policies and ACLs of other tenants that grant it would "
+                               "grant the new tenant: check them, then create it with "
+                               "--reuse-name")
             raise Conflict(f"tenant {name!r} already exists")
         return t
 

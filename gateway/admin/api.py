@@ -162,7 +162,10 @@ class AdminApi:
         call.audit["tenant"] = name
         if name.startswith("_"):
             raise AdminError(400, "InvalidName", "tenant names may not start with '_'")
-        t = await self.cluster.tenants.create(name)
+        reuse = call.body.get("reuse_name", False)
+        if not isinstance(reuse, bool):
+            raise AdminError(400, "InvalidRequest", "reuse_name must be true or false")
+        t = await self.cluster.tenants.create(name, reuse=reuse)
         return 201, await self._tenant_view(t)
 
     async def tenant_show(self, call: Call) -> tuple[int, Any]:

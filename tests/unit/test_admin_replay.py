@@ -13,13 +13,14 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from gateway.admin import once
 from gateway.app import create_admin_app
 from gateway.metrics import Metrics
 from gateway.s3.sigv4_sign import sign_headers
-from ops.admincli import admin_request
+from ops.admincli import CliError, admin_request
 from ops.localports import free_port
 from storage.cluster import Cluster
 from storage.keyspace import span
@@ -80,6 +81,15 @@ async def test_a_signed_change_is_served_once_by_every_gateway(tmp_path: Path) -
                 await asyncio.to_thread(admin_request, "POST", "/keys", {"tenant": "acme"},
                                         env=env)
             assert len(await a.tenants.list_keys("acme")) == 2
+            # a deleted tenant's name is taken again only with reuse_name (tenant21)
+            await asyncio.to_thread(admin_request, "POST", "/tenants", {"name": "gone"},
+                                    env=env)
+            await asyncio.to_thread(admin_request, "DELETE", "/tenants/gone", env=env)
+            with pytest.raises(CliError, match="reuse-name"):
+                await asyncio.to_thread(admin_request, "POST", "/tenants", {"name": "gone"},
+                                        env=env)
+            await asyncio.to_thread(admin_request, "POST", "/tenants",
+                                    {"name": "gone", "reuse_name": True}, env=env)
     finally:
         await meta_a.close()
         await meta_b.close()

@@ -14,7 +14,7 @@ from storage import tenant_delete
 from storage import tenants as tenants_mod
 from storage.buckets import BucketService
 from storage.crypto.keys import FileRootKey
-from storage.errors import TenantNotEmpty
+from storage.errors import Conflict, TenantNotEmpty
 from storage.keyspace import bucket_key, tenant_key
 from storage.metadata import Item
 from storage.metadata.sqlite import SqliteStore
@@ -114,5 +114,26 @@ async def test_a_stale_cached_refusal_is_read_again(tmp_path: Path) -> None:
         stale = Item(item.key, rec.encode(), item.revision)
         made = await BucketService(meta, "us-east-1").create("acme", "b", owner=stale)
         assert made.tenant == "acme"
+    finally:
+        await meta.close()
+
+
+async def test_a_deleted_tenants_name_is_taken_again_only_when_asked(tmp_path: Path) -> None:
+    """A grant naming tenant u (another tenant's bucket policy or ACL) must not pass to a
+    new customer made under u's name after u was deleted (AWS never reuses an account id):
+    the create is refused unless the operator says `reuse`."""
+    meta, tenants = await _gateway(tmp_path)
+    try:
+        await tenants.create("u")
+        await tenant_delete.delete(meta, "u", None, None)
+        with pytest.raises(Conflict, match="--reuse-name"):
+            await tenants.create("u")
+        assert (await tenants.create("u", reuse=True)).name == "u"
+        await tenant_delete.delete(meta, "u", None, None)  # gone again: asked again
+        with pytest.raises(Conflict, match="--reuse-name"):
+            await tenants.create("u")
+        with pytest.raises(Conflict, match="already exists"):
+            await tenants.create("v")
+            await tenants.create("v")
     finally:
         await meta.close()
