@@ -14,6 +14,7 @@ from storage.errors import (
     BucketNotEmpty,
     BucketNotFound,
     NotFound,
+    StorageError,
 )
 from storage.keyspace import (
     bucket_key,
@@ -22,13 +23,14 @@ from storage.keyspace import (
     span,
     tenant_bucket_key,
     tenant_bucket_prefix,
+    tenant_key,
     unpack,
     version_left_prefix,
     version_prefix,
 )
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket
-from storage.tenants import tenant_compare
+from storage.tenants import compare_of
 
 DELETING = "deleting"  # config entry: when a DeleteBucket marked the bucket (see `delete`)
 DELETING_S = 60.0  # a mark older than this (its DeleteBucket crashed) no longer blocks writes
@@ -47,25 +49,39 @@ class BucketService:
         self._decoded: dict[bytes, tuple[bytes, Bucket]] = {}
 
     async def create(self, tenant: str, name: str, region: str | None = None,
-                     versioning: str = "", config: dict[str, Any] | None = None) -> Bucket:
-        """A new bucket of `tenant`, whose record is compared (`tenant_compare`): refused
+                     versioning: str = "", config: dict[str, Any] | None = None,
+                     owner: Item | None = None) -> Bucket:
+        """A new bucket of `tenant`, whose record is compared (`tenants.compare_of`): refused
         (AccessDenied as for an account AWS closed; TenantDeleting, TenantShredding,
-        KeyUnavailable) unless the tenant is active, so none outlives a tenant delete."""
+        KeyUnavailable) unless the tenant is active, so none outlives a tenant delete.
+        `owner`: the tenant record as the request's auth check cached it (no read here;
+        a stale one fails the compare, whose failure reads the fresh one back; one that
+        refuses is read afresh before the refusal)."""
         b = Bucket(name=name, tenant=tenant, created=time.time(), region=region or self._region,
                    versioning=versioning, config=dict(config or {}))
+        tk = tenant_key(tenant)
+        item, fresh = (owner, False) if owner is not None else (await self._meta.get(tk), True)
         for _ in range(8):  # again only when the tenant record alone moved (an edit)
             try:
-                owner_rec = await tenant_compare(self._meta, tenant)
-            except NotFound as exc:  # its credential outlived it by a request
-                raise AccessDenied(str(exc)) from exc
-            if await self._meta.txn(Txn(compares={bucket_key(name): 0, **owner_rec},
-                                        puts={bucket_key(name): b.encode(),
-                                              tenant_bucket_key(tenant, name): b""})):
+                owner_rec = compare_of(tenant, item)
+            except StorageError as exc:
+                if not fresh:  # the cached record may predate an unmark or unfence
+                    item, fresh = await self._meta.get(tk), True
+                    continue
+                if isinstance(exc, NotFound):  # its credential outlived it by a request
+                    raise AccessDenied(str(exc)) from exc
+                raise
+            done, seen = await self._meta.txn_or_read(
+                Txn(compares={bucket_key(name): 0, **owner_rec},
+                    puts={bucket_key(name): b.encode(), tenant_bucket_key(tenant, name): b""}),
+                (bucket_key(name), tk))
+            if done:
                 return b
-            existing = await self._meta.get(bucket_key(name))
+            existing = seen[bucket_key(name)]
             if existing is not None:
                 raise BucketExists(name, owned_by_caller=Bucket.decode(
                     existing.value).tenant == tenant)
+            item, fresh = seen[tk], True
         raise BucketBusy(name)  # the tenant record kept changing: S3 OperationAborted, retry
 
     async def get_any(self, name: str, current: str | None = None, bodies: bool = False

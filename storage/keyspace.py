@@ -485,6 +485,12 @@ def system_key(name: str) -> bytes:
     return pack(SYSTEM, name)
 
 
+def tenant_gone_key(tenant: str) -> bytes:
+    """A deleted tenant's name: grants that named it (bucket policies, ACLs of other
+    tenants) would pass to a new tenant of that name, so creating one needs `reuse`."""
+    return pack(SYSTEM, "tenant-gone", tenant)
+
+
 # Tenant and access-key records: what a gateway authenticates and authorizes with. Every
 # store that writes one also advances a change stamp every process checks per request
 # (`auth_stamp` of the stores: a shared counter file on SQLite, a watched key on etcd,

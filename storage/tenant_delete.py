@@ -11,7 +11,8 @@ a metadata store's transaction limit (etcd's default --max-txn-ops is 128), resu
 3. `first` runs: the access keys' revocation, before the record goes (a same-name tenant
    made later must not inherit a live key).
 4. The keys and aliases go in pages of at most PAGE deletes, each comparing the record.
-5. The record goes last.
+5. The record goes last, leaving the name's tombstone (`tenant_gone_key`): a tenant made
+   later under it needs `reuse` (grants that named this one would pass to it).
 A delete that stopped after step 1 (a crash, a store error) leaves the record "deleting";
 running the delete again finishes it.
 """
@@ -26,6 +27,7 @@ from storage.keyspace import (
     kms_key_prefix,
     span,
     tenant_bucket_prefix,
+    tenant_gone_key,
     tenant_key,
     volume_prefix,
 )
@@ -61,7 +63,8 @@ async def delete(meta: MetadataStore, tenant: str, expect: set[str] | None,
     rev = item.revision
     for at in range(0, len(gone), PAGE):
         rev = await _in_step(meta, tenant, rev, gone[at:at + PAGE], at, len(gone))
-    await _in_step(meta, tenant, rev, [tk], len(gone), len(gone))
+    await _in_step(meta, tenant, rev, [tk], len(gone), len(gone),
+                   {tenant_gone_key(tenant): b""})
     return len(keys_)
 
 
@@ -115,13 +118,13 @@ async def _unmark(meta: MetadataStore, tk: bytes, prev: str) -> bool:
 
 
 async def _in_step(meta: MetadataStore, tenant: str, rev: int, deletes: list[bytes],
-                   done: int, total: int) -> int:
+                   done: int, total: int, puts: dict[bytes, bytes] | None = None) -> int:
     """Delete `deletes` comparing the record at `rev` (re-read if only it moved: an edit
     of a tenant being deleted); the revision it was at. Conflict if the record is gone or
     no longer "deleting" (another delete finished it, maybe a same-name tenant since)."""
     tk = tenant_key(tenant)
     for _ in range(TRIES):
-        if await meta.txn(Txn(compares={tk: rev}, deletes=tuple(deletes))):
+        if await meta.txn(Txn(compares={tk: rev}, puts=puts or {}, deletes=tuple(deletes))):
             return rev
         item = await meta.get(tk)
         if item is None or Tenant.decode(item.value).state != DELETING:

@@ -26,7 +26,15 @@ from storage.errors import (
     TenantDeleting,
     TenantShredding,
 )
-from storage.keyspace import ACCESS_KEY, TENANT, access_key_key, space, system_key, tenant_key
+from storage.keyspace import (
+    ACCESS_KEY,
+    TENANT,
+    access_key_key,
+    space,
+    system_key,
+    tenant_gone_key,
+    tenant_key,
+)
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
 from storage.sharedreads import SharedReads
@@ -71,8 +79,9 @@ class Credential:
 
 def deleting_message(tenant: str) -> str:
     """What a refusal says while `tenant` is "deleting" (a cut-short delete leaves it so)."""
-    return (f"tenant {tenant!r} is being deleted (it reads, writes and new keys, buckets or "
-            f"volumes are refused); run `tessera tenant delete {tenant}` again to finish")
+    return (f"tenant {tenant!r} is being deleted (its access keys are refused, and so are "
+            f"writes and new keys, buckets or volumes); run `tessera tenant delete {tenant}` "
+            "again to finish")
 
 
 async def tenant_compare(meta: MetadataStore, tenant: str) -> dict[bytes, int]:
@@ -80,7 +89,11 @@ async def tenant_compare(meta: MetadataStore, tenant: str) -> dict[bytes, int]:
     revision read, which must be "active" (`_require_active`; NotFound when absent). A
     `tenant delete` marks the record before it re-checks for buckets and volumes, so one
     made meanwhile either fails its compare or is seen by that check: none outlives it."""
-    item = await meta.get(tenant_key(tenant))
+    return compare_of(tenant, await meta.get(tenant_key(tenant)))
+
+
+def compare_of(tenant: str, item: Item | None) -> dict[bytes, int]:
+    """`tenant_compare` on the record `item` read already (None: absent)."""
     if item is None:
         raise NotFound(f"tenant {tenant!r} does not exist")
     _require_active(Tenant.decode(item.value))
@@ -116,17 +129,30 @@ class TenantService:
         self._sk: bytes | None = None
         self._ident_cache: dict[str, tuple[float, tuple[str, str]]] = {}
         self._pab_cache: dict[str, tuple[float, int, dict[str, bool]]] = {}
-        self._active_cache: dict[str, tuple[float, int, bool]] = {}
+        # tenant -> (expiry, auth change stamp, its state: None when it has no record, the
+        # record as read)
+        self._state_cache: dict[str, tuple[float, int, str | None, Item | None]] = {}
         # tenant -> (expiry, current KEK version, revision of the record it was read from)
         self._current_cache: dict[str, tuple[float, int, int]] = {}
 
-    async def create(self, name: str) -> Tenant:
+    async def create(self, name: str, reuse: bool = False) -> Tenant:
+        """A new tenant. The name of a deleted one only with `reuse`: grants naming it in
+        other tenants' bucket policies and ACLs pass to the new tenant (AWS never reuses an
+        account id), so the operator must say they were checked."""
         if not _valid_tenant_name(name):
             raise InvalidInput("tenant names are 1-63 letters, digits, '-' or '_'")
         t = Tenant(name=name, created=time.time(),
                    keks={1: keys.new_kek(self._root, name, 1)}, current_kek=1)
-        if not await self._meta.txn(Txn(compares={tenant_key(name): 0},
-                                        puts={tenant_key(name): t.encode()})):
+        gone = tenant_gone_key(name)
+        if not await self._meta.txn(Txn(compares={tenant_key(name): 0,
+                                                  **({} if reuse else {gone: 0})},
+                                        puts={tenant_key(name): t.encode()},
+                                        deletes=(gone,) if reuse else ())):
+            if not reuse and await self._meta.get(gone) is not None:
+                raise Conflict(f"the name {name!r} belonged to a deleted tenant; bucket "
+                               "policies and ACLs of other tenants that grant it would "
+                               "grant the new tenant: check them, then create it with "
+                               "--reuse-name")
             raise Conflict(f"tenant {name!r} already exists")
         return t
 
@@ -242,18 +268,30 @@ class TenantService:
         until = began + SHORT_TTL_S
         self._pab_cache[name] = (until, stamp, flags)
         self._ident_cache[name] = (until, ident)
-        self._active_cache[name] = (until, stamp, t is not None and t.state != SHREDDED)
+        self._state_cache[name] = (until, stamp, t.state if t is not None else None, item)
 
     async def active(self, name: str) -> bool:
         """Whether the tenant exists and is not shredded (one being shredded still is), cached while the auth change
         stamp holds (a shred anywhere changes it: obeyed from the next request, as its
         keys stop answering) and SHORT_TTL_S at most."""
+        return await self._state(name) not in (None, SHREDDED)
+
+    async def _state(self, name: str) -> str | None:
+        """The tenant's state (None: no record), cached as `active` says."""
+        return (await self._cached(name))[2]
+
+    async def record(self, name: str) -> Item | None:
+        """The tenant's record as cached for `active` (the request's own auth check read it):
+        a guess for a compare-and-swap, which must compare its revision."""
+        return (await self._cached(name))[3]
+
+    async def _cached(self, name: str) -> tuple[float, int, str | None, Item | None]:
         now, stamp = time.monotonic(), await self._stamp_if_readable()
-        hit = self._active_cache.get(name)
-        if _holds(hit, now, stamp):
-            return hit[2]
+        hit = self._state_cache.get(name)
+        if hit is not None and _holds(hit, now, stamp):
+            return hit
         await self._refresh(name, await self._stamp() if stamp is None else stamp)
-        return self._active_cache[name][2]
+        return self._state_cache[name]
 
     async def identity(self, name: str) -> tuple[str, str]:
         """(canonical id, display name) of a tenant, briefly cached; the name for both by
@@ -468,7 +506,7 @@ class TenantService:
                 if (cur.revision if cur else 0) != rev:
                     raise StaleRecord(f"the shred of tenant {tenant!r} was cancelled")
         self._forget_keks(tenant)
-        self._active_cache.pop(tenant, None)
+        self._state_cache.pop(tenant, None)
         self._reads.forget(item.key)
         for ak in await self.list_keys(tenant):
             await self.revoke_key(ak.access_key)
@@ -526,7 +564,10 @@ class TenantService:
         auth change stamp holds (one shared counter read on SQLite; on etcd, from memory
         while a confirmed watch stands, `etcd_stamp.py`), so a key revoked through any
         gateway or worker is refused by the next request in every process on SQLite and
-        within `etcd_stamp.MAX_AGE_S` (usually the next request) on etcd."""
+        within `etcd_stamp.MAX_AGE_S` (usually the next request) on etcd. A tenant key
+        whose tenant is marked "deleting" (or has no record) is None too: the mark is a
+        tenant record write, which moves the stamp, so its keys stop at once, not at the
+        revoke step (which a cut-short delete never reaches)."""
         now, stamp = time.monotonic(), await self._stamp()
         hit = self._secret_cache.get(access_key)
         if _holds(hit, now, stamp):
@@ -538,6 +579,9 @@ class TenantService:
             if rec.state == "active":
                 sk = aead.unwrap(self._secret_kek, rec.secret, self._secret_aad(access_key))
                 cred = Credential(access_key, sk.decode(), rec.tenant, rec.role)
+        if cred is not None and cred.role == "tenant" and (
+                await self._state(cred.tenant) in (None, DELETING)):
+            cred = None
         self._secret_cache[access_key] = (began + SHORT_TTL_S, stamp, cred)
         return cred
 

@@ -95,8 +95,7 @@ class AdminApi:
 
     async def _not_found(self, request: web.Request) -> web.Response:
         try:
-            await authenticate_admin(request, self.cluster.tenants,
-                                     self.cluster.cfg.gateway.max_skew_s)
+            await authenticate_admin(request, self.cluster)
         except AdminError as exc:
             return _error(exc.status, exc.code, exc.message)
         return _error(404, "NoSuchRoute", f"no admin route {request.method} {request.path}")
@@ -105,8 +104,7 @@ class AdminApi:
         async def handle(request: web.Request) -> web.Response:
             remote = request.remote
             try:
-                cred, raw = await authenticate_admin(request, self.cluster.tenants,
-                                                     self.cluster.cfg.gateway.max_skew_s)
+                cred, raw = await authenticate_admin(request, self.cluster)
             except AdminError as exc:
                 who = await refused_who(self.cluster.tenants, claimed_key(request))
                 await self.audit.record(who, action, f"denied:{exc.code}",
@@ -164,7 +162,10 @@ class AdminApi:
         call.audit["tenant"] = name
         if name.startswith("_"):
             raise AdminError(400, "InvalidName", "tenant names may not start with '_'")
-        t = await self.cluster.tenants.create(name)
+        reuse = call.body.get("reuse_name", False)
+        if not isinstance(reuse, bool):
+            raise AdminError(400, "InvalidRequest", "reuse_name must be true or false")
+        t = await self.cluster.tenants.create(name, reuse=reuse)
         return 201, await self._tenant_view(t)
 
     async def tenant_show(self, call: Call) -> tuple[int, Any]:

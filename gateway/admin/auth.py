@@ -5,7 +5,9 @@ The admin API reuses the S3 SigV4 verifier; only credentials whose role is "admi
 Tenant keys get 403, unsigned or badly signed requests 401/403, with a JSON error body. Only
 the Authorization header is taken (a presigned URL is 403: it lasts up to a week, replays, and
 signs no body), and a body must be signed by its SHA-256 (x-amz-content-sha256), never
-UNSIGNED-PAYLOAD: an admin body creates keys and changes settings.
+UNSIGNED-PAYLOAD: an admin body creates keys and changes settings. A header-signed change
+(any method but GET/HEAD) is served once (`gateway.admin.once`): the same signed request
+again is 403 RequestReplayed in every worker.
 An unsigned request carrying the console's session cookie acts as the admin key that logged in
 (`gateway.console.sessions`): the session must be live, the key still an active admin key, a
 change (any method but GET/HEAD) must carry the session's CSRF token in `X-CSRF-Token`, and no
@@ -18,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from gateway.admin import once
 from gateway.console.sessions import (
     COOKIE,
     CSRF_HEADER,
@@ -33,6 +37,9 @@ from gateway.s3.sigv4 import authenticate
 from gateway.s3.sigv4_fields import SigV4Error
 from storage.headguard import payload_error_summary
 from storage.tenants import Credential, TenantService
+
+if TYPE_CHECKING:
+    from storage.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +56,11 @@ class AdminError(Exception):
         self.message = message
 
 
-async def authenticate_admin(request: web.Request, tenants: TenantService,
-                             max_skew_s: int) -> tuple[Credential, bytes]:
-    """Verify the signature (or console session) and the admin role; return the credential
-    and the body."""
+async def authenticate_admin(request: web.Request, cluster: Cluster,
+                             ) -> tuple[Credential, bytes]:
+    """Verify the signature (or console session) and the admin role, and that a signed
+    change is not a replay; return the credential and the body."""
+    tenants, max_skew_s = cluster.tenants, cluster.cfg.gateway.max_skew_s
     ak = claimed_key(request)
     token = request.cookies.get(COOKIE)
     if ak is None and token is not None and "Authorization" not in request.headers:
@@ -83,6 +91,12 @@ async def authenticate_admin(request: web.Request, tenants: TenantService,
     elif body:  # UNSIGNED-PAYLOAD or aws-chunked: whoever relays the request picks the body
         raise AdminError(400, "InvalidRequest", "admin bodies must be plain JSON whose "
                          "SHA-256 is signed as x-amz-content-sha256")
+    if request.method not in ("GET", "HEAD") and not await once.claim(
+            cluster.meta, auth.signature, auth.amz_date, max_skew_s):
+        raise AdminError(403, "RequestReplayed", "this signed request was served already; "
+                         "a signed change is served once: sign it again to repeat it (two "
+                         "equal changes signed in the same second need a header that "
+                         "differs, e.g. X-Tessera-Nonce)")
     return cred, body
 
 

@@ -14,7 +14,7 @@ def register_status(app: web.Application, cluster: Cluster) -> None:
     """Add `GET /admin/v1/status` and `GET /status` (admin-authenticated) to the admin app."""
     async def handle(request: web.Request) -> web.Response:
         try:
-            await authenticate_admin(request, cluster.tenants, cluster.cfg.gateway.max_skew_s)
+            await authenticate_admin(request, cluster)
         except AdminError as exc:
             return web.json_response({"error": {"code": exc.code, "message": exc.message}},
                                      status=exc.status)

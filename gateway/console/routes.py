@@ -171,8 +171,7 @@ class ConsoleRoutes:
 
     async def series(self, request: web.Request) -> web.Response:
         try:
-            await authenticate_admin(request, self.cluster.tenants,
-                                     self.cluster.cfg.gateway.max_skew_s)
+            await authenticate_admin(request, self.cluster)
         except AdminError as exc:
             return _error(exc.status, exc.code, exc.message)
         return web.json_response(await self.sampler.series())

@@ -57,9 +57,10 @@ def to_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> S3Er
     if isinstance(exc, kms.KmsInvalidState):
         return S3Error("KMS.KMSInvalidStateException", str(exc), status=400)
     if isinstance(exc, se.TenantDeleting):  # a cut-short `tenant delete` (AWS: a closed
-        # account's requests are AccessDenied); it reads, and its writes are refused
-        return S3Error("AccessDenied", "The account is being deleted; it can read but its "
-                       "writes are refused.")
+        # account's requests are AccessDenied): its own keys no longer authenticate
+        # (`TenantService.credential`); what another account was granted reads, writes nothing
+        return S3Error("AccessDenied", "The account that owns this is being deleted; its "
+                       "objects can be read but nothing is written.")
     if isinstance(exc, se.KeyUnavailable):
         return S3Error("AccessDenied", "The encryption key of this object is no longer "
                        "available.")

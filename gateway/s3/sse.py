@@ -190,6 +190,16 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
     return ckey
 
 
+def refuse_foreign_kms(requester: str | None, v: ObjectVersion) -> None:
+    """Reading an SSE-KMS object's bytes (GET, a copy source) decrypts with its tenant's
+    KMS key, which no policy here grants to another account or to anonymous requests: 403
+    AccessDenied, as AWS answers without kms:Decrypt (its AWS managed key aws/s3 is never
+    usable across accounts; a customer managed key only through a key policy, which this
+    service has not). HEAD and the metadata operations decrypt nothing: not refused."""
+    if v.sse.get(KMS_KEY) and requester != v.tenant:
+        raise S3Error("AccessDenied")
+
+
 def refuse_blocked(default: dict[str, Any] | None, ckey: bytes | None) -> None:
     """BlockedEncryptionTypes: a write that specifies SSE-C (PutObject, CopyObject, POST,
     CreateMultipartUpload, UploadPart, UploadPartCopy) into a bucket blocking it is 403

@@ -213,11 +213,14 @@ class LocalCluster:
                    AWS_MAX_ATTEMPTS="1")
         return env
 
-    def tenant_client(self, name: str, profile: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-        """A SigV4 boto3 client for a new tenant `name` (its admin fields set to `profile`)."""
+    def tenant_client(self, name: str, profile: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
+                      reuse_name: bool = False):
+        """A SigV4 boto3 client for a new tenant `name` (its admin fields set to `profile`;
+        `reuse_name`: the name of a deleted tenant)."""
         from ops.admincli import admin_request
 
-        admin_request("POST", "/tenants", {"name": name}, env=self.env)
+        admin_request("POST", "/tenants", {"name": name, **({"reuse_name": True} if reuse_name
+                                                            else {})}, env=self.env)
         if profile:
             admin_request("PATCH", f"/tenants/{name}", profile, env=self.env)
         cred = admin_request("POST", "/keys", {"tenant": name}, env=self.env)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,8 @@ def call(cluster: LocalCluster, method: str, path: str, body: Any = None,
     url = cluster.env["TESSERA_ADMIN_URL"].rstrip("/") + "/admin/v1" + path
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
     headers = {"X-Amz-Content-SHA256": hashlib.sha256(data).hexdigest(),
-               "Content-Type": "application/json"}
+               "Content-Type": "application/json",
+               "X-Tessera-Nonce": secrets.token_hex(8)}  # a signed change is served once
     if sign:
         ak, sk = creds or (cluster.env["TESSERA_ADMIN_ACCESS_KEY"],
                            cluster.env["TESSERA_ADMIN_SECRET_KEY"])

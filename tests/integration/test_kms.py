@@ -323,7 +323,7 @@ def test_rotation_rewraps_kms_keys_and_delete_forgets_them(cluster: LocalCluster
     gone = create_key(cluster, name, "mine")
     admin_request("DELETE", f"/tenants/{name}", env=cluster.env)
     assert cluster.db_get(kms_key_key(name, gone["key_id"])) is None
-    admin_request("POST", "/tenants", {"name": name}, env=cluster.env)
+    admin_request("POST", "/tenants", {"name": name, "reuse_name": True}, env=cluster.env)
     assert list_keys(cluster, name) == []
     assert create_key(cluster, name, "mine")["key_id"] != gone["key_id"]
 

@@ -162,7 +162,7 @@ def test_shred_reclaims_records_shards_queues_and_names(rc: LocalCluster) -> Non
     assert r.returncode == 0, r.stderr
     with pytest.raises(CliError):
         tenant(rc, "doomed")
-    again = rc.tenant_client("doomed")
+    again = rc.tenant_client("doomed", reuse_name=True)
     assert again.list_buckets()["Buckets"] == []
     assert admin_request("GET", "/tenants/doomed/volumes", env=rc.env) == {"volumes": []}
     kms = admin_request("GET", "/tenants/doomed/kms-keys", env=rc.env)["keys"]

@@ -28,6 +28,7 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, settings
@@ -429,6 +430,28 @@ def test_two_gateways_match_the_model(gw2_cluster: LocalCluster) -> None:
         stateful_step_count=int(os.environ.get("TWO_GW_MODEL_STEPS", "12")), deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     TwoGatewayModel.TestCase().runTest()
+
+
+def test_a_signed_admin_change_replayed_to_the_other_gateway_is_refused(
+        gw2_cluster: LocalCluster) -> None:
+    """tenant21: the very bytes of a signed "create key", captured at gateway 1, replayed
+    to gateway 2 (etcd shared): 403 RequestReplayed, and no second key."""
+    from gateway.s3.sigv4_sign import sign_headers
+    env = gw2_cluster.env
+    admin_request("POST", "/tenants", {"name": "replayed"}, env=env)
+    body = json.dumps({"tenant": "replayed"}).encode()
+    first = f"127.0.0.1:{gw2_cluster.admin_port}"
+    hdrs = sign_headers("POST", f"http://{first}/admin/v1/keys",  # Host: gateway 1
+                        {"Content-Type": "application/json"}, body,
+                        env["TESSERA_ADMIN_ACCESS_KEY"], env["TESSERA_ADMIN_SECRET_KEY"])
+    answers = []
+    for port in (gw2_cluster.admin_port, gw2_cluster.admin_port + 1):
+        r = requests.post(f"http://127.0.0.1:{port}/admin/v1/keys", data=body, headers=hdrs,
+                          timeout=30)
+        answers.append((r.status_code, r.json().get("error", {}).get("code")))
+    assert answers == [(201, None), (403, "RequestReplayed")], answers
+    keys_ = admin_request("GET", "/keys", query={"tenant": "replayed"}, env=env)["keys"]
+    assert len(keys_) == 1, keys_
 
 
 def test_workers_leased_once_and_taken_over(gw2_cluster: LocalCluster) -> None:

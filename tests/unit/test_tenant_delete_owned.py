@@ -5,9 +5,11 @@ for them after its mark and undoes the mark if it finds one. Each test FAILS on 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -46,16 +48,19 @@ def _volumes(tmp_path: Path, meta: SqliteStore, tenants: TenantService) -> Volum
 
 def _delete_before_txn(meta: SqliteStore) -> None:
     """The next transaction (a create's) waits while another gateway's whole tenant delete
-    runs: the create read the tenant "active" and commits after the delete."""
-    plain: Callable[[Txn], Awaitable[bool]] = meta.txn
+    runs: the create read the tenant "active" and commits after the delete. (SqliteStore's
+    `txn` is its `txn_or_read` without reads: one hook covers both.)"""
+    plain: Callable[[Txn, tuple[bytes, ...]],
+                    Awaitable[tuple[bool, dict[bytes, Item | None]]]] = meta.txn_or_read
     armed = [True]
 
-    async def txn(t: Txn) -> bool:
+    async def txn_or_read(t: Txn, reads: tuple[bytes, ...]
+                          ) -> tuple[bool, dict[bytes, Item | None]]:
         if armed[0]:
             armed[0] = False
             await tenant_delete.delete(meta, "acme", None, None)
-        return await plain(t)
-    meta.txn = txn  # type: ignore[method-assign]
+        return await plain(t, reads)
+    meta.txn_or_read = txn_or_read  # type: ignore[method-assign]
 
 
 async def test_a_bucket_create_racing_the_delete_fails_its_compare(tmp_path: Path) -> None:
@@ -158,22 +163,37 @@ async def test_an_edit_of_the_tenant_does_not_fail_a_create(tmp_path: Path) -> N
 
 
 async def test_s3_answers_of_a_deleting_tenant(tmp_path: Path) -> None:
-    """Through boto3: a tenant left "deleting" (its delete cut short before the revocation)
-    reads its objects; CreateBucket, PUT (SSE-S3) and an SSE-KMS PUT needing the default
-    key not yet made are 403 AccessDenied saying the account is being deleted (not 500)."""
+    """Through boto3: a tenant left "deleting" (its delete cut short before the revocation):
+    its own key no longer authenticates (GET, CreateBucket, PUT: 403 InvalidAccessKeyId,
+    tenant21); another tenant granted read and write on its bucket reads, and its PUT, plain
+    or SSE-KMS, is 403 AccessDenied saying the account is being deleted (not 500)."""
     cfg = sim_config(tmp_path, 0)
     async with sim_cluster_s3(tmp_path, cfg, SimNodes(list(cfg.nodes)), "bkt") as (c, s3):
         await asyncio.to_thread(s3.put_object, Bucket="bkt", Key="k", Body=b"x" * 5000)
+        await c.tenants.create("u")
+        other = await c.tenants.create_key("u")
+        await asyncio.to_thread(s3.put_bucket_policy, Bucket="bkt", Policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"AWS": "u"},
+                "Action": ["s3:GetObject", "s3:PutObject"], "Resource": "arn:aws:s3:::bkt/*"}]}))
+        s3u = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id=other.access_key,
+                           aws_secret_access_key=other.secret_key, config=s3.meta.config)
         # the mark a delete cut short leaves (a delete itself would refuse: "bkt" is there)
         await c.meta.txn(Txn(puts={tenant_key("t"): _marked(await c.meta.get(tenant_key("t")))}))
-        got = await asyncio.to_thread(lambda: s3.get_object(Bucket="bkt", Key="k")["Body"].read())
-        assert got == b"x" * 5000
-        for call, kw in ((s3.create_bucket, {"Bucket": "late"}),
-                         (s3.put_object, {"Bucket": "bkt", "Key": "n", "Body": b"y"}),
-                         (s3.put_object, {"Bucket": "bkt", "Key": "n", "Body": b"y",
-                                          "ServerSideEncryption": "aws:kms"})):
+        for call, kw in ((s3.get_object, {"Bucket": "bkt", "Key": "k"}),
+                         (s3.create_bucket, {"Bucket": "late"}),
+                         (s3.put_object, {"Bucket": "bkt", "Key": "n", "Body": b"y"})):
             with pytest.raises(ClientError) as err:
                 await asyncio.to_thread(call, **kw)
+            e = err.value.response
+            assert (e["ResponseMetadata"]["HTTPStatusCode"], e["Error"]["Code"]) == \
+                (403, "InvalidAccessKeyId"), e
+        got = await asyncio.to_thread(lambda: s3u.get_object(Bucket="bkt", Key="k")["Body"].read())
+        assert got == b"x" * 5000
+        for kw in ({}, {"ServerSideEncryption": "aws:kms"}):
+            with pytest.raises(ClientError) as err:
+                await asyncio.to_thread(s3u.put_object, Bucket="bkt", Key="n", Body=b"y", **kw)
             e = err.value.response
             assert (e["ResponseMetadata"]["HTTPStatusCode"], e["Error"]["Code"]) == \
                 (403, "AccessDenied"), e

@@ -41,7 +41,7 @@ def test_cached_reads_survive_a_tenant_record_read_failure() -> None:
             meta.get = get  # type: ignore[method-assign]
             svc.tenants._reads._meta = meta  # the shared reads hold the store too
             # SHORT_TTL_S has passed since the last look at the tenant record:
-            svc.tenants._active_cache.clear()
+            svc.tenants._state_cache.clear()
             svc.tenants._kek_checked.clear()
             out = {}
             for what, v in views.items():
@@ -53,7 +53,7 @@ def test_cached_reads_survive_a_tenant_record_read_failure() -> None:
             # ... but only within the lease ttl of the last look (a daemon cut off from the
             # store longer than that may have missed a shred): EIO then
             h._active_until = 0.0
-            svc.tenants._active_cache.clear()
+            svc.tenants._state_cache.clear()
             late = {}
             for what, v in views.items():
                 try:

@@ -121,7 +121,8 @@ async def create_bucket(rq: S3Request) -> web.StreamResponse:
     try:
         await rq.cluster.buckets.create(
             rq.tenant, rq.bucket, region or rq.cfg.region,
-            versioning="Enabled" if locked else "", config=config or None)
+            versioning="Enabled" if locked else "", config=config or None,
+            owner=await rq.cluster.tenants.record(rq.tenant))  # cached by the auth check
     except BucketExists as exc:
         if exc.owned_by_caller and rq.cfg.region == "us-east-1":
             # us-east-1 answers 200 to a repeated create by the owner and resets the bucket

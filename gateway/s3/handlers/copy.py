@@ -124,6 +124,7 @@ async def copy_object(rq: S3Request) -> web.StreamResponse:
         raise S3Error("NotImplemented", Header=COPY_RANGE)
     src, src_versioned, named = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
+    sse.refuse_foreign_kms(rq.requester, src)
     meta_dir = _directive(rq, "x-amz-metadata-directive")
     tag_dir = _directive(rq, "x-amz-tagging-directive")
     opts = put_options(rq)

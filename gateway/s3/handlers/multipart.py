@@ -232,6 +232,7 @@ async def upload_part_copy(rq: S3Request) -> web.StreamResponse:
     number, upload_id, svc, up, part_key = await _part_target(rq)
     src, src_versioned, _ = await copy_source(rq)
     src_key = sse.key_for_read(rq.headers, src, sse.COPY_PREFIX)
+    sse.refuse_foreign_kms(rq.requester, src)
     start, end = _copy_range(rq.headers.get("x-amz-copy-source-range"), src.size)
     check_copy_size(end - start)
     running = checksums.Checksum(up.checksum_algorithm or checksums.DEFAULT_ALGORITHM)

@@ -311,6 +311,7 @@ async def get_object(rq: S3Request) -> web.StreamResponse:
     _check_part_number(rq, v)
     source = readable_version(v)  # 403 InvalidObjectState when archived and not restored
     customer_key = sse.key_for_read(rq.headers, v)
+    sse.refuse_foreign_kms(rq.requester, v)
     check_conditions(rq.headers, v.etag, v.last_modified, read=True)
     headers = object_headers(v, versioned)
     range_header = rq.headers.get("Range")

@@ -1,0 +1,40 @@
+"""Header-signed admin changes are served once: a captured "create key" or "delete tenant"
+must not replay within the signature's clock-skew window.
+
+Every gateway worker (and every gateway of a set) shares the metadata store, so the claim is
+a record there, put only if absent: the request's signature, under the time after which no
+gateway accepts its X-Amz-Date any more (date + skew, plus one more skew for the gateways'
+clocks differing). Each claim also deletes a few records past that time, so they do not
+pile up. GET and HEAD change nothing and may replay; console requests (a session cookie
+and its CSRF token) are not signed and not claimed.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from storage.keyspace import SYSTEM, pack, span
+from storage.metadata import MetadataStore, Txn
+
+PRUNE = 32  # expired claims deleted by each new one: more than one claim's worth
+_BASE = pack(SYSTEM, "admin-once")
+
+
+def _until_key(until: int, *signature: str) -> bytes:
+    """A claim's key, sorted by the second it expires (12 digits sort as numbers); without
+    the signature, the end of the claims expired before `until`."""
+    return pack(SYSTEM, "admin-once", f"{until:012d}", *signature)
+
+
+async def claim(meta: MetadataStore, signature: str, amz_date: str, max_skew_s: int,
+                now: float | None = None) -> bool:
+    """Record `signature` (of a request signed at `amz_date`) as served; False if it was
+    already: a replay."""
+    signed = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    key = _until_key(int(signed) + 2 * max_skew_s, signature)
+    start, _ = span(_BASE)
+    now_s = int(time.time() if now is None else now)
+    expired = await meta.range(start, _until_key(now_s), limit=PRUNE)
+    return await meta.txn(Txn(compares={key: 0}, puts={key: b""},
+                              deletes=tuple(i.key for i in expired)))

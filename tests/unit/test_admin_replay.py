@@ -1,0 +1,109 @@
+"""tenant21: a header-signed admin change is served once (gateway/admin/once.py). Two
+gateways over one metadata store (two processes' stores on one SQLite file, as two
+gateways of a set share etcd): the very bytes of a signed "create tenant" replayed to
+either are 403 RequestReplayed; a signed GET replays; the admin CLI's requests differ."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from gateway.admin import once
+from gateway.app import create_admin_app
+from gateway.metrics import Metrics
+from gateway.s3.sigv4_sign import sign_headers
+from ops.admincli import CliError, admin_request
+from ops.localports import free_port
+from storage.cluster import Cluster
+from storage.keyspace import span
+from storage.metadata.sqlite import SqliteStore
+from storage.testing.simnodes import SimNodes
+from tests.inproc import sim_config, wired_cluster
+
+
+@contextlib.asynccontextmanager
+async def _admin(cluster: Cluster) -> AsyncIterator[str]:
+    """The admin API of `cluster` served on a free loopback port: its base URL."""
+    runner = web.AppRunner(create_admin_app(cluster, Metrics()))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _send(url: str, method: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body or None, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            return resp.status, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())["error"]["code"]
+
+
+async def test_a_signed_change_is_served_once_by_every_gateway(tmp_path: Path) -> None:
+    cfg = sim_config(tmp_path, 0)
+    nodes = SimNodes(list(cfg.nodes))
+    meta_a = await SqliteStore.open(tmp_path / "meta.db")
+    meta_b = await SqliteStore.open(tmp_path / "meta.db")
+    try:
+        async with wired_cluster(tmp_path, cfg, nodes, meta_a, "t") as a, \
+                wired_cluster(tmp_path, cfg, nodes, meta_b, "u") as b, \
+                _admin(a) as url_a, _admin(b) as url_b:
+            adm = await a.tenants.create_key("_admin", role="admin")
+            body = json.dumps({"name": "acme"}).encode()
+            hdrs = sign_headers("POST", url_a + "/admin/v1/tenants",
+                                {"Content-Type": "application/json"}, body,
+                                adm.access_key, adm.secret_key)
+            for url, want in ((url_a, (201, "")), (url_b, (403, "RequestReplayed")),
+                              (url_a, (403, "RequestReplayed"))):
+                got = await asyncio.to_thread(_send, url + "/admin/v1/tenants", "POST",
+                                              hdrs, body)
+                assert got == want, (url, got)
+            get = sign_headers("GET", url_a + "/admin/v1/tenants", {}, b"",
+                               adm.access_key, adm.secret_key)
+            for url in (url_a, url_b, url_a):  # reads change nothing: they may replay
+                assert (await asyncio.to_thread(_send, url + "/admin/v1/tenants", "GET",
+                                                get, b""))[0] == 200
+            env = {"TESSERA_ADMIN_URL": url_b, "TESSERA_ADMIN_ACCESS_KEY": adm.access_key,
+                   "TESSERA_ADMIN_SECRET_KEY": adm.secret_key}
+            for _ in range(2):  # equal changes in one second: the CLI's nonce tells them apart
+                await asyncio.to_thread(admin_request, "POST", "/keys", {"tenant": "acme"},
+                                        env=env)
+            assert len(await a.tenants.list_keys("acme")) == 2
+            # a deleted tenant's name is taken again only with reuse_name (tenant21)
+            await asyncio.to_thread(admin_request, "POST", "/tenants", {"name": "gone"},
+                                    env=env)
+            await asyncio.to_thread(admin_request, "DELETE", "/tenants/gone", env=env)
+            with pytest.raises(CliError, match="reuse-name"):
+                await asyncio.to_thread(admin_request, "POST", "/tenants", {"name": "gone"},
+                                        env=env)
+            await asyncio.to_thread(admin_request, "POST", "/tenants",
+                                    {"name": "gone", "reuse_name": True}, env=env)
+    finally:
+        await meta_a.close()
+        await meta_b.close()
+
+
+async def test_claims_past_their_time_are_pruned(tmp_path: Path) -> None:
+    """Claims go once no gateway accepts their date (2 x skew): a later claim deletes them."""
+    meta = await SqliteStore.open(tmp_path / "meta.db")
+    try:
+        assert await once.claim(meta, "aa", "20261207T120000Z", 900, now=1.0)
+        assert not await once.claim(meta, "aa", "20261207T120000Z", 900, now=1.0)
+        signed = 1796644800  # 20261207T120000Z
+        assert await once.claim(meta, "bb", "20261207T130000Z", 900, now=signed + 1801)
+        left = await meta.range(*span(once._BASE), limit=10)
+        assert len(left) == 1  # "aa" went
+    finally:
+        await meta.close()
