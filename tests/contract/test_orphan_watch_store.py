@@ -68,3 +68,26 @@ async def test_a_replaced_holder_saves_nothing_and_takes_the_stored_watch(
     await a.load(store)  # a takes b's watch: b's 1000 s, none of its own since
     assert len(a) == 1 and a.watched_s("n1", "aa" * 16 + ".0") == 1000.0
     await _empty(store)
+
+
+async def test_a_holder_whose_clock_record_was_replaced_takes_the_stored_watch(
+        store: MetadataStore) -> None:  # noqa: F811
+    """review21a: a saved (its token stored), then b took the lease, loaded a's watch and
+    saved its own; a's next load must take b's watch, not continue its own clock with b's
+    entries left in the store (b's clock lags a's: b's entries would count time nobody
+    watched)."""
+    await _empty(store)
+    t = [0.0]
+    a, b = _watch(t, 1e6), _watch(t, 2e6)
+    await a.load(store)
+    a.watched_s("n1", "aa" * 16 + ".0")
+    await a.save(store)  # a's token is in the store
+    t[0] = 1000.0
+    await b.load(store)  # the lease moved to b 1000 s later (a paused): b counts from 0
+    b.watched_s("n1", "bb" * 16 + ".0")  # first seen by b at 0 on its clock
+    t[0] = 1100.0
+    await b.save(store)
+    await a.load(store)  # a got the lease back: it must take b's watch
+    assert a.watched_s("n1", "bb" * 16 + ".0") == 100.0, "a counted time nobody watched"
+    assert a.watched_s("n1", "aa" * 16 + ".0") == 100.0
+    await _empty(store)
