@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from storage import membership as ms
 from storage.keyspace import ORPHAN_WATCH, space, stripe_index_key
+from storage.keyspace import unpack as unpack_key
 from storage.shards.ids import shard_id
 from storage.workers.repair import RepairSettings, RepairWorker
 from tests.sim.test_sim_repair import SEGMENT, sim_factory  # noqa: F401 - the fixture
@@ -118,3 +120,43 @@ async def test_a_shard_that_gets_an_owner_between_checks_is_never_deleted(
         await h.check(GRACE_S)
     assert named in s.sim.files[holder], "a shard its commit names was deleted"
     assert not await s.meta.range(*space(ORPHAN_WATCH)), "a named shard stayed watched"
+
+
+async def _watched_on(s, node: str) -> list[bytes]:  # noqa: ANN001
+    """The stored `OW` keys of `node`'s shards."""
+    return [it.key for it in await s.meta.range(*space(ORPHAN_WATCH))
+            if unpack_key(it.key)[1] == node]
+
+
+async def test_a_node_removed_from_the_map_leaves_no_watch_in_the_store(
+        sim_factory) -> None:  # noqa: F811
+    """review21a F2: `keep_nodes` deletes a removed node's records from the store too (not
+    only from memory: while its token is its own, the holder never reloads them)."""
+    s, _, body, node = await _setup(sim_factory, 54)
+    orphan = shard_id(os.urandom(16), 0)
+    _plant(s, node, orphan, body, 2 * GRACE_S)
+    h = Holders(s)
+    await h.restart()
+    await h.check()
+    assert await _watched_on(s, node)
+    await ms.set_state(s.meta, s.cfg, node, ms.REMOVED)  # `tessera node remove`
+    await ms.refresh(s.meta, s.cfg, s.health)
+    await h.check(60.0)
+    assert not await _watched_on(s, node), "a removed node's watch stayed in the store"
+
+
+async def test_a_shard_gone_behind_the_sweep_leaves_no_watch_in_the_store(
+        sim_factory) -> None:  # noqa: F811
+    """review21a F2: a watched shard the next whole walk does not meet (`wrapped`) is
+    deleted from the store too."""
+    s, _, body, node = await _setup(sim_factory, 55)
+    orphan = shard_id(os.urandom(16), 0)
+    _plant(s, node, orphan, body, 2 * GRACE_S)
+    h = Holders(s)
+    await h.restart()
+    await h.check()  # (one page: the walk wraps at each check)
+    assert await _watched_on(s, node)
+    del s.sim.files[node][orphan]  # gone behind the sweep (another collector, an operator)
+    await h.check(60.0)
+    assert not await _watched_on(s, node), "a vanished shard's watch stayed in the store"
+
