@@ -16,9 +16,13 @@ The watch clock `(S, orphan-watch)` `{watched_s, token}` is the seconds of watch
 A process counts it on only from a value it wrote itself (its `token` is still there): by
 its monotonic time since that write was acknowledged, read before its next write is sent. A
 value another process wrote (a restart, a lease move) it takes as it is, reloads the entries,
-and counts from then: the time between holders is never counted. So the counted time is a
-sum of disjoint spans of real time, each measured on one process's monotonic clock, all after
-the shard was first seen: never more than the real time since. Each watched shard is
+and counts from then. So the counted time is a sum of disjoint spans of real time, each
+measured on one process's monotonic clock, all after the shard was first seen: never more
+than the real time since, which is all the safety needs (a write commits only within
+`WriteAge` of its first shard). It may count the time between holders: a process that gets
+the lease back while the stored token is still its own (the holder in between saved
+nothing) counts on from its own write, through the gap (review21a F4): real time that
+passed all the same. A new process never counts the gap. Each watched shard is
 `(OW, node id, shard id)` `{since}`, the watch clock when it was first seen. Not capped per
 step: a pause of a process that still holds the lease is real time passing (the writer's
 monotonic clock counts it too); one that lost its lease cannot write (its step's fence), and

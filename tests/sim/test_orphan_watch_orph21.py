@@ -1,7 +1,7 @@
 """The orphan watch kept in the metadata store (storage/workers/orphan_watch.py, orph21): a
 repair lease holder that restarts more often than the grace still deletes an orphan once the
-holders together have watched it for the grace; the time between holders, and any wall clock,
-never counts; a shard that got an owner is never deleted. Each holder is a new RepairWorker
+holders together have watched it for the grace; the time between holders (each a new
+process), and any wall clock, never counts; a shard that got an owner is never deleted. Each holder is a new RepairWorker
 whose monotonic clock has its own origin (as another process's would), injected, no sleeps."""
 
 from __future__ import annotations
