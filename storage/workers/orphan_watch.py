@@ -29,9 +29,10 @@ monotonic clock counts it too); one that lost its lease cannot write (its step's
 the next holder's token drops what it counted.
 
 Bounded: at most `WATCH_MAX` entries; a shard seen owned, deleted or gone is forgotten, and so
-is one a node's whole walk (`wrapped`) did not meet, and every shard of a node no longer
-walked (`keep_nodes`). The store mirrors the memory: changes are written at the end of each
-orphan check (`save`), the watch clock's compare-and-swap first.
+is one a node's whole walk (`wrapped`) did not meet, and every shard of a node removed from
+the cluster map or out (`keep_nodes`; a node only down keeps its entries). The store mirrors
+the memory: changes are written at the end of each orphan check (`save`), the watch clock's
+compare-and-swap first.
 """
 
 from __future__ import annotations
@@ -108,8 +109,11 @@ class OrphanWatch:
         self._walk[node_id] = walk + 1
 
     def keep_nodes(self, node_ids: set[str]) -> None:
-        """Forget the shards of nodes not among `node_ids` (removed, or down: not walked);
-        their watch starts again when they are walked again."""
+        """Forget the shards of nodes not among `node_ids` (the cluster map's nodes that are
+        not out: the others were removed, or are down past the out timer). A node that is
+        only down keeps its entries: its shards are not checked until it is back, and the
+        time it was down counts (real time passed since first sight; the delete path reads
+        the owner and the node-side age afresh)."""
         for node_id in [n for n in self._first if n not in node_ids]:
             for sid in list(self._first[node_id]):
                 self.forget(node_id, sid)
