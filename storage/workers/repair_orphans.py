@@ -121,8 +121,8 @@ class RepairHousekeeping:
         # cost up to WATCH_MAX store deletes, and the walk put them back when the node
         # returned, so a flapping node's orphans were never deleted (review21a F5); its
         # shards are not checked while it is down. A node removed from the cluster map, or
-        # out (down past the out timer, its stripes rebuilt elsewhere), loses it, so a dead
-        # node never holds the cap against the live nodes' orphans (review20g F2).
+        # out (down past the out timer, 10 minutes), loses it, so a dead node nobody
+        # removed never holds the cap against the live nodes' orphans (review20g F2).
         states = self._health.states
         self._orphan_watch.keep_nodes({n.id for n in self._health.nodes
                                        if n.id in states and states[n.id].state != OUT})
