@@ -16,18 +16,23 @@ The watch clock `(S, orphan-watch)` `{watched_s, token}` is the seconds of watch
 A process counts it on only from a value it wrote itself (its `token` is still there): by
 its monotonic time since that write was acknowledged, read before its next write is sent. A
 value another process wrote (a restart, a lease move) it takes as it is, reloads the entries,
-and counts from then: the time between holders is never counted. So the counted time is a
-sum of disjoint spans of real time, each measured on one process's monotonic clock, all after
-the shard was first seen: never more than the real time since. Each watched shard is
+and counts from then. So the counted time is a sum of disjoint spans of real time, each
+measured on one process's monotonic clock, all after the shard was first seen: never more
+than the real time since, which is all the safety needs (a write commits only within
+`WriteAge` of its first shard). It may count the time between holders: a process that gets
+the lease back while the stored token is still its own (the holder in between saved
+nothing) counts on from its own write, through the gap (review21a F4): real time that
+passed all the same. A new process never counts the gap. Each watched shard is
 `(OW, node id, shard id)` `{since}`, the watch clock when it was first seen. Not capped per
 step: a pause of a process that still holds the lease is real time passing (the writer's
 monotonic clock counts it too); one that lost its lease cannot write (its step's fence), and
 the next holder's token drops what it counted.
 
 Bounded: at most `WATCH_MAX` entries; a shard seen owned, deleted or gone is forgotten, and so
-is one a node's whole walk (`wrapped`) did not meet, and every shard of a node no longer
-walked (`keep_nodes`). The store mirrors the memory: changes are written at the end of each
-orphan check (`save`), the watch clock's compare-and-swap first.
+is one a node's whole walk (`wrapped`) did not meet, and every shard of a node removed from
+the cluster map or out (`keep_nodes`; a node only down keeps its entries). The store mirrors
+the memory: changes are written at the end of each orphan check (`save`), the watch clock's
+compare-and-swap first.
 """
 
 from __future__ import annotations
@@ -104,8 +109,11 @@ class OrphanWatch:
         self._walk[node_id] = walk + 1
 
     def keep_nodes(self, node_ids: set[str]) -> None:
-        """Forget the shards of nodes not among `node_ids` (removed, or down: not walked);
-        their watch starts again when they are walked again."""
+        """Forget the shards of nodes not among `node_ids` (the cluster map's nodes that are
+        not out: the others were removed, or are down past the out timer). A node that is
+        only down keeps its entries: its shards are not checked until it is back, and the
+        time it was down counts (real time passed since first sight; the delete path reads
+        the owner and the node-side age afresh)."""
         for node_id in [n for n in self._first if n not in node_ids]:
             for sid in list(self._first[node_id]):
                 self.forget(node_id, sid)

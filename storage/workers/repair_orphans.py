@@ -23,7 +23,7 @@ from typing import Any
 
 from storage.config import NodeSpec, RepairSettings
 from storage.errors import StorageError
-from storage.health import HealthTracker
+from storage.health import OUT, HealthTracker
 from storage.keyspace import stripe_index_key
 from storage.metadata import MetadataStore
 from storage.shards.ids import parse_shard_id
@@ -117,7 +117,15 @@ class RepairHousekeeping:
         now = time.time()
         usable = self._health.usable()
         await self._orphan_watch.load(self._meta)  # (another holder's, after a restart)
-        self._orphan_watch.keep_nodes({node.id for node in usable})
+        # A node only down (a missed probe, a network blip) keeps its watch: dropping it
+        # cost up to WATCH_MAX store deletes, and the walk put them back when the node
+        # returned, so a flapping node's orphans were never deleted (review21a F5); its
+        # shards are not checked while it is down. A node removed from the cluster map, or
+        # out (down past the out timer, 10 minutes), loses it, so a dead node nobody
+        # removed never holds the cap against the live nodes' orphans (review20g F2).
+        states = self._health.states
+        self._orphan_watch.keep_nodes({n.id for n in self._health.nodes
+                                       if n.id in states and states[n.id].state != OUT})
         await asyncio.gather(*(self._orphans_on(node, now) for node in usable))
         await self._orphan_watch.save(self._meta)
         self.stats.orphan_checks += 1

@@ -1,14 +1,14 @@
 """The orphan watch (storage/workers/repair_orphans.py) after review20g: a shard watched for
 the grace is re-checked by id at the next check, not a whole walk later (F1: a walk can take
-longer than the grace, and a restart in between starts the watch again); shards of a node no
-longer walked give their places in the capped watch up (F2); a stale copy of a live stripe,
+longer than the grace, and a restart in between starts the watch again); shards of a node
+removed or out (down past the out timer) give their places in the capped watch up (F2); a stale copy of a live stripe,
 which goes through the collector's fence, takes no place in it."""
 
 from __future__ import annotations
 
 import os
 
-from storage.health import DOWN
+from storage.health import OUT
 from storage.shards.ids import shard_id
 from storage.workers.repair import RepairSettings, RepairWorker
 from storage.workers.repair_orphans import OrphanWatch
@@ -61,7 +61,8 @@ async def test_a_node_no_longer_walked_gives_its_watch_places_up(sim_factory) ->
         _plant(s, gone, shard_id(os.urandom(16), 0), body)
     await repair._collect_orphans()  # noqa: SLF001 - fills the watch with `gone`'s shards
     s.sim.down.add(gone)
-    s.health.states[gone].state = DOWN  # (removed or down: no longer walked)
+    s.health.states[gone].state = OUT  # (removed, or down past the out timer: its watch
+    # goes; a node only down keeps it, mend21a, and holds the places until it is out)
     orphan = shard_id(os.urandom(16), 0)
     _plant(s, live, orphan, body)
     await repair._collect_orphans()  # noqa: SLF001

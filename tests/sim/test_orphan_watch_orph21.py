@@ -1,15 +1,20 @@
 """The orphan watch kept in the metadata store (storage/workers/orphan_watch.py, orph21): a
 repair lease holder that restarts more often than the grace still deletes an orphan once the
-holders together have watched it for the grace; the time between holders, and any wall clock,
-never counts; a shard that got an owner is never deleted. Each holder is a new RepairWorker
-whose monotonic clock has its own origin (as another process's would), injected, no sleeps."""
+holders together have watched it for the grace; the time between holders (each a new
+process), and any wall clock, never counts; a shard that got an owner is never deleted; the
+store drops the records of removed nodes and vanished shards, and keeps those of a node that
+is only down. Each holder is a new RepairWorker whose monotonic clock has its own origin (as
+another process's would), injected, no sleeps."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 
+from storage import membership as ms
+from storage.health import DOWN, OUT, UP
 from storage.keyspace import ORPHAN_WATCH, space, stripe_index_key
+from storage.keyspace import unpack as unpack_key
 from storage.shards.ids import shard_id
 from storage.workers.repair import RepairSettings, RepairWorker
 from tests.sim.test_sim_repair import SEGMENT, sim_factory  # noqa: F401 - the fixture
@@ -118,3 +123,85 @@ async def test_a_shard_that_gets_an_owner_between_checks_is_never_deleted(
         await h.check(GRACE_S)
     assert named in s.sim.files[holder], "a shard its commit names was deleted"
     assert not await s.meta.range(*space(ORPHAN_WATCH)), "a named shard stayed watched"
+
+
+async def _watched_on(s, node: str) -> list[bytes]:  # noqa: ANN001
+    """The stored `OW` keys of `node`'s shards."""
+    return [it.key for it in await s.meta.range(*space(ORPHAN_WATCH))
+            if unpack_key(it.key)[1] == node]
+
+
+async def test_a_node_removed_from_the_map_leaves_no_watch_in_the_store(
+        sim_factory) -> None:  # noqa: F811
+    """review21a F2: `keep_nodes` deletes a removed node's records from the store too (not
+    only from memory: while its token is its own, the holder never reloads them)."""
+    s, _, body, node = await _setup(sim_factory, 54)
+    orphan = shard_id(os.urandom(16), 0)
+    _plant(s, node, orphan, body, 2 * GRACE_S)
+    h = Holders(s)
+    await h.restart()
+    await h.check()
+    assert await _watched_on(s, node)
+    await ms.set_state(s.meta, s.cfg, node, ms.REMOVED)  # `tessera node remove`
+    await ms.refresh(s.meta, s.cfg, s.health)
+    await h.check(60.0)
+    assert not await _watched_on(s, node), "a removed node's watch stayed in the store"
+
+
+async def test_a_shard_gone_behind_the_sweep_leaves_no_watch_in_the_store(
+        sim_factory) -> None:  # noqa: F811
+    """review21a F2: a watched shard the next whole walk does not meet (`wrapped`) is
+    deleted from the store too."""
+    s, _, body, node = await _setup(sim_factory, 55)
+    orphan = shard_id(os.urandom(16), 0)
+    _plant(s, node, orphan, body, 2 * GRACE_S)
+    h = Holders(s)
+    await h.restart()
+    await h.check()  # (one page: the walk wraps at each check)
+    assert await _watched_on(s, node)
+    del s.sim.files[node][orphan]  # gone behind the sweep (another collector, an operator)
+    await h.check(60.0)
+    assert not await _watched_on(s, node), "a vanished shard's watch stayed in the store"
+
+async def test_a_node_down_for_a_while_keeps_its_watch(sim_factory) -> None:  # noqa: F811
+    """review21a F5: a node that misses probes keeps its stored watch (before, each down
+    check deleted every entry of the node, up to WATCH_MAX store deletes, and the walk put
+    them back when it returned: a flapping node's orphans were never deleted). The time it
+    was down counts (real time passed since first sight); it is checked once back."""
+    s, _, body, node = await _setup(sim_factory, 56)
+    orphan = shard_id(os.urandom(16), 0)
+    _plant(s, node, orphan, body, 2 * GRACE_S)
+    h = Holders(s)
+    await h.restart()
+    await h.check()  # first seen at watch clock 0
+    stored = await _watched_on(s, node)
+    assert stored
+    s.sim.down.add(node)
+    s.health.states[node].state = DOWN
+    assert node not in {n.id for n in s.health.usable()}
+    await h.check(1000.0)
+    await h.check(2000.0)
+    assert await _watched_on(s, node) == stored, "a node down for a check lost its watch"
+    s.sim.down.discard(node)
+    s.health.states[node].state = UP
+    await h.check(500.0)  # 3500 s since first sight
+    assert orphan in s.sim.files[node], "deleted before the grace"
+    await h.check(100.0)
+    assert orphan not in s.sim.files[node], "the time a node was down restarted its watch"
+    assert not await s.meta.range(*space(ORPHAN_WATCH))
+
+
+async def test_a_node_out_gives_up_its_watch(sim_factory) -> None:  # noqa: F811
+    """A node down past the out timer (its stripes rebuilt elsewhere) gives up its watch, so
+    a dead node that nobody removed never holds the cap (WATCH_MAX) against the live nodes'
+    orphans (review20g F2)."""
+    s, _, body, node = await _setup(sim_factory, 57)
+    _plant(s, node, shard_id(os.urandom(16), 0), body, 2 * GRACE_S)
+    h = Holders(s)
+    await h.restart()
+    await h.check()
+    assert await _watched_on(s, node)
+    s.sim.down.add(node)
+    s.health.states[node].state = OUT
+    await h.check(60.0)
+    assert not await _watched_on(s, node), "a node out kept its watch"
