@@ -424,7 +424,8 @@ class MpuVersionModel(RuleBasedStateMachine):
                 assert code(e) == "NoSuchKey", code(e)
                 return
             count = len(cur.parts) if cur.parts else 1
-            assert number > count and code(e) == "InvalidPart", code(e)
+            assert number > count and code(e) == "InvalidPartNumber", code(e)  # 416, as S3
+            assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 416
             return
         assert cur is not None
         data = r["Body"].read()
