@@ -9,12 +9,14 @@ of it, and '+' stays a literal plus, as botocore sends it encoded `%2B`), and on
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 from gateway.s3.errors import S3Error
 from gateway.s3.router import check_version_id
 
 HEADER = "x-amz-copy-source"
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a '%' not followed by two hex digits
 
 
 def split_copy_source(value: str) -> tuple[str, str, str]:
@@ -26,8 +28,17 @@ def split_copy_source(value: str) -> tuple[str, str, str]:
 
 
 def parse_copy_source(value: str) -> tuple[str, str, str | None]:
-    """(bucket, key, version id) of the header; 400 InvalidArgument for a parameter other
-    than versionId, a malformed version id, or a missing bucket or key."""
+    """(bucket, key, version id) of the header; 400 InvalidArgument for a path that is not
+    valid percent-encoded UTF-8, a parameter other than versionId, a malformed version id,
+    or a missing bucket or key."""
+    path = value.partition("?")[0]
+    try:
+        if _BAD_ESCAPE.search(path):
+            raise ValueError(path)
+        unquote(path, errors="strict")
+    except (ValueError, UnicodeDecodeError):  # S3's answer (paws-r/paws#819)
+        raise S3Error("InvalidArgument", "Invalid copy source encoding.",
+                      ArgumentName=HEADER, ArgumentValue=value) from None
     bucket, key, query = split_copy_source(value)
     version_id = None
     if query:

@@ -36,3 +36,14 @@ def test_refused(value: str) -> None:
     with pytest.raises(S3Error) as e:
         parse_copy_source(value)
     assert (e.value.status, e.value.code) == (400, "InvalidArgument")
+
+
+@pytest.mark.parametrize("value", ["b/%", "b/k%2", "b/%zz", "b/a%FF", "b/%C3", "%ZZb/k"])
+def test_bad_encoding_refused(value: str) -> None:
+    """A path that is not valid percent-encoded UTF-8 is 400 InvalidArgument "Invalid copy
+    source encoding.", as S3 answers (measured in paws-r/paws#819); it was read as a literal
+    '%' (NoSuchKey) or, for invalid UTF-8, as U+FFFD: `b/a%FF` copied the key "a\ufffd"."""
+    with pytest.raises(S3Error) as e:
+        parse_copy_source(value)
+    assert (e.value.status, e.value.code) == (400, "InvalidArgument")
+    assert e.value.message == "Invalid copy source encoding."
