@@ -107,3 +107,51 @@ async def test_claims_past_their_time_are_pruned(tmp_path: Path) -> None:
         assert len(left) == 1  # "aa" went
     finally:
         await meta.close()
+
+
+async def test_a_claim_inside_its_window_outlives_later_claims(tmp_path: Path) -> None:
+    """review21g: a later claim prunes only claims past 2 x skew, never one a gateway may
+    still accept: the replay of "aa" stays refused up to its last second."""
+    meta = await SqliteStore.open(tmp_path / "meta.db")
+    try:
+        signed = 1796644800  # 20261207T120000Z; its claim lasts until signed + 1800
+        assert await once.claim(meta, "aa", "20261207T120000Z", 900, now=signed)
+        assert await once.claim(meta, "bb", "20261207T122959Z", 900, now=signed + 1799)
+        assert not await once.claim(meta, "aa", "20261207T120000Z", 900, now=signed + 1799)
+        assert await once.claim(meta, "cc", "20261207T123000Z", 900, now=signed + 1800)
+        assert not await once.claim(meta, "aa", "20261207T120000Z", 900, now=signed + 1800)
+    finally:
+        await meta.close()
+
+
+async def test_a_change_that_failed_may_be_sent_again(tmp_path: Path) -> None:
+    """review21g: the claim is taken before the handler runs. A change that failed on the
+    server (503: a metadata blip) did nothing; the client's retry of the very same signed
+    request (an HTTP library's retry on 503, or within the second by an SDK) must be served,
+    not 403 RequestReplayed "served already" with the change never made."""
+    from storage.errors import StorageError
+
+    cfg = sim_config(tmp_path, 0)
+    nodes = SimNodes(list(cfg.nodes))
+    meta = await SqliteStore.open(tmp_path / "meta.db")
+    try:
+        async with wired_cluster(tmp_path, cfg, nodes, meta, "t") as a, _admin(a) as url:
+            adm = await a.tenants.create_key("_admin", role="admin")
+            plain, failed = a.tenants.create, []
+
+            async def create(name: str, reuse: bool = False):  # type: ignore[no-untyped-def]
+                if not failed:
+                    failed.append(name)
+                    raise StorageError("metadata store blip")
+                return await plain(name, reuse=reuse)
+            a.tenants.create = create  # type: ignore[method-assign]
+            body = json.dumps({"name": "acme"}).encode()
+            hdrs = sign_headers("POST", url + "/admin/v1/tenants",
+                                {"Content-Type": "application/json"}, body,
+                                adm.access_key, adm.secret_key)
+            first = await asyncio.to_thread(_send, url + "/admin/v1/tenants", "POST", hdrs, body)
+            assert first[0] == 503, first
+            again = await asyncio.to_thread(_send, url + "/admin/v1/tenants", "POST", hdrs, body)
+            assert again == (201, ""), again
+    finally:
+        await meta.close()
