@@ -35,6 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin import once
 from gateway.admin.audit import AuditTrail, refused_who
 from gateway.admin.auth import AdminError, authenticate_admin, claimed_key
 from storage import errors as se
@@ -128,6 +129,8 @@ class AdminApi:
                 log.exception("admin action %s failed", action)
                 status, payload = 500, _error_body("InternalError", "internal error; see the "
                                                    "gateway log")
+            if status >= 500 and once.CLAIMED in request:  # failed here: may be sent again
+                await once.release(self.cluster.meta, request[once.CLAIMED])
             result = "ok" if status < 400 else f"error:{payload['error']['code']}"
             await self.audit.record(cred.access_key, action, result, call.audit, remote)
             return web.json_response(payload, status=status)

@@ -5,7 +5,8 @@ Every gateway worker (and every gateway of a set) shares the metadata store, so 
 a record there, put only if absent: the request's signature, under the time after which no
 gateway accepts its X-Amz-Date any more (date + skew, plus one more skew for the gateways'
 clocks differing). Each claim also deletes a few records past that time, so they do not
-pile up. GET and HEAD change nothing and may replay; console requests (a session cookie
+pile up. A change that failed on the server (5xx: nothing, or not all, was done) gives its
+claim back (`release`), so the client's retry of the very same request is served. GET and HEAD change nothing and may replay; console requests (a session cookie
 and its CSRF token) are not signed and not claimed.
 """
 
@@ -14,11 +15,15 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from aiohttp import web
+
+from storage.errors import StorageError
 from storage.keyspace import SYSTEM, pack, span
 from storage.metadata import MetadataStore, Txn
 
 PRUNE = 32  # expired claims deleted by each new one: more than one claim's worth
 _BASE = pack(SYSTEM, "admin-once")
+CLAIMED: web.RequestKey[bytes] = web.RequestKey("admin_once_claimed")  # this request's claim
 
 
 def _until_key(until: int, *signature: str) -> bytes:
@@ -27,14 +32,28 @@ def _until_key(until: int, *signature: str) -> bytes:
     return pack(SYSTEM, "admin-once", f"{until:012d}", *signature)
 
 
+def claim_key(signature: str, amz_date: str, max_skew_s: int) -> bytes:
+    """The claim of `signature`, of a request signed at `amz_date`."""
+    signed = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    return _until_key(int(signed) + 2 * max_skew_s, signature)
+
+
 async def claim(meta: MetadataStore, signature: str, amz_date: str, max_skew_s: int,
                 now: float | None = None) -> bool:
     """Record `signature` (of a request signed at `amz_date`) as served; False if it was
     already: a replay."""
-    signed = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-    key = _until_key(int(signed) + 2 * max_skew_s, signature)
+    key = claim_key(signature, amz_date, max_skew_s)
     start, _ = span(_BASE)
     now_s = int(time.time() if now is None else now)
     expired = await meta.range(start, _until_key(now_s), limit=PRUNE)
     return await meta.txn(Txn(compares={key: 0}, puts={key: b""},
                               deletes=tuple(i.key for i in expired)))
+
+
+async def release(meta: MetadataStore, key: bytes) -> None:
+    """Give back a claim whose change failed on the server; best effort (a claim left
+    behind only refuses that one retry)."""
+    try:
+        await meta.txn(Txn(deletes=(key,)))
+    except StorageError:
+        pass
