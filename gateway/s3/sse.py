@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.s3.acl import owner_of
 from gateway.s3.errors import S3Error
 from storage import kms
 from storage.datakeys import KMS_CONTEXT, KMS_KEY, SSEC_HMAC, customer_key_matches
@@ -195,8 +196,10 @@ def refuse_foreign_kms(requester: str | None, v: ObjectVersion) -> None:
     KMS key, which no policy here grants to another account or to anonymous requests: 403
     AccessDenied, as AWS answers without kms:Decrypt (its AWS managed key aws/s3 is never
     usable across accounts; a customer managed key only through a key policy, which this
-    service has not). HEAD and the metadata operations decrypt nothing: not refused."""
-    if v.sse.get(KMS_KEY) and requester != v.tenant:
+    service has not). HEAD and the metadata operations decrypt nothing: not refused. The
+    version's own writer (its ACL owner: u writing into t's bucket under a grant) wrote
+    these bytes and reads them back, as on AWS, where they are sealed with its own key."""
+    if v.sse.get(KMS_KEY) and requester not in (v.tenant, owner_of(v)):
         raise S3Error("AccessDenied")
 
 
