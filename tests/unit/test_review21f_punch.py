@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,47 @@ def test_a_failed_groups_records_are_never_punched_into_the_newest_copy(
         assert got in (_body("v1"), _body("v2"))  # either copy, never a punched body
     finally:
         again.close()
+
+
+async def test_stopping_the_compactor_does_not_wait_out_a_paced_compaction(
+        tmp_path: Path) -> None:
+    """A node's stop cancels its compactor mid-run (`Compactor.stop`). The compaction job
+    goes on in the committer (a started job is not cancelled; `close` abandons it safely),
+    but run_once's `finally: await packs.punch()` queues a punch job BEHIND it and waits:
+    the stop then waits for the rest of a compaction paced at compact_rate_bytes_s."""
+    from nodes.disk import DiskShardStore
+    from nodes.packcompact import Compactor
+    from storage.config import PackSettings
+    from tests.contract.node_harness import make_shard
+    from tests.unit.test_packed_node import BLOCK, PACK_MAX
+
+    shard_bytes = len(make_shard(frames=2, block_size=BLOCK, last=None)[3])
+    settings = PackSettings(max_shard_bytes=PACK_MAX, seal_bytes=3 * (shard_bytes + 52),
+                            reserve_bytes=0, compact_rate_bytes_s=max(1, shard_bytes // 60))
+    store = DiskShardStore(tmp_path, packs=settings)  # each step then waits ~60 s
+    await store.start()
+    try:
+        packs = store.packs
+        assert packs is not None
+        shards = [make_shard(frames=2, block_size=BLOCK, last=None) for _ in range(10)]
+        for sid, _, _, body in shards:
+            await packs.put(sid, [body])
+        for sid, *_ in shards[:9]:
+            if shards.index((sid, *_)) % 3:  # one live shard left in each of 3 packs
+                await store.delete(sid)
+        assert len(packs.candidates()) >= 2
+        compactor = Compactor(store, settings, None)  # type: ignore[arg-type]
+        task = asyncio.create_task(compactor.run_once())
+        while not (packs._jobs and packs._jobs[0].started
+                   and packs._jobs[0].not_before > time.monotonic()):
+            await asyncio.sleep(0.01)  # a step copied; the job now waits out its pace
+        task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 5)
+        except asyncio.CancelledError:
+            pass  # stopped at once, as before packs21
+        except TimeoutError:
+            task.cancel()
+            pytest.fail("the compactor's stop waits for the paced compaction to finish")
+    finally:
+        await store.close()
