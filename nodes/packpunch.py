@@ -77,6 +77,7 @@ class PackPunching:
     holes: dict[int, int]  # seq -> bytes its punched holes give back (st_blocks measured)
     punched: int  # bytes punching gave back (st_blocks before and after; cumulative)
     _punched_dead: dict[int, int]  # seq -> its dead bytes when last punched
+    _unsure: dict[int, int]  # seq -> where its failed, never indexed group began
 
     if TYPE_CHECKING:
         def _fd(self, seq: int) -> int: ...
@@ -109,6 +110,17 @@ class PackPunching:
             yield n
         return total
 
+    def _superseded(self, seq: int, rec: pf.Record) -> bool:
+        """Whether a later durable record of its id supersedes PUT `rec` of pack `seq`, so
+        no restart can index it again: the index names a later record of the id, or none
+        (a later tombstone). An unindexed record of a failed group whose cut-back failed is
+        not: never acknowledged, yet a restart's scan applies it, the newest of its id
+        (review21f F1), so it is punched only once a later record of its id is indexed."""
+        loc = self.index.get(rec.shard_id)
+        if loc is not None:
+            return (loc.seq, loc.offset) > (seq, rec.body_offset)
+        return rec.offset < self._unsure.get(seq, self.sizes[seq] + 1)
+
     def _punch_pack(self, seq: int) -> int:
         """Punch pack `seq`'s dead PUT bodies (the committer's, between groups); the bytes
         the file system got back."""
@@ -119,9 +131,8 @@ class PackPunching:
         for rec in recs:
             if rec.kind != pf.PUT:
                 continue
-            loc = self.index.get(rec.shard_id)
-            if loc is not None and loc.seq == seq and loc.offset == rec.body_offset:
-                continue  # live: never
+            if not self._superseded(seq, rec):
+                continue  # live, or what a restart's scan would make live: never
             span = inner_blocks(rec.body_offset, rec.body_offset + rec.body_len, block)
             if span is None:
                 continue

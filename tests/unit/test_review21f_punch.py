@@ -154,3 +154,38 @@ def test_a_reused_pack_number_lost_later_is_still_reported(tmp_path: Path) -> No
         assert again.missing == [last_sealed]
     finally:
         again.close()
+
+
+def test_a_failed_groups_new_id_is_not_punched_before_a_restart_revives_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mend21f (F1's other half): a failed group's PUT of an id the index does not hold
+    at all looks like a record a later tombstone killed; a restart's scan still applies
+    it, so it must not be punched first (its bytes come back whole, as before punching)."""
+    sid, other = f"{8:032x}.1", f"{9:032x}.1"
+    s = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    s.open()
+    try:
+        asyncio.run(s.put(other, [_body("other")]))
+        real = os.fdatasync
+
+        def no_trunc(fd: int, n: int) -> None:
+            raise OSError(5, "EIO")
+
+        def no_sync(fd: int) -> None:
+            raise OSError(5, "EIO")
+        with monkeypatch.context() as m:
+            m.setattr(os, "ftruncate", no_trunc)
+            m.setattr(os, "fdatasync", no_sync)
+            with pytest.raises(OSError):  # the PUT fails; so does its cut-back
+                asyncio.run(s.put(sid, [_body("new")]))
+        assert os.fdatasync is real and s.locate(sid) is None
+        asyncio.run(s.punch(min_dead=0))
+    finally:
+        s.close()
+    again = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    again.open()
+    try:
+        loc = again.locate(sid)
+        assert loc is None or again.read(loc) == _body("new")  # never a punched body
+    finally:
+        again.close()
