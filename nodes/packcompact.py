@@ -50,10 +50,15 @@ class Compactor:
                 self.runs += 1
         except OSError as exc:  # a full disk: punching needs no room, so it still goes;
             if is_disk_full(exc):  # never after a cancel (a node stopping must not wait
-                await packs.punch()  # for a punch pass: review21f F2) or a failing disk
+                await self._punch()  # for a punch pass: review21f F2) or a failing disk
             raise
-        await packs.punch()  # dead bodies of the packs left, given back in place
+        await self._punch()  # dead bodies of the packs left, given back in place
         return copied
+
+    async def _punch(self) -> None:
+        """Punch at compaction's pace: a background job's disk share stays small."""
+        if self.store.packs is not None:
+            await self.store.packs.punch(pace=self.settings.compact_rate_bytes_s)
 
     async def _loop(self) -> None:
         while True:

@@ -26,7 +26,7 @@ async def test_a_failed_compaction_punches_only_when_the_disk_was_full(
         async def compact(pace: float | None = None) -> int:
             raise OSError(err, "compaction failed")
 
-        async def punch(min_dead: int | None = None) -> int:
+        async def punch(min_dead: int | None = None, pace: float | None = None) -> int:
             calls.append("punch")
             return 0
         monkeypatch.setattr(packs, "candidates", lambda: [1])
