@@ -84,7 +84,9 @@ class Drops:
         tmp = self.path.with_name(DROPS_NAME + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, raw)
+            done = 0
+            while done < len(raw):  # a short write would leave a record that fails its check
+                done += os.write(fd, raw[done:])
             os.fsync(fd)
         finally:
             os.close(fd)

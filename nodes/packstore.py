@@ -209,6 +209,9 @@ class PackStore(PackCompaction, PackPunching):
             self._apply(seq, rec)
         self.sizes[seq] = got.size
         self.live.setdefault(seq, 0)
+        holes = got.size - os.fstat(fd).st_blocks * 512  # punched before this restart: the
+        if holes > 0:  # disk gave them back (review21f F7), so `disk_bytes` must not count
+            self.holes[seq] = holes  # them until the compactor punches this pack again
         if got.damage is not None:
             self.damage.append(got.damage)
         if got.sealed:
