@@ -5,15 +5,24 @@ Why: compaction frees a pack's space only by copying its live records forward, a
 the pack is below `compact_ratio` live; a pack at 60 % live keeps its 40 % dead bytes, and a
 full disk must first find room for the copies. Punching frees a dead PUT's body in place.
 
-What is punched: the whole file-system blocks inside the BODY of a PUT record the index no
-longer names (replaced or tombstoned): its head and trailer stay, so a restart's scan and a
-footer still see a complete record (the later record that killed it still wins by order) and
-the punched zeros are never taken for damage; tombstones and footers are never touched. The
-committer does it between groups (`PackStore.punch`, run by the node's compactor after each
-compaction: the packs compaction drops need no punching), so the index cannot change under the liveness check: a live record is never
-punched. A read already streaming a record that died just before the punch meets zeros,
-fails its frame checksums and is cut short (the gateway reads another shard); never wrong
-bytes. A file system without PUNCH_HOLE (EOPNOTSUPP) turns punching off: compaction only.
+What is punched: the whole file-system blocks inside the BODY of a PUT record a later durable
+record of its id supersedes (the index names a later one, or none: a tombstone), never one a
+restart's scan would index again (a failed group's records whose cut-back failed): its head
+and trailer stay, so a restart's scan and a footer still see a complete record (the later
+record still wins by order) and the punched zeros are never taken for damage; tombstones and
+footers are never touched. The committer does it between groups (`PackStore.punch`, run by
+the node's compactor after a compaction run that ends or finds the disk full; the packs
+compaction drops need no punching), so the index cannot change under the liveness check: a
+live record is never punched. A pack is punched a step at a time (STEP_RECORDS bodies or
+STEP_BYTES), at the compactor's pace, so PUTs and DELETEs go between its steps; a body
+already a hole is skipped. A read already streaming a record that died just before the
+punch meets zeros and never passes them on as the shard: the node's frame check refuses them
+(`read_small`/`read_frames`), or, where the node sends the bytes unchecked for the gateway's
+reader checks, the gateway's frame check does (counted there, not in the node's
+`checksum_failures`); the gateway reads another shard. Known limit: an older punched record
+of an id comes back as its (corrupt) shard when the newer record's pack is lost or its
+trailer rots; a read or scrub finds it and quarantines it. A file system without PUNCH_HOLE
+(EOPNOTSUPP) turns punching off: compaction only.
 """
 
 from __future__ import annotations
