@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 PUNCH_MIN = 1024 * 1024  # dead bytes a pack gains before it is punched again
-STEP_RECORDS = 256  # bodies a punch step punches at most (then the groups queued go first)
+STEP_RECORDS = 64  # bodies a punch step punches at most (then the groups queued go first)
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
