@@ -538,9 +538,11 @@ class DiskShardStore:
                 "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize,
                 "reserve_bytes": 0 if reserve is None else reserve.held,
                 "reserve_size": 0 if reserve is None else reserve.size,
-                # packs with damage a restart found (`PackStore.damage`), and of those the
-                # packs gone though compaction never dropped them (`nodes.packdrops`)
-                "pack_damage": 0 if packs is None else len({d.seq for d in packs.damage}),
+                # packs with damage a restart found (`PackStore.damage`; a torn tail alone,
+                # left by any crash mid-write, is not), and of those the packs gone though
+                # compaction never dropped them (`nodes.packdrops`)
+                "pack_damage": 0 if packs is None else len({d.seq for d in packs.damage
+                                                            if d.harmful}),
                 "packs_missing": 0 if packs is None else len(packs.missing)}
 
 

@@ -50,7 +50,7 @@ class NodeMetrics:
             "Bytes the packs' reserve holds when whole ([packs] reserve_bytes)", registry=r)
         self.pack_damage = Gauge(
             "tessera_node_pack_damage",
-            "Packs in which a restart found damage (gaps, bad records, torn tails, or gone)",
+            "Packs in which a restart found damage (gaps, bad records, or gone; not a torn tail)",
             registry=r)
         self.packs_missing = Gauge(
             "tessera_node_packs_missing",

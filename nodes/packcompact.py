@@ -2,8 +2,9 @@
 the disk's sealed packs below `compact_ratio` live are compacted by the packs' committer
 (`PackStore.compact`) at no more than `compact_rate_bytes_s`, client writes going between its
 steps. Without it the space of deleted and replaced packed shards is never reclaimed. Each
-run then punches the dead bodies of the packs it left (not yet worth copying, or skipped on a
-full disk) in place (`nodes.packpunch`)."""
+run that ends, or finds the disk full, then punches the dead bodies of the packs it left (not
+yet worth copying, or skipped on a full disk) in place (`nodes.packpunch`); a cancelled run
+(the node stopping) does not wait for that."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from nodes.disk import DiskShardStore
 from nodes.logs import JsonLog
+from nodes.packreserve import is_disk_full
 from storage.config import PackSettings
 
 
@@ -46,9 +48,17 @@ class Compactor:
                 copied = await packs.compact(pace=self.settings.compact_rate_bytes_s)
                 self.copied += copied
                 self.runs += 1
-        finally:  # even when compaction found the disk full: punching needs no room
-            await packs.punch()  # dead bodies of the packs left, given back in place
+        except OSError as exc:  # a full disk: punching needs no room, so it still goes;
+            if is_disk_full(exc):  # never after a cancel (a node stopping must not wait
+                await self._punch()  # for a punch pass: review21f F2) or a failing disk
+            raise
+        await self._punch()  # dead bodies of the packs left, given back in place
         return copied
+
+    async def _punch(self) -> None:
+        """Punch at compaction's pace: a background job's disk share stays small."""
+        if self.store.packs is not None:
+            await self.store.packs.punch(pace=self.settings.compact_rate_bytes_s)
 
     async def _loop(self) -> None:
         while True:

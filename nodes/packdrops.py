@@ -11,6 +11,8 @@ have held any id). The record is written (a new file renamed over the old, fsync
 directory) before a pack is unlinked. A store without one (from before this record, or
 new) counts every gap it has as dropped and starts one. A record that fails its check
 reports nothing missing (it cannot tell) and is written again from the packs there are.
+Marks from the newest pack up are cut at open: those numbers are written again (the newest
+packs lost, or every pack: a wiped data dir), and a mark kept would hide a later loss.
 """
 
 from __future__ import annotations
@@ -54,12 +56,13 @@ class Drops:
             self.ranges = _gaps(existing)
             self._save_now()
             return []
-        if not existing and ranges:  # every pack gone (a wiped data dir): numbering starts
-            ranges = []  # again at 1, so the old record would hide the new packs' loss
-            self.ranges = ranges
-            self._save_now()
-        self.ranges = ranges
-        return _missing(existing, ranges)
+        newest = existing[-1] if existing else 0
+        clipped = _below(ranges, newest)
+        if clipped != ranges:  # numbers from the newest pack up are written again (every
+            self.ranges = clipped  # pack gone, or the newest lost): a mark left on one
+            self._save_now()  # would hide the loss of the new pack under it (review21f F5)
+        self.ranges = clipped
+        return _missing(existing, clipped)
 
     def add(self, seq: int) -> None:
         """Record pack `seq` as dropped, durably (OSError: not recorded)."""
@@ -81,7 +84,9 @@ class Drops:
         tmp = self.path.with_name(DROPS_NAME + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, raw)
+            done = 0
+            while done < len(raw):  # a short write would leave a record that fails its check
+                done += os.write(fd, raw[done:])
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -108,6 +113,11 @@ def _merged(ranges: Ranges) -> Ranges:
         else:
             out.append((lo, hi))
     return out
+
+
+def _below(ranges: Ranges, limit: int) -> Ranges:
+    """`ranges` cut to the numbers below `limit`."""
+    return [(lo, min(hi, limit - 1)) for lo, hi in ranges if lo < limit]
 
 
 def _gaps(existing: list[int]) -> Ranges:

@@ -5,15 +5,24 @@ Why: compaction frees a pack's space only by copying its live records forward, a
 the pack is below `compact_ratio` live; a pack at 60 % live keeps its 40 % dead bytes, and a
 full disk must first find room for the copies. Punching frees a dead PUT's body in place.
 
-What is punched: the whole file-system blocks inside the BODY of a PUT record the index no
-longer names (replaced or tombstoned): its head and trailer stay, so a restart's scan and a
-footer still see a complete record (the later record that killed it still wins by order) and
-the punched zeros are never taken for damage; tombstones and footers are never touched. The
-committer does it between groups (`PackStore.punch`, run by the node's compactor after each
-compaction: the packs compaction drops need no punching), so the index cannot change under the liveness check: a live record is never
-punched. A read already streaming a record that died just before the punch meets zeros,
-fails its frame checksums and is cut short (the gateway reads another shard); never wrong
-bytes. A file system without PUNCH_HOLE (EOPNOTSUPP) turns punching off: compaction only.
+What is punched: the whole file-system blocks inside the BODY of a PUT record a later durable
+record of its id supersedes (the index names a later one, or none: a tombstone), never one a
+restart's scan would index again (a failed group's records whose cut-back failed): its head
+and trailer stay, so a restart's scan and a footer still see a complete record (the later
+record still wins by order) and the punched zeros are never taken for damage; tombstones and
+footers are never touched. The committer does it between groups (`PackStore.punch`, run by
+the node's compactor after a compaction run that ends or finds the disk full; the packs
+compaction drops need no punching), so the index cannot change under the liveness check: a
+live record is never punched. A pack is punched a step at a time (STEP_RECORDS bodies or
+STEP_BYTES), at the compactor's pace, so PUTs and DELETEs go between its steps; a body
+already a hole is skipped. A read already streaming a record that died just before the
+punch meets zeros and never passes them on as the shard: the node's frame check refuses them
+(`read_small`/`read_frames`), or, where the node sends the bytes unchecked for the gateway's
+reader checks, the gateway's frame check does (counted there, not in the node's
+`checksum_failures`); the gateway reads another shard. Known limit: an older punched record
+of an id comes back as its (corrupt) shard when the newer record's pack is lost or its
+trailer rots; a read or scrub finds it and quarantines it. A file system without PUNCH_HOLE
+(EOPNOTSUPP) turns punching off: compaction only.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from nodes import packformat as pf
-from nodes.packsteps import StepJob
+from nodes.packsteps import STEP_BYTES, StepJob
 
 if TYPE_CHECKING:
     from nodes.packindex import PackIndex
@@ -37,6 +46,7 @@ if TYPE_CHECKING:
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 PUNCH_MIN = 1024 * 1024  # dead bytes a pack gains before it is punched again
+STEP_RECORDS = 64  # bodies a punch step punches at most (then the groups queued go first)
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -77,22 +87,23 @@ class PackPunching:
     holes: dict[int, int]  # seq -> bytes its punched holes give back (st_blocks measured)
     punched: int  # bytes punching gave back (st_blocks before and after; cumulative)
     _punched_dead: dict[int, int]  # seq -> its dead bytes when last punched
+    _unsure: dict[int, int]  # seq -> where its failed, never indexed group began
 
     if TYPE_CHECKING:
         def _fd(self, seq: int) -> int: ...
         def _records(self, seq: int) -> tuple[list[pf.Record], list[tuple[int, int]]]: ...
         def _hook(self, point: str, seq: int) -> None: ...
 
-    async def punch(self, min_dead: int | None = None) -> int:
+    async def punch(self, min_dead: int | None = None, pace: float | None = None) -> int:
         """Punch the dead bodies of every sealed pack that gained `min_dead` (PUNCH_MIN) dead
-        bytes since it was last punched (in the committer, between groups); the bytes given
-        back."""
+        bytes since it was last punched (in the committer, between groups, a step at a time,
+        `pace` bytes punched per second at most); the bytes given back."""
         min_dead = PUNCH_MIN if min_dead is None else min_dead
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._cond:
             if self._closing:
                 raise RuntimeError("pack store is closed")
-            self._jobs.append(StepJob(self._punching(min_dead), fut))
+            self._jobs.append(StepJob(self._punching(min_dead), fut, pace))
             self._cond.notify()
         return await asyncio.wrap_future(fut)
 
@@ -104,26 +115,36 @@ class PackPunching:
             dead = self.sizes.get(seq, 0) - self.live.get(seq, 0)
             if seq == self._active or dead - self._punched_dead.get(seq, 0) < min_dead:
                 continue
-            n = self._punch_pack(seq)
-            total += n
-            yield n
+            total += yield from self._punch_pack(seq)
         return total
 
-    def _punch_pack(self, seq: int) -> int:
-        """Punch pack `seq`'s dead PUT bodies (the committer's, between groups); the bytes
-        the file system got back."""
-        fd = self._fd(seq)
-        before = os.fstat(fd)
+    def _superseded(self, seq: int, rec: pf.Record) -> bool:
+        """Whether a later durable record of its id supersedes PUT `rec` of pack `seq`, so
+        no restart can index it again: the index names a later record of the id, or none
+        (a later tombstone). An unindexed record of a failed group whose cut-back failed is
+        not: never acknowledged, yet a restart's scan applies it, the newest of its id
+        (review21f F1), so it is punched only once a later record of its id is indexed."""
+        loc = self.index.get(rec.shard_id)
+        if loc is not None:
+            return (loc.seq, loc.offset) > (seq, rec.body_offset)
+        return rec.offset < self._unsure.get(seq, self.sizes[seq] + 1)
+
+    def _punch_pack(self, seq: int) -> Generator[int, None, int]:
+        """Punch pack `seq`'s dead PUT bodies, STEP_RECORDS or STEP_BYTES at a time (each
+        step yields the bytes it punched: the groups queued go between, review21f F3); the
+        bytes the file system got back. A body already a hole is skipped (a re-punch costs
+        one lseek a record, and is not paced)."""
+        before = os.fstat(self._fd(seq))
         block = before.st_blksize or 4096
+        dead = self.sizes[seq] - self.live.get(seq, 0)  # what dies from now on: next time
         recs, _harm = self._records(seq)
+        count = size = 0
         for rec in recs:
-            if rec.kind != pf.PUT:
-                continue
-            loc = self.index.get(rec.shard_id)
-            if loc is not None and loc.seq == seq and loc.offset == rec.body_offset:
-                continue  # live: never
+            if rec.kind != pf.PUT or not self._superseded(seq, rec):
+                continue  # live, or what a restart's scan would make live: never
             span = inner_blocks(rec.body_offset, rec.body_offset + rec.body_len, block)
-            if span is None:
+            fd = self._fd(seq)  # (the groups between steps may have closed the last one)
+            if span is None or _is_hole(fd, *span):
                 continue
             try:
                 punch_hole(fd, span[0], span[1] - span[0])
@@ -132,10 +153,24 @@ class PackPunching:
                     self.punch_off = True  # this file system cannot: compaction alone
                     break
                 raise
+            count, size = count + 1, size + span[1] - span[0]
+            if count >= STEP_RECORDS or size >= STEP_BYTES:
+                yield size
+                count = size = 0
+        if size:
+            yield size
         self._hook("punched", seq)
-        st = os.fstat(fd)
+        st = os.fstat(self._fd(seq))
         self.holes[seq] = max(0, self.sizes[seq] - st.st_blocks * 512)
-        self._punched_dead[seq] = self.sizes[seq] - self.live.get(seq, 0)
+        self._punched_dead[seq] = dead
         freed = max(0, (before.st_blocks - st.st_blocks) * 512)
         self.punched += freed
         return freed
+
+
+def _is_hole(fd: int, lo: int, hi: int) -> bool:
+    """Whether [lo, hi) of `fd` holds no data (punched before); False when unsure."""
+    try:
+        return os.lseek(fd, lo, os.SEEK_DATA) >= hi
+    except OSError as exc:
+        return exc.errno == errno.ENXIO  # no data from `lo` to the end

@@ -39,6 +39,12 @@ class Damage:
     held: list[tuple[int, int, Ids]] = field(default_factory=list)
     missing: bool = False  # the whole pack is gone (`nodes.packdrops`): it could hold anything
 
+    @property
+    def harmful(self) -> bool:
+        """Whether it may have cost acknowledged records (gaps, bad records, the pack
+        gone): a torn tail alone never does, it is what any crash mid-write leaves."""
+        return self.missing or bool(self.gaps or self.bad)
+
     def could_hold(self, sid: str, after: int = -1) -> bool:
         """Whether this damage could have held a record of `sid` ending past `after`."""
         return self.missing or could_hold(self.held, sid, after)

@@ -72,6 +72,7 @@ class PackCompaction:
     _active_of_last: int
     _unlinked: set[int]
     _retired: set[int]
+    _unsure: dict[int, int]
     _fds: OrderedDict[int, int]
     _fd_lock: threading.Lock
     _jobs: list[StepJob]
@@ -266,6 +267,7 @@ class PackCompaction:
         self.live.pop(seq, None)  # every later run on this pack's FileNotFoundError)
         self.damage = [d for d in self.damage if d.seq != seq]  # kept aside before
         self._retired.discard(seq)
+        self._unsure.pop(seq, None)
         self._unlinked.add(seq)
         self.compacted += 1
         self._sync_unlinks()

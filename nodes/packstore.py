@@ -104,6 +104,8 @@ class PackStore(PackCompaction, PackPunching):
         self._unlinked: set[int] = set()  # packs unlinked, their directory not yet fsynced
         self._retired: set[int] = set()  # never appended to again: sealed, or left by a
         # failed cut-back
+        self._unsure: dict[int, int] = {}  # seq -> where a group whose cut-back failed began:
+        # its records are never indexed, yet a restart's scan applies them (never punched)
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
         self.compacted = 0  # packs compaction removed
         self.punch_off = False  # the file system cannot punch holes (`nodes.packpunch`)
@@ -207,6 +209,9 @@ class PackStore(PackCompaction, PackPunching):
             self._apply(seq, rec)
         self.sizes[seq] = got.size
         self.live.setdefault(seq, 0)
+        holes = got.size - os.fstat(fd).st_blocks * 512  # punched before this restart: the
+        if holes > 0:  # disk gave them back (review21f F7), so `disk_bytes` must not count
+            self.holes[seq] = holes  # them until the compactor punches this pack again
         if got.damage is not None:
             self.damage.append(got.damage)
         if got.sealed:
@@ -528,6 +533,7 @@ class PackStore(PackCompaction, PackPunching):
             os.fdatasync(fd)
         except OSError:
             self._retired.add(seq)  # never appended to again; its size is what it holds
+            self._unsure[seq] = start
             with contextlib.suppress(OSError):
                 self.sizes[seq] = os.fstat(fd).st_size
             with contextlib.suppress(OSError):
