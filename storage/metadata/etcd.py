@@ -30,7 +30,7 @@ import msgpack
 from storage.errors import StorageError, StorageFull
 from storage.keyspace import AUTH_CHANGE, is_auth_record, lease_key, unpack
 from storage.metadata import Item, Txn, prefix_end
-from storage.metadata.etcd_batch import TxnBatcher, b64, compare_rev, item_of, unb64
+from storage.metadata.etcd_batch import TxnBatcher, Wanted, b64, compare_rev, item_of, unb64
 from storage.metadata.etcd_grpc import GrpcKV, member_unwell, try_elsewhere
 from storage.metadata.etcd_reads import ReadBatcher
 from storage.metadata.etcd_share import CommitServer, SharedCommits
@@ -396,9 +396,9 @@ class EtcdStore:
     async def share_commits(self, path: Path, owner: bool) -> None:
         """Several gateway worker processes: the owner (worker 0) batches every worker's
         commits, the others send theirs to it at `path` (storage/metadata/etcd_share.py)."""
-        def run(txn: Txn, reads: tuple[bytes, ...]
+        def run(txn: Txn, reads: tuple[bytes, ...], wanted: Wanted | None = None
                 ) -> Awaitable[tuple[bool, dict[bytes, Item | None]]]:
-            return self._batcher.run(txn, reads)  # (looked up per call: tests wrap it)
+            return self._batcher.run(txn, reads, wanted)  # (looked up per call: tests wrap it)
 
         if owner:
             server = CommitServer(run)

@@ -16,6 +16,11 @@ not per nested transaction.
 
 A batch that fails (connection, timeout, no leader) fails every caller in it with the same
 error a lone request would have raised: none of them knows whether it applied.
+
+A caller may say until when it wants its transaction sent (`run`'s `wanted`: worker 0 of
+storage/metadata/etcd_share.py, whose sender gives up on a commit at a known time): that is
+checked when the transaction is taken for a request, and one no longer wanted is dropped,
+never sent (`NotSent`), whatever the event loop did meanwhile (stopped, lagging).
 """
 
 from __future__ import annotations
@@ -65,6 +70,12 @@ REFUSED_WHOLE = ("too many operations in txn request", "request is too large",
 
 # sends one Txn, a serialized TxnRequest (never retried once sent: a write)
 Call = Callable[[bytes], Awaitable[pb.TxnResponse]]
+# whether a caller still wants its transaction sent (checked just before it is)
+Wanted = Callable[[], bool]
+
+
+class NotSent(StorageError):
+    """A transaction dropped unsent: its caller no longer wanted it (`TxnBatcher.run`)."""
 
 
 def b64(raw: bytes) -> str:
@@ -100,6 +111,16 @@ class Pending:
     size: int
     answer: asyncio.Future[tuple[bool, dict[bytes, Item | None]]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
+    wanted: Wanted | None = None  # None: always
+
+    def dropped(self) -> bool:
+        """Whether its caller no longer wants it sent: then it is answered NotSent."""
+        if self.wanted is None or self.wanted():
+            return False
+        if not self.answer.done():
+            self.answer.set_exception(NotSent("etcd transaction no longer wanted; not sent"))
+            self.answer.exception()
+        return True
 
     @classmethod
     def of(cls, txn: Txn, reads: tuple[bytes, ...]) -> Pending:
@@ -147,15 +168,20 @@ class TxnBatcher:
         self._clock = time.monotonic  # (tests set the round trips they need)
         self.batches = 0  # requests that carried more than one transaction (tests)
 
-    async def run(self, txn: Txn, reads: tuple[bytes, ...]
+    async def run(self, txn: Txn, reads: tuple[bytes, ...], wanted: Wanted | None = None
                   ) -> tuple[bool, dict[bytes, Item | None]]:
+        """`txn`'s outcome and, when it failed, `reads`' items; a transaction `wanted` says
+        is no longer wanted when it would be sent is dropped (NotSent)."""
         p = Pending.of(txn, reads)
+        p.wanted = wanted
         if len(p.body) > MAX_REQUEST_BYTES - RAFT_WRAP_BYTES:
             raise StorageError(f"etcd transaction of {len(p.body)} bytes: over the "
                                f"{MAX_REQUEST_BYTES - RAFT_WRAP_BYTES} bytes one etcd request "
                                f"may carry (--max-request-bytes {MAX_REQUEST_BYTES} less its "
                                "Raft entry's header); not sent")
         if p.alone:
+            if p.dropped():
+                return await p.answer
             return answer_of(await self._call(p.body), reads)
         self._queue.append(p)
         if self._flight is None:  # a lone caller goes at once; under concurrency it waits
@@ -177,6 +203,9 @@ class TxnBatcher:
         ops = size = 0
         while self._queue and len(batch) < MAX_MEMBERS:
             p = self._queue[0]
+            if p.dropped():
+                self._queue.popleft()
+                continue
             if batch and (max(ops, p.ops) + len(batch) + 1 > MAX_OPS
                           or size + p.size > MAX_BYTES
                           or not p.writes.isdisjoint(writes) or not p.writes.isdisjoint(touches)
@@ -245,6 +274,8 @@ class TxnBatcher:
             # refused as a whole before anything applied (a member's own limits are lower
             # than these): each goes alone
             for p in batch:
+                if p.dropped():  # (the ones before took time)
+                    continue
                 try:
                     self._settle(p, await self._call(p.body))
                 except Exception as one:  # noqa: BLE001 - that caller's own error

@@ -13,25 +13,26 @@ What a caller sees is what its own Txn would have given it:
 - an error worker 0 met (etcd unreachable, no leader, full, a request over etcd's size
   limit) comes back with its message, to that caller alone;
 - a commit sent to worker 0 whose answer never comes fails with "outcome unknown", as a lone
-  Txn whose connection broke after it was sent: it may have applied. That is: the
-  connection broke; worker 0 did not answer a ping within PING_S (stopped or stuck; while
-  commits wait on it, it is pinged every CHECK_S), and the commit's take-in deadline passed
-  (below); or no answer within FORWARD_TIMEOUT_S (that commit alone: worker 0 still answers
-  pings, its etcd request is slow). Such a commit is never resent;
+  Txn whose connection broke after it was sent: it may have applied. That is: no answer
+  within FORWARD_TIMEOUT_S (that commit alone), or worker 0 closed the connection (gone)
+  and the commit's take-in deadline passed. Such a commit is never resent. A worker 0 that
+  leaves a ping unanswered PING_S (pinged every CHECK_S while commits wait on it) may be
+  stopped or only slow (a loaded host): the next commits go direct, but the ones sent keep
+  waiting for their answers (a slow worker 0 still gives them);
 - a commit that is known not to have been sent goes straight to etcd through the worker's
   own batcher, so a worker keeps serving: worker 0 not listening (yet), gone, or stopped or
   stuck within AWAY_S (reconnections are tried in the background meanwhile); a frame over
-  MAX_FRAME; or one worker 0 refused because it took it in after its take-in deadline.
+  MAX_FRAME; or one worker 0 refused unsent (taken in after its take-in deadline, or not sent
+  to etcd by its give-up time).
 
-Never taken in after its caller was told it failed: each frame carries its take-in deadline
-(sent + PING_S, CLOCK_MONOTONIC: one clock for every process on the host); worker 0 refuses
-a frame it takes in later ("unsent", never sent to etcd), and a sender that gave up on a
-stopped worker 0 reports "outcome unknown" only once that deadline has passed. Nor sent to
-etcd after: the frame also carries when its sender stops waiting (sent + FORWARD_TIMEOUT_S),
-and worker 0 drops it then if still queued; a closed connection drops its queued ones. (One
-worker 0 took in before it stopped, and that was in flight to etcd or still queued when it
-resumes before seeing the connection closed, may still apply, as a lone Txn's may: etcd
-evaluates its compares then.)
+Never sent to etcd after its caller could have been told it failed: each frame carries its
+take-in deadline (sent + PING_S, CLOCK_MONOTONIC: one clock for every process on the host),
+and worker 0 refuses a frame it takes in later; and its give-up time (sent +
+FORWARD_TIMEOUT_S, when the sender stops waiting): worker 0's batcher drops it, unsent, if it
+is taken for a request GIVE_UP_MARGIN_S before that or later, or after its connection closed
+(`TxnBatcher.run`'s `wanted`, checked then, whatever worker 0's loop did meanwhile: stopped,
+lagging). So a sender reports "outcome unknown" only at its give-up time, or once worker 0
+closed the connection (it takes nothing more in from it, and drops what it had queued).
 """
 
 from __future__ import annotations
@@ -49,13 +50,16 @@ import msgpack
 
 from storage.errors import StorageError, StorageFull
 from storage.metadata import Item, Txn
-from storage.metadata.etcd_batch import MAX_REQUEST_BYTES
+from storage.metadata.etcd_batch import MAX_REQUEST_BYTES, NotSent, Wanted
 from storage.metadata.etcd_grpc import CHANNEL_OPTIONS
 
 log = logging.getLogger("tessera.metadata.etcd")
 
 # a commit's own Txn: the same call on either side (`TxnBatcher.run`)
 Run = Callable[[Txn, tuple[bytes, ...]], Awaitable[tuple[bool, dict[bytes, Item | None]]]]
+# worker 0's batcher (`TxnBatcher.run`): as Run, and whether the commit is still wanted
+Serve = Callable[[Txn, tuple[bytes, ...], Wanted],
+                 Awaitable[tuple[bool, dict[bytes, Item | None]]]]
 
 # in the workers' run directory, whose path `gateway.__main__._run_parent` keeps short
 # enough for "w<N>.sock" (108 bytes a Unix socket path): a name no longer than those
@@ -70,6 +74,9 @@ MAX_ANSWER = dict(CHANNEL_OPTIONS)["grpc.max_receive_message_length"] + 4096
 # worker 0 waits up to etcd's request timeout (10 s) per member it tries, a write that found
 # no leader trying each of 3: a commit not answered within this fails (that commit alone)
 FORWARD_TIMEOUT_S = 35.0
+# worker 0 sends a commit no later than this before its sender gives up on it: room for a
+# stall between its check (`TxnBatcher`) and the request's write
+GIVE_UP_MARGIN_S = 1.0
 PING_S = 5.0  # worker 0 answers a ping, and takes a frame in, within this, or is stuck
 CHECK_S = 1.0  # while commits wait on worker 0, it is pinged this often
 AWAY_S = 5.0  # after worker 0 could not be reached or did not answer: commits go direct
@@ -115,7 +122,7 @@ class CommitServer:
     """Worker 0's side: runs every frame's commit through `run` (its batcher) and sends
     the answer back on the same connection."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Serve) -> None:
         self._run = run
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,21 +144,24 @@ class CommitServer:
                     out.send(_pack([0]))
                     continue
                 self.commits += 1
-                task = asyncio.get_running_loop().create_task(self._one(out, frame))
+                task = asyncio.get_running_loop().create_task(self._one(writer, out, frame))
                 self._tasks.add(task)
                 mine.add(task)
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(mine.discard)
+        except (BrokenPipeError, ConnectionResetError) as exc:  # its sender closed it first
+            log.debug("etcd commit sharing: a worker's connection closed: %s", exc)
         except (StorageError, OSError, ValueError) as exc:  # a peer that sends garbage
             log.warning("etcd commit sharing: dropping a worker's connection: %s", exc)
         finally:
+            # closing: its commits not yet sent to etcd never will be (their `wanted`), one
+            # in flight still applies
             writer.close()
-            # its sender gave up on them (or is gone): a commit not yet sent to etcd never
-            # will be (`TxnBatcher.run` drops it when cancelled), one in flight still applies
             for task in mine:
                 task.cancel()
 
-    async def _one(self, out: _Out, frame: list) -> None:  # type: ignore[type-arg]
+    async def _one(self, writer: asyncio.StreamWriter, out: _Out, frame: list  # type: ignore[type-arg]
+                   ) -> None:
         rid, compares, puts, deletes, reads, deadline, give_up = frame
         if time.monotonic() >= deadline:  # (CLOCK_MONOTONIC: one clock for every process)
             # taken in too late (this worker was paused): its sender may have stopped waiting
@@ -159,15 +169,18 @@ class CommitServer:
             # sends it itself
             out.send(_pack([rid, None, None, ["unsent", "taken in after its deadline"]]))
             return
+        send_by = give_up - GIVE_UP_MARGIN_S
+
+        def wanted() -> bool:
+            """Its sender still waits for it: it reports "outcome unknown" at `give_up`, or
+            once this worker closed the connection."""
+            return not writer.is_closing() and time.monotonic() < send_by
+
         try:
-            # its sender stops waiting at `give_up` ("outcome unknown"): not sent to etcd by
-            # then, it never will be (`TxnBatcher.run` drops it when cancelled); sent, it
-            # still applies, as a lone Txn's may
-            async with asyncio.timeout(max(0.0, give_up - time.monotonic())):
-                ok, seen = await self._run(Txn(compares, puts, tuple(deletes)), tuple(reads))
-        except TimeoutError:
-            out.send(_pack([rid, None, None, ["etcd", "etcd commit sent through gateway worker "
-                                              "0: no answer in time; outcome unknown"]]))
+            ok, seen = await self._run(Txn(compares, puts, tuple(deletes)), tuple(reads),
+                                       wanted)
+        except NotSent:  # its sender, if still waiting, sends it itself
+            out.send(_pack([rid, None, None, ["unsent", "not sent by its give-up time"]]))
             return
         except StorageFull as exc:
             out.send(_pack([rid, None, None, ["full", str(exc)]]))
@@ -187,12 +200,40 @@ class CommitServer:
 
 
 class _Gone(Exception):
-    """The connection a commit was sent on is gone: why, and whether worker 0 may still
-    take the commit in (it was stopped or stuck, not closed)."""
+    """The connection a commit was sent on is gone: why, and whether its caller waits for
+    its take-in deadline first (worker 0 closed it)."""
 
-    def __init__(self, why: str, stuck: bool) -> None:
+    def __init__(self, why: str, wait: bool) -> None:
         super().__init__(why)
-        self.stuck = stuck
+        self.wait = wait
+
+
+class _Link:
+    """One connection to worker 0 and the commits waiting on it. `stale` says why new
+    commits no longer go on it (a ping it left unanswered): the ones sent still wait for
+    their answers, and it is closed once none does."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.out = _Out(writer)
+        self.waiting: dict[int, asyncio.Future[list]] = {}  # type: ignore[type-arg]
+        self.busy = asyncio.Event()  # set while commits wait on it
+        self.pong: asyncio.Future[None] | None = None
+        self.stale = ""
+        self.closed = False  # by this side
+        self.reading: asyncio.Task[None] | None = None
+
+    def fail(self, gone: _Gone, error: type[StorageError]) -> None:
+        """Every commit waiting on it (and a ping) fails: `gone`."""
+        waiting, self.waiting = self.waiting, {}
+        self.busy.clear()
+        for answer in waiting.values():
+            if not answer.done():
+                answer.set_exception(gone)
+                answer.exception()  # retrieved here: its caller may have gone
+        if (pong := self.pong) is not None and not pong.done():
+            pong.set_exception(error(str(gone)))
+            pong.exception()
 
 
 class SharedCommits:
@@ -203,25 +244,20 @@ class SharedCommits:
         self._path = path
         self._local = local
         self._error = error  # what an unknown outcome raises (EtcdError)
-        self._writer: asyncio.StreamWriter | None = None
-        self._out: _Out | None = None
-        self._reading: asyncio.Task[None] | None = None
+        self._link: _Link | None = None  # where new commits go
+        self._links: set[_Link] = set()  # open: that one, and stale ones still waited on
         self._watching: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[bool] | None = None
         self._tried = False  # a connection was tried: the next ones go in the background
-        self._pong: asyncio.Future[None] | None = None
-        self._pinging: asyncio.StreamWriter | None = None  # the connection being pinged
-        self._waiting: dict[int, asyncio.Future[list]] = {}  # type: ignore[type-arg]
-        self._busy = asyncio.Event()  # set while commits wait on worker 0
-        self._next = 0
+        self._next = 0  # (never reset: an old connection's answer never meets a new waiter)
         self._away_until = 0.0
         self.forwarded = 0  # commits sent to worker 0
         self.direct = 0  # commits sent to etcd while worker 0 could not be reached
 
     async def run(self, txn: Txn, reads: tuple[bytes, ...]
                   ) -> tuple[bool, dict[bytes, Item | None]]:
-        out = self._out if await self._connected() else None
-        if out is None:  # (also: connected, and broken again before this caller resumed)
+        link = self._link if await self._connected() else None
+        if link is None:  # (also: connected, and broken again before this caller resumed)
             return await self._direct(txn, reads)
         rid = self._next = self._next + 1
         sent = time.monotonic()
@@ -231,25 +267,28 @@ class SharedCommits:
         if len(frame) - HEAD.size > MAX_FRAME:  # etcd takes or refuses it as this worker's
             return await self._direct(txn, reads)
         answer: asyncio.Future[list] = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
-        self._waiting[rid] = answer
-        self._busy.set()
-        out.send(frame)
+        link.waiting[rid] = answer
+        link.busy.set()
+        link.out.send(frame)
         self.forwarded += 1
         try:
             async with asyncio.timeout(FORWARD_TIMEOUT_S):
                 _, ok, seen, err = await asyncio.shield(answer)
-        except TimeoutError:  # worker 0 answers pings (else _Gone): its etcd request is slow
+        except TimeoutError:  # worker 0 sends it no later than GIVE_UP_MARGIN_S before now
+            why = f" ({link.stale})" if link.stale else ""
             raise self._error("etcd commit sent through gateway worker 0: no answer within "
-                              f"{FORWARD_TIMEOUT_S:.0f} s; outcome unknown") from None
+                              f"{FORWARD_TIMEOUT_S:.0f} s{why}; outcome unknown") from None
         except _Gone as gone:
-            if gone.stuck:  # a stopped worker 0 that resumes must not take it in after this
+            if gone.wait:  # (worker 0 closed the connection: it takes nothing more in)
                 await asyncio.sleep(max(0.0, take_by - time.monotonic()))
             raise self._error(f"etcd commit sent through gateway worker 0: {gone}; "
                               "outcome unknown") from None
         finally:
-            self._waiting.pop(rid, None)
-            if not self._waiting:
-                self._busy.clear()
+            link.waiting.pop(rid, None)
+            if not link.waiting:
+                link.busy.clear()
+                if link is not self._link:  # a stale connection, now waited on by none
+                    self._close(link)
         if err is not None:
             kind, msg = err
             if kind == "unsent":  # refused unseen by etcd: sent once, by this worker
@@ -263,7 +302,7 @@ class SharedCommits:
         return await self._local(txn, reads)
 
     async def _connected(self) -> bool:
-        if self._writer is not None and not self._writer.is_closing():
+        if self._link is not None and not self._link.writer.is_closing():
             return True
         if time.monotonic() < self._away_until:
             return False
@@ -293,29 +332,28 @@ class SharedCommits:
             return False
         # a stopped (SIGSTOP) or stuck worker 0 still completes connects (the kernel's
         # backlog) but would hold every commit sent to it: it answers a ping first
-        self._pinging = writer
-        self._reading = asyncio.get_running_loop().create_task(self._read(reader, writer))
-        out = _Out(writer)
+        link = _Link(writer)
+        self._links.add(link)
+        link.reading = asyncio.get_running_loop().create_task(self._read(reader, link))
         ok = False
         try:
-            ok = await self._pinged(out)
+            ok = await self._pinged(link)
         finally:
-            self._pinging = None
             if not ok:
-                writer.close()
+                self._close(link)
         if not ok:
             log.warning("etcd commit sharing: worker 0 did not answer within %.0f s; "
                         "committing directly for %.0f s", PING_S, AWAY_S)
             self._away_until = time.monotonic() + AWAY_S
             return False
-        self._writer, self._out = writer, out
-        self._watching = asyncio.get_running_loop().create_task(self._watch(writer, out))
+        self._link = link
+        self._watching = asyncio.get_running_loop().create_task(self._watch(link))
         return True
 
-    async def _pinged(self, out: _Out) -> bool:
-        """Whether worker 0 answers a ping on `out` within PING_S: its loop runs."""
-        pong = self._pong = asyncio.get_running_loop().create_future()
-        out.send(_pack([0]))
+    async def _pinged(self, link: _Link) -> bool:
+        """Whether worker 0 answers a ping on `link` within PING_S: its loop runs."""
+        pong = link.pong = asyncio.get_running_loop().create_future()
+        link.out.send(_pack([0]))
         try:
             async with asyncio.timeout(PING_S):
                 await asyncio.shield(pong)
@@ -323,64 +361,80 @@ class SharedCommits:
         except (TimeoutError, StorageError):
             return False
         finally:
-            if self._pong is pong:
-                self._pong = None
+            if link.pong is pong:
+                link.pong = None
 
-    async def _watch(self, writer: asyncio.StreamWriter, out: _Out) -> None:
-        """While commits wait on worker 0, ping it every CHECK_S: one stopped or stuck is
-        left (the waiting commits fail, the next go direct) within CHECK_S + PING_S."""
-        while self._writer is writer:
-            await self._busy.wait()
-            if self._writer is not writer:
+    async def _watch(self, link: _Link) -> None:
+        """While commits wait on worker 0, ping it every CHECK_S: one stopped or stuck (or
+        only slow) is left for the next commits within CHECK_S + PING_S."""
+        while link is self._link:
+            await link.busy.wait()
+            if link is not self._link:
                 return
-            if not await self._pinged(out):
-                if self._writer is writer:
-                    self._broken(f"worker 0 did not answer a ping within {PING_S:.0f} s",
-                                 stuck=True)
+            if not await self._pinged(link):
+                if link is self._link:
+                    self._leave(link, f"worker 0 did not answer a ping within {PING_S:.0f} s")
                 return
             await asyncio.sleep(CHECK_S)
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        why = "worker 0 closed the connection"
+    def _leave(self, link: _Link, why: str) -> None:
+        """New commits go direct for AWAY_S (`link` is stale); the ones sent on it still
+        wait for their answers: worker 0 may only be slow, and one stopped that resumes
+        sends none of them after their senders gave up."""
+        log.warning("etcd commit sharing: %s; committing directly for %.0f s (%d sent wait "
+                    "for their answers, %.0f s at most)", why, AWAY_S, len(link.waiting),
+                    FORWARD_TIMEOUT_S)
+        link.stale = why
+        self._away_until = time.monotonic() + AWAY_S
+        if self._link is link:
+            self._link = None
+        if not link.waiting:
+            self._close(link)
+
+    async def _read(self, reader: asyncio.StreamReader, link: _Link) -> None:
+        unreadable = ""
         try:
             async for frame in _frames(reader, MAX_ANSWER):
-                answer = self._pong if frame[0] == 0 else self._waiting.get(frame[0])
+                answer = link.pong if frame[0] == 0 else link.waiting.get(frame[0])
                 if answer is not None and not answer.done():
                     answer.set_result(None if frame[0] == 0 else frame)
+        except ConnectionResetError:
+            pass
         except (StorageError, OSError, ValueError) as exc:
-            why = str(exc)
-        if self._writer is writer:
-            self._broken(why, stuck=False)
-        elif self._pinging is writer and (pong := self._pong) and not pong.done():
-            pong.set_exception(self._error(why))
-            pong.exception()
+            unreadable = f"an unreadable answer from worker 0 ({exc})"
+        if link.closed:  # closed by this side: its commits were dealt with then
+            return
+        if unreadable:  # worker 0 may still send the waiting ones: they wait their time
+            if (pong := link.pong) is not None and not pong.done():
+                pong.set_exception(self._error(unreadable))
+                pong.exception()
+            self._leave(link, unreadable)
+            self._close(link)
+            return
+        # worker 0 closed it: it takes nothing more in from it, nor sends what it queued
+        why = "worker 0 closed the connection"
+        if self._link is link:
+            log.warning("etcd commit sharing: %s; committing directly for %.0f s", why, AWAY_S)
+            self._away_until = time.monotonic() + AWAY_S
+        self._close(link)
+        link.fail(_Gone(why, wait=True), self._error)
 
-    def _broken(self, why: str, stuck: bool) -> None:
-        """Worker 0 is gone or stuck: commits go direct for AWAY_S."""
-        log.warning("etcd commit sharing: %s; committing directly for %.0f s", why, AWAY_S)
-        self._away_until = time.monotonic() + AWAY_S
-        self._drop(why, stuck)
-
-    def _drop(self, why: str, stuck: bool) -> None:
-        """Close the connection: every commit waiting on it has an unknown outcome."""
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = self._out = None
-        watching, self._watching = self._watching, None
-        if watching is not None and watching is not asyncio.current_task():
-            watching.cancel()
-        waiting, self._waiting = self._waiting, {}
-        self._busy.clear()
-        for answer in waiting.values():
-            if not answer.done():
-                answer.set_exception(_Gone(why, stuck))
-                answer.exception()  # retrieved here: its caller may have gone
+    def _close(self, link: _Link) -> None:
+        """Close `link` from this side (its waiting commits, if any, are not touched)."""
+        link.closed = True
+        link.writer.close()
+        self._links.discard(link)
+        if self._link is link:
+            self._link = None
 
     async def close(self) -> None:
         self._away_until = float("inf")  # nothing more goes to worker 0
-        watching = self._watching
-        self._drop("this worker is closing", stuck=False)
-        for task in (self._connecting, self._reading, watching):
+        links = list(self._links)
+        for link in links:
+            self._close(link)
+            link.fail(_Gone("this worker is closing", wait=False), self._error)
+        tasks = [self._connecting, self._watching, *(link.reading for link in links)]
+        for task in tasks:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

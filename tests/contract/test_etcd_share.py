@@ -61,12 +61,12 @@ async def test_two_workers_commits_share_one_request(etcd: EtcdStore, other: Etc
     run, call = batcher.run, batcher._call  # noqa: SLF001
     arrived, all_in, calls = 0, asyncio.Event(), []
 
-    async def counted(txn: Txn, reads: tuple[bytes, ...]) -> Any:
+    async def counted(txn: Txn, reads: tuple[bytes, ...], wanted: Any = None) -> Any:
         nonlocal arrived
         arrived += 1
         if arrived == n:
             all_in.set()
-        return await run(txn, reads)
+        return await run(txn, reads, wanted)
 
     async def held(body: bytes) -> Any:
         calls.append(body)

@@ -301,3 +301,29 @@ async def test_a_transaction_over_etcds_request_limit_is_refused_before_sending(
     assert fake.bodies == []
     assert await batcher.run(Txn(compares={b"k": 0}, puts={b"k": b"v" * 7000}), ()) == (True, {})
     assert len(fake.bodies) == 1
+
+
+async def test_a_transaction_no_longer_wanted_when_taken_is_never_sent() -> None:
+    """A caller's `wanted` is checked when its transaction is taken for a request (not when
+    queued, nor by a timer): one no longer wanted is answered NotSent and never sent, the
+    others queued with it go (etcd_share's worker 0: its sender has given up on it)."""
+    fake = FakeGateway()
+    batcher = TxnBatcher(fake.call)
+    want = {b"a": True, b"b": True}
+    first = asyncio.create_task(batcher.run(put(b"first"), ()))
+    while not fake.bodies:
+        await asyncio.sleep(0)
+    tasks = [asyncio.create_task(batcher.run(put(k), (), lambda k=k: want[k])) for k in want]
+    await asyncio.sleep(0)
+    want[b"a"] = False  # (after it was queued)
+    fake.release.set()
+    assert await first == (True, {})
+    with pytest.raises(etcd_batch.NotSent):
+        await tasks[0]
+    assert await tasks[1] == (True, {})
+    assert [op.request_put.key for body in fake.bodies[1:] for op in body.success] == [b"b"]
+    # one too big to share a request is checked as it would be sent too
+    big = Txn(puts={b"k%d" % i: b"v" for i in range(etcd_batch.MAX_MEMBER_OPS + 1)})
+    with pytest.raises(etcd_batch.NotSent):
+        await batcher.run(big, (), lambda: False)
+    assert len(fake.bodies) == 2
