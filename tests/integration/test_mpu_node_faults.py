@@ -30,14 +30,16 @@ FAULTY = ("n1", "n2", "n4", "n5", "n7")  # n3, n6, n8, n9 left
 
 
 @pytest.fixture
-def faulty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+def faulty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           ) -> Iterator[tuple[LocalCluster, list[subprocess.Popen]]]:
+    """The cluster, and the list the test adds the nodes it restarts by hand to (stopped
+    here: `tessera up` did not start them)."""
     monkeypatch.setenv("TESSERA_TEST_NODE_FAULT", ",".join(f"{n}:2:fail" for n in FAULTY))
     monkeypatch.setenv("TESSERA_REPAIR_SWEEP_S", "3600")  # no sweep: the writes alone count
     c = LocalCluster(tmp_path / "data").start()
     restarted: list[subprocess.Popen] = []
-    c.restarted = restarted  # type: ignore[attr-defined]
     try:
-        yield c
+        yield c, restarted
     finally:
         c.stop()
         for p in restarted:
@@ -52,8 +54,9 @@ def _held(c: LocalCluster) -> set[str]:
 
 
 def test_unplaceable_part_fails_cleanly_and_a_retry_completes(
-        faulty: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    c = faulty
+        faulty: tuple[LocalCluster, list[subprocess.Popen]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    c, restarted = faulty
     s3 = c.client()
     s3.create_bucket(Bucket="faults")
     rnd = random.Random(5)
@@ -88,7 +91,7 @@ def test_unplaceable_part_fails_cleanly_and_a_retry_completes(
     monkeypatch.delenv("TESSERA_TEST_NODE_FAULT")
     for n in FAULTY:
         c.kill(n)
-        c.restarted.append(c.restart_node(n))  # type: ignore[attr-defined]
+        restarted.append(c.restart_node(n))
     e2 = s3.upload_part(Bucket="faults", Key="k", UploadId=uid, PartNumber=2, Body=two)["ETag"]
     done = s3.complete_multipart_upload(Bucket="faults", Key="k", UploadId=uid, MultipartUpload={
         "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
