@@ -6,7 +6,8 @@ Invariants: no 5xx; each call answers success or AWS's NoSuchUpload; exactly one
 and Abort succeeds; a completed object reads back as the parts ListParts named (bytes, ETag
 "-N", parts count); the upload is gone after; and no stripe any of these writes left on the
 nodes is unaccounted for in the store: each is the live object's, or queued for collection
-(GC queue or discard tombstone), never a stray the orphan sweep would have to find.
+(GC queue or discard tombstone), never a stray the orphan sweep would have to find; and
+those queued due now (an aborted upload's parts) are then deleted from the nodes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +24,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from storage import keyspace as ks
+from storage.multipart_records import Part
 from storage.records import unpack
 from storage.shards.ids import parse_shard_id
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, wait_for
 
 MiB = 1 << 20
 TRIALS = 2
@@ -48,8 +51,10 @@ def _space(conn: sqlite3.Connection, prefix: str) -> dict[bytes, bytes]:
     return dict(conn.execute("SELECT k, v FROM kv WHERE k >= ? AND k < ?", (lo, hi)))
 
 
-def _race(s3: Any, bucket: str, key: str, rnd: random.Random) -> tuple[str, bool]:
-    """One upload raced as the module says: (its id, whether Complete won)."""
+def _race(c: LocalCluster, s3: Any, bucket: str, key: str, rnd: random.Random,
+          ) -> tuple[str, bool, set[str]]:
+    """One upload raced as the module says: (its id, whether Complete won, the stripes of
+    the parts Complete named)."""
     uid = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     bodies = [(1, rnd.randbytes(5 * MiB + i)) for i in range(3)]
     bodies += [(2, rnd.randbytes(1000 + i)) for i in range(2)]
@@ -63,6 +68,11 @@ def _race(s3: Any, bucket: str, key: str, rnd: random.Random) -> tuple[str, bool
     for p in listed:  # one writer's part, whole
         assert p["ETag"] in by_etag and p["Size"] == len(by_etag[p["ETag"]])
     parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in listed]
+    stripes = set()
+    for p in listed:
+        raw = c.db_get(ks.part_key(uid, p["PartNumber"]))
+        assert raw is not None
+        stripes.add(Part.decode(raw).stripe_id.hex())
     racers = {
         "complete": lambda: s3.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts}),
@@ -89,7 +99,7 @@ def _race(s3: Any, bucket: str, key: str, rnd: random.Random) -> tuple[str, bool
         assert _call(lambda: s3.head_object(Bucket=bucket, Key=key))[0] == 404
     assert _call(lambda: s3.list_parts(Bucket=bucket, Key=key, UploadId=uid))[:2] == (
         404, "NoSuchUpload")
-    return uid, won
+    return uid, won, stripes
 
 
 def test_racing_parts_complete_and_abort(cluster: LocalCluster) -> None:
@@ -100,24 +110,40 @@ def test_racing_parts_complete_and_abort(cluster: LocalCluster) -> None:
     rnd = random.Random(21)
     uploads: list[str] = []
     completed: set[str] = set()
+    aborted: set[str] = set()  # the stripes of the parts of the uploads Abort won
     for trial in range(TRIALS):
-        uid, won = _race(s3, bucket, f"k{trial}", rnd)
+        uid, won, stripes = _race(cluster, s3, bucket, f"k{trial}", rnd)
         uploads.append(uid)
         if won:
             completed.add(f"k{trial}")
+        else:
+            aborted |= stripes
+    # And one upload aborted unraced, so the abort checks below never go without one.
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="plain")["UploadId"]
+    uploads.append(uid)
+    for n in (1, 2):
+        s3.upload_part(Bucket=bucket, Key="plain", UploadId=uid, PartNumber=n, Body=b"p" * n)
+        raw = cluster.db_get(ks.part_key(uid, n))
+        assert raw is not None
+        aborted.add(Part.decode(raw).stripe_id.hex())
+    s3.abort_multipart_upload(Bucket=bucket, Key="plain", UploadId=uid)
 
     # The store first, the nodes after: a stripe the collector finished with left the nodes
     # before its queue entry went, so it is not listed below.
     conn = sqlite3.connect(f"file:{cluster.db_path}?mode=ro", uri=True)
     try:
         index = _space(conn, ks.STRIPE)
-        queued = {ks.unpack(k)[2] for k in _space(conn, ks.GC)}
+        gc = [ks.unpack(k)[1:] for k in _space(conn, ks.GC)]
+        now = time.time_ns()
+        queued = {stripe for _, stripe in gc}
         queued |= {ks.unpack(k)[1] for k in _space(conn, ks.STRIPE_DISCARDED)}
+        due = {stripe for at, stripe in gc if int(at) <= now}
         records = [k for k in _space(conn, ks.PART) if ks.unpack(k)[1] in uploads]
     finally:
         conn.close()
     assert records == [], "part records outlived their upload"
-    for stripe in sorted({parse_shard_id(s)[0].hex() for s in _held(cluster) - before}):
+    new = {parse_shard_id(s)[0].hex() for s in _held(cluster) - before}
+    for stripe in sorted(new):
         entry = index.get(ks.pack(ks.STRIPE, stripe))
         if entry is not None and unpack(entry).get("bucket") != bucket:
             continue  # another test's stripe (a repair, a rebalance)
@@ -126,3 +152,8 @@ def test_racing_parts_complete_and_abort(cluster: LocalCluster) -> None:
         else:
             e = unpack(entry)
             assert e["state"] == "live" and e["key"] in completed, (stripe, e)
+    # An aborted upload's parts, and whatever else was queued due now (a part that lost to
+    # Abort or Complete), leave the nodes: the collector's doing, waited for, not timed.
+    gone = (new & due) | aborted
+    wait_for(lambda: not {parse_shard_id(s)[0].hex() for s in _held(cluster)} & gone,
+             "the collector to delete the shards queued due now", timeout=30)
