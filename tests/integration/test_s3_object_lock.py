@@ -227,3 +227,37 @@ def test_locked_put_needs_content_md5_or_checksum(cluster: LocalCluster, s3) -> 
         400, "InvalidRequest")
     s3.put_object(Bucket=b, Key="default", Body=b"data")
     assert s3.head_object(Bucket=b, Key="default")["ObjectLockMode"] == "GOVERNANCE"
+
+
+def test_locked_upload_part_needs_content_md5_or_checksum(cluster: LocalCluster, s3) -> None:
+    """UploadPart of an upload created with Object Lock parameters, or into a bucket with a
+    default retention, is refused as PutObject is without Content-MD5 or an x-amz-checksum-*
+    (AWS's UploadPart: Content-MD5 "is required if object lock parameters are specified");
+    it was stored (main at 6ea6581), so a locked object's bytes went in unchecked."""
+    bare = cluster.client(request_checksum_calculation="when_required")  # sends neither
+    b = _locked_bucket(s3, f"lock-part-{uuid.uuid4().hex[:8]}")
+    message = ("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object "
+               "requests with Object Lock parameters")
+    held = s3.create_multipart_upload(Bucket=b, Key="held", ObjectLockLegalHoldStatus="ON")
+    plain = s3.create_multipart_upload(Bucket=b, Key="plain")
+    for up in (held, plain):
+        up["args"] = {"Bucket": b, "Key": up["Key"], "UploadId": up["UploadId"]}
+    with pytest.raises(ClientError) as e:
+        bare.upload_part(**held["args"], PartNumber=1, Body=b"data")
+    r = e.value.response
+    assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"],
+            r["Error"]["Message"]) == (400, "InvalidRequest", message)
+    assert "Parts" not in s3.list_parts(**held["args"])
+    bare.upload_part(**plain["args"], PartNumber=1, Body=b"data")  # no lock: nothing needed
+    # Content-MD5, or a checksum (the trailer boto3 sends by default), satisfies it.
+    bare.upload_part(**held["args"], PartNumber=1, Body=b"data",
+                     ContentMD5="jXd/OF09/siBXSD3SWAm3A==")
+    s3.upload_part(**held["args"], PartNumber=2, Body=b"data")
+    # A default retention makes every part one of an object with Object Lock parameters.
+    s3.put_object_lock_configuration(Bucket=b, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+    assert _err(bare.upload_part, **plain["args"], PartNumber=2, Body=b"data") == (
+        400, "InvalidRequest")
+    for up in (held, plain):
+        s3.abort_multipart_upload(**up["args"])

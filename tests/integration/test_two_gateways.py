@@ -278,6 +278,41 @@ def test_racing_completions_of_other_objects_never_both_200(gw2_cluster: LocalCl
             len(ns) - 1)), (i, answers)
 
 
+
+def test_complete_and_abort_racing_on_two_gateways(gw2_cluster: LocalCluster) -> None:
+    """Complete on one gateway, Abort and a further UploadPart on the other, at once: exactly
+    one of Complete and Abort succeeds (the other, and a part too late, NoSuchUpload); a
+    completed object reads back on both gateways, an aborted one is on neither, and no upload
+    is left listed."""
+    gw1, gw2 = gateway_client(gw2_cluster, gw2_cluster.port), gateway_client(gw2_cluster, gw2_cluster.port + 1)
+    gw1.create_bucket(Bucket="mpu-abort")
+    for i in range(6):
+        key, body = f"race/{i}", f"body {i} ".encode() * 100
+        up = gw1.create_multipart_upload(Bucket="mpu-abort", Key=key)["UploadId"]
+        etag = gw2.upload_part(Bucket="mpu-abort", Key=key, UploadId=up, PartNumber=1,
+                               Body=body)["ETag"]
+        a, b = (gw1, gw2) if i % 2 else (gw2, gw1)
+        done, aborted, late = _race(
+            partial(a.complete_multipart_upload, Bucket="mpu-abort", Key=key, UploadId=up,
+                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}),
+            partial(b.abort_multipart_upload, Bucket="mpu-abort", Key=key, UploadId=up),
+            partial(b.upload_part, Bucket="mpu-abort", Key=key, UploadId=up, PartNumber=2,
+                    Body=b"late"))
+        answers = (done, aborted, late)
+        assert isinstance(late, dict) or late == "NoSuchUpload", (i, answers)
+        assert isinstance(done, dict) != isinstance(aborted, dict), (i, answers)
+        assert (done if isinstance(aborted, dict) else aborted) == "NoSuchUpload", (i, answers)
+        for gw in (gw1, gw2):
+            if isinstance(done, dict):
+                got = gw.get_object(Bucket="mpu-abort", Key=key)
+                assert got["ETag"] == done["ETag"] and got["Body"].read() == body
+            else:
+                with pytest.raises(ClientError) as e:
+                    gw.head_object(Bucket="mpu-abort", Key=key)
+                assert e.value.response["Error"]["Code"] == "404"
+    for gw in (gw1, gw2):
+        assert gw.list_multipart_uploads(Bucket="mpu-abort").get("Uploads", []) == []
+
 class TwoGateways:
     """A boto3 client stand-in sending each call to one of several gateways' clients, picked
     by a seeded generator (hypothesis draws the seed, so a failing run replays)."""

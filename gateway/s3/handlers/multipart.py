@@ -18,7 +18,7 @@ from gateway.s3.handlers.access import write_acl
 from gateway.s3.handlers.attributes import checksum_type
 from gateway.s3.handlers.copy import check_copy_size, copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
-from gateway.s3.handlers.object_lock import lock_from_headers
+from gateway.s3.handlers.object_lock import lock_from_headers, require_integrity
 from gateway.s3.handlers.objects import put_options, write_conditions
 from gateway.s3.http import (
     ascii_digits,
@@ -184,6 +184,9 @@ async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, Up
 async def upload_part(rq: S3Request) -> web.StreamResponse:
     number, upload_id, svc, up, part_key = await _part_target(rq)
     body = RequestBody(rq.request, rq.auth, PART_SIZE_MAX)
+    # a part of an object with Object Lock parameters (the upload's, or the bucket's default
+    # retention) needs a digest, as a PutObject of one does (AWS: UploadPart's Content-MD5)
+    require_integrity(rq, up.lock, body.integrity_declared)
     want = up.checksum_algorithm
     if want:
         sent = [a for a in body.checksums if a != want]

@@ -136,7 +136,8 @@ async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
 
 def require_integrity(rq: S3Request, lock: dict[str, Any], declared: bool) -> None:
     """A PUT with Object Lock parameters (its own headers, or the bucket's default retention)
-    must carry Content-MD5 or an x-amz-checksum-* header or trailer, as AWS requires."""
+    must carry Content-MD5 or an x-amz-checksum-* header or trailer, as AWS requires; so
+    must an UploadPart of an upload created with them (`lock`: the upload's)."""
     if declared:
         return
     if lock or ol.default_retention(rq.existing_bucket().config, time.time()):
