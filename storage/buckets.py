@@ -30,7 +30,7 @@ from storage.keyspace import (
 )
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Bucket
-from storage.tenants import compare_of
+from storage.tenant_state import compare_of
 
 DELETING = "deleting"  # config entry: when a DeleteBucket marked the bucket (see `delete`)
 DELETING_S = 60.0  # a mark older than this (its DeleteBucket crashed) no longer blocks writes
@@ -51,7 +51,7 @@ class BucketService:
     async def create(self, tenant: str, name: str, region: str | None = None,
                      versioning: str = "", config: dict[str, Any] | None = None,
                      owner: Item | None = None) -> Bucket:
-        """A new bucket of `tenant`, whose record is compared (`tenants.compare_of`): refused
+        """A new bucket of `tenant`, whose record is compared (`tenant_state.compare_of`): refused
         (AccessDenied as for an account AWS closed; TenantDeleting, TenantShredding,
         KeyUnavailable) unless the tenant is active, so none outlives a tenant delete.
         `owner`: the tenant record as the request's auth check cached it (no read here;

@@ -26,7 +26,8 @@ from storage.kms import rewrap_keys
 from storage.metadata import MetadataStore, Txn
 from storage.object_lock import LockNow
 from storage.records import pack, unpack
-from storage.tenants import SHREDDED, TenantService
+from storage.tenant_state import SHREDDED
+from storage.tenants import TenantService
 
 
 async def rotate(meta: MetadataStore, tenants: TenantService, tenant: str) -> int:

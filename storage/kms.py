@@ -57,7 +57,8 @@ from storage.keyspace import (
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Record, Tenant, pack, unpack
-from storage.tenants import DELETING, TenantService, deleting_message
+from storage.tenant_state import DELETING, deleting_message
+from storage.tenants import TenantService
 
 DEFAULT_ALIAS = "aws/s3"
 DEFAULT_DESCRIPTION = "Default key that protects my S3 objects when no other key is defined"

@@ -34,7 +34,7 @@ from storage.keyspace import (
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import Tenant
-from storage.tenants import DELETING, SHREDDED
+from storage.tenant_state import DELETING, SHREDDED
 
 PAGE = 100  # deletes per transaction: under etcd's default --max-txn-ops (128)
 TRIES = 8
@@ -87,7 +87,7 @@ async def _mark(meta: MetadataStore, tenant: str) -> tuple[Item, str]:
 
 
 async def _owns_nothing(meta: MetadataStore, tenant: str, prev: str) -> None:
-    """After the mark (no bucket or volume is made from then on: `tenants.tenant_compare`),
+    """After the mark (no bucket or volume is made from then on: `tenant_state.tenant_compare`),
     TenantNotEmpty if the tenant owns one still (made since the caller's check, before the
     mark); the mark is undone first, so the tenant can delete them."""
     for what, prefix in (("buckets", tenant_bucket_prefix(tenant)),

@@ -38,9 +38,15 @@ from storage.keyspace import (
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import AccessKey, Tenant
 from storage.sharedreads import SharedReads
+from storage.tenant_state import (
+    DELETING,
+    SHREDDED,
+    SHREDDING,
+    deleting_message,
+    require_active,
+    tenant_compare,
+)
 
-SHREDDED, SHREDDING = "shredded", "shredding"  # tenant states besides "active"
-DELETING = "deleting"  # `tessera tenant delete` began (storage.tenant_delete); no KMS key made
 _AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
 SHORT_TTL_S = 5.0  # identities; keys, access keys, tenant state also only while the stamp holds
@@ -76,40 +82,6 @@ class Credential:
     tenant: str
     role: str
 
-
-def deleting_message(tenant: str) -> str:
-    """What a refusal says while `tenant` is "deleting" (a cut-short delete leaves it so)."""
-    return (f"tenant {tenant!r} is being deleted (its access keys are refused, and so are "
-            f"writes and new keys, buckets or volumes); run `tessera tenant delete {tenant}` "
-            "again to finish")
-
-
-async def tenant_compare(meta: MetadataStore, tenant: str) -> dict[bytes, int]:
-    """The compare a new bucket or volume of `tenant` commits with: its record at the
-    revision read, which must be "active" (`_require_active`; NotFound when absent). A
-    `tenant delete` marks the record before it re-checks for buckets and volumes, so one
-    made meanwhile either fails its compare or is seen by that check: none outlives it."""
-    return compare_of(tenant, await meta.get(tenant_key(tenant)))
-
-
-def compare_of(tenant: str, item: Item | None) -> dict[bytes, int]:
-    """`tenant_compare` on the record `item` read already (None: absent)."""
-    if item is None:
-        raise NotFound(f"tenant {tenant!r} does not exist")
-    _require_active(Tenant.decode(item.value))
-    return {item.key: item.revision}
-
-
-def _require_active(t: Tenant) -> None:
-    """Refuse to give a tenant not "active" a new KEK or access key: TenantShredding while
-    a shred is fenced (the operator may wait or cancel it), KeyUnavailable once shredded."""
-    if t.state == SHREDDING:
-        raise TenantShredding(f"a shred of tenant {t.name!r} is in progress; wait or cancel "
-                              f"it with tessera tenant shred {t.name} --cancel")
-    if t.state == DELETING:
-        raise TenantDeleting(deleting_message(t.name))
-    if t.state != "active":
-        raise KeyUnavailable(f"tenant {t.name!r} is shredded")
 
 class TenantService:
     def __init__(self, meta: MetadataStore, root: keys.RootKeyProvider) -> None:
@@ -417,7 +389,7 @@ class TenantService:
             if item is None:
                 raise NotFound(f"tenant {tenant!r} does not exist")
             t = Tenant.decode(item.value)
-            _require_active(t)
+            require_active(t)
             v = max(t.keks) + 1
             t.keks[v] = keys.new_kek(self._root, tenant, v)
             t.current_kek = v

@@ -46,7 +46,8 @@ from storage.leases import local_process
 from storage.metadata import Item, MetadataStore, Txn
 from storage.records import pack, unpack
 from storage.stripes import StripeStore
-from storage.tenants import TenantService, tenant_compare
+from storage.tenant_state import tenant_compare
+from storage.tenants import TenantService
 from storage.volume_gone import gone_volume_step, retire
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import recover

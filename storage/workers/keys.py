@@ -18,7 +18,8 @@ from storage.keyspace import unpack as unpack_key
 from storage.kms import purge_due, rewrap_keys
 from storage.metadata import MetadataStore, Txn
 from storage.records import ObjectVersion, pack, unpack
-from storage.tenants import SHREDDED, TenantService
+from storage.tenant_state import SHREDDED
+from storage.tenants import TenantService
 from storage.workers import WorkerState
 
 BATCH = 256

@@ -108,7 +108,7 @@ async def test_a_fast_gateway_clock_does_not_shred_a_tenant_early(
     a gateway whose clock is an hour fast before the retention ended: refused and put off
     (the old worker judged the retention by its own clock and destroyed the tenant's keys)."""
     from storage import keys_rotation as kr
-    from storage.tenants import SHREDDED
+    from storage.tenant_state import SHREDDED
     from tests.inproc import served_s3, wired_cluster
 
     cfg = sim_config(tmp_path, 4096)

@@ -80,7 +80,7 @@ async def test_shredding_a_tenant_without_object_lock_needs_no_node_clock(
     """A shred judges retentions only in buckets with Object Lock; a tenant with none is
     shredded (metadata only) while most nodes are down, as before the lock clock."""
     from storage import keys_rotation as kr
-    from storage.tenants import SHREDDED
+    from storage.tenant_state import SHREDDED
     from tests.inproc import wired_cluster
 
     cfg = sim_config(tmp_path, 4096)

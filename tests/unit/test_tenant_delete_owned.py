@@ -1,5 +1,5 @@
 """mend20h: no bucket or volume outlives a tenant delete (storage/tenant_delete.py). Bucket
-and volume creates compare the tenant record (`tenants.tenant_compare`); the delete re-checks
+and volume creates compare the tenant record (`tenant_state.tenant_compare`); the delete re-checks
 for them after its mark and undoes the mark if it finds one. Each test FAILS on main."""
 
 from __future__ import annotations
