@@ -74,7 +74,7 @@ async def test_a_worker_step_resumed_from_suspend_commits_nothing(
     further step starts."""
     meta = await SqliteStore.open(tmp_path / "meta.db")
     try:
-        lease = await Leases(meta).acquire("w", "host/a:1/10", 5.0)
+        lease = await Leases(meta).acquire("w", "host/a:1/10", 60.0)  # (the jump is injected)
         assert lease is not None
         fence = StepFence(lease)
         async with fence.step():

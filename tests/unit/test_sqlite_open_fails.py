@@ -39,3 +39,34 @@ async def test_a_failed_open_closes_what_it_opened(tmp_path: Path, what: str) ->
     assert _sqlite_threads() == threads
     assert _fds() == fds
     assert not list(tmp_path.glob("*gen"))  # no counter file was left either
+
+
+async def test_a_cancelled_open_neither_stalls_the_loop_nor_leaks(tmp_path: Path) -> None:
+    """review21d: an open cancelled while another process holds the lock (its thread waits
+    out the busy timeout) closed its connections from under that thread and then waited for
+    it on the event loop (`shutdown(wait=True)`): the loop stalled up to BUSY_TIMEOUT_S.
+    Now the cancel returns while the thread still waits, and once the lock goes, the thread
+    closes what it opened and ends."""
+    import asyncio
+
+    path = tmp_path / "meta.db"
+    await (await SqliteStore.open(path)).close()
+    before = set(threading.enumerate())
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        task = asyncio.ensure_future(SqliteStore.open(path))
+        while not any(t.name.startswith("sqlite-w") for t in set(threading.enumerate()) - before):
+            await asyncio.sleep(0.01)  # its thread started (and waits on the lock)
+        task.cancel()
+        await asyncio.wait([task])
+        left = [t for t in set(threading.enumerate()) - before if t.name.startswith("sqlite-w")]
+        assert left and left[0].is_alive()  # not waited for on the loop
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    for t in left:
+        await asyncio.to_thread(t.join)
+    held = [os.readlink(f"/proc/self/fd/{f}") for f in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{f}")]
+    assert not [f for f in held if f.startswith(str(path))]
