@@ -494,11 +494,20 @@ def grow_mounted(data_dir: Path, tenant: str, name: str,
     to the record's size, and a loop device under a file system takes the new capacity;
     growing the file system itself is its owner's step, resize2fs). Returns each mount
     with "" once grown, else why not (it keeps its size until remounted: a daemon from
-    before this, EPERM; a fenced one, EIO). Mounts on other hosts see it when remounted."""
+    before this, EPERM; a fenced one, EIO; a stopped daemon or a mount still starting, with
+    what to do). Mounts on other hosts see it when remounted."""
     out = []
     for st in mounted_states(data_dir):
-        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid) or (
-                st.starting and not os.path.ismount(st.fuse_dir)):
+        if st.volume != name or st.tenant != tenant:
+            continue
+        if not _daemon_running(st.pid):
+            if _proc_state(st.pid) in (b"T", b"t"):  # SIGSTOP, a debugger: cannot answer now
+                out.append((st, f"its daemon {st.pid} is stopped: once it runs, "
+                                f"truncate -s {size} {Path(st.fuse_dir) / 'volume'}"))
+            continue
+        if st.starting and not os.path.ismount(st.fuse_dir):
+            out.append((st, "it was still being mounted: resize again (same size) once "
+                            "it is"))
             continue
         try:
             os.truncate(Path(st.fuse_dir) / "volume", size)
@@ -511,10 +520,15 @@ def grow_mounted(data_dir: Path, tenant: str, name: str,
     return out
 
 
-def _daemon_running(pid: int) -> bool:
+def _proc_state(pid: int) -> bytes | None:
+    """The process's state letter (/proc/PID/stat), None when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
+            return f.read().rsplit(b")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"T", b"t", b"X")  # gone, or stopped: it cannot answer
+        return None
+
+
+def _daemon_running(pid: int) -> bool:
+    state = _proc_state(pid)
+    return state is not None and state not in (b"Z", b"T", b"t", b"X")  # gone, or stopped
