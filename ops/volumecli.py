@@ -223,19 +223,18 @@ async def _delete(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
     from gateway.admin.volumes import volume_dict
-    from gateway.block.mount import grow_mounted
+    from gateway.block.mount import grow_mounted, mounts_dict
     from storage.volumes import parse_size
 
     v = await svc.resize(t, a.name, parse_size(a.size))
     mounts = await asyncio.to_thread(grow_mounted, c.cfg.data_dir, t, a.name, v.size)
     text = f"volume {v.name} is now {_human(v.size)}"
     for st, why in mounts:
-        text += (f"; the mount at {st.target} keeps its old size until remounted ({why})"
-                 if why else f"; mounted at {st.target}: its {st.fs} file system keeps its "
+        text += (f"; the mount at {st.target} {why}" if why else
+                 f"; mounted at {st.target}: its {st.fs} file system keeps its "
                  f"size until grown (resize2fs {st.loop})" if st.loop else
                  f"; {Path(st.fuse_dir) / 'volume'} is {_human(v.size)} too")
-    _done(a, text, {**volume_dict(v), "mounts_grown": [st.target for st, why in mounts
-                                                       if not why]})
+    _done(a, text, {**volume_dict(v), **mounts_dict(mounts)})
 
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]

@@ -192,14 +192,15 @@ async def lease_holds(meta: MetadataStore, item: Item | None, ttl_s: float = LEA
     Released, or held by a process gone from this host: no. Live by this clock and expiring
     within its ttl of now (both clocks agree to a ttl): yes, at once. Otherwise (expired by
     this clock, or said to run longer than a renewal gives: the clocks disagree, or the
-    holder died) the record is watched on this process's monotonic clock for its ttl (the
-    record's own, else `ttl_s`): a holder that renews it (every third of the ttl) holds it;
-    one that leaves it unchanged that long does not. Before, a host whose clock ran a ttl
-    ahead took a live writer's volume at once (its fsyncs failed EIO) and a delete through
-    it removed an attached volume; a holder whose clock ran ahead kept others out long after
-    it died. The caller compares `item`'s revision when it writes, so a renewal after the
-    last look fails its transaction. `watching` is told when a watch starts and how long it
-    has left after each look (a command says what it waits for, not a silent ttl)."""
+    holder died) the record is watched on this process's boot clock (`leaseclock.now`, which
+    counts a suspend, as the holder's does) for its ttl (the record's own, else `ttl_s`): a
+    holder that renews it (every third of the ttl) holds it; one that leaves it unchanged
+    that long does not. Before, a host whose clock ran a ttl ahead took a live writer's
+    volume at once (its fsyncs failed EIO) and a delete through it removed an attached
+    volume; a holder whose clock ran ahead kept others out long after it died. The caller
+    compares `item`'s revision when it writes, so a renewal after the last look fails its
+    transaction. `watching` is told when a watch starts and how long it has left after each
+    look (a command says what it waits for, not a silent ttl)."""
     first = lease_at_a_glance(item, ttl_s)
     if first is not None:
         return first

@@ -30,7 +30,13 @@ from aiohttp import web
 
 from gateway.admin.api import PREFIX, AdminApi, Call, _str_field
 from gateway.admin.auth import AdminError
-from gateway.block.mount import grow_mounted, old_daemon_warning, quiesce, snapshot_mounted
+from gateway.block.mount import (
+    grow_mounted,
+    mounts_dict,
+    old_daemon_warning,
+    quiesce,
+    snapshot_mounted,
+)
 from storage import errors as se
 from storage.volumes import MiB, Volume, VolumeAttached, parse_size
 
@@ -165,10 +171,8 @@ class VolumesApi:
                                          v.name, grown.size)
         for st, why in mounts:
             if why:
-                log.warning("volume %s: the mount at %s keeps its old size until remounted "
-                            "(%s)", v.name, st.target, why)
-        return 200, {**volume_dict(grown),
-                     "mounts_grown": [st.target for st, why in mounts if not why]}
+                log.warning("volume %s: the mount at %s %s", v.name, st.target, why)
+        return 200, {**volume_dict(grown), **mounts_dict(mounts)}
 
     # snapshots and clones ------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ from storage.volume_records import check_snapshot_name
 READY_TIMEOUT_S = 60.0
 DETACHED_MARK = "detached: every write committed"  # the daemon's last log line, clean exits
 EXIT_TIMEOUT_S = 300.0
+# How long a resize waits for a mount's daemon to take the new size (the truncate, then the
+# loop device's new capacity): the resize is committed by then, and a wedged daemon must
+# not hang `volume resize` or hold an admin request for good (review21d F3).
+GROW_ANSWER_S = 10.0
 CHECKPOINT_XATTR = "user.tessera.checkpoint"  # set on `volume`: fold the journal into extents
 SNAPSHOT_XATTR = "user.tessera.snapshot"  # set on `volume` to a name: the writer snapshots
 # Written bytes a daemon holds in its journal's overlay before folding them into extents:
@@ -493,28 +497,91 @@ def grow_mounted(data_dir: Path, tenant: str, name: str,
     """The volume was resized to `size`: have its mounts here see it (the FUSE file grows
     to the record's size, and a loop device under a file system takes the new capacity;
     growing the file system itself is its owner's step, resize2fs). Returns each mount
-    with "" once grown, else why not (it keeps its size until remounted: a daemon from
-    before this, EPERM; a fenced one, EIO). Mounts on other hosts see it when remounted."""
+    with "" once grown, else what happened to it, said after "the mount at TARGET": it
+    keeps its old size (a daemon from before this, EPERM; a fenced one, EIO; a stopped
+    daemon or a mount still starting, with what to do), its daemon did not answer within
+    GROW_ANSWER_S, or its file grew but its loop device did not. Mounts on other hosts see
+    it when remounted."""
     out = []
     for st in mounted_states(data_dir):
-        if st.volume != name or st.tenant != tenant or not _daemon_running(st.pid) or (
-                st.starting and not os.path.ismount(st.fuse_dir)):
+        if st.volume != name or st.tenant != tenant:
             continue
-        try:
-            os.truncate(Path(st.fuse_dir) / "volume", size)
-            if st.loop:
-                _run("losetup", "--set-capacity", st.loop)
-        except (OSError, MountError) as exc:
-            out.append((st, str(exc)))
+        file = Path(st.fuse_dir) / "volume"
+        if not _daemon_running(st.pid):
+            if _proc_state(st.pid) in (b"T", b"t"):  # SIGSTOP, a debugger: cannot answer now
+                out.append((st, f"keeps its old size: its daemon {st.pid} is stopped; once "
+                                f"it runs, truncate -s {size} {file}"))
+            continue
+        if st.starting and not os.path.ismount(st.fuse_dir):
+            out.append((st, "keeps its old size: it was still being mounted; resize again "
+                            "(same size) once it is"))
+            continue
+        why = _answered([sys.executable, "-I", "-S", "-c", _TRUNCATE, str(file), str(size)])
+        if why == "":
+            out.append((st, f"did not answer within {GROW_ANSWER_S:g} s (its daemon "
+                            f"{st.pid}): stat {file} says whether it took the new size; if "
+                            f"not, truncate -s {size} {file} once it answers"))
+            continue
+        if why is not None:
+            out.append((st, f"keeps its old size until remounted ({why})"))
+            continue
+        if st.loop and (why := _answered(["losetup", "--set-capacity", st.loop])) is not None:
+            why = why or f"losetup did not answer within {GROW_ANSWER_S:g} s"
+            out.append((st, f"grew its FUSE file {file} to {size} bytes, but its loop device "
+                            f"{st.loop} kept its old capacity ({why}): losetup "
+                            f"--set-capacity {st.loop}"))
             continue
         out.append((st, ""))
     return out
 
 
-def _daemon_running(pid: int) -> bool:
+def mounts_dict(mounts: list[tuple[MountState, str]]) -> dict[str, list]:
+    """`grow_mounted`'s answer for JSON (the CLI's --json, the admin API): the mounts grown,
+    and each one not (fully) grown with what happened to it."""
+    return {"mounts_grown": [st.target for st, why in mounts if not why],
+            "mounts_not_grown": [{"target": st.target, "why": why}
+                                 for st, why in mounts if why]}
+
+
+# os.truncate in a child (`_answered`); its OSError, as str(exc), is its exit message
+_TRUNCATE = """import os, sys
+try:
+    os.truncate(sys.argv[1], int(sys.argv[2]))
+except OSError as exc:
+    sys.exit(str(exc))
+"""
+
+
+def _answered(cmd: list[str]) -> str | None:
+    """Run `cmd` in a child for at most GROW_ANSWER_S: None once it succeeded, its last
+    line of error when it failed, "" when it did not end in time (killed and left behind).
+    A child, not a thread: a FUSE request its daemon has read but never answers holds the
+    caller in the kernel past even SIGKILL, and a thread held so would keep this process
+    (a gateway) from ever exiting."""
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=GROW_ANSWER_S)
+    except subprocess.TimeoutExpired:
+        p.kill()  # it ends once its daemon answers or goes; subprocess reaps it then
+        assert p.stderr is not None
+        p.stderr.close()
+        return ""
+    if p.returncode == 0:
+        return None
+    lines = err.strip().splitlines()
+    return " ".join(lines[-1].split()) if lines else f"{cmd[0]} exited {p.returncode}"
+
+
+def _proc_state(pid: int) -> bytes | None:
+    """The process's state letter (/proc/PID/stat), None when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
+            return f.read().rsplit(b")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"T", b"t", b"X")  # gone, or stopped: it cannot answer
+        return None
+
+
+def _daemon_running(pid: int) -> bool:
+    state = _proc_state(pid)
+    return state is not None and state not in (b"Z", b"T", b"t", b"X")  # gone, or stopped

@@ -160,20 +160,28 @@ class SqliteStore:
                 if len(opened) == 1:
                     conn.executescript(_SCHEMA)
 
+        def _close() -> None:
+            for conn in opened:
+                conn.close()
+
+        job = None
         try:
             with _full_is_storage_full(path):
-                await asyncio.get_running_loop().run_in_executor(wpool, _open)
+                job = wpool.submit(_open)
+                await asyncio.wrap_future(job)
             base = Path(path).resolve()  # one counter per file, however named
             for kind in ("bucketgen", "objectgen", "authgen"):
                 gens.append(SharedGeneration(f"{base}.{kind}", base))
             return cls(opened[0], opened[1], wpool, rpool, opened[2], *gens)
         except BaseException:
-            for conn in opened:
-                conn.close()
             for gen in gens:
                 gen.close()
-            wpool.shutdown(wait=True)
-            rpool.shutdown(wait=True)
+            # on the writer's thread, after `_open`: a cancelled open's may still be running
+            # (waiting out another process's lock), and this loop must not wait for it
+            wpool.submit(_close)
+            done = job is None or job.done()
+            wpool.shutdown(wait=done)
+            rpool.shutdown(wait=done)
             raise
 
     @classmethod

@@ -88,4 +88,5 @@ def test_a_resize_through_the_admin_api_grows_a_mount_on_its_host(
     out = ok(vol.cluster, "POST", "/tenants/default/volumes/growapi/resize", {"size": 16 * MiB})
     assert (a / "volume").stat().st_size == 16 * MiB
     assert out["size"] == 16 * MiB and out["mounts_grown"] == [str(a.resolve())], out
+    assert out["mounts_not_grown"] == [], out
     vol.unmount(a)

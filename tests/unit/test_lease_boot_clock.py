@@ -6,6 +6,8 @@ monotonic clock (and the event loop's) does not move."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -74,7 +76,7 @@ async def test_a_worker_step_resumed_from_suspend_commits_nothing(
     further step starts."""
     meta = await SqliteStore.open(tmp_path / "meta.db")
     try:
-        lease = await Leases(meta).acquire("w", "host/a:1/10", 5.0)
+        lease = await Leases(meta).acquire("w", "host/a:1/10", 60.0)  # (the jump is injected)
         assert lease is not None
         fence = StepFence(lease)
         async with fence.step():
@@ -90,3 +92,38 @@ async def test_a_worker_step_resumed_from_suspend_commits_nothing(
         assert item is not None and item.value == b"before"
     finally:
         await meta.close()
+
+
+def test_a_renewal_that_fails_unexpectedly_with_nobody_waiting_is_logged(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """review21d: the shared renewal's done callback retrieved every outcome, so a bug in
+    `renew` (not Fenced, not the store's StorageError) whose waiters were all cancelled (an
+    unmount, FUSE interrupts) vanished without a word; before block21 asyncio logged it."""
+    clock = _BootClock(monkeypatch)
+
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        h = await svc.open("t", "v", holder="h")
+        clock.resume_after(h.ttl)  # lease_valid cannot tell: check_held renews
+        started, go = asyncio.Event(), asyncio.Event()
+
+        async def broken() -> None:
+            started.set()
+            await go.wait()
+            raise RuntimeError("a bug in renew")
+        h.renew = broken  # type: ignore[method-assign]
+        waiter = asyncio.ensure_future(h.check_held())
+        await started.wait()
+        waiter.cancel()  # its only waiter goes
+        await asyncio.wait([waiter])
+        renewal = h._renewal
+        assert renewal is not None
+        go.set()
+        await asyncio.wait([renewal])
+        del h.renew  # type: ignore[method-assign]
+        await h.close()
+
+    with caplog.at_level(logging.ERROR, logger="tessera.volumes"):
+        with_service(body)
+    assert any("lease renewal failed" in r.getMessage() and r.exc_info
+               and "a bug in renew" in str(r.exc_info[1]) for r in caplog.records), caplog.text
