@@ -213,3 +213,21 @@ def test_a_signed_post_upload_has_its_auth_type(w: dict[str, Any], key: str,
     assert "Contents" not in a.list_objects_v2(Bucket=bucket)
     if key == "s3:authType":
         a.put_object(Bucket=bucket, Key="put", Body=b"x")
+
+
+def test_a_negated_tag_deny_is_not_escaped_by_a_case_twin(w: dict[str, Any]) -> None:
+    """review21e: "Deny PutObject unless s3:RequestObjectTag/Classification is public"
+    (StringNotEquals) must refuse a tag set that also carries classification=secret: the
+    case twin is one more value of the same case-insensitive key, and the object is written
+    with it. Any-match of the twins let both orders through (last-one-wins let one)."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringNotEquals": {"s3:RequestObjectTag/Classification": "public"}}}))
+    a.put_object(Bucket=bucket, Key="ok", Body=b"x", Tagging="Classification=public")
+    for tagging in ("Classification=public&classification=secret",
+                    "classification=secret&Classification=public"):
+        assert refusal(lambda t=tagging: a.put_object(
+            Bucket=bucket, Key="twin", Body=b"x", Tagging=t)) == (403, "AccessDenied")
