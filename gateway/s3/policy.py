@@ -232,7 +232,8 @@ def applies(st: dict[str, Any], action: str, resource: str, ids: frozenset[str],
         return False
     if "NotResource" in st and _any_glob(st["NotResource"], resource):
         return False
-    return "Condition" not in st or cond.holds(st["Condition"], ctx)
+    return "Condition" not in st or cond.holds(st["Condition"], ctx,
+                                               deny=st.get("Effect") == "Deny")
 
 
 def void_tag_denies(sts: Iterable[dict[str, Any]]) -> list[str]:
