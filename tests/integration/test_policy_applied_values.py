@@ -99,6 +99,32 @@ def test_put_object_retention_is_judged_on_its_body(w: dict[str, Any]) -> None:
         "Mode": "GOVERNANCE", "RetainUntilDate": soon + timedelta(days=1)})
 
 
+def test_the_bypass_check_of_a_retention_change_judges_its_body(w: dict[str, Any]) -> None:
+    """review21e L3: s3:BypassGovernanceRetention, checked on top of a PutObjectRetention,
+    sees the Retention document's date as s3:object-lock-retain-until-date (the request's
+    headers carry none): "no bypass to shorten below 2030-06-01" refuses a document for
+    2030-01-01 and lets one for 2030-12-01 through."""
+    a = w["a"]
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
+    a.put_object(Bucket=bucket, Key="k", Body=b"x", ObjectLockMode="GOVERNANCE",
+                 ObjectLockRetainUntilDate=datetime(2031, 1, 1, tzinfo=UTC))
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:BypassGovernanceRetention",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"DateLessThan": {"s3:object-lock-retain-until-date":
+                                       "2030-06-01T00:00:00Z"}}}))
+
+    def shorten(year: int, month: int) -> Any:
+        return a.put_object_retention(
+            Bucket=bucket, Key="k", BypassGovernanceRetention=True, Retention={
+                "Mode": "GOVERNANCE", "RetainUntilDate": datetime(year, month, 1, tzinfo=UTC)})
+
+    assert refusal(lambda: shorten(2030, 1)) == (403, "AccessDenied")
+    shorten(2030, 12)
+    assert a.get_object_retention(Bucket=bucket, Key="k")["Retention"]["RetainUntilDate"] \
+        == datetime(2030, 12, 1, tzinfo=UTC)
+
+
 def test_put_object_legal_hold_is_judged_on_its_body(w: dict[str, Any]) -> None:
     """A Deny of s3:PutObjectLegalHold when s3:object-lock-legal-hold is ON refuses ON and
     lets OFF through; an Allow to another tenant on the same key grants only what it names."""
