@@ -419,7 +419,7 @@ def _statements(request: web.Request, bucket: str, text: str) -> list[dict[str, 
     memo = request.get(POLICY_STATEMENTS)
     if memo is None or memo[0] != text:
         memo = request[POLICY_STATEMENTS] = (text, policy.statements(text))
-        _warn_void_tag_denies(bucket, text, memo[1])
+        _warn_changed_meaning(bucket, text, memo[1])
     return memo[1]
 
 
@@ -427,11 +427,15 @@ _WARNED: set[tuple[str, str]] = set()  # (bucket, policy text) already warned ab
 _WARNED_MAX = 1024
 
 
-def _warn_void_tag_denies(bucket: str, text: str, sts: list[dict[str, Any]]) -> None:
-    """One warning per bucket policy this process loads whose Deny on an object write or
-    delete is keyed on s3:ExistingObjectTag: enforced before lows18, void now, as on AWS
-    (review18c L3: owners who relied on it were not told). Takes the statements the request
-    parsed already (a policy is parsed once per request)."""
+def _warn_changed_meaning(bucket: str, text: str, sts: list[dict[str, Any]]) -> None:
+    """Warnings, once per bucket policy this process loads, for a stored policy this release
+    reads differently from the one that stored it: a Deny on an object write or delete keyed
+    on s3:ExistingObjectTag (enforced before lows18, void now, as on AWS: review18c L3), and
+    a policy PutBucketPolicy now refuses (atkpolicy21's strict reading: a Numeric value such
+    as "1_0" matched as 10 before and matches nothing now, so its Deny no longer holds:
+    review21e L4). A stored policy cannot be refused: it is evaluated as it reads now, and
+    the log says so. Takes the statements the request parsed already (a policy is parsed
+    once per request)."""
     if (bucket, text) in _WARNED:
         return
     if len(_WARNED) >= _WARNED_MAX:
@@ -441,6 +445,13 @@ def _warn_void_tag_denies(bucket: str, text: str, sts: list[dict[str, Any]]) -> 
         log.warning("bucket %s: policy %s; AWS never puts s3:ExistingObjectTag in a "
                     "PutObject or DeleteObject request, so this Deny never applies to them "
                     "(it did before this release)", bucket, what)
+    try:
+        policy.validate(text, bucket)
+    except Exception as exc:  # noqa: BLE001 - a stored document: told, never a 500
+        log.warning("bucket %s: its stored policy would be refused now (%s); a condition "
+                    "value this release cannot read matches nothing, so a statement keyed "
+                    "on it may no longer apply: put a corrected policy", bucket,
+                    exc.message if isinstance(exc, S3Error) else exc)
 
 
 def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,
