@@ -73,6 +73,14 @@ ACL_PERMISSIONS: dict[str, tuple[str, str]] = {
     "GetObjectAttributes": ("object", "READ"),
     "GetObjectAcl": ("object", "READ_ACP"), "PutObjectAcl": ("object", "WRITE_ACP"),
 }
+# The operations that apply an Object Lock (x-amz-object-lock-* headers or form fields, or
+# a Retention/LegalHold body): only their context holds s3:object-lock-* keys (AWS's
+# Service Authorization Reference lists them for s3:PutObject, s3:PutObjectRetention and
+# s3:PutObjectLegalHold, of which CopyObject and CreateMultipartUpload are PutObject); such
+# a header on a GetObject or DeleteObject applies nothing, so it is judged nowhere
+# (review21e L5: it earned a conditioned Allow and escaped a negated Deny).
+LOCK_KEYED_OPS = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload", "PostObject",
+                            "PutObjectRetention", "PutObjectLegalHold"})
 # The bucket's tenant needs a grant for these on objects another tenant owns (AWS: a bucket
 # owner may delete such an object, but reads it and its ACL only if the object's ACL says so).
 OWNER_CHECKED_OPS = frozenset({"GetObjectAcl", "PutObjectAcl", "GetObject", "HeadObject",
@@ -145,6 +153,7 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
         ctx["aws:principalisawsservice"] = ["false"]
         ctx["aws:userid"] = [requester.access_key]
         ctx["aws:username"] = [requester.access_key]
+    locks = ep.op in LOCK_KEYED_OPS
     for name in ("x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
                  "x-amz-grant-write-acp", "x-amz-grant-full-control",
                  "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
@@ -152,7 +161,7 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
                  "x-amz-metadata-directive", "x-amz-storage-class", "x-amz-content-sha256",
                  "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
                  "x-amz-object-lock-legal-hold"):
-        if name in amz:
+        if name in amz and (locks or not name.startswith("x-amz-object-lock-")):
             ctx["s3:" + name.replace("x-amz-object-lock-", "object-lock-")] = [amz[name]]
     until = ctx.get("s3:object-lock-retain-until-date")
     when = parse_iso_instant(until[0]) if until else None

@@ -257,3 +257,30 @@ def test_a_negated_tag_deny_is_not_escaped_by_a_case_twin(w: dict[str, Any]) -> 
                     "classification=secret&Classification=public"):
         assert refusal(lambda t=tagging: a.put_object(
             Bucket=bucket, Key="twin", Body=b"x", Tagging=t)) == (403, "AccessDenied")
+
+
+def test_a_lock_header_is_judged_only_where_it_applies(w: dict[str, Any]) -> None:
+    """review21e L5: x-amz-object-lock-legal-hold on a GetObject applies nothing, and AWS
+    puts no s3:object-lock-* key in its context: an Allow of GetObject conditioned on it is
+    not earned by sending the header (it was), while on a PutObject it is judged (and the
+    legal hold it sets needs s3:PutObjectLegalHold, AWS's check on top)."""
+    a, b = w["a"], w["b"]
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
+    a.put_object(Bucket=bucket, Key="k", Body=b"x")
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Allow", "Principal": {"AWS": w["name_b"]},
+        "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectLegalHold"],
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "OFF"}}}))
+
+    def hold_off(request: Any, **_: Any) -> None:
+        request.headers["x-amz-object-lock-legal-hold"] = "OFF"
+
+    b.meta.events.register("before-sign.s3.GetObject", hold_off)
+    try:
+        assert refusal(lambda: b.get_object(Bucket=bucket, Key="k")) == (403, "AccessDenied")
+    finally:
+        b.meta.events.unregister("before-sign.s3.GetObject", hold_off)
+    b.put_object(Bucket=bucket, Key="b", Body=b"y", ObjectLockLegalHoldStatus="OFF")
+    assert refusal(lambda: b.put_object(Bucket=bucket, Key="b2", Body=b"y")) \
+        == (403, "AccessDenied")
