@@ -73,6 +73,14 @@ ACL_PERMISSIONS: dict[str, tuple[str, str]] = {
     "GetObjectAttributes": ("object", "READ"),
     "GetObjectAcl": ("object", "READ_ACP"), "PutObjectAcl": ("object", "WRITE_ACP"),
 }
+# The operations that apply an Object Lock (x-amz-object-lock-* headers or form fields, or
+# a Retention/LegalHold body): only their context holds s3:object-lock-* keys (AWS's
+# Service Authorization Reference lists them for s3:PutObject, s3:PutObjectRetention and
+# s3:PutObjectLegalHold, of which CopyObject and CreateMultipartUpload are PutObject); such
+# a header on a GetObject or DeleteObject applies nothing, so it is judged nowhere
+# (review21e L5: it earned a conditioned Allow and escaped a negated Deny).
+LOCK_KEYED_OPS = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload", "PostObject",
+                            "PutObjectRetention", "PutObjectLegalHold"})
 # The bucket's tenant needs a grant for these on objects another tenant owns (AWS: a bucket
 # owner may delete such an object, but reads it and its ACL only if the object's ACL says so).
 OWNER_CHECKED_OPS = frozenset({"GetObjectAcl", "PutObjectAcl", "GetObject", "HeadObject",
@@ -145,6 +153,7 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
         ctx["aws:principalisawsservice"] = ["false"]
         ctx["aws:userid"] = [requester.access_key]
         ctx["aws:username"] = [requester.access_key]
+    locks = ep.op in LOCK_KEYED_OPS
     for name in ("x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
                  "x-amz-grant-write-acp", "x-amz-grant-full-control",
                  "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
@@ -152,7 +161,7 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
                  "x-amz-metadata-directive", "x-amz-storage-class", "x-amz-content-sha256",
                  "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
                  "x-amz-object-lock-legal-hold"):
-        if name in amz:
+        if name in amz and (locks or not name.startswith("x-amz-object-lock-")):
             ctx["s3:" + name.replace("x-amz-object-lock-", "object-lock-")] = [amz[name]]
     until = ctx.get("s3:object-lock-retain-until-date")
     when = parse_iso_instant(until[0]) if until else None
@@ -419,7 +428,7 @@ def _statements(request: web.Request, bucket: str, text: str) -> list[dict[str, 
     memo = request.get(POLICY_STATEMENTS)
     if memo is None or memo[0] != text:
         memo = request[POLICY_STATEMENTS] = (text, policy.statements(text))
-        _warn_void_tag_denies(bucket, text, memo[1])
+        _warn_changed_meaning(bucket, text, memo[1])
     return memo[1]
 
 
@@ -427,11 +436,15 @@ _WARNED: set[tuple[str, str]] = set()  # (bucket, policy text) already warned ab
 _WARNED_MAX = 1024
 
 
-def _warn_void_tag_denies(bucket: str, text: str, sts: list[dict[str, Any]]) -> None:
-    """One warning per bucket policy this process loads whose Deny on an object write or
-    delete is keyed on s3:ExistingObjectTag: enforced before lows18, void now, as on AWS
-    (review18c L3: owners who relied on it were not told). Takes the statements the request
-    parsed already (a policy is parsed once per request)."""
+def _warn_changed_meaning(bucket: str, text: str, sts: list[dict[str, Any]]) -> None:
+    """Warnings, once per bucket policy this process loads, for a stored policy this release
+    reads differently from the one that stored it: a Deny on an object write or delete keyed
+    on s3:ExistingObjectTag (enforced before lows18, void now, as on AWS: review18c L3), and
+    a policy PutBucketPolicy now refuses (atkpolicy21's strict reading: a Numeric value such
+    as "1_0" matched as 10 before and matches nothing now, so its Deny no longer holds:
+    review21e L4). A stored policy cannot be refused: it is evaluated as it reads now, and
+    the log says so. Takes the statements the request parsed already (a policy is parsed
+    once per request)."""
     if (bucket, text) in _WARNED:
         return
     if len(_WARNED) >= _WARNED_MAX:
@@ -441,6 +454,13 @@ def _warn_void_tag_denies(bucket: str, text: str, sts: list[dict[str, Any]]) -> 
         log.warning("bucket %s: policy %s; AWS never puts s3:ExistingObjectTag in a "
                     "PutObject or DeleteObject request, so this Deny never applies to them "
                     "(it did before this release)", bucket, what)
+    try:
+        policy.validate(text, bucket)
+    except Exception as exc:  # noqa: BLE001 - a stored document: told, never a 500
+        log.warning("bucket %s: its stored policy would be refused now (%s); a condition "
+                    "value this release cannot read matches nothing, so a statement keyed "
+                    "on it may no longer apply: put a corrected policy", bucket,
+                    exc.message if isinstance(exc, S3Error) else exc)
 
 
 def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,

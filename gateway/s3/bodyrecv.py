@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web, web_protocol
 from aiohttp.http import HttpRequestParser
 
+from gateway.s3.request_keys import BODY_TAKEN
 from storage.buffers import IdleTrim, LendingPool, Lent
 
 BLOCK_BYTES = 1024 * 1024  # one pooled receive block
@@ -94,6 +95,18 @@ def drop_rest(request: web.BaseRequest, transport: Any) -> DirectBody | None:
     dropping = DirectBody(transport, transport.get_protocol(), left, request.content)
     dropping.drop()
     return dropping
+
+
+def cut_stalled(request: web.BaseRequest) -> None:
+    """The handler gave up on a body whose client was too slow (a deadline passed): nothing
+    more of it is read or waited for, not even DRAIN_S's drop; the connection closes as
+    soon as the answer is out."""
+    take_connection(request)
+    direct = request.get(BODY_TAKEN)
+    if direct is not None:
+        direct.cut()
+    if not request.content.is_eof():
+        request.content.feed_eof()  # aiohttp's lingering read ends at once
 
 
 def drop_chunked(request: web.BaseRequest) -> DirectBody | None:
@@ -171,6 +184,10 @@ class DirectBody(asyncio.BufferedProtocol):
         self.install()
         self._abandon(False)
         QUIET.end()
+
+    def cut(self) -> None:
+        """Stop reading (or dropping) the body now, as for a client that stalled."""
+        self._abandon(True)
 
     def _restore(self) -> None:
         """The body is read (or given up): aiohttp gets the connection back, and its

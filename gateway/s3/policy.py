@@ -121,7 +121,10 @@ def statements(text: str | None) -> list[dict[str, Any]]:
     """The statements of a stored policy ([] when there is none)."""
     if not text:
         return []
-    doc = json.loads(text)
+    return _statements_of(json.loads(text))
+
+
+def _statements_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [st for st in _as_list(doc.get("Statement")) if isinstance(st, dict)]
 
 
@@ -136,7 +139,7 @@ def validate(text: str, bucket: str) -> None:
     # and Condition values; they are not evaluated here, so such a policy is refused rather
     # than matched against the literal text (2008-10-17 keeps them literal, as here).
     variables = doc.get("Version") == "2012-10-17"
-    for st in statements(text):
+    for st in _statements_of(doc):
         if variables and "${" in json.dumps([st.get("Resource"), st.get("NotResource"),
                                              st.get("Condition")]):
             raise _malformed("Policy variables are not supported")
@@ -232,7 +235,8 @@ def applies(st: dict[str, Any], action: str, resource: str, ids: frozenset[str],
         return False
     if "NotResource" in st and _any_glob(st["NotResource"], resource):
         return False
-    return "Condition" not in st or cond.holds(st["Condition"], ctx)
+    return "Condition" not in st or cond.holds(st["Condition"], ctx,
+                                               deny=st.get("Effect") == "Deny")
 
 
 def void_tag_denies(sts: Iterable[dict[str, Any]]) -> list[str]:

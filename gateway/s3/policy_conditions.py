@@ -222,12 +222,25 @@ def _check_values(op: str, qualifier: str, base: str, if_exists: bool,
         raise _malformed(f"Invalid Condition value for {op}")
 
 
-def holds(block: dict[str, Any], ctx: Context) -> bool:
-    """Whether every condition of a (validated) block holds for the request context."""
+def holds(block: dict[str, Any], ctx: Context, deny: bool = False) -> bool:
+    """Whether every condition of a (validated) block holds for the request context, for a
+    Deny statement's block when `deny`. A tag key (`KEY_PREFIXES`) has one value on AWS; it
+    has several only for tags whose keys differ in case (S3 keeps both), and which one the
+    key means is ambiguous: a condition on it holds for a Deny when it holds for any one of
+    them, for an Allow only when it holds for each (review21e M2: a negated Deny such as
+    StringNotEquals .../Classification public was escaped by adding a twin with the allowed
+    value, since a negated operator holds only when no value matches)."""
     for op, keys in block.items():
         qualifier, base, if_exists = split(op)
         for key, value in keys.items():
-            if not _one(qualifier, base, if_exists, values(value), ctx.get(key.lower())):
+            k, vals = key.lower(), values(value)
+            got = ctx.get(k)
+            if got is not None and len(got) > 1 and k.startswith(KEY_PREFIXES):
+                each = (_one(qualifier, base, if_exists, vals, [v]) for v in got)
+                ok = any(each) if deny else all(each)
+            else:
+                ok = _one(qualifier, base, if_exists, vals, got)
+            if not ok:
                 return False
     return True
 

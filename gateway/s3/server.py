@@ -231,8 +231,10 @@ class S3Server:
                                            flow.bucket_record)
         auth, requester = await self._authenticate(request, ep)
         fields = None
-        if ep.op in object_lock.BODY_KEYED_OPS and flow.bucket_record is not None:
-            # its condition keys are in its body: read (bounded) before it is authorized
+        if object_lock.body_keyed(ep.op, flow.bucket_record):
+            # its condition keys are in its body: read (small, within a deadline) before it
+            # is authorized; a length over the cap is refused without asking for the body
+            object_lock.check_lock_length(request)
             await self._continue(request)
             fields = await object_lock.condition_fields(RequestContext(
                 request, ep, auth, flow.bucket_record.tenant, self.cluster, self.cfg,

@@ -99,6 +99,32 @@ def test_put_object_retention_is_judged_on_its_body(w: dict[str, Any]) -> None:
         "Mode": "GOVERNANCE", "RetainUntilDate": soon + timedelta(days=1)})
 
 
+def test_the_bypass_check_of_a_retention_change_judges_its_body(w: dict[str, Any]) -> None:
+    """review21e L3: s3:BypassGovernanceRetention, checked on top of a PutObjectRetention,
+    sees the Retention document's date as s3:object-lock-retain-until-date (the request's
+    headers carry none): "no bypass to shorten below 2030-06-01" refuses a document for
+    2030-01-01 and lets one for 2030-12-01 through."""
+    a = w["a"]
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
+    a.put_object(Bucket=bucket, Key="k", Body=b"x", ObjectLockMode="GOVERNANCE",
+                 ObjectLockRetainUntilDate=datetime(2031, 1, 1, tzinfo=UTC))
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:BypassGovernanceRetention",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"DateLessThan": {"s3:object-lock-retain-until-date":
+                                       "2030-06-01T00:00:00Z"}}}))
+
+    def shorten(year: int, month: int) -> Any:
+        return a.put_object_retention(
+            Bucket=bucket, Key="k", BypassGovernanceRetention=True, Retention={
+                "Mode": "GOVERNANCE", "RetainUntilDate": datetime(year, month, 1, tzinfo=UTC)})
+
+    assert refusal(lambda: shorten(2030, 1)) == (403, "AccessDenied")
+    shorten(2030, 12)
+    assert a.get_object_retention(Bucket=bucket, Key="k")["Retention"]["RetainUntilDate"] \
+        == datetime(2030, 12, 1, tzinfo=UTC)
+
+
 def test_put_object_legal_hold_is_judged_on_its_body(w: dict[str, Any]) -> None:
     """A Deny of s3:PutObjectLegalHold when s3:object-lock-legal-hold is ON refuses ON and
     lets OFF through; an Allow to another tenant on the same key grants only what it names."""
@@ -213,3 +239,48 @@ def test_a_signed_post_upload_has_its_auth_type(w: dict[str, Any], key: str,
     assert "Contents" not in a.list_objects_v2(Bucket=bucket)
     if key == "s3:authType":
         a.put_object(Bucket=bucket, Key="put", Body=b"x")
+
+
+def test_a_negated_tag_deny_is_not_escaped_by_a_case_twin(w: dict[str, Any]) -> None:
+    """review21e: "Deny PutObject unless s3:RequestObjectTag/Classification is public"
+    (StringNotEquals) must refuse a tag set that also carries classification=secret: the
+    case twin is one more value of the same case-insensitive key, and the object is written
+    with it. Any-match of the twins let both orders through (last-one-wins let one)."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringNotEquals": {"s3:RequestObjectTag/Classification": "public"}}}))
+    a.put_object(Bucket=bucket, Key="ok", Body=b"x", Tagging="Classification=public")
+    for tagging in ("Classification=public&classification=secret",
+                    "classification=secret&Classification=public"):
+        assert refusal(lambda t=tagging: a.put_object(
+            Bucket=bucket, Key="twin", Body=b"x", Tagging=t)) == (403, "AccessDenied")
+
+
+def test_a_lock_header_is_judged_only_where_it_applies(w: dict[str, Any]) -> None:
+    """review21e L5: x-amz-object-lock-legal-hold on a GetObject applies nothing, and AWS
+    puts no s3:object-lock-* key in its context: an Allow of GetObject conditioned on it is
+    not earned by sending the header (it was), while on a PutObject it is judged (and the
+    legal hold it sets needs s3:PutObjectLegalHold, AWS's check on top)."""
+    a, b = w["a"], w["b"]
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
+    a.put_object(Bucket=bucket, Key="k", Body=b"x")
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Allow", "Principal": {"AWS": w["name_b"]},
+        "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectLegalHold"],
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "OFF"}}}))
+
+    def hold_off(request: Any, **_: Any) -> None:
+        request.headers["x-amz-object-lock-legal-hold"] = "OFF"
+
+    b.meta.events.register("before-sign.s3.GetObject", hold_off)
+    try:
+        assert refusal(lambda: b.get_object(Bucket=bucket, Key="k")) == (403, "AccessDenied")
+    finally:
+        b.meta.events.unregister("before-sign.s3.GetObject", hold_off)
+    b.put_object(Bucket=bucket, Key="b", Body=b"y", ObjectLockLegalHoldStatus="OFF")
+    assert refusal(lambda: b.put_object(Bucket=bucket, Key="b2", Body=b"y")) \
+        == (403, "AccessDenied")

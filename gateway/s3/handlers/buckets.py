@@ -18,18 +18,24 @@ MAX_XML_BYTES = 1024 * 1024
 MAX_BUCKETS_PAGE = 10000
 
 
-async def read_xml_body(rq: S3Request, require_digest: str | None = None) -> bytes:
-    """A small XML request body, bounded and checked against every digest the client sent
-    (the signed payload hash, Content-MD5, x-amz-checksum-*), which bind it to the request.
-    A request without any body (CreateBucket with no configuration) reads as empty."""
-    if rq.request.content_length is not None and rq.request.content_length > MAX_XML_BYTES:
-        raise S3Error("MalformedXML", "The XML you provided was too large.")
+def xml_too_large() -> S3Error:
+    return S3Error("MalformedXML", "The XML you provided was too large.")
+
+
+async def read_xml_body(rq: S3Request, require_digest: str | None = None,
+                        limit: int = MAX_XML_BYTES) -> bytes:
+    """A small XML request body (at most `limit` bytes), bounded and checked against every
+    digest the client sent (the signed payload hash, Content-MD5, x-amz-checksum-*), which
+    bind it to the request. A request without any body (CreateBucket with no configuration)
+    reads as empty."""
+    if rq.request.content_length is not None and rq.request.content_length > limit:
+        raise xml_too_large()
     if "Content-Length" not in rq.headers and not rq.request.body_exists:
         mode = rq.auth.payload_mode
         if mode.startswith("sha256:") and mode[7:] != EMPTY_SHA256:
             raise S3Error("XAmzContentSHA256Mismatch")
         return b""
-    return await read_small_body(rq, MAX_XML_BYTES, require_digest)
+    return await read_small_body(rq, limit, require_digest)
 
 
 @operation("ListBuckets")

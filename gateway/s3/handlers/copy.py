@@ -113,7 +113,8 @@ def _directive(rq: S3Request, name: str) -> str:
     so s3:x-amz-metadata-directive in a policy judges the value the copy applies."""
     value = rq.headers.get(name, "COPY")
     if value not in ("COPY", "REPLACE"):
-        raise S3Error("InvalidArgument", f"Unknown {name[6:]} directive.",
+        what = name.removeprefix("x-amz-").removesuffix("-directive")  # AWS's wording
+        raise S3Error("InvalidArgument", f"Unknown {what} directive.",
                       ArgumentName=name, ArgumentValue=value)
     return value
 

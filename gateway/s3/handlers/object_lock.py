@@ -8,6 +8,7 @@ GET/HEAD) and answers AWS's error for each refusal.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.s3 import xml_parse
+from gateway.s3.bodyrecv import cut_stalled
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.http import iso_instant, parse_iso_instant
@@ -36,16 +38,37 @@ MAX_DAYS = 36500  # AWS accepts a default retention of at most 100 years
 _MISSING = "Bucket is missing Object Lock Configuration"
 # The operations whose Object Lock condition keys are in their XML body (AWS's Service
 # Authorization Reference: s3:object-lock-mode and s3:object-lock-retain-until-date for
-# PutObjectRetention, s3:object-lock-legal-hold for PutObjectLegalHold): the body is read
-# before the request is authorized (`condition_fields`).
+# PutObjectRetention, s3:object-lock-legal-hold for PutObjectLegalHold): when the bucket
+# policy names such a key (`body_keyed`), the body is read before the request is authorized
+# (`condition_fields`), by anyone: so it is small and must come whole within a deadline.
 BODY_KEYED_OPS = frozenset({"PutObjectRetention", "PutObjectLegalHold"})
+LOCK_XML_BYTES = 8 * 1024  # a Retention document is ~200 bytes, a LegalHold one less
 
 
-async def read_xml_body(rq: S3Request) -> bytes:
+async def read_xml_body(rq: S3Request, limit: int | None = None) -> bytes:
     """The bounded XML body (imported late: handlers.buckets imports this module's users)."""
+    from gateway.s3.handlers.buckets import MAX_XML_BYTES
     from gateway.s3.handlers.buckets import read_xml_body as read
 
-    return await read(rq)
+    return await read(rq, limit=MAX_XML_BYTES if limit is None else limit)
+
+
+def body_keyed(op: str, b: Bucket | None) -> bool:
+    """Whether a request's condition keys are in its body: a `BODY_KEYED_OPS` operation on
+    a bucket whose policy names an s3:object-lock-* key. Only then is its body read before
+    it is authorized; without such a key the body changes no verdict, and it is authorized
+    first, as any request (review21e M1: strangers' bodies are not read for nothing)."""
+    return (op in BODY_KEYED_OPS and b is not None
+            and "object-lock" in str(b.config.get("policy") or "").lower())
+
+
+def check_lock_length(request: web.BaseRequest) -> None:
+    """MalformedXML "too large" for a declared length over `LOCK_XML_BYTES`: checked before
+    `100 Continue` is sent, so a body to be refused for its size is not asked for."""
+    if request.content_length is not None and request.content_length > LOCK_XML_BYTES:
+        from gateway.s3.handlers.buckets import xml_too_large
+
+        raise xml_too_large()
 
 
 def _no_lock() -> S3Error:
@@ -288,7 +311,12 @@ async def _lock_body(rq: S3Request) -> tuple[Any, CIMultiDict[str]]:
     memo = rq.request.get(LOCK_BODY)
     if memo is not None:
         return memo
-    body = await read_xml_body(rq)
+    try:  # whole within the head's deadline again: 1 byte per idle limit holds it no longer
+        async with asyncio.timeout(rq.cfg.header_timeout_s):
+            body = await read_xml_body(rq, LOCK_XML_BYTES)
+    except TimeoutError:
+        cut_stalled(rq.request)  # its rest is not waited for: the connection ends
+        raise S3Error("RequestTimeout") from None
     fields = CIMultiDict(rq.headers)
     for name in (MODE_HEADER, UNTIL_HEADER, HOLD_HEADER):
         fields.popall(name, None)
