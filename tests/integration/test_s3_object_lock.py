@@ -236,7 +236,9 @@ def test_locked_upload_part_needs_content_md5_or_checksum(cluster: LocalCluster,
     it was stored (main at 6ea6581), so a locked object's bytes went in unchecked."""
     bare = cluster.client(request_checksum_calculation="when_required")  # sends neither
     b = _locked_bucket(s3, f"lock-part-{uuid.uuid4().hex[:8]}")
-    message = ("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object "
+    # AWS's own words for a part ("Put Part"), as its clients' bug reports quote them
+    # (aws-sdk-java#2851, google/go-cloud#3249, s3tools/s3cmd#1436)
+    message = ("Content-MD5 OR x-amz-checksum- HTTP header is required for Put Part "
                "requests with Object Lock parameters")
     held = s3.create_multipart_upload(Bucket=b, Key="held", ObjectLockLegalHoldStatus="ON")
     plain = s3.create_multipart_upload(Bucket=b, Key="plain")

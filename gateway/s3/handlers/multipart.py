@@ -186,7 +186,7 @@ async def upload_part(rq: S3Request) -> web.StreamResponse:
     body = RequestBody(rq.request, rq.auth, PART_SIZE_MAX)
     # a part of an object with Object Lock parameters (the upload's, or the bucket's default
     # retention) needs a digest, as a PutObject of one does (AWS: UploadPart's Content-MD5)
-    require_integrity(rq, up.lock, body.integrity_declared)
+    require_integrity(rq, up.lock, body.integrity_declared, "Put Part")
     want = up.checksum_algorithm
     if want:
         sent = [a for a in body.checksums if a != want]

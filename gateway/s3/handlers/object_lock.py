@@ -157,15 +157,17 @@ async def lock_from_headers(rq: S3Request) -> dict[str, Any]:
     return out
 
 
-def require_integrity(rq: S3Request, lock: dict[str, Any], declared: bool) -> None:
+def require_integrity(rq: S3Request, lock: dict[str, Any], declared: bool,
+                      request: str = "Put Object") -> None:
     """A PUT with Object Lock parameters (its own headers, or the bucket's default retention)
     must carry Content-MD5 or an x-amz-checksum-* header or trailer, as AWS requires; so
-    must an UploadPart of an upload created with them (`lock`: the upload's)."""
+    must an UploadPart of an upload created with them (`lock`: the upload's), whose refusal
+    AWS words "... for Put Part requests ..." (`request`)."""
     if declared:
         return
     if lock or ol.default_retention(rq.existing_bucket().config, time.time()):
         raise S3Error("InvalidRequest", "Content-MD5 OR x-amz-checksum- HTTP header is "
-                      "required for Put Object requests with Object Lock parameters")
+                      f"required for {request} requests with Object Lock parameters")
 
 
 def lock_headers(v: ObjectVersion) -> dict[str, str]:
