@@ -563,9 +563,12 @@ def _answered(cmd: list[str]) -> str | None:
     try:
         _, err = p.communicate(timeout=GROW_ANSWER_S)
     except subprocess.TimeoutExpired:
-        p.kill()  # it ends once its daemon answers or goes; subprocess reaps it then
+        p.kill()  # it ends once its daemon answers or goes (a FUSE wait outlives SIGKILL)
         assert p.stderr is not None
         p.stderr.close()
+        # reaped whenever that is, by a thread of its own, so no zombie waits for the next
+        # subprocess this process starts (review21j F2)
+        threading.Thread(target=p.wait, name="resize-child-reaper", daemon=True).start()
         return ""
     if p.returncode == 0:
         return None
