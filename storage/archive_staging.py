@@ -25,7 +25,7 @@ marker that exists means a swap that has not applied:
   (the only rule for one without a fence: `tessera lifecycle run-once`; for a fenced one, a
   live holder whose own undo failed) is abandoned once the sweep has seen it, unchanged, for
   the orphan grace on its own monotonic clock: by then the write is older than any write may
-  commit (`WriteAge`, monotonic too), so nobody stages or swaps it any more. Abandoning early is never unsafe, only wasted work: the abandon fences the swap
+  commit (`WriteAge`, on the boot clock), so nobody stages or swaps it any more. Abandoning early is never unsafe, only wasted work: the abandon fences the swap
   whenever it happens.
 """
 

@@ -4,7 +4,7 @@ lease holder continues it.
 
 Why monotonic (life20): a shard's wall-clock age (its node's clock less its mtime) jumps with
 a clock step, and the sweep deleted shards of a write that then committed. A write commits
-only within `WriteAge`'s limit of its first shard on the writer's monotonic clock, so a shard
+only within `WriteAge`'s limit of its first shard on the writer's boot clock (`leaseclock`), so a shard
 watched without an owner for the grace of real time belongs to no write that can still
 commit, whatever the wall clocks say.
 
@@ -25,7 +25,7 @@ nothing) counts on from its own write, through the gap (review21a F4): real time
 passed all the same. A new process never counts the gap. Each watched shard is
 `(OW, node id, shard id)` `{since}`, the watch clock when it was first seen. Not capped per
 step: a pause of a process that still holds the lease is real time passing (the writer's
-monotonic clock counts it too); one that lost its lease cannot write (its step's fence), and
+boot clock counts it too); one that lost its lease cannot write (its step's fence), and
 the next holder's token drops what it counted.
 
 Bounded: at most `WATCH_MAX` entries; a shard seen owned, deleted or gone is forgotten, and so
