@@ -80,6 +80,7 @@ class PackPunching:
     live: dict[int, int]
     sizes: dict[int, int]
     _active: int
+    _active_recs: list[pf.Record]  # the active pack's records, in order (no scan needed)
     _jobs: list[StepJob]
     _cond: threading.Condition
     _closing: bool
@@ -95,9 +96,12 @@ class PackPunching:
         def _hook(self, point: str, seq: int) -> None: ...
 
     async def punch(self, min_dead: int | None = None, pace: float | None = None) -> int:
-        """Punch the dead bodies of every sealed pack that gained `min_dead` (PUNCH_MIN) dead
-        bytes since it was last punched (in the committer, between groups, a step at a time,
-        `pace` bytes punched per second at most); the bytes given back."""
+        """Punch the dead bodies of every pack that gained `min_dead` (PUNCH_MIN) dead bytes
+        since it was last punched (in the committer, between groups, a step at a time, `pace`
+        bytes punched per second at most); the bytes given back. The active pack too: a node
+        that never writes `seal_bytes` (256 MiB) would otherwise never get the space of its
+        deletes back; its records are all complete between groups, and those of a failed
+        group are never in it (cut back, or the pack retired and `_unsure` marks them)."""
         min_dead = PUNCH_MIN if min_dead is None else min_dead
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._cond:
@@ -113,7 +117,7 @@ class PackPunching:
             if self.punch_off:
                 break
             dead = self.sizes.get(seq, 0) - self.live.get(seq, 0)
-            if seq == self._active or dead - self._punched_dead.get(seq, 0) < min_dead:
+            if dead - self._punched_dead.get(seq, 0) < min_dead:
                 continue
             total += yield from self._punch_pack(seq)
         return total
@@ -137,7 +141,7 @@ class PackPunching:
         before = os.fstat(self._fd(seq))
         block = before.st_blksize or 4096
         dead = self.sizes[seq] - self.live.get(seq, 0)  # what dies from now on: next time
-        recs, _harm = self._records(seq)
+        recs = list(self._active_recs) if seq == self._active else self._records(seq)[0]
         count = size = 0
         for rec in recs:
             if rec.kind != pf.PUT or not self._superseded(seq, rec):

@@ -119,7 +119,13 @@ def _command(a: argparse.Namespace) -> int:
 
 def add_fsck_parser(sub: Any) -> None:
     p = sub.add_parser("fsck", help="check metadata and shards for consistency (read only; "
-                       "exit 1 errors found, 2 incomplete)")
+                       "exit 1 errors found, 2 incomplete)", description=(
+                           "Check every metadata record against the others and every node's "
+                           "shards against the records; changes nothing. Exit 0 clean "
+                           "(warnings at most), 1 errors found, 2 incomplete (a node did not "
+                           "answer: its copies unchecked) or could not start (no or wrong "
+                           "config, database or secret). A progress count shows on a "
+                           "terminal's stderr."))
     p.add_argument("--config", help="tessera.toml (default: $TESSERA_CONFIG)")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=_command)

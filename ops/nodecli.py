@@ -62,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="nodes, their state, shards and drain progress")
     ls.add_argument("--all", action="store_true", help="include removed nodes")
     add = sub.add_parser("add", help="add a running node to the cluster map")
-    add.add_argument("--id", required=True)
-    add.add_argument("--zone", required=True)
+    add.add_argument("--id", required=True, help="the node's id, as it was started "
+                     "(`tessera node --id ID`); a removed node's id is never reused")
+    add.add_argument("--zone", required=True, help="its availability zone (e.g. az2)")
     add.add_argument("--address", required=True, help="HOST:PORT the node listens on")
     add.add_argument("--role", default="standard", help="standard (default) or archive")
-    add.add_argument("--weight", type=float, default=1.0)
+    add.add_argument("--weight", type=float, default=1.0,
+                     help="its share of new shards relative to other nodes (default 1.0)")
     for name, text in (("drain", "move every shard off a node (in the background)"),
                        ("activate", "cancel a drain"),
                        ("remove", "remove a drained, empty node from the cluster map")):

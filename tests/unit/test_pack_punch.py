@@ -132,3 +132,46 @@ async def test_the_nodes_compactor_punches_what_compaction_leaves(
             assert (status, got) == ((404, got) if i in (0, 3) else (200, body)), sid
     finally:
         await n.stop()
+
+
+def test_the_active_pack_is_punched_too(tmp_path: Path) -> None:
+    """newuser21: a node that never writes `seal_bytes` keeps one active pack; deleting most
+    of its shards gives their blocks back (before, only sealed packs were punched, so the
+    disk of a small cluster never shrank after deletes). Live shards read back, appends go
+    on after the holes, and a restart's scan of the unsealed pack finds no damage."""
+    s = PackStore(tmp_path, seal_bytes=1 << 30, reserve_bytes=0)
+    s.open()
+    want: dict[str, bytes] = {}
+    try:
+        sids = [f"{i:032x}.{i % 6}" for i in range(1, 11)]
+        for sid in sids:
+            asyncio.run(s.put(sid, [_body(sid, 0)]))
+            want[sid] = _body(sid, 0)
+        for sid in sids[:8]:
+            asyncio.run(s.delete(sid))
+            del want[sid]
+        assert list(s.sizes) == [s._active]  # one pack, never sealed
+        before = _blocks(s)
+        freed = asyncio.run(s.punch(min_dead=0))
+        after = _blocks(s)
+        print("active pack: freed", freed, "blocks before/after:", before, after)
+        assert freed >= 8 * (BODY - 2 * 4096) and before - after == freed
+        assert s.disk_bytes() == after  # what node health and `tessera status` report
+        late = f"{99:032x}.3"
+        asyncio.run(s.put(late, [_body(late, 0)]))  # appends go on after the holes
+        want[late] = _body(late, 0)
+        for sid, body in want.items():
+            assert s.read(s.locate(sid)) == body  # type: ignore[arg-type]
+    finally:
+        s.close()
+    again = PackStore(tmp_path, seal_bytes=1 << 30, reserve_bytes=0)
+    again.open()
+    try:
+        assert again.damage == []
+        assert again.disk_bytes() == _blocks(again)  # the holes counted from the start on
+        for sid in sids[:8]:
+            assert again.locate(sid) is None
+        for sid, body in want.items():
+            assert again.read(again.locate(sid)) == body  # type: ignore[arg-type]
+    finally:
+        again.close()
