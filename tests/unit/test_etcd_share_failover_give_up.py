@@ -1,0 +1,64 @@
+"""review21i: worker 0's batcher checks a forwarded commit's `wanted` (its sender's give-up
+time less GIVE_UP_MARGIN_S) once, when the commit is taken for a request; EtcdStore._rpc
+then sends a write to the next member when the first "never sent" it (a connection attempt
+gives up after 2 s) or had no leader: that second send is not checked, so it can reach etcd
+after the sender told its caller "outcome unknown"."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from storage.metadata import Txn
+from storage.metadata.etcd import EtcdStore
+from storage.metadata.etcdpb import etcd_wire_pb2 as pb
+
+
+class Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+NEVER_SENT = Failed(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
+
+
+class FakeKV:
+    """Member 0 is cut off: its connection attempt gives up (after CONNECT_S, scaled down
+    from grpc's 2 s); member 1 answers, and records when it was sent the write."""
+
+    CONNECT_S = 0.6
+
+    def __init__(self) -> None:
+        self.sent_at: list[tuple[int, float]] = []
+
+    async def call(self, idx: int, rpc: str, request: object, timeout_s: float) -> object:
+        if idx == 0:
+            await asyncio.sleep(self.CONNECT_S)
+            raise NEVER_SENT
+        self.sent_at.append((idx, time.monotonic()))
+        return pb.TxnResponse(succeeded=True)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_write_failed_over_to_another_member_is_not_sent_past_its_wanted() -> None:
+    store = EtcdStore(("http://127.0.1.10:2379", "http://127.0.2.10:2379"), None, "/v3")  # type: ignore[arg-type]
+    store._relook = lambda: None  # type: ignore[method-assign]
+    kv = store._kv = FakeKV()  # type: ignore[assignment]
+    send_by = time.monotonic() + 0.2  # worker 0's `wanted`: give_up - GIVE_UP_MARGIN_S
+    try:
+        await store._batcher.run(Txn(compares={b"k": 0}, puts={b"k": b"v"}), (),
+                                 lambda: time.monotonic() < send_by)
+    except Exception:  # noqa: BLE001 - NotSent would be right
+        pass
+    late = [t - send_by for _, t in kv.sent_at if t >= send_by]
+    assert not late, f"sent to member 1 {late[0]:.2f} s after it was no longer wanted"
