@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 
-from storage.metadata import Txn
+from storage.errors import StorageError
+from storage.metadata import Txn, etcd_share
 from storage.metadata.etcd import EtcdStore
+from storage.metadata.etcd_share import SharedCommits
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 
@@ -62,3 +65,39 @@ async def test_a_write_failed_over_to_another_member_is_not_sent_past_its_wanted
         pass
     late = [t - send_by for _, t in kv.sent_at if t >= send_by]
     assert not late, f"sent to member 1 {late[0]:.2f} s after it was no longer wanted"
+
+
+async def test_a_connection_worker_0_closed_leaves_no_watch_task(tmp_path: Any) -> None:
+    """review21i: each connection worker 0 closes (EOF) must take its ping watcher with it
+    (b3dc98ed's `_drop` cancelled it); on adc68cc1 `_watch` waits on that link's `busy`
+    forever: one pending task (and its link) per connection, never collected."""
+    sock = tmp_path / "txn.sock"
+    conns: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(writer)
+        async for frame in etcd_share._frames(reader, etcd_share.MAX_FRAME):
+            if frame == [0]:
+                writer.write(etcd_share._pack([0]))
+
+    async def local(txn: Txn, reads: tuple[bytes, ...]) -> Any:
+        return True, {}
+
+    server = await asyncio.start_unix_server(serve, str(sock))
+    s = SharedCommits(sock, local, StorageError)
+    try:
+        for _ in range(3):
+            while s._link is None:
+                s._away_until = 0.0
+                if not await s._connected() and s._connecting is not None:
+                    await s._connecting
+            conns[-1].close()  # worker 0 closes it (a restart, a frame it refused)
+            async with asyncio.timeout(10):
+                while s._link is not None:
+                    await asyncio.sleep(0.01)
+        watching = [t for t in asyncio.all_tasks()
+                    if t.get_coro().__qualname__ == "SharedCommits._watch"]
+        assert not watching, f"{len(watching)} ping watchers left on closed connections"
+    finally:
+        await s.close()
+        server.close()
