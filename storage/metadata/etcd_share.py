@@ -222,6 +222,7 @@ class _Link:
         self.stale = ""
         self.closed = False  # by this side
         self.reading: asyncio.Task[None] | None = None
+        self.watching: asyncio.Task[None] | None = None  # its pings (`SharedCommits._watch`)
 
     def fail(self, gone: _Gone, error: type[StorageError]) -> None:
         """Every commit waiting on it (and a ping) fails: `gone`."""
@@ -347,7 +348,8 @@ class SharedCommits:
             self._away_until = time.monotonic() + AWAY_S
             return False
         self._link = link
-        self._watching = asyncio.get_running_loop().create_task(self._watch(link))
+        self._watching = link.watching = asyncio.get_running_loop().create_task(
+            self._watch(link))
         return True
 
     async def _pinged(self, link: _Link) -> bool:
@@ -423,6 +425,8 @@ class SharedCommits:
         """Close `link` from this side (its waiting commits, if any, are not touched)."""
         link.closed = True
         link.writer.close()
+        if link.watching is not None and link.watching is not asyncio.current_task():
+            link.watching.cancel()  # (else it waits on `busy` forever)
         self._links.discard(link)
         if self._link is link:
             self._link = None
