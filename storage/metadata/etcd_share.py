@@ -31,7 +31,9 @@ and worker 0 refuses a frame it takes in later; and its give-up time (sent +
 FORWARD_TIMEOUT_S, when the sender stops waiting): worker 0's batcher drops it, unsent, if it
 is taken for a request GIVE_UP_MARGIN_S before that or later, or after its connection closed
 (`TxnBatcher.run`'s `wanted`, checked then, whatever worker 0's loop did meanwhile: stopped,
-lagging). So a sender reports "outcome unknown" only at its give-up time, or once worker 0
+lagging), and again before its request goes to another etcd member (the first never got it,
+or had no leader: EtcdStore._rpc). The margin does not cover the request's own time in etcd
+(up to REQUEST_TIMEOUT_S). So a sender reports "outcome unknown" only at its give-up time, or once worker 0
 closed the connection (it takes nothing more in from it, and drops what it had queued).
 """
 

@@ -12,7 +12,7 @@ import pytest
 
 from storage.errors import StorageError
 from storage.metadata import Txn, etcd_batch
-from storage.metadata.etcd_batch import MAX_MEMBERS, TxnBatcher
+from storage.metadata.etcd_batch import MAX_MEMBERS, TxnBatcher, Wanted
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 
@@ -34,7 +34,7 @@ class FakeGateway:
             return pb.TxnResponse(responses=reads)
         return pb.TxnResponse(succeeded=True)
 
-    async def call(self, raw: bytes) -> pb.TxnResponse:
+    async def call(self, raw: bytes, still: Wanted | None = None) -> pb.TxnResponse:
         body = pb.TxnRequest.FromString(raw)  # as etcd parses what the batcher sends
         self.bodies.append(body)
         await self.release.wait()
@@ -168,7 +168,7 @@ class GatedGateway(FakeGateway):
         super().__init__()
         self.gates: list[asyncio.Event] = []
 
-    async def call(self, raw: bytes) -> pb.TxnResponse:
+    async def call(self, raw: bytes, still: Wanted | None = None) -> pb.TxnResponse:
         body = pb.TxnRequest.FromString(raw)
         gate = asyncio.Event()
         self.gates.append(gate)

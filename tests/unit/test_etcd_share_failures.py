@@ -23,7 +23,7 @@ import pytest
 
 from storage.errors import StorageError
 from storage.metadata import Item, Txn, etcd_share
-from storage.metadata.etcd_batch import TxnBatcher
+from storage.metadata.etcd_batch import TxnBatcher, Wanted
 from storage.metadata.etcd_share import HEAD, CommitServer, SharedCommits
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
@@ -123,7 +123,7 @@ class Worker0:
         self.server: CommitServer | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()))
 
-    async def _etcd(self, body: bytes) -> pb.TxnResponse:
+    async def _etcd(self, body: bytes, still: Wanted | None = None) -> pb.TxnResponse:
         self.sent.append(bytes(body))
         if self.held and self.held in body:
             assert self._release is not None
