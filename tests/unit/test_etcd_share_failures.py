@@ -349,9 +349,9 @@ async def test_a_commit_queued_in_a_stopped_worker_0_is_not_sent_after_its_calle
     answer arriving, as its gRPC reply would), X2 must not go to etcd: its caller's retry
     may already have applied, or a later commit of that caller been acknowledged."""
     s, _ = shared
-    monkeypatch.setattr(etcd_share, "PING_S", 1.0)
-    monkeypatch.setattr(etcd_share, "CHECK_S", 0.05)
-    monkeypatch.setattr(etcd_share, "FORWARD_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(etcd_share, "PING_S", 2.5)  # (a missed ping changes nothing here:
+    monkeypatch.setattr(etcd_share, "CHECK_S", 0.05)  # X1 and X2 are sent; slack for pongs
+    monkeypatch.setattr(etcd_share, "FORWARD_TIMEOUT_S", 3.0)  # on a loaded box)
     assert await s.run(put(b"warm"), ()) == (True, {})
     worker_0.held = b"X1"
     x1 = asyncio.ensure_future(s.run(put(b"X1"), ()))
@@ -376,9 +376,9 @@ async def test_a_commit_queued_in_a_worker_0_stalled_past_its_give_up_is_not_sen
     batcher's next flight already due, before any timer of worker 0 fires, so a drop by
     timer would come too late. X2 is checked when taken and not sent."""
     s, _ = shared
-    monkeypatch.setattr(etcd_share, "PING_S", 1.0)
-    monkeypatch.setattr(etcd_share, "CHECK_S", 0.05)
-    monkeypatch.setattr(etcd_share, "FORWARD_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(etcd_share, "PING_S", 2.5)  # (a missed ping changes nothing here:
+    monkeypatch.setattr(etcd_share, "CHECK_S", 0.05)  # X1 and X2 are sent; slack for pongs
+    monkeypatch.setattr(etcd_share, "FORWARD_TIMEOUT_S", 3.0)  # on a loaded box)
     assert await s.run(put(b"warm"), ()) == (True, {})
     worker_0.held, worker_0.stall = b"X1", True
     x1 = asyncio.ensure_future(s.run(put(b"X1"), ()))
