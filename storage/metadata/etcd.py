@@ -30,7 +30,15 @@ import msgpack
 from storage.errors import StorageError, StorageFull
 from storage.keyspace import AUTH_CHANGE, is_auth_record, lease_key, unpack
 from storage.metadata import Item, Txn, prefix_end
-from storage.metadata.etcd_batch import TxnBatcher, Wanted, b64, compare_rev, item_of, unb64
+from storage.metadata.etcd_batch import (
+    NotSent,
+    TxnBatcher,
+    Wanted,
+    b64,
+    compare_rev,
+    item_of,
+    unb64,
+)
 from storage.metadata.etcd_grpc import GrpcKV, member_unwell, try_elsewhere
 from storage.metadata.etcd_reads import ReadBatcher
 from storage.metadata.etcd_share import CommitServer, SharedCommits
@@ -262,12 +270,17 @@ class EtcdStore:
             self._term = term  # (set first: concurrent answers do not look again)
             self._relook()  # found beside the requests, not inside this one
 
-    async def _rpc(self, rpc: str, request: Any, idempotent: bool) -> Any:
-        """One KV call over gRPC, failing over to the next member as `_call` does."""
+    async def _rpc(self, rpc: str, request: Any, idempotent: bool,
+                   still: Wanted | None = None) -> Any:
+        """One KV call over gRPC, failing over to the next member as `_call` does; before a
+        fail-over, NotSent when `still` says the request is no longer wanted (a batch of
+        forwarded commits: storage/metadata/etcd_batch.py)."""
         errors = []
         n = len(self._endpoints)
         for i in range(n):
             idx = (self._current + i) % n
+            if i and still is not None and not still():  # no member got it so far
+                raise NotSent(f"etcd {rpc} no longer wanted when failing over; not sent")
             self.round_trips += 1
             try:
                 answer = await self._kv.call(idx, rpc, request, REQUEST_TIMEOUT_S)
@@ -288,8 +301,8 @@ class EtcdStore:
             return answer
         raise EtcdError(f"no etcd endpoint answered {rpc}: " + "; ".join(errors))
 
-    async def _txn_call(self, request: bytes) -> pb.TxnResponse:
-        return await self._rpc("Txn", request, idempotent=False)  # type: ignore[no-any-return]
+    async def _txn_call(self, request: bytes, still: Wanted | None) -> pb.TxnResponse:
+        return await self._rpc("Txn", request, False, still)  # type: ignore[no-any-return]
 
     async def _read_call(self, request: pb.TxnRequest) -> pb.TxnResponse:
         return await self._rpc("Txn", request, idempotent=True)  # type: ignore[no-any-return]

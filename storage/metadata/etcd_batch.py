@@ -20,7 +20,11 @@ error a lone request would have raised: none of them knows whether it applied.
 A caller may say until when it wants its transaction sent (`run`'s `wanted`: worker 0 of
 storage/metadata/etcd_share.py, whose sender gives up on a commit at a known time): that is
 checked when the transaction is taken for a request, and one no longer wanted is dropped,
-never sent (`NotSent`), whatever the event loop did meanwhile (stopped, lagging).
+never sent (`NotSent`), whatever the event loop did meanwhile (stopped, lagging). The check
+goes with the request to `call`, which repeats it before it fails the request over to another
+etcd member (the first never got it, or had no leader): when any transaction of the request
+is no longer wanted by then, the request ends unsent; its transactions with a `wanted` are
+answered NotSent (their senders send them themselves), the others are queued again, first.
 """
 
 from __future__ import annotations
@@ -68,10 +72,11 @@ LINGER_MAX_S = 0.005
 REFUSED_WHOLE = ("too many operations in txn request", "request is too large",
                  "message larger than max")
 
-# sends one Txn, a serialized TxnRequest (never retried once sent: a write)
-Call = Callable[[bytes], Awaitable[pb.TxnResponse]]
 # whether a caller still wants its transaction sent (checked just before it is)
 Wanted = Callable[[], bool]
+# sends one Txn, a serialized TxnRequest (never retried once sent: a write); before sending
+# it to another member (the first never got it), it raises NotSent if `still` says no
+Call = Callable[[bytes, Wanted | None], Awaitable[pb.TxnResponse]]
 
 
 class NotSent(StorageError):
@@ -182,7 +187,7 @@ class TxnBatcher:
         if p.alone:
             if p.dropped():
                 return await p.answer
-            return answer_of(await self._call(p.body), reads)
+            return answer_of(await self._call(p.body, _still([p])), reads)
         self._queue.append(p)
         if self._flight is None:  # a lone caller goes at once; under concurrency it waits
             self._send_next(linger=True)  # for more, as a caller queued behind a flight
@@ -252,9 +257,11 @@ class TxnBatcher:
         self._shared = len(batch) > 1
         try:
             if len(batch) == 1:
-                self._settle(batch[0], await self._call(batch[0].body))
+                self._settle(batch[0], await self._call(batch[0].body, _still(batch)))
             else:
                 await self._send_nested(batch)
+        except NotSent:  # no member got it: one commit was no longer wanted at a fail-over
+            self._unsend(batch)
         except BaseException as exc:  # every caller in it learns what a lone request would
             for i, p in enumerate(batch):
                 self._settle(p, exc if i == 0 else _own_copy(exc))
@@ -267,7 +274,7 @@ class TxnBatcher:
     async def _send_nested(self, batch: list[Pending]) -> None:
         self.batches += 1
         try:
-            data = await self._call(nested_request(p.body for p in batch))
+            data = await self._call(nested_request(p.body for p in batch), _still(batch))
         except StorageError as exc:
             if not any(r in str(exc) for r in REFUSED_WHOLE):
                 raise
@@ -277,7 +284,7 @@ class TxnBatcher:
                 if p.dropped():  # (the ones before took time)
                     continue
                 try:
-                    self._settle(p, await self._call(p.body))
+                    self._settle(p, await self._call(p.body, _still([p])))
                 except Exception as one:  # noqa: BLE001 - that caller's own error
                     self._settle(p, one)
             return
@@ -287,6 +294,16 @@ class TxnBatcher:
                                "nested transactions")
         for p, answer in zip(batch, answers, strict=True):
             self._settle(p, answer.response_txn)
+
+    def _unsend(self, batch: list[Pending]) -> None:
+        """A request no member received: its wanted-checked transactions are answered
+        NotSent (each sender sends its own), the others go first in the queue again."""
+        again = [p for p in batch if p.wanted is None and not p.answer.done()]
+        for p in batch:
+            if p.wanted is not None:
+                self._settle(p, NotSent("etcd transaction no longer wanted by a fail-over "
+                                        "to another member; not sent"))
+        self._queue.extendleft(reversed(again))
 
     @staticmethod
     def _settle(p: Pending, outcome: pb.TxnResponse | BaseException) -> None:
@@ -310,6 +327,14 @@ class TxnBatcher:
             await asyncio.wait([flight])
             if self._flight is flight:
                 break
+
+
+def _still(batch: list[Pending]) -> Wanted | None:
+    """Whether every transaction of `batch` is still wanted (None: no check needed)."""
+    checked = [p.wanted for p in batch if p.wanted is not None]
+    if not checked:
+        return None
+    return lambda: all(w() for w in checked)
 
 
 def _own_copy(exc: BaseException) -> BaseException:

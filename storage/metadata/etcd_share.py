@@ -31,7 +31,9 @@ and worker 0 refuses a frame it takes in later; and its give-up time (sent +
 FORWARD_TIMEOUT_S, when the sender stops waiting): worker 0's batcher drops it, unsent, if it
 is taken for a request GIVE_UP_MARGIN_S before that or later, or after its connection closed
 (`TxnBatcher.run`'s `wanted`, checked then, whatever worker 0's loop did meanwhile: stopped,
-lagging). So a sender reports "outcome unknown" only at its give-up time, or once worker 0
+lagging), and again before its request goes to another etcd member (the first never got it,
+or had no leader: EtcdStore._rpc). The margin does not cover the request's own time in etcd
+(up to REQUEST_TIMEOUT_S). So a sender reports "outcome unknown" only at its give-up time, or once worker 0
 closed the connection (it takes nothing more in from it, and drops what it had queued).
 """
 
@@ -222,6 +224,7 @@ class _Link:
         self.stale = ""
         self.closed = False  # by this side
         self.reading: asyncio.Task[None] | None = None
+        self.watching: asyncio.Task[None] | None = None  # its pings (`SharedCommits._watch`)
 
     def fail(self, gone: _Gone, error: type[StorageError]) -> None:
         """Every commit waiting on it (and a ping) fails: `gone`."""
@@ -347,7 +350,8 @@ class SharedCommits:
             self._away_until = time.monotonic() + AWAY_S
             return False
         self._link = link
-        self._watching = asyncio.get_running_loop().create_task(self._watch(link))
+        self._watching = link.watching = asyncio.get_running_loop().create_task(
+            self._watch(link))
         return True
 
     async def _pinged(self, link: _Link) -> bool:
@@ -423,6 +427,8 @@ class SharedCommits:
         """Close `link` from this side (its waiting commits, if any, are not touched)."""
         link.closed = True
         link.writer.close()
+        if link.watching is not None and link.watching is not asyncio.current_task():
+            link.watching.cancel()  # (else it waits on `busy` forever)
         self._links.discard(link)
         if self._link is link:
             self._link = None

@@ -248,14 +248,14 @@ async def test_concurrent_puts_share_one_commit(gateway: tuple[Any, RecordingSto
             all_in.set()
         return await run(txn, reads)
 
-    async def held(body: bytes) -> Any:
+    async def held(body: bytes, still: Any = None) -> Any:
         nonlocal requests
         requests += 1  # the batcher's own requests (no stamp check or timer among them)
         try:  # the first commit waits for the others to queue behind it
             await asyncio.wait_for(all_in.wait(), 120)
         except TimeoutError:
             raise AssertionError(f"only {arrived} of {n} PUTs reached the batcher") from None
-        return await call(body)
+        return await call(body, still)
 
     monkeypatch.setattr(batcher, "run", counted)
     monkeypatch.setattr(batcher, "_call", held)

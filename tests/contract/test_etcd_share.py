@@ -68,14 +68,14 @@ async def test_two_workers_commits_share_one_request(etcd: EtcdStore, other: Etc
             all_in.set()
         return await run(txn, reads, wanted)
 
-    async def held(body: bytes) -> Any:
+    async def held(body: bytes, still: Any = None) -> Any:
         calls.append(body)
         try:  # the first commit waits for the others to queue behind it
             await asyncio.wait_for(all_in.wait(), 60)
         except TimeoutError:
             raise AssertionError(f"only {arrived} of {n} commits reached worker 0's "
                                  "batcher") from None
-        return await call(body)
+        return await call(body, still)
 
     monkeypatch.setattr(batcher, "run", counted)
     monkeypatch.setattr(batcher, "_call", held)
@@ -120,10 +120,10 @@ async def test_a_worker_dying_mid_commit_leaves_worker_0_serving(
     batcher = etcd._batcher  # noqa: SLF001
     call, entered, go = batcher._call, asyncio.Event(), asyncio.Event()  # noqa: SLF001
 
-    async def held(body: bytes) -> Any:
+    async def held(body: bytes, still: Any = None) -> Any:
         entered.set()
         await go.wait()
-        return await call(body)
+        return await call(body, still)
 
     monkeypatch.setattr(batcher, "_call", held)
     pending = asyncio.ensure_future(other.txn(_put(ns, 1)))
@@ -151,7 +151,7 @@ async def main():
     store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
     hold = asyncio.Event()
 
-    async def held(body):  # worker 0 takes commits in but never sends them
+    async def held(body, still=None):  # worker 0 takes commits in but never sends them
         print("commit", flush=True)
         await hold.wait()
 

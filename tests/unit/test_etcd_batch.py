@@ -12,7 +12,7 @@ import pytest
 
 from storage.errors import StorageError
 from storage.metadata import Txn, etcd_batch
-from storage.metadata.etcd_batch import MAX_MEMBERS, TxnBatcher
+from storage.metadata.etcd_batch import MAX_MEMBERS, Pending, TxnBatcher, Wanted
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 
@@ -34,7 +34,7 @@ class FakeGateway:
             return pb.TxnResponse(responses=reads)
         return pb.TxnResponse(succeeded=True)
 
-    async def call(self, raw: bytes) -> pb.TxnResponse:
+    async def call(self, raw: bytes, still: Wanted | None = None) -> pb.TxnResponse:
         body = pb.TxnRequest.FromString(raw)  # as etcd parses what the batcher sends
         self.bodies.append(body)
         await self.release.wait()
@@ -168,7 +168,7 @@ class GatedGateway(FakeGateway):
         super().__init__()
         self.gates: list[asyncio.Event] = []
 
-    async def call(self, raw: bytes) -> pb.TxnResponse:
+    async def call(self, raw: bytes, still: Wanted | None = None) -> pb.TxnResponse:
         body = pb.TxnRequest.FromString(raw)
         gate = asyncio.Event()
         self.gates.append(gate)
@@ -327,3 +327,34 @@ async def test_a_transaction_no_longer_wanted_when_taken_is_never_sent() -> None
     with pytest.raises(etcd_batch.NotSent):
         await batcher.run(big, (), lambda: False)
     assert len(fake.bodies) == 2
+
+
+async def test_a_transaction_no_longer_wanted_is_not_sent_alone_after_its_request_was_refused(
+        ) -> None:
+    """review21i finding 3: etcd refuses a nested request whole (a lower --max-txn-ops):
+    its members go alone, one after another, each checked again as it would be sent; one
+    no longer wanted by then (the ones before took time) is answered NotSent, never sent."""
+    fake = FakeGateway()
+    fake.refuse_nested = True
+    want = {b"a": True, b"b": True, b"c": True}
+
+    async def call(raw: bytes, still: Wanted | None = None) -> pb.TxnResponse:
+        answer = await fake.call(raw, still)
+        if raw == Pending.of(put(b"a"), ()).body:  # a alone took time: b's sender gave up
+            want[b"b"] = False
+        return answer
+
+    batcher = TxnBatcher(call)
+    first = asyncio.create_task(batcher.run(put(b"first"), ()))
+    while not fake.bodies:
+        await asyncio.sleep(0)
+    tasks = [asyncio.create_task(batcher.run(put(k), (), lambda k=k: want[k])) for k in want]
+    await asyncio.sleep(0)
+    fake.release.set()
+    assert await first == (True, {})
+    assert await tasks[0] == (True, {})
+    with pytest.raises(etcd_batch.NotSent):
+        await tasks[1]
+    assert await tasks[2] == (True, {})
+    alone = [[op.request_put.key for op in body.success] for body in fake.bodies[2:]]
+    assert alone == [[b"a"], [b"c"]]  # (bodies[1]: the nested request etcd refused)

@@ -23,7 +23,7 @@ import pytest
 
 from storage.errors import StorageError
 from storage.metadata import Item, Txn, etcd_share
-from storage.metadata.etcd_batch import TxnBatcher
+from storage.metadata.etcd_batch import TxnBatcher, Wanted
 from storage.metadata.etcd_share import HEAD, CommitServer, SharedCommits
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
@@ -123,7 +123,7 @@ class Worker0:
         self.server: CommitServer | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()))
 
-    async def _etcd(self, body: bytes) -> pb.TxnResponse:
+    async def _etcd(self, body: bytes, still: Wanted | None = None) -> pb.TxnResponse:
         self.sent.append(bytes(body))
         if self.held and self.held in body:
             assert self._release is not None
@@ -341,57 +341,71 @@ async def test_a_commit_on_a_connection_worker_0_closed_fails_only_after_its_tak
     assert [t.puts for t in direct.txns] == [{b"b": b"v"}]
 
 
-async def test_a_commit_queued_in_a_stopped_worker_0_is_not_sent_after_its_caller_was_told(
-        worker_0: Worker0, shared: tuple[SharedCommits, Direct],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """review21b (finding 1): worker 0 has X1 in flight and X2 queued behind it when its loop
-    stops (as SIGSTOP). Both callers are told "outcome unknown"; when worker 0 resumes (X1's
-    answer arriving, as its gRPC reply would), X2 must not go to etcd: its caller's retry
-    may already have applied, or a later commit of that caller been acknowledged."""
-    s, _ = shared
-    monkeypatch.setattr(etcd_share, "PING_S", 1.0)
-    monkeypatch.setattr(etcd_share, "CHECK_S", 0.05)
-    monkeypatch.setattr(etcd_share, "FORWARD_TIMEOUT_S", 3.0)
-    assert await s.run(put(b"warm"), ()) == (True, {})
+async def _x1_and_x2_queued(worker_0: Worker0, sock: Path
+                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
+    """A sender's raw frames: X1 (held in flight by "etcd") and X2 queued behind it, X2's
+    give-up time so close that worker 0 wants it sent only for 0.3 s more (by `send_by`)."""
+    reader, writer = await asyncio.open_unix_connection(str(sock))
+    now = time.monotonic()
     worker_0.held = b"X1"
-    x1 = asyncio.ensure_future(s.run(put(b"X1"), ()))
+    writer.write(_frame([1, {b"X1": 0}, {b"X1": b"v"}, [], [], now + 60, now + 60]))
     await _until(lambda: any(b"X1" in b for b in worker_0.sent))
-    x2 = asyncio.ensure_future(s.run(put(b"X2"), ()))
+    now = time.monotonic()
+    send_by = now + 0.3
+    writer.write(_frame([2, {b"X2": 0}, {b"X2": b"v"}, [], [], now + 60,
+                         send_by + etcd_share.GIVE_UP_MARGIN_S]))
     await _until(lambda: worker_0.queued() == 1)  # X2 behind X1
-    worker_0.stop()
-    for fut in (x1, x2):
-        with pytest.raises(StorageError, match="outcome unknown"):
-            await asyncio.wait_for(fut, 20)
-    worker_0.release()  # X1's reply, read on resume
-    worker_0.resume()
-    await _until(lambda: not worker_0.busy())
+    return reader, writer, send_by
+
+
+async def _answers(reader: asyncio.StreamReader) -> dict[int, list[Any]]:
+    """Worker 0's answers to X1 and X2, by request id."""
+    got: dict[int, list[Any]] = {}
+    async with asyncio.timeout(30):
+        async for frame in etcd_share._frames(reader, etcd_share.MAX_FRAME):
+            got[frame[0]] = frame
+            if len(got) == 2:
+                return got
+    raise AssertionError(f"worker 0 answered only {sorted(got)}")
+
+
+async def test_a_commit_queued_in_a_stopped_worker_0_is_not_sent_after_its_caller_was_told(
+        worker_0: Worker0, sock: Path) -> None:
+    """review21b (finding 1): worker 0 has X1 in flight and X2 queued behind it when its loop
+    stops (as SIGSTOP) past X2's give-up time, when X2's sender tells its caller "outcome
+    unknown" (test_a_commit_timing_out_fails_alone). When worker 0 resumes (X1's answer
+    arriving, as its gRPC reply would), X2 must not go to etcd: its caller's retry may
+    already have applied, or a later commit of that caller been acknowledged."""
+    reader, writer, send_by = await _x1_and_x2_queued(worker_0, sock)
+    try:
+        worker_0.stop()
+        await _until(lambda: time.monotonic() > send_by)  # (a clock condition)
+        worker_0.release()  # X1's reply, read on resume
+        worker_0.resume()
+        got = await _answers(reader)
+    finally:
+        writer.close()
     assert not any(b"X2" in b for b in worker_0.sent), "X2 sent after its caller was told"
+    assert got[1][1] is True and got[2][3][0] == "unsent", got  # (X2's sender sends it)
 
 
 async def test_a_commit_queued_in_a_worker_0_stalled_past_its_give_up_is_not_sent(
-        worker_0: Worker0, shared: tuple[SharedCommits, Direct],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        worker_0: Worker0, sock: Path) -> None:
     """review21b (finding 4): worker 0's loop stalls inside X1's request (CPU-bound on a
     loaded host) past X2's give-up time, X2 queued behind X1: the stall ends with the
     batcher's next flight already due, before any timer of worker 0 fires, so a drop by
     timer would come too late. X2 is checked when taken and not sent."""
-    s, _ = shared
-    monkeypatch.setattr(etcd_share, "PING_S", 1.0)
-    monkeypatch.setattr(etcd_share, "CHECK_S", 0.05)
-    monkeypatch.setattr(etcd_share, "FORWARD_TIMEOUT_S", 3.0)
-    assert await s.run(put(b"warm"), ()) == (True, {})
-    worker_0.held, worker_0.stall = b"X1", True
-    x1 = asyncio.ensure_future(s.run(put(b"X1"), ()))
-    await _until(lambda: any(b"X1" in b for b in worker_0.sent))
-    x2 = asyncio.ensure_future(s.run(put(b"X2"), ()))
-    await _until(lambda: worker_0.queued() == 1)
-    worker_0.release()  # X1's reply comes, and worker 0's loop stalls on it
-    for fut in (x1, x2):
-        with pytest.raises(StorageError, match="outcome unknown"):
-            await asyncio.wait_for(fut, 20)
-    worker_0.resume()
-    await _until(lambda: not worker_0.busy())
+    worker_0.stall = True
+    reader, writer, send_by = await _x1_and_x2_queued(worker_0, sock)
+    try:
+        worker_0.release()  # X1's reply comes, and worker 0's loop stalls on it
+        await _until(lambda: time.monotonic() > send_by)
+        worker_0.resume()
+        got = await _answers(reader)
+    finally:
+        writer.close()
     assert not any(b"X2" in b for b in worker_0.sent), "X2 sent after its caller was told"
+    assert got[1][1] is True and got[2][3][0] == "unsent", got  # (X2's sender sends it)
 
 
 async def test_a_slow_worker_0_still_answers_the_commits_it_was_sent(
