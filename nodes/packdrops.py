@@ -18,12 +18,9 @@ packs lost, or every pack: a wiped data dir), and a mark kept would hide a later
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-import crc32c
-
-from nodes.shardfile import fsync_dir
+from nodes.smallrecord import encode_pairs, pairs, read_record, write_record
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +41,10 @@ class Drops:
     def open(self, existing: list[int]) -> list[int]:
         """Read the record against the packs `existing` (sorted): the numbers below the
         newest that are neither there nor dropped (lost packs, at most MAX_REPORTED)."""
-        try:
-            raw: bytes | None = self.path.read_bytes()
-        except FileNotFoundError:
-            raw = None
-        ranges = None if raw is None else _decode(raw)
+        exists, body = read_record(self.path, _HEAD)
+        ranges = None if body is None else _decode(body)
         if ranges is None:
-            if raw is not None:
+            if exists:
                 log.warning("pack drop record %s fails its check: lost packs cannot be told "
                             "from compacted ones until it is rebuilt (now)", self.path)
             self.ranges = _gaps(existing)
@@ -79,30 +73,12 @@ class Drops:
                         self.path, exc)
 
     def _save(self) -> None:
-        body = "".join(f"{lo} {hi}\n" for lo, hi in self.ranges).encode()
-        raw = _HEAD + f"{crc32c.crc32c(body):08x}\n".encode() + body
-        tmp = self.path.with_name(DROPS_NAME + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            done = 0
-            while done < len(raw):  # a short write would leave a record that fails its check
-                done += os.write(fd, raw[done:])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        write_record(self.path, _HEAD, encode_pairs(self.ranges))
 
 
-def _decode(raw: bytes) -> Ranges | None:
-    head, _, body = raw.partition(b"\n")
-    if not head.startswith(_HEAD) or head[len(_HEAD):] != f"{crc32c.crc32c(body):08x}".encode():
-        return None
-    try:
-        ranges = [(int(a), int(b)) for a, b in (line.split() for line in body.splitlines())]
-    except ValueError:
-        return None
-    return ranges if ranges == _merged(ranges) else None
+def _decode(body: bytes) -> Ranges | None:
+    ranges = pairs(body)
+    return ranges if ranges is not None and ranges == _merged(ranges) else None
 
 
 def _merged(ranges: Ranges) -> Ranges:

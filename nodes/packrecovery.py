@@ -82,9 +82,10 @@ def recover(seq: int, fd: int, quarantine_dir: Path) -> Recovered:
                      harm if harm.gaps or harm.bad or harm.torn else None)
 
 
-def set_aside(quarantine_dir: Path, seq: int, fd: int, start: int, end: int) -> None:
+def set_aside(quarantine_dir: Path, seq: int, fd: int, start: int, end: int,
+              why: str = "torn") -> None:
     """Copy a torn tail to quarantine (durably), then cut the pack back to `start`."""
-    keep_aside(quarantine_dir, seq, fd, start, end, "torn")
+    keep_aside(quarantine_dir, seq, fd, start, end, why)
     os.ftruncate(fd, start)
     os.fsync(fd)
 

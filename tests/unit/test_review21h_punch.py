@@ -4,11 +4,14 @@ a failed group's start survives the restart so the durable copy it replaced is n
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from pathlib import Path
 
 import pytest
 
+from nodes import packformat as pf
+from nodes import packstore
 from nodes.packstore import PackStore
 
 BODY = 64 * 1024 + 100
@@ -65,3 +68,80 @@ def test_a_re_punch_after_a_restart_lets_puts_go_between_packs(
         assert done <= packpunch.STEP_RECORDS, "the PUT waited for the whole re-punch pass"
     finally:
         again.close()
+
+
+def test_a_restart_does_not_punch_the_durable_copy_a_failed_group_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sid = f"{7:032x}.1"
+    s = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    s.open()
+    try:
+        asyncio.run(s.put(sid, [_body("v1")]))  # acknowledged, durable
+        seq = s._active
+        start = s.sizes[seq]  # what the disk durably holds of pack `seq`
+        with monkeypatch.context() as m:
+            m.setattr(os, "ftruncate", _eio)
+            m.setattr(os, "fdatasync", _eio)
+            with pytest.raises(OSError):  # the replace fails; so does its cut-back
+                asyncio.run(s.put(sid, [_body("v2")], replace=True))
+        assert s._unsure == {seq: start}
+    finally:
+        s.close()
+    again = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)  # a process restart
+    again.open()
+    try:
+        assert again.locate(sid).seq == seq  # type: ignore[union-attr]
+        asyncio.run(again.punch(min_dead=0))
+    finally:
+        again.close()
+    os.truncate(again.path_of(seq), start)  # a power cut: the failed group was never durable
+    last = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    last.open()
+    try:
+        got = last.read(last.locate(sid))  # type: ignore[arg-type]
+        print("after the power cut: v1", got == _body("v1"), "zeroed blocks",
+              sum(got[i:i + 4096] == bytes(4096) for i in range(0, len(got), 4096)))
+        assert got == _body("v1")  # the acknowledged copy, never a punched one
+    finally:
+        last.close()
+
+
+
+
+def test_an_unsure_mark_is_used_once_and_its_pack_gets_no_more_appends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restart after a failed group cuts it off (kept in quarantine), clears the mark and
+    writes on in a new pack: a later restart indexes every later PUT (a mark left, or an
+    append to the marked pack, would cut acknowledged records)."""
+    sid, later = f"{7:032x}.1", f"{8:032x}.1"
+    s = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    s.open()
+    try:
+        asyncio.run(s.put(sid, [_body("v1")]))
+        seq = s._active
+        with monkeypatch.context() as m:
+            m.setattr(os, "ftruncate", _eio)
+            m.setattr(os, "fdatasync", _eio)
+            m.setattr(packstore, "fsync_dir", _eio)  # no new pack: the marked one is last
+            with pytest.raises(OSError):
+                asyncio.run(s.put(sid, [_body("v2")], replace=True))
+        assert s.unsure.load() == {seq: s.sizes[seq] - len(_body("v2")) - pf.OVERHEAD}
+    finally:
+        s.close()
+    assert max(int(p.stem, 16) for p in s.pack_dir.glob("*.pack")) == seq
+    again = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    again.open()
+    try:
+        assert not again.unsure.path.exists() or again.unsure.load() == {}
+        assert any(p.name.endswith(".unsure") for p in again.quarantine_dir.iterdir())
+        asyncio.run(again.put(later, [_body("later")]))
+        assert again.locate(later).seq != seq  # type: ignore[union-attr]
+    finally:
+        again.close()
+    last = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    last.open()
+    try:
+        assert last.read(last.locate(sid)) == _body("v1")  # type: ignore[arg-type]
+        assert last.read(last.locate(later)) == _body("later")  # type: ignore[arg-type]
+    finally:
+        last.close()
