@@ -152,6 +152,9 @@ class PackStore(PackCompaction, PackPunching):
                 last = self._recover(seq, marks.get(seq))
         self.unsure.clear()  # OSError: the disk does not start (a mark left on a number
         # a later pack takes would cut that pack's acknowledged records at the next open)
+        newest = seqs[-1] if seqs else 0
+        for d in self.damage:
+            d.lost_end = d.torn is not None and d.seq != newest
         if seqs and last is not None and self.sizes[seqs[-1]] < self.seal_bytes:
             self._active = seqs[-1]  # appends go on after its last record
             self._active_recs = last

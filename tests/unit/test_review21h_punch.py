@@ -145,3 +145,31 @@ def test_an_unsure_mark_is_used_once_and_its_pack_gets_no_more_appends(
         assert last.read(last.locate(later)) == _body("later")  # type: ignore[arg-type]
     finally:
         last.close()
+
+
+def test_a_torn_tail_in_a_pack_not_the_newest_is_harmful(tmp_path: Path) -> None:
+    """Only the newest pack is written at its end: a sealed pack that lost its end lost its
+    footer and acknowledged records, so `pack_damage` counts it; a torn newest pack is a
+    write in flight at a crash and is not counted (review21h H3)."""
+    from nodes import packformat as pf
+    body = 9 * 1024
+    s = PackStore(tmp_path, seal_bytes=4 * (body + pf.OVERHEAD), reserve_bytes=0)
+    s.open()
+    try:
+        for i in range(1, 10):
+            asyncio.run(s.put(f"{i:032x}.1", [b"b" * body]))
+        first, newest = min(s.sizes), s._active
+        first_size, newest_size = s.sizes[first], s.sizes[newest]
+    finally:
+        s.close()
+    os.truncate(s.path_of(first), first_size - 5000)  # a sealed pack lost its end
+    with open(s.path_of(newest), "ab") as f:  # a write in flight at a crash
+        f.write(b"x" * 100)
+    again = PackStore(tmp_path, seal_bytes=4 * (body + pf.OVERHEAD), reserve_bytes=0)
+    again.open()
+    try:
+        got = {d.seq: d.harmful for d in again.damage}
+        print("damage (seq: harmful):", got, "newest", newest, "size", newest_size)
+        assert got == {first: True, newest: False}
+    finally:
+        again.close()
