@@ -12,7 +12,9 @@ directory) before a pack is unlinked. A store without one (from before this reco
 new) counts every gap it has as dropped and starts one. A record that fails its check
 reports nothing missing (it cannot tell) and is written again from the packs there are.
 Marks from the newest pack up are cut at open: those numbers are written again (the newest
-packs lost, or every pack: a wiped data dir), and a mark kept would hide a later loss.
+packs lost, or every pack: a wiped data dir), and a mark kept would hide a later loss. A
+cut that cannot be saved (a full disk still starts) leaves those marks on disk, so new packs
+are then numbered above them (`floor`; review21h H4) rather than the store refusing to start.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class Drops:
     def __init__(self, pack_dir: Path) -> None:
         self.path = pack_dir / DROPS_NAME
         self.ranges: Ranges = []
+        # no new pack may take a number at or below it: marks the record on disk still
+        # holds there (their cut at open was not saved) would hide that pack's loss
+        self.floor = 0
 
     def open(self, existing: list[int]) -> list[int]:
         """Read the record against the packs `existing` (sorted): the numbers below the
@@ -54,7 +59,8 @@ class Drops:
         clipped = _below(ranges, newest)
         if clipped != ranges:  # numbers from the newest pack up are written again (every
             self.ranges = clipped  # pack gone, or the newest lost): a mark left on one
-            self._save_now()  # would hide the loss of the new pack under it (review21f F5)
+            if not self._save_now():  # would hide the loss of the new pack under it
+                self.floor = ranges[-1][1]  # (review21f F5); unsaved: never reuse them
         self.ranges = clipped
         return _missing(existing, clipped)
 
@@ -63,14 +69,16 @@ class Drops:
         self.ranges = _merged([*self.ranges, (seq, seq)])
         self._save()
 
-    def _save_now(self) -> None:
+    def _save_now(self) -> bool:
         """`_save` at open: a disk too full (or failing) leaves the record to the next drop,
-        which writes it whole; the store still opens."""
+        which writes it whole; the store still opens (False: not saved)."""
         try:
             self._save()
         except OSError as exc:
             log.warning("pack drop record %s not written (%s): written at the next drop",
                         self.path, exc)
+            return False
+        return True
 
     def _save(self) -> None:
         write_record(self.path, _HEAD, encode_pairs(self.ranges))

@@ -127,6 +127,7 @@ class PackStore(PackCompaction, PackPunching):
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._fd_lock = threading.Lock()  # `close` and the committer
         self._active = -1
+        self._floor = 0  # new packs are numbered above it (`Drops.floor`, unsure marks)
         self._active_of_last = -1  # the pack `_append` last wrote to
         self._pending: list[_Request] = []
         self._jobs: list[StepJob] = []
@@ -150,8 +151,15 @@ class PackStore(PackCompaction, PackPunching):
         with self.index.bulk():
             for seq in seqs:
                 last = self._recover(seq, marks.get(seq))
-        self.unsure.clear()  # OSError: the disk does not start (a mark left on a number
-        # a later pack takes would cut that pack's acknowledged records at the next open)
+        floor = self.drops.floor
+        try:
+            self.unsure.clear()
+        except OSError as exc:  # a full or failing disk still starts; a mark left on a
+            log.warning("pack unsure record %s not cleared (%s)", self.unsure.path, exc)
+            floor = max([floor, *marks])  # number a new pack took would cut it next open
+        self._floor = floor
+        if seqs and seqs[-1] <= floor:  # the newest pack is appended to no more either
+            self._retired.add(seqs[-1])
         newest = seqs[-1] if seqs else 0
         for d in self.damage:
             d.lost_end = d.torn is not None and d.seq != newest
@@ -241,6 +249,7 @@ class PackStore(PackCompaction, PackPunching):
         """Create pack `seq` (empty, durable) and make it the active one. One that fails to
         be made durable is removed again: else its name would stay taken (O_EXCL) and every
         later try fail until a restart."""
+        seq = max(seq, self._floor + 1)
         path = self.pack_dir / pack_name(seq)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:

@@ -9,7 +9,9 @@ those; a power cut that loses the failed group's bytes would then leave zeros as
 So the start is written here (atomic, fsynced: `nodes.smallrecord`) before the store writes
 on, and at open each marked pack is cut back to it (the bytes copied to `quarantine/`
 first), retired (never appended to again, so a mark left behind cuts nothing new) and the
-record cleared. A record that fails its check is treated as naming nothing (logged).
+record cleared. A clear that fails (a full disk still starts) leaves marks on disk, so the
+store then numbers new packs above every mark (review21h H4's rule for `packs/dropped`). A
+record that fails its check is treated as naming nothing (logged) and rewritten empty.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ class Unsure:
     def __init__(self, pack_dir: Path) -> None:
         self.path = pack_dir / UNSURE_NAME
         self.starts: dict[int, int] = {}
+        self._bad = False  # the record on disk fails its check (rewritten empty at clear)
 
     def load(self) -> dict[int, int]:
         """The starts the record names (a copy; nothing when absent or failing its check)."""
         exists, body = read_record(self.path, _HEAD)
         got = None if body is None else pairs(body)
-        if exists and got is None:
+        self._bad = exists and got is None
+        if self._bad:
             log.warning("pack unsure record %s fails its check: ignored", self.path)
         self.starts = dict(got or [])
         return dict(self.starts)
@@ -49,9 +53,10 @@ class Unsure:
 
     def clear(self) -> None:
         """Forget every start, durably (OSError: the record stays)."""
-        if self.starts or self.path.exists():
-            self.starts = {}
-            self._save()
+        if self.starts or self._bad:  # else nothing to write (most opens)
+            self.starts = {}  # (the marks' ranges are set aside already: losing them is
+            self._save()  # harmless; keeping them on disk is what `PackStore` guards)
+            self._bad = False
 
     def _save(self) -> None:
         write_record(self.path, _HEAD, encode_pairs(sorted(self.starts.items())))

@@ -173,3 +173,50 @@ def test_a_torn_tail_in_a_pack_not_the_newest_is_harmful(tmp_path: Path) -> None
         assert got == {first: True, newest: False}
     finally:
         again.close()
+
+
+def test_an_unsaved_drop_record_cut_does_not_hide_a_new_packs_loss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packs 5 and 6 were dropped, then the newest packs (4 up) lost; the open that cuts
+    those marks cannot save the cut (ENOSPC). The store must not number new packs under the
+    marks left on disk: else losing one of them later is hidden (review21h H4)."""
+    from nodes import packformat as pf
+    from nodes.packdrops import Drops
+    body = 9 * 1024
+    seal = 2 * (body + pf.OVERHEAD)
+
+    def store() -> PackStore:
+        return PackStore(tmp_path, seal_bytes=seal, reserve_bytes=0)
+    s = store()
+    s.open()
+    try:
+        for i in range(1, 6):
+            asyncio.run(s.put(f"{i:032x}.1", [b"a" * body]))
+        assert s._active == 3
+    finally:
+        s.close()
+    old = Drops(s.pack_dir)
+    old.ranges = [(5, 6)]
+    old._save()
+
+    def full(*_: object) -> None:
+        raise OSError(28, "ENOSPC")
+    again = store()
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", full)
+        again.open()
+    try:
+        for i in range(6, 12):
+            asyncio.run(again.put(f"{i:032x}.1", [b"b" * body]))
+        made = sorted(seq for seq in again.sizes if seq > 3)
+    finally:
+        again.close()
+    lost = made[1]
+    os.unlink(again.path_of(lost))
+    last = store()
+    last.open()
+    try:
+        print("new packs", made, "lost", lost, "missing", last.missing)
+        assert lost in last.missing
+    finally:
+        last.close()
