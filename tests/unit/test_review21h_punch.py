@@ -220,3 +220,31 @@ def test_an_unsaved_drop_record_cut_does_not_hide_a_new_packs_loss(
         assert lost in last.missing
     finally:
         last.close()
+
+
+async def test_a_failed_punch_after_a_full_disk_keeps_compactions_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a full disk the compactor still punches; a punch that fails then must not replace
+    the ENOSPC compaction raised (review21h H5)."""
+    from types import SimpleNamespace
+
+    from nodes.packcompact import Compactor
+    from storage.config import PackSettings
+    packs = PackStore(tmp_path, seal_bytes=1 << 20, reserve_bytes=0)
+    packs.open()
+    try:
+        async def compact(pace: float | None = None) -> int:
+            raise OSError(28, "compaction found the disk full")
+
+        async def punch(min_dead: int | None = None, pace: float | None = None) -> int:
+            raise OSError(5, "the punch failed")
+        monkeypatch.setattr(packs, "candidates", lambda: [1])
+        monkeypatch.setattr(packs, "compact", compact)
+        monkeypatch.setattr(packs, "punch", punch)
+        compactor = Compactor(SimpleNamespace(packs=packs), PackSettings(),  # type: ignore[arg-type]
+                              None)  # type: ignore[arg-type]
+        with pytest.raises(OSError) as got:
+            await compactor.run_once()
+        assert got.value.errno == 28
+    finally:
+        packs.close()
