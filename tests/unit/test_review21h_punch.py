@@ -248,3 +248,45 @@ async def test_a_failed_punch_after_a_full_disk_keeps_compactions_error(
         assert got.value.errno == 28
     finally:
         packs.close()
+
+
+def test_an_uncleared_unsure_mark_never_lands_on_a_new_pack(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A marked pack lost, then an open that cannot clear the mark (ENOSPC): a new pack
+    taking the marked number would be cut at the mark by the next open (H1 with H4's rule)."""
+    sid, later = f"{7:032x}.1", f"{8:032x}.1"
+
+    def store() -> PackStore:
+        return PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    s = store()
+    s.open()
+    try:
+        asyncio.run(s.put(f"{6:032x}.1", [_body("first")]))
+        seq = s._active
+        s._seal(seq)  # a sealed pack below the one that will be lost
+        asyncio.run(s.put(sid, [_body("v1")]))
+        seq = s._active
+        with monkeypatch.context() as m:
+            m.setattr(os, "ftruncate", _eio)
+            m.setattr(os, "fdatasync", _eio)
+            m.setattr(packstore, "fsync_dir", _eio)
+            with pytest.raises(OSError):
+                asyncio.run(s.put(sid, [_body("v2")], replace=True))
+    finally:
+        s.close()
+    os.unlink(s.path_of(seq))  # the marked pack is lost
+    again = store()
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", _eio)
+        again.open()
+    try:
+        asyncio.run(again.put(later, [_body("later")]))
+        assert again.locate(later).seq > seq  # type: ignore[union-attr]
+    finally:
+        again.close()
+    last = store()
+    last.open()
+    try:
+        assert last.read(last.locate(later)) == _body("later")  # type: ignore[arg-type]
+    finally:
+        last.close()
