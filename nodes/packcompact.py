@@ -50,7 +50,12 @@ class Compactor:
                 self.runs += 1
         except OSError as exc:  # a full disk: punching needs no room, so it still goes;
             if is_disk_full(exc):  # never after a cancel (a node stopping must not wait
-                await self._punch()  # for a punch pass: review21f F2) or a failing disk
+                try:  # for a punch pass: review21f F2) or a failing disk
+                    await self._punch()
+                except Exception as punch_exc:  # compaction's own error is what is raised
+                    if self.log is not None:
+                        self.log.warning("pack punch after a full disk failed",
+                                         error=repr(punch_exc)[:500])
             raise
         await self._punch()  # dead bodies of the packs left, given back in place
         return copied

@@ -12,18 +12,17 @@ directory) before a pack is unlinked. A store without one (from before this reco
 new) counts every gap it has as dropped and starts one. A record that fails its check
 reports nothing missing (it cannot tell) and is written again from the packs there are.
 Marks from the newest pack up are cut at open: those numbers are written again (the newest
-packs lost, or every pack: a wiped data dir), and a mark kept would hide a later loss.
+packs lost, or every pack: a wiped data dir), and a mark kept would hide a later loss. A
+cut that cannot be saved (a full disk still starts) leaves those marks on disk, so new packs
+are then numbered above them (`floor`; review21h H4) rather than the store refusing to start.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-import crc32c
-
-from nodes.shardfile import fsync_dir
+from nodes.smallrecord import encode_pairs, pairs, read_record, write_record
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +39,17 @@ class Drops:
     def __init__(self, pack_dir: Path) -> None:
         self.path = pack_dir / DROPS_NAME
         self.ranges: Ranges = []
+        # no new pack may take a number at or below it: marks the record on disk still
+        # holds there (their cut at open was not saved) would hide that pack's loss
+        self.floor = 0
 
     def open(self, existing: list[int]) -> list[int]:
         """Read the record against the packs `existing` (sorted): the numbers below the
         newest that are neither there nor dropped (lost packs, at most MAX_REPORTED)."""
-        try:
-            raw: bytes | None = self.path.read_bytes()
-        except FileNotFoundError:
-            raw = None
-        ranges = None if raw is None else _decode(raw)
+        exists, body = read_record(self.path, _HEAD)
+        ranges = None if body is None else _decode(body)
         if ranges is None:
-            if raw is not None:
+            if exists:
                 log.warning("pack drop record %s fails its check: lost packs cannot be told "
                             "from compacted ones until it is rebuilt (now)", self.path)
             self.ranges = _gaps(existing)
@@ -60,7 +59,8 @@ class Drops:
         clipped = _below(ranges, newest)
         if clipped != ranges:  # numbers from the newest pack up are written again (every
             self.ranges = clipped  # pack gone, or the newest lost): a mark left on one
-            self._save_now()  # would hide the loss of the new pack under it (review21f F5)
+            if not self._save_now():  # would hide the loss of the new pack under it
+                self.floor = ranges[-1][1]  # (review21f F5); unsaved: never reuse them
         self.ranges = clipped
         return _missing(existing, clipped)
 
@@ -69,40 +69,24 @@ class Drops:
         self.ranges = _merged([*self.ranges, (seq, seq)])
         self._save()
 
-    def _save_now(self) -> None:
+    def _save_now(self) -> bool:
         """`_save` at open: a disk too full (or failing) leaves the record to the next drop,
-        which writes it whole; the store still opens."""
+        which writes it whole; the store still opens (False: not saved)."""
         try:
             self._save()
         except OSError as exc:
             log.warning("pack drop record %s not written (%s): written at the next drop",
                         self.path, exc)
+            return False
+        return True
 
     def _save(self) -> None:
-        body = "".join(f"{lo} {hi}\n" for lo, hi in self.ranges).encode()
-        raw = _HEAD + f"{crc32c.crc32c(body):08x}\n".encode() + body
-        tmp = self.path.with_name(DROPS_NAME + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            done = 0
-            while done < len(raw):  # a short write would leave a record that fails its check
-                done += os.write(fd, raw[done:])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        write_record(self.path, _HEAD, encode_pairs(self.ranges))
 
 
-def _decode(raw: bytes) -> Ranges | None:
-    head, _, body = raw.partition(b"\n")
-    if not head.startswith(_HEAD) or head[len(_HEAD):] != f"{crc32c.crc32c(body):08x}".encode():
-        return None
-    try:
-        ranges = [(int(a), int(b)) for a, b in (line.split() for line in body.splitlines())]
-    except ValueError:
-        return None
-    return ranges if ranges == _merged(ranges) else None
+def _decode(body: bytes) -> Ranges | None:
+    ranges = pairs(body)
+    return ranges if ranges is not None and ranges == _merged(ranges) else None
 
 
 def _merged(ranges: Ranges) -> Ranges:

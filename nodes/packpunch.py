@@ -147,21 +147,24 @@ class PackPunching:
             if rec.kind != pf.PUT or not self._superseded(seq, rec):
                 continue  # live, or what a restart's scan would make live: never
             span = inner_blocks(rec.body_offset, rec.body_offset + rec.body_len, block)
-            fd = self._fd(seq)  # (the groups between steps may have closed the last one)
-            if span is None or _is_hole(fd, *span):
+            if span is None:
                 continue
-            try:
-                punch_hole(fd, span[0], span[1] - span[0])
-            except OSError as exc:
-                if exc.errno in _UNSUPPORTED:
-                    self.punch_off = True  # this file system cannot: compaction alone
-                    break
-                raise
-            count, size = count + 1, size + span[1] - span[0]
+            fd = self._fd(seq)  # (the groups between steps may have closed the last one)
+            if _is_hole(fd, *span):  # punched before (every pack again after a restart):
+                count += 1  # an lseek, still counted, or a pass over all is one step
+            else:
+                try:
+                    punch_hole(fd, span[0], span[1] - span[0])
+                except OSError as exc:
+                    if exc.errno in _UNSUPPORTED:
+                        self.punch_off = True  # this file system cannot: compaction alone
+                        break
+                    raise
+                count, size = count + 1, size + span[1] - span[0]
             if count >= STEP_RECORDS or size >= STEP_BYTES:
                 yield size
                 count = size = 0
-        if size:
+        if size or count:  # a step a pack at least, as before steps within one
             yield size
         self._hook("punched", seq)
         st = os.fstat(self._fd(seq))

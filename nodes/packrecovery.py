@@ -38,12 +38,17 @@ class Damage:
     # `nodes.packdamage`), taken while its bytes were at hand
     held: list[tuple[int, int, Ids]] = field(default_factory=list)
     missing: bool = False  # the whole pack is gone (`nodes.packdrops`): it could hold anything
+    # the torn tail is in a pack that is not the newest (set by the store, which knows):
+    # only the newest pack is written at its end, so this one lost its end (its footer,
+    # acknowledged records), not a write in flight (review21h H3)
+    lost_end: bool = False
 
     @property
     def harmful(self) -> bool:
         """Whether it may have cost acknowledged records (gaps, bad records, the pack
-        gone): a torn tail alone never does, it is what any crash mid-write leaves."""
-        return self.missing or bool(self.gaps or self.bad)
+        gone, the end of a pack no longer written to): a torn tail in the newest pack never
+        does, it is what any crash mid-write leaves."""
+        return self.missing or self.lost_end or bool(self.gaps or self.bad)
 
     def could_hold(self, sid: str, after: int = -1) -> bool:
         """Whether this damage could have held a record of `sid` ending past `after`."""
@@ -82,9 +87,10 @@ def recover(seq: int, fd: int, quarantine_dir: Path) -> Recovered:
                      harm if harm.gaps or harm.bad or harm.torn else None)
 
 
-def set_aside(quarantine_dir: Path, seq: int, fd: int, start: int, end: int) -> None:
+def set_aside(quarantine_dir: Path, seq: int, fd: int, start: int, end: int,
+              why: str = "torn") -> None:
     """Copy a torn tail to quarantine (durably), then cut the pack back to `start`."""
-    keep_aside(quarantine_dir, seq, fd, start, end, "torn")
+    keep_aside(quarantine_dir, seq, fd, start, end, why)
     os.ftruncate(fd, start)
     os.fsync(fd)
 

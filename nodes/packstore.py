@@ -40,6 +40,7 @@ import concurrent.futures
 import contextlib
 import errno
 import hmac
+import logging
 import os
 import threading
 import time
@@ -52,9 +53,10 @@ from nodes import packformat as pf
 from nodes.packdrops import Drops
 from nodes.packindex import PackIndex, PackLoc
 from nodes.packpunch import PackPunching
-from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover
+from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover, set_aside
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
 from nodes.packsteps import PackCompaction, StepJob
+from nodes.packunsure import Unsure
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
@@ -63,6 +65,8 @@ from nodes.shardfile import (
     read_exact,
     writev_all,
 )
+
+log = logging.getLogger(__name__)
 
 SEAL_BYTES = 256 * 1024 * 1024
 COMPACT_RATIO = 0.5
@@ -106,6 +110,7 @@ class PackStore(PackCompaction, PackPunching):
         # failed cut-back
         self._unsure: dict[int, int] = {}  # seq -> where a group whose cut-back failed began:
         # its records are never indexed, yet a restart's scan applies them (never punched)
+        self.unsure = Unsure(self.pack_dir)  # those starts, kept across a restart (H1)
         self.syncs = 0  # fdatasyncs done by the committer (group commit's measure)
         self.compacted = 0  # packs compaction removed
         self.punch_off = False  # the file system cannot punch holes (`nodes.packpunch`)
@@ -122,6 +127,7 @@ class PackStore(PackCompaction, PackPunching):
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._fd_lock = threading.Lock()  # `close` and the committer
         self._active = -1
+        self._floor = 0  # new packs are numbered above it (`Drops.floor`, unsure marks)
         self._active_of_last = -1  # the pack `_append` last wrote to
         self._pending: list[_Request] = []
         self._jobs: list[StepJob] = []
@@ -140,10 +146,23 @@ class PackStore(PackCompaction, PackPunching):
                       if (m := PACK_NAME.match(n)))
         self.missing = self.drops.open(seqs)
         self.damage += [Damage(seq, missing=True) for seq in self.missing]
+        marks = self.unsure.load()
         last: list[pf.Record] | None = None
         with self.index.bulk():
             for seq in seqs:
-                last = self._recover(seq)
+                last = self._recover(seq, marks.get(seq))
+        floor = self.drops.floor
+        try:
+            self.unsure.clear()
+        except OSError as exc:  # a full or failing disk still starts; a mark left on a
+            log.warning("pack unsure record %s not cleared (%s)", self.unsure.path, exc)
+            floor = max([floor, *marks])  # number a new pack took would cut it next open
+        self._floor = floor
+        if seqs and seqs[-1] <= floor:  # the newest pack is appended to no more either
+            self._retired.add(seqs[-1])
+        newest = seqs[-1] if seqs else 0
+        for d in self.damage:
+            d.lost_end = d.torn is not None and d.seq != newest
         if seqs and last is not None and self.sizes[seqs[-1]] < self.seal_bytes:
             self._active = seqs[-1]  # appends go on after its last record
             self._active_recs = last
@@ -192,11 +211,18 @@ class PackStore(PackCompaction, PackPunching):
                 return
             os.close(self._fds.pop(old))
 
-    def _recover(self, seq: int) -> list[pf.Record] | None:
+    def _recover(self, seq: int, unsure: int | None = None) -> list[pf.Record] | None:
         """Index pack `seq`: from its footer when it has one that checks (sealed: None is
-        returned), else by a scan (its records returned: the last pack's go on)."""
+        returned), else by a scan (its records returned: the last pack's go on). A failed
+        group left from `unsure` on (`nodes.packunsure`) is set aside first, never indexed,
+        and the pack retired: appends go to a new one."""
         fd = self._fd(seq)
         try:
+            if unsure is not None:
+                size = os.fstat(fd).st_size
+                if size > unsure:
+                    set_aside(self.quarantine_dir, seq, fd, unsure, size, "unsure")
+                self._retired.add(seq)
             return self._recover_fd(seq, fd)
         finally:  # a sealed pack's fd is not kept for the store's life (see `_fd`)
             with self._fd_lock:
@@ -223,6 +249,7 @@ class PackStore(PackCompaction, PackPunching):
         """Create pack `seq` (empty, durable) and make it the active one. One that fails to
         be made durable is removed again: else its name would stay taken (O_EXCL) and every
         later try fail until a restart."""
+        seq = max(seq, self._floor + 1)
         path = self.pack_dir / pack_name(seq)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -534,6 +561,11 @@ class PackStore(PackCompaction, PackPunching):
         except OSError:
             self._retired.add(seq)  # never appended to again; its size is what it holds
             self._unsure[seq] = start
+            try:  # before anything is written on: a restart must not index this group
+                self.unsure.add(seq, start)
+            except OSError as exc:
+                log.error("pack %d: failed group at %d not recorded (%s): a restart will "
+                          "index it", seq, start, exc)
             with contextlib.suppress(OSError):
                 self.sizes[seq] = os.fstat(fd).st_size
             with contextlib.suppress(OSError):

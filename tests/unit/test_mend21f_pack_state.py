@@ -12,8 +12,9 @@ import pytest
 
 from nodes import packformat as pf
 from nodes.disk import DiskShardStore
-from nodes.packdrops import Drops, _decode
+from nodes.packdrops import _HEAD, Drops, _decode
 from nodes.packstore import PackStore
+from nodes.smallrecord import read_record
 from storage.config import PackSettings
 
 BODY = 9 * 1024
@@ -72,4 +73,5 @@ def test_the_drop_record_is_written_whole_on_short_writes(
     for seq in (3, 5, 6, 9):
         drops.add(seq)
     monkeypatch.setattr(os, "write", real)
-    assert _decode(drops.path.read_bytes()) == [(3, 3), (5, 6), (9, 9)]
+    body = read_record(drops.path, _HEAD)[1]
+    assert body is not None and _decode(body) == [(3, 3), (5, 6), (9, 9)]
