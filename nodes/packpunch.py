@@ -13,8 +13,8 @@ record still wins by order) and the punched zeros are never taken for damage; to
 footers are never touched. The committer does it between groups (`PackStore.punch`, run by
 the node's compactor after a compaction run that ends or finds the disk full; the packs
 compaction drops need no punching), so the index cannot change under the liveness check: a
-live record is never punched. A pack is punched a step at a time (STEP_RECORDS bodies or
-STEP_BYTES), at the compactor's pace, so PUTs and DELETEs go between its steps; a body
+live record is never punched. A pack is punched a step at a time (STEP_RECORDS bodies,
+STEP_BYTES or STEP_LOOKED records looked at), at the compactor's pace, so PUTs and DELETEs go between its steps; a body
 already a hole is skipped. A read already streaming a record that died just before the
 punch meets zeros and never passes them on as the shard: the node's frame check refuses them
 (`read_small`/`read_frames`), or, where the node sends the bytes unchecked for the gateway's
@@ -47,6 +47,7 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 PUNCH_MIN = 1024 * 1024  # dead bytes a pack gains before it is punched again
 STEP_RECORDS = 64  # bodies a punch step punches at most (then the groups queued go first)
+STEP_LOOKED = 1024  # records looked at (live ones included) per step, at most (review21k F1)
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -142,29 +143,30 @@ class PackPunching:
         block = before.st_blksize or 4096
         dead = self.sizes[seq] - self.live.get(seq, 0)  # what dies from now on: next time
         recs = list(self._active_recs) if seq == self._active else self._records(seq)[0]
-        count = size = 0
+        count = size = looked = 0
         for rec in recs:
-            if rec.kind != pf.PUT or not self._superseded(seq, rec):
-                continue  # live, or what a restart's scan would make live: never
-            span = inner_blocks(rec.body_offset, rec.body_offset + rec.body_len, block)
-            if span is None:
-                continue
-            fd = self._fd(seq)  # (the groups between steps may have closed the last one)
-            if _is_hole(fd, *span):  # punched before (every pack again after a restart):
-                count += 1  # an lseek, still counted, or a pass over all is one step
-            else:
-                try:
-                    punch_hole(fd, span[0], span[1] - span[0])
-                except OSError as exc:
-                    if exc.errno in _UNSUPPORTED:
-                        self.punch_off = True  # this file system cannot: compaction alone
-                        break
-                    raise
-                count, size = count + 1, size + span[1] - span[0]
-            if count >= STEP_RECORDS or size >= STEP_BYTES:
+            looked += 1  # every record looked at counts toward a step, punched or not
+            # (review21k F1: a pass over a big active pack with little to punch was one step)
+            if rec.kind == pf.PUT and self._superseded(seq, rec):  # else live, or what a
+                # restart's scan would make live: never
+                span = inner_blocks(rec.body_offset, rec.body_offset + rec.body_len, block)
+                if span is not None:
+                    fd = self._fd(seq)  # (the groups between steps may have closed the last)
+                    if _is_hole(fd, *span):  # punched before (every pack after a restart):
+                        count += 1  # an lseek, still counted, or a pass over all is one step
+                    else:
+                        try:
+                            punch_hole(fd, span[0], span[1] - span[0])
+                        except OSError as exc:
+                            if exc.errno in _UNSUPPORTED:
+                                self.punch_off = True  # this file system cannot: compaction
+                                break
+                            raise
+                        count, size = count + 1, size + span[1] - span[0]
+            if count >= STEP_RECORDS or size >= STEP_BYTES or looked >= STEP_LOOKED:
                 yield size
-                count = size = 0
-        if size or count:  # a step a pack at least, as before steps within one
+                count = size = looked = 0
+        if size or count or looked:  # a step a pack at least, as before steps within one
             yield size
         self._hook("punched", seq)
         st = os.fstat(self._fd(seq))

@@ -27,7 +27,7 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
 - **Compaction.** A sealed pack whose live bytes fall below `compact_ratio` of its size is
   copied forward by the committer itself, between groups, a step at a time
   (`nodes.packsteps`; when and how fast: `nodes.packcompact`).
-- **Holes.** The bodies of dead PUT records in sealed packs are given back in place
+- **Holes.** The bodies of dead PUT records in every pack, the active one included, are given back in place
   (`nodes.packpunch`, after each compaction run), their heads and trailers kept.
 - **fds.** The committer keeps the active pack's fd and at most `FD_CACHE` others (LRU);
   readers open a pack by path and close it: a node's fds do not grow with its packs.
