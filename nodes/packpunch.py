@@ -27,8 +27,6 @@ trailer rots; a read or scrub finds it and quarantines it. A file system without
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import ctypes
 import ctypes.util
 import errno
@@ -38,7 +36,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 from nodes import packformat as pf
-from nodes.packsteps import STEP_BYTES, StepJob
+from nodes.packsteps import STEP_BYTES, StepJob, queue_job
 
 if TYPE_CHECKING:
     from nodes.packindex import PackIndex
@@ -104,13 +102,7 @@ class PackPunching:
         deletes back; its records are all complete between groups, and those of a failed
         group are never in it (cut back, or the pack retired and `_unsure` marks them)."""
         min_dead = PUNCH_MIN if min_dead is None else min_dead
-        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
-        with self._cond:
-            if self._closing:
-                raise RuntimeError("pack store is closed")
-            self._jobs.append(StepJob(self._punching(min_dead), fut, pace))
-            self._cond.notify()
-        return await asyncio.wrap_future(fut)
+        return await queue_job(self, self._punching(min_dead), pace)
 
     def _punching(self, min_dead: int) -> Generator[int, None, int]:
         total = 0

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from nodes import packformat as pf
 from nodes.packrecovery import Damage, keep_aside
@@ -52,6 +52,28 @@ class StepJob:
     pace: float | None = None
     not_before: float = 0.0
     started: bool = False
+
+
+class JobQueue(Protocol):
+    """The committer's job queue on `PackStore` (what `queue_job` uses)."""
+
+    _jobs: list[StepJob]
+    _cond: threading.Condition
+    _closing: bool
+
+
+async def queue_job(store: JobQueue, steps: Generator[int, None, int],
+                    pace: float | None) -> int:
+    """Queue `steps` for the committer (run between groups, `pace` bytes/s at most) and
+    wait for its answer: compaction's and punching's one way in."""
+    fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+    with store._cond:
+        if store._closing:
+            steps.close()
+            raise RuntimeError("pack store is closed")
+        store._jobs.append(StepJob(steps, fut, pace))
+        store._cond.notify()
+    return await asyncio.wrap_future(fut)
 
 
 class PackCompaction:
@@ -94,13 +116,7 @@ class PackCompaction:
     async def compact(self, pace: float | None = None, max_packs: int | None = None) -> int:
         """Compact the sealed packs below `compact_ratio` live (at most `max_packs`) in the
         committer, between groups, `pace` bytes/s at most; the bytes copied forward."""
-        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
-        with self._cond:
-            if self._closing:
-                raise RuntimeError("pack store is closed")
-            self._jobs.append(StepJob(self._compaction(max_packs), fut, pace))
-            self._cond.notify()
-        return await asyncio.wrap_future(fut)
+        return await queue_job(self, self._compaction(max_packs), pace)
 
     def candidates(self) -> list[int]:
         """Sealed packs (not the active one) whose live bytes are below the ratio, emptiest
