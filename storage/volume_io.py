@@ -338,18 +338,10 @@ class VolumeHandle:
                            segment_size=p.segment_size)
 
     def extent_len(self, idx: int) -> int:
-        return min(self.vol.extent_size, self.vol.size - idx * self.vol.extent_size)
+        return self.vol.extent_len(idx)  # (at the record this handle holds now)
 
     def fit(self, idx: int, data: bytes) -> bytes:
-        """Extent idx's bytes at its length now: a short last extent the volume outgrew
-        (resized while attached) reads zeros past its old end, as a stored one does. Every
-        buffer an extent is built in starts from this: a page put past the end of a shorter
-        bytearray is appended at that end instead (a write moved, the place it was written
-        left zeros)."""
-        want = self.extent_len(idx)
-        if len(data) > want:
-            raise InvalidInput(f"extent {idx} holds at most {want} bytes")
-        return data + bytes(want - len(data)) if len(data) < want else data
+        return self.vol.fit(idx, data)  # (`Volume.fit`)
 
     async def read_extent(self, idx: int) -> bytes | None:
         """The extent's bytes, or None if never written / trimmed (zeros).

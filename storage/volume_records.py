@@ -99,6 +99,21 @@ class Volume:
     def extents(self) -> int:
         return -(-self.size // self.extent_size)
 
+    def extent_len(self, idx: int) -> int:
+        """Extent idx's length at the volume's size now (the last one may be short)."""
+        return min(self.extent_size, self.size - idx * self.extent_size)
+
+    def fit(self, idx: int, data: bytes) -> bytes:
+        """Extent idx's bytes at its length now: a short last extent the volume outgrew
+        (resized while attached) reads zeros past its old end, as a stored one does. Every
+        buffer an extent is built in starts from this: a page put past the end of a shorter
+        bytearray is appended at that end instead (a write moved, the place it was written
+        left zeros)."""
+        want = self.extent_len(idx)
+        if len(data) > want:
+            raise InvalidInput(f"extent {idx} holds at most {want} bytes")
+        return data + bytes(want - len(data)) if len(data) < want else data
+
     def snapshot_gen(self, name: str) -> int:
         for g, s in self.snapshots.items():
             if s["name"] == name:
