@@ -181,11 +181,12 @@ class ChaosCluster:
 
     def s3(self, attempts: int = 0) -> Any:
         """A boto3 client; `attempts` > 0: retries as the SDKs' standard mode does (503s
-        included) up to that many attempts in all, else one retry at most."""
+        included) up to that many attempts in all, else one retry at most (botocore's
+        `max_attempts` counts retries, `total_max_attempts` every attempt)."""
         import boto3
         from botocore.config import Config as BotoConfig
 
-        retries: dict[str, Any] = ({"max_attempts": attempts, "mode": "standard"} if attempts
+        retries: dict[str, Any] = ({"total_max_attempts": attempts, "mode": "standard"} if attempts
                                    else {"max_attempts": 1})
         return boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"],
                             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],

@@ -85,7 +85,9 @@ def gw2_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
 
 def gateway_client(c: LocalCluster, port: int, timeout_s: float | None = None):  # noqa: ANN202
     """A boto3 client of the cluster's tenant for the gateway on `port`, with no retries
-    (and connect/read timeouts of `timeout_s`, where given)."""
+    (and connect/read timeouts of `timeout_s`, where given). botocore's `max_attempts`
+    counts retries (1 = one retry, which turned a lost answer into a 412 in a conditional
+    race); `total_max_attempts` counts the first attempt too."""
     limits = {} if timeout_s is None else {"connect_timeout": timeout_s,
                                            "read_timeout": timeout_s}
     return boto3.client(
@@ -93,7 +95,7 @@ def gateway_client(c: LocalCluster, port: int, timeout_s: float | None = None): 
         aws_access_key_id=c.env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=c.env["AWS_SECRET_ACCESS_KEY"],
         region_name=c.env["AWS_DEFAULT_REGION"],
-        config=BotoConfig(retries={"max_attempts": 1}, **limits))
+        config=BotoConfig(retries={"total_max_attempts": 1}, **limits))
 
 
 def _status(c: LocalCluster, admin_port: int) -> dict:
