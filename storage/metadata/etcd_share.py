@@ -29,12 +29,16 @@ Never sent to etcd after its caller could have been told it failed: each frame c
 take-in deadline (sent + PING_S, CLOCK_MONOTONIC: one clock for every process on the host),
 and worker 0 refuses a frame it takes in later; and its give-up time (sent +
 FORWARD_TIMEOUT_S, when the sender stops waiting): worker 0's batcher drops it, unsent, if it
-is taken for a request GIVE_UP_MARGIN_S before that or later, or after its connection closed
-(`TxnBatcher.run`'s `wanted`, checked then, whatever worker 0's loop did meanwhile: stopped,
-lagging), and again before its request goes to another etcd member (the first never got it,
-or had no leader: EtcdStore._rpc). The margin does not cover the request's own time in etcd
-(up to REQUEST_TIMEOUT_S). So a sender reports "outcome unknown" only at its give-up time, or once worker 0
-closed the connection (it takes nothing more in from it, and drops what it had queued).
+is taken for a request `give_up_margin()` before that or later, or after its connection
+closed (`TxnBatcher.run`'s `wanted`, checked then, whatever worker 0's loop did meanwhile:
+stopped, lagging), and again before its request goes to another etcd member (the first never
+got it, or had no leader: EtcdStore._rpc). The margin is a request's whole deadline in etcd
+(REQUEST_TIMEOUT_S, which the member is given with it) and STALL_S: a request worker 0 sent
+is over (answered, or past its deadline in the member) before its sender gives up, so a
+sender reports "outcome unknown" no earlier than a lone Txn's caller would. It does so only
+at its give-up time, or once worker 0 closed the connection (it takes nothing more in from
+it, and drops what it had queued). A worker that closes waits for its sent commits' answers
+(`SharedCommits.close`).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import msgpack
 from storage.errors import StorageError, StorageFull
 from storage.metadata import Item, Txn
 from storage.metadata.etcd_batch import MAX_REQUEST_BYTES, NotSent, Wanted
-from storage.metadata.etcd_grpc import CHANNEL_OPTIONS
+from storage.metadata.etcd_grpc import CHANNEL_OPTIONS, REQUEST_TIMEOUT_S
 
 log = logging.getLogger("tessera.metadata.etcd")
 
@@ -76,12 +80,18 @@ MAX_ANSWER = dict(CHANNEL_OPTIONS)["grpc.max_receive_message_length"] + 4096
 # worker 0 waits up to etcd's request timeout (10 s) per member it tries, a write that found
 # no leader trying each of 3: a commit not answered within this fails (that commit alone)
 FORWARD_TIMEOUT_S = 35.0
-# worker 0 sends a commit no later than this before its sender gives up on it: room for a
-# stall between its check (`TxnBatcher`) and the request's write
-GIVE_UP_MARGIN_S = 1.0
+# room for a stall (a loaded host) between worker 0's check that a commit is still wanted
+# (`TxnBatcher`) and its request's deadline starting (the same loop step: `EtcdStore._rpc`)
+STALL_S = 1.0
 PING_S = 5.0  # worker 0 answers a ping, and takes a frame in, within this, or is stuck
 CHECK_S = 1.0  # while commits wait on worker 0, it is pinged this often
 AWAY_S = 5.0  # after worker 0 could not be reached or did not answer: commits go direct
+
+
+def give_up_margin() -> float:
+    """How long before its sender's give-up time worker 0 sends a commit at the latest: the
+    request's deadline in etcd then ends before the sender reports "outcome unknown"."""
+    return REQUEST_TIMEOUT_S + STALL_S
 
 
 def _pack(obj: object) -> bytes:
@@ -171,7 +181,7 @@ class CommitServer:
             # sends it itself
             out.send(_pack([rid, None, None, ["unsent", "taken in after its deadline"]]))
             return
-        send_by = give_up - GIVE_UP_MARGIN_S
+        send_by = give_up - give_up_margin()
 
         def wanted() -> bool:
             """Its sender still waits for it: it reports "outcome unknown" at `give_up`, or
@@ -254,6 +264,9 @@ class SharedCommits:
         self._tried = False  # a connection was tried: the next ones go in the background
         self._next = 0  # (never reset: an old connection's answer never meets a new waiter)
         self._away_until = 0.0
+        self._sending = 0  # callers whose commit was sent to worker 0, not yet answered
+        self._idle = asyncio.Event()  # set while none is
+        self._idle.set()
         self.forwarded = 0  # commits sent to worker 0
         self.direct = 0  # commits sent to etcd while worker 0 could not be reached
 
@@ -269,6 +282,19 @@ class SharedCommits:
                        sent + FORWARD_TIMEOUT_S])
         if len(frame) - HEAD.size > MAX_FRAME:  # etcd takes or refuses it as this worker's
             return await self._direct(txn, reads)
+        self._sending += 1
+        self._idle.clear()
+        try:
+            return await self._forward(link, rid, frame, take_by, txn, reads)
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._idle.set()
+
+    async def _forward(self, link: _Link, rid: int, frame: bytes, take_by: float, txn: Txn,
+                       reads: tuple[bytes, ...]) -> tuple[bool, dict[bytes, Item | None]]:
+        """Send `frame` on `link`: worker 0's answer, or this worker's own if worker 0
+        answered "unsent"."""
         answer: asyncio.Future[list] = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
         link.waiting[rid] = answer
         link.busy.set()
@@ -277,7 +303,7 @@ class SharedCommits:
         try:
             async with asyncio.timeout(FORWARD_TIMEOUT_S):
                 _, ok, seen, err = await asyncio.shield(answer)
-        except TimeoutError:  # worker 0 sends it no later than GIVE_UP_MARGIN_S before now
+        except TimeoutError:  # worker 0 sent it, if at all, with a deadline over by now
             why = f" ({link.stale})" if link.stale else ""
             raise self._error("etcd commit sent through gateway worker 0: no answer within "
                               f"{FORWARD_TIMEOUT_S:.0f} s{why}; outcome unknown") from None
@@ -434,7 +460,16 @@ class SharedCommits:
             self._link = None
 
     async def close(self) -> None:
+        """New commits go direct; those sent to worker 0 get its answers first, each within
+        its FORWARD_TIMEOUT_S (worker 0 may still send them to etcd: a caller told before
+        could see its write apply after it was told)."""
         self._away_until = float("inf")  # nothing more goes to worker 0
+        if self._sending:
+            log.info("etcd commit sharing: closing: waiting for worker 0's answers to %d "
+                     "commits", self._sending)
+            with contextlib.suppress(TimeoutError):  # (each is answered or told by then)
+                async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                    await self._idle.wait()
         links = list(self._links)
         for link in links:
             self._close(link)

@@ -353,7 +353,7 @@ async def _x1_and_x2_queued(worker_0: Worker0, sock: Path
     now = time.monotonic()
     send_by = now + 0.3
     writer.write(_frame([2, {b"X2": 0}, {b"X2": b"v"}, [], [], now + 60,
-                         send_by + etcd_share.GIVE_UP_MARGIN_S]))
+                         send_by + etcd_share.give_up_margin()]))
     await _until(lambda: worker_0.queued() == 1)  # X2 behind X1
     return reader, writer, send_by
 
