@@ -15,7 +15,8 @@ What a caller sees is what its own Txn would have given it:
 - a commit sent to worker 0 whose answer never comes fails with "outcome unknown", as a lone
   Txn whose connection broke after it was sent: it may have applied. That is: no answer
   within FORWARD_TIMEOUT_S (that commit alone), or worker 0 closed the connection (gone)
-  and the commit's take-in deadline passed. Such a commit is never resent. A worker 0 that
+  and both the commit's take-in deadline and the deadline in etcd of any request worker 0
+  sent for it passed. Such a commit is never resent. A worker 0 that
   leaves a ping unanswered PING_S (pinged every CHECK_S while commits wait on it) may be
   stopped or only slow (a loaded host): the next commits go direct, but the ones sent keep
   waiting for their answers (a slow worker 0 still gives them);
@@ -212,12 +213,13 @@ class CommitServer:
 
 
 class _Gone(Exception):
-    """The connection a commit was sent on is gone: why, and whether its caller waits for
-    its take-in deadline first (worker 0 closed it)."""
+    """The connection a commit was sent on is gone: why, and whether its caller waits first
+    (worker 0 closed it: when)."""
 
     def __init__(self, why: str, wait: bool) -> None:
         super().__init__(why)
         self.wait = wait
+        self.at = time.monotonic()
 
 
 class _Link:
@@ -285,14 +287,16 @@ class SharedCommits:
         self._sending += 1
         self._idle.clear()
         try:
-            return await self._forward(link, rid, frame, take_by, txn, reads)
+            return await self._forward(link, rid, frame, take_by, sent + FORWARD_TIMEOUT_S,
+                                       txn, reads)
         finally:
             self._sending -= 1
             if not self._sending:
                 self._idle.set()
 
-    async def _forward(self, link: _Link, rid: int, frame: bytes, take_by: float, txn: Txn,
-                       reads: tuple[bytes, ...]) -> tuple[bool, dict[bytes, Item | None]]:
+    async def _forward(self, link: _Link, rid: int, frame: bytes, take_by: float,
+                       give_up: float, txn: Txn, reads: tuple[bytes, ...]
+                       ) -> tuple[bool, dict[bytes, Item | None]]:
         """Send `frame` on `link`: worker 0's answer, or this worker's own if worker 0
         answered "unsent"."""
         answer: asyncio.Future[list] = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
@@ -308,8 +312,10 @@ class SharedCommits:
             raise self._error("etcd commit sent through gateway worker 0: no answer within "
                               f"{FORWARD_TIMEOUT_S:.0f} s{why}; outcome unknown") from None
         except _Gone as gone:
-            if gone.wait:  # (worker 0 closed the connection: it takes nothing more in)
-                await asyncio.sleep(max(0.0, take_by - time.monotonic()))
+            if gone.wait:  # worker 0 closed the connection: it takes nothing more in, nor
+                # sends anything more; a request it sent is past its deadline in etcd by then
+                until = max(take_by, min(give_up, gone.at + give_up_margin()))
+                await asyncio.sleep(max(0.0, until - time.monotonic()))
             raise self._error(f"etcd commit sent through gateway worker 0: {gone}; "
                               "outcome unknown") from None
         finally:
@@ -464,6 +470,7 @@ class SharedCommits:
         its FORWARD_TIMEOUT_S (worker 0 may still send them to etcd: a caller told before
         could see its write apply after it was told)."""
         self._away_until = float("inf")  # nothing more goes to worker 0
+        self._link = None  # (the commits sent on it still wait for their answers)
         if self._sending:
             log.info("etcd commit sharing: closing: waiting for worker 0's answers to %d "
                      "commits", self._sending)

@@ -19,7 +19,7 @@ import pytest
 from storage.errors import StorageError
 from storage.metadata import Item, Txn, etcd_share
 from storage.metadata.etcd_batch import TxnBatcher, Wanted
-from storage.metadata.etcd_share import CommitServer, SharedCommits
+from storage.metadata.etcd_share import HEAD, MAX_FRAME, CommitServer, SharedCommits
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 Answer = tuple[bool, dict[bytes, Item | None]]
@@ -28,7 +28,8 @@ Answer = tuple[bool, dict[bytes, Item | None]]
 class Member:
     """etcd: records when each request applied (by the keys it carries). A request carrying
     `slow` is held for its whole deadline (etcd_share.REQUEST_TIMEOUT_S, read when it
-    arrives) and applies at its end; one carrying `held` waits for `go` first."""
+    arrives) and applies at its end (recorded as then: the latest a member may); one
+    carrying `held` waits for `go` first."""
 
     def __init__(self) -> None:
         self.applied: list[tuple[bytes, float]] = []
@@ -41,9 +42,11 @@ class Member:
         self.got.append(bytes(body))
         if self.held and self.held in body:
             await self.go.wait()
+        at = time.monotonic()
         if self.slow and self.slow in body:
+            at += etcd_share.REQUEST_TIMEOUT_S
             await asyncio.sleep(etcd_share.REQUEST_TIMEOUT_S)  # (the member's own timing)
-        self.applied.append((bytes(body), time.monotonic()))
+        self.applied.append((bytes(body), at))
         nested = [op for op in pb.TxnRequest.FromString(body).success
                   if op.HasField("request_txn")]
         return pb.TxnResponse(succeeded=True, responses=[
@@ -142,7 +145,8 @@ async def test_a_closing_worker_waits_for_worker_0s_answers(
         sharing: tuple[Member, TxnBatcher, SharedCommits],
         caplog: pytest.LogCaptureFixture) -> None:
     """final-s21: a worker closing told its waiting commits "outcome unknown" at once while
-    worker 0 still sent them; now it waits for their answers (within their own timeout)."""
+    worker 0 still sent them; now it waits for their answers (within their own timeout),
+    and sends new ones itself meanwhile."""
     member, batcher, s = sharing
     member.held = b"X"
     caplog.set_level(logging.INFO, logger="tessera.metadata.etcd")
@@ -150,6 +154,10 @@ async def test_a_closing_worker_waits_for_worker_0s_answers(
     await _until(lambda: any(b"X" in b for b in member.got))  # in flight in worker 0
     closing = asyncio.get_running_loop().create_task(s.close())
     await _until(lambda: telling.done() or "waiting for worker 0's answers" in caplog.text)
+    # meanwhile a new commit goes direct (nothing new is sent to worker 0: after close's
+    # bound, nothing could be answered for it)
+    assert (await asyncio.wait_for(_told(s, b"Y"), 5))[0] == (True, {})
+    assert member.applied_at(b"direct Y") and s.forwarded == 1
     member.go.set()
     answer, told = await telling
     await closing
@@ -157,3 +165,27 @@ async def test_a_closing_worker_waits_for_worker_0s_answers(
     assert [at for at in member.applied_at(b"X") if at > told] == [], (
         f"X applied after its caller was told {answer!r}")
     assert answer == (True, {})
+
+
+async def test_a_commit_in_flight_when_worker_0_drops_the_connection_is_told_after_its_deadline(
+        sharing: tuple[Member, TxnBatcher, SharedCommits],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker 0 drops a connection (here: an unreadable frame on it) with a commit in flight
+    in etcd: its sender said "outcome unknown" once its take-in deadline passed, while the
+    request could still apply until its deadline in etcd. Now it says so only once a
+    request worker 0 sent is past that deadline (`give_up_margin()` after the close)."""
+    member, batcher, s = sharing
+    monkeypatch.setattr(etcd_share, "REQUEST_TIMEOUT_S", 1.0, raising=False)
+    monkeypatch.setattr(etcd_share, "STALL_S", 0.1, raising=False)
+    monkeypatch.setattr(etcd_share, "PING_S", 0.3)
+    member.slow = b"X"
+    telling = asyncio.get_running_loop().create_task(_told(s, b"X"))
+    await _until(lambda: any(b"X" in b for b in member.got))  # in etcd, to its deadline
+    link = s._link  # noqa: SLF001
+    assert link is not None
+    link.writer.write(HEAD.pack(MAX_FRAME + 1))  # worker 0 drops the connection
+    answer, told = await telling
+    await batcher.close()  # (every request sent to "etcd" has applied)
+    assert "worker 0 closed the connection; outcome unknown" in str(answer), answer
+    late = [at for at in member.applied_at(b"X") if at > told]
+    assert not late, f"X applied {late[0] - told:.2f} s after its caller was told {answer!r}"

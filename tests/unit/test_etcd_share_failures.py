@@ -333,6 +333,7 @@ async def test_a_commit_on_a_connection_worker_0_closed_fails_only_after_its_tak
     told); the next commits go direct."""
     s, direct = shared
     monkeypatch.setattr(etcd_share, "PING_S", 1.5)
+    monkeypatch.setattr(etcd_share, "REQUEST_TIMEOUT_S", 0.5)  # (its wait: the take-in's)
     stand_in.close_on = b"a"
     with pytest.raises(StorageError, match="worker 0 closed the connection; outcome unknown"):
         await asyncio.wait_for(s.run(put(b"a"), ()), 20)
