@@ -39,7 +39,7 @@ from storage.metadata.etcd_batch import (
     item_of,
     unb64,
 )
-from storage.metadata.etcd_grpc import GrpcKV, member_unwell, try_elsewhere
+from storage.metadata.etcd_grpc import REQUEST_TIMEOUT_S, GrpcKV, member_unwell, try_elsewhere
 from storage.metadata.etcd_reads import ReadBatcher
 from storage.metadata.etcd_share import CommitServer, SharedCommits
 from storage.metadata.etcd_stamp import WatchedStamp
@@ -52,7 +52,6 @@ NOSPACE = "mvcc: database space exceeded"  # etcd past --quota-backend-bytes (or
 log = logging.getLogger("tessera.metadata.etcd")
 
 LEASE_FORMAT_VERSION = 1
-REQUEST_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 2.0
 # a watch on a member that loses its leader (cut off from the cluster) is ended by etcd
 # instead of staying open and silent (etcd-io/etcd#7593, #10819); grpc-gateway passes

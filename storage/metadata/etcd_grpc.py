@@ -44,6 +44,10 @@ RPCS: dict[str, tuple[str, Any, Any]] = {
     "Txn": ("/etcdserverpb.KV/Txn", pb.TxnRequest, pb.TxnResponse),
     "Compact": ("/etcdserverpb.KV/Compact", pb.CompactionRequest, pb.CompactionResponse),
 }
+# each call's deadline; grpc sends it with the request, and the member drops a request
+# still unproposed by then (one already proposed to Raft applies when Raft commits it, as
+# for any etcd client)
+REQUEST_TIMEOUT_S = 10.0
 # etcd itself refuses requests over --max-request-bytes (1.5 MiB by default); answers (a
 # listing page, a record with its inline bodies) may be bigger than grpc's 4 MiB default.
 CHANNEL_OPTIONS = [

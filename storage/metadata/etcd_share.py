@@ -15,7 +15,8 @@ What a caller sees is what its own Txn would have given it:
 - a commit sent to worker 0 whose answer never comes fails with "outcome unknown", as a lone
   Txn whose connection broke after it was sent: it may have applied. That is: no answer
   within FORWARD_TIMEOUT_S (that commit alone), or worker 0 closed the connection (gone)
-  and the commit's take-in deadline passed. Such a commit is never resent. A worker 0 that
+  and both the commit's take-in deadline and the deadline in etcd of any request worker 0
+  sent for it passed. Such a commit is never resent. A worker 0 that
   leaves a ping unanswered PING_S (pinged every CHECK_S while commits wait on it) may be
   stopped or only slow (a loaded host): the next commits go direct, but the ones sent keep
   waiting for their answers (a slow worker 0 still gives them);
@@ -29,12 +30,16 @@ Never sent to etcd after its caller could have been told it failed: each frame c
 take-in deadline (sent + PING_S, CLOCK_MONOTONIC: one clock for every process on the host),
 and worker 0 refuses a frame it takes in later; and its give-up time (sent +
 FORWARD_TIMEOUT_S, when the sender stops waiting): worker 0's batcher drops it, unsent, if it
-is taken for a request GIVE_UP_MARGIN_S before that or later, or after its connection closed
-(`TxnBatcher.run`'s `wanted`, checked then, whatever worker 0's loop did meanwhile: stopped,
-lagging), and again before its request goes to another etcd member (the first never got it,
-or had no leader: EtcdStore._rpc). The margin does not cover the request's own time in etcd
-(up to REQUEST_TIMEOUT_S). So a sender reports "outcome unknown" only at its give-up time, or once worker 0
-closed the connection (it takes nothing more in from it, and drops what it had queued).
+is taken for a request `give_up_margin()` before that or later, or after its connection
+closed (`TxnBatcher.run`'s `wanted`, checked then, whatever worker 0's loop did meanwhile:
+stopped, lagging), and again before its request goes to another etcd member (the first never
+got it, or had no leader: EtcdStore._rpc). The margin is a request's whole deadline in etcd
+(REQUEST_TIMEOUT_S, which the member is given with it) and STALL_S: a request worker 0 sent
+is over (answered, or past its deadline in the member) before its sender gives up, so a
+sender reports "outcome unknown" no earlier than a lone Txn's caller would. It does so only
+at its give-up time, or once worker 0 closed the connection (it takes nothing more in from
+it, and drops what it had queued). A worker that closes waits for its sent commits' answers
+(`SharedCommits.close`).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import msgpack
 from storage.errors import StorageError, StorageFull
 from storage.metadata import Item, Txn
 from storage.metadata.etcd_batch import MAX_REQUEST_BYTES, NotSent, Wanted
-from storage.metadata.etcd_grpc import CHANNEL_OPTIONS
+from storage.metadata.etcd_grpc import CHANNEL_OPTIONS, REQUEST_TIMEOUT_S
 
 log = logging.getLogger("tessera.metadata.etcd")
 
@@ -76,12 +81,18 @@ MAX_ANSWER = dict(CHANNEL_OPTIONS)["grpc.max_receive_message_length"] + 4096
 # worker 0 waits up to etcd's request timeout (10 s) per member it tries, a write that found
 # no leader trying each of 3: a commit not answered within this fails (that commit alone)
 FORWARD_TIMEOUT_S = 35.0
-# worker 0 sends a commit no later than this before its sender gives up on it: room for a
-# stall between its check (`TxnBatcher`) and the request's write
-GIVE_UP_MARGIN_S = 1.0
+# room for a stall (a loaded host) between worker 0's check that a commit is still wanted
+# (`TxnBatcher`) and its request's deadline starting (the same loop step: `EtcdStore._rpc`)
+STALL_S = 1.0
 PING_S = 5.0  # worker 0 answers a ping, and takes a frame in, within this, or is stuck
 CHECK_S = 1.0  # while commits wait on worker 0, it is pinged this often
 AWAY_S = 5.0  # after worker 0 could not be reached or did not answer: commits go direct
+
+
+def give_up_margin() -> float:
+    """How long before its sender's give-up time worker 0 sends a commit at the latest: the
+    request's deadline in etcd then ends before the sender reports "outcome unknown"."""
+    return REQUEST_TIMEOUT_S + STALL_S
 
 
 def _pack(obj: object) -> bytes:
@@ -171,7 +182,7 @@ class CommitServer:
             # sends it itself
             out.send(_pack([rid, None, None, ["unsent", "taken in after its deadline"]]))
             return
-        send_by = give_up - GIVE_UP_MARGIN_S
+        send_by = give_up - give_up_margin()
 
         def wanted() -> bool:
             """Its sender still waits for it: it reports "outcome unknown" at `give_up`, or
@@ -202,12 +213,13 @@ class CommitServer:
 
 
 class _Gone(Exception):
-    """The connection a commit was sent on is gone: why, and whether its caller waits for
-    its take-in deadline first (worker 0 closed it)."""
+    """The connection a commit was sent on is gone: why, and whether its caller waits first
+    (worker 0 closed it: when)."""
 
     def __init__(self, why: str, wait: bool) -> None:
         super().__init__(why)
         self.wait = wait
+        self.at = time.monotonic()
 
 
 class _Link:
@@ -254,6 +266,9 @@ class SharedCommits:
         self._tried = False  # a connection was tried: the next ones go in the background
         self._next = 0  # (never reset: an old connection's answer never meets a new waiter)
         self._away_until = 0.0
+        self._sending = 0  # callers whose commit was sent to worker 0, not yet answered
+        self._idle = asyncio.Event()  # set while none is
+        self._idle.set()
         self.forwarded = 0  # commits sent to worker 0
         self.direct = 0  # commits sent to etcd while worker 0 could not be reached
 
@@ -269,6 +284,21 @@ class SharedCommits:
                        sent + FORWARD_TIMEOUT_S])
         if len(frame) - HEAD.size > MAX_FRAME:  # etcd takes or refuses it as this worker's
             return await self._direct(txn, reads)
+        self._sending += 1
+        self._idle.clear()
+        try:
+            return await self._forward(link, rid, frame, take_by, sent + FORWARD_TIMEOUT_S,
+                                       txn, reads)
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._idle.set()
+
+    async def _forward(self, link: _Link, rid: int, frame: bytes, take_by: float,
+                       give_up: float, txn: Txn, reads: tuple[bytes, ...]
+                       ) -> tuple[bool, dict[bytes, Item | None]]:
+        """Send `frame` on `link`: worker 0's answer, or this worker's own if worker 0
+        answered "unsent"."""
         answer: asyncio.Future[list] = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
         link.waiting[rid] = answer
         link.busy.set()
@@ -277,13 +307,15 @@ class SharedCommits:
         try:
             async with asyncio.timeout(FORWARD_TIMEOUT_S):
                 _, ok, seen, err = await asyncio.shield(answer)
-        except TimeoutError:  # worker 0 sends it no later than GIVE_UP_MARGIN_S before now
+        except TimeoutError:  # worker 0 sent it, if at all, with a deadline over by now
             why = f" ({link.stale})" if link.stale else ""
             raise self._error("etcd commit sent through gateway worker 0: no answer within "
                               f"{FORWARD_TIMEOUT_S:.0f} s{why}; outcome unknown") from None
         except _Gone as gone:
-            if gone.wait:  # (worker 0 closed the connection: it takes nothing more in)
-                await asyncio.sleep(max(0.0, take_by - time.monotonic()))
+            if gone.wait:  # worker 0 closed the connection: it takes nothing more in, nor
+                # sends anything more; a request it sent is past its deadline in etcd by then
+                until = max(take_by, min(give_up, gone.at + give_up_margin()))
+                await asyncio.sleep(max(0.0, until - time.monotonic()))
             raise self._error(f"etcd commit sent through gateway worker 0: {gone}; "
                               "outcome unknown") from None
         finally:
@@ -434,7 +466,17 @@ class SharedCommits:
             self._link = None
 
     async def close(self) -> None:
+        """New commits go direct; those sent to worker 0 get its answers first, each within
+        its FORWARD_TIMEOUT_S (worker 0 may still send them to etcd: a caller told before
+        could see its write apply after it was told)."""
         self._away_until = float("inf")  # nothing more goes to worker 0
+        self._link = None  # (the commits sent on it still wait for their answers)
+        if self._sending:
+            log.info("etcd commit sharing: closing: waiting for worker 0's answers to %d "
+                     "commits", self._sending)
+            with contextlib.suppress(TimeoutError):  # (each is answered or told by then)
+                async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                    await self._idle.wait()
         links = list(self._links)
         for link in links:
             self._close(link)

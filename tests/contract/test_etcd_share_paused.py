@@ -33,9 +33,14 @@ pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# the owner's requests' deadline in etcd, 2 s (etcd here is healthy), so that it sends a
+# commit whose sender gives up at 4 s (FORWARD_TIMEOUT_S below): 2 s + STALL_S before that
 OWNER = """
 import asyncio, os, sys, pathlib
+from storage.metadata import etcd, etcd_share
 from storage.metadata.etcd import EtcdStore
+
+etcd.REQUEST_TIMEOUT_S = etcd_share.REQUEST_TIMEOUT_S = 2.0
 
 async def main():
     store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
@@ -86,7 +91,7 @@ async def test_stopped_worker_0_is_not_reconnected_to(
     ns = b"esp/" + secrets.token_hex(6).encode() + b"/"
     await other.share_commits(sock, owner=False)
     assert await other.txn(Txn(puts={ns + b"warm": b"1"}))  # connected to worker 0
-    assert other._sharing.forwarded == 1  # type: ignore[union-attr]  # noqa: SLF001
+    assert (other._sharing.forwarded, other._sharing.direct) == (1, 0)  # type: ignore[union-attr]  # noqa: SLF001
     p.send_signal(signal.SIGSTOP)
     with pytest.raises(EtcdError, match="did not answer a ping .*; outcome unknown"):
         # (its unanswered ping said why)
@@ -103,7 +108,7 @@ async def test_commit_told_unknown_and_never_sent_is_not_applied_later(
     key = ns + b"obj"
     await other.share_commits(sock, owner=False)
     assert await other.txn(Txn(puts={ns + b"warm": b"1"}))  # connected to worker 0
-    assert other._sharing.forwarded == 1  # type: ignore[union-attr]  # noqa: SLF001
+    assert (other._sharing.forwarded, other._sharing.direct) == (1, 0)  # type: ignore[union-attr]  # noqa: SLF001
     p.send_signal(signal.SIGSTOP)
     with pytest.raises(EtcdError, match="outcome unknown"):  # the client got its 500
         await other.txn(Txn(compares={key: 0}, puts={key: b"late"}))

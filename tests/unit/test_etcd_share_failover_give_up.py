@@ -1,5 +1,5 @@
 """review21i: worker 0's batcher checks a forwarded commit's `wanted` (its sender's give-up
-time less GIVE_UP_MARGIN_S) once, when the commit is taken for a request; EtcdStore._rpc
+time less `give_up_margin()`) once, when the commit is taken for a request; EtcdStore._rpc
 then sends a write to the next member when the first "never sent" it (a connection attempt
 gives up after 2 s) or had no leader: that second send is not checked, so it can reach etcd
 after the sender told its caller "outcome unknown"."""
@@ -63,7 +63,7 @@ async def test_a_write_failed_over_to_another_member_is_not_sent_past_its_wanted
     store = EtcdStore(("http://127.0.1.10:2379", "http://127.0.2.10:2379"), None, "/v3")  # type: ignore[arg-type]
     store._relook = lambda: None  # type: ignore[method-assign]
     kv = store._kv = FakeKV()  # type: ignore[assignment]
-    # worker 0's `wanted` (before give_up - GIVE_UP_MARGIN_S) turns false while the first
+    # worker 0's `wanted` (before give_up - give_up_margin()) turns false while the first
     # member's connection attempt runs (it did when taken: the check passed)
     with pytest.raises(NotSent):  # its sender sends it itself
         await store._batcher.run(Txn(compares={b"k": 0}, puts={b"k": b"v"}), (),

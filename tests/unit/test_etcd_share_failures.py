@@ -333,6 +333,7 @@ async def test_a_commit_on_a_connection_worker_0_closed_fails_only_after_its_tak
     told); the next commits go direct."""
     s, direct = shared
     monkeypatch.setattr(etcd_share, "PING_S", 1.5)
+    monkeypatch.setattr(etcd_share, "REQUEST_TIMEOUT_S", 0.5)  # (its wait: the take-in's)
     stand_in.close_on = b"a"
     with pytest.raises(StorageError, match="worker 0 closed the connection; outcome unknown"):
         await asyncio.wait_for(s.run(put(b"a"), ()), 20)
@@ -353,7 +354,7 @@ async def _x1_and_x2_queued(worker_0: Worker0, sock: Path
     now = time.monotonic()
     send_by = now + 0.3
     writer.write(_frame([2, {b"X2": 0}, {b"X2": b"v"}, [], [], now + 60,
-                         send_by + etcd_share.GIVE_UP_MARGIN_S]))
+                         send_by + etcd_share.give_up_margin()]))
     await _until(lambda: worker_0.queued() == 1)  # X2 behind X1
     return reader, writer, send_by
 
