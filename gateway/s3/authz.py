@@ -442,7 +442,8 @@ def _warn_changed_meaning(bucket: str, text: str, sts: list[dict[str, Any]]) -> 
     on s3:ExistingObjectTag (enforced before lows18, void now, as on AWS: review18c L3), and
     a policy PutBucketPolicy now refuses (atkpolicy21's strict reading: a Numeric value such
     as "1_0" matched as 10 before and matches nothing now, so its Deny no longer holds:
-    review21e L4). A stored policy cannot be refused: it is evaluated as it reads now, and
+    review21e L4; s3low22: an action S3 does not define, which matched nothing before
+    too). A stored policy cannot be refused: it is evaluated as it reads now, and
     the log says so. Takes the statements the request parsed already (a policy is parsed
     once per request)."""
     if (bucket, text) in _WARNED:
@@ -457,10 +458,11 @@ def _warn_changed_meaning(bucket: str, text: str, sts: list[dict[str, Any]]) -> 
     try:
         policy.validate(text, bucket)
     except Exception as exc:  # noqa: BLE001 - a stored document: told, never a 500
-        log.warning("bucket %s: its stored policy would be refused now (%s); a condition "
-                    "value this release cannot read matches nothing, so a statement keyed "
-                    "on it may no longer apply: put a corrected policy", bucket,
-                    exc.message if isinstance(exc, S3Error) else exc)
+        log.warning("bucket %s: its stored policy would be refused now (%s); it is "
+                    "evaluated as it reads: an action name S3 does not define matches no "
+                    "request, and a condition value this release cannot read matches "
+                    "nothing, so a statement naming one may not apply: put a corrected "
+                    "policy", bucket, exc.message if isinstance(exc, S3Error) else exc)
 
 
 def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,
