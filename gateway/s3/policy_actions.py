@@ -101,3 +101,37 @@ def known(action: object) -> bool:
     if "*" not in a and "?" not in a:
         return a in _LOWER
     return any(glob_match(a, name) for name in _LOWER)
+
+
+# The request headers whose condition keys (`s3:` + the header; `s3:object-lock-*` for
+# `x-amz-object-lock-*`; `s3:RequestObjectTag/<k>` and `s3:RequestObjectTagKeys` for
+# `x-amz-tagging`) AWS puts in an action's request context, per that reference's "Condition
+# keys" column. Every action also has s3:x-amz-content-sha256. A header an action does not
+# list gives it no key: a GetObject sending `x-amz-acl: public-read` neither earns an Allow
+# conditioned on it nor meets a Deny (the header applies nothing there).
+_ACL_HEADERS = ("x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
+                "x-amz-grant-write-acp", "x-amz-grant-full-control")
+_WRITE_HEADERS = (*_ACL_HEADERS, "x-amz-copy-source", "x-amz-metadata-directive",
+                  "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+                  "x-amz-server-side-encryption-customer-algorithm", "x-amz-storage-class",
+                  "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
+                  "x-amz-object-lock-legal-hold", "x-amz-tagging")
+_HEADER_KEYS: dict[str, frozenset[str]] = {
+    "s3:putobject": frozenset(_WRITE_HEADERS),
+    "s3:bypassgovernanceretention": frozenset(_WRITE_HEADERS),
+    "s3:putobjectacl": frozenset((*_ACL_HEADERS, "x-amz-storage-class")),
+    "s3:putobjectversionacl": frozenset((*_ACL_HEADERS, "x-amz-storage-class")),
+    "s3:putbucketacl": frozenset(_ACL_HEADERS),
+    "s3:createbucket": frozenset(_ACL_HEADERS),
+    # their keys come from the Retention / LegalHold body (handlers.object_lock)
+    "s3:putobjectretention": frozenset(("x-amz-object-lock-mode",
+                                        "x-amz-object-lock-retain-until-date")),
+    "s3:putobjectlegalhold": frozenset(("x-amz-object-lock-legal-hold",)),
+}
+ALWAYS_HEADERS = frozenset(("x-amz-content-sha256",))
+KEYED_HEADERS = (*_WRITE_HEADERS, "x-amz-content-sha256")  # every header a key reads
+
+
+def header_keys(action: str) -> frozenset[str]:
+    """The request headers that give `action` (s3:PutObject, ...) a condition key."""
+    return _HEADER_KEYS.get(action.lower(), frozenset()) | ALWAYS_HEADERS
