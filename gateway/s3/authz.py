@@ -24,6 +24,7 @@ owner of what it writes).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from gateway.s3.acl import Acl
 from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request
 from gateway.s3.http import iso_instant, parse_iso_instant
+from gateway.s3.policy_actions import KEYED_HEADERS, header_keys
 from gateway.s3.request_keys import (
     ACL_REQUIRED,
     FORM_SIGNATURE,
@@ -73,14 +75,6 @@ ACL_PERMISSIONS: dict[str, tuple[str, str]] = {
     "GetObjectAttributes": ("object", "READ"),
     "GetObjectAcl": ("object", "READ_ACP"), "PutObjectAcl": ("object", "WRITE_ACP"),
 }
-# The operations that apply an Object Lock (x-amz-object-lock-* headers or form fields, or
-# a Retention/LegalHold body): only their context holds s3:object-lock-* keys (AWS's
-# Service Authorization Reference lists them for s3:PutObject, s3:PutObjectRetention and
-# s3:PutObjectLegalHold, of which CopyObject and CreateMultipartUpload are PutObject); such
-# a header on a GetObject or DeleteObject applies nothing, so it is judged nowhere
-# (review21e L5: it earned a conditioned Allow and escaped a negated Deny).
-LOCK_KEYED_OPS = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload", "PostObject",
-                            "PutObjectRetention", "PutObjectLegalHold"})
 # The bucket's tenant needs a grant for these on objects another tenant owns (AWS: a bucket
 # owner may delete such an object, but reads it and its ACL only if the object's ACL says so).
 OWNER_CHECKED_OPS = frozenset({"GetObjectAcl", "PutObjectAcl", "GetObject", "HeadObject",
@@ -153,20 +147,22 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
         ctx["aws:principalisawsservice"] = ["false"]
         ctx["aws:userid"] = [requester.access_key]
         ctx["aws:username"] = [requester.access_key]
-    locks = ep.op in LOCK_KEYED_OPS
-    for name in ("x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
-                 "x-amz-grant-write-acp", "x-amz-grant-full-control",
-                 "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
-                 "x-amz-server-side-encryption-customer-algorithm", "x-amz-copy-source",
-                 "x-amz-metadata-directive", "x-amz-storage-class", "x-amz-content-sha256",
-                 "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
-                 "x-amz-object-lock-legal-hold"):
-        if name in amz and (locks or not name.startswith("x-amz-object-lock-")):
+    # Only the keys AWS lists for the request's action (policy_actions.header_keys): a
+    # header an operation ignores (x-amz-acl on a GetObject, x-amz-object-lock-* on a
+    # DeleteObject, review21e L5) is no condition key there.
+    keyed = header_keys(policy.action_of(ep))
+    for name in KEYED_HEADERS:
+        if name in amz and name in keyed and name != "x-amz-tagging":
             ctx["s3:" + name.replace("x-amz-object-lock-", "object-lock-")] = [amz[name]]
     until = ctx.get("s3:object-lock-retain-until-date")
     when = parse_iso_instant(until[0]) if until else None
     if when is not None:  # the instant the write locks until, in the form Date reads as it
         ctx["s3:object-lock-retain-until-date"] = [iso_instant(when)]
+        # AWS: the days of retention the request applies (its use: a policy's minimum and
+        # maximum retention period). A part of a day counts as a day (MinIO's reading, and
+        # so a NumericGreaterThan 10 refuses 10 days and a minute); a date already past is 0.
+        ctx["s3:object-lock-remaining-retention-days"] = [
+            str(max(0, math.ceil((when - now) / 86400)))]
     for name in ("prefix", "delimiter", "max-keys"):
         if name in ep.params and ep.key is None:
             ctx["s3:" + name] = [ep.params[name]]
@@ -183,7 +179,7 @@ def context(request: web.Request, ep: Endpoint, requester: Requester | None,
     elif FORM_SIGNATURE in request:  # a signed browser upload (AWS: "POST")
         ctx["s3:authtype"] = ["POST"]
         ctx["s3:signatureversion"] = [request[FORM_SIGNATURE]]
-    if "x-amz-tagging" in amz:
+    if "x-amz-tagging" in amz and "x-amz-tagging" in keyed:
         from urllib.parse import parse_qsl
 
         req_tags = parse_qsl(amz["x-amz-tagging"], keep_blank_values=True)
@@ -442,7 +438,8 @@ def _warn_changed_meaning(bucket: str, text: str, sts: list[dict[str, Any]]) -> 
     on s3:ExistingObjectTag (enforced before lows18, void now, as on AWS: review18c L3), and
     a policy PutBucketPolicy now refuses (atkpolicy21's strict reading: a Numeric value such
     as "1_0" matched as 10 before and matches nothing now, so its Deny no longer holds:
-    review21e L4). A stored policy cannot be refused: it is evaluated as it reads now, and
+    review21e L4; s3low22: an action S3 does not define, which matched nothing before
+    too). A stored policy cannot be refused: it is evaluated as it reads now, and
     the log says so. Takes the statements the request parsed already (a policy is parsed
     once per request)."""
     if (bucket, text) in _WARNED:
@@ -457,10 +454,11 @@ def _warn_changed_meaning(bucket: str, text: str, sts: list[dict[str, Any]]) -> 
     try:
         policy.validate(text, bucket)
     except Exception as exc:  # noqa: BLE001 - a stored document: told, never a 500
-        log.warning("bucket %s: its stored policy would be refused now (%s); a condition "
-                    "value this release cannot read matches nothing, so a statement keyed "
-                    "on it may no longer apply: put a corrected policy", bucket,
-                    exc.message if isinstance(exc, S3Error) else exc)
+        log.warning("bucket %s: its stored policy would be refused now (%s); it is "
+                    "evaluated as it reads: an action name S3 does not define matches no "
+                    "request, and a condition value this release cannot read matches "
+                    "nothing, so a statement naming one may not apply: put a corrected "
+                    "policy", bucket, exc.message if isinstance(exc, S3Error) else exc)
 
 
 def _policy_grants(b: Bucket, level: str, key: str | None, version: ObjectVersion | None,

@@ -22,6 +22,7 @@ from gateway.s3.bodyrecv import DirectBody, direct_transport, drop_chunked, drop
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error
 from gateway.s3.errors_map import to_s3_error
+from gateway.s3.expect import send_continue
 from gateway.s3.request_keys import BODY_DONE, BODY_REPLAY, BODY_TAKEN
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_fields import SigV4Error
@@ -146,6 +147,7 @@ class RequestBody:
         return out
 
     async def __aiter__(self) -> AsyncIterator[bytes | Lent | memoryview]:
+        await send_continue(self._request)  # the checks before the body are done (expect.py)
         with contextlib.ExitStack() as wide:
             if self.length is None or self.length >= WIDE_BODY_BYTES:
                 wide.enter_context(wide_reads(self._request.transport, self._request.content))

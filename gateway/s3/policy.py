@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.s3 import policy_conditions as cond
 from gateway.s3.errors import S3Error
+from gateway.s3.policy_actions import known as known_action
 from gateway.s3.router import Endpoint
 
 _ACTIONS = {
@@ -153,6 +154,10 @@ def validate(text: str, bucket: str) -> None:
         if "NotPrincipal" in st and st.get("Effect") == "Allow":
             raise _malformed("NotPrincipal can only be used with Deny")
         _check_principal(st.get("Principal", st.get("NotPrincipal")))
+        actions = st.get("Action", st.get("NotAction"))
+        if not isinstance(actions, str | list) or not all(
+                known_action(a) for a in _as_list(actions)):
+            raise _malformed("Policy has invalid action")
         for r in _as_list(st.get("Resource", st.get("NotResource"))):
             if not isinstance(r, str) or not (
                     r == "*" or cond.glob_match(r, f"arn:aws:s3:::{bucket}")

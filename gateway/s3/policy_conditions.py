@@ -46,6 +46,7 @@ KEYS = frozenset(k.lower() for k in (
     "s3:prefix", "s3:delimiter", "s3:max-keys", "s3:VersionId", "s3:RequestObjectTagKeys",
     "s3:signatureversion", "s3:authType", "s3:object-lock-mode",
     "s3:object-lock-retain-until-date", "s3:object-lock-legal-hold",
+    "s3:object-lock-remaining-retention-days",
 )) | ABSENT_KEYS
 KEY_PREFIXES = ("s3:existingobjecttag/", "s3:requestobjecttag/")
 

@@ -17,7 +17,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from gateway import logs
 from gateway.metrics import Metrics
-from gateway.s3 import access_log, authz, cors, post_upload, sigv2
+from gateway.s3 import access_log, authz, cors, expect, post_upload, sigv2
 from gateway.s3.bodyrecv import take_connection
 from gateway.s3.context import RequestContext, resolve_bucket
 from gateway.s3.errors import HOST_ID, S3Error, error_xml
@@ -30,7 +30,6 @@ from gateway.s3.request_keys import (
     BODY_REPLAY,
     BODY_TAKEN,
     BUCKET_RECORD,
-    CONTINUED,
     CORS_HEADERS,
     ENDPOINT,
     ERROR_CODE,
@@ -123,11 +122,7 @@ class S3Server:
         default would send 100 Continue before that, and 417 to values S3 ignores)."""
 
     async def _continue(self, request: web.Request) -> None:
-        if (request.headers.get("Expect", "").lower() == "100-continue"
-                and request.version >= (1, 1) and request.writer is not None
-                and not request.get(CONTINUED)):  # once, though a request may run twice
-            request[CONTINUED] = True
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await expect.send_continue(request)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one request, recorded as client activity (background work gives way)."""
@@ -249,7 +244,8 @@ class S3Server:
         handler = self._handler(ep.op)
         rq = RequestContext(request, ep, auth, tenant, self.cluster, self.cfg, flow.rid,
                             requester.tenant if requester else None, flow.bucket_record)
-        await self._continue(request)
+        if ep.op not in expect.AT_BODY_READ_OPS:  # those ask for it after their own checks
+            await self._continue(request)
         return await handler(rq)
 
     def _route(self, flow: Flow) -> Endpoint:

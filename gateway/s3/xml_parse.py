@@ -10,8 +10,6 @@ parsers (CORS and encryption in `gateway.s3.config_xml`, lifecycle in
 
 from __future__ import annotations
 
-import email.utils
-from datetime import datetime
 from typing import NamedTuple
 from xml.etree import ElementTree as ET
 
@@ -209,22 +207,24 @@ class DeleteEntry(NamedTuple):
     conditions: DeleteConditions | None = None
 
 
-def _delete_conditions(obj: ET.Element) -> DeleteConditions | None:
-    etag, mtime, size = (find_text(obj, "ETag"), find_text(obj, "LastModifiedTime"),
-                         find_text(obj, "Size"))
-    if etag is None and mtime is None and size is None:
+def _delete_conditions(obj: ET.Element, version_id: str | None) -> DeleteConditions | None:
+    """An entry's ETag condition. `LastModifiedTime` and `Size` are directory-bucket
+    conditions, and an ETag on a delete by version id is not evaluated by AWS either
+    (DeleteObject answers both 501 NotImplemented on a general-purpose bucket: see
+    `handlers.objects.delete_conditions`): the whole request is refused, nothing deleted,
+    rather than a condition accepted and ignored. (AWS's exact batch answer is not
+    measured; the refusal mirrors DeleteObject's.)"""
+    for name in ("LastModifiedTime", "Size"):
+        if find_text(obj, name) is not None:
+            raise S3Error("NotImplemented", f"The Object element {name} is supported only "
+                          "for directory buckets.")
+    etag = find_text(obj, "ETag")
+    if etag is None:
         return None
-    seconds = None
-    if mtime is not None:  # the SDKs send RFC 1123 (the API model says so); accept ISO 8601
-        try:
-            seconds = int(datetime.fromisoformat(mtime.strip()).timestamp())
-        except ValueError:
-            try:
-                seconds = int(email.utils.parsedate_to_datetime(mtime.strip()).timestamp())
-            except (TypeError, ValueError, IndexError):
-                raise malformed(f"LastModifiedTime {mtime!r}") from None
-    nbytes = parse_int(size, "Size")
-    return DeleteConditions(if_match=etag_value(etag), last_modified=seconds, size=nbytes)
+    if version_id is not None:
+        raise S3Error("NotImplemented", "The Object element ETag cannot be combined with "
+                      "VersionId.")
+    return DeleteConditions(if_match=etag_value(etag))
 
 
 def parse_delete_objects(
@@ -241,7 +241,8 @@ def parse_delete_objects(
         if key is None:
             raise malformed("Object without Key")
         # An empty <VersionId/> names a (malformed) version: it is not "no version".
-        objects.append(DeleteEntry(key, find_text(obj, "VersionId"), _delete_conditions(obj)))
+        version_id = find_text(obj, "VersionId")
+        objects.append(DeleteEntry(key, version_id, _delete_conditions(obj, version_id)))
     if not objects or len(objects) > DELETE_OBJECTS_MAX:
         raise malformed(f"{len(objects)} objects; 1 to {DELETE_OBJECTS_MAX} allowed")
     return quiet, objects

@@ -284,3 +284,32 @@ def test_a_lock_header_is_judged_only_where_it_applies(w: dict[str, Any]) -> Non
     b.put_object(Bucket=bucket, Key="b", Body=b"y", ObjectLockLegalHoldStatus="OFF")
     assert refusal(lambda: b.put_object(Bucket=bucket, Key="b2", Body=b"y")) \
         == (403, "AccessDenied")
+
+
+def test_remaining_retention_days_is_the_retention_the_request_applies(
+        w: dict[str, Any]) -> None:
+    """s3low22: s3:object-lock-remaining-retention-days (refused as unknown before) is the
+    days from now to the date the request locks until, a part of a day counting as a day:
+    "at most 10 days" lets 9 days through and refuses 10 days and an hour, on PutObject's
+    header and on PutObjectRetention's body alike."""
+    a = w["a"]
+    bucket = new_bucket(w, ObjectLockEnabledForBucket=True)
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Deny", "Principal": "*",
+        "Action": ["s3:PutObject", "s3:PutObjectRetention"],
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"NumericGreaterThan": {"s3:object-lock-remaining-retention-days": "10"}}}))
+    now = datetime.now(UTC).replace(microsecond=0)
+    ok, long = now + timedelta(days=9), now + timedelta(days=10, hours=1)
+    assert refusal(lambda: a.put_object(Bucket=bucket, Key="k", Body=b"x",
+                                        ObjectLockMode="GOVERNANCE",
+                                        ObjectLockRetainUntilDate=long)) == (403, "AccessDenied")
+    a.put_object(Bucket=bucket, Key="k", Body=b"x", ObjectLockMode="GOVERNANCE",
+                 ObjectLockRetainUntilDate=ok)
+    a.put_object(Bucket=bucket, Key="plain", Body=b"x")  # no retention: no key, no Deny
+    assert refusal(lambda: a.put_object_retention(Bucket=bucket, Key="plain", Retention={
+        "Mode": "GOVERNANCE", "RetainUntilDate": long})) == (403, "AccessDenied")
+    a.put_object_retention(Bucket=bucket, Key="plain", Retention={
+        "Mode": "GOVERNANCE", "RetainUntilDate": ok})
+    assert a.get_object_retention(Bucket=bucket, Key="plain")["Retention"][
+        "RetainUntilDate"] == ok

@@ -208,6 +208,23 @@ def test_action_names_are_case_insensitive(w: dict[str, Any]) -> None:
     assert b.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1"
 
 
+def test_an_action_s3_does_not_define_is_refused(w: dict[str, Any]) -> None:
+    """s3low22: a typo'd action was stored and its Deny applied to nothing; AWS refuses it
+    with MalformedPolicy "Policy has invalid action" (gateway/s3/policy_actions.py)."""
+    a = w["a"]
+    bucket = new_bucket(w)
+    st = {"Effect": "Deny", "Principal": "*", "Resource": f"arn:aws:s3:::{bucket}/*"}
+    for bad in ("s3:GetObjekt", ["s3:GetObject", "iam:PassRole"], "s3:Gett*"):
+        with pytest.raises(ClientError) as e:
+            a.put_bucket_policy(Bucket=bucket, Policy=policy({**st, "Action": bad}))
+        assert (e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]) == (
+            "MalformedPolicy", "Policy has invalid action")
+    with pytest.raises(ClientError):
+        a.get_bucket_policy(Bucket=bucket)  # nothing stored
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({**st, "Action": ["s3:Get*",
+                                                                       "s3:PutObjectAcl"]}))
+
+
 @pytest.mark.parametrize("where", ["Resource", "Condition"])
 def test_policy_variables_are_refused_not_taken_literally(w: dict[str, Any],
                                                           where: str) -> None:

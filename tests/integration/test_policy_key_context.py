@@ -256,3 +256,34 @@ def test_a_deny_on_writes_keyed_on_existing_tags_is_warned_once(
     assert all(e["level"] == "warning" and "'KeepClosed' denies s3:DeleteObject if "
                "s3:ExistingObjectTag/class" in e["msg"] for e in warned), warned
     assert not any("OnlyOpen" in e["msg"] for e in lines)
+
+
+@pytest.mark.parametrize("header,value,condition", [
+    ("x-amz-acl", "public-read", {"StringEquals": {"s3:x-amz-acl": "public-read"}}),
+    ("x-amz-grant-read", "id=x", {"StringEquals": {"s3:x-amz-grant-read": "id=x"}}),
+    ("x-amz-storage-class", "GLACIER",
+     {"StringEquals": {"s3:x-amz-storage-class": "GLACIER"}}),
+    ("x-amz-metadata-directive", "REPLACE",
+     {"StringEquals": {"s3:x-amz-metadata-directive": "REPLACE"}}),
+    ("x-amz-tagging", "t=v", {"StringEquals": {"s3:RequestObjectTag/t": "v"}}),
+])
+def test_a_header_the_action_ignores_is_no_condition_key(
+        w: dict[str, Any], header: str, value: str, condition: dict[str, Any]) -> None:
+    """s3low22: AWS lists these keys for s3:PutObject (ACL ones also for the ACL actions),
+    never for s3:GetObject. A GET carrying the header (which it ignores) earned an Allow
+    conditioned on it; now the key is absent there, so the Allow does not hold."""
+    a, b = w["a"], w["b"]
+    bucket = new_bucket(w)
+    a.put_object(Bucket=bucket, Key="k", Body=b"1")
+    a.put_bucket_policy(Bucket=bucket, Policy=policy({
+        "Effect": "Allow", "Principal": {"AWS": w["name_b"]}, "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": condition}))
+
+    def add(request: Any, **_: Any) -> None:
+        request.headers[header] = value
+
+    b.meta.events.register("before-sign.s3.GetObject", add)
+    try:
+        assert refusal(lambda: b.get_object(Bucket=bucket, Key="k")) == (403, "AccessDenied")
+    finally:
+        b.meta.events.unregister("before-sign.s3.GetObject", add)

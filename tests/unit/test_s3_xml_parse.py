@@ -41,19 +41,17 @@ def test_parse_delete_objects_namespaces() -> None:
 
 
 def test_parse_delete_objects_conditions() -> None:
-    """Per-object ETag, LastModifiedTime and Size become the delete's conditions."""
-    body = (b"<Delete><Object><Key>k</Key><ETag>\"abc\"</ETag><Size>3</Size>"
-            b"<LastModifiedTime>2026-01-02T03:04:05.000Z</LastModifiedTime></Object></Delete>")
+    """A per-object ETag is the delete's If-Match. LastModifiedTime and Size (directory
+    buckets only) and an ETag beside a VersionId refuse the whole request with 501
+    NotImplemented, as DeleteObject's headers do: they were applied before."""
+    body = b"<Delete><Object><Key>k</Key><ETag>\"abc\"</ETag></Object></Delete>"
     _, [entry] = xml_parse.parse_delete_objects(body)
-    assert entry.conditions is not None
-    assert entry.conditions.if_match == "abc"
-    assert entry.conditions.size == 3
-    assert entry.conditions.last_modified == 1767323045
-    rfc = b"<Delete><Object><Key>k</Key><LastModifiedTime>Fri, 02 Jan 2026 03:04:05 GMT"
-    _, [entry] = xml_parse.parse_delete_objects(rfc + b"</LastModifiedTime></Object></Delete>")
-    assert entry.conditions is not None and entry.conditions.last_modified == 1767323045
-    bad = b"<Delete><Object><Key>k</Key><Size>x</Size></Object></Delete>"
-    assert _code(bad) == "MalformedXML"
+    assert entry.conditions is not None and entry.conditions.if_match == "abc"
+    for extra in (b"<Size>3</Size>", b"<Size>x</Size>",
+                  b"<LastModifiedTime>2026-01-02T03:04:05.000Z</LastModifiedTime>",
+                  b"<VersionId>v</VersionId><ETag>e</ETag>"):
+        doc = b"<Delete><Object><Key>k</Key>" + extra + b"</Object></Delete>"
+        assert _code(doc) == "NotImplemented", extra
 
 
 def test_parse_delete_objects_limits() -> None:

@@ -37,3 +37,17 @@ def test_a_stored_policy_refused_now_is_warned_about_once(
     caplog.clear()
     authz._statements({}, BUCKET, _doc("10"))  # type: ignore[arg-type]
     assert _warnings(caplog) == []  # a policy read as stored: nothing to say
+
+
+def test_a_stored_policy_naming_an_unknown_action_is_evaluated_and_warned_about(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """s3low22: PutBucketPolicy refuses an action S3 does not define; one stored before is
+    evaluated as before (the typo matches nothing) and logged once."""
+    caplog.set_level(logging.WARNING, logger=authz.__name__)
+    stored = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": ["s3:GetObjekt", "s3:ListBucket"],
+        "Resource": f"arn:aws:s3:::{BUCKET}"}]})
+    for _ in range(2):
+        assert len(authz._statements({}, BUCKET, stored)) == 1  # type: ignore[arg-type]
+    (warning,) = _warnings(caplog)
+    assert "Policy has invalid action" in warning
