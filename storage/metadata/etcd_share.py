@@ -266,6 +266,7 @@ class SharedCommits:
         self._tried = False  # a connection was tried: the next ones go in the background
         self._next = 0  # (never reset: an old connection's answer never meets a new waiter)
         self._away_until = 0.0
+        self._closing = False  # close() began: nothing more goes to worker 0
         self._sending = 0  # callers whose commit was sent to worker 0, not yet answered
         self._idle = asyncio.Event()  # set while none is
         self._idle.set()
@@ -337,6 +338,8 @@ class SharedCommits:
         return await self._local(txn, reads)
 
     async def _connected(self) -> bool:
+        if self._closing:
+            return False
         if self._link is not None and not self._link.writer.is_closing():
             return True
         if time.monotonic() < self._away_until:
@@ -380,6 +383,9 @@ class SharedCommits:
             log.warning("etcd commit sharing: worker 0 did not answer within %.0f s; "
                         "committing directly for %.0f s", PING_S, AWAY_S)
             self._away_until = time.monotonic() + AWAY_S
+            return False
+        if self._closing:  # (a reconnection begun before close: its link is not used)
+            self._close(link)
             return False
         self._link = link
         self._watching = link.watching = asyncio.get_running_loop().create_task(
@@ -469,7 +475,7 @@ class SharedCommits:
         """New commits go direct; those sent to worker 0 get its answers first, each within
         its FORWARD_TIMEOUT_S (worker 0 may still send them to etcd: a caller told before
         could see its write apply after it was told)."""
-        self._away_until = float("inf")  # nothing more goes to worker 0
+        self._closing = True  # nothing more goes to worker 0 (`_away_until` may be reset)
         self._link = None  # (the commits sent on it still wait for their answers)
         if self._sending:
             log.info("etcd commit sharing: closing: waiting for worker 0's answers to %d "

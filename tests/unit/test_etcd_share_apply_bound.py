@@ -189,3 +189,37 @@ async def test_a_commit_in_flight_when_worker_0_drops_the_connection_is_told_aft
     assert "worker 0 closed the connection; outcome unknown" in str(answer), answer
     late = [at for at in member.applied_at(b"X") if at > told]
     assert not late, f"X applied {late[0] - told:.2f} s after its caller was told {answer!r}"
+
+
+async def test_a_reconnection_in_progress_when_close_starts_sends_nothing_new_to_worker_0(
+        sharing: tuple[Member, TxnBatcher, SharedCommits],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """review22a: close() says new commits go direct while it waits for worker 0's answers,
+    but a reconnection begun before it (`_connecting`) still sets `_link` when worker 0
+    answers its ping, and the next commits go to worker 0 again; close's bound can then
+    tell one "closing; outcome unknown" while worker 0 may still send it."""
+    member, batcher, s = sharing
+    monkeypatch.setattr(etcd_share, "REQUEST_TIMEOUT_S", 2.0, raising=False)
+    monkeypatch.setattr(etcd_share, "STALL_S", 0.1, raising=False)
+    monkeypatch.setattr(etcd_share, "PING_S", 0.3)
+    monkeypatch.setattr(etcd_share, "AWAY_S", 0.1)
+    member.held = b"X"
+    telling = asyncio.get_running_loop().create_task(_told(s, b"X"))
+    await _until(lambda: any(b"X" in b for b in member.got))  # in flight in worker 0
+    link = s._link  # noqa: SLF001
+    assert link is not None
+    link.writer.write(HEAD.pack(MAX_FRAME + 1))  # worker 0 drops the connection: X's
+    await _until(lambda: link.closed)  # caller waits ~2 s (its request's deadline)
+    await _until(lambda: time.monotonic() >= s._away_until)  # noqa: SLF001
+    assert (await _told(s, b"Y"))[0] == (True, {})  # direct; a reconnection starts
+    assert s._connecting is not None  # noqa: SLF001
+    closing = asyncio.get_running_loop().create_task(s.close())  # waits for X
+    await _until(lambda: s._connecting is None)  # noqa: SLF001  # the reconnection ended
+    forwarded = s.forwarded
+    z = asyncio.get_running_loop().create_task(_told(s, b"Z"))
+    await _until(lambda: z.done() or s.forwarded > forwarded)
+    member.go.set()
+    await telling
+    await z
+    await closing
+    assert s.forwarded == forwarded, "a commit went to worker 0 while this worker closed"
