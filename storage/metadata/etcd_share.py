@@ -24,7 +24,7 @@ What a caller sees is what its own Txn would have given it:
   own batcher, so a worker keeps serving: worker 0 not listening (yet), gone, or stopped or
   stuck within AWAY_S (reconnections are tried in the background meanwhile); a frame over
   MAX_FRAME; or one worker 0 refused unsent (taken in after its take-in deadline, or not sent
-  to etcd by its give-up time).
+  to etcd `give_up_margin()` before its give-up time).
 
 Never sent to etcd after its caller could have been told it failed: each frame carries its
 take-in deadline (sent + PING_S, CLOCK_MONOTONIC: one clock for every process on the host),
@@ -193,7 +193,7 @@ class CommitServer:
             ok, seen = await self._run(Txn(compares, puts, tuple(deletes)), tuple(reads),
                                        wanted)
         except NotSent:  # its sender, if still waiting, sends it itself
-            out.send(_pack([rid, None, None, ["unsent", "not sent by its give-up time"]]))
+            out.send(_pack([rid, None, None, ["unsent", "not sent within the margin before its give-up time"]]))
             return
         except StorageFull as exc:
             out.send(_pack([rid, None, None, ["full", str(exc)]]))
@@ -474,7 +474,9 @@ class SharedCommits:
     async def close(self) -> None:
         """New commits go direct; those sent to worker 0 get its answers first, each within
         its FORWARD_TIMEOUT_S (worker 0 may still send them to etcd: a caller told before
-        could see its write apply after it was told)."""
+        could see its write apply after it was told). A gateway shutting down kills a worker
+        still running 15 s after its SIGTERM: its callers then see a reset connection, no
+        answer, which is as truthful."""
         self._closing = True  # nothing more goes to worker 0 (`_away_until` may be reset)
         self._link = None  # (the commits sent on it still wait for their answers)
         if self._sending:
