@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from storage import object_lock, retiring
 from storage.conditions import WriteConditions
 from storage.crypto import keys
+from storage.crypto.md5 import md5 as new_md5
 from storage.datakeys import etag_for, etag_hides_md5
 from storage.errors import InvalidInput, NotFound, Overloaded, StaleRecord
 from storage.keyspace import (
@@ -220,7 +221,7 @@ class MultipartService:
         up, _ = await self.get(b, key, upload_id)
         shell = up.shell()
         cipher = await self._objects.data_keys.cipher_for(shell, sse_c_key)
-        md5 = hashlib.md5()
+        md5 = new_md5()
         age = self._objects.write_age()
         layout = await self._objects.write_part(shell, number, cipher, body,
                                                 [md5, *digests], size_hint, up.storage_class,
