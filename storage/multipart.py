@@ -15,7 +15,6 @@ Checksums (COMPOSITE and FULL_OBJECT): `storage.multipart_checksums`.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -153,7 +152,7 @@ def _is_part(want: ListedPart, etag: str, checksums: dict[str, str]) -> bool:
 
 def _multipart_etag(etags: Sequence[str]) -> str:
     """S3's multipart ETag: the MD5 of the parts' MD5s, then "-" and the part count."""
-    return f"{hashlib.md5(b''.join(bytes.fromhex(e) for e in etags)).hexdigest()}-{len(etags)}"
+    return f"{new_md5(b''.join(bytes.fromhex(e) for e in etags)).hexdigest()}-{len(etags)}"
 
 
 def new_upload_id() -> str:
