@@ -15,7 +15,6 @@ Checksums (COMPOSITE and FULL_OBJECT): `storage.multipart_checksums`.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from storage import object_lock, retiring
 from storage.conditions import WriteConditions
 from storage.crypto import keys
+from storage.crypto.md5 import md5 as new_md5
 from storage.datakeys import etag_for, etag_hides_md5
 from storage.errors import InvalidInput, NotFound, Overloaded, StaleRecord
 from storage.keyspace import (
@@ -152,7 +152,7 @@ def _is_part(want: ListedPart, etag: str, checksums: dict[str, str]) -> bool:
 
 def _multipart_etag(etags: Sequence[str]) -> str:
     """S3's multipart ETag: the MD5 of the parts' MD5s, then "-" and the part count."""
-    return f"{hashlib.md5(b''.join(bytes.fromhex(e) for e in etags)).hexdigest()}-{len(etags)}"
+    return f"{new_md5(b''.join(bytes.fromhex(e) for e in etags)).hexdigest()}-{len(etags)}"
 
 
 def new_upload_id() -> str:
@@ -220,7 +220,7 @@ class MultipartService:
         up, _ = await self.get(b, key, upload_id)
         shell = up.shell()
         cipher = await self._objects.data_keys.cipher_for(shell, sse_c_key)
-        md5 = hashlib.md5()
+        md5 = new_md5()
         age = self._objects.write_age()
         layout = await self._objects.write_part(shell, number, cipher, body,
                                                 [md5, *digests], size_hint, up.storage_class,

@@ -8,7 +8,6 @@ the manifest: placement is never recomputed on the read path.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from storage.config import Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.crypto.keys import segment_aad
+from storage.crypto.md5 import md5 as new_md5
 from storage.datakeys import DataKeys, etag_for, identity
 from storage.erasure import ErasureCodec
 from storage.keyspace import (
@@ -122,7 +122,7 @@ class ObjectService(ObjectReads, ObjectEdits):
         dek = keys.new_dek()
         kms_wrapping = await self.data_keys.kms_wrapping_for(v)
         self.data_keys.seal_dek(v, kek, dek, opts.sse_c_key, kms_wrapping)
-        md5 = hashlib.md5()
+        md5 = new_md5()
         cipher = SegmentCipher(dek)
         age = self.write_age()
         if (opts.size_hint is not None and 0 < opts.size_hint <= self._cfg.inline_max_bytes

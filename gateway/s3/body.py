@@ -27,6 +27,7 @@ from gateway.s3.request_keys import BODY_DONE, BODY_REPLAY, BODY_TAKEN
 from gateway.s3.sigv4 import AuthResult
 from gateway.s3.sigv4_fields import SigV4Error
 from storage.buffers import Lent
+from storage.crypto.md5 import md5 as new_md5
 from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
 BODY_IDLE_TIMEOUT_S = 20.0  # longest wait for the next body bytes (AWS: about 20 s)
@@ -61,7 +62,7 @@ def check_whole_body(request: web.BaseRequest, auth: AuthResult, body: bytes) ->
         if got != auth.payload_mode[7:]:
             raise sha256_mismatch(auth.payload_mode[7:], got)
     md5 = content_md5_hex(request.headers.get("Content-MD5"))
-    if md5 is not None and md5 != hashlib.md5(body).hexdigest():
+    if md5 is not None and md5 != new_md5(body).hexdigest():
         raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we "
                       "received.")
 

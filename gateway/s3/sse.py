@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.s3.acl import owner_of
 from gateway.s3.errors import S3Error
 from storage import kms
+from storage.crypto.md5 import md5 as new_md5
 from storage.datakeys import KMS_CONTEXT, KMS_KEY, SSEC_HMAC, customer_key_matches
 from storage.errors import InvalidInput
 from storage.records import ObjectVersion
@@ -89,7 +89,7 @@ def customer_key(headers: Any, prefix: str = "") -> bytes | None:
         raise S3Error("InvalidArgument", "Requests specifying Server Side Encryption with "
                       "Customer provided keys must provide the client calculated MD5 of the "
                       "secret key.", ArgumentName=h_md5, ArgumentValue="null")
-    if base64.b64encode(hashlib.md5(raw).digest()).decode() != md5:
+    if base64.b64encode(new_md5(raw).digest()).decode() != md5:
         raise S3Error("InvalidArgument", "The calculated MD5 hash of the key did not match the "
                       "hash that was provided.", ArgumentName=h_md5,
                       ArgumentValue="null")
@@ -107,7 +107,7 @@ def for_write(headers: Any, tenant: str, region: str,
             raise S3Error("InvalidArgument", "Server Side Encryption with Customer provided key "
                           "is incompatible with the encryption method specified",
                           ArgumentName=H_SSE, ArgumentValue=alg or "null")
-        md5 = base64.b64encode(hashlib.md5(ckey).digest()).decode()
+        md5 = base64.b64encode(new_md5(ckey).digest()).decode()
         return SseChoice({"algorithm": "SSE-C", "customer_algorithm": "AES256",
                           "customer_key_md5": md5}, ckey)
     if alg is None and bucket_default:

@@ -9,7 +9,6 @@ DeleteObjects and some bucket configurations.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 from aiohttp import web
 
@@ -21,6 +20,7 @@ from gateway.s3.handlers import S3Request, operation, xml_response
 from gateway.s3.handlers.object_lock import delete_judged
 from gateway.s3.request_keys import LOG_BATCH
 from gateway.s3.router import KEY_BYTES_MAX, check_version_id
+from storage.crypto.md5 import md5 as new_md5
 
 SMALL_BODY_BYTES_MAX = 1 << 20
 DELETE_BODY_BYTES_MAX = 8 << 20
@@ -36,7 +36,7 @@ async def read_small_body(rq: S3Request, limit: int = SMALL_BODY_BYTES_MAX,
     body = RequestBody(rq.request, rq.auth, limit)
     if require_digest and not body.integrity_declared:
         raise S3Error("InvalidRequest", require_digest)
-    md5 = hashlib.md5()
+    md5 = new_md5()
     digests = body.digests
     chunks: list[bytes] = []
     async for chunk in body:
