@@ -84,12 +84,22 @@ async def test_a_signed_change_is_served_once_by_every_gateway(tmp_path: Path) -
             # a deleted tenant's name is taken again only with reuse_name (tenant21)
             await asyncio.to_thread(admin_request, "POST", "/tenants", {"name": "gone"},
                                     env=env)
+            await asyncio.to_thread(admin_request, "POST", "/keys", {"tenant": "gone"},
+                                    env=env)
             await asyncio.to_thread(admin_request, "DELETE", "/tenants/gone", env=env)
             with pytest.raises(CliError, match="reuse-name"):
                 await asyncio.to_thread(admin_request, "POST", "/tenants", {"name": "gone"},
                                         env=env)
+            # ...nor its canonical id, by another tenant (tenant22)
+            with pytest.raises(CliError, match="deleted tenant.*Conflict"):
+                await asyncio.to_thread(admin_request, "PATCH", "/tenants/acme",
+                                        {"canonical_id": "gone"}, env=env)
             await asyncio.to_thread(admin_request, "POST", "/tenants",
                                     {"name": "gone", "reuse_name": True}, env=env)
+            # the new "gone" lists none of the old one's (revoked) keys (tenant22)
+            listed = await asyncio.to_thread(admin_request, "GET", "/keys",
+                                             query={"tenant": "gone"}, env=env)
+            assert listed["keys"] == [], listed
     finally:
         await meta_a.close()
         await meta_b.close()
