@@ -400,6 +400,23 @@ class TenantService:
         _, item = await self._read(tenant_key(tenant), await self._stamp())
         return self.revalidate(tenant, None, item)
 
+    async def writer_revision(self, tenant: str) -> int:
+        """The revision of the record of `tenant`, writing into another tenant's bucket
+        under a grant, as its request's auth check cached it (no read; a stale guess fails
+        the commit's compare, which reads it afresh: `writer_check`)."""
+        return self.writer_check(tenant, await self.record(tenant))
+
+    @staticmethod
+    def writer_check(tenant: str, item: Item | None) -> int:
+        """The revision of `item`, the writer's record, while it may write: refused once
+        its delete began (TenantDeleting, S3 AccessDenied) or it is gone, shredding or
+        shredded (`require_active`)."""
+        if item is None:
+            raise TenantDeleting(f"tenant {tenant!r} was deleted while its request ran; "
+                                 "nothing was written")
+        require_active(Tenant.decode(item.value))
+        return item.revision
+
     async def rotate(self, tenant: str, marks: dict[bytes, bytes] | None = None) -> int:
         """Add a new KEK version and make it current; old versions stay until rewrapped.
         `marks` are put in the same transaction (the rewrap marker: a rewrap pass that sees
