@@ -274,7 +274,9 @@ def _key(a: argparse.Namespace) -> None:
         _emit(a, r, text)
     elif a.action == "list":
         r = admin_request("GET", "/keys", query={"tenant": a.tenant} if a.tenant else None)
-        _emit(a, r, table(r["keys"], KEY_COLS))
+        rows = [{**k, "tenant": f"{k['tenant']} (deleted)"} if k.get("tenant_deleted") else k
+                for k in r["keys"]]  # a deleted tenant's key, not a later namesake's
+        _emit(a, r, table(rows, KEY_COLS))
     elif a.action == "revoke":
         r = admin_request("DELETE", f"/keys/{urllib.parse.quote(a.access_key)}")
         _emit(a, r, f"access key {a.access_key} revoked")

@@ -127,7 +127,7 @@ class TenantService:
                 raise Conflict(f"the name {name!r} belonged to a deleted tenant; bucket "
                                "policies and ACLs of other tenants that grant it would "
                                "grant the new tenant: check them, then create it with "
-                               "--reuse-name")
+                               "--reuse-name (console: reuse a deleted tenant's name)")
             if not reuse and await self._meta.get(gone[1]) is not None:
                 raise Conflict(f"{name!r} was a deleted tenant's canonical id, which the new "
                                "tenant's would be: ACL grants that name it would grant the "

@@ -5,6 +5,7 @@ either are 403 RequestReplayed; a signed GET replays; the admin CLI's requests d
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -20,6 +21,7 @@ from gateway.admin import once
 from gateway.app import create_admin_app
 from gateway.metrics import Metrics
 from gateway.s3.sigv4_sign import sign_headers
+from ops import admincli
 from ops.admincli import CliError, admin_request
 from ops.localports import free_port
 from storage.cluster import Cluster
@@ -51,7 +53,9 @@ def _send(url: str, method: str, headers: dict[str, str], body: bytes) -> tuple[
         return exc.code, json.loads(exc.read())["error"]["code"]
 
 
-async def test_a_signed_change_is_served_once_by_every_gateway(tmp_path: Path) -> None:
+async def test_a_signed_change_is_served_once_by_every_gateway(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     cfg = sim_config(tmp_path, 0)
     nodes = SimNodes(list(cfg.nodes))
     meta_a = await SqliteStore.open(tmp_path / "meta.db")
@@ -84,8 +88,8 @@ async def test_a_signed_change_is_served_once_by_every_gateway(tmp_path: Path) -
             # a deleted tenant's name is taken again only with reuse_name (tenant21)
             await asyncio.to_thread(admin_request, "POST", "/tenants", {"name": "gone"},
                                     env=env)
-            await asyncio.to_thread(admin_request, "POST", "/keys", {"tenant": "gone"},
-                                    env=env)
+            made = await asyncio.to_thread(admin_request, "POST", "/keys", {"tenant": "gone"},
+                                           env=env)
             await asyncio.to_thread(admin_request, "DELETE", "/tenants/gone", env=env)
             with pytest.raises(CliError, match="reuse-name"):
                 await asyncio.to_thread(admin_request, "POST", "/tenants", {"name": "gone"},
@@ -100,6 +104,16 @@ async def test_a_signed_change_is_served_once_by_every_gateway(tmp_path: Path) -
             listed = await asyncio.to_thread(admin_request, "GET", "/keys",
                                              query={"tenant": "gone"}, env=env)
             assert listed["keys"] == [], listed
+            every = await asyncio.to_thread(admin_request, "GET", "/keys", env=env)
+            assert {k["access_key_id"]: k["tenant_deleted"] for k in every["keys"]
+                    if k["tenant"] == "gone"} == {made["access_key_id"]: True}
+            for name, value in env.items():  # `tessera key list`'s table says whose it is
+                monkeypatch.setenv(name, value)
+            await asyncio.to_thread(admincli._key, argparse.Namespace(
+                action="list", tenant=None, json=False))
+            row = [ln for ln in capsys.readouterr().out.splitlines()
+                   if made["access_key_id"] in ln]
+            assert len(row) == 1 and "gone (deleted)" in row[0], row
     finally:
         await meta_a.close()
         await meta_b.close()
