@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from storage import tenant_delete
 from storage.cluster import Cluster
+from storage.keyspace import object_key
 from storage.testing.simnodes import SimNodes
 from tests.inproc import served_s3, sim_cluster_s3, sim_config
 
@@ -26,20 +27,22 @@ def _grant(s3: Any, *writers: str) -> None:
          "Action": "s3:PutObject", "Resource": "arn:aws:s3:::bkt/*"}]}))
 
 
-def _delete_at_commit(c: Cluster, name: str) -> None:
-    """The next commit first runs `tenant delete name` to its end (as the admin API does:
-    keys revoked, then the record goes): the delete returns while the write is in flight."""
-    plain = c.objects.commit
+def _delete_at_commit(c: Cluster, name: str, key: str) -> None:
+    """Right before the transaction that commits `key` (its checks made), `tenant delete
+    name` runs to its end (as the admin API does: keys revoked, then the record goes): the
+    delete returns while the write is in flight."""
+    plain = c.meta.txn_or_read
 
-    async def commit(*args: Any, **kwargs: Any) -> None:
-        c.objects.commit = plain  # type: ignore[method-assign]
+    async def txn_or_read(txn: Any, reads: Any) -> Any:
+        if object_key("bkt", key) in txn.puts:
+            c.meta.txn_or_read = plain  # type: ignore[method-assign]
 
-        async def revoke() -> None:
-            for k in await c.tenants.list_keys(name):
-                await c.tenants.revoke_key(k.access_key)
-        await tenant_delete.delete(c.meta, name, None, revoke)
-        await plain(*args, **kwargs)
-    c.objects.commit = commit  # type: ignore[method-assign]
+            async def revoke() -> None:
+                for k in await c.tenants.list_keys(name):
+                    await c.tenants.revoke_key(k.access_key)
+            await tenant_delete.delete(c.meta, name, None, revoke)
+        return await plain(txn, reads)
+    c.meta.txn_or_read = txn_or_read  # type: ignore[method-assign]
 
 
 async def test_a_write_in_flight_at_its_writers_delete_does_not_commit(tmp_path: Path) -> None:
@@ -58,7 +61,7 @@ async def test_a_write_in_flight_at_its_writers_delete_does_not_commit(tmp_path:
                     part = await asyncio.to_thread(u3.upload_part, Bucket="bkt",
                                                    Key=f"{name}-late", UploadId=up["UploadId"],
                                                    PartNumber=1, Body=b"part")
-                _delete_at_commit(c, name)
+                _delete_at_commit(c, name, f"{name}-late")
                 with pytest.raises(ClientError) as err:
                     if name == "uput":
                         await asyncio.to_thread(u3.put_object, Bucket="bkt",
