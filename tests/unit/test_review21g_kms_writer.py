@@ -67,7 +67,16 @@ async def test_a_writer_under_a_grant_seals_with_its_own_kms_key(tmp_path: Path)
                                ACL="bucket-owner-full-control")
             named = u.put_object(Bucket="vict", Key="named", Body=b"x",
                                  ServerSideEncryption="aws:kms")  # header, no key: aws/s3
+            up = u.create_multipart_upload(Bucket="vict", Key="mpu")  # a default's too
+            etag = u.upload_part(Bucket="vict", Key="mpu", UploadId=up["UploadId"],
+                                 PartNumber=1, Body=b"part of u")["ETag"]
+            u.complete_multipart_upload(Bucket="vict", Key="mpu", UploadId=up["UploadId"],
+                                        MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                                    "ETag": etag}]})
+            mpu = u.get_object(Bucket="vict", Key="mpu")
             out = {"arn account": put["SSEKMSKeyId"].split(":")[4],
+                   "mpu account": up["SSEKMSKeyId"].split(":")[4],
+                   "mpu reads": mpu["Body"].read().decode(),
                    "named account": named["SSEKMSKeyId"].split(":")[4],
                    "u reads": _code(lambda: u.get_object(Bucket="vict",
                                                          Key="from-u")["Body"].read()),
@@ -83,7 +92,8 @@ async def test_a_writer_under_a_grant_seals_with_its_own_kms_key(tmp_path: Path)
                 Bucket="vict", Key="t-key", Body=b"x"))
             return out
         got = await asyncio.to_thread(run)
-        assert got == {"arn account": "u", "named account": "u", "u reads": "ok",
+        assert got == {"arn account": "u", "mpu account": "u", "mpu reads": "part of u",
+                       "named account": "u", "u reads": "ok",
                        "t reads": "AccessDenied", "t heads": "ok",
                        "u puts under t's key": "AccessDenied",
                        "t puts under t's key": "ok"}, got
