@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import http.client
 import json
 import os
 import secrets
@@ -125,8 +126,15 @@ def admin_request(method: str, path: str, body: dict[str, Any] | None = None,
             raise kind(f"admin API answered HTTP {exc.code} without an admin error; is "
                            f"{ENV_URL}={env[ENV_URL]} the `admin endpoint` of `tessera up` "
                            "(not the S3 endpoint)?") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
+        if method not in ("GET", "HEAD") and not isinstance(reason, ConnectionRefusedError):
+            # sent, its answer lost (a gateway killed mid-change): made or not; its claim
+            # (gateway.admin.once) refuses the very same bytes, but a run signs anew
+            raise Unavailable(f"the admin API at {env[ENV_URL]} did not answer ({reason}): "
+                              "the change may or may not have been made; check (e.g. "
+                              "`tessera tenant show`, `tessera key list`) before running the "
+                              "command again (each run is signed anew)") from None
         raise Unavailable(f"cannot reach the admin API at {env[ENV_URL]} ({reason}); is the "
                        "cluster running (tessera up)?") from None
 
@@ -266,7 +274,9 @@ def _key(a: argparse.Namespace) -> None:
         _emit(a, r, text)
     elif a.action == "list":
         r = admin_request("GET", "/keys", query={"tenant": a.tenant} if a.tenant else None)
-        _emit(a, r, table(r["keys"], KEY_COLS))
+        rows = [{**k, "tenant": f"{k['tenant']} (deleted)"} if k.get("tenant_deleted") else k
+                for k in r["keys"]]  # a deleted tenant's key, not a later namesake's
+        _emit(a, r, table(rows, KEY_COLS))
     elif a.action == "revoke":
         r = admin_request("DELETE", f"/keys/{urllib.parse.quote(a.access_key)}")
         _emit(a, r, f"access key {a.access_key} revoked")

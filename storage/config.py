@@ -32,6 +32,7 @@ from storage.config_sections import (
     DEFAULT_INLINE_MAX_BYTES,
     DEFAULT_RATE,
     MAX_BUSY_LAG_MS,
+    MAX_SKEW_S,
     NODE_ID,
     NODE_ROLES,
     AccessLogSettings,
@@ -276,6 +277,11 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
     if isinstance(head, bool) or not isinstance(head, int) or head < HEAD_MIN_BYTES:
         raise ConfigError(f"[gateway] max_header_bytes must be a whole number >= "
                           f"{HEAD_MIN_BYTES} (AWS's 8 KiB), got {head!r}")
+    skew = gw.get("max_skew_s", GatewayConfig.max_skew_s)  # a signed admin change's claim
+    # is kept for 2 x the ceiling (gateway.admin.once), whatever each gateway's own value
+    if isinstance(skew, bool) or not isinstance(skew, int) or not 1 <= skew <= MAX_SKEW_S:
+        raise ConfigError(f"[gateway] max_skew_s must be a whole number of seconds from 1 "
+                          f"to {MAX_SKEW_S}, got {skew!r}")
     hosts = gw.get("admin_hosts", [])
     if not isinstance(hosts, list | tuple) or not all(
             isinstance(h, str) and (h == "*" or _ADMIN_HOST.fullmatch(h)) for h in hosts):

@@ -58,6 +58,9 @@ class NodeSpec:
         return f"http://{self.address}"
 
 
+MAX_SKEW_S = 3600  # [gateway] max_skew_s' ceiling: every gateway's window fits in it
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     listen: str = "127.0.0.1:9000"
@@ -67,7 +70,7 @@ class GatewayConfig:
     admin_hosts: tuple[str, ...] = ()
     region: str = "us-east-1"
     virtual_host_domain: str | None = None
-    max_skew_s: int = 900
+    max_skew_s: int = 900  # at most MAX_SKEW_S (gateway.admin.once keeps claims for it)
     max_object_size: int = 5 * 1024**3  # one PutObject or POST upload (AWS: 5 GiB)
     max_header_bytes: int = 16 * 1024  # one request head: request line and header lines
     header_timeout_s: float = 20.0  # each request's headers must be complete within this

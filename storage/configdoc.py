@@ -80,7 +80,7 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("gateway", "virtual_host_domain"): "Domain for virtual-hosted-style requests "
     "(BUCKET.domain); unset: path style only.",
     ("gateway", "max_skew_s"): "Largest accepted clock difference of a signed request (AWS: "
-    "900 s).",
+    "900 s); at most 3600.",
     ("gateway", "max_object_size"): "Largest object one PutObject or POST upload carries; a "
     "bigger one is refused with 400 EntityTooLarge (AWS: 5 GiB). Bigger objects go by "
     "multipart upload (10,000 parts of at most 5 GiB, as AWS).",

@@ -23,6 +23,14 @@ SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped
 SSEC_SALT = "customer_key_salt"
 KMS_KEY = "kms_key"  # in ObjectVersion.sse: the id of the KMS key that also wraps the DEK
 KMS_CONTEXT = "kms_context"  # in ObjectVersion.sse: the request's encryption context (base64)
+# in ObjectVersion.sse: the tenant whose KMS key that is, when not the version's (a writer
+# under a grant: AWS resolves the key in the requester's account); absent: the version's
+KMS_TENANT = "kms_tenant"
+
+
+def kms_owner(v: ObjectVersion) -> str:
+    """The tenant whose KMS key wraps an SSE-KMS version's data key."""
+    return v.sse.get(KMS_TENANT) or v.tenant
 
 
 def etag_hides_md5(sse: dict[str, str]) -> bool:
@@ -103,7 +111,7 @@ class DataKeys:
         if not key_id:
             return None
         bucket = v.bucket if v.sse.get("bucket_key_enabled") == "true" else None
-        return await self._kms.wrapping_key(v.tenant, key_id, bucket)
+        return await self._kms.wrapping_key(kms_owner(v), key_id, bucket)
 
     @staticmethod
     def seal_dek(v: ObjectVersion, kek: bytes, dek: bytes, sse_c_key: bytes | None,

@@ -491,6 +491,13 @@ def tenant_gone_key(tenant: str) -> bytes:
     return pack(SYSTEM, "tenant-gone", tenant)
 
 
+def canonical_gone_key(canonical_id: str) -> bytes:
+    """A deleted tenant's S3 canonical id (its name unless set): ACL grants by id that
+    named it would pass to a tenant given it later, so no tenant is given it again (a
+    tenant made with `reuse` of the name takes its default one back)."""
+    return pack(SYSTEM, "canonical-gone", canonical_id)
+
+
 # Tenant and access-key records: what a gateway authenticates and authorizes with. Every
 # store that writes one also advances a change stamp every process checks per request
 # (`auth_stamp` of the stores: a shared counter file on SQLite, a watched key on etcd,

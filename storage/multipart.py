@@ -302,8 +302,10 @@ class MultipartService:
                        conditions: WriteConditions | None = None,
                        expected: dict[str, str] | None = None,
                        expected_size: int | None = None,
-                       expected_type: str | None = None) -> ObjectVersion:
-        """Make the listed parts one object version; unlisted parts are retired.
+                       expected_type: str | None = None,
+                       writer: str | None = None) -> ObjectVersion:
+        """Make the listed parts one object version; unlisted parts are retired. `writer`:
+        the completing tenant when not the bucket's (`ObjectService.commit`).
 
         Raises InvalidPart, PartTooSmall, ChecksumMismatch, ChecksumTypeMismatch (the object
         would not get checksum type `expected_type`), SizeMismatch (the parts' total is
@@ -330,7 +332,7 @@ class MultipartService:
             tenant_rev = await self._tenants.revision(b.tenant)  # no commit while shredding
             try:
                 await self._objects.commit(v, b, conditions, extra=extra, tenant_rev=tenant_rev,
-                                           fresh=False)
+                                           fresh=False, writer=writer)
             except StaleRecord:
                 continue  # a part changed meanwhile: read them again
             await retiring.finish_now(self._meta, markers)

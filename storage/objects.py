@@ -74,6 +74,10 @@ class PutOptions(ObjectAttributes):
     size_hint: int | None = None
     digests: Sequence[object] = ()
     conditions: WriteConditions | None = None
+    # the tenant that signed the write when it is not the bucket's (a grant): its record
+    # is compared in the commit, so a write authenticated before its `tenant delete`
+    # (or shred) began does not commit after it (`commit`'s `writer`)
+    writer: str | None = None
 
 
 class ObjectService(ObjectReads, ObjectEdits):
@@ -140,7 +144,8 @@ class ObjectService(ObjectReads, ObjectEdits):
             if finalize is not None:
                 await finalize(v)  # Content-MD5 is checked there, against the real MD5
             v.etag = part.etag = etag_for(v, v.etag, opts.sse_c_key, kms_wrapping)
-            await self.commit(v, b, opts.conditions, tenant_rev=tenant_rev, age=age)
+            await self.commit(v, b, opts.conditions, tenant_rev=tenant_rev, age=age,
+                              writer=opts.writer)
         except BaseException:
             await self.discard_parts(v.parts)
             raise
@@ -226,7 +231,7 @@ class ObjectService(ObjectReads, ObjectEdits):
     async def commit(self, v: ObjectVersion, b: Bucket,
                      conditions: WriteConditions | None = None, extra: Txn | None = None,
                      tenant_rev: int = 0, age: WriteAge | None = None,
-                     fresh: bool = True) -> None:
+                     fresh: bool = True, writer: str | None = None) -> None:
         """Atomically make `v` current in bucket `b`, retiring what it replaces
         (compare-and-swap loop).
 
@@ -246,13 +251,19 @@ class ObjectService(ObjectReads, ObjectEdits):
         stripes were written for this commit (False: a multipart completion's parts,
         indexed by their own commits); each one's discard tombstone is compared absent, so
         a commit applied after `discard_parts` ran (late, on etcd) fails instead of
-        listing a version whose shards the collector deleted.
+        listing a version whose shards the collector deleted. `writer` (the signing tenant,
+        when not `v`'s): its record is compared too, first at the revision its request's
+        auth check cached, and must be "active" (`TenantService.writer_revision`): a write
+        under a grant authenticated before the writer's delete mark cannot commit after it.
         """
         from storage.errors import BucketChanged, StaleRecord
 
         okey = object_key(v.bucket, v.key)
         bkey, tkey = bucket_key(v.bucket), tenant_key(v.tenant)
         reads = (okey, bkey, tkey) if tenant_rev else (okey, bkey)
+        wkey = tenant_key(writer) if writer is not None and writer != v.tenant else None
+        writer_rev = await self._tenants.writer_revision(writer) if writer and wkey else 0
+        reads += (wkey,) if wkey else ()
         cur = (await self._meta.get(okey)
                if conditions is not None and conditions.if_match is not None else None)
         stored, bodies = inline_bodies.apart(self._meta, v)  # (etcd: bodies under own keys)
@@ -266,6 +277,8 @@ class ObjectService(ObjectReads, ObjectEdits):
             self.buckets.guard(b, compares)
             if tenant_rev:
                 compares[tkey] = tenant_rev
+            if wkey:
+                compares[wkey] = writer_rev
             retired: list[ObjectVersion] = []
             if b.versioning:
                 newest = await self._replace_null(v, cur_v, v.version_id == NULL_VERSION, puts,
@@ -315,6 +328,8 @@ class ObjectService(ObjectReads, ObjectEdits):
             b = self.buckets.from_item(v.tenant, v.bucket, seen[bkey])  # it may have changed
             if tenant_rev:
                 tenant_rev = self._tenants.revalidate(v.tenant, v.kek_version, seen[tkey])
+            if writer and wkey:
+                writer_rev = self._tenants.writer_check(writer, seen[wkey])
 
     async def _replace_null(self, v: ObjectVersion, cur_v: ObjectVersion | None, replace: bool,
                             puts: dict[bytes, bytes], deletes: list[bytes],

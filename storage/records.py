@@ -210,6 +210,9 @@ class Tenant(Record):
     # S3 public access block for every bucket of the tenant (account level), OR-ed with each
     # bucket's own: {"BlockPublicAcls": bool, ...}
     public_access_block: dict[str, bool] = field(default_factory=dict)
+    # this tenant record's own id: a tenant made again under a deleted one's name (`reuse`)
+    # gets a new one, so the old tenant's access keys stay the old tenant's ("" before s22)
+    incarnation: str = ""
 
 
 @dataclass
@@ -220,6 +223,7 @@ class AccessKey(Record):
     created: float
     role: str = "tenant"  # tenant | admin
     state: str = "active"
+    incarnation: str = ""  # the tenant record's (Tenant.incarnation) the key was made for
 
 
 

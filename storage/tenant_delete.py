@@ -12,7 +12,8 @@ a metadata store's transaction limit (etcd's default --max-txn-ops is 128), resu
    made later must not inherit a live key).
 4. The keys and aliases go in pages of at most PAGE deletes, each comparing the record.
 5. The record goes last, leaving the name's tombstone (`tenant_gone_key`): a tenant made
-   later under it needs `reuse` (grants that named this one would pass to it).
+   later under it needs `reuse` (grants that named this one would pass to it), and its
+   canonical id's (`canonical_gone_key`): no other tenant is given that id (ACL grants).
 A delete that stopped after step 1 (a crash, a store error) leaves the record "deleting";
 running the delete again finishes it.
 """
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from storage.errors import Conflict, NotFound, TenantNotEmpty
 from storage.keyspace import (
+    canonical_gone_key,
     kms_alias_prefix,
     kms_key_prefix,
     span,
@@ -63,8 +65,9 @@ async def delete(meta: MetadataStore, tenant: str, expect: set[str] | None,
     rev = item.revision
     for at in range(0, len(gone), PAGE):
         rev = await _in_step(meta, tenant, rev, gone[at:at + PAGE], at, len(gone))
+    cid = Tenant.decode(item.value).canonical_id or tenant
     await _in_step(meta, tenant, rev, [tk], len(gone), len(gone),
-                   {tenant_gone_key(tenant): b""})
+                   {tenant_gone_key(tenant): b"", canonical_gone_key(cid): b""})
     return len(keys_)
 
 

@@ -30,6 +30,7 @@ from storage.keyspace import (
     ACCESS_KEY,
     TENANT,
     access_key_key,
+    canonical_gone_key,
     space,
     system_key,
     tenant_gone_key,
@@ -42,9 +43,9 @@ from storage.tenant_state import (
     DELETING,
     SHREDDED,
     SHREDDING,
+    compare_of,
     deleting_message,
     require_active,
-    tenant_compare,
 )
 
 _AK_ALPHABET = string.ascii_uppercase + string.digits
@@ -108,23 +109,29 @@ class TenantService:
         self._current_cache: dict[str, tuple[float, int, int]] = {}
 
     async def create(self, name: str, reuse: bool = False) -> Tenant:
-        """A new tenant. The name of a deleted one only with `reuse`: grants naming it in
-        other tenants' bucket policies and ACLs pass to the new tenant (AWS never reuses an
+        """A new tenant. The name of a deleted one (or a deleted one's canonical id, which
+        the new tenant's is by default) only with `reuse`: grants naming it in other
+        tenants' bucket policies and ACLs pass to the new tenant (AWS never reuses an
         account id), so the operator must say they were checked."""
         if not _valid_tenant_name(name):
             raise InvalidInput("tenant names are 1-63 letters, digits, '-' or '_'")
         t = Tenant(name=name, created=time.time(),
-                   keks={1: keys.new_kek(self._root, name, 1)}, current_kek=1)
-        gone = tenant_gone_key(name)
+                   keks={1: keys.new_kek(self._root, name, 1)}, current_kek=1,
+                   incarnation=secrets.token_hex(8))
+        gone = (tenant_gone_key(name), canonical_gone_key(name))
         if not await self._meta.txn(Txn(compares={tenant_key(name): 0,
-                                                  **({} if reuse else {gone: 0})},
+                                                  **({} if reuse else dict.fromkeys(gone, 0))},
                                         puts={tenant_key(name): t.encode()},
-                                        deletes=(gone,) if reuse else ())):
-            if not reuse and await self._meta.get(gone) is not None:
+                                        deletes=gone[:1] if reuse else ())):
+            if not reuse and await self._meta.get(gone[0]) is not None:
                 raise Conflict(f"the name {name!r} belonged to a deleted tenant; bucket "
                                "policies and ACLs of other tenants that grant it would "
                                "grant the new tenant: check them, then create it with "
-                               "--reuse-name")
+                               "--reuse-name (console: reuse a deleted tenant's name)")
+            if not reuse and await self._meta.get(gone[1]) is not None:
+                raise Conflict(f"{name!r} was a deleted tenant's canonical id, which the new "
+                               "tenant's would be: ACL grants that name it would grant the "
+                               "new tenant: check them, then create it with --reuse-name")
             raise Conflict(f"tenant {name!r} already exists")
         return t
 
@@ -145,7 +152,10 @@ class TenantService:
                            ) -> Tenant:
         """Set the tenant's S3 canonical id, display name or email (ACL owner and grantee).
 
-        A canonical id or email held by another tenant is refused (Conflict)."""
+        A canonical id or email held by another tenant is refused (Conflict), and so is a
+        deleted tenant's canonical id (ACL grants by id that named it would pass to this
+        tenant; AWS never reuses one), compared absent in the write. Refused while the
+        tenant is being deleted (the delete records the canonical id it had)."""
         if canonical_id is not None and not _CANONICAL_ID.fullmatch(canonical_id):
             raise InvalidInput("a canonical id is 1-128 letters, digits or '$._:-'")
         if email is not None and email and "@" not in email:
@@ -157,22 +167,32 @@ class TenantService:
                 raise Conflict(f"canonical id {canonical_id!r} belongs to another tenant")
             if email and other.email.lower() == email.lower():
                 raise Conflict(f"email {email!r} belongs to another tenant")
+        gone = canonical_gone_key(canonical_id) if canonical_id else None
         while True:
             item = await self._meta.get(tenant_key(name))
             if item is None:
                 raise NotFound(f"tenant {name!r} does not exist")
             t = Tenant.decode(item.value)
+            if t.state == DELETING:
+                raise TenantDeleting(deleting_message(name))
+            taken = gone if gone is not None and canonical_id != (t.canonical_id or name) \
+                else None  # (its own id, kept: a tenant made with `reuse` holds its name's)
             if canonical_id is not None:
                 t.canonical_id = canonical_id
             if display_name is not None:
                 t.display_name = display_name
             if email is not None:
                 t.email = email
-            if await self._meta.txn(Txn(compares={item.key: item.revision},
+            if await self._meta.txn(Txn(compares={item.key: item.revision,
+                                                  **({taken: 0} if taken else {})},
                                         puts={item.key: t.encode()})):
                 self._ident_cache.pop(name, None)
                 self._reads.forget(item.key)
                 return t
+            if taken is not None and await self._meta.get(taken) is not None:
+                raise Conflict(f"canonical id {canonical_id!r} belonged to a deleted tenant: "
+                               "ACL grants that name it would grant this tenant; a deleted "
+                               "tenant's canonical id is not given again")
 
     async def set_public_access_block(self, name: str, flags: dict[str, bool]) -> Tenant:
         """The tenant-level (account) public access block; {} removes it."""
@@ -380,6 +400,23 @@ class TenantService:
         _, item = await self._read(tenant_key(tenant), await self._stamp())
         return self.revalidate(tenant, None, item)
 
+    async def writer_revision(self, tenant: str) -> int:
+        """The revision of the record of `tenant`, writing into another tenant's bucket
+        under a grant, as its request's auth check cached it (no read; a stale guess fails
+        the commit's compare, which reads it afresh: `writer_check`)."""
+        return self.writer_check(tenant, await self.record(tenant))
+
+    @staticmethod
+    def writer_check(tenant: str, item: Item | None) -> int:
+        """The revision of `item`, the writer's record, while it may write: refused once
+        its delete began (TenantDeleting, S3 AccessDenied) or it is gone, shredding or
+        shredded (`require_active`)."""
+        if item is None:
+            raise TenantDeleting(f"tenant {tenant!r} was deleted while its request ran; "
+                                 "nothing was written")
+        require_active(Tenant.decode(item.value))
+        return item.revision
+
     async def rotate(self, tenant: str, marks: dict[bytes, bytes] | None = None) -> int:
         """Add a new KEK version and make it current; old versions stay until rewrapped.
         `marks` are put in the same transaction (the rewrap marker: a rewrap pass that sees
@@ -499,8 +536,12 @@ class TenantService:
             compares = {akey: 0}
             if role == "tenant":  # the tenant record compared, as KMS key creation does: a
                 # `tenant delete` marks it before it revokes the keys it lists, so a key
-                # made meanwhile fails here instead of outliving the tenant
-                compares.update(await tenant_compare(self._meta, tenant))
+                # made meanwhile fails here instead of outliving the tenant; the key is
+                # that record's (its incarnation), not the name's
+                titem = await self._meta.get(tenant_key(tenant))
+                compares.update(compare_of(tenant, titem))
+                assert titem is not None
+                rec.incarnation = Tenant.decode(titem.value).incarnation
             if await self._meta.txn(Txn(compares=compares, puts={akey: rec.encode()})):
                 return Credential(ak, sk, tenant, role)
             if await self._meta.get(akey) is not None:
@@ -551,16 +592,26 @@ class TenantService:
             if rec.state == "active":
                 sk = aead.unwrap(self._secret_kek, rec.secret, self._secret_aad(access_key))
                 cred = Credential(access_key, sk.decode(), rec.tenant, rec.role)
-        if cred is not None and cred.role == "tenant" and (
-                await self._state(cred.tenant) in (None, DELETING)):
-            cred = None
+        if cred is not None and cred.role == "tenant":
+            _, _, state, titem = await self._cached(cred.tenant)
+            if state in (None, DELETING) or titem is None or (  # (made for a deleted
+                    Tenant.decode(titem.value).incarnation != rec.incarnation):  # namesake)
+                cred = None
         self._secret_cache[access_key] = (began + SHORT_TTL_S, stamp, cred)
         return cred
 
     async def list_keys(self, tenant: str | None = None) -> list[AccessKey]:
+        """Every access key, or those of `tenant`: a tenant key is its record's (made for
+        its incarnation), so a tenant made again under a deleted one's name (`reuse`) does
+        not list the deleted one's revoked keys as its own."""
         items = await self._meta.range(*space(ACCESS_KEY), limit=100000)
         recs = [AccessKey.decode(i.value) for i in items]
-        return [r for r in recs if tenant is None or r.tenant == tenant]
+        if tenant is None:
+            return recs
+        titem = await self._meta.get(tenant_key(tenant))
+        inc = Tenant.decode(titem.value).incarnation if titem is not None else None
+        return [r for r in recs
+                if r.tenant == tenant and (r.role != "tenant" or r.incarnation == inc)]
 
     async def key_issued(self, access_key: str) -> bool:
         """Whether `access_key` names a key issued here, active or revoked (one record read)."""

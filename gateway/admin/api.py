@@ -282,8 +282,11 @@ class AdminApi:
                 raise AdminError(404, "NoSuchTenant", f"tenant {tenant!r} does not exist; "
                                  "see `tessera tenant list`") from None
         recs = await self.cluster.tenants.list_keys(tenant)
+        # a key made for a deleted tenant is its, not a later namesake's (`--reuse-name`)
+        live = {t.name: t.incarnation for t in await self.cluster.tenants.list()}
         return 200, {"keys": [{"access_key_id": r.access_key, "tenant": r.tenant,
-                               "state": r.state, "created": r.created}
+                               "state": r.state, "created": r.created,
+                               "tenant_deleted": live.get(r.tenant) != r.incarnation}
                               for r in recs if r.role == "tenant"]}
 
     async def key_create(self, call: Call) -> tuple[int, Any]:

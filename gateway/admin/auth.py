@@ -92,12 +92,13 @@ async def authenticate_admin(request: web.Request, cluster: Cluster,
         raise AdminError(400, "InvalidRequest", "admin bodies must be plain JSON whose "
                          "SHA-256 is signed as x-amz-content-sha256")
     if request.method not in ("GET", "HEAD"):
-        if not await once.claim(cluster.meta, auth.signature, auth.amz_date, max_skew_s):
-            raise AdminError(403, "RequestReplayed", "this signed request was served "
-                             "already; a signed change is served once: sign it again to "
+        if not await once.claim(cluster.meta, auth.signature, auth.amz_date):
+            raise AdminError(403, "RequestReplayed", "this signed request was received "
+                             "already (it may have been served: check); a signed change is "
+                             "served once: sign it again to "
                              "repeat it (two equal changes signed in the same second need a "
                              "header that differs, e.g. X-Tessera-Nonce)")
-        request[once.CLAIMED] = once.claim_key(auth.signature, auth.amz_date, max_skew_s)
+        request[once.CLAIMED] = once.claim_key(auth.signature, auth.amz_date)
     return cred, body
 
 

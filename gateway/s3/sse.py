@@ -5,7 +5,12 @@ reported and, for SSE-C, add the customer's key as an extra wrapping of the DEK.
 
 SSE-KMS names one of the requesting tenant's named KMS keys (`storage.kms`: key id, key ARN,
 alias name or alias ARN; none: the tenant's default key `alias/aws/s3`); the key wraps the
-object's data key and responses give its ARN, as AWS does. A name that is malformed or names
+object's data key and responses give its ARN, as AWS does. The requesting tenant is the
+signer, also when it writes into another tenant's bucket under a grant: AWS resolves a key
+id, an alias and the default aws/s3 key in the requester's account (a bucket default
+included), so such an object is sealed with the writer's own key, which the bucket owner
+cannot use (`refuse_foreign_kms`); a bucket default naming the owner's key by ARN is the
+owner's key, which the writer may not use (no key policies here). A name that is malformed or names
 no key of the tenant is 400 KMS.NotFoundException with AWS KMS's message; another account's
 (tenant's) key ARN is AccessDenied, as AWS answers a key you may not use. As AWS, an SSE-KMS or
 SSE-C object (or part) has an opaque ETag, not the MD5 of its data (`storage.objects.
@@ -23,7 +28,13 @@ from gateway.s3.acl import owner_of
 from gateway.s3.errors import S3Error
 from storage import kms
 from storage.crypto.md5 import md5 as new_md5
-from storage.datakeys import KMS_CONTEXT, KMS_KEY, SSEC_HMAC, customer_key_matches
+from storage.datakeys import (
+    KMS_CONTEXT,
+    KMS_KEY,
+    KMS_TENANT,
+    SSEC_HMAC,
+    customer_key_matches,
+)
 from storage.errors import InvalidInput
 from storage.records import ObjectVersion
 
@@ -192,14 +203,18 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
 
 
 def refuse_foreign_kms(requester: str | None, v: ObjectVersion) -> None:
-    """Reading an SSE-KMS object's bytes (GET, a copy source) decrypts with its tenant's
-    KMS key, which no policy here grants to another account or to anonymous requests: 403
-    AccessDenied, as AWS answers without kms:Decrypt (its AWS managed key aws/s3 is never
-    usable across accounts; a customer managed key only through a key policy, which this
-    service has not). HEAD and the metadata operations decrypt nothing: not refused. The
-    version's own writer (its ACL owner: u writing into t's bucket under a grant) wrote
-    these bytes and reads them back, as on AWS, where they are sealed with its own key."""
-    if v.sse.get(KMS_KEY) and requester not in (v.tenant, owner_of(v)):
+    """Reading an SSE-KMS object's bytes (GET, a copy source) decrypts with the KMS key of
+    the tenant that wrote it (`datakeys.kms_owner`), which no policy here grants to another
+    account or to anonymous requests: 403 AccessDenied, as AWS answers without kms:Decrypt
+    (its AWS managed key aws/s3 is never usable across accounts; a customer managed key only
+    through a key policy, which this service has not), the bucket owner included when a
+    writer under a grant sealed it with its own key. HEAD and the metadata operations
+    decrypt nothing: not refused. (A version written under a grant before s22 is sealed
+    with the bucket owner's key: its writer, the ACL owner, reads it back too.)"""
+    if not v.sse.get(KMS_KEY):
+        return
+    allowed = (v.sse[KMS_TENANT],) if v.sse.get(KMS_TENANT) else (v.tenant, owner_of(v))
+    if requester not in allowed:
         raise S3Error("AccessDenied")
 
 
@@ -222,10 +237,13 @@ async def for_request(rq: Any) -> SseChoice:
     refuse_blocked(default, choice.customer_key)
     if choice.record.get("algorithm", "").startswith("aws:kms"):
         svc = rq.cluster.objects.kms
+        signer = rq.requester or rq.tenant  # (anonymous: the bucket owner's, as before)
         try:
-            key = await svc.resolve(rq.tenant, choice.kms_ref)
+            key = await svc.resolve(signer, choice.kms_ref)
         except (kms.KmsNotFound, kms.KmsAccessDenied, kms.KmsDisabled,
                 kms.KmsInvalidState) as exc:
             raise kms_error(exc, choice.kms_ref) from None
         choice.record.update({"kms_key_id": svc.arn(key), KMS_KEY: key.key_id})
+        if signer != rq.tenant:
+            choice.record[KMS_TENANT] = signer
     return choice

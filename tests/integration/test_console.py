@@ -290,6 +290,33 @@ def test_browser_tenant_and_key(console_cluster: LocalCluster, browser: Browser)
     page.context.close()
 
 
+def test_browser_reuses_a_deleted_tenants_name_only_when_ticked(
+        console_cluster: LocalCluster, browser: Browser) -> None:
+    """tenant22: the create form takes a deleted tenant's name only with its reuse box
+    ticked (else the 409 says why); the new tenant's card lists none of the old one's keys."""
+    s, csrf = login_session(console_cluster)
+    url = base(console_cluster) + "/admin/v1"
+    hdrs = {"X-CSRF-Token": csrf}
+    assert s.post(url + "/tenants", json={"name": "webgone"}, headers=hdrs,
+                  timeout=30).status_code == 201
+    old = s.post(url + "/keys", json={"tenant": "webgone"}, headers=hdrs, timeout=30).json()
+    assert s.delete(url + "/tenants/webgone", headers=hdrs, timeout=30).status_code == 200
+    page = browser_login(browser, console_cluster)
+    page.click("#tabs button[data-tab=tenants]")
+    page.fill("#tenant-name", "webgone")
+    page.click("#tenant-form button[type=submit]")
+    expect(page.locator("#flash")).to_contain_text("reuse a deleted tenant's name",
+                                                   timeout=WAIT_MS)
+    page.fill("#tenant-name", "webgone")
+    page.check("#tenant-reuse")
+    page.click("#tenant-form button[type=submit]")
+    card = page.locator(".tenant[data-tenant=webgone]")
+    expect(card).to_contain_text("no access keys", timeout=WAIT_MS)
+    assert old["access_key_id"] not in card.inner_text()
+    expect(page.locator("#tenant-reuse")).not_to_be_checked()
+    page.context.close()
+
+
 def test_browser_buckets_audit_and_charts(console_cluster: LocalCluster, browser: Browser) -> None:
     s3 = console_cluster.client()
     s3.create_bucket(Bucket="console-web")

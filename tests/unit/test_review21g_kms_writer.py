@@ -1,7 +1,7 @@
 """review21g: an object tenant u writes into tenant t's bucket under a grant, with the
 bucket's default encryption SSE-KMS: u owns it (ObjectWriter), and on AWS it is sealed with
-u's own aws/s3 key, so u reads it back. Here it is sealed with t's key and
-`sse.refuse_foreign_kms` refuses u; t, the bucket owner, has no ACL grant on it."""
+u's own aws/s3 key, so u reads it back. (review21g found it sealed with t's key and
+refused to u; tenant22 seals it with u's key, as AWS.)"""
 
 from __future__ import annotations
 
@@ -44,3 +44,56 @@ async def test_the_writer_reads_back_what_it_wrote_into_a_kms_default_bucket(
                                                           Key="from-u")["Body"].read())}
         got = await asyncio.to_thread(run)
         assert got["u reads"] == "ok", got
+
+
+async def test_a_writer_under_a_grant_seals_with_its_own_kms_key(tmp_path: Path) -> None:
+    """tenant22, as AWS: the default key (aws/s3), an alias or a key id is resolved in the
+    requester's account, a bucket default's included, so u's SSE-KMS object in t's bucket
+    is sealed with u's own key (its ARN names u); t, the bucket owner, cannot decrypt it
+    even with an ACL grant (no kms:Decrypt on u's key); a bucket default naming t's key by
+    ARN is a key u may not use: AccessDenied."""
+    async with _world(tmp_path) as w:
+        def run() -> dict[str, str]:
+            t, u = w["t"], w["u"]
+            t.put_bucket_encryption(Bucket="vict", ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {
+                    "SSEAlgorithm": "aws:kms"}}]})
+            t.put_bucket_policy(Bucket="vict", Policy=json.dumps({
+                "Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"AWS": "u"},
+                    "Action": ["s3:GetObject", "s3:PutObject", "s3:PutObjectAcl"],
+                    "Resource": "arn:aws:s3:::vict/*"}]}))
+            put = u.put_object(Bucket="vict", Key="from-u", Body=b"u's bytes",
+                               ACL="bucket-owner-full-control")
+            named = u.put_object(Bucket="vict", Key="named", Body=b"x",
+                                 ServerSideEncryption="aws:kms")  # header, no key: aws/s3
+            up = u.create_multipart_upload(Bucket="vict", Key="mpu")  # a default's too
+            etag = u.upload_part(Bucket="vict", Key="mpu", UploadId=up["UploadId"],
+                                 PartNumber=1, Body=b"part of u")["ETag"]
+            u.complete_multipart_upload(Bucket="vict", Key="mpu", UploadId=up["UploadId"],
+                                        MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                                    "ETag": etag}]})
+            mpu = u.get_object(Bucket="vict", Key="mpu")
+            out = {"arn account": put["SSEKMSKeyId"].split(":")[4],
+                   "mpu account": up["SSEKMSKeyId"].split(":")[4],
+                   "mpu reads": mpu["Body"].read().decode(),
+                   "named account": named["SSEKMSKeyId"].split(":")[4],
+                   "u reads": _code(lambda: u.get_object(Bucket="vict",
+                                                         Key="from-u")["Body"].read()),
+                   "t reads": _code(lambda: t.get_object(Bucket="vict",
+                                                         Key="from-u")["Body"].read()),
+                   "t heads": _code(lambda: t.head_object(Bucket="vict", Key="from-u"))}
+            t.put_bucket_encryption(Bucket="vict", ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {
+                    "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": w["arn"]}}]})
+            out["u puts under t's key"] = _code(lambda: u.put_object(
+                Bucket="vict", Key="t-key", Body=b"x"))
+            out["t puts under t's key"] = _code(lambda: t.put_object(
+                Bucket="vict", Key="t-key", Body=b"x"))
+            return out
+        got = await asyncio.to_thread(run)
+        assert got == {"arn account": "u", "mpu account": "u", "mpu reads": "part of u",
+                       "named account": "u", "u reads": "ok",
+                       "t reads": "AccessDenied", "t heads": "ok",
+                       "u puts under t's key": "AccessDenied",
+                       "t puts under t's key": "ok"}, got

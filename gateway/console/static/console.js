@@ -259,7 +259,7 @@ async function loadTenants() {
   const box = $("#tenants");
   box.replaceChildren();
   for (const t of tenants) {
-    const mine = keys.filter((k) => k.tenant === t.name);
+    const mine = keys.filter((k) => k.tenant === t.name && !k.tenant_deleted);
     const keyTable = table(el("table", {class: "keys"}), [
       ["access_key_id", "access key"], ["state", "state"], [(k) => when(k.created), "created"],
       [(k) => k.state === "active" ? twoStep("Revoke", "Confirm revoke", () => revokeKey(k)) : "", ""],
@@ -294,9 +294,11 @@ function twoStep(label, confirmLabel, action) {
 async function createTenant(ev) {
   ev.preventDefault();
   const name = $("#tenant-name").value.trim();
+  const reuse = $("#tenant-reuse").checked;  // the name of a deleted tenant (its grants pass)
   try {
-    await admin("POST", "/tenants", {name});
+    await admin("POST", "/tenants", reuse ? {name, reuse_name: true} : {name});
     $("#tenant-name").value = "";
+    $("#tenant-reuse").checked = false;
     flash(`tenant ${name} created`);
   } catch (e) { flash(e.message, true); }
   await loadTenants();

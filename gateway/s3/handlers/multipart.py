@@ -19,7 +19,7 @@ from gateway.s3.handlers.attributes import checksum_type
 from gateway.s3.handlers.copy import check_copy_size, copy_source
 from gateway.s3.handlers.lifecycle_headers import abort_headers, expiration_headers
 from gateway.s3.handlers.object_lock import lock_from_headers, require_integrity
-from gateway.s3.handlers.objects import put_options, write_conditions
+from gateway.s3.handlers.objects import put_options, write_conditions, writer
 from gateway.s3.http import (
     ascii_digits,
     count_param,
@@ -307,7 +307,8 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
         try:
             v = await svc.complete(rq.existing_bucket(), rq.key, upload_id, asked.listed,
                                    write_conditions(rq.headers), expected=asked.expected,
-                                   expected_size=asked.size, expected_type=asked.ctype)
+                                   expected_size=asked.size, expected_type=asked.ctype,
+                                   writer=writer(rq))
         except mp.UploadNotFound:  # completed meanwhile (a race, here or on another gateway)
             v = await _made(rq, upload_id, asked)
     return await _completed(rq, v)

@@ -122,7 +122,14 @@ def put_options(rq: S3Request) -> PutOptions:
         storage_class=sc,
         conditions=write_conditions(h),
         tags=parse_tagging_header(h.get("x-amz-tagging")),
+        writer=writer(rq),
     )
+
+
+def writer(rq: S3Request) -> str | None:
+    """The signing tenant when it writes into another tenant's bucket (a grant): the
+    commit compares its record (`ObjectService.commit`)."""
+    return rq.requester if rq.requester not in (None, rq.tenant) else None
 
 
 def object_headers(v: ObjectVersion, versioned: bool) -> dict[str, str]:
