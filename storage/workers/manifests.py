@@ -123,15 +123,17 @@ async def _version_manifest(meta: MetadataStore, bucket: str, key: str,
                             match: Callable[[ObjectVersion], bool], stripe_id: bytes,
                             state: str) -> Manifest | str:
     """The manifest of a stripe of the version of `bucket`/`key` that `match` picks."""
-    items: list[Item] = []
+    # each record decoded once (one of thousands of parts takes milliseconds: this runs for
+    # each of its stripes)
+    found: list[tuple[Item, ObjectVersion]] = []
     cur = await meta.get(object_key(bucket, key))
-    if cur is not None and match(ObjectVersion.decode(cur.value)):
-        items.append(cur)
+    if cur is not None:
+        found.append((cur, ObjectVersion.decode(cur.value)))
     for it in await meta.range(*span(version_prefix(bucket, key)), limit=100000):
-        if match(ObjectVersion.decode(it.value)):
-            items.append(it)
-    for it in items:
-        v = ObjectVersion.decode(it.value)
+        found.append((it, ObjectVersion.decode(it.value)))
+    found = [(it, v) for it, v in found if match(v)]
+    items = [it for it, _ in found]
+    for _, v in found:
         parts = v.parts if state == "live" else restored_parts(v)
         for part in parts:
             if part.stripe_id == stripe_id:

@@ -41,7 +41,11 @@ def start_cluster(path: Path) -> LocalCluster:
 
 @pytest.fixture(scope="module")
 def arch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = start_cluster(tmp_path_factory.mktemp("archive"))
+    """The module's cluster, with a 1-second GC grace: at the default 60 s each wait below
+    for a retired copy's shards to be collected took a minute."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TESSERA_GC_GRACE_S", "1")
+        c = start_cluster(tmp_path_factory.mktemp("archive"))
     yield c
     c.stop()
 
