@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import errno
 import hmac
 import logging
@@ -52,7 +53,7 @@ from pathlib import Path
 from nodes import packformat as pf
 from nodes.packdrops import Drops
 from nodes.packindex import PackIndex, PackLoc
-from nodes.packpunch import PackPunching
+from nodes.packpunch import PackPunching, body_punched, hole_ranges
 from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover, set_aside
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
 from nodes.packsteps import PackCompaction, StepJob
@@ -231,7 +232,11 @@ class PackStore(PackCompaction, PackPunching):
 
     def _recover_fd(self, seq: int, fd: int) -> list[pf.Record] | None:
         got = recover(seq, fd, self.quarantine_dir)
+        holes, block = hole_ranges(fd, got.size), os.fstat(fd).st_blksize or 4096
         for rec in got.records:
+            if rec.kind == pf.PUT and body_punched(holes, rec, block):  # punched: gone, as
+                rec = dataclasses.replace(rec, kind=pf.TOMBSTONE)  # the record that killed
+                # it may be (lost): the shard missing, never its zeros (`nodes.packpunch`)
             self._apply(seq, rec)
         self.sizes[seq] = got.size
         self.live.setdefault(seq, 0)
