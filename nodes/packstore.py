@@ -158,7 +158,8 @@ class PackStore(PackCompaction, PackPunching):
         except OSError as exc:  # a full or failing disk still starts; a mark left on a
             log.warning("pack unsure record %s not cleared (%s)", self.unsure.path, exc)
             floor = max([floor, *marks])  # number a new pack took would cut it next open
-        self._floor = floor
+        self._floor = max(floor, self.drops.highest)  # a lost newest pack's number stays
+        # a gap (reported), never taken again (`nodes.packdrops`)
         if seqs and seqs[-1] <= floor:  # the newest pack is appended to no more either
             self._retired.add(seqs[-1])
         newest = seqs[-1] if seqs else 0
@@ -265,6 +266,10 @@ class PackStore(PackCompaction, PackPunching):
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
+        try:  # after it is durable: a crash between leaves a pack above the mark, not a gap
+            self.drops.made(seq)
+        except OSError as exc:  # its loss as the newest pack is then not seen: logged only
+            log.warning("pack %d: highest pack record not written (%s)", seq, exc)
         with self._fd_lock:
             self._fds[seq] = fd
             self._active = seq
