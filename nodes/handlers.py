@@ -138,7 +138,11 @@ async def _quarantine(request: web.Request, sid: str, exc: Exception, where: str
 
 async def quarantine(st: NodeState, request_id: str, sid: str, exc: Exception,
                      where: str) -> None:
-    """Move a shard that failed a check at `where` aside, counted and logged."""
+    """Move a shard that failed a check at `where` aside, counted and logged. Bytes read
+    from a packed record that died since it was located (a read racing a punch) are not
+    rot: neither counted nor moved (`DiskShardStore.record_died`)."""
+    if st.store.record_died(sid, getattr(exc, "file", None)):
+        return
     st.metrics.checksum_failures.labels(where=where).inc()
     dest = await st.store.quarantine(sid, str(exc), getattr(exc, "file", None))
     if dest is not None:

@@ -15,12 +15,14 @@ the node's compactor after a compaction run that ends or finds the disk full; th
 compaction drops need no punching), so the index cannot change under the liveness check: a
 live record is never punched. A pack is punched a step at a time (STEP_RECORDS bodies,
 STEP_BYTES or STEP_LOOKED records looked at), at the compactor's pace, so PUTs and DELETEs go between its steps; a body
-already a hole is skipped. A read already streaming a record that died just before the
-punch meets zeros and never passes them on as the shard: the node's frame check refuses them
-(`read_small`/`read_frames`), or, where the node sends the bytes unchecked for the gateway's
-reader checks, the gateway's frame check does (counted there, not in the node's
-`checksum_failures`); the gateway reads another shard. A restart never indexes a punched record (`body_punched`):
-when the newer record of its id is lost (its pack gone, its trailer rotted), the shard is
+already a hole is skipped. A read that located a record that died just before the punch
+meets zeros and never passes them on as the shard: the node's frame check refuses them, and
+as the record is no longer the shard's (`DiskShardStore.record_died`) the node opens the
+shard where it is now (or answers 404) instead of a 409, and counts no checksum failure nor
+quarantines; mid-stream it cuts the body short and the gateway reads another shard. Where
+the node sends the bytes unchecked for the gateway's reader checks, the gateway's frame
+check refuses them (counted there). A restart never indexes a punched record
+(`body_punched`): when the newer record of its id is lost (its pack gone, its trailer rotted), the shard is
 missing (repair rebuilds it), not its zeros served as a corrupt shard. A file system without
 PUNCH_HOLE (EOPNOTSUPP) turns punching off: compaction only.
 """
