@@ -57,7 +57,7 @@ from nodes.packpunch import PackPunching, body_punched, hole_ranges
 from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover, set_aside
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
 from nodes.packsteps import PackCompaction, StepJob
-from nodes.packunsure import Unsure
+from nodes.packunsure import Mark, Unsure, stale
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
@@ -213,17 +213,20 @@ class PackStore(PackCompaction, PackPunching):
                 return
             os.close(self._fds.pop(old))
 
-    def _recover(self, seq: int, unsure: int | None = None) -> list[pf.Record] | None:
+    def _recover(self, seq: int, unsure: Mark | None = None) -> list[pf.Record] | None:
         """Index pack `seq`: from its footer when it has one that checks (sealed: None is
         returned), else by a scan (its records returned: the last pack's go on). A failed
         group left from `unsure` on (`nodes.packunsure`) is set aside first, never indexed,
-        and the pack retired: appends go to a new one."""
+        and the pack retired: appends go to a new one (a stale mark is dropped, logged)."""
         fd = self._fd(seq)
         try:
-            if unsure is not None:
-                size = os.fstat(fd).st_size
-                if size > unsure:
-                    set_aside(self.quarantine_dir, seq, fd, unsure, size, "unsure")
+            size = os.fstat(fd).st_size
+            if unsure is not None and stale(lambda off, n: os.pread(fd, n, off), size, unsure):
+                log.warning("pack %d: unsure mark at %d is stale (records of other writes "
+                            "after it: a downgraded node wrote on); not applied", seq, unsure[0])
+            elif unsure is not None:
+                if size > unsure[0]:
+                    set_aside(self.quarantine_dir, seq, fd, unsure[0], size, "unsure")
                 self._retired.add(seq)
             return self._recover_fd(seq, fd)
         finally:  # a sealed pack's fd is not kept for the store's life (see `_fd`)
@@ -555,14 +558,14 @@ class PackStore(PackCompaction, PackPunching):
             os.fdatasync(fd)
             self.syncs += 1
         except BaseException:
-            self._cut_back(seq, fd, start)
+            self._cut_back(seq, fd, start, off, max(item[3] for item in items))
             raise
         self.sizes[seq] = off
         self._active_of_last = seq
         self._active_recs += recs
         return recs
 
-    def _cut_back(self, seq: int, fd: int, start: int) -> None:
+    def _cut_back(self, seq: int, fd: int, start: int, end: int, time_ns: int) -> None:
         """Undo a failed group: truncate to where it began; failing that, retire the pack
         (it is scanned as it really is at the next restart) and write on in a new one."""
         try:
@@ -572,7 +575,7 @@ class PackStore(PackCompaction, PackPunching):
             self._retired.add(seq)  # never appended to again; its size is what it holds
             self._unsure[seq] = start
             try:  # before anything is written on: a restart must not index this group
-                self.unsure.add(seq, start)
+                self.unsure.add(seq, start, end, time_ns)
             except OSError as exc:
                 log.error("pack %d: failed group at %d not recorded (%s): a restart will "
                           "index it", seq, start, exc)
