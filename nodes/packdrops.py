@@ -26,6 +26,7 @@ number stays a gap (reported until repaired or acknowledged, `acknowledge`).
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from nodes.smallrecord import encode_pairs, pairs, read_record, write_record
@@ -49,6 +50,7 @@ class Drops:
         self.highest_path = pack_dir / HIGHEST_NAME
         self.ranges: Ranges = []
         self.highest = 0  # the highest pack number made (that its record says)
+        self._lock = threading.Lock()
         # no new pack may take a number at or below it: marks the record on disk still
         # holds there (their cut at open was not saved) would hide that pack's loss
         self.floor = 0
@@ -101,10 +103,19 @@ class Drops:
                         "is not seen until it is rewritten (now)", self.highest_path)
         return 0
 
+    def acknowledge(self, seqs: list[int]) -> None:
+        """Lost packs `seqs` are dealt with (their shards rebuilt by repair, or an operator
+        said so): recorded as dropped, durably, so no restart reports them again (OSError:
+        not recorded)."""
+        with self._lock:
+            self.ranges = _merged([*self.ranges, *((seq, seq) for seq in seqs)])
+            self._save()
+
     def add(self, seq: int) -> None:
         """Record pack `seq` as dropped, durably (OSError: not recorded)."""
-        self.ranges = _merged([*self.ranges, (seq, seq)])
-        self._save()
+        with self._lock:  # the committer's drops and an operator's `acknowledge`
+            self.ranges = _merged([*self.ranges, (seq, seq)])
+            self._save()
 
     def _save_now(self) -> bool:
         """`_save` at open: a disk too full (or failing) leaves the record to the next drop,

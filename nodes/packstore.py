@@ -318,6 +318,16 @@ class PackStore(PackCompaction, PackPunching):
         elif old is not None:
             del self.index[sid]
 
+    def acknowledge_lost(self, seqs: list[int]) -> list[int]:
+        """Stop reporting lost packs `seqs` (those of them still reported; `Drops.acknowledge`,
+        durably first: OSError leaves them reported); the ones acknowledged."""
+        done = sorted(set(seqs) & set(self.missing))
+        if done:
+            self.drops.acknowledge(done)
+            self.missing = [seq for seq in self.missing if seq not in done]
+            self.damage = [d for d in self.damage if not (d.missing and d.seq in done)]
+        return done
+
     def locate(self, sid: str) -> PackLoc | None:
         return self.index.get(sid)
 

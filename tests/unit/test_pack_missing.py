@@ -192,3 +192,43 @@ def test_the_newest_packs_lost_are_reported_and_their_numbers_never_taken_again(
             asyncio.run(again.delete(f"{99:032x}.1"))
         finally:
             again.close()
+
+
+async def test_a_lost_pack_acknowledged_is_no_longer_reported_even_after_a_restart(
+        tmp_path: Path) -> None:
+    """packs22: a lost pack was reported for ever. The node stops reporting it once told it
+    is dealt with (`POST /v1/packs/lost/ack`: the repair sweep, once every shard is whole
+    again, or `tessera node lost-packs ID --ack`), durably: a restart does not bring it back."""
+    data = tmp_path / "data"
+    s = PackStore(data, seal_bytes=BLOCK, reserve_bytes=0)  # one shard a pack
+    s.open()
+    try:
+        for sid, _, _, body in [make_shard(frames=1, block_size=BLOCK, last=None)
+                                for _ in range(3)]:
+            await s.put(sid, [body])
+        second = sorted(s.sizes)[1]
+    finally:
+        s.close()
+    (data / "packs" / pack_name(second)).unlink()
+    node = Node(data, PACK_MAX)
+    await node.start()
+    try:
+        health = json.loads((await node.call("GET", "/v1/health"))[1])
+        assert health["packs_lost"] == [second] and health["packs_missing"] == 1
+        assert (await node.call("POST", "/v1/packs/lost/ack?packs=x"))[0] == 400
+        status, raw = await node.call("POST", f"/v1/packs/lost/ack?packs={second + 50}")
+        assert status == 200 and json.loads(raw)["acknowledged"] == []  # not one it reports
+        status, raw = await node.call("POST", f"/v1/packs/lost/ack?packs={second}")
+        print("ack:", status, raw)
+        assert status == 200 and json.loads(raw)["acknowledged"] == [second]
+        health = json.loads((await node.call("GET", "/v1/health"))[1])
+        assert health["packs_lost"] == [] and health["packs_missing"] == 0
+        assert health["pack_damage"] == 0
+    finally:
+        await node.stop()
+    again = PackStore(data, seal_bytes=BLOCK, reserve_bytes=0)
+    again.open()
+    try:
+        assert again.missing == [] and again.damage == []
+    finally:
+        again.close()
