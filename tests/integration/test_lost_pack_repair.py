@@ -61,8 +61,6 @@ def test_a_lost_pack_is_reported_and_its_shards_rebuilt(
         for key, body in bodies.items():
             assert s3.get_object(Bucket="lost", Key=key)["Body"].read() == body
         seq = health["packs_lost"][0]
-        shown = json.loads(node_cli(c, "lost-packs", node, "--json").stdout)
-        assert shown["packs_lost"] in ([seq], []), shown  # (the sweep may clear it first)
         # packs22: once a whole sweep pass found nothing left to rebuild, the report clears
         wait_for(lambda: _health(c, node)["packs_lost"] == [], "the repaired loss to clear", 60)
         assert _health(c, node)["packs_missing"] == 0
