@@ -461,7 +461,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             self.stats.last_sweep_start = self._pass_started
             self.stats.last_sweep_end = time.time()
             await clear_repaired_losses(self._meta, self._client, self._health.usable(),
-                                        self._pass_started, self.stats.last_sweep_end)
+                                        self._pass_started)
             self.stats.last_pass_health = dict(self._pass_health)
             self._pass_health = {}
             paced = self._paced(len(items))

@@ -14,6 +14,8 @@ never empties.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from storage.config import NodeSpec
 from storage.keyspace import REPAIR, space
@@ -23,15 +25,16 @@ from storage.shards.transport import NodeTransport
 
 log = logging.getLogger(__name__)
 
-SKEW_S = 5.0  # a node's start must precede the pass by this (their clocks differ a little)
+SKEW_S = 1.0  # a node's start must precede the pass by this at least (a margin: the start is
+# put on this host's clock from the node's own `now`, read after its answer, so it is late)
 
 
 async def clear_repaired_losses(meta: MetadataStore, client: NodeTransport,
                                 nodes: list[NodeSpec], pass_started: float,
-                                now: float) -> dict[str, list[int]]:
-    """After a sweep pass that began at `pass_started` (this host's clock; `now` its end):
-    tell each of `nodes` that reports lost packs and started before the pass that they are
-    repaired, when the repair queue is empty. Node id -> the packs it stopped reporting."""
+                                clock: Callable[[], float] = time.time) -> dict[str, list[int]]:
+    """After a sweep pass that began at `pass_started` (this host's `clock`): tell each of
+    `nodes` that reports lost packs and started before the pass that they are repaired,
+    when the repair queue is empty. Node id -> the packs it stopped reporting."""
     if await meta.range(*space(REPAIR), limit=1):
         return {}  # a stripe still waits: its shard may be one a lost pack held
     done: dict[str, list[int]] = {}
@@ -39,8 +42,9 @@ async def clear_repaired_losses(meta: MetadataStore, client: NodeTransport,
         try:
             h = await client.health(node)
             lost = [int(x) for x in h.get("packs_lost") or []]
-            # the node's start on this host's clock (its `now` is this host's `now`, near)
-            started = float(h["started"]) - float(h["now"]) + now
+            # the node's start on this host's clock: its `now` was read before this host's
+            # clock is, so the start is put late, never early (the safe side)
+            started = float(h["started"]) - float(h["now"]) + clock()
         except (NodeError, KeyError, TypeError, ValueError):
             continue
         if not lost or started > pass_started - SKEW_S:

@@ -40,15 +40,15 @@ async def test_a_loss_clears_only_after_a_later_whole_pass_with_nothing_queued(
         clock_off = 1000.0  # the node's clock is 1000 s ahead of this host's
         node = _Node(started=clock_off + 100.0, now=clock_off + 200.0)
         # a pass that began before the node's start (host clock 100) clears nothing
-        assert await clear_repaired_losses(meta, node, [NODE], 100.0, 200.0) == {}  # type: ignore[arg-type]
-        assert await clear_repaired_losses(meta, node, [NODE], 100.0 + SKEW_S / 2, 200.0) == {}  # type: ignore[arg-type]
+        assert await clear_repaired_losses(meta, node, [NODE], 100.0, lambda: 200.0) == {}  # type: ignore[arg-type]
+        assert await clear_repaired_losses(meta, node, [NODE], 100.0 + SKEW_S / 2, lambda: 200.0) == {}  # type: ignore[arg-type]
         stripe = b"\x01" * 16
         await meta.txn(Txn(puts={repair_key(stripe): pack({"reason": "t", "queued": 1.0})}))
         # a later pass, but a stripe still queued: nothing
-        assert await clear_repaired_losses(meta, node, [NODE], 150.0, 200.0) == {}  # type: ignore[arg-type]
+        assert await clear_repaired_losses(meta, node, [NODE], 150.0, lambda: 200.0) == {}  # type: ignore[arg-type]
         assert node.acked == []
         await meta.txn(Txn(deletes=[repair_key(stripe)]))
-        assert await clear_repaired_losses(meta, node, [NODE], 150.0, 200.0) == {"n1": [4, 5]}  # type: ignore[arg-type]
+        assert await clear_repaired_losses(meta, node, [NODE], 150.0, lambda: 200.0) == {"n1": [4, 5]}  # type: ignore[arg-type]
         assert node.lost == []
     finally:
         await meta.close()
