@@ -67,7 +67,8 @@ def _read_secret(path: Path) -> bytes:
 def settings_from_args(argv: list[str] | None = None) -> NodeSettings:
     p = argparse.ArgumentParser(
         prog="tessera node", description="Run a Tessera storage node.",
-        epilog="Cluster membership (admin API): tessera node list|add|drain|activate|remove "
+        epilog="Cluster membership (admin API): tessera node list|add|drain|activate|remove|"
+               "lost-packs "
                "(each with --help).")
     p.add_argument("--config", type=Path, help="cluster TOML file")
     p.add_argument("--id", required=True, help="node id (in the config's [[nodes]])")

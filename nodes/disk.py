@@ -435,6 +435,23 @@ class DiskShardStore:
             return -1
         return size
 
+    def record_died(self, sid: str, read: tuple[int, ...] | None) -> bool:
+        """Whether `read` (`shardfile.file_identity`: pack, inode and offset) names a packed
+        record that is no longer the shard's (replaced or deleted since it was located):
+        bytes that failed a check there may be punching's zeros (`nodes.packpunch`), so the
+        shard is gone from there, not rotten (packs22: a read racing a punch)."""
+        packs = self.packs
+        if packs is None or read is None or len(read) != 3:
+            return False
+        loc = packs.locate(sid)
+        if loc is None:
+            return True
+        try:
+            st = os.stat(packs.path_of(loc.seq))
+        except FileNotFoundError:  # compacted away since: moved, so not the record read
+            return True
+        return (st.st_dev, st.st_ino, loc.offset) != read
+
     async def quarantine(self, sid: str, reason: str,
                          read: tuple[int, ...] | None = None) -> Path | None:
         """Move a shard aside with a JSON sidecar; return its new path (None if absent).

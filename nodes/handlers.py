@@ -138,7 +138,11 @@ async def _quarantine(request: web.Request, sid: str, exc: Exception, where: str
 
 async def quarantine(st: NodeState, request_id: str, sid: str, exc: Exception,
                      where: str) -> None:
-    """Move a shard that failed a check at `where` aside, counted and logged."""
+    """Move a shard that failed a check at `where` aside, counted and logged. Bytes read
+    from a packed record that died since it was located (a read racing a punch) are not
+    rot: neither counted nor moved (`DiskShardStore.record_died`)."""
+    if st.store.record_died(sid, getattr(exc, "file", None)):
+        return
     st.metrics.checksum_failures.labels(where=where).inc()
     dest = await st.store.quarantine(sid, str(exc), getattr(exc, "file", None))
     if dest is not None:
@@ -386,6 +390,7 @@ async def verify_shard(request: web.Request) -> web.Response:
 
 
 _REASON_RE = re.compile(r"^[a-z0-9-]{1,64}\Z")
+PACKS_LISTED = 1000  # lost pack numbers a health or ack answer lists at most
 
 
 async def quarantine_shard(request: web.Request) -> web.Response:
@@ -405,6 +410,23 @@ async def quarantine_shard(request: web.Request) -> web.Response:
     st.log.warning("shard quarantined", request_id=_stats(request).request_id, shard_id=sid,
                    reason=text)
     return web.json_response({"id": sid, "quarantined": True})
+
+
+async def ack_lost_packs(request: web.Request) -> web.Response:
+    """Stop reporting lost packs (`?packs=3,4`): the repair sweep rebuilt their shards, or
+    an operator says they are dealt with (`tessera node lost-packs --ack`)."""
+    st = _state(request)
+    raw = request.query.get("packs", "")
+    if not re.fullmatch(r"[0-9]{1,20}(,[0-9]{1,20}){0,999}", raw):
+        raise ApiError(400, "bad_request", "packs must be pack numbers, comma-separated")
+    packs = st.store.packs
+    seqs = [int(x) for x in raw.split(",")]
+    done = [] if packs is None else await _disk(asyncio.to_thread(packs.acknowledge_lost, seqs))
+    if done:
+        st.log.warning("lost packs acknowledged", request_id=_stats(request).request_id,
+                       packs=done)
+    return web.json_response({"acknowledged": done, "packs_lost": [] if packs is None
+                              else packs.missing[:PACKS_LISTED]})
 
 
 async def list_quarantine(request: web.Request) -> web.Response:
@@ -435,6 +457,8 @@ async def health(request: web.Request) -> web.Response:
                               # are missing (repair rebuilds them); operators look here
                               "pack_damage": usage["pack_damage"],
                               "packs_missing": usage["packs_missing"],
+                              "packs_lost": [] if st.store.packs is None
+                              else st.store.packs.missing[:PACKS_LISTED],
                               "started": st.started,
                               "now": time.time()})  # gateways judge Object Lock by it
 
@@ -458,4 +482,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/shards", list_shards, name="list", allow_head=False)
     app.router.add_get("/v1/quarantine", list_quarantine, name="quarantine", allow_head=False)
     app.router.add_get("/v1/health", health, name="health", allow_head=False)
+    app.router.add_post("/v1/packs/lost/ack", ack_lost_packs, name="ack_lost_packs")
     app.router.add_get("/metrics", metrics, name="metrics", allow_head=False)

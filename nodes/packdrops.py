@@ -15,11 +15,18 @@ Marks from the newest pack up are cut at open: those numbers are written again (
 packs lost, or every pack: a wiped data dir), and a mark kept would hide a later loss. A
 cut that cannot be saved (a full disk still starts) leaves those marks on disk, so new packs
 are then numbered above them (`floor`; review21h H4) rather than the store refusing to start.
+
+The newest pack lost (a crash that lost the tail files, an operator deleting them) leaves no
+gap below the packs there are: so the highest number ever made is kept too (`packs/highest`,
+written after each new pack is durable: one small record a pack, `made`), and every number up
+to it that is neither there nor dropped is lost; new packs are numbered above it, so a lost
+number stays a gap (reported until repaired or acknowledged, `acknowledge`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from nodes.smallrecord import encode_pairs, pairs, read_record, write_record
@@ -27,7 +34,9 @@ from nodes.smallrecord import encode_pairs, pairs, read_record, write_record
 log = logging.getLogger(__name__)
 
 DROPS_NAME = "dropped"  # below `packs/`; never a pack name (`packrecovery.PACK_NAME`)
+HIGHEST_NAME = "highest"  # the highest pack number made (the same)
 _HEAD = b"tessera-pack-drops 1 "
+_HIGHEST_HEAD = b"tessera-pack-highest 1 "
 MAX_REPORTED = 10_000  # missing numbers listed at most (a count beyond is still damage)
 
 Ranges = list[tuple[int, int]]  # sorted, disjoint, inclusive [lo, hi]
@@ -38,7 +47,10 @@ class Drops:
 
     def __init__(self, pack_dir: Path) -> None:
         self.path = pack_dir / DROPS_NAME
+        self.highest_path = pack_dir / HIGHEST_NAME
         self.ranges: Ranges = []
+        self.highest = 0  # the highest pack number made (that its record says)
+        self._lock = threading.Lock()
         # no new pack may take a number at or below it: marks the record on disk still
         # holds there (their cut at open was not saved) would hide that pack's loss
         self.floor = 0
@@ -46,28 +58,64 @@ class Drops:
     def open(self, existing: list[int]) -> list[int]:
         """Read the record against the packs `existing` (sorted): the numbers below the
         newest that are neither there nor dropped (lost packs, at most MAX_REPORTED)."""
+        self.highest = self._read_highest()
+        newest = max(existing[-1] if existing else 0, self.highest)
         exists, body = read_record(self.path, _HEAD)
         ranges = None if body is None else _decode(body)
         if ranges is None:
             if exists:
                 log.warning("pack drop record %s fails its check: lost packs cannot be told "
                             "from compacted ones until it is rebuilt (now)", self.path)
-            self.ranges = _gaps(existing)
+            self.ranges = _gaps([*existing, newest + 1])
             self._save_now()
+            self._made_now(newest)
             return []
-        newest = existing[-1] if existing else 0
-        clipped = _below(ranges, newest)
+        self._made_now(newest)
+        clipped = _below(ranges, newest + 1)
         if clipped != ranges:  # numbers from the newest pack up are written again (every
             self.ranges = clipped  # pack gone, or the newest lost): a mark left on one
             if not self._save_now():  # would hide the loss of the new pack under it
                 self.floor = ranges[-1][1]  # (review21f F5); unsaved: never reuse them
         self.ranges = clipped
-        return _missing(existing, clipped)
+        return _missing([*existing, newest + 1], clipped)
+
+    def made(self, seq: int) -> None:
+        """Pack `seq` is made (durable): its number is the highest one (OSError: not
+        recorded, so its loss as the newest is not seen; the next new pack records again)."""
+        if seq > self.highest:
+            write_record(self.highest_path, _HIGHEST_HEAD, f"{seq}\n".encode())
+            self.highest = seq
+
+    def _made_now(self, seq: int) -> None:
+        """`made` at open (a store from before the record, or one whose record failed its
+        check): a full disk still opens, logged."""
+        try:
+            self.made(seq)
+        except OSError as exc:
+            log.warning("pack highest record %s not written (%s)", self.highest_path, exc)
+
+    def _read_highest(self) -> int:
+        exists, body = read_record(self.highest_path, _HIGHEST_HEAD)
+        if body is not None and body.strip().isdigit():
+            return int(body)
+        if exists:
+            log.warning("pack highest record %s fails its check: the newest packs' loss "
+                        "is not seen until it is rewritten (now)", self.highest_path)
+        return 0
+
+    def acknowledge(self, seqs: list[int]) -> None:
+        """Lost packs `seqs` are dealt with (their shards rebuilt by repair, or an operator
+        said so): recorded as dropped, durably, so no restart reports them again (OSError:
+        not recorded)."""
+        with self._lock:
+            self.ranges = _merged([*self.ranges, *((seq, seq) for seq in seqs)])
+            self._save()
 
     def add(self, seq: int) -> None:
         """Record pack `seq` as dropped, durably (OSError: not recorded)."""
-        self.ranges = _merged([*self.ranges, (seq, seq)])
-        self._save()
+        with self._lock:  # the committer's drops and an operator's `acknowledge`
+            self.ranges = _merged([*self.ranges, (seq, seq)])
+            self._save()
 
     def _save_now(self) -> bool:
         """`_save` at open: a disk too full (or failing) leaves the record to the next drop,

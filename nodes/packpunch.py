@@ -15,14 +15,16 @@ the node's compactor after a compaction run that ends or finds the disk full; th
 compaction drops need no punching), so the index cannot change under the liveness check: a
 live record is never punched. A pack is punched a step at a time (STEP_RECORDS bodies,
 STEP_BYTES or STEP_LOOKED records looked at), at the compactor's pace, so PUTs and DELETEs go between its steps; a body
-already a hole is skipped. A read already streaming a record that died just before the
-punch meets zeros and never passes them on as the shard: the node's frame check refuses them
-(`read_small`/`read_frames`), or, where the node sends the bytes unchecked for the gateway's
-reader checks, the gateway's frame check does (counted there, not in the node's
-`checksum_failures`); the gateway reads another shard. Known limit: an older punched record
-of an id comes back as its (corrupt) shard when the newer record's pack is lost or its
-trailer rots; a read or scrub finds it and quarantines it. A file system without PUNCH_HOLE
-(EOPNOTSUPP) turns punching off: compaction only.
+already a hole is skipped. A read that located a record that died just before the punch
+meets zeros and never passes them on as the shard: the node's frame check refuses them, and
+as the record is no longer the shard's (`DiskShardStore.record_died`) the node opens the
+shard where it is now (or answers 404) instead of a 409, and counts no checksum failure nor
+quarantines; mid-stream it cuts the body short and the gateway reads another shard. Where
+the node sends the bytes unchecked for the gateway's reader checks, the gateway's frame
+check refuses them (counted there). A restart never indexes a punched record
+(`body_punched`): when the newer record of its id is lost (its pack gone, its trailer rotted), the shard is
+missing (repair rebuilds it), not its zeros served as a corrupt shard. A file system without
+PUNCH_HOLE (EOPNOTSUPP) turns punching off: compaction only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import ctypes.util
 import errno
 import os
 import threading
+from bisect import bisect_right
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -175,3 +178,37 @@ def _is_hole(fd: int, lo: int, hi: int) -> bool:
         return os.lseek(fd, lo, os.SEEK_DATA) >= hi
     except OSError as exc:
         return exc.errno == errno.ENXIO  # no data from `lo` to the end
+
+
+def hole_ranges(fd: int, size: int) -> list[tuple[int, int]]:
+    """The holes [lo, hi) of `fd` below `size`, in order: a walk of SEEK_HOLE/SEEK_DATA, a
+    few syscalls a pack rather than one a record ([] when the file system cannot tell)."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    while pos < size:
+        try:
+            hole = os.lseek(fd, pos, os.SEEK_HOLE)
+        except OSError:
+            return out
+        if hole >= size:
+            break
+        try:
+            data = os.lseek(fd, hole, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                return out
+            data = size  # a hole to the end
+        out.append((hole, min(data, size)))
+        pos = data
+    return out
+
+
+def body_punched(holes: list[tuple[int, int]], rec: pf.Record, block: int) -> bool:
+    """Whether PUT `rec`'s body meets a hole (`hole_ranges`): punched, so gone. A body
+    written is never sparse (packs are appended in order), so a hole in one means its
+    blocks were given back: never to be read as the shard again."""
+    span = inner_blocks(rec.body_offset, rec.body_offset + rec.body_len, block)
+    if span is None or not holes:
+        return False
+    i = bisect_right(holes, (span[1],))  # the holes starting before the span's end
+    return i > 0 and holes[i - 1][1] > span[0]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import errno
 import hmac
 import logging
@@ -52,11 +53,11 @@ from pathlib import Path
 from nodes import packformat as pf
 from nodes.packdrops import Drops
 from nodes.packindex import PackIndex, PackLoc
-from nodes.packpunch import PackPunching
+from nodes.packpunch import PackPunching, body_punched, hole_ranges
 from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover, set_aside
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
 from nodes.packsteps import PackCompaction, StepJob
-from nodes.packunsure import Unsure
+from nodes.packunsure import Mark, Unsure, stale
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
@@ -157,7 +158,8 @@ class PackStore(PackCompaction, PackPunching):
         except OSError as exc:  # a full or failing disk still starts; a mark left on a
             log.warning("pack unsure record %s not cleared (%s)", self.unsure.path, exc)
             floor = max([floor, *marks])  # number a new pack took would cut it next open
-        self._floor = floor
+        self._floor = max(floor, self.drops.highest)  # a lost newest pack's number stays
+        # a gap (reported), never taken again (`nodes.packdrops`)
         if seqs and seqs[-1] <= floor:  # the newest pack is appended to no more either
             self._retired.add(seqs[-1])
         newest = seqs[-1] if seqs else 0
@@ -211,17 +213,20 @@ class PackStore(PackCompaction, PackPunching):
                 return
             os.close(self._fds.pop(old))
 
-    def _recover(self, seq: int, unsure: int | None = None) -> list[pf.Record] | None:
+    def _recover(self, seq: int, unsure: Mark | None = None) -> list[pf.Record] | None:
         """Index pack `seq`: from its footer when it has one that checks (sealed: None is
         returned), else by a scan (its records returned: the last pack's go on). A failed
         group left from `unsure` on (`nodes.packunsure`) is set aside first, never indexed,
-        and the pack retired: appends go to a new one."""
+        and the pack retired: appends go to a new one (a stale mark is dropped, logged)."""
         fd = self._fd(seq)
         try:
-            if unsure is not None:
-                size = os.fstat(fd).st_size
-                if size > unsure:
-                    set_aside(self.quarantine_dir, seq, fd, unsure, size, "unsure")
+            size = os.fstat(fd).st_size
+            if unsure is not None and stale(lambda off, n: os.pread(fd, n, off), size, unsure):
+                log.warning("pack %d: unsure mark at %d is stale (records of other writes "
+                            "after it: a downgraded node wrote on); not applied", seq, unsure[0])
+            elif unsure is not None:
+                if size > unsure[0]:
+                    set_aside(self.quarantine_dir, seq, fd, unsure[0], size, "unsure")
                 self._retired.add(seq)
             return self._recover_fd(seq, fd)
         finally:  # a sealed pack's fd is not kept for the store's life (see `_fd`)
@@ -231,7 +236,11 @@ class PackStore(PackCompaction, PackPunching):
 
     def _recover_fd(self, seq: int, fd: int) -> list[pf.Record] | None:
         got = recover(seq, fd, self.quarantine_dir)
+        holes, block = hole_ranges(fd, got.size), os.fstat(fd).st_blksize or 4096
         for rec in got.records:
+            if rec.kind == pf.PUT and body_punched(holes, rec, block):  # punched: gone, as
+                rec = dataclasses.replace(rec, kind=pf.TOMBSTONE)  # the record that killed
+                # it may be (lost): the shard missing, never its zeros (`nodes.packpunch`)
             self._apply(seq, rec)
         self.sizes[seq] = got.size
         self.live.setdefault(seq, 0)
@@ -260,6 +269,10 @@ class PackStore(PackCompaction, PackPunching):
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
+        try:  # after it is durable: a crash between leaves a pack above the mark, not a gap
+            self.drops.made(seq)
+        except OSError as exc:  # its loss as the newest pack is then not seen: logged only
+            log.warning("pack %d: highest pack record not written (%s)", seq, exc)
         with self._fd_lock:
             self._fds[seq] = fd
             self._active = seq
@@ -304,6 +317,16 @@ class PackStore(PackCompaction, PackPunching):
             self.held_bytes += rec.body_len
         elif old is not None:
             del self.index[sid]
+
+    def acknowledge_lost(self, seqs: list[int]) -> list[int]:
+        """Stop reporting lost packs `seqs` (those of them still reported; `Drops.acknowledge`,
+        durably first: OSError leaves them reported); the ones acknowledged."""
+        done = sorted(set(seqs) & set(self.missing))
+        if done:
+            self.drops.acknowledge(done)
+            self.missing = [seq for seq in self.missing if seq not in done]
+            self.damage = [d for d in self.damage if not (d.missing and d.seq in done)]
+        return done
 
     def locate(self, sid: str) -> PackLoc | None:
         return self.index.get(sid)
@@ -545,14 +568,14 @@ class PackStore(PackCompaction, PackPunching):
             os.fdatasync(fd)
             self.syncs += 1
         except BaseException:
-            self._cut_back(seq, fd, start)
+            self._cut_back(seq, fd, start, off, max(item[3] for item in items))
             raise
         self.sizes[seq] = off
         self._active_of_last = seq
         self._active_recs += recs
         return recs
 
-    def _cut_back(self, seq: int, fd: int, start: int) -> None:
+    def _cut_back(self, seq: int, fd: int, start: int, end: int, time_ns: int) -> None:
         """Undo a failed group: truncate to where it began; failing that, retire the pack
         (it is scanned as it really is at the next restart) and write on in a new one."""
         try:
@@ -562,7 +585,7 @@ class PackStore(PackCompaction, PackPunching):
             self._retired.add(seq)  # never appended to again; its size is what it holds
             self._unsure[seq] = start
             try:  # before anything is written on: a restart must not index this group
-                self.unsure.add(seq, start)
+                self.unsure.add(seq, start, end, time_ns)
             except OSError as exc:
                 log.error("pack %d: failed group at %d not recorded (%s): a restart will "
                           "index it", seq, start, exc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import BinaryIO, cast
+from typing import BinaryIO, NoReturn, cast
 
 from aiohttp import web
 
@@ -39,12 +39,39 @@ def reader_checks(headers: object) -> bool:
 
 
 async def open_get(st: NodeState, stats: RequestStats, sid: str, first: int,
-                   count: int | None, checked_by_reader: bool = False,
+                   count: int | None, checked_by_reader: bool = False, again: bool = True,
                    ) -> tuple[ShardReadStream, bytes, Window]:
     """The open stream of frames [first, first+count) of `sid`, its header bytes and its
     first verified window; ApiError 404, 416 or 409 (the shard quarantined) otherwise.
     `checked_by_reader`: frames go out unchecked here (`ShardReadStream.reader_checks`).
-    The caller closes the stream."""
+    A packed record that died while being opened (replaced or deleted, then punched: its
+    bytes zeros) is not a corrupt shard: the shard is opened again where it is now (`again`,
+    once), or 404. The caller closes the stream."""
+    try:
+        return await _open_get(st, stats, sid, first, count, checked_by_reader)
+    except _RecordDied:
+        if again:
+            return await open_get(st, stats, sid, first, count, checked_by_reader, False)
+        raise ApiError(404, "not_found", f"shard {sid} not found") from None
+
+
+class _RecordDied(Exception):
+    """The packed record read died since it was located (`DiskShardStore.record_died`)."""
+
+
+async def _refuse(st: NodeState, stats: RequestStats, sid: str, exc: ShardCorrupt) -> NoReturn:
+    """Bad bytes at open: _RecordDied when their record died since (decided before any
+    quarantine, which removes the shard), else quarantined and a 409."""
+    if st.store.record_died(sid, exc.file):
+        raise _RecordDied
+    await quarantine(st, stats.request_id, sid, exc, "read")
+    raise ApiError(409, "corrupt", str(exc))
+
+
+async def _open_get(st: NodeState, stats: RequestStats, sid: str, first: int,
+                    count: int | None, checked_by_reader: bool,
+                    ) -> tuple[ShardReadStream, bytes, Window]:
+    """`open_get` once (`_refuse` on bad bytes)."""
     stream = st.store.open_read(sid, first, count)
     stream.reader_checks = checked_by_reader
     try:
@@ -55,15 +82,13 @@ async def open_get(st: NodeState, stats: RequestStats, sid: str, first: int,
         raise ApiError(416, "invalid_range",
                        f"first={first} is past the last of {stream.segments} frames") from None
     except ShardCorrupt as exc:
-        await quarantine(st, stats.request_id, sid, exc, "read")
-        raise ApiError(409, "corrupt", str(exc)) from None
+        await _refuse(st, stats, sid, exc)
     st.metrics.shard_reads.inc()
     st.store.recent.touch(sid)
     _, good, err = window
     if err is not None and good == 0:  # a corrupt first window is still a clean 409
         await stream.aclose()
-        await quarantine(st, stats.request_id, sid, err, "read")
-        raise ApiError(409, "corrupt", str(err))
+        await _refuse(st, stats, sid, err)
     return stream, head, window
 
 

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_up)
     sub.add_parser("gateway", help="run one gateway process (--config FILE)", add_help=False)
     sub.add_parser("node", help="run one storage node (--config FILE --id ID), or manage "
-                   "membership: node list|add|drain|activate|remove", add_help=False)
+                   "membership: node list|add|drain|activate|remove|lost-packs", add_help=False)
     from ops.volumecli import add_parser as add_volume_parser
 
     add_volume_parser(sub)

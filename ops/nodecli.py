@@ -1,4 +1,5 @@
-"""`tessera node list|add|drain|activate|remove`: cluster membership over the admin API.
+"""`tessera node list|add|drain|activate|remove|lost-packs`: cluster membership over the
+admin API (and a node's lost packs: `lost-packs ID [--ack [PACKS]] [--json]`).
 
 (`tessera node --config FILE --id ID` without one of these actions still runs a node.)
 Credentials come from the environment as for `tessera tenant` (see ops/admincli.py), or
@@ -31,7 +32,7 @@ from typing import Any
 
 from ops.status import human_size
 
-ACTIONS = ("list", "add", "drain", "activate", "remove")
+ACTIONS = ("list", "add", "drain", "activate", "remove", "lost-packs")
 COLS = [("id", "node"), ("zone", "zone"), ("address", "address"), ("role", "role"),
         ("membership", "membership"), ("state", "health"), ("shards", "shards"),
         ("used", "used"), ("progress", "drain progress")]
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", default="standard", help="standard (default) or archive")
     add.add_argument("--weight", type=float, default=1.0,
                      help="its share of new shards relative to other nodes (default 1.0)")
+    lost = sub.add_parser("lost-packs", help="packs a node found lost at its start (their "
+                          "shards were missing there; repair rebuilds them and then clears "
+                          "the report)")
+    lost.add_argument("id")
+    lost.add_argument("--ack", nargs="?", const="", default=None, metavar="PACKS",
+                      help="stop reporting them: every one, or PACKS (e.g. 3,4)")
     for name, text in (("drain", "move every shard off a node (in the background)"),
                        ("activate", "cancel a drain"),
                        ("remove", "remove a drained, empty node from the cluster map")):
@@ -221,6 +228,19 @@ def run(a: argparse.Namespace) -> int:
                    "unneeded shard file(s) left on its disk)"
         else:
             text = f"node {a.id} removed from the cluster map"
+    elif a.action == "lost-packs":
+        path = f"/nodes/{q(a.id, safe='')}/lost-packs"
+        if a.ack is None:
+            r = admin_request("GET", path)
+            lost = r.get("packs_lost") or []
+            text = (f"node {a.id}: lost packs {', '.join(map(str, lost))} (their shards were "
+                    "missing there; the repair sweep rebuilds them and then clears this; "
+                    f"`tessera node lost-packs {a.id} --ack` clears it now)" if lost else
+                    f"node {a.id}: no lost pack reported")
+        else:
+            r = admin_request("POST", path + "/ack", query={"packs": a.ack} if a.ack else None)
+            text = f"node {a.id}: lost packs acknowledged: " \
+                   f"{', '.join(map(str, r.get('acknowledged') or [])) or 'none'}"
     else:
         r = admin_request("POST", f"/nodes/{q(a.id, safe='')}/{a.action}")
         text = render([r])

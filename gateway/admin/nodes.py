@@ -7,6 +7,8 @@
     DELETE /admin/v1/nodes/{id}             remove (refused while the node holds shards)
     DELETE /admin/v1/nodes/{id}?force=1[&dry_run=1]   remove a draining node that still holds
                                             shards no stripe needs (`force_plan`)
+    GET    /admin/v1/nodes/{id}/lost-packs  packs the node found lost at its start, still reported
+    POST   /admin/v1/nodes/{id}/lost-packs/ack[?packs=3,4]   stop reporting them (all by default)
 
 Signed and audited like every admin route (`AdminApi._wrap`). Changes apply to this gateway at
 once and to other processes within the membership refresh interval.
@@ -41,6 +43,10 @@ class NodesApi:
         app.router.add_route("POST", PREFIX + "/nodes/{id}/activate",
                              w("node.activate", self.activate))
         app.router.add_route("DELETE", PREFIX + "/nodes/{id}", w("node.remove", self.remove))
+        app.router.add_route("GET", PREFIX + "/nodes/{id}/lost-packs",
+                             w("node.lost_packs", self.lost_packs))
+        app.router.add_route("POST", PREFIX + "/nodes/{id}/lost-packs/ack",
+                             w("node.ack_lost_packs", self.ack_lost_packs))
 
     async def _refresh(self) -> list[ms.Member]:
         c = self.cluster
@@ -79,6 +85,42 @@ class NodesApi:
         stats = await read_stats(self.cluster.meta)
         rows = [await self.view(m, stats) for m in members if everyone or m.state != ms.REMOVED]
         return 200, {"nodes": rows, "rebalance": stats}
+
+    async def lost_packs(self, call: Call) -> tuple[int, Any]:
+        """The packs a node found lost (`nodes.packdrops`) and still reports: their shards
+        were missing there; the repair sweep clears the report once they are all rebuilt."""
+        m = await self._member(call)
+        h = await self._node_health(m)
+        return 200, {"node": m.spec.id, "packs_lost": h.get("packs_lost", []),
+                     "packs_missing": int(h.get("packs_missing", 0))}
+
+    async def ack_lost_packs(self, call: Call) -> tuple[int, Any]:
+        """Tell a node its lost packs (`?packs=3,4`, else every one it reports) are dealt
+        with: it stops reporting them, at once and after restarts."""
+        m = await self._member(call)
+        raw = call.request.query.get("packs")
+        if raw is None:
+            packs = [int(x) for x in (await self._node_health(m)).get("packs_lost", [])]
+        elif all(x.isdigit() for x in raw.split(",")):
+            packs = [int(x) for x in raw.split(",")]
+        else:
+            raise AdminError(400, "InvalidArgument", "packs must be pack numbers, comma-separated")
+        call.audit["packs"] = packs
+        try:
+            done = await self.cluster.nodes.ack_lost_packs(m.spec, packs) if packs else []
+        except StorageError as exc:
+            raise AdminError(503, "NodeUnreachable", f"node {m.spec.id!r}: {exc}") from None
+        call.audit["acknowledged"] = done
+        h = await self._node_health(m)
+        return 200, {"node": m.spec.id, "acknowledged": done,
+                     "packs_lost": h.get("packs_lost", [])}
+
+    async def _node_health(self, m: ms.Member) -> dict[str, Any]:
+        try:
+            return await self.cluster.nodes.health(m.spec, timeout_s=3.0)
+        except StorageError as exc:
+            raise AdminError(503, "NodeUnreachable", f"node {m.spec.id!r} does not answer "
+                             f"({exc})") from None
 
     def _check_layout(self, members: list[ms.Member], leaving: str) -> None:
         """Refuse a change that leaves too few active nodes for a profile in use."""

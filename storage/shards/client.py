@@ -245,6 +245,13 @@ class NodeClient:
         out = await self._json("GET", node, "/v1/scrub")
         return out if isinstance(out, dict) else {}
 
+    async def ack_lost_packs(self, node: NodeSpec, packs: list[int]) -> list[int]:
+        """Tell a node its lost packs `packs` are dealt with (its health's `packs_lost`):
+        the ones it stops reporting."""
+        out = await self._json("POST", node,
+                               "/v1/packs/lost/ack?packs=" + ",".join(map(str, packs)))
+        return list(out.get("acknowledged", [])) if isinstance(out, dict) else []
+
     async def health(self, node: NodeSpec, timeout_s: float = 2.0) -> dict[str, Any]:
         path = "/v1/health"
         try:

@@ -48,5 +48,7 @@ class NodeTransport(Protocol):
 
     async def scrub_status(self, node: NodeSpec) -> dict[str, Any]: ...
 
+    async def ack_lost_packs(self, node: NodeSpec, packs: list[int]) -> list[int]: ...
+
 
 __all__ = ["NodeTransport"]

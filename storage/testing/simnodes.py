@@ -157,6 +157,10 @@ class SimNodes:
         self._check(node)
         return {}
 
+    async def ack_lost_packs(self, node: NodeSpec, packs: list[int]) -> list[int]:
+        self._check(node)
+        return []  # simulated nodes keep no packs
+
     async def read_frames(self, node: NodeSpec, sid: str, expect: ShardHeader, first: int,
                           count: int) -> AsyncIterator[tuple[int, bytes]]:
         self._check(node)

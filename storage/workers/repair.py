@@ -70,6 +70,7 @@ from storage.workers.repair_batch import (
     RepairBatches,
 )
 from storage.workers.repair_lanes import GATHER_SHARD_BYTES, WHOLE_SHARD_BYTES
+from storage.workers.repair_lostpacks import clear_repaired_losses
 from storage.workers.repair_orphans import OrphanWatch, RepairHousekeeping
 
 log = logging.getLogger("tessera.repair")
@@ -459,6 +460,8 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             self.stats.sweep_passes += 1
             self.stats.last_sweep_start = self._pass_started
             self.stats.last_sweep_end = time.time()
+            await clear_repaired_losses(self._meta, self._client, self._health.usable(),
+                                        self._pass_started)
             self.stats.last_pass_health = dict(self._pass_health)
             self._pass_health = {}
             paced = self._paced(len(items))

@@ -1,7 +1,7 @@
 """packs21: a node's pack file lost while later packs exist (deleted by hand, a directory
 entry gone) is damage: the restarted node says so in its health and metrics, and the
 repair sweep finds the shards the pack held (the node answers 404 for them) and rebuilds
-them, so the object stays whole."""
+them, so the object stays whole; then the sweep clears the report (packs22)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from storage.shards.auth import sign
 from storage.shards.ids import shard_id
 from tests.integration.cluster import LocalCluster, stop_processes, wait_for
+from tests.integration.test_membership import node_cli
 
 FAST = {"TESSERA_REPAIR_SWEEP_S": "0.5", "TESSERA_REPAIR_DOWN_GRACE_S": "3600"}
 SEAL = 64 * 1024  # each node's pack seals after a shard or two: several packs
@@ -55,9 +56,17 @@ def test_a_lost_pack_is_reported_and_its_shards_rebuilt(
         procs.append(c.restart_node(node))
         health = _health(c, node)
         assert health["packs_missing"] == 1 and health["pack_damage"] >= 1, health
+        assert health["packs_lost"] == [int(Path(held.path).stem, 16)], health
         wait_for(lambda: sid in c.listed(node), "repair to rebuild the lost pack's shard", 60)
         for key, body in bodies.items():
             assert s3.get_object(Bucket="lost", Key=key)["Body"].read() == body
+        seq = health["packs_lost"][0]
+        # packs22: once a whole sweep pass found nothing left to rebuild, the report clears
+        wait_for(lambda: _health(c, node)["packs_lost"] == [], "the repaired loss to clear", 60)
+        assert _health(c, node)["packs_missing"] == 0
+        acked = node_cli(c, "lost-packs", node, "--ack", str(seq), "--json")  # nothing left
+        assert acked.returncode == 0, acked
+        assert json.loads(acked.stdout) == {"node": node, "acknowledged": [], "packs_lost": []}
     finally:
         stop_processes(procs)
         c.stop()

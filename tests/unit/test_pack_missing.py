@@ -160,3 +160,75 @@ def test_a_full_disk_at_open_never_keeps_a_store_from_opening(
     drops = Drops(tmp_path)  # packs 2 and 5 there, no record yet
     monkeypatch.setattr(drops, "_save", full)
     assert drops.open([2, 5]) == [] and drops.ranges == [(1, 1), (3, 4)]
+
+
+def test_the_newest_packs_lost_are_reported_and_their_numbers_never_taken_again(
+        tmp_path: Path) -> None:
+    """packs22: a crash that lost the tail files, or an operator deleting the newest packs,
+    left no gap below the packs there are, so nothing was reported and their shards were
+    silently gone (stat 200 nowhere, but no damage either). `packs/highest` keeps the
+    highest number made: the lost ones are reported, and new packs go above them."""
+    s = PackStore(tmp_path, seal_bytes=2 * (200 + pf.OVERHEAD), reserve_bytes=0)
+    s.open()
+    try:
+        for sid in SIDS:  # two a pack
+            asyncio.run(s.put(sid, [sid.encode() * 6]))
+        where = {sid: s.locate(sid).seq for sid in SIDS}  # type: ignore[union-attr]
+    finally:
+        s.close()
+    newest = _packs(tmp_path)[-2:]  # the two newest gone: no gap left below the rest
+    for seq in newest:
+        (tmp_path / "packs" / pack_name(seq)).unlink()
+    for _ in range(2):  # and on the next restart too
+        again = PackStore(tmp_path, seal_bytes=s.seal_bytes, reserve_bytes=0)
+        again.open()
+        try:
+            print("lost:", newest, "missing:", again.missing)
+            assert again.missing == newest
+            assert [d.seq for d in again.damage if d.missing] == newest
+            assert all(again.locate(sid) is None for sid in SIDS if where[sid] in newest)
+            asyncio.run(again.put(f"{99:032x}.1", [b"x" * 300]))
+            assert again.locate(f"{99:032x}.1").seq > max(newest)  # type: ignore[union-attr]
+            asyncio.run(again.delete(f"{99:032x}.1"))
+        finally:
+            again.close()
+
+
+async def test_a_lost_pack_acknowledged_is_no_longer_reported_even_after_a_restart(
+        tmp_path: Path) -> None:
+    """packs22: a lost pack was reported for ever. The node stops reporting it once told it
+    is dealt with (`POST /v1/packs/lost/ack`: the repair sweep, once every shard is whole
+    again, or `tessera node lost-packs ID --ack`), durably: a restart does not bring it back."""
+    data = tmp_path / "data"
+    s = PackStore(data, seal_bytes=BLOCK, reserve_bytes=0)  # one shard a pack
+    s.open()
+    try:
+        for sid, _, _, body in [make_shard(frames=1, block_size=BLOCK, last=None)
+                                for _ in range(3)]:
+            await s.put(sid, [body])
+        second = sorted(s.sizes)[1]
+    finally:
+        s.close()
+    (data / "packs" / pack_name(second)).unlink()
+    node = Node(data, PACK_MAX)
+    await node.start()
+    try:
+        health = json.loads((await node.call("GET", "/v1/health"))[1])
+        assert health["packs_lost"] == [second] and health["packs_missing"] == 1
+        assert (await node.call("POST", "/v1/packs/lost/ack?packs=x"))[0] == 400
+        status, raw = await node.call("POST", f"/v1/packs/lost/ack?packs={second + 50}")
+        assert status == 200 and json.loads(raw)["acknowledged"] == []  # not one it reports
+        status, raw = await node.call("POST", f"/v1/packs/lost/ack?packs={second}")
+        print("ack:", status, raw)
+        assert status == 200 and json.loads(raw)["acknowledged"] == [second]
+        health = json.loads((await node.call("GET", "/v1/health"))[1])
+        assert health["packs_lost"] == [] and health["packs_missing"] == 0
+        assert health["pack_damage"] == 0
+    finally:
+        await node.stop()
+    again = PackStore(data, seal_bytes=BLOCK, reserve_bytes=0)
+    again.open()
+    try:
+        assert again.missing == [] and again.damage == []
+    finally:
+        again.close()

@@ -110,10 +110,10 @@ async def test_stopping_the_compactor_does_not_wait_out_a_paced_compaction(
 
 def test_a_reused_pack_number_lost_later_is_still_reported(tmp_path: Path) -> None:
     """`packs/dropped` keeps numbers above the newest pack a restart finds. When the newest
-    packs were lost (not detectable: no high-water mark), `open` reuses their numbers
-    (`_new_pack(seqs[-1] + 1)`), and a dropped mark left on a reused number hides the
-    later loss of the NEW pack under it, though later packs exist (the case packdrops
-    is for)."""
+    packs were lost, a dropped mark left on a number taken again would hide the later loss
+    of the NEW pack under it, though later packs exist (the case packdrops is for).
+    packs22: the newest packs' loss is seen (`packs/highest`) and no number is taken
+    again: new packs go above the highest made, and their later loss is reported."""
     from nodes import packformat as pf
     from nodes.packrecovery import pack_name
 
@@ -135,23 +135,25 @@ def test_a_reused_pack_number_lost_later_is_still_reported(tmp_path: Path) -> No
         assert last_sealed not in packs()
     finally:
         s.close()
-    for seq in packs():  # the packs above the dropped one lost (undetectable, known)
-        if seq > last_sealed:
-            (tmp_path / "packs" / pack_name(seq)).unlink()
+    lost_newest = [seq for seq in packs() if seq > last_sealed]
+    for seq in lost_newest:  # the packs above the dropped one lost
+        (tmp_path / "packs" / pack_name(seq)).unlink()
     s = PackStore(tmp_path, seal_bytes=seal, reserve_bytes=0)
     s.open()
     try:
-        for sid in sids[8:16]:  # the dropped number is written again, and later packs
+        assert s.missing == lost_newest
+        for sid in sids[8:16]:  # new packs, above every number made before
             asyncio.run(s.put(sid, [sid.encode() * 6]))
-        assert last_sealed in packs() and max(packs()) > last_sealed
+        assert last_sealed not in packs() and min(packs()) < max(lost_newest) < max(packs())
+        first_new = min(seq for seq in packs() if seq > max(lost_newest))
     finally:
         s.close()
-    (tmp_path / "packs" / pack_name(last_sealed)).unlink()  # now lost, later packs there
+    (tmp_path / "packs" / pack_name(first_new)).unlink()  # now lost, later packs there
     again = PackStore(tmp_path, seal_bytes=seal, reserve_bytes=0)
     again.open()
     try:
-        print("lost:", last_sealed, "packs:", packs(), "missing:", again.missing)
-        assert again.missing == [last_sealed]
+        print("lost:", first_new, "packs:", packs(), "missing:", again.missing)
+        assert again.missing == [*lost_newest, first_new]
     finally:
         again.close()
 

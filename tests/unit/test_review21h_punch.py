@@ -125,7 +125,8 @@ def test_an_unsure_mark_is_used_once_and_its_pack_gets_no_more_appends(
             m.setattr(packstore, "fsync_dir", _eio)  # no new pack: the marked one is last
             with pytest.raises(OSError):
                 asyncio.run(s.put(sid, [_body("v2")], replace=True))
-        assert s.unsure.load() == {seq: s.sizes[seq] - len(_body("v2")) - pf.OVERHEAD}
+        assert {q: m[:2] for q, m in s.unsure.load().items()} == {
+            seq: (s.sizes[seq] - len(_body("v2")) - pf.OVERHEAD, s.sizes[seq])}
     finally:
         s.close()
     assert max(int(p.stem, 16) for p in s.pack_dir.glob("*.pack")) == seq
@@ -290,3 +291,58 @@ def test_an_uncleared_unsure_mark_never_lands_on_a_new_pack(
         assert last.read(last.locate(later)) == _body("later")  # type: ignore[arg-type]
     finally:
         last.close()
+
+
+def test_a_stale_unsure_mark_after_a_downgrade_never_cuts_acknowledged_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """packs22: code from before `packs/unsure` ignores the mark and leaves it in place: a
+    node downgraded after a failed cut-back indexes the failed group and writes on after it
+    in that (newest) pack, acknowledged. Upgraded again, the mark no longer says where the
+    failed group is (records of later writes after it): it is dropped, never applied, so
+    those acknowledged records stay."""
+    sid, later = f"{7:032x}.1", f"{8:032x}.1"
+    s = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    s.open()
+    try:
+        asyncio.run(s.put(sid, [_body("v1")]))
+        seq = s._active
+        with monkeypatch.context() as m:
+            m.setattr(os, "ftruncate", _eio)
+            m.setattr(os, "fdatasync", _eio)
+            m.setattr(packstore, "fsync_dir", _eio)  # no new pack: the marked one is last
+            with pytest.raises(OSError):
+                asyncio.run(s.put(sid, [_body("v2")], replace=True))
+    finally:
+        s.close()
+    record = s.unsure.path.read_bytes()
+    s.unsure.path.unlink()  # the downgraded node: it never reads the mark (ignores it) ...
+    old = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    old.open()
+    try:
+        asyncio.run(old.put(later, [_body("later")]))  # ... and writes on in that pack
+        assert old.locate(later).seq == seq  # type: ignore[union-attr]
+    finally:
+        old.close()
+    s.unsure.path.write_bytes(record)  # ... and leaves the mark in place
+    new = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    new.open()
+    try:
+        loc = new.locate(later)
+        print("after the upgrade: later located at", loc, "quarantined:",
+              sorted(p.name for p in new.quarantine_dir.iterdir()))
+        assert loc is not None and new.read(loc) == _body("later")
+        assert not any(p.name.endswith(".unsure") for p in new.quarantine_dir.iterdir())
+        assert new.unsure.load() == {}
+    finally:
+        new.close()
+
+
+def test_a_first_format_unsure_mark_is_still_read(tmp_path: Path) -> None:
+    """packs22: a mark session 21 wrote (no end, no time) is still applied as before."""
+    from nodes.packunsure import _HEAD_1, Unsure, stale
+    from nodes.smallrecord import write_record
+    tmp_path.mkdir(exist_ok=True)
+    write_record(tmp_path / "unsure", _HEAD_1, b"3 100\n")
+    u = Unsure(tmp_path)
+    assert u.load() == {3: (100, None, None)}
+    assert not stale(lambda off, n: b"", 500, (100, None, None))
