@@ -442,9 +442,9 @@ class LeanFront(asyncio.BufferedProtocol):
         handler.connection_made(t)
         data = bytes(self._head[:self._have])
         self._have = 0
-        if data:
-            handler.data_received(data)
-        t.resume_reading()  # reading may have paused on a full head buffer
+        t.resume_reading()  # reading may have paused on a full head buffer; resumed before
+        if data:  # aiohttp sees the bytes: a pause it makes there (its queue of pipelined
+            handler.data_received(data)  # requests is full) must hold, or it never pauses again
 
     def _arm_idle(self) -> None:
         if self._idle is not None:

@@ -89,8 +89,11 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     "admin listener: 431 JSON), "
     "and a connection still sending one is closed. At least 8192 (AWS's own cap).",
     ("gateway", "header_timeout_s"): "A request's headers must be complete within this time "
-    "of their first byte (of the connection's opening, for its first request); protects "
-    "against clients that stall connections open.",
+    "of their first byte (of the connection's opening, for its first request); so must a "
+    "body read before its sender is known (a console login's, a POST upload's fields before "
+    "its file, an object-lock body a bucket policy's condition needs) and an admin request's "
+    "body, each whole within this time of its start; protects against clients that stall "
+    "connections open.",
     ("gateway", "shred_wait_s"): "Default waiting period before a tenant shred destroys its "
     "keys (a window to cancel); 0 shreds at once.",
     ("gateway", "cpu_threads"): "Threads for hashing, sealing and erasure coding. More uses "

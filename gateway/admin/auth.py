@@ -17,6 +17,7 @@ and `Origin` on every method). Every refusal there is 403.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -64,7 +65,8 @@ async def authenticate_admin(request: web.Request, cluster: Cluster,
     ak = claimed_key(request)
     token = request.cookies.get(COOKIE)
     if ak is None and token is not None and "Authorization" not in request.headers:
-        return await _session_admin(request, tenants, token)
+        return await _session_admin(request, tenants, token,
+                                    cluster.cfg.gateway.header_timeout_s)
     cred = await tenants.credential(ak) if ak else None
     try:
         auth = authenticate(request.method, request.raw_path, list(request.query.items()),
@@ -82,7 +84,7 @@ async def authenticate_admin(request: web.Request, cluster: Cluster,
     if auth.presigned:  # a week-long, replayable URL whose body nothing signs
         raise AdminError(403, "AccessDenied", "admin requests are signed in the "
                          "Authorization header, not in the query string")
-    body = await _read_body(request)
+    body = await _read_body(request, cluster.cfg.gateway.header_timeout_s)
     mode = auth.payload_mode
     if mode.startswith("sha256:"):
         if hashlib.sha256(body).hexdigest() != mode[7:]:
@@ -103,7 +105,7 @@ async def authenticate_admin(request: web.Request, cluster: Cluster,
 
 
 async def _session_admin(request: web.Request, tenants: TenantService,
-                         token: str) -> tuple[Credential, bytes]:
+                         token: str, within_s: float) -> tuple[Credential, bytes]:
     """The admin credential a console session acts as, after the session and CSRF checks."""
     store = request.app.get(SESSIONS)
     session = store.find(token, touch=False) if store is not None else None
@@ -124,7 +126,7 @@ async def _session_admin(request: web.Request, tenants: TenantService,
                          "longer an active admin key; log in again")
     assert store is not None
     store.touch(session)
-    return cred, await _read_body(request)
+    return cred, await _read_body(request, within_s)
 
 
 def claimed_key(request: web.Request) -> str | None:
@@ -137,7 +139,22 @@ def claimed_key(request: web.Request) -> str | None:
     return cred.split("/", 1)[0] if cred else None
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def _read_body(request: web.Request, within_s: float) -> bytes:
+    """The whole body (at most MAX_BODY_BYTES), within `within_s` (`[gateway]
+    header_timeout_s`) in all: a console login's body is read before anyone is known, and
+    one byte per few seconds held its connection and task for as long as the client liked.
+    Past the deadline 408 RequestTimeout, and the connection closes."""
+    try:
+        async with asyncio.timeout(within_s):
+            return await _read_whole(request)
+    except TimeoutError:
+        request.content.feed_eof()  # read no more of it: the connection ends after the answer
+        request.protocol.close()  # type: ignore[union-attr]
+        raise AdminError(408, "RequestTimeout", f"the body did not arrive within {within_s:g} "
+                         "s") from None
+
+
+async def _read_whole(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise AdminError(413, "EntityTooLarge", f"admin bodies are at most {MAX_BODY_BYTES} bytes")
     out = bytearray()

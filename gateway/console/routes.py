@@ -112,7 +112,8 @@ class ConsoleRoutes:
         if request.content_type != "application/json":
             return _error(415, "UnsupportedMediaType", "log in with a JSON body")
         try:
-            body = jsondoc.loads(await _read_body(request))
+            body = jsondoc.loads(await _read_body(
+                request, self.cluster.cfg.gateway.header_timeout_s))
         except AdminError as exc:
             return _error(exc.status, exc.code, exc.message)
         except ValueError:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -86,6 +86,29 @@ def operation_name(op: str, method: str) -> str:
         resource = "".join("_" + c if c.isupper() and i else c
                            for i, c in enumerate(name)).upper() or "UNKNOWN"
     return f"REST.{method.upper()}.{resource}"
+
+
+SIGNATURE_PARAMS = frozenset({"x-amz-signature", "signature"})  # SigV4's and SigV2's, lowered
+WITHHELD = "REDACTED"
+
+
+def logged_target(raw_path: str) -> str:
+    """The request target as the log shows it: a query-string signature's value withheld.
+
+    A presigned URL's signature is a credential until the URL expires (up to 7 days), and a
+    log target may be another tenant's bucket; AWS redacts X-Amz-Signature in server access
+    logs. Names are compared decoded and without case (`X-Amz-Signatur%65` is the same
+    parameter to the query parser); everything else stays as sent."""
+    path, sep, query = raw_path.partition("?")
+    if not sep:
+        return raw_path
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and unquote(name).lower() in SIGNATURE_PARAMS:
+            part = f"{name}={WITHHELD}"
+        parts.append(part)
+    return f"{path}?{'&'.join(parts)}"
 
 
 def _signature(request: web.Request) -> tuple[str, str]:
@@ -168,7 +191,7 @@ def _record(request: web.Request, resp: web.StreamResponse, ep: Endpoint, starte
         request_id=request.get(REQUEST_ID, "-"),
         operation=operation_name(ep.op, request.method),
         key=quote(ep.key, safe="/") if ep.key is not None else "-",
-        request_uri=f"{request.method} {request.raw_path} "
+        request_uri=f"{request.method} {logged_target(request.raw_path)} "
                     f"HTTP/{request.version.major}.{request.version.minor}",
         status=resp.status, error_code=request.get(ERROR_CODE) or "-",
         bytes_sent=sent, object_size=_object_size(request, resp, ep.op),

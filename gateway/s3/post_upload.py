@@ -15,6 +15,7 @@ Lock fields checked and applied as PutObject's headers are).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -34,6 +35,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.s3 import authz, checksums, sse
 from gateway.s3.body import content_md5_hex
+from gateway.s3.bodyrecv import cut_stalled
 from gateway.s3.errors import S3Error, xml_document
 from gateway.s3.handlers import S3Request
 from gateway.s3.handlers.access import write_acl
@@ -281,7 +283,13 @@ async def serve(cluster: Cluster, cfg: GatewayConfig, request: web.Request, ep: 
                 rid: str, b: Bucket | None) -> web.StreamResponse:
     """Handle one POST upload end to end (authenticate, authorize, store, answer); `b` is
     the bucket's record, read once by the request pipeline (None: no such bucket)."""
-    fields, part, filename = await _read_fields(request)
+    try:  # the fields before the file are read before anyone is known: whole within the
+        # head's deadline again (1 byte per idle limit held a connection for hours)
+        async with asyncio.timeout(cfg.header_timeout_s):
+            fields, part, filename = await _read_fields(request)
+    except TimeoutError:
+        cut_stalled(request)  # its rest is not waited for: the connection ends
+        raise S3Error("RequestTimeout") from None
     creds: dict[str, Any] = {}
 
     async def lookup(ak: str) -> None:

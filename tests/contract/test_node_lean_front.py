@@ -200,6 +200,7 @@ TIGHT = ("import runpy, socket, sys; import nodes.leanput as lean; lean.KEEPALIV
          "lean.BODY_BUDGET.limit = 600_000; made = lean.LeanFront.connection_made\n"
          "def small(self, t):\n"
          "    t.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)\n"
+         "    t.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)\n"
          "    made(self, t)\n"
          "lean.LeanFront.connection_made = small; sys.argv = ['nodes', *sys.argv[1:]]; "
          "runpy.run_module('nodes', run_name='__main__', alter_sys=True)")
@@ -212,7 +213,8 @@ def tight(tmp_path_factory: pytest.TempPathFactory,
     aiohttp took over 2 s, and buffers at most 600,000 bytes of bodies at once (the
     defaults are 75 s, 20 s and 64 MiB), its connections'
     kernel send buffers small (loopback's grow to 4 MiB: a client not reading would have to
-    leave ~16,000 answers unread before the node's own buffer filled)."""
+    leave ~16,000 answers unread before the node's own buffer filled) and receive buffers
+    (64 KiB: what a node that stopped reading still takes is small and known)."""
     import subprocess
     import sys
 
@@ -374,3 +376,32 @@ async def test_a_replayed_put_is_refused_by_the_lean_front(node: Node) -> None:
     assert 201 in [r["status"] for r in lines if r.get("front") == "lean"]
     for c in conns:
         c.writer.close()
+
+
+def test_pipelined_requests_handed_to_aiohttp_stop_the_reading(tight: Node) -> None:
+    """aiohttp stops reading a connection once 32 requests wait in its queue; the hand-off
+    resumed reading after giving aiohttp the first bytes, undoing such a pause for good, so
+    a peer pipelining requests and reading no answer had the node read and hold all it sent
+    (unauthenticated: 17 MB held per connection on `tessera up`'s nodes, 16 connections took
+    one node from 60 to 318 MB). Now the node stops reading: the kernel's buffers (64 KiB
+    here) and aiohttp's queue are all a client can fill."""
+    import select
+    import socket
+
+    wire = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * 250_000  # 8.25 MB, each answered 401
+    sock = socket.create_connection((tight.host, tight.port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sock.setblocking(False)
+        sent = 0
+        while sent < len(wire):
+            try:
+                sent += sock.send(wire[sent:sent + 65536])
+            except BlockingIOError:  # the node took nothing more for 2 s: it stopped reading
+                if not select.select([], [sock], [], 2.0)[1]:
+                    break
+            except OSError:  # or it closed the connection: it read no more either
+                break
+    finally:
+        sock.close()
+    assert sent < 2_000_000, f"the node read {sent} bytes of requests it had not served"

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import socket
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -206,8 +207,20 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
         {"Key": "copy"}, {"Key": "shared"}]})["ResponseMetadata"]["RequestId"]
     ids["list"] = s3.list_objects_v2(Bucket=src, Prefix="dir/")["ResponseMetadata"][
         "RequestId"]
+    signed: dict[str, str] = {}  # presigned URLs' signatures: SigV4's, then SigV2's
+    for name, version, field in (("v4", "s3v4", "X-Amz-Signature="), ("v2", "s3", "Signature=")):
+        url = logged.client(signature_version=version).generate_presigned_url(
+            "get_object", Params={"Bucket": src, "Key": "dir/a b.txt"}, ExpiresIn=600)
+        signed[name] = url.split(field, 1)[1].split("&", 1)[0]
+        with urllib.request.urlopen(url) as r:
+            assert r.read() == b"hello"
+            ids[name] = r.headers["x-amz-request-id"]
     recs = _records_for(s3, dst, "log/", list(ids.values()))
     assert before not in recs  # requests before logging was enabled are not logged
+    for name, field in (("v4", "X-Amz-Signature="), ("v2", "Signature=")):
+        uri = recs[ids[name]][0][8]  # anyone who reads the log could replay the URL
+        assert signed[name] not in uri and f"{field}REDACTED" in uri, uri
+        assert "Expires=" in uri and recs[ids[name]][0][21] == "QueryString"
     owner_id = s3.get_bucket_acl(Bucket=src)["Owner"]["ID"]
     other_id = other.get_bucket_acl(Bucket=_bucket(other, "al-who"))["Owner"]["ID"]
     now = datetime.now(UTC)
