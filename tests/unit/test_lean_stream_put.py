@@ -20,7 +20,7 @@ from nodes.directio import BUFFER_BYTES
 from nodes.handlers import NODE, ApiError
 from nodes.leanput import LeanListener
 from nodes.leanstream import BATCH_BUFS, MAX_BUFS, BodyStream
-from nodes.packdrops import DROPS_NAME
+from nodes.packdrops import DROPS_NAME, HIGHEST_NAME
 from nodes.packreserve import RESERVE_NAME
 from nodes.shardwrite import ShardWriter
 from storage.shards.auth import TRAILER_BYTES, seal, sign
@@ -101,12 +101,13 @@ async def get(node: Served, sid: str) -> bytes:
 def files(root: Path) -> list[str]:
     """Every regular file below `root` but the replay watermark, an empty pack (a packing
     node opens one at start; a record committed to it would show), the packs' reserve
-    (`nodes.packreserve`, made at start) and the record of dropped packs (`nodes.packdrops`,
-    made at start): what PUTs left behind."""
+    (`nodes.packreserve`, made at start) and the records of dropped packs and of the highest
+    pack number (`nodes.packdrops`, made at start): what PUTs left behind."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
                   if p.is_file() and not p.name.startswith("replay-watermark")
                   and not (p.parent.name == "packs" and (p.stat().st_size == 0
-                                                         or p.name in (RESERVE_NAME, DROPS_NAME))))
+                                                         or p.name in (RESERVE_NAME, DROPS_NAME,
+                                                                      HIGHEST_NAME))))
 
 
 async def test_a_large_put_is_streamed_from_aligned_buffers_in_batches(
