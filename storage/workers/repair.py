@@ -166,6 +166,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         self._unpaced = False  # a node returned: its pass runs at full speed
         self._pass_health: dict[str, int] = {}
         self._pass_started = 0.0
+        self._pass_unknown: set[str] = set()  # nodes a shard of this pass was unknown on
         self._volume_stripes: set[bytes] | None = None
         self._orphan_watch = OrphanWatch()
         self._quarantine_since: dict[str, float] = {}
@@ -421,6 +422,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
         """One bounded step of the background sweep; True while a pass is in progress."""
         if self._sweep_cursor == space(STRIPE)[0]:
             self._pass_started = time.time()
+            self._pass_unknown = set()
             self._volume_stripes = await volume_stripes(self._meta)
             stale = time.monotonic() - FRESH_S
             self._fresh = {k: v for k, v in self._fresh.items() if v[0] >= stale}
@@ -439,6 +441,7 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
                 if not isinstance(man, Manifest) or not man.part.size:
                     return
                 a = await self.assess(man.part)
+                self._pass_unknown.update(a.unknown.values())  # not checked there
                 n = str(len(a.healthy) + len(a.unknown))
                 self._pass_health[n] = self._pass_health.get(n, 0) + 1
                 self.stats.sweep_checked += 1
@@ -460,8 +463,10 @@ class RepairWorker(ShardWorker[RepairStats], RepairAssessor, RepairBatches,
             self.stats.sweep_passes += 1
             self.stats.last_sweep_start = self._pass_started
             self.stats.last_sweep_end = time.time()
-            await clear_repaired_losses(self._meta, self._client, self._health.usable(),
-                                        self._pass_started)
+            await clear_repaired_losses(  # not a node this pass could not check whole
+                self._meta, self._client,
+                [n for n in self._health.usable() if n.id not in self._pass_unknown],
+                self._pass_started)
             self.stats.last_pass_health = dict(self._pass_health)
             self._pass_health = {}
             paced = self._paced(len(items))
