@@ -123,15 +123,21 @@ async def _version_manifest(meta: MetadataStore, bucket: str, key: str,
                             match: Callable[[ObjectVersion], bool], stripe_id: bytes,
                             state: str) -> Manifest | str:
     """The manifest of a stripe of the version of `bucket`/`key` that `match` picks."""
-    # each record decoded once (one of thousands of parts takes milliseconds: this runs for
-    # each of its stripes)
     found: list[tuple[Item, ObjectVersion]] = []
+
+    def take(it: Item) -> None:
+        """Keep `it` if it is the version sought: each record decoded once (one of thousands
+        of parts takes milliseconds: this runs for each of its stripes), and only the
+        matching ones kept decoded (a key's other versions, up to 100,000, are not)."""
+        v = ObjectVersion.decode(it.value)
+        if match(v):
+            found.append((it, v))
+
     cur = await meta.get(object_key(bucket, key))
     if cur is not None:
-        found.append((cur, ObjectVersion.decode(cur.value)))
+        take(cur)
     for it in await meta.range(*span(version_prefix(bucket, key)), limit=100000):
-        found.append((it, ObjectVersion.decode(it.value)))
-    found = [(it, v) for it, v in found if match(v)]
+        take(it)
     items = [it for it, _ in found]
     for _, v in found:
         parts = v.parts if state == "live" else restored_parts(v)
