@@ -17,7 +17,9 @@ Bytes = bytes | bytearray | memoryview
 
 class Md5:
     """hashlib.md5's interface (update, digest, hexdigest, copy): `digest` may be asked
-    any number of times and `update` may follow it, as with hashlib."""
+    any number of times and `update` may follow it, as with hashlib. One thread at a time
+    (unlike hashlib's, a second thread gets RuntimeError, not a wait): every body's hasher
+    is fed by one task or thread in turn."""
 
     __slots__ = ("_h",)
     name = "md5"
