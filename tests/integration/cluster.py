@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.config import Config as BotoConfig
 
+from ops.botoconfig import no_retries
 from ops.envfile import read_env
 from ops.localports import free_port
 from storage.keyspace import object_key
@@ -201,7 +201,7 @@ class LocalCluster:
             "s3", endpoint_url=self.endpoint, aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region_name=self.env["AWS_DEFAULT_REGION"],
-            config=BotoConfig(retries={"max_attempts": 1}, **config))
+            config=no_retries(**config))
 
     def cli_env(self) -> dict[str, str]:
         """An environment for the aws CLI against this cluster: the process environment
@@ -228,8 +228,7 @@ class LocalCluster:
                             aws_access_key_id=cred["access_key_id"],
                             aws_secret_access_key=cred["secret_access_key"],
                             region_name="us-east-1",
-                            config=BotoConfig(retries={"max_attempts": 1},
-                                              signature_version="s3v4"))
+                            config=no_retries(signature_version="s3v4"))
 
     def pid(self, name: str) -> int:
         return int((self.data / "run" / f"{name}.pid").read_text())
