@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -202,6 +203,16 @@ class LocalCluster:
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region_name=self.env["AWS_DEFAULT_REGION"],
             config=no_retries(**config))
+
+    def server_errors(self) -> int:
+        """The 5xx answers the gateway counted so far (every worker's, summed by worker 0):
+        a client that retries whatever it is told (rclone: its SDK and its pacer) hides a
+        5xx it retried, and a test compares this before and after instead."""
+        with urllib.request.urlopen(self.env["TESSERA_ADMIN_URL"] + "/metrics",  # noqa: S310
+                                    timeout=30) as r:
+            text = r.read().decode()
+        return sum(int(float(m[1])) for m in re.finditer(
+            r'^tessera_s3_requests_total\{[^}]*status="5\d\d"[^}]*\} (\S+)$', text, re.M))
 
     def cli_env(self) -> dict[str, str]:
         """An environment for the aws CLI against this cluster: the process environment
