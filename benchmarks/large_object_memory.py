@@ -31,6 +31,10 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ops.botoconfig import no_retries  # noqa: E402  (no retries: each error is counted)
+
 MiB = 1024 * 1024
 BUCKET = "large-object-bench"
 KEY = "big/object.bin"
@@ -112,13 +116,11 @@ def run(endpoint: str, env: dict[str, str], data: Path, size: int, part: int,
         threads: int) -> dict:
     import boto3
     from boto3.s3.transfer import TransferConfig
-    from botocore.config import Config
 
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                       aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
                       region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
-                      config=Config(retries={"max_attempts": 1}, max_pool_connections=threads,
-                                    read_timeout=300))
+                      config=no_retries(max_pool_connections=threads, read_timeout=300))
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
     pid = int((data / "run" / "gateway.pid").read_text())
@@ -130,7 +132,10 @@ def run(endpoint: str, env: dict[str, str], data: Path, size: int, part: int,
                          max_concurrency=threads, use_threads=True)
     with RssSampler(pid) as rss:
         t0 = time.perf_counter()
-        s3.upload_fileobj(io.BufferedReader(src, buffer_size=MiB), BUCKET, KEY, Config=cfg)
+        try:  # one attempt per request: a failed part is an error, not a hidden retry
+            s3.upload_fileobj(io.BufferedReader(src, buffer_size=MiB), BUCKET, KEY, Config=cfg)
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            return out | {"errors": 1, "first_error": str(exc)[:300], "data_ok": False}
         put_s = time.perf_counter() - t0
     out |= {"put_mb_s": round(size / MiB / put_s, 1), "put_s": round(put_s, 1),
             "put_gateway_peak_rss_mib": round(rss.peak / MiB, 1), "put_samples": rss.samples}
@@ -139,14 +144,18 @@ def run(endpoint: str, env: dict[str, str], data: Path, size: int, part: int,
     n = 0
     with RssSampler(pid) as rss:
         t0 = time.perf_counter()
-        body = s3.get_object(Bucket=BUCKET, Key=KEY)["Body"]
-        for chunk in body.iter_chunks(MiB):
-            got.update(chunk)
-            n += len(chunk)
+        try:
+            body = s3.get_object(Bucket=BUCKET, Key=KEY)["Body"]
+            for chunk in body.iter_chunks(MiB):
+                got.update(chunk)
+                n += len(chunk)
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            out |= {"errors": 1, "first_error": str(exc)[:300]}
         get_s = time.perf_counter() - t0
     out |= {"get_mb_s": round(size / MiB / get_s, 1), "get_s": round(get_s, 1),
             "get_gateway_peak_rss_mib": round(rss.peak / MiB, 1), "get_samples": rss.samples,
             "data_ok": n == size and got.digest() == src.sha.digest()}
+    out.setdefault("errors", 0)
     s3.delete_object(Bucket=BUCKET, Key=KEY)
     return out
 
@@ -167,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         r = run(a.endpoint, dict(os.environ), a.data, size, part, a.threads)
     else:
-        sys.path.insert(0, str(ROOT))
         from tests.integration.cluster import LocalCluster
 
         with tempfile.TemporaryDirectory(prefix="tessera-bigobj-") as tmp:

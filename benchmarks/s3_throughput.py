@@ -35,6 +35,10 @@ from urllib.parse import quote, urlsplit
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ops.botoconfig import no_retries  # noqa: E402  (no retries: each error is counted)
+
 KiB, MiB = 1024, 1024 * 1024
 
 
@@ -132,13 +136,12 @@ class RssSampler:
 
 def boto3_client(endpoint: str, creds: dict[str, str], pool: int):
     import boto3
-    from botocore.config import Config
 
-    cfg = Config(signature_version="s3v4", retries={"max_attempts": 1},
-                 s3={"addressing_style": "path", "payload_signing_enabled": False},
-                 max_pool_connections=max(10, pool), read_timeout=300,
-                 request_checksum_calculation="when_required",
-                 response_checksum_validation="when_required")
+    cfg = no_retries(signature_version="s3v4",
+                     s3={"addressing_style": "path", "payload_signing_enabled": False},
+                     max_pool_connections=max(10, pool), read_timeout=300,
+                     request_checksum_calculation="when_required",
+                     response_checksum_validation="when_required")
     return boto3.client("s3", endpoint_url=endpoint, region_name=creds["region"],
                         aws_access_key_id=creds["access_key"],
                         aws_secret_access_key=creds["secret_key"], config=cfg)
@@ -387,7 +390,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         results = run(a, a.endpoint, creds, a.data)
     else:
-        sys.path.insert(0, str(ROOT))
         from tests.integration.cluster import LocalCluster
 
         with tempfile.TemporaryDirectory(prefix="tessera-bench-") as tmp:

@@ -181,19 +181,20 @@ class ChaosCluster:
 
     def s3(self, attempts: int = 0) -> Any:
         """A boto3 client; `attempts` > 0: retries as the SDKs' standard mode does (503s
-        included) up to that many attempts in all, else one retry at most (botocore's
-        `max_attempts` counts retries, `total_max_attempts` every attempt)."""
+        included) up to that many attempts in all, else none: one attempt, every answer seen
+        (botocore's `max_attempts` counts retries, `total_max_attempts` every attempt)."""
         import boto3
         from botocore.config import Config as BotoConfig
 
-        retries: dict[str, Any] = ({"total_max_attempts": attempts, "mode": "standard"} if attempts
-                                   else {"max_attempts": 1})
+        from ops.botoconfig import no_retries
+
+        limits: dict[str, Any] = {"connect_timeout": 3, "read_timeout": 20}
+        config = (BotoConfig(retries={"total_max_attempts": attempts, "mode": "standard"},
+                             **limits) if attempts else no_retries(**limits))
         return boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"],
                             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
-                            region_name=self.env["AWS_DEFAULT_REGION"],
-                            config=BotoConfig(retries=retries, connect_timeout=3,
-                                              read_timeout=20))
+                            region_name=self.env["AWS_DEFAULT_REGION"], config=config)
 
     def status(self) -> dict[str, Any]:
         from ops.admincli import admin_request

@@ -13,12 +13,12 @@ from typing import Any
 
 import boto3
 from aiohttp import web
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from gateway.app import s3_runner
 from gateway.metrics import Metrics
 from gateway.s3.server import S3Server
+from ops.botoconfig import no_retries
 from ops.localports import free_port
 from storage.cluster import Cluster
 from storage.config import Config, config_from_mapping
@@ -68,8 +68,7 @@ async def served_s3(cluster: Cluster, cfg: Config, access_key: str,
         yield boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
                            aws_access_key_id=access_key, aws_secret_access_key=secret_key,
                            region_name="us-east-1",
-                           config=BotoConfig(retries={"max_attempts": 1},
-                                             s3={"addressing_style": "path"}))
+                           config=no_retries(s3={"addressing_style": "path"}))
     finally:
         await runner.cleanup()
 

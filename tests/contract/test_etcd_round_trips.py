@@ -34,10 +34,10 @@ import pytest
 from botocore import UNSIGNED
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from ops.botoconfig import no_retries
 from storage import tenants as tenants_mod
 from storage.buckets import BucketService
 from storage.cluster import Cluster
@@ -330,7 +330,7 @@ async def test_round_trips_per_anonymous_head_and_get(gateway: tuple[Any, Record
         await asyncio.to_thread(s3.put_bucket_policy, Bucket=name, Policy=json.dumps(public))
         await asyncio.to_thread(s3.put_object, Bucket=name, Key="p", Body=b"x" * 4096)
         anon = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
-                            config=Config(signature_version=UNSIGNED))
+                            config=no_retries(signature_version=UNSIGNED))
         await asyncio.to_thread(lambda: anon.get_object(Bucket=name, Key="p")["Body"].read())
         await asyncio.to_thread(anon.head_object, Bucket=name, Key="p")  # (warm caches)
         calls, trips = await _measure(store, anon.head_object, Bucket=name, Key="p")

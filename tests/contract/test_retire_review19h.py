@@ -16,9 +16,9 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from ops.botoconfig import no_retries
 from storage import multipart as mp
 from storage import retiring
 from storage.cluster import Cluster
@@ -84,8 +84,7 @@ async def test_unsigned_payload_and_content_md5_on_completion(
     unsigned = boto3.client(
         "s3", endpoint_url=s3.meta.endpoint_url, aws_access_key_id=creds.access_key,
         aws_secret_access_key=creds.secret_key, region_name="us-east-1",
-        config=BotoConfig(retries={"max_attempts": 1},
-                          s3={"addressing_style": "path", "payload_signing_enabled": False}))
+        config=no_retries(s3={"addressing_style": "path", "payload_signing_enabled": False}))
     seen: list[bytes] = []
 
     def note(request: Any, **_: Any) -> None:

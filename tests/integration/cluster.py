@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.config import Config as BotoConfig
 
+from ops.botoconfig import no_retries
 from ops.envfile import read_env
 from ops.localports import free_port
 from storage.keyspace import object_key
@@ -201,7 +202,17 @@ class LocalCluster:
             "s3", endpoint_url=self.endpoint, aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region_name=self.env["AWS_DEFAULT_REGION"],
-            config=BotoConfig(retries={"max_attempts": 1}, **config))
+            config=no_retries(**config))
+
+    def server_errors(self) -> int:
+        """The 5xx answers the gateway counted so far (every worker's, summed by worker 0):
+        a client that retries whatever it is told (rclone: its SDK and its pacer) hides a
+        5xx it retried, and a test compares this before and after instead."""
+        with urllib.request.urlopen(self.env["TESSERA_ADMIN_URL"] + "/metrics",  # noqa: S310
+                                    timeout=30) as r:
+            text = r.read().decode()
+        return sum(int(float(m[1])) for m in re.finditer(
+            r'^tessera_s3_requests_total\{[^}]*status="5\d\d"[^}]*\} (\S+)$', text, re.M))
 
     def cli_env(self) -> dict[str, str]:
         """An environment for the aws CLI against this cluster: the process environment
@@ -228,8 +239,7 @@ class LocalCluster:
                             aws_access_key_id=cred["access_key_id"],
                             aws_secret_access_key=cred["secret_access_key"],
                             region_name="us-east-1",
-                            config=BotoConfig(retries={"max_attempts": 1},
-                                              signature_version="s3v4"))
+                            config=no_retries(signature_version="s3v4"))
 
     def pid(self, name: str) -> int:
         return int((self.data / "run" / f"{name}.pid").read_text())

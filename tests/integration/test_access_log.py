@@ -18,9 +18,9 @@ from unittest.mock import ANY
 import boto3
 import pytest
 from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from ops.botoconfig import no_retries
 from tests.integration.cluster import LocalCluster, wait_for
 
 FLUSH_S = "1"
@@ -194,7 +194,7 @@ def test_log_objects_hold_every_request_in_aws_format(s3: Any, logged: LocalClus
     ids["missing"] = _err(s3.get_object, Bucket=src, Key="nope")[2]["ResponseMetadata"][
         "RequestId"]
     anon = boto3.client("s3", endpoint_url=logged.endpoint, region_name="us-east-1",
-                        config=BotoConfig(signature_version=UNSIGNED))
+                        config=no_retries(signature_version=UNSIGNED))
     ids["anon"] = _err(anon.get_object, Bucket=src, Key="dir/a b.txt")[2][
         "ResponseMetadata"]["RequestId"]
     ids["foreign"] = _err(other.get_object, Bucket=src, Key="dir/a b.txt")[2][

@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ops.admincli import admin_request
+from ops.botoconfig import no_retries
 from storage.shards.format import HEADER_BYTES, ShardHeader
 from tests.integration.archive_model import run_model
 from tests.integration.cluster import LocalCluster, wait_for
@@ -488,7 +489,7 @@ def test_rotation_rewraps_a_restored_copys_key(arch: LocalCluster) -> None:
     cred = admin_request("POST", "/keys", {"tenant": name}, env=arch.env)
     s3 = boto3.client("s3", endpoint_url=arch.endpoint, region_name="us-east-1",
                       aws_access_key_id=cred["access_key_id"],
-                      aws_secret_access_key=cred["secret_access_key"])
+                      aws_secret_access_key=cred["secret_access_key"], config=no_retries())
     s3.create_bucket(Bucket=name)
     data = random.Random(11).randbytes(200_000)
     s3.put_object(Bucket=name, Key="cold", Body=data, StorageClass="GLACIER")

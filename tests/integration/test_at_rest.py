@@ -18,10 +18,10 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from ops.admincli import admin_request
+from ops.botoconfig import no_retries
 from storage.keyspace import tenant_key
 from storage.records import Tenant
 from tests.held_shards import HeldShard
@@ -37,7 +37,7 @@ def new_tenant(cluster: LocalCluster, prefix: str) -> tuple[str, Any, dict[str, 
     s3 = boto3.client("s3", endpoint_url=cluster.endpoint,
                       aws_access_key_id=cred["access_key_id"],
                       aws_secret_access_key=cred["secret_access_key"], region_name="us-east-1",
-                      config=BotoConfig(retries={"max_attempts": 1}))
+                      config=no_retries())
     return name, s3, cred
 
 
@@ -64,7 +64,8 @@ def test_known_plaintext_and_secrets_appear_nowhere(cluster: LocalCluster,
     assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == big
     # A failed request with the secret in it must not leak it to the logs either.
     bad = boto3.client("s3", endpoint_url=cluster.endpoint, aws_access_key_id="NOPE",
-                       aws_secret_access_key=cred["secret_access_key"], region_name="us-east-1")
+                       aws_secret_access_key=cred["secret_access_key"], region_name="us-east-1",
+                       config=no_retries())
     with pytest.raises(ClientError):
         bad.list_objects_v2(Bucket=bucket)
     needles = [MARKER, cred["secret_access_key"].encode(), ckey,

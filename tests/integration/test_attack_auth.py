@@ -21,6 +21,7 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 
 from gateway.s3.sigv4_sign import sign_headers
+from ops.botoconfig import no_retries
 from storage.shards.auth import sign
 from tests.integration.cluster import LocalCluster
 from tests.integration.tenant_pair import new_bucket, policy, refusal, two_tenants
@@ -231,8 +232,7 @@ def test_a_session_token_is_invalid_token_not_ignored(w: dict[str, Any]) -> None
         c = boto3.client("s3", endpoint_url=w["endpoint"], aws_access_key_id=ak,
                          aws_secret_access_key=sk, aws_session_token="not-a-token",
                          region_name="us-east-1",
-                         config=BotoConfig(signature_version=version,
-                                           retries={"max_attempts": 1}))
+                         config=no_retries(signature_version=version))
         assert refusal(lambda c=c: c.get_object(Bucket=bucket, Key="k")) == (
             400, "InvalidToken")
         assert refusal(lambda c=c: c.put_object(Bucket=bucket, Key="t", Body=b"y")) == (
@@ -283,7 +283,7 @@ def test_a_credential_scoped_to_another_region_is_refused(w: dict[str, Any],
     other = "eu-west-3" if ours != "eu-west-3" else "us-west-2"
     c = boto3.client("s3", endpoint_url=w["endpoint"], aws_access_key_id=ak,
                      aws_secret_access_key=sk, region_name=other,
-                     config=BotoConfig(signature_version="s3v4", retries={"max_attempts": 1}))
+                     config=no_retries(signature_version="s3v4"))
     url = f"{w['endpoint']}/{bucket}"
     r = requests.get(url, headers=sign_headers("GET", url, {}, b"", ak, sk, region=other),
                      timeout=30)
@@ -316,7 +316,7 @@ def test_an_sdk_signing_for_another_region_is_sent_to_the_gateways(w: dict[str, 
     other = "eu-west-3" if ours != "eu-west-3" else "us-west-2"
     for op in ("head_object", "head_bucket"):
         c = boto3.client("s3", endpoint_url=w["endpoint"], aws_access_key_id=ak,
-                         aws_secret_access_key=sk, region_name=other)
+                         aws_secret_access_key=sk, region_name=other, config=no_retries())
         r = (c.head_object(Bucket=bucket, Key="k") if op == "head_object"
              else c.head_bucket(Bucket=bucket))
         assert r["ResponseMetadata"]["HTTPStatusCode"] == 200, (op, r)

@@ -49,7 +49,12 @@ def rclone(cluster: LocalCluster, tmp_path: Path):
             raise AssertionError(f"rclone {' '.join(args)} -> {p.returncode}\n{p.stderr}")
         return p
 
-    return run
+    # rclone retries a 5xx whatever RCLONE_*RETRIES say (1.60: aws-sdk-go's MaxRetries is
+    # --low-level-retries, which counts retries, and its pacer retries 500/503 once more):
+    # the gateway's own count shows a failure rclone hid.
+    errors = cluster.server_errors()
+    yield run
+    assert cluster.server_errors() == errors, "the gateway answered 5xx (rclone retried)"
 
 
 def _tree(root: Path, files: dict[str, bytes]) -> None:

@@ -33,14 +33,15 @@ def s3cmd(cluster: LocalCluster, tmp_path: Path):
         "use_https = False\n"
         "signature_v2 = False\n"
         "multipart_chunk_size_mb = 5\n"
-        "max_retries = 1\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
 
     def run(*args: str) -> str:
         p = subprocess.run(["s3cmd", "-c", str(cfg), *args], env=env, capture_output=True,
                            text=True, timeout=120)
-        if p.returncode != 0:
+        # s3cmd 2.x retries a failed request up to 5 times whatever its config says (its
+        # `max_retries` key is not read): a retry it warns of is a failure it hid.
+        if p.returncode != 0 or "Retrying" in p.stderr or "failed:" in p.stderr:
             raise AssertionError(f"s3cmd {' '.join(args)} -> {p.returncode}\n"
                                  f"{p.stdout}\n{p.stderr}")
         return p.stdout

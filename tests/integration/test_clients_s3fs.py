@@ -20,7 +20,8 @@ def fs(cluster: LocalCluster):
         key=cluster.env["AWS_ACCESS_KEY_ID"], secret=cluster.env["AWS_SECRET_ACCESS_KEY"],
         endpoint_url=cluster.endpoint, skip_instance_cache=True, use_listings_cache=False,
         client_kwargs={"region_name": cluster.env["AWS_DEFAULT_REGION"]},
-        config_kwargs={"retries": {"max_attempts": 1}})
+        config_kwargs={"retries": {"total_max_attempts": 1}})
+    fs.retries = 1  # s3fs's own loop around each call: attempts in all, 1 = no retry
     yield fs
 
 

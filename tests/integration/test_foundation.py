@@ -28,6 +28,7 @@ import psutil
 import pytest
 from botocore.exceptions import ClientError
 
+from ops.botoconfig import no_retries
 from tests.integration.cluster import LocalCluster, files_holding
 
 MiB = 1024 * 1024
@@ -323,7 +324,7 @@ def test_error_shapes(cluster: LocalCluster, stored: dict[str, Body]) -> None:
     bad = boto3.client("s3", endpoint_url=cluster.endpoint,
                        aws_access_key_id=cluster.env["AWS_ACCESS_KEY_ID"],
                        aws_secret_access_key="wrong" + cluster.env["AWS_SECRET_ACCESS_KEY"],
-                       region_name=cluster.env["AWS_DEFAULT_REGION"])
+                       region_name=cluster.env["AWS_DEFAULT_REGION"], config=no_retries())
     code, status, r = error_of(bad.get_object, Bucket=BUCKET, Key="obj/1")
     assert (code, status) == ("SignatureDoesNotMatch", 403)
     assert r["ResponseMetadata"]["RequestId"]
@@ -331,7 +332,8 @@ def test_error_shapes(cluster: LocalCluster, stored: dict[str, Body]) -> None:
     assert (code, status) == ("SignatureDoesNotMatch", 403)
     unknown = boto3.client("s3", endpoint_url=cluster.endpoint, aws_access_key_id="AKIANOSUCHKEY",
                            aws_secret_access_key="x" * 40,
-                           region_name=cluster.env["AWS_DEFAULT_REGION"])
+                           region_name=cluster.env["AWS_DEFAULT_REGION"],
+                           config=no_retries())
     code, status, _ = error_of(unknown.list_buckets)
     assert (code, status) == ("InvalidAccessKeyId", 403)
     code, status, r = error_of(s3.delete_bucket, Bucket=BUCKET)

@@ -17,10 +17,10 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from ops.admincli import CliError, admin_request
+from ops.botoconfig import no_retries
 from storage.crypto import keys
 from storage.crypto.aead import KEY_BYTES
 from storage.datakeys import identity
@@ -46,7 +46,7 @@ def new_tenant(cluster: LocalCluster, prefix: str) -> tuple[str, Any]:
     s3 = boto3.client("s3", endpoint_url=cluster.endpoint, region_name=REGION,
                       aws_access_key_id=cred["access_key_id"],
                       aws_secret_access_key=cred["secret_access_key"],
-                      config=BotoConfig(retries={"max_attempts": 1}))
+                      config=no_retries())
     s3.create_bucket(Bucket=name)
     return name, s3
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 
 from ops.admincli import CliError, admin_request
+from ops.botoconfig import no_retries
 from ops.etcdcluster import member_healthy
 from ops.localcluster import bootstrap, default_config
 from ops.netns import CORE_IP, ETCD_HOST, SUBNET, NetnsError, ZoneNet, enter_netns
@@ -106,7 +106,7 @@ class Drill:
             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region_name="us-east-1",
-            config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30))
+            config=no_retries(connect_timeout=5, read_timeout=30))
 
     def status(self, gw: int = 2) -> dict[str, Any]:
         env = {"TESSERA_ADMIN_URL": f"http://{CORE_IP}:{ADMIN_PORT + gw - 1}",

@@ -25,9 +25,9 @@ import boto3
 import pytest
 import requests
 from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from ops.botoconfig import no_retries
 from tests.integration.cluster import LocalCluster
 from tests.integration.tenant_pair import new_bucket, policy, refusal, two_tenants
 
@@ -37,8 +37,7 @@ def w(cluster: LocalCluster) -> dict[str, Any]:
     """Tenants `a` (the owner) and `b`, and an anonymous client."""
     out = two_tenants(cluster, "pk")
     out["anon"] = boto3.client("s3", endpoint_url=cluster.endpoint, region_name="us-east-1",
-                               config=BotoConfig(signature_version=UNSIGNED,
-                                                 retries={"max_attempts": 1},
+                               config=no_retries(signature_version=UNSIGNED,
                                                  s3={"addressing_style": "path"}))
     return out
 

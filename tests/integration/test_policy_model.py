@@ -30,11 +30,11 @@ from typing import Any
 import boto3
 import pytest
 from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from ops.botoconfig import no_retries
 from tests.integration.cluster import LocalCluster
 
 EXAMPLES = int(os.environ.get("POLICY_MODEL_EXAMPLES", "40"))
@@ -257,8 +257,7 @@ def w(cluster: LocalCluster) -> dict[str, Any]:
     cl: dict[str | None, Any] = {t: cluster.tenant_client(names[t], {"canonical_id": ids[t]})
                                  for t in ("a", "b")}
     cl[None] = boto3.client("s3", endpoint_url=cluster.endpoint, region_name="us-east-1",
-                            config=BotoConfig(signature_version=UNSIGNED,
-                                              retries={"max_attempts": 1},
+                            config=no_retries(signature_version=UNSIGNED,
                                               s3={"addressing_style": "path"}))
     bucket = f"pm-{tag}"
     cl["a"].create_bucket(Bucket=bucket)

@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import boto3
 import botocore.auth
-from botocore.config import Config as BotoConfig
 
+from ops.botoconfig import no_retries
 from tests.integration.cluster import LocalCluster
 
 BUCKET = "presign-flow"
@@ -146,8 +146,7 @@ def _vhost_client(cluster: LocalCluster):
         aws_access_key_id=cluster.env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=cluster.env["AWS_SECRET_ACCESS_KEY"],
         region_name=cluster.env["AWS_DEFAULT_REGION"],
-        config=BotoConfig(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1},
-                          signature_version="s3v4"))
+        config=no_retries(s3={"addressing_style": "virtual"}, signature_version="s3v4"))
     hosts: list[str] = []
 
     def to_loopback(request, **_: object) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from botocore.config import Config as BotoConfig
 
+from ops.botoconfig import no_retries
 from tests.integration.cluster import LocalCluster
 
 
@@ -26,8 +26,7 @@ def s3(cluster: LocalCluster) -> dict[str, Any]:
                           aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
                           region_name="us-east-1",
-                          config=BotoConfig(signature_version="s3v4",
-                                            retries={"max_attempts": 1}))
+                          config=no_retries(signature_version="s3v4"))
     bucket = f"post-{uuid.uuid4().hex[:10]}"
     client.create_bucket(Bucket=bucket)
     return {"c": client, "b": bucket, "url": f"{cluster.endpoint}/{bucket}",

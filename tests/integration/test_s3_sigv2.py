@@ -9,9 +9,9 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from ops.botoconfig import no_retries
 from tests.integration.cluster import LocalCluster, fetch
 
 
@@ -21,8 +21,7 @@ def _client(cluster: LocalCluster, secret: str | None = None):  # type: ignore[n
                         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=secret or env["AWS_SECRET_ACCESS_KEY"],
                         region_name="us-east-1",
-                        config=BotoConfig(signature_version="s3",
-                                          retries={"max_attempts": 1}))
+                        config=no_retries(signature_version="s3"))
 
 
 @pytest.fixture(scope="module")

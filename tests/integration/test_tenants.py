@@ -12,10 +12,10 @@ import uuid
 
 import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from ops.admincli import CliError, admin_request
+from ops.botoconfig import no_retries
 from storage.crypto.keys import FileRootKey
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
@@ -33,7 +33,7 @@ def tessera(cluster: LocalCluster, *args: str, env: dict[str, str] | None = None
 def s3_for(cluster: LocalCluster, ak: str, sk: str):  # type: ignore[no-untyped-def]
     return boto3.client("s3", endpoint_url=cluster.endpoint, aws_access_key_id=ak,
                         aws_secret_access_key=sk, region_name="us-east-1",
-                        config=BotoConfig(retries={"max_attempts": 1}))
+                        config=no_retries())
 
 
 def uniq(prefix: str) -> str:

@@ -29,13 +29,13 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, rule
 
 from ops.admincli import admin_request
+from ops.botoconfig import no_retries
 from storage.metadata.etcd_stamp import MAX_AGE_S
 from tests.integration.cluster import ZONE_HOSTS, LocalCluster, fetch, free_port
 from tests.integration.test_s3_model import Model, S3Model, Version, _err, bodies, keys
@@ -95,7 +95,7 @@ def gateway_client(c: LocalCluster, port: int, timeout_s: float | None = None): 
         aws_access_key_id=c.env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=c.env["AWS_SECRET_ACCESS_KEY"],
         region_name=c.env["AWS_DEFAULT_REGION"],
-        config=BotoConfig(retries={"total_max_attempts": 1}, **limits))
+        config=no_retries(**limits))
 
 
 def _status(c: LocalCluster, admin_port: int) -> dict:
@@ -153,7 +153,7 @@ def test_a_key_revoked_through_one_gateway_is_refused_by_the_other_within_a_seco
                              aws_access_key_id=new["access_key_id"],
                              aws_secret_access_key=new["secret_access_key"],
                              region_name=c.env["AWS_DEFAULT_REGION"],
-                             config=BotoConfig(retries={"max_attempts": 1}))
+                             config=no_retries())
                 for port in (c.port, c.port + 1))
     for gw in (gw1, gw2, gw2):  # both gateways have it cached
         gw.head_bucket(Bucket="revoked")
@@ -445,7 +445,7 @@ def test_a_shred_holds_on_the_other_gateway_once_answered(gw2_cluster: LocalClus
                       aws_access_key_id=cred["access_key_id"],
                       aws_secret_access_key=cred["secret_access_key"],
                       region_name=c.env["AWS_DEFAULT_REGION"],
-                      config=BotoConfig(retries={"max_attempts": 1}))
+                      config=no_retries())
     s3.create_bucket(Bucket=name, ACL="public-read")
     s3.put_object(Bucket=name, Key="o", Body=b"victim plaintext", ACL="public-read")
     other = f"http://127.0.0.1:{c.port + 1}/{name}/o"

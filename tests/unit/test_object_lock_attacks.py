@@ -26,8 +26,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 
+from ops.botoconfig import no_retries
 from storage import keys_rotation as kr
 from storage import object_lock as ol
 from storage.cluster import Cluster
@@ -54,8 +54,7 @@ def _client(endpoint: str, ak: str | None, sk: str | None) -> Any:
     extra: dict[str, Any] = {"signature_version": UNSIGNED} if ak is None else {}
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak or "x",
                         aws_secret_access_key=sk or "x", region_name="us-east-1",
-                        config=BotoConfig(retries={"max_attempts": 1},
-                                          s3={"addressing_style": "path"}, **extra))
+                        config=no_retries(s3={"addressing_style": "path"}, **extra))
 
 
 @pytest.fixture

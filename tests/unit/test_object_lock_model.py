@@ -30,11 +30,11 @@ from typing import Any
 import boto3
 import pytest
 from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from ops.botoconfig import no_retries
 from storage import version_ids
 from storage.testing.simnodes import SimNodes
 from tests.inproc import error_code, served_s3, sim_config, wired_cluster
@@ -236,8 +236,7 @@ def _run(data: Path, examples: int = EXAMPLES) -> None:
         LockModel.owner = s3
         LockModel.anonymous = boto3.client(
             "s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
-            config=BotoConfig(signature_version=UNSIGNED, retries={"max_attempts": 1},
-                              s3={"addressing_style": "path"}))
+            config=no_retries(signature_version=UNSIGNED, s3={"addressing_style": "path"}))
         LockModel.TestCase.settings = settings(
             max_examples=examples, stateful_step_count=STEPS, deadline=None, database=None,
             derandomize=True,

@@ -14,11 +14,11 @@ from urllib.parse import parse_qsl, urlsplit
 import botocore.session
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.config import Config
 from multidict import CIMultiDict
 
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.sigv4 import AuthResult, authenticate
+from ops.botoconfig import no_retries
 from tests.unit.sigv4_support import (
     AK,
     ENDPOINT,
@@ -79,10 +79,9 @@ def make_client(endpoint: str = ENDPOINT, **config: Any) -> Any:
         endpoint_url=endpoint,
         aws_access_key_id=AK,
         aws_secret_access_key=SECRET,
-        config=Config(
+        config=no_retries(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
             **config,
         ),
     )

@@ -17,12 +17,12 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.s3.sigv4_sign import sign_headers
+from ops.botoconfig import no_retries
 from storage.testing.simnodes import SimNodes
 from tests.inproc import served_s3, sim_config, wired_cluster
 
@@ -33,8 +33,7 @@ SECRET = b"t's secret bytes " * 64
 def _client(endpoint: str, ak: str, sk: str) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak,
                         aws_secret_access_key=sk, region_name="us-east-1",
-                        config=BotoConfig(retries={"max_attempts": 1},
-                                          s3={"addressing_style": "path"}))
+                        config=no_retries(s3={"addressing_style": "path"}))
 
 
 @contextlib.asynccontextmanager
