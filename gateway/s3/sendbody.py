@@ -21,10 +21,12 @@ an upload whose bytes stop coming.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import socket
 import struct
 import sys
+import termios
 from collections.abc import Awaitable
 from types import TracebackType
 
@@ -36,6 +38,37 @@ DRAIN_ABOVE = 0x10000  # aiohttp's StreamWriter drains after a write larger than
 # buffer); from 3.12 it queues the caller's object itself, views included.
 TRANSPORT_COPIES = sys.version_info < (3, 12)
 SEND_IDLE_S = 20.0  # the longest a client may take no byte of the answer (as an upload's idle)
+
+
+def _unacked(transport: asyncio.BaseTransport) -> int:
+    """Bytes in the kernel's send queue the client has not acknowledged (SIOCOUTQ): they
+    fall as the client takes bytes, while the transport's own buffer only shrinks once the
+    kernel's (autotuned to MiBs) is a third free, which a steady slow reader can take far
+    longer than SEND_IDLE_S to make (64 KB/s was reset)."""
+    info = getattr(transport, "get_extra_info", None)
+    sock = info("socket") if info is not None else None
+    if sock is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return 0
+
+
+def _pending(transport: asyncio.BaseTransport) -> int:
+    """Bytes of the answer the client has not taken: the transport's, and those in the
+    kernel's send queue not yet acknowledged."""
+    size = getattr(transport, "get_write_buffer_size", None)
+    return (size() if size is not None else 0) + _unacked(transport)
+
+
+def _reset(transport: asyncio.BaseTransport) -> None:
+    """Drop the connection and what it holds: a reset, as a FIN would wait behind the unsent
+    bytes, and the kernel would keep them (and the connection) for minutes more."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class HeldHeadResponse(web.StreamResponse):
@@ -128,30 +161,34 @@ class BorrowedBodyWriter:
 
     async def _while_taken(self, sending: Awaitable[None], held: int | None) -> None:
         """Await `sending` (a write's wait for the transport to empty) while the client takes
-        bytes: after SEND_IDLE_S in which the transport's unsent bytes did not shrink, the
-        connection is reset (its buffers dropped) and ConnectionResetError raised. `held`:
-        the unsent bytes as the wait began (None when `sending` writes them itself: its first
-        SEND_IDLE_S only takes the measure). One timer per wait, no task: this is on every
-        large GET's path."""
+        bytes: after SEND_IDLE_S in which the bytes not yet taken (the transport's and the
+        kernel's unacknowledged ones, `_pending`) did not fall, the connection is reset (its
+        buffers dropped) and the wait ends in ConnectionError. `held`: None when `sending`
+        writes them itself (its first SEND_IDLE_S only takes the measure). A timer, never a
+        cancellation: a cancelled aiohttp drain leaves its waiter cancelled, and every later
+        drain of the connection raises CancelledError at once (the answer was cut)."""
         transport = self._request.transport
-        while True:
-            try:
-                async with asyncio.timeout(SEND_IDLE_S):
-                    await sending
+        if transport is None:
+            await sending
+            return
+        loop = asyncio.get_running_loop()
+        last = None if held is None else _pending(transport)
+        timer: asyncio.TimerHandle | None = None
+
+        def check() -> None:
+            nonlocal last, timer
+            now = _pending(transport)
+            if last is not None and now >= last:
+                _reset(transport)  # the drain's waiter gets "Connection lost"
                 return
-            except TimeoutError:
-                now = transport.get_write_buffer_size() if transport is not None else 0
-                if transport is None or (held is not None and now >= held):
-                    break
-                held = now
-                sending = self._request.writer.drain()  # what was written waits on
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:  # a reset: a FIN would wait behind the unsent bytes, and
-                # the kernel would keep them (and the connection) for minutes more
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            transport.abort()
-        raise ConnectionResetError(f"the client took no byte for {SEND_IDLE_S:g} s")
+            last = now
+            timer = loop.call_later(SEND_IDLE_S, check)
+
+        timer = loop.call_later(SEND_IDLE_S, check)
+        try:
+            await sending
+        finally:
+            timer.cancel()
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
