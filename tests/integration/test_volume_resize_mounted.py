@@ -90,3 +90,42 @@ def test_a_resize_through_the_admin_api_grows_a_mount_on_its_host(
     assert out["size"] == 16 * MiB and out["mounts_grown"] == [str(a.resolve())], out
     assert out["mounts_not_grown"] == [], out
     vol.unmount(a)
+
+
+def test_a_resize_taken_on_another_host_reaches_the_mount_within_a_renewal(
+        vol: Vol, tmp_path: Path) -> None:  # noqa: F811
+    """block22: a resize grows only the mounts of the host it ran on; a mount elsewhere kept
+    its old size until remounted. The resize here is the record's alone (what another
+    host's CLI or admin API leaves this host): the daemon reads the record on its renewal
+    (ttl/3, 1 s here) and grows its FUSE file and the loop device over it."""
+    import asyncio
+    import time
+
+    from tests.integration.test_volumes import _open
+
+    vol.run("create", "growelse", "--size", "64M")
+    m = tmp_path / "m"
+    vol.mount("growelse", m, "--fs", "ext4", "--lease-ttl", "3")
+    st = next(s for s in _states(vol) if s.target == str(m.resolve()))
+    assert st.loop
+
+    async def resize_record() -> None:
+        c, svc = await _open(vol)
+        try:
+            await svc.resize(st.tenant, "growelse", 128 * MiB)
+        finally:
+            await c.close()
+    asyncio.run(resize_record())
+
+    def capacity() -> int:
+        return int(subprocess.run(["blockdev", "--getsize64", st.loop], capture_output=True,
+                                  text=True, check=True).stdout)
+    deadline = time.monotonic() + 30  # three renewals are 3 s
+    while capacity() != 128 * MiB:
+        assert time.monotonic() < deadline, Path(st.log).read_text()[-3000:]
+        time.sleep(0.1)  # polling the device's size, not waiting for time to pass
+    assert (Path(st.fuse_dir) / "volume").stat().st_size == 128 * MiB
+    (m / "f").write_bytes(b"x" * MiB)
+    os.sync()
+    vol.unmount(m)
+    fsck_clean(vol, "growelse", tmp_path)
