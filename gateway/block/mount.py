@@ -500,8 +500,9 @@ def grow_mounted(data_dir: Path, tenant: str, name: str,
     with "" once grown, else what happened to it, said after "the mount at TARGET": it
     keeps its old size (a daemon from before this, EPERM; a fenced one, EIO; a stopped
     daemon or a mount still starting, with what to do), its daemon did not answer within
-    GROW_ANSWER_S, or its file grew but its loop device did not. Mounts on other hosts see
-    it when remounted."""
+    GROW_ANSWER_S, or its file grew but its loop device did not. A mount on another host
+    is grown by its own daemon, which reads the record on each lease renewal
+    (gateway/block/growwatch.py)."""
     out = []
     for st in mounted_states(data_dir):
         if st.volume != name or st.tenant != tenant:
