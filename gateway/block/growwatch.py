@@ -6,12 +6,14 @@ past the old end ENOSPC, a loop device under a file system its old capacity). Th
 reads the record on each lease renewal (`VolumeHandle.on_grown`, every ttl/3) and, once it
 grew, grows this host's mounts of the volume the same way: its FUSE file truncated up to the
 record's size (what the daemon's `truncate` takes), a loop device over it `--set-capacity`.
-On a thread of its own: the grow waits on this very daemon's FUSE answers.
+Only its own mount: another daemon of the volume here is a stale writer (stopped, fenced),
+not one to wait for. On a thread of its own: the grow waits on this daemon's FUSE answers.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -22,11 +24,11 @@ log = logging.getLogger("tessera.block")
 
 class GrowOnRecord:
     """`on_grown` for a mount daemon's handle: one grow at a time, tried again at the next
-    renewal until every mount here (FUSE file and loop device) took the record's size."""
+    renewal until its mount (FUSE file and loop device) took the record's size."""
 
     def __init__(self, data_dir: Path, tenant: str, name: str, size: int) -> None:
         self.data_dir, self.tenant, self.name = data_dir, tenant, name
-        self.grown_to = size  # every mount here is this large
+        self.grown_to = size  # its mount is this large
         self._busy = threading.Lock()
 
     def __call__(self, size: int) -> None:
@@ -38,7 +40,7 @@ class GrowOnRecord:
         try:
             log.info("volume %s: its record grew to %d bytes (a resize elsewhere): growing "
                      "the mount", self.name, size)
-            mounts = grow_mounted(self.data_dir, self.tenant, self.name, size)
+            mounts = grow_mounted(self.data_dir, self.tenant, self.name, size, os.getpid())
             if all(not why for _, why in mounts):
                 self.grown_to = size
             for st, why in mounts:
