@@ -238,13 +238,15 @@ async def _resize(a, c, svc, t):  # type: ignore[no-untyped-def]
 
 
 async def _snapshot(a, c, svc, t):  # type: ignore[no-untyped-def]
-    from gateway.block.mount import old_daemon_warning, quiesce, snapshot_mounted
+    from gateway.block.mount import old_daemon_warning
+    from gateway.block.snaphere import prepare_snapshot
 
     if a.snap_cmd == "create":
-        if await asyncio.to_thread(snapshot_mounted, c.cfg.data_dir, t, a.name, a.snap):
+        taken, flushed = await asyncio.to_thread(prepare_snapshot, c.cfg.data_dir, t, a.name,
+                                                 a.snap)
+        if taken:
             g = (await svc.get(t, a.name)).snapshot_gen(a.snap)  # its writer took it
         else:
-            flushed = await asyncio.to_thread(quiesce, c.cfg.data_dir, t, a.name)
             if flushed:  # a writer here that could fold but not snapshot: the old race
                 print(old_daemon_warning(a.name), file=sys.stderr)
             g = await svc.snapshot(t, a.name, a.snap, flushed=flushed)

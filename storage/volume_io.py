@@ -93,6 +93,9 @@ class VolumeHandle:
         self.revoked = False  # its tenant was shredded: the caches above it serve nothing
         self._active_until = 0.0  # leaseclock: the tenant was last seen active + the lease ttl
         self.journal_seq = 0  # the journal sequence in use after attach (see volume_journal)
+        # told the record's size at each renewal (a resize taken on another host): the mount
+        # daemon grows its device (gateway/block/growwatch.py)
+        self.on_grown: Callable[[int], None] | None = None
 
     # lease ---------------------------------------------------------------------------------
 
@@ -207,12 +210,23 @@ class VolumeHandle:
             try:
                 await self.renew()
                 await self.check_revoked()
+                await self._watch_size()
             except Fenced:
                 log.warning("volume %s: the attach lease was taken over (fenced): its I/O "
                             "fails from now on; unmount it here", self.vol.name)
                 return
             except StorageError:
                 continue
+
+    async def _watch_size(self) -> None:
+        """Tell `on_grown` the record's size: a resize on another host grows only that
+        host's mounts (`mount.grow_mounted`); this is how a mount anywhere sees it within a
+        renewal interval (ttl/3). `vol` itself is replaced when the mount takes the size
+        (`refresh`)."""
+        if self.on_grown is not None:
+            vi = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
+            if vi is not None:
+                self.on_grown(Volume.decode(vi.value).size)
 
     async def check_revoked(self) -> None:
         """Raise KeyUnavailable once the volume's tenant is shredded (seen within

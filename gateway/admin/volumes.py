@@ -34,9 +34,8 @@ from gateway.block.mount import (
     grow_mounted,
     mounts_dict,
     old_daemon_warning,
-    quiesce,
-    snapshot_mounted,
 )
+from gateway.block.snaphere import NoAnswer, prepare_snapshot
 from storage import errors as se
 from storage.volumes import MiB, Volume, VolumeAttached, parse_size
 
@@ -187,15 +186,16 @@ class VolumesApi:
         call.audit["snapshot"] = snap
         with _refusals("SnapshotAlreadyExists"):
             try:  # a mount on this host takes it (or flushes first), as the CLI does
-                if await asyncio.to_thread(snapshot_mounted, self.svc.cfg.data_dir, v.tenant,
-                                           v.name, snap):
+                taken, flushed = await asyncio.to_thread(
+                    prepare_snapshot, self.svc.cfg.data_dir, v.tenant, v.name, snap)
+                if taken:
                     g = (await self.svc.get(v.tenant, v.name)).snapshot_gen(snap)
                 else:
-                    flushed = await asyncio.to_thread(quiesce, self.svc.cfg.data_dir,
-                                                      v.tenant, v.name)
                     if flushed:
                         log.warning("%s", old_daemon_warning(v.name))
                     g = await self.svc.snapshot(v.tenant, v.name, snap, flushed=flushed)
+            except NoAnswer as exc:
+                raise AdminError(503, "MountNotAnswering", str(exc)) from None
             except OSError as exc:
                 raise AdminError(409, "QuiesceFailed", f"cannot flush the mount of volume "
                                  f"{v.name!r} on this host ({exc}); unmount it or "

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import mfusepy
 
 from gateway.block.cache import ExtentCache
+from gateway.block.growwatch import GrowOnRecord
 from gateway.block.mount import (
     CHECKPOINT_XATTR,
     DEFAULT_MAX_DIRTY_MIB,
@@ -309,6 +310,8 @@ def serve(runner: LoopThread, cfg_path: Path, tenant: str, name: str, mountpoint
     cluster, handle, cache = runner.call(
         _attach(cfg_path, tenant, name, holder, lease_ttl_s, max_dirty, journal,
                 lease_watched))
+    handle.on_grown = GrowOnRecord(cluster.cfg.data_dir, tenant, name,  # resized elsewhere
+                                   handle.vol.size)
     try:
         banner = f"volume {name} attached at {mountpoint} (lease token {handle.token})"
         fs = VolumeFS(runner, cache, banner)

@@ -492,19 +492,20 @@ def snapshot_mounted(data_dir: Path, tenant: str, name: str, snap: str) -> bool:
     return False
 
 
-def grow_mounted(data_dir: Path, tenant: str, name: str,
-                 size: int) -> list[tuple[MountState, str]]:
+def grow_mounted(data_dir: Path, tenant: str, name: str, size: int,
+                 pid: int | None = None) -> list[tuple[MountState, str]]:
     """The volume was resized to `size`: have its mounts here see it (the FUSE file grows
     to the record's size, and a loop device under a file system takes the new capacity;
     growing the file system itself is its owner's step, resize2fs). Returns each mount
     with "" once grown, else what happened to it, said after "the mount at TARGET": it
     keeps its old size (a daemon from before this, EPERM; a fenced one, EIO; a stopped
     daemon or a mount still starting, with what to do), its daemon did not answer within
-    GROW_ANSWER_S, or its file grew but its loop device did not. Mounts on other hosts see
-    it when remounted."""
+    GROW_ANSWER_S, or its file grew but its loop device did not. A mount on another host
+    is grown by its own daemon, which reads the record on each lease renewal
+    (gateway/block/growwatch.py); `pid`: only the mount of that daemon."""
     out = []
     for st in mounted_states(data_dir):
-        if st.volume != name or st.tenant != tenant:
+        if st.volume != name or st.tenant != tenant or pid not in (None, st.pid):
             continue
         file = Path(st.fuse_dir) / "volume"
         if not _daemon_running(st.pid):

@@ -15,6 +15,12 @@ same loop iteration (repair_batch's rebuilds), a request sent before the pause, 
 lease's store-side fence (storage/metadata/fence.py): its commits, and its sub-tasks', compare
 the lease and are refused once another process holds it; none is sent once it ran out here.
 A step that returns although its deadline passed (a swallowed cancellation) ends the loop too.
+
+The deadline's timer runs on the event loop's clock (CLOCK_MONOTONIC), which stops while the
+host is suspended: a timer set for the lease's end fired, after a resume, as late as the
+suspend was long. So the step's deadline is also checked against the lease clock
+(storage/leaseclock.py, CLOCK_BOOTTIME) every `CHECK_S` of the loop's clock: a step resumed
+past its lease's end is cancelled within `CHECK_S`, not a whole suspend later.
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ class LeaseRanOut(Exception):
 class StepFence:
     """The deadline of the step running under `lease` (one step at a time)."""
 
+    CHECK_S = 1.0  # how often a running step's deadline is re-read from the lease clock
+
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
         self._timeout: asyncio.Timeout | None = None
+        self._check: asyncio.TimerHandle | None = None
 
     def _end(self) -> float:
         """The lease's end on the event loop's clock (converted from the boot clock now:
@@ -51,6 +60,15 @@ class StepFence:
         if self._timeout is not None and not self._timeout.expired():
             self._timeout.reschedule(self._end())
 
+    def _recheck(self) -> None:
+        """Re-read the step's end from the lease clock (a suspend moved it nearer, or past:
+        a deadline already past fires at once) and check again in `CHECK_S`."""
+        self._check = None
+        if self._timeout is None or self._timeout.expired():
+            return
+        self._timeout.reschedule(self._end())
+        self._check = asyncio.get_running_loop().call_later(self.CHECK_S, self._recheck)
+
     @asynccontextmanager
     async def step(self) -> AsyncIterator[None]:
         """Run one step within the lease; LeaseRanOut when it had run out or ran out in it."""
@@ -62,6 +80,8 @@ class StepFence:
         try:
             async with timeout:
                 self._timeout = timeout
+                self._check = asyncio.get_running_loop().call_later(self.CHECK_S,
+                                                                    self._recheck)
                 yield
         except TimeoutError:
             if timeout.expired():
@@ -71,5 +91,8 @@ class StepFence:
             fence.active = False  # a task it left behind commits unfenced (not as this step)
             FENCE.reset(token)
             self._timeout = None
+            if self._check is not None:
+                self._check.cancel()
+                self._check = None
         if timeout.expired():  # its cancellation was swallowed (asyncio.wait_for on 3.11)
             raise LeaseRanOut(self.lease.name)

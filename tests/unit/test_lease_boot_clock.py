@@ -127,3 +127,31 @@ def test_a_renewal_that_fails_unexpectedly_with_nobody_waiting_is_logged(
         with_service(body)
     assert any("lease renewal failed" in r.getMessage() and r.exc_info
                and "a bug in renew" in str(r.exc_info[1]) for r in caplog.records), caplog.text
+
+
+async def test_a_worker_step_resumed_from_suspend_is_cancelled_without_waiting_out_the_suspend(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """block22 (final-s21 low): the step's deadline timer runs on the loop's clock, which a
+    suspend stops, so it fired as late as the suspend was long (here: the whole 60 s TTL
+    after the resume). The deadline is re-read from the boot clock every CHECK_S: the step
+    resumed past its lease's end is cancelled within a check."""
+    monkeypatch.setattr(StepFence, "CHECK_S", 0.05, raising=False)
+    meta = await SqliteStore.open(tmp_path / "meta.db")
+    try:
+        lease = await Leases(meta).acquire("w", "host/a:1/10", 60.0)
+        assert lease is not None
+        fence, running = StepFence(lease), asyncio.Event()
+
+        async def step() -> None:
+            async with fence.step():
+                running.set()
+                await asyncio.Event().wait()  # a step waiting on an answer
+
+        task = asyncio.create_task(step())
+        await running.wait()
+        _BootClock(monkeypatch).resume_after(lease.ttl_s)
+        async with asyncio.timeout(20):  # the loop-clock timer alone: 60 s
+            with pytest.raises(LeaseRanOut):
+                await task
+    finally:
+        await meta.close()

@@ -57,10 +57,10 @@ def test_cli_warns_when_a_snapshot_falls_back(monkeypatch: pytest.MonkeyPatch,
     import asyncio
     from types import SimpleNamespace
 
+    from gateway.block import snaphere
     from ops import volumecli
 
-    monkeypatch.setattr(mount, "snapshot_mounted", lambda *_a: False)
-    monkeypatch.setattr(mount, "quiesce", lambda *_a: flushed)
+    monkeypatch.setattr(snaphere, "prepare_snapshot", lambda *_a: (False, flushed))
 
     class Svc:
         async def snapshot(self, *_a: object, flushed: list[int]) -> int:

@@ -1,0 +1,83 @@
+"""A snapshot's part on the host that mounts the volume, bounded in time.
+
+A snapshot of a volume mounted here first has the mount's daemon take it (its writer
+freezes at one point in time, `mount.snapshot_mounted`), or, for a daemon from before that,
+flush it (`mount.quiesce`). Both wait in the kernel on the daemon: a daemon paused (a frozen
+cgroup, `docker pause`: it looks running) or a flush that does not end held the admin
+route, and the CLI, for ever, and a thread held so keeps a gateway from exiting. So that
+part runs in a child process for at most `SNAPSHOT_ANSWER_S` (as `mount.grow_mounted`
+does for a resize); past it the caller is told the mount did not answer (`NoAnswer`) and
+that the snapshot may still be taken once the daemon answers (the child's request stays
+queued with the daemon).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from gateway.block.mount import MountError
+from storage.errors import Conflict
+
+SNAPSHOT_ANSWER_S = 10.0
+_CONFLICT, _OSERROR = 3, 4
+
+# runs in the child: sys.argv = [-c, package root, data_dir, tenant, name, snap]
+_CHILD = """import json, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from gateway.block.mount import quiesce, snapshot_mounted
+from storage.errors import Conflict
+data_dir, tenant, name, snap = Path(sys.argv[2]), *sys.argv[3:6]
+try:
+    taken = snapshot_mounted(data_dir, tenant, name, snap)
+    flushed = [] if taken else quiesce(data_dir, tenant, name)
+except Conflict as exc:
+    sys.stderr.write(str(exc))
+    sys.exit(3)
+except OSError as exc:
+    sys.stderr.write(str(exc))
+    sys.exit(4)
+print(json.dumps({"taken": taken, "flushed": flushed}))
+"""
+
+
+class NoAnswer(MountError):
+    """The mount here did not answer within SNAPSHOT_ANSWER_S."""
+
+
+def prepare_snapshot(data_dir: Path, tenant: str, name: str, snap: str,
+                     timeout_s: float | None = None) -> tuple[bool, list[int]]:
+    """Have the volume's mount here take snapshot `snap`, else flush it: (taken by its
+    writer, pids of the daemons flushed). Conflict: the writer has a snapshot of that
+    name; OSError: the mount failed the request; NoAnswer: no answer in time."""
+    timeout_s = SNAPSHOT_ANSWER_S if timeout_s is None else timeout_s
+    root = str(Path(__file__).resolve().parents[2])
+    p = subprocess.Popen([sys.executable, "-c", _CHILD, root, str(data_dir), tenant, name,
+                          snap], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        p.kill()  # it ends once the daemon answers or goes (a FUSE wait outlives SIGKILL)
+        for f in (p.stdout, p.stderr):
+            if f is not None:
+                f.close()
+        threading.Thread(target=p.wait, name="snapshot-child-reaper", daemon=True).start()
+        raise NoAnswer(f"the mount of volume {name!r} on this host did not answer within "
+                       f"{timeout_s:g} s (its daemon is paused or still flushing); snapshot "
+                       f"{snap!r} may still be taken once it answers: list the volume's "
+                       "snapshots before retrying") from None
+    if p.returncode == _CONFLICT:
+        raise Conflict(err.strip())
+    if p.returncode == _OSERROR:
+        raise OSError(err.strip())
+    if p.returncode != 0:
+        lines = err.strip().splitlines()
+        raise MountError(f"snapshot of the mount here failed: "
+                         f"{lines[-1] if lines else p.returncode}")
+    res = json.loads(out)
+    return bool(res["taken"]), [int(x) for x in res["flushed"]]
