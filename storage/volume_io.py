@@ -41,6 +41,7 @@ from storage.metadata import Item, Txn
 from storage.pipeline import StripeCodec, segment_count
 from storage.records import pack, unpack
 from storage.shards.ids import new_stripe_id
+from storage.volume_ranges import ByteRanges
 from storage.volume_records import (
     WRITE_ATTEMPTS,
     Fenced,
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tessera.volumes")
 
 
-class VolumeHandle:
+class VolumeHandle(ByteRanges):
     """An attached volume: extent reads and atomic extent commits, fenced by the lease."""
 
     def __init__(self, svc: VolumeService, vol: Volume, holder: str, ttl: float) -> None:
@@ -224,9 +225,7 @@ class VolumeHandle:
         renewal interval (ttl/3). `vol` itself is replaced when the mount takes the size
         (`refresh`)."""
         if self.on_grown is not None:
-            vi = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
-            if vi is not None:
-                self.on_grown(Volume.decode(vi.value).size)
+            self.on_grown(Volume.decode((await self._record()).value).size)
 
     async def check_revoked(self) -> None:
         """Raise KeyUnavailable once the volume's tenant is shredded (seen within
@@ -540,11 +539,15 @@ class VolumeHandle:
         is lost). Only `vol` is replaced, not the revision commits compare: one being built
         meanwhile fails its compare and is built again from the record (`_resync`)."""
         self.check_fenced()
+        self.vol = Volume.decode((await self._record()).value)
+        return self.vol
+
+    async def _record(self) -> Item:
+        """The volume's record as stored now (NotFound once it was deleted)."""
         vi = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
         if vi is None:
             raise NotFound(f"volume {self.vol.name!r} was deleted")
-        self.vol = Volume.decode(vi.value)
-        return self.vol
+        return vi
 
     async def _resync(self) -> None:
         """A compare failed: re-read the lease (fenced?) and the volume record (snapshot?)."""
@@ -552,56 +555,6 @@ class VolumeHandle:
         if item is None or not self._ours(item):
             raise self._lost()
         self._lease_rev = item.revision
-        vi = await self.svc.meta.get(volume_key(self.vol.tenant, self.vol.name))
-        if vi is None:
-            raise NotFound(f"volume {self.vol.name!r} was deleted")
+        vi = await self._record()
         self.vol = Volume.decode(vi.value)
         self._vol_rev = vi.revision
-
-    # byte I/O (no cache; the block driver adds one) -------------------------------------------
-
-    async def read(self, offset: int, length: int) -> bytes:
-        if offset < 0 or offset + length > self.vol.size:
-            raise InvalidInput("read beyond the end of the volume")
-        es = self.vol.extent_size
-        out = bytearray()
-        pos = offset
-        while pos < offset + length:
-            idx, off = divmod(pos, es)
-            n = min(es - off, offset + length - pos)
-            data = await self.read_extent(idx)
-            out += bytes(n) if data is None else data[off:off + n]
-            pos += n
-        return bytes(out)
-
-    async def write(self, offset: int, data: bytes) -> None:
-        """Write bytes, read-modify-writing partial extents; durable when it returns."""
-        if offset < 0 or offset + len(data) > self.vol.size:
-            raise InvalidInput("write beyond the end of the volume")
-        es = self.vol.extent_size
-        pos = 0
-        while pos < len(data):
-            idx, off = divmod(offset + pos, es)
-            n = min(self.extent_len(idx) - off, len(data) - pos)
-            if off == 0 and n == self.extent_len(idx):
-                buf = bytearray(data[pos:pos + n])
-            else:
-                cur = await self.read_extent(idx)
-                buf = bytearray(cur if cur is not None else bytes(self.extent_len(idx)))
-                buf[off:off + n] = data[pos:pos + n]
-            await self.write_extent(idx, bytes(buf))
-            pos += n
-
-    async def trim(self, offset: int, length: int) -> None:
-        """Punch a hole: whole extents are dropped, partial edges are zeroed."""
-        es = self.vol.extent_size
-        end = min(offset + length, self.vol.size)
-        pos = offset
-        while pos < end:
-            idx, off = divmod(pos, es)
-            n = min(self.extent_len(idx) - off, end - pos)
-            if off == 0 and n == self.extent_len(idx):
-                await self.trim_extent(idx)
-            elif self.holds_data(idx):
-                await self.write(pos, bytes(n))
-            pos += n
