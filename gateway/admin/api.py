@@ -318,7 +318,7 @@ class AdminApi:
 def _str_field(body: dict[str, Any], name: str) -> str:
     v = body.get(name)
     if not isinstance(v, str) or not v:
-        raise AdminError(400, "InvalidArgument", f"the body needs a string field {name!r}")
+        raise AdminError(400, "InvalidArgument", f"the body needs a non-empty string field {name!r}")
     return v
 
 

@@ -136,7 +136,7 @@ class NodesApi:
         b = call.body
         for f in ("id", "zone", "address"):
             if not isinstance(b.get(f), str) or not b[f]:
-                raise AdminError(400, "InvalidArgument", f"the body needs a string field {f!r}")
+                raise AdminError(400, "InvalidArgument", f"the body needs a non-empty string field {f!r}")
         weight = b.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise AdminError(400, "InvalidArgument", "weight must be a number")

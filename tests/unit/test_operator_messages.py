@@ -1,4 +1,4 @@
-"""newuser22: what `tessera node lost-packs` says when it cannot help.
+"""newuser22: what operator commands say when they cannot help (`tessera node lost-packs`, admin fields).
 
 Before, asking about a stopped node printed only the connection error (what to do next was
 left out), and `--ack 7` for a pack the node does not report printed "acknowledged: none"
@@ -40,3 +40,13 @@ def test_an_ack_that_did_nothing_names_what_the_node_reports() -> None:
         "node n1: lost packs acknowledged: 3; still reported: 4")
     assert ack_text("n1", {"acknowledged": [3, 4], "packs_lost": []}) == (
         "node n1: lost packs acknowledged: 3, 4")
+
+
+def test_an_empty_string_field_is_named_as_empty() -> None:
+    """`tessera tenant update acme --canonical-id ""` was refused with "the body needs a
+    string field 'canonical_id'", though it sent a string: the message says non-empty."""
+    from gateway.admin.api import _str_field
+
+    with pytest.raises(AdminError) as e:
+        _str_field({"canonical_id": ""}, "canonical_id")
+    assert e.value.message == "the body needs a non-empty string field 'canonical_id'"
