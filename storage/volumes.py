@@ -88,7 +88,9 @@ class VolumeService:
     async def _get(self, tenant: str, name: str) -> tuple[Volume, Item]:
         item = await self.meta.get(volume_key(tenant, name))
         if item is None:
-            raise NotFound(f"volume {name!r} does not exist")
+            # the tenant named: `tessera volume` defaults to one, a volume may be another's
+            raise NotFound(f"volume {name!r} does not exist in tenant {tenant!r}; see "
+                           "`tessera volume list [--tenant T]`")
         return Volume.decode(item.value), item
 
     async def get(self, tenant: str, name: str) -> Volume:

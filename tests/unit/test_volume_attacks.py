@@ -195,3 +195,14 @@ def test_delete_of_an_attached_volume_says_to_unmount_it_first() -> None:
         finally:
             await h.close()
     with_service(body)
+
+
+def test_a_missing_volume_names_its_tenant_and_the_listing() -> None:
+    """newuser22: "volume 'x' does not exist" did not say in which tenant it was looked for
+    (`tessera volume` defaults to one) nor how to see what exists."""
+    async def body(svc: VolumeService) -> None:
+        with pytest.raises(NotFound) as e:
+            await svc.get("t", "x")
+        assert str(e.value) == ("volume 'x' does not exist in tenant 't'; see "
+                                "`tessera volume list [--tenant T]`")
+    with_service(body)
