@@ -239,8 +239,7 @@ def run(a: argparse.Namespace) -> int:
                     f"node {a.id}: no lost pack reported")
         else:
             r = admin_request("POST", path + "/ack", query={"packs": a.ack} if a.ack else None)
-            text = f"node {a.id}: lost packs acknowledged: " \
-                   f"{', '.join(map(str, r.get('acknowledged') or [])) or 'none'}"
+            text = ack_text(a.id, r)
     else:
         r = admin_request("POST", f"/nodes/{q(a.id, safe='')}/{a.action}")
         text = render([r])
@@ -282,3 +281,18 @@ def no_action(stream: Any = None) -> int:
 def is_membership_command(argv: list[str]) -> bool:
     """True when `tessera node ARGV` names a membership action (else it runs a node)."""
     return bool(argv) and argv[0] in ACTIONS
+
+
+def ack_text(node: str, r: dict[str, Any]) -> str:
+    """The line `lost-packs --ack` prints: what was acknowledged, and when nothing was (a pack
+    number the node does not report, a typo), which packs it does report, so the operator
+    sees the ack did nothing instead of a bare "none"."""
+    done = r.get("acknowledged") or []
+    left = r.get("packs_lost") or []
+    text = f"node {node}: lost packs acknowledged: {', '.join(map(str, done)) or 'none'}"
+    if not done:
+        text += " (it reports " + (f"lost packs {', '.join(map(str, left))}" if left
+                                   else "no lost pack") + ")"
+    elif left:
+        text += f"; still reported: {', '.join(map(str, left))}"
+    return text

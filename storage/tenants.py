@@ -135,6 +135,11 @@ class TenantService:
             raise Conflict(f"tenant {name!r} already exists")
         return t
 
+    async def was_deleted(self, name: str) -> bool:
+        """Whether `name` belonged to a deleted tenant not made again (`create` with
+        `reuse` clears this): a look-up of it can say so instead of "does not exist"."""
+        return await self._meta.get(tenant_gone_key(name)) is not None
+
     async def get(self, name: str) -> Tenant:
         item = await self._meta.get(tenant_key(name))
         if item is None:

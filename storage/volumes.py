@@ -88,7 +88,9 @@ class VolumeService:
     async def _get(self, tenant: str, name: str) -> tuple[Volume, Item]:
         item = await self.meta.get(volume_key(tenant, name))
         if item is None:
-            raise NotFound(f"volume {name!r} does not exist")
+            # the tenant named: `tessera volume` defaults to one, a volume may be another's
+            raise NotFound(f"volume {name!r} does not exist in tenant {tenant!r}; see "
+                           "`tessera volume list [--tenant T]`")
         return Volume.decode(item.value), item
 
     async def get(self, tenant: str, name: str) -> Volume:
@@ -204,8 +206,9 @@ class VolumeService:
                            "flatten or delete them first")
         lease = await self.meta.get(volume_lease_key(vol.id))
         if await lease_holds(self.meta, lease, watching=watching):
-            raise VolumeAttached(f"volume {name!r} is attached by "
-                                 f"{unpack(lease.value)['holder']}")  # type: ignore[union-attr]
+            raise VolumeAttached(  # what to do next, not only who holds it (newuser22)
+                f"volume {name!r} is attached by {unpack(lease.value)['holder']}"  # type: ignore[union-attr]
+                ": unmount it there first (`tessera volume unmount DIR`), then delete it")
         # the lease compared too: a writer that attached since the look is not deleted under.
         # The record moves to (VD, id) in the same transaction, and leaves it only once its
         # pointers are retired and its origins unlinked: a delete killed in between is

@@ -279,6 +279,10 @@ class AdminApi:
                     raise se.NotFound(tenant)
                 await self.cluster.tenants.get(tenant)
             except se.NotFound:
+                if await self.cluster.tenants.was_deleted(tenant):  # its keys are listed
+                    raise AdminError(404, "NoSuchTenant", f"tenant {tenant!r} was deleted; "
+                                     "its keys (revoked) are in `tessera key list`, marked "
+                                     "(deleted)") from None
                 raise AdminError(404, "NoSuchTenant", f"tenant {tenant!r} does not exist; "
                                  "see `tessera tenant list`") from None
         recs = await self.cluster.tenants.list_keys(tenant)
@@ -318,7 +322,7 @@ class AdminApi:
 def _str_field(body: dict[str, Any], name: str) -> str:
     v = body.get(name)
     if not isinstance(v, str) or not v:
-        raise AdminError(400, "InvalidArgument", f"the body needs a string field {name!r}")
+        raise AdminError(400, "InvalidArgument", f"the body needs a non-empty string field {name!r}")
     return v
 
 

@@ -109,7 +109,7 @@ class NodesApi:
         try:
             done = await self.cluster.nodes.ack_lost_packs(m.spec, packs) if packs else []
         except StorageError as exc:
-            raise AdminError(503, "NodeUnreachable", f"node {m.spec.id!r}: {exc}") from None
+            raise AdminError(503, "NodeUnreachable", _unreachable(m.spec.id, exc)) from None
         call.audit["acknowledged"] = done
         h = await self._node_health(m)
         return 200, {"node": m.spec.id, "acknowledged": done,
@@ -119,8 +119,7 @@ class NodesApi:
         try:
             return await self.cluster.nodes.health(m.spec, timeout_s=3.0)
         except StorageError as exc:
-            raise AdminError(503, "NodeUnreachable", f"node {m.spec.id!r} does not answer "
-                             f"({exc})") from None
+            raise AdminError(503, "NodeUnreachable", _unreachable(m.spec.id, exc)) from None
 
     def _check_layout(self, members: list[ms.Member], leaving: str) -> None:
         """Refuse a change that leaves too few active nodes for a profile in use."""
@@ -137,7 +136,7 @@ class NodesApi:
         b = call.body
         for f in ("id", "zone", "address"):
             if not isinstance(b.get(f), str) or not b[f]:
-                raise AdminError(400, "InvalidArgument", f"the body needs a string field {f!r}")
+                raise AdminError(400, "InvalidArgument", f"the body needs a non-empty string field {f!r}")
         weight = b.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float):
             raise AdminError(400, "InvalidArgument", "weight must be a number")
@@ -307,3 +306,10 @@ class NodesApi:
 def register_nodes(app: web.Application, api: AdminApi) -> None:
     """Add the membership routes (before the admin API's catch-all route)."""
     NodesApi(api).register(app)
+
+
+def _unreachable(node: str, exc: Exception) -> str:
+    """A node that did not answer a question only it can answer (its lost packs): says what
+    to do next, start it and ask again, instead of only the connection error (newuser22)."""
+    return (f"node {node!r} does not answer ({exc}); only the node itself knows its lost "
+            f"packs: start it (`tessera node list` shows its health), then ask again")

@@ -62,7 +62,10 @@ async def test_a_reused_name_does_not_inherit_the_old_tenants_keys(tmp_path: Pat
         await tenants.create("bob")
         old = await tenants.create_key("bob")
         await _delete(meta, tenants, "bob")
+        # newuser22: `key list --tenant bob` now can say the name was deleted
+        assert await tenants.was_deleted("bob") and not await tenants.was_deleted("nobody")
         await tenants.create("bob", reuse=True)
+        assert not await tenants.was_deleted("bob")
         new = await tenants.create_key("bob")
         assert [k.access_key for k in await tenants.list_keys("bob")] == [new.access_key]
         assert await tenants.credential(new.access_key) == new

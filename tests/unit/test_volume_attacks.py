@@ -178,3 +178,31 @@ def test_show_reports_a_lease_only_a_watch_could_settle_without_waiting() -> Non
         await svc.meta.put(key, pack({**rec, "released": True}))
         assert await svc.attached_at_a_glance(h.vol.id) is None
     with_service(body)
+
+
+def test_delete_of_an_attached_volume_says_to_unmount_it_first() -> None:
+    """newuser22: `tessera volume delete` of a mounted volume said only who held it; the
+    refusal now says what to do next. Nothing is deleted."""
+    async def body(svc: VolumeService) -> None:
+        await svc.create("t", "v", SIZE)
+        h = await svc.open("t", "v", holder="host:42")
+        try:
+            with pytest.raises(VolumeAttached) as e:
+                await svc.delete("t", "v")
+            assert "is attached by host:42" in str(e.value), e.value
+            assert "unmount it there first (`tessera volume unmount DIR`)" in str(e.value)
+            assert [v.name for v in await svc.list("t")] == ["v"]
+        finally:
+            await h.close()
+    with_service(body)
+
+
+def test_a_missing_volume_names_its_tenant_and_the_listing() -> None:
+    """newuser22: "volume 'x' does not exist" did not say in which tenant it was looked for
+    (`tessera volume` defaults to one) nor how to see what exists."""
+    async def body(svc: VolumeService) -> None:
+        with pytest.raises(NotFound) as e:
+            await svc.get("t", "x")
+        assert str(e.value) == ("volume 'x' does not exist in tenant 't'; see "
+                                "`tessera volume list [--tenant T]`")
+    with_service(body)
