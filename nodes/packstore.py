@@ -576,14 +576,15 @@ class PackStore(PackCompaction, PackPunching):
             os.fdatasync(fd)
             self.syncs += 1
         except BaseException:
-            self._cut_back(seq, fd, start, off, max(item[3] for item in items))
+            self._cut_back(seq, fd, start, off, recs)
             raise
         self.sizes[seq] = off
         self._active_of_last = seq
         self._active_recs += recs
         return recs
 
-    def _cut_back(self, seq: int, fd: int, start: int, end: int, time_ns: int) -> None:
+    def _cut_back(self, seq: int, fd: int, start: int, end: int,
+                  recs: list[pf.Record]) -> None:
         """Undo a failed group: truncate to where it began; failing that, retire the pack
         (it is scanned as it really is at the next restart) and write on in a new one."""
         try:
@@ -593,7 +594,7 @@ class PackStore(PackCompaction, PackPunching):
             self._retired.add(seq)  # never appended to again; its size is what it holds
             self._unsure[seq] = start
             try:  # before anything is written on: a restart must not index this group
-                self.unsure.add(seq, start, end, time_ns)
+                self.unsure.add(seq, start, end, recs)
             except OSError as exc:
                 log.error("pack %d: failed group at %d not recorded (%s): a restart will "
                           "index it", seq, start, exc)
