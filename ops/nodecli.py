@@ -232,15 +232,9 @@ def run(a: argparse.Namespace) -> int:
         path = f"/nodes/{q(a.id, safe='')}/lost-packs"
         if a.ack is None:
             r = admin_request("GET", path)
-            lost = r.get("packs_lost") or []
-            text = (f"node {a.id}: lost packs {', '.join(map(str, lost))} (their shards were "
-                    "missing there; the repair sweep rebuilds them and then clears this; "
-                    f"`tessera node lost-packs {a.id} --ack` clears it now)" if lost else
-                    f"node {a.id}: no lost pack reported")
         else:
             r = admin_request("POST", path + "/ack", query={"packs": a.ack} if a.ack else None)
-            text = f"node {a.id}: lost packs acknowledged: " \
-                   f"{', '.join(map(str, r.get('acknowledged') or [])) or 'none'}"
+        text = lost_packs_text(a.id, r)
     else:
         r = admin_request("POST", f"/nodes/{q(a.id, safe='')}/{a.action}")
         text = render([r])
@@ -282,3 +276,19 @@ def no_action(stream: Any = None) -> int:
 def is_membership_command(argv: list[str]) -> bool:
     """True when `tessera node ARGV` names a membership action (else it runs a node)."""
     return bool(argv) and argv[0] in ACTIONS
+
+
+def lost_packs_text(nid: str, r: dict[str, Any]) -> str:
+    """`lost-packs` for a person: what an ack took (when one was made), then what the node
+    still reports, saying when its list (at most 1000) is short of the count."""
+    lost = r.get("packs_lost") or []
+    head = "" if "acknowledged" not in r else (
+        f"node {nid}: lost packs acknowledged: "
+        f"{', '.join(map(str, r.get('acknowledged') or [])) or 'none'}\n")
+    if not lost:
+        return head + f"node {nid}: no lost pack reported"
+    total = int(r.get("packs_missing", len(lost)) or len(lost))
+    more = f" (the first {len(lost)} of {total})" if total > len(lost) else ""
+    return head + (f"node {nid}: lost packs {', '.join(map(str, lost))}{more} (their shards "
+                   "were missing there; the repair sweep rebuilds them and then clears this; "
+                   f"`tessera node lost-packs {nid} --ack` clears it now)")

@@ -120,7 +120,8 @@ class NodesApi:
         call.audit["acknowledged"] = done
         h = await self._node_health(m)
         return 200, {"node": m.spec.id, "acknowledged": done,
-                     "packs_lost": h.get("packs_lost", [])}
+                     "packs_lost": h.get("packs_lost", []),
+                     "packs_missing": int(h.get("packs_missing", 0))}
 
     async def _node_health(self, m: ms.Member) -> dict[str, Any]:
         try:
