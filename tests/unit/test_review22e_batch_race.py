@@ -8,12 +8,14 @@ delete (mend22e, `DiskShardStore.unless_died`)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from nodes.batch import _get_all
+from nodes import packformat as pf
+from nodes.batch import _get_all, _stat_ops
 from nodes.handlers import NODE, STATS, RequestStats
 from nodes.shardfile import ShardLocation
 from tests.contract.node_harness import make_shard
@@ -59,3 +61,42 @@ async def test_a_batched_read_racing_a_punch_is_not_a_corrupt_shard(
     assert got["status"] == (200 if change == "replace" else 404), got
     if change == "replace":
         assert got["data"] == new
+
+
+async def test_a_stat_racing_a_punch_of_its_header_is_not_a_corrupt_shard(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A stat reads the header only, so it meets the race when the dead record's body
+    begins on a file-system block (its header's block is punched): the stat then answers
+    as the single GET, 404 for a deleted shard (mend22e, `DiskShardStore.unless_died`)."""
+    packs = node.store.packs
+    assert packs is not None
+    sid, _, _, body = make_shard(frames=4, block_size=BLOCK, last=None)
+    _, _, _, probe = make_shard(frames=1, block_size=BLOCK, last=1)
+    fixed = len(probe) - 1  # a one-frame shard's bytes besides its frame's data
+    at = packs.sizes.get(packs._active, 0)
+    blk = os.stat(packs.pack_dir).st_blksize
+    # a filler record first, sized so the shard's body begins on a block
+    last = -(at + pf.OVERHEAD + fixed + pf.HEAD_BYTES) % blk or blk
+    fill, _, _, filler = make_shard(frames=1, block_size=BLOCK, last=last)
+    assert (await put(node, filler, fill))[0] == 201
+    assert (await put(node, body, sid))[0] == 201
+    old = node.store.locate(sid)
+    assert old.base % blk == 0, (old.base, blk)
+    assert (await node.call("DELETE", f"/v1/shards/{sid}"))[0] in (200, 204)
+    assert await packs.punch(min_dead=0) > 0
+    real, calls = node.store.locate, []
+
+    def locate(s: str) -> ShardLocation:
+        calls.append(s)
+        return old if len(calls) == 1 else real(s)
+    monkeypatch.setattr(node.store, "locate", locate)
+    st = node.runner.app[NODE]
+    request = make_mocked_request("POST", "/v1/batch", app=node.runner.app)
+    request[STATS] = RequestStats(request_id="t")
+    results: list[dict[str, Any] | None] = [None]
+    await _stat_ops(st, request, [(0, sid)], results)
+    got = results[0]
+    assert got is not None
+    print("batched stat answers", got.get("status"), got.get("message", ""))
+    assert await node.store.quarantined() == []
+    assert got["status"] == 404, got
