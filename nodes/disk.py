@@ -37,6 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from nodes.packreserve import is_disk_full
 from nodes.packshadow import file_shadowed
@@ -58,10 +59,11 @@ from nodes.shardfile import (
 from nodes.shardread import ShardReadStream
 from nodes.shardwrite import ShardWriter
 from storage.config import PackSettings, env_settings
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, NotFound, ShardCorrupt
 from storage.filemodes import secure_tree, tighten
 from storage.shards.ids import relative_path
 
+_T = TypeVar("_T")
 TEMP_MAX_AGE_S = 3600.0
 FIRST_LEVEL = [f"{i:02x}" for i in range(256)]  # `shards/<id[0:2]>`: made at start (1 MiB)
 RECENT_SHARDS = 16384  # shard ids remembered as hot (~2.5 MiB with the ids)
@@ -279,7 +281,7 @@ class DiskShardStore:
     def stat_sync(self, sid: str) -> dict[str, int | float]:
         """`stat` without the thread hop, for callers already on a worker thread."""
         check_shard_id(sid)
-        return stat_file(self.locate(sid), sid)
+        return self.unless_died(sid, lambda: stat_file(self.locate(sid), sid))
 
     async def verify(self, sid: str) -> FrameCheck:
         """The frames that fail their checks and the file read (ShardCorrupt if the header
@@ -451,6 +453,19 @@ class DiskShardStore:
         except FileNotFoundError:  # compacted away since: moved, so not the record read
             return True
         return (st.st_dev, st.st_ino, loc.offset) != read
+
+    def unless_died(self, sid: str, read: Callable[[], _T]) -> _T:
+        """`read()` of `sid` (on a worker thread), answered as the single GET does
+        (`shardget.open_get`) when its bytes fail a check in a packed record that died since
+        it was located (a read racing a punch): read again once, where the shard is now,
+        then NotFound. ShardCorrupt only for bytes still the shard's (rot)."""
+        for _ in range(2):
+            try:
+                return read()
+            except ShardCorrupt as exc:
+                if not self.record_died(sid, exc.file):
+                    raise
+        raise NotFound(f"shard {sid} not found")
 
     async def quarantine(self, sid: str, reason: str,
                          read: tuple[int, ...] | None = None) -> Path | None:

@@ -31,6 +31,7 @@ from storage.errors import (
 )
 from storage.shards.auth import BODY_MODE_HEADER, BODY_TRAILER, TRAILER_BYTES, Verifier
 from storage.shards.format import FrameLayoutError, FrameScanner
+from storage.shards.packlist import PACKS_FORMAT, parse_packs
 from storage.testing import node_faults
 from storage.widereads import WIDE_BODY_BYTES, wide_reads
 
@@ -416,11 +417,10 @@ async def ack_lost_packs(request: web.Request) -> web.Response:
     """Stop reporting lost packs (`?packs=3,4`): the repair sweep rebuilt their shards, or
     an operator says they are dealt with (`tessera node lost-packs --ack`)."""
     st = _state(request)
-    raw = request.query.get("packs", "")
-    if not re.fullmatch(r"[0-9]{1,20}(,[0-9]{1,20}){0,999}", raw):
-        raise ApiError(400, "bad_request", "packs must be pack numbers, comma-separated")
+    seqs = parse_packs(request.query.get("packs", ""))
+    if seqs is None:
+        raise ApiError(400, "bad_request", PACKS_FORMAT)
     packs = st.store.packs
-    seqs = [int(x) for x in raw.split(",")]
     done = [] if packs is None else await _disk(asyncio.to_thread(packs.acknowledge_lost, seqs))
     if done:
         st.log.warning("lost packs acknowledged", request_id=_stats(request).request_id,

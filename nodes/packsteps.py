@@ -109,6 +109,7 @@ class PackCompaction:
         def _fd(self, seq: int) -> int: ...
         def _apply(self, seq: int, rec: pf.Record) -> None: ...
         def _hook(self, point: str, seq: int) -> None: ...
+        def _forget_damage(self, seq: int) -> None: ...
         def path_of(self, seq: int) -> Path: ...
         def _append(self, items: list[tuple[int, bytes, int, int, list[bytes | memoryview]]],
                     reclaim: bool = False) -> list[pf.Record]: ...
@@ -270,7 +271,7 @@ class PackCompaction:
             self.sizes[seq] = self.live[seq] = 0
             self.holes.pop(seq, None)
             self._punched_dead.pop(seq, None)
-            self.damage = [d for d in self.damage if d.seq != seq]
+            self._forget_damage(seq)
             with contextlib.suppress(OSError):
                 self.reserve.arm()
             return
@@ -281,7 +282,7 @@ class PackCompaction:
         self._punched_dead.pop(seq, None)
         self.sizes.pop(seq, None)  # gone: never read again (a failed fsync below wedged
         self.live.pop(seq, None)  # every later run on this pack's FileNotFoundError)
-        self.damage = [d for d in self.damage if d.seq != seq]  # kept aside before
+        self._forget_damage(seq)  # kept aside before
         self._retired.discard(seq)
         self._unsure.pop(seq, None)
         self._unlinked.add(seq)

@@ -103,7 +103,9 @@ class PackStore(PackCompaction, PackPunching):
         self.live: dict[int, int] = {}  # seq -> bytes of its live records (with overhead)
         self.sizes: dict[int, int] = {}  # seq -> bytes written (durable)
         self.held_bytes = 0  # the bodies of the shards the index holds (their live bytes)
-        self.damage: list[Damage] = []
+        self.damage: list[Damage] = []  # replaced whole, under `_damage_lock` once started
+        self._damage_lock = threading.Lock()  # its (and `missing`'s) rewrites: the committer
+        # (compaction's `_drop`) and an ack (`acknowledge_lost`, a worker thread): review22e L6
         self.drops = Drops(self.pack_dir)  # packs compaction dropped: others gone are lost
         self.missing: list[int] = []  # packs a restart found lost (in `damage` too)
         self._unlinked: set[int] = set()  # packs unlinked, their directory not yet fsynced
@@ -321,12 +323,18 @@ class PackStore(PackCompaction, PackPunching):
     def acknowledge_lost(self, seqs: list[int]) -> list[int]:
         """Stop reporting lost packs `seqs` (those of them still reported; `Drops.acknowledge`,
         durably first: OSError leaves them reported); the ones acknowledged."""
-        done = sorted(set(seqs) & set(self.missing))
-        if done:
-            self.drops.acknowledge(done)
-            self.missing = [seq for seq in self.missing if seq not in done]
-            self.damage = [d for d in self.damage if not (d.missing and d.seq in done)]
+        with self._damage_lock:  # (a worker thread's; compaction's `_drop` rewrites it too)
+            done = sorted(set(seqs) & set(self.missing))
+            if done:
+                self.drops.acknowledge(done)
+                self.missing = [seq for seq in self.missing if seq not in done]
+                self.damage = [d for d in self.damage if not (d.missing and d.seq in done)]
         return done
+
+    def _forget_damage(self, seq: int) -> None:
+        """Pack `seq`'s damage is gone with it (compaction dropped or emptied it)."""
+        with self._damage_lock:
+            self.damage = [d for d in self.damage if d.seq != seq]
 
     def locate(self, sid: str) -> PackLoc | None:
         return self.index.get(sid)
@@ -568,14 +576,15 @@ class PackStore(PackCompaction, PackPunching):
             os.fdatasync(fd)
             self.syncs += 1
         except BaseException:
-            self._cut_back(seq, fd, start, off, max(item[3] for item in items))
+            self._cut_back(seq, fd, start, off, recs)
             raise
         self.sizes[seq] = off
         self._active_of_last = seq
         self._active_recs += recs
         return recs
 
-    def _cut_back(self, seq: int, fd: int, start: int, end: int, time_ns: int) -> None:
+    def _cut_back(self, seq: int, fd: int, start: int, end: int,
+                  recs: list[pf.Record]) -> None:
         """Undo a failed group: truncate to where it began; failing that, retire the pack
         (it is scanned as it really is at the next restart) and write on in a new one."""
         try:
@@ -585,7 +594,7 @@ class PackStore(PackCompaction, PackPunching):
             self._retired.add(seq)  # never appended to again; its size is what it holds
             self._unsure[seq] = start
             try:  # before anything is written on: a restart must not index this group
-                self.unsure.add(seq, start, end, time_ns)
+                self.unsure.add(seq, start, end, recs)
             except OSError as exc:
                 log.error("pack %d: failed group at %d not recorded (%s): a restart will "
                           "index it", seq, start, exc)

@@ -160,8 +160,16 @@ def read_whole_sync(store: DiskShardStore, sid: str, first: int, count: int | No
     """Header plus verified frames [first, first+count) of a shard, and its segment count.
 
     Raises NotFound, InvalidRange or ShardCorrupt as `ShardReadStream` does, InvalidInput
-    when the answer would exceed `max_bytes`. Runs in a worker thread.
+    when the answer would exceed `max_bytes`; a record that died while read (a read racing
+    a punch) is read again where the shard is now, or NotFound (`unless_died`). Runs in a
+    worker thread.
     """
+    return store.unless_died(sid, lambda: _read_whole_once(store, sid, first, count,
+                                                           max_bytes))
+
+
+def _read_whole_once(store: DiskShardStore, sid: str, first: int, count: int | None,
+                     max_bytes: int) -> tuple[bytes, int]:
     stream = store.open_read(sid, first, count)
     try:
         parts = [stream._open_sync()]

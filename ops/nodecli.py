@@ -232,14 +232,9 @@ def run(a: argparse.Namespace) -> int:
         path = f"/nodes/{q(a.id, safe='')}/lost-packs"
         if a.ack is None:
             r = admin_request("GET", path)
-            lost = r.get("packs_lost") or []
-            text = (f"node {a.id}: lost packs {', '.join(map(str, lost))} (their shards were "
-                    "missing there; the repair sweep rebuilds them and then clears this; "
-                    f"`tessera node lost-packs {a.id} --ack` clears it now)" if lost else
-                    f"node {a.id}: no lost pack reported")
         else:
             r = admin_request("POST", path + "/ack", query={"packs": a.ack} if a.ack else None)
-            text = ack_text(a.id, r)
+        text = lost_packs_text(a.id, r)
     else:
         r = admin_request("POST", f"/nodes/{q(a.id, safe='')}/{a.action}")
         text = render([r])
@@ -283,16 +278,17 @@ def is_membership_command(argv: list[str]) -> bool:
     return bool(argv) and argv[0] in ACTIONS
 
 
-def ack_text(node: str, r: dict[str, Any]) -> str:
-    """The line `lost-packs --ack` prints: what was acknowledged, and when nothing was (a pack
-    number the node does not report, a typo), which packs it does report, so the operator
-    sees the ack did nothing instead of a bare "none"."""
-    done = r.get("acknowledged") or []
-    left = r.get("packs_lost") or []
-    text = f"node {node}: lost packs acknowledged: {', '.join(map(str, done)) or 'none'}"
-    if not done:
-        text += " (it reports " + (f"lost packs {', '.join(map(str, left))}" if left
-                                   else "no lost pack") + ")"
-    elif left:
-        text += f"; still reported: {', '.join(map(str, left))}"
-    return text
+def lost_packs_text(nid: str, r: dict[str, Any]) -> str:
+    """`lost-packs` for a person: what an ack took (when one was made), then what the node
+    still reports, saying when its list (at most 1000) is short of the count."""
+    lost = r.get("packs_lost") or []
+    head = "" if "acknowledged" not in r else (
+        f"node {nid}: lost packs acknowledged: "
+        f"{', '.join(map(str, r.get('acknowledged') or [])) or 'none'}\n")
+    if not lost:
+        return head + f"node {nid}: no lost pack reported"
+    total = int(r.get("packs_missing", len(lost)) or len(lost))
+    more = f" (the first {len(lost)} of {total})" if total > len(lost) else ""
+    return head + (f"node {nid}: lost packs {', '.join(map(str, lost))}{more} (their shards "
+                   "were missing there; the repair sweep rebuilds them and then clears this; "
+                   f"`tessera node lost-packs {nid} --ack` clears it now)")

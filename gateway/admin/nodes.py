@@ -27,6 +27,8 @@ from gateway.admin.unsettled import Unsettled
 from storage import membership as ms
 from storage.config import NodeSpec, validate_layout
 from storage.errors import ConfigError, StorageError
+from storage.shards.client import NodeError
+from storage.shards.packlist import PACKS_FORMAT, parse_packs
 from storage.workers.rebalance import read_stats
 
 
@@ -101,19 +103,25 @@ class NodesApi:
         raw = call.request.query.get("packs")
         if raw is None:
             packs = [int(x) for x in (await self._node_health(m)).get("packs_lost", [])]
-        elif all(x.isdigit() for x in raw.split(",")):
-            packs = [int(x) for x in raw.split(",")]
+        elif (asked := parse_packs(raw)) is not None:
+            packs = asked
         else:
-            raise AdminError(400, "InvalidArgument", "packs must be pack numbers, comma-separated")
+            raise AdminError(400, "InvalidArgument", PACKS_FORMAT)
         call.audit["packs"] = packs
         try:
             done = await self.cluster.nodes.ack_lost_packs(m.spec, packs) if packs else []
+        except NodeError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:  # refused, not unreachable
+                raise AdminError(400, "InvalidArgument", f"node {m.spec.id!r} refused the "
+                                 f"acknowledgement: {exc}") from None
+            raise AdminError(503, "NodeUnreachable", f"node {m.spec.id!r}: {exc}") from None
         except StorageError as exc:
             raise AdminError(503, "NodeUnreachable", _unreachable(m.spec.id, exc)) from None
         call.audit["acknowledged"] = done
         h = await self._node_health(m)
         return 200, {"node": m.spec.id, "acknowledged": done,
-                     "packs_lost": h.get("packs_lost", [])}
+                     "packs_lost": h.get("packs_lost", []),
+                     "packs_missing": int(h.get("packs_missing", 0))}
 
     async def _node_health(self, m: ms.Member) -> dict[str, Any]:
         try:

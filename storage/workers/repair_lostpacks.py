@@ -13,6 +13,7 @@ never empties.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from storage.shards.transport import NodeTransport
 
 log = logging.getLogger(__name__)
 
+HEALTH_PARALLEL = 16  # nodes asked at once at a pass's end (each call may take its 2 s
+# timeout: one by one, a few slow nodes held the leased sweep step N x 2 s; review22e L7)
 SKEW_S = 1.0  # a node's start must precede the pass by this at least (a margin: the start is
 # put on this host's clock from the node's own `now`, read after its answer, so it is late)
 
@@ -37,25 +40,34 @@ async def clear_repaired_losses(meta: MetadataStore, client: NodeTransport,
     when the repair queue is empty. Node id -> the packs it stopped reporting."""
     if await meta.range(*space(REPAIR), limit=1):
         return {}  # a stripe still waits: its shard may be one a lost pack held
-    done: dict[str, list[int]] = {}
-    for node in nodes:
-        try:
-            h = await client.health(node)
-            lost = [int(x) for x in h.get("packs_lost") or []]
-            # the node's start on this host's clock: its `now` was read before this host's
-            # clock is, so the start is put late, never early (the safe side)
-            started = float(h["started"]) - float(h["now"]) + clock()
-        except (NodeError, KeyError, TypeError, ValueError):
-            continue
-        if not lost or started > pass_started - SKEW_S:
-            continue
-        try:
-            acked = await client.ack_lost_packs(node, lost)
-        except NodeError as exc:
-            log.warning("node %s: lost packs %s not cleared (%s)", node.id, lost, exc)
-            continue
-        if acked:
-            log.warning("node %s: lost packs %s cleared: every shard they held is repaired",
-                        node.id, acked)
-            done[node.id] = acked
-    return done
+    gate = asyncio.Semaphore(HEALTH_PARALLEL)
+
+    async def one(node: NodeSpec) -> list[int]:
+        async with gate:
+            return await _clear_node(client, node, pass_started, clock)
+    acked = await asyncio.gather(*(one(node) for node in nodes))
+    return {node.id: got for node, got in zip(nodes, acked, strict=True) if got}
+
+
+async def _clear_node(client: NodeTransport, node: NodeSpec, pass_started: float,
+                      clock: Callable[[], float]) -> list[int]:
+    """`clear_repaired_losses` for one node: the packs it stopped reporting."""
+    try:
+        h = await client.health(node)
+        lost = [int(x) for x in h.get("packs_lost") or []]
+        # the node's start on this host's clock: its `now` was read before this host's
+        # clock is, so the start is put late, never early (the safe side)
+        started = float(h["started"]) - float(h["now"]) + clock()
+    except (NodeError, KeyError, TypeError, ValueError):
+        return []
+    if not lost or started > pass_started - SKEW_S:
+        return []
+    try:
+        acked = await client.ack_lost_packs(node, lost)
+    except NodeError as exc:
+        log.warning("node %s: lost packs %s not cleared (%s)", node.id, lost, exc)
+        return []
+    if acked:
+        log.warning("node %s: lost packs %s cleared: every shard they held is repaired",
+                    node.id, acked)
+    return acked

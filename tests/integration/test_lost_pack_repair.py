@@ -66,7 +66,8 @@ def test_a_lost_pack_is_reported_and_its_shards_rebuilt(
         assert _health(c, node)["packs_missing"] == 0
         acked = node_cli(c, "lost-packs", node, "--ack", str(seq), "--json")  # nothing left
         assert acked.returncode == 0, acked
-        assert json.loads(acked.stdout) == {"node": node, "acknowledged": [], "packs_lost": []}
+        assert json.loads(acked.stdout) == {"node": node, "acknowledged": [], "packs_lost": [],
+                                           "packs_missing": 0}
     finally:
         stop_processes(procs)
         c.stop()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from storage.config import NodeSpec
 from storage.workers.repair import RepairSettings, RepairWorker
 from tests.sim.test_repair_node_return import _back, _down
@@ -19,7 +21,7 @@ SLOW = RepairSettings(rate_bytes_s=0, down_grace_s=3600, sweep_interval_s=3600,
 
 
 async def test_a_pass_that_never_checked_the_node_does_not_clear_its_lost_packs(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = Sim(tmp_path, 22)
     await s.open(tmp_path)
     s.repair = RepairWorker(s.cfg, s.meta, s.sim, s.health, s.pool, SLOW)
@@ -38,8 +40,8 @@ async def test_a_pass_that_never_checked_the_node_does_not_clear_its_lost_packs(
             acked.append(list(packs))
             return list(packs)
 
-        s.sim.health = health  # type: ignore[method-assign]
-        s.sim.ack_lost_packs = ack  # type: ignore[method-assign]
+        monkeypatch.setattr(s.sim, "health", health)
+        monkeypatch.setattr(s.sim, "ack_lost_packs", ack)
         s.sim.wipe(victim)  # its restart found pack 7 gone: every shard it held is missing
         await _down(s, victim)  # ...and it is down (within its grace) while the pass runs
         while await s.repair.sweep_step():  # a stripe a step: each one `unknown` there

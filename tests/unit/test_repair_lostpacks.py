@@ -5,6 +5,7 @@ nothing (the report stays until repair is done or an operator acknowledges it)."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -50,5 +51,33 @@ async def test_a_loss_clears_only_after_a_later_whole_pass_with_nothing_queued(
         await meta.txn(Txn(deletes=[repair_key(stripe)]))
         assert await clear_repaired_losses(meta, node, [NODE], 150.0, lambda: 200.0) == {"n1": [4, 5]}  # type: ignore[arg-type]
         assert node.lost == []
+    finally:
+        await meta.close()
+
+
+class _SlowNode(_Node):
+    """Counts the health calls in flight: each yields to the loop once before it answers."""
+
+    inflight = peak = 0
+
+    async def health(self, node: NodeSpec, timeout_s: float = 2.0) -> dict[str, Any]:
+        cls = _SlowNode
+        cls.inflight += 1
+        cls.peak = max(cls.peak, cls.inflight)
+        await asyncio.sleep(0)  # a yield (an answer on its way), not a wait for time
+        cls.inflight -= 1
+        return await super().health(node, timeout_s)
+
+
+async def test_the_nodes_are_asked_at_once_not_one_by_one(tmp_path: Path) -> None:
+    """review22e L7: one slow node's health call (2 s timeout) no longer delays the next."""
+    meta = await SqliteStore.open(tmp_path / "m.db")
+    try:
+        nodes = [NodeSpec(id=f"n{i}", zone="az1", address=f"127.0.0.1:{i + 1}")
+                 for i in range(3)]
+        node = _SlowNode(started=0.0, now=100.0)
+        node.lost = []
+        assert await clear_repaired_losses(meta, node, nodes, 150.0, lambda: 200.0) == {}  # type: ignore[arg-type]
+        assert _SlowNode.peak == 3
     finally:
         await meta.close()

@@ -314,8 +314,7 @@ def test_a_stale_unsure_mark_after_a_downgrade_never_cuts_acknowledged_records(
                 asyncio.run(s.put(sid, [_body("v2")], replace=True))
     finally:
         s.close()
-    record = s.unsure.path.read_bytes()
-    s.unsure.path.unlink()  # the downgraded node: it never reads the mark (ignores it) ...
+    records = _hide_marks(s)  # the downgraded node: it never reads the mark (ignores it) ...
     old = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
     old.open()
     try:
@@ -323,7 +322,7 @@ def test_a_stale_unsure_mark_after_a_downgrade_never_cuts_acknowledged_records(
         assert old.locate(later).seq == seq  # type: ignore[union-attr]
     finally:
         old.close()
-    s.unsure.path.write_bytes(record)  # ... and leaves the mark in place
+    _restore(records)  # ... and leaves the mark in place
     new = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
     new.open()
     try:
@@ -337,12 +336,89 @@ def test_a_stale_unsure_mark_after_a_downgrade_never_cuts_acknowledged_records(
         new.close()
 
 
+def _hide_marks(s: PackStore) -> dict[Path, bytes]:
+    """The mark and its side record taken away (what code from before them never reads)."""
+    out = {p: p.read_bytes() for p in (s.unsure.path, s.pack_dir / "unsure-group")
+           if p.exists()}
+    for p in out:
+        p.unlink()
+    return out
+
+
+def _restore(records: dict[Path, bytes]) -> None:
+    for p, raw in records.items():
+        p.write_bytes(raw)
+
+
+def _failed_cut_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sid: str
+                     ) -> tuple[PackStore, int, int]:
+    """A store whose replace of `sid` failed and could not be cut back: the store, the
+    marked pack and where the failed group begins."""
+    s = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    s.open()
+    try:
+        asyncio.run(s.put(sid, [_body("v1")]))
+        seq = s._active
+        start = s.sizes[seq]
+        with monkeypatch.context() as m:
+            m.setattr(os, "ftruncate", _eio)
+            m.setattr(os, "fdatasync", _eio)
+            m.setattr(packstore, "fsync_dir", _eio)  # no new pack: the marked one is last
+            with pytest.raises(OSError):
+                asyncio.run(s.put(sid, [_body("v2")], replace=True))
+    finally:
+        s.close()
+    return s, seq, start
+
+
+def test_session_21_reads_the_mark_a_failed_cut_back_leaves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """review22e L5: a one-step downgrade (session 21's `Unsure.load`: head
+    `tessera-pack-unsure 1`, lines `seq start`) reads the mark and cuts the failed group; a
+    format it cannot read "fails its check", is ignored, and the group is indexed (H1)."""
+    from nodes.smallrecord import pairs, read_record
+    s, seq, start = _failed_cut_back(tmp_path, monkeypatch, f"{7:032x}.1")
+    exists, body = read_record(s.unsure.path, b"tessera-pack-unsure 1 ")
+    assert exists and body is not None and pairs(body) == [(seq, start)], body
+
+
+def test_a_stale_mark_is_found_without_trusting_the_clock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """review22e L5: code from before the mark cut the failed group's torn tail, then wrote
+    an acknowledged record inside the group's range, its clock stepped back (a write time
+    older than the group's). That record is not one of the group's (offset and head): the
+    mark is dropped, never applied, the record stays."""
+    sid, later = f"{7:032x}.1", f"{8:032x}.1"
+    s, seq, start = _failed_cut_back(tmp_path, monkeypatch, sid)
+    records = _hide_marks(s)
+    os.truncate(s.path_of(seq), start)  # the downgraded node cut the group as a torn tail
+    old = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    old.open()
+    try:
+        with monkeypatch.context() as m:  # its clock an hour behind
+            m.setattr(packstore.time, "time_ns", lambda: 1_000_000_000)
+            asyncio.run(old.put(later, [b"x" * 1000]))
+        assert old.locate(later).seq == seq  # type: ignore[union-attr]
+    finally:
+        old.close()
+    _restore(records)
+    new = PackStore(tmp_path, seal_bytes=1 << 24, reserve_bytes=0)
+    new.open()
+    try:
+        loc = new.locate(later)
+        print("after the upgrade: later located at", loc)
+        assert loc is not None and new.read(loc) == b"x" * 1000
+        assert new.read(new.locate(sid)) == _body("v1")  # type: ignore[arg-type]
+    finally:
+        new.close()
+
+
 def test_a_first_format_unsure_mark_is_still_read(tmp_path: Path) -> None:
-    """packs22: a mark session 21 wrote (no end, no time) is still applied as before."""
-    from nodes.packunsure import _HEAD_1, Unsure, stale
+    """packs22: a mark session 21 wrote (no side entry) is still applied as before."""
+    from nodes.packunsure import _HEAD, Unsure, stale
     from nodes.smallrecord import write_record
     tmp_path.mkdir(exist_ok=True)
-    write_record(tmp_path / "unsure", _HEAD_1, b"3 100\n")
+    write_record(tmp_path / "unsure", _HEAD, b"3 100\n")
     u = Unsure(tmp_path)
     assert u.load() == {3: (100, None, None)}
     assert not stale(lambda off, n: b"", 500, (100, None, None))
