@@ -226,6 +226,15 @@ class AccessKey(Record):
     incarnation: str = ""  # the tenant record's (Tenant.incarnation) the key was made for
 
 
+def same_incarnation(key: AccessKey, tenant: Tenant) -> bool:
+    """Whether `key` was made for this record of its tenant (not a deleted namesake's). A
+    side without one (written by a process that predates the field: an older gateway of a
+    set drops it when it rewrites the record or makes a key) counts as matching, as keys
+    matched by name before, so an upgrade never locks a tenant out of its keys."""
+    return not key.incarnation or not tenant.incarnation or key.incarnation == \
+        tenant.incarnation
+
+
 
 def pack(d: dict[str, Any]) -> bytes:
     return msgpack.packb({"fv": FORMAT_VERSION, **d}, use_bin_type=True)
