@@ -173,6 +173,17 @@ class ObjectVersion(Record):
         return cls(**d)
 
 
+# in ObjectVersion.sse: the tenant whose KMS key wraps an SSE-KMS version's data key, when not
+# the version's (a writer under a grant: AWS resolves the key in the requester's account)
+KMS_TENANT = "kms_tenant"
+
+
+def kms_owner(v: ObjectVersion) -> str:
+    """The tenant whose KMS key wraps an SSE-KMS version's data key (its keys' destruction
+    destroys the version: `object_lock.shred_blocker`)."""
+    return v.sse.get(KMS_TENANT) or v.tenant
+
+
 @dataclass
 class Bucket(Record):
     name: str

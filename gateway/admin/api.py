@@ -220,7 +220,8 @@ class AdminApi:
                     await self.cluster.tenants.revoke_key(k.access_key)
         # marked "deleting" (no KMS key made from then on), the confirmed keys checked (a
         # mismatch changes nothing), the access keys revoked, then keys, aliases, record
-        await self.cluster.objects.kms.delete_tenant(t.name, expect, revoke)
+        await self.cluster.objects.kms.delete_tenant(t.name, expect, revoke,
+                                                     self.cluster.objects.lock_clock.now)
         return 200, {"name": t.name, "deleted": True}
 
     async def tenant_rotate(self, call: Call) -> tuple[int, Any]:
