@@ -103,11 +103,17 @@ async def shred_blocker(meta: MetadataStore, tenant: str, lock_now: LockNow,
     The versions destroyed are every one in the tenant's own buckets (sealed under its KEK)
     and, in every other tenant's bucket, those sealed with its KMS keys (written there under
     a grant: `records.kms_owner`), so every Object Lock bucket is read; destroying them is
-    a delete of each. `lock_now` is asked once, at the first bucket with Object Lock (none:
-    never asked, so a tenant is shredded while the nodes' clocks cannot be read if no bucket
-    has locks)."""
+    a delete of each. `lock_now` is asked once, at the first of those versions with a
+    retention (none: never asked, so a tenant without one is shredded while the nodes'
+    clocks cannot be read)."""
     latest: dict[str, float] = {}
-    now: float | None = None
+    asked: list[float] = []
+
+    async def now() -> float:
+        if not asked:
+            asked.append(await lock_now())
+        return asked[0]
+
     start, end = space(BUCKET)
     while True:
         buckets = await meta.range(start, end, limit=PAGE)
@@ -115,8 +121,6 @@ async def shred_blocker(meta: MetadataStore, tenant: str, lock_now: LockNow,
             b = Bucket.decode(item.value)
             if bucket_lock(b.config) is None:
                 continue
-            if now is None:
-                now = await lock_now()
             if await _bucket_blocker(meta, b.name, None if b.tenant == tenant else tenant,
                                      now, latest):
                 return TenantLocked(tenant, None)
@@ -131,7 +135,7 @@ async def shred_blocker(meta: MetadataStore, tenant: str, lock_now: LockNow,
 
 
 async def _bucket_blocker(meta: MetadataStore, bucket: str, kms_tenant: str | None,
-                          now: float, latest: dict[str, float]) -> bool:
+                          now: LockNow, latest: dict[str, float]) -> bool:
     """Scan a bucket's versions (only those sealed with `kms_tenant`'s KMS keys, unless
     None): True at a legal hold; else the latest retention still ahead, per mode, into
     `latest`. History records, and current ones: a version written before versioning was
@@ -146,7 +150,7 @@ async def _bucket_blocker(meta: MetadataStore, bucket: str, kms_tenant: str | No
                     continue
                 if v.lock.get("legal_hold") == "ON":
                     return True
-                if retention_active(v.lock, now):
+                if v.lock.get("mode") and retention_active(v.lock, await now()):
                     mode = str(v.lock["mode"])
                     latest[mode] = max(latest.get(mode, 0.0), float(v.lock["until"]))
             if len(batch) < PAGE:
