@@ -254,7 +254,8 @@ def _confirm_tenant_delete(a: argparse.Namespace) -> str | None:
     names = ", ".join(",".join(k.get("aliases") or []) or k["key_id"] for k in keys)
     what = (f"tenant {a.name} still has {len(keys)} KMS key(s) ({names}); deleting the "
             "tenant destroys them and revokes its access keys: anything still encrypted "
-            "under them (SSE-KMS objects copied elsewhere, metadata backups) can never be "
+            "under them (SSE-KMS objects it wrote into other tenants' buckets or copied "
+            "elsewhere, metadata backups) can never be "
             "decrypted again")
     if not sys.stdin.isatty():
         raise CliError(f"{what}; repeat with --yes to delete it")

@@ -35,7 +35,8 @@ async def run_once(config: Path) -> dict[str, Any]:
         arch = cluster.archive
         restored = await arch.complete_due_restores(limit=1000)
         expired = await arch.expire_restored(limit=1000)
-        return {**asdict(rep), "restores_completed": restored, "restored_copies_expired": expired}
+        return {**asdict(rep), "restores_completed": restored,
+                "restores_failed": arch.stats.restores_failed, "restored_copies_expired": expired}
     finally:
         await cluster.close()
 

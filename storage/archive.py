@@ -31,7 +31,7 @@ from storage.config import ArchiveSettings, Config
 from storage.crypto import keys
 from storage.crypto.aead import SegmentCipher
 from storage.datakeys import SSEC_HMAC
-from storage.errors import Conflict, InvalidInput, StorageError
+from storage.errors import Conflict, InvalidInput, KeyUnavailable, StorageError
 from storage.keyspace import (
     OBJECT,
     RESTORE_EXPIRY,
@@ -43,6 +43,7 @@ from storage.keyspace import (
     stripe_index_key,
 )
 from storage.keyspace import unpack as unpack_key
+from storage.kms import KmsNotFound
 from storage.metadata import Item, MetadataStore, Txn
 from storage.metadata.fence import cleanup_outside_step
 from storage.object_edits import version_records
@@ -168,6 +169,7 @@ class Change:
 class ArchiveStats:
     transitioned: int = 0
     restores_completed: int = 0
+    restores_failed: int = 0  # jobs ended because their key is gone (`_fail`)
     restores_expired: int = 0
 
 
@@ -346,17 +348,20 @@ class ArchiveService:
     # the restore worker's work -------------------------------------------------------------
 
     async def complete_due_restores(self, limit: int = 8) -> int:
-        """Make the restored copy of every job whose latency has passed; returns jobs done."""
+        """Make the restored copy of up to `limit` jobs whose latency has passed; returns
+        jobs done. A job that failed waits for its retry time and is tried after the
+        others: the read reaches past the failing jobs, so they never hold back the jobs
+        queued behind them (a job whose key is gone ends: `_fail`)."""
         now = time.time()
-        items = await self._due(RESTORE_QUEUE, int(now * 1e9), limit)
+        items = await self._due(RESTORE_QUEUE, int(now * 1e9), limit + len(self._retry_at))
         keys = {i.key for i in items}
         for k in [k for k, t in self._retry_at.items() if t <= now and k not in keys]:
             del self._retry_at[k]  # left the queue another way (or past this read): a past
             # retry time kept would make next_work_ns due for ever (polling each idle_s)
+        fresh = [i for i in items if i.key not in self._retry_at]
+        again = [i for i in items if self._retry_at.get(i.key, now + 1) <= now]
         done = 0
-        for item in items:
-            if self._retry_at.get(item.key, 0) > now:
-                continue
+        for item in (fresh + again)[:limit]:
             try:
                 if await self._complete(item):
                     done += 1
@@ -366,9 +371,36 @@ class ArchiveService:
                     # job, still queued and due, is retried next pass; without a retry time
                     # a worker woken by watches slept until WATCHED_MAX_S (30 s) before it
                     self._retry_at[item.key] = now
-            except StorageError:
+            except (KmsNotFound, KeyUnavailable) as exc:  # its key is gone for good
+                self._retry_at.pop(item.key, None)
+                await self._fail(item, exc)
+            except StorageError:  # a node, a disabled key...: tried again after RETRY_S
                 self._retry_at[item.key] = now + RETRY_S
         return done
+
+    async def _fail(self, item: Item, exc: StorageError) -> None:
+        """End a restore job that can never succeed (the key its version is sealed with is
+        destroyed: the writer's KMS key deleted, or a tenant shredded): the version's restore
+        becomes `failed` (with the reason; no longer ongoing, so HEAD shows no
+        x-amz-restore and a new RestoreObject queues again), its queue entry goes, and it is
+        counted (`stats.restores_failed`) and logged, once."""
+        bucket, key, vid = archive_job_of(item.key)
+        now = time.time()
+
+        def fail(cur: ObjectVersion) -> Change | None:
+            if cur.restore.get("queue_key") != item.key:
+                return None
+            r = {k: v for k, v in cur.restore.items() if k not in ("queue_key", "due")}
+            ch = Change()
+            ch.fields["restore"] = {**r, "state": "failed", "failed": now, "error": str(exc)}
+            ch.deletes.append(item.key)
+            return ch
+
+        if await self.mutate(bucket, key, vid, fail) is None:  # a stale entry: dropped
+            await self._meta.txn(Txn(compares={item.key: item.revision}, deletes=(item.key,)))
+            return
+        self.stats.restores_failed += 1
+        log.warning("restore of %s/%s version %s failed for good: %s", bucket, key, vid, exc)
 
     async def _due(self, queue: str, now_ns: int, limit: int) -> list[Item]:
         """The entries of a time-ordered queue due at `now_ns` (up to `limit`), read from

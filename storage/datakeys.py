@@ -15,7 +15,7 @@ from storage.crypto import keys
 from storage.crypto.aead import KEY_BYTES, SegmentCipher
 from storage.errors import KeyUnavailable
 from storage.kms import KmsService, canonical_context
-from storage.records import ObjectVersion
+from storage.records import ObjectVersion, kms_owner
 from storage.shared_memo import derived
 from storage.tenants import TenantService
 
@@ -23,16 +23,6 @@ SSEC_HMAC = "customer_key_hmac"  # in ObjectVersion.sse: the DEK is also wrapped
 SSEC_SALT = "customer_key_salt"
 KMS_KEY = "kms_key"  # in ObjectVersion.sse: the id of the KMS key that also wraps the DEK
 KMS_CONTEXT = "kms_context"  # in ObjectVersion.sse: the request's encryption context (base64)
-# in ObjectVersion.sse: the tenant whose KMS key that is, when not the version's (a writer
-# under a grant: AWS resolves the key in the requester's account); absent: the version's
-KMS_TENANT = "kms_tenant"
-
-
-def kms_owner(v: ObjectVersion) -> str:
-    """The tenant whose KMS key wraps an SSE-KMS version's data key."""
-    return v.sse.get(KMS_TENANT) or v.tenant
-
-
 def etag_hides_md5(sse: dict[str, str]) -> bool:
     """Whether an object (or part) written under this encryption gets an opaque ETag.
 

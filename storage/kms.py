@@ -56,6 +56,7 @@ from storage.keyspace import (
 )
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
+from storage.object_lock import LockNow
 from storage.records import Record, Tenant, pack, unpack
 from storage.tenant_state import DELETING, deleting_message
 from storage.tenants import TenantService
@@ -365,12 +366,14 @@ class KmsService:
             k.state, k.deletion_date = DISABLED, 0.0
         return await self._change(tenant, ref, fn)
 
-    async def delete_tenant(self, tenant: str, expect: set[str] | None = None,
-                            first: Callable[[], Awaitable[None]] | None = None) -> int:
+    async def delete_tenant(self, tenant: str, expect: set[str] | None,
+                            first: Callable[[], Awaitable[None]] | None,
+                            lock_now: LockNow) -> int:
         """Delete the tenant with every KMS key and alias of it (`tenant_delete`); with
         `expect`, Conflict unless its keys are exactly those; `first` (the access keys'
-        revocation) runs once the keys are settled. Returns how many keys went."""
-        n = await tenant_delete.delete(self._meta, tenant, expect, first)
+        revocation) runs once the keys are settled; TenantLocked while its keys seal a
+        locked version (`lock_now`: the lock clock). Returns how many keys went."""
+        n = await tenant_delete.delete(self._meta, tenant, expect, first, lock_now)
         self._material = {k: v for k, v in self._material.items() if k[0] != tenant}
         self._aliases = {k: v for k, v in self._aliases.items() if k[0] != tenant}
         return n

@@ -13,6 +13,7 @@ those records while the bucket lives).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from storage.conditions import DeleteConditions
 from storage.config_sections import LifecycleSettings
 from storage.errors import NotFound, StorageError
 from storage.keyspace import BUCKET, next_key, object_prefix, space, span, version_prefix
+from storage.kms import KmsNotFound
 from storage.lifecycle_clock import LifecycleClock
 from storage.lifecycle_rules import (
     DEFAULT_MIN_SIZE_MODE,
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from storage.objects import ObjectService
 
 PAGE = 500
+KEYLESS_LOGGED = 4096  # versions remembered as logged keyless (then forgotten, logged again)
+
+log = logging.getLogger("tessera.lifecycle")
 
 
 # --- applying the rules ----------------------------------------------------------------------
@@ -116,6 +121,7 @@ class LifecycleEngine:
         self.clock = clock
         self.day_s = clock.configured
         self.place_retention_s = place_retention_s
+        self._keyless: set[tuple[str, str, str]] = set()  # versions logged as keyless
 
     async def run_once(self, now: float | None = None) -> LifecycleReport:
         now = time.time() if now is None else now
@@ -247,10 +253,26 @@ class LifecycleEngine:
                 cond = Unchanged(seen=v, must="noncurrent")
                 await self._remove(b, v, cond)
                 rep.noncurrent_expired += bool(cond.applied and cond.applied[-1])
+        except KmsNotFound as exc:  # (a NotFound, but the version is there: its key is not)
+            rep.errors += 1
+            self._log_keyless(v, exc)
         except (NotFound, object_lock.ObjectLocked):
             return  # gone meanwhile, or kept by Object Lock (lifecycle never bypasses it)
         except StorageError:
             rep.errors += 1
+
+    def _log_keyless(self, v: ObjectVersion, exc: KmsNotFound) -> None:
+        """Log, once per version (per process, bounded), a transition that cannot be made
+        because the KMS key sealing the version is deleted (a writer under a grant deleted
+        its key, or was deleted): every pass counts it in `errors`, this says which."""
+        ident = (v.bucket, v.key, v.version_id)
+        if ident in self._keyless:
+            return
+        if len(self._keyless) >= KEYLESS_LOGGED:
+            self._keyless.clear()
+        self._keyless.add(ident)
+        log.warning("lifecycle cannot transition %s/%s version %s: its KMS key is gone (%s)",
+                    v.bucket, v.key, v.version_id, exc)
 
     async def _uploads(self, b: Bucket, rules: list[dict[str, Any]], now: float,
                        rep: LifecycleReport) -> None:

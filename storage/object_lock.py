@@ -29,16 +29,15 @@ from typing import Any, TypeVar
 
 from storage.errors import AccessDenied, Conflict
 from storage.keyspace import (
-    bucket_key,
+    BUCKET,
     next_key,
     object_prefix,
+    space,
     span,
-    tenant_bucket_prefix,
-    unpack,
     version_prefix,
 )
 from storage.metadata import MetadataStore
-from storage.records import Bucket, ObjectVersion
+from storage.records import Bucket, ObjectVersion, kms_owner
 
 LockNow = Callable[[], Awaitable[float]]  # the time a retention's end is judged by
 GOVERNANCE = "GOVERNANCE"
@@ -46,6 +45,7 @@ COMPLIANCE = "COMPLIANCE"
 MODES = (GOVERNANCE, COMPLIANCE)
 DAY_S = 86400
 YEAR_DAYS = 365
+PAGE = 1000  # records per metadata read of the shred scan
 
 
 class ObjectLocked(AccessDenied):
@@ -77,60 +77,86 @@ async def judged(run: Callable[[float | None], Awaitable[T]], lock_now: LockNow)
 
 
 class TenantLocked(Conflict):
-    """A tenant still holds locked versions: it cannot be shredded while they are locked.
+    """A tenant's keys still seal locked versions: it cannot be shredded (nor deleted, which
+    deletes its KMS keys) while they are locked.
     `until`: when the lock that blocks ends (None: a legal hold, lifted only by a request)."""
 
     def __init__(self, tenant: str, until: float | None, what: str = COMPLIANCE) -> None:
         if until is None:
-            why = ("under a legal hold; it cannot be shredded until the holds are removed "
-                   "(PutObjectLegalHold OFF)")
+            why = ("under a legal hold; it cannot be shredded or deleted until the holds are "
+                   "removed (PutObjectLegalHold OFF)")
         else:
             when = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))
-            why = f"under {what} retention until {when}; it cannot be shredded before then"
+            why = f"under {what} retention until {when}; it cannot be shredded or deleted before then"
             if what == GOVERNANCE:
                 why += " unless the governance retention is bypassed explicitly"
-        super().__init__(f"tenant {tenant!r} holds object versions {why}")
+        super().__init__(f"tenant {tenant!r} holds (or its keys seal) object versions {why}")
         self.until = until
 
 
 
 async def shred_blocker(meta: MetadataStore, tenant: str, lock_now: LockNow,
                         bypass_governance: bool = False) -> TenantLocked | None:
-    """Why the tenant may not be shredded now, or None: a version under a legal hold (the
-    first found), else the latest COMPLIANCE retention still ahead, else (unless bypassed)
-    the latest GOVERNANCE one. Shredding destroys every version, so it is a delete of each.
-    `lock_now` is asked once, at the first bucket with Object Lock (none: never asked, so
-    a tenant without locks is shredded while the nodes' clocks cannot be read)."""
+    """Why the tenant's keys may not be destroyed now (a shred, or a delete, which deletes
+    its KMS keys at once), or None: a version under a legal hold (the first found), else the
+    latest COMPLIANCE retention still ahead, else (unless bypassed) the latest GOVERNANCE one.
+    The versions destroyed are every one in the tenant's own buckets (sealed under its KEK)
+    and, in every other tenant's bucket, those sealed with its KMS keys (written there under
+    a grant: `records.kms_owner`), so every Object Lock bucket is read; destroying them is
+    a delete of each. `lock_now` is asked once, at the first of those versions with a
+    retention (none: never asked, so a tenant without one is shredded while the nodes'
+    clocks cannot be read)."""
     latest: dict[str, float] = {}
-    now: float | None = None
-    for entry in await meta.range(*span(tenant_bucket_prefix(tenant)), limit=100000):
-        name = unpack(entry.key)[2]
-        item = await meta.get(bucket_key(name))
-        if item is None or bucket_lock(Bucket.decode(item.value).config) is None:
-            continue
-        if now is None:
-            now = await lock_now()
-        # history records, and current ones: a version written before versioning was
-        # enabled (the null version) has only its current record, and can be locked later
-        for prefix in (version_prefix(name), object_prefix(name)):
-            start, end = span(prefix)
-            while True:
-                batch = await meta.range(start, end, limit=1000)
-                for rec in batch:
-                    lock = ObjectVersion.decode(rec.value).lock
-                    if lock.get("legal_hold") == "ON":
-                        return TenantLocked(tenant, None)
-                    if retention_active(lock, now):
-                        mode = str(lock["mode"])
-                        latest[mode] = max(latest.get(mode, 0.0), float(lock["until"]))
-                if len(batch) < 1000:
-                    break
-                start = next_key(batch[-1].key)
+    asked: list[float] = []
+
+    async def now() -> float:
+        if not asked:
+            asked.append(await lock_now())
+        return asked[0]
+
+    start, end = space(BUCKET)
+    while True:
+        buckets = await meta.range(start, end, limit=PAGE)
+        for item in buckets:
+            b = Bucket.decode(item.value)
+            if bucket_lock(b.config) is None:
+                continue
+            if await _bucket_blocker(meta, b.name, None if b.tenant == tenant else tenant,
+                                     now, latest):
+                return TenantLocked(tenant, None)
+        if len(buckets) < PAGE:
+            break
+        start = next_key(buckets[-1].key)
     if COMPLIANCE in latest:
         return TenantLocked(tenant, latest[COMPLIANCE], COMPLIANCE)
     if GOVERNANCE in latest and not bypass_governance:
         return TenantLocked(tenant, latest[GOVERNANCE], GOVERNANCE)
     return None
+
+
+async def _bucket_blocker(meta: MetadataStore, bucket: str, kms_tenant: str | None,
+                          now: LockNow, latest: dict[str, float]) -> bool:
+    """Scan a bucket's versions (only those sealed with `kms_tenant`'s KMS keys, unless
+    None): True at a legal hold; else the latest retention still ahead, per mode, into
+    `latest`. History records, and current ones: a version written before versioning was
+    enabled (the null version) has only its current record, and can be locked later."""
+    for prefix in (version_prefix(bucket), object_prefix(bucket)):
+        start, end = span(prefix)
+        while True:
+            batch = await meta.range(start, end, limit=PAGE)
+            for rec in batch:
+                v = ObjectVersion.decode(rec.value)
+                if kms_tenant is not None and kms_owner(v) != kms_tenant:
+                    continue
+                if v.lock.get("legal_hold") == "ON":
+                    return True
+                if v.lock.get("mode") and retention_active(v.lock, await now()):
+                    mode = str(v.lock["mode"])
+                    latest[mode] = max(latest.get(mode, 0.0), float(v.lock["until"]))
+            if len(batch) < PAGE:
+                break
+            start = next_key(batch[-1].key)
+    return False
 
 
 def bucket_lock(config: dict[str, Any]) -> dict[str, Any] | None:

@@ -173,6 +173,17 @@ class ObjectVersion(Record):
         return cls(**d)
 
 
+# in ObjectVersion.sse: the tenant whose KMS key wraps an SSE-KMS version's data key, when not
+# the version's (a writer under a grant: AWS resolves the key in the requester's account)
+KMS_TENANT = "kms_tenant"
+
+
+def kms_owner(v: ObjectVersion) -> str:
+    """The tenant whose KMS key wraps an SSE-KMS version's data key (its keys' destruction
+    destroys the version: `object_lock.shred_blocker`)."""
+    return v.sse.get(KMS_TENANT) or v.tenant
+
+
 @dataclass
 class Bucket(Record):
     name: str
@@ -224,6 +235,15 @@ class AccessKey(Record):
     role: str = "tenant"  # tenant | admin
     state: str = "active"
     incarnation: str = ""  # the tenant record's (Tenant.incarnation) the key was made for
+
+
+def same_incarnation(key: AccessKey, tenant: Tenant) -> bool:
+    """Whether `key` was made for this record of its tenant (not a deleted namesake's). A
+    side without one (written by a process that predates the field: an older gateway of a
+    set drops it when it rewrites the record or makes a key) counts as matching, as keys
+    matched by name before, so an upgrade never locks a tenant out of its keys."""
+    return not key.incarnation or not tenant.incarnation or key.incarnation == \
+        tenant.incarnation
 
 
 

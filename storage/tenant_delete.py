@@ -5,7 +5,12 @@ a metadata store's transaction limit (etcd's default --max-txn-ops is 128), resu
    key, bucket or volume is made: their creates compare the record's revision and refuse
    this state, so the keys listed next are all the tenant will have, and parallel creates
    before the mark do not race on the record (they only compare it). A bucket or volume
-   made before the mark (after the caller's check) undoes the mark: TenantNotEmpty.
+   made before the mark (after the caller's check) undoes the mark: TenantNotEmpty. So
+   does a version sealed with one of its KMS keys (written into another tenant's bucket
+   under a grant) that is under a legal hold or a retention still ahead: deleting the keys
+   would destroy it (`object_lock.shred_blocker`, as for a shred; no GOVERNANCE bypass
+   here): TenantLocked. The mark stops the tenant's writes, so no such version is added
+   after the scan.
 2. With `expect` (the key ids the operator confirmed) the listing must equal them; else
    the mark is undone (if this delete made it) and Conflict: nothing was deleted.
 3. `first` runs: the access keys' revocation, before the record goes (a same-name tenant
@@ -35,6 +40,7 @@ from storage.keyspace import (
 )
 from storage.keyspace import unpack as unpack_key
 from storage.metadata import Item, MetadataStore, Txn
+from storage.object_lock import LockNow, shred_blocker
 from storage.records import Tenant
 from storage.tenant_state import DELETING, SHREDDED
 
@@ -43,11 +49,13 @@ TRIES = 8
 
 
 async def delete(meta: MetadataStore, tenant: str, expect: set[str] | None,
-                 first: Callable[[], Awaitable[None]] | None) -> int:
-    """Delete `tenant` as above; returns how many KMS keys went."""
+                 first: Callable[[], Awaitable[None]] | None, lock_now: LockNow) -> int:
+    """Delete `tenant` as above; returns how many KMS keys went. `lock_now`: the clock
+    retentions are judged by (`LockClock.now`)."""
     tk = tenant_key(tenant)
     item, prev = await _mark(meta, tenant)
     await _owns_nothing(meta, tenant, prev)
+    await _seals_nothing_locked(meta, tenant, prev, lock_now)
     keys_ = await meta.range(*span(kms_key_prefix(tenant)), limit=100000)
     if expect is not None:
         have = {str(unpack_key(i.key)[2]) for i in keys_}
@@ -103,6 +111,21 @@ async def _owns_nothing(meta: MetadataStore, tenant: str, prev: str) -> None:
             raise TenantNotEmpty(f"tenant {tenant!r} still owns {what} (made while its delete "
                                  f"began); {'nothing was deleted' if undone else 'it stays marked deleting'}"
                                  f": delete its {what} first, then run the delete again")
+
+
+async def _seals_nothing_locked(meta: MetadataStore, tenant: str, prev: str,
+                                lock_now: LockNow) -> None:
+    """After the mark (the tenant writes nothing more), TenantLocked if its keys seal a
+    locked version (in another tenant's bucket: it owns none by now); the mark is undone
+    first. A shredded tenant's keys are destroyed already: nothing to check."""
+    t = await meta.get(tenant_key(tenant))
+    if t is None or not Tenant.decode(t.value).keks:
+        return
+    locked = await shred_blocker(meta, tenant, lock_now)
+    if locked is not None:
+        if prev != DELETING:
+            await _unmark(meta, tenant_key(tenant), prev)
+        raise locked
 
 
 async def _unmark(meta: MetadataStore, tk: bytes, prev: str) -> bool:

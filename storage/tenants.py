@@ -37,7 +37,7 @@ from storage.keyspace import (
     tenant_key,
 )
 from storage.metadata import Item, MetadataStore, Txn
-from storage.records import AccessKey, Tenant
+from storage.records import AccessKey, Tenant, same_incarnation
 from storage.sharedreads import SharedReads
 from storage.tenant_state import (
     DELETING,
@@ -599,8 +599,8 @@ class TenantService:
                 cred = Credential(access_key, sk.decode(), rec.tenant, rec.role)
         if cred is not None and cred.role == "tenant":
             _, _, state, titem = await self._cached(cred.tenant)
-            if state in (None, DELETING) or titem is None or (  # (made for a deleted
-                    Tenant.decode(titem.value).incarnation != rec.incarnation):  # namesake)
+            if state in (None, DELETING) or titem is None or not same_incarnation(
+                    rec, Tenant.decode(titem.value)):  # (made for a deleted namesake)
                 cred = None
         self._secret_cache[access_key] = (began + SHORT_TTL_S, stamp, cred)
         return cred
@@ -614,9 +614,9 @@ class TenantService:
         if tenant is None:
             return recs
         titem = await self._meta.get(tenant_key(tenant))
-        inc = Tenant.decode(titem.value).incarnation if titem is not None else None
-        return [r for r in recs
-                if r.tenant == tenant and (r.role != "tenant" or r.incarnation == inc)]
+        t = Tenant.decode(titem.value) if titem is not None else None
+        return [r for r in recs if r.tenant == tenant and (
+            r.role != "tenant" or (t is not None and same_incarnation(r, t)))]
 
     async def key_issued(self, access_key: str) -> bool:
         """Whether `access_key` names a key issued here, active or revoked (one record read)."""

@@ -29,6 +29,12 @@ from storage.shards.transport import NodeTransport
 from storage.tenants import TenantService
 
 
+async def no_locks() -> float:
+    """The lock clock for a call on a store without Object Lock buckets, where a retention
+    is never judged (`object_lock.shred_blocker` asks it only at an Object Lock bucket)."""
+    raise AssertionError("the lock clock was asked: the test has an Object Lock bucket")
+
+
 def error_code(call: Any, **kw: Any) -> str | None:
     """The S3 error code `call(**kw)` (a boto3 method) is refused with; None if it succeeds."""
     try:

@@ -42,7 +42,7 @@ from storage import errors as se
 from storage import jsondoc
 from storage import keys_rotation as kr
 from storage.cluster import Cluster
-from storage.records import Tenant
+from storage.records import Tenant, same_incarnation
 from storage.workers import reclaim
 
 log = logging.getLogger("tessera.admin")
@@ -220,7 +220,8 @@ class AdminApi:
                     await self.cluster.tenants.revoke_key(k.access_key)
         # marked "deleting" (no KMS key made from then on), the confirmed keys checked (a
         # mismatch changes nothing), the access keys revoked, then keys, aliases, record
-        await self.cluster.objects.kms.delete_tenant(t.name, expect, revoke)
+        await self.cluster.objects.kms.delete_tenant(t.name, expect, revoke,
+                                                     self.cluster.objects.lock_clock.now)
         return 200, {"name": t.name, "deleted": True}
 
     async def tenant_rotate(self, call: Call) -> tuple[int, Any]:
@@ -287,10 +288,11 @@ class AdminApi:
                                  "see `tessera tenant list`") from None
         recs = await self.cluster.tenants.list_keys(tenant)
         # a key made for a deleted tenant is its, not a later namesake's (`--reuse-name`)
-        live = {t.name: t.incarnation for t in await self.cluster.tenants.list()}
+        live = {t.name: t for t in await self.cluster.tenants.list()}
         return 200, {"keys": [{"access_key_id": r.access_key, "tenant": r.tenant,
                                "state": r.state, "created": r.created,
-                               "tenant_deleted": live.get(r.tenant) != r.incarnation}
+                               "tenant_deleted": r.tenant not in live
+                               or not same_incarnation(r, live[r.tenant])}
                               for r in recs if r.role == "tenant"]}
 
     async def key_create(self, call: Call) -> tuple[int, Any]:

@@ -7,9 +7,10 @@ gateway accepts its X-Amz-Date any more. Gateways may be configured with differe
 `max_skew_s`, so that time is the date plus twice the ceiling every gateway's value is held
 to (`config_sections.MAX_SKEW_S`: its skew, plus one more for the gateways' clocks
 differing), never a claimer's own window another gateway's outlasts. Each claim also deletes
-a few records past that time, so they do not pile up. A replay this process saw already is
-refused from memory, with no store round trip (only one sent to another gateway costs a
-transaction). A change that failed on the server (5xx: nothing, or not all, was done)
+a few records past that time, so they do not pile up. A replay of a claim this process made
+is refused from memory, with no store round trip (one sent to another gateway costs a
+transaction; that gateway does not remember another's claim, which only its claimer may
+give back). A change that failed on the server (5xx: nothing, or not all, was done)
 gives its claim back (`release`), so the client's retry of the very same request is
 served. GET and HEAD change nothing and may replay; console requests (a session cookie and
 its CSRF token) are not signed and not claimed.
@@ -31,7 +32,7 @@ from storage.metadata import MetadataStore, Txn
 PRUNE = 32  # expired claims deleted by each new one: more than one claim's worth
 HOLD_S = 2 * MAX_SKEW_S  # a claim lasts this long past its request's X-Amz-Date
 MEMO = 4096  # claims a process remembers (the oldest half forgotten past it: store again)
-# store -> the claims this process made or saw taken, oldest first (keys sort by expiry)
+# store -> the claims this process made, oldest first (keys sort by expiry)
 _SEEN: weakref.WeakKeyDictionary[MetadataStore, dict[bytes, None]] = (
     weakref.WeakKeyDictionary())
 _BASE = pack(SYSTEM, "admin-once")
@@ -53,7 +54,7 @@ def claim_key(signature: str, amz_date: str) -> bytes:
 async def claim(meta: MetadataStore, signature: str, amz_date: str,
                 now: float | None = None) -> bool:
     """Record `signature` (of a request signed at `amz_date`) as served; False if it was
-    already: a replay (one this process saw: no store round trip)."""
+    already: a replay (of a claim this process made: no store round trip)."""
     key = claim_key(signature, amz_date)
     seen = _SEEN.setdefault(meta, {})
     if key in seen:
@@ -63,11 +64,13 @@ async def claim(meta: MetadataStore, signature: str, amz_date: str,
     expired = await meta.range(start, _until_key(now_s), limit=PRUNE)
     fresh = await meta.txn(Txn(compares={key: 0}, puts={key: b""},
                                deletes=tuple(i.key for i in expired)))
-    seen[key] = None  # claimed now, or by another process before
+    if not fresh:  # another process's claim: not remembered, as only that process
+        return False  # hears of its release (a failed change), after which a retry is served
+    seen[key] = None
     if len(seen) > MEMO:
         for old in list(seen)[:MEMO // 2]:
             del seen[old]
-    return fresh
+    return True
 
 
 async def release(meta: MetadataStore, key: bytes) -> None:

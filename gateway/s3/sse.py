@@ -31,12 +31,12 @@ from storage.crypto.md5 import md5 as new_md5
 from storage.datakeys import (
     KMS_CONTEXT,
     KMS_KEY,
-    KMS_TENANT,
     SSEC_HMAC,
     customer_key_matches,
 )
 from storage.errors import InvalidInput
-from storage.records import ObjectVersion
+from storage.multipart_records import Upload
+from storage.records import KMS_TENANT, ObjectVersion
 
 H_SSE = "x-amz-server-side-encryption"
 H_KMS_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
@@ -202,9 +202,10 @@ def key_for_read(headers: Any, v: ObjectVersion, prefix: str = "") -> bytes | No
     return ckey
 
 
-def refuse_foreign_kms(requester: str | None, v: ObjectVersion) -> None:
-    """Reading an SSE-KMS object's bytes (GET, a copy source) decrypts with the KMS key of
-    the tenant that wrote it (`datakeys.kms_owner`), which no policy here grants to another
+def refuse_foreign_kms(requester: str | None, v: ObjectVersion | Upload) -> None:
+    """Reading an SSE-KMS object's bytes (GET, a copy source), or adding to an SSE-KMS
+    upload (a part, the completion: AWS asks kms:Decrypt of them), uses the KMS key of
+    the tenant that wrote it (`records.kms_owner`), which no policy here grants to another
     account or to anonymous requests: 403 AccessDenied, as AWS answers without kms:Decrypt
     (its AWS managed key aws/s3 is never usable across accounts; a customer managed key only
     through a key policy, which this service has not), the bucket owner included when a

@@ -22,7 +22,7 @@ from storage.objects import PutOptions
 from storage.testing.simnodes import SimNodes
 from tests.contract.test_late_commit import keydir  # noqa: F401 - fixture
 from tests.contract.test_metadata_contract import store  # noqa: F401 - fixture
-from tests.inproc import sim_config, wired_cluster
+from tests.inproc import no_locks, sim_config, wired_cluster
 
 
 async def _body() -> AsyncIterator[bytes]:
@@ -50,7 +50,7 @@ async def test_tenant_records_hold_in_the_stores_transactions(
                 async def revoke() -> None:
                     for k in await c.tenants.list_keys(writer):
                         await c.tenants.revoke_key(k.access_key)
-                await tenant_delete.delete(store, writer, None, revoke)
+                await tenant_delete.delete(store, writer, None, revoke, no_locks)
             return await plain(txn, reads)
         store.txn_or_read = txn_or_read  # type: ignore[method-assign]
         try:

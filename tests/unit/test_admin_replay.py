@@ -158,7 +158,7 @@ async def test_a_claim_inside_its_window_outlives_later_claims(tmp_path: Path) -
 
 async def test_a_replay_this_process_saw_costs_no_store_write(tmp_path: Path) -> None:
     """tenant22: replaying a captured change at a gateway costs it no metadata transaction
-    (on etcd a Raft write): the process remembers the claims it made or saw taken. A claim
+    (on etcd a Raft write): the process remembers the claims it made. A claim
     given back (`release`) is forgotten there too."""
     meta = await SqliteStore.open(tmp_path / "meta.db")
     try:

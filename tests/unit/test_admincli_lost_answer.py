@@ -23,20 +23,27 @@ def test_a_change_whose_answer_was_lost_says_it_may_have_been_made() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
 
+        server.settimeout(60)  # a client that never connects does not hold the thread
+
         def die_mid_change() -> None:  # reads the whole request, then dies unanswered
             conn, _ = server.accept()
             with conn:
+                conn.settimeout(60)
                 got = b""
                 while not got.endswith(b'"acme"}'):
-                    got += conn.recv(65536)
-        t = threading.Thread(target=die_mid_change)
+                    chunk = conn.recv(65536)
+                    if not chunk:  # the client gave up first: stop, not spin on b""
+                        return
+                    got += chunk
+        t = threading.Thread(target=die_mid_change, daemon=True)
         t.start()
         try:
             with pytest.raises(Unavailable, match="may or may not have been made.*signed "
                                                   "anew"):
                 admin_request("POST", "/keys", {"tenant": "acme"}, env=_env(port))
         finally:
-            t.join(timeout=30)
+            t.join(timeout=60)
+        assert not t.is_alive()
     # nothing listening: nothing was sent, so nothing was made
     with pytest.raises(Unavailable, match="cannot reach the admin API"):
         admin_request("POST", "/keys", {"tenant": "acme"}, env=_env(free_port()))

@@ -20,6 +20,7 @@ from storage.metadata import Txn
 from storage.metadata.sqlite import SqliteStore
 from storage.records import Tenant
 from storage.tenants import TenantService
+from tests.inproc import no_locks
 
 
 async def _two_gateways(tmp_path: Path) -> tuple[KmsService, KmsService, SqliteStore]:
@@ -53,7 +54,7 @@ async def test_no_key_is_made_once_the_delete_began(tmp_path: Path) -> None:
             refused.append(exc)
     try:
         await svc.create("acme", ["early"])
-        assert await svc.delete_tenant("acme", None, meanwhile) == 1
+        assert await svc.delete_tenant("acme", None, meanwhile, no_locks) == 1
         assert refused and "is being deleted" in str(refused[0])
         assert await meta.get(tenant_key("acme")) is None
         assert await _left(meta, kms_key_prefix("acme")) == 0
@@ -70,7 +71,7 @@ async def test_a_key_made_after_the_confirmation_refuses_the_delete(tmp_path: Pa
         k = await svc.create("acme")
         await other.create("acme")  # after the operator listed (and confirmed) the keys
         with pytest.raises(Conflict, match="nothing was deleted"):
-            await svc.delete_tenant("acme", {k.key_id})
+            await svc.delete_tenant("acme", {k.key_id}, None, no_locks)
         assert await _state(meta) == "active"  # the mark was undone
         assert await _left(meta, kms_key_prefix("acme")) == 2
         await other.create("acme")  # keys can be made again
@@ -115,11 +116,11 @@ async def test_many_keys_go_in_pages_and_a_cut_delete_is_finished(tmp_path: Path
             await svc.create("acme", [f"a{i}"])
         meta.txn = counting  # type: ignore[method-assign]
         with pytest.raises(ConnectionError):
-            await svc.delete_tenant("acme", None, revoke)
+            await svc.delete_tenant("acme", None, revoke, no_locks)
         assert revoked and await _state(meta) == "deleting"
         with pytest.raises(TenantDeleting, match="is being deleted"):
             await other.create("acme")
-        assert await svc.delete_tenant("acme", None, revoke) == 130 - 100  # the rest
+        assert await svc.delete_tenant("acme", None, revoke, no_locks) == 130 - 100  # the rest
         assert await meta.get(tenant_key("acme")) is None
         assert await _left(meta, kms_key_prefix("acme")) == 0
         assert await _left(meta, kms_alias_prefix("acme")) == 0

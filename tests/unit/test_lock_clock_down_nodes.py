@@ -77,8 +77,8 @@ async def test_a_delete_objects_with_most_nodes_down_probes_them_once(
 
 async def test_shredding_a_tenant_without_object_lock_needs_no_node_clock(
         tmp_path: Path) -> None:
-    """A shred judges retentions only in buckets with Object Lock; a tenant with none is
-    shredded (metadata only) while most nodes are down, as before the lock clock."""
+    """A shred judges retentions only of versions in buckets with Object Lock; a tenant with
+    none is shredded (metadata only) while most nodes are down, as before the lock clock."""
     from storage import keys_rotation as kr
     from storage.tenant_state import SHREDDED
     from tests.inproc import wired_cluster
@@ -88,6 +88,11 @@ async def test_shredding_a_tenant_without_object_lock_needs_no_node_clock(
     async with wired_cluster(tmp_path, cfg, nodes) as cluster:
         await cluster.tenants.create_key("t")
         await cluster.buckets.create("t", "plain")
+        # another tenant's Object Lock bucket: scanned (t may have written there under a
+        # grant, mend22c), but no version of t's there has a retention to judge
+        await cluster.tenants.create("w")
+        await cluster.buckets.create("w", "locked", versioning="Enabled", config={
+            "object_lock": {"enabled": True, "rule": {"mode": "COMPLIANCE", "days": 1}}})
         for n in cfg.nodes[:5]:
             nodes.down.add(n.id)
         await kr.schedule_shred(cluster.meta, cluster.tenants, "t", 0, "test",

@@ -97,3 +97,44 @@ async def test_a_writer_under_a_grant_seals_with_its_own_kms_key(tmp_path: Path)
                        "t reads": "AccessDenied", "t heads": "ok",
                        "u puts under t's key": "AccessDenied",
                        "t puts under t's key": "ok"}, got
+
+
+async def test_only_the_kms_keys_tenant_adds_to_an_sse_kms_upload(tmp_path: Path) -> None:
+    """review22c L9: an upload is sealed with its initiator's KMS key, and every part with
+    it; AWS asks kms:Decrypt of UploadPart, UploadPartCopy and the completion (the parts are
+    decrypted to be assembled), which no account has on another's key here. t's part into
+    u's upload was sealed with u's key (an object its writer cannot read): 403 now, both
+    ways, while u itself adds and completes."""
+    async with _world(tmp_path) as w:
+        def run() -> dict[str, str]:
+            t, u = w["t"], w["u"]
+            t.put_bucket_policy(Bucket="vict", Policy=json.dumps({
+                "Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"AWS": "u"},
+                    "Action": ["s3:GetObject", "s3:PutObject"],
+                    "Resource": "arn:aws:s3:::vict/*"}]}))
+            t.put_object(Bucket="vict", Key="src", Body=b"s" * 10)
+            part = {"Bucket": "vict", "Key": "big", "PartNumber": 1, "Body": b"p" * 10}
+            by_u = u.create_multipart_upload(Bucket="vict", Key="big",
+                                             ServerSideEncryption="aws:kms")["UploadId"]
+            by_t = t.create_multipart_upload(Bucket="vict", Key="big",
+                                             ServerSideEncryption="aws:kms")["UploadId"]
+            got = {
+                "t part into u's": _code(lambda: t.upload_part(**part, UploadId=by_u)),
+                "t copy into u's": _code(lambda: t.upload_part_copy(
+                    Bucket="vict", Key="big", PartNumber=2, UploadId=by_u,
+                    CopySource={"Bucket": "vict", "Key": "src"})),
+                "u part into t's": _code(lambda: u.upload_part(**part, UploadId=by_t)),
+            }
+            etag = u.upload_part(**part, UploadId=by_u)["ETag"]
+            done = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+            got["t completes u's"] = _code(lambda: t.complete_multipart_upload(
+                Bucket="vict", Key="big", UploadId=by_u, MultipartUpload=done))
+            got["u completes u's"] = _code(lambda: u.complete_multipart_upload(
+                Bucket="vict", Key="big", UploadId=by_u, MultipartUpload=done))
+            got["u reads"] = _code(lambda: u.get_object(Bucket="vict", Key="big")["Body"].read())
+            return got
+        got = await asyncio.to_thread(run)
+        assert got == {"t part into u's": "AccessDenied", "t copy into u's": "AccessDenied",
+                       "u part into t's": "AccessDenied", "t completes u's": "AccessDenied",
+                       "u completes u's": "ok", "u reads": "ok"}, got

@@ -26,7 +26,7 @@ from storage.records import Tenant
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
 from storage.volumes import VolumeService
-from tests.inproc import sim_cluster_s3, sim_config
+from tests.inproc import no_locks, sim_cluster_s3, sim_config
 
 
 async def _setup(tmp_path: Path) -> tuple[SqliteStore, TenantService]:
@@ -58,7 +58,7 @@ def _delete_before_txn(meta: SqliteStore) -> None:
                           ) -> tuple[bool, dict[bytes, Item | None]]:
         if armed[0]:
             armed[0] = False
-            await tenant_delete.delete(meta, "acme", None, None)
+            await tenant_delete.delete(meta, "acme", None, None, no_locks)
         return await plain(t, reads)
     meta.txn_or_read = txn_or_read  # type: ignore[method-assign]
 
@@ -97,7 +97,7 @@ async def test_a_bucket_made_before_the_mark_undoes_the_delete(tmp_path: Path) -
     try:
         await buckets.create("acme", "early-bucket")
         with pytest.raises(TenantNotEmpty, match="still owns buckets.*delete its buckets"):
-            await tenant_delete.delete(meta, "acme", None, None)
+            await tenant_delete.delete(meta, "acme", None, None, no_locks)
         item = await meta.get(tenant_key("acme"))
         assert item is not None and Tenant.decode(item.value).state == "active"
         await tenants.create_key("acme")  # usable again
@@ -111,7 +111,7 @@ async def test_a_volume_made_before_the_mark_undoes_the_delete(tmp_path: Path) -
     try:
         await vols.create("acme", "v", 1 << 20)
         with pytest.raises(TenantNotEmpty, match="still owns volumes"):
-            await tenant_delete.delete(meta, "acme", None, None)
+            await tenant_delete.delete(meta, "acme", None, None, no_locks)
         item = await meta.get(tenant_key("acme"))
         assert item is not None and Tenant.decode(item.value).state == "active"
     finally:
@@ -128,7 +128,7 @@ async def test_a_deleting_tenant_makes_nothing_and_says_why(tmp_path: Path) -> N
         raise ConnectionError("killed before the revocation")
     try:
         with pytest.raises(ConnectionError):
-            await tenant_delete.delete(meta, "acme", None, crash)
+            await tenant_delete.delete(meta, "acme", None, crash, no_locks)
         for make in (lambda: buckets.create("acme", "b"), lambda: tenants.create_key("acme"),
                      lambda: _volumes(tmp_path, meta, tenants).create("acme", "v", 1 << 20)):
             with pytest.raises(TenantDeleting, match="run `tessera tenant delete acme` again"):
@@ -136,7 +136,7 @@ async def test_a_deleting_tenant_makes_nothing_and_says_why(tmp_path: Path) -> N
         item = await meta.get(tenant_key("acme"))
         with pytest.raises(TenantDeleting):  # what a write's commit asks (auth of writes)
             tenants.revalidate("acme", None, item)
-        await tenant_delete.delete(meta, "acme", None, None)  # the re-run finishes it
+        await tenant_delete.delete(meta, "acme", None, None, no_locks)  # the re-run finishes it
         assert await meta.get(tenant_key("acme")) is None
     finally:
         await meta.close()

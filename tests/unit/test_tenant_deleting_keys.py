@@ -21,7 +21,7 @@ from storage.metadata.sqlite import SqliteStore
 from storage.records import Tenant
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
-from tests.inproc import sim_cluster_s3, sim_config
+from tests.inproc import no_locks, sim_cluster_s3, sim_config
 
 
 async def _gateway(tmp_path: Path) -> tuple[SqliteStore, TenantService]:
@@ -45,10 +45,10 @@ async def test_keys_stop_at_the_mark_in_every_worker(tmp_path: Path) -> None:
         async def crash() -> None:
             raise ConnectionError("killed before the revocation")
         with pytest.raises(ConnectionError):
-            await tenant_delete.delete(meta_a, "acme", None, crash)
+            await tenant_delete.delete(meta_a, "acme", None, crash, no_locks)
         assert await b.credential(cred.access_key) is None
         assert await a.credential(cred.access_key) is None
-        await tenant_delete.delete(meta_a, "acme", None, None)  # run again: finished
+        await tenant_delete.delete(meta_a, "acme", None, None, no_locks)  # run again: finished
         assert await b.credential(cred.access_key) is None
     finally:
         await meta_a.close()
@@ -66,7 +66,7 @@ async def test_keys_come_back_when_the_delete_is_refused(tmp_path: Path) -> None
         await BucketService(meta_a, "us-east-1").create("acme", "kept")
         assert await b.credential(cred.access_key) == cred
         with pytest.raises(TenantNotEmpty):
-            await tenant_delete.delete(meta_a, "acme", None, None)
+            await tenant_delete.delete(meta_a, "acme", None, None, no_locks)
         assert await b.credential(cred.access_key) == cred
     finally:
         await meta_a.close()
@@ -125,11 +125,11 @@ async def test_a_deleted_tenants_name_is_taken_again_only_when_asked(tmp_path: P
     meta, tenants = await _gateway(tmp_path)
     try:
         await tenants.create("u")
-        await tenant_delete.delete(meta, "u", None, None)
+        await tenant_delete.delete(meta, "u", None, None, no_locks)
         with pytest.raises(Conflict, match="--reuse-name"):
             await tenants.create("u")
         assert (await tenants.create("u", reuse=True)).name == "u"
-        await tenant_delete.delete(meta, "u", None, None)  # gone again: asked again
+        await tenant_delete.delete(meta, "u", None, None, no_locks)  # gone again: asked again
         with pytest.raises(Conflict, match="--reuse-name"):
             await tenants.create("u")
         with pytest.raises(Conflict, match="already exists"):

@@ -16,6 +16,7 @@ from storage.keyspace import tenant_key
 from storage.kms import KmsService
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
+from tests.inproc import no_locks
 
 
 async def _setup(tmp_path: Path) -> tuple[SqliteStore, TenantService, KmsService]:
@@ -39,7 +40,7 @@ async def test_no_bucket_outlives_the_tenant_delete(tmp_path: Path) -> None:
             except StorageError:
                 pass  # refused: what should happen
         try:
-            await kms.delete_tenant("acme", None, revoke)
+            await kms.delete_tenant("acme", None, revoke, no_locks)
         except StorageError:
             pass  # the delete refused (the tenant owns a bucket now): also fine
         gone = await meta.get(tenant_key("acme")) is None
@@ -56,7 +57,7 @@ async def test_kms_put_of_a_deleting_tenant_is_no_internal_error(tmp_path: Path)
         async def crash() -> None:
             raise ConnectionError("killed before the revocation")
         with pytest.raises(ConnectionError):
-            await tenant_delete.delete(meta, "acme", None, crash)
+            await tenant_delete.delete(meta, "acme", None, crash, no_locks)
         with pytest.raises(StorageError) as err:
             await kms.resolve("acme", None)  # what sse.for_request asks for aws:kms
         assert to_s3_error(err.value, "b", "k").status != 500
@@ -82,7 +83,7 @@ async def test_no_access_key_outlives_the_tenant_delete(tmp_path: Path) -> None:
             item = await plain_get(key)
             if armed[0] and key == tenant_key("acme"):  # B's create_key read it "active"
                 armed[0] = False  # ... then A's whole delete runs before B's txn
-                await kms.delete_tenant("acme", None, revoke)
+                await kms.delete_tenant("acme", None, revoke, no_locks)
             return item
         meta.get = get_then_delete  # type: ignore[method-assign]
         try:

@@ -17,7 +17,7 @@ from storage import tenant_delete
 from storage.cluster import Cluster
 from storage.keyspace import object_key
 from storage.testing.simnodes import SimNodes
-from tests.inproc import served_s3, sim_cluster_s3, sim_config
+from tests.inproc import no_locks, served_s3, sim_cluster_s3, sim_config
 
 
 def _grant(s3: Any, *writers: str) -> None:
@@ -40,7 +40,7 @@ def _delete_at_commit(c: Cluster, name: str, key: str) -> None:
             async def revoke() -> None:
                 for k in await c.tenants.list_keys(name):
                     await c.tenants.revoke_key(k.access_key)
-            await tenant_delete.delete(c.meta, name, None, revoke)
+            await tenant_delete.delete(c.meta, name, None, revoke, no_locks)
         return await plain(txn, reads)
     c.meta.txn_or_read = txn_or_read  # type: ignore[method-assign]
 

@@ -14,6 +14,7 @@ from storage.crypto.keys import FileRootKey
 from storage.errors import Conflict, TenantDeleting
 from storage.metadata.sqlite import SqliteStore
 from storage.tenants import TenantService
+from tests.inproc import no_locks
 
 
 async def _tenants(tmp_path: Path) -> tuple[SqliteStore, TenantService]:
@@ -28,7 +29,7 @@ async def _delete(meta: SqliteStore, tenants: TenantService, name: str) -> None:
     async def revoke() -> None:
         for k in await tenants.list_keys(name):
             await tenants.revoke_key(k.access_key)
-    await tenant_delete.delete(meta, name, None, revoke)
+    await tenant_delete.delete(meta, name, None, revoke, no_locks)
 
 
 async def test_a_deleted_tenants_canonical_id_is_not_given_again(tmp_path: Path) -> None:

@@ -169,12 +169,17 @@ def _completion_customer_key(rq: S3Request, made: Upload | ObjectVersion,
 async def _part_target(rq: S3Request) -> tuple[int, str, mp.MultipartService, Upload,
                                                bytes | None]:
     """What every part request names: part number, upload (checked), and its SSE-C key (a
-    part of an SSE-C upload is refused once the bucket blocks SSE-C)."""
+    part of an SSE-C upload is refused once the bucket blocks SSE-C). A part of an SSE-KMS
+    upload is sealed with the upload's KMS key: only that key's tenant may send one (AWS
+    asks kms:Decrypt and kms:GenerateDataKey of UploadPart and UploadPartCopy, which no key
+    policy here grants across tenants: `sse.refuse_foreign_kms`), else 403 AccessDenied
+    rather than an object its writer cannot read."""
     number = _part_number(rq)
     upload_id = rq.upload_id
     svc = service(rq)
     with _errors(upload_id):
         up, _ = await svc.get(rq.existing_bucket(), rq.key, upload_id)
+    sse.refuse_foreign_kms(rq.requester, up)
     ckey = _part_customer_key(rq, up)
     sse.refuse_blocked(rq.existing_bucket().config.get("encryption"), ckey)
     return number, upload_id, svc, up, ckey
@@ -294,11 +299,13 @@ async def complete_multipart_upload(rq: S3Request) -> web.StreamResponse:
             # a repeat asks for the SSE-C key exactly as the first completion did: S3's
             # default checksum (an upload made without an algorithm) has no type recorded
             _completion_customer_key(rq, v, with_checksum=v.checksum_type is not None)
+            sse.refuse_foreign_kms(rq.requester, v)
             _refuse_keyless_assertion(rq, v, asked)
             if keyless and _asserts(asked):
                 v = await _made(rq, upload_id, asked)
             return await _completed(rq, v)
     _completion_customer_key(rq, up, with_checksum=up.checksum_algorithm is not None)
+    sse.refuse_foreign_kms(rq.requester, up)  # the parts are decrypted to be assembled (AWS)
     _check_checksum_type(_asserted_type(rq), up)
     asked = await _asked(rq)
     _refuse_keyless_assertion(rq, up, asked)
