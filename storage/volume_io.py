@@ -537,8 +537,10 @@ class VolumeHandle(ByteRanges):
     async def refresh(self) -> Volume:
         """The volume record as stored now (a resize while attached; Fenced once the lease
         is lost). Only `vol` is replaced, not the revision commits compare: one being built
-        meanwhile fails its compare and is built again from the record (`_resync`)."""
-        self.check_fenced()
+        meanwhile fails its compare and is built again from the record (`_resync`). The lease
+        is checked held, not just not known lost: a writer paused past its lease and resumed
+        must not take a size (review22g: its renewal's record read grew a fenced mount)."""
+        await self.check_held()
         self.vol = Volume.decode((await self._record()).value)
         return self.vol
 

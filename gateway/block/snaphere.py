@@ -19,8 +19,9 @@ import sys
 import threading
 from pathlib import Path
 
-from gateway.block.mount import MountError
+from gateway.block.mount import MountError, mounted_states
 from storage.errors import Conflict
+from storage.volume_records import check_snapshot_name
 
 SNAPSHOT_ANSWER_S = 10.0
 _CONFLICT, _OSERROR = 3, 4
@@ -54,6 +55,9 @@ def prepare_snapshot(data_dir: Path, tenant: str, name: str, snap: str,
     """Have the volume's mount here take snapshot `snap`, else flush it: (taken by its
     writer, pids of the daemons flushed). Conflict: the writer has a snapshot of that
     name; OSError: the mount failed the request; NoAnswer: no answer in time."""
+    check_snapshot_name(snap)  # bad input is InvalidInput here (400), not a child's crash
+    if not any(st.volume == name and st.tenant == tenant for st in mounted_states(data_dir)):
+        return False, []  # not mounted here: nothing to wait on, no child (~1 s) to start
     timeout_s = SNAPSHOT_ANSWER_S if timeout_s is None else timeout_s
     root = str(Path(__file__).resolve().parents[2])
     p = subprocess.Popen([sys.executable, "-c", _CHILD, root, str(data_dir), tenant, name,

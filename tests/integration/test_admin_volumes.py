@@ -199,6 +199,8 @@ def test_volume_errors_are_json_with_clear_codes(cluster: LocalCluster) -> None:
     refused(cluster, "POST", f"{base}/v/clone", {"snapshot": "none", "name": "c"}, 404,
             "NoSuchSnapshot")
     refused(cluster, "DELETE", f"{base}/v/snapshots/none", None, 404, "NoSuchSnapshot")
+    assert "letters" in refused(cluster, "POST", f"{base}/v/snapshots", {"name": "../x"}, 400,
+                                "InvalidArgument")  # review22g: the name checked, not a 500
     ok(cluster, "POST", f"{base}/v/snapshots", {"name": "s"}, status=201)
     refused(cluster, "POST", f"{base}/v/snapshots", {"name": "s"}, 409, "SnapshotAlreadyExists")
     refused(cluster, "POST", f"{base}/v/clone", {"snapshot": "s", "name": "v"}, 409,
