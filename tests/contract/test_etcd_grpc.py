@@ -19,6 +19,7 @@ from storage.metadata import Txn, etcd_grpc
 from storage.metadata.etcd import EtcdStore
 from storage.metadata.etcd_grpc import GrpcKV
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
+from tests.contract.conftest import session_tls
 from tests.integration.cluster import free_port
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
@@ -68,8 +69,8 @@ async def test_an_answer_over_grpcs_default_limit_arrives(etcd: EtcdStore, ns: b
 
 
 async def test_a_write_that_reached_no_member_goes_to_the_next(ns: bytes) -> None:
-    dead = f"http://127.0.0.1:{free_port(['127.0.0.1'])}"
-    store = await EtcdStore.open((dead, *_endpoints()))
+    dead = f"https://127.0.0.1:{free_port(['127.0.0.1'])}"
+    store = await EtcdStore.open((dead, *_endpoints()), session_tls())
     try:
         store._current = 0  # as if the member in use had just gone away
         sent = store.round_trips
