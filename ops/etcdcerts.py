@@ -94,3 +94,21 @@ def ensure_certs(directory: Path, hosts: tuple[str, ...]) -> EtcdClientTLS:
         for name, data in out.items():
             _write(directory / name, data)
     return client_tls_in(directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ops.etcdcerts DIR HOST...`: the certificates of members on HOSTs, in DIR
+    (docker-compose's one-shot `etcd-certs` service; nothing is remade if all are there)."""
+    import argparse  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="python -m ops.etcdcerts", description=main.__doc__)
+    p.add_argument("directory", type=Path)
+    p.add_argument("hosts", nargs="+", help="each member's host name or IP address")
+    a = p.parse_args(argv)
+    ensure_certs(a.directory, tuple(a.hosts))
+    print(f"etcd certificates in {a.directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
