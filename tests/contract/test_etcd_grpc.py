@@ -100,7 +100,7 @@ async def test_calls_one_after_another_start_no_thread_each(
     """grpcio polls a channel on a thread that lives while a call is open: without a call
     held open, each call made when none was in flight (the batchers' usual case) started
     one. Closing ends every thread the client started."""
-    kv = GrpcKV(_endpoints()[:1])
+    kv = GrpcKV(_endpoints()[:1], session_tls())
     get = pb.RangeRequest(key=b"grpc/none")
     try:
         await kv.call(0, "Range", get, 10)  # opens the channel (and what it holds open)
@@ -118,7 +118,7 @@ async def test_calls_one_after_another_start_no_thread_each(
 async def test_a_held_call_that_ended_is_opened_again(
         thread_starts: list[threading.Thread], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(etcd_grpc, "KEEPER_RETRY_S", 0.0)
-    kv = GrpcKV(_endpoints()[:1])
+    kv = GrpcKV(_endpoints()[:1], session_tls())
     get = pb.RangeRequest(key=b"grpc/none")
     try:
         await kv.call(0, "Range", get, 10)
@@ -159,7 +159,7 @@ async def test_a_client_dropped_unclosed_ends_its_held_calls(
     """A client dropped without close() (a store an error path never closed) ends the calls it
     held open: their threads (and connections) went with it before it held any, and a held
     call's thread otherwise waited for ever, keeping the channel and its connection alive."""
-    kv = GrpcKV(_endpoints()[:1])
+    kv = GrpcKV(_endpoints()[:1], session_tls())
     await kv.call(0, "Range", pb.RangeRequest(key=b"grpc/none"), 10)
     del kv
     gc.collect()
