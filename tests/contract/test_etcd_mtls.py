@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 import pytest
 
-from storage.metadata.etcd import EtcdStore
+from storage.metadata.etcd import EtcdError, EtcdStore
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 from tests.contract.conftest import session_tls
 
@@ -65,9 +65,14 @@ def test_grpc_refuses_a_client_without_certificate() -> None:
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # the handshake failed
 
 
-async def test_store_without_certificate_is_refused_with_it_served() -> None:
-    with pytest.raises(Exception, match="etcd"):
-        await EtcdStore.open(_endpoints())  # no client certificate: no member answers
+async def test_store_without_certificate_is_refused_with_it_served(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tls = session_tls()
+    assert tls is not None
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))  # it trusts the members, but
+    with pytest.raises(EtcdError, match="no etcd endpoint answered"):
+        await EtcdStore.open(_endpoints())  # shows no client certificate: refused
+    monkeypatch.delenv("SSL_CERT_FILE")
     store = await EtcdStore.open(_endpoints(), session_tls())
     try:
         assert store.server_version
