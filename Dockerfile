@@ -11,6 +11,7 @@ COPY pyproject.toml README.md ./
 COPY storage ./storage
 COPY gateway ./gateway
 COPY nodes ./nodes
+COPY ops ./ops
 RUN pip install . \
     && mkdir -p /etc/tessera /var/lib/tessera \
     && rm -rf /src/build

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from ops.etcdcluster import ETCD_HOSTS, EtcdCluster, default_members  # noqa: E402
 from ops.localports import free_port  # noqa: E402
 from storage.metadata import MetadataStore, Txn, open_store, prefix_end  # noqa: E402
+from storage.metadata.etcd_tls import EtcdClientTLS, client_tls_in  # noqa: E402
 
 
 @dataclass
@@ -114,14 +115,15 @@ def tree_cpu_by_role(root: int) -> dict[str, float]:
     return total
 
 
-def etcd_kv_requests(endpoints: list[str]) -> int:
+def etcd_kv_requests(endpoints: list[str], tls: EtcdClientTLS | None = None) -> int:
     """KV requests (Range, Txn, Put, DeleteRange) the etcd members have served, from their
     /metrics: the round trips the gateway made (background workers' few included)."""
     import urllib.request  # noqa: PLC0415
 
     total = 0
+    ctx = tls.ssl_context() if tls is not None else None
     for ep in endpoints:
-        with urllib.request.urlopen(f"{ep}/metrics", timeout=10) as r:
+        with urllib.request.urlopen(f"{ep}/metrics", timeout=10, context=ctx) as r:
             for line in r.read().decode().splitlines():
                 if (line.startswith("grpc_server_handled_total{")
                         and 'grpc_service="etcdserverpb.KV"' in line):
@@ -206,11 +208,12 @@ def s3_bench(backend: str, args: argparse.Namespace) -> list[Result]:
                      "region": c.env["AWS_DEFAULT_REGION"]}
             s3 = c.client()
             s3.create_bucket(Bucket="mbench")
-            members = ([f"http://{h}:{c.etcd_port}" for h in ETCD_HOSTS]
+            members = ([f"https://{h}:{c.etcd_port}" for h in ETCD_HOSTS]
                        if backend == "etcd" else [])
+            tls = client_tls_in(c.data / "etcd" / "tls")
 
             def kv() -> int:
-                return etcd_kv_requests(members) if members else 0
+                return etcd_kv_requests(members, tls) if members else 0
 
             assert c.proc is not None
 
@@ -300,7 +303,8 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 await asyncio.to_thread(cluster.start)
                 endpoints = cluster.endpoints
             try:
-                s = await open_store("etcd", "", endpoints)
+                s = await open_store("etcd", "", endpoints,
+                                     cluster.client_tls if cluster is not None else None)
                 try:
                     results += await bench("etcd", s, args)
                 finally:

@@ -66,7 +66,7 @@ def live_lies(c: ChaosCluster, lies: list[tuple[Path, bytes]]) -> list[str]:
     async def check() -> list[str]:
         cfg = load_config(c.data / "tessera.toml")
         meta = await open_store(cfg.metadata_backend, str(cfg.data_dir / cfg.metadata_path),
-                                cfg.etcd_endpoints)
+                                cfg.etcd_endpoints, cfg.etcd_tls)
         left = []
         try:
             for path, lie in lies:

@@ -3,6 +3,10 @@
 Members listen on 127.0.1.10 / 127.0.2.10 / 127.0.3.10 (one per zone, as in a real
 deployment where each AZ runs one member), keep their data under `<data>/etcd/<member>`
 and log to `<data>/logs/<member>.log`. Tests use the same class on free ports.
+
+Members speak mutual TLS (`tls`, the default): https client and peer URLs, and a client or
+peer without a certificate signed by the cluster CA (`<data>/tls`, ops/etcdcerts.py) is
+refused, so reaching a member's port is not enough to read or delete metadata.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -18,7 +23,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.etcdcerts import ensure_certs
 from storage.metadata.etcd_batch import MAX_REQUEST_BYTES  # the members' --max-request-bytes
+from storage.metadata.etcd_tls import EtcdClientTLS, client_tls_in
 from storage.parentdeath import dies_with_us_prefix
 
 ETCD_HOSTS = ("127.0.1.10", "127.0.2.10", "127.0.3.10")
@@ -38,20 +45,21 @@ class EtcdMember:
     host: str
     client_port: int
     peer_port: int
+    tls: bool = False  # mutual TLS on both ports (members.json of a pre-TLS cluster: absent)
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.peer_port}"
 
 
 def default_members(client_port: int, peer_port: int,
-                    hosts: tuple[str, ...] = ETCD_HOSTS) -> list[EtcdMember]:
+                    hosts: tuple[str, ...] = ETCD_HOSTS, tls: bool = True) -> list[EtcdMember]:
     """One member per zone host: etcd-az1, etcd-az2, etcd-az3."""
-    return [EtcdMember(f"etcd-az{i}", h, client_port, peer_port)
+    return [EtcdMember(f"etcd-az{i}", h, client_port, peer_port, tls)
             for i, h in enumerate(hosts, start=1)]
 
 
@@ -70,8 +78,30 @@ class EtcdCluster:
     def endpoints(self) -> tuple[str, ...]:
         return tuple(m.client_url for m in self.members)
 
+    @property
+    def tls_dir(self) -> Path:
+        """The cluster CA and certificates (made on first start: ops/etcdcerts.py)."""
+        return self.data_dir / "tls"
+
+    @property
+    def client_tls(self) -> EtcdClientTLS | None:
+        """The certificate a client shows the members (None: members check no client)."""
+        return client_tls_in(self.tls_dir) if any(m.tls for m in self.members) else None
+
+    def _tls_args(self, m: EtcdMember) -> list[str]:
+        if not m.tls:
+            return []
+        d = self.tls_dir
+        ca, cert, key = str(d / "ca.pem"), str(d / "member.pem"), str(d / "member.key")
+        return ["--client-cert-auth", "--trusted-ca-file", ca, "--cert-file", cert,
+                "--key-file", key, "--peer-client-cert-auth", "--peer-trusted-ca-file", ca,
+                "--peer-cert-file", cert, "--peer-key-file", key]
+
     def _args(self, m: EtcdMember) -> list[str]:
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        return [*self._base_args(m, initial), *self._tls_args(m)]
+
+    def _base_args(self, m: EtcdMember, initial: str) -> list[str]:
         return [
             etcd_binary(), "--name", m.name, "--data-dir", str(self.data_dir / m.name),
             "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
@@ -88,6 +118,8 @@ class EtcdCluster:
         """Start every member, then wait until each answers /health (a leader is elected)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if any(m.tls for m in self.members):
+            ensure_certs(self.tls_dir, tuple(m.host for m in self.members))
         try:
             for m in self.members:
                 self.start_member(m.name, wait=False)
@@ -119,7 +151,7 @@ class EtcdCluster:
             if p.poll() is not None:
                 raise RuntimeError(f"etcd member {m.name} exited with status {p.returncode}; "
                                    f"see {self.log_dir / (m.name + '.log')}")
-            if member_healthy(m.client_url):
+            if member_healthy(m.client_url, tls=self.client_tls):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"etcd member {m.name} not healthy within {READY_TIMEOUT_S:.0f}s; "
@@ -154,10 +186,14 @@ def etcd_binary() -> str:
     return path
 
 
-def member_healthy(client_url: str, timeout_s: float = 2.0) -> bool:
-    """True when the member answers /health with a leader."""
+def member_healthy(client_url: str, timeout_s: float = 2.0,
+                   tls: EtcdClientTLS | None = None) -> bool:
+    """True when the member answers /health with a leader (`tls`: the client certificate
+    an https member requires)."""
+    ctx: ssl.SSLContext | None = tls.ssl_context() if tls is not None else None
     try:
-        with urllib.request.urlopen(f"{client_url}/health", timeout=timeout_s) as r:
+        with urllib.request.urlopen(f"{client_url}/health", timeout=timeout_s,
+                                    context=ctx) as r:
             return bool(json.loads(r.read()).get("health") == "true")
     except (OSError, urllib.error.URLError, ValueError):
         return False

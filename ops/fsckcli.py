@@ -58,7 +58,7 @@ async def run_fsck(config: str | None, progress: Any = None) -> FsckReport:
     if cfg.metadata_backend == "sqlite":
         meta: Any = await SqliteStore.open_readonly(cfg.data_dir / cfg.metadata_path)
     else:
-        meta = await open_store(cfg.metadata_backend, "", cfg.etcd_endpoints)
+        meta = await open_store(cfg.metadata_backend, "", cfg.etcd_endpoints, cfg.etcd_tls)
     try:
         specs = [m.spec for m in await load_members(meta, cfg) if m.state != REMOVED]
         async with aiohttp.ClientSession(auto_decompress=False) as session:

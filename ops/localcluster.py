@@ -33,6 +33,7 @@ from storage.config import (
     load_config,
 )
 from storage.filemodes import secure_tree
+from storage.metadata.etcd_tls import EtcdClientTLS
 from storage.starterdeath import watch_starters
 
 ZONES = ("az1", "az2", "az3")
@@ -49,7 +50,8 @@ LOCAL_RESERVE_BYTES = 1024 * 1024  # [packs] reserve_bytes of a local cluster's 
 
 def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
                    etcd_endpoints: tuple[str, ...] = (), day_seconds: float | None = None,
-                   inline_max_bytes: int | None = None) -> str:
+                   inline_max_bytes: int | None = None,
+                   etcd_tls: EtcdClientTLS | None = None) -> str:
     lines = [
         f'data_dir = "{data_dir}"',
         "",
@@ -64,7 +66,7 @@ def default_config(data_dir: Path, port: int, node_port: int, admin_port: int,
         f'admin_listen = "127.0.0.1:{admin_port}"',
         'region = "us-east-1"',
         "",
-        *_metadata_section(etcd_endpoints),
+        *_metadata_section(etcd_endpoints, etcd_tls),
         "[profiles.standard]",
         "k = 4",
         "m = 2",
@@ -106,11 +108,21 @@ def _archive_sections(day_seconds: float | None) -> list[str]:
     return lines
 
 
-def _metadata_section(etcd_endpoints: tuple[str, ...]) -> list[str]:
+def _metadata_section(etcd_endpoints: tuple[str, ...],
+                      tls: EtcdClientTLS | None = None) -> list[str]:
     if not etcd_endpoints:
         return ["[metadata]", 'backend = "sqlite"', 'path = "meta/tessera.db"', ""]
     eps = ", ".join(f'"{e}"' for e in etcd_endpoints)
-    return ["[metadata]", 'backend = "etcd"', f"etcd_endpoints = [{eps}]", ""]
+    files = [] if tls is None else [f'etcd_ca_file = "{tls.ca_file}"',
+                                    f'etcd_cert_file = "{tls.cert_file}"',
+                                    f'etcd_key_file = "{tls.key_file}"']
+    return ["[metadata]", 'backend = "etcd"', f"etcd_endpoints = [{eps}]", *files, ""]
+
+
+# a data directory whose etcd members were made before mutual TLS: refused, not upgraded
+PRE_TLS = ("this data directory's etcd members were made before etcd mutual TLS and accept "
+           "any client; copy your data out with the previous Tessera, then start a fresh "
+           "data directory (`tessera up --metadata etcd` makes its certificates)")
 
 
 def _local_etcd(data_dir: Path, metadata: str, etcd_port: int,
@@ -119,6 +131,8 @@ def _local_etcd(data_dir: Path, metadata: str, etcd_port: int,
     members_file = data_dir / "etcd" / "members.json"
     if members_file.exists():
         members = [EtcdMember(**m) for m in json.loads(members_file.read_text())]
+        if not all(m.tls for m in members):
+            raise RuntimeError(PRE_TLS)
     elif metadata == "etcd":
         if (data_dir / "tessera.toml").exists():
             raise RuntimeError(f"{data_dir} was created without --metadata etcd; the metadata "
@@ -418,7 +432,8 @@ async def _run(data_dir: Path, config: Path, port: int | None, node_port: int | 
         # must not leave a config that makes every later start fail the same way.
         draft = config.with_name("tessera.toml.new")
         draft.write_text(default_config(data_dir, port, node_port, admin_port, eps,
-                                        day_seconds, inline_max_bytes))
+                                        day_seconds, inline_max_bytes,
+                                        etcd.client_tls if etcd is not None else None))
         try:
             cfg = load_config(draft)
             check_free(cfg, gateway_listens(cfg.gateway.listen, cfg.gateway.admin_listen,

@@ -28,7 +28,7 @@ async def _recover_space(config: str | None) -> list[str]:
     if cfg.metadata_backend != "etcd":
         return ["the metadata is SQLite, which has no quota: free space on the file system "
                 "of its database and writes resume (no restart needed)"]
-    store = await EtcdStore.open(cfg.etcd_endpoints)
+    store = await EtcdStore.open(cfg.etcd_endpoints, cfg.etcd_tls)
     try:
         return (await recover_space(store)).lines()
     finally:

@@ -98,7 +98,7 @@ class Cluster:
         gateway processes share `[gateway] upload_budget_bytes` (`worker_share`)."""
         meta_path = cfg.data_dir / cfg.metadata_path
         meta = cast(MetadataStore, TimedStore(
-            await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints)))
+            await open_store(cfg.metadata_backend, str(meta_path), cfg.etcd_endpoints, cfg.etcd_tls)))
         await upgrade_keyspace(meta)  # layout-1 stores (before storage.keyspace) move once
         tenants = TenantService(meta, FileRootKey(cfg.root_key_path))
         await tenants.load()

@@ -51,6 +51,7 @@ from storage.config_sections import (
     WorkerSettings,
 )
 from storage.errors import ConfigError
+from storage.metadata.etcd_tls import EtcdClientTLS
 
 # an [gateway] admin_hosts entry that can match a Host (gateway/admin/hosts.py): a name or
 # IPv4 address, or a bracketed IPv6 one, with an optional port; "*.example.com" or a name
@@ -86,6 +87,8 @@ class Config:
     metadata_backend: str = "sqlite"
     metadata_path: str = "meta/tessera.db"
     etcd_endpoints: tuple[str, ...] = ()
+    # the client certificate etcd members checking clients (mutual TLS) require
+    etcd_tls: EtcdClientTLS | None = None
     storage_classes: Mapping[str, str] = field(default_factory=dict)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     node_request_window_s: int = 300
@@ -154,7 +157,8 @@ _CLUSTER_KEYS = {"default_profile", "segment_size", "write_quorum_extra", "node_
 _GATEWAY_KEYS = set(GatewayConfig.__dataclass_fields__)
 _PROFILE_KEYS = {"k", "m", "role", "compress"}
 _NODE_KEYS = {"id", "zone", "address", "role", "weight"}
-_META_KEYS = {"backend", "path", "etcd_endpoints"}
+ETCD_TLS_KEYS = ("etcd_ca_file", "etcd_cert_file", "etcd_key_file")
+_META_KEYS = {"backend", "path", "etcd_endpoints", *ETCD_TLS_KEYS}
 
 
 def _check_keys(section: str, got: Mapping[str, Any], allowed: set[str]) -> None:
@@ -355,12 +359,29 @@ def config_from_mapping(raw: Mapping[str, Any], data_dir: Path | None = None) ->
         metadata_backend=backend,
         metadata_path=str(meta.get("path", "meta/tessera.db")),
         etcd_endpoints=tuple(meta.get("etcd_endpoints", ())),
+        etcd_tls=_etcd_tls(meta, dd),
         storage_classes=classes,
         gateway=GatewayConfig(**gw),
         archive=_archive(dict(raw.get("archive", {}))),
         **{name: _settings(name, cls, dict(raw.get(name, {})))
            for name, cls in SETTINGS_SECTIONS.items()},
     )
+
+
+def _etcd_tls(meta: dict[str, Any], data_dir: Path) -> EtcdClientTLS | None:
+    """[metadata] etcd_ca_file, etcd_cert_file, etcd_key_file: all three or none (relative
+    to data_dir)."""
+    given = [k for k in ETCD_TLS_KEYS if k in meta]
+    if not given:
+        return None
+    if len(given) != len(ETCD_TLS_KEYS) or not all(
+            isinstance(meta[k], str) and meta[k] for k in ETCD_TLS_KEYS):
+        raise ConfigError("[metadata] etcd_ca_file, etcd_cert_file and etcd_key_file go "
+                          "together: each a PEM file path")
+    if not all(str(e).startswith("https://") for e in meta.get("etcd_endpoints", ())):
+        raise ConfigError("[metadata] etcd client certificate given: every etcd_endpoints "
+                          "URL must be https://")
+    return EtcdClientTLS(*(data_dir / meta[k] for k in ETCD_TLS_KEYS))
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:

@@ -35,6 +35,7 @@ TOML_SOURCES: dict[tuple[str, str], tuple[type, str]] = {
     ("metadata", "backend"): (c.Config, "metadata_backend"),
     ("metadata", "path"): (c.Config, "metadata_path"),
     ("metadata", "etcd_endpoints"): (c.Config, "etcd_endpoints"),
+    **{("metadata", k): (c.Config, "etcd_tls") for k in c.ETCD_TLS_KEYS},
     **_keys("profiles.NAME", c.Profile, c._PROFILE_KEYS),
     **_keys("[nodes]", c.NodeSpec, c._NODE_KEYS),
     **_keys("archive", c.ArchiveSettings, c._ARCHIVE_KEYS),
@@ -140,6 +141,12 @@ TOML_DOCS: dict[tuple[str, str], str] = {
     ("metadata", "path"): "SQLite file, relative to data_dir.",
     ("metadata", "etcd_endpoints"): "Client URLs of all etcd members; the client fails over "
     "between them.",
+    ("metadata", "etcd_ca_file"): "PEM CA that etcd members' certificates are checked "
+    "against (mutual TLS; the three etcd_*_file keys go together, paths relative to data_dir).",
+    ("metadata", "etcd_cert_file"): "PEM client certificate shown to etcd members started "
+    "with --client-cert-auth.",
+    ("metadata", "etcd_key_file"): "PEM private key of etcd_cert_file (keep it 0600: it acts "
+    "as Tessera on etcd).",
     ("profiles.NAME", "k"): "Data shards per stripe; any k of k+m rebuild it.",
     ("profiles.NAME", "m"): "Parity shards: losses survived. At most m shards sit in one "
     "zone, so a zone loss is survivable; storage overhead is (k+m)/k.",

@@ -8,7 +8,10 @@ Keys are bytes ordered bytewise; values are opaque bytes (versioned msgpack reco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from storage.metadata.etcd_tls import EtcdClientTLS
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\xff" * 64
 
 
-async def open_store(backend: str, path: str, etcd_endpoints: tuple[str, ...] = ()) -> MetadataStore:
+async def open_store(backend: str, path: str, etcd_endpoints: tuple[str, ...] = (),
+                     etcd_tls: EtcdClientTLS | None = None) -> MetadataStore:
     if backend == "sqlite":
         from storage.metadata.sqlite import SqliteStore
 
@@ -74,5 +78,5 @@ async def open_store(backend: str, path: str, etcd_endpoints: tuple[str, ...] = 
     if backend == "etcd":
         from storage.metadata.etcd import EtcdStore
 
-        return await EtcdStore.open(etcd_endpoints)
+        return await EtcdStore.open(etcd_endpoints, etcd_tls)
     raise ValueError(f"metadata backend {backend!r} is not available")

@@ -43,6 +43,7 @@ from storage.metadata.etcd_grpc import REQUEST_TIMEOUT_S, GrpcKV, member_unwell,
 from storage.metadata.etcd_reads import ReadBatcher
 from storage.metadata.etcd_share import CommitServer, SharedCommits
 from storage.metadata.etcd_stamp import WatchedStamp
+from storage.metadata.etcd_tls import EtcdClientTLS
 from storage.metadata.etcd_wire import txn_request
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 from storage.metadata.fence import check, fenced
@@ -101,7 +102,7 @@ class EtcdStore:
     auth_stamp_exact = False
 
     def __init__(self, endpoints: tuple[str, ...], session: aiohttp.ClientSession,
-                 prefix: str) -> None:
+                 prefix: str, tls: EtcdClientTLS | None = None) -> None:
         self._endpoints = endpoints
         self._session = session
         self._prefix = prefix
@@ -111,24 +112,29 @@ class EtcdStore:
         self.server_version = ""
         self._term = 0  # the Raft term the leader was last looked up in (0: not yet)
         self._lookup: asyncio.Task[None] | None = None  # a leader lookup after an election
-        self._kv = GrpcKV(endpoints)
+        self._kv = GrpcKV(endpoints, tls)
         self._batcher = TxnBatcher(self._txn_call)
         self._sharing: CommitServer | SharedCommits | None = None  # share_commits
         self._reads = ReadBatcher(self._read_call)
         self._stamp = WatchedStamp(self._read_stamp, self._stamp_changes)
 
     @classmethod
-    async def open(cls, endpoints: tuple[str, ...] | list[str]) -> EtcdStore:
-        """Connect, and learn the JSON gateway path from the first member that answers."""
+    async def open(cls, endpoints: tuple[str, ...] | list[str],
+                   tls: EtcdClientTLS | None = None) -> EtcdStore:
+        """Connect, and learn the JSON gateway path from the first member that answers.
+        `tls`: the client certificate members that check clients (mutual TLS) require."""
         eps = tuple(e.rstrip("/") for e in endpoints)
         if not eps:
             raise EtcdError("metadata backend etcd needs at least one endpoint (etcd_endpoints)")
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         # the CA store is read now, for both clients (gRPC's roots: etcd_grpc.trusted_roots)
-        tls = ssl.create_default_context() if any(e.startswith("https://") for e in eps) else None
+        if tls is not None and not all(e.startswith("https://") for e in eps):
+            raise EtcdError("etcd client certificate given but an endpoint is not https://")
+        ctx = (tls.ssl_context() if tls is not None else ssl.create_default_context()
+               if any(e.startswith("https://") for e in eps) else None)
         session = aiohttp.ClientSession(timeout=timeout,
-                                        connector=aiohttp.TCPConnector(ssl=tls or True))
-        store = cls(eps, session, "/v3")
+                                        connector=aiohttp.TCPConnector(ssl=ctx or True))
+        store = cls(eps, session, "/v3", tls)
         try:
             store.server_version = await store._version()
             store._prefix = api_prefix(store.server_version)

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from storage.metadata.etcd_tls import EtcdClientTLS
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
 
 # RPC name -> (its path, the request type, the response type)
@@ -167,10 +168,12 @@ class GrpcKV:
     """One gRPC channel per etcd member, opened on first use, each holding one idle call
     open (`Keeper`); `call` awaits one unary RPC."""
 
-    def __init__(self, endpoints: tuple[str, ...]) -> None:
+    def __init__(self, endpoints: tuple[str, ...], tls: EtcdClientTLS | None = None) -> None:
         self._targets = [target_of(e) for e in endpoints]
         self._tls = [e.startswith("https://") for e in endpoints]
-        self._roots = trusted_roots() if any(self._tls) else None
+        # our client certificate and the cluster's CA (mutual TLS), else the CA store only
+        self._creds = (tls.grpc_credentials() if tls is not None else
+                       grpc.ssl_channel_credentials(trusted_roots()) if any(self._tls) else None)
         self._closed = False
         self._channels: dict[int, grpc.Channel] = {}
         self._calls: dict[tuple[int, str], grpc.UnaryUnaryMultiCallable] = {}
@@ -186,9 +189,9 @@ class GrpcKV:
                 raise RuntimeError("etcd store is closed")
             channel = self._channels.get(idx)
             if channel is None:
-                channel = (grpc.secure_channel(self._targets[idx],
-                                               grpc.ssl_channel_credentials(self._roots),
-                                               options=CHANNEL_OPTIONS) if self._tls[idx]
+                channel = (grpc.secure_channel(self._targets[idx], self._creds,
+                                               options=CHANNEL_OPTIONS)
+                           if self._tls[idx] and self._creds is not None
                            else grpc.insecure_channel(self._targets[idx], options=CHANNEL_OPTIONS))
                 self._channels[idx] = channel
                 self._keepers[idx] = Keeper(channel)

@@ -20,10 +20,20 @@ from storage.crypto.keys import FileRootKey
 from storage.keyspace import GC, space
 from storage.metadata import MetadataStore, Txn
 from storage.metadata.etcd import EtcdStore
+from storage.metadata.etcd_tls import EtcdClientTLS, client_tls_in
 from tests.integration.cluster import free_port
 
 _ETCD = pytest.StashKey[tuple[EtcdCluster, Path]]()
 ROOT_DIR_ENV = "TESSERA_CONTRACT_ETCD_ROOT_DIR"
+# the session cluster's certificates (ops/etcdcerts.py layout); unset: its members check no
+# client (an existing cluster named by TESSERA_ETCD_ENDPOINTS)
+TLS_DIR_ENV = "TESSERA_ETCD_TLS_DIR"
+
+
+def session_tls() -> EtcdClientTLS | None:
+    """The client certificate of the session's etcd cluster (mutual TLS)."""
+    d = os.environ.get(TLS_DIR_ENV)
+    return client_tls_in(Path(d)) if d else None
 
 
 def start_etcd(base: Path, token: str = "contract") -> EtcdCluster:
@@ -48,6 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
     cluster = start_etcd(base)
     config.stash[_ETCD] = (cluster, base)
     os.environ["TESSERA_ETCD_ENDPOINTS"] = ",".join(cluster.endpoints)
+    os.environ[TLS_DIR_ENV] = str(cluster.tls_dir)
     # xdist's workers inherit both: they share this (the controller's) etcd, so they must
     # share the root key that wraps the store-wide system key too (etcd_root_dir).
     FileRootKey(base / "root" / "root.key")  # made here, once: workers only read it
@@ -61,6 +72,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     cluster, base = started
     cluster.stop()
     os.environ.pop("TESSERA_ETCD_ENDPOINTS", None)
+    os.environ.pop(TLS_DIR_ENV, None)
     os.environ.pop(ROOT_DIR_ENV, None)
     shutil.rmtree(base, ignore_errors=True)
 
@@ -80,7 +92,7 @@ def etcd_root_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def etcd() -> AsyncIterator[EtcdStore]:
     """A client of the contract session's etcd cluster (its tests skip without one)."""
-    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")), session_tls())
     try:
         yield s
     finally:

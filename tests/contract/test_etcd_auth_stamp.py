@@ -17,6 +17,7 @@ import pytest
 from storage.keyspace import access_key_key, system_key, tenant_key
 from storage.metadata import Txn
 from storage.metadata.etcd import EtcdStore
+from tests.contract.conftest import session_tls
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
                                 reason="no etcd cluster (etcd not installed)")
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
 @pytest.fixture
 async def two() -> AsyncIterator[tuple[EtcdStore, EtcdStore]]:
     eps = tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(","))
-    a, b = await EtcdStore.open(eps), await EtcdStore.open(eps)
+    a, b = await EtcdStore.open(eps, session_tls()), await EtcdStore.open(eps, session_tls())
     try:
         yield a, b
     finally:

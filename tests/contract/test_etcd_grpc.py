@@ -19,6 +19,7 @@ from storage.metadata import Txn, etcd_grpc
 from storage.metadata.etcd import EtcdStore
 from storage.metadata.etcd_grpc import GrpcKV
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
+from tests.contract.conftest import session_tls
 from tests.integration.cluster import free_port
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
@@ -68,8 +69,8 @@ async def test_an_answer_over_grpcs_default_limit_arrives(etcd: EtcdStore, ns: b
 
 
 async def test_a_write_that_reached_no_member_goes_to_the_next(ns: bytes) -> None:
-    dead = f"http://127.0.0.1:{free_port(['127.0.0.1'])}"
-    store = await EtcdStore.open((dead, *_endpoints()))
+    dead = f"https://127.0.0.1:{free_port(['127.0.0.1'])}"
+    store = await EtcdStore.open((dead, *_endpoints()), session_tls())
     try:
         store._current = 0  # as if the member in use had just gone away
         sent = store.round_trips
@@ -99,7 +100,7 @@ async def test_calls_one_after_another_start_no_thread_each(
     """grpcio polls a channel on a thread that lives while a call is open: without a call
     held open, each call made when none was in flight (the batchers' usual case) started
     one. Closing ends every thread the client started."""
-    kv = GrpcKV(_endpoints()[:1])
+    kv = GrpcKV(_endpoints()[:1], session_tls())
     get = pb.RangeRequest(key=b"grpc/none")
     try:
         await kv.call(0, "Range", get, 10)  # opens the channel (and what it holds open)
@@ -117,7 +118,7 @@ async def test_calls_one_after_another_start_no_thread_each(
 async def test_a_held_call_that_ended_is_opened_again(
         thread_starts: list[threading.Thread], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(etcd_grpc, "KEEPER_RETRY_S", 0.0)
-    kv = GrpcKV(_endpoints()[:1])
+    kv = GrpcKV(_endpoints()[:1], session_tls())
     get = pb.RangeRequest(key=b"grpc/none")
     try:
         await kv.call(0, "Range", get, 10)
@@ -158,7 +159,7 @@ async def test_a_client_dropped_unclosed_ends_its_held_calls(
     """A client dropped without close() (a store an error path never closed) ends the calls it
     held open: their threads (and connections) went with it before it held any, and a held
     call's thread otherwise waited for ever, keeping the channel and its connection alive."""
-    kv = GrpcKV(_endpoints()[:1])
+    kv = GrpcKV(_endpoints()[:1], session_tls())
     await kv.call(0, "Range", pb.RangeRequest(key=b"grpc/none"), 10)
     del kv
     gc.collect()

@@ -45,7 +45,7 @@ def _small_etcd(tmp_path: Path) -> EtcdCluster:
 async def test_a_write_past_etcds_quota_is_storage_full_and_a_503(tmp_path: Path) -> None:
     cluster = _small_etcd(tmp_path)
     try:
-        store = await EtcdStore.open(cluster.endpoints)
+        store = await EtcdStore.open(cluster.endpoints, cluster.client_tls)
         try:
             with pytest.raises(StorageFull) as refused:
                 for i in range(20 * QUOTA // 60_000):  # (see below)
@@ -59,12 +59,21 @@ async def test_a_write_past_etcds_quota_is_storage_full_and_a_503(tmp_path: Path
         cluster.stop()
 
 
-def _config(tmp_path: Path, endpoints: tuple[str, ...] | list[str]) -> Path:
+def _tls_keys(cluster: EtcdCluster) -> str:
+    tls = cluster.client_tls
+    if tls is None:
+        return ""
+    return (f'etcd_ca_file = "{tls.ca_file}"\netcd_cert_file = "{tls.cert_file}"\n'
+            f'etcd_key_file = "{tls.key_file}"\n')
+
+
+def _config(tmp_path: Path, cluster: EtcdCluster) -> Path:
     nodes = "".join(f'[[nodes]]\nid = "n{i}"\nzone = "z{i % 3}"\naddress = "127.0.0.1:{7000 + i}"\n'
                     for i in range(6))
     p = tmp_path / "tessera.toml"
     p.write_text(f"[profiles.standard]\nk = 2\nm = 2\n[metadata]\nbackend = \"etcd\"\n"
-                 f"etcd_endpoints = {list(endpoints)!r}\n{nodes}".replace("'", '"'))
+                 f"etcd_endpoints = {list(cluster.endpoints)!r}\n{_tls_keys(cluster)}{nodes}"
+                 .replace("'", '"'))
     return p
 
 
@@ -74,7 +83,7 @@ async def test_freeing_space_is_not_enough_recover_space_brings_writes_back(
     # history is compacted, every member defragmented and the alarm disarmed.
     cluster = _small_etcd(tmp_path)
     try:
-        store = await EtcdStore.open(cluster.endpoints)
+        store = await EtcdStore.open(cluster.endpoints, cluster.client_tls)
         try:
             written = 0
             with pytest.raises(StorageFull):
@@ -91,7 +100,7 @@ async def test_freeing_space_is_not_enough_recover_space_brings_writes_back(
 
             said = await asyncio.to_thread(
                 subprocess.run, [sys.executable, "-m", "ops.cli", "metadata", "recover-space",
-                                 "--config", str(_config(tmp_path, cluster.endpoints))],
+                                 "--config", str(_config(tmp_path, cluster))],
                 capture_output=True, text=True, timeout=120)
             assert said.returncode == 0, said.stderr
             [member, disarmed] = said.stdout.splitlines()

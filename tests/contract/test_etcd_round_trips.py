@@ -49,6 +49,7 @@ from storage.metadata.etcd import EtcdStore
 from storage.metadata.etcd_batch import Pending
 from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
+from tests.contract.conftest import session_tls
 from tests.inproc import served_s3, sim_config
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
@@ -127,7 +128,7 @@ async def gateway(tmp_path: Path, bucket: str, root_key: Path, monkeypatch: pyte
     monkeypatch.setattr(tenants_mod, "CACHE_TTL_S", 3600.0)
     monkeypatch.setattr(tenants_mod, "SHORT_TTL_S", 3600.0)
     cfg = sim_config(tmp_path, 4096)
-    etcd = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    etcd = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")), session_tls())
     store = RecordingStore(etcd)
     meta: Any = store
     tenants = TenantService(meta, FileRootKey(root_key))
@@ -401,7 +402,7 @@ BODY = os.urandom(4096)
 @pytest.fixture
 async def other() -> AsyncIterator[BucketService]:
     """The bucket service of another gateway (its own etcd connection)."""
-    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")), session_tls())
     try:
         yield BucketService(store, "us-east-1")
     finally:

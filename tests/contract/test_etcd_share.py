@@ -18,6 +18,7 @@ import pytest
 
 from storage.metadata import Txn
 from storage.metadata.etcd import EtcdError, EtcdStore
+from tests.contract.conftest import session_tls
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
                                 reason="no etcd cluster (etcd not installed)")
@@ -38,7 +39,7 @@ def sock(tmp_path: Path) -> Path:
 @pytest.fixture
 async def other() -> AsyncIterator[EtcdStore]:
     """A second client: another gateway worker process's store."""
-    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")), session_tls())
     try:
         yield s
     finally:
@@ -146,9 +147,12 @@ async def test_a_worker_dying_mid_commit_leaves_worker_0_serving(
 OWNER = """
 import asyncio, os, sys
 from storage.metadata.etcd import EtcdStore
+from storage.metadata.etcd_tls import client_tls_in
+TLS = (client_tls_in(__import__("pathlib").Path(os.environ["TESSERA_ETCD_TLS_DIR"]))
+       if os.environ.get("TESSERA_ETCD_TLS_DIR") else None)
 
 async def main():
-    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")), TLS)
     hold = asyncio.Event()
 
     async def held(body, still=None):  # worker 0 takes commits in but never sends them

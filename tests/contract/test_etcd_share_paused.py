@@ -27,6 +27,7 @@ import pytest
 
 from storage.metadata import Txn, etcd_share
 from storage.metadata.etcd import EtcdError, EtcdStore
+from tests.contract.conftest import session_tls
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
                                 reason="no etcd cluster (etcd not installed)")
@@ -39,11 +40,14 @@ OWNER = """
 import asyncio, os, sys, pathlib
 from storage.metadata import etcd, etcd_share
 from storage.metadata.etcd import EtcdStore
+from storage.metadata.etcd_tls import client_tls_in
+TLS = (client_tls_in(__import__("pathlib").Path(os.environ["TESSERA_ETCD_TLS_DIR"]))
+       if os.environ.get("TESSERA_ETCD_TLS_DIR") else None)
 
 etcd.REQUEST_TIMEOUT_S = etcd_share.REQUEST_TIMEOUT_S = 2.0
 
 async def main():
-    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")), TLS)
     await store.share_commits(pathlib.Path(sys.argv[1]), owner=True)
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -54,7 +58,7 @@ asyncio.run(main())
 
 @pytest.fixture
 async def other() -> AsyncIterator[EtcdStore]:
-    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    s = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")), session_tls())
     try:
         yield s
     finally:

@@ -36,7 +36,7 @@ async def test_a_watch_on_a_hung_member_does_not_answer_past_its_bound(tmp_path:
     cluster = start_etcd(tmp_path, token="hung")
     try:
         eps = cluster.endpoints
-        a, b = await EtcdStore.open(eps), await EtcdStore.open(eps)
+        a, b = await EtcdStore.open(eps, cluster.client_tls), await EtcdStore.open(eps, cluster.client_tls)
         try:
             b._current = next(i for i in range(3) if i != a._current)  # noqa: SLF001
             before = await _live(b)  # its watch (and its reads) on a follower

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from storage.metadata.etcd import EtcdStore
+from tests.contract.conftest import session_tls
 from tests.integration.cluster import free_port
 
 ETCD = shutil.which("etcd")
@@ -130,7 +131,7 @@ async def test_key_calls_ignore_a_proxy_in_the_environment(
         monkeypatch.setenv(name, f"http://127.0.0.1:{port}")
     monkeypatch.setenv("no_proxy", "")
     monkeypatch.setenv("NO_PROXY", "")
-    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")))
+    store = await EtcdStore.open(tuple(os.environ["TESSERA_ETCD_ENDPOINTS"].split(",")), session_tls())
     try:
         assert await store.put(b"proxy/k", b"v") > 0
         got = await store.get(b"proxy/k")

@@ -13,6 +13,7 @@ from storage import keyspace as ks
 from storage.keyspace_migration import upgrade
 from storage.metadata import MetadataStore, Txn, open_store
 from storage.records import unpack
+from tests.contract.conftest import session_tls
 from tests.contract.test_metadata_contract import BACKENDS
 from tests.unit.test_keyspace_migration import layout2_records
 from tests.vectors.layout1 import to_layout1
@@ -21,7 +22,8 @@ from tests.vectors.layout1 import to_layout1
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
     endpoints = tuple(e for e in os.environ.get("TESSERA_ETCD_ENDPOINTS", "").split(",") if e)
-    s = await open_store(request.param, str(tmp_path / "meta" / "t.db"), endpoints)
+    s = await open_store(request.param, str(tmp_path / "meta" / "t.db"), endpoints,
+                         session_tls())
     want = layout2_records()
     old = to_layout1(list(want.items()))
     clear = Txn(deletes=(*want, *(k for k, _ in old), ks.layout_key()))

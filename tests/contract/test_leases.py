@@ -20,6 +20,7 @@ import pytest
 from storage.leases import Leases
 from storage.metadata import MetadataStore, Txn, open_store
 from storage.metadata.fence import FENCE, Fence, LeaseFenced
+from tests.contract.conftest import session_tls
 from tests.contract.test_metadata_contract import BACKENDS
 
 T = TypeVar("T")
@@ -30,8 +31,8 @@ async def pair(request: pytest.FixtureRequest,
                tmp_path: Path) -> AsyncIterator[tuple[MetadataStore, MetadataStore]]:
     endpoints = tuple(e for e in os.environ.get("TESSERA_ETCD_ENDPOINTS", "").split(",") if e)
     path = str(tmp_path / "meta" / "t.db")
-    a = await open_store(request.param, path, endpoints)
-    b = a if request.param == "sqlite" else await open_store(request.param, path, endpoints)
+    a = await open_store(request.param, path, endpoints, session_tls())
+    b = a if request.param == "sqlite" else await open_store(request.param, path, endpoints, session_tls())
     try:
         yield a, b
     finally:

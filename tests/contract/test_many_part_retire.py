@@ -49,6 +49,7 @@ from storage.tenants import TenantService
 from storage.testing.simnodes import SimNodes
 from storage.workers.manifests import Manifest, load_manifest
 from storage.workers.reclaim import TenantReclaimer
+from tests.contract.conftest import session_tls
 from tests.inproc import served_s3, sim_config
 
 # 2 x 600 + 5 operations: over the 1024 etcd allows one transaction (TESSERA_MANY_PARTS=10000
@@ -67,7 +68,7 @@ async def served(request: pytest.FixtureRequest, tmp_path: Path, etcd_root_dir: 
     """(boto3 client, cluster, bucket) over simulated nodes and the backend's store."""
     monkeypatch.setattr(mp, "MIN_PART_SIZE", 1)  # 600 parts of 5 MiB: 3 GB per test
     endpoints = tuple(e for e in os.environ.get("TESSERA_ETCD_ENDPOINTS", "").split(",") if e)
-    meta = await open_store(request.param, str(tmp_path / "meta.db"), endpoints)
+    meta = await open_store(request.param, str(tmp_path / "meta.db"), endpoints, session_tls())
     root = (etcd_root_dir if request.param == "etcd" else tmp_path) / "root.key"
     tenants = TenantService(meta, FileRootKey(root))
     try:

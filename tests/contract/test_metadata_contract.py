@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from storage.metadata import MetadataStore, Txn, open_store, prefix_end
+from tests.contract.conftest import session_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["sqlite"]
@@ -27,7 +28,8 @@ if (ROOT / "storage" / "metadata" / "etcd.py").exists() and os.environ.get(
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
     endpoints = tuple(e for e in os.environ.get("TESSERA_ETCD_ENDPOINTS", "").split(",") if e)
-    s = await open_store(request.param, str(tmp_path / "meta" / "t.db"), endpoints)
+    s = await open_store(request.param, str(tmp_path / "meta" / "t.db"), endpoints,
+                         session_tls())
     try:
         yield s
     finally:

@@ -21,7 +21,7 @@ from storage.errors import StorageError
 from storage.metadata import Txn, open_store
 from storage.metadata.etcd import EtcdError, EtcdStore, WatchEvent, api_prefix
 from storage.metadata.etcdpb import etcd_wire_pb2 as pb
-from tests.contract.conftest import start_etcd
+from tests.contract.conftest import session_tls, start_etcd
 from tests.integration.cluster import free_port
 
 pytestmark = pytest.mark.skipif(not os.environ.get("TESSERA_ETCD_ENDPOINTS"),
@@ -35,7 +35,7 @@ def _endpoints() -> tuple[str, ...]:
 
 @pytest.fixture
 async def etcd() -> AsyncIterator[EtcdStore]:
-    s = await EtcdStore.open(_endpoints())
+    s = await EtcdStore.open(_endpoints(), session_tls())
     try:
         yield s
     finally:
@@ -71,7 +71,8 @@ def test_api_prefix_by_version() -> None:
 
 
 async def test_open_store_detects_gateway_path(tmp_path: Path) -> None:
-    s = await open_store("etcd", str(tmp_path / "unused"), _endpoints())
+    s = await open_store("etcd", str(tmp_path / "unused"), _endpoints(),
+                         session_tls())
     try:
         assert isinstance(s, EtcdStore)
         assert s.server_version.startswith("3.")
@@ -88,7 +89,7 @@ async def test_no_endpoint_answers_is_one_clear_error() -> None:
 
 async def test_lease_exclusive_renew_release(etcd: EtcdStore, ns: bytes) -> None:
     name = ns.decode() + "gc"
-    other = await EtcdStore.open(_endpoints())
+    other = await EtcdStore.open(_endpoints(), session_tls())
     try:
         assert await etcd.acquire_lease(name, "gw-a", 10) is True
         assert await etcd.lease_holder(name) == "gw-a"
@@ -107,7 +108,7 @@ async def test_lease_exclusive_renew_release(etcd: EtcdStore, ns: bytes) -> None
 
 async def test_lease_expires_when_holder_stops_renewing(etcd: EtcdStore, ns: bytes) -> None:
     name = ns.decode() + "repair"
-    dying = await EtcdStore.open(_endpoints())
+    dying = await EtcdStore.open(_endpoints(), session_tls())
     assert await dying.acquire_lease(name, "gw-dead", 2) is True
     assert await etcd.acquire_lease(name, "gw-live", 10) is False
     # the holder "dies": no renewals; the key goes with its etcd lease
@@ -154,7 +155,7 @@ async def test_poll_prefix_yields_on_change(etcd: EtcdStore, ns: bytes) -> None:
 async def test_member_loss_fails_over(tmp_path: Path) -> None:
     cluster = await asyncio.to_thread(start_etcd, tmp_path, "failover")
     try:
-        store = await EtcdStore.open(cluster.endpoints)
+        store = await EtcdStore.open(cluster.endpoints, cluster.client_tls)
         try:
             rev = await store.put(b"f/k", b"v1")
             watched: list[WatchEvent] = []
@@ -206,7 +207,7 @@ async def test_requests_go_to_the_leader(etcd: EtcdStore, ns: bytes) -> None:
     follower would forward each of them), whichever member answers first."""
     leader, leader_id = await _leader(etcd, _endpoints())
     ordered = tuple(e for e in _endpoints() if e != leader) + (leader,)
-    store = await EtcdStore.open(ordered)
+    store = await EtcdStore.open(ordered, session_tls())
     try:
         assert store.endpoint == leader
         await store.put(ns + b"k", b"v")
@@ -223,7 +224,7 @@ async def test_store_follows_the_leader_after_an_election(tmp_path: Path) -> Non
     store look the leader up again, and its requests go there from then on."""
     cluster = await asyncio.to_thread(start_etcd, tmp_path, "leader")
     try:
-        store = await EtcdStore.open(cluster.endpoints)
+        store = await EtcdStore.open(cluster.endpoints, cluster.client_tls)
         try:
             old, _ = await _leader(store, cluster.endpoints)
             assert store.endpoint == old

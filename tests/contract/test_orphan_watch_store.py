@@ -124,7 +124,7 @@ async def test_a_save_over_etcds_default_transaction_limit_goes_in_chunks(
     cluster = DefaultOpsEtcd(tmp_path / "data", default_members(client, peer, (host,)),
                              tmp_path / "logs").start()
     try:
-        meta = await EtcdStore.open(cluster.endpoints)
+        meta = await EtcdStore.open(cluster.endpoints, cluster.client_tls)
         try:
             with pytest.raises(StorageError):  # (the limit is in force on this member)
                 await meta.txn(Txn(puts={b"t/%04d" % i: b"" for i in range(3 * SAVE_OPS)}))

@@ -39,6 +39,7 @@ from storage.workers.gcfence import read_fence
 from storage.workers.manifests import commit_shard_moves
 from storage.workers.reclaim import TenantReclaimer
 from storage.workers.stepfence import StepFence
+from tests.contract.conftest import session_tls
 from tests.contract.test_metadata_contract import BACKENDS
 
 SEGMENT = 64 * 1024
@@ -52,9 +53,9 @@ async def _body(data: bytes) -> AsyncIterator[bytes]:
 async def world(request: pytest.FixtureRequest, tmp_path: Path, etcd_root_dir: Path
                 ) -> AsyncIterator[tuple[Cluster, MetadataStore, SimNodes, str]]:
     endpoints = tuple(e for e in os.environ.get("TESSERA_ETCD_ENDPOINTS", "").split(",") if e)
-    meta = await open_store(request.param, str(tmp_path / "meta.db"), endpoints)
+    meta = await open_store(request.param, str(tmp_path / "meta.db"), endpoints, session_tls())
     other = meta if request.param == "sqlite" else await open_store(
-        request.param, str(tmp_path / "meta.db"), endpoints)
+        request.param, str(tmp_path / "meta.db"), endpoints, session_tls())
     nodes = [{"id": f"n{z * 3 + i + 1}", "zone": f"az{z + 1}",
               "address": f"127.0.{z + 1}.{i + 1}:1"} for z in range(3) for i in range(3)]
     cfg = config_from_mapping({

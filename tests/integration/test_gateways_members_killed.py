@@ -222,11 +222,12 @@ def _leader_once(etcd: EtcdCluster) -> str | None:
     """One round of status calls: the leader's name, or None when none answered as leader."""
     ids: dict[int, str] = {}
     leader = 0
+    tls = etcd.client_tls.ssl_context() if etcd.client_tls is not None else None
     for m in etcd.members:
         req = urllib.request.Request(f"{m.client_url}/v3/maintenance/status", data=b"{}",
                                      method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2, context=tls) as r:
                 st = json.loads(r.read())
         except OSError:
             continue

@@ -14,3 +14,15 @@ def test_members_snapshot_every_snapshot_count_entries(tmp_path: Path) -> None:
     for m in c.members:
         args = c._args(m)  # noqa: SLF001
         assert args[args.index("--snapshot-count") + 1] == str(SNAPSHOT_COUNT)
+
+
+def test_members_check_client_and_peer_certificates(tmp_path: Path) -> None:
+    """Both ports speak mutual TLS: https URLs and each member trusting only the cluster CA."""
+    c = EtcdCluster(tmp_path / "data", default_members(2379, 2380), tmp_path / "logs")
+    for m in c.members:
+        args = c._args(m)  # noqa: SLF001
+        assert m.client_url.startswith("https://") and m.peer_url.startswith("https://")
+        for flag in ("--client-cert-auth", "--peer-client-cert-auth"):
+            assert flag in args
+        for flag in ("--trusted-ca-file", "--peer-trusted-ca-file"):
+            assert args[args.index(flag) + 1] == str(c.tls_dir / "ca.pem")
