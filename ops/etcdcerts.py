@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from storage.metadata.etcd_tls import EtcdClientTLS, client_tls_in
 
 VALID_DAYS = 3650  # a local cluster's certificates outlive it; rotation is not automated
+MEMBER_CN = "etcd member"  # members' peer ports accept only this CN (--peer-cert-allowed-cn)
 FILES = ("ca.pem", "ca.key", "member.pem", "member.key", "client.pem", "client.key")
 
 
@@ -85,7 +86,7 @@ def ensure_certs(directory: Path, hosts: tuple[str, ...]) -> EtcdClientTLS:
         out = {
             "ca.pem": _sign("tessera etcd CA", ca_key, ca_key, None).public_bytes(pem),
             "ca.key": _key_pem(ca_key),
-            "member.pem": _sign("etcd member", member_key, ca_key, both, names).public_bytes(pem),
+            "member.pem": _sign(MEMBER_CN, member_key, ca_key, both, names).public_bytes(pem),
             "member.key": _key_pem(member_key),
             "client.pem": _sign("tessera", client_key, ca_key,
                                 [ExtendedKeyUsageOID.CLIENT_AUTH]).public_bytes(pem),

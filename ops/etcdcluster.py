@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.etcdcerts import ensure_certs
+from ops.etcdcerts import MEMBER_CN, ensure_certs
 from storage.metadata.etcd_batch import MAX_REQUEST_BYTES  # the members' --max-request-bytes
 from storage.metadata.etcd_tls import EtcdClientTLS, client_tls_in
 from storage.parentdeath import dies_with_us_prefix
@@ -95,7 +95,10 @@ class EtcdCluster:
         ca, cert, key = str(d / "ca.pem"), str(d / "member.pem"), str(d / "member.key")
         return ["--client-cert-auth", "--trusted-ca-file", ca, "--cert-file", cert,
                 "--key-file", key, "--peer-client-cert-auth", "--peer-trusted-ca-file", ca,
-                "--peer-cert-file", cert, "--peer-key-file", key]
+                "--peer-cert-file", cert, "--peer-key-file", key,
+                # a peer must show the member certificate, not the client one every
+                # gateway holds (same CA): a gateway host cannot speak Raft to members
+                "--peer-cert-allowed-cn", MEMBER_CN]
 
     def _args(self, m: EtcdMember) -> list[str]:
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)

@@ -4,6 +4,7 @@ without one, a client that can reach a member's port can neither list nor delete
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import urllib.request
@@ -86,3 +87,28 @@ def test_key_files_are_private() -> None:
     assert os.stat(tls.key_file).st_mode & 0o077 == 0
     assert os.stat(tls.key_file.with_name("member.key")).st_mode & 0o077 == 0
     assert os.stat(tls.key_file.with_name("ca.key")).st_mode & 0o077 == 0
+
+
+def _peer_urls(tls_ctx: ssl.SSLContext) -> list[str]:
+    req = urllib.request.Request(f"{_endpoints()[0]}/v3/cluster/member/list", data=b"{}",
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=10, context=tls_ctx) as r:
+        return [u for m in json.loads(r.read())["members"] for u in m["peerURLs"]]
+
+
+def test_peer_port_refuses_the_client_certificate() -> None:
+    """review22h: the client certificate (every gateway holds it) is not a member's: the
+    peer (Raft) port refuses it, so a gateway host cannot join Raft traffic; a member's is
+    served."""
+    tls = session_tls()
+    assert tls is not None
+    peers = _peer_urls(tls.ssl_context())
+    assert peers and all(u.startswith("https://") for u in peers)
+    member = ssl.create_default_context(cafile=str(tls.ca_file))
+    member.load_cert_chain(str(tls.ca_file.with_name("member.pem")),
+                           str(tls.ca_file.with_name("member.key")))
+    for url in peers:
+        with urllib.request.urlopen(f"{url}/members", timeout=10, context=member) as r:
+            assert r.status == 200  # a member's certificate: served
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/members", timeout=10, context=tls.ssl_context())
