@@ -29,7 +29,7 @@ import logging
 import threading
 from pathlib import Path
 
-from nodes.smallrecord import encode_pairs, pairs, read_record, write_record
+from nodes.smallrecord import encode_pairs, overwrite_record, pairs, read_record, write_record
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class Drops:
         """Pack `seq` is made (durable): its number is the highest one (OSError: not
         recorded, so its loss as the newest is not seen; the next new pack records again)."""
         if seq > self.highest:
-            write_record(self.highest_path, _HIGHEST_HEAD, f"{seq}\n".encode())
+            # fixed width, rewritten in place: a new pack on a full disk still records it
+            overwrite_record(self.highest_path, _HIGHEST_HEAD, f"{seq:020d}\n".encode())
             self.highest = seq
 
     def _made_now(self, seq: int) -> None:

@@ -8,6 +8,7 @@ something its packs alone cannot show; one way to write and check them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,13 +23,18 @@ def write_record(path: Path, head: bytes, body: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        done = 0
-        while done < len(raw):  # a short write would leave a record that fails its check
-            done += os.write(fd, raw[done:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            done = 0
+            while done < len(raw):  # a short write would leave a record that fails its check
+                done += os.write(fd, raw[done:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # (ENOSPC: the temporary file must not keep the blocks it took)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     fsync_dir(path.parent)
 
 
@@ -54,3 +60,29 @@ def pairs(body: bytes) -> list[tuple[int, int]] | None:
 
 def encode_pairs(items: list[tuple[int, int]]) -> bytes:
     return "".join(f"{a} {b}\n" for a, b in items).encode()
+
+
+def overwrite_record(path: Path, head: bytes, body: bytes) -> None:
+    """`write_record`, but a record of the same length as the one there is rewritten in
+    place: no new block is taken, so a full disk (where compaction makes the pack that frees
+    space) still records it. A torn rewrite fails the record's check when read (its
+    readers treat that as no record), never a wrong value."""
+    raw = head + f"{crc32c.crc32c(body):08x}\n".encode() + body
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        write_record(path, head, body)
+        return
+    try:
+        if os.fstat(fd).st_size != len(raw):
+            os.close(fd)
+            fd = -1
+            write_record(path, head, body)
+            return
+        if os.pwrite(fd, raw, 0) != len(raw):
+            raise OSError(f"short write of {path}")
+        os.fsync(fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
