@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,13 @@ def test_work_beside_the_nodes_start_runs_and_its_failure_stops_them(tmp_path: P
     seen: list[list[int]] = []
 
     async def fails() -> None:
-        seen.append(_running_with(config))  # the forker is already running
+        # the forker is already started: its exec (the config in its command line) may lag
+        # its spawn on a loaded host, so look for up to 10 s, blocking the loop meanwhile (a
+        # forker not yet started when this runs could not start during the wait)
+        until = time.monotonic() + 10
+        while not (running := _running_with(config)) and time.monotonic() < until:
+            time.sleep(0.05)  # polling /proc for a condition, not synchronizing on time
+        seen.append(running)
         raise RuntimeError("bootstrap failed")
 
     with pytest.raises(RuntimeError, match="bootstrap failed"):
