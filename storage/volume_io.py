@@ -97,6 +97,7 @@ class VolumeHandle(ByteRanges):
         # told the record's size at each renewal (a resize taken on another host): the mount
         # daemon grows its device (gateway/block/growwatch.py)
         self.on_grown: Callable[[int], None] | None = None
+        self._watch_failed = False
 
     # lease ---------------------------------------------------------------------------------
 
@@ -224,8 +225,16 @@ class VolumeHandle(ByteRanges):
         host's mounts (`mount.grow_mounted`); this is how a mount anywhere sees it within a
         renewal interval (ttl/3). `vol` itself is replaced when the mount takes the size
         (`refresh`)."""
-        if self.on_grown is not None:
-            self.on_grown(Volume.decode((await self._record()).value).size)
+        if self.on_grown is None:
+            return
+        size = Volume.decode((await self._record()).value).size
+        try:
+            self.on_grown(size)
+        except Exception:  # (a thread not started): the renewals go on (review22g F8)
+            if not self._watch_failed:
+                log.exception("volume %s: the size watch failed (logged once; the lease is "
+                              "still renewed)", self.vol.name)
+            self._watch_failed = True
 
     async def check_revoked(self) -> None:
         """Raise KeyUnavailable once the volume's tenant is shredded (seen within

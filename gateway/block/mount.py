@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway.block.boundedchild import run_bounded
 from gateway.block.writeback import DEFAULT_KERNEL_DIRTY_MIB, set_budget
 from storage.errors import Conflict
 from storage.pids import pid_alive
@@ -554,27 +555,17 @@ except OSError as exc:
 
 
 def _answered(cmd: list[str]) -> str | None:
-    """Run `cmd` in a child for at most GROW_ANSWER_S: None once it succeeded, its last
-    line of error when it failed, "" when it did not end in time (killed and left behind).
-    A child, not a thread: a FUSE request its daemon has read but never answers holds the
-    caller in the kernel past even SIGKILL, and a thread held so would keep this process
-    (a gateway) from ever exiting."""
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = p.communicate(timeout=GROW_ANSWER_S)
-    except subprocess.TimeoutExpired:
-        p.kill()  # it ends once its daemon answers or goes (a FUSE wait outlives SIGKILL)
-        assert p.stderr is not None
-        p.stderr.close()
-        # reaped whenever that is, by a thread of its own, so no zombie waits for the next
-        # subprocess this process starts (review21j F2)
-        threading.Thread(target=p.wait, name="resize-child-reaper", daemon=True).start()
+    """Run `cmd` in a child for at most GROW_ANSWER_S (`boundedchild.run_bounded`): None
+    once it succeeded, its last line of error when it failed, "" when it did not end in
+    time (killed and left behind)."""
+    res = run_bounded(cmd, GROW_ANSWER_S)
+    if res is None:
         return ""
-    if p.returncode == 0:
+    rc, _, err = res
+    if rc == 0:
         return None
     lines = err.strip().splitlines()
-    return " ".join(lines[-1].split()) if lines else f"{cmd[0]} exited {p.returncode}"
+    return " ".join(lines[-1].split()) if lines else f"{cmd[0]} exited {rc}"
 
 
 def _proc_state(pid: int) -> bytes | None:

@@ -5,8 +5,9 @@ freezes at one point in time, `mount.snapshot_mounted`), or, for a daemon from b
 flush it (`mount.quiesce`). Both wait in the kernel on the daemon: a daemon paused (a frozen
 cgroup, `docker pause`: it looks running) or a flush that does not end held the admin
 route, and the CLI, for ever, and a thread held so keeps a gateway from exiting. So that
-part runs in a child process for at most `SNAPSHOT_ANSWER_S` (as `mount.grow_mounted`
-does for a resize); past it the caller is told the mount did not answer (`NoAnswer`) and
+part runs in a child process (`boundedchild.run_bounded`, as `mount.grow_mounted` does for
+a resize) for at most `SNAPSHOT_ANSWER_S` from when it is ready (its Python start and
+imports not counted); past it the caller is told the mount did not answer (`NoAnswer`) and
 that the snapshot may still be taken once the daemon answers (the child's request stays
 queued with the daemon).
 """
@@ -14,11 +15,10 @@ queued with the daemon).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
+from gateway.block.boundedchild import run_bounded
 from gateway.block.mount import MountError, mounted_states
 from storage.errors import Conflict
 from storage.volume_records import check_snapshot_name
@@ -30,8 +30,11 @@ _CONFLICT, _OSERROR = 3, 4
 _CHILD = """import json, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
+from gateway.block.boundedchild import run_bounded
 from gateway.block.mount import quiesce, snapshot_mounted
 from storage.errors import Conflict
+sys.stdout.buffer.write(b"R")  # ready (boundedchild.READY): the bound starts now
+sys.stdout.flush()
 data_dir, tenant, name, snap = Path(sys.argv[2]), *sys.argv[3:6]
 try:
     taken = snapshot_mounted(data_dir, tenant, name, snap)
@@ -60,28 +63,22 @@ def prepare_snapshot(data_dir: Path, tenant: str, name: str, snap: str,
         return False, []  # not mounted here: nothing to wait on, no child (~1 s) to start
     timeout_s = SNAPSHOT_ANSWER_S if timeout_s is None else timeout_s
     root = str(Path(__file__).resolve().parents[2])
-    p = subprocess.Popen([sys.executable, "-c", _CHILD, root, str(data_dir), tenant, name,
-                          snap], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = p.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        p.kill()  # it ends once the daemon answers or goes (a FUSE wait outlives SIGKILL)
-        for f in (p.stdout, p.stderr):
-            if f is not None:
-                f.close()
-        threading.Thread(target=p.wait, name="snapshot-child-reaper", daemon=True).start()
+    # -I: isolated, so no module of the caller's cwd (a json.py) runs in it as root
+    res = run_bounded([sys.executable, "-I", "-c", _CHILD, root, str(data_dir), tenant, name,
+                       snap], timeout_s, ready=True)
+    if res is None:
         raise NoAnswer(f"the mount of volume {name!r} on this host did not answer within "
                        f"{timeout_s:g} s (its daemon is paused or still flushing); snapshot "
                        f"{snap!r} may still be taken once it answers: list the volume's "
-                       "snapshots before retrying") from None
-    if p.returncode == _CONFLICT:
+                       "snapshots before retrying")
+    rc, out, err = res
+    if rc == _CONFLICT:
         raise Conflict(err.strip())
-    if p.returncode == _OSERROR:
+    if rc == _OSERROR:
         raise OSError(err.strip())
-    if p.returncode != 0:
+    if rc != 0:
         lines = err.strip().splitlines()
         raise MountError(f"snapshot of the mount here failed: "
-                         f"{lines[-1] if lines else p.returncode}")
+                         f"{lines[-1] if lines else rc}")
     res = json.loads(out)
     return bool(res["taken"]), [int(x) for x in res["flushed"]]
