@@ -25,6 +25,7 @@ from storage.metadata.etcd_tls import EtcdClientTLS, client_tls_in
 VALID_DAYS = 3650  # a local cluster's certificates outlive it; rotation is not automated
 MEMBER_CN = "etcd member"  # members' peer ports accept only this CN (--peer-cert-allowed-cn)
 FILES = ("ca.pem", "ca.key", "member.pem", "member.key", "client.pem", "client.key")
+CLIENT_FILES = ("ca.pem", "client.pem", "client.key")  # all a client needs: no private CA key
 
 
 def _name(cn: str) -> x509.Name:
@@ -105,9 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ops.etcdcerts", description=main.__doc__)
     p.add_argument("directory", type=Path)
     p.add_argument("hosts", nargs="+", help="each member's host name or IP address")
+    p.add_argument("--client-dir", type=Path, help="also copy the client's files (ca.pem, "
+                   "client.pem, client.key) here: what gateways and tools mount, without the "
+                   "CA's and the members' keys")
     a = p.parse_args(argv)
     ensure_certs(a.directory, tuple(a.hosts))
-    print(f"etcd certificates in {a.directory}")
+    if a.client_dir is not None:
+        a.client_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(a.client_dir, 0o700)
+        for name in CLIENT_FILES:
+            _write(a.client_dir / name, (a.directory / name).read_bytes())
+    print(f"etcd certificates in {a.directory}"
+          + (f", the client's in {a.client_dir}" if a.client_dir is not None else ""))
     return 0
 
 
