@@ -1,11 +1,14 @@
-"""fsync of a block volume while too many storage nodes are down: EIO, never a false success.
+"""fsync of a block volume while too many storage nodes are down or the metadata store is
+stalled: EIO, never a false success.
 
 Six of nine nodes (two whole zones) are killed under a mounted volume: fewer than k=4 nodes
 are left, so no segment or extent can be stored. An fsync then must fail (EIO); the writes it
 covered stay pending in the daemon (the kernel's pages are clean by then: a daemon that dropped
 them on the failure would lose them silently, the "fsyncgate" pattern). Once the nodes are
-back, the next fsync succeeds and that success is a real barrier: the daemon is SIGKILLed and
-the volume, taken over by a new mount, reads back every page fsynced.
+back, the next fsync succeeds. Then the SQLite metadata store is held locked (another process
+in a write transaction): the fsync of new pages fails (EIO, after the store's busy timeout)
+and the next one, lock released, commits them. Every success is a real barrier: the daemon
+is SIGKILLed and the volume, taken over by a new mount, reads back every page fsynced.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import errno
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +50,7 @@ def restart(cluster: LocalCluster, ids: tuple[str, ...]) -> list[subprocess.Pope
     return list(procs.values())
 
 
-def test_fsync_with_nodes_down_fails_then_a_later_fsync_is_durable(
+def test_fsync_with_nodes_down_or_store_stalled_fails_then_a_later_one_is_durable(
         fresh_vol: Vol, tmp_path: Path) -> None:  # noqa: F811
     vol, cluster = fresh_vol, fresh_vol.cluster
     vol.run("create", "nd", "--size", "64M")
@@ -71,6 +75,20 @@ def test_fsync_with_nodes_down_fails_then_a_later_fsync_is_durable(
         procs = restart(cluster, DOWN)
         try:
             os.fsync(fd)  # the pages the failed fsync covered, committed now
+            stalled = {rnd.randrange(16 << 8, 64 << 8) * PAGE: rnd.randbytes(PAGE)
+                       for _ in range(16)}
+            for off, data in stalled.items():
+                assert os.pwrite(fd, data, off) == PAGE
+            pages |= stalled
+            held = sqlite3.connect(cluster.db_path, isolation_level=None)
+            try:  # the metadata store stalls: no segment can commit
+                held.execute("BEGIN IMMEDIATE")
+                with pytest.raises(OSError) as failed:
+                    os.fsync(fd)
+                assert failed.value.errno == errno.EIO
+            finally:
+                held.close()
+            os.fsync(fd)
             pid = daemon_pid(vol, mnt)
         finally:
             os.close(fd)
