@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, wait_for
 from tests.integration.test_volume_fencing import daemon_pid, read_at
 from tests.integration.test_volumes import (  # noqa: F401 - same fixtures and requirements
     Vol,
@@ -48,6 +48,16 @@ def restart(cluster: LocalCluster, ids: tuple[str, ...]) -> list[subprocess.Pope
         assert "ready" in line, (i, line)
         (cluster.data / "run" / f"{i}.pid").write_text(f"{p.pid}\n")
     return list(procs.values())
+
+
+def fsync_or_eio(fd: int) -> bool:
+    """True if fsync succeeded; False if it failed with EIO (any other error fails the test)."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        assert exc.errno == errno.EIO, exc
+        return False
+    return True
 
 
 def test_fsync_with_nodes_down_or_store_stalled_fails_then_a_later_one_is_durable(
@@ -74,7 +84,10 @@ def test_fsync_with_nodes_down_or_store_stalled_fails_then_a_later_one_is_durabl
         assert failed.value.errno == errno.EIO
         procs = restart(cluster, DOWN)
         try:
-            os.fsync(fd)  # the pages the failed fsync covered, committed now
+            # The daemon places stripes on nodes its health view calls up: until it has seen
+            # them back an fsync may still fail, EIO (never a success), and then one succeeds
+            # with the pages the failed fsync covered.
+            wait_for(lambda: fsync_or_eio(fd), "an fsync to succeed with the nodes back")
             stalled = {rnd.randrange(16 << 8, 64 << 8) * PAGE: rnd.randbytes(PAGE)
                        for _ in range(16)}
             for off, data in stalled.items():
