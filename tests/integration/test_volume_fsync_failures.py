@@ -13,6 +13,7 @@ is SIGKILLed and the volume, taken over by a new mount, reads back every page fs
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -70,6 +71,7 @@ def test_fsync_with_nodes_down_or_store_stalled_fails_then_a_later_one_is_durabl
     run = rnd.randbytes(1 << 20)  # extent 8 whole: written directly as an extent, no journal
     pages = {(8 << 20) + i: run[i:i + PAGE] for i in range(0, len(run), PAGE)}
     pages |= {rnd.randrange(16 << 8, 64 << 8) * PAGE: rnd.randbytes(PAGE) for _ in range(32)}
+    procs: list[subprocess.Popen[str]] = []
     fd = os.open(mnt / "volume", os.O_RDWR)
     try:
         os.pwrite(fd, b"x" * PAGE, 0)
@@ -82,30 +84,28 @@ def test_fsync_with_nodes_down_or_store_stalled_fails_then_a_later_one_is_durabl
         with pytest.raises(OSError) as failed:
             os.fsync(fd)
         assert failed.value.errno == errno.EIO
-        procs = restart(cluster, DOWN)
-        try:
-            # The daemon places stripes on nodes its health view calls up: until it has seen
-            # them back an fsync may still fail, EIO (never a success), and then one succeeds
-            # with the pages the failed fsync covered.
-            wait_for(lambda: fsync_or_eio(fd), "an fsync to succeed with the nodes back")
-            stalled = {rnd.randrange(16 << 8, 64 << 8) * PAGE: rnd.randbytes(PAGE)
-                       for _ in range(16)}
-            for off, data in stalled.items():
-                assert os.pwrite(fd, data, off) == PAGE
-            pages |= stalled
-            held = sqlite3.connect(cluster.db_path, isolation_level=None)
-            try:  # the metadata store stalls: no segment can commit
-                held.execute("BEGIN IMMEDIATE")
-                with pytest.raises(OSError) as failed:
-                    os.fsync(fd)
-                assert failed.value.errno == errno.EIO
-            finally:
-                held.close()
-            os.fsync(fd)
-            pid = daemon_pid(vol, mnt)
+        procs += restart(cluster, DOWN)
+        # The daemon places stripes on nodes its health view calls up: until it has seen
+        # them back an fsync may still fail, EIO (never a success), and then one succeeds
+        # with the pages the failed fsync covered.
+        wait_for(lambda: fsync_or_eio(fd), "an fsync to succeed with the nodes back")
+        stalled = {rnd.randrange(16 << 8, 64 << 8) * PAGE: rnd.randbytes(PAGE)
+                   for _ in range(16)}
+        for off, data in stalled.items():
+            assert os.pwrite(fd, data, off) == PAGE
+        pages |= stalled
+        held = sqlite3.connect(cluster.db_path, isolation_level=None)
+        try:  # the metadata store stalls: no segment can commit
+            held.execute("BEGIN IMMEDIATE")
+            with pytest.raises(OSError) as failed:
+                os.fsync(fd)
+            assert failed.value.errno == errno.EIO
         finally:
-            os.close(fd)
-            fd = -1
+            held.close()
+        os.fsync(fd)
+        pid = daemon_pid(vol, mnt)
+        fd, closing = -1, fd
+        os.close(closing)  # a flush: nothing left to commit
         os.kill(pid, signal.SIGKILL)
         r = vol.run("unmount", str(mnt), check=False)
         vol.mounts.remove(mnt)
@@ -115,8 +115,9 @@ def test_fsync_with_nodes_down_or_store_stalled_fails_then_a_later_one_is_durabl
             assert read_at(mnt / "volume", PAGE, off) == data, off
         vol.unmount(mnt)
     finally:
-        if fd >= 0:
-            os.close(fd)
-        for p in locals().get("procs", []):
+        for p in procs:
             p.kill()
             p.wait()
+        if fd >= 0:
+            with contextlib.suppress(OSError):  # close is a flush: EIO if the daemon fails
+                os.close(fd)
