@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict
 
 from storage.errors import KeyUnavailable, StorageError
+from storage.testing.crash_points import die_at
 from storage.volume_folding import _MISS, PAGE, PARALLEL_FOLDS, Folding
 from storage.volume_io import VolumeHandle
 from storage.volume_journal import Segment, append, is_zero
@@ -460,6 +461,7 @@ class JournaledVolume(Folding):
             if errors:
                 raise errors[0]
             self.durable = seq
+            die_at("volume-after-append", f"{self.vol.vol.name}/{seq}/")  # a test hook
         for idx in direct:
             await self._folded(idx, seq)
         if compact:

@@ -1,12 +1,16 @@
-"""Test hook: the process kills itself (SIGKILL) at a named point of an object commit, so an
-integration test can crash a real gateway exactly between two steps instead of racing it
-(tests/integration/test_crash_points.py).
+"""Test hook: the process kills itself (SIGKILL) at a named point of an object commit or a
+volume barrier, so an integration test can crash a real gateway or block daemon exactly
+between two steps instead of racing it (tests/integration/test_crash_points.py,
+test_volume_torn_pages.py).
 
 $TESSERA_TEST_DIE_AT=POINT:PREFIX, POINT one of
 - `before-commit`: the version's shards are written, its commit transaction not sent;
 - `after-commit`: the commit transaction applied, the answer not yet given;
 for commits (PUT, CopyObject, CompleteMultipartUpload, POST upload) of keys starting with
-PREFIX only. Read once at import; without the variable `die_at` is one comparison.
+PREFIX only;
+- `volume-after-append`: a block daemon's barrier (fsync or background append) committed
+journal segment / direct extents SEQ of volume NAME, not yet answered; key `NAME/SEQ/`.
+Read once at import; without the variable `die_at` is one comparison.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import os
 import signal
 
 ENV = "TESSERA_TEST_DIE_AT"
-POINTS = ("before-commit", "after-commit")
+POINTS = ("before-commit", "after-commit", "volume-after-append")
 
 
 def _parse(value: str) -> tuple[str, str] | None:
