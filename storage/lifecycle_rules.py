@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from storage.archive import CLASS_RANK, may_transition, round_up_to_day
+from storage.archive_classes import CLASS_RANK, may_transition, round_up_to_day
 from storage.records import ObjectVersion
 
 SMALL_OBJECT_BYTES = 128 * 1024

@@ -2,7 +2,9 @@
 
 A tenant's KEKs are stored wrapped by the root key; unwrapped KEKs and access secrets are
 cached for a short time only. Shredding deletes every wrapped KEK, after which no DEK of
-the tenant can be unwrapped by anyone.
+the tenant can be unwrapped by anyone. Access key records (issue, list, revoke, the key
+wrapping their secrets) are the `AccessKeys` mixin in `storage/access_keys.py`; looking one
+up for a request (`credential`) is here, with the caches it shares.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import string
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
 
-from storage.crypto import aead, keys, labels
+from storage.access_keys import AccessKeys, Credential
+from storage.crypto import aead, keys
 from storage.errors import (
     Conflict,
     InvalidInput,
@@ -27,12 +28,10 @@ from storage.errors import (
     TenantShredding,
 )
 from storage.keyspace import (
-    ACCESS_KEY,
     TENANT,
     access_key_key,
     canonical_gone_key,
     space,
-    system_key,
     tenant_gone_key,
     tenant_key,
 )
@@ -43,12 +42,10 @@ from storage.tenant_state import (
     DELETING,
     SHREDDED,
     SHREDDING,
-    compare_of,
     deleting_message,
     require_active,
 )
 
-_AK_ALPHABET = string.ascii_uppercase + string.digits
 CACHE_TTL_S = 60.0
 SHORT_TTL_S = 5.0  # identities; keys, access keys, tenant state also only while the stamp holds
 _CANONICAL_ID = re.compile(r"[A-Za-z0-9$._:-]{1,128}")
@@ -76,15 +73,7 @@ def _valid_tenant_name(name: str) -> bool:
     return 1 <= len(name) <= 63 and all(c.isalnum() or c in "-_" for c in name) and name.isascii()
 
 
-@dataclass(frozen=True)
-class Credential:
-    access_key: str
-    secret_key: str
-    tenant: str
-    role: str
-
-
-class TenantService:
+class TenantService(AccessKeys):
     def __init__(self, meta: MetadataStore, root: keys.RootKeyProvider) -> None:
         self._meta = meta
         self._root = root
@@ -526,56 +515,7 @@ class TenantService:
             await self.revoke_key(ak.access_key)
         return True
 
-    # access keys -------------------------------------------------------------------------
-
-    async def create_key(self, tenant: str, role: str = "tenant",
-                         access_key: str | None = None, secret_key: str | None = None,
-                         ) -> Credential:
-        ak = access_key or ("TK" + "".join(secrets.choice(_AK_ALPHABET) for _ in range(18)))
-        sk = secret_key or secrets.token_urlsafe(30)[:40]
-        wrapped = aead.wrap(self._secret_kek, sk.encode(), self._secret_aad(ak))
-        rec = AccessKey(access_key=ak, tenant=tenant, secret=wrapped, created=time.time(),
-                        role=role)
-        akey = access_key_key(ak)
-        for _ in range(8):
-            compares = {akey: 0}
-            if role == "tenant":  # the tenant record compared, as KMS key creation does: a
-                # `tenant delete` marks it before it revokes the keys it lists, so a key
-                # made meanwhile fails here instead of outliving the tenant; the key is
-                # that record's (its incarnation), not the name's
-                titem = await self._meta.get(tenant_key(tenant))
-                compares.update(compare_of(tenant, titem))
-                assert titem is not None
-                rec.incarnation = Tenant.decode(titem.value).incarnation
-            if await self._meta.txn(Txn(compares=compares, puts={akey: rec.encode()})):
-                return Credential(ak, sk, tenant, role)
-            if await self._meta.get(akey) is not None:
-                raise Conflict(f"access key {ak} already exists")
-        raise Conflict(f"tenant {tenant!r} kept changing while the key was made; nothing was "
-                       "made: try again")
-
-    @property
-    def _secret_kek(self) -> bytes:
-        """Key that wraps access secrets (they must be recoverable to verify SigV4)."""
-        if self._sk is None:
-            raise RuntimeError("TenantService.load() was not called")
-        return self._sk
-
-    async def load(self) -> None:
-        """Load (or create) the key that wraps access secrets."""
-        k = system_key("access-secret-kek")
-        aad = keys.pack_fields(labels.ROOT_WRAPS_SECRET_V1, [])
-        item = await self._meta.get(k)
-        if item is None:
-            wrapped = self._root.wrap(aead.random_key(), aad)
-            await self._meta.txn(Txn(compares={k: 0}, puts={k: wrapped}))
-            item = await self._meta.get(k)
-        assert item is not None
-        self._sk = self._root.unwrap(item.value, aad)
-
-    @staticmethod
-    def _secret_aad(ak: str) -> bytes:
-        return keys.pack_fields(labels.ROOT_WRAPS_SECRET_V1, [ak])
+    # access keys (their records: `storage/access_keys.py`) -------------------------------
 
     async def credential(self, access_key: str) -> Credential | None:
         """The active credential for an access key id, or None: cached while the store's
@@ -604,30 +544,3 @@ class TenantService:
                 cred = None
         self._secret_cache[access_key] = (began + SHORT_TTL_S, stamp, cred)
         return cred
-
-    async def list_keys(self, tenant: str | None = None) -> list[AccessKey]:
-        """Every access key, or those of `tenant`: a tenant key is its record's (made for
-        its incarnation), so a tenant made again under a deleted one's name (`reuse`) does
-        not list the deleted one's revoked keys as its own."""
-        items = await self._meta.range(*space(ACCESS_KEY), limit=100000)
-        recs = [AccessKey.decode(i.value) for i in items]
-        if tenant is None:
-            return recs
-        titem = await self._meta.get(tenant_key(tenant))
-        t = Tenant.decode(titem.value) if titem is not None else None
-        return [r for r in recs if r.tenant == tenant and (
-            r.role != "tenant" or (t is not None and same_incarnation(r, t)))]
-
-    async def key_issued(self, access_key: str) -> bool:
-        """Whether `access_key` names a key issued here, active or revoked (one record read)."""
-        return await self._meta.get(access_key_key(access_key)) is not None
-
-    async def revoke_key(self, access_key: str) -> None:
-        item = await self._meta.get(access_key_key(access_key))
-        if item is None:
-            raise NotFound(f"access key {access_key} does not exist")
-        rec = AccessKey.decode(item.value)
-        rec.state = "revoked"
-        await self._meta.put(item.key, rec.encode())
-        self._secret_cache.pop(access_key, None)
-        self._reads.forget(item.key)

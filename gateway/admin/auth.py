@@ -36,8 +36,9 @@ from gateway.console.sessions import (
 )
 from gateway.s3.sigv4 import authenticate
 from gateway.s3.sigv4_fields import SigV4Error
+from storage.access_keys import Credential
 from storage.headguard import payload_error_summary
-from storage.tenants import Credential, TenantService
+from storage.tenants import TenantService
 
 if TYPE_CHECKING:
     from storage.cluster import Cluster

@@ -23,7 +23,7 @@ from gateway.s3.xml_parse import (
     parse_document,
     parse_int,
 )
-from storage.archive import CLASS_RANK
+from storage.archive_classes import CLASS_RANK
 
 __all__ = ["lifecycle_xml", "parse_lifecycle"]
 
@@ -195,7 +195,7 @@ MIN_DAYS_BEFORE_NEXT = {"STANDARD_IA": 30, "ONEZONE_IA": 30, "GLACIER_IR": 90}
 
 def _check_order(items: list[dict[str, Any]], action: str, field: str, key: str,
                  label: str) -> None:
-    """Down AWS's waterfall (storage.archive.CLASS_RANK) each class of one rule's transitions
+    """Down AWS's waterfall (storage.archive_classes.CLASS_RANK) each class of one rule's transitions
     comes strictly later than the warmer ones (a colder class first would leave the warmer
     transition never applied), and a Days transition at least the warmer class's minimum
     stay later (`MIN_DAYS_BEFORE_NEXT`). Two NoncurrentVersionTransitions on the same day

@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from storage.archive import readable
+from storage.archive_classes import readable
 from storage.config import Config, NodeSpec
 from storage.datakeys import SSEC_HMAC
 from storage.erasure import ErasureCodec

@@ -1,5 +1,5 @@
 """The deep scrub checks a restored copy of an archived version under the copy's
-own key (`archive.readable`): a parity shard of the copy rewritten with other bytes under
+own key (`archive_classes.readable`): a parity shard of the copy rewritten with other bytes under
 valid checksums (no GET reads parity while the data shards are whole) must be found and
 rewritten. The restored-copy branch of `DeepScrubber._codec` had no test."""
 

@@ -6,7 +6,7 @@ import asyncio
 import os
 from typing import Any
 
-from storage.archive import latency_s, readable, restore_expiry, round_up_to_day
+from storage.archive_classes import latency_s, readable, restore_expiry, round_up_to_day
 from storage.compression import Counter, compress_stream, decompress_stream
 from storage.config import ArchiveSettings
 from storage.lifecycle_rules import (

@@ -35,7 +35,7 @@ from gateway.s3.latin1_headers import send_as_latin1
 from gateway.s3.request_keys import ABORTED_MID_BODY
 from gateway.s3.rfc2047 import decode_value, encode_value
 from gateway.s3.sendbody import BorrowedBodyWriter, HeldHeadResponse
-from storage.archive import is_archived
+from storage.archive_classes import is_archived
 from storage.conditions import DeleteConditions, WriteConditions, etag_value
 from storage.errors import ObjectNotFound
 from storage.objects import PutOptions

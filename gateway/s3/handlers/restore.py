@@ -16,7 +16,7 @@ from gateway.s3.errors import S3Error
 from gateway.s3.handlers import S3Request, operation
 from gateway.s3.http import http_date
 from gateway.s3.xml_parse import find_all, find_text, only_children, parse_document, parse_int
-from storage import archive
+from storage import archive, archive_classes
 from storage.records import ObjectVersion
 
 RESTORE_DAYS_MAX = 2147483647
@@ -25,11 +25,11 @@ RESTORE_DAYS_MAX = 2147483647
 def restore_status(v: ObjectVersion) -> tuple[bool, float | None] | None:
     """(in progress, expiry of the restored copy) of an archived version a restore was
     requested for, or None: no restore under way and no restored copy alive."""
-    if not archive.is_archived(v):
+    if not archive_classes.is_archived(v):
         return None
     if v.restore.get("state") == "ongoing":
         return True, None
-    if archive.restored_now(v):
+    if archive_classes.restored_now(v):
         return False, float(v.restore["expiry"])
     return None
 
@@ -46,7 +46,7 @@ def restore_headers(v: ObjectVersion) -> dict[str, str]:
 
 def readable_version(v: ObjectVersion) -> ObjectVersion:
     """The version a GET streams; 403 InvalidObjectState for an archived, unrestored one."""
-    out = archive.readable(v)
+    out = archive_classes.readable(v)
     if out is None:
         raise S3Error("InvalidObjectState", StorageClass=v.storage_class)
     return out
@@ -72,7 +72,7 @@ def _parse(body: bytes) -> tuple[int, str]:
         only_children(params, ("Tier",))
         tier = find_text(params, "Tier") or tier
     tier = (tier or "Standard").strip()
-    if tier not in archive.TIERS:
+    if tier not in archive_classes.TIERS:
         raise S3Error("MalformedXML")
     return days, tier
 
