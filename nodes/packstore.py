@@ -19,7 +19,8 @@ an open pack costs a share of one fdatasync (report small17 measured 0.375-0.45 
 - **Restart.** Packs are indexed in order, each as `nodes.packrecovery` finds it (a sealed
   pack's footer, else a scan; a torn tail copied to `quarantine/`, then cut off). Damage
   inside a pack (`gaps`, `bad` records) is kept in `damage` for scrub, and so is a pack
-  that is gone though compaction never dropped it (`nodes.packdrops`).
+  that is gone though compaction never dropped it (`nodes.packdrops`); indexing a pack and
+  that bookkeeping: `nodes.packrestart`.
 - A new pack is fsynced with its directory once, not once per shard. Packs are sealed (no
   more appends) at `seal_bytes`, ending with a footer listing their records: a restart
   reads that, and scans only packs without one that checks (the active pack, a damaged
@@ -38,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import errno
 import hmac
 import logging
@@ -53,11 +53,12 @@ from pathlib import Path
 from nodes import packformat as pf
 from nodes.packdrops import Drops
 from nodes.packindex import PackIndex, PackLoc
-from nodes.packpunch import PackPunching, body_punched, hole_ranges
-from nodes.packrecovery import PACK_NAME, Damage, pack_name, recover, set_aside
+from nodes.packpunch import PackPunching
+from nodes.packrecovery import PACK_NAME, Damage, pack_name
 from nodes.packreserve import RESERVE_NAME, Reserve, is_disk_full
+from nodes.packrestart import PackRestart
 from nodes.packsteps import PackCompaction, StepJob
-from nodes.packunsure import Mark, Unsure, stale
+from nodes.packunsure import Unsure
 from nodes.shardfile import (
     UNCHANGED,
     ShardExists,
@@ -84,7 +85,7 @@ class _Request:
     expect: PackLoc | None = None  # a TOMBSTONE only while the shard is still there
 
 
-class PackStore(PackCompaction, PackPunching):
+class PackStore(PackCompaction, PackPunching, PackRestart):
     """The packs below `root` (`open` before use, `close` after)."""
 
     def __init__(self, root: Path | str, seal_bytes: int = SEAL_BYTES,
@@ -215,47 +216,6 @@ class PackStore(PackCompaction, PackPunching):
                 return
             os.close(self._fds.pop(old))
 
-    def _recover(self, seq: int, unsure: Mark | None = None) -> list[pf.Record] | None:
-        """Index pack `seq`: from its footer when it has one that checks (sealed: None is
-        returned), else by a scan (its records returned: the last pack's go on). A failed
-        group left from `unsure` on (`nodes.packunsure`) is set aside first, never indexed,
-        and the pack retired: appends go to a new one (a stale mark is dropped, logged)."""
-        fd = self._fd(seq)
-        try:
-            size = os.fstat(fd).st_size
-            if unsure is not None and stale(lambda off, n: os.pread(fd, n, off), size, unsure):
-                log.warning("pack %d: unsure mark at %d is stale (records of other writes "
-                            "after it: a downgraded node wrote on); not applied", seq, unsure[0])
-            elif unsure is not None:
-                if size > unsure[0]:
-                    set_aside(self.quarantine_dir, seq, fd, unsure[0], size, "unsure")
-                self._retired.add(seq)
-            return self._recover_fd(seq, fd)
-        finally:  # a sealed pack's fd is not kept for the store's life (see `_fd`)
-            with self._fd_lock:
-                if seq in self._fds:
-                    os.close(self._fds.pop(seq))
-
-    def _recover_fd(self, seq: int, fd: int) -> list[pf.Record] | None:
-        got = recover(seq, fd, self.quarantine_dir)
-        holes, block = hole_ranges(fd, got.size), os.fstat(fd).st_blksize or 4096
-        for rec in got.records:
-            if rec.kind == pf.PUT and body_punched(holes, rec, block):  # punched: gone, as
-                rec = dataclasses.replace(rec, kind=pf.TOMBSTONE)  # the record that killed
-                # it may be (lost): the shard missing, never its zeros (`nodes.packpunch`)
-            self._apply(seq, rec)
-        self.sizes[seq] = got.size
-        self.live.setdefault(seq, 0)
-        holes = got.size - os.fstat(fd).st_blocks * 512  # punched before this restart: the
-        if holes > 0:  # disk gave them back (review21f F7), so `disk_bytes` must not count
-            self.holes[seq] = holes  # them until the compactor punches this pack again
-        if got.damage is not None:
-            self.damage.append(got.damage)
-        if got.sealed:
-            self.footers_read += 1
-            return None
-        return got.records
-
     def _new_pack(self, seq: int) -> None:
         """Create pack `seq` (empty, durable) and make it the active one. One that fails to
         be made durable is removed again: else its name would stay taken (O_EXCL) and every
@@ -319,22 +279,6 @@ class PackStore(PackCompaction, PackPunching):
             self.held_bytes += rec.body_len
         elif old is not None:
             del self.index[sid]
-
-    def acknowledge_lost(self, seqs: list[int]) -> list[int]:
-        """Stop reporting lost packs `seqs` (those of them still reported; `Drops.acknowledge`,
-        durably first: OSError leaves them reported); the ones acknowledged."""
-        with self._damage_lock:  # (a worker thread's; compaction's `_drop` rewrites it too)
-            done = sorted(set(seqs) & set(self.missing))
-            if done:
-                self.drops.acknowledge(done)
-                self.missing = [seq for seq in self.missing if seq not in done]
-                self.damage = [d for d in self.damage if not (d.missing and d.seq in done)]
-        return done
-
-    def _forget_damage(self, seq: int) -> None:
-        """Pack `seq`'s damage is gone with it (compaction dropped or emptied it)."""
-        with self._damage_lock:
-            self.damage = [d for d in self.damage if d.seq != seq]
 
     def locate(self, sid: str) -> PackLoc | None:
         return self.index.get(sid)
