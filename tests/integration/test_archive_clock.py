@@ -65,6 +65,7 @@ class Clock:
 
     def __init__(self, path: Path) -> None:
         self.path, self.offset = path, 0
+        self.clients: list[Any] = []  # boto3 clients whose kept-alive connections a move drops
         self.set(0)
 
     def set(self, offset: int) -> None:
@@ -72,6 +73,11 @@ class Clock:
         tmp.write_text(f"+{offset}s\n")
         os.replace(tmp, self.path)  # every process reads the old or the new offset whole
         self.offset = offset
+        # libfaketime moves the servers' monotonic clocks too, so a jump fires their
+        # keep-alive timers: a connection kept alive across it is closed by the gateway as
+        # the client reuses it (a reset in CI once clients no longer retried). Open new ones.
+        for client in self.clients:
+            client._endpoint.http_session.close()
 
     def now(self) -> float:
         return time.time() + self.offset
@@ -112,7 +118,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, clock: Clock) -> Iterator[
 
 
 @pytest.fixture
-def s3(cluster: LocalCluster, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Any:
+def s3(cluster: LocalCluster, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """boto3 signing with the cluster's faked time."""
     def now(remove_tzinfo: bool = True) -> datetime.datetime:
         t = datetime.datetime.fromtimestamp(clock.now(), datetime.UTC)
@@ -122,7 +128,10 @@ def s3(cluster: LocalCluster, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> 
         from botocore.crt import auth as crt_auth
 
         monkeypatch.setattr(crt_auth, "get_current_datetime", now)
-    return cluster.client()
+    client = cluster.client()
+    clock.clients.append(client)
+    yield client
+    clock.clients.remove(client)
 
 
 def passes(c: LocalCluster) -> float:
