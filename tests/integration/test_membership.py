@@ -360,5 +360,19 @@ def test_a_write_placed_on_a_node_removed_before_its_commit_is_not_committed(
     assert resp.status == 503 and "removed from the cluster" in answer, (resp.status, answer)
     with pytest.raises(s3.exceptions.ClientError):
         s3.head_object(Bucket="members", Key="held")
-    s3.put_object(Bucket="members", Key="held", Body=body)  # placed anew: the map as it is
+    refused: list[str] = []
+
+    def placed_anew() -> bool:
+        """A PUT placed on the map as it is; a gateway worker that has not yet seen the
+        removal places it on the removed node and says so (503, retry), as a client retries."""
+        try:
+            s3.put_object(Bucket="members", Key="held", Body=body)
+            return True
+        except s3.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "ServiceUnavailable", e
+            assert "removed from the cluster" in e.response["Error"]["Message"], e
+            refused.append(e.response["Error"]["Message"])
+            return False
+    wait(mc, "a PUT placed on the map without the removed node", placed_anew)
+    assert len(refused) < 10, refused
     assert s3.get_object(Bucket="members", Key="held")["Body"].read() == body
