@@ -57,16 +57,17 @@ def frozen(pid: int) -> Iterator[None]:
 @needs_freezer
 def test_a_snapshot_of_a_paused_mount_answers_in_time_and_is_taken_once_it_runs(
         vol: Vol, tmp_path: Path) -> None:  # noqa: F811
-    vol.run("create", "paused", "--size", "16M")
+    name = f"paused-{uuid.uuid4().hex[:8]}"  # the volume cluster is shared: a name of its own
+    vol.run("create", name, "--size", "16M")
     m = tmp_path / "m"
-    vol.mount("paused", m)
+    vol.mount(name, m)
     st = next(s for s in _states(vol) if s.target == str(m.resolve()))
     data = Path(vol.cluster.data)
     with frozen(st.pid):
         # the 1 s runs from when the child is ready (its imports done): a daemon that is
         # not frozen answers in milliseconds, so this cannot pass without the freeze
         with pytest.raises(NoAnswer, match="did not answer within 1 s.*may still be taken"):
-            prepare_snapshot(data, st.tenant, "paused", "s1", timeout_s=1.0)
+            prepare_snapshot(data, st.tenant, name, "s1", timeout_s=1.0)
     # it answers again once it runs: its writer takes the next snapshot
-    assert prepare_snapshot(data, st.tenant, "paused", "s2")[0] is True
+    assert prepare_snapshot(data, st.tenant, name, "s2")[0] is True
     vol.unmount(m)
