@@ -5,6 +5,8 @@ holds the lease and the extent commits alone."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from storage.errors import InvalidInput
 from storage.volume_records import Volume
 
@@ -15,20 +17,12 @@ class ByteRanges:
 
     vol: Volume
 
-    async def read_extent(self, idx: int) -> bytes | None:
-        raise NotImplementedError
-
-    async def write_extent(self, idx: int, data: bytes, jseq: int = 0) -> None:
-        raise NotImplementedError
-
-    async def trim_extent(self, idx: int, jseq: int = 0) -> None:
-        raise NotImplementedError
-
-    def extent_len(self, idx: int) -> int:
-        raise NotImplementedError
-
-    def holds_data(self, idx: int) -> bool:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the handle's own extent operations these use
+        async def read_extent(self, idx: int) -> bytes | None: ...
+        async def write_extent(self, idx: int, data: bytes, jseq: int = 0) -> None: ...
+        async def trim_extent(self, idx: int, jseq: int = 0) -> None: ...
+        def extent_len(self, idx: int) -> int: ...
+        def holds_data(self, idx: int) -> bool: ...
 
     async def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or offset + length > self.vol.size:
