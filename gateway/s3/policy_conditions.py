@@ -52,19 +52,21 @@ KEY_PREFIXES = ("s3:existingobjecttag/", "s3:requestobjecttag/")
 
 
 @lru_cache(maxsize=4096)
-def _segments(pattern: str, ignore_case: bool) -> tuple[re.Pattern[str], ...]:
-    """The pattern cut at its `*`s: each piece a fixed-width regex (`?` one character)."""
+def _segments(pattern: str, ignore_case: bool, one: bool) -> tuple[re.Pattern[str], ...]:
+    """The pattern cut at its `*`s: each piece a fixed-width regex (`?` one character
+    where `one`, else itself)."""
     flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
-    return tuple(re.compile("".join("." if c == "?" else re.escape(c) for c in part), flags)
-                 for part in pattern.split("*"))
+    return tuple(re.compile("".join("." if one and c == "?" else re.escape(c) for c in part),
+                            flags) for part in pattern.split("*"))
 
 
-def glob_match(pattern: str, value: str, ignore_case: bool = False) -> bool:
-    """`*` any run of characters (none too), `?` one. Each fixed piece between `*`s is
+def glob_match(pattern: str, value: str, ignore_case: bool = False, one: bool = True) -> bool:
+    """`*` any run of characters (none too), `?` one (unless `one` is False: CORS rules,
+    where only `*` is a wildcard). Each fixed piece between `*`s is
     placed at its leftmost fit, which is exact for globs and linear in the pieces: a regex
     `.*` per `*` backtracked exponentially (review22b: `s3:*?*?*?*?*?*?*?*?Z` as an Action
     held the event loop 90 s in PutBucketPolicy, longer ones for ever)."""
-    first, *rest = _segments(pattern, ignore_case)
+    first, *rest = _segments(pattern, ignore_case, one)
     if not rest:
         return first.fullmatch(value) is not None
     m = first.match(value)
